@@ -1,0 +1,207 @@
+"""A typed client for the provenance gRPC service.
+
+Every call has a deadline and explicit message-size limits; gRPC failures become
+`TransportError` (with the status code name) so callers branch on our errors only.
+Files are uploaded in 1 MiB chunks, never read whole.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import grpc
+
+from provenance import wire
+from provenance.binding import PerceptualHash
+from provenance.claims import Device, Receipt, SignedClaim
+from provenance.errors import TransportError
+from provenance.server import MAX_MESSAGE_BYTES, UPLOAD_CHUNK_BYTES
+from provenance.v1 import provenance_pb2 as pb
+from provenance.v1 import provenance_pb2_grpc as rpc
+from provenance.verify import VerificationReport
+
+DEFAULT_SERVER = "127.0.0.1:50051"
+#: Deadline of a small call, in seconds.
+DEFAULT_TIMEOUT = 30.0
+#: Assumed slowest upload rate when sizing an upload's deadline, in bytes per second.
+MIN_UPLOAD_RATE = 5 * 1024 * 1024
+
+
+def default_server() -> str:
+    """The server address from PROV_SERVER, else 127.0.0.1:50051."""
+    return os.environ.get("PROV_SERVER") or DEFAULT_SERVER
+
+
+class ProvenanceClient:
+    """Calls to one server. ``admin_token`` is sent as a bearer credential on admin calls."""
+
+    def __init__(
+        self, address: str, admin_token: str | None = None, timeout: float = DEFAULT_TIMEOUT
+    ) -> None:
+        self.address = address
+        self.admin_token = admin_token
+        self.timeout = timeout
+        self._channel = grpc.insecure_channel(
+            address,
+            options=[
+                ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+                ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+            ],
+        )
+        self._registry = rpc.DeviceRegistryStub(self._channel)
+        self._captures = rpc.CapturesStub(self._channel)
+        self._verification = rpc.VerificationStub(self._channel)
+        self._log = rpc.LogStub(self._channel)
+
+    def close(self) -> None:
+        self._channel.close()
+
+    def __enter__(self) -> ProvenanceClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _call(self, method: Any, request: Any, admin: bool = False, timeout: float | None = None) -> Any:
+        md = []
+        if admin:
+            if not self.admin_token:
+                raise TransportError(
+                    "this is an admin command: set PROV_ADMIN_TOKEN to the server's admin token",
+                    "UNAUTHENTICATED",
+                )
+            md.append(("authorization", f"Bearer {self.admin_token}"))
+        try:
+            return method(request, timeout=timeout or self.timeout, metadata=md or None)
+        except grpc.RpcError as e:
+            raise _transport_error(e, self.address) from e
+
+    # ---------------------------------------------------------------- registry
+
+    def create_enrollment_token(self, ttl_seconds: int = 0, label: str = "") -> tuple[str, datetime]:
+        r = self._call(
+            self._registry.CreateEnrollmentToken,
+            pb.CreateEnrollmentTokenRequest(ttl_seconds=ttl_seconds, label=label),
+            admin=True,
+        )
+        return r.token, wire.ts_from_pb(r.expires_at)
+
+    def enroll(self, token: str, public_key: bytes, proof_of_possession: bytes) -> Device:
+        r = self._call(
+            self._registry.Enroll,
+            pb.EnrollRequest(token=token, public_key=public_key, proof_of_possession=proof_of_possession),
+        )
+        return wire.device_from_pb(r.device)
+
+    def revoke(self, device_id: bytes, reason: str, effective_at: datetime | None = None) -> Device:
+        r = self._call(
+            self._registry.Revoke,
+            pb.RevokeRequest(device_id=device_id, reason=reason, effective_at=wire.ts_to_pb(effective_at)),
+            admin=True,
+        )
+        return wire.device_from_pb(r.device)
+
+    def get_device(self, device_id: bytes) -> Device:
+        return wire.device_from_pb(
+            self._call(self._registry.GetDevice, pb.GetDeviceRequest(device_id=device_id))
+        )
+
+    # ---------------------------------------------------------------- captures
+
+    def submit(self, signed: SignedClaim) -> tuple[Receipt, bool]:
+        """Submit a signed claim; returns (receipt, duplicate)."""
+        r = self._call(
+            self._captures.SubmitCapture,
+            pb.SubmitCaptureRequest(signed_claim=wire.signed_to_pb(signed)),
+        )
+        return wire.receipt_from_pb(r.receipt), r.duplicate
+
+    # ---------------------------------------------------------------- verification
+
+    def verify_file(
+        self, path: Path, sidecar: SignedClaim | None = None, detect: bool = False
+    ) -> VerificationReport:
+        """Upload ``path`` in chunks and return the server's report."""
+        size = path.stat().st_size
+
+        def chunks() -> Iterator[pb.VerifyFileChunk]:
+            yield pb.VerifyFileChunk(
+                header=pb.VerifyFileHeader(
+                    filename=path.name,
+                    size_bytes=size,
+                    sidecar=wire.signed_to_pb(sidecar) if sidecar else None,
+                    detect=detect,
+                )
+            )
+            with path.open("rb") as f:
+                while block := f.read(UPLOAD_CHUNK_BYTES):
+                    yield pb.VerifyFileChunk(data=block)
+
+        timeout = self.timeout + size / MIN_UPLOAD_RATE
+        r = self._call(self._verification.VerifyFile, chunks(), timeout=timeout)
+        return wire.report_from_pb(r)
+
+    def lookup(
+        self, queries: Sequence[tuple[str, bytes, Sequence[PerceptualHash]]]
+    ) -> list[tuple[str, VerificationReport]]:
+        """Batch lookup by (ref, sha256, perceptual hashes); returns (ref, report) pairs."""
+        req = pb.LookupRequest(
+            queries=[
+                pb.LookupQuery(ref=ref, sha256=sha, soft_bindings=[wire.soft_to_pb(h) for h in soft])
+                for ref, sha, soft in queries
+            ]
+        )
+        r = self._call(self._verification.Lookup, req)
+        return [(x.ref, wire.report_from_pb(x.report)) for x in r.results]
+
+    # ---------------------------------------------------------------- log
+
+    def checkpoint(self) -> str:
+        return str(self._call(self._log.GetCheckpoint, pb.GetCheckpointRequest()).checkpoint)
+
+    def log_key(self) -> tuple[str, str]:
+        """(verifier key, origin) of the log."""
+        r = self._call(self._log.GetLogKey, pb.GetLogKeyRequest())
+        return r.verifier_key, r.origin
+
+    def consistency_proof(self, first: int, second: int) -> list[bytes]:
+        r = self._call(
+            self._log.GetConsistencyProof,
+            pb.GetConsistencyProofRequest(first_size=first, second_size=second),
+        )
+        return [bytes(p) for p in r.proof]
+
+    def inclusion_proof(
+        self, tree_size: int, leaf_index: int | None = None, leaf_hash: bytes | None = None
+    ) -> tuple[int, int, list[bytes], bytes]:
+        req = pb.GetInclusionProofRequest(tree_size=tree_size)
+        if leaf_index is not None:
+            req.leaf_index = leaf_index
+        else:
+            req.leaf_hash = leaf_hash or b""
+        r = self._call(self._log.GetInclusionProof, req)
+        return r.leaf_index, r.tree_size, [bytes(p) for p in r.proof], bytes(r.leaf_hash)
+
+    def entries(self, start: int, limit: int = 100) -> tuple[list[bytes], int]:
+        r = self._call(self._log.GetEntries, pb.GetEntriesRequest(start=start, limit=limit))
+        return [bytes(e) for e in r.entries], r.next
+
+
+_UNREACHABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED}
+
+
+def _transport_error(e: grpc.RpcError, address: str) -> TransportError:
+    code = e.code() if hasattr(e, "code") else grpc.StatusCode.UNKNOWN
+    details = e.details() if hasattr(e, "details") else str(e)
+    if code in _UNREACHABLE:
+        return TransportError(f"cannot reach the server at {address} ({code.name}: {details})", code.name)
+    return TransportError(f"{details} [{code.name}]", code.name)
+
+
+def is_unreachable(error: TransportError) -> bool:
+    """True when the error means the server could not be reached (worth queueing and retrying)."""
+    return error.code in {c.name for c in _UNREACHABLE}

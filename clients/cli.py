@@ -1,0 +1,360 @@
+"""The ``prov`` command line.
+
+Shape (after sigstore's CLI): ``main(argv=None)`` runs the Typer app with one catch of
+`ProvenanceError` that prints a clean message and exits 1; no tracebacks for user
+mistakes; ``--json`` for machines. Environment defaults: PROV_SERVER (address),
+PROV_HOME (device folder), PROV_PASSPHRASE (device key passphrase, for scripts),
+PROV_ADMIN_TOKEN (admin credential).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import threading
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import Progress
+
+from clients import logcmd
+from clients.api import ProvenanceClient, default_server, is_unreachable
+from clients.device import DeviceHome, default_home, sidecar_path
+from clients.report import EXIT_CODES, report_to_json, report_to_text
+from provenance.errors import ConfigError, LogIntegrityError, ProvenanceError, TransportError
+from provenance.sidecar import decode_sidecar
+
+app = typer.Typer(
+    name="prov",
+    help=(
+        "Media provenance: devices sign captures with Ed25519 keys, a server logs each claim"
+        " in an append-only Merkle log, and anyone verifies a file against it.\n\n"
+        "Cryptography decides the verdict; the detector only advises."
+    ),
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+admin_app = typer.Typer(help="Operator commands (need PROV_ADMIN_TOKEN).", no_args_is_help=True)
+device_app = typer.Typer(help="This device's key, enrollment and offline queue.", no_args_is_help=True)
+app.add_typer(admin_app, name="admin")
+app.add_typer(device_app, name="device")
+app.add_typer(logcmd.log_app, name="log")
+app.add_typer(logcmd.receipt_app, name="receipt")
+
+out = Console(soft_wrap=True)
+err = Console(stderr=True, soft_wrap=True)
+
+ServerOpt = Annotated[
+    str,
+    typer.Option(
+        "--server",
+        envvar="PROV_SERVER",
+        help="Server address HOST:PORT (default: $PROV_SERVER or 127.0.0.1:50051).",
+        show_default=False,
+    ),
+]
+HomeOpt = Annotated[
+    Path,
+    typer.Option(
+        "--home",
+        envvar="PROV_HOME",
+        help="Device folder with key, state and queue (default: $PROV_HOME or ~/.prov).",
+        show_default=False,
+    ),
+]
+
+
+def _passphrase(confirm: bool = False) -> bytes:
+    """PROV_PASSPHRASE, else a hidden prompt."""
+    env = os.environ.get("PROV_PASSPHRASE")
+    if env:
+        return env.encode()
+    if not sys.stdin.isatty():
+        raise ConfigError("no passphrase: set PROV_PASSPHRASE or run in a terminal to be prompted")
+    value = typer.prompt("Device key passphrase", hide_input=True, confirmation_prompt=confirm)
+    return str(value).encode()
+
+
+def _admin_client(server: str) -> ProvenanceClient:
+    return ProvenanceClient(server, admin_token=os.environ.get("PROV_ADMIN_TOKEN"))
+
+
+# ---------------------------------------------------------------- serve
+
+
+@app.command()
+def serve(
+    db: Annotated[Path, typer.Option(help="SQLite database file (created if missing).")],
+    listen: Annotated[str, typer.Option(help="Address to listen on, HOST:PORT (port 0 picks one).")] = "127.0.0.1:50051",
+    admin_token_file: Annotated[
+        Path | None,
+        typer.Option(help="File holding the admin token (else $PROV_ADMIN_TOKEN; else admin calls are refused)."),
+    ] = None,
+    log_key: Annotated[
+        Path | None,
+        typer.Option(help="The log's Ed25519 private key (PEM, created on first start). Default: DB.logkey.pem"),
+    ] = None,
+    origin: Annotated[str, typer.Option(help="The log's name in its checkpoints.")] = "media-provenance.local/log",
+    max_upload_mb: Annotated[int, typer.Option(help="Largest file accepted for verification, MiB.")] = 2048,
+    max_megapixels: Annotated[int, typer.Option(help="Largest image decoded, megapixels.")] = 100,
+    detector: Annotated[bool, typer.Option(help="Load the advisory detector (needs torch).")] = True,
+    fast_start: Annotated[
+        bool, typer.Option(help="Skip re-hashing every log entry at start (the root is still checked).")
+    ] = False,
+) -> None:
+    """Run the gRPC server with its embedded database until SIGINT/SIGTERM."""
+    from provenance.assets import AssetLimits
+    from provenance.server import ServerConfig, create_server
+    from provenance.service import ProvenanceService, ServiceConfig
+
+    token = os.environ.get("PROV_ADMIN_TOKEN")
+    if admin_token_file is not None:
+        try:
+            token = admin_token_file.read_text().strip()
+        except OSError as e:
+            raise ConfigError(f"cannot read admin token file {admin_token_file}: {e.strerror}") from e
+    if not token:
+        err.print("[yellow]warning:[/] no admin token configured: enrollment tokens and revocations are refused")
+    service = ProvenanceService(
+        ServiceConfig(
+            db=db,
+            log_key=log_key or db.with_name(db.name + ".logkey.pem"),
+            origin=origin,
+            verify_on_start=not fast_start,
+        )
+    )
+    det = _load_detector() if detector else None
+    config = ServerConfig(
+        admin_token=token,
+        limits=AssetLimits(max_bytes=max_upload_mb * 1024 * 1024, max_pixels=max_megapixels * 1_000_000),
+        detector=det,
+    )
+    try:
+        server, port = create_server(listen, service, config)
+    except BaseException:
+        service.close()
+        raise
+    host = listen.rsplit(":", 1)[0]
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    print(f"listening on {host}:{port}", flush=True)
+    print(f"log key: {service.signer.verifier_key()}", flush=True)
+    stop.wait()
+    print("shutting down", flush=True)
+    server.stop(grace=5).wait()
+    service.close()
+
+
+def _load_detector():  # type: ignore[no-untyped-def]
+    """The server's detector function, or None (with a notice) when torch is missing."""
+    try:
+        from detector.serving import server_detector
+    except ImportError as e:
+        err.print(f"[yellow]note:[/] detector not loaded ({e}); reports will say so")
+        return None
+    return server_detector()
+
+
+# ---------------------------------------------------------------- admin
+
+
+@admin_app.command("enroll-token")
+def enroll_token(
+    server: ServerOpt = default_server(),
+    ttl: Annotated[int, typer.Option(help="Seconds the token stays valid (0: server default, 24 h).")] = 0,
+    label: Annotated[str, typer.Option(help="A name for the device, kept in the registry.")] = "",
+) -> None:
+    """Make a one-time enrollment token and print it (only the token, on stdout)."""
+    with _admin_client(server) as c:
+        token, expires = c.create_enrollment_token(ttl, label)
+    err.print(f"token valid until {expires:%Y-%m-%d %H:%M:%S} UTC; it can be used once")
+    print(token)
+
+
+@admin_app.command("revoke")
+def revoke(
+    device_id: Annotated[str, typer.Argument(help="Device id (hex key id) to revoke.")],
+    reason: Annotated[str, typer.Option(help="Why (key compromised, device lost, ...). Required.")],
+    server: ServerOpt = default_server(),
+    since: Annotated[
+        str | None,
+        typer.Option(help="When the key stopped being trustworthy (ISO 8601, UTC). Default: now."),
+    ] = None,
+) -> None:
+    """Revoke a device key. Claims logged at or after --since report REVOKED_KEY."""
+    try:
+        dev = bytes.fromhex(device_id)
+    except ValueError as e:
+        raise ConfigError(f"device id must be hex, got {device_id!r}") from e
+    when = None
+    if since:
+        try:
+            when = datetime.fromisoformat(since.replace("Z", "+00:00"))
+        except ValueError as e:
+            raise ConfigError(f"--since must be an ISO 8601 time, got {since!r}") from e
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=UTC)
+    with _admin_client(server) as c:
+        d = c.revoke(dev, reason, when)
+    assert d.revoked_at is not None
+    out.print(f"revoked {d.device_id.hex()} at {d.revoked_at:%Y-%m-%d %H:%M:%S} UTC: {d.revocation_reason}")
+
+
+# ---------------------------------------------------------------- device
+
+
+@device_app.command("init")
+def device_init(
+    home: HomeOpt = default_home(),
+    force: Annotated[bool, typer.Option(help="Replace an existing key (its identity is lost).")] = False,
+) -> None:
+    """Create this device's Ed25519 key, encrypted with a passphrase."""
+    state = DeviceHome(home).init(_passphrase(confirm=True), force=force)
+    out.print(f"device key created in {home}")
+    print(state.device_id)
+
+
+@device_app.command("enroll")
+def device_enroll(
+    token: Annotated[str, typer.Option(help="One-time token from `prov admin enroll-token`.")],
+    server: ServerOpt = default_server(),
+    home: HomeOpt = default_home(),
+) -> None:
+    """Enroll this device's key with the server, using a one-time token."""
+    with ProvenanceClient(server) as c:
+        state = DeviceHome(home).enroll(c, token, _passphrase())
+    out.print(f"device {state.device_id} enrolled with {server}")
+
+
+@device_app.command("show")
+def device_show(home: HomeOpt = default_home()) -> None:
+    """Print this device's id, server, last sequence and queued claims."""
+    h = DeviceHome(home)
+    s = h.state()
+    print(json.dumps({**s.__dict__, "queued": len(h.pending())}, indent=2))
+
+
+@device_app.command("sync")
+def device_sync(server: ServerOpt = default_server(), home: HomeOpt = default_home()) -> None:
+    """Submit the claims queued while the server was unreachable."""
+    h = DeviceHome(home)
+    pending = len(h.pending())
+    if not pending:
+        out.print("nothing queued")
+        return
+    with ProvenanceClient(server) as c, Progress(console=err, transient=True) as bar:
+        task = bar.add_task("submitting", total=pending)
+        done, errors = h.sync(c, lambda i, n: bar.update(task, completed=i))
+    out.print(f"submitted {done} of {pending} queued claim(s)")
+    for e in errors:
+        err.print(f"[red]not submitted:[/] {e}")
+    if errors:
+        raise typer.Exit(1)
+
+
+# ---------------------------------------------------------------- sign / verify
+
+
+@app.command()
+def sign(
+    files: Annotated[list[Path], typer.Argument(help="Captures to sign.", exists=True, dir_okay=False)],
+    server: ServerOpt = default_server(),
+    home: HomeOpt = default_home(),
+) -> None:
+    """Sign captures: write FILE.prov beside each and submit it to the log.
+
+    When the server cannot be reached the signed claim is queued on disk;
+    `prov device sync` submits it later. Exit 0 when every file was signed (logged or
+    queued), 1 when one failed.
+    """
+    h = DeviceHome(home)
+    key = h.load_key(_passphrase())
+    failed = 0
+    with ProvenanceClient(server) as c:
+        reachable = True
+        for f in files:
+            try:
+                sidecar, spath, queued = h.sign_file(key, f)
+            except ProvenanceError as e:
+                err.print(f"[red]{f}: not signed:[/] {e}")
+                failed += 1
+                continue
+            seq = sidecar.claim.sequence
+            if reachable:
+                try:
+                    receipt, _ = h.submit_one(c, queued, sidecar, spath)
+                    out.print(f"{f}: signed (#{seq}) and logged at leaf {receipt.leaf_index} -> {spath.name}")
+                    continue
+                except TransportError as e:
+                    if not is_unreachable(e):
+                        err.print(f"[red]{f}: signed (#{seq}) but refused by the server:[/] {e} (kept in the queue)")
+                        failed += 1
+                        continue
+                    reachable = False
+            out.print(f"{f}: signed (#{seq}), queued: server unreachable; run `prov device sync` later -> {spath.name}")
+    if failed:
+        raise typer.Exit(1)
+
+
+@app.command()
+def verify(
+    file: Annotated[Path, typer.Argument(help="The file to verify.", exists=True, dir_okay=False)],
+    sidecar: Annotated[
+        Path | None, typer.Option(help="Sidecar to check (default: FILE.prov when it exists).")
+    ] = None,
+    server: ServerOpt = default_server(),
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+    detect: Annotated[bool, typer.Option(help="Ask for the advisory detector's score.")] = True,
+) -> None:
+    """Verify a file against the log and print the report.
+
+    Exit codes: 0 SIGNED_ORIGINAL, 10 DERIVED, 11 UNSIGNED, 12 REVOKED_KEY,
+    13 TAMPERED; 1 when the file or server could not be checked; 2 usage errors.
+    """
+    side = sidecar if sidecar is not None else sidecar_path(file)
+    signed = None
+    if sidecar is not None or side.exists():
+        try:
+            signed = decode_sidecar(side.read_bytes()).signed_claim
+        except OSError as e:
+            raise ConfigError(f"cannot read sidecar {side}: {e.strerror}") from e
+    with ProvenanceClient(server) as c:
+        report = c.verify_file(file, signed, detect=detect)
+    if as_json:
+        print(json.dumps(report_to_json(report, str(file)), indent=2))
+    else:
+        out.print(report_to_text(report, str(file)), highlight=False, markup=False)
+    raise typer.Exit(EXIT_CODES[report.status])
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``prov`` console script; returns the exit code.
+
+    Usage errors exit 2 (printed by Typer); our errors print one clean line and exit 1,
+    or 3 for a log integrity failure (fork, rollback, edited entries).
+    """
+    try:
+        app(args=argv, prog_name="prov")
+    except SystemExit as e:
+        return e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+    except LogIntegrityError as e:
+        err.print(f"[bold red]LOG INTEGRITY FAILURE:[/] {e}", highlight=False)
+        return 3
+    except ProvenanceError as e:
+        err.print(f"[red]error:[/] {e}", highlight=False)
+        return 1
+    except KeyboardInterrupt:
+        err.print("interrupted")
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,271 @@
+"""The device SDK: a key in an encrypted file, the per-device sequence and hash chain,
+signing captures into sidecars, and an on-disk queue so no signed capture is lost.
+
+Layout of the device home (``PROV_HOME``, default ``~/.prov``)::
+
+    device_key.pem   the Ed25519 private key, encrypted PKCS#8 PEM (mode 0600)
+    device.json      device id, enrolled server, last sequence, last claim hash
+    queue/           signed claims not yet acknowledged by the log, one JSON each
+
+Order of writes when signing (each file written atomically and fsynced): the state
+(sequence reserved) first, then the queue entry, then the sidecar. A crash can leave
+a gap in the sequence, never a reused number, and never a signed claim that is not
+queued.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, replace
+from datetime import UTC, datetime
+from pathlib import Path
+
+from clients.api import ProvenanceClient, is_unreachable
+from provenance import wire
+from provenance.assets import AssetLimits, check_size, inspect_image, media_type_of
+from provenance.claims import Claim, HardBinding, Receipt, SignedClaim
+from provenance.envelope import PAYLOAD_TYPE_CLAIM, PAYLOAD_TYPE_ENROLL, sign_payload
+from provenance.errors import ConfigError, MediaError, ProvenanceError, TransportError
+from provenance.keys import DeviceKey
+from provenance.sidecar import Sidecar, decode_sidecar, encode_sidecar
+
+SIDECAR_SUFFIX = ".prov"
+APP_VERSION = "prov-cli/0.1"
+
+
+def default_home() -> Path:
+    """PROV_HOME, else ~/.prov."""
+    return Path(os.environ.get("PROV_HOME") or Path.home() / ".prov")
+
+
+def sidecar_path(path: Path) -> Path:
+    """Where the sidecar of ``path`` lives: ``FILE.prov`` beside it."""
+    return path.with_name(path.name + SIDECAR_SUFFIX)
+
+
+def atomic_write(path: Path, data: bytes, mode: int = 0o644) -> None:
+    """Write ``data`` to ``path`` via a temporary file, fsync, rename, fsync the folder."""
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    try:
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+    dfd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dfd)
+    finally:
+        os.close(dfd)
+
+
+@dataclass(frozen=True)
+class DeviceState:
+    """What the device remembers between captures (hex strings for bytes)."""
+
+    device_id: str
+    public_key: str
+    server: str = ""
+    last_sequence: int = 0
+    last_claim_hash: str = ""
+
+
+@dataclass(frozen=True)
+class SignResult:
+    """The outcome of signing one file: its sidecar path, sequence, and the receipt if
+    the server acknowledged it (None when it was queued)."""
+
+    path: Path
+    sidecar: Path
+    sequence: int
+    receipt: Receipt | None
+    duplicate: bool = False
+    queued_reason: str = ""
+
+
+class DeviceHome:
+    """A device's key, state and queue on disk (see module docstring)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+        self.key_path = self.root / "device_key.pem"
+        self.state_path = self.root / "device.json"
+        self.queue_dir = self.root / "queue"
+
+    # ---------------------------------------------------------------- key and state
+
+    def init(self, passphrase: bytes, force: bool = False) -> DeviceState:
+        """Create a new device key. Refuses to overwrite one unless ``force``."""
+        if self.key_path.exists() and not force:
+            raise ConfigError(
+                f"a device key already exists at {self.key_path}; use --force to replace it"
+                " (the old key's device identity is then lost)"
+            )
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.queue_dir.mkdir(exist_ok=True)
+        key = DeviceKey.generate()
+        atomic_write(self.key_path, key.to_encrypted_pem(passphrase), mode=0o600)
+        state = DeviceState(device_id=key.key_id.hex(), public_key=key.public_key.hex())
+        self.save_state(state)
+        return state
+
+    def load_key(self, passphrase: bytes) -> DeviceKey:
+        if not self.key_path.exists():
+            raise ConfigError(f"no device key at {self.key_path}: run `prov device init` first")
+        key = DeviceKey.from_encrypted_pem(self.key_path.read_bytes(), passphrase)
+        if key.key_id.hex() != self.state().device_id:
+            raise ConfigError(f"{self.key_path} does not belong to the device in {self.state_path}")
+        return key
+
+    def state(self) -> DeviceState:
+        try:
+            return DeviceState(**json.loads(self.state_path.read_text()))
+        except FileNotFoundError as e:
+            raise ConfigError(f"no device at {self.root}: run `prov device init` first") from e
+        except (ValueError, TypeError) as e:
+            raise ConfigError(f"{self.state_path} is damaged: {e}") from e
+
+    def save_state(self, state: DeviceState) -> None:
+        atomic_write(self.state_path, (json.dumps(asdict(state), indent=2) + "\n").encode())
+
+    # ---------------------------------------------------------------- enrollment
+
+    def enroll(self, client: ProvenanceClient, token: str, passphrase: bytes) -> DeviceState:
+        """Enroll this device's key with a one-time token from an operator."""
+        key = self.load_key(passphrase)
+        pop = sign_payload(key, PAYLOAD_TYPE_ENROLL, token.encode())
+        device = client.enroll(token, key.public_key, pop)
+        state = replace(self.state(), server=client.address)
+        self.save_state(state)
+        assert device.device_id == key.key_id
+        return state
+
+    # ---------------------------------------------------------------- signing
+
+    def sign_file(
+        self,
+        key: DeviceKey,
+        path: Path,
+        captured_at: datetime | None = None,
+        metadata: Mapping[str, str] | None = None,
+        limits: AssetLimits = AssetLimits(),
+    ) -> tuple[Sidecar, Path, Path]:
+        """Measure ``path``, sign a claim for it, queue it and write ``FILE.prov``.
+
+        Returns the sidecar, its path and the queue entry's path. Raises MediaError for files that are not
+        supported media, ConfigError when the device is not initialised.
+        """
+        claim_fields = measure(path, limits)
+        state = self.state()
+        seq = state.last_sequence + 1
+        claim = Claim(
+            device_id=key.key_id,
+            sequence=seq,
+            captured_at=captured_at or datetime.now(UTC),
+            prev_claim_hash=bytes.fromhex(state.last_claim_hash),
+            metadata={"app": APP_VERSION, **(metadata or {})},
+            **claim_fields,
+        )
+        claim_bytes = wire.encode_claim(claim)
+        signed = SignedClaim(
+            payload_type=PAYLOAD_TYPE_CLAIM,
+            claim_bytes=claim_bytes,
+            key_id=key.key_id,
+            signature=sign_payload(key, PAYLOAD_TYPE_CLAIM, claim_bytes),
+        )
+        sidecar = Sidecar(signed, key.public_key)
+        self.save_state(replace(state, last_sequence=seq, last_claim_hash=signed.claim_hash.hex()))
+        side_path = sidecar_path(path)
+        queued = self._enqueue(seq, sidecar, side_path)
+        atomic_write(side_path, encode_sidecar(sidecar))
+        return sidecar, side_path, queued
+
+    # ---------------------------------------------------------------- queue
+
+    def _enqueue(self, seq: int, sidecar: Sidecar, side_path: Path) -> Path:
+        self.queue_dir.mkdir(parents=True, exist_ok=True)
+        doc = {"sidecar_path": str(side_path.resolve()), "sidecar": encode_sidecar(sidecar).decode()}
+        queued = self.queue_dir / f"{seq:012d}.json"
+        atomic_write(queued, json.dumps(doc).encode())
+        return queued
+
+    def pending(self) -> list[tuple[Path, Sidecar, Path]]:
+        """Queued claims in sequence order: (queue file, sidecar, sidecar path)."""
+        if not self.queue_dir.exists():
+            return []
+        out = []
+        for q in sorted(self.queue_dir.glob("*.json")):
+            doc = json.loads(q.read_text())
+            out.append((q, decode_sidecar(doc["sidecar"].encode()), Path(doc["sidecar_path"])))
+        return out
+
+    def submit_one(
+        self, client: ProvenanceClient, queue_file: Path, sidecar: Sidecar, side_path: Path
+    ) -> tuple[Receipt, bool]:
+        """Submit one queued claim; on success store the receipt in its sidecar (when the
+        sidecar still describes this claim) and drop it from the queue."""
+        receipt, duplicate = client.submit(sidecar.signed_claim)
+        vkey, _ = client.log_key()
+        done = sidecar.with_receipt(receipt, vkey)
+        try:
+            current = decode_sidecar(side_path.read_bytes())
+        except (OSError, ProvenanceError):
+            current = None
+        if current is None or current.signed_claim == sidecar.signed_claim:
+            atomic_write(side_path, encode_sidecar(done))
+        queue_file.unlink(missing_ok=True)
+        return receipt, duplicate
+
+    def sync(
+        self,
+        client: ProvenanceClient,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> tuple[int, list[str]]:
+        """Submit every queued claim in order. Returns (submitted, errors).
+
+        Stops at the first unreachable-server error (the rest stay queued); a claim the
+        server refuses (e.g. revoked key) stays queued and is reported.
+        """
+        items = self.pending()
+        done, errors = 0, []
+        for i, (q, sc, sp) in enumerate(items):
+            try:
+                self.submit_one(client, q, sc, sp)
+                done += 1
+            except TransportError as e:
+                errors.append(f"{sp.name.removesuffix(SIDECAR_SUFFIX)}: {e}")
+                if is_unreachable(e):
+                    break
+            if progress:
+                progress(i + 1, len(items))
+        return done, errors
+
+
+def measure(path: Path, limits: AssetLimits = AssetLimits()) -> dict[str, object]:
+    """The claim fields that describe ``path``: media type, size, hard and soft bindings,
+    pixel dimensions. Raises MediaError for empty, unknown, corrupt or oversized files."""
+    try:
+        size = path.stat().st_size
+        check_size(size, limits)
+        with path.open("rb") as f:
+            head = f.read(64)
+    except OSError as e:
+        raise MediaError(f"cannot read {path}: {e.strerror}") from e
+    media_type = media_type_of(head)
+    if not media_type.startswith("image/"):
+        raise MediaError(f"{path.name}: signing {media_type} files is not supported yet")
+    data = path.read_bytes()
+    sha = hashlib.sha256(data).digest()
+    asset = inspect_image(sha, data, limits)
+    return {
+        "media_type": asset.facts.media_type,
+        "size_bytes": size,
+        "hard_binding": HardBinding(sha256=sha),
+        "soft_bindings": (asset.soft,),
+        "width": asset.width,
+        "height": asset.height,
+    }

@@ -1,0 +1,160 @@
+"""Rendering verification reports for people (text) and machines (JSON), and the
+exit code of each verdict.
+
+Exit codes of ``prov verify`` (documented in README.md):
+
+====  =================  ==========================================
+code  status             meaning
+====  =================  ==========================================
+0     SIGNED_ORIGINAL    exact bytes of a logged, validly signed capture
+10    DERIVED            a perceptual match to a signed capture
+11    UNSIGNED           nothing found
+12    REVOKED_KEY        signed by a key revoked before logging
+13    TAMPERED           a claim is present but bytes/signature differ
+1     (error)            the file or the server could not be checked
+2     (usage)            wrong command-line arguments
+====  =================  ==========================================
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from provenance.claims import Verdict
+from provenance.verify import VerificationReport
+
+EXIT_CODES: dict[Verdict, int] = {
+    Verdict.SIGNED_ORIGINAL: 0,
+    Verdict.DERIVED: 10,
+    Verdict.UNSIGNED: 11,
+    Verdict.REVOKED_KEY: 12,
+    Verdict.TAMPERED: 13,
+}
+
+_ADVISORY = (
+    "advisory only: a learned estimate, never proof; it does not change the status above"
+)
+
+
+def _iso(dt: Any) -> str | None:
+    return None if dt is None else dt.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def report_to_json(r: VerificationReport, path: str | None = None) -> dict[str, Any]:
+    """A JSON-able dict with a top-level ``status`` (one of the five verdict names)."""
+    ev = r.evidence
+    out: dict[str, Any] = {"status": r.status.value}
+    if path is not None:
+        out["path"] = path
+    out["reasons"] = list(r.reasons)
+    out["file"] = {
+        "sha256": ev.file.sha256.hex(),
+        "size": ev.file.size,
+        "media_type": ev.file.media_type,
+        "soft_bindings": [
+            {"algorithm": h.algorithm, "hash": h.hash.hex(), "quality": h.quality}
+            for h in ev.file.soft_bindings
+        ],
+    }
+    evidence: dict[str, Any] = {
+        "sidecar_present": ev.sidecar_present,
+        "hash_match": ev.hash_match,
+        "pdq_distance": ev.pdq_distance,
+        "pdq_threshold": ev.pdq_threshold,
+        "claim": None,
+    }
+    if ev.claim is not None:
+        c = ev.claim
+        claim: dict[str, Any] = {
+            "device_id": c.claim.device_id.hex(),
+            "sequence": c.claim.sequence,
+            "captured_at": _iso(c.claim.captured_at),
+            "media_type": c.claim.media_type,
+            "size": c.claim.size_bytes,
+            "width": c.claim.width,
+            "height": c.claim.height,
+            "sha256": c.claim.hard_binding.sha256.hex(),
+            "claim_sha256": c.signed_claim.claim_hash.hex(),
+            "signature_valid": c.signature_valid,
+            "in_log": c.in_log,
+            "chain_linked": c.chain_linked,
+            "metadata": dict(c.claim.metadata),
+        }
+        if c.receipt is not None:
+            claim["log"] = {
+                "leaf_index": c.receipt.leaf_index,
+                "integrated_at": _iso(c.receipt.integrated_at),
+                "checkpoint": c.receipt.checkpoint,
+                "inclusion_proof": [p.hex() for p in c.receipt.inclusion_proof],
+            }
+        if c.device is not None:
+            claim["device"] = {
+                "label": c.device.label,
+                "enrolled_at": _iso(c.device.enrolled_at),
+                "revoked_at": _iso(c.device.revoked_at),
+                "revocation_reason": c.device.revocation_reason or None,
+            }
+        evidence["claim"] = claim
+    out["evidence"] = evidence
+    if r.detector is not None:
+        out["detector"] = {**r.detector, "advisory": r.detector.get("advisory") or _ADVISORY}
+    out["verified_at"] = _iso(r.verified_at)
+    return out
+
+
+_STATUS_LINE = {
+    Verdict.SIGNED_ORIGINAL: "the exact bytes of a signed, logged capture",
+    Verdict.DERIVED: "a copy derived from a signed capture (not the original bytes)",
+    Verdict.TAMPERED: "a signed claim is present, but the file or signature does not match it",
+    Verdict.REVOKED_KEY: "signed by a device key that was revoked",
+    Verdict.UNSIGNED: "no signed capture found for this file",
+}
+
+
+def report_to_text(r: VerificationReport, path: str) -> str:
+    """A readable multi-line report: verdict, reasons, evidence, then the advisory block."""
+    ev = r.evidence
+    lines = [f"{path}", f"  status     {r.status.value}: {_STATUS_LINE[r.status]}"]
+    for reason in r.reasons:
+        lines.append(f"  why        {reason}")
+    lines.append(
+        f"  file       {ev.file.media_type or '?'}, {ev.file.size:,} bytes,"
+        f" sha256 {ev.file.sha256.hex()[:16]}…"
+    )
+    if ev.claim is not None:
+        c = ev.claim
+        lines.append(
+            f"  device     {c.claim.device_id.hex()[:16]}…"
+            + (f" ({c.device.label})" if c.device and c.device.label else "")
+            + f", capture #{c.claim.sequence}, captured {c.claim.captured_at:%Y-%m-%d %H:%M:%S} UTC (device clock)"
+        )
+        lines.append(
+            f"  signature  {'valid' if c.signature_valid else 'INVALID'}"
+            f"{', chain linked to the previous capture' if c.chain_linked else ''}"
+        )
+        if c.receipt is not None:
+            lines.append(
+                f"  log        leaf {c.receipt.leaf_index}, logged"
+                f" {c.receipt.integrated_at:%Y-%m-%d %H:%M:%S} UTC (server clock),"
+                f" inclusion proof of {len(c.receipt.inclusion_proof)} hashes"
+            )
+        else:
+            lines.append("  log        not in the log")
+        if c.device is not None and c.device.revoked_at is not None:
+            lines.append(
+                f"  revoked    {c.device.revoked_at:%Y-%m-%d %H:%M:%S} UTC: {c.device.revocation_reason}"
+            )
+    if ev.pdq_distance is not None:
+        lines.append(f"  pixels     PDQ distance {ev.pdq_distance} (match threshold {ev.pdq_threshold})")
+    if r.detector is not None:
+        d = r.detector
+        if d.get("available", True):
+            lines.append(
+                f"  detector   {d['band']}: score {d['score']:.2f}"
+                f" (band {d['band_low']:.2f}-{d['band_high']:.2f}), model {d['model_id']}"
+                f" {d['model_version']}, {len(d.get('crops', []))} crops"
+            )
+        else:
+            lines.append(f"  detector   not run: {d.get('note', '')}")
+        lines.append(f"             {_ADVISORY}")
+    return "\n".join(lines)

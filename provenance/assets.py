@@ -1,0 +1,75 @@
+"""Measure an asset: hard binding, media type, dimensions and soft bindings.
+
+The same measurements serve the signer (to build a claim), the server (to verify an
+upload) and the scanner (to look hashes up). Input is bytes already read or a
+spooled upload; limits protect against oversized files and decompression bombs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from provenance.binding import PerceptualHash
+from provenance.errors import MediaError, MediaTooLargeError
+from provenance.media import DEFAULT_MAX_PIXELS, decode_image, image_soft_binding, sniff_media_type
+from provenance.verify import FileFacts
+
+#: Default largest file accepted for verification or signing, in bytes.
+DEFAULT_MAX_BYTES = 2 * 1024**3
+#: Default largest image file decoded for perceptual hashing, in bytes.
+DEFAULT_MAX_IMAGE_BYTES = 256 * 1024**2
+
+
+@dataclass(frozen=True)
+class AssetLimits:
+    """Limits on untrusted input: bytes of any file, bytes of an image, pixels."""
+
+    max_bytes: int = DEFAULT_MAX_BYTES
+    max_image_bytes: int = DEFAULT_MAX_IMAGE_BYTES
+    max_pixels: int = DEFAULT_MAX_PIXELS
+
+
+@dataclass(frozen=True)
+class ImageAsset:
+    """What is known about an image: its facts plus pixel size (pixels)."""
+
+    facts: FileFacts
+    width: int
+    height: int
+    soft: PerceptualHash
+
+
+def check_size(size: int, limits: AssetLimits) -> None:
+    """Raises MediaError for an empty file and MediaTooLargeError beyond the limit."""
+    if size == 0:
+        raise MediaError("empty file: there is nothing to sign or verify")
+    if size > limits.max_bytes:
+        raise MediaTooLargeError(f"file is {size} bytes; the limit is {limits.max_bytes} bytes")
+
+
+def media_type_of(head: bytes) -> str:
+    """Sniffed media type of a file from its first bytes; raises MediaError if unknown."""
+    mt = sniff_media_type(head)
+    if mt is None:
+        raise MediaError(
+            "unsupported or unrecognised file format (expected JPEG, PNG, WebP, GIF, TIFF,"
+            " HEIC or a video container)"
+        )
+    return mt
+
+
+def inspect_image(sha256: bytes, data: bytes, limits: AssetLimits) -> ImageAsset:
+    """Decode an image's bytes (whose SHA-256 the caller computed) and hash its pixels.
+
+    Raises MediaError for corrupt, truncated or wrong-format data and
+    MediaTooLargeError beyond the byte or pixel limits.
+    """
+    check_size(len(data), limits)
+    if len(data) > limits.max_image_bytes:
+        raise MediaTooLargeError(
+            f"image is {len(data)} bytes; the limit for images is {limits.max_image_bytes} bytes"
+        )
+    img = decode_image(data, max_pixels=limits.max_pixels)
+    soft = image_soft_binding(img)
+    facts = FileFacts(sha256=sha256, size=len(data), media_type=img.media_type, soft_bindings=(soft,))
+    return ImageAsset(facts, img.width, img.height, soft)

@@ -1,0 +1,120 @@
+"""Auditing a log from outside: what a witness or a newsroom runs on a schedule.
+
+The auditor keeps an `AuditState` (the last checkpoint it accepted and the Merkle
+frontier at that size). `audit_step` takes the log's newest signed checkpoint, a
+consistency proof from the saved size, and the leaf data appended since, and either
+returns the new state or raises `LogIntegrityError` naming what is wrong: a bad
+signature, a rollback (the tree shrank), a fork (the old tree is not a prefix of the
+new one), or entries that do not hash to the signed root (rows edited or deleted).
+Pure: fetching is the caller's job.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from provenance.errors import LogError, LogIntegrityError, ProvenanceError
+from provenance.log import merkle
+from provenance.log.checkpoint import Checkpoint, NoteVerifier, open_checkpoint
+
+
+@dataclass(frozen=True)
+class AuditState:
+    """The last checkpoint an auditor accepted, with the frontier hashes at its size."""
+
+    verifier_key: str
+    checkpoint: str
+    frontier: tuple[bytes, ...]
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {
+                "verifier_key": self.verifier_key,
+                "checkpoint": self.checkpoint,
+                "frontier": [h.hex() for h in self.frontier],
+            },
+            indent=2,
+        ) + "\n"
+
+    @classmethod
+    def from_json(cls, text: str) -> AuditState:
+        """Parse a saved state; raises LogError when it is damaged."""
+        try:
+            doc = json.loads(text)
+            return cls(
+                str(doc["verifier_key"]),
+                str(doc["checkpoint"]),
+                tuple(bytes.fromhex(h) for h in doc["frontier"]),
+            )
+        except (ValueError, KeyError, TypeError) as e:
+            raise LogError(f"audit state file is damaged: {e}") from e
+
+
+def open_trusted(note: str, verifier: NoteVerifier, what: str) -> Checkpoint:
+    """Open a checkpoint or raise LogIntegrityError (a bad signature is an integrity failure)."""
+    try:
+        return open_checkpoint(note, verifier)
+    except ProvenanceError as e:
+        raise LogIntegrityError(f"{what} checkpoint does not verify with the log key: {e}") from e
+
+
+def audit_step(
+    state: AuditState | None,
+    verifier_key: str,
+    new_note: str,
+    consistency: list[bytes],
+    entries: Iterable[bytes],
+) -> tuple[AuditState, Checkpoint, int]:
+    """Advance the audit from ``state`` (None: first audit) to ``new_note``, trusting
+    only the log key ``verifier_key`` (note vkey format).
+
+    ``consistency`` proves the saved tree is a prefix of the new one (empty on a first
+    audit); ``entries`` are the leaf data from the saved size (0 on a first audit or a
+    full re-audit with ``state`` None) up to the new size. Returns (new state, new
+    checkpoint, entries checked). Raises LogIntegrityError on any inconsistency.
+    """
+    verifier = NoteVerifier.from_vkey(verifier_key)
+    new = open_trusted(new_note, verifier, "the newest")
+    if state is None:
+        start = 0
+        frontier = merkle.CompactRange()
+    else:
+        old = open_trusted(state.checkpoint, verifier, "the saved")
+        if new.size < old.size:
+            raise LogIntegrityError(
+                f"ROLLBACK: the log now claims {new.size} entries, fewer than the {old.size}"
+                " it signed before"
+            )
+        if new.size == old.size and new.root_hash != old.root_hash:
+            raise LogIntegrityError(
+                f"FORK: two different signed roots for the same size {new.size}"
+            )
+        if new.size > old.size and old.size > 0:
+            try:
+                merkle.verify_consistency(old.size, new.size, consistency, old.root_hash, new.root_hash)
+            except LogError as e:
+                raise LogIntegrityError(
+                    f"FORK: the tree of size {old.size} seen before is not a prefix of the new"
+                    f" tree of size {new.size}: {e}"
+                ) from e
+        start = old.size
+        frontier = merkle.CompactRange.from_hashes(old.size, list(state.frontier))
+    checked = 0
+    for entry in entries:
+        if frontier.size >= new.size:
+            raise LogIntegrityError(f"the log served more entries than its checkpoint's {new.size}")
+        frontier.append(merkle.leaf_hash(entry))
+        checked += 1
+    if frontier.size != new.size:
+        raise LogIntegrityError(
+            f"the log served {frontier.size - start} entries from index {start}; its signed"
+            f" checkpoint says there are {new.size - start}: entries were deleted"
+        )
+    if frontier.root() != new.root_hash:
+        raise LogIntegrityError(
+            "the log's entries do not hash to its signed root: entries were edited behind the"
+            " log's back"
+        )
+    return AuditState(verifier_key, new_note, frontier.hashes), new, checked

@@ -1,0 +1,351 @@
+"""Signed checkpoints of the log in the C2SP formats (c2sp.org/signed-note, /tlog-checkpoint).
+
+A checkpoint body is ``origin\\nsize\\nbase64(root)\\n`` followed by optional extension
+lines. C2SP defines no extension for time, so this log uses exactly one of its own:
+
+    time 2026-11-29T12:00:00Z
+
+the signing time in RFC 3339 UTC, with ``.ffffff`` microseconds only when they are not
+zero (one spelling per instant). Bodies with any other extension line are refused.
+
+A signed note is the body, a blank line, and signature lines
+``— <key name> base64(key id || Ed25519 signature)``; the key id is the first four bytes of
+SHA-256(key name || 0x0A || 0x01 || public key), and a verifier key is written
+``<name>+<hex key id>+base64(0x01 || public key)`` (golang.org/x/mod/sumdb/note). Opening a
+note ignores signatures by other keys, as the spec requires.
+
+Errors: a malformed note, body or key string raises LogError; a missing or failing
+signature raises SignatureError; unusable key files raise ConfigError, KeyMaterialError
+or (for loose file permissions) LogError.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import os
+import re
+import stat
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+from provenance.errors import ConfigError, KeyMaterialError, LogError, SignatureError
+
+ROOT_HASH_SIZE = 32
+"""Bytes in a root hash (SHA-256)."""
+
+SIGNATURE_TYPE_ED25519 = 0x01
+"""Signature type byte of Ed25519 in c2sp.org/signed-note."""
+
+MAX_SIGNATURES = 100
+"""Most signature lines a note may carry (the spec asks verifiers for a limit of >= 16)."""
+
+_EM_DASH = "\u2014"
+_TIME_PREFIX = "time "
+_SIZE_RE = re.compile(r"0|[1-9][0-9]*")
+_TIME_RE = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{6})?Z")
+_KEY_ID_RE = re.compile(r"[0-9a-f]{8}")
+
+
+def _has_control(text: str) -> bool:
+    return any(ch < " " and ch != "\n" for ch in text)
+
+
+def _check_key_name(name: str) -> None:
+    """Raise LogError unless ``name`` is a note key name: non-empty, no spaces, no '+'."""
+    if not name or "+" in name or any(ch.isspace() for ch in name) or _has_control(name):
+        raise LogError(f"{name!r} is not a note key name (non-empty, no spaces, no '+')")
+
+
+def key_id(name: str, public_key: bytes) -> bytes:
+    """Four-byte note key id: SHA-256(name || 0x0A || 0x01 || 32-byte Ed25519 key)[:4]."""
+    material = name.encode() + b"\n" + bytes([SIGNATURE_TYPE_ED25519]) + public_key
+    return hashlib.sha256(material).digest()[:4]
+
+
+def _b64decode(text: str, what: str) -> bytes:
+    """Strict standard base64 (RFC 4648 section 4); LogError on anything else."""
+    try:
+        raw = base64.b64decode(text.encode("ascii"), validate=True)
+    except (UnicodeEncodeError, binascii.Error) as e:
+        raise LogError(f"{what} is not base64") from e
+    if base64.b64encode(raw).decode("ascii") != text:
+        raise LogError(f"{what} is not in canonical base64")
+    return raw
+
+
+def _format_time(moment: datetime) -> str:
+    utc = moment.astimezone(UTC)
+    text = utc.strftime("%Y-%m-%dT%H:%M:%S")
+    if utc.microsecond:
+        text += f".{utc.microsecond:06d}"
+    return text + "Z"
+
+
+def _parse_time(text: str) -> datetime:
+    if not _TIME_RE.fullmatch(text):
+        raise LogError(f"checkpoint time {text!r} is not RFC 3339 UTC (YYYY-MM-DDTHH:MM:SSZ)")
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError as e:
+        raise LogError(f"checkpoint time {text!r} is not a valid date and time") from e
+    if _format_time(moment) != text:
+        raise LogError(f"checkpoint time {text!r} is not in canonical form")
+    return moment
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """A tree head: the log's origin, its size (leaves) and root hash, and the signing time.
+
+    ``root_hash`` is 32 bytes; ``timestamp`` is timezone-aware UTC, or None when the body
+    carries no time line (checkpoints of other logs). Raises LogError on invalid fields.
+    """
+
+    origin: str
+    size: int
+    root_hash: bytes
+    timestamp: datetime | None = None
+
+    def __post_init__(self) -> None:
+        if not self.origin or "\n" in self.origin or _has_control(self.origin):
+            raise LogError(f"checkpoint origin {self.origin!r} is empty or has control characters")
+        if self.size < 0:
+            raise LogError(f"checkpoint size {self.size} is negative")
+        if len(self.root_hash) != ROOT_HASH_SIZE:
+            raise LogError(f"checkpoint root is {len(self.root_hash)} bytes, want {ROOT_HASH_SIZE}")
+        if self.timestamp is not None and self.timestamp.utcoffset() != timedelta(0):
+            raise LogError("checkpoint timestamp must be timezone-aware UTC")
+
+    def body(self) -> bytes:
+        """The note text: ``origin\\nsize\\nbase64(root)\\n`` and the time line if any (UTF-8)."""
+        lines = [self.origin, str(self.size), base64.b64encode(self.root_hash).decode("ascii")]
+        if self.timestamp is not None:
+            lines.append(_TIME_PREFIX + _format_time(self.timestamp))
+        return ("\n".join(lines) + "\n").encode()
+
+    @classmethod
+    def parse_body(cls, text: str) -> Checkpoint:
+        """Parse a checkpoint note text (what `body` writes). Raises LogError if malformed."""
+        if not text.endswith("\n") or _has_control(text):
+            raise LogError("checkpoint text must end with a newline and have no control characters")
+        lines = text[:-1].split("\n")
+        if len(lines) < 3 or any(not line for line in lines):
+            raise LogError("checkpoint text needs origin, size and root lines, none empty")
+        origin, size_text, root_text, *extensions = lines
+        if not _SIZE_RE.fullmatch(size_text):
+            raise LogError(f"checkpoint size {size_text!r} is not a decimal without leading zeros")
+        root_hash = _b64decode(root_text, "checkpoint root")
+        timestamp = None
+        if extensions:
+            if len(extensions) > 1 or not extensions[0].startswith(_TIME_PREFIX):
+                raise LogError(f"unknown checkpoint extension lines {extensions!r}")
+            timestamp = _parse_time(extensions[0][len(_TIME_PREFIX) :])
+        return cls(origin, int(size_text), root_hash, timestamp)
+
+
+def _raw_public_key(public_key: Ed25519PublicKey) -> bytes:
+    return public_key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+
+
+class LogSigner:
+    """Signs checkpoints as the log: an Ed25519 key and its note key name (the origin)."""
+
+    def __init__(self, private_key: Ed25519PrivateKey, name: str) -> None:
+        _check_key_name(name)
+        self._private_key = private_key
+        self.name = name
+        self.public_key = _raw_public_key(private_key.public_key())
+        self.key_id = key_id(name, self.public_key)
+
+    def sign_text(self, text: str) -> str:
+        """A signed note of ``text`` (which must end in a newline) with this key's signature."""
+        if not text.endswith("\n") or _has_control(text):
+            raise LogError("note text must end with a newline and have no control characters")
+        signature = self._private_key.sign(text.encode())
+        blob = base64.b64encode(self.key_id + signature).decode("ascii")
+        return f"{text}\n{_EM_DASH} {self.name} {blob}\n"
+
+    def sign(self, checkpoint: Checkpoint) -> str:
+        """The signed note of ``checkpoint``. Raises LogError if its origin is not our name."""
+        if checkpoint.origin != self.name:
+            raise LogError(
+                f"checkpoint origin {checkpoint.origin!r} is not the key name {self.name!r}"
+            )
+        return self.sign_text(checkpoint.body().decode())
+
+    def verifier_key(self) -> str:
+        """The note verifier key ``<name>+<hex8 key id>+<base64(0x01 || public key)>``."""
+        material = base64.b64encode(bytes([SIGNATURE_TYPE_ED25519]) + self.public_key).decode()
+        return f"{self.name}+{self.key_id.hex()}+{material}"
+
+    def __repr__(self) -> str:
+        return f"LogSigner({self.verifier_key()!r})"
+
+
+@dataclass(frozen=True)
+class _SignatureLine:
+    name: str
+    key_id: bytes
+    signature: bytes
+
+
+def _split_note(note: str) -> tuple[str, list[_SignatureLine]]:
+    """Split a signed note into its text and signature lines. LogError if malformed."""
+    if _has_control(note):
+        raise LogError("signed note has control characters")
+    split = note.rfind("\n\n")
+    if split < 0:
+        raise LogError("signed note has no blank line before its signatures")
+    text, block = note[: split + 1], note[split + 2 :]
+    if not block.endswith("\n"):
+        raise LogError("signed note must end with a signature line and a newline")
+    lines = block[:-1].split("\n")
+    if len(lines) > MAX_SIGNATURES:
+        raise LogError(f"signed note has {len(lines)} signatures, more than {MAX_SIGNATURES}")
+    signatures = []
+    for line in lines:
+        if not line.startswith(_EM_DASH + " "):
+            raise LogError(f"signature line {line!r} does not start with '— '")
+        name, sep, blob = line[2:].partition(" ")
+        if not sep:
+            raise LogError(f"signature line {line!r} is not '— <name> <base64>'")
+        _check_key_name(name)
+        raw = _b64decode(blob, f"signature of {name}")
+        if len(raw) < 5:
+            raise LogError(f"signature of {name} is {len(raw)} bytes, too short")
+        signatures.append(_SignatureLine(name, raw[:4], raw[4:]))
+    return text, signatures
+
+
+class NoteVerifier:
+    """Verifies note signatures by one Ed25519 key, identified by name and key id."""
+
+    def __init__(self, name: str, public_key: bytes) -> None:
+        _check_key_name(name)
+        try:
+            self._public_key = Ed25519PublicKey.from_public_bytes(public_key)
+        except ValueError as e:
+            raise KeyMaterialError(f"verifier key of {name} is not an Ed25519 public key") from e
+        self.name = name
+        self.public_key = public_key
+        self.key_id = key_id(name, public_key)
+
+    @classmethod
+    def from_vkey(cls, vkey: str) -> NoteVerifier:
+        """Parse ``<name>+<hex8 key id>+<base64(0x01 || 32-byte key)>``; LogError if malformed.
+
+        The key id must match the one computed from the name and key.
+        """
+        parts = vkey.split("+", 2)
+        if len(parts) != 3:
+            raise LogError(f"verifier key {vkey!r} is not <name>+<key id>+<key>")
+        name, id_text, material = parts
+        _check_key_name(name)
+        if not _KEY_ID_RE.fullmatch(id_text):
+            raise LogError(f"verifier key id {id_text!r} is not 8 lowercase hex digits")
+        raw = _b64decode(material, "verifier key material")
+        if len(raw) != 33 or raw[0] != SIGNATURE_TYPE_ED25519:
+            raise LogError("verifier key is not an Ed25519 key (type 0x01 and 32 bytes)")
+        verifier = cls(name, raw[1:])
+        if verifier.key_id.hex() != id_text:
+            raise LogError(
+                f"verifier key id {id_text} does not match the key ({verifier.key_id.hex()})"
+            )
+        return verifier
+
+    def open(self, note: str) -> str:
+        """Verify ``note`` and return its text (ending in a newline).
+
+        Signatures by other keys (another name or key id) are ignored. Raises LogError for
+        a malformed note and SignatureError when no signature of this key is present or
+        one fails to verify.
+        """
+        text, signatures = _split_note(note)
+        found = False
+        for line in signatures:
+            if line.name != self.name or line.key_id != self.key_id:
+                continue
+            try:
+                self._public_key.verify(line.signature, text.encode())
+            except InvalidSignature as e:
+                raise SignatureError(f"note signature by {self.name} does not verify") from e
+            found = True
+        if not found:
+            raise SignatureError(f"note has no signature by {self.name}+{self.key_id.hex()}")
+        return text
+
+
+def open_checkpoint(note: str, verifier: NoteVerifier, *, origin: str | None = None) -> Checkpoint:
+    """Verify a signed checkpoint note and parse its body.
+
+    ``origin`` is the log identity expected on the first line; by default the verifier's
+    key name (the C2SP recommendation and what `LogSigner` does). Raises SignatureError
+    (no valid signature by ``verifier``) or LogError (malformed note or body, or another
+    origin).
+    """
+    checkpoint = Checkpoint.parse_body(verifier.open(note))
+    expected = verifier.name if origin is None else origin
+    if checkpoint.origin != expected:
+        raise LogError(f"checkpoint origin {checkpoint.origin!r} is not {expected!r}")
+    return checkpoint
+
+
+def generate_log_key(path: Path, origin: str) -> LogSigner:
+    """Create a new Ed25519 log key at ``path`` (unencrypted PKCS#8 PEM, mode 0600).
+
+    The file is created exclusively and never overwritten. Raises ConfigError if it exists
+    or cannot be written, LogError if ``origin`` is not a valid note key name.
+    """
+    _check_key_name(origin)
+    private_key = Ed25519PrivateKey.generate()
+    pem = private_key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError as e:
+        raise ConfigError(f"log key file {path} already exists; not overwriting it") from e
+    except OSError as e:
+        raise ConfigError(f"cannot create log key file {path}: {e.strerror}") from e
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(pem)
+        handle.flush()
+        os.fsync(handle.fileno())
+    return LogSigner(private_key, origin)
+
+
+def load_log_signer(path: Path, origin: str) -> LogSigner:
+    """Load the log key written by `generate_log_key` as a signer named ``origin``.
+
+    Raises LogError if the file is accessible to group or others (it must be 0600 or
+    stricter), ConfigError if it cannot be read, KeyMaterialError if it holds no
+    unencrypted Ed25519 private key.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError as e:
+        raise ConfigError(f"cannot open log key file {path}: {e.strerror}") from e
+    with os.fdopen(fd, "rb") as handle:
+        mode = stat.S_IMODE(os.fstat(handle.fileno()).st_mode)
+        if mode & 0o077:
+            raise LogError(
+                f"log key file {path} has mode {mode:04o}: group or others may access it; "
+                f"run chmod 600 {path}"
+            )
+        pem = handle.read()
+    try:
+        private_key = serialization.load_pem_private_key(pem, password=None)
+    except (ValueError, TypeError, UnsupportedAlgorithm) as e:
+        raise KeyMaterialError(f"log key file {path} holds no readable private key") from e
+    if not isinstance(private_key, Ed25519PrivateKey):
+        raise KeyMaterialError(f"log key file {path} does not hold an Ed25519 key")
+    return LogSigner(private_key, origin)

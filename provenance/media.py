@@ -1,0 +1,224 @@
+"""Recognising and decoding untrusted media, within limits.
+
+`sniff_media_type` names a format from its leading magic bytes. `decode_image` decodes a
+still image with Pillow, opening it only with the one Pillow plugin the magic bytes name,
+checking the pixel count from the header before any pixel is decoded, and turning every
+decoder failure into a `MediaError`.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from provenance.binding import PerceptualHash, pdq_hash
+from provenance.errors import MediaError, MediaTooLargeError
+
+#: Largest image decode_image accepts by default, in pixels (width x height).
+DEFAULT_MAX_PIXELS = 100_000_000
+#: How many leading bytes of a file sniff_media_type needs to see, in bytes.
+SNIFF_BYTES = 64
+
+#: Pillow plugins allowed to open each decodable media type; nothing else is tried, so a
+#: hostile file cannot reach a rarely used parser (or Ghostscript, for EPS).
+_PIL_FORMATS: dict[str, tuple[str, ...]] = {
+    "image/jpeg": ("JPEG", "MPO"),
+    "image/png": ("PNG",),
+    "image/webp": ("WEBP",),
+    "image/gif": ("GIF",),
+    "image/tiff": ("TIFF",),
+}
+
+# ISO base media file format (ISO/IEC 14496-12) major brands, read from the ftyp box.
+_FTYP_BRANDS: dict[bytes, str] = {
+    **dict.fromkeys(
+        (b"heic", b"heix", b"hevc", b"hevx", b"heim", b"heis", b"mif1", b"msf1"), "image/heic"
+    ),
+    **dict.fromkeys((b"avif", b"avis"), "image/avif"),
+    **dict.fromkeys(
+        (
+            b"isom",
+            b"iso2",
+            b"iso3",
+            b"iso4",
+            b"iso5",
+            b"iso6",
+            b"mp41",
+            b"mp42",
+            b"avc1",
+            b"dash",
+            b"mmp4",
+            b"M4V ",
+            b"msnv",
+            b"f4v ",
+        ),
+        "video/mp4",
+    ),
+    b"qt  ": "video/quicktime",
+}
+
+_EBML_MAGIC = b"\x1a\x45\xdf\xa3"
+_EBML_DOCTYPE_ID = 0x4282
+
+
+def _ebml_vint(buf: bytes, pos: int) -> tuple[int, int, int] | None:
+    """Read an EBML variable-size integer at pos (RFC 8794 section 4).
+
+    Returns (value with the length marker kept, value with it removed, next position), or
+    None if buf ends first or the first byte is 0.
+    """
+    if pos >= len(buf) or buf[pos] == 0:
+        return None
+    length = 9 - buf[pos].bit_length()
+    if pos + length > len(buf):
+        return None
+    raw = int.from_bytes(buf[pos : pos + length], "big")
+    return raw, raw & ~(1 << (7 * length)), pos + length
+
+
+def _ebml_media_type(head: bytes) -> str:
+    """Matroska or WebM from the EBML header's DocType element (RFC 8794 section 11.2.6).
+
+    Walks the header's child elements; the DocType defaults to "matroska" (RFC 9559) when
+    it is absent or lies beyond head.
+    """
+    pos = len(_EBML_MAGIC)
+    header_size = _ebml_vint(head, pos)
+    if header_size is None:
+        return "video/x-matroska"
+    end = min(len(head), header_size[2] + header_size[1])
+    pos = header_size[2]
+    while pos < end:
+        element_id = _ebml_vint(head, pos)
+        size = _ebml_vint(head, element_id[2]) if element_id else None
+        if element_id is None or size is None:
+            break
+        if element_id[0] == _EBML_DOCTYPE_ID:
+            doc_type = head[size[2] : size[2] + size[1]]
+            return "video/webm" if doc_type == b"webm" else "video/x-matroska"
+        pos = size[2] + size[1]
+    return "video/x-matroska"
+
+
+def sniff_media_type(head: bytes) -> str | None:
+    """Name the media type of a file from its first SNIFF_BYTES bytes (or fewer).
+
+    Recognises image/jpeg, image/png, image/webp, image/gif, image/tiff, image/heic,
+    image/avif, video/mp4, video/quicktime, video/webm and video/x-matroska; returns None
+    for anything else.
+    """
+    if head.startswith(b"\xff\xd8\xff"):
+        return "image/jpeg"
+    if head.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "image/png"
+    if head.startswith(b"RIFF") and head[8:12] == b"WEBP":
+        return "image/webp"
+    if head.startswith((b"GIF87a", b"GIF89a")):
+        return "image/gif"
+    if head.startswith((b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")):
+        return "image/tiff"
+    if head[4:8] == b"ftyp":
+        return _FTYP_BRANDS.get(head[8:12])
+    if head.startswith(_EBML_MAGIC):
+        return _ebml_media_type(head)
+    return None
+
+
+@dataclass(frozen=True)
+class DecodedImage:
+    """Pixels of a still image as it is displayed (EXIF orientation applied).
+
+    rgb: (height, width, 3) uint8 array, read-only; width, height: in pixels;
+    media_type: the sniffed type of the encoded file, e.g. "image/jpeg".
+    """
+
+    rgb: np.ndarray
+    width: int
+    height: int
+    media_type: str
+
+    def __post_init__(self) -> None:
+        if self.rgb.dtype != np.uint8 or self.rgb.shape != (self.height, self.width, 3):
+            raise MediaError(
+                f"pixels of shape {self.rgb.shape} dtype {self.rgb.dtype} do not match an "
+                f"RGB image of {self.width}x{self.height}"
+            )
+
+
+def _describe_unknown(data: bytes) -> str:
+    """A short description of bytes that no known magic number matches: text or binary."""
+    sample = data[:SNIFF_BYTES]
+    try:
+        text = sample.decode("utf-8")
+    except UnicodeDecodeError as e:
+        # A multi-byte character cut by the sample's end is still text.
+        text = sample[: e.start].decode("utf-8") if e.start >= len(sample) - 3 else ""
+    if text and all(c.isprintable() or c in "\r\n\t" for c in text):
+        return f"unrecognized format: looks like text ({text[:32]!r})"
+    return f"unrecognized format (first bytes {sample[:16].hex(' ')})"
+
+
+def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> DecodedImage:
+    """Decode an encoded still image (JPEG, PNG, WebP, GIF, TIFF) to RGB pixels.
+
+    data: the whole file. max_pixels: the largest width x height accepted, checked from the
+    header before pixels are decoded. The first frame of an animation or the first page of
+    a multi-page TIFF is decoded. The EXIF orientation is applied, and the image is
+    converted to RGB (alpha dropped, 16-bit and palette images converted as Pillow does).
+
+    Raises MediaTooLargeError if the image has more than max_pixels pixels; MediaError if
+    data is empty, of an unrecognized or non-image format, or truncated or corrupt.
+
+    Pillow's hard limit (twice Image.MAX_IMAGE_PIXELS, about 179 million pixels by
+    default) also applies, and raises MediaTooLargeError even when max_pixels is larger.
+    Pillow's warnings are silenced for the duration of the call (its decompression-bomb
+    warning defers to max_pixels, the others concern valid files); Python < 3.14's
+    warnings filters are process-wide, so a concurrent thread may see that filter while
+    the call runs.
+    """
+    if not data:
+        raise MediaError("empty file")
+    media_type = sniff_media_type(data[:SNIFF_BYTES])
+    if media_type is None:
+        raise MediaError(_describe_unknown(data))
+    if media_type not in _PIL_FORMATS:
+        raise MediaError(f"not a decodable still image: looks like {media_type}")
+    try:
+        with warnings.catch_warnings():
+            # Pillow warns about decompression bombs (max_pixels is the authority here) and
+            # about oddities of valid files (palette transparency, EXIF); none is the caller's.
+            warnings.simplefilter("ignore")
+            with Image.open(io.BytesIO(data), formats=_PIL_FORMATS[media_type]) as im:
+                width, height = im.size
+                if width * height > max_pixels:
+                    raise MediaTooLargeError(
+                        f"image is {width}x{height} = {width * height} pixels, "
+                        f"over the limit of {max_pixels} pixels"
+                    )
+                im.load()
+                rgb_image = ImageOps.exif_transpose(im).convert("RGB")
+    except MediaError:
+        raise
+    except UnidentifiedImageError as e:
+        raise MediaError(f"truncated or corrupt image: not parseable as {media_type}") from e
+    except Image.DecompressionBombError as e:
+        # Pillow's hard limit (twice Image.MAX_IMAGE_PIXELS) fired inside Image.open.
+        raise MediaTooLargeError(
+            f"image too large: {e}; the limit here is {max_pixels} pixels"
+        ) from e
+    except Exception as e:  # any failure of a parser fed hostile bytes is the input's fault
+        raise MediaError(f"truncated or corrupt image: {e}") from e
+    rgb = np.asarray(rgb_image, dtype=np.uint8)
+    rgb.flags.writeable = False
+    return DecodedImage(
+        rgb=rgb, width=rgb_image.width, height=rgb_image.height, media_type=media_type
+    )
+
+
+def image_soft_binding(image: DecodedImage) -> PerceptualHash:
+    """The PDQ soft binding of a decoded image (see `provenance.binding.pdq_hash`)."""
+    return pdq_hash(image.rgb)

@@ -1,0 +1,294 @@
+"""The provenance service without the wire: registry, submissions, log, verification.
+
+`ProvenanceService` owns the store, the log signer, the group-commit writer and the
+in-memory perceptual-hash index. The gRPC layer (`provenance.server`) converts
+messages and calls these methods; tests and benchmarks can call them directly.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from provenance import wire
+from provenance.claims import Claim, Device, Receipt, SignedClaim
+from provenance.errors import LogError, LogIntegrityError, ProvenanceError
+from provenance.log import merkle
+from provenance.log.checkpoint import (
+    LogSigner,
+    NoteVerifier,
+    generate_log_key,
+    load_log_signer,
+    open_checkpoint,
+)
+from provenance.pdq_index import PdqIndex
+from provenance.registry import (
+    check_claim_shape,
+    check_enrollment,
+    check_not_revoked,
+    check_signature,
+    new_token,
+    token_hash,
+)
+from provenance.store import LeafRecord, Store, open_store
+from provenance.verify import FileFacts, LoggedClaim, VerificationReport, decide
+from provenance.writer import Appended, GroupCommitWriter, PendingClaim
+
+log = logging.getLogger(__name__)
+
+DEFAULT_ORIGIN = "media-provenance.local/log"
+DEFAULT_TOKEN_TTL = timedelta(hours=24)
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True)
+class ServiceConfig:
+    """Where the service keeps its state and what it trusts.
+
+    db: the SQLite file; log_key: the log's Ed25519 private key (PEM, mode 0600;
+    created on first start); origin: the log's name in its checkpoints;
+    verify_on_start: re-hash every leaf at start and compare with the signed
+    checkpoint (O(n) hashing, O(log n) memory).
+    """
+
+    db: Path
+    log_key: Path
+    origin: str = DEFAULT_ORIGIN
+    verify_on_start: bool = True
+
+
+class ProvenanceService:
+    """See module docstring. ``clock`` returns the current UTC time (injectable for tests)."""
+
+    def __init__(self, config: ServiceConfig, clock: Callable[[], datetime] = utc_now) -> None:
+        self.config = config
+        self.clock = clock
+        self.store: Store = open_store(config.db)
+        try:
+            self.signer = self._open_signer()
+            self.verifier = NoteVerifier.from_vkey(self.signer.verifier_key())
+            self._check_integrity(full=config.verify_on_start)
+            self.pdq = PdqIndex()
+            self.pdq.add_many(self.store.iter_soft_hashes())
+            self.writer = GroupCommitWriter(self.store, self.signer, clock, self._after_commit)
+        except BaseException:
+            self.store.close()
+            raise
+
+    # ---------------------------------------------------------------- lifecycle
+
+    def _open_signer(self) -> LogSigner:
+        stored_origin = self.store.get_meta("origin")
+        origin = stored_origin or self.config.origin
+        if stored_origin and stored_origin != self.config.origin:
+            log.warning("database log origin is %r; using it, not %r", stored_origin, origin)
+        if not self.config.log_key.exists():
+            if self.store.tree_size() > 0:
+                raise LogError(
+                    f"log key {self.config.log_key} is missing but the log has entries:"
+                    " refusing to start with a new key"
+                )
+            generate_log_key(self.config.log_key, origin)
+        signer = load_log_signer(self.config.log_key, origin)
+        if stored_origin is None:
+            self.store.set_meta("origin", origin)
+            self.store.set_meta("log_verifier_key", signer.verifier_key())
+        elif self.store.get_meta("log_verifier_key") != signer.verifier_key():
+            raise LogError(
+                f"log key {self.config.log_key} is not the key this database was created with"
+            )
+        return signer
+
+    def _check_integrity(self, full: bool) -> None:
+        """Compare the stored tree with the latest signed checkpoint.
+
+        Always: checkpoint signature, leaf count and the root from stored nodes
+        (O(log n) reads). With ``full``: every entry re-hashed, compared with its
+        stored leaf hash and folded into a compact range whose root must match.
+        Raises LogIntegrityError naming what differs.
+        """
+        size = self.store.tree_size()
+        latest = self.store.latest_checkpoint()
+        if latest is None:
+            if size:
+                raise LogIntegrityError(f"log has {size} leaves but no signed checkpoint")
+            return
+        cp_size, note = latest
+        try:
+            cp = open_checkpoint(note, self.verifier)
+        except ProvenanceError as e:
+            raise LogIntegrityError(f"latest stored checkpoint does not verify: {e}") from e
+        if cp.size != cp_size or cp.size != size:
+            raise LogIntegrityError(
+                f"the database holds {size} leaves but the latest signed checkpoint says"
+                f" {cp.size}: rows were added or deleted behind the log's back"
+            )
+        try:
+            stored_root = merkle.root(size, self.store.get_nodes)
+        except LogError as e:
+            raise LogIntegrityError(f"stored Merkle nodes are damaged: {e}") from e
+        if stored_root != cp.root_hash:
+            raise LogIntegrityError("stored Merkle nodes do not match the signed checkpoint root")
+        if not full:
+            return
+        rng = merkle.CompactRange()
+        for idx, stored_leaf, entry in self.store.iter_leaves():
+            lh = merkle.leaf_hash(entry)
+            if lh != stored_leaf:
+                raise LogIntegrityError(f"log entry {idx} was modified (its leaf hash differs)")
+            if idx != rng.size:
+                raise LogIntegrityError(f"log entry {rng.size} is missing")
+            rng.append(lh)
+        if rng.root() != cp.root_hash:
+            raise LogIntegrityError(
+                "log entries do not hash to the signed checkpoint root: the database was edited"
+            )
+
+    def close(self) -> None:
+        self.writer.close()
+        self.store.close()
+
+    def _after_commit(self, size: int, note: str, appended: list[tuple[int, PendingClaim]]) -> None:
+        for idx, p in appended:
+            for h in p.claim.soft_bindings:
+                self.pdq.add(idx, h)
+
+    # ---------------------------------------------------------------- registry
+
+    def create_enrollment_token(
+        self, ttl: timedelta = DEFAULT_TOKEN_TTL, label: str = ""
+    ) -> tuple[str, datetime]:
+        """A one-time token for `enroll`, valid for ``ttl``. Returns (token, expiry)."""
+        now = self.clock()
+        token = new_token()
+        self.store.add_token(token_hash(token), label, now, now + ttl)
+        return token, now + ttl
+
+    def enroll(self, token: str, public_key: bytes, proof_of_possession: bytes) -> Device:
+        """Enroll ``public_key`` (raw 32 bytes). Raises KeyMaterialError / EnrollmentError."""
+        device_id = check_enrollment(public_key, token, proof_of_possession)
+        now = self.clock()
+        return self.store.enroll(token_hash(token), Device(device_id, public_key, now), now)
+
+    def revoke(self, device_id: bytes, reason: str, effective_at: datetime | None) -> Device:
+        return self.store.revoke(device_id, effective_at or self.clock(), reason)
+
+    def get_device(self, device_id: bytes) -> Device:
+        return self.store.get_device(device_id)
+
+    # ---------------------------------------------------------------- submissions
+
+    def submit(self, signed: SignedClaim) -> Appended:
+        """Verify and log a signed claim; returns once it is durable.
+
+        A replay of a logged claim returns its original receipt (``duplicate``).
+        Raises ClaimError, UnknownDeviceError, SignatureError, RevokedKeyError or
+        SequenceError.
+        """
+        claim = wire.decode_claim(signed.claim_bytes)
+        check_claim_shape(signed, claim)
+        device = self.store.get_device(signed.key_id)
+        check_signature(signed, device)
+        old = self.store.leaf_by_claim_hash(signed.claim_hash)
+        if old is not None:
+            return Appended(wire.decode_receipt(old.receipt), True)
+        check_not_revoked(device, self.clock())
+        return self.writer.submit(PendingClaim(signed, claim))
+
+    # ---------------------------------------------------------------- verification
+
+    def _logged(self, rec: LeafRecord) -> LoggedClaim:
+        signed, _ = wire.decode_log_entry(rec.entry)
+        return LoggedClaim(
+            signed_claim=signed,
+            claim=wire.decode_claim(signed.claim_bytes),
+            receipt=wire.decode_receipt(rec.receipt),
+            device=self.store.get_device(rec.device_id),
+            chain_linked=rec.chain_linked,
+        )
+
+    def verify(self, facts: FileFacts, sidecar: SignedClaim | None = None) -> VerificationReport:
+        """The verdict on a file described by ``facts`` (and its sidecar, if any)."""
+        now = self.clock()
+        if sidecar is not None:
+            claim = wire.decode_claim(sidecar.claim_bytes)
+            rec = self.store.leaf_by_claim_hash(sidecar.claim_hash)
+            return decide(
+                facts,
+                now,
+                sidecar=sidecar,
+                sidecar_claim=claim,
+                sidecar_device=self.store.find_device(sidecar.key_id),
+                sidecar_logged=self._logged(rec) if rec else None,
+            )
+        exact = [self._logged(r) for r in self.store.leaves_by_file_sha256(facts.sha256)]
+        near_ids: dict[int, int] = {}
+        if not exact:
+            for h in facts.soft_bindings:
+                for dist, idx in self.pdq.search(h):
+                    near_ids[idx] = min(dist, near_ids.get(idx, dist))
+        near = []
+        for idx in sorted(near_ids, key=lambda i: near_ids[i])[:8]:
+            rec = self.store.leaf_by_index(idx)
+            if rec is not None:
+                near.append(self._logged(rec))
+        return decide(facts, now, exact=exact, near=near)
+
+    # ---------------------------------------------------------------- log
+
+    def latest_checkpoint(self) -> str:
+        latest = self.store.latest_checkpoint()
+        if latest is None:
+            raise LogError("the log is empty: no checkpoint yet")
+        return latest[1]
+
+    def _size_or_latest(self, size: int) -> int:
+        latest = self.store.latest_checkpoint()
+        current = latest[0] if latest else 0
+        if size == 0:
+            return current
+        if size > current:
+            raise LogError(f"tree size {size} is beyond the log's size {current}")
+        return size
+
+    def inclusion_proof(
+        self, size: int, index: int | None = None, leaf_hash: bytes | None = None
+    ) -> tuple[int, int, list[bytes], bytes]:
+        """(leaf index, tree size, proof, leaf hash) for a leaf given by index or hash."""
+        size = self._size_or_latest(size)
+        rec = (
+            self.store.leaf_by_index(index)
+            if index is not None
+            else self.store.leaf_by_leaf_hash(leaf_hash or b"")
+        )
+        if rec is None:
+            raise LogError("no such leaf in the log")
+        if rec.index >= size:
+            raise LogError(f"leaf {rec.index} is not in the tree of size {size}")
+        proof = merkle.inclusion_proof(rec.index, size, self.store.get_nodes)
+        return rec.index, size, proof, rec.leaf_hash
+
+    def consistency_proof(self, first: int, second: int) -> tuple[int, int, list[bytes]]:
+        second = self._size_or_latest(second)
+        if first > second:
+            raise LogError(f"first size {first} is larger than second size {second}")
+        return first, second, merkle.consistency_proof(first, second, self.store.get_nodes)
+
+    def entries(self, start: int, limit: int) -> tuple[list[bytes], int]:
+        """Leaf data from ``start``, at most ``limit`` (capped at 1000); returns (entries, next)."""
+        limit = max(1, min(limit or 100, 1000))
+        got = self.store.entries(start, limit)
+        return got, start + len(got)
+
+    def receipt_for_claim(self, claim_hash: bytes) -> Receipt | None:
+        rec = self.store.leaf_by_claim_hash(claim_hash)
+        return None if rec is None else wire.decode_receipt(rec.receipt)
+
+    def claim_of(self, signed: SignedClaim) -> Claim:
+        return wire.decode_claim(signed.claim_bytes)

@@ -1,0 +1,90 @@
+"""The sidecar file (``FILE.prov``) that travels beside a capture.
+
+A JSON document shaped as a DSSE envelope (payloadType, payload, signatures;
+https://github.com/secure-systems-lab/dsse/blob/master/envelope.md) with our
+additions: the signer's raw public key, the log receipt once the server has
+issued one, and the log's verifier key. Pure: bytes in, values out.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from dataclasses import dataclass, replace
+from typing import Any
+
+from provenance.claims import Claim, Receipt, SignedClaim
+from provenance.errors import ClaimError
+from provenance.wire import decode_claim, decode_receipt, encode_receipt
+
+SIDECAR_FORMAT = "application/vnd.provenance.sidecar.v1+json"
+#: Largest sidecar accepted, in bytes.
+MAX_SIDECAR_BYTES = 4 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Sidecar:
+    """A signed claim, the signer's 32-byte public key, and the receipt if logged."""
+
+    signed_claim: SignedClaim
+    public_key: bytes
+    receipt: Receipt | None = None
+    log_verifier_key: str = ""
+
+    @property
+    def claim(self) -> Claim:
+        """The decoded claim (the signed bytes stay as they are)."""
+        return decode_claim(self.signed_claim.claim_bytes)
+
+    def with_receipt(self, receipt: Receipt, log_verifier_key: str = "") -> Sidecar:
+        return replace(self, receipt=receipt, log_verifier_key=log_verifier_key)
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def encode_sidecar(s: Sidecar) -> bytes:
+    """Sidecar -> UTF-8 JSON bytes (stable key order, trailing newline)."""
+    doc: dict[str, Any] = {
+        "format": SIDECAR_FORMAT,
+        "payloadType": s.signed_claim.payload_type,
+        "payload": _b64(s.signed_claim.claim_bytes),
+        "signatures": [
+            {"keyid": s.signed_claim.key_id.hex(), "sig": _b64(s.signed_claim.signature)}
+        ],
+        "publicKey": _b64(s.public_key),
+        "receipt": _b64(encode_receipt(s.receipt)) if s.receipt else None,
+        "logVerifierKey": s.log_verifier_key or None,
+    }
+    return (json.dumps(doc, indent=2, sort_keys=True) + "\n").encode()
+
+
+def decode_sidecar(data: bytes) -> Sidecar:
+    """Parse sidecar bytes; raises ClaimError naming what is wrong."""
+    if len(data) > MAX_SIDECAR_BYTES:
+        raise ClaimError(f"sidecar is {len(data)} bytes; the limit is {MAX_SIDECAR_BYTES}")
+    try:
+        doc = json.loads(data)
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ClaimError(f"sidecar is not valid JSON: {e}") from e
+    if not isinstance(doc, dict) or doc.get("format") != SIDECAR_FORMAT:
+        raise ClaimError(f"not a provenance sidecar (expected format {SIDECAR_FORMAT!r})")
+    try:
+        sigs = doc["signatures"]
+        if not isinstance(sigs, list) or len(sigs) != 1:
+            raise ClaimError("sidecar must carry exactly one signature")
+        signed = SignedClaim(
+            payload_type=str(doc["payloadType"]),
+            claim_bytes=base64.b64decode(doc["payload"], validate=True),
+            key_id=bytes.fromhex(sigs[0]["keyid"]),
+            signature=base64.b64decode(sigs[0]["sig"], validate=True),
+        )
+        public_key = base64.b64decode(doc["publicKey"], validate=True)
+        receipt = decode_receipt(base64.b64decode(doc["receipt"], validate=True)) if doc.get(
+            "receipt"
+        ) else None
+    except (KeyError, TypeError, ValueError, binascii.Error) as e:
+        raise ClaimError(f"malformed sidecar: {e!r}") from e
+    return Sidecar(signed, public_key, receipt, str(doc.get("logVerifierKey") or ""))

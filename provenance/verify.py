@@ -1,0 +1,308 @@
+"""The verdict: combine bindings, signatures, key status and the log into a report.
+
+Pure: the caller (the server) gathers the facts about a file and the candidate log
+records from the store; `decide` turns them into a `VerificationReport`. The
+detector's block is advisory and attached by the caller; it never changes the status.
+
+Rules, in order (DESIGN.md, "The verdict"):
+
+1. A sidecar claim is present:
+   - its signature does not verify against the enrolled key, or its SHA-256 differs
+     from the file's: ``TAMPERED`` (with the PDQ distance between the claimed and the
+     actual pixels as evidence, when both exist);
+   - it verifies, matches the bytes, and is logged: ``SIGNED_ORIGINAL``, or
+     ``REVOKED_KEY`` when it was integrated at or after the key's revocation time;
+   - it verifies and matches but is not in the log: ``REVOKED_KEY`` if the key is
+     revoked, else ``UNSIGNED`` (an unlogged claim proves nothing about time).
+2. No sidecar: a logged claim with the file's SHA-256 -> ``SIGNED_ORIGINAL`` (or
+   ``REVOKED_KEY`` as above).
+3. A logged claim whose PDQ hash is within ``PDQ_MATCH_THRESHOLD`` bits of the file's
+   (both of quality >= ``PDQ_MIN_QUALITY``) -> ``DERIVED``.
+4. Otherwise ``UNSIGNED``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from provenance.binding import PDQ_MATCH_THRESHOLD, PDQ_MIN_QUALITY, PerceptualHash, hamming
+from provenance.claims import Claim, Device, Receipt, SignedClaim, Verdict
+from provenance.envelope import PAYLOAD_TYPE_CLAIM, verify_payload
+from provenance.errors import KeyMaterialError, SignatureError
+
+
+@dataclass(frozen=True)
+class FileFacts:
+    """What was measured on the file itself: SHA-256 (32 bytes), size in bytes,
+    sniffed media type, and its perceptual hashes (empty when not decodable)."""
+
+    sha256: bytes
+    size: int
+    media_type: str
+    soft_bindings: tuple[PerceptualHash, ...] = ()
+    notes: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class LoggedClaim:
+    """A claim as the log holds it, with the device record of its key."""
+
+    signed_claim: SignedClaim
+    claim: Claim
+    receipt: Receipt
+    device: Device
+    chain_linked: bool
+
+    @property
+    def integrated_at(self) -> datetime:
+        return self.receipt.integrated_at
+
+
+@dataclass(frozen=True)
+class ClaimEvidence:
+    """The claim a verdict rests on, and what was checked about it."""
+
+    signed_claim: SignedClaim
+    claim: Claim
+    device: Device | None
+    receipt: Receipt | None
+    signature_valid: bool
+    in_log: bool
+    chain_linked: bool
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """Everything the verdict was based on (distances in bits of Hamming distance)."""
+
+    file: FileFacts
+    claim: ClaimEvidence | None = None
+    sidecar_present: bool = False
+    hash_match: bool = False
+    pdq_distance: int | None = None
+    pdq_threshold: int = PDQ_MATCH_THRESHOLD
+
+
+@dataclass(frozen=True)
+class VerificationReport:
+    """The structured verdict on one file. ``detector`` is the advisory block
+    (a JSON-able dict from the detector package) or None when not run."""
+
+    status: Verdict
+    reasons: tuple[str, ...]
+    evidence: Evidence
+    verified_at: datetime
+    detector: dict[str, Any] | None = field(default=None)
+
+
+def signature_ok(signed: SignedClaim, device: Device | None) -> bool:
+    """True when ``signed`` verifies strictly under ``device``'s enrolled key."""
+    if device is None or signed.key_id != device.device_id:
+        return False
+    if signed.payload_type != PAYLOAD_TYPE_CLAIM:
+        return False
+    try:
+        verify_payload(device.public_key, signed.payload_type, signed.claim_bytes, signed.signature)
+    except (SignatureError, KeyMaterialError):
+        return False
+    return True
+
+
+def best_pdq_distance(
+    a: Sequence[PerceptualHash], b: Sequence[PerceptualHash]
+) -> int | None:
+    """Smallest Hamming distance between usable PDQ hashes of ``a`` and ``b``.
+
+    Hashes with quality below ``PDQ_MIN_QUALITY`` are ignored (ThreatExchange PDQ
+    guidance). Returns None when either side has no usable hash.
+    """
+    usable_a = [h for h in a if h.algorithm == "pdq" and h.quality >= PDQ_MIN_QUALITY]
+    usable_b = [h for h in b if h.algorithm == "pdq" and h.quality >= PDQ_MIN_QUALITY]
+    if not usable_a or not usable_b:
+        return None
+    return min(hamming(x.hash, y.hash) for x in usable_a for y in usable_b)
+
+
+def _revoked_for(device: Device, at: datetime | None) -> bool:
+    """Whether ``device``'s revocation covers a claim integrated at ``at`` (None: not logged)."""
+    if device.revoked_at is None:
+        return False
+    return at is None or at >= device.revoked_at
+
+
+def _revocation_note(device: Device) -> str:
+    return (
+        f"the key was revoked at {device.revoked_at:%Y-%m-%d %H:%M:%S} UTC"
+        f" ({device.revocation_reason or 'no reason given'})"
+    )
+
+
+def _logged_verdict(
+    facts: FileFacts, lc: LoggedClaim, now: datetime, *, sidecar: bool
+) -> VerificationReport:
+    sig = signature_ok(lc.signed_claim, lc.device)
+    ev = Evidence(
+        file=facts,
+        claim=ClaimEvidence(
+            lc.signed_claim, lc.claim, lc.device, lc.receipt, sig, True, lc.chain_linked
+        ),
+        sidecar_present=sidecar,
+        hash_match=True,
+    )
+    where = f"log index {lc.receipt.leaf_index}"
+    if not sig:
+        return VerificationReport(
+            Verdict.TAMPERED,
+            (f"the logged claim at {where} no longer verifies under the enrolled key",),
+            ev,
+            now,
+        )
+    if _revoked_for(lc.device, lc.integrated_at):
+        return VerificationReport(
+            Verdict.REVOKED_KEY,
+            (
+                f"exact bytes match a claim at {where}, but {_revocation_note(lc.device)},"
+                " before that claim was logged",
+            ),
+            ev,
+            now,
+        )
+    reasons = [
+        f"exact bytes (SHA-256) match a validly signed claim at {where},"
+        f" logged {lc.integrated_at:%Y-%m-%d %H:%M:%S} UTC"
+    ]
+    if lc.device.revoked_at is not None:
+        reasons.append(f"note: {_revocation_note(lc.device)}, after this claim was logged")
+    return VerificationReport(Verdict.SIGNED_ORIGINAL, tuple(reasons), ev, now)
+
+
+def decide(
+    facts: FileFacts,
+    now: datetime,
+    *,
+    sidecar: SignedClaim | None = None,
+    sidecar_claim: Claim | None = None,
+    sidecar_device: Device | None = None,
+    sidecar_logged: LoggedClaim | None = None,
+    exact: Sequence[LoggedClaim] = (),
+    near: Sequence[LoggedClaim] = (),
+) -> VerificationReport:
+    """Return the verdict on a file.
+
+    Args:
+        facts: measurements of the file.
+        now: the verification time (UTC), recorded in the report.
+        sidecar / sidecar_claim: the sidecar's signed claim and its decoded claim.
+        sidecar_device: the registry record of the sidecar's key id, if enrolled.
+        sidecar_logged: the log's record of the sidecar's claim, if logged.
+        exact: logged claims whose hard binding equals ``facts.sha256``.
+        near: logged claims that are perceptual-hash candidates (the caller's index
+            may return a superset; distances are re-checked here).
+    """
+    if sidecar is not None and sidecar_claim is not None:
+        return _decide_with_sidecar(
+            facts, now, sidecar, sidecar_claim, sidecar_device, sidecar_logged
+        )
+    for lc in exact:
+        if signature_ok(lc.signed_claim, lc.device):
+            return _logged_verdict(facts, lc, now, sidecar=False)
+    best: tuple[int, LoggedClaim] | None = None
+    for lc in near:
+        d = best_pdq_distance(facts.soft_bindings, lc.claim.soft_bindings)
+        if d is None or d > PDQ_MATCH_THRESHOLD or not signature_ok(lc.signed_claim, lc.device):
+            continue
+        if best is None or d < best[0]:
+            best = (d, lc)
+    if best is not None:
+        d, lc = best
+        ev = Evidence(
+            file=facts,
+            claim=ClaimEvidence(
+                lc.signed_claim, lc.claim, lc.device, lc.receipt, True, True, lc.chain_linked
+            ),
+            pdq_distance=d,
+        )
+        reasons = [
+            f"no exact match; the pixels are within {d} bits (PDQ, threshold"
+            f" {PDQ_MATCH_THRESHOLD}) of a signed capture at log index"
+            f" {lc.receipt.leaf_index}: a re-encoded, resized or edited copy of it"
+        ]
+        if lc.device.revoked_at is not None:
+            reasons.append(f"note: for that capture, {_revocation_note(lc.device)}")
+        return VerificationReport(Verdict.DERIVED, tuple(reasons), ev, now)
+    reasons = ["no signed claim in the log matches these bytes or these pixels"]
+    if not facts.soft_bindings:
+        reasons.append("no perceptual hash could be computed, so near copies were not searched")
+    return VerificationReport(
+        Verdict.UNSIGNED, tuple(reasons), Evidence(file=facts), now
+    )
+
+
+def _decide_with_sidecar(
+    facts: FileFacts,
+    now: datetime,
+    sidecar: SignedClaim,
+    claim: Claim,
+    device: Device | None,
+    logged: LoggedClaim | None,
+) -> VerificationReport:
+    sig = signature_ok(sidecar, device)
+    hash_match = claim.hard_binding.sha256 == facts.sha256
+    distance = best_pdq_distance(facts.soft_bindings, claim.soft_bindings)
+    ev = Evidence(
+        file=facts,
+        claim=ClaimEvidence(
+            sidecar,
+            claim,
+            device,
+            logged.receipt if logged else None,
+            sig,
+            logged is not None,
+            logged.chain_linked if logged else False,
+        ),
+        sidecar_present=True,
+        hash_match=hash_match,
+        pdq_distance=distance,
+    )
+    if device is None:
+        reasons = ["the sidecar's key is not enrolled with this server, so its signature cannot be trusted"]
+        if not hash_match:
+            reasons.append("and the file's bytes differ from the ones the sidecar describes")
+        status = Verdict.TAMPERED if not hash_match else Verdict.UNSIGNED
+        return VerificationReport(status, tuple(reasons), ev, now)
+    if not sig:
+        return VerificationReport(
+            Verdict.TAMPERED,
+            ("the sidecar's signature does not verify under the enrolled device key",),
+            ev,
+            now,
+        )
+    if not hash_match:
+        reasons = ["the file's bytes differ from the bytes the signed sidecar claim covers (SHA-256)"]
+        if distance is not None:
+            reasons.append(
+                f"the pixels are {distance} bits (PDQ) from the signed capture's: "
+                + ("a close copy with edits" if distance <= PDQ_MATCH_THRESHOLD else "a different picture")
+            )
+        return VerificationReport(Verdict.TAMPERED, tuple(reasons), ev, now)
+    if logged is not None:
+        return _logged_verdict(facts, logged, now, sidecar=True)
+    if _revoked_for(device, None):
+        return VerificationReport(
+            Verdict.REVOKED_KEY,
+            (f"the sidecar is signed, but {_revocation_note(device)} and the claim was never logged",),
+            ev,
+            now,
+        )
+    return VerificationReport(
+        Verdict.UNSIGNED,
+        (
+            "the sidecar's signature is valid and matches the bytes, but the claim is not in"
+            " the log: nothing proves when it was made (submit it with `prov device sync`)",
+        ),
+        ev,
+        now,
+    )

@@ -1,0 +1,351 @@
+"""The one place where domain objects meet protobuf messages.
+
+Nothing else in the project imports ``*_pb2``. Decoding untrusted bytes raises
+`ClaimError` with a message a person can act on; it never lets a protobuf
+``DecodeError`` escape.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from google.protobuf.message import DecodeError
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from provenance.binding import PerceptualHash
+from provenance.claims import (
+    Claim,
+    Device,
+    HardBinding,
+    Receipt,
+    SignedClaim,
+    Verdict,
+)
+from provenance.errors import ClaimError
+from provenance.v1 import provenance_pb2 as pb
+from provenance.verify import (
+    ClaimEvidence,
+    Evidence,
+    FileFacts,
+    VerificationReport,
+)
+
+__all__ = ["pb"]
+
+
+# ---------------------------------------------------------------- times
+
+
+def ts_to_pb(when: datetime | None) -> Timestamp | None:
+    """UTC datetime -> Timestamp (None stays None)."""
+    if when is None:
+        return None
+    t = Timestamp()
+    t.FromDatetime(when.astimezone(UTC))
+    return t
+
+
+def ts_from_pb(t: Timestamp) -> datetime:
+    """Timestamp -> timezone-aware UTC datetime."""
+    return t.ToDatetime(tzinfo=UTC)
+
+
+def _parse(msg_type: Any, data: bytes, what: str) -> Any:
+    msg = msg_type()
+    try:
+        msg.ParseFromString(data)
+    except DecodeError as e:
+        raise ClaimError(f"malformed {what}: not a valid protobuf message ({e})") from e
+    return msg
+
+
+# ---------------------------------------------------------------- claims
+
+
+def soft_to_pb(h: PerceptualHash) -> pb.SoftBinding:
+    return pb.SoftBinding(
+        algorithm=h.algorithm, hash=h.hash, quality=h.quality, timestamp_seconds=h.timestamp_seconds
+    )
+
+
+def soft_from_pb(m: pb.SoftBinding) -> PerceptualHash:
+    return PerceptualHash(
+        algorithm=m.algorithm,
+        hash=bytes(m.hash),
+        quality=m.quality,
+        timestamp_seconds=m.timestamp_seconds,
+    )
+
+
+def encode_claim(claim: Claim) -> bytes:
+    """Serialize a claim once, deterministically; these bytes are what gets signed."""
+    msg = pb.Claim(
+        version=claim.version,
+        device_id=claim.device_id,
+        sequence=claim.sequence,
+        captured_at=ts_to_pb(claim.captured_at),
+        media_type=claim.media_type,
+        size_bytes=claim.size_bytes,
+        width=claim.width,
+        height=claim.height,
+        duration_seconds=claim.duration_seconds,
+        hard_binding=pb.HardBinding(
+            sha256=claim.hard_binding.sha256,
+            chunk_size=claim.hard_binding.chunk_size,
+            chunk_count=claim.hard_binding.chunk_count,
+            chunk_merkle_root=claim.hard_binding.chunk_merkle_root,
+        ),
+        soft_bindings=[soft_to_pb(h) for h in claim.soft_bindings],
+        prev_claim_hash=claim.prev_claim_hash,
+        metadata=dict(claim.metadata),
+        frame_sample_rate=claim.frame_sample_rate,
+    )
+    return msg.SerializeToString(deterministic=True)
+
+
+def decode_claim(data: bytes) -> Claim:
+    """Parse claim bytes; raises ClaimError when they are not a claim."""
+    m = _parse(pb.Claim, data, "claim")
+    if not m.HasField("captured_at") or not m.HasField("hard_binding"):
+        raise ClaimError("malformed claim: capture time or hard binding missing")
+    hb = m.hard_binding
+    return Claim(
+        version=m.version,
+        device_id=bytes(m.device_id),
+        sequence=m.sequence,
+        captured_at=ts_from_pb(m.captured_at),
+        media_type=m.media_type,
+        size_bytes=m.size_bytes,
+        width=m.width,
+        height=m.height,
+        duration_seconds=m.duration_seconds,
+        hard_binding=HardBinding(
+            sha256=bytes(hb.sha256),
+            chunk_size=hb.chunk_size,
+            chunk_count=hb.chunk_count,
+            chunk_merkle_root=bytes(hb.chunk_merkle_root),
+        ),
+        soft_bindings=tuple(soft_from_pb(s) for s in m.soft_bindings),
+        prev_claim_hash=bytes(m.prev_claim_hash),
+        metadata=dict(m.metadata),
+        frame_sample_rate=m.frame_sample_rate,
+    )
+
+
+def signed_to_pb(s: SignedClaim) -> pb.SignedClaim:
+    return pb.SignedClaim(
+        payload_type=s.payload_type, claim=s.claim_bytes, key_id=s.key_id, signature=s.signature
+    )
+
+
+def signed_from_pb(m: pb.SignedClaim) -> SignedClaim:
+    return SignedClaim(
+        payload_type=m.payload_type,
+        claim_bytes=bytes(m.claim),
+        key_id=bytes(m.key_id),
+        signature=bytes(m.signature),
+    )
+
+
+# ---------------------------------------------------------------- log
+
+
+def encode_log_entry(s: SignedClaim, integrated_at: datetime) -> bytes:
+    """The leaf data of the log: the signed claim plus the server's integration time."""
+    return pb.LogEntry(
+        signed_claim=signed_to_pb(s), integrated_at=ts_to_pb(integrated_at)
+    ).SerializeToString(deterministic=True)
+
+
+def decode_log_entry(data: bytes) -> tuple[SignedClaim, datetime]:
+    """Leaf data -> (signed claim, integration time); raises ClaimError when malformed."""
+    m = _parse(pb.LogEntry, data, "log entry")
+    return signed_from_pb(m.signed_claim), ts_from_pb(m.integrated_at)
+
+
+def receipt_to_pb(r: Receipt) -> pb.Receipt:
+    return pb.Receipt(
+        leaf_index=r.leaf_index,
+        integrated_at=ts_to_pb(r.integrated_at),
+        checkpoint=r.checkpoint,
+        inclusion_proof=list(r.inclusion_proof),
+        log_entry=r.log_entry,
+    )
+
+
+def receipt_from_pb(m: pb.Receipt) -> Receipt:
+    return Receipt(
+        leaf_index=m.leaf_index,
+        integrated_at=ts_from_pb(m.integrated_at),
+        checkpoint=m.checkpoint,
+        inclusion_proof=tuple(bytes(p) for p in m.inclusion_proof),
+        log_entry=bytes(m.log_entry),
+    )
+
+
+def encode_receipt(r: Receipt) -> bytes:
+    return receipt_to_pb(r).SerializeToString(deterministic=True)
+
+
+def decode_receipt(data: bytes) -> Receipt:
+    """Receipt bytes -> Receipt; raises ClaimError when malformed."""
+    return receipt_from_pb(_parse(pb.Receipt, data, "receipt"))
+
+
+# ---------------------------------------------------------------- registry
+
+
+def device_to_pb(d: Device) -> pb.Device:
+    return pb.Device(
+        device_id=d.device_id,
+        public_key=d.public_key,
+        enrolled_at=ts_to_pb(d.enrolled_at),
+        last_sequence=d.last_sequence,
+        revoked=d.revoked,
+        revoked_at=ts_to_pb(d.revoked_at),
+        revocation_reason=d.revocation_reason,
+        label=d.label,
+    )
+
+
+def device_from_pb(m: pb.Device) -> Device:
+    return Device(
+        device_id=bytes(m.device_id),
+        public_key=bytes(m.public_key),
+        enrolled_at=ts_from_pb(m.enrolled_at),
+        last_sequence=m.last_sequence,
+        revoked_at=ts_from_pb(m.revoked_at) if m.revoked else None,
+        revocation_reason=m.revocation_reason,
+        label=m.label,
+    )
+
+
+# ---------------------------------------------------------------- reports
+
+
+def report_to_pb(r: VerificationReport) -> pb.VerificationReport:
+    """Domain report -> wire report (the detector dict maps onto DetectorResult)."""
+    ev = r.evidence
+    evm = pb.Evidence(
+        file_sha256=ev.file.sha256,
+        file_size=ev.file.size,
+        media_type=ev.file.media_type,
+        file_soft_bindings=[soft_to_pb(h) for h in ev.file.soft_bindings],
+        pdq_distance=-1 if ev.pdq_distance is None else ev.pdq_distance,
+        pdq_threshold=ev.pdq_threshold,
+        sidecar_present=ev.sidecar_present,
+        hash_match=ev.hash_match,
+    )
+    if ev.claim is not None:
+        c = ev.claim
+        evm.claim.CopyFrom(
+            pb.ClaimEvidence(
+                signed_claim=signed_to_pb(c.signed_claim),
+                receipt=receipt_to_pb(c.receipt) if c.receipt else None,
+                device=device_to_pb(c.device) if c.device else None,
+                signature_valid=c.signature_valid,
+                in_log=c.in_log,
+                chain_linked=c.chain_linked,
+            )
+        )
+    msg = pb.VerificationReport(
+        status=pb.Verdict.Value(r.status.value),
+        reasons=list(r.reasons) + list(ev.file.notes),
+        evidence=evm,
+        verified_at=ts_to_pb(r.verified_at),
+    )
+    if r.detector is not None:
+        msg.detector.CopyFrom(detector_to_pb(r.detector))
+    return msg
+
+
+def detector_to_pb(d: dict[str, Any]) -> pb.DetectorResult:
+    """A detector block (DetectorReport.to_dict() shape, or {"available": False, "note": ...})."""
+    if not d.get("available", True):
+        return pb.DetectorResult(available=False, note=str(d.get("note", "")))
+    return pb.DetectorResult(
+        available=True,
+        note=str(d.get("advisory", d.get("note", ""))),
+        score=float(d["score"]),
+        band_low=float(d["band_low"]),
+        band_high=float(d["band_high"]),
+        band=str(d["band"]),
+        model_id=str(d["model_id"]),
+        model_version=str(d["model_version"]),
+        crops=[
+            pb.DetectorCrop(
+                x=int(c["x"]),
+                y=int(c["y"]),
+                width=int(c["width"]),
+                height=int(c["height"]),
+                score=float(c["score"]),
+                timestamp_seconds=float(c.get("timestamp_seconds", 0.0)),
+            )
+            for c in d.get("crops", ())
+        ],
+    )
+
+
+def detector_from_pb(m: pb.DetectorResult) -> dict[str, Any]:
+    if not m.available:
+        return {"available": False, "note": m.note}
+    return {
+        "available": True,
+        "advisory": m.note,
+        "score": round(m.score, 6),
+        "band_low": round(m.band_low, 6),
+        "band_high": round(m.band_high, 6),
+        "band": m.band,
+        "model_id": m.model_id,
+        "model_version": m.model_version,
+        "crops": [
+            {
+                "x": c.x,
+                "y": c.y,
+                "width": c.width,
+                "height": c.height,
+                "score": round(c.score, 6),
+                **({"timestamp_seconds": c.timestamp_seconds} if c.timestamp_seconds else {}),
+            }
+            for c in m.crops
+        ],
+    }
+
+
+def report_from_pb(m: pb.VerificationReport) -> VerificationReport:
+    """Wire report -> domain report (used by clients to render text and JSON)."""
+    e = m.evidence
+    facts = FileFacts(
+        sha256=bytes(e.file_sha256),
+        size=e.file_size,
+        media_type=e.media_type,
+        soft_bindings=tuple(soft_from_pb(s) for s in e.file_soft_bindings),
+    )
+    claim_ev = None
+    if e.HasField("claim"):
+        c = e.claim
+        signed = signed_from_pb(c.signed_claim)
+        claim_ev = ClaimEvidence(
+            signed_claim=signed,
+            claim=decode_claim(signed.claim_bytes),
+            device=device_from_pb(c.device) if c.HasField("device") else None,
+            receipt=receipt_from_pb(c.receipt) if c.HasField("receipt") else None,
+            signature_valid=c.signature_valid,
+            in_log=c.in_log,
+            chain_linked=c.chain_linked,
+        )
+    return VerificationReport(
+        status=Verdict(pb.Verdict.Name(m.status)),
+        reasons=tuple(m.reasons),
+        evidence=Evidence(
+            file=facts,
+            claim=claim_ev,
+            sidecar_present=e.sidecar_present,
+            hash_match=e.hash_match,
+            pdq_distance=None if e.pdq_distance < 0 else e.pdq_distance,
+            pdq_threshold=e.pdq_threshold,
+        ),
+        verified_at=ts_from_pb(m.verified_at),
+        detector=detector_from_pb(m.detector) if m.HasField("detector") else None,
+    )

@@ -1,0 +1,218 @@
+"""Group commit: many concurrent submissions, one transaction and one fsync per batch.
+
+Each submitting thread hands a `PendingClaim` to `GroupCommitWriter.submit` and
+blocks. One writer thread takes everything queued (up to ``max_batch``), appends it
+to the log in a single SQLite transaction (leaves, Merkle nodes, device state, a
+newly signed checkpoint and every receipt), commits, and only then wakes the
+submitters with their receipts. A failed commit fails the whole batch and changes
+nothing; a submitter is never told "accepted" before its leaf is durable.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass
+from datetime import datetime
+
+from provenance import wire
+from provenance.claims import Claim, Receipt, SignedClaim
+from provenance.errors import LogError, ProvenanceError, SequenceError
+from provenance.log import merkle
+from provenance.log.checkpoint import Checkpoint, LogSigner
+from provenance.registry import chain_link
+from provenance.store import NewLeaf, Store
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class PendingClaim:
+    """A verified submission waiting for the log."""
+
+    signed_claim: SignedClaim
+    claim: Claim
+
+
+@dataclass(frozen=True)
+class Appended:
+    """The outcome for one submission: its receipt and whether it was already logged."""
+
+    receipt: Receipt
+    duplicate: bool
+
+
+@dataclass
+class _Item:
+    pending: PendingClaim
+    future: Future[Appended]
+
+
+class GroupCommitWriter:
+    """The single writer of the log (see module docstring).
+
+    ``on_commit`` is called after each durable commit with (new tree size, signed
+    checkpoint note, appended leaves) so in-memory indexes can follow.
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        signer: LogSigner,
+        clock: Callable[[], datetime],
+        on_commit: Callable[[int, str, list[tuple[int, PendingClaim]]], None],
+        max_batch: int = 512,
+    ) -> None:
+        self._store = store
+        self._signer = signer
+        self._clock = clock
+        self._on_commit = on_commit
+        self._max_batch = max_batch
+        self._queue: queue.Queue[_Item | None] = queue.Queue()
+        self._thread = threading.Thread(target=self._run, name="log-writer", daemon=True)
+        self._thread.start()
+
+    def submit(self, pending: PendingClaim, timeout: float = 30.0) -> Appended:
+        """Queue ``pending`` and wait until it is durable; raises the submission's error."""
+        fut: Future[Appended] = Future()
+        self._queue.put(_Item(pending, fut))
+        return fut.result(timeout=timeout)
+
+    def close(self) -> None:
+        """Finish what is queued, then stop the writer thread."""
+        self._queue.put(None)
+        self._thread.join()
+
+    def _run(self) -> None:
+        while True:
+            first = self._queue.get()
+            if first is None:
+                return
+            batch = [first]
+            stop = False
+            while len(batch) < self._max_batch:
+                try:
+                    nxt = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if nxt is None:
+                    stop = True
+                    break
+                batch.append(nxt)
+            self._commit(batch)
+            if stop:
+                return
+
+    def _commit(self, batch: list[_Item]) -> None:
+        try:
+            results, appended, size, note = self._append(batch)
+        except ProvenanceError as e:
+            for item in batch:
+                item.future.set_exception(e)
+            return
+        except Exception as e:  # a broken database must not kill the writer thread
+            log.exception("log append failed")
+            err = LogError(f"the log could not record the submission: {e}")
+            for item in batch:
+                item.future.set_exception(err)
+            return
+        if appended:
+            self._on_commit(size, note, appended)
+        for item, res in zip(batch, results, strict=True):
+            if isinstance(res, Exception):
+                item.future.set_exception(res)
+            else:
+                item.future.set_result(res)
+
+    def _append(
+        self, batch: list[_Item]
+    ) -> tuple[list[Appended | Exception], list[tuple[int, PendingClaim]], int, str]:
+        store = self._store
+        with store.transaction() as c:
+            start = store.tree_size(c)
+            now = self._clock()
+            results: list[Appended | Exception | None] = [None] * len(batch)
+            new: list[tuple[int, NewLeaf, PendingClaim]] = []
+            seen: dict[bytes, int] = {}
+            state: dict[bytes, tuple[int, bytes]] = {}
+            for i, item in enumerate(batch):
+                p = item.pending
+                ch = p.signed_claim.claim_hash
+                old = store.leaf_by_claim_hash(ch, c)
+                if old is not None:
+                    results[i] = Appended(wire.decode_receipt(old.receipt), True)
+                    continue
+                if ch in seen:
+                    seen_at = seen[ch]
+                    results[i] = seen_at  # type: ignore[call-overload]
+                    continue
+                dev = p.claim.device_id
+                if dev not in state:
+                    d = store.find_device(dev, c)
+                    if d is None:
+                        results[i] = LogError("device vanished from the registry")
+                        continue
+                    state[dev] = (d.last_sequence, d.last_claim_hash)
+                last_seq, last_hash = state[dev]
+                try:
+                    linked = chain_link(p.claim, last_seq, last_hash)
+                except SequenceError as e:
+                    results[i] = e
+                    continue
+                state[dev] = (p.claim.sequence, ch)
+                entry = wire.encode_log_entry(p.signed_claim, now)
+                leaf = NewLeaf(
+                    leaf_hash=merkle.leaf_hash(entry),
+                    signed_claim=p.signed_claim,
+                    device_id=dev,
+                    sequence=p.claim.sequence,
+                    file_sha256=p.claim.hard_binding.sha256,
+                    integrated_at=now,
+                    chain_linked=linked,
+                    entry=entry,
+                    soft_bindings=p.claim.soft_bindings,
+                )
+                seen[ch] = i
+                new.append((i, leaf, p))
+            if not new:
+                latest = store.latest_checkpoint()
+                note = latest[1] if latest else ""
+                size = start
+                receipts: list[bytes] = []
+            else:
+                size = start + len(new)
+
+                def get_nodes(keys: list[tuple[int, int]]) -> list[bytes]:
+                    return store.get_nodes(keys, c)
+
+                nodes = merkle.append_batch(start, [lf.leaf_hash for _, lf, _ in new], get_nodes)
+                store.put_nodes(c, nodes)
+                root = merkle.root(size, get_nodes)
+                note = self._signer.sign(Checkpoint(self._signer.name, size, root, now))
+                store.put_checkpoint(c, size, note, now)
+                receipts = []
+                for k, (i, lf, _) in enumerate(new):
+                    rec = Receipt(
+                        leaf_index=start + k,
+                        integrated_at=now,
+                        checkpoint=note,
+                        inclusion_proof=tuple(merkle.inclusion_proof(start + k, size, get_nodes)),
+                        log_entry=lf.entry,
+                    )
+                    receipts.append(wire.encode_receipt(rec))
+                    results[i] = Appended(rec, False)
+                store.insert_leaves(c, start, [lf for _, lf, _ in new], receipts)
+        # duplicates inside one batch share the first one's receipt
+        final: list[Appended | Exception] = []
+        for r in results:
+            if isinstance(r, int):
+                first = results[r]
+                assert isinstance(first, Appended)
+                final.append(Appended(first.receipt, True))
+            else:
+                assert r is not None
+                final.append(r)
+        return final, [(start + k, p) for k, (_, _, p) in enumerate(new)], size, note

@@ -1,0 +1,135 @@
+"""Device keys: RFC 8032 vectors, key ids, strict verification, encrypted PEM storage."""
+
+from __future__ import annotations
+
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from provenance.errors import KeyMaterialError, SignatureError
+from provenance.keys import DeviceKey, key_id, verify_strict
+
+# RFC 8032 section 7.1, TEST 1 (empty message).
+RFC8032_SECRET = bytes.fromhex("9d61b19deffd5a60ba844af492ec2cc44449c5697b326919703bac031cae7f60")
+RFC8032_PUBLIC = bytes.fromhex("d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a")
+RFC8032_SIGNATURE = bytes.fromhex(
+    "e5564300c360ac729086e2cc806e828a84877f1eb8e5d974d873e065224901555"
+    "fb8821590a33bacc61e39701cf9b46bd25bf5f0595bbe24655141438e7a100b"
+)
+# Group order L of edwards25519 (RFC 8032 section 5.1).
+L = 2**252 + 27742317777372353535851937790883648493
+
+
+def test_rfc8032_test1_public_key_and_signature() -> None:
+    key = DeviceKey.from_private_bytes(RFC8032_SECRET)
+    assert key.public_key == RFC8032_PUBLIC
+    assert key.sign(b"") == RFC8032_SIGNATURE
+    verify_strict(RFC8032_PUBLIC, b"", RFC8032_SIGNATURE)
+
+
+def test_key_id_is_sha256_of_raw_public_key() -> None:
+    expected = bytes.fromhex("21fe31dfa154a261626bf854046fd2271b7bed4b6abe45aa58877ef47f9721b9")
+    assert key_id(RFC8032_PUBLIC) == expected
+    assert DeviceKey.from_private_bytes(RFC8032_SECRET).key_id == expected
+
+
+def test_generated_keys_sign_and_verify() -> None:
+    key = DeviceKey.generate()
+    other = DeviceKey.generate()
+    assert len(key.public_key) == 32
+    assert key.public_key != other.public_key
+    signature = key.sign(b"capture")
+    assert len(signature) == 64
+    verify_strict(key.public_key, b"capture", signature)
+    with pytest.raises(SignatureError, match="does not verify"):
+        verify_strict(key.public_key, b"capture!", signature)
+    with pytest.raises(SignatureError, match="does not verify"):
+        verify_strict(other.public_key, b"capture", signature)
+
+
+@pytest.mark.parametrize("length", [0, 31, 33])
+def test_private_key_of_wrong_length_is_refused(length: int) -> None:
+    with pytest.raises(KeyMaterialError, match=f"got {length}"):
+        DeviceKey.from_private_bytes(bytes(length))
+
+
+@pytest.mark.parametrize("cut", [0, 1, 63])
+def test_signature_of_wrong_length_is_refused(cut: int) -> None:
+    with pytest.raises(SignatureError, match="64 bytes"):
+        verify_strict(RFC8032_PUBLIC, b"", RFC8032_SIGNATURE[:cut])
+    with pytest.raises(SignatureError, match="64 bytes"):
+        verify_strict(RFC8032_PUBLIC, b"", RFC8032_SIGNATURE + bytes(1))
+
+
+def test_malleated_s_plus_l_is_refused_as_non_canonical() -> None:
+    s = int.from_bytes(RFC8032_SIGNATURE[32:], "little")
+    malleated = RFC8032_SIGNATURE[:32] + (s + L).to_bytes(32, "little")
+    with pytest.raises(SignatureError, match="non-canonical S"):
+        verify_strict(RFC8032_PUBLIC, b"", malleated)
+
+
+def test_wrong_public_key_length_is_key_material_error() -> None:
+    with pytest.raises(KeyMaterialError, match="32 bytes"):
+        verify_strict(RFC8032_PUBLIC[:31], b"", RFC8032_SIGNATURE)
+
+
+def test_encrypted_pem_round_trip() -> None:
+    key = DeviceKey.generate()
+    pem = key.to_encrypted_pem(b"correct horse")
+    assert pem.startswith(b"-----BEGIN ENCRYPTED PRIVATE KEY-----\n")
+    loaded = DeviceKey.from_encrypted_pem(pem, b"correct horse")
+    assert loaded.public_key == key.public_key
+    verify_strict(key.public_key, b"m", loaded.sign(b"m"))
+
+
+def test_encrypted_pem_refuses_empty_passphrase() -> None:
+    key = DeviceKey.generate()
+    with pytest.raises(KeyMaterialError, match="empty passphrase"):
+        key.to_encrypted_pem(b"")
+    pem = key.to_encrypted_pem(b"pw")
+    with pytest.raises(KeyMaterialError, match="non-empty passphrase"):
+        DeviceKey.from_encrypted_pem(pem, b"")
+
+
+def test_wrong_passphrase_is_key_material_error() -> None:
+    pem = DeviceKey.generate().to_encrypted_pem(b"right")
+    with pytest.raises(KeyMaterialError, match="wrong passphrase or corrupt PEM"):
+        DeviceKey.from_encrypted_pem(pem, b"wrong")
+
+
+def test_corrupt_pem_is_key_material_error() -> None:
+    pem = bytearray(DeviceKey.generate().to_encrypted_pem(b"pw"))
+    middle = len(pem) // 2
+    pem[middle : middle + 8] = bytes(b ^ 0x01 for b in pem[middle : middle + 8])
+    with pytest.raises(KeyMaterialError):
+        DeviceKey.from_encrypted_pem(bytes(pem), b"pw")
+    with pytest.raises(KeyMaterialError):
+        DeviceKey.from_encrypted_pem(b"not a pem at all", b"pw")
+
+
+def test_unencrypted_pem_is_refused() -> None:
+    plain = Ed25519PrivateKey.generate().private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    with pytest.raises(KeyMaterialError, match="not encrypted"):
+        DeviceKey.from_encrypted_pem(plain, b"pw")
+
+
+def test_non_ed25519_key_is_refused() -> None:
+    pem = ec.generate_private_key(ec.SECP256R1()).private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.BestAvailableEncryption(b"pw"),
+    )
+    with pytest.raises(KeyMaterialError, match="expected an Ed25519 private key"):
+        DeviceKey.from_encrypted_pem(pem, b"pw")
+
+
+def test_repr_shows_key_id_not_secret() -> None:
+    key = DeviceKey.from_private_bytes(RFC8032_SECRET)
+    text = repr(key)
+    assert "21fe31dfa154a261" in text
+    assert RFC8032_SECRET.hex() not in text
