@@ -36,6 +36,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from provenance.errors import ConfigError, KeyMaterialError, LogError, SignatureError
+from provenance.keys import check_public_key
 
 ROOT_HASH_SIZE = 32
 """Bytes in a root hash (SHA-256)."""
@@ -229,6 +230,7 @@ class NoteVerifier:
 
     def __init__(self, name: str, public_key: bytes) -> None:
         _check_key_name(name)
+        check_public_key(public_key)  # small-order keys would accept forged notes
         try:
             self._public_key = Ed25519PublicKey.from_public_bytes(public_key)
         except ValueError as e:

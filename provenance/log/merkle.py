@@ -130,12 +130,12 @@ def subtree_root(start: int, end: int, get_nodes: NodeReader) -> bytes:
 # --- appending ---------------------------------------------------------------------------
 
 
-def _check_leaf_hash(value: bytes) -> None:
+def _check_leaf_hash(value: bytes, what: str = "leaf hash") -> None:
     if len(value) != HASH_SIZE:
-        raise LogError(f"leaf hash is {len(value)} bytes, want {HASH_SIZE}")
+        raise LogError(f"{what} is {len(value)} bytes, want {HASH_SIZE}")
 
 
-def perfect_nodes_for_append(index: int, leaf_hash_: bytes, get_nodes: NodeReader) -> list[NewNode]:
+def perfect_nodes_for_append(index: int, leaf_hash: bytes, get_nodes: NodeReader) -> list[NewNode]:
     """Nodes completed by appending leaf ``index``: ``(0, index, leaf)`` then its ancestors.
 
     Appending leaf ``index`` completes one node per trailing one bit of ``index`` (plus the
@@ -144,14 +144,14 @@ def perfect_nodes_for_append(index: int, leaf_hash_: bytes, get_nodes: NodeReade
     """
     if index < 0:
         raise LogError(f"leaf index {index} is negative")
-    _check_leaf_hash(leaf_hash_)
+    _check_leaf_hash(leaf_hash)
     keys: list[NodeKey] = []
     level = 0
     while (index >> level) & 1:
         keys.append((level, (index >> level) - 1))
         level += 1
-    nodes: list[NewNode] = [(0, index, leaf_hash_)]
-    acc = leaf_hash_
+    nodes: list[NewNode] = [(0, index, leaf_hash)]
+    acc = leaf_hash
     for (level, left_index), left in zip(keys, _read(get_nodes, keys), strict=True):
         acc = node_hash(left, acc)
         nodes.append((level + 1, left_index >> 1, acc))
@@ -206,7 +206,7 @@ class CompactRange:
                 f"a frontier of size {size} has {size.bit_count()} hashes, got {len(hashes)}"
             )
         for value in hashes:
-            _check_leaf_hash(value)
+            _check_leaf_hash(value, "frontier hash")
         frontier = cls()
         frontier._size = size
         frontier._hashes = list(hashes)
@@ -222,11 +222,11 @@ class CompactRange:
         """The frontier hashes, largest subtree first."""
         return tuple(self._hashes)
 
-    def append(self, leaf_hash_: bytes) -> list[NewNode]:
+    def append(self, leaf_hash: bytes) -> list[NewNode]:
         """Append one leaf hash (32 bytes); returns the nodes it completes, leaf first."""
-        _check_leaf_hash(leaf_hash_)
+        _check_leaf_hash(leaf_hash)
         index = self._size
-        acc = leaf_hash_
+        acc = leaf_hash
         nodes: list[NewNode] = [(0, index, acc)]
         level = 0
         while (index >> level) & 1:
@@ -262,13 +262,13 @@ class MemoryTree:
         """Append an entry (hashed as a leaf); returns its leaf index."""
         return self.append_leaf_hash(leaf_hash(entry))
 
-    def append_leaf_hash(self, leaf_hash_: bytes) -> int:
+    def append_leaf_hash(self, leaf_hash: bytes) -> int:
         """Append a 32-byte leaf hash; returns its leaf index. Raises LogError on bad size."""
-        _check_leaf_hash(leaf_hash_)
+        _check_leaf_hash(leaf_hash)
         levels = self._levels
         index = len(levels[0])
-        levels[0].append(leaf_hash_)
-        acc, position, level = leaf_hash_, index, 0
+        levels[0].append(leaf_hash)
+        acc, position, level = leaf_hash, index, 0
         while position & 1:
             acc = node_hash(levels[level][position - 1], acc)
             position >>= 1
@@ -281,10 +281,12 @@ class MemoryTree:
     def get_nodes(self, keys: Sequence[NodeKey]) -> list[bytes]:
         """`NodeReader`: the hashes of ``keys``. Raises LogError for a node not yet complete."""
         levels = self._levels
-        try:
-            return [levels[level][index] for level, index in keys]
-        except IndexError as e:
-            raise LogError("requested a node that is not a complete subtree of the tree") from e
+        hashes = []
+        for level, index in keys:
+            if not (0 <= level < len(levels) and 0 <= index < len(levels[level])):
+                raise LogError(f"node {(level, index)} is not a complete subtree of the tree")
+            hashes.append(levels[level][index])
+        return hashes
 
     def root(self) -> bytes:
         """Root hash of the whole tree."""
@@ -441,18 +443,18 @@ def _check_proof(kind: str, proof: Sequence[bytes]) -> None:
 
 
 def root_from_inclusion_proof(
-    index: int, size: int, leaf_hash_: bytes, proof: Sequence[bytes]
+    index: int, size: int, leaf_hash: bytes, proof: Sequence[bytes]
 ) -> bytes:
     """The root an inclusion proof leads to (RFC 9162 2.1.3.2, before the last compare).
 
     Raises ProofError for an index outside the tree, a hash not 32 bytes, or a proof of
     the wrong length.
     """
-    _check_hash("leaf hash", leaf_hash_)
+    _check_hash("leaf hash", leaf_hash)
     _check_proof("inclusion", proof)
     if not 0 <= index < size:
         raise ProofError(f"leaf index {index} is not in a tree of size {size}")
-    fn, sn, acc = index, size - 1, leaf_hash_
+    fn, sn, acc = index, size - 1, leaf_hash
     for value in proof:
         if sn == 0:
             raise ProofError(
@@ -477,13 +479,13 @@ def root_from_inclusion_proof(
 
 
 def verify_inclusion(
-    index: int, size: int, leaf_hash_: bytes, proof: Sequence[bytes], root_hash: bytes
+    index: int, size: int, leaf_hash: bytes, proof: Sequence[bytes], root_hash: bytes
 ) -> None:
-    """Check that leaf ``index`` with hash ``leaf_hash_`` is in the tree ``(size, root_hash)``.
+    """Check that leaf ``index`` with hash ``leaf_hash`` is in the tree ``(size, root_hash)``.
 
     RFC 9162 2.1.3.2. Raises ProofError saying what failed.
     """
-    computed = root_from_inclusion_proof(index, size, leaf_hash_, proof)
+    computed = root_from_inclusion_proof(index, size, leaf_hash, proof)
     if computed != root_hash:
         raise ProofError(
             f"inclusion proof of leaf {index} leads to root {computed.hex()}, "
@@ -549,7 +551,7 @@ def verify_subtree_inclusion(
     index: int,
     start: int,
     end: int,
-    leaf_hash_: bytes,
+    leaf_hash: bytes,
     proof: Sequence[bytes],
     subtree_hash: bytes,
 ) -> None:
@@ -560,7 +562,7 @@ def verify_subtree_inclusion(
     _check_subtree(start, end, ProofError)
     if not start <= index < end:
         raise ProofError(f"leaf index {index} is not in subtree [{start}, {end})")
-    computed = root_from_inclusion_proof(index - start, end - start, leaf_hash_, proof)
+    computed = root_from_inclusion_proof(index - start, end - start, leaf_hash, proof)
     if computed != subtree_hash:
         raise ProofError(
             f"inclusion proof of leaf {index} leads to {computed.hex()}, "

@@ -1,0 +1,362 @@
+"""Signed checkpoints: C2SP note format, interoperability with Go's sumdb/note and
+sum.golang.org, tampering, and the log key file."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from provenance.errors import ConfigError, KeyMaterialError, LogError, SignatureError
+from provenance.log import merkle
+from provenance.log.checkpoint import (
+    Checkpoint,
+    LogSigner,
+    NoteVerifier,
+    generate_log_key,
+    load_log_signer,
+    open_checkpoint,
+)
+
+# golang.org/x/mod/sumdb/note: the example in the package documentation and note_test.go.
+PETER_SKEY = "PRIVATE+KEY+PeterNeumann+c74f20a3+AYEKFALVFGyNhPJEMzD1QIDr+Y7hfZx09iUvxdXHKDFz"
+PETER_VKEY = "PeterNeumann+c74f20a3+ARpc2QcUPDhMQegwxbzhKqiBfsVkmqq/LDE4izWy10TW"
+PETER_TEXT = (
+    "If you think cryptography is the answer to your problem,\n"
+    "then you don't know what your problem is.\n"
+)
+PETER_NOTE = (
+    PETER_TEXT + "\n— PeterNeumann "
+    "x08go/ZJkuBS9UG/SffcvIAQxVBtiFupLLr8pAcElZInNIuGUgYN1FFYC2pZSNXgKvqfqdngotpRZb6KE6RyyBwJnAM=\n"
+)
+
+# The Go checksum database's published key (cmd/go/internal/modfetch/key.go) and a
+# checkpoint it served at https://sum.golang.org/latest on 2024-09-23.
+SUMDB_VKEY = "sum.golang.org+033de0ae+Ac4zctda0e5eza+HJyk9SxEdh+s3Ux18htTTAD8OuAn8"
+SUMDB_NOTE = (
+    "go.sum database tree\n30055305\nmXfgRcJ0bG0j3CPdKwgGWtUzBUbX67saZGRmFuJGGsM=\n\n"
+    "— sum.golang.org "
+    "Az3grpgEild5qw7+5dtV13Kf1C2Xurm8q4fhdxvcsDHnqNTaxL2AFjBY+2TyGKevucFcAAlWFJJYle3EJlDCrQ+y3A8=\n"
+)
+
+# The example body of c2sp.org/tlog-checkpoint.
+SPEC_BODY = "example.com/behind-the-sofa\n20852163\nCsUYapGGPo4dkMgIAUqom/Xajj7h2fB2MPA3j2jxq2I=\n"
+
+ORIGIN = "provenance.example/log"
+WHEN = datetime(2026, 11, 29, 12, 0, 0, tzinfo=UTC)
+
+
+def _root() -> bytes:
+    tree = merkle.MemoryTree()
+    for i in range(5):
+        tree.append(b"claim %d" % i)
+    return tree.root()
+
+
+def _checkpoint(**changes: object) -> Checkpoint:
+    fields: dict[str, object] = {
+        "origin": ORIGIN,
+        "size": 5,
+        "root_hash": _root(),
+        "timestamp": WHEN,
+    }
+    fields.update(changes)
+    return Checkpoint(**fields)  # type: ignore[arg-type]
+
+
+@pytest.fixture(scope="module")
+def signer() -> LogSigner:
+    return LogSigner(Ed25519PrivateKey.generate(), ORIGIN)
+
+
+def _peter_signer() -> LogSigner:
+    material = base64.b64decode(PETER_SKEY.split("+", 4)[4])
+    assert material[0] == 0x01
+    return LogSigner(Ed25519PrivateKey.from_private_bytes(material[1:]), "PeterNeumann")
+
+
+# --- interoperability ----------------------------------------------------------------
+
+
+def test_go_note_vector_is_reproduced_byte_for_byte() -> None:
+    peter = _peter_signer()
+    assert peter.verifier_key() == PETER_VKEY
+    assert peter.sign_text(PETER_TEXT) == PETER_NOTE
+
+
+def test_go_note_vector_opens_with_its_verifier_key() -> None:
+    verifier = NoteVerifier.from_vkey(PETER_VKEY)
+    assert verifier.name == "PeterNeumann" and verifier.key_id.hex() == "c74f20a3"
+    assert verifier.open(PETER_NOTE) == PETER_TEXT
+    with pytest.raises(SignatureError):
+        verifier.open(PETER_NOTE.replace("cryptography", "cryptographY"))
+
+
+def test_published_sum_golang_org_checkpoint_verifies() -> None:
+    verifier = NoteVerifier.from_vkey(SUMDB_VKEY)
+    checkpoint = open_checkpoint(SUMDB_NOTE, verifier, origin="go.sum database tree")
+    assert checkpoint.origin == "go.sum database tree"
+    assert checkpoint.size == 30055305
+    assert checkpoint.root_hash == base64.b64decode("mXfgRcJ0bG0j3CPdKwgGWtUzBUbX67saZGRmFuJGGsM=")
+    assert checkpoint.timestamp is None
+    assert checkpoint.body().decode() == SUMDB_NOTE[: SUMDB_NOTE.index("\n\n") + 1]
+    # By default the origin must be the key name, which the Go checksum database's is not.
+    with pytest.raises(LogError, match="origin"):
+        open_checkpoint(SUMDB_NOTE, verifier)
+    with pytest.raises(SignatureError):
+        open_checkpoint(
+            SUMDB_NOTE.replace("30055305", "30055306"), verifier, origin="go.sum database tree"
+        )
+
+
+def test_spec_example_body_parses_and_round_trips() -> None:
+    checkpoint = Checkpoint.parse_body(SPEC_BODY)
+    assert checkpoint.origin == "example.com/behind-the-sofa"
+    assert checkpoint.size == 20852163
+    assert checkpoint.root_hash.hex() == (
+        "0ac5186a91863e8e1d90c808014aa89bf5da8e3ee1d9f07630f0378f68f1ab62"
+    )
+    assert checkpoint.body().decode() == SPEC_BODY
+
+
+# --- our checkpoints -------------------------------------------------------------------
+
+
+def test_body_layout_with_time_line() -> None:
+    root = _root()
+    expected = f"{ORIGIN}\n5\n{base64.b64encode(root).decode()}\ntime 2026-11-29T12:00:00Z\n"
+    assert _checkpoint().body() == expected.encode()
+    later = _checkpoint(timestamp=WHEN + timedelta(microseconds=1500))
+    assert later.body().decode().endswith("\ntime 2026-11-29T12:00:00.001500Z\n")
+    assert Checkpoint.parse_body(later.body().decode()) == later
+    assert _checkpoint(timestamp=None).body().count(b"\n") == 3
+
+
+def test_sign_and_open_round_trip(signer: LogSigner) -> None:
+    checkpoint = _checkpoint()
+    note = signer.sign(checkpoint)
+    text, _, signature_line = note.rpartition("\n\n")
+    assert text + "\n" == checkpoint.body().decode()
+    assert signature_line.startswith(f"— {ORIGIN} ") and signature_line.endswith("\n")
+    blob = base64.b64decode(signature_line.split(" ")[2])
+    expected_id = hashlib.sha256(ORIGIN.encode() + b"\n\x01" + signer.public_key).digest()[:4]
+    assert blob[:4] == expected_id == signer.key_id and len(blob) == 68
+
+    vkey = signer.verifier_key()
+    name, key_hash, material = vkey.split("+", 2)
+    assert (name, key_hash) == (ORIGIN, expected_id.hex())
+    assert base64.b64decode(material) == b"\x01" + signer.public_key
+    assert open_checkpoint(note, NoteVerifier.from_vkey(vkey)) == checkpoint
+
+
+def test_timestamps_must_be_utc(signer: LogSigner) -> None:
+    tokyo = WHEN.astimezone(timezone(timedelta(hours=9)))
+    with pytest.raises(LogError, match="UTC"):
+        _checkpoint(timestamp=tokyo)
+    with pytest.raises(LogError, match="UTC"):
+        _checkpoint(timestamp=datetime(2026, 11, 29, 12, 0, 0))
+    opened = open_checkpoint(
+        signer.sign(_checkpoint()), NoteVerifier.from_vkey(signer.verifier_key())
+    )
+    assert opened.timestamp == tokyo
+
+
+def test_tampered_body_fails(signer: LogSigner) -> None:
+    verifier = NoteVerifier.from_vkey(signer.verifier_key())
+    note = signer.sign(_checkpoint())
+    for old, new in [
+        ("\n5\n", "\n6\n"),
+        ("12:00:00Z", "12:00:01Z"),
+        (ORIGIN + "\n", ORIGIN + "x\n"),
+    ]:
+        assert old in note
+        with pytest.raises(SignatureError, match="does not verify"):
+            open_checkpoint(note.replace(old, new, 1), verifier)
+
+
+def test_wrong_key_fails(signer: LogSigner) -> None:
+    impostor = LogSigner(Ed25519PrivateKey.generate(), ORIGIN)
+    with pytest.raises(SignatureError, match="no signature"):
+        open_checkpoint(impostor.sign(_checkpoint()), NoteVerifier.from_vkey(signer.verifier_key()))
+
+
+def test_truncated_signature_fails(signer: LogSigner) -> None:
+    verifier = NoteVerifier.from_vkey(signer.verifier_key())
+    note = signer.sign(_checkpoint())
+    head, blob = note[:-1].rsplit(" ", 1)
+    raw = base64.b64decode(blob)
+    short = head + " " + base64.b64encode(raw[:-1]).decode() + "\n"
+    with pytest.raises(SignatureError, match="does not verify"):
+        verifier.open(short)
+    with pytest.raises(LogError, match="base64"):
+        verifier.open(head + " " + blob[:-3] + "\n")
+    with pytest.raises(LogError, match="too short"):
+        verifier.open(head + " " + base64.b64encode(raw[:4]).decode() + "\n")
+
+
+def test_other_signatures_are_ignored(signer: LogSigner) -> None:
+    witness = LogSigner(Ed25519PrivateKey.generate(), "witness.example/w1")
+    note = signer.sign(_checkpoint())
+    cosigned = note + witness.sign_text(_checkpoint().body().decode()).rpartition("\n\n")[2]
+    assert cosigned.count("\n— ") == 2
+    checkpoint = open_checkpoint(cosigned, NoteVerifier.from_vkey(signer.verifier_key()))
+    assert checkpoint == _checkpoint()
+    assert (
+        NoteVerifier.from_vkey(witness.verifier_key()).open(cosigned)
+        == _checkpoint().body().decode()
+    )
+    # A signature by an unknown key, even an invalid one, does not matter ...
+    stranger = "— stranger.example " + base64.b64encode(b"\x00" * 68).decode() + "\n"
+    assert open_checkpoint(note + stranger, NoteVerifier.from_vkey(signer.verifier_key()))
+    # ... but a failing one that claims to be by the verifier's key rejects the note.
+    forged = f"— {ORIGIN} " + base64.b64encode(signer.key_id + b"\x00" * 64).decode() + "\n"
+    with pytest.raises(SignatureError, match="does not verify"):
+        open_checkpoint(note + forged, NoteVerifier.from_vkey(signer.verifier_key()))
+
+
+@pytest.mark.parametrize(
+    "note",
+    [
+        "no blank line\n— a b\n",
+        "text\n\n— name AAAAAAA=",
+        "text\n\n- name AAAAAAAA\n",
+        "text\n\n— name\n",
+        "text\n\n— na+me AAAAAAAA\n",
+        "text\x07\n\n— name AAAAAAAA\n",
+        "text\n\n" + "— name AAAAAAAA\n" * 101,
+    ],
+    ids=[
+        "no-blank-line",
+        "no-final-newline",
+        "not-em-dash",
+        "no-signature",
+        "plus-in-name",
+        "control-char",
+        "too-many-signatures",
+    ],
+)
+def test_malformed_notes_are_log_errors(note: str) -> None:
+    with pytest.raises(LogError) as caught:
+        NoteVerifier.from_vkey(PETER_VKEY).open(note)
+    assert not isinstance(caught.value, SignatureError)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        "origin\n5\n",
+        "origin\n05\n" + base64.b64encode(bytes(32)).decode() + "\n",
+        "origin\n-5\n" + base64.b64encode(bytes(32)).decode() + "\n",
+        "origin\n5\n" + base64.b64encode(bytes(31)).decode() + "\n",
+        "origin\n5\n" + base64.b64encode(bytes(32)).decode().rstrip("=") + "\n",
+        "origin\n5\n" + base64.b64encode(bytes(32)).decode() + "\n\n",
+        "origin\n5\n" + base64.b64encode(bytes(32)).decode() + "\nextra line\n",
+        "origin\n5\n"
+        + base64.b64encode(bytes(32)).decode()
+        + "\ntime 2026-11-29T12:00:00.000000Z\n",
+        "origin\n5\n" + base64.b64encode(bytes(32)).decode() + "\ntime 2026-11-29 12:00:00Z\n",
+        "origin\n5\n" + base64.b64encode(bytes(32)).decode() + "\ntime 2026-02-30T12:00:00Z\n",
+        "origin\n5\n" + base64.b64encode(bytes(32)).decode(),
+    ],
+    ids=[
+        "short",
+        "leading-zero",
+        "negative",
+        "root-31-bytes",
+        "unpadded-root",
+        "empty-line",
+        "unknown-extension",
+        "non-canonical-time",
+        "bad-time",
+        "impossible-date",
+        "no-newline",
+    ],
+)
+def test_malformed_bodies_are_log_errors(body: str) -> None:
+    with pytest.raises(LogError):
+        Checkpoint.parse_body(body)
+
+
+@pytest.mark.parametrize(
+    "vkey",
+    [
+        "PeterNeumann+c74f20a3",
+        "PeterNeumann+c74f20a4+ARpc2QcUPDhMQegwxbzhKqiBfsVkmqq/LDE4izWy10TW",
+        "PeterNeumann+C74F20A3+ARpc2QcUPDhMQegwxbzhKqiBfsVkmqq/LDE4izWy10TW",
+        "PeterNeumann+c74f20a3+AhpjZHVjUDhMQegwxbzhKqiBfsVkmqq/LDE4izWy10TW",
+        "PeterNeumann+c74f20a3+ARpc2QcUPDhMQegwxbzhKqiBfsVkmqq/LDE4izWy10",
+        "Peter Neumann+c74f20a3+ARpc2QcUPDhMQegwxbzhKqiBfsVkmqq/LDE4izWy10TW",
+        "+c74f20a3+ARpc2QcUPDhMQegwxbzhKqiBfsVkmqq/LDE4izWy10TW",
+    ],
+    ids=["two-parts", "wrong-id", "upper-hex", "wrong-type", "short-key", "space", "no-name"],
+)
+def test_malformed_verifier_keys_are_refused(vkey: str) -> None:
+    with pytest.raises(LogError):
+        NoteVerifier.from_vkey(vkey)
+
+
+def test_invalid_checkpoints_and_names_are_refused(signer: LogSigner) -> None:
+    with pytest.raises(LogError):
+        _checkpoint(size=-1)
+    with pytest.raises(LogError):
+        _checkpoint(root_hash=bytes(31))
+    with pytest.raises(LogError):
+        _checkpoint(origin="two\nlines")
+    with pytest.raises(LogError, match="key name"):
+        signer.sign(_checkpoint(origin="another.example/log"))
+    with pytest.raises(LogError, match="note key name"):
+        LogSigner(Ed25519PrivateKey.generate(), "has space")
+
+
+# --- the key file ----------------------------------------------------------------------
+
+
+def test_generated_key_file_is_private_and_loads(tmp_path: Path) -> None:
+    path = tmp_path / "log.key"
+    created = generate_log_key(path, ORIGIN)
+    assert os.stat(path).st_mode & 0o777 == 0o600
+    assert path.read_bytes().startswith(b"-----BEGIN PRIVATE KEY-----\n")
+    loaded = load_log_signer(path, ORIGIN)
+    assert loaded.verifier_key() == created.verifier_key()
+    note = loaded.sign(_checkpoint())
+    assert open_checkpoint(note, NoteVerifier.from_vkey(created.verifier_key())) == _checkpoint()
+    with pytest.raises(ConfigError, match="already exists"):
+        generate_log_key(path, ORIGIN)
+    assert load_log_signer(path, ORIGIN).verifier_key() == created.verifier_key()
+
+
+@pytest.mark.parametrize("mode", [0o640, 0o604, 0o660])
+def test_key_file_open_to_others_is_refused(tmp_path: Path, mode: int) -> None:
+    path = tmp_path / "log.key"
+    generate_log_key(path, ORIGIN)
+    path.chmod(mode)
+    with pytest.raises(LogError, match="chmod 600"):
+        load_log_signer(path, ORIGIN)
+
+
+def test_bad_key_files_are_refused(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError):
+        load_log_signer(tmp_path / "missing.key", ORIGIN)
+    garbage = tmp_path / "garbage.key"
+    garbage.write_bytes(b"not a key")
+    garbage.chmod(0o600)
+    with pytest.raises(KeyMaterialError):
+        load_log_signer(garbage, ORIGIN)
+    ec_key = tmp_path / "ec.key"
+    ec_key.write_bytes(
+        ec.generate_private_key(ec.SECP256R1()).private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    ec_key.chmod(0o600)
+    with pytest.raises(KeyMaterialError, match="Ed25519"):
+        load_log_signer(ec_key, ORIGIN)

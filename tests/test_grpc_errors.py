@@ -1,0 +1,196 @@
+"""Bad input through the real server: each gets the right status code and a message a
+person understands; the server stays up and the log stays consistent."""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from datetime import UTC, datetime
+from pathlib import Path
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from clients.api import ProvenanceClient
+from conftest import ADMIN_TOKEN, SAMPLES, Cli, ServerProc
+from provenance import wire
+from provenance.claims import Claim, HardBinding, SignedClaim
+from provenance.envelope import PAYLOAD_TYPE_CLAIM, PAYLOAD_TYPE_ENROLL, sign_payload
+from provenance.errors import TransportError
+from provenance.keys import DeviceKey
+from provenance.v1 import provenance_pb2 as pb
+from provenance.v1 import provenance_pb2_grpc as rpc
+
+
+def _code(exc: pytest.ExceptionInfo[TransportError]) -> str:
+    return exc.value.code
+
+
+def _png_header(width: int, height: int) -> bytes:
+    """A PNG whose header claims width x height pixels, with a tiny body."""
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    chunk = b"IHDR" + ihdr
+    out = b"\x89PNG\r\n\x1a\n" + struct.pack(">I", len(ihdr)) + chunk
+    out += struct.pack(">I", zlib.crc32(chunk))
+    idat = b"IDAT" + zlib.compress(b"\x00" * 64)
+    out += struct.pack(">I", len(idat) - 4) + idat + struct.pack(">I", zlib.crc32(idat))
+    return out + b"\x00\x00\x00\x00IEND\xaeB`\x82"
+
+
+@pytest.fixture
+def client(server: ServerProc) -> ProvenanceClient:
+    return ProvenanceClient(server.address, admin_token=ADMIN_TOKEN, timeout=20)
+
+
+def _enroll(client: ProvenanceClient) -> DeviceKey:
+    key = DeviceKey.generate()
+    token, _ = client.create_enrollment_token()
+    client.enroll(token, key.public_key, sign_payload(key, PAYLOAD_TYPE_ENROLL, token.encode()))
+    return key
+
+
+def _signed(key: DeviceKey, seq: int, sha: bytes = b"\x11" * 32, prev: bytes = b"") -> SignedClaim:
+    claim = Claim(
+        device_id=key.key_id,
+        sequence=seq,
+        captured_at=datetime(2026, 11, 29, 12, 0, tzinfo=UTC),
+        media_type="image/jpeg",
+        size_bytes=10,
+        hard_binding=HardBinding(sha256=sha),
+        prev_claim_hash=prev,
+    )
+    data = wire.encode_claim(claim)
+    return SignedClaim(PAYLOAD_TYPE_CLAIM, data, key.key_id, sign_payload(key, PAYLOAD_TYPE_CLAIM, data))
+
+
+@pytest.mark.parametrize(
+    ("content", "code", "words"),
+    [
+        (b"", "INVALID_ARGUMENT", "empty file"),
+        (b"hello, this is plain text and not a picture\n" * 5, "INVALID_ARGUMENT", "unrecognised"),
+        (None, "INVALID_ARGUMENT", "truncated or corrupt"),
+        (_png_header(50_000, 50_000), "RESOURCE_EXHAUSTED", "pixels"),
+    ],
+    ids=["empty", "text", "truncated-jpeg", "pixel-bomb"],
+)
+def test_bad_files_are_refused_clearly(
+    client: ProvenanceClient, tmp_path: Path, content: bytes | None, code: str, words: str
+) -> None:
+    f = tmp_path / "upload.jpg"
+    f.write_bytes(content if content is not None else (SAMPLES / "rocket.jpg").read_bytes()[:5000])
+    with pytest.raises(TransportError) as exc:
+        client.verify_file(f)
+    assert _code(exc) == code
+    assert words in str(exc.value)
+
+
+def test_oversized_upload_refused(tmp_path: Path) -> None:
+    from conftest import start_server
+
+    srv = start_server(tmp_path / "small.db", "--max-upload-mb", "1")
+    try:
+        big = tmp_path / "big.jpg"
+        big.write_bytes((SAMPLES / "rocket.jpg").read_bytes() * 12)  # ~1.3 MB
+        with ProvenanceClient(srv.address) as c, pytest.raises(TransportError) as exc:
+            c.verify_file(big)
+        assert _code(exc) == "RESOURCE_EXHAUSTED"
+        assert "limit" in str(exc.value)
+    finally:
+        srv.stop()
+
+
+def test_malformed_uploads(server: ServerProc) -> None:
+    chan = grpc.insecure_channel(server.address)
+    stub = rpc.VerificationStub(chan)
+    with pytest.raises(grpc.RpcError) as exc:
+        stub.VerifyFile(iter([pb.VerifyFileChunk(data=b"\xff\xd8\xff")]), timeout=10)
+    assert exc.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "header" in exc.value.details()
+    data = (SAMPLES / "rocket.jpg").read_bytes()
+    msgs = [pb.VerifyFileChunk(header=pb.VerifyFileHeader(size_bytes=len(data) + 100)),
+            pb.VerifyFileChunk(data=data)]
+    with pytest.raises(grpc.RpcError) as exc:
+        stub.VerifyFile(iter(msgs), timeout=10)
+    assert exc.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "truncated upload" in exc.value.details()
+    chan.close()
+
+
+def test_submission_errors(client: ProvenanceClient) -> None:
+    key = _enroll(client)
+    first = _signed(key, 1)
+    receipt, dup = client.submit(first)
+    assert (receipt.leaf_index, dup) == (0, False)
+
+    again, dup = client.submit(first)  # a replay gets the same receipt back
+    assert dup is True and again == receipt
+
+    with pytest.raises(TransportError) as exc:  # sequence does not advance
+        client.submit(_signed(key, 1, sha=b"\x22" * 32))
+    assert _code(exc) == "FAILED_PRECONDITION" and "sequence" in str(exc.value)
+
+    bad = _signed(key, 2)
+    with pytest.raises(TransportError) as exc:
+        client.submit(SignedClaim(bad.payload_type, bad.claim_bytes, bad.key_id, b"\x00" * 64))
+    assert _code(exc) == "UNAUTHENTICATED" and "signature" in str(exc.value)
+
+    with pytest.raises(TransportError) as exc:
+        client.submit(_signed(DeviceKey.generate(), 1))
+    assert _code(exc) == "NOT_FOUND" and "not enrolled" in str(exc.value)
+
+    with pytest.raises(TransportError) as exc:
+        client.submit(SignedClaim(PAYLOAD_TYPE_CLAIM, b"\xff\xff\xff", key.key_id, b"\x00" * 64))
+    assert _code(exc) == "INVALID_ARGUMENT" and "malformed claim" in str(exc.value)
+
+    client.revoke(key.key_id, "lost on assignment")
+    with pytest.raises(TransportError) as exc:
+        client.submit(_signed(key, 2, prev=first.claim_hash))
+    assert _code(exc) == "PERMISSION_DENIED" and "revoked" in str(exc.value)
+
+
+def test_enrollment_errors(client: ProvenanceClient, server: ServerProc) -> None:
+    key = DeviceKey.generate()
+    token, _ = client.create_enrollment_token()
+    with pytest.raises(TransportError) as exc:  # proof of possession by another key
+        client.enroll(token, key.public_key, sign_payload(DeviceKey.generate(), PAYLOAD_TYPE_ENROLL, token.encode()))
+    assert _code(exc) == "PERMISSION_DENIED" and "proof of possession" in str(exc.value)
+    small_order = (1).to_bytes(32, "little")  # the identity point: order 1
+    with pytest.raises(TransportError) as exc:
+        client.enroll(token, small_order, b"\x00" * 64)
+    assert _code(exc) == "INVALID_ARGUMENT" and "small" in str(exc.value)
+    client.enroll(token, key.public_key, sign_payload(key, PAYLOAD_TYPE_ENROLL, token.encode()))
+    other = DeviceKey.generate()
+    with pytest.raises(TransportError) as exc:  # one-time token
+        client.enroll(token, other.public_key, sign_payload(other, PAYLOAD_TYPE_ENROLL, token.encode()))
+    assert _code(exc) == "PERMISSION_DENIED" and "already used" in str(exc.value)
+    with pytest.raises(TransportError) as exc:
+        client.enroll("no-such-token", other.public_key, sign_payload(other, PAYLOAD_TYPE_ENROLL, b"no-such-token"))
+    assert _code(exc) == "PERMISSION_DENIED" and "unknown" in str(exc.value)
+
+    with ProvenanceClient(server.address, admin_token="wrong") as c, pytest.raises(TransportError) as exc:
+        c.create_enrollment_token()
+    assert _code(exc) == "UNAUTHENTICATED" and "wrong" in str(exc.value)
+    chan = grpc.insecure_channel(server.address)
+    with pytest.raises(grpc.RpcError) as rexc:
+        rpc.DeviceRegistryStub(chan).Revoke(pb.RevokeRequest(device_id=key.key_id, reason="x"), timeout=10)
+    assert rexc.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    chan.close()
+
+
+def test_server_survives_and_stays_consistent(client: ProvenanceClient, server: ServerProc,
+                                              tmp_path: Path, cli: Cli) -> None:
+    key = _enroll(client)
+    client.submit(_signed(key, 1))
+    for junk in (b"", b"\x00" * 1000, _png_header(60_000, 60_000), b"\xff\xd8\xff\xe0garbage"):
+        f = tmp_path / "junk.bin"
+        f.write_bytes(junk)
+        with pytest.raises(TransportError):
+            client.verify_file(f)
+    chan = grpc.insecure_channel(server.address)
+    health = health_pb2_grpc.HealthStub(chan).Check(health_pb2.HealthCheckRequest(), timeout=10)
+    assert health.status == health_pb2.HealthCheckResponse.SERVING
+    chan.close()
+    rc, out, err = cli("log", "audit", "--state", str(tmp_path / "state.json"))
+    assert rc == 0, err
+    assert "has 1 entries" in out

@@ -1,0 +1,112 @@
+"""Offline queue, server restart on the same database, revocation: through the real
+CLI against real `prov serve` processes."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from clients.device import DeviceHome
+from conftest import SAMPLES, Cli, ServerProc, start_server
+
+
+def _status(cli: Cli, path: Path, *extra: str) -> tuple[int, dict]:
+    rc, out, err = cli("verify", str(path), "--json", "--no-detect", *extra)
+    assert out, err
+    return rc, json.loads(out)
+
+
+def test_offline_queue_then_sync(enrolled: Cli, server: ServerProc, tmp_path: Path,
+                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    photo = Path(shutil.copy(SAMPLES / "rocket.jpg", tmp_path / "rocket.jpg"))
+    other = Path(shutil.copy(SAMPLES / "grace_hopper.jpg", tmp_path / "hopper.jpg"))
+    assert server.stop() == 0  # clean shutdown on SIGTERM
+    rc, out, err = enrolled("sign", str(photo), str(other))
+    assert rc == 0, err
+    assert out.count("queued") == 2
+    assert len(DeviceHome(enrolled.home).pending()) == 2
+    assert json.loads(Path(f"{photo}.prov").read_text())["receipt"] is None
+
+    srv = start_server(server.db)  # same database, new port
+    try:
+        monkeypatch.setenv("PROV_SERVER", srv.address)
+        rc, out, err = enrolled("device", "sync")
+        assert rc == 0, err
+        assert "submitted 2 of 2" in out
+        assert DeviceHome(enrolled.home).pending() == []
+        assert json.loads(Path(f"{photo}.prov").read_text())["receipt"]
+        rc, report = _status(enrolled, photo)
+        assert (rc, report["status"]) == (0, "SIGNED_ORIGINAL")
+        assert report["evidence"]["claim"]["chain_linked"] is True
+        rc, out, _ = enrolled("device", "sync")
+        assert rc == 0 and "nothing queued" in out
+    finally:
+        srv.stop()
+
+
+def test_restart_keeps_everything(enrolled: Cli, server: ServerProc, tmp_path: Path,
+                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    files = [Path(shutil.copy(SAMPLES / n, tmp_path / n)) for n in ("rocket.jpg", "grace_hopper.jpg")]
+    rc, _, err = enrolled("sign", *map(str, files))
+    assert rc == 0, err
+    state = tmp_path / "audit.json"
+    rc, _, err = enrolled("log", "audit", "--state", str(state))
+    assert rc == 0, err
+    assert server.stop(signal.SIGINT) == 0
+    srv = start_server(server.db)
+    try:
+        monkeypatch.setenv("PROV_SERVER", srv.address)
+        for f in files:
+            rc, report = _status(enrolled, f)
+            assert (rc, report["status"]) == (0, "SIGNED_ORIGINAL")
+        third = Path(shutil.copy(SAMPLES / "chelsea.png", tmp_path / "cat.png"))
+        rc, out, err = enrolled("sign", str(third))
+        assert rc == 0 and "leaf 2" in out, err
+        rc, out, err = enrolled("log", "audit", "--state", str(state))
+        assert rc == 0 and "grew from 2 to 3" in out, err
+    finally:
+        srv.stop()
+
+
+def test_revocation_verdicts(enrolled: Cli, tmp_path: Path) -> None:
+    early = Path(shutil.copy(SAMPLES / "rocket.jpg", tmp_path / "early.jpg"))
+    rc, _, err = enrolled("sign", str(early))
+    assert rc == 0, err
+    device_id = DeviceHome(enrolled.home).state().device_id
+    # the key is reported compromised from a moment after the first capture was logged
+    since = (datetime.now(UTC) + timedelta(seconds=1)).isoformat()
+    time.sleep(1.2)
+    late = Path(shutil.copy(SAMPLES / "grace_hopper.jpg", tmp_path / "late.jpg"))
+    rc, _, err = enrolled("sign", str(late))
+    assert rc == 0, err
+    rc, out, err = enrolled("admin", "revoke", device_id, "--reason", "key extracted", "--since", since)
+    assert rc == 0 and "revoked" in out, err
+
+    rc, report = _status(enrolled, late)
+    assert (rc, report["status"]) == (12, "REVOKED_KEY")
+    assert report["evidence"]["claim"]["device"]["revocation_reason"] == "key extracted"
+    rc, report = _status(enrolled, early)
+    assert (rc, report["status"]) == (0, "SIGNED_ORIGINAL")
+    assert any("revoked" in r for r in report["reasons"])
+
+    after = Path(shutil.copy(SAMPLES / "chelsea.png", tmp_path / "after.png"))
+    rc, _, err = enrolled("sign", str(after))
+    assert rc == 1 and "revoked" in err
+    assert len(DeviceHome(enrolled.home).pending()) == 1  # refused, kept, never lost
+    rc, report = _status(enrolled, after)
+    assert (rc, report["status"]) == (12, "REVOKED_KEY")
+
+
+def test_cli_usage_errors(cli: Cli, tmp_path: Path) -> None:
+    rc, _, err = cli("sign", str(tmp_path / "missing.jpg"))
+    assert rc == 2
+    rc, _, err = cli("device", "enroll", "--token", "x")
+    assert rc == 1 and "prov device init" in err
+    rc, _, err = cli("admin", "revoke", "zz", "--reason", "x")
+    assert rc == 1 and "hex" in err
