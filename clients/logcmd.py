@@ -12,7 +12,7 @@ from rich.console import Console
 from clients.api import ProvenanceClient, default_server
 from clients.device import atomic_write
 from provenance.audit import AuditState, audit_step
-from provenance.errors import ConfigError, LogIntegrityError
+from provenance.errors import ConfigError, LogIntegrityError, TransportError
 from provenance.log.checkpoint import NoteVerifier, load_log_signer
 from provenance.receipt import verify_receipt
 from provenance.sidecar import decode_sidecar
@@ -55,7 +55,12 @@ def log_key(
 def _entries(c: ProvenanceClient, start: int, end: int) -> Iterator[bytes]:
     pos = start
     while pos < end:
-        got, nxt = c.entries(pos, min(1000, end - pos))
+        try:
+            got, nxt = c.entries(pos, min(1000, end - pos))
+        except TransportError as e:
+            if e.code == "DATA_LOSS":  # the server itself found its store damaged
+                raise LogIntegrityError(str(e)) from e
+            raise
         if not got:
             return
         yield from got[: end - pos]
@@ -70,10 +75,17 @@ def audit(
         str | None,
         typer.Option(help="Pin the log's verifier key (text or file). Default: the key saved in STATE, else the server's (trust on first use)."),
     ] = None,
-    full: Annotated[bool, typer.Option(help="Re-hash every entry from the start, not only new ones.")] = False,
+    full: Annotated[
+        bool,
+        typer.Option(
+            "--full/--incremental",
+            help="Re-hash every entry from the start (catches edited or deleted old rows), or only the entries added since the saved checkpoint (faster on big logs).",
+        ),
+    ] = True,
 ) -> None:
     """Fetch the newest checkpoint, prove it consistent with the saved one, re-hash the
-    new entries against it, and save it. Exit 3 on a fork, rollback or edited log."""
+    entries against it, and save it. Exit 3 on a fork, a rollback, a changed log key, or
+    entries edited or deleted behind the log's back; exit 1 when the server is unreachable."""
     saved = AuditState.from_json(state.read_text()) if state.exists() else None
     with ProvenanceClient(server) as c:
         server_vkey, _ = c.log_key()
@@ -93,11 +105,8 @@ def audit(
             if 0 < old_size < new_size:
                 proof = c.consistency_proof(old_size, new_size)
         start = 0 if (full or saved is None) else old_size
-        if start == 0 and saved is not None:
-            # a full re-audit still checks consistency with the saved checkpoint first
-            audit_step(saved, vkey, note, proof, _entries(c, old_size, new_size))
         new_state, cp, checked = audit_step(
-            None if start == 0 else saved, vkey, note, proof, _entries(c, start, new_size)
+            saved, vkey, note, proof, _entries(c, start, new_size), from_start=start == 0
         )
     atomic_write(state, new_state.to_json().encode())
     grew = f"grew from {old_size} to {cp.size}" if saved else f"has {cp.size} entries"

@@ -66,21 +66,22 @@ def audit_step(
     new_note: str,
     consistency: list[bytes],
     entries: Iterable[bytes],
+    from_start: bool = False,
 ) -> tuple[AuditState, Checkpoint, int]:
     """Advance the audit from ``state`` (None: first audit) to ``new_note``, trusting
     only the log key ``verifier_key`` (note vkey format).
 
     ``consistency`` proves the saved tree is a prefix of the new one (empty on a first
-    audit); ``entries`` are the leaf data from the saved size (0 on a first audit or a
-    full re-audit with ``state`` None) up to the new size. Returns (new state, new
+    audit); ``entries`` are the leaf data up to the new size, starting at the saved size,
+    or at 0 on a first audit or when ``from_start`` (a full re-hash, which also catches
+    edits to entries audited before). Returns (new state, new
     checkpoint, entries checked). Raises LogIntegrityError on any inconsistency.
     """
     verifier = NoteVerifier.from_vkey(verifier_key)
     new = open_trusted(new_note, verifier, "the newest")
-    if state is None:
-        start = 0
-        frontier = merkle.CompactRange()
-    else:
+    start = 0
+    frontier = merkle.CompactRange()
+    if state is not None:
         old = open_trusted(state.checkpoint, verifier, "the saved")
         if new.size < old.size:
             raise LogIntegrityError(
@@ -99,8 +100,9 @@ def audit_step(
                     f"FORK: the tree of size {old.size} seen before is not a prefix of the new"
                     f" tree of size {new.size}: {e}"
                 ) from e
-        start = old.size
-        frontier = merkle.CompactRange.from_hashes(old.size, list(state.frontier))
+        if not from_start:
+            start = old.size
+            frontier = merkle.CompactRange.from_hashes(old.size, list(state.frontier))
     checked = 0
     for entry in entries:
         if frontier.size >= new.size:

@@ -284,7 +284,13 @@ class ProvenanceService:
         """Leaf data from ``start``, at most ``limit`` (capped at 1000); returns (entries, next)."""
         limit = max(1, min(limit or 100, 1000))
         got = self.store.entries(start, limit)
-        return got, start + len(got)
+        for want, (idx, _) in enumerate(got, start):
+            if idx != want:
+                raise LogIntegrityError(
+                    f"log entry {want} is missing from the database: it was deleted behind the"
+                    " log's back"
+                )
+        return [e for _, e in got], start + len(got)
 
     def receipt_for_claim(self, claim_hash: bytes) -> Receipt | None:
         rec = self.store.leaf_by_claim_hash(claim_hash)

@@ -441,11 +441,12 @@ class Store:
         ).fetchall()
         return [self._leaf(r) for r in rows]
 
-    def entries(self, start: int, limit: int) -> list[bytes]:
+    def entries(self, start: int, limit: int) -> list[tuple[int, bytes]]:
+        """(index, leaf data) of up to ``limit`` leaves from index ``start``, in order."""
         rows = self._reader().execute(
-            "SELECT entry FROM leaves WHERE idx>=? ORDER BY idx LIMIT ?", (start, limit)
+            "SELECT idx, entry FROM leaves WHERE idx>=? ORDER BY idx LIMIT ?", (start, limit)
         ).fetchall()
-        return [bytes(r[0]) for r in rows]
+        return [(int(r[0]), bytes(r[1])) for r in rows]
 
     def iter_leaves(self, batch: int = 10_000) -> Iterator[tuple[int, bytes, bytes]]:
         """Yield (index, leaf_hash, entry) for every leaf in index order, in pages."""
@@ -478,8 +479,9 @@ class Store:
             (size, note, to_us(now)),
         )
 
-    def latest_checkpoint(self) -> tuple[int, str] | None:
-        row = self._reader().execute(
+    def latest_checkpoint(self, conn: sqlite3.Connection | None = None) -> tuple[int, str] | None:
+        """(tree size, signed note) of the newest checkpoint, or None for an empty log."""
+        row = (conn or self._reader()).execute(
             "SELECT size, note FROM checkpoints ORDER BY size DESC LIMIT 1"
         ).fetchone()
         return None if row is None else (int(row[0]), str(row[1]))

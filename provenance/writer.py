@@ -20,7 +20,7 @@ from datetime import datetime
 
 from provenance import wire
 from provenance.claims import Claim, Receipt, SignedClaim
-from provenance.errors import LogError, ProvenanceError, SequenceError
+from provenance.errors import LogError, LogIntegrityError, ProvenanceError, SequenceError
 from provenance.log import merkle
 from provenance.log.checkpoint import Checkpoint, LogSigner
 from provenance.registry import chain_link
@@ -133,6 +133,13 @@ class GroupCommitWriter:
         store = self._store
         with store.transaction() as c:
             start = store.tree_size(c)
+            latest = store.latest_checkpoint(c)
+            if (latest[0] if latest else 0) != start:
+                raise LogIntegrityError(
+                    f"the database holds {start} leaves but the last signed checkpoint has"
+                    f" {latest[0] if latest else 0}: it was modified behind the log's back;"
+                    " refusing to append"
+                )
             now = self._clock()
             results: list[Appended | Exception | None] = [None] * len(batch)
             new: list[tuple[int, NewLeaf, PendingClaim]] = []
@@ -178,7 +185,6 @@ class GroupCommitWriter:
                 seen[ch] = i
                 new.append((i, leaf, p))
             if not new:
-                latest = store.latest_checkpoint()
                 note = latest[1] if latest else ""
                 size = start
                 receipts: list[bytes] = []

@@ -1,0 +1,166 @@
+"""The transparency log's costs, each against a baseline from the same run.
+
+1. Durable appends/s: the group-commit writer (one transaction and one fsync per batch,
+   acknowledgement only after COMMIT) with concurrent submitters, against one SQLite
+   commit per entry (synchronous=FULL) and against one bulk insert with a single commit.
+2. Proof generation from the SQLite node table at 10^5 and 10^6 leaves (median, p99),
+   against the same proofs from an in-memory tree.
+
+Usage: python bench/bench_log.py [--sizes 100000 1000000] [--submitters 32] [--appends 3000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import sqlite3
+import statistics
+import tempfile
+import threading
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+from provenance import wire
+from provenance.claims import Claim, Device, HardBinding, SignedClaim
+from provenance.envelope import PAYLOAD_TYPE_CLAIM
+from provenance.log import merkle
+from provenance.log.checkpoint import generate_log_key
+from provenance.store import Store
+from provenance.writer import GroupCommitWriter, PendingClaim
+
+
+def _pct(xs: list[float], p: float) -> float:
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(p * len(xs)))]
+
+
+def _writer_rate(work: Path, tag: str, submitters: int, total: int, max_batch: int) -> float:
+    """Appends/s through the service's writer with ``max_batch`` claims per commit."""
+    store = Store(work / f"appends-{tag}.db")
+    signer = generate_log_key(work / f"appends-{tag}.key", "bench.local/log")
+    now = datetime.now(UTC)
+    devices = []
+    for i in range(submitters):
+        dev = os.urandom(32)
+        store.add_token(bytes([i]) * 32, "", now, now.replace(year=now.year + 1))
+        store.enroll(bytes([i]) * 32, Device(dev, os.urandom(32), now), now)
+        devices.append(dev)
+    writer = GroupCommitWriter(
+        store, signer, lambda: datetime.now(UTC), lambda *a: None, max_batch=max_batch
+    )
+
+    def pending(dev: bytes, seq: int) -> PendingClaim:
+        claim = Claim(dev, seq, now, "image/jpeg", 1, HardBinding(os.urandom(32)))
+        data = wire.encode_claim(claim)
+        return PendingClaim(SignedClaim(PAYLOAD_TYPE_CLAIM, data, dev, b"\x00" * 64), claim)
+
+    per = total // submitters
+    work_items = [[pending(d, s + 1) for s in range(per)] for d in devices]
+
+    def run(items: list[PendingClaim]) -> None:
+        for p in items:
+            writer.submit(p)
+
+    threads = [threading.Thread(target=run, args=(w,)) for w in work_items]
+    t0 = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    rate = per * submitters / (time.perf_counter() - t0)
+    writer.close()
+    store.close()
+    return rate
+
+
+def bench_appends(work: Path, submitters: int, total: int) -> None:
+    group = _writer_rate(work, "group", submitters, total, max_batch=512)
+    one = _writer_rate(work, "one", submitters, total // 4, max_batch=1)
+
+    con = sqlite3.connect(work / "single.db", isolation_level=None)
+    con.execute("PRAGMA journal_mode=WAL")
+    con.execute("PRAGMA synchronous=FULL")
+    con.execute("CREATE TABLE t (idx INTEGER PRIMARY KEY, leaf BLOB, entry BLOB)")
+    n_single = min(300, total)
+    t0 = time.perf_counter()
+    for i in range(n_single):
+        con.execute("BEGIN")
+        con.execute("INSERT INTO t VALUES (?, ?, ?)", (i, os.urandom(32), os.urandom(250)))
+        con.execute("COMMIT")
+    single = n_single / (time.perf_counter() - t0)
+    rows = [(i, os.urandom(32), os.urandom(250)) for i in range(n_single, n_single + 100_000)]
+    t0 = time.perf_counter()
+    con.execute("BEGIN")
+    con.executemany("INSERT INTO t VALUES (?, ?, ?)", rows)
+    con.execute("COMMIT")
+    bulk = len(rows) / (time.perf_counter() - t0)
+    con.close()
+    print(f"durable appends, {submitters} concurrent submitters")
+    print(f"  group commit (service writer):  {group:10.0f} appends/s")
+    print(f"  same writer, one claim/commit:  {one:10.0f} appends/s   ratio {group / one:7.2f}x")
+    print(f"  bare SQLite, one commit/row:    {single:10.0f} rows/s      ratio {group / single:7.2f}x")
+    print(f"  bulk insert, one commit:        {bulk:10.0f} rows/s      ratio {group / bulk:7.4f}")
+
+
+def bench_proofs(work: Path, size: int, samples: int) -> None:
+    mem = merkle.MemoryTree()
+    store = Store(work / f"proofs-{size}.db")
+    rng = random.Random(size)
+    batch = 50_000
+    t0 = time.perf_counter()
+    for start in range(0, size, batch):
+        hashes = [rng.randbytes(32) for _ in range(min(batch, size - start))]
+        for h in hashes:
+            mem.append_leaf_hash(h)
+        with store.transaction() as c:
+            nodes = merkle.append_batch(start, hashes, lambda k: store.get_nodes(k, c))
+            store.put_nodes(c, nodes)
+    build = time.perf_counter() - t0
+    assert merkle.root(size, store.get_nodes) == mem.root()
+    print(f"proofs at {size:,} leaves (tree built in {build:.1f} s)")
+    for kind in ("inclusion", "consistency"):
+        t_db: list[float] = []
+        t_mem: list[float] = []
+        for _ in range(samples):
+            if kind == "inclusion":
+                i = rng.randrange(size)
+                args: tuple[int, int] = (i, size)
+                fn = merkle.inclusion_proof
+            else:
+                m = rng.randrange(1, size)
+                args = (m, size)
+                fn = merkle.consistency_proof
+            t0 = time.perf_counter()
+            p_db = fn(*args, store.get_nodes)
+            t_db.append(time.perf_counter() - t0)
+            t0 = time.perf_counter()
+            p_mem = fn(*args, mem.get_nodes)
+            t_mem.append(time.perf_counter() - t0)
+            assert p_db == p_mem
+        med_db, med_mem = statistics.median(t_db), statistics.median(t_mem)
+        print(
+            f"  {kind:11s} SQLite median {med_db * 1e3:7.3f} ms p99 {_pct(t_db, 0.99) * 1e3:7.3f} ms |"
+            f" memory median {med_mem * 1e3:7.3f} ms p99 {_pct(t_mem, 0.99) * 1e3:7.3f} ms |"
+            f" ratio {med_db / med_mem:5.1f}x"
+        )
+    store.close()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--sizes", type=int, nargs="+", default=[100_000, 1_000_000])
+    ap.add_argument("--submitters", type=int, default=32)
+    ap.add_argument("--appends", type=int, default=3000)
+    ap.add_argument("--samples", type=int, default=2000)
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        bench_appends(work, args.submitters, args.appends)
+        for size in args.sizes:
+            bench_proofs(work, size, args.samples)
+
+
+if __name__ == "__main__":
+    main()

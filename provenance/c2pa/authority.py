@@ -1,0 +1,302 @@
+"""The enrollment authority: an Ed25519 root CA that certifies device keys for C2PA.
+
+C2PA signers need an X.509 chain (C2PA 2.1, section 14.5 "X.509 certificates"). The
+operator runs this authority (`prov admin ca init`); at enrollment it issues each
+device key a leaf certificate that C2PA validators accept: CA:false, key usage
+digitalSignature, subject and authority key identifiers, and the extended key usages
+emailProtection (accepted by c2pa-rs's default list) and C2PA signing
+(1.3.6.1.4.1.62558.2.1, accepted where a trust configuration lists it). Its root
+certificate is the anchor a verifier configures (`C2paTrust`). Certificates made
+elsewhere are checked with `accept_device_certificate`. Certificates and keys come from
+`cryptography`; times are passed in, never read from the clock.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import (
+    Ed25519PrivateKey,
+    Ed25519PublicKey,
+)
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID, ObjectIdentifier
+
+from provenance.errors import ConfigError, EnrollmentError, KeyMaterialError
+from provenance.keys import check_public_key
+
+KEY_FILE = "ca.key.pem"
+CERT_FILE = "ca.cert.pem"
+#: C2PA signing extended key usage (C2PA 2.1, section 14.5.1).
+C2PA_SIGNING_EKU = ObjectIdentifier("1.3.6.1.4.1.62558.2.1")
+#: id-kp-documentSigning (RFC 9336).
+DOCUMENT_SIGNING_EKU = ObjectIdentifier("1.3.6.1.5.5.7.3.36")
+#: Extended key usages a device certificate may carry for us to accept it.
+ACCEPTED_EKUS = frozenset(
+    {ExtendedKeyUsageOID.EMAIL_PROTECTION, C2PA_SIGNING_EKU, DOCUMENT_SIGNING_EKU}
+)
+#: Issued certificates start this long before `now`, to absorb device clock skew.
+BACKDATE = timedelta(minutes=5)
+#: Longest chain accepted below an anchor (leaf plus intermediates).
+MAX_CHAIN = 4
+
+
+@dataclass(frozen=True)
+class Authority:
+    """The CA's private key and its self-signed root certificate."""
+
+    private_key: Ed25519PrivateKey
+    certificate: x509.Certificate
+
+    @property
+    def certificate_pem(self) -> bytes:
+        """The root certificate in PEM: what verifiers configure as a trust anchor."""
+        return self.certificate.public_bytes(serialization.Encoding.PEM)
+
+
+def init_authority(
+    directory: Path,
+    *,
+    now: datetime,
+    name: str = "Media Provenance Enrollment CA",
+    organization: str = "Media Provenance",
+    validity: timedelta = timedelta(days=3650),
+    passphrase: bytes | None = None,
+) -> Authority:
+    """Create a new root CA in directory: ca.key.pem (mode 0600) and ca.cert.pem.
+
+    now: timezone-aware UTC time; validity: lifetime of the root; passphrase: encrypts
+    the key file when given (PKCS#8, best available encryption). Raises ConfigError if
+    an authority already exists there or the files cannot be written.
+    """
+    key = Ed25519PrivateKey.generate()
+    subject = x509.Name(
+        [
+            x509.NameAttribute(NameOID.COMMON_NAME, name),
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, organization),
+        ]
+    )
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - BACKDATE)
+        .not_valid_after(now + validity)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(_key_usage(cert_sign=True), critical=True)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .sign(key, None)
+    )
+    encryption: serialization.KeySerializationEncryption = (
+        serialization.BestAvailableEncryption(passphrase)
+        if passphrase
+        else serialization.NoEncryption()
+    )
+    key_pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, encryption
+    )
+    try:
+        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        fd = os.open(directory / KEY_FILE, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(key_pem)
+        (directory / CERT_FILE).write_bytes(
+            certificate.public_bytes(serialization.Encoding.PEM)
+        )
+    except FileExistsError as e:
+        raise ConfigError(f"an authority already exists in {directory}") from e
+    except OSError as e:
+        raise ConfigError(f"cannot write the authority to {directory}: {e}") from e
+    return Authority(key, certificate)
+
+
+def load_authority(directory: Path, passphrase: bytes | None = None) -> Authority:
+    """Load an authority written by `init_authority`.
+
+    Raises ConfigError if the files are missing, KeyMaterialError if the key cannot be
+    decrypted, is not Ed25519, or does not match the certificate.
+    """
+    try:
+        key_pem = (directory / KEY_FILE).read_bytes()
+        cert_pem = (directory / CERT_FILE).read_bytes()
+    except OSError as e:
+        raise ConfigError(f"no authority in {directory}: {e}") from e
+    try:
+        key = serialization.load_pem_private_key(key_pem, password=passphrase)
+        certificate = x509.load_pem_x509_certificate(cert_pem)
+    except (ValueError, TypeError) as e:
+        raise KeyMaterialError(f"cannot load the authority in {directory}: {e}") from e
+    if not isinstance(key, Ed25519PrivateKey):
+        raise KeyMaterialError(f"the authority key is {type(key).__name__}, not Ed25519")
+    if _raw(key.public_key()) != _raw(certificate.public_key()):
+        raise KeyMaterialError("the authority key does not match its certificate")
+    return Authority(key, certificate)
+
+
+def issue_device_certificate(
+    authority: Authority,
+    device_public_key: bytes,
+    device_id: str,
+    *,
+    now: datetime,
+    validity: timedelta = timedelta(days=365),
+) -> bytes:
+    """Certify a device's raw 32-byte Ed25519 key; return the PEM chain (leaf, root).
+
+    device_id: the subject common name (e.g. the hex device id). The leaf is valid from
+    now - BACKDATE to now + validity, cut at the root's own expiry. Raises
+    KeyMaterialError if the key is malformed or of small order, ConfigError if the
+    authority has expired.
+    """
+    check_public_key(device_public_key)
+    if now >= authority.certificate.not_valid_after_utc:
+        raise ConfigError("the enrollment authority's certificate has expired")
+    public = Ed25519PublicKey.from_public_bytes(device_public_key)
+    ca_public = authority.private_key.public_key()
+    organizations = authority.certificate.subject.get_attributes_for_oid(
+        NameOID.ORGANIZATION_NAME
+    )
+    subject = [x509.NameAttribute(NameOID.COMMON_NAME, device_id)] + [
+        x509.NameAttribute(NameOID.ORGANIZATION_NAME, str(o.value)) for o in organizations
+    ]
+    leaf = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name(subject))
+        .issuer_name(authority.certificate.subject)
+        .public_key(public)
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - BACKDATE)
+        .not_valid_after(min(now + validity, authority.certificate.not_valid_after_utc))
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(_key_usage(cert_sign=False), critical=True)
+        .add_extension(
+            x509.ExtendedKeyUsage([ExtendedKeyUsageOID.EMAIL_PROTECTION, C2PA_SIGNING_EKU]),
+            critical=False,
+        )
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(public), critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_public), critical=False
+        )
+        .sign(authority.private_key, None)
+    )
+    return leaf.public_bytes(serialization.Encoding.PEM) + authority.certificate_pem
+
+
+def accept_device_certificate(
+    chain_pem: bytes,
+    device_public_key: bytes,
+    anchors: Sequence[x509.Certificate],
+    *,
+    now: datetime,
+) -> x509.Certificate:
+    """Check a device certificate chain made elsewhere; return the leaf if acceptable.
+
+    chain_pem: leaf first, then any intermediates (the root may follow). Accepted when
+    the leaf certifies exactly device_public_key (raw 32-byte Ed25519), is CA:false
+    with digitalSignature usage and an EKU in ACCEPTED_EKUS, every certificate is
+    within its validity at now, each is signed by the next, and the last is an anchor
+    or signed by one. Raises EnrollmentError naming the first rule broken.
+    """
+    try:
+        chain = x509.load_pem_x509_certificates(chain_pem)
+    except ValueError as e:
+        raise EnrollmentError(f"the device certificate chain is not PEM: {e}") from e
+    if not chain:
+        raise EnrollmentError("the device certificate chain is empty")
+    anchor_ders = {a.public_bytes(serialization.Encoding.DER) for a in anchors}
+    while len(chain) > 1 and chain[-1].public_bytes(serialization.Encoding.DER) in anchor_ders:
+        chain.pop()
+    if len(chain) > MAX_CHAIN:
+        raise EnrollmentError(f"the chain has {len(chain)} certificates; at most {MAX_CHAIN}")
+    leaf = chain[0]
+    _check_leaf(leaf, device_public_key)
+    for cert in chain:
+        if not cert.not_valid_before_utc <= now <= cert.not_valid_after_utc:
+            raise EnrollmentError(f"certificate {cert.subject.rfc4514_string()} is not valid now")
+    for child, parent in zip(chain, chain[1:], strict=False):
+        _check_issued_by(child, parent)
+    last = chain[-1]
+    refusals = []
+    for anchor in anchors:
+        if anchor.subject != last.issuer:
+            continue
+        if not anchor.not_valid_before_utc <= now <= anchor.not_valid_after_utc:
+            refusals.append("the matching trust anchor is not valid now")
+            continue
+        try:
+            _check_issued_by(last, anchor)
+        except EnrollmentError as e:
+            refusals.append(str(e))
+            continue
+        return leaf
+    raise EnrollmentError(
+        f"no trust anchor issued {last.issuer.rfc4514_string()}"
+        + (f" ({'; '.join(refusals)})" if refusals else "")
+    )
+
+
+def _check_leaf(leaf: x509.Certificate, device_public_key: bytes) -> None:
+    public = leaf.public_key()
+    if not isinstance(public, Ed25519PublicKey):
+        raise EnrollmentError(f"the leaf key is {type(public).__name__}, not Ed25519")
+    if _raw(public) != device_public_key:
+        raise EnrollmentError("the leaf certificate is for another key")
+    if leaf.issuer == leaf.subject:
+        raise EnrollmentError("a self-signed leaf is not accepted")
+    try:
+        constraints = leaf.extensions.get_extension_for_class(x509.BasicConstraints).value
+        usage = leaf.extensions.get_extension_for_class(x509.KeyUsage).value
+        ekus = set(leaf.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value)
+    except x509.ExtensionNotFound as e:
+        raise EnrollmentError(f"the leaf lacks a required extension: {e}") from e
+    if constraints.ca:
+        raise EnrollmentError("the leaf is a CA certificate")
+    if not usage.digital_signature:
+        raise EnrollmentError("the leaf's key usage lacks digitalSignature")
+    if not ekus & ACCEPTED_EKUS:
+        raise EnrollmentError("the leaf has no extended key usage valid for C2PA signing")
+
+
+def _check_issued_by(child: x509.Certificate, parent: x509.Certificate) -> None:
+    """Parent is a CA certificate whose key signed child and whose subject is its issuer."""
+    try:
+        constraints = parent.extensions.get_extension_for_class(x509.BasicConstraints).value
+    except x509.ExtensionNotFound:
+        constraints = None
+    if constraints is None or not constraints.ca:
+        raise EnrollmentError(f"{parent.subject.rfc4514_string()} is not a CA certificate")
+    try:
+        child.verify_directly_issued_by(parent)
+    except (ValueError, TypeError, InvalidSignature) as e:
+        raise EnrollmentError(
+            f"{child.subject.rfc4514_string()} is not signed by "
+            f"{parent.subject.rfc4514_string()}: {e}"
+        ) from e
+
+
+def _key_usage(cert_sign: bool) -> x509.KeyUsage:
+    return x509.KeyUsage(
+        digital_signature=not cert_sign,
+        content_commitment=False,
+        key_encipherment=False,
+        data_encipherment=False,
+        key_agreement=False,
+        key_cert_sign=cert_sign,
+        crl_sign=cert_sign,
+        encipher_only=False,
+        decipher_only=False,
+    )
+
+
+def _raw(public: object) -> bytes:
+    if not isinstance(public, Ed25519PublicKey):
+        raise KeyMaterialError(f"expected an Ed25519 key, got {type(public).__name__}")
+    return public.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)

@@ -1,0 +1,248 @@
+"""What our SHA-256 hard binding covers in a file that carries a C2PA manifest store.
+
+Embedding a manifest store changes a file in a known, reversible way:
+
+* JPEG: APP11 segments holding a JUMBF superbox of type C2PA are inserted
+  (C2PA 2.1, section A.3.1; ISO/IEC 19566-5 for the APP11 JUMBF wrapping).
+* PNG: one ``caBX`` chunk is inserted (C2PA 2.1, section A.3.3).
+* ISO BMFF (MP4, MOV): one top-level ``uuid`` box with the C2PA user type
+  d8fec3d6-1b0e-483c-9297-5828877ec481 is inserted (C2PA 2.1, section A.4.1), and
+  because it is placed ahead of ``mdat``, the writer shifts every chunk offset in the
+  ``stco`` / ``co64`` tables (ISO/IEC 14496-12, 8.7.5) by the box size.
+
+`strip_manifest_store` undoes exactly that and returns the bytes the file had before
+embedding; our claim's hard binding is the SHA-256 of those bytes (`content_sha256`).
+For a file without a manifest store it returns the input unchanged, so the binding of a
+capture is the same whether or not Content Credentials were later embedded in it.
+Everything here is pure: bytes in, bytes out.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import struct
+
+from provenance.errors import BindingError, MediaError
+
+#: JUMBF description-box UUID of a C2PA manifest store ("c2pa" 0011-0010-8000-00AA00389B71).
+C2PA_STORE_UUID = bytes.fromhex("6332706100110010800000aa00389b71")
+#: Extended user type of the top-level BMFF box that holds a C2PA manifest store.
+C2PA_BMFF_UUID = bytes.fromhex("d8fec3d61b0e483c92975828877ec481")
+
+JPEG_TYPES = frozenset({"image/jpeg"})
+PNG_TYPES = frozenset({"image/png"})
+BMFF_TYPES = frozenset({"video/mp4", "video/quicktime"})
+#: Media types whose manifest store this module can remove.
+STRIPPABLE_TYPES = JPEG_TYPES | PNG_TYPES | BMFF_TYPES
+
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+# Box types on the path moov/trak/mdia/minf/stbl that lead to the chunk-offset tables.
+_BMFF_CONTAINERS = (b"trak", b"mdia", b"minf", b"stbl")
+
+
+def strip_manifest_store(data: bytes, media_type: str) -> bytes:
+    """Return the file's bytes with its embedded C2PA manifest store removed.
+
+    data: the whole file; media_type: one of STRIPPABLE_TYPES. Raises MediaError for
+    another media type or a file too malformed to walk (truncated segment, chunk or
+    box), and BindingError if a BMFF layout cannot be restored exactly (fragmented
+    files, a chunk offset pointing into the removed box).
+    """
+    if media_type in JPEG_TYPES:
+        return _strip_jpeg(data)
+    if media_type in PNG_TYPES:
+        return _strip_png(data)
+    if media_type in BMFF_TYPES:
+        return _strip_bmff(data)
+    raise MediaError(
+        f"no C2PA manifest-store rule for media type {media_type!r}; "
+        f"supported: {', '.join(sorted(STRIPPABLE_TYPES))}"
+    )
+
+
+def content_sha256(data: bytes, media_type: str) -> bytes:
+    """SHA-256 (32 bytes) of `strip_manifest_store(data, media_type)`: our hard binding.
+
+    Raises as `strip_manifest_store` does.
+    """
+    return hashlib.sha256(strip_manifest_store(data, media_type)).digest()
+
+
+def _strip_jpeg(data: bytes) -> bytes:
+    """Drop the APP11 JUMBF segments of every C2PA manifest store before the first scan.
+
+    The walk stops at the first scan, at the end of the image, or at the first byte that
+    is not a well-formed marker segment; everything from there on is kept as it is.
+    """
+    if data[:2] != b"\xff\xd8":
+        raise MediaError("not a JPEG file (no SOI marker)")
+    segments: list[tuple[int, int]] = []  # contiguous (start, end) ranges after SOI
+    pos = 2
+    while pos + 1 < len(data) and data[pos] == 0xFF:
+        marker = data[pos + 1]
+        if marker == 0xFF:  # a fill byte before a marker (ITU T.81, B.1.1.2)
+            segments.append((pos, pos + 1))
+            pos += 1
+            continue
+        if marker in (0xDA, 0xD9):  # start of scan, end of image
+            break
+        if marker == 0x01 or 0xD0 <= marker <= 0xD7:  # markers without a length
+            segments.append((pos, pos + 2))
+            pos += 2
+            continue
+        if pos + 4 > len(data):
+            break
+        end = pos + 2 + struct.unpack_from(">H", data, pos + 2)[0]
+        if end < pos + 4 or end > len(data):
+            break
+        segments.append((pos, end))
+        pos = end
+
+    c2pa_instances = {
+        _jumbf_instance(data, s)
+        for s, e in segments
+        if _is_app11_jumbf(data, s, e) and _jumbf_first_is_c2pa(data, s, e)
+    }
+    if not c2pa_instances:
+        return data
+    out = bytearray(data[:2])
+    for s, e in segments:
+        if not (_is_app11_jumbf(data, s, e) and _jumbf_instance(data, s) in c2pa_instances):
+            out += data[s:e]
+    out += data[pos:]
+    return bytes(out)
+
+
+def _is_app11_jumbf(data: bytes, start: int, end: int) -> bool:
+    # FF EB, length (2), common identifier "JP" (2), instance (2), sequence (4), box...
+    return end - start >= 20 and data[start + 1] == 0xEB and data[start + 4 : start + 6] == b"JP"
+
+
+def _jumbf_instance(data: bytes, start: int) -> bytes:
+    return data[start + 6 : start + 8]
+
+
+def _jumbf_first_is_c2pa(data: bytes, start: int, end: int) -> bool:
+    """True for the first segment of a JUMBF superbox whose description names C2PA."""
+    sequence = struct.unpack_from(">I", data, start + 8)[0]
+    box = start + 12
+    if sequence != 1 or data[box + 4 : box + 8] != b"jumb":
+        return False
+    header = 16 if struct.unpack_from(">I", data, box)[0] == 1 else 8
+    jumd = box + header
+    return (
+        jumd + 24 <= end
+        and data[jumd + 4 : jumd + 8] == b"jumd"
+        and data[jumd + 8 : jumd + 24] == C2PA_STORE_UUID
+    )
+
+
+def _strip_png(data: bytes) -> bytes:
+    """Drop every ``caBX`` chunk (PNG 3rd edition, 5.3 chunk layout).
+
+    The walk stops after IEND or at a chunk that overruns the file; what follows is kept.
+    """
+    if not data.startswith(_PNG_SIGNATURE):
+        raise MediaError("not a PNG file (bad signature)")
+    out = bytearray(_PNG_SIGNATURE)
+    pos = len(_PNG_SIGNATURE)
+    removed = False
+    while pos + 12 <= len(data):
+        length, kind = struct.unpack_from(">I4s", data, pos)
+        end = pos + 12 + length
+        if end > len(data):
+            break
+        if kind == b"caBX":
+            removed = True
+        else:
+            out += data[pos:end]
+        pos = end
+        if kind == b"IEND":
+            break
+    out += data[pos:]
+    return bytes(out) if removed else data
+
+
+def _boxes(
+    data: bytes | bytearray, start: int, end: int, strict: bool
+) -> list[tuple[bytes, int, int, int]]:
+    """List the boxes in data[start:end] as (type, box start, payload start, box end).
+
+    A malformed box header raises MediaError when strict; otherwise the listing stops
+    there and the caller keeps the remaining bytes as an opaque tail.
+    """
+    found = []
+    pos = start
+    while pos < end:
+        size, kind, header = 0, b"", 8
+        if pos + 8 <= end:
+            size, kind = struct.unpack_from(">I4s", data, pos)
+            if size == 1 and pos + 16 <= end:
+                size, header = struct.unpack_from(">Q", data, pos + 8)[0], 16
+            elif size == 0:  # the box runs to the end of its container
+                size = end - pos
+        if size < header or pos + size > end:
+            if strict:
+                raise MediaError(f"BMFF box {kind!r} at byte {pos} has a bad size {size}")
+            break
+        found.append((kind, pos, pos + header, pos + size))
+        pos += size
+    return found
+
+
+def _strip_bmff(data: bytes) -> bytes:
+    """Remove top-level C2PA ``uuid`` boxes and shift chunk offsets back."""
+    top = _boxes(data, 0, len(data), strict=False)
+    removed = [
+        (s, e - s)
+        for kind, s, p, e in top
+        if kind == b"uuid" and data[p : p + 16] == C2PA_BMFF_UUID
+    ]
+    if not removed:
+        return data
+    kinds = {kind for kind, _, _, _ in top}
+    if b"moof" in kinds or b"meta" in kinds:
+        raise BindingError(
+            "C2PA box in a fragmented or item-based BMFF file: offsets cannot be restored"
+        )
+    out = bytearray()
+    for kind, s, p, e in top:
+        if (s, e - s) in removed:
+            continue
+        start = len(out)
+        out += data[s:e]
+        if kind == b"moov":
+            _unshift_chunk_offsets(out, start + (p - s), start + (e - s), removed)
+    out += data[top[-1][3] :]
+    return bytes(out)
+
+
+def _unshift_chunk_offsets(
+    buf: bytearray, start: int, end: int, removed: list[tuple[int, int]]
+) -> None:
+    """Rewrite stco/co64 entries inside buf[start:end] (a moov payload) in place."""
+    for kind, s, p, e in _boxes(buf, start, end, strict=True):
+        if kind in _BMFF_CONTAINERS:
+            _unshift_chunk_offsets(buf, p, e, removed)
+        elif kind in (b"stco", b"co64"):
+            fmt, width = (">I", 4) if kind == b"stco" else (">Q", 8)
+            if p + 8 > e:
+                raise MediaError(f"BMFF {kind!r} box at byte {s} is truncated")
+            count = struct.unpack_from(">I", buf, p + 4)[0]
+            if p + 8 + count * width > e:
+                raise MediaError(f"BMFF {kind!r} table at byte {s} overruns its box")
+            for i in range(count):
+                at = p + 8 + i * width
+                offset = struct.unpack_from(fmt, buf, at)[0]
+                struct.pack_into(fmt, buf, at, _original_offset(offset, removed))
+
+
+def _original_offset(offset: int, removed: list[tuple[int, int]]) -> int:
+    """Map a file offset in the embedded file back to the file before embedding."""
+    shift = 0
+    for start, size in removed:
+        if start <= offset < start + size:
+            raise BindingError(f"a chunk offset ({offset}) points into the C2PA box")
+        if offset >= start + size:
+            shift += size
+    return offset - shift

@@ -1,0 +1,148 @@
+"""Read and validate the C2PA manifest store of an incoming file, safely.
+
+The native reader (c2pa-rs through c2pa-python) runs in a separate process from a
+`ReaderPool`, under a size limit, a wall-clock limit and an address-space limit, with
+remote-manifest fetching and OCSP fetching always off: reading a file never makes a
+network call, whatever URL the file names. Trust is what the operator configures
+(`C2paTrust`); without it every signer reads as untrusted.
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import os
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cryptography import x509
+
+from provenance.c2pa.pool import ReaderPool
+from provenance.c2pa.result import C2paResult, failed
+from provenance.errors import ConfigError, MediaError
+
+
+@dataclass(frozen=True)
+class C2paTrust:
+    """Trust anchors for C2PA signers, as the operator configures them.
+
+    anchors_pem: one or more PEM root certificates (c2pa-rs ``trust.trust_anchors``);
+    trust_config: the extended key usages a signer may carry, one OID per line with
+    ``//`` comments (c2pa-rs ``trust.trust_config``, the ``store.cfg`` format), or None
+    for the reader's default list. Raises ConfigError on construction if anchors_pem
+    holds no parsable certificate.
+    """
+
+    anchors_pem: bytes
+    trust_config: str | None = None
+
+    def __post_init__(self) -> None:
+        try:
+            certificates = x509.load_pem_x509_certificates(self.anchors_pem)
+        except ValueError as e:
+            raise ConfigError(f"C2PA trust anchors are not PEM certificates: {e}") from e
+        if not certificates:
+            raise ConfigError("C2PA trust anchors hold no certificate")
+
+    @classmethod
+    def from_files(cls, anchors: Path, trust_config: Path | None = None) -> C2paTrust:
+        """Load anchors (PEM bundle) and an optional EKU list; ConfigError if unreadable."""
+        try:
+            return cls(
+                anchors_pem=anchors.read_bytes(),
+                trust_config=trust_config.read_text() if trust_config else None,
+            )
+        except OSError as e:
+            raise ConfigError(f"cannot read C2PA trust settings: {e}") from e
+
+
+@dataclass(frozen=True)
+class C2paLimits:
+    """Limits on reading one untrusted file.
+
+    max_bytes: largest asset (and largest sidecar manifest) read, bytes; timeout_s:
+    wall-clock limit of one read, seconds, after which the worker is killed;
+    memory_bytes: address-space limit of the worker process during the read, bytes.
+    """
+
+    max_bytes: int = 1 << 30
+    timeout_s: float = 30.0
+    memory_bytes: int = 4 << 30
+
+
+DEFAULT_LIMITS = C2paLimits()
+
+
+def reader_settings(trust: C2paTrust | None) -> dict[str, Any]:
+    """c2pa-rs settings for reading: no remote manifests, no OCSP, the given trust."""
+    settings: dict[str, Any] = {
+        "verify": {"remote_manifest_fetch": False, "ocsp_fetch": False},
+    }
+    if trust is not None:
+        settings["trust"] = {"trust_anchors": trust.anchors_pem.decode("ascii")}
+        if trust.trust_config is not None:
+            settings["trust"]["trust_config"] = trust.trust_config
+    return settings
+
+
+def read_c2pa(
+    source: str | os.PathLike[str] | bytes,
+    media_type: str | None = None,
+    trust: C2paTrust | None = None,
+    limits: C2paLimits = DEFAULT_LIMITS,
+    *,
+    manifest_data: bytes | None = None,
+    pool: ReaderPool | None = None,
+) -> C2paResult:
+    """Read and validate the C2PA manifest store of a file.
+
+    source: a file path or the file's bytes; media_type: e.g. "image/jpeg", or None to
+    let the reader detect it from the bytes; manifest_data: a sidecar manifest store
+    (``.c2pa`` bytes) to validate against the asset instead of an embedded one; pool:
+    the worker pool to use (a shared one-worker pool by default).
+
+    Returns a C2paResult: present=False with no error when the file carries no
+    manifest; present=False with error_kind/error when the manifest cannot be read
+    (a remote-only manifest, a malformed or hostile file, TooLarge, Timeout, Crashed);
+    otherwise the validation state, codes and manifest summary. Raises MediaError if a
+    path cannot be read, and ConfigError if no worker can be started.
+    """
+    if isinstance(source, bytes):
+        path, data, size = None, source, len(source)
+    else:
+        path, data = os.path.abspath(source), None
+        try:
+            size = os.stat(path).st_size
+        except OSError as e:
+            raise MediaError(f"cannot read {path!r}: {e.strerror or e}") from e
+    for what, length in (("asset", size), ("sidecar manifest", len(manifest_data or b""))):
+        if length > limits.max_bytes:
+            return failed(
+                "TooLarge",
+                f"the {what} is {length} bytes, over the C2PA limit of {limits.max_bytes}",
+            )
+    return (pool or _shared_pool()).read(
+        path=path,
+        data=data,
+        media_type=media_type,
+        settings_json=json.dumps(reader_settings(trust)),
+        manifest=manifest_data,
+        timeout_s=limits.timeout_s,
+        memory_bytes=limits.memory_bytes,
+    )
+
+
+_shared: ReaderPool | None = None
+_shared_lock = threading.Lock()
+
+
+def _shared_pool() -> ReaderPool:
+    """The process-wide one-worker pool, created on first use and closed at exit."""
+    global _shared
+    with _shared_lock:
+        if _shared is None:
+            _shared = ReaderPool(workers=1)
+            atexit.register(_shared.close)
+        return _shared

@@ -1,0 +1,105 @@
+"""Child process that runs the native C2PA reader on untrusted files.
+
+Run as a script (``python -I worker.py``) by `provenance.c2pa.pool`; it imports nothing
+from this project, so a crash, hang or memory blow-up in the native parser is confined
+to this process, which the parent kills and replaces.
+
+Protocol on the inherited stdin/stdout pipes, each frame an 8-byte big-endian length and
+that many bytes: the worker first sends ``{"ready": true}``. Each request is a JSON
+header frame ``{"path", "media_type", "settings", "memory_bytes", "has_data",
+"has_manifest"}`` followed by an asset frame (when has_data) and a sidecar-manifest
+frame (when has_manifest). The reply is one JSON frame: ``{"ok": true, "state": str,
+"json": str}`` or ``{"ok": false, "kind": str, "message": str}``. File descriptor 1 is
+pointed at stderr so nothing the native library prints can corrupt the protocol.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import re
+import resource
+import struct
+import sys
+from typing import Any, BinaryIO
+
+_LENGTH = struct.Struct(">Q")
+_KIND = re.compile(r"^([A-Za-z]+):")
+
+
+def read_frame(stream: BinaryIO) -> bytes | None:
+    """Read one length-prefixed frame; None at a clean end of stream."""
+    head = stream.read(_LENGTH.size)
+    if len(head) < _LENGTH.size:
+        return None
+    (size,) = _LENGTH.unpack(head)
+    body = stream.read(size)
+    if len(body) < size:
+        return None
+    return body
+
+
+def write_frame(stream: BinaryIO, body: bytes) -> None:
+    """Write one length-prefixed frame and flush."""
+    stream.write(_LENGTH.pack(len(body)) + body)
+    stream.flush()
+
+
+def _error_kind(exc: Exception) -> str:
+    """The native error's kind: the word before the first colon ("Remote: ...")."""
+    match = _KIND.match(str(exc))
+    return match.group(1) if match else type(exc).__name__.lstrip("_")
+
+
+def _read(c2pa: Any, contexts: dict[str, Any], header: dict[str, Any],
+          data: bytes | None, manifest: bytes | None) -> dict[str, Any]:
+    settings = header["settings"]
+    if settings not in contexts:
+        contexts.clear()
+        contexts[settings] = c2pa.Context.from_json(settings)
+    context = contexts[settings]
+    with open(header["path"], "rb") if data is None else io.BytesIO(data) as stream:
+        try:
+            reader = c2pa.Reader(header["media_type"], stream, manifest, context=context)
+            with reader:
+                return {"ok": True, "state": reader.get_validation_state(),
+                        "json": reader.json()}
+        except c2pa.C2paError as e:
+            return {"ok": False, "kind": _error_kind(e), "message": str(e)}
+
+
+def main() -> None:
+    """Serve read requests until stdin closes."""
+    requests = os.fdopen(os.dup(0), "rb")
+    replies = os.fdopen(os.dup(1), "wb")
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
+    import c2pa  # the native library loads here, after the pipes are set up
+
+    contexts: dict[str, Any] = {}
+    _, hard = resource.getrlimit(resource.RLIMIT_AS)
+    write_frame(replies, b'{"ready": true}')
+    while (frame := read_frame(requests)) is not None:
+        header = json.loads(frame)
+        data = read_frame(requests) if header["has_data"] else None
+        manifest = read_frame(requests) if header["has_manifest"] else None
+        limit = header["memory_bytes"]
+        if hard != resource.RLIM_INFINITY:
+            limit = min(limit, hard)
+        resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
+        try:
+            reply = _read(c2pa, contexts, header, data, manifest)
+        except MemoryError:
+            reply = {"ok": False, "kind": "MemoryLimit",
+                     "message": f"the reader needed more than {header['memory_bytes']} bytes"}
+        except OSError as e:
+            reply = {"ok": False, "kind": "Io", "message": f"cannot read the asset: {e}"}
+        finally:
+            resource.setrlimit(resource.RLIMIT_AS, (hard, hard))
+        del data, manifest
+        write_frame(replies, json.dumps(reply).encode())
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,165 @@
+"""Embed a C2PA manifest, signed with the device key, into one of our captures.
+
+The manifest has a ``c2pa.created`` action with digital source type digitalCapture
+(IPTC), and our own assertion `PROVENANCE_ASSERTION_LABEL` whose data is
+``{"evidence": <the caller's JSON-able dict: signed claim and receipt>, "checkpoint":
+<the log's signed checkpoint or null>}``. c2pa-python's callback signer hands the
+to-be-signed bytes to the device key, so the private key never leaves `key`.
+
+The embedded file keeps our hard binding: `strip_manifest_store` of the output gives
+back the source bytes exactly (checked before the output is written), so the claim's
+SHA-256 of the capture is also the binding of the exported file (docs/c2pa.md).
+No RFC 3161 timestamp is requested: signing makes no network call, and validators then
+check the leaf certificate against the current time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import tempfile
+from collections.abc import Mapping
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Protocol
+
+import c2pa
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from provenance.c2pa.container import STRIPPABLE_TYPES, strip_manifest_store
+from provenance.c2pa.reader import reader_settings
+from provenance.c2pa.result import PROVENANCE_ASSERTION_LABEL
+from provenance.errors import BindingError, KeyMaterialError, MediaError, SignatureError
+
+DIGITAL_CAPTURE = "http://cv.iptc.org/newscodes/digitalsourcetype/digitalCapture"
+GENERATOR = "media-provenance"
+#: Media types `embed_manifest` writes.
+WRITABLE_TYPES = STRIPPABLE_TYPES
+
+
+class SigningKey(Protocol):
+    """What the writer needs of a device key (`provenance.keys.DeviceKey` fits)."""
+
+    @property
+    def public_key(self) -> bytes: ...
+
+    def sign(self, message: bytes) -> bytes: ...
+
+
+def embed_manifest(
+    src_path: Path,
+    dst_path: Path,
+    media_type: str,
+    key: SigningKey,
+    cert_chain_pem: bytes,
+    assertion: Mapping[str, Any],
+    checkpoint: str | None,
+    *,
+    title: str | None = None,
+) -> bytes:
+    """Write src_path with a signed C2PA manifest to dst_path (atomically replaced).
+
+    Returns the 32-byte SHA-256 of the source, which is also `content_sha256` of the
+    output: the hard binding the claim in `assertion` must carry.
+
+    media_type: one of WRITABLE_TYPES; cert_chain_pem: the device's leaf certificate
+    first, then its issuers (`issue_device_certificate` output); assertion: JSON-able
+    dict stored as the assertion's "evidence"; checkpoint: the log checkpoint text;
+    title: the manifest's dc:title (default: the destination file name).
+
+    Raises MediaError for an unsupported media type, an unreadable source or one that
+    already carries a manifest store; KeyMaterialError if the leaf certificate is not
+    for `key`; SignatureError if the key or the C2PA library fails to sign (an expired
+    or unacceptable certificate included); BindingError if the output would not strip
+    back to the source bytes.
+    """
+    if media_type not in WRITABLE_TYPES:
+        raise MediaError(
+            f"cannot embed C2PA in {media_type!r}; supported: {', '.join(sorted(WRITABLE_TYPES))}"
+        )
+    try:
+        source = src_path.read_bytes()
+    except OSError as e:
+        raise MediaError(f"cannot read {str(src_path)!r}: {e.strerror or e}") from e
+    if strip_manifest_store(source, media_type) != source:
+        raise MediaError(f"{src_path.name} already carries a C2PA manifest store")
+    _check_leaf_key(cert_chain_pem, key.public_key)
+
+    definition = {
+        "claim_generator_info": [{"name": GENERATOR, "version": _version()}],
+        "title": title or dst_path.name,
+        "assertions": [
+            {
+                "label": PROVENANCE_ASSERTION_LABEL,
+                "data": {"evidence": dict(assertion), "checkpoint": checkpoint},
+            }
+        ],
+    }
+    settings = reader_settings(None) | {"builder": {"thumbnail": {"enabled": False}}}
+    output = io.BytesIO()
+    callback_errors: list[Exception] = []
+
+    def sign(data: bytes) -> bytes:
+        try:
+            return key.sign(data)
+        except Exception as e:
+            callback_errors.append(e)
+            raise
+
+    try:
+        signer = c2pa.Signer.from_callback(
+            sign, c2pa.C2paSigningAlg.ED25519, cert_chain_pem.decode("ascii"), None
+        )
+        with signer, c2pa.Builder(definition, context=c2pa.Context.from_dict(settings)) as b:
+            b.add_action({"action": "c2pa.created", "digitalSourceType": DIGITAL_CAPTURE})
+            b.sign(signer, media_type, io.BytesIO(source), output)
+    except c2pa.C2paError as e:
+        if callback_errors:
+            raise SignatureError(f"the device key failed to sign: {callback_errors[0]}") from e
+        if str(e).startswith("NotSupported"):
+            raise MediaError(f"C2PA cannot embed into this {media_type} file: {e}") from e
+        raise SignatureError(f"C2PA signing failed: {e}") from e
+
+    embedded = output.getvalue()
+    if strip_manifest_store(embedded, media_type) != source:
+        raise BindingError(
+            "the embedded file does not strip back to the source bytes; refusing to write it"
+        )
+    _write_atomically(dst_path, embedded)
+    return hashlib.sha256(source).digest()
+
+
+def _check_leaf_key(cert_chain_pem: bytes, public_key: bytes) -> None:
+    try:
+        leaf = x509.load_pem_x509_certificates(cert_chain_pem)[0]
+    except (ValueError, IndexError) as e:
+        raise KeyMaterialError(f"the certificate chain is not PEM: {e}") from e
+    leaf_key = leaf.public_key()
+    if not isinstance(leaf_key, Ed25519PublicKey) or leaf_key.public_bytes(
+        serialization.Encoding.Raw, serialization.PublicFormat.Raw
+    ) != public_key:
+        raise KeyMaterialError("the leaf certificate does not certify this device key")
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+            os.replace(tmp, path)
+        except BaseException:
+            os.unlink(tmp)
+            raise
+    except OSError as e:
+        raise MediaError(f"cannot write {str(path)!r}: {e.strerror or e}") from e
+
+
+def _version() -> str:
+    try:
+        return metadata.version(GENERATOR)
+    except metadata.PackageNotFoundError:
+        return "0+unknown"
