@@ -90,12 +90,20 @@ class ProvenanceClient:
         )
         return r.token, wire.ts_from_pb(r.expires_at)
 
-    def enroll(self, token: str, public_key: bytes, proof_of_possession: bytes) -> Device:
+    def enroll(
+        self, token: str, public_key: bytes, proof_of_possession: bytes, certificate_pem: str = ""
+    ) -> tuple[Device, str]:
+        """Enroll a key; returns the device and its X.509 chain (PEM, "" when none)."""
         r = self._call(
             self._registry.Enroll,
-            pb.EnrollRequest(token=token, public_key=public_key, proof_of_possession=proof_of_possession),
+            pb.EnrollRequest(
+                token=token,
+                public_key=public_key,
+                proof_of_possession=proof_of_possession,
+                certificate_chain_pem=certificate_pem,
+            ),
         )
-        return wire.device_from_pb(r.device)
+        return wire.device_from_pb(r.device), r.certificate_chain_pem
 
     def revoke(self, device_id: bytes, reason: str, effective_at: datetime | None = None) -> Device:
         r = self._call(

@@ -107,9 +107,24 @@ def serve(
     fast_start: Annotated[
         bool, typer.Option(help="Skip re-hashing every log entry at start (the root is still checked).")
     ] = False,
+    ca: Annotated[
+        Path | None,
+        typer.Option(help="Enrollment authority folder (`prov admin ca init`): certify enrolled keys for C2PA export."),
+    ] = None,
+    c2pa_trust_anchors: Annotated[
+        Path | None,
+        typer.Option(help="PEM bundle of C2PA trust anchors for verification (default: the --ca root, if any)."),
+    ] = None,
+    c2pa_trust_config: Annotated[
+        Path | None, typer.Option(help="Allowed signer EKUs for C2PA (c2pa-rs store.cfg format).")
+    ] = None,
+    c2pa_workers: Annotated[int, typer.Option(help="Processes reading C2PA manifests (0: do not read C2PA).")] = 2,
 ) -> None:
     """Run the gRPC server with its embedded database until SIGINT/SIGTERM."""
     from provenance.assets import AssetLimits
+    from provenance.c2pa.pool import ReaderPool
+    from provenance.c2pa.reader import C2paTrust
+    from provenance.inspect import InspectConfig
     from provenance.server import ServerConfig, create_server
     from provenance.service import ProvenanceService, ServiceConfig
 
@@ -127,18 +142,31 @@ def serve(
             log_key=log_key or db.with_name(db.name + ".logkey.pem"),
             origin=origin,
             verify_on_start=not fast_start,
+            authority_dir=ca,
         )
     )
+    trust = None
+    if c2pa_trust_anchors is not None:
+        trust = C2paTrust.from_files(c2pa_trust_anchors, c2pa_trust_config)
+    elif service.authority is not None:
+        trust = C2paTrust(service.authority.certificate_pem)
+    pool = ReaderPool(workers=c2pa_workers) if c2pa_workers > 0 else None
     det = _load_detector() if detector else None
     config = ServerConfig(
         admin_token=token,
-        limits=AssetLimits(max_bytes=max_upload_mb * 1024 * 1024, max_pixels=max_megapixels * 1_000_000),
+        inspect=InspectConfig(
+            limits=AssetLimits(max_bytes=max_upload_mb * 1024 * 1024, max_pixels=max_megapixels * 1_000_000),
+            c2pa_pool=pool,
+            c2pa_trust=trust,
+        ),
         detector=det,
     )
     try:
         server, port = create_server(listen, service, config)
     except BaseException:
         service.close()
+        if pool is not None:
+            pool.close()
         raise
     host = listen.rsplit(":", 1)[0]
     stop = threading.Event()
@@ -150,6 +178,8 @@ def serve(
     print("shutting down", flush=True)
     server.stop(grace=5).wait()
     service.close()
+    if pool is not None:
+        pool.close()
 
 
 def _load_detector():  # type: ignore[no-untyped-def]
@@ -176,6 +206,26 @@ def enroll_token(
         token, expires = c.create_enrollment_token(ttl, label)
     err.print(f"token valid until {expires:%Y-%m-%d %H:%M:%S} UTC; it can be used once")
     print(token)
+
+
+ca_app = typer.Typer(help="The enrollment authority that certifies device keys (for C2PA).", no_args_is_help=True)
+admin_app.add_typer(ca_app, name="ca")
+
+
+@ca_app.command("init")
+def ca_init(
+    dir: Annotated[Path, typer.Option("--dir", help="Folder to create the authority in (key mode 0600).")],
+    name: Annotated[str, typer.Option(help="Common name of the root certificate.")] = "Media Provenance Enrollment CA",
+    organization: Annotated[str, typer.Option(help="Organization of the root certificate.")] = "Media Provenance",
+) -> None:
+    """Create an Ed25519 root CA on this machine; run the server with `--ca DIR` to
+    issue a certificate to every device it enrolls. Prints the root certificate, which
+    verifiers configure as a C2PA trust anchor."""
+    from provenance.c2pa.authority import init_authority
+
+    auth = init_authority(dir, now=datetime.now(UTC), name=name, organization=organization)
+    err.print(f"enrollment authority created in {dir}")
+    print(auth.certificate_pem.decode(), end="")
 
 
 @admin_app.command("revoke")
@@ -223,14 +273,24 @@ def device_init(
 
 @device_app.command("enroll")
 def device_enroll(
-    token: Annotated[str, typer.Option(help="One-time token from `prov admin enroll-token`.")],
+    token: Annotated[str, typer.Option(help="One-time token from `prov admin enroll-token`.")] = "",
+    certificate: Annotated[
+        Path | None,
+        typer.Option(help="Enroll with an X.509 chain for this key from the server's authority instead of a token."),
+    ] = None,
     server: ServerOpt = default_server(),
     home: HomeOpt = default_home(),
 ) -> None:
-    """Enroll this device's key with the server, using a one-time token."""
+    """Enroll this device's key with the server, using a one-time token (or a
+    certificate issued by the server's enrollment authority)."""
+    if not token and certificate is None:
+        raise ConfigError("give --token (from `prov admin enroll-token`) or --certificate")
+    chain = certificate.read_text() if certificate is not None else ""
+    h = DeviceHome(home)
     with ProvenanceClient(server) as c:
-        state = DeviceHome(home).enroll(c, token, _passphrase())
-    out.print(f"device {state.device_id} enrolled with {server}")
+        state = h.enroll(c, token, _passphrase(), chain)
+    extra = f"; certificate saved in {h.cert_path}" if h.cert_path.exists() else ""
+    out.print(f"device {state.device_id} enrolled with {server}{extra}")
 
 
 @device_app.command("show")
@@ -267,6 +327,13 @@ def sign(
     files: Annotated[list[Path], typer.Argument(help="Captures to sign.", exists=True, dir_okay=False)],
     server: ServerOpt = default_server(),
     home: HomeOpt = default_home(),
+    c2pa: Annotated[
+        bool,
+        typer.Option(
+            "--c2pa",
+            help="Also embed a C2PA manifest (signed with the device key, holding the claim, receipt and checkpoint) into each logged file, in place. Needs the certificate from enrollment with an authority.",
+        ),
+    ] = False,
 ) -> None:
     """Sign captures: write FILE.prov beside each and submit it to the log.
 
@@ -276,6 +343,7 @@ def sign(
     """
     h = DeviceHome(home)
     key = h.load_key(_passphrase())
+    chain = h.certificate() if c2pa else b""
     failed = 0
     with ProvenanceClient(server) as c:
         reachable = True
@@ -291,6 +359,9 @@ def sign(
                 try:
                     receipt, _ = h.submit_one(c, queued, sidecar, spath)
                     out.print(f"{f}: signed (#{seq}) and logged at leaf {receipt.leaf_index} -> {spath.name}")
+                    if c2pa:
+                        h.embed_c2pa(key, f, spath, chain)
+                        out.print(f"{f}: C2PA manifest embedded (Content Credentials signed by this device)")
                     continue
                 except TransportError as e:
                     if not is_unreachable(e):
@@ -299,6 +370,8 @@ def sign(
                         continue
                     reachable = False
             out.print(f"{f}: signed (#{seq}), queued: server unreachable; run `prov device sync` later -> {spath.name}")
+            if c2pa:
+                err.print(f"{f}: C2PA manifest not embedded: it needs the log receipt")
     if failed:
         raise typer.Exit(1)
 

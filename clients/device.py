@@ -95,6 +95,7 @@ class DeviceHome:
         self.key_path = self.root / "device_key.pem"
         self.state_path = self.root / "device.json"
         self.queue_dir = self.root / "queue"
+        self.cert_path = self.root / "device_cert.pem"
 
     # ---------------------------------------------------------------- key and state
 
@@ -134,15 +135,32 @@ class DeviceHome:
 
     # ---------------------------------------------------------------- enrollment
 
-    def enroll(self, client: ProvenanceClient, token: str, passphrase: bytes) -> DeviceState:
-        """Enroll this device's key with a one-time token from an operator."""
+    def enroll(
+        self, client: ProvenanceClient, token: str, passphrase: bytes, certificate_pem: str = ""
+    ) -> DeviceState:
+        """Enroll this device's key with a one-time token from an operator (or a
+        certificate from the server's enrollment authority); keep the X.509 chain the
+        server returns, used to export captures with Content Credentials."""
         key = self.load_key(passphrase)
         pop = sign_payload(key, PAYLOAD_TYPE_ENROLL, token.encode())
-        device = client.enroll(token, key.public_key, pop)
+        device, chain = client.enroll(token, key.public_key, pop, certificate_pem)
+        if device.device_id != key.key_id:
+            raise ConfigError("the server enrolled a different key id than this device's")
+        if chain:
+            atomic_write(self.cert_path, chain.encode())
         state = replace(self.state(), server=client.address)
         self.save_state(state)
-        assert device.device_id == key.key_id
         return state
+
+    def certificate(self) -> bytes:
+        """The device's X.509 chain (PEM); ConfigError when it has none."""
+        try:
+            return self.cert_path.read_bytes()
+        except FileNotFoundError as e:
+            raise ConfigError(
+                "this device has no certificate: enroll with a server that runs an enrollment"
+                " authority (`prov serve --ca DIR`)"
+            ) from e
 
     # ---------------------------------------------------------------- signing
 
@@ -219,6 +237,29 @@ class DeviceHome:
             atomic_write(side_path, encode_sidecar(done))
         queue_file.unlink(missing_ok=True)
         return receipt, duplicate
+
+    def embed_c2pa(self, key: DeviceKey, path: Path, side_path: Path, chain: bytes) -> None:
+        """Embed a C2PA manifest into ``path`` in place, signed with the device key, with
+        our sidecar (claim and receipt) as a custom assertion and the log checkpoint.
+
+        The claim's SHA-256 stays valid: it covers the bytes with the manifest store
+        removed (docs/c2pa.md). Raises ConfigError if the claim is not yet logged.
+        """
+        from provenance.c2pa.writer import embed_manifest
+
+        sidecar = decode_sidecar(side_path.read_bytes())
+        if sidecar.receipt is None:
+            raise ConfigError(f"{path.name}: the claim is not logged yet; C2PA export needs the receipt")
+        embed_manifest(
+            path,
+            path,
+            sidecar.claim.media_type,
+            key,
+            chain,
+            json.loads(encode_sidecar(sidecar)),
+            sidecar.receipt.checkpoint,
+            title=path.name,
+        )
 
     def sync(
         self,

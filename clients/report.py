@@ -49,6 +49,7 @@ def report_to_json(r: VerificationReport, path: str | None = None) -> dict[str, 
     out["reasons"] = list(r.reasons)
     out["file"] = {
         "sha256": ev.file.sha256.hex(),
+        "content_sha256": ev.file.content_sha256.hex() or None,
         "size": ev.file.size,
         "media_type": ev.file.media_type,
         "soft_bindings": [
@@ -96,6 +97,8 @@ def report_to_json(r: VerificationReport, path: str | None = None) -> dict[str, 
             }
         evidence["claim"] = claim
     out["evidence"] = evidence
+    if r.c2pa is not None:
+        out["c2pa"] = r.c2pa
     if r.detector is not None:
         out["detector"] = {**r.detector, "advisory": r.detector.get("advisory") or _ADVISORY}
     out["verified_at"] = _iso(r.verified_at)
@@ -109,6 +112,21 @@ _STATUS_LINE = {
     Verdict.REVOKED_KEY: "signed by a device key that was revoked",
     Verdict.UNSIGNED: "no signed capture found for this file",
 }
+
+
+def _c2pa_line(c: dict[str, Any]) -> str:
+    """One line on the Content Credentials, a separate line of evidence."""
+    if c.get("error"):
+        return f"could not be read ({c.get('error_kind')}): {c['error']}"
+    if not c.get("present"):
+        return "no Content Credentials in the file"
+    codes = ", ".join(c.get("validation_codes") or []) or "no failure codes"
+    who = c.get("signer") or "unknown signer"
+    anchor = "chains to a configured trust anchor" if c.get("trusted_anchor") else "signer not on a configured trust list"
+    return (
+        f"{c.get('validation_state')}: signed by {who} with {c.get('claim_generator') or 'an unnamed tool'}"
+        f" ({anchor}; {codes})"
+    )
 
 
 def report_to_text(r: VerificationReport, path: str) -> str:
@@ -146,6 +164,8 @@ def report_to_text(r: VerificationReport, path: str) -> str:
             )
     if ev.pdq_distance is not None:
         lines.append(f"  pixels     PDQ distance {ev.pdq_distance} (match threshold {ev.pdq_threshold})")
+    if r.c2pa is not None:
+        lines.append(f"  C2PA       {_c2pa_line(r.c2pa)}")
     if r.detector is not None:
         d = r.detector
         if d.get("available", True):

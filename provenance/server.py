@@ -10,20 +10,17 @@ from __future__ import annotations
 import functools
 import hmac
 import logging
-import tempfile
 from collections.abc import Callable, Iterator
 from concurrent import futures
 from dataclasses import dataclass, replace
 from datetime import timedelta
-from typing import IO, Any, TypeVar
+from typing import Any, TypeVar
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from provenance import wire
-from provenance.assets import AssetLimits, check_size, inspect_image
-from provenance.binding import Sha256Stream
 from provenance.errors import (
     AuthError,
     ClaimError,
@@ -42,11 +39,11 @@ from provenance.errors import (
     SignatureError,
     UnknownDeviceError,
 )
-from provenance.media import sniff_media_type
+from provenance.inspect import InspectConfig, Inspection, Upload, inspect_upload
 from provenance.service import ProvenanceService
 from provenance.v1 import provenance_pb2 as pb
 from provenance.v1 import provenance_pb2_grpc as rpc
-from provenance.verify import FileFacts, VerificationReport
+from provenance.verify import FileFacts, with_c2pa
 
 log = logging.getLogger(__name__)
 
@@ -56,8 +53,6 @@ MAX_MESSAGE_BYTES = 8 * 1024 * 1024
 UPLOAD_CHUNK_BYTES = 1024 * 1024
 #: Most queries in one Lookup call.
 MAX_LOOKUP_QUERIES = 1000
-#: Uploads larger than this are spooled to a temporary file instead of memory, in bytes.
-SPOOL_MEMORY_BYTES = 32 * 1024 * 1024
 
 # Most specific first: the first matching class decides the status code.
 _STATUS: tuple[tuple[type[ProvenanceError], grpc.StatusCode], ...] = (
@@ -106,16 +101,17 @@ def _rpc(fn: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-#: Scores an image for the verification report: (rgb (H, W, 3) uint8, request key) -> block.
+#: Scores an image for the verification report: (rgb (H, W, 3) uint8 array, request key
+#: bytes) -> the advisory block as a JSON-able dict.
 DetectorFn = Callable[[Any, bytes], dict[str, Any]]
 
 
 @dataclass(frozen=True)
 class ServerConfig:
-    """Admin credential, input limits and the optional detector of the server."""
+    """Admin credential, input limits and C2PA reading, and the optional detector."""
 
     admin_token: str | None = None
-    limits: AssetLimits = AssetLimits()
+    inspect: InspectConfig = InspectConfig()
     detector: DetectorFn | None = None
     max_workers: int = 16
 
@@ -149,8 +145,13 @@ class RegistryServicer(rpc.DeviceRegistryServicer):
 
     @_rpc
     def Enroll(self, request: Any, context: grpc.ServicerContext) -> Any:
-        d = self.s.enroll(request.token, bytes(request.public_key), bytes(request.proof_of_possession))
-        return pb.EnrollResponse(device=wire.device_to_pb(d))
+        d, chain = self.s.enroll(
+            request.token,
+            bytes(request.public_key),
+            bytes(request.proof_of_possession),
+            request.certificate_chain_pem,
+        )
+        return pb.EnrollResponse(device=wire.device_to_pb(d), certificate_chain_pem=chain)
 
     @_rpc
     def Revoke(self, request: Any, context: grpc.ServicerContext) -> Any:
@@ -183,91 +184,53 @@ class VerificationServicer(rpc.VerificationServicer):
         self.s = service
         self.c = config
 
-    def _receive(
-        self, chunks: Iterator[Any], header: Any, spool: IO[bytes]
-    ) -> tuple[bytes, int]:
-        limits = self.c.limits
-        if header.size_bytes > limits.max_bytes:
-            raise MediaTooLargeError(
-                f"file is {header.size_bytes} bytes; the limit is {limits.max_bytes} bytes"
-            )
-        digest = Sha256Stream()
-        for chunk in chunks:
-            if chunk.WhichOneof("part") != "data":
-                raise MediaError("a second header arrived in the middle of the upload")
-            digest.update(chunk.data)
-            if digest.size > limits.max_bytes:
-                raise MediaTooLargeError(
-                    f"upload exceeds the limit of {limits.max_bytes} bytes"
-                )
-            spool.write(chunk.data)
-        if header.size_bytes and digest.size != header.size_bytes:
-            raise MediaError(
-                f"truncated upload: the header announced {header.size_bytes} bytes,"
-                f" {digest.size} arrived"
-            )
-        check_size(digest.size, limits)
-        return digest.digest(), digest.size
-
-    def _facts(self, sha256: bytes, size: int, spool: IO[bytes], lenient: bool) -> tuple[FileFacts, Any]:
-        """Facts about the upload, and its decoded pixels when it is an image.
-
-        ``lenient``: a sidecar or an exact log match exists, so an undecodable file is
-        still judged (as a note) instead of refused.
-        """
-        spool.seek(0)
-        head = spool.read(64)
-        media_type = sniff_media_type(head)
-        if media_type is None:
-            if lenient:
-                return FileFacts(sha256, size, "application/octet-stream", (), (
-                    "the file is not a recognised image or video format",)), None
-            raise MediaError(
-                "unsupported or unrecognised file format (expected JPEG, PNG, WebP, GIF, TIFF,"
-                " HEIC or a video container)"
-            )
-        if not media_type.startswith("image/"):
-            return FileFacts(sha256, size, media_type, (), (
-                f"no perceptual hash for {media_type} yet: only exact matches were searched",)), None
-        spool.seek(0)
-        try:
-            asset = inspect_image(sha256, spool.read(), self.c.limits)
-        except MediaTooLargeError:
-            raise
-        except MediaError as e:
-            if lenient:
-                return FileFacts(sha256, size, media_type, (), (f"could not decode the image: {e}",)), None
-            raise
-        return asset.facts, asset
-
-    @_rpc
-    def VerifyFile(self, request_iterator: Iterator[Any], context: grpc.ServicerContext) -> Any:
+    def _receive(self, request_iterator: Iterator[Any], upload: Upload) -> Any:
+        """Read the header and every data chunk into ``upload``; return the header."""
         it = iter(request_iterator)
         first = next(it, None)
         if first is None or first.WhichOneof("part") != "header":
             raise MediaError("the upload must start with a header message")
         header = first.header
-        sidecar = wire.signed_from_pb(header.sidecar) if header.HasField("sidecar") else None
-        with tempfile.SpooledTemporaryFile(max_size=SPOOL_MEMORY_BYTES) as spool:
-            sha256, size = self._receive(it, header, spool)
-            lenient = sidecar is not None or bool(self.s.store.leaves_by_file_sha256(sha256))
-            facts, asset = self._facts(sha256, size, spool, lenient)
-        report = self.s.verify(facts, sidecar)
-        report = self._with_detector(report, asset, sha256, header.detect)
+        if header.size_bytes > upload.max_bytes:
+            raise MediaTooLargeError(
+                f"file is {header.size_bytes} bytes; the limit is {upload.max_bytes} bytes"
+            )
+        for chunk in it:
+            if chunk.WhichOneof("part") != "data":
+                raise MediaError("a second header arrived in the middle of the upload")
+            upload.write(chunk.data)
+        if header.size_bytes and upload.size != header.size_bytes:
+            raise MediaError(
+                f"truncated upload: the header announced {header.size_bytes} bytes,"
+                f" {upload.size} arrived"
+            )
+        return header
+
+    @_rpc
+    def VerifyFile(self, request_iterator: Iterator[Any], context: grpc.ServicerContext) -> Any:
+        with Upload(self.c.inspect.limits.max_bytes) as upload:
+            header = self._receive(request_iterator, upload)
+            sidecar = wire.signed_from_pb(header.sidecar) if header.HasField("sidecar") else None
+            lenient = sidecar is not None or bool(self.s.store.leaves_by_file_sha256(upload.sha256))
+            found = inspect_upload(upload, self.c.inspect, lenient)
+        report = with_c2pa(self.s.verify(found.facts, sidecar), found.c2pa)
+        if header.detect:
+            report = replace(report, detector=self._detect(found, upload.sha256))
         return wire.report_to_pb(report)
 
-    def _with_detector(
-        self, report: VerificationReport, asset: Any, key: bytes, wanted: bool
-    ) -> VerificationReport:
-        if not wanted:
-            return report
+    def _detect(self, found: Inspection, key: bytes) -> dict[str, Any]:
         if self.c.detector is None:
-            block = {"available": False, "note": "this server runs no detector"}
-        elif asset is None:
-            block = {"available": False, "note": "the detector scores images only"}
-        else:
-            block = self.c.detector(asset, key)
-        return replace(report, detector=block)
+            return {"available": False, "note": "this server runs no detector"}
+        if found.image is None:
+            return {"available": False, "note": "the detector scores images only"}
+        return self.c.detector(found.image.rgb, key)
+
+    @_rpc
+    def DetectFile(self, request_iterator: Iterator[Any], context: grpc.ServicerContext) -> Any:
+        with Upload(self.c.inspect.limits.max_bytes) as upload:
+            self._receive(request_iterator, upload)
+            found = inspect_upload(upload, replace(self.c.inspect, c2pa_pool=None), False)
+        return wire.detector_to_pb(self._detect(found, upload.sha256))
 
     @_rpc
     def Lookup(self, request: Any, context: grpc.ServicerContext) -> Any:

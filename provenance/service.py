@@ -15,7 +15,12 @@ from pathlib import Path
 
 from provenance import wire
 from provenance.claims import Claim, Device, Receipt, SignedClaim
-from provenance.errors import LogError, LogIntegrityError, ProvenanceError
+from provenance.c2pa.authority import (
+    accept_device_certificate,
+    issue_device_certificate,
+    load_authority,
+)
+from provenance.errors import EnrollmentError, LogError, LogIntegrityError, ProvenanceError
 from provenance.log import merkle
 from provenance.log.checkpoint import (
     LogSigner,
@@ -54,13 +59,15 @@ class ServiceConfig:
     db: the SQLite file; log_key: the log's Ed25519 private key (PEM, mode 0600;
     created on first start); origin: the log's name in its checkpoints;
     verify_on_start: re-hash every leaf at start and compare with the signed
-    checkpoint (O(n) hashing, O(log n) memory).
+    checkpoint (O(n) hashing, O(log n) memory); authority_dir: an enrollment authority
+    (`prov admin ca init`) that certifies enrolled keys for C2PA export, or None.
     """
 
     db: Path
     log_key: Path
     origin: str = DEFAULT_ORIGIN
     verify_on_start: bool = True
+    authority_dir: Path | None = None
 
 
 class ProvenanceService:
@@ -70,6 +77,7 @@ class ProvenanceService:
         self.config = config
         self.clock = clock
         self.store: Store = open_store(config.db)
+        self.authority = load_authority(config.authority_dir) if config.authority_dir else None
         try:
             self.signer = self._open_signer()
             self.verifier = NoteVerifier.from_vkey(self.signer.verifier_key())
@@ -170,11 +178,34 @@ class ProvenanceService:
         self.store.add_token(token_hash(token), label, now, now + ttl)
         return token, now + ttl
 
-    def enroll(self, token: str, public_key: bytes, proof_of_possession: bytes) -> Device:
-        """Enroll ``public_key`` (raw 32 bytes). Raises KeyMaterialError / EnrollmentError."""
+    def enroll(
+        self, token: str, public_key: bytes, proof_of_possession: bytes, certificate_pem: str = ""
+    ) -> tuple[Device, str]:
+        """Enroll ``public_key`` (raw 32 bytes); returns the device and its X.509 chain.
+
+        With a one-time ``token``; or, with no token, by a ``certificate_pem`` chain that
+        the server's enrollment authority issued (checked here). When the server runs an
+        authority and no chain is given, it issues one. Raises KeyMaterialError or
+        EnrollmentError.
+        """
         device_id = check_enrollment(public_key, token, proof_of_possession)
         now = self.clock()
-        return self.store.enroll(token_hash(token), Device(device_id, public_key, now), now)
+        chain = ""
+        if certificate_pem:
+            if self.authority is None:
+                raise EnrollmentError("this server runs no enrollment authority to check certificates")
+            accept_device_certificate(
+                certificate_pem.encode(), public_key, [self.authority.certificate], now=now
+            )
+            chain = certificate_pem
+        elif not token:
+            raise EnrollmentError("enrollment needs a one-time token or a device certificate")
+        elif self.authority is not None:
+            chain = issue_device_certificate(self.authority, public_key, device_id.hex(), now=now).decode()
+        device = self.store.enroll(
+            token_hash(token) if token else None, Device(device_id, public_key, now), now, chain
+        )
+        return device, chain
 
     def revoke(self, device_id: bytes, reason: str, effective_at: datetime | None) -> Device:
         return self.store.revoke(device_id, effective_at or self.clock(), reason)
@@ -227,7 +258,8 @@ class ProvenanceService:
                 sidecar_device=self.store.find_device(sidecar.key_id),
                 sidecar_logged=self._logged(rec) if rec else None,
             )
-        exact = [self._logged(r) for r in self.store.leaves_by_file_sha256(facts.sha256)]
+        hashes = [facts.sha256] + ([facts.content_sha256] if facts.content_sha256 else [])
+        exact = [self._logged(r) for h in hashes for r in self.store.leaves_by_file_sha256(h)]
         near_ids: dict[int, int] = {}
         if not exact:
             for h in facts.soft_bindings:

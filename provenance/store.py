@@ -32,7 +32,7 @@ from provenance.errors import (
     UnknownDeviceError,
 )
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 _MIGRATIONS: dict[int, str] = {
     1: """
@@ -88,6 +88,10 @@ _MIGRATIONS: dict[int, str] = {
         note TEXT NOT NULL,
         created_at INTEGER NOT NULL
     );
+    """,
+    # 2: an X.509 chain (PEM) per device, issued or accepted at enrollment, for C2PA export
+    2: """
+    ALTER TABLE devices ADD COLUMN certificate_pem TEXT NOT NULL DEFAULT ''
     """,
 }
 
@@ -269,37 +273,52 @@ class Store:
                 (token_hash, label, to_us(now), to_us(expires)),
             )
 
-    def enroll(self, token_hash: bytes, device: Device, now: datetime) -> Device:
-        """Spend a one-time token and record the device, atomically.
+    def enroll(
+        self, token_hash: bytes | None, device: Device, now: datetime, certificate_pem: str = ""
+    ) -> Device:
+        """Record the device, spending its one-time token (None: enrolled by a certificate
+        the caller already checked), atomically.
 
         Raises EnrollmentError when the token is unknown, spent or expired, or the key
         is already enrolled.
         """
         with self.transaction() as c:
-            row = c.execute(
-                "SELECT label, expires_at, used_at FROM enrollment_tokens WHERE token_hash=?",
-                (token_hash,),
-            ).fetchone()
-            if row is None:
-                raise EnrollmentError("unknown enrollment token")
-            label, expires, used = row
-            if used is not None:
-                raise EnrollmentError("this enrollment token was already used")
-            if to_us(now) > int(expires):
-                raise EnrollmentError(f"this enrollment token expired at {from_us(int(expires))}")
+            label = device.label
+            if token_hash is not None:
+                row = c.execute(
+                    "SELECT label, expires_at, used_at FROM enrollment_tokens WHERE token_hash=?",
+                    (token_hash,),
+                ).fetchone()
+                if row is None:
+                    raise EnrollmentError("unknown enrollment token")
+                token_label, expires, used = row
+                if used is not None:
+                    raise EnrollmentError("this enrollment token was already used")
+                if to_us(now) > int(expires):
+                    raise EnrollmentError(f"this enrollment token expired at {from_us(int(expires))}")
+                label = token_label or label
             if self.find_device(device.device_id, c) is not None:
                 raise EnrollmentError(f"device {device.device_id.hex()} is already enrolled")
             c.execute(
-                f"INSERT INTO devices({self._DEVICE_COLS}) VALUES (?, ?, ?, ?, 0, x'', NULL, '')",
-                (device.device_id, device.public_key, label or device.label, to_us(now)),
+                f"INSERT INTO devices({self._DEVICE_COLS}, certificate_pem)"
+                " VALUES (?, ?, ?, ?, 0, x'', NULL, '', ?)",
+                (device.device_id, device.public_key, label, to_us(now), certificate_pem),
             )
-            c.execute(
-                "UPDATE enrollment_tokens SET used_at=?, device_id=? WHERE token_hash=?",
-                (to_us(now), device.device_id, token_hash),
-            )
+            if token_hash is not None:
+                c.execute(
+                    "UPDATE enrollment_tokens SET used_at=?, device_id=? WHERE token_hash=?",
+                    (to_us(now), device.device_id, token_hash),
+                )
             found = self.find_device(device.device_id, c)
             assert found is not None
             return found
+
+    def device_certificate(self, device_id: bytes) -> str:
+        """The device's X.509 chain (PEM), or "" when it has none."""
+        row = self._reader().execute(
+            "SELECT certificate_pem FROM devices WHERE device_id=?", (device_id,)
+        ).fetchone()
+        return "" if row is None else str(row[0])
 
     def revoke(self, device_id: bytes, effective_at: datetime, reason: str) -> Device:
         """Record a revocation (time and reason). Revoking twice keeps the earlier time."""

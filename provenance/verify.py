@@ -24,7 +24,7 @@ Rules, in order (DESIGN.md, "The verdict"):
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
@@ -37,13 +37,21 @@ from provenance.errors import KeyMaterialError, SignatureError
 @dataclass(frozen=True)
 class FileFacts:
     """What was measured on the file itself: SHA-256 (32 bytes), size in bytes,
-    sniffed media type, and its perceptual hashes (empty when not decodable)."""
+    sniffed media type, its perceptual hashes (empty when not decodable), and for a
+    file carrying a C2PA manifest store the SHA-256 of its bytes with the store removed
+    (``content_sha256``, what a claim binds for a capture exported with Content
+    Credentials; empty otherwise)."""
 
     sha256: bytes
     size: int
     media_type: str
     soft_bindings: tuple[PerceptualHash, ...] = ()
     notes: tuple[str, ...] = ()
+    content_sha256: bytes = b""
+
+    def binds(self, claimed_sha256: bytes) -> bool:
+        """Whether a claim's hard binding covers these bytes (raw, or manifest-stripped)."""
+        return claimed_sha256 in (self.sha256, self.content_sha256)
 
 
 @dataclass(frozen=True)
@@ -88,14 +96,16 @@ class Evidence:
 
 @dataclass(frozen=True)
 class VerificationReport:
-    """The structured verdict on one file. ``detector`` is the advisory block
-    (a JSON-able dict from the detector package) or None when not run."""
+    """The structured verdict on one file. ``detector`` is the advisory block (a
+    JSON-able dict from the detector package) or None when not run; ``c2pa`` the
+    Content Credentials found in the file (a separate line of evidence) or None."""
 
     status: Verdict
     reasons: tuple[str, ...]
     evidence: Evidence
     verified_at: datetime
     detector: dict[str, Any] | None = field(default=None)
+    c2pa: dict[str, Any] | None = field(default=None)
 
 
 def signature_ok(signed: SignedClaim, device: Device | None) -> bool:
@@ -250,7 +260,7 @@ def _decide_with_sidecar(
     logged: LoggedClaim | None,
 ) -> VerificationReport:
     sig = signature_ok(sidecar, device)
-    hash_match = claim.hard_binding.sha256 == facts.sha256
+    hash_match = facts.binds(claim.hard_binding.sha256)
     distance = best_pdq_distance(facts.soft_bindings, claim.soft_bindings)
     ev = Evidence(
         file=facts,
@@ -306,3 +316,20 @@ def _decide_with_sidecar(
         ev,
         now,
     )
+
+
+def with_c2pa(report: VerificationReport, c2pa: dict[str, Any] | None) -> VerificationReport:
+    """Attach the Content Credentials block; it never changes the status, but an
+    ``UNSIGNED`` file that carries valid credentials says so in its reasons."""
+    if c2pa is None:
+        return report
+    reasons = report.reasons
+    state = c2pa.get("validation_state")
+    if report.status is Verdict.UNSIGNED and c2pa.get("present") and state in ("Valid", "Trusted"):
+        who = c2pa.get("signer") or "an unnamed signer"
+        reasons = (
+            *reasons,
+            f"the file carries Content Credentials (C2PA) that validate as {state}, signed by"
+            f" {who}: a separate line of evidence, not a record in this log",
+        )
+    return replace(report, reasons=reasons, c2pa=c2pa)

@@ -7,6 +7,7 @@ Nothing else in the project imports ``*_pb2``. Decoding untrusted bytes raises
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 from typing import Any
 
@@ -236,6 +237,7 @@ def report_to_pb(r: VerificationReport) -> pb.VerificationReport:
         pdq_threshold=ev.pdq_threshold,
         sidecar_present=ev.sidecar_present,
         hash_match=ev.hash_match,
+        file_content_sha256=ev.file.content_sha256,
     )
     if ev.claim is not None:
         c = ev.claim
@@ -257,7 +259,77 @@ def report_to_pb(r: VerificationReport) -> pb.VerificationReport:
     )
     if r.detector is not None:
         msg.detector.CopyFrom(detector_to_pb(r.detector))
+    if r.c2pa is not None:
+        msg.c2pa.CopyFrom(c2pa_to_pb(r.c2pa))
     return msg
+
+
+def c2pa_to_pb(d: dict[str, Any]) -> pb.C2paResult:
+    """A C2PA block (`C2paResult.to_dict()` shape) -> wire message."""
+    assertion = d.get("provenance_assertion")
+    return pb.C2paResult(
+        present=bool(d.get("present")),
+        validation_state=d.get("validation_state") or "",
+        validation_codes=list(d.get("validation_codes") or ()),
+        signer=d.get("signer") or "",
+        signer_org=d.get("signer_org") or "",
+        signing_alg=d.get("signing_alg") or "",
+        signed_at=d.get("signed_at") or "",
+        claim_generator=d.get("claim_generator") or "",
+        actions=[
+            pb.C2paAction(
+                action=a.get("action") or "",
+                digital_source_type=a.get("digital_source_type") or "",
+                software_agent=a.get("software_agent") or "",
+            )
+            for a in d.get("actions") or ()
+        ],
+        ingredients=[
+            pb.C2paIngredient(
+                title=i.get("title") or "",
+                relationship=i.get("relationship") or "",
+                media_type=i.get("media_type") or "",
+            )
+            for i in d.get("ingredients") or ()
+        ],
+        trusted_anchor=bool(d.get("trusted_anchor")),
+        provenance_assertion_json=json.dumps(assertion, sort_keys=True) if assertion else "",
+        error_kind=d.get("error_kind") or "",
+        error=d.get("error") or d.get("content_hash_error") or "",
+    )
+
+
+def c2pa_from_pb(m: pb.C2paResult) -> dict[str, Any]:
+    """Wire message -> the `c2pa` object of ``prov verify --json`` (absent strings are null)."""
+    return {
+        "present": m.present,
+        "validation_state": m.validation_state or None,
+        "validation_codes": list(m.validation_codes),
+        "signer": m.signer or None,
+        "signer_org": m.signer_org or None,
+        "signing_alg": m.signing_alg or None,
+        "signed_at": m.signed_at or None,
+        "claim_generator": m.claim_generator or None,
+        "actions": [
+            {
+                "action": a.action,
+                "digital_source_type": a.digital_source_type or None,
+                "software_agent": a.software_agent or None,
+            }
+            for a in m.actions
+        ],
+        "ingredients": [
+            {"title": i.title or None, "relationship": i.relationship or None,
+             "media_type": i.media_type or None}
+            for i in m.ingredients
+        ],
+        "trusted_anchor": m.trusted_anchor,
+        "provenance_assertion": json.loads(m.provenance_assertion_json)
+        if m.provenance_assertion_json
+        else None,
+        "error_kind": m.error_kind or None,
+        "error": m.error or None,
+    }
 
 
 def detector_to_pb(d: dict[str, Any]) -> pb.DetectorResult:
@@ -321,6 +393,7 @@ def report_from_pb(m: pb.VerificationReport) -> VerificationReport:
         size=e.file_size,
         media_type=e.media_type,
         soft_bindings=tuple(soft_from_pb(s) for s in e.file_soft_bindings),
+        content_sha256=bytes(e.file_content_sha256),
     )
     claim_ev = None
     if e.HasField("claim"):
@@ -348,4 +421,5 @@ def report_from_pb(m: pb.VerificationReport) -> VerificationReport:
         ),
         verified_at=ts_from_pb(m.verified_at),
         detector=detector_from_pb(m.detector) if m.HasField("detector") else None,
+        c2pa=c2pa_from_pb(m.c2pa) if m.HasField("c2pa") else None,
     )

@@ -159,20 +159,24 @@ class CreateEnrollmentTokenResponse(_message.Message):
     def __init__(self, token: _Optional[str] = ..., expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class EnrollRequest(_message.Message):
-    __slots__ = ("token", "public_key", "proof_of_possession")
+    __slots__ = ("token", "public_key", "proof_of_possession", "certificate_chain_pem")
     TOKEN_FIELD_NUMBER: _ClassVar[int]
     PUBLIC_KEY_FIELD_NUMBER: _ClassVar[int]
     PROOF_OF_POSSESSION_FIELD_NUMBER: _ClassVar[int]
+    CERTIFICATE_CHAIN_PEM_FIELD_NUMBER: _ClassVar[int]
     token: str
     public_key: bytes
     proof_of_possession: bytes
-    def __init__(self, token: _Optional[str] = ..., public_key: _Optional[bytes] = ..., proof_of_possession: _Optional[bytes] = ...) -> None: ...
+    certificate_chain_pem: str
+    def __init__(self, token: _Optional[str] = ..., public_key: _Optional[bytes] = ..., proof_of_possession: _Optional[bytes] = ..., certificate_chain_pem: _Optional[str] = ...) -> None: ...
 
 class EnrollResponse(_message.Message):
-    __slots__ = ("device",)
+    __slots__ = ("device", "certificate_chain_pem")
     DEVICE_FIELD_NUMBER: _ClassVar[int]
+    CERTIFICATE_CHAIN_PEM_FIELD_NUMBER: _ClassVar[int]
     device: Device
-    def __init__(self, device: _Optional[_Union[Device, _Mapping]] = ...) -> None: ...
+    certificate_chain_pem: str
+    def __init__(self, device: _Optional[_Union[Device, _Mapping]] = ..., certificate_chain_pem: _Optional[str] = ...) -> None: ...
 
 class RevokeRequest(_message.Message):
     __slots__ = ("device_id", "reason", "effective_at")
@@ -211,16 +215,18 @@ class SubmitCaptureResponse(_message.Message):
     def __init__(self, receipt: _Optional[_Union[Receipt, _Mapping]] = ..., duplicate: _Optional[bool] = ...) -> None: ...
 
 class VerifyFileHeader(_message.Message):
-    __slots__ = ("filename", "size_bytes", "sidecar", "detect")
+    __slots__ = ("filename", "size_bytes", "sidecar", "detect", "chunk_hashes")
     FILENAME_FIELD_NUMBER: _ClassVar[int]
     SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
     SIDECAR_FIELD_NUMBER: _ClassVar[int]
     DETECT_FIELD_NUMBER: _ClassVar[int]
+    CHUNK_HASHES_FIELD_NUMBER: _ClassVar[int]
     filename: str
     size_bytes: int
     sidecar: SignedClaim
     detect: bool
-    def __init__(self, filename: _Optional[str] = ..., size_bytes: _Optional[int] = ..., sidecar: _Optional[_Union[SignedClaim, _Mapping]] = ..., detect: _Optional[bool] = ...) -> None: ...
+    chunk_hashes: _containers.RepeatedScalarFieldContainer[bytes]
+    def __init__(self, filename: _Optional[str] = ..., size_bytes: _Optional[int] = ..., sidecar: _Optional[_Union[SignedClaim, _Mapping]] = ..., detect: _Optional[bool] = ..., chunk_hashes: _Optional[_Iterable[bytes]] = ...) -> None: ...
 
 class VerifyFileChunk(_message.Message):
     __slots__ = ("header", "data")
@@ -247,7 +253,7 @@ class ClaimEvidence(_message.Message):
     def __init__(self, signed_claim: _Optional[_Union[SignedClaim, _Mapping]] = ..., receipt: _Optional[_Union[Receipt, _Mapping]] = ..., device: _Optional[_Union[Device, _Mapping]] = ..., signature_valid: _Optional[bool] = ..., in_log: _Optional[bool] = ..., chain_linked: _Optional[bool] = ...) -> None: ...
 
 class Evidence(_message.Message):
-    __slots__ = ("file_sha256", "file_size", "media_type", "file_soft_bindings", "claim", "pdq_distance", "pdq_threshold", "sidecar_present", "hash_match")
+    __slots__ = ("file_sha256", "file_size", "media_type", "file_soft_bindings", "claim", "pdq_distance", "pdq_threshold", "sidecar_present", "hash_match", "file_content_sha256", "video_match", "damaged_ranges")
     FILE_SHA256_FIELD_NUMBER: _ClassVar[int]
     FILE_SIZE_FIELD_NUMBER: _ClassVar[int]
     MEDIA_TYPE_FIELD_NUMBER: _ClassVar[int]
@@ -257,6 +263,9 @@ class Evidence(_message.Message):
     PDQ_THRESHOLD_FIELD_NUMBER: _ClassVar[int]
     SIDECAR_PRESENT_FIELD_NUMBER: _ClassVar[int]
     HASH_MATCH_FIELD_NUMBER: _ClassVar[int]
+    FILE_CONTENT_SHA256_FIELD_NUMBER: _ClassVar[int]
+    VIDEO_MATCH_FIELD_NUMBER: _ClassVar[int]
+    DAMAGED_RANGES_FIELD_NUMBER: _ClassVar[int]
     file_sha256: bytes
     file_size: int
     media_type: str
@@ -266,7 +275,34 @@ class Evidence(_message.Message):
     pdq_threshold: int
     sidecar_present: bool
     hash_match: bool
-    def __init__(self, file_sha256: _Optional[bytes] = ..., file_size: _Optional[int] = ..., media_type: _Optional[str] = ..., file_soft_bindings: _Optional[_Iterable[_Union[SoftBinding, _Mapping]]] = ..., claim: _Optional[_Union[ClaimEvidence, _Mapping]] = ..., pdq_distance: _Optional[int] = ..., pdq_threshold: _Optional[int] = ..., sidecar_present: _Optional[bool] = ..., hash_match: _Optional[bool] = ...) -> None: ...
+    file_content_sha256: bytes
+    video_match: VideoMatch
+    damaged_ranges: _containers.RepeatedCompositeFieldContainer[ByteRange]
+    def __init__(self, file_sha256: _Optional[bytes] = ..., file_size: _Optional[int] = ..., media_type: _Optional[str] = ..., file_soft_bindings: _Optional[_Iterable[_Union[SoftBinding, _Mapping]]] = ..., claim: _Optional[_Union[ClaimEvidence, _Mapping]] = ..., pdq_distance: _Optional[int] = ..., pdq_threshold: _Optional[int] = ..., sidecar_present: _Optional[bool] = ..., hash_match: _Optional[bool] = ..., file_content_sha256: _Optional[bytes] = ..., video_match: _Optional[_Union[VideoMatch, _Mapping]] = ..., damaged_ranges: _Optional[_Iterable[_Union[ByteRange, _Mapping]]] = ...) -> None: ...
+
+class VideoMatch(_message.Message):
+    __slots__ = ("original_start_seconds", "original_end_seconds", "matched_share_query", "matched_share_original", "query_frames", "matched_frames")
+    ORIGINAL_START_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    ORIGINAL_END_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    MATCHED_SHARE_QUERY_FIELD_NUMBER: _ClassVar[int]
+    MATCHED_SHARE_ORIGINAL_FIELD_NUMBER: _ClassVar[int]
+    QUERY_FRAMES_FIELD_NUMBER: _ClassVar[int]
+    MATCHED_FRAMES_FIELD_NUMBER: _ClassVar[int]
+    original_start_seconds: float
+    original_end_seconds: float
+    matched_share_query: float
+    matched_share_original: float
+    query_frames: int
+    matched_frames: int
+    def __init__(self, original_start_seconds: _Optional[float] = ..., original_end_seconds: _Optional[float] = ..., matched_share_query: _Optional[float] = ..., matched_share_original: _Optional[float] = ..., query_frames: _Optional[int] = ..., matched_frames: _Optional[int] = ...) -> None: ...
+
+class ByteRange(_message.Message):
+    __slots__ = ("first_byte", "last_byte")
+    FIRST_BYTE_FIELD_NUMBER: _ClassVar[int]
+    LAST_BYTE_FIELD_NUMBER: _ClassVar[int]
+    first_byte: int
+    last_byte: int
+    def __init__(self, first_byte: _Optional[int] = ..., last_byte: _Optional[int] = ...) -> None: ...
 
 class DetectorCrop(_message.Message):
     __slots__ = ("x", "y", "width", "height", "score", "timestamp_seconds")
@@ -284,8 +320,18 @@ class DetectorCrop(_message.Message):
     timestamp_seconds: float
     def __init__(self, x: _Optional[int] = ..., y: _Optional[int] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., score: _Optional[float] = ..., timestamp_seconds: _Optional[float] = ...) -> None: ...
 
+class DetectorFrame(_message.Message):
+    __slots__ = ("timestamp_seconds", "score", "scored")
+    TIMESTAMP_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    SCORE_FIELD_NUMBER: _ClassVar[int]
+    SCORED_FIELD_NUMBER: _ClassVar[int]
+    timestamp_seconds: float
+    score: float
+    scored: bool
+    def __init__(self, timestamp_seconds: _Optional[float] = ..., score: _Optional[float] = ..., scored: _Optional[bool] = ...) -> None: ...
+
 class DetectorResult(_message.Message):
-    __slots__ = ("available", "note", "score", "band_low", "band_high", "band", "model_id", "model_version", "crops")
+    __slots__ = ("available", "note", "score", "band_low", "band_high", "band", "model_id", "model_version", "crops", "timeline")
     AVAILABLE_FIELD_NUMBER: _ClassVar[int]
     NOTE_FIELD_NUMBER: _ClassVar[int]
     SCORE_FIELD_NUMBER: _ClassVar[int]
@@ -295,6 +341,7 @@ class DetectorResult(_message.Message):
     MODEL_ID_FIELD_NUMBER: _ClassVar[int]
     MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
     CROPS_FIELD_NUMBER: _ClassVar[int]
+    TIMELINE_FIELD_NUMBER: _ClassVar[int]
     available: bool
     note: str
     score: float
@@ -304,21 +351,76 @@ class DetectorResult(_message.Message):
     model_id: str
     model_version: str
     crops: _containers.RepeatedCompositeFieldContainer[DetectorCrop]
-    def __init__(self, available: _Optional[bool] = ..., note: _Optional[str] = ..., score: _Optional[float] = ..., band_low: _Optional[float] = ..., band_high: _Optional[float] = ..., band: _Optional[str] = ..., model_id: _Optional[str] = ..., model_version: _Optional[str] = ..., crops: _Optional[_Iterable[_Union[DetectorCrop, _Mapping]]] = ...) -> None: ...
+    timeline: _containers.RepeatedCompositeFieldContainer[DetectorFrame]
+    def __init__(self, available: _Optional[bool] = ..., note: _Optional[str] = ..., score: _Optional[float] = ..., band_low: _Optional[float] = ..., band_high: _Optional[float] = ..., band: _Optional[str] = ..., model_id: _Optional[str] = ..., model_version: _Optional[str] = ..., crops: _Optional[_Iterable[_Union[DetectorCrop, _Mapping]]] = ..., timeline: _Optional[_Iterable[_Union[DetectorFrame, _Mapping]]] = ...) -> None: ...
+
+class C2paAction(_message.Message):
+    __slots__ = ("action", "digital_source_type", "software_agent")
+    ACTION_FIELD_NUMBER: _ClassVar[int]
+    DIGITAL_SOURCE_TYPE_FIELD_NUMBER: _ClassVar[int]
+    SOFTWARE_AGENT_FIELD_NUMBER: _ClassVar[int]
+    action: str
+    digital_source_type: str
+    software_agent: str
+    def __init__(self, action: _Optional[str] = ..., digital_source_type: _Optional[str] = ..., software_agent: _Optional[str] = ...) -> None: ...
+
+class C2paIngredient(_message.Message):
+    __slots__ = ("title", "relationship", "media_type")
+    TITLE_FIELD_NUMBER: _ClassVar[int]
+    RELATIONSHIP_FIELD_NUMBER: _ClassVar[int]
+    MEDIA_TYPE_FIELD_NUMBER: _ClassVar[int]
+    title: str
+    relationship: str
+    media_type: str
+    def __init__(self, title: _Optional[str] = ..., relationship: _Optional[str] = ..., media_type: _Optional[str] = ...) -> None: ...
+
+class C2paResult(_message.Message):
+    __slots__ = ("present", "validation_state", "validation_codes", "signer", "signer_org", "signing_alg", "signed_at", "claim_generator", "actions", "ingredients", "trusted_anchor", "provenance_assertion_json", "error_kind", "error")
+    PRESENT_FIELD_NUMBER: _ClassVar[int]
+    VALIDATION_STATE_FIELD_NUMBER: _ClassVar[int]
+    VALIDATION_CODES_FIELD_NUMBER: _ClassVar[int]
+    SIGNER_FIELD_NUMBER: _ClassVar[int]
+    SIGNER_ORG_FIELD_NUMBER: _ClassVar[int]
+    SIGNING_ALG_FIELD_NUMBER: _ClassVar[int]
+    SIGNED_AT_FIELD_NUMBER: _ClassVar[int]
+    CLAIM_GENERATOR_FIELD_NUMBER: _ClassVar[int]
+    ACTIONS_FIELD_NUMBER: _ClassVar[int]
+    INGREDIENTS_FIELD_NUMBER: _ClassVar[int]
+    TRUSTED_ANCHOR_FIELD_NUMBER: _ClassVar[int]
+    PROVENANCE_ASSERTION_JSON_FIELD_NUMBER: _ClassVar[int]
+    ERROR_KIND_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    present: bool
+    validation_state: str
+    validation_codes: _containers.RepeatedScalarFieldContainer[str]
+    signer: str
+    signer_org: str
+    signing_alg: str
+    signed_at: str
+    claim_generator: str
+    actions: _containers.RepeatedCompositeFieldContainer[C2paAction]
+    ingredients: _containers.RepeatedCompositeFieldContainer[C2paIngredient]
+    trusted_anchor: bool
+    provenance_assertion_json: str
+    error_kind: str
+    error: str
+    def __init__(self, present: _Optional[bool] = ..., validation_state: _Optional[str] = ..., validation_codes: _Optional[_Iterable[str]] = ..., signer: _Optional[str] = ..., signer_org: _Optional[str] = ..., signing_alg: _Optional[str] = ..., signed_at: _Optional[str] = ..., claim_generator: _Optional[str] = ..., actions: _Optional[_Iterable[_Union[C2paAction, _Mapping]]] = ..., ingredients: _Optional[_Iterable[_Union[C2paIngredient, _Mapping]]] = ..., trusted_anchor: _Optional[bool] = ..., provenance_assertion_json: _Optional[str] = ..., error_kind: _Optional[str] = ..., error: _Optional[str] = ...) -> None: ...
 
 class VerificationReport(_message.Message):
-    __slots__ = ("status", "reasons", "evidence", "detector", "verified_at")
+    __slots__ = ("status", "reasons", "evidence", "detector", "verified_at", "c2pa")
     STATUS_FIELD_NUMBER: _ClassVar[int]
     REASONS_FIELD_NUMBER: _ClassVar[int]
     EVIDENCE_FIELD_NUMBER: _ClassVar[int]
     DETECTOR_FIELD_NUMBER: _ClassVar[int]
     VERIFIED_AT_FIELD_NUMBER: _ClassVar[int]
+    C2PA_FIELD_NUMBER: _ClassVar[int]
     status: Verdict
     reasons: _containers.RepeatedScalarFieldContainer[str]
     evidence: Evidence
     detector: DetectorResult
     verified_at: _timestamp_pb2.Timestamp
-    def __init__(self, status: _Optional[_Union[Verdict, str]] = ..., reasons: _Optional[_Iterable[str]] = ..., evidence: _Optional[_Union[Evidence, _Mapping]] = ..., detector: _Optional[_Union[DetectorResult, _Mapping]] = ..., verified_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    c2pa: C2paResult
+    def __init__(self, status: _Optional[_Union[Verdict, str]] = ..., reasons: _Optional[_Iterable[str]] = ..., evidence: _Optional[_Union[Evidence, _Mapping]] = ..., detector: _Optional[_Union[DetectorResult, _Mapping]] = ..., verified_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., c2pa: _Optional[_Union[C2paResult, _Mapping]] = ...) -> None: ...
 
 class LookupQuery(_message.Message):
     __slots__ = ("ref", "sha256", "soft_bindings")

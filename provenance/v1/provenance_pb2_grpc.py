@@ -321,6 +321,11 @@ class VerificationStub:
                 request_serializer=provenance_dot_v1_dot_provenance__pb2.LookupRequest.SerializeToString,
                 response_deserializer=provenance_dot_v1_dot_provenance__pb2.LookupResponse.FromString,
                 _registered_method=True)
+        self.DetectFile = channel.stream_unary(
+                '/provenance.v1.Verification/DetectFile',
+                request_serializer=provenance_dot_v1_dot_provenance__pb2.VerifyFileChunk.SerializeToString,
+                response_deserializer=provenance_dot_v1_dot_provenance__pb2.DetectorResult.FromString,
+                _registered_method=True)
 
 
 class VerificationServicer:
@@ -340,6 +345,13 @@ class VerificationServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def DetectFile(self, request_iterator, context):
+        """Upload a file (as for VerifyFile) and get only the detector's advisory block.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_VerificationServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -352,6 +364,11 @@ def add_VerificationServicer_to_server(servicer, server):
                     servicer.Lookup,
                     request_deserializer=provenance_dot_v1_dot_provenance__pb2.LookupRequest.FromString,
                     response_serializer=provenance_dot_v1_dot_provenance__pb2.LookupResponse.SerializeToString,
+            ),
+            'DetectFile': grpc.stream_unary_rpc_method_handler(
+                    servicer.DetectFile,
+                    request_deserializer=provenance_dot_v1_dot_provenance__pb2.VerifyFileChunk.FromString,
+                    response_serializer=provenance_dot_v1_dot_provenance__pb2.DetectorResult.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -408,6 +425,33 @@ class Verification:
             '/provenance.v1.Verification/Lookup',
             provenance_dot_v1_dot_provenance__pb2.LookupRequest.SerializeToString,
             provenance_dot_v1_dot_provenance__pb2.LookupResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DetectFile(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_unary(
+            request_iterator,
+            target,
+            '/provenance.v1.Verification/DetectFile',
+            provenance_dot_v1_dot_provenance__pb2.VerifyFileChunk.SerializeToString,
+            provenance_dot_v1_dot_provenance__pb2.DetectorResult.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,0 +1,97 @@
+"""``prov scan``: the command function, registered by `clients.cli` on its Typer app."""
+
+from __future__ import annotations
+
+import os
+from enum import Enum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from clients.api import default_server
+from clients.scan.engines import Engine, LocalEngine, RayEngine
+from clients.scan.pipeline import DEFAULT_BATCH, run_scan
+from clients.scan.progress import ScanProgress, summary_table
+from clients.scan.worker import ScanConfig
+from provenance.errors import ConfigError
+from provenance.server import MAX_LOOKUP_QUERIES
+
+
+class EngineName(str, Enum):
+    local = "local"
+    ray = "ray"
+
+
+def make_engine(name: EngineName, workers: int | None) -> Engine:
+    """The engine named on the command line; workers None means one per CPU core."""
+    if name == EngineName.ray:
+        return RayEngine(workers)
+    return LocalEngine((os.cpu_count() or 1) if workers is None else workers)
+
+
+def scan(
+    paths: Annotated[
+        list[Path],
+        typer.Argument(
+            help="Folders, zip or tar(.gz/.bz2/.xz) archives, list files (.txt/.lst/.list,"
+            " one path a line) or single files.",
+            exists=True,
+        ),
+    ],
+    report: Annotated[
+        Path,
+        typer.Option(
+            "--report",
+            help="The JSON Lines report (must end in .jsonl); OUT.csv and OUT.html are written beside it.",
+        ),
+    ],
+    server: Annotated[
+        str,
+        typer.Option(
+            "--server", envvar="PROV_SERVER",
+            help="Server address HOST:PORT (default: $PROV_SERVER or 127.0.0.1:50051).",
+            show_default=False,
+        ),
+    ] = default_server(),
+    resume: Annotated[
+        bool, typer.Option(help="Continue the scan recorded in --report, skipping finished files.")
+    ] = False,
+    engine: Annotated[
+        EngineName, typer.Option(help="local: a process pool; ray: Ray tasks (RAY_ADDRESS or a local Ray).")
+    ] = EngineName.local,
+    detect: Annotated[
+        bool,
+        typer.Option(help="Score unsigned images with the advisory detector (local if installed, else the server's: uploads them)."),
+    ] = False,
+    workers: Annotated[
+        int | None,
+        typer.Option(help="Worker processes (local) or CPUs (local Ray); default: one per core; 0: in this process.", min=0),
+    ] = None,
+    batch_size: Annotated[
+        int, typer.Option(help="Files per batch (one lookup call each).", min=1, max=MAX_LOOKUP_QUERIES)
+    ] = DEFAULT_BATCH,
+) -> None:
+    """Scan folders and archives: which files are signed originals, derived from signed
+    captures, or unsigned. Only hashes are sent to the server.
+
+    Archives are read as streams, never extracted; hostile entries are refused with a
+    reason in the report. Interrupted scans continue with --resume. Exit 0 when the scan
+    completed (whatever the verdicts), 1 on an error (rows so far are kept).
+    """
+    if report.suffix != ".jsonl":
+        raise ConfigError(f"--report must name a .jsonl file, got {report}")
+    config = ScanConfig(server=server, detect=detect, detector_secret=os.urandom(32))
+    err = Console(stderr=True)
+    with ScanProgress(err) as progress:
+        result = run_scan(
+            [str(p) for p in paths],
+            report,
+            config,
+            make_engine(engine, workers),
+            resume=resume,
+            batch_size=batch_size,
+            on_rows=progress.update,
+        )
+    Console().print(summary_table(result, report))

@@ -1,0 +1,100 @@
+"""Where `clients.scan.worker.process_batch` runs: in-process, a local process pool, or Ray.
+
+Every engine maps the same function over batches of items and yields each batch's rows as
+soon as it is done (completion order), keeping a bounded number of batches in flight so
+that reading an archive never runs far ahead of hashing (memory stays at about
+``2 x workers`` batches).
+
+- `LocalEngine(workers)`: a `concurrent.futures.ProcessPoolExecutor` with ``workers``
+  spawned processes (spawn, not fork: the parent may hold gRPC channels, which do not
+  survive a fork); ``workers=0`` runs batches in this process.
+- `RayEngine(workers)`: Ray tasks (https://docs.ray.io/en/latest/ray-core/tasks.html).
+  It joins the cluster that ``RAY_ADDRESS`` names, or one already initialised by the
+  caller, or starts a local one with ``workers`` CPUs. Batches travel through Ray's object
+  store; folder files are read by path, so every node must see the same paths (a shared
+  file system). Ray is optional: ``pip install ray``.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+from collections.abc import Iterable, Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from typing import Any, Protocol
+
+from clients.scan.sources import Item
+from clients.scan.worker import ScanConfig, process_batch
+from provenance.errors import ConfigError
+
+Rows = list[dict[str, Any]]
+
+
+class Engine(Protocol):
+    """Runs process_batch over batches; yields each batch's rows when done."""
+
+    def map(self, batches: Iterable[list[Item]], config: ScanConfig) -> Iterator[Rows]: ...
+
+
+class LocalEngine:
+    """A process pool of ``workers`` processes (0: this process)."""
+
+    def __init__(self, workers: int) -> None:
+        if workers < 0:
+            raise ConfigError(f"workers must be 0 or more, got {workers}")
+        self.workers = workers
+
+    def map(self, batches: Iterable[list[Item]], config: ScanConfig) -> Iterator[Rows]:
+        if self.workers == 0:
+            for batch in batches:
+                yield process_batch(batch, config)
+            return
+        pool = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"))
+        pending: set[Future[Rows]] = set()
+        try:
+            for batch in batches:
+                pending.add(pool.submit(process_batch, batch, config))
+                while len(pending) >= 2 * self.workers:
+                    done, pending = wait(pending, return_when=FIRST_COMPLETED)
+                    for fut in done:
+                        yield fut.result()
+            while pending:
+                done, pending = wait(pending, return_when=FIRST_COMPLETED)
+                for fut in done:
+                    yield fut.result()
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+
+
+class RayEngine:
+    """Ray tasks on the cluster of RAY_ADDRESS, the caller's, or a local one of
+    ``workers`` CPUs (None: all)."""
+
+    def __init__(self, workers: int | None = None) -> None:
+        self.workers = workers
+
+    def map(self, batches: Iterable[list[Item]], config: ScanConfig) -> Iterator[Rows]:
+        try:
+            import ray
+        except ImportError as e:
+            raise ConfigError("--engine ray needs Ray: pip install ray") from e
+        started = not ray.is_initialized()
+        if started:
+            ray.init(num_cpus=self.workers or None, include_dashboard=False, log_to_driver=False)
+        task = ray.remote(process_batch)
+        cfg = ray.put(config)
+        in_flight = 2 * max(1, int(ray.cluster_resources().get("CPU", 1)))
+        pending: list[Any] = []
+        try:
+            for batch in batches:
+                pending.append(task.remote(batch, cfg))
+                while len(pending) >= in_flight:
+                    done, pending = ray.wait(pending, num_returns=1)
+                    yield ray.get(done[0])
+            while pending:
+                done, pending = ray.wait(pending, num_returns=1)
+                yield ray.get(done[0])
+        finally:
+            for ref in pending:
+                ray.cancel(ref)
+            if started:
+                ray.shutdown()

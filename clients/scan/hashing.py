@@ -1,0 +1,116 @@
+"""Measuring one scan item: SHA-256, media type and perceptual hashes, never uploading.
+
+Images are decoded within `provenance.assets.AssetLimits` and PDQ-hashed
+(`provenance.assets.inspect_image`); videos on disk get the PDQ hashes of frames sampled
+by the sandboxed decoder of `provenance.video.decode` (one per second); videos inside
+archives, files that are not media, corrupt media and images over the size limit are
+measured by SHA-256 alone, and say why in ``note``. Sidecars (``FILE.prov`` that parse as
+one) are recognised so that they are not reported as unknown files.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+from clients.scan.sources import SIDECAR_SUFFIX, EntryItem, FileItem, HashedItem
+from provenance.assets import AssetLimits, inspect_image
+from provenance.binding import PerceptualHash, sha256_file
+from provenance.errors import ClaimError, MediaError
+from provenance.media import SNIFF_BYTES, sniff_media_type
+from provenance.sidecar import MAX_SIDECAR_BYTES, Sidecar, decode_sidecar
+from provenance.video.decode import sample_frames
+
+@dataclass(frozen=True)
+class Measured:
+    """What was measured on one item.
+
+    sha256: 32 bytes; size: bytes; media_type: sniffed type or None; soft: PDQ hashes (one
+    for an image, one per sampled frame for a video; empty otherwise); kind: "media"
+    (perceptual hashes computed), "file" (SHA-256 only) or "sidecar" (a provenance
+    sidecar, not looked up); note: why perceptual hashing was not done, or what a sidecar belongs to.
+    """
+
+    ref: str
+    size: int
+    sha256: bytes
+    media_type: str | None
+    soft: tuple[PerceptualHash, ...]
+    kind: str
+    note: str | None = None
+
+
+def _is_image(media_type: str | None) -> bool:
+    return media_type is not None and media_type.startswith("image/")
+
+
+def _is_video(media_type: str | None) -> bool:
+    return media_type is not None and media_type.startswith("video/")
+
+
+def _unrecognised(head: bytes) -> str:
+    if not head:
+        return "empty file: looked up by SHA-256 only"
+    return "not a recognised image or video format: looked up by SHA-256 only"
+
+
+def _sidecar(ref: str, data: bytes) -> Sidecar | None:
+    if not ref.endswith(SIDECAR_SUFFIX) or len(data) > MAX_SIDECAR_BYTES:
+        return None
+    try:
+        return decode_sidecar(data)
+    except ClaimError:
+        return None
+
+
+def _from_bytes(ref: str, data: bytes, limits: AssetLimits, video_note: str) -> Measured:
+    sha = hashlib.sha256(data).digest()
+    media_type = sniff_media_type(data[:SNIFF_BYTES])
+    if _sidecar(ref, data) is not None:
+        return Measured(ref, len(data), sha, None, (), "sidecar", "a provenance sidecar: not looked up")
+    if _is_image(media_type):
+        try:
+            asset = inspect_image(sha, data, limits)
+        except MediaError as e:
+            return Measured(ref, len(data), sha, media_type, (), "file", f"{e}: looked up by SHA-256 only")
+        return Measured(ref, len(data), sha, media_type, (asset.soft,), "media")
+    if _is_video(media_type):
+        return Measured(ref, len(data), sha, media_type, (), "file", video_note)
+    return Measured(ref, len(data), sha, media_type, (), "file", _unrecognised(data[:SNIFF_BYTES]))
+
+
+_ARCHIVED_VIDEO = (
+    "video inside an archive: frames not sampled (the frame decoder reads files only);"
+    " looked up by SHA-256 only"
+)
+
+
+def measure(item: FileItem | EntryItem | HashedItem, limits: AssetLimits) -> Measured:
+    """Hash one item. Raises OSError (or BindingError) if a file on disk cannot be read."""
+    if isinstance(item, EntryItem):
+        return _from_bytes(item.ref, item.data, limits, _ARCHIVED_VIDEO)
+    if isinstance(item, HashedItem):
+        note = _ARCHIVED_VIDEO if _is_video(item.media_type) else (
+            f"{item.size}-byte entry over the in-memory limit: looked up by SHA-256 only"
+        )
+        return Measured(item.ref, item.size, item.sha256, item.media_type, (), "file", note)
+    with open(item.path, "rb") as f:
+        head = f.read(SNIFF_BYTES)
+    media_type = sniff_media_type(head)
+    small_sidecar = item.path.endswith(SIDECAR_SUFFIX) and item.size <= MAX_SIDECAR_BYTES
+    if small_sidecar or (_is_image(media_type) and item.size <= limits.max_image_bytes):
+        with open(item.path, "rb") as f:
+            data = f.read()
+        return _from_bytes(item.ref, data, limits, _ARCHIVED_VIDEO)
+    sha, size = sha256_file(item.path)
+    if _is_image(media_type):
+        note = f"image of {size} bytes is over the {limits.max_image_bytes}-byte limit: looked up by SHA-256 only"
+        return Measured(item.ref, size, sha, media_type, (), "file", note)
+    if _is_video(media_type):
+        try:
+            info = sample_frames(item.path)
+        except MediaError as e:
+            return Measured(item.ref, size, sha, media_type, (), "file", f"{e}: looked up by SHA-256 only")
+        soft = tuple(f.pdq for f in info.frames)
+        return Measured(item.ref, size, sha, info.media_type, soft, "media")
+    return Measured(item.ref, size, sha, media_type, (), "file", _unrecognised(head))

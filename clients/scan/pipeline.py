@@ -1,0 +1,121 @@
+"""The scan driver: enumerate, skip what the report already holds, batch, run, record.
+
+``run_scan`` reads the PATH arguments as a stream of items (`clients.scan.sources`), drops
+those already in the report (``resume``) or already seen in this run, groups the rest in
+batches, hands the batches to an engine (`clients.scan.engines`: the same
+`clients.scan.worker.process_batch` in-process, in a local process pool or on Ray),
+appends each finished batch's rows to the JSON Lines report (`clients.scan.resume`), and
+at the end rebuilds the CSV and HTML reports (`clients.scan.report`).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from clients.scan.engines import Engine
+from clients.scan.report import Summary, write_reports
+from clients.scan.resume import Journal, RefSet
+from clients.scan.sources import EntryItem, Item, ScanLimits, iter_items
+from clients.scan.worker import ScanConfig
+
+#: Default items per batch (one Lookup call each).
+DEFAULT_BATCH = 64
+#: Archive bytes carried by one batch at most, in bytes (a larger entry goes alone).
+BATCH_BYTES = 32 << 20
+
+
+@dataclass(frozen=True)
+class ScanResult:
+    """What one run did: rows written (scanned) and their bytes, rows found already in the
+    report (skipped), wall time in seconds, and the summary of the whole report."""
+
+    scanned: int
+    scanned_bytes: int
+    skipped: int
+    elapsed_s: float
+    summary: Summary
+
+
+def batched(items: Iterable[Item], size: int, max_bytes: int = BATCH_BYTES) -> Iterator[list[Item]]:
+    """Lists of at most ``size`` items carrying at most ``max_bytes`` of entry bytes."""
+    batch: list[Item] = []
+    held = 0
+    for item in items:
+        n = item.size if isinstance(item, EntryItem) else 0
+        if batch and (len(batch) >= size or held + n > max_bytes):
+            yield batch
+            batch, held = [], 0
+        batch.append(item)
+        held += n
+    if batch:
+        yield batch
+
+
+def _fresh(items: Iterable[Item], seen: RefSet) -> Iterator[Item]:
+    for item in items:
+        if item.ref not in seen:
+            seen.add(item.ref)
+            yield item
+
+
+def fetch_bytes(rows: list[dict[str, Any]], limits: ScanLimits) -> dict[str, bytes]:
+    """Bytes of the files or archive entries of ``rows`` (for thumbnails), read again from
+    their sources: a folder file by its path, an archive entry by one more pass over its
+    outermost archive. Rows whose source changed or vanished are left out."""
+    out: dict[str, bytes] = {}
+    by_archive: dict[str, set[str]] = {}
+    for row in rows:
+        if row.get("archive"):
+            by_archive.setdefault(row["archive"], set()).add(row["path"])
+            continue
+        try:
+            with open(row["path"], "rb") as f:
+                data = f.read(limits.assets.max_image_bytes + 1)
+        except OSError:
+            continue
+        if len(data) <= limits.assets.max_image_bytes:
+            out[row["path"]] = data
+    for archive, wanted in by_archive.items():
+        for item in iter_items([archive], limits, skip=lambda ref, w=wanted: ref not in w):  # type: ignore[misc]
+            if isinstance(item, EntryItem) and item.ref in wanted:
+                out[item.ref] = item.data
+    return out
+
+
+def run_scan(
+    paths: list[str],
+    report: Path,
+    config: ScanConfig,
+    engine: Engine,
+    resume: bool = False,
+    batch_size: int = DEFAULT_BATCH,
+    on_rows: Callable[[list[dict[str, Any]]], None] | None = None,
+    clock: Callable[[], float] = time.monotonic,
+) -> ScanResult:
+    """Scan ``paths`` into the JSON Lines ``report`` (CSV and HTML beside it).
+
+    resume: continue the scan recorded in an existing report (else an existing report is
+    refused with ConfigError). on_rows: called with each batch's rows once recorded.
+    Raises ConfigError for an unusable report, TransportError if the server fails; rows
+    recorded before an error or an interruption stay, for ``resume``.
+    """
+    start = clock()
+    scanned = scanned_bytes = 0
+    with Journal(report, resume) as journal:
+        seen = journal.done
+        skipped = len(seen)
+        items = _fresh(iter_items(paths, config.limits, skip=seen.__contains__), seen)
+        for rows in engine.map(batched(items, batch_size), config):
+            journal.write(rows)
+            scanned += len(rows)
+            scanned_bytes += sum(r["size"] or 0 for r in rows)
+            if on_rows is not None:
+                on_rows(rows)
+    summary = write_reports(
+        report, lambda rows: fetch_bytes(rows, config.limits), config.limits.assets.max_pixels
+    )
+    return ScanResult(scanned, scanned_bytes, skipped, clock() - start, summary)

@@ -1,0 +1,86 @@
+"""What a person watching a scan sees: a live progress line and a final summary table."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from clients.scan.pipeline import ScanResult
+from clients.scan.report import ERROR, SIDECAR, csv_path, html_path, row_key
+from provenance.claims import Verdict
+
+_ORDER = [v.value for v in Verdict] + [ERROR, SIDECAR]
+
+
+def _mb(n: int) -> float:
+    return n / 1e6
+
+
+class ScanProgress:
+    """A live line on ``console``: files, files/s, MB/s and the count of each verdict in
+    this run. Use as a context manager; feed it each batch's rows with `update`."""
+
+    def __init__(self, console: Console, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._progress = Progress(
+            SpinnerColumn(),
+            BarColumn(),
+            TextColumn("{task.description}"),
+            TimeElapsedColumn(),
+            console=console,
+        )
+        self._task = self._progress.add_task("starting", total=None)
+        self._start = clock()
+        self.files = 0
+        self.bytes = 0
+        self.counts: Counter[str] = Counter()
+
+    def __enter__(self) -> ScanProgress:
+        self._start = self._clock()
+        self._progress.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._progress.stop()
+
+    def describe(self) -> str:
+        """The progress text: 'N files  F files/s  M MB/s  STATUS n ...'."""
+        dt = max(self._clock() - self._start, 1e-9)
+        counts = "  ".join(f"{k} {self.counts[k]}" for k in _ORDER if self.counts[k])
+        return (
+            f"{self.files} files  {self.files / dt:.1f} files/s  {_mb(self.bytes) / dt:.1f} MB/s"
+            f"  {counts}"
+        )
+
+    def update(self, rows: list[dict[str, Any]]) -> None:
+        self.files += len(rows)
+        self.bytes += sum(r.get("size") or 0 for r in rows)
+        self.counts.update(row_key(r) for r in rows)
+        self._progress.update(self._task, description=self.describe())
+
+
+def summary_table(result: ScanResult, report: Path) -> Table:
+    """The final table: counts per verdict over the whole report, then this run's figures."""
+    s = result.summary
+    t = Table(title=f"scan report {report} ({s.rows} files, {_mb(s.bytes):,.1f} MB)")
+    t.add_column("status")
+    t.add_column("files", justify="right")
+    for key in _ORDER:
+        if s.counts.get(key):
+            t.add_row(key, str(s.counts[key]))
+    dt = max(result.elapsed_s, 1e-9)
+    t.add_section()
+    t.add_row("scanned in this run", str(result.scanned))
+    if result.skipped:
+        t.add_row("already in the report (resumed)", str(result.skipped))
+    t.add_row("files/s", f"{result.scanned / dt:.1f}")
+    t.add_row("MB/s", f"{_mb(result.scanned_bytes) / dt:.1f}")
+    t.add_row("CSV / HTML", f"{csv_path(report)} / {html_path(report)}")
+    return t

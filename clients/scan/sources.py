@@ -1,0 +1,443 @@
+"""What a scan reads: folders, zip and tar archives, list files, as a stream of items.
+
+Archives are read as streams and never extracted: an entry's bytes go to memory (images,
+small files, nested archives) or straight through SHA-256 (anything larger), never to a
+file. Entries that an extracting tool would be tricked by are refused one by one, with a
+reason, and the scan goes on: absolute names, ``..`` components, control characters,
+symbolic and hard links, devices, encrypted zip entries. Compression bombs are bounded
+(the measures of CWE-409 and of the "zip bomb" literature, e.g. D. Fifield, "A better zip
+bomb", WOOT 2019): a per-archive cap on members and on uncompressed bytes, a cap on the
+ratio of uncompressed to compressed bytes (per zip entry from its directory record, over
+the whole stream for a compressed tar, checked while reading so a lying header does not
+help), and a cap on how deeply archives nest.
+
+Every item has a ``ref``: a folder file's path as given, an archive entry's archive ref
+and name joined by ``!`` (``photos.zip!day1/a.jpg``, ``outer.zip!inner.tar.gz!x.jpg``); a
+name repeated in one archive gets `` #2``, `` #3``... A problem with a whole archive (not
+readable, too many members, too many bytes, truncated) is one item whose ref is the
+archive's own.
+"""
+
+from __future__ import annotations
+
+import io
+import lzma
+import os
+import re
+import stat
+import tarfile
+import zipfile
+import zlib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import IO
+
+from provenance.assets import AssetLimits
+from provenance.binding import Sha256Stream
+from provenance.media import SNIFF_BYTES, sniff_media_type
+from provenance.sidecar import MAX_SIDECAR_BYTES
+
+#: Names that mark a file inside a folder or an archive as an archive to open.
+ARCHIVE_SUFFIXES = (".zip", ".tar", ".tgz", ".tar.gz", ".tar.bz2", ".tbz2", ".tar.xz", ".txz")
+#: Suffixes of a PATH argument read as a list of paths, one a line.
+LIST_SUFFIXES = (".txt", ".lst", ".list")
+#: Suffix of a provenance sidecar (see `clients.device.sidecar_path`).
+SIDECAR_SUFFIX = ".prov"
+#: Entries up to this size are held in memory whatever their type, in bytes (1 MiB).
+SMALL_ENTRY_BYTES = 1 << 20
+_READ_BYTES = 1 << 20
+_HEAD_BYTES = 512
+
+
+@dataclass(frozen=True)
+class ScanLimits:
+    """Limits on untrusted archives; sizes in bytes.
+
+    assets: limits on decoding media (`provenance.assets.AssetLimits`); max_entries:
+    members of one archive; max_total_bytes: uncompressed bytes of one archive;
+    max_ratio: uncompressed / compressed bytes, checked once ratio_min_bytes were
+    decompressed (small archives of text compress well and are harmless); max_depth:
+    archive levels opened (1: archives given or found in folders; 2: one archive inside
+    those); max_nested_bytes: largest nested archive, held in memory to be opened.
+    """
+
+    assets: AssetLimits = field(default_factory=AssetLimits)
+    max_entries: int = 1_000_000
+    max_total_bytes: int = 1 << 40
+    max_ratio: float = 100.0
+    ratio_min_bytes: int = 16 << 20
+    max_depth: int = 2
+    max_nested_bytes: int = 256 << 20
+
+
+@dataclass(frozen=True)
+class FileItem:
+    """A regular file on disk: ref, path, size in bytes, the path of its sidecar if any."""
+
+    ref: str
+    path: str
+    size: int
+    sidecar: str | None = None
+
+
+@dataclass(frozen=True)
+class EntryItem:
+    """An archive entry held in memory. archive: the outermost archive file on disk."""
+
+    ref: str
+    data: bytes = field(repr=False)
+    archive: str
+
+    @property
+    def size(self) -> int:
+        return len(self.data)
+
+
+@dataclass(frozen=True)
+class HashedItem:
+    """A large archive entry hashed while streaming: SHA-256 (32 bytes), size in bytes and
+    sniffed media type (None if unrecognised)."""
+
+    ref: str
+    size: int
+    sha256: bytes
+    media_type: str | None
+    archive: str
+
+
+@dataclass(frozen=True)
+class RefusedItem:
+    """An entry (or a whole archive or folder) that was not scanned, and why."""
+
+    ref: str
+    error: str
+    size: int | None = None
+    archive: str | None = None
+
+
+Item = FileItem | EntryItem | HashedItem | RefusedItem
+
+
+def entry_name_problem(name: str) -> str | None:
+    """Why an archive member name is refused, or None if it is acceptable.
+
+    Refused: empty names, control characters (NUL included), absolute names (``/x``,
+    ``\\x``, ``C:x``), and names with a ``..`` component (either separator).
+    """
+    if not name:
+        return "empty entry name"
+    if any(ord(c) < 32 or ord(c) == 127 for c in name):
+        return "control character in the entry name"
+    if name.startswith(("/", "\\")) or re.match(r"[A-Za-z]:", name):
+        return "absolute entry name (an extracting tool would write outside its folder)"
+    if ".." in re.split(r"[\\/]", name):
+        return "path traversal: '..' in the entry name (an extracting tool would write outside its folder)"
+    return None
+
+
+def archive_kind(head: bytes) -> str | None:
+    """"zip" or "tar" from a file's first 512 bytes (gzip, bzip2 and xz count as tar),
+    else None."""
+    if head.startswith((b"PK\x03\x04", b"PK\x05\x06")):
+        return "zip"
+    if head.startswith((b"\x1f\x8b", b"BZh", b"\xfd7zXZ\x00")) or head[257:262] == b"ustar":
+        return "tar"
+    return None
+
+
+def _has_archive_suffix(name: str) -> bool:
+    return name.lower().endswith(ARCHIVE_SUFFIXES)
+
+
+class _CountingReader:
+    """A read-only file wrapper that counts the bytes read (compressed bytes of a tar)."""
+
+    def __init__(self, raw: IO[bytes]) -> None:
+        self._raw = raw
+        self.count = 0
+
+    def read(self, size: int = -1) -> bytes:
+        data = self._raw.read(size)
+        self.count += len(data)
+        return data
+
+
+class _ArchiveStop(Exception):
+    """Ends the reading of one archive; the message is the reason, reported once."""
+
+
+_TAR_ERRORS = (tarfile.TarError, EOFError, OSError, zlib.error, lzma.LZMAError)
+_ZIP_ERRORS = (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, OSError, zlib.error,
+               lzma.LZMAError, NotImplementedError, RuntimeError, ValueError)
+
+
+class Walker:
+    """Enumerates items under limits. ``skip(ref)`` says a leaf item is not wanted (already
+    in the report, say): its bytes are then not read, except as a tar stream demands."""
+
+    def __init__(self, limits: ScanLimits, skip: Callable[[str], bool]) -> None:
+        self.limits = limits
+        self.skip = skip
+
+    # ---------------------------------------------------------------- paths
+
+    def paths(self, paths: list[str]) -> Iterator[Item]:
+        """Items of PATH arguments: folders, archives, list files or single files."""
+        for p in paths:
+            yield from self._path(p, allow_list=True)
+
+    def _path(self, path: str, allow_list: bool) -> Iterator[Item]:
+        try:
+            st = os.stat(path)
+        except OSError as e:
+            yield RefusedItem(path, f"cannot open: {e.strerror or e}")
+            return
+        if stat.S_ISDIR(st.st_mode):
+            yield from self._folder(path)
+        elif not stat.S_ISREG(st.st_mode):
+            yield RefusedItem(path, "not a regular file (device, socket or FIFO)")
+        elif allow_list and path.lower().endswith(LIST_SUFFIXES):
+            yield from self._list(path)
+        else:
+            side = path + SIDECAR_SUFFIX
+            sidecar = side if os.path.isfile(side) else None
+            yield from self._file(path, st.st_size, sidecar, archive_by_magic=True)
+
+    def _list(self, path: str) -> Iterator[Item]:
+        base = os.path.dirname(path)
+        try:
+            with open(path, encoding="utf-8", errors="surrogateescape") as f:
+                lines = [line.strip() for line in f]
+        except OSError as e:
+            yield RefusedItem(path, f"cannot read the list file: {e.strerror or e}")
+            return
+        for line in lines:
+            if line and not line.startswith("#"):
+                yield from self._path(os.path.join(base, line), allow_list=False)
+
+    def _folder(self, path: str) -> Iterator[Item]:
+        try:
+            with os.scandir(path) as it:
+                entries = sorted(it, key=lambda e: e.name)
+        except OSError as e:
+            yield RefusedItem(path, f"cannot list the folder: {e.strerror or e}")
+            return
+        names = {e.name for e in entries}
+        for e in entries:
+            ref = os.path.join(path, e.name)
+            try:
+                if e.is_symlink():
+                    yield RefusedItem(ref, "symbolic link: not followed")
+                elif e.is_dir(follow_symlinks=False):
+                    yield from self._folder(ref)
+                elif e.is_file(follow_symlinks=False):
+                    side = e.name + SIDECAR_SUFFIX
+                    sidecar = os.path.join(path, side) if side in names else None
+                    size = e.stat(follow_symlinks=False).st_size
+                    yield from self._file(ref, size, sidecar, archive_by_magic=False)
+                else:
+                    yield RefusedItem(ref, "not a regular file (device, socket or FIFO)")
+            except OSError as e2:
+                yield RefusedItem(ref, f"cannot read: {e2.strerror or e2}")
+
+    def _file(self, path: str, size: int, sidecar: str | None, archive_by_magic: bool) -> Iterator[Item]:
+        """A file on disk: an archive to open (by magic when named as a PATH, by name and
+        magic inside a folder) or a leaf item."""
+        if archive_by_magic or _has_archive_suffix(path):
+            try:
+                with open(path, "rb") as f:
+                    kind = archive_kind(f.read(_HEAD_BYTES))
+                    if kind is not None:
+                        f.seek(0)
+                        yield from self._archive(kind, f, path, path, 1)
+                        return
+            except OSError as e:
+                yield RefusedItem(path, f"cannot read: {e.strerror or e}", size)
+                return
+        if not self.skip(path):
+            yield FileItem(path, path, size, sidecar)
+
+    # ---------------------------------------------------------------- archives
+
+    def _archive(self, kind: str, f: IO[bytes], ref: str, outer: str, depth: int) -> Iterator[Item]:
+        if depth > self.limits.max_depth:
+            yield RefusedItem(ref, f"archive nested more than {self.limits.max_depth} levels deep: not opened", archive=outer)
+            return
+        walk = self._zip if kind == "zip" else self._tar
+        try:
+            yield from walk(f, ref, outer, depth)
+        except _ArchiveStop as e:
+            yield RefusedItem(ref, str(e), archive=outer)
+
+    def _zip(self, f: IO[bytes], ref: str, outer: str, depth: int) -> Iterator[Item]:
+        lim = self.limits
+        try:
+            zf = zipfile.ZipFile(f)
+        except _ZIP_ERRORS as e:
+            raise _ArchiveStop(f"not a readable zip archive: {e}") from e
+        seen: dict[str, int] = {}
+        total = 0
+        with zf:
+            for n, info in enumerate(zf.infolist()):
+                if n >= lim.max_entries:
+                    raise _ArchiveStop(
+                        f"more than {lim.max_entries} entries: the rest of the archive was not scanned"
+                    )
+                if info.is_dir():
+                    continue
+                eref = _entry_ref(ref, info.filename, seen)
+                total += info.file_size
+                if total > lim.max_total_bytes:
+                    raise _ArchiveStop(
+                        f"more than {lim.max_total_bytes} uncompressed bytes: the rest of the"
+                        " archive was not scanned (a compression bomb?)"
+                    )
+                problem = _zip_entry_problem(info, lim)
+                if problem is not None:
+                    yield RefusedItem(eref, problem, info.file_size, outer)
+                    continue
+                try:
+                    with zf.open(info) as member:
+                        yield from self._entry(member, eref, outer, depth, info.file_size, lambda: None)
+                except _ZIP_ERRORS as e:
+                    yield RefusedItem(eref, f"cannot read the entry: {e}", info.file_size, outer)
+
+    def _tar(self, f: IO[bytes], ref: str, outer: str, depth: int) -> Iterator[Item]:
+        lim = self.limits
+        raw = _CountingReader(f)
+        try:
+            tf = tarfile.open(fileobj=raw, mode="r|*")  # type: ignore[call-overload]
+        except _TAR_ERRORS as e:
+            raise _ArchiveStop(f"not a readable tar archive: {e}") from e
+
+        def check_ratio() -> None:
+            unpacked = tf.fileobj.tell()
+            if unpacked > lim.ratio_min_bytes and unpacked > lim.max_ratio * max(raw.count, 1):
+                raise _ArchiveStop(
+                    f"decompression ratio over {lim.max_ratio:g}:1 ({unpacked} bytes from"
+                    f" {raw.count}): a compression bomb? the rest of the archive was not scanned"
+                )
+
+        seen: dict[str, int] = {}
+        total = 0
+        n = 0
+        with tf:
+            try:
+                for info in tf:
+                    n += 1
+                    if n > lim.max_entries:
+                        raise _ArchiveStop(
+                            f"more than {lim.max_entries} entries: the rest of the archive was not scanned"
+                        )
+                    check_ratio()
+                    if info.isdir():
+                        continue
+                    eref = _entry_ref(ref, info.name, seen)
+                    size = info.size if info.isreg() else None
+                    total += size or 0
+                    if total > lim.max_total_bytes:
+                        raise _ArchiveStop(
+                            f"more than {lim.max_total_bytes} uncompressed bytes: the rest of the"
+                            " archive was not scanned (a compression bomb?)"
+                        )
+                    problem = _tar_member_problem(info)
+                    member = tf.extractfile(info) if info.isreg() else None
+                    if problem is not None or member is None:
+                        yield RefusedItem(eref, problem or "not a regular file", size, outer)
+                        if member is not None:
+                            _drain(member, check_ratio)
+                        continue
+                    yield from self._entry(member, eref, outer, depth, info.size, check_ratio)
+                    _drain(member, check_ratio)  # a skipped entry is read through, checked
+            except _TAR_ERRORS as e:
+                raise _ArchiveStop(f"truncated or corrupt tar archive after {n} members: {e}") from e
+
+    def _entry(
+        self, member: IO[bytes], ref: str, outer: str, depth: int, size: int, check: Callable[[], None]
+    ) -> Iterator[Item]:
+        """One regular archive member: a nested archive, bytes in memory, or a streamed hash."""
+        lim = self.limits
+        head = member.read(_HEAD_BYTES)
+        check()
+        kind = archive_kind(head) if _has_archive_suffix(ref) else None
+        if kind is not None:
+            if depth + 1 > lim.max_depth:
+                yield RefusedItem(ref, f"archive nested more than {lim.max_depth} levels deep: not opened", size, outer)
+            elif size > lim.max_nested_bytes:
+                yield RefusedItem(ref, f"nested archive of {size} bytes is over the {lim.max_nested_bytes}-byte limit", size, outer)
+            else:
+                data = head + _read_all(member, lim.max_nested_bytes, check)
+                yield from self._archive(kind, io.BytesIO(data), ref, outer, depth + 1)
+            return
+        if self.skip(ref):
+            return
+        media_type = sniff_media_type(head[:SNIFF_BYTES])
+        in_memory = size <= SMALL_ENTRY_BYTES or (
+            media_type is not None and media_type.startswith("image/") and size <= lim.assets.max_image_bytes
+        ) or (ref.endswith(SIDECAR_SUFFIX) and size <= MAX_SIDECAR_BYTES)
+        if in_memory:
+            yield EntryItem(ref, head + _read_all(member, max(size - len(head), 0), check), outer)
+            return
+        sha = Sha256Stream()
+        sha.update(head)
+        while block := member.read(_READ_BYTES):
+            sha.update(block)
+            check()
+        yield HashedItem(ref, sha.size, sha.digest(), media_type, outer)
+
+
+def _entry_ref(archive_ref: str, name: str, seen: dict[str, int]) -> str:
+    k = seen.get(name, 0) + 1
+    seen[name] = k
+    ref = f"{archive_ref}!{name}"
+    return ref if k == 1 else f"{ref} #{k}"
+
+
+def _zip_entry_problem(info: zipfile.ZipInfo, lim: ScanLimits) -> str | None:
+    problem = entry_name_problem(info.filename)
+    if problem is not None:
+        return problem
+    mode = info.external_attr >> 16
+    if stat.S_ISLNK(mode):
+        return "symbolic link: not followed"
+    if stat.S_IFMT(mode) not in (0, stat.S_IFREG):
+        return "not a regular file (device, socket or FIFO)"
+    if info.flag_bits & 0x1:
+        return "encrypted entry: cannot be scanned"
+    if info.file_size > lim.ratio_min_bytes and info.file_size > lim.max_ratio * max(info.compress_size, 1):
+        ratio = info.file_size / max(info.compress_size, 1)
+        return (
+            f"compression ratio {ratio:.0f}:1 is over the {lim.max_ratio:g}:1 limit"
+            f" ({info.file_size} bytes from {info.compress_size}): a compression bomb?"
+        )
+    return None
+
+
+def _tar_member_problem(info: tarfile.TarInfo) -> str | None:
+    if info.issym():
+        return f"symbolic link to {info.linkname!r}: not followed"
+    if info.islnk():
+        return f"hard link to {info.linkname!r}: not followed"
+    if not info.isreg():
+        return "not a regular file (device, socket or FIFO)"
+    return entry_name_problem(info.name)
+
+
+def _read_all(member: IO[bytes], limit: int, check: Callable[[], None]) -> bytes:
+    """The rest of a member, at most ``limit`` bytes more, checking limits as it goes."""
+    out = bytearray()
+    while len(out) < limit and (block := member.read(min(_READ_BYTES, limit - len(out)))):
+        out += block
+        check()
+    return bytes(out)
+
+
+def _drain(member: IO[bytes], check: Callable[[], None]) -> None:
+    while member.read(_READ_BYTES):
+        check()
+
+
+def iter_items(paths: list[str], limits: ScanLimits, skip: Callable[[str], bool] = lambda _: False) -> Iterator[Item]:
+    """Items of the PATH arguments in a stable order (see `Walker`)."""
+    return Walker(limits, skip).paths(paths)
+

@@ -1,0 +1,175 @@
+"""The one code path of a scan, run by every engine: a batch of items in, report rows out.
+
+`process_batch` measures each item (`clients.scan.hashing`), sends the hashes of the whole
+batch to the service in one batch Lookup call (only hashes travel), checks a folder file
+that has a sidecar beside it with VerifyFile when the lookup alone does not find it signed
+(as ``prov verify`` would, so a file edited after signing reads TAMPERED), and, with
+``detect``, scores the unsigned images: with the local detector when the ``detector``
+package and its weights load, else through the server's VerifyFile (folder files only:
+that uploads the file). Engines (`clients.scan.engines`) only decide where it runs.
+
+Each worker process keeps one gRPC channel per server address and one detector per crop
+key, created on first use.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from clients.api import ProvenanceClient, is_unreachable
+from clients.report import report_to_json
+from clients.scan.hashing import Measured, measure
+from clients.scan.rows import error_row, measured_row
+from clients.scan.sources import EntryItem, FileItem, Item, RefusedItem, ScanLimits
+from provenance.claims import Verdict
+from provenance.errors import BindingError, ClaimError, DetectorError, MediaError, TransportError
+from provenance.media import decode_image
+from provenance.server import MAX_LOOKUP_QUERIES
+from provenance.sidecar import decode_sidecar
+from provenance.verify import VerificationReport
+
+#: Waits between tries of a Lookup when the server is unreachable, in seconds.
+RETRY_DELAYS_S = (1.0, 4.0)
+
+
+@dataclass(frozen=True)
+class ScanConfig:
+    """What every worker needs: the server address, limits, whether to run the detector,
+    and the detector's crop key (32 bytes; empty: a random key per worker process)."""
+
+    server: str
+    limits: ScanLimits = field(default_factory=ScanLimits)
+    detect: bool = False
+    detector_secret: bytes = b""
+
+
+_CLIENTS: dict[str, ProvenanceClient] = {}
+_DETECTORS: dict[bytes, Any] = {}
+
+
+def _client(address: str) -> ProvenanceClient:
+    if address not in _CLIENTS:
+        _CLIENTS[address] = ProvenanceClient(address)
+    return _CLIENTS[address]
+
+
+def _local_detector(secret: bytes) -> Any:
+    """The local `detector.infer.Detector` for this crop key, or the reason (a str) why
+    none loads in this process."""
+    if secret not in _DETECTORS:
+        try:
+            from detector.infer import Detector
+        except ImportError as e:
+            _DETECTORS[secret] = f"the detector package is not installed ({e})"
+        else:
+            try:
+                _DETECTORS[secret] = Detector.load(device="cpu", secret=secret or None)
+            except DetectorError as e:
+                _DETECTORS[secret] = f"the local detector did not load ({e})"
+    return _DETECTORS[secret]
+
+
+def _lookup(
+    client: ProvenanceClient, measured: Sequence[Measured]
+) -> dict[str, VerificationReport]:
+    queries = [(m.ref, m.sha256, m.soft) for m in measured]
+    out: dict[str, VerificationReport] = {}
+    for start in range(0, len(queries), MAX_LOOKUP_QUERIES):
+        part = queries[start : start + MAX_LOOKUP_QUERIES]
+        for delay in (*RETRY_DELAYS_S, None):
+            try:
+                out.update(client.lookup(part))
+                break
+            except TransportError as e:
+                if delay is None or not is_unreachable(e):
+                    raise
+                time.sleep(delay)
+    return out
+
+
+def _item_bytes(item: FileItem | EntryItem) -> bytes:
+    if isinstance(item, EntryItem):
+        return item.data
+    with open(item.path, "rb") as f:
+        return f.read()
+
+
+def _detect(
+    client: ProvenanceClient, item: FileItem | EntryItem, m: Measured, config: ScanConfig
+) -> dict[str, Any]:
+    """The advisory detector block of an unsigned image."""
+    det = _local_detector(config.detector_secret)
+    if not isinstance(det, str):
+        try:
+            rgb = decode_image(_item_bytes(item), config.limits.assets.max_pixels).rgb
+            return dict(det.score_image(rgb, m.sha256).to_dict())
+        except (MediaError, DetectorError) as e:
+            return {"available": False, "note": f"not scored: {e}"}
+    if isinstance(item, FileItem):
+        block = report_to_json(client.verify_file(Path(item.path), None, detect=True)).get("detector")
+        return block or {"available": False, "note": "the server returned no detector block"}
+    return {
+        "available": False,
+        "note": f"{det}; the server's detector needs a file on disk, not an archive entry",
+    }
+
+
+def _check_sidecar(
+    client: ProvenanceClient, item: FileItem, report: VerificationReport
+) -> tuple[VerificationReport, str | None]:
+    """Verify a folder file with its sidecar (uploads the file) unless already signed."""
+    if item.sidecar is None or report.status == Verdict.SIGNED_ORIGINAL:
+        return report, None
+    try:
+        with open(item.sidecar, "rb") as f:
+            signed = decode_sidecar(f.read()).signed_claim
+    except (OSError, ClaimError) as e:
+        return report, f"sidecar {os.path.basename(item.sidecar)} not usable: {e}"
+    return client.verify_file(Path(item.path), signed, detect=False), None
+
+
+def process_batch(items: Sequence[Item], config: ScanConfig) -> list[dict[str, Any]]:
+    """Rows for a batch of items, in the order given (see the module docstring).
+
+    At most MAX_LOOKUP_QUERIES items go in one Lookup call. Raises TransportError if the
+    server cannot be reached after the retries of RETRY_DELAYS_S, or refuses the call.
+    """
+    client = _client(config.server)
+    measured: dict[str, Measured] = {}
+    rows: dict[str, dict[str, Any]] = {}
+    for item in items:
+        if isinstance(item, RefusedItem):
+            rows[item.ref] = error_row(item.ref, item.error, item.size, item.archive)
+            continue
+        try:
+            measured[item.ref] = measure(item, config.limits.assets)
+        except (OSError, BindingError) as e:
+            msg = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+            rows[item.ref] = error_row(item.ref, f"cannot read: {msg}", item.size, getattr(item, "archive", None))
+    reports = _lookup(client, [m for m in measured.values() if m.kind != "sidecar"])
+    for item in items:
+        m = measured.get(item.ref)
+        if m is None:
+            continue
+        archive = getattr(item, "archive", None)
+        report = reports.get(item.ref)
+        if report is None:
+            rows[item.ref] = measured_row(m, archive, None)
+            continue
+        if isinstance(item, FileItem):
+            report, problem = _check_sidecar(client, item, report)
+            if problem is not None:
+                m = Measured(m.ref, m.size, m.sha256, m.media_type, m.soft, m.kind,
+                             "; ".join(x for x in (m.note, problem) if x))
+        block = None
+        if (config.detect and report.status == Verdict.UNSIGNED and m.kind == "media"
+                and m.media_type is not None and m.media_type.startswith("image/")
+                and isinstance(item, FileItem | EntryItem)):
+            block = _detect(client, item, m, config)
+        rows[item.ref] = measured_row(m, archive, report, block)
+    return [rows[item.ref] for item in items]

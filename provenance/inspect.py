@@ -1,0 +1,171 @@
+"""Inspecting an uploaded file: bytes buffered as they stream in, then everything the
+verdict needs measured on them (hashes, media type, pixels, Content Credentials).
+
+`Upload` keeps small files in memory and spills large ones to a temporary file, so
+memory stays flat for uploads of hundreds of MB. `inspect_upload` runs after the last
+chunk: sniff the type, read any C2PA manifest (in a worker process, remote fetching
+off), compute the manifest-stripped content hash, and decode images for PDQ.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import tempfile
+from dataclasses import dataclass, field, replace
+from typing import IO, Any
+
+from provenance.assets import AssetLimits, ImageAsset, check_size, inspect_image
+from provenance.binding import Sha256Stream
+from provenance.c2pa.container import STRIPPABLE_TYPES, content_sha256
+from provenance.c2pa.pool import ReaderPool
+from provenance.c2pa.reader import C2paLimits, C2paTrust, read_c2pa
+from provenance.errors import MediaError, MediaTooLargeError, ProvenanceError
+from provenance.media import sniff_media_type
+from provenance.verify import FileFacts
+
+#: Uploads up to this size stay in memory, in bytes.
+INLINE_BYTES = 32 * 1024 * 1024
+#: Media types whose C2PA manifest store the reader is asked about.
+C2PA_TYPES = frozenset(
+    {"image/jpeg", "image/png", "image/webp", "image/heic", "image/avif", "image/tiff",
+     "video/mp4", "video/quicktime"}
+)
+
+
+class Upload:
+    """A file arriving in pieces: SHA-256 and size kept as it streams, bytes buffered in
+    memory up to ``inline_bytes`` and in an unlinked-on-close temporary file beyond."""
+
+    def __init__(self, max_bytes: int, inline_bytes: int = INLINE_BYTES) -> None:
+        self.max_bytes = max_bytes
+        self._inline = inline_bytes
+        self._digest = Sha256Stream()
+        self._buf: IO[bytes] = io.BytesIO()
+        self._file: Any = None
+
+    def write(self, data: bytes) -> None:
+        """Append ``data``; raises MediaTooLargeError past ``max_bytes``."""
+        self._digest.update(data)
+        if self._digest.size > self.max_bytes:
+            raise MediaTooLargeError(f"upload exceeds the limit of {self.max_bytes} bytes")
+        if self._file is None and self._digest.size > self._inline:
+            self._file = tempfile.NamedTemporaryFile(prefix="prov-upload-", delete=True)
+            self._file.write(self._buf.getvalue())
+            self._buf = self._file
+        self._buf.write(data)
+
+    @property
+    def size(self) -> int:
+        return self._digest.size
+
+    @property
+    def sha256(self) -> bytes:
+        return self._digest.digest()
+
+    def head(self, n: int = 64) -> bytes:
+        self._buf.seek(0)
+        out = self._buf.read(n)
+        self._buf.seek(0, os.SEEK_END)
+        return out
+
+    def data(self) -> bytes:
+        """All bytes (for images and manifest stripping; callers bound the size first)."""
+        self._buf.seek(0)
+        out = self._buf.read()
+        self._buf.seek(0, os.SEEK_END)
+        return out
+
+    def path(self) -> str | None:
+        """A filesystem path to the bytes when they were spilled to disk, else None."""
+        if self._file is None:
+            return None
+        self._file.flush()
+        return str(self._file.name)
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+
+    def __enter__(self) -> Upload:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+@dataclass(frozen=True)
+class InspectConfig:
+    """Limits, and the Content Credentials reader (None: C2PA not read)."""
+
+    limits: AssetLimits = AssetLimits()
+    c2pa_pool: ReaderPool | None = None
+    c2pa_trust: C2paTrust | None = None
+    c2pa_limits: C2paLimits = field(default_factory=C2paLimits)
+
+
+@dataclass(frozen=True)
+class Inspection:
+    """What was measured: facts for the verdict, decoded image, C2PA block (a dict)."""
+
+    facts: FileFacts
+    image: ImageAsset | None = None
+    c2pa: dict[str, Any] | None = None
+
+
+def _c2pa(upload: Upload, media_type: str, cfg: InspectConfig) -> tuple[dict[str, Any] | None, bytes]:
+    """(C2PA block, content SHA-256 with the manifest store removed or b"")."""
+    if cfg.c2pa_pool is None or media_type not in C2PA_TYPES:
+        return None, b""
+    path = upload.path()
+    result = read_c2pa(
+        path if path is not None else upload.data(),
+        media_type,
+        cfg.c2pa_trust,
+        cfg.c2pa_limits,
+        pool=cfg.c2pa_pool,
+    )
+    block = result.to_dict()
+    content = b""
+    if result.present and media_type in STRIPPABLE_TYPES and upload.size <= cfg.limits.max_image_bytes:
+        try:
+            content = content_sha256(upload.data(), media_type)
+        except ProvenanceError as e:
+            block["content_hash_error"] = str(e)
+    return block, content
+
+
+def inspect_upload(upload: Upload, cfg: InspectConfig, lenient: bool) -> Inspection:
+    """Measure a complete upload.
+
+    ``lenient``: a sidecar or an exact log match exists, so a file that cannot be
+    decoded is still judged (with a note) instead of refused. Raises MediaError for an
+    empty, unrecognised or corrupt file, MediaTooLargeError beyond the limits.
+    """
+    check_size(upload.size, cfg.limits)
+    sha = upload.sha256
+    media_type = sniff_media_type(upload.head())
+    if media_type is None:
+        if lenient:
+            return Inspection(
+                FileFacts(sha, upload.size, "application/octet-stream", (),
+                          ("the file is not a recognised image or video format",))
+            )
+        raise MediaError(
+            "unsupported or unrecognised file format (expected JPEG, PNG, WebP, GIF, TIFF,"
+            " HEIC or a video container)"
+        )
+    c2pa, content = _c2pa(upload, media_type, cfg)
+    base = FileFacts(sha, upload.size, media_type, content_sha256=content)
+    if not media_type.startswith("image/"):
+        note = f"no perceptual hash for {media_type}: only exact matches were searched"
+        return Inspection(replace(base, notes=(note,)), None, c2pa)
+    try:
+        image = inspect_image(sha, upload.data(), cfg.limits)
+    except MediaTooLargeError:
+        raise
+    except MediaError as e:
+        if not lenient:
+            raise
+        return Inspection(replace(base, notes=(f"could not decode the image: {e}",)), None, c2pa)
+    return Inspection(replace(image.facts, content_sha256=content), image, c2pa)

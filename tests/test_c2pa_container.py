@@ -1,0 +1,127 @@
+"""Removing an embedded C2PA manifest store gives back the bytes before embedding."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from provenance.c2pa import content_sha256, strip_manifest_store
+from provenance.c2pa.container import C2PA_BMFF_UUID, C2PA_STORE_UUID
+from provenance.errors import BindingError, MediaError
+
+FIXTURES = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures" / "c2pa"
+GENERATED = FIXTURES / "generated"
+# A JUMBF description box naming a C2PA manifest store: box type, then the store UUID.
+JUMBF_C2PA = b"jumd" + C2PA_STORE_UUID
+
+
+def _boxes(data: bytes) -> list[tuple[bytes, int]]:
+    out, pos = [], 0
+    while pos < len(data):
+        size, kind = struct.unpack_from(">I4s", data, pos)
+        out.append((kind, size))
+        pos += size
+    return out
+
+
+def _chunk_offsets(data: bytes) -> list[int]:
+    """Every stco entry of the file (the fixtures have one track of 32-bit offsets)."""
+    at = data.index(b"stco") + 4 + 4
+    count = struct.unpack_from(">I", data, at)[0]
+    return list(struct.unpack_from(f">{count}I", data, at + 4))
+
+
+@pytest.mark.parametrize(
+    ("name", "media_type", "removed"),
+    [
+        ("gen_ed25519_capture.jpg", "image/jpeg", 12389),
+        ("gen_ed25519_capture.png", "image/png", 12389),
+        ("gen_ed25519_capture.mp4", "video/mp4", 12499),
+        ("gen_ed25519_capture.mov", "video/quicktime", 12499),
+    ],
+)
+def test_strip_removes_exactly_the_store(name: str, media_type: str, removed: int) -> None:
+    data = (GENERATED / name).read_bytes()
+    stripped = strip_manifest_store(data, media_type)
+    assert len(data) - len(stripped) == removed
+    assert JUMBF_C2PA not in stripped and C2PA_BMFF_UUID not in stripped
+    assert strip_manifest_store(stripped, media_type) == stripped
+    assert content_sha256(data, media_type) == hashlib.sha256(stripped).digest()
+
+
+def test_bmff_chunk_offsets_are_shifted_back_onto_the_same_samples() -> None:
+    data = (GENERATED / "gen_ed25519_capture.mp4").read_bytes()
+    stripped = strip_manifest_store(data, "video/mp4")
+    assert [k for k, _ in _boxes(data)] == [b"ftyp", b"uuid", b"free", b"mdat", b"moov"]
+    assert [k for k, _ in _boxes(stripped)] == [b"ftyp", b"free", b"mdat", b"moov"]
+    before, after = _chunk_offsets(data), _chunk_offsets(stripped)
+    assert len(before) == len(after) > 0
+    assert all(b - a == 12499 for b, a in zip(before, after, strict=True))
+    for b, a in zip(before, after, strict=True):
+        assert data[b : b + 64] == stripped[a : a + 64]
+
+
+def test_tampered_file_changes_the_content_hash() -> None:
+    for ext, media_type in (("jpg", "image/jpeg"), ("png", "image/png"), ("mp4", "video/mp4")):
+        good = content_sha256((GENERATED / f"gen_ed25519_capture.{ext}").read_bytes(), media_type)
+        bad = content_sha256((GENERATED / f"gen_tampered_onebyte.{ext}").read_bytes(), media_type)
+        assert good != bad
+
+
+def test_files_without_a_store_are_unchanged() -> None:
+    for name, media_type in (
+        ("third_party/c2pa-rs/no_manifest.jpg", "image/jpeg"),
+        ("third_party/c2pa-rs/libpng-test.png", "image/png"),
+        ("third_party/c2pa-rs/video1_no_manifest.mp4", "video/mp4"),
+        ("third_party/c2pa-python/C-recorded-as-mov.mov", "video/quicktime"),
+        ("third_party/c2pa-rs/malformed/nested_moov_1000.mp4", "video/mp4"),
+    ):
+        data = (FIXTURES / name).read_bytes()
+        assert strip_manifest_store(data, media_type) is data
+        assert content_sha256(data, media_type) == hashlib.sha256(data).digest()
+
+
+def test_third_party_stores_are_removed() -> None:
+    # A store split over many APP11 segments, and a BMFF file with moov before mdat.
+    jpeg = (FIXTURES / "third_party/c2pa-rs/verify.jpeg").read_bytes()
+    assert jpeg.count(JUMBF_C2PA) == 1
+    stripped_jpeg = strip_manifest_store(jpeg, "image/jpeg")
+    assert JUMBF_C2PA not in stripped_jpeg
+    assert len(jpeg) - len(stripped_jpeg) == 1880715
+    with Image.open(io.BytesIO(jpeg)) as a, Image.open(io.BytesIO(stripped_jpeg)) as b:
+        assert np.array_equal(np.asarray(a), np.asarray(b))
+    video = (FIXTURES / "third_party/c2pa-rs/video1.mp4").read_bytes()
+    stripped = strip_manifest_store(video, "video/mp4")
+    assert len(video) - len(stripped) == 30662
+    assert [k for k, _ in _boxes(stripped)][:2] == [b"ftyp", b"moov"]
+
+
+def test_wrong_type_and_bad_headers_raise() -> None:
+    with pytest.raises(MediaError, match="no C2PA manifest-store rule"):
+        strip_manifest_store(b"GIF89a", "image/gif")
+    with pytest.raises(MediaError, match="not a JPEG"):
+        strip_manifest_store(b"\x89PNG", "image/jpeg")
+    with pytest.raises(MediaError, match="not a PNG"):
+        strip_manifest_store(b"\xff\xd8\xff", "image/png")
+
+
+def test_chunk_offset_inside_the_store_is_refused() -> None:
+    data = bytearray((GENERATED / "gen_ed25519_capture.mp4").read_bytes())
+    at = data.index(b"stco") + 4 + 4 + 4
+    struct.pack_into(">I", data, at, 40)  # inside the uuid box at bytes 32..12531
+    with pytest.raises(BindingError, match="points into the C2PA box"):
+        strip_manifest_store(bytes(data), "video/mp4")
+
+
+def test_truncated_moov_under_a_store_raises() -> None:
+    data = bytearray((GENERATED / "gen_ed25519_capture.mp4").read_bytes())
+    moov = data.rindex(b"moov") - 4
+    struct.pack_into(">I", data, moov + 8, 0x7FFFFFF0)  # first child overruns moov
+    with pytest.raises(MediaError, match="bad size"):
+        strip_manifest_store(bytes(data), "video/mp4")
