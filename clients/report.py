@@ -78,6 +78,7 @@ def report_to_json(r: VerificationReport, path: str | None = None) -> dict[str, 
             "claim_sha256": c.signed_claim.claim_hash.hex(),
             "signature_valid": c.signature_valid,
             "in_log": c.in_log,
+            "receipt_verified": c.receipt_verified,
             "chain_linked": c.chain_linked,
             "metadata": dict(c.claim.metadata),
         }
@@ -153,8 +154,9 @@ def report_to_text(r: VerificationReport, path: str) -> str:
         if c.receipt is not None:
             lines.append(
                 f"  log        leaf {c.receipt.leaf_index}, logged"
-                f" {c.receipt.integrated_at:%Y-%m-%d %H:%M:%S} UTC (server clock),"
-                f" inclusion proof of {len(c.receipt.inclusion_proof)} hashes"
+                f" {c.receipt.integrated_at:%Y-%m-%d %H:%M:%S} UTC (server clock); receipt"
+                f" {'verified' if c.receipt_verified else 'NOT verified'} (signed checkpoint"
+                f" + inclusion proof of {len(c.receipt.inclusion_proof)} hashes)"
             )
         else:
             lines.append("  log        not in the log")

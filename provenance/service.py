@@ -30,6 +30,7 @@ from provenance.log.checkpoint import (
     open_checkpoint,
 )
 from provenance.pdq_index import PdqIndex
+from provenance.receipt import verify_receipt
 from provenance.registry import (
     check_claim_shape,
     check_enrollment,
@@ -236,12 +237,20 @@ class ProvenanceService:
 
     def _logged(self, rec: LeafRecord) -> LoggedClaim:
         signed, _ = wire.decode_log_entry(rec.entry)
+        receipt = wire.decode_receipt(rec.receipt)
+        try:
+            verify_receipt(receipt, signed, self.verifier)
+            receipt_ok = receipt.leaf_index == rec.index
+        except ProvenanceError:
+            log.warning("receipt of leaf %d does not verify", rec.index)
+            receipt_ok = False
         return LoggedClaim(
             signed_claim=signed,
             claim=wire.decode_claim(signed.claim_bytes),
-            receipt=wire.decode_receipt(rec.receipt),
+            receipt=receipt,
             device=self.store.get_device(rec.device_id),
             chain_linked=rec.chain_linked,
+            receipt_verified=receipt_ok,
         )
 
     def verify(self, facts: FileFacts, sidecar: SignedClaim | None = None) -> VerificationReport:

@@ -63,6 +63,7 @@ class LoggedClaim:
     receipt: Receipt
     device: Device
     chain_linked: bool
+    receipt_verified: bool = False
 
     @property
     def integrated_at(self) -> datetime:
@@ -80,6 +81,7 @@ class ClaimEvidence:
     signature_valid: bool
     in_log: bool
     chain_linked: bool
+    receipt_verified: bool = False
 
 
 @dataclass(frozen=True)
@@ -157,12 +159,20 @@ def _logged_verdict(
     ev = Evidence(
         file=facts,
         claim=ClaimEvidence(
-            lc.signed_claim, lc.claim, lc.device, lc.receipt, sig, True, lc.chain_linked
+            lc.signed_claim, lc.claim, lc.device, lc.receipt, sig, True, lc.chain_linked,
+            lc.receipt_verified,
         ),
         sidecar_present=sidecar,
         hash_match=True,
     )
     where = f"log index {lc.receipt.leaf_index}"
+    if not lc.receipt_verified:
+        return VerificationReport(
+            Verdict.TAMPERED,
+            (f"the log's receipt for the claim at {where} does not verify with the log key",),
+            ev,
+            now,
+        )
     if not sig:
         return VerificationReport(
             Verdict.TAMPERED,
@@ -182,7 +192,8 @@ def _logged_verdict(
         )
     reasons = [
         f"exact bytes (SHA-256) match a validly signed claim at {where},"
-        f" logged {lc.integrated_at:%Y-%m-%d %H:%M:%S} UTC"
+        f" logged {lc.integrated_at:%Y-%m-%d %H:%M:%S} UTC; its receipt (signed checkpoint"
+        f" and inclusion proof) verifies with the log key"
     ]
     if lc.device.revoked_at is not None:
         reasons.append(f"note: {_revocation_note(lc.device)}, after this claim was logged")
@@ -222,7 +233,12 @@ def decide(
     best: tuple[int, LoggedClaim] | None = None
     for lc in near:
         d = best_pdq_distance(facts.soft_bindings, lc.claim.soft_bindings)
-        if d is None or d > PDQ_MATCH_THRESHOLD or not signature_ok(lc.signed_claim, lc.device):
+        if (
+            d is None
+            or d > PDQ_MATCH_THRESHOLD
+            or not lc.receipt_verified
+            or not signature_ok(lc.signed_claim, lc.device)
+        ):
             continue
         if best is None or d < best[0]:
             best = (d, lc)
@@ -231,7 +247,8 @@ def decide(
         ev = Evidence(
             file=facts,
             claim=ClaimEvidence(
-                lc.signed_claim, lc.claim, lc.device, lc.receipt, True, True, lc.chain_linked
+                lc.signed_claim, lc.claim, lc.device, lc.receipt, True, True, lc.chain_linked,
+                lc.receipt_verified,
             ),
             pdq_distance=d,
         )
@@ -272,6 +289,7 @@ def _decide_with_sidecar(
             sig,
             logged is not None,
             logged.chain_linked if logged else False,
+            logged.receipt_verified if logged else False,
         ),
         sidecar_present=True,
         hash_match=hash_match,

@@ -249,6 +249,7 @@ def report_to_pb(r: VerificationReport) -> pb.VerificationReport:
                 signature_valid=c.signature_valid,
                 in_log=c.in_log,
                 chain_linked=c.chain_linked,
+                receipt_verified=c.receipt_verified,
             )
         )
     msg = pb.VerificationReport(
@@ -407,6 +408,7 @@ def report_from_pb(m: pb.VerificationReport) -> VerificationReport:
             signature_valid=c.signature_valid,
             in_log=c.in_log,
             chain_linked=c.chain_linked,
+            receipt_verified=c.receipt_verified,
         )
     return VerificationReport(
         status=Verdict(pb.Verdict.Name(m.status)),

@@ -44,6 +44,7 @@ def test_sign_and_verify_all_verdicts(enrolled: Cli, tmp_path: Path) -> None:
     assert (rc, report["status"]) == (0, "SIGNED_ORIGINAL")
     assert report["evidence"]["claim"]["log"]["leaf_index"] == 0
     assert report["evidence"]["claim"]["signature_valid"] is True
+    assert report["evidence"]["claim"]["receipt_verified"] is True
 
     # the same bytes without the sidecar are still found by their SHA-256
     bare = shutil.copy(photo, tmp_path / "bare.jpg")

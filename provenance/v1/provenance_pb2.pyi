@@ -237,20 +237,22 @@ class VerifyFileChunk(_message.Message):
     def __init__(self, header: _Optional[_Union[VerifyFileHeader, _Mapping]] = ..., data: _Optional[bytes] = ...) -> None: ...
 
 class ClaimEvidence(_message.Message):
-    __slots__ = ("signed_claim", "receipt", "device", "signature_valid", "in_log", "chain_linked")
+    __slots__ = ("signed_claim", "receipt", "device", "signature_valid", "in_log", "chain_linked", "receipt_verified")
     SIGNED_CLAIM_FIELD_NUMBER: _ClassVar[int]
     RECEIPT_FIELD_NUMBER: _ClassVar[int]
     DEVICE_FIELD_NUMBER: _ClassVar[int]
     SIGNATURE_VALID_FIELD_NUMBER: _ClassVar[int]
     IN_LOG_FIELD_NUMBER: _ClassVar[int]
     CHAIN_LINKED_FIELD_NUMBER: _ClassVar[int]
+    RECEIPT_VERIFIED_FIELD_NUMBER: _ClassVar[int]
     signed_claim: SignedClaim
     receipt: Receipt
     device: Device
     signature_valid: bool
     in_log: bool
     chain_linked: bool
-    def __init__(self, signed_claim: _Optional[_Union[SignedClaim, _Mapping]] = ..., receipt: _Optional[_Union[Receipt, _Mapping]] = ..., device: _Optional[_Union[Device, _Mapping]] = ..., signature_valid: _Optional[bool] = ..., in_log: _Optional[bool] = ..., chain_linked: _Optional[bool] = ...) -> None: ...
+    receipt_verified: bool
+    def __init__(self, signed_claim: _Optional[_Union[SignedClaim, _Mapping]] = ..., receipt: _Optional[_Union[Receipt, _Mapping]] = ..., device: _Optional[_Union[Device, _Mapping]] = ..., signature_valid: _Optional[bool] = ..., in_log: _Optional[bool] = ..., chain_linked: _Optional[bool] = ..., receipt_verified: _Optional[bool] = ...) -> None: ...
 
 class Evidence(_message.Message):
     __slots__ = ("file_sha256", "file_size", "media_type", "file_soft_bindings", "claim", "pdq_distance", "pdq_threshold", "sidecar_present", "hash_match", "file_content_sha256", "video_match", "damaged_ranges")

@@ -1,0 +1,44 @@
+"""The SQLite store: schema versions and migration, and refusal of unknown files."""
+
+from __future__ import annotations
+
+import sqlite3
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from provenance.errors import LogError
+from provenance.store import _MIGRATIONS, SCHEMA_VERSION, Store
+
+
+def test_migrates_a_version_1_database(tmp_path: Path) -> None:
+    db = tmp_path / "v1.db"
+    con = sqlite3.connect(db)
+    con.executescript(_MIGRATIONS[1] + "; PRAGMA user_version = 1;")
+    con.execute(
+        "INSERT INTO devices(device_id, public_key, enrolled_at) VALUES (?, ?, ?)",
+        (b"\x01" * 32, b"\x02" * 32, 1_700_000_000_000_000),
+    )
+    con.commit()
+    con.close()
+    store = Store(db)
+    assert store._writer.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
+    dev = store.get_device(b"\x01" * 32)
+    assert dev.enrolled_at == datetime.fromtimestamp(1_700_000_000, tz=UTC)
+    assert store.device_certificate(b"\x01" * 32) == ""
+    assert store._writer.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    store.close()
+
+
+def test_refuses_newer_schema_and_foreign_files(tmp_path: Path) -> None:
+    db = tmp_path / "future.db"
+    con = sqlite3.connect(db)
+    con.execute("PRAGMA user_version = 99")
+    con.close()
+    with pytest.raises(LogError, match="schema version 99"):
+        Store(db)
+    junk = tmp_path / "junk.db"
+    junk.write_bytes(b"this is not a database" * 100)
+    with pytest.raises(LogError, match="not a provenance database|cannot open"):
+        Store(junk)

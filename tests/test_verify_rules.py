@@ -1,0 +1,124 @@
+"""The verdict rules of provenance.verify.decide, on real keys and real hashes, one
+branch each (the server-level tests cover the common paths end to end)."""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from provenance import wire
+from provenance.binding import PerceptualHash
+from provenance.claims import Claim, Device, HardBinding, Receipt, SignedClaim, Verdict
+from provenance.envelope import PAYLOAD_TYPE_CLAIM, sign_payload
+from provenance.keys import DeviceKey
+from provenance.verify import FileFacts, LoggedClaim, decide, with_c2pa
+
+NOW = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
+SHA = hashlib.sha256(b"the capture").digest()
+PDQ = PerceptualHash("pdq", bytes.fromhex("f8f8f0cee0f4a84f06370a22038f63f0b36e2ed596621e1d33e6b39c4e9c9b22"), 100)
+
+
+def _flip(h: PerceptualHash, bits: int) -> PerceptualHash:
+    b = bytearray(h.hash)
+    for i in range(bits):
+        b[i // 8] ^= 1 << (i % 8)
+    return PerceptualHash("pdq", bytes(b), h.quality)
+
+
+@pytest.fixture
+def key() -> DeviceKey:
+    return DeviceKey.generate()
+
+
+def _signed(key: DeviceKey, sha: bytes = SHA) -> tuple[SignedClaim, Claim]:
+    claim = Claim(key.key_id, 1, NOW, "image/jpeg", 11, HardBinding(sha), (PDQ,))
+    data = wire.encode_claim(claim)
+    return SignedClaim(PAYLOAD_TYPE_CLAIM, data, key.key_id, sign_payload(key, PAYLOAD_TYPE_CLAIM, data)), claim
+
+
+def _device(key: DeviceKey, revoked_at: datetime | None = None) -> Device:
+    return Device(key.key_id, key.public_key, NOW - timedelta(days=1), revoked_at=revoked_at,
+                  revocation_reason="lost" if revoked_at else "")
+
+
+def _logged(key: DeviceKey, revoked_at: datetime | None = None, receipt_ok: bool = True) -> LoggedClaim:
+    signed, claim = _signed(key)
+    receipt = Receipt(7, NOW, "cp", (), b"entry")
+    return LoggedClaim(signed, claim, receipt, _device(key, revoked_at), True, receipt_ok)
+
+
+def test_exact_match_is_signed_original(key: DeviceKey) -> None:
+    r = decide(FileFacts(SHA, 11, "image/jpeg", (PDQ,)), NOW, exact=[_logged(key)])
+    assert r.status is Verdict.SIGNED_ORIGINAL
+    assert r.evidence.claim is not None and r.evidence.claim.receipt_verified
+
+
+def test_unverifiable_receipt_is_never_signed_original(key: DeviceKey) -> None:
+    r = decide(FileFacts(SHA, 11, "image/jpeg"), NOW, exact=[_logged(key, receipt_ok=False)])
+    assert r.status is Verdict.TAMPERED
+    assert "receipt" in r.reasons[0]
+
+
+def test_revocation_before_logging_and_after(key: DeviceKey) -> None:
+    before = decide(FileFacts(SHA, 11, "image/jpeg"), NOW, exact=[_logged(key, NOW - timedelta(hours=1))])
+    assert before.status is Verdict.REVOKED_KEY
+    after = decide(FileFacts(SHA, 11, "image/jpeg"), NOW, exact=[_logged(key, NOW + timedelta(hours=1))])
+    assert after.status is Verdict.SIGNED_ORIGINAL
+    assert any("after this claim was logged" in x for x in after.reasons)
+
+
+@pytest.mark.parametrize(("bits", "status"), [(0, Verdict.DERIVED), (31, Verdict.DERIVED), (32, Verdict.UNSIGNED)])
+def test_pdq_threshold_is_inclusive_31(key: DeviceKey, bits: int, status: Verdict) -> None:
+    facts = FileFacts(hashlib.sha256(b"other").digest(), 9, "image/jpeg", (_flip(PDQ, bits),))
+    r = decide(facts, NOW, near=[_logged(key)])
+    assert r.status is status
+    if status is Verdict.DERIVED:
+        assert r.evidence.pdq_distance == bits
+
+
+def test_low_quality_hashes_never_match(key: DeviceKey) -> None:
+    weak = PerceptualHash("pdq", PDQ.hash, 49)
+    r = decide(FileFacts(b"\x01" * 32, 9, "image/png", (weak,)), NOW, near=[_logged(key)])
+    assert r.status is Verdict.UNSIGNED
+
+
+def test_sidecar_branches(key: DeviceKey) -> None:
+    signed, claim = _signed(key)
+    facts = FileFacts(SHA, 11, "image/jpeg", (PDQ,))
+    # valid, matching, but never logged: nothing proves when it was made
+    r = decide(facts, NOW, sidecar=signed, sidecar_claim=claim, sidecar_device=_device(key))
+    assert r.status is Verdict.UNSIGNED and "not in the log" in r.reasons[0]
+    # the same, by a revoked key
+    r = decide(facts, NOW, sidecar=signed, sidecar_claim=claim,
+               sidecar_device=_device(key, NOW - timedelta(minutes=1)))
+    assert r.status is Verdict.REVOKED_KEY
+    # a forged signature
+    forged = SignedClaim(signed.payload_type, signed.claim_bytes, signed.key_id, bytes(64))
+    r = decide(facts, NOW, sidecar=forged, sidecar_claim=claim, sidecar_device=_device(key))
+    assert r.status is Verdict.TAMPERED and "signature" in r.reasons[0]
+    # bytes edited: the pixels stay close, and the report says so
+    edited = FileFacts(b"\x02" * 32, 11, "image/jpeg", (_flip(PDQ, 4),))
+    r = decide(edited, NOW, sidecar=signed, sidecar_claim=claim, sidecar_device=_device(key),
+               sidecar_logged=_logged(key))
+    assert r.status is Verdict.TAMPERED and r.evidence.pdq_distance == 4
+    # an unknown key with matching bytes proves nothing
+    r = decide(facts, NOW, sidecar=signed, sidecar_claim=claim, sidecar_device=None)
+    assert r.status is Verdict.UNSIGNED and "not enrolled" in r.reasons[0]
+
+
+def test_manifest_stripped_hash_binds(key: DeviceKey) -> None:
+    signed, claim = _signed(key)
+    facts = FileFacts(b"\x03" * 32, 99, "image/jpeg", (PDQ,), content_sha256=SHA)
+    r = decide(facts, NOW, sidecar=signed, sidecar_claim=claim, sidecar_device=_device(key),
+               sidecar_logged=_logged(key))
+    assert r.status is Verdict.SIGNED_ORIGINAL
+
+
+def test_c2pa_block_never_changes_the_status(key: DeviceKey) -> None:
+    r = decide(FileFacts(b"\x04" * 32, 5, "image/jpeg"), NOW)
+    block = {"present": True, "validation_state": "Trusted", "signer": "Camera Co"}
+    out = with_c2pa(r, block)
+    assert out.status is Verdict.UNSIGNED and out.c2pa == block
+    assert "Content Credentials" in out.reasons[-1]
