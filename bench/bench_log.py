@@ -100,7 +100,9 @@ def bench_appends(work: Path, submitters: int, total: int) -> None:
     print(f"durable appends, {submitters} concurrent submitters")
     print(f"  group commit (service writer):  {group:10.0f} appends/s")
     print(f"  same writer, one claim/commit:  {one:10.0f} appends/s   ratio {group / one:7.2f}x")
-    print(f"  bare SQLite, one commit/row:    {single:10.0f} rows/s      ratio {group / single:7.2f}x")
+    print(
+        f"  bare SQLite, one commit/row:    {single:10.0f} rows/s      ratio {group / single:7.2f}x"
+    )
     print(f"  bulk insert, one commit:        {bulk:10.0f} rows/s      ratio {group / bulk:7.4f}")
 
 

@@ -83,7 +83,9 @@ def _claim(key: DeviceKey, seq: int) -> SignedClaim:
             hard_binding=HardBinding(sha256=os.urandom(32)),
         )
     )
-    return SignedClaim(PAYLOAD_TYPE_CLAIM, data, key.key_id, sign_payload(key, PAYLOAD_TYPE_CLAIM, data))
+    return SignedClaim(
+        PAYLOAD_TYPE_CLAIM, data, key.key_id, sign_payload(key, PAYLOAD_TYPE_CLAIM, data)
+    )
 
 
 def main() -> None:
@@ -115,7 +117,9 @@ def main() -> None:
             chan = grpc.insecure_channel(f"127.0.0.1:{echo_port}")
             echo = chan.unary_unary("/bench.Echo/Echo")
             blob = os.urandom(payload)
-            echo_rate = _run_callers(args.callers, args.seconds, lambda w, i: echo(blob, timeout=10))
+            echo_rate = _run_callers(
+                args.callers, args.seconds, lambda w, i: echo(blob, timeout=10)
+            )
             chan.close()
 
             clients = [ProvenanceClient(addr) for _ in range(4)]

@@ -66,7 +66,9 @@ class ProvenanceClient:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _call(self, method: Any, request: Any, admin: bool = False, timeout: float | None = None) -> Any:
+    def _call(
+        self, method: Any, request: Any, admin: bool = False, timeout: float | None = None
+    ) -> Any:
         md = []
         if admin:
             if not self.admin_token:
@@ -82,7 +84,9 @@ class ProvenanceClient:
 
     # ---------------------------------------------------------------- registry
 
-    def create_enrollment_token(self, ttl_seconds: int = 0, label: str = "") -> tuple[str, datetime]:
+    def create_enrollment_token(
+        self, ttl_seconds: int = 0, label: str = ""
+    ) -> tuple[str, datetime]:
         r = self._call(
             self._registry.CreateEnrollmentToken,
             pb.CreateEnrollmentTokenRequest(ttl_seconds=ttl_seconds, label=label),
@@ -108,7 +112,9 @@ class ProvenanceClient:
     def revoke(self, device_id: bytes, reason: str, effective_at: datetime | None = None) -> Device:
         r = self._call(
             self._registry.Revoke,
-            pb.RevokeRequest(device_id=device_id, reason=reason, effective_at=wire.ts_to_pb(effective_at)),
+            pb.RevokeRequest(
+                device_id=device_id, reason=reason, effective_at=wire.ts_to_pb(effective_at)
+            ),
             admin=True,
         )
         return wire.device_from_pb(r.device)
@@ -159,7 +165,9 @@ class ProvenanceClient:
         """Batch lookup by (ref, sha256, perceptual hashes); returns (ref, report) pairs."""
         req = pb.LookupRequest(
             queries=[
-                pb.LookupQuery(ref=ref, sha256=sha, soft_bindings=[wire.soft_to_pb(h) for h in soft])
+                pb.LookupQuery(
+                    ref=ref, sha256=sha, soft_bindings=[wire.soft_to_pb(h) for h in soft]
+                )
                 for ref, sha, soft in queries
             ]
         )
@@ -206,7 +214,9 @@ def _transport_error(e: grpc.RpcError, address: str) -> TransportError:
     code = e.code() if hasattr(e, "code") else grpc.StatusCode.UNKNOWN
     details = e.details() if hasattr(e, "details") else str(e)
     if code in _UNREACHABLE:
-        return TransportError(f"cannot reach the server at {address} ({code.name}: {details})", code.name)
+        return TransportError(
+            f"cannot reach the server at {address} ({code.name}: {details})", code.name
+        )
     return TransportError(f"{details} [{code.name}]", code.name)
 
 

@@ -41,7 +41,9 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 admin_app = typer.Typer(help="Operator commands (need PROV_ADMIN_TOKEN).", no_args_is_help=True)
-device_app = typer.Typer(help="This device's key, enrollment and offline queue.", no_args_is_help=True)
+device_app = typer.Typer(
+    help="This device's key, enrollment and offline queue.", no_args_is_help=True
+)
 app.add_typer(admin_app, name="admin")
 app.add_typer(device_app, name="device")
 app.add_typer(logcmd.log_app, name="log")
@@ -91,34 +93,53 @@ def _admin_client(server: str) -> ProvenanceClient:
 @app.command()
 def serve(
     db: Annotated[Path, typer.Option(help="SQLite database file (created if missing).")],
-    listen: Annotated[str, typer.Option(help="Address to listen on, HOST:PORT (port 0 picks one).")] = "127.0.0.1:50051",
+    listen: Annotated[
+        str, typer.Option(help="Address to listen on, HOST:PORT (port 0 picks one).")
+    ] = "127.0.0.1:50051",
     admin_token_file: Annotated[
         Path | None,
-        typer.Option(help="File holding the admin token (else $PROV_ADMIN_TOKEN; else admin calls are refused)."),
+        typer.Option(
+            help="File holding the admin token (else $PROV_ADMIN_TOKEN; else admin calls are refused)."
+        ),
     ] = None,
     log_key: Annotated[
         Path | None,
-        typer.Option(help="The log's Ed25519 private key (PEM, created on first start). Default: DB.logkey.pem"),
+        typer.Option(
+            help="The log's Ed25519 private key (PEM, created on first start). Default: DB.logkey.pem"
+        ),
     ] = None,
-    origin: Annotated[str, typer.Option(help="The log's name in its checkpoints.")] = "media-provenance.local/log",
-    max_upload_mb: Annotated[int, typer.Option(help="Largest file accepted for verification, MiB.")] = 2048,
+    origin: Annotated[
+        str, typer.Option(help="The log's name in its checkpoints.")
+    ] = "media-provenance.local/log",
+    max_upload_mb: Annotated[
+        int, typer.Option(help="Largest file accepted for verification, MiB.")
+    ] = 2048,
     max_megapixels: Annotated[int, typer.Option(help="Largest image decoded, megapixels.")] = 100,
-    detector: Annotated[bool, typer.Option(help="Load the advisory detector (needs torch).")] = True,
+    detector: Annotated[
+        bool, typer.Option(help="Load the advisory detector (needs torch).")
+    ] = True,
     fast_start: Annotated[
-        bool, typer.Option(help="Skip re-hashing every log entry at start (the root is still checked).")
+        bool,
+        typer.Option(help="Skip re-hashing every log entry at start (the root is still checked)."),
     ] = False,
     ca: Annotated[
         Path | None,
-        typer.Option(help="Enrollment authority folder (`prov admin ca init`): certify enrolled keys for C2PA export."),
+        typer.Option(
+            help="Enrollment authority folder (`prov admin ca init`): certify enrolled keys for C2PA export."
+        ),
     ] = None,
     c2pa_trust_anchors: Annotated[
         Path | None,
-        typer.Option(help="PEM bundle of C2PA trust anchors for verification (default: the --ca root, if any)."),
+        typer.Option(
+            help="PEM bundle of C2PA trust anchors for verification (default: the --ca root, if any)."
+        ),
     ] = None,
     c2pa_trust_config: Annotated[
         Path | None, typer.Option(help="Allowed signer EKUs for C2PA (c2pa-rs store.cfg format).")
     ] = None,
-    c2pa_workers: Annotated[int, typer.Option(help="Processes reading C2PA manifests (0: do not read C2PA).")] = 2,
+    c2pa_workers: Annotated[
+        int, typer.Option(help="Processes reading C2PA manifests (0: do not read C2PA).")
+    ] = 2,
 ) -> None:
     """Run the gRPC server with its embedded database until SIGINT/SIGTERM."""
     from provenance.assets import AssetLimits
@@ -133,9 +154,13 @@ def serve(
         try:
             token = admin_token_file.read_text().strip()
         except OSError as e:
-            raise ConfigError(f"cannot read admin token file {admin_token_file}: {e.strerror}") from e
+            raise ConfigError(
+                f"cannot read admin token file {admin_token_file}: {e.strerror}"
+            ) from e
     if not token:
-        err.print("[yellow]warning:[/] no admin token configured: enrollment tokens and revocations are refused")
+        err.print(
+            "[yellow]warning:[/] no admin token configured: enrollment tokens and revocations are refused"
+        )
     service = ProvenanceService(
         ServiceConfig(
             db=db,
@@ -155,7 +180,9 @@ def serve(
     config = ServerConfig(
         admin_token=token,
         inspect=InspectConfig(
-            limits=AssetLimits(max_bytes=max_upload_mb * 1024 * 1024, max_pixels=max_megapixels * 1_000_000),
+            limits=AssetLimits(
+                max_bytes=max_upload_mb * 1024 * 1024, max_pixels=max_megapixels * 1_000_000
+            ),
             c2pa_pool=pool,
             c2pa_trust=trust,
         ),
@@ -198,7 +225,9 @@ def _load_detector():  # type: ignore[no-untyped-def]
 @admin_app.command("enroll-token")
 def enroll_token(
     server: ServerOpt = default_server(),
-    ttl: Annotated[int, typer.Option(help="Seconds the token stays valid (0: server default, 24 h).")] = 0,
+    ttl: Annotated[
+        int, typer.Option(help="Seconds the token stays valid (0: server default, 24 h).")
+    ] = 0,
     label: Annotated[str, typer.Option(help="A name for the device, kept in the registry.")] = "",
 ) -> None:
     """Make a one-time enrollment token and print it (only the token, on stdout)."""
@@ -208,15 +237,23 @@ def enroll_token(
     print(token)
 
 
-ca_app = typer.Typer(help="The enrollment authority that certifies device keys (for C2PA).", no_args_is_help=True)
+ca_app = typer.Typer(
+    help="The enrollment authority that certifies device keys (for C2PA).", no_args_is_help=True
+)
 admin_app.add_typer(ca_app, name="ca")
 
 
 @ca_app.command("init")
 def ca_init(
-    dir: Annotated[Path, typer.Option("--dir", help="Folder to create the authority in (key mode 0600).")],
-    name: Annotated[str, typer.Option(help="Common name of the root certificate.")] = "Media Provenance Enrollment CA",
-    organization: Annotated[str, typer.Option(help="Organization of the root certificate.")] = "Media Provenance",
+    dir: Annotated[
+        Path, typer.Option("--dir", help="Folder to create the authority in (key mode 0600).")
+    ],
+    name: Annotated[
+        str, typer.Option(help="Common name of the root certificate.")
+    ] = "Media Provenance Enrollment CA",
+    organization: Annotated[
+        str, typer.Option(help="Organization of the root certificate.")
+    ] = "Media Provenance",
 ) -> None:
     """Create an Ed25519 root CA on this machine; run the server with `--ca DIR` to
     issue a certificate to every device it enrolls. Prints the root certificate, which
@@ -254,7 +291,9 @@ def revoke(
     with _admin_client(server) as c:
         d = c.revoke(dev, reason, when)
     assert d.revoked_at is not None
-    out.print(f"revoked {d.device_id.hex()} at {d.revoked_at:%Y-%m-%d %H:%M:%S} UTC: {d.revocation_reason}")
+    out.print(
+        f"revoked {d.device_id.hex()} at {d.revoked_at:%Y-%m-%d %H:%M:%S} UTC: {d.revocation_reason}"
+    )
 
 
 # ---------------------------------------------------------------- device
@@ -263,7 +302,9 @@ def revoke(
 @device_app.command("init")
 def device_init(
     home: HomeOpt = default_home(),
-    force: Annotated[bool, typer.Option(help="Replace an existing key (its identity is lost).")] = False,
+    force: Annotated[
+        bool, typer.Option(help="Replace an existing key (its identity is lost).")
+    ] = False,
 ) -> None:
     """Create this device's Ed25519 key, encrypted with a passphrase."""
     state = DeviceHome(home).init(_passphrase(confirm=True), force=force)
@@ -276,7 +317,9 @@ def device_enroll(
     token: Annotated[str, typer.Option(help="One-time token from `prov admin enroll-token`.")] = "",
     certificate: Annotated[
         Path | None,
-        typer.Option(help="Enroll with an X.509 chain for this key from the server's authority instead of a token."),
+        typer.Option(
+            help="Enroll with an X.509 chain for this key from the server's authority instead of a token."
+        ),
     ] = None,
     server: ServerOpt = default_server(),
     home: HomeOpt = default_home(),
@@ -324,7 +367,9 @@ def device_sync(server: ServerOpt = default_server(), home: HomeOpt = default_ho
 
 @app.command()
 def sign(
-    files: Annotated[list[Path], typer.Argument(help="Captures to sign.", exists=True, dir_okay=False)],
+    files: Annotated[
+        list[Path], typer.Argument(help="Captures to sign.", exists=True, dir_okay=False)
+    ],
     server: ServerOpt = default_server(),
     home: HomeOpt = default_home(),
     c2pa: Annotated[
@@ -358,18 +403,26 @@ def sign(
             if reachable:
                 try:
                     receipt, _ = h.submit_one(c, queued, sidecar, spath)
-                    out.print(f"{f}: signed (#{seq}) and logged at leaf {receipt.leaf_index} -> {spath.name}")
+                    out.print(
+                        f"{f}: signed (#{seq}) and logged at leaf {receipt.leaf_index} -> {spath.name}"
+                    )
                     if c2pa:
                         h.embed_c2pa(key, f, spath, chain)
-                        out.print(f"{f}: C2PA manifest embedded (Content Credentials signed by this device)")
+                        out.print(
+                            f"{f}: C2PA manifest embedded (Content Credentials signed by this device)"
+                        )
                     continue
                 except TransportError as e:
                     if not is_unreachable(e):
-                        err.print(f"[red]{f}: signed (#{seq}) but refused by the server:[/] {e} (kept in the queue)")
+                        err.print(
+                            f"[red]{f}: signed (#{seq}) but refused by the server:[/] {e} (kept in the queue)"
+                        )
                         failed += 1
                         continue
                     reachable = False
-            out.print(f"{f}: signed (#{seq}), queued: server unreachable; run `prov device sync` later -> {spath.name}")
+            out.print(
+                f"{f}: signed (#{seq}), queued: server unreachable; run `prov device sync` later -> {spath.name}"
+            )
             if c2pa:
                 err.print(f"{f}: C2PA manifest not embedded: it needs the log receipt")
     if failed:

@@ -99,7 +99,9 @@ def main() -> None:
                 img.putpixel((x, y), (0, 0, 0))
         img.save(tampered, "JPEG", quality=92)
         shutil.copy(str(hopper) + ".prov", str(tampered) + ".prov")
-        print(f"  {tampered.name}: a black bar painted over the photo, shipped with the original sidecar")
+        print(
+            f"  {tampered.name}: a black bar painted over the photo, shipped with the original sidecar"
+        )
         unsigned = Path(shutil.copy(SAMPLES / "chelsea.png", desk / "cat.png"))
         generated = Path(shutil.copy(SAMPLES / "generated_controlnet.png", desk / "generated.png"))
         print(f"  {unsigned.name}: a real photo nobody signed; {generated.name}: a generated image")
@@ -112,7 +114,9 @@ def main() -> None:
         run("verify", str(generated), expect=11)
         run("verify", str(hopper), "--json", "--no-detect", expect=0)
 
-        print("\n# 6. anyone can check a receipt offline with the log's public key, and audit the log")
+        print(
+            "\n# 6. anyone can check a receipt offline with the log's public key, and audit the log"
+        )
         vkey = capture("log", "key")
         run("receipt", "verify", str(hopper) + ".prov", "--log-key", vkey)
         run("log", "audit", "--state", str(work / "audit-state.json"))

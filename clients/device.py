@@ -206,7 +206,10 @@ class DeviceHome:
 
     def _enqueue(self, seq: int, sidecar: Sidecar, side_path: Path) -> Path:
         self.queue_dir.mkdir(parents=True, exist_ok=True)
-        doc = {"sidecar_path": str(side_path.resolve()), "sidecar": encode_sidecar(sidecar).decode()}
+        doc = {
+            "sidecar_path": str(side_path.resolve()),
+            "sidecar": encode_sidecar(sidecar).decode(),
+        }
         queued = self.queue_dir / f"{seq:012d}.json"
         atomic_write(queued, json.dumps(doc).encode())
         return queued
@@ -249,7 +252,9 @@ class DeviceHome:
 
         sidecar = decode_sidecar(side_path.read_bytes())
         if sidecar.receipt is None:
-            raise ConfigError(f"{path.name}: the claim is not logged yet; C2PA export needs the receipt")
+            raise ConfigError(
+                f"{path.name}: the claim is not logged yet; C2PA export needs the receipt"
+            )
         embed_manifest(
             path,
             path,

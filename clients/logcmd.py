@@ -17,13 +17,20 @@ from provenance.log.checkpoint import NoteVerifier, load_log_signer
 from provenance.receipt import verify_receipt
 from provenance.sidecar import decode_sidecar
 
-log_app = typer.Typer(help="Audit the transparency log (checkpoints, consistency).", no_args_is_help=True)
-receipt_app = typer.Typer(help="Check receipts offline with the log's public key.", no_args_is_help=True)
+log_app = typer.Typer(
+    help="Audit the transparency log (checkpoints, consistency).", no_args_is_help=True
+)
+receipt_app = typer.Typer(
+    help="Check receipts offline with the log's public key.", no_args_is_help=True
+)
 out = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
 
 ServerOpt = Annotated[
-    str, typer.Option("--server", envvar="PROV_SERVER", help="Server address HOST:PORT.", show_default=False)
+    str,
+    typer.Option(
+        "--server", envvar="PROV_SERVER", help="Server address HOST:PORT.", show_default=False
+    ),
 ]
 
 
@@ -39,9 +46,14 @@ def _read_vkey(value: str) -> str:
 def log_key(
     server: ServerOpt = default_server(),
     key_file: Annotated[
-        Path | None, typer.Option(help="Read the key from the server's log key file instead of asking the server.")
+        Path | None,
+        typer.Option(
+            help="Read the key from the server's log key file instead of asking the server."
+        ),
     ] = None,
-    origin: Annotated[str, typer.Option(help="Log origin, with --key-file.")] = "media-provenance.local/log",
+    origin: Annotated[
+        str, typer.Option(help="Log origin, with --key-file.")
+    ] = "media-provenance.local/log",
 ) -> None:
     """Print the log's public verifier key (note format NAME+HASH+KEY)."""
     if key_file is not None:
@@ -69,11 +81,15 @@ def _entries(c: ProvenanceClient, start: int, end: int) -> Iterator[bytes]:
 
 @log_app.command("audit")
 def audit(
-    state: Annotated[Path, typer.Option(help="File holding the last checkpoint this auditor accepted.")],
+    state: Annotated[
+        Path, typer.Option(help="File holding the last checkpoint this auditor accepted.")
+    ],
     server: ServerOpt = default_server(),
     log_key: Annotated[
         str | None,
-        typer.Option(help="Pin the log's verifier key (text or file). Default: the key saved in STATE, else the server's (trust on first use)."),
+        typer.Option(
+            help="Pin the log's verifier key (text or file). Default: the key saved in STATE, else the server's (trust on first use)."
+        ),
     ] = None,
     full: Annotated[
         bool,
@@ -115,17 +131,22 @@ def audit(
 
 @receipt_app.command("verify")
 def receipt_verify(
-    sidecar: Annotated[Path, typer.Argument(help="A FILE.prov sidecar holding a receipt.", exists=True)],
-    log_key: Annotated[str, typer.Option(help="The log's verifier key (text or a file holding it).")],
+    sidecar: Annotated[
+        Path, typer.Argument(help="A FILE.prov sidecar holding a receipt.", exists=True)
+    ],
+    log_key: Annotated[
+        str, typer.Option(help="The log's verifier key (text or a file holding it).")
+    ],
 ) -> None:
     """Verify a sidecar's receipt offline: checkpoint signature, leaf, inclusion proof."""
     sc = decode_sidecar(sidecar.read_bytes())
     if sc.receipt is None:
-        raise ConfigError(f"{sidecar} has no receipt yet: the claim was not logged (run `prov device sync`)")
+        raise ConfigError(
+            f"{sidecar} has no receipt yet: the claim was not logged (run `prov device sync`)"
+        )
     cp = verify_receipt(sc.receipt, sc.signed_claim, NoteVerifier.from_vkey(_read_vkey(log_key)))
     out.print(
         f"receipt OK: leaf {sc.receipt.leaf_index} of {cp.size} in log {cp.origin},"
         f" logged {sc.receipt.integrated_at:%Y-%m-%d %H:%M:%S} UTC; claim by device"
         f" {sc.signed_claim.key_id.hex()[:16]}…"
     )
-

@@ -31,9 +31,7 @@ EXIT_CODES: dict[Verdict, int] = {
     Verdict.TAMPERED: 13,
 }
 
-_ADVISORY = (
-    "advisory only: a learned estimate, never proof; it does not change the status above"
-)
+_ADVISORY = "advisory only: a learned estimate, never proof; it does not change the status above"
 
 
 def _iso(dt: Any) -> str | None:
@@ -123,7 +121,11 @@ def _c2pa_line(c: dict[str, Any]) -> str:
         return "no Content Credentials in the file"
     codes = ", ".join(c.get("validation_codes") or []) or "no failure codes"
     who = c.get("signer") or "unknown signer"
-    anchor = "chains to a configured trust anchor" if c.get("trusted_anchor") else "signer not on a configured trust list"
+    anchor = (
+        "chains to a configured trust anchor"
+        if c.get("trusted_anchor")
+        else "signer not on a configured trust list"
+    )
     return (
         f"{c.get('validation_state')}: signed by {who} with {c.get('claim_generator') or 'an unnamed tool'}"
         f" ({anchor}; {codes})"
@@ -165,7 +167,9 @@ def report_to_text(r: VerificationReport, path: str) -> str:
                 f"  revoked    {c.device.revoked_at:%Y-%m-%d %H:%M:%S} UTC: {c.device.revocation_reason}"
             )
     if ev.pdq_distance is not None:
-        lines.append(f"  pixels     PDQ distance {ev.pdq_distance} (match threshold {ev.pdq_threshold})")
+        lines.append(
+            f"  pixels     PDQ distance {ev.pdq_distance} (match threshold {ev.pdq_threshold})"
+        )
     if r.c2pa is not None:
         lines.append(f"  C2PA       {_c2pa_line(r.c2pa)}")
     if r.detector is not None:

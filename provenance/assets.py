@@ -71,5 +71,7 @@ def inspect_image(sha256: bytes, data: bytes, limits: AssetLimits) -> ImageAsset
         )
     img = decode_image(data, max_pixels=limits.max_pixels)
     soft = image_soft_binding(img)
-    facts = FileFacts(sha256=sha256, size=len(data), media_type=img.media_type, soft_bindings=(soft,))
+    facts = FileFacts(
+        sha256=sha256, size=len(data), media_type=img.media_type, soft_bindings=(soft,)
+    )
     return ImageAsset(facts, img.width, img.height, soft)

@@ -29,14 +29,17 @@ class AuditState:
     frontier: tuple[bytes, ...]
 
     def to_json(self) -> str:
-        return json.dumps(
-            {
-                "verifier_key": self.verifier_key,
-                "checkpoint": self.checkpoint,
-                "frontier": [h.hex() for h in self.frontier],
-            },
-            indent=2,
-        ) + "\n"
+        return (
+            json.dumps(
+                {
+                    "verifier_key": self.verifier_key,
+                    "checkpoint": self.checkpoint,
+                    "frontier": [h.hex() for h in self.frontier],
+                },
+                indent=2,
+            )
+            + "\n"
+        )
 
     @classmethod
     def from_json(cls, text: str) -> AuditState:
@@ -94,7 +97,9 @@ def audit_step(
             )
         if new.size > old.size and old.size > 0:
             try:
-                merkle.verify_consistency(old.size, new.size, consistency, old.root_hash, new.root_hash)
+                merkle.verify_consistency(
+                    old.size, new.size, consistency, old.root_hash, new.root_hash
+                )
             except LogError as e:
                 raise LogIntegrityError(
                     f"FORK: the tree of size {old.size} seen before is not a prefix of the new"

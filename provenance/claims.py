@@ -11,7 +11,7 @@ import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from enum import Enum
+from enum import StrEnum
 
 from provenance.binding import PerceptualHash
 
@@ -114,7 +114,7 @@ class Device:
         return self.revoked_at is not None
 
 
-class Verdict(str, Enum):
+class Verdict(StrEnum):
     """The five verdicts of DESIGN.md; the value is the name used in JSON and on the wire."""
 
     SIGNED_ORIGINAL = "SIGNED_ORIGINAL"

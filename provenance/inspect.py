@@ -28,8 +28,16 @@ from provenance.verify import FileFacts
 INLINE_BYTES = 32 * 1024 * 1024
 #: Media types whose C2PA manifest store the reader is asked about.
 C2PA_TYPES = frozenset(
-    {"image/jpeg", "image/png", "image/webp", "image/heic", "image/avif", "image/tiff",
-     "video/mp4", "video/quicktime"}
+    {
+        "image/jpeg",
+        "image/png",
+        "image/webp",
+        "image/heic",
+        "image/avif",
+        "image/tiff",
+        "video/mp4",
+        "video/quicktime",
+    }
 )
 
 
@@ -113,7 +121,9 @@ class Inspection:
     c2pa: dict[str, Any] | None = None
 
 
-def _c2pa(upload: Upload, media_type: str, cfg: InspectConfig) -> tuple[dict[str, Any] | None, bytes]:
+def _c2pa(
+    upload: Upload, media_type: str, cfg: InspectConfig
+) -> tuple[dict[str, Any] | None, bytes]:
     """(C2PA block, content SHA-256 with the manifest store removed or b"")."""
     if cfg.c2pa_pool is None or media_type not in C2PA_TYPES:
         return None, b""
@@ -127,7 +137,11 @@ def _c2pa(upload: Upload, media_type: str, cfg: InspectConfig) -> tuple[dict[str
     )
     block = result.to_dict()
     content = b""
-    if result.present and media_type in STRIPPABLE_TYPES and upload.size <= cfg.limits.max_image_bytes:
+    if (
+        result.present
+        and media_type in STRIPPABLE_TYPES
+        and upload.size <= cfg.limits.max_image_bytes
+    ):
         try:
             content = content_sha256(upload.data(), media_type)
         except ProvenanceError as e:
@@ -148,8 +162,13 @@ def inspect_upload(upload: Upload, cfg: InspectConfig, lenient: bool) -> Inspect
     if media_type is None:
         if lenient:
             return Inspection(
-                FileFacts(sha, upload.size, "application/octet-stream", (),
-                          ("the file is not a recognised image or video format",))
+                FileFacts(
+                    sha,
+                    upload.size,
+                    "application/octet-stream",
+                    (),
+                    ("the file is not a recognised image or video format",),
+                )
             )
         raise MediaError(
             "unsupported or unrecognised file format (expected JPEG, PNG, WebP, GIF, TIFF,"

@@ -166,8 +166,13 @@ class MihIndex:
             return []
         qw = _query_words(query.hash)
         rows = self._candidates(t, query.hash, max_distance)
-        words = np.vstack([t.words[rows], t.pending_words])
-        ids = np.concatenate([t.ids[rows], t.pending_ids])
+        if isinstance(rows, slice):
+            rows = np.arange(len(t.ids))
+        else:  # candidates repeat across tables: check all, then keep each hit once
+            near = np.bitwise_count(np.take(t.words, rows, axis=0) ^ qw).sum(axis=1)
+            rows = np.unique(rows[near <= max_distance])
+        words = np.vstack([np.take(t.words, rows, axis=0), t.pending_words])
+        ids = np.concatenate([np.take(t.ids, rows), t.pending_ids])
         dist = np.bitwise_count(words ^ qw).sum(axis=1)
         keep = np.nonzero(dist <= max_distance)[0]
         keep = keep[np.argsort(dist[keep], kind="stable")][:limit]
@@ -175,8 +180,9 @@ class MihIndex:
 
     @staticmethod
     def _candidates(t: _Tables, code: bytes, max_distance: int) -> np.ndarray | slice:
-        """Sorted unique indexed rows sharing a substring within max_distance // 16 bits of
-        the query's, or slice(None) (every row) when probing would not beat a full scan."""
+        """Indexed rows (int32, with repeats) sharing a substring within max_distance // 16
+        bits of the query's, or slice(None) (every row) when probing would not beat a full
+        scan."""
         n = len(t.ids)
         radius = max_distance // SUBSTRINGS
         if radius > MAX_PROBE_RADIUS:
@@ -194,4 +200,4 @@ class MihIndex:
         base = np.repeat(np.arange(SUBSTRINGS), masks.size) * n + lo
         run_start = np.cumsum(lengths) - lengths
         pos = np.repeat(base - run_start, lengths) + np.arange(total)
-        return np.unique(t.order.ravel()[pos])
+        return np.take(t.order.ravel(), pos)

@@ -176,7 +176,9 @@ class CapturesServicer(rpc.CapturesServicer):
         if not request.HasField("signed_claim"):
             raise ClaimError("the request carries no signed claim")
         res = self.s.submit(wire.signed_from_pb(request.signed_claim))
-        return pb.SubmitCaptureResponse(receipt=wire.receipt_to_pb(res.receipt), duplicate=res.duplicate)
+        return pb.SubmitCaptureResponse(
+            receipt=wire.receipt_to_pb(res.receipt), duplicate=res.duplicate
+        )
 
 
 class VerificationServicer(rpc.VerificationServicer):
@@ -272,7 +274,9 @@ class LogServicer(rpc.LogServicer):
             index=request.leaf_index if which == "leaf_index" else None,
             leaf_hash=bytes(request.leaf_hash) if which == "leaf_hash" else None,
         )
-        return pb.GetInclusionProofResponse(leaf_index=idx, tree_size=size, proof=proof, leaf_hash=lh)
+        return pb.GetInclusionProofResponse(
+            leaf_index=idx, tree_size=size, proof=proof, leaf_hash=lh
+        )
 
     @_rpc
     def GetConsistencyProof(self, request: Any, context: grpc.ServicerContext) -> Any:
@@ -314,7 +318,9 @@ def create_server(
     names = [pb.DESCRIPTOR.services_by_name[n].full_name for n in pb.DESCRIPTOR.services_by_name]
     for name in ["", *names]:
         health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-    reflection.enable_server_reflection([*names, health.SERVICE_NAME, reflection.SERVICE_NAME], server)
+    reflection.enable_server_reflection(
+        [*names, health.SERVICE_NAME, reflection.SERVICE_NAME], server
+    )
     try:
         port = server.add_insecure_port(address)
     except RuntimeError as e:

@@ -14,12 +14,12 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from provenance import wire
-from provenance.claims import Claim, Device, Receipt, SignedClaim
 from provenance.c2pa.authority import (
     accept_device_certificate,
     issue_device_certificate,
     load_authority,
 )
+from provenance.claims import Claim, Device, Receipt, SignedClaim
 from provenance.errors import EnrollmentError, LogError, LogIntegrityError, ProvenanceError
 from provenance.log import merkle
 from provenance.log.checkpoint import (
@@ -194,7 +194,9 @@ class ProvenanceService:
         chain = ""
         if certificate_pem:
             if self.authority is None:
-                raise EnrollmentError("this server runs no enrollment authority to check certificates")
+                raise EnrollmentError(
+                    "this server runs no enrollment authority to check certificates"
+                )
             accept_device_certificate(
                 certificate_pem.encode(), public_key, [self.authority.certificate], now=now
             )
@@ -202,7 +204,9 @@ class ProvenanceService:
         elif not token:
             raise EnrollmentError("enrollment needs a one-time token or a device certificate")
         elif self.authority is not None:
-            chain = issue_device_certificate(self.authority, public_key, device_id.hex(), now=now).decode()
+            chain = issue_device_certificate(
+                self.authority, public_key, device_id.hex(), now=now
+            ).decode()
         device = self.store.enroll(
             token_hash(token) if token else None, Device(device_id, public_key, now), now, chain
         )

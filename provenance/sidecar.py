@@ -82,9 +82,11 @@ def decode_sidecar(data: bytes) -> Sidecar:
             signature=base64.b64decode(sigs[0]["sig"], validate=True),
         )
         public_key = base64.b64decode(doc["publicKey"], validate=True)
-        receipt = decode_receipt(base64.b64decode(doc["receipt"], validate=True)) if doc.get(
-            "receipt"
-        ) else None
+        receipt = (
+            decode_receipt(base64.b64decode(doc["receipt"], validate=True))
+            if doc.get("receipt")
+            else None
+        )
     except (KeyError, TypeError, ValueError, binascii.Error) as e:
         raise ClaimError(f"malformed sidecar: {e!r}") from e
     return Sidecar(signed, public_key, receipt, str(doc.get("logVerifierKey") or ""))

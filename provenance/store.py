@@ -252,10 +252,14 @@ class Store:
         " revoked_at, revocation_reason"
     )
 
-    def find_device(self, device_id: bytes, conn: sqlite3.Connection | None = None) -> Device | None:
-        row = (conn or self._reader()).execute(
-            f"SELECT {self._DEVICE_COLS} FROM devices WHERE device_id=?", (device_id,)
-        ).fetchone()
+    def find_device(
+        self, device_id: bytes, conn: sqlite3.Connection | None = None
+    ) -> Device | None:
+        row = (
+            (conn or self._reader())
+            .execute(f"SELECT {self._DEVICE_COLS} FROM devices WHERE device_id=?", (device_id,))
+            .fetchone()
+        )
         return None if row is None else self._device(row)
 
     def get_device(self, device_id: bytes) -> Device:
@@ -295,7 +299,9 @@ class Store:
                 if used is not None:
                     raise EnrollmentError("this enrollment token was already used")
                 if to_us(now) > int(expires):
-                    raise EnrollmentError(f"this enrollment token expired at {from_us(int(expires))}")
+                    raise EnrollmentError(
+                        f"this enrollment token expired at {from_us(int(expires))}"
+                    )
                 label = token_label or label
             if self.find_device(device.device_id, c) is not None:
                 raise EnrollmentError(f"device {device.device_id.hex()} is already enrolled")
@@ -315,9 +321,11 @@ class Store:
 
     def device_certificate(self, device_id: bytes) -> str:
         """The device's X.509 chain (PEM), or "" when it has none."""
-        row = self._reader().execute(
-            "SELECT certificate_pem FROM devices WHERE device_id=?", (device_id,)
-        ).fetchone()
+        row = (
+            self._reader()
+            .execute("SELECT certificate_pem FROM devices WHERE device_id=?", (device_id,))
+            .fetchone()
+        )
         return "" if row is None else str(row[0])
 
     def revoke(self, device_id: bytes, effective_at: datetime, reason: str) -> Device:
@@ -436,35 +444,51 @@ class Store:
     def leaf_by_claim_hash(
         self, claim_hash: bytes, conn: sqlite3.Connection | None = None
     ) -> LeafRecord | None:
-        row = (conn or self._reader()).execute(
-            f"SELECT {self._LEAF_COLS} FROM leaves WHERE claim_hash=?", (claim_hash,)
-        ).fetchone()
+        row = (
+            (conn or self._reader())
+            .execute(f"SELECT {self._LEAF_COLS} FROM leaves WHERE claim_hash=?", (claim_hash,))
+            .fetchone()
+        )
         return None if row is None else self._leaf(row)
 
     def leaf_by_index(self, index: int) -> LeafRecord | None:
-        row = self._reader().execute(
-            f"SELECT {self._LEAF_COLS} FROM leaves WHERE idx=?", (index,)
-        ).fetchone()
+        row = (
+            self._reader()
+            .execute(f"SELECT {self._LEAF_COLS} FROM leaves WHERE idx=?", (index,))
+            .fetchone()
+        )
         return None if row is None else self._leaf(row)
 
     def leaf_by_leaf_hash(self, leaf_hash: bytes) -> LeafRecord | None:
-        row = self._reader().execute(
-            f"SELECT {self._LEAF_COLS} FROM leaves WHERE leaf_hash=? ORDER BY idx LIMIT 1",
-            (leaf_hash,),
-        ).fetchone()
+        row = (
+            self._reader()
+            .execute(
+                f"SELECT {self._LEAF_COLS} FROM leaves WHERE leaf_hash=? ORDER BY idx LIMIT 1",
+                (leaf_hash,),
+            )
+            .fetchone()
+        )
         return None if row is None else self._leaf(row)
 
     def leaves_by_file_sha256(self, sha256: bytes) -> list[LeafRecord]:
-        rows = self._reader().execute(
-            f"SELECT {self._LEAF_COLS} FROM leaves WHERE file_sha256=? ORDER BY idx", (sha256,)
-        ).fetchall()
+        rows = (
+            self._reader()
+            .execute(
+                f"SELECT {self._LEAF_COLS} FROM leaves WHERE file_sha256=? ORDER BY idx", (sha256,)
+            )
+            .fetchall()
+        )
         return [self._leaf(r) for r in rows]
 
     def entries(self, start: int, limit: int) -> list[tuple[int, bytes]]:
         """(index, leaf data) of up to ``limit`` leaves from index ``start``, in order."""
-        rows = self._reader().execute(
-            "SELECT idx, entry FROM leaves WHERE idx>=? ORDER BY idx LIMIT ?", (start, limit)
-        ).fetchall()
+        rows = (
+            self._reader()
+            .execute(
+                "SELECT idx, entry FROM leaves WHERE idx>=? ORDER BY idx LIMIT ?", (start, limit)
+            )
+            .fetchall()
+        )
         return [(int(r[0]), bytes(r[1])) for r in rows]
 
     def iter_leaves(self, batch: int = 10_000) -> Iterator[tuple[int, bytes, bytes]]:
@@ -500,9 +524,11 @@ class Store:
 
     def latest_checkpoint(self, conn: sqlite3.Connection | None = None) -> tuple[int, str] | None:
         """(tree size, signed note) of the newest checkpoint, or None for an empty log."""
-        row = (conn or self._reader()).execute(
-            "SELECT size, note FROM checkpoints ORDER BY size DESC LIMIT 1"
-        ).fetchone()
+        row = (
+            (conn or self._reader())
+            .execute("SELECT size, note FROM checkpoints ORDER BY size DESC LIMIT 1")
+            .fetchone()
+        )
         return None if row is None else (int(row[0]), str(row[1]))
 
 

@@ -123,9 +123,7 @@ def signature_ok(signed: SignedClaim, device: Device | None) -> bool:
     return True
 
 
-def best_pdq_distance(
-    a: Sequence[PerceptualHash], b: Sequence[PerceptualHash]
-) -> int | None:
+def best_pdq_distance(a: Sequence[PerceptualHash], b: Sequence[PerceptualHash]) -> int | None:
     """Smallest Hamming distance between usable PDQ hashes of ``a`` and ``b``.
 
     Hashes with quality below ``PDQ_MIN_QUALITY`` are ignored (ThreatExchange PDQ
@@ -159,7 +157,13 @@ def _logged_verdict(
     ev = Evidence(
         file=facts,
         claim=ClaimEvidence(
-            lc.signed_claim, lc.claim, lc.device, lc.receipt, sig, True, lc.chain_linked,
+            lc.signed_claim,
+            lc.claim,
+            lc.device,
+            lc.receipt,
+            sig,
+            True,
+            lc.chain_linked,
             lc.receipt_verified,
         ),
         sidecar_present=sidecar,
@@ -247,7 +251,13 @@ def decide(
         ev = Evidence(
             file=facts,
             claim=ClaimEvidence(
-                lc.signed_claim, lc.claim, lc.device, lc.receipt, True, True, lc.chain_linked,
+                lc.signed_claim,
+                lc.claim,
+                lc.device,
+                lc.receipt,
+                True,
+                True,
+                lc.chain_linked,
                 lc.receipt_verified,
             ),
             pdq_distance=d,
@@ -263,9 +273,7 @@ def decide(
     reasons = ["no signed claim in the log matches these bytes or these pixels"]
     if not facts.soft_bindings:
         reasons.append("no perceptual hash could be computed, so near copies were not searched")
-    return VerificationReport(
-        Verdict.UNSIGNED, tuple(reasons), Evidence(file=facts), now
-    )
+    return VerificationReport(Verdict.UNSIGNED, tuple(reasons), Evidence(file=facts), now)
 
 
 def _decide_with_sidecar(
@@ -296,7 +304,9 @@ def _decide_with_sidecar(
         pdq_distance=distance,
     )
     if device is None:
-        reasons = ["the sidecar's key is not enrolled with this server, so its signature cannot be trusted"]
+        reasons = [
+            "the sidecar's key is not enrolled with this server, so its signature cannot be trusted"
+        ]
         if not hash_match:
             reasons.append("and the file's bytes differ from the ones the sidecar describes")
         status = Verdict.TAMPERED if not hash_match else Verdict.UNSIGNED
@@ -309,11 +319,17 @@ def _decide_with_sidecar(
             now,
         )
     if not hash_match:
-        reasons = ["the file's bytes differ from the bytes the signed sidecar claim covers (SHA-256)"]
+        reasons = [
+            "the file's bytes differ from the bytes the signed sidecar claim covers (SHA-256)"
+        ]
         if distance is not None:
             reasons.append(
                 f"the pixels are {distance} bits (PDQ) from the signed capture's: "
-                + ("a close copy with edits" if distance <= PDQ_MATCH_THRESHOLD else "a different picture")
+                + (
+                    "a close copy with edits"
+                    if distance <= PDQ_MATCH_THRESHOLD
+                    else "a different picture"
+                )
             )
         return VerificationReport(Verdict.TAMPERED, tuple(reasons), ev, now)
     if logged is not None:
@@ -321,7 +337,9 @@ def _decide_with_sidecar(
     if _revoked_for(device, None):
         return VerificationReport(
             Verdict.REVOKED_KEY,
-            (f"the sidecar is signed, but {_revocation_note(device)} and the claim was never logged",),
+            (
+                f"the sidecar is signed, but {_revocation_note(device)} and the claim was never logged",
+            ),
             ev,
             now,
         )

@@ -320,8 +320,11 @@ def c2pa_from_pb(m: pb.C2paResult) -> dict[str, Any]:
             for a in m.actions
         ],
         "ingredients": [
-            {"title": i.title or None, "relationship": i.relationship or None,
-             "media_type": i.media_type or None}
+            {
+                "title": i.title or None,
+                "relationship": i.relationship or None,
+                "media_type": i.media_type or None,
+            }
             for i in m.ingredients
         ],
         "trusted_anchor": m.trusted_anchor,

@@ -44,8 +44,18 @@ def start_server(db: Path, *extra: str, env: dict[str, str] | None = None) -> Se
     """Start `prov serve --db DB --listen 127.0.0.1:0` and wait for its address line."""
     full_env = {**os.environ, "PROV_ADMIN_TOKEN": ADMIN_TOKEN, **(env or {})}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "clients.cli", "serve", "--db", str(db), "--listen", "127.0.0.1:0",
-         "--no-detector", *extra],
+        [
+            sys.executable,
+            "-m",
+            "clients.cli",
+            "serve",
+            "--db",
+            str(db),
+            "--listen",
+            "127.0.0.1:0",
+            "--no-detector",
+            *extra,
+        ],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -59,7 +69,9 @@ def start_server(db: Path, *extra: str, env: dict[str, str] | None = None) -> Se
         if line.startswith("listening on "):
             return ServerProc(proc, line.split()[-1], db)
         if not line and proc.poll() is not None:
-            raise RuntimeError(f"server exited {proc.returncode}: {proc.stderr.read() if proc.stderr else ''}")
+            raise RuntimeError(
+                f"server exited {proc.returncode}: {proc.stderr.read() if proc.stderr else ''}"
+            )
     proc.kill()
     raise RuntimeError("server did not start in 60 s")
 
@@ -87,8 +99,12 @@ class Cli:
 
 
 @pytest.fixture
-def cli(tmp_path: Path, server: ServerProc, monkeypatch: pytest.MonkeyPatch,
-        capsys: pytest.CaptureFixture[str]) -> Cli:
+def cli(
+    tmp_path: Path,
+    server: ServerProc,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> Cli:
     home = tmp_path / "device"
     monkeypatch.setenv("PROV_HOME", str(home))
     monkeypatch.setenv("PROV_PASSPHRASE", PASSPHRASE)

@@ -10,11 +10,11 @@ from pathlib import Path
 
 import grpc
 import pytest
+from conftest import FIXTURES, SAMPLES, Cli, ServerProc, start_server
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from PIL import Image
 
 from clients.api import ProvenanceClient
-from conftest import FIXTURES, SAMPLES, Cli, ServerProc, start_server
 from provenance.errors import TransportError
 
 HOSTILE = [

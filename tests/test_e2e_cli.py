@@ -8,9 +8,8 @@ import json
 import shutil
 from pathlib import Path
 
-from PIL import Image
-
 from conftest import SAMPLES, Cli
+from PIL import Image
 
 
 def _reencode(src: Path, dst: Path, scale: float = 0.75, quality: int = 80) -> Path:

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import grpc
 import pytest
+from conftest import ADMIN_TOKEN, SAMPLES, Cli, ServerProc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from clients.api import ProvenanceClient
-from conftest import ADMIN_TOKEN, SAMPLES, Cli, ServerProc
 from provenance import wire
 from provenance.claims import Claim, HardBinding, SignedClaim
 from provenance.envelope import PAYLOAD_TYPE_CLAIM, PAYLOAD_TYPE_ENROLL, sign_payload
@@ -61,7 +61,9 @@ def _signed(key: DeviceKey, seq: int, sha: bytes = b"\x11" * 32, prev: bytes = b
         prev_claim_hash=prev,
     )
     data = wire.encode_claim(claim)
-    return SignedClaim(PAYLOAD_TYPE_CLAIM, data, key.key_id, sign_payload(key, PAYLOAD_TYPE_CLAIM, data))
+    return SignedClaim(
+        PAYLOAD_TYPE_CLAIM, data, key.key_id, sign_payload(key, PAYLOAD_TYPE_CLAIM, data)
+    )
 
 
 @pytest.mark.parametrize(
@@ -108,8 +110,10 @@ def test_malformed_uploads(server: ServerProc) -> None:
     assert exc.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "header" in exc.value.details()
     data = (SAMPLES / "rocket.jpg").read_bytes()
-    msgs = [pb.VerifyFileChunk(header=pb.VerifyFileHeader(size_bytes=len(data) + 100)),
-            pb.VerifyFileChunk(data=data)]
+    msgs = [
+        pb.VerifyFileChunk(header=pb.VerifyFileHeader(size_bytes=len(data) + 100)),
+        pb.VerifyFileChunk(data=data),
+    ]
     with pytest.raises(grpc.RpcError) as exc:
         stub.VerifyFile(iter(msgs), timeout=10)
     assert exc.value.code() == grpc.StatusCode.INVALID_ARGUMENT
@@ -153,7 +157,11 @@ def test_enrollment_errors(client: ProvenanceClient, server: ServerProc) -> None
     key = DeviceKey.generate()
     token, _ = client.create_enrollment_token()
     with pytest.raises(TransportError) as exc:  # proof of possession by another key
-        client.enroll(token, key.public_key, sign_payload(DeviceKey.generate(), PAYLOAD_TYPE_ENROLL, token.encode()))
+        client.enroll(
+            token,
+            key.public_key,
+            sign_payload(DeviceKey.generate(), PAYLOAD_TYPE_ENROLL, token.encode()),
+        )
     assert _code(exc) == "PERMISSION_DENIED" and "proof of possession" in str(exc.value)
     small_order = (1).to_bytes(32, "little")  # the identity point: order 1
     with pytest.raises(TransportError) as exc:
@@ -162,24 +170,36 @@ def test_enrollment_errors(client: ProvenanceClient, server: ServerProc) -> None
     client.enroll(token, key.public_key, sign_payload(key, PAYLOAD_TYPE_ENROLL, token.encode()))
     other = DeviceKey.generate()
     with pytest.raises(TransportError) as exc:  # one-time token
-        client.enroll(token, other.public_key, sign_payload(other, PAYLOAD_TYPE_ENROLL, token.encode()))
+        client.enroll(
+            token, other.public_key, sign_payload(other, PAYLOAD_TYPE_ENROLL, token.encode())
+        )
     assert _code(exc) == "PERMISSION_DENIED" and "already used" in str(exc.value)
     with pytest.raises(TransportError) as exc:
-        client.enroll("no-such-token", other.public_key, sign_payload(other, PAYLOAD_TYPE_ENROLL, b"no-such-token"))
+        client.enroll(
+            "no-such-token",
+            other.public_key,
+            sign_payload(other, PAYLOAD_TYPE_ENROLL, b"no-such-token"),
+        )
     assert _code(exc) == "PERMISSION_DENIED" and "unknown" in str(exc.value)
 
-    with ProvenanceClient(server.address, admin_token="wrong") as c, pytest.raises(TransportError) as exc:
+    with (
+        ProvenanceClient(server.address, admin_token="wrong") as c,
+        pytest.raises(TransportError) as exc,
+    ):
         c.create_enrollment_token()
     assert _code(exc) == "UNAUTHENTICATED" and "wrong" in str(exc.value)
     chan = grpc.insecure_channel(server.address)
     with pytest.raises(grpc.RpcError) as rexc:
-        rpc.DeviceRegistryStub(chan).Revoke(pb.RevokeRequest(device_id=key.key_id, reason="x"), timeout=10)
+        rpc.DeviceRegistryStub(chan).Revoke(
+            pb.RevokeRequest(device_id=key.key_id, reason="x"), timeout=10
+        )
     assert rexc.value.code() == grpc.StatusCode.UNAUTHENTICATED
     chan.close()
 
 
-def test_server_survives_and_stays_consistent(client: ProvenanceClient, server: ServerProc,
-                                              tmp_path: Path, cli: Cli) -> None:
+def test_server_survives_and_stays_consistent(
+    client: ProvenanceClient, server: ServerProc, tmp_path: Path, cli: Cli
+) -> None:
     key = _enroll(client)
     client.submit(_signed(key, 1))
     for junk in (b"", b"\x00" * 1000, _png_header(60_000, 60_000), b"\xff\xd8\xff\xe0garbage"):

@@ -11,9 +11,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from conftest import SAMPLES, Cli, ServerProc, start_server
 
 from clients.device import DeviceHome
-from conftest import SAMPLES, Cli, ServerProc, start_server
 
 
 def _status(cli: Cli, path: Path, *extra: str) -> tuple[int, dict]:
@@ -22,8 +22,9 @@ def _status(cli: Cli, path: Path, *extra: str) -> tuple[int, dict]:
     return rc, json.loads(out)
 
 
-def test_offline_queue_then_sync(enrolled: Cli, server: ServerProc, tmp_path: Path,
-                                 monkeypatch: pytest.MonkeyPatch) -> None:
+def test_offline_queue_then_sync(
+    enrolled: Cli, server: ServerProc, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     photo = Path(shutil.copy(SAMPLES / "rocket.jpg", tmp_path / "rocket.jpg"))
     other = Path(shutil.copy(SAMPLES / "grace_hopper.jpg", tmp_path / "hopper.jpg"))
     assert server.stop() == 0  # clean shutdown on SIGTERM
@@ -50,9 +51,12 @@ def test_offline_queue_then_sync(enrolled: Cli, server: ServerProc, tmp_path: Pa
         srv.stop()
 
 
-def test_restart_keeps_everything(enrolled: Cli, server: ServerProc, tmp_path: Path,
-                                  monkeypatch: pytest.MonkeyPatch) -> None:
-    files = [Path(shutil.copy(SAMPLES / n, tmp_path / n)) for n in ("rocket.jpg", "grace_hopper.jpg")]
+def test_restart_keeps_everything(
+    enrolled: Cli, server: ServerProc, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    files = [
+        Path(shutil.copy(SAMPLES / n, tmp_path / n)) for n in ("rocket.jpg", "grace_hopper.jpg")
+    ]
     rc, _, err = enrolled("sign", *map(str, files))
     assert rc == 0, err
     state = tmp_path / "audit.json"
@@ -85,7 +89,9 @@ def test_revocation_verdicts(enrolled: Cli, tmp_path: Path) -> None:
     late = Path(shutil.copy(SAMPLES / "grace_hopper.jpg", tmp_path / "late.jpg"))
     rc, _, err = enrolled("sign", str(late))
     assert rc == 0, err
-    rc, out, err = enrolled("admin", "revoke", device_id, "--reason", "key extracted", "--since", since)
+    rc, out, err = enrolled(
+        "admin", "revoke", device_id, "--reason", "key extracted", "--since", since
+    )
     assert rc == 0 and "revoked" in out, err
 
     rc, report = _status(enrolled, late)

@@ -14,9 +14,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from conftest import ADMIN_TOKEN, Cli, ServerProc, start_server
 
 from clients.api import ProvenanceClient
-from conftest import ADMIN_TOKEN, Cli, ServerProc, start_server
 from provenance import wire
 from provenance.claims import Claim, HardBinding, Receipt, SignedClaim
 from provenance.envelope import PAYLOAD_TYPE_CLAIM, PAYLOAD_TYPE_ENROLL, sign_payload
@@ -44,7 +44,9 @@ def _claim(key: DeviceKey, seq: int) -> SignedClaim:
             hard_binding=HardBinding(sha256=os.urandom(32)),
         )
     )
-    return SignedClaim(PAYLOAD_TYPE_CLAIM, data, key.key_id, sign_payload(key, PAYLOAD_TYPE_CLAIM, data))
+    return SignedClaim(
+        PAYLOAD_TYPE_CLAIM, data, key.key_id, sign_payload(key, PAYLOAD_TYPE_CLAIM, data)
+    )
 
 
 def _submit_some(c: ProvenanceClient, key: DeviceKey, n: int, seq0: int = 1) -> list[Receipt]:
@@ -108,7 +110,9 @@ def test_sigkill_during_burst_loses_no_acknowledged_submission(tmp_path: Path) -
             for note in checkpoints_before_crash:
                 old = open_checkpoint(note, verifier)
                 proof = c.consistency_proof(old.size, latest.size)
-                merkle.verify_consistency(old.size, latest.size, proof, old.root_hash, latest.root_hash)
+                merkle.verify_consistency(
+                    old.size, latest.size, proof, old.root_hash, latest.root_hash
+                )
         assert len({r.leaf_index for r in acked}) == len(acked)
     finally:
         srv.stop()
@@ -145,8 +149,9 @@ def test_tampering_is_detected_by_audit_and_at_start(
     assert "modified" in str(exc.value) or "deleted" in str(exc.value)
 
 
-def test_rollback_and_fork_are_detected(cli: Cli, server: ServerProc, tmp_path: Path,
-                                        monkeypatch: pytest.MonkeyPatch) -> None:
+def test_rollback_and_fork_are_detected(
+    cli: Cli, server: ServerProc, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     with ProvenanceClient(server.address, admin_token=ADMIN_TOKEN) as c:
         key = _enroll(c)
         _submit_some(c, key, 3)

@@ -8,9 +8,9 @@ import shutil
 from pathlib import Path
 
 import pytest
+from conftest import SAMPLES, Cli, ServerProc
 
 from clients.api import ProvenanceClient
-from conftest import SAMPLES, Cli, ServerProc
 from provenance.errors import TransportError
 from provenance.log import merkle
 from provenance.log.checkpoint import NoteVerifier, generate_log_key, open_checkpoint
@@ -18,7 +18,10 @@ from provenance.log.checkpoint import NoteVerifier, generate_log_key, open_check
 
 @pytest.fixture
 def signed_three(enrolled: Cli, tmp_path: Path) -> list[Path]:
-    files = [Path(shutil.copy(SAMPLES / n, tmp_path / n)) for n in ("rocket.jpg", "grace_hopper.jpg", "chelsea.png")]
+    files = [
+        Path(shutil.copy(SAMPLES / n, tmp_path / n))
+        for n in ("rocket.jpg", "grace_hopper.jpg", "chelsea.png")
+    ]
     rc, _, err = enrolled("sign", *map(str, files))
     assert rc == 0, err
     return files
@@ -42,15 +45,19 @@ def test_proofs_by_index_and_hash(signed_three: list[Path], server: ServerProc) 
         proof = c.consistency_proof(1, 3)
         one = merkle.root(1, lambda keys: [merkle.leaf_hash(entries[0]) for _ in keys])
         merkle.verify_consistency(1, 3, proof, one, cp.root_hash)
-        for bad in (lambda: c.inclusion_proof(0, leaf_index=3), lambda: c.consistency_proof(2, 9),
-                    lambda: c.inclusion_proof(0, leaf_hash=b"\x00" * 32)):
+        for bad in (
+            lambda: c.inclusion_proof(0, leaf_index=3),
+            lambda: c.consistency_proof(2, 9),
+            lambda: c.inclusion_proof(0, leaf_hash=b"\x00" * 32),
+        ):
             with pytest.raises(TransportError) as exc:
                 bad()
             assert exc.value.code == "OUT_OF_RANGE"
 
 
-def test_receipt_verifies_offline_and_detects_changes(signed_three: list[Path], enrolled: Cli,
-                                                      tmp_path: Path) -> None:
+def test_receipt_verifies_offline_and_detects_changes(
+    signed_three: list[Path], enrolled: Cli, tmp_path: Path
+) -> None:
     rc, vkey, _ = enrolled("log", "key")
     vkey = vkey.strip()
     side = Path(f"{signed_three[1]}.prov")

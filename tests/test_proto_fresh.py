@@ -7,14 +7,16 @@ import sys
 from pathlib import Path
 
 import grpc
-from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
-
 from conftest import ROOT, ServerProc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 
 def test_generated_code_is_fresh(tmp_path: Path) -> None:
-    subprocess.run([sys.executable, str(ROOT / "scripts" / "gen_proto.py"), str(tmp_path)], check=True,
-                   capture_output=True)
+    subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "gen_proto.py"), str(tmp_path)],
+        check=True,
+        capture_output=True,
+    )
     generated = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*.py*"))
     assert generated, "codegen produced nothing"
     stale = [str(p) for p in generated if (tmp_path / p).read_bytes() != (ROOT / p).read_bytes()]
@@ -29,5 +31,10 @@ def test_reflection_lists_our_services(server: ServerProc) -> None:
     )
     names = {s.name for r in responses for s in r.list_services_response.service}
     chan.close()
-    assert {"provenance.v1.DeviceRegistry", "provenance.v1.Captures", "provenance.v1.Verification",
-            "provenance.v1.Log", "grpc.health.v1.Health"} <= names
+    assert {
+        "provenance.v1.DeviceRegistry",
+        "provenance.v1.Captures",
+        "provenance.v1.Verification",
+        "provenance.v1.Log",
+        "grpc.health.v1.Health",
+    } <= names

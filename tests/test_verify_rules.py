@@ -17,7 +17,9 @@ from provenance.verify import FileFacts, LoggedClaim, decide, with_c2pa
 
 NOW = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
 SHA = hashlib.sha256(b"the capture").digest()
-PDQ = PerceptualHash("pdq", bytes.fromhex("f8f8f0cee0f4a84f06370a22038f63f0b36e2ed596621e1d33e6b39c4e9c9b22"), 100)
+PDQ = PerceptualHash(
+    "pdq", bytes.fromhex("f8f8f0cee0f4a84f06370a22038f63f0b36e2ed596621e1d33e6b39c4e9c9b22"), 100
+)
 
 
 def _flip(h: PerceptualHash, bits: int) -> PerceptualHash:
@@ -35,15 +37,24 @@ def key() -> DeviceKey:
 def _signed(key: DeviceKey, sha: bytes = SHA) -> tuple[SignedClaim, Claim]:
     claim = Claim(key.key_id, 1, NOW, "image/jpeg", 11, HardBinding(sha), (PDQ,))
     data = wire.encode_claim(claim)
-    return SignedClaim(PAYLOAD_TYPE_CLAIM, data, key.key_id, sign_payload(key, PAYLOAD_TYPE_CLAIM, data)), claim
+    return SignedClaim(
+        PAYLOAD_TYPE_CLAIM, data, key.key_id, sign_payload(key, PAYLOAD_TYPE_CLAIM, data)
+    ), claim
 
 
 def _device(key: DeviceKey, revoked_at: datetime | None = None) -> Device:
-    return Device(key.key_id, key.public_key, NOW - timedelta(days=1), revoked_at=revoked_at,
-                  revocation_reason="lost" if revoked_at else "")
+    return Device(
+        key.key_id,
+        key.public_key,
+        NOW - timedelta(days=1),
+        revoked_at=revoked_at,
+        revocation_reason="lost" if revoked_at else "",
+    )
 
 
-def _logged(key: DeviceKey, revoked_at: datetime | None = None, receipt_ok: bool = True) -> LoggedClaim:
+def _logged(
+    key: DeviceKey, revoked_at: datetime | None = None, receipt_ok: bool = True
+) -> LoggedClaim:
     signed, claim = _signed(key)
     receipt = Receipt(7, NOW, "cp", (), b"entry")
     return LoggedClaim(signed, claim, receipt, _device(key, revoked_at), True, receipt_ok)
@@ -62,14 +73,20 @@ def test_unverifiable_receipt_is_never_signed_original(key: DeviceKey) -> None:
 
 
 def test_revocation_before_logging_and_after(key: DeviceKey) -> None:
-    before = decide(FileFacts(SHA, 11, "image/jpeg"), NOW, exact=[_logged(key, NOW - timedelta(hours=1))])
+    before = decide(
+        FileFacts(SHA, 11, "image/jpeg"), NOW, exact=[_logged(key, NOW - timedelta(hours=1))]
+    )
     assert before.status is Verdict.REVOKED_KEY
-    after = decide(FileFacts(SHA, 11, "image/jpeg"), NOW, exact=[_logged(key, NOW + timedelta(hours=1))])
+    after = decide(
+        FileFacts(SHA, 11, "image/jpeg"), NOW, exact=[_logged(key, NOW + timedelta(hours=1))]
+    )
     assert after.status is Verdict.SIGNED_ORIGINAL
     assert any("after this claim was logged" in x for x in after.reasons)
 
 
-@pytest.mark.parametrize(("bits", "status"), [(0, Verdict.DERIVED), (31, Verdict.DERIVED), (32, Verdict.UNSIGNED)])
+@pytest.mark.parametrize(
+    ("bits", "status"), [(0, Verdict.DERIVED), (31, Verdict.DERIVED), (32, Verdict.UNSIGNED)]
+)
 def test_pdq_threshold_is_inclusive_31(key: DeviceKey, bits: int, status: Verdict) -> None:
     facts = FileFacts(hashlib.sha256(b"other").digest(), 9, "image/jpeg", (_flip(PDQ, bits),))
     r = decide(facts, NOW, near=[_logged(key)])
@@ -91,8 +108,13 @@ def test_sidecar_branches(key: DeviceKey) -> None:
     r = decide(facts, NOW, sidecar=signed, sidecar_claim=claim, sidecar_device=_device(key))
     assert r.status is Verdict.UNSIGNED and "not in the log" in r.reasons[0]
     # the same, by a revoked key
-    r = decide(facts, NOW, sidecar=signed, sidecar_claim=claim,
-               sidecar_device=_device(key, NOW - timedelta(minutes=1)))
+    r = decide(
+        facts,
+        NOW,
+        sidecar=signed,
+        sidecar_claim=claim,
+        sidecar_device=_device(key, NOW - timedelta(minutes=1)),
+    )
     assert r.status is Verdict.REVOKED_KEY
     # a forged signature
     forged = SignedClaim(signed.payload_type, signed.claim_bytes, signed.key_id, bytes(64))
@@ -100,8 +122,14 @@ def test_sidecar_branches(key: DeviceKey) -> None:
     assert r.status is Verdict.TAMPERED and "signature" in r.reasons[0]
     # bytes edited: the pixels stay close, and the report says so
     edited = FileFacts(b"\x02" * 32, 11, "image/jpeg", (_flip(PDQ, 4),))
-    r = decide(edited, NOW, sidecar=signed, sidecar_claim=claim, sidecar_device=_device(key),
-               sidecar_logged=_logged(key))
+    r = decide(
+        edited,
+        NOW,
+        sidecar=signed,
+        sidecar_claim=claim,
+        sidecar_device=_device(key),
+        sidecar_logged=_logged(key),
+    )
     assert r.status is Verdict.TAMPERED and r.evidence.pdq_distance == 4
     # an unknown key with matching bytes proves nothing
     r = decide(facts, NOW, sidecar=signed, sidecar_claim=claim, sidecar_device=None)
@@ -111,8 +139,14 @@ def test_sidecar_branches(key: DeviceKey) -> None:
 def test_manifest_stripped_hash_binds(key: DeviceKey) -> None:
     signed, claim = _signed(key)
     facts = FileFacts(b"\x03" * 32, 99, "image/jpeg", (PDQ,), content_sha256=SHA)
-    r = decide(facts, NOW, sidecar=signed, sidecar_claim=claim, sidecar_device=_device(key),
-               sidecar_logged=_logged(key))
+    r = decide(
+        facts,
+        NOW,
+        sidecar=signed,
+        sidecar_claim=claim,
+        sidecar_device=_device(key),
+        sidecar_logged=_logged(key),
+    )
     assert r.status is Verdict.SIGNED_ORIGINAL
 
 

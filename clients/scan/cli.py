@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
@@ -14,12 +14,13 @@ from clients.api import default_server
 from clients.scan.engines import Engine, LocalEngine, RayEngine
 from clients.scan.pipeline import DEFAULT_BATCH, run_scan
 from clients.scan.progress import ScanProgress, summary_table
+from clients.scan.report import csv_path, html_path
 from clients.scan.worker import ScanConfig
 from provenance.errors import ConfigError
 from provenance.server import MAX_LOOKUP_QUERIES
 
 
-class EngineName(str, Enum):
+class EngineName(StrEnum):
     local = "local"
     ray = "ray"
 
@@ -44,13 +45,15 @@ def scan(
         Path,
         typer.Option(
             "--report",
-            help="The JSON Lines report (must end in .jsonl); OUT.csv and OUT.html are written beside it.",
+            help="The JSON Lines report (must end in .jsonl);"
+            " OUT.csv and OUT.html are written beside it.",
         ),
     ],
     server: Annotated[
         str,
         typer.Option(
-            "--server", envvar="PROV_SERVER",
+            "--server",
+            envvar="PROV_SERVER",
             help="Server address HOST:PORT (default: $PROV_SERVER or 127.0.0.1:50051).",
             show_default=False,
         ),
@@ -59,18 +62,27 @@ def scan(
         bool, typer.Option(help="Continue the scan recorded in --report, skipping finished files.")
     ] = False,
     engine: Annotated[
-        EngineName, typer.Option(help="local: a process pool; ray: Ray tasks (RAY_ADDRESS or a local Ray).")
+        EngineName,
+        typer.Option(help="local: a process pool; ray: Ray tasks (RAY_ADDRESS or a local Ray)."),
     ] = EngineName.local,
     detect: Annotated[
         bool,
-        typer.Option(help="Score unsigned images with the advisory detector (local if installed, else the server's: uploads them)."),
+        typer.Option(
+            help="Score unsigned images with the advisory detector"
+            " (local if installed, else the server's: uploads them)."
+        ),
     ] = False,
     workers: Annotated[
         int | None,
-        typer.Option(help="Worker processes (local) or CPUs (local Ray); default: one per core; 0: in this process.", min=0),
+        typer.Option(
+            help="Worker processes (local) or CPUs (local Ray);"
+            " default: one per core; 0: in this process.",
+            min=0,
+        ),
     ] = None,
     batch_size: Annotated[
-        int, typer.Option(help="Files per batch (one lookup call each).", min=1, max=MAX_LOOKUP_QUERIES)
+        int,
+        typer.Option(help="Files per batch (one lookup call each).", min=1, max=MAX_LOOKUP_QUERIES),
     ] = DEFAULT_BATCH,
 ) -> None:
     """Scan folders and archives: which files are signed originals, derived from signed
@@ -94,4 +106,6 @@ def scan(
             batch_size=batch_size,
             on_rows=progress.update,
         )
-    Console().print(summary_table(result, report))
+    out = Console()
+    out.print(summary_table(result, report))
+    out.print(f"reports: {report}, {csv_path(report)}, {html_path(report)}", highlight=False)

@@ -21,6 +21,7 @@ from provenance.media import SNIFF_BYTES, sniff_media_type
 from provenance.sidecar import MAX_SIDECAR_BYTES, Sidecar, decode_sidecar
 from provenance.video.decode import sample_frames
 
+
 @dataclass(frozen=True)
 class Measured:
     """What was measured on one item.
@@ -28,7 +29,7 @@ class Measured:
     sha256: 32 bytes; size: bytes; media_type: sniffed type or None; soft: PDQ hashes (one
     for an image, one per sampled frame for a video; empty otherwise); kind: "media"
     (perceptual hashes computed), "file" (SHA-256 only) or "sidecar" (a provenance
-    sidecar, not looked up); note: why perceptual hashing was not done, or what a sidecar belongs to.
+    sidecar, not looked up); note: why perceptual hashing was not done.
     """
 
     ref: str
@@ -67,12 +68,16 @@ def _from_bytes(ref: str, data: bytes, limits: AssetLimits, video_note: str) -> 
     sha = hashlib.sha256(data).digest()
     media_type = sniff_media_type(data[:SNIFF_BYTES])
     if _sidecar(ref, data) is not None:
-        return Measured(ref, len(data), sha, None, (), "sidecar", "a provenance sidecar: not looked up")
+        return Measured(
+            ref, len(data), sha, None, (), "sidecar", "a provenance sidecar: not looked up"
+        )
     if _is_image(media_type):
         try:
             asset = inspect_image(sha, data, limits)
         except MediaError as e:
-            return Measured(ref, len(data), sha, media_type, (), "file", f"{e}: looked up by SHA-256 only")
+            return Measured(
+                ref, len(data), sha, media_type, (), "file", f"{e}: looked up by SHA-256 only"
+            )
         return Measured(ref, len(data), sha, media_type, (asset.soft,), "media")
     if _is_video(media_type):
         return Measured(ref, len(data), sha, media_type, (), "file", video_note)
@@ -90,8 +95,10 @@ def measure(item: FileItem | EntryItem | HashedItem, limits: AssetLimits) -> Mea
     if isinstance(item, EntryItem):
         return _from_bytes(item.ref, item.data, limits, _ARCHIVED_VIDEO)
     if isinstance(item, HashedItem):
-        note = _ARCHIVED_VIDEO if _is_video(item.media_type) else (
-            f"{item.size}-byte entry over the in-memory limit: looked up by SHA-256 only"
+        note = (
+            _ARCHIVED_VIDEO
+            if _is_video(item.media_type)
+            else (f"{item.size}-byte entry over the in-memory limit: looked up by SHA-256 only")
         )
         return Measured(item.ref, item.size, item.sha256, item.media_type, (), "file", note)
     with open(item.path, "rb") as f:
@@ -104,13 +111,18 @@ def measure(item: FileItem | EntryItem | HashedItem, limits: AssetLimits) -> Mea
         return _from_bytes(item.ref, data, limits, _ARCHIVED_VIDEO)
     sha, size = sha256_file(item.path)
     if _is_image(media_type):
-        note = f"image of {size} bytes is over the {limits.max_image_bytes}-byte limit: looked up by SHA-256 only"
+        note = (
+            f"image of {size} bytes is over the {limits.max_image_bytes}-byte limit:"
+            " looked up by SHA-256 only"
+        )
         return Measured(item.ref, size, sha, media_type, (), "file", note)
     if _is_video(media_type):
         try:
             info = sample_frames(item.path)
         except MediaError as e:
-            return Measured(item.ref, size, sha, media_type, (), "file", f"{e}: looked up by SHA-256 only")
+            return Measured(
+                item.ref, size, sha, media_type, (), "file", f"{e}: looked up by SHA-256 only"
+            )
         soft = tuple(f.pdq for f in info.frames)
         return Measured(item.ref, size, sha, info.media_type, soft, "media")
     return Measured(item.ref, size, sha, media_type, (), "file", _unrecognised(head))

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from clients.scan.engines import Engine
-from clients.scan.report import Summary, write_reports
+from clients.scan.report import Summary, hashed_bytes, write_reports
 from clients.scan.resume import Journal, RefSet
 from clients.scan.sources import EntryItem, Item, ScanLimits, iter_items
 from clients.scan.worker import ScanConfig
@@ -30,7 +30,7 @@ BATCH_BYTES = 32 << 20
 
 @dataclass(frozen=True)
 class ScanResult:
-    """What one run did: rows written (scanned) and their bytes, rows found already in the
+    """What one run did: rows written (scanned) and the bytes hashed, rows found already in the
     report (skipped), wall time in seconds, and the summary of the whole report."""
 
     scanned: int
@@ -112,7 +112,7 @@ def run_scan(
         for rows in engine.map(batched(items, batch_size), config):
             journal.write(rows)
             scanned += len(rows)
-            scanned_bytes += sum(r["size"] or 0 for r in rows)
+            scanned_bytes += sum(hashed_bytes(r) for r in rows)
             if on_rows is not None:
                 on_rows(rows)
     summary = write_reports(

@@ -13,7 +13,7 @@ from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeEl
 from rich.table import Table
 
 from clients.scan.pipeline import ScanResult
-from clients.scan.report import ERROR, SIDECAR, csv_path, html_path, row_key
+from clients.scan.report import ERROR, SIDECAR, hashed_bytes, row_key
 from provenance.claims import Verdict
 
 _ORDER = [v.value for v in Verdict] + [ERROR, SIDECAR]
@@ -61,7 +61,7 @@ class ScanProgress:
 
     def update(self, rows: list[dict[str, Any]]) -> None:
         self.files += len(rows)
-        self.bytes += sum(r.get("size") or 0 for r in rows)
+        self.bytes += sum(hashed_bytes(r) for r in rows)
         self.counts.update(row_key(r) for r in rows)
         self._progress.update(self._task, description=self.describe())
 
@@ -82,5 +82,4 @@ def summary_table(result: ScanResult, report: Path) -> Table:
         t.add_row("already in the report (resumed)", str(result.skipped))
     t.add_row("files/s", f"{result.scanned / dt:.1f}")
     t.add_row("MB/s", f"{_mb(result.scanned_bytes) / dt:.1f}")
-    t.add_row("CSV / HTML", f"{csv_path(report)} / {html_path(report)}")
     return t

@@ -39,9 +39,23 @@ ERROR = "ERROR"
 SIDECAR = "SIDECAR"
 
 CSV_FIELDS = (
-    "path", "archive", "kind", "size", "media_type", "sha256", "pdq", "pdq_quality", "status",
-    "pdq_distance", "device_id", "captured_at", "leaf_index", "detector_score",
-    "detector_band", "note", "error",
+    "path",
+    "archive",
+    "kind",
+    "size",
+    "media_type",
+    "sha256",
+    "pdq",
+    "pdq_quality",
+    "status",
+    "pdq_distance",
+    "device_id",
+    "captured_at",
+    "leaf_index",
+    "detector_score",
+    "detector_band",
+    "note",
+    "error",
 )
 
 
@@ -65,6 +79,11 @@ def row_key(row: dict[str, Any]) -> str:
     if row.get("error"):
         return ERROR
     return row.get("status") or SIDECAR
+
+
+def hashed_bytes(row: dict[str, Any]) -> int:
+    """Bytes of a row that were read and hashed (0 for a refused entry, whatever its size)."""
+    return 0 if row.get("error") else row.get("size") or 0
 
 
 def _score(row: dict[str, Any]) -> float | None:
@@ -111,7 +130,7 @@ def write_csv(rows: Iterable[dict[str, Any]], path: Path) -> None:
 
 @dataclass(frozen=True)
 class Summary:
-    """Counts over a report: rows per key of `row_key`, total rows and bytes; the top
+    """Counts over a report: rows per key of `row_key`, total rows and hashed bytes; the top
     unsigned images (by detector score, then path) and the first refused rows."""
 
     counts: dict[str, int]
@@ -123,7 +142,8 @@ class Summary:
 
 def summarize(rows: Iterable[dict[str, Any]], top: int = TOP_UNSIGNED) -> Summary:
     """One pass over the rows; memory is bounded by ``top`` and TOP_REFUSED. Unsigned
-    images without a score rank last; equal scores keep the report's order."""
+    images are those decoded (kind "media"); without a score they rank last; equal scores
+    keep the report's order."""
     counts: Counter[str] = Counter()
     size = 0
     refused: list[dict[str, Any]] = []
@@ -133,10 +153,14 @@ def summarize(rows: Iterable[dict[str, Any]], top: int = TOP_UNSIGNED) -> Summar
         for row in rows:
             key = row_key(row)
             counts[key] += 1
-            size += row.get("size") or 0
+            size += hashed_bytes(row)
             if key == ERROR and len(refused) < TOP_REFUSED:
                 refused.append(row)
-            if key == Verdict.UNSIGNED.value and (row.get("media_type") or "").startswith("image/"):
+            if (
+                key == Verdict.UNSIGNED.value
+                and row.get("kind") == "media"
+                and (row.get("media_type") or "").startswith("image/")
+            ):
                 yield row
 
     def rank(row: dict[str, Any]) -> float:
@@ -162,7 +186,8 @@ def thumbnail(data: bytes, max_pixels: int) -> str | None:
 
 _CSS = """
 body{font-family:system-ui,sans-serif;margin:2em;color:#222}
-table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 8px;text-align:left}
+table{border-collapse:collapse;margin:1em 0}
+td,th{border:1px solid #ccc;padding:4px 8px;text-align:left}
 th{background:#f3f3f3}td.n{text-align:right}img{display:block}.note{color:#666;font-size:90%}
 """
 

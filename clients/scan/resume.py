@@ -82,7 +82,9 @@ class Journal:
                         try:
                             self.done.add(json.loads(line)["path"])
                         except (ValueError, KeyError, TypeError) as e:
-                            raise ConfigError(f"{path} line {n} is not a scan report row: {e}") from e
+                            raise ConfigError(
+                                f"{path} line {n} is not a scan report row: {e}"
+                            ) from e
             self._file: IO[str] = path.open("a", encoding="utf-8")
         except OSError as e:
             raise ConfigError(f"cannot open the report {path}: {e.strerror or e}") from e

@@ -40,7 +40,9 @@ def _base(ref: str, archive: str | None, kind: str, size: int | None) -> dict[st
     }
 
 
-def error_row(ref: str, error: str, size: int | None = None, archive: str | None = None) -> dict[str, Any]:
+def error_row(
+    ref: str, error: str, size: int | None = None, archive: str | None = None
+) -> dict[str, Any]:
     """The row of an entry refused (hostile, over a limit) or failed (unreadable)."""
     row = _base(ref, archive, "refused", size)
     row["error"] = error
@@ -59,8 +61,12 @@ def measured_row(
     row["media_type"] = m.media_type
     row["sha256"] = m.sha256.hex()
     row["soft_bindings"] = [
-        {"algorithm": h.algorithm, "hash": h.hash.hex(), "quality": h.quality,
-         "timestamp_seconds": h.timestamp_seconds}
+        {
+            "algorithm": h.algorithm,
+            "hash": h.hash.hex(),
+            "quality": h.quality,
+            "timestamp_seconds": h.timestamp_seconds,
+        }
         for h in m.soft
     ]
     row["note"] = m.note

@@ -131,12 +131,15 @@ def entry_name_problem(name: str) -> str | None:
     if name.startswith(("/", "\\")) or re.match(r"[A-Za-z]:", name):
         return "absolute entry name (an extracting tool would write outside its folder)"
     if ".." in re.split(r"[\\/]", name):
-        return "path traversal: '..' in the entry name (an extracting tool would write outside its folder)"
+        return (
+            "path traversal: '..' in the entry name"
+            " (an extracting tool would write outside its folder)"
+        )
     return None
 
 
 def archive_kind(head: bytes) -> str | None:
-    """"zip" or "tar" from a file's first 512 bytes (gzip, bzip2 and xz count as tar),
+    """ "zip" or "tar" from a file's first 512 bytes (gzip, bzip2 and xz count as tar),
     else None."""
     if head.startswith((b"PK\x03\x04", b"PK\x05\x06")):
         return "zip"
@@ -167,8 +170,17 @@ class _ArchiveStop(Exception):
 
 
 _TAR_ERRORS = (tarfile.TarError, EOFError, OSError, zlib.error, lzma.LZMAError)
-_ZIP_ERRORS = (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, OSError, zlib.error,
-               lzma.LZMAError, NotImplementedError, RuntimeError, ValueError)
+_ZIP_ERRORS = (
+    zipfile.BadZipFile,
+    zipfile.LargeZipFile,
+    EOFError,
+    OSError,
+    zlib.error,
+    lzma.LZMAError,
+    NotImplementedError,
+    RuntimeError,
+    ValueError,
+)
 
 
 class Walker:
@@ -240,7 +252,9 @@ class Walker:
             except OSError as e2:
                 yield RefusedItem(ref, f"cannot read: {e2.strerror or e2}")
 
-    def _file(self, path: str, size: int, sidecar: str | None, archive_by_magic: bool) -> Iterator[Item]:
+    def _file(
+        self, path: str, size: int, sidecar: str | None, archive_by_magic: bool
+    ) -> Iterator[Item]:
         """A file on disk: an archive to open (by magic when named as a PATH, by name and
         magic inside a folder) or a leaf item."""
         if archive_by_magic or _has_archive_suffix(path):
@@ -261,7 +275,11 @@ class Walker:
 
     def _archive(self, kind: str, f: IO[bytes], ref: str, outer: str, depth: int) -> Iterator[Item]:
         if depth > self.limits.max_depth:
-            yield RefusedItem(ref, f"archive nested more than {self.limits.max_depth} levels deep: not opened", archive=outer)
+            yield RefusedItem(
+                ref,
+                f"archive nested more than {self.limits.max_depth} levels deep: not opened",
+                archive=outer,
+            )
             return
         walk = self._zip if kind == "zip" else self._tar
         try:
@@ -280,9 +298,7 @@ class Walker:
         with zf:
             for n, info in enumerate(zf.infolist()):
                 if n >= lim.max_entries:
-                    raise _ArchiveStop(
-                        f"more than {lim.max_entries} entries: the rest of the archive was not scanned"
-                    )
+                    raise _ArchiveStop(_too_many(lim.max_entries))
                 if info.is_dir():
                     continue
                 eref = _entry_ref(ref, info.filename, seen)
@@ -298,7 +314,9 @@ class Walker:
                     continue
                 try:
                     with zf.open(info) as member:
-                        yield from self._entry(member, eref, outer, depth, info.file_size, lambda: None)
+                        yield from self._entry(
+                            member, eref, outer, depth, info.file_size, lambda: None
+                        )
                 except _ZIP_ERRORS as e:
                     yield RefusedItem(eref, f"cannot read the entry: {e}", info.file_size, outer)
 
@@ -326,9 +344,7 @@ class Walker:
                 for info in tf:
                     n += 1
                     if n > lim.max_entries:
-                        raise _ArchiveStop(
-                            f"more than {lim.max_entries} entries: the rest of the archive was not scanned"
-                        )
+                        raise _ArchiveStop(_too_many(lim.max_entries))
                     check_ratio()
                     if info.isdir():
                         continue
@@ -350,10 +366,18 @@ class Walker:
                     yield from self._entry(member, eref, outer, depth, info.size, check_ratio)
                     _drain(member, check_ratio)  # a skipped entry is read through, checked
             except _TAR_ERRORS as e:
-                raise _ArchiveStop(f"truncated or corrupt tar archive after {n} members: {e}") from e
+                raise _ArchiveStop(
+                    f"truncated or corrupt tar archive after {n} members: {e}"
+                ) from e
 
     def _entry(
-        self, member: IO[bytes], ref: str, outer: str, depth: int, size: int, check: Callable[[], None]
+        self,
+        member: IO[bytes],
+        ref: str,
+        outer: str,
+        depth: int,
+        size: int,
+        check: Callable[[], None],
     ) -> Iterator[Item]:
         """One regular archive member: a nested archive, bytes in memory, or a streamed hash."""
         lim = self.limits
@@ -362,9 +386,19 @@ class Walker:
         kind = archive_kind(head) if _has_archive_suffix(ref) else None
         if kind is not None:
             if depth + 1 > lim.max_depth:
-                yield RefusedItem(ref, f"archive nested more than {lim.max_depth} levels deep: not opened", size, outer)
+                yield RefusedItem(
+                    ref,
+                    f"archive nested more than {lim.max_depth} levels deep: not opened",
+                    size,
+                    outer,
+                )
             elif size > lim.max_nested_bytes:
-                yield RefusedItem(ref, f"nested archive of {size} bytes is over the {lim.max_nested_bytes}-byte limit", size, outer)
+                yield RefusedItem(
+                    ref,
+                    f"nested archive of {size} bytes is over the {lim.max_nested_bytes}-byte limit",
+                    size,
+                    outer,
+                )
             else:
                 data = head + _read_all(member, lim.max_nested_bytes, check)
                 yield from self._archive(kind, io.BytesIO(data), ref, outer, depth + 1)
@@ -372,9 +406,15 @@ class Walker:
         if self.skip(ref):
             return
         media_type = sniff_media_type(head[:SNIFF_BYTES])
-        in_memory = size <= SMALL_ENTRY_BYTES or (
-            media_type is not None and media_type.startswith("image/") and size <= lim.assets.max_image_bytes
-        ) or (ref.endswith(SIDECAR_SUFFIX) and size <= MAX_SIDECAR_BYTES)
+        in_memory = (
+            size <= SMALL_ENTRY_BYTES
+            or (
+                media_type is not None
+                and media_type.startswith("image/")
+                and size <= lim.assets.max_image_bytes
+            )
+            or (ref.endswith(SIDECAR_SUFFIX) and size <= MAX_SIDECAR_BYTES)
+        )
         if in_memory:
             yield EntryItem(ref, head + _read_all(member, max(size - len(head), 0), check), outer)
             return
@@ -384,6 +424,10 @@ class Walker:
             sha.update(block)
             check()
         yield HashedItem(ref, sha.size, sha.digest(), media_type, outer)
+
+
+def _too_many(n: int) -> str:
+    return f"more than {n} entries: the rest of the archive was not scanned"
 
 
 def _entry_ref(archive_ref: str, name: str, seen: dict[str, int]) -> str:
@@ -404,7 +448,9 @@ def _zip_entry_problem(info: zipfile.ZipInfo, lim: ScanLimits) -> str | None:
         return "not a regular file (device, socket or FIFO)"
     if info.flag_bits & 0x1:
         return "encrypted entry: cannot be scanned"
-    if info.file_size > lim.ratio_min_bytes and info.file_size > lim.max_ratio * max(info.compress_size, 1):
+    if info.file_size > lim.ratio_min_bytes and info.file_size > lim.max_ratio * max(
+        info.compress_size, 1
+    ):
         ratio = info.file_size / max(info.compress_size, 1)
         return (
             f"compression ratio {ratio:.0f}:1 is over the {lim.max_ratio:g}:1 limit"
@@ -437,7 +483,8 @@ def _drain(member: IO[bytes], check: Callable[[], None]) -> None:
         check()
 
 
-def iter_items(paths: list[str], limits: ScanLimits, skip: Callable[[str], bool] = lambda _: False) -> Iterator[Item]:
+def iter_items(
+    paths: list[str], limits: ScanLimits, skip: Callable[[str], bool] = lambda _: False
+) -> Iterator[Item]:
     """Items of the PATH arguments in a stable order (see `Walker`)."""
     return Walker(limits, skip).paths(paths)
-

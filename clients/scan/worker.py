@@ -17,7 +17,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -111,7 +111,13 @@ def _detect(
         except (MediaError, DetectorError) as e:
             return {"available": False, "note": f"not scored: {e}"}
     if isinstance(item, FileItem):
-        block = report_to_json(client.verify_file(Path(item.path), None, detect=True)).get("detector")
+        try:
+            report = client.verify_file(Path(item.path), None, detect=True)
+        except TransportError as e:
+            if is_unreachable(e):
+                raise
+            return {"available": False, "note": f"the server did not score it: {e}"}
+        block = report_to_json(report).get("detector")
         return block or {"available": False, "note": "the server returned no detector block"}
     return {
         "available": False,
@@ -122,7 +128,11 @@ def _detect(
 def _check_sidecar(
     client: ProvenanceClient, item: FileItem, report: VerificationReport
 ) -> tuple[VerificationReport, str | None]:
-    """Verify a folder file with its sidecar (uploads the file) unless already signed."""
+    """Verify a folder file with its sidecar (uploads the file) unless already signed.
+
+    Returns the report and a note on a sidecar that could not be used (then the lookup's
+    report stands). Raises TransportError only when the server is unreachable.
+    """
     if item.sidecar is None or report.status == Verdict.SIGNED_ORIGINAL:
         return report, None
     try:
@@ -130,7 +140,12 @@ def _check_sidecar(
             signed = decode_sidecar(f.read()).signed_claim
     except (OSError, ClaimError) as e:
         return report, f"sidecar {os.path.basename(item.sidecar)} not usable: {e}"
-    return client.verify_file(Path(item.path), signed, detect=False), None
+    try:
+        return client.verify_file(Path(item.path), signed, detect=False), None
+    except TransportError as e:
+        if is_unreachable(e):
+            raise
+        return report, f"sidecar {os.path.basename(item.sidecar)} not checked: {e}"
 
 
 def process_batch(items: Sequence[Item], config: ScanConfig) -> list[dict[str, Any]]:
@@ -150,7 +165,9 @@ def process_batch(items: Sequence[Item], config: ScanConfig) -> list[dict[str, A
             measured[item.ref] = measure(item, config.limits.assets)
         except (OSError, BindingError) as e:
             msg = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
-            rows[item.ref] = error_row(item.ref, f"cannot read: {msg}", item.size, getattr(item, "archive", None))
+            rows[item.ref] = error_row(
+                item.ref, f"cannot read: {msg}", item.size, getattr(item, "archive", None)
+            )
     reports = _lookup(client, [m for m in measured.values() if m.kind != "sidecar"])
     for item in items:
         m = measured.get(item.ref)
@@ -164,12 +181,16 @@ def process_batch(items: Sequence[Item], config: ScanConfig) -> list[dict[str, A
         if isinstance(item, FileItem):
             report, problem = _check_sidecar(client, item, report)
             if problem is not None:
-                m = Measured(m.ref, m.size, m.sha256, m.media_type, m.soft, m.kind,
-                             "; ".join(x for x in (m.note, problem) if x))
+                m = replace(m, note="; ".join(x for x in (m.note, problem) if x))
         block = None
-        if (config.detect and report.status == Verdict.UNSIGNED and m.kind == "media"
-                and m.media_type is not None and m.media_type.startswith("image/")
-                and isinstance(item, FileItem | EntryItem)):
+        if (
+            config.detect
+            and report.status == Verdict.UNSIGNED
+            and m.kind == "media"
+            and m.media_type is not None
+            and m.media_type.startswith("image/")
+            and isinstance(item, FileItem | EntryItem)
+        ):
             block = _detect(client, item, m, config)
         rows[item.ref] = measured_row(m, archive, report, block)
     return [rows[item.ref] for item in items]
