@@ -26,6 +26,7 @@ from clients import logcmd
 from clients.api import ProvenanceClient, default_server, is_unreachable
 from clients.device import DeviceHome, default_home, sidecar_path
 from clients.report import EXIT_CODES, report_to_json, report_to_text
+from clients.scan.cli import scan as scan_command
 from provenance.errors import ConfigError, LogIntegrityError, ProvenanceError, TransportError
 from provenance.sidecar import decode_sidecar
 
@@ -48,6 +49,7 @@ app.add_typer(admin_app, name="admin")
 app.add_typer(device_app, name="device")
 app.add_typer(logcmd.log_app, name="log")
 app.add_typer(logcmd.receipt_app, name="receipt")
+app.command("scan")(scan_command)
 
 out = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)

@@ -29,7 +29,7 @@ from provenance.log.checkpoint import (
     load_log_signer,
     open_checkpoint,
 )
-from provenance.pdq_index import PdqIndex
+from provenance.mih import MihIndex
 from provenance.receipt import verify_receipt
 from provenance.registry import (
     check_claim_shape,
@@ -83,7 +83,7 @@ class ProvenanceService:
             self.signer = self._open_signer()
             self.verifier = NoteVerifier.from_vkey(self.signer.verifier_key())
             self._check_integrity(full=config.verify_on_start)
-            self.pdq = PdqIndex()
+            self.pdq = MihIndex()
             self.pdq.add_many(self.store.iter_soft_hashes())
             self.writer = GroupCommitWriter(self.store, self.signer, clock, self._after_commit)
         except BaseException:

@@ -64,7 +64,13 @@ def _sidecar(ref: str, data: bytes) -> Sidecar | None:
         return None
 
 
-def _from_bytes(ref: str, data: bytes, limits: AssetLimits, video_note: str) -> Measured:
+_ARCHIVED_VIDEO = (
+    "video inside an archive: frames not sampled (the frame decoder reads files only);"
+    " looked up by SHA-256 only"
+)
+
+
+def _from_bytes(ref: str, data: bytes, limits: AssetLimits) -> Measured:
     sha = hashlib.sha256(data).digest()
     media_type = sniff_media_type(data[:SNIFF_BYTES])
     if _sidecar(ref, data) is not None:
@@ -80,20 +86,14 @@ def _from_bytes(ref: str, data: bytes, limits: AssetLimits, video_note: str) -> 
             )
         return Measured(ref, len(data), sha, media_type, (asset.soft,), "media")
     if _is_video(media_type):
-        return Measured(ref, len(data), sha, media_type, (), "file", video_note)
+        return Measured(ref, len(data), sha, media_type, (), "file", _ARCHIVED_VIDEO)
     return Measured(ref, len(data), sha, media_type, (), "file", _unrecognised(data[:SNIFF_BYTES]))
-
-
-_ARCHIVED_VIDEO = (
-    "video inside an archive: frames not sampled (the frame decoder reads files only);"
-    " looked up by SHA-256 only"
-)
 
 
 def measure(item: FileItem | EntryItem | HashedItem, limits: AssetLimits) -> Measured:
     """Hash one item. Raises OSError (or BindingError) if a file on disk cannot be read."""
     if isinstance(item, EntryItem):
-        return _from_bytes(item.ref, item.data, limits, _ARCHIVED_VIDEO)
+        return _from_bytes(item.ref, item.data, limits)
     if isinstance(item, HashedItem):
         note = (
             _ARCHIVED_VIDEO
@@ -108,7 +108,7 @@ def measure(item: FileItem | EntryItem | HashedItem, limits: AssetLimits) -> Mea
     if small_sidecar or (_is_image(media_type) and item.size <= limits.max_image_bytes):
         with open(item.path, "rb") as f:
             data = f.read()
-        return _from_bytes(item.ref, data, limits, _ARCHIVED_VIDEO)
+        return _from_bytes(item.ref, data, limits)
     sha, size = sha256_file(item.path)
     if _is_image(media_type):
         note = (

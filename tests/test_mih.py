@@ -1,0 +1,123 @@
+"""MihIndex answers exactly as the exhaustive PdqIndex: recall 1.0, same order."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from provenance import mih
+from provenance.binding import PerceptualHash
+from provenance.mih import MihIndex
+from provenance.pdq_index import PdqIndex
+
+FIXTURES = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures"
+MIH_DATA = FIXTURES / "phash" / "pdq" / "mih"
+
+
+@pytest.fixture(autouse=True)
+def build_tables_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Index every code at the first search, so that searches go through the tables."""
+    monkeypatch.setattr(mih, "REBUILD_MIN_PENDING", 0)
+
+
+def _hashes(path: Path) -> list[PerceptualHash]:
+    return [
+        PerceptualHash("pdq", bytes.fromhex(line.strip()), 100)
+        for line in path.read_text().splitlines()
+        if line.strip()
+    ]
+
+
+def _flip(code: bytes, bits: np.ndarray) -> bytes:
+    b = np.unpackbits(np.frombuffer(code, dtype=np.uint8))
+    b[bits] ^= 1
+    return np.packbits(b).tobytes()
+
+
+def _both(items: list[tuple[int, PerceptualHash]]) -> tuple[MihIndex, PdqIndex]:
+    m, p = MihIndex(), PdqIndex()
+    m.add_many(items)
+    p.add_many(items)
+    return m, p
+
+
+def test_threatexchange_needles_in_haystack_match_exhaustive_search() -> None:
+    hay = _hashes(MIH_DATA / "haystack.txt")
+    needles = _hashes(MIH_DATA / "needles.txt")
+    assert (len(hay), len(needles)) == (1350, 100)
+    m, p = _both(list(enumerate(hay)))
+    m.search(needles[0])
+    assert len(m._tables.ids) == 1350 and len(m._tables.pending_ids) == 0
+    hits = 0
+    for radius in (0, 15, 31, 40, 63, 80):
+        for q in needles:
+            expected = p.search(q, radius, limit=2000)
+            assert m.search(q, radius, limit=2000) == expected
+            hits += len(expected)
+    assert hits > 100  # the data set has real near neighbours at these radii
+
+
+def test_planted_neighbours_at_every_distance_are_found() -> None:
+    rng = np.random.default_rng(7)
+    base = [rng.integers(0, 256, 32, dtype=np.uint8).tobytes() for _ in range(300)]
+    items = [(i, PerceptualHash("pdq", c, 90)) for i, c in enumerate(base)]
+    m, p = _both(items)
+    for d in range(0, 40):
+        src = int(rng.integers(len(base)))
+        q = PerceptualHash("pdq", _flip(base[src], rng.choice(256, d, replace=False)), 90)
+        got = m.search(q)
+        assert got == p.search(q)
+        assert ((d, src) in got) == (d <= 31)
+
+
+def test_pending_codes_and_rebuilds_stay_exact(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(mih, "REBUILD_MIN_PENDING", 8)
+    rng = np.random.default_rng(11)
+    m, p = MihIndex(), PdqIndex()
+    codes: list[bytes] = []
+    for step in range(40):
+        new = []
+        for _ in range(int(rng.integers(1, 20))):
+            if codes and rng.random() < 0.5:  # near-duplicates of earlier codes
+                c = _flip(
+                    codes[int(rng.integers(len(codes)))],
+                    rng.choice(256, int(rng.integers(0, 33)), replace=False),
+                )
+            else:
+                c = rng.integers(0, 256, 32, dtype=np.uint8).tobytes()
+            codes.append(c)
+            new.append((len(codes) - 1, PerceptualHash("pdq", c, 80)))
+        m.add_many(new)
+        p.add_many(new)
+        q = PerceptualHash("pdq", codes[int(rng.integers(len(codes)))], 80)
+        assert m.search(q, limit=1000) == p.search(q, limit=1000), step
+        assert len(m) == len(p) == len(codes)
+    assert len(m._tables.ids) > 0  # tables were built, not only the pending list
+
+
+def test_skewed_buckets_fall_back_to_a_full_scan_with_the_same_answer() -> None:
+    rng = np.random.default_rng(3)
+    same = rng.integers(0, 256, 32, dtype=np.uint8).tobytes()
+    items = [(i, PerceptualHash("pdq", same, 70)) for i in range(500)]
+    items += [
+        (500 + i, PerceptualHash("pdq", rng.integers(0, 256, 32, dtype=np.uint8).tobytes(), 70))
+        for i in range(500)
+    ]
+    m, p = _both(items)
+    q = PerceptualHash("pdq", _flip(same, np.array([0, 100, 200])), 70)
+    got = m.search(q, limit=600)
+    assert got == p.search(q, limit=600)
+    assert [d for d, _ in got] == [3] * 500 and [i for _, i in got] == list(range(500))
+
+
+def test_low_quality_hashes_are_neither_indexed_nor_matched() -> None:
+    code = bytes(range(32))
+    m = MihIndex()
+    m.add(1, PerceptualHash("pdq", code, 49))
+    m.add(2, PerceptualHash("pdq", code, 50))
+    assert len(m) == 1
+    assert m.search(PerceptualHash("pdq", code, 90)) == [(0, 2)]
+    assert m.search(PerceptualHash("pdq", code, 10)) == []
+    assert MihIndex().search(PerceptualHash("pdq", code, 90)) == []

@@ -1,0 +1,460 @@
+"""`prov scan` against a real server: a desk of signed, derived, tampered, unsigned, corrupt,
+non-media and hostile files in a folder, a zip and a tar.gz; the process pool and Ray
+give the same report; a scan killed with SIGKILL resumes to the same report."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import tarfile
+import time
+import uuid
+import zipfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import typer
+from conftest import ADMIN_TOKEN, FIXTURES, PASSPHRASE, ROOT, SAMPLES, ServerProc, start_server
+from PIL import Image, ImageDraw
+from typer.testing import CliRunner
+
+from clients.cli import main as prov_main
+from clients.scan import worker
+from clients.scan.cli import scan as scan_command
+from clients.scan.engines import LocalEngine, RayEngine
+from clients.scan.pipeline import run_scan
+from clients.scan.report import csv_path, html_path
+from clients.scan.rows import VOLATILE_FIELDS
+from clients.scan.worker import ScanConfig
+from provenance.errors import TransportError
+
+REAL = FIXTURES / "detector" / "real" / "afhq"
+SECRET = b"k" * 32
+XSS = "<img src=x onerror=alert(1)>.jpg"
+
+
+@dataclass
+class Desk:
+    server: ServerProc
+    root: Path
+    folder: Path
+    tarball: Path
+    device_id: str
+    escape: str
+    baseline: list[dict[str, Any]]
+
+
+def _prov(*args: str) -> str:
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        rc = prov_main(list(args))
+    assert rc == 0, (args, buf.getvalue())
+    return buf.getvalue()
+
+
+def _jpeg(im: Image.Image, quality: int = 85) -> bytes:
+    buf = io.BytesIO()
+    im.convert("RGB").save(buf, "JPEG", quality=quality)
+    return buf.getvalue()
+
+
+def _add(
+    t: tarfile.TarFile, name: str, data: bytes = b"", kind: bytes = tarfile.REGTYPE, link: str = ""
+) -> None:
+    info = tarfile.TarInfo(name)
+    info.type = kind
+    info.linkname = link
+    info.size = len(data) if kind == tarfile.REGTYPE else 0
+    t.addfile(info, io.BytesIO(data) if kind == tarfile.REGTYPE else None)
+
+
+def _scan(paths: list[Path], out: Path, engine: Any, **kw: Any) -> list[dict[str, Any]]:
+    config = ScanConfig(
+        server=kw.pop("server"), detector_secret=SECRET, detect=kw.pop("detect", False)
+    )
+    run_scan([str(p) for p in paths], out, config, engine, **kw)
+    return [json.loads(line) for line in out.read_text().splitlines()]
+
+
+def _normal(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Rows without run-dependent fields, in path order (reports are compared unordered)."""
+    return sorted(
+        ({k: v for k, v in r.items() if k not in VOLATILE_FIELDS} for r in rows),
+        key=lambda r: r["path"],
+    )
+
+
+@pytest.fixture(scope="module")
+def desk(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Desk]:
+    root = tmp_path_factory.mktemp("desk")
+    srv = start_server(root / "prov.db")
+    try:
+        with pytest.MonkeyPatch.context() as mp:
+            for k, v in {
+                "PROV_HOME": str(root / "device"),
+                "PROV_PASSPHRASE": PASSPHRASE,
+                "PROV_ADMIN_TOKEN": ADMIN_TOKEN,
+                "PROV_SERVER": srv.address,
+            }.items():
+                mp.setenv(k, v)
+            device_id = _prov("device", "init").split()[-1]
+            token = _prov("admin", "enroll-token", "--label", "desk-camera").strip()
+            _prov("device", "enroll", "--token", token)
+            folder = root / "folder"
+            folder.mkdir()
+            signed = {
+                "rocket.jpg": (SAMPLES / "rocket.jpg").read_bytes(),
+                "hopper.jpg": (SAMPLES / "grace_hopper.jpg").read_bytes(),
+                "cat.jpg": (REAL / "ref_cat_flickr_cat_000495.jpg").read_bytes(),
+            }
+            for name, data in signed.items():
+                (folder / name).write_bytes(data)
+            _prov("sign", *(str(folder / n) for n in signed))
+        cat = Image.open(folder / "cat.jpg")
+        ImageDraw.Draw(cat).rectangle((10, 10, 60, 60), fill=(255, 0, 0))
+        (folder / "cat.jpg").write_bytes(_jpeg(cat, 95))  # edited after signing: TAMPERED
+        rocket = Image.open(io.BytesIO(signed["rocket.jpg"]))
+        small = _jpeg(rocket.resize((rocket.width // 2, rocket.height // 2)), 80)
+        (folder / "rocket-small.jpg").write_bytes(small)
+        buf = io.BytesIO()
+        Image.open(io.BytesIO(signed["hopper.jpg"])).save(buf, "PNG")
+        hopper_png = buf.getvalue()
+        (folder / "hopper.png").write_bytes(hopper_png)
+        dog = (REAL / "ref_dog_flickr_dog_001072.jpg").read_bytes()
+        (folder / "chelsea.png").write_bytes((SAMPLES / "chelsea.png").read_bytes())
+        (folder / "chelsea.png.prov").write_text("not a sidecar")
+        (folder / XSS).write_bytes(dog)
+        (folder / "broken.jpg").write_bytes(signed["rocket.jpg"][:3000])
+        (folder / "notes.txt").write_text("caption: launch\n")
+        (folder / "empty.jpg").write_bytes(b"")
+        (folder / "link.jpg").symlink_to("/etc/passwd")
+
+        escape = f"/tmp/scan-abs-{uuid.uuid4().hex}.jpg"
+        deeper = io.BytesIO()
+        with zipfile.ZipFile(deeper, "w") as z:
+            z.writestr("too-deep.jpg", signed["hopper.jpg"])
+        inner = io.BytesIO()
+        with tarfile.open(fileobj=inner, mode="w:gz") as t:
+            _add(t, "hopper.jpg", signed["hopper.jpg"])
+            _add(t, "deeper.zip", deeper.getvalue())
+        with zipfile.ZipFile(folder / "bundle.zip", "w", zipfile.ZIP_DEFLATED) as z:
+            z.writestr("sent/rocket.jpg", signed["rocket.jpg"])
+            z.writestr("sent/rocket-small.jpg", small)
+            z.writestr("dog.jpg", dog)
+            z.writestr("broken.jpg", signed["rocket.jpg"][:3000])
+            z.writestr("notes.txt", "caption\n")
+            z.writestr("../../escape.jpg", signed["rocket.jpg"])
+            z.writestr(escape, signed["rocket.jpg"])
+            link = zipfile.ZipInfo("passwd.jpg")
+            link.external_attr = 0o120777 << 16
+            z.writestr(link, "/etc/passwd")
+            z.writestr("bomb.bin", bytes(20 << 20))
+            z.writestr("inner.tar.gz", inner.getvalue())
+        tarball = root / "wire.tar.gz"
+        with tarfile.open(tarball, "w:gz") as t:
+            _add(t, "hopper.png", hopper_png)
+            _add(t, "chelsea.png", (SAMPLES / "chelsea.png").read_bytes())
+            _add(t, "sym.jpg", kind=tarfile.SYMTYPE, link="/etc/shadow")
+            _add(t, "hard.jpg", kind=tarfile.LNKTYPE, link="hopper.png")
+            _add(t, "../../../escape.png", hopper_png)
+        baseline = _scan(
+            [folder, tarball], root / "baseline.jsonl", LocalEngine(0), server=srv.address
+        )
+        yield Desk(srv, root, folder, tarball, device_id, escape, baseline)
+    finally:
+        srv.stop()
+
+
+def test_each_row_of_a_mixed_desk_is_right(desk: Desk) -> None:
+    f, b, t = str(desk.folder), f"{desk.folder}/bundle.zip", str(desk.tarball)
+    expected = {
+        # path: (kind, status, note or error fragment)
+        f"{f}/rocket.jpg": ("media", "SIGNED_ORIGINAL", None),
+        f"{f}/hopper.jpg": ("media", "SIGNED_ORIGINAL", None),
+        f"{f}/cat.jpg": ("media", "TAMPERED", None),
+        f"{f}/rocket-small.jpg": ("media", "DERIVED", None),
+        f"{f}/hopper.png": ("media", "DERIVED", None),
+        f"{f}/chelsea.png": ("media", "UNSIGNED", "sidecar chelsea.png.prov not usable"),
+        f"{f}/chelsea.png.prov": ("file", "UNSIGNED", "not a recognised image or video format"),
+        f"{f}/{XSS}": ("media", "UNSIGNED", None),
+        f"{f}/broken.jpg": ("file", "UNSIGNED", "truncated or corrupt"),
+        f"{f}/notes.txt": ("file", "UNSIGNED", "not a recognised image or video format"),
+        f"{f}/empty.jpg": ("file", "UNSIGNED", "empty file"),
+        f"{f}/rocket.jpg.prov": ("sidecar", None, "provenance sidecar"),
+        f"{f}/hopper.jpg.prov": ("sidecar", None, "provenance sidecar"),
+        f"{f}/cat.jpg.prov": ("sidecar", None, "provenance sidecar"),
+        f"{f}/link.jpg": ("refused", None, "symbolic link: not followed"),
+        f"{b}!sent/rocket.jpg": ("media", "SIGNED_ORIGINAL", None),
+        f"{b}!sent/rocket-small.jpg": ("media", "DERIVED", None),
+        f"{b}!dog.jpg": ("media", "UNSIGNED", None),
+        f"{b}!broken.jpg": ("file", "UNSIGNED", "truncated or corrupt"),
+        f"{b}!notes.txt": ("file", "UNSIGNED", "not a recognised"),
+        f"{b}!../../escape.jpg": ("refused", None, "path traversal"),
+        f"{b}!{desk.escape}": ("refused", None, "absolute entry name"),
+        f"{b}!passwd.jpg": ("refused", None, "symbolic link"),
+        f"{b}!bomb.bin": ("refused", None, "compression ratio"),
+        f"{b}!inner.tar.gz!hopper.jpg": ("media", "SIGNED_ORIGINAL", None),
+        f"{b}!inner.tar.gz!deeper.zip": ("refused", None, "nested more than 2 levels"),
+        f"{t}!hopper.png": ("media", "DERIVED", None),
+        f"{t}!chelsea.png": ("media", "UNSIGNED", None),
+        f"{t}!sym.jpg": ("refused", None, "symbolic link to '/etc/shadow'"),
+        f"{t}!hard.jpg": ("refused", None, "hard link to 'hopper.png'"),
+        f"{t}!../../../escape.png": ("refused", None, "path traversal"),
+    }
+    rows = {r["path"]: r for r in desk.baseline}
+    assert len(rows) == len(desk.baseline) == len(expected)
+    for path, (kind, status, text) in expected.items():
+        r = rows[path]
+        assert (r["kind"], r["status"]) == (kind, status), path
+        if kind == "refused":
+            assert text in r["error"] and r["sha256"] is None, path
+        else:
+            assert r["error"] is None, path
+            assert (text is None and r["note"] is None) or (text and text in r["note"]), path
+        assert r["archive"] == (
+            None
+            if path.startswith(f"{f}/") and "!" not in path
+            else (b if path.startswith(b) else t)
+        ), path
+    signed = rows[f"{b}!inner.tar.gz!hopper.jpg"]
+    hopper = (SAMPLES / "grace_hopper.jpg").read_bytes()
+    assert signed["sha256"] == __import__("hashlib").sha256(hopper).hexdigest()
+    assert signed["size"] == len(hopper) and signed["media_type"] == "image/jpeg"
+    assert signed["evidence"]["hash_match"] is True
+    assert signed["evidence"]["claim"]["device_id"] == desk.device_id
+    assert signed["evidence"]["claim"]["log"]["leaf_index"] in (0, 1, 2)
+    derived = rows[f"{f}/rocket-small.jpg"]
+    assert 0 <= derived["evidence"]["pdq_distance"] <= 31 == derived["evidence"]["pdq_threshold"]
+    assert derived["evidence"]["claim"]["sha256"] == rows[f"{f}/rocket.jpg"]["sha256"]
+    assert rows[f"{f}/cat.jpg"]["evidence"]["sidecar_present"] is True
+    assert rows[f"{f}/chelsea.png"]["soft_bindings"][0]["quality"] >= 50
+    assert all(r["detector"] is None for r in desk.baseline)  # --detect was not asked for
+    # nothing was extracted: only the reports were written
+    assert not os.path.exists(desk.escape)
+    assert (
+        not (desk.root.parent / "escape.jpg").exists() and not (desk.root / "escape.jpg").exists()
+    )
+    assert sorted(p.name for p in desk.root.iterdir()) == sorted(
+        [
+            "prov.db",
+            "prov.db.logkey.pem",
+            "device",
+            "folder",
+            "wire.tar.gz",
+            "baseline.jsonl",
+            "baseline.csv",
+            "baseline.html",
+        ]
+        + [p.name for p in desk.root.glob("prov.db-*")]
+        + [p.name for p in desk.root.glob("*.jsonl") if p.name != "baseline.jsonl"]
+        + [p.name for p in desk.root.glob("*.csv") if p.name != "baseline.csv"]
+        + [p.name for p in desk.root.glob("*.html") if p.name != "baseline.html"]
+    )
+
+
+def test_csv_and_html_reports_describe_every_row(desk: Desk) -> None:
+    report = desk.root / "baseline.jsonl"
+    lines = csv_path(report).read_text().splitlines()
+    assert lines[0].startswith("path,archive,kind,size,media_type,sha256,pdq,")
+    assert len(lines) == 1 + len(desk.baseline)
+    page = html_path(report).read_text()
+    assert "<img src=x" not in page and "&lt;img src=x onerror=alert(1)&gt;.jpg" in page
+    assert "<td>UNSIGNED</td><td class='n'>10</td>" in page
+    assert "<td>SIGNED_ORIGINAL</td><td class='n'>4</td>" in page
+    assert "<td>ERROR</td><td class='n'>9</td>" in page
+    # the four unsigned decodable images each have a thumbnail, archive entries included
+    assert page.count("data:image/jpeg;base64,") == 4
+    assert "path traversal" in page
+
+
+def test_process_pool_gives_the_same_report(desk: Desk) -> None:
+    rows = _scan(
+        [desk.folder, desk.tarball],
+        desk.root / "pool.jsonl",
+        LocalEngine(2),
+        server=desk.server.address,
+        batch_size=4,
+    )
+    assert _normal(rows) == _normal(desk.baseline)
+
+
+@pytest.mark.slow
+def test_ray_engine_gives_the_same_report(desk: Desk) -> None:
+    ray = pytest.importorskip("ray")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        rows = _scan(
+            [desk.folder, desk.tarball],
+            desk.root / "ray.jsonl",
+            RayEngine(),
+            server=desk.server.address,
+            batch_size=4,
+        )
+    finally:
+        ray.shutdown()
+    assert _normal(rows) == _normal(desk.baseline)
+
+
+def test_detect_scores_only_unsigned_images(desk: Desk) -> None:
+    rows = {
+        r["path"]: r
+        for r in _scan(
+            [desk.folder],
+            desk.root / "detect.jsonl",
+            LocalEngine(0),
+            server=desk.server.address,
+            detect=True,
+        )
+    }
+    scored = {p for p, r in rows.items() if r["detector"] is not None}
+    assert scored == {
+        f"{desk.folder}/chelsea.png",
+        f"{desk.folder}/{XSS}",
+        f"{desk.folder}/bundle.zip!dog.jpg",
+    }
+    for path in scored:
+        block = rows[path]["detector"]
+        if "score" in block:  # the local detector loaded
+            assert 0.0 <= block["band_low"] <= block["score"] <= block["band_high"] <= 1.0
+            assert "advisory" in block["advisory"].lower()
+        else:  # no local weights: the server was asked (folder files) or nothing could be
+            assert block["available"] is False
+            expected = (
+                "this server runs no detector"
+                if "!" not in path
+                else "needs a file on disk, not an archive entry"
+            )
+            assert expected in block["note"], block
+    page = html_path(desk.root / "detect.jsonl").read_text()
+    shown = [float(x) for x in re.findall(r"<td class='n'>(\d\.\d{3})</td>", page)]
+    scores = sorted(
+        (r["detector"].get("score", -1.0) for r in rows.values() if r["detector"]), reverse=True
+    )
+    assert shown == [round(x, 3) for x in scores if x >= 0]  # ranked by score, highest first
+
+
+def _photos(folder: Path, n: int) -> None:
+    rng = np.random.default_rng(5)
+    folder.mkdir()
+    for k in range(n):
+        base = rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)
+        im = Image.fromarray(base).resize((96, 96), Image.Resampling.BICUBIC)
+        (folder / f"p{k:03d}.jpg").write_bytes(_jpeg(im, 90))
+
+
+def test_a_scan_killed_midway_resumes_to_the_same_report(desk: Desk) -> None:
+    folder = desk.root / "many"
+    _photos(folder, 240)
+    full = _scan([folder], desk.root / "full.jsonl", LocalEngine(0), server=desk.server.address)
+    out = desk.root / "killed.jsonl"
+    code = "import typer; from clients.scan.cli import scan; typer.run(scan)"
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            code,
+            str(folder),
+            "--report",
+            str(out),
+            "--server",
+            desk.server.address,
+            "--workers",
+            "0",
+            "--batch-size",
+            "2",
+        ],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and proc.poll() is None:
+        if out.exists() and out.read_bytes().count(b"\n") >= 20:
+            break
+        time.sleep(0.01)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    before = out.read_bytes().count(b"\n")
+    assert 20 <= before < 240, "the scan must be killed mid-way"
+    with out.open("ab") as f:
+        f.write(b'{"path": "cut by the cra')  # a row half-written when the process died
+    config = ScanConfig(server=desk.server.address)
+    result = run_scan([str(folder)], out, config, LocalEngine(0), resume=True)
+    assert result.skipped == before and result.scanned == 240 - before
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len({r["path"] for r in rows}) == len(rows) == 240
+    assert _normal(rows) == _normal(full)
+
+
+def test_the_cli_command_scans_refuses_to_overwrite_and_resumes(desk: Desk) -> None:
+    app = typer.Typer()
+    app.command()(scan_command)
+    runner = CliRunner()
+    out = desk.root / "cli.jsonl"
+    args = [
+        str(desk.tarball),
+        "--report",
+        str(out),
+        "--server",
+        desk.server.address,
+        "--workers",
+        "0",
+    ]
+    r = runner.invoke(app, args)
+    assert r.exit_code == 0, r.output
+    assert "SIGNED_ORIGINAL" not in r.stdout and "DERIVED" in r.stdout and "files/s" in r.stdout
+    assert len(out.read_text().splitlines()) == 5
+    again = runner.invoke(app, args)
+    assert again.exit_code == 1 and "exists: add --resume" in str(again.exception)
+    resumed = runner.invoke(app, [*args, "--resume"])
+    assert resumed.exit_code == 0 and "already in the report (resumed)" in resumed.stdout
+    assert len(out.read_text().splitlines()) == 5
+    bad = runner.invoke(app, [str(desk.tarball), "--report", str(desk.root / "x.csv")])
+    assert bad.exit_code == 1 and ".jsonl" in str(bad.exception)
+
+
+def test_videos_get_frame_hashes_on_disk_and_sha256_in_archives(desk: Desk, tmp_path: Path) -> None:
+    video = FIXTURES / "phash" / "video" / "doorknob-hd-no-bar.mp4"
+    with zipfile.ZipFile(tmp_path / "clips.zip", "w") as z:
+        z.write(video, "clip.mp4")
+    rows = {
+        r["path"]: r
+        for r in _scan(
+            [video, tmp_path / "clips.zip"],
+            tmp_path / "v.jsonl",
+            LocalEngine(0),
+            server=desk.server.address,
+        )
+    }
+    on_disk = rows[str(video)]
+    assert (on_disk["kind"], on_disk["status"], on_disk["media_type"]) == (
+        "media",
+        "UNSIGNED",
+        "video/mp4",
+    )
+    assert [h["timestamp_seconds"] for h in on_disk["soft_bindings"]] == [0.0, 1.0, 2.0, 3.0]
+    archived = rows[f"{tmp_path}/clips.zip!clip.mp4"]
+    assert archived["kind"] == "file" and archived["sha256"] == on_disk["sha256"]
+    assert "frames not sampled" in archived["note"]
+
+
+def test_an_unreachable_server_stops_the_scan_with_a_transport_error(
+    desk: Desk, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(worker, "RETRY_DELAYS_S", (0.01,))
+    out = tmp_path / "down.jsonl"
+    with pytest.raises(TransportError, match="cannot reach the server") as e:
+        run_scan([str(desk.tarball)], out, ScanConfig(server="127.0.0.1:1"), LocalEngine(0))
+    assert e.value.code == "UNAVAILABLE"
+    assert out.read_text() == ""  # nothing recorded; --resume starts this batch again

@@ -1,0 +1,273 @@
+"""Reading folders and archives for a scan: hostile entries refused, limits, refs."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import stat
+import tarfile
+import uuid
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from clients.scan.sources import (
+    EntryItem,
+    FileItem,
+    HashedItem,
+    Item,
+    RefusedItem,
+    ScanLimits,
+    entry_name_problem,
+    iter_items,
+)
+
+SAMPLES = Path(__file__).resolve().parents[1] / "clients" / "samples"
+JPEG = (SAMPLES / "rocket.jpg").read_bytes()
+PNG = (SAMPLES / "chelsea.png").read_bytes()
+
+
+def _by_ref(items: list[Item]) -> dict[str, Item]:
+    out = {i.ref: i for i in items}
+    assert len(out) == len(items), "refs must be unique"
+    return out
+
+
+def _tree(root: Path) -> set[str]:
+    return {str(p.relative_to(root)) for p in root.rglob("*")}
+
+
+def _zip_symlink(z: zipfile.ZipFile, name: str, target: str) -> None:
+    info = zipfile.ZipInfo(name)
+    info.external_attr = (stat.S_IFLNK | 0o777) << 16
+    z.writestr(info, target)
+
+
+def _mark_encrypted(archive: Path, name: bytes) -> None:
+    """Set the 'encrypted' flag of an entry in the central directory (zipfile won't)."""
+    data = bytearray(archive.read_bytes())
+    pos = data.find(b"PK\x01\x02")
+    while pos >= 0:
+        n = int.from_bytes(data[pos + 28 : pos + 30], "little")
+        if data[pos + 46 : pos + 46 + n] == name:
+            data[pos + 8] |= 0x1
+        pos = data.find(b"PK\x01\x02", pos + 4)
+    archive.write_bytes(bytes(data))
+
+
+def test_entry_names_that_escape_a_folder_are_refused() -> None:
+    assert entry_name_problem("photos/day1/a.jpg") is None
+    assert entry_name_problem("a..b.jpg") is None
+    for name in ("../a.jpg", "x/../../a.jpg", "..\\a.jpg", "x\\..\\a"):
+        assert "path traversal" in (entry_name_problem(name) or "")
+    for name in ("/etc/passwd", "\\server\\share", "C:evil.jpg", "c:/windows/a.jpg"):
+        assert "absolute" in (entry_name_problem(name) or "")
+    assert "control character" in (entry_name_problem("a\x00.jpg") or "")
+    assert entry_name_problem("") == "empty entry name"
+
+
+def test_hostile_zip_entries_are_refused_and_nothing_is_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    escape = f"/tmp/scan-escape-{uuid.uuid4().hex}.jpg"
+    archive = tmp_path / "in" / "hostile.zip"
+    archive.parent.mkdir()
+    with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as z:
+        z.writestr("ok/rocket.jpg", JPEG)
+        z.writestr("../../escape.jpg", JPEG)
+        z.writestr(escape, JPEG)
+        z.writestr("..\\windows.jpg", JPEG)
+        _zip_symlink(z, "link.jpg", "/etc/passwd")
+        z.writestr("secret.jpg", JPEG)
+        z.writestr("bomb.bin", bytes(20 << 20))
+        z.writestr("ok/notes.txt", b"plain text")
+    _mark_encrypted(archive, b"secret.jpg")
+    monkeypatch.chdir(tmp_path / "in")
+    before = _tree(tmp_path)
+    limits = ScanLimits(ratio_min_bytes=1 << 20)
+    got = _by_ref(list(iter_items([str(archive)], limits)))
+    a = str(archive)
+    ok = got[f"{a}!ok/rocket.jpg"]
+    assert isinstance(ok, EntryItem) and ok.data == JPEG and ok.archive == a
+    assert isinstance(got[f"{a}!ok/notes.txt"], EntryItem)
+    errors = {ref.split("!", 1)[1]: i.error for ref, i in got.items() if isinstance(i, RefusedItem)}
+    assert "path traversal" in errors["../../escape.jpg"]
+    assert "path traversal" in errors["..\\windows.jpg"]
+    assert "absolute entry name" in errors[escape]
+    assert errors["link.jpg"] == "symbolic link: not followed"
+    assert errors["secret.jpg"] == "encrypted entry: cannot be scanned"
+    assert (
+        "compression ratio" in errors["bomb.bin"] and "over the 100:1 limit" in errors["bomb.bin"]
+    )
+    assert len(got) == 8
+    assert _tree(tmp_path) == before
+    assert not os.path.exists(escape)
+
+
+def test_hostile_tar_members_are_refused(tmp_path: Path) -> None:
+    archive = tmp_path / "hostile.tar.gz"
+    with tarfile.open(archive, "w:gz") as t:
+        for name, data in (("good.png", PNG), ("../up.png", PNG), ("/abs/x.png", PNG)):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            t.addfile(info, io.BytesIO(data))
+        for name, kind, link in (
+            ("sym", tarfile.SYMTYPE, "/etc/shadow"),
+            ("hard", tarfile.LNKTYPE, "good.png"),
+            ("dev", tarfile.CHRTYPE, ""),
+            ("fifo", tarfile.FIFOTYPE, ""),
+        ):
+            info = tarfile.TarInfo(name)
+            info.type = kind
+            info.linkname = link
+            t.addfile(info)
+        t.addfile(tarfile.TarInfo("after.txt"), io.BytesIO(b""))
+    got = _by_ref(list(iter_items([str(archive)], ScanLimits())))
+    a = str(archive)
+    assert isinstance(got[f"{a}!good.png"], EntryItem) and got[f"{a}!good.png"].data == PNG  # type: ignore[union-attr]
+    errors = {ref.split("!", 1)[1]: i.error for ref, i in got.items() if isinstance(i, RefusedItem)}
+    assert errors == {
+        "../up.png": errors["../up.png"],
+        "/abs/x.png": errors["/abs/x.png"],
+        "sym": "symbolic link to '/etc/shadow': not followed",
+        "hard": "hard link to 'good.png': not followed",
+        "dev": "not a regular file (device, socket or FIFO)",
+        "fifo": "not a regular file (device, socket or FIFO)",
+    }
+    assert "path traversal" in errors["../up.png"] and "absolute" in errors["/abs/x.png"]
+    assert isinstance(got[f"{a}!after.txt"], EntryItem)  # the scan went on
+
+
+def test_a_tar_compression_bomb_stops_its_archive(tmp_path: Path) -> None:
+    archive = tmp_path / "bomb.tar.gz"
+    with tarfile.open(archive, "w:gz") as t:
+        for name, data in (
+            ("first.txt", b"hello"),
+            ("zeros.bin", bytes(8 << 20)),
+            ("never.png", PNG),
+        ):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            t.addfile(info, io.BytesIO(data))
+    items = list(iter_items([str(archive)], ScanLimits(ratio_min_bytes=1 << 20)))
+    assert [i.ref for i in items] == [f"{archive}!first.txt", str(archive)]
+    last = items[-1]
+    assert isinstance(last, RefusedItem) and "decompression ratio over 100:1" in last.error
+
+
+def test_entry_count_total_size_and_nesting_limits(tmp_path: Path) -> None:
+    many = tmp_path / "many.zip"
+    with zipfile.ZipFile(many, "w") as z:
+        for k in range(10):
+            z.writestr(f"f{k}.txt", b"x" * 1000)
+    items = list(iter_items([str(many)], ScanLimits(max_entries=4)))
+    assert [i.ref for i in items] == [f"{many}!f{k}.txt" for k in range(4)] + [str(many)]
+    assert "more than 4 entries" in items[-1].error  # type: ignore[union-attr]
+    items = list(iter_items([str(many)], ScanLimits(max_total_bytes=2500)))
+    assert len(items) == 3 and "more than 2500 uncompressed bytes" in items[-1].error  # type: ignore[union-attr]
+
+    deep = io.BytesIO()
+    with zipfile.ZipFile(deep, "w") as z:
+        z.writestr("deepest.jpg", JPEG)
+    mid = io.BytesIO()
+    with tarfile.open(fileobj=mid, mode="w:gz") as t:
+        for name, data in (("inner.png", PNG), ("deep.zip", deep.getvalue())):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            t.addfile(info, io.BytesIO(data))
+    outer = tmp_path / "outer.zip"
+    with zipfile.ZipFile(outer, "w") as z:
+        z.writestr("mid.tar.gz", mid.getvalue())
+        z.writestr("top.jpg", JPEG)
+    got = _by_ref(list(iter_items([str(outer)], ScanLimits(max_depth=2))))
+    o = str(outer)
+    assert set(got) == {f"{o}!mid.tar.gz!inner.png", f"{o}!mid.tar.gz!deep.zip", f"{o}!top.jpg"}
+    assert got[f"{o}!mid.tar.gz!inner.png"].data == PNG  # type: ignore[union-attr]
+    assert "nested more than 2 levels" in got[f"{o}!mid.tar.gz!deep.zip"].error  # type: ignore[union-attr]
+    deeper = _by_ref(list(iter_items([str(outer)], ScanLimits(max_depth=3))))
+    assert f"{o}!mid.tar.gz!deep.zip!deepest.jpg" in deeper
+
+
+def test_corrupt_archives_are_one_row_each(tmp_path: Path) -> None:
+    good = tmp_path / "good.tar.gz"
+    with tarfile.open(good, "w:gz") as t:
+        for k in range(3):
+            info = tarfile.TarInfo(f"p{k}.png")
+            info.size = len(PNG)
+            t.addfile(info, io.BytesIO(PNG))
+    cut = tmp_path / "cut.tar.gz"
+    cut.write_bytes(good.read_bytes()[: len(good.read_bytes()) // 2])
+    fake = tmp_path / "fake.zip"
+    fake.write_bytes(b"PK\x03\x04" + os.urandom(200))
+    items = list(iter_items([str(cut), str(fake)], ScanLimits()))
+    refused = [i for i in items if isinstance(i, RefusedItem)]
+    assert [i.ref for i in refused] == [str(cut), str(fake)]
+    assert "truncated or corrupt tar archive" in refused[0].error
+    assert "not a readable zip archive" in refused[1].error
+    assert all(isinstance(i, EntryItem) and i.data == PNG for i in items if i not in refused)
+
+
+@pytest.mark.filterwarnings("ignore:Duplicate name")
+def test_folders_list_files_links_sidecars_duplicates_and_skip(tmp_path: Path) -> None:
+    root = tmp_path / "photos"
+    (root / "sub").mkdir(parents=True)
+    (root / "a.jpg").write_bytes(JPEG)
+    (root / "a.jpg.prov").write_text("{}")
+    (root / "sub" / "b.png").write_bytes(PNG)
+    (root / "link.jpg").symlink_to(root / "a.jpg")
+    (root / "linkdir").symlink_to(root / "sub")
+    big = os.urandom((1 << 20) + 10)
+    with zipfile.ZipFile(root / "pack.zip", "w") as z:
+        z.writestr("same.txt", b"one")
+        z.writestr("same.txt", b"two")
+        z.writestr("big.bin", big)
+    (root / "pack.zip.txt").write_bytes(b"not a list inside a folder")
+    listing = tmp_path / "paths.txt"
+    listing.write_text("# archive desk\nphotos\n\nmissing.jpg\nphotos/sub/b.png\n")
+    got = list(iter_items([str(listing)], ScanLimits()))
+    refs = [i.ref for i in got]
+    p = str(root)
+    assert refs == [
+        f"{p}/a.jpg",
+        f"{p}/a.jpg.prov",
+        f"{p}/link.jpg",
+        f"{p}/linkdir",
+        f"{p}/pack.zip!same.txt",
+        f"{p}/pack.zip!same.txt #2",
+        f"{p}/pack.zip!big.bin",
+        f"{p}/pack.zip.txt",
+        f"{p}/sub/b.png",
+        f"{tmp_path}/missing.jpg",
+        f"{p}/sub/b.png",
+    ]
+    by = {i.ref: i for i in got}
+    a = by[f"{p}/a.jpg"]
+    assert isinstance(a, FileItem) and a.sidecar == f"{p}/a.jpg.prov" and a.size == len(JPEG)
+    assert by[f"{p}/link.jpg"].error == "symbolic link: not followed"  # type: ignore[union-attr]
+    assert by[f"{p}/linkdir"].error == "symbolic link: not followed"  # type: ignore[union-attr]
+    assert by[f"{tmp_path}/missing.jpg"].error.startswith("cannot open")  # type: ignore[union-attr]
+    assert [by[f"{p}/pack.zip!same.txt"].data, by[f"{p}/pack.zip!same.txt #2"].data] == [
+        b"one",
+        b"two",
+    ]  # type: ignore[union-attr]
+    hashed = by[f"{p}/pack.zip!big.bin"]
+    assert isinstance(hashed, HashedItem)
+    assert (hashed.sha256, hashed.size, hashed.archive) == (
+        hashlib.sha256(big).digest(),
+        len(big),
+        f"{p}/pack.zip",
+    )
+
+    skipped = [
+        i.ref for i in iter_items([p], ScanLimits(), skip=lambda r: r.endswith((".jpg", ".txt")))
+    ]
+    assert skipped == [
+        f"{p}/a.jpg.prov",
+        f"{p}/link.jpg",
+        f"{p}/linkdir",
+        f"{p}/pack.zip!same.txt #2",
+        f"{p}/pack.zip!big.bin",
+        f"{p}/sub/b.png",
+    ]
