@@ -8,17 +8,50 @@ import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
+from clients.api import ProvenanceClient
 from clients.cli import main as prov_main
+from provenance import wire
+from provenance.claims import Claim, HardBinding, SignedClaim
+from provenance.envelope import PAYLOAD_TYPE_CLAIM, PAYLOAD_TYPE_ENROLL, sign_payload
+from provenance.keys import DeviceKey
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = ROOT.parent / "shared" / "fixtures"
 SAMPLES = ROOT / "clients" / "samples"
 ADMIN_TOKEN = "test-admin-token-0123456789"
 PASSPHRASE = "correct horse battery staple"
+
+
+def enroll_key(client: ProvenanceClient) -> DeviceKey:
+    """A fresh device key enrolled through ``client`` (which holds the admin token)."""
+    key = DeviceKey.generate()
+    token, _ = client.create_enrollment_token()
+    client.enroll(token, key.public_key, sign_payload(key, PAYLOAD_TYPE_ENROLL, token.encode()))
+    return key
+
+
+def signed_claim(
+    key: DeviceKey, seq: int, sha: bytes | None = None, prev: bytes = b""
+) -> SignedClaim:
+    """A validly signed claim for a made-up capture (random SHA-256 unless given)."""
+    claim = Claim(
+        device_id=key.key_id,
+        sequence=seq,
+        captured_at=datetime.now(UTC),
+        media_type="image/jpeg",
+        size_bytes=10,
+        hard_binding=HardBinding(sha256=sha if sha is not None else os.urandom(32)),
+        prev_claim_hash=prev,
+    )
+    data = wire.encode_claim(claim)
+    return SignedClaim(
+        PAYLOAD_TYPE_CLAIM, data, key.key_id, sign_payload(key, PAYLOAD_TYPE_CLAIM, data)
+    )
 
 
 @dataclass

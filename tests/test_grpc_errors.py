@@ -5,17 +5,15 @@ from __future__ import annotations
 
 import struct
 import zlib
-from datetime import UTC, datetime
 from pathlib import Path
 
 import grpc
 import pytest
-from conftest import ADMIN_TOKEN, SAMPLES, Cli, ServerProc
+from conftest import ADMIN_TOKEN, SAMPLES, Cli, ServerProc, enroll_key, signed_claim
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from clients.api import ProvenanceClient
-from provenance import wire
-from provenance.claims import Claim, HardBinding, SignedClaim
+from provenance.claims import SignedClaim
 from provenance.envelope import PAYLOAD_TYPE_CLAIM, PAYLOAD_TYPE_ENROLL, sign_payload
 from provenance.errors import TransportError
 from provenance.keys import DeviceKey
@@ -41,29 +39,6 @@ def _png_header(width: int, height: int) -> bytes:
 @pytest.fixture
 def client(server: ServerProc) -> ProvenanceClient:
     return ProvenanceClient(server.address, admin_token=ADMIN_TOKEN, timeout=20)
-
-
-def _enroll(client: ProvenanceClient) -> DeviceKey:
-    key = DeviceKey.generate()
-    token, _ = client.create_enrollment_token()
-    client.enroll(token, key.public_key, sign_payload(key, PAYLOAD_TYPE_ENROLL, token.encode()))
-    return key
-
-
-def _signed(key: DeviceKey, seq: int, sha: bytes = b"\x11" * 32, prev: bytes = b"") -> SignedClaim:
-    claim = Claim(
-        device_id=key.key_id,
-        sequence=seq,
-        captured_at=datetime(2026, 11, 29, 12, 0, tzinfo=UTC),
-        media_type="image/jpeg",
-        size_bytes=10,
-        hard_binding=HardBinding(sha256=sha),
-        prev_claim_hash=prev,
-    )
-    data = wire.encode_claim(claim)
-    return SignedClaim(
-        PAYLOAD_TYPE_CLAIM, data, key.key_id, sign_payload(key, PAYLOAD_TYPE_CLAIM, data)
-    )
 
 
 @pytest.mark.parametrize(
@@ -122,8 +97,8 @@ def test_malformed_uploads(server: ServerProc) -> None:
 
 
 def test_submission_errors(client: ProvenanceClient) -> None:
-    key = _enroll(client)
-    first = _signed(key, 1)
+    key = enroll_key(client)
+    first = signed_claim(key, 1, sha=b"\x11" * 32)
     receipt, dup = client.submit(first)
     assert (receipt.leaf_index, dup) == (0, False)
 
@@ -131,16 +106,16 @@ def test_submission_errors(client: ProvenanceClient) -> None:
     assert dup is True and again == receipt
 
     with pytest.raises(TransportError) as exc:  # sequence does not advance
-        client.submit(_signed(key, 1, sha=b"\x22" * 32))
+        client.submit(signed_claim(key, 1, sha=b"\x22" * 32))
     assert _code(exc) == "FAILED_PRECONDITION" and "sequence" in str(exc.value)
 
-    bad = _signed(key, 2)
+    bad = signed_claim(key, 2)
     with pytest.raises(TransportError) as exc:
         client.submit(SignedClaim(bad.payload_type, bad.claim_bytes, bad.key_id, b"\x00" * 64))
     assert _code(exc) == "UNAUTHENTICATED" and "signature" in str(exc.value)
 
     with pytest.raises(TransportError) as exc:
-        client.submit(_signed(DeviceKey.generate(), 1))
+        client.submit(signed_claim(DeviceKey.generate(), 1))
     assert _code(exc) == "NOT_FOUND" and "not enrolled" in str(exc.value)
 
     with pytest.raises(TransportError) as exc:
@@ -149,7 +124,7 @@ def test_submission_errors(client: ProvenanceClient) -> None:
 
     client.revoke(key.key_id, "lost on assignment")
     with pytest.raises(TransportError) as exc:
-        client.submit(_signed(key, 2, prev=first.claim_hash))
+        client.submit(signed_claim(key, 2, prev=first.claim_hash))
     assert _code(exc) == "PERMISSION_DENIED" and "revoked" in str(exc.value)
 
 
@@ -200,8 +175,8 @@ def test_enrollment_errors(client: ProvenanceClient, server: ServerProc) -> None
 def test_server_survives_and_stays_consistent(
     client: ProvenanceClient, server: ServerProc, tmp_path: Path, cli: Cli
 ) -> None:
-    key = _enroll(client)
-    client.submit(_signed(key, 1))
+    key = enroll_key(client)
+    client.submit(signed_claim(key, 1))
     for junk in (b"", b"\x00" * 1000, _png_header(60_000, 60_000), b"\xff\xd8\xff\xe0garbage"):
         f = tmp_path / "junk.bin"
         f.write_bytes(junk)

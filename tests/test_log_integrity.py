@@ -10,47 +10,21 @@ import signal
 import sqlite3
 import threading
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from conftest import ADMIN_TOKEN, Cli, ServerProc, start_server
+from conftest import ADMIN_TOKEN, Cli, ServerProc, enroll_key, signed_claim, start_server
 
 from clients.api import ProvenanceClient
-from provenance import wire
-from provenance.claims import Claim, HardBinding, Receipt, SignedClaim
-from provenance.envelope import PAYLOAD_TYPE_CLAIM, PAYLOAD_TYPE_ENROLL, sign_payload
+from provenance.claims import Receipt
 from provenance.errors import TransportError
 from provenance.keys import DeviceKey
 from provenance.log import merkle
 from provenance.log.checkpoint import NoteVerifier, open_checkpoint
 
 
-def _enroll(c: ProvenanceClient) -> DeviceKey:
-    key = DeviceKey.generate()
-    token, _ = c.create_enrollment_token()
-    c.enroll(token, key.public_key, sign_payload(key, PAYLOAD_TYPE_ENROLL, token.encode()))
-    return key
-
-
-def _claim(key: DeviceKey, seq: int) -> SignedClaim:
-    data = wire.encode_claim(
-        Claim(
-            device_id=key.key_id,
-            sequence=seq,
-            captured_at=datetime.now(UTC),
-            media_type="image/jpeg",
-            size_bytes=1,
-            hard_binding=HardBinding(sha256=os.urandom(32)),
-        )
-    )
-    return SignedClaim(
-        PAYLOAD_TYPE_CLAIM, data, key.key_id, sign_payload(key, PAYLOAD_TYPE_CLAIM, data)
-    )
-
-
 def _submit_some(c: ProvenanceClient, key: DeviceKey, n: int, seq0: int = 1) -> list[Receipt]:
-    return [c.submit(_claim(key, seq0 + i))[0] for i in range(n)]
+    return [c.submit(signed_claim(key, seq0 + i))[0] for i in range(n)]
 
 
 @pytest.mark.slow
@@ -58,7 +32,7 @@ def test_sigkill_during_burst_loses_no_acknowledged_submission(tmp_path: Path) -
     db = tmp_path / "crash.db"
     srv = start_server(db, "--fast-start")
     with ProvenanceClient(srv.address, admin_token=ADMIN_TOKEN) as c:
-        keys = [_enroll(c) for _ in range(4)]
+        keys = [enroll_key(c) for _ in range(4)]
         vkey, _ = c.log_key()
     verifier = NoteVerifier.from_vkey(vkey)
     acked: list[Receipt] = []
@@ -76,7 +50,7 @@ def test_sigkill_during_burst_loses_no_acknowledged_submission(tmp_path: Path) -
                         seq = next_seq[key.key_id]
                         next_seq[key.key_id] += 1  # never reuse: unacked claims may be logged
                     try:
-                        receipt, _ = cl.submit(_claim(key, seq))
+                        receipt, _ = cl.submit(signed_claim(key, seq))
                     except TransportError:
                         if stop.is_set():
                             return
@@ -128,7 +102,7 @@ def test_tampering_is_detected_by_audit_and_at_start(
     cli: Cli, server: ServerProc, tmp_path: Path, damage: str
 ) -> None:
     with ProvenanceClient(server.address, admin_token=ADMIN_TOKEN) as c:
-        _submit_some(c, _enroll(c), 5)
+        _submit_some(c, enroll_key(c), 5)
     state = tmp_path / "audit.json"
     assert _audit(cli, state)[0] == 0
     con = sqlite3.connect(server.db)
@@ -153,7 +127,7 @@ def test_rollback_and_fork_are_detected(
     cli: Cli, server: ServerProc, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     with ProvenanceClient(server.address, admin_token=ADMIN_TOKEN) as c:
-        key = _enroll(c)
+        key = enroll_key(c)
         _submit_some(c, key, 3)
     snapshot = tmp_path / "snapshot.db"
     src = sqlite3.connect(server.db)
