@@ -137,9 +137,14 @@ class ProvenanceClient:
     # ---------------------------------------------------------------- verification
 
     def verify_file(
-        self, path: Path, sidecar: SignedClaim | None = None, detect: bool = False
+        self,
+        path: Path,
+        sidecar: SignedClaim | None = None,
+        detect: bool = False,
+        chunk_hashes: Sequence[bytes] = (),
     ) -> VerificationReport:
-        """Upload ``path`` in chunks and return the server's report."""
+        """Upload ``path`` in chunks and return the server's report (``chunk_hashes``: a
+        video sidecar's chunk list, so the server can name damaged byte ranges)."""
         size = path.stat().st_size
 
         def chunks() -> Iterator[pb.VerifyFileChunk]:
@@ -149,6 +154,7 @@ class ProvenanceClient:
                     size_bytes=size,
                     sidecar=wire.signed_to_pb(sidecar) if sidecar else None,
                     detect=detect,
+                    chunk_hashes=list(chunk_hashes),
                 )
             )
             with path.open("rb") as f:
@@ -160,15 +166,19 @@ class ProvenanceClient:
         return wire.report_from_pb(r)
 
     def lookup(
-        self, queries: Sequence[tuple[str, bytes, Sequence[PerceptualHash]]]
+        self, queries: Sequence[tuple[str, bytes, Sequence[PerceptualHash], str]]
     ) -> list[tuple[str, VerificationReport]]:
-        """Batch lookup by (ref, sha256, perceptual hashes); returns (ref, report) pairs."""
+        """Batch lookup by (ref, sha256, perceptual hashes, media type); returns (ref, report)
+        pairs. At most 1000 queries a call; video frames are matched in time order."""
         req = pb.LookupRequest(
             queries=[
                 pb.LookupQuery(
-                    ref=ref, sha256=sha, soft_bindings=[wire.soft_to_pb(h) for h in soft]
+                    ref=ref,
+                    sha256=sha,
+                    soft_bindings=[wire.soft_to_pb(h) for h in soft],
+                    media_type=media_type,
                 )
-                for ref, sha, soft in queries
+                for ref, sha, soft, media_type in queries
             ]
         )
         r = self._call(self._verification.Lookup, req)

@@ -447,14 +447,19 @@ def verify(
     13 TAMPERED; 1 when the file or server could not be checked; 2 usage errors.
     """
     side = sidecar if sidecar is not None else sidecar_path(file)
-    signed = None
+    found = None
     if sidecar is not None or side.exists():
         try:
-            signed = decode_sidecar(side.read_bytes()).signed_claim
+            found = decode_sidecar(side.read_bytes())
         except OSError as e:
             raise ConfigError(f"cannot read sidecar {side}: {e.strerror}") from e
     with ProvenanceClient(server) as c:
-        report = c.verify_file(file, signed, detect=detect)
+        report = c.verify_file(
+            file,
+            found.signed_claim if found else None,
+            detect=detect,
+            chunk_hashes=found.chunk_hashes if found else (),
+        )
     if as_json:
         print(json.dumps(report_to_json(report, str(file)), indent=2))
     else:

@@ -1,9 +1,9 @@
 """`make demo`: the whole path on real bundled media, printed as a person would type it.
 
-Starts `prov serve` on a temporary database, enrolls a device, signs captures, then
-verifies an original, a re-encoded and resized copy, a copy with edited pixels
-carrying the original's sidecar, an unsigned photo and a generated image, checks a
-receipt offline and audits the log. Exits non-zero when any verdict is not the
+Starts `prov serve` on a temporary database, enrolls a device, signs two photos and a
+video, then verifies an original, a re-encoded and resized copy, a copy with edited
+pixels carrying the original's sidecar, an unsigned photo, a generated image, the signed
+video and a transcoded copy of it, checks a receipt offline and audits the log. Exits non-zero when any verdict is not the
 expected one.
 """
 
@@ -21,6 +21,7 @@ from pathlib import Path
 from PIL import Image
 
 from clients.cli import main as prov
+from provenance.video.transcode import transcode
 
 SAMPLES = Path(__file__).resolve().parent / "samples"
 
@@ -76,12 +77,15 @@ def main() -> None:
         token = capture("admin", "enroll-token", "--label", "demo-camera")
         run("device", "enroll", "--token", token)
 
-        print("\n# 3. the camera signs two captures; each gets a sidecar with its log receipt")
+        print(
+            "\n# 3. the camera signs two photos and a video; each gets a sidecar with its log receipt"
+        )
         shots = work / "captures"
         shots.mkdir()
         hopper = Path(shutil.copy(SAMPLES / "grace_hopper.jpg", shots / "hopper.jpg"))
         rocket = Path(shutil.copy(SAMPLES / "rocket.jpg", shots / "rocket.jpg"))
-        run("sign", str(hopper), str(rocket))
+        video = Path(shutil.copy(SAMPLES / "fabric_pattern.mp4", shots / "fabric.mp4"))
+        run("sign", str(hopper), str(rocket), str(video))
 
         print("\n# 4. copies a newsroom might receive")
         desk = work / "newsroom"
@@ -102,6 +106,9 @@ def main() -> None:
         print(
             f"  {tampered.name}: a black bar painted over the photo, shipped with the original sidecar"
         )
+        small_video = desk / "fabric_small.mp4"
+        transcode(video, small_video, 180, 320, crf=34, encoder_options={"preset": "ultrafast"})
+        print(f"  {small_video.name}: the signed video transcoded to 180x320 at a lower quality")
         unsigned = Path(shutil.copy(SAMPLES / "chelsea.png", desk / "cat.png"))
         generated = Path(shutil.copy(SAMPLES / "generated_controlnet.png", desk / "generated.png"))
         print(f"  {unsigned.name}: a real photo nobody signed; {generated.name}: a generated image")
@@ -112,6 +119,8 @@ def main() -> None:
         run("verify", str(tampered), expect=13)
         run("verify", str(unsigned), expect=11)
         run("verify", str(generated), expect=11)
+        run("verify", str(video), expect=0)
+        run("verify", str(small_video), expect=10)
         run("verify", str(hopper), "--json", "--no-detect", expect=0)
 
         print(

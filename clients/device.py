@@ -26,11 +26,13 @@ from pathlib import Path
 from clients.api import ProvenanceClient, is_unreachable
 from provenance import wire
 from provenance.assets import AssetLimits, check_size, inspect_image, media_type_of
-from provenance.claims import Claim, HardBinding, Receipt, SignedClaim
+from provenance.claims import MAX_SOFT_BINDINGS, Claim, HardBinding, Receipt, SignedClaim
 from provenance.envelope import PAYLOAD_TYPE_CLAIM, PAYLOAD_TYPE_ENROLL, sign_payload
 from provenance.errors import ConfigError, MediaError, ProvenanceError, TransportError
 from provenance.keys import DeviceKey
 from provenance.sidecar import Sidecar, decode_sidecar, encode_sidecar
+from provenance.video.binding import DEFAULT_VIDEO_CHUNK, ChunkedHasher
+from provenance.video.decode import DEFAULT_RATE_HZ, sample_frames
 
 SIDECAR_SUFFIX = ".prov"
 APP_VERSION = "prov-cli/0.1"
@@ -177,7 +179,7 @@ class DeviceHome:
         Returns the sidecar, its path and the queue entry's path. Raises MediaError for files that are not
         supported media, ConfigError when the device is not initialised.
         """
-        claim_fields = measure(path, limits)
+        claim_fields, chunk_hashes = measure(path, limits)
         state = self.state()
         seq = state.last_sequence + 1
         claim = Claim(
@@ -195,7 +197,7 @@ class DeviceHome:
             key_id=key.key_id,
             signature=sign_payload(key, PAYLOAD_TYPE_CLAIM, claim_bytes),
         )
-        sidecar = Sidecar(signed, key.public_key)
+        sidecar = Sidecar(signed, key.public_key, chunk_hashes=chunk_hashes)
         self.save_state(replace(state, last_sequence=seq, last_claim_hash=signed.claim_hash.hex()))
         side_path = sidecar_path(path)
         queued = self._enqueue(seq, sidecar, side_path)
@@ -291,9 +293,16 @@ class DeviceHome:
         return done, errors
 
 
-def measure(path: Path, limits: AssetLimits = AssetLimits()) -> dict[str, object]:
-    """The claim fields that describe ``path``: media type, size, hard and soft bindings,
-    pixel dimensions. Raises MediaError for empty, unknown, corrupt or oversized files."""
+def measure(
+    path: Path, limits: AssetLimits = AssetLimits()
+) -> tuple[dict[str, object], tuple[bytes, ...]]:
+    """The claim fields that describe ``path`` (media type, size, hard and soft bindings,
+    pixel dimensions, duration) and, for video, the per-chunk leaf hashes for the sidecar.
+
+    Images: SHA-256 and one PDQ hash. Video: SHA-256 and an RFC 9162 Merkle root over
+    1 MiB chunks, streamed; PDQ hashes of frames sampled at 1 Hz in a sandboxed decoder.
+    Raises MediaError for empty, unknown, corrupt or oversized files.
+    """
     try:
         size = path.stat().st_size
         check_size(size, limits)
@@ -302,12 +311,14 @@ def measure(path: Path, limits: AssetLimits = AssetLimits()) -> dict[str, object
     except OSError as e:
         raise MediaError(f"cannot read {path}: {e.strerror}") from e
     media_type = media_type_of(head)
+    if media_type.startswith("video/"):
+        return _measure_video(path, media_type)
     if not media_type.startswith("image/"):
-        raise MediaError(f"{path.name}: signing {media_type} files is not supported yet")
+        raise MediaError(f"{path.name}: signing {media_type} files is not supported")
     data = path.read_bytes()
     sha = hashlib.sha256(data).digest()
     asset = inspect_image(sha, data, limits)
-    return {
+    fields: dict[str, object] = {
         "media_type": asset.facts.media_type,
         "size_bytes": size,
         "hard_binding": HardBinding(sha256=sha),
@@ -315,3 +326,24 @@ def measure(path: Path, limits: AssetLimits = AssetLimits()) -> dict[str, object
         "width": asset.width,
         "height": asset.height,
     }
+    return fields, ()
+
+
+def _measure_video(path: Path, media_type: str) -> tuple[dict[str, object], tuple[bytes, ...]]:
+    hasher = ChunkedHasher(DEFAULT_VIDEO_CHUNK)
+    with path.open("rb") as f:
+        while block := f.read(DEFAULT_VIDEO_CHUNK):
+            hasher.update(block)
+    digest = hasher.finalize()
+    info = sample_frames(path, rate_hz=DEFAULT_RATE_HZ, max_frames=MAX_SOFT_BINDINGS)
+    fields: dict[str, object] = {
+        "media_type": info.media_type or media_type,
+        "size_bytes": digest.size,
+        "hard_binding": digest.hard_binding(),
+        "soft_bindings": tuple(fr.pdq for fr in info.frames),
+        "width": info.width,
+        "height": info.height,
+        "duration_seconds": info.duration_seconds,
+        "frame_sample_rate": info.rate_hz,
+    }
+    return fields, digest.chunk_hashes

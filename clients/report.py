@@ -18,6 +18,7 @@ code  status             meaning
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from typing import Any
 
 from provenance.claims import Verdict
@@ -60,6 +61,8 @@ def report_to_json(r: VerificationReport, path: str | None = None) -> dict[str, 
         "hash_match": ev.hash_match,
         "pdq_distance": ev.pdq_distance,
         "pdq_threshold": ev.pdq_threshold,
+        "video_match": asdict(ev.video_match) if ev.video_match else None,
+        "damaged_ranges": [{"first_byte": a, "last_byte": b} for a, b in ev.damaged_ranges],
         "claim": None,
     }
     if ev.claim is not None:
@@ -72,6 +75,7 @@ def report_to_json(r: VerificationReport, path: str | None = None) -> dict[str, 
             "size": c.claim.size_bytes,
             "width": c.claim.width,
             "height": c.claim.height,
+            "duration_seconds": c.claim.duration_seconds or None,
             "sha256": c.claim.hard_binding.sha256.hex(),
             "claim_sha256": c.signed_claim.claim_hash.hex(),
             "signature_valid": c.signature_valid,

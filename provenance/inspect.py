@@ -20,9 +20,13 @@ from provenance.binding import Sha256Stream
 from provenance.c2pa.container import STRIPPABLE_TYPES, content_sha256
 from provenance.c2pa.pool import ReaderPool
 from provenance.c2pa.reader import C2paLimits, C2paTrust, read_c2pa
+from provenance.claims import MAX_SOFT_BINDINGS
 from provenance.errors import MediaError, MediaTooLargeError, ProvenanceError
 from provenance.media import sniff_media_type
 from provenance.verify import FileFacts
+from provenance.video.binding import ChunkedHasher
+from provenance.video.decode import DEFAULT_RATE_HZ, VideoInfo, sample_frames
+from provenance.video.match import QUERY_RATE_HZ
 
 #: Uploads up to this size stay in memory, in bytes.
 INLINE_BYTES = 32 * 1024 * 1024
@@ -49,12 +53,25 @@ class Upload:
         self.max_bytes = max_bytes
         self._inline = inline_bytes
         self._digest = Sha256Stream()
+        self._chunks: ChunkedHasher | None = None
         self._buf: IO[bytes] = io.BytesIO()
         self._file: Any = None
+
+    def hash_chunks(self, chunk_size: int) -> None:
+        """Also compute chunk leaf hashes of ``chunk_size`` bytes as the data streams in
+        (call before the first write; for a video whose claim names its chunk size)."""
+        self._chunks = ChunkedHasher(chunk_size)
+
+    @property
+    def chunk_hashes(self) -> tuple[bytes, ...]:
+        """Leaf hashes of the chunks (empty unless `hash_chunks` was called)."""
+        return self._chunks.finalize().chunk_hashes if self._chunks is not None else ()
 
     def write(self, data: bytes) -> None:
         """Append ``data``; raises MediaTooLargeError past ``max_bytes``."""
         self._digest.update(data)
+        if self._chunks is not None:
+            self._chunks.update(data)
         if self._digest.size > self.max_bytes:
             raise MediaTooLargeError(f"upload exceeds the limit of {self.max_bytes} bytes")
         if self._file is None and self._digest.size > self._inline:
@@ -91,6 +108,17 @@ class Upload:
         self._file.flush()
         return str(self._file.name)
 
+    def spill(self) -> str:
+        """Move the bytes to a temporary file (if they are in memory) and return its path,
+        for decoders that read files."""
+        if self._file is None:
+            self._file = tempfile.NamedTemporaryFile(prefix="prov-upload-", delete=True)
+            self._file.write(self._buf.getvalue())
+            self._buf = self._file
+        path = self.path()
+        assert path is not None
+        return path
+
     def close(self) -> None:
         if self._file is not None:
             self._file.close()
@@ -104,21 +132,26 @@ class Upload:
 
 @dataclass(frozen=True)
 class InspectConfig:
-    """Limits, and the Content Credentials reader (None: C2PA not read)."""
+    """Limits, the Content Credentials reader (None: C2PA not read), and video decoding:
+    wall-clock limit per decode (seconds) and the most frames hashed in the dense pass."""
 
     limits: AssetLimits = AssetLimits()
     c2pa_pool: ReaderPool | None = None
     c2pa_trust: C2paTrust | None = None
     c2pa_limits: C2paLimits = field(default_factory=C2paLimits)
+    video_timeout_s: float = 120.0
+    dense_max_frames: int = 3600
 
 
 @dataclass(frozen=True)
 class Inspection:
-    """What was measured: facts for the verdict, decoded image, C2PA block (a dict)."""
+    """What was measured: facts for the verdict, decoded image, C2PA block (a dict),
+    and for video the sampled frames (`VideoInfo`)."""
 
     facts: FileFacts
     image: ImageAsset | None = None
     c2pa: dict[str, Any] | None = None
+    video: VideoInfo | None = None
 
 
 def _c2pa(
@@ -175,7 +208,29 @@ def inspect_upload(upload: Upload, cfg: InspectConfig, lenient: bool) -> Inspect
             " HEIC or a video container)"
         )
     c2pa, content = _c2pa(upload, media_type, cfg)
-    base = FileFacts(sha, upload.size, media_type, content_sha256=content)
+    base = FileFacts(
+        sha, upload.size, media_type, content_sha256=content, chunk_hashes=upload.chunk_hashes
+    )
+    if media_type.startswith("video/"):
+        path = upload.spill()
+        try:
+            info = sample_frames(
+                path,
+                rate_hz=DEFAULT_RATE_HZ,
+                max_frames=MAX_SOFT_BINDINGS,
+                timeout_s=cfg.video_timeout_s,
+            )
+        except MediaError as e:
+            why = str(e).replace(f"'{path}'", "the upload").replace(path, "the upload")
+            if lenient and not isinstance(e, MediaTooLargeError):
+                return Inspection(
+                    replace(base, notes=(f"could not decode the video: {why}",)), None, c2pa
+                )
+            raise type(e)(
+                f"the file looks like {media_type} but is not a decodable video: {why}"
+            ) from e
+        soft = tuple(f.pdq for f in info.frames)
+        return Inspection(replace(base, soft_bindings=soft), None, c2pa, info)
     if not media_type.startswith("image/"):
         note = f"no perceptual hash for {media_type}: only exact matches were searched"
         return Inspection(replace(base, notes=(note,)), None, c2pa)
@@ -188,3 +243,20 @@ def inspect_upload(upload: Upload, cfg: InspectConfig, lenient: bool) -> Inspect
             raise
         return Inspection(replace(base, notes=(f"could not decode the image: {e}",)), None, c2pa)
     return Inspection(replace(image.facts, content_sha256=content), image, c2pa)
+
+
+def resample_dense(upload: Upload, found: Inspection, cfg: InspectConfig) -> Inspection:
+    """The same video hashed at every frame (up to ``cfg.dense_max_frames``), for finding
+    trimmed clips whose cut falls between the claim's 1 Hz samples
+    (`provenance.video.match`). Raises MediaError as `sample_frames`."""
+    assert found.video is not None
+    duration = max(found.video.duration_seconds, 1e-3)
+    rate = min(QUERY_RATE_HZ, cfg.dense_max_frames / duration)
+    info = sample_frames(
+        upload.spill(),
+        rate_hz=rate,
+        max_frames=cfg.dense_max_frames + 1,
+        timeout_s=cfg.video_timeout_s,
+    )
+    facts = replace(found.facts, soft_bindings=tuple(f.pdq for f in info.frames))
+    return replace(found, facts=facts, video=info)

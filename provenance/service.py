@@ -14,6 +14,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from provenance import wire
+from provenance.binding import PerceptualHash
 from provenance.c2pa.authority import (
     accept_device_certificate,
     issue_device_certificate,
@@ -47,6 +48,8 @@ log = logging.getLogger(__name__)
 
 DEFAULT_ORIGIN = "media-provenance.local/log"
 DEFAULT_TOKEN_TTL = timedelta(hours=24)
+#: Most video frame hashes of one query searched in the near-duplicate index.
+MAX_QUERY_FRAMES = 600
 
 
 def utc_now() -> datetime:
@@ -257,7 +260,12 @@ class ProvenanceService:
             receipt_verified=receipt_ok,
         )
 
-    def verify(self, facts: FileFacts, sidecar: SignedClaim | None = None) -> VerificationReport:
+    def verify(
+        self,
+        facts: FileFacts,
+        sidecar: SignedClaim | None = None,
+        sidecar_chunk_hashes: tuple[bytes, ...] = (),
+    ) -> VerificationReport:
         """The verdict on a file described by ``facts`` (and its sidecar, if any)."""
         now = self.clock()
         if sidecar is not None:
@@ -270,20 +278,35 @@ class ProvenanceService:
                 sidecar_claim=claim,
                 sidecar_device=self.store.find_device(sidecar.key_id),
                 sidecar_logged=self._logged(rec) if rec else None,
+                sidecar_chunk_hashes=sidecar_chunk_hashes,
             )
         hashes = [facts.sha256] + ([facts.content_sha256] if facts.content_sha256 else [])
         exact = [self._logged(r) for h in hashes for r in self.store.leaves_by_file_sha256(h)]
-        near_ids: dict[int, int] = {}
-        if not exact:
-            for h in facts.soft_bindings:
-                for dist, idx in self.pdq.search(h):
-                    near_ids[idx] = min(dist, near_ids.get(idx, dist))
-        near = []
-        for idx in sorted(near_ids, key=lambda i: near_ids[i])[:8]:
-            rec = self.store.leaf_by_index(idx)
-            if rec is not None:
-                near.append(self._logged(rec))
+        near = (
+            []
+            if exact
+            else [
+                self._logged(rec)
+                for idx in self._near_candidates(facts.soft_bindings)
+                if (rec := self.store.leaf_by_index(idx)) is not None
+            ]
+        )
         return decide(facts, now, exact=exact, near=near)
+
+    def _near_candidates(self, soft: tuple[PerceptualHash, ...], limit: int = 8) -> list[int]:
+        """Leaf indexes whose soft bindings are near ``soft``: for one image hash the
+        nearest first; for video frames the leaves hit by the most frames first (at most
+        MAX_QUERY_FRAMES frames, evenly spread, are searched)."""
+        if len(soft) > MAX_QUERY_FRAMES:
+            step = len(soft) / MAX_QUERY_FRAMES
+            soft = tuple(soft[int(i * step)] for i in range(MAX_QUERY_FRAMES))
+        best: dict[int, int] = {}
+        hits: dict[int, int] = {}
+        for h in soft:
+            for dist, idx in self.pdq.search(h):
+                best[idx] = min(dist, best.get(idx, dist))
+                hits[idx] = hits.get(idx, 0) + 1
+        return sorted(best, key=lambda i: (-hits[i], best[i]))[:limit]
 
     # ---------------------------------------------------------------- log
 

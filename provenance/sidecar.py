@@ -25,12 +25,15 @@ MAX_SIDECAR_BYTES = 4 * 1024 * 1024
 
 @dataclass(frozen=True)
 class Sidecar:
-    """A signed claim, the signer's 32-byte public key, and the receipt if logged."""
+    """A signed claim, the signer's 32-byte public key, the receipt if logged, and for
+    video the per-chunk leaf hashes (checked against the signed chunk Merkle root before
+    use; they let a verifier name a damaged byte range)."""
 
     signed_claim: SignedClaim
     public_key: bytes
     receipt: Receipt | None = None
     log_verifier_key: str = ""
+    chunk_hashes: tuple[bytes, ...] = ()
 
     @property
     def claim(self) -> Claim:
@@ -58,6 +61,8 @@ def encode_sidecar(s: Sidecar) -> bytes:
         "receipt": _b64(encode_receipt(s.receipt)) if s.receipt else None,
         "logVerifierKey": s.log_verifier_key or None,
     }
+    if s.chunk_hashes:
+        doc["chunkHashes"] = [_b64(h) for h in s.chunk_hashes]
     return (json.dumps(doc, indent=2, sort_keys=True) + "\n").encode()
 
 
@@ -87,6 +92,7 @@ def decode_sidecar(data: bytes) -> Sidecar:
             if doc.get("receipt")
             else None
         )
+        chunks = tuple(base64.b64decode(h, validate=True) for h in doc.get("chunkHashes") or ())
     except (KeyError, TypeError, ValueError, binascii.Error) as e:
         raise ClaimError(f"malformed sidecar: {e!r}") from e
-    return Sidecar(signed, public_key, receipt, str(doc.get("logVerifierKey") or ""))
+    return Sidecar(signed, public_key, receipt, str(doc.get("logVerifierKey") or ""), chunks)

@@ -31,7 +31,9 @@ from typing import Any
 from provenance.binding import PDQ_MATCH_THRESHOLD, PDQ_MIN_QUALITY, PerceptualHash, hamming
 from provenance.claims import Claim, Device, Receipt, SignedClaim, Verdict
 from provenance.envelope import PAYLOAD_TYPE_CLAIM, verify_payload
-from provenance.errors import KeyMaterialError, SignatureError
+from provenance.errors import BindingError, KeyMaterialError, SignatureError
+from provenance.video.binding import check_chunk_hashes, locate_damage
+from provenance.video.match import VideoMatch, match_video
 
 
 @dataclass(frozen=True)
@@ -40,7 +42,9 @@ class FileFacts:
     sniffed media type, its perceptual hashes (empty when not decodable), and for a
     file carrying a C2PA manifest store the SHA-256 of its bytes with the store removed
     (``content_sha256``, what a claim binds for a capture exported with Content
-    Credentials; empty otherwise)."""
+    Credentials; empty otherwise). For video, the soft bindings are PDQ hashes of sampled
+    frames with their times, and ``chunk_hashes`` the leaf hashes of its chunks at the
+    chunk size of the claim being checked (empty when not computed)."""
 
     sha256: bytes
     size: int
@@ -48,6 +52,7 @@ class FileFacts:
     soft_bindings: tuple[PerceptualHash, ...] = ()
     notes: tuple[str, ...] = ()
     content_sha256: bytes = b""
+    chunk_hashes: tuple[bytes, ...] = ()
 
     def binds(self, claimed_sha256: bytes) -> bool:
         """Whether a claim's hard binding covers these bytes (raw, or manifest-stripped)."""
@@ -86,7 +91,9 @@ class ClaimEvidence:
 
 @dataclass(frozen=True)
 class Evidence:
-    """Everything the verdict was based on (distances in bits of Hamming distance)."""
+    """Everything the verdict was based on (distances in bits of Hamming distance; for
+    video the time-aligned frame match, and the damaged byte ranges, inclusive, of a
+    TAMPERED file whose sidecar lists its chunk hashes)."""
 
     file: FileFacts
     claim: ClaimEvidence | None = None
@@ -94,6 +101,8 @@ class Evidence:
     hash_match: bool = False
     pdq_distance: int | None = None
     pdq_threshold: int = PDQ_MATCH_THRESHOLD
+    video_match: VideoMatch | None = None
+    damaged_ranges: tuple[tuple[int, int], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -214,6 +223,7 @@ def decide(
     sidecar_logged: LoggedClaim | None = None,
     exact: Sequence[LoggedClaim] = (),
     near: Sequence[LoggedClaim] = (),
+    sidecar_chunk_hashes: Sequence[bytes] = (),
 ) -> VerificationReport:
     """Return the verdict on a file.
 
@@ -226,14 +236,18 @@ def decide(
         exact: logged claims whose hard binding equals ``facts.sha256``.
         near: logged claims that are perceptual-hash candidates (the caller's index
             may return a superset; distances are re-checked here).
+        sidecar_chunk_hashes: for video, the sidecar's chunk leaf hashes (checked against
+            the signed root before they are used to name damaged byte ranges).
     """
     if sidecar is not None and sidecar_claim is not None:
         return _decide_with_sidecar(
-            facts, now, sidecar, sidecar_claim, sidecar_device, sidecar_logged
+            facts, now, sidecar, sidecar_claim, sidecar_device, sidecar_logged, sidecar_chunk_hashes
         )
     for lc in exact:
         if signature_ok(lc.signed_claim, lc.device):
             return _logged_verdict(facts, lc, now, sidecar=False)
+    if facts.media_type.startswith("video/"):
+        return _decide_video_near(facts, now, near)
     best: tuple[int, LoggedClaim] | None = None
     for lc in near:
         d = best_pdq_distance(facts.soft_bindings, lc.claim.soft_bindings)
@@ -270,10 +284,84 @@ def decide(
         if lc.device.revoked_at is not None:
             reasons.append(f"note: for that capture, {_revocation_note(lc.device)}")
         return VerificationReport(Verdict.DERIVED, tuple(reasons), ev, now)
+    return _unsigned(facts, now)
+
+
+def _unsigned(facts: FileFacts, now: datetime) -> VerificationReport:
     reasons = ["no signed claim in the log matches these bytes or these pixels"]
     if not facts.soft_bindings:
         reasons.append("no perceptual hash could be computed, so near copies were not searched")
     return VerificationReport(Verdict.UNSIGNED, tuple(reasons), Evidence(file=facts), now)
+
+
+def _decide_video_near(
+    facts: FileFacts, now: datetime, near: Sequence[LoggedClaim]
+) -> VerificationReport:
+    """DERIVED when the sampled frames align in time with a signed video's (vPDQ-style,
+    `provenance.video.match.match_video`), with the matched stretch of the original."""
+    best: tuple[VideoMatch, LoggedClaim] | None = None
+    for lc in near:
+        if not lc.claim.media_type.startswith("video/") or not lc.receipt_verified:
+            continue
+        if not signature_ok(lc.signed_claim, lc.device):
+            continue
+        m = match_video(facts.soft_bindings, lc.claim.soft_bindings)
+        if m.matched and (best is None or m.coverage > best[0].coverage):
+            best = (m, lc)
+    if best is None:
+        return _unsigned(facts, now)
+    m, lc = best
+    ev = Evidence(
+        file=facts,
+        claim=ClaimEvidence(
+            lc.signed_claim,
+            lc.claim,
+            lc.device,
+            lc.receipt,
+            True,
+            True,
+            lc.chain_linked,
+            lc.receipt_verified,
+        ),
+        pdq_distance=None if m.median_distance is None else int(round(m.median_distance)),
+        video_match=m,
+    )
+    reasons = [
+        f"no exact match; the frames match seconds {m.original_start_s:.1f}-{m.original_end_s:.1f}"
+        f" of the signed video at log index {lc.receipt.leaf_index} ({m.coverage:.0%} of its"
+        f" sampled frames in that stretch, {m.matched_share_query:.0%} of this file's): a"
+        " transcoded, resized or trimmed copy of it"
+    ]
+    return VerificationReport(Verdict.DERIVED, tuple(reasons), ev, now)
+
+
+def _damage(
+    facts: FileFacts, claim: Claim, expected_chunks: Sequence[bytes]
+) -> tuple[tuple[tuple[int, int], ...], str | None]:
+    """Damaged byte ranges of a video whose sidecar listed its chunk hashes."""
+    hb = claim.hard_binding
+    if not hb.chunk_size or not expected_chunks or not facts.chunk_hashes:
+        return (), None
+    try:
+        check_chunk_hashes(expected_chunks, hb, claim.size_bytes)
+    except BindingError:
+        return (
+            (),
+            "the sidecar's chunk list does not match the signed chunk root, so it was not used",
+        )
+    ranges = tuple(
+        locate_damage(
+            expected_chunks, facts.chunk_hashes, hb.chunk_size, claim.size_bytes, facts.size
+        )
+    )
+    if not ranges:
+        return (), None
+    shown = ", ".join(f"{a:,}-{b:,}" for a, b in ranges[:5])
+    more = f" and {len(ranges) - 5} more" if len(ranges) > 5 else ""
+    return (
+        ranges,
+        f"bytes {shown}{more} differ from the signed file ({hb.chunk_size:,}-byte chunks)",
+    )
 
 
 def _decide_with_sidecar(
@@ -283,10 +371,12 @@ def _decide_with_sidecar(
     claim: Claim,
     device: Device | None,
     logged: LoggedClaim | None,
+    expected_chunks: Sequence[bytes] = (),
 ) -> VerificationReport:
     sig = signature_ok(sidecar, device)
     hash_match = facts.binds(claim.hard_binding.sha256)
     distance = best_pdq_distance(facts.soft_bindings, claim.soft_bindings)
+    damaged, damage_note = ((), None) if hash_match else _damage(facts, claim, expected_chunks)
     ev = Evidence(
         file=facts,
         claim=ClaimEvidence(
@@ -302,6 +392,7 @@ def _decide_with_sidecar(
         sidecar_present=True,
         hash_match=hash_match,
         pdq_distance=distance,
+        damaged_ranges=damaged,
     )
     if device is None:
         reasons = [

@@ -31,6 +31,7 @@ from provenance.verify import (
     FileFacts,
     VerificationReport,
 )
+from provenance.video.match import VideoMatch
 
 __all__ = ["pb"]
 
@@ -238,7 +239,10 @@ def report_to_pb(r: VerificationReport) -> pb.VerificationReport:
         sidecar_present=ev.sidecar_present,
         hash_match=ev.hash_match,
         file_content_sha256=ev.file.content_sha256,
+        damaged_ranges=[pb.ByteRange(first_byte=a, last_byte=b) for a, b in ev.damaged_ranges],
     )
+    if ev.video_match is not None:
+        evm.video_match.CopyFrom(video_match_to_pb(ev.video_match))
     if ev.claim is not None:
         c = ev.claim
         evm.claim.CopyFrom(
@@ -263,6 +267,45 @@ def report_to_pb(r: VerificationReport) -> pb.VerificationReport:
     if r.c2pa is not None:
         msg.c2pa.CopyFrom(c2pa_to_pb(r.c2pa))
     return msg
+
+
+_VIDEO_OPTIONAL = ("offset_seconds", "original_start_s", "original_end_s", "median_distance")
+_VIDEO_PB_NAME = {
+    "offset_seconds": "offset_seconds",
+    "original_start_s": "original_start_seconds",
+    "original_end_s": "original_end_seconds",
+    "median_distance": "median_distance",
+}
+_VIDEO_PLAIN = (
+    "matched",
+    "coverage",
+    "window_frames",
+    "aligned_frames",
+    "matched_share_query",
+    "matched_share_original",
+    "query_frames",
+    "original_frames",
+    "query_matched_frames",
+    "original_matched_frames",
+    "threshold",
+    "min_quality",
+)
+
+
+def video_match_to_pb(m: VideoMatch) -> pb.VideoMatch:
+    msg = pb.VideoMatch(**{k: getattr(m, k) for k in _VIDEO_PLAIN})
+    for k in _VIDEO_OPTIONAL:
+        if getattr(m, k) is not None:
+            setattr(msg, _VIDEO_PB_NAME[k], getattr(m, k))
+    return msg
+
+
+def video_match_from_pb(msg: pb.VideoMatch) -> VideoMatch:
+    opt = {
+        k: getattr(msg, _VIDEO_PB_NAME[k]) if msg.HasField(_VIDEO_PB_NAME[k]) else None
+        for k in _VIDEO_OPTIONAL
+    }
+    return VideoMatch(**{k: getattr(msg, k) for k in _VIDEO_PLAIN}, **opt)
 
 
 def c2pa_to_pb(d: dict[str, Any]) -> pb.C2paResult:
@@ -423,6 +466,8 @@ def report_from_pb(m: pb.VerificationReport) -> VerificationReport:
             hash_match=e.hash_match,
             pdq_distance=None if e.pdq_distance < 0 else e.pdq_distance,
             pdq_threshold=e.pdq_threshold,
+            video_match=video_match_from_pb(e.video_match) if e.HasField("video_match") else None,
+            damaged_ranges=tuple((r.first_byte, r.last_byte) for r in e.damaged_ranges),
         ),
         verified_at=ts_from_pb(m.verified_at),
         detector=detector_from_pb(m.detector) if m.HasField("detector") else None,

@@ -77,7 +77,7 @@ def _local_detector(secret: bytes) -> Any:
 def _lookup(
     client: ProvenanceClient, measured: Sequence[Measured]
 ) -> dict[str, VerificationReport]:
-    queries = [(m.ref, m.sha256, m.soft) for m in measured]
+    queries = [(m.ref, m.sha256, m.soft, m.media_type or "") for m in measured]
     out: dict[str, VerificationReport] = {}
     for start in range(0, len(queries), MAX_LOOKUP_QUERIES):
         part = queries[start : start + MAX_LOOKUP_QUERIES]

@@ -283,20 +283,40 @@ class Evidence(_message.Message):
     def __init__(self, file_sha256: _Optional[bytes] = ..., file_size: _Optional[int] = ..., media_type: _Optional[str] = ..., file_soft_bindings: _Optional[_Iterable[_Union[SoftBinding, _Mapping]]] = ..., claim: _Optional[_Union[ClaimEvidence, _Mapping]] = ..., pdq_distance: _Optional[int] = ..., pdq_threshold: _Optional[int] = ..., sidecar_present: _Optional[bool] = ..., hash_match: _Optional[bool] = ..., file_content_sha256: _Optional[bytes] = ..., video_match: _Optional[_Union[VideoMatch, _Mapping]] = ..., damaged_ranges: _Optional[_Iterable[_Union[ByteRange, _Mapping]]] = ...) -> None: ...
 
 class VideoMatch(_message.Message):
-    __slots__ = ("original_start_seconds", "original_end_seconds", "matched_share_query", "matched_share_original", "query_frames", "matched_frames")
+    __slots__ = ("matched", "coverage", "window_frames", "aligned_frames", "offset_seconds", "original_start_seconds", "original_end_seconds", "median_distance", "matched_share_query", "matched_share_original", "query_frames", "original_frames", "query_matched_frames", "original_matched_frames", "threshold", "min_quality")
+    MATCHED_FIELD_NUMBER: _ClassVar[int]
+    COVERAGE_FIELD_NUMBER: _ClassVar[int]
+    WINDOW_FRAMES_FIELD_NUMBER: _ClassVar[int]
+    ALIGNED_FRAMES_FIELD_NUMBER: _ClassVar[int]
+    OFFSET_SECONDS_FIELD_NUMBER: _ClassVar[int]
     ORIGINAL_START_SECONDS_FIELD_NUMBER: _ClassVar[int]
     ORIGINAL_END_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    MEDIAN_DISTANCE_FIELD_NUMBER: _ClassVar[int]
     MATCHED_SHARE_QUERY_FIELD_NUMBER: _ClassVar[int]
     MATCHED_SHARE_ORIGINAL_FIELD_NUMBER: _ClassVar[int]
     QUERY_FRAMES_FIELD_NUMBER: _ClassVar[int]
-    MATCHED_FRAMES_FIELD_NUMBER: _ClassVar[int]
+    ORIGINAL_FRAMES_FIELD_NUMBER: _ClassVar[int]
+    QUERY_MATCHED_FRAMES_FIELD_NUMBER: _ClassVar[int]
+    ORIGINAL_MATCHED_FRAMES_FIELD_NUMBER: _ClassVar[int]
+    THRESHOLD_FIELD_NUMBER: _ClassVar[int]
+    MIN_QUALITY_FIELD_NUMBER: _ClassVar[int]
+    matched: bool
+    coverage: float
+    window_frames: int
+    aligned_frames: int
+    offset_seconds: float
     original_start_seconds: float
     original_end_seconds: float
+    median_distance: float
     matched_share_query: float
     matched_share_original: float
     query_frames: int
-    matched_frames: int
-    def __init__(self, original_start_seconds: _Optional[float] = ..., original_end_seconds: _Optional[float] = ..., matched_share_query: _Optional[float] = ..., matched_share_original: _Optional[float] = ..., query_frames: _Optional[int] = ..., matched_frames: _Optional[int] = ...) -> None: ...
+    original_frames: int
+    query_matched_frames: int
+    original_matched_frames: int
+    threshold: int
+    min_quality: int
+    def __init__(self, matched: _Optional[bool] = ..., coverage: _Optional[float] = ..., window_frames: _Optional[int] = ..., aligned_frames: _Optional[int] = ..., offset_seconds: _Optional[float] = ..., original_start_seconds: _Optional[float] = ..., original_end_seconds: _Optional[float] = ..., median_distance: _Optional[float] = ..., matched_share_query: _Optional[float] = ..., matched_share_original: _Optional[float] = ..., query_frames: _Optional[int] = ..., original_frames: _Optional[int] = ..., query_matched_frames: _Optional[int] = ..., original_matched_frames: _Optional[int] = ..., threshold: _Optional[int] = ..., min_quality: _Optional[int] = ...) -> None: ...
 
 class ByteRange(_message.Message):
     __slots__ = ("first_byte", "last_byte")
@@ -425,14 +445,16 @@ class VerificationReport(_message.Message):
     def __init__(self, status: _Optional[_Union[Verdict, str]] = ..., reasons: _Optional[_Iterable[str]] = ..., evidence: _Optional[_Union[Evidence, _Mapping]] = ..., detector: _Optional[_Union[DetectorResult, _Mapping]] = ..., verified_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., c2pa: _Optional[_Union[C2paResult, _Mapping]] = ...) -> None: ...
 
 class LookupQuery(_message.Message):
-    __slots__ = ("ref", "sha256", "soft_bindings")
+    __slots__ = ("ref", "sha256", "soft_bindings", "media_type")
     REF_FIELD_NUMBER: _ClassVar[int]
     SHA256_FIELD_NUMBER: _ClassVar[int]
     SOFT_BINDINGS_FIELD_NUMBER: _ClassVar[int]
+    MEDIA_TYPE_FIELD_NUMBER: _ClassVar[int]
     ref: str
     sha256: bytes
     soft_bindings: _containers.RepeatedCompositeFieldContainer[SoftBinding]
-    def __init__(self, ref: _Optional[str] = ..., sha256: _Optional[bytes] = ..., soft_bindings: _Optional[_Iterable[_Union[SoftBinding, _Mapping]]] = ...) -> None: ...
+    media_type: str
+    def __init__(self, ref: _Optional[str] = ..., sha256: _Optional[bytes] = ..., soft_bindings: _Optional[_Iterable[_Union[SoftBinding, _Mapping]]] = ..., media_type: _Optional[str] = ...) -> None: ...
 
 class LookupRequest(_message.Message):
     __slots__ = ("queries",)

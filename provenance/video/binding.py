@@ -149,8 +149,9 @@ class ChunkedHasher:
         return self._final
 
 
-def hash_chunked(data: bytes | bytearray | memoryview,
-                 chunk_size: int = DEFAULT_VIDEO_CHUNK) -> ChunkedDigest:
+def hash_chunked(
+    data: bytes | bytearray | memoryview, chunk_size: int = DEFAULT_VIDEO_CHUNK
+) -> ChunkedDigest:
     """The `ChunkedDigest` of bytes already in memory."""
     hasher = ChunkedHasher(chunk_size)
     hasher.update(data)
@@ -218,9 +219,7 @@ def locate_damage(
     common = min(len(expected_chunk_hashes), len(actual_chunk_hashes))
     total = max(len(expected_chunk_hashes), len(actual_chunk_hashes))
     damaged = [
-        i
-        for i in range(total)
-        if i >= common or expected_chunk_hashes[i] != actual_chunk_hashes[i]
+        i for i in range(total) if i >= common or expected_chunk_hashes[i] != actual_chunk_hashes[i]
     ]
     ranges: list[tuple[int, int]] = []
     for i in damaged:

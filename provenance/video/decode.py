@@ -102,9 +102,10 @@ def sample_frames(
     keep_rgb_every: also return the pixels of every n-th sample (0: none), at most
     max_rgb_frames of them, shrunk to rgb_max_side pixels on the longer side (None: native
     size, as the detector wants). strip_bars: hash frames without their black bars (the
-    default for soft bindings; `provenance.video.frames.trim_bars`). timeout_s: wall-clock limit in seconds, process start
-    included; max_memory_bytes: address-space limit of the child in bytes (the interpreter
-    with NumPy, PyAV and two decoder threads needs about 0.5 GiB of it before any frame).
+    default for soft bindings; `provenance.video.frames.trim_bars`). timeout_s: wall-clock
+    limit in seconds, process start included; max_memory_bytes: address-space limit of the
+    child in bytes (the interpreter with NumPy, PyAV and two decoder threads needs about
+    0.5 GiB of it before any frame).
 
     Raises MediaError if the file is not MP4/MOV/WebM/Matroska, has no video stream or no
     frames, cannot be decoded, or the child times out, crashes or runs out of memory;
@@ -161,9 +162,7 @@ def sample_frames(
 
 def _child_env() -> dict[str, str]:
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(
-        p for p in (_PACKAGE_ROOT, env.get("PYTHONPATH", "")) if p
-    )
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (_PACKAGE_ROOT, env.get("PYTHONPATH", "")) if p)
     # One BLAS thread and few malloc arenas keep the child's address space predictable
     # under RLIMIT_AS.
     env["OPENBLAS_NUM_THREADS"] = "1"
@@ -186,8 +185,9 @@ class _Reader:
     def message(self, max_bytes: int) -> bytes:
         (size,) = LENGTH_PREFIX.unpack(self._exactly(LENGTH_PREFIX.size))
         if size > max_bytes:
-            raise MediaError(f"the decoder sent a {size}-byte message; at most {max_bytes} "
-                             "were expected")
+            raise MediaError(
+                f"the decoder sent a {size}-byte message; at most {max_bytes} were expected"
+            )
         return self._exactly(size)
 
     def _exactly(self, n: int) -> bytes:
@@ -197,8 +197,7 @@ class _Reader:
             ready, _, _ = select.select([self._fd], [], [], max(0.0, remaining))
             if not ready:
                 raise MediaError(
-                    f"decoding did not finish within {self._timeout_s:g} s; the decoder "
-                    "was stopped"
+                    f"decoding did not finish within {self._timeout_s:g} s; the decoder was stopped"
                 )
             chunk = os.read(self._fd, min(n - len(buf), 1 << 20))
             if not chunk:

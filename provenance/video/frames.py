@@ -18,6 +18,7 @@ import av
 import av.error
 import numpy as np
 from av.sidedata.sidedata import Type as SideDataType
+from av.video.reformatter import VideoReformatter
 
 from provenance.binding import PerceptualHash, pdq_hash
 from provenance.errors import MediaError, MediaTooLargeError
@@ -165,13 +166,30 @@ def _frame_transform(frame: av.VideoFrame) -> tuple[bool, bool, bool]:
     return display_transform(np.frombuffer(raw[:36], dtype="<i4"))
 
 
-def _downscale(frame: av.VideoFrame, max_side: int) -> np.ndarray:
-    scale = max_side / max(frame.width, frame.height)
-    if scale >= 1:
-        return frame.to_ndarray(format="rgb24")
-    width = max(1, round(frame.width * scale))
-    height = max(1, round(frame.height * scale))
-    return frame.reformat(width, height, "rgb24", interpolation="AREA").to_ndarray()
+class _Converter:
+    """Frame -> RGB conversion through one swscale context with one thread.
+
+    (`VideoFrame.to_ndarray` makes a new context per frame, each starting its own pool of
+    slice threads that outlive the call: hundreds of threads, and thread stacks that count
+    against the sandbox's address-space limit.)
+    """
+
+    def __init__(self) -> None:
+        self._reformatter = VideoReformatter()
+
+    def rgb(self, frame: av.VideoFrame, max_side: int | None = None) -> np.ndarray:
+        """(H, W, 3) uint8 RGB of a frame, shrunk (area average) so its longer side is at
+        most max_side pixels (None: native size)."""
+        width, height = frame.width, frame.height
+        interpolation = None
+        if max_side is not None and max(width, height) > max_side:
+            scale = max_side / max(width, height)
+            width, height = max(1, round(width * scale)), max(1, round(height * scale))
+            interpolation = "AREA"
+        converted = self._reformatter.reformat(
+            frame, width, height, "rgb24", interpolation=interpolation, threads=1
+        )
+        return converted.to_ndarray()
 
 
 def iter_sampled_frames(
@@ -200,8 +218,9 @@ def iter_sampled_frames(
 
     Raises MediaError for an unreadable or unsupported container, no video stream
     (audio-only), an unsupported codec or display matrix, a frame without a timestamp, a
-    decoding error before the first sample, or a stream with no frames; MediaTooLargeError when a frame is over
-    MAX_FRAME_PIXELS or more than max_frames samples would be taken.
+    decoding error before the first sample, or a stream with no frames; MediaTooLargeError
+    when a frame is over MAX_FRAME_PIXELS, more than max_frames samples would be taken, or
+    FFmpeg runs out of memory.
     """
     if not (math.isfinite(rate_hz) and rate_hz > 0):
         raise MediaError(f"rate_hz must be a positive number, got {rate_hz}")
@@ -228,8 +247,16 @@ def iter_sampled_frames(
             stream.codec_context.open()
         except av.error.FFmpegError as e:
             raise _media_error(f"cannot start the {codec} decoder", e) from e
-        yield from _sample(stream, container, rate_hz, max_frames, keep_rgb_every,
-                           max_rgb_frames, rgb_max_side, strip_bars)
+        yield from _sample(
+            stream,
+            container,
+            rate_hz,
+            max_frames,
+            keep_rgb_every,
+            max_rgb_frames,
+            rgb_max_side,
+            strip_bars,
+        )
 
 
 def _sample(
@@ -249,6 +276,7 @@ def _sample(
     decode_error = ""
     transform = (False, False, False)
     size = (0, 0)
+    converter = _Converter()
     try:
         for frame in container.decode(stream):
             if frame.pts is None or frame.time is None:
@@ -271,15 +299,13 @@ def _sample(
                     f"more than {max_frames} frames would be sampled at {rate_hz} Hz"
                 )
             transform = _frame_transform(frame)
-            rgb = apply_display_transform(frame.to_ndarray(format="rgb24"), transform)
+            rgb = apply_display_transform(converter.rgb(frame), transform)
             size = (rgb.shape[1], rgb.shape[0])
-            keep = (
-                keep_rgb_every > 0 and sampled % keep_rgb_every == 0 and kept < max_rgb_frames
-            )
+            keep = keep_rgb_every > 0 and sampled % keep_rgb_every == 0 and kept < max_rgb_frames
             small = None
             if keep:
                 small = apply_display_transform(
-                    _downscale(frame, rgb_max_side) if rgb_max_side else rgb, transform
+                    converter.rgb(frame, rgb_max_side) if rgb_max_side else rgb, transform
                 )
                 small = np.ascontiguousarray(small)
                 kept += 1

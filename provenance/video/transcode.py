@@ -7,6 +7,7 @@ untrusted files go through `provenance.video.decode`.
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping
 from fractions import Fraction
@@ -33,6 +34,7 @@ def transcode(
     container_format: str | None = None,
     rotation: int = 0,
     encoder_options: Mapping[str, str] | None = None,
+    frame_rate: float | None = None,
 ) -> int:
     """Re-encode the first video stream of src into dst; returns the number of frames written.
 
@@ -42,20 +44,29 @@ def transcode(
     ("libx264", "libvpx-vp9", ...); container_format: FFmpeg muxer name (None: from dst's
     extension); rotation: counter-clockwise degrees (0, 90, 180, 270) written as the display
     matrix, with the pixels stored turned the other way so the video displays as the source;
-    encoder_options: more FFmpeg encoder options, e.g. {"preset": "ultrafast"} for x264.
-    Frame presentation times are kept (millisecond precision), so a variable frame rate
-    survives. Raises MediaError if src cannot be decoded or dst cannot be written.
+    encoder_options: more FFmpeg encoder options, e.g. {"preset": "ultrafast"} for x264;
+    frame_rate: convert to this constant rate in frames per second by keeping, for each
+    output instant k / frame_rate, the first source frame presented at or after it (frames
+    are dropped or repeated, never blended, as FFmpeg's fps filter does); None keeps every
+    frame.
+    Otherwise frame presentation times are kept (millisecond precision), so a variable
+    frame rate survives. Raises MediaError if src cannot be decoded or dst cannot be written.
     """
     if rotation % 90:
         raise MediaError(f"rotation must be a multiple of 90 degrees, got {rotation}")
     turns = (rotation // 90) % 4
     try:
-        with av.open(os.fspath(src)) as inp, av.open(
-            os.fspath(dst), "w", format=container_format
-        ) as out:
+        with (
+            av.open(os.fspath(src)) as inp,
+            av.open(os.fspath(dst), "w", format=container_format) as out,
+        ):
             source = inp.streams.video[0]
             source.thread_type = "AUTO"
-            rate = source.average_rate or Fraction(30)
+            rate = (
+                Fraction(frame_rate).limit_denominator(1001)
+                if frame_rate
+                else source.average_rate or Fraction(30)
+            )
             options = {"crf": str(crf), **(encoder_options or {})}
             stream = out.add_stream(codec, rate=rate, options=options)
             out_w, out_h = width or source.width, height or source.height
@@ -66,23 +77,38 @@ def transcode(
             if turns:
                 stream.set_display_rotation(rotation % 360)
             written = 0
+            next_slot = 0
             for frame in inp.decode(source):
                 t = float(frame.time)
                 if t < start_s or (end_s is not None and t >= end_s):
                     continue
-                resized = frame.reformat(width or source.width, height or source.height,
-                                         "rgb24", interpolation="AREA")
-                pixels = np.rot90(resized.to_ndarray(), k=-turns) if turns else None
-                image = (
-                    av.VideoFrame.from_ndarray(np.ascontiguousarray(pixels), format="rgb24")
-                    if pixels is not None
-                    else resized
+                if frame_rate:
+                    # This frame fills the output instants after the previous frame, up to
+                    # and including its own presentation time.
+                    last_slot = math.floor((t - start_s) * frame_rate + 1e-6)
+                    times = [k / frame_rate for k in range(next_slot, last_slot + 1)]
+                    next_slot = max(next_slot, last_slot + 1)
+                else:
+                    times = [t - start_s]
+                if not times:
+                    continue
+                resized = frame.reformat(
+                    width or source.width,
+                    height or source.height,
+                    "rgb24",
+                    interpolation="AREA",
+                    threads=1,
                 )
-                image.pts = round((t - start_s) / _TIME_BASE)
-                image.time_base = _TIME_BASE
-                for packet in stream.encode(image):
-                    out.mux(packet)
-                written += 1
+                pixels = resized.to_ndarray()
+                if turns:
+                    pixels = np.ascontiguousarray(np.rot90(pixels, k=-turns))
+                for out_time in times:
+                    image = av.VideoFrame.from_ndarray(pixels, format="rgb24")
+                    image.pts = round(out_time / _TIME_BASE)
+                    image.time_base = _TIME_BASE
+                    for packet in stream.encode(image):
+                        out.mux(packet)
+                    written += 1
             for packet in stream.encode():
                 out.mux(packet)
     except (av.error.FFmpegError, OSError) as e:

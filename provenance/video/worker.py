@@ -31,7 +31,7 @@ def _limit_memory(max_memory_bytes: int) -> None:
 def _write_all(fd: int, data: bytes | memoryview) -> None:
     view = memoryview(data).cast("B")
     while view:
-        view = view[os.write(fd, view):]
+        view = view[os.write(fd, view) :]
 
 
 def _write_message(fd: int, payload: bytes | memoryview) -> None:
@@ -43,42 +43,43 @@ def _write_message(fd: int, payload: bytes | memoryview) -> None:
 def _decode(request: dict[str, Any]) -> tuple[dict[str, Any], list[Any]]:
     # Imported here, after the memory limit, so FFmpeg and NumPy start under it.
     from provenance.errors import MediaError, MediaTooLargeError
-    from provenance.video.frames import StreamFacts, iter_sampled_frames
+    from provenance.video.frames import DecodedFrame, StreamFacts, iter_sampled_frames
 
+    try:
+        items = list(
+            iter_sampled_frames(
+                request["path"],
+                request["rate_hz"],
+                request["max_frames"],
+                request["keep_rgb_every"],
+                request["max_rgb_frames"],
+                request["rgb_max_side"],
+                request["strip_bars"],
+            )
+        )
+    except MediaError as e:
+        return {"ok": False, "error": str(e), "too_large": isinstance(e, MediaTooLargeError)}, []
+    facts = items.pop()  # the generator ends with its StreamFacts
+    assert isinstance(facts, StreamFacts)
     rows: list[list[Any]] = []
     kept = []
-    try:
-        for item in iter_sampled_frames(
-            request["path"],
-            request["rate_hz"],
-            request["max_frames"],
-            request["keep_rgb_every"],
-            request["max_rgb_frames"],
-            request["rgb_max_side"],
-            request["strip_bars"],
-        ):
-            if isinstance(item, StreamFacts):
-                return {
-                    "ok": True,
-                    "frames": rows,
-                    "width": item.width,
-                    "height": item.height,
-                    "rotation": item.rotation,
-                    "duration_seconds": item.duration_seconds,
-                    "frames_decoded": item.frames_decoded,
-                    "decode_error": item.decode_error,
-                }, kept
-            height, width = item.rgb.shape[:2] if item.rgb is not None else (0, 0)
-            if item.rgb is not None:
-                kept.append(item.rgb)
-            rows.append(
-                [item.pdq.timestamp_seconds, item.pdq.hex, item.pdq.quality, height, width]
-            )
-        return {"ok": False, "error": "the decoder ended without stream facts",
-                "too_large": False}, []
-    except MediaError as e:
-        return {"ok": False, "error": str(e),
-                "too_large": isinstance(e, MediaTooLargeError)}, []
+    for item in items:
+        assert isinstance(item, DecodedFrame)
+        height, width = item.rgb.shape[:2] if item.rgb is not None else (0, 0)
+        if item.rgb is not None:
+            kept.append(item.rgb)
+        rows.append([item.pdq.timestamp_seconds, item.pdq.hex, item.pdq.quality, height, width])
+    reply = {
+        "ok": True,
+        "frames": rows,
+        "width": facts.width,
+        "height": facts.height,
+        "rotation": facts.rotation,
+        "duration_seconds": facts.duration_seconds,
+        "frames_decoded": facts.frames_decoded,
+        "decode_error": facts.decode_error,
+    }
+    return reply, kept
 
 
 def main(argv: list[str]) -> int:
@@ -89,22 +90,30 @@ def main(argv: list[str]) -> int:
     try:
         reply, kept = _decode(request)
     except ImportError as e:
-        reply, kept = {
-            "ok": False,
-            "error": f"cannot load the decoder under the memory limit of "
-            f"{request['max_memory_bytes']} bytes: {e}",
-            "too_large": False,
-        }, []
+        reply, kept = (
+            {
+                "ok": False,
+                "error": f"cannot load the decoder under the memory limit of "
+                f"{request['max_memory_bytes']} bytes: {e}",
+                "too_large": False,
+            },
+            [],
+        )
     except MemoryError:
-        reply, kept = {
-            "ok": False,
-            "error": f"decoding needs more than the memory limit of "
-            f"{request['max_memory_bytes']} bytes",
-            "too_large": True,
-        }, []
+        reply, kept = (
+            {
+                "ok": False,
+                "error": f"decoding needs more than the memory limit of "
+                f"{request['max_memory_bytes']} bytes",
+                "too_large": True,
+            },
+            [],
+        )
     except Exception as e:  # noqa: BLE001 - the process boundary: report, never traceback
-        reply, kept = {"ok": False, "error": f"decoder failure: {type(e).__name__}: {e}",
-                       "too_large": False}, []
+        reply, kept = (
+            {"ok": False, "error": f"decoder failure: {type(e).__name__}: {e}", "too_large": False},
+            [],
+        )
     _write_message(fd, json.dumps(reply).encode())
     for rgb in kept:
         _write_message(fd, rgb.data)

@@ -1,0 +1,217 @@
+"""Video bindings: hard-binding speed and memory, frame hashing against bare decoding.
+
+1. Hard binding: ChunkedHasher (whole-file SHA-256 + RFC 9162 Merkle root over 1 MiB
+   chunks) against plain hashlib SHA-256, both reading the same ~200 MiB file in 1 MiB
+   pieces, alternated three times; MB/s of each and the ratio of medians.
+2. Flat memory: a fresh process feeds the same file to ChunkedHasher in 1 MiB pieces and
+   reports its peak RSS, against a process that reads the file whole.
+3. Frames: every frame of a real 720x1280 H.264 clip (ThreatExchange pattern-hd-no-bar)
+   decoded and PDQ-hashed (`iter_sampled_frames` at QUERY_RATE_HZ) against bare decoding
+   of the same frames to RGB; frames/s of each and the ratio. Also the sandboxed
+   `sample_frames` (adds the child process) for the same work.
+4. Matching: a 10-minute query hashed at 30 fps against a 10-minute claim at 1 Hz.
+
+The 200 MiB file is the real clip's bytes repeated (hashing does not care whether the
+bytes decode). Run: .venv/bin/python bench/bench_video.py
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import av
+
+from provenance.binding import PerceptualHash
+from provenance.video.binding import DEFAULT_VIDEO_CHUNK, ChunkedHasher
+from provenance.video.decode import sample_frames
+from provenance.video.frames import StreamFacts, iter_sampled_frames
+from provenance.video.match import QUERY_RATE_HZ, match_video
+
+ROOT = Path(__file__).resolve().parents[1]
+VIDEOS = ROOT.parent / "shared" / "fixtures" / "phash" / "video"
+CLIP = VIDEOS / "pattern-hd-no-bar.mp4"
+BIG_BYTES = 200 << 20
+PIECE = 1 << 20
+MB = 1e6
+
+
+def make_big_file(directory: Path) -> Path:
+    clip = CLIP.read_bytes()
+    path = directory / "big.mp4"
+    with open(path, "wb") as f:
+        written = 0
+        while written < BIG_BYTES:
+            part = clip[: BIG_BYTES - written]
+            f.write(part)
+            written += len(part)
+    return path
+
+
+def plain_sha256(path: Path) -> bytes:
+    h = hashlib.sha256()
+    buf = bytearray(PIECE)
+    view = memoryview(buf)
+    with open(path, "rb") as f:
+        while n := f.readinto(buf):
+            h.update(view[:n])
+    return h.digest()
+
+
+def chunked(path: Path) -> bytes:
+    hasher = ChunkedHasher(DEFAULT_VIDEO_CHUNK)
+    buf = bytearray(PIECE)
+    view = memoryview(buf)
+    with open(path, "rb") as f:
+        while n := f.readinto(buf):
+            hasher.update(view[:n])
+    return hasher.finalize().chunk_merkle_root
+
+
+def timed(fn: object, *args: object) -> float:
+    start = time.perf_counter()
+    fn(*args)  # type: ignore[operator]
+    return time.perf_counter() - start
+
+
+def rss_child(mode: str, path: str) -> None:
+    """Child mode: hash (or read whole) the file, print peak RSS in KiB."""
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    if mode == "stream":
+        chunked(Path(path))
+    else:
+        data = Path(path).read_bytes()
+        hashlib.sha256(data).digest()
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    print(before, peak)
+
+
+def peak_rss(mode: str, path: Path) -> tuple[int, int]:
+    out = subprocess.run(
+        [sys.executable, __file__, "--rss-child", mode, str(path)],
+        check=True,
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    ).stdout.split()
+    return int(out[0]), int(out[1])
+
+
+def bench_hard_binding(directory: Path) -> None:
+    path = make_big_file(directory)
+    size_mb = path.stat().st_size / MB
+    plain_sha256(path)  # warm the page cache
+    plain, ours = [], []
+    for _ in range(3):
+        plain.append(timed(plain_sha256, path))
+        ours.append(timed(chunked, path))
+    plain_rate = size_mb / statistics.median(plain)
+    our_rate = size_mb / statistics.median(ours)
+    print(f"hard binding, {size_mb:.0f} MB in 1 MiB pieces (median of 3):")
+    print(f"  hashlib SHA-256              {plain_rate:8.0f} MB/s")
+    print(
+        f"  ChunkedHasher (SHA + Merkle) {our_rate:8.0f} MB/s   ratio {our_rate / plain_rate:.2f}"
+        " (each byte is hashed twice: whole file and its chunk leaf)"
+    )
+    base, peak = peak_rss("stream", path)
+    whole_base, whole_peak = peak_rss("whole", path)
+    print("peak RSS of a fresh process hashing the file:")
+    print(
+        f"  streamed, 1 MiB pieces   {peak / 1024:7.1f} MiB (+{(peak - base) / 1024:.1f} MiB "
+        "over the interpreter)"
+    )
+    print(
+        f"  read whole               {whole_peak / 1024:7.1f} MiB "
+        f"(+{(whole_peak - whole_base) / 1024:.1f} MiB)"
+    )
+
+
+def bare_decode(path: Path) -> int:
+    frames = 0
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        stream.codec_context.thread_count = 2
+        for frame in container.decode(stream):
+            frame.to_ndarray(format="rgb24")
+            frames += 1
+    return frames
+
+
+def bench_frames() -> None:
+    with av.open(str(CLIP)) as container:
+        s = container.streams.video[0]
+        desc = f"{s.width}x{s.height} {s.codec_context.name}"
+    n = bare_decode(CLIP)
+    decode_s = min(timed(bare_decode, CLIP) for _ in range(2))
+    start = time.perf_counter()
+    hashed = sum(
+        1
+        for item in iter_sampled_frames(CLIP, QUERY_RATE_HZ, 10_000)
+        if not isinstance(item, StreamFacts)
+    )
+    hash_s = time.perf_counter() - start
+    start = time.perf_counter()
+    info = sample_frames(CLIP, rate_hz=QUERY_RATE_HZ, max_frames=10_000)
+    sandbox_s = time.perf_counter() - start
+    start = time.perf_counter()
+    claim = sample_frames(CLIP)
+    claim_s = time.perf_counter() - start
+    assert hashed == n == len(info.frames)
+    print(f"frames: {n} frames of {CLIP.name} ({desc}):")
+    print(f"  bare decode to RGB              {n / decode_s:7.1f} frames/s")
+    print(
+        f"  decode + PDQ, in process        {n / hash_s:7.1f} frames/s   ratio "
+        f"{decode_s / hash_s:.2f}"
+    )
+    print(
+        f"  decode + PDQ, sandboxed child   {n / sandbox_s:7.1f} frames/s   ratio "
+        f"{decode_s / sandbox_s:.2f}"
+    )
+    print(
+        f"  claim at 1 Hz (sandboxed, {len(claim.frames)} hashes of {n} frames): "
+        f"{claim_s:.2f} s, {claim.duration_seconds / claim_s:.1f}x real time"
+    )
+
+
+def bench_match() -> None:
+    rows = (VIDEOS / "vpdq-expected" / "pattern-hd-no-bar.txt").read_text().split()
+    hashes = [bytes.fromhex(r.split(",")[2]) for r in rows]
+    minutes = 10
+    query = [
+        PerceptualHash("pdq", hashes[i % len(hashes)], 100, i / 30)
+        for i in range(minutes * 60 * 30)
+    ]
+    claim = [
+        PerceptualHash("pdq", hashes[(30 * i) % len(hashes)], 100, float(i))
+        for i in range(minutes * 60)
+    ]
+    start = time.perf_counter()
+    m = match_video(query, claim)
+    elapsed = time.perf_counter() - start
+    print(
+        f"match: {len(query)} query frames against {len(claim)} claimed frames: "
+        f"{elapsed:.2f} s (matched={m.matched}, coverage {m.coverage:.2f})"
+    )
+
+
+def main() -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        bench_hard_binding(Path(tmp))
+    bench_frames()
+    bench_match()
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 4 and sys.argv[1] == "--rss-child":
+        rss_child(sys.argv[2], sys.argv[3])
+    else:
+        main()

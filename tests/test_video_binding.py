@@ -1,0 +1,166 @@
+"""Video hard binding: streaming SHA-256 + RFC 9162 chunk Merkle root, damage location."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from provenance.claims import HardBinding
+from provenance.errors import BindingError
+from provenance.log.merkle import EMPTY_ROOT, MemoryTree, leaf_hash
+from provenance.video.binding import (
+    DEFAULT_VIDEO_CHUNK,
+    ChunkedHasher,
+    check_chunk_hashes,
+    chunk_count_for,
+    chunk_merkle_root,
+    hash_chunked,
+    locate_damage,
+)
+
+FIXTURES = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures"
+VIDEO = FIXTURES / "phash" / "video" / "pattern-hd-no-bar.mp4"
+VIDEO_SHA256 = "80865824af39b163569d5d09c264ce44e51639e117c7679033eb9b6e137df72d"
+MIB = 1 << 20
+
+
+@pytest.fixture(scope="module")
+def video_bytes() -> bytes:
+    return VIDEO.read_bytes()
+
+
+def test_digest_of_real_video_matches_hashlib_and_rfc9162_tree(video_bytes: bytes) -> None:
+    digest = hash_chunked(video_bytes)
+    assert len(video_bytes) == 2_192_916
+    assert digest.sha256.hex() == VIDEO_SHA256
+    assert digest.size == len(video_bytes)
+    assert digest.chunk_size == DEFAULT_VIDEO_CHUNK == MIB
+    assert digest.chunk_count == 3  # 1 MiB + 1 MiB + 95,764 bytes
+    tree = MemoryTree()
+    for i in range(0, len(video_bytes), MIB):
+        tree.append(video_bytes[i : i + MIB])
+    assert digest.chunk_hashes == tuple(
+        leaf_hash(video_bytes[i : i + MIB]) for i in range(0, len(video_bytes), MIB)
+    )
+    assert digest.chunk_merkle_root == tree.root() == chunk_merkle_root(digest.chunk_hashes)
+    assert digest.hard_binding() == HardBinding(
+        sha256=digest.sha256,
+        chunk_size=MIB,
+        chunk_count=3,
+        chunk_merkle_root=digest.chunk_merkle_root,
+    )
+
+
+@settings(max_examples=25, deadline=None)
+@given(cuts=st.lists(st.integers(min_value=0, max_value=2_192_916), max_size=12))
+def test_any_feeding_pattern_gives_the_same_digest(video_bytes: bytes, cuts: list[int]) -> None:
+    bounds = [0, *sorted(cuts), len(video_bytes)]
+    hasher = ChunkedHasher()
+    for start, end in zip(bounds, bounds[1:], strict=False):
+        hasher.update(memoryview(video_bytes)[start:end])
+    assert hasher.finalize() == hash_chunked(video_bytes)
+
+
+def test_chunk_hashes_grow_while_the_stream_arrives(video_bytes: bytes) -> None:
+    hasher = ChunkedHasher()
+    hasher.update(video_bytes[: MIB + 10])
+    assert hasher.size == MIB + 10
+    assert hasher.chunk_hashes == (leaf_hash(video_bytes[:MIB]),)
+    hasher.update(video_bytes[MIB + 10 :])
+    final = hasher.finalize()
+    assert hasher.finalize() is final
+    with pytest.raises(BindingError, match="finalized"):
+        hasher.update(b"x")
+
+
+def test_small_chunk_sizes_and_the_empty_file() -> None:
+    data = bytes(range(256)) * 5  # 1,280 bytes
+    digest = hash_chunked(data, chunk_size=500)
+    assert digest.chunk_count == 3 == chunk_count_for(1280, 500)
+    assert digest.chunk_hashes[2] == leaf_hash(data[1000:])
+    empty = hash_chunked(b"")
+    assert empty.chunk_count == 0
+    assert empty.chunk_merkle_root == EMPTY_ROOT == hashlib.sha256(b"").digest()
+    assert empty.sha256 == hashlib.sha256(b"").digest()
+    for bad in (0, -1, (64 << 20) + 1):
+        with pytest.raises(BindingError, match="chunk size"):
+            ChunkedHasher(bad)
+
+
+def test_one_flipped_byte_is_located_in_its_chunk(video_bytes: bytes) -> None:
+    signed = hash_chunked(video_bytes)
+    damaged = bytearray(video_bytes)
+    damaged[1_500_000] ^= 0x01
+    received = hash_chunked(damaged)
+    assert received.sha256 != signed.sha256
+    assert received.chunk_merkle_root != signed.chunk_merkle_root
+    assert received.chunk_hashes[0] == signed.chunk_hashes[0]
+    ranges = locate_damage(
+        signed.chunk_hashes, received.chunk_hashes, MIB, signed.size, received.size
+    )
+    assert ranges == [(MIB, 2 * MIB - 1)]
+    assert ranges[0][0] <= 1_500_000 <= ranges[0][1]
+
+
+def test_truncated_file_names_the_cut_chunk_and_the_missing_tail(video_bytes: bytes) -> None:
+    signed = hash_chunked(video_bytes)
+    received = hash_chunked(video_bytes[:1_200_000])
+    assert received.chunk_count == 2
+    ranges = locate_damage(
+        signed.chunk_hashes, received.chunk_hashes, MIB, signed.size, received.size
+    )
+    assert ranges == [(MIB, len(video_bytes) - 1)]
+
+
+def test_garbage_appended_is_located_at_the_end(video_bytes: bytes) -> None:
+    signed = hash_chunked(video_bytes)
+    longer = video_bytes + b"\x00garbage" * 200_000  # 1.6 MB more: 3.6 MiB in all
+    received = hash_chunked(longer)
+    assert received.chunk_count == 4
+    ranges = locate_damage(
+        signed.chunk_hashes, received.chunk_hashes, MIB, signed.size, received.size
+    )
+    assert ranges == [(2 * MIB, len(longer) - 1)]
+    assert (
+        locate_damage(signed.chunk_hashes, signed.chunk_hashes, MIB, signed.size, signed.size) == []
+    )
+
+
+def test_separate_damaged_chunks_give_separate_ranges(video_bytes: bytes) -> None:
+    signed = hash_chunked(video_bytes, chunk_size=256 * 1024)
+    damaged = bytearray(video_bytes)
+    damaged[10] ^= 0xFF  # chunk 0
+    damaged[300_000] ^= 0xFF  # chunk 1
+    damaged[1_000_000] ^= 0xFF  # chunk 3
+    received = hash_chunked(damaged, chunk_size=256 * 1024)
+    q = 256 * 1024
+    assert locate_damage(
+        signed.chunk_hashes, received.chunk_hashes, q, signed.size, received.size
+    ) == [(0, 2 * q - 1), (3 * q, 4 * q - 1)]
+
+
+def test_sidecar_chunk_list_is_checked_against_the_signed_root(video_bytes: bytes) -> None:
+    signed = hash_chunked(video_bytes)
+    binding = signed.hard_binding()
+    check_chunk_hashes(signed.chunk_hashes, binding, signed.size)
+    forged = (signed.chunk_hashes[0], leaf_hash(b"forged"), signed.chunk_hashes[2])
+    with pytest.raises(BindingError, match="do not rebuild"):
+        check_chunk_hashes(forged, binding, signed.size)
+    with pytest.raises(BindingError, match="got 2 chunk hashes"):
+        check_chunk_hashes(signed.chunk_hashes[:2], binding, signed.size)
+    with pytest.raises(BindingError, match="make 4"):
+        check_chunk_hashes(signed.chunk_hashes, binding, 3 * MIB + 1)
+    with pytest.raises(BindingError, match="no chunk Merkle root"):
+        check_chunk_hashes(signed.chunk_hashes, HardBinding(sha256=signed.sha256), signed.size)
+    with pytest.raises(BindingError, match="33 bytes"):
+        chunk_merkle_root([b"\x00" * 33])
+
+
+def test_locate_damage_rejects_lists_that_do_not_fit_their_sizes(video_bytes: bytes) -> None:
+    signed = hash_chunked(video_bytes)
+    with pytest.raises(BindingError, match="expected: 3 chunk hashes for 1000 bytes"):
+        locate_damage(signed.chunk_hashes, signed.chunk_hashes, MIB, 1000, signed.size)
