@@ -49,7 +49,7 @@ def _verify(cli: Cli, path: Path) -> tuple[int, dict]:
     return rc, json.loads(out)
 
 
-@pytest.mark.parametrize("name", ["grace_hopper.jpg", "chelsea.png"])
+@pytest.mark.parametrize("name", ["grace_hopper.jpg", "chelsea.png", "fabric_pattern.mp4"])
 def test_sign_c2pa_reads_back_trusted_and_tamper_breaks_both(
     ca_server: ServerProc, cli: Cli, tmp_path: Path, name: str
 ) -> None:
@@ -72,7 +72,8 @@ def test_sign_c2pa_reads_back_trusted_and_tamper_breaks_both(
     assert (rc, report["status"]) == (0, "SIGNED_ORIGINAL")
 
     data = bytearray(photo.read_bytes())
-    data[-200] ^= 0x01  # one byte of image data near the end
+    at = len(data) // 2 if name.endswith(".mp4") else -200  # in the media data, not a header
+    data[at] ^= 0x01
     photo.write_bytes(bytes(data))
     rc, report = _verify(cli, photo)
     assert (rc, report["status"]) == (13, "TAMPERED")
