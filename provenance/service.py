@@ -7,11 +7,13 @@ messages and calls these methods; tests and benchmarks can call them directly.
 
 from __future__ import annotations
 
+import fcntl
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import IO
 
 from provenance import wire
 from provenance.binding import PerceptualHash
@@ -21,7 +23,13 @@ from provenance.c2pa.authority import (
     load_authority,
 )
 from provenance.claims import Claim, Device, Receipt, SignedClaim
-from provenance.errors import EnrollmentError, LogError, LogIntegrityError, ProvenanceError
+from provenance.errors import (
+    ConfigError,
+    EnrollmentError,
+    LogError,
+    LogIntegrityError,
+    ProvenanceError,
+)
 from provenance.log import merkle
 from provenance.log.checkpoint import (
     LogSigner,
@@ -56,6 +64,21 @@ def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
+def _lock_database(db: Path) -> IO[bytes]:
+    """Hold an exclusive lock on ``DB.lock`` for the life of the service: the log has one
+    writer, so a second server on the same database is refused. Raises ConfigError."""
+    path = db.with_name(db.name + ".lock")
+    handle = path.open("ab")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as e:
+        handle.close()
+        raise ConfigError(
+            f"another server is already using {db} (lock {path} is held); run one server per database"
+        ) from e
+    return handle
+
+
 @dataclass(frozen=True)
 class ServiceConfig:
     """Where the service keeps its state and what it trusts.
@@ -80,6 +103,7 @@ class ProvenanceService:
     def __init__(self, config: ServiceConfig, clock: Callable[[], datetime] = utc_now) -> None:
         self.config = config
         self.clock = clock
+        self._lock = _lock_database(config.db)
         self.store: Store = open_store(config.db)
         self.authority = load_authority(config.authority_dir) if config.authority_dir else None
         try:
@@ -91,6 +115,7 @@ class ProvenanceService:
             self.writer = GroupCommitWriter(self.store, self.signer, clock, self._after_commit)
         except BaseException:
             self.store.close()
+            self._lock.close()
             raise
 
     # ---------------------------------------------------------------- lifecycle
@@ -165,6 +190,7 @@ class ProvenanceService:
     def close(self) -> None:
         self.writer.close()
         self.store.close()
+        self._lock.close()
 
     def _after_commit(self, size: int, note: str, appended: list[tuple[int, PendingClaim]]) -> None:
         for idx, p in appended:

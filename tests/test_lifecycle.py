@@ -116,3 +116,9 @@ def test_cli_usage_errors(cli: Cli, tmp_path: Path) -> None:
     assert rc == 1 and "prov device init" in err
     rc, _, err = cli("admin", "revoke", "zz", "--reason", "x")
     assert rc == 1 and "hex" in err
+
+
+def test_one_server_per_database(server: ServerProc) -> None:
+    with pytest.raises(RuntimeError) as exc:
+        start_server(server.db)
+    assert "another server is already using" in str(exc.value)
