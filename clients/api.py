@@ -18,7 +18,7 @@ import grpc
 from provenance import wire
 from provenance.binding import PerceptualHash
 from provenance.claims import Device, Receipt, SignedClaim
-from provenance.errors import TransportError
+from provenance.errors import ConfigError, TransportError
 from provenance.server import MAX_MESSAGE_BYTES, UPLOAD_CHUNK_BYTES
 from provenance.v1 import provenance_pb2 as pb
 from provenance.v1 import provenance_pb2_grpc as rpc
@@ -29,6 +29,16 @@ DEFAULT_SERVER = "127.0.0.1:50051"
 DEFAULT_TIMEOUT = 30.0
 #: Assumed slowest upload rate when sizing an upload's deadline, in bytes per second.
 MIN_UPLOAD_RATE = 5 * 1024 * 1024
+#: Extra deadline for verifying a file the server must decode (video frames), seconds.
+VERIFY_DECODE_SECONDS = 180.0
+
+
+def check_address(address: str) -> str:
+    """``address`` if it is HOST:PORT with a port in 1..65535; raises ConfigError."""
+    host, sep, port = address.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigError(f"server address {address!r} is not HOST:PORT (port 1-65535)")
+    return address
 
 
 def default_server() -> str:
@@ -42,7 +52,7 @@ class ProvenanceClient:
     def __init__(
         self, address: str, admin_token: str | None = None, timeout: float = DEFAULT_TIMEOUT
     ) -> None:
-        self.address = address
+        self.address = check_address(address)
         self.admin_token = admin_token
         self.timeout = timeout
         self._channel = grpc.insecure_channel(
@@ -150,7 +160,9 @@ class ProvenanceClient:
         def chunks() -> Iterator[pb.VerifyFileChunk]:
             yield pb.VerifyFileChunk(
                 header=pb.VerifyFileHeader(
-                    filename=path.name,
+                    filename=path.name.encode("utf-8", "surrogateescape").decode(
+                        "utf-8", "replace"
+                    ),
                     size_bytes=size,
                     sidecar=wire.signed_to_pb(sidecar) if sidecar else None,
                     detect=detect,
@@ -161,7 +173,7 @@ class ProvenanceClient:
                 while block := f.read(UPLOAD_CHUNK_BYTES):
                     yield pb.VerifyFileChunk(data=block)
 
-        timeout = self.timeout + size / MIN_UPLOAD_RATE
+        timeout = self.timeout + VERIFY_DECODE_SECONDS + size / MIN_UPLOAD_RATE
         r = self._call(self._verification.VerifyFile, chunks(), timeout=timeout)
         return wire.report_from_pb(r)
 

@@ -23,12 +23,12 @@ from rich.console import Console
 from rich.progress import Progress
 
 from clients import logcmd
-from clients.api import ProvenanceClient, default_server, is_unreachable
+from clients.api import ProvenanceClient, default_server
 from clients.device import DeviceHome, default_home, sidecar_path
 from clients.report import EXIT_CODES, report_to_json, report_to_text
 from clients.scan.cli import scan as scan_command
-from provenance.errors import ConfigError, LogIntegrityError, ProvenanceError, TransportError
-from provenance.sidecar import decode_sidecar
+from provenance.errors import ConfigError, LogIntegrityError, ProvenanceError
+from provenance.sidecar import Sidecar, decode_sidecar
 
 app = typer.Typer(
     name="prov",
@@ -350,21 +350,27 @@ def device_show(home: HomeOpt = default_home()) -> None:
 def device_sync(server: ServerOpt = default_server(), home: HomeOpt = default_home()) -> None:
     """Submit the claims queued while the server was unreachable."""
     h = DeviceHome(home)
-    pending = len(h.pending())
-    if not pending:
-        out.print("nothing queued")
-        return
-    with ProvenanceClient(server) as c, Progress(console=err, transient=True) as bar:
-        task = bar.add_task("submitting", total=pending)
-        done, errors = h.sync(c, lambda i, n: bar.update(task, completed=i))
-    out.print(f"submitted {done} of {pending} queued claim(s)")
-    for e in errors:
-        err.print(f"[red]not submitted:[/] {e}")
-    if errors:
+    with h.locked():
+        pending = len(h.pending())
+        if not pending:
+            out.print("nothing queued")
+            return
+        with ProvenanceClient(server) as c, Progress(console=err, transient=True) as bar:
+            task = bar.add_task("submitting", total=pending)
+            done = h.sync(c, lambda i, n: bar.update(task, completed=i))
+    out.print(f"submitted {len(done.logged)} of {pending} queued claim(s)")
+    for reason in done.refused.values():
+        err.print(f"[red]refused, kept in the queue:[/] {reason}")
+    if done.refused:
+        err.print(
+            "a claim the server refuses for good (revoked key, sequence already passed) can"
+            " be replaced by signing the file again; its queue entry is in"
+            f" {h.queue_dir}"
+        )
+    if done.unreachable:
+        err.print(f"[red]stopped:[/] {done.unreachable}; the rest stays queued")
+    if done.refused or done.unreachable:
         raise typer.Exit(1)
-
-
-# ---------------------------------------------------------------- sign / verify
 
 
 @app.command()
@@ -392,36 +398,34 @@ def sign(
     key = h.load_key(_passphrase())
     chain = h.certificate() if c2pa else b""
     failed = 0
-    with ProvenanceClient(server) as c:
+    with h.locked(), ProvenanceClient(server) as c:
         reachable = True
         for f in files:
             try:
-                sidecar, spath, queued = h.sign_file(key, f)
+                sidecar, spath, _ = h.sign_file(key, f)
             except ProvenanceError as e:
                 err.print(f"[red]{f}: not signed:[/] {e}")
                 failed += 1
                 continue
-            seq = sidecar.claim.sequence
+            seq, ch = sidecar.claim.sequence, sidecar.signed_claim.claim_hash
             if reachable:
-                try:
-                    receipt, _ = h.submit_one(c, queued, sidecar, spath)
-                    out.print(
-                        f"{f}: signed (#{seq}) and logged at leaf {receipt.leaf_index} -> {spath.name}"
-                    )
+                done = h.sync(c)  # earlier queued claims first, then this one
+                reachable = done.unreachable is None
+                if ch in done.logged:
+                    leaf = done.logged[ch].leaf_index
+                    out.print(f"{f}: signed (#{seq}) and logged at leaf {leaf} -> {spath.name}")
                     if c2pa:
                         h.embed_c2pa(key, f, spath, chain)
                         out.print(
                             f"{f}: C2PA manifest embedded (Content Credentials signed by this device)"
                         )
                     continue
-                except TransportError as e:
-                    if not is_unreachable(e):
-                        err.print(
-                            f"[red]{f}: signed (#{seq}) but refused by the server:[/] {e} (kept in the queue)"
-                        )
-                        failed += 1
-                        continue
-                    reachable = False
+                if ch in done.refused:
+                    err.print(
+                        f"[red]{f}: signed (#{seq}) but refused by the server:[/] {done.refused[ch]} (kept in the queue)"
+                    )
+                    failed += 1
+                    continue
             out.print(
                 f"{f}: signed (#{seq}), queued: server unreachable; run `prov device sync` later -> {spath.name}"
             )
@@ -440,31 +444,54 @@ def verify(
     server: ServerOpt = default_server(),
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
     detect: Annotated[bool, typer.Option(help="Ask for the advisory detector's score.")] = True,
+    no_sidecar: Annotated[
+        bool, typer.Option("--no-sidecar", help="Ignore FILE.prov beside the file.")
+    ] = False,
 ) -> None:
     """Verify a file against the log and print the report.
 
     Exit codes: 0 SIGNED_ORIGINAL, 10 DERIVED, 11 UNSIGNED, 12 REVOKED_KEY,
     13 TAMPERED; 1 when the file or server could not be checked; 2 usage errors.
     """
-    side = sidecar if sidecar is not None else sidecar_path(file)
     found = None
-    if sidecar is not None or side.exists():
-        try:
-            found = decode_sidecar(side.read_bytes())
-        except OSError as e:
-            raise ConfigError(f"cannot read sidecar {side}: {e.strerror}") from e
-    with ProvenanceClient(server) as c:
-        report = c.verify_file(
-            file,
-            found.signed_claim if found else None,
-            detect=detect,
-            chunk_hashes=found.chunk_hashes if found else (),
-        )
+    if not no_sidecar:
+        found = _read_sidecar(file, sidecar)
+    try:
+        with ProvenanceClient(server) as c:
+            report = c.verify_file(
+                file,
+                found.signed_claim if found else None,
+                detect=detect,
+                chunk_hashes=found.chunk_hashes if found else (),
+            )
+    except ProvenanceError as e:
+        if as_json:  # scripts always get a JSON object on stdout
+            print(json.dumps({"status": None, "path": str(file), "error": str(e)}, indent=2))
+        raise
     if as_json:
         print(json.dumps(report_to_json(report, str(file)), indent=2))
     else:
         out.print(report_to_text(report, str(file)), highlight=False, markup=False)
     raise typer.Exit(EXIT_CODES[report.status])
+
+
+def _read_sidecar(file: Path, given: Path | None) -> Sidecar | None:
+    """The sidecar to check: --sidecar (errors if unusable), else FILE.prov when present
+    (an unreadable one is reported and left out: the file is judged on its own bytes)."""
+    path = given if given is not None else sidecar_path(file)
+    if given is None and not path.exists():
+        return None
+    try:
+        return decode_sidecar(path.read_bytes())
+    except OSError as e:
+        if given is not None:
+            raise ConfigError(f"cannot read sidecar {path}: {e.strerror}") from e
+        err.print(f"[yellow]warning:[/] ignoring unreadable sidecar {path}: {e.strerror}")
+    except ProvenanceError as e:
+        if given is not None:
+            raise
+        err.print(f"[yellow]warning:[/] ignoring {path}: {e}")
+    return None
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -15,11 +15,14 @@ queued.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
-from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, replace
+import sys
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -272,25 +275,55 @@ class DeviceHome:
         self,
         client: ProvenanceClient,
         progress: Callable[[int, int], None] | None = None,
-    ) -> tuple[int, list[str]]:
-        """Submit every queued claim in order. Returns (submitted, errors).
+    ) -> SyncResult:
+        """Submit every queued claim, oldest first (the log takes a device's claims in
+        sequence order, so earlier queued claims always go before newer ones).
 
-        Stops at the first unreachable-server error (the rest stay queued); a claim the
-        server refuses (e.g. revoked key) stays queued and is reported.
+        Stops at the first unreachable-server error (the rest stay queued). A claim the
+        server refuses (e.g. a revoked key) stays queued and is reported; the others go on.
         """
         items = self.pending()
-        done, errors = 0, []
+        result = SyncResult()
         for i, (q, sc, sp) in enumerate(items):
             try:
-                self.submit_one(client, q, sc, sp)
-                done += 1
+                receipt, _ = self.submit_one(client, q, sc, sp)
+                result.logged[sc.signed_claim.claim_hash] = receipt
             except TransportError as e:
-                errors.append(f"{sp.name.removesuffix(SIDECAR_SUFFIX)}: {e}")
                 if is_unreachable(e):
+                    result.unreachable = str(e)
                     break
+                result.refused[sc.signed_claim.claim_hash] = (
+                    f"{sp.name.removesuffix(SIDECAR_SUFFIX)}: {e}"
+                )
             if progress:
                 progress(i + 1, len(items))
-        return done, errors
+        return result
+
+    @contextmanager
+    def locked(self) -> Iterator[None]:
+        """Hold the device folder's lock: one command at a time signs or submits, so
+        sequence numbers are never reused. Waits for another running command."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        with (self.root / ".lock").open("ab") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                print(f"waiting for another prov command using {self.root} ...", file=sys.stderr)
+                fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+@dataclass
+class SyncResult:
+    """What a sync did: receipts by claim hash, refusals by claim hash (with the reason),
+    and the error if the server became unreachable (the rest stayed queued)."""
+
+    logged: dict[bytes, Receipt] = field(default_factory=dict)
+    refused: dict[bytes, str] = field(default_factory=dict)
+    unreachable: str | None = None
 
 
 def measure(

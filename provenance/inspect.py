@@ -140,7 +140,8 @@ class InspectConfig:
     c2pa_trust: C2paTrust | None = None
     c2pa_limits: C2paLimits = field(default_factory=C2paLimits)
     video_timeout_s: float = 120.0
-    dense_max_frames: int = 3600
+    dense_max_frames: int = 1800
+    dense_max_pixels: int = 1_500_000_000
 
 
 @dataclass(frozen=True)
@@ -208,6 +209,8 @@ def inspect_upload(upload: Upload, cfg: InspectConfig, lenient: bool) -> Inspect
             " HEIC or a video container)"
         )
     c2pa, content = _c2pa(upload, media_type, cfg)
+    # Content Credentials are evidence of their own: report them even when pixels fail
+    lenient = lenient or bool(c2pa and (c2pa.get("present") or c2pa.get("validation_state")))
     base = FileFacts(
         sha, upload.size, media_type, content_sha256=content, chunk_hashes=upload.chunk_hashes
     )
@@ -245,18 +248,20 @@ def inspect_upload(upload: Upload, cfg: InspectConfig, lenient: bool) -> Inspect
     return Inspection(replace(image.facts, content_sha256=content), image, c2pa)
 
 
-def resample_dense(upload: Upload, found: Inspection, cfg: InspectConfig) -> Inspection:
-    """The same video hashed at every frame (up to ``cfg.dense_max_frames``), for finding
-    trimmed clips whose cut falls between the claim's 1 Hz samples
-    (`provenance.video.match`). Raises MediaError as `sample_frames`."""
+def resample_dense(
+    upload: Upload, found: Inspection, cfg: InspectConfig, timeout_s: float
+) -> Inspection:
+    """The same video hashed at up to every frame, for finding trimmed clips whose cut
+    falls between the claim's 1 Hz samples (`provenance.video.match`). The pass is
+    bounded by ``cfg.dense_max_frames``, ``cfg.dense_max_pixels`` and ``timeout_s``
+    seconds. Raises MediaError as `sample_frames`."""
     assert found.video is not None
-    duration = max(found.video.duration_seconds, 1e-3)
-    rate = min(QUERY_RATE_HZ, cfg.dense_max_frames / duration)
+    v = found.video
+    duration = max(v.duration_seconds, 1e-3)
+    frames = min(cfg.dense_max_frames, cfg.dense_max_pixels // max(1, v.width * v.height))
+    rate = min(QUERY_RATE_HZ, max(frames, 1) / duration)
     info = sample_frames(
-        upload.spill(),
-        rate_hz=rate,
-        max_frames=cfg.dense_max_frames + 1,
-        timeout_s=cfg.video_timeout_s,
+        upload.spill(), rate_hz=rate, max_frames=frames + 2, timeout_s=timeout_s,
     )
     facts = replace(found.facts, soft_bindings=tuple(f.pdq for f in info.frames))
     return replace(found, facts=facts, video=info)

@@ -44,7 +44,7 @@ from provenance.inspect import InspectConfig, Inspection, Upload, inspect_upload
 from provenance.service import ProvenanceService
 from provenance.v1 import provenance_pb2 as pb
 from provenance.v1 import provenance_pb2_grpc as rpc
-from provenance.verify import FileFacts, with_c2pa
+from provenance.verify import FileFacts, VerificationReport, with_c2pa
 from provenance.video.binding import MAX_VIDEO_CHUNK
 
 log = logging.getLogger(__name__)
@@ -227,13 +227,28 @@ class VerificationServicer(rpc.VerificationServicer):
             chunks = tuple(bytes(h) for h in header.chunk_hashes)
             report = self.s.verify(found.facts, sidecar, chunks)
             if report.status is Verdict.UNSIGNED and found.video is not None and sidecar is None:
-                # a trimmed clip may fall between the claim's 1 Hz samples: hash every frame
-                found = resample_dense(upload, found, self.c.inspect)
-                report = self.s.verify(found.facts)
+                report, found = self._dense_pass(upload, found, report, context)
         report = with_c2pa(report, found.c2pa)
         if header.detect:
             report = replace(report, detector=self._detect(found, upload.sha256))
         return wire.report_to_pb(report)
+
+    def _dense_pass(
+        self, upload: Upload, found: Inspection, report: VerificationReport, context: Any
+    ) -> tuple[VerificationReport, Inspection]:
+        """A trimmed clip may fall between the claim's 1 Hz samples: hash (up to) every
+        frame, within the caller's deadline, and look again."""
+        left = context.time_remaining()
+        budget = self.c.inspect.video_timeout_s if left is None else min(left - 5.0, self.c.inspect.video_timeout_s)
+        if budget < 5.0:
+            note = "the dense frame pass for trimmed clips was skipped: the call's deadline is too close"
+            return replace(report, reasons=(*report.reasons, note)), found
+        try:
+            dense = resample_dense(upload, found, self.c.inspect, budget)
+        except MediaError as e:
+            note = f"the dense frame pass for trimmed clips did not finish: {e}"
+            return replace(report, reasons=(*report.reasons, note)), found
+        return self.s.verify(dense.facts), dense
 
     def _detect(self, found: Inspection, key: bytes) -> dict[str, Any]:
         if self.c.detector is None:

@@ -97,6 +97,26 @@ class ServiceConfig:
     authority_dir: Path | None = None
 
 
+def _check_index_columns(rec: LeafRecord) -> None:
+    """The columns the store indexes a leaf by must say what its entry says."""
+    try:
+        signed, integrated_at = wire.decode_log_entry(rec.entry)
+        claim = wire.decode_claim(signed.claim_bytes)
+    except ProvenanceError as e:
+        raise LogIntegrityError(f"log entry {rec.index} does not decode: {e}") from e
+    if (
+        rec.claim_hash != signed.claim_hash
+        or rec.file_sha256 != claim.hard_binding.sha256
+        or rec.device_id != claim.device_id
+        or rec.sequence != claim.sequence
+        or rec.integrated_at != integrated_at
+    ):
+        raise LogIntegrityError(
+            f"the index columns of log entry {rec.index} differ from the entry: the database"
+            " was edited behind the log's back"
+        )
+
+
 class ProvenanceService:
     """See module docstring. ``clock`` returns the current UTC time (injectable for tests)."""
 
@@ -175,12 +195,15 @@ class ProvenanceService:
         if not full:
             return
         rng = merkle.CompactRange()
-        for idx, stored_leaf, entry in self.store.iter_leaves():
-            lh = merkle.leaf_hash(entry)
-            if lh != stored_leaf:
-                raise LogIntegrityError(f"log entry {idx} was modified (its leaf hash differs)")
-            if idx != rng.size:
+        for rec in self.store.iter_leaves():
+            lh = merkle.leaf_hash(rec.entry)
+            if lh != rec.leaf_hash:
+                raise LogIntegrityError(
+                    f"log entry {rec.index} was modified (its leaf hash differs)"
+                )
+            if rec.index != rng.size:
                 raise LogIntegrityError(f"log entry {rng.size} is missing")
+            _check_index_columns(rec)
             rng.append(lh)
         if rng.root() != cp.root_hash:
             raise LogIntegrityError(
@@ -269,21 +292,30 @@ class ProvenanceService:
     # ---------------------------------------------------------------- verification
 
     def _logged(self, rec: LeafRecord) -> LoggedClaim:
-        signed, _ = wire.decode_log_entry(rec.entry)
-        receipt = wire.decode_receipt(rec.receipt)
+        """The logged claim of a leaf, its receipt checked against the log key.
+
+        Raises LogIntegrityError when the entry or its receipt no longer verify: the
+        fault is the database's, not the file's."""
         try:
+            signed, _ = wire.decode_log_entry(rec.entry)
+            receipt = wire.decode_receipt(rec.receipt)
             verify_receipt(receipt, signed, self.verifier)
-            receipt_ok = receipt.leaf_index == rec.index
-        except ProvenanceError:
-            log.warning("receipt of leaf %d does not verify", rec.index)
-            receipt_ok = False
+        except ProvenanceError as e:
+            raise LogIntegrityError(
+                f"log entry {rec.index} or its receipt does not verify with the log key: the"
+                f" log database is damaged ({e})"
+            ) from e
+        if receipt.leaf_index != rec.index:
+            raise LogIntegrityError(
+                f"the receipt stored for log entry {rec.index} names another leaf"
+            )
         return LoggedClaim(
             signed_claim=signed,
             claim=wire.decode_claim(signed.claim_bytes),
             receipt=receipt,
             device=self.store.get_device(rec.device_id),
             chain_linked=rec.chain_linked,
-            receipt_verified=receipt_ok,
+            receipt_verified=True,
         )
 
     def verify(

@@ -17,17 +17,20 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-from collections.abc import Iterator, Sequence
+import functools
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any, TypeVar
 
 from provenance.binding import PerceptualHash
 from provenance.claims import Device, SignedClaim
 from provenance.errors import (
     EnrollmentError,
     LogError,
+    LogIntegrityError,
     ProvenanceError,
     UnknownDeviceError,
 )
@@ -94,6 +97,36 @@ _MIGRATIONS: dict[int, str] = {
     ALTER TABLE devices ADD COLUMN certificate_pem TEXT NOT NULL DEFAULT ''
     """,
 }
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _damage_is_integrity_error(fn: F) -> F:
+    """Reading log rows: a value of the wrong type (a blob turned into text, say) means
+    the database was edited behind the log's back; raise LogIntegrityError, not a crash."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except (sqlite3.DatabaseError, TypeError, ValueError) as e:
+            raise LogIntegrityError(f"the log database is damaged: {e}") from e
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _damage_is_integrity_error_gen(fn: F) -> F:
+    """The generator form of `_damage_is_integrity_error`."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            yield from fn(*args, **kwargs)
+        except (sqlite3.DatabaseError, TypeError, ValueError) as e:
+            raise LogIntegrityError(f"the log database is damaged: {e}") from e
+
+    return wrapper  # type: ignore[return-value]
 
 
 def to_us(when: datetime) -> int:
@@ -345,6 +378,7 @@ class Store:
 
     # ---------------------------------------------------------------- nodes
 
+    @_damage_is_integrity_error
     def get_nodes(
         self, keys: Sequence[tuple[int, int]], conn: sqlite3.Connection | None = None
     ) -> list[bytes]:
@@ -441,6 +475,7 @@ class Store:
             receipt=bytes(row[9]),  # type: ignore[arg-type]
         )
 
+    @_damage_is_integrity_error
     def leaf_by_claim_hash(
         self, claim_hash: bytes, conn: sqlite3.Connection | None = None
     ) -> LeafRecord | None:
@@ -451,6 +486,7 @@ class Store:
         )
         return None if row is None else self._leaf(row)
 
+    @_damage_is_integrity_error
     def leaf_by_index(self, index: int) -> LeafRecord | None:
         row = (
             self._reader()
@@ -459,6 +495,7 @@ class Store:
         )
         return None if row is None else self._leaf(row)
 
+    @_damage_is_integrity_error
     def leaf_by_leaf_hash(self, leaf_hash: bytes) -> LeafRecord | None:
         row = (
             self._reader()
@@ -470,6 +507,7 @@ class Store:
         )
         return None if row is None else self._leaf(row)
 
+    @_damage_is_integrity_error
     def leaves_by_file_sha256(self, sha256: bytes) -> list[LeafRecord]:
         rows = (
             self._reader()
@@ -480,6 +518,7 @@ class Store:
         )
         return [self._leaf(r) for r in rows]
 
+    @_damage_is_integrity_error
     def entries(self, start: int, limit: int) -> list[tuple[int, bytes]]:
         """(index, leaf data) of up to ``limit`` leaves from index ``start``, in order."""
         rows = (
@@ -491,21 +530,23 @@ class Store:
         )
         return [(int(r[0]), bytes(r[1])) for r in rows]
 
-    def iter_leaves(self, batch: int = 10_000) -> Iterator[tuple[int, bytes, bytes]]:
-        """Yield (index, leaf_hash, entry) for every leaf in index order, in pages."""
+    @_damage_is_integrity_error_gen
+    def iter_leaves(self, batch: int = 10_000) -> Iterator[LeafRecord]:
+        """Yield every leaf in index order, read in pages."""
         start = 0
         conn = self._reader()
         while True:
             rows = conn.execute(
-                "SELECT idx, leaf_hash, entry FROM leaves WHERE idx>=? ORDER BY idx LIMIT ?",
+                f"SELECT {self._LEAF_COLS} FROM leaves WHERE idx>=? ORDER BY idx LIMIT ?",
                 (start, batch),
             ).fetchall()
             if not rows:
                 return
-            for idx, lh, entry in rows:
-                yield int(idx), bytes(lh), bytes(entry)
+            for row in rows:
+                yield self._leaf(row)
             start = int(rows[-1][0]) + 1
 
+    @_damage_is_integrity_error_gen
     def iter_soft_hashes(self) -> Iterator[tuple[int, PerceptualHash]]:
         """Yield (leaf index, perceptual hash) for every stored soft binding."""
         for leaf_idx, alg, h, q, ts in self._reader().execute(

@@ -61,7 +61,8 @@ class FileFacts:
 
 @dataclass(frozen=True)
 class LoggedClaim:
-    """A claim as the log holds it, with the device record of its key."""
+    """A claim as the log holds it, with the device record of its key. The caller has
+    checked its receipt (checkpoint signature and inclusion proof) with the log key."""
 
     signed_claim: SignedClaim
     claim: Claim
@@ -179,13 +180,6 @@ def _logged_verdict(
         hash_match=True,
     )
     where = f"log index {lc.receipt.leaf_index}"
-    if not lc.receipt_verified:
-        return VerificationReport(
-            Verdict.TAMPERED,
-            (f"the log's receipt for the claim at {where} does not verify with the log key",),
-            ev,
-            now,
-        )
     if not sig:
         return VerificationReport(
             Verdict.TAMPERED,
@@ -233,30 +227,36 @@ def decide(
         sidecar / sidecar_claim: the sidecar's signed claim and its decoded claim.
         sidecar_device: the registry record of the sidecar's key id, if enrolled.
         sidecar_logged: the log's record of the sidecar's claim, if logged.
-        exact: logged claims whose hard binding equals ``facts.sha256``.
+        exact: logged claims found by the file's SHA-256 (re-checked here against each
+            claim's own hard binding: an index is never trusted on its own).
         near: logged claims that are perceptual-hash candidates (the caller's index
             may return a superset; distances are re-checked here).
         sidecar_chunk_hashes: for video, the sidecar's chunk leaf hashes (checked against
             the signed root before they are used to name damaged byte ranges).
+
+    Logged claims come with receipts the caller has verified against the log key.
+    Exact bytes in the log decide first: a sidecar beside them that is damaged, forged,
+    unlogged or for another capture cannot make a logged original read otherwise (the
+    report notes it).
     """
+    for lc in exact:
+        if facts.binds(lc.claim.hard_binding.sha256) and signature_ok(lc.signed_claim, lc.device):
+            same = sidecar is not None and sidecar.claim_hash == lc.signed_claim.claim_hash
+            report = _logged_verdict(facts, lc, now, sidecar=sidecar is not None)
+            if sidecar is not None and not same:
+                note = "a sidecar came with the file but describes another claim; it was not used"
+                report = replace(report, reasons=(*report.reasons, note))
+            return report
     if sidecar is not None and sidecar_claim is not None:
         return _decide_with_sidecar(
             facts, now, sidecar, sidecar_claim, sidecar_device, sidecar_logged, sidecar_chunk_hashes
         )
-    for lc in exact:
-        if signature_ok(lc.signed_claim, lc.device):
-            return _logged_verdict(facts, lc, now, sidecar=False)
     if facts.media_type.startswith("video/"):
         return _decide_video_near(facts, now, near)
     best: tuple[int, LoggedClaim] | None = None
     for lc in near:
         d = best_pdq_distance(facts.soft_bindings, lc.claim.soft_bindings)
-        if (
-            d is None
-            or d > PDQ_MATCH_THRESHOLD
-            or not lc.receipt_verified
-            or not signature_ok(lc.signed_claim, lc.device)
-        ):
+        if d is None or d > PDQ_MATCH_THRESHOLD or not signature_ok(lc.signed_claim, lc.device):
             continue
         if best is None or d < best[0]:
             best = (d, lc)
@@ -301,7 +301,7 @@ def _decide_video_near(
     `provenance.video.match.match_video`), with the matched stretch of the original."""
     best: tuple[VideoMatch, LoggedClaim] | None = None
     for lc in near:
-        if not lc.claim.media_type.startswith("video/") or not lc.receipt_verified:
+        if not lc.claim.media_type.startswith("video/"):
             continue
         if not signature_ok(lc.signed_claim, lc.device):
             continue

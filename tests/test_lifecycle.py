@@ -4,6 +4,7 @@ CLI against real `prov serve` processes."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import signal
 import time
@@ -122,3 +123,74 @@ def test_one_server_per_database(server: ServerProc) -> None:
     with pytest.raises(RuntimeError) as exc:
         start_server(server.db)
     assert "another server is already using" in str(exc.value)
+
+
+def test_queued_claims_go_first_when_signing_online(
+    enrolled: Cli, server: ServerProc, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    offline = Path(shutil.copy(SAMPLES / "chelsea.png", tmp_path / "offline.png"))
+    online = Path(shutil.copy(SAMPLES / "rocket.jpg", tmp_path / "online.jpg"))
+    server.stop()
+    rc, out, _ = enrolled("sign", str(offline))
+    assert rc == 0 and "queued" in out
+    srv = start_server(server.db)
+    try:
+        monkeypatch.setenv("PROV_SERVER", srv.address)
+        rc, out, err = enrolled("sign", str(online))  # submits the queued #1 before #2
+        assert rc == 0 and "logged at leaf 1" in out, err
+        assert DeviceHome(enrolled.home).pending() == []
+        for f in (offline, online):
+            rc, report = _status(enrolled, f)
+            assert (rc, report["status"]) == (0, "SIGNED_ORIGINAL")
+    finally:
+        srv.stop()
+
+
+def test_two_commands_on_one_device_never_reuse_a_sequence(enrolled: Cli, tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    files = [Path(shutil.copy(SAMPLES / "rocket.jpg", tmp_path / f"c{i}.jpg")) for i in range(6)]
+    for i, f in enumerate(files):  # distinct bytes per file
+        f.write_bytes(f.read_bytes() + bytes([i]))
+    env = {**os.environ}
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "clients.cli", "sign", *map(str, part)],
+            env=env,
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for part in (files[:3], files[3:])
+    ]
+    outs = [p.communicate(timeout=120) for p in procs]
+    assert all(p.returncode == 0 for p in procs), outs
+    seqs = sorted(json.loads(Path(f"{f}.prov").read_text())["payload"] for f in files)
+    assert len(set(seqs)) == 6
+    for f in files:
+        rc, report = _status(enrolled, f)
+        assert (rc, report["status"]) == (0, "SIGNED_ORIGINAL")
+    assert DeviceHome(enrolled.home).pending() == []
+
+
+def test_verify_json_on_error_and_bad_sidecars(enrolled: Cli, tmp_path: Path) -> None:
+    photo = Path(shutil.copy(SAMPLES / "rocket.jpg", tmp_path / "rocket.jpg"))
+    assert enrolled("sign", str(photo))[0] == 0
+    Path(f"{photo}.prov").write_text("not json at all")
+    rc, report = _status(enrolled, photo)  # a broken sidecar is ignored, with a warning
+    assert (rc, report["status"]) == (0, "SIGNED_ORIGINAL")
+    empty = tmp_path / "empty.jpg"
+    empty.write_bytes(b"")
+    rc, out, err = enrolled("verify", str(empty), "--json")
+    assert rc == 1 and json.loads(out) == {
+        "status": None,
+        "path": str(empty),
+        "error": json.loads(out)["error"],
+    }
+    assert "empty" in json.loads(out)["error"]
+    rc, _, err = enrolled("verify", str(photo), "--server", "127.0.0.1:99999")
+    assert rc == 1 and "HOST:PORT" in err

@@ -53,11 +53,11 @@ def _device(key: DeviceKey, revoked_at: datetime | None = None) -> Device:
 
 
 def _logged(
-    key: DeviceKey, revoked_at: datetime | None = None, receipt_ok: bool = True
+    key: DeviceKey, revoked_at: datetime | None = None
 ) -> LoggedClaim:
     signed, claim = _signed(key)
     receipt = Receipt(7, NOW, "cp", (), b"entry")
-    return LoggedClaim(signed, claim, receipt, _device(key, revoked_at), True, receipt_ok)
+    return LoggedClaim(signed, claim, receipt, _device(key, revoked_at), True, True)
 
 
 def test_exact_match_is_signed_original(key: DeviceKey) -> None:
@@ -66,10 +66,36 @@ def test_exact_match_is_signed_original(key: DeviceKey) -> None:
     assert r.evidence.claim is not None and r.evidence.claim.receipt_verified
 
 
-def test_unverifiable_receipt_is_never_signed_original(key: DeviceKey) -> None:
-    r = decide(FileFacts(SHA, 11, "image/jpeg"), NOW, exact=[_logged(key, receipt_ok=False)])
-    assert r.status is Verdict.TAMPERED
-    assert "receipt" in r.reasons[0]
+def test_an_index_is_never_trusted_alone(key: DeviceKey) -> None:
+    other = FileFacts(hashlib.sha256(b"another file").digest(), 11, "image/jpeg")
+    r = decide(other, NOW, exact=[_logged(key)])  # found by an edited index column
+    assert r.status is Verdict.UNSIGNED
+
+
+def test_exact_bytes_win_over_a_bad_sidecar(key: DeviceKey) -> None:
+    signed, claim = _signed(key)
+    forged = SignedClaim(signed.payload_type, signed.claim_bytes, signed.key_id, bytes(64))
+    facts = FileFacts(SHA, 11, "image/jpeg", (PDQ,))
+    r = decide(
+        facts,
+        NOW,
+        exact=[_logged(key)],
+        sidecar=forged,
+        sidecar_claim=claim,
+        sidecar_device=_device(key),
+    )
+    assert r.status is Verdict.SIGNED_ORIGINAL
+    queued, queued_claim = _signed(key, sha=hashlib.sha256(b"a queued capture").digest())
+    r = decide(
+        facts,
+        NOW,
+        exact=[_logged(key)],
+        sidecar=queued,
+        sidecar_claim=queued_claim,
+        sidecar_device=_device(key),
+    )
+    assert r.status is Verdict.SIGNED_ORIGINAL
+    assert "another claim" in r.reasons[-1]
 
 
 def test_revocation_before_logging_and_after(key: DeviceKey) -> None:

@@ -340,14 +340,24 @@ def stalled_fifo(tmp_path: Path) -> Iterator[Path]:
     thread.join(5)
 
 
+def _decoder_workers() -> list[psutil.Process]:
+    """Live decoder children of this process (zombies of other tests' children ignored)."""
+    found = []
+    for p in psutil.Process().children():
+        try:
+            if p.status() != psutil.STATUS_ZOMBIE and "provenance.video.worker" in " ".join(p.cmdline()):
+                found.append(p)
+        except (psutil.NoSuchProcess, psutil.ZombieProcess, psutil.AccessDenied):
+            continue
+    return found
+
+
 def test_a_hanging_decoder_is_stopped_at_the_deadline(stalled_fifo: Path) -> None:
     start = time.monotonic()
     with pytest.raises(MediaError, match="did not finish within 1.5 s"):
         sample_frames(stalled_fifo, timeout_s=1.5)
     assert time.monotonic() - start < 5
-    assert not [
-        p for p in psutil.Process().children() if "provenance.video.worker" in " ".join(p.cmdline())
-    ]
+    assert not _decoder_workers()
 
 
 def test_a_crashing_decoder_is_reported(stalled_fifo: Path) -> None:
@@ -364,11 +374,7 @@ def test_a_crashing_decoder_is_reported(stalled_fifo: Path) -> None:
     deadline = time.monotonic() + 10
     workers: list[psutil.Process] = []
     while not workers and time.monotonic() < deadline:
-        workers = [
-            p
-            for p in psutil.Process().children()
-            if "provenance.video.worker" in " ".join(p.cmdline())
-        ]
+        workers = _decoder_workers()
         time.sleep(0.05)
     assert workers
     time.sleep(0.5)  # let it reach the blocking read

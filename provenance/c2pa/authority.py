@@ -108,9 +108,7 @@ def init_authority(
         fd = os.open(directory / KEY_FILE, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "wb") as f:
             f.write(key_pem)
-        (directory / CERT_FILE).write_bytes(
-            certificate.public_bytes(serialization.Encoding.PEM)
-        )
+        (directory / CERT_FILE).write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
     except FileExistsError as e:
         raise ConfigError(f"an authority already exists in {directory}") from e
     except OSError as e:
@@ -161,9 +159,7 @@ def issue_device_certificate(
         raise ConfigError("the enrollment authority's certificate has expired")
     public = Ed25519PublicKey.from_public_bytes(device_public_key)
     ca_public = authority.private_key.public_key()
-    organizations = authority.certificate.subject.get_attributes_for_oid(
-        NameOID.ORGANIZATION_NAME
-    )
+    organizations = authority.certificate.subject.get_attributes_for_oid(NameOID.ORGANIZATION_NAME)
     subject = [x509.NameAttribute(NameOID.COMMON_NAME, device_id)] + [
         x509.NameAttribute(NameOID.ORGANIZATION_NAME, str(o.value)) for o in organizations
     ]

@@ -125,9 +125,9 @@ def result_from_reader(validation_state: str | None, manifest_json: str) -> C2pa
     active = _dict(_dict(store.get("manifests")).get(_str(store.get("active_manifest")) or ""))
     signature = _dict(active.get("signature_info"))
     assertions = [_dict(a) for a in _list(active.get("assertions"))]
-    success = _list(_dict(_dict(store.get("validation_results")).get("activeManifest")).get(
-        "success"
-    ))
+    success = _list(
+        _dict(_dict(store.get("validation_results")).get("activeManifest")).get("success")
+    )
     provenance = next(
         (a.get("data") for a in assertions if a.get("label") == PROVENANCE_ASSERTION_LABEL),
         None,

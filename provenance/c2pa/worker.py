@@ -52,8 +52,13 @@ def _error_kind(exc: Exception) -> str:
     return match.group(1) if match else type(exc).__name__.lstrip("_")
 
 
-def _read(c2pa: Any, contexts: dict[str, Any], header: dict[str, Any],
-          data: bytes | None, manifest: bytes | None) -> dict[str, Any]:
+def _read(
+    c2pa: Any,
+    contexts: dict[str, Any],
+    header: dict[str, Any],
+    data: bytes | None,
+    manifest: bytes | None,
+) -> dict[str, Any]:
     settings = header["settings"]
     if settings not in contexts:
         contexts.clear()
@@ -63,8 +68,7 @@ def _read(c2pa: Any, contexts: dict[str, Any], header: dict[str, Any],
         try:
             reader = c2pa.Reader(header["media_type"], stream, manifest, context=context)
             with reader:
-                return {"ok": True, "state": reader.get_validation_state(),
-                        "json": reader.json()}
+                return {"ok": True, "state": reader.get_validation_state(), "json": reader.json()}
         except c2pa.C2paError as e:
             return {"ok": False, "kind": _error_kind(e), "message": str(e)}
 
@@ -91,8 +95,11 @@ def main() -> None:
         try:
             reply = _read(c2pa, contexts, header, data, manifest)
         except MemoryError:
-            reply = {"ok": False, "kind": "MemoryLimit",
-                     "message": f"the reader needed more than {header['memory_bytes']} bytes"}
+            reply = {
+                "ok": False,
+                "kind": "MemoryLimit",
+                "message": f"the reader needed more than {header['memory_bytes']} bytes",
+            }
         except OSError as e:
             reply = {"ok": False, "kind": "Io", "message": f"cannot read the asset: {e}"}
         finally:

@@ -138,9 +138,11 @@ def _check_leaf_key(cert_chain_pem: bytes, public_key: bytes) -> None:
     except (ValueError, IndexError) as e:
         raise KeyMaterialError(f"the certificate chain is not PEM: {e}") from e
     leaf_key = leaf.public_key()
-    if not isinstance(leaf_key, Ed25519PublicKey) or leaf_key.public_bytes(
-        serialization.Encoding.Raw, serialization.PublicFormat.Raw
-    ) != public_key:
+    if (
+        not isinstance(leaf_key, Ed25519PublicKey)
+        or leaf_key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+        != public_key
+    ):
         raise KeyMaterialError("the leaf certificate does not certify this device key")
 
 
