@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -44,6 +45,19 @@ def check_address(address: str) -> str:
 def default_server() -> str:
     """The server address from PROV_SERVER, else 127.0.0.1:50051."""
     return os.environ.get("PROV_SERVER") or DEFAULT_SERVER
+
+
+@dataclass(frozen=True)
+class Query:
+    """One file described by its hashes for `ProvenanceClient.lookup`: ``ref`` is echoed
+    back; ``sha256`` 32 bytes; ``soft_bindings`` its PDQ hashes (video: per sampled frame,
+    with times); ``content_sha256`` the SHA-256 without a C2PA manifest store, if any."""
+
+    ref: str
+    sha256: bytes
+    soft_bindings: tuple[PerceptualHash, ...] = ()
+    media_type: str = ""
+    content_sha256: bytes = b""
 
 
 class ProvenanceClient:
@@ -177,20 +191,19 @@ class ProvenanceClient:
         r = self._call(self._verification.VerifyFile, chunks(), timeout=timeout)
         return wire.report_from_pb(r)
 
-    def lookup(
-        self, queries: Sequence[tuple[str, bytes, Sequence[PerceptualHash], str]]
-    ) -> list[tuple[str, VerificationReport]]:
-        """Batch lookup by (ref, sha256, perceptual hashes, media type); returns (ref, report)
-        pairs. At most 1000 queries a call; video frames are matched in time order."""
+    def lookup(self, queries: Sequence[Query]) -> list[tuple[str, VerificationReport]]:
+        """Batch lookup by hashes; returns (ref, report) pairs. At most 1000 queries a call;
+        video frames are matched in time order."""
         req = pb.LookupRequest(
             queries=[
                 pb.LookupQuery(
-                    ref=ref,
-                    sha256=sha,
-                    soft_bindings=[wire.soft_to_pb(h) for h in soft],
-                    media_type=media_type,
+                    ref=q.ref,
+                    sha256=q.sha256,
+                    soft_bindings=[wire.soft_to_pb(h) for h in q.soft_bindings],
+                    media_type=q.media_type,
+                    content_sha256=q.content_sha256,
                 )
-                for ref, sha, soft, media_type in queries
+                for q in queries
             ]
         )
         r = self._call(self._verification.Lookup, req)

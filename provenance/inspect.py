@@ -261,7 +261,10 @@ def resample_dense(
     frames = min(cfg.dense_max_frames, cfg.dense_max_pixels // max(1, v.width * v.height))
     rate = min(QUERY_RATE_HZ, max(frames, 1) / duration)
     info = sample_frames(
-        upload.spill(), rate_hz=rate, max_frames=frames + 2, timeout_s=timeout_s,
+        upload.spill(),
+        rate_hz=rate,
+        max_frames=frames + 2,
+        timeout_s=timeout_s,
     )
     facts = replace(found.facts, soft_bindings=tuple(f.pdq for f in info.frames))
     return replace(found, facts=facts, video=info)

@@ -239,7 +239,11 @@ class VerificationServicer(rpc.VerificationServicer):
         """A trimmed clip may fall between the claim's 1 Hz samples: hash (up to) every
         frame, within the caller's deadline, and look again."""
         left = context.time_remaining()
-        budget = self.c.inspect.video_timeout_s if left is None else min(left - 5.0, self.c.inspect.video_timeout_s)
+        budget = (
+            self.c.inspect.video_timeout_s
+            if left is None
+            else min(left - 5.0, self.c.inspect.video_timeout_s)
+        )
         if budget < 5.0:
             note = "the dense frame pass for trimmed clips was skipped: the call's deadline is too close"
             return replace(report, reasons=(*report.reasons, note)), found
@@ -278,6 +282,7 @@ class VerificationServicer(rpc.VerificationServicer):
                 sha256=bytes(q.sha256),
                 size=0,
                 media_type=q.media_type,
+                content_sha256=bytes(q.content_sha256),
                 soft_bindings=tuple(wire.soft_from_pb(s) for s in q.soft_bindings),
             )
             out.results.append(

@@ -15,9 +15,9 @@ connections per thread.
 
 from __future__ import annotations
 
+import functools
 import sqlite3
 import threading
-import functools
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass

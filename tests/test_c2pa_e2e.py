@@ -67,9 +67,15 @@ def test_sign_c2pa_reads_back_trusted_and_tamper_breaks_both(
     assert c2pa["provenance_assertion"]["checkpoint"].startswith("media-provenance.local/log\n")
     assert report["file"]["content_sha256"] == report["evidence"]["claim"]["sha256"]
 
-    bare = Path(shutil.copy(photo, tmp_path / f"bare-{name}"))  # no sidecar: found by content hash
+    desk = tmp_path / "desk"
+    desk.mkdir()
+    bare = Path(shutil.copy(photo, desk / name))  # no sidecar: found by content hash
     rc, report = _verify(cli, bare)
     assert (rc, report["status"]) == (0, "SIGNED_ORIGINAL")
+    rc, _, err = cli("scan", str(desk), "--report", str(tmp_path / "scan.jsonl"), "--workers", "0")
+    assert rc == 0, err
+    (row,) = [json.loads(x) for x in (tmp_path / "scan.jsonl").read_text().splitlines()]
+    assert row["status"] == "SIGNED_ORIGINAL"  # the scanner agrees with prov verify
 
     data = bytearray(photo.read_bytes())
     at = len(data) // 2 if name.endswith(".mp4") else -200  # in the media data, not a header

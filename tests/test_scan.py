@@ -463,3 +463,14 @@ def test_an_unreachable_server_stops_the_scan_with_a_transport_error(
         run_scan([str(desk.tarball)], out, ScanConfig(server="127.0.0.1:1"), LocalEngine(0))
     assert e.value.code == "UNAVAILABLE"
     assert out.read_text() == ""  # nothing recorded; --resume starts this batch again
+
+
+def test_names_that_are_not_utf8_are_scanned_and_reported(desk: Desk, tmp_path: Path) -> None:
+    folder = tmp_path / "odd"
+    folder.mkdir()
+    odd = os.path.join(os.fsencode(folder), b"bad\xffname.jpg")
+    with open(odd, "wb") as f:
+        f.write((SAMPLES / "rocket.jpg").read_bytes())
+    rows = _scan([folder], tmp_path / "odd.jsonl", LocalEngine(0), server=desk.server.address)
+    assert [r["path"] for r in rows] == [f"{folder}/bad\\xffname.jpg"]
+    assert rows[0]["kind"] == "media" and rows[0]["status"] is not None

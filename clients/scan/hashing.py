@@ -16,7 +16,8 @@ from dataclasses import dataclass
 from clients.scan.sources import SIDECAR_SUFFIX, EntryItem, FileItem, HashedItem
 from provenance.assets import AssetLimits, inspect_image
 from provenance.binding import PerceptualHash, sha256_file
-from provenance.errors import ClaimError, MediaError
+from provenance.c2pa.container import STRIPPABLE_TYPES, strip_manifest_store
+from provenance.errors import ClaimError, MediaError, ProvenanceError
 from provenance.media import SNIFF_BYTES, sniff_media_type
 from provenance.sidecar import MAX_SIDECAR_BYTES, Sidecar, decode_sidecar
 from provenance.video.decode import sample_frames
@@ -39,6 +40,18 @@ class Measured:
     soft: tuple[PerceptualHash, ...]
     kind: str
     note: str | None = None
+    content_sha256: bytes = b""
+
+
+def _content_sha256(data: bytes, media_type: str | None) -> bytes:
+    """SHA-256 without the C2PA manifest store, when the file carries one (else b"")."""
+    if media_type not in STRIPPABLE_TYPES:
+        return b""
+    try:
+        stripped = strip_manifest_store(data, media_type)
+    except ProvenanceError:
+        return b""
+    return hashlib.sha256(stripped).digest() if len(stripped) != len(data) else b""
 
 
 def _is_image(media_type: str | None) -> bool:
@@ -84,7 +97,16 @@ def _from_bytes(ref: str, data: bytes, limits: AssetLimits) -> Measured:
             return Measured(
                 ref, len(data), sha, media_type, (), "file", f"{e}: looked up by SHA-256 only"
             )
-        return Measured(ref, len(data), sha, media_type, (asset.soft,), "media")
+        return Measured(
+            ref,
+            len(data),
+            sha,
+            media_type,
+            (asset.soft,),
+            "media",
+            None,
+            _content_sha256(data, media_type),
+        )
     if _is_video(media_type):
         return Measured(ref, len(data), sha, media_type, (), "file", _ARCHIVED_VIDEO)
     return Measured(ref, len(data), sha, media_type, (), "file", _unrecognised(data[:SNIFF_BYTES]))
@@ -124,5 +146,9 @@ def measure(item: FileItem | EntryItem | HashedItem, limits: AssetLimits) -> Mea
                 item.ref, size, sha, media_type, (), "file", f"{e}: looked up by SHA-256 only"
             )
         soft = tuple(f.pdq for f in info.frames)
-        return Measured(item.ref, size, sha, info.media_type, soft, "media")
+        content = b""
+        if size <= limits.max_image_bytes:
+            with open(item.path, "rb") as f:
+                content = _content_sha256(f.read(), media_type)
+        return Measured(item.ref, size, sha, info.media_type, soft, "media", None, content)
     return Measured(item.ref, size, sha, media_type, (), "file", _unrecognised(head))

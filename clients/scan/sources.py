@@ -202,12 +202,12 @@ class Walker:
         try:
             st = os.stat(path)
         except OSError as e:
-            yield RefusedItem(path, f"cannot open: {e.strerror or e}")
+            yield RefusedItem(_display(path), f"cannot open: {e.strerror or e}")
             return
         if stat.S_ISDIR(st.st_mode):
             yield from self._folder(path)
         elif not stat.S_ISREG(st.st_mode):
-            yield RefusedItem(path, "not a regular file (device, socket or FIFO)")
+            yield RefusedItem(_display(path), "not a regular file (device, socket or FIFO)")
         elif allow_list and path.lower().endswith(LIST_SUFFIXES):
             yield from self._list(path)
         else:
@@ -221,7 +221,7 @@ class Walker:
             with open(path, encoding="utf-8", errors="surrogateescape") as f:
                 lines = [line.strip() for line in f]
         except OSError as e:
-            yield RefusedItem(path, f"cannot read the list file: {e.strerror or e}")
+            yield RefusedItem(_display(path), f"cannot read the list file: {e.strerror or e}")
             return
         for line in lines:
             if line and not line.startswith("#"):
@@ -232,14 +232,14 @@ class Walker:
             with os.scandir(path) as it:
                 entries = sorted(it, key=lambda e: e.name)
         except OSError as e:
-            yield RefusedItem(path, f"cannot list the folder: {e.strerror or e}")
+            yield RefusedItem(_display(path), f"cannot list the folder: {e.strerror or e}")
             return
         names = {e.name for e in entries}
         for e in entries:
             ref = os.path.join(path, e.name)
             try:
                 if e.is_symlink():
-                    yield RefusedItem(ref, "symbolic link: not followed")
+                    yield RefusedItem(_display(ref), "symbolic link: not followed")
                 elif e.is_dir(follow_symlinks=False):
                     yield from self._folder(ref)
                 elif e.is_file(follow_symlinks=False):
@@ -248,9 +248,9 @@ class Walker:
                     size = e.stat(follow_symlinks=False).st_size
                     yield from self._file(ref, size, sidecar, archive_by_magic=False)
                 else:
-                    yield RefusedItem(ref, "not a regular file (device, socket or FIFO)")
+                    yield RefusedItem(_display(ref), "not a regular file (device, socket or FIFO)")
             except OSError as e2:
-                yield RefusedItem(ref, f"cannot read: {e2.strerror or e2}")
+                yield RefusedItem(_display(ref), f"cannot read: {e2.strerror or e2}")
 
     def _file(
         self, path: str, size: int, sidecar: str | None, archive_by_magic: bool
@@ -266,10 +266,10 @@ class Walker:
                         yield from self._archive(kind, f, path, path, 1)
                         return
             except OSError as e:
-                yield RefusedItem(path, f"cannot read: {e.strerror or e}", size)
+                yield RefusedItem(_display(path), f"cannot read: {e.strerror or e}", size)
                 return
-        if not self.skip(path):
-            yield FileItem(path, path, size, sidecar)
+        if not self.skip(_display(path)):
+            yield FileItem(_display(path), path, size, sidecar)
 
     # ---------------------------------------------------------------- archives
 
@@ -285,7 +285,7 @@ class Walker:
         try:
             yield from walk(f, ref, outer, depth)
         except _ArchiveStop as e:
-            yield RefusedItem(ref, str(e), archive=outer)
+            yield RefusedItem(_display(ref), str(e), archive=outer)
 
     def _zip(self, f: IO[bytes], ref: str, outer: str, depth: int) -> Iterator[Item]:
         lim = self.limits
@@ -430,10 +430,17 @@ def _too_many(n: int) -> str:
     return f"more than {n} entries: the rest of the archive was not scanned"
 
 
+def _display(path: str) -> str:
+    """A report-safe form of a file name: names that are not valid UTF-8 (bytes the OS
+    handed over as surrogates) get backslash escapes, so every report and RPC can carry
+    them; valid names are unchanged."""
+    return path.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
 def _entry_ref(archive_ref: str, name: str, seen: dict[str, int]) -> str:
     k = seen.get(name, 0) + 1
     seen[name] = k
-    ref = f"{archive_ref}!{name}"
+    ref = _display(f"{archive_ref}!{name}")
     return ref if k == 1 else f"{ref} #{k}"
 
 

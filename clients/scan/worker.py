@@ -21,7 +21,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from clients.api import ProvenanceClient, is_unreachable
+from clients.api import ProvenanceClient, Query, is_unreachable
 from clients.report import report_to_json
 from clients.scan.hashing import Measured, measure
 from clients.scan.rows import error_row, measured_row
@@ -77,7 +77,9 @@ def _local_detector(secret: bytes) -> Any:
 def _lookup(
     client: ProvenanceClient, measured: Sequence[Measured]
 ) -> dict[str, VerificationReport]:
-    queries = [(m.ref, m.sha256, m.soft, m.media_type or "") for m in measured]
+    queries = [
+        Query(m.ref, m.sha256, m.soft, m.media_type or "", m.content_sha256) for m in measured
+    ]
     out: dict[str, VerificationReport] = {}
     for start in range(0, len(queries), MAX_LOOKUP_QUERIES):
         part = queries[start : start + MAX_LOOKUP_QUERIES]
