@@ -10,13 +10,14 @@ from __future__ import annotations
 import functools
 import hmac
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent import futures
 from dataclasses import dataclass, replace
 from datetime import timedelta
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import grpc
+import numpy as np
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
@@ -46,6 +47,7 @@ from provenance.v1 import provenance_pb2 as pb
 from provenance.v1 import provenance_pb2_grpc as rpc
 from provenance.verify import FileFacts, VerificationReport, with_c2pa
 from provenance.video.binding import MAX_VIDEO_CHUNK
+from provenance.video.decode import sample_frames
 
 log = logging.getLogger(__name__)
 
@@ -103,9 +105,25 @@ def _rpc(fn: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-#: Scores an image for the verification report: (rgb (H, W, 3) uint8 array, request key
-#: bytes) -> the advisory block as a JSON-able dict.
-DetectorFn = Callable[[Any, bytes], dict[str, Any]]
+class DetectorBackend(Protocol):
+    """The advisory detector as the server uses it (`detector.serving` provides one).
+
+    Blocks are JSON-able dicts in `DetectorReport.to_dict()` shape; a video block adds
+    a ``timeline`` of {"timestamp_seconds", "score"} per sampled frame."""
+
+    def score_image(self, rgb: np.ndarray, request_key: bytes) -> dict[str, Any]:
+        """rgb: (H, W, 3) uint8 pixels; request_key: bytes naming the request."""
+        ...
+
+    def score_video(
+        self, frames: Sequence[tuple[float, np.ndarray]], request_key: bytes
+    ) -> dict[str, Any]:
+        """frames: (timestamp in seconds, (H, W, 3) uint8 pixels) in time order."""
+        ...
+
+
+#: Frames of a video the detector scores, spread evenly over its length.
+DETECTOR_VIDEO_FRAMES = 16
 
 
 @dataclass(frozen=True)
@@ -114,7 +132,7 @@ class ServerConfig:
 
     admin_token: str | None = None
     inspect: InspectConfig = InspectConfig()
-    detector: DetectorFn | None = None
+    detector: DetectorBackend | None = None
     max_workers: int = 16
 
 
@@ -227,15 +245,15 @@ class VerificationServicer(rpc.VerificationServicer):
             chunks = tuple(bytes(h) for h in header.chunk_hashes)
             report = self.s.verify(found.facts, sidecar, chunks)
             if report.status is Verdict.UNSIGNED and found.video is not None and sidecar is None:
-                report, found = self._dense_pass(upload, found, report, context)
-        report = with_c2pa(report, found.c2pa)
-        if header.detect:
-            report = replace(report, detector=self._detect(found, upload.sha256))
+                report = self._dense_pass(upload, found, report, context)
+            report = with_c2pa(report, found.c2pa)
+            if header.detect:
+                report = replace(report, detector=self._detect(found, upload.sha256, upload))
         return wire.report_to_pb(report)
 
     def _dense_pass(
         self, upload: Upload, found: Inspection, report: VerificationReport, context: Any
-    ) -> tuple[VerificationReport, Inspection]:
+    ) -> VerificationReport:
         """A trimmed clip may fall between the claim's 1 Hz samples: hash (up to) every
         frame, within the caller's deadline, and look again."""
         left = context.time_remaining()
@@ -246,27 +264,54 @@ class VerificationServicer(rpc.VerificationServicer):
         )
         if budget < 5.0:
             note = "the dense frame pass for trimmed clips was skipped: the call's deadline is too close"
-            return replace(report, reasons=(*report.reasons, note)), found
+            return replace(report, reasons=(*report.reasons, note))
         try:
             dense = resample_dense(upload, found, self.c.inspect, budget)
         except MediaError as e:
             note = f"the dense frame pass for trimmed clips did not finish: {e}"
-            return replace(report, reasons=(*report.reasons, note)), found
-        return self.s.verify(dense.facts), dense
+            return replace(report, reasons=(*report.reasons, note))
+        return self.s.verify(dense.facts)
 
-    def _detect(self, found: Inspection, key: bytes) -> dict[str, Any]:
+    def _detect(self, found: Inspection, key: bytes, upload: Upload) -> dict[str, Any]:
+        """The advisory block: an image's score, or a video's per-frame timeline."""
+        if found.video is not None:
+            return self._detect_video(found, key, upload)
         if self.c.detector is None:
             return {"available": False, "note": "this server runs no detector"}
         if found.image is None:
-            return {"available": False, "note": "the detector scores images only"}
-        return self.c.detector(found.image.rgb, key)
+            return {"available": False, "note": "the detector scores images and video frames only"}
+        return self.c.detector.score_image(found.image.rgb, key)
+
+    def _detect_video(self, found: Inspection, key: bytes, upload: Upload) -> dict[str, Any]:
+        assert found.video is not None
+        n = len(found.video.frames)
+        if self.c.detector is None:
+            return {
+                "available": False,
+                "note": "this server runs no detector: the timeline carries no scores",
+                "timeline": [
+                    {"timestamp_seconds": f.timestamp_seconds, "score": None}
+                    for f in found.video.frames
+                ],
+            }
+        every = max(1, -(-n // DETECTOR_VIDEO_FRAMES))
+        info = sample_frames(
+            upload.spill(),
+            rate_hz=found.video.rate_hz,
+            max_frames=n + 2,
+            keep_rgb_every=every,
+            max_rgb_frames=DETECTOR_VIDEO_FRAMES,
+            timeout_s=self.c.inspect.video_timeout_s,
+        )
+        frames = [(f.timestamp_seconds, f.rgb) for f in info.frames if f.rgb is not None]
+        return self.c.detector.score_video(frames, key)
 
     @_rpc
     def DetectFile(self, request_iterator: Iterator[Any], context: grpc.ServicerContext) -> Any:
         with Upload(self.c.inspect.limits.max_bytes) as upload:
             self._receive(request_iterator, upload)
             found = inspect_upload(upload, replace(self.c.inspect, c2pa_pool=None), False)
-        return wire.detector_to_pb(self._detect(found, upload.sha256))
+            return wire.detector_to_pb(self._detect(found, upload.sha256, upload))
 
     @_rpc
     def Lookup(self, request: Any, context: grpc.ServicerContext) -> Any:

@@ -379,11 +379,40 @@ def c2pa_from_pb(m: pb.C2paResult) -> dict[str, Any]:
     }
 
 
+def _timeline_to_pb(d: dict[str, Any]) -> list[pb.DetectorFrame]:
+    return [
+        pb.DetectorFrame(
+            timestamp_seconds=float(f["timestamp_seconds"]),
+            score=float(f.get("score") or 0.0),
+            scored=f.get("score") is not None,
+        )
+        for f in d.get("timeline", ())
+    ]
+
+
+def _timeline_from_pb(m: pb.DetectorResult) -> dict[str, Any]:
+    if not m.timeline:
+        return {}
+    return {
+        "timeline": [
+            {
+                "timestamp_seconds": f.timestamp_seconds,
+                "score": round(f.score, 6) if f.scored else None,
+            }
+            for f in m.timeline
+        ]
+    }
+
+
 def detector_to_pb(d: dict[str, Any]) -> pb.DetectorResult:
-    """A detector block (DetectorReport.to_dict() shape, or {"available": False, "note": ...})."""
+    """A detector block (DetectorReport.to_dict() shape, or {"available": False, "note": ...});
+    video blocks add a ``timeline`` of {"timestamp_seconds", "score" (None: not scored)}."""
     if not d.get("available", True):
-        return pb.DetectorResult(available=False, note=str(d.get("note", "")))
+        return pb.DetectorResult(
+            available=False, note=str(d.get("note", "")), timeline=_timeline_to_pb(d)
+        )
     return pb.DetectorResult(
+        timeline=_timeline_to_pb(d),
         available=True,
         note=str(d.get("advisory", d.get("note", ""))),
         score=float(d["score"]),
@@ -408,8 +437,9 @@ def detector_to_pb(d: dict[str, Any]) -> pb.DetectorResult:
 
 def detector_from_pb(m: pb.DetectorResult) -> dict[str, Any]:
     if not m.available:
-        return {"available": False, "note": m.note}
+        return {"available": False, "note": m.note, **_timeline_from_pb(m)}
     return {
+        **_timeline_from_pb(m),
         "available": True,
         "advisory": m.note,
         "score": round(m.score, 6),

@@ -38,6 +38,11 @@ def test_signed_video_and_its_copies(signed_clip: Path, enrolled: Cli, tmp_path:
     assert (rc, report["status"]) == (0, "SIGNED_ORIGINAL")
     claim = report["evidence"]["claim"]
     assert claim["media_type"] == "video/mp4" and 6.5 < claim["duration_seconds"] < 7.5
+    rc, out, _ = enrolled("verify", str(signed_clip), "--json")  # detector asked, none running
+    det = json.loads(out)["detector"]
+    assert det["available"] is False and "timeline carries no scores" in det["note"]
+    assert [f["score"] for f in det["timeline"]] == [None] * 7
+    assert det["timeline"][1]["timestamp_seconds"] == 1.0
 
     small = tmp_path / "small.mp4"
     transcode(signed_clip, small, 180, 320, crf=34, encoder_options={"preset": "ultrafast"})
