@@ -160,6 +160,22 @@ class ProvenanceClient:
 
     # ---------------------------------------------------------------- verification
 
+    def _upload(
+        self, path: Path, header: pb.VerifyFileHeader
+    ) -> tuple[Iterator[pb.VerifyFileChunk], float]:
+        """The chunk stream for ``path`` (header first) and a deadline sized to it."""
+        size = path.stat().st_size
+        header.filename = path.name.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+        header.size_bytes = size
+
+        def chunks() -> Iterator[pb.VerifyFileChunk]:
+            yield pb.VerifyFileChunk(header=header)
+            with path.open("rb") as f:
+                while block := f.read(UPLOAD_CHUNK_BYTES):
+                    yield pb.VerifyFileChunk(data=block)
+
+        return chunks(), self.timeout + VERIFY_DECODE_SECONDS + size / MIN_UPLOAD_RATE
+
     def verify_file(
         self,
         path: Path,
@@ -169,27 +185,24 @@ class ProvenanceClient:
     ) -> VerificationReport:
         """Upload ``path`` in chunks and return the server's report (``chunk_hashes``: a
         video sidecar's chunk list, so the server can name damaged byte ranges)."""
-        size = path.stat().st_size
+        stream, timeout = self._upload(
+            path,
+            pb.VerifyFileHeader(
+                sidecar=wire.signed_to_pb(sidecar) if sidecar else None,
+                detect=detect,
+                chunk_hashes=list(chunk_hashes),
+            ),
+        )
+        return wire.report_from_pb(
+            self._call(self._verification.VerifyFile, stream, timeout=timeout)
+        )
 
-        def chunks() -> Iterator[pb.VerifyFileChunk]:
-            yield pb.VerifyFileChunk(
-                header=pb.VerifyFileHeader(
-                    filename=path.name.encode("utf-8", "surrogateescape").decode(
-                        "utf-8", "replace"
-                    ),
-                    size_bytes=size,
-                    sidecar=wire.signed_to_pb(sidecar) if sidecar else None,
-                    detect=detect,
-                    chunk_hashes=list(chunk_hashes),
-                )
-            )
-            with path.open("rb") as f:
-                while block := f.read(UPLOAD_CHUNK_BYTES):
-                    yield pb.VerifyFileChunk(data=block)
-
-        timeout = self.timeout + VERIFY_DECODE_SECONDS + size / MIN_UPLOAD_RATE
-        r = self._call(self._verification.VerifyFile, chunks(), timeout=timeout)
-        return wire.report_from_pb(r)
+    def detect_file(self, path: Path) -> dict[str, Any]:
+        """Upload ``path`` and return only the server's advisory detector block."""
+        stream, timeout = self._upload(path, pb.VerifyFileHeader(detect=True))
+        return wire.detector_from_pb(
+            self._call(self._verification.DetectFile, stream, timeout=timeout)
+        )
 
     def lookup(self, queries: Sequence[Query]) -> list[tuple[str, VerificationReport]]:
         """Batch lookup by hashes; returns (ref, report) pairs. At most 1000 queries a call;

@@ -27,6 +27,7 @@ from clients.api import ProvenanceClient, default_server
 from clients.device import DeviceHome, default_home, sidecar_path
 from clients.report import EXIT_CODES, report_to_json, report_to_text
 from clients.scan.cli import scan as scan_command
+from detector import cli as detector_cli
 from provenance.errors import ConfigError, LogIntegrityError, ProvenanceError
 from provenance.sidecar import Sidecar, decode_sidecar
 
@@ -50,6 +51,7 @@ app.add_typer(device_app, name="device")
 app.add_typer(logcmd.log_app, name="log")
 app.add_typer(logcmd.receipt_app, name="receipt")
 app.command("scan")(scan_command)
+app.add_typer(detector_cli.app, name="detector", help="Train and evaluate the advisory detector.")
 
 out = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
@@ -120,6 +122,13 @@ def serve(
     detector: Annotated[
         bool, typer.Option(help="Load the advisory detector (needs torch).")
     ] = True,
+    detector_model: Annotated[
+        str, typer.Option(help="Detector registry model (see `prov detector --help`).")
+    ] = "default",
+    detector_device: Annotated[
+        str | None,
+        typer.Option(help="Detector device: cpu, cuda, cuda:1 (default: CUDA if present)."),
+    ] = None,
     fast_start: Annotated[
         bool,
         typer.Option(help="Skip re-hashing every log entry at start (the root is still checked)."),
@@ -178,7 +187,7 @@ def serve(
     elif service.authority is not None:
         trust = C2paTrust(service.authority.certificate_pem)
     pool = ReaderPool(workers=c2pa_workers) if c2pa_workers > 0 else None
-    det = _load_detector() if detector else None
+    det = _load_detector(detector_model, detector_device) if detector else None
     config = ServerConfig(
         admin_token=token,
         inspect=InspectConfig(
@@ -211,14 +220,15 @@ def serve(
         pool.close()
 
 
-def _load_detector():  # type: ignore[no-untyped-def]
-    """The server's detector function, or None (with a notice) when torch is missing."""
+def _load_detector(model: str, device: str | None):  # type: ignore[no-untyped-def]
+    """The server's detector, or None (with a notice) when torch or the weights are missing."""
     try:
         from detector.serving import server_detector
-    except ImportError as e:
+
+        return server_detector(model, device)
+    except (ImportError, ProvenanceError) as e:
         err.print(f"[yellow]note:[/] detector not loaded ({e}); reports will say so")
         return None
-    return server_detector()
 
 
 # ---------------------------------------------------------------- admin
@@ -473,6 +483,53 @@ def verify(
     else:
         out.print(report_to_text(report, str(file)), highlight=False, markup=False)
     raise typer.Exit(EXIT_CODES[report.status])
+
+
+@app.command()
+def detect(
+    files: Annotated[
+        list[Path], typer.Argument(help="Images or videos to score.", exists=True, dir_okay=False)
+    ],
+    server: ServerOpt = default_server(),
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON for machines.")] = False,
+    local: Annotated[
+        bool, typer.Option("--local", help="Run the model here instead of asking the server.")
+    ] = False,
+    model: Annotated[str, typer.Option(help="With --local: registry model.")] = "default",
+    seed: Annotated[int | None, typer.Option(help="With --local: fix the crop draws.")] = None,
+) -> None:
+    """The detector's advisory score for generated images (and video frames), without a
+    provenance verdict. Advisory only: a score never proves a file authentic or fake;
+    only `prov verify` checks signatures."""
+    if local:
+        detector_cli.detect(files, as_json, model, seed)
+        return
+    results = []
+    with ProvenanceClient(server) as c:
+        for f in files:
+            try:
+                results.append({"file": str(f), **c.detect_file(f)})
+            except ProvenanceError as e:
+                results.append({"file": str(f), "error": str(e)})
+    if as_json:
+        print(json.dumps({"results": results}, indent=2))
+    for r in results if not as_json else []:
+        if "error" in r:
+            err.print(f"[red]{r['file']}: {r['error']}[/]", highlight=False)
+        elif not r.get("available", True):
+            out.print(f"{r['file']}: not scored: {r.get('note')}", highlight=False)
+        else:
+            out.print(
+                f"{r['file']}: {r['band']} (score {r['score']:.2f}, band {r['band_low']:.2f}-"
+                f"{r['band_high']:.2f}, {r['model_id']} {r['model_version']})",
+                highlight=False,
+            )
+    if not as_json:
+        out.print(
+            "advisory only: a learned estimate, never proof; only `prov verify` checks signatures"
+        )
+    if any("error" in r for r in results):
+        raise typer.Exit(1)
 
 
 def _read_sidecar(file: Path, given: Path | None) -> Sidecar | None:

@@ -179,10 +179,11 @@ def report_to_text(r: VerificationReport, path: str) -> str:
     if r.detector is not None:
         d = r.detector
         if d.get("available", True):
+            frames = f" over {len(d['timeline'])} frames" if d.get("timeline") else ""
             lines.append(
                 f"  detector   {d['band']}: score {d['score']:.2f}"
                 f" (band {d['band_low']:.2f}-{d['band_high']:.2f}), model {d['model_id']}"
-                f" {d['model_version']}, {len(d.get('crops', []))} crops"
+                f" {d['model_version']}, {len(d.get('crops', []))} crops{frames}"
             )
         else:
             lines.append(f"  detector   not run: {d.get('note', '')}")

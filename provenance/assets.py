@@ -7,7 +7,9 @@ spooled upload; limits protect against oversized files and decompression bombs.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+import numpy as np
 
 from provenance.binding import PerceptualHash
 from provenance.errors import MediaError, MediaTooLargeError
@@ -31,12 +33,14 @@ class AssetLimits:
 
 @dataclass(frozen=True)
 class ImageAsset:
-    """What is known about an image: its facts plus pixel size (pixels)."""
+    """What is known about an image: its facts, size in pixels, PDQ hash, and the decoded
+    pixels as displayed (rgb: (height, width, 3) uint8)."""
 
     facts: FileFacts
     width: int
     height: int
     soft: PerceptualHash
+    rgb: np.ndarray = field(repr=False, compare=False)
 
 
 def check_size(size: int, limits: AssetLimits) -> None:
@@ -74,4 +78,4 @@ def inspect_image(sha256: bytes, data: bytes, limits: AssetLimits) -> ImageAsset
     facts = FileFacts(
         sha256=sha256, size=len(data), media_type=img.media_type, soft_bindings=(soft,)
     )
-    return ImageAsset(facts, img.width, img.height, soft)
+    return ImageAsset(facts, img.width, img.height, soft, img.rgb)

@@ -1,0 +1,60 @@
+"""The input transform and the batched forward pass shared by training, evaluation and
+inference.
+
+Patches travel as uint8 (B, P, P, 3) arrays up to the device, where they become
+normalised float32 (B, 3, P, P); on CUDA the input is channels-last and the forward pass
+runs under bf16 autocast, on CPU in float32. The residual (NPR) transform is part of the
+network itself (see `detector.model`).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+from detector.config import Preprocess
+
+
+def to_input(patches: torch.Tensor, preprocess: Preprocess) -> torch.Tensor:
+    """uint8 patches (B, P, P, 3) on any device -> normalised float32 (B, 3, P, P)."""
+    x = patches.permute(0, 3, 1, 2).float().div_(255.0)
+    mean = torch.tensor(preprocess.mean, device=x.device).view(1, 3, 1, 1)
+    std = torch.tensor(preprocess.std, device=x.device).view(1, 3, 1, 1)
+    x = (x - mean) / std
+    if x.device.type == "cuda":
+        x = x.contiguous(memory_format=torch.channels_last)
+    return x
+
+
+def autocast(device: torch.device) -> torch.autocast:
+    """bf16 autocast on CUDA; a disabled context elsewhere."""
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
+
+
+def prepare_network(net: nn.Module, device: torch.device) -> nn.Module:
+    """Move net to device (channels-last memory format on CUDA)."""
+    net.to(device)
+    if device.type == "cuda":
+        net.to(memory_format=torch.channels_last)
+    return net
+
+
+@torch.inference_mode()
+def patch_logits(
+    net: nn.Module,
+    patches: np.ndarray,
+    preprocess: Preprocess,
+    device: torch.device,
+    batch_size: int = 512,
+) -> np.ndarray:
+    """Logits (N,) float32 of patches (N, P, P, 3) uint8, in batches of batch_size."""
+    out = []
+    for i in range(0, len(patches), batch_size):
+        x = to_input(
+            torch.from_numpy(np.ascontiguousarray(patches[i : i + batch_size])).to(device),
+            preprocess,
+        )
+        with autocast(device):
+            out.append(net(x).float().cpu().numpy())
+    return np.concatenate(out) if out else np.zeros(0, np.float32)

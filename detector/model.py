@@ -1,0 +1,245 @@
+"""The detector networks, written with torch.nn only.
+
+Three architectures, each mapping a batch of normalised RGB patches (B, 3, H, W) float32
+to one logit per patch (B,) float32 (positive means "generated"):
+
+* `PatchResNet`: this project's small ResNet (He et al. 2016, "Deep Residual Learning")
+  over an NPR residual (Tan et al. 2024, "Rethinking the Up-Sampling Operations in
+  CNN-based Generative Network for Generalizable Deepfake Detection"), for 64 px patches
+  at native resolution. About 0.3 M parameters.
+* `TorchvisionResNet50`: torchvision's ResNet-50 layout and parameter names with a
+  one-logit ``fc``, as in CNNDetection (Wang et al. 2020, "CNN-generated images are
+  surprisingly easy to spot... for now"), so its published ``.pth`` files load by path.
+* `NPRResNet`: the NPR repository's network (its ``networks/resnet.py``): the NPR
+  residual into a 3x3 stride-2 stem, ResNet-50 ``layer1`` and ``layer2`` only, and a
+  512-to-1 ``fc1``, so its published checkpoints load by path.
+
+The layouts of the two published networks follow their repositories' code; the weights
+are the user's to supply.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+
+def npr_residual(x: torch.Tensor) -> torch.Tensor:
+    """Neighbouring pixel relationships: x minus its nearest-neighbour down-up copy.
+
+    x: (B, C, H, W) float. Returns (B, C, H', W') with H', W' the sizes rounded down to
+    even. Equal to ``x - interpolate(interpolate(x, 0.5, nearest), 2, nearest)`` of the NPR
+    code: each pixel minus the top-left pixel of its 2x2 cell, which exposes the local
+    correlations that up-sampling layers leave.
+    """
+    h, w = x.shape[-2] // 2 * 2, x.shape[-1] // 2 * 2
+    x = x[..., :h, :w]
+    down = F.interpolate(x, scale_factor=0.5, mode="nearest", recompute_scale_factor=True)
+    up = F.interpolate(down, scale_factor=2.0, mode="nearest", recompute_scale_factor=True)
+    return x - up
+
+
+def _conv3x3(cin: int, cout: int, stride: int = 1) -> nn.Conv2d:
+    return nn.Conv2d(cin, cout, kernel_size=3, stride=stride, padding=1, bias=False)
+
+
+def _conv1x1(cin: int, cout: int, stride: int = 1) -> nn.Conv2d:
+    return nn.Conv2d(cin, cout, kernel_size=1, stride=stride, bias=False)
+
+
+def _shortcut(cin: int, cout: int, stride: int) -> nn.Sequential | None:
+    if stride == 1 and cin == cout:
+        return None
+    return nn.Sequential(_conv1x1(cin, cout, stride), nn.BatchNorm2d(cout))
+
+
+class BasicBlock(nn.Module):
+    """Two 3x3 convolutions with a residual connection (torchvision parameter names)."""
+
+    expansion = 1
+
+    def __init__(self, cin: int, planes: int, stride: int = 1) -> None:
+        super().__init__()
+        self.conv1 = _conv3x3(cin, planes, stride)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.conv2 = _conv3x3(planes, planes)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.relu = nn.ReLU(inplace=True)
+        self.downsample = _shortcut(cin, planes, stride)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x: (B, cin, H, W) -> (B, planes, H / stride, W / stride)."""
+        identity = x if self.downsample is None else self.downsample(x)
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return self.relu(out + identity)
+
+
+class Bottleneck(nn.Module):
+    """1x1-3x3-1x1 bottleneck with stride on the 3x3 (torchvision ResNet v1.5 names)."""
+
+    expansion = 4
+
+    def __init__(self, cin: int, planes: int, stride: int = 1) -> None:
+        super().__init__()
+        self.conv1 = _conv1x1(cin, planes)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.conv2 = _conv3x3(planes, planes, stride)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.conv3 = _conv1x1(planes, planes * 4)
+        self.bn3 = nn.BatchNorm2d(planes * 4)
+        self.relu = nn.ReLU(inplace=True)
+        self.downsample = _shortcut(cin, planes * 4, stride)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x: (B, cin, H, W) -> (B, 4 * planes, H / stride, W / stride)."""
+        identity = x if self.downsample is None else self.downsample(x)
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.relu(self.bn2(self.conv2(out)))
+        out = self.bn3(self.conv3(out))
+        return self.relu(out + identity)
+
+
+def _layer(
+    block: type[BasicBlock] | type[Bottleneck], cin: int, planes: int, blocks: int, stride: int
+) -> nn.Sequential:
+    layers: list[nn.Module] = [block(cin, planes, stride)]
+    layers += [block(planes * block.expansion, planes) for _ in range(blocks - 1)]
+    return nn.Sequential(*layers)
+
+
+def _init_weights(module: nn.Module) -> None:
+    for m in module.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+
+
+class PatchResNet(nn.Module):
+    """This project's patch classifier.
+
+    residual: "npr" (the NPR residual of the input, see `npr_residual`) or "none".
+    widths: channels of the stride-2 stem and of the four stages (a BasicBlock each; the
+    first at the stem's resolution, each later one halving it). Input (B, 3, H, W) with
+    H, W >= 32; output (B,) logits.
+    """
+
+    def __init__(
+        self, residual: str = "npr", widths: tuple[int, int, int, int] = (16, 32, 64, 128)
+    ) -> None:
+        super().__init__()
+        if residual not in ("npr", "none"):
+            raise ValueError(f"unknown residual {residual!r}")
+        self.residual = residual
+        w = tuple(widths)
+        self.conv1 = _conv3x3(3, w[0], stride=2)
+        self.bn1 = nn.BatchNorm2d(w[0])
+        self.relu = nn.ReLU(inplace=True)
+        self.layer1 = _layer(BasicBlock, w[0], w[0], 1, 1)
+        self.layer2 = _layer(BasicBlock, w[0], w[1], 1, 2)
+        self.layer3 = _layer(BasicBlock, w[1], w[2], 1, 2)
+        self.layer4 = _layer(BasicBlock, w[2], w[3], 1, 2)
+        self.fc = nn.Linear(w[3], 1)
+        _init_weights(self)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """x: (B, 3, H, W) normalised pixels -> (B, widths[3]) pooled features."""
+        if self.residual == "npr":
+            x = npr_residual(x)
+        x = self.relu(self.bn1(self.conv1(x)))
+        x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
+        return torch.flatten(F.adaptive_avg_pool2d(x, 1), 1)
+
+    def forward_head(self, features: torch.Tensor) -> torch.Tensor:
+        """features: (B, widths[3]) -> (B,) logits."""
+        return self.fc(features).squeeze(1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x: (B, 3, H, W) -> (B,) logits."""
+        return self.forward_head(self.forward_features(x))
+
+
+class TorchvisionResNet50(nn.Module):
+    """ResNet-50 with torchvision's parameter names and a 2048-to-1 ``fc`` (CNNDetection).
+
+    Input (B, 3, H, W) normalised with the ImageNet mean and std, H, W >= 32; output (B,)
+    logits.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 64, kernel_size=7, stride=2, padding=3, bias=False)
+        self.bn1 = nn.BatchNorm2d(64)
+        self.relu = nn.ReLU(inplace=True)
+        self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
+        self.layer1 = _layer(Bottleneck, 64, 64, 3, 1)
+        self.layer2 = _layer(Bottleneck, 256, 128, 4, 2)
+        self.layer3 = _layer(Bottleneck, 512, 256, 6, 2)
+        self.layer4 = _layer(Bottleneck, 1024, 512, 3, 2)
+        self.fc = nn.Linear(2048, 1)
+        _init_weights(self)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """x: (B, 3, H, W) -> (B, 2048) pooled features."""
+        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
+        return torch.flatten(F.adaptive_avg_pool2d(x, 1), 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x: (B, 3, H, W) -> (B,) logits."""
+        return self.fc(self.forward_features(x)).squeeze(1)
+
+
+class NPRResNet(nn.Module):
+    """The NPR detector's network with its parameter names.
+
+    Input (B, 3, H, W) normalised with the ImageNet mean and std, H, W even and >= 32;
+    the NPR residual is scaled by 2/3 as in the original; output (B,) logits.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 64, kernel_size=3, stride=2, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(64)
+        self.relu = nn.ReLU(inplace=True)
+        self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
+        self.layer1 = _layer(Bottleneck, 64, 64, 3, 1)
+        self.layer2 = _layer(Bottleneck, 256, 128, 4, 2)
+        self.fc1 = nn.Linear(512, 1)
+        _init_weights(self)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """x: (B, 3, H, W) -> (B, 512) pooled features."""
+        x = self.conv1(npr_residual(x) * (2.0 / 3.0))
+        x = self.maxpool(self.relu(self.bn1(x)))
+        x = self.layer2(self.layer1(x))
+        return torch.flatten(F.adaptive_avg_pool2d(x, 1), 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x: (B, 3, H, W) -> (B,) logits."""
+        return self.fc1(self.forward_features(x)).squeeze(1)
+
+
+#: Architecture name -> constructor taking the keyword arguments stored in ModelMeta.
+ARCHITECTURES: dict[str, Callable[..., nn.Module]] = {
+    "patch_resnet": PatchResNet,
+    "cnndetection_resnet50": TorchvisionResNet50,
+    "npr_resnet50": NPRResNet,
+}
+
+
+def build_network(arch: str, arch_kwargs: dict[str, Any] | None = None) -> nn.Module:
+    """Instantiate an architecture by name with freshly initialised weights.
+
+    Raises KeyError for an unknown name (callers turn it into a DetectorError).
+    """
+    kwargs = dict(arch_kwargs or {})
+    if "widths" in kwargs:
+        kwargs["widths"] = tuple(kwargs["widths"])
+    return ARCHITECTURES[arch](**kwargs)

@@ -1,0 +1,130 @@
+"""Image-level transforms: harmonisation, augmentation, evaluation conditions, crop grids.
+
+All functions take and return RGB pixels as (H, W, 3) uint8 numpy arrays; sizes are in
+pixels. JPEG encoding always goes through Pillow (libjpeg) with 4:2:0 chroma subsampling,
+the same encoder for both classes, so container format can never be a cue.
+
+Augmentation follows CNNDetection (Wang et al. 2020): Gaussian blur and JPEG applied to
+real and generated images alike.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+from PIL import Image
+
+#: Side of the square centre crop of the harmonised evaluation conditions, in pixels.
+HARMONISED_SIZE = 256
+#: JPEG quality of the harmonised evaluation condition.
+HARMONISED_QUALITY = 90
+
+
+def jpeg_roundtrip(rgb: np.ndarray, quality: int) -> np.ndarray:
+    """Encode as baseline JPEG at `quality` (1-100, 4:2:0) with Pillow and decode again."""
+    buf = io.BytesIO()
+    Image.fromarray(rgb).save(buf, format="JPEG", quality=int(quality), subsampling="4:2:0")
+    with Image.open(io.BytesIO(buf.getvalue())) as im:
+        return np.asarray(im.convert("RGB"), dtype=np.uint8)
+
+
+def gaussian_blur(rgb: np.ndarray, sigma: float) -> np.ndarray:
+    """Gaussian blur with standard deviation `sigma` pixels (OpenCV, kernel from sigma)."""
+    return cv2.GaussianBlur(np.ascontiguousarray(rgb), (0, 0), sigmaX=float(sigma))
+
+
+def resize(rgb: np.ndarray, scale: float) -> np.ndarray:
+    """Resize both sides by `scale` (rounded, at least 1 px) with Pillow's antialiased
+    bilinear filter."""
+    h, w = rgb.shape[:2]
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    return np.asarray(Image.fromarray(rgb).resize(size, Image.Resampling.BILINEAR))
+
+
+def center_crop(rgb: np.ndarray, size: int) -> np.ndarray:
+    """The central square of side min(size, H, W)."""
+    h, w = rgb.shape[:2]
+    s = min(size, h, w)
+    y, x = (h - s) // 2, (w - s) // 2
+    return rgb[y : y + s, x : x + s]
+
+
+def harmonise(rgb: np.ndarray, quality: int = HARMONISED_QUALITY) -> np.ndarray:
+    """Centre crop to at most HARMONISED_SIZE square, then JPEG at `quality`."""
+    return jpeg_roundtrip(center_crop(rgb, HARMONISED_SIZE), quality)
+
+
+#: Evaluation conditions, applied identically to both classes:
+#: as_is: the decoded file, untouched (format and size cues present);
+#: harmonised: centre crop 256 + JPEG q90; harmonised_jpeg75: centre crop 256 + JPEG q75;
+#: harmonised_resize50: centre crop 256, 0.5x bilinear resize, then JPEG q90.
+CONDITIONS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
+    "as_is": lambda rgb: rgb,
+    "harmonised": harmonise,
+    "harmonised_jpeg75": lambda rgb: harmonise(rgb, 75),
+    "harmonised_resize50": lambda rgb: jpeg_roundtrip(
+        resize(center_crop(rgb, HARMONISED_SIZE), 0.5), HARMONISED_QUALITY
+    ),
+}
+
+
+@dataclass(frozen=True)
+class Augment:
+    """Training-time augmentation of one image, applied to both classes.
+
+    crop: side of a random square crop at any offset (clipped to the image), so a
+    source JPEG's 8x8 grid lands anywhere. resize_prob / resize_range: chance and scale
+    range of a bilinear downscale, skipped where it would leave a side under min_side.
+    blur_prob / blur_sigma: chance and sigma range (pixels) of a Gaussian blur.
+    jpeg_quality: range of the final JPEG quality; every image is re-encoded (format
+    harmonisation).
+    """
+
+    crop: int = 256
+    resize_prob: float = 0.15
+    resize_range: tuple[float, float] = (0.5, 0.9)
+    blur_prob: float = 0.2
+    blur_sigma: tuple[float, float] = (0.3, 1.5)
+    jpeg_quality: tuple[int, int] = (65, 100)
+    min_side: int = 64
+
+    def __call__(self, rgb: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """One augmented, re-encoded variant of rgb, drawn with rng."""
+        h, w = rgb.shape[:2]
+        s = min(self.crop, h, w)
+        y, x = int(rng.integers(0, h - s + 1)), int(rng.integers(0, w - s + 1))
+        out = np.ascontiguousarray(rgb[y : y + s, x : x + s])
+        if rng.random() < self.resize_prob:
+            scale = float(rng.uniform(*self.resize_range))
+            if s * scale >= self.min_side:
+                out = resize(out, scale)
+        if rng.random() < self.blur_prob:
+            out = gaussian_blur(out, float(rng.uniform(*self.blur_sigma)))
+        quality = int(rng.integers(self.jpeg_quality[0], self.jpeg_quality[1] + 1))
+        return jpeg_roundtrip(out, quality)
+
+
+def grid_positions(height: int, width: int, patch: int, count: int) -> list[tuple[int, int]]:
+    """Up to `count` (x, y) top-left corners of patch x patch crops on an even grid.
+
+    A k x k grid with k = ceil(sqrt(count)), spread from edge to edge (overlapping where
+    the image is small), then thinned to `count` evenly; duplicates removed. The image
+    must be at least patch x patch.
+    """
+    k = int(np.ceil(np.sqrt(count)))
+    xs = np.unique(np.linspace(0, width - patch, k).round().astype(int))
+    ys = np.unique(np.linspace(0, height - patch, k).round().astype(int))
+    grid = [(int(x), int(y)) for y in ys for x in xs]
+    if len(grid) > count:
+        keep = np.linspace(0, len(grid) - 1, count).round().astype(int)
+        grid = [grid[i] for i in keep]
+    return grid
+
+
+def cut_patches(rgb: np.ndarray, positions: list[tuple[int, int]], patch: int) -> np.ndarray:
+    """Stack the crops at `positions` ((x, y) corners): (N, patch, patch, 3) uint8."""
+    return np.stack([rgb[y : y + patch, x : x + patch] for x, y in positions])

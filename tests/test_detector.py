@@ -1,0 +1,222 @@
+"""Unit tests of the detector's pure parts: metrics, calibration, crops, transforms,
+data reading, batching."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from detector.batching import BatchQueue
+from detector.calibrate import apply, calibrate, fit_platt, sigmoid
+from detector.crops import plan_crops
+from detector.data import family_of, in_split, load_samples, read_label_file
+from detector.metrics import average_precision, expected_calibration_error, roc_auc
+from detector.transforms import CONDITIONS, Augment, center_crop, grid_positions, jpeg_roundtrip
+from provenance.errors import DetectorError
+
+FIXTURES = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures"
+
+
+# Metrics: values worked by hand (and equal to scikit-learn's on the same input).
+Y = np.array([0, 0, 1, 1, 0, 1])
+S = np.array([0.1, 0.4, 0.35, 0.8, 0.4, 0.4])
+
+
+def test_roc_auc_counts_ties_as_half() -> None:
+    # positives .35 (1 win), .8 (3 wins), .4 (1 win + 2 ties) -> 6 / 9
+    assert roc_auc(Y, S) == pytest.approx(6 / 9)
+    assert roc_auc(Y, -S) == pytest.approx(3 / 9)
+    assert np.isnan(roc_auc(np.zeros(3), np.arange(3)))
+
+
+def test_average_precision_one_threshold_per_distinct_score() -> None:
+    # thresholds .8 (P=1, R=1/3), .4 (P=.5, R=2/3), .35 (P=.6, R=1)
+    assert average_precision(Y, S) == pytest.approx((1 + 0.5 + 0.6) / 3)
+
+
+def test_ece_equal_width_bins() -> None:
+    expected = (abs(1 / 3 - 0.4) * 3 + 0.65 + 0.2 + 0.1) / 6
+    assert expected_calibration_error(Y, S) == pytest.approx(expected)
+    assert expected_calibration_error(np.array([1, 0]), np.array([1.0, 0.0])) == 0.0
+
+
+def test_platt_recovers_a_known_logistic_model() -> None:
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=20000) * 2
+    y = (rng.random(20000) < sigmoid(1.5 * x - 0.5)).astype(int)
+    a, b = fit_platt(x, y)
+    assert a == pytest.approx(1.5, abs=0.06)
+    assert b == pytest.approx(-0.5, abs=0.06)
+
+
+def test_calibration_is_monotonic_and_thresholds_ordered() -> None:
+    rng = np.random.default_rng(1)
+    logits = np.r_[rng.normal(-1, 1, 300), rng.normal(1.5, 1, 300)]
+    labels = np.r_[np.zeros(300), np.ones(300)]
+    cal = calibrate(logits, labels)
+    grid = np.linspace(-8, 8, 200)
+    probs = apply(cal, grid)
+    assert np.all(np.diff(probs) > 0)
+    assert 0 <= cal.threshold_low <= cal.threshold_high <= 1
+    real_probs = apply(cal, logits[:300])
+    assert np.mean(real_probs >= cal.threshold_high) <= 0.06
+    assert cal.fitted and cal.held_out_images == 600
+
+
+def test_calibration_refuses_one_class_and_inverted_models() -> None:
+    with pytest.raises(DetectorError, match="both classes"):
+        calibrate(np.zeros(5), np.zeros(5))
+    with pytest.raises(DetectorError, match="backwards"):
+        calibrate(np.r_[np.full(50, 2.0), np.full(50, -2.0)], np.r_[np.zeros(50), np.ones(50)])
+
+
+def test_crops_are_reproducible_keyed_and_inside_the_image() -> None:
+    a = plan_crops(b"secret-1", b"request", 300, 200, (64,), 16)
+    assert a == plan_crops(b"secret-1", b"request", 300, 200, (64,), 16)
+    assert a != plan_crops(b"secret-2", b"request", 300, 200, (64,), 16)
+    assert a != plan_crops(b"secret-1", b"request2", 300, 200, (64,), 16)
+    assert all(0 <= c.x <= 300 - 64 and 0 <= c.y <= 200 - 64 and c.size == 64 for c in a)
+    assert len({(c.x, c.y) for c in a}) > 10
+
+
+def test_crops_draw_ensemble_members_and_shrink_for_small_images() -> None:
+    plan = plan_crops(b"k", b"r", 100, 70, (64, 224), 64)
+    members = {c.member for c in plan}
+    assert members == {0, 1}
+    assert {c.size for c in plan if c.member == 1} == {70}
+    assert all(c.x + c.size <= 100 and c.y + c.size <= 70 for c in plan)
+
+
+def test_grid_positions_cover_edges_and_respect_count() -> None:
+    pos = grid_positions(256, 256, 64, 16)
+    assert len(pos) == 16
+    assert (0, 0) in pos and (192, 192) in pos
+    assert len(grid_positions(64, 64, 64, 16)) == 1
+    assert len(grid_positions(300, 500, 64, 10)) == 10
+
+
+def test_jpeg_roundtrip_and_conditions_shapes() -> None:
+    rng = np.random.default_rng(0)
+    img = rng.integers(0, 256, (300, 400, 3), dtype=np.uint8)
+    out = jpeg_roundtrip(img, 75)
+    assert out.shape == img.shape and out.dtype == np.uint8
+    assert 5 < np.abs(out.astype(int) - img).mean() < 100  # lossy, but the same picture
+    assert center_crop(img, 256).shape == (256, 256, 3)
+    shapes = {name: fn(img).shape for name, fn in CONDITIONS.items()}
+    assert shapes == {
+        "as_is": (300, 400, 3),
+        "harmonised": (256, 256, 3),
+        "harmonised_jpeg75": (256, 256, 3),
+        "harmonised_resize50": (128, 128, 3),
+    }
+
+
+def test_augment_always_reencodes_and_is_seeded() -> None:
+    rng_img = np.random.default_rng(3).integers(0, 256, (200, 180, 3), dtype=np.uint8)
+    aug = Augment(crop=128)
+    a = aug(rng_img, np.random.default_rng(7))
+    b = aug(rng_img, np.random.default_rng(7))
+    assert np.array_equal(a, b)
+    assert a.shape[0] == a.shape[1] and 64 <= a.shape[0] <= 128
+    # No pixel block equals the original exactly: the JPEG re-encode always happened.
+    assert not any(
+        np.array_equal(a[:16, :16], rng_img[y : y + 16, x : x + 16])
+        for y in range(0, 72)
+        for x in range(0, 52)
+    )
+
+
+def test_families_of_the_shared_sets() -> None:
+    assert family_of("StyleGAN2 config-f (LSUN Church 256, official weights converted)") == (
+        "stylegan",
+        "gan",
+    )
+    assert family_of("pix2pixHD (COCO-Stuff, baseline in SPADE figure)") == ("spade", "gan")
+    assert family_of("BicycleGAN (PyTorch-GAN reimpl., edges->shoes)") == (
+        "image_translation",
+        "gan",
+    )
+    assert family_of("DiT-XL/2 (class-conditional ImageNet latent diffusion)") == (
+        "dit_pixart",
+        "diffusion",
+    )
+    assert family_of("LDM text-to-image (LAION 1.45B latent diffusion)") == (
+        "latent_diffusion",
+        "diffusion",
+    )
+    assert family_of("score_sde NCSN++ (FFHQ 256)") == ("pixel_diffusion", "diffusion")
+    assert family_of("something new") == ("unknown", "other")
+
+
+def test_label_files_read_with_counts_and_groups() -> None:
+    first = read_label_file(FIXTURES / "detector" / "LABELS.tsv")
+    assert len(first) == 340 and sum(s.label for s in first) == 202
+    both = load_samples([FIXTURES / "detector", FIXTURES / "detector_more"])
+    assert len(both) == 1035 and sum(s.label for s in both) == 583
+    assert all(s.path.is_file() for s in both)
+    fams = {s.family for s in both if s.label}
+    assert {"stylegan", "biggan", "latent_diffusion", "pixel_diffusion"} <= fams
+    assert "unknown" in fams  # CNNDetection's fake.png, never a held-out family
+    # Tiles of one figure share a group.
+    church = [s for s in first if "stylegan2-church" in str(s.group)]
+    assert len(church) == 16 and len({s.group for s in church}) == 1
+
+
+def test_label_file_errors_are_clear(tmp_path: Path) -> None:
+    bad = tmp_path / "LABELS.tsv"
+    bad.write_text("file\tlabel\nx.png\tmaybe\n")
+    with pytest.raises(DetectorError, match="real\\|generated"):
+        read_label_file(bad)
+    with pytest.raises(DetectorError, match="not a label file"):
+        load_samples([tmp_path / "missing"])
+
+
+def test_split_is_deterministic_and_near_its_fraction() -> None:
+    groups = [f"g{i}" for i in range(4000)]
+    chosen = [in_split(g, 0.3, "salt") for g in groups]
+    assert chosen == [in_split(g, 0.3, "salt") for g in groups]
+    assert 0.27 < np.mean(chosen) < 0.33
+    assert chosen != [in_split(g, 0.3, "other") for g in groups]
+
+
+def test_batch_queue_merges_concurrent_requests() -> None:
+    calls: list[int] = []
+
+    def run(rows: np.ndarray) -> np.ndarray:
+        calls.append(len(rows))
+        return rows.reshape(len(rows), -1).sum(axis=1).astype(np.float32)
+
+    q = BatchQueue(run, max_batch=64, max_wait_s=0.2)
+    inputs = [np.full((4, 2, 2), i, np.uint8) for i in range(16)]
+    results: dict[int, np.ndarray] = {}
+
+    def worker(i: int) -> None:
+        results[i] = q.submit(inputs[i]).result(timeout=10)
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(16)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    q.close()
+    for i in range(16):
+        assert results[i].tolist() == [4.0 * i] * 4
+    assert sum(calls) == 64 and len(calls) < 16  # fewer forward passes than requests
+    with pytest.raises(DetectorError, match="closed"):
+        q.submit(inputs[0])
+
+
+def test_batch_queue_reports_failures_to_callers_and_keeps_running() -> None:
+    def run(rows: np.ndarray) -> np.ndarray:
+        if rows.shape[1] == 3:
+            raise RuntimeError("boom")
+        return np.zeros(len(rows), np.float32)
+
+    q = BatchQueue(run, max_batch=8, max_wait_s=0.0)
+    with pytest.raises(RuntimeError, match="boom"):
+        q.submit(np.zeros((2, 3))).result(timeout=10)
+    assert q.submit(np.zeros((2, 4))).result(timeout=10).tolist() == [0.0, 0.0]
+    q.close()
