@@ -300,6 +300,10 @@ def revoke(
             raise ConfigError(f"--since must be an ISO 8601 time, got {since!r}") from e
         if when.tzinfo is None:
             when = when.replace(tzinfo=UTC)
+        if when > datetime.now(UTC):
+            raise ConfigError(
+                f"--since {since} is in the future; a revocation takes effect now or earlier"
+            )
     with _admin_client(server) as c:
         d = c.revoke(dev, reason, when)
     assert d.revoked_at is not None
@@ -318,7 +322,8 @@ def device_init(
         bool, typer.Option(help="Replace an existing key (its identity is lost).")
     ] = False,
 ) -> None:
-    """Create this device's Ed25519 key, encrypted with a passphrase."""
+    """Create this device's Ed25519 key, encrypted with a passphrase (prompted, or taken
+    from PROV_PASSPHRASE for scripts), in --home (default: $PROV_HOME or ~/.prov)."""
     state = DeviceHome(home).init(_passphrase(confirm=True), force=force)
     out.print(f"device key created in {home}")
     print(state.device_id)

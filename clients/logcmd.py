@@ -125,7 +125,12 @@ def audit(
             saved, vkey, note, proof, _entries(c, start, new_size), from_start=start == 0
         )
     atomic_write(state, new_state.to_json().encode())
-    grew = f"grew from {old_size} to {cp.size}" if saved else f"has {cp.size} entries"
+    if saved is None:
+        grew = f"has {cp.size} entries"
+    elif cp.size == old_size:
+        grew = f"unchanged at {cp.size} entries"
+    else:
+        grew = f"grew from {old_size} to {cp.size}"
     out.print(f"log OK: {grew}; {checked} entries re-hashed; consistent with the saved checkpoint")
 
 
