@@ -141,7 +141,7 @@ class InspectConfig:
     c2pa_limits: C2paLimits = field(default_factory=C2paLimits)
     video_timeout_s: float = 120.0
     dense_max_frames: int = 1800
-    dense_max_pixels: int = 1_500_000_000
+    dense_max_pixels: int = 300_000_000
 
 
 @dataclass(frozen=True)

@@ -244,7 +244,12 @@ class VerificationServicer(rpc.VerificationServicer):
             found = inspect_upload(upload, self.c.inspect, lenient)
             chunks = tuple(bytes(h) for h in header.chunk_hashes)
             report = self.s.verify(found.facts, sidecar, chunks)
-            if report.status is Verdict.UNSIGNED and found.video is not None and sidecar is None:
+            if (
+                report.status is Verdict.UNSIGNED
+                and found.video is not None
+                and sidecar is None
+                and self.s.has_video
+            ):
                 report = self._dense_pass(upload, found, report, context)
             report = with_c2pa(report, found.c2pa)
             if header.detect:

@@ -132,6 +132,8 @@ class ProvenanceService:
             self._check_integrity(full=config.verify_on_start)
             self.pdq = MihIndex()
             self.pdq.add_many(self.store.iter_soft_hashes())
+            #: whether any video claim is logged (else a dense frame pass cannot match)
+            self.has_video = self.store.has_video_claims()
             self.writer = GroupCommitWriter(self.store, self.signer, clock, self._after_commit)
         except BaseException:
             self.store.close()
@@ -219,6 +221,7 @@ class ProvenanceService:
         for idx, p in appended:
             for h in p.claim.soft_bindings:
                 self.pdq.add(idx, h)
+            self.has_video |= p.claim.media_type.startswith("video/")
 
     # ---------------------------------------------------------------- registry
 

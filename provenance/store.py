@@ -546,6 +546,15 @@ class Store:
                 yield self._leaf(row)
             start = int(rows[-1][0]) + 1
 
+    def has_video_claims(self) -> bool:
+        """Whether any logged claim has time-stamped soft bindings (sampled video frames)."""
+        row = (
+            self._reader()
+            .execute("SELECT 1 FROM soft_hashes WHERE timestamp_seconds > 0 LIMIT 1")
+            .fetchone()
+        )
+        return row is not None
+
     @_damage_is_integrity_error_gen
     def iter_soft_hashes(self) -> Iterator[tuple[int, PerceptualHash]]:
         """Yield (leaf index, perceptual hash) for every stored soft binding."""
