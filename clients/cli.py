@@ -502,12 +502,17 @@ def detect(
     ] = False,
     model: Annotated[str, typer.Option(help="With --local: registry model.")] = "default",
     seed: Annotated[int | None, typer.Option(help="With --local: fix the crop draws.")] = None,
+    weights: Annotated[
+        Path | None,
+        typer.Option(help="With --local: a weights file (e.g. a published checkpoint)."),
+    ] = None,
+    device: Annotated[str | None, typer.Option(help="With --local: cpu, cuda, cuda:1.")] = None,
 ) -> None:
     """The detector's advisory score for generated images (and video frames), without a
     provenance verdict. Advisory only: a score never proves a file authentic or fake;
     only `prov verify` checks signatures."""
     if local:
-        detector_cli.detect(files, as_json, model, seed)
+        detector_cli.detect(files, as_json, model, seed, weights, device)
         return
     results = []
     with ProvenanceClient(server) as c:

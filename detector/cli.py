@@ -27,6 +27,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from detector.transforms import CONDITIONS
 from provenance.errors import ProvenanceError
 
 if TYPE_CHECKING:
@@ -220,8 +221,8 @@ def evaluate(
     q90; harmonised_jpeg75; harmonised_resize50), ROC AUC, average precision, ECE of the
     calibrated score, and the share flagged "likely generated" at thresholds fitted on
     calibration images. Trains one model per family from scratch, by default for 3 epochs
-    (the shipped model trains 8): about 4-5 minutes per family on 2 shared CPU cores,
-    about 45 minutes for the 10 families of the shared sets.
+    (the shipped model trains 8): about 4 minutes per family on one thread of a shared
+    2-core machine, 38-45 minutes for the 10 families of the shared sets.
     """
     from detector.data import load_samples
     from detector.eval import EvalConfig, evaluate_model, leave_one_family_out
@@ -258,21 +259,16 @@ def _print_fold(family: str, fold: dict) -> None:
 
 def _print_eval(report: dict) -> None:
     rows = report.get("folds") or report.get("families") or {}
-    table = Table(title="AUC / AP / ECE per held-out family and condition")
-    table.add_column("family")
-    conds = sorted({c for r in rows.values() for c in r.get("conditions", r)})
-    for c in conds:
-        table.add_column(c)
+    conds = list(CONDITIONS)
+    table = Table(title="AUC per held-out family (AP and ECE: harmonised; all in the JSON)")
+    for col in ("family", *conds, "AP", "ECE"):
+        table.add_column(col)
     for fam, r in rows.items():
-        metrics = r.get("conditions", r)
+        m = r.get("conditions", r)
+        aucs = [f"{m[c]['auc']:.3f}" if c in m else "-" for c in conds]
+        h = m.get("harmonised", {})
         table.add_row(
-            fam,
-            *(
-                f"{metrics[c]['auc']:.3f} / {metrics[c]['ap']:.3f} / {metrics[c]['ece']:.3f}"
-                if c in metrics
-                else "-"
-                for c in conds
-            ),
+            fam, *aucs, f"{h.get('ap', float('nan')):.3f}", f"{h.get('ece', float('nan')):.3f}"
         )
     _out.print(table)
     if "summary" in report:

@@ -12,7 +12,7 @@ import csv
 import hashlib
 import re
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -186,6 +186,8 @@ def prepare(
     not depend on the order of work. Images smaller than patch x patch (after a
     condition) are skipped; returns (prepared images, "path: reason" for each skip).
     """
+    # Variants must stay large enough to cut patches from.
+    augment = replace(augment, crop=max(augment.crop, patch), min_side=max(augment.min_side, patch))
     prepared: list[PreparedImage] = []
     skipped: list[str] = []
     for i, sample in enumerate(samples):

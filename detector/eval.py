@@ -35,13 +35,14 @@ from detector.metrics import average_precision, expected_calibration_error, roc_
 from detector.train import (
     Progress,
     TrainConfig,
-    _jsonable,
     describe_data,
     image_logits,
     new_network,
+    to_jsonable,
     train_network,
 )
 from detector.transforms import CONDITIONS, Augment
+from provenance.errors import DetectorError
 
 
 @dataclass(frozen=True)
@@ -115,9 +116,13 @@ def leave_one_family_out(
         if p.sample.label == 0 and in_split(p.sample.group, config.real_test_fraction, "real-test")
     ]
     test_ids = {id(p) for p in real_test}
-    families = config.families or tuple(
-        sorted({p.sample.family for p in prepared if p.sample.label == 1} - {"unknown"})
-    )
+    known = {p.sample.family for p in prepared if p.sample.label == 1}
+    families = config.families or tuple(sorted(known - {"unknown"}))
+    if set(families) - known:
+        raise DetectorError(
+            f"no generated images of families {sorted(set(families) - known)}; "
+            f"known: {', '.join(sorted(known))}"
+        )
     folds: dict[str, Any] = {}
     pooled: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {c: [] for c in CONDITIONS}
     for k, family in enumerate(families):
@@ -176,7 +181,7 @@ def leave_one_family_out(
             summary.setdefault("pooled_ece", {})[cond] = expected_calibration_error(y, p)
     return {
         "protocol": "leave-one-family-out; see detector/eval.py",
-        "config": _jsonable(asdict(config)),
+        "config": to_jsonable(asdict(config)),
         "data": describe_data([p.sample for p in prepared]),
         "real_test_images": len(real_test),
         "skipped": skipped,

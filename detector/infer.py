@@ -162,6 +162,7 @@ class Detector:
 
         secret: key of the crop draws; None draws a random one for this process (outputs
         then vary between processes); pass a fixed one for reproducible results.
+        Reports carry the weights' own model id (the registry name for an ensemble).
         Raises DetectorError if the model, its weights or the device cannot be loaded.
         """
         try:
@@ -171,8 +172,10 @@ class Detector:
         except RuntimeError as e:
             raise DetectorError(f"bad device {device!r}: {e}") from e
         members = load_models(name, weights)
+        # A weights file names its own model (e.g. a larger one trained on a GPU).
+        model_id = members[0].meta.model_id if len(members) == 1 else name
         return cls(
-            name,
+            model_id,
             members,
             dev,
             secret if secret is not None else os.urandom(32),

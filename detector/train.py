@@ -166,8 +166,6 @@ def fit(
     """
     device = device or torch.device("cpu")
     samples = load_samples(sources)
-    salt = f"calibration-{config.seed}"
-    cal_mask = [in_split(s.group, config.calibration_fraction, salt) for s in samples]
     prepared, skipped = prepare(
         samples,
         config.augment,
@@ -179,11 +177,10 @@ def fit(
         conditions=("harmonised",),
         progress=(lambda d, t: progress("prepare", d, t)) if progress else None,
     )
-    kept = {id(p.sample): p for p in prepared}
-    train_set = [
-        kept[id(s)] for s, c in zip(samples, cal_mask, strict=True) if not c and id(s) in kept
-    ]
-    cal_set = [kept[id(s)] for s, c in zip(samples, cal_mask, strict=True) if c and id(s) in kept]
+    salt = f"calibration-{config.seed}"
+    is_cal = [in_split(p.sample.group, config.calibration_fraction, salt) for p in prepared]
+    train_set = [p for p, c in zip(prepared, is_cal, strict=True) if not c]
+    cal_set = [p for p, c in zip(prepared, is_cal, strict=True) if c]
     preprocess = Preprocess(patch_size=config.patch, crops=config.eval_crops)
     patches = np.concatenate([p.train_patches for p in train_set])
     labels = np.concatenate([np.full(len(p.train_patches), p.sample.label) for p in train_set])
@@ -205,7 +202,7 @@ def fit(
         "data": describe_data([p.sample for p in prepared]),
         "harmonisation": "every training image: random crop <=256 px at any offset, "
         "optional downscale/blur, then JPEG re-encode (Pillow, 4:2:0) at a random quality",
-        "config": _jsonable(asdict(config)),
+        "config": to_jsonable(asdict(config)),
         "summary": {k: v for k, v in summary.items() if k != "skipped"},
         "torch": torch.__version__,
         "python": platform.python_version(),
@@ -221,7 +218,7 @@ def fit(
     )
     meta = save_weights(out, net, meta)
     args = {
-        "config": _jsonable(asdict(config)),
+        "config": to_jsonable(asdict(config)),
         "sources": [str(s) for s in sources],
         "model_id": model_id,
         "version": version,
@@ -233,10 +230,10 @@ def fit(
     return meta, summary
 
 
-def _jsonable(value: Any) -> Any:
+def to_jsonable(value: Any) -> Any:
     """Tuples to lists, recursively, so JSON round trips compare equal."""
     if isinstance(value, dict):
-        return {k: _jsonable(v) for k, v in value.items()}
+        return {k: to_jsonable(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [_jsonable(v) for v in value]
+        return [to_jsonable(v) for v in value]
     return value

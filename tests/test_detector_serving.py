@@ -8,7 +8,6 @@ import shutil
 from pathlib import Path
 
 import pytest
-
 from conftest import SAMPLES, Cli, ServerProc, start_server
 
 
@@ -28,7 +27,10 @@ def test_verify_reports_the_advisory_block(detecting: ServerProc, cli: Cli, tmp_
     report = json.loads(out)
     det = report["detector"]
     assert report["status"] == "UNSIGNED"  # the detector never changes the verdict
-    assert det["model_id"] == "default" and 0.0 <= det["band_low"] <= det["score"] <= det["band_high"] <= 1.0
+    assert (
+        det["model_id"] == "default"
+        and 0.0 <= det["band_low"] <= det["score"] <= det["band_high"] <= 1.0
+    )
     assert det["band"] in {"likely generated", "uncertain", "no generator traces found"}
     assert len(det["crops"]) >= 8 and "advisory" in det["advisory"].lower()
 
