@@ -75,6 +75,19 @@ class LoggedClaim:
     def integrated_at(self) -> datetime:
         return self.receipt.integrated_at
 
+    def evidence(self, signature_valid: bool) -> ClaimEvidence:
+        """This logged claim as the evidence of a report."""
+        return ClaimEvidence(
+            self.signed_claim,
+            self.claim,
+            self.device,
+            self.receipt,
+            signature_valid,
+            True,
+            self.chain_linked,
+            self.receipt_verified,
+        )
+
 
 @dataclass(frozen=True)
 class ClaimEvidence:
@@ -166,16 +179,7 @@ def _logged_verdict(
     sig = signature_ok(lc.signed_claim, lc.device)
     ev = Evidence(
         file=facts,
-        claim=ClaimEvidence(
-            lc.signed_claim,
-            lc.claim,
-            lc.device,
-            lc.receipt,
-            sig,
-            True,
-            lc.chain_linked,
-            lc.receipt_verified,
-        ),
+        claim=lc.evidence(signature_valid=sig),
         sidecar_present=sidecar,
         hash_match=True,
     )
@@ -264,16 +268,7 @@ def decide(
         d, lc = best
         ev = Evidence(
             file=facts,
-            claim=ClaimEvidence(
-                lc.signed_claim,
-                lc.claim,
-                lc.device,
-                lc.receipt,
-                True,
-                True,
-                lc.chain_linked,
-                lc.receipt_verified,
-            ),
+            claim=lc.evidence(signature_valid=True),
             pdq_distance=d,
         )
         reasons = [
@@ -313,16 +308,7 @@ def _decide_video_near(
     m, lc = best
     ev = Evidence(
         file=facts,
-        claim=ClaimEvidence(
-            lc.signed_claim,
-            lc.claim,
-            lc.device,
-            lc.receipt,
-            True,
-            True,
-            lc.chain_linked,
-            lc.receipt_verified,
-        ),
+        claim=lc.evidence(signature_valid=True),
         pdq_distance=None if m.median_distance is None else int(round(m.median_distance)),
         video_match=m,
     )

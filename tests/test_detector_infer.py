@@ -147,6 +147,13 @@ def test_ensemble_scores_with_both_members() -> None:
     assert 0.0 <= r.score <= 1.0 and len(r.crops) == 16
 
 
+def test_own_weights_file_reports_its_own_model_id() -> None:
+    path = REGISTRY["default-b"].shipped
+    with Detector.load("default", weights=path, device="cpu", secret=SECRET) as d:
+        r = d.score_image(_rgb(GOLDEN[0][0]), b"k")
+    assert r.model_id == "default-b" and r.model_version == "1"
+
+
 def _png_header(width: int, height: int) -> bytes:
     def chunk(kind: bytes, body: bytes) -> bytes:
         return (
@@ -187,6 +194,28 @@ def test_cli_detect_json_is_reproducible_and_errors_are_clean(tmp_path: Path) ->
     assert res.exit_code == 2 and "MediaError" in res.output and "Traceback" not in res.output
     res = runner.invoke(app, ["detect", str(image), "--model", "npr"])
     assert res.exit_code == 2 and "needs its published checkpoint" in res.output
+
+
+def test_cli_eval_scores_a_fixed_model_per_family(tmp_path: Path) -> None:
+    labels = tmp_path / "LABELS.tsv"
+    rows = ["file\tlabel\tgenerator\tsource"]
+    rows += [
+        f"{FIXTURES / rel}\t{label}\t{'-' if label == 'real' else 'LDM x'}\t{rel}"
+        for rel, label, _ in GOLDEN
+        if "church" not in rel
+    ]
+    labels.write_text("\n".join(rows) + "\n")
+    out = tmp_path / "report.json"
+    args = ["eval", "--model", "default", "--data", str(labels), "--out", str(out)]
+    res = CliRunner().invoke(app, [*args, "--no-progress", "--device", "cpu"])
+    assert res.exit_code == 0, res.output
+    report = json.loads(out.read_text())
+    assert report["data"]["families"] == {"latent_diffusion": 1, "real": 2}
+    harmonised = report["families"]["latent_diffusion"]["harmonised"]
+    assert set(harmonised) == {"auc", "ap", "ece", "generated_flagged", "real_flagged"}
+    assert 0.0 <= harmonised["auc"] <= 1.0
+    res = CliRunner().invoke(app, ["eval", "--data", str(labels), "--families", "nope"])
+    assert res.exit_code == 2 and "no generated images of families ['nope']" in res.output
 
 
 def test_cli_help_teaches() -> None:
