@@ -10,10 +10,10 @@ env: $(STAMP)
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
-	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -qq --upgrade pip
 	# torch: the CPU build named exactly, so pip never resolves a multi-GB CUDA wheel.
-	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e '.[detector,dev]'
+	$(BIN)/pip install -qq torch==2.13.0
+	$(BIN)/pip install -qq -e '.[detector,dev]'
 	touch $(STAMP)
 
 demo: $(STAMP)
