@@ -29,7 +29,10 @@ err = Console(stderr=True, soft_wrap=True)
 ServerOpt = Annotated[
     str,
     typer.Option(
-        "--server", envvar="PROV_SERVER", help="Server address HOST:PORT.", show_default=False
+        "--server",
+        envvar="PROV_SERVER",
+        help="Server address HOST:PORT (default: $PROV_SERVER or 127.0.0.1:50051).",
+        show_default=False,
     ),
 ]
 
