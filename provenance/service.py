@@ -329,20 +329,20 @@ class ProvenanceService:
     ) -> VerificationReport:
         """The verdict on a file described by ``facts`` (and its sidecar, if any)."""
         now = self.clock()
+        hashes = [facts.sha256] + ([facts.content_sha256] if facts.content_sha256 else [])
+        exact = [self._logged(r) for h in hashes for r in self.store.leaves_by_file_sha256(h)]
         if sidecar is not None:
-            claim = wire.decode_claim(sidecar.claim_bytes)
             rec = self.store.leaf_by_claim_hash(sidecar.claim_hash)
             return decide(
                 facts,
                 now,
+                exact=exact,
                 sidecar=sidecar,
-                sidecar_claim=claim,
+                sidecar_claim=wire.decode_claim(sidecar.claim_bytes),
                 sidecar_device=self.store.find_device(sidecar.key_id),
                 sidecar_logged=self._logged(rec) if rec else None,
                 sidecar_chunk_hashes=sidecar_chunk_hashes,
             )
-        hashes = [facts.sha256] + ([facts.content_sha256] if facts.content_sha256 else [])
-        exact = [self._logged(r) for h in hashes for r in self.store.leaves_by_file_sha256(h)]
         near = (
             []
             if exact

@@ -3,6 +3,7 @@ CLI against real `prov serve` processes."""
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import shutil
@@ -194,3 +195,20 @@ def test_verify_json_on_error_and_bad_sidecars(enrolled: Cli, tmp_path: Path) ->
     assert "empty" in json.loads(out)["error"]
     rc, _, err = enrolled("verify", str(photo), "--server", "127.0.0.1:99999")
     assert rc == 1 and "HOST:PORT" in err
+
+
+def test_a_wrong_sidecar_cannot_unsign_a_logged_original(enrolled: Cli, tmp_path: Path) -> None:
+    a = Path(shutil.copy(SAMPLES / "grace_hopper.jpg", tmp_path / "a.jpg"))
+    b = Path(shutil.copy(SAMPLES / "rocket.jpg", tmp_path / "b.jpg"))
+    assert enrolled("sign", str(a), str(b))[0] == 0
+    own = json.loads(Path(f"{a}.prov").read_text())
+    shutil.copy(f"{b}.prov", f"{a}.prov")  # another capture's sidecar
+    rc, report = _status(enrolled, a)
+    assert (rc, report["status"]) == (0, "SIGNED_ORIGINAL")
+    assert "another claim" in report["reasons"][-1]
+    sig = bytearray(base64.b64decode(own["signatures"][0]["sig"]))
+    sig[0] ^= 1  # its own sidecar with a forged signature
+    own["signatures"][0]["sig"] = base64.b64encode(bytes(sig)).decode()
+    Path(f"{a}.prov").write_text(json.dumps(own))
+    rc, report = _status(enrolled, a)
+    assert (rc, report["status"]) == (0, "SIGNED_ORIGINAL")
