@@ -29,6 +29,7 @@ from clients.report import EXIT_CODES, report_to_json, report_to_text
 from clients.scan.cli import scan as scan_command
 from detector import cli as detector_cli
 from provenance.errors import ConfigError, LogIntegrityError, ProvenanceError
+from provenance.media import sniff_media_type
 from provenance.sidecar import Sidecar, decode_sidecar
 
 app = typer.Typer(
@@ -512,6 +513,13 @@ def detect(
     provenance verdict. Advisory only: a score never proves a file authentic or fake;
     only `prov verify` checks signatures."""
     if local:
+        for f in files:
+            with f.open("rb") as fh:
+                kind = sniff_media_type(fh.read(64)) or ""
+            if kind.startswith("video/"):
+                raise ConfigError(
+                    f"{f}: --local scores still images; send videos to the server (drop --local)"
+                )
         detector_cli.detect(files, as_json, model, seed, weights, device)
         return
     results = []

@@ -108,7 +108,16 @@ def _from_bytes(ref: str, data: bytes, limits: AssetLimits) -> Measured:
             _content_sha256(data, media_type),
         )
     if _is_video(media_type):
-        return Measured(ref, len(data), sha, media_type, (), "file", _ARCHIVED_VIDEO)
+        return Measured(
+            ref,
+            len(data),
+            sha,
+            media_type,
+            (),
+            "file",
+            _ARCHIVED_VIDEO,
+            _content_sha256(data, media_type),
+        )
     return Measured(ref, len(data), sha, media_type, (), "file", _unrecognised(data[:SNIFF_BYTES]))
 
 
