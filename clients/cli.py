@@ -25,6 +25,7 @@ from rich.progress import Progress
 from clients import logcmd
 from clients.api import ProvenanceClient, default_server
 from clients.device import DeviceHome, default_home, sidecar_path
+from clients.options import ServerOpt
 from clients.report import EXIT_CODES, report_to_json, report_to_text
 from clients.scan.cli import scan as scan_command
 from detector import cli as detector_cli
@@ -57,15 +58,6 @@ app.add_typer(detector_cli.app, name="detector", help="Train and evaluate the ad
 out = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
 
-ServerOpt = Annotated[
-    str,
-    typer.Option(
-        "--server",
-        envvar="PROV_SERVER",
-        help="Server address HOST:PORT (default: $PROV_SERVER or 127.0.0.1:50051).",
-        show_default=False,
-    ),
-]
 HomeOpt = Annotated[
     Path,
     typer.Option(

@@ -11,6 +11,7 @@ from rich.console import Console
 
 from clients.api import ProvenanceClient, default_server
 from clients.device import atomic_write
+from clients.options import ServerOpt
 from provenance.audit import AuditState, audit_step
 from provenance.errors import ConfigError, LogIntegrityError, TransportError
 from provenance.log.checkpoint import NoteVerifier, load_log_signer
@@ -25,16 +26,6 @@ receipt_app = typer.Typer(
 )
 out = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
-
-ServerOpt = Annotated[
-    str,
-    typer.Option(
-        "--server",
-        envvar="PROV_SERVER",
-        help="Server address HOST:PORT (default: $PROV_SERVER or 127.0.0.1:50051).",
-        show_default=False,
-    ),
-]
 
 
 def _read_vkey(value: str) -> str:

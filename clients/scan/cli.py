@@ -11,6 +11,7 @@ import typer
 from rich.console import Console
 
 from clients.api import default_server
+from clients.options import ServerOpt
 from clients.scan.engines import Engine, LocalEngine, RayEngine
 from clients.scan.pipeline import DEFAULT_BATCH, run_scan
 from clients.scan.progress import ScanProgress, summary_table
@@ -49,15 +50,7 @@ def scan(
             " OUT.csv and OUT.html are written beside it.",
         ),
     ],
-    server: Annotated[
-        str,
-        typer.Option(
-            "--server",
-            envvar="PROV_SERVER",
-            help="Server address HOST:PORT (default: $PROV_SERVER or 127.0.0.1:50051).",
-            show_default=False,
-        ),
-    ] = default_server(),
+    server: ServerOpt = default_server(),
     resume: Annotated[
         bool, typer.Option(help="Continue the scan recorded in --report, skipping finished files.")
     ] = False,
