@@ -89,7 +89,13 @@ def _admin_client(server: str) -> ProvenanceClient:
 
 @app.command()
 def serve(
-    db: Annotated[Path, typer.Option(help="SQLite database file (created if missing).")],
+    db: Annotated[
+        str,
+        typer.Option(
+            help="SQLite database file (created if missing; one server per file), or"
+            " postgresql://USER@HOST:PORT/DB for a database several servers share (needs --log-key)."
+        ),
+    ],
     listen: Annotated[
         str, typer.Option(help="Address to listen on, HOST:PORT (port 0 picks one).")
     ] = "127.0.0.1:50051",
@@ -102,7 +108,8 @@ def serve(
     log_key: Annotated[
         Path | None,
         typer.Option(
-            help="The log's Ed25519 private key (PEM, created on first start). Default: DB.logkey.pem"
+            help="The log's Ed25519 private key (PEM, created on first start; every server of"
+            " one log uses the same file). Default with a SQLite --db: DB.logkey.pem"
         ),
     ] = None,
     origin: Annotated[
@@ -124,7 +131,16 @@ def serve(
     ] = None,
     fast_start: Annotated[
         bool,
-        typer.Option(help="Skip re-hashing every log entry at start (the root is still checked)."),
+        typer.Option(
+            help="Skip re-hashing the entries appended since the last verified mark at start"
+            " (the root is still checked)."
+        ),
+    ] = False,
+    full_check: Annotated[
+        bool,
+        typer.Option(
+            help="Re-hash every log entry at start, not only those since the last verified mark."
+        ),
     ] = False,
     ca: Annotated[
         Path | None,
@@ -152,6 +168,7 @@ def serve(
     from provenance.inspect import InspectConfig
     from provenance.server import ServerConfig, create_server
     from provenance.service import ProvenanceService, ServiceConfig
+    from provenance.store import is_postgres_url
 
     token = os.environ.get("PROV_ADMIN_TOKEN")
     if admin_token_file is not None:
@@ -165,13 +182,23 @@ def serve(
         err.print(
             "[yellow]warning:[/] no admin token configured: enrollment tokens and revocations are refused"
         )
+    if is_postgres_url(db):
+        if log_key is None:
+            raise ConfigError(
+                "--log-key PATH is required with a PostgreSQL --db: every server of the log"
+                " signs with the same key file"
+            )
+        target: str | Path = db
+    else:
+        target = Path(db)
     service = ProvenanceService(
         ServiceConfig(
-            db=db,
-            log_key=log_key or db.with_name(db.name + ".logkey.pem"),
+            db=target,
+            log_key=log_key or Path(db).with_name(Path(db).name + ".logkey.pem"),
             origin=origin,
             verify_on_start=not fast_start,
             authority_dir=ca,
+            full_check=full_check,
         )
     )
     trust = None
