@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
@@ -156,3 +157,17 @@ def enrolled(cli: Cli) -> Cli:
     rc, _, err = cli("device", "enroll", "--token", token.strip())
     assert rc == 0, err
     return cli
+
+
+if TYPE_CHECKING:
+    from inproc import InProc
+
+
+@pytest.fixture
+def inproc(tmp_path: Path) -> Iterator[InProc]:
+    """`ProvenanceService` in-process on a temporary SQLite store (tests/inproc.py)."""
+    from inproc import open_inproc
+
+    h = open_inproc(tmp_path)
+    yield h
+    h.service.close()
