@@ -75,7 +75,9 @@ def decode_sidecar(data: bytes) -> Sidecar:
         raise ClaimError(f"sidecar is {len(data)} bytes; the limit is {MAX_SIDECAR_BYTES}")
     try:
         doc = json.loads(data)
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+    except RecursionError as e:  # "[[[[..." deeper than the interpreter's stack allows
+        raise ClaimError("sidecar is not valid JSON: nested too deeply") from e
+    except ValueError as e:  # not UTF-8, not JSON, or an integer of over 4300 digits
         raise ClaimError(f"sidecar is not valid JSON: {e}") from e
     except RecursionError as e:  # e.g. 100,000 nested '[': the parser gives up, cheaply
         raise ClaimError("sidecar JSON is nested too deeply to be a sidecar") from e
