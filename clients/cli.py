@@ -161,6 +161,12 @@ def serve(
     c2pa_workers: Annotated[
         int, typer.Option(help="Processes reading C2PA manifests (0: do not read C2PA).")
     ] = 2,
+    http: Annotated[
+        str | None,
+        typer.Option(
+            help="Also serve the web page, log explorer and HTTP API on HOST:PORT (as `prov web`)."
+        ),
+    ] = None,
 ) -> None:
     """Run the gRPC server with its embedded database until SIGINT/SIGTERM."""
     from provenance.assets import AssetLimits
@@ -233,12 +239,60 @@ def serve(
         signal.signal(sig, lambda *_: stop.set())
     print(f"listening on {host}:{port}", flush=True)
     print(f"log key: {service.signer.verifier_key()}", flush=True)
+    web = _start_web(http, host, port, max_upload_mb) if http else None
     stop.wait()
     print("shutting down", flush=True)
+    if web is not None:
+        web.stop()
     server.stop(grace=5).wait()
     service.close()
     if pool is not None:
         pool.close()
+
+
+def _start_web(listen: str, grpc_host: str, grpc_port: int, max_upload_mb: int):  # type: ignore[no-untyped-def]
+    """`prov serve --http`: the web app in a thread, a client of this process's gRPC port."""
+    from provenance.web.app import WebConfig
+    from provenance.web.serve import start_web
+
+    local = "127.0.0.1" if grpc_host in ("0.0.0.0", "", "[::]") else grpc_host
+    web = start_web(
+        listen, WebConfig(f"{local}:{grpc_port}", max_upload_bytes=max_upload_mb * 1024 * 1024)
+    )
+    print(f"web on http://{web.address}", flush=True)
+    return web
+
+
+@app.command()
+def web(
+    server: ServerOpt = default_server(),
+    listen: Annotated[
+        str, typer.Option(help="HTTP address to listen on, HOST:PORT (port 0 picks one).")
+    ] = "127.0.0.1:8080",
+    max_upload_mb: Annotated[
+        int,
+        typer.Option(
+            help="Largest file relayed for verification, MiB (the service has its own limit)."
+        ),
+    ] = 2048,
+    uploads_per_minute: Annotated[
+        int, typer.Option(help="Uploads each client address may start a minute (0: no limit).")
+    ] = 30,
+) -> None:
+    """Serve the verification page, the public log explorer and the JSON API
+    (/api/v1/, /openapi.json, C2PA soft binding resolution) over HTTP, as a client of
+    the gRPC service at --server. Stores no uploaded file. Stops on SIGINT/SIGTERM."""
+    from provenance.web.app import WebConfig
+    from provenance.web.serve import run_web
+
+    run_web(
+        listen,
+        WebConfig(
+            server,
+            max_upload_bytes=max_upload_mb * 1024 * 1024,
+            uploads_per_minute=uploads_per_minute,
+        ),
+    )
 
 
 def _load_detector(model: str, device: str | None):  # type: ignore[no-untyped-def]
