@@ -27,7 +27,7 @@ from provenance.claims import Claim, Device, HardBinding, SignedClaim
 from provenance.envelope import PAYLOAD_TYPE_CLAIM
 from provenance.log import merkle
 from provenance.log.checkpoint import generate_log_key
-from provenance.store import Store
+from provenance.store.sqlite import SqliteStore
 from provenance.writer import GroupCommitWriter, PendingClaim
 
 
@@ -38,7 +38,7 @@ def _pct(xs: list[float], p: float) -> float:
 
 def _writer_rate(work: Path, tag: str, submitters: int, total: int, max_batch: int) -> float:
     """Appends/s through the service's writer with ``max_batch`` claims per commit."""
-    store = Store(work / f"appends-{tag}.db")
+    store = SqliteStore(work / f"appends-{tag}.db")
     signer = generate_log_key(work / f"appends-{tag}.key", "bench.local/log")
     now = datetime.now(UTC)
     devices = []
@@ -108,7 +108,7 @@ def bench_appends(work: Path, submitters: int, total: int) -> None:
 
 def bench_proofs(work: Path, size: int, samples: int) -> None:
     mem = merkle.MemoryTree()
-    store = Store(work / f"proofs-{size}.db")
+    store = SqliteStore(work / f"proofs-{size}.db")
     rng = random.Random(size)
     batch = 50_000
     t0 = time.perf_counter()
@@ -116,9 +116,8 @@ def bench_proofs(work: Path, size: int, samples: int) -> None:
         hashes = [rng.randbytes(32) for _ in range(min(batch, size - start))]
         for h in hashes:
             mem.append_leaf_hash(h)
-        with store.transaction() as c:
-            nodes = merkle.append_batch(start, hashes, lambda k: store.get_nodes(k, c))
-            store.put_nodes(c, nodes)
+        with store.append() as txn:
+            txn.put_nodes(merkle.append_batch(start, hashes, txn.get_nodes))
     build = time.perf_counter() - t0
     assert merkle.root(size, store.get_nodes) == mem.root()
     print(f"proofs at {size:,} leaves (tree built in {build:.1f} s)")

@@ -49,6 +49,7 @@ from provenance.registry import (
 )
 from provenance.startup import advance_mark, check_log_at_start
 from provenance.store import LeafRecord, Store, open_store
+from provenance.timecheck import check_revocation_time, with_time_flags
 from provenance.verify import FileFacts, LoggedClaim, VerificationReport, decide
 from provenance.writer import Appended, GroupCommitWriter, PendingClaim
 
@@ -248,7 +249,12 @@ class ProvenanceService:
         return device, chain
 
     def revoke(self, device_id: bytes, reason: str, effective_at: datetime | None) -> Device:
-        return self.store.revoke(device_id, effective_at or self.clock(), reason)
+        """Revoke a device key from ``effective_at`` (None: now). Raises ClaimError for a
+        time more than REVOCATION_CLOCK_SKEW ahead of the server's clock (a revocation
+        takes effect now or earlier) and UnknownDeviceError for an unknown device."""
+        now = self.clock()
+        check_revocation_time(effective_at, now)
+        return self.store.revoke(device_id, effective_at or now, reason)
 
     def get_device(self, device_id: bytes) -> Device:
         return self.store.get_device(device_id)
@@ -313,15 +319,17 @@ class ProvenanceService:
         exact = [self._logged(r) for h in hashes for r in self.store.leaves_by_file_sha256(h)]
         if sidecar is not None:
             rec = self.store.leaf_by_claim_hash(sidecar.claim_hash)
-            return decide(
-                facts,
-                now,
-                exact=exact,
-                sidecar=sidecar,
-                sidecar_claim=wire.decode_claim(sidecar.claim_bytes),
-                sidecar_device=self.store.find_device(sidecar.key_id),
-                sidecar_logged=self._logged(rec) if rec else None,
-                sidecar_chunk_hashes=sidecar_chunk_hashes,
+            return with_time_flags(
+                decide(
+                    facts,
+                    now,
+                    exact=exact,
+                    sidecar=sidecar,
+                    sidecar_claim=wire.decode_claim(sidecar.claim_bytes),
+                    sidecar_device=self.store.find_device(sidecar.key_id),
+                    sidecar_logged=self._logged(rec) if rec else None,
+                    sidecar_chunk_hashes=sidecar_chunk_hashes,
+                )
             )
         near = (
             []
@@ -332,7 +340,7 @@ class ProvenanceService:
                 if (rec := self.store.leaf_by_index(idx)) is not None
             ]
         )
-        return decide(facts, now, exact=exact, near=near)
+        return with_time_flags(decide(facts, now, exact=exact, near=near))
 
     def _near_candidates(self, soft: tuple[PerceptualHash, ...], limit: int = 8) -> list[int]:
         """Leaf indexes whose soft bindings are near ``soft``: for one image hash the
@@ -371,6 +379,8 @@ class ProvenanceService:
     ) -> tuple[int, int, list[bytes], bytes]:
         """(leaf index, tree size, proof, leaf hash) for a leaf given by index or hash."""
         size = self._size_or_latest(size)
+        if index is not None and index >= size:
+            raise LogError(f"leaf {index} is not in the tree of size {size}")
         rec = (
             self.store.leaf_by_index(index)
             if index is not None
@@ -390,8 +400,13 @@ class ProvenanceService:
         return first, second, merkle.consistency_proof(first, second, self.store.get_nodes)
 
     def entries(self, start: int, limit: int) -> tuple[list[bytes], int]:
-        """Leaf data from ``start``, at most ``limit`` (capped at 1000); returns (entries, next)."""
+        """Leaf data from ``start``, at most ``limit`` (capped at 1000); returns (entries, next).
+
+        Raises LogError when ``start`` is beyond the latest checkpoint's tree size."""
         limit = max(1, min(limit or 100, 1000))
+        size = self._size_or_latest(0)
+        if start > size:
+            raise LogError(f"start {start} is beyond the log's size {size}")
         got = self.store.entries(start, limit)
         for want, (idx, _) in enumerate(got, start):
             if idx != want:

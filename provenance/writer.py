@@ -3,9 +3,10 @@
 Each submitting thread hands a `PendingClaim` to `GroupCommitWriter.submit` and
 blocks. One writer thread takes everything queued (up to ``max_batch``), appends it
 to the log in a single store transaction (leaves, Merkle nodes, device state, a
-newly signed checkpoint and every receipt) holding the log's append lock, commits, and only then wakes the
-submitters with their receipts. A failed commit fails the whole batch and changes
-nothing; a submitter is never told "accepted" before its leaf is durable.
+newly signed checkpoint and every receipt) holding the log's append lock, commits, and
+only then wakes the submitters with their receipts. A failed commit changes nothing; an
+unexpected failure of a batch is retried one claim per transaction, so one bad claim
+fails only itself. A submitter is never told "accepted" before its leaf is durable.
 """
 
 from __future__ import annotations
@@ -114,6 +115,15 @@ class GroupCommitWriter:
                 item.future.set_exception(e)
             return
         except Exception as e:  # a broken database must not kill the writer thread
+            if len(batch) > 1:
+                # One bad claim must not fail the others: nothing was committed, so
+                # commit each alone; only the ones that fail again get the error.
+                log.warning(
+                    "log append of a batch of %d failed (%s); retrying one by one", len(batch), e
+                )
+                for item in batch:
+                    self._commit([item])
+                return
             log.exception("log append failed")
             err = LogError(f"the log could not record the submission: {e}")
             for item in batch:
