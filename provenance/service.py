@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from provenance import wire
+from provenance import metrics, wire
 from provenance.binding import PerceptualHash
 from provenance.c2pa.authority import (
     accept_device_certificate,
@@ -167,6 +167,7 @@ class ProvenanceService:
                         self.pdq.add(idx, h)
                     self.has_video |= p.claim.media_type.startswith("video/")
                 self._indexed = size
+                self._indexed_metrics(len(appended))
                 return
         self._follow(size)  # another server appended before this batch: read it all
 
@@ -180,6 +181,12 @@ class ProvenanceService:
                 self.pdq.add(idx, h)
                 self.has_video |= h.timestamp_seconds > 0
             self._indexed = size
+            self._indexed_metrics(0)
+
+    def _indexed_metrics(self, appended: int) -> None:
+        metrics.APPENDS.inc(appended)
+        metrics.TREE_SIZE.set(self._indexed)
+        metrics.INDEX_HASHES.set(len(self.pdq))
 
     def advance_verified_mark(self) -> int:
         """Re-hash what was appended since the verified mark and move it (see

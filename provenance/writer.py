@@ -14,12 +14,13 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
 from datetime import datetime
 
-from provenance import wire
+from provenance import metrics, wire
 from provenance.claims import Claim, Receipt, SignedClaim
 from provenance.errors import LogError, LogIntegrityError, ProvenanceError, SequenceError
 from provenance.log import merkle
@@ -103,7 +104,10 @@ class GroupCommitWriter:
                     stop = True
                     break
                 batch.append(nxt)
+            t0 = time.perf_counter()
             self._commit(batch)
+            metrics.COMMIT_SECONDS.observe(time.perf_counter() - t0)
+            metrics.COMMIT_BATCH.observe(len(batch))
             if stop:
                 return
 
