@@ -89,6 +89,7 @@ class GroupCommitWriter:
         self._on_commit = on_commit
         self._max_batch = max_batch
         self._queue: queue.Queue[_Item | None] = queue.Queue()
+        self._stopping = False
         self._thread = threading.Thread(target=self._run, name="log-writer", daemon=True)
         self._thread.start()
 
@@ -109,22 +110,25 @@ class GroupCommitWriter:
             if first is None:
                 return
             batch = [first]
-            stop = False
-            while len(batch) < self._max_batch:
-                try:
-                    nxt = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if nxt is None:
-                    stop = True
-                    break
-                batch.append(nxt)
+            self._take(batch)
             t0 = time.perf_counter()
             self._commit(batch)
             metrics.COMMIT_SECONDS.observe(time.perf_counter() - t0)
             metrics.COMMIT_BATCH.observe(len(batch))
-            if stop:
+            if self._stopping:
                 return
+
+    def _take(self, batch: list[_Item]) -> None:
+        """Add what is queued to ``batch``, up to max_batch; a stop request ends it."""
+        while len(batch) < self._max_batch and not self._stopping:
+            try:
+                nxt = self._queue.get_nowait()
+            except queue.Empty:
+                return
+            if nxt is None:
+                self._stopping = True
+            else:
+                batch.append(nxt)
 
     def _commit(self, batch: list[_Item]) -> None:
         try:
@@ -161,6 +165,8 @@ class GroupCommitWriter:
     ) -> tuple[list[Appended | Exception], list[tuple[int, PendingClaim]], int, str]:
         store = self._store
         with store.append() as txn:
+            # what queued while another server held the append lock joins this batch
+            self._take(batch)
             start = txn.tree_size()
             latest = txn.latest_checkpoint()
             if (latest[0] if latest else 0) != start:
