@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
 import tempfile
 import threading
@@ -200,6 +201,7 @@ def main() -> None:
     ap.add_argument("--devices", type=int, default=16)
     ap.add_argument("--json", type=Path, default=ROOT / "out" / "bench_scale.json")
     args = ap.parse_args()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # `timeout`: still stop PostgreSQL
     pg = PgServer.start()
     try:
         new_db = pg.new_database
