@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -160,6 +160,7 @@ class ProvenanceService:
         self.store.close()
 
     def _after_commit(self, size: int, note: str, appended: list[tuple[int, PendingClaim]]) -> None:
+        metrics.APPENDS.inc(len(appended))
         with self._index_lock:
             if appended and appended[0][0] == self._indexed:
                 for idx, p in appended:
@@ -167,9 +168,12 @@ class ProvenanceService:
                         self.pdq.add(idx, h)
                     self.has_video |= p.claim.media_type.startswith("video/")
                 self._indexed = size
-                self._indexed_metrics(len(appended))
+                self._indexed_metrics()
                 return
-        self._follow(size)  # another server appended before this batch: read it all
+        try:  # another server appended before this batch: read it all
+            self._follow(size)
+        except (StorageError, LogError) as e:  # the upkeep thread catches up later
+            log.warning("cannot index the log's new entries now: %s", e)
 
     def _follow(self, size: int) -> None:
         """Bring the near-duplicate index up to a log of ``size`` leaves from the store
@@ -177,14 +181,20 @@ class ProvenanceService:
         with self._index_lock:
             if size <= self._indexed:
                 return
-            for idx, h in self.store.iter_soft_hashes(self._indexed, size):
-                self.pdq.add(idx, h)
-                self.has_video |= h.timestamp_seconds > 0
-            self._indexed = size
-            self._indexed_metrics(0)
+            video = False
 
-    def _indexed_metrics(self, appended: int) -> None:
-        metrics.APPENDS.inc(appended)
+            def rows() -> Iterator[tuple[int, PerceptualHash]]:
+                nonlocal video
+                for idx, h in self.store.iter_soft_hashes(self._indexed, size):
+                    video |= h.timestamp_seconds > 0
+                    yield idx, h
+
+            self.pdq.add_many(rows())  # all or nothing: a failed read adds none
+            self.has_video |= video
+            self._indexed = size
+            self._indexed_metrics()
+
+    def _indexed_metrics(self) -> None:
         metrics.TREE_SIZE.set(self._indexed)
         metrics.INDEX_HASHES.set(len(self.pdq))
 
