@@ -36,7 +36,7 @@ from datetime import datetime
 from typing import Any
 
 from provenance.binding import PDQ_MATCH_THRESHOLD, PDQ_MIN_QUALITY, PerceptualHash, hamming
-from provenance.claims import Claim, Device, Receipt, SignedClaim, Verdict
+from provenance.claims import Claim, Device, Receipt, SignedClaim, TimeFlag, Verdict
 from provenance.envelope import PAYLOAD_TYPE_CLAIM, verify_payload
 from provenance.errors import BindingError, KeyMaterialError, SignatureError
 from provenance.video.binding import check_chunk_hashes, locate_damage
@@ -114,7 +114,8 @@ class ClaimEvidence:
 class Evidence:
     """Everything the verdict was based on (distances in bits of Hamming distance; for
     video the time-aligned frame match, and the damaged byte ranges, inclusive, of a
-    TAMPERED file whose sidecar lists its chunk hashes)."""
+    TAMPERED file whose sidecar lists its chunk hashes; implausible capture times of the
+    claim, `provenance.timecheck`)."""
 
     file: FileFacts
     claim: ClaimEvidence | None = None
@@ -124,6 +125,8 @@ class Evidence:
     pdq_threshold: int = PDQ_MATCH_THRESHOLD
     video_match: VideoMatch | None = None
     damaged_ranges: tuple[tuple[int, int], ...] = ()
+    time_flags: tuple[TimeFlag, ...] = ()
+    pdq_transform: str = ""
 
 
 @dataclass(frozen=True)
