@@ -274,6 +274,7 @@ class ProvenanceService:
             signed, _ = wire.decode_log_entry(rec.entry)
             receipt = wire.decode_receipt(rec.receipt)
             verify_receipt(receipt, signed, self.verifier)
+            claim = wire.decode_claim(signed.claim_bytes)
         except ProvenanceError as e:
             raise LogIntegrityError(
                 f"log entry {rec.index} or its receipt does not verify with the log key: the"
@@ -283,11 +284,17 @@ class ProvenanceService:
             raise LogIntegrityError(
                 f"the receipt stored for log entry {rec.index} names another leaf"
             )
+        device = self.store.find_device(claim.device_id)
+        if device is None:
+            raise LogIntegrityError(
+                f"the device of log entry {rec.index} is missing from the registry: the log"
+                " database is damaged"
+            )
         return LoggedClaim(
             signed_claim=signed,
-            claim=wire.decode_claim(signed.claim_bytes),
+            claim=claim,
             receipt=receipt,
-            device=self.store.get_device(rec.device_id),
+            device=device,
             chain_linked=rec.chain_linked,
             receipt_verified=True,
         )
@@ -312,7 +319,10 @@ class ProvenanceService:
             try:
                 claim = wire.decode_claim(sidecar.claim_bytes)
             except ProvenanceError as e:
-                unusable = f"a sidecar came with the file but its claim cannot be read ({e}); it was not used"
+                unusable = (
+                    f"a sidecar came with the file but its claim cannot be read ({e});"
+                    " it was not used"
+                )
                 sidecar = None
         near = (
             []

@@ -289,3 +289,47 @@ def test_the_scanner_uploads_only_what_a_lookup_cannot_decide(
     video = rows["other.mp4"]
     assert video["status"] == "UNSIGNED"
     assert not any(r.startswith(DENSE_PASS_NEEDS_BYTES) for r in video["reasons"])
+
+
+# ---------------------------------------------------------------- errors at their source
+
+
+def test_an_unavailable_c2pa_reader_cannot_block_the_verdict(served: Served) -> None:
+    from provenance.c2pa.pool import ReaderPool
+    from provenance.inspect import InspectConfig
+
+    dev = served.inproc.enroll()
+    served.inproc.log_file(dev, PHOTO)
+    pool = ReaderPool(workers=1)
+    pool.close()  # a reader that cannot run (ConfigError inside)
+    pipe = replace(served.pipeline, inspect=InspectConfig(c2pa_pool=pool))
+    r = pipe.verify_file(PHOTO)
+    assert r.status is Verdict.SIGNED_ORIGINAL
+    assert r.c2pa is not None and r.c2pa["error_kind"] == "Unavailable"
+
+
+def test_a_logged_claim_whose_device_row_vanished_is_a_log_integrity_error(
+    served: Served,
+) -> None:
+    """The fault is the database's: DATA_LOSS (LogIntegrityError), never NOT_FOUND as if the
+    file named an unknown device."""
+    import sqlite3
+
+    from provenance.errors import LogIntegrityError
+
+    dev = served.inproc.enroll()
+    served.inproc.log_file(dev, PHOTO)
+    with sqlite3.connect(served.inproc.db) as c:
+        c.execute("DELETE FROM devices")
+    with pytest.raises(LogIntegrityError, match="missing from the registry"):
+        served.pipeline.verify_file(PHOTO)
+    with pytest.raises(Exception, match="missing from the registry") as e:
+        served.client.verify_file(PHOTO)
+    assert getattr(e.value, "code", "") == "DATA_LOSS"
+
+
+def test_an_unreadable_file_is_a_media_error(served: Served, tmp_path: Path) -> None:
+    from provenance.errors import MediaError
+
+    with pytest.raises(MediaError, match="cannot read"):
+        served.pipeline.verify_file(tmp_path / "missing.jpg")
