@@ -333,3 +333,20 @@ def test_an_unreadable_file_is_a_media_error(served: Served, tmp_path: Path) -> 
 
     with pytest.raises(MediaError, match="cannot read"):
         served.pipeline.verify_file(tmp_path / "missing.jpg")
+
+
+def test_issue11_medium_prov_verify_of_a_logged_original_with_a_garbage_payload_sidecar(
+    prov: Prov, tmp_path: Path
+) -> None:
+    import base64
+
+    photo = Path(shutil.copy(PHOTO, tmp_path / "photo.jpg"))
+    prov("sign", str(photo))
+    side = Path(f"{photo}.prov")
+    doc = json.loads(side.read_text())
+    doc["payload"] = base64.b64encode(b"\x0a\xff garbage \x00").decode()
+    side.write_text(json.dumps(doc))
+    rc, out = prov("verify", str(photo), "--json", "--no-detect")
+    report = json.loads(out)
+    assert (rc, report["status"]) == (0, "SIGNED_ORIGINAL")
+    assert any("cannot be read" in r for r in report["reasons"])
