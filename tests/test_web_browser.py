@@ -142,10 +142,14 @@ def test_report_json_download_is_the_api_object(browser: webdriver.Chrome, site:
 def test_every_form_control_has_a_label(browser: webdriver.Chrome, site: DemoSite) -> None:
     for path in ("/", "/log"):
         browser.get(site.web + path)
-        for control in browser.find_elements(By.CSS_SELECTOR, "input"):
-            ident = control.get_attribute("id")
-            labels = browser.find_elements(By.CSS_SELECTOR, f"label[for='{ident}']")
-            assert ident and labels, f"{path}: an input without a label ({ident!r})"
+        for control in browser.find_elements(By.CSS_SELECTOR, "input, button"):
+            ident = control.get_attribute("id") or control.get_attribute("name")
+            named = browser.execute_script(
+                "var e = arguments[0]; return (e.labels && e.labels.length) || e.textContent.trim()"
+                " || e.getAttribute('aria-label');",
+                control,
+            )
+            assert named, f"{path}: a form control without a label ({ident!r})"
 
 
 def test_without_javascript_the_form_still_uploads(tmp_path: Path, site: DemoSite) -> None:
