@@ -91,6 +91,8 @@ def report_to_json(r: VerificationReport, path: str | None = None) -> dict[str, 
         "pdq_threshold": ev.pdq_threshold,
         "video_match": asdict(ev.video_match) if ev.video_match else None,
         "damaged_ranges": [{"first_byte": a, "last_byte": b} for a, b in ev.damaged_ranges],
+        "pdq_transform": ev.pdq_transform or None,
+        "time_flags": [{"code": f.code, "detail": f.detail} for f in ev.time_flags],
         "claim": None,
     }
     if ev.claim is not None:
@@ -185,9 +187,17 @@ def report_to_text(r: VerificationReport, path: str) -> str:
                 f"  revoked    {c.device.revoked_at:%Y-%m-%d %H:%M:%S} UTC: {c.device.revocation_reason}"
             )
     if ev.pdq_distance is not None:
-        lines.append(
-            f"  pixels     PDQ distance {ev.pdq_distance} (match threshold {ev.pdq_threshold})"
+        turned = (
+            f", file {ev.pdq_transform.replace('_', ' ')} relative to the capture"
+            if ev.pdq_transform not in ("", "identity")
+            else ""
         )
+        lines.append(
+            f"  pixels     PDQ distance {ev.pdq_distance} (match threshold {ev.pdq_threshold}){turned}"
+        )
+    if ev.time_flags:
+        codes = ", ".join(f.code for f in ev.time_flags)
+        lines.append(f"  time       FLAGGED: {codes} (see the notes above)")
     if r.c2pa is not None:
         lines.append(f"  C2PA       {_c2pa_line(r.c2pa)}")
     if r.detector is not None:

@@ -11,6 +11,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
@@ -160,6 +161,18 @@ def enrolled(cli: Cli) -> Cli:
     return cli
 
 
+if TYPE_CHECKING:
+    from inproc import InProc
+
+
+@pytest.fixture
+def inproc(tmp_path: Path) -> Iterator[InProc]:
+    """`ProvenanceService` in-process on a temporary SQLite store (tests/inproc.py)."""
+    from inproc import open_inproc
+
+    h = open_inproc(tmp_path)
+    yield h
+    h.service.close()
 # ---------------------------------------------------------------- web (issue 13)
 
 
