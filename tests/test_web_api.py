@@ -442,3 +442,30 @@ def test_web_refuses_a_port_in_use(site: DemoSite) -> None:
     port = urlsplit(site.web).port
     with pytest.raises(ConfigError, match="cannot listen"):
         bind(f"127.0.0.1:{port}")
+
+
+def test_damaged_video_names_its_byte_ranges(site: DemoSite, http: httpx.Client) -> None:
+    video = bytearray(site.files.video.read_bytes())
+    middle = len(video) // 2
+    video[middle : middle + 16] = bytes(16)
+    sidecar = Path(f"{site.files.video}.prov").read_bytes()
+    files = {"sidecar": ("fabric.mp4.prov", sidecar), "file": ("fabric.mp4", bytes(video))}
+    body = http.post("/api/v1/verify", files=files, params={"detect": "0"}).json()
+    assert body["status"] == "TAMPERED"
+    [damaged] = body["evidence"]["damaged_ranges"]
+    assert damaged["first_byte"] <= middle <= damaged["last_byte"]
+    page = http.post("/verify", files=files).text
+    assert "Damaged bytes" in page and f"{damaged['first_byte']:,}" in page
+
+
+def test_web_without_its_service_answers_503(site: DemoSite) -> None:
+    web = start_web("127.0.0.1:1")
+    try:
+        with httpx.Client(base_url=web.address, timeout=60) as c:
+            _error(c.get("/api/v1/checkpoint"), 503, "cannot reach the server")
+            r = c.post("/api/v1/verify", files={"file": ("h.jpg", site.files.hopper.read_bytes())})
+            _error(r, 503, "cannot reach the server")
+            assert c.get("/log").status_code == 503
+            assert c.get("/").status_code == 200
+    finally:
+        web.stop()
