@@ -173,6 +173,8 @@ def inproc(tmp_path: Path) -> Iterator[InProc]:
     h = open_inproc(tmp_path)
     yield h
     h.service.close()
+
+
 # ---------------------------------------------------------------- web (issue 13)
 
 
