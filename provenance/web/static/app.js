@@ -69,8 +69,7 @@
     if (fresh && old) {
       old.replaceWith(fresh);
     }
-    var intro = document.querySelector(".intro");
-    if (intro) { intro.remove(); }
+    document.querySelectorAll(".intro, .legend").forEach(function (el) { el.remove(); });
     form.classList.add("again");
     var title = form.querySelector(".upload-title");
     if (title) { title.textContent = "Verify another file"; }
