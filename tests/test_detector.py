@@ -220,3 +220,11 @@ def test_batch_queue_reports_failures_to_callers_and_keeps_running() -> None:
         q.submit(np.zeros((2, 3))).result(timeout=10)
     assert q.submit(np.zeros((2, 4))).result(timeout=10).tolist() == [0.0, 0.0]
     q.close()
+
+
+def test_crops_are_stratified_over_the_whole_image() -> None:
+    for secret in (b"a", b"b", b"c"):
+        plan = plan_crops(secret, b"r", 640, 480, (64,), 16)
+        quadrants = {(c.x + 32 >= 320, c.y + 32 >= 240) for c in plan}
+        assert quadrants == {(False, False), (False, True), (True, False), (True, True)}
+        assert len({(c.x, c.y) for c in plan}) == 16
