@@ -214,8 +214,12 @@ def serve(
     elif service.authority is not None:
         trust = C2paTrust(service.authority.certificate_pem)
     pool = ReaderPool(workers=c2pa_workers) if c2pa_workers > 0 else None
+    # The crop secret lives beside the database (SQLite) or the shared log key (PostgreSQL).
+    beside = Path(db) if isinstance(target, Path) else Path(log_key or "")
     det = (
-        _load_detector(detector_model, detector_device, db.with_name(db.name + ".detector-secret"))
+        _load_detector(
+            detector_model, detector_device, beside.with_name(beside.name + ".detector-secret")
+        )
         if detector
         else None
     )
