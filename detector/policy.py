@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from detector.calibrate import apply, fit_platt
+from detector.calibrate import apply, calibrate
 from detector.config import Calibration
 from detector.crops import plan_crops
 from detector.data import Sample, load_image
@@ -85,34 +85,6 @@ def score_files(
     return out, skipped
 
 
-def threshold_at_most(scores: np.ndarray, rate: float) -> float:
-    """The smallest threshold t such that the share of scores >= t is at most `rate`:
-    just above the (floor(rate * n) + 1)-th highest score. scores: (n,) float, n >= 1."""
-    s = np.sort(np.asarray(scores, dtype=np.float64))[::-1]
-    if len(s) == 0:
-        raise DetectorError("no real images to set a threshold on")
-    k = int(np.floor(rate * len(s) + 1e-9))
-    if k >= len(s):
-        return float(s[-1])
-    return float(np.nextafter(s[k], np.inf))
-
-
-def real_threshold(
-    scores: np.ndarray, origins: Sequence[str], target_fpr: float, min_origin_images: int
-) -> float:
-    """Threshold on real images' scores (n,) meeting `target_fpr` pooled and within every
-    origin with at least `min_origin_images` images (the strictest of these)."""
-    scores = np.asarray(scores, dtype=np.float64)
-    t = threshold_at_most(scores, target_fpr)
-    by: dict[str, list[float]] = defaultdict(list)
-    for o, v in zip(origins, scores, strict=True):
-        by[o].append(float(v))
-    for vals in by.values():
-        if len(vals) >= min_origin_images:
-            t = max(t, threshold_at_most(np.array(vals), target_fpr))
-    return t
-
-
 def rates_by(keys: Sequence[str], flagged: np.ndarray) -> dict[str, dict[str, float]]:
     """key -> {"images": n, "flagged": share flagged} (sorted by key)."""
     by: dict[str, list[bool]] = defaultdict(list)
@@ -138,30 +110,12 @@ def fit_band_policy(
     logits = np.array([s.logit for s in scored])
     if labels.min() == labels.max():
         raise DetectorError("the band policy needs real and generated images")
-    slope, intercept = fit_platt(logits, labels)
-    if slope <= 0:
-        raise DetectorError(f"calibration slope {slope:.3f} <= 0: the model ranks backwards")
-    probs = apply(Calibration(slope=slope, intercept=intercept), logits)
-    real = labels == 0
     origins = [s.sample.origin for s in scored]
     repos = [s.sample.repo for s in scored]
-    high = real_threshold(
-        probs[real],
-        [o for o, r in zip(origins, real, strict=True) if r],
-        target_fpr,
-        min_origin_images,
-    )
-    low = min(float(np.quantile(probs[~real], target_miss)), high)
-    calibration = Calibration(
-        slope=slope,
-        intercept=intercept,
-        threshold_low=low,
-        threshold_high=high,
-        target_fpr=target_fpr,
-        target_miss=target_miss,
-        fitted=True,
-        held_out_images=int(len(labels)),
-    )
+    calibration = calibrate(logits, labels, target_fpr, target_miss, origins, min_origin_images)
+    probs = apply(calibration, logits)
+    real = labels == 0
+    high = calibration.threshold_high
     # Leave one source out: each repository's images judged by thresholds (and a Platt
     # fit) made without it.
     held_flag = np.zeros(len(scored), dtype=bool)
@@ -172,16 +126,16 @@ def fit_band_policy(
         rest = ~mine
         if labels[rest].min() == labels[rest].max():
             raise DetectorError(f"without {repo} only one class is left")
-        a, b = fit_platt(logits[rest], labels[rest])
-        p = apply(Calibration(slope=a, intercept=b), logits)
-        rr = rest & real
-        t = real_threshold(
-            p[rr],
-            [o for o, m in zip(origins, rr, strict=True) if m],
+        c = calibrate(
+            logits[rest],
+            labels[rest],
             target_fpr,
+            target_miss,
+            [o for o, m in zip(origins, rest, strict=True) if m],
             min_origin_images,
         )
-        lo = min(float(np.quantile(p[rest & ~real], target_miss)), t)
+        p = apply(c, logits)
+        t, lo = c.threshold_high, c.threshold_low
         held_flag[mine] = p[mine] >= t
         held_low[mine] = p[mine] < lo
         held_prob[mine] = p[mine]
@@ -194,12 +148,6 @@ def fit_band_policy(
         "auc": roc_auc(labels, logits),
         "ap": average_precision(labels, logits),
         "fitted_on_all": {
-            "calibration": {
-                "slope": slope,
-                "intercept": intercept,
-                "threshold_low": low,
-                "threshold_high": high,
-            },
             "real_flagged": float((probs[real] >= high).mean()),
             "generated_flagged": float((probs[~real] >= high).mean()),
         },

@@ -231,8 +231,9 @@ def test_crops_are_stratified_over_the_whole_image() -> None:
 
 
 def test_band_policy_protects_every_origin_and_reports_unseen_sources() -> None:
+    from detector.calibrate import real_threshold, threshold_at_most
     from detector.data import Sample
-    from detector.policy import Scored, fit_band_policy, real_threshold, threshold_at_most
+    from detector.policy import Scored, fit_band_policy
 
     s = np.arange(100, dtype=float)
     t = threshold_at_most(s, 0.05)
