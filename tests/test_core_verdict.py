@@ -529,9 +529,6 @@ def test_equally_covered_videos_keep_the_first_found() -> None:
     r = decide(facts, NOW, near=[first, second])
     assert r.evidence.claim is not None and r.evidence.claim.receipt.leaf_index == 1
     assert r.evidence.file == facts
-    nothing = decide(
-        facts,
-        NOW,
-        near=[_logged(_claim(soft=_frames(12, 50.0, changed=tuple(range(12)))), index=3)],
-    )
+    unrelated = _claim(soft=_frames(12, changed=tuple(range(12))), media_type="video/mp4")
+    nothing = decide(facts, NOW, near=[_logged(unrelated, index=3)])
     assert nothing.status is Verdict.UNSIGNED and nothing.verified_at == NOW
