@@ -532,3 +532,18 @@ def test_equally_covered_videos_keep_the_first_found() -> None:
     unrelated = _claim(soft=_frames(12, changed=tuple(range(12))), media_type="video/mp4")
     nothing = decide(facts, NOW, near=[_logged(unrelated, index=3)])
     assert nothing.status is Verdict.UNSIGNED and nothing.verified_at == NOW
+
+
+def test_signed_original_says_whether_the_receipt_and_the_chain_were_checked() -> None:
+    facts = FileFacts(SHA, 11, "image/jpeg")
+    checked = decide(facts, NOW, exact=[_logged()])
+    assert len(checked.reasons) == 1
+    assert checked.reasons[0].endswith(
+        "logged 2026-11-27 12:00:00 UTC; its receipt (signed checkpoint and inclusion proof)"
+        " verifies with the log key"
+    )
+    unchecked = decide(facts, NOW, exact=[_logged(receipt_verified=False)])
+    assert unchecked.reasons[0].endswith("its receipt was NOT checked against the log key")
+    gap = decide(facts, NOW, exact=[_logged(chain_linked=False)])
+    assert len(gap.reasons) == 2
+    assert gap.reasons[1].startswith("note: this claim does not directly follow")
