@@ -49,8 +49,14 @@ MESSAGE_REASON = (
     "message text: the wording of an error message or a verdict reason; tests pin the"
     " words that carry meaning, not every letter"
 )
+_CODEC = "equivalent: Python's codec names are case-insensitive"
 REASONS: dict[str, str] = {
-    'type_bytes = payload_type.encode("UTF-8")': "equivalent: codec names are case-insensitive",
+    'type_bytes = payload_type.encode("UTF-8")': _CODEC,
+    'return hashlib.sha256(token.encode("UTF-8")).digest()': _CODEC,
+    'verify_payload(public_key, PAYLOAD_TYPE_ENROLL, token.encode("UTF-8"), proof_of_possession)': _CODEC,
+    "return secrets.token_urlsafe(None)": (
+        "equivalent: token_urlsafe(None) draws its default of 32 bytes, which is TOKEN_BYTES"
+    ),
 }
 
 
