@@ -15,7 +15,13 @@ import tempfile
 from dataclasses import dataclass, field, replace
 from typing import IO, Any
 
-from provenance.assets import AssetLimits, ImageAsset, check_size, inspect_image
+from provenance.assets import (
+    AssetLimits,
+    ImageAsset,
+    check_image_size,
+    check_size,
+    inspect_image,
+)
 from provenance.binding import Sha256Stream
 from provenance.c2pa.container import STRIPPABLE_TYPES, content_sha256
 from provenance.c2pa.pool import ReaderPool
@@ -237,6 +243,7 @@ def inspect_upload(upload: Upload, cfg: InspectConfig, lenient: bool) -> Inspect
     if not media_type.startswith("image/"):
         note = f"no perceptual hash for {media_type}: only exact matches were searched"
         return Inspection(replace(base, notes=(note,)), None, c2pa)
+    check_image_size(upload.size, cfg.limits)  # before the bytes are read into memory
     try:
         image = inspect_image(sha, upload.data(), cfg.limits)
     except MediaTooLargeError:

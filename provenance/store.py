@@ -32,6 +32,7 @@ from provenance.errors import (
     LogError,
     LogIntegrityError,
     ProvenanceError,
+    StorageError,
     UnknownDeviceError,
 )
 
@@ -170,6 +171,18 @@ class NewLeaf:
     soft_bindings: tuple[PerceptualHash, ...]
 
 
+def _storage_error(e: sqlite3.DatabaseError) -> ProvenanceError:
+    """Ours for a failed write: StorageError when the disk is full or failing (nothing
+    was recorded; retry later), else LogError."""
+    code = getattr(e, "sqlite_errorcode", 0) & 0xFF
+    if code in (sqlite3.SQLITE_FULL, sqlite3.SQLITE_IOERR):
+        return StorageError(
+            f"the server's storage refused the write ({e}): the disk is full or failing;"
+            " nothing was recorded, retry later"
+        )
+    return LogError(f"the database refused the write: {e}")
+
+
 class Store:
     """The database file. Thread-safe: one writer connection under a lock, one
     reader connection per thread. Raises `LogError` when the file is not ours or
@@ -237,14 +250,13 @@ class Store:
             conn.execute("BEGIN IMMEDIATE")
             try:
                 yield conn
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            try:
                 conn.execute("COMMIT")
-            except sqlite3.DatabaseError as e:
-                conn.execute("ROLLBACK")
-                raise LogError(f"commit failed: {e}") from e
+            except BaseException as e:
+                if conn.in_transaction:  # SQLite rolls back by itself on a full disk
+                    conn.execute("ROLLBACK")
+                if isinstance(e, sqlite3.DatabaseError):
+                    raise _storage_error(e) from e
+                raise
 
     def close(self) -> None:
         with self._write_lock:
