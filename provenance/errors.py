@@ -42,6 +42,11 @@ class LogIntegrityError(LogError):
     """Stored log data no longer matches its signed checkpoints (tampering or corruption)."""
 
 
+class StorageError(ProvenanceError):
+    """The database cannot be reached, read or written (connection lost, disk full, I/O
+    error): the request may succeed later; nothing half-done was kept."""
+
+
 class ProofError(LogError):
     """An inclusion or consistency proof does not verify."""
 
@@ -97,7 +102,3 @@ class LimitError(ProvenanceError):
 
 class UploadTimeoutError(LimitError):
     """An upload stream went idle, or ran past the server's per-upload deadline."""
-
-
-class StorageError(ProvenanceError):
-    """The server's storage refused a write (disk full, I/O error): nothing was recorded."""

@@ -392,7 +392,7 @@ def _claim(key: DeviceKey, seq: int, note: str) -> Claim:
 
 def test_full_disk_answers_storage_unavailable_and_loses_nothing(server: ServerProc) -> None:
     """With the server's files capped (RLIMIT_FSIZE, as a full disk), a submission gets
-    UNAVAILABLE naming the storage; every acknowledged capture stays, and once space is
+    UNAVAILABLE naming the disk (not "cannot rollback"); every acknowledged capture stays, and once space is
     back the refused one is logged."""
     pid = server.proc.pid
     db, wal = server.db, server.db.with_name(server.db.name + "-wal")
@@ -417,7 +417,7 @@ def test_full_disk_answers_storage_unavailable_and_loses_nothing(server: ServerP
                 pid, resource.RLIMIT_FSIZE, (resource.RLIM_INFINITY, resource.RLIM_INFINITY)
             )
         assert err.code == "UNAVAILABLE", err
-        assert "storage" in str(err) and "nothing was recorded" in str(err)
+        assert "disk" in str(err) and "rollback" not in str(err)
         assert acked > 0
         for i in range(acked):
             assert c.inclusion_proof(0, leaf_index=i)[0] == i
