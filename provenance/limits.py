@@ -97,7 +97,7 @@ def _cancel(context: grpc.ServicerContext, code: grpc.StatusCode, details: str) 
     call.cancel(cygrpc.StatusCode(code.value[0]), details)
 
 
-class _Stream:
+class UploadStream:
     """One admitted upload: when it started, when its last message came, why it was cut."""
 
     __slots__ = ("context", "last", "reason", "receiving", "start")
@@ -123,19 +123,19 @@ class UploadGate:
         self._uploads = threading.BoundedSemaphore(limits.max_uploads)
         self._decodes = threading.BoundedSemaphore(limits.max_decodes)
         self._lock = threading.Lock()
-        self._active: set[_Stream] = set()
+        self._active: set[UploadStream] = set()
         self._watchdog: threading.Thread | None = None
         self._tick = min(1.0, limits.upload_idle_s / 4)
 
     @contextmanager
-    def upload(self, context: grpc.ServicerContext) -> Iterator[_Stream]:
+    def upload(self, context: grpc.ServicerContext) -> Iterator[UploadStream]:
         """Hold an upload slot for the block; raises LimitError when all are taken."""
         if not self._uploads.acquire(blocking=False):
             raise LimitError(
                 f"the server is already receiving {self.limits.max_uploads} uploads, its limit"
                 " (--max-uploads): try again shortly"
             )
-        stream = _Stream(context, self._clock())
+        stream = UploadStream(context, self._clock())
         try:
             with self._lock:
                 self._active.add(stream)
@@ -150,7 +150,7 @@ class UploadGate:
                 self._active.discard(stream)
             self._uploads.release()
 
-    def messages(self, stream: _Stream, request_iterator: Iterator[Any]) -> Iterator[Any]:
+    def messages(self, stream: UploadStream, request_iterator: Iterator[Any]) -> Iterator[Any]:
         """The stream's messages, each one resetting its idle timer. Raises
         UploadTimeoutError when the watchdog cut the stream."""
         it = iter(request_iterator)

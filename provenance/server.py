@@ -47,7 +47,7 @@ from provenance.errors import (
     UploadTimeoutError,
 )
 from provenance.inspect import InspectConfig, Inspection, Upload, inspect_upload, resample_dense
-from provenance.limits import DeviceQuota, ServerLimits, UploadGate
+from provenance.limits import DeviceQuota, ServerLimits, UploadGate, UploadStream
 from provenance.media import SNIFF_BYTES, sniff_media_type
 from provenance.rpc_input import MalformedRequestInterceptor
 from provenance.service import ProvenanceService
@@ -233,7 +233,9 @@ class VerificationServicer(rpc.VerificationServicer):
         self.c = config
         self.gate = UploadGate(config.limits)
 
-    def _receive(self, request_iterator: Iterator[Any], upload: Upload, stream: Any) -> Any:
+    def _receive(
+        self, request_iterator: Iterator[Any], upload: Upload, stream: UploadStream
+    ) -> Any:
         """Read the header and every data chunk into ``upload``; return the header.
 
         Call inside an upload slot (`UploadGate.upload`): the stream is cut when it goes
