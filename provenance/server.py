@@ -457,8 +457,17 @@ class LogServicer(rpc.LogServicer):
 
     @_rpc
     def GetEntries(self, request: Any, context: grpc.ServicerContext) -> Any:
-        entries, nxt = self.s.entries(request.start, request.limit)
-        return pb.GetEntriesResponse(entries=entries, start=request.start, next=nxt)
+        entries, _ = self.s.entries(request.start, request.limit)
+        room = MAX_MESSAGE_BYTES - REPLY_MARGIN_BYTES
+        kept = 0  # a page fits one reply (a video claim is large); `next` says where to go on
+        for e in entries:
+            room -= len(e) + 8
+            if room < 0 and kept:
+                break
+            kept += 1
+        return pb.GetEntriesResponse(
+            entries=entries[:kept], start=request.start, next=request.start + kept
+        )
 
     @_rpc
     def GetLogKey(self, request: Any, context: grpc.ServicerContext) -> Any:

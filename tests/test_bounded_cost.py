@@ -15,6 +15,7 @@ import threading
 import time
 import zlib
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -135,6 +136,7 @@ def test_stalled_uploads_do_not_block_checkpoint_or_submit(
             f.exception(timeout=30)
 
 
+@pytest.mark.slow
 def test_stalled_upload_is_cut_by_idle_timeout_and_deadline(
     tmp_path: Path, srv_factory: list[ServerProc]
 ) -> None:
@@ -351,6 +353,25 @@ def test_lookup_reply_never_outgrows_the_message_limit(server: ServerProc) -> No
         got = _lookup_part(c, queries)
     assert sorted(got) == sorted(q.ref for q in queries)
     assert {r.status.value for r in got.values()} == {"SIGNED_ORIGINAL"}
+
+
+@pytest.mark.slow
+def test_get_entries_reply_never_outgrows_the_message_limit(server: ServerProc) -> None:
+    """50 logged claims of 4,096 frames each (about 9 MB): GetEntries answers a page that
+    fits one reply, and paging with `next` reaches every entry."""
+    with ProvenanceClient(server.address, ADMIN_TOKEN) as c:
+        key = enroll_key(c)
+        frames = tuple(PerceptualHash("pdq", bytes(32), 90, float(t)) for t in range(4096))
+        for seq in range(1, 51):
+            claim = replace(_claim(key, seq, ""), soft_bindings=frames, metadata={})
+            c.submit(sign_claim(key, claim))
+        first, nxt = c.entries(0, 1000)
+        assert 0 < len(first) == nxt < 50
+        got = list(first)
+        while nxt < 50:
+            page, nxt = c.entries(nxt, 1000)
+            got += page
+    assert len(got) == 50 and sum(map(len, first)) < MAX_MESSAGE_BYTES
 
 
 def test_second_serve_on_a_port_in_use_fails_clearly(tmp_path: Path, server: ServerProc) -> None:
