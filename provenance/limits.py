@@ -37,7 +37,8 @@ class ServerLimits:
     rpc_threads: size of the RPC thread pool [--rpc-threads]; max_uploads: upload streams
     (VerifyFile, DetectFile) served at once, the rest refused [--max-uploads]; max_decodes:
     uploads decoded (pixels, frames, C2PA) at once [--max-decodes]; decode_wait_s: how long
-    an upload waits for a decode slot before it is refused, seconds; upload_idle_s: seconds
+    an upload waits for a decode slot before it is refused, seconds
+    [--decode-wait-seconds]; upload_idle_s: seconds
     an upload stream may go without a message [--upload-idle-seconds]; upload_deadline_s:
     seconds from the call's start to its last message [--upload-deadline-seconds];
     min_chunk_bytes: smallest upload message except the last, and smallest chunk size of a
@@ -76,10 +77,9 @@ class ServerLimits:
         for name in ("upload_idle_s", "upload_deadline_s", "decode_wait_s"):
             if not getattr(self, name) > 0:
                 raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
-        if self.min_chunk_bytes < 0 or self.quota_claims_per_minute < 0:
-            raise ConfigError("chunk sizes and quotas cannot be negative")
-        if self.quota_bytes_per_minute < 0:
-            raise ConfigError("quota_bytes_per_minute cannot be negative")
+        for name in ("min_chunk_bytes", "quota_claims_per_minute", "quota_bytes_per_minute"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name} cannot be negative, got {getattr(self, name)}")
 
 
 def _cancel(context: grpc.ServicerContext, code: grpc.StatusCode, details: str) -> None:

@@ -28,9 +28,9 @@ from clients.api import ProvenanceClient, Query
 from clients.scan.worker import _lookup_part
 from provenance.binding import PerceptualHash
 from provenance.claims import Claim, HardBinding, SignedClaim
-from provenance.errors import ConfigError, MediaTooLargeError, TransportError
+from provenance.errors import ConfigError, LimitError, MediaTooLargeError, TransportError
 from provenance.keys import DeviceKey
-from provenance.limits import ServerLimits
+from provenance.limits import DeviceQuota, ServerLimits
 from provenance.media import decode_image
 from provenance.server import MAX_MESSAGE_BYTES
 from provenance.v1 import provenance_pb2 as pb
@@ -489,3 +489,21 @@ def test_server_limits_refuse_uploads_taking_every_thread(tmp_path: Path) -> Non
         ServerLimits(rpc_threads=8, max_uploads=8)
     with pytest.raises(RuntimeError, match="RPC threads"):
         start_server(tmp_path / "p.db", "--max-uploads", "40")
+
+
+def test_device_quota_refills_over_a_minute() -> None:
+    """The quota is a token bucket: spent, it refills at its per-minute rate."""
+    now = [0.0]
+    quota = DeviceQuota(ServerLimits(quota_claims_per_minute=2), clock=lambda: now[0])
+    dev = b"d" * 32
+    for _ in range(2):
+        quota.check(dev, 100)
+        quota.charge(dev, 100)
+    with pytest.raises(LimitError):
+        quota.check(dev, 100)
+    now[0] = 30.0  # half a minute: one claim's worth back
+    quota.check(dev, 100)
+    quota.charge(dev, 100)
+    with pytest.raises(LimitError):
+        quota.check(dev, 100)
+    quota.check(b"e" * 32, 100)
