@@ -4,7 +4,7 @@
 `Image.load`: it estimates the peak bytes the decode, the RGB array and the PDQ hash will
 hold, and either lets the decode go on, asks the JPEG decoder for a 1/2, 1/4 or 1/8 scale
 (libjpeg's DCT scaling: the pixels are never decoded at full size), or refuses with
-`MediaTooLargeError` before any pixel is decoded.
+`DecodeBudgetError` before any pixel is decoded.
 
 The factors were measured on this project's decode path (Pillow 13, pdqhash 0.2.8) as
 peak RSS growth per pixel of 12-megapixel images: the decode itself peaks at 11-14
@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from PIL import Image
 
-from provenance.errors import MediaTooLargeError
+from provenance.errors import DecodeBudgetError
 
 #: Peak bytes per pixel of decode + PDQ, by media type (others: DEFAULT_BYTES_PER_PIXEL).
 _BYTES_PER_PIXEL = {"image/webp": 34}
@@ -39,7 +39,8 @@ def fit_decode_budget(im: Image.Image, media_type: str, budget: int | None) -> i
 
     Returns the scale denominator the pixels will be decoded at (1: full size; 2, 4 or 8:
     a JPEG reduced by libjpeg as it decodes). ``budget`` None means no budget. Raises
-    MediaTooLargeError when even the smallest scale the format offers needs more.
+    DecodeBudgetError (a MediaTooLargeError) when even the smallest scale the format
+    offers needs more.
     """
     width, height = im.size
     need = decode_bytes(width, height, media_type)
@@ -51,7 +52,7 @@ def fit_decode_budget(im: Image.Image, media_type: str, budget: int | None) -> i
             if decode_bytes(*small, media_type) <= budget:
                 im.draft(None, small)
                 return scale
-    raise MediaTooLargeError(
+    raise DecodeBudgetError(
         f"image is {width}x{height}: decoding it needs about {need // _MIB} MiB, over the"
         f" server's decode budget of {budget // _MIB} MiB per image (--decode-budget-mb)"
     )

@@ -95,6 +95,10 @@ class TransportError(ProvenanceError):
         self.code = code
 
 
+class DecodeBudgetError(MediaTooLargeError):
+    """An image would need more memory to decode than the server's budget allows."""
+
+
 class LimitError(ProvenanceError):
     """A request exceeds a server limit on size, count, rate or concurrency (a busy
     server, a per-device quota, a reply too large): try again later or send less."""

@@ -290,6 +290,33 @@ def test_oversized_jpeg_is_refused_before_it_is_read(server: ServerProc) -> None
     assert sent < 64
 
 
+def test_decode_budget_refuses_unsigned_image_but_signed_original_still_verifies(
+    tmp_path: Path, srv_factory: list[ServerProc]
+) -> None:
+    """Over the decode budget an unknown image is refused up front; the logged original
+    still reads SIGNED_ORIGINAL (exact bytes decide), with a note that pixels were not
+    decoded."""
+    srv = _start(srv_factory, tmp_path / "p.db", "--decode-budget-mb", "1")
+    signed_png, other = SAMPLES / "chelsea.png", SAMPLES / "generated_controlnet.png"
+    data = signed_png.read_bytes()
+    with ProvenanceClient(srv.address, ADMIN_TOKEN) as c:
+        key = enroll_key(c)
+        claim = replace(
+            _claim(key, 1, ""),
+            media_type="image/png",
+            size_bytes=len(data),
+            hard_binding=HardBinding(sha256=hashlib.sha256(data).digest()),
+        )
+        c.submit(sign_claim(key, claim))
+        report = c.verify_file(signed_png)
+        assert report.status.value == "SIGNED_ORIGINAL"
+        assert any("decode budget" in r for r in report.reasons), report.reasons
+        with pytest.raises(TransportError) as e:
+            c.verify_file(other)
+    assert e.value.code == "RESOURCE_EXHAUSTED"
+    assert "--decode-budget-mb" in str(e.value)
+
+
 def test_decode_budget_scales_jpeg_and_refuses_png() -> None:
     """Over the decode budget a JPEG is decoded at a libjpeg scale; a PNG is refused
     before its pixels are decoded."""
