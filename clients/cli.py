@@ -222,7 +222,15 @@ def serve(
     elif service.authority is not None:
         trust = C2paTrust(service.authority.certificate_pem)
     pool = ReaderPool(workers=c2pa_workers) if c2pa_workers > 0 else None
-    det = _load_detector(detector_model, detector_device) if detector else None
+    # The crop secret lives beside the database (SQLite) or the shared log key (PostgreSQL).
+    beside = Path(db) if isinstance(target, Path) else Path(log_key or "")
+    det = (
+        _load_detector(
+            detector_model, detector_device, beside.with_name(beside.name + ".detector-secret")
+        )
+        if detector
+        else None
+    )
     config = ServerConfig(
         admin_token=token,
         inspect=InspectConfig(
@@ -307,12 +315,13 @@ def web(
     )
 
 
-def _load_detector(model: str, device: str | None):  # type: ignore[no-untyped-def]
-    """The server's detector, or None (with a notice) when torch or the weights are missing."""
+def _load_detector(model: str, device: str | None, secret_file: Path):  # type: ignore[no-untyped-def]
+    """The server's detector, or None (with a notice) when torch or the weights are missing.
+    Its crop secret lives in secret_file (created on first start, mode 0600)."""
     try:
         from detector.serving import server_detector
 
-        return server_detector(model, device)
+        return server_detector(model, device, secret_file)
     except (ImportError, ProvenanceError) as e:
         err.print(f"[yellow]note:[/] detector not loaded ({e}); reports will say so")
         return None

@@ -11,7 +11,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -306,6 +306,7 @@ class ProvenanceService:
             signed, _ = wire.decode_log_entry(rec.entry)
             receipt = wire.decode_receipt(rec.receipt)
             verify_receipt(receipt, signed, self.verifier)
+            claim = wire.decode_claim(signed.claim_bytes)
         except ProvenanceError as e:
             raise LogIntegrityError(
                 f"log entry {rec.index} or its receipt does not verify with the log key: the"
@@ -315,11 +316,17 @@ class ProvenanceService:
             raise LogIntegrityError(
                 f"the receipt stored for log entry {rec.index} names another leaf"
             )
+        device = self.store.find_device(claim.device_id)
+        if device is None:
+            raise LogIntegrityError(
+                f"the device of log entry {rec.index} is missing from the registry: the log"
+                " database is damaged"
+            )
         return LoggedClaim(
             signed_claim=signed,
-            claim=wire.decode_claim(signed.claim_bytes),
+            claim=claim,
             receipt=receipt,
-            device=self.store.get_device(rec.device_id),
+            device=device,
             chain_linked=rec.chain_linked,
             receipt_verified=True,
         )
@@ -330,24 +337,25 @@ class ProvenanceService:
         sidecar: SignedClaim | None = None,
         sidecar_chunk_hashes: tuple[bytes, ...] = (),
     ) -> VerificationReport:
-        """The verdict on a file described by ``facts`` (and its sidecar, if any)."""
+        """The cryptographic verdict on a file described by ``facts`` (and its sidecar).
+
+        A sidecar whose claim does not decode is not used, and the report says so: it can
+        neither block the verdict nor change it (a file without it gets the same one).
+        Raises LogIntegrityError when a log record found for the file is damaged."""
         now = self.clock()
         hashes = [facts.sha256] + ([facts.content_sha256] if facts.content_sha256 else [])
         exact = [self._logged(r) for h in hashes for r in self.store.leaves_by_file_sha256(h)]
+        unusable = None
+        claim = None
         if sidecar is not None:
-            rec = self.store.leaf_by_claim_hash(sidecar.claim_hash)
-            return with_time_flags(
-                decide(
-                    facts,
-                    now,
-                    exact=exact,
-                    sidecar=sidecar,
-                    sidecar_claim=wire.decode_claim(sidecar.claim_bytes),
-                    sidecar_device=self.store.find_device(sidecar.key_id),
-                    sidecar_logged=self._logged(rec) if rec else None,
-                    sidecar_chunk_hashes=sidecar_chunk_hashes,
+            try:
+                claim = wire.decode_claim(sidecar.claim_bytes)
+            except ProvenanceError as e:
+                unusable = (
+                    f"a sidecar came with the file but its claim cannot be read ({e});"
+                    " it was not used"
                 )
-            )
+                sidecar = None
         near = (
             []
             if exact
@@ -357,7 +365,25 @@ class ProvenanceService:
                 if (rec := self.store.leaf_by_index(idx)) is not None
             ]
         )
-        return with_time_flags(decide(facts, now, exact=exact, near=near))
+        if sidecar is None or claim is None:
+            report = with_time_flags(decide(facts, now, exact=exact, near=near))
+            return (
+                report if unusable is None else replace(report, reasons=(*report.reasons, unusable))
+            )
+        rec = self.store.leaf_by_claim_hash(sidecar.claim_hash)
+        return with_time_flags(
+            decide(
+                facts,
+                now,
+                exact=exact,
+                near=near,
+                sidecar=sidecar,
+                sidecar_claim=claim,
+                sidecar_device=self.store.find_device(sidecar.key_id),
+                sidecar_logged=self._logged(rec) if rec else None,
+                sidecar_chunk_hashes=sidecar_chunk_hashes,
+            )
+        )
 
     def _near_candidates(self, soft: tuple[PerceptualHash, ...], limit: int = 8) -> list[int]:
         """Leaf indexes whose soft bindings are near ``soft``: for one image hash the
