@@ -93,6 +93,7 @@ async def verify_upload(request: Request) -> tuple[dict[str, Any], str]:
 
 @json_errors
 async def verify(request: Request) -> Response:
+    """``POST /api/v1/verify``: the report on the uploaded ``file`` (and ``sidecar``)."""
     body, _ = await verify_upload(request)
     return JSONResponse(body)
 
@@ -154,6 +155,7 @@ def lookup_query(item: Any, i: int) -> Query:
 
 @json_errors
 async def lookup(request: Request) -> Response:
+    """``POST /api/v1/lookup``: reports for files described by SHA-256 and PDQ hashes."""
     body = await read_json(request)
     queries = body.get("queries") if isinstance(body, dict) else None
     if not isinstance(queries, list) or not queries:
@@ -167,17 +169,20 @@ async def lookup(request: Request) -> Response:
 
 @json_errors
 async def checkpoint(request: Request) -> Response:
+    """``GET /api/v1/checkpoint``: the newest signed checkpoint and the log key."""
     return JSONResponse(await run_in_threadpool(logviews.checkpoint_view, state(request).client))
 
 
 @json_errors
 async def entry(request: Request) -> Response:
+    """``GET /api/v1/entries/{index}``: one log entry with its inclusion proof."""
     index = logviews.parse_index(request.path_params["index"])
     return JSONResponse(await run_in_threadpool(logviews.entry_view, state(request).client, index))
 
 
 @json_errors
 async def entries_by_sha256(request: Request) -> Response:
+    """``GET /api/v1/entries?sha256=HEX``: the entries binding a file's bytes."""
     sha = logviews.parse_hash(request.query_params.get("sha256", ""), "sha256")
     client = state(request).client
     found = await run_in_threadpool(logviews.find_by_sha256, client, sha)
@@ -189,6 +194,7 @@ async def entries_by_sha256(request: Request) -> Response:
 
 @json_errors
 async def inclusion(request: Request) -> Response:
+    """``GET /api/v1/proofs/inclusion?index=N[&tree_size=M]``."""
     q = request.query_params
     index = logviews.parse_index(q.get("index", ""), "index")
     size = logviews.parse_index(q.get("tree_size", "0"), "tree_size")
@@ -198,6 +204,7 @@ async def inclusion(request: Request) -> Response:
 
 @json_errors
 async def consistency(request: Request) -> Response:
+    """``GET /api/v1/proofs/consistency?first=A[&second=B][&first_root=HEX]``."""
     q = request.query_params
     first = logviews.parse_index(q.get("first", ""), "first")
     second = logviews.parse_index(q.get("second", "0"), "second")
@@ -210,16 +217,19 @@ async def consistency(request: Request) -> Response:
 
 @json_errors
 async def device(request: Request) -> Response:
+    """``GET /api/v1/devices/{device_id}``: a device's registry record."""
     dev = logviews.parse_hash(request.path_params["device_id"], "device id")
     return JSONResponse(await run_in_threadpool(logviews.device_view, state(request).client, dev))
 
 
 async def openapi(request: Request) -> Response:
+    """``GET /openapi.json``: the API's OpenAPI description."""
     return JSONResponse(openapi_document())
 
 
 @json_errors
 async def not_found(request: Request) -> Response:
+    """Any other path under ``/api/``: a JSON 404."""
     raise WebError(f"no API endpoint {request.url.path}; see /openapi.json", "NOT_FOUND")
 
 

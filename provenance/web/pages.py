@@ -77,6 +77,7 @@ def html_errors(fn: Handler) -> Handler:
 
 
 async def index(request: Request) -> Response:
+    """``GET /``: the verification form."""
     return render(request, "verify.html", limit=state(request).config.max_upload_bytes)
 
 
@@ -101,6 +102,7 @@ async def verify(request: Request) -> Response:
 
 @html_errors
 async def explorer(request: Request) -> Response:
+    """``GET /log``: the newest checkpoint, the log key and the newest entries."""
     client = state(request).client
     try:
         cp = await run_in_threadpool(logviews.checkpoint_view, client)
@@ -114,6 +116,7 @@ async def explorer(request: Request) -> Response:
 
 @html_errors
 async def entry(request: Request) -> Response:
+    """``GET /log/entries/{index}``: one entry, its claim and inclusion proof."""
     index = logviews.parse_index(request.path_params["index"], "entry index")
     view = await run_in_threadpool(logviews.entry_view, state(request).client, index)
     return render(request, "entry.html", entry=view)
@@ -134,6 +137,7 @@ async def goto_entry(request: Request) -> Response:
 
 @html_errors
 async def device(request: Request) -> Response:
+    """``GET /log/devices/{device_id}``: a device, enrolled or revoked."""
     dev = logviews.parse_hash(request.path_params["device_id"], "a device id")
     view = await run_in_threadpool(logviews.device_view, state(request).client, dev)
     return render(request, "device.html", device=view)
@@ -141,12 +145,14 @@ async def device(request: Request) -> Response:
 
 @html_errors
 async def goto_device(request: Request) -> Response:
+    """``GET /log/device?id=HEX``: the device form's target."""
     dev = logviews.parse_hash(request.query_params.get("id", ""), "a device id")
     return RedirectResponse(f"/log/devices/{dev.hex()}", 303)
 
 
 @html_errors
 async def consistency(request: Request) -> Response:
+    """``GET /log/consistency?first=A[&second=B][&first_root=HEX]``."""
     q = request.query_params
     first = logviews.parse_index(q.get("first", ""), "the first tree size")
     second = logviews.parse_index(q.get("second", "") or "0", "the second tree size")
@@ -158,6 +164,7 @@ async def consistency(request: Request) -> Response:
 
 
 async def api_help(request: Request) -> Response:
+    """``GET /api``: the API's endpoints with examples."""
     return render(request, "api.html", base=str(request.base_url).rstrip("/"))
 
 
