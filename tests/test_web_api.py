@@ -165,7 +165,11 @@ def test_bad_uploads_get_clear_errors_and_the_server_stays_up(
     jpeg = site.files.hopper.read_bytes()
     cases = [
         ({"file": ("empty.jpg", b"")}, 400, "empty file"),
-        ({"file": ("half.jpg", jpeg[: len(jpeg) // 2])}, 400, "truncat|corrupt|cannot|decod|invalid|damaged"),
+        (
+            {"file": ("half.jpg", jpeg[: len(jpeg) // 2])},
+            400,
+            "truncat|corrupt|cannot|decod|invalid|damaged",
+        ),
         ({"file": ("notes.jpg", b"just some text\n" * 50)}, 400, "unrecognised file format"),
         ({"file": ("bomb.png", _bomb_png(40_000, 40_000))}, 413, "pixel|megapixel|limit"),
         ({"sidecar": ("x.prov", b"not json")}, 400, "sidecar|json|no field named `file`"),
@@ -274,6 +278,9 @@ def test_entries_proofs_and_lookup(site: DemoSite, http: httpx.Client) -> None:
     assert entry["inclusion"]["verified"] is True
     assert entry["device"]["label"] == "demo-camera"
     assert http.get("/api/v1/entries/2").json()["claim"]["media_type"].startswith("video/")
+    page = http.get("/api/v1/entries", params={"start": 1, "limit": 5}).json()["entries"]
+    assert [e["index"] for e in page] == [1, 2]
+    assert page[1]["leaf_hash"] == http.get("/api/v1/entries/2").json()["leaf_hash"]
     _error(http.get("/api/v1/entries/3"), 404, "no entry 3")
     _error(http.get("/api/v1/entries/abc"), 400, "whole number")
     _error(http.get("/api/v1/entries", params={"sha256": "00" * 32}), 404, "no logged capture")
@@ -405,6 +412,9 @@ def test_explorer_pages(site: DemoSite, http: httpx.Client) -> None:
     assert http.get("/log/find", params={"q": "00" * 32}).status_code == 404
     assert http.get("/log/find", params={"q": "zz"}).status_code == 400
     assert "✓ Included" in http.get("/log/entries/1").text
+    older = http.get("/log", params={"before": 2}).text
+    assert 'href="/log/entries/1"' in older and 'href="/log/entries/2"' not in older
+    assert "Newer entries" in older
     assert (
         "✓ Consistent"
         in http.get(

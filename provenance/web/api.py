@@ -181,10 +181,17 @@ async def entry(request: Request) -> Response:
 
 
 @json_errors
-async def entries_by_sha256(request: Request) -> Response:
-    """``GET /api/v1/entries?sha256=HEX``: the entries binding a file's bytes."""
-    sha = logviews.parse_hash(request.query_params.get("sha256", ""), "sha256")
+async def entries(request: Request) -> Response:
+    """``GET /api/v1/entries?sha256=HEX``: the entries binding a file's bytes, with their
+    inclusion proofs; ``GET /api/v1/entries?start=N[&limit=M]``: a page of the log."""
+    q = request.query_params
     client = state(request).client
+    if "sha256" not in q:
+        start = logviews.parse_index(q.get("start", "0"), "start")
+        limit = logviews.parse_index(q.get("limit", str(logviews.MAX_LISTING)), "limit")
+        page = await run_in_threadpool(logviews.entries_view, client, start, limit)
+        return JSONResponse({"start": start, "entries": page})
+    sha = logviews.parse_hash(q["sha256"], "sha256")
     found = await run_in_threadpool(logviews.find_by_sha256, client, sha)
     if not found:
         raise WebError(f"no logged capture has the file SHA-256 {sha.hex()}", "NOT_FOUND")
@@ -239,7 +246,7 @@ def routes() -> list[Route]:
         Route("/api/v1/verify", verify, methods=["POST"]),
         Route("/api/v1/lookup", lookup, methods=["POST"]),
         Route("/api/v1/checkpoint", checkpoint),
-        Route("/api/v1/entries", entries_by_sha256),
+        Route("/api/v1/entries", entries),
         Route("/api/v1/entries/{index}", entry),
         Route("/api/v1/proofs/inclusion", inclusion),
         Route("/api/v1/proofs/consistency", consistency),

@@ -34,6 +34,9 @@ log = logging.getLogger(__name__)
 
 Handler = Callable[[Request], Awaitable[Response]]
 
+#: Entries on one page of the explorer.
+PAGE = 20
+
 
 def render(request: Request, name: str, status: int = 200, **context: Any) -> Response:
     """Render template ``name`` with ``context``."""
@@ -110,8 +113,19 @@ async def explorer(request: Request) -> Response:
         if e.code != "NOT_FOUND":
             raise
         return render(request, "log.html", checkpoint=None, recent=[], empty=str(e))
-    recent = await run_in_threadpool(logviews.recent_view, client, cp["size"])
-    return render(request, "log.html", checkpoint=cp, recent=recent)
+    size = cp["size"]
+    end = logviews.parse_index(request.query_params.get("before") or str(size), "before")
+    end = min(end, size)
+    start = max(0, end - PAGE)
+    page = await run_in_threadpool(logviews.entries_view, client, start, end - start)
+    return render(
+        request,
+        "log.html",
+        checkpoint=cp,
+        recent=page[::-1],
+        older=start if start > 0 else None,
+        newer=min(size, end + PAGE) if end < size else None,
+    )
 
 
 @html_errors
