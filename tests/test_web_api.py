@@ -12,6 +12,7 @@ import json
 import re
 import socket
 import struct
+import time
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
@@ -478,4 +479,34 @@ def test_web_without_its_service_answers_503(site: DemoSite) -> None:
             assert c.get("/log").status_code == 503
             assert c.get("/").status_code == 200
     finally:
+        web.stop()
+
+
+def test_stalled_uploads_time_out_and_one_client_cannot_take_every_slot(
+    site: DemoSite,
+) -> None:
+    web = start_web(site.grpc.address, "--upload-idle-seconds", "3")
+    parts = urlsplit(web.address)
+    head = (
+        b"POST /api/v1/verify HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n"
+        b"Content-Type: multipart/form-data; boundary=b\r\n\r\n"
+        b'--b\r\nContent-Disposition: form-data; name="file"; filename="slow.jpg"\r\n\r\n\xff\xd8'
+    )
+    stalled = [socket.create_connection((parts.hostname, parts.port), timeout=30) for _ in range(2)]
+    try:
+        for s in stalled:
+            s.sendall(head)
+        time.sleep(1.0)  # both are being relayed now
+        with httpx.Client(base_url=web.address, timeout=60) as c:
+            r = c.post("/api/v1/verify", files={"file": ("h.jpg", site.files.hopper.read_bytes())})
+            _error(r, 429, "already running")
+            for s in stalled:  # the stalled uploads are cut off, with a clear answer
+                answer = s.recv(65536).decode("latin-1")
+                assert answer.startswith("HTTP/1.1 408"), answer
+                assert "stalled" in answer
+            r = c.post("/api/v1/verify", files={"file": ("h.jpg", site.files.hopper.read_bytes())})
+            assert r.json()["status"] == "SIGNED_ORIGINAL"
+    finally:
+        for s in stalled:
+            s.close()
         web.stop()

@@ -86,8 +86,9 @@ async def verify_upload(request: Request) -> tuple[dict[str, Any], str]:
     """Rate-limit, relay the multipart upload and build the report object (the one
     ``prov verify --json`` prints, with ``path`` the uploaded file's name)."""
     web = state(request)
-    web.limiter.check(client_address(request))
-    done = await web.relayer.verify_form(request, flag(request, "detect", True))
+    peer = client_address(request)
+    web.limiter.check(peer)
+    done = await web.relayer.verify_form(request, flag(request, "detect", True), peer)
     return report_to_json(done.report, done.filename), done.filename
 
 

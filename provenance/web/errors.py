@@ -4,8 +4,8 @@ HTTP status codes, and the JSON error body every endpoint answers with.
 The mapping mirrors the gRPC one (README, "Limits and errors") and Google's
 HTTP-gRPC table (google/rpc/code.proto): INVALID_ARGUMENT, FAILED_PRECONDITION and
 OUT_OF_RANGE -> 400, UNAUTHENTICATED -> 401, PERMISSION_DENIED -> 403, NOT_FOUND -> 404,
-RESOURCE_EXHAUSTED -> 413 (our service uses it for size and pixel limits), rate limited
--> 429, UNAVAILABLE -> 503, DEADLINE_EXCEEDED -> 504, DATA_LOSS and INTERNAL -> 500.
+RESOURCE_EXHAUSTED -> 413 (our service uses it for size and pixel limits), a stalled
+upload -> 408, rate limited -> 429, UNAVAILABLE -> 503, DEADLINE_EXCEEDED -> 504, DATA_LOSS and INTERNAL -> 500.
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ HTTP_STATUS: dict[str, int] = {
     "NOT_FOUND": 404,
     "ALREADY_EXISTS": 409,
     "RESOURCE_EXHAUSTED": 413,
+    "CLIENT_TIMEOUT": 408,
     "RATE_LIMITED": 429,
     "CANCELLED": 499,
     "UNAVAILABLE": 503,

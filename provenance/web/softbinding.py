@@ -115,8 +115,9 @@ async def by_content(request: Request) -> Response:
         _alg(request.query_params["alg"])
     limit = _max_results(request)
     web = state(request)
-    web.limiter.check(client_address(request))
-    done = await web.relayer.verify_body(request, "content")
+    peer = client_address(request)
+    web.limiter.check(peer)
+    done = await web.relayer.verify_body(request, "content", peer)
     return JSONResponse(_matches(done.report, limit))
 
 
