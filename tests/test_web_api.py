@@ -21,7 +21,7 @@ from urllib.parse import urlsplit
 import httpx
 import numpy as np
 import pytest
-from conftest import ADMIN_TOKEN, DemoSite, demo_site, start_web
+from conftest import ADMIN_TOKEN, FIXTURES, DemoSite, demo_site, start_web
 from PIL import Image
 
 from clients.cli import main as prov_main
@@ -510,3 +510,17 @@ def test_stalled_uploads_time_out_and_one_client_cannot_take_every_slot(
         for s in stalled:
             s.close()
         web.stop()
+
+
+def test_content_credentials_are_their_own_line_of_evidence(
+    site: DemoSite, http: httpx.Client
+) -> None:
+    signed = FIXTURES / "c2pa" / "third_party" / "public-testfiles" / "adobe-20220124-CA.jpg"
+    files = {"file": (signed.name, signed.read_bytes())}
+    body = http.post("/api/v1/verify", files=files, params={"detect": "0"}).json()
+    assert body["status"] == "UNSIGNED"  # not in our log, whatever its manifest says
+    assert body["c2pa"]["present"] is True
+    assert body["c2pa"]["validation_state"] == "Valid"
+    page = http.post("/verify", files=files).text
+    block = page[page.index("Content Credentials (C2PA)") :]
+    assert "<strong>Valid</strong>" in block and "Ingredients" in block
