@@ -188,6 +188,13 @@ def test_bad_uploads_get_clear_errors_and_the_server_stays_up(
         headers={"content-type": "multipart/form-data; boundary=XyZ"},
     )
     _error(r, 400, "truncated upload")
+    # a part whose headers are garbage
+    r = http.post(
+        "/api/v1/verify",
+        content=b"--XyZ\r\nnot a header\x00\r\n\r\ndata\r\n--XyZ--\r\n",
+        headers={"content-type": "multipart/form-data; boundary=XyZ"},
+    )
+    _error(r, 400, "malformed")
     # a malformed sidecar next to a good file
     r = http.post(
         "/api/v1/verify",

@@ -23,6 +23,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import anyio.to_thread
+from python_multipart.exceptions import ParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.requests import Request
 
@@ -38,6 +39,8 @@ from provenance.web.errors import WebError
 MAX_PARTS = 8
 #: Largest form field other than the file and the sidecar, in bytes.
 MAX_SMALL_FIELD = 1024
+#: Longest header value of a multipart part, in bytes.
+MAX_HEADER = 8 * 1024
 #: Longest file name kept (characters); longer names are cut.
 MAX_NAME = 255
 
@@ -182,7 +185,10 @@ class _Form:
         self.header_name = data[start:end].lower()
 
     def _header_value(self, data: bytes, start: int, end: int) -> None:
-        self.headers[self.header_name] = self.headers.get(self.header_name, b"") + data[start:end]
+        value = self.headers.get(self.header_name, b"") + data[start:end]
+        if len(value) > MAX_HEADER or len(self.headers) > MAX_PARTS:
+            raise WebError(f"a multipart part's headers are longer than {MAX_HEADER:,} bytes")
+        self.headers[self.header_name] = value
 
     def _headers_finished(self) -> None:
         _, params = parse_options_header(self.headers.get(b"content-disposition", b""))
@@ -258,6 +264,14 @@ async def _body(request: Request, idle_s: float) -> AsyncIterator[bytes]:
                 f"the upload stalled: nothing arrived for {idle_s:g} s", "CLIENT_TIMEOUT"
             ) from e
         yield chunk
+
+
+def _write(parser: MultipartParser, data: bytes) -> None:
+    """Feed ``data`` to the multipart parser; its parse errors become WebError (400)."""
+    try:
+        parser.write(data)
+    except ParseError as e:
+        raise WebError(f"the multipart form is malformed: {e}") from e
 
 
 def _boundary(request: Request) -> bytes:
@@ -336,7 +350,7 @@ class Relayer:
         relay: _Relay | None = None
         try:
             async for chunk in _body(request, self.limits.idle_s):
-                parser.write(chunk)
+                _write(parser, chunk)
                 if relay is None and len(form.held) > self.limits.hold_bytes:
                     relay = self._start(form.filename, 0, form.sidecar(), detect)
                 if relay is not None:
