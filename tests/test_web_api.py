@@ -195,6 +195,14 @@ def test_bad_uploads_get_clear_errors_and_the_server_stays_up(
         headers={"content-type": "multipart/form-data; boundary=XyZ"},
     )
     _error(r, 400, "malformed")
+    # a client that goes away mid-upload
+    parts = urlsplit(site.web)
+    with socket.create_connection((parts.hostname, parts.port), timeout=30) as s:
+        s.sendall(
+            b"POST /api/v1/verify HTTP/1.1\r\nHost: x\r\nContent-Length: 9000000\r\n"
+            b"Content-Type: multipart/form-data; boundary=b\r\n\r\n"
+            b'--b\r\nContent-Disposition: form-data; name="file"; filename="a.jpg"\r\n\r\n' + jpeg
+        )
     # a malformed sidecar next to a good file
     r = http.post(
         "/api/v1/verify",

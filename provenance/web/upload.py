@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 import anyio.to_thread
 from python_multipart.exceptions import ParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 
 from clients.api import MIN_UPLOAD_RATE, VERIFY_DECODE_SECONDS, ProvenanceClient
 from provenance.claims import SignedClaim
@@ -259,6 +259,8 @@ async def _body(request: Request, idle_s: float) -> AsyncIterator[bytes]:
             chunk = await asyncio.wait_for(stream.__anext__(), idle_s)
         except StopAsyncIteration:
             return
+        except ClientDisconnect as e:
+            raise WebError("the client closed the connection mid-upload", "CANCELLED") from e
         except TimeoutError as e:
             raise WebError(
                 f"the upload stalled: nothing arrived for {idle_s:g} s", "CLIENT_TIMEOUT"
