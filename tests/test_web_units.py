@@ -112,3 +112,12 @@ def test_multipart_form_fields_and_file() -> None:
     with pytest.raises(WebError) as e:
         parser.write(b'--b\r\nContent-Disposition: form-data; name="file"\r\n\r\n0123456789')
     assert e.value.code == "RESOURCE_EXHAUSTED"
+
+
+def test_error_messages_drop_the_clients_status_suffix() -> None:
+    body = error_body(TransportError("unsupported format [INVALID_ARGUMENT]", "INVALID_ARGUMENT"))
+    assert body["error"] == {
+        "code": 400,
+        "status": "INVALID_ARGUMENT",
+        "message": "unsupported format",
+    }

@@ -71,6 +71,14 @@ def http_status(error: ProvenanceError) -> int:
     return HTTP_STATUS.get(status_name(error), 500)
 
 
+def message(error: ProvenanceError) -> str:
+    """The error's text for a person, without the client's trailing `` [STATUS]``
+    (the status is reported beside it)."""
+    text = str(error)
+    suffix = f" [{status_name(error)}]"
+    return text[: -len(suffix)] if text.endswith(suffix) else text
+
+
 def error_body(error: ProvenanceError) -> dict[str, Any]:
     """``{"error": {"code": 413, "status": "RESOURCE_EXHAUSTED", "message": "..."}}``:
     the shape of Google's JSON errors, the message written for a person."""
@@ -78,7 +86,7 @@ def error_body(error: ProvenanceError) -> dict[str, Any]:
         "error": {
             "code": http_status(error),
             "status": status_name(error),
-            "message": str(error),
+            "message": message(error),
         }
     }
 

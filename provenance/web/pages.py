@@ -24,10 +24,10 @@ from provenance.web import logviews
 from provenance.web.api import state, verify_upload
 from provenance.web.errors import (
     WebError,
+    error_body,
     error_headers,
     error_response,
     http_status,
-    status_name,
 )
 
 log = logging.getLogger(__name__)
@@ -54,7 +54,7 @@ def error_page(
         request,
         template,
         http_status(error),
-        error={"status": status_name(error), "code": http_status(error), "message": str(error)},
+        error=error_body(error)["error"],
         **context,
     )
     response.headers.update(error_headers(error))
