@@ -500,7 +500,7 @@ def test_web_without_its_service_answers_503(site: DemoSite) -> None:
 def test_stalled_uploads_time_out_and_one_client_cannot_take_every_slot(
     site: DemoSite,
 ) -> None:
-    web = start_web(site.grpc.address, "--upload-idle-seconds", "3")
+    web = start_web(site.grpc.address, "--upload-idle-seconds", "12")
     parts = urlsplit(web.address)
     head = (
         b"POST /api/v1/verify HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n"
@@ -511,7 +511,7 @@ def test_stalled_uploads_time_out_and_one_client_cannot_take_every_slot(
     try:
         for s in stalled:
             s.sendall(head)
-        time.sleep(1.0)  # both are being relayed now
+        time.sleep(2.0)  # both are being relayed now (and stall for 12 s)
         with httpx.Client(base_url=web.address, timeout=60) as c:
             r = c.post("/api/v1/verify", files={"file": ("h.jpg", site.files.hopper.read_bytes())})
             _error(r, 429, "already running")
