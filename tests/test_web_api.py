@@ -331,6 +331,8 @@ def test_entries_proofs_and_lookup(site: DemoSite, http: httpx.Client) -> None:
     assert res["c"]["status"] == "UNSIGNED"
     _error(http.post("/api/v1/lookup", json={"queries": [{"pdq": "x"}]}), 400, "pdq must be a list")
     _error(http.post("/api/v1/lookup", content=b"{"), 400, "not valid JSON")
+    many = {"queries": [{"sha256": hopper}] * 1001}
+    _error(http.post("/api/v1/lookup", json=many), 400, "limit")
 
 
 def test_soft_binding_resolution_api(site: DemoSite, http: httpx.Client) -> None:

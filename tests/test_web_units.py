@@ -121,3 +121,17 @@ def test_error_messages_drop_the_clients_status_suffix() -> None:
         "status": "INVALID_ARGUMENT",
         "message": "unsupported format",
     }
+
+
+def test_the_web_app_does_not_load_the_server_stack() -> None:
+    """The web is a client of the service: importing it loads no server, store or service."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, provenance.web.app, provenance.web.serve\n"
+        "print([m for m in ('provenance.server', 'provenance.service', 'provenance.store',"
+        " 'sqlite3') if m in sys.modules])"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

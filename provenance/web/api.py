@@ -23,7 +23,6 @@ from clients.api import Query
 from clients.report import report_to_json
 from provenance.binding import PDQ_ALGORITHM, PerceptualHash
 from provenance.errors import ProvenanceError
-from provenance.server import MAX_LOOKUP_QUERIES
 from provenance.web import logviews
 from provenance.web.errors import WebError, error_response
 from provenance.web.openapi import openapi_document
@@ -161,8 +160,6 @@ async def lookup(request: Request) -> Response:
     queries = body.get("queries") if isinstance(body, dict) else None
     if not isinstance(queries, list) or not queries:
         raise WebError('send {"queries": [{"sha256": "...", "pdq": [...]}, ...]}')
-    if len(queries) > MAX_LOOKUP_QUERIES:
-        raise WebError(f"{len(queries)} queries; the limit is {MAX_LOOKUP_QUERIES} a request")
     parsed = [lookup_query(q, i) for i, q in enumerate(queries)]
     found = await run_in_threadpool(state(request).client.lookup, parsed)
     return JSONResponse({"results": [{"ref": ref, **report_to_json(r)} for ref, r in found]})

@@ -67,7 +67,7 @@ LOOKUP = {
     "properties": {
         "queries": {
             "type": "array",
-            "maxItems": 1000,
+            "description": "at most the service's lookup limit (1000 by default)",
             "items": {
                 "type": "object",
                 "properties": {

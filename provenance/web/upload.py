@@ -29,8 +29,8 @@ from starlette.requests import ClientDisconnect, Request
 
 from clients.api import MIN_UPLOAD_RATE, VERIFY_DECODE_SECONDS, ProvenanceClient
 from provenance.claims import SignedClaim
+from provenance.contract import UPLOAD_CHUNK_BYTES
 from provenance.errors import ProvenanceError
-from provenance.server import UPLOAD_CHUNK_BYTES
 from provenance.sidecar import MAX_SIDECAR_BYTES, decode_sidecar
 from provenance.verify import VerificationReport
 from provenance.web.errors import WebError
