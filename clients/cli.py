@@ -368,6 +368,9 @@ def web(
     uploads_per_minute: Annotated[
         int, typer.Option(help="Uploads each client address may start a minute (0: no limit).")
     ] = 30,
+    upload_idle_seconds: Annotated[
+        float, typer.Option(help="Refuse an upload (408) that sends nothing for this long.")
+    ] = 60.0,
 ) -> None:
     """Serve the verification page, the public log explorer and the JSON API
     (/api/v1/, /openapi.json, C2PA soft binding resolution) over HTTP, as a client of
@@ -381,6 +384,7 @@ def web(
             server,
             max_upload_bytes=max_upload_mb * 1024 * 1024,
             uploads_per_minute=uploads_per_minute,
+            upload_idle_seconds=upload_idle_seconds,
         ),
     )
 
