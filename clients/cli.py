@@ -137,6 +137,12 @@ def serve(
             " (the root is still checked)."
         ),
     ] = False,
+    metrics_listen: Annotated[
+        str | None,
+        typer.Option(
+            help="Serve Prometheus metrics at http://HOST:PORT/metrics (port 0 picks one)."
+        ),
+    ] = None,
     full_check: Annotated[
         bool,
         typer.Option(
@@ -168,11 +174,13 @@ def serve(
         ),
     ] = None,
 ) -> None:
-    """Run the gRPC server with its embedded database until SIGINT/SIGTERM."""
+    """Run the gRPC server until SIGINT/SIGTERM, on a SQLite file (one server) or a
+    PostgreSQL database (several servers, one log; see docs/deploy.md)."""
     from provenance.assets import AssetLimits
     from provenance.c2pa.pool import ReaderPool
     from provenance.c2pa.reader import C2paTrust
     from provenance.inspect import InspectConfig
+    from provenance.metrics import serve_metrics
     from provenance.server import ServerConfig, create_server
     from provenance.service import ProvenanceService, ServiceConfig
     from provenance.store import is_postgres_url
@@ -235,6 +243,7 @@ def serve(
         detector=det,
     )
     try:
+        metrics_port = serve_metrics(metrics_listen) if metrics_listen is not None else None
         server, port = create_server(listen, service, config)
     except BaseException:
         service.close()
@@ -247,6 +256,9 @@ def serve(
         signal.signal(sig, lambda *_: stop.set())
     print(f"listening on {host}:{port}", flush=True)
     print(f"log key: {service.signer.verifier_key()}", flush=True)
+    if metrics_port is not None:
+        mhost = metrics_listen.rsplit(":", 1)[0] if metrics_listen else host
+        print(f"metrics on http://{mhost}:{metrics_port}/metrics", flush=True)
     web = _start_web(http, host, port, max_upload_mb) if http else None
     stop.wait()
     print("shutting down", flush=True)
