@@ -167,6 +167,54 @@ def serve(
     c2pa_workers: Annotated[
         int, typer.Option(help="Processes reading C2PA manifests (0: do not read C2PA).")
     ] = 2,
+    max_image_mb: Annotated[
+        int, typer.Option(help="Largest image file decoded, MiB (refused as it arrives).")
+    ] = 256,
+    decode_budget_mb: Annotated[
+        int,
+        typer.Option(
+            help="Memory one image decode (pixels + PDQ) may use, MiB, estimated from the"
+            " header: larger JPEGs are decoded at 1/2-1/8 scale, other formats refused."
+        ),
+    ] = 384,
+    rpc_threads: Annotated[int, typer.Option(help="Threads serving RPCs.")] = 32,
+    max_uploads: Annotated[
+        int,
+        typer.Option(
+            help="Uploads (VerifyFile, DetectFile) received at once; more are refused"
+            " (RESOURCE_EXHAUSTED). At most --rpc-threads minus 4, so other calls always run."
+        ),
+    ] = 8,
+    max_decodes: Annotated[
+        int, typer.Option(help="Uploads decoded at once (pixels, video frames, C2PA).")
+    ] = 2,
+    decode_wait_seconds: Annotated[
+        float, typer.Option(help="How long an upload waits for a decode slot before refusal.")
+    ] = 10.0,
+    upload_idle_seconds: Annotated[
+        float, typer.Option(help="An upload silent this long is cut (DEADLINE_EXCEEDED).")
+    ] = 30.0,
+    upload_deadline_seconds: Annotated[
+        float, typer.Option(help="An upload still arriving after this long is cut.")
+    ] = 600.0,
+    min_chunk_kb: Annotated[
+        int,
+        typer.Option(
+            help="Smallest upload message but the last, KiB; also the smallest chunk of a"
+            " sidecar's chunked binding the server hashes chunk by chunk."
+        ),
+    ] = 64,
+    max_lookup_queries: Annotated[int, typer.Option(help="Files in one Lookup call.")] = 1000,
+    max_lookup_hashes: Annotated[
+        int, typer.Option(help="Perceptual hashes (video frames) in one Lookup call.")
+    ] = 16384,
+    quota_claims_per_minute: Annotated[
+        int, typer.Option(help="Submissions accepted per device per minute (0: no quota).")
+    ] = 600,
+    quota_claim_kb_per_minute: Annotated[
+        int,
+        typer.Option(help="Signed-claim KiB accepted per device per minute (0: no quota)."),
+    ] = 32768,
     http: Annotated[
         str | None,
         typer.Option(
@@ -175,16 +223,34 @@ def serve(
     ] = None,
 ) -> None:
     """Run the gRPC server until SIGINT/SIGTERM, on a SQLite file (one server) or a
-    PostgreSQL database (several servers, one log; see docs/deploy.md)."""
+    PostgreSQL database (several servers, one log; see docs/deploy.md).
+
+    Every request has a bounded cost: the limits below are listed, with their gRPC
+    status codes, in the README's "Limits and errors" table.
+    """
     from provenance.assets import AssetLimits
     from provenance.c2pa.pool import ReaderPool
     from provenance.c2pa.reader import C2paTrust
     from provenance.inspect import InspectConfig
+    from provenance.limits import ServerLimits
     from provenance.metrics import serve_metrics
     from provenance.server import ServerConfig, create_server
     from provenance.service import ProvenanceService, ServiceConfig
     from provenance.store import is_postgres_url
 
+    limits = ServerLimits(
+        rpc_threads=rpc_threads,
+        max_uploads=max_uploads,
+        max_decodes=max_decodes,
+        decode_wait_s=decode_wait_seconds,
+        upload_idle_s=upload_idle_seconds,
+        upload_deadline_s=upload_deadline_seconds,
+        min_chunk_bytes=min_chunk_kb * 1024,
+        max_lookup_queries=max_lookup_queries,
+        max_lookup_hashes=max_lookup_hashes,
+        quota_claims_per_minute=quota_claims_per_minute,
+        quota_bytes_per_minute=quota_claim_kb_per_minute * 1024,
+    )
     token = os.environ.get("PROV_ADMIN_TOKEN")
     if admin_token_file is not None:
         try:
@@ -235,12 +301,16 @@ def serve(
         admin_token=token,
         inspect=InspectConfig(
             limits=AssetLimits(
-                max_bytes=max_upload_mb * 1024 * 1024, max_pixels=max_megapixels * 1_000_000
+                max_bytes=max_upload_mb * 1024 * 1024,
+                max_image_bytes=max_image_mb * 1024 * 1024,
+                max_pixels=max_megapixels * 1_000_000,
+                max_decode_bytes=decode_budget_mb * 1024 * 1024,
             ),
             c2pa_pool=pool,
             c2pa_trust=trust,
         ),
         detector=det,
+        limits=limits,
     )
     try:
         metrics_port = serve_metrics(metrics_listen) if metrics_listen is not None else None
@@ -298,6 +368,9 @@ def web(
     uploads_per_minute: Annotated[
         int, typer.Option(help="Uploads each client address may start a minute (0: no limit).")
     ] = 30,
+    upload_idle_seconds: Annotated[
+        float, typer.Option(help="Refuse an upload (408) that sends nothing for this long.")
+    ] = 60.0,
 ) -> None:
     """Serve the verification page, the public log explorer and the JSON API
     (/api/v1/, /openapi.json, C2PA soft binding resolution) over HTTP, as a client of
@@ -311,6 +384,7 @@ def web(
             server,
             max_upload_bytes=max_upload_mb * 1024 * 1024,
             uploads_per_minute=uploads_per_minute,
+            upload_idle_seconds=upload_idle_seconds,
         ),
     )
 

@@ -133,7 +133,9 @@ class ProvenanceService:
         stored_origin = self.store.get_meta("origin")
         origin = stored_origin or self.config.origin
         if stored_origin and stored_origin != self.config.origin:
-            log.warning("database log origin is %r; using it, not %r", stored_origin, origin)
+            log.warning(
+                "database log origin is %r; using it, not %r", stored_origin, self.config.origin
+            )
         if not self.config.log_key.exists():
             if self.store.tree_size() > 0:
                 raise LogError(

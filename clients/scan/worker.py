@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -32,7 +32,7 @@ from provenance.claims import SignedClaim, Verdict
 from provenance.errors import BindingError, ClaimError, DetectorError, MediaError, TransportError
 from provenance.media import decode_image
 from provenance.pipeline import DENSE_PASS_NEEDS_BYTES
-from provenance.server import MAX_LOOKUP_QUERIES
+from provenance.server import MAX_LOOKUP_HASHES, MAX_LOOKUP_QUERIES
 from provenance.sidecar import decode_sidecar
 from provenance.verify import VerificationReport
 
@@ -84,17 +84,49 @@ def _lookup(
         Query(m.ref, m.sha256, m.soft, m.media_type or "", m.content_sha256) for m in measured
     ]
     out: dict[str, VerificationReport] = {}
-    for start in range(0, len(queries), MAX_LOOKUP_QUERIES):
-        part = queries[start : start + MAX_LOOKUP_QUERIES]
-        for delay in (*RETRY_DELAYS_S, None):
-            try:
-                out.update(client.lookup(part))
-                break
-            except TransportError as e:
-                if delay is None or not is_unreachable(e):
-                    raise
-                time.sleep(delay)
+    for part in _parts(queries):
+        out.update(_lookup_part(client, part))
     return out
+
+
+def _parts(queries: Sequence[Query]) -> Iterator[list[Query]]:
+    """Consecutive runs of ``queries`` within the server's default Lookup limits (files and
+    perceptual hashes per call)."""
+    part: list[Query] = []
+    hashes = 0
+    for q in queries:
+        n = len(q.soft_bindings)
+        if part and (len(part) >= MAX_LOOKUP_QUERIES or hashes + n > MAX_LOOKUP_HASHES):
+            yield part
+            part, hashes = [], 0
+        part.append(q)
+        hashes += n
+    if part:
+        yield part
+
+
+def _lookup_part(client: ProvenanceClient, part: list[Query]) -> dict[str, VerificationReport]:
+    """One Lookup, split in halves when the server says RESOURCE_EXHAUSTED (a reply over
+    its size limit, or lower limits than the defaults)."""
+    try:
+        return _lookup_retrying(client, part)
+    except TransportError as e:
+        if e.code != "RESOURCE_EXHAUSTED" or len(part) < 2:
+            raise
+    half = len(part) // 2
+    return {**_lookup_part(client, part[:half]), **_lookup_part(client, part[half:])}
+
+
+def _lookup_retrying(client: ProvenanceClient, part: list[Query]) -> dict[str, VerificationReport]:
+    """One Lookup, tried again after RETRY_DELAYS_S while the server is unreachable."""
+    for delay in RETRY_DELAYS_S:
+        try:
+            return dict(client.lookup(part))
+        except TransportError as e:
+            if not is_unreachable(e):
+                raise
+            time.sleep(delay)
+    return dict(client.lookup(part))
 
 
 def _item_bytes(item: FileItem | EntryItem) -> bytes:
@@ -185,7 +217,8 @@ def _check_densely(
 def process_batch(items: Sequence[Item], config: ScanConfig) -> list[dict[str, Any]]:
     """Rows for a batch of items, in the order given (see the module docstring).
 
-    At most MAX_LOOKUP_QUERIES items go in one Lookup call. Raises TransportError if the
+    At most MAX_LOOKUP_QUERIES items and MAX_LOOKUP_HASHES perceptual hashes go in one
+    Lookup call (fewer when the server's reply would be too large). Raises TransportError if the
     server cannot be reached after the retries of RETRY_DELAYS_S, or refuses the call.
     """
     client = _client(config.server)
