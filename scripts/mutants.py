@@ -54,6 +54,17 @@ REASONS: dict[str, str] = {
     'type_bytes = payload_type.encode("UTF-8")': _CODEC,
     'return hashlib.sha256(token.encode("UTF-8")).digest()': _CODEC,
     'verify_payload(public_key, PAYLOAD_TYPE_ENROLL, token.encode("UTF-8"), proof_of_possession)': _CODEC,
+    **dict.fromkeys(
+        (
+            f"for (level, left_index), left in zip(keys, _read(get_nodes, keys), {tail}):"
+            for tail in ("strict=None", "strict=False", "")
+        ),
+        "equivalent: _read has already checked that the reader answered one hash per key",
+    ),
+    "want = (start << height).bit_count()": (
+        "equivalent: a right-edge subtree's start has no bits below `height`, so shifting"
+        " it either way keeps its number of one bits"
+    ),
     "return secrets.token_urlsafe(None)": (
         "equivalent: token_urlsafe(None) draws its default of 32 bytes, which is TOKEN_BYTES"
     ),
