@@ -299,7 +299,7 @@ class Walker:
             for n, info in enumerate(zf.infolist()):
                 if n >= lim.max_entries:
                     raise _ArchiveStop(_too_many(lim.max_entries))
-                if info.is_dir():
+                if info.filename and info.is_dir():
                     continue
                 eref = _entry_ref(ref, info.filename, seen)
                 total += info.file_size
