@@ -286,6 +286,13 @@ class Walker:
             yield from walk(f, ref, outer, depth)
         except _ArchiveStop as e:
             yield RefusedItem(_display(ref), str(e), archive=outer)
+        except Exception as e:  # hostile bytes break stdlib readers many ways: one row each
+            yield RefusedItem(
+                _display(ref),
+                f"not a readable {kind} archive: truncated or corrupt ({type(e).__name__});"
+                " the rest of it was not scanned",
+                archive=outer,
+            )
 
     def _zip(self, f: IO[bytes], ref: str, outer: str, depth: int) -> Iterator[Item]:
         lim = self.limits
