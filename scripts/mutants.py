@@ -65,6 +65,13 @@ REASONS: dict[str, str] = {
         "equivalent: a right-edge subtree's start has no bits below `height`, so shifting"
         " it either way keeps its number of one bits"
     ),
+    **dict.fromkeys(
+        (
+            f"x = (u * pow(v, 3, {m}) * pow(u * pow(v, 7, _P), (_P - 5) // 8, _P)) % _P"
+            for m in ("None", "")
+        ),
+        "equivalent: v**3 without the modulus is reduced by the final `% _P` (only slower)",
+    ),
     "found = None": "equivalent: None and False are both false where `found` is tested",
     "NoteVerifierǁ__init__: raise KeyMaterialError(None) from e": (
         "unreachable: check_public_key has already refused every key that"
