@@ -25,6 +25,7 @@ from rich.progress import Progress
 from clients import logcmd
 from clients.api import ProvenanceClient, default_server
 from clients.device import DeviceHome, SyncResult, default_home, sidecar_path
+from clients.files import open_regular, read_bounded
 from clients.options import ServerOpt
 from clients.report import EXIT_CODES, report_to_json, report_to_text
 from clients.scan.cli import scan as scan_command
@@ -32,7 +33,7 @@ from detector import cli as detector_cli
 from provenance.errors import ConfigError, LogIntegrityError, ProvenanceError
 from provenance.keys import DeviceKey
 from provenance.media import sniff_media_type
-from provenance.sidecar import Sidecar, decode_sidecar
+from provenance.sidecar import MAX_SIDECAR_BYTES, Sidecar, decode_sidecar
 
 app = typer.Typer(
     name="prov",
@@ -572,8 +573,11 @@ def detect(
     only `prov verify` checks signatures."""
     if local:
         for f in files:
-            with f.open("rb") as fh:
-                kind = sniff_media_type(fh.read(64)) or ""
+            try:
+                with open_regular(f) as fh:
+                    kind = sniff_media_type(fh.read(64)) or ""
+            except OSError as e:
+                raise ConfigError(f"cannot read {f}: {e.strerror or e}") from e
             if kind.startswith("video/"):
                 raise ConfigError(
                     f"{f}: --local scores still images; send videos to the server (drop --local)"
@@ -610,12 +614,15 @@ def detect(
 
 def _read_sidecar(file: Path, given: Path | None) -> Sidecar | None:
     """The sidecar to check: --sidecar (errors if unusable), else FILE.prov when present
-    (an unreadable one is reported and left out: the file is judged on its own bytes)."""
+    (an unreadable one is reported and left out: the file is judged on its own bytes).
+
+    Read with `clients.files.read_bounded`: a FIFO or device is refused without
+    blocking, and at most MAX_SIDECAR_BYTES are read."""
     path = given if given is not None else sidecar_path(file)
     if given is None and not path.exists():
         return None
     try:
-        return decode_sidecar(path.read_bytes())
+        return decode_sidecar(read_bounded(path, MAX_SIDECAR_BYTES, "sidecar"))
     except OSError as e:
         if given is not None:
             raise ConfigError(f"cannot read sidecar {path}: {e.strerror}") from e
