@@ -91,7 +91,13 @@ def _admin_client(server: str) -> ProvenanceClient:
 
 @app.command()
 def serve(
-    db: Annotated[Path, typer.Option(help="SQLite database file (created if missing).")],
+    db: Annotated[
+        str,
+        typer.Option(
+            help="SQLite database file (created if missing; one server per file), or"
+            " postgresql://USER@HOST:PORT/DB for a database several servers share (needs --log-key)."
+        ),
+    ],
     listen: Annotated[
         str, typer.Option(help="Address to listen on, HOST:PORT (port 0 picks one).")
     ] = "127.0.0.1:50051",
@@ -104,7 +110,8 @@ def serve(
     log_key: Annotated[
         Path | None,
         typer.Option(
-            help="The log's Ed25519 private key (PEM, created on first start). Default: DB.logkey.pem"
+            help="The log's Ed25519 private key (PEM, created on first start; every server of"
+            " one log uses the same file). Default with a SQLite --db: DB.logkey.pem"
         ),
     ] = None,
     origin: Annotated[
@@ -126,7 +133,16 @@ def serve(
     ] = None,
     fast_start: Annotated[
         bool,
-        typer.Option(help="Skip re-hashing every log entry at start (the root is still checked)."),
+        typer.Option(
+            help="Skip re-hashing the entries appended since the last verified mark at start"
+            " (the root is still checked)."
+        ),
+    ] = False,
+    full_check: Annotated[
+        bool,
+        typer.Option(
+            help="Re-hash every log entry at start, not only those since the last verified mark."
+        ),
     ] = False,
     ca: Annotated[
         Path | None,
@@ -146,6 +162,12 @@ def serve(
     c2pa_workers: Annotated[
         int, typer.Option(help="Processes reading C2PA manifests (0: do not read C2PA).")
     ] = 2,
+    http: Annotated[
+        str | None,
+        typer.Option(
+            help="Also serve the web page, log explorer and HTTP API on HOST:PORT (as `prov web`)."
+        ),
+    ] = None,
 ) -> None:
     """Run the gRPC server with its embedded database until SIGINT/SIGTERM."""
     from provenance.assets import AssetLimits
@@ -154,6 +176,7 @@ def serve(
     from provenance.inspect import InspectConfig
     from provenance.server import ServerConfig, create_server
     from provenance.service import ProvenanceService, ServiceConfig
+    from provenance.store import is_postgres_url
 
     token = os.environ.get("PROV_ADMIN_TOKEN")
     if admin_token_file is not None:
@@ -167,13 +190,23 @@ def serve(
         err.print(
             "[yellow]warning:[/] no admin token configured: enrollment tokens and revocations are refused"
         )
+    if is_postgres_url(db):
+        if log_key is None:
+            raise ConfigError(
+                "--log-key PATH is required with a PostgreSQL --db: every server of the log"
+                " signs with the same key file"
+            )
+        target: str | Path = db
+    else:
+        target = Path(db)
     service = ProvenanceService(
         ServiceConfig(
-            db=db,
-            log_key=log_key or db.with_name(db.name + ".logkey.pem"),
+            db=target,
+            log_key=log_key or Path(db).with_name(Path(db).name + ".logkey.pem"),
             origin=origin,
             verify_on_start=not fast_start,
             authority_dir=ca,
+            full_check=full_check,
         )
     )
     trust = None
@@ -207,12 +240,60 @@ def serve(
         signal.signal(sig, lambda *_: stop.set())
     print(f"listening on {host}:{port}", flush=True)
     print(f"log key: {service.signer.verifier_key()}", flush=True)
+    web = _start_web(http, host, port, max_upload_mb) if http else None
     stop.wait()
     print("shutting down", flush=True)
+    if web is not None:
+        web.stop()
     server.stop(grace=5).wait()
     service.close()
     if pool is not None:
         pool.close()
+
+
+def _start_web(listen: str, grpc_host: str, grpc_port: int, max_upload_mb: int):  # type: ignore[no-untyped-def]
+    """`prov serve --http`: the web app in a thread, a client of this process's gRPC port."""
+    from provenance.web.app import WebConfig
+    from provenance.web.serve import start_web
+
+    local = "127.0.0.1" if grpc_host in ("0.0.0.0", "", "[::]") else grpc_host
+    web = start_web(
+        listen, WebConfig(f"{local}:{grpc_port}", max_upload_bytes=max_upload_mb * 1024 * 1024)
+    )
+    print(f"web on http://{web.address}", flush=True)
+    return web
+
+
+@app.command()
+def web(
+    server: ServerOpt = default_server(),
+    listen: Annotated[
+        str, typer.Option(help="HTTP address to listen on, HOST:PORT (port 0 picks one).")
+    ] = "127.0.0.1:8080",
+    max_upload_mb: Annotated[
+        int,
+        typer.Option(
+            help="Largest file relayed for verification, MiB (the service has its own limit)."
+        ),
+    ] = 2048,
+    uploads_per_minute: Annotated[
+        int, typer.Option(help="Uploads each client address may start a minute (0: no limit).")
+    ] = 30,
+) -> None:
+    """Serve the verification page, the public log explorer and the JSON API
+    (/api/v1/, /openapi.json, C2PA soft binding resolution) over HTTP, as a client of
+    the gRPC service at --server. Stores no uploaded file. Stops on SIGINT/SIGTERM."""
+    from provenance.web.app import WebConfig
+    from provenance.web.serve import run_web
+
+    run_web(
+        listen,
+        WebConfig(
+            server,
+            max_upload_bytes=max_upload_mb * 1024 * 1024,
+            uploads_per_minute=uploads_per_minute,
+        ),
+    )
 
 
 def _load_detector(model: str, device: str | None):  # type: ignore[no-untyped-def]

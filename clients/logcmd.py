@@ -16,7 +16,7 @@ from provenance.audit import AuditState, audit_step
 from provenance.errors import ConfigError, LogIntegrityError, TransportError
 from provenance.log.checkpoint import NoteVerifier, load_log_signer
 from provenance.receipt import verify_receipt
-from provenance.sidecar import decode_sidecar
+from provenance.sidecar import check_sidecar_key, decode_sidecar
 
 log_app = typer.Typer(
     help="Audit the transparency log (checkpoints, consistency).", no_args_is_help=True
@@ -137,15 +137,17 @@ def receipt_verify(
         str, typer.Option(help="The log's verifier key (text or a file holding it).")
     ],
 ) -> None:
-    """Verify a sidecar's receipt offline: checkpoint signature, leaf, inclusion proof."""
+    """Verify a sidecar's receipt offline: its public key against the claim's key id and
+    signature, then the checkpoint signature, leaf and inclusion proof."""
     sc = decode_sidecar(sidecar.read_bytes())
     if sc.receipt is None:
         raise ConfigError(
             f"{sidecar} has no receipt yet: the claim was not logged (run `prov device sync`)"
         )
+    check_sidecar_key(sc)
     cp = verify_receipt(sc.receipt, sc.signed_claim, NoteVerifier.from_vkey(_read_vkey(log_key)))
     out.print(
         f"receipt OK: leaf {sc.receipt.leaf_index} of {cp.size} in log {cp.origin},"
         f" logged {sc.receipt.integrated_at:%Y-%m-%d %H:%M:%S} UTC; claim by device"
-        f" {sc.signed_claim.key_id.hex()[:16]}…"
+        f" {sc.signed_claim.key_id.hex()[:16]}… (signature verified with the sidecar's key)"
     )

@@ -20,6 +20,9 @@ CLAIM_VERSION = 1
 MAX_METADATA_BYTES = 4096
 #: Largest number of soft bindings (sampled video frames) in one claim.
 MAX_SOFT_BINDINGS = 4096
+#: Largest value of an integer claim field that the log stores (sequence, sizes, counts):
+#: a signed 64-bit integer, what SQLite INTEGER and PostgreSQL BIGINT hold.
+MAX_STORED_INT = 2**63 - 1
 
 
 @dataclass(frozen=True)
@@ -42,7 +45,8 @@ class Claim:
     """What a device asserts about one capture (DESIGN.md, "The signed claim").
 
     Times are timezone-aware UTC datetimes; sizes in bytes; width/height in pixels;
-    duration in seconds.
+    duration in seconds; orientation the image file's EXIF orientation tag (1..8, 0 when
+    it states none). Soft bindings are of the pixels as displayed (orientation applied).
     """
 
     device_id: bytes
@@ -59,6 +63,7 @@ class Claim:
     metadata: Mapping[str, str] = field(default_factory=dict)
     frame_sample_rate: float = 0.0
     version: int = CLAIM_VERSION
+    orientation: int = 0
 
 
 @dataclass(frozen=True)
@@ -112,6 +117,15 @@ class Device:
     @property
     def revoked(self) -> bool:
         return self.revoked_at is not None
+
+
+@dataclass(frozen=True)
+class TimeFlag:
+    """One implausible time in a claim (`provenance.timecheck`): ``code`` names the rule
+    (e.g. "captured_after_server_time") and ``detail`` is a sentence a person can read."""
+
+    code: str
+    detail: str
 
 
 class Verdict(StrEnum):

@@ -9,10 +9,12 @@ decoder failure into a `MediaError`.
 from __future__ import annotations
 
 import io
+import re
 import warnings
 from dataclasses import dataclass
 
 import numpy as np
+import pillow_heif  # type: ignore[import-untyped]
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from provenance.binding import PerceptualHash, pdq_hash
@@ -31,7 +33,14 @@ _PIL_FORMATS: dict[str, tuple[str, ...]] = {
     "image/webp": ("WEBP",),
     "image/gif": ("GIF",),
     "image/tiff": ("TIFF",),
+    "image/heic": ("HEIF",),
 }
+# HEIC/HEIF stills through libheif (the pillow-heif wheel bundles it); AVIF is sniffed but
+# not decoded (the wheel carries no AV1 decoder).
+pillow_heif.register_heif_opener()
+
+#: The EXIF Orientation tag (TIFF/EXIF tag 0x0112); values 1..8 (EXIF 2.32, section 4.6.5).
+EXIF_ORIENTATION_TAG = 0x0112
 
 # ISO base media file format (ISO/IEC 14496-12) major brands, read from the ftyp box.
 _FTYP_BRANDS: dict[bytes, str] = {
@@ -133,13 +142,15 @@ class DecodedImage:
     """Pixels of a still image as it is displayed (EXIF orientation applied).
 
     rgb: (height, width, 3) uint8 array, read-only; width, height: in pixels;
-    media_type: the sniffed type of the encoded file, e.g. "image/jpeg".
+    media_type: the sniffed type of the encoded file, e.g. "image/jpeg"; orientation: the
+    file's EXIF orientation tag (1..8; 0 when it states none or an invalid value).
     """
 
     rgb: np.ndarray
     width: int
     height: int
     media_type: str
+    orientation: int = 0
 
     def __post_init__(self) -> None:
         if self.rgb.dtype != np.uint8 or self.rgb.shape != (self.height, self.width, 3):
@@ -162,13 +173,44 @@ def _describe_unknown(data: bytes) -> str:
     return f"unrecognized format (first bytes {sample[:16].hex(' ')})"
 
 
+def _exif_orientation(im: Image.Image) -> int:
+    """The EXIF orientation tag of an opened image: 1..8, or 0 when absent or invalid."""
+    try:
+        value = im.getexif().get(EXIF_ORIENTATION_TAG)
+    except Exception:  # a damaged EXIF block states no orientation
+        return 0
+    return value if isinstance(value, int) and 1 <= value <= 8 else 0
+
+
+def _to_rgb8(im: Image.Image) -> Image.Image:
+    """``im`` as 8-bit RGB. 16-bit grey ("I;16*") is scaled to 8 bits (value >> 8), as is
+    32-bit integer grey ("I") holding values above 255 (clipped to 0..65535 first):
+    Pillow's own conversion clips them at 255, so a 16-bit PNG would read as all white."""
+    if im.mode.startswith("I;16") or im.mode == "I":
+        grey = np.asarray(im)
+        if im.mode == "I" and int(grey.max(initial=0)) <= 255:
+            grey8 = np.clip(grey, 0, 255).astype(np.uint8)
+        else:
+            grey8 = (np.clip(grey, 0, 65535) >> 8).astype(np.uint8)
+        return Image.fromarray(grey8, "L").convert("RGB")
+    return im.convert("RGB")
+
+
+def _corrupt(media_type: str, e: Exception) -> MediaError:
+    """A decoder failure in our words (Pillow's own text names its internals)."""
+    kind = media_type.removeprefix("image/").upper()
+    why = "ends early" if "truncated" in str(e).lower() else "cannot be decoded"
+    return MediaError(f"truncated or corrupt image: the {kind} data {why}")
+
+
 def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> DecodedImage:
-    """Decode an encoded still image (JPEG, PNG, WebP, GIF, TIFF) to RGB pixels.
+    """Decode an encoded still image (JPEG, PNG, WebP, GIF, TIFF, HEIC) to RGB pixels.
 
     data: the whole file. max_pixels: the largest width x height accepted, checked from the
     header before pixels are decoded. The first frame of an animation or the first page of
-    a multi-page TIFF is decoded. The EXIF orientation is applied, and the image is
-    converted to RGB (alpha dropped, 16-bit and palette images converted as Pillow does).
+    a multi-page TIFF is decoded. The EXIF orientation is applied (and its tag returned),
+    and the image is converted to 8-bit RGB (alpha dropped, palette expanded, 16-bit grey
+    scaled to 8 bits).
 
     Raises MediaTooLargeError if the image has more than max_pixels pixels; MediaError if
     data is empty, of an unrecognized or non-image format, or truncated or corrupt.
@@ -200,22 +242,29 @@ def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> DecodedIm
                         f"over the limit of {max_pixels} pixels"
                     )
                 im.load()
-                rgb_image = ImageOps.exif_transpose(im).convert("RGB")
+                orientation = _exif_orientation(im)
+                rgb_image = _to_rgb8(ImageOps.exif_transpose(im))
     except MediaError:
         raise
     except UnidentifiedImageError as e:
         raise MediaError(f"truncated or corrupt image: not parseable as {media_type}") from e
     except Image.DecompressionBombError as e:
         # Pillow's hard limit (twice Image.MAX_IMAGE_PIXELS) fired inside Image.open.
+        found = re.search(r"\((\d+) pixels\)", str(e))
+        size = f"{found.group(1)} pixels" if found else "more pixels than the decoder allows"
         raise MediaTooLargeError(
-            f"image too large: {e}; the limit here is {max_pixels} pixels"
+            f"image too large: {size}; the limit here is {max_pixels} pixels"
         ) from e
     except Exception as e:  # any failure of a parser fed hostile bytes is the input's fault
-        raise MediaError(f"truncated or corrupt image: {e}") from e
+        raise _corrupt(media_type, e) from e
     rgb = np.asarray(rgb_image, dtype=np.uint8)
     rgb.flags.writeable = False
     return DecodedImage(
-        rgb=rgb, width=rgb_image.width, height=rgb_image.height, media_type=media_type
+        rgb=rgb,
+        width=rgb_image.width,
+        height=rgb_image.height,
+        media_type=media_type,
+        orientation=orientation,
     )
 
 

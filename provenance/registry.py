@@ -13,6 +13,7 @@ from provenance.claims import (
     CLAIM_VERSION,
     MAX_METADATA_BYTES,
     MAX_SOFT_BINDINGS,
+    MAX_STORED_INT,
     Claim,
     Device,
     SignedClaim,
@@ -59,7 +60,12 @@ def check_enrollment(public_key: bytes, token: str, proof_of_possession: bytes) 
 
 
 def check_claim_shape(signed: SignedClaim, claim: Claim) -> None:
-    """Structural limits on a submitted claim; raises ClaimError."""
+    """Structural limits on a submitted claim; raises ClaimError.
+
+    Every integer the log stores (sequence, size, chunk count) must fit a signed 64-bit
+    integer (`MAX_STORED_INT`): a larger one is refused here, before the writer, so it
+    can never fail a commit batch shared with other devices' claims.
+    """
     if signed.payload_type != PAYLOAD_TYPE_CLAIM:
         raise ClaimError(f"unexpected payload type {signed.payload_type!r}")
     if claim.version != CLAIM_VERSION:
@@ -70,6 +76,15 @@ def check_claim_shape(signed: SignedClaim, claim: Claim) -> None:
         raise ClaimError("the claim's hard binding is not a 32-byte SHA-256")
     if claim.sequence < 1:
         raise ClaimError("claim sequence numbers start at 1")
+    for name, value in (
+        ("sequence", claim.sequence),
+        ("size_bytes", claim.size_bytes),
+        ("hard_binding.chunk_count", claim.hard_binding.chunk_count),
+    ):
+        if value > MAX_STORED_INT:
+            raise ClaimError(
+                f"the claim's {name} is {value}; the log stores at most {MAX_STORED_INT} (2^63 - 1)"
+            )
     meta = sum(len(k.encode()) + len(v.encode()) for k, v in claim.metadata.items())
     if meta > MAX_METADATA_BYTES:
         raise ClaimError(f"claim metadata is {meta} bytes; the limit is {MAX_METADATA_BYTES}")

@@ -39,9 +39,11 @@ from provenance.errors import (
     RevokedKeyError,
     SequenceError,
     SignatureError,
+    StorageError,
     UnknownDeviceError,
 )
 from provenance.inspect import InspectConfig, Inspection, Upload, inspect_upload, resample_dense
+from provenance.rpc_input import MalformedRequestInterceptor
 from provenance.service import ProvenanceService
 from provenance.v1 import provenance_pb2 as pb
 from provenance.v1 import provenance_pb2_grpc as rpc
@@ -75,6 +77,7 @@ _STATUS: tuple[tuple[type[ProvenanceError], grpc.StatusCode], ...] = (
     (ProofError, grpc.StatusCode.FAILED_PRECONDITION),
     (LogError, grpc.StatusCode.OUT_OF_RANGE),
     (DetectorError, grpc.StatusCode.UNAVAILABLE),
+    (StorageError, grpc.StatusCode.UNAVAILABLE),
 )
 
 
@@ -178,7 +181,11 @@ class RegistryServicer(rpc.DeviceRegistryServicer):
         _require_admin(context, self.c.admin_token)
         if not request.reason.strip():
             raise ClaimError("a revocation needs a reason")
-        when = wire.ts_from_pb(request.effective_at) if request.HasField("effective_at") else None
+        when = (
+            wire.ts_from_pb(request.effective_at, "the revocation time")
+            if request.HasField("effective_at")
+            else None
+        )
         d = self.s.revoke(bytes(request.device_id), request.reason, when)
         return pb.RevokeResponse(device=wire.device_to_pb(d))
 
@@ -389,6 +396,7 @@ def create_server(
     """
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=config.max_workers, thread_name_prefix="rpc"),
+        interceptors=[MalformedRequestInterceptor()],
         options=[
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),

@@ -15,7 +15,9 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from provenance.claims import Claim, Receipt, SignedClaim
-from provenance.errors import ClaimError
+from provenance.envelope import verify_payload
+from provenance.errors import ClaimError, SignatureError
+from provenance.keys import check_public_key, key_id
 from provenance.wire import decode_claim, decode_receipt, encode_receipt
 
 SIDECAR_FORMAT = "application/vnd.provenance.sidecar.v1+json"
@@ -73,10 +75,10 @@ def decode_sidecar(data: bytes) -> Sidecar:
         raise ClaimError(f"sidecar is {len(data)} bytes; the limit is {MAX_SIDECAR_BYTES}")
     try:
         doc = json.loads(data)
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+    except RecursionError as e:  # "[[[[..." deeper than the interpreter's stack allows
+        raise ClaimError("sidecar is not valid JSON: nested too deeply") from e
+    except ValueError as e:  # not UTF-8, not JSON, or an integer of over 4300 digits
         raise ClaimError(f"sidecar is not valid JSON: {e}") from e
-    except RecursionError as e:  # e.g. 100,000 nested '[': the parser gives up, cheaply
-        raise ClaimError("sidecar JSON is nested too deeply to be a sidecar") from e
     if not isinstance(doc, dict) or doc.get("format") != SIDECAR_FORMAT:
         raise ClaimError(f"not a provenance sidecar (expected format {SIDECAR_FORMAT!r})")
     try:
@@ -98,4 +100,40 @@ def decode_sidecar(data: bytes) -> Sidecar:
         chunks = tuple(base64.b64decode(h, validate=True) for h in doc.get("chunkHashes") or ())
     except (KeyError, TypeError, ValueError, binascii.Error) as e:
         raise ClaimError(f"malformed sidecar: {e!r}") from e
+    except RecursionError as e:
+        raise ClaimError("malformed sidecar: its JSON is nested too deeply") from e
     return Sidecar(signed, public_key, receipt, str(doc.get("logVerifierKey") or ""), chunks)
+
+
+def check_sidecar_key(s: Sidecar) -> None:
+    """Check the sidecar's own public key against its claim: the key's id (SHA-256 of
+    the raw key) must be the signature's key id and the claim's device id, and the
+    signature must verify strictly under it (DSSE PAE, Ed25519).
+
+    Raises KeyMaterialError for a malformed or weak key, SignatureError otherwise. This
+    says only that the sidecar is self-consistent; whether the key is enrolled is the
+    log's to say (a receipt, or `prov verify`).
+    """
+    check_public_key(s.public_key)
+    kid = key_id(s.public_key)
+    if kid != s.signed_claim.key_id:
+        raise SignatureError(
+            f"the sidecar's public key (key id {kid.hex()[:16]}…) is not the key that signed"
+            f" its claim (key id {s.signed_claim.key_id.hex()[:16]}…)"
+        )
+    if s.claim.device_id != kid:
+        raise SignatureError(
+            f"the sidecar's claim names device {s.claim.device_id.hex()[:16]}…, not its"
+            f" signing key {kid.hex()[:16]}…"
+        )
+    try:
+        verify_payload(
+            s.public_key,
+            s.signed_claim.payload_type,
+            s.signed_claim.claim_bytes,
+            s.signed_claim.signature,
+        )
+    except SignatureError as e:
+        raise SignatureError(
+            "the sidecar's signature does not verify under its own public key"
+        ) from e

@@ -1,8 +1,9 @@
 """The one place where domain objects meet protobuf messages.
 
-Nothing else in the project imports ``*_pb2``. Decoding untrusted bytes raises
-`ClaimError` with a message a person can act on; it never lets a protobuf
-``DecodeError`` escape.
+Nothing else in the project imports ``*_pb2``. Decoding untrusted bytes or messages
+raises `ClaimError` with a message a person can act on, and nothing else: no protobuf
+``DecodeError``, no ``ValueError`` from an out-of-range timestamp, no `BindingError`
+from a malformed soft binding.
 """
 
 from __future__ import annotations
@@ -21,9 +22,10 @@ from provenance.claims import (
     HardBinding,
     Receipt,
     SignedClaim,
+    TimeFlag,
     Verdict,
 )
-from provenance.errors import ClaimError
+from provenance.errors import BindingError, ClaimError
 from provenance.v1 import provenance_pb2 as pb
 from provenance.verify import (
     ClaimEvidence,
@@ -48,9 +50,19 @@ def ts_to_pb(when: datetime | None) -> Timestamp | None:
     return t
 
 
-def ts_from_pb(t: Timestamp) -> datetime:
-    """Timestamp -> timezone-aware UTC datetime."""
-    return t.ToDatetime(tzinfo=UTC)
+def ts_from_pb(t: Timestamp, what: str = "timestamp") -> datetime:
+    """Timestamp -> timezone-aware UTC datetime.
+
+    Raises ClaimError when it lies outside 0001-01-01 .. 9999-12-31 (the range of
+    google.protobuf.Timestamp and of Python's datetime) or its nanos are not 0..999999999.
+    """
+    try:
+        return t.ToDatetime(tzinfo=UTC)
+    except (ValueError, OverflowError) as e:
+        raise ClaimError(
+            f"{what} is out of range ({t.seconds} s, {t.nanos} ns): a time must lie between"
+            " 0001-01-01 and 9999-12-31 UTC"
+        ) from e
 
 
 def _parse(msg_type: Any, data: bytes, what: str) -> Any:
@@ -72,12 +84,17 @@ def soft_to_pb(h: PerceptualHash) -> pb.SoftBinding:
 
 
 def soft_from_pb(m: pb.SoftBinding) -> PerceptualHash:
-    return PerceptualHash(
-        algorithm=m.algorithm,
-        hash=bytes(m.hash),
-        quality=m.quality,
-        timestamp_seconds=m.timestamp_seconds,
-    )
+    """Wire soft binding -> PerceptualHash; raises ClaimError when a field is out of range
+    (algorithm, hash size, quality, frame time)."""
+    try:
+        return PerceptualHash(
+            algorithm=m.algorithm,
+            hash=bytes(m.hash),
+            quality=m.quality,
+            timestamp_seconds=m.timestamp_seconds,
+        )
+    except BindingError as e:
+        raise ClaimError(f"malformed soft binding: {e}") from e
 
 
 def encode_claim(claim: Claim) -> bytes:
@@ -102,6 +119,7 @@ def encode_claim(claim: Claim) -> bytes:
         prev_claim_hash=claim.prev_claim_hash,
         metadata=dict(claim.metadata),
         frame_sample_rate=claim.frame_sample_rate,
+        orientation=claim.orientation,
     )
     return msg.SerializeToString(deterministic=True)
 
@@ -116,7 +134,7 @@ def decode_claim(data: bytes) -> Claim:
         version=m.version,
         device_id=bytes(m.device_id),
         sequence=m.sequence,
-        captured_at=ts_from_pb(m.captured_at),
+        captured_at=ts_from_pb(m.captured_at, "the claim's capture time"),
         media_type=m.media_type,
         size_bytes=m.size_bytes,
         width=m.width,
@@ -132,6 +150,7 @@ def decode_claim(data: bytes) -> Claim:
         prev_claim_hash=bytes(m.prev_claim_hash),
         metadata=dict(m.metadata),
         frame_sample_rate=m.frame_sample_rate,
+        orientation=m.orientation,
     )
 
 
@@ -163,7 +182,7 @@ def encode_log_entry(s: SignedClaim, integrated_at: datetime) -> bytes:
 def decode_log_entry(data: bytes) -> tuple[SignedClaim, datetime]:
     """Leaf data -> (signed claim, integration time); raises ClaimError when malformed."""
     m = _parse(pb.LogEntry, data, "log entry")
-    return signed_from_pb(m.signed_claim), ts_from_pb(m.integrated_at)
+    return signed_from_pb(m.signed_claim), ts_from_pb(m.integrated_at, "the integration time")
 
 
 def receipt_to_pb(r: Receipt) -> pb.Receipt:
@@ -179,7 +198,7 @@ def receipt_to_pb(r: Receipt) -> pb.Receipt:
 def receipt_from_pb(m: pb.Receipt) -> Receipt:
     return Receipt(
         leaf_index=m.leaf_index,
-        integrated_at=ts_from_pb(m.integrated_at),
+        integrated_at=ts_from_pb(m.integrated_at, "the receipt's integration time"),
         checkpoint=m.checkpoint,
         inclusion_proof=tuple(bytes(p) for p in m.inclusion_proof),
         log_entry=bytes(m.log_entry),
@@ -240,6 +259,8 @@ def report_to_pb(r: VerificationReport) -> pb.VerificationReport:
         hash_match=ev.hash_match,
         file_content_sha256=ev.file.content_sha256,
         damaged_ranges=[pb.ByteRange(first_byte=a, last_byte=b) for a, b in ev.damaged_ranges],
+        time_flags=[pb.TimeFlag(code=f.code, detail=f.detail) for f in ev.time_flags],
+        pdq_transform=ev.pdq_transform,
     )
     if ev.video_match is not None:
         evm.video_match.CopyFrom(video_match_to_pb(ev.video_match))
@@ -498,6 +519,8 @@ def report_from_pb(m: pb.VerificationReport) -> VerificationReport:
             pdq_threshold=e.pdq_threshold,
             video_match=video_match_from_pb(e.video_match) if e.HasField("video_match") else None,
             damaged_ranges=tuple((r.first_byte, r.last_byte) for r in e.damaged_ranges),
+            time_flags=tuple(TimeFlag(f.code, f.detail) for f in e.time_flags),
+            pdq_transform=e.pdq_transform,
         ),
         verified_at=ts_from_pb(m.verified_at),
         detector=detector_from_pb(m.detector) if m.HasField("detector") else None,

@@ -73,7 +73,8 @@ def test_receipt_verifies_offline_and_detects_changes(
     bad = tmp_path / "forged.prov"
     bad.write_text(json.dumps(forged))
     rc, _, err = enrolled("receipt", "verify", str(bad), "--log-key", vkey)
-    assert rc == 1 and "different claim" in err
+    # the swapped payload no longer matches the sidecar's signature (checked first)
+    assert rc == 1 and "signature does not verify under its own public key" in err
 
     raw = bytearray(base64.b64decode(doc["receipt"]))
     raw[-40] ^= 0x01  # inside the leaf data

@@ -144,7 +144,10 @@ def test_decode_valid_jpeg_fixture() -> None:
     assert not image.rgb.flags.writeable
 
 
-@pytest.mark.parametrize("relative", sorted(PYPI_HASHES))
+# I16.png is 16-bit grey: Pillow's own RGB conversion (which the reference used) clips it
+# to near white (quality 36); decode_image scales 16 bits to 8 and hashes the real
+# picture (tests/test_hostile_media.py).
+@pytest.mark.parametrize("relative", sorted(set(PYPI_HASHES) - {"python-threatexchange/I16.png"}))
 def test_soft_binding_of_decoded_fixture_equals_reference(relative: str) -> None:
     image = decode_image((PHASH / relative).read_bytes())
     assert image_soft_binding(image).hex == PYPI_HASHES[relative]
@@ -224,9 +227,9 @@ def test_video_is_not_a_still_image() -> None:
         decode_image(data)
 
 
-def test_heic_without_decoder_names_the_type() -> None:
-    ftyp = struct.pack(">I", 24) + b"ftypheic" + bytes(4) + b"mif1heic"
-    with pytest.raises(MediaError, match="looks like image/heic"):
+def test_avif_without_decoder_names_the_type() -> None:
+    ftyp = struct.pack(">I", 24) + b"ftypavif" + bytes(4) + b"mif1avif"
+    with pytest.raises(MediaError, match="looks like image/avif"):
         decode_image(ftyp + bytes(100))
 
 

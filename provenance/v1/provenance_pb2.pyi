@@ -50,7 +50,7 @@ class SoftBinding(_message.Message):
     def __init__(self, algorithm: _Optional[str] = ..., hash: _Optional[bytes] = ..., quality: _Optional[int] = ..., timestamp_seconds: _Optional[float] = ...) -> None: ...
 
 class Claim(_message.Message):
-    __slots__ = ("version", "device_id", "sequence", "captured_at", "media_type", "size_bytes", "width", "height", "duration_seconds", "hard_binding", "soft_bindings", "prev_claim_hash", "metadata", "frame_sample_rate")
+    __slots__ = ("version", "device_id", "sequence", "captured_at", "media_type", "size_bytes", "width", "height", "duration_seconds", "hard_binding", "soft_bindings", "prev_claim_hash", "metadata", "frame_sample_rate", "orientation")
     class MetadataEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -72,6 +72,7 @@ class Claim(_message.Message):
     PREV_CLAIM_HASH_FIELD_NUMBER: _ClassVar[int]
     METADATA_FIELD_NUMBER: _ClassVar[int]
     FRAME_SAMPLE_RATE_FIELD_NUMBER: _ClassVar[int]
+    ORIENTATION_FIELD_NUMBER: _ClassVar[int]
     version: int
     device_id: bytes
     sequence: int
@@ -86,7 +87,8 @@ class Claim(_message.Message):
     prev_claim_hash: bytes
     metadata: _containers.ScalarMap[str, str]
     frame_sample_rate: float
-    def __init__(self, version: _Optional[int] = ..., device_id: _Optional[bytes] = ..., sequence: _Optional[int] = ..., captured_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., media_type: _Optional[str] = ..., size_bytes: _Optional[int] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., duration_seconds: _Optional[float] = ..., hard_binding: _Optional[_Union[HardBinding, _Mapping]] = ..., soft_bindings: _Optional[_Iterable[_Union[SoftBinding, _Mapping]]] = ..., prev_claim_hash: _Optional[bytes] = ..., metadata: _Optional[_Mapping[str, str]] = ..., frame_sample_rate: _Optional[float] = ...) -> None: ...
+    orientation: int
+    def __init__(self, version: _Optional[int] = ..., device_id: _Optional[bytes] = ..., sequence: _Optional[int] = ..., captured_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., media_type: _Optional[str] = ..., size_bytes: _Optional[int] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., duration_seconds: _Optional[float] = ..., hard_binding: _Optional[_Union[HardBinding, _Mapping]] = ..., soft_bindings: _Optional[_Iterable[_Union[SoftBinding, _Mapping]]] = ..., prev_claim_hash: _Optional[bytes] = ..., metadata: _Optional[_Mapping[str, str]] = ..., frame_sample_rate: _Optional[float] = ..., orientation: _Optional[int] = ...) -> None: ...
 
 class SignedClaim(_message.Message):
     __slots__ = ("payload_type", "claim", "key_id", "signature")
@@ -215,18 +217,20 @@ class SubmitCaptureResponse(_message.Message):
     def __init__(self, receipt: _Optional[_Union[Receipt, _Mapping]] = ..., duplicate: _Optional[bool] = ...) -> None: ...
 
 class VerifyFileHeader(_message.Message):
-    __slots__ = ("filename", "size_bytes", "sidecar", "detect", "chunk_hashes")
+    __slots__ = ("filename", "size_bytes", "sidecar", "detect", "chunk_hashes", "sidecar_receipt")
     FILENAME_FIELD_NUMBER: _ClassVar[int]
     SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
     SIDECAR_FIELD_NUMBER: _ClassVar[int]
     DETECT_FIELD_NUMBER: _ClassVar[int]
     CHUNK_HASHES_FIELD_NUMBER: _ClassVar[int]
+    SIDECAR_RECEIPT_FIELD_NUMBER: _ClassVar[int]
     filename: str
     size_bytes: int
     sidecar: SignedClaim
     detect: bool
     chunk_hashes: _containers.RepeatedScalarFieldContainer[bytes]
-    def __init__(self, filename: _Optional[str] = ..., size_bytes: _Optional[int] = ..., sidecar: _Optional[_Union[SignedClaim, _Mapping]] = ..., detect: _Optional[bool] = ..., chunk_hashes: _Optional[_Iterable[bytes]] = ...) -> None: ...
+    sidecar_receipt: Receipt
+    def __init__(self, filename: _Optional[str] = ..., size_bytes: _Optional[int] = ..., sidecar: _Optional[_Union[SignedClaim, _Mapping]] = ..., detect: _Optional[bool] = ..., chunk_hashes: _Optional[_Iterable[bytes]] = ..., sidecar_receipt: _Optional[_Union[Receipt, _Mapping]] = ...) -> None: ...
 
 class VerifyFileChunk(_message.Message):
     __slots__ = ("header", "data")
@@ -255,7 +259,7 @@ class ClaimEvidence(_message.Message):
     def __init__(self, signed_claim: _Optional[_Union[SignedClaim, _Mapping]] = ..., receipt: _Optional[_Union[Receipt, _Mapping]] = ..., device: _Optional[_Union[Device, _Mapping]] = ..., signature_valid: _Optional[bool] = ..., in_log: _Optional[bool] = ..., chain_linked: _Optional[bool] = ..., receipt_verified: _Optional[bool] = ...) -> None: ...
 
 class Evidence(_message.Message):
-    __slots__ = ("file_sha256", "file_size", "media_type", "file_soft_bindings", "claim", "pdq_distance", "pdq_threshold", "sidecar_present", "hash_match", "file_content_sha256", "video_match", "damaged_ranges")
+    __slots__ = ("file_sha256", "file_size", "media_type", "file_soft_bindings", "claim", "pdq_distance", "pdq_threshold", "sidecar_present", "hash_match", "file_content_sha256", "video_match", "damaged_ranges", "time_flags", "pdq_transform")
     FILE_SHA256_FIELD_NUMBER: _ClassVar[int]
     FILE_SIZE_FIELD_NUMBER: _ClassVar[int]
     MEDIA_TYPE_FIELD_NUMBER: _ClassVar[int]
@@ -268,6 +272,8 @@ class Evidence(_message.Message):
     FILE_CONTENT_SHA256_FIELD_NUMBER: _ClassVar[int]
     VIDEO_MATCH_FIELD_NUMBER: _ClassVar[int]
     DAMAGED_RANGES_FIELD_NUMBER: _ClassVar[int]
+    TIME_FLAGS_FIELD_NUMBER: _ClassVar[int]
+    PDQ_TRANSFORM_FIELD_NUMBER: _ClassVar[int]
     file_sha256: bytes
     file_size: int
     media_type: str
@@ -280,7 +286,17 @@ class Evidence(_message.Message):
     file_content_sha256: bytes
     video_match: VideoMatch
     damaged_ranges: _containers.RepeatedCompositeFieldContainer[ByteRange]
-    def __init__(self, file_sha256: _Optional[bytes] = ..., file_size: _Optional[int] = ..., media_type: _Optional[str] = ..., file_soft_bindings: _Optional[_Iterable[_Union[SoftBinding, _Mapping]]] = ..., claim: _Optional[_Union[ClaimEvidence, _Mapping]] = ..., pdq_distance: _Optional[int] = ..., pdq_threshold: _Optional[int] = ..., sidecar_present: _Optional[bool] = ..., hash_match: _Optional[bool] = ..., file_content_sha256: _Optional[bytes] = ..., video_match: _Optional[_Union[VideoMatch, _Mapping]] = ..., damaged_ranges: _Optional[_Iterable[_Union[ByteRange, _Mapping]]] = ...) -> None: ...
+    time_flags: _containers.RepeatedCompositeFieldContainer[TimeFlag]
+    pdq_transform: str
+    def __init__(self, file_sha256: _Optional[bytes] = ..., file_size: _Optional[int] = ..., media_type: _Optional[str] = ..., file_soft_bindings: _Optional[_Iterable[_Union[SoftBinding, _Mapping]]] = ..., claim: _Optional[_Union[ClaimEvidence, _Mapping]] = ..., pdq_distance: _Optional[int] = ..., pdq_threshold: _Optional[int] = ..., sidecar_present: _Optional[bool] = ..., hash_match: _Optional[bool] = ..., file_content_sha256: _Optional[bytes] = ..., video_match: _Optional[_Union[VideoMatch, _Mapping]] = ..., damaged_ranges: _Optional[_Iterable[_Union[ByteRange, _Mapping]]] = ..., time_flags: _Optional[_Iterable[_Union[TimeFlag, _Mapping]]] = ..., pdq_transform: _Optional[str] = ...) -> None: ...
+
+class TimeFlag(_message.Message):
+    __slots__ = ("code", "detail")
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    DETAIL_FIELD_NUMBER: _ClassVar[int]
+    code: str
+    detail: str
+    def __init__(self, code: _Optional[str] = ..., detail: _Optional[str] = ...) -> None: ...
 
 class VideoMatch(_message.Message):
     __slots__ = ("matched", "coverage", "window_frames", "aligned_frames", "offset_seconds", "original_start_seconds", "original_end_seconds", "median_distance", "matched_share_query", "matched_share_original", "query_frames", "original_frames", "query_matched_frames", "original_matched_frames", "threshold", "min_quality")
@@ -445,18 +461,20 @@ class VerificationReport(_message.Message):
     def __init__(self, status: _Optional[_Union[Verdict, str]] = ..., reasons: _Optional[_Iterable[str]] = ..., evidence: _Optional[_Union[Evidence, _Mapping]] = ..., detector: _Optional[_Union[DetectorResult, _Mapping]] = ..., verified_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., c2pa: _Optional[_Union[C2paResult, _Mapping]] = ...) -> None: ...
 
 class LookupQuery(_message.Message):
-    __slots__ = ("ref", "sha256", "soft_bindings", "media_type", "content_sha256")
+    __slots__ = ("ref", "sha256", "soft_bindings", "media_type", "content_sha256", "dihedral_soft_bindings")
     REF_FIELD_NUMBER: _ClassVar[int]
     SHA256_FIELD_NUMBER: _ClassVar[int]
     SOFT_BINDINGS_FIELD_NUMBER: _ClassVar[int]
     MEDIA_TYPE_FIELD_NUMBER: _ClassVar[int]
     CONTENT_SHA256_FIELD_NUMBER: _ClassVar[int]
+    DIHEDRAL_SOFT_BINDINGS_FIELD_NUMBER: _ClassVar[int]
     ref: str
     sha256: bytes
     soft_bindings: _containers.RepeatedCompositeFieldContainer[SoftBinding]
     media_type: str
     content_sha256: bytes
-    def __init__(self, ref: _Optional[str] = ..., sha256: _Optional[bytes] = ..., soft_bindings: _Optional[_Iterable[_Union[SoftBinding, _Mapping]]] = ..., media_type: _Optional[str] = ..., content_sha256: _Optional[bytes] = ...) -> None: ...
+    dihedral_soft_bindings: _containers.RepeatedCompositeFieldContainer[SoftBinding]
+    def __init__(self, ref: _Optional[str] = ..., sha256: _Optional[bytes] = ..., soft_bindings: _Optional[_Iterable[_Union[SoftBinding, _Mapping]]] = ..., media_type: _Optional[str] = ..., content_sha256: _Optional[bytes] = ..., dihedral_soft_bindings: _Optional[_Iterable[_Union[SoftBinding, _Mapping]]] = ...) -> None: ...
 
 class LookupRequest(_message.Message):
     __slots__ = ("queries",)

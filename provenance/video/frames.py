@@ -316,7 +316,7 @@ def _sample(
     except av.error.FFmpegError as e:
         if sampled == 0 or _out_of_memory(e):
             raise _media_error("the video stream cannot be decoded", e) from e
-        decode_error = str(e)
+        decode_error = str(_media_error("decoding stopped early", e))
     if sampled == 0:
         raise MediaError("the video stream has no decodable frames")
     yield StreamFacts(
@@ -336,9 +336,12 @@ def _out_of_memory(e: av.error.FFmpegError) -> bool:
 
 
 def _media_error(what: str, e: av.error.FFmpegError) -> MediaError:
+    """FFmpeg's failure in our words: its one-line reason, without PyAV's errno, log
+    excerpt or the temporary file's path."""
+    reason = (getattr(e, "strerror", None) or "the decoder failed").rstrip(".")
     if _out_of_memory(e):
-        return MediaTooLargeError(f"{what}: out of memory under the decoding limit ({e})")
-    return MediaError(f"{what}: {e}")
+        return MediaTooLargeError(f"{what}: out of memory under the decoding limit ({reason})")
+    return MediaError(f"{what}: {reason}")
 
 
 def _frame_duration(frame: av.VideoFrame, stream: av.video.stream.VideoStream) -> float:

@@ -109,9 +109,13 @@ def main(argv: list[str]) -> int:
             },
             [],
         )
-    except Exception as e:  # noqa: BLE001 - the process boundary: report, never traceback
+    except Exception:  # noqa: BLE001 - the process boundary: report, never traceback
         reply, kept = (
-            {"ok": False, "error": f"decoder failure: {type(e).__name__}: {e}", "too_large": False},
+            {
+                "ok": False,
+                "error": "the video could not be decoded: the decoder failed on this file",
+                "too_large": False,
+            },
             [],
         )
     _write_message(fd, json.dumps(reply).encode())

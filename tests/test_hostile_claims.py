@@ -1,0 +1,369 @@
+"""Hostile claims and wire input (issue 11): refused with the right error type before they
+reach the log writer, and never at the cost of other devices' submissions.
+
+In-process: a real `ProvenanceService` on a temporary SQLite database, real keys.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator
+from concurrent.futures import Future
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from provenance import wire
+from provenance.claims import Claim, HardBinding, SignedClaim
+from provenance.envelope import PAYLOAD_TYPE_CLAIM, PAYLOAD_TYPE_ENROLL, sign_payload
+from provenance.errors import ClaimError
+from provenance.keys import DeviceKey
+from provenance.service import ProvenanceService, ServiceConfig
+from provenance.writer import Appended, PendingClaim, _Item
+
+
+@pytest.fixture
+def service(tmp_path: Path) -> Iterator[ProvenanceService]:
+    s = ProvenanceService(ServiceConfig(tmp_path / "prov.db", tmp_path / "log.key"))
+    yield s
+    s.close()
+
+
+def enroll(service: ProvenanceService) -> DeviceKey:
+    key = DeviceKey.generate()
+    token, _ = service.create_enrollment_token()
+    service.enroll(token, key.public_key, sign_payload(key, PAYLOAD_TYPE_ENROLL, token.encode()))
+    return key
+
+
+def make_claim(key: DeviceKey, seq: int, **changes: object) -> Claim:
+    claim = Claim(
+        device_id=key.key_id,
+        sequence=seq,
+        captured_at=datetime.now(UTC),
+        media_type="image/jpeg",
+        size_bytes=10,
+        hard_binding=HardBinding(sha256=bytes(32) if seq == 0 else seq.to_bytes(32, "big")),
+    )
+    return dataclasses.replace(claim, **changes)  # type: ignore[arg-type]
+
+
+def sign(key: DeviceKey, claim: Claim) -> SignedClaim:
+    data = wire.encode_claim(claim)
+    return SignedClaim(
+        PAYLOAD_TYPE_CLAIM, data, key.key_id, sign_payload(key, PAYLOAD_TYPE_CLAIM, data)
+    )
+
+
+# ------------------------------------------------------------ high 6: sequence >= 2^63
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"sequence": 2**63},
+        {"sequence": 2**64 - 1},
+        {"size_bytes": 2**63},
+        {"hard_binding": HardBinding(sha256=bytes(32), chunk_size=1, chunk_count=2**63)},
+    ],
+)
+def test_sequence_2_63_refused_at_claim_shape(
+    service: ProvenanceService, changes: dict[str, object]
+) -> None:
+    key = enroll(service)
+    with pytest.raises(ClaimError, match=r"2\^63"):
+        service.submit(sign(key, make_claim(key, 1, **changes)))
+    # the device can still submit normally afterwards
+    assert service.submit(sign(key, make_claim(key, 1))).receipt.leaf_index == 0
+
+
+def test_sequence_2_63_one_bad_claim_never_fails_its_batch(service: ProvenanceService) -> None:
+    """Even a claim that gets past the shape checks and breaks the database's integer range
+    fails alone: the other claims of its commit batch are logged."""
+    keys = [enroll(service) for _ in range(4)]
+    bad_key = enroll(service)
+    huge = make_claim(bad_key, 2**63)
+    bad = PendingClaim(sign(bad_key, huge), huge)
+    good = [PendingClaim(sign(k, c := make_claim(k, 1)), c) for k in keys]
+    items = [_Item(p, Future()) for p in (good[0], good[1], bad, good[2], good[3])]
+    service.writer._commit(items)
+    results: list[Appended | BaseException] = []
+    for it in items:
+        exc = it.future.exception(timeout=5)
+        results.append(exc if exc is not None else it.future.result())
+    assert isinstance(results[2], Exception)
+    ok = [r for r in results if isinstance(r, Appended)]
+    assert len(ok) == 4
+    assert sorted(r.receipt.leaf_index for r in ok) == [0, 1, 2, 3]
+    assert service.store.tree_size() == 4
+
+
+# ------------------------------------------------------------ INTERNAL -> INVALID_ARGUMENT
+
+
+def _claim_msg(**fields: object) -> bytes:
+    from google.protobuf.timestamp_pb2 import Timestamp
+
+    base: dict[str, object] = {
+        "version": 1,
+        "device_id": bytes(32),
+        "sequence": 1,
+        "captured_at": Timestamp(seconds=1_700_000_000),
+        "hard_binding": wire.pb.HardBinding(sha256=bytes(32)),
+    }
+    base.update(fields)
+    return wire.pb.Claim(**base).SerializeToString()
+
+
+@pytest.mark.parametrize(
+    ("seconds", "nanos"),
+    [(2**62, 0), (-(2**62), 0), (253402300800, 0), (-62135596801, 0), (0, -5)],
+)
+def test_out_of_range_timestamps_are_claim_errors(seconds: int, nanos: int) -> None:
+    from google.protobuf.timestamp_pb2 import Timestamp
+
+    data = _claim_msg(captured_at=Timestamp(seconds=seconds, nanos=nanos))
+    with pytest.raises(ClaimError, match="capture time is out of range"):
+        wire.decode_claim(data)
+    entry = wire.pb.LogEntry(integrated_at=Timestamp(seconds=seconds, nanos=nanos))
+    with pytest.raises(ClaimError, match="out of range"):
+        wire.decode_log_entry(entry.SerializeToString())
+    with pytest.raises(ClaimError, match="out of range"):
+        wire.decode_receipt(wire.pb.Receipt(integrated_at=entry.integrated_at).SerializeToString())
+
+
+@pytest.mark.parametrize(
+    "soft",
+    [
+        {"algorithm": "pdq", "hash": bytes(32), "quality": 200},
+        {"algorithm": "pdq", "hash": bytes(32), "quality": -1},
+        {"algorithm": "pdq", "hash": bytes(5), "quality": 90},
+        {"algorithm": "md5", "hash": bytes(32), "quality": 90},
+        {"algorithm": "pdq", "hash": bytes(32), "quality": 90, "timestamp_seconds": float("nan")},
+    ],
+)
+def test_malformed_soft_bindings_are_claim_errors(soft: dict[str, object]) -> None:
+    data = _claim_msg(soft_bindings=[wire.pb.SoftBinding(**soft)])
+    with pytest.raises(ClaimError, match="malformed soft binding"):
+        wire.decode_claim(data)
+
+
+def test_malformed_protobuf_claim_is_claim_error() -> None:
+    good = _claim_msg(metadata={"a": "b"})
+    for bad in (b"\xff\xff\xff" + good, bytes([0x2A, 2, 0xFF, 0xFE]) + good, good[:-3]):
+        with pytest.raises(ClaimError, match="malformed claim"):
+            wire.decode_claim(bad)
+
+
+def test_sidecar_with_bad_timestamp_or_quality_is_claim_error(service: ProvenanceService) -> None:
+    """The verification path gets a ClaimError (INVALID_ARGUMENT), never a ValueError or a
+    BindingError (INTERNAL), from a sidecar's bad capture time or soft binding."""
+    from google.protobuf.timestamp_pb2 import Timestamp
+
+    from provenance.verify import FileFacts
+
+    key = enroll(service)
+    facts = FileFacts(sha256=bytes(32), size=10, media_type="image/jpeg")
+    for fields in (
+        {"captured_at": Timestamp(seconds=2**40)},
+        {"soft_bindings": [wire.pb.SoftBinding(algorithm="pdq", hash=bytes(32), quality=101)]},
+    ):
+        data = _claim_msg(device_id=key.key_id, **fields)
+        signed = SignedClaim(
+            PAYLOAD_TYPE_CLAIM, data, key.key_id, sign_payload(key, PAYLOAD_TYPE_CLAIM, data)
+        )
+        with pytest.raises(ClaimError):
+            service.verify(facts, signed)
+        with pytest.raises(ClaimError):
+            service.submit(signed)
+
+
+def test_get_entries_and_inclusion_index_2_63_out_of_range(service: ProvenanceService) -> None:
+    from provenance.errors import LogError
+
+    key = enroll(service)
+    service.submit(sign(key, make_claim(key, 1)))
+    for start in (2**63, 2**64 - 1, 2):
+        with pytest.raises(LogError, match="beyond the log's size 1"):
+            service.entries(start, 10)
+    assert service.entries(1, 10) == ([], 1)
+    for index in (2**63, 2**64 - 1, 1):
+        with pytest.raises(LogError, match="not in the tree of size 1"):
+            service.inclusion_proof(0, index=index)
+
+
+def test_revoke_rpc_refuses_future_revocation_time(service: ProvenanceService) -> None:
+    from datetime import timedelta
+
+    key = enroll(service)
+    with pytest.raises(ClaimError, match="in the future"):
+        service.revoke(key.key_id, "lost", datetime.now(UTC) + timedelta(days=365))
+    assert service.get_device(key.key_id).revoked_at is None
+    past = datetime.now(UTC) - timedelta(hours=1)
+    assert service.revoke(key.key_id, "lost", past).revoked_at == past
+
+
+# ------------------------------------------------------------ receipt verify checks the key
+
+
+def test_receipt_verify_checks_sidecar_public_key(
+    service: ProvenanceService, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`prov receipt verify` of a sidecar whose public key is not the claim's signer
+    fails, where it used to print "receipt OK"."""
+    from clients.cli import main as prov_main
+    from provenance.sidecar import Sidecar, encode_sidecar
+
+    key, other = enroll(service), DeviceKey.generate()
+    signed = sign(key, make_claim(key, 1))
+    receipt = service.submit(signed).receipt
+    vkey = service.signer.verifier_key()
+    good = tmp_path / "good.jpg.prov"
+    good.write_bytes(encode_sidecar(Sidecar(signed, key.public_key, receipt)))
+    assert prov_main(["receipt", "verify", str(good), "--log-key", vkey]) == 0
+    assert "receipt OK" in capsys.readouterr().out
+    swapped = tmp_path / "swapped.jpg.prov"
+    swapped.write_bytes(encode_sidecar(Sidecar(signed, other.public_key, receipt)))
+    assert prov_main(["receipt", "verify", str(swapped), "--log-key", vkey]) != 0
+    cap = capsys.readouterr()
+    assert "receipt OK" not in cap.out
+    assert "is not the key that signed its claim" in cap.err
+
+
+# ------------------------------------------------------------ time sanity
+
+
+def _verify_exact(service: ProvenanceService, claim: Claim):  # type: ignore[no-untyped-def]
+    from provenance.verify import FileFacts
+
+    facts = FileFacts(sha256=claim.hard_binding.sha256, size=10, media_type="image/jpeg")
+    return service.verify(facts)
+
+
+def test_capture_time_far_ahead_is_accepted_but_flagged(service: ProvenanceService) -> None:
+    from datetime import timedelta
+
+    from clients.report import report_to_json, report_to_text
+
+    key = enroll(service)
+    ahead = make_claim(key, 1, captured_at=datetime.now(UTC) + timedelta(days=3))
+    service.submit(sign(key, ahead))  # accepted: the log cannot know the device clock
+    report = _verify_exact(service, ahead)
+    assert report.status.value == "SIGNED_ORIGINAL"
+    assert [f.code for f in report.evidence.time_flags] == ["captured_after_server_time"]
+    assert any("ahead of the server's clock" in r for r in report.reasons)
+    # the flags travel on the wire and show in the `prov verify` report
+    back = wire.report_from_pb(wire.report_to_pb(report))
+    assert back.evidence.time_flags == report.evidence.time_flags
+    assert report_to_json(back)["evidence"]["time_flags"][0]["code"] == (
+        "captured_after_server_time"
+    )
+    assert "FLAGGED: captured_after_server_time" in report_to_text(back, "x.jpg")
+    # within the stated tolerance (24 h) nothing is flagged
+    near = make_claim(key, 2, captured_at=datetime.now(UTC) + timedelta(hours=20))
+    service.submit(sign(key, near))
+    assert _verify_exact(service, near).evidence.time_flags == ()
+
+
+def test_capture_time_before_enrollment_is_flagged(service: ProvenanceService) -> None:
+    from datetime import timedelta
+
+    key = enroll(service)
+    for seq, when in (
+        (1, datetime(1, 1, 1, tzinfo=UTC)),
+        (2, datetime.now(UTC) - timedelta(days=400)),
+    ):
+        old = make_claim(key, seq, captured_at=when)
+        service.submit(sign(key, old))
+        report = _verify_exact(service, old)
+        assert report.status.value == "SIGNED_ORIGINAL"
+        assert [f.code for f in report.evidence.time_flags] == ["captured_before_enrollment"]
+    ok = make_claim(key, 3)
+    service.submit(sign(key, ok))
+    assert _verify_exact(service, ok).evidence.time_flags == ()
+
+
+# ------------------------------------------------------------ status codes on the wire
+
+
+def test_hostile_requests_get_specific_status_codes_on_the_wire(server) -> None:  # type: ignore[no-untyped-def]
+    """A real `prov serve`: the status codes clients see for each hostile request."""
+    from datetime import timedelta
+
+    import grpc
+    from google.protobuf.timestamp_pb2 import Timestamp
+
+    from clients.api import ProvenanceClient
+    from provenance.v1 import provenance_pb2_grpc as rpc
+    from tests.conftest import ADMIN_TOKEN, enroll_key
+
+    pb = wire.pb
+    auth = (("authorization", f"Bearer {ADMIN_TOKEN}"),)
+    with ProvenanceClient(server.address, admin_token=ADMIN_TOKEN) as client:
+        key = enroll_key(client)
+    channel = grpc.insecure_channel(server.address)
+
+    def code(call, request, **kw):  # type: ignore[no-untyped-def]
+        with pytest.raises(grpc.RpcError) as e:
+            call(request, timeout=30, **kw)
+        return e.value.code(), e.value.details()
+
+    captures = rpc.CapturesStub(channel)
+    huge = sign(key, make_claim(key, 2**63))
+    got = code(
+        captures.SubmitCapture, pb.SubmitCaptureRequest(signed_claim=wire.signed_to_pb(huge))
+    )
+    assert got[0] == grpc.StatusCode.INVALID_ARGUMENT and "2^63" in got[1]
+    ok = captures.SubmitCapture(
+        pb.SubmitCaptureRequest(signed_claim=wire.signed_to_pb(sign(key, make_claim(key, 1)))),
+        timeout=30,
+    )
+    assert ok.receipt.leaf_index == 0
+
+    bad_time = _claim_msg(device_id=key.key_id, captured_at=Timestamp(seconds=2**40))
+    signed = SignedClaim(
+        PAYLOAD_TYPE_CLAIM, bad_time, key.key_id, sign_payload(key, PAYLOAD_TYPE_CLAIM, bad_time)
+    )
+    got = code(
+        captures.SubmitCapture, pb.SubmitCaptureRequest(signed_claim=wire.signed_to_pb(signed))
+    )
+    assert got[0] == grpc.StatusCode.INVALID_ARGUMENT and "out of range" in got[1]
+
+    verification = rpc.VerificationStub(channel)
+    query = pb.LookupQuery(
+        ref="x",
+        sha256=bytes(32),
+        soft_bindings=[pb.SoftBinding(algorithm="pdq", hash=bytes(32), quality=200)],
+    )
+    got = code(verification.Lookup, pb.LookupRequest(queries=[query]))
+    assert got[0] == grpc.StatusCode.INVALID_ARGUMENT and "soft binding" in got[1]
+
+    log = rpc.LogStub(channel)
+    assert (
+        code(log.GetEntries, pb.GetEntriesRequest(start=2**63))[0] == grpc.StatusCode.OUT_OF_RANGE
+    )
+    assert (
+        code(log.GetInclusionProof, pb.GetInclusionProofRequest(leaf_index=2**64 - 1))[0]
+        == grpc.StatusCode.OUT_OF_RANGE
+    )
+
+    raw = channel.unary_unary("/provenance.v1.Log/GetEntries")
+    got = code(raw, b"\xff\xff\xff\xff")
+    assert got[0] == grpc.StatusCode.INVALID_ARGUMENT and "malformed request" in got[1]
+    upload = channel.stream_unary("/provenance.v1.Verification/VerifyFile")
+    got = code(upload, iter([b"\x0a\x03\x0a\x01\xff"]))  # header.filename with bad UTF-8
+    assert got[0] == grpc.StatusCode.INVALID_ARGUMENT and "malformed request" in got[1]
+
+    registry = rpc.DeviceRegistryStub(channel)
+    future = wire.ts_to_pb(datetime.now(UTC) + timedelta(days=365))
+    revoke = pb.RevokeRequest(device_id=key.key_id, reason="lost", effective_at=future)
+    got = code(registry.Revoke, revoke, metadata=auth)
+    assert got[0] == grpc.StatusCode.INVALID_ARGUMENT and "in the future" in got[1]
+    far = pb.RevokeRequest(
+        device_id=key.key_id, reason="lost", effective_at=Timestamp(seconds=2**40)
+    )
+    assert code(registry.Revoke, far, metadata=auth)[0] == grpc.StatusCode.INVALID_ARGUMENT
+    # the server is still healthy and the device unrevoked
+    assert not registry.GetDevice(pb.GetDeviceRequest(device_id=key.key_id), timeout=30).revoked
+    channel.close()
