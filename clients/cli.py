@@ -26,7 +26,7 @@ from clients import logcmd
 from clients.api import ProvenanceClient, default_server
 from clients.device import DeviceHome, SyncResult, default_home, sidecar_path
 from clients.files import open_regular, read_bounded
-from clients.options import ServerOpt
+from clients.options import ServerOpt, in_existing_folder
 from clients.report import EXIT_CODES, report_to_json, report_to_text
 from clients.scan.cli import scan as scan_command
 from detector import cli as detector_cli
@@ -178,6 +178,8 @@ def serve(
     from provenance.service import ProvenanceService, ServiceConfig
     from provenance.store import is_postgres_url
 
+    if log_key is not None:
+        in_existing_folder(log_key, "--log-key")
     token = os.environ.get("PROV_ADMIN_TOKEN")
     if admin_token_file is not None:
         try:
@@ -198,7 +200,7 @@ def serve(
             )
         target: str | Path = db
     else:
-        target = Path(db)
+        target = in_existing_folder(Path(db), "--db")
     service = ProvenanceService(
         ServiceConfig(
             db=target,
@@ -314,7 +316,8 @@ def _load_detector(model: str, device: str | None):  # type: ignore[no-untyped-d
 def enroll_token(
     server: ServerOpt = default_server(),
     ttl: Annotated[
-        int, typer.Option(help="Seconds the token stays valid (0: server default, 24 h).")
+        int,
+        typer.Option(help="Seconds the token stays valid (0: server default, 24 h).", min=0),
     ] = 0,
     label: Annotated[str, typer.Option(help="A name for the device, kept in the registry.")] = "",
 ) -> None:

@@ -11,7 +11,7 @@ from rich.console import Console
 
 from clients.api import ProvenanceClient, default_server
 from clients.device import atomic_write
-from clients.options import ServerOpt
+from clients.options import ServerOpt, in_existing_folder
 from provenance.audit import AuditState, audit_step
 from provenance.errors import ConfigError, LogIntegrityError, TransportError
 from provenance.log.checkpoint import NoteVerifier, load_log_signer
@@ -96,6 +96,7 @@ def audit(
     """Fetch the newest checkpoint, prove it consistent with the saved one, re-hash the
     entries against it, and save it. Exit 3 on a fork, a rollback, a changed log key, or
     entries edited or deleted behind the log's back; exit 1 when the server is unreachable."""
+    in_existing_folder(state, "--state")
     saved = AuditState.from_json(state.read_text()) if state.exists() else None
     with ProvenanceClient(server) as c:
         server_vkey, _ = c.log_key()
