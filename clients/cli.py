@@ -536,7 +536,7 @@ def sign(
     chain = h.certificate() if c2pa else b""
     failed = 0
     with h.locked(), ProvenanceClient(server) as c:
-        reachable = True
+        stopped = ""  # why claims stay queued (server unreachable, a transient refusal)
         for f in files:
             try:
                 signed = h.sign_file(key, f)
@@ -551,9 +551,12 @@ def sign(
                     highlight=False,
                 )
             seq, ch = sidecar.claim.sequence, sidecar.signed_claim.claim_hash
-            if reachable:
+            if not stopped:
                 done = h.sync(c)  # earlier queued claims first, then this one
-                reachable = done.unreachable is None and done.deferred is None
+                if done.unreachable:
+                    stopped = "server unreachable"
+                elif done.deferred:
+                    stopped = f"the server deferred {done.deferred}"
                 if ch in done.logged:
                     leaf = done.logged[ch].leaf_index
                     out.print(f"{f}: signed (#{seq}) and logged at leaf {leaf} -> {spath.name}")
@@ -574,7 +577,7 @@ def sign(
                     continue
                 _print_sync_problems(h, done)
             out.print(
-                f"{f}: signed (#{seq}), queued: server unreachable; run `prov device sync` later -> {spath.name}"
+                f"{f}: signed (#{seq}), queued: {stopped}; run `prov device sync` later -> {spath.name}"
             )
             if c2pa:
                 err.print(f"{f}: C2PA manifest not embedded: it needs the log receipt")
