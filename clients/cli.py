@@ -724,8 +724,9 @@ def _read_sidecar(file: Path, given: Path | None) -> Sidecar | None:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``prov`` console script; returns the exit code.
 
-    Usage errors exit 2 (printed by Typer); our errors print one clean line and exit 1,
-    or 3 for a log integrity failure (fork, rollback, edited entries).
+    Usage errors exit 2 (printed by Typer); our errors, and the machine's (OSError: a
+    full disk, a folder gone), print one clean line and exit 1, or 3 for a log integrity
+    failure (fork, rollback, edited entries).
     """
     try:
         app(args=argv, prog_name="prov")
@@ -736,6 +737,10 @@ def main(argv: list[str] | None = None) -> int:
         return 3
     except ProvenanceError as e:
         err.print(f"[red]error:[/] {e}", highlight=False)
+        return 1
+    except OSError as e:  # the machine's, not the user's: a full disk, a folder gone
+        where = f": {e.filename}" if e.filename else ""
+        err.print(f"[red]error:[/] {e.strerror or e}{where}", highlight=False)
         return 1
     except KeyboardInterrupt:
         err.print("interrupted")

@@ -148,6 +148,8 @@ def test_verify_ignores_fifo_and_dev_zero_sidecars(
     assert run.returncode == 1 and "not a regular file" in run.stderr, run.stderr
     run = _prov("verify", str(tmp_path / "x.png.prov"), "--server", srv.address, timeout=30)
     assert run.returncode == 1 and "FIFO" in run.stderr, run.stderr  # a FIFO as FILE
+    run = _prov("receipt", "verify", str(tmp_path / "x.png.prov"), "--log-key", "k", timeout=30)
+    assert run.returncode == 1 and "FIFO" in run.stderr, run.stderr
     deep = tmp_path / "deep.prov"
     deep.write_bytes(DEEP_JSON)
     rc = prov_main(["verify", str(photo), "--sidecar", str(deep), "--server", srv.address])
