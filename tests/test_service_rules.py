@@ -299,13 +299,12 @@ def test_a_claim_after_revocation_is_refused(inproc: InProc) -> None:
         inproc.submit(dev.next_claim())
 
 
-def test_a_future_revocation_lets_claims_in_until_then(inproc: InProc) -> None:
+def test_a_future_revocation_is_refused_and_changes_nothing(inproc: InProc) -> None:
+    """Issue 11: a revocation takes effect now or earlier; a future time is refused."""
     dev = inproc.enroll()
-    inproc.service.revoke(dev.device_id, "retiring", inproc.clock.now + timedelta(hours=1))
+    with pytest.raises(ClaimError, match="in the future"):
+        inproc.service.revoke(dev.device_id, "retiring", inproc.clock.now + timedelta(hours=1))
     inproc.submit(dev.next_claim())
-    inproc.clock.advance(hours=1)
-    with pytest.raises(RevokedKeyError):
-        inproc.submit(dev.next_claim())
 
 
 def test_earlier_claims_are_reported_with_the_revocation(inproc: InProc) -> None:
