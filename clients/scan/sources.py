@@ -42,7 +42,7 @@ import zipfile
 import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import IO
+from typing import IO, Protocol, cast
 
 from clients.files import NotRegularFileError, open_regular
 from provenance.assets import AssetLimits
@@ -165,6 +165,12 @@ def _has_archive_suffix(name: str) -> bool:
     return name.lower().endswith(ARCHIVE_SUFFIXES)
 
 
+class _Readable(Protocol):
+    """What the scanner reads archive members through (a member, or it metered)."""
+
+    def read(self, size: int = -1, /) -> bytes: ...
+
+
 class _CountingReader:
     """A read-only file wrapper that counts the bytes read (compressed bytes of a tar)."""
 
@@ -248,10 +254,10 @@ class Walker:
             yield RefusedItem(_display(path), f"cannot list the folder: {e.strerror or e}")
             return
         regular = set()
-        for e in entries:
+        for entry in entries:
             try:
-                if e.is_file(follow_symlinks=False):
-                    regular.add(e.name)
+                if entry.is_file(follow_symlinks=False):
+                    regular.add(entry.name)
             except OSError:
                 pass
         for e in entries:
@@ -405,7 +411,7 @@ class Walker:
 
     def _entry(
         self,
-        member: IO[bytes],
+        member: _Readable,
         ref: str,
         outer: str,
         depth: int,
@@ -507,7 +513,7 @@ def _tar_member_problem(info: tarfile.TarInfo, lim: ScanLimits) -> str | None:
     if not info.isreg():
         return "not a regular file (device, socket or FIFO)"
     if info.sparse is not None:
-        stored = sum(n for _, n in info.sparse)
+        stored = sum(n for _, n in cast("list[tuple[int, int]]", info.sparse))
         if info.size > lim.ratio_min_bytes and info.size > lim.max_ratio * max(stored, 1):
             return (
                 f"sparse member of {info.size} bytes holding {stored} bytes of data: over the"
@@ -516,7 +522,7 @@ def _tar_member_problem(info: tarfile.TarInfo, lim: ScanLimits) -> str | None:
     return entry_name_problem(info.name)
 
 
-def _read_all(member: IO[bytes], limit: int, check: Callable[[], None]) -> bytes:
+def _read_all(member: _Readable, limit: int, check: Callable[[], None]) -> bytes:
     """The rest of a member, at most ``limit`` bytes more, checking limits as it goes."""
     out = bytearray()
     while len(out) < limit and (block := member.read(min(_READ_BYTES, limit - len(out)))):
@@ -525,7 +531,7 @@ def _read_all(member: IO[bytes], limit: int, check: Callable[[], None]) -> bytes
     return bytes(out)
 
 
-def _drain(member: IO[bytes], check: Callable[[], None]) -> None:
+def _drain(member: _Readable, check: Callable[[], None]) -> None:
     while member.read(_READ_BYTES):
         check()
 
