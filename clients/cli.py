@@ -488,8 +488,9 @@ def device_sync(
         raise typer.Exit(1)
 
 
-def _print_sync_problems(h: DeviceHome, done: SyncResult) -> None:
-    """Say what a sync could not do, and where the claims concerned are."""
+def _print_sync_problems(h: DeviceHome, done: SyncResult, stops: bool = True) -> None:
+    """Say what a sync could not do, and where the claims concerned are (``stops``: also
+    why it stopped early; `prov sign` says that on each file's line instead)."""
     for note in done.notes.values():
         err.print(f"[yellow]note:[/] {note}", highlight=False)
     for reason in (*done.refused.values(), *done.set_aside.values()):
@@ -500,9 +501,9 @@ def _print_sync_problems(h: DeviceHome, done: SyncResult) -> None:
             " sign the file again for a new claim, or `prov device sync --retry-set-aside`"
             " once the cause is fixed"
         )
-    if done.unreachable:
+    if stops and done.unreachable:
         err.print(f"[red]stopped:[/] {done.unreachable}; the rest stays queued", highlight=False)
-    if done.deferred:
+    if stops and done.deferred:
         err.print(
             f"[red]stopped:[/] {done.deferred}; it and the rest stay queued for the next sync",
             highlight=False,
@@ -564,7 +565,7 @@ def sign(
                         err.print(f"[yellow]note:[/] {done.notes.pop(ch)}", highlight=False)
                     if c2pa and not _embed_c2pa(h, key, f, spath, chain):
                         failed += 1
-                    _print_sync_problems(h, done)
+                    _print_sync_problems(h, done, stops=False)
                     continue
                 if ch in done.refused:
                     err.print(
@@ -573,9 +574,9 @@ def sign(
                         highlight=False,
                     )
                     failed += 1
-                    _print_sync_problems(h, done)
+                    _print_sync_problems(h, done, stops=False)
                     continue
-                _print_sync_problems(h, done)
+                _print_sync_problems(h, done, stops=False)
             out.print(
                 f"{f}: signed (#{seq}), queued: {stopped}; run `prov device sync` later -> {spath.name}"
             )
