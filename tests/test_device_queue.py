@@ -13,6 +13,8 @@ from conftest import SAMPLES, Cli, ServerProc, start_server
 
 from clients.device import DeviceHome
 
+pytestmark = pytest.mark.slow  # each test starts one or two `prov serve` processes
+
 
 def _verify(cli: Cli, path: Path) -> str:
     rc, out, err = cli("verify", str(path), "--json", "--no-detect", "--no-sidecar")

@@ -135,6 +135,7 @@ def test_scan_empty_file_is_not_looked_up(hostile: dict[str, Any]) -> None:
     assert "EMPTY" in hostile["run"].stdout  # its own line in the summary
 
 
+@pytest.mark.slow  # five runs of `prov`, four of them child processes
 def test_verify_ignores_fifo_and_dev_zero_sidecars(
     srv: ServerProc, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
