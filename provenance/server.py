@@ -305,9 +305,11 @@ def create_server(
 
     Returns (server, bound port). Raises ProvenanceError when the address cannot be bound.
     """
+    from provenance import metrics
+
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=config.max_workers, thread_name_prefix="rpc"),
-        interceptors=[MalformedRequestInterceptor()],
+        interceptors=[MalformedRequestInterceptor(), metrics.MetricsInterceptor()],
         options=[
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from provenance import wire
+from provenance import metrics, wire
 from provenance.binding import PerceptualHash
 from provenance.c2pa.authority import (
     accept_device_certificate,
@@ -46,7 +47,7 @@ from provenance.registry import (
     new_token,
     token_hash,
 )
-from provenance.startup import check_log_at_start
+from provenance.startup import advance_mark, check_log_at_start
 from provenance.store import LeafRecord, Store, open_store
 from provenance.timecheck import check_revocation_time, with_time_flags
 from provenance.verify import FileFacts, LoggedClaim, VerificationReport, decide
@@ -77,7 +78,8 @@ class ServiceConfig:
     hashing, O(log n) memory); authority_dir: an enrollment authority
     (`prov admin ca init`) that certifies enrolled keys for C2PA export, or None;
     follow_interval_s: how often a server over a shared store reads the other servers'
-    appends into its near-duplicate index.
+    appends into its near-duplicate index; mark_interval_s: how often the running server
+    re-hashes what was appended and moves the verified mark (`provenance.startup`).
     """
 
     db: Path | str
@@ -87,6 +89,7 @@ class ServiceConfig:
     authority_dir: Path | None = None
     full_check: bool = False
     follow_interval_s: float = 0.25
+    mark_interval_s: float = 60.0
 
 
 class ProvenanceService:
@@ -100,7 +103,8 @@ class ProvenanceService:
             self.authority = load_authority(config.authority_dir) if config.authority_dir else None
             self.signer = self._open_signer()
             self.verifier = NoteVerifier.from_vkey(self.signer.verifier_key())
-            check_log_at_start(
+            #: what the start-up check of the log did
+            self.startup = check_log_at_start(
                 self.store,
                 self.signer,
                 self.verifier,
@@ -115,12 +119,10 @@ class ProvenanceService:
             self._follow(self.store.tree_size())
             self.writer = GroupCommitWriter(self.store, self.signer, clock, self._after_commit)
             self._stop = threading.Event()
-            self._follower = None
-            if self.store.shared:
-                self._follower = threading.Thread(
-                    target=self._follow_loop, name="index-follower", daemon=True
-                )
-                self._follower.start()
+            self._upkeep = threading.Thread(
+                target=self._upkeep_loop, name="log-upkeep", daemon=True
+            )
+            self._upkeep.start()
         except BaseException:
             self.store.close()
             raise
@@ -153,12 +155,12 @@ class ProvenanceService:
 
     def close(self) -> None:
         self._stop.set()
-        if self._follower is not None:
-            self._follower.join()
+        self._upkeep.join()
         self.writer.close()
         self.store.close()
 
     def _after_commit(self, size: int, note: str, appended: list[tuple[int, PendingClaim]]) -> None:
+        metrics.APPENDS.inc(len(appended))
         with self._index_lock:
             if appended and appended[0][0] == self._indexed:
                 for idx, p in appended:
@@ -166,8 +168,12 @@ class ProvenanceService:
                         self.pdq.add(idx, h)
                     self.has_video |= p.claim.media_type.startswith("video/")
                 self._indexed = size
+                self._indexed_metrics()
                 return
-        self._follow(size)  # another server appended before this batch: read it all
+        try:  # another server appended before this batch: read it all
+            self._follow(size)
+        except (StorageError, LogError) as e:  # the upkeep thread catches up later
+            log.warning("cannot index the log's new entries now: %s", e)
 
     def _follow(self, size: int) -> None:
         """Bring the near-duplicate index up to a log of ``size`` leaves from the store
@@ -175,19 +181,45 @@ class ProvenanceService:
         with self._index_lock:
             if size <= self._indexed:
                 return
-            for idx, h in self.store.iter_soft_hashes(self._indexed, size):
-                self.pdq.add(idx, h)
-                self.has_video |= h.timestamp_seconds > 0
-            self._indexed = size
+            video = False
 
-    def _follow_loop(self) -> None:
-        """Over a shared store: poll the log's head and index what other servers appended,
-        so a capture logged anywhere is found here within about ``follow_interval_s``."""
-        while not self._stop.wait(self.config.follow_interval_s):
+            def rows() -> Iterator[tuple[int, PerceptualHash]]:
+                nonlocal video
+                for idx, h in self.store.iter_soft_hashes(self._indexed, size):
+                    video |= h.timestamp_seconds > 0
+                    yield idx, h
+
+            self.pdq.add_many(rows())  # all or nothing: a failed read adds none
+            self.has_video |= video
+            self._indexed = size
+            self._indexed_metrics()
+
+    def _indexed_metrics(self) -> None:
+        metrics.TREE_SIZE.set(self._indexed)
+        metrics.INDEX_HASHES.set(len(self.pdq))
+
+    def advance_verified_mark(self) -> int:
+        """Re-hash what was appended since the verified mark and move it (see
+        `provenance.startup.advance_mark`); returns the mark's size."""
+        return advance_mark(self.store, self.signer, self.verifier)
+
+    def _upkeep_loop(self) -> None:
+        """Over a shared store, poll the log's head and index what other servers appended,
+        so a capture logged anywhere is found here within about ``follow_interval_s``;
+        every ``mark_interval_s``, move the verified mark."""
+        interval = (
+            self.config.follow_interval_s if self.store.shared else self.config.mark_interval_s
+        )
+        next_mark = time.monotonic() + self.config.mark_interval_s
+        while not self._stop.wait(interval):
             try:
-                self._follow(self.store.tree_size())
+                if self.store.shared:
+                    self._follow(self.store.tree_size())
+                if time.monotonic() >= next_mark:
+                    self.advance_verified_mark()
+                    next_mark = time.monotonic() + self.config.mark_interval_s
             except (StorageError, LogError) as e:
-                log.warning("cannot follow the shared log: %s", e)
+                log.warning("log upkeep: %s", e)
 
     # ---------------------------------------------------------------- registry
 
