@@ -68,16 +68,23 @@ class DetectorBackend(Protocol):
         ...
 
 
-def sidecar_chunk_size(sidecar: SignedClaim | None) -> int:
-    """The chunk size (bytes) of a sidecar claim's chunked hard binding, so an upload can
-    hash its chunks as they arrive; 0 when there is none or the claim does not decode (the
-    verdict then reports the sidecar as unusable; it never fails the call)."""
+def claimed_chunk_size(sidecar: SignedClaim | None) -> int:
+    """The chunk size in bytes that a sidecar claim's hard binding states (0 for an image
+    claim, no sidecar, or a claim that does not decode: an unusable sidecar never fails the
+    call, the verdict reports it)."""
     if sidecar is None:
         return 0
     try:
-        size = wire.decode_claim(sidecar.claim_bytes).hard_binding.chunk_size
+        return wire.decode_claim(sidecar.claim_bytes).hard_binding.chunk_size
     except ProvenanceError:
         return 0
+
+
+def sidecar_chunk_size(sidecar: SignedClaim | None) -> int:
+    """The chunk size (bytes) at which an upload should hash its chunks as they arrive, so
+    damaged ranges can be named: `claimed_chunk_size` when it is in 1..MAX_VIDEO_CHUNK,
+    else 0."""
+    size = claimed_chunk_size(sidecar)
     return size if 0 < size <= MAX_VIDEO_CHUNK else 0
 
 
