@@ -275,6 +275,7 @@ def test_a_trimmed_clip_and_a_reencoded_photo_read_the_same_everywhere(
     assert in_process == expected
 
 
+@pytest.mark.slow
 def test_the_scanner_uploads_only_what_a_lookup_cannot_decide(
     served: Served, prov: Prov, tmp_path: Path
 ) -> None:
