@@ -31,6 +31,7 @@ import numpy as np
 
 from provenance import wire
 from provenance.claims import SignedClaim, Verdict
+from provenance.contract import DENSE_PASS_NEEDS_BYTES
 from provenance.errors import MediaError, ProvenanceError
 from provenance.inspect import InspectConfig, Inspection, Upload, inspect_upload, resample_dense
 from provenance.service import ProvenanceService
@@ -44,9 +45,6 @@ log = logging.getLogger(__name__)
 DETECTOR_VIDEO_FRAMES = 16
 #: Least time, in seconds, the dense frame pass needs before the call's deadline.
 DENSE_PASS_MIN_S = 5.0
-#: Start of the reason a hash-only lookup gives for a video it could not search densely;
-#: a caller that holds the bytes (the scanner, for files on disk) then sends the file.
-DENSE_PASS_NEEDS_BYTES = "the dense frame pass that finds trimmed clips needs the file's bytes"
 #: Reading a file for in-process verification, in bytes per read.
 _READ_BYTES = 1 << 20
 

@@ -25,7 +25,8 @@ from clients.api import ProvenanceClient, Query
 from clients.cli import main as prov_main
 from provenance.binding import PerceptualHash
 from provenance.claims import SignedClaim, Verdict
-from provenance.pipeline import DENSE_PASS_NEEDS_BYTES, VerificationPipeline
+from provenance.contract import DENSE_PASS_NEEDS_BYTES
+from provenance.pipeline import VerificationPipeline
 from provenance.server import ServerConfig, create_server
 from provenance.video.transcode import transcode
 

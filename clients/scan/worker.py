@@ -29,9 +29,9 @@ from clients.scan.hashing import Measured, measure
 from clients.scan.rows import error_row, measured_row
 from clients.scan.sources import EntryItem, FileItem, Item, RefusedItem, ScanLimits
 from provenance.claims import SignedClaim, Verdict
+from provenance.contract import DENSE_PASS_NEEDS_BYTES
 from provenance.errors import BindingError, ClaimError, DetectorError, MediaError, TransportError
 from provenance.media import decode_image
-from provenance.pipeline import DENSE_PASS_NEEDS_BYTES
 from provenance.server import MAX_LOOKUP_QUERIES
 from provenance.sidecar import decode_sidecar
 from provenance.verify import VerificationReport
