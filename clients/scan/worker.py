@@ -30,6 +30,7 @@ from clients.scan.hashing import Measured, measure
 from clients.scan.rows import error_row, measured_row
 from clients.scan.sources import EntryItem, FileItem, Item, RefusedItem, ScanLimits
 from provenance.claims import SignedClaim, Verdict
+from provenance.contract import DENSE_PASS_NEEDS_BYTES
 from provenance.errors import (
     ClaimError,
     DetectorError,
@@ -38,7 +39,6 @@ from provenance.errors import (
     TransportError,
 )
 from provenance.media import decode_image
-from provenance.pipeline import DENSE_PASS_NEEDS_BYTES
 from provenance.server import MAX_LOOKUP_HASHES, MAX_LOOKUP_QUERIES
 from provenance.sidecar import MAX_SIDECAR_BYTES, decode_sidecar
 from provenance.verify import VerificationReport
