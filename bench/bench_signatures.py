@@ -4,12 +4,13 @@ Before: `check_public_key` (pure-Python curve arithmetic) on every call, then Op
 Now: the key checked once and remembered (`checked_public_key`), then libsodium.
 Baseline: bare libsodium crypto_sign_open on the same signatures (the floor).
 
-Usage: python bench/bench_signatures.py [--calls 3000]
+Usage: python bench/bench_signatures.py [--calls 1000]
 """
 
 from __future__ import annotations
 
 import argparse
+import statistics
 import time
 from collections.abc import Callable
 
@@ -20,20 +21,22 @@ from results import Ratio, write_results  # bench/results.py, next to this scrip
 from provenance.keys import DeviceKey, check_public_key, verify_strict
 
 
-def _rate(fn: Callable[[int], object], calls: int) -> float:
-    """Calls/s of fn(i) for i in range(calls), median of 3 rounds."""
-    rates = []
-    for _ in range(3):
-        t0 = time.perf_counter()
-        for i in range(calls):
-            fn(i)
-        rates.append(calls / (time.perf_counter() - t0))
-    return sorted(rates)[1]
+def _rates(fns: list[Callable[[int], object]], calls: int, rounds: int = 5) -> list[float]:
+    """Calls/s of each fn(i), i in range(calls): rounds alternate between the functions
+    (so drifting load hits all alike) and each rate is the median of its rounds."""
+    rates: list[list[float]] = [[] for _ in fns]
+    for _ in range(rounds):
+        for fn, out in zip(fns, rates, strict=True):
+            t0 = time.perf_counter()
+            for i in range(calls):
+                fn(i)
+            out.append(calls / (time.perf_counter() - t0))
+    return [statistics.median(r) for r in rates]
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--calls", type=int, default=3000)
+    ap.add_argument("--calls", type=int, default=1000)
     args = ap.parse_args()
     keys = [DeviceKey.generate() for _ in range(64)]
     msgs = [b"DSSEv1 claim %d" % i + bytes(200) for i in range(args.calls)]
@@ -50,9 +53,7 @@ def main() -> None:
     def bare(i: int) -> None:
         crypto_sign_open(sigs[i] + msgs[i], keys[i % 64].public_key)
 
-    r_bare = _rate(bare, args.calls)
-    r_before = _rate(before, args.calls)
-    r_now = _rate(now, args.calls)
+    r_bare, r_before, r_now = _rates([bare, before, now], args.calls)
     write_results(
         "signatures",
         [
