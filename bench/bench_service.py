@@ -28,7 +28,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import grpc
-from provenance.limits import ServerLimits
 from results import Ratio, write_results  # bench/results.py, next to this script
 
 from clients.api import ProvenanceClient
@@ -38,6 +37,7 @@ from provenance.claims import Claim, HardBinding, SignedClaim
 from provenance.contract import UPLOAD_CHUNK_BYTES
 from provenance.envelope import PAYLOAD_TYPE_CLAIM, PAYLOAD_TYPE_ENROLL, sign_payload
 from provenance.keys import DeviceKey
+from provenance.limits import ServerLimits
 from provenance.server import ServerConfig, create_server
 from provenance.service import ProvenanceService, ServiceConfig
 from provenance.v1 import provenance_pb2 as pb
