@@ -38,7 +38,7 @@ _LUMA_SYMBOL = "_ZN8facebook3pdq7hashing20fillFloatLumaFromRGBEPhS2_S2_iiiiPf"
 _Words = ctypes.c_uint16 * 16
 
 
-def _load() -> tuple[ctypes._CFuncPtr, ctypes._CFuncPtr] | None:
+def _load() -> tuple[ctypes._NamedFuncPointer, ctypes._NamedFuncPointer] | None:
     """The two C++ functions from pdqhash's extension, or None where they are not exported."""
     lib = ctypes.CDLL(pdqhash.bindings.__file__)
     try:
@@ -88,4 +88,4 @@ def pdq_hash256(rgb: np.ndarray) -> tuple[bytes, int]:
         ctypes.byref(quality),
     )
     # Hash256 keeps bit k in words[k // 16] at (k % 16); bit 255 comes first.
-    return np.frombuffer(words, dtype="<u2")[::-1].astype(">u2").tobytes(), quality.value
+    return b"".join(w.to_bytes(2, "big") for w in reversed(words)), quality.value
