@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.progress import Progress
 
 from clients.api import ProvenanceClient, default_server
 from clients.device import atomic_write
@@ -15,8 +17,11 @@ from clients.options import ServerOpt
 from provenance.audit import AuditState, audit_step
 from provenance.errors import ConfigError, LogIntegrityError, TransportError
 from provenance.log.checkpoint import NoteVerifier, load_log_signer
+from provenance.log.tiledir import ExportResult, export_tiles, fetcher
+from provenance.log.tiles import audit_tiles
 from provenance.receipt import verify_receipt
 from provenance.sidecar import check_sidecar_key, decode_sidecar
+from provenance.store import Store, is_postgres_url, open_store
 
 log_app = typer.Typer(
     help="Audit the transparency log (checkpoints, consistency).", no_args_is_help=True
@@ -79,6 +84,13 @@ def audit(
         Path, typer.Option(help="File holding the last checkpoint this auditor accepted.")
     ],
     server: ServerOpt = default_server(),
+    tiles: Annotated[
+        str | None,
+        typer.Option(
+            help="Audit a C2SP tlog-tiles copy of the log instead of the server: an http(s)://"
+            " prefix or a directory (from `prov log export-tiles`). Needs --log-key or a STATE."
+        ),
+    ] = None,
     log_key: Annotated[
         str | None,
         typer.Option(
@@ -97,6 +109,9 @@ def audit(
     entries against it, and save it. Exit 3 on a fork, a rollback, a changed log key, or
     entries edited or deleted behind the log's back; exit 1 when the server is unreachable."""
     saved = AuditState.from_json(state.read_text()) if state.exists() else None
+    if tiles is not None:
+        _audit_tiles(tiles, state, saved, log_key, full)
+        return
     with ProvenanceClient(server) as c:
         server_vkey, _ = c.log_key()
         vkey = _read_vkey(log_key) if log_key else (saved.verifier_key if saved else server_vkey)
@@ -126,6 +141,98 @@ def audit(
     else:
         grew = f"grew from {old_size} to {cp.size}"
     out.print(f"log OK: {grew}; {checked} entries re-hashed; consistent with the saved checkpoint")
+
+
+def _audit_tiles(
+    location: str, state: Path, saved: AuditState | None, log_key: str | None, full: bool
+) -> None:
+    """`prov log audit --tiles`: audit from the tiles alone (see `audit_tiles`)."""
+    if log_key is None and saved is None:
+        raise ConfigError(
+            "auditing tiles needs the log's verifier key: pass --log-key (text or a file),"
+            " e.g. from `prov log key`"
+        )
+    vkey = _read_vkey(log_key) if log_key else saved.verifier_key  # type: ignore[union-attr]
+    if saved is not None and saved.verifier_key != vkey:
+        raise LogIntegrityError(
+            f"--log-key {vkey} is not the key {saved.verifier_key} saved in {state}"
+        )
+    result = audit_tiles(fetcher(location), vkey, saved, full=full)
+    atomic_write(state, result.state.to_json().encode())
+    old_size = int(saved.checkpoint.split("\n")[1]) if saved is not None else None
+    size = result.checkpoint.size
+    grew = (
+        f"has {size} entries"
+        if old_size is None
+        else (
+            f"unchanged at {size} entries"
+            if old_size == size
+            else f"grew from {old_size} to {size}"
+        )
+    )
+    out.print(
+        f"tiled log OK: {grew}; {result.tiles_read} tiles and {result.entries_checked} entries"
+        " checked against the signed root"
+    )
+
+
+def _export_once(store: Store, directory: Path) -> ExportResult:
+    """One `export_tiles` run with a progress bar over the level-0 tiles on stderr."""
+    with Progress(console=err, transient=True) as bar:
+        task = bar.add_task("exporting tiles", total=None)
+        return export_tiles(store, directory, lambda d, t: bar.update(task, completed=d, total=t))
+
+
+@log_app.command("export-tiles")
+def export_tiles_command(
+    directory: Annotated[
+        Path, typer.Argument(help="Folder to write the tiled log into (created if missing).")
+    ],
+    db: Annotated[
+        str,
+        typer.Option(
+            help="The log's database: the SQLite file of `prov serve --db`, or its"
+            " postgresql:// URL. Read only; the server may keep running."
+        ),
+    ],
+    follow: Annotated[
+        bool,
+        typer.Option(help="Keep exporting each new checkpoint until interrupted (Ctrl-C)."),
+    ] = False,
+    interval: Annotated[
+        float, typer.Option(help="Seconds between polls of the database, with --follow.", min=0.1)
+    ] = 5.0,
+    max_polls: Annotated[
+        int,
+        typer.Option(
+            help="With --follow, stop after this many polls (0: until interrupted).", min=0
+        ),
+    ] = 0,
+) -> None:
+    """Write the log as C2SP tlog-tiles (c2sp.org/tlog-tiles): `checkpoint`, hash tiles
+    `tile/<L>/<N>[.p/<W>]` and entry bundles `tile/entries/<N>[.p/<W>]`, static files any
+    tlog client can audit (`prov log audit --tiles DIR`) and any web server can serve.
+    Only new files are written; the checkpoint goes last."""
+    if not is_postgres_url(db) and not Path(db).is_file():
+        raise ConfigError(f"no database at {db} (give the file `prov serve --db` uses)")
+    store = open_store(db)
+    try:
+        polls = 0
+        last = -1
+        while True:
+            result = _export_once(store, directory)
+            if result.size != last:
+                out.print(
+                    f"exported {result.size} entries to {directory}: {result.tiles_written} tiles"
+                    f" and {result.bundles_written} entry bundles written"
+                )
+                last = result.size
+            polls += 1
+            if not follow or (max_polls and polls >= max_polls):
+                return
+            time.sleep(interval)
+    finally:
+        store.close()
 
 
 @receipt_app.command("verify")
