@@ -298,6 +298,13 @@ def web(
     uploads_per_minute: Annotated[
         int, typer.Option(help="Uploads each client address may start a minute (0: no limit).")
     ] = 30,
+    tiles_dir: Annotated[
+        Path | None,
+        typer.Option(
+            help="Also serve this `prov log export-tiles` folder read-only as a C2SP tlog-tiles"
+            " log under /tlog/ (checkpoint, tile/...), with cache headers."
+        ),
+    ] = None,
 ) -> None:
     """Serve the verification page, the public log explorer and the JSON API
     (/api/v1/, /openapi.json, C2PA soft binding resolution) over HTTP, as a client of
@@ -311,6 +318,7 @@ def web(
             server,
             max_upload_bytes=max_upload_mb * 1024 * 1024,
             uploads_per_minute=uploads_per_minute,
+            tiles_dir=tiles_dir,
         ),
     )
 

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import hashlib
 import random
+import urllib.error
+import urllib.request
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from conftest import ADMIN_TOKEN, ServerProc, enroll_key, signed_claim, start_web
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from clients.api import ProvenanceClient
 from clients.cli import main as prov_main
 from provenance.claims import Device, SignedClaim
 from provenance.errors import LogError, LogIntegrityError
@@ -214,3 +218,58 @@ def test_fork_and_wrong_key_caught_from_tiles(
     )
     honest.close()
     forked.close()
+
+
+@pytest.mark.slow
+def test_real_server_exported_served_and_audited_over_http(
+    tmp_path: Path, server: ServerProc, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A running `prov serve`: export its SQLite log while it runs (--follow), serve the
+    tiles with `prov web --tiles-dir`, audit them over HTTP with `prov log audit --tiles`."""
+    out = tmp_path / "tiles"
+    with ProvenanceClient(server.address, admin_token=ADMIN_TOKEN) as client:
+        key = enroll_key(client)
+        prev = b""
+        for seq in range(1, 6):
+            signed = signed_claim(key, seq, prev=prev)
+            client.submit(signed)
+            prev = signed.claim_hash
+        vkey, _ = client.log_key()
+        export = ["log", "export-tiles", str(out), "--db", str(server.db)]
+        assert prov_main([*export, "--follow", "--interval", "0.1", "--max-polls", "2"]) == 0
+        assert "exported 5 entries" in capsys.readouterr().out
+        assert (out / "tile/0/000.p/5").stat().st_size == 5 * 32
+        assert (out / "tile/entries/000.p/5").is_file()
+        web = start_web(server.address, "--tiles-dir", str(out))
+        try:
+            base = f"{web.address}/tlog"
+            state = str(tmp_path / "state.json")
+            assert (
+                prov_main(["log", "audit", "--state", state, "--tiles", base, "--log-key", vkey])
+                == 0
+            )
+            assert "has 5 entries" in capsys.readouterr().out
+            with urllib.request.urlopen(f"{base}/checkpoint") as r:
+                assert r.headers["Content-Type"] == "text/plain; charset=utf-8"
+                assert r.headers["Cache-Control"] == "public, max-age=5"
+                assert r.read().decode() == client.checkpoint()
+            with urllib.request.urlopen(f"{base}/tile/0/000.p/5") as r:
+                assert r.headers["Content-Type"] == "application/octet-stream"
+                assert r.headers["Cache-Control"] == "public, max-age=60"
+            for bad in ("tile/0/000", "tile/0/../../state.json", "tile/00/000.p/5"):
+                with pytest.raises(urllib.error.HTTPError) as e:
+                    urllib.request.urlopen(f"{base}/{bad}")
+                assert e.value.code == 404
+            # grows past a full tile: the full tile is immutable
+            for seq in range(6, 262):
+                signed = signed_claim(key, seq, prev=prev)
+                client.submit(signed)
+                prev = signed.claim_hash
+            assert prov_main(export) == 0
+            with urllib.request.urlopen(f"{base}/tile/0/000") as r:
+                assert r.headers["Cache-Control"] == "public, max-age=31536000, immutable"
+                assert len(r.read()) == 8192
+            assert prov_main(["log", "audit", "--state", state, "--tiles", base]) == 0
+            assert "grew from 5 to 261" in capsys.readouterr().out
+        finally:
+            web.stop()

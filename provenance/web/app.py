@@ -22,7 +22,7 @@ from starlette.templating import Jinja2Templates
 
 from clients.api import ProvenanceClient
 from provenance.assets import DEFAULT_MAX_BYTES
-from provenance.web import api, pages, present, softbinding
+from provenance.web import api, pages, present, softbinding, tlogtiles
 from provenance.web.ratelimit import RateLimiter
 from provenance.web.security import SecurityHeaders
 from provenance.web.upload import Relayer, UploadLimits
@@ -36,12 +36,14 @@ PACKAGE = Path(__file__).resolve().parent
 class WebConfig:
     """``server``: the gRPC service HOST:PORT; ``max_upload_bytes``: the largest file
     relayed (default as the service's, 2 GiB); ``uploads_per_minute``: per client
-    address (0: no limit); ``max_concurrent_uploads``: relayed at once (more get 503)."""
+    address (0: no limit); ``max_concurrent_uploads``: relayed at once (more get 503);
+    ``tiles_dir``: a `prov log export-tiles` folder served read-only under /tlog/."""
 
     server: str
     max_upload_bytes: int = DEFAULT_MAX_BYTES
     uploads_per_minute: int = 30
     max_concurrent_uploads: int = 8
+    tiles_dir: Path | None = None
 
 
 @dataclass
@@ -85,6 +87,7 @@ def create_app(config: WebConfig) -> Starlette:
             *api.routes(),
             *softbinding.routes(),
             *pages.routes(),
+            *(tlogtiles.routes(config.tiles_dir) if config.tiles_dir else []),
             Mount("/static", StaticFiles(directory=PACKAGE / "static"), name="static"),
         ],
         middleware=[Middleware(SecurityHeaders)],
