@@ -13,14 +13,15 @@ from rich.progress import Progress
 
 from clients.api import ProvenanceClient, default_server
 from clients.device import atomic_write
-from clients.options import ServerOpt
+from clients.files import read_bounded
+from clients.options import ServerOpt, in_existing_folder
 from provenance.audit import AuditState, audit_step
 from provenance.errors import ConfigError, LogIntegrityError, TransportError
 from provenance.log.checkpoint import NoteVerifier, load_log_signer
 from provenance.log.tiledir import ExportResult, export_tiles, fetcher
 from provenance.log.tiles import audit_tiles
 from provenance.receipt import verify_receipt
-from provenance.sidecar import check_sidecar_key, decode_sidecar
+from provenance.sidecar import MAX_SIDECAR_BYTES, check_sidecar_key, decode_sidecar
 from provenance.store import Store, is_postgres_url, open_store
 
 log_app = typer.Typer(
@@ -108,6 +109,7 @@ def audit(
     """Fetch the newest checkpoint, prove it consistent with the saved one, re-hash the
     entries against it, and save it. Exit 3 on a fork, a rollback, a changed log key, or
     entries edited or deleted behind the log's back; exit 1 when the server is unreachable."""
+    in_existing_folder(state, "--state")
     saved = AuditState.from_json(state.read_text()) if state.exists() else None
     if tiles is not None:
         _audit_tiles(tiles, state, saved, log_key, full)
@@ -246,7 +248,10 @@ def receipt_verify(
 ) -> None:
     """Verify a sidecar's receipt offline: its public key against the claim's key id and
     signature, then the checkpoint signature, leaf and inclusion proof."""
-    sc = decode_sidecar(sidecar.read_bytes())
+    try:
+        sc = decode_sidecar(read_bounded(sidecar, MAX_SIDECAR_BYTES, "sidecar"))
+    except OSError as e:
+        raise ConfigError(f"cannot read sidecar {sidecar}: {e.strerror or e}") from e
     if sc.receipt is None:
         raise ConfigError(
             f"{sidecar} has no receipt yet: the claim was not logged (run `prov device sync`)"
