@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
@@ -16,13 +17,21 @@ from clients.device import atomic_write
 from clients.files import read_bounded
 from clients.options import ServerOpt, in_existing_folder
 from provenance.audit import AuditState, audit_step
-from provenance.errors import ConfigError, LogIntegrityError, TransportError
+from provenance.errors import ConfigError, LogError, LogIntegrityError, TransportError
 from provenance.log.checkpoint import NoteVerifier, load_log_signer
 from provenance.log.tiledir import ExportResult, export_tiles, fetcher
 from provenance.log.tiles import audit_tiles
+from provenance.log.tlogproof import (
+    FILE_SUFFIX,
+    MAX_PROOF_BYTES,
+    decode_tlog_proof,
+    encode_tlog_proof,
+    is_tlog_proof,
+)
 from provenance.receipt import verify_receipt
-from provenance.sidecar import MAX_SIDECAR_BYTES, check_sidecar_key, decode_sidecar
+from provenance.sidecar import MAX_SIDECAR_BYTES, Sidecar, check_sidecar_key, decode_sidecar
 from provenance.store import Store, is_postgres_url, open_store
+from provenance.wire import decode_log_entry
 
 log_app = typer.Typer(
     help="Audit the transparency log (checkpoints, consistency).", no_args_is_help=True
@@ -237,21 +246,80 @@ def export_tiles_command(
         store.close()
 
 
+class ReceiptFormat(StrEnum):
+    """Formats `prov receipt export` writes."""
+
+    TLOG_PROOF = "tlog-proof"
+
+
+@receipt_app.command("export")
+def receipt_export(
+    sidecar: Annotated[
+        Path, typer.Argument(help="A FILE.prov sidecar holding a receipt.", exists=True)
+    ],
+    format: Annotated[
+        ReceiptFormat,
+        typer.Option("--format", help="c2sp.org/tlog-proof: the standard offline proof format."),
+    ] = ReceiptFormat.TLOG_PROOF,
+    output: Annotated[
+        Path | None,
+        typer.Option(help="Where to write it. Default: FILE.tlog-proof beside the sidecar."),
+    ] = None,
+) -> None:
+    """Write the sidecar's receipt as a C2SP tlog-proof: the leaf data (as `extra`), the
+    leaf index, the inclusion proof and the signed checkpoint. Anyone checks it with
+    `prov receipt verify FILE.tlog-proof --log-key KEY`; the sidecar is left as it is."""
+    sc = _read_sidecar(sidecar)
+    if sc.receipt is None:
+        raise ConfigError(
+            f"{sidecar} has no receipt yet: the claim was not logged (run `prov device sync`)"
+        )
+    target = output or sidecar.with_name(sidecar.name.removesuffix(".prov") + FILE_SUFFIX)
+    in_existing_folder(target, "--output")
+    atomic_write(target, encode_tlog_proof(sc.receipt).encode())
+    out.print(f"wrote {target} ({format.value}, leaf {sc.receipt.leaf_index})")
+
+
+def _read_sidecar(path: Path) -> Sidecar:
+    try:
+        return decode_sidecar(read_bounded(path, MAX_SIDECAR_BYTES, "sidecar"))
+    except OSError as e:
+        raise ConfigError(f"cannot read sidecar {path}: {e.strerror or e}") from e
+
+
 @receipt_app.command("verify")
 def receipt_verify(
     sidecar: Annotated[
-        Path, typer.Argument(help="A FILE.prov sidecar holding a receipt.", exists=True)
+        Path,
+        typer.Argument(
+            help="A FILE.prov sidecar holding a receipt, or a FILE.tlog-proof (C2SP tlog-proof).",
+            exists=True,
+        ),
     ],
     log_key: Annotated[
         str, typer.Option(help="The log's verifier key (text or a file holding it).")
     ],
+    with_sidecar: Annotated[
+        Path | None,
+        typer.Option(
+            "--sidecar",
+            help="With a tlog-proof: also check that it proves this sidecar's claim, signed by"
+            " the sidecar's key.",
+            exists=True,
+        ),
+    ] = None,
 ) -> None:
-    """Verify a sidecar's receipt offline: its public key against the claim's key id and
-    signature, then the checkpoint signature, leaf and inclusion proof."""
+    """Verify a receipt offline: a sidecar's public key against the claim's key id and
+    signature, then the checkpoint signature, leaf and inclusion proof. A tlog-proof is
+    verified the same way against the claim in its leaf data."""
     try:
-        sc = decode_sidecar(read_bounded(sidecar, MAX_SIDECAR_BYTES, "sidecar"))
+        data = read_bounded(sidecar, max(MAX_SIDECAR_BYTES, MAX_PROOF_BYTES), "receipt")
     except OSError as e:
-        raise ConfigError(f"cannot read sidecar {sidecar}: {e.strerror or e}") from e
+        raise ConfigError(f"cannot read {sidecar}: {e.strerror or e}") from e
+    if is_tlog_proof(data):
+        _verify_tlog_proof(data, _read_vkey(log_key), with_sidecar)
+        return
+    sc = decode_sidecar(data)
     if sc.receipt is None:
         raise ConfigError(
             f"{sidecar} has no receipt yet: the claim was not logged (run `prov device sync`)"
@@ -262,4 +330,26 @@ def receipt_verify(
         f"receipt OK: leaf {sc.receipt.leaf_index} of {cp.size} in log {cp.origin},"
         f" logged {sc.receipt.integrated_at:%Y-%m-%d %H:%M:%S} UTC; claim by device"
         f" {sc.signed_claim.key_id.hex()[:16]}… (signature verified with the sidecar's key)"
+    )
+
+
+def _verify_tlog_proof(data: bytes, vkey: str, sidecar: Path | None) -> None:
+    """`prov receipt verify FILE.tlog-proof`: see `provenance.log.tlogproof`."""
+    try:
+        text = data.decode()
+    except UnicodeDecodeError as e:
+        raise LogError("the tlog-proof is not UTF-8 text") from e
+    receipt = decode_tlog_proof(text)
+    signed, _ = decode_log_entry(receipt.log_entry)
+    how = "its signature was checked by the log; add --sidecar to check it with the device key"
+    if sidecar is not None:
+        sc = _read_sidecar(sidecar)
+        check_sidecar_key(sc)
+        signed = sc.signed_claim
+        how = "signature verified with the sidecar's key"
+    cp = verify_receipt(receipt, signed, NoteVerifier.from_vkey(vkey))
+    out.print(
+        f"tlog-proof OK: leaf {receipt.leaf_index} of {cp.size} in log {cp.origin},"
+        f" logged {receipt.integrated_at:%Y-%m-%d %H:%M:%S} UTC; claim by device"
+        f" {signed.key_id.hex()[:16]}… ({how})"
     )
