@@ -48,7 +48,12 @@ from provenance.errors import (
 from provenance.inspect import InspectConfig, Upload
 from provenance.limits import DeviceQuota, ServerLimits, UploadGate, UploadStream
 from provenance.media import SNIFF_BYTES, sniff_media_type
-from provenance.pipeline import DetectorBackend, VerificationPipeline, sidecar_chunk_size
+from provenance.pipeline import (
+    DetectorBackend,
+    VerificationPipeline,
+    claimed_chunk_size,
+    sidecar_chunk_size,
+)
 from provenance.rpc_input import MalformedRequestInterceptor
 from provenance.service import ProvenanceService
 from provenance.v1 import provenance_pb2 as pb
@@ -280,7 +285,7 @@ class VerificationServicer(rpc.VerificationServicer):
         self, report: VerificationReport, sidecar: SignedClaim
     ) -> VerificationReport:
         """``report`` with a note when the sidecar's chunk size was too small to hash."""
-        size = wire.decode_claim(sidecar.claim_bytes).hard_binding.chunk_size
+        size = claimed_chunk_size(sidecar)
         if not 0 < size < self.c.limits.min_chunk_bytes:
             return report
         note = (
