@@ -22,12 +22,12 @@ are kept verbatim and ignored by the log-key check. The sidecar keeps its own fo
 from __future__ import annotations
 
 import base64
-import binascii
 import re
 
 from provenance.claims import Receipt
 from provenance.errors import ClaimError, LogError
 from provenance.log import merkle
+from provenance.log.checkpoint import b64decode_strict
 from provenance.wire import decode_log_entry
 
 HEADER = "c2sp.org/tlog-proof@v1"
@@ -42,17 +42,6 @@ MAX_PROOF_BYTES = 1 << 20
 _INDEX_RE = re.compile(r"0|[1-9][0-9]*")
 _EXTRA = "extra "
 _INDEX = "index "
-
-
-def _b64(text: str, what: str) -> bytes:
-    """Strict, canonical standard base64 (RFC 4648 section 4); LogError otherwise."""
-    try:
-        raw = base64.b64decode(text.encode("ascii"), validate=True)
-    except (UnicodeEncodeError, binascii.Error) as e:
-        raise LogError(f"tlog-proof {what} is not base64") from e
-    if base64.b64encode(raw).decode("ascii") != text:
-        raise LogError(f"tlog-proof {what} is not in canonical base64")
-    return raw
 
 
 def encode_tlog_proof(receipt: Receipt) -> str:
@@ -93,7 +82,7 @@ def decode_tlog_proof(text: str) -> Receipt:
             "tlog-proof has no 'extra' line: this log's proofs carry the leaf data there,"
             " without which the leaf hash cannot be reconstructed"
         )
-    log_entry = _b64(lines[1][len(_EXTRA) :], "extra data")
+    log_entry = b64decode_strict(lines[1][len(_EXTRA) :], "tlog-proof extra data")
     if not lines[2].startswith(_INDEX) or not _INDEX_RE.fullmatch(lines[2][len(_INDEX) :]):
         raise LogError("tlog-proof's third line is not 'index N' (decimal, no leading zeros)")
     index = int(lines[2][len(_INDEX) :])
@@ -101,7 +90,7 @@ def decode_tlog_proof(text: str) -> Receipt:
         raise LogError(f"tlog-proof index {index} is out of range")
     proof = []
     for n, line in enumerate(lines[3:], 1):
-        value = _b64(line, f"proof line {n}")
+        value = b64decode_strict(line, f"tlog-proof proof line {n}")
         if len(value) != merkle.HASH_SIZE:
             raise LogError(f"tlog-proof proof line {n} is {len(value)} bytes, not a SHA-256 hash")
         proof.append(value)
