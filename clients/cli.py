@@ -22,7 +22,7 @@ import typer
 from rich.console import Console
 from rich.progress import Progress
 
-from clients import logcmd
+from clients import logcmd, witnesscmd
 from clients.api import ProvenanceClient, default_server
 from clients.device import DeviceHome, SyncResult, default_home, sidecar_path
 from clients.files import open_regular, read_bounded
@@ -54,6 +54,7 @@ app.add_typer(admin_app, name="admin")
 app.add_typer(device_app, name="device")
 app.add_typer(logcmd.log_app, name="log")
 app.add_typer(logcmd.receipt_app, name="receipt")
+app.add_typer(witnesscmd.witness_app, name="witness")
 app.command("scan")(scan_command)
 app.add_typer(detector_cli.app, name="detector", help="Train and evaluate the advisory detector.")
 

@@ -173,6 +173,11 @@ class LogSigner:
         blob = base64.b64encode(self.key_id + signature).decode("ascii")
         return f"{text}\n{_EM_DASH} {self.name} {blob}\n"
 
+    def sign_message(self, message: bytes) -> bytes:
+        """A raw 64-byte Ed25519 signature over ``message``: for the signed messages of
+        other note formats, such as witness cosignatures (c2sp.org/tlog-cosignature)."""
+        return self._private_key.sign(message)
+
     def sign(self, checkpoint: Checkpoint) -> str:
         """The signed note of ``checkpoint``. Raises LogError if its origin is not our name."""
         if checkpoint.origin != self.name:
