@@ -163,7 +163,7 @@ def tiles_for_size(size: int) -> list[Tile]:
     """
     if size < 0:
         raise LogError(f"tree size {size} is negative")
-    tiles = []
+    tiles: list[Tile] = []
     level = 0
     span = 1  # leaves under one hash of this tile level: 256**level
     while size >= span and level <= MAX_LEVEL:
