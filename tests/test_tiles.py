@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import random
 import urllib.error
@@ -166,6 +167,11 @@ def test_100k_log_exported_and_audited_from_tiles(
     _fill(store, signer, 300, seed=2)
     again = export_tiles(store, out)
     assert (again.size, again.bundles_written) == (size + 300, 2)
+    # the full tile replaced the partial one, and a reader of the old checkpoint falls
+    # back to the full tile's first hashes (tlog-tiles "Partial Tiles")
+    assert not (out / "tile/0/390.p").exists() and not (out / "tile/entries/390.p").exists()
+    old_nodes = tiles.TileNodes(size, fetcher(str(out)))
+    assert merkle.root(size, old_nodes) == _mth(leaves)
     assert _audit("--state", str(state), "--tiles", str(out), "--incremental") == 0
     assert f"grew from {size} to {size + 300}" in capsys.readouterr().out
 
@@ -256,6 +262,12 @@ def test_real_server_exported_served_and_audited_over_http(
             with urllib.request.urlopen(f"{base}/tile/0/000.p/5") as r:
                 assert r.headers["Content-Type"] == "application/octet-stream"
                 assert r.headers["Cache-Control"] == "public, max-age=60"
+            gz = urllib.request.Request(
+                f"{base}/tile/entries/000.p/5", headers={"Accept-Encoding": "gzip"}
+            )
+            with urllib.request.urlopen(gz) as r:
+                assert r.headers["Content-Encoding"] == "gzip"
+                assert gzip.decompress(r.read()) == (out / "tile/entries/000.p/5").read_bytes()
             for bad in ("tile/0/000", "tile/0/../../state.json", "tile/00/000.p/5"):
                 with pytest.raises(urllib.error.HTTPError) as e:
                     urllib.request.urlopen(f"{base}/{bad}")
@@ -266,6 +278,7 @@ def test_real_server_exported_served_and_audited_over_http(
                 client.submit(signed)
                 prev = signed.claim_hash
             assert prov_main(export) == 0
+            assert not (out / "tile/0/000.p").exists()
             with urllib.request.urlopen(f"{base}/tile/0/000") as r:
                 assert r.headers["Cache-Control"] == "public, max-age=31536000, immutable"
                 assert len(r.read()) == 8192

@@ -24,7 +24,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from provenance.errors import ConfigError, LogError, LogIntegrityError, TransportError
+from provenance.errors import (
+    ConfigError,
+    LogError,
+    LogIntegrityError,
+    TileMissingError,
+    TransportError,
+)
 from provenance.log import merkle, tiles
 from provenance.log.checkpoint import Checkpoint
 from provenance.store import Store
@@ -60,6 +66,17 @@ def _write(path: Path, data: bytes, sync: bool = False) -> None:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def _drop_partials(full: Path) -> None:
+    """Delete the partial versions ``<full>.p/<W>`` of a tile or bundle now written in
+    full (tlog-tiles "Partial Tiles": a log MAY delete them; readers fall back to the full
+    one, see `provenance.log.tiles.TileNodes`)."""
+    folder = full.with_name(full.name + ".p")
+    if folder.is_dir():
+        for partial in folder.iterdir():
+            partial.unlink(missing_ok=True)
+        folder.rmdir()
 
 
 def _exported_size(directory: Path) -> int | None:
@@ -107,6 +124,8 @@ def export_tiles(
             data = tiles.tile_hashes(tile, store.get_nodes)
             _write(path, data)
             written += 1
+            if not tile.partial:
+                _drop_partials(path)
         if tile.level != 0:
             continue
         bundle_path = directory / tile.entries_path
@@ -124,6 +143,8 @@ def export_tiles(
                 )
             _write(bundle_path, tiles.encode_bundle(entries))
             bundles += 1
+            if not tile.partial:
+                _drop_partials(bundle_path)
         done += 1
         if progress is not None:
             progress(done, level0)
@@ -146,7 +167,7 @@ def _dir_fetcher(root: Path) -> tiles.Fetch:
             with open(root / path, "rb") as handle:
                 return _read_bounded(handle.read, path)
         except FileNotFoundError as e:
-            raise LogIntegrityError(f"the tiled log in {root} has no {path}") from e
+            raise TileMissingError(f"the tiled log in {root} has no {path}") from e
         except OSError as e:
             raise ConfigError(f"cannot read {root / path}: {e.strerror}") from e
 
@@ -170,7 +191,7 @@ def _url_fetcher(prefix: str) -> tiles.Fetch:
                 return data
         except urllib.error.HTTPError as e:
             if e.code == 404:
-                raise LogIntegrityError(f"the tiled log does not serve {url} (404)") from e
+                raise TileMissingError(f"the tiled log does not serve {url} (404)") from e
             raise TransportError(f"{url}: HTTP {e.code} {e.reason}") from e
         except (urllib.error.URLError, OSError, gzip.BadGzipFile, zlib.error) as e:
             raise TransportError(f"cannot fetch {url}: {e}") from e

@@ -29,7 +29,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 from provenance.audit import AuditState, audit_step, open_trusted
-from provenance.errors import LogError, LogIntegrityError
+from provenance.errors import LogError, LogIntegrityError, TileMissingError
 from provenance.log import merkle
 from provenance.log.checkpoint import Checkpoint, NoteVerifier
 
@@ -51,8 +51,8 @@ CHECKPOINT_PATH = "checkpoint"
 Fetch = Callable[[str], bytes]
 """Reads one file of the tiled log by its path under the prefix (``tile/0/000``...).
 
-Raises LogIntegrityError when the log does not serve a file it must serve, or a
-TransportError / ConfigError when it cannot be reached."""
+Raises TileMissingError when the log does not serve a file, LogIntegrityError when the
+file is too large, TransportError / ConfigError when it cannot be reached."""
 
 _INDEX_RE = re.compile(r"(?:x\d{3}/)*\d{3}")
 _DECIMAL_RE = re.compile(r"0|[1-9][0-9]*")
@@ -269,7 +269,15 @@ class TileNodes:
         tile = Tile(level, index, TILE_WIDTH if full else hashes_here % TILE_WIDTH)
         key = (level, index)
         if key not in self._tiles:
-            self._tiles[key] = split_hashes(self._fetch(tile.path), tile)
+            try:
+                data = self._fetch(tile.path)
+            except TileMissingError:
+                if not tile.partial:
+                    raise
+                # the log may delete a partial tile once the full one exists: its first
+                # hashes are the partial tile's (tlog-tiles "Partial Tiles")
+                data = self._fetch(Tile(level, index, TILE_WIDTH).path)[: tile.width * 32]
+            self._tiles[key] = split_hashes(data, tile)
         return tile, self._tiles[key]
 
     def __call__(self, keys: Sequence[merkle.NodeKey]) -> list[bytes]:
@@ -307,7 +315,13 @@ def _checked_entries(nodes: TileNodes, fetch: Fetch, start: int) -> Iterator[byt
         if tile.level != 0 or (tile.index + 1) * TILE_WIDTH <= start:
             continue
         _, leaves = nodes.tile(0, tile.index)
-        entries = decode_bundle(fetch(tile.entries_path), tile)
+        try:
+            entries = decode_bundle(fetch(tile.entries_path), tile)
+        except TileMissingError:
+            if not tile.partial:
+                raise
+            full = Tile(0, tile.index, TILE_WIDTH)  # a partial bundle may be deleted, as above
+            entries = decode_bundle(fetch(full.entries_path), full)[: tile.width]
         first = tile.index * TILE_WIDTH
         for i, entry in enumerate(entries):
             if first + i < start:

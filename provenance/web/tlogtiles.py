@@ -4,13 +4,15 @@ Under ``/tlog/`` (the log's tiles prefix): ``checkpoint`` as ``text/plain; chars
 with a few seconds of caching (tlog-tiles "Checkpoints": mutable), full tiles and entry
 bundles ``tile/<L>/<N>`` / ``tile/entries/<N>`` as ``application/octet-stream``, cached
 for a year and ``immutable`` (tlog-tiles "Merkle Tree", "Log entries"), partial tiles
-``.../<N>.p/<W>`` for a minute (they are superseded by the full tile). Only canonical
+``.../<N>.p/<W>`` for a minute (they are superseded by the full tile). Entry bundles
+are gzipped for clients that accept it (tlog-tiles "Log entries": SHOULD be compressed). Only canonical
 tile paths are answered (`provenance.log.tiles.parse_path`), so no other file of the
 directory can be named; anything else is 404.
 """
 
 from __future__ import annotations
 
+import gzip
 from pathlib import Path
 
 from starlette.requests import Request
@@ -49,18 +51,20 @@ def routes(directory: Path) -> list[Route]:
     async def tile(request: Request) -> Response:
         path = "tile/" + request.path_params["rest"]
         try:
-            _, parsed = tiles.parse_path(path)
+            bundle, parsed = tiles.parse_path(path)
         except LogError:
             return _not_found(f"/tlog/{path[:200]}")
         try:
             body = (directory / path).read_bytes()
         except (FileNotFoundError, NotADirectoryError):
             return _not_found(f"/tlog/{path}")
-        return Response(
-            body,
-            media_type="application/octet-stream",
-            headers={"Cache-Control": PARTIAL_CACHE if parsed.partial else FULL_CACHE},
-        )
+        headers = {"Cache-Control": PARTIAL_CACHE if parsed.partial else FULL_CACHE}
+        if bundle:
+            headers["Vary"] = "Accept-Encoding"
+            if "gzip" in request.headers.get("accept-encoding", ""):
+                body = gzip.compress(body, compresslevel=6, mtime=0)
+                headers["Content-Encoding"] = "gzip"
+        return Response(body, media_type="application/octet-stream", headers=headers)
 
     return [
         Route(f"{PREFIX}/checkpoint", checkpoint, methods=["GET", "HEAD"]),
