@@ -21,9 +21,10 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from provenance import wire
+from provenance import metrics, wire
 from provenance.assets import check_image_size
 from provenance.claims import MAX_SOFT_BINDINGS, SignedClaim
+from provenance.contract import MAX_MESSAGE_BYTES
 from provenance.errors import (
     AuthError,
     ClaimError,
@@ -62,10 +63,6 @@ from provenance.verify import FileFacts, VerificationReport
 
 log = logging.getLogger(__name__)
 
-#: Largest gRPC message either side accepts, in bytes. Uploads travel in 1 MiB chunks.
-MAX_MESSAGE_BYTES = 8 * 1024 * 1024
-#: Upload chunk size the clients use, in bytes.
-UPLOAD_CHUNK_BYTES = 1024 * 1024
 #: Most queries in one Lookup call (the server's default; `ServerLimits`).
 MAX_LOOKUP_QUERIES = ServerLimits().max_lookup_queries
 #: Most perceptual hashes (video frames) in one Lookup call (the server's default).
@@ -404,8 +401,6 @@ def create_server(
     also when another process listens on it (SO_REUSEPORT is off, so a second server on
     the same port is refused instead of sharing its connections).
     """
-    from provenance import metrics
-
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=config.limits.rpc_threads, thread_name_prefix="rpc"),
         interceptors=[MalformedRequestInterceptor(), metrics.MetricsInterceptor()],
