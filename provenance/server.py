@@ -23,6 +23,7 @@ from grpc_reflection.v1alpha import reflection
 
 from provenance import wire
 from provenance.claims import Verdict
+from provenance.dihedral import DIHEDRAL_TURNS
 from provenance.errors import (
     AuthError,
     ClaimError,
@@ -248,7 +249,12 @@ class VerificationServicer(rpc.VerificationServicer):
             lenient = sidecar is not None or bool(self.s.store.leaves_by_file_sha256(upload.sha256))
             found = inspect_upload(upload, self.c.inspect, lenient)
             chunks = tuple(bytes(h) for h in header.chunk_hashes)
-            report = self.s.verify(found.facts, sidecar, chunks)
+            receipt = (
+                wire.receipt_from_pb(header.sidecar_receipt)
+                if sidecar is not None and header.HasField("sidecar_receipt")
+                else None
+            )
+            report = self.s.verify(found.facts, sidecar, chunks, receipt)
             if (
                 report.status is Verdict.UNSIGNED
                 and found.video is not None
@@ -339,6 +345,9 @@ class VerificationServicer(rpc.VerificationServicer):
                 media_type=q.media_type,
                 content_sha256=bytes(q.content_sha256),
                 soft_bindings=tuple(wire.soft_from_pb(s) for s in q.soft_bindings),
+                dihedral_soft_bindings=tuple(
+                    wire.soft_from_pb(s) for s in q.dihedral_soft_bindings[:DIHEDRAL_TURNS]
+                ),
             )
             out.results.append(
                 pb.LookupResult(ref=q.ref, report=wire.report_to_pb(self.s.verify(facts)))

@@ -48,6 +48,12 @@ from provenance.registry import (
     new_token,
     token_hash,
 )
+from provenance.rollback import (
+    check_not_rolled_back,
+    memo_path,
+    remember_checkpoint,
+    with_lost_receipt,
+)
 from provenance.store import LeafRecord, Store, open_store
 from provenance.timecheck import check_revocation_time, with_time_flags
 from provenance.verify import FileFacts, LoggedClaim, VerificationReport, decide
@@ -131,6 +137,8 @@ class ProvenanceService:
             self.signer = self._open_signer()
             self.verifier = NoteVerifier.from_vkey(self.signer.verifier_key())
             self._check_integrity(full=config.verify_on_start)
+            self._memo = memo_path(config.log_key)
+            self._remember_start()
             self.pdq = MihIndex()
             self.pdq.add_many(self.store.iter_soft_hashes())
             #: whether any video claim is logged (else a dense frame pass cannot match)
@@ -213,12 +221,27 @@ class ProvenanceService:
                 "log entries do not hash to the signed checkpoint root: the database was edited"
             )
 
+    def _remember_start(self) -> None:
+        """Refuse a database behind the newest checkpoint this server signed (kept beside
+        the log key, `provenance.rollback`); then remember the database's latest."""
+        remembered = check_not_rolled_back(
+            self._memo, self.verifier, self.store.tree_size(), self.store.get_nodes
+        )
+        latest = self.store.latest_checkpoint()
+        if latest is not None and (latest[0] > remembered or not self._memo.exists()):
+            remember_checkpoint(self._memo, latest[1])
+
     def close(self) -> None:
         self.writer.close()
         self.store.close()
         self._lock.close()
 
     def _after_commit(self, size: int, note: str, appended: list[tuple[int, PendingClaim]]) -> None:
+        if appended:
+            try:
+                remember_checkpoint(self._memo, note)
+            except ConfigError as e:  # the commit is durable; only the memo lags
+                log.warning("%s; a restored database may go unnoticed until it is fixed", e)
         for idx, p in appended:
             for h in p.claim.soft_bindings:
                 self.pdq.add(idx, h)
@@ -332,14 +355,17 @@ class ProvenanceService:
         facts: FileFacts,
         sidecar: SignedClaim | None = None,
         sidecar_chunk_hashes: tuple[bytes, ...] = (),
+        sidecar_receipt: Receipt | None = None,
     ) -> VerificationReport:
-        """The verdict on a file described by ``facts`` (and its sidecar, if any)."""
+        """The verdict on a file described by ``facts`` (and its sidecar, if any, with the
+        receipt it holds: one this log signed for a claim it no longer holds is reported
+        as a log rollback)."""
         now = self.clock()
         hashes = [facts.sha256] + ([facts.content_sha256] if facts.content_sha256 else [])
         exact = [self._logged(r) for h in hashes for r in self.store.leaves_by_file_sha256(h)]
         if sidecar is not None:
             rec = self.store.leaf_by_claim_hash(sidecar.claim_hash)
-            return with_time_flags(
+            report = with_time_flags(
                 decide(
                     facts,
                     now,
@@ -351,12 +377,16 @@ class ProvenanceService:
                     sidecar_chunk_hashes=sidecar_chunk_hashes,
                 )
             )
+            if sidecar_receipt is None or rec is not None:
+                return report
+            size = self.store.tree_size()
+            return with_lost_receipt(report, sidecar, sidecar_receipt, self.verifier, size)
         near = (
             []
             if exact
             else [
                 self._logged(rec)
-                for idx in self._near_candidates(facts.soft_bindings)
+                for idx in self._near_candidates(facts.soft_bindings + facts.dihedral_soft_bindings)
                 if (rec := self.store.leaf_by_index(idx)) is not None
             ]
         )

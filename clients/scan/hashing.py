@@ -30,7 +30,8 @@ class Measured:
     sha256: 32 bytes; size: bytes; media_type: sniffed type or None; soft: PDQ hashes (one
     for an image, one per sampled frame for a video; empty otherwise); kind: "media"
     (perceptual hashes computed), "file" (SHA-256 only) or "sidecar" (a provenance
-    sidecar, not looked up); note: why perceptual hashing was not done.
+    sidecar, not looked up); note: why perceptual hashing was not done; turned: an image's
+    PDQ hashes of its 7 rotations and mirror images (`provenance.dihedral`).
     """
 
     ref: str
@@ -41,6 +42,7 @@ class Measured:
     kind: str
     note: str | None = None
     content_sha256: bytes = b""
+    turned: tuple[PerceptualHash, ...] = ()
 
 
 def _content_sha256(data: bytes, media_type: str | None) -> bytes:
@@ -106,6 +108,7 @@ def _from_bytes(ref: str, data: bytes, limits: AssetLimits) -> Measured:
             "media",
             None,
             _content_sha256(data, media_type),
+            asset.facts.dihedral_soft_bindings,
         )
     if _is_video(media_type):
         return Measured(
