@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test env proto clean bench lint
+.PHONY: demo test env proto clean bench lint fuzz mutants
 
 env: $(STAMP)
 
@@ -33,3 +33,12 @@ lint: $(STAMP)
 
 clean:
 	rm -rf $(VENV) build *.egg-info
+
+# Fuzz every parser of untrusted bytes (tests/fuzz/) for FUZZ_SECONDS each (6 targets).
+FUZZ_SECONDS ?= 60
+fuzz: $(STAMP)
+	$(BIN)/python -m tests.fuzz.run --seconds $(FUZZ_SECONDS)
+
+# Mutation testing of the trusted core (mutmut); writes docs/mutants.md.
+mutants: $(STAMP)
+	$(BIN)/python scripts/mutants.py

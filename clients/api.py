@@ -8,7 +8,7 @@ Files are uploaded in 1 MiB chunks, never read whole.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -201,6 +201,45 @@ class ProvenanceClient:
         )
         return wire.report_from_pb(
             self._call(self._verification.VerifyFile, stream, timeout=timeout)
+        )
+
+    def verify_stream(
+        self,
+        blocks: Iterable[bytes],
+        filename: str,
+        timeout: float,
+        size: int = 0,
+        sidecar: SignedClaim | None = None,
+        detect: bool = False,
+        chunk_hashes: Sequence[bytes] = (),
+    ) -> VerificationReport:
+        """Verify a file whose bytes arrive from ``blocks`` (any sizes; re-cut into
+        `UPLOAD_CHUNK_BYTES` chunks, so nothing holds the whole file). ``size``: the
+        file's length in bytes when known, else 0; ``timeout``: the call's deadline in
+        seconds. Used by the web front-end, which relays uploads without storing them.
+        Raises TransportError with the server's status code name."""
+
+        def chunks() -> Iterator[pb.VerifyFileChunk]:
+            yield pb.VerifyFileChunk(
+                header=pb.VerifyFileHeader(
+                    filename=filename,
+                    size_bytes=size,
+                    sidecar=wire.signed_to_pb(sidecar) if sidecar else None,
+                    detect=detect,
+                    chunk_hashes=list(chunk_hashes),
+                )
+            )
+            pending = bytearray()
+            for block in blocks:
+                pending += block
+                while len(pending) >= UPLOAD_CHUNK_BYTES:
+                    yield pb.VerifyFileChunk(data=bytes(pending[:UPLOAD_CHUNK_BYTES]))
+                    del pending[:UPLOAD_CHUNK_BYTES]
+            if pending:
+                yield pb.VerifyFileChunk(data=bytes(pending))
+
+        return wire.report_from_pb(
+            self._call(self._verification.VerifyFile, chunks(), timeout=timeout)
         )
 
     def detect_file(self, path: Path) -> dict[str, Any]:

@@ -24,12 +24,13 @@ from rich.progress import Progress
 
 from clients import logcmd
 from clients.api import ProvenanceClient, default_server
-from clients.device import DeviceHome, default_home, sidecar_path
+from clients.device import DeviceHome, SyncResult, default_home, sidecar_path
 from clients.options import ServerOpt
 from clients.report import EXIT_CODES, report_to_json, report_to_text
 from clients.scan.cli import scan as scan_command
 from detector import cli as detector_cli
 from provenance.errors import ConfigError, LogIntegrityError, ProvenanceError
+from provenance.keys import DeviceKey
 from provenance.media import sniff_media_type
 from provenance.sidecar import Sidecar, decode_sidecar
 
@@ -89,7 +90,13 @@ def _admin_client(server: str) -> ProvenanceClient:
 
 @app.command()
 def serve(
-    db: Annotated[Path, typer.Option(help="SQLite database file (created if missing).")],
+    db: Annotated[
+        str,
+        typer.Option(
+            help="SQLite database file (created if missing; one server per file), or"
+            " postgresql://USER@HOST:PORT/DB for a database several servers share (needs --log-key)."
+        ),
+    ],
     listen: Annotated[
         str, typer.Option(help="Address to listen on, HOST:PORT (port 0 picks one).")
     ] = "127.0.0.1:50051",
@@ -102,7 +109,8 @@ def serve(
     log_key: Annotated[
         Path | None,
         typer.Option(
-            help="The log's Ed25519 private key (PEM, created on first start). Default: DB.logkey.pem"
+            help="The log's Ed25519 private key (PEM, created on first start; every server of"
+            " one log uses the same file). Default with a SQLite --db: DB.logkey.pem"
         ),
     ] = None,
     origin: Annotated[
@@ -124,7 +132,16 @@ def serve(
     ] = None,
     fast_start: Annotated[
         bool,
-        typer.Option(help="Skip re-hashing every log entry at start (the root is still checked)."),
+        typer.Option(
+            help="Skip re-hashing the entries appended since the last verified mark at start"
+            " (the root is still checked)."
+        ),
+    ] = False,
+    full_check: Annotated[
+        bool,
+        typer.Option(
+            help="Re-hash every log entry at start, not only those since the last verified mark."
+        ),
     ] = False,
     ca: Annotated[
         Path | None,
@@ -144,6 +161,12 @@ def serve(
     c2pa_workers: Annotated[
         int, typer.Option(help="Processes reading C2PA manifests (0: do not read C2PA).")
     ] = 2,
+    http: Annotated[
+        str | None,
+        typer.Option(
+            help="Also serve the web page, log explorer and HTTP API on HOST:PORT (as `prov web`)."
+        ),
+    ] = None,
 ) -> None:
     """Run the gRPC server with its embedded database until SIGINT/SIGTERM."""
     from provenance.assets import AssetLimits
@@ -152,6 +175,7 @@ def serve(
     from provenance.inspect import InspectConfig
     from provenance.server import ServerConfig, create_server
     from provenance.service import ProvenanceService, ServiceConfig
+    from provenance.store import is_postgres_url
 
     token = os.environ.get("PROV_ADMIN_TOKEN")
     if admin_token_file is not None:
@@ -165,13 +189,23 @@ def serve(
         err.print(
             "[yellow]warning:[/] no admin token configured: enrollment tokens and revocations are refused"
         )
+    if is_postgres_url(db):
+        if log_key is None:
+            raise ConfigError(
+                "--log-key PATH is required with a PostgreSQL --db: every server of the log"
+                " signs with the same key file"
+            )
+        target: str | Path = db
+    else:
+        target = Path(db)
     service = ProvenanceService(
         ServiceConfig(
-            db=db,
-            log_key=log_key or db.with_name(db.name + ".logkey.pem"),
+            db=target,
+            log_key=log_key or Path(db).with_name(Path(db).name + ".logkey.pem"),
             origin=origin,
             verify_on_start=not fast_start,
             authority_dir=ca,
+            full_check=full_check,
         )
     )
     trust = None
@@ -205,12 +239,60 @@ def serve(
         signal.signal(sig, lambda *_: stop.set())
     print(f"listening on {host}:{port}", flush=True)
     print(f"log key: {service.signer.verifier_key()}", flush=True)
+    web = _start_web(http, host, port, max_upload_mb) if http else None
     stop.wait()
     print("shutting down", flush=True)
+    if web is not None:
+        web.stop()
     server.stop(grace=5).wait()
     service.close()
     if pool is not None:
         pool.close()
+
+
+def _start_web(listen: str, grpc_host: str, grpc_port: int, max_upload_mb: int):  # type: ignore[no-untyped-def]
+    """`prov serve --http`: the web app in a thread, a client of this process's gRPC port."""
+    from provenance.web.app import WebConfig
+    from provenance.web.serve import start_web
+
+    local = "127.0.0.1" if grpc_host in ("0.0.0.0", "", "[::]") else grpc_host
+    web = start_web(
+        listen, WebConfig(f"{local}:{grpc_port}", max_upload_bytes=max_upload_mb * 1024 * 1024)
+    )
+    print(f"web on http://{web.address}", flush=True)
+    return web
+
+
+@app.command()
+def web(
+    server: ServerOpt = default_server(),
+    listen: Annotated[
+        str, typer.Option(help="HTTP address to listen on, HOST:PORT (port 0 picks one).")
+    ] = "127.0.0.1:8080",
+    max_upload_mb: Annotated[
+        int,
+        typer.Option(
+            help="Largest file relayed for verification, MiB (the service has its own limit)."
+        ),
+    ] = 2048,
+    uploads_per_minute: Annotated[
+        int, typer.Option(help="Uploads each client address may start a minute (0: no limit).")
+    ] = 30,
+) -> None:
+    """Serve the verification page, the public log explorer and the JSON API
+    (/api/v1/, /openapi.json, C2PA soft binding resolution) over HTTP, as a client of
+    the gRPC service at --server. Stores no uploaded file. Stops on SIGINT/SIGTERM."""
+    from provenance.web.app import WebConfig
+    from provenance.web.serve import run_web
+
+    run_web(
+        listen,
+        WebConfig(
+            server,
+            max_upload_bytes=max_upload_mb * 1024 * 1024,
+            uploads_per_minute=uploads_per_minute,
+        ),
+    )
 
 
 def _load_detector(model: str, device: str | None):  # type: ignore[no-untyped-def]
@@ -348,17 +430,47 @@ def device_enroll(
 
 @device_app.command("show")
 def device_show(home: HomeOpt = default_home()) -> None:
-    """Print this device's id, server, last sequence and queued claims."""
+    """Print this device's id, server, last sequence, and its queue: each queued claim
+    with its attempts and last error, and each claim set aside with the reason."""
     h = DeviceHome(home)
     s = h.state()
-    print(json.dumps({**s.__dict__, "queued": len(h.pending())}, indent=2))
+    queue = h.pending()
+    aside = h.set_aside()
+    print(
+        json.dumps(
+            {
+                **s.__dict__,
+                "queued": len(queue),
+                "queue": [e.summary() for e in queue],
+                "set_aside": [e.summary() for e in aside],
+            },
+            indent=2,
+        )
+    )
 
 
 @device_app.command("sync")
-def device_sync(server: ServerOpt = default_server(), home: HomeOpt = default_home()) -> None:
-    """Submit the claims queued while the server was unreachable."""
+def device_sync(
+    server: ServerOpt = default_server(),
+    home: HomeOpt = default_home(),
+    retry_set_aside: Annotated[
+        bool,
+        typer.Option(
+            "--retry-set-aside",
+            help="First queue again the claims set aside as refused (e.g. after a server fix).",
+        ),
+    ] = False,
+) -> None:
+    """Submit the claims queued while the server was unreachable.
+
+    A claim the server refuses for good is set aside (kept, with the reason: see
+    `prov device show`) and the others go on; on a transient failure the rest stays
+    queued for the next sync. Exit 0 when everything queued was logged, 1 otherwise.
+    """
     h = DeviceHome(home)
     with h.locked():
+        if retry_set_aside:
+            out.print(f"{h.retry_set_aside()} set-aside claim(s) queued again")
         pending = len(h.pending())
         if not pending:
             out.print("nothing queued")
@@ -367,18 +479,30 @@ def device_sync(server: ServerOpt = default_server(), home: HomeOpt = default_ho
             task = bar.add_task("submitting", total=pending)
             done = h.sync(c, lambda i, n: bar.update(task, completed=i))
     out.print(f"submitted {len(done.logged)} of {pending} queued claim(s)")
-    for reason in done.refused.values():
-        err.print(f"[red]refused, kept in the queue:[/] {reason}")
-    if done.refused:
+    _print_sync_problems(h, done)
+    if done.refused or done.set_aside or done.unreachable or done.deferred:
+        raise typer.Exit(1)
+
+
+def _print_sync_problems(h: DeviceHome, done: SyncResult) -> None:
+    """Say what a sync could not do, and where the claims concerned are."""
+    for note in done.notes.values():
+        err.print(f"[yellow]note:[/] {note}", highlight=False)
+    for reason in (*done.refused.values(), *done.set_aside.values()):
+        err.print(f"[red]set aside:[/] {reason}", highlight=False)
+    if done.refused or done.set_aside:
         err.print(
-            "a claim the server refuses for good (revoked key, sequence already passed) can"
-            " be replaced by signing the file again; its queue entry is in"
-            f" {h.queue_dir}"
+            f"claims set aside are kept in {h.set_aside_dir} (`prov device show` lists them);"
+            " sign the file again for a new claim, or `prov device sync --retry-set-aside`"
+            " once the cause is fixed"
         )
     if done.unreachable:
-        err.print(f"[red]stopped:[/] {done.unreachable}; the rest stays queued")
-    if done.refused or done.unreachable:
-        raise typer.Exit(1)
+        err.print(f"[red]stopped:[/] {done.unreachable}; the rest stays queued", highlight=False)
+    if done.deferred:
+        err.print(
+            f"[red]stopped:[/] {done.deferred}; it and the rest stay queued for the next sync",
+            highlight=False,
+        )
 
 
 @app.command()
@@ -399,8 +523,9 @@ def sign(
     """Sign captures: write FILE.prov beside each and submit it to the log.
 
     When the server cannot be reached the signed claim is queued on disk;
-    `prov device sync` submits it later. Exit 0 when every file was signed (logged or
-    queued), 1 when one failed.
+    `prov device sync` submits it later. A file that fails (not media, over a limit,
+    refused by the server, C2PA export impossible) is reported and the rest go on.
+    Exit 0 when every file was signed (logged or queued), 1 when one failed.
     """
     h = DeviceHome(home)
     key = h.load_key(_passphrase())
@@ -410,30 +535,40 @@ def sign(
         reachable = True
         for f in files:
             try:
-                sidecar, spath, _ = h.sign_file(key, f)
+                signed = h.sign_file(key, f)
             except ProvenanceError as e:
-                err.print(f"[red]{f}: not signed:[/] {e}")
+                err.print(f"[red]{f}: not signed:[/] {e}", highlight=False)
                 failed += 1
                 continue
+            sidecar, spath = signed.sidecar, signed.sidecar_path
+            if signed.sidecar_problem:
+                err.print(
+                    f"[yellow]{f}: {signed.sidecar_problem}; the sidecar is kept at {spath}[/]",
+                    highlight=False,
+                )
             seq, ch = sidecar.claim.sequence, sidecar.signed_claim.claim_hash
             if reachable:
                 done = h.sync(c)  # earlier queued claims first, then this one
-                reachable = done.unreachable is None
+                reachable = done.unreachable is None and done.deferred is None
                 if ch in done.logged:
                     leaf = done.logged[ch].leaf_index
                     out.print(f"{f}: signed (#{seq}) and logged at leaf {leaf} -> {spath.name}")
-                    if c2pa:
-                        h.embed_c2pa(key, f, spath, chain)
-                        out.print(
-                            f"{f}: C2PA manifest embedded (Content Credentials signed by this device)"
-                        )
+                    if ch in done.notes:
+                        err.print(f"[yellow]note:[/] {done.notes.pop(ch)}", highlight=False)
+                    if c2pa and not _embed_c2pa(h, key, f, spath, chain):
+                        failed += 1
+                    _print_sync_problems(h, done)
                     continue
                 if ch in done.refused:
                     err.print(
-                        f"[red]{f}: signed (#{seq}) but refused by the server:[/] {done.refused[ch]} (kept in the queue)"
+                        f"[red]{f}: signed (#{seq}) but refused by the server:[/] {done.refused.pop(ch)}"
+                        f" (set aside in {h.set_aside_dir})",
+                        highlight=False,
                     )
                     failed += 1
+                    _print_sync_problems(h, done)
                     continue
+                _print_sync_problems(h, done)
             out.print(
                 f"{f}: signed (#{seq}), queued: server unreachable; run `prov device sync` later -> {spath.name}"
             )
@@ -441,6 +576,18 @@ def sign(
                 err.print(f"{f}: C2PA manifest not embedded: it needs the log receipt")
     if failed:
         raise typer.Exit(1)
+
+
+def _embed_c2pa(h: DeviceHome, key: DeviceKey, f: Path, spath: Path, chain: bytes) -> bool:
+    """Embed the C2PA manifest into a logged capture; report a failure (a file that
+    already carries a manifest, say) and return False so a batch goes on."""
+    try:
+        h.embed_c2pa(key, f, spath, chain)
+    except ProvenanceError as e:
+        err.print(f"[red]{f}: C2PA manifest not embedded:[/] {e}", highlight=False)
+        return False
+    out.print(f"{f}: C2PA manifest embedded (Content Credentials signed by this device)")
+    return True
 
 
 @app.command()

@@ -16,6 +16,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 from PIL import Image
@@ -63,6 +64,68 @@ def start_server(db: Path) -> tuple[subprocess.Popen[str], str]:
     raise SystemExit("demo: the server did not start")
 
 
+@dataclass(frozen=True)
+class DemoFiles:
+    """The demo's media: three signed captures (sidecars beside them) and the copies a
+    newsroom might receive."""
+
+    hopper: Path
+    rocket: Path
+    video: Path
+    derived: Path
+    tampered: Path
+    small_video: Path
+    unsigned: Path
+    generated: Path
+
+
+def prepare(work: Path) -> DemoFiles:
+    """Enroll a device with the server at $PROV_SERVER (PROV_ADMIN_TOKEN, PROV_HOME and
+    PROV_PASSPHRASE set), sign two photos and a video into ``work/captures`` and make the
+    newsroom's copies in ``work/newsroom``. Used by the demo, `make web` and the tests."""
+    print("\n# 2. a camera creates its key and enrolls with a one-time token")
+    run("device", "init")
+    token = capture("admin", "enroll-token", "--label", "demo-camera")
+    run("device", "enroll", "--token", token)
+
+    print(
+        "\n# 3. the camera signs two photos and a video; each gets a sidecar with its log receipt"
+    )
+    shots = work / "captures"
+    shots.mkdir()
+    hopper = Path(shutil.copy(SAMPLES / "grace_hopper.jpg", shots / "hopper.jpg"))
+    rocket = Path(shutil.copy(SAMPLES / "rocket.jpg", shots / "rocket.jpg"))
+    video = Path(shutil.copy(SAMPLES / "fabric_pattern.mp4", shots / "fabric.mp4"))
+    run("sign", str(hopper), str(rocket), str(video))
+
+    print("\n# 4. copies a newsroom might receive")
+    desk = work / "newsroom"
+    desk.mkdir()
+    derived = desk / "rocket_resized.jpg"
+    img = Image.open(rocket).convert("RGB")
+    img.resize((img.width * 3 // 5, img.height * 3 // 5), Image.LANCZOS).save(
+        derived, "JPEG", quality=70
+    )
+    print(f"  {derived.name}: the rocket photo resized to 60% and re-encoded at JPEG q70")
+    tampered = desk / "hopper_edited.jpg"
+    img = Image.open(hopper).convert("RGB")
+    for x in range(200, 260):
+        for y in range(300, 310):
+            img.putpixel((x, y), (0, 0, 0))
+    img.save(tampered, "JPEG", quality=92)
+    shutil.copy(str(hopper) + ".prov", str(tampered) + ".prov")
+    print(
+        f"  {tampered.name}: a black bar painted over the photo, shipped with the original sidecar"
+    )
+    small_video = desk / "fabric_small.mp4"
+    transcode(video, small_video, 180, 320, crf=34, encoder_options={"preset": "ultrafast"})
+    print(f"  {small_video.name}: the signed video transcoded to 180x320 at a lower quality")
+    unsigned = Path(shutil.copy(SAMPLES / "chelsea.png", desk / "cat.png"))
+    generated = Path(shutil.copy(SAMPLES / "generated_controlnet.png", desk / "generated.png"))
+    print(f"  {unsigned.name}: a real photo nobody signed; {generated.name}: a generated image")
+    return DemoFiles(hopper, rocket, video, derived, tampered, small_video, unsigned, generated)
+
+
 def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="prov-demo-"))
     os.environ["PROV_ADMIN_TOKEN"] = secrets.token_urlsafe(24)
@@ -72,46 +135,9 @@ def main() -> None:
     server, address = start_server(work / "provenance.db")
     os.environ["PROV_SERVER"] = address
     try:
-        print("\n# 2. a camera creates its key and enrolls with a one-time token")
-        run("device", "init")
-        token = capture("admin", "enroll-token", "--label", "demo-camera")
-        run("device", "enroll", "--token", token)
-
-        print(
-            "\n# 3. the camera signs two photos and a video; each gets a sidecar with its log receipt"
-        )
-        shots = work / "captures"
-        shots.mkdir()
-        hopper = Path(shutil.copy(SAMPLES / "grace_hopper.jpg", shots / "hopper.jpg"))
-        rocket = Path(shutil.copy(SAMPLES / "rocket.jpg", shots / "rocket.jpg"))
-        video = Path(shutil.copy(SAMPLES / "fabric_pattern.mp4", shots / "fabric.mp4"))
-        run("sign", str(hopper), str(rocket), str(video))
-
-        print("\n# 4. copies a newsroom might receive")
-        desk = work / "newsroom"
-        desk.mkdir()
-        derived = desk / "rocket_resized.jpg"
-        img = Image.open(rocket).convert("RGB")
-        img.resize((img.width * 3 // 5, img.height * 3 // 5), Image.LANCZOS).save(
-            derived, "JPEG", quality=70
-        )
-        print(f"  {derived.name}: the rocket photo resized to 60% and re-encoded at JPEG q70")
-        tampered = desk / "hopper_edited.jpg"
-        img = Image.open(hopper).convert("RGB")
-        for x in range(200, 260):
-            for y in range(300, 310):
-                img.putpixel((x, y), (0, 0, 0))
-        img.save(tampered, "JPEG", quality=92)
-        shutil.copy(str(hopper) + ".prov", str(tampered) + ".prov")
-        print(
-            f"  {tampered.name}: a black bar painted over the photo, shipped with the original sidecar"
-        )
-        small_video = desk / "fabric_small.mp4"
-        transcode(video, small_video, 180, 320, crf=34, encoder_options={"preset": "ultrafast"})
-        print(f"  {small_video.name}: the signed video transcoded to 180x320 at a lower quality")
-        unsigned = Path(shutil.copy(SAMPLES / "chelsea.png", desk / "cat.png"))
-        generated = Path(shutil.copy(SAMPLES / "generated_controlnet.png", desk / "generated.png"))
-        print(f"  {unsigned.name}: a real photo nobody signed; {generated.name}: a generated image")
+        f = prepare(work)
+        hopper, derived, tampered, unsigned = f.hopper, f.derived, f.tampered, f.unsigned
+        generated, video, small_video = f.generated, f.video, f.small_video
 
         print("\n# 5. verification: cryptography decides; the detector only advises")
         run("verify", str(hopper), expect=0)

@@ -5,12 +5,27 @@ Layout of the device home (``PROV_HOME``, default ``~/.prov``)::
 
     device_key.pem   the Ed25519 private key, encrypted PKCS#8 PEM (mode 0600)
     device.json      device id, enrolled server, last sequence, last claim hash
-    queue/           signed claims not yet acknowledged by the log, one JSON each
+    queue/           signed claims not yet acknowledged by the log, one JSON each, named
+                     by sequence (``000000000001.json``), with attempts and last error
+    set_aside/       queued claims the server refused for good, with the reason (kept:
+                     a signed capture is never deleted; ``prov device sync
+                     --retry-set-aside`` queues them again)
+    sidecars/        sidecars that could not be written beside their file (folder gone,
+                     name too long, read-only), named by sequence
 
 Order of writes when signing (each file written atomically and fsynced): the state
 (sequence reserved) first, then the queue entry, then the sidecar. A crash can leave
 a gap in the sequence, never a reused number, and never a signed claim that is not
 queued.
+
+The queue never jams: an entry is the signed claim itself, so it is submitted whether
+or not the media file, its folder or its sidecar still exist; an entry the server
+refuses for good (`PERMANENT_CODES`), or fails on `MAX_FAILED_ATTEMPTS` times, or that
+cannot be read, is moved to ``set_aside/`` with the reason and the rest goes on; a
+transient refusal (quota, unknown device, server unreachable) stops the sync with the
+entry and everything after it still queued, because the log takes a device's claims in
+sequence order and submitting a later claim first would make the earlier one refused
+for ever.
 """
 
 from __future__ import annotations
@@ -19,26 +34,55 @@ import fcntl
 import hashlib
 import json
 import os
+import secrets
 import sys
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
+from typing import BinaryIO
 
 from clients.api import ProvenanceClient, is_unreachable
+from clients.files import open_regular, read_bounded
 from provenance import wire
 from provenance.assets import AssetLimits, check_size, inspect_image, media_type_of
 from provenance.claims import MAX_SOFT_BINDINGS, Claim, HardBinding, Receipt, SignedClaim
 from provenance.envelope import PAYLOAD_TYPE_CLAIM, PAYLOAD_TYPE_ENROLL, sign_payload
-from provenance.errors import ConfigError, MediaError, ProvenanceError, TransportError
+from provenance.errors import (
+    ConfigError,
+    MediaError,
+    MediaTooLargeError,
+    ProvenanceError,
+    TransportError,
+)
 from provenance.keys import DeviceKey
-from provenance.sidecar import Sidecar, decode_sidecar, encode_sidecar
+from provenance.sidecar import MAX_SIDECAR_BYTES, Sidecar, decode_sidecar, encode_sidecar
 from provenance.video.binding import DEFAULT_VIDEO_CHUNK, ChunkedHasher
 from provenance.video.decode import DEFAULT_RATE_HZ, sample_frames
 
 SIDECAR_SUFFIX = ".prov"
 APP_VERSION = "prov-cli/0.1"
+#: gRPC status names of a refusal that no retry can change: the entry is set aside.
+PERMANENT_CODES = frozenset(
+    {
+        "INVALID_ARGUMENT",
+        "UNAUTHENTICATED",
+        "PERMISSION_DENIED",
+        "FAILED_PRECONDITION",
+        "OUT_OF_RANGE",
+        "ALREADY_EXISTS",
+    }
+)
+#: gRPC status names of a server failure on one entry: set aside after
+#: MAX_FAILED_ATTEMPTS tries, so one entry the server cannot digest does not hold back
+#: every later capture. Any other code (RESOURCE_EXHAUSTED, NOT_FOUND, UNAVAILABLE, ...)
+#: leaves the entry queued and is retried by the next sync.
+ENTRY_FAILURE_CODES = frozenset({"INTERNAL", "UNKNOWN"})
+MAX_FAILED_ATTEMPTS = 3
+#: Largest queue entry read, in bytes (a sidecar, escaped, plus a few fields).
+MAX_QUEUE_ENTRY_BYTES = 4 * MAX_SIDECAR_BYTES
 
 
 def default_home() -> Path:
@@ -52,15 +96,25 @@ def sidecar_path(path: Path) -> Path:
 
 
 def atomic_write(path: Path, data: bytes, mode: int = 0o644) -> None:
-    """Write ``data`` to ``path`` via a temporary file, fsync, rename, fsync the folder."""
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    """Write ``data`` to ``path`` via a temporary file, fsync, rename, fsync the folder.
+
+    The temporary name is short (``.prov-tmp-PID-RANDOM``) whatever the length of
+    ``path``'s name, so any name the file system accepts can be written. Raises OSError.
+    """
+    tmp = path.with_name(f".prov-tmp-{os.getpid()}-{secrets.token_hex(4)}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
     try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     dfd = os.open(path.parent, os.O_RDONLY)
     try:
         os.fsync(dfd)
@@ -79,19 +133,6 @@ class DeviceState:
     last_claim_hash: str = ""
 
 
-@dataclass(frozen=True)
-class SignResult:
-    """The outcome of signing one file: its sidecar path, sequence, and the receipt if
-    the server acknowledged it (None when it was queued)."""
-
-    path: Path
-    sidecar: Path
-    sequence: int
-    receipt: Receipt | None
-    duplicate: bool = False
-    queued_reason: str = ""
-
-
 class DeviceHome:
     """A device's key, state and queue on disk (see module docstring)."""
 
@@ -100,6 +141,8 @@ class DeviceHome:
         self.key_path = self.root / "device_key.pem"
         self.state_path = self.root / "device.json"
         self.queue_dir = self.root / "queue"
+        self.set_aside_dir = self.root / "set_aside"
+        self.sidecar_dir = self.root / "sidecars"
         self.cert_path = self.root / "device_cert.pem"
 
     # ---------------------------------------------------------------- key and state
@@ -176,11 +219,14 @@ class DeviceHome:
         captured_at: datetime | None = None,
         metadata: Mapping[str, str] | None = None,
         limits: AssetLimits = AssetLimits(),
-    ) -> tuple[Sidecar, Path, Path]:
+    ) -> SignedFile:
         """Measure ``path``, sign a claim for it, queue it and write ``FILE.prov``.
 
-        Returns the sidecar, its path and the queue entry's path. Raises MediaError for files that are not
-        supported media, ConfigError when the device is not initialised.
+        A sidecar that cannot be written beside the file (a name too long for
+        ``FILE.prov``, a read-only folder) is kept in the device folder instead, and the
+        result says where and why: the claim is signed and queued either way. Raises
+        MediaError for files that are not supported media or over a limit (before a
+        sequence number is used), ConfigError when the device is not initialised.
         """
         claim_fields, chunk_hashes = measure(path, limits)
         state = self.state()
@@ -204,47 +250,117 @@ class DeviceHome:
         self.save_state(replace(state, last_sequence=seq, last_claim_hash=signed.claim_hash.hex()))
         side_path = sidecar_path(path)
         queued = self._enqueue(seq, sidecar, side_path)
-        atomic_write(side_path, encode_sidecar(sidecar))
-        return sidecar, side_path, queued
+        written, problem = self._write_sidecar(seq, side_path, sidecar)
+        return SignedFile(sidecar, written, queued, problem)
+
+    def _write_sidecar(self, seq: int, side_path: Path, sidecar: Sidecar) -> tuple[Path, str]:
+        """Write the sidecar beside its file, else into ``sidecars/`` of the device folder.
+
+        Returns where it was written and why not beside the file ("" when it was).
+        Raises OSError only when the device folder itself cannot be written.
+        """
+        data = encode_sidecar(sidecar)
+        try:
+            atomic_write(side_path, data)
+            return side_path, ""
+        except OSError as e:
+            problem = f"cannot write {side_path.name}: {e.strerror or e}"
+        self.sidecar_dir.mkdir(parents=True, exist_ok=True)
+        kept = self.sidecar_dir / f"{seq:012d}{SIDECAR_SUFFIX}"
+        atomic_write(kept, data)
+        return kept, problem
 
     # ---------------------------------------------------------------- queue
 
     def _enqueue(self, seq: int, sidecar: Sidecar, side_path: Path) -> Path:
         self.queue_dir.mkdir(parents=True, exist_ok=True)
         doc = {
-            "sidecar_path": str(side_path.resolve()),
+            "sidecar_path": str(side_path.absolute()),
             "sidecar": encode_sidecar(sidecar).decode(),
+            "attempts": 0,
+            "last_error": "",
+            "last_attempt": "",
         }
         queued = self.queue_dir / f"{seq:012d}.json"
         atomic_write(queued, json.dumps(doc).encode())
         return queued
 
-    def pending(self) -> list[tuple[Path, Sidecar, Path]]:
-        """Queued claims in sequence order: (queue file, sidecar, sidecar path)."""
-        if not self.queue_dir.exists():
-            return []
-        out = []
-        for q in sorted(self.queue_dir.glob("*.json")):
-            doc = json.loads(q.read_text())
-            out.append((q, decode_sidecar(doc["sidecar"].encode()), Path(doc["sidecar_path"])))
-        return out
+    def pending(self) -> list[QueueEntry]:
+        """Queued claims in sequence order (entries that cannot be read included, with
+        their ``problem``; `sync` sets those aside). Reads only the queue folder."""
+        return _read_entries(self.queue_dir)
 
-    def submit_one(
-        self, client: ProvenanceClient, queue_file: Path, sidecar: Sidecar, side_path: Path
-    ) -> tuple[Receipt, bool]:
-        """Submit one queued claim; on success store the receipt in its sidecar (when the
-        sidecar still describes this claim) and drop it from the queue."""
-        receipt, duplicate = client.submit(sidecar.signed_claim)
-        vkey, _ = client.log_key()
-        done = sidecar.with_receipt(receipt, vkey)
+    def set_aside(self) -> list[QueueEntry]:
+        """Claims set aside (refused for good, or unreadable), with their reasons."""
+        return _read_entries(self.set_aside_dir)
+
+    def _record_failure(self, entry: QueueEntry, reason: str) -> QueueEntry:
+        """Count a failed attempt on a queued entry and remember why (best effort: the
+        entry itself is never at risk)."""
+        now = datetime.now(UTC).isoformat(timespec="seconds")
+        failed = replace(entry, attempts=entry.attempts + 1, last_error=reason, last_attempt=now)
         try:
-            current = decode_sidecar(side_path.read_bytes())
+            atomic_write(entry.file, failed.to_json())
+        except OSError:
+            pass  # the entry stays as it was: still queued, still retried
+        return failed
+
+    def _set_entry_aside(self, entry: QueueEntry, reason: str) -> Path:
+        """Move a queue entry to ``set_aside/`` with the reason; returns its new path."""
+        self.set_aside_dir.mkdir(parents=True, exist_ok=True)
+        now = datetime.now(UTC).isoformat(timespec="seconds")
+        aside = replace(
+            entry,
+            attempts=entry.attempts + (0 if entry.problem else 1),
+            last_error=reason,
+            last_attempt=now,
+            set_aside_at=now,
+        )
+        target = self.set_aside_dir / entry.file.name
+        atomic_write(target, aside.to_json())
+        entry.file.unlink(missing_ok=True)
+        return target
+
+    def retry_set_aside(self) -> int:
+        """Queue every set-aside entry again (after the cause was fixed, e.g. a server
+        that refused them by mistake); returns how many."""
+        moved = 0
+        for entry in self.set_aside():
+            self.queue_dir.mkdir(parents=True, exist_ok=True)
+            os.replace(entry.file, self.queue_dir / entry.file.name)
+            moved += 1
+        return moved
+
+    def submit_one(self, client: ProvenanceClient, entry: QueueEntry) -> tuple[Receipt, str]:
+        """Submit one queued claim; on success store the receipt in its sidecar and drop
+        the entry from the queue.
+
+        The sidecar beside the file is rewritten only when it still describes this claim
+        (or is gone while its folder exists); when it cannot be written (folder deleted,
+        name too long) the sidecar with the receipt is kept in ``sidecars/``. Returns the
+        receipt and a note on where the sidecar went ("" when beside the file). Raises
+        TransportError (the entry stays queued).
+        """
+        assert entry.sidecar is not None and entry.sidecar_path is not None
+        receipt, _ = client.submit(entry.sidecar.signed_claim)
+        vkey, _ = client.log_key()
+        done = entry.sidecar.with_receipt(receipt, vkey)
+        side_path = entry.sidecar_path
+        note = ""
+        try:
+            current: Sidecar | None = decode_sidecar(
+                read_bounded(side_path, MAX_SIDECAR_BYTES, "sidecar")
+            )
         except (OSError, ProvenanceError):
             current = None
-        if current is None or current.signed_claim == sidecar.signed_claim:
-            atomic_write(side_path, encode_sidecar(done))
-        queue_file.unlink(missing_ok=True)
-        return receipt, duplicate
+        if current is None or current.signed_claim == entry.sidecar.signed_claim:
+            written, problem = self._write_sidecar(entry.sequence, side_path, done)
+            if problem:
+                note = f"{problem}; the sidecar with the receipt is kept at {written}"
+        else:
+            note = f"{side_path.name} now holds another claim; left as it is"
+        entry.file.unlink(missing_ok=True)
+        return receipt, note
 
     def embed_c2pa(self, key: DeviceKey, path: Path, side_path: Path, chain: bytes) -> None:
         """Embed a C2PA manifest into ``path`` in place, signed with the device key, with
@@ -279,22 +395,48 @@ class DeviceHome:
         """Submit every queued claim, oldest first (the log takes a device's claims in
         sequence order, so earlier queued claims always go before newer ones).
 
-        Stops at the first unreachable-server error (the rest stay queued). A claim the
-        server refuses (e.g. a revoked key) stays queued and is reported; the others go on.
+        Per entry: logged (receipt stored, entry removed); refused for good
+        (`PERMANENT_CODES`, a local error, `MAX_FAILED_ATTEMPTS` server failures) or
+        unreadable: moved to ``set_aside/`` with the reason, and the sync goes on; any
+        other failure (server unreachable, quota, unknown device): the attempt and its
+        reason are recorded in the entry and the sync stops there, the rest still queued.
         """
         items = self.pending()
         result = SyncResult()
-        for i, (q, sc, sp) in enumerate(items):
-            try:
-                receipt, _ = self.submit_one(client, q, sc, sp)
-                result.logged[sc.signed_claim.claim_hash] = receipt
-            except TransportError as e:
-                if is_unreachable(e):
-                    result.unreachable = str(e)
-                    break
-                result.refused[sc.signed_claim.claim_hash] = (
-                    f"{sp.name.removesuffix(SIDECAR_SUFFIX)}: {e}"
-                )
+        for i, entry in enumerate(items):
+            label = entry.label
+            if entry.sidecar is None:
+                reason = f"{label}: queue entry cannot be read: {entry.problem}"
+                result.set_aside[entry.file.name] = reason
+                self._set_entry_aside(entry, reason)
+            else:
+                ch = entry.sidecar.signed_claim.claim_hash
+                try:
+                    receipt, note = self.submit_one(client, entry)
+                    result.logged[ch] = receipt
+                    if note:
+                        result.notes[ch] = f"{label}: {note}"
+                except TransportError as e:
+                    reason = f"{label}: {e}"
+                    tries = entry.attempts + 1
+                    if e.code in PERMANENT_CODES or (
+                        e.code in ENTRY_FAILURE_CODES and tries >= MAX_FAILED_ATTEMPTS
+                    ):
+                        if e.code in ENTRY_FAILURE_CODES:
+                            reason += f" (failed {tries} times)"
+                        result.refused[ch] = reason
+                        self._set_entry_aside(entry, reason)
+                    else:
+                        self._record_failure(entry, reason)
+                        if is_unreachable(e):
+                            result.unreachable = str(e)
+                        else:
+                            result.deferred = reason
+                        break
+                except ProvenanceError as e:  # e.g. a claim this client cannot encode
+                    reason = f"{label}: {e}"
+                    result.refused[ch] = reason
+                    self._set_entry_aside(entry, reason)
             if progress:
                 progress(i + 1, len(items))
         return result
@@ -316,14 +458,137 @@ class DeviceHome:
                 fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+@dataclass(frozen=True)
+class SignedFile:
+    """What `DeviceHome.sign_file` did: the sidecar, where it was written (beside the
+    file, or in the device folder's ``sidecars/`` when that failed, with the reason in
+    ``sidecar_problem``), and the queue entry holding the claim."""
+
+    sidecar: Sidecar
+    sidecar_path: Path
+    queue_file: Path
+    sidecar_problem: str = ""
+
+
+@dataclass(frozen=True)
+class QueueEntry:
+    """One queued (or set-aside) claim.
+
+    file: the entry's JSON file; sequence: the claim's sequence (from the file name);
+    sidecar: the signed claim with its key (None when the entry cannot be read, then
+    ``problem`` says why); sidecar_path: where the capture's sidecar belongs; attempts,
+    last_error, last_attempt (ISO 8601 UTC): failed submissions so far; set_aside_at:
+    when it was set aside ("" while queued).
+    """
+
+    file: Path
+    sequence: int
+    sidecar: Sidecar | None
+    sidecar_path: Path | None
+    attempts: int = 0
+    last_error: str = ""
+    last_attempt: str = ""
+    set_aside_at: str = ""
+    problem: str = ""
+    raw: str = ""
+
+    @property
+    def label(self) -> str:
+        """The capture's file name (the entry's name when it cannot be read)."""
+        if self.sidecar_path is None:
+            return self.file.name
+        return self.sidecar_path.name.removesuffix(SIDECAR_SUFFIX)
+
+    def to_json(self) -> bytes:
+        """The entry's file content (an unreadable entry keeps its original text)."""
+        doc: dict[str, object] = {
+            "sidecar_path": str(self.sidecar_path) if self.sidecar_path else None,
+            "sidecar": encode_sidecar(self.sidecar).decode() if self.sidecar else None,
+            "attempts": self.attempts,
+            "last_error": self.last_error,
+            "last_attempt": self.last_attempt,
+        }
+        if self.set_aside_at:
+            doc["set_aside_at"] = self.set_aside_at
+        if self.problem:
+            doc["problem"] = self.problem
+            doc["raw"] = self.raw
+        return json.dumps(doc).encode()
+
+    def summary(self) -> dict[str, object]:
+        """What `prov device show` prints for this entry."""
+        out: dict[str, object] = {
+            "sequence": self.sequence,
+            "file": str(self.sidecar_path.with_name(self.label)) if self.sidecar_path else None,
+            "attempts": self.attempts,
+            "last_error": self.last_error or self.problem or None,
+            "last_attempt": self.last_attempt or None,
+        }
+        if self.set_aside_at:
+            out["set_aside_at"] = self.set_aside_at
+        out["entry"] = str(self.file)
+        return out
+
+
+def _read_entry(file: Path) -> QueueEntry:
+    """One queue entry from disk; an unreadable one comes back with ``problem`` set (and
+    its text in ``raw``, so setting it aside keeps it)."""
+    stem = file.name.removesuffix(".json")
+    seq = int(stem) if stem.isdigit() else 0
+    try:
+        raw = read_bounded(file, MAX_QUEUE_ENTRY_BYTES, "queue entry")
+    except (OSError, ProvenanceError) as e:
+        return QueueEntry(
+            file,
+            seq,
+            None,
+            None,
+            problem=str(e.strerror or e) if isinstance(e, OSError) else str(e),
+        )
+    text = raw.decode("utf-8", "backslashreplace")
+    try:
+        doc = json.loads(raw)
+        if not isinstance(doc, dict):
+            raise ValueError("not a JSON object")
+    except (ValueError, RecursionError) as e:
+        return QueueEntry(file, seq, None, None, problem=f"not valid JSON ({e})", raw=text)
+    attempts = doc.get("attempts")
+    known = partial(
+        QueueEntry,
+        attempts=attempts if isinstance(attempts, int) else 0,
+        last_error=str(doc.get("last_error") or ""),
+        last_attempt=str(doc.get("last_attempt") or ""),
+        set_aside_at=str(doc.get("set_aside_at") or ""),
+    )
+    if doc.get("problem"):  # an unreadable entry set aside before
+        return known(file, seq, None, None, problem=str(doc["problem"]), raw=str(doc.get("raw")))
+    try:
+        sidecar = decode_sidecar(str(doc["sidecar"]).encode())
+        side_path = Path(str(doc["sidecar_path"]))
+    except (KeyError, ProvenanceError) as e:
+        return known(file, seq, None, None, problem=f"malformed entry ({e})", raw=text)
+    return known(file, seq or sidecar.claim.sequence, sidecar, side_path)
+
+
+def _read_entries(folder: Path) -> list[QueueEntry]:
+    if not folder.is_dir():
+        return []
+    return [_read_entry(f) for f in sorted(folder.glob("*.json"))]
+
+
 @dataclass
 class SyncResult:
-    """What a sync did: receipts by claim hash, refusals by claim hash (with the reason),
-    and the error if the server became unreachable (the rest stayed queued)."""
+    """What a sync did: receipts by claim hash; entries set aside as refused for good,
+    by claim hash (with the reason); unreadable entries set aside, by entry file name;
+    notes (a sidecar kept in the device folder, ...) by claim hash; and why it stopped
+    early: the server unreachable, or a transient refusal (``deferred``)."""
 
     logged: dict[bytes, Receipt] = field(default_factory=dict)
     refused: dict[bytes, str] = field(default_factory=dict)
+    set_aside: dict[str, str] = field(default_factory=dict)
+    notes: dict[bytes, str] = field(default_factory=dict)
     unreachable: str | None = None
+    deferred: str | None = None
 
 
 def measure(
@@ -335,21 +600,32 @@ def measure(
 
     Images: SHA-256 and one PDQ hash. Video: SHA-256 and an RFC 9162 Merkle root over
     1 MiB chunks, streamed; PDQ hashes of frames sampled at 1 Hz in a sandboxed decoder.
-    Raises MediaError for empty, unknown, corrupt or oversized files.
+    Sizes are checked before anything is read: an image over ``limits.max_image_bytes``
+    is refused from its size and first bytes, never read whole. FIFOs, devices and
+    sockets are refused without blocking (`clients.files.open_regular`).
+    Raises MediaError for empty, unknown, corrupt, special or oversized files.
     """
     try:
-        size = path.stat().st_size
-        check_size(size, limits)
-        with path.open("rb") as f:
+        with open_regular(path) as f:
+            size = os.fstat(f.fileno()).st_size
+            check_size(size, limits)
             head = f.read(64)
+            media_type = media_type_of(head)
+            if media_type.startswith("video/"):
+                return _measure_video(path, f, media_type)
+            if not media_type.startswith("image/"):
+                raise MediaError(f"{path.name}: signing {media_type} files is not supported")
+            if size > limits.max_image_bytes:
+                raise MediaTooLargeError(
+                    f"{path.name}: image is {size} bytes; the limit for images is"
+                    f" {limits.max_image_bytes} bytes"
+                )
+            f.seek(0)
+            data = f.read(limits.max_image_bytes + 1)
     except OSError as e:
-        raise MediaError(f"cannot read {path}: {e.strerror}") from e
-    media_type = media_type_of(head)
-    if media_type.startswith("video/"):
-        return _measure_video(path, media_type)
-    if not media_type.startswith("image/"):
-        raise MediaError(f"{path.name}: signing {media_type} files is not supported")
-    data = path.read_bytes()
+        raise MediaError(f"cannot read {path}: {e.strerror or e}") from e
+    if len(data) != size:
+        raise MediaError(f"{path.name} changed while it was read ({size} then {len(data)} bytes)")
     sha = hashlib.sha256(data).digest()
     asset = inspect_image(sha, data, limits)
     fields: dict[str, object] = {
@@ -364,11 +640,13 @@ def measure(
     return fields, ()
 
 
-def _measure_video(path: Path, media_type: str) -> tuple[dict[str, object], tuple[bytes, ...]]:
+def _measure_video(
+    path: Path, f: BinaryIO, media_type: str
+) -> tuple[dict[str, object], tuple[bytes, ...]]:
     hasher = ChunkedHasher(DEFAULT_VIDEO_CHUNK)
-    with path.open("rb") as f:
-        while block := f.read(DEFAULT_VIDEO_CHUNK):
-            hasher.update(block)
+    f.seek(0)
+    while block := f.read(DEFAULT_VIDEO_CHUNK):
+        hasher.update(block)
     digest = hasher.finalize()
     info = sample_frames(path, rate_hz=DEFAULT_RATE_HZ, max_frames=MAX_SOFT_BINDINGS)
     fields: dict[str, object] = {

@@ -21,7 +21,7 @@ from __future__ import annotations
 from dataclasses import asdict
 from typing import Any
 
-from provenance.claims import Verdict
+from provenance.claims import Claim, Device, Verdict
 from provenance.verify import VerificationReport
 
 EXIT_CODES: dict[Verdict, int] = {
@@ -37,6 +37,34 @@ _ADVISORY = "advisory only: a learned estimate, never proof; it does not change 
 
 def _iso(dt: Any) -> str | None:
     return None if dt is None else dt.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def claim_to_json(c: Claim) -> dict[str, Any]:
+    """The fields a device signed in a claim, JSON-able (hashes in hex, times ISO 8601 UTC);
+    the claim part of `report_to_json`'s evidence, and of a log entry in the web explorer."""
+    return {
+        "device_id": c.device_id.hex(),
+        "sequence": c.sequence,
+        "captured_at": _iso(c.captured_at),
+        "media_type": c.media_type,
+        "size": c.size_bytes,
+        "width": c.width,
+        "height": c.height,
+        "duration_seconds": c.duration_seconds or None,
+        "sha256": c.hard_binding.sha256.hex(),
+        "metadata": dict(c.metadata),
+    }
+
+
+def device_to_json(d: Device) -> dict[str, Any]:
+    """An enrolled device's registry record, JSON-able: label, enrollment time, and its
+    revocation time and reason (None while it is not revoked)."""
+    return {
+        "label": d.label,
+        "enrolled_at": _iso(d.enrolled_at),
+        "revoked_at": _iso(d.revoked_at),
+        "revocation_reason": d.revocation_reason or None,
+    }
 
 
 def report_to_json(r: VerificationReport, path: str | None = None) -> dict[str, Any]:
@@ -70,21 +98,12 @@ def report_to_json(r: VerificationReport, path: str | None = None) -> dict[str, 
     if ev.claim is not None:
         c = ev.claim
         claim: dict[str, Any] = {
-            "device_id": c.claim.device_id.hex(),
-            "sequence": c.claim.sequence,
-            "captured_at": _iso(c.claim.captured_at),
-            "media_type": c.claim.media_type,
-            "size": c.claim.size_bytes,
-            "width": c.claim.width,
-            "height": c.claim.height,
-            "duration_seconds": c.claim.duration_seconds or None,
-            "sha256": c.claim.hard_binding.sha256.hex(),
+            **claim_to_json(c.claim),
             "claim_sha256": c.signed_claim.claim_hash.hex(),
             "signature_valid": c.signature_valid,
             "in_log": c.in_log,
             "receipt_verified": c.receipt_verified,
             "chain_linked": c.chain_linked,
-            "metadata": dict(c.claim.metadata),
         }
         if c.receipt is not None:
             claim["log"] = {
@@ -94,12 +113,7 @@ def report_to_json(r: VerificationReport, path: str | None = None) -> dict[str, 
                 "inclusion_proof": [p.hex() for p in c.receipt.inclusion_proof],
             }
         if c.device is not None:
-            claim["device"] = {
-                "label": c.device.label,
-                "enrolled_at": _iso(c.device.enrolled_at),
-                "revoked_at": _iso(c.device.revoked_at),
-                "revocation_reason": c.device.revocation_reason or None,
-            }
+            claim["device"] = device_to_json(c.device)
         evidence["claim"] = claim
     out["evidence"] = evidence
     if r.c2pa is not None:

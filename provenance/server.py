@@ -40,6 +40,7 @@ from provenance.errors import (
     RevokedKeyError,
     SequenceError,
     SignatureError,
+    StorageError,
     UnknownDeviceError,
 )
 from provenance.inspect import InspectConfig, Inspection, Upload, inspect_upload, resample_dense
@@ -77,6 +78,7 @@ _STATUS: tuple[tuple[type[ProvenanceError], grpc.StatusCode], ...] = (
     (ProofError, grpc.StatusCode.FAILED_PRECONDITION),
     (LogError, grpc.StatusCode.OUT_OF_RANGE),
     (DetectorError, grpc.StatusCode.UNAVAILABLE),
+    (StorageError, grpc.StatusCode.UNAVAILABLE),
 )
 
 

@@ -7,13 +7,12 @@ messages and calls these methods; tests and benchmarks can call them directly.
 
 from __future__ import annotations
 
-import fcntl
 import logging
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import IO
 
 from provenance import wire
 from provenance.binding import PerceptualHash
@@ -29,6 +28,7 @@ from provenance.errors import (
     LogError,
     LogIntegrityError,
     ProvenanceError,
+    StorageError,
 )
 from provenance.log import merkle
 from provenance.log.checkpoint import (
@@ -36,7 +36,6 @@ from provenance.log.checkpoint import (
     NoteVerifier,
     generate_log_key,
     load_log_signer,
-    open_checkpoint,
 )
 from provenance.mih import MihIndex
 from provenance.receipt import verify_receipt
@@ -54,6 +53,7 @@ from provenance.rollback import (
     remember_checkpoint,
     with_lost_receipt,
 )
+from provenance.startup import check_log_at_start
 from provenance.store import LeafRecord, Store, open_store
 from provenance.timecheck import check_revocation_time, with_time_flags
 from provenance.verify import FileFacts, LoggedClaim, VerificationReport, decide
@@ -71,57 +71,29 @@ def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
-def _lock_database(db: Path) -> IO[bytes]:
-    """Hold an exclusive lock on ``DB.lock`` for the life of the service: the log has one
-    writer, so a second server on the same database is refused. Raises ConfigError."""
-    path = db.with_name(db.name + ".lock")
-    handle = path.open("ab")
-    try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError as e:
-        handle.close()
-        raise ConfigError(
-            f"another server is already using {db} (lock {path} is held); run one server per database"
-        ) from e
-    return handle
-
-
 @dataclass(frozen=True)
 class ServiceConfig:
     """Where the service keeps its state and what it trusts.
 
-    db: the SQLite file; log_key: the log's Ed25519 private key (PEM, mode 0600;
-    created on first start); origin: the log's name in its checkpoints;
-    verify_on_start: re-hash every leaf at start and compare with the signed
-    checkpoint (O(n) hashing, O(log n) memory); authority_dir: an enrollment authority
-    (`prov admin ca init`) that certifies enrolled keys for C2PA export, or None.
+    db: the store (`provenance.store.open_store`): a SQLite file path, or
+    ``postgresql://USER@HOST:PORT/DB`` shared by several servers; log_key: the log's
+    Ed25519 private key (PEM, mode 0600; created on first start), the same file for
+    every server of one log; origin: the log's name in its checkpoints;
+    verify_on_start: re-hash the leaves appended since the last verified mark and
+    compare with the signed checkpoint; full_check: re-hash every leaf instead (O(n)
+    hashing, O(log n) memory); authority_dir: an enrollment authority
+    (`prov admin ca init`) that certifies enrolled keys for C2PA export, or None;
+    follow_interval_s: how often a server over a shared store reads the other servers'
+    appends into its near-duplicate index.
     """
 
-    db: Path
+    db: Path | str
     log_key: Path
     origin: str = DEFAULT_ORIGIN
     verify_on_start: bool = True
     authority_dir: Path | None = None
-
-
-def _check_index_columns(rec: LeafRecord) -> None:
-    """The columns the store indexes a leaf by must say what its entry says."""
-    try:
-        signed, integrated_at = wire.decode_log_entry(rec.entry)
-        claim = wire.decode_claim(signed.claim_bytes)
-    except ProvenanceError as e:
-        raise LogIntegrityError(f"log entry {rec.index} does not decode: {e}") from e
-    if (
-        rec.claim_hash != signed.claim_hash
-        or rec.file_sha256 != claim.hard_binding.sha256
-        or rec.device_id != claim.device_id
-        or rec.sequence != claim.sequence
-        or rec.integrated_at != integrated_at
-    ):
-        raise LogIntegrityError(
-            f"the index columns of log entry {rec.index} differ from the entry: the database"
-            " was edited behind the log's back"
-        )
+    full_check: bool = False
+    follow_interval_s: float = 0.25
 
 
 class ProvenanceService:
@@ -130,23 +102,37 @@ class ProvenanceService:
     def __init__(self, config: ServiceConfig, clock: Callable[[], datetime] = utc_now) -> None:
         self.config = config
         self.clock = clock
-        self._lock = _lock_database(config.db)
-        self.store: Store = open_store(config.db)
-        self.authority = load_authority(config.authority_dir) if config.authority_dir else None
+        self.store: Store = open_store(config.db, exclusive=True)
         try:
+            self.authority = load_authority(config.authority_dir) if config.authority_dir else None
             self.signer = self._open_signer()
             self.verifier = NoteVerifier.from_vkey(self.signer.verifier_key())
-            self._check_integrity(full=config.verify_on_start)
-            self._memo = memo_path(config.log_key)
+            check_log_at_start(
+                self.store,
+                self.signer,
+                self.verifier,
+                rehash="all" if config.full_check else "new" if config.verify_on_start else "none",
+            )
+            # an in-memory store starts empty by design: nothing to remember for it
+            self._memo = None if str(config.db) == ":memory:" else memo_path(config.log_key)
             self._remember_start()
             self.pdq = MihIndex()
-            self.pdq.add_many(self.store.iter_soft_hashes())
             #: whether any video claim is logged (else a dense frame pass cannot match)
-            self.has_video = self.store.has_video_claims()
+            self.has_video = False
+            #: leaves [0, _indexed) are in the near-duplicate index
+            self._indexed = 0
+            self._index_lock = threading.Lock()
+            self._follow(self.store.tree_size())
             self.writer = GroupCommitWriter(self.store, self.signer, clock, self._after_commit)
+            self._stop = threading.Event()
+            self._follower = None
+            if self.store.shared:
+                self._follower = threading.Thread(
+                    target=self._follow_loop, name="index-follower", daemon=True
+                )
+                self._follower.start()
         except BaseException:
             self.store.close()
-            self._lock.close()
             raise
 
     # ---------------------------------------------------------------- lifecycle
@@ -165,65 +151,21 @@ class ProvenanceService:
             generate_log_key(self.config.log_key, origin)
         signer = load_log_signer(self.config.log_key, origin)
         if stored_origin is None:
-            self.store.set_meta("origin", origin)
-            self.store.set_meta("log_verifier_key", signer.verifier_key())
-        elif self.store.get_meta("log_verifier_key") != signer.verifier_key():
+            # servers starting together on a new shared database: the first key wins
+            origin = self.store.setdefault_meta("origin", origin)
+            signer = load_log_signer(self.config.log_key, origin)
+            self.store.setdefault_meta("log_verifier_key", signer.verifier_key())
+        if self.store.get_meta("log_verifier_key") != signer.verifier_key():
             raise LogError(
                 f"log key {self.config.log_key} is not the key this database was created with"
             )
         return signer
 
-    def _check_integrity(self, full: bool) -> None:
-        """Compare the stored tree with the latest signed checkpoint.
-
-        Always: checkpoint signature, leaf count and the root from stored nodes
-        (O(log n) reads). With ``full``: every entry re-hashed, compared with its
-        stored leaf hash and folded into a compact range whose root must match.
-        Raises LogIntegrityError naming what differs.
-        """
-        size = self.store.tree_size()
-        latest = self.store.latest_checkpoint()
-        if latest is None:
-            if size:
-                raise LogIntegrityError(f"log has {size} leaves but no signed checkpoint")
-            return
-        cp_size, note = latest
-        try:
-            cp = open_checkpoint(note, self.verifier)
-        except ProvenanceError as e:
-            raise LogIntegrityError(f"latest stored checkpoint does not verify: {e}") from e
-        if cp.size != cp_size or cp.size != size:
-            raise LogIntegrityError(
-                f"the database holds {size} leaves but the latest signed checkpoint says"
-                f" {cp.size}: rows were added or deleted behind the log's back"
-            )
-        try:
-            stored_root = merkle.root(size, self.store.get_nodes)
-        except LogError as e:
-            raise LogIntegrityError(f"stored Merkle nodes are damaged: {e}") from e
-        if stored_root != cp.root_hash:
-            raise LogIntegrityError("stored Merkle nodes do not match the signed checkpoint root")
-        if not full:
-            return
-        rng = merkle.CompactRange()
-        for rec in self.store.iter_leaves():
-            lh = merkle.leaf_hash(rec.entry)
-            if lh != rec.leaf_hash:
-                raise LogIntegrityError(
-                    f"log entry {rec.index} was modified (its leaf hash differs)"
-                )
-            if rec.index != rng.size:
-                raise LogIntegrityError(f"log entry {rng.size} is missing")
-            _check_index_columns(rec)
-            rng.append(lh)
-        if rng.root() != cp.root_hash:
-            raise LogIntegrityError(
-                "log entries do not hash to the signed checkpoint root: the database was edited"
-            )
-
     def _remember_start(self) -> None:
         """Refuse a database behind the newest checkpoint this server signed (kept beside
         the log key, `provenance.rollback`); then remember the database's latest."""
+        if self._memo is None:
+            return
         remembered = check_not_rolled_back(
             self._memo, self.verifier, self.store.tree_size(), self.store.get_nodes
         )
@@ -232,20 +174,47 @@ class ProvenanceService:
             remember_checkpoint(self._memo, latest[1])
 
     def close(self) -> None:
+        self._stop.set()
+        if self._follower is not None:
+            self._follower.join()
         self.writer.close()
         self.store.close()
-        self._lock.close()
 
     def _after_commit(self, size: int, note: str, appended: list[tuple[int, PendingClaim]]) -> None:
-        if appended:
+        if appended and self._memo is not None:
             try:
                 remember_checkpoint(self._memo, note)
             except ConfigError as e:  # the commit is durable; only the memo lags
                 log.warning("%s; a restored database may go unnoticed until it is fixed", e)
-        for idx, p in appended:
-            for h in p.claim.soft_bindings:
+        with self._index_lock:
+            if appended and appended[0][0] == self._indexed:
+                for idx, p in appended:
+                    for h in p.claim.soft_bindings:
+                        self.pdq.add(idx, h)
+                    self.has_video |= p.claim.media_type.startswith("video/")
+                self._indexed = size
+                return
+        self._follow(size)  # another server appended before this batch: read it all
+
+    def _follow(self, size: int) -> None:
+        """Bring the near-duplicate index up to a log of ``size`` leaves from the store
+        (what other servers over the same database appended)."""
+        with self._index_lock:
+            if size <= self._indexed:
+                return
+            for idx, h in self.store.iter_soft_hashes(self._indexed, size):
                 self.pdq.add(idx, h)
-            self.has_video |= p.claim.media_type.startswith("video/")
+                self.has_video |= h.timestamp_seconds > 0
+            self._indexed = size
+
+    def _follow_loop(self) -> None:
+        """Over a shared store: poll the log's head and index what other servers appended,
+        so a capture logged anywhere is found here within about ``follow_interval_s``."""
+        while not self._stop.wait(self.config.follow_interval_s):
+            try:
+                self._follow(self.store.tree_size())
+            except (StorageError, LogError) as e:
+                log.warning("cannot follow the shared log: %s", e)
 
     # ---------------------------------------------------------------- registry
 

@@ -69,12 +69,15 @@ def encode_sidecar(s: Sidecar) -> bytes:
 
 
 def decode_sidecar(data: bytes) -> Sidecar:
-    """Parse sidecar bytes; raises ClaimError naming what is wrong."""
+    """Parse sidecar bytes; raises ClaimError naming what is wrong (over
+    MAX_SIDECAR_BYTES, not JSON, nested too deeply, fields missing or malformed)."""
     if len(data) > MAX_SIDECAR_BYTES:
         raise ClaimError(f"sidecar is {len(data)} bytes; the limit is {MAX_SIDECAR_BYTES}")
     try:
         doc = json.loads(data)
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+    except RecursionError as e:  # "[[[[..." deeper than the interpreter's stack allows
+        raise ClaimError("sidecar is not valid JSON: nested too deeply") from e
+    except ValueError as e:  # not UTF-8, not JSON, or an integer of over 4300 digits
         raise ClaimError(f"sidecar is not valid JSON: {e}") from e
     if not isinstance(doc, dict) or doc.get("format") != SIDECAR_FORMAT:
         raise ClaimError(f"not a provenance sidecar (expected format {SIDECAR_FORMAT!r})")

@@ -217,11 +217,20 @@ def _logged_verdict(
             ev,
             now,
         )
+    receipt = (
+        "its receipt (signed checkpoint and inclusion proof) verifies with the log key"
+        if lc.receipt_verified
+        else "its receipt was NOT checked against the log key"
+    )
     reasons = [
         f"exact bytes (SHA-256) match a validly signed claim at {where},"
-        f" logged {lc.integrated_at:%Y-%m-%d %H:%M:%S} UTC; its receipt (signed checkpoint"
-        f" and inclusion proof) verifies with the log key"
+        f" logged {lc.integrated_at:%Y-%m-%d %H:%M:%S} UTC; {receipt}"
     ]
+    if not lc.chain_linked:
+        reasons.append(
+            "note: this claim does not directly follow the device's previous logged claim"
+            " (a gap or a break in its sequence chain)"
+        )
     if lc.device.revoked_at is not None:
         reasons.append(f"note: {_revocation_note(lc.device)}, after this claim was logged")
     return VerificationReport(Verdict.SIGNED_ORIGINAL, tuple(reasons), ev, now)
@@ -357,11 +366,14 @@ def _damage(
             (),
             "the sidecar's chunk list does not match the signed chunk root, so it was not used",
         )
-    ranges = tuple(
-        locate_damage(
-            expected_chunks, facts.chunk_hashes, hb.chunk_size, claim.size_bytes, facts.size
+    try:
+        ranges = tuple(
+            locate_damage(
+                expected_chunks, facts.chunk_hashes, hb.chunk_size, claim.size_bytes, facts.size
+            )
         )
-    )
+    except BindingError as e:
+        return (), f"the damaged byte ranges could not be located: {e}"
     if not ranges:
         return (), None
     shown = ", ".join(f"{a:,}-{b:,}" for a, b in ranges[:5])
@@ -402,21 +414,22 @@ def _decide_with_sidecar(
         pdq_distance=distance,
         damaged_ranges=damaged,
     )
+    located = (damage_note,) if damage_note else ()
     if device is None:
         reasons = [
             "the sidecar's key is not enrolled with this server, so its signature cannot be trusted"
         ]
         if not hash_match:
             reasons.append("and the file's bytes differ from the ones the sidecar describes")
+            reasons.extend(located)
         status = Verdict.TAMPERED if not hash_match else Verdict.UNSIGNED
         return VerificationReport(status, tuple(reasons), ev, now)
     if not sig:
-        return VerificationReport(
-            Verdict.TAMPERED,
-            ("the sidecar's signature does not verify under the enrolled device key",),
-            ev,
-            now,
-        )
+        reasons = ["the sidecar's signature does not verify under the enrolled device key"]
+        if not hash_match:
+            reasons.append("and the file's bytes differ from the ones the sidecar describes")
+            reasons.extend(located)
+        return VerificationReport(Verdict.TAMPERED, tuple(reasons), ev, now)
     if not hash_match:
         reasons = [
             "the file's bytes differ from the bytes the signed sidecar claim covers (SHA-256)"
@@ -430,6 +443,7 @@ def _decide_with_sidecar(
                     else "a different picture"
                 )
             )
+        reasons.extend(located)
         return VerificationReport(Verdict.TAMPERED, tuple(reasons), ev, now)
     if logged is not None:
         return _logged_verdict(facts, logged, now, sidecar=True)

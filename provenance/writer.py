@@ -2,11 +2,11 @@
 
 Each submitting thread hands a `PendingClaim` to `GroupCommitWriter.submit` and
 blocks. One writer thread takes everything queued (up to ``max_batch``), appends it
-to the log in a single SQLite transaction (leaves, Merkle nodes, device state, a
-newly signed checkpoint and every receipt), commits, and only then wakes the
-submitters with their receipts. A failed commit changes nothing; an unexpected failure
-of a batch is retried one claim per transaction, so one bad claim fails only itself. A
-submitter is never told "accepted" before its leaf is durable.
+to the log in a single store transaction (leaves, Merkle nodes, device state, a
+newly signed checkpoint and every receipt) holding the log's append lock, commits, and
+only then wakes the submitters with their receipts. A failed commit changes nothing; an
+unexpected failure of a batch is retried one claim per transaction, so one bad claim
+fails only itself. A submitter is never told "accepted" before its leaf is durable.
 """
 
 from __future__ import annotations
@@ -141,9 +141,9 @@ class GroupCommitWriter:
         self, batch: list[_Item]
     ) -> tuple[list[Appended | Exception], list[tuple[int, PendingClaim]], int, str]:
         store = self._store
-        with store.transaction() as c:
-            start = store.tree_size(c)
-            latest = store.latest_checkpoint(c)
+        with store.append() as txn:
+            start = txn.tree_size()
+            latest = txn.latest_checkpoint()
             if (latest[0] if latest else 0) != start:
                 raise LogIntegrityError(
                     f"the database holds {start} leaves but the last signed checkpoint has"
@@ -158,7 +158,7 @@ class GroupCommitWriter:
             for i, item in enumerate(batch):
                 p = item.pending
                 ch = p.signed_claim.claim_hash
-                old = store.leaf_by_claim_hash(ch, c)
+                old = txn.leaf_by_claim_hash(ch)
                 if old is not None:
                     results[i] = Appended(wire.decode_receipt(old.receipt), True)
                     continue
@@ -168,7 +168,7 @@ class GroupCommitWriter:
                     continue
                 dev = p.claim.device_id
                 if dev not in state:
-                    d = store.find_device(dev, c)
+                    d = txn.find_device(dev)
                     if d is None:
                         results[i] = LogError("device vanished from the registry")
                         continue
@@ -201,26 +201,27 @@ class GroupCommitWriter:
             else:
                 size = start + len(new)
 
-                def get_nodes(keys: list[tuple[int, int]]) -> list[bytes]:
-                    return store.get_nodes(keys, c)
-
-                nodes = merkle.append_batch(start, [lf.leaf_hash for _, lf, _ in new], get_nodes)
-                store.put_nodes(c, nodes)
-                root = merkle.root(size, get_nodes)
+                nodes = merkle.append_batch(
+                    start, [lf.leaf_hash for _, lf, _ in new], txn.get_nodes
+                )
+                txn.put_nodes(nodes)
+                root = merkle.root(size, txn.get_nodes)
                 note = self._signer.sign(Checkpoint(self._signer.name, size, root, now))
-                store.put_checkpoint(c, size, note, now)
+                txn.put_checkpoint(size, note, now)
                 receipts = []
                 for k, (i, lf, _) in enumerate(new):
                     rec = Receipt(
                         leaf_index=start + k,
                         integrated_at=now,
                         checkpoint=note,
-                        inclusion_proof=tuple(merkle.inclusion_proof(start + k, size, get_nodes)),
+                        inclusion_proof=tuple(
+                            merkle.inclusion_proof(start + k, size, txn.get_nodes)
+                        ),
                         log_entry=lf.entry,
                     )
                     receipts.append(wire.encode_receipt(rec))
                     results[i] = Appended(rec, False)
-                store.insert_leaves(c, start, [lf for _, lf, _ in new], receipts)
+                txn.insert_leaves(start, [lf for _, lf, _ in new], receipts)
         # duplicates inside one batch share the first one's receipt
         final: list[Appended | Exception] = []
         for r in results:

@@ -7,14 +7,17 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from clients.api import ProvenanceClient
 from clients.cli import main as prov_main
+from clients.demo import DemoFiles, prepare
 from provenance import wire
 from provenance.claims import Claim, HardBinding, SignedClaim
 from provenance.envelope import PAYLOAD_TYPE_CLAIM, PAYLOAD_TYPE_ENROLL, sign_payload
@@ -156,3 +159,82 @@ def enrolled(cli: Cli) -> Cli:
     rc, _, err = cli("device", "enroll", "--token", token.strip())
     assert rc == 0, err
     return cli
+
+
+if TYPE_CHECKING:
+    from inproc import InProc
+
+
+@pytest.fixture
+def inproc(tmp_path: Path) -> Iterator[InProc]:
+    """`ProvenanceService` in-process on a temporary SQLite store (tests/inproc.py)."""
+    from inproc import open_inproc
+
+    h = open_inproc(tmp_path)
+    yield h
+    h.service.close()
+# ---------------------------------------------------------------- web (issue 13)
+
+
+def read_line(proc: subprocess.Popen[str], prefix: str, timeout: float = 90) -> str:
+    """The last word of the first stdout line of ``proc`` starting with ``prefix``."""
+    assert proc.stdout is not None
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if line.startswith(prefix):
+            return line.split()[-1]
+        if not line and proc.poll() is not None:
+            err = proc.stderr.read() if proc.stderr else ""
+            raise RuntimeError(f"process exited {proc.returncode}: {err}")
+    proc.kill()
+    raise RuntimeError(f"no {prefix!r} line in {timeout} s")
+
+
+def start_web(server: str, *extra: str) -> ServerProc:
+    """Start `prov web --server SERVER --listen 127.0.0.1:0`; its address is http://HOST:PORT."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "clients.cli", "web", "--server", server]
+        + ["--listen", "127.0.0.1:0", *extra],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+    )
+    return ServerProc(proc, read_line(proc, "web on "), Path())
+
+
+@dataclass
+class DemoSite:
+    """A `prov serve` holding the demo's signed captures, a web front-end to it, and
+    the demo's files (`clients.demo.DemoFiles`)."""
+
+    grpc: ServerProc
+    web: str
+    files: DemoFiles
+
+
+@contextmanager
+def demo_site(work: Path, web_separate: bool) -> Iterator[DemoSite]:
+    """The demo's captures signed into a fresh `prov serve`, with the web app either in
+    the same process (`--http`) or as a separate `prov web`."""
+    extra = () if web_separate else ("--http", "127.0.0.1:0")
+    srv = start_server(work / "prov.db", *extra)
+    web: ServerProc | None = None
+    try:
+        if web_separate:
+            web = start_web(srv.address)
+            address = web.address
+        else:
+            address = read_line(srv.proc, "web on ")
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setenv("PROV_SERVER", srv.address)
+            mp.setenv("PROV_ADMIN_TOKEN", ADMIN_TOKEN)
+            mp.setenv("PROV_HOME", str(work / "device"))
+            mp.setenv("PROV_PASSPHRASE", PASSPHRASE)
+            files = prepare(work)
+        yield DemoSite(srv, address, files)
+    finally:
+        if web is not None:
+            web.stop()
+        srv.stop()

@@ -106,7 +106,8 @@ def test_revocation_verdicts(enrolled: Cli, tmp_path: Path) -> None:
     after = Path(shutil.copy(SAMPLES / "chelsea.png", tmp_path / "after.png"))
     rc, _, err = enrolled("sign", str(after))
     assert rc == 1 and "revoked" in err
-    assert len(DeviceHome(enrolled.home).pending()) == 1  # refused, kept, never lost
+    assert DeviceHome(enrolled.home).pending() == []  # refused for good: set aside
+    assert len(DeviceHome(enrolled.home).set_aside()) == 1  # kept, never lost
     rc, report = _status(enrolled, after)
     assert (rc, report["status"]) == (12, "REVOKED_KEY")
 

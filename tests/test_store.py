@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from provenance.errors import LogError
-from provenance.store import _MIGRATIONS, SCHEMA_VERSION, Store
+from provenance.store.sqlite import _MIGRATIONS, SCHEMA_VERSION, SqliteStore
 
 
 def test_migrates_a_version_1_database(tmp_path: Path) -> None:
@@ -22,7 +22,7 @@ def test_migrates_a_version_1_database(tmp_path: Path) -> None:
     )
     con.commit()
     con.close()
-    store = Store(db)
+    store = SqliteStore(db)
     assert store._writer.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
     dev = store.get_device(b"\x01" * 32)
     assert dev.enrolled_at == datetime.fromtimestamp(1_700_000_000, tz=UTC)
@@ -37,8 +37,8 @@ def test_refuses_newer_schema_and_foreign_files(tmp_path: Path) -> None:
     con.execute("PRAGMA user_version = 99")
     con.close()
     with pytest.raises(LogError, match="schema version 99"):
-        Store(db)
+        SqliteStore(db)
     junk = tmp_path / "junk.db"
     junk.write_bytes(b"this is not a database" * 100)
     with pytest.raises(LogError, match="not a provenance database|cannot open"):
-        Store(junk)
+        SqliteStore(junk)

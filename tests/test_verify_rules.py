@@ -7,6 +7,7 @@ import hashlib
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from inproc import device_record
 
 from provenance import wire
 from provenance.binding import PerceptualHash
@@ -43,18 +44,10 @@ def _signed(key: DeviceKey, sha: bytes = SHA) -> tuple[SignedClaim, Claim]:
 
 
 def _device(key: DeviceKey, revoked_at: datetime | None = None) -> Device:
-    return Device(
-        key.key_id,
-        key.public_key,
-        NOW - timedelta(days=1),
-        revoked_at=revoked_at,
-        revocation_reason="lost" if revoked_at else "",
-    )
+    return device_record(key, NOW, revoked_at)
 
 
-def _logged(
-    key: DeviceKey, revoked_at: datetime | None = None
-) -> LoggedClaim:
+def _logged(key: DeviceKey, revoked_at: datetime | None = None) -> LoggedClaim:
     signed, claim = _signed(key)
     receipt = Receipt(7, NOW, "cp", (), b"entry")
     return LoggedClaim(signed, claim, receipt, _device(key, revoked_at), True, True)

@@ -1,0 +1,70 @@
+"""Reading untrusted paths on the client: never blocking on special files, never
+reading without end.
+
+A path given to ``prov sign``, ``prov verify`` or found by ``prov scan`` may be a FIFO
+(an ``open`` for reading blocks until a writer comes), a device or a symbolic link to
+one (``/dev/zero`` reads forever), or a file far larger than what the caller means to
+hold in memory. `open_regular` opens with ``O_NONBLOCK`` and checks ``S_ISREG`` on the
+opened descriptor (``fstat``, so a rename between a check and the open cannot swap the
+file), and `read_bounded` reads at most a stated number of bytes.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from typing import BinaryIO
+
+from provenance.errors import MediaError, MediaTooLargeError
+
+
+class NotRegularFileError(MediaError):
+    """The path is a FIFO, socket, device or folder, not a regular file."""
+
+
+def _kind(mode: int) -> str:
+    if stat.S_ISFIFO(mode):
+        return "a FIFO (named pipe)"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    if stat.S_ISDIR(mode):
+        return "a folder"
+    return "not a regular file"
+
+
+def open_regular(path: str | os.PathLike[str]) -> BinaryIO:
+    """Open ``path`` for binary reading if it is a regular file (symbolic links are
+    followed, then judged by what they point to).
+
+    The open never blocks (``O_NONBLOCK``); the descriptor is switched back to blocking
+    reads once ``fstat`` shows a regular file. Raises NotRegularFileError for FIFOs,
+    sockets, devices and folders, and OSError when the path cannot be opened.
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise NotRegularFileError(f"{os.fspath(path)} is {_kind(mode)}, not a regular file")
+        os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def read_bounded(path: str | os.PathLike[str], limit: int, what: str = "file") -> bytes:
+    """All bytes of the regular file ``path`` if there are at most ``limit`` of them.
+
+    Reads at most ``limit + 1`` bytes whatever the file claims its size is. Raises
+    NotRegularFileError (see `open_regular`), MediaTooLargeError beyond ``limit`` (the
+    message names ``what``), OSError when the file cannot be read.
+    """
+    with open_regular(path) as f:
+        data = f.read(limit + 1)
+    if len(data) > limit:
+        raise MediaTooLargeError(
+            f"{what} {os.fspath(path)} is over the {limit}-byte limit: not read"
+        )
+    return data

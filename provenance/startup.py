@@ -1,0 +1,166 @@
+"""Start-up checks of the stored log against its newest signed checkpoint.
+
+Always (O(log n) reads): the checkpoint's signature, the head of the log against the
+checkpoint's size, and the root computed from the stored Merkle nodes against the
+checkpoint's root. Then, by default, only the leaves appended since the last *verified
+mark* are re-hashed: the mark is a note signed with the log key, kept in the store,
+saying "leaves [0, N) were re-hashed at start and fold to root R". Its frontier (the
+stored perfect-subtree hashes of [0, N)) must still give R, and the leaves from N on are
+re-hashed onto that frontier and must give the checkpoint's root; a mark beyond the
+log's head means the database was rolled back. A full re-hash (``rehash="all"``,
+``prov serve --full-check``) stays available, as does ``prov log audit`` from outside.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import logging
+import time
+from dataclasses import dataclass
+from typing import Literal
+
+from provenance import wire
+from provenance.errors import LogError, LogIntegrityError, ProvenanceError
+from provenance.log import merkle
+from provenance.log.checkpoint import LogSigner, NoteVerifier, open_checkpoint
+from provenance.store import LeafRecord, Store
+
+log = logging.getLogger(__name__)
+
+#: The store's meta key holding the signed verified mark.
+MARK_KEY = "verified_mark"
+_MARK_KIND = "verified-mark"
+
+
+@dataclass(frozen=True)
+class StartupCheck:
+    """What the start-up check did: log ``size``, leaves re-hashed from ``rehashed_from``
+    (None: none), and how long it took in seconds."""
+
+    size: int
+    rehashed_from: int | None
+    seconds: float
+
+
+def check_index_columns(rec: LeafRecord) -> None:
+    """The columns the store indexes a leaf by must say what its entry says; raises
+    LogIntegrityError."""
+    try:
+        signed, integrated_at = wire.decode_log_entry(rec.entry)
+        claim = wire.decode_claim(signed.claim_bytes)
+    except ProvenanceError as e:
+        raise LogIntegrityError(f"log entry {rec.index} does not decode: {e}") from e
+    if (
+        rec.claim_hash != signed.claim_hash
+        or rec.file_sha256 != claim.hard_binding.sha256
+        or rec.device_id != claim.device_id
+        or rec.sequence != claim.sequence
+        or rec.integrated_at != integrated_at
+    ):
+        raise LogIntegrityError(
+            f"the index columns of log entry {rec.index} differ from the entry: the database"
+            " was edited behind the log's back"
+        )
+
+
+def sign_mark(signer: LogSigner, size: int, root: bytes) -> str:
+    """The verified mark for leaves [0, size) folding to ``root``, as a signed note
+    (its second line is not a number, so it can never pass for a checkpoint)."""
+    return signer.sign_text(
+        f"{signer.name}\n{_MARK_KIND}\n{size}\n{base64.b64encode(root).decode()}\n"
+    )
+
+
+def open_mark(note: str, verifier: NoteVerifier) -> tuple[int, bytes]:
+    """(size, root) of a verified mark; raises LogIntegrityError when it does not verify."""
+    try:
+        lines = verifier.open(note).split("\n")
+        if len(lines) != 5 or lines[1] != _MARK_KIND or lines[4]:
+            raise LogError("not a verified mark")
+        size, root = int(lines[2]), base64.b64decode(lines[3], validate=True)
+    except (ProvenanceError, ValueError, binascii.Error) as e:
+        raise LogIntegrityError(f"the stored verified mark does not verify: {e}") from e
+    return size, root
+
+
+def check_log_at_start(
+    store: Store,
+    signer: LogSigner,
+    verifier: NoteVerifier,
+    rehash: Literal["all", "new", "none"] = "new",
+) -> StartupCheck:
+    """Check the stored log (see module docstring); then store a new verified mark.
+
+    Raises LogIntegrityError naming what differs.
+    """
+    t0 = time.perf_counter()
+    with store.append() as txn:  # the head and checkpoint as one consistent view
+        size = txn.tree_size()
+        latest = txn.latest_checkpoint()
+        if latest is None:
+            if size:
+                raise LogIntegrityError(f"log has {size} leaves but no signed checkpoint")
+            return StartupCheck(0, None, time.perf_counter() - t0)
+        cp_size, note = latest
+        try:
+            cp = open_checkpoint(note, verifier)
+        except ProvenanceError as e:
+            raise LogIntegrityError(f"latest stored checkpoint does not verify: {e}") from e
+        if cp.size != cp_size or cp.size != size:
+            raise LogIntegrityError(
+                f"the database holds {size} leaves but the latest signed checkpoint says"
+                f" {cp.size}: rows were added or deleted behind the log's back"
+            )
+        try:
+            stored_root = merkle.root(size, txn.get_nodes)
+        except LogError as e:
+            raise LogIntegrityError(f"stored Merkle nodes are damaged: {e}") from e
+    if stored_root != cp.root_hash:
+        raise LogIntegrityError("stored Merkle nodes do not match the signed checkpoint root")
+    if rehash == "none":
+        return StartupCheck(size, None, time.perf_counter() - t0)
+    rng = merkle.CompactRange()
+    marked = store.get_meta(MARK_KEY)
+    if rehash == "new" and marked is not None:
+        mark_size, mark_root = open_mark(marked, verifier)
+        if mark_size > size:
+            raise LogIntegrityError(
+                f"the log was verified up to {mark_size} leaves but now holds {size}: the"
+                " database was rolled back (restored from an older copy?)"
+            )
+        try:
+            keys = merkle.subtree_decomposition(0, mark_size)
+            rng = merkle.CompactRange.from_hashes(mark_size, store.get_nodes(keys))
+        except LogError as e:
+            raise LogIntegrityError(f"stored Merkle nodes are damaged: {e}") from e
+        if rng.root() != mark_root:
+            raise LogIntegrityError(
+                f"stored Merkle nodes below the verified mark ({mark_size} leaves) were changed"
+            )
+    start = rng.size
+    for rec in store.iter_leaves(start):
+        if rec.index >= size:
+            break
+        lh = merkle.leaf_hash(rec.entry)
+        if lh != rec.leaf_hash:
+            raise LogIntegrityError(f"log entry {rec.index} was modified (its leaf hash differs)")
+        if rec.index != rng.size:
+            raise LogIntegrityError(
+                f"log entry {rng.size} is missing: it was deleted behind the log's back"
+            )
+        check_index_columns(rec)
+        rng.append(lh)
+    if rng.size != size:
+        raise LogIntegrityError(
+            f"log entry {rng.size} is missing: it was deleted behind the log's back"
+        )
+    if rng.root() != cp.root_hash:
+        raise LogIntegrityError(
+            "log entries do not hash to the signed checkpoint root: the database was edited"
+        )
+    if marked is None or open_mark(marked, verifier)[0] < size:
+        store.set_meta(MARK_KEY, sign_mark(signer, size, cp.root_hash))
+    took = time.perf_counter() - t0
+    log.info("log checked at start: %d leaves, re-hashed from %d in %.3f s", size, start, took)
+    return StartupCheck(size, start, took)

@@ -1,0 +1,232 @@
+"""The storage interface of the log and the registry, and the choice of backend.
+
+`Store` is a `typing.Protocol` (in the manner of python-tuf's ``FetcherInterface`` and
+Tessera's storage drivers): the service, the group-commit writer and the start-up
+checks talk to it only; SQL lives in the backends.
+
+- `provenance.store.sqlite`: one SQLite file (WAL, ``synchronous=FULL``), the embedded
+  default; one server per file (an exclusive lock on ``DB.lock``).
+- `provenance.store.postgres`: a PostgreSQL database (psycopg 3 with a connection pool);
+  several servers share it, their appends serialised by an advisory lock held for each
+  group-commit transaction.
+- `provenance.store.memory`: dictionaries in this process, for fast in-process tests.
+
+`open_store(target)` picks the backend: ``postgresql://...`` (or ``postgres://``) a
+PostgreSQL database, ``:memory:`` the in-memory fake, anything else a SQLite file path.
+
+The Merkle tree is stored as the hashes of its *perfect* subtrees, key (level, index)
+covering leaves [index * 2**level, (index + 1) * 2**level), so roots and proofs need
+O(log n) reads and a restart never rebuilds the tree.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Protocol
+
+from provenance.binding import PerceptualHash
+from provenance.claims import Device, SignedClaim
+from provenance.errors import ConfigError
+
+__all__ = [
+    "AppendTxn",
+    "LeafRecord",
+    "NewLeaf",
+    "Store",
+    "from_us",
+    "is_postgres_url",
+    "open_store",
+    "to_us",
+]
+
+
+def to_us(when: datetime) -> int:
+    """UTC datetime -> integer microseconds since the Unix epoch."""
+    return int(round(when.timestamp() * 1_000_000))
+
+
+def from_us(us: int) -> datetime:
+    """Integer microseconds since the epoch -> timezone-aware UTC datetime."""
+    return datetime.fromtimestamp(us / 1_000_000, tz=UTC)
+
+
+@dataclass(frozen=True)
+class LeafRecord:
+    """One stored log leaf and what the store indexes about it."""
+
+    index: int
+    leaf_hash: bytes
+    claim_hash: bytes
+    device_id: bytes
+    sequence: int
+    file_sha256: bytes
+    integrated_at: datetime
+    chain_linked: bool
+    entry: bytes
+    receipt: bytes
+
+
+@dataclass(frozen=True)
+class NewLeaf:
+    """A leaf to append: everything but its receipt, which the caller fills in."""
+
+    leaf_hash: bytes
+    signed_claim: SignedClaim
+    device_id: bytes
+    sequence: int
+    file_sha256: bytes
+    integrated_at: datetime
+    chain_linked: bool
+    entry: bytes
+    soft_bindings: tuple[PerceptualHash, ...]
+
+
+class AppendTxn(Protocol):
+    """One append transaction: it holds the log's append lock (no other writer, in any
+    process, appends until it ends), reads see everything committed before it, and its
+    writes become durable together when it commits, or not at all."""
+
+    def tree_size(self) -> int:
+        """Leaves in the log (the head: MAX(index) + 1, never a count)."""
+        ...
+
+    def latest_checkpoint(self) -> tuple[int, str] | None:
+        """(tree size, signed note) of the newest checkpoint, or None."""
+        ...
+
+    def leaf_by_claim_hash(self, claim_hash: bytes) -> LeafRecord | None: ...
+
+    def find_device(self, device_id: bytes) -> Device | None: ...
+
+    def get_nodes(self, keys: Sequence[tuple[int, int]]) -> list[bytes]:
+        """Perfect-subtree hashes (level, index) in the order asked; LogError if missing."""
+        ...
+
+    def put_nodes(self, nodes: Sequence[tuple[int, int, bytes]]) -> None: ...
+
+    def put_checkpoint(self, size: int, note: str, now: datetime) -> None: ...
+
+    def insert_leaves(
+        self, start: int, leaves: Sequence[NewLeaf], receipts: Sequence[bytes]
+    ) -> None:
+        """Leaves start, start+1, ... with receipts, soft hashes and device sequence state."""
+        ...
+
+
+class Store(Protocol):
+    """What the service needs from storage. Every method is thread-safe.
+
+    Errors: `StorageError` when the database cannot be reached or written (disk full,
+    connection lost); `LogIntegrityError` when stored log rows are damaged;
+    `LogError` when a Merkle node is missing; registry errors from enroll and revoke.
+    """
+
+    #: A human-readable name of the database (a path, or a URL without its password).
+    location: str
+    #: Whether other processes may append to the same log (the service then follows
+    #: their appends into its in-memory index).
+    shared: bool
+
+    def close(self) -> None: ...
+
+    def append(self) -> AbstractContextManager[AppendTxn]:
+        """An append transaction (see `AppendTxn`); commits on a normal exit, rolls back
+        on an exception. Raises StorageError when the commit fails."""
+        ...
+
+    # meta
+    def get_meta(self, key: str) -> str | None: ...
+
+    def set_meta(self, key: str, value: str) -> None: ...
+
+    def setdefault_meta(self, key: str, value: str) -> str:
+        """Store ``value`` unless ``key`` already has one; return the stored value."""
+        ...
+
+    # registry
+    def find_device(self, device_id: bytes) -> Device | None: ...
+
+    def get_device(self, device_id: bytes) -> Device:
+        """Raises UnknownDeviceError when no device has this key id."""
+        ...
+
+    def add_token(
+        self, token_hash: bytes, label: str, now: datetime, expires: datetime
+    ) -> None: ...
+
+    def enroll(
+        self, token_hash: bytes | None, device: Device, now: datetime, certificate_pem: str = ""
+    ) -> Device:
+        """Record the device, spending its one-time token (None: enrolled by a checked
+        certificate), atomically. Raises EnrollmentError."""
+        ...
+
+    def device_certificate(self, device_id: bytes) -> str: ...
+
+    def revoke(self, device_id: bytes, effective_at: datetime, reason: str) -> Device: ...
+
+    # log reads
+    def get_nodes(self, keys: Sequence[tuple[int, int]]) -> list[bytes]: ...
+
+    def tree_size(self) -> int: ...
+
+    def latest_checkpoint(self) -> tuple[int, str] | None: ...
+
+    def leaf_by_claim_hash(self, claim_hash: bytes) -> LeafRecord | None: ...
+
+    def leaf_by_index(self, index: int) -> LeafRecord | None: ...
+
+    def leaf_by_leaf_hash(self, leaf_hash: bytes) -> LeafRecord | None: ...
+
+    def leaves_by_file_sha256(self, sha256: bytes) -> list[LeafRecord]: ...
+
+    def entries(self, start: int, limit: int) -> list[tuple[int, bytes]]:
+        """(index, leaf data) of up to ``limit`` leaves from index ``start``, in order."""
+        ...
+
+    def iter_leaves(self, start: int = 0) -> Iterator[LeafRecord]:
+        """Every leaf from index ``start`` on, in index order, read in pages."""
+        ...
+
+    def has_video_claims(self) -> bool: ...
+
+    def iter_soft_hashes(
+        self, start: int = 0, stop: int | None = None
+    ) -> Iterator[tuple[int, PerceptualHash]]:
+        """(leaf index, perceptual hash) of leaves in [start, stop), in index order."""
+        ...
+
+
+def is_postgres_url(target: str | Path) -> bool:
+    """Whether ``target`` names a PostgreSQL database (``postgresql://`` or ``postgres://``)."""
+    return isinstance(target, str) and target.startswith(("postgresql://", "postgres://"))
+
+
+def open_store(target: str | Path, *, exclusive: bool = False) -> Store:
+    """Open (creating and migrating if needed) the store ``target`` names.
+
+    ``postgresql://USER@HOST:PORT/DB``: PostgreSQL; ``:memory:``: the in-memory fake;
+    else a SQLite file path, which with ``exclusive`` is locked against a second server.
+    Raises ConfigError (PostgreSQL driver missing, another server holds the file),
+    StorageError (cannot connect) or LogError (not our database, newer schema).
+    """
+    if is_postgres_url(target):
+        try:
+            from provenance.store.postgres import PostgresStore
+        except ImportError as e:
+            raise ConfigError(
+                f"a PostgreSQL database needs psycopg 3 and psycopg-pool ({e});"
+                " install media-provenance[postgres]"
+            ) from e
+        return PostgresStore(str(target))
+    if str(target) == ":memory:":
+        from provenance.store.memory import MemoryStore
+
+        return MemoryStore()
+    from provenance.store.sqlite import SqliteStore
+
+    return SqliteStore(Path(target), exclusive=exclusive)

@@ -1,0 +1,227 @@
+"""The in-memory fake: the `Store` interface over dictionaries, for fast in-process tests
+(in the manner of python-tuf's repository simulator). Nothing survives `close`; an
+append transaction works on copies and replaces the state only when it ends cleanly.
+"""
+
+from __future__ import annotations
+
+import copy
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+
+from provenance.binding import PerceptualHash
+from provenance.claims import Device
+from provenance.errors import EnrollmentError, LogError, UnknownDeviceError
+from provenance.store import LeafRecord, NewLeaf
+
+
+@dataclass
+class _Token:
+    label: str
+    expires: datetime
+    used: bool = False
+
+
+@dataclass
+class _State:
+    meta: dict[str, str] = field(default_factory=dict)
+    devices: dict[bytes, Device] = field(default_factory=dict)
+    certificates: dict[bytes, str] = field(default_factory=dict)
+    tokens: dict[bytes, _Token] = field(default_factory=dict)
+    leaves: list[LeafRecord] = field(default_factory=list)
+    soft: list[tuple[int, PerceptualHash]] = field(default_factory=list)
+    nodes: dict[tuple[int, int], bytes] = field(default_factory=dict)
+    checkpoints: dict[int, str] = field(default_factory=dict)
+
+
+def _nodes(state: _State, keys: Sequence[tuple[int, int]]) -> list[bytes]:
+    missing = [k for k in keys if k not in state.nodes]
+    if missing:
+        raise LogError(f"log database is missing Merkle nodes {missing[:4]}")
+    return [state.nodes[k] for k in keys]
+
+
+def _latest(state: _State) -> tuple[int, str] | None:
+    if not state.checkpoints:
+        return None
+    size = max(state.checkpoints)
+    return size, state.checkpoints[size]
+
+
+class _MemoryAppend:
+    """`AppendTxn` over a private copy of the state."""
+
+    def __init__(self, state: _State) -> None:
+        self.state = state
+
+    def tree_size(self) -> int:
+        return len(self.state.leaves)
+
+    def latest_checkpoint(self) -> tuple[int, str] | None:
+        return _latest(self.state)
+
+    def leaf_by_claim_hash(self, claim_hash: bytes) -> LeafRecord | None:
+        return next((r for r in self.state.leaves if r.claim_hash == claim_hash), None)
+
+    def find_device(self, device_id: bytes) -> Device | None:
+        return self.state.devices.get(device_id)
+
+    def get_nodes(self, keys: Sequence[tuple[int, int]]) -> list[bytes]:
+        return _nodes(self.state, keys)
+
+    def put_nodes(self, nodes: Sequence[tuple[int, int, bytes]]) -> None:
+        for level, idx, h in nodes:
+            self.state.nodes[(level, idx)] = h
+
+    def put_checkpoint(self, size: int, note: str, now: datetime) -> None:
+        self.state.checkpoints[size] = note
+
+    def insert_leaves(
+        self, start: int, leaves: Sequence[NewLeaf], receipts: Sequence[bytes]
+    ) -> None:
+        if start != len(self.state.leaves):
+            raise LogError(f"append at {start} but the log has {len(self.state.leaves)} leaves")
+        for i, lf in enumerate(leaves):
+            self.state.leaves.append(
+                LeafRecord(
+                    start + i,
+                    lf.leaf_hash,
+                    lf.signed_claim.claim_hash,
+                    lf.device_id,
+                    lf.sequence,
+                    lf.file_sha256,
+                    lf.integrated_at,
+                    lf.chain_linked,
+                    lf.entry,
+                    receipts[i],
+                )
+            )
+            self.state.soft.extend((start + i, h) for h in lf.soft_bindings)
+            d = self.state.devices[lf.device_id]
+            self.state.devices[lf.device_id] = replace(
+                d, last_sequence=lf.sequence, last_claim_hash=lf.signed_claim.claim_hash
+            )
+
+
+class MemoryStore:
+    """See module docstring."""
+
+    location = ":memory:"
+    shared = False
+
+    def __init__(self) -> None:
+        self._state = _State()
+        self._lock = threading.RLock()
+
+    def close(self) -> None:
+        with self._lock:
+            self._state = _State()
+
+    @contextmanager
+    def append(self) -> Iterator[_MemoryAppend]:
+        with self._lock:
+            work = copy.deepcopy(self._state)
+            yield _MemoryAppend(work)
+            self._state = work
+
+    # meta
+    def get_meta(self, key: str) -> str | None:
+        return self._state.meta.get(key)
+
+    def set_meta(self, key: str, value: str) -> None:
+        with self._lock:
+            self._state.meta[key] = value
+
+    def setdefault_meta(self, key: str, value: str) -> str:
+        with self._lock:
+            return self._state.meta.setdefault(key, value)
+
+    # registry
+    def find_device(self, device_id: bytes) -> Device | None:
+        return self._state.devices.get(device_id)
+
+    def get_device(self, device_id: bytes) -> Device:
+        d = self.find_device(device_id)
+        if d is None:
+            raise UnknownDeviceError(f"device {device_id.hex()} is not enrolled")
+        return d
+
+    def add_token(self, token_hash: bytes, label: str, now: datetime, expires: datetime) -> None:
+        with self._lock:
+            self._state.tokens[token_hash] = _Token(label, expires)
+
+    def enroll(
+        self, token_hash: bytes | None, device: Device, now: datetime, certificate_pem: str = ""
+    ) -> Device:
+        with self._lock:
+            label = device.label
+            token = None
+            if token_hash is not None:
+                token = self._state.tokens.get(token_hash)
+                if token is None:
+                    raise EnrollmentError("unknown enrollment token")
+                if token.used:
+                    raise EnrollmentError("this enrollment token was already used")
+                if now > token.expires:
+                    raise EnrollmentError(f"this enrollment token expired at {token.expires}")
+                label = token.label or label
+            if device.device_id in self._state.devices:
+                raise EnrollmentError(f"device {device.device_id.hex()} is already enrolled")
+            if token is not None:
+                token.used = True
+            stored = Device(device.device_id, device.public_key, now, label=label)
+            self._state.devices[device.device_id] = stored
+            self._state.certificates[device.device_id] = certificate_pem
+            return stored
+
+    def device_certificate(self, device_id: bytes) -> str:
+        return self._state.certificates.get(device_id, "")
+
+    def revoke(self, device_id: bytes, effective_at: datetime, reason: str) -> Device:
+        with self._lock:
+            d = self.get_device(device_id)
+            when = effective_at if d.revoked_at is None else min(d.revoked_at, effective_at)
+            d = replace(d, revoked_at=when, revocation_reason=reason)
+            self._state.devices[device_id] = d
+            return d
+
+    # log reads
+    def get_nodes(self, keys: Sequence[tuple[int, int]]) -> list[bytes]:
+        return _nodes(self._state, keys)
+
+    def tree_size(self) -> int:
+        return len(self._state.leaves)
+
+    def latest_checkpoint(self) -> tuple[int, str] | None:
+        return _latest(self._state)
+
+    def leaf_by_claim_hash(self, claim_hash: bytes) -> LeafRecord | None:
+        return _MemoryAppend(self._state).leaf_by_claim_hash(claim_hash)
+
+    def leaf_by_index(self, index: int) -> LeafRecord | None:
+        leaves = self._state.leaves
+        return leaves[index] if 0 <= index < len(leaves) else None
+
+    def leaf_by_leaf_hash(self, leaf_hash: bytes) -> LeafRecord | None:
+        return next((r for r in self._state.leaves if r.leaf_hash == leaf_hash), None)
+
+    def leaves_by_file_sha256(self, sha256: bytes) -> list[LeafRecord]:
+        return [r for r in self._state.leaves if r.file_sha256 == sha256]
+
+    def entries(self, start: int, limit: int) -> list[tuple[int, bytes]]:
+        return [(r.index, r.entry) for r in self._state.leaves[max(start, 0) : start + limit]]
+
+    def iter_leaves(self, start: int = 0) -> Iterator[LeafRecord]:
+        yield from list(self._state.leaves[start:])
+
+    def has_video_claims(self) -> bool:
+        return any(h.timestamp_seconds > 0 for _, h in self._state.soft)
+
+    def iter_soft_hashes(
+        self, start: int = 0, stop: int | None = None
+    ) -> Iterator[tuple[int, PerceptualHash]]:
+        end = len(self._state.leaves) if stop is None else stop
+        yield from [(i, h) for i, h in self._state.soft if start <= i < end]

@@ -1,0 +1,190 @@
+"""The PostgreSQL backend: one database shared by several `prov serve` processes.
+
+psycopg 3 with a `psycopg_pool.ConnectionPool` (autocommit connections for reads).
+Appends are serialised by the database: each group-commit transaction first takes
+``pg_advisory_xact_lock(APPEND_LOCK)``, which PostgreSQL releases only once the
+transaction has committed (or rolled back), so the next writer, in any process, reads
+a head that includes it. ``COMMIT`` returns after the WAL is flushed (the default
+``synchronous_commit=on``), so an acknowledged submission is durable.
+
+The schema mirrors the SQLite one (same tables, columns and indexes; BYTEA for blobs,
+BIGINT for integers); its version is kept in ``schema_version`` and migrations run
+under another advisory lock, so servers starting together do not race.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import psycopg
+import psycopg_pool
+
+from provenance.errors import LogError, LogIntegrityError, ProvenanceError, StorageError
+from provenance.store.sql import Conn, Cursor, SqlStore
+
+SCHEMA_VERSION = 1
+#: Advisory lock keys (any 64-bit numbers no other user of the database takes).
+APPEND_LOCK = 0x70726F765F6C6F67  # "prov_log"
+MIGRATE_LOCK = 0x70726F765F736368  # "prov_sch"
+
+_MIGRATIONS: dict[int, str] = {
+    1: """
+    CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+    CREATE TABLE devices (
+        device_id BYTEA PRIMARY KEY,
+        public_key BYTEA NOT NULL UNIQUE,
+        label TEXT NOT NULL DEFAULT '',
+        enrolled_at BIGINT NOT NULL,
+        last_sequence BIGINT NOT NULL DEFAULT 0,
+        last_claim_hash BYTEA NOT NULL DEFAULT '',
+        revoked_at BIGINT,
+        revocation_reason TEXT NOT NULL DEFAULT '',
+        certificate_pem TEXT NOT NULL DEFAULT ''
+    );
+    CREATE TABLE enrollment_tokens (
+        token_hash BYTEA PRIMARY KEY,
+        label TEXT NOT NULL DEFAULT '',
+        created_at BIGINT NOT NULL,
+        expires_at BIGINT NOT NULL,
+        used_at BIGINT,
+        device_id BYTEA
+    );
+    CREATE TABLE leaves (
+        idx BIGINT PRIMARY KEY,
+        leaf_hash BYTEA NOT NULL,
+        claim_hash BYTEA NOT NULL UNIQUE,
+        device_id BYTEA NOT NULL,
+        sequence BIGINT NOT NULL,
+        file_sha256 BYTEA NOT NULL,
+        integrated_at BIGINT NOT NULL,
+        chain_linked INTEGER NOT NULL,
+        entry BYTEA NOT NULL,
+        receipt BYTEA NOT NULL
+    );
+    CREATE INDEX leaves_file_sha256 ON leaves(file_sha256);
+    CREATE INDEX leaves_leaf_hash ON leaves(leaf_hash);
+    CREATE TABLE soft_hashes (
+        leaf_idx BIGINT NOT NULL,
+        algorithm TEXT NOT NULL,
+        hash BYTEA NOT NULL,
+        quality INTEGER NOT NULL,
+        timestamp_seconds DOUBLE PRECISION NOT NULL
+    );
+    CREATE INDEX soft_hashes_leaf ON soft_hashes(leaf_idx);
+    CREATE TABLE nodes (
+        level INTEGER NOT NULL,
+        idx BIGINT NOT NULL,
+        hash BYTEA NOT NULL,
+        PRIMARY KEY (level, idx)
+    );
+    CREATE TABLE checkpoints (
+        size BIGINT PRIMARY KEY,
+        note TEXT NOT NULL,
+        created_at BIGINT NOT NULL
+    );
+    """,
+}
+
+
+def redact(url: str) -> str:
+    """``url`` without its password, for messages and logs."""
+    return re.sub(r"(://[^:/@]*):[^@]*@", r"\1:***@", url)
+
+
+class _PgConn:
+    """A psycopg connection speaking the shared SQL's ``?`` placeholders."""
+
+    def __init__(self, conn: psycopg.Connection[Any]) -> None:
+        self.conn = conn
+
+    def execute(self, sql: str, args: Sequence[Any] = ()) -> Cursor:
+        return self.conn.execute(sql.replace("?", "%s"), args or None)  # type: ignore[arg-type]
+
+    def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
+        with self.conn.cursor() as cur:
+            cur.executemany(sql.replace("?", "%s"), rows)  # type: ignore[arg-type]
+
+
+class PostgresStore(SqlStore):
+    """The database at ``url`` (``postgresql://USER@HOST:PORT/DB``), see module docstring.
+
+    ``max_connections``: the pool's size (RPC threads + writer + index follower).
+    Raises StorageError when the database cannot be reached within ``connect_timeout_s``,
+    LogError when its schema is newer than this code.
+    """
+
+    shared = True
+
+    def __init__(
+        self, url: str, *, max_connections: int = 24, connect_timeout_s: float = 15.0
+    ) -> None:
+        self.location = redact(url)
+        self._pool = psycopg_pool.ConnectionPool(
+            url,
+            min_size=1,
+            max_size=max_connections,
+            kwargs={"autocommit": True},
+            timeout=30.0,
+            open=False,
+            name="provenance",
+        )
+        try:
+            self._pool.open(wait=True, timeout=connect_timeout_s)
+        except psycopg_pool.PoolTimeout as e:
+            self._pool.close()
+            raise StorageError(
+                f"cannot connect to {self.location} within {connect_timeout_s:.0f} s:"
+                " is PostgreSQL running, and does the database exist?"
+            ) from e
+        try:
+            self._migrate()
+        except BaseException:
+            self._pool.close()
+            raise
+
+    def _classify(self, e: Exception) -> ProvenanceError | None:
+        if isinstance(e, psycopg.errors.DiskFull):
+            return StorageError(f"the database {self.location} cannot grow: {e}")
+        if isinstance(e, psycopg_pool.PoolTimeout | psycopg.OperationalError):
+            return StorageError(f"the database {self.location} cannot be used now: {e}")
+        if isinstance(e, psycopg.DataError | psycopg.IntegrityError):
+            return LogIntegrityError(f"the log database is damaged: {e}")
+        if isinstance(e, psycopg.Error):
+            return StorageError(f"the database {self.location} failed: {e}")
+        return None
+
+    @contextmanager
+    def _read(self) -> Iterator[Conn]:
+        with self._pool.connection() as conn:
+            yield _PgConn(conn)
+
+    @contextmanager
+    def _write(self) -> Iterator[Conn]:
+        with self._pool.connection() as conn, conn.transaction():
+            yield _PgConn(conn)
+
+    def _lock_appends(self, c: Conn) -> None:
+        c.execute("SELECT pg_advisory_xact_lock(?)", (APPEND_LOCK,))
+
+    def _migrate(self) -> None:
+        with self._errors(), self._write() as c:
+            c.execute("SELECT pg_advisory_xact_lock(?)", (MIGRATE_LOCK,))
+            c.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+            row = c.execute("SELECT MAX(version) FROM schema_version").fetchone()
+            version = int(row[0] or 0)
+            if version > SCHEMA_VERSION:
+                raise LogError(
+                    f"{self.location} has schema version {version}; this program knows up to"
+                    f" {SCHEMA_VERSION}: upgrade the program"
+                )
+            for v in range(version + 1, SCHEMA_VERSION + 1):
+                for stmt in _MIGRATIONS[v].split(";"):
+                    if stmt.strip():
+                        c.execute(stmt)
+                c.execute("INSERT INTO schema_version(version) VALUES (?)", (v,))
+
+    def close(self) -> None:
+        self._pool.close()

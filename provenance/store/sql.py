@@ -1,0 +1,473 @@
+"""The SQL both database backends share: SQLite and PostgreSQL run the same statements
+(``?`` placeholders; the PostgreSQL driver rewrites them) over the same tables.
+
+A backend supplies connections (`SqlStore._read`, `SqlStore._write`), the append lock
+(`SqlStore._lock_appends`) and the classification of its driver's errors
+(`SqlStore._classify`).
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager
+from datetime import datetime
+from typing import Any, Protocol, TypeVar
+
+from provenance.binding import PerceptualHash
+from provenance.claims import Device
+from provenance.errors import (
+    EnrollmentError,
+    LogError,
+    LogIntegrityError,
+    ProvenanceError,
+    UnknownDeviceError,
+)
+from provenance.store import LeafRecord, NewLeaf, from_us, to_us
+
+#: Leaves read per page when iterating the log.
+PAGE = 10_000
+
+
+class Cursor(Protocol):
+    def fetchone(self) -> Any: ...
+
+    def fetchall(self) -> list[Any]: ...
+
+
+class Conn(Protocol):
+    """The part of a DB-API connection the shared SQL uses."""
+
+    def execute(self, sql: str, args: Sequence[Any] = ...) -> Cursor: ...
+
+    def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> Any: ...
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+_DEVICE_COLS = (
+    "device_id, public_key, label, enrolled_at, last_sequence, last_claim_hash,"
+    " revoked_at, revocation_reason"
+)
+_LEAF_COLS = (
+    "idx, leaf_hash, claim_hash, device_id, sequence, file_sha256, integrated_at,"
+    " chain_linked, entry, receipt"
+)
+
+
+def _reads_log(fn: F) -> F:
+    """Reading log rows: a value of the wrong type (a blob turned into text, say) means the
+    database was edited behind the log's back; raise LogIntegrityError, not a crash."""
+
+    @functools.wraps(fn)
+    def wrapper(self: SqlStore, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(self, *args, **kwargs)
+        except ProvenanceError:
+            raise
+        except (TypeError, ValueError) as e:
+            raise LogIntegrityError(f"the log database is damaged: {e}") from e
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _device(row: Sequence[Any]) -> Device:
+    (device_id, public_key, label, enrolled, last_seq, last_hash, revoked, reason) = row
+    return Device(
+        device_id=bytes(device_id),
+        public_key=bytes(public_key),
+        label=str(label),
+        enrolled_at=from_us(int(enrolled)),
+        last_sequence=int(last_seq),
+        last_claim_hash=bytes(last_hash),
+        revoked_at=None if revoked is None else from_us(int(revoked)),
+        revocation_reason=str(reason),
+    )
+
+
+def _leaf(row: Sequence[Any]) -> LeafRecord:
+    return LeafRecord(
+        index=int(row[0]),
+        leaf_hash=bytes(row[1]),
+        claim_hash=bytes(row[2]),
+        device_id=bytes(row[3]),
+        sequence=int(row[4]),
+        file_sha256=bytes(row[5]),
+        integrated_at=from_us(int(row[6])),
+        chain_linked=bool(row[7]),
+        entry=bytes(row[8]),
+        receipt=bytes(row[9]),
+    )
+
+
+# ------------------------------------------------------------------ statements on a connection
+
+
+def find_device(c: Conn, device_id: bytes) -> Device | None:
+    row = c.execute(
+        f"SELECT {_DEVICE_COLS} FROM devices WHERE device_id=?", (device_id,)
+    ).fetchone()
+    return None if row is None else _device(row)
+
+
+def get_nodes(c: Conn, keys: Sequence[tuple[int, int]]) -> list[bytes]:
+    """Hashes of perfect subtrees (level, index), in the order asked; LogError if missing."""
+    if not keys:
+        return []
+    found: dict[tuple[int, int], bytes] = {}
+    uniq = list(dict.fromkeys(keys))
+    for i in range(0, len(uniq), 400):
+        part = uniq[i : i + 400]
+        where = " OR ".join("(level=? AND idx=?)" for _ in part)
+        args = [v for k in part for v in k]
+        for level, idx, h in c.execute(
+            f"SELECT level, idx, hash FROM nodes WHERE {where}", args
+        ).fetchall():
+            found[(int(level), int(idx))] = bytes(h)
+    missing = [k for k in uniq if k not in found]
+    if missing:
+        raise LogError(f"log database is missing Merkle nodes {missing[:4]}")
+    return [found[k] for k in keys]
+
+
+def tree_size(c: Conn) -> int:
+    """The head of the log: MAX(idx) + 1 (an index lookup, never a COUNT(*))."""
+    (n,) = c.execute("SELECT COALESCE(MAX(idx) + 1, 0) FROM leaves").fetchone()
+    return int(n)
+
+
+def latest_checkpoint(c: Conn) -> tuple[int, str] | None:
+    row = c.execute("SELECT size, note FROM checkpoints ORDER BY size DESC LIMIT 1").fetchone()
+    return None if row is None else (int(row[0]), str(row[1]))
+
+
+def leaf_by_claim_hash(c: Conn, claim_hash: bytes) -> LeafRecord | None:
+    row = c.execute(f"SELECT {_LEAF_COLS} FROM leaves WHERE claim_hash=?", (claim_hash,)).fetchone()
+    return None if row is None else _leaf(row)
+
+
+class SqlAppend:
+    """`AppendTxn` over one connection inside an append transaction."""
+
+    def __init__(self, conn: Conn) -> None:
+        self.c = conn
+
+    def tree_size(self) -> int:
+        return tree_size(self.c)
+
+    def latest_checkpoint(self) -> tuple[int, str] | None:
+        return latest_checkpoint(self.c)
+
+    def leaf_by_claim_hash(self, claim_hash: bytes) -> LeafRecord | None:
+        try:
+            return leaf_by_claim_hash(self.c, claim_hash)
+        except (TypeError, ValueError) as e:
+            raise LogIntegrityError(f"the log database is damaged: {e}") from e
+
+    def find_device(self, device_id: bytes) -> Device | None:
+        return find_device(self.c, device_id)
+
+    def get_nodes(self, keys: Sequence[tuple[int, int]]) -> list[bytes]:
+        return get_nodes(self.c, keys)
+
+    def put_nodes(self, nodes: Sequence[tuple[int, int, bytes]]) -> None:
+        self.c.executemany("INSERT INTO nodes(level, idx, hash) VALUES (?, ?, ?)", nodes)
+
+    def put_checkpoint(self, size: int, note: str, now: datetime) -> None:
+        self.c.execute(
+            "INSERT INTO checkpoints(size, note, created_at) VALUES (?, ?, ?)"
+            " ON CONFLICT(size) DO UPDATE SET note=excluded.note, created_at=excluded.created_at",
+            (size, note, to_us(now)),
+        )
+
+    def insert_leaves(
+        self, start: int, leaves: Sequence[NewLeaf], receipts: Sequence[bytes]
+    ) -> None:
+        c = self.c
+        c.executemany(
+            "INSERT INTO leaves(idx, leaf_hash, claim_hash, device_id, sequence, file_sha256,"
+            " integrated_at, chain_linked, entry, receipt) VALUES (?,?,?,?,?,?,?,?,?,?)",
+            [
+                (
+                    start + i,
+                    lf.leaf_hash,
+                    lf.signed_claim.claim_hash,
+                    lf.device_id,
+                    lf.sequence,
+                    lf.file_sha256,
+                    to_us(lf.integrated_at),
+                    int(lf.chain_linked),
+                    lf.entry,
+                    receipts[i],
+                )
+                for i, lf in enumerate(leaves)
+            ],
+        )
+        soft = [
+            (start + i, h.algorithm, h.hash, h.quality, h.timestamp_seconds)
+            for i, lf in enumerate(leaves)
+            for h in lf.soft_bindings
+        ]
+        if soft:
+            c.executemany(
+                "INSERT INTO soft_hashes(leaf_idx, algorithm, hash, quality, timestamp_seconds)"
+                " VALUES (?,?,?,?,?)",
+                soft,
+            )
+        c.executemany(
+            "UPDATE devices SET last_sequence=?, last_claim_hash=? WHERE device_id=?",
+            [(lf.sequence, lf.signed_claim.claim_hash, lf.device_id) for lf in leaves],
+        )
+
+
+class SqlStore:
+    """The `Store` methods, written once over `Conn` (see module docstring)."""
+
+    location: str
+    shared: bool
+
+    # ---------------------------------------------------------------- backend hooks
+
+    def _read(self) -> AbstractContextManager[Conn]:
+        """A connection for reads (autocommit, or its own short transactions)."""
+        raise NotImplementedError
+
+    def _write(self) -> AbstractContextManager[Conn]:
+        """A connection inside a write transaction that commits on a normal exit."""
+        raise NotImplementedError
+
+    def _lock_appends(self, c: Conn) -> None:
+        """Take the log's append lock inside the current write transaction."""
+        raise NotImplementedError
+
+    def _classify(self, e: Exception) -> ProvenanceError | None:
+        """Our error for a driver error, or None when ``e`` is not the driver's."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    # ---------------------------------------------------------------- plumbing
+
+    @contextmanager
+    def _errors(self) -> Iterator[None]:
+        """Driver errors -> ours (StorageError, LogIntegrityError, ...)."""
+        try:
+            yield
+        except ProvenanceError:
+            raise
+        except Exception as e:
+            ours = self._classify(e)
+            if ours is None:
+                raise
+            raise ours from e
+
+    @contextmanager
+    def append(self) -> Iterator[SqlAppend]:
+        with self._errors(), self._write() as c:
+            self._lock_appends(c)
+            yield SqlAppend(c)
+
+    @contextmanager
+    def _reading(self) -> Iterator[Conn]:
+        with self._errors(), self._read() as c:
+            yield c
+
+    # ---------------------------------------------------------------- meta
+
+    def get_meta(self, key: str) -> str | None:
+        with self._reading() as c:
+            row = c.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def set_meta(self, key: str, value: str) -> None:
+        with self._errors(), self._write() as c:
+            c.execute(
+                "INSERT INTO meta(key, value) VALUES (?, ?)"
+                " ON CONFLICT(key) DO UPDATE SET value=excluded.value",
+                (key, value),
+            )
+
+    def setdefault_meta(self, key: str, value: str) -> str:
+        with self._errors(), self._write() as c:
+            c.execute(
+                "INSERT INTO meta(key, value) VALUES (?, ?) ON CONFLICT(key) DO NOTHING",
+                (key, value),
+            )
+            (stored,) = c.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
+        return str(stored)
+
+    # ---------------------------------------------------------------- devices
+
+    def find_device(self, device_id: bytes) -> Device | None:
+        with self._reading() as c:
+            return find_device(c, device_id)
+
+    def get_device(self, device_id: bytes) -> Device:
+        d = self.find_device(device_id)
+        if d is None:
+            raise UnknownDeviceError(f"device {device_id.hex()} is not enrolled")
+        return d
+
+    def add_token(self, token_hash: bytes, label: str, now: datetime, expires: datetime) -> None:
+        with self._errors(), self._write() as c:
+            c.execute(
+                "INSERT INTO enrollment_tokens(token_hash, label, created_at, expires_at)"
+                " VALUES (?, ?, ?, ?)",
+                (token_hash, label, to_us(now), to_us(expires)),
+            )
+
+    def enroll(
+        self, token_hash: bytes | None, device: Device, now: datetime, certificate_pem: str = ""
+    ) -> Device:
+        with self._errors(), self._write() as c:
+            label = device.label
+            if token_hash is not None:
+                row = c.execute(
+                    "SELECT label, expires_at, used_at FROM enrollment_tokens WHERE token_hash=?",
+                    (token_hash,),
+                ).fetchone()
+                if row is None:
+                    raise EnrollmentError("unknown enrollment token")
+                token_label, expires, used = row
+                if used is not None:
+                    raise EnrollmentError("this enrollment token was already used")
+                if to_us(now) > int(expires):
+                    raise EnrollmentError(
+                        f"this enrollment token expired at {from_us(int(expires))}"
+                    )
+                label = token_label or label
+            if find_device(c, device.device_id) is not None:
+                raise EnrollmentError(f"device {device.device_id.hex()} is already enrolled")
+            c.execute(
+                f"INSERT INTO devices({_DEVICE_COLS}, certificate_pem)"
+                " VALUES (?, ?, ?, ?, 0, ?, NULL, '', ?)",
+                (device.device_id, device.public_key, label, to_us(now), b"", certificate_pem),
+            )
+            if token_hash is not None:
+                c.execute(
+                    "UPDATE enrollment_tokens SET used_at=?, device_id=? WHERE token_hash=?",
+                    (to_us(now), device.device_id, token_hash),
+                )
+            found = find_device(c, device.device_id)
+            assert found is not None
+            return found
+
+    def device_certificate(self, device_id: bytes) -> str:
+        with self._reading() as c:
+            row = c.execute(
+                "SELECT certificate_pem FROM devices WHERE device_id=?", (device_id,)
+            ).fetchone()
+        return "" if row is None else str(row[0])
+
+    def revoke(self, device_id: bytes, effective_at: datetime, reason: str) -> Device:
+        with self._errors(), self._write() as c:
+            d = find_device(c, device_id)
+            if d is None:
+                raise UnknownDeviceError(f"device {device_id.hex()} is not enrolled")
+            when = effective_at if d.revoked_at is None else min(d.revoked_at, effective_at)
+            c.execute(
+                "UPDATE devices SET revoked_at=?, revocation_reason=? WHERE device_id=?",
+                (to_us(when), reason, device_id),
+            )
+            found = find_device(c, device_id)
+            assert found is not None
+            return found
+
+    # ---------------------------------------------------------------- log reads
+
+    @_reads_log
+    def get_nodes(self, keys: Sequence[tuple[int, int]]) -> list[bytes]:
+        with self._reading() as c:
+            return get_nodes(c, keys)
+
+    def tree_size(self) -> int:
+        with self._reading() as c:
+            return tree_size(c)
+
+    def latest_checkpoint(self) -> tuple[int, str] | None:
+        """(tree size, signed note) of the newest checkpoint, or None for an empty log."""
+        with self._reading() as c:
+            return latest_checkpoint(c)
+
+    @_reads_log
+    def leaf_by_claim_hash(self, claim_hash: bytes) -> LeafRecord | None:
+        with self._reading() as c:
+            return leaf_by_claim_hash(c, claim_hash)
+
+    @_reads_log
+    def leaf_by_index(self, index: int) -> LeafRecord | None:
+        with self._reading() as c:
+            row = c.execute(f"SELECT {_LEAF_COLS} FROM leaves WHERE idx=?", (index,)).fetchone()
+        return None if row is None else _leaf(row)
+
+    @_reads_log
+    def leaf_by_leaf_hash(self, leaf_hash: bytes) -> LeafRecord | None:
+        with self._reading() as c:
+            row = c.execute(
+                f"SELECT {_LEAF_COLS} FROM leaves WHERE leaf_hash=? ORDER BY idx LIMIT 1",
+                (leaf_hash,),
+            ).fetchone()
+        return None if row is None else _leaf(row)
+
+    @_reads_log
+    def leaves_by_file_sha256(self, sha256: bytes) -> list[LeafRecord]:
+        with self._reading() as c:
+            rows = c.execute(
+                f"SELECT {_LEAF_COLS} FROM leaves WHERE file_sha256=? ORDER BY idx", (sha256,)
+            ).fetchall()
+        return [_leaf(r) for r in rows]
+
+    @_reads_log
+    def entries(self, start: int, limit: int) -> list[tuple[int, bytes]]:
+        with self._reading() as c:
+            rows = c.execute(
+                "SELECT idx, entry FROM leaves WHERE idx>=? ORDER BY idx LIMIT ?", (start, limit)
+            ).fetchall()
+        return [(int(r[0]), bytes(r[1])) for r in rows]
+
+    def iter_leaves(self, start: int = 0) -> Iterator[LeafRecord]:
+        while True:
+            rows = self._leaf_page(start)
+            if not rows:
+                return
+            yield from rows
+            start = rows[-1].index + 1
+
+    @_reads_log
+    def _leaf_page(self, start: int) -> list[LeafRecord]:
+        with self._reading() as c:
+            rows = c.execute(
+                f"SELECT {_LEAF_COLS} FROM leaves WHERE idx>=? ORDER BY idx LIMIT ?",
+                (start, PAGE),
+            ).fetchall()
+        return [_leaf(r) for r in rows]
+
+    def has_video_claims(self) -> bool:
+        with self._reading() as c:
+            row = c.execute(
+                "SELECT 1 FROM soft_hashes WHERE timestamp_seconds > 0 LIMIT 1"
+            ).fetchone()
+        return row is not None
+
+    def iter_soft_hashes(
+        self, start: int = 0, stop: int | None = None
+    ) -> Iterator[tuple[int, PerceptualHash]]:
+        end = self.tree_size() if stop is None else stop
+        while start < end:
+            upto = min(end, start + PAGE)
+            yield from self._soft_page(start, upto)
+            start = upto
+
+    @_reads_log
+    def _soft_page(self, start: int, stop: int) -> list[tuple[int, PerceptualHash]]:
+        with self._reading() as c:
+            rows = c.execute(
+                "SELECT leaf_idx, algorithm, hash, quality, timestamp_seconds FROM soft_hashes"
+                " WHERE leaf_idx>=? AND leaf_idx<? ORDER BY leaf_idx",
+                (start, stop),
+            ).fetchall()
+        return [
+            (int(i), PerceptualHash(str(alg), bytes(h), int(q), float(ts)))
+            for i, alg, h, q, ts in rows
+        ]

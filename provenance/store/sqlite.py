@@ -1,0 +1,220 @@
+"""The SQLite backend: one database file, the embedded default.
+
+WAL mode with ``synchronous=FULL``: a transaction is durable (its WAL frames fsynced)
+when ``COMMIT`` returns, and a submission is acknowledged only after that. The schema
+is versioned with ``PRAGMA user_version``; migrations run in order at open. With
+``exclusive`` (a server), an exclusive lock on ``DB.lock`` refuses a second server on
+the same file: SQLite's log has one writing process.
+
+One writer connection under a lock; one reader connection per thread.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import sqlite3
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO
+
+from provenance.errors import (
+    ConfigError,
+    LogError,
+    LogIntegrityError,
+    ProvenanceError,
+    StorageError,
+)
+from provenance.store.sql import SqlStore
+
+SCHEMA_VERSION = 2
+
+_MIGRATIONS: dict[int, str] = {
+    1: """
+    CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+    CREATE TABLE devices (
+        device_id BLOB PRIMARY KEY,
+        public_key BLOB NOT NULL UNIQUE,
+        label TEXT NOT NULL DEFAULT '',
+        enrolled_at INTEGER NOT NULL,
+        last_sequence INTEGER NOT NULL DEFAULT 0,
+        last_claim_hash BLOB NOT NULL DEFAULT x'',
+        revoked_at INTEGER,
+        revocation_reason TEXT NOT NULL DEFAULT ''
+    );
+    CREATE TABLE enrollment_tokens (
+        token_hash BLOB PRIMARY KEY,
+        label TEXT NOT NULL DEFAULT '',
+        created_at INTEGER NOT NULL,
+        expires_at INTEGER NOT NULL,
+        used_at INTEGER,
+        device_id BLOB
+    );
+    CREATE TABLE leaves (
+        idx INTEGER PRIMARY KEY,
+        leaf_hash BLOB NOT NULL,
+        claim_hash BLOB NOT NULL UNIQUE,
+        device_id BLOB NOT NULL,
+        sequence INTEGER NOT NULL,
+        file_sha256 BLOB NOT NULL,
+        integrated_at INTEGER NOT NULL,
+        chain_linked INTEGER NOT NULL,
+        entry BLOB NOT NULL,
+        receipt BLOB NOT NULL
+    );
+    CREATE INDEX leaves_file_sha256 ON leaves(file_sha256);
+    CREATE INDEX leaves_leaf_hash ON leaves(leaf_hash);
+    CREATE TABLE soft_hashes (
+        leaf_idx INTEGER NOT NULL,
+        algorithm TEXT NOT NULL,
+        hash BLOB NOT NULL,
+        quality INTEGER NOT NULL,
+        timestamp_seconds REAL NOT NULL
+    );
+    CREATE INDEX soft_hashes_leaf ON soft_hashes(leaf_idx);
+    CREATE TABLE nodes (
+        level INTEGER NOT NULL,
+        idx INTEGER NOT NULL,
+        hash BLOB NOT NULL,
+        PRIMARY KEY (level, idx)
+    ) WITHOUT ROWID;
+    CREATE TABLE checkpoints (
+        size INTEGER PRIMARY KEY,
+        note TEXT NOT NULL,
+        created_at INTEGER NOT NULL
+    );
+    """,
+    # 2: an X.509 chain (PEM) per device, issued or accepted at enrollment, for C2PA export
+    2: """
+    ALTER TABLE devices ADD COLUMN certificate_pem TEXT NOT NULL DEFAULT ''
+    """,
+}
+
+
+def _lock_file(db: Path) -> IO[bytes]:
+    """Hold an exclusive lock on ``DB.lock`` until the handle is closed: the log has one
+    writer, so a second server on the same database is refused. Raises ConfigError."""
+    path = db.with_name(db.name + ".lock")
+    handle = path.open("ab")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as e:
+        handle.close()
+        raise ConfigError(
+            f"another server is already using {db} (lock {path} is held); run one server per"
+            " database (several servers need PostgreSQL)"
+        ) from e
+    return handle
+
+
+class SqliteStore(SqlStore):
+    """The database file (see module docstring). Raises `LogError` when the file is not
+    ours or its schema is newer than this code, ConfigError when ``exclusive`` and
+    another server holds it."""
+
+    shared = False
+
+    def __init__(self, path: Path, *, exclusive: bool = False) -> None:
+        self.path = Path(path)
+        self.location = str(self.path)
+        self._lock = _lock_file(self.path) if exclusive else None
+        self._local = threading.local()
+        self._write_lock = threading.RLock()
+        self._readers: list[sqlite3.Connection] = []
+        try:
+            self._writer = self._connect()
+            self._migrate()
+        except BaseException:
+            if self._lock is not None:
+                self._lock.close()
+            raise
+
+    # ---------------------------------------------------------------- plumbing
+
+    def _connect(self) -> sqlite3.Connection:
+        try:
+            conn = sqlite3.connect(
+                self.path, isolation_level=None, check_same_thread=False, timeout=30.0
+            )
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=FULL")
+            conn.execute("PRAGMA foreign_keys=ON")
+        except sqlite3.Error as e:
+            raise LogError(f"cannot open database {self.path}: {e}") from e
+        return conn
+
+    def _classify(self, e: Exception) -> ProvenanceError | None:
+        if isinstance(e, sqlite3.OperationalError):
+            text = str(e)
+            if "full" in text:
+                return StorageError(f"the database {self.path} cannot grow: {text}")
+            return StorageError(f"the database {self.path} cannot be used now: {text}")
+        if isinstance(e, sqlite3.DatabaseError):
+            return LogIntegrityError(f"the log database is damaged: {e}")
+        return None
+
+    @contextmanager
+    def _read(self) -> Iterator[sqlite3.Connection]:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self._connect()
+            self._local.conn = conn
+            with self._write_lock:
+                self._readers.append(conn)
+        yield conn
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        """BEGIN IMMEDIATE ... COMMIT on the writer connection; COMMIT returning means
+        durable (WAL, synchronous=FULL). Rolls back on any error."""
+        with self._write_lock:
+            conn = self._writer
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            try:
+                conn.execute("COMMIT")
+            except sqlite3.Error as e:
+                conn.execute("ROLLBACK")
+                raise StorageError(f"commit failed: {e}") from e
+
+    def _lock_appends(self, c: object) -> None:
+        """BEGIN IMMEDIATE already holds SQLite's one write lock."""
+
+    def _migrate(self) -> None:
+        with self._write_lock:
+            try:
+                (version,) = self._writer.execute("PRAGMA user_version").fetchone()
+            except sqlite3.DatabaseError as e:
+                raise LogError(f"{self.path} is not a provenance database: {e}") from e
+            if version > SCHEMA_VERSION:
+                raise LogError(
+                    f"{self.path} has schema version {version}; this program knows up to"
+                    f" {SCHEMA_VERSION}: upgrade the program"
+                )
+            for v in range(version + 1, SCHEMA_VERSION + 1):
+                self._writer.execute("BEGIN IMMEDIATE")
+                try:
+                    for stmt in _MIGRATIONS[v].split(";"):
+                        if stmt.strip():
+                            self._writer.execute(stmt)
+                    self._writer.execute(f"PRAGMA user_version = {v}")
+                    self._writer.execute("COMMIT")
+                except BaseException:
+                    self._writer.execute("ROLLBACK")
+                    raise
+
+    def close(self) -> None:
+        with self._write_lock:
+            self._writer.close()
+            for conn in self._readers:
+                conn.close()
+            self._readers.clear()
+        self._local = threading.local()
+        if self._lock is not None:
+            self._lock.close()
+            self._lock = None

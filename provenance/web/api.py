@@ -1,0 +1,236 @@
+"""The JSON API under ``/api/v1/`` and its OpenAPI description at ``/openapi.json``.
+
+``POST /api/v1/verify`` answers the same object as ``prov verify --json``; the log
+endpoints answer the views of `provenance.web.logviews`; every error is
+``{"error": {"code", "status", "message"}}`` with the HTTP status of
+`provenance.web.errors`.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from clients.api import Query
+from clients.report import report_to_json
+from provenance.binding import PDQ_ALGORITHM, PerceptualHash
+from provenance.errors import ProvenanceError
+from provenance.server import MAX_LOOKUP_QUERIES
+from provenance.web import logviews
+from provenance.web.errors import WebError, error_response
+from provenance.web.openapi import openapi_document
+
+log = logging.getLogger(__name__)
+
+#: The file hash sent for a query by PDQ alone (no file has it: SHA-256 preimage resistance).
+NO_SHA256 = bytes(32)
+#: Largest JSON request body (a lookup batch), in bytes.
+MAX_JSON_BYTES = 4 * 1024 * 1024
+
+Handler = Callable[[Request], Awaitable[Response]]
+
+
+def state(request: Request) -> Any:
+    """The app's shared `WebState`."""
+    return request.app.state.web
+
+
+def client_address(request: Request) -> str:
+    """The peer address the rate limit counts against (proxies are not trusted)."""
+    return request.client.host if request.client else "unknown"
+
+
+def json_errors(fn: Handler) -> Handler:
+    """Answer our errors as JSON with their HTTP status; anything else as a 500 whose
+    details stay in the server log."""
+
+    @functools.wraps(fn)
+    async def wrapper(request: Request) -> Response:
+        try:
+            return await fn(request)
+        except ProvenanceError as e:
+            return error_response(e)
+        except Exception:
+            log.exception("unexpected error answering %s", request.url.path)
+            return error_response(
+                WebError("internal error; the server logged the details", "INTERNAL")
+            )
+
+    return wrapper
+
+
+def flag(request: Request, name: str, default: bool) -> bool:
+    """A boolean query parameter (true/false/1/0/yes/no); raises WebError otherwise."""
+    value = request.query_params.get(name)
+    if value is None or value == "":
+        return default
+    if value.lower() in {"1", "true", "yes", "on"}:
+        return True
+    if value.lower() in {"0", "false", "no", "off"}:
+        return False
+    raise WebError(f"query parameter {name} must be true or false, got {value[:20]!r}")
+
+
+async def verify_upload(request: Request) -> tuple[dict[str, Any], str]:
+    """Rate-limit, relay the multipart upload and build the report object (the one
+    ``prov verify --json`` prints, with ``path`` the uploaded file's name)."""
+    web = state(request)
+    web.limiter.check(client_address(request))
+    done = await web.relayer.verify_form(request, flag(request, "detect", True))
+    return report_to_json(done.report, done.filename), done.filename
+
+
+@json_errors
+async def verify(request: Request) -> Response:
+    body, _ = await verify_upload(request)
+    return JSONResponse(body)
+
+
+async def read_json(request: Request) -> Any:
+    """The request's JSON body, at most `MAX_JSON_BYTES`; raises WebError."""
+    data = bytearray()
+    async for chunk in request.stream():
+        data += chunk
+        if len(data) > MAX_JSON_BYTES:
+            raise WebError(
+                f"the JSON body is larger than {MAX_JSON_BYTES:,} bytes", "RESOURCE_EXHAUSTED"
+            )
+    try:
+        return json.loads(data)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise WebError(f"the body is not valid JSON: {e}") from e
+
+
+def pdq_hash(item: Any, where: str) -> PerceptualHash:
+    """``{"hash": 64 hex, "quality": 0..100, "timestamp_seconds": >= 0}`` as a PDQ hash."""
+    if not isinstance(item, dict) or not isinstance(item.get("hash"), str):
+        raise WebError(f"{where} must be an object with a hex `hash`")
+    quality, ts = item.get("quality", 100), item.get("timestamp_seconds", 0.0)
+    if not isinstance(quality, int) or not isinstance(ts, int | float):
+        raise WebError(f"{where}: quality must be an integer and timestamp_seconds a number")
+    try:
+        return PerceptualHash(
+            PDQ_ALGORITHM, logviews.parse_hash(item["hash"], f"{where}.hash"), quality, float(ts)
+        )
+    except ProvenanceError as e:
+        raise WebError(f"{where}: {e}") from e
+
+
+def lookup_query(item: Any, i: int) -> Query:
+    """One lookup query object (see the OpenAPI description) as a `Query`."""
+    where = f"queries[{i}]"
+    if not isinstance(item, dict):
+        raise WebError(f"{where} must be an object")
+    pdq = item.get("pdq", [])
+    if not isinstance(pdq, list):
+        raise WebError(f"{where}.pdq must be a list")
+    content = item.get("content_sha256")
+    soft = tuple(pdq_hash(h, f"{where}.pdq[{j}]") for j, h in enumerate(pdq))
+    if "sha256" not in item and not soft:
+        raise WebError(f"{where} needs a `sha256`, PDQ hashes in `pdq`, or both")
+    return Query(
+        ref=str(item.get("ref", i)),
+        sha256=(
+            logviews.parse_hash(str(item["sha256"]), f"{where}.sha256")
+            if "sha256" in item
+            else NO_SHA256
+        ),
+        soft_bindings=soft,
+        media_type=str(item.get("media_type", "")),
+        content_sha256=logviews.parse_hash(content, f"{where}.content_sha256") if content else b"",
+    )
+
+
+@json_errors
+async def lookup(request: Request) -> Response:
+    body = await read_json(request)
+    queries = body.get("queries") if isinstance(body, dict) else None
+    if not isinstance(queries, list) or not queries:
+        raise WebError('send {"queries": [{"sha256": "...", "pdq": [...]}, ...]}')
+    if len(queries) > MAX_LOOKUP_QUERIES:
+        raise WebError(f"{len(queries)} queries; the limit is {MAX_LOOKUP_QUERIES} a request")
+    parsed = [lookup_query(q, i) for i, q in enumerate(queries)]
+    found = await run_in_threadpool(state(request).client.lookup, parsed)
+    return JSONResponse({"results": [{"ref": ref, **report_to_json(r)} for ref, r in found]})
+
+
+@json_errors
+async def checkpoint(request: Request) -> Response:
+    return JSONResponse(await run_in_threadpool(logviews.checkpoint_view, state(request).client))
+
+
+@json_errors
+async def entry(request: Request) -> Response:
+    index = logviews.parse_index(request.path_params["index"])
+    return JSONResponse(await run_in_threadpool(logviews.entry_view, state(request).client, index))
+
+
+@json_errors
+async def entries_by_sha256(request: Request) -> Response:
+    sha = logviews.parse_hash(request.query_params.get("sha256", ""), "sha256")
+    client = state(request).client
+    found = await run_in_threadpool(logviews.find_by_sha256, client, sha)
+    if not found:
+        raise WebError(f"no logged capture has the file SHA-256 {sha.hex()}", "NOT_FOUND")
+    views = [await run_in_threadpool(logviews.entry_view, client, i) for i in found]
+    return JSONResponse({"entries": views})
+
+
+@json_errors
+async def inclusion(request: Request) -> Response:
+    q = request.query_params
+    index = logviews.parse_index(q.get("index", ""), "index")
+    size = logviews.parse_index(q.get("tree_size", "0"), "tree_size")
+    view = await run_in_threadpool(logviews.inclusion_view, state(request).client, index, size)
+    return JSONResponse(view)
+
+
+@json_errors
+async def consistency(request: Request) -> Response:
+    q = request.query_params
+    first = logviews.parse_index(q.get("first", ""), "first")
+    second = logviews.parse_index(q.get("second", "0"), "second")
+    root = logviews.parse_hash(q["first_root"], "first_root") if q.get("first_root") else None
+    view = await run_in_threadpool(
+        logviews.consistency_view, state(request).client, first, second, root
+    )
+    return JSONResponse(view)
+
+
+@json_errors
+async def device(request: Request) -> Response:
+    dev = logviews.parse_hash(request.path_params["device_id"], "device id")
+    return JSONResponse(await run_in_threadpool(logviews.device_view, state(request).client, dev))
+
+
+async def openapi(request: Request) -> Response:
+    return JSONResponse(openapi_document())
+
+
+@json_errors
+async def not_found(request: Request) -> Response:
+    raise WebError(f"no API endpoint {request.url.path}; see /openapi.json", "NOT_FOUND")
+
+
+def routes() -> list[Route]:
+    """The API's routes."""
+    return [
+        Route("/api/v1/verify", verify, methods=["POST"]),
+        Route("/api/v1/lookup", lookup, methods=["POST"]),
+        Route("/api/v1/checkpoint", checkpoint),
+        Route("/api/v1/entries", entries_by_sha256),
+        Route("/api/v1/entries/{index}", entry),
+        Route("/api/v1/proofs/inclusion", inclusion),
+        Route("/api/v1/proofs/consistency", consistency),
+        Route("/api/v1/devices/{device_id}", device),
+        Route("/openapi.json", openapi),
+        Route("/api/{rest:path}", not_found, methods=["GET", "POST", "PUT", "DELETE"]),
+    ]

@@ -1,0 +1,95 @@
+"""The Starlette application: configuration, shared state, routes and middleware.
+
+`create_app(config)` returns an ASGI app that talks to the gRPC service at
+``config.server``; run it with `provenance.web.serve.run_web` (``prov web``) or next
+to the service in one process (``prov serve --http``).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import jinja2
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.routing import Mount
+from starlette.staticfiles import StaticFiles
+from starlette.templating import Jinja2Templates
+
+from clients.api import ProvenanceClient
+from provenance.assets import DEFAULT_MAX_BYTES
+from provenance.web import api, pages, present, softbinding
+from provenance.web.ratelimit import RateLimiter
+from provenance.web.security import SecurityHeaders
+from provenance.web.upload import Relayer, UploadLimits
+
+log = logging.getLogger(__name__)
+
+PACKAGE = Path(__file__).resolve().parent
+
+
+@dataclass(frozen=True)
+class WebConfig:
+    """``server``: the gRPC service HOST:PORT; ``max_upload_bytes``: the largest file
+    relayed (default as the service's, 2 GiB); ``uploads_per_minute``: per client
+    address (0: no limit); ``max_concurrent_uploads``: relayed at once (more get 503)."""
+
+    server: str
+    max_upload_bytes: int = DEFAULT_MAX_BYTES
+    uploads_per_minute: int = 30
+    max_concurrent_uploads: int = 8
+
+
+@dataclass
+class WebState:
+    """What every request handler shares (``request.app.state.web``)."""
+
+    config: WebConfig
+    client: ProvenanceClient
+    relayer: Relayer
+    limiter: RateLimiter
+    templates: Jinja2Templates
+
+
+def create_app(config: WebConfig) -> Starlette:
+    """The web application for ``config``. Opens one gRPC channel (lazily connected) and
+    closes it at shutdown. Raises ConfigError for a malformed server address."""
+    client = ProvenanceClient(config.server)
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(PACKAGE / "templates"), autoescape=True)
+    present.install(env)
+    templates = Jinja2Templates(env=env)
+    state = WebState(
+        config=config,
+        client=client,
+        relayer=Relayer(
+            client, UploadLimits(config.max_upload_bytes), config.max_concurrent_uploads
+        ),
+        limiter=RateLimiter(config.uploads_per_minute),
+        templates=templates,
+    )
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        try:
+            yield
+        finally:
+            state.relayer.close()
+            client.close()
+
+    app = Starlette(
+        routes=[
+            *api.routes(),
+            *softbinding.routes(),
+            *pages.routes(),
+            Mount("/static", StaticFiles(directory=PACKAGE / "static"), name="static"),
+        ],
+        middleware=[Middleware(SecurityHeaders)],
+        exception_handlers=pages.exception_handlers(),
+        lifespan=lifespan,
+    )
+    app.state.web = state
+    return app

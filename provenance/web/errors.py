@@ -1,0 +1,93 @@
+"""HTTP errors: one mapping from our errors (and the service's gRPC status names) to
+HTTP status codes, and the JSON error body every endpoint answers with.
+
+The mapping mirrors the gRPC one (README, "Limits and errors") and Google's
+HTTP-gRPC table (google/rpc/code.proto): INVALID_ARGUMENT, FAILED_PRECONDITION and
+OUT_OF_RANGE -> 400, UNAUTHENTICATED -> 401, PERMISSION_DENIED -> 403, NOT_FOUND -> 404,
+RESOURCE_EXHAUSTED -> 413 (our service uses it for size and pixel limits), rate limited
+-> 429, UNAVAILABLE -> 503, DEADLINE_EXCEEDED -> 504, DATA_LOSS and INTERNAL -> 500.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from starlette.responses import JSONResponse
+
+from provenance.errors import (
+    ClaimError,
+    ConfigError,
+    MediaError,
+    MediaTooLargeError,
+    ProvenanceError,
+    TransportError,
+)
+
+#: HTTP status for each gRPC status code name.
+HTTP_STATUS: dict[str, int] = {
+    "INVALID_ARGUMENT": 400,
+    "FAILED_PRECONDITION": 400,
+    "OUT_OF_RANGE": 400,
+    "UNAUTHENTICATED": 401,
+    "PERMISSION_DENIED": 403,
+    "NOT_FOUND": 404,
+    "ALREADY_EXISTS": 409,
+    "RESOURCE_EXHAUSTED": 413,
+    "RATE_LIMITED": 429,
+    "CANCELLED": 499,
+    "UNAVAILABLE": 503,
+    "DEADLINE_EXCEEDED": 504,
+    "UNIMPLEMENTED": 501,
+    "DATA_LOSS": 500,
+    "INTERNAL": 500,
+    "UNKNOWN": 500,
+}
+
+
+class WebError(ProvenanceError):
+    """A request the web layer refuses itself. ``code`` is a gRPC-style status name
+    (a key of `HTTP_STATUS`); ``retry_after`` seconds, for 429 and 503 answers."""
+
+    def __init__(self, message: str, code: str = "INVALID_ARGUMENT", retry_after: int = 0) -> None:
+        super().__init__(message)
+        self.code = code
+        self.retry_after = retry_after
+
+
+def status_name(error: ProvenanceError) -> str:
+    """The gRPC-style status name of one of our errors."""
+    if isinstance(error, WebError | TransportError):
+        return error.code
+    if isinstance(error, MediaTooLargeError):
+        return "RESOURCE_EXHAUSTED"
+    if isinstance(error, MediaError | ClaimError | ConfigError):
+        return "INVALID_ARGUMENT"
+    return "INTERNAL"
+
+
+def http_status(error: ProvenanceError) -> int:
+    """The HTTP status code for one of our errors (500 for an unknown status name)."""
+    return HTTP_STATUS.get(status_name(error), 500)
+
+
+def error_body(error: ProvenanceError) -> dict[str, Any]:
+    """``{"error": {"code": 413, "status": "RESOURCE_EXHAUSTED", "message": "..."}}``:
+    the shape of Google's JSON errors, the message written for a person."""
+    return {
+        "error": {
+            "code": http_status(error),
+            "status": status_name(error),
+            "message": str(error),
+        }
+    }
+
+
+def error_headers(error: ProvenanceError) -> dict[str, str]:
+    """``Retry-After`` for rate-limited and busy answers."""
+    retry = getattr(error, "retry_after", 0)
+    return {"Retry-After": str(retry)} if retry else {}
+
+
+def error_response(error: ProvenanceError) -> JSONResponse:
+    """The JSON answer to a failed API request."""
+    return JSONResponse(error_body(error), http_status(error), headers=error_headers(error))

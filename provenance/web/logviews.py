@@ -1,0 +1,216 @@
+"""The public log as JSON-able views, fetched from the service and checked here.
+
+Each function asks the service over gRPC (`ProvenanceClient`) and checks what it can
+with the log's key, as an independent client would: the checkpoint's signature
+(C2SP signed note), an entry's inclusion proof against that checkpoint (RFC 9162
+2.1.3.2), a consistency proof against a root the caller supplies (RFC 9162 2.1.4.2).
+The API answers these dicts as JSON; the explorer pages render them.
+"""
+
+from __future__ import annotations
+
+import base64
+from typing import Any
+
+from clients.api import ProvenanceClient, Query
+from clients.report import claim_to_json, device_to_json, report_to_json
+from provenance import wire
+from provenance.errors import LogError, TransportError
+from provenance.log import merkle
+from provenance.log.checkpoint import Checkpoint, NoteVerifier, open_checkpoint
+from provenance.web.errors import WebError
+
+HASH_HEX = 64
+
+
+def parse_hash(text: str, what: str) -> bytes:
+    """32 bytes from 64 hex digits; raises WebError (400) naming ``what``."""
+    text = text.strip().lower()
+    if len(text) != HASH_HEX:
+        raise WebError(f"{what} must be 64 hex digits, got {len(text)} characters")
+    try:
+        return bytes.fromhex(text)
+    except ValueError as e:
+        raise WebError(f"{what} must be 64 hex digits (0-9, a-f)") from e
+
+
+def parse_index(text: str, what: str = "index") -> int:
+    """A non-negative integer below 2^63; raises WebError (400)."""
+    if not text.strip().isdigit() or int(text) >= 2**63:
+        raise WebError(f"{what} must be a whole number from 0, got {text[:40]!r}")
+    return int(text)
+
+
+def _iso(cp: Checkpoint) -> str | None:
+    return None if cp.timestamp is None else cp.timestamp.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def latest_checkpoint(client: ProvenanceClient) -> tuple[Checkpoint, str, str]:
+    """(checkpoint, signed note, verifier key): the newest checkpoint, its signature
+    checked with the log key the service presents. Raises WebError NOT_FOUND for an
+    empty log, SignatureError / LogError for a bad note, TransportError."""
+    vkey, origin = client.log_key()
+    try:
+        note = client.checkpoint()
+    except TransportError as e:
+        if e.code == "OUT_OF_RANGE":
+            raise WebError("the log is empty: nothing has been logged yet", "NOT_FOUND") from e
+        raise
+    return open_checkpoint(note, NoteVerifier.from_vkey(vkey), origin=origin), note, vkey
+
+
+def checkpoint_view(client: ProvenanceClient) -> dict[str, Any]:
+    """``{"origin", "size", "root_hash", "time", "checkpoint", "log_key",
+    "signature_verified"}``: the newest signed checkpoint (C2SP note text) and the key
+    that signed it (note verifier key ``name+id+key``)."""
+    cp, note, vkey = latest_checkpoint(client)
+    return {
+        "origin": cp.origin,
+        "size": cp.size,
+        "root_hash": cp.root_hash.hex(),
+        "time": _iso(cp),
+        "checkpoint": note,
+        "log_key": vkey,
+        "signature_verified": True,
+    }
+
+
+def entry_view(client: ProvenanceClient, index: int) -> dict[str, Any]:
+    """One log entry: its leaf hash, the server's integration time, the signed claim's
+    fields and signature, the device's registry record (None when unknown) and an
+    inclusion proof into the newest checkpoint, checked here. Raises WebError
+    NOT_FOUND past the end of the log."""
+    cp, note, _ = latest_checkpoint(client)
+    if index >= cp.size:
+        raise WebError(
+            f"no entry {index}: the log has {cp.size} entries (0 to {cp.size - 1})", "NOT_FOUND"
+        )
+    entries, _ = client.entries(index, 1)
+    if not entries:
+        raise WebError(f"no entry {index} in the log", "NOT_FOUND")
+    data = entries[0]
+    signed, integrated_at = wire.decode_log_entry(data)
+    claim = wire.decode_claim(signed.claim_bytes)
+    leaf = merkle.leaf_hash(data)
+    _, size, proof, _ = client.inclusion_proof(cp.size, leaf_index=index)
+    try:
+        merkle.verify_inclusion(index, size, leaf, proof, cp.root_hash)
+        included, problem = True, None
+    except LogError as e:
+        included, problem = False, str(e)
+    return {
+        "index": index,
+        "leaf_hash": leaf.hex(),
+        "integrated_at": integrated_at.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+        "claim": {
+            **claim_to_json(claim),
+            "claim_sha256": signed.claim_hash.hex(),
+            "prev_claim_sha256": claim.prev_claim_hash.hex() or None,
+            "payload_type": signed.payload_type,
+            "signature": base64.b64encode(signed.signature).decode(),
+            "soft_bindings": len(claim.soft_bindings),
+        },
+        "device": device_view(client, signed.key_id, missing_ok=True),
+        "inclusion": {
+            "tree_size": size,
+            "root_hash": cp.root_hash.hex(),
+            "proof": [p.hex() for p in proof],
+            "verified": included,
+            "problem": problem,
+            "checkpoint": note,
+        },
+    }
+
+
+def find_by_sha256(client: ProvenanceClient, sha256: bytes) -> list[int]:
+    """Log indexes of captures whose claim binds exactly these file bytes (SHA-256),
+    by the service's lookup; empty when none."""
+    [(_, report)] = client.lookup([Query("find", sha256)])
+    out = report_to_json(report)
+    claim = out["evidence"]["claim"]
+    if not out["evidence"]["hash_match"] or claim is None or "log" not in claim:
+        return []
+    return [int(claim["log"]["leaf_index"])]
+
+
+def device_view(
+    client: ProvenanceClient, device_id: bytes, missing_ok: bool = False
+) -> dict[str, Any] | None:
+    """A device's registry record: id, public key, label, enrollment, revocation
+    (time and reason), last sequence. NOT_FOUND (WebError) for an unknown id, or None
+    with ``missing_ok``."""
+    try:
+        d = client.get_device(device_id)
+    except TransportError as e:
+        if e.code != "NOT_FOUND":
+            raise
+        if missing_ok:
+            return None
+        raise WebError(f"no enrolled device has the id {device_id.hex()}", "NOT_FOUND") from e
+    return {
+        "device_id": d.device_id.hex(),
+        "public_key": base64.b64encode(d.public_key).decode(),
+        **device_to_json(d),
+        "revoked": d.revoked,
+        "last_sequence": d.last_sequence,
+    }
+
+
+def inclusion_view(client: ProvenanceClient, index: int, tree_size: int) -> dict[str, Any]:
+    """An inclusion proof of entry ``index`` in the tree of ``tree_size`` leaves (0: the
+    newest checkpoint's size)."""
+    idx, size, proof, leaf = client.inclusion_proof(tree_size, leaf_index=index)
+    return {
+        "leaf_index": idx,
+        "tree_size": size,
+        "leaf_hash": leaf.hex(),
+        "proof": [p.hex() for p in proof],
+    }
+
+
+def consistency_view(
+    client: ProvenanceClient, first: int, second: int, first_root: bytes | None
+) -> dict[str, Any]:
+    """A consistency proof between tree sizes ``first`` and ``second`` (0: the newest).
+    With ``first_root`` (the root the caller trusts for size ``first``) and ``second``
+    the newest size, the proof is checked against the signed checkpoint's root."""
+    cp, _, _ = latest_checkpoint(client)
+    f, s = first, second or cp.size
+    proof = client.consistency_proof(f, s)
+    view: dict[str, Any] = {
+        "first_size": f,
+        "second_size": s,
+        "proof": [p.hex() for p in proof],
+        "verified": None,
+        "problem": None,
+    }
+    if first_root is not None and s == cp.size:
+        try:
+            merkle.verify_consistency(f, s, proof, first_root, cp.root_hash)
+            view["verified"] = True
+        except LogError as e:
+            view["verified"], view["problem"] = False, str(e)
+        view["second_root"] = cp.root_hash.hex()
+    return view
+
+
+def recent_view(client: ProvenanceClient, size: int, count: int = 10) -> list[dict[str, Any]]:
+    """The newest ``count`` entries of a log of ``size`` entries, newest first, as
+    ``{"index", "integrated_at", "device_id", "media_type", "captured_at", "sha256"}``."""
+    start = max(0, size - count)
+    data, _ = client.entries(start, size - start) if size else ([], 0)
+    out = []
+    for index, entry in enumerate(data, start):
+        signed, integrated_at = wire.decode_log_entry(entry)
+        claim = claim_to_json(wire.decode_claim(signed.claim_bytes))
+        out.append(
+            {
+                "index": index,
+                "integrated_at": integrated_at.strftime("%Y-%m-%dT%H:%M:%SZ"),
+                "device_id": claim["device_id"],
+                "media_type": claim["media_type"],
+                "captured_at": claim["captured_at"],
+                "sha256": claim["sha256"],
+            }
+        )
+    return out[::-1]

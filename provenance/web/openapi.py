@@ -1,0 +1,282 @@
+"""The OpenAPI 3.1 description of the JSON API, served at ``/openapi.json``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+ERROR = {"$ref": "#/components/schemas/Error"}
+
+
+def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def _errors(*codes: int) -> dict[str, Any]:
+    text = {
+        400: "bad input (INVALID_ARGUMENT, FAILED_PRECONDITION, OUT_OF_RANGE)",
+        404: "not found (NOT_FOUND)",
+        413: "over a size or pixel limit (RESOURCE_EXHAUSTED)",
+        429: "too many uploads from this client; see Retry-After",
+        503: "the service is unreachable or busy (UNAVAILABLE); see Retry-After",
+    }
+    return {str(c): _json(ERROR, text[c]) for c in codes}
+
+
+def _query(name: str, description: str, required: bool = False, kind: str = "string") -> Any:
+    return {"name": name, "in": "query", "required": required, "description": description,
+            "schema": {"type": kind}}  # fmt: skip
+
+
+def _path(name: str, description: str, kind: str = "string") -> Any:
+    return {"name": name, "in": "path", "required": True, "description": description,
+            "schema": {"type": kind}}  # fmt: skip
+
+
+def _get(summary: str, params: list[Any], ok: str, *codes: int) -> dict[str, Any]:
+    return {
+        "get": {
+            "summary": summary,
+            "parameters": params,
+            "responses": {"200": _json({"type": "object"}, ok), **_errors(*codes)},
+        }
+    }
+
+
+MULTIPART = {
+    "multipart/form-data": {
+        "schema": {
+            "type": "object",
+            "required": ["file"],
+            "properties": {
+                "sidecar": {
+                    "type": "string",
+                    "format": "binary",
+                    "description": "the file's FILE.prov sidecar; send it before `file`"
+                    " when the file is over 8 MiB",
+                },
+                "file": {"type": "string", "format": "binary"},
+            },
+        }
+    }
+}
+
+LOOKUP = {
+    "type": "object",
+    "required": ["queries"],
+    "properties": {
+        "queries": {
+            "type": "array",
+            "maxItems": 1000,
+            "items": {
+                "type": "object",
+                "properties": {
+                    "ref": {"type": "string", "description": "echoed back"},
+                    "sha256": {"type": "string", "description": "the file's SHA-256, hex"},
+                    "content_sha256": {
+                        "type": "string",
+                        "description": "SHA-256 without a C2PA manifest store, hex",
+                    },
+                    "media_type": {"type": "string"},
+                    "pdq": {
+                        "type": "array",
+                        "description": "PDQ hashes (video: one per sampled frame, in time order)",
+                        "items": {
+                            "type": "object",
+                            "required": ["hash"],
+                            "properties": {
+                                "hash": {"type": "string", "description": "64 hex digits"},
+                                "quality": {"type": "integer", "minimum": 0, "maximum": 100},
+                                "timestamp_seconds": {"type": "number", "minimum": 0},
+                            },
+                        },
+                    },
+                },
+            },
+        }
+    },
+}
+
+MATCHES = {
+    "type": "object",
+    "properties": {
+        "matches": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["manifestId"],
+                "properties": {
+                    "manifestId": {"type": "string", "description": "a log index"},
+                    "similarityScore": {"type": "integer", "minimum": 0, "maximum": 100},
+                },
+            },
+        }
+    },
+}
+
+
+def openapi_document() -> dict[str, Any]:
+    """The API's OpenAPI 3.1 document (a JSON-able dict)."""
+    index = _path("index", "log index, from 0", "integer")
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "Media provenance HTTP API",
+            "version": "1.0.0",
+            "description": "Verify files against the signed-capture log, read the log"
+            " (RFC 9162 proofs, C2SP checkpoints), and resolve PDQ soft bindings"
+            " (C2PA Soft Binding Resolution API). Cryptography decides the verdict;"
+            " the detector block is advisory.",
+        },
+        "paths": {
+            "/api/v1/verify": {
+                "post": {
+                    "summary": "Verify a file (the object `prov verify --json` prints)",
+                    "parameters": [
+                        _query("detect", "ask for the advisory detector (default true)")
+                    ],
+                    "requestBody": {"required": True, "content": MULTIPART},
+                    "responses": {
+                        "200": _json({"$ref": "#/components/schemas/Report"}, "the report"),
+                        **_errors(400, 413, 429, 503),
+                    },
+                }
+            },
+            "/api/v1/lookup": {
+                "post": {
+                    "summary": "Look files up by their hashes (as `prov scan` does)",
+                    "requestBody": {
+                        "required": True,
+                        "content": {"application/json": {"schema": LOOKUP}},
+                    },
+                    "responses": {
+                        "200": _json({"type": "object"}, "{results: [{ref, ...report}]}"),
+                        **_errors(400, 413, 503),
+                    },
+                }
+            },
+            "/api/v1/checkpoint": _get(
+                "The latest signed checkpoint and the log key", [], "checkpoint", 404, 503
+            ),
+            "/api/v1/entries": _get(
+                "The entries of a file by its SHA-256",
+                [_query("sha256", "the file's SHA-256, hex", True)],
+                "{entries: [...]}",
+                400,
+                404,
+            ),
+            "/api/v1/entries/{index}": _get(
+                "A log entry: claim, device, inclusion proof checked against the checkpoint",
+                [index],
+                "the entry",
+                400,
+                404,
+            ),
+            "/api/v1/proofs/inclusion": _get(
+                "An inclusion proof (RFC 9162 2.1.3)",
+                [
+                    _query("index", "log index", True, "integer"),
+                    _query("tree_size", "tree size (default: the latest)", False, "integer"),
+                ],
+                "the proof",
+                400,
+            ),
+            "/api/v1/proofs/consistency": _get(
+                "A consistency proof (RFC 9162 2.1.4), checked when first_root is given",
+                [
+                    _query("first", "first tree size", True, "integer"),
+                    _query("second", "second tree size (default: the latest)", False, "integer"),
+                    _query("first_root", "root hash trusted at the first size, hex"),
+                ],
+                "the proof",
+                400,
+            ),
+            "/api/v1/devices/{device_id}": _get(
+                "A device: key, label, enrolled, revoked (time and reason)",
+                [_path("device_id", "SHA-256 of the device's public key, hex")],
+                "the device",
+                400,
+                404,
+            ),
+            "/matches/byBinding": {
+                **_get(
+                    "C2PA soft binding resolution by a PDQ hash",
+                    [
+                        _query("alg", "pdq", True),
+                        _query("value", "base64 of the 32 PDQ hash bytes", True),
+                        _query("maxResults", "most matches", False, "integer"),
+                    ],
+                    "matches",
+                    400,
+                ),
+                "post": {
+                    "summary": "C2PA soft binding resolution (JSON body {alg, value})",
+                    "requestBody": {
+                        "content": {"application/json": {"schema": {"type": "object"}}}
+                    },
+                    "responses": {"200": _json(MATCHES, "matches"), **_errors(400)},
+                },
+            },
+            "/matches/byContent": {
+                "post": {
+                    "summary": "C2PA soft binding resolution by the file itself",
+                    "parameters": [
+                        _query("alg", "pdq"),
+                        _query("maxResults", "", False, "integer"),
+                    ],
+                    "requestBody": {
+                        "content": {"*/*": {"schema": {"type": "string", "format": "binary"}}}
+                    },
+                    "responses": {"200": _json(MATCHES, "matches"), **_errors(400, 413, 429)},
+                }
+            },
+            "/manifests/{manifestId}": _get(
+                "The log entry a manifest id (log index) names, as JSON",
+                [_path("manifestId", "a log index")],
+                "the entry",
+                400,
+                404,
+            ),
+            "/services/supportedAlgorithms": _get(
+                "Soft binding algorithms answered", [], "{watermarks, fingerprints}"
+            ),
+        },
+        "components": {
+            "schemas": {
+                "Error": {
+                    "type": "object",
+                    "properties": {
+                        "error": {
+                            "type": "object",
+                            "properties": {
+                                "code": {"type": "integer"},
+                                "status": {"type": "string"},
+                                "message": {"type": "string"},
+                            },
+                        }
+                    },
+                },
+                "Report": {
+                    "type": "object",
+                    "required": ["status", "reasons", "file", "evidence"],
+                    "properties": {
+                        "status": {
+                            "enum": [
+                                "SIGNED_ORIGINAL",
+                                "DERIVED",
+                                "TAMPERED",
+                                "REVOKED_KEY",
+                                "UNSIGNED",
+                            ]
+                        },
+                        "path": {"type": "string"},
+                        "reasons": {"type": "array", "items": {"type": "string"}},
+                        "file": {"type": "object"},
+                        "evidence": {"type": "object"},
+                        "c2pa": {"type": "object"},
+                        "detector": {"type": "object", "description": "advisory only"},
+                        "verified_at": {"type": "string"},
+                    },
+                },
+            }
+        },
+    }

@@ -1,0 +1,195 @@
+"""The HTML pages: the verification page and the public, read-only log explorer.
+
+Server-rendered with Jinja (autoescaped: file names and claim metadata are shown as
+text, never markup). Every page works without JavaScript; ``static/app.js`` only adds
+drag and drop, an upload progress bar and a local thumbnail. Errors are pages with
+the HTTP status of the API's JSON errors.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import RedirectResponse, Response
+from starlette.routing import Route
+
+from provenance.errors import ProvenanceError
+from provenance.web import logviews
+from provenance.web.api import state, verify_upload
+from provenance.web.errors import (
+    WebError,
+    error_headers,
+    error_response,
+    http_status,
+    status_name,
+)
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[Request], Awaitable[Response]]
+
+
+def render(request: Request, name: str, status: int = 200, **context: Any) -> Response:
+    """Render template ``name`` with ``context``."""
+    return state(request).templates.TemplateResponse(
+        request, name, {"section": name.split(".")[0], **context}, status_code=status
+    )
+
+
+def error_page(request: Request, error: ProvenanceError, template: str = "error.html") -> Response:
+    """An error as a page, with the HTTP status the API would answer."""
+    response = render(
+        request,
+        template,
+        http_status(error),
+        error={"status": status_name(error), "code": http_status(error), "message": str(error)},
+    )
+    response.headers.update(error_headers(error))
+    return response
+
+
+def html_errors(fn: Handler) -> Handler:
+    """Show our errors as pages; anything else as a 500 page (details in the log)."""
+
+    @functools.wraps(fn)
+    async def wrapper(request: Request) -> Response:
+        try:
+            return await fn(request)
+        except ProvenanceError as e:
+            return error_page(request, e)
+        except Exception:
+            log.exception("unexpected error answering %s", request.url.path)
+            return error_page(
+                request, WebError("internal error; the server logged the details", "INTERNAL")
+            )
+
+    return wrapper
+
+
+async def index(request: Request) -> Response:
+    return render(request, "verify.html", limit=state(request).config.max_upload_bytes)
+
+
+async def to_index(request: Request) -> Response:
+    """``GET /verify`` (a reload of a report page): back to the form."""
+    return RedirectResponse("/", 303)
+
+
+async def verify(request: Request) -> Response:
+    """The form's target: the report page, or the form again with the error."""
+    limit = state(request).config.max_upload_bytes
+    try:
+        report, filename = await verify_upload(request)
+    except ProvenanceError as e:
+        response = render(
+            request,
+            "verify.html",
+            http_status(e),
+            limit=limit,
+            error={"status": status_name(e), "code": http_status(e), "message": str(e)},
+        )
+        response.headers.update(error_headers(e))
+        return response
+    return render(request, "verify.html", limit=limit, report=report, filename=filename)
+
+
+@html_errors
+async def explorer(request: Request) -> Response:
+    client = state(request).client
+    try:
+        cp = await run_in_threadpool(logviews.checkpoint_view, client)
+    except WebError as e:
+        if e.code != "NOT_FOUND":
+            raise
+        return render(request, "log.html", checkpoint=None, recent=[], empty=str(e))
+    recent = await run_in_threadpool(logviews.recent_view, client, cp["size"])
+    return render(request, "log.html", checkpoint=cp, recent=recent)
+
+
+@html_errors
+async def entry(request: Request) -> Response:
+    index = logviews.parse_index(request.path_params["index"], "entry index")
+    view = await run_in_threadpool(logviews.entry_view, state(request).client, index)
+    return render(request, "entry.html", entry=view)
+
+
+@html_errors
+async def goto_entry(request: Request) -> Response:
+    """The explorer's search form: an index, or a file's SHA-256."""
+    q = request.query_params.get("q", "").strip()
+    if q.isdigit() and len(q) < logviews.HASH_HEX:
+        return RedirectResponse(f"/log/entries/{logviews.parse_index(q)}", 303)
+    sha = logviews.parse_hash(q, "a file's SHA-256 (or an entry index)")
+    found = await run_in_threadpool(logviews.find_by_sha256, state(request).client, sha)
+    if not found:
+        raise WebError(f"no logged capture has the file SHA-256 {sha.hex()}", "NOT_FOUND")
+    return RedirectResponse(f"/log/entries/{found[0]}", 303)
+
+
+@html_errors
+async def device(request: Request) -> Response:
+    dev = logviews.parse_hash(request.path_params["device_id"], "a device id")
+    view = await run_in_threadpool(logviews.device_view, state(request).client, dev)
+    return render(request, "device.html", device=view)
+
+
+@html_errors
+async def goto_device(request: Request) -> Response:
+    dev = logviews.parse_hash(request.query_params.get("id", ""), "a device id")
+    return RedirectResponse(f"/log/devices/{dev.hex()}", 303)
+
+
+@html_errors
+async def consistency(request: Request) -> Response:
+    q = request.query_params
+    first = logviews.parse_index(q.get("first", ""), "the first tree size")
+    second = logviews.parse_index(q.get("second", "") or "0", "the second tree size")
+    root = logviews.parse_hash(q["first_root"], "the first root") if q.get("first_root") else None
+    view = await run_in_threadpool(
+        logviews.consistency_view, state(request).client, first, second, root
+    )
+    return render(request, "consistency.html", proof=view, first_root=q.get("first_root", ""))
+
+
+async def api_help(request: Request) -> Response:
+    return render(request, "api.html", base=str(request.base_url).rstrip("/"))
+
+
+async def not_found(request: Request, exc: Exception) -> Response:
+    """Starlette's own 404/405 answers: JSON under the APIs, a page elsewhere."""
+    code = exc.status_code if isinstance(exc, HTTPException) else 500
+    name = {404: "NOT_FOUND", 405: "INVALID_ARGUMENT"}.get(code, "INTERNAL")
+    message = "no such page" if code == 404 else f"{request.method} is not allowed here"
+    error = WebError(f"{message}: {request.url.path}", name)
+    if request.url.path.startswith(("/api/", "/matches/", "/manifests/", "/services/")):
+        return error_response(error)
+    response = error_page(request, error)
+    response.status_code = code
+    return response
+
+
+def exception_handlers() -> dict[Any, Any]:
+    """Starlette's HTTP errors (unknown paths, wrong methods) in our shapes."""
+    return {404: not_found, 405: not_found}
+
+
+def routes() -> list[Route]:
+    """The pages' routes."""
+    return [
+        Route("/", index),
+        Route("/verify", verify, methods=["POST"]),
+        Route("/verify", to_index),
+        Route("/log", explorer),
+        Route("/log/find", goto_entry),
+        Route("/log/entries/{index}", entry),
+        Route("/log/device", goto_device),
+        Route("/log/devices/{device_id}", device),
+        Route("/log/consistency", consistency),
+        Route("/api", api_help),
+    ]

@@ -1,0 +1,188 @@
+"""What the templates show: verdict wording, formatting, and server-side plots.
+
+Everything here turns report and log views (JSON-able dicts) into text and numbers
+for Jinja; templates never compute. Plots are inline SVG drawn from numbers only,
+so they need no script and no inline style (the page's CSP allows neither).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from jinja2 import Environment
+
+
+@dataclass(frozen=True)
+class VerdictText:
+    """A verdict as the page shows it: the name, a short title, one sentence on what it
+    means, and a tone (CSS class) from good to bad."""
+
+    status: str
+    title: str
+    meaning: str
+    tone: str
+
+
+VERDICTS: dict[str, VerdictText] = {
+    v.status: v
+    for v in (
+        VerdictText(
+            "SIGNED_ORIGINAL",
+            "Signed original",
+            "These are the exact bytes a registered device signed and this log recorded.",
+            "good",
+        ),
+        VerdictText(
+            "DERIVED",
+            "Derived from a signed capture",
+            "Not the original bytes, but the picture matches a signed capture closely:"
+            " a re-encoded, resized or lightly edited copy.",
+            "info",
+        ),
+        VerdictText(
+            "TAMPERED",
+            "Tampered",
+            "A signed claim came with this file, but the file or the signature does not match it.",
+            "bad",
+        ),
+        VerdictText(
+            "REVOKED_KEY",
+            "Signed by a revoked key",
+            "Signed, but by a device key that had been revoked when the claim was logged.",
+            "bad",
+        ),
+        VerdictText(
+            "UNSIGNED",
+            "Unsigned",
+            "No signed capture matches this file. That says nothing about whether it is"
+            " real: most files are never signed.",
+            "neutral",
+        ),
+    )
+}
+
+
+def verdict(status: str) -> VerdictText:
+    """The wording of a verdict name (unknown names shown as they are)."""
+    return VERDICTS.get(status, VerdictText(status, status, "", "neutral"))
+
+
+def short(value: str | None, n: int = 16) -> str:
+    """A long hex string cut to ``n`` characters and an ellipsis."""
+    if not value:
+        return ""
+    return value if len(value) <= n else value[:n] + "…"
+
+
+def human_bytes(n: int | None) -> str:
+    """1536 -> '1.5 KiB'."""
+    if n is None:
+        return ""
+    size = float(n)
+    for unit in ("bytes", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{int(size):,} {unit}" if unit == "bytes" else f"{size:,.1f} {unit}"
+        size /= 1024
+    return f"{n} bytes"
+
+
+def when(iso: str | None) -> str:
+    """'2026-12-01T15:27:33.123456Z' -> '2026-12-01 15:27:33 UTC'."""
+    if not iso:
+        return ""
+    m = re.match(r"(\d{4}-\d{2}-\d{2})T(\d{2}:\d{2}:\d{2})", iso)
+    return f"{m.group(1)} {m.group(2)} UTC" if m else iso
+
+
+def seconds(value: float | None) -> str:
+    """75.5 -> '1:15.5'."""
+    if value is None:
+        return ""
+    minutes, secs = divmod(float(value), 60)
+    return f"{int(minutes)}:{secs:04.1f}"
+
+
+def json_data_url(obj: Any) -> str:
+    """A data: URL holding ``obj`` as indented JSON (the report download link)."""
+    data = json.dumps(obj, indent=2).encode()
+    return "data:application/json;base64," + base64.b64encode(data).decode()
+
+
+def download_name(filename: str | None) -> str:
+    """A safe file name for the JSON report of ``filename``."""
+    stem = re.sub(r"[^A-Za-z0-9._-]+", "_", filename or "file").strip("._") or "file"
+    return f"{stem[:80]}.report.json"
+
+
+@dataclass(frozen=True)
+class Plot:
+    """An SVG plot of per-frame scores: the view box size, the polyline's points, one
+    dot per scored frame (x, y, time, score), and axis ticks (x, label)."""
+
+    width: int
+    height: int
+    points: str
+    dots: tuple[tuple[float, float, str, str], ...]
+    ticks: tuple[tuple[float, str], ...]
+    unscored: int
+
+
+PLOT_W, PLOT_H, PAD = 640, 160, 28
+
+
+def timeline_plot(timeline: list[dict[str, Any]] | None) -> Plot | None:
+    """The detector's per-frame scores along the video's time (score 0 at the bottom,
+    1 at the top); None without a timeline."""
+    if not timeline:
+        return None
+    end = max(float(f["timestamp_seconds"]) for f in timeline) or 1.0
+    inner_w, inner_h = PLOT_W - 2 * PAD, PLOT_H - 2 * PAD
+
+    def xy(t: float, s: float) -> tuple[float, float]:
+        return round(PAD + inner_w * t / end, 1), round(PAD + inner_h * (1 - s), 1)
+
+    dots = tuple(
+        (
+            *xy(float(f["timestamp_seconds"]), float(f["score"])),
+            seconds(f["timestamp_seconds"]),
+            f"{float(f['score']):.2f}",
+        )
+        for f in timeline
+        if f.get("score") is not None
+    )
+    ticks = tuple((xy(end * i / 4, 0)[0], seconds(end * i / 4)) for i in range(5))
+    return Plot(
+        PLOT_W,
+        PLOT_H,
+        " ".join(f"{x},{y}" for x, y, _, _ in dots),
+        dots,
+        ticks,
+        sum(1 for f in timeline if f.get("score") is None),
+    )
+
+
+def crop_extent(crops: list[dict[str, Any]] | None) -> str:
+    """A view box holding every crop ("0 0 W H"): the image is at least that large.
+    The page's script replaces it with the picture's real size."""
+    if not crops:
+        return "0 0 1 1"
+    w = max(int(c["x"]) + int(c["width"]) for c in crops)
+    h = max(int(c["y"]) + int(c["height"]) for c in crops)
+    return f"0 0 {w} {h}"
+
+
+def install(env: Environment) -> None:
+    """Register these helpers with a Jinja environment."""
+    env.globals.update(verdict=verdict, timeline_plot=timeline_plot, crop_extent=crop_extent)
+    env.filters.update(
+        short=short,
+        human_bytes=human_bytes,
+        when=when,
+        seconds=seconds,
+        json_data_url=json_data_url,
+        download_name=download_name,
+    )

@@ -1,0 +1,85 @@
+"""Running the web app: bind the HTTP socket first (so a port in use is a clear error
+and port 0 reports the port it got), then serve it with uvicorn, in this thread
+(``prov web``) or a background thread beside the gRPC server (``prov serve --http``)."""
+
+from __future__ import annotations
+
+import socket
+import threading
+from dataclasses import dataclass
+
+import uvicorn
+
+from provenance.errors import ConfigError
+from provenance.web.app import WebConfig, create_app
+
+
+def bind(address: str) -> tuple[socket.socket, str]:
+    """A listening TCP socket on ``address`` (HOST:PORT, port 0 picks one) and the
+    address it is bound to. Raises ConfigError when it cannot be bound."""
+    host, sep, port = address.rpartition(":")
+    if not sep or not host or not port.isdigit() or int(port) > 65535:
+        raise ConfigError(f"listen address {address!r} is not HOST:PORT (port 0-65535)")
+    host = host.strip("[]")
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, int(port)))
+        sock.listen(128)
+    except OSError as e:
+        sock.close()
+        raise ConfigError(f"cannot listen on {address}: {e.strerror}") from e
+    sock.set_inheritable(True)
+    bound = sock.getsockname()[1]
+    shown = f"[{host}]" if family == socket.AF_INET6 else host
+    return sock, f"{shown}:{bound}"
+
+
+@dataclass
+class WebServer:
+    """A running web server: its address and how to stop it."""
+
+    address: str
+    server: uvicorn.Server
+    thread: threading.Thread | None = None
+
+    def stop(self) -> None:
+        """Ask the server to finish its requests and stop; wait for the thread."""
+        self.server.should_exit = True
+        if self.thread is not None:
+            self.thread.join(timeout=10)
+
+
+def _server(config: WebConfig) -> uvicorn.Server:
+    return uvicorn.Server(
+        uvicorn.Config(
+            create_app(config),
+            log_level="warning",
+            access_log=False,
+            server_header=False,
+            timeout_keep_alive=10,
+            limit_concurrency=256,
+        )
+    )
+
+
+def start_web(listen: str, config: WebConfig) -> WebServer:
+    """Serve the web app on ``listen`` from a background thread (``prov serve
+    --http``). Raises ConfigError when the address cannot be bound."""
+    sock, address = bind(listen)
+    server = _server(config)
+    thread = threading.Thread(
+        target=server.run, kwargs={"sockets": [sock]}, name="web", daemon=True
+    )
+    thread.start()
+    return WebServer(address, server, thread)
+
+
+def run_web(listen: str, config: WebConfig, announce: bool = True) -> None:
+    """Serve the web app on ``listen`` in this thread until SIGINT/SIGTERM (``prov
+    web``); prints ``web on http://HOST:PORT`` once bound."""
+    sock, address = bind(listen)
+    if announce:
+        print(f"web on http://{address}", flush=True)
+    _server(config).run(sockets=[sock])

@@ -1,0 +1,135 @@
+"""The C2PA Soft Binding Resolution API, answered from the log's PDQ index.
+
+Shapes follow the C2PA Soft Binding Resolution API (OpenAPI "C2PA Soft Binding
+Resolution API" 1.0.0: ``/matches/byBinding`` GET and POST, ``/matches/byContent``
+POST, ``/manifests/{manifestId}`` GET, ``/services/supportedAlgorithms`` GET). What
+differs, and why:
+
+- the one fingerprint algorithm is ``pdq`` (the name our claims use; PDQ is not on
+  the C2PA soft binding algorithm list); a binding ``value`` is the base64 of the 32
+  hash bytes, and the query is taken as of full quality (a bare hash has none);
+- a manifest id is a log index, and ``/manifests/{id}`` answers that log entry (the
+  signed claim, its device, an inclusion proof checked against the signed checkpoint)
+  as JSON: this log holds signed claims, not C2PA manifest stores;
+- the service's lookup returns the nearest signed capture only, so ``matches`` holds
+  at most one entry whatever ``maxResults`` says.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from typing import Any
+
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from clients.api import Query
+from clients.report import report_to_json
+from provenance.binding import PDQ_ALGORITHM, PDQ_HASH_SIZE, PerceptualHash
+from provenance.verify import VerificationReport
+from provenance.web import logviews
+from provenance.web.api import NO_SHA256, client_address, json_errors, read_json, state
+from provenance.web.errors import WebError
+
+#: PDQ hashes have 256 bits; a similarity score of 100 means identical hashes.
+PDQ_BITS = 256
+
+
+def _alg(alg: Any) -> None:
+    if not isinstance(alg, str) or alg.lower() != PDQ_ALGORITHM:
+        raise WebError(
+            f"unsupported soft binding algorithm {str(alg)[:60]!r}: this service answers"
+            f" {PDQ_ALGORITHM!r} (see /services/supportedAlgorithms)"
+        )
+
+
+def _max_results(request: Request) -> int:
+    text = request.query_params.get("maxResults", "10")
+    if not text.isdigit() or int(text) < 1:
+        raise WebError(f"maxResults must be a whole number from 1, got {text[:20]!r}")
+    return int(text)
+
+
+def _binding(value: Any) -> PerceptualHash:
+    """A base64 PDQ hash (32 bytes) as a query hash of full quality."""
+    if not isinstance(value, str):
+        raise WebError("value must be a base64 string")
+    try:
+        raw = base64.b64decode(value.replace("-", "+").replace("_", "/"), validate=True)
+    except (binascii.Error, ValueError) as e:
+        raise WebError("value is not valid base64") from e
+    if len(raw) != PDQ_HASH_SIZE:
+        raise WebError(f"a PDQ binding is {PDQ_HASH_SIZE} bytes, the value decodes to {len(raw)}")
+    return PerceptualHash(PDQ_ALGORITHM, raw, 100)
+
+
+def _matches(report: VerificationReport, limit: int) -> dict[str, Any]:
+    """``{"matches": [{"manifestId", "similarityScore"}]}`` from a report whose claim
+    is a logged capture matched by its bytes or pixels."""
+    out = report_to_json(report)
+    claim = out["evidence"]["claim"]
+    matched = out["status"] in {"SIGNED_ORIGINAL", "DERIVED", "REVOKED_KEY"}
+    if not matched or claim is None or "log" not in claim or limit < 1:
+        return {"matches": []}
+    distance = out["evidence"]["pdq_distance"]
+    score = 100 if distance is None else round(100 * (PDQ_BITS - distance) / PDQ_BITS)
+    return {"matches": [{"manifestId": str(claim["log"]["leaf_index"]), "similarityScore": score}]}
+
+
+async def _by_hash(request: Request, alg: Any, value: Any) -> Response:
+    _alg(alg)
+    limit = _max_results(request)
+    query = Query("binding", NO_SHA256, (_binding(value),))
+    [(_, report)] = await run_in_threadpool(state(request).client.lookup, [query])
+    return JSONResponse(_matches(report, limit))
+
+
+@json_errors
+async def by_binding_get(request: Request) -> Response:
+    q = request.query_params
+    if "value" not in q or "alg" not in q:
+        raise WebError("give the query parameters alg and value")
+    return await _by_hash(request, q["alg"], q["value"])
+
+
+@json_errors
+async def by_binding_post(request: Request) -> Response:
+    body = await read_json(request)
+    if not isinstance(body, dict):
+        raise WebError('send {"alg": "pdq", "value": "<base64>"}')
+    return await _by_hash(request, body.get("alg"), body.get("value"))
+
+
+@json_errors
+async def by_content(request: Request) -> Response:
+    if "alg" in request.query_params:
+        _alg(request.query_params["alg"])
+    limit = _max_results(request)
+    web = state(request)
+    web.limiter.check(client_address(request))
+    done = await web.relayer.verify_body(request, "content")
+    return JSONResponse(_matches(done.report, limit))
+
+
+@json_errors
+async def manifest(request: Request) -> Response:
+    index = logviews.parse_index(request.path_params["manifest_id"], "manifestId")
+    return JSONResponse(await run_in_threadpool(logviews.entry_view, state(request).client, index))
+
+
+async def supported(request: Request) -> Response:
+    return JSONResponse({"watermarks": [], "fingerprints": [{"alg": PDQ_ALGORITHM}]})
+
+
+def routes() -> list[Route]:
+    """The Soft Binding Resolution API's routes."""
+    return [
+        Route("/matches/byBinding", by_binding_get, methods=["GET"]),
+        Route("/matches/byBinding", by_binding_post, methods=["POST"]),
+        Route("/matches/byContent", by_content, methods=["POST"]),
+        Route("/manifests/{manifest_id}", manifest),
+        Route("/services/supportedAlgorithms", supported),
+    ]

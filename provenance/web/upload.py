@@ -1,0 +1,380 @@
+"""Relaying an uploaded file to the service's ``VerifyFile`` as it arrives.
+
+The web layer stores no uploaded file: a multipart body is parsed as it streams in
+(python-multipart's push parser) and the file's bytes go on to the gRPC upload in
+1 MiB chunks from a worker thread, with back-pressure, so memory stays bounded and
+nothing is written to disk here (the service keeps its own spill file).
+
+The gRPC upload starts with a header naming the sidecar, so fields must be known
+before the file's bytes are sent: a file of up to ``hold_bytes`` is held in memory
+until the form ends (any field order works); past that the relay starts with the
+fields that came before the file, and a ``sidecar`` field after a large file is
+refused with a message saying to send it first.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import queue
+import threading
+from collections.abc import AsyncIterator, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import anyio.to_thread
+from python_multipart.multipart import MultipartParser, parse_options_header
+from starlette.requests import Request
+
+from clients.api import MIN_UPLOAD_RATE, VERIFY_DECODE_SECONDS, ProvenanceClient
+from provenance.claims import SignedClaim
+from provenance.errors import ProvenanceError
+from provenance.server import UPLOAD_CHUNK_BYTES
+from provenance.sidecar import MAX_SIDECAR_BYTES, decode_sidecar
+from provenance.verify import VerificationReport
+from provenance.web.errors import WebError
+
+#: Multipart parts accepted in one form (file, sidecar and a few small fields).
+MAX_PARTS = 8
+#: Largest form field other than the file and the sidecar, in bytes.
+MAX_SMALL_FIELD = 1024
+#: Longest file name kept (characters); longer names are cut.
+MAX_NAME = 255
+
+
+@dataclass(frozen=True)
+class UploadLimits:
+    """``max_file_bytes``: the largest file relayed (the service has its own limit);
+    ``hold_bytes``: a file up to this size is held in memory until the form ends;
+    ``timeout_s``: extra deadline of the service call beyond the upload time."""
+
+    max_file_bytes: int
+    hold_bytes: int = 8 * 1024 * 1024
+    timeout_s: float = 30.0 + VERIFY_DECODE_SECONDS
+
+    def deadline(self, size: int) -> float:
+        """Seconds the service call may take for a file of ``size`` bytes (0: unknown)."""
+        return self.timeout_s + (size or self.max_file_bytes) / MIN_UPLOAD_RATE
+
+
+@dataclass(frozen=True)
+class Verified:
+    """The service's report on an uploaded file, and the file's name as sent."""
+
+    report: VerificationReport
+    filename: str
+
+
+class _Relay:
+    """One ``VerifyFile`` call running in a worker thread, fed block by block."""
+
+    def __init__(
+        self,
+        executor: ThreadPoolExecutor,
+        client: ProvenanceClient,
+        filename: str,
+        size: int,
+        sidecar: tuple[SignedClaim, tuple[bytes, ...]] | None,
+        detect: bool,
+        limits: UploadLimits,
+    ) -> None:
+        self._queue: queue.Queue[bytes | None] = queue.Queue(maxsize=4)
+        self._stop = threading.Event()
+        self.done = threading.Event()
+        signed, chunks = sidecar if sidecar else (None, ())
+
+        def run() -> VerificationReport:
+            try:
+                return client.verify_stream(
+                    self._blocks(),
+                    filename,
+                    limits.deadline(size),
+                    size=size,
+                    sidecar=signed,
+                    detect=detect,
+                    chunk_hashes=chunks,
+                )
+            finally:
+                self.done.set()
+
+        self.future = asyncio.get_running_loop().run_in_executor(executor, run)
+
+    def _blocks(self) -> Iterator[bytes]:
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            if self._stop.is_set():
+                raise WebError("the upload was abandoned", "CANCELLED")
+            yield item
+
+    def _put(self, item: bytes | None) -> None:
+        while not self.done.is_set():
+            try:
+                self._queue.put(item, timeout=0.2)
+                return
+            except queue.Full:
+                continue
+
+    async def send(self, block: bytes) -> None:
+        """Hand ``block`` to the call, waiting while the service is behind."""
+        await anyio.to_thread.run_sync(self._put, block)
+
+    async def finish(self) -> VerificationReport:
+        """End the upload and return the service's report (raises its error)."""
+        await anyio.to_thread.run_sync(self._put, None)
+        return await self.future
+
+    async def abort(self) -> None:
+        """Cancel the call (the client went away or the form was bad)."""
+        self._stop.set()
+        try:
+            self._queue.put_nowait(b"")
+        except queue.Full:
+            pass
+        try:
+            await self.future
+        except (ProvenanceError, OSError):
+            pass
+
+
+@dataclass
+class _Form:
+    """What the multipart parser has seen so far."""
+
+    max_file_bytes: int
+    parts: int = 0
+    header_name: bytes = b""
+    headers: dict[bytes, bytes] = field(default_factory=dict)
+    current: str = ""  # name of the part being read ("" before the first)
+    fields: dict[str, bytearray] = field(default_factory=dict)
+    fields_after_file: list[str] = field(default_factory=list)
+    filename: str = ""
+    file_seen: bool = False
+    file_done: bool = False
+    file_size: int = 0
+    held: bytearray = field(default_factory=bytearray)
+    ended: bool = False
+
+    def callbacks(self) -> dict[str, object]:
+        return {
+            "on_part_begin": self._part_begin,
+            "on_header_field": self._header_field,
+            "on_header_value": self._header_value,
+            "on_headers_finished": self._headers_finished,
+            "on_part_data": self._part_data,
+            "on_part_end": self._part_end,
+            "on_end": self._end,
+        }
+
+    def _part_begin(self) -> None:
+        self.parts += 1
+        if self.parts > MAX_PARTS:
+            raise WebError(f"the form has more than {MAX_PARTS} parts")
+        self.headers = {}
+        self.current = ""
+
+    def _header_field(self, data: bytes, start: int, end: int) -> None:
+        self.header_name = data[start:end].lower()
+
+    def _header_value(self, data: bytes, start: int, end: int) -> None:
+        self.headers[self.header_name] = self.headers.get(self.header_name, b"") + data[start:end]
+
+    def _headers_finished(self) -> None:
+        _, params = parse_options_header(self.headers.get(b"content-disposition", b""))
+        name = params.get(b"name", b"").decode("utf-8", "replace")
+        if name == "file":
+            if self.file_seen:
+                raise WebError("the form carries more than one field named `file`")
+            self.file_seen = True
+            raw = params.get(b"filename", b"").decode("utf-8", "replace")
+            self.filename = raw.replace("\\", "/").rsplit("/", 1)[-1][:MAX_NAME] or "upload"
+        elif name in self.fields:
+            raise WebError(f"the form carries the field `{name}` twice")
+        else:
+            self.fields[name] = bytearray()
+            if self.file_seen:
+                self.fields_after_file.append(name)
+        self.current = name
+
+    def _part_data(self, data: bytes, start: int, end: int) -> None:
+        if self.current == "file":
+            self.file_size += end - start
+            if self.file_size > self.max_file_bytes:
+                raise WebError(
+                    f"the file is larger than this page's limit of {self.max_file_bytes:,} bytes",
+                    "RESOURCE_EXHAUSTED",
+                )
+            self.held += data[start:end]
+            return
+        buf = self.fields[self.current]
+        limit = MAX_SIDECAR_BYTES if self.current == "sidecar" else MAX_SMALL_FIELD
+        if len(buf) + end - start > limit:
+            raise WebError(
+                f"the form field `{self.current}` is larger than {limit:,} bytes",
+                "RESOURCE_EXHAUSTED",
+            )
+        buf += data[start:end]
+
+    def _part_end(self) -> None:
+        if self.current == "file":
+            self.file_done = True
+
+    def _end(self) -> None:
+        self.ended = True
+
+    def take(self, at_least: int) -> bytes:
+        """The held file bytes when there are at least ``at_least`` of them, else b""."""
+        if len(self.held) < at_least or not self.held:
+            return b""
+        out = bytes(self.held)
+        self.held.clear()
+        return out
+
+    def sidecar(self) -> tuple[SignedClaim, tuple[bytes, ...]] | None:
+        """The decoded ``sidecar`` field (None when absent or empty); raises ClaimError."""
+        data = bytes(self.fields.get("sidecar", b""))
+        if not data:
+            return None
+        sc = decode_sidecar(data)
+        return sc.signed_claim, tuple(sc.chunk_hashes)
+
+
+def _boundary(request: Request) -> bytes:
+    ctype, params = parse_options_header(request.headers.get("content-type", ""))
+    if ctype != b"multipart/form-data" or not params.get(b"boundary"):
+        raise WebError(
+            "send the file as a multipart/form-data form with a field named `file`"
+            " (and optionally `sidecar`), e.g. curl -F file=@photo.jpg"
+        )
+    return params[b"boundary"]
+
+
+def _check_length(request: Request, limit: int) -> None:
+    length = request.headers.get("content-length", "")
+    if length.isdigit() and int(length) > limit:
+        raise WebError(
+            f"the upload is {int(length):,} bytes; this page's limit is {limit:,} bytes",
+            "RESOURCE_EXHAUSTED",
+        )
+
+
+class Relayer:
+    """Relays uploads to the service: at most ``max_concurrent`` at once (more get a
+    503 with Retry-After), each in its own worker thread."""
+
+    def __init__(self, client: ProvenanceClient, limits: UploadLimits, max_concurrent: int) -> None:
+        self.client = client
+        self.limits = limits
+        self._slots = threading.BoundedSemaphore(max_concurrent)
+        self._executor = ThreadPoolExecutor(max_concurrent, thread_name_prefix="relay")
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+    def _slot(self) -> None:
+        if not self._slots.acquire(blocking=False):
+            raise WebError(
+                "the server is verifying as many files as it can; try again in a few seconds",
+                "UNAVAILABLE",
+                retry_after=5,
+            )
+
+    async def verify_form(self, request: Request, detect: bool) -> Verified:
+        """Verify the ``file`` field of a multipart request (with its optional
+        ``sidecar`` field). Raises WebError for a bad or oversized form, ClaimError for
+        an unreadable sidecar, and TransportError with the service's status."""
+        boundary = _boundary(request)
+        _check_length(request, self.limits.max_file_bytes + MAX_SIDECAR_BYTES + 64 * 1024)
+        self._slot()
+        try:
+            return await self._verify_form(request, boundary, detect)
+        finally:
+            self._slots.release()
+
+    async def _verify_form(self, request: Request, boundary: bytes, detect: bool) -> Verified:
+        form = _Form(self.limits.max_file_bytes)
+        parser = MultipartParser(boundary, form.callbacks())  # type: ignore[arg-type]
+        relay: _Relay | None = None
+        try:
+            async for chunk in request.stream():
+                parser.write(chunk)
+                if relay is None and len(form.held) > self.limits.hold_bytes:
+                    relay = self._start(form.filename, 0, form.sidecar(), detect)
+                if relay is not None:
+                    if relay.done.is_set():
+                        break  # the service answered early (an error): stop reading
+                    if block := form.take(UPLOAD_CHUNK_BYTES):
+                        await relay.send(block)
+            else:
+                parser.finalize()
+                self._check_complete(form, relay is not None)
+            if relay is None:
+                relay = self._start(form.filename, form.file_size, form.sidecar(), detect)
+            if block := form.take(1):
+                await relay.send(block)
+            return Verified(await relay.finish(), form.filename)
+        except BaseException:
+            if relay is not None:
+                await relay.abort()
+            raise
+
+    def _check_complete(self, form: _Form, streaming: bool) -> None:
+        if not form.ended:
+            raise WebError(
+                "truncated upload: the request ended before the end of the multipart form"
+            )
+        if not form.file_seen:
+            raise WebError("the form has no field named `file`: choose a file to verify")
+        if form.file_size == 0:
+            raise WebError("empty file: there is nothing to verify")
+        if streaming and "sidecar" in form.fields_after_file:
+            raise WebError(
+                f"the `sidecar` field came after a file of more than"
+                f" {self.limits.hold_bytes:,} bytes: send the sidecar field before the file"
+            )
+
+    def _start(
+        self,
+        filename: str,
+        size: int,
+        sidecar: tuple[SignedClaim, tuple[bytes, ...]] | None,
+        detect: bool,
+    ) -> _Relay:
+        return _Relay(self._executor, self.client, filename, size, sidecar, detect, self.limits)
+
+    async def verify_body(self, request: Request, filename: str) -> Verified:
+        """Verify a request whose whole body is the file (the C2PA ``/matches/byContent``
+        shape). Raises WebError and TransportError as `verify_form` does."""
+        _check_length(request, self.limits.max_file_bytes)
+        self._slot()
+        try:
+            return Verified(await self._verify_body(request.stream(), filename), filename)
+        finally:
+            self._slots.release()
+
+    async def _verify_body(self, body: AsyncIterator[bytes], filename: str) -> VerificationReport:
+        relay = self._start(filename, 0, None, False)
+        size = 0
+        pending = bytearray()
+        try:
+            async for chunk in body:
+                size += len(chunk)
+                if size > self.limits.max_file_bytes:
+                    raise WebError(
+                        f"the file is larger than the limit of {self.limits.max_file_bytes:,} bytes",
+                        "RESOURCE_EXHAUSTED",
+                    )
+                pending += chunk
+                if relay.done.is_set():
+                    break
+                if len(pending) >= UPLOAD_CHUNK_BYTES:
+                    await relay.send(bytes(pending))
+                    pending.clear()
+            if size == 0 and not relay.done.is_set():
+                raise WebError("empty body: send the file's bytes as the request body")
+            if pending:
+                await relay.send(bytes(pending))
+            return await relay.finish()
+        except BaseException:
+            await relay.abort()
+            raise

@@ -1,0 +1,106 @@
+"""Run every fuzz target for a bounded time and report executions and crashes.
+
+    python -m tests.fuzz.run [--seconds S] [--workdir DIR] [NAME ...]
+
+Builds the seed corpus (`seeds.py`) into WORKDIR/corpus/NAME (default ``.fuzz``, git
+ignored; inputs the fuzzer finds interesting stay there for the next run), then runs
+`harness.py` NAME for S seconds each (default: the FUZZ_SECONDS environment variable,
+else 60), one after the other. A crashing input is written to WORKDIR/crashes/NAME/ and
+the log to WORKDIR/logs/NAME.log. Prints executions per target, writes them to
+WORKDIR/report.json, and exits 1 if any target crashed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from tests.fuzz.seeds import MAX_LEN, SEEDS, build
+
+ROOT = Path(__file__).resolve().parents[2]
+_DONE = re.compile(r"^Done (\d+) runs in (\d+) second", re.M)
+_STAT_RUNS = re.compile(r"^stat::number_of_executed_units: (\d+)", re.M)
+
+
+def run_one(name: str, seconds: int, work: Path) -> dict[str, object]:
+    """Fuzz one target for ``seconds``; returns its figures (and the crash file, if any)."""
+    corpus, crashes, logs = work / "corpus" / name, work / "crashes" / name, work / "logs"
+    crashes.mkdir(parents=True, exist_ok=True)
+    logs.mkdir(parents=True, exist_ok=True)
+    before = set(crashes.iterdir())
+    cmd = [
+        sys.executable,
+        "-m",
+        "tests.fuzz.harness",
+        name,
+        str(corpus),
+        f"-max_total_time={seconds}",
+        f"-max_len={MAX_LEN[name]}",
+        f"-artifact_prefix={crashes}/",
+        "-timeout=30",
+        "-rss_limit_mb=3072",
+        "-print_final_stats=1",
+    ]
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+    }
+    start = time.monotonic()
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, errors="replace")
+    elapsed = time.monotonic() - start
+    log = proc.stdout + proc.stderr
+    (logs / f"{name}.log").write_text(log)
+    runs = _DONE.search(log) or _STAT_RUNS.search(log)
+    new = sorted(str(p) for p in set(crashes.iterdir()) - before)
+    return {
+        "target": name,
+        "executions": int(runs.group(1)) if runs else 0,
+        "seconds": round(elapsed, 1),
+        "corpus_files": len(list(corpus.iterdir())),
+        "ok": proc.returncode == 0 and not new,
+        "returncode": proc.returncode,
+        "crashes": new,
+        "log_tail": "" if proc.returncode == 0 else log[-4000:],
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("names", nargs="*", help=f"targets (default: all of {', '.join(SEEDS)})")
+    parser.add_argument(
+        "--seconds",
+        type=int,
+        default=int(os.environ.get("FUZZ_SECONDS", "60")),
+        help="seconds per target (default: $FUZZ_SECONDS, else 60)",
+    )
+    parser.add_argument("--workdir", type=Path, default=ROOT / ".fuzz", help="corpus and logs")
+    args = parser.parse_args(argv)
+    names = args.names or list(SEEDS)
+    unknown = set(names) - set(SEEDS)
+    if unknown:
+        parser.error(f"unknown targets {sorted(unknown)}; choose from {', '.join(SEEDS)}")
+    seeds = build(args.workdir / "corpus", names)
+    results = []
+    for name in names:
+        print(f"fuzzing {name} for {args.seconds} s ({seeds[name]} seeds)...", flush=True)
+        result = run_one(name, args.seconds, args.workdir)
+        results.append(result)
+        status = "ok" if result["ok"] else f"CRASH {result['crashes'] or result['returncode']}"
+        print(f"  {result['executions']:>10,} executions  {status}", flush=True)
+        if not result["ok"]:
+            print(result["log_tail"], file=sys.stderr)
+    total = sum(int(r["executions"]) for r in results)  # type: ignore[call-overload]
+    print(f"total: {total:,} executions, {sum(not r['ok'] for r in results)} crashed")
+    report = {"seconds_per_target": args.seconds, "total_executions": total, "targets": results}
+    (args.workdir / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+    return 0 if all(r["ok"] for r in results) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,422 @@
+"""Unit tests of the pure core's rules: registry checks, offline receipt verification and
+the log audit, one rule (and its boundary) per test, on real keys and real Merkle trees.
+
+Written so that each mutation of these rules that changes behaviour fails a test (see
+docs/mutants.md).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from provenance import wire
+from provenance.audit import AuditState, audit_step, open_trusted
+from provenance.binding import PerceptualHash
+from provenance.claims import (
+    MAX_METADATA_BYTES,
+    MAX_SOFT_BINDINGS,
+    Claim,
+    Device,
+    HardBinding,
+    Receipt,
+    SignedClaim,
+)
+from provenance.envelope import PAYLOAD_TYPE_CLAIM, PAYLOAD_TYPE_ENROLL, sign_payload
+from provenance.errors import (
+    ClaimError,
+    EnrollmentError,
+    KeyMaterialError,
+    LogError,
+    LogIntegrityError,
+    ProofError,
+    RevokedKeyError,
+    SequenceError,
+    SignatureError,
+)
+from provenance.keys import DeviceKey
+from provenance.log import merkle
+from provenance.log.checkpoint import Checkpoint, LogSigner, NoteVerifier
+from provenance.receipt import verify_receipt
+from provenance.registry import (
+    TOKEN_BYTES,
+    chain_link,
+    check_claim_shape,
+    check_enrollment,
+    check_not_revoked,
+    check_signature,
+    new_token,
+    token_hash,
+)
+
+NOW = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
+ORIGIN = "example.com/log"
+KEY = DeviceKey.from_private_bytes(hashlib.sha256(b"core rules device").digest())
+SIGNER = LogSigner(
+    Ed25519PrivateKey.from_private_bytes(hashlib.sha256(b"core rules log").digest()), ORIGIN
+)
+VERIFIER = NoteVerifier(ORIGIN, SIGNER.public_key)
+# a public key of small order (the identity point): verifies forged signatures
+SMALL_ORDER_KEY = bytes([1]) + bytes(31)
+
+
+def _claim(**changes: object) -> Claim:
+    base = Claim(
+        device_id=KEY.key_id,
+        sequence=1,
+        captured_at=NOW,
+        media_type="image/jpeg",
+        size_bytes=10,
+        hard_binding=HardBinding(hashlib.sha256(b"capture").digest()),
+    )
+    return replace(base, **changes)  # type: ignore[arg-type]
+
+
+def _sign(
+    claim: Claim, key: DeviceKey = KEY, payload_type: str = PAYLOAD_TYPE_CLAIM
+) -> SignedClaim:
+    data = wire.encode_claim(claim)
+    return SignedClaim(payload_type, data, key.key_id, sign_payload(key, payload_type, data))
+
+
+def _device(key: DeviceKey = KEY, **changes: object) -> Device:
+    return replace(Device(key.key_id, key.public_key, NOW - timedelta(days=1)), **changes)  # type: ignore[arg-type]
+
+
+# ---------------------------------------------------------------- registry
+
+
+def test_tokens_are_fresh_urlsafe_and_stored_as_their_hash() -> None:
+    tokens = {new_token() for _ in range(20)}
+    assert len(tokens) == 20
+    for token in tokens:
+        assert re.fullmatch(r"[A-Za-z0-9_-]+", token)
+        assert len(token) == 43  # 32 bytes of randomness in unpadded base64
+    assert TOKEN_BYTES == 32
+    assert token_hash("tök") == hashlib.sha256("tök".encode()).digest()
+
+
+def test_enrollment_needs_a_proof_over_the_token() -> None:
+    token = new_token()
+    proof = sign_payload(KEY, PAYLOAD_TYPE_ENROLL, token.encode())
+    assert check_enrollment(KEY.public_key, token, proof) == KEY.key_id
+    # non-ASCII tokens are signed as UTF-8
+    assert check_enrollment(
+        KEY.public_key, "é", sign_payload(KEY, PAYLOAD_TYPE_ENROLL, "é".encode())
+    )
+    with pytest.raises(EnrollmentError, match="proof of possession does not verify") as info:
+        check_enrollment(KEY.public_key, new_token(), proof)
+    assert isinstance(info.value.__cause__, SignatureError)
+    claim_type = sign_payload(KEY, PAYLOAD_TYPE_CLAIM, token.encode())
+    with pytest.raises(EnrollmentError):
+        check_enrollment(KEY.public_key, token, claim_type)
+    other = DeviceKey.generate()
+    with pytest.raises(EnrollmentError):
+        check_enrollment(other.public_key, token, proof)
+
+
+def test_enrollment_refuses_weak_keys_before_the_proof() -> None:
+    with pytest.raises(KeyMaterialError):
+        check_enrollment(SMALL_ORDER_KEY, "t", bytes(64))
+    with pytest.raises(KeyMaterialError):
+        check_enrollment(b"short", "t", bytes(64))
+
+
+def test_a_well_formed_claim_passes_every_shape_rule() -> None:
+    claim = _claim(metadata={"a": "x" * (MAX_METADATA_BYTES - 1)})
+    check_claim_shape(_sign(claim), claim)
+    many = _claim(soft_bindings=(PerceptualHash("pdq", bytes(32), 100),) * MAX_SOFT_BINDINGS)
+    check_claim_shape(_sign(many), many)
+
+
+@pytest.mark.parametrize(
+    ("claim", "payload_type", "message"),
+    [
+        (_claim(), "application/other", "unexpected payload type"),
+        (_claim(version=2), PAYLOAD_TYPE_CLAIM, "claim version 2 is not supported"),
+        (_claim(version=0), PAYLOAD_TYPE_CLAIM, "claim version 0 is not supported"),
+        (_claim(device_id=bytes(32)), PAYLOAD_TYPE_CLAIM, "device id differs"),
+        (_claim(hard_binding=HardBinding(bytes(31))), PAYLOAD_TYPE_CLAIM, "32-byte SHA-256"),
+        (_claim(hard_binding=HardBinding(bytes(33))), PAYLOAD_TYPE_CLAIM, "32-byte SHA-256"),
+        (_claim(sequence=0), PAYLOAD_TYPE_CLAIM, "sequence numbers start at 1"),
+        (
+            _claim(metadata={"a": "x" * MAX_METADATA_BYTES}),
+            PAYLOAD_TYPE_CLAIM,
+            f"metadata is {MAX_METADATA_BYTES + 1} bytes; the limit is {MAX_METADATA_BYTES}",
+        ),
+        (
+            # counted in UTF-8 bytes, keys included: 2 + 2 * 1024 + 2 * 1024 > 4096
+            _claim(metadata={"ké": "é" * 1024, "k": "é" * 1024}),
+            PAYLOAD_TYPE_CLAIM,
+            "metadata is 4100 bytes",
+        ),
+        (
+            _claim(
+                soft_bindings=(PerceptualHash("pdq", bytes(32), 100),) * (MAX_SOFT_BINDINGS + 1)
+            ),
+            PAYLOAD_TYPE_CLAIM,
+            f"{MAX_SOFT_BINDINGS + 1} soft bindings; the limit is {MAX_SOFT_BINDINGS}",
+        ),
+    ],
+)
+def test_claim_shape_rules(claim: Claim, payload_type: str, message: str) -> None:
+    signed = SignedClaim(payload_type, wire.encode_claim(claim), KEY.key_id, bytes(64))
+    with pytest.raises(ClaimError, match=re.escape(message)):
+        check_claim_shape(signed, claim)
+
+
+def test_claim_signature_is_checked_under_the_device_key() -> None:
+    signed = _sign(_claim())
+    check_signature(signed, _device())
+    tampered = replace(signed, claim_bytes=signed.claim_bytes + b"\x00")
+    with pytest.raises(SignatureError, match=KEY.key_id.hex()[:16]) as info:
+        check_signature(tampered, _device())
+    assert isinstance(info.value.__cause__, SignatureError)
+    with pytest.raises(SignatureError):
+        check_signature(signed, _device(DeviceKey.generate()))
+    # the payload type is part of what is signed
+    with pytest.raises(SignatureError):
+        check_signature(replace(signed, payload_type=PAYLOAD_TYPE_ENROLL), _device())
+
+
+def test_revocation_is_in_force_from_its_time_on() -> None:
+    check_not_revoked(_device(), NOW)
+    revoked = _device(revoked_at=NOW, revocation_reason="lost phone")
+    check_not_revoked(revoked, NOW - timedelta(microseconds=1))
+    with pytest.raises(RevokedKeyError, match=r"revoked at 2026-11-29 12:00:00 UTC \(lost phone\)"):
+        check_not_revoked(revoked, NOW)
+    with pytest.raises(RevokedKeyError, match=KEY.key_id.hex()[:16]):
+        check_not_revoked(revoked, NOW + timedelta(days=3))
+
+
+def test_chain_link_sequence_and_hash() -> None:
+    prev = hashlib.sha256(b"previous claim").digest()
+    assert chain_link(_claim(sequence=5, prev_claim_hash=prev), 4, prev) is True
+    assert chain_link(_claim(sequence=6, prev_claim_hash=prev), 4, prev) is False  # gap
+    assert chain_link(_claim(sequence=5, prev_claim_hash=bytes(32)), 4, prev) is False
+    assert chain_link(_claim(sequence=1), 0, b"") is True
+    for seq in (4, 3):
+        with pytest.raises(SequenceError, match=f"sequence {seq} does not advance past .* 4"):
+            chain_link(_claim(sequence=seq, prev_claim_hash=prev), 4, prev)
+
+
+# ---------------------------------------------------------------- receipts
+
+
+class _Log:
+    """An in-memory log signed by SIGNER: entries, tree, signed notes of any prefix."""
+
+    def __init__(self, entries: list[bytes]) -> None:
+        self.entries: list[bytes] = []
+        self.tree = merkle.MemoryTree()
+        for e in entries:
+            self.append(e)
+
+    def append(self, entry: bytes) -> int:
+        self.entries.append(entry)
+        return self.tree.append(entry)
+
+    def root(self, size: int) -> bytes:
+        return merkle.root(size, self.tree.get_nodes)
+
+    def note(self, size: int | None = None, signer: LogSigner = SIGNER) -> str:
+        size = self.tree.size if size is None else size
+        return signer.sign(Checkpoint(signer.name, size, self.root(size), NOW))
+
+
+def _receipt_log(index: int = 3, size: int = 6) -> tuple[_Log, SignedClaim, Receipt]:
+    signed = _sign(_claim())
+    entry = wire.encode_log_entry(signed, NOW)
+    log = _Log([entry if i == index else b"entry %d" % i for i in range(size)])
+    proof = merkle.inclusion_proof(index, size, log.tree.get_nodes)
+    return log, signed, Receipt(index, NOW, log.note(), tuple(proof), entry)
+
+
+@pytest.mark.parametrize(("index", "size"), [(0, 1), (3, 6), (5, 6), (7, 8)])
+def test_a_receipt_verifies_offline(index: int, size: int) -> None:
+    log, signed, receipt = _receipt_log(index, size)
+    checkpoint = verify_receipt(receipt, signed, VERIFIER)
+    assert (checkpoint.size, checkpoint.root_hash, checkpoint.timestamp) == (
+        size,
+        log.root(size),
+        NOW,
+    )
+
+
+def test_a_receipt_for_another_claim_is_refused() -> None:
+    _, signed, receipt = _receipt_log()
+    other = _sign(_claim(sequence=2))
+    with pytest.raises(ProofError, match="holds a different claim"):
+        verify_receipt(receipt, other, VERIFIER)
+
+
+def test_a_receipt_whose_time_differs_from_its_entry_is_refused() -> None:
+    _, signed, receipt = _receipt_log()
+    with pytest.raises(ProofError, match="integration time differs"):
+        verify_receipt(replace(receipt, integrated_at=NOW + timedelta(seconds=1)), signed, VERIFIER)
+
+
+def test_a_receipt_outside_its_tree_is_refused() -> None:
+    log, signed, receipt = _receipt_log(5, 6)
+    small = replace(receipt, checkpoint=log.note(5))
+    with pytest.raises(ProofError, match="leaf 5 is outside the checkpoint's tree of size 5"):
+        verify_receipt(small, signed, VERIFIER)
+
+
+@pytest.mark.parametrize("wrong_index", [2, 4, 5])
+def test_a_receipt_with_a_wrong_index_or_path_is_refused(wrong_index: int) -> None:
+    _, signed, receipt = _receipt_log(3, 6)
+    with pytest.raises(ProofError):
+        verify_receipt(replace(receipt, leaf_index=wrong_index), signed, VERIFIER)
+    bad_path = (bytes(32),) + receipt.inclusion_proof[1:]
+    with pytest.raises(ProofError):
+        verify_receipt(replace(receipt, inclusion_proof=bad_path), signed, VERIFIER)
+
+
+def test_a_receipt_signed_by_another_log_is_refused() -> None:
+    log, signed, receipt = _receipt_log()
+    other = LogSigner(Ed25519PrivateKey.generate(), ORIGIN)
+    with pytest.raises(SignatureError):
+        verify_receipt(replace(receipt, checkpoint=log.note(signer=other)), signed, VERIFIER)
+
+
+# ---------------------------------------------------------------- audit
+
+
+def _entries(n: int, start: int = 0) -> list[bytes]:
+    return [b"leaf %d" % i for i in range(start, start + n)]
+
+
+VKEY = SIGNER.verifier_key()
+
+
+def test_first_audit_checks_every_entry() -> None:
+    log = _Log(_entries(5))
+    state, checkpoint, checked = audit_step(None, VKEY, log.note(), [], log.entries)
+    assert (checkpoint.size, checked) == (5, 5)
+    assert state == AuditState(
+        VKEY,
+        log.note(),
+        merkle.CompactRange.from_hashes(
+            5,
+            [
+                log.tree.get_nodes([(2, 0)])[0],
+                log.tree.get_nodes([(0, 4)])[0],
+            ],
+        ).hashes,
+    )
+
+
+def test_next_audit_checks_only_new_entries_with_a_consistency_proof() -> None:
+    log = _Log(_entries(5))
+    state, _, _ = audit_step(None, VKEY, log.note(), [], log.entries)
+    for e in _entries(6, 5):
+        log.append(e)
+    proof = merkle.consistency_proof(5, 11, log.tree.get_nodes)
+    new_state, checkpoint, checked = audit_step(state, VKEY, log.note(), proof, log.entries[5:])
+    assert (checkpoint.size, checked) == (11, 6)
+    assert new_state.checkpoint == log.note()
+    # a full re-hash from the start checks all of them again
+    _, _, checked = audit_step(state, VKEY, log.note(), proof, log.entries, from_start=True)
+    assert checked == 11
+    # nothing new: same size, same root, no entries
+    _, _, checked = audit_step(new_state, VKEY, log.note(), [], [])
+    assert checked == 0
+
+
+def test_audit_from_an_empty_tree_needs_no_proof() -> None:
+    log = _Log([])
+    state, _, checked = audit_step(None, VKEY, log.note(0), [], [])
+    assert (checked, state.frontier) == (0, ())
+    for e in _entries(3):
+        log.append(e)
+    _, checkpoint, checked = audit_step(state, VKEY, log.note(), [], log.entries)
+    assert (checkpoint.size, checked) == (3, 3)
+
+
+def test_audit_detects_a_rollback() -> None:
+    log = _Log(_entries(6))
+    state, _, _ = audit_step(None, VKEY, log.note(), [], log.entries)
+    with pytest.raises(
+        LogIntegrityError, match="ROLLBACK: the log now claims 5 entries, fewer than the 6"
+    ):
+        audit_step(state, VKEY, log.note(5), [], [])
+
+
+def test_audit_detects_a_fork_at_the_same_size() -> None:
+    log = _Log(_entries(4))
+    state, _, _ = audit_step(None, VKEY, log.note(), [], log.entries)
+    forked = _Log(_entries(3) + [b"rewritten"])
+    with pytest.raises(
+        LogIntegrityError, match="FORK: two different signed roots for the same size 4"
+    ):
+        audit_step(state, VKEY, forked.note(), [], [])
+
+
+def test_audit_detects_a_fork_by_its_consistency_proof() -> None:
+    log = _Log(_entries(4))
+    state, _, _ = audit_step(None, VKEY, log.note(), [], log.entries)
+    forked = _Log([b"rewritten"] + _entries(7, 1))
+    proof = merkle.consistency_proof(4, 8, forked.tree.get_nodes)
+    with pytest.raises(
+        LogIntegrityError, match="FORK: the tree of size 4 seen before is not a prefix"
+    ) as info:
+        audit_step(state, VKEY, forked.note(), proof, forked.entries[4:])
+    assert isinstance(info.value.__cause__, ProofError)
+
+
+def test_audit_detects_deleted_extra_and_edited_entries() -> None:
+    log = _Log(_entries(6))
+    with pytest.raises(LogIntegrityError, match="served 5 entries from index 0; .* there are 6"):
+        audit_step(None, VKEY, log.note(), [], log.entries[:5])
+    with pytest.raises(LogIntegrityError, match="more entries than its checkpoint's 6"):
+        audit_step(None, VKEY, log.note(), [], [*log.entries, b"extra"])
+    edited = [*log.entries[:2], b"edited", *log.entries[3:]]
+    with pytest.raises(LogIntegrityError, match="do not hash to its signed root"):
+        audit_step(None, VKEY, log.note(), [], edited)
+    # edits to entries audited before are caught only by a re-hash from the start
+    state, _, _ = audit_step(None, VKEY, log.note(), [], log.entries)
+    log.append(b"leaf 6")
+    proof = merkle.consistency_proof(6, 7, log.tree.get_nodes)
+    edited.append(b"leaf 6")
+    audit_step(state, VKEY, log.note(), proof, edited[6:])
+    with pytest.raises(LogIntegrityError, match="do not hash"):
+        audit_step(state, VKEY, log.note(), proof, edited, from_start=True)
+    with pytest.raises(LogIntegrityError, match="served 0 entries from index 6; .* there are 1"):
+        audit_step(state, VKEY, log.note(), proof, [])
+    assert audit_step(state, VKEY, log.note(), proof, [b"leaf 6"])[2] == 1
+
+
+def test_audit_trusts_only_the_log_key() -> None:
+    log = _Log(_entries(3))
+    other = LogSigner(Ed25519PrivateKey.generate(), ORIGIN)
+    with pytest.raises(LogIntegrityError, match="the newest checkpoint does not verify") as info:
+        audit_step(None, VKEY, log.note(signer=other), [], log.entries)
+    assert isinstance(info.value.__cause__, SignatureError)
+    state, _, _ = audit_step(None, VKEY, log.note(), [], log.entries)
+    forged = replace(state, checkpoint=log.note(signer=other))
+    with pytest.raises(LogIntegrityError, match="the saved checkpoint does not verify"):
+        audit_step(forged, VKEY, log.note(), [], [])
+    with pytest.raises(LogIntegrityError, match="^x checkpoint"):
+        open_trusted("not a note", VERIFIER, "x")
+
+
+def test_audit_state_round_trips_and_refuses_damage() -> None:
+    log = _Log(_entries(7))
+    state, _, _ = audit_step(None, VKEY, log.note(), [], log.entries)
+    text = state.to_json()
+    assert text.endswith("}\n")
+    assert AuditState.from_json(text) == state
+    for damaged in (
+        "{",
+        "[]",
+        '{"verifier_key": "k", "checkpoint": "c"}',
+        '{"verifier_key": "k", "checkpoint": "c", "frontier": ["zz"]}',
+    ):
+        with pytest.raises(LogError, match="audit state file is damaged"):
+            AuditState.from_json(damaged)

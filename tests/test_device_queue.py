@@ -1,0 +1,149 @@
+"""The offline queue never jams (issue 11): deleted media, long names, refused and
+unreadable entries; through the real CLI against real `prov serve` processes."""
+
+from __future__ import annotations
+
+import base64
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from conftest import SAMPLES, Cli, ServerProc, start_server
+
+from clients.device import DeviceHome
+
+
+def _verify(cli: Cli, path: Path) -> str:
+    rc, out, err = cli("verify", str(path), "--json", "--no-detect", "--no-sidecar")
+    assert out, err
+    return str(json.loads(out)["status"])
+
+
+def _show(cli: Cli) -> dict:
+    rc, out, err = cli("device", "show")
+    assert rc == 0, err
+    return json.loads(out)
+
+
+def test_queue_survives_deleted_media(
+    enrolled: Cli, server: ServerProc, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    x = Path(shutil.copy(SAMPLES / "rocket.jpg", tmp_path / "a" / "x.jpg"))
+    y = Path(shutil.copy(SAMPLES / "chelsea.png", tmp_path / "b" / "y.png"))
+    kept_x = tmp_path / "x-copy.jpg"
+    shutil.copy(x, kept_x)
+    server.stop()
+    rc, out, err = enrolled("sign", str(x), str(y))
+    assert rc == 0 and out.count("queued") == 2, err
+    shutil.rmtree(tmp_path / "a")  # the media, its sidecar and its folder are gone
+
+    srv = start_server(server.db)
+    try:
+        monkeypatch.setenv("PROV_SERVER", srv.address)
+        rc, out, err = enrolled("device", "sync")
+        assert rc == 0 and "submitted 2 of 2" in out, err
+        assert "kept at" in err  # the receipt of the deleted capture went to the device folder
+        home = DeviceHome(enrolled.home)
+        assert home.pending() == [] and home.set_aside() == []
+        kept = json.loads((home.sidecar_dir / "000000000001.prov").read_text())
+        assert kept["receipt"]
+        assert not (tmp_path / "a").exists()  # a deleted folder is never re-created
+        assert json.loads(Path(f"{y}.prov").read_text())["receipt"]
+        assert _verify(enrolled, kept_x) == "SIGNED_ORIGINAL"
+        assert _verify(enrolled, y) == "SIGNED_ORIGINAL"
+        later = Path(shutil.copy(SAMPLES / "grace_hopper.jpg", tmp_path / "b" / "later.jpg"))
+        rc, out, err = enrolled("sign", str(later))  # later work is never refused
+        assert rc == 0 and "logged at leaf 2" in out, err
+    finally:
+        srv.stop()
+
+
+def test_queue_survives_long_file_name(
+    enrolled: Cli, server: ServerProc, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    long_name = tmp_path / ("n" * 247 + ".jpg")  # 251 bytes: FILE.prov would be 256
+    shutil.copy(SAMPLES / "rocket.jpg", long_name)
+    near = tmp_path / ("m" * 246 + ".png")  # 250: FILE.prov fits, a longer temp name not
+    shutil.copy(SAMPLES / "chelsea.png", near)
+    server.stop()
+    rc, out, err = enrolled("sign", str(long_name), str(near))
+    assert rc == 0 and out.count("queued") == 2, err
+    assert "too long" in err and "kept at" in err
+    assert Path(f"{near}.prov").exists()
+    home = DeviceHome(enrolled.home)
+    assert [e.sequence for e in home.pending()] == [1, 2]
+    assert all(len(e.file.name) < 32 for e in home.pending())
+
+    srv = start_server(server.db)
+    try:
+        monkeypatch.setenv("PROV_SERVER", srv.address)
+        rc, out, err = enrolled("device", "sync")
+        assert rc == 0 and "submitted 2 of 2" in out, err
+        assert home.pending() == []
+        assert json.loads((home.sidecar_dir / "000000000001.prov").read_text())["receipt"]
+        assert json.loads(Path(f"{near}.prov").read_text())["receipt"]
+        assert _verify(enrolled, long_name) == "SIGNED_ORIGINAL"
+        assert _verify(enrolled, near) == "SIGNED_ORIGINAL"
+    finally:
+        srv.stop()
+
+
+def test_queue_sets_aside_refused_and_unreadable_entries(
+    enrolled: Cli, server: ServerProc, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    files = [
+        Path(shutil.copy(SAMPLES / n, tmp_path / n))
+        for n in ("rocket.jpg", "chelsea.png", "grace_hopper.jpg")
+    ]
+    server.stop()
+    rc, out, err = enrolled("sign", *map(str, files))
+    assert rc == 0 and out.count("queued") == 3, err
+    home = DeviceHome(enrolled.home)
+    first = home.queue_dir / "000000000001.json"
+    doc = json.loads(first.read_text())
+    side = json.loads(doc["sidecar"])
+    sig = bytearray(base64.b64decode(side["signatures"][0]["sig"]))
+    sig[0] ^= 1  # a claim the server refuses for good (UNAUTHENTICATED)
+    side["signatures"][0]["sig"] = base64.b64encode(bytes(sig)).decode()
+    doc["sidecar"] = json.dumps(side)
+    first.write_text(json.dumps(doc))
+    (home.queue_dir / "000000000002.json").write_text("{not json")  # damaged on disk
+
+    srv = start_server(server.db)
+    try:
+        monkeypatch.setenv("PROV_SERVER", srv.address)
+        rc, out, err = enrolled("device", "sync")
+        assert rc == 1 and "submitted 1 of 3" in out, err
+        assert "UNAUTHENTICATED" in err and "cannot be read" in err
+        shown = _show(enrolled)
+        assert shown["queued"] == 0 and shown["queue"] == []
+        reasons = {e["sequence"]: e["last_error"] for e in shown["set_aside"]}
+        assert set(reasons) == {1, 2}
+        assert "UNAUTHENTICATED" in reasons[1] and "rocket.jpg" in reasons[1]
+        assert "cannot be read" in reasons[2]
+        assert _verify(enrolled, files[2]) == "SIGNED_ORIGINAL"  # #3 went on
+        rc, out, err = enrolled("device", "sync")  # nothing left to jam on
+        assert rc == 0 and "nothing queued" in out, err
+        rc, out, err = enrolled("device", "sync", "--retry-set-aside")
+        assert rc == 1 and "2 set-aside claim(s) queued again" in out, err
+        assert len(home.set_aside()) == 2 and home.pending() == []
+        assert "{not json" in (home.set_aside_dir / "000000000002.json").read_text()
+    finally:
+        srv.stop()
+
+
+def test_queue_records_why_an_entry_is_still_queued(
+    enrolled: Cli, server: ServerProc, tmp_path: Path
+) -> None:
+    photo = Path(shutil.copy(SAMPLES / "rocket.jpg", tmp_path / "rocket.jpg"))
+    server.stop()
+    assert enrolled("sign", str(photo))[0] == 0
+    rc, _, err = enrolled("device", "sync")
+    assert rc == 1 and "stays queued" in err
+    (entry,) = _show(enrolled)["queue"]
+    assert entry["sequence"] == 1 and entry["file"] == str(photo)
+    # one try by `sign`, one by `sync`
+    assert entry["attempts"] == 2 and "cannot reach the server" in entry["last_error"]

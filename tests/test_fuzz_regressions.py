@@ -1,0 +1,32 @@
+"""Inputs that once crashed a parser under the fuzzer (tests/fuzz/, `make fuzz`), kept
+as data files in tests/data/fuzz/TARGET/, and every seed of the fuzz corpus: each
+must give a `ProvenanceError` or a value, never another exception."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from fuzz.seeds import MAX_LEN, SEEDS
+from fuzz.targets import TARGETS, run_target
+
+DATA = Path(__file__).resolve().parent / "data" / "fuzz"
+CASES = sorted(DATA.glob("*/*"))
+
+
+def test_every_case_names_a_target() -> None:
+    assert CASES, f"no regression inputs under {DATA}"
+    assert {p.parent.name for p in CASES} <= set(TARGETS)
+
+
+@pytest.mark.parametrize("path", CASES, ids=[f"{p.parent.name}/{p.name}" for p in CASES])
+def test_crashing_input_is_now_refused_cleanly(path: Path) -> None:
+    run_target(path.parent.name, path.read_bytes())
+
+
+@pytest.mark.parametrize("name", list(SEEDS))
+def test_seed_corpus_is_accepted(name: str) -> None:
+    """Every seed runs through its target cleanly and fits the fuzzer's input size."""
+    for seed in SEEDS[name]():
+        assert len(seed) <= MAX_LEN[name]
+        run_target(name, seed)

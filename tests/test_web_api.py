@@ -1,0 +1,427 @@
+"""The HTTP API against a real `prov serve --http` holding the demo's signed captures:
+every JSON endpoint, the C2PA soft binding resolution endpoints, hostile uploads
+(empty, truncated, a text file named .jpg, a decompression bomb, oversize), the
+upload rate limit, the security headers, and the server staying up throughout."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import io
+import json
+import re
+import socket
+import struct
+import zlib
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import httpx
+import numpy as np
+import pytest
+from conftest import ADMIN_TOKEN, DemoSite, demo_site, start_web
+from PIL import Image
+
+from clients.cli import main as prov_main
+from provenance.binding import pdq_hash
+from provenance.errors import ConfigError
+from provenance.log import merkle
+from provenance.log.checkpoint import NoteVerifier, open_checkpoint
+from provenance.web.serve import bind
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DemoSite]:
+    with demo_site(tmp_path_factory.mktemp("web-api"), web_separate=False) as s:
+        yield s
+
+
+@pytest.fixture(scope="module")
+def http(site: DemoSite) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=site.web, timeout=120) as c:
+        yield c
+
+
+@pytest.fixture
+def small_web(site: DemoSite) -> Iterator[str]:
+    """A second `prov web` on the same service that relays files of up to 1 MiB."""
+    web = start_web(site.grpc.address, "--max-upload-mb", "1")
+    yield web.address
+    web.stop()
+
+
+@pytest.fixture
+def limited_web(site: DemoSite) -> Iterator[str]:
+    """A second `prov web` on the same service taking 2 uploads a minute per client."""
+    web = start_web(site.grpc.address, "--uploads-per-minute", "2")
+    yield web.address
+    web.stop()
+
+
+def _verify(
+    http: httpx.Client, path: Path, name: str | None = None, **kw: object
+) -> httpx.Response:
+    return http.post("/api/v1/verify", files={"file": (name or path.name, path.read_bytes())}, **kw)  # type: ignore[arg-type]
+
+
+def _error(r: httpx.Response, code: int, words: str) -> None:
+    assert r.status_code == code, r.text
+    body = r.json()["error"]
+    assert body["code"] == code
+    assert re.search(words, body["message"], re.I), body["message"]
+
+
+def _alive(site: DemoSite, http: httpx.Client) -> None:
+    assert site.grpc.proc.poll() is None
+    assert http.get("/api/v1/checkpoint").status_code == 200
+
+
+# ---------------------------------------------------------------- verify
+
+
+def test_verify_answers_the_object_prov_verify_json_prints(
+    site: DemoSite, http: httpx.Client, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for f in (site.files.hopper, site.files.derived, site.files.unsigned):
+        web = _verify(http, f, params={"detect": "false"}).json()
+        capsys.readouterr()
+        prov_main(
+            [
+                "verify",
+                str(f),
+                "--json",
+                "--no-detect",
+                "--no-sidecar",
+                "--server",
+                site.grpc.address,
+            ]
+        )
+        cli = json.loads(capsys.readouterr().out)
+        assert web["path"] == f.name
+        for d in (web, cli):
+            d.pop("verified_at")
+            d.pop("path")
+        assert web == cli
+
+
+def test_verify_with_sidecar_and_video(site: DemoSite, http: httpx.Client) -> None:
+    t = site.files.tampered
+    r = http.post(
+        "/api/v1/verify",
+        files={
+            "file": (t.name, t.read_bytes()),
+            "sidecar": ("s.prov", Path(f"{t}.prov").read_bytes()),
+        },
+    )
+    assert r.json()["status"] == "TAMPERED"
+    v = _verify(http, site.files.small_video).json()
+    assert v["status"] == "DERIVED"
+    assert v["evidence"]["video_match"]["matched"] is True
+    assert v["evidence"]["video_match"]["original_start_s"] == 0.0
+
+
+def test_large_upload_is_relayed_as_it_streams(site: DemoSite, http: httpx.Client) -> None:
+    """A 19 MB PNG (over the 8 MiB held in memory) reaches the service whole."""
+    noise = np.random.default_rng(7).integers(0, 256, (2500, 2500, 3), dtype=np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(noise).save(buf, "PNG", compress_level=1)
+    data = buf.getvalue()
+    assert len(data) > 9 * 1024 * 1024
+    r = http.post("/api/v1/verify", files={"file": ("noise.png", data)}, params={"detect": "0"})
+    body = r.json()
+    assert body["status"] == "UNSIGNED", body
+    assert body["file"]["size"] == len(data)
+    assert body["file"]["sha256"] == hashlib.sha256(data).hexdigest()
+    # a sidecar sent after a file that large cannot reach the service's header in time
+    r = http.post(
+        "/api/v1/verify",
+        files={"file": ("noise.png", data), "sidecar": ("s.prov", b"{}")},
+    )
+    _error(r, 400, "send the sidecar field before the file")
+
+
+# ---------------------------------------------------------------- hostile uploads
+
+
+def _bomb_png(width: int, height: int) -> bytes:
+    """A tiny PNG whose header claims ``width`` x ``height`` pixels."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (
+            struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        )
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    idat = zlib.compress(b"\0" * (width * 3 + 1) * 16)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
+
+
+def test_bad_uploads_get_clear_errors_and_the_server_stays_up(
+    site: DemoSite, http: httpx.Client, tmp_path: Path
+) -> None:
+    jpeg = site.files.hopper.read_bytes()
+    cases = [
+        ({"file": ("empty.jpg", b"")}, 400, "empty file"),
+        ({"file": ("half.jpg", jpeg[: len(jpeg) // 2])}, 400, "truncated|corrupt|cannot"),
+        ({"file": ("notes.jpg", b"just some text\n" * 50)}, 400, "unrecognised file format"),
+        ({"file": ("bomb.png", _bomb_png(40_000, 40_000))}, 413, "pixel|megapixel|limit"),
+        ({"sidecar": ("x.prov", b"not json")}, 400, "sidecar|json|no field named `file`"),
+    ]
+    for files, code, words in cases:
+        _error(http.post("/api/v1/verify", files=files), code, words)
+        _alive(site, http)
+    # not a form at all
+    _error(http.post("/api/v1/verify", content=b"raw"), 400, "multipart/form-data")
+    # a multipart body that stops before its closing boundary
+    head = b'--XyZ\r\nContent-Disposition: form-data; name="file"; filename="a.jpg"\r\n\r\n'
+    r = http.post(
+        "/api/v1/verify",
+        content=head + jpeg[:5000],
+        headers={"content-type": "multipart/form-data; boundary=XyZ"},
+    )
+    _error(r, 400, "truncated upload")
+    # a malformed sidecar next to a good file
+    r = http.post(
+        "/api/v1/verify",
+        files={"sidecar": ("x.prov", b"{not json"), "file": ("h.jpg", jpeg)},
+    )
+    assert r.status_code == 400, r.text
+    _alive(site, http)
+    assert _verify(http, site.files.hopper).json()["status"] == "SIGNED_ORIGINAL"
+
+
+def test_oversize_uploads_are_refused(site: DemoSite, small_web: str) -> None:
+    big = b"\xff\xd8\xff" + bytes(2 * 1024 * 1024)
+    # declared too large: refused before the body is read
+    host, port = urlsplit(small_web).hostname, urlsplit(small_web).port
+    with socket.create_connection((host, port), timeout=30) as s:
+        s.sendall(
+            b"POST /api/v1/verify HTTP/1.1\r\nHost: x\r\n"
+            b"Content-Type: multipart/form-data; boundary=b\r\n"
+            b"Content-Length: 5000000000\r\n\r\n--b\r\n"
+        )
+        answer = s.recv(65536).decode("latin-1")
+    assert answer.startswith("HTTP/1.1 413"), answer
+    assert "RESOURCE_EXHAUSTED" in answer
+    # streamed (chunked, no length) past the limit: refused as it arrives
+    with httpx.Client(base_url=small_web, timeout=60) as c:
+
+        def body() -> Iterator[bytes]:
+            yield b'--b\r\nContent-Disposition: form-data; name="file"; filename="big.jpg"\r\n\r\n'
+            for i in range(0, len(big), 65536):
+                yield big[i : i + 65536]
+            yield b"\r\n--b--\r\n"
+
+        r = c.post(
+            "/api/v1/verify",
+            content=body(),
+            headers={"content-type": "multipart/form-data; boundary=b"},
+        )
+        _error(r, 413, "larger than this page's limit")
+
+
+def test_uploads_are_rate_limited_per_client(site: DemoSite, limited_web: str) -> None:
+    with httpx.Client(base_url=limited_web, timeout=60) as c:
+        codes = [
+            c.post("/api/v1/verify", files={"file": ("h.jpg", site.files.hopper.read_bytes())})
+            for _ in range(4)
+        ]
+        assert [r.status_code for r in codes][:2] == [200, 200]
+        limited = [r for r in codes if r.status_code == 429]
+        assert limited, [r.status_code for r in codes]
+        assert int(limited[0].headers["retry-after"]) >= 1
+        _error(limited[0], 429, "too many uploads")
+        # reads are not limited
+        assert c.get("/api/v1/checkpoint").status_code == 200
+
+
+# ---------------------------------------------------------------- the log
+
+
+def test_checkpoint_is_signed_by_the_log_key(site: DemoSite, http: httpx.Client) -> None:
+    cp = http.get("/api/v1/checkpoint").json()
+    parsed = open_checkpoint(cp["checkpoint"], NoteVerifier.from_vkey(cp["log_key"]))
+    assert parsed.size == cp["size"] == 3
+    assert parsed.root_hash.hex() == cp["root_hash"]
+
+
+def test_entries_proofs_and_lookup(site: DemoSite, http: httpx.Client) -> None:
+    hopper = hashlib.sha256(site.files.hopper.read_bytes()).hexdigest()
+    found = http.get("/api/v1/entries", params={"sha256": hopper}).json()["entries"]
+    assert [e["index"] for e in found] == [0]
+    entry = found[0]
+    assert entry["claim"]["sha256"] == hopper
+    assert entry["inclusion"]["verified"] is True
+    assert entry["device"]["label"] == "demo-camera"
+    assert http.get("/api/v1/entries/2").json()["claim"]["media_type"].startswith("video/")
+    _error(http.get("/api/v1/entries/3"), 404, "no entry 3")
+    _error(http.get("/api/v1/entries/abc"), 400, "whole number")
+    _error(http.get("/api/v1/entries", params={"sha256": "00" * 32}), 404, "no logged capture")
+    _error(http.get("/api/v1/entries", params={"sha256": "xyz"}), 400, "64 hex digits")
+
+    inc = http.get("/api/v1/proofs/inclusion", params={"index": 1, "tree_size": 3}).json()
+    root = bytes.fromhex(http.get("/api/v1/checkpoint").json()["root_hash"])
+    merkle.verify_inclusion(
+        1, 3, bytes.fromhex(inc["leaf_hash"]), [bytes.fromhex(p) for p in inc["proof"]], root
+    )
+    _error(http.get("/api/v1/proofs/inclusion", params={"index": 5}), 400, "leaf|range|tree")
+
+    first_root = entry["leaf_hash"]  # the root of a tree of one entry is its leaf hash
+    ok = http.get("/api/v1/proofs/consistency", params={"first": 1, "first_root": first_root})
+    assert ok.json()["verified"] is True
+    bad = http.get("/api/v1/proofs/consistency", params={"first": 1, "first_root": "11" * 32})
+    assert bad.json()["verified"] is False
+
+    rgb = np.asarray(Image.open(site.files.derived).convert("RGB"))
+    h = pdq_hash(rgb)
+    q = {
+        "queries": [
+            {"ref": "a", "sha256": hopper},
+            {"ref": "b", "pdq": [{"hash": h.hex, "quality": h.quality}]},
+            {"ref": "c", "sha256": "00" * 32},
+        ]
+    }
+    res = {r["ref"]: r for r in http.post("/api/v1/lookup", json=q).json()["results"]}
+    assert res["a"]["status"] == "SIGNED_ORIGINAL"
+    assert res["b"]["status"] == "DERIVED"
+    assert res["b"]["evidence"]["claim"]["log"]["leaf_index"] == 1
+    assert res["c"]["status"] == "UNSIGNED"
+    _error(http.post("/api/v1/lookup", json={"queries": [{"pdq": "x"}]}), 400, "pdq must be a list")
+    _error(http.post("/api/v1/lookup", content=b"{"), 400, "not valid JSON")
+
+
+def test_soft_binding_resolution_api(site: DemoSite, http: httpx.Client) -> None:
+    h = pdq_hash(np.asarray(Image.open(site.files.derived).convert("RGB")))
+    value = base64.b64encode(h.hash).decode()
+    got = http.get("/matches/byBinding", params={"alg": "pdq", "value": value}).json()
+    assert [m["manifestId"] for m in got["matches"]] == ["1"]
+    assert 80 <= got["matches"][0]["similarityScore"] <= 100
+    posted = http.post("/matches/byBinding", json={"alg": "pdq", "value": value}).json()
+    assert posted == got
+    far = base64.b64encode(bytes(32)).decode()
+    assert http.get("/matches/byBinding", params={"alg": "pdq", "value": far}).json() == {
+        "matches": []
+    }
+    by_content = http.post(
+        "/matches/byContent",
+        content=site.files.derived.read_bytes(),
+        headers={"content-type": "image/jpeg"},
+    ).json()
+    assert [m["manifestId"] for m in by_content["matches"]] == ["1"]
+    manifest = http.get("/manifests/1").json()
+    assert manifest["index"] == 1 and manifest["inclusion"]["verified"] is True
+    assert http.get("/services/supportedAlgorithms").json()["fingerprints"] == [{"alg": "pdq"}]
+    _error(
+        http.get("/matches/byBinding", params={"alg": "com.adobe.trustmark.Q", "value": value}),
+        400,
+        "unsupported soft binding algorithm",
+    )
+    _error(http.get("/matches/byBinding", params={"alg": "pdq", "value": "!!"}), 400, "base64")
+    _error(http.get("/manifests/99"), 404, "no entry 99")
+
+
+def test_openapi_describes_every_endpoint(http: httpx.Client) -> None:
+    doc = http.get("/openapi.json").json()
+    assert doc["openapi"].startswith("3.")
+    for path in (
+        "/api/v1/verify",
+        "/api/v1/lookup",
+        "/api/v1/checkpoint",
+        "/api/v1/entries",
+        "/api/v1/entries/{index}",
+        "/api/v1/proofs/inclusion",
+        "/api/v1/proofs/consistency",
+        "/api/v1/devices/{device_id}",
+        "/matches/byBinding",
+        "/matches/byContent",
+        "/manifests/{manifestId}",
+    ):
+        assert path in doc["paths"], path
+    _error(http.get("/api/v1/nothing"), 404, "no API endpoint")
+
+
+# ---------------------------------------------------------------- pages and headers
+
+
+def test_every_response_carries_the_security_headers(site: DemoSite, http: httpx.Client) -> None:
+    for path in (
+        "/",
+        "/log",
+        "/log/entries/0",
+        "/static/app.js",
+        "/api/v1/checkpoint",
+        "/nope",
+        "/api/v1/entries/99",
+    ):
+        r = http.get(path)
+        csp = r.headers["content-security-policy"]
+        assert "script-src 'self'" in csp and "unsafe-inline" not in csp, path
+        assert "default-src 'none'" in csp
+        assert r.headers["x-content-type-options"] == "nosniff", path
+    page = http.get("/").text
+    assert "<script src=" in page and not re.search(r"<script(?![^>]*\bsrc=)", page)
+    assert " style=" not in page
+
+
+def test_file_names_are_escaped_in_the_report(site: DemoSite, http: httpx.Client) -> None:
+    name = "<img src=x onerror=alert(1)>.jpg"
+    r = http.post("/verify", files={"file": (name, site.files.unsigned.read_bytes())})
+    assert r.status_code == 200
+    assert "&lt;img src=x onerror=" in r.text
+    assert "<img src=x" not in r.text
+    assert _verify(http, site.files.unsigned, name).json()["path"] == name
+
+
+def test_explorer_pages(site: DemoSite, http: httpx.Client) -> None:
+    page = http.get("/log").text
+    assert "Latest checkpoint" in page and http.get("/api/v1/checkpoint").json()["log_key"] in page
+    r = http.get("/log/find", params={"q": "2"}, follow_redirects=False)
+    assert r.status_code == 303 and r.headers["location"] == "/log/entries/2"
+    sha = hashlib.sha256(site.files.rocket.read_bytes()).hexdigest()
+    assert (
+        http.get("/log/find", params={"q": sha}, follow_redirects=False).headers["location"]
+        == "/log/entries/1"
+    )
+    assert http.get("/log/find", params={"q": "00" * 32}).status_code == 404
+    assert http.get("/log/find", params={"q": "zz"}).status_code == 400
+    assert "✓ Included" in http.get("/log/entries/1").text
+    assert (
+        "✓ Consistent"
+        in http.get(
+            "/log/consistency",
+            params={"first": 1, "first_root": http.get("/api/v1/entries/0").json()["leaf_hash"]},
+        ).text
+    )
+
+
+def test_device_pages_show_enrollment_then_revocation(
+    site: DemoSite,
+    http: httpx.Client,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    dev = http.get("/api/v1/entries/0").json()["claim"]["device_id"]
+    d = http.get(f"/api/v1/devices/{dev}").json()
+    assert d["revoked"] is False and d["label"] == "demo-camera"
+    assert "Enrolled" in http.get(f"/log/devices/{dev}").text
+    _error(http.get(f"/api/v1/devices/{'ab' * 32}"), 404, "no enrolled device")
+    monkeypatch.setenv("PROV_ADMIN_TOKEN", ADMIN_TOKEN)
+    assert (
+        prov_main(
+            ["admin", "revoke", dev, "--reason", "stolen in a test", "--server", site.grpc.address]
+        )
+        == 0
+    )
+    d = http.get(f"/api/v1/devices/{dev}").json()
+    assert d["revoked"] is True and d["revocation_reason"] == "stolen in a test" and d["revoked_at"]
+    page = http.get(f"/log/devices/{dev}").text
+    assert "Revoked" in page and "stolen in a test" in page
+
+
+def test_web_refuses_a_port_in_use(site: DemoSite) -> None:
+    port = urlsplit(site.web).port
+    with pytest.raises(ConfigError, match="cannot listen"):
+        bind(f"127.0.0.1:{port}")

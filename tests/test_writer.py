@@ -1,0 +1,168 @@
+"""The group-commit writer on its own (a real SQLite store and log key, no service):
+batches, duplicates inside one batch, per-item refusals, and all-or-nothing commits.
+
+Batches are made deterministic with a gated clock: the writer reads the clock once per
+batch inside its transaction, so holding the gate keeps the writer busy with one batch
+while the test queues the next one."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+from inproc import T0, make_claim, sign
+
+from provenance import wire
+from provenance.claims import Device, SignedClaim
+from provenance.errors import LogError, LogIntegrityError, SequenceError
+from provenance.keys import DeviceKey
+from provenance.log.checkpoint import NoteVerifier, generate_log_key
+from provenance.receipt import verify_receipt
+from provenance.store import Store, open_store
+from provenance.writer import Appended, GroupCommitWriter, PendingClaim
+
+
+@dataclass
+class GatedClock:
+    """Blocks the writer's first clock read of each batch until ``release``."""
+
+    gate: threading.Event = field(default_factory=threading.Event)
+    entered: threading.Event = field(default_factory=threading.Event)
+
+    def __call__(self) -> datetime:
+        self.entered.set()
+        assert self.gate.wait(10), "the test never released the writer"
+        return T0
+
+
+@dataclass
+class Rig:
+    store: Store
+    writer: GroupCommitWriter
+    verifier: NoteVerifier
+    clock: GatedClock
+    commits: list[tuple[int, list[int]]]
+    pool: ThreadPoolExecutor
+
+    def enroll(self) -> DeviceKey:
+        key = DeviceKey.generate()
+        self.store.enroll(None, Device(key.key_id, key.public_key, T0), T0)
+        return key
+
+    def pending(self, signed: SignedClaim) -> PendingClaim:
+        return PendingClaim(signed, wire.decode_claim(signed.claim_bytes))
+
+    def submit_async(self, signed: SignedClaim) -> Future[Appended]:
+        return self.pool.submit(self.writer.submit, self.pending(signed), 10.0)
+
+    def wait_queued(self, n: int) -> None:
+        """Wait until ``n`` items wait in the writer's queue."""
+        for _ in range(1000):
+            if self.writer._queue.qsize() >= n:
+                return
+            threading.Event().wait(0.005)
+        raise AssertionError(f"{n} items never queued")
+
+
+@pytest.fixture
+def rig(tmp_path: Path) -> Iterator[Rig]:
+    store = open_store(tmp_path / "log.db")
+    signer = generate_log_key(tmp_path / "log.key", "test.example/log")
+    commits: list[tuple[int, list[int]]] = []
+
+    def on_commit(size: int, note: str, appended: list[tuple[int, PendingClaim]]) -> None:
+        commits.append((size, [i for i, _ in appended]))
+
+    clock = GatedClock()
+    writer = GroupCommitWriter(store, signer, clock, on_commit)
+    pool = ThreadPoolExecutor(8)
+    yield Rig(store, writer, NoteVerifier.from_vkey(signer.verifier_key()), clock, commits, pool)
+    clock.gate.set()
+    writer.close()
+    pool.shutdown()
+    store.close()
+
+
+def _batch(rig: Rig, claims: list[SignedClaim]) -> list[Future[Appended]]:
+    """Submit ``claims`` so that they land in one batch: a first claim holds the writer
+    at the gate, the others queue behind it, then the gate opens."""
+    key = rig.enroll()
+    blocker = rig.submit_async(sign(key, make_claim(key, 1)))
+    assert rig.clock.entered.wait(10)
+    futs = []
+    for n, c in enumerate(claims, 1):
+        futs.append(rig.submit_async(c))
+        rig.wait_queued(n)  # in this order
+    rig.clock.gate.set()
+    blocker.result(10)
+    return futs
+
+
+def test_a_replay_inside_one_batch_shares_the_first_receipt(rig: Rig) -> None:
+    key = rig.enroll()
+    a = sign(key, make_claim(key, 1))
+    b = sign(key, make_claim(key, 2, prev_claim_hash=a.claim_hash))
+    futs = _batch(rig, [a, b, a, a])
+    got = [f.result(10) for f in futs]
+    assert [g.duplicate for g in got] == [False, False, True, True]
+    assert got[2].receipt == got[0].receipt == got[3].receipt
+    assert rig.commits == [(1, [0]), (3, [1, 2])]  # one commit for the whole second batch
+    assert rig.store.tree_size() == 3
+    for signed, res in zip([a, b], got, strict=False):
+        verify_receipt(res.receipt, signed, rig.verifier)
+
+
+def test_a_bad_item_fails_alone_and_the_rest_of_its_batch_commits(rig: Rig) -> None:
+    key = rig.enroll()
+    a = sign(key, make_claim(key, 5))
+    stale = sign(key, make_claim(key, 3))  # behind a in the same batch
+    c = sign(key, make_claim(key, 6, prev_claim_hash=a.claim_hash))
+    futs = _batch(rig, [a, stale, c])
+    assert not futs[0].result(10).duplicate
+    with pytest.raises(SequenceError):
+        futs[1].result(10)
+    assert futs[2].result(10).receipt.leaf_index == 2
+    rec = rig.store.leaf_by_claim_hash(c.claim_hash)
+    assert rec is not None and rec.chain_linked  # 6 follows 5 even with 3 refused between
+    first = rig.store.leaf_by_claim_hash(a.claim_hash)
+    assert first is not None and not first.chain_linked  # 5 after nothing: a gap
+
+
+def test_an_unknown_device_in_a_batch_fails_alone(rig: Rig) -> None:
+    stranger = DeviceKey.generate()  # the service checks this first; the writer re-checks
+    key = rig.enroll()
+    futs = _batch(rig, [sign(stranger, make_claim(stranger, 1)), sign(key, make_claim(key, 1))])
+    with pytest.raises(LogError, match="vanished"):
+        futs[0].result(10)
+    assert not futs[1].result(10).duplicate
+
+
+def test_an_edited_database_fails_the_whole_batch_and_changes_nothing(
+    rig: Rig, tmp_path: Path
+) -> None:
+    key = rig.enroll()
+    rig.clock.gate.set()
+    first = rig.writer.submit(rig.pending(sign(key, make_claim(key, 1))))
+    with sqlite3.connect(tmp_path / "log.db") as c:
+        c.execute("DELETE FROM checkpoints")
+    before = rig.store.tree_size()
+    claims = [sign(key, make_claim(key, s)) for s in (2, 3)]
+    for c2 in claims:
+        with pytest.raises(LogIntegrityError, match="refusing to append"):
+            rig.writer.submit(rig.pending(c2))
+    assert rig.store.tree_size() == before == first.receipt.leaf_index + 1
+    assert rig.commits == [(1, [0])]
+
+
+def test_close_finishes_what_is_queued(rig: Rig) -> None:
+    key = rig.enroll()
+    claims = [sign(key, make_claim(key, s)) for s in range(1, 6)]
+    futs = _batch(rig, claims)
+    rig.writer.close()
+    assert [f.result(10).receipt.leaf_index for f in futs] == [1, 2, 3, 4, 5]
