@@ -299,11 +299,15 @@ def test_a_claim_after_revocation_is_refused(inproc: InProc) -> None:
         inproc.submit(dev.next_claim())
 
 
-def test_a_future_revocation_lets_claims_in_until_then(inproc: InProc) -> None:
+def test_a_future_revocation_is_refused(inproc: InProc) -> None:
+    """Issue 11: a revocation takes effect now or earlier (the RPC refuses a future time,
+    as the CLI does); the key stays valid until it is revoked."""
     dev = inproc.enroll()
-    inproc.service.revoke(dev.device_id, "retiring", inproc.clock.now + timedelta(hours=1))
+    with pytest.raises(ClaimError, match="in the future"):
+        inproc.service.revoke(dev.device_id, "retiring", inproc.clock.now + timedelta(hours=1))
     inproc.submit(dev.next_claim())
     inproc.clock.advance(hours=1)
+    inproc.service.revoke(dev.device_id, "retiring", None)
     with pytest.raises(RevokedKeyError):
         inproc.submit(dev.next_claim())
 
