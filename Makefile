@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test env proto clean bench lint fuzz mutants
+.PHONY: demo test env proto clean bench lint fuzz mutants web
 
 env: $(STAMP)
 
@@ -18,6 +18,11 @@ $(STAMP): pyproject.toml
 
 demo: $(STAMP)
 	$(BIN)/python -m clients.demo
+
+# the verification page over the demo's signed captures (Ctrl-C stops; WEB=HOST:PORT to move it)
+WEB ?= 127.0.0.1:8080
+web: $(STAMP)
+	$(BIN)/python -m clients.webdemo --listen $(WEB)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

@@ -19,6 +19,7 @@ import statistics
 import tempfile
 import threading
 import time
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -28,6 +29,7 @@ from provenance.envelope import PAYLOAD_TYPE_CLAIM
 from provenance.log import merkle
 from provenance.log.checkpoint import generate_log_key
 from provenance.store import Store
+from provenance.store.sqlite import SqliteStore
 from provenance.writer import GroupCommitWriter, PendingClaim
 
 
@@ -36,10 +38,14 @@ def _pct(xs: list[float], p: float) -> float:
     return xs[min(len(xs) - 1, int(p * len(xs)))]
 
 
-def _writer_rate(work: Path, tag: str, submitters: int, total: int, max_batch: int) -> float:
-    """Appends/s through the service's writer with ``max_batch`` claims per commit."""
-    store = Store(work / f"appends-{tag}.db")
-    signer = generate_log_key(work / f"appends-{tag}.key", "bench.local/log")
+def writer_rate(
+    stores: Sequence[Store], key: Path, submitters: int, total: int, max_batch: int = 512
+) -> float:
+    """Durable appends/s through one group-commit writer per store (several stores over
+    one database act as several servers), submitter i feeding writer i % len(stores),
+    with at most ``max_batch`` claims per commit."""
+    store = stores[0]
+    signer = generate_log_key(key, "bench.local/log")
     now = datetime.now(UTC)
     devices = []
     for i in range(submitters):
@@ -47,9 +53,10 @@ def _writer_rate(work: Path, tag: str, submitters: int, total: int, max_batch: i
         store.add_token(bytes([i]) * 32, "", now, now.replace(year=now.year + 1))
         store.enroll(bytes([i]) * 32, Device(dev, os.urandom(32), now), now)
         devices.append(dev)
-    writer = GroupCommitWriter(
-        store, signer, lambda: datetime.now(UTC), lambda *a: None, max_batch=max_batch
-    )
+    writers = [
+        GroupCommitWriter(s, signer, lambda: datetime.now(UTC), lambda *a: None, max_batch)
+        for s in stores
+    ]
 
     def pending(dev: bytes, seq: int) -> PendingClaim:
         claim = Claim(dev, seq, now, "image/jpeg", 1, HardBinding(os.urandom(32)))
@@ -59,25 +66,36 @@ def _writer_rate(work: Path, tag: str, submitters: int, total: int, max_batch: i
     per = total // submitters
     work_items = [[pending(d, s + 1) for s in range(per)] for d in devices]
 
-    def run(items: list[PendingClaim]) -> None:
+    def run(items: list[PendingClaim], writer: GroupCommitWriter) -> None:
         for p in items:
             writer.submit(p)
 
-    threads = [threading.Thread(target=run, args=(w,)) for w in work_items]
+    threads = [
+        threading.Thread(target=run, args=(w, writers[i % len(writers)]))
+        for i, w in enumerate(work_items)
+    ]
     t0 = time.perf_counter()
     for t in threads:
         t.start()
     for t in threads:
         t.join()
     rate = per * submitters / (time.perf_counter() - t0)
-    writer.close()
-    store.close()
+    for w in writers:
+        w.close()
     return rate
 
 
+def _sqlite_rate(work: Path, tag: str, submitters: int, total: int, max_batch: int) -> float:
+    store = SqliteStore(work / f"appends-{tag}.db")
+    try:
+        return writer_rate([store], work / f"appends-{tag}.key", submitters, total, max_batch)
+    finally:
+        store.close()
+
+
 def bench_appends(work: Path, submitters: int, total: int) -> None:
-    group = _writer_rate(work, "group", submitters, total, max_batch=512)
-    one = _writer_rate(work, "one", submitters, total // 4, max_batch=1)
+    group = _sqlite_rate(work, "group", submitters, total, max_batch=512)
+    one = _sqlite_rate(work, "one", submitters, total // 4, max_batch=1)
 
     con = sqlite3.connect(work / "single.db", isolation_level=None)
     con.execute("PRAGMA journal_mode=WAL")
@@ -108,7 +126,7 @@ def bench_appends(work: Path, submitters: int, total: int) -> None:
 
 def bench_proofs(work: Path, size: int, samples: int) -> None:
     mem = merkle.MemoryTree()
-    store = Store(work / f"proofs-{size}.db")
+    store = SqliteStore(work / f"proofs-{size}.db")
     rng = random.Random(size)
     batch = 50_000
     t0 = time.perf_counter()
@@ -116,9 +134,8 @@ def bench_proofs(work: Path, size: int, samples: int) -> None:
         hashes = [rng.randbytes(32) for _ in range(min(batch, size - start))]
         for h in hashes:
             mem.append_leaf_hash(h)
-        with store.transaction() as c:
-            nodes = merkle.append_batch(start, hashes, lambda k: store.get_nodes(k, c))
-            store.put_nodes(c, nodes)
+        with store.append() as txn:
+            txn.put_nodes(merkle.append_batch(start, hashes, txn.get_nodes))
     build = time.perf_counter() - t0
     assert merkle.root(size, store.get_nodes) == mem.root()
     print(f"proofs at {size:,} leaves (tree built in {build:.1f} s)")

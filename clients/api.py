@@ -19,8 +19,8 @@ import grpc
 from provenance import wire
 from provenance.binding import PerceptualHash
 from provenance.claims import Device, Receipt, SignedClaim
+from provenance.contract import MAX_MESSAGE_BYTES, UPLOAD_CHUNK_BYTES
 from provenance.errors import ConfigError, TransportError
-from provenance.server import MAX_MESSAGE_BYTES, UPLOAD_CHUNK_BYTES
 from provenance.v1 import provenance_pb2 as pb
 from provenance.v1 import provenance_pb2_grpc as rpc
 from provenance.verify import VerificationReport

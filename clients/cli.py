@@ -137,6 +137,12 @@ def serve(
             " (the root is still checked)."
         ),
     ] = False,
+    metrics_listen: Annotated[
+        str | None,
+        typer.Option(
+            help="Serve Prometheus metrics at http://HOST:PORT/metrics (port 0 picks one)."
+        ),
+    ] = None,
     full_check: Annotated[
         bool,
         typer.Option(
@@ -168,11 +174,13 @@ def serve(
         ),
     ] = None,
 ) -> None:
-    """Run the gRPC server with its embedded database until SIGINT/SIGTERM."""
+    """Run the gRPC server until SIGINT/SIGTERM, on a SQLite file (one server) or a
+    PostgreSQL database (several servers, one log; see docs/deploy.md)."""
     from provenance.assets import AssetLimits
     from provenance.c2pa.pool import ReaderPool
     from provenance.c2pa.reader import C2paTrust
     from provenance.inspect import InspectConfig
+    from provenance.metrics import serve_metrics
     from provenance.server import ServerConfig, create_server
     from provenance.service import ProvenanceService, ServiceConfig
     from provenance.store import is_postgres_url
@@ -214,7 +222,15 @@ def serve(
     elif service.authority is not None:
         trust = C2paTrust(service.authority.certificate_pem)
     pool = ReaderPool(workers=c2pa_workers) if c2pa_workers > 0 else None
-    det = _load_detector(detector_model, detector_device) if detector else None
+    # The crop secret lives beside the database (SQLite) or the shared log key (PostgreSQL).
+    beside = Path(db) if isinstance(target, Path) else Path(log_key or "")
+    det = (
+        _load_detector(
+            detector_model, detector_device, beside.with_name(beside.name + ".detector-secret")
+        )
+        if detector
+        else None
+    )
     config = ServerConfig(
         admin_token=token,
         inspect=InspectConfig(
@@ -227,6 +243,7 @@ def serve(
         detector=det,
     )
     try:
+        metrics_port = serve_metrics(metrics_listen) if metrics_listen is not None else None
         server, port = create_server(listen, service, config)
     except BaseException:
         service.close()
@@ -239,6 +256,9 @@ def serve(
         signal.signal(sig, lambda *_: stop.set())
     print(f"listening on {host}:{port}", flush=True)
     print(f"log key: {service.signer.verifier_key()}", flush=True)
+    if metrics_port is not None:
+        mhost = metrics_listen.rsplit(":", 1)[0] if metrics_listen else host
+        print(f"metrics on http://{mhost}:{metrics_port}/metrics", flush=True)
     web = _start_web(http, host, port, max_upload_mb) if http else None
     stop.wait()
     print("shutting down", flush=True)
@@ -295,12 +315,13 @@ def web(
     )
 
 
-def _load_detector(model: str, device: str | None):  # type: ignore[no-untyped-def]
-    """The server's detector, or None (with a notice) when torch or the weights are missing."""
+def _load_detector(model: str, device: str | None, secret_file: Path):  # type: ignore[no-untyped-def]
+    """The server's detector, or None (with a notice) when torch or the weights are missing.
+    Its crop secret lives in secret_file (created on first start, mode 0600)."""
     try:
         from detector.serving import server_detector
 
-        return server_detector(model, device)
+        return server_detector(model, device, secret_file)
     except (ImportError, ProvenanceError) as e:
         err.print(f"[yellow]note:[/] detector not loaded ({e}); reports will say so")
         return None

@@ -49,10 +49,12 @@ def capture(*args: str) -> str:
     return res.stdout.strip()
 
 
-def start_server(db: Path) -> tuple[subprocess.Popen[str], str]:
-    print(f"$ prov serve --db {db} --listen 127.0.0.1:0 &", flush=True)
+def start_server(db: Path, *extra: str) -> tuple[subprocess.Popen[str], str]:
+    """Start `prov serve --db DB --listen 127.0.0.1:0 EXTRA...`; returns it and its address."""
+    print(f"$ prov serve --db {db} --listen 127.0.0.1:0 {shlex.join(extra)} &", flush=True)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "clients.cli", "serve", "--db", str(db), "--listen", "127.0.0.1:0"],
+        [sys.executable, "-m", "clients.cli", "serve", "--db", str(db)]
+        + ["--listen", "127.0.0.1:0", *extra],
         stdout=subprocess.PIPE,
         text=True,
     )

@@ -18,6 +18,7 @@ from concurrent.futures import Future
 
 import numpy as np
 
+from provenance import metrics
 from provenance.errors import DetectorError
 
 _STOP = object()
@@ -54,6 +55,7 @@ class BatchQueue:
             if self._closed:
                 raise DetectorError("the detector has been closed")
             self._queue.put((rows, fut))
+            metrics.DETECTOR_QUEUE.set(self._queue.qsize())
         return fut
 
     def close(self) -> None:
@@ -90,6 +92,8 @@ class BatchQueue:
                     break
                 pending.append(item)  # type: ignore[arg-type]
                 rows += len(item[0])  # type: ignore[index]
+            metrics.DETECTOR_QUEUE.set(self._queue.qsize())
+            metrics.DETECTOR_BATCH.observe(rows)
             self._run_batch(pending)
 
     def _run_batch(self, pending: list[tuple[np.ndarray, Future[np.ndarray]]]) -> None:

@@ -2,10 +2,13 @@
 
 Platt scaling (J. Platt, "Probabilistic Outputs for Support Vector Machines", 1999), with
 Platt's smoothed targets, fitted by Newton's method on held-out images; band thresholds
-are quantiles of the calibrated scores of held-out real and generated images. Pure numpy.
+are set on the calibrated scores of held-out real and generated images. Pure numpy.
 """
 
 from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -51,20 +54,56 @@ def fit_platt(logits: np.ndarray, labels: np.ndarray, iterations: int = 100) -> 
     return float(a), float(b)
 
 
+def threshold_at_most(scores: np.ndarray, rate: float) -> float:
+    """The smallest threshold t such that the share of scores >= t is at most `rate`:
+    just above the (floor(rate * n) + 1)-th highest score. scores: (n,) float, n >= 1.
+    Raises DetectorError for no scores."""
+    s = np.sort(np.asarray(scores, dtype=np.float64))[::-1]
+    if len(s) == 0:
+        raise DetectorError("no real images to set a threshold on")
+    k = int(np.floor(rate * len(s) + 1e-9))
+    if k >= len(s):
+        return float(s[-1])
+    return float(np.nextafter(s[k], np.inf))
+
+
+def real_threshold(
+    scores: np.ndarray,
+    origins: Sequence[str] | None,
+    target_fpr: float,
+    min_origin_images: int = 10,
+) -> float:
+    """Threshold on real images' scores (n,) meeting `target_fpr` pooled and, when
+    origins (n,) are given, within every origin with at least `min_origin_images` images
+    (the strictest of these)."""
+    scores = np.asarray(scores, dtype=np.float64)
+    t = threshold_at_most(scores, target_fpr)
+    by: dict[str, list[float]] = defaultdict(list)
+    for o, v in zip(origins or (), scores, strict=False):
+        by[o].append(float(v))
+    for vals in by.values():
+        if len(vals) >= min_origin_images:
+            t = max(t, threshold_at_most(np.array(vals), target_fpr))
+    return t
+
+
 def calibrate(
     logits: np.ndarray,
     labels: np.ndarray,
     target_fpr: float = 0.05,
     target_miss: float = 0.10,
+    origins: Sequence[str] | None = None,
+    min_origin_images: int = 10,
 ) -> Calibration:
     """Platt scaling and band thresholds from held-out images.
 
     logits: (N,) image-level logits; labels: (N,) 0 real / 1 generated. threshold_high is
-    the (1 - target_fpr) quantile of the calibrated scores of real images (so about
-    target_fpr of held-out real images would be called "likely generated");
-    threshold_low is the target_miss quantile of the generated images' scores, capped at
-    threshold_high. A slope that is not positive (a network that ranks backwards on
-    held-out data) raises DetectorError rather than shipping an inverted score.
+    the lowest threshold that at most target_fpr of the held-out real images reach
+    (`real_threshold`: with origins (N,) given, also within each origin of at least
+    min_origin_images real images); threshold_low is the target_miss quantile of the
+    generated images' scores, capped at threshold_high. A slope that is not positive (a
+    network that ranks backwards on held-out data) raises DetectorError rather than
+    shipping an inverted score.
     """
     slope, intercept = fit_platt(logits, labels)
     if slope <= 0:
@@ -73,7 +112,10 @@ def calibrate(
         )
     y = np.asarray(labels).astype(np.int64).ravel()
     probs = sigmoid(slope * np.asarray(logits, dtype=np.float64).ravel() + intercept)
-    high = float(np.quantile(probs[y == 0], 1.0 - target_fpr))
+    real_origins = (
+        None if origins is None else [o for o, v in zip(origins, y, strict=True) if v == 0]
+    )
+    high = real_threshold(probs[y == 0], real_origins, target_fpr, min_origin_images)
     low = min(float(np.quantile(probs[y == 1], target_miss)), high)
     return Calibration(
         slope=slope,

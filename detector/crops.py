@@ -5,12 +5,19 @@ same crops every time, while a test with a fixed secret must see the same result
 crops are drawn from HMAC-SHA256(secret, request key) (RFC 2104) in counter mode: each
 block HMAC(secret, "prov-detector-crops" || 0x00 || u32be(len(key)) || key || u32be(i))
 gives four 64-bit big-endian draws. Pure: bytes in, positions out.
+
+Positions are stratified (jittered grid sampling): the range of top-left corners is cut
+into a grid of about `count` cells of the image's aspect ratio, `count` distinct cells are
+chosen, and each crop lands uniformly inside its cell. The crops therefore cover the
+whole image for every key, so the score moves far less between secrets than with
+independent uniform draws, while each position stays keyed.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -48,17 +55,33 @@ def plan_crops(
 ) -> list[CropPlan]:
     """`count` crops of an image of width x height pixels.
 
-    sizes: the patch side of each ensemble member (one entry for a single model); each
-    crop first draws its member uniformly, then x in [0, width - side] and y in
-    [0, height - side] uniformly, with side = min(member's size, width, height). Draws are
-    64-bit, reduced modulo the range (bias below 2^-40 for images under 2^24 px a side).
+    sizes: the patch side of each ensemble member (one entry for a single model). The
+    grid has `rows` x `cols` >= count cells, rows / cols close to height / width; a keyed
+    shuffle picks `count` distinct cells. Each crop draws its member uniformly, then x and
+    y uniformly inside its cell's share of [0, width - side] and [0, height - side], with
+    side = min(member's size, width, height). Draws are 64-bit, reduced modulo the range
+    (bias below 2^-40 for images under 2^24 px a side).
     """
     draws = _draws(secret, request_key)
+    rows = min(count, max(1, round(math.sqrt(count * height / width))))
+    cols = -(-count // rows)
+    cells = list(range(rows * cols))
+    for i in range(len(cells) - 1, 0, -1):  # Fisher-Yates with keyed draws
+        j = next(draws) % (i + 1)
+        cells[i], cells[j] = cells[j], cells[i]
     plan = []
-    for _ in range(count):
+    for cell in sorted(cells[:count]):
         member = next(draws) % len(sizes)
         side = min(sizes[member], width, height)
-        x = next(draws) % (width - side + 1)
-        y = next(draws) % (height - side + 1)
-        plan.append(CropPlan(int(x), int(y), side, int(member)))
+        x = _in_cell(next(draws), cell % cols, cols, width - side + 1)
+        y = _in_cell(next(draws), cell // cols, rows, height - side + 1)
+        plan.append(CropPlan(x, y, side, int(member)))
     return plan
+
+
+def _in_cell(draw: int, index: int, cells: int, span: int) -> int:
+    """A position in [0, span) inside cell `index` of `cells` equal shares of the span
+    (a share under one position collapses onto its start)."""
+    lo = index * span // cells
+    hi = max(lo + 1, (index + 1) * span // cells)
+    return lo + draw % (hi - lo)

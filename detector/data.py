@@ -40,6 +40,15 @@ FAMILY_RULES: tuple[tuple[str, str, str], ...] = (
     (r"\bldm\b|latent-diffusion|stable diffusion|sdxl|controlnet", "latent_diffusion", "diffusion"),
     (r"deepfloyd|ddpm|denoising-diffusion|score_sde|ncsn", "pixel_diffusion", "diffusion"),
 )
+#: Kind of the families named by the recipes' `family` column
+#: (`../shared/detector_sources/gen_sources.tsv`); families not listed are "diffusion".
+RECIPE_KINDS: dict[str, str] = {
+    **dict.fromkeys(
+        ("stylegan", "gigagan", "dcgan", "began", "styleswin", "pix2pixhd", "progan", "biggan"),
+        "gan",
+    ),
+    **dict.fromkeys(("vqgan-clip", "mindalle", "dalle-mini", "rar", "infinity"), "other"),
+}
 
 
 @dataclass(frozen=True)
@@ -48,7 +57,10 @@ class Sample:
 
     label: 1 generated, 0 real. family / kind: see FAMILY_RULES ("real" for real images,
     "unknown" / "other" when no rule matches). group: images that share a group (tiles of
-    one figure, frames of one strip) always land on the same side of a split.
+    one figure, frames of one strip) always land on the same side of a split. repo: the
+    source repository or package ("owner/name", "pypi:name"), the unit of source-held-out
+    splits; origin: the kind of real source (camera_exif, scan_film_print...; the
+    label file's `origin` column, else the family).
     """
 
     path: Path
@@ -57,6 +69,8 @@ class Sample:
     kind: str
     group: str
     generator: str
+    repo: str = ""
+    origin: str = ""
 
 
 def family_of(generator: str) -> tuple[str, str]:
@@ -66,6 +80,13 @@ def family_of(generator: str) -> tuple[str, str]:
         if re.search(pattern, text):
             return family, kind
     return "unknown", "other"
+
+
+def _origin(cell: str | None, repo: str) -> str:
+    """A real image's origin: the label file's origin (before any "; EXIF ..." note), or
+    its repository when the file has none."""
+    text = (cell or "-").split(";")[0].strip()
+    return repo if text in ("", "-") else text
 
 
 def read_label_file(path: Path) -> list[Sample]:
@@ -81,8 +102,14 @@ def read_label_file(path: Path) -> list[Sample]:
         if not row.get("file") or label not in ("real", "generated"):
             raise DetectorError(f"{path}:{i}: need a file and a label of real|generated")
         generator = row.get("generator") or "-"
-        family, kind = ("real", "real") if label == "real" else family_of(generator)
+        if label == "real":
+            family, kind = "real", "real"
+        elif row.get("family"):
+            family, kind = row["family"], RECIPE_KINDS.get(row["family"], "diffusion")
+        else:
+            family, kind = family_of(generator)
         source = (row.get("source") or row["file"]).split(" crop=")[0]
+        repo = row.get("repo") or re.split(r"@|==", source, maxsplit=1)[0]
         samples.append(
             Sample(
                 path=path.parent / row["file"],
@@ -91,6 +118,8 @@ def read_label_file(path: Path) -> list[Sample]:
                 kind=kind,
                 group=f"{path.parent.name}:{source}",
                 generator=generator,
+                repo=repo,
+                origin=_origin(row.get("origin"), repo) if label == "real" else family,
             )
         )
     return samples

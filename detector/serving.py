@@ -5,18 +5,29 @@ by frame on the frames the server sampled; the aggregate is the mean of the fram
 calibrated scores in logit space with a 95% band across frames (as `Detector` does
 across crops), banded with the model's held-out thresholds, and the block keeps the
 per-frame timeline. Every block says it is advisory.
+
+Same file, same band: the crop draws are keyed by the server's secret and the file's
+SHA-256, and `load_or_create_secret` keeps the secret in a file beside the database, so
+calls before and after a restart score the same crops.
 """
 
 from __future__ import annotations
 
 import math
+import os
+import stat
 import struct
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from detector.infer import LIKELY_GENERATED, NO_TRACES, UNCERTAIN, Detector
+from provenance.errors import DetectorError
+
+#: Bytes of the server's crop secret.
+SECRET_BYTES = 32
 
 _Z95 = 1.959964
 
@@ -82,7 +93,51 @@ class ServerDetector:
         }
 
 
-def server_detector(name: str = "default", device: str | None = None) -> ServerDetector:
-    """Load registry model ``name`` for serving (CUDA when available, else the CPU);
-    a random per-process secret drives the crop draws. Raises DetectorError."""
-    return ServerDetector(Detector.load(name, device=device))
+def load_or_create_secret(path: Path) -> bytes:
+    """The server's crop secret (32 bytes) kept in `path`; created on first use with mode
+    0600 (os.urandom), read back unchanged on every later start.
+
+    Raises DetectorError if the file cannot be created or read, does not hold exactly
+    32 bytes, or can be read or written by group or others (a leaked secret lets an
+    attacker predict the crops).
+    """
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        pass
+    except OSError as e:
+        raise DetectorError(f"cannot create the detector secret {path}: {e.strerror}") from e
+    else:
+        try:
+            os.write(fd, os.urandom(SECRET_BYTES))
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    try:
+        mode = path.stat().st_mode
+        secret = path.read_bytes()
+    except OSError as e:
+        raise DetectorError(f"cannot read the detector secret {path}: {e.strerror}") from e
+    if mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise DetectorError(
+            f"the detector secret {path} is readable or writable by others "
+            f"(mode {stat.S_IMODE(mode):o}); run `chmod 600 {path}`"
+        )
+    if len(secret) != SECRET_BYTES:
+        raise DetectorError(
+            f"the detector secret {path} holds {len(secret)} bytes, not {SECRET_BYTES}; "
+            "delete it to draw a new one (scores of earlier calls will then differ)"
+        )
+    return secret
+
+
+def server_detector(
+    name: str = "default", device: str | None = None, secret_file: Path | None = None
+) -> ServerDetector:
+    """Load registry model ``name`` for serving (CUDA when available, else the CPU).
+
+    secret_file: where the crop secret lives (see `load_or_create_secret`), so a file
+    gets the same score on every call and across restarts; None draws a random secret
+    per process (scores then differ between processes). Raises DetectorError."""
+    secret = load_or_create_secret(secret_file) if secret_file is not None else None
+    return ServerDetector(Detector.load(name, device=device, secret=secret))

@@ -20,6 +20,7 @@ from provenance.binding import Sha256Stream
 from provenance.c2pa.container import STRIPPABLE_TYPES, content_sha256
 from provenance.c2pa.pool import ReaderPool
 from provenance.c2pa.reader import C2paLimits, C2paTrust, read_c2pa
+from provenance.c2pa.result import failed
 from provenance.claims import MAX_SOFT_BINDINGS
 from provenance.errors import MediaError, MediaTooLargeError, ProvenanceError
 from provenance.media import sniff_media_type
@@ -162,13 +163,16 @@ def _c2pa(
     if cfg.c2pa_pool is None or media_type not in C2PA_TYPES:
         return None, b""
     path = upload.path()
-    result = read_c2pa(
-        path if path is not None else upload.data(),
-        media_type,
-        cfg.c2pa_trust,
-        cfg.c2pa_limits,
-        pool=cfg.c2pa_pool,
-    )
+    try:
+        result = read_c2pa(
+            path if path is not None else upload.data(),
+            media_type,
+            cfg.c2pa_trust,
+            cfg.c2pa_limits,
+            pool=cfg.c2pa_pool,
+        )
+    except ProvenanceError as e:  # optional evidence: the verdict goes on without it
+        return failed("Unavailable", f"the Content Credentials were not read: {e}").to_dict(), b""
     block = result.to_dict()
     content = b""
     if (

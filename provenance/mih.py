@@ -31,6 +31,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from provenance import metrics
 from provenance.binding import PDQ_HASH_SIZE, PDQ_MATCH_THRESHOLD, PDQ_MIN_QUALITY, PerceptualHash
 
 #: Number of substrings a 256-bit code is cut into.
@@ -150,6 +151,7 @@ class MihIndex:
         self._tables = t
         return t
 
+    @metrics.INDEX_LOOKUP_SECONDS.time()
     def search(
         self, query: PerceptualHash, max_distance: int = PDQ_MATCH_THRESHOLD, limit: int = 16
     ) -> list[tuple[int, int]]:

@@ -10,19 +10,17 @@ from __future__ import annotations
 import functools
 import hmac
 import logging
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from concurrent import futures
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any, Protocol, TypeVar
+from typing import Any, TypeVar
 
 import grpc
-import numpy as np
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from provenance import wire
-from provenance.claims import Verdict
 from provenance.dihedral import DIHEDRAL_TURNS
 from provenance.errors import (
     AuthError,
@@ -43,14 +41,13 @@ from provenance.errors import (
     StorageError,
     UnknownDeviceError,
 )
-from provenance.inspect import InspectConfig, Inspection, Upload, inspect_upload, resample_dense
+from provenance.inspect import InspectConfig, Upload
+from provenance.pipeline import DetectorBackend, VerificationPipeline, sidecar_chunk_size
 from provenance.rpc_input import MalformedRequestInterceptor
 from provenance.service import ProvenanceService
 from provenance.v1 import provenance_pb2 as pb
 from provenance.v1 import provenance_pb2_grpc as rpc
-from provenance.verify import FileFacts, VerificationReport, with_c2pa
-from provenance.video.binding import MAX_VIDEO_CHUNK
-from provenance.video.decode import sample_frames
+from provenance.verify import FileFacts
 
 log = logging.getLogger(__name__)
 
@@ -107,27 +104,6 @@ def _rpc(fn: F) -> F:
             context.abort(grpc.StatusCode.INTERNAL, "internal error; the server logged the details")
 
     return wrapper  # type: ignore[return-value]
-
-
-class DetectorBackend(Protocol):
-    """The advisory detector as the server uses it (`detector.serving` provides one).
-
-    Blocks are JSON-able dicts in `DetectorReport.to_dict()` shape; a video block adds
-    a ``timeline`` of {"timestamp_seconds", "score"} per sampled frame."""
-
-    def score_image(self, rgb: np.ndarray, request_key: bytes) -> dict[str, Any]:
-        """rgb: (H, W, 3) uint8 pixels; request_key: bytes naming the request."""
-        ...
-
-    def score_video(
-        self, frames: Sequence[tuple[float, np.ndarray]], request_key: bytes
-    ) -> dict[str, Any]:
-        """frames: (timestamp in seconds, (H, W, 3) uint8 pixels) in time order."""
-        ...
-
-
-#: Frames of a video the detector scores, spread evenly over its length.
-DETECTOR_VIDEO_FRAMES = 16
 
 
 @dataclass(frozen=True)
@@ -213,6 +189,7 @@ class VerificationServicer(rpc.VerificationServicer):
     def __init__(self, service: ProvenanceService, config: ServerConfig) -> None:
         self.s = service
         self.c = config
+        self.p = VerificationPipeline(service, config.inspect, config.detector)
 
     def _receive(self, request_iterator: Iterator[Any], upload: Upload) -> Any:
         """Read the header and every data chunk into ``upload``; return the header.
@@ -225,9 +202,9 @@ class VerificationServicer(rpc.VerificationServicer):
             raise MediaError("the upload must start with a header message")
         header = first.header
         if header.HasField("sidecar") and header.chunk_hashes:
-            claim = wire.decode_claim(header.sidecar.claim)
-            if 0 < claim.hard_binding.chunk_size <= MAX_VIDEO_CHUNK:
-                upload.hash_chunks(claim.hard_binding.chunk_size)
+            chunk = sidecar_chunk_size(wire.signed_from_pb(header.sidecar))
+            if chunk:
+                upload.hash_chunks(chunk)
         if header.size_bytes > upload.max_bytes:
             raise MediaTooLargeError(
                 f"file is {header.size_bytes} bytes; the limit is {upload.max_bytes} bytes"
@@ -248,88 +225,22 @@ class VerificationServicer(rpc.VerificationServicer):
         with Upload(self.c.inspect.limits.max_bytes) as upload:
             header = self._receive(request_iterator, upload)
             sidecar = wire.signed_from_pb(header.sidecar) if header.HasField("sidecar") else None
-            lenient = sidecar is not None or bool(self.s.store.leaves_by_file_sha256(upload.sha256))
-            found = inspect_upload(upload, self.c.inspect, lenient)
             chunks = tuple(bytes(h) for h in header.chunk_hashes)
             receipt = (
                 wire.receipt_from_pb(header.sidecar_receipt)
                 if sidecar is not None and header.HasField("sidecar_receipt")
                 else None
             )
-            report = self.s.verify(found.facts, sidecar, chunks, receipt)
-            if (
-                report.status is Verdict.UNSIGNED
-                and found.video is not None
-                and sidecar is None
-                and self.s.has_video
-            ):
-                report = self._dense_pass(upload, found, report, context)
-            report = with_c2pa(report, found.c2pa)
-            if header.detect:
-                report = replace(report, detector=self._detect(found, upload.sha256, upload))
+            report = self.p.verify_upload(
+                upload, sidecar, chunks, header.detect, context.time_remaining, receipt
+            )
         return wire.report_to_pb(report)
-
-    def _dense_pass(
-        self, upload: Upload, found: Inspection, report: VerificationReport, context: Any
-    ) -> VerificationReport:
-        """A trimmed clip may fall between the claim's 1 Hz samples: hash (up to) every
-        frame, within the caller's deadline, and look again."""
-        left = context.time_remaining()
-        budget = (
-            self.c.inspect.video_timeout_s
-            if left is None
-            else min(left - 5.0, self.c.inspect.video_timeout_s)
-        )
-        if budget < 5.0:
-            note = "the dense frame pass for trimmed clips was skipped: the call's deadline is too close"
-            return replace(report, reasons=(*report.reasons, note))
-        try:
-            dense = resample_dense(upload, found, self.c.inspect, budget)
-        except MediaError as e:
-            note = f"the dense frame pass for trimmed clips did not finish: {e}"
-            return replace(report, reasons=(*report.reasons, note))
-        return self.s.verify(dense.facts)
-
-    def _detect(self, found: Inspection, key: bytes, upload: Upload) -> dict[str, Any]:
-        """The advisory block: an image's score, or a video's per-frame timeline."""
-        if found.video is not None:
-            return self._detect_video(found, key, upload)
-        if self.c.detector is None:
-            return {"available": False, "note": "this server runs no detector"}
-        if found.image is None:
-            return {"available": False, "note": "the detector scores images and video frames only"}
-        return self.c.detector.score_image(found.image.rgb, key)
-
-    def _detect_video(self, found: Inspection, key: bytes, upload: Upload) -> dict[str, Any]:
-        assert found.video is not None
-        n = len(found.video.frames)
-        if self.c.detector is None:
-            return {
-                "available": False,
-                "note": "this server runs no detector: the timeline carries no scores",
-                "timeline": [
-                    {"timestamp_seconds": f.timestamp_seconds, "score": None}
-                    for f in found.video.frames
-                ],
-            }
-        every = max(1, -(-n // DETECTOR_VIDEO_FRAMES))
-        info = sample_frames(
-            upload.spill(),
-            rate_hz=found.video.rate_hz,
-            max_frames=n + 2,
-            keep_rgb_every=every,
-            max_rgb_frames=DETECTOR_VIDEO_FRAMES,
-            timeout_s=self.c.inspect.video_timeout_s,
-        )
-        frames = [(f.timestamp_seconds, f.rgb) for f in info.frames if f.rgb is not None]
-        return self.c.detector.score_video(frames, key)
 
     @_rpc
     def DetectFile(self, request_iterator: Iterator[Any], context: grpc.ServicerContext) -> Any:
         with Upload(self.c.inspect.limits.max_bytes) as upload:
             self._receive(request_iterator, upload)
-            found = inspect_upload(upload, replace(self.c.inspect, c2pa_pool=None), False)
-            return wire.detector_to_pb(self._detect(found, upload.sha256, upload))
+            return wire.detector_to_pb(self.p.detect_upload(upload))
 
     @_rpc
     def Lookup(self, request: Any, context: grpc.ServicerContext) -> Any:
@@ -352,7 +263,7 @@ class VerificationServicer(rpc.VerificationServicer):
                 ),
             )
             out.results.append(
-                pb.LookupResult(ref=q.ref, report=wire.report_to_pb(self.s.verify(facts)))
+                pb.LookupResult(ref=q.ref, report=wire.report_to_pb(self.p.lookup(facts)))
             )
         return out
 
@@ -403,9 +314,11 @@ def create_server(
 
     Returns (server, bound port). Raises ProvenanceError when the address cannot be bound.
     """
+    from provenance import metrics
+
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=config.max_workers, thread_name_prefix="rpc"),
-        interceptors=[MalformedRequestInterceptor()],
+        interceptors=[MalformedRequestInterceptor(), metrics.MetricsInterceptor()],
         options=[
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),

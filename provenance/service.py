@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
-from dataclasses import dataclass
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from provenance import wire
+from provenance import metrics, wire
 from provenance.binding import PerceptualHash
 from provenance.c2pa.authority import (
     accept_device_certificate,
@@ -53,7 +54,7 @@ from provenance.rollback import (
     remember_checkpoint,
     with_lost_receipt,
 )
-from provenance.startup import check_log_at_start
+from provenance.startup import advance_mark, check_log_at_start
 from provenance.store import LeafRecord, Store, open_store
 from provenance.timecheck import check_revocation_time, with_time_flags
 from provenance.verify import FileFacts, LoggedClaim, VerificationReport, decide
@@ -84,7 +85,8 @@ class ServiceConfig:
     hashing, O(log n) memory); authority_dir: an enrollment authority
     (`prov admin ca init`) that certifies enrolled keys for C2PA export, or None;
     follow_interval_s: how often a server over a shared store reads the other servers'
-    appends into its near-duplicate index.
+    appends into its near-duplicate index; mark_interval_s: how often the running server
+    re-hashes what was appended and moves the verified mark (`provenance.startup`).
     """
 
     db: Path | str
@@ -94,6 +96,7 @@ class ServiceConfig:
     authority_dir: Path | None = None
     full_check: bool = False
     follow_interval_s: float = 0.25
+    mark_interval_s: float = 60.0
 
 
 class ProvenanceService:
@@ -107,7 +110,8 @@ class ProvenanceService:
             self.authority = load_authority(config.authority_dir) if config.authority_dir else None
             self.signer = self._open_signer()
             self.verifier = NoteVerifier.from_vkey(self.signer.verifier_key())
-            check_log_at_start(
+            #: what the start-up check of the log did
+            self.startup = check_log_at_start(
                 self.store,
                 self.signer,
                 self.verifier,
@@ -125,12 +129,10 @@ class ProvenanceService:
             self._follow(self.store.tree_size())
             self.writer = GroupCommitWriter(self.store, self.signer, clock, self._after_commit)
             self._stop = threading.Event()
-            self._follower = None
-            if self.store.shared:
-                self._follower = threading.Thread(
-                    target=self._follow_loop, name="index-follower", daemon=True
-                )
-                self._follower.start()
+            self._upkeep = threading.Thread(
+                target=self._upkeep_loop, name="log-upkeep", daemon=True
+            )
+            self._upkeep.start()
         except BaseException:
             self.store.close()
             raise
@@ -175,12 +177,12 @@ class ProvenanceService:
 
     def close(self) -> None:
         self._stop.set()
-        if self._follower is not None:
-            self._follower.join()
+        self._upkeep.join()
         self.writer.close()
         self.store.close()
 
     def _after_commit(self, size: int, note: str, appended: list[tuple[int, PendingClaim]]) -> None:
+        metrics.APPENDS.inc(len(appended))
         if appended and self._memo is not None:
             try:
                 remember_checkpoint(self._memo, note)
@@ -193,8 +195,12 @@ class ProvenanceService:
                         self.pdq.add(idx, h)
                     self.has_video |= p.claim.media_type.startswith("video/")
                 self._indexed = size
+                self._indexed_metrics()
                 return
-        self._follow(size)  # another server appended before this batch: read it all
+        try:  # another server appended before this batch: read it all
+            self._follow(size)
+        except (StorageError, LogError) as e:  # the upkeep thread catches up later
+            log.warning("cannot index the log's new entries now: %s", e)
 
     def _follow(self, size: int) -> None:
         """Bring the near-duplicate index up to a log of ``size`` leaves from the store
@@ -202,19 +208,45 @@ class ProvenanceService:
         with self._index_lock:
             if size <= self._indexed:
                 return
-            for idx, h in self.store.iter_soft_hashes(self._indexed, size):
-                self.pdq.add(idx, h)
-                self.has_video |= h.timestamp_seconds > 0
-            self._indexed = size
+            video = False
 
-    def _follow_loop(self) -> None:
-        """Over a shared store: poll the log's head and index what other servers appended,
-        so a capture logged anywhere is found here within about ``follow_interval_s``."""
-        while not self._stop.wait(self.config.follow_interval_s):
+            def rows() -> Iterator[tuple[int, PerceptualHash]]:
+                nonlocal video
+                for idx, h in self.store.iter_soft_hashes(self._indexed, size):
+                    video |= h.timestamp_seconds > 0
+                    yield idx, h
+
+            self.pdq.add_many(rows())  # all or nothing: a failed read adds none
+            self.has_video |= video
+            self._indexed = size
+            self._indexed_metrics()
+
+    def _indexed_metrics(self) -> None:
+        metrics.TREE_SIZE.set(self._indexed)
+        metrics.INDEX_HASHES.set(len(self.pdq))
+
+    def advance_verified_mark(self) -> int:
+        """Re-hash what was appended since the verified mark and move it (see
+        `provenance.startup.advance_mark`); returns the mark's size."""
+        return advance_mark(self.store, self.signer, self.verifier)
+
+    def _upkeep_loop(self) -> None:
+        """Over a shared store, poll the log's head and index what other servers appended,
+        so a capture logged anywhere is found here within about ``follow_interval_s``;
+        every ``mark_interval_s``, move the verified mark."""
+        interval = (
+            self.config.follow_interval_s if self.store.shared else self.config.mark_interval_s
+        )
+        next_mark = time.monotonic() + self.config.mark_interval_s
+        while not self._stop.wait(interval):
             try:
-                self._follow(self.store.tree_size())
+                if self.store.shared:
+                    self._follow(self.store.tree_size())
+                if time.monotonic() >= next_mark:
+                    self.advance_verified_mark()
+                    next_mark = time.monotonic() + self.config.mark_interval_s
             except (StorageError, LogError) as e:
-                log.warning("cannot follow the shared log: %s", e)
+                log.warning("log upkeep: %s", e)
 
     # ---------------------------------------------------------------- registry
 
@@ -301,6 +333,7 @@ class ProvenanceService:
             signed, _ = wire.decode_log_entry(rec.entry)
             receipt = wire.decode_receipt(rec.receipt)
             verify_receipt(receipt, signed, self.verifier)
+            claim = wire.decode_claim(signed.claim_bytes)
         except ProvenanceError as e:
             raise LogIntegrityError(
                 f"log entry {rec.index} or its receipt does not verify with the log key: the"
@@ -310,11 +343,17 @@ class ProvenanceService:
             raise LogIntegrityError(
                 f"the receipt stored for log entry {rec.index} names another leaf"
             )
+        device = self.store.find_device(claim.device_id)
+        if device is None:
+            raise LogIntegrityError(
+                f"the device of log entry {rec.index} is missing from the registry: the log"
+                " database is damaged"
+            )
         return LoggedClaim(
             signed_claim=signed,
-            claim=wire.decode_claim(signed.claim_bytes),
+            claim=claim,
             receipt=receipt,
-            device=self.store.get_device(rec.device_id),
+            device=device,
             chain_linked=rec.chain_linked,
             receipt_verified=True,
         )
@@ -326,30 +365,27 @@ class ProvenanceService:
         sidecar_chunk_hashes: tuple[bytes, ...] = (),
         sidecar_receipt: Receipt | None = None,
     ) -> VerificationReport:
-        """The verdict on a file described by ``facts`` (and its sidecar, if any, with the
-        receipt it holds: one this log signed for a claim it no longer holds is reported
-        as a log rollback)."""
+        """The cryptographic verdict on a file described by ``facts`` (and its sidecar).
+
+        A sidecar whose claim does not decode is not used, and the report says so: it can
+        neither block the verdict nor change it (a file without it gets the same one). The
+        sidecar's ``sidecar_receipt``, when this log signed it for a claim the log no
+        longer holds, is reported as a log rollback (`provenance.rollback`).
+        Raises LogIntegrityError when a log record found for the file is damaged."""
         now = self.clock()
         hashes = [facts.sha256] + ([facts.content_sha256] if facts.content_sha256 else [])
         exact = [self._logged(r) for h in hashes for r in self.store.leaves_by_file_sha256(h)]
+        unusable = None
+        claim = None
         if sidecar is not None:
-            rec = self.store.leaf_by_claim_hash(sidecar.claim_hash)
-            report = with_time_flags(
-                decide(
-                    facts,
-                    now,
-                    exact=exact,
-                    sidecar=sidecar,
-                    sidecar_claim=wire.decode_claim(sidecar.claim_bytes),
-                    sidecar_device=self.store.find_device(sidecar.key_id),
-                    sidecar_logged=self._logged(rec) if rec else None,
-                    sidecar_chunk_hashes=sidecar_chunk_hashes,
+            try:
+                claim = wire.decode_claim(sidecar.claim_bytes)
+            except ProvenanceError as e:
+                unusable = (
+                    f"a sidecar came with the file but its claim cannot be read ({e});"
+                    " it was not used"
                 )
-            )
-            if sidecar_receipt is None or rec is not None:
-                return report
-            size = self.store.tree_size()
-            return with_lost_receipt(report, sidecar, sidecar_receipt, self.verifier, size)
+                sidecar = None
         near = (
             []
             if exact
@@ -359,7 +395,29 @@ class ProvenanceService:
                 if (rec := self.store.leaf_by_index(idx)) is not None
             ]
         )
-        return with_time_flags(decide(facts, now, exact=exact, near=near))
+        if sidecar is None or claim is None:
+            report = with_time_flags(decide(facts, now, exact=exact, near=near))
+            return (
+                report if unusable is None else replace(report, reasons=(*report.reasons, unusable))
+            )
+        rec = self.store.leaf_by_claim_hash(sidecar.claim_hash)
+        report = with_time_flags(
+            decide(
+                facts,
+                now,
+                exact=exact,
+                near=near,
+                sidecar=sidecar,
+                sidecar_claim=claim,
+                sidecar_device=self.store.find_device(sidecar.key_id),
+                sidecar_logged=self._logged(rec) if rec else None,
+                sidecar_chunk_hashes=sidecar_chunk_hashes,
+            )
+        )
+        if sidecar_receipt is None or rec is not None:
+            return report
+        size = self.store.tree_size()
+        return with_lost_receipt(report, sidecar, sidecar_receipt, self.verifier, size)
 
     def _near_candidates(self, soft: tuple[PerceptualHash, ...], limit: int = 8) -> list[int]:
         """Leaf indexes whose soft bindings are near ``soft``: for one image hash the

@@ -7,7 +7,8 @@ mark* are re-hashed: the mark is a note signed with the log key, kept in the sto
 saying "leaves [0, N) were re-hashed at start and fold to root R". Its frontier (the
 stored perfect-subtree hashes of [0, N)) must still give R, and the leaves from N on are
 re-hashed onto that frontier and must give the checkpoint's root; a mark beyond the
-log's head means the database was rolled back. A full re-hash (``rehash="all"``,
+log's head means the database was rolled back. A running server moves the mark
+forward now and then (`advance_mark`), so a restart re-hashes little. A full re-hash (``rehash="all"``,
 ``prov serve --full-check``) stays available, as does ``prov log audit`` from outside.
 """
 
@@ -23,7 +24,7 @@ from typing import Literal
 from provenance import wire
 from provenance.errors import LogError, LogIntegrityError, ProvenanceError
 from provenance.log import merkle
-from provenance.log.checkpoint import LogSigner, NoteVerifier, open_checkpoint
+from provenance.log.checkpoint import Checkpoint, LogSigner, NoteVerifier, open_checkpoint
 from provenance.store import LeafRecord, Store
 
 log = logging.getLogger(__name__)
@@ -102,12 +103,8 @@ def check_log_at_start(
             if size:
                 raise LogIntegrityError(f"log has {size} leaves but no signed checkpoint")
             return StartupCheck(0, None, time.perf_counter() - t0)
-        cp_size, note = latest
-        try:
-            cp = open_checkpoint(note, verifier)
-        except ProvenanceError as e:
-            raise LogIntegrityError(f"latest stored checkpoint does not verify: {e}") from e
-        if cp.size != cp_size or cp.size != size:
+        cp = _open_latest(latest, verifier)
+        if cp.size != size:
             raise LogIntegrityError(
                 f"the database holds {size} leaves but the latest signed checkpoint says"
                 f" {cp.size}: rows were added or deleted behind the log's back"
@@ -120,9 +117,52 @@ def check_log_at_start(
         raise LogIntegrityError("stored Merkle nodes do not match the signed checkpoint root")
     if rehash == "none":
         return StartupCheck(size, None, time.perf_counter() - t0)
+    start = _rehash(store, signer, verifier, cp, from_mark=rehash == "new")
+    took = time.perf_counter() - t0
+    log.info("log checked at start: %d leaves, re-hashed from %d in %.3f s", size, start, took)
+    return StartupCheck(size, start, took)
+
+
+def advance_mark(store: Store, signer: LogSigner, verifier: NoteVerifier) -> int:
+    """Re-hash the leaves appended since the verified mark, up to the newest checkpoint,
+    and move the mark there (a running server does this now and then, so a restart has
+    little left to re-hash). Returns the new mark's size; raises LogIntegrityError."""
+    latest = store.latest_checkpoint()
+    if latest is None:
+        return 0
+    cp = _open_latest(latest, verifier)
+    _rehash(store, signer, verifier, cp, from_mark=True)
+    return cp.size
+
+
+def _open_latest(latest: tuple[int, str], verifier: NoteVerifier) -> Checkpoint:
+    size, note = latest
+    try:
+        cp = open_checkpoint(note, verifier)
+    except ProvenanceError as e:
+        raise LogIntegrityError(f"latest stored checkpoint does not verify: {e}") from e
+    if cp.size != size:
+        raise LogIntegrityError(
+            f"the checkpoint stored for size {size} says {cp.size}: the database was edited"
+        )
+    return cp
+
+
+def _rehash(
+    store: Store, signer: LogSigner, verifier: NoteVerifier, cp: Checkpoint, from_mark: bool
+) -> int:
+    """Re-hash leaves [mark or 0, cp.size), compare with ``cp``'s root, store the new
+    mark; returns where re-hashing started."""
+    size = cp.size
     rng = merkle.CompactRange()
     marked = store.get_meta(MARK_KEY)
-    if rehash == "new" and marked is not None:
+    mark_size = 0
+    if marked is not None and not from_mark:
+        try:  # a full re-hash proves the log and replaces a damaged mark
+            mark_size = open_mark(marked, verifier)[0]
+        except LogIntegrityError:
+            log.warning("the stored verified mark does not verify; a full re-hash replaces it")
+    if from_mark and marked is not None:
         mark_size, mark_root = open_mark(marked, verifier)
         if mark_size > size:
             raise LogIntegrityError(
@@ -159,8 +199,6 @@ def check_log_at_start(
         raise LogIntegrityError(
             "log entries do not hash to the signed checkpoint root: the database was edited"
         )
-    if marked is None or open_mark(marked, verifier)[0] < size:
+    if mark_size < size:
         store.set_meta(MARK_KEY, sign_mark(signer, size, cp.root_hash))
-    took = time.perf_counter() - t0
-    log.info("log checked at start: %d leaves, re-hashed from %d in %.3f s", size, start, took)
-    return StartupCheck(size, start, took)
+    return start

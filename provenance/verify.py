@@ -6,10 +6,17 @@ detector's block is advisory and attached by the caller; it never changes the st
 
 Rules, in order (DESIGN.md, "The verdict"):
 
+0. Exact bytes in the log decide first: a logged, validly signed claim whose hard
+   binding covers the file gives ``SIGNED_ORIGINAL`` (or ``REVOKED_KEY``) whatever
+   sidecar comes with it (the report notes a sidecar for another claim).
 1. A sidecar claim is present:
    - its signature does not verify against the enrolled key, or its SHA-256 differs
      from the file's: ``TAMPERED`` (with the PDQ distance between the claimed and the
-     actual pixels as evidence, when both exist);
+     actual pixels as evidence, when both exist, and the damaged byte ranges of a
+     video whose sidecar lists its chunk hashes); but a sidecar that describes a
+     different picture (PDQ distance over the threshold) beside a near copy of another
+     signed capture is not used: the near copy's ``DERIVED`` stands, with a note;
+   - its key is not enrolled: ``TAMPERED`` when the bytes differ, else ``UNSIGNED``;
    - it verifies, matches the bytes, and is logged: ``SIGNED_ORIGINAL``, or
      ``REVOKED_KEY`` when it was integrated at or after the key's revocation time;
    - it verifies and matches but is not in the log: ``REVOKED_KEY`` if the key is
@@ -264,6 +271,7 @@ def decide(
             the signed root before they are used to name damaged byte ranges).
 
     Logged claims come with receipts the caller has verified against the log key.
+    Pure and total: it raises nothing for any combination of inputs.
     Exact bytes in the log decide first: a sidecar beside them that is damaged, forged,
     unlogged or for another capture cannot make a logged original read otherwise (the
     report notes it).
@@ -277,9 +285,36 @@ def decide(
                 report = replace(report, reasons=(*report.reasons, note))
             return report
     if sidecar is not None and sidecar_claim is not None:
-        return _decide_with_sidecar(
+        report = _decide_with_sidecar(
             facts, now, sidecar, sidecar_claim, sidecar_device, sidecar_logged, sidecar_chunk_hashes
         )
+        d = report.evidence.pdq_distance
+        if report.status is Verdict.TAMPERED and _another_picture(report.evidence):
+            nearby = _decide_near(facts, now, near)
+            if nearby.status is Verdict.DERIVED:
+                note = (
+                    f"a sidecar came with the file but describes a different picture ({d} bits"
+                    " away by PDQ) and other bytes; it was not used"
+                )
+                return replace(
+                    nearby,
+                    reasons=(*nearby.reasons, note),
+                    evidence=replace(nearby.evidence, sidecar_present=True),
+                )
+        return report
+    return _decide_near(facts, now, near)
+
+
+def _another_picture(ev: Evidence) -> bool:
+    """Whether a sidecar describes neither these bytes nor these pixels (both sides had
+    usable perceptual hashes, further apart than the match threshold)."""
+    return not ev.hash_match and ev.pdq_distance is not None and ev.pdq_distance > ev.pdq_threshold
+
+
+def _decide_near(
+    facts: FileFacts, now: datetime, near: Sequence[LoggedClaim]
+) -> VerificationReport:
+    """Rules 3 and 4: the closest signed capture within the threshold, else UNSIGNED."""
     if facts.media_type.startswith("video/"):
         return _decide_video_near(facts, now, near)
     best: tuple[int, str, LoggedClaim] | None = None
@@ -293,24 +328,24 @@ def decide(
             continue
         if best is None or found[0] < best[0]:
             best = (*found, lc)
-    if best is not None:
-        d, turn, lc = best
-        ev = Evidence(
-            file=facts,
-            claim=lc.evidence(signature_valid=True),
-            pdq_distance=d,
-            pdq_transform=turn,
-        )
-        reasons = [
-            f"no exact match; the pixels are within {d} bits (PDQ, threshold"
-            f" {PDQ_MATCH_THRESHOLD}) of a signed capture at log index"
-            f" {lc.receipt.leaf_index}: a re-encoded, resized or edited copy of it",
-            *turn_notes(turn, facts.orientation, lc.claim.orientation),
-        ]
-        if lc.device.revoked_at is not None:
-            reasons.append(f"note: for that capture, {_revocation_note(lc.device)}")
-        return VerificationReport(Verdict.DERIVED, tuple(reasons), ev, now)
-    return _unsigned(facts, now)
+    if best is None:
+        return _unsigned(facts, now)
+    d, turn, lc = best
+    ev = Evidence(
+        file=facts,
+        claim=lc.evidence(signature_valid=True),
+        pdq_distance=d,
+        pdq_transform=turn,
+    )
+    reasons = [
+        f"no exact match; the pixels are within {d} bits (PDQ, threshold"
+        f" {PDQ_MATCH_THRESHOLD}) of a signed capture at log index"
+        f" {lc.receipt.leaf_index}: a re-encoded, resized or edited copy of it",
+        *turn_notes(turn, facts.orientation, lc.claim.orientation),
+    ]
+    if lc.device.revoked_at is not None:
+        reasons.append(f"note: for that capture, {_revocation_note(lc.device)}")
+    return VerificationReport(Verdict.DERIVED, tuple(reasons), ev, now)
 
 
 def _unsigned(facts: FileFacts, now: datetime) -> VerificationReport:

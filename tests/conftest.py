@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
+from pgserver import PgServer
+from pgserver import missing_reason as pg_missing_reason
 
 from clients.api import ProvenanceClient
 from clients.cli import main as prov_main
@@ -63,7 +65,7 @@ class ServerProc:
 
     proc: subprocess.Popen[str]
     address: str
-    db: Path
+    db: Path | str
 
     def stop(self, sig: int = 15) -> int:
         if self.proc.poll() is None:
@@ -76,9 +78,14 @@ class ServerProc:
         return self.proc.returncode
 
 
-def start_server(db: Path, *extra: str, env: dict[str, str] | None = None) -> ServerProc:
-    """Start `prov serve --db DB --listen 127.0.0.1:0` and wait for its address line."""
+def start_server(db: Path | str, *extra: str, env: dict[str, str] | None = None) -> ServerProc:
+    """Start `prov serve --db DB --listen 127.0.0.1:0` and wait for its address line.
+
+    ``db``: a SQLite path, or a PostgreSQL URL from the ``pg_url`` fixture (its log key
+    file is added)."""
     full_env = {**os.environ, "PROV_ADMIN_TOKEN": ADMIN_TOKEN, **(env or {})}
+    if isinstance(db, str) and "--log-key" not in extra:
+        extra = ("--log-key", str(PG_LOG_KEYS[db]), *extra)
     proc = subprocess.Popen(
         [
             sys.executable,
@@ -113,8 +120,15 @@ def start_server(db: Path, *extra: str, env: dict[str, str] | None = None) -> Se
 
 
 @pytest.fixture
-def server(tmp_path: Path) -> Iterator[ServerProc]:
-    srv = start_server(tmp_path / "prov.db")
+def server_db(tmp_path: Path) -> Path | str:
+    """The database `server` runs on: SQLite here; a module that overrides this with
+    ``any_db`` runs its tests on both backends."""
+    return tmp_path / "prov.db"
+
+
+@pytest.fixture
+def server(server_db: Path | str) -> Iterator[ServerProc]:
+    srv = start_server(server_db)
     yield srv
     srv.stop()
 
@@ -161,6 +175,40 @@ def enrolled(cli: Cli) -> Cli:
     return cli
 
 
+# ---------------------------------------------------------------- PostgreSQL
+
+#: The log key file of each PostgreSQL database the fixtures made (servers share it).
+PG_LOG_KEYS: dict[str, Path] = {}
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[PgServer]:
+    """A real PostgreSQL server for the session (skipped, with the reason, where the
+    Debian package is not installed)."""
+    reason = pg_missing_reason()
+    if reason is not None:
+        pytest.skip(reason)
+    srv = PgServer.start()
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture
+def pg_url(pg_server: PgServer, tmp_path: Path) -> str:
+    """A fresh PostgreSQL database (URL) with a log key file for its servers."""
+    url = pg_server.new_database()
+    PG_LOG_KEYS[url] = tmp_path / "pg.logkey.pem"
+    return url
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def any_db(request: pytest.FixtureRequest, tmp_path: Path) -> Path | str:
+    """A database on each backend in turn: a SQLite path, then a PostgreSQL URL."""
+    if request.param == "sqlite":
+        return tmp_path / "prov.db"
+    return str(request.getfixturevalue("pg_url"))
+
+
 if TYPE_CHECKING:
     from inproc import InProc
 
@@ -173,6 +221,8 @@ def inproc(tmp_path: Path) -> Iterator[InProc]:
     h = open_inproc(tmp_path)
     yield h
     h.service.close()
+
+
 # ---------------------------------------------------------------- web (issue 13)
 
 

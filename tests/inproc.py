@@ -118,11 +118,13 @@ class InProc:
         self.service = ProvenanceService(self.service.config, self.clock)
 
 
-def open_inproc(tmp_path: Path, clock: Clock | None = None) -> InProc:
-    """A fresh service in ``tmp_path`` (close it with ``.service.close()``)."""
+def open_inproc(tmp_path: Path, clock: Clock | None = None, store: str = "sqlite") -> InProc:
+    """A fresh service in ``tmp_path`` (close it with ``.service.close()``) over a SQLite
+    file, or with ``store="memory"`` over the in-memory store (lost on close)."""
     clock = clock or Clock()
     db = tmp_path / "prov.db"
-    cfg = ServiceConfig(db=db, log_key=tmp_path / "log.key")
+    target: Path | str = db if store == "sqlite" else ":memory:"
+    cfg = ServiceConfig(db=target, log_key=tmp_path / "log.key")
     return InProc(ProvenanceService(cfg, clock), clock, db)
 
 

@@ -220,3 +220,44 @@ def test_batch_queue_reports_failures_to_callers_and_keeps_running() -> None:
         q.submit(np.zeros((2, 3))).result(timeout=10)
     assert q.submit(np.zeros((2, 4))).result(timeout=10).tolist() == [0.0, 0.0]
     q.close()
+
+
+def test_crops_are_stratified_over_the_whole_image() -> None:
+    for secret in (b"a", b"b", b"c"):
+        plan = plan_crops(secret, b"r", 640, 480, (64,), 16)
+        quadrants = {(c.x + 32 >= 320, c.y + 32 >= 240) for c in plan}
+        assert quadrants == {(False, False), (False, True), (True, False), (True, True)}
+        assert len({(c.x, c.y) for c in plan}) == 16
+
+
+def test_band_policy_protects_every_origin_and_reports_unseen_sources() -> None:
+    from detector.calibrate import real_threshold, threshold_at_most
+    from detector.data import Sample
+    from detector.policy import Scored, fit_band_policy
+
+    s = np.arange(100, dtype=float)
+    t = threshold_at_most(s, 0.05)
+    assert np.mean(s >= t) == 0.05 and np.mean(s >= np.nextafter(t, -np.inf)) > 0.05
+    # An origin that scores high on its own (film scans) raises the threshold until at
+    # most 5% of it is flagged, though the pooled rate alone would allow more.
+    rng = np.random.default_rng(0)
+    cams, scans = rng.normal(0, 1, 400), rng.normal(2, 1, 40)
+    pooled = threshold_at_most(np.r_[cams, scans], 0.05)
+    strict = real_threshold(np.r_[cams, scans], ["camera"] * 400 + ["scan"] * 40, 0.05, 10)
+    assert strict > pooled and np.mean(scans >= strict) <= 0.05
+    assert np.mean(scans >= pooled) > 0.05
+
+    def sample(i: int, label: int, repo: str, origin: str) -> Sample:
+        fam = "gen" if label else "real"
+        return Sample(Path(f"{i}.png"), label, fam, fam, str(i), "-", repo, origin)
+
+    scored = [
+        Scored(sample(i, 0, f"real/{i % 8}", ("camera", "scan")[i % 2]), rng.normal(-1, 1, 4))
+        for i in range(400)
+    ] + [Scored(sample(i, 1, f"gen/{i % 5}", "gen"), rng.normal(1, 1, 4)) for i in range(400)]
+    cal, report = fit_band_policy(scored)
+    loso = report["leave_one_source_out"]
+    assert cal.fitted and 0 < cal.threshold_low <= cal.threshold_high < 1
+    assert report["sources"] == 13 and set(loso["real_by_origin"]) == {"camera", "scan"}
+    assert loso["real_flagged"] <= 0.08 and loso["generated_flagged"] > 0.3
+    assert 0.8 < report["auc"] < 1.0

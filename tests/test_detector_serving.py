@@ -45,3 +45,62 @@ def test_verify_reports_the_advisory_block(detecting: ServerProc, cli: Cli, tmp_
     results = json.loads(out)["results"]
     assert [r["model_id"] for r in results] == ["default", "default"]
     assert "timeline" in results[1] and "timeline" not in results[0]
+
+
+def _detect(cli: Cli, path: Path) -> dict:  # type: ignore[type-arg]
+    rc, out, err = cli("detect", str(path), "--json")
+    assert rc == 0, err
+    (result,) = json.loads(out)["results"]
+    return result  # type: ignore[no-any-return]
+
+
+@pytest.mark.slow
+def test_same_file_same_score_across_calls_and_restarts(
+    tmp_path: Path, cli: Cli, server: ServerProc, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    server.stop()
+    db = tmp_path / "det.db"
+    photo = Path(shutil.copy(SAMPLES / "chelsea.png", tmp_path / "cat.png"))
+    srv = start_server(db, "--detector", "--detector-device", "cpu")
+    monkeypatch.setenv("PROV_SERVER", srv.address)
+    try:
+        first, second = _detect(cli, photo), _detect(cli, photo)
+    finally:
+        srv.stop()
+    secret = db.with_name(db.name + ".detector-secret")
+    assert secret.stat().st_mode & 0o777 == 0o600 and len(secret.read_bytes()) == 32
+    kept = secret.read_bytes()
+    srv = start_server(db, "--detector", "--detector-device", "cpu")
+    monkeypatch.setenv("PROV_SERVER", srv.address)
+    try:
+        after = _detect(cli, photo)
+    finally:
+        srv.stop()
+    assert secret.read_bytes() == kept
+    for key in ("score", "band", "band_low", "band_high", "crops"):
+        assert first[key] == second[key] == after[key], key
+    # A server with another database has another secret: the crops move.
+    other = start_server(tmp_path / "other.db", "--detector", "--detector-device", "cpu")
+    monkeypatch.setenv("PROV_SERVER", other.address)
+    try:
+        moved = _detect(cli, photo)
+    finally:
+        other.stop()
+    assert moved["crops"] != first["crops"]
+
+
+def test_secret_file_is_created_private_and_checked(tmp_path: Path) -> None:
+    from detector.serving import load_or_create_secret
+    from provenance.errors import DetectorError
+
+    path = tmp_path / "s.detector-secret"
+    secret = load_or_create_secret(path)
+    assert len(secret) == 32 and path.stat().st_mode & 0o777 == 0o600
+    assert load_or_create_secret(path) == secret
+    path.chmod(0o644)
+    with pytest.raises(DetectorError, match="chmod 600"):
+        load_or_create_secret(path)
+    path.chmod(0o600)
+    path.write_bytes(b"short")
+    with pytest.raises(DetectorError, match="5 bytes, not 32"):
+        load_or_create_secret(path)

@@ -17,6 +17,12 @@ from provenance.log.checkpoint import NoteVerifier, generate_log_key, open_check
 
 
 @pytest.fixture
+def server_db(any_db: Path | str) -> Path | str:
+    """Every test here runs on SQLite and on PostgreSQL."""
+    return any_db
+
+
+@pytest.fixture
 def signed_three(enrolled: Cli, tmp_path: Path) -> list[Path]:
     files = [
         Path(shutil.copy(SAMPLES / n, tmp_path / n))

@@ -193,34 +193,51 @@ def test_bad_uploads_get_clear_errors_and_the_server_stays_up(
     assert _verify(http, site.files.hopper).json()["status"] == "SIGNED_ORIGINAL"
 
 
+def _raw_post(url: str, head: bytes, body: Iterator[bytes]) -> str:
+    """POST over a plain socket, stop sending when the server stops reading (it may
+    answer before the body ends), and return the status line and headers."""
+    parts = urlsplit(url)
+    with socket.create_connection((parts.hostname, parts.port), timeout=60) as s:
+        try:
+            s.sendall(b"POST /api/v1/verify HTTP/1.1\r\nHost: x\r\n" + head + b"\r\n")
+            for block in body:
+                s.sendall(block)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        answer = b""
+        try:
+            while b"\r\n\r\n" not in answer and (got := s.recv(65536)):
+                answer += got
+        except ConnectionResetError:
+            pass
+    return answer.decode("latin-1")
+
+
 def test_oversize_uploads_are_refused(site: DemoSite, small_web: str) -> None:
-    big = b"\xff\xd8\xff" + bytes(2 * 1024 * 1024)
+    ctype = b"Content-Type: multipart/form-data; boundary=b\r\n"
     # declared too large: refused before the body is read
-    host, port = urlsplit(small_web).hostname, urlsplit(small_web).port
-    with socket.create_connection((host, port), timeout=30) as s:
-        s.sendall(
-            b"POST /api/v1/verify HTTP/1.1\r\nHost: x\r\n"
-            b"Content-Type: multipart/form-data; boundary=b\r\n"
-            b"Content-Length: 5000000000\r\n\r\n--b\r\n"
-        )
-        answer = s.recv(65536).decode("latin-1")
+    answer = _raw_post(small_web, ctype + b"Content-Length: 5000000000\r\n", iter([b"--b\r\n"]))
     assert answer.startswith("HTTP/1.1 413"), answer
-    assert "RESOURCE_EXHAUSTED" in answer
-    # streamed (chunked, no length) past the limit: refused as it arrives
-    with httpx.Client(base_url=small_web, timeout=60) as c:
 
-        def body() -> Iterator[bytes]:
-            yield b'--b\r\nContent-Disposition: form-data; name="file"; filename="big.jpg"\r\n\r\n'
-            for i in range(0, len(big), 65536):
-                yield big[i : i + 65536]
-            yield b"\r\n--b--\r\n"
+    # streamed without a length past the limit: refused as it arrives
+    def body() -> Iterator[bytes]:
+        def chunk(data: bytes) -> bytes:
+            return f"{len(data):x}\r\n".encode() + data + b"\r\n"
 
-        r = c.post(
-            "/api/v1/verify",
-            content=body(),
-            headers={"content-type": "multipart/form-data; boundary=b"},
+        yield chunk(
+            b'--b\r\nContent-Disposition: form-data; name="file"; filename="big.jpg"\r\n\r\n'
         )
-        _error(r, 413, "larger than this page's limit")
+        yield chunk(b"\xff\xd8\xff")
+        for _ in range(64):  # 4 MiB, over the 1 MiB limit
+            yield chunk(bytes(65536))
+        yield chunk(b"\r\n--b--\r\n") + b"0\r\n\r\n"
+
+    answer = _raw_post(small_web, ctype + b"Transfer-Encoding: chunked\r\n", body())
+    assert answer.startswith("HTTP/1.1 413"), answer
+    # the same file within the limit goes through
+    with httpx.Client(base_url=small_web, timeout=60) as c:
+        r = c.post("/api/v1/verify", files={"file": ("h.jpg", site.files.hopper.read_bytes())})
+        assert r.json()["status"] == "SIGNED_ORIGINAL"
 
 
 def test_uploads_are_rate_limited_per_client(site: DemoSite, limited_web: str) -> None:
@@ -425,3 +442,30 @@ def test_web_refuses_a_port_in_use(site: DemoSite) -> None:
     port = urlsplit(site.web).port
     with pytest.raises(ConfigError, match="cannot listen"):
         bind(f"127.0.0.1:{port}")
+
+
+def test_damaged_video_names_its_byte_ranges(site: DemoSite, http: httpx.Client) -> None:
+    video = bytearray(site.files.video.read_bytes())
+    middle = len(video) // 2
+    video[middle : middle + 16] = bytes(16)
+    sidecar = Path(f"{site.files.video}.prov").read_bytes()
+    files = {"sidecar": ("fabric.mp4.prov", sidecar), "file": ("fabric.mp4", bytes(video))}
+    body = http.post("/api/v1/verify", files=files, params={"detect": "0"}).json()
+    assert body["status"] == "TAMPERED"
+    [damaged] = body["evidence"]["damaged_ranges"]
+    assert damaged["first_byte"] <= middle <= damaged["last_byte"]
+    page = http.post("/verify", files=files).text
+    assert "Damaged bytes" in page and f"{damaged['first_byte']:,}" in page
+
+
+def test_web_without_its_service_answers_503(site: DemoSite) -> None:
+    web = start_web("127.0.0.1:1")
+    try:
+        with httpx.Client(base_url=web.address, timeout=60) as c:
+            _error(c.get("/api/v1/checkpoint"), 503, "cannot reach the server")
+            r = c.post("/api/v1/verify", files={"file": ("h.jpg", site.files.hopper.read_bytes())})
+            _error(r, 503, "cannot reach the server")
+            assert c.get("/log").status_code == 503
+            assert c.get("/").status_code == 200
+    finally:
+        web.stop()

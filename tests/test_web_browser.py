@@ -32,7 +32,9 @@ pytestmark = [
 ]
 
 webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed")
+from selenium.webdriver.common.action_chains import ActionChains  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
+from selenium.webdriver.common.keys import Keys  # noqa: E402
 from selenium.webdriver.support import expected_conditions as EC  # noqa: E402
 from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 
@@ -142,10 +144,14 @@ def test_report_json_download_is_the_api_object(browser: webdriver.Chrome, site:
 def test_every_form_control_has_a_label(browser: webdriver.Chrome, site: DemoSite) -> None:
     for path in ("/", "/log"):
         browser.get(site.web + path)
-        for control in browser.find_elements(By.CSS_SELECTOR, "input"):
-            ident = control.get_attribute("id")
-            labels = browser.find_elements(By.CSS_SELECTOR, f"label[for='{ident}']")
-            assert ident and labels, f"{path}: an input without a label ({ident!r})"
+        for control in browser.find_elements(By.CSS_SELECTOR, "input, button"):
+            ident = control.get_attribute("id") or control.get_attribute("name")
+            named = browser.execute_script(
+                "var e = arguments[0]; return (e.labels && e.labels.length) || e.textContent.trim()"
+                " || e.getAttribute('aria-label');",
+                control,
+            )
+            assert named, f"{path}: a form control without a label ({ident!r})"
 
 
 def test_without_javascript_the_form_still_uploads(tmp_path: Path, site: DemoSite) -> None:
@@ -156,3 +162,19 @@ def test_without_javascript_the_form_still_uploads(tmp_path: Path, site: DemoSit
     finally:
         driver.quit()
         shutil.rmtree(tmp_path / "profile", ignore_errors=True)
+
+
+def test_the_form_is_reachable_with_the_keyboard(browser: webdriver.Chrome, site: DemoSite) -> None:
+    browser.get(site.web + "/")
+    reached = []
+    for _ in range(12):
+        ActionChains(browser).send_keys(Keys.TAB).perform()
+        active = browser.switch_to.active_element
+        reached.append(active.get_attribute("id") or active.tag_name)
+    assert reached.index("file") < reached.index("verify-button"), reached
+    # the drop zone shows where the keyboard focus is
+    browser.execute_script("document.getElementById('file').focus()")
+    outline = browser.execute_script(
+        "return getComputedStyle(document.getElementById('drop')).outlineStyle"
+    )
+    assert outline == "solid"

@@ -79,7 +79,8 @@ def scan(
     ] = DEFAULT_BATCH,
 ) -> None:
     """Scan folders and archives: which files are signed originals, derived from signed
-    captures, or unsigned. Only hashes are sent to the server.
+    captures, or unsigned. Hashes are sent to the server; a file is uploaded only to
+    check its sidecar or to find a trimmed copy of a signed video (as `prov verify`).
 
     Archives are read as streams, never extracted; hostile entries are refused with a
     reason in the report. Interrupted scans continue with --resume. Exit 0 when the scan

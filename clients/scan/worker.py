@@ -3,7 +3,9 @@
 `process_batch` measures each item (`clients.scan.hashing`), sends the hashes of the whole
 batch to the service in one batch Lookup call (only hashes travel), checks a folder file
 that has a sidecar beside it with VerifyFile when the lookup alone does not find it signed
-(as ``prov verify`` would, so a file edited after signing reads TAMPERED), and, with
+(as ``prov verify`` would, so a file edited after signing reads TAMPERED), sends a video
+file the lookup could not search densely through VerifyFile too (so a trimmed signed clip
+reads DERIVED, as with ``prov verify``; an archived video's row says what it lacks), and, with
 ``detect``, scores the unsigned images: with the local detector when the ``detector``
 package and its weights load, else through the server's VerifyFile (folder files only:
 that uploads the file). Engines (`clients.scan.engines`) only decide where it runs.
@@ -26,9 +28,10 @@ from clients.report import report_to_json
 from clients.scan.hashing import Measured, measure
 from clients.scan.rows import error_row, measured_row
 from clients.scan.sources import EntryItem, FileItem, Item, RefusedItem, ScanLimits
-from provenance.claims import Verdict
+from provenance.claims import SignedClaim, Verdict
 from provenance.errors import BindingError, ClaimError, DetectorError, MediaError, TransportError
 from provenance.media import decode_image
+from provenance.pipeline import DENSE_PASS_NEEDS_BYTES
 from provenance.server import MAX_LOOKUP_QUERIES
 from provenance.sidecar import decode_sidecar
 from provenance.verify import VerificationReport
@@ -143,12 +146,41 @@ def _check_sidecar(
             signed = decode_sidecar(f.read()).signed_claim
     except (OSError, ClaimError) as e:
         return report, f"sidecar {os.path.basename(item.sidecar)} not usable: {e}"
+    return _verify_file(
+        client, item, signed, report, f"sidecar {os.path.basename(item.sidecar)} not checked"
+    )
+
+
+def _verify_file(
+    client: ProvenanceClient,
+    item: FileItem,
+    signed: SignedClaim | None,
+    report: VerificationReport,
+    failed: str,
+) -> tuple[VerificationReport, str | None]:
+    """The server's report on the uploaded file, or ``report`` and the note ``failed``
+    with the error when the server refused it. Raises TransportError when unreachable."""
     try:
         return client.verify_file(Path(item.path), signed, detect=False), None
     except TransportError as e:
         if is_unreachable(e):
             raise
-        return report, f"sidecar {os.path.basename(item.sidecar)} not checked: {e}"
+        return report, f"{failed}: {e}"
+
+
+def _check_densely(
+    client: ProvenanceClient, item: FileItem, report: VerificationReport
+) -> tuple[VerificationReport, str | None]:
+    """Send a video file on disk through the server's whole pipeline (VerifyFile: the dense
+    frame pass for trimmed clips) when the hash lookup says it needed the bytes, so the row
+    gets the verdict ``prov verify`` gives. Returns the report and a note when the upload
+    failed (then the lookup's report, which says what it lacks, stands). Raises
+    TransportError only when the server is unreachable."""
+    if report.status != Verdict.UNSIGNED or not any(
+        r.startswith(DENSE_PASS_NEEDS_BYTES) for r in report.reasons
+    ):
+        return report, None
+    return _verify_file(client, item, None, report, "the dense frame pass was not run")
 
 
 def process_batch(items: Sequence[Item], config: ScanConfig) -> list[dict[str, Any]]:
@@ -183,8 +215,9 @@ def process_batch(items: Sequence[Item], config: ScanConfig) -> list[dict[str, A
             continue
         if isinstance(item, FileItem):
             report, problem = _check_sidecar(client, item, report)
-            if problem is not None:
-                m = replace(m, note="; ".join(x for x in (m.note, problem) if x))
+            report, dense_problem = _check_densely(client, item, report)
+            if problem is not None or dense_problem is not None:
+                m = replace(m, note="; ".join(x for x in (m.note, problem, dense_problem) if x))
         block = None
         if (
             config.detect

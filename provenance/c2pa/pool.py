@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from provenance import metrics
 from provenance.c2pa.result import NOT_PRESENT, C2paResult, failed, result_from_reader
 from provenance.errors import ConfigError
 
@@ -182,6 +183,7 @@ class ReaderPool:
         frames = [f for f in (data, manifest) if f is not None]
         worker = self._acquire()
         healthy = False
+        metrics.C2PA_BUSY.inc()
         try:
             reply = json.loads(worker.request(header, frames, timeout_s))
             if not isinstance(reply, dict):
@@ -192,6 +194,8 @@ class ReaderPool:
         except ValueError as e:
             return failed("Protocol", f"the C2PA reader process sent a malformed reply: {e}")
         finally:
+            metrics.C2PA_BUSY.dec()
+            metrics.C2PA_READS.inc()
             self._release(worker, healthy)
         if reply.get("ok"):
             return result_from_reader(reply.get("state"), str(reply.get("json")))

@@ -63,11 +63,12 @@ class _MemoryAppend:
     def latest_checkpoint(self) -> tuple[int, str] | None:
         return _latest(self.state)
 
-    def leaf_by_claim_hash(self, claim_hash: bytes) -> LeafRecord | None:
-        return next((r for r in self.state.leaves if r.claim_hash == claim_hash), None)
+    def leaves_by_claim_hash(self, claim_hashes: Sequence[bytes]) -> dict[bytes, LeafRecord]:
+        want = set(claim_hashes)
+        return {r.claim_hash: r for r in self.state.leaves if r.claim_hash in want}
 
-    def find_device(self, device_id: bytes) -> Device | None:
-        return self.state.devices.get(device_id)
+    def find_devices(self, device_ids: Sequence[bytes]) -> dict[bytes, Device]:
+        return {d: self.state.devices[d] for d in device_ids if d in self.state.devices}
 
     def get_nodes(self, keys: Sequence[tuple[int, int]]) -> list[bytes]:
         return _nodes(self.state, keys)
@@ -199,7 +200,7 @@ class MemoryStore:
         return _latest(self._state)
 
     def leaf_by_claim_hash(self, claim_hash: bytes) -> LeafRecord | None:
-        return _MemoryAppend(self._state).leaf_by_claim_hash(claim_hash)
+        return _MemoryAppend(self._state).leaves_by_claim_hash([claim_hash]).get(claim_hash)
 
     def leaf_by_index(self, index: int) -> LeafRecord | None:
         leaves = self._state.leaves

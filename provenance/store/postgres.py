@@ -122,6 +122,10 @@ class PostgresStore(SqlStore):
         self, url: str, *, max_connections: int = 24, connect_timeout_s: float = 15.0
     ) -> None:
         self.location = redact(url)
+        try:  # one plain connection first: libpq's own reason when the database is not there
+            psycopg.connect(url, connect_timeout=max(1, int(connect_timeout_s))).close()
+        except psycopg.Error as e:
+            raise StorageError(f"cannot connect to {self.location}: {e}") from e
         self._pool = psycopg_pool.ConnectionPool(
             url,
             min_size=1,

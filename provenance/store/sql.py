@@ -103,6 +103,16 @@ def _leaf(row: Sequence[Any]) -> LeafRecord:
 # ------------------------------------------------------------------ statements on a connection
 
 
+def _chunks(keys: Sequence[bytes], size: int = 500) -> list[list[bytes]]:
+    """Distinct ``keys`` in parts small enough for one statement's parameters."""
+    uniq = list(dict.fromkeys(keys))
+    return [uniq[i : i + size] for i in range(0, len(uniq), size)]
+
+
+def _marks(part: Sequence[object]) -> str:
+    return ", ".join("?" for _ in part)
+
+
 def find_device(c: Conn, device_id: bytes) -> Device | None:
     row = c.execute(
         f"SELECT {_DEVICE_COLS} FROM devices WHERE device_id=?", (device_id,)
@@ -158,14 +168,26 @@ class SqlAppend:
     def latest_checkpoint(self) -> tuple[int, str] | None:
         return latest_checkpoint(self.c)
 
-    def leaf_by_claim_hash(self, claim_hash: bytes) -> LeafRecord | None:
-        try:
-            return leaf_by_claim_hash(self.c, claim_hash)
-        except (TypeError, ValueError) as e:
-            raise LogIntegrityError(f"the log database is damaged: {e}") from e
+    def leaves_by_claim_hash(self, claim_hashes: Sequence[bytes]) -> dict[bytes, LeafRecord]:
+        out: dict[bytes, LeafRecord] = {}
+        for part in _chunks(claim_hashes):
+            rows = self.c.execute(
+                f"SELECT {_LEAF_COLS} FROM leaves WHERE claim_hash IN ({_marks(part)})", part
+            ).fetchall()
+            try:
+                out.update((r.claim_hash, r) for r in map(_leaf, rows))
+            except (TypeError, ValueError) as e:
+                raise LogIntegrityError(f"the log database is damaged: {e}") from e
+        return out
 
-    def find_device(self, device_id: bytes) -> Device | None:
-        return find_device(self.c, device_id)
+    def find_devices(self, device_ids: Sequence[bytes]) -> dict[bytes, Device]:
+        out: dict[bytes, Device] = {}
+        for part in _chunks(device_ids):
+            rows = self.c.execute(
+                f"SELECT {_DEVICE_COLS} FROM devices WHERE device_id IN ({_marks(part)})", part
+            ).fetchall()
+            out.update((d.device_id, d) for d in map(_device, rows))
+        return out
 
     def get_nodes(self, keys: Sequence[tuple[int, int]]) -> list[bytes]:
         return get_nodes(self.c, keys)

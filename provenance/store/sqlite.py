@@ -145,14 +145,16 @@ class SqliteStore(SqlStore):
         return conn
 
     def _classify(self, e: Exception) -> ProvenanceError | None:
+        if not isinstance(e, sqlite3.DatabaseError):
+            return None
+        if getattr(e, "sqlite_errorcode", 0) & 0xFF in (sqlite3.SQLITE_FULL, sqlite3.SQLITE_IOERR):
+            return StorageError(
+                f"the server's storage refused the write ({e}): the disk is full or failing;"
+                " nothing was recorded, retry later"
+            )
         if isinstance(e, sqlite3.OperationalError):
-            text = str(e)
-            if "full" in text:
-                return StorageError(f"the database {self.path} cannot grow: {text}")
-            return StorageError(f"the database {self.path} cannot be used now: {text}")
-        if isinstance(e, sqlite3.DatabaseError):
-            return LogIntegrityError(f"the log database is damaged: {e}")
-        return None
+            return StorageError(f"the database {self.path} cannot be used now: {e}")
+        return LogIntegrityError(f"the log database is damaged: {e}")
 
     @contextmanager
     def _read(self) -> Iterator[sqlite3.Connection]:
@@ -173,14 +175,11 @@ class SqliteStore(SqlStore):
             conn.execute("BEGIN IMMEDIATE")
             try:
                 yield conn
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            try:
                 conn.execute("COMMIT")
-            except sqlite3.Error as e:
-                conn.execute("ROLLBACK")
-                raise StorageError(f"commit failed: {e}") from e
+            except BaseException:
+                if conn.in_transaction:  # SQLite rolls back by itself on a full disk
+                    conn.execute("ROLLBACK")
+                raise
 
     def _lock_appends(self, c: object) -> None:
         """BEGIN IMMEDIATE already holds SQLite's one write lock."""

@@ -12,7 +12,7 @@ import functools
 import json
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -28,6 +28,9 @@ from provenance.web import logviews
 from provenance.web.errors import WebError, error_response
 from provenance.web.openapi import openapi_document
 
+if TYPE_CHECKING:
+    from provenance.web.app import WebState
+
 log = logging.getLogger(__name__)
 
 #: The file hash sent for a query by PDQ alone (no file has it: SHA-256 preimage resistance).
@@ -38,9 +41,9 @@ MAX_JSON_BYTES = 4 * 1024 * 1024
 Handler = Callable[[Request], Awaitable[Response]]
 
 
-def state(request: Request) -> Any:
+def state(request: Request) -> WebState:
     """The app's shared `WebState`."""
-    return request.app.state.web
+    return cast("WebState", request.app.state.web)
 
 
 def client_address(request: Request) -> str:

@@ -42,13 +42,17 @@ def render(request: Request, name: str, status: int = 200, **context: Any) -> Re
     )
 
 
-def error_page(request: Request, error: ProvenanceError, template: str = "error.html") -> Response:
-    """An error as a page, with the HTTP status the API would answer."""
+def error_page(
+    request: Request, error: ProvenanceError, template: str = "error.html", **context: Any
+) -> Response:
+    """An error as a page (``template`` with ``context``), with the HTTP status the API
+    would answer and its Retry-After."""
     response = render(
         request,
         template,
         http_status(error),
         error={"status": status_name(error), "code": http_status(error), "message": str(error)},
+        **context,
     )
     response.headers.update(error_headers(error))
     return response
@@ -87,15 +91,11 @@ async def verify(request: Request) -> Response:
     try:
         report, filename = await verify_upload(request)
     except ProvenanceError as e:
-        response = render(
-            request,
-            "verify.html",
-            http_status(e),
-            limit=limit,
-            error={"status": status_name(e), "code": http_status(e), "message": str(e)},
-        )
-        response.headers.update(error_headers(e))
-        return response
+        return error_page(request, e, "verify.html", limit=limit)
+    except Exception:
+        log.exception("unexpected error verifying an upload")
+        error = WebError("internal error; the server logged the details", "INTERNAL")
+        return error_page(request, error, "verify.html", limit=limit)
     return render(request, "verify.html", limit=limit, report=report, filename=filename)
 
 

@@ -10,13 +10,12 @@ from __future__ import annotations
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-#: Scripts and styles only from this origin; images also as data: (the JSON report's
-#: download link is a data: URL) and blob: (the page's local thumbnail of the chosen
-#: file); nothing may frame the page or receive its forms.
+#: Scripts and styles only from this origin, none inline; images also as blob: (the
+#: page's local thumbnail of the chosen file, never uploaded twice); forms and requests
+#: only to this origin; nothing may frame the page.
 CONTENT_SECURITY_POLICY = (
-    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:;"
-    " media-src 'self' blob:; connect-src 'self'; form-action 'self'; base-uri 'none';"
-    " frame-ancestors 'none'"
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' blob:;"
+    " connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'"
 )
 
 SECURITY_HEADERS: tuple[tuple[bytes, bytes], ...] = (

@@ -57,6 +57,7 @@
     img.addEventListener("load", function () {
       svg.setAttribute("viewBox", "0 0 " + img.naturalWidth + " " + img.naturalHeight);
       img.hidden = false;
+      fig.classList.add("has-thumb");
     });
     img.src = thumbUrl;
   }
@@ -68,6 +69,10 @@
     if (fresh && old) {
       old.replaceWith(fresh);
     }
+    document.querySelectorAll(".intro, .legend").forEach(function (el) { el.remove(); });
+    form.classList.add("again");
+    var title = form.querySelector(".upload-title");
+    if (title) { title.textContent = "Verify another file"; }
     if (doc.title) { document.title = doc.title; }
     attachThumbnail(f);
     var heading = document.getElementById("verdict-title") || document.querySelector("#result [role=alert]");

@@ -1,0 +1,87 @@
+"""`make web`: the verification page over a database holding the demo's signed captures.
+
+Starts `prov serve --http` (the gRPC service and the web page in one process) on a fresh
+database in ``.web-demo/``, signs the demo's photos and video with a newly enrolled
+device (`clients.demo.prepare`), prints the page's address and the files to try, and
+runs until Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import secrets
+import shutil
+import signal
+import sys
+from pathlib import Path
+
+from clients.demo import prepare, start_server
+
+ROOT = Path(__file__).resolve().parent.parent
+#: Marker file that makes a folder ours to replace on the next run.
+MARKER = ".prov-web-demo"
+
+
+def _fresh(work: Path) -> None:
+    """Empty ``work`` if an earlier run made it; refuse to touch any other folder."""
+    if work.exists():
+        if not (work / MARKER).exists():
+            raise SystemExit(
+                f"make web: {work} exists and was not made by `make web`; move it away"
+            )
+        shutil.rmtree(work)
+    work.mkdir(parents=True)
+    (work / MARKER).write_text("made by `make web`; replaced on the next run\n")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="make web", description=__doc__)
+    parser.add_argument("--listen", default="127.0.0.1:8080", help="HTTP address HOST:PORT")
+    parser.add_argument("--dir", type=Path, default=ROOT / ".web-demo", help="working folder")
+    parser.add_argument("--no-detector", action="store_true", help="skip loading the detector")
+    args = parser.parse_args(argv)
+    work = args.dir.resolve()
+    _fresh(work)
+    os.environ["PROV_ADMIN_TOKEN"] = secrets.token_urlsafe(24)
+    os.environ["PROV_HOME"] = str(work / "device")
+    os.environ["PROV_PASSPHRASE"] = "demo passphrase, use a prompt in real life"
+    extra = ["--http", args.listen] + (["--no-detector"] if args.no_detector else [])
+    server, address = start_server(work / "provenance.db", *extra)
+    os.environ["PROV_SERVER"] = address
+    try:
+        assert server.stdout is not None
+        url = ""
+        for line in server.stdout:
+            if line.startswith("web on "):
+                url = line.split()[-1]
+                break
+        if not url:
+            raise SystemExit("make web: the web page did not start (see the error above)")
+        files = prepare(work)
+        print(
+            f"\nThe verification page is at {url}\n"
+            f"  drop any of these on it:\n"
+            f"    {files.hopper}        (SIGNED_ORIGINAL)\n"
+            f"    {files.derived}   (DERIVED)\n"
+            f"    {files.tampered}  (TAMPERED, with its .prov sidecar)\n"
+            f"    {files.unsigned}             (UNSIGNED)\n"
+            f"    {files.generated}       (UNSIGNED, the detector's score)\n"
+            f"    {files.small_video}    (DERIVED video, with its time range)\n"
+            f"  log explorer: {url}/log   API: {url}/api   gRPC: {address}\n"
+            "Ctrl-C stops the server.",
+            flush=True,
+        )
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+        server.wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        if server.poll() is None:
+            server.terminate()
+            server.wait(timeout=30)
+        print("server stopped")
+
+
+if __name__ == "__main__":
+    main()

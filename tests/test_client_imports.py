@@ -1,0 +1,29 @@
+"""The device SDK depends on the wire contract and the core only: importing
+`clients.api` loads neither SQLite, the store, the service nor the gRPC server."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from conftest import ROOT
+
+from provenance import contract, server
+
+
+def test_clients_api_does_not_load_the_server_side() -> None:
+    code = "import json, sys, clients.api; print(json.dumps(sorted(sys.modules)))"
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    loaded = set(json.loads(done.stdout))
+    assert "clients.api" in loaded
+    server_side = {"sqlite3", "provenance.server", "provenance.service", "provenance.writer"}
+    assert not loaded & server_side
+    assert not [m for m in loaded if m == "provenance.store" or m.startswith("provenance.store.")]
+
+
+def test_both_ends_use_the_contract_sizes() -> None:
+    assert server.MAX_MESSAGE_BYTES == contract.MAX_MESSAGE_BYTES

@@ -1,0 +1,441 @@
+"""The verdict (provenance.verify) branch by branch, checking the whole report: status,
+the evidence it carries, the time, and the words of the reasons that name what was
+found. Pure: real keys, real hashes, no store or server. Written so that mutations of the
+verdict logic fail a test (docs/mutants.md); test_verify_rules.py covers the rules' intent.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+
+from provenance import wire
+from provenance.binding import PDQ_MATCH_THRESHOLD, PDQ_MIN_QUALITY, PerceptualHash
+from provenance.claims import Claim, Device, HardBinding, Receipt, SignedClaim, Verdict
+from provenance.envelope import PAYLOAD_TYPE_CLAIM, PAYLOAD_TYPE_ENROLL, sign_payload
+from provenance.keys import DeviceKey
+from provenance.verify import (
+    ClaimEvidence,
+    Evidence,
+    FileFacts,
+    LoggedClaim,
+    best_pdq_distance,
+    decide,
+    signature_ok,
+    with_c2pa,
+)
+from provenance.video.binding import hash_chunked
+
+NOW = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
+LOGGED_AT = NOW - timedelta(days=2)
+KEY = DeviceKey.from_private_bytes(hashlib.sha256(b"verdict device").digest())
+SHA = hashlib.sha256(b"the capture").digest()
+OTHER_SHA = hashlib.sha256(b"other bytes").digest()
+PDQ = PerceptualHash("pdq", hashlib.sha256(b"pixels").digest(), 100)
+
+
+def _flip(h: PerceptualHash, bits: int, quality: int | None = None) -> PerceptualHash:
+    b = bytearray(h.hash)
+    for i in range(bits):
+        b[i // 8] ^= 1 << (i % 8)
+    return replace(h, hash=bytes(b), quality=h.quality if quality is None else quality)
+
+
+def _signed(claim: Claim, key: DeviceKey = KEY) -> SignedClaim:
+    data = wire.encode_claim(claim)
+    return SignedClaim(
+        PAYLOAD_TYPE_CLAIM, data, key.key_id, sign_payload(key, PAYLOAD_TYPE_CLAIM, data)
+    )
+
+
+def _claim(sha: bytes = SHA, soft: tuple[PerceptualHash, ...] = (PDQ,), **changes: object) -> Claim:
+    claim = Claim(KEY.key_id, 1, LOGGED_AT, "image/jpeg", 11, HardBinding(sha), soft)
+    return replace(claim, **changes)  # type: ignore[arg-type]
+
+
+def _device(revoked_at: datetime | None = None, key: DeviceKey = KEY) -> Device:
+    reason = "lost phone" if revoked_at else ""
+    return Device(key.key_id, key.public_key, NOW - timedelta(days=9), 0, b"", revoked_at, reason)
+
+
+def _logged(
+    claim: Claim | None = None,
+    *,
+    index: int = 7,
+    revoked_at: datetime | None = None,
+    chain_linked: bool = True,
+    receipt_verified: bool = True,
+    signed: SignedClaim | None = None,
+) -> LoggedClaim:
+    claim = claim or _claim()
+    signed = signed or _signed(claim)
+    receipt = Receipt(index, LOGGED_AT, "checkpoint", (), b"entry")
+    return LoggedClaim(signed, claim, receipt, _device(revoked_at), chain_linked, receipt_verified)
+
+
+def _has(report_reasons: tuple[str, ...], *words: str) -> bool:
+    return any(all(w in r for w in words) for r in report_reasons)
+
+
+# ---------------------------------------------------------------- exact match
+
+
+def test_exact_logged_bytes_are_signed_original_with_full_evidence() -> None:
+    facts = FileFacts(SHA, 11, "image/jpeg", (PDQ,))
+    lc = _logged(index=42)
+    r = decide(facts, NOW, exact=[lc])
+    assert r.status is Verdict.SIGNED_ORIGINAL
+    assert r.verified_at == NOW and r.detector is None and r.c2pa is None
+    assert r.evidence == Evidence(
+        file=facts, claim=lc.evidence(signature_valid=True), hash_match=True
+    )
+    assert len(r.reasons) == 1 and _has(r.reasons, "log index 42", "exact bytes")
+
+
+def test_exact_match_takes_the_first_candidate_that_binds_and_verifies() -> None:
+    facts = FileFacts(SHA, 11, "image/jpeg")
+    forged = _logged(index=1, signed=replace(_signed(_claim()), signature=bytes(64)))
+    elsewhere = _logged(_claim(OTHER_SHA), index=2)
+    good, later = _logged(index=3), _logged(index=4)
+    r = decide(facts, NOW, exact=[forged, elsewhere, good, later])
+    assert r.status is Verdict.SIGNED_ORIGINAL
+    assert r.evidence.claim is not None and r.evidence.claim.receipt == good.receipt
+
+
+def test_a_sidecar_beside_logged_bytes_is_noted_when_it_is_another_claim() -> None:
+    facts = FileFacts(SHA, 11, "image/jpeg")
+    lc = _logged()
+    same = decide(facts, NOW, sidecar=lc.signed_claim, sidecar_claim=lc.claim, exact=[lc])
+    assert same.status is Verdict.SIGNED_ORIGINAL and same.evidence.sidecar_present
+    assert not _has(same.reasons, "another claim")
+    other = _signed(_claim(sequence=2))
+    r = decide(facts, NOW, sidecar=other, sidecar_claim=_claim(sequence=2), exact=[lc])
+    assert r.status is Verdict.SIGNED_ORIGINAL and r.evidence.sidecar_present
+    assert _has(r.reasons, "describes another claim")
+    alone = decide(facts, NOW, exact=[lc])
+    assert not alone.evidence.sidecar_present and len(alone.reasons) == 1
+
+
+def test_revocation_after_logging_is_a_note_and_before_it_a_revoked_key() -> None:
+    facts = FileFacts(SHA, 11, "image/jpeg")
+    after = decide(facts, NOW, exact=[_logged(revoked_at=LOGGED_AT + timedelta(microseconds=1))])
+    assert after.status is Verdict.SIGNED_ORIGINAL
+    assert _has(after.reasons, "note:", "lost phone", "after this claim was logged")
+    at = decide(facts, NOW, exact=[_logged(revoked_at=LOGGED_AT)])
+    assert at.status is Verdict.REVOKED_KEY
+    assert _has(at.reasons, "log index 7", "lost phone", "before that claim was logged")
+    assert at.evidence == Evidence(
+        file=facts, claim=_logged(revoked_at=LOGGED_AT).evidence(True), hash_match=True
+    )
+    assert at.verified_at == NOW
+
+
+def test_a_logged_claim_that_no_longer_verifies_is_tampered() -> None:
+    """A valid sidecar whose log record's signature fails (the record was altered)."""
+    claim = _claim()
+    sidecar = _signed(claim)
+    altered = _logged(signed=replace(sidecar, signature=bytes(64)))
+    facts = FileFacts(SHA, 11, "image/jpeg")
+    r = decide(
+        facts,
+        NOW,
+        sidecar=sidecar,
+        sidecar_claim=claim,
+        sidecar_device=_device(),
+        sidecar_logged=altered,
+    )
+    assert r.status is Verdict.TAMPERED
+    assert _has(r.reasons, "log index 7", "no longer verifies")
+    assert r.evidence == Evidence(
+        file=facts, claim=altered.evidence(False), sidecar_present=True, hash_match=True
+    )
+    assert r.verified_at == NOW
+
+
+# ---------------------------------------------------------------- near copies
+
+
+def test_the_closest_valid_near_copy_is_derived() -> None:
+    facts = FileFacts(OTHER_SHA, 9, "image/png", (PDQ,))
+    far = _logged(_claim(soft=(_flip(PDQ, 10),)), index=1)
+    close = _logged(_claim(soft=(_flip(PDQ, 4),)), index=2)
+    tie = _logged(_claim(soft=(_flip(PDQ, 4),)), index=3)
+    forged = _logged(
+        _claim(soft=(PDQ,)), index=4, signed=replace(_signed(_claim()), signature=bytes(64))
+    )
+    too_far = _logged(_claim(soft=(_flip(PDQ, PDQ_MATCH_THRESHOLD + 1),)), index=5)
+    for near in ([far, close, tie], [tie, close, far][::-1], [forged, too_far, far, close, tie]):
+        r = decide(facts, NOW, near=near)
+        assert r.status is Verdict.DERIVED
+        assert r.evidence == Evidence(file=facts, claim=close.evidence(True), pdq_distance=4)
+        assert r.verified_at == NOW
+        assert len(r.reasons) == 1 and _has(r.reasons, "within 4 bits", "log index 2")
+
+
+def test_derived_at_the_threshold_and_from_a_revoked_key() -> None:
+    facts = FileFacts(OTHER_SHA, 9, "image/png", (PDQ,))
+    edge = _logged(_claim(soft=(_flip(PDQ, PDQ_MATCH_THRESHOLD),)), revoked_at=NOW)
+    r = decide(facts, NOW, near=[edge])
+    assert r.status is Verdict.DERIVED and r.evidence.pdq_distance == PDQ_MATCH_THRESHOLD
+    assert _has(r.reasons, "note: for that capture", "lost phone")
+
+
+def test_pdq_hashes_of_the_minimum_quality_count_and_weaker_ones_do_not() -> None:
+    weakest = _flip(PDQ, 0, quality=PDQ_MIN_QUALITY)
+    assert best_pdq_distance([weakest], [_flip(PDQ, 3)]) == 3
+    assert best_pdq_distance([_flip(PDQ, 3)], [weakest]) == 3
+    below = _flip(PDQ, 0, quality=PDQ_MIN_QUALITY - 1)
+    assert best_pdq_distance([below], [PDQ]) is None
+    assert best_pdq_distance([PDQ], [below]) is None
+    assert best_pdq_distance([], [PDQ]) is None and best_pdq_distance([PDQ], []) is None
+    assert best_pdq_distance([_flip(PDQ, 9), _flip(PDQ, 2)], [PDQ, _flip(PDQ, 30)]) == 2
+
+
+def test_unsigned_says_whether_near_copies_were_searched() -> None:
+    hashed = FileFacts(OTHER_SHA, 9, "image/png", (PDQ,))
+    r = decide(hashed, NOW)
+    assert r.status is Verdict.UNSIGNED and r.evidence == Evidence(file=hashed)
+    assert r.verified_at == NOW and len(r.reasons) == 1
+    blind = FileFacts(OTHER_SHA, 9, "application/octet-stream")
+    r = decide(blind, NOW)
+    assert r.status is Verdict.UNSIGNED and len(r.reasons) == 2
+    assert _has(r.reasons, "no perceptual hash")
+    # a sidecar object without its decoded claim is not a sidecar to judge
+    r = decide(hashed, NOW, sidecar=_signed(_claim()), sidecar_claim=None)
+    assert r.status is Verdict.UNSIGNED and not r.evidence.sidecar_present
+
+
+# ---------------------------------------------------------------- video
+
+
+def _frames(
+    n: int, start: float = 0.0, changed: tuple[int, ...] = ()
+) -> tuple[PerceptualHash, ...]:
+    """n sampled frames, one a second from ``start``; those in ``changed`` show other pixels."""
+    return tuple(
+        PerceptualHash(
+            "pdq",
+            hashlib.sha256((b"other %d" if i in changed else b"frame %d") % i).digest(),
+            100,
+            start + i,
+        )
+        for i in range(n)
+    )
+
+
+def test_a_video_matching_in_time_is_derived_with_its_frame_match() -> None:
+    original = _claim(soft=_frames(12), media_type="video/mp4")
+    lc = _logged(original, index=5)
+    image_claim = _logged(_claim(soft=_frames(12)), index=6)
+    forged = _logged(original, index=8, signed=replace(_signed(original), signature=bytes(64)))
+    facts = FileFacts(OTHER_SHA, 99, "video/mp4", _frames(12))
+    r = decide(facts, NOW, near=[image_claim, forged, lc])
+    assert r.status is Verdict.DERIVED and r.verified_at == NOW
+    m = r.evidence.video_match
+    assert m is not None and m.matched
+    assert r.evidence.claim == lc.evidence(True)
+    assert r.evidence.pdq_distance == 0
+    assert _has(r.reasons, "log index 5", "seconds 0.0-11.0")
+    nothing = decide(FileFacts(OTHER_SHA, 99, "video/mp4", _frames(12, 100.0)[:0]), NOW, near=[lc])
+    assert nothing.status is Verdict.UNSIGNED
+
+
+def test_the_better_covered_video_wins() -> None:
+    partial = _logged(_claim(soft=_frames(12, changed=(1, 3, 5)), media_type="video/mp4"), index=1)
+    full = _logged(_claim(soft=_frames(12), media_type="video/mp4"), index=2)
+    facts = FileFacts(OTHER_SHA, 99, "video/mp4", _frames(12))
+    for near in ([partial, full], [full, partial]):
+        r = decide(facts, NOW, near=near)
+        assert r.evidence.claim is not None and r.evidence.claim.receipt.leaf_index == 2
+
+
+# ---------------------------------------------------------------- sidecars
+
+
+def _sidecar_case(
+    facts: FileFacts,
+    *,
+    device: Device | None = None,
+    logged: LoggedClaim | None = None,
+    claim: Claim | None = None,
+    signed: SignedClaim | None = None,
+    chunks: tuple[bytes, ...] = (),
+):  # type: ignore[no-untyped-def]
+    claim = claim or _claim()
+    signed = signed or _signed(claim)
+    return (
+        decide(
+            facts,
+            NOW,
+            sidecar=signed,
+            sidecar_claim=claim,
+            sidecar_device=device,
+            sidecar_logged=logged,
+            sidecar_chunk_hashes=chunks,
+        ),
+        signed,
+        claim,
+    )
+
+
+def test_an_unknown_key_is_unsigned_if_bytes_match_and_tampered_if_not() -> None:
+    facts = FileFacts(SHA, 11, "image/jpeg", (PDQ,))
+    r, signed, claim = _sidecar_case(facts)
+    assert r.status is Verdict.UNSIGNED and len(r.reasons) == 1 and r.verified_at == NOW
+    assert r.evidence == Evidence(
+        file=facts,
+        claim=ClaimEvidence(signed, claim, None, None, False, False, False, False),
+        sidecar_present=True,
+        hash_match=True,
+        pdq_distance=0,
+    )
+    other = FileFacts(OTHER_SHA, 11, "image/jpeg", (PDQ,))
+    r, _, _ = _sidecar_case(other)
+    assert r.status is Verdict.TAMPERED and len(r.reasons) == 2
+    assert _has(r.reasons, "bytes differ") and not r.evidence.hash_match
+    assert r.evidence.sidecar_present and r.verified_at == NOW
+
+
+def test_a_forged_sidecar_signature_is_tampered() -> None:
+    facts = FileFacts(SHA, 11, "image/jpeg")
+    claim = _claim()
+    forged = replace(_signed(claim), signature=bytes(64))
+    r, _, _ = _sidecar_case(facts, device=_device(), claim=claim, signed=forged)
+    assert r.status is Verdict.TAMPERED and r.verified_at == NOW
+    assert r.evidence.claim is not None and r.evidence.claim.signature_valid is False
+    assert r.evidence.hash_match and r.evidence.sidecar_present
+
+
+def test_edited_bytes_are_tampered_with_the_pixel_distance() -> None:
+    logged = _logged(chain_linked=False, receipt_verified=True)
+    for bits, words in (
+        (4, "a close copy with edits"),
+        (PDQ_MATCH_THRESHOLD, "a close copy with edits"),
+        (PDQ_MATCH_THRESHOLD + 1, "a different picture"),
+    ):
+        facts = FileFacts(OTHER_SHA, 11, "image/jpeg", (_flip(PDQ, bits),))
+        r, signed, claim = _sidecar_case(facts, device=_device(), logged=logged)
+        assert r.status is Verdict.TAMPERED and r.verified_at == NOW
+        assert _has(r.reasons, f"{bits} bits", words) and len(r.reasons) == 2
+        assert r.evidence == Evidence(
+            file=facts,
+            claim=ClaimEvidence(signed, claim, _device(), logged.receipt, True, True, False, True),
+            sidecar_present=True,
+            hash_match=False,
+            pdq_distance=bits,
+        )
+    no_pixels = FileFacts(OTHER_SHA, 11, "image/jpeg")
+    r, _, _ = _sidecar_case(no_pixels, device=_device())
+    assert r.status is Verdict.TAMPERED and len(r.reasons) == 1
+    assert r.evidence.claim is not None and r.evidence.claim.in_log is False
+    assert r.evidence.claim.receipt is None and r.evidence.claim.chain_linked is False
+    assert r.evidence.claim.receipt_verified is False
+
+
+def test_a_logged_sidecar_is_signed_original_with_the_log_evidence() -> None:
+    facts = FileFacts(SHA, 11, "image/jpeg")
+    logged = _logged(index=9)
+    r, _, _ = _sidecar_case(facts, device=_device(), logged=logged)
+    assert r.status is Verdict.SIGNED_ORIGINAL and r.verified_at == NOW
+    assert r.evidence == Evidence(
+        file=facts, claim=logged.evidence(True), sidecar_present=True, hash_match=True
+    )
+    assert _has(r.reasons, "log index 9")
+
+
+def test_an_unlogged_sidecar_is_unsigned_or_revoked() -> None:
+    facts = FileFacts(SHA, 11, "image/jpeg")
+    r, signed, claim = _sidecar_case(facts, device=_device())
+    assert r.status is Verdict.UNSIGNED and r.verified_at == NOW
+    assert r.evidence == Evidence(
+        file=facts,
+        claim=ClaimEvidence(signed, claim, _device(), None, True, False, False, False),
+        sidecar_present=True,
+        hash_match=True,
+    )
+    assert _has(r.reasons, "not in the log")
+    revoked = _device(revoked_at=NOW + timedelta(days=1))
+    r, _, _ = _sidecar_case(facts, device=revoked)
+    assert r.status is Verdict.REVOKED_KEY and r.verified_at == NOW
+    assert _has(r.reasons, "lost phone", "never logged")
+    assert r.evidence.claim is not None and r.evidence.claim.device == revoked
+    assert r.evidence.hash_match and r.evidence.sidecar_present
+
+
+def test_damaged_video_bytes_are_located_from_the_sidecar_chunk_list() -> None:
+    size = 4 * 64
+    original = bytes(range(256))
+    damaged = original[:70] + b"\xff" + original[71:]
+    signed_digest = hash_chunked(original, 64)
+    claim = _claim(
+        media_type="video/mp4", hard_binding=signed_digest.hard_binding(), size_bytes=size
+    )
+    received = hash_chunked(damaged, 64)
+    facts = FileFacts(received.sha256, size, "video/mp4", chunk_hashes=received.chunk_hashes)
+    r, _, _ = _sidecar_case(facts, device=_device(), claim=claim, chunks=signed_digest.chunk_hashes)
+    assert r.status is Verdict.TAMPERED and r.evidence.damaged_ranges == ((64, 127),)
+    # a chunk list that does not rebuild the signed root is not used
+    wrong = (bytes(32),) + signed_digest.chunk_hashes[1:]
+    r, _, _ = _sidecar_case(facts, device=_device(), claim=claim, chunks=wrong)
+    assert r.status is Verdict.TAMPERED and r.evidence.damaged_ranges == ()
+    # without the lists there is nothing to compare
+    r, _, _ = _sidecar_case(facts, device=_device(), claim=claim)
+    assert r.evidence.damaged_ranges == ()
+    bare = replace(facts, chunk_hashes=())
+    r, _, _ = _sidecar_case(bare, device=_device(), claim=claim, chunks=signed_digest.chunk_hashes)
+    assert r.evidence.damaged_ranges == ()
+    unchunked = replace(claim, hard_binding=HardBinding(signed_digest.sha256))
+    r, _, _ = _sidecar_case(
+        facts, device=_device(), claim=unchunked, chunks=signed_digest.chunk_hashes
+    )
+    assert r.evidence.damaged_ranges == ()
+    # identical bytes: no damage is looked for
+    same = FileFacts(
+        signed_digest.sha256, size, "video/mp4", chunk_hashes=signed_digest.chunk_hashes
+    )
+    r, _, _ = _sidecar_case(same, device=_device(), claim=claim, chunks=signed_digest.chunk_hashes)
+    assert r.status is Verdict.UNSIGNED and r.evidence.damaged_ranges == ()
+
+
+# ---------------------------------------------------------------- signatures, C2PA
+
+
+def test_signature_ok_needs_the_enrolled_key_and_the_claim_payload_type() -> None:
+    claim = _claim()
+    signed = _signed(claim)
+    assert signature_ok(signed, _device()) is True
+    assert signature_ok(signed, None) is False
+    other = DeviceKey.generate()
+    assert signature_ok(signed, _device(key=other)) is False
+    # a valid signature for another payload type is not a claim signature
+    data = signed.claim_bytes
+    enroll = SignedClaim(
+        PAYLOAD_TYPE_ENROLL, data, KEY.key_id, sign_payload(KEY, PAYLOAD_TYPE_ENROLL, data)
+    )
+    assert signature_ok(enroll, _device()) is False
+    # a registry record holding a small-order key never verifies anything
+    weak = replace(_device(), public_key=bytes([1]) + bytes(31))
+    assert signature_ok(signed, weak) is False
+    assert signature_ok(replace(signed, signature=bytes(64)), _device()) is False
+
+
+def test_c2pa_credentials_add_a_reason_only_to_unsigned_files() -> None:
+    unsigned = decide(FileFacts(OTHER_SHA, 5, "image/jpeg", (PDQ,)), NOW)
+    assert with_c2pa(unsigned, None) is unsigned
+    for state in ("Valid", "Trusted"):
+        out = with_c2pa(unsigned, {"present": True, "validation_state": state, "signer": "Cam"})
+        assert out.reasons[:-1] == unsigned.reasons
+        assert _has(out.reasons[-1:], f"validate as {state}", "signed by Cam")
+    anonymous = with_c2pa(unsigned, {"present": True, "validation_state": "Valid"})
+    assert _has(anonymous.reasons, "an unnamed signer")
+    for block in (
+        {"present": True, "validation_state": "Invalid", "signer": "Cam"},
+        {"present": False, "validation_state": "Valid"},
+    ):
+        out = with_c2pa(unsigned, block)
+        assert out.reasons == unsigned.reasons and out.c2pa == block
+    signed = decide(FileFacts(SHA, 11, "image/jpeg"), NOW, exact=[_logged()])
+    block = {"present": True, "validation_state": "Trusted", "signer": "Cam"}
+    out = with_c2pa(signed, block)
+    assert out.reasons == signed.reasons and out.c2pa == block and out.status is signed.status

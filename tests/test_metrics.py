@@ -1,0 +1,77 @@
+"""`prov serve --metrics-listen`: Prometheus /metrics scraped during a real run."""
+
+from __future__ import annotations
+
+import shutil
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from conftest import SAMPLES, Cli, ServerProc, start_server
+from prometheus_client.parser import text_string_to_metric_families
+
+from clients.api import ProvenanceClient
+from provenance.errors import TransportError
+
+pytestmark = pytest.mark.slow  # the server loads the detector
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[ServerProc]:
+    srv = start_server(tmp_path / "prov.db", "--metrics-listen", "127.0.0.1:0", "--detector")
+    yield srv
+    srv.stop()
+
+
+def _metrics_url(srv: ServerProc) -> str:
+    assert srv.proc.stdout is not None
+    for _ in range(5):
+        line = srv.proc.stdout.readline()
+        if line.startswith("metrics on "):
+            return line.split()[-1]
+    raise AssertionError("no 'metrics on' line")
+
+
+def _scrape(url: str) -> dict[str, list[tuple[dict[str, str], float]]]:
+    with urllib.request.urlopen(url, timeout=10) as r:
+        text = r.read().decode()
+    out: dict[str, list[tuple[dict[str, str], float]]] = {}
+    for fam in text_string_to_metric_families(text):
+        for s in fam.samples:
+            out.setdefault(s.name, []).append((s.labels, s.value))
+    return out
+
+
+def _total(m: dict[str, list[tuple[dict[str, str], float]]], name: str, **labels: str) -> float:
+    return sum(v for lb, v in m.get(name, []) if all(lb.get(k) == w for k, w in labels.items()))
+
+
+def test_metrics_families_count_a_run(enrolled: Cli, server: ServerProc, tmp_path: Path) -> None:
+    url = _metrics_url(server)
+    photo = Path(shutil.copy(SAMPLES / "rocket.jpg", tmp_path / "rocket.jpg"))
+    other = Path(shutil.copy(SAMPLES / "chelsea.png", tmp_path / "cat.png"))
+    rc, _, err = enrolled("sign", str(photo))
+    assert rc == 0, err
+    rc, _, err = enrolled("verify", str(other))  # unsigned: index search, detector, C2PA
+    assert rc == 11, err
+    with ProvenanceClient(server.address) as c, pytest.raises(TransportError):
+        c.get_device(b"\x07" * 32)  # NOT_FOUND
+    m = _scrape(url)
+    assert _total(m, "prov_rpc_requests_total", rpc="SubmitCapture", code="OK") >= 1
+    assert _total(m, "prov_rpc_requests_total", rpc="GetDevice", code="NOT_FOUND") == 1
+    assert _total(m, "prov_rpc_duration_seconds_count", rpc="VerifyFile", code="OK") >= 1
+    assert _total(m, "prov_upload_bytes_total", rpc="VerifyFile") == other.stat().st_size
+    for name in (
+        "prov_log_appends_total",
+        "prov_commit_batch_size_count",
+        "prov_commit_duration_seconds_count",
+        "prov_log_tree_size",
+        "prov_index_hashes",
+        "prov_index_lookup_duration_seconds_count",
+        "prov_detector_batch_size_count",
+        "prov_c2pa_reads_total",
+    ):
+        assert _total(m, name) > 0, name
+    for gauge in ("prov_detector_queue_depth", "prov_c2pa_workers_busy"):
+        assert gauge in m, gauge  # at rest both are 0
