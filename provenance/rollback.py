@@ -3,7 +3,8 @@
 The database alone cannot tell that it went back in time: an older copy is a perfectly
 consistent log. So the server remembers, outside the database, the newest checkpoint it
 signed: a copy of that signed note in ``LOG_KEY.checkpoint`` beside the log key
-(`memo_path`), rewritten atomically after every commit. At start the database must hold
+(`memo_path`), rewritten atomically after commits by a background thread
+(`CheckpointMemo`, so no submission waits for it). At start the database must hold
 at least that many leaves, and its tree at that size must have the remembered root;
 otherwise the server refuses to start (`check_not_rolled_back`), naming the file: an
 operator who knowingly accepts the loss moves it away (auditors and witnesses that saw
@@ -16,7 +17,9 @@ the advice to run ``prov device sync``, which cannot help.
 
 from __future__ import annotations
 
+import logging
 import os
+import threading
 from dataclasses import replace
 from pathlib import Path
 
@@ -26,6 +29,8 @@ from provenance.log import merkle
 from provenance.log.checkpoint import NoteVerifier, open_checkpoint
 from provenance.receipt import verify_receipt
 from provenance.verify import UNLOGGED_SIDECAR_REASON, VerificationReport
+
+log = logging.getLogger(__name__)
 
 #: Suffix of the file beside the log key that holds the newest signed checkpoint.
 MEMO_SUFFIX = ".checkpoint"
@@ -52,6 +57,51 @@ def remember_checkpoint(path: Path, note: str) -> None:
         os.replace(tmp, path)
     except OSError as e:
         raise ConfigError(f"cannot write the remembered checkpoint {path}: {e.strerror}") from e
+
+
+class CheckpointMemo:
+    """Keeps `memo_path` up to date off the commit path: `update` hands over the newest
+    signed checkpoint and returns at once; a background thread writes the latest one
+    (coalescing bursts), so a commit never waits for this file. Lagging is safe (only a
+    database behind the file is refused); `close` writes what is pending."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._cond = threading.Condition()
+        self._pending: tuple[int, str] | None = None
+        self._written = 0
+        self._closed = False
+        self._thread = threading.Thread(target=self._run, name="checkpoint-memo", daemon=True)
+        self._thread.start()
+
+    def update(self, size: int, note: str) -> None:
+        """Remember the checkpoint ``note`` of a tree of ``size`` leaves (newest wins)."""
+        with self._cond:
+            if size > max(self._written, self._pending[0] if self._pending else 0):
+                self._pending = (size, note)
+                self._cond.notify()
+
+    def close(self) -> None:
+        """Write what is pending and stop the thread."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify()
+        self._thread.join()
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while self._pending is None and not self._closed:
+                    self._cond.wait()
+                job, self._pending = self._pending, None
+                if job is None:
+                    return
+            try:
+                remember_checkpoint(self.path, job[1])
+                with self._cond:
+                    self._written = job[0]
+            except ConfigError as e:  # the commit is durable; only the memo lags
+                log.warning("%s; a restored database may go unnoticed until it is fixed", e)
 
 
 def check_not_rolled_back(

@@ -24,7 +24,6 @@ from provenance.c2pa.authority import (
 )
 from provenance.claims import Claim, Device, Receipt, SignedClaim
 from provenance.errors import (
-    ConfigError,
     EnrollmentError,
     LogError,
     LogIntegrityError,
@@ -49,6 +48,7 @@ from provenance.registry import (
     token_hash,
 )
 from provenance.rollback import (
+    CheckpointMemo,
     check_not_rolled_back,
     memo_path,
     remember_checkpoint,
@@ -118,7 +118,9 @@ class ProvenanceService:
                 rehash="all" if config.full_check else "new" if config.verify_on_start else "none",
             )
             # an in-memory store starts empty by design: nothing to remember for it
-            self._memo = None if str(config.db) == ":memory:" else memo_path(config.log_key)
+            self._memo = (
+                None if str(config.db) == ":memory:" else CheckpointMemo(memo_path(config.log_key))
+            )
             self._remember_start()
             self.pdq = MihIndex()
             #: whether any video claim is logged (else a dense frame pass cannot match)
@@ -134,6 +136,9 @@ class ProvenanceService:
             )
             self._upkeep.start()
         except BaseException:
+            memo: CheckpointMemo | None = getattr(self, "_memo", None)
+            if memo is not None:
+                memo.close()
             self.store.close()
             raise
 
@@ -169,25 +174,24 @@ class ProvenanceService:
         if self._memo is None:
             return
         remembered = check_not_rolled_back(
-            self._memo, self.verifier, self.store.tree_size(), self.store.get_nodes
+            self._memo.path, self.verifier, self.store.tree_size(), self.store.get_nodes
         )
         latest = self.store.latest_checkpoint()
-        if latest is not None and (latest[0] > remembered or not self._memo.exists()):
-            remember_checkpoint(self._memo, latest[1])
+        if latest is not None and (latest[0] > remembered or not self._memo.path.exists()):
+            remember_checkpoint(self._memo.path, latest[1])
 
     def close(self) -> None:
         self._stop.set()
         self._upkeep.join()
         self.writer.close()
+        if self._memo is not None:
+            self._memo.close()
         self.store.close()
 
     def _after_commit(self, size: int, note: str, appended: list[tuple[int, PendingClaim]]) -> None:
         metrics.APPENDS.inc(len(appended))
         if appended and self._memo is not None:
-            try:
-                remember_checkpoint(self._memo, note)
-            except ConfigError as e:  # the commit is durable; only the memo lags
-                log.warning("%s; a restored database may go unnoticed until it is fixed", e)
+            self._memo.update(size, note)
         with self._index_lock:
             if appended and appended[0][0] == self._indexed:
                 for idx, p in appended:
