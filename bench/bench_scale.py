@@ -16,7 +16,7 @@ PostgreSQL: a temporary cluster from the Debian package (tests/pgserver.py).
 All processes share this machine's cores, so only same-run ratios mean much.
 
 Usage: nice -n 19 python bench/bench_scale.py [--leaves 1000000] [--appends 3000]
-       [--submits 1500] [--json out/bench_scale.json]
+       [--submits 1500] [--parts appends submits startup] [--json out/bench_scale.json]
 """
 
 from __future__ import annotations
@@ -199,6 +199,10 @@ def main() -> None:
     ap.add_argument("--submitters", type=int, default=32)
     ap.add_argument("--submits", type=int, default=1500)
     ap.add_argument("--devices", type=int, default=16)
+    ap.add_argument(
+        "--parts", nargs="+", choices=["appends", "submits", "startup"],
+        default=["appends", "submits", "startup"],
+    )  # fmt: skip
     ap.add_argument("--json", type=Path, default=ROOT / "out" / "bench_scale.json")
     args = ap.parse_args()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # `timeout`: still stop PostgreSQL
@@ -207,11 +211,15 @@ def main() -> None:
         new_db = pg.new_database
         with tempfile.TemporaryDirectory(prefix="bench-scale-") as tmp:
             work = Path(tmp)
-            result = {
-                "appends_per_s": bench_appends(work, new_db, args.submitters, args.appends),
-                "submit_capture_per_s": bench_submits(work, new_db, args.devices, args.submits),
-                "startup": bench_startup(work, args.leaves),
-            }
+            result: dict[str, Any] = {}
+            if "appends" in args.parts:
+                result["appends_per_s"] = bench_appends(work, new_db, args.submitters, args.appends)
+            if "submits" in args.parts:
+                result["submit_capture_per_s"] = bench_submits(
+                    work, new_db, args.devices, args.submits
+                )
+            if "startup" in args.parts:
+                result["startup"] = bench_startup(work, args.leaves)
     finally:
         pg.stop()
     args.json.parent.mkdir(parents=True, exist_ok=True)

@@ -16,11 +16,12 @@ from typing import Any
 
 import grpc
 
+from clients.files import open_regular
 from provenance import wire
 from provenance.binding import PerceptualHash
 from provenance.claims import Device, Receipt, SignedClaim
 from provenance.contract import MAX_MESSAGE_BYTES, UPLOAD_CHUNK_BYTES
-from provenance.errors import ConfigError, TransportError
+from provenance.errors import ConfigError, MediaError, TransportError
 from provenance.v1 import provenance_pb2 as pb
 from provenance.v1 import provenance_pb2_grpc as rpc
 from provenance.verify import VerificationReport
@@ -166,15 +167,26 @@ class ProvenanceClient:
     def _upload(
         self, path: Path, header: pb.VerifyFileHeader
     ) -> tuple[Iterator[pb.VerifyFileChunk], float]:
-        """The chunk stream for ``path`` (header first) and a deadline sized to it."""
-        size = path.stat().st_size
+        """The chunk stream for ``path`` (header first) and a deadline sized to it.
+
+        The file is opened here (a FIFO or device raises NotRegularFileError at once,
+        never blocks) and exactly the size found then is sent, so a file growing during
+        the upload cannot make it endless. Raises MediaError if it cannot be opened.
+        """
+        try:
+            f = open_regular(path)
+        except OSError as e:
+            raise MediaError(f"cannot read {path}: {e.strerror or e}") from e
+        size = os.fstat(f.fileno()).st_size
         header.filename = path.name.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
         header.size_bytes = size
 
         def chunks() -> Iterator[pb.VerifyFileChunk]:
-            yield pb.VerifyFileChunk(header=header)
-            with path.open("rb") as f:
-                while block := f.read(UPLOAD_CHUNK_BYTES):
+            with f:
+                yield pb.VerifyFileChunk(header=header)
+                left = size
+                while left > 0 and (block := f.read(min(UPLOAD_CHUNK_BYTES, left))):
+                    left -= len(block)
                     yield pb.VerifyFileChunk(data=block)
 
         return chunks(), self.timeout + VERIFY_DECODE_SECONDS + size / MIN_UPLOAD_RATE

@@ -25,14 +25,15 @@ from rich.progress import Progress
 from clients import logcmd
 from clients.api import ProvenanceClient, default_server
 from clients.device import DeviceHome, SyncResult, default_home, sidecar_path
-from clients.options import ServerOpt
+from clients.files import open_regular, read_bounded
+from clients.options import ServerOpt, in_existing_folder
 from clients.report import EXIT_CODES, report_to_json, report_to_text
 from clients.scan.cli import scan as scan_command
 from detector import cli as detector_cli
 from provenance.errors import ConfigError, LogIntegrityError, ProvenanceError
 from provenance.keys import DeviceKey
 from provenance.media import sniff_media_type
-from provenance.sidecar import Sidecar, decode_sidecar
+from provenance.sidecar import MAX_SIDECAR_BYTES, Sidecar, decode_sidecar
 
 app = typer.Typer(
     name="prov",
@@ -167,6 +168,54 @@ def serve(
     c2pa_workers: Annotated[
         int, typer.Option(help="Processes reading C2PA manifests (0: do not read C2PA).")
     ] = 2,
+    max_image_mb: Annotated[
+        int, typer.Option(help="Largest image file decoded, MiB (refused as it arrives).")
+    ] = 256,
+    decode_budget_mb: Annotated[
+        int,
+        typer.Option(
+            help="Memory one image decode (pixels + PDQ) may use, MiB, estimated from the"
+            " header: larger JPEGs are decoded at 1/2-1/8 scale, other formats refused."
+        ),
+    ] = 384,
+    rpc_threads: Annotated[int, typer.Option(help="Threads serving RPCs.")] = 32,
+    max_uploads: Annotated[
+        int,
+        typer.Option(
+            help="Uploads (VerifyFile, DetectFile) received at once; more are refused"
+            " (RESOURCE_EXHAUSTED). At most --rpc-threads minus 4, so other calls always run."
+        ),
+    ] = 8,
+    max_decodes: Annotated[
+        int, typer.Option(help="Uploads decoded at once (pixels, video frames, C2PA).")
+    ] = 2,
+    decode_wait_seconds: Annotated[
+        float, typer.Option(help="How long an upload waits for a decode slot before refusal.")
+    ] = 10.0,
+    upload_idle_seconds: Annotated[
+        float, typer.Option(help="An upload silent this long is cut (DEADLINE_EXCEEDED).")
+    ] = 30.0,
+    upload_deadline_seconds: Annotated[
+        float, typer.Option(help="An upload still arriving after this long is cut.")
+    ] = 600.0,
+    min_chunk_kb: Annotated[
+        int,
+        typer.Option(
+            help="Smallest upload message but the last, KiB; also the smallest chunk of a"
+            " sidecar's chunked binding the server hashes chunk by chunk."
+        ),
+    ] = 64,
+    max_lookup_queries: Annotated[int, typer.Option(help="Files in one Lookup call.")] = 1000,
+    max_lookup_hashes: Annotated[
+        int, typer.Option(help="Perceptual hashes (video frames) in one Lookup call.")
+    ] = 16384,
+    quota_claims_per_minute: Annotated[
+        int, typer.Option(help="Submissions accepted per device per minute (0: no quota).")
+    ] = 600,
+    quota_claim_kb_per_minute: Annotated[
+        int,
+        typer.Option(help="Signed-claim KiB accepted per device per minute (0: no quota)."),
+    ] = 32768,
     http: Annotated[
         str | None,
         typer.Option(
@@ -175,16 +224,36 @@ def serve(
     ] = None,
 ) -> None:
     """Run the gRPC server until SIGINT/SIGTERM, on a SQLite file (one server) or a
-    PostgreSQL database (several servers, one log; see docs/deploy.md)."""
+    PostgreSQL database (several servers, one log; see docs/deploy.md).
+
+    Every request has a bounded cost: the limits below are listed, with their gRPC
+    status codes, in the README's "Limits and errors" table.
+    """
     from provenance.assets import AssetLimits
     from provenance.c2pa.pool import ReaderPool
     from provenance.c2pa.reader import C2paTrust
     from provenance.inspect import InspectConfig
+    from provenance.limits import ServerLimits
     from provenance.metrics import serve_metrics
     from provenance.server import ServerConfig, create_server
     from provenance.service import ProvenanceService, ServiceConfig
     from provenance.store import is_postgres_url
 
+    limits = ServerLimits(
+        rpc_threads=rpc_threads,
+        max_uploads=max_uploads,
+        max_decodes=max_decodes,
+        decode_wait_s=decode_wait_seconds,
+        upload_idle_s=upload_idle_seconds,
+        upload_deadline_s=upload_deadline_seconds,
+        min_chunk_bytes=min_chunk_kb * 1024,
+        max_lookup_queries=max_lookup_queries,
+        max_lookup_hashes=max_lookup_hashes,
+        quota_claims_per_minute=quota_claims_per_minute,
+        quota_bytes_per_minute=quota_claim_kb_per_minute * 1024,
+    )
+    if log_key is not None:
+        in_existing_folder(log_key, "--log-key")
     token = os.environ.get("PROV_ADMIN_TOKEN")
     if admin_token_file is not None:
         try:
@@ -205,7 +274,7 @@ def serve(
             )
         target: str | Path = db
     else:
-        target = Path(db)
+        target = in_existing_folder(Path(db), "--db")
     service = ProvenanceService(
         ServiceConfig(
             db=target,
@@ -235,12 +304,16 @@ def serve(
         admin_token=token,
         inspect=InspectConfig(
             limits=AssetLimits(
-                max_bytes=max_upload_mb * 1024 * 1024, max_pixels=max_megapixels * 1_000_000
+                max_bytes=max_upload_mb * 1024 * 1024,
+                max_image_bytes=max_image_mb * 1024 * 1024,
+                max_pixels=max_megapixels * 1_000_000,
+                max_decode_bytes=decode_budget_mb * 1024 * 1024,
             ),
             c2pa_pool=pool,
             c2pa_trust=trust,
         ),
         detector=det,
+        limits=limits,
     )
     try:
         metrics_port = serve_metrics(metrics_listen) if metrics_listen is not None else None
@@ -298,6 +371,9 @@ def web(
     uploads_per_minute: Annotated[
         int, typer.Option(help="Uploads each client address may start a minute (0: no limit).")
     ] = 30,
+    upload_idle_seconds: Annotated[
+        float, typer.Option(help="Refuse an upload (408) that sends nothing for this long.")
+    ] = 60.0,
 ) -> None:
     """Serve the verification page, the public log explorer and the JSON API
     (/api/v1/, /openapi.json, C2PA soft binding resolution) over HTTP, as a client of
@@ -311,6 +387,7 @@ def web(
             server,
             max_upload_bytes=max_upload_mb * 1024 * 1024,
             uploads_per_minute=uploads_per_minute,
+            upload_idle_seconds=upload_idle_seconds,
         ),
     )
 
@@ -334,7 +411,8 @@ def _load_detector(model: str, device: str | None, secret_file: Path):  # type: 
 def enroll_token(
     server: ServerOpt = default_server(),
     ttl: Annotated[
-        int, typer.Option(help="Seconds the token stays valid (0: server default, 24 h).")
+        int,
+        typer.Option(help="Seconds the token stays valid (0: server default, 24 h).", min=0),
     ] = 0,
     label: Annotated[str, typer.Option(help="A name for the device, kept in the registry.")] = "",
 ) -> None:
@@ -505,8 +583,9 @@ def device_sync(
         raise typer.Exit(1)
 
 
-def _print_sync_problems(h: DeviceHome, done: SyncResult) -> None:
-    """Say what a sync could not do, and where the claims concerned are."""
+def _print_sync_problems(h: DeviceHome, done: SyncResult, stops: bool = True) -> None:
+    """Say what a sync could not do, and where the claims concerned are (``stops``: also
+    why it stopped early; `prov sign` says that on each file's line instead)."""
     for note in done.notes.values():
         err.print(f"[yellow]note:[/] {note}", highlight=False)
     for reason in (*done.refused.values(), *done.set_aside.values()):
@@ -517,9 +596,9 @@ def _print_sync_problems(h: DeviceHome, done: SyncResult) -> None:
             " sign the file again for a new claim, or `prov device sync --retry-set-aside`"
             " once the cause is fixed"
         )
-    if done.unreachable:
+    if stops and done.unreachable:
         err.print(f"[red]stopped:[/] {done.unreachable}; the rest stays queued", highlight=False)
-    if done.deferred:
+    if stops and done.deferred:
         err.print(
             f"[red]stopped:[/] {done.deferred}; it and the rest stay queued for the next sync",
             highlight=False,
@@ -553,7 +632,7 @@ def sign(
     chain = h.certificate() if c2pa else b""
     failed = 0
     with h.locked(), ProvenanceClient(server) as c:
-        reachable = True
+        stopped = ""  # why claims stay queued (server unreachable, a transient refusal)
         for f in files:
             try:
                 signed = h.sign_file(key, f)
@@ -568,9 +647,12 @@ def sign(
                     highlight=False,
                 )
             seq, ch = sidecar.claim.sequence, sidecar.signed_claim.claim_hash
-            if reachable:
+            if not stopped:
                 done = h.sync(c)  # earlier queued claims first, then this one
-                reachable = done.unreachable is None and done.deferred is None
+                if done.unreachable:
+                    stopped = "server unreachable"
+                elif done.deferred:
+                    stopped = f"the server deferred {done.deferred}"
                 if ch in done.logged:
                     leaf = done.logged[ch].leaf_index
                     out.print(f"{f}: signed (#{seq}) and logged at leaf {leaf} -> {spath.name}")
@@ -578,7 +660,7 @@ def sign(
                         err.print(f"[yellow]note:[/] {done.notes.pop(ch)}", highlight=False)
                     if c2pa and not _embed_c2pa(h, key, f, spath, chain):
                         failed += 1
-                    _print_sync_problems(h, done)
+                    _print_sync_problems(h, done, stops=False)
                     continue
                 if ch in done.refused:
                     err.print(
@@ -587,11 +669,11 @@ def sign(
                         highlight=False,
                     )
                     failed += 1
-                    _print_sync_problems(h, done)
+                    _print_sync_problems(h, done, stops=False)
                     continue
-                _print_sync_problems(h, done)
+                _print_sync_problems(h, done, stops=False)
             out.print(
-                f"{f}: signed (#{seq}), queued: server unreachable; run `prov device sync` later -> {spath.name}"
+                f"{f}: signed (#{seq}), queued: {stopped}; run `prov device sync` later -> {spath.name}"
             )
             if c2pa:
                 err.print(f"{f}: C2PA manifest not embedded: it needs the log receipt")
@@ -675,8 +757,11 @@ def detect(
     only `prov verify` checks signatures."""
     if local:
         for f in files:
-            with f.open("rb") as fh:
-                kind = sniff_media_type(fh.read(64)) or ""
+            try:
+                with open_regular(f) as fh:
+                    kind = sniff_media_type(fh.read(64)) or ""
+            except OSError as e:
+                raise ConfigError(f"cannot read {f}: {e.strerror or e}") from e
             if kind.startswith("video/"):
                 raise ConfigError(
                     f"{f}: --local scores still images; send videos to the server (drop --local)"
@@ -713,12 +798,15 @@ def detect(
 
 def _read_sidecar(file: Path, given: Path | None) -> Sidecar | None:
     """The sidecar to check: --sidecar (errors if unusable), else FILE.prov when present
-    (an unreadable one is reported and left out: the file is judged on its own bytes)."""
+    (an unreadable one is reported and left out: the file is judged on its own bytes).
+
+    Read with `clients.files.read_bounded`: a FIFO or device is refused without
+    blocking, and at most MAX_SIDECAR_BYTES are read."""
     path = given if given is not None else sidecar_path(file)
     if given is None and not path.exists():
         return None
     try:
-        return decode_sidecar(path.read_bytes())
+        return decode_sidecar(read_bounded(path, MAX_SIDECAR_BYTES, "sidecar"))
     except OSError as e:
         if given is not None:
             raise ConfigError(f"cannot read sidecar {path}: {e.strerror}") from e
@@ -733,8 +821,9 @@ def _read_sidecar(file: Path, given: Path | None) -> Sidecar | None:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``prov`` console script; returns the exit code.
 
-    Usage errors exit 2 (printed by Typer); our errors print one clean line and exit 1,
-    or 3 for a log integrity failure (fork, rollback, edited entries).
+    Usage errors exit 2 (printed by Typer); our errors, and the machine's (OSError: a
+    full disk, a folder gone), print one clean line and exit 1, or 3 for a log integrity
+    failure (fork, rollback, edited entries).
     """
     try:
         app(args=argv, prog_name="prov")
@@ -745,6 +834,10 @@ def main(argv: list[str] | None = None) -> int:
         return 3
     except ProvenanceError as e:
         err.print(f"[red]error:[/] {e}", highlight=False)
+        return 1
+    except OSError as e:  # the machine's, not the user's: a full disk, a folder gone
+        where = f": {e.filename}" if e.filename else ""
+        err.print(f"[red]error:[/] {e.strerror or e}{where}", highlight=False)
         return 1
     except KeyboardInterrupt:
         err.print("interrupted")

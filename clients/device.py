@@ -565,9 +565,10 @@ def _read_entry(file: Path) -> QueueEntry:
     try:
         sidecar = decode_sidecar(str(doc["sidecar"]).encode())
         side_path = Path(str(doc["sidecar_path"]))
+        seq = seq or sidecar.claim.sequence
     except (KeyError, ProvenanceError) as e:
         return known(file, seq, None, None, problem=f"malformed entry ({e})", raw=text)
-    return known(file, seq or sidecar.claim.sequence, sidecar, side_path)
+    return known(file, seq, sidecar, side_path)
 
 
 def _read_entries(folder: Path) -> list[QueueEntry]:

@@ -11,12 +11,13 @@ from rich.console import Console
 
 from clients.api import ProvenanceClient, default_server
 from clients.device import atomic_write
-from clients.options import ServerOpt
+from clients.files import read_bounded
+from clients.options import ServerOpt, in_existing_folder
 from provenance.audit import AuditState, audit_step
 from provenance.errors import ConfigError, LogIntegrityError, TransportError
 from provenance.log.checkpoint import NoteVerifier, load_log_signer
 from provenance.receipt import verify_receipt
-from provenance.sidecar import check_sidecar_key, decode_sidecar
+from provenance.sidecar import MAX_SIDECAR_BYTES, check_sidecar_key, decode_sidecar
 
 log_app = typer.Typer(
     help="Audit the transparency log (checkpoints, consistency).", no_args_is_help=True
@@ -96,6 +97,7 @@ def audit(
     """Fetch the newest checkpoint, prove it consistent with the saved one, re-hash the
     entries against it, and save it. Exit 3 on a fork, a rollback, a changed log key, or
     entries edited or deleted behind the log's back; exit 1 when the server is unreachable."""
+    in_existing_folder(state, "--state")
     saved = AuditState.from_json(state.read_text()) if state.exists() else None
     with ProvenanceClient(server) as c:
         server_vkey, _ = c.log_key()
@@ -139,7 +141,10 @@ def receipt_verify(
 ) -> None:
     """Verify a sidecar's receipt offline: its public key against the claim's key id and
     signature, then the checkpoint signature, leaf and inclusion proof."""
-    sc = decode_sidecar(sidecar.read_bytes())
+    try:
+        sc = decode_sidecar(read_bounded(sidecar, MAX_SIDECAR_BYTES, "sidecar"))
+    except OSError as e:
+        raise ConfigError(f"cannot read sidecar {sidecar}: {e.strerror or e}") from e
     if sc.receipt is None:
         raise ConfigError(
             f"{sidecar} has no receipt yet: the claim was not logged (run `prov device sync`)"

@@ -77,6 +77,7 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         pass
     finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut this short
         if server.poll() is None:
             server.terminate()
             server.wait(timeout=30)

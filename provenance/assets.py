@@ -25,11 +25,14 @@ DEFAULT_MAX_IMAGE_BYTES = 256 * 1024**2
 
 @dataclass(frozen=True)
 class AssetLimits:
-    """Limits on untrusted input: bytes of any file, bytes of an image, pixels."""
+    """Limits on untrusted input: bytes of any file, bytes of an image, pixels, and the
+    memory budget of one image decode in bytes (None: unbounded; the server sets one,
+    see `provenance.decode_budget`)."""
 
     max_bytes: int = DEFAULT_MAX_BYTES
     max_image_bytes: int = DEFAULT_MAX_IMAGE_BYTES
     max_pixels: int = DEFAULT_MAX_PIXELS
+    max_decode_bytes: int | None = None
 
 
 @dataclass(frozen=True)
@@ -55,6 +58,15 @@ def check_size(size: int, limits: AssetLimits) -> None:
         raise MediaTooLargeError(f"file is {size} bytes; the limit is {limits.max_bytes} bytes")
 
 
+def check_image_size(size: int, limits: AssetLimits) -> None:
+    """Raises MediaTooLargeError when an image of ``size`` bytes is over the image limit
+    (check before reading the bytes)."""
+    if size > limits.max_image_bytes:
+        raise MediaTooLargeError(
+            f"image is {size} bytes; the limit for images is {limits.max_image_bytes} bytes"
+        )
+
+
 def media_type_of(head: bytes) -> str:
     """Sniffed media type of a file from its first bytes; raises MediaError if unknown."""
     mt = sniff_media_type(head)
@@ -73,11 +85,8 @@ def inspect_image(sha256: bytes, data: bytes, limits: AssetLimits) -> ImageAsset
     MediaTooLargeError beyond the byte or pixel limits.
     """
     check_size(len(data), limits)
-    if len(data) > limits.max_image_bytes:
-        raise MediaTooLargeError(
-            f"image is {len(data)} bytes; the limit for images is {limits.max_image_bytes} bytes"
-        )
-    img = decode_image(data, max_pixels=limits.max_pixels)
+    check_image_size(len(data), limits)
+    img = decode_image(data, max_pixels=limits.max_pixels, max_decode_bytes=limits.max_decode_bytes)
     soft, *turned = pdq_dihedral(img.rgb)
     facts = FileFacts(
         sha256=sha256,

@@ -93,3 +93,16 @@ class TransportError(ProvenanceError):
     def __init__(self, message: str, code: str = "UNAVAILABLE") -> None:
         super().__init__(message)
         self.code = code
+
+
+class DecodeBudgetError(MediaTooLargeError):
+    """An image would need more memory to decode than the server's budget allows."""
+
+
+class LimitError(ProvenanceError):
+    """A request exceeds a server limit on size, count, rate or concurrency (a busy
+    server, a per-device quota, a reply too large): try again later or send less."""
+
+
+class UploadTimeoutError(LimitError):
+    """An upload stream went idle, or ran past the server's per-upload deadline."""

@@ -15,14 +15,20 @@ import tempfile
 from dataclasses import dataclass, field, replace
 from typing import IO, Any
 
-from provenance.assets import AssetLimits, ImageAsset, check_size, inspect_image
+from provenance.assets import (
+    AssetLimits,
+    ImageAsset,
+    check_image_size,
+    check_size,
+    inspect_image,
+)
 from provenance.binding import Sha256Stream
 from provenance.c2pa.container import STRIPPABLE_TYPES, content_sha256
 from provenance.c2pa.pool import ReaderPool
 from provenance.c2pa.reader import C2paLimits, C2paTrust, read_c2pa
 from provenance.c2pa.result import failed
 from provenance.claims import MAX_SOFT_BINDINGS
-from provenance.errors import MediaError, MediaTooLargeError, ProvenanceError
+from provenance.errors import DecodeBudgetError, MediaError, MediaTooLargeError, ProvenanceError
 from provenance.media import sniff_media_type
 from provenance.verify import FileFacts
 from provenance.video.binding import ChunkedHasher
@@ -241,8 +247,14 @@ def inspect_upload(upload: Upload, cfg: InspectConfig, lenient: bool) -> Inspect
     if not media_type.startswith("image/"):
         note = f"no perceptual hash for {media_type}: only exact matches were searched"
         return Inspection(replace(base, notes=(note,)), None, c2pa)
+    check_image_size(upload.size, cfg.limits)  # before the bytes are read into memory
     try:
         image = inspect_image(sha, upload.data(), cfg.limits)
+    except DecodeBudgetError as e:
+        if not lenient:
+            raise
+        note = f"the pixels were not decoded, so no perceptual hash: {e}"
+        return Inspection(replace(base, notes=(note,)), None, c2pa)
     except MediaTooLargeError:
         raise
     except MediaError as e:

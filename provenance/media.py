@@ -18,6 +18,7 @@ import pillow_heif
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from provenance.binding import PerceptualHash, pdq_hash
+from provenance.decode_budget import fit_decode_budget
 from provenance.errors import MediaError, MediaTooLargeError
 
 #: Largest image decode_image accepts by default, in pixels (width x height).
@@ -203,16 +204,22 @@ def _corrupt(media_type: str, e: Exception) -> MediaError:
     return MediaError(f"truncated or corrupt image: the {kind} data {why}")
 
 
-def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> DecodedImage:
+def decode_image(
+    data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS, max_decode_bytes: int | None = None
+) -> DecodedImage:
     """Decode an encoded still image (JPEG, PNG, WebP, GIF, TIFF, HEIC) to RGB pixels.
 
     data: the whole file. max_pixels: the largest width x height accepted, checked from the
-    header before pixels are decoded. The first frame of an animation or the first page of
+    header before pixels are decoded. max_decode_bytes: the memory budget of the decode and
+    the PDQ hash after it, estimated from the header (`provenance.decode_budget`): a JPEG
+    over it is decoded at 1/2, 1/4 or 1/8 scale, another format is refused; None: no
+    budget. The first frame of an animation or the first page of
     a multi-page TIFF is decoded. The EXIF orientation is applied (and its tag returned),
     and the image is converted to 8-bit RGB (alpha dropped, palette expanded, 16-bit grey
     scaled to 8 bits).
 
-    Raises MediaTooLargeError if the image has more than max_pixels pixels; MediaError if
+    Raises MediaTooLargeError if the image has more than max_pixels pixels or does not fit
+    max_decode_bytes; MediaError if
     data is empty, of an unrecognized or non-image format, or truncated or corrupt.
 
     Pillow's hard limit (twice Image.MAX_IMAGE_PIXELS, about 179 million pixels by
@@ -241,6 +248,7 @@ def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> DecodedIm
                         f"image is {width}x{height} = {width * height} pixels, "
                         f"over the limit of {max_pixels} pixels"
                     )
+                fit_decode_budget(im, media_type, max_decode_bytes)
                 im.load()
                 orientation = _exif_orientation(im)
                 rgb_image = _to_rgb8(ImageOps.exif_transpose(im))

@@ -12,7 +12,8 @@ import hmac
 import logging
 from collections.abc import Callable, Iterator
 from concurrent import futures
-from dataclasses import dataclass
+from contextlib import ExitStack
+from dataclasses import dataclass, replace
 from datetime import timedelta
 from typing import Any, TypeVar
 
@@ -21,6 +22,8 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from provenance import wire
+from provenance.assets import check_image_size
+from provenance.claims import MAX_SOFT_BINDINGS, SignedClaim
 from provenance.dihedral import DIHEDRAL_TURNS
 from provenance.errors import (
     AuthError,
@@ -28,6 +31,7 @@ from provenance.errors import (
     DetectorError,
     EnrollmentError,
     KeyMaterialError,
+    LimitError,
     LogError,
     LogIntegrityError,
     MediaError,
@@ -40,14 +44,22 @@ from provenance.errors import (
     SignatureError,
     StorageError,
     UnknownDeviceError,
+    UploadTimeoutError,
 )
 from provenance.inspect import InspectConfig, Upload
-from provenance.pipeline import DetectorBackend, VerificationPipeline, sidecar_chunk_size
+from provenance.limits import DeviceQuota, ServerLimits, UploadGate, UploadStream
+from provenance.media import SNIFF_BYTES, sniff_media_type
+from provenance.pipeline import (
+    DetectorBackend,
+    VerificationPipeline,
+    claimed_chunk_size,
+    sidecar_chunk_size,
+)
 from provenance.rpc_input import MalformedRequestInterceptor
 from provenance.service import ProvenanceService
 from provenance.v1 import provenance_pb2 as pb
 from provenance.v1 import provenance_pb2_grpc as rpc
-from provenance.verify import FileFacts
+from provenance.verify import FileFacts, VerificationReport
 
 log = logging.getLogger(__name__)
 
@@ -55,11 +67,17 @@ log = logging.getLogger(__name__)
 MAX_MESSAGE_BYTES = 8 * 1024 * 1024
 #: Upload chunk size the clients use, in bytes.
 UPLOAD_CHUNK_BYTES = 1024 * 1024
-#: Most queries in one Lookup call.
-MAX_LOOKUP_QUERIES = 1000
+#: Most queries in one Lookup call (the server's default; `ServerLimits`).
+MAX_LOOKUP_QUERIES = ServerLimits().max_lookup_queries
+#: Most perceptual hashes (video frames) in one Lookup call (the server's default).
+MAX_LOOKUP_HASHES = ServerLimits().max_lookup_hashes
+#: Room kept in a reply for its framing, in bytes: replies must fit MAX_MESSAGE_BYTES.
+REPLY_MARGIN_BYTES = 64 * 1024
 
 # Most specific first: the first matching class decides the status code.
 _STATUS: tuple[tuple[type[ProvenanceError], grpc.StatusCode], ...] = (
+    (UploadTimeoutError, grpc.StatusCode.DEADLINE_EXCEEDED),
+    (LimitError, grpc.StatusCode.RESOURCE_EXHAUSTED),
     (MediaTooLargeError, grpc.StatusCode.RESOURCE_EXHAUSTED),
     (MediaError, grpc.StatusCode.INVALID_ARGUMENT),
     (ClaimError, grpc.StatusCode.INVALID_ARGUMENT),
@@ -108,12 +126,13 @@ def _rpc(fn: F) -> F:
 
 @dataclass(frozen=True)
 class ServerConfig:
-    """Admin credential, input limits and C2PA reading, and the optional detector."""
+    """Admin credential, input limits and C2PA reading, the optional detector, and the
+    limits of the gRPC shell (threads, uploads, decodes, Lookup size, quotas)."""
 
     admin_token: str | None = None
     inspect: InspectConfig = InspectConfig()
     detector: DetectorBackend | None = None
-    max_workers: int = 16
+    limits: ServerLimits = ServerLimits()
 
 
 def _require_admin(context: grpc.ServicerContext, token: str | None) -> None:
@@ -172,14 +191,20 @@ class RegistryServicer(rpc.DeviceRegistryServicer):
 
 
 class CapturesServicer(rpc.CapturesServicer):
-    def __init__(self, service: ProvenanceService) -> None:
+    def __init__(self, service: ProvenanceService, quota: DeviceQuota) -> None:
         self.s = service
+        self.quota = quota
 
     @_rpc
     def SubmitCapture(self, request: Any, context: grpc.ServicerContext) -> Any:
         if not request.HasField("signed_claim"):
             raise ClaimError("the request carries no signed claim")
-        res = self.s.submit(wire.signed_from_pb(request.signed_claim))
+        signed = wire.signed_from_pb(request.signed_claim)
+        size = len(signed.claim_bytes)
+        self.quota.check(signed.key_id, size)
+        res = self.s.submit(signed)
+        if not res.duplicate:  # charged once verified and logged: forgeries cost nothing
+            self.quota.charge(signed.key_id, size)
         return pb.SubmitCaptureResponse(
             receipt=wire.receipt_to_pb(res.receipt), duplicate=res.duplicate
         )
@@ -190,29 +215,50 @@ class VerificationServicer(rpc.VerificationServicer):
         self.s = service
         self.c = config
         self.p = VerificationPipeline(service, config.inspect, config.detector)
+        self.gate = UploadGate(config.limits)
 
-    def _receive(self, request_iterator: Iterator[Any], upload: Upload) -> Any:
+    def _receive(
+        self, request_iterator: Iterator[Any], upload: Upload, stream: UploadStream
+    ) -> Any:
         """Read the header and every data chunk into ``upload``; return the header.
 
-        When the header's sidecar claims a chunked (video) binding, the chunk hashes are
-        computed as the bytes arrive."""
-        it = iter(request_iterator)
+        Call inside an upload slot (`UploadGate.upload`): the stream is cut when it goes
+        idle or runs past its deadline. Messages smaller than ``min_chunk_bytes``, except
+        the last, are refused; an image is refused as soon as its type is known and its
+        announced or received size passes the image limit. When the header's sidecar
+        claims a chunked (video) binding with chunks of at least ``min_chunk_bytes``, the
+        chunk hashes are computed as the bytes arrive."""
+        lim = self.c.limits
+        it = self.gate.messages(stream, request_iterator)
         first = next(it, None)
         if first is None or first.WhichOneof("part") != "header":
             raise MediaError("the upload must start with a header message")
         header = first.header
         if header.HasField("sidecar") and header.chunk_hashes:
             chunk = sidecar_chunk_size(wire.signed_from_pb(header.sidecar))
-            if chunk:
+            if chunk >= lim.min_chunk_bytes:
                 upload.hash_chunks(chunk)
         if header.size_bytes > upload.max_bytes:
             raise MediaTooLargeError(
                 f"file is {header.size_bytes} bytes; the limit is {upload.max_bytes} bytes"
             )
-        for chunk in it:
+        image: bool | None = None  # unknown until SNIFF_BYTES have arrived
+        short = 0  # size of the previous message when it was under the minimum
+        for n, chunk in enumerate(it, 1):
             if chunk.WhichOneof("part") != "data":
                 raise MediaError("a second header arrived in the middle of the upload")
+            if short:
+                raise MediaError(
+                    f"upload message {n - 1} carried {short} bytes; every message but the last"
+                    f" must carry at least {lim.min_chunk_bytes} bytes (1 MiB is usual)"
+                )
+            if len(chunk.data) < lim.min_chunk_bytes:
+                short = len(chunk.data) or 1
             upload.write(chunk.data)
+            if image is None and upload.size >= SNIFF_BYTES:
+                image = (sniff_media_type(upload.head(SNIFF_BYTES)) or "").startswith("image/")
+            if image:
+                check_image_size(max(upload.size, header.size_bytes), self.c.inspect.limits)
         if header.size_bytes and upload.size != header.size_bytes:
             raise MediaError(
                 f"truncated upload: the header announced {header.size_bytes} bytes,"
@@ -222,8 +268,11 @@ class VerificationServicer(rpc.VerificationServicer):
 
     @_rpc
     def VerifyFile(self, request_iterator: Iterator[Any], context: grpc.ServicerContext) -> Any:
-        with Upload(self.c.inspect.limits.max_bytes) as upload:
-            header = self._receive(request_iterator, upload)
+        with ExitStack() as held:
+            stream = held.enter_context(self.gate.upload(context))
+            upload = held.enter_context(Upload(self.c.inspect.limits.max_bytes))
+            header = self._receive(request_iterator, upload, stream)
+            held.enter_context(self.gate.decode(context))
             sidecar = wire.signed_from_pb(header.sidecar) if header.HasField("sidecar") else None
             chunks = tuple(bytes(h) for h in header.chunk_hashes)
             receipt = (
@@ -234,24 +283,57 @@ class VerificationServicer(rpc.VerificationServicer):
             report = self.p.verify_upload(
                 upload, sidecar, chunks, header.detect, context.time_remaining, receipt
             )
+            if chunks and not upload.chunk_hashes and sidecar is not None:
+                report = self._unhashed_chunks(report, sidecar)
         return wire.report_to_pb(report)
+
+    def _unhashed_chunks(
+        self, report: VerificationReport, sidecar: SignedClaim
+    ) -> VerificationReport:
+        """``report`` with a note when the sidecar's chunk size was too small to hash."""
+        size = claimed_chunk_size(sidecar)
+        if not 0 < size < self.c.limits.min_chunk_bytes:
+            return report
+        note = (
+            f"damaged byte ranges were not located: the sidecar's claim cuts the file into"
+            f" {size}-byte chunks, under the server's minimum of"
+            f" {self.c.limits.min_chunk_bytes} bytes"
+        )
+        return replace(report, reasons=(*report.reasons, note))
 
     @_rpc
     def DetectFile(self, request_iterator: Iterator[Any], context: grpc.ServicerContext) -> Any:
-        with Upload(self.c.inspect.limits.max_bytes) as upload:
-            self._receive(request_iterator, upload)
+        with ExitStack() as held:
+            stream = held.enter_context(self.gate.upload(context))
+            upload = held.enter_context(Upload(self.c.inspect.limits.max_bytes))
+            self._receive(request_iterator, upload, stream)
+            held.enter_context(self.gate.decode(context))
             return wire.detector_to_pb(self.p.detect_upload(upload))
 
     @_rpc
     def Lookup(self, request: Any, context: grpc.ServicerContext) -> Any:
-        if len(request.queries) > MAX_LOOKUP_QUERIES:
-            raise ClaimError(
-                f"{len(request.queries)} queries in one call; the limit is {MAX_LOOKUP_QUERIES}"
+        lim = self.c.limits
+        if len(request.queries) > lim.max_lookup_queries:
+            raise LimitError(
+                f"{len(request.queries)} queries in one Lookup; the limit is"
+                f" {lim.max_lookup_queries} (--max-lookup-queries): send fewer per call"
+            )
+        hashes = sum(len(q.soft_bindings) for q in request.queries)
+        if hashes > lim.max_lookup_hashes:
+            raise LimitError(
+                f"{hashes} perceptual hashes in one Lookup; the limit is"
+                f" {lim.max_lookup_hashes} (--max-lookup-hashes): send fewer per call"
             )
         out = pb.LookupResponse()
+        room = MAX_MESSAGE_BYTES - REPLY_MARGIN_BYTES
         for q in request.queries:
             if len(q.sha256) != 32:
                 raise ClaimError(f"query {q.ref!r}: sha256 must be 32 bytes")
+            if len(q.soft_bindings) > MAX_SOFT_BINDINGS:
+                raise ClaimError(
+                    f"query {q.ref!r} has {len(q.soft_bindings)} perceptual hashes; a claim"
+                    f" holds at most {MAX_SOFT_BINDINGS}"
+                )
             facts = FileFacts(
                 sha256=bytes(q.sha256),
                 size=0,
@@ -262,9 +344,15 @@ class VerificationServicer(rpc.VerificationServicer):
                     wire.soft_from_pb(s) for s in q.dihedral_soft_bindings[:DIHEDRAL_TURNS]
                 ),
             )
-            out.results.append(
-                pb.LookupResult(ref=q.ref, report=wire.report_to_pb(self.p.lookup(facts)))
-            )
+            result = pb.LookupResult(ref=q.ref, report=wire.report_to_pb(self.p.lookup(facts)))
+            room -= result.ByteSize() + 8  # the field's tag and length
+            if room < 0:
+                raise LimitError(
+                    f"the answers to these {len(request.queries)} queries would not fit in one"
+                    f" reply of {MAX_MESSAGE_BYTES} bytes (the answer for a signed video carries"
+                    " its claim and receipt): send fewer queries per call"
+                )
+            out.results.append(result)
         return out
 
 
@@ -297,8 +385,17 @@ class LogServicer(rpc.LogServicer):
 
     @_rpc
     def GetEntries(self, request: Any, context: grpc.ServicerContext) -> Any:
-        entries, nxt = self.s.entries(request.start, request.limit)
-        return pb.GetEntriesResponse(entries=entries, start=request.start, next=nxt)
+        entries, _ = self.s.entries(request.start, request.limit)
+        room = MAX_MESSAGE_BYTES - REPLY_MARGIN_BYTES
+        kept = 0  # a page fits one reply (a video claim is large); `next` says where to go on
+        for e in entries:
+            room -= len(e) + 8
+            if room < 0 and kept:
+                break
+            kept += 1
+        return pb.GetEntriesResponse(
+            entries=entries[:kept], start=request.start, next=request.start + kept
+        )
 
     @_rpc
     def GetLogKey(self, request: Any, context: grpc.ServicerContext) -> Any:
@@ -312,20 +409,25 @@ def create_server(
 ) -> tuple[grpc.Server, int]:
     """Build and start a gRPC server on ``address`` ("host:port"; port 0 picks one).
 
-    Returns (server, bound port). Raises ProvenanceError when the address cannot be bound.
+    Returns (server, bound port). Raises ProvenanceError when the address cannot be bound,
+    also when another process listens on it (SO_REUSEPORT is off, so a second server on
+    the same port is refused instead of sharing its connections).
     """
     from provenance import metrics
 
     server = grpc.server(
-        futures.ThreadPoolExecutor(max_workers=config.max_workers, thread_name_prefix="rpc"),
+        futures.ThreadPoolExecutor(max_workers=config.limits.rpc_threads, thread_name_prefix="rpc"),
         interceptors=[MalformedRequestInterceptor(), metrics.MetricsInterceptor()],
         options=[
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+            ("grpc.so_reuseport", 0),
         ],
     )
     rpc.add_DeviceRegistryServicer_to_server(RegistryServicer(service, config), server)
-    rpc.add_CapturesServicer_to_server(CapturesServicer(service), server)
+    rpc.add_CapturesServicer_to_server(
+        CapturesServicer(service, DeviceQuota(config.limits)), server
+    )
     rpc.add_VerificationServicer_to_server(VerificationServicer(service, config), server)
     rpc.add_LogServicer_to_server(LogServicer(service), server)
     health_servicer = health.HealthServicer()

@@ -148,7 +148,9 @@ class ProvenanceService:
         stored_origin = self.store.get_meta("origin")
         origin = stored_origin or self.config.origin
         if stored_origin and stored_origin != self.config.origin:
-            log.warning("database log origin is %r; using it, not %r", stored_origin, origin)
+            log.warning(
+                "database log origin is %r; using it, not %r", stored_origin, self.config.origin
+            )
         if not self.config.log_key.exists():
             if self.store.tree_size() > 0:
                 raise LogError(
@@ -314,7 +316,9 @@ class ProvenanceService:
 
         A replay of a logged claim returns its original receipt (``duplicate``).
         Raises ClaimError, UnknownDeviceError, SignatureError, RevokedKeyError or
-        SequenceError.
+        SequenceError for the claim; StorageError when the store fails or the log does not
+        confirm in time, LogIntegrityError when the stored log no longer matches its
+        checkpoints.
         """
         claim = wire.decode_claim(signed.claim_bytes)
         check_claim_shape(signed, claim)
@@ -375,7 +379,8 @@ class ProvenanceService:
         neither block the verdict nor change it (a file without it gets the same one). The
         sidecar's ``sidecar_receipt``, when this log signed it for a claim the log no
         longer holds, is reported as a log rollback (`provenance.rollback`).
-        Raises LogIntegrityError when a log record found for the file is damaged."""
+        Raises LogIntegrityError when a log record found for the file is damaged, and
+        StorageError when the store cannot be read."""
         now = self.clock()
         hashes = [facts.sha256] + ([facts.content_sha256] if facts.content_sha256 else [])
         exact = [self._logged(r) for h in hashes for r in self.store.leaves_by_file_sha256(h)]

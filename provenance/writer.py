@@ -22,7 +22,13 @@ from datetime import datetime
 
 from provenance import metrics, wire
 from provenance.claims import Claim, Receipt, SignedClaim
-from provenance.errors import LogError, LogIntegrityError, ProvenanceError, SequenceError
+from provenance.errors import (
+    LogError,
+    LogIntegrityError,
+    ProvenanceError,
+    SequenceError,
+    StorageError,
+)
 from provenance.log import merkle
 from provenance.log.checkpoint import Checkpoint, LogSigner
 from provenance.registry import chain_link
@@ -94,10 +100,18 @@ class GroupCommitWriter:
         self._thread.start()
 
     def submit(self, pending: PendingClaim, timeout: float = 30.0) -> Appended:
-        """Queue ``pending`` and wait until it is durable; raises the submission's error."""
+        """Queue ``pending`` and wait until it is durable; raises the submission's error,
+        or StorageError when the log has not confirmed it within ``timeout`` seconds (it
+        may still be logged: a resubmission returns its receipt)."""
         fut: Future[Appended] = Future()
         self._queue.put(_Item(pending, fut))
-        return fut.result(timeout=timeout)
+        try:
+            return fut.result(timeout=timeout)
+        except TimeoutError as e:
+            raise StorageError(
+                f"the log did not confirm the submission within {timeout:g} s; it may still"
+                " be recorded: submit it again (a replay returns its receipt)"
+            ) from e
 
     def close(self) -> None:
         """Finish what is queued, then stop the writer thread."""

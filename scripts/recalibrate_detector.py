@@ -80,6 +80,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--min-origin-images", type=int, default=10)
     ap.add_argument("--threads", type=int, default=1, help="torch threads")
     ap.add_argument("--write", action="store_true", help="re-save the weights")
+    ap.add_argument(
+        "--version", default=None, help="version string of the re-saved weights (default: same)"
+    )
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     if not (args.data / "LABELS.tsv").is_file():
@@ -167,7 +170,9 @@ def main(argv: list[str] | None = None) -> int:
         "fixture_held_out_check": fixture_check,
         "skipped": skipped,
         "calibration": asdict(cal),
-        "previous_calibration": asdict(loaded.meta.calibration),
+        "training_calibration": json.loads((WEIGHTS / f"{args.model}.json").read_text()).get(
+            "training_calibration", asdict(loaded.meta.calibration)
+        ),
         **report,
     }
     (WEIGHTS / f"eval-bands-{args.model}.json").write_text(
@@ -197,6 +202,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.write:
         meta = replace(
             loaded.meta,
+            version=args.version or loaded.meta.version,
             calibration=cal,
             preprocess=replace(loaded.meta.preprocess, crops=args.crops),
             training={**loaded.meta.training, "band_policy": f"eval-bands-{args.model}.json"},
@@ -209,6 +215,7 @@ def main(argv: list[str] | None = None) -> int:
         saved["crops"] = args.crops
         saved["band_policy"] = f"eval-bands-{args.model}.json"
         saved["tensors_sha256"] = meta.tensors_sha256
+        saved["version"] = meta.version
         beside.write_text(json.dumps(saved, indent=2, sort_keys=True) + "\n")
         print(f"wrote {WEIGHTS / (args.model + '.safetensors')}")
     return 0

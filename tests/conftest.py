@@ -53,6 +53,11 @@ def signed_claim(
         hard_binding=HardBinding(sha256=sha if sha is not None else os.urandom(32)),
         prev_claim_hash=prev,
     )
+    return sign_claim(key, claim)
+
+
+def sign_claim(key: DeviceKey, claim: Claim) -> SignedClaim:
+    """``claim`` serialized once and signed by ``key``, as a device does."""
     data = wire.encode_claim(claim)
     return SignedClaim(
         PAYLOAD_TYPE_CLAIM, data, key.key_id, sign_payload(key, PAYLOAD_TYPE_CLAIM, data)

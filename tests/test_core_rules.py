@@ -11,6 +11,7 @@ import hashlib
 import re
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -21,6 +22,7 @@ from provenance.binding import PerceptualHash
 from provenance.claims import (
     MAX_METADATA_BYTES,
     MAX_SOFT_BINDINGS,
+    MAX_STORED_INT,
     Claim,
     Device,
     HardBinding,
@@ -30,6 +32,7 @@ from provenance.claims import (
 from provenance.envelope import PAYLOAD_TYPE_CLAIM, PAYLOAD_TYPE_ENROLL, sign_payload
 from provenance.errors import (
     ClaimError,
+    ConfigError,
     EnrollmentError,
     KeyMaterialError,
     LogError,
@@ -41,7 +44,13 @@ from provenance.errors import (
 )
 from provenance.keys import DeviceKey
 from provenance.log import merkle
-from provenance.log.checkpoint import Checkpoint, LogSigner, NoteVerifier
+from provenance.log.checkpoint import (
+    Checkpoint,
+    LogSigner,
+    NoteVerifier,
+    generate_log_key,
+    load_log_signer,
+)
 from provenance.receipt import verify_receipt
 from provenance.registry import (
     TOKEN_BYTES,
@@ -420,3 +429,65 @@ def test_audit_state_round_trips_and_refuses_damage() -> None:
     ):
         with pytest.raises(LogError, match="audit state file is damaged"):
             AuditState.from_json(damaged)
+
+
+def test_audit_state_file_is_indented_json() -> None:
+    log = _Log(_entries(1))
+    state, _, _ = audit_step(None, VKEY, log.note(), [], log.entries)
+    assert state.to_json().startswith('{\n  "verifier_key": ')
+
+
+# ---------------------------------------------------------------- log key files
+
+
+def test_log_key_file_errors_name_the_file_and_the_cause(tmp_path: Path) -> None:
+    missing = tmp_path / "missing.key"
+    with pytest.raises(ConfigError, match="cannot open log key file .*missing.key: No such file"):
+        load_log_signer(missing, ORIGIN)
+    garbage = tmp_path / "garbage.key"
+    garbage.write_bytes(b"not a key")
+    garbage.chmod(0o600)
+    with pytest.raises(KeyMaterialError, match="garbage.key holds no readable private key"):
+        load_log_signer(garbage, ORIGIN)
+    with pytest.raises(ConfigError, match="cannot create log key file .*: No such file"):
+        generate_log_key(tmp_path / "no" / "such" / "dir.key", ORIGIN)
+    made = generate_log_key(tmp_path / "log.key", ORIGIN)
+    with pytest.raises(ConfigError, match="already exists; not overwriting it"):
+        generate_log_key(tmp_path / "log.key", ORIGIN)
+    assert load_log_signer(tmp_path / "log.key", ORIGIN).public_key == made.public_key
+
+
+@pytest.mark.parametrize(
+    ("field", "changes"),
+    [
+        ("sequence", {"sequence": 1 << 63}),
+        ("size_bytes", {"size_bytes": 1 << 63}),
+        ("hard_binding.chunk_count", {"hard_binding": HardBinding(bytes(32), 1, 1 << 63)}),
+    ],
+)
+def test_integers_the_log_stores_must_fit_63_bits(field: str, changes: dict[str, object]) -> None:
+    limit = MAX_STORED_INT
+    at_limit = {
+        k: (replace(v, chunk_count=limit) if isinstance(v, HardBinding) else limit)
+        for k, v in changes.items()
+    }
+    fits = _claim(**at_limit)
+    check_claim_shape(_sign(fits), fits)
+    over = _claim(**changes)
+    with pytest.raises(
+        ClaimError,
+        match=re.escape(f"the claim's {field} is {limit + 1}; the log stores at most {limit}"),
+    ):
+        check_claim_shape(_sign(over), over)
+
+
+def test_audit_of_an_unchanged_tree_ignores_any_proof_and_forks_from_size_one() -> None:
+    log = _Log(_entries(4))
+    state, _, _ = audit_step(None, VKEY, log.note(), [], log.entries)
+    assert audit_step(state, VKEY, log.note(), [b"\x00" * 32], [])[2] == 0
+    one = _Log(_entries(1))
+    state, _, _ = audit_step(None, VKEY, one.note(), [], one.entries)
+    forked = _Log([b"rewritten"] + _entries(3, 1))
+    proof = merkle.consistency_proof(1, 4, forked.tree.get_nodes)
+    with pytest.raises(LogIntegrityError, match="FORK: the tree of size 1"):
+        audit_step(state, VKEY, forked.note(), proof, forked.entries[1:])

@@ -439,3 +439,111 @@ def test_c2pa_credentials_add_a_reason_only_to_unsigned_files() -> None:
     block = {"present": True, "validation_state": "Trusted", "signer": "Cam"}
     out = with_c2pa(signed, block)
     assert out.reasons == signed.reasons and out.c2pa == block and out.status is signed.status
+
+
+# ---------------------------------------------------------------- damage notes, ties
+
+
+def _video_case(original: bytes, received: bytes, **kw: object):  # type: ignore[no-untyped-def]
+    signed_digest = hash_chunked(original, 64)
+    claim = _claim(
+        media_type="video/mp4", hard_binding=signed_digest.hard_binding(), size_bytes=len(original)
+    )
+    got = hash_chunked(received, 64)
+    facts = FileFacts(got.sha256, len(received), "video/mp4", chunk_hashes=got.chunk_hashes)
+    facts = replace(facts, **kw)  # type: ignore[arg-type]
+    return facts, claim, signed_digest.chunk_hashes
+
+
+def _damaged(data: bytes, chunks: tuple[int, ...]) -> bytes:
+    out = bytearray(data)
+    for c in chunks:
+        out[c * 64] ^= 0xFF
+    return bytes(out)
+
+
+def test_the_damage_note_names_the_ranges() -> None:
+    original = bytes(range(256)) * 3  # 12 chunks of 64 bytes
+    facts, claim, chunks = _video_case(original, _damaged(original, (1,)))
+    for device in (_device(), None):
+        r, _, _ = _sidecar_case(facts, device=device, claim=claim, chunks=chunks)
+        assert r.status is Verdict.TAMPERED
+        assert r.reasons[-1] == "bytes 64-127 differ from the signed file (64-byte chunks)"
+    forged = replace(_signed(claim), signature=bytes(64))
+    r, _, _ = _sidecar_case(facts, device=_device(), claim=claim, signed=forged, chunks=chunks)
+    assert _has(r.reasons, "bytes differ") and _has(r.reasons, "bytes 64-127 differ")
+    five = _video_case(original, _damaged(original, (0, 2, 4, 6, 8)))[0]
+    r, _, _ = _sidecar_case(five, device=_device(), claim=claim, chunks=chunks)
+    assert r.reasons[-1] == (
+        "bytes 0-63, 128-191, 256-319, 384-447, 512-575 differ from the signed file"
+        " (64-byte chunks)"
+    )
+    six = _video_case(original, _damaged(original, (0, 2, 4, 6, 8, 10)))[0]
+    r, _, _ = _sidecar_case(six, device=_device(), claim=claim, chunks=chunks)
+    assert len(r.evidence.damaged_ranges) == 6
+    assert r.reasons[-1] == (
+        "bytes 0-63, 128-191, 256-319, 384-447, 512-575 and 1 more differ from the signed"
+        " file (64-byte chunks)"
+    )
+    wrong = (bytes(32),) + chunks[1:]
+    r, _, _ = _sidecar_case(facts, device=_device(), claim=claim, chunks=wrong)
+    assert _has(r.reasons, "chunk list does not match the signed chunk root")
+
+
+def test_no_damage_note_without_both_chunk_lists_or_a_chunked_claim() -> None:
+    original = bytes(range(256))
+    facts, claim, chunks = _video_case(original, _damaged(original, (1,)))
+    for case_facts, case_claim, case_chunks in (
+        (replace(facts, chunk_hashes=()), claim, chunks),
+        (facts, claim, ()),
+        (facts, replace(claim, hard_binding=HardBinding(claim.hard_binding.sha256)), chunks),
+    ):
+        r, _, _ = _sidecar_case(case_facts, device=_device(), claim=case_claim, chunks=case_chunks)
+        assert r.status is Verdict.TAMPERED and r.evidence.damaged_ranges == ()
+        assert len(r.reasons) == 1, r.reasons
+
+
+def test_a_file_bound_by_its_manifest_stripped_hash_is_not_damaged() -> None:
+    """Embedding C2PA changes the raw bytes (and their chunks) but not the binding."""
+    original = bytes(range(256))
+    facts, claim, chunks = _video_case(original, _damaged(original, (1,)))
+    facts = replace(facts, content_sha256=claim.hard_binding.sha256)
+    r, _, _ = _sidecar_case(facts, device=_device(), claim=claim, chunks=chunks)
+    assert r.status is Verdict.UNSIGNED and r.evidence.hash_match
+    assert r.evidence.damaged_ranges == ()
+
+
+def test_logged_evidence_is_carried_into_a_tampered_report() -> None:
+    logged = _logged(chain_linked=True, receipt_verified=False)
+    facts = FileFacts(OTHER_SHA, 11, "image/jpeg")
+    r, signed, claim = _sidecar_case(facts, device=_device(), logged=logged)
+    assert r.evidence.claim == ClaimEvidence(
+        signed, claim, _device(), logged.receipt, True, True, True, False
+    )
+
+
+def test_equally_covered_videos_keep_the_first_found() -> None:
+    first = _logged(_claim(soft=_frames(12), media_type="video/mp4"), index=1)
+    second = _logged(_claim(soft=_frames(12), media_type="video/mp4"), index=2)
+    facts = FileFacts(OTHER_SHA, 99, "video/mp4", _frames(12))
+    r = decide(facts, NOW, near=[first, second])
+    assert r.evidence.claim is not None and r.evidence.claim.receipt.leaf_index == 1
+    assert r.evidence.file == facts
+    unrelated = _claim(soft=_frames(12, changed=tuple(range(12))), media_type="video/mp4")
+    nothing = decide(facts, NOW, near=[_logged(unrelated, index=3)])
+    assert nothing.status is Verdict.UNSIGNED and nothing.verified_at == NOW
+
+
+def test_signed_original_says_whether_the_receipt_and_the_chain_were_checked() -> None:
+    facts = FileFacts(SHA, 11, "image/jpeg")
+    checked = decide(facts, NOW, exact=[_logged()])
+    assert len(checked.reasons) == 1
+    assert checked.reasons[0].endswith(
+        "logged 2026-11-27 12:00:00 UTC; its receipt (signed checkpoint and inclusion proof)"
+        " verifies with the log key"
+    )
+    unchecked = decide(facts, NOW, exact=[_logged(receipt_verified=False)])
+    assert unchecked.reasons[0].endswith("its receipt was NOT checked against the log key")
+    gap = decide(facts, NOW, exact=[_logged(chain_linked=False)])
+    assert len(gap.reasons) == 2
+    assert gap.reasons[1].startswith("note: this claim does not directly follow")

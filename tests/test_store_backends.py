@@ -171,3 +171,20 @@ def test_unreachable_postgresql_is_a_storage_error() -> None:
 
     with pytest.raises(StorageError, match=r"cannot connect to .*nobody:\*\*\*@.*refused"):
         PostgresStore("postgresql://nobody:secret@127.0.0.1:9/none", connect_timeout_s=1)
+
+
+def test_a_log_cut_back_behind_the_verified_mark_is_refused(tmp_path: Path) -> None:
+    import sqlite3
+
+    db = tmp_path / "prov.db"
+    s = _service(db, tmp_path)
+    key = _enroll(s)
+    for i in range(4):
+        s.submit(_claim(key, i + 1))
+    assert s.advance_verified_mark() == 4
+    s.close()
+    with sqlite3.connect(db) as c:  # the newest leaf and its checkpoint vanish together
+        c.execute("DELETE FROM leaves WHERE idx=3")
+        c.execute("DELETE FROM checkpoints WHERE size=4")
+    with pytest.raises(LogIntegrityError, match="rolled back"):
+        _service(db, tmp_path)

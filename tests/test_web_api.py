@@ -12,6 +12,7 @@ import json
 import re
 import socket
 import struct
+import time
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,7 +21,7 @@ from urllib.parse import urlsplit
 import httpx
 import numpy as np
 import pytest
-from conftest import ADMIN_TOKEN, DemoSite, demo_site, start_web
+from conftest import ADMIN_TOKEN, FIXTURES, DemoSite, demo_site, start_web
 from PIL import Image
 
 from clients.cli import main as prov_main
@@ -165,7 +166,11 @@ def test_bad_uploads_get_clear_errors_and_the_server_stays_up(
     jpeg = site.files.hopper.read_bytes()
     cases = [
         ({"file": ("empty.jpg", b"")}, 400, "empty file"),
-        ({"file": ("half.jpg", jpeg[: len(jpeg) // 2])}, 400, "truncated|corrupt|cannot"),
+        (
+            {"file": ("half.jpg", jpeg[: len(jpeg) // 2])},
+            400,
+            "truncat|corrupt|cannot|decod|invalid|damaged",
+        ),
         ({"file": ("notes.jpg", b"just some text\n" * 50)}, 400, "unrecognised file format"),
         ({"file": ("bomb.png", _bomb_png(40_000, 40_000))}, 413, "pixel|megapixel|limit"),
         ({"sidecar": ("x.prov", b"not json")}, 400, "sidecar|json|no field named `file`"),
@@ -183,6 +188,21 @@ def test_bad_uploads_get_clear_errors_and_the_server_stays_up(
         headers={"content-type": "multipart/form-data; boundary=XyZ"},
     )
     _error(r, 400, "truncated upload")
+    # a part whose headers are garbage
+    r = http.post(
+        "/api/v1/verify",
+        content=b"--XyZ\r\nnot a header\x00\r\n\r\ndata\r\n--XyZ--\r\n",
+        headers={"content-type": "multipart/form-data; boundary=XyZ"},
+    )
+    _error(r, 400, "malformed")
+    # a client that goes away mid-upload
+    parts = urlsplit(site.web)
+    with socket.create_connection((parts.hostname, parts.port), timeout=30) as s:
+        s.sendall(
+            b"POST /api/v1/verify HTTP/1.1\r\nHost: x\r\nContent-Length: 9000000\r\n"
+            b"Content-Type: multipart/form-data; boundary=b\r\n\r\n"
+            b'--b\r\nContent-Disposition: form-data; name="file"; filename="a.jpg"\r\n\r\n' + jpeg
+        )
     # a malformed sidecar next to a good file
     r = http.post(
         "/api/v1/verify",
@@ -274,6 +294,9 @@ def test_entries_proofs_and_lookup(site: DemoSite, http: httpx.Client) -> None:
     assert entry["inclusion"]["verified"] is True
     assert entry["device"]["label"] == "demo-camera"
     assert http.get("/api/v1/entries/2").json()["claim"]["media_type"].startswith("video/")
+    page = http.get("/api/v1/entries", params={"start": 1, "limit": 5}).json()["entries"]
+    assert [e["index"] for e in page] == [1, 2]
+    assert page[1]["leaf_hash"] == http.get("/api/v1/entries/2").json()["leaf_hash"]
     _error(http.get("/api/v1/entries/3"), 404, "no entry 3")
     _error(http.get("/api/v1/entries/abc"), 400, "whole number")
     _error(http.get("/api/v1/entries", params={"sha256": "00" * 32}), 404, "no logged capture")
@@ -308,6 +331,8 @@ def test_entries_proofs_and_lookup(site: DemoSite, http: httpx.Client) -> None:
     assert res["c"]["status"] == "UNSIGNED"
     _error(http.post("/api/v1/lookup", json={"queries": [{"pdq": "x"}]}), 400, "pdq must be a list")
     _error(http.post("/api/v1/lookup", content=b"{"), 400, "not valid JSON")
+    many = {"queries": [{"sha256": hopper}] * 1001}
+    _error(http.post("/api/v1/lookup", json=many), 400, "limit")
 
 
 def test_soft_binding_resolution_api(site: DemoSite, http: httpx.Client) -> None:
@@ -405,6 +430,9 @@ def test_explorer_pages(site: DemoSite, http: httpx.Client) -> None:
     assert http.get("/log/find", params={"q": "00" * 32}).status_code == 404
     assert http.get("/log/find", params={"q": "zz"}).status_code == 400
     assert "✓ Included" in http.get("/log/entries/1").text
+    older = http.get("/log", params={"before": 2}).text
+    assert 'href="/log/entries/1"' in older and 'href="/log/entries/2"' not in older
+    assert "Newer entries" in older
     assert (
         "✓ Consistent"
         in http.get(
@@ -469,3 +497,47 @@ def test_web_without_its_service_answers_503(site: DemoSite) -> None:
             assert c.get("/").status_code == 200
     finally:
         web.stop()
+
+
+def test_stalled_uploads_time_out_and_one_client_cannot_take_every_slot(
+    site: DemoSite,
+) -> None:
+    web = start_web(site.grpc.address, "--upload-idle-seconds", "12")
+    parts = urlsplit(web.address)
+    head = (
+        b"POST /api/v1/verify HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n"
+        b"Content-Type: multipart/form-data; boundary=b\r\n\r\n"
+        b'--b\r\nContent-Disposition: form-data; name="file"; filename="slow.jpg"\r\n\r\n\xff\xd8'
+    )
+    stalled = [socket.create_connection((parts.hostname, parts.port), timeout=30) for _ in range(2)]
+    try:
+        for s in stalled:
+            s.sendall(head)
+        time.sleep(2.0)  # both are being relayed now (and stall for 12 s)
+        with httpx.Client(base_url=web.address, timeout=60) as c:
+            r = c.post("/api/v1/verify", files={"file": ("h.jpg", site.files.hopper.read_bytes())})
+            _error(r, 429, "already running")
+            for s in stalled:  # the stalled uploads are cut off, with a clear answer
+                answer = s.recv(65536).decode("latin-1")
+                assert answer.startswith("HTTP/1.1 408"), answer
+                assert "stalled" in answer
+            r = c.post("/api/v1/verify", files={"file": ("h.jpg", site.files.hopper.read_bytes())})
+            assert r.json()["status"] == "SIGNED_ORIGINAL"
+    finally:
+        for s in stalled:
+            s.close()
+        web.stop()
+
+
+def test_content_credentials_are_their_own_line_of_evidence(
+    site: DemoSite, http: httpx.Client
+) -> None:
+    signed = FIXTURES / "c2pa" / "third_party" / "public-testfiles" / "adobe-20220124-CA.jpg"
+    files = {"file": (signed.name, signed.read_bytes())}
+    body = http.post("/api/v1/verify", files=files, params={"detect": "0"}).json()
+    assert body["status"] == "UNSIGNED"  # not in our log, whatever its manifest says
+    assert body["c2pa"]["present"] is True
+    assert body["c2pa"]["validation_state"] == "Valid"
+    page = http.post("/verify", files=files).text
+    block = page[page.index("Content Credentials (C2PA)") :]
+    assert "<strong>Valid</strong>" in block and "Ingredients" in block

@@ -75,3 +75,63 @@ def test_presentation_helpers() -> None:
     (x0, y0, _, _), (x1, y1, _, _) = plot.dots
     assert x0 < x1 and y0 > y1  # later frames to the right, higher scores higher up
     assert timeline_plot(None) is None
+
+
+def test_multipart_headers_are_bounded() -> None:
+    from python_multipart.multipart import MultipartParser
+
+    from provenance.web.upload import MAX_HEADER, _Form, _write
+
+    head = b'--b\r\nContent-Disposition: form-data; name="file"; filename="'
+    for extra in (10, 100 * MAX_HEADER):
+        form = _Form(max_file_bytes=1024)
+        parser = MultipartParser(b"b", form.callbacks())  # type: ignore[arg-type]
+        with pytest.raises(WebError, match="headers are longer|malformed"):
+            _write(parser, head + b"x" * (MAX_HEADER + extra) + b'"\r\n\r\n')
+    form = _Form(max_file_bytes=1024)
+    parser = MultipartParser(b"b", form.callbacks())  # type: ignore[arg-type]
+    with pytest.raises(WebError, match="malformed"):
+        _write(parser, b"--b\r\nnot a header line at all\x00\r\n\r\n")
+
+
+def test_multipart_form_fields_and_file() -> None:
+    from python_multipart.multipart import MultipartParser
+
+    from provenance.web.upload import _Form
+
+    form = _Form(max_file_bytes=10)
+    parser = MultipartParser(b"b", form.callbacks())  # type: ignore[arg-type]
+    parser.write(
+        b'--b\r\nContent-Disposition: form-data; name="file"; filename="C:\\\\dir\\\\a.jpg"\r\n\r\n'
+        b"0123456789\r\n--b--\r\n"
+    )
+    assert form.ended and form.file_done and form.filename == "a.jpg"
+    assert form.take(1) == b"0123456789" and form.sidecar() is None
+    big = _Form(max_file_bytes=4)
+    parser = MultipartParser(b"b", big.callbacks())  # type: ignore[arg-type]
+    with pytest.raises(WebError) as e:
+        parser.write(b'--b\r\nContent-Disposition: form-data; name="file"\r\n\r\n0123456789')
+    assert e.value.code == "RESOURCE_EXHAUSTED"
+
+
+def test_error_messages_drop_the_clients_status_suffix() -> None:
+    body = error_body(TransportError("unsupported format [INVALID_ARGUMENT]", "INVALID_ARGUMENT"))
+    assert body["error"] == {
+        "code": 400,
+        "status": "INVALID_ARGUMENT",
+        "message": "unsupported format",
+    }
+
+
+def test_the_web_app_does_not_load_the_server_stack() -> None:
+    """The web is a client of the service: importing it loads no server, store or service."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, provenance.web.app, provenance.web.serve\n"
+        "print([m for m in ('provenance.server', 'provenance.service', 'provenance.store',"
+        " 'sqlite3') if m in sys.modules])"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

@@ -23,7 +23,6 @@ from clients.api import Query
 from clients.report import report_to_json
 from provenance.binding import PDQ_ALGORITHM, PerceptualHash
 from provenance.errors import ProvenanceError
-from provenance.server import MAX_LOOKUP_QUERIES
 from provenance.web import logviews
 from provenance.web.errors import WebError, error_response
 from provenance.web.openapi import openapi_document
@@ -86,13 +85,15 @@ async def verify_upload(request: Request) -> tuple[dict[str, Any], str]:
     """Rate-limit, relay the multipart upload and build the report object (the one
     ``prov verify --json`` prints, with ``path`` the uploaded file's name)."""
     web = state(request)
-    web.limiter.check(client_address(request))
-    done = await web.relayer.verify_form(request, flag(request, "detect", True))
+    peer = client_address(request)
+    web.limiter.check(peer)
+    done = await web.relayer.verify_form(request, flag(request, "detect", True), peer)
     return report_to_json(done.report, done.filename), done.filename
 
 
 @json_errors
 async def verify(request: Request) -> Response:
+    """``POST /api/v1/verify``: the report on the uploaded ``file`` (and ``sidecar``)."""
     body, _ = await verify_upload(request)
     return JSONResponse(body)
 
@@ -154,12 +155,11 @@ def lookup_query(item: Any, i: int) -> Query:
 
 @json_errors
 async def lookup(request: Request) -> Response:
+    """``POST /api/v1/lookup``: reports for files described by SHA-256 and PDQ hashes."""
     body = await read_json(request)
     queries = body.get("queries") if isinstance(body, dict) else None
     if not isinstance(queries, list) or not queries:
         raise WebError('send {"queries": [{"sha256": "...", "pdq": [...]}, ...]}')
-    if len(queries) > MAX_LOOKUP_QUERIES:
-        raise WebError(f"{len(queries)} queries; the limit is {MAX_LOOKUP_QUERIES} a request")
     parsed = [lookup_query(q, i) for i, q in enumerate(queries)]
     found = await run_in_threadpool(state(request).client.lookup, parsed)
     return JSONResponse({"results": [{"ref": ref, **report_to_json(r)} for ref, r in found]})
@@ -167,19 +167,29 @@ async def lookup(request: Request) -> Response:
 
 @json_errors
 async def checkpoint(request: Request) -> Response:
+    """``GET /api/v1/checkpoint``: the newest signed checkpoint and the log key."""
     return JSONResponse(await run_in_threadpool(logviews.checkpoint_view, state(request).client))
 
 
 @json_errors
 async def entry(request: Request) -> Response:
+    """``GET /api/v1/entries/{index}``: one log entry with its inclusion proof."""
     index = logviews.parse_index(request.path_params["index"])
     return JSONResponse(await run_in_threadpool(logviews.entry_view, state(request).client, index))
 
 
 @json_errors
-async def entries_by_sha256(request: Request) -> Response:
-    sha = logviews.parse_hash(request.query_params.get("sha256", ""), "sha256")
+async def entries(request: Request) -> Response:
+    """``GET /api/v1/entries?sha256=HEX``: the entries binding a file's bytes, with their
+    inclusion proofs; ``GET /api/v1/entries?start=N[&limit=M]``: a page of the log."""
+    q = request.query_params
     client = state(request).client
+    if "sha256" not in q:
+        start = logviews.parse_index(q.get("start", "0"), "start")
+        limit = logviews.parse_index(q.get("limit", str(logviews.MAX_LISTING)), "limit")
+        page = await run_in_threadpool(logviews.entries_view, client, start, limit)
+        return JSONResponse({"start": start, "entries": page})
+    sha = logviews.parse_hash(q["sha256"], "sha256")
     found = await run_in_threadpool(logviews.find_by_sha256, client, sha)
     if not found:
         raise WebError(f"no logged capture has the file SHA-256 {sha.hex()}", "NOT_FOUND")
@@ -189,6 +199,7 @@ async def entries_by_sha256(request: Request) -> Response:
 
 @json_errors
 async def inclusion(request: Request) -> Response:
+    """``GET /api/v1/proofs/inclusion?index=N[&tree_size=M]``."""
     q = request.query_params
     index = logviews.parse_index(q.get("index", ""), "index")
     size = logviews.parse_index(q.get("tree_size", "0"), "tree_size")
@@ -198,6 +209,7 @@ async def inclusion(request: Request) -> Response:
 
 @json_errors
 async def consistency(request: Request) -> Response:
+    """``GET /api/v1/proofs/consistency?first=A[&second=B][&first_root=HEX]``."""
     q = request.query_params
     first = logviews.parse_index(q.get("first", ""), "first")
     second = logviews.parse_index(q.get("second", "0"), "second")
@@ -210,16 +222,19 @@ async def consistency(request: Request) -> Response:
 
 @json_errors
 async def device(request: Request) -> Response:
+    """``GET /api/v1/devices/{device_id}``: a device's registry record."""
     dev = logviews.parse_hash(request.path_params["device_id"], "device id")
     return JSONResponse(await run_in_threadpool(logviews.device_view, state(request).client, dev))
 
 
 async def openapi(request: Request) -> Response:
+    """``GET /openapi.json``: the API's OpenAPI description."""
     return JSONResponse(openapi_document())
 
 
 @json_errors
 async def not_found(request: Request) -> Response:
+    """Any other path under ``/api/``: a JSON 404."""
     raise WebError(f"no API endpoint {request.url.path}; see /openapi.json", "NOT_FOUND")
 
 
@@ -229,7 +244,7 @@ def routes() -> list[Route]:
         Route("/api/v1/verify", verify, methods=["POST"]),
         Route("/api/v1/lookup", lookup, methods=["POST"]),
         Route("/api/v1/checkpoint", checkpoint),
-        Route("/api/v1/entries", entries_by_sha256),
+        Route("/api/v1/entries", entries),
         Route("/api/v1/entries/{index}", entry),
         Route("/api/v1/proofs/inclusion", inclusion),
         Route("/api/v1/proofs/consistency", consistency),

@@ -36,12 +36,16 @@ PACKAGE = Path(__file__).resolve().parent
 class WebConfig:
     """``server``: the gRPC service HOST:PORT; ``max_upload_bytes``: the largest file
     relayed (default as the service's, 2 GiB); ``uploads_per_minute``: per client
-    address (0: no limit); ``max_concurrent_uploads``: relayed at once (more get 503)."""
+    address (0: no limit); ``max_concurrent_uploads``: relayed at once (more get 503);
+    ``uploads_per_client``: running at once from one address (more get 429);
+    ``upload_idle_seconds``: a body that stalls this long gets 408."""
 
     server: str
     max_upload_bytes: int = DEFAULT_MAX_BYTES
     uploads_per_minute: int = 30
     max_concurrent_uploads: int = 8
+    uploads_per_client: int = 2
+    upload_idle_seconds: float = 60.0
 
 
 @dataclass
@@ -66,7 +70,13 @@ def create_app(config: WebConfig) -> Starlette:
         config=config,
         client=client,
         relayer=Relayer(
-            client, UploadLimits(config.max_upload_bytes), config.max_concurrent_uploads
+            client,
+            UploadLimits(
+                config.max_upload_bytes,
+                idle_s=config.upload_idle_seconds,
+                per_client=config.uploads_per_client,
+            ),
+            config.max_concurrent_uploads,
         ),
         limiter=RateLimiter(config.uploads_per_minute),
         templates=templates,

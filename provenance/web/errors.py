@@ -4,8 +4,8 @@ HTTP status codes, and the JSON error body every endpoint answers with.
 The mapping mirrors the gRPC one (README, "Limits and errors") and Google's
 HTTP-gRPC table (google/rpc/code.proto): INVALID_ARGUMENT, FAILED_PRECONDITION and
 OUT_OF_RANGE -> 400, UNAUTHENTICATED -> 401, PERMISSION_DENIED -> 403, NOT_FOUND -> 404,
-RESOURCE_EXHAUSTED -> 413 (our service uses it for size and pixel limits), rate limited
--> 429, UNAVAILABLE -> 503, DEADLINE_EXCEEDED -> 504, DATA_LOSS and INTERNAL -> 500.
+RESOURCE_EXHAUSTED -> 413 (our service uses it for size and pixel limits), a stalled
+upload -> 408, rate limited -> 429, UNAVAILABLE -> 503, DEADLINE_EXCEEDED -> 504, DATA_LOSS and INTERNAL -> 500.
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ HTTP_STATUS: dict[str, int] = {
     "NOT_FOUND": 404,
     "ALREADY_EXISTS": 409,
     "RESOURCE_EXHAUSTED": 413,
+    "CLIENT_TIMEOUT": 408,
     "RATE_LIMITED": 429,
     "CANCELLED": 499,
     "UNAVAILABLE": 503,
@@ -70,6 +71,14 @@ def http_status(error: ProvenanceError) -> int:
     return HTTP_STATUS.get(status_name(error), 500)
 
 
+def message(error: ProvenanceError) -> str:
+    """The error's text for a person, without the client's trailing `` [STATUS]``
+    (the status is reported beside it)."""
+    text = str(error)
+    suffix = f" [{status_name(error)}]"
+    return text[: -len(suffix)] if text.endswith(suffix) else text
+
+
 def error_body(error: ProvenanceError) -> dict[str, Any]:
     """``{"error": {"code": 413, "status": "RESOURCE_EXHAUSTED", "message": "..."}}``:
     the shape of Google's JSON errors, the message written for a person."""
@@ -77,7 +86,7 @@ def error_body(error: ProvenanceError) -> dict[str, Any]:
         "error": {
             "code": http_status(error),
             "status": status_name(error),
-            "message": str(error),
+            "message": message(error),
         }
     }
 

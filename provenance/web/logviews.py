@@ -194,18 +194,24 @@ def consistency_view(
     return view
 
 
-def recent_view(client: ProvenanceClient, size: int, count: int = 10) -> list[dict[str, Any]]:
-    """The newest ``count`` entries of a log of ``size`` entries, newest first, as
-    ``{"index", "integrated_at", "device_id", "media_type", "captured_at", "sha256"}``."""
-    start = max(0, size - count)
-    data, _ = client.entries(start, size - start) if size else ([], 0)
+#: Most entries one listing returns.
+MAX_LISTING = 100
+
+
+def entries_view(client: ProvenanceClient, start: int, count: int) -> list[dict[str, Any]]:
+    """Entries ``start`` .. ``start + count - 1`` (fewer at the end of the log; ``count``
+    capped at `MAX_LISTING`) in log order, each as ``{"index", "leaf_hash",
+    "integrated_at", "device_id", "media_type", "captured_at", "sha256"}``."""
+    count = max(0, min(count, MAX_LISTING))
+    data, _ = client.entries(start, count) if count else ([], 0)
     out = []
-    for index, entry in enumerate(data, start):
+    for index, entry in enumerate(data[:count], start):
         signed, integrated_at = wire.decode_log_entry(entry)
         claim = claim_to_json(wire.decode_claim(signed.claim_bytes))
         out.append(
             {
                 "index": index,
+                "leaf_hash": merkle.leaf_hash(entry).hex(),
                 "integrated_at": integrated_at.strftime("%Y-%m-%dT%H:%M:%SZ"),
                 "device_id": claim["device_id"],
                 "media_type": claim["media_type"],
@@ -213,4 +219,4 @@ def recent_view(client: ProvenanceClient, size: int, count: int = 10) -> list[di
                 "sha256": claim["sha256"],
             }
         )
-    return out[::-1]
+    return out

@@ -15,6 +15,7 @@ def _errors(*codes: int) -> dict[str, Any]:
     text = {
         400: "bad input (INVALID_ARGUMENT, FAILED_PRECONDITION, OUT_OF_RANGE)",
         404: "not found (NOT_FOUND)",
+        408: "the upload stalled (nothing arrived for the idle timeout)",
         413: "over a size or pixel limit (RESOURCE_EXHAUSTED)",
         429: "too many uploads from this client; see Retry-After",
         503: "the service is unreachable or busy (UNAVAILABLE); see Retry-After",
@@ -66,7 +67,7 @@ LOOKUP = {
     "properties": {
         "queries": {
             "type": "array",
-            "maxItems": 1000,
+            "description": "at most the service's lookup limit (1000 by default)",
             "items": {
                 "type": "object",
                 "properties": {
@@ -137,7 +138,7 @@ def openapi_document() -> dict[str, Any]:
                     "requestBody": {"required": True, "content": MULTIPART},
                     "responses": {
                         "200": _json({"$ref": "#/components/schemas/Report"}, "the report"),
-                        **_errors(400, 413, 429, 503),
+                        **_errors(400, 408, 413, 429, 503),
                     },
                 }
             },
@@ -158,8 +159,12 @@ def openapi_document() -> dict[str, Any]:
                 "The latest signed checkpoint and the log key", [], "checkpoint", 404, 503
             ),
             "/api/v1/entries": _get(
-                "The entries of a file by its SHA-256",
-                [_query("sha256", "the file's SHA-256, hex", True)],
+                "The entries of a file by its SHA-256, or a page of the log from `start`",
+                [
+                    _query("sha256", "the file's SHA-256, hex"),
+                    _query("start", "first index of a page (without sha256)", False, "integer"),
+                    _query("limit", "entries in a page, at most 100", False, "integer"),
+                ],
                 "{entries: [...]}",
                 400,
                 404,
@@ -226,7 +231,10 @@ def openapi_document() -> dict[str, Any]:
                     "requestBody": {
                         "content": {"*/*": {"schema": {"type": "string", "format": "binary"}}}
                     },
-                    "responses": {"200": _json(MATCHES, "matches"), **_errors(400, 413, 429)},
+                    "responses": {
+                        "200": _json(MATCHES, "matches"),
+                        **_errors(400, 408, 413, 429),
+                    },
                 }
             },
             "/manifests/{manifestId}": _get(

@@ -24,15 +24,18 @@ from provenance.web import logviews
 from provenance.web.api import state, verify_upload
 from provenance.web.errors import (
     WebError,
+    error_body,
     error_headers,
     error_response,
     http_status,
-    status_name,
 )
 
 log = logging.getLogger(__name__)
 
 Handler = Callable[[Request], Awaitable[Response]]
+
+#: Entries on one page of the explorer.
+PAGE = 20
 
 
 def render(request: Request, name: str, status: int = 200, **context: Any) -> Response:
@@ -51,7 +54,7 @@ def error_page(
         request,
         template,
         http_status(error),
-        error={"status": status_name(error), "code": http_status(error), "message": str(error)},
+        error=error_body(error)["error"],
         **context,
     )
     response.headers.update(error_headers(error))
@@ -77,6 +80,7 @@ def html_errors(fn: Handler) -> Handler:
 
 
 async def index(request: Request) -> Response:
+    """``GET /``: the verification form."""
     return render(request, "verify.html", limit=state(request).config.max_upload_bytes)
 
 
@@ -101,6 +105,7 @@ async def verify(request: Request) -> Response:
 
 @html_errors
 async def explorer(request: Request) -> Response:
+    """``GET /log``: the newest checkpoint, the log key and the newest entries."""
     client = state(request).client
     try:
         cp = await run_in_threadpool(logviews.checkpoint_view, client)
@@ -108,12 +113,24 @@ async def explorer(request: Request) -> Response:
         if e.code != "NOT_FOUND":
             raise
         return render(request, "log.html", checkpoint=None, recent=[], empty=str(e))
-    recent = await run_in_threadpool(logviews.recent_view, client, cp["size"])
-    return render(request, "log.html", checkpoint=cp, recent=recent)
+    size = cp["size"]
+    end = logviews.parse_index(request.query_params.get("before") or str(size), "before")
+    end = min(end, size)
+    start = max(0, end - PAGE)
+    page = await run_in_threadpool(logviews.entries_view, client, start, end - start)
+    return render(
+        request,
+        "log.html",
+        checkpoint=cp,
+        recent=page[::-1],
+        older=start if start > 0 else None,
+        newer=min(size, end + PAGE) if end < size else None,
+    )
 
 
 @html_errors
 async def entry(request: Request) -> Response:
+    """``GET /log/entries/{index}``: one entry, its claim and inclusion proof."""
     index = logviews.parse_index(request.path_params["index"], "entry index")
     view = await run_in_threadpool(logviews.entry_view, state(request).client, index)
     return render(request, "entry.html", entry=view)
@@ -134,6 +151,7 @@ async def goto_entry(request: Request) -> Response:
 
 @html_errors
 async def device(request: Request) -> Response:
+    """``GET /log/devices/{device_id}``: a device, enrolled or revoked."""
     dev = logviews.parse_hash(request.path_params["device_id"], "a device id")
     view = await run_in_threadpool(logviews.device_view, state(request).client, dev)
     return render(request, "device.html", device=view)
@@ -141,12 +159,14 @@ async def device(request: Request) -> Response:
 
 @html_errors
 async def goto_device(request: Request) -> Response:
+    """``GET /log/device?id=HEX``: the device form's target."""
     dev = logviews.parse_hash(request.query_params.get("id", ""), "a device id")
     return RedirectResponse(f"/log/devices/{dev.hex()}", 303)
 
 
 @html_errors
 async def consistency(request: Request) -> Response:
+    """``GET /log/consistency?first=A[&second=B][&first_root=HEX]``."""
     q = request.query_params
     first = logviews.parse_index(q.get("first", ""), "the first tree size")
     second = logviews.parse_index(q.get("second", "") or "0", "the second tree size")
@@ -158,6 +178,7 @@ async def consistency(request: Request) -> Response:
 
 
 async def api_help(request: Request) -> Response:
+    """``GET /api``: the API's endpoints with examples."""
     return render(request, "api.html", base=str(request.base_url).rstrip("/"))
 
 

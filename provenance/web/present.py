@@ -71,6 +71,24 @@ def verdict(status: str) -> VerdictText:
     return VERDICTS.get(status, VerdictText(status, status, "", "neutral"))
 
 
+ERROR_TITLES = {
+    400: "This could not be checked",
+    401: "Not allowed",
+    403: "Not allowed",
+    404: "Not found",
+    408: "The upload stalled",
+    413: "Too large",
+    429: "Too many uploads at once",
+    503: "The verification service is unavailable",
+    504: "The verification service took too long",
+}
+
+
+def error_title(code: int) -> str:
+    """A plain title for an HTTP error status."""
+    return ERROR_TITLES.get(code, "Something went wrong")
+
+
 def short(value: str | None, n: int = 16) -> str:
     """A long hex string cut to ``n`` characters and an ellipsis."""
     if not value:
@@ -177,7 +195,12 @@ def crop_extent(crops: list[dict[str, Any]] | None) -> str:
 
 def install(env: Environment) -> None:
     """Register these helpers with a Jinja environment."""
-    env.globals.update(verdict=verdict, timeline_plot=timeline_plot, crop_extent=crop_extent)
+    env.globals.update(
+        verdict=verdict,
+        timeline_plot=timeline_plot,
+        crop_extent=crop_extent,
+        error_title=error_title,
+    )
     env.filters.update(
         short=short,
         human_bytes=human_bytes,

@@ -39,6 +39,7 @@ PDQ_BITS = 256
 
 
 def _alg(alg: Any) -> None:
+    """Raises WebError unless ``alg`` names PDQ."""
     if not isinstance(alg, str) or alg.lower() != PDQ_ALGORITHM:
         raise WebError(
             f"unsupported soft binding algorithm {str(alg)[:60]!r}: this service answers"
@@ -47,6 +48,7 @@ def _alg(alg: Any) -> None:
 
 
 def _max_results(request: Request) -> int:
+    """The ``maxResults`` query parameter (default 10); raises WebError."""
     text = request.query_params.get("maxResults", "10")
     if not text.isdigit() or int(text) < 1:
         raise WebError(f"maxResults must be a whole number from 1, got {text[:20]!r}")
@@ -80,6 +82,7 @@ def _matches(report: VerificationReport, limit: int) -> dict[str, Any]:
 
 
 async def _by_hash(request: Request, alg: Any, value: Any) -> Response:
+    """Matches for one PDQ binding, from the service's lookup."""
     _alg(alg)
     limit = _max_results(request)
     query = Query("binding", NO_SHA256, (_binding(value),))
@@ -89,6 +92,7 @@ async def _by_hash(request: Request, alg: Any, value: Any) -> Response:
 
 @json_errors
 async def by_binding_get(request: Request) -> Response:
+    """``GET /matches/byBinding?alg=pdq&value=B64[&maxResults=N]``."""
     q = request.query_params
     if "value" not in q or "alg" not in q:
         raise WebError("give the query parameters alg and value")
@@ -97,6 +101,7 @@ async def by_binding_get(request: Request) -> Response:
 
 @json_errors
 async def by_binding_post(request: Request) -> Response:
+    """``POST /matches/byBinding`` with ``{"alg": "pdq", "value": B64}``."""
     body = await read_json(request)
     if not isinstance(body, dict):
         raise WebError('send {"alg": "pdq", "value": "<base64>"}')
@@ -105,22 +110,26 @@ async def by_binding_post(request: Request) -> Response:
 
 @json_errors
 async def by_content(request: Request) -> Response:
+    """``POST /matches/byContent``: the body is the file; matched like an upload."""
     if "alg" in request.query_params:
         _alg(request.query_params["alg"])
     limit = _max_results(request)
     web = state(request)
-    web.limiter.check(client_address(request))
-    done = await web.relayer.verify_body(request, "content")
+    peer = client_address(request)
+    web.limiter.check(peer)
+    done = await web.relayer.verify_body(request, "content", peer)
     return JSONResponse(_matches(done.report, limit))
 
 
 @json_errors
 async def manifest(request: Request) -> Response:
+    """``GET /manifests/{manifestId}``: the log entry a manifest id (index) names."""
     index = logviews.parse_index(request.path_params["manifest_id"], "manifestId")
     return JSONResponse(await run_in_threadpool(logviews.entry_view, state(request).client, index))
 
 
 async def supported(request: Request) -> Response:
+    """``GET /services/supportedAlgorithms``: ``pdq`` as the one fingerprint."""
     return JSONResponse({"watermarks": [], "fingerprints": [{"alg": PDQ_ALGORITHM}]})
 
 

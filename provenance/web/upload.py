@@ -19,16 +19,18 @@ import queue
 import threading
 from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import anyio.to_thread
+from python_multipart.exceptions import ParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 
 from clients.api import MIN_UPLOAD_RATE, VERIFY_DECODE_SECONDS, ProvenanceClient
 from provenance.claims import SignedClaim
+from provenance.contract import UPLOAD_CHUNK_BYTES
 from provenance.errors import ProvenanceError
-from provenance.server import UPLOAD_CHUNK_BYTES
 from provenance.sidecar import MAX_SIDECAR_BYTES, decode_sidecar
 from provenance.verify import VerificationReport
 from provenance.web.errors import WebError
@@ -37,6 +39,8 @@ from provenance.web.errors import WebError
 MAX_PARTS = 8
 #: Largest form field other than the file and the sidecar, in bytes.
 MAX_SMALL_FIELD = 1024
+#: Longest header value of a multipart part, in bytes.
+MAX_HEADER = 8 * 1024
 #: Longest file name kept (characters); longer names are cut.
 MAX_NAME = 255
 
@@ -45,11 +49,15 @@ MAX_NAME = 255
 class UploadLimits:
     """``max_file_bytes``: the largest file relayed (the service has its own limit);
     ``hold_bytes``: a file up to this size is held in memory until the form ends;
-    ``timeout_s``: extra deadline of the service call beyond the upload time."""
+    ``timeout_s``: extra deadline of the service call beyond the upload time;
+    ``idle_s``: longest wait for the next piece of a request body, in seconds;
+    ``per_client``: uploads one client address may have running at once."""
 
     max_file_bytes: int
     hold_bytes: int = 8 * 1024 * 1024
     timeout_s: float = 30.0 + VERIFY_DECODE_SECONDS
+    idle_s: float = 60.0
+    per_client: int = 2
 
     def deadline(self, size: int) -> float:
         """Seconds the service call may take for a file of ``size`` bytes (0: unknown)."""
@@ -177,7 +185,10 @@ class _Form:
         self.header_name = data[start:end].lower()
 
     def _header_value(self, data: bytes, start: int, end: int) -> None:
-        self.headers[self.header_name] = self.headers.get(self.header_name, b"") + data[start:end]
+        value = self.headers.get(self.header_name, b"") + data[start:end]
+        if len(value) > MAX_HEADER or len(self.headers) > MAX_PARTS:
+            raise WebError(f"a multipart part's headers are longer than {MAX_HEADER:,} bytes")
+        self.headers[self.header_name] = value
 
     def _headers_finished(self) -> None:
         _, params = parse_options_header(self.headers.get(b"content-disposition", b""))
@@ -239,6 +250,32 @@ class _Form:
         return sc.signed_claim, tuple(sc.chunk_hashes)
 
 
+async def _body(request: Request, idle_s: float) -> AsyncIterator[bytes]:
+    """The request body as it arrives; raises WebError (408) when the client sends
+    nothing for ``idle_s`` seconds, so a stalled upload cannot hold a relay slot."""
+    stream = request.stream().__aiter__()
+    while True:
+        try:
+            chunk = await asyncio.wait_for(stream.__anext__(), idle_s)
+        except StopAsyncIteration:
+            return
+        except ClientDisconnect as e:
+            raise WebError("the client closed the connection mid-upload", "CANCELLED") from e
+        except TimeoutError as e:
+            raise WebError(
+                f"the upload stalled: nothing arrived for {idle_s:g} s", "CLIENT_TIMEOUT"
+            ) from e
+        yield chunk
+
+
+def _write(parser: MultipartParser, data: bytes) -> None:
+    """Feed ``data`` to the multipart parser; its parse errors become WebError (400)."""
+    try:
+        parser.write(data)
+    except ParseError as e:
+        raise WebError(f"the multipart form is malformed: {e}") from e
+
+
 def _boundary(request: Request) -> bytes:
     ctype, params = parse_options_header(request.headers.get("content-type", ""))
     if ctype != b"multipart/form-data" or not params.get(b"boundary"):
@@ -259,45 +296,63 @@ def _check_length(request: Request, limit: int) -> None:
 
 
 class Relayer:
-    """Relays uploads to the service: at most ``max_concurrent`` at once (more get a
-    503 with Retry-After), each in its own worker thread."""
+    """Relays uploads to the service, each in its own worker thread: at most
+    ``max_concurrent`` at once (more get a 503 with Retry-After), and at most
+    ``limits.per_client`` from one client address (more get a 429)."""
 
     def __init__(self, client: ProvenanceClient, limits: UploadLimits, max_concurrent: int) -> None:
         self.client = client
         self.limits = limits
         self._slots = threading.BoundedSemaphore(max_concurrent)
         self._executor = ThreadPoolExecutor(max_concurrent, thread_name_prefix="relay")
+        self._running: dict[str, int] = {}
 
     def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
 
-    def _slot(self) -> None:
+    @contextmanager
+    def _slot(self, peer: str) -> Iterator[None]:
+        """Hold one relay slot for ``peer`` (runs on the event loop: no lock needed for
+        the per-client counts)."""
+        if self._running.get(peer, 0) >= self.limits.per_client:
+            raise WebError(
+                f"{self.limits.per_client} uploads from {peer} are already running;"
+                " wait for one to finish",
+                "RATE_LIMITED",
+                retry_after=5,
+            )
         if not self._slots.acquire(blocking=False):
             raise WebError(
                 "the server is verifying as many files as it can; try again in a few seconds",
                 "UNAVAILABLE",
                 retry_after=5,
             )
-
-    async def verify_form(self, request: Request, detect: bool) -> Verified:
-        """Verify the ``file`` field of a multipart request (with its optional
-        ``sidecar`` field). Raises WebError for a bad or oversized form, ClaimError for
-        an unreadable sidecar, and TransportError with the service's status."""
-        boundary = _boundary(request)
-        _check_length(request, self.limits.max_file_bytes + MAX_SIDECAR_BYTES + 64 * 1024)
-        self._slot()
+        self._running[peer] = self._running.get(peer, 0) + 1
         try:
-            return await self._verify_form(request, boundary, detect)
+            yield
         finally:
             self._slots.release()
+            self._running[peer] -= 1
+            if not self._running[peer]:
+                del self._running[peer]
+
+    async def verify_form(self, request: Request, detect: bool, peer: str) -> Verified:
+        """Verify the ``file`` field of a multipart request (with its optional
+        ``sidecar`` field) from client address ``peer``. Raises WebError for a bad,
+        oversized or stalled form or too many uploads, ClaimError for an unreadable
+        sidecar, and TransportError with the service's status."""
+        boundary = _boundary(request)
+        _check_length(request, self.limits.max_file_bytes + MAX_SIDECAR_BYTES + 64 * 1024)
+        with self._slot(peer):
+            return await self._verify_form(request, boundary, detect)
 
     async def _verify_form(self, request: Request, boundary: bytes, detect: bool) -> Verified:
         form = _Form(self.limits.max_file_bytes)
         parser = MultipartParser(boundary, form.callbacks())  # type: ignore[arg-type]
         relay: _Relay | None = None
         try:
-            async for chunk in request.stream():
-                parser.write(chunk)
+            async for chunk in _body(request, self.limits.idle_s):
+                _write(parser, chunk)
                 if relay is None and len(form.held) > self.limits.hold_bytes:
                     relay = self._start(form.filename, 0, form.sidecar(), detect)
                 if relay is not None:
@@ -342,15 +397,13 @@ class Relayer:
     ) -> _Relay:
         return _Relay(self._executor, self.client, filename, size, sidecar, detect, self.limits)
 
-    async def verify_body(self, request: Request, filename: str) -> Verified:
+    async def verify_body(self, request: Request, filename: str, peer: str) -> Verified:
         """Verify a request whose whole body is the file (the C2PA ``/matches/byContent``
         shape). Raises WebError and TransportError as `verify_form` does."""
         _check_length(request, self.limits.max_file_bytes)
-        self._slot()
-        try:
-            return Verified(await self._verify_body(request.stream(), filename), filename)
-        finally:
-            self._slots.release()
+        with self._slot(peer):
+            body = _body(request, self.limits.idle_s)
+            return Verified(await self._verify_body(body, filename), filename)
 
     async def _verify_body(self, body: AsyncIterator[bytes], filename: str) -> VerificationReport:
         relay = self._start(filename, 0, None, False)

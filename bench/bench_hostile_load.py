@@ -1,0 +1,286 @@
+"""Hostile load: stalled uploads must not starve the cheap calls (issue 11).
+
+A `prov serve` subprocess on loopback. Phase 1, the baseline (--baseline-seconds): the
+callers (--callers, default 200) loop over cheap calls, half of them GetCheckpoint and
+half SubmitCapture, each submitter an honest device of its own. Phase 2 (--duration,
+default 60 s): the same callers, plus --stalled (default 32) VerifyFile streams that send
+their header and then nothing, each re-opened a second after the server refuses or
+cuts it.
+
+Prints a table (p50/p99 of each cheap call per phase, the ratio of the hostile phase to
+the baseline, honest submissions accepted and failed, stalled uploads refused and cut,
+the server's peak RSS sampled every 100 ms) and writes it as JSON (--json).
+
+Usage: nice -n 19 python bench/bench_hostile_load.py [--duration 60] [--callers 200]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import grpc
+import psutil
+
+from clients.api import ProvenanceClient
+from provenance import wire
+from provenance.claims import Claim, HardBinding, SignedClaim
+from provenance.envelope import PAYLOAD_TYPE_CLAIM, PAYLOAD_TYPE_ENROLL, sign_payload
+from provenance.errors import TransportError
+from provenance.keys import DeviceKey
+from provenance.server import MAX_MESSAGE_BYTES
+from provenance.v1 import provenance_pb2 as pb
+from provenance.v1 import provenance_pb2_grpc as rpc
+
+ADMIN = "bench-hostile-admin-token"
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@dataclass
+class Phase:
+    """Latencies (seconds) and outcomes of one phase."""
+
+    checkpoint: list[float] = field(default_factory=list)
+    submit: list[float] = field(default_factory=list)
+    submit_failed: dict[str, int] = field(default_factory=dict)
+    checkpoint_failed: dict[str, int] = field(default_factory=dict)
+    stalled_refused: int = 0
+    stalled_cut: int = 0
+    peak_rss: int = 0
+
+
+def _pct(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    s = sorted(values)
+    return s[min(len(s) - 1, int(q * len(s)))]
+
+
+def _start_server(db: Path) -> tuple[subprocess.Popen[str], str]:
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "clients.cli",
+            "serve",
+            "--db",
+            str(db),
+            "--listen",
+            "127.0.0.1:0",
+            "--no-detector",
+            "--c2pa-workers",
+            "0",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        env={**os.environ, "PROV_ADMIN_TOKEN": ADMIN},
+        cwd=ROOT,
+    )
+    assert proc.stdout is not None
+    while line := proc.stdout.readline():
+        if line.startswith("listening on "):
+            return proc, line.split()[-1]
+    raise SystemExit(f"the server did not start (exit {proc.wait()})")
+
+
+def _enroll(client: ProvenanceClient) -> DeviceKey:
+    key = DeviceKey.generate()
+    token, _ = client.create_enrollment_token()
+    client.enroll(token, key.public_key, sign_payload(key, PAYLOAD_TYPE_ENROLL, token.encode()))
+    return key
+
+
+def _claim(key: DeviceKey, seq: int) -> SignedClaim:
+    data = wire.encode_claim(
+        Claim(
+            device_id=key.key_id,
+            sequence=seq,
+            captured_at=datetime.now(UTC),
+            media_type="image/jpeg",
+            size_bytes=1000,
+            hard_binding=HardBinding(sha256=os.urandom(32)),
+        )
+    )
+    return SignedClaim(
+        PAYLOAD_TYPE_CLAIM, data, key.key_id, sign_payload(key, PAYLOAD_TYPE_CLAIM, data)
+    )
+
+
+def _stalled(stop: threading.Event) -> Iterator[pb.VerifyFileChunk]:
+    yield pb.VerifyFileChunk(header=pb.VerifyFileHeader(size_bytes=1 << 20))
+    stop.wait()
+
+
+def _run_phase(
+    address: str,
+    keys: list[DeviceKey | None],
+    seqs: list[int],
+    seconds: float,
+    stalled: int,
+    server: psutil.Process,
+) -> Phase:
+    """Run the callers (and the stalled uploads) for ``seconds``; return the phase."""
+    ph = Phase()
+    stop = threading.Event()
+    lock = threading.Lock()
+
+    def record(kind: str, t: float, err: TransportError | None) -> None:
+        with lock:
+            if err is None:
+                (ph.checkpoint if kind == "checkpoint" else ph.submit).append(t)
+            else:
+                failed = ph.checkpoint_failed if kind == "checkpoint" else ph.submit_failed
+                failed[err.code] = failed.get(err.code, 0) + 1
+
+    def caller(i: int) -> None:
+        key = keys[i]
+        with ProvenanceClient(address, timeout=30) as c:
+            while not stop.is_set():
+                t0 = time.perf_counter()
+                err = None
+                try:
+                    if key is None:
+                        c.checkpoint()
+                    else:
+                        seqs[i] += 1
+                        c.submit(_claim(key, seqs[i]))
+                except TransportError as e:
+                    err = e
+                record("checkpoint" if key is None else "submit", time.perf_counter() - t0, err)
+
+    def sampler() -> None:
+        while not stop.is_set():
+            ph.peak_rss = max(ph.peak_rss, server.memory_info().rss)
+            time.sleep(0.1)
+
+    def hostile() -> None:
+        channel = grpc.insecure_channel(
+            address, options=[("grpc.max_send_message_length", MAX_MESSAGE_BYTES)]
+        )
+        stub = rpc.VerificationStub(channel)
+        open_: list[grpc.Future] = []
+        while not stop.is_set():
+            for f in [f for f in open_ if f.done()]:
+                open_.remove(f)
+                code = f.exception().code() if f.exception() else grpc.StatusCode.OK
+                if code is grpc.StatusCode.RESOURCE_EXHAUSTED:
+                    ph.stalled_refused += 1
+                elif code is grpc.StatusCode.DEADLINE_EXCEEDED:
+                    ph.stalled_cut += 1
+            while len(open_) < stalled:
+                open_.append(stub.VerifyFile.future(_stalled(stop), timeout=seconds + 60))
+            time.sleep(1.0)  # a refused or cut stream is opened again a second later
+        for f in open_:
+            f.exception(timeout=30)
+        channel.close()
+
+    threads = [threading.Thread(target=caller, args=(i,)) for i in range(len(keys))]
+    threads += [threading.Thread(target=sampler)]
+    if stalled:
+        threads.append(threading.Thread(target=hostile))
+    for t in threads:
+        t.start()
+    time.sleep(seconds)
+    stop.set()
+    for t in threads:
+        t.join()
+    return ph
+
+
+def _summary(ph: Phase) -> dict[str, Any]:
+    return {
+        "checkpoint_calls": len(ph.checkpoint),
+        "checkpoint_p50_ms": round(_pct(ph.checkpoint, 0.5) * 1000, 1),
+        "checkpoint_p99_ms": round(_pct(ph.checkpoint, 0.99) * 1000, 1),
+        "checkpoint_failed": ph.checkpoint_failed,
+        "submit_ok": len(ph.submit),
+        "submit_p50_ms": round(_pct(ph.submit, 0.5) * 1000, 1),
+        "submit_p99_ms": round(_pct(ph.submit, 0.99) * 1000, 1),
+        "submit_failed": ph.submit_failed,
+        "stalled_refused": ph.stalled_refused,
+        "stalled_cut": ph.stalled_cut,
+        "server_peak_rss_mb": round(ph.peak_rss / 2**20, 1),
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--duration", type=float, default=60.0, help="hostile phase, seconds")
+    ap.add_argument("--baseline-seconds", type=float, default=15.0, help="baseline phase")
+    ap.add_argument("--callers", type=int, default=200, help="concurrent cheap callers")
+    ap.add_argument("--stalled", type=int, default=32, help="stalled VerifyFile streams")
+    ap.add_argument("--json", type=Path, default=ROOT / "out" / "bench_hostile_load.json")
+    args = ap.parse_args(argv)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        proc, address = _start_server(Path(tmp) / "hostile.db")
+        try:
+            server = psutil.Process(proc.pid)
+            with ProvenanceClient(address, ADMIN) as c:
+                keys: list[DeviceKey | None] = [
+                    _enroll(c) if i % 2 else None for i in range(args.callers)
+                ]
+                first = next(k for k in keys if k is not None)
+                c.submit(_claim(first, 1))
+            seqs = [1 if k is first else 0 for k in keys]
+            start_rss = server.memory_info().rss
+            base = _run_phase(address, keys, seqs, args.baseline_seconds, 0, server)
+            hostile = _run_phase(address, keys, seqs, args.duration, args.stalled, server)
+        finally:
+            proc.terminate()
+            proc.wait(timeout=30)
+
+    out = {
+        "callers": args.callers,
+        "stalled_uploads": args.stalled,
+        "baseline_seconds": args.baseline_seconds,
+        "hostile_seconds": args.duration,
+        "server_start_rss_mb": round(start_rss / 2**20, 1),
+        "baseline": _summary(base),
+        "hostile": _summary(hostile),
+        "p99_ratio_checkpoint": round(
+            _pct(hostile.checkpoint, 0.99) / _pct(base.checkpoint, 0.99), 2
+        ),
+        "p99_ratio_submit": round(_pct(hostile.submit, 0.99) / _pct(base.submit, 0.99), 2),
+    }
+    b, h = out["baseline"], out["hostile"]
+    rows: list[tuple[str, Callable[[dict[str, Any]], object]]] = [
+        ("GetCheckpoint calls", lambda s: s["checkpoint_calls"]),
+        ("GetCheckpoint p50 ms", lambda s: s["checkpoint_p50_ms"]),
+        ("GetCheckpoint p99 ms", lambda s: s["checkpoint_p99_ms"]),
+        ("GetCheckpoint failed", lambda s: sum(s["checkpoint_failed"].values())),
+        ("SubmitCapture accepted", lambda s: s["submit_ok"]),
+        ("SubmitCapture failed", lambda s: sum(s["submit_failed"].values())),
+        ("SubmitCapture p50 ms", lambda s: s["submit_p50_ms"]),
+        ("SubmitCapture p99 ms", lambda s: s["submit_p99_ms"]),
+        ("stalled uploads refused", lambda s: s["stalled_refused"]),
+        ("stalled uploads cut", lambda s: s["stalled_cut"]),
+        ("server peak RSS MB", lambda s: s["server_peak_rss_mb"]),
+    ]
+    print(f"{'':26}{'baseline':>12}{'hostile':>12}")
+    for name, get in rows:
+        print(f"{name:26}{get(b)!s:>12}{get(h)!s:>12}")
+    print(
+        f"p99 hostile/baseline: GetCheckpoint {out['p99_ratio_checkpoint']}x,"
+        f" SubmitCapture {out['p99_ratio_submit']}x; server RSS at start"
+        f" {out['server_start_rss_mb']} MB"
+    )
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(out, indent=2) + "\n")
+    print(f"wrote {args.json}")
+
+
+if __name__ == "__main__":
+    main()

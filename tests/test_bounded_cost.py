@@ -1,0 +1,536 @@
+"""Every request has a bounded cost (issue 11, server side): stalled uploads, tiny chunks,
+near-limit images, oversized files, heavy Lookups, large replies, a port in use, a full
+disk and a flooding device, each against a real `prov serve` on loopback."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import resource
+import struct
+import subprocess
+import sys
+import threading
+import time
+import zlib
+from collections.abc import Iterator
+from dataclasses import replace
+from datetime import UTC, datetime
+from pathlib import Path
+
+import grpc
+import psutil
+import pytest
+from PIL import Image
+
+from clients.api import ProvenanceClient, Query
+from clients.scan.worker import _lookup_part
+from provenance.binding import PerceptualHash
+from provenance.claims import Claim, HardBinding, SignedClaim
+from provenance.errors import ConfigError, LimitError, MediaTooLargeError, TransportError
+from provenance.keys import DeviceKey
+from provenance.limits import DeviceQuota, ServerLimits
+from provenance.media import decode_image
+from provenance.server import MAX_MESSAGE_BYTES
+from provenance.v1 import provenance_pb2 as pb
+from provenance.v1 import provenance_pb2_grpc as rpc
+from tests.conftest import (
+    ADMIN_TOKEN,
+    ROOT,
+    SAMPLES,
+    ServerProc,
+    enroll_key,
+    sign_claim,
+    signed_claim,
+    start_server,
+)
+
+#: A 38-byte lossless WebP of 9999x9999 pixels (one colour), as in the issue.
+WEBP_9999 = bytes.fromhex(
+    "524946461e000000574542505650384c110000002f0ea7c30907508a2ad4a3ff8188e87f0000"
+)
+
+
+def _png_gray(side: int) -> bytes:
+    """A grey PNG of side x side pixels, compressed row by row (about 100 KB at 9995)."""
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return (
+            struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+        )
+
+    z = zlib.compressobj(9)
+    row = b"\x00" + b"\x80" * side
+    idat = b"".join(z.compress(row) for _ in range(side)) + z.flush()
+    ihdr = struct.pack(">IIBBBBB", side, side, 8, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
+
+
+def _stub(address: str) -> rpc.VerificationStub:
+    channel = grpc.insecure_channel(
+        address,
+        options=[
+            ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+            ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+        ],
+    )
+    return rpc.VerificationStub(channel)
+
+
+def _stalled(release: threading.Event, size: int = 1000) -> Iterator[pb.VerifyFileChunk]:
+    """A header, then nothing until ``release`` is set."""
+    yield pb.VerifyFileChunk(header=pb.VerifyFileHeader(size_bytes=size))
+    release.wait(60)
+
+
+def _code(fut: grpc.Future) -> grpc.StatusCode:
+    err = fut.exception()
+    return grpc.StatusCode.OK if err is None else err.code()
+
+
+@pytest.fixture
+def srv_factory(tmp_path: Path) -> Iterator[list[ServerProc]]:
+    started: list[ServerProc] = []
+    yield started
+    for s in started:
+        s.stop()
+
+
+def _start(started: list[ServerProc], db: Path, *flags: str) -> ServerProc:
+    s = start_server(db, *flags)
+    started.append(s)
+    return s
+
+
+# ---------------------------------------------------------------- High 1
+
+
+def test_stalled_uploads_do_not_block_checkpoint_or_submit(
+    tmp_path: Path, srv_factory: list[ServerProc]
+) -> None:
+    """20 VerifyFile streams that send their header and stall: cheap calls still answer;
+    uploads past the cap are refused at once with RESOURCE_EXHAUSTED."""
+    srv = _start(srv_factory, tmp_path / "p.db")
+    with ProvenanceClient(srv.address, ADMIN_TOKEN, timeout=10) as c:
+        key = enroll_key(c)
+        c.submit(signed_claim(key, 1))
+        release = threading.Event()
+        stub = _stub(srv.address)
+        futs = [stub.VerifyFile.future(_stalled(release), timeout=90) for _ in range(20)]
+        over = 20 - ServerLimits().max_uploads
+        try:
+            deadline = time.monotonic() + 30
+            while sum(f.done() for f in futs) < over and time.monotonic() < deadline:
+                time.sleep(0.1)
+            assert c.checkpoint().startswith("media-provenance.local/log")
+            receipt, _ = c.submit(signed_claim(key, 2))
+            assert receipt.leaf_index == 1
+            done = [f for f in futs if f.done()]
+            assert len(done) == over
+            assert {_code(f) for f in done} == {grpc.StatusCode.RESOURCE_EXHAUSTED}
+            assert "--max-uploads" in done[0].exception().details()
+        finally:
+            release.set()
+        for f in futs:
+            f.exception(timeout=30)
+
+
+@pytest.mark.slow
+def test_stalled_upload_is_cut_by_idle_timeout_and_deadline(
+    tmp_path: Path, srv_factory: list[ServerProc]
+) -> None:
+    """An upload silent past --upload-idle-seconds, or still trickling in past
+    --upload-deadline-seconds, is cut with DEADLINE_EXCEEDED and frees its slot."""
+    srv = _start(
+        srv_factory,
+        tmp_path / "p.db",
+        "--max-uploads",
+        "1",
+        "--rpc-threads",
+        "5",
+        "--upload-idle-seconds",
+        "1",
+        "--upload-deadline-seconds",
+        "3",
+    )
+    stub = _stub(srv.address)
+    release = threading.Event()
+    try:
+        two = [stub.VerifyFile.future(_stalled(release), timeout=30) for _ in range(2)]
+        errs = sorted((f.exception(timeout=25) for f in two), key=lambda e: e.code().value)
+        assert [e.code() for e in errs] == [
+            grpc.StatusCode.DEADLINE_EXCEEDED,
+            grpc.StatusCode.RESOURCE_EXHAUSTED,
+        ]
+        assert "idle" in errs[0].details()
+
+        def trickle() -> Iterator[pb.VerifyFileChunk]:
+            yield pb.VerifyFileChunk(header=pb.VerifyFileHeader())
+            for _ in range(40):
+                if release.wait(0.5):
+                    return
+                yield pb.VerifyFileChunk(data=b"\0" * 65536)
+
+        with pytest.raises(grpc.RpcError) as slow:
+            stub.VerifyFile(trickle(), timeout=30)
+        assert slow.value.code() is grpc.StatusCode.DEADLINE_EXCEEDED
+        assert "--upload-deadline-seconds" in slow.value.details()
+    finally:
+        release.set()
+    with ProvenanceClient(srv.address) as c:
+        assert c.verify_file(SAMPLES / "chelsea.png").status.value == "UNSIGNED"
+
+
+# ---------------------------------------------------------------- High 2
+
+
+def test_chunk_size_1_sidecar_upload_is_not_hashed_byte_by_byte(server: ServerProc) -> None:
+    """A sidecar claim (unenrolled key) naming 1-byte chunks: the server does not hash the
+    upload chunk by chunk; it says so in the report."""
+    data = os.urandom(256 * 1024)
+    key = DeviceKey.generate()
+    claim = Claim(
+        device_id=key.key_id,
+        sequence=1,
+        captured_at=datetime.now(UTC),
+        media_type="video/mp4",
+        size_bytes=len(data),
+        hard_binding=HardBinding(
+            sha256=hashlib.sha256(data).digest(),
+            chunk_size=1,
+            chunk_count=len(data),
+            chunk_merkle_root=os.urandom(32),
+        ),
+    )
+    path = server.db.with_name("clip.bin")
+    path.write_bytes(data)
+    with ProvenanceClient(server.address) as c:
+        report = c.verify_file(path, sign_claim(key, claim), chunk_hashes=[os.urandom(32)] * 8)
+    assert any("under the server's minimum" in r for r in report.reasons), report.reasons
+
+
+def test_tiny_upload_chunks_are_refused(server: ServerProc) -> None:
+    """An upload in 1-byte messages is refused with INVALID_ARGUMENT naming the minimum."""
+    data = (SAMPLES / "chelsea.png").read_bytes()
+
+    def tiny() -> Iterator[pb.VerifyFileChunk]:
+        yield pb.VerifyFileChunk(header=pb.VerifyFileHeader(size_bytes=len(data)))
+        for i in range(len(data)):
+            yield pb.VerifyFileChunk(data=data[i : i + 1])
+
+    with pytest.raises(grpc.RpcError) as e:
+        _stub(server.address).VerifyFile(tiny(), timeout=60)
+    assert e.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+    assert "at least 65536 bytes" in e.value.details()
+
+
+# ---------------------------------------------------------------- High 3
+
+
+def _upload(data: bytes) -> Iterator[pb.VerifyFileChunk]:
+    yield pb.VerifyFileChunk(header=pb.VerifyFileHeader(size_bytes=len(data)))
+    for i in range(0, len(data), 1 << 20):
+        yield pb.VerifyFileChunk(data=data[i : i + (1 << 20)])
+
+
+def test_near_limit_images_three_at_once_bounded_memory(server: ServerProc) -> None:
+    """A 38-byte WebP of 9999x9999 and a 100 KB PNG of 9995x9995, three at once: each
+    answers (or is refused with RESOURCE_EXHAUSTED) within its deadline, and the server's
+    RSS grows by less than 1 GB."""
+    png = _png_gray(9995)
+    assert len(png) < 200_000
+    proc = psutil.Process(server.proc.pid)
+    base = proc.memory_info().rss
+    peak = base
+    done = threading.Event()
+
+    def sample() -> None:
+        nonlocal peak
+        while not done.is_set():
+            peak = max(peak, proc.memory_info().rss)
+            time.sleep(0.02)
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    stub = _stub(server.address)
+    try:
+        futs = [stub.VerifyFile.future(_upload(d), timeout=60) for d in (WEBP_9999, png, WEBP_9999)]
+        codes = [_code(f) for f in futs]
+    finally:
+        done.set()
+        sampler.join()
+    assert set(codes) <= {grpc.StatusCode.OK, grpc.StatusCode.RESOURCE_EXHAUSTED}, codes
+    assert peak - base < 1 << 30, f"server RSS grew by {(peak - base) >> 20} MiB"
+
+
+def test_oversized_jpeg_is_refused_before_it_is_read(server: ServerProc) -> None:
+    """A 1.5 GB upload that starts like a JPEG is refused after its first chunk, not after
+    the server has taken it all."""
+    sent = 0
+    release = threading.Event()
+
+    def big() -> Iterator[pb.VerifyFileChunk]:
+        nonlocal sent
+        yield pb.VerifyFileChunk(header=pb.VerifyFileHeader(size_bytes=1536 << 20))
+        for _ in range(1536):
+            if release.is_set():
+                return
+            sent += 1
+            yield pb.VerifyFileChunk(data=b"\xff\xd8\xff\xe0" + b"\0" * ((1 << 20) - 4))
+            time.sleep(0.01)
+
+    try:
+        with pytest.raises(grpc.RpcError) as e:
+            _stub(server.address).VerifyFile(big(), timeout=30)
+    finally:
+        release.set()
+    assert e.value.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert "limit for images" in e.value.details()
+    assert sent < 64
+
+
+def test_decode_budget_refuses_unsigned_image_but_signed_original_still_verifies(
+    tmp_path: Path, srv_factory: list[ServerProc]
+) -> None:
+    """Over the decode budget an unknown image is refused up front; the logged original
+    still reads SIGNED_ORIGINAL (exact bytes decide), with a note that pixels were not
+    decoded."""
+    srv = _start(srv_factory, tmp_path / "p.db", "--decode-budget-mb", "1")
+    signed_png, other = SAMPLES / "chelsea.png", SAMPLES / "generated_controlnet.png"
+    data = signed_png.read_bytes()
+    with ProvenanceClient(srv.address, ADMIN_TOKEN) as c:
+        key = enroll_key(c)
+        claim = replace(
+            _claim(key, 1, ""),
+            media_type="image/png",
+            size_bytes=len(data),
+            hard_binding=HardBinding(sha256=hashlib.sha256(data).digest()),
+        )
+        c.submit(sign_claim(key, claim))
+        report = c.verify_file(signed_png)
+        assert report.status.value == "SIGNED_ORIGINAL"
+        assert any("decode budget" in r for r in report.reasons), report.reasons
+        with pytest.raises(TransportError) as e:
+            c.verify_file(other)
+    assert e.value.code == "RESOURCE_EXHAUSTED"
+    assert "--decode-budget-mb" in str(e.value)
+
+
+def test_decode_budget_scales_jpeg_and_refuses_png() -> None:
+    """Over the decode budget a JPEG is decoded at a libjpeg scale; a PNG is refused
+    before its pixels are decoded."""
+    im = Image.new("RGB", (2000, 1500), (120, 60, 30))
+    jpeg, png = io.BytesIO(), io.BytesIO()
+    im.save(jpeg, "JPEG")
+    im.save(png, "PNG")
+    budget = 2000 * 1500 * 30 // 3
+    small = decode_image(jpeg.getvalue(), max_decode_bytes=budget)
+    assert (small.width, small.height) == (1000, 750)
+    assert decode_image(jpeg.getvalue()).width == 2000
+    with pytest.raises(MediaTooLargeError, match="decode budget"):
+        decode_image(png.getvalue(), max_decode_bytes=budget)
+
+
+# ---------------------------------------------------------------- Medium
+
+
+def _query(n_hashes: int) -> pb.LookupQuery:
+    return pb.LookupQuery(
+        ref="q",
+        sha256=os.urandom(32),
+        soft_bindings=[
+            pb.SoftBinding(algorithm="pdq", hash=os.urandom(32), quality=90)
+            for _ in range(n_hashes)
+        ],
+    )
+
+
+def test_7mb_lookup_is_refused_by_its_hash_count(server: ServerProc) -> None:
+    """A Lookup carrying 20,000 perceptual hashes is refused before any search."""
+    req = pb.LookupRequest(queries=[_query(100) for _ in range(200)])
+    with pytest.raises(grpc.RpcError) as e:
+        _stub(server.address).Lookup(req, timeout=60)
+    assert e.value.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert "--max-lookup-hashes" in e.value.details()
+
+
+def test_lookup_reply_never_outgrows_the_message_limit(server: ServerProc) -> None:
+    """24 copies of a signed 4,000-frame video: one Lookup would answer more than 8 MiB, so
+    the server refuses it clearly, and the scanner splits the batch and gets every row."""
+    frames = tuple(PerceptualHash("pdq", os.urandom(32), 90, float(t)) for t in range(4000))
+    sha = os.urandom(32)
+    with ProvenanceClient(server.address, ADMIN_TOKEN) as c:
+        key = enroll_key(c)
+        claim = Claim(
+            device_id=key.key_id,
+            sequence=1,
+            captured_at=datetime.now(UTC),
+            media_type="video/mp4",
+            size_bytes=10,
+            hard_binding=HardBinding(sha256=sha),
+            soft_bindings=frames,
+        )
+        c.submit(sign_claim(key, claim))
+        queries = [Query(f"copy{i}.mp4", sha, (), "video/mp4") for i in range(24)]
+        with pytest.raises(TransportError) as e:
+            c.lookup(queries)
+        assert e.value.code == "RESOURCE_EXHAUSTED"
+        assert "send fewer queries" in str(e.value)
+        got = _lookup_part(c, queries)
+    assert sorted(got) == sorted(q.ref for q in queries)
+    assert {r.status.value for r in got.values()} == {"SIGNED_ORIGINAL"}
+
+
+@pytest.mark.slow
+def test_get_entries_reply_never_outgrows_the_message_limit(server: ServerProc) -> None:
+    """50 logged claims of 4,096 frames each (about 9 MB): GetEntries answers a page that
+    fits one reply, and paging with `next` reaches every entry."""
+    with ProvenanceClient(server.address, ADMIN_TOKEN) as c:
+        key = enroll_key(c)
+        frames = tuple(PerceptualHash("pdq", bytes(32), 90, float(t)) for t in range(4096))
+        for seq in range(1, 51):
+            claim = replace(_claim(key, seq, ""), soft_bindings=frames, metadata={})
+            c.submit(sign_claim(key, claim))
+        first, nxt = c.entries(0, 1000)
+        assert 0 < len(first) == nxt < 50
+        got = list(first)
+        while nxt < 50:
+            page, nxt = c.entries(nxt, 1000)
+            got += page
+    assert len(got) == 50 and sum(map(len, first)) < MAX_MESSAGE_BYTES
+
+
+def test_second_serve_on_a_port_in_use_fails_clearly(tmp_path: Path, server: ServerProc) -> None:
+    """SO_REUSEPORT is off: a second server on the same port exits 1 and says why."""
+    env = {**os.environ, "PROV_ADMIN_TOKEN": ADMIN_TOKEN}
+    second = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "clients.cli",
+            "serve",
+            "--db",
+            str(tmp_path / "other.db"),
+            "--listen",
+            server.address,
+            "--no-detector",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
+        timeout=60,
+    )
+    assert second.returncode == 1, second.stdout
+    assert "cannot listen on" in second.stderr
+
+
+def _claim(key: DeviceKey, seq: int, note: str) -> Claim:
+    """An image claim carrying ``note`` as metadata (to make it large)."""
+    return Claim(
+        device_id=key.key_id,
+        sequence=seq,
+        captured_at=datetime.now(UTC),
+        media_type="image/jpeg",
+        size_bytes=10,
+        hard_binding=HardBinding(sha256=os.urandom(32)),
+        metadata={"note": note},
+    )
+
+
+def test_full_disk_answers_storage_unavailable_and_loses_nothing(server: ServerProc) -> None:
+    """With the server's files capped (RLIMIT_FSIZE, as a full disk), a submission gets
+    UNAVAILABLE naming the disk (not "cannot rollback"); every acknowledged capture stays, and once space is
+    back the refused one is logged."""
+    pid = server.proc.pid
+    db, wal = server.db, server.db.with_name(server.db.name + "-wal")
+    with ProvenanceClient(server.address, ADMIN_TOKEN) as c:
+        key = enroll_key(c)
+        cap = max(db.stat().st_size, wal.stat().st_size if wal.exists() else 0) + (256 << 10)
+        resource.prlimit(pid, resource.RLIMIT_FSIZE, (cap, resource.RLIM_INFINITY))
+        acked = 0
+        try:
+            for seq in range(1, 400):
+                signed = sign_claim(key, _claim(key, seq, os.urandom(1500).hex()))
+                try:
+                    c.submit(signed)
+                except TransportError as e:
+                    refused, err = signed, e
+                    break
+                acked += 1
+            else:
+                pytest.fail("the file size cap never filled")
+        finally:
+            resource.prlimit(
+                pid, resource.RLIMIT_FSIZE, (resource.RLIM_INFINITY, resource.RLIM_INFINITY)
+            )
+        assert err.code == "UNAVAILABLE", err
+        assert "disk" in str(err) and "rollback" not in str(err)
+        assert acked > 0
+        for i in range(acked):
+            assert c.inclusion_proof(0, leaf_index=i)[0] == i
+        receipt, dup = c.submit(refused)
+        assert (receipt.leaf_index, dup) == (acked, False)
+
+
+def test_per_device_quota_refuses_a_flooding_device(
+    tmp_path: Path, srv_factory: list[ServerProc]
+) -> None:
+    """Past its claims-per-minute quota a device gets RESOURCE_EXHAUSTED; another device
+    is not affected, and forged submissions never spend a device's quota."""
+    srv = _start(srv_factory, tmp_path / "p.db", "--quota-claims-per-minute", "3")
+    with ProvenanceClient(srv.address, ADMIN_TOKEN) as c:
+        flood, other = enroll_key(c), enroll_key(c)
+        forged = signed_claim(flood, 1)
+        for _ in range(5):
+            with pytest.raises(TransportError):
+                c.submit(
+                    SignedClaim(forged.payload_type, forged.claim_bytes, forged.key_id, bytes(64))
+                )
+        for seq in range(1, 4):
+            c.submit(signed_claim(flood, seq))
+        with pytest.raises(TransportError) as e:
+            c.submit(signed_claim(flood, 4))
+        assert e.value.code == "RESOURCE_EXHAUSTED"
+        assert "--quota-claims-per-minute" in str(e.value)
+        c.submit(signed_claim(other, 1))
+
+
+def test_per_device_quota_counts_claim_bytes(tmp_path: Path, srv_factory: list[ServerProc]) -> None:
+    """Past its claim-bytes-per-minute quota a device gets RESOURCE_EXHAUSTED."""
+    srv = _start(srv_factory, tmp_path / "p.db", "--quota-claim-kb-per-minute", "8")
+    with ProvenanceClient(srv.address, ADMIN_TOKEN) as c:
+        key = enroll_key(c)
+        for seq in (1, 2):
+            c.submit(sign_claim(key, _claim(key, seq, "x" * 3000)))
+        with pytest.raises(TransportError) as e:
+            c.submit(sign_claim(key, _claim(key, 3, "x" * 3000)))
+        assert e.value.code == "RESOURCE_EXHAUSTED"
+        assert "--quota-claim-kb-per-minute" in str(e.value)
+
+
+def test_server_limits_refuse_uploads_taking_every_thread(tmp_path: Path) -> None:
+    """Uploads may never hold every RPC thread: such a configuration is refused."""
+    with pytest.raises(ConfigError, match="RPC threads"):
+        ServerLimits(rpc_threads=8, max_uploads=8)
+    with pytest.raises(RuntimeError, match="RPC threads"):
+        start_server(tmp_path / "p.db", "--max-uploads", "40")
+
+
+def test_device_quota_refills_over_a_minute() -> None:
+    """The quota is a token bucket: spent, it refills at its per-minute rate."""
+    now = [0.0]
+    quota = DeviceQuota(ServerLimits(quota_claims_per_minute=2), clock=lambda: now[0])
+    dev = b"d" * 32
+    for _ in range(2):
+        quota.check(dev, 100)
+        quota.charge(dev, 100)
+    with pytest.raises(LimitError):
+        quota.check(dev, 100)
+    now[0] = 30.0  # half a minute: one claim's worth back
+    quota.check(dev, 100)
+    quota.charge(dev, 100)
+    with pytest.raises(LimitError):
+        quota.check(dev, 100)
+    quota.check(b"e" * 32, 100)

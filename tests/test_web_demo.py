@@ -1,0 +1,53 @@
+"""`make web` (python -m clients.webdemo): the page comes up over the demo's signed
+captures, says where, and stops cleanly on Ctrl-C."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+from conftest import ROOT, read_line
+
+pytestmark = pytest.mark.slow
+
+
+def test_make_web_serves_the_demo_captures(tmp_path: Path) -> None:
+    work = tmp_path / "web-demo"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "clients.webdemo", "--listen", "127.0.0.1:0"]
+        + ["--no-detector", "--dir", str(work)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+    )
+    try:
+        url = read_line(proc, "The verification page is at ", timeout=180)
+        read_line(proc, "Ctrl-C stops", timeout=30)
+        with httpx.Client(base_url=url, timeout=60) as c:
+            assert "Is this the signed original?" in c.get("/").text
+            assert c.get("/api/v1/checkpoint").json()["size"] == 3
+            derived = work / "newsroom" / "rocket_resized.jpg"
+            r = c.post("/api/v1/verify", files={"file": (derived.name, derived.read_bytes())})
+            assert r.json()["status"] == "DERIVED", json.dumps(r.json())[:400]
+    finally:
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 0
+    assert "server stopped" in out
+    # a second run replaces its own folder, and refuses to touch anyone else's
+    other = tmp_path / "not-ours"
+    other.mkdir()
+    res = subprocess.run(
+        [sys.executable, "-m", "clients.webdemo", "--dir", str(other)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=60,
+    )
+    assert res.returncode != 0 and "was not made by `make web`" in res.stderr
