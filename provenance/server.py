@@ -25,6 +25,7 @@ from provenance import metrics, wire
 from provenance.assets import check_image_size
 from provenance.claims import MAX_SOFT_BINDINGS, SignedClaim
 from provenance.contract import MAX_MESSAGE_BYTES
+from provenance.dihedral import DIHEDRAL_TURNS
 from provenance.errors import (
     AuthError,
     ClaimError,
@@ -271,8 +272,13 @@ class VerificationServicer(rpc.VerificationServicer):
             held.enter_context(self.gate.decode(context))
             sidecar = wire.signed_from_pb(header.sidecar) if header.HasField("sidecar") else None
             chunks = tuple(bytes(h) for h in header.chunk_hashes)
+            receipt = (
+                wire.receipt_from_pb(header.sidecar_receipt)
+                if sidecar is not None and header.HasField("sidecar_receipt")
+                else None
+            )
             report = self.p.verify_upload(
-                upload, sidecar, chunks, header.detect, context.time_remaining
+                upload, sidecar, chunks, header.detect, context.time_remaining, receipt
             )
             if chunks and not upload.chunk_hashes and sidecar is not None:
                 report = self._unhashed_chunks(report, sidecar)
@@ -331,6 +337,9 @@ class VerificationServicer(rpc.VerificationServicer):
                 media_type=q.media_type,
                 content_sha256=bytes(q.content_sha256),
                 soft_bindings=tuple(wire.soft_from_pb(s) for s in q.soft_bindings),
+                dihedral_soft_bindings=tuple(
+                    wire.soft_from_pb(s) for s in q.dihedral_soft_bindings[:DIHEDRAL_TURNS]
+                ),
             )
             result = pb.LookupResult(ref=q.ref, report=wire.report_to_pb(self.p.lookup(facts)))
             room -= result.ByteSize() + 8  # the field's tag and length
