@@ -32,6 +32,7 @@ from provenance.receipt import verify_receipt
 from provenance.sidecar import MAX_SIDECAR_BYTES, Sidecar, check_sidecar_key, decode_sidecar
 from provenance.store import Store, is_postgres_url, open_store
 from provenance.wire import decode_log_entry
+from provenance.witness import check_quorum
 
 log_app = typer.Typer(
     help="Audit the transparency log (checkpoints, consistency).", no_args_is_help=True
@@ -308,16 +309,31 @@ def receipt_verify(
             exists=True,
         ),
     ] = None,
+    witness: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="A witness's cosigner key (NAME+ID+KEY, text or file; repeat): check its"
+            " C2SP tlog-cosignature on the receipt's checkpoint."
+        ),
+    ] = None,
+    witness_quorum: Annotated[
+        int | None,
+        typer.Option(help="Cosignatures required among --witness (default: all of them).", min=0),
+    ] = None,
 ) -> None:
     """Verify a receipt offline: a sidecar's public key against the claim's key id and
     signature, then the checkpoint signature, leaf and inclusion proof. A tlog-proof is
-    verified the same way against the claim in its leaf data."""
+    verified the same way against the claim in its leaf data. With --witness, also the
+    witnesses' cosignatures on its checkpoint (exit 1 below the quorum)."""
+    witnesses = [_read_vkey(w) for w in witness or []]
+    quorum = len(witnesses) if witness_quorum is None else witness_quorum
     try:
         data = read_bounded(sidecar, max(MAX_SIDECAR_BYTES, MAX_PROOF_BYTES), "receipt")
     except OSError as e:
         raise ConfigError(f"cannot read {sidecar}: {e.strerror or e}") from e
     if is_tlog_proof(data):
-        _verify_tlog_proof(data, _read_vkey(log_key), with_sidecar)
+        note = _verify_tlog_proof(data, _read_vkey(log_key), with_sidecar)
+        _print_witnesses(note, witnesses, quorum)
         return
     sc = decode_sidecar(data)
     if sc.receipt is None:
@@ -331,10 +347,21 @@ def receipt_verify(
         f" logged {sc.receipt.integrated_at:%Y-%m-%d %H:%M:%S} UTC; claim by device"
         f" {sc.signed_claim.key_id.hex()[:16]}… (signature verified with the sidecar's key)"
     )
+    _print_witnesses(sc.receipt.checkpoint, witnesses, quorum)
 
 
-def _verify_tlog_proof(data: bytes, vkey: str, sidecar: Path | None) -> None:
-    """`prov receipt verify FILE.tlog-proof`: see `provenance.log.tlogproof`."""
+def _print_witnesses(note: str, witnesses: list[str], quorum: int) -> None:
+    """Check the witness cosignatures on ``note`` (see `check_quorum`) and say who signed."""
+    if not witnesses and not quorum:
+        return
+    signed = check_quorum(note, witnesses, quorum)
+    names = ", ".join(f"{c.name} at {c.timestamp:%Y-%m-%d %H:%M:%S} UTC" for c in signed)
+    out.print(f"cosigned by {len(signed)} of {len(witnesses)} witnesses: {names or 'none'}")
+
+
+def _verify_tlog_proof(data: bytes, vkey: str, sidecar: Path | None) -> str:
+    """`prov receipt verify FILE.tlog-proof`: see `provenance.log.tlogproof`. Returns the
+    proof's checkpoint note."""
     try:
         text = data.decode()
     except UnicodeDecodeError as e:
@@ -353,3 +380,4 @@ def _verify_tlog_proof(data: bytes, vkey: str, sidecar: Path | None) -> None:
         f" logged {receipt.integrated_at:%Y-%m-%d %H:%M:%S} UTC; claim by device"
         f" {signed.key_id.hex()[:16]}… ({how})"
     )
+    return receipt.checkpoint

@@ -9,6 +9,7 @@ import sys
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,7 @@ from conftest import ADMIN_TOKEN, ROOT, ServerProc, enroll_key, read_line, signe
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from clients.api import ProvenanceClient
+from clients.cli import main as prov_main
 from provenance.errors import SignatureError
 from provenance.log.checkpoint import (
     Checkpoint,
@@ -24,7 +26,8 @@ from provenance.log.checkpoint import (
     load_log_signer,
     open_checkpoint,
 )
-from provenance.witness import Witness, verify_cosignature
+from provenance.log.tlogproof import encode_tlog_proof
+from provenance.witness import Witness, cosigner_vkey, verify_cosignature
 
 
 @pytest.fixture
@@ -62,7 +65,10 @@ def _body(old: int, proof: list[bytes], note: str) -> str:
 
 
 def test_witness_cosigns_a_growing_log_and_refuses_rollback_and_forks(
-    tmp_path: Path, server: ServerProc, witness: tuple[str, str]
+    tmp_path: Path,
+    server: ServerProc,
+    witness: tuple[str, str],
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     url, wkey = witness
     with ProvenanceClient(server.address, admin_token=ADMIN_TOKEN) as c:
@@ -71,12 +77,14 @@ def test_witness_cosigns_a_growing_log_and_refuses_rollback_and_forks(
         key = enroll_key(c)
         prev = b""
 
+        receipts = []
+
         def submit(n: int) -> str:
             nonlocal prev
             for _ in range(n):
                 signed = signed_claim(key, submit.seq, prev=prev)  # type: ignore[attr-defined]
                 submit.seq += 1  # type: ignore[attr-defined]
-                c.submit(signed)
+                receipts.append(c.submit(signed)[0])
                 prev = signed.claim_hash
             return c.checkpoint()
 
@@ -88,6 +96,19 @@ def test_witness_cosigns_a_growing_log_and_refuses_rollback_and_forks(
         cosigned = first + cosig  # the client appends the cosignature to its note
         assert verify_cosignature(cosigned, wkey).name == "witness.test/w1"
         assert open_checkpoint(cosigned, verifier).size == 3  # the log's signature still opens
+
+        # a tlog-proof carrying the cosigned checkpoint: prov receipt verify --witness
+        assert receipts[-1].checkpoint == first
+        proof_file = tmp_path / "leaf2.tlog-proof"
+        proof_file.write_text(encode_tlog_proof(replace(receipts[-1], checkpoint=cosigned)))
+        verify = ["receipt", "verify", str(proof_file), "--log-key", log_vkey, "--witness", wkey]
+        assert prov_main(verify) == 0
+        assert "cosigned by 1 of 1 witnesses: witness.test/w1 at" in capsys.readouterr().out
+        absent = cosigner_vkey("witness.test/w2", Ed25519PrivateKey.generate().public_key()
+                               .public_bytes_raw())  # fmt: skip
+        assert prov_main([*verify, "--witness", absent]) == 1
+        assert "1 of the 2 witness cosignatures required" in capsys.readouterr().err
+        assert prov_main([*verify, "--witness", absent, "--witness-quorum", "1"]) == 0
 
         second = submit(4)
         proof = c.consistency_proof(3, 7)

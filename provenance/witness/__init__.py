@@ -138,6 +138,24 @@ def verify_cosignature(note: str, vkey: str) -> Cosignature:
     raise SignatureError(f"the checkpoint has no cosignature by witness {name}")
 
 
+def check_quorum(note: str, witness_keys: list[str], quorum: int) -> list[Cosignature]:
+    """The valid cosignatures on ``note`` by the witnesses ``witness_keys``; raises
+    SignatureError when fewer than ``quorum`` of them cosigned it (naming those that did
+    not), LogError for a malformed key or note."""
+    signed: list[Cosignature] = []
+    missing: list[str] = []
+    for vkey in witness_keys:
+        try:
+            signed.append(verify_cosignature(note, vkey))
+        except SignatureError as e:
+            missing.append(str(e))
+    if len(signed) < quorum:
+        raise SignatureError(
+            f"{len(signed)} of the {quorum} witness cosignatures required: " + "; ".join(missing)
+        )
+    return signed
+
+
 @dataclass(frozen=True)
 class Answer:
     """An HTTP answer: status, body text and content type."""
