@@ -23,6 +23,7 @@ import argparse
 import io
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -43,17 +44,16 @@ _COPY = ("provenance", "clients", "detector", "tests", "pyproject.toml")
 _KILLED = {"killed", "timeout"}
 
 #: Why a surviving mutant is left alive, keyed by the mutated line (stripped) as
-#: `mutmut show` prints it after "+". Equivalent mutants change no behaviour any input
-#: can observe; the others are named for what they would take to kill.
+#: `mutmut show` prints it after "+", or by "FUNCTION: line" (FUNCTION as in the mutant's
+#: name, e.g. "NoteVerifierǁ__init__") where the line alone is ambiguous. Equivalent
+#: mutants change no behaviour any input can observe; the others are named for what they
+#: would take to kill.
 MESSAGE_REASON = (
     "message text: the wording of an error message or a verdict reason; tests pin the"
     " words that carry meaning, not every letter"
 )
 _CODEC = "equivalent: Python's codec names are case-insensitive"
 REASONS: dict[str, str] = {
-    'type_bytes = payload_type.encode("UTF-8")': _CODEC,
-    'return hashlib.sha256(token.encode("UTF-8")).digest()': _CODEC,
-    'verify_payload(public_key, PAYLOAD_TYPE_ENROLL, token.encode("UTF-8"), proof_of_possession)': _CODEC,
     **dict.fromkeys(
         (
             f"for (level, left_index), left in zip(keys, _read(get_nodes, keys), {tail}):"
@@ -64,6 +64,15 @@ REASONS: dict[str, str] = {
     "want = (start << height).bit_count()": (
         "equivalent: a right-edge subtree's start has no bits below `height`, so shifting"
         " it either way keeps its number of one bits"
+    ),
+    "found = None": "equivalent: None and False are both false where `found` is tested",
+    "NoteVerifierǁ__init__: raise KeyMaterialError(None) from e": (
+        "unreachable: check_public_key has already refused every key that"
+        " Ed25519PublicKey.from_public_bytes would refuse"
+    ),
+    "pdq_distance=None if (m.median_distance is None) and False else"
+    " int(round(m.median_distance)),": (
+        "equivalent: a matched video always has matched frames, so a median distance"
     ),
     "return secrets.token_urlsafe(None)": (
         "equivalent: token_urlsafe(None) draws its default of 32 bytes, which is TOKEN_BYTES"
@@ -162,6 +171,14 @@ def is_message_text(old: str, new: str) -> bool:
     )
 
 
+def _rule_reason(old: str, new: str) -> str:
+    """A reason that follows from the shape of the change alone, or ""."""
+    for codec in ('"utf-8"', '"ascii"'):
+        if codec in old and new == old.replace(codec, codec.upper()):
+            return _CODEC
+    return ""
+
+
 def report(seconds: float | None) -> int:
     """Collect mutmut's results into docs/mutants.md; return the exit status."""
     results = _collect()
@@ -181,7 +198,9 @@ def report(seconds: float | None) -> int:
         per_module[path]["killed"] += killed
         per_module[path]["message"] += message
         if not killed:
-            reason = REASONS.get(new, MESSAGE_REASON if message else "")
+            func = re.split(r"\.x[_ǁ]", name, maxsplit=1)[-1].rsplit("__mutmut_", 1)[0]
+            reason = REASONS.get(f"{func}: {new}") or REASONS.get(new) or _rule_reason(old, new)
+            reason = reason or (MESSAGE_REASON if message else "")
             survivors.append(
                 {
                     "mutant": name,

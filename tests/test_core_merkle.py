@@ -317,3 +317,21 @@ def test_readers_that_answer_wrongly_are_caught() -> None:
     assert merkle.MemoryTree().root() == merkle.EMPTY_ROOT
     with pytest.raises(LogError):
         merkle.MemoryTree().append_leaf_hash(bytes(31))
+
+
+def test_proof_errors_name_what_failed() -> None:
+    root = mth(LEAVES[:8])
+    with pytest.raises(LogError, match="no consistency proof from size 0 to size 3"):
+        merkle.consistency_proof(0, 3, TREE.get_nodes)
+    with pytest.raises(ProofError, match="consistency proof element 0 is 31 bytes"):
+        merkle.verify_consistency(3, 8, [bytes(31)], root, root)
+    with pytest.raises(
+        ProofError, match=r"subtree consistency proof for \[4, 8\) has 0 hashes, want 1"
+    ):
+        merkle.verify_subtree_consistency(4, 8, 8, [], mth(LEAVES[4:8]), root)
+    sub = mth(LEAVES[4:8])
+    proof = merkle.subtree_inclusion_proof(5, 4, 8, TREE.get_nodes)
+    with pytest.raises(
+        ProofError, match=r"inclusion proof of leaf 5 leads to .* of subtree \[4, 8\)"
+    ):
+        merkle.verify_subtree_inclusion(5, 4, 8, LEAVES[5], proof, flip(sub))
