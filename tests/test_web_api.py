@@ -224,12 +224,21 @@ def _raw_post(url: str, head: bytes, body: Iterator[bytes]) -> str:
                 s.sendall(block)
         except (BrokenPipeError, ConnectionResetError):
             pass
-        answer = b""
-        try:
-            while b"\r\n\r\n" not in answer and (got := s.recv(65536)):
-                answer += got
-        except ConnectionResetError:
-            pass
+        return _read_answer(s)
+
+
+def _read_answer(s: socket.socket) -> str:
+    """An HTTP answer's status line, headers and body (by its Content-Length)."""
+    answer = b""
+    try:
+        while got := s.recv(65536):
+            answer += got
+            head, sep, body = answer.partition(b"\r\n\r\n")
+            length = re.search(rb"(?i)content-length: *(\d+)", head)
+            if sep and (length is None or len(body) >= int(length.group(1))):
+                break
+    except ConnectionResetError:
+        pass
     return answer.decode("latin-1")
 
 
@@ -518,7 +527,7 @@ def test_stalled_uploads_time_out_and_one_client_cannot_take_every_slot(
             r = c.post("/api/v1/verify", files={"file": ("h.jpg", site.files.hopper.read_bytes())})
             _error(r, 429, "already running")
             for s in stalled:  # the stalled uploads are cut off, with a clear answer
-                answer = s.recv(65536).decode("latin-1")
+                answer = _read_answer(s)
                 assert answer.startswith("HTTP/1.1 408"), answer
                 assert "stalled" in answer
             r = c.post("/api/v1/verify", files={"file": ("h.jpg", site.files.hopper.read_bytes())})

@@ -22,7 +22,7 @@ from starlette.templating import Jinja2Templates
 
 from clients.api import ProvenanceClient
 from provenance.assets import DEFAULT_MAX_BYTES
-from provenance.web import api, pages, present, softbinding
+from provenance.web import api, pages, present, softbinding, tlogtiles
 from provenance.web.ratelimit import RateLimiter
 from provenance.web.security import SecurityHeaders
 from provenance.web.upload import Relayer, UploadLimits
@@ -38,7 +38,8 @@ class WebConfig:
     relayed (default as the service's, 2 GiB); ``uploads_per_minute``: per client
     address (0: no limit); ``max_concurrent_uploads``: relayed at once (more get 503);
     ``uploads_per_client``: running at once from one address (more get 429);
-    ``upload_idle_seconds``: a body that stalls this long gets 408."""
+    ``upload_idle_seconds``: a body that stalls this long gets 408;
+    ``tiles_dir``: a `prov log export-tiles` folder served read-only under /tlog/."""
 
     server: str
     max_upload_bytes: int = DEFAULT_MAX_BYTES
@@ -46,6 +47,7 @@ class WebConfig:
     max_concurrent_uploads: int = 8
     uploads_per_client: int = 2
     upload_idle_seconds: float = 60.0
+    tiles_dir: Path | None = None
 
 
 @dataclass
@@ -95,6 +97,7 @@ def create_app(config: WebConfig) -> Starlette:
             *api.routes(),
             *softbinding.routes(),
             *pages.routes(),
+            *(tlogtiles.routes(config.tiles_dir) if config.tiles_dir else []),
             Mount("/static", StaticFiles(directory=PACKAGE / "static"), name="static"),
         ],
         middleware=[Middleware(SecurityHeaders)],
