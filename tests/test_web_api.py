@@ -341,7 +341,7 @@ def test_entries_proofs_and_lookup(site: DemoSite, http: httpx.Client) -> None:
     _error(http.post("/api/v1/lookup", json={"queries": [{"pdq": "x"}]}), 400, "pdq must be a list")
     _error(http.post("/api/v1/lookup", content=b"{"), 400, "not valid JSON")
     many = {"queries": [{"sha256": hopper}] * 1001}
-    _error(http.post("/api/v1/lookup", json=many), 400, "limit")
+    _error(http.post("/api/v1/lookup", json=many), 413, "limit")
 
 
 def test_soft_binding_resolution_api(site: DemoSite, http: httpx.Client) -> None:
