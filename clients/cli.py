@@ -721,6 +721,7 @@ def verify(
                 found.signed_claim if found else None,
                 detect=detect,
                 chunk_hashes=found.chunk_hashes if found else (),
+                receipt=found.receipt if found else None,
             )
     except ProvenanceError as e:
         if as_json:  # scripts always get a JSON object on stdout

@@ -113,6 +113,16 @@ class PerceptualHash:
         return self.hash.hex()
 
 
+def check_rgb(rgb: np.ndarray) -> None:
+    """Raises BindingError unless ``rgb`` is a non-empty (H, W, 3) uint8 array."""
+    if rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3:
+        raise BindingError(
+            f"expected an (H, W, 3) uint8 RGB array, got shape {rgb.shape} dtype {rgb.dtype}"
+        )
+    if rgb.shape[0] == 0 or rgb.shape[1] == 0:
+        raise BindingError(f"cannot hash an empty image of shape {rgb.shape}")
+
+
 def pdq_hash(rgb: np.ndarray, timestamp_seconds: float = 0.0) -> PerceptualHash:
     """Compute the PDQ hash of an image.
 
@@ -120,12 +130,7 @@ def pdq_hash(rgb: np.ndarray, timestamp_seconds: float = 0.0) -> PerceptualHash:
     timestamp_seconds: the frame time for video frames. Raises BindingError on any other
     shape or dtype. About 20-30 one-megapixel images/s per core.
     """
-    if rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3:
-        raise BindingError(
-            f"expected an (H, W, 3) uint8 RGB array, got shape {rgb.shape} dtype {rgb.dtype}"
-        )
-    if rgb.shape[0] == 0 or rgb.shape[1] == 0:
-        raise BindingError(f"cannot hash an empty image of shape {rgb.shape}")
+    check_rgb(rgb)
     bits, quality = pdqhash.compute(np.ascontiguousarray(rgb))
     return PerceptualHash(
         algorithm=PDQ_ALGORITHM,
