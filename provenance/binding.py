@@ -16,9 +16,9 @@ import os
 from dataclasses import dataclass
 
 import numpy as np
-import pdqhash  # type: ignore[import-untyped]
 
 from provenance.errors import BindingError
+from provenance.pdq_core import pdq_hash256
 
 #: Default read size when hashing files, in bytes (1 MiB).
 DEFAULT_CHUNK_SIZE = 1 << 20
@@ -131,11 +131,11 @@ def pdq_hash(rgb: np.ndarray, timestamp_seconds: float = 0.0) -> PerceptualHash:
     shape or dtype. About 20-30 one-megapixel images/s per core.
     """
     check_rgb(rgb)
-    bits, quality = pdqhash.compute(np.ascontiguousarray(rgb))
+    packed, quality = pdq_hash256(np.ascontiguousarray(rgb))
     return PerceptualHash(
         algorithm=PDQ_ALGORITHM,
-        hash=np.packbits(bits.astype(np.uint8)).tobytes(),
-        quality=int(quality),
+        hash=packed,
+        quality=quality,
         timestamp_seconds=timestamp_seconds,
     )
 
