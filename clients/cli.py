@@ -22,7 +22,7 @@ import typer
 from rich.console import Console
 from rich.progress import Progress
 
-from clients import logcmd
+from clients import logcmd, witnesscmd
 from clients.api import ProvenanceClient, default_server
 from clients.device import DeviceHome, SyncResult, default_home, sidecar_path
 from clients.files import open_regular, read_bounded
@@ -54,6 +54,7 @@ app.add_typer(admin_app, name="admin")
 app.add_typer(device_app, name="device")
 app.add_typer(logcmd.log_app, name="log")
 app.add_typer(logcmd.receipt_app, name="receipt")
+app.add_typer(witnesscmd.witness_app, name="witness")
 app.command("scan")(scan_command)
 app.add_typer(detector_cli.app, name="detector", help="Train and evaluate the advisory detector.")
 
@@ -374,6 +375,13 @@ def web(
     upload_idle_seconds: Annotated[
         float, typer.Option(help="Refuse an upload (408) that sends nothing for this long.")
     ] = 60.0,
+    tiles_dir: Annotated[
+        Path | None,
+        typer.Option(
+            help="Also serve this `prov log export-tiles` folder read-only as a C2SP tlog-tiles"
+            " log under /tlog/ (checkpoint, tile/...), with cache headers."
+        ),
+    ] = None,
 ) -> None:
     """Serve the verification page, the public log explorer and the JSON API
     (/api/v1/, /openapi.json, C2PA soft binding resolution) over HTTP, as a client of
@@ -388,6 +396,7 @@ def web(
             max_upload_bytes=max_upload_mb * 1024 * 1024,
             uploads_per_minute=uploads_per_minute,
             upload_idle_seconds=upload_idle_seconds,
+            tiles_dir=tiles_dir,
         ),
     )
 
@@ -721,6 +730,7 @@ def verify(
                 found.signed_claim if found else None,
                 detect=detect,
                 chunk_hashes=found.chunk_hashes if found else (),
+                receipt=found.receipt if found else None,
             )
     except ProvenanceError as e:
         if as_json:  # scripts always get a JSON object on stdout

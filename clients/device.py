@@ -596,7 +596,8 @@ def measure(
     path: Path, limits: AssetLimits = AssetLimits()
 ) -> tuple[dict[str, object], tuple[bytes, ...]]:
     """The claim fields that describe ``path`` (media type, size, hard and soft bindings,
-    pixel dimensions, duration) and, for video, the per-chunk leaf hashes for the sidecar.
+    pixel dimensions, an image's EXIF orientation tag, duration) and, for video, the
+    per-chunk leaf hashes for the sidecar.
 
     Images: SHA-256 and one PDQ hash. Video: SHA-256 and an RFC 9162 Merkle root over
     1 MiB chunks, streamed; PDQ hashes of frames sampled at 1 Hz in a sandboxed decoder.
@@ -635,6 +636,7 @@ def measure(
         "soft_bindings": (asset.soft,),
         "width": asset.width,
         "height": asset.height,
+        "orientation": asset.orientation,
     }
     return fields, ()
 

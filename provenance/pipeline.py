@@ -30,7 +30,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from provenance import wire
-from provenance.claims import SignedClaim, Verdict
+from provenance.claims import Receipt, SignedClaim, Verdict
 from provenance.contract import DENSE_PASS_NEEDS_BYTES
 from provenance.errors import MediaError, ProvenanceError
 from provenance.inspect import InspectConfig, Inspection, Upload, inspect_upload, resample_dense
@@ -108,12 +108,14 @@ class VerificationPipeline:
         chunk_hashes: Sequence[bytes] = (),
         detect: bool = False,
         time_left: Callable[[], float | None] | None = None,
+        sidecar_receipt: Receipt | None = None,
     ) -> VerificationReport:
         """The report on a complete upload (module docstring, steps 1-5).
 
         sidecar: the claim that came beside the file; chunk_hashes: a video sidecar's
         chunk leaf hashes (32 bytes each); detect: run the advisory detector; time_left:
-        seconds left before the caller's deadline (None: no deadline). Raises MediaError
+        seconds left before the caller's deadline (None: no deadline); sidecar_receipt:
+        the sidecar's log receipt (a lost one reads as a log rollback). Raises MediaError
         for a file that is neither decodable media nor matched by the log or a sidecar,
         MediaTooLargeError beyond the limits, LogIntegrityError for a damaged log.
         """
@@ -121,7 +123,7 @@ class VerificationPipeline:
             self.service.store.leaves_by_file_sha256(upload.sha256)
         )
         found = inspect_upload(upload, self.inspect, lenient)
-        report = self.service.verify(found.facts, sidecar, tuple(chunk_hashes))
+        report = self.service.verify(found.facts, sidecar, tuple(chunk_hashes), sidecar_receipt)
         if (
             report.status is Verdict.UNSIGNED
             and found.video is not None

@@ -147,10 +147,6 @@ class GroupCommitWriter:
     def _commit(self, batch: list[_Item]) -> None:
         try:
             results, appended, size, note = self._append(batch)
-        except ProvenanceError as e:
-            for item in batch:
-                item.future.set_exception(e)
-            return
         except Exception as e:  # a broken database must not kill the writer thread
             if len(batch) > 1:
                 # One bad claim must not fail the others: nothing was committed, so
@@ -160,6 +156,9 @@ class GroupCommitWriter:
                 )
                 for item in batch:
                     self._commit([item])
+                return
+            if isinstance(e, ProvenanceError):
+                batch[0].future.set_exception(e)
                 return
             log.exception("log append failed")
             err = LogError(f"the log could not record the submission: {e}")

@@ -23,6 +23,7 @@ import argparse
 import io
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -43,14 +44,39 @@ _COPY = ("provenance", "clients", "detector", "tests", "pyproject.toml")
 _KILLED = {"killed", "timeout"}
 
 #: Why a surviving mutant is left alive, keyed by the mutated line (stripped) as
-#: `mutmut show` prints it after "+". Equivalent mutants change no behaviour any input
-#: can observe; the others are named for what they would take to kill.
+#: `mutmut show` prints it after "+", or by "FUNCTION: line" (FUNCTION as in the mutant's
+#: name, e.g. "NoteVerifierǁ__init__") where the line alone is ambiguous. Equivalent
+#: mutants change no behaviour any input can observe; the others are named for what they
+#: would take to kill.
 MESSAGE_REASON = (
     "message text: the wording of an error message or a verdict reason; tests pin the"
     " words that carry meaning, not every letter"
 )
+_CODEC = "equivalent: Python's codec names are case-insensitive"
 REASONS: dict[str, str] = {
-    'type_bytes = payload_type.encode("UTF-8")': "equivalent: codec names are case-insensitive",
+    **dict.fromkeys(
+        (
+            f"for (level, left_index), left in zip(keys, _read(get_nodes, keys), {tail}):"
+            for tail in ("strict=None", "strict=False", "")
+        ),
+        "equivalent: _read has already checked that the reader answered one hash per key",
+    ),
+    "want = (start << height).bit_count()": (
+        "equivalent: a right-edge subtree's start has no bits below `height`, so shifting"
+        " it either way keeps its number of one bits"
+    ),
+    "found = None": "equivalent: None and False are both false where `found` is tested",
+    "NoteVerifierǁ__init__: raise KeyMaterialError(None) from e": (
+        "unreachable: check_public_key has already refused every key that"
+        " Ed25519PublicKey.from_public_bytes would refuse"
+    ),
+    "pdq_distance=None if (m.median_distance is None) and False else"
+    " int(round(m.median_distance)),": (
+        "equivalent: a matched video always has matched frames, so a median distance"
+    ),
+    "return secrets.token_urlsafe(None)": (
+        "equivalent: token_urlsafe(None) draws its default of 32 bytes, which is TOKEN_BYTES"
+    ),
 }
 
 
@@ -98,7 +124,8 @@ for path in walk_mutatable_files():
     m.load()
     for name, code in m.exit_code_by_key.items():
         status = status_by_exit_code[code]
-        diff = "" if status in ("killed", "timeout") else get_diff_for_mutant(name, path=path)
+        skip = status in ("killed", "timeout", "not checked")
+        diff = "" if skip else get_diff_for_mutant(name, path=path)
         out[name] = [str(path), status, diff]
 print(json.dumps(out))
 """
@@ -144,6 +171,14 @@ def is_message_text(old: str, new: str) -> bool:
     )
 
 
+def _rule_reason(old: str, new: str) -> str:
+    """A reason that follows from the shape of the change alone, or ""."""
+    for codec in ('"utf-8"', '"ascii"'):
+        if codec in old and new == old.replace(codec, codec.upper()):
+            return _CODEC
+    return ""
+
+
 def report(seconds: float | None) -> int:
     """Collect mutmut's results into docs/mutants.md; return the exit status."""
     results = _collect()
@@ -153,6 +188,9 @@ def report(seconds: float | None) -> int:
     per_module: dict[str, Counter[str]] = defaultdict(Counter)
     survivors = []
     for name, (path, status, diff) in sorted(results.items()):
+        if status == "not checked":  # not run yet (an interrupted or partial run)
+            per_module[path]["not_run"] += 1
+            continue
         killed = status in _KILLED
         old, new = _changed(diff) if not killed else ("", "")
         message = not killed and is_message_text(old, new)
@@ -160,7 +198,9 @@ def report(seconds: float | None) -> int:
         per_module[path]["killed"] += killed
         per_module[path]["message"] += message
         if not killed:
-            reason = REASONS.get(new, MESSAGE_REASON if message else "")
+            func = re.split(r"\.x[_ǁ]", name, maxsplit=1)[-1].rsplit("__mutmut_", 1)[0]
+            reason = REASONS.get(f"{func}: {new}") or REASONS.get(new) or _rule_reason(old, new)
+            reason = reason or (MESSAGE_REASON if message else "")
             survivors.append(
                 {
                     "mutant": name,
@@ -178,6 +218,7 @@ def report(seconds: float | None) -> int:
         rows.append(
             {
                 "module": module,
+                "not_run": c["not_run"],
                 "mutants": n,
                 "killed": k,
                 "survived": n - k,
@@ -189,6 +230,7 @@ def report(seconds: float | None) -> int:
     total = sum(r["mutants"] for r in rows)
     killed = sum(r["killed"] for r in rows)
     message = sum(r["message_text_survived"] for r in rows)
+    not_run = sum(r["not_run"] for r in rows)
     score = killed / total if total else 1.0
     behaviour = killed / (total - message) if total - message else 1.0
     unexplained = [s for s in survivors if not s["reason"]]
@@ -199,6 +241,7 @@ def report(seconds: float | None) -> int:
         "mutants": total,
         "killed": killed,
         "message_text_survived": message,
+        "not_run": not_run,
         "seconds": seconds,
         "tests": config["pytest_add_cli_args_test_selection"],
         "modules": rows,
@@ -210,8 +253,10 @@ def report(seconds: float | None) -> int:
         f"score {score:.1%} ({killed}/{total}); behaviour score {behaviour:.1%} (without"
         f" {message} message-text survivors); {len(unexplained)} survivors without a reason"
     )
+    if not_run:
+        print(f"{not_run} mutants were not run (an interrupted run): run again with --keep")
     print(f"report: {REPORT.relative_to(ROOT)}")
-    return 0 if behaviour >= TARGET and not unexplained else 1
+    return 0 if behaviour >= TARGET and not unexplained and not not_run else 1
 
 
 def _markdown(doc: dict[str, Any]) -> str:
@@ -223,7 +268,7 @@ def _markdown(doc: dict[str, Any]) -> str:
         " survivors live in `REASONS` in the script.",
         "",
         f"**Behaviour score: {doc['behaviour_score']:.1%}** (target {doc['target']:.0%});"
-        f" score over all mutants: {doc['score']:.1%} ({doc['killed']} of {doc['mutants']}"
+        f" score over the mutants run: {doc['score']:.1%} ({doc['killed']} of {doc['mutants']}"
         " killed). A mutant counts as killed when a test fails or times out; one that no"
         " test runs counts as surviving. The behaviour score leaves out the"
         f" {doc['message_text_survived']} surviving mutants that only change the wording of"
@@ -232,13 +277,23 @@ def _markdown(doc: dict[str, Any]) -> str:
         "",
         "Tests run against the mutants: " + ", ".join(f"`{t}`" for t in doc["tests"]) + ".",
         "",
-        "| module | mutants | killed | survived | of which message text | score | behaviour score |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    if doc["not_run"]:
+        lines += [
+            f"**Partial run:** {doc['not_run']} mutants were generated but not run (column"
+            " *not run*); the scores are over the mutants that were run.",
+            "",
+        ]
+    lines += [
+        "| module | mutants run | killed | survived | of which message text | score"
+        " | behaviour score | not run |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for m in doc["modules"]:
         lines.append(
             f"| `{m['module']}` | {m['mutants']} | {m['killed']} | {m['survived']}"
-            f" | {m['message_text_survived']} | {m['score']:.1%} | {m['behaviour_score']:.1%} |"
+            f" | {m['message_text_survived']} | {m['score']:.1%} | {m['behaviour_score']:.1%}"
+            f" | {m['not_run']} |"
         )
     behaviour = [s for s in doc["survivors"] if not s["message_text"]]
     message = [s for s in doc["survivors"] if s["message_text"]]

@@ -187,8 +187,8 @@ def test_consistency_proofs_match_the_rfc_and_verify_only_as_given() -> None:
             merkle.consistency_proof(*bad_sizes, TREE.get_nodes)
 
 
-def test_subtree_proofs_verify_for_every_subtree_and_fail_when_changed() -> None:
-    size = 21
+@pytest.mark.parametrize("size", [2, 3, 4, 5, 6, 7, 8, 21])
+def test_subtree_proofs_verify_for_every_subtree_and_fail_when_changed(size: int) -> None:
     root = mth(LEAVES[:size])
     for start, end in valid_subtrees(size):
         if start == end:
@@ -223,10 +223,14 @@ def test_subtree_proofs_verify_for_every_subtree_and_fail_when_changed() -> None
             merkle.verify_subtree_inclusion(index, start, end, LEAVES[index], ip, sub)
             with pytest.raises(ProofError):
                 merkle.verify_subtree_inclusion(index, start, end, LEAVES[index], ip, flip(sub))
-        with pytest.raises(LogError):
+        with pytest.raises(LogError, match=f"leaf index {end} is not in subtree"):
             merkle.subtree_inclusion_proof(end, start, end, TREE.get_nodes)
         with pytest.raises(ProofError, match="not in subtree"):
             merkle.verify_subtree_inclusion(end, start, end, LEAVES[0], [], sub)
+    if size != 21:
+        return
+    with pytest.raises(LogError, match="not a subtree"):
+        merkle.subtree_inclusion_proof(3, 2, 6, TREE.get_nodes)
     with pytest.raises(LogError, match="not in a tree of size"):
         merkle.subtree_consistency_proof(0, 8, 7, TREE.get_nodes)
     with pytest.raises(ProofError, match="not in a tree of size"):
@@ -313,3 +317,21 @@ def test_readers_that_answer_wrongly_are_caught() -> None:
     assert merkle.MemoryTree().root() == merkle.EMPTY_ROOT
     with pytest.raises(LogError):
         merkle.MemoryTree().append_leaf_hash(bytes(31))
+
+
+def test_proof_errors_name_what_failed() -> None:
+    root = mth(LEAVES[:8])
+    with pytest.raises(LogError, match="no consistency proof from size 0 to size 3"):
+        merkle.consistency_proof(0, 3, TREE.get_nodes)
+    with pytest.raises(ProofError, match="consistency proof element 0 is 31 bytes"):
+        merkle.verify_consistency(3, 8, [bytes(31)], root, root)
+    with pytest.raises(
+        ProofError, match=r"subtree consistency proof for \[4, 8\) has 0 hashes, want 1"
+    ):
+        merkle.verify_subtree_consistency(4, 8, 8, [], mth(LEAVES[4:8]), root)
+    sub = mth(LEAVES[4:8])
+    proof = merkle.subtree_inclusion_proof(5, 4, 8, TREE.get_nodes)
+    with pytest.raises(
+        ProofError, match=r"inclusion proof of leaf 5 leads to .* of subtree \[4, 8\)"
+    ):
+        merkle.verify_subtree_inclusion(5, 4, 8, LEAVES[5], proof, flip(sub))

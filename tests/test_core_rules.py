@@ -7,8 +7,10 @@ docs/mutants.md).
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import re
+import time
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -491,3 +493,115 @@ def test_audit_of_an_unchanged_tree_ignores_any_proof_and_forks_from_size_one() 
     proof = merkle.consistency_proof(1, 4, forked.tree.get_nodes)
     with pytest.raises(LogIntegrityError, match="FORK: the tree of size 1"):
         audit_step(state, VKEY, forked.note(), proof, forked.entries[1:])
+
+
+# ---------------------------------------------------------------- checkpoints and notes
+
+ROOT_B64 = base64.b64encode(bytes(32)).decode()
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (f"o\n1\n{ROOT_B64}", "must end with a newline and have no control characters"),
+        (f"o\n1\n{ROOT_B64}\x07\n", "must end with a newline and have no control characters"),
+        ("o\n1\n\n", "needs origin, size and root lines, none empty"),
+        (f"o\n01\n{ROOT_B64}\n", "size '01' is not a decimal without leading zeros"),
+        ("o\n1\n@@@@\n", "checkpoint root is not base64"),
+        ("o\n1\nAAE=\n", "checkpoint root is 2 bytes, want 32"),
+        ("o\n1\nAAF=\n", "checkpoint root is not in canonical base64"),
+        (f"o\n1\n{ROOT_B64}\nfoo\n", "unknown checkpoint extension lines \\['foo'\\]"),
+        (
+            f"o\n1\n{ROOT_B64}\ntime 2026-11-29T12:00:00Z\ntime 2026-11-29T12:00:00Z\n",
+            "unknown checkpoint extension lines",
+        ),
+        (f"o\n1\n{ROOT_B64}\ntime 2026-11-29 12:00:00\n", "is not RFC 3339 UTC"),
+        (f"o\n1\n{ROOT_B64}\ntime 2026-02-30T12:00:00Z\n", "is not a valid date and time"),
+        (f"o\n1\n{ROOT_B64}\ntime 2026-11-29T12:00:00.000000Z\n", "is not in canonical form"),
+    ],
+)
+def test_checkpoint_bodies_are_refused_with_the_reason(text: str, message: str) -> None:
+    with pytest.raises(LogError, match=message):
+        Checkpoint.parse_body(text)
+
+
+def test_checkpoint_fields_are_checked_with_the_reason() -> None:
+    with pytest.raises(LogError, match="origin '' is empty or has control characters"):
+        Checkpoint("", 1, bytes(32))
+    with pytest.raises(LogError, match="size -1 is negative"):
+        Checkpoint("o", -1, bytes(32))
+    with pytest.raises(LogError, match="root is 31 bytes, want 32"):
+        Checkpoint("o", 1, bytes(31))
+
+
+def test_checkpoint_times_are_written_in_utc_whatever_the_local_zone(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("TZ", "Asia/Tokyo")
+    time.tzset()
+    try:
+        body = Checkpoint("o", 1, bytes(32), NOW).body().decode()
+    finally:
+        monkeypatch.undo()
+        time.tzset()
+    assert body.endswith("time 2026-11-29T12:00:00Z\n")
+
+
+def _foreign_line(name: str, raw: bytes) -> str:
+    return f"\u2014 {name} {base64.b64encode(raw).decode()}\n"
+
+
+def test_notes_open_at_their_last_blank_line_and_edge_sizes() -> None:
+    for text in ("\n", "a\n\nb\n"):
+        assert VERIFIER.open(SIGNER.sign_text(text)) == text
+    note = SIGNER.sign_text("body\n")
+    # a five-byte signature (key id and one byte) of another key is a signature line
+    short = note + _foreign_line("other", b"\x01\x02\x03\x04\x05")
+    assert VERIFIER.open(short) == "body\n"
+    with pytest.raises(LogError, match="signature of other is 4 bytes, too short"):
+        VERIFIER.open(note + _foreign_line("other", b"\x01\x02\x03\x04"))
+    # exactly MAX_SIGNATURES lines are accepted, one more is refused
+    full = note + _foreign_line("other", bytes(68)) * 99
+    assert VERIFIER.open(full) == "body\n"
+    with pytest.raises(LogError, match="101 signatures, more than 100"):
+        VERIFIER.open(full + _foreign_line("other", bytes(68)))
+
+
+@pytest.mark.parametrize(
+    ("note", "message"),
+    [
+        ("body\n\n\u2014 n AAAA\n\x07", "signed note has control characters"),
+        ("body\n\u2014 n AAAA\n", "no blank line before its signatures"),
+        ("body\n\n\u2014 n AAAA", "must end with a signature line and a newline"),
+        ("body\n\n- n AAAA\n", "does not start with '\u2014 '"),
+        ("body\n\n\u2014 nAAAA\n", "is not '\u2014 <name> <base64>'"),
+        ("body\n\n\u2014 n AAAA BBBB\n", "signature of n is not base64"),
+    ],
+)
+def test_malformed_notes_are_refused_with_the_reason(note: str, message: str) -> None:
+    with pytest.raises(LogError, match=re.escape(message)):
+        VERIFIER.open(note)
+
+
+def test_note_text_must_end_with_a_newline() -> None:
+    for text in ("no newline", "bell\x07\n"):
+        with pytest.raises(LogError, match="must end with a newline and have no control"):
+            SIGNER.sign_text(text)
+
+
+def test_verifier_keys_are_refused_with_the_reason() -> None:
+    good = SIGNER.verifier_key()
+    name, kid, material = good.split("+")
+    assert NoteVerifier.from_vkey(good).public_key == SIGNER.public_key
+    assert NoteVerifier(ORIGIN, SIGNER.public_key).public_key == SIGNER.public_key
+    other_type = base64.b64encode(b"\x02" + SIGNER.public_key).decode()
+    cases = [
+        ("nokey", "is not <name>\\+<key id>\\+<key>"),
+        (f"{name}+XYZ+{material}", "key id 'XYZ' is not 8 lowercase hex digits"),
+        (f"{name}+{kid}+@@@@", "verifier key material is not base64"),
+        (f"{name}+{kid}+{other_type}", "is not an Ed25519 key \\(type 0x01 and 32 bytes\\)"),
+        (f"{name}+00000000+{material}", f"key id 00000000 does not match the key \\({kid}\\)"),
+    ]
+    for vkey, message in cases:
+        with pytest.raises(LogError, match=message):
+            NoteVerifier.from_vkey(vkey)

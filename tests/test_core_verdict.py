@@ -547,3 +547,23 @@ def test_signed_original_says_whether_the_receipt_and_the_chain_were_checked() -
     gap = decide(facts, NOW, exact=[_logged(chain_linked=False)])
     assert len(gap.reasons) == 2
     assert gap.reasons[1].startswith("note: this claim does not directly follow")
+
+
+def test_a_logged_claim_as_evidence_keeps_every_field() -> None:
+    lc = _logged(chain_linked=False, receipt_verified=True)
+    for valid in (True, False):
+        ev = lc.evidence(signature_valid=valid)
+        assert (ev.signed_claim, ev.claim, ev.device, ev.receipt) == (
+            lc.signed_claim,
+            lc.claim,
+            lc.device,
+            lc.receipt,
+        )
+        assert (ev.signature_valid, ev.in_log, ev.chain_linked, ev.receipt_verified) == (
+            valid,
+            True,
+            False,
+            True,
+        )
+    assert _logged(chain_linked=True).evidence(True).chain_linked is True
+    assert lc.integrated_at == LOGGED_AT

@@ -249,6 +249,7 @@ def test_each_row_of_a_mixed_desk_is_right(desk: Desk) -> None:
             "prov.db",
             "prov.db.lock",
             "prov.db.logkey.pem",
+            "prov.db.logkey.pem.checkpoint",  # the newest signed checkpoint, remembered
             "device",
             "folder",
             "wire.tar.gz",

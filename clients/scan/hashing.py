@@ -39,7 +39,8 @@ class Measured:
     for an image, one per sampled frame for a video; empty otherwise); kind: "media"
     (perceptual hashes computed), "file" (SHA-256 only), "sidecar" (a provenance
     sidecar, not looked up) or "empty" (no bytes: not looked up); note: why perceptual
-    hashing was not done.
+    hashing was not done; turned: an image's PDQ hashes of its 7 rotations and mirror
+    images (`provenance.dihedral`).
     """
 
     ref: str
@@ -50,6 +51,7 @@ class Measured:
     kind: str
     note: str | None = None
     content_sha256: bytes = b""
+    turned: tuple[PerceptualHash, ...] = ()
 
 
 def _content_sha256(data: bytes, media_type: str | None) -> bytes:
@@ -118,6 +120,7 @@ def _from_bytes(ref: str, data: bytes, limits: AssetLimits) -> Measured:
             "media",
             None,
             _content_sha256(data, media_type),
+            asset.facts.dihedral_soft_bindings,
         )
     if _is_video(media_type):
         return Measured(

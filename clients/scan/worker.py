@@ -88,7 +88,8 @@ def _lookup(
     client: ProvenanceClient, measured: Sequence[Measured]
 ) -> dict[str, VerificationReport]:
     queries = [
-        Query(m.ref, m.sha256, m.soft, m.media_type or "", m.content_sha256) for m in measured
+        Query(m.ref, m.sha256, m.soft, m.media_type or "", m.content_sha256, m.turned)
+        for m in measured
     ]
     out: dict[str, VerificationReport] = {}
     for part in _parts(queries):
