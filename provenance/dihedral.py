@@ -15,7 +15,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-import pdqhash  # type: ignore[import-untyped]
 
 from provenance.binding import (
     PDQ_ALGORITHM,
@@ -24,6 +23,7 @@ from provenance.binding import (
     check_rgb,
     hamming,
 )
+from provenance.pdq_core import pdq_dihedral256
 
 #: How the file is turned relative to the capture when the file's k-th dihedral hash
 #: (pdqhash's order: original, rotate 90, rotate 180, rotate 270, flip x, flip y, flip
@@ -66,14 +66,9 @@ def pdq_dihedral(rgb: np.ndarray) -> tuple[PerceptualHash, ...]:
     or dtype, or an empty image.
     """
     check_rgb(rgb)
-    hashes, quality = pdqhash.compute_dihedral(np.ascontiguousarray(rgb))
+    hashes, quality = pdq_dihedral256(np.ascontiguousarray(rgb))
     return tuple(
-        PerceptualHash(
-            algorithm=PDQ_ALGORITHM,
-            hash=np.packbits(np.asarray(bits).astype(np.uint8)).tobytes(),
-            quality=int(quality),
-        )
-        for bits in hashes
+        PerceptualHash(algorithm=PDQ_ALGORITHM, hash=packed, quality=quality) for packed in hashes
     )
 
 

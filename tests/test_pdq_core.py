@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from provenance.binding import hamming
-from provenance.pdq_core import _CORE, pdq_hash256
+from provenance.pdq_core import _CORE, pdq_dihedral256, pdq_hash256
 
 PHASH = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures" / "phash"
 with (PHASH / "README.tsv").open(newline="") as f:
@@ -40,6 +40,13 @@ def test_equal_to_pdqhash_on_every_shared_vector() -> None:
         with Image.open(PHASH / name) as im:
             rgb = np.ascontiguousarray(np.asarray(im.convert("RGB")))
         assert pdq_hash256(rgb) == _float64_path(rgb), name
+        vectors, quality = pdqhash.compute_dihedral(rgb)
+        dihedral = pdq_dihedral256(rgb)
+        assert dihedral == (
+            [np.packbits(np.asarray(v).astype(np.uint8)).tobytes() for v in vectors],
+            int(quality),
+        ), name
+        assert dihedral[0][0] == pdq_hash256(rgb)[0]
 
 
 @pytest.mark.parametrize("shape", [(1, 1), (2, 3), (63, 65), (480, 640), (1000, 37)])
