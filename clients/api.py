@@ -224,12 +224,16 @@ class ProvenanceClient:
         sidecar: SignedClaim | None = None,
         detect: bool = False,
         chunk_hashes: Sequence[bytes] = (),
+        flush_bytes: int = UPLOAD_CHUNK_BYTES,
     ) -> VerificationReport:
-        """Verify a file whose bytes arrive from ``blocks`` (any sizes; re-cut into
-        `UPLOAD_CHUNK_BYTES` chunks, so nothing holds the whole file). ``size``: the
-        file's length in bytes when known, else 0; ``timeout``: the call's deadline in
-        seconds. Used by the web front-end, which relays uploads without storing them.
-        Raises TransportError with the server's status code name."""
+        """Verify a file whose bytes arrive from ``blocks`` (any sizes), so nothing holds
+        the whole file. Bytes go out as soon as ``flush_bytes`` have gathered, in messages
+        of at most `UPLOAD_CHUNK_BYTES` and at least ``flush_bytes`` (but the last): a
+        slow source keeps the stream from going idle while the service's minimum message
+        size (64 KiB by default) holds. ``size``: the file's length in bytes when known,
+        else 0; ``timeout``: the call's deadline in seconds. Used by the web front-end,
+        which relays uploads without storing them. Raises TransportError with the
+        server's status code name."""
 
         def chunks() -> Iterator[pb.VerifyFileChunk]:
             yield pb.VerifyFileChunk(
@@ -244,9 +248,10 @@ class ProvenanceClient:
             pending = bytearray()
             for block in blocks:
                 pending += block
-                while len(pending) >= UPLOAD_CHUNK_BYTES:
-                    yield pb.VerifyFileChunk(data=bytes(pending[:UPLOAD_CHUNK_BYTES]))
-                    del pending[:UPLOAD_CHUNK_BYTES]
+                while len(pending) >= flush_bytes:
+                    n = min(len(pending), UPLOAD_CHUNK_BYTES)
+                    yield pb.VerifyFileChunk(data=bytes(pending[:n]))
+                    del pending[:n]
             if pending:
                 yield pb.VerifyFileChunk(data=bytes(pending))
 

@@ -39,6 +39,8 @@ class WebConfig:
     address (0: no limit); ``max_concurrent_uploads``: relayed at once (more get 503);
     ``uploads_per_client``: running at once from one address (more get 429);
     ``upload_idle_seconds``: a body that stalls this long gets 408;
+    ``upload_hold_bytes``: a file up to this size is held in memory until its form ends
+    (larger ones are relayed as they arrive);
     ``tiles_dir``: a `prov log export-tiles` folder served read-only under /tlog/."""
 
     server: str
@@ -48,6 +50,7 @@ class WebConfig:
     uploads_per_client: int = 2
     upload_idle_seconds: float = 60.0
     tiles_dir: Path | None = None
+    upload_hold_bytes: int = 8 * 1024 * 1024
 
 
 @dataclass
@@ -76,6 +79,7 @@ def create_app(config: WebConfig) -> Starlette:
             UploadLimits(
                 config.max_upload_bytes,
                 idle_s=config.upload_idle_seconds,
+                hold_bytes=config.upload_hold_bytes,
                 per_client=config.uploads_per_client,
             ),
             config.max_concurrent_uploads,
