@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 
 import torch
+from results import Ratio, write_results  # bench/results.py, next to this script
 
 from detector.data import load_image
 from detector.infer import Detector
@@ -105,6 +106,25 @@ def main() -> None:
     print(
         f"  score_image, {len(images)} concurrent callers: {med['concurrent']:8.0f} patches/s "
         f"= {med['concurrent'] / med['bare']:.2f} x bare  ({med['concurrent'] / crops:.1f} images/s)"
+    )
+    write_results(
+        "detector",
+        [
+            Ratio(
+                "detector score_images, 1 caller",
+                med["one"],
+                "bare forward pass",
+                med["bare"],
+                "patches/s",
+            ),
+            Ratio(
+                "detector score_image, concurrent",
+                med["concurrent"],
+                "bare forward pass",
+                med["bare"],
+                "patches/s",
+            ),
+        ],
     )
 
 

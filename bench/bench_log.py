@@ -23,6 +23,8 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
+from results import Ratio, write_results  # bench/results.py, next to this script
+
 from provenance import wire
 from provenance.claims import Claim, Device, HardBinding, SignedClaim
 from provenance.envelope import PAYLOAD_TYPE_CLAIM
@@ -93,7 +95,7 @@ def _sqlite_rate(work: Path, tag: str, submitters: int, total: int, max_batch: i
         store.close()
 
 
-def bench_appends(work: Path, submitters: int, total: int) -> None:
+def bench_appends(work: Path, submitters: int, total: int) -> list[Ratio]:
     group = _sqlite_rate(work, "group", submitters, total, max_batch=512)
     one = _sqlite_rate(work, "one", submitters, total // 4, max_batch=1)
 
@@ -122,9 +124,19 @@ def bench_appends(work: Path, submitters: int, total: int) -> None:
         f"  bare SQLite, one commit/row:    {single:10.0f} rows/s      ratio {group / single:7.2f}x"
     )
     print(f"  bulk insert, one commit:        {bulk:10.0f} rows/s      ratio {group / bulk:7.4f}")
+    return [
+        Ratio(
+            f"durable appends, {submitters} submitters",
+            group,
+            "SQLite batched insert",
+            bulk,
+            "rows/s",
+        ),
+        Ratio("durable appends, group vs one per commit", group, "one claim/commit", one, "rows/s"),
+    ]
 
 
-def bench_proofs(work: Path, size: int, samples: int) -> None:
+def bench_proofs(work: Path, size: int, samples: int) -> list[Ratio]:
     mem = merkle.MemoryTree()
     store = SqliteStore(work / f"proofs-{size}.db")
     rng = random.Random(size)
@@ -139,6 +151,7 @@ def bench_proofs(work: Path, size: int, samples: int) -> None:
     build = time.perf_counter() - t0
     assert merkle.root(size, store.get_nodes) == mem.root()
     print(f"proofs at {size:,} leaves (tree built in {build:.1f} s)")
+    rows: list[Ratio] = []
     for kind in ("inclusion", "consistency"):
         t_db: list[float] = []
         t_mem: list[float] = []
@@ -164,7 +177,17 @@ def bench_proofs(work: Path, size: int, samples: int) -> None:
             f" memory median {med_mem * 1e3:7.3f} ms p99 {_pct(t_mem, 0.99) * 1e3:7.3f} ms |"
             f" ratio {med_db / med_mem:5.1f}x"
         )
+        rows.append(
+            Ratio(
+                f"{kind} proofs from SQLite, {size:,} leaves",
+                1 / med_db,
+                "in-memory tree",
+                1 / med_mem,
+                "proofs/s",
+            )
+        )
     store.close()
+    return rows
 
 
 def main() -> None:
@@ -176,9 +199,10 @@ def main() -> None:
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        bench_appends(work, args.submitters, args.appends)
+        rows = bench_appends(work, args.submitters, args.appends)
         for size in args.sizes:
-            bench_proofs(work, size, args.samples)
+            rows += bench_proofs(work, size, args.samples)
+    write_results("log", rows)
 
 
 if __name__ == "__main__":

@@ -28,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
+from results import Ratio, write_results  # bench/results.py, next to this script
 
 from clients.scan.engines import LocalEngine
 from clients.scan.pipeline import run_scan
@@ -81,7 +82,7 @@ def pdq_pass(files: list[Path]) -> float:
     return time.perf_counter() - t
 
 
-def bench_scan(n: int, workers: int) -> None:
+def bench_scan(n: int, workers: int) -> list[Ratio]:
     folder = photo_folder(n)
     files = sorted(folder.glob("*.jpg"))
     sha_pass(files)  # warm the page cache for both passes
@@ -120,6 +121,15 @@ def bench_scan(n: int, workers: int) -> None:
     )
     print(f"  ratio scan / SHA-256 pass: {sha_s / scan_s:.3f} (1.0 = as fast as hashing alone)")
     print(f"  ratio scan / ({workers} x decode+PDQ): {n / scan_s / (pdq_rate * workers):.3f}")
+    return [
+        Ratio(
+            f"prov scan, {workers} workers",
+            n / scan_s,
+            f"{workers} x decode+PDQ",
+            pdq_rate * workers,
+            "files/s",
+        ),
+    ]
 
 
 def _flip(code: np.ndarray, bits: np.ndarray) -> bytes:
@@ -128,7 +138,7 @@ def _flip(code: np.ndarray, bits: np.ndarray) -> bytes:
     return np.packbits(b).tobytes()
 
 
-def bench_index(m: int, queries: int) -> None:
+def bench_index(m: int, queries: int) -> list[Ratio]:
     rng = np.random.default_rng(99)
     codes = rng.integers(0, 256, (m, 32), dtype=np.uint8)
     mih, exact = MihIndex(), PdqIndex()
@@ -165,6 +175,15 @@ def bench_index(m: int, queries: int) -> None:
         f" recall {found}/{relevant} = {found / max(relevant, 1):.4f};"
         f" identical answers: {got == want}"
     )
+    return [
+        Ratio(
+            f"PDQ near-duplicate query (MIH), {m:,} hashes",
+            1 / mih_s,
+            "exhaustive scan",
+            1 / exact_s,
+            "queries/s",
+        ),
+    ]
 
 
 def main() -> None:
@@ -174,8 +193,8 @@ def main() -> None:
     ap.add_argument("--queries", type=int, default=300)
     ap.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     a = ap.parse_args()
-    bench_scan(a.files, a.workers)
-    bench_index(a.hashes, a.queries)
+    rows = bench_scan(a.files, a.workers) + bench_index(a.hashes, a.queries)
+    write_results("scan", rows)
 
 
 if __name__ == "__main__":

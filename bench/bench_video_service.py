@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 import psutil
+from results import Ratio, write_results  # bench/results.py, next to this script
 
 from clients.api import ProvenanceClient
 from clients.cli import main as prov
@@ -126,6 +127,19 @@ def main() -> None:
     print(
         f"  server RSS {r['rss_base_mb']:.0f} MB at rest, peak growth {r['rss_growth_mb']:.0f} MB"
         f" ({r['rss_growth_mb'] / r['mb']:.2f} MB per MB uploaded)"
+    )
+    write_results(
+        "video_service",
+        [
+            Ratio(
+                "VerifyFile of a signed video",
+                r["verify_mb_s"],
+                "SHA-256 from disk",
+                r["sha256_mb_s"],
+                "MB/s",
+            )
+        ],
+        note=f"server RSS peak growth {r['rss_growth_mb']:.0f} MB",
     )
 
 

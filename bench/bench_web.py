@@ -23,6 +23,7 @@ from pathlib import Path
 
 import httpx
 import psutil
+from results import Ratio, write_results  # bench/results.py, next to this script
 
 from clients.api import ProvenanceClient
 from provenance.errors import ProvenanceError
@@ -116,6 +117,18 @@ def main() -> None:
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(out, indent=2) + "\n")
     print(f"wrote {args.json}")
+    write_results(
+        "web",
+        [
+            Ratio(
+                "POST /api/v1/verify via prov web",
+                mb / t_http,
+                "VerifyFile over gRPC",
+                mb / t_grpc,
+                "MB/s",
+            )
+        ],
+    )
 
 
 if __name__ == "__main__":

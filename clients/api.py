@@ -16,11 +16,12 @@ from typing import Any
 
 import grpc
 
+from clients.files import open_regular
 from provenance import wire
 from provenance.binding import PerceptualHash
 from provenance.claims import Device, Receipt, SignedClaim
 from provenance.contract import MAX_MESSAGE_BYTES, UPLOAD_CHUNK_BYTES
-from provenance.errors import ConfigError, TransportError
+from provenance.errors import ConfigError, MediaError, TransportError
 from provenance.v1 import provenance_pb2 as pb
 from provenance.v1 import provenance_pb2_grpc as rpc
 from provenance.verify import VerificationReport
@@ -51,13 +52,16 @@ def default_server() -> str:
 class Query:
     """One file described by its hashes for `ProvenanceClient.lookup`: ``ref`` is echoed
     back; ``sha256`` 32 bytes; ``soft_bindings`` its PDQ hashes (video: per sampled frame,
-    with times); ``content_sha256`` the SHA-256 without a C2PA manifest store, if any."""
+    with times); ``content_sha256`` the SHA-256 without a C2PA manifest store, if any;
+    ``dihedral_soft_bindings`` an image's PDQ hashes of its 7 rotations and mirror images
+    (`provenance.dihedral`), so rotated copies are found."""
 
     ref: str
     sha256: bytes
     soft_bindings: tuple[PerceptualHash, ...] = ()
     media_type: str = ""
     content_sha256: bytes = b""
+    dihedral_soft_bindings: tuple[PerceptualHash, ...] = ()
 
 
 class ProvenanceClient:
@@ -163,15 +167,26 @@ class ProvenanceClient:
     def _upload(
         self, path: Path, header: pb.VerifyFileHeader
     ) -> tuple[Iterator[pb.VerifyFileChunk], float]:
-        """The chunk stream for ``path`` (header first) and a deadline sized to it."""
-        size = path.stat().st_size
+        """The chunk stream for ``path`` (header first) and a deadline sized to it.
+
+        The file is opened here (a FIFO or device raises NotRegularFileError at once,
+        never blocks) and exactly the size found then is sent, so a file growing during
+        the upload cannot make it endless. Raises MediaError if it cannot be opened.
+        """
+        try:
+            f = open_regular(path)
+        except OSError as e:
+            raise MediaError(f"cannot read {path}: {e.strerror or e}") from e
+        size = os.fstat(f.fileno()).st_size
         header.filename = path.name.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
         header.size_bytes = size
 
         def chunks() -> Iterator[pb.VerifyFileChunk]:
-            yield pb.VerifyFileChunk(header=header)
-            with path.open("rb") as f:
-                while block := f.read(UPLOAD_CHUNK_BYTES):
+            with f:
+                yield pb.VerifyFileChunk(header=header)
+                left = size
+                while left > 0 and (block := f.read(min(UPLOAD_CHUNK_BYTES, left))):
+                    left -= len(block)
                     yield pb.VerifyFileChunk(data=block)
 
         return chunks(), self.timeout + VERIFY_DECODE_SECONDS + size / MIN_UPLOAD_RATE
@@ -182,15 +197,18 @@ class ProvenanceClient:
         sidecar: SignedClaim | None = None,
         detect: bool = False,
         chunk_hashes: Sequence[bytes] = (),
+        receipt: Receipt | None = None,
     ) -> VerificationReport:
         """Upload ``path`` in chunks and return the server's report (``chunk_hashes``: a
-        video sidecar's chunk list, so the server can name damaged byte ranges)."""
+        video sidecar's chunk list, so the server can name damaged byte ranges;
+        ``receipt``: the sidecar's log receipt, so a log rollback can be named)."""
         stream, timeout = self._upload(
             path,
             pb.VerifyFileHeader(
                 sidecar=wire.signed_to_pb(sidecar) if sidecar else None,
                 detect=detect,
                 chunk_hashes=list(chunk_hashes),
+                sidecar_receipt=wire.receipt_to_pb(receipt) if sidecar and receipt else None,
             ),
         )
         return wire.report_from_pb(
@@ -206,12 +224,16 @@ class ProvenanceClient:
         sidecar: SignedClaim | None = None,
         detect: bool = False,
         chunk_hashes: Sequence[bytes] = (),
+        flush_bytes: int = UPLOAD_CHUNK_BYTES,
     ) -> VerificationReport:
-        """Verify a file whose bytes arrive from ``blocks`` (any sizes; re-cut into
-        `UPLOAD_CHUNK_BYTES` chunks, so nothing holds the whole file). ``size``: the
-        file's length in bytes when known, else 0; ``timeout``: the call's deadline in
-        seconds. Used by the web front-end, which relays uploads without storing them.
-        Raises TransportError with the server's status code name."""
+        """Verify a file whose bytes arrive from ``blocks`` (any sizes), so nothing holds
+        the whole file. Bytes go out as soon as ``flush_bytes`` have gathered, in messages
+        of at most `UPLOAD_CHUNK_BYTES` and at least ``flush_bytes`` (but the last): a
+        slow source keeps the stream from going idle while the service's minimum message
+        size (64 KiB by default) holds. ``size``: the file's length in bytes when known,
+        else 0; ``timeout``: the call's deadline in seconds. Used by the web front-end,
+        which relays uploads without storing them. Raises TransportError with the
+        server's status code name."""
 
         def chunks() -> Iterator[pb.VerifyFileChunk]:
             yield pb.VerifyFileChunk(
@@ -226,9 +248,10 @@ class ProvenanceClient:
             pending = bytearray()
             for block in blocks:
                 pending += block
-                while len(pending) >= UPLOAD_CHUNK_BYTES:
-                    yield pb.VerifyFileChunk(data=bytes(pending[:UPLOAD_CHUNK_BYTES]))
-                    del pending[:UPLOAD_CHUNK_BYTES]
+                while len(pending) >= flush_bytes:
+                    n = min(len(pending), UPLOAD_CHUNK_BYTES)
+                    yield pb.VerifyFileChunk(data=bytes(pending[:n]))
+                    del pending[:n]
             if pending:
                 yield pb.VerifyFileChunk(data=bytes(pending))
 
@@ -254,6 +277,7 @@ class ProvenanceClient:
                     soft_bindings=[wire.soft_to_pb(h) for h in q.soft_bindings],
                     media_type=q.media_type,
                     content_sha256=q.content_sha256,
+                    dihedral_soft_bindings=[wire.soft_to_pb(h) for h in q.dihedral_soft_bindings],
                 )
                 for q in queries
             ]

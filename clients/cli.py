@@ -22,17 +22,18 @@ import typer
 from rich.console import Console
 from rich.progress import Progress
 
-from clients import logcmd
+from clients import logcmd, witnesscmd
 from clients.api import ProvenanceClient, default_server
 from clients.device import DeviceHome, SyncResult, default_home, sidecar_path
-from clients.options import ServerOpt
+from clients.files import open_regular, read_bounded
+from clients.options import ServerOpt, in_existing_folder
 from clients.report import EXIT_CODES, report_to_json, report_to_text
 from clients.scan.cli import scan as scan_command
 from detector import cli as detector_cli
 from provenance.errors import ConfigError, LogIntegrityError, ProvenanceError
 from provenance.keys import DeviceKey
 from provenance.media import sniff_media_type
-from provenance.sidecar import Sidecar, decode_sidecar
+from provenance.sidecar import MAX_SIDECAR_BYTES, Sidecar, decode_sidecar
 
 app = typer.Typer(
     name="prov",
@@ -53,6 +54,7 @@ app.add_typer(admin_app, name="admin")
 app.add_typer(device_app, name="device")
 app.add_typer(logcmd.log_app, name="log")
 app.add_typer(logcmd.receipt_app, name="receipt")
+app.add_typer(witnesscmd.witness_app, name="witness")
 app.command("scan")(scan_command)
 app.add_typer(detector_cli.app, name="detector", help="Train and evaluate the advisory detector.")
 
@@ -251,6 +253,8 @@ def serve(
         quota_claims_per_minute=quota_claims_per_minute,
         quota_bytes_per_minute=quota_claim_kb_per_minute * 1024,
     )
+    if log_key is not None:
+        in_existing_folder(log_key, "--log-key")
     token = os.environ.get("PROV_ADMIN_TOKEN")
     if admin_token_file is not None:
         try:
@@ -271,7 +275,7 @@ def serve(
             )
         target: str | Path = db
     else:
-        target = Path(db)
+        target = in_existing_folder(Path(db), "--db")
     service = ProvenanceService(
         ServiceConfig(
             db=target,
@@ -371,6 +375,13 @@ def web(
     upload_idle_seconds: Annotated[
         float, typer.Option(help="Refuse an upload (408) that sends nothing for this long.")
     ] = 60.0,
+    tiles_dir: Annotated[
+        Path | None,
+        typer.Option(
+            help="Also serve this `prov log export-tiles` folder read-only as a C2SP tlog-tiles"
+            " log under /tlog/ (checkpoint, tile/...), with cache headers."
+        ),
+    ] = None,
 ) -> None:
     """Serve the verification page, the public log explorer and the JSON API
     (/api/v1/, /openapi.json, C2PA soft binding resolution) over HTTP, as a client of
@@ -385,6 +396,7 @@ def web(
             max_upload_bytes=max_upload_mb * 1024 * 1024,
             uploads_per_minute=uploads_per_minute,
             upload_idle_seconds=upload_idle_seconds,
+            tiles_dir=tiles_dir,
         ),
     )
 
@@ -408,7 +420,8 @@ def _load_detector(model: str, device: str | None, secret_file: Path):  # type: 
 def enroll_token(
     server: ServerOpt = default_server(),
     ttl: Annotated[
-        int, typer.Option(help="Seconds the token stays valid (0: server default, 24 h).")
+        int,
+        typer.Option(help="Seconds the token stays valid (0: server default, 24 h).", min=0),
     ] = 0,
     label: Annotated[str, typer.Option(help="A name for the device, kept in the registry.")] = "",
 ) -> None:
@@ -579,8 +592,9 @@ def device_sync(
         raise typer.Exit(1)
 
 
-def _print_sync_problems(h: DeviceHome, done: SyncResult) -> None:
-    """Say what a sync could not do, and where the claims concerned are."""
+def _print_sync_problems(h: DeviceHome, done: SyncResult, stops: bool = True) -> None:
+    """Say what a sync could not do, and where the claims concerned are (``stops``: also
+    why it stopped early; `prov sign` says that on each file's line instead)."""
     for note in done.notes.values():
         err.print(f"[yellow]note:[/] {note}", highlight=False)
     for reason in (*done.refused.values(), *done.set_aside.values()):
@@ -591,9 +605,9 @@ def _print_sync_problems(h: DeviceHome, done: SyncResult) -> None:
             " sign the file again for a new claim, or `prov device sync --retry-set-aside`"
             " once the cause is fixed"
         )
-    if done.unreachable:
+    if stops and done.unreachable:
         err.print(f"[red]stopped:[/] {done.unreachable}; the rest stays queued", highlight=False)
-    if done.deferred:
+    if stops and done.deferred:
         err.print(
             f"[red]stopped:[/] {done.deferred}; it and the rest stay queued for the next sync",
             highlight=False,
@@ -627,7 +641,7 @@ def sign(
     chain = h.certificate() if c2pa else b""
     failed = 0
     with h.locked(), ProvenanceClient(server) as c:
-        reachable = True
+        stopped = ""  # why claims stay queued (server unreachable, a transient refusal)
         for f in files:
             try:
                 signed = h.sign_file(key, f)
@@ -642,9 +656,12 @@ def sign(
                     highlight=False,
                 )
             seq, ch = sidecar.claim.sequence, sidecar.signed_claim.claim_hash
-            if reachable:
+            if not stopped:
                 done = h.sync(c)  # earlier queued claims first, then this one
-                reachable = done.unreachable is None and done.deferred is None
+                if done.unreachable:
+                    stopped = "server unreachable"
+                elif done.deferred:
+                    stopped = f"the server deferred {done.deferred}"
                 if ch in done.logged:
                     leaf = done.logged[ch].leaf_index
                     out.print(f"{f}: signed (#{seq}) and logged at leaf {leaf} -> {spath.name}")
@@ -652,7 +669,7 @@ def sign(
                         err.print(f"[yellow]note:[/] {done.notes.pop(ch)}", highlight=False)
                     if c2pa and not _embed_c2pa(h, key, f, spath, chain):
                         failed += 1
-                    _print_sync_problems(h, done)
+                    _print_sync_problems(h, done, stops=False)
                     continue
                 if ch in done.refused:
                     err.print(
@@ -661,11 +678,11 @@ def sign(
                         highlight=False,
                     )
                     failed += 1
-                    _print_sync_problems(h, done)
+                    _print_sync_problems(h, done, stops=False)
                     continue
-                _print_sync_problems(h, done)
+                _print_sync_problems(h, done, stops=False)
             out.print(
-                f"{f}: signed (#{seq}), queued: server unreachable; run `prov device sync` later -> {spath.name}"
+                f"{f}: signed (#{seq}), queued: {stopped}; run `prov device sync` later -> {spath.name}"
             )
             if c2pa:
                 err.print(f"{f}: C2PA manifest not embedded: it needs the log receipt")
@@ -713,6 +730,7 @@ def verify(
                 found.signed_claim if found else None,
                 detect=detect,
                 chunk_hashes=found.chunk_hashes if found else (),
+                receipt=found.receipt if found else None,
             )
     except ProvenanceError as e:
         if as_json:  # scripts always get a JSON object on stdout
@@ -748,8 +766,11 @@ def detect(
     only `prov verify` checks signatures."""
     if local:
         for f in files:
-            with f.open("rb") as fh:
-                kind = sniff_media_type(fh.read(64)) or ""
+            try:
+                with open_regular(f) as fh:
+                    kind = sniff_media_type(fh.read(64)) or ""
+            except OSError as e:
+                raise ConfigError(f"cannot read {f}: {e.strerror or e}") from e
             if kind.startswith("video/"):
                 raise ConfigError(
                     f"{f}: --local scores still images; send videos to the server (drop --local)"
@@ -786,12 +807,15 @@ def detect(
 
 def _read_sidecar(file: Path, given: Path | None) -> Sidecar | None:
     """The sidecar to check: --sidecar (errors if unusable), else FILE.prov when present
-    (an unreadable one is reported and left out: the file is judged on its own bytes)."""
+    (an unreadable one is reported and left out: the file is judged on its own bytes).
+
+    Read with `clients.files.read_bounded`: a FIFO or device is refused without
+    blocking, and at most MAX_SIDECAR_BYTES are read."""
     path = given if given is not None else sidecar_path(file)
     if given is None and not path.exists():
         return None
     try:
-        return decode_sidecar(path.read_bytes())
+        return decode_sidecar(read_bounded(path, MAX_SIDECAR_BYTES, "sidecar"))
     except OSError as e:
         if given is not None:
             raise ConfigError(f"cannot read sidecar {path}: {e.strerror}") from e
@@ -806,8 +830,9 @@ def _read_sidecar(file: Path, given: Path | None) -> Sidecar | None:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``prov`` console script; returns the exit code.
 
-    Usage errors exit 2 (printed by Typer); our errors print one clean line and exit 1,
-    or 3 for a log integrity failure (fork, rollback, edited entries).
+    Usage errors exit 2 (printed by Typer); our errors, and the machine's (OSError: a
+    full disk, a folder gone), print one clean line and exit 1, or 3 for a log integrity
+    failure (fork, rollback, edited entries).
     """
     try:
         app(args=argv, prog_name="prov")
@@ -818,6 +843,10 @@ def main(argv: list[str] | None = None) -> int:
         return 3
     except ProvenanceError as e:
         err.print(f"[red]error:[/] {e}", highlight=False)
+        return 1
+    except OSError as e:  # the machine's, not the user's: a full disk, a folder gone
+        where = f": {e.filename}" if e.filename else ""
+        err.print(f"[red]error:[/] {e.strerror or e}{where}", highlight=False)
         return 1
     except KeyboardInterrupt:
         err.print("interrupted")

@@ -565,9 +565,10 @@ def _read_entry(file: Path) -> QueueEntry:
     try:
         sidecar = decode_sidecar(str(doc["sidecar"]).encode())
         side_path = Path(str(doc["sidecar_path"]))
+        seq = seq or sidecar.claim.sequence
     except (KeyError, ProvenanceError) as e:
         return known(file, seq, None, None, problem=f"malformed entry ({e})", raw=text)
-    return known(file, seq or sidecar.claim.sequence, sidecar, side_path)
+    return known(file, seq, sidecar, side_path)
 
 
 def _read_entries(folder: Path) -> list[QueueEntry]:
@@ -595,7 +596,8 @@ def measure(
     path: Path, limits: AssetLimits = AssetLimits()
 ) -> tuple[dict[str, object], tuple[bytes, ...]]:
     """The claim fields that describe ``path`` (media type, size, hard and soft bindings,
-    pixel dimensions, duration) and, for video, the per-chunk leaf hashes for the sidecar.
+    pixel dimensions, an image's EXIF orientation tag, duration) and, for video, the
+    per-chunk leaf hashes for the sidecar.
 
     Images: SHA-256 and one PDQ hash. Video: SHA-256 and an RFC 9162 Merkle root over
     1 MiB chunks, streamed; PDQ hashes of frames sampled at 1 Hz in a sandboxed decoder.
@@ -634,6 +636,7 @@ def measure(
         "soft_bindings": (asset.soft,),
         "width": asset.width,
         "height": asset.height,
+        "orientation": asset.orientation,
     }
     return fields, ()
 

@@ -2,21 +2,37 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.progress import Progress
 
 from clients.api import ProvenanceClient, default_server
 from clients.device import atomic_write
-from clients.options import ServerOpt
+from clients.files import read_bounded
+from clients.options import ServerOpt, in_existing_folder
 from provenance.audit import AuditState, audit_step
-from provenance.errors import ConfigError, LogIntegrityError, TransportError
+from provenance.errors import ConfigError, LogError, LogIntegrityError, TransportError
 from provenance.log.checkpoint import NoteVerifier, load_log_signer
+from provenance.log.tiledir import ExportResult, export_tiles, fetcher
+from provenance.log.tiles import audit_tiles
+from provenance.log.tlogproof import (
+    FILE_SUFFIX,
+    MAX_PROOF_BYTES,
+    decode_tlog_proof,
+    encode_tlog_proof,
+    is_tlog_proof,
+)
 from provenance.receipt import verify_receipt
-from provenance.sidecar import check_sidecar_key, decode_sidecar
+from provenance.sidecar import MAX_SIDECAR_BYTES, Sidecar, check_sidecar_key, decode_sidecar
+from provenance.store import Store, is_postgres_url, open_store
+from provenance.wire import decode_log_entry
+from provenance.witness import check_quorum
 
 log_app = typer.Typer(
     help="Audit the transparency log (checkpoints, consistency).", no_args_is_help=True
@@ -79,6 +95,13 @@ def audit(
         Path, typer.Option(help="File holding the last checkpoint this auditor accepted.")
     ],
     server: ServerOpt = default_server(),
+    tiles: Annotated[
+        str | None,
+        typer.Option(
+            help="Audit a C2SP tlog-tiles copy of the log instead of the server: an http(s)://"
+            " prefix or a directory (from `prov log export-tiles`). Needs --log-key or a STATE."
+        ),
+    ] = None,
     log_key: Annotated[
         str | None,
         typer.Option(
@@ -96,7 +119,11 @@ def audit(
     """Fetch the newest checkpoint, prove it consistent with the saved one, re-hash the
     entries against it, and save it. Exit 3 on a fork, a rollback, a changed log key, or
     entries edited or deleted behind the log's back; exit 1 when the server is unreachable."""
+    in_existing_folder(state, "--state")
     saved = AuditState.from_json(state.read_text()) if state.exists() else None
+    if tiles is not None:
+        _audit_tiles(tiles, state, saved, log_key, full)
+        return
     with ProvenanceClient(server) as c:
         server_vkey, _ = c.log_key()
         vkey = _read_vkey(log_key) if log_key else (saved.verifier_key if saved else server_vkey)
@@ -128,18 +155,187 @@ def audit(
     out.print(f"log OK: {grew}; {checked} entries re-hashed; consistent with the saved checkpoint")
 
 
+def _audit_tiles(
+    location: str, state: Path, saved: AuditState | None, log_key: str | None, full: bool
+) -> None:
+    """`prov log audit --tiles`: audit from the tiles alone (see `audit_tiles`)."""
+    if log_key is None and saved is None:
+        raise ConfigError(
+            "auditing tiles needs the log's verifier key: pass --log-key (text or a file),"
+            " e.g. from `prov log key`"
+        )
+    vkey = _read_vkey(log_key) if log_key else saved.verifier_key  # type: ignore[union-attr]
+    if saved is not None and saved.verifier_key != vkey:
+        raise LogIntegrityError(
+            f"--log-key {vkey} is not the key {saved.verifier_key} saved in {state}"
+        )
+    result = audit_tiles(fetcher(location), vkey, saved, full=full)
+    atomic_write(state, result.state.to_json().encode())
+    old_size = int(saved.checkpoint.split("\n")[1]) if saved is not None else None
+    size = result.checkpoint.size
+    grew = (
+        f"has {size} entries"
+        if old_size is None
+        else (
+            f"unchanged at {size} entries"
+            if old_size == size
+            else f"grew from {old_size} to {size}"
+        )
+    )
+    out.print(
+        f"tiled log OK: {grew}; {result.tiles_read} tiles and {result.entries_checked} entries"
+        " checked against the signed root"
+    )
+
+
+def _export_once(store: Store, directory: Path) -> ExportResult:
+    """One `export_tiles` run with a progress bar over the level-0 tiles on stderr."""
+    with Progress(console=err, transient=True) as bar:
+        task = bar.add_task("exporting tiles", total=None)
+        return export_tiles(store, directory, lambda d, t: bar.update(task, completed=d, total=t))
+
+
+@log_app.command("export-tiles")
+def export_tiles_command(
+    directory: Annotated[
+        Path, typer.Argument(help="Folder to write the tiled log into (created if missing).")
+    ],
+    db: Annotated[
+        str,
+        typer.Option(
+            help="The log's database: the SQLite file of `prov serve --db`, or its"
+            " postgresql:// URL. Read only; the server may keep running."
+        ),
+    ],
+    follow: Annotated[
+        bool,
+        typer.Option(help="Keep exporting each new checkpoint until interrupted (Ctrl-C)."),
+    ] = False,
+    interval: Annotated[
+        float, typer.Option(help="Seconds between polls of the database, with --follow.", min=0.1)
+    ] = 5.0,
+    max_polls: Annotated[
+        int,
+        typer.Option(
+            help="With --follow, stop after this many polls (0: until interrupted).", min=0
+        ),
+    ] = 0,
+) -> None:
+    """Write the log as C2SP tlog-tiles (c2sp.org/tlog-tiles): `checkpoint`, hash tiles
+    `tile/<L>/<N>[.p/<W>]` and entry bundles `tile/entries/<N>[.p/<W>]`, static files any
+    tlog client can audit (`prov log audit --tiles DIR`) and any web server can serve.
+    Only new files are written; the checkpoint goes last."""
+    if not is_postgres_url(db) and not Path(db).is_file():
+        raise ConfigError(f"no database at {db} (give the file `prov serve --db` uses)")
+    store = open_store(db)
+    try:
+        polls = 0
+        last = -1
+        while True:
+            result = _export_once(store, directory)
+            if result.size != last:
+                out.print(
+                    f"exported {result.size} entries to {directory}: {result.tiles_written} tiles"
+                    f" and {result.bundles_written} entry bundles written"
+                )
+                last = result.size
+            polls += 1
+            if not follow or (max_polls and polls >= max_polls):
+                return
+            time.sleep(interval)
+    finally:
+        store.close()
+
+
+class ReceiptFormat(StrEnum):
+    """Formats `prov receipt export` writes."""
+
+    TLOG_PROOF = "tlog-proof"
+
+
+@receipt_app.command("export")
+def receipt_export(
+    sidecar: Annotated[
+        Path, typer.Argument(help="A FILE.prov sidecar holding a receipt.", exists=True)
+    ],
+    format: Annotated[
+        ReceiptFormat,
+        typer.Option("--format", help="c2sp.org/tlog-proof: the standard offline proof format."),
+    ] = ReceiptFormat.TLOG_PROOF,
+    output: Annotated[
+        Path | None,
+        typer.Option(help="Where to write it. Default: FILE.tlog-proof beside the sidecar."),
+    ] = None,
+) -> None:
+    """Write the sidecar's receipt as a C2SP tlog-proof: the leaf data (as `extra`), the
+    leaf index, the inclusion proof and the signed checkpoint. Anyone checks it with
+    `prov receipt verify FILE.tlog-proof --log-key KEY`; the sidecar is left as it is."""
+    sc = _read_sidecar(sidecar)
+    if sc.receipt is None:
+        raise ConfigError(
+            f"{sidecar} has no receipt yet: the claim was not logged (run `prov device sync`)"
+        )
+    target = output or sidecar.with_name(sidecar.name.removesuffix(".prov") + FILE_SUFFIX)
+    in_existing_folder(target, "--output")
+    atomic_write(target, encode_tlog_proof(sc.receipt).encode())
+    out.print(f"wrote {target} ({format.value}, leaf {sc.receipt.leaf_index})")
+
+
+def _read_sidecar(path: Path) -> Sidecar:
+    try:
+        return decode_sidecar(read_bounded(path, MAX_SIDECAR_BYTES, "sidecar"))
+    except OSError as e:
+        raise ConfigError(f"cannot read sidecar {path}: {e.strerror or e}") from e
+
+
 @receipt_app.command("verify")
 def receipt_verify(
     sidecar: Annotated[
-        Path, typer.Argument(help="A FILE.prov sidecar holding a receipt.", exists=True)
+        Path,
+        typer.Argument(
+            help="A FILE.prov sidecar holding a receipt, or a FILE.tlog-proof (C2SP tlog-proof).",
+            exists=True,
+        ),
     ],
     log_key: Annotated[
         str, typer.Option(help="The log's verifier key (text or a file holding it).")
     ],
+    with_sidecar: Annotated[
+        Path | None,
+        typer.Option(
+            "--sidecar",
+            help="With a tlog-proof: also check that it proves this sidecar's claim, signed by"
+            " the sidecar's key.",
+            exists=True,
+        ),
+    ] = None,
+    witness: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="A witness's cosigner key (NAME+ID+KEY, text or file; repeat): check its"
+            " C2SP tlog-cosignature on the receipt's checkpoint."
+        ),
+    ] = None,
+    witness_quorum: Annotated[
+        int | None,
+        typer.Option(help="Cosignatures required among --witness (default: all of them).", min=0),
+    ] = None,
 ) -> None:
-    """Verify a sidecar's receipt offline: its public key against the claim's key id and
-    signature, then the checkpoint signature, leaf and inclusion proof."""
-    sc = decode_sidecar(sidecar.read_bytes())
+    """Verify a receipt offline: a sidecar's public key against the claim's key id and
+    signature, then the checkpoint signature, leaf and inclusion proof. A tlog-proof is
+    verified the same way against the claim in its leaf data. With --witness, also the
+    witnesses' cosignatures on its checkpoint (exit 1 below the quorum)."""
+    witnesses = [_read_vkey(w) for w in witness or []]
+    quorum = len(witnesses) if witness_quorum is None else witness_quorum
+    try:
+        data = read_bounded(sidecar, max(MAX_SIDECAR_BYTES, MAX_PROOF_BYTES), "receipt")
+    except OSError as e:
+        raise ConfigError(f"cannot read {sidecar}: {e.strerror or e}") from e
+    if is_tlog_proof(data):
+        note = _verify_tlog_proof(data, _read_vkey(log_key), with_sidecar)
+        _print_witnesses(note, witnesses, quorum)
+        return
+    sc = decode_sidecar(data)
     if sc.receipt is None:
         raise ConfigError(
             f"{sidecar} has no receipt yet: the claim was not logged (run `prov device sync`)"
@@ -151,3 +347,37 @@ def receipt_verify(
         f" logged {sc.receipt.integrated_at:%Y-%m-%d %H:%M:%S} UTC; claim by device"
         f" {sc.signed_claim.key_id.hex()[:16]}… (signature verified with the sidecar's key)"
     )
+    _print_witnesses(sc.receipt.checkpoint, witnesses, quorum)
+
+
+def _print_witnesses(note: str, witnesses: list[str], quorum: int) -> None:
+    """Check the witness cosignatures on ``note`` (see `check_quorum`) and say who signed."""
+    if not witnesses and not quorum:
+        return
+    signed = check_quorum(note, witnesses, quorum)
+    names = ", ".join(f"{c.name} at {c.timestamp:%Y-%m-%d %H:%M:%S} UTC" for c in signed)
+    out.print(f"cosigned by {len(signed)} of {len(witnesses)} witnesses: {names or 'none'}")
+
+
+def _verify_tlog_proof(data: bytes, vkey: str, sidecar: Path | None) -> str:
+    """`prov receipt verify FILE.tlog-proof`: see `provenance.log.tlogproof`. Returns the
+    proof's checkpoint note."""
+    try:
+        text = data.decode()
+    except UnicodeDecodeError as e:
+        raise LogError("the tlog-proof is not UTF-8 text") from e
+    receipt = decode_tlog_proof(text)
+    signed, _ = decode_log_entry(receipt.log_entry)
+    how = "its signature was checked by the log; add --sidecar to check it with the device key"
+    if sidecar is not None:
+        sc = _read_sidecar(sidecar)
+        check_sidecar_key(sc)
+        signed = sc.signed_claim
+        how = "signature verified with the sidecar's key"
+    cp = verify_receipt(receipt, signed, NoteVerifier.from_vkey(vkey))
+    out.print(
+        f"tlog-proof OK: leaf {receipt.leaf_index} of {cp.size} in log {cp.origin},"
+        f" logged {receipt.integrated_at:%Y-%m-%d %H:%M:%S} UTC; claim by device"
+        f" {signed.key_id.hex()[:16]}… ({how})"
+    )
+    return receipt.checkpoint

@@ -1,7 +1,9 @@
-"""Command-line options shared by every `prov` command that talks to a server."""
+"""Command-line options shared by every `prov` command that talks to a server, and
+checks of option values that Typer cannot express."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -16,3 +18,15 @@ ServerOpt = Annotated[
         show_default=False,
     ),
 ]
+
+
+def in_existing_folder(path: Path, option: str) -> Path:
+    """``path`` if the folder it would be created in exists; else a usage error (exit
+    2, a clean message naming ``option``) instead of a traceback later, when the file is
+    first written. Raises typer.BadParameter."""
+    folder = path.parent
+    if not folder.is_dir():
+        raise typer.BadParameter(
+            f"{path}: the folder {folder} does not exist (create it first)", param_hint=option
+        )
+    return path

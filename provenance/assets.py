@@ -12,8 +12,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from provenance.binding import PerceptualHash
+from provenance.dihedral import pdq_dihedral
 from provenance.errors import MediaError, MediaTooLargeError
-from provenance.media import DEFAULT_MAX_PIXELS, decode_image, image_soft_binding, sniff_media_type
+from provenance.media import DEFAULT_MAX_PIXELS, decode_image, sniff_media_type
 from provenance.verify import FileFacts
 
 #: Default largest file accepted for verification or signing, in bytes.
@@ -36,14 +37,17 @@ class AssetLimits:
 
 @dataclass(frozen=True)
 class ImageAsset:
-    """What is known about an image: its facts, size in pixels, PDQ hash, and the decoded
-    pixels as displayed (rgb: (height, width, 3) uint8)."""
+    """What is known about an image: its facts, size in pixels, PDQ hash, the decoded
+    pixels as displayed (rgb: (height, width, 3) uint8) and its EXIF orientation tag
+    (1..8, 0 when none). ``facts.dihedral_soft_bindings`` holds the PDQ hashes of its 7
+    other rotations and mirror images (`provenance.dihedral`)."""
 
     facts: FileFacts
     width: int
     height: int
     soft: PerceptualHash
     rgb: np.ndarray = field(repr=False, compare=False)
+    orientation: int = 0
 
 
 def check_size(size: int, limits: AssetLimits) -> None:
@@ -83,8 +87,13 @@ def inspect_image(sha256: bytes, data: bytes, limits: AssetLimits) -> ImageAsset
     check_size(len(data), limits)
     check_image_size(len(data), limits)
     img = decode_image(data, max_pixels=limits.max_pixels, max_decode_bytes=limits.max_decode_bytes)
-    soft = image_soft_binding(img)
+    soft, *turned = pdq_dihedral(img.rgb)
     facts = FileFacts(
-        sha256=sha256, size=len(data), media_type=img.media_type, soft_bindings=(soft,)
+        sha256=sha256,
+        size=len(data),
+        media_type=img.media_type,
+        soft_bindings=(soft,),
+        dihedral_soft_bindings=tuple(turned),
+        orientation=img.orientation,
     )
-    return ImageAsset(facts, img.width, img.height, soft, img.rgb)
+    return ImageAsset(facts, img.width, img.height, soft, img.rgb, img.orientation)

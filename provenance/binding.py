@@ -16,9 +16,9 @@ import os
 from dataclasses import dataclass
 
 import numpy as np
-import pdqhash  # type: ignore[import-untyped]
 
 from provenance.errors import BindingError
+from provenance.pdq_core import pdq_hash256
 
 #: Default read size when hashing files, in bytes (1 MiB).
 DEFAULT_CHUNK_SIZE = 1 << 20
@@ -113,6 +113,16 @@ class PerceptualHash:
         return self.hash.hex()
 
 
+def check_rgb(rgb: np.ndarray) -> None:
+    """Raises BindingError unless ``rgb`` is a non-empty (H, W, 3) uint8 array."""
+    if rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3:
+        raise BindingError(
+            f"expected an (H, W, 3) uint8 RGB array, got shape {rgb.shape} dtype {rgb.dtype}"
+        )
+    if rgb.shape[0] == 0 or rgb.shape[1] == 0:
+        raise BindingError(f"cannot hash an empty image of shape {rgb.shape}")
+
+
 def pdq_hash(rgb: np.ndarray, timestamp_seconds: float = 0.0) -> PerceptualHash:
     """Compute the PDQ hash of an image.
 
@@ -120,17 +130,12 @@ def pdq_hash(rgb: np.ndarray, timestamp_seconds: float = 0.0) -> PerceptualHash:
     timestamp_seconds: the frame time for video frames. Raises BindingError on any other
     shape or dtype. About 20-30 one-megapixel images/s per core.
     """
-    if rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3:
-        raise BindingError(
-            f"expected an (H, W, 3) uint8 RGB array, got shape {rgb.shape} dtype {rgb.dtype}"
-        )
-    if rgb.shape[0] == 0 or rgb.shape[1] == 0:
-        raise BindingError(f"cannot hash an empty image of shape {rgb.shape}")
-    bits, quality = pdqhash.compute(np.ascontiguousarray(rgb))
+    check_rgb(rgb)
+    packed, quality = pdq_hash256(np.ascontiguousarray(rgb))
     return PerceptualHash(
         algorithm=PDQ_ALGORITHM,
-        hash=np.packbits(bits.astype(np.uint8)).tobytes(),
-        quality=int(quality),
+        hash=packed,
+        quality=quality,
         timestamp_seconds=timestamp_seconds,
     )
 

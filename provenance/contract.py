@@ -10,3 +10,6 @@ from __future__ import annotations
 MAX_MESSAGE_BYTES = 8 * 1024 * 1024
 #: Upload chunk size the clients use, in bytes.
 UPLOAD_CHUNK_BYTES = 1024 * 1024
+#: Start of the reason a Lookup (hashes only) gives for a video it could not search with
+#: the dense frame pass; a caller holding the file (the scanner) then sends it (VerifyFile).
+DENSE_PASS_NEEDS_BYTES = "the dense frame pass that finds trimmed clips needs the file's bytes"

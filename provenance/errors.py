@@ -42,6 +42,11 @@ class LogIntegrityError(LogError):
     """Stored log data no longer matches its signed checkpoints (tampering or corruption)."""
 
 
+class TileMissingError(LogIntegrityError):
+    """A tiled log (C2SP tlog-tiles) does not serve a file its checkpoint needs (a missing
+    file, HTTP 404)."""
+
+
 class StorageError(ProvenanceError):
     """The database cannot be reached, read or written (connection lost, disk full, I/O
     error): the request may succeed later; nothing half-done was kept."""

@@ -14,7 +14,7 @@ import warnings
 from dataclasses import dataclass
 
 import numpy as np
-import pillow_heif  # type: ignore[import-untyped]
+import pillow_heif
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from provenance.binding import PerceptualHash, pdq_hash

@@ -30,7 +30,8 @@ from typing import Any, Protocol
 import numpy as np
 
 from provenance import wire
-from provenance.claims import SignedClaim, Verdict
+from provenance.claims import Receipt, SignedClaim, Verdict
+from provenance.contract import DENSE_PASS_NEEDS_BYTES
 from provenance.errors import MediaError, ProvenanceError
 from provenance.inspect import InspectConfig, Inspection, Upload, inspect_upload, resample_dense
 from provenance.service import ProvenanceService
@@ -44,9 +45,6 @@ log = logging.getLogger(__name__)
 DETECTOR_VIDEO_FRAMES = 16
 #: Least time, in seconds, the dense frame pass needs before the call's deadline.
 DENSE_PASS_MIN_S = 5.0
-#: Start of the reason a hash-only lookup gives for a video it could not search densely;
-#: a caller that holds the bytes (the scanner, for files on disk) then sends the file.
-DENSE_PASS_NEEDS_BYTES = "the dense frame pass that finds trimmed clips needs the file's bytes"
 #: Reading a file for in-process verification, in bytes per read.
 _READ_BYTES = 1 << 20
 
@@ -68,16 +66,23 @@ class DetectorBackend(Protocol):
         ...
 
 
-def sidecar_chunk_size(sidecar: SignedClaim | None) -> int:
-    """The chunk size (bytes) of a sidecar claim's chunked hard binding, so an upload can
-    hash its chunks as they arrive; 0 when there is none or the claim does not decode (the
-    verdict then reports the sidecar as unusable; it never fails the call)."""
+def claimed_chunk_size(sidecar: SignedClaim | None) -> int:
+    """The chunk size in bytes that a sidecar claim's hard binding states (0 for an image
+    claim, no sidecar, or a claim that does not decode: an unusable sidecar never fails the
+    call, the verdict reports it)."""
     if sidecar is None:
         return 0
     try:
-        size = wire.decode_claim(sidecar.claim_bytes).hard_binding.chunk_size
+        return wire.decode_claim(sidecar.claim_bytes).hard_binding.chunk_size
     except ProvenanceError:
         return 0
+
+
+def sidecar_chunk_size(sidecar: SignedClaim | None) -> int:
+    """The chunk size (bytes) at which an upload should hash its chunks as they arrive, so
+    damaged ranges can be named: `claimed_chunk_size` when it is in 1..MAX_VIDEO_CHUNK,
+    else 0."""
+    size = claimed_chunk_size(sidecar)
     return size if 0 < size <= MAX_VIDEO_CHUNK else 0
 
 
@@ -103,12 +108,14 @@ class VerificationPipeline:
         chunk_hashes: Sequence[bytes] = (),
         detect: bool = False,
         time_left: Callable[[], float | None] | None = None,
+        sidecar_receipt: Receipt | None = None,
     ) -> VerificationReport:
         """The report on a complete upload (module docstring, steps 1-5).
 
         sidecar: the claim that came beside the file; chunk_hashes: a video sidecar's
         chunk leaf hashes (32 bytes each); detect: run the advisory detector; time_left:
-        seconds left before the caller's deadline (None: no deadline). Raises MediaError
+        seconds left before the caller's deadline (None: no deadline); sidecar_receipt:
+        the sidecar's log receipt (a lost one reads as a log rollback). Raises MediaError
         for a file that is neither decodable media nor matched by the log or a sidecar,
         MediaTooLargeError beyond the limits, LogIntegrityError for a damaged log.
         """
@@ -116,7 +123,7 @@ class VerificationPipeline:
             self.service.store.leaves_by_file_sha256(upload.sha256)
         )
         found = inspect_upload(upload, self.inspect, lenient)
-        report = self.service.verify(found.facts, sidecar, tuple(chunk_hashes))
+        report = self.service.verify(found.facts, sidecar, tuple(chunk_hashes), sidecar_receipt)
         if (
             report.status is Verdict.UNSIGNED
             and found.video is not None

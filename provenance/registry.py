@@ -128,3 +128,12 @@ def chain_link(claim: Claim, last_sequence: int, last_claim_hash: bytes) -> bool
             f" sequence {last_sequence}"
         )
     return claim.sequence == last_sequence + 1 and claim.prev_claim_hash == last_claim_hash
+
+
+def merged_revocation(device: Device, effective_at: datetime, reason: str) -> tuple[datetime, str]:
+    """The (time, reason) a device's revocation holds after revoking it at ``effective_at``
+    for ``reason``: revoking twice keeps the earlier time, and the reason stays the one
+    given with that time, so the two never disagree (DESIGN.md, "Devices")."""
+    if device.revoked_at is not None and device.revoked_at <= effective_at:
+        return device.revoked_at, device.revocation_reason
+    return effective_at, reason

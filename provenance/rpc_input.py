@@ -86,4 +86,4 @@ class MalformedRequestInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
             behavior = getattr(handler, kind)
             if behavior is not None:
                 changes[kind] = wrap(behavior, method)
-        return handler._replace(**changes)  # type: ignore[no-any-return]
+        return handler._replace(**changes)

@@ -21,9 +21,11 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from provenance import wire
+from provenance import metrics, wire
 from provenance.assets import check_image_size
 from provenance.claims import MAX_SOFT_BINDINGS, SignedClaim
+from provenance.contract import MAX_MESSAGE_BYTES
+from provenance.dihedral import DIHEDRAL_TURNS
 from provenance.errors import (
     AuthError,
     ClaimError,
@@ -48,7 +50,12 @@ from provenance.errors import (
 from provenance.inspect import InspectConfig, Upload
 from provenance.limits import DeviceQuota, ServerLimits, UploadGate, UploadStream
 from provenance.media import SNIFF_BYTES, sniff_media_type
-from provenance.pipeline import DetectorBackend, VerificationPipeline, sidecar_chunk_size
+from provenance.pipeline import (
+    DetectorBackend,
+    VerificationPipeline,
+    claimed_chunk_size,
+    sidecar_chunk_size,
+)
 from provenance.rpc_input import MalformedRequestInterceptor
 from provenance.service import ProvenanceService
 from provenance.v1 import provenance_pb2 as pb
@@ -57,10 +64,6 @@ from provenance.verify import FileFacts, VerificationReport
 
 log = logging.getLogger(__name__)
 
-#: Largest gRPC message either side accepts, in bytes. Uploads travel in 1 MiB chunks.
-MAX_MESSAGE_BYTES = 8 * 1024 * 1024
-#: Upload chunk size the clients use, in bytes.
-UPLOAD_CHUNK_BYTES = 1024 * 1024
 #: Most queries in one Lookup call (the server's default; `ServerLimits`).
 MAX_LOOKUP_QUERIES = ServerLimits().max_lookup_queries
 #: Most perceptual hashes (video frames) in one Lookup call (the server's default).
@@ -269,8 +272,13 @@ class VerificationServicer(rpc.VerificationServicer):
             held.enter_context(self.gate.decode(context))
             sidecar = wire.signed_from_pb(header.sidecar) if header.HasField("sidecar") else None
             chunks = tuple(bytes(h) for h in header.chunk_hashes)
+            receipt = (
+                wire.receipt_from_pb(header.sidecar_receipt)
+                if sidecar is not None and header.HasField("sidecar_receipt")
+                else None
+            )
             report = self.p.verify_upload(
-                upload, sidecar, chunks, header.detect, context.time_remaining
+                upload, sidecar, chunks, header.detect, context.time_remaining, receipt
             )
             if chunks and not upload.chunk_hashes and sidecar is not None:
                 report = self._unhashed_chunks(report, sidecar)
@@ -280,7 +288,7 @@ class VerificationServicer(rpc.VerificationServicer):
         self, report: VerificationReport, sidecar: SignedClaim
     ) -> VerificationReport:
         """``report`` with a note when the sidecar's chunk size was too small to hash."""
-        size = wire.decode_claim(sidecar.claim_bytes).hard_binding.chunk_size
+        size = claimed_chunk_size(sidecar)
         if not 0 < size < self.c.limits.min_chunk_bytes:
             return report
         note = (
@@ -329,6 +337,9 @@ class VerificationServicer(rpc.VerificationServicer):
                 media_type=q.media_type,
                 content_sha256=bytes(q.content_sha256),
                 soft_bindings=tuple(wire.soft_from_pb(s) for s in q.soft_bindings),
+                dihedral_soft_bindings=tuple(
+                    wire.soft_from_pb(s) for s in q.dihedral_soft_bindings[:DIHEDRAL_TURNS]
+                ),
             )
             result = pb.LookupResult(ref=q.ref, report=wire.report_to_pb(self.p.lookup(facts)))
             room -= result.ByteSize() + 8  # the field's tag and length
@@ -399,8 +410,6 @@ def create_server(
     also when another process listens on it (SO_REUSEPORT is off, so a second server on
     the same port is refused instead of sharing its connections).
     """
-    from provenance import metrics
-
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=config.limits.rpc_threads, thread_name_prefix="rpc"),
         interceptors=[MalformedRequestInterceptor(), metrics.MetricsInterceptor()],

@@ -47,6 +47,13 @@ from provenance.registry import (
     new_token,
     token_hash,
 )
+from provenance.rollback import (
+    CheckpointMemo,
+    check_not_rolled_back,
+    memo_path,
+    remember_checkpoint,
+    with_lost_receipt,
+)
 from provenance.startup import advance_mark, check_log_at_start
 from provenance.store import LeafRecord, Store, open_store
 from provenance.timecheck import check_revocation_time, with_time_flags
@@ -110,6 +117,11 @@ class ProvenanceService:
                 self.verifier,
                 rehash="all" if config.full_check else "new" if config.verify_on_start else "none",
             )
+            # an in-memory store starts empty by design: nothing to remember for it
+            self._memo = (
+                None if str(config.db) == ":memory:" else CheckpointMemo(memo_path(config.log_key))
+            )
+            self._remember_start()
             self.pdq = MihIndex()
             #: whether any video claim is logged (else a dense frame pass cannot match)
             self.has_video = False
@@ -124,6 +136,9 @@ class ProvenanceService:
             )
             self._upkeep.start()
         except BaseException:
+            memo: CheckpointMemo | None = getattr(self, "_memo", None)
+            if memo is not None:
+                memo.close()
             self.store.close()
             raise
 
@@ -155,14 +170,30 @@ class ProvenanceService:
             )
         return signer
 
+    def _remember_start(self) -> None:
+        """Refuse a database behind the newest checkpoint this server signed (kept beside
+        the log key, `provenance.rollback`); then remember the database's latest."""
+        if self._memo is None:
+            return
+        remembered = check_not_rolled_back(
+            self._memo.path, self.verifier, self.store.tree_size(), self.store.get_nodes
+        )
+        latest = self.store.latest_checkpoint()
+        if latest is not None and (latest[0] > remembered or not self._memo.path.exists()):
+            remember_checkpoint(self._memo.path, latest[1])
+
     def close(self) -> None:
         self._stop.set()
         self._upkeep.join()
         self.writer.close()
+        if self._memo is not None:
+            self._memo.close()
         self.store.close()
 
     def _after_commit(self, size: int, note: str, appended: list[tuple[int, PendingClaim]]) -> None:
         metrics.APPENDS.inc(len(appended))
+        if appended and self._memo is not None:
+            self._memo.update(size, note)
         with self._index_lock:
             if appended and appended[0][0] == self._indexed:
                 for idx, p in appended:
@@ -285,7 +316,9 @@ class ProvenanceService:
 
         A replay of a logged claim returns its original receipt (``duplicate``).
         Raises ClaimError, UnknownDeviceError, SignatureError, RevokedKeyError or
-        SequenceError.
+        SequenceError for the claim; StorageError when the store fails or the log does not
+        confirm in time, LogIntegrityError when the stored log no longer matches its
+        checkpoints.
         """
         claim = wire.decode_claim(signed.claim_bytes)
         check_claim_shape(signed, claim)
@@ -338,12 +371,16 @@ class ProvenanceService:
         facts: FileFacts,
         sidecar: SignedClaim | None = None,
         sidecar_chunk_hashes: tuple[bytes, ...] = (),
+        sidecar_receipt: Receipt | None = None,
     ) -> VerificationReport:
         """The cryptographic verdict on a file described by ``facts`` (and its sidecar).
 
         A sidecar whose claim does not decode is not used, and the report says so: it can
-        neither block the verdict nor change it (a file without it gets the same one).
-        Raises LogIntegrityError when a log record found for the file is damaged."""
+        neither block the verdict nor change it (a file without it gets the same one). The
+        sidecar's ``sidecar_receipt``, when this log signed it for a claim the log no
+        longer holds, is reported as a log rollback (`provenance.rollback`).
+        Raises LogIntegrityError when a log record found for the file is damaged, and
+        StorageError when the store cannot be read."""
         now = self.clock()
         hashes = [facts.sha256] + ([facts.content_sha256] if facts.content_sha256 else [])
         exact = [self._logged(r) for h in hashes for r in self.store.leaves_by_file_sha256(h)]
@@ -363,7 +400,7 @@ class ProvenanceService:
             if exact
             else [
                 self._logged(rec)
-                for idx in self._near_candidates(facts.soft_bindings)
+                for idx in self._near_candidates(facts.soft_bindings + facts.dihedral_soft_bindings)
                 if (rec := self.store.leaf_by_index(idx)) is not None
             ]
         )
@@ -373,7 +410,7 @@ class ProvenanceService:
                 report if unusable is None else replace(report, reasons=(*report.reasons, unusable))
             )
         rec = self.store.leaf_by_claim_hash(sidecar.claim_hash)
-        return with_time_flags(
+        report = with_time_flags(
             decide(
                 facts,
                 now,
@@ -386,6 +423,10 @@ class ProvenanceService:
                 sidecar_chunk_hashes=sidecar_chunk_hashes,
             )
         )
+        if sidecar_receipt is None or rec is not None:
+            return report
+        size = self.store.tree_size()
+        return with_lost_receipt(report, sidecar, sidecar_receipt, self.verifier, size)
 
     def _near_candidates(self, soft: tuple[PerceptualHash, ...], limit: int = 8) -> list[int]:
         """Leaf indexes whose soft bindings are near ``soft``: for one image hash the

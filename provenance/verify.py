@@ -23,8 +23,9 @@ Rules, in order (DESIGN.md, "The verdict"):
      revoked, else ``UNSIGNED`` (an unlogged claim proves nothing about time).
 2. No sidecar: a logged claim with the file's SHA-256 -> ``SIGNED_ORIGINAL`` (or
    ``REVOKED_KEY`` as above).
-3. A logged claim whose PDQ hash is within ``PDQ_MATCH_THRESHOLD`` bits of the file's
-   (both of quality >= ``PDQ_MIN_QUALITY``) -> ``DERIVED``.
+3. A logged claim whose PDQ hash is within ``PDQ_MATCH_THRESHOLD`` bits of the file's,
+   or of one of its 7 rotations and mirror images (`provenance.dihedral`; both of quality
+   >= ``PDQ_MIN_QUALITY``) -> ``DERIVED``, with the transform in the evidence.
 4. Otherwise ``UNSIGNED``.
 """
 
@@ -37,10 +38,17 @@ from typing import Any
 
 from provenance.binding import PDQ_MATCH_THRESHOLD, PDQ_MIN_QUALITY, PerceptualHash, hamming
 from provenance.claims import Claim, Device, Receipt, SignedClaim, TimeFlag, Verdict
+from provenance.dihedral import best_dihedral_distance, turn_notes
 from provenance.envelope import PAYLOAD_TYPE_CLAIM, verify_payload
 from provenance.errors import BindingError, KeyMaterialError, SignatureError
 from provenance.video.binding import check_chunk_hashes, locate_damage
 from provenance.video.match import VideoMatch, match_video
+
+#: The reason of an UNSIGNED verdict on a valid sidecar claim that is not in the log.
+UNLOGGED_SIDECAR_REASON = (
+    "the sidecar's signature is valid and matches the bytes, but the claim is not in"
+    " the log: nothing proves when it was made (submit it with `prov device sync`)"
+)
 
 
 @dataclass(frozen=True)
@@ -51,7 +59,10 @@ class FileFacts:
     (``content_sha256``, what a claim binds for a capture exported with Content
     Credentials; empty otherwise). For video, the soft bindings are PDQ hashes of sampled
     frames with their times, and ``chunk_hashes`` the leaf hashes of its chunks at the
-    chunk size of the claim being checked (empty when not computed)."""
+    chunk size of the claim being checked (empty when not computed). For an image,
+    ``dihedral_soft_bindings`` are the PDQ hashes of its 7 other rotations and mirror
+    images (`provenance.dihedral`, empty when not computed) and ``orientation`` its EXIF
+    orientation tag (1..8, 0 when none)."""
 
     sha256: bytes
     size: int
@@ -60,6 +71,8 @@ class FileFacts:
     notes: tuple[str, ...] = ()
     content_sha256: bytes = b""
     chunk_hashes: tuple[bytes, ...] = ()
+    dihedral_soft_bindings: tuple[PerceptualHash, ...] = ()
+    orientation: int = 0
 
     def binds(self, claimed_sha256: bytes) -> bool:
         """Whether a claim's hard binding covers these bytes (raw, or manifest-stripped)."""
@@ -304,25 +317,31 @@ def _decide_near(
     """Rules 3 and 4: the closest signed capture within the threshold, else UNSIGNED."""
     if facts.media_type.startswith("video/"):
         return _decide_video_near(facts, now, near)
-    best: tuple[int, LoggedClaim] | None = None
+    best: tuple[int, str, LoggedClaim] | None = None
     for lc in near:
-        d = best_pdq_distance(facts.soft_bindings, lc.claim.soft_bindings)
-        if d is None or d > PDQ_MATCH_THRESHOLD or not signature_ok(lc.signed_claim, lc.device):
+        found = best_dihedral_distance(
+            facts.soft_bindings, facts.dihedral_soft_bindings, lc.claim.soft_bindings
+        )
+        if found is None or found[0] > PDQ_MATCH_THRESHOLD:
             continue
-        if best is None or d < best[0]:
-            best = (d, lc)
+        if not signature_ok(lc.signed_claim, lc.device):
+            continue
+        if best is None or found[0] < best[0]:
+            best = (*found, lc)
     if best is None:
         return _unsigned(facts, now)
-    d, lc = best
+    d, turn, lc = best
     ev = Evidence(
         file=facts,
         claim=lc.evidence(signature_valid=True),
         pdq_distance=d,
+        pdq_transform=turn,
     )
     reasons = [
         f"no exact match; the pixels are within {d} bits (PDQ, threshold"
         f" {PDQ_MATCH_THRESHOLD}) of a signed capture at log index"
-        f" {lc.receipt.leaf_index}: a re-encoded, resized or edited copy of it"
+        f" {lc.receipt.leaf_index}: a re-encoded, resized or edited copy of it",
+        *turn_notes(turn, facts.orientation, lc.claim.orientation),
     ]
     if lc.device.revoked_at is not None:
         reasons.append(f"note: for that capture, {_revocation_note(lc.device)}")
@@ -472,15 +491,7 @@ def _decide_with_sidecar(
             ev,
             now,
         )
-    return VerificationReport(
-        Verdict.UNSIGNED,
-        (
-            "the sidecar's signature is valid and matches the bytes, but the claim is not in"
-            " the log: nothing proves when it was made (submit it with `prov device sync`)",
-        ),
-        ev,
-        now,
-    )
+    return VerificationReport(Verdict.UNSIGNED, (UNLOGGED_SIDECAR_REASON,), ev, now)
 
 
 def with_c2pa(report: VerificationReport, c2pa: dict[str, Any] | None) -> VerificationReport:

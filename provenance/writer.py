@@ -22,7 +22,13 @@ from datetime import datetime
 
 from provenance import metrics, wire
 from provenance.claims import Claim, Receipt, SignedClaim
-from provenance.errors import LogError, LogIntegrityError, ProvenanceError, SequenceError
+from provenance.errors import (
+    LogError,
+    LogIntegrityError,
+    ProvenanceError,
+    SequenceError,
+    StorageError,
+)
 from provenance.log import merkle
 from provenance.log.checkpoint import Checkpoint, LogSigner
 from provenance.registry import chain_link
@@ -94,10 +100,18 @@ class GroupCommitWriter:
         self._thread.start()
 
     def submit(self, pending: PendingClaim, timeout: float = 30.0) -> Appended:
-        """Queue ``pending`` and wait until it is durable; raises the submission's error."""
+        """Queue ``pending`` and wait until it is durable; raises the submission's error,
+        or StorageError when the log has not confirmed it within ``timeout`` seconds (it
+        may still be logged: a resubmission returns its receipt)."""
         fut: Future[Appended] = Future()
         self._queue.put(_Item(pending, fut))
-        return fut.result(timeout=timeout)
+        try:
+            return fut.result(timeout=timeout)
+        except TimeoutError as e:
+            raise StorageError(
+                f"the log did not confirm the submission within {timeout:g} s; it may still"
+                " be recorded: submit it again (a replay returns its receipt)"
+            ) from e
 
     def close(self) -> None:
         """Finish what is queued, then stop the writer thread."""
@@ -133,10 +147,6 @@ class GroupCommitWriter:
     def _commit(self, batch: list[_Item]) -> None:
         try:
             results, appended, size, note = self._append(batch)
-        except ProvenanceError as e:
-            for item in batch:
-                item.future.set_exception(e)
-            return
         except Exception as e:  # a broken database must not kill the writer thread
             if len(batch) > 1:
                 # One bad claim must not fail the others: nothing was committed, so
@@ -146,6 +156,9 @@ class GroupCommitWriter:
                 )
                 for item in batch:
                     self._commit([item])
+                return
+            if isinstance(e, ProvenanceError):
+                batch[0].future.set_exception(e)
                 return
             log.exception("log append failed")
             err = LogError(f"the log could not record the submission: {e}")

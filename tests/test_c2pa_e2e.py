@@ -117,3 +117,17 @@ def test_plain_photo_has_no_credentials(server: ServerProc, cli: Cli, tmp_path: 
     rc, report = _verify(cli, img)
     assert (rc, report["status"]) == (11, "UNSIGNED")
     assert report["c2pa"]["present"] is False and report["c2pa"]["error"] is None
+
+
+def test_sign_c2pa_batch_goes_on_past_a_file_with_a_manifest(
+    ca_server: ServerProc, cli: Cli, tmp_path: Path
+) -> None:
+    first = Path(shutil.copy(SAMPLES / "grace_hopper.jpg", tmp_path / "first.jpg"))
+    assert cli("sign", "--c2pa", str(first))[0] == 0  # first.jpg now carries a manifest
+    later = Path(shutil.copy(SAMPLES / "rocket.jpg", tmp_path / "later.jpg"))
+    rc, out, err = cli("sign", "--c2pa", str(first), str(later))
+    assert rc == 1, (out, err)  # one file failed ...
+    assert "first.jpg: C2PA manifest not embedded" in err and "already carries" in err
+    assert f"{later}: C2PA manifest embedded" in out  # ... and the batch went on
+    rc, report = _verify(cli, later)
+    assert (rc, report["c2pa"]["validation_state"]) == (0, "Trusted")

@@ -9,8 +9,6 @@ import sys
 
 from conftest import ROOT
 
-from provenance import contract, server
-
 
 def test_clients_api_does_not_load_the_server_side() -> None:
     code = "import json, sys, clients.api; print(json.dumps(sorted(sys.modules)))"
@@ -23,7 +21,3 @@ def test_clients_api_does_not_load_the_server_side() -> None:
     server_side = {"sqlite3", "provenance.server", "provenance.service", "provenance.writer"}
     assert not loaded & server_side
     assert not [m for m in loaded if m == "provenance.store" or m.startswith("provenance.store.")]
-
-
-def test_both_ends_use_the_contract_sizes() -> None:
-    assert server.MAX_MESSAGE_BYTES == contract.MAX_MESSAGE_BYTES

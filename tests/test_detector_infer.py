@@ -152,7 +152,7 @@ def test_own_weights_file_reports_its_own_model_id() -> None:
     path = REGISTRY["default-b"].shipped
     with Detector.load("default", weights=path, device="cpu", secret=SECRET) as d:
         r = d.score_image(_rgb(GOLDEN[0][0]), b"k")
-    assert r.model_id == "default-b" and r.model_version == "1"
+    assert r.model_id == "default-b" and r.model_version == "2"
 
 
 def _png_header(width: int, height: int) -> bytes:

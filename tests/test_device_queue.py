@@ -13,6 +13,8 @@ from conftest import SAMPLES, Cli, ServerProc, start_server
 
 from clients.device import DeviceHome
 
+pytestmark = pytest.mark.slow  # each test starts one or two `prov serve` processes
+
 
 def _verify(cli: Cli, path: Path) -> str:
     rc, out, err = cli("verify", str(path), "--json", "--no-detect", "--no-sidecar")
@@ -147,3 +149,20 @@ def test_queue_records_why_an_entry_is_still_queued(
     assert entry["sequence"] == 1 and entry["file"] == str(photo)
     # one try by `sign`, one by `sync`
     assert entry["attempts"] == 2 and "cannot reach the server" in entry["last_error"]
+
+
+def test_queue_retries_claims_signed_before_enrollment(cli: Cli, tmp_path: Path) -> None:
+    """A transient refusal (NOT_FOUND: this device is not enrolled yet) keeps the claim
+    queued, in order, with the reason; it is logged once the device is enrolled."""
+    assert cli("device", "init")[0] == 0
+    photo = Path(shutil.copy(SAMPLES / "rocket.jpg", tmp_path / "early.jpg"))
+    rc, out, err = cli("sign", str(photo))
+    assert rc == 0 and "queued: the server deferred early.jpg" in out and "NOT_FOUND" in out
+    (entry,) = _show(cli)["queue"]
+    assert entry["attempts"] == 1 and "NOT_FOUND" in entry["last_error"]
+    rc, token, err = cli("admin", "enroll-token")
+    assert rc == 0, err
+    assert cli("device", "enroll", "--token", token.strip())[0] == 0
+    rc, out, err = cli("device", "sync")
+    assert rc == 0 and "submitted 1 of 1" in out, err
+    assert _show(cli)["queue"] == [] and _verify(cli, photo) == "SIGNED_ORIGINAL"

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from provenance import wire
-from provenance.claims import Claim, HardBinding, SignedClaim
+from provenance.claims import Claim, HardBinding, Receipt, SignedClaim
 from provenance.envelope import PAYLOAD_TYPE_CLAIM, PAYLOAD_TYPE_ENROLL, sign_payload
 from provenance.errors import ClaimError
 from provenance.keys import DeviceKey
@@ -368,3 +368,131 @@ def test_hostile_requests_get_specific_status_codes_on_the_wire(server) -> None:
     # the server is still healthy and the device unrevoked
     assert not registry.GetDevice(pb.GetDeviceRequest(device_id=key.key_id), timeout=30).revoked
     channel.close()
+
+
+# ------------------------------------------------------------ restored (rolled-back) database
+
+
+def _restore(db: Path, backup: Path) -> None:
+    import shutil
+
+    for suffix in ("-wal", "-shm"):
+        Path(f"{db}{suffix}").unlink(missing_ok=True)
+    shutil.copyfile(backup, db)
+
+
+def _backup_after_one_then_log_another(
+    tmp_path: Path,
+) -> tuple[ServiceConfig, DeviceKey, SignedClaim, Receipt]:
+    """A log of 1 claim backed up to backup.db, then a 2nd claim logged (leaf 1): returns
+    the config, the device key, the 2nd signed claim and its receipt."""
+    import shutil
+
+    cfg = ServiceConfig(tmp_path / "prov.db", tmp_path / "log.key")
+    s = ProvenanceService(cfg)
+    key = enroll(s)
+    s.submit(sign(key, make_claim(key, 1)))
+    s.close()
+    shutil.copyfile(cfg.db, tmp_path / "backup.db")
+    s = ProvenanceService(cfg)
+    second = sign(key, make_claim(key, 2))
+    receipt = s.submit(second).receipt
+    s.close()
+    assert receipt.leaf_index == 1
+    return cfg, key, second, receipt
+
+
+def test_restored_older_database_is_detected(tmp_path: Path) -> None:
+    """An operator restores yesterday's database: the server refuses to start (it
+    remembers the newest checkpoint it signed beside the log key), and once the operator
+    accepts the loss, a capture holding a now-lost receipt reads as a log rollback, not
+    as "run `prov device sync`"."""
+    from provenance.errors import LogIntegrityError
+    from provenance.rollback import memo_path
+    from provenance.verify import FileFacts
+
+    cfg, _, lost, receipt = _backup_after_one_then_log_another(tmp_path)
+    key_path = cfg.log_key
+    _restore(cfg.db, tmp_path / "backup.db")
+    with pytest.raises(LogIntegrityError, match="restored from an older backup") as e:
+        ProvenanceService(cfg)
+    assert str(memo_path(key_path)) in str(e.value)
+
+    memo_path(key_path).rename(tmp_path / "accepted-loss.checkpoint")  # the operator decides
+    s = ProvenanceService(cfg)
+    try:
+        facts = FileFacts(sha256=(2).to_bytes(32, "big"), size=10, media_type="image/jpeg")
+        report = s.verify(facts, lost, sidecar_receipt=receipt)
+        assert report.status.value == "UNSIGNED"
+        assert report.reasons[0].startswith("LOG ROLLBACK")
+        assert "past the log's current size 1" in report.reasons[0]
+        assert not any("submit it with `prov device sync`" in r for r in report.reasons)
+        assert report.evidence.claim is not None and report.evidence.claim.receipt_verified
+        # without the receipt the old advice stands (nothing proves it was ever logged)
+        plain = s.verify(facts, lost)
+        assert any("prov device sync" in r for r in plain.reasons)
+    finally:
+        s.close()
+
+
+def test_restored_database_that_grew_again_is_a_fork(tmp_path: Path) -> None:
+    import shutil
+
+    from provenance.errors import LogIntegrityError
+    from provenance.rollback import memo_path
+
+    cfg, key, _, _ = _backup_after_one_then_log_another(tmp_path)
+    db, key_path = cfg.db, cfg.log_key
+    shutil.copyfile(memo_path(key_path), tmp_path / "size2.checkpoint")
+    _restore(db, tmp_path / "backup.db")
+    memo_path(key_path).unlink()
+    s = ProvenanceService(cfg)  # no memory: starts, and other claims fill leaves 1 and 2
+    s.submit(sign(key, make_claim(key, 3)))
+    s.submit(sign(key, make_claim(key, 4)))
+    s.close()
+    shutil.copyfile(tmp_path / "size2.checkpoint", memo_path(key_path))
+    with pytest.raises(LogIntegrityError, match="a fork"):
+        ProvenanceService(cfg)
+
+
+def test_restored_database_prov_serve_refuses_to_start(tmp_path: Path) -> None:
+    """On the wire: `prov serve` refuses a restored database; after the operator accepts
+    the loss, `VerifyFile` with the sidecar's receipt reports the rollback."""
+    import shutil
+
+    from clients.api import ProvenanceClient
+    from clients.device import measure
+    from provenance.rollback import memo_path
+    from tests.conftest import ADMIN_TOKEN, SAMPLES, enroll_key, start_server
+
+    db = tmp_path / "prov.db"
+    srv = start_server(db)
+    try:
+        with ProvenanceClient(srv.address, admin_token=ADMIN_TOKEN) as c:
+            key = enroll_key(c)
+            c.submit(sign(key, make_claim(key, 1)))
+    finally:
+        srv.stop()
+    shutil.copyfile(db, tmp_path / "backup.db")
+    photo = tmp_path / "photo.jpg"
+    shutil.copyfile(SAMPLES / "rocket.jpg", photo)
+    fields, _ = measure(photo)
+    lost = sign(key, Claim(key.key_id, 2, datetime.now(UTC), **fields))  # type: ignore[arg-type]
+    srv = start_server(db)
+    try:
+        with ProvenanceClient(srv.address, admin_token=ADMIN_TOKEN) as c:
+            receipt, _ = c.submit(lost)
+    finally:
+        srv.stop()
+    _restore(db, tmp_path / "backup.db")
+    with pytest.raises(RuntimeError, match="restored from an older backup"):
+        start_server(db)
+    memo_path(Path(f"{db}.logkey.pem")).unlink()  # the operator accepts the loss
+    srv = start_server(db)
+    try:
+        with ProvenanceClient(srv.address) as c:
+            report = c.verify_file(photo, lost, detect=False, receipt=receipt)
+    finally:
+        srv.stop()
+    assert report.status.value == "UNSIGNED"
+    assert report.reasons[0].startswith("LOG ROLLBACK"), report.reasons

@@ -97,3 +97,139 @@ def test_pyav_internals_not_in_error_messages() -> None:
     msg = str(e.value)
     assert "Invalid data found" in msg
     assert "Errno" not in msg and f.name not in msg
+
+
+# ------------------------------------------------------------ orientation and rotation
+
+
+def _exif_app1(orientation: int) -> bytes:
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    payload = exif.tobytes()
+    if not payload.startswith(b"Exif\x00\x00"):
+        payload = b"Exif\x00\x00" + payload
+    return b"\xff\xe1" + (len(payload) + 2).to_bytes(2, "big") + payload
+
+
+def _with_orientation_tag(jpeg: bytes, orientation: int) -> bytes:
+    """The same JPEG bytes with an EXIF APP1 segment holding only the orientation tag,
+    right after the start-of-image marker: the pixels are untouched."""
+    assert jpeg[:2] == b"\xff\xd8"
+    return jpeg[:2] + _exif_app1(orientation) + jpeg[2:]
+
+
+@pytest.fixture
+def signed_photo(tmp_path: Path):  # type: ignore[no-untyped-def]
+    """A real photo signed by an enrolled device and logged by an in-process service."""
+    from datetime import UTC, datetime
+
+    from clients.device import measure
+    from provenance import wire
+    from provenance.claims import Claim, SignedClaim
+    from provenance.envelope import PAYLOAD_TYPE_CLAIM, PAYLOAD_TYPE_ENROLL, sign_payload
+    from provenance.keys import DeviceKey
+    from provenance.service import ProvenanceService, ServiceConfig
+
+    service = ProvenanceService(ServiceConfig(tmp_path / "prov.db", tmp_path / "log.key"))
+    key = DeviceKey.generate()
+    token, _ = service.create_enrollment_token()
+    service.enroll(token, key.public_key, sign_payload(key, PAYLOAD_TYPE_ENROLL, token.encode()))
+    photo = tmp_path / "photo.jpg"
+    photo.write_bytes(_with_orientation_tag((SAMPLES / "grace_hopper.jpg").read_bytes(), 1))
+    fields, _ = measure(photo)
+    claim = Claim(device_id=key.key_id, sequence=1, captured_at=datetime.now(UTC), **fields)  # type: ignore[arg-type]
+    data = wire.encode_claim(claim)
+    service.submit(
+        SignedClaim(
+            PAYLOAD_TYPE_CLAIM, data, key.key_id, sign_payload(key, PAYLOAD_TYPE_CLAIM, data)
+        )
+    )
+    yield service, photo.read_bytes(), claim
+    service.close()
+
+
+def _verify_bytes(service, data: bytes):  # type: ignore[no-untyped-def]
+    import hashlib
+
+    facts = inspect_image(hashlib.sha256(data).digest(), data, AssetLimits()).facts
+    return service.verify(facts)
+
+
+def test_orientation_is_recorded_in_the_claim(signed_photo) -> None:  # type: ignore[no-untyped-def]
+    from provenance import wire
+
+    _, _, claim = signed_photo
+    assert claim.orientation == 1
+    assert wire.decode_claim(wire.encode_claim(claim)).orientation == 1
+
+
+@pytest.mark.parametrize(
+    ("turn", "expected"),
+    [
+        (lambda a: np.rot90(a, -1), "rotate_90_cw"),
+        (lambda a: np.rot90(a, 2), "rotate_180"),
+        (lambda a: np.rot90(a, 1), "rotate_90_ccw"),
+        (lambda a: a[:, ::-1], "mirror_left_right"),
+        (lambda a: a[::-1], "mirror_top_bottom"),
+        (lambda a: a.transpose(1, 0, 2), "transpose"),
+    ],
+)
+def test_rotated_and_mirrored_copies_read_derived(signed_photo, turn, expected) -> None:  # type: ignore[no-untyped-def]
+    service, _, claim = signed_photo
+    pixels = np.ascontiguousarray(turn(_photo()))
+    copy = _encode(Image.fromarray(pixels), "JPEG", quality=85)
+    report = _verify_bytes(service, copy)
+    assert report.status.value == "DERIVED", report.reasons
+    assert report.evidence.pdq_transform == expected
+    assert report.evidence.pdq_distance is not None and report.evidence.pdq_distance <= 31
+    assert any("this file is the signed capture" in r for r in report.reasons)
+
+
+def test_exif_orientation_tag_change_alone_reads_derived(signed_photo) -> None:  # type: ignore[no-untyped-def]
+    from clients.report import report_to_text
+    from provenance import wire
+
+    service, original, _ = signed_photo
+    assert _verify_bytes(service, original).status.value == "SIGNED_ORIGINAL"
+    retagged = original.replace(_exif_app1(1), _exif_app1(6), 1)
+    assert retagged != original and len(retagged) == len(original)
+    report = _verify_bytes(service, retagged)
+    assert report.status.value == "DERIVED", report.reasons
+    assert report.evidence.pdq_transform == "rotate_90_cw"
+    assert any(
+        "EXIF orientation tag is 6 where the signed capture's was 1" in r for r in report.reasons
+    )
+    back = wire.report_from_pb(wire.report_to_pb(report))
+    assert back.evidence.pdq_transform == "rotate_90_cw"
+    assert "file rotate 90 cw relative to the capture" in report_to_text(back, "x.jpg")
+
+
+def test_rotated_copy_found_by_lookup_with_dihedral_hashes(signed_photo) -> None:  # type: ignore[no-untyped-def]
+    """The scanner's path: Lookup with the 7 turned hashes finds a rotated copy (8 index
+    queries per image); without them it cannot."""
+    import hashlib
+
+    from provenance import wire
+    from provenance.server import ServerConfig, VerificationServicer
+
+    service, _, _ = signed_photo
+    copy = _encode(Image.fromarray(np.ascontiguousarray(np.rot90(_photo(), 2))), "PNG")
+    facts = inspect_image(hashlib.sha256(copy).digest(), copy, AssetLimits()).facts
+    servicer = VerificationServicer(service, ServerConfig())
+    pb = wire.pb
+
+    def lookup(turned: bool) -> str:
+        q = pb.LookupQuery(
+            ref="r",
+            sha256=facts.sha256,
+            media_type=facts.media_type,
+            soft_bindings=[wire.soft_to_pb(h) for h in facts.soft_bindings],
+            dihedral_soft_bindings=[wire.soft_to_pb(h) for h in facts.dihedral_soft_bindings]
+            if turned
+            else [],
+        )
+        res = servicer.Lookup(pb.LookupRequest(queries=[q]), None)
+        return wire.report_from_pb(res.results[0].report).evidence.pdq_transform
+
+    assert lookup(turned=True) == "rotate_180"
+    assert lookup(turned=False) == ""

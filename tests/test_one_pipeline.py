@@ -10,6 +10,7 @@ import io
 import json
 import os
 import shutil
+import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -24,7 +25,8 @@ from clients.api import ProvenanceClient, Query
 from clients.cli import main as prov_main
 from provenance.binding import PerceptualHash
 from provenance.claims import SignedClaim, Verdict
-from provenance.pipeline import DENSE_PASS_NEEDS_BYTES, VerificationPipeline
+from provenance.contract import DENSE_PASS_NEEDS_BYTES
+from provenance.pipeline import VerificationPipeline
 from provenance.server import ServerConfig, create_server
 from provenance.video.transcode import transcode
 
@@ -180,10 +182,16 @@ def test_issue11_high4_detector_cannot_block_the_verdict_of_a_1x1_png_or_a_32x32
         assert r.status is Verdict.SIGNED_ORIGINAL, (path, r.reasons)
         assert r.detector is not None and r.detector["available"] is False
         assert r.detector["note"].startswith("not scored:") and "64" in r.detector["note"]
-    # a real photo is still scored
+    # a real photo is still scored, and a score never changes a status: an unsigned photo
+    # stays UNSIGNED, a signed generated image stays SIGNED_ORIGINAL
     photo = pipe.verify_file(PHOTO, detect=True)
     assert photo.status is Verdict.UNSIGNED and photo.detector is not None
     assert 0.0 <= photo.detector["score"] <= 1.0
+    generated = SAMPLES / "generated_controlnet.png"
+    served.inproc.log_file(dev, generated)
+    made = pipe.verify_file(generated, detect=True)
+    assert made.status is Verdict.SIGNED_ORIGINAL and made.detector is not None
+    assert 0.0 <= made.detector["score"] <= 1.0  # ("likely generated" with today's weights)
 
 
 def test_a_server_without_a_detector_says_so_and_keeps_the_verdict(served: Served) -> None:
@@ -268,6 +276,7 @@ def test_a_trimmed_clip_and_a_reencoded_photo_read_the_same_everywhere(
     assert in_process == expected
 
 
+@pytest.mark.slow
 def test_the_scanner_uploads_only_what_a_lookup_cannot_decide(
     served: Served, prov: Prov, tmp_path: Path
 ) -> None:
@@ -282,13 +291,24 @@ def test_the_scanner_uploads_only_what_a_lookup_cannot_decide(
     transcode(
         CLIP, folder / "other.mp4", 64, 64, end_s=1.0, encoder_options={"preset": "ultrafast"}
     )
+    with zipfile.ZipFile(tmp_path / "clips.zip", "w") as z:
+        z.write(folder / "other.mp4", "archived.mp4")
     report = tmp_path / "scan.jsonl"
-    prov("scan", str(folder), "--report", str(report), "--workers", "0")
-    rows = {Path(r["path"]).name: r for r in map(json.loads, report.read_text().splitlines())}
+    prov(
+        "scan", str(folder), str(tmp_path / "clips.zip"), "--report", str(report), "--workers", "0"
+    )
+    rows = {
+        r["path"].rsplit("/", 1)[-1].rsplit("!", 1)[-1]: r
+        for r in map(json.loads, report.read_text().splitlines())
+    }
     assert rows["photo.jpg"]["status"] == "UNSIGNED"
     video = rows["other.mp4"]
     assert video["status"] == "UNSIGNED"
     assert not any(r.startswith(DENSE_PASS_NEEDS_BYTES) for r in video["reasons"])
+    # an archive entry cannot be uploaded: its row says what the lookup could not check
+    archived = rows["archived.mp4"]
+    assert archived["status"] == "UNSIGNED" and "frames not sampled" in archived["note"]
+    assert any(r.startswith(DENSE_PASS_NEEDS_BYTES) for r in archived["reasons"])
 
 
 # ---------------------------------------------------------------- errors at their source

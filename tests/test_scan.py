@@ -189,7 +189,7 @@ def test_each_row_of_a_mixed_desk_is_right(desk: Desk) -> None:
         f"{f}/{XSS}": ("media", "UNSIGNED", None),
         f"{f}/broken.jpg": ("file", "UNSIGNED", "truncated or corrupt"),
         f"{f}/notes.txt": ("file", "UNSIGNED", "not a recognised image or video format"),
-        f"{f}/empty.jpg": ("file", "UNSIGNED", "empty file"),
+        f"{f}/empty.jpg": ("empty", None, "empty file: nothing to look up"),
         f"{f}/rocket.jpg.prov": ("sidecar", None, "provenance sidecar"),
         f"{f}/hopper.jpg.prov": ("sidecar", None, "provenance sidecar"),
         f"{f}/cat.jpg.prov": ("sidecar", None, "provenance sidecar"),
@@ -249,6 +249,7 @@ def test_each_row_of_a_mixed_desk_is_right(desk: Desk) -> None:
             "prov.db",
             "prov.db.lock",
             "prov.db.logkey.pem",
+            "prov.db.logkey.pem.checkpoint",  # the newest signed checkpoint, remembered
             "device",
             "folder",
             "wire.tar.gz",
@@ -270,7 +271,8 @@ def test_csv_and_html_reports_describe_every_row(desk: Desk) -> None:
     assert len(lines) == 1 + len(desk.baseline)
     page = html_path(report).read_text()
     assert "<img src=x" not in page and "&lt;img src=x onerror=alert(1)&gt;.jpg" in page
-    assert "<td>UNSIGNED</td><td class='n'>10</td>" in page
+    assert "<td>UNSIGNED</td><td class='n'>9</td>" in page  # empty.jpg is not looked up
+    assert "<td>EMPTY</td><td class='n'>1</td>" in page
     assert "<td>SIGNED_ORIGINAL</td><td class='n'>4</td>" in page
     assert "<td>ERROR</td><td class='n'>9</td>" in page
     # the four unsigned decodable images each have a thumbnail, archive entries included

@@ -299,9 +299,11 @@ def test_revoking_twice_keeps_the_earlier_time(inproc: InProc) -> None:
     first = inproc.service.revoke(dev.device_id, "lost", t1)
     later = inproc.service.revoke(dev.device_id, "stolen", t1 + timedelta(hours=1))
     assert first.revoked_at == t1 and later.revoked_at == t1
+    assert later.revocation_reason == "lost"  # the reason stays with the time it came with
     earlier = inproc.service.revoke(dev.device_id, "found out", t1 - timedelta(days=1))
     assert earlier.revoked_at == t1 - timedelta(days=1)
     assert inproc.service.get_device(dev.device_id).revoked_at == t1 - timedelta(days=1)
+    assert inproc.service.get_device(dev.device_id).revocation_reason == "found out"
 
 
 def test_revoking_an_unknown_device_fails(inproc: InProc) -> None:

@@ -6,10 +6,14 @@ from __future__ import annotations
 
 import hashlib
 import os
+import random
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from inproc import device_record, flip_bits
 
 from provenance import wire
@@ -193,3 +197,78 @@ def test_every_verdict_of_a_scenario_sweep_follows_its_evidence(key: DeviceKey) 
                             near=[lc] if lc else [],
                         )
                         check_text_follows_evidence(r)
+
+
+_KEY = DeviceKey.generate()
+
+
+@st.composite
+def _scenarios(draw: st.DrawFn) -> dict[str, object]:
+    """Any mix of file facts, sidecar, registry record, log records and chunk lists."""
+    size = draw(st.sampled_from([0, 100, 3 * CHUNK, 5 * CHUNK + 7]))
+    data = random.Random(draw(st.integers(0, 2**32))).randbytes(size)
+    video = draw(st.booleans())
+    chunk = draw(st.sampled_from([0, 1, CHUNK, 4 * CHUNK]))
+    digest = hash_chunked(data, chunk or CHUNK)
+    hb = digest.hard_binding() if video and chunk else HardBinding(digest.sha256)
+    soft = tuple(
+        PerceptualHash("pdq", draw(st.binary(min_size=32, max_size=32)), q, float(t))
+        for t, q in enumerate(draw(st.lists(st.integers(0, 100), max_size=4)))
+    )
+    claim = _claim(
+        _KEY,
+        data,
+        hard_binding=hb,
+        soft_bindings=soft,
+        media_type="video/mp4" if video else "image/png",
+    )
+    signed = _sign(_KEY, claim)
+    if draw(st.booleans()):
+        signed = replace(signed, signature=bytes(64))
+    got = data if draw(st.booleans()) else data[: size // 2] + b"\x00" * (size - size // 2)
+    facts = FileFacts(
+        hashlib.sha256(got).digest(),
+        len(got),
+        claim.media_type,
+        soft if draw(st.booleans()) else (),
+        chunk_hashes=hash_chunked(
+            got, draw(st.sampled_from([chunk or CHUNK, 2 * CHUNK]))
+        ).chunk_hashes,
+    )
+    lc = _logged(
+        _KEY, claim, receipt_verified=draw(st.booleans()), chain_linked=draw(st.booleans())
+    )
+    lc = replace(lc, signed_claim=signed)
+    chunks = (
+        digest.chunk_hashes
+        if draw(st.booleans())
+        else draw(st.lists(st.binary(min_size=32, max_size=32), max_size=3))
+    )
+    return {
+        "facts": facts,
+        "sidecar": draw(st.sampled_from([signed, signed, None])),
+        "claim": claim,
+        "device": draw(st.sampled_from([None, device_record(_KEY, NOW)])),
+        "logged": lc if draw(st.booleans()) else None,
+        "exact": [lc] if draw(st.booleans()) else [],
+        "near": [lc] if draw(st.booleans()) else [],
+        "chunks": tuple(chunks),
+    }
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(_scenarios())
+def test_decide_is_total_and_its_text_follows_its_evidence(s: dict[str, Any]) -> None:
+    r = decide(
+        s["facts"],
+        NOW,
+        sidecar=s["sidecar"],
+        sidecar_claim=s["claim"] if s["sidecar"] else None,
+        sidecar_device=s["device"],
+        sidecar_logged=s["logged"] if s["sidecar"] else None,
+        exact=s["exact"],
+        near=s["near"],
+        sidecar_chunk_hashes=s["chunks"],
+    )
+    assert isinstance(r.status, Verdict) and r.reasons
+    check_text_follows_evidence(r)

@@ -14,6 +14,7 @@ from provenance.errors import BindingError
 from provenance.log.merkle import EMPTY_ROOT, MemoryTree, leaf_hash
 from provenance.video.binding import (
     DEFAULT_VIDEO_CHUNK,
+    OVERLAP_MIN_BYTES,
     ChunkedHasher,
     check_chunk_hashes,
     chunk_count_for,
@@ -62,6 +63,20 @@ def test_any_feeding_pattern_gives_the_same_digest(video_bytes: bytes, cuts: lis
     hasher = ChunkedHasher()
     for start, end in zip(bounds, bounds[1:], strict=False):
         hasher.update(memoryview(video_bytes)[start:end])
+    assert hasher.finalize() == hash_chunked(video_bytes)
+
+
+def test_a_reused_read_buffer_gives_the_same_digest(video_bytes: bytes) -> None:
+    # The whole-file SHA-256 of a large piece runs on a helper thread; update must not
+    # return before it is done, or overwriting the caller's buffer would corrupt it.
+    hasher = ChunkedHasher()
+    buf = bytearray(OVERLAP_MIN_BYTES * 3)
+    for start in range(0, len(video_bytes), len(buf)):
+        piece = video_bytes[start : start + len(buf)]
+        buf[: len(piece)] = piece
+        hasher.update(memoryview(buf)[: len(piece)])
+        buf[:] = bytes(len(buf))
+    assert hasher.finalize().sha256.hex() == VIDEO_SHA256
     assert hasher.finalize() == hash_chunked(video_bytes)
 
 

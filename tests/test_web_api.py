@@ -21,7 +21,7 @@ from urllib.parse import urlsplit
 import httpx
 import numpy as np
 import pytest
-from conftest import ADMIN_TOKEN, FIXTURES, DemoSite, demo_site, start_web
+from conftest import ADMIN_TOKEN, FIXTURES, DemoSite, demo_site, start_server, start_web
 from PIL import Image
 
 from clients.cli import main as prov_main
@@ -29,7 +29,9 @@ from provenance.binding import pdq_hash
 from provenance.errors import ConfigError
 from provenance.log import merkle
 from provenance.log.checkpoint import NoteVerifier, open_checkpoint
+from provenance.web.app import WebConfig
 from provenance.web.serve import bind
+from provenance.web.serve import start_web as start_web_app
 
 pytestmark = pytest.mark.slow
 
@@ -224,12 +226,21 @@ def _raw_post(url: str, head: bytes, body: Iterator[bytes]) -> str:
                 s.sendall(block)
         except (BrokenPipeError, ConnectionResetError):
             pass
-        answer = b""
-        try:
-            while b"\r\n\r\n" not in answer and (got := s.recv(65536)):
-                answer += got
-        except ConnectionResetError:
-            pass
+        return _read_answer(s)
+
+
+def _read_answer(s: socket.socket) -> str:
+    """An HTTP answer's status line, headers and body (by its Content-Length)."""
+    answer = b""
+    try:
+        while got := s.recv(65536):
+            answer += got
+            head, sep, body = answer.partition(b"\r\n\r\n")
+            length = re.search(rb"(?i)content-length: *(\d+)", head)
+            if sep and (length is None or len(body) >= int(length.group(1))):
+                break
+    except ConnectionResetError:
+        pass
     return answer.decode("latin-1")
 
 
@@ -332,7 +343,7 @@ def test_entries_proofs_and_lookup(site: DemoSite, http: httpx.Client) -> None:
     _error(http.post("/api/v1/lookup", json={"queries": [{"pdq": "x"}]}), 400, "pdq must be a list")
     _error(http.post("/api/v1/lookup", content=b"{"), 400, "not valid JSON")
     many = {"queries": [{"sha256": hopper}] * 1001}
-    _error(http.post("/api/v1/lookup", json=many), 400, "limit")
+    _error(http.post("/api/v1/lookup", json=many), 413, "limit")
 
 
 def test_soft_binding_resolution_api(site: DemoSite, http: httpx.Client) -> None:
@@ -518,7 +529,7 @@ def test_stalled_uploads_time_out_and_one_client_cannot_take_every_slot(
             r = c.post("/api/v1/verify", files={"file": ("h.jpg", site.files.hopper.read_bytes())})
             _error(r, 429, "already running")
             for s in stalled:  # the stalled uploads are cut off, with a clear answer
-                answer = s.recv(65536).decode("latin-1")
+                answer = _read_answer(s)
                 assert answer.startswith("HTTP/1.1 408"), answer
                 assert "stalled" in answer
             r = c.post("/api/v1/verify", files={"file": ("h.jpg", site.files.hopper.read_bytes())})
@@ -541,3 +552,35 @@ def test_content_credentials_are_their_own_line_of_evidence(
     page = http.post("/verify", files=files).text
     block = page[page.index("Content Credentials (C2PA)") :]
     assert "<strong>Valid</strong>" in block and "Ingredients" in block
+
+
+def test_a_slow_large_upload_keeps_the_service_stream_alive(tmp_path: Path) -> None:
+    """Relayed bytes go on every 256 KiB: a browser sending 256 KiB/s never leaves the
+    service (idle timeout 3 s here) waiting long enough to cancel the upload."""
+    srv = start_server(tmp_path / "slow.db", "--upload-idle-seconds", "3")
+    web = start_web_app("127.0.0.1:0", WebConfig(srv.address, upload_hold_bytes=64 * 1024))
+    try:
+        buf = io.BytesIO()
+        noise = np.random.default_rng(1).integers(0, 256, (700, 700, 3), dtype=np.uint8)
+        Image.fromarray(noise).save(buf, "PNG")
+        data = buf.getvalue()
+        body = (
+            b'--b\r\nContent-Disposition: form-data; name="file"; filename="n.png"\r\n\r\n'
+            + data
+            + b"\r\n--b--\r\n"
+        )
+
+        def paced() -> Iterator[bytes]:
+            for i in range(0, len(body), 64 * 1024):
+                time.sleep(0.25)
+                yield body[i : i + 64 * 1024]
+
+        head = b"Content-Type: multipart/form-data; boundary=b\r\nContent-Length: %d\r\n" % len(
+            body
+        )
+        answer = _raw_post(f"http://{web.address}", head, paced())
+        assert answer.startswith("HTTP/1.1 200"), answer
+        assert '"status":"UNSIGNED"' in answer
+    finally:
+        web.stop()
+        srv.stop()

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from provenance.errors import MediaError, MediaTooLargeError, TransportError
-from provenance.web.errors import WebError, error_body, http_status
+from provenance.web.errors import WebError, error_body, error_headers, http_status
 from provenance.web.present import download_name, human_bytes, timeline_plot, verdict
 from provenance.web.ratelimit import RateLimiter
 
@@ -53,6 +53,11 @@ def test_rate_limit_off_and_bounded() -> None:
         (TransportError("no", "NOT_FOUND"), 404),
         (TransportError("who", "UNAUTHENTICATED"), 401),
         (TransportError("big", "RESOURCE_EXHAUSTED"), 413),
+        (TransportError("1001 queries; send fewer per call", "RESOURCE_EXHAUSTED"), 413),
+        (
+            TransportError("already receiving 8 uploads: try again shortly", "RESOURCE_EXHAUSTED"),
+            503,
+        ),
         (WebError("slow down", "RATE_LIMITED", 5), 429),
         (TransportError("?", "SOMETHING_NEW"), 500),
     ],
@@ -135,3 +140,12 @@ def test_the_web_app_does_not_load_the_server_stack() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_a_busy_service_answers_503_with_retry_after() -> None:
+    busy = TransportError("the server is decoding 2 files: try again shortly", "RESOURCE_EXHAUSTED")
+    assert error_body(busy)["error"]["status"] == "UNAVAILABLE"
+    assert error_headers(busy) == {"Retry-After": "5"}
+    assert (
+        error_headers(TransportError("file is 3 GB; the limit is 2 GB", "RESOURCE_EXHAUSTED")) == {}
+    )

@@ -20,7 +20,7 @@ from inproc import T0, make_claim, sign
 
 from provenance import wire
 from provenance.claims import Device, SignedClaim
-from provenance.errors import LogError, LogIntegrityError, SequenceError
+from provenance.errors import LogError, LogIntegrityError, SequenceError, StorageError
 from provenance.keys import DeviceKey
 from provenance.log.checkpoint import NoteVerifier, generate_log_key
 from provenance.receipt import verify_receipt
@@ -166,3 +166,13 @@ def test_close_finishes_what_is_queued(rig: Rig) -> None:
     futs = _batch(rig, claims)
     rig.writer.close()
     assert [f.result(10).receipt.leaf_index for f in futs] == [1, 2, 3, 4, 5]
+
+
+def test_a_submission_the_log_has_not_confirmed_in_time_is_a_storage_error(rig: Rig) -> None:
+    key = rig.enroll()
+    signed = sign(key, make_claim(key, 1))
+    with pytest.raises(StorageError, match="submit it again"):
+        rig.writer.submit(rig.pending(signed), timeout=0.05)  # the writer waits at the gate
+    rig.clock.gate.set()
+    again = rig.writer.submit(rig.pending(signed), timeout=10)
+    assert again.duplicate and again.receipt.leaf_index == 0  # recorded once, after all

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 from pathlib import Path
 from typing import Any
 
 import pytest
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from nacl.bindings import crypto_sign_open
+from nacl.exceptions import BadSignatureError
 
 from provenance.errors import KeyMaterialError, SignatureError
-from provenance.keys import DeviceKey, check_public_key, verify_strict
+from provenance.keys import DeviceKey, check_public_key, checked_public_key, verify_strict
 
 FIXTURES = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures"
 WYCHEPROOF = json.loads((FIXTURES / "wycheproof" / "ed25519_test.json").read_text())
@@ -113,3 +117,60 @@ def test_ordinary_keys_are_accepted() -> None:
         check_public_key(public_key)
     for _ in range(20):
         check_public_key(DeviceKey.generate().public_key)
+
+
+L = 2**252 + 27742317777372353535851937790883648493
+
+
+@pytest.mark.parametrize(("public_key", "case"), CASES, ids=[f"tc{t['tcId']}" for _, t in CASES])
+def test_libsodium_alone_agrees_with_wycheproof(public_key: bytes, case: dict[str, Any]) -> None:
+    # verify_strict uses libsodium (crypto_sign_open) for the equation: it must give every
+    # vector's answer by itself, not only through our key and S checks in front of it.
+    message = bytes.fromhex(case["msg"])
+    signature = bytes.fromhex(case["sig"])
+    if case["result"] == "valid":
+        assert crypto_sign_open(signature + message, public_key) == message
+    else:
+        with pytest.raises((BadSignatureError, ValueError)):
+            crypto_sign_open(signature + message, public_key)
+
+
+def _small_order_r_signature(seed: bytes, message: bytes) -> bytes:
+    # A signature only the key's owner can make: R = identity, S = k * a mod L, so that
+    # [S]B = [k]A = R + [k]A holds (RFC 8032 section 5.1.7, cofactorless).
+    key = DeviceKey.from_private_bytes(seed)
+    h = hashlib.sha512(seed).digest()
+    a = int.from_bytes(h[:32], "little")
+    a &= (1 << 254) - 8
+    a |= 1 << 254
+    r = SMALL_ORDER[0]
+    k = int.from_bytes(hashlib.sha512(r + key.public_key + message).digest(), "little") % L
+    return r + (k * a % L).to_bytes(32, "little")
+
+
+def test_small_order_r_is_judged_as_openssl_judges_it() -> None:
+    # libsodium refuses an R of small order; OpenSSL accepts it when the equation holds.
+    # verify_strict re-checks exactly those with OpenSSL, so its accepted set is OpenSSL's.
+    seed = os.urandom(32)
+    key = DeviceKey.from_private_bytes(seed)
+    signature = _small_order_r_signature(seed, b"capture")
+    Ed25519PublicKey.from_public_bytes(key.public_key).verify(signature, b"capture")
+    with pytest.raises(BadSignatureError):
+        crypto_sign_open(signature + b"capture", key.public_key)
+    verify_strict(key.public_key, b"capture", signature)
+    with pytest.raises(SignatureError, match="does not verify"):
+        verify_strict(key.public_key, b"capture!", signature)
+
+
+def test_a_key_is_checked_once_then_remembered() -> None:
+    key = DeviceKey.generate()
+    before = checked_public_key.cache_info()
+    for i in range(5):
+        verify_strict(key.public_key, b"m%d" % i, key.sign(b"m%d" % i))
+    after = checked_public_key.cache_info()
+    assert after.misses - before.misses == 1
+    assert after.hits - before.hits == 4
+    # A refused key is never remembered: every use raises again.
+    for _ in range(2):
+        with pytest.raises(KeyMaterialError, match="small order"):
+            verify_strict(SMALL_ORDER[4], b"m", bytes(64))

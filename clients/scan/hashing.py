@@ -5,17 +5,25 @@ Images are decoded within `provenance.assets.AssetLimits` and PDQ-hashed
 by the sandboxed decoder of `provenance.video.decode` (one per second); videos inside
 archives, files that are not media, corrupt media and images over the size limit are
 measured by SHA-256 alone, and say why in ``note``. Sidecars (``FILE.prov`` that parse as
-one) are recognised so that they are not reported as unknown files.
+one) are recognised so that they are not reported as unknown files; empty files are
+reported as such and never looked up (every empty file has the same SHA-256).
+
+Files are opened with `clients.files.open_regular` (a FIFO or device never blocks or
+streams without end) and every read is bounded by the size found by ``fstat`` on the
+opened file and by the limits.
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
 from dataclasses import dataclass
+from typing import BinaryIO
 
+from clients.files import open_regular
 from clients.scan.sources import SIDECAR_SUFFIX, EntryItem, FileItem, HashedItem
 from provenance.assets import AssetLimits, inspect_image
-from provenance.binding import PerceptualHash, sha256_file
+from provenance.binding import PerceptualHash, Sha256Stream
 from provenance.c2pa.container import STRIPPABLE_TYPES, strip_manifest_store
 from provenance.errors import ClaimError, MediaError, ProvenanceError
 from provenance.media import SNIFF_BYTES, sniff_media_type
@@ -29,8 +37,10 @@ class Measured:
 
     sha256: 32 bytes; size: bytes; media_type: sniffed type or None; soft: PDQ hashes (one
     for an image, one per sampled frame for a video; empty otherwise); kind: "media"
-    (perceptual hashes computed), "file" (SHA-256 only) or "sidecar" (a provenance
-    sidecar, not looked up); note: why perceptual hashing was not done.
+    (perceptual hashes computed), "file" (SHA-256 only), "sidecar" (a provenance
+    sidecar, not looked up) or "empty" (no bytes: not looked up); note: why perceptual
+    hashing was not done; turned: an image's PDQ hashes of its 7 rotations and mirror
+    images (`provenance.dihedral`).
     """
 
     ref: str
@@ -41,6 +51,7 @@ class Measured:
     kind: str
     note: str | None = None
     content_sha256: bytes = b""
+    turned: tuple[PerceptualHash, ...] = ()
 
 
 def _content_sha256(data: bytes, media_type: str | None) -> bytes:
@@ -62,10 +73,11 @@ def _is_video(media_type: str | None) -> bool:
     return media_type is not None and media_type.startswith("video/")
 
 
-def _unrecognised(head: bytes) -> str:
-    if not head:
-        return "empty file: looked up by SHA-256 only"
-    return "not a recognised image or video format: looked up by SHA-256 only"
+_UNRECOGNISED = "not a recognised image or video format: looked up by SHA-256 only"
+
+
+#: The note of an empty file's row.
+EMPTY_NOTE = "empty file: nothing to look up"
 
 
 def _sidecar(ref: str, data: bytes) -> Sidecar | None:
@@ -85,6 +97,8 @@ _ARCHIVED_VIDEO = (
 
 def _from_bytes(ref: str, data: bytes, limits: AssetLimits) -> Measured:
     sha = hashlib.sha256(data).digest()
+    if not data:
+        return Measured(ref, 0, sha, None, (), "empty", EMPTY_NOTE)
     media_type = sniff_media_type(data[:SNIFF_BYTES])
     if _sidecar(ref, data) is not None:
         return Measured(
@@ -106,6 +120,7 @@ def _from_bytes(ref: str, data: bytes, limits: AssetLimits) -> Measured:
             "media",
             None,
             _content_sha256(data, media_type),
+            asset.facts.dihedral_soft_bindings,
         )
     if _is_video(media_type):
         return Measured(
@@ -118,11 +133,22 @@ def _from_bytes(ref: str, data: bytes, limits: AssetLimits) -> Measured:
             _ARCHIVED_VIDEO,
             _content_sha256(data, media_type),
         )
-    return Measured(ref, len(data), sha, media_type, (), "file", _unrecognised(data[:SNIFF_BYTES]))
+    return Measured(ref, len(data), sha, media_type, (), "file", _UNRECOGNISED)
+
+
+def _sha256_of(f: BinaryIO, size: int) -> tuple[bytes, int]:
+    """SHA-256 and length of the first ``size`` bytes of an open file, from its start."""
+    f.seek(0)
+    stream = Sha256Stream()
+    while stream.size < size and (block := f.read(min(1 << 20, size - stream.size))):
+        stream.update(block)
+    return stream.digest(), stream.size
 
 
 def measure(item: FileItem | EntryItem | HashedItem, limits: AssetLimits) -> Measured:
-    """Hash one item. Raises OSError (or BindingError) if a file on disk cannot be read."""
+    """Hash one item. Raises OSError if a file on disk cannot be read and
+    `clients.files.NotRegularFileError` (a MediaError) if it is no longer a regular
+    file."""
     if isinstance(item, EntryItem):
         return _from_bytes(item.ref, item.data, limits)
     if isinstance(item, HashedItem):
@@ -132,15 +158,19 @@ def measure(item: FileItem | EntryItem | HashedItem, limits: AssetLimits) -> Mea
             else (f"{item.size}-byte entry over the in-memory limit: looked up by SHA-256 only")
         )
         return Measured(item.ref, item.size, item.sha256, item.media_type, (), "file", note)
-    with open(item.path, "rb") as f:
+    with open_regular(item.path) as f:
+        size = os.fstat(f.fileno()).st_size
         head = f.read(SNIFF_BYTES)
-    media_type = sniff_media_type(head)
-    small_sidecar = item.path.endswith(SIDECAR_SUFFIX) and item.size <= MAX_SIDECAR_BYTES
-    if small_sidecar or (_is_image(media_type) and item.size <= limits.max_image_bytes):
-        with open(item.path, "rb") as f:
-            data = f.read()
-        return _from_bytes(item.ref, data, limits)
-    sha, size = sha256_file(item.path)
+        media_type = sniff_media_type(head)
+        small_sidecar = item.path.endswith(SIDECAR_SUFFIX) and size <= MAX_SIDECAR_BYTES
+        if size == 0 or small_sidecar or (_is_image(media_type) and size <= limits.max_image_bytes):
+            f.seek(0)
+            return _from_bytes(item.ref, f.read(size), limits)
+        sha, size = _sha256_of(f, size)
+        content = b""
+        if _is_video(media_type) and size <= limits.max_image_bytes:
+            f.seek(0)
+            content = _content_sha256(f.read(size), media_type)
     if _is_image(media_type):
         note = (
             f"image of {size} bytes is over the {limits.max_image_bytes}-byte limit:"
@@ -154,10 +184,6 @@ def measure(item: FileItem | EntryItem | HashedItem, limits: AssetLimits) -> Mea
             return Measured(
                 item.ref, size, sha, media_type, (), "file", f"{e}: looked up by SHA-256 only"
             )
-        soft = tuple(f.pdq for f in info.frames)
-        content = b""
-        if size <= limits.max_image_bytes:
-            with open(item.path, "rb") as f:
-                content = _content_sha256(f.read(), media_type)
+        soft = tuple(fr.pdq for fr in info.frames)
         return Measured(item.ref, size, sha, info.media_type, soft, "media", None, content)
-    return Measured(item.ref, size, sha, media_type, (), "file", _unrecognised(head))
+    return Measured(item.ref, size, sha, media_type, (), "file", _UNRECOGNISED)

@@ -13,10 +13,10 @@ from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeEl
 from rich.table import Table
 
 from clients.scan.pipeline import ScanResult
-from clients.scan.report import ERROR, SIDECAR, hashed_bytes, row_key
+from clients.scan.report import EMPTY, ERROR, SIDECAR, hashed_bytes, row_key
 from provenance.claims import Verdict
 
-_ORDER = [v.value for v in Verdict] + [ERROR, SIDECAR]
+_ORDER = [v.value for v in Verdict] + [ERROR, EMPTY, SIDECAR]
 
 
 def _mb(n: int) -> float:

@@ -37,6 +37,8 @@ TOP_REFUSED = 200
 ERROR = "ERROR"
 #: The count key of sidecars (no verdict, no error).
 SIDECAR = "SIDECAR"
+#: The count key of empty files (not looked up).
+EMPTY = "EMPTY"
 
 CSV_FIELDS = (
     "path",
@@ -75,9 +77,11 @@ def read_rows(report: Path) -> Iterator[dict[str, Any]]:
 
 
 def row_key(row: dict[str, Any]) -> str:
-    """The summary bucket of a row: its status, ERROR or SIDECAR."""
+    """The summary bucket of a row: its status, ERROR, EMPTY or SIDECAR."""
     if row.get("error"):
         return ERROR
+    if row.get("kind") == "empty":
+        return EMPTY
     return row.get("status") or SIDECAR
 
 
@@ -198,7 +202,7 @@ def _e(value: object) -> str:
 
 def render_html(summary: Summary, thumbs: dict[str, str], title: str) -> str:
     """The HTML page (see the module docstring); thumbs maps a path to a base64 JPEG."""
-    order = [v.value for v in Verdict] + [ERROR, SIDECAR]
+    order = [v.value for v in Verdict] + [ERROR, EMPTY, SIDECAR]
     out = [
         "<!doctype html><html><head><meta charset='utf-8'>",
         f"<title>{_e(title)}</title><style>{_CSS}</style></head><body>",

@@ -9,13 +9,25 @@ symbolic and hard links, devices, encrypted zip entries. Compression bombs are b
 bomb", WOOT 2019): a per-archive cap on members and on uncompressed bytes, a cap on the
 ratio of uncompressed to compressed bytes (per zip entry from its directory record, over
 the whole stream for a compressed tar, checked while reading so a lying header does not
-help), and a cap on how deeply archives nest.
+help), and a cap on how deeply archives nest. Those caps count the bytes members actually
+produce, not the sizes their headers declare: a zip whose entries share or overlap their
+compressed data (Fifield's overlapping-file bomb) has the overlapping entries refused
+from the directory alone, and the bytes read out of one archive are bounded in total and
+in ratio to the archive's size, so neither overlaps nor a tar's sparse members (a 2 KB
+header describing a 20 GiB file of holes; refused by their real size against the data
+they hold) make the scanner read more than the limits allow.
 
 Every item has a ``ref``: a folder file's path as given, an archive entry's archive ref
 and name joined by ``!`` (``photos.zip!day1/a.jpg``, ``outer.zip!inner.tar.gz!x.jpg``); a
 name repeated in one archive gets `` #2``, `` #3``... A problem with a whole archive (not
 readable, too many members, too many bytes, truncated) is one item whose ref is the
-archive's own.
+archive's own. Any other failure of a reader on hostile bytes (the standard library's
+zip, tar and gzip code raises many kinds) is the same: one row for the archive, never
+an aborted scan.
+
+Sidecars beside folder files are taken only when they are regular files (a FIFO or a
+symbolic link to ``/dev/zero`` named ``x.jpg.prov`` is reported on its own row and never
+opened).
 """
 
 from __future__ import annotations
@@ -30,8 +42,9 @@ import zipfile
 import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import IO
+from typing import IO, Protocol, cast
 
+from clients.files import NotRegularFileError, open_regular
 from provenance.assets import AssetLimits
 from provenance.binding import Sha256Stream
 from provenance.media import SNIFF_BYTES, sniff_media_type
@@ -152,6 +165,12 @@ def _has_archive_suffix(name: str) -> bool:
     return name.lower().endswith(ARCHIVE_SUFFIXES)
 
 
+class _Readable(Protocol):
+    """What the scanner reads archive members through (a member, or it metered)."""
+
+    def read(self, size: int = -1, /) -> bytes: ...
+
+
 class _CountingReader:
     """A read-only file wrapper that counts the bytes read (compressed bytes of a tar)."""
 
@@ -212,7 +231,7 @@ class Walker:
             yield from self._list(path)
         else:
             side = path + SIDECAR_SUFFIX
-            sidecar = side if os.path.isfile(side) else None
+            sidecar = side if _is_regular(side) else None
             yield from self._file(path, st.st_size, sidecar, archive_by_magic=True)
 
     def _list(self, path: str) -> Iterator[Item]:
@@ -234,7 +253,13 @@ class Walker:
         except OSError as e:
             yield RefusedItem(_display(path), f"cannot list the folder: {e.strerror or e}")
             return
-        names = {e.name for e in entries}
+        regular = set()
+        for entry in entries:
+            try:
+                if entry.is_file(follow_symlinks=False):
+                    regular.add(entry.name)
+            except OSError:
+                pass
         for e in entries:
             ref = os.path.join(path, e.name)
             try:
@@ -244,7 +269,7 @@ class Walker:
                     yield from self._folder(ref)
                 elif e.is_file(follow_symlinks=False):
                     side = e.name + SIDECAR_SUFFIX
-                    sidecar = os.path.join(path, side) if side in names else None
+                    sidecar = os.path.join(path, side) if side in regular else None
                     size = e.stat(follow_symlinks=False).st_size
                     yield from self._file(ref, size, sidecar, archive_by_magic=False)
                 else:
@@ -259,14 +284,15 @@ class Walker:
         magic inside a folder) or a leaf item."""
         if archive_by_magic or _has_archive_suffix(path):
             try:
-                with open(path, "rb") as f:
+                with open_regular(path) as f:
                     kind = archive_kind(f.read(_HEAD_BYTES))
                     if kind is not None:
                         f.seek(0)
                         yield from self._archive(kind, f, path, path, 1)
                         return
-            except OSError as e:
-                yield RefusedItem(_display(path), f"cannot read: {e.strerror or e}", size)
+            except (OSError, NotRegularFileError) as e:
+                msg = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+                yield RefusedItem(_display(path), f"cannot read: {msg}", size)
                 return
         if not self.skip(_display(path)):
             yield FileItem(_display(path), path, size, sidecar)
@@ -302,8 +328,12 @@ class Walker:
             raise _ArchiveStop(f"not a readable zip archive: {e}") from e
         seen: dict[str, int] = {}
         total = 0
+        infos = zf.infolist()
+        size = _stream_size(f)
+        meter = _Meter(lim, lambda: size)
+        overlaps = _zip_overlaps(infos, getattr(zf, "start_dir", size))
         with zf:
-            for n, info in enumerate(zf.infolist()):
+            for n, info in enumerate(infos):
                 if n >= lim.max_entries:
                     raise _ArchiveStop(_too_many(lim.max_entries))
                 if info.filename and info.is_dir():
@@ -315,14 +345,14 @@ class Walker:
                         f"more than {lim.max_total_bytes} uncompressed bytes: the rest of the"
                         " archive was not scanned (a compression bomb?)"
                     )
-                problem = _zip_entry_problem(info, lim)
+                problem = _zip_entry_problem(info, lim) or overlaps.get(n)
                 if problem is not None:
                     yield RefusedItem(eref, problem, info.file_size, outer)
                     continue
                 try:
                     with zf.open(info) as member:
                         yield from self._entry(
-                            member, eref, outer, depth, info.file_size, lambda: None
+                            _Metered(member, meter), eref, outer, depth, info.file_size, _no_check
                         )
                 except _ZIP_ERRORS as e:
                     yield RefusedItem(eref, f"cannot read the entry: {e}", info.file_size, outer)
@@ -346,6 +376,7 @@ class Walker:
         seen: dict[str, int] = {}
         total = 0
         n = 0
+        meter = _Meter(lim, lambda: raw.count)
         with tf:
             try:
                 for info in tf:
@@ -363,12 +394,13 @@ class Walker:
                             f"more than {lim.max_total_bytes} uncompressed bytes: the rest of the"
                             " archive was not scanned (a compression bomb?)"
                         )
-                    problem = _tar_member_problem(info)
-                    member = tf.extractfile(info) if info.isreg() else None
+                    problem = _tar_member_problem(info, lim)
+                    extracted = tf.extractfile(info) if info.isreg() else None
+                    member = _Metered(extracted, meter) if extracted is not None else None
                     if problem is not None or member is None:
                         yield RefusedItem(eref, problem or "not a regular file", size, outer)
-                        if member is not None:
-                            _drain(member, check_ratio)
+                        if member is not None and info.sparse is None:
+                            _drain(member, check_ratio)  # holes are never expanded
                         continue
                     yield from self._entry(member, eref, outer, depth, info.size, check_ratio)
                     _drain(member, check_ratio)  # a skipped entry is read through, checked
@@ -379,7 +411,7 @@ class Walker:
 
     def _entry(
         self,
-        member: IO[bytes],
+        member: _Readable,
         ref: str,
         outer: str,
         depth: int,
@@ -473,17 +505,24 @@ def _zip_entry_problem(info: zipfile.ZipInfo, lim: ScanLimits) -> str | None:
     return None
 
 
-def _tar_member_problem(info: tarfile.TarInfo) -> str | None:
+def _tar_member_problem(info: tarfile.TarInfo, lim: ScanLimits) -> str | None:
     if info.issym():
         return f"symbolic link to {info.linkname!r}: not followed"
     if info.islnk():
         return f"hard link to {info.linkname!r}: not followed"
     if not info.isreg():
         return "not a regular file (device, socket or FIFO)"
+    if info.sparse is not None:
+        stored = sum(n for _, n in cast("list[tuple[int, int]]", info.sparse))
+        if info.size > lim.ratio_min_bytes and info.size > lim.max_ratio * max(stored, 1):
+            return (
+                f"sparse member of {info.size} bytes holding {stored} bytes of data: over the"
+                f" {lim.max_ratio:g}:1 limit (a sparse-file bomb?)"
+            )
     return entry_name_problem(info.name)
 
 
-def _read_all(member: IO[bytes], limit: int, check: Callable[[], None]) -> bytes:
+def _read_all(member: _Readable, limit: int, check: Callable[[], None]) -> bytes:
     """The rest of a member, at most ``limit`` bytes more, checking limits as it goes."""
     out = bytearray()
     while len(out) < limit and (block := member.read(min(_READ_BYTES, limit - len(out)))):
@@ -492,7 +531,7 @@ def _read_all(member: IO[bytes], limit: int, check: Callable[[], None]) -> bytes
     return bytes(out)
 
 
-def _drain(member: IO[bytes], check: Callable[[], None]) -> None:
+def _drain(member: _Readable, check: Callable[[], None]) -> None:
     while member.read(_READ_BYTES):
         check()
 
@@ -502,3 +541,97 @@ def iter_items(
 ) -> Iterator[Item]:
     """Items of the PATH arguments in a stable order (see `Walker`)."""
     return Walker(limits, skip).paths(paths)
+
+
+def _no_check() -> None:
+    """The per-block check of a zip member: its limits are in `_Meter`."""
+
+
+def _is_regular(path: str) -> bool:
+    """True for a regular file that is not a symbolic link (never opens it)."""
+    try:
+        return stat.S_ISREG(os.lstat(path).st_mode)
+    except OSError:
+        return False
+
+
+def _stream_size(f: IO[bytes]) -> int:
+    """Size in bytes of a seekable stream (the position is kept)."""
+    here = f.tell()
+    try:
+        return f.seek(0, os.SEEK_END)
+    finally:
+        f.seek(here)
+
+
+class _Meter:
+    """The bytes one archive's members actually produced, bounded: at most
+    ``max_total_bytes``, and at most ``max_ratio`` times the archive's compressed bytes
+    (``compressed()``: the file size of a zip, the bytes read so far of a tar) once past
+    ``ratio_min_bytes``. Declared sizes play no part, so overlapping zip entries and
+    sparse tar members are counted by what they really yield. Raises _ArchiveStop."""
+
+    def __init__(self, lim: ScanLimits, compressed: Callable[[], int]) -> None:
+        self.lim = lim
+        self.compressed = compressed
+        self.produced = 0
+
+    def add(self, n: int) -> None:
+        self.produced += n
+        lim = self.lim
+        if self.produced > lim.max_total_bytes:
+            raise _ArchiveStop(
+                f"more than {lim.max_total_bytes} uncompressed bytes: the rest of the"
+                " archive was not scanned (a compression bomb?)"
+            )
+        packed = max(self.compressed(), 1)
+        if self.produced > lim.ratio_min_bytes and self.produced > lim.max_ratio * packed:
+            raise _ArchiveStop(
+                f"decompression ratio over {lim.max_ratio:g}:1 ({self.produced} bytes out of"
+                f" {packed}): a compression bomb? the rest of the archive was not scanned"
+            )
+
+
+class _Metered:
+    """A member's reader that reports every byte it yields to a `_Meter`."""
+
+    def __init__(self, raw: IO[bytes], meter: _Meter) -> None:
+        self._raw = raw
+        self._meter = meter
+
+    def read(self, size: int = -1) -> bytes:
+        data = self._raw.read(size)
+        self._meter.add(len(data))
+        return data
+
+
+#: Bytes of a zip local file header before the name (APPNOTE.TXT 4.3.7).
+_ZIP_LOCAL_HEADER = 30
+
+
+def _zip_overlaps(infos: list[zipfile.ZipInfo], data_end: int) -> dict[int, str]:
+    """Entries (by index) whose compressed data overlaps another entry's local header
+    or the central directory, with the reason.
+
+    A well-formed zip stores each entry's header and data one after another; a
+    directory whose entries point into each other's data (D. Fifield, "A better zip
+    bomb", WOOT 2019) or at the same data makes a small file inflate many times over.
+    The test uses a lower bound of each entry's extent (30 header bytes plus its
+    compressed size), so it never flags a well-formed archive; of entries sharing one
+    offset, the last is kept.
+    """
+    order = sorted(range(len(infos)), key=lambda i: (infos[i].header_offset, i))
+    out: dict[int, str] = {}
+    for pos, i in enumerate(order):
+        info = infos[i]
+        end = info.header_offset + _ZIP_LOCAL_HEADER + info.compress_size
+        if pos + 1 < len(order):
+            nxt = infos[order[pos + 1]]
+            if end > nxt.header_offset:
+                out[i] = (
+                    f"its data overlaps entry {nxt.filename!r}: an overlapping-entry zip"
+                    " bomb? not scanned"
+                )
+        elif end > data_end:
+            out[i] = "its data overlaps the zip's central directory: not scanned"
+    return out

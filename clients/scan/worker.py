@@ -24,16 +24,23 @@ from pathlib import Path
 from typing import Any
 
 from clients.api import ProvenanceClient, Query, is_unreachable
+from clients.files import read_bounded
 from clients.report import report_to_json
 from clients.scan.hashing import Measured, measure
 from clients.scan.rows import error_row, measured_row
 from clients.scan.sources import EntryItem, FileItem, Item, RefusedItem, ScanLimits
 from provenance.claims import SignedClaim, Verdict
-from provenance.errors import BindingError, ClaimError, DetectorError, MediaError, TransportError
+from provenance.contract import DENSE_PASS_NEEDS_BYTES
+from provenance.errors import (
+    ClaimError,
+    DetectorError,
+    MediaError,
+    ProvenanceError,
+    TransportError,
+)
 from provenance.media import decode_image
-from provenance.pipeline import DENSE_PASS_NEEDS_BYTES
 from provenance.server import MAX_LOOKUP_HASHES, MAX_LOOKUP_QUERIES
-from provenance.sidecar import decode_sidecar
+from provenance.sidecar import MAX_SIDECAR_BYTES, decode_sidecar
 from provenance.verify import VerificationReport
 
 #: Waits between tries of a Lookup when the server is unreachable, in seconds.
@@ -81,7 +88,8 @@ def _lookup(
     client: ProvenanceClient, measured: Sequence[Measured]
 ) -> dict[str, VerificationReport]:
     queries = [
-        Query(m.ref, m.sha256, m.soft, m.media_type or "", m.content_sha256) for m in measured
+        Query(m.ref, m.sha256, m.soft, m.media_type or "", m.content_sha256, m.turned)
+        for m in measured
     ]
     out: dict[str, VerificationReport] = {}
     for part in _parts(queries):
@@ -129,11 +137,10 @@ def _lookup_retrying(client: ProvenanceClient, part: list[Query]) -> dict[str, V
     return dict(client.lookup(part))
 
 
-def _item_bytes(item: FileItem | EntryItem) -> bytes:
+def _item_bytes(item: FileItem | EntryItem, limit: int) -> bytes:
     if isinstance(item, EntryItem):
         return item.data
-    with open(item.path, "rb") as f:
-        return f.read()
+    return read_bounded(item.path, limit, "image")
 
 
 def _detect(
@@ -143,7 +150,8 @@ def _detect(
     det = _local_detector(config.detector_secret)
     if not isinstance(det, str):
         try:
-            rgb = decode_image(_item_bytes(item), config.limits.assets.max_pixels).rgb
+            data = _item_bytes(item, config.limits.assets.max_image_bytes)
+            rgb = decode_image(data, config.limits.assets.max_pixels).rgb
             return dict(det.score_image(rgb, m.sha256).to_dict())
         except (MediaError, DetectorError) as e:
             return {"available": False, "note": f"not scored: {e}"}
@@ -173,9 +181,12 @@ def _check_sidecar(
     if item.sidecar is None or report.status == Verdict.SIGNED_ORIGINAL:
         return report, None
     try:
-        with open(item.sidecar, "rb") as f:
-            signed = decode_sidecar(f.read()).signed_claim
-    except (OSError, ClaimError) as e:
+        data = read_bounded(item.sidecar, MAX_SIDECAR_BYTES, "sidecar")
+        signed = decode_sidecar(data).signed_claim
+    except OSError as e:
+        msg = e.strerror or str(e)
+        return report, f"sidecar {os.path.basename(item.sidecar)} not usable: {msg}"
+    except (ClaimError, MediaError) as e:
         return report, f"sidecar {os.path.basename(item.sidecar)} not usable: {e}"
     return _verify_file(
         client, item, signed, report, f"sidecar {os.path.basename(item.sidecar)} not checked"
@@ -230,12 +241,20 @@ def process_batch(items: Sequence[Item], config: ScanConfig) -> list[dict[str, A
             continue
         try:
             measured[item.ref] = measure(item, config.limits.assets)
-        except (OSError, BindingError) as e:
+        except (OSError, ProvenanceError) as e:
             msg = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
             rows[item.ref] = error_row(
                 item.ref, f"cannot read: {msg}", item.size, getattr(item, "archive", None)
             )
-    reports = _lookup(client, [m for m in measured.values() if m.kind != "sidecar"])
+        except Exception as e:  # a decoder failing on hostile bytes: one bad row, not a stop
+            rows[item.ref] = error_row(
+                item.ref,
+                f"cannot measure: {type(e).__name__}",
+                item.size,
+                getattr(item, "archive", None),
+            )
+    unlooked = ("sidecar", "empty")
+    reports = _lookup(client, [m for m in measured.values() if m.kind not in unlooked])
     for item in items:
         m = measured.get(item.ref)
         if m is None:

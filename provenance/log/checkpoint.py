@@ -70,7 +70,7 @@ def key_id(name: str, public_key: bytes) -> bytes:
     return hashlib.sha256(material).digest()[:4]
 
 
-def _b64decode(text: str, what: str) -> bytes:
+def b64decode_strict(text: str, what: str) -> bytes:
     """Strict standard base64 (RFC 4648 section 4); LogError on anything else."""
     try:
         raw = base64.b64decode(text.encode("ascii"), validate=True)
@@ -142,7 +142,7 @@ class Checkpoint:
         origin, size_text, root_text, *extensions = lines
         if not _SIZE_RE.fullmatch(size_text):
             raise LogError(f"checkpoint size {size_text!r} is not a decimal without leading zeros")
-        root_hash = _b64decode(root_text, "checkpoint root")
+        root_hash = b64decode_strict(root_text, "checkpoint root")
         timestamp = None
         if extensions:
             if len(extensions) > 1 or not extensions[0].startswith(_TIME_PREFIX):
@@ -172,6 +172,11 @@ class LogSigner:
         signature = self._private_key.sign(text.encode())
         blob = base64.b64encode(self.key_id + signature).decode("ascii")
         return f"{text}\n{_EM_DASH} {self.name} {blob}\n"
+
+    def sign_message(self, message: bytes) -> bytes:
+        """A raw 64-byte Ed25519 signature over ``message``: for the signed messages of
+        other note formats, such as witness cosignatures (c2sp.org/tlog-cosignature)."""
+        return self._private_key.sign(message)
 
     def sign(self, checkpoint: Checkpoint) -> str:
         """The signed note of ``checkpoint``. Raises LogError if its origin is not our name."""
@@ -218,7 +223,7 @@ def _split_note(note: str) -> tuple[str, list[_SignatureLine]]:
         if not sep:
             raise LogError(f"signature line {line!r} is not '— <name> <base64>'")
         _check_key_name(name)
-        raw = _b64decode(blob, f"signature of {name}")
+        raw = b64decode_strict(blob, f"signature of {name}")
         if len(raw) < 5:
             raise LogError(f"signature of {name} is {len(raw)} bytes, too short")
         signatures.append(_SignatureLine(name, raw[:4], raw[4:]))
@@ -252,7 +257,7 @@ class NoteVerifier:
         _check_key_name(name)
         if not _KEY_ID_RE.fullmatch(id_text):
             raise LogError(f"verifier key id {id_text!r} is not 8 lowercase hex digits")
-        raw = _b64decode(material, "verifier key material")
+        raw = b64decode_strict(material, "verifier key material")
         if len(raw) != 33 or raw[0] != SIGNATURE_TYPE_ED25519:
             raise LogError("verifier key is not an Ed25519 key (type 0x01 and 32 bytes)")
         verifier = cls(name, raw[1:])

@@ -15,6 +15,7 @@ from datetime import datetime
 from provenance.binding import PerceptualHash
 from provenance.claims import Device
 from provenance.errors import EnrollmentError, LogError, UnknownDeviceError
+from provenance.registry import merged_revocation
 from provenance.store import LeafRecord, NewLeaf
 
 
@@ -184,8 +185,8 @@ class MemoryStore:
     def revoke(self, device_id: bytes, effective_at: datetime, reason: str) -> Device:
         with self._lock:
             d = self.get_device(device_id)
-            when = effective_at if d.revoked_at is None else min(d.revoked_at, effective_at)
-            d = replace(d, revoked_at=when, revocation_reason=reason)
+            when, why = merged_revocation(d, effective_at, reason)
+            d = replace(d, revoked_at=when, revocation_reason=why)
             self._state.devices[device_id] = d
             return d
 

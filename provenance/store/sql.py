@@ -23,6 +23,7 @@ from provenance.errors import (
     ProvenanceError,
     UnknownDeviceError,
 )
+from provenance.registry import merged_revocation
 from provenance.store import LeafRecord, NewLeaf, from_us, to_us
 
 #: Leaves read per page when iterating the log.
@@ -387,10 +388,10 @@ class SqlStore:
             d = find_device(c, device_id)
             if d is None:
                 raise UnknownDeviceError(f"device {device_id.hex()} is not enrolled")
-            when = effective_at if d.revoked_at is None else min(d.revoked_at, effective_at)
+            when, why = merged_revocation(d, effective_at, reason)
             c.execute(
                 "UPDATE devices SET revoked_at=?, revocation_reason=? WHERE device_id=?",
-                (to_us(when), reason, device_id),
+                (to_us(when), why, device_id),
             )
             found = find_device(c, device_id)
             assert found is not None

@@ -19,8 +19,11 @@ mismatch is still detected (the root differs) but cannot be located.
 from __future__ import annotations
 
 import hashlib
+import os
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import cache
 
 from provenance.claims import HardBinding
 from provenance.errors import BindingError
@@ -30,6 +33,17 @@ from provenance.log.merkle import HASH_SIZE, CompactRange
 DEFAULT_VIDEO_CHUNK = 1 << 20
 #: Largest chunk size accepted, in bytes (64 MiB).
 MAX_VIDEO_CHUNK = 64 << 20
+
+
+#: Pieces at least this long are hashed whole-file on a helper thread while the calling
+#: thread hashes their chunk leaves (hashlib releases the GIL over 2 KiB).
+OVERLAP_MIN_BYTES = 256 * 1024
+
+
+@cache
+def _sha_pool() -> ThreadPoolExecutor:
+    """Threads that advance whole-file SHA-256 states, shared by every ChunkedHasher."""
+    return ThreadPoolExecutor(max_workers=os.cpu_count() or 1, thread_name_prefix="sha256")
 
 
 def _check_chunk_size(chunk_size: int) -> None:
@@ -111,8 +125,22 @@ class ChunkedHasher:
         if self._final is not None:
             raise BindingError("the hasher was finalized; it takes no more bytes")
         view = memoryview(data).cast("B")
-        self._sha256.update(view)
         self._size += len(view)
+        if len(view) < OVERLAP_MIN_BYTES:
+            self._sha256.update(view)
+            self._add_leaves(view)
+            return
+        # Each byte is read by two hashes: the whole-file one runs on a pool thread
+        # while this thread hashes the chunk leaves; both finish before `data` returns
+        # to the caller (who may reuse its buffer).
+        whole = _sha_pool().submit(self._sha256.update, view)
+        try:
+            self._add_leaves(view)
+        finally:
+            whole.result()
+
+    def _add_leaves(self, view: memoryview) -> None:
+        """Cut ``view`` into chunks after the pending bytes and hash every complete one."""
         if self._pending:
             take = min(len(view), self._chunk_size - len(self._pending))
             self._pending += view[:take]

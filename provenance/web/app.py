@@ -22,7 +22,7 @@ from starlette.templating import Jinja2Templates
 
 from clients.api import ProvenanceClient
 from provenance.assets import DEFAULT_MAX_BYTES
-from provenance.web import api, pages, present, softbinding
+from provenance.web import api, pages, present, softbinding, tlogtiles
 from provenance.web.ratelimit import RateLimiter
 from provenance.web.security import SecurityHeaders
 from provenance.web.upload import Relayer, UploadLimits
@@ -38,7 +38,10 @@ class WebConfig:
     relayed (default as the service's, 2 GiB); ``uploads_per_minute``: per client
     address (0: no limit); ``max_concurrent_uploads``: relayed at once (more get 503);
     ``uploads_per_client``: running at once from one address (more get 429);
-    ``upload_idle_seconds``: a body that stalls this long gets 408."""
+    ``upload_idle_seconds``: a body that stalls this long gets 408;
+    ``upload_hold_bytes``: a file up to this size is held in memory until its form ends
+    (larger ones are relayed as they arrive);
+    ``tiles_dir``: a `prov log export-tiles` folder served read-only under /tlog/."""
 
     server: str
     max_upload_bytes: int = DEFAULT_MAX_BYTES
@@ -46,6 +49,8 @@ class WebConfig:
     max_concurrent_uploads: int = 8
     uploads_per_client: int = 2
     upload_idle_seconds: float = 60.0
+    tiles_dir: Path | None = None
+    upload_hold_bytes: int = 8 * 1024 * 1024
 
 
 @dataclass
@@ -74,6 +79,7 @@ def create_app(config: WebConfig) -> Starlette:
             UploadLimits(
                 config.max_upload_bytes,
                 idle_s=config.upload_idle_seconds,
+                hold_bytes=config.upload_hold_bytes,
                 per_client=config.uploads_per_client,
             ),
             config.max_concurrent_uploads,
@@ -95,6 +101,7 @@ def create_app(config: WebConfig) -> Starlette:
             *api.routes(),
             *softbinding.routes(),
             *pages.routes(),
+            *(tlogtiles.routes(config.tiles_dir) if config.tiles_dir else []),
             Mount("/static", StaticFiles(directory=PACKAGE / "static"), name="static"),
         ],
         middleware=[Middleware(SecurityHeaders)],

@@ -4,12 +4,14 @@ HTTP status codes, and the JSON error body every endpoint answers with.
 The mapping mirrors the gRPC one (README, "Limits and errors") and Google's
 HTTP-gRPC table (google/rpc/code.proto): INVALID_ARGUMENT, FAILED_PRECONDITION and
 OUT_OF_RANGE -> 400, UNAUTHENTICATED -> 401, PERMISSION_DENIED -> 403, NOT_FOUND -> 404,
-RESOURCE_EXHAUSTED -> 413 (our service uses it for size and pixel limits), a stalled
-upload -> 408, rate limited -> 429, UNAVAILABLE -> 503, DEADLINE_EXCEEDED -> 504, DATA_LOSS and INTERNAL -> 500.
+RESOURCE_EXHAUSTED -> 413 for a size, count or pixel limit and 503 when the service
+says it is busy (see `status_name`), a stalled upload -> 408, rate limited -> 429,
+UNAVAILABLE -> 503, DEADLINE_EXCEEDED -> 504, DATA_LOSS and INTERNAL -> 500.
 """
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from starlette.responses import JSONResponse
@@ -55,8 +57,17 @@ class WebError(ProvenanceError):
         self.retry_after = retry_after
 
 
+#: The service's RESOURCE_EXHAUSTED covers both "too large" and "busy, try again" (its
+#: `LimitError`); the gRPC status carries no detail telling them apart, so a message
+#: asking to retry marks a busy service (503 with Retry-After), anything else a size (413).
+_RETRY_WORDS = re.compile(r"\b(try again|retry)\b", re.IGNORECASE)
+BUSY_RETRY_AFTER = 5
+
+
 def status_name(error: ProvenanceError) -> str:
     """The gRPC-style status name of one of our errors."""
+    if isinstance(error, TransportError) and error.code == "RESOURCE_EXHAUSTED":
+        return "UNAVAILABLE" if _RETRY_WORDS.search(str(error)) else error.code
     if isinstance(error, WebError | TransportError):
         return error.code
     if isinstance(error, MediaTooLargeError):
@@ -75,7 +86,7 @@ def message(error: ProvenanceError) -> str:
     """The error's text for a person, without the client's trailing `` [STATUS]``
     (the status is reported beside it)."""
     text = str(error)
-    suffix = f" [{status_name(error)}]"
+    suffix = f" [{getattr(error, 'code', '')}]"
     return text[: -len(suffix)] if text.endswith(suffix) else text
 
 
@@ -94,6 +105,8 @@ def error_body(error: ProvenanceError) -> dict[str, Any]:
 def error_headers(error: ProvenanceError) -> dict[str, str]:
     """``Retry-After`` for rate-limited and busy answers."""
     retry = getattr(error, "retry_after", 0)
+    if not retry and isinstance(error, TransportError) and status_name(error) == "UNAVAILABLE":
+        retry = BUSY_RETRY_AFTER if error.code == "RESOURCE_EXHAUSTED" else 0
     return {"Retry-After": str(retry)} if retry else {}
 
 

@@ -29,7 +29,6 @@ from starlette.requests import ClientDisconnect, Request
 
 from clients.api import MIN_UPLOAD_RATE, VERIFY_DECODE_SECONDS, ProvenanceClient
 from provenance.claims import SignedClaim
-from provenance.contract import UPLOAD_CHUNK_BYTES
 from provenance.errors import ProvenanceError
 from provenance.sidecar import MAX_SIDECAR_BYTES, decode_sidecar
 from provenance.verify import VerificationReport
@@ -39,6 +38,10 @@ from provenance.web.errors import WebError
 MAX_PARTS = 8
 #: Largest form field other than the file and the sidecar, in bytes.
 MAX_SMALL_FIELD = 1024
+#: Bytes gathered before they go on to the service: small enough that a slow upload
+#: (down to about 9 KB/s) never leaves the service's stream idle for its 30 s, large
+#: enough to stay above its minimum message size (64 KiB).
+RELAY_BLOCK = 256 * 1024
 #: Longest header value of a multipart part, in bytes.
 MAX_HEADER = 8 * 1024
 #: Longest file name kept (characters); longer names are cut.
@@ -100,6 +103,7 @@ class _Relay:
                     sidecar=signed,
                     detect=detect,
                     chunk_hashes=chunks,
+                    flush_bytes=RELAY_BLOCK,
                 )
             finally:
                 self.done.set()
@@ -358,7 +362,7 @@ class Relayer:
                 if relay is not None:
                     if relay.done.is_set():
                         break  # the service answered early (an error): stop reading
-                    if block := form.take(UPLOAD_CHUNK_BYTES):
+                    if block := form.take(RELAY_BLOCK):
                         await relay.send(block)
             else:
                 parser.finalize()
@@ -420,7 +424,7 @@ class Relayer:
                 pending += chunk
                 if relay.done.is_set():
                     break
-                if len(pending) >= UPLOAD_CHUNK_BYTES:
+                if len(pending) >= RELAY_BLOCK:
                     await relay.send(bytes(pending))
                     pending.clear()
             if size == 0 and not relay.done.is_set():

@@ -1,0 +1,52 @@
+"""Ratios every bench writes to `out/bench/<name>.json`, collected by bench/run_all.py.
+
+A row is one measured path against its same-run baseline: ``value`` and ``baseline`` in
+the same ``unit`` (a rate: higher is better), ``ratio`` = value / baseline. Only ratios
+from one run mean much on a shared machine.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+#: Where each bench writes its JSON (git-ignored: /out/ in .gitignore).
+RESULTS_DIR = Path(__file__).resolve().parents[1] / "out" / "bench"
+
+
+@dataclass(frozen=True)
+class Ratio:
+    """One path against its bare peer, both rates in ``unit`` (e.g. calls/s, MB/s)."""
+
+    path: str
+    value: float
+    baseline_name: str
+    baseline: float
+    unit: str
+
+    @property
+    def ratio(self) -> float:
+        """value / baseline (0 when the baseline is 0)."""
+        return self.value / self.baseline if self.baseline else 0.0
+
+
+def write_results(bench: str, rows: list[Ratio], note: str = "") -> Path:
+    """Print ``rows`` and write them to RESULTS_DIR/<bench>.json; return the file's path."""
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    out = RESULTS_DIR / f"{bench}.json"
+    payload = {
+        "bench": bench,
+        "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "note": note,
+        "rows": [asdict(r) | {"ratio": round(r.ratio, 4)} for r in rows],
+    }
+    out.write_text(json.dumps(payload, indent=2) + "\n")
+    for r in rows:
+        print(
+            f"{r.path:<44} {r.value:>11.1f} {r.unit:<10} / {r.baseline_name} {r.baseline:.1f}"
+            f" = {r.ratio:.3f}"
+        )
+    print(f"wrote {out}")
+    return out

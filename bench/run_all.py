@@ -1,0 +1,88 @@
+"""Run every bench with settings sized to finish together in about 15 minutes, then print
+one table of the ratios they wrote to out/bench/*.json (see bench/results.py).
+
+Each bench runs in its own process under `nice -n 19` and its own time limit; one that
+fails or runs out of time is reported and the others still run. Exit status 1 if any
+failed. Usage: python bench/run_all.py [--only NAME ...] [--list]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from results import RESULTS_DIR  # bench/results.py, next to this script
+
+BENCH = Path(__file__).resolve().parent
+ROOT = BENCH.parent
+
+#: (script, arguments, time limit in seconds): short runs; each script's --help has more.
+PLAN: list[tuple[str, list[str], int]] = [
+    ("bench_signatures.py", ["--calls", "1000"], 120),
+    ("bench_service.py", ["--callers", "64", "--seconds", "3", "--mb", "64"], 240),
+    ("bench_log.py", ["--sizes", "100000", "--appends", "2000", "--samples", "500"], 240),
+    ("bench_video.py", [], 300),
+    ("bench_video_service.py", ["--mb", "64"], 180),
+    ("bench_c2pa.py", [], 120),
+    ("bench_scan.py", ["--files", "1000", "--hashes", "100000", "--queries", "100"], 180),
+    ("bench_web.py", ["--mb", "32", "--rounds", "3"], 120),
+    ("bench_detector.py", ["--seconds", "1", "--rounds", "3"], 120),
+]
+
+
+def run(script: str, args: list[str], limit: int) -> tuple[str, float]:
+    """Run one bench; (outcome, seconds). Outcome: "ok", "failed (rc N)" or "timed out"."""
+    cmd = ["nice", "-n", "19", sys.executable, str(BENCH / script), *args]
+    print(f"\n=== {script} {' '.join(args)}", flush=True)
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+    }
+    t0 = time.perf_counter()
+    try:
+        rc = subprocess.run(cmd, cwd=ROOT, env=env, timeout=limit).returncode
+    except subprocess.TimeoutExpired:
+        return "timed out", time.perf_counter() - t0
+    return ("ok" if rc == 0 else f"failed (rc {rc})"), time.perf_counter() - t0
+
+
+def table(since: float) -> list[str]:
+    """Rows of every results JSON written after ``since`` (a time.time())."""
+    lines = [f"{'path':<46} {'value':>10} {'baseline':>10}  {'unit':<9} {'ratio':>6}  baseline"]
+    for path in sorted(RESULTS_DIR.glob("*.json")):
+        if path.stat().st_mtime < since:
+            continue
+        for r in json.loads(path.read_text())["rows"]:
+            lines.append(
+                f"{r['path'][:46]:<46} {r['value']:>10.1f} {r['baseline']:>10.1f}  {r['unit']:<9}"
+                f" {r['ratio']:>6.3f}  {r['baseline_name']}"
+            )
+    return lines
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--only", nargs="+", metavar="NAME", help="e.g. service video")
+    ap.add_argument("--list", action="store_true", help="print the plan and exit")
+    args = ap.parse_args()
+    plan = [p for p in PLAN if not args.only or any(n in p[0] for n in args.only)]
+    if args.list:
+        for script, a, limit in plan:
+            print(f"{script} {' '.join(a)}  (limit {limit} s)")
+        return 0
+    since = time.time()
+    outcomes = [(script, *run(script, a, limit)) for script, a, limit in plan]
+    print("\n" + "\n".join(table(since)))
+    print()
+    for script, outcome, seconds in outcomes:
+        print(f"{script:<26} {outcome:<16} {seconds:6.0f} s")
+    return 0 if all(o == "ok" for _, o, _ in outcomes) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

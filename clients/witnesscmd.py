@@ -1,0 +1,55 @@
+"""``prov witness serve``: a C2SP tlog-witness that cosigns the log's checkpoints."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from clients.logcmd import _read_vkey
+from provenance.errors import ConfigError
+from provenance.log.checkpoint import generate_log_key, load_log_signer
+from provenance.witness import Witness
+
+witness_app = typer.Typer(
+    help="Witness a log: cosign its checkpoints after checking consistency (C2SP tlog-witness).",
+    no_args_is_help=True,
+)
+
+
+@witness_app.command("serve")
+def serve(
+    key: Annotated[
+        Path,
+        typer.Option(
+            help="The witness's Ed25519 private key (PEM, mode 0600; created if missing)."
+        ),
+    ],
+    log_key: Annotated[
+        list[str],
+        typer.Option(help="Verifier key of a log to witness (text or file; repeat for more logs)."),
+    ],
+    state: Annotated[
+        Path, typer.Option(help="Folder keeping the last checkpoint cosigned for each log.")
+    ],
+    name: Annotated[
+        str, typer.Option(help="The witness's name in its cosignatures.")
+    ] = "witness.local/w1",
+    listen: Annotated[
+        str, typer.Option(help="Address to listen on, HOST:PORT (port 0 picks one).")
+    ] = "127.0.0.1:8090",
+) -> None:
+    """Serve POST /add-checkpoint (c2sp.org/tlog-witness): verify the log's signature and
+    a consistency proof from the last checkpoint cosigned, then answer an Ed25519
+    cosignature/v1 line (c2sp.org/tlog-cosignature). Refuses rolled-back or forked
+    checkpoints with 409 Conflict and the witness's size. Prints the witness's verifier
+    key, then ``witness on http://HOST:PORT``."""
+    from provenance.witness.http import run_witness
+
+    if not key.parent.is_dir():
+        raise ConfigError(f"{key}: the folder {key.parent} does not exist")
+    signer = load_log_signer(key, name) if key.exists() else generate_log_key(key, name)
+    witness = Witness(signer, [_read_vkey(v) for v in log_key], state)
+    print(f"witness key {witness.vkey()}", flush=True)
+    run_witness(listen, witness)

@@ -1,0 +1,215 @@
+"""The I/O edge of C2SP tlog-tiles: export a store's log to a directory, read one back.
+
+`export_tiles` writes the layout of `provenance.log.tiles` (c2sp.org/tlog-tiles, "APIs")
+for the store's newest checkpoint: the hash tiles and entry bundles that are new, then
+the checkpoint last, each file through a temporary name and an atomic rename, and the
+tiles flushed to disk before the checkpoint is written, so a reader (or a web server
+serving the directory) never sees a torn file or a checkpoint whose tiles are missing,
+even after a crash. Full tiles and bundles never change once written, so a repeated
+export only adds what the log appended since (tlog-tiles: full tiles are immutable).
+
+`fetcher` opens a tiled log by directory path or ``http(s)://`` prefix for
+`provenance.log.tiles.audit_tiles`.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import secrets
+import urllib.error
+import urllib.request
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from provenance.errors import (
+    ConfigError,
+    LogError,
+    LogIntegrityError,
+    TileMissingError,
+    TransportError,
+)
+from provenance.log import merkle, tiles
+from provenance.log.checkpoint import Checkpoint
+from provenance.store import Store
+
+MAX_FILE_BYTES = tiles.TILE_WIDTH * (2 + tiles.MAX_ENTRY_SIZE)
+"""Largest file of a tiled log: a full entry bundle of 256 entries of 65,535 bytes."""
+
+FETCH_TIMEOUT_S = 30.0
+"""Seconds to wait for one file over HTTP."""
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    """What one export did: the tree size exported, and files written (not already there)."""
+
+    size: int
+    tiles_written: int
+    bundles_written: int
+
+
+def _write(path: Path, data: bytes, sync: bool = False) -> None:
+    """Write ``data`` to ``path`` through a temporary file and an atomic rename (with
+    ``sync``, the file is fsynced before the rename)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.parent / f".tmp-{os.getpid()}-{secrets.token_hex(4)}"
+    try:
+        with open(tmp, "wb") as handle:
+            handle.write(data)
+            if sync:
+                handle.flush()
+                os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def _drop_partials(full: Path) -> None:
+    """Delete the partial versions ``<full>.p/<W>`` of a tile or bundle now written in
+    full (tlog-tiles "Partial Tiles": a log MAY delete them; readers fall back to the full
+    one, see `provenance.log.tiles.TileNodes`)."""
+    folder = full.with_name(full.name + ".p")
+    if folder.is_dir():
+        for partial in folder.iterdir():
+            partial.unlink(missing_ok=True)
+        folder.rmdir()
+
+
+def _exported_size(directory: Path) -> int | None:
+    """Tree size of the checkpoint already in ``directory``, or None if it has none."""
+    path = directory / tiles.CHECKPOINT_PATH
+    if not path.exists():
+        return None
+    text = path.read_text(errors="replace")
+    try:
+        return Checkpoint.parse_body(text[: text.rfind("\n\n") + 1]).size
+    except LogError as e:
+        raise ConfigError(f"{path} is not a checkpoint ({e}); is {directory} a tiled log?") from e
+
+
+def export_tiles(
+    store: Store, directory: Path, progress: Callable[[int, int], None] | None = None
+) -> ExportResult:
+    """Bring the tiled log in ``directory`` up to the store's newest signed checkpoint.
+
+    Writes missing full tiles and bundles, the partial ones of this size, then the
+    checkpoint. Each bundle's entries are checked against the tile's leaf hashes before it
+    is written. ``progress(done, total)`` is called per level-0 tile. Raises ConfigError
+    when ``directory`` holds a checkpoint of a larger tree (another log, or a rollback),
+    LogIntegrityError when the store's entries do not match its Merkle nodes, LogError
+    for an entry too large for a bundle, OSError when a file cannot be written, and the
+    store's errors.
+    """
+    latest = store.latest_checkpoint()
+    if latest is None:
+        return ExportResult(0, 0, 0)
+    size, note = latest
+    before = _exported_size(directory)
+    if before is not None and before > size:
+        raise ConfigError(
+            f"{directory} already holds a checkpoint of {before} entries, more than the"
+            f" store's {size}: it is another log's export, or this store was rolled back"
+        )
+    all_tiles = tiles.tiles_for_size(size)
+    level0 = sum(1 for t in all_tiles if t.level == 0)
+    written = bundles = done = 0
+    for tile in all_tiles:
+        path = directory / tile.path
+        data = b""
+        if not path.exists():
+            data = tiles.tile_hashes(tile, store.get_nodes)
+            _write(path, data)
+            written += 1
+            if not tile.partial:
+                _drop_partials(path)
+        if tile.level != 0:
+            continue
+        bundle_path = directory / tile.entries_path
+        if not bundle_path.exists():
+            leaves = tiles.split_hashes(data or path.read_bytes(), tile)
+            first = tile.index * tiles.TILE_WIDTH
+            rows = store.entries(first, tile.width)
+            entries = [entry for _, entry in rows]
+            if [i for i, _ in rows] != list(range(first, first + tile.width)) or [
+                merkle.leaf_hash(e) for e in entries
+            ] != leaves:
+                raise LogIntegrityError(
+                    f"the store's entries {first}..{first + tile.width - 1} do not hash to its"
+                    " Merkle leaves: rows were edited behind the log's back; not exporting"
+                )
+            _write(bundle_path, tiles.encode_bundle(entries))
+            bundles += 1
+            if not tile.partial:
+                _drop_partials(bundle_path)
+        done += 1
+        if progress is not None:
+            progress(done, level0)
+    if written or bundles:
+        os.sync()  # one flush for all tiles (an fsync each costs ~10 ms) before the checkpoint
+    _write(directory / tiles.CHECKPOINT_PATH, note.encode(), sync=True)
+    return ExportResult(size, written, bundles)
+
+
+def _read_bounded(read: Callable[[int], bytes], what: str) -> bytes:
+    data = read(MAX_FILE_BYTES + 1)
+    if len(data) > MAX_FILE_BYTES:
+        raise LogIntegrityError(f"{what} is larger than any tiled-log file ({MAX_FILE_BYTES})")
+    return data
+
+
+def _dir_fetcher(root: Path) -> tiles.Fetch:
+    def fetch(path: str) -> bytes:
+        try:
+            with open(root / path, "rb") as handle:
+                return _read_bounded(handle.read, path)
+        except FileNotFoundError as e:
+            raise TileMissingError(f"the tiled log in {root} has no {path}") from e
+        except OSError as e:
+            raise ConfigError(f"cannot read {root / path}: {e.strerror}") from e
+
+    return fetch
+
+
+def _url_fetcher(prefix: str) -> tiles.Fetch:
+    base = prefix.rstrip("/") + "/"
+
+    def fetch(path: str) -> bytes:
+        url = base + path
+        request = urllib.request.Request(url, headers={"Accept-Encoding": "gzip, identity"})
+        try:
+            with urllib.request.urlopen(request, timeout=FETCH_TIMEOUT_S) as response:
+                data = _read_bounded(response.read, url)
+                if response.headers.get("Content-Encoding", "identity") == "gzip":
+                    inflate = zlib.decompressobj(16 + zlib.MAX_WBITS)
+                    data = inflate.decompress(data, MAX_FILE_BYTES + 1)
+                    if len(data) > MAX_FILE_BYTES or inflate.unconsumed_tail:
+                        raise LogIntegrityError(f"{url} inflates past {MAX_FILE_BYTES} bytes")
+                return data
+        except urllib.error.HTTPError as e:
+            if e.code == 404:
+                raise TileMissingError(f"the tiled log does not serve {url} (404)") from e
+            raise TransportError(f"{url}: HTTP {e.code} {e.reason}") from e
+        except (urllib.error.URLError, OSError, gzip.BadGzipFile, zlib.error) as e:
+            raise TransportError(f"cannot fetch {url}: {e}") from e
+
+    return fetch
+
+
+def fetcher(location: str) -> tiles.Fetch:
+    """A `tiles.Fetch` for a tiled log at an ``http://``/``https://`` prefix or a directory.
+
+    The fetcher raises LogIntegrityError for a file the log must serve but does not (a
+    missing file, HTTP 404, or one over `MAX_FILE_BYTES`), TransportError when the
+    server cannot be reached, ConfigError when a local file cannot be read. Raises
+    ConfigError here when ``location`` is neither a URL nor an existing directory.
+    """
+    if location.startswith(("http://", "https://")):
+        return _url_fetcher(location)
+    root = Path(location)
+    if not root.is_dir():
+        raise ConfigError(f"{location} is neither an http(s):// URL nor a directory")
+    return _dir_fetcher(root)

@@ -1,0 +1,387 @@
+"""The log as C2SP tlog-tiles (c2sp.org/tlog-tiles): pure layout, encoding and auditing.
+
+A tiled log is a set of static files under one prefix (tlog-tiles "APIs"):
+
+- ``checkpoint``: the signed checkpoint (tlog-tiles "Checkpoints");
+- ``tile/<L>/<N>[.p/<W>]``: Merkle tree tiles (tlog-tiles "Merkle Tree"). The tile ``N`` at
+  level ``L`` holds the hashes of the perfect subtrees at tree level ``8 * L`` with indexes
+  ``N * 256 .. N * 256 + W - 1``, 32 bytes each, concatenated; a full tile has 256 (8,192
+  bytes), a partial tile ``W`` in 1..255 (tlog-tiles "Partial Tiles"). ``<N>`` is written in
+  zero-padded 3-digit path elements, all but the last prefixed with ``x``: 1234067 is
+  ``x001/x234/067``;
+- ``tile/entries/<N>[.p/<W>]``: entry bundles (tlog-tiles "Log entries"), the leaf data of
+  the level-0 tile ``N``, each entry prefixed by its length as a big-endian uint16.
+
+Our store keeps every perfect-subtree hash under the key ``(level, index)`` (see
+`provenance.log.merkle`), so a tile is one batched node read (`tile_hashes`). Going the
+other way, `TileNodes` is a `merkle.NodeReader` over fetched tiles: any root or proof of
+the tree is computed from tiles alone with the same functions the log uses. `audit_tiles`
+audits a log from its tiles (the signature, the tiles' hashes against each other, the root,
+every entry against its leaf hash, consistency with a saved checkpoint).
+
+Pure: reading and writing files or URLs is the caller's (see `provenance.log.tiledir`).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+
+from provenance.audit import AuditState, audit_step, open_trusted
+from provenance.errors import LogError, LogIntegrityError, TileMissingError
+from provenance.log import merkle
+from provenance.log.checkpoint import Checkpoint, NoteVerifier
+
+TILE_HEIGHT = 8
+"""Tree levels one tile spans (tlog-tiles: fixed at 8)."""
+
+TILE_WIDTH = 1 << TILE_HEIGHT
+"""Hashes in a full tile, and entries in a full entry bundle (256)."""
+
+MAX_ENTRY_SIZE = 0xFFFF
+"""Largest entry an entry bundle can hold: its length prefix is a big-endian uint16."""
+
+MAX_LEVEL = 63
+"""Highest tile level a path may name (tlog-tiles: 0 to 63)."""
+
+CHECKPOINT_PATH = "checkpoint"
+"""Path of the checkpoint under the prefix."""
+
+Fetch = Callable[[str], bytes]
+"""Reads one file of the tiled log by its path under the prefix (``tile/0/000``...).
+
+Raises TileMissingError when the log does not serve a file, LogIntegrityError when the
+file is too large, TransportError / ConfigError when it cannot be reached."""
+
+_INDEX_RE = re.compile(r"(?:x\d{3}/)*\d{3}")
+_DECIMAL_RE = re.compile(r"0|[1-9][0-9]*")
+
+
+def encode_index(index: int) -> str:
+    """``index`` as tlog-tiles path elements: 3-digit groups, all but the last ``x``-prefixed.
+
+    0 -> ``000``; 1234067 -> ``x001/x234/067``. Raises LogError for a negative index.
+    """
+    if index < 0:
+        raise LogError(f"tile index {index} is negative")
+    groups = []
+    while True:
+        groups.append(f"{index % 1000:03d}")
+        index //= 1000
+        if index == 0:
+            break
+    groups.reverse()
+    return "/".join(["x" + g for g in groups[:-1]] + [groups[-1]])
+
+
+def decode_index(text: str) -> int:
+    """Inverse of `encode_index`; raises LogError unless ``text`` is in canonical form."""
+    if not _INDEX_RE.fullmatch(text):
+        raise LogError(
+            f"{text!r} is not a tile index (3-digit groups, all but the last x-prefixed)"
+        )
+    index = int(text.replace("x", "").replace("/", ""))
+    if encode_index(index) != text:
+        raise LogError(f"tile index {text!r} is not in canonical form (no leading x000 groups)")
+    return index
+
+
+@dataclass(frozen=True)
+class Tile:
+    """A tile coordinate: ``level`` 0..63, ``index`` >= 0, ``width`` 1..256 (256: full).
+
+    Raises LogError on out-of-range fields.
+    """
+
+    level: int
+    index: int
+    width: int
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.level <= MAX_LEVEL:
+            raise LogError(f"tile level {self.level} is outside 0..{MAX_LEVEL}")
+        if self.index < 0:
+            raise LogError(f"tile index {self.index} is negative")
+        if not 1 <= self.width <= TILE_WIDTH:
+            raise LogError(f"tile width {self.width} is outside 1..{TILE_WIDTH}")
+
+    @property
+    def partial(self) -> bool:
+        """Whether the tile has fewer than 256 hashes."""
+        return self.width < TILE_WIDTH
+
+    def _suffix(self) -> str:
+        return f".p/{self.width}" if self.partial else ""
+
+    @property
+    def path(self) -> str:
+        """``tile/<L>/<N>[.p/<W>]``."""
+        return f"tile/{self.level}/{encode_index(self.index)}{self._suffix()}"
+
+    @property
+    def entries_path(self) -> str:
+        """``tile/entries/<N>[.p/<W>]``, the entry bundle of a level-0 tile."""
+        if self.level != 0:
+            raise LogError(f"only level-0 tiles have entry bundles, not level {self.level}")
+        return f"tile/entries/{encode_index(self.index)}{self._suffix()}"
+
+    @property
+    def node_keys(self) -> list[merkle.NodeKey]:
+        """The ``(tree level, node index)`` of each hash in the tile, in order."""
+        first = self.index * TILE_WIDTH
+        return [(TILE_HEIGHT * self.level, first + i) for i in range(self.width)]
+
+
+def parse_path(path: str) -> tuple[bool, Tile]:
+    """Parse ``tile/<L>/<N>[.p/<W>]`` or ``tile/entries/<N>[.p/<W>]``.
+
+    Returns (is an entry bundle, tile; level 0 for bundles). Raises LogError for any
+    other path, or one not in the canonical form tlog-tiles requires.
+    """
+    parts = path.split("/")
+    if len(parts) < 3 or parts[0] != "tile":
+        raise LogError(f"{path!r} is not a tile path (tile/<L>/<N>[.p/<W>])")
+    bundle = parts[1] == "entries"
+    if not bundle and not _DECIMAL_RE.fullmatch(parts[1]):
+        raise LogError(f"tile level {parts[1]!r} is not a decimal without leading zeros")
+    rest = parts[2:]
+    width = TILE_WIDTH
+    if len(rest) >= 2 and rest[-2].endswith(".p"):
+        if not _DECIMAL_RE.fullmatch(rest[-1]) or not 1 <= int(rest[-1]) < TILE_WIDTH:
+            raise LogError(f"partial tile width {rest[-1]!r} is not a decimal in 1..255")
+        width = int(rest[-1])
+        rest = [*rest[:-2], rest[-2][:-2]]
+    level = 0 if bundle else int(parts[1])
+    return bundle, Tile(level, decode_index("/".join(rest)), width)
+
+
+def tiles_for_size(size: int) -> list[Tile]:
+    """Every tile a tree of ``size`` leaves has, level by level: its full tiles, then the
+    partial tile of width ``floor(size / 256**L) mod 256`` when not zero (tlog-tiles
+    "Partial Tiles"). Raises LogError for a negative size.
+    """
+    if size < 0:
+        raise LogError(f"tree size {size} is negative")
+    tiles: list[Tile] = []
+    level = 0
+    span = 1  # leaves under one hash of this tile level: 256**level
+    while size >= span and level <= MAX_LEVEL:
+        hashes = size // span
+        tiles.extend(Tile(level, n, TILE_WIDTH) for n in range(hashes // TILE_WIDTH))
+        if hashes % TILE_WIDTH:
+            tiles.append(Tile(level, hashes // TILE_WIDTH, hashes % TILE_WIDTH))
+        level += 1
+        span *= TILE_WIDTH
+    return tiles
+
+
+def tile_hashes(tile: Tile, get_nodes: merkle.NodeReader) -> bytes:
+    """The tile's contents: its ``width`` 32-byte hashes concatenated, read in one batch."""
+    hashes = get_nodes(tile.node_keys)
+    if len(hashes) != tile.width or any(len(h) != merkle.HASH_SIZE for h in hashes):
+        raise LogError(f"the node reader answered wrongly for {tile.path}")
+    return b"".join(hashes)
+
+
+def split_hashes(data: bytes, tile: Tile) -> list[bytes]:
+    """The hashes of a fetched tile; LogIntegrityError unless it is ``width * 32`` bytes."""
+    if len(data) != tile.width * merkle.HASH_SIZE:
+        raise LogIntegrityError(
+            f"{tile.path} is {len(data)} bytes, not {tile.width} hashes of {merkle.HASH_SIZE}:"
+            " the tile was edited or truncated"
+        )
+    return [data[i : i + merkle.HASH_SIZE] for i in range(0, len(data), merkle.HASH_SIZE)]
+
+
+def _perfect_root(hashes: Sequence[bytes]) -> bytes:
+    """Merkle root of a power-of-two count of node hashes (RFC 9162 2.1.1)."""
+    level = list(hashes)
+    while len(level) > 1:
+        level = [merkle.node_hash(level[i], level[i + 1]) for i in range(0, len(level), 2)]
+    return level[0]
+
+
+def encode_bundle(entries: Sequence[bytes]) -> bytes:
+    """An entry bundle: each entry as a big-endian uint16 length then its bytes.
+
+    Raises LogError for more than 256 entries or an entry over 65,535 bytes.
+    """
+    if len(entries) > TILE_WIDTH:
+        raise LogError(f"an entry bundle holds at most {TILE_WIDTH} entries, not {len(entries)}")
+    out = bytearray()
+    for entry in entries:
+        if len(entry) > MAX_ENTRY_SIZE:
+            raise LogError(
+                f"a log entry of {len(entry)} bytes does not fit an entry bundle"
+                f" (at most {MAX_ENTRY_SIZE})"
+            )
+        out += len(entry).to_bytes(2, "big") + entry
+    return bytes(out)
+
+
+def decode_bundle(data: bytes, tile: Tile) -> list[bytes]:
+    """The ``tile.width`` entries of an entry bundle; LogIntegrityError if malformed."""
+    entries, pos = [], 0
+    while pos < len(data):
+        if pos + 2 > len(data):
+            break
+        length = int.from_bytes(data[pos : pos + 2], "big")
+        if pos + 2 + length > len(data):
+            break
+        entries.append(data[pos + 2 : pos + 2 + length])
+        pos += 2 + length
+    if pos != len(data) or len(entries) != tile.width:
+        raise LogIntegrityError(
+            f"{tile.entries_path} is not {tile.width} length-prefixed entries:"
+            " the bundle was edited or truncated"
+        )
+    return entries
+
+
+class TileNodes:
+    """A `merkle.NodeReader` over the tiles of a tree of ``size`` leaves, fetched on demand.
+
+    Node ``(level, index)`` is hashed from ``2**(level % 8)`` consecutive hashes of one
+    tile at level ``level // 8`` (tlog-tiles: "the Merkle Tree levels between those
+    expressed by the tile hashes are reconstructed by hashing"). Each tile is fetched once
+    and kept: memory is about 32 bytes per leaf of the tree. Raises LogError for a node
+    that is not a complete subtree of the tree, LogIntegrityError for a tile of the wrong
+    length, and what ``fetch`` raises.
+    """
+
+    def __init__(self, size: int, fetch: Fetch) -> None:
+        self.size = size
+        self._fetch = fetch
+        self._tiles: dict[tuple[int, int], list[bytes]] = {}
+
+    @property
+    def fetched(self) -> int:
+        """How many tiles were fetched so far."""
+        return len(self._tiles)
+
+    def tile(self, level: int, index: int) -> tuple[Tile, list[bytes]]:
+        """The tile ``index`` of tile level ``level`` at this tree size, and its hashes."""
+        hashes_here = self.size >> (TILE_HEIGHT * level)
+        if index >= -(-hashes_here // TILE_WIDTH):
+            raise LogError(f"tile {level}/{index} is past the tree of size {self.size}")
+        full = (index + 1) * TILE_WIDTH <= hashes_here
+        tile = Tile(level, index, TILE_WIDTH if full else hashes_here % TILE_WIDTH)
+        key = (level, index)
+        if key not in self._tiles:
+            try:
+                data = self._fetch(tile.path)
+            except TileMissingError:
+                if not tile.partial:
+                    raise
+                # the log may delete a partial tile once the full one exists: its first
+                # hashes are the partial tile's (tlog-tiles "Partial Tiles")
+                data = self._fetch(Tile(level, index, TILE_WIDTH).path)[: tile.width * 32]
+            self._tiles[key] = split_hashes(data, tile)
+        return tile, self._tiles[key]
+
+    def __call__(self, keys: Sequence[merkle.NodeKey]) -> list[bytes]:
+        out = []
+        for level, index in keys:
+            if level < 0 or index < 0 or (index + 1) << level > self.size:
+                raise LogError(f"node {(level, index)} is not a complete subtree of the tree")
+            tile_level, height = divmod(level, TILE_HEIGHT)
+            first = index << height  # first hash, at tree level 8 * tile_level
+            _, hashes = self.tile(tile_level, first // TILE_WIDTH)
+            pos = first % TILE_WIDTH
+            out.append(_perfect_root(hashes[pos : pos + (1 << height)]))
+        return out
+
+
+def check_tile_hashes(nodes: TileNodes) -> None:
+    """Check that each hash of every tile at level >= 1 is the root of the full tile below
+    it (tlog-tiles: "each hash in a tile is the Merkle Tree Hash of a full tile at the
+    level below"). Raises LogIntegrityError naming the first tile that disagrees."""
+    for tile in tiles_for_size(nodes.size):
+        if tile.level == 0:
+            continue
+        _, hashes = nodes.tile(tile.level, tile.index)
+        for i, value in enumerate(hashes):
+            child, child_hashes = nodes.tile(tile.level - 1, tile.index * TILE_WIDTH + i)
+            if _perfect_root(child_hashes) != value:
+                raise LogIntegrityError(
+                    f"{child.path} does not hash to hash {i} of {tile.path}: a tile was edited"
+                )
+
+
+def _checked_entries(nodes: TileNodes, fetch: Fetch, start: int) -> Iterator[bytes]:
+    """Entries from index ``start`` to the tree size, each checked against its leaf hash."""
+    for tile in tiles_for_size(nodes.size):
+        if tile.level != 0 or (tile.index + 1) * TILE_WIDTH <= start:
+            continue
+        _, leaves = nodes.tile(0, tile.index)
+        try:
+            entries = decode_bundle(fetch(tile.entries_path), tile)
+        except TileMissingError:
+            if not tile.partial:
+                raise
+            full = Tile(0, tile.index, TILE_WIDTH)  # a partial bundle may be deleted, as above
+            entries = decode_bundle(fetch(full.entries_path), full)[: tile.width]
+        first = tile.index * TILE_WIDTH
+        for i, entry in enumerate(entries):
+            if first + i < start:
+                continue
+            if merkle.leaf_hash(entry) != leaves[i]:
+                raise LogIntegrityError(
+                    f"entry {first + i} in {tile.entries_path} does not hash to leaf {i} of"
+                    f" {tile.path}: the entry bundle or the tile was edited"
+                )
+            yield entry
+
+
+@dataclass(frozen=True)
+class TileAudit:
+    """The outcome of `audit_tiles`: the new audit state, the checkpoint, entries checked,
+    and the tiles read."""
+
+    state: AuditState
+    checkpoint: Checkpoint
+    entries_checked: int
+    tiles_read: int
+
+
+def audit_tiles(
+    fetch: Fetch, verifier_key: str, state: AuditState | None, *, full: bool = True
+) -> TileAudit:
+    """Audit a tiled log from its files alone, trusting only the log key ``verifier_key``.
+
+    Checks, in order: the checkpoint's signature (c2sp.org/signed-note); every tile hash
+    at level >= 1 against the full tile below it; the root hashed from the tiles against
+    the checkpoint's (RFC 9162 2.1.1); with a saved ``state``, a consistency proof computed
+    from the tiles against the saved root (RFC 9162 2.1.4.2: catches a fork or rollback);
+    every entry (from 0 when ``full`` or on a first audit, else from the saved size)
+    against its leaf hash in the level-0 tile, and the entries' own root against the
+    checkpoint (`provenance.audit.audit_step`). Raises LogIntegrityError naming the first
+    failure; what ``fetch`` raises when a file cannot be read.
+    """
+    note_bytes = fetch(CHECKPOINT_PATH)
+    try:
+        note = note_bytes.decode()
+    except UnicodeDecodeError as e:
+        raise LogIntegrityError("the checkpoint file is not UTF-8 text") from e
+    new = open_trusted(note, NoteVerifier.from_vkey(verifier_key), "the tiled log's")
+    nodes = TileNodes(new.size, fetch)
+    check_tile_hashes(nodes)
+    if merkle.root(new.size, nodes) != new.root_hash:
+        raise LogIntegrityError(
+            f"the tiles of the tree of size {new.size} do not hash to the checkpoint's root:"
+            " a tile was edited"
+        )
+    proof: list[bytes] = []
+    start = 0
+    if state is not None:
+        old = Checkpoint.parse_body(state.checkpoint[: state.checkpoint.rfind("\n\n") + 1])
+        if 0 < old.size < new.size:
+            proof = merkle.consistency_proof(old.size, new.size, nodes)
+        if not full:
+            start = min(old.size, new.size)
+    entries = _checked_entries(nodes, fetch, start)
+    new_state, checkpoint, checked = audit_step(
+        state, verifier_key, note, proof, entries, from_start=start == 0
+    )
+    return TileAudit(new_state, checkpoint, checked, nodes.fetched)

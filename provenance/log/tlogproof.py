@@ -1,0 +1,101 @@
+"""Receipts in the C2SP tlog-proof format (c2sp.org/tlog-proof, "Format").
+
+A proof is text lines separated by U+000A::
+
+    c2sp.org/tlog-proof@v1
+    extra <base64 of the leaf data>
+    index <leaf index, decimal>
+    <base64 inclusion proof hash, one per line, leaf's sibling first>
+
+    <the signed checkpoint, verbatim>
+
+The spec's optional ``extra`` line carries "additional data necessary to reconstruct
+the record hash"; ours is always present and holds the leaf data (our LogEntry: the
+signed claim and the log's integration time), so a proof holds exactly what a receipt
+does and `decode_tlog_proof` gives back the `Receipt` that `provenance.receipt.
+verify_receipt` checks. The extra data is never trusted as such: the verifier hashes it
+as the leaf (RFC 9162 2.1.1) and proves its inclusion under the signed checkpoint
+(RFC 9162 2.1.3.2). Witness cosignatures on the checkpoint (c2sp.org/tlog-cosignature)
+are kept verbatim and ignored by the log-key check. The sidecar keeps its own form.
+"""
+
+from __future__ import annotations
+
+import base64
+import re
+
+from provenance.claims import Receipt
+from provenance.errors import ClaimError, LogError
+from provenance.log import merkle
+from provenance.log.checkpoint import b64decode_strict
+from provenance.wire import decode_log_entry
+
+HEADER = "c2sp.org/tlog-proof@v1"
+"""First line of every tlog-proof."""
+
+FILE_SUFFIX = ".tlog-proof"
+"""File extension the spec recommends."""
+
+MAX_PROOF_BYTES = 1 << 20
+"""Largest tlog-proof read (a receipt is a few KiB; the checkpoint may carry cosignatures)."""
+
+_INDEX_RE = re.compile(r"0|[1-9][0-9]*")
+_EXTRA = "extra "
+_INDEX = "index "
+
+
+def encode_tlog_proof(receipt: Receipt) -> str:
+    """The receipt as a tlog-proof (see module docstring); UTF-8 text ending in a newline."""
+    lines = [
+        HEADER,
+        _EXTRA + base64.b64encode(receipt.log_entry).decode("ascii"),
+        _INDEX + str(receipt.leaf_index),
+        *(base64.b64encode(h).decode("ascii") for h in receipt.inclusion_proof),
+        "",
+    ]
+    return "\n".join(lines) + "\n" + receipt.checkpoint
+
+
+def is_tlog_proof(data: bytes) -> bool:
+    """Whether ``data`` starts with the tlog-proof header line."""
+    return data.startswith((HEADER + "\n").encode())
+
+
+def decode_tlog_proof(text: str) -> Receipt:
+    """Parse a tlog-proof written by `encode_tlog_proof` (or any tlog-proof of our log).
+
+    Returns the receipt it holds, not yet verified (use `verify_receipt`). Raises LogError
+    naming what is malformed: the header, a missing ``extra`` line (our leaf data), the
+    index, a proof line that is not one base64 SHA-256 hash, the blank line, or leaf data
+    that is not one of our log entries.
+    """
+    if len(text) > MAX_PROOF_BYTES:
+        raise LogError(f"a tlog-proof is at most {MAX_PROOF_BYTES} bytes")
+    head, sep, checkpoint = text.partition("\n\n")
+    if not sep:
+        raise LogError("tlog-proof has no blank line before its checkpoint")
+    lines = head.split("\n")
+    if lines[0] != HEADER:
+        raise LogError(f"not a tlog-proof: the first line is not {HEADER!r}")
+    if len(lines) < 3 or not lines[1].startswith(_EXTRA):
+        raise LogError(
+            "tlog-proof has no 'extra' line: this log's proofs carry the leaf data there,"
+            " without which the leaf hash cannot be reconstructed"
+        )
+    log_entry = b64decode_strict(lines[1][len(_EXTRA) :], "tlog-proof extra data")
+    if not lines[2].startswith(_INDEX) or not _INDEX_RE.fullmatch(lines[2][len(_INDEX) :]):
+        raise LogError("tlog-proof's third line is not 'index N' (decimal, no leading zeros)")
+    index = int(lines[2][len(_INDEX) :])
+    if index >= 2**63:
+        raise LogError(f"tlog-proof index {index} is out of range")
+    proof = []
+    for n, line in enumerate(lines[3:], 1):
+        value = b64decode_strict(line, f"tlog-proof proof line {n}")
+        if len(value) != merkle.HASH_SIZE:
+            raise LogError(f"tlog-proof proof line {n} is {len(value)} bytes, not a SHA-256 hash")
+        proof.append(value)
+    try:
+        _, integrated_at = decode_log_entry(log_entry)
+    except ClaimError as e:
+        raise LogError(f"tlog-proof extra data is not a log entry of this log: {e}") from e
+    return Receipt(index, integrated_at, checkpoint, tuple(proof), log_entry)

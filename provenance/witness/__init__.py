@@ -1,0 +1,301 @@
+"""A transparency-log witness: C2SP tlog-witness (add-checkpoint) and tlog-cosignature.
+
+`Witness.add_checkpoint` implements c2sp.org/tlog-witness "add-checkpoint": the request
+body is ``old <size>``, up to 63 base64 consistency-proof hashes, an empty line and a
+signed checkpoint. The witness answers:
+
+- 404 when the checkpoint's origin is not a log it witnesses;
+- 403 when no signature by that log's key verifies;
+- 400 for a malformed body, or an old size above the checkpoint's size;
+- 409 Conflict, with its own size as ``<size>\\n`` (``Content-Type: text/x.tlog.size``),
+  when the old size is not the size it last cosigned (a rolled-back or stale client),
+  or when the size is the same and the root differs (a fork);
+- 422 when the consistency proof (RFC 9162 2.1.4.2) does not verify;
+- else 200 and one cosignature line, after persisting the new checkpoint; the check
+  and the update are atomic (one lock per witness, the tlog-witness race).
+
+A cosignature (c2sp.org/tlog-cosignature "Format", "Ed25519 signed message") is a note
+signature line ``— <witness name> base64(key id || u64 timestamp || Ed25519 signature)``
+over ``cosignature/v1\\ntime <timestamp>\\n`` followed by the checkpoint body; the key id
+is SHA-256(name || 0x0A || 0x04 || public key)[:4].
+
+State: one JSON file per log origin in the state directory (the last cosigned size,
+root and note), replaced atomically.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+import re
+import secrets
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from provenance.errors import LogError, ProvenanceError, SignatureError
+from provenance.log import merkle
+from provenance.log.checkpoint import (
+    Checkpoint,
+    LogSigner,
+    NoteVerifier,
+    b64decode_strict,
+    open_checkpoint,
+)
+
+COSIGNATURE_TYPE_ED25519 = 0x04
+"""Signature type byte of Ed25519 cosignature/v1 (tlog-cosignature "Format")."""
+
+MAX_PROOF_LINES = 63
+"""Most consistency-proof lines a client may send (tlog-witness "add-checkpoint")."""
+
+MAX_BODY_BYTES = 64 * 1024
+"""Largest add-checkpoint request body read."""
+
+SIZE_CONTENT_TYPE = "text/x.tlog.size"
+"""Content-Type of a 409 answer carrying the witness's size."""
+
+_SIZE_RE = re.compile(r"0|[1-9][0-9]*")
+_EM_DASH = "\u2014"
+
+
+def cosignature_key_id(name: str, public_key: bytes) -> bytes:
+    """SHA-256(name || 0x0A || 0x04 || 32-byte Ed25519 key)[:4] (tlog-cosignature)."""
+    material = name.encode() + b"\n" + bytes([COSIGNATURE_TYPE_ED25519]) + public_key
+    return hashlib.sha256(material).digest()[:4]
+
+
+def cosigned_message(body: bytes, timestamp: int) -> bytes:
+    """The Ed25519 cosignature/v1 signed message for a checkpoint ``body`` (its note text,
+    ending in a newline) at POSIX ``timestamp`` seconds."""
+    return b"cosignature/v1\ntime " + str(timestamp).encode() + b"\n" + body
+
+
+def cosigner_vkey(name: str, public_key: bytes) -> str:
+    """The witness's verifier key: ``<name>+<hex key id>+base64(0x04 || public key)``."""
+    material = base64.b64encode(bytes([COSIGNATURE_TYPE_ED25519]) + public_key).decode()
+    return f"{name}+{cosignature_key_id(name, public_key).hex()}+{material}"
+
+
+def cosign(signer: LogSigner, body: bytes, timestamp: int) -> str:
+    """One cosignature line (ending in a newline) by the witness ``signer`` on ``body``."""
+    signature = signer.sign_message(cosigned_message(body, timestamp))
+    blob = cosignature_key_id(signer.name, signer.public_key)
+    blob += timestamp.to_bytes(8, "big") + signature
+    return f"{_EM_DASH} {signer.name} {base64.b64encode(blob).decode()}\n"
+
+
+@dataclass(frozen=True)
+class Cosignature:
+    """A verified cosignature: the witness's name and its timestamp (UTC)."""
+
+    name: str
+    timestamp: datetime
+
+
+def verify_cosignature(note: str, vkey: str) -> Cosignature:
+    """Find and verify the cosignature of witness ``vkey`` on the signed checkpoint ``note``.
+
+    Lines by other names or key ids are ignored (tlog-cosignature "Format"). Raises
+    LogError for a malformed key or note and SignatureError when this witness has no
+    valid cosignature on it.
+    """
+    parts = vkey.split("+", 2)
+    if len(parts) != 3:
+        raise LogError(f"witness key {vkey!r} is not <name>+<key id>+<key>")
+    name, id_text, material = parts
+    raw = b64decode_strict(material, "witness key material")
+    if len(raw) != 33 or raw[0] != COSIGNATURE_TYPE_ED25519:
+        raise LogError("witness key is not an Ed25519 cosignature/v1 key (type 0x04)")
+    kid = cosignature_key_id(name, raw[1:])
+    if kid.hex() != id_text:
+        raise LogError(f"witness key id {id_text} does not match the key ({kid.hex()})")
+    split = note.rfind("\n\n")
+    if split < 0:
+        raise LogError("signed note has no blank line before its signatures")
+    body = note[: split + 1].encode()
+    public = Ed25519PublicKey.from_public_bytes(raw[1:])
+    for line in note[split + 2 :].splitlines():
+        line_name, _, blob = line.removeprefix(_EM_DASH + " ").partition(" ")
+        if line_name != name:
+            continue
+        data = b64decode_strict(blob, f"cosignature of {name}")
+        if len(data) != 4 + 8 + 64 or data[:4] != kid:
+            continue
+        timestamp = int.from_bytes(data[4:12], "big")
+        try:
+            public.verify(data[12:], cosigned_message(body, timestamp))
+        except InvalidSignature as e:
+            raise SignatureError(f"the cosignature by {name} does not verify") from e
+        return Cosignature(name, datetime.fromtimestamp(timestamp, UTC))
+    raise SignatureError(f"the checkpoint has no cosignature by witness {name}")
+
+
+def check_quorum(note: str, witness_keys: list[str], quorum: int) -> list[Cosignature]:
+    """The valid cosignatures on ``note`` by the witnesses ``witness_keys``; raises
+    SignatureError when fewer than ``quorum`` of them cosigned it (naming those that did
+    not), LogError for a malformed key or note."""
+    signed: list[Cosignature] = []
+    missing: list[str] = []
+    for vkey in witness_keys:
+        try:
+            signed.append(verify_cosignature(note, vkey))
+        except SignatureError as e:
+            missing.append(str(e))
+    if len(signed) < quorum:
+        raise SignatureError(
+            f"{len(signed)} of the {quorum} witness cosignatures required: " + "; ".join(missing)
+        )
+    return signed
+
+
+@dataclass(frozen=True)
+class Answer:
+    """An HTTP answer: status, body text and content type."""
+
+    status: int
+    body: str
+    content_type: str = "text/plain; charset=utf-8"
+
+
+@dataclass(frozen=True)
+class _Request:
+    old_size: int
+    proof: list[bytes]
+    note: str
+
+
+class _BadRequest(ProvenanceError):
+    """A malformed add-checkpoint body (answered 400)."""
+
+
+def _parse_request(text: str) -> _Request:
+    """Parse an add-checkpoint body; raises _BadRequest naming what is malformed."""
+    head, sep, note = text.partition("\n\n")
+    if not sep:
+        raise _BadRequest("the body has no empty line before the checkpoint")
+    lines = head.split("\n")
+    if not lines[0].startswith("old ") or not _SIZE_RE.fullmatch(lines[0][4:]):
+        raise _BadRequest("the first line is not 'old <size>' (decimal, no leading zeros)")
+    if len(lines) - 1 > MAX_PROOF_LINES:
+        raise _BadRequest(f"more than {MAX_PROOF_LINES} consistency proof lines")
+    proof = []
+    for n, line in enumerate(lines[1:], 1):
+        try:
+            value = b64decode_strict(line, f"consistency proof line {n}")
+        except LogError as e:
+            raise _BadRequest(str(e)) from e
+        if len(value) != merkle.HASH_SIZE:
+            raise _BadRequest(f"consistency proof line {n} is not a SHA-256 hash")
+        proof.append(value)
+    return _Request(int(lines[0][4:]), proof, note)
+
+
+def _conflict(size: int) -> Answer:
+    return Answer(409, f"{size}\n", SIZE_CONTENT_TYPE)
+
+
+class Witness:
+    """A witness of the logs ``log_keys`` (note verifier keys; each log's origin is its
+    key name), cosigning with ``signer`` and keeping its state in ``state_dir``.
+
+    ``clock`` gives the cosignature time. Thread-safe. Raises LogError for a malformed
+    log key, OSError when the state directory cannot be created.
+    """
+
+    def __init__(
+        self,
+        signer: LogSigner,
+        log_keys: list[str],
+        state_dir: Path,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self.signer = signer
+        self.logs = {v.name: v for v in map(NoteVerifier.from_vkey, log_keys)}
+        self.state_dir = state_dir
+        state_dir.mkdir(parents=True, exist_ok=True)
+        self._clock = clock
+        self._lock = threading.Lock()
+
+    def vkey(self) -> str:
+        """This witness's cosigner verifier key (type 0x04)."""
+        return cosigner_vkey(self.signer.name, self.signer.public_key)
+
+    def _state_path(self, origin: str) -> Path:
+        return self.state_dir / (hashlib.sha256(origin.encode()).hexdigest()[:32] + ".json")
+
+    def latest(self, origin: str) -> Checkpoint | None:
+        """The last checkpoint cosigned for ``origin``, or None. LogError if damaged."""
+        path = self._state_path(origin)
+        if not path.exists():
+            return None
+        try:
+            doc = json.loads(path.read_text())
+            return Checkpoint(origin, int(doc["size"]), base64.b64decode(doc["root"]))
+        except (ValueError, KeyError, TypeError) as e:
+            raise LogError(f"witness state {path} is damaged: {e}") from e
+
+    def _save(self, checkpoint: Checkpoint, note: str) -> None:
+        doc = {
+            "origin": checkpoint.origin,
+            "size": checkpoint.size,
+            "root": base64.b64encode(checkpoint.root_hash).decode(),
+            "note": note,
+        }
+        path = self._state_path(checkpoint.origin)
+        tmp = path.with_name(f".tmp-{os.getpid()}-{secrets.token_hex(4)}")
+        with open(tmp, "w") as handle:
+            handle.write(json.dumps(doc, indent=2) + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+
+    def add_checkpoint(self, body: bytes) -> Answer:
+        """Handle one add-checkpoint request body (see module docstring for the answers)."""
+        if len(body) > MAX_BODY_BYTES:
+            return Answer(400, f"the body is larger than {MAX_BODY_BYTES} bytes\n")
+        try:
+            request = _parse_request(body.decode())
+            origin = request.note.split("\n", 1)[0]
+        except (UnicodeDecodeError, _BadRequest) as e:
+            return Answer(400, f"malformed add-checkpoint body: {e}\n")
+        verifier = self.logs.get(origin)
+        if verifier is None:
+            return Answer(404, f"this witness does not witness the log {origin[:100]!r}\n")
+        try:
+            new = open_checkpoint(request.note, verifier)
+        except SignatureError as e:
+            return Answer(403, f"{e}\n")
+        except LogError as e:
+            return Answer(400, f"malformed checkpoint: {e}\n")
+        if request.old_size > new.size:
+            return Answer(
+                400, f"old size {request.old_size} is above the checkpoint's {new.size}\n"
+            )
+        if request.old_size == 0 and request.proof:
+            return Answer(400, "the consistency proof must be empty when the old size is 0\n")
+        with self._lock:
+            old = self.latest(origin)
+            old_size = old.size if old is not None else 0
+            if request.old_size != old_size:
+                return _conflict(old_size)
+            if old is not None and old.size == new.size and old.root_hash != new.root_hash:
+                return _conflict(old_size)
+            if old is not None and 0 < old.size < new.size:
+                try:
+                    merkle.verify_consistency(
+                        old.size, new.size, request.proof, old.root_hash, new.root_hash
+                    )
+                except LogError as e:
+                    return Answer(422, f"the consistency proof does not verify: {e}\n")
+            self._save(new, request.note)
+            timestamp = int(self._clock().timestamp())
+            body_text = request.note[: request.note.rfind("\n\n") + 1].encode()
+            return Answer(200, cosign(self.signer, body_text, timestamp))

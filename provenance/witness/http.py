@@ -1,0 +1,47 @@
+"""The witness's HTTP interface (c2sp.org/tlog-witness "HTTP Interface"):
+``POST <prefix>/add-checkpoint``, served with uvicorn on a socket bound first."""
+
+from __future__ import annotations
+
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from provenance.web.serve import bind
+from provenance.witness import MAX_BODY_BYTES, Answer, Witness
+
+
+def create_app(witness: Witness) -> Starlette:
+    """A Starlette app answering add-checkpoint for ``witness`` (the prefix is the root)."""
+
+    async def add_checkpoint(request: Request) -> Response:
+        body = bytearray()
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > MAX_BODY_BYTES:
+                break
+        answer: Answer = witness.add_checkpoint(bytes(body))
+        # set as a header so Starlette adds no charset to text/x.tlog.size
+        return Response(answer.body, answer.status, headers={"Content-Type": answer.content_type})
+
+    return Starlette(routes=[Route("/add-checkpoint", add_checkpoint, methods=["POST"])])
+
+
+def run_witness(listen: str, witness: Witness) -> None:
+    """Serve ``witness`` on ``listen`` (HOST:PORT, port 0 picks one) until SIGINT/SIGTERM;
+    prints ``witness on http://HOST:PORT`` once bound. Raises ConfigError when the address
+    cannot be bound."""
+    sock, address = bind(listen)
+    print(f"witness on http://{address}", flush=True)
+    server = uvicorn.Server(
+        uvicorn.Config(
+            create_app(witness),
+            log_level="warning",
+            access_log=False,
+            server_header=False,
+            limit_concurrency=256,
+        )
+    )
+    server.run(sockets=[sock])

@@ -1,0 +1,63 @@
+"""The float32-luma PDQ path gives pdqhash.compute's hash on the shared PDQ vectors."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import pdqhash  # type: ignore[import-untyped]
+import pytest
+from PIL import Image
+
+from provenance.binding import hamming
+from provenance.pdq_core import _CORE, pdq_dihedral256, pdq_hash256
+
+PHASH = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures" / "phash"
+with (PHASH / "README.tsv").open(newline="") as f:
+    IMAGES = sorted(
+        {
+            r["file"]
+            for r in csv.DictReader(f, delimiter="\t")
+            if r["file"].lower().endswith((".jpg", ".jpeg", ".png"))
+        }
+    )
+
+
+def _float64_path(rgb: np.ndarray) -> tuple[bytes, int]:
+    bits, quality = pdqhash.compute(rgb)
+    return np.packbits(bits.astype(np.uint8)).tobytes(), int(quality)
+
+
+def test_the_cpp_core_is_loaded() -> None:
+    # pdqhash 0.2.8 exports both functions; if this fails the fallback is in use.
+    assert _CORE is not None
+
+
+def test_equal_to_pdqhash_on_every_shared_vector() -> None:
+    assert len(IMAGES) >= 30
+    for name in IMAGES:
+        with Image.open(PHASH / name) as im:
+            rgb = np.ascontiguousarray(np.asarray(im.convert("RGB")))
+        assert pdq_hash256(rgb) == _float64_path(rgb), name
+        vectors, quality = pdqhash.compute_dihedral(rgb)
+        dihedral = pdq_dihedral256(rgb)
+        assert dihedral == (
+            [np.packbits(np.asarray(v).astype(np.uint8)).tobytes() for v in vectors],
+            int(quality),
+        ), name
+        assert dihedral[0][0] == pdq_hash256(rgb)[0]
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (2, 3), (63, 65), (480, 640), (1000, 37)])
+def test_within_two_bits_of_pdqhash_on_other_images(shape: tuple[int, int]) -> None:
+    rng = np.random.default_rng(shape[0] * 7919 + shape[1])
+    # smooth gradients plus noise: the kind of content where a DCT coefficient can sit
+    # on the median and float32 rounding could flip it
+    y, x = np.mgrid[0 : shape[0], 0 : shape[1]]
+    base = (np.sin(x / 9.0) + np.cos(y / 13.0)) * 60 + 128
+    rgb = np.clip(base[..., None] + rng.normal(0, 20, (*shape, 3)), 0, 255).astype(np.uint8)
+    ours, q_ours = pdq_hash256(rgb)
+    theirs, q_theirs = _float64_path(rgb)
+    assert hamming(ours, theirs) <= 2
+    assert q_ours == q_theirs

@@ -1,0 +1,266 @@
+"""One bad entry is one bad row (issue 11): hostile sidecars, archives and special files
+in a real `prov scan` against a real server, compression bombs that lie about their
+sizes, and `prov verify` beside a FIFO or a link to /dev/zero. Every run that could hang
+if a fix regressed runs in a subprocess with a timeout."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tarfile
+import zipfile
+import zlib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import ADMIN_TOKEN, ROOT, SAMPLES, ServerProc, start_server
+
+from clients.cli import main as prov_main
+from clients.scan.sources import HashedItem, RefusedItem, ScanLimits, iter_items
+
+DEEP_JSON = b"[" * 200_000
+JPEG = (SAMPLES / "rocket.jpg").read_bytes()
+PNG = (SAMPLES / "chelsea.png").read_bytes()
+
+
+def _prov(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    """Run `prov` in a child process (a hang fails the test instead of the suite)."""
+    env = {**os.environ, "PROV_ADMIN_TOKEN": ADMIN_TOKEN}
+    return subprocess.run(
+        [sys.executable, "-m", "clients.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+        cwd=ROOT,
+    )
+
+
+@pytest.fixture(scope="module")
+def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProc]:
+    s = start_server(tmp_path_factory.mktemp("srv") / "prov.db")
+    yield s
+    s.stop()
+
+
+@pytest.fixture(scope="module")
+def hostile(srv: ServerProc, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """A folder of hostile entries beside good ones, scanned once; rows by path."""
+    root = tmp_path_factory.mktemp("hostile")
+    d = root / "desk"
+    d.mkdir()
+    (d / "good.jpg").write_bytes(JPEG)
+    (d / "deep.jpg").write_bytes(PNG)
+    (d / "deep.jpg.prov").write_bytes(DEEP_JSON)
+    with zipfile.ZipFile(d / "deep.zip", "w") as z:
+        z.writestr("x.prov", DEEP_JSON)
+        z.writestr("ok.jpg", JPEG)
+    (d / "x.tar.gz").write_bytes(b"\x1f\x8b\x08")
+    with zipfile.ZipFile(d / "noname.zip", "w") as z:
+        z.writestr(zipfile.ZipInfo(""), b"no name")
+        z.writestr("ok.png", PNG)
+    (d / "fifo.jpg").write_bytes(PNG[:-1] + b"\x01")  # unsigned: its sidecar gets checked
+    os.mkfifo(d / "fifo.jpg.prov")
+    (d / "zero.png").write_bytes(PNG + b"\x02")
+    os.symlink("/dev/zero", d / "zero.png.prov")
+    (d / "empty.jpg").write_bytes(b"")
+    single = root / "single"
+    single.mkdir()
+    (single / "x.png").write_bytes(PNG + b"\x03")
+    os.mkfifo(single / "x.png.prov")
+    report = root / "scan.jsonl"
+    run = _prov(
+        "scan",
+        str(d),
+        str(single / "x.png"),
+        "--report",
+        str(report),
+        "--server",
+        srv.address,
+        "--workers",
+        "0",
+    )
+    rows = [json.loads(line) for line in report.read_text().splitlines()] if report.exists() else []
+    return {"run": run, "rows": {r["path"]: r for r in rows}, "d": d, "single": single}
+
+
+def _row(hostile: dict[str, Any], name: str) -> dict[str, Any]:
+    run = hostile["run"]
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert "Traceback" not in run.stderr
+    return hostile["rows"][f"{hostile['d']}/{name}"]
+
+
+def test_scan_deep_json_sidecar_is_one_bad_row(hostile: dict[str, Any]) -> None:
+    row = _row(hostile, "deep.jpg")
+    assert row["status"] == "UNSIGNED" and "nested too deeply" in row["note"]
+    assert _row(hostile, "deep.jpg.prov")["error"] is None
+    assert _row(hostile, "deep.zip!x.prov")["kind"] == "file"
+    assert _row(hostile, "deep.zip!ok.jpg")["status"] == "UNSIGNED"
+    assert _row(hostile, "good.jpg")["status"] == "UNSIGNED"
+
+
+def test_scan_three_byte_tar_gz_is_one_bad_row(hostile: dict[str, Any]) -> None:
+    row = _row(hostile, "x.tar.gz")
+    assert row["kind"] == "refused" and "not a readable tar archive" in row["error"]
+
+
+def test_scan_zip_entry_with_empty_name_is_one_bad_row(hostile: dict[str, Any]) -> None:
+    assert "empty entry name" in _row(hostile, "noname.zip!")["error"]
+    assert _row(hostile, "noname.zip!ok.png")["status"] == "UNSIGNED"
+
+
+def test_scan_fifo_sidecar_is_one_bad_row(hostile: dict[str, Any]) -> None:
+    assert "not a regular file" in _row(hostile, "fifo.jpg.prov")["error"]
+    row = _row(hostile, "fifo.jpg")
+    assert row["status"] == "UNSIGNED" and row["note"] is None  # the FIFO was never opened
+    single = hostile["rows"][f"{hostile['single']}/x.png"]
+    assert single["status"] == "UNSIGNED" and single["note"] is None
+
+
+def test_scan_dev_zero_sidecar_is_one_bad_row(hostile: dict[str, Any]) -> None:
+    assert "symbolic link" in _row(hostile, "zero.png.prov")["error"]
+    row = _row(hostile, "zero.png")
+    assert row["status"] == "UNSIGNED" and row["note"] is None
+
+
+def test_scan_empty_file_is_not_looked_up(hostile: dict[str, Any]) -> None:
+    row = _row(hostile, "empty.jpg")
+    assert (row["kind"], row["status"], row["evidence"]) == ("empty", None, None)
+    assert row["note"] == "empty file: nothing to look up" and row["error"] is None
+    assert "EMPTY" in hostile["run"].stdout  # its own line in the summary
+
+
+@pytest.mark.slow  # five runs of `prov`, four of them child processes
+def test_verify_ignores_fifo_and_dev_zero_sidecars(
+    srv: ServerProc, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    photo = tmp_path / "x.png"
+    photo.write_bytes(PNG)
+    os.mkfifo(tmp_path / "x.png.prov")
+    run = _prov("verify", str(photo), "--json", "--no-detect", "--server", srv.address, timeout=30)
+    assert run.returncode == 11 and json.loads(run.stdout)["status"] == "UNSIGNED", run.stderr
+    assert "not a regular file" in run.stderr and "Traceback" not in run.stderr
+    run = _prov("verify", str(photo), "--sidecar", "/dev/zero", "--server", srv.address, timeout=30)
+    assert run.returncode == 1 and "not a regular file" in run.stderr, run.stderr
+    run = _prov("verify", str(tmp_path / "x.png.prov"), "--server", srv.address, timeout=30)
+    assert run.returncode == 1 and "FIFO" in run.stderr, run.stderr  # a FIFO as FILE
+    run = _prov("receipt", "verify", str(tmp_path / "x.png.prov"), "--log-key", "k", timeout=30)
+    assert run.returncode == 1 and "FIFO" in run.stderr, run.stderr
+    deep = tmp_path / "deep.prov"
+    deep.write_bytes(DEEP_JSON)
+    rc = prov_main(["verify", str(photo), "--sidecar", str(deep), "--server", srv.address])
+    assert rc == 1 and "nested too deeply" in capsys.readouterr().err
+
+
+def _sparse_tar(path: Path, real_size: int) -> None:
+    """A GNU sparse member (old format, type 'S') holding 512 bytes of data and
+    declaring ``real_size`` bytes of holes, as `tar --sparse` writes it: 2 KiB on disk."""
+    info = tarfile.TarInfo("holes.bin")
+    info.size = 512
+    buf = bytearray(info.tobuf(format=tarfile.GNU_FORMAT))
+    buf[156:157] = tarfile.GNUTYPE_SPARSE
+    buf[386:398] = tarfile.itn(0, 12, tarfile.GNU_FORMAT)  # data at offset 0 ...
+    buf[398:410] = tarfile.itn(512, 12, tarfile.GNU_FORMAT)  # ... 512 bytes long
+    buf[483:495] = tarfile.itn(real_size, 12, tarfile.GNU_FORMAT)
+    buf[148:156] = b" " * 8
+    buf[148:155] = b"%06o\0" % sum(buf)
+    path.write_bytes(bytes(buf) + b"\xab" * 512 + bytes(1024))
+
+
+@pytest.mark.timeout(30)
+def test_scan_sparse_tar_member_is_bounded(tmp_path: Path) -> None:
+    tar = tmp_path / "sparse.tar"
+    _sparse_tar(tar, 20 << 30)
+    assert tar.stat().st_size == 2048
+    with tarfile.open(tar) as t:  # the standard library reads it as a 20 GiB member
+        assert t.getmembers()[0].size == 20 << 30
+    items = list(iter_items([str(tar)], ScanLimits()))
+    assert len(items) == 1 and isinstance(items[0], RefusedItem), items
+    assert "sparse member of 21474836480 bytes holding 512 bytes" in items[0].error
+
+
+def _overlapping_zip(path: Path, entries: int, kernel: bytes) -> None:
+    """Stored entries whose data all run to the end of one shared kernel, each quoting
+    the local headers after it (Fifield's overlap, without compression)."""
+    names = [f"f{k:02d}.bin" for k in range(entries)]
+    header_len = [30 + len(n) for n in names]
+    offsets = [sum(header_len[:k]) for k in range(entries)]
+    total = sum(header_len) + len(kernel)
+    body = bytearray(total)
+    body[sum(header_len) :] = kernel
+    sizes = [total - (offsets[k] + header_len[k]) for k in range(entries)]
+    for k in reversed(range(entries)):  # later headers first: earlier data quotes them
+        start = offsets[k] + header_len[k]
+        crc = zlib.crc32(body[start:total])
+        hdr = (
+            b"PK\x03\x04"
+            + (20).to_bytes(2, "little")
+            + bytes(4)
+            + bytes(4)
+            + crc.to_bytes(4, "little")
+            + sizes[k].to_bytes(4, "little") * 2
+            + len(names[k]).to_bytes(2, "little")
+            + bytes(2)
+            + names[k].encode()
+        )
+        body[offsets[k] : start] = hdr
+    central = bytearray()
+    for k in range(entries):
+        start = offsets[k] + header_len[k]
+        crc = zlib.crc32(body[start:total])
+        central += (
+            b"PK\x01\x02"
+            + (20).to_bytes(2, "little") * 2
+            + bytes(4)
+            + bytes(4)
+            + crc.to_bytes(4, "little")
+            + sizes[k].to_bytes(4, "little") * 2
+            + len(names[k]).to_bytes(2, "little")
+            + bytes(8)
+            + bytes(4)
+            + offsets[k].to_bytes(4, "little")
+            + names[k].encode()
+        )
+    end = (
+        b"PK\x05\x06"
+        + bytes(4)
+        + entries.to_bytes(2, "little") * 2
+        + len(central).to_bytes(4, "little")
+        + total.to_bytes(4, "little")
+        + bytes(2)
+    )
+    path.write_bytes(bytes(body) + bytes(central) + end)
+
+
+@pytest.mark.timeout(60)
+def test_scan_overlapping_zip_entries_are_refused(tmp_path: Path) -> None:
+    bomb = tmp_path / "overlap.zip"
+    _overlapping_zip(bomb, 50, os.urandom(2 << 20))
+    with zipfile.ZipFile(bomb) as z:  # the standard library would inflate it 50 times
+        assert sum(i.file_size for i in z.infolist()) > 40 * bomb.stat().st_size
+        assert len(z.read("f00.bin")) > 2 << 20
+    items = list(iter_items([str(bomb)], ScanLimits()))
+    refused = [i for i in items if isinstance(i, RefusedItem)]
+    assert len(items) == 50 and len(refused) == 49
+    assert all("overlaps entry" in i.error for i in refused)
+    (kept,) = [i for i in items if not isinstance(i, RefusedItem)]
+    assert isinstance(kept, HashedItem) and kept.ref.endswith("!f49.bin")
+
+
+@pytest.mark.timeout(60)
+def test_scan_bytes_produced_by_an_archive_are_bounded(tmp_path: Path) -> None:
+    """The same zip from a reader that only trusts the bytes it gets: a cap on the total
+    produced stops the archive, whatever the directory says."""
+    archive = tmp_path / "many.zip"
+    with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as z:
+        for k in range(8):
+            z.writestr(f"z{k}.bin", bytes(1 << 20))
+    items = list(iter_items([str(archive)], ScanLimits(ratio_min_bytes=2 << 20, max_ratio=50)))
+    assert isinstance(items[-1], RefusedItem) and items[-1].ref == str(archive)
+    assert "decompression ratio over 50:1" in items[-1].error
+    assert len(items) <= 4

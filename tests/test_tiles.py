@@ -1,0 +1,288 @@
+"""C2SP tlog-tiles: layout, export from a real store, audit from tiles alone (prov log ...)."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import random
+import urllib.error
+import urllib.request
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from conftest import ADMIN_TOKEN, ServerProc, enroll_key, signed_claim, start_web
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from clients.api import ProvenanceClient
+from clients.cli import main as prov_main
+from provenance.claims import Device, SignedClaim
+from provenance.errors import LogError, LogIntegrityError
+from provenance.log import merkle, tiles
+from provenance.log.checkpoint import Checkpoint, LogSigner
+from provenance.log.tiledir import export_tiles, fetcher
+from provenance.store import NewLeaf, Store, open_store
+
+ORIGIN = "tiles.test/log"
+DEVICE_KEY = bytes(range(32))
+
+
+def test_index_encoding_follows_the_spec() -> None:
+    assert tiles.encode_index(0) == "000"
+    assert tiles.encode_index(999) == "999"
+    assert tiles.encode_index(1000) == "x001/000"
+    assert tiles.encode_index(1234067) == "x001/x234/067"
+    for n in (0, 7, 1000, 999_999, 1234067, 2**40):
+        assert tiles.decode_index(tiles.encode_index(n)) == n
+    for bad in ("x000/123", "1234", "x1/234", "12", "x001"):
+        with pytest.raises(LogError):
+            tiles.decode_index(bad)
+
+
+def test_paths_parse_back() -> None:
+    assert tiles.Tile(0, 1234067, 8).entries_path == "tile/entries/x001/x234/067.p/8"
+    assert tiles.Tile(1, 5, 256).path == "tile/1/005"
+    for tile in (tiles.Tile(0, 0, 256), tiles.Tile(2, 1234067, 17), tiles.Tile(63, 0, 1)):
+        assert tiles.parse_path(tile.path) == (False, tile)
+    assert tiles.parse_path("tile/entries/001.p/3") == (True, tiles.Tile(0, 1, 3))
+    for bad in ("tile/01/000", "tile/64/000", "tile/0/000.p/0", "tile/0/000.p/256", "x/0/000"):
+        with pytest.raises(LogError):
+            tiles.parse_path(bad)
+
+
+def test_tiles_for_size_matches_the_spec_examples() -> None:
+    # tlog-tiles "Partial Tiles": a tree of 70,000 is 273 full level-0 tiles, one partial
+    # of 112, one full level-1 tile, a partial level-1 of 17 and a partial level-2 of 1
+    got = tiles.tiles_for_size(70_000)
+    assert [t for t in got if t.level == 0 and not t.partial] == [
+        tiles.Tile(0, n, 256) for n in range(273)
+    ]
+    assert [t for t in got if t.partial or t.level > 0] == [
+        tiles.Tile(0, 273, 112),
+        tiles.Tile(1, 0, 256),
+        tiles.Tile(1, 1, 17),
+        tiles.Tile(2, 0, 1),
+    ]
+    assert tiles.tiles_for_size(256) == [tiles.Tile(0, 0, 256), tiles.Tile(1, 0, 1)]
+    assert tiles.tiles_for_size(0) == []
+
+
+def test_bundles_round_trip_and_refuse_damage() -> None:
+    entries = [b"", b"a", bytes(range(256)) * 3, b"\xff" * tiles.MAX_ENTRY_SIZE]
+    tile = tiles.Tile(0, 0, len(entries))
+    data = tiles.encode_bundle(entries)
+    assert data[:4] == b"\x00\x00\x00\x01"  # big-endian uint16 lengths
+    assert tiles.decode_bundle(data, tile) == entries
+    for bad in (data[:-1], data + b"\x00", data[:1]):
+        with pytest.raises(LogIntegrityError):
+            tiles.decode_bundle(bad, tile)
+    with pytest.raises(LogError, match="does not fit"):
+        tiles.encode_bundle([b"x" * (tiles.MAX_ENTRY_SIZE + 1)])
+
+
+def _mth(hashes: list[bytes]) -> bytes:
+    """RFC 9162 2.1.1 MTH over leaf hashes, written out independently of merkle.py."""
+    if len(hashes) == 1:
+        return hashes[0]
+    k = 1 << ((len(hashes) - 1).bit_length() - 1)
+    return hashlib.sha256(b"\x01" + _mth(hashes[:k]) + _mth(hashes[k:])).digest()
+
+
+def _fill(store: Store, signer: LogSigner, count: int, seed: int) -> list[bytes]:
+    """Append ``count`` entries through the store's append transaction, as the
+    group-commit writer does (nodes, checkpoint, leaves), without the RPC path. Returns
+    the leaf hashes."""
+    now = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
+    rng = random.Random(seed)
+    device = Device(DEVICE_KEY, DEVICE_KEY, now)
+    if store.find_device(DEVICE_KEY) is None:
+        store.enroll(None, device, now)
+    with store.append() as txn:
+        start = txn.tree_size()
+        leaves = []
+        for i in range(start, start + count):
+            claim = SignedClaim(
+                "application/vnd.test", f"claim {seed} {i}".encode(), DEVICE_KEY, b"s" * 64
+            )
+            # opaque leaf data of varying length (tiles do not parse entries)
+            entry = claim.claim_bytes + rng.randbytes(rng.randrange(300))
+            leaves.append(
+                NewLeaf(
+                    merkle.leaf_hash(entry), claim, DEVICE_KEY, i + 1, rng.randbytes(32), now,
+                    False, entry, (),
+                )
+            )  # fmt: skip
+        hashes = [lf.leaf_hash for lf in leaves]
+        txn.put_nodes(merkle.append_batch(start, hashes, txn.get_nodes))
+        size = start + count
+        root = merkle.root(size, txn.get_nodes)
+        txn.put_checkpoint(size, signer.sign(Checkpoint(ORIGIN, size, root, now)), now)
+        txn.insert_leaves(start, leaves, [b""] * count)
+    return hashes
+
+
+def _flip(path: Path, offset: int) -> None:
+    data = bytearray(path.read_bytes())
+    data[offset] ^= 1
+    path.write_bytes(bytes(data))
+
+
+def _audit(*args: str) -> int:
+    return prov_main(["log", "audit", *args])
+
+
+@pytest.mark.slow
+def test_100k_log_exported_and_audited_from_tiles(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    signer = LogSigner(Ed25519PrivateKey.generate(), ORIGIN)
+    vkey = signer.verifier_key()
+    store = open_store(":memory:")  # the Store API; SQLite's own export is tested below
+    leaves = _fill(store, signer, 100_003, seed=1)
+    size = len(leaves)
+    out = tmp_path / "tiles"
+    result = export_tiles(store, out)
+    assert (result.size, result.bundles_written) == (size, 391)
+    assert (out / "tile/0/390.p/163").stat().st_size == 163 * 32
+    assert (out / "tile/1/001.p/134").is_file() and (out / "tile/2/000.p/1").is_file()
+    assert (out / "checkpoint").read_text() == store.latest_checkpoint()[1]  # type: ignore[index]
+
+    # roots and proofs from the tiles alone equal the store's and an independent MTH
+    nodes = tiles.TileNodes(size, fetcher(str(out)))
+    assert merkle.root(size, nodes) == merkle.root(size, store.get_nodes) == _mth(leaves)
+    rng = random.Random(7)
+    for index in [0, 255, 256, 65535, 65536, size - 1, *rng.sample(range(size), 20)]:
+        proof = merkle.inclusion_proof(index, size, nodes)
+        assert proof == merkle.inclusion_proof(index, size, store.get_nodes)
+        merkle.verify_inclusion(index, size, leaves[index], proof, _mth(leaves))
+    for old in [1, 256, 65536, 70_000, size - 1, *rng.sample(range(1, size), 5)]:
+        proof = merkle.consistency_proof(old, size, nodes)
+        assert proof == merkle.consistency_proof(old, size, store.get_nodes)
+        merkle.verify_consistency(old, size, proof, _mth(leaves[:old]), _mth(leaves))
+
+    # prov log audit --tiles: OK, then grows by an incremental export and re-audit
+    state = tmp_path / "state.json"
+    assert _audit("--state", str(state), "--tiles", str(out), "--log-key", vkey) == 0
+    assert f"has {size} entries" in capsys.readouterr().out
+    _fill(store, signer, 300, seed=2)
+    again = export_tiles(store, out)
+    assert (again.size, again.bundles_written) == (size + 300, 2)
+    # the full tile replaced the partial one, and a reader of the old checkpoint falls
+    # back to the full tile's first hashes (tlog-tiles "Partial Tiles")
+    assert not (out / "tile/0/390.p").exists() and not (out / "tile/entries/390.p").exists()
+    old_nodes = tiles.TileNodes(size, fetcher(str(out)))
+    assert merkle.root(size, old_nodes) == _mth(leaves)
+    assert _audit("--state", str(state), "--tiles", str(out), "--incremental") == 0
+    assert f"grew from {size} to {size + 300}" in capsys.readouterr().out
+
+    # an edited tile at each level, and an edited entry bundle, are integrity failures
+    size += 300
+    fresh = str(tmp_path / "fresh.json")
+    for edited in ("tile/0/100", "tile/1/000", "tile/2/000.p/1", "tile/entries/123"):
+        _flip(out / edited, 20)
+        assert _audit("--state", fresh, "--tiles", str(out), "--log-key", vkey) == 3, edited
+        assert "LOG INTEGRITY FAILURE" in capsys.readouterr().err
+        _flip(out / edited, 20)
+    # a deleted tile, too
+    (out / "tile/0/100").unlink()
+    assert _audit("--state", fresh, "--tiles", str(out), "--log-key", vkey) == 3
+    assert "has no tile/0/100" in capsys.readouterr().err
+    store.close()
+
+
+def test_fork_and_wrong_key_caught_from_tiles(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    signer = LogSigner(Ed25519PrivateKey.generate(), ORIGIN)
+    vkey = signer.verifier_key()
+    honest, forked = open_store(tmp_path / "a.db"), open_store(tmp_path / "b.db")
+    _fill(honest, signer, 600, seed=1)
+    _fill(forked, signer, 500, seed=1)  # the same first 500 entries...
+    _fill(forked, signer, 400, seed=9)  # ...then different ones, signed by the same key
+    state = tmp_path / "state.json"
+    export_tiles(honest, tmp_path / "honest")
+    export_tiles(forked, tmp_path / "forked")
+    assert (
+        _audit("--state", str(state), "--tiles", str(tmp_path / "honest"), "--log-key", vkey) == 0
+    )
+    assert _audit("--state", str(state), "--tiles", str(tmp_path / "forked")) == 3
+    assert "FORK" in capsys.readouterr().err
+    other = LogSigner(Ed25519PrivateKey.generate(), ORIGIN).verifier_key()
+    rc = _audit(
+        "--state",
+        str(tmp_path / "s2.json"),
+        "--tiles",
+        str(tmp_path / "honest"),
+        "--log-key",
+        other,
+    )
+    assert rc == 3
+    # exporting a smaller log over a bigger one is refused
+    assert (
+        prov_main(["log", "export-tiles", str(tmp_path / "forked"), "--db", str(tmp_path / "a.db")])
+        == 1
+    )
+    honest.close()
+    forked.close()
+
+
+@pytest.mark.slow
+def test_real_server_exported_served_and_audited_over_http(
+    tmp_path: Path, server: ServerProc, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A running `prov serve`: export its SQLite log while it runs (--follow), serve the
+    tiles with `prov web --tiles-dir`, audit them over HTTP with `prov log audit --tiles`."""
+    out = tmp_path / "tiles"
+    with ProvenanceClient(server.address, admin_token=ADMIN_TOKEN) as client:
+        key = enroll_key(client)
+        prev = b""
+        for seq in range(1, 6):
+            signed = signed_claim(key, seq, prev=prev)
+            client.submit(signed)
+            prev = signed.claim_hash
+        vkey, _ = client.log_key()
+        export = ["log", "export-tiles", str(out), "--db", str(server.db)]
+        assert prov_main([*export, "--follow", "--interval", "0.1", "--max-polls", "2"]) == 0
+        assert "exported 5 entries" in capsys.readouterr().out
+        assert (out / "tile/0/000.p/5").stat().st_size == 5 * 32
+        assert (out / "tile/entries/000.p/5").is_file()
+        web = start_web(server.address, "--tiles-dir", str(out))
+        try:
+            base = f"{web.address}/tlog"
+            state = str(tmp_path / "state.json")
+            assert (
+                prov_main(["log", "audit", "--state", state, "--tiles", base, "--log-key", vkey])
+                == 0
+            )
+            assert "has 5 entries" in capsys.readouterr().out
+            with urllib.request.urlopen(f"{base}/checkpoint") as r:
+                assert r.headers["Content-Type"] == "text/plain; charset=utf-8"
+                assert r.headers["Cache-Control"] == "public, max-age=5"
+                assert r.read().decode() == client.checkpoint()
+            with urllib.request.urlopen(f"{base}/tile/0/000.p/5") as r:
+                assert r.headers["Content-Type"] == "application/octet-stream"
+                assert r.headers["Cache-Control"] == "public, max-age=60"
+            gz = urllib.request.Request(
+                f"{base}/tile/entries/000.p/5", headers={"Accept-Encoding": "gzip"}
+            )
+            with urllib.request.urlopen(gz) as r:
+                assert r.headers["Content-Encoding"] == "gzip"
+                assert gzip.decompress(r.read()) == (out / "tile/entries/000.p/5").read_bytes()
+            for bad in ("tile/0/000", "tile/0/../../state.json", "tile/00/000.p/5"):
+                with pytest.raises(urllib.error.HTTPError) as e:
+                    urllib.request.urlopen(f"{base}/{bad}")
+                assert e.value.code == 404
+            # grows past a full tile: the full tile is immutable
+            for seq in range(6, 262):
+                signed = signed_claim(key, seq, prev=prev)
+                client.submit(signed)
+                prev = signed.claim_hash
+            assert prov_main(export) == 0
+            assert not (out / "tile/0/000.p").exists()
+            with urllib.request.urlopen(f"{base}/tile/0/000") as r:
+                assert r.headers["Cache-Control"] == "public, max-age=31536000, immutable"
+                assert len(r.read()) == 8192
+            assert prov_main(["log", "audit", "--state", state, "--tiles", base]) == 0
+            assert "grew from 5 to 261" in capsys.readouterr().out
+        finally:
+            web.stop()

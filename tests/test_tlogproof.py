@@ -1,0 +1,104 @@
+"""Receipts as C2SP tlog-proof (prov receipt export --format tlog-proof / verify)."""
+
+from __future__ import annotations
+
+import base64
+import shutil
+from pathlib import Path
+
+import pytest
+from conftest import SAMPLES, Cli
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from provenance.errors import LogError
+from provenance.log.checkpoint import LogSigner
+from provenance.log.tlogproof import HEADER, decode_tlog_proof, encode_tlog_proof
+from provenance.sidecar import decode_sidecar
+
+
+@pytest.fixture
+def signed_two(enrolled: Cli, tmp_path: Path) -> list[Path]:
+    files = [Path(shutil.copy(SAMPLES / n, tmp_path / n)) for n in ("rocket.jpg", "chelsea.png")]
+    rc, _, err = enrolled("sign", *map(str, files))
+    assert rc == 0, err
+    return files
+
+
+def test_export_and_verify_against_a_real_server(
+    signed_two: list[Path], enrolled: Cli, tmp_path: Path
+) -> None:
+    rc, vkey, _ = enrolled("log", "key")
+    vkey = vkey.strip()
+    side = Path(f"{signed_two[1]}.prov")
+    rc, out, err = enrolled("receipt", "export", str(side), "--format", "tlog-proof")
+    assert rc == 0, err
+    proof_path = tmp_path / "chelsea.png.tlog-proof"
+    text = proof_path.read_text()
+    receipt = decode_sidecar(side.read_bytes()).receipt
+    assert receipt is not None
+    # the spec's layout: header, extra (our leaf data), index, proof lines, blank, checkpoint
+    lines = text.split("\n")
+    assert lines[0] == HEADER
+    assert base64.b64decode(lines[1].removeprefix("extra ")) == receipt.log_entry
+    assert lines[2] == f"index {receipt.leaf_index}" == "index 1"
+    assert [base64.b64decode(x) for x in lines[3 : 3 + len(receipt.inclusion_proof)]] == list(
+        receipt.inclusion_proof
+    )
+    assert text.endswith("\n\n" + receipt.checkpoint)
+    assert decode_tlog_proof(text) == receipt
+    assert encode_tlog_proof(decode_tlog_proof(text)) == text
+
+    rc, out, err = enrolled("receipt", "verify", str(proof_path), "--log-key", vkey)
+    assert rc == 0 and "tlog-proof OK: leaf 1 of 2" in out, err
+    rc, out, err = enrolled(
+        "receipt", "verify", str(proof_path), "--log-key", vkey, "--sidecar", str(side)
+    )
+    assert rc == 0 and "verified with the sidecar's key" in out, err
+    # the sidecar keeps its own form and still verifies
+    rc, out, _ = enrolled("receipt", "verify", str(side), "--log-key", vkey)
+    assert rc == 0 and "receipt OK" in out
+
+    # a proof of another claim than the sidecar's
+    other = Path(f"{signed_two[0]}.prov")
+    rc, _, err = enrolled(
+        "receipt", "verify", str(proof_path), "--log-key", vkey, "--sidecar", str(other)
+    )
+    assert rc == 1 and "different claim" in err
+    # tampering: a proof hash, the index, the leaf data
+    hash_line = lines[3]
+    flipped = base64.b64encode(
+        bytes([base64.b64decode(hash_line)[0] ^ 1]) + base64.b64decode(hash_line)[1:]
+    ).decode()
+    entry = base64.b64decode(lines[1][6:])
+    for bad in (
+        text.replace(hash_line, flipped, 1),
+        text.replace("index 1\n", "index 0\n", 1),
+        text.replace(
+            lines[1], "extra " + base64.b64encode(entry[:-1] + bytes([entry[-1] ^ 1])).decode(), 1
+        ),
+    ):
+        proof_path.write_text(bad)
+        rc, _, err = enrolled("receipt", "verify", str(proof_path), "--log-key", vkey)
+        assert rc == 1, bad
+    # another log's key
+    proof_path.write_text(text)
+    other_key = LogSigner(Ed25519PrivateKey.generate(), vkey.split("+")[0]).verifier_key()
+    rc, _, err = enrolled("receipt", "verify", str(proof_path), "--log-key", other_key)
+    assert rc == 1 and "no signature by" in err
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("c2sp.org/tlog-proof@v2\nextra AA==\nindex 0\n\ncp\n", "first line"),
+        (HEADER + "\nindex 0\n\ncp\n", "no 'extra' line"),
+        (HEADER + "\nextra AA==\nindex 01\n\ncp\n", "index N"),
+        (HEADER + "\nextra AA==\nindex 0\nAAAA\n\ncp\n", "not a SHA-256 hash"),
+        (HEADER + "\nextra AA==\nindex 0\n", "no blank line"),
+        (HEADER + "\nextra A==\nindex 0\n\ncp\n", "not base64"),
+        (HEADER + "\nextra AAAA\nindex 0\n\ncp\n", "not a log entry"),
+    ],
+)
+def test_malformed_proofs_are_refused(text: str, message: str) -> None:
+    with pytest.raises(LogError, match=message):
+        decode_tlog_proof(text)

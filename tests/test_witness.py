@@ -1,0 +1,151 @@
+"""C2SP tlog-witness: `prov witness serve` cosigns a real log's checkpoints and refuses
+rolled-back, forked and inconsistent ones."""
+
+from __future__ import annotations
+
+import base64
+import subprocess
+import sys
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+from conftest import ADMIN_TOKEN, ROOT, ServerProc, enroll_key, read_line, signed_claim
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from clients.api import ProvenanceClient
+from clients.cli import main as prov_main
+from provenance.errors import SignatureError
+from provenance.log.checkpoint import (
+    Checkpoint,
+    LogSigner,
+    NoteVerifier,
+    load_log_signer,
+    open_checkpoint,
+)
+from provenance.log.tlogproof import encode_tlog_proof
+from provenance.witness import Witness, cosigner_vkey, verify_cosignature
+
+
+@pytest.fixture
+def witness(tmp_path: Path, server: ServerProc) -> Iterator[tuple[str, str]]:
+    """A `prov witness serve` of the `server` log: (its URL, its verifier key)."""
+    with ProvenanceClient(server.address) as c:
+        log_vkey, _ = c.log_key()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "clients.cli", "witness", "serve", "--key",
+         str(tmp_path / "witness.pem"), "--log-key", log_vkey, "--state",
+         str(tmp_path / "wstate"), "--name", "witness.test/w1", "--listen", "127.0.0.1:0"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+    )  # fmt: skip
+    try:
+        vkey = read_line(proc, "witness key ")
+        url = read_line(proc, "witness on ")
+        yield url, vkey
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
+
+
+def _post(url: str, body: str) -> tuple[int, str, str]:
+    request = urllib.request.Request(f"{url}/add-checkpoint", body.encode(), method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=30) as r:
+            return r.status, r.read().decode(), r.headers["Content-Type"]
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode(), e.headers["Content-Type"]
+
+
+def _body(old: int, proof: list[bytes], note: str) -> str:
+    lines = [f"old {old}", *(base64.b64encode(h).decode() for h in proof)]
+    return "\n".join(lines) + "\n\n" + note
+
+
+def test_witness_cosigns_a_growing_log_and_refuses_rollback_and_forks(
+    tmp_path: Path,
+    server: ServerProc,
+    witness: tuple[str, str],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    url, wkey = witness
+    with ProvenanceClient(server.address, admin_token=ADMIN_TOKEN) as c:
+        log_vkey, _ = c.log_key()
+        verifier = NoteVerifier.from_vkey(log_vkey)
+        key = enroll_key(c)
+        prev = b""
+
+        receipts = []
+
+        def submit(n: int) -> str:
+            nonlocal prev
+            for _ in range(n):
+                signed = signed_claim(key, submit.seq, prev=prev)  # type: ignore[attr-defined]
+                submit.seq += 1  # type: ignore[attr-defined]
+                receipts.append(c.submit(signed)[0])
+                prev = signed.claim_hash
+            return c.checkpoint()
+
+        submit.seq = 1  # type: ignore[attr-defined]
+        first = submit(3)
+        status, cosig, _ = _post(url, _body(0, [], first))
+        assert status == 200, cosig
+        assert cosig.startswith("\u2014 witness.test/w1 ") and cosig.endswith("\n")
+        cosigned = first + cosig  # the client appends the cosignature to its note
+        assert verify_cosignature(cosigned, wkey).name == "witness.test/w1"
+        assert open_checkpoint(cosigned, verifier).size == 3  # the log's signature still opens
+
+        # a tlog-proof carrying the cosigned checkpoint: prov receipt verify --witness
+        assert receipts[-1].checkpoint == first
+        proof_file = tmp_path / "leaf2.tlog-proof"
+        proof_file.write_text(encode_tlog_proof(replace(receipts[-1], checkpoint=cosigned)))
+        verify = ["receipt", "verify", str(proof_file), "--log-key", log_vkey, "--witness", wkey]
+        assert prov_main(verify) == 0
+        assert "cosigned by 1 of 1 witnesses: witness.test/w1 at" in capsys.readouterr().out
+        absent = cosigner_vkey("witness.test/w2", Ed25519PrivateKey.generate().public_key()
+                               .public_bytes_raw())  # fmt: skip
+        assert prov_main([*verify, "--witness", absent]) == 1
+        assert "1 of the 2 witness cosignatures required" in capsys.readouterr().err
+        assert prov_main([*verify, "--witness", absent, "--witness-quorum", "1"]) == 0
+
+        second = submit(4)
+        proof = c.consistency_proof(3, 7)
+        status, cosig2, _ = _post(url, _body(3, proof, second))
+        assert status == 200, cosig2
+        verify_cosignature(second + cosig2, wkey)
+        with pytest.raises(SignatureError):  # a cosignature is bound to its checkpoint
+            verify_cosignature(second + cosig, wkey)
+
+        # rollback: the old checkpoint again, from a client that says the witness knows 0
+        status, text, ctype = _post(url, _body(0, [], first))
+        assert (status, text, ctype) == (409, "7\n", "text/x.tlog.size")
+        # old size above the checkpoint's size
+        assert _post(url, _body(7, [], first))[0] == 400
+
+        # a fork: the same log key signs another root of the same size, then a bigger one
+        signer = load_log_signer(Path(f"{server.db}.logkey.pem"), verifier.name)
+        cp = open_checkpoint(second, verifier)
+        forked = signer.sign(Checkpoint(cp.origin, 7, bytes(32), cp.timestamp))
+        assert _post(url, _body(7, [], forked)) == (409, "7\n", "text/x.tlog.size")
+        bigger = signer.sign(Checkpoint(cp.origin, 9, bytes(32), cp.timestamp))
+        assert _post(url, _body(7, proof, bigger))[0] == 422
+
+        # another key for the origin, an unknown origin, a malformed body
+        impostor = LogSigner(Ed25519PrivateKey.generate(), cp.origin)
+        assert _post(url, _body(7, [], impostor.sign(cp)))[0] == 403
+        stranger = LogSigner(Ed25519PrivateKey.generate(), "other.example/log")
+        other_cp = Checkpoint("other.example/log", 1, bytes(32))
+        assert _post(url, _body(0, [], stranger.sign(other_cp)))[0] == 404
+        for bad in ("old 01\n\n" + second, "old 7\n" + second, "old 7\nnot-base64\n\n" + second):
+            assert _post(url, bad)[0] == 400
+
+        # the log keeps growing: still cosigned from the witness's persisted size
+        third = submit(2)
+        status, _, _ = _post(url, _body(7, c.consistency_proof(7, 9), third))
+        assert status == 200
+    # state survives a restart of the witness (a new instance on the same folder)
+    again = Witness(signer, [log_vkey], tmp_path / "wstate")
+    latest = again.latest(cp.origin)
+    assert latest is not None and latest.size == 9
