@@ -197,6 +197,11 @@ def is_message_text(old: str, new: str) -> bool:
 
 def _rule_reason(old: str, new: str) -> str:
     """A reason that follows from the shape of the change alone, or ""."""
+    big = ', "big")'
+    for i in range(old.count(big)):
+        at = old.replace(big, "\0", i).find(big)
+        if new == old[:at] + ", )" + old[at + len(big) :]:
+            return 'equivalent: int.from_bytes defaults to "big" byte order (Python >= 3.11)'
     for codec in ('"utf-8"', '"ascii"'):
         if codec in old and new == old.replace(codec, codec.upper()):
             return _CODEC
