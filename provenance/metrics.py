@@ -112,7 +112,7 @@ def _counted(requests: Iterator[Any], rpc: str) -> Iterator[Any]:
         yield message
 
 
-class MetricsInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
+class MetricsInterceptor(grpc.ServerInterceptor):
     """Counts every RPC and its latency by method and status code; counts upload bytes
     of client-streaming methods."""
 
