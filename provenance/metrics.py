@@ -81,7 +81,7 @@ def serve_metrics(listen: str) -> int:
 
 def _code(context: grpc.ServicerContext, unset: str) -> str:
     """The status the handler set (``unset`` when it set none)."""
-    code = context.code()  # type: ignore[attr-defined]
+    code = context.code()  # type: ignore[attr-defined]  # grpc has it since 1.38; the stub omits it
     return unset if code is None else str(code.name)
 
 

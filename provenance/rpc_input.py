@@ -86,6 +86,6 @@ class MalformedRequestInterceptor(grpc.ServerInterceptor):
             behavior = getattr(handler, kind)
             if behavior is not None:
                 changes[kind] = wrap(behavior, method)
-        # grpc's handlers are namedtuples; its stub does not declare _replace
-        replaced: grpc.RpcMethodHandler[Any, Any] = handler._replace(**changes)  # type: ignore[attr-defined]
+        # grpc's handlers are namedtuples, but its stub declares no _replace
+        replaced: grpc.RpcMethodHandler[Any, Any] = handler._replace(**changes)  # type: ignore[attr-defined]  # namedtuple method
         return replaced

@@ -361,7 +361,8 @@ class Walker:
         lim = self.limits
         raw = _CountingReader(f)
         try:
-            tf = tarfile.open(fileobj=raw, mode="r|*")  # type: ignore[call-overload]
+            # a stream ("r|") only reads; typeshed asks every fileobj for write/seek/tell/close too
+            tf = tarfile.open(fileobj=raw, mode="r|*")  # type: ignore[call-overload]  # see above
         except _TAR_ERRORS as e:
             raise _ArchiveStop(f"not a readable tar archive: {e}") from e
 
