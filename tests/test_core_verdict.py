@@ -168,7 +168,9 @@ def test_the_closest_valid_near_copy_is_derived() -> None:
     for near in ([far, close, tie], [tie, close, far][::-1], [forged, too_far, far, close, tie]):
         r = decide(facts, NOW, near=near)
         assert r.status is Verdict.DERIVED
-        assert r.evidence == Evidence(file=facts, claim=close.evidence(True), pdq_distance=4)
+        assert r.evidence == Evidence(
+            file=facts, claim=close.evidence(True), pdq_distance=4, pdq_transform="identity"
+        )
         assert r.verified_at == NOW
         assert len(r.reasons) == 1 and _has(r.reasons, "within 4 bits", "log index 2")
 
