@@ -65,6 +65,30 @@ REASONS: dict[str, str] = {
         "equivalent: a right-edge subtree's start has no bits below `height`, so shifting"
         " it either way keeps its number of one bits"
     ),
+    **dict.fromkeys(
+        (
+            f"x = (u * pow(v, 3, {m}) * pow(u * pow(v, 7, _P), (_P - 5) // 8, _P)) % _P"
+            for m in ("None", "")
+        ),
+        "equivalent: v**3 without the modulus is reduced by the final `% _P` (only slower)",
+    ),
+    **dict.fromkeys(
+        (
+            f"x = (u * pow(v, 3, _P) * pow(u * pow(v, 7, {m}), (_P - 5) // 8, _P)) % _P"
+            for m in ("None", "")
+        ),
+        "equivalent: u * v**7 without the modulus is reduced by the outer pow's modulus",
+    ),
+    **dict.fromkeys(
+        ("if x | 1 != sign:", "if x & 2 != sign:", "if x & 1 == sign:", "x = _P + x"),
+        "equivalent: the sign bit only chooses between P and -P (or P + p, the same residue),"
+        " and [8]P is the identity exactly when [8](-P) is; the decoded point serves the"
+        " small-order check and nothing else",
+    ),
+    "for _ in range(4):": (
+        "equivalent: the torsion subgroup has order 8 and no point of order 16 exists, so"
+        " [16]P is the identity exactly when [8]P is"
+    ),
     "found = None": "equivalent: None and False are both false where `found` is tested",
     "NoteVerifierǁ__init__: raise KeyMaterialError(None) from e": (
         "unreachable: check_public_key has already refused every key that"

@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from provenance import keys as keys_module
 from provenance import wire
 from provenance.audit import AuditState, audit_step, open_trusted
 from provenance.binding import PerceptualHash
@@ -44,7 +45,7 @@ from provenance.errors import (
     SequenceError,
     SignatureError,
 )
-from provenance.keys import DeviceKey
+from provenance.keys import DeviceKey, verify_strict
 from provenance.log import merkle
 from provenance.log.checkpoint import (
     Checkpoint,
@@ -605,3 +606,29 @@ def test_verifier_keys_are_refused_with_the_reason() -> None:
     for vkey, message in cases:
         with pytest.raises(LogError, match=message):
             NoteVerifier.from_vkey(vkey)
+
+
+# ---------------------------------------------------------------- Ed25519 strictness
+
+
+def test_a_signature_whose_s_is_exactly_the_group_order_is_non_canonical() -> None:
+    sig = KEY.sign(b"m")
+    order = 2**252 + 27742317777372353535851937790883648493
+    with pytest.raises(SignatureError, match="non-canonical S"):
+        verify_strict(KEY.public_key, b"m", sig[:32] + order.to_bytes(32, "little"))
+    with pytest.raises(SignatureError, match="does not verify"):
+        verify_strict(KEY.public_key, b"m", sig[:32] + (order - 1).to_bytes(32, "little"))
+
+
+def test_point_doubling_stays_on_the_curve() -> None:
+    """The small-order check doubles points; a wrong addition law would leave the curve
+    (-x^2 + y^2 = 1 + d x^2 y^2, RFC 8032 section 5.1)."""
+    p, d = 2**255 - 19, (-121665 * pow(121666, -1, 2**255 - 19)) % (2**255 - 19)
+    for i in range(8):
+        point = keys_module._decode_point(
+            DeviceKey.from_private_bytes(hashlib.sha256(b"%d" % i).digest()).public_key
+        )
+        for _ in range(3):
+            point = keys_module._add(point, point)
+            x, y = point
+            assert (-x * x + y * y) % p == (1 + d * x * x * y * y) % p
