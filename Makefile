@@ -36,6 +36,8 @@ bench: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
+	# strict typing of the product; configured in pyproject.toml [tool.mypy]
+	$(BIN)/mypy
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -16,7 +16,7 @@ import sys
 import threading
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
@@ -34,6 +34,10 @@ from provenance.errors import ConfigError, LogIntegrityError, ProvenanceError
 from provenance.keys import DeviceKey
 from provenance.media import sniff_media_type
 from provenance.sidecar import MAX_SIDECAR_BYTES, Sidecar, decode_sidecar
+
+if TYPE_CHECKING:  # imported when used: torch and the web stack load only on demand
+    from detector.serving import ServerDetector
+    from provenance.web.serve import WebServer
 
 app = typer.Typer(
     name="prov",
@@ -344,7 +348,7 @@ def serve(
         pool.close()
 
 
-def _start_web(listen: str, grpc_host: str, grpc_port: int, max_upload_mb: int):  # type: ignore[no-untyped-def]
+def _start_web(listen: str, grpc_host: str, grpc_port: int, max_upload_mb: int) -> WebServer:
     """`prov serve --http`: the web app in a thread, a client of this process's gRPC port."""
     from provenance.web.app import WebConfig
     from provenance.web.serve import start_web
@@ -401,7 +405,7 @@ def web(
     )
 
 
-def _load_detector(model: str, device: str | None, secret_file: Path):  # type: ignore[no-untyped-def]
+def _load_detector(model: str, device: str | None, secret_file: Path) -> ServerDetector | None:
     """The server's detector, or None (with a notice) when torch or the weights are missing.
     Its crop secret lives in secret_file (created on first start, mode 0600)."""
     try:

@@ -105,7 +105,7 @@ def prepare(work: Path) -> DemoFiles:
     desk.mkdir()
     derived = desk / "rocket_resized.jpg"
     img = Image.open(rocket).convert("RGB")
-    img.resize((img.width * 3 // 5, img.height * 3 // 5), Image.LANCZOS).save(
+    img.resize((img.width * 3 // 5, img.height * 3 // 5), Image.Resampling.LANCZOS).save(
         derived, "JPEG", quality=70
     )
     print(f"  {derived.name}: the rocket photo resized to 60% and re-encoded at JPEG q70")

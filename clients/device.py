@@ -42,12 +42,13 @@ from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, NotRequired, TypedDict
 
 from clients.api import ProvenanceClient, is_unreachable
 from clients.files import open_regular, read_bounded
 from provenance import wire
 from provenance.assets import AssetLimits, check_size, inspect_image, media_type_of
+from provenance.binding import PerceptualHash
 from provenance.claims import MAX_SOFT_BINDINGS, Claim, HardBinding, Receipt, SignedClaim
 from provenance.envelope import PAYLOAD_TYPE_CLAIM, PAYLOAD_TYPE_ENROLL, sign_payload
 from provenance.errors import (
@@ -592,9 +593,23 @@ class SyncResult:
     deferred: str | None = None
 
 
+class ClaimFields(TypedDict):
+    """The `Claim` fields `measure` fills from a file (keyword arguments of `Claim`)."""
+
+    media_type: str
+    size_bytes: int
+    hard_binding: HardBinding
+    soft_bindings: tuple[PerceptualHash, ...]
+    width: int
+    height: int
+    orientation: NotRequired[int]
+    duration_seconds: NotRequired[float]
+    frame_sample_rate: NotRequired[float]
+
+
 def measure(
     path: Path, limits: AssetLimits = AssetLimits()
-) -> tuple[dict[str, object], tuple[bytes, ...]]:
+) -> tuple[ClaimFields, tuple[bytes, ...]]:
     """The claim fields that describe ``path`` (media type, size, hard and soft bindings,
     pixel dimensions, an image's EXIF orientation tag, duration) and, for video, the
     per-chunk leaf hashes for the sidecar.
@@ -629,7 +644,7 @@ def measure(
         raise MediaError(f"{path.name} changed while it was read ({size} then {len(data)} bytes)")
     sha = hashlib.sha256(data).digest()
     asset = inspect_image(sha, data, limits)
-    fields: dict[str, object] = {
+    fields: ClaimFields = {
         "media_type": asset.facts.media_type,
         "size_bytes": size,
         "hard_binding": HardBinding(sha256=sha),
@@ -643,14 +658,14 @@ def measure(
 
 def _measure_video(
     path: Path, f: BinaryIO, media_type: str
-) -> tuple[dict[str, object], tuple[bytes, ...]]:
+) -> tuple[ClaimFields, tuple[bytes, ...]]:
     hasher = ChunkedHasher(DEFAULT_VIDEO_CHUNK)
     f.seek(0)
     while block := f.read(DEFAULT_VIDEO_CHUNK):
         hasher.update(block)
     digest = hasher.finalize()
     info = sample_frames(path, rate_hz=DEFAULT_RATE_HZ, max_frames=MAX_SOFT_BINDINGS)
-    fields: dict[str, object] = {
+    fields: ClaimFields = {
         "media_type": info.media_type or media_type,
         "size_bytes": digest.size,
         "hard_binding": digest.hard_binding(),

@@ -159,12 +159,15 @@ def _audit_tiles(
     location: str, state: Path, saved: AuditState | None, log_key: str | None, full: bool
 ) -> None:
     """`prov log audit --tiles`: audit from the tiles alone (see `audit_tiles`)."""
-    if log_key is None and saved is None:
+    if log_key:
+        vkey = _read_vkey(log_key)
+    elif saved is not None:
+        vkey = saved.verifier_key
+    else:
         raise ConfigError(
             "auditing tiles needs the log's verifier key: pass --log-key (text or a file),"
             " e.g. from `prov log key`"
         )
-    vkey = _read_vkey(log_key) if log_key else saved.verifier_key  # type: ignore[union-attr]
     if saved is not None and saved.verifier_key != vkey:
         raise LogIntegrityError(
             f"--log-key {vkey} is not the key {saved.verifier_key} saved in {state}"

@@ -21,7 +21,7 @@ import numpy as np
 from provenance import metrics
 from provenance.errors import DetectorError
 
-_STOP = object()
+_Job = tuple[np.ndarray, Future[np.ndarray]]
 
 
 class BatchQueue:
@@ -39,7 +39,7 @@ class BatchQueue:
         self._run = run
         self._max_batch = max_batch
         self._max_wait_s = max_wait_s
-        self._queue: queue.Queue[object] = queue.Queue()
+        self._queue: queue.Queue[_Job | None] = queue.Queue()  # None: stop
         self._closed = False
         self._lock = threading.Lock()
         self._worker = threading.Thread(target=self._loop, name="detector-batch", daemon=True)
@@ -64,17 +64,17 @@ class BatchQueue:
             if self._closed:
                 return
             self._closed = True
-            self._queue.put(_STOP)
+            self._queue.put(None)
         self._worker.join()
 
     def _loop(self) -> None:
-        pending: list[tuple[np.ndarray, Future[np.ndarray]]] = []
+        pending: list[_Job] = []
         stopping = False
         while not stopping:
             item = self._queue.get()
-            if item is _STOP:
+            if item is None:
                 break
-            pending = [item]  # type: ignore[list-item]
+            pending = [item]
             rows = len(pending[0][0])
             deadline = time.monotonic() + self._max_wait_s
             while rows < self._max_batch:
@@ -87,11 +87,11 @@ class BatchQueue:
                     )
                 except queue.Empty:
                     break
-                if item is _STOP:
+                if item is None:
                     stopping = True
                     break
-                pending.append(item)  # type: ignore[arg-type]
-                rows += len(item[0])  # type: ignore[index]
+                pending.append(item)
+                rows += len(item[0])
             metrics.DETECTOR_QUEUE.set(self._queue.qsize())
             metrics.DETECTOR_BATCH.observe(rows)
             self._run_batch(pending)

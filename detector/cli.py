@@ -13,7 +13,7 @@ import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
@@ -21,6 +21,7 @@ from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
     Progress,
+    TaskID,
     TextColumn,
     TimeElapsedColumn,
     TimeRemainingColumn,
@@ -75,7 +76,7 @@ def _progress(enabled: bool) -> Iterator[Callable[[str, int, int], None]]:
         console=_err,
         disable=not enabled,
     )
-    tasks: dict[str, int] = {}
+    tasks: dict[str, TaskID] = {}
 
     def update(stage: str, done: int, total: int) -> None:
         if stage not in tasks:
@@ -252,12 +253,12 @@ def evaluate(
         _out.print(f"report saved to {out}")
 
 
-def _print_fold(family: str, fold: dict) -> None:
+def _print_fold(family: str, fold: dict[str, Any]) -> None:
     cells = ", ".join(f"{c} {m['auc']:.3f}" for c, m in fold["conditions"].items())
     _err.print(f"held out {family} ({fold['kind']}, {fold['test_generated']} images): AUC {cells}")
 
 
-def _print_eval(report: dict) -> None:
+def _print_eval(report: dict[str, Any]) -> None:
     rows = report.get("folds") or report.get("families") or {}
     conds = list(CONDITIONS)
     table = Table(title="AUC per held-out family (AP and ECE: harmonised; all in the JSON)")

@@ -36,7 +36,7 @@ def prepare_network(net: nn.Module, device: torch.device) -> nn.Module:
     """Move net to device (channels-last memory format on CUDA)."""
     net.to(device)
     if device.type == "cuda":
-        net.to(memory_format=torch.channels_last)
+        net.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # torch stubs omit memory_format; Module.to accepts it
     return net
 
 

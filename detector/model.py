@@ -76,7 +76,8 @@ class BasicBlock(nn.Module):
         identity = x if self.downsample is None else self.downsample(x)
         out = self.relu(self.bn1(self.conv1(x)))
         out = self.bn2(self.conv2(out))
-        return self.relu(out + identity)
+        y: torch.Tensor = self.relu(out + identity)  # nn.Module.__call__ is untyped
+        return y
 
 
 class Bottleneck(nn.Module):
@@ -101,7 +102,8 @@ class Bottleneck(nn.Module):
         out = self.relu(self.bn1(self.conv1(x)))
         out = self.relu(self.bn2(self.conv2(out)))
         out = self.bn3(self.conv3(out))
-        return self.relu(out + identity)
+        y: torch.Tensor = self.relu(out + identity)  # nn.Module.__call__ is untyped
+        return y
 
 
 def _layer(
@@ -158,7 +160,8 @@ class PatchResNet(nn.Module):
 
     def forward_head(self, features: torch.Tensor) -> torch.Tensor:
         """features: (B, widths[3]) -> (B,) logits."""
-        return self.fc(features).squeeze(1)
+        logits: torch.Tensor = self.fc(features)
+        return logits.squeeze(1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: (B, 3, H, W) -> (B,) logits."""
@@ -193,7 +196,8 @@ class TorchvisionResNet50(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: (B, 3, H, W) -> (B,) logits."""
-        return self.fc(self.forward_features(x)).squeeze(1)
+        logits: torch.Tensor = self.fc(self.forward_features(x))
+        return logits.squeeze(1)
 
 
 class NPRResNet(nn.Module):
@@ -223,7 +227,8 @@ class NPRResNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: (B, 3, H, W) -> (B,) logits."""
-        return self.fc1(self.forward_features(x)).squeeze(1)
+        logits: torch.Tensor = self.fc1(self.forward_features(x))
+        return logits.squeeze(1)
 
 
 #: Architecture name -> constructor taking the keyword arguments stored in ModelMeta.

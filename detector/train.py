@@ -104,7 +104,7 @@ def train_network(
                 logits = net(x).float()
             loss = F.binary_cross_entropy_with_logits(logits, target[idx].to(device))
             opt.zero_grad(set_to_none=True)
-            loss.backward()
+            loss.backward()  # type: ignore[no-untyped-call]  # torch leaves Tensor.backward unannotated
             opt.step()
             sched.step()
             if progress is not None:

@@ -83,6 +83,7 @@ class Upload:
             raise MediaTooLargeError(f"upload exceeds the limit of {self.max_bytes} bytes")
         if self._file is None and self._digest.size > self._inline:
             self._file = tempfile.NamedTemporaryFile(prefix="prov-upload-", delete=True)
+            assert isinstance(self._buf, io.BytesIO)  # in memory until the first spill
             self._file.write(self._buf.getvalue())
             self._buf = self._file
         self._buf.write(data)
@@ -120,6 +121,7 @@ class Upload:
         for decoders that read files."""
         if self._file is None:
             self._file = tempfile.NamedTemporaryFile(prefix="prov-upload-", delete=True)
+            assert isinstance(self._buf, io.BytesIO)  # in memory until the first spill
             self._file.write(self._buf.getvalue())
             self._buf = self._file
         path = self.path()

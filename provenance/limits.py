@@ -88,7 +88,8 @@ def _cancel(context: grpc.ServicerContext, code: grpc.StatusCode, details: str) 
     grpc's public `cancel()` sends a bare CANCELLED; the core call under the context can
     cancel with a status, which tells the client why. Falls back to `cancel()` where that
     object is missing (another grpc implementation)."""
-    from grpc._cython import cygrpc  # the only way to give a cancelled call a status
+    # the only way to give a cancelled call a status
+    from grpc._cython import cygrpc  # type: ignore[attr-defined]  # private; grpc stubs omit it
 
     call = getattr(getattr(context, "_rpc_event", None), "call", None)
     if call is None:

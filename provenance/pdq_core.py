@@ -26,7 +26,7 @@ import ctypes
 from typing import TYPE_CHECKING
 
 import numpy as np
-import pdqhash  # type: ignore[import-untyped]
+import pdqhash
 
 if TYPE_CHECKING:
     from ctypes import _NamedFuncPointer as _Fn

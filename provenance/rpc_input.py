@@ -64,14 +64,14 @@ def _streaming(behavior: Callable[..., Any], method: str) -> Callable[..., Any]:
     return handle
 
 
-class MalformedRequestInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
+class MalformedRequestInterceptor(grpc.ServerInterceptor):
     """Server interceptor: see the module docstring. Stateless; one per server."""
 
     def intercept_service(
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler | None],
+        continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler[Any, Any] | None],
         handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler | None:
+    ) -> grpc.RpcMethodHandler[Any, Any] | None:
         handler = continuation(handler_call_details)
         if handler is None or handler.request_deserializer is None:
             return handler
@@ -86,4 +86,6 @@ class MalformedRequestInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
             behavior = getattr(handler, kind)
             if behavior is not None:
                 changes[kind] = wrap(behavior, method)
-        return handler._replace(**changes)
+        # grpc's handlers are namedtuples, but its stub declares no _replace
+        replaced: grpc.RpcMethodHandler[Any, Any] = handler._replace(**changes)  # type: ignore[attr-defined]  # namedtuple method
+        return replaced

@@ -15,7 +15,7 @@ from concurrent import futures
 from contextlib import ExitStack
 from dataclasses import dataclass, replace
 from datetime import timedelta
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -118,7 +118,7 @@ def _rpc(fn: F) -> F:
             log.exception("unexpected error in %s", fn.__name__)
             context.abort(grpc.StatusCode.INTERNAL, "internal error; the server logged the details")
 
-    return wrapper  # type: ignore[return-value]
+    return cast(F, wrapper)  # wraps() keeps fn's signature
 
 
 @dataclass(frozen=True)

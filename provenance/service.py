@@ -22,7 +22,7 @@ from provenance.c2pa.authority import (
     issue_device_certificate,
     load_authority,
 )
-from provenance.claims import Claim, Device, Receipt, SignedClaim
+from provenance.claims import Device, Receipt, SignedClaim
 from provenance.errors import (
     EnrollmentError,
     LogError,
@@ -505,6 +505,3 @@ class ProvenanceService:
     def receipt_for_claim(self, claim_hash: bytes) -> Receipt | None:
         rec = self.store.leaf_by_claim_hash(claim_hash)
         return None if rec is None else wire.decode_receipt(rec.receipt)
-
-    def claim_of(self, signed: SignedClaim) -> Claim:
-        return wire.decode_claim(signed.claim_bytes)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 from google.protobuf.message import DecodeError
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -278,7 +278,7 @@ def report_to_pb(r: VerificationReport) -> pb.VerificationReport:
             )
         )
     msg = pb.VerificationReport(
-        status=pb.Verdict.Value(r.status.value),
+        status=cast(pb.Verdict, pb.Verdict.Value(r.status.value)),  # Value() is typed int
         reasons=list(r.reasons) + list(ev.file.notes),
         evidence=evm,
         verified_at=ts_to_pb(r.verified_at),
@@ -322,7 +322,7 @@ def video_match_to_pb(m: VideoMatch) -> pb.VideoMatch:
 
 
 def video_match_from_pb(msg: pb.VideoMatch) -> VideoMatch:
-    opt = {
+    opt: dict[str, Any] = {
         k: getattr(msg, _VIDEO_PB_NAME[k]) if msg.HasField(_VIDEO_PB_NAME[k]) else None
         for k in _VIDEO_OPTIONAL
     }

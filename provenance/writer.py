@@ -189,7 +189,8 @@ class GroupCommitWriter:
                     " refusing to append"
                 )
             now = self._clock()
-            results: list[Appended | Exception | None] = [None] * len(batch)
+            # an int marks a duplicate inside the batch: the index of its first occurrence
+            results: list[Appended | Exception | int | None] = [None] * len(batch)
             new: list[tuple[int, NewLeaf, PendingClaim]] = []
             seen: dict[bytes, int] = {}
             state: dict[bytes, tuple[int, bytes]] = {}
@@ -205,7 +206,7 @@ class GroupCommitWriter:
                     continue
                 if ch in seen:
                     seen_at = seen[ch]
-                    results[i] = seen_at  # type: ignore[call-overload]
+                    results[i] = seen_at
                     continue
                 dev = p.claim.device_id
                 if dev not in state:

@@ -82,7 +82,7 @@ class RayEngine:
             ray.init(num_cpus=self.workers or None, include_dashboard=False, log_to_driver=False)
         task = ray.remote(process_batch)
         cfg = ray.put(config)
-        in_flight = 2 * max(1, int(ray.cluster_resources().get("CPU", 1)))
+        in_flight = 2 * max(1, int(ray.cluster_resources().get("CPU", 1)))  # type: ignore[no-untyped-call]  # ray leaves it unannotated
         pending: list[Any] = []
         try:
             for batch in batches:

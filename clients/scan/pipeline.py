@@ -80,7 +80,11 @@ def fetch_bytes(rows: list[dict[str, Any]], limits: ScanLimits) -> dict[str, byt
         if len(data) <= limits.assets.max_image_bytes:
             out[row["path"]] = data
     for archive, wanted in by_archive.items():
-        for item in iter_items([archive], limits, skip=lambda ref, w=wanted: ref not in w):  # type: ignore[misc]
+
+        def skip(ref: str, w: set[str] = wanted) -> bool:
+            return ref not in w
+
+        for item in iter_items([archive], limits, skip=skip):
             if isinstance(item, EntryItem) and item.ref in wanted:
                 out[item.ref] = item.data
     return out

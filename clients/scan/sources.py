@@ -260,17 +260,17 @@ class Walker:
                     regular.add(entry.name)
             except OSError:
                 pass
-        for e in entries:
-            ref = os.path.join(path, e.name)
+        for ent in entries:
+            ref = os.path.join(path, ent.name)
             try:
-                if e.is_symlink():
+                if ent.is_symlink():
                     yield RefusedItem(_display(ref), "symbolic link: not followed")
-                elif e.is_dir(follow_symlinks=False):
+                elif ent.is_dir(follow_symlinks=False):
                     yield from self._folder(ref)
-                elif e.is_file(follow_symlinks=False):
-                    side = e.name + SIDECAR_SUFFIX
+                elif ent.is_file(follow_symlinks=False):
+                    side = ent.name + SIDECAR_SUFFIX
                     sidecar = os.path.join(path, side) if side in regular else None
-                    size = e.stat(follow_symlinks=False).st_size
+                    size = ent.stat(follow_symlinks=False).st_size
                     yield from self._file(ref, size, sidecar, archive_by_magic=False)
                 else:
                     yield RefusedItem(_display(ref), "not a regular file (device, socket or FIFO)")
@@ -361,7 +361,8 @@ class Walker:
         lim = self.limits
         raw = _CountingReader(f)
         try:
-            tf = tarfile.open(fileobj=raw, mode="r|*")  # type: ignore[call-overload]
+            # a stream ("r|") only reads; typeshed asks every fileobj for write/seek/tell/close too
+            tf = tarfile.open(fileobj=raw, mode="r|*")  # type: ignore[call-overload]  # see above
         except _TAR_ERRORS as e:
             raise _ArchiveStop(f"not a readable tar archive: {e}") from e
 

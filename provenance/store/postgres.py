@@ -101,11 +101,11 @@ class _PgConn:
         self.conn = conn
 
     def execute(self, sql: str, args: Sequence[Any] = ()) -> Cursor:
-        return self.conn.execute(sql.replace("?", "%s"), args or None)  # type: ignore[arg-type]
+        return self.conn.execute(sql.replace("?", "%s"), args or None)
 
     def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
         with self.conn.cursor() as cur:
-            cur.executemany(sql.replace("?", "%s"), rows)  # type: ignore[arg-type]
+            cur.executemany(sql.replace("?", "%s"), rows)
 
 
 class PostgresStore(SqlStore):

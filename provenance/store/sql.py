@@ -12,7 +12,7 @@ import functools
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from datetime import datetime
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol, TypeVar, cast
 
 from provenance.binding import PerceptualHash
 from provenance.claims import Device
@@ -69,7 +69,7 @@ def _reads_log(fn: F) -> F:
         except (TypeError, ValueError) as e:
             raise LogIntegrityError(f"the log database is damaged: {e}") from e
 
-    return wrapper  # type: ignore[return-value]
+    return cast(F, wrapper)  # wraps() keeps fn's signature
 
 
 def _device(row: Sequence[Any]) -> Device:

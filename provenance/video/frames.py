@@ -159,7 +159,7 @@ def rotation_degrees(transform: tuple[bool, bool, bool]) -> int:
 
 
 def _frame_transform(frame: av.VideoFrame) -> tuple[bool, bool, bool]:
-    side = frame.side_data.get(SideDataType.DISPLAYMATRIX)
+    side = frame.side_data.get(SideDataType.DISPLAYMATRIX)  # type: ignore[call-overload]  # av types keys as str; the enum works
     if side is None:
         return False, False, False
     raw = bytes(memoryview(side))

@@ -33,6 +33,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -116,7 +117,9 @@ def _usable(hashes: Sequence[PerceptualHash], min_quality: int) -> _Side:
 
 def _distances(query: np.ndarray, original: np.ndarray) -> np.ndarray:
     """(Q, O) int32 Hamming distances in bits between (Q, 4) and (O, 4) uint64 hash words."""
-    return np.bitwise_count(query[:, None, :] ^ original[None, :, :]).sum(axis=2, dtype=np.int32)
+    bits = np.bitwise_count(query[:, None, :] ^ original[None, :, :])
+    distances: np.ndarray = bits.sum(axis=2, dtype=np.int32)
+    return distances
 
 
 @dataclass(frozen=True)
@@ -186,7 +189,7 @@ def match_video(
 
     best = _best_alignment(q, o, votes, width, threshold)
     n_q_matched, n_o_matched = int(q_matched.sum()), int(o_matched.sum())
-    common = dict(
+    common: dict[str, Any] = dict(
         matched_share_query=n_q_matched / n_q if n_q else 0.0,
         matched_share_original=n_o_matched / n_o if n_o else 0.0,
         query_frames=n_q,

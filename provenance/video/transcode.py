@@ -69,6 +69,8 @@ def transcode(
             )
             options = {"crf": str(crf), **(encoder_options or {})}
             stream = out.add_stream(codec, rate=rate, options=options)
+            if not isinstance(stream, av.VideoStream):
+                raise MediaError(f"{codec!r} is not a video codec")
             out_w, out_h = width or source.width, height or source.height
             if turns % 2:
                 out_w, out_h = out_h, out_w
@@ -99,7 +101,7 @@ def transcode(
                     interpolation="AREA",
                     threads=1,
                 )
-                pixels = resized.to_ndarray()
+                pixels: np.ndarray = resized.to_ndarray()
                 if turns:
                     pixels = np.ascontiguousarray(np.rot90(pixels, k=-turns))
                 for out_time in times:

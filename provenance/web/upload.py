@@ -21,6 +21,7 @@ from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import anyio.to_thread
 from python_multipart.exceptions import ParseError
@@ -33,6 +34,9 @@ from provenance.errors import ProvenanceError
 from provenance.sidecar import MAX_SIDECAR_BYTES, decode_sidecar
 from provenance.verify import VerificationReport
 from provenance.web.errors import WebError
+
+if TYPE_CHECKING:
+    from python_multipart.multipart import MultipartCallbacks
 
 #: Multipart parts accepted in one form (file, sidecar and a few small fields).
 MAX_PARTS = 8
@@ -167,7 +171,7 @@ class _Form:
     held: bytearray = field(default_factory=bytearray)
     ended: bool = False
 
-    def callbacks(self) -> dict[str, object]:
+    def callbacks(self) -> MultipartCallbacks:
         return {
             "on_part_begin": self._part_begin,
             "on_header_field": self._header_field,
@@ -352,7 +356,7 @@ class Relayer:
 
     async def _verify_form(self, request: Request, boundary: bytes, detect: bool) -> Verified:
         form = _Form(self.limits.max_file_bytes)
-        parser = MultipartParser(boundary, form.callbacks())  # type: ignore[arg-type]
+        parser = MultipartParser(boundary, form.callbacks())
         relay: _Relay | None = None
         try:
             async for chunk in _body(request, self.limits.idle_s):
