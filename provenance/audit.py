@@ -51,7 +51,7 @@ class AuditState:
                 str(doc["checkpoint"]),
                 tuple(bytes.fromhex(h) for h in doc["frontier"]),
             )
-        except (ValueError, KeyError, TypeError) as e:
+        except (ValueError, KeyError, TypeError, RecursionError) as e:
             raise LogError(f"audit state file is damaged: {e}") from e
 
 

@@ -6,6 +6,7 @@ Pure functions over values; the store persists and the service orchestrates.
 from __future__ import annotations
 
 import hashlib
+import math
 import secrets
 from datetime import datetime
 
@@ -85,6 +86,12 @@ def check_claim_shape(signed: SignedClaim, claim: Claim) -> None:
             raise ClaimError(
                 f"the claim's {name} is {value}; the log stores at most {MAX_STORED_INT} (2^63 - 1)"
             )
+    for name, real in (
+        ("duration_seconds", claim.duration_seconds),
+        ("frame_sample_rate", claim.frame_sample_rate),
+    ):
+        if not math.isfinite(real) or real < 0:
+            raise ClaimError(f"the claim's {name} is {real}; it must be a finite number >= 0")
     meta = sum(len(k.encode()) + len(v.encode()) for k, v in claim.metadata.items())
     if meta > MAX_METADATA_BYTES:
         raise ClaimError(f"claim metadata is {meta} bytes; the limit is {MAX_METADATA_BYTES}")

@@ -174,6 +174,10 @@ def test_a_well_formed_claim_passes_every_shape_rule() -> None:
             PAYLOAD_TYPE_CLAIM,
             f"{MAX_SOFT_BINDINGS + 1} soft bindings; the limit is {MAX_SOFT_BINDINGS}",
         ),
+        (_claim(duration_seconds=float("nan")), PAYLOAD_TYPE_CLAIM, "duration_seconds is nan"),
+        (_claim(duration_seconds=float("inf")), PAYLOAD_TYPE_CLAIM, "duration_seconds is inf"),
+        (_claim(duration_seconds=-1.0), PAYLOAD_TYPE_CLAIM, "must be a finite number >= 0"),
+        (_claim(frame_sample_rate=float("nan")), PAYLOAD_TYPE_CLAIM, "frame_sample_rate is nan"),
     ],
 )
 def test_claim_shape_rules(claim: Claim, payload_type: str, message: str) -> None:

@@ -30,3 +30,12 @@ def test_seed_corpus_is_accepted(name: str) -> None:
     for seed in SEEDS[name]():
         assert len(seed) <= MAX_LEN[name]
         run_target(name, seed)
+
+
+def test_an_audit_state_nested_too_deeply_is_a_log_error() -> None:
+    """Found by reading the parser (h-fuzz): json.loads raised RecursionError."""
+    from provenance.audit import AuditState
+    from provenance.errors import LogError
+
+    with pytest.raises(LogError, match="audit state file is damaged"):
+        AuditState.from_json("[" * 200_000)
