@@ -282,6 +282,13 @@ def test_uploads_are_rate_limited_per_client(site: DemoSite, limited_web: str) -
         assert limited, [r.status_code for r in codes]
         assert int(limited[0].headers["retry-after"]) >= 1
         _error(limited[0], 429, "too many uploads")
+        # a forged X-Forwarded-For does not make a new client (proxies are not trusted)
+        forged = c.post(
+            "/api/v1/verify",
+            files={"file": ("h.jpg", site.files.hopper.read_bytes())},
+            headers={"X-Forwarded-For": "203.0.113.9"},
+        )
+        _error(forged, 429, "too many uploads")
         # reads are not limited
         assert c.get("/api/v1/checkpoint").status_code == 200
 

@@ -3,12 +3,21 @@ mapping, and the page's formatting helpers."""
 
 from __future__ import annotations
 
+import asyncio
+import time
+from collections.abc import AsyncIterator, Iterator
+from typing import cast
+
 import pytest
+from starlette.requests import Request
+from starlette.testclient import TestClient
 
 from provenance.errors import MediaError, MediaTooLargeError, TransportError
 from provenance.web.errors import WebError, error_body, error_headers, http_status
+from provenance.web.logviews import is_number, parse_hash, parse_index
 from provenance.web.present import download_name, human_bytes, timeline_plot, verdict
 from provenance.web.ratelimit import RateLimiter
+from provenance.web.upload import UploadLimits, _body
 
 
 class Clock:
@@ -149,3 +158,178 @@ def test_a_busy_service_answers_503_with_retry_after() -> None:
     assert (
         error_headers(TransportError("file is 3 GB; the limit is 2 GB", "RESOURCE_EXHAUSTED")) == {}
     )
+
+
+# --- hostile requests answered in-process (no service: every request here is refused
+# before the web layer would call it) ---
+
+
+@pytest.fixture
+def app_client() -> Iterator[TestClient]:
+    from provenance.web.app import WebConfig, create_app
+
+    with TestClient(
+        create_app(WebConfig(server="127.0.0.1:9")), raise_server_exceptions=False
+    ) as c:
+        yield c
+
+
+def test_uvicorn_does_not_trust_forwarded_headers() -> None:
+    from provenance.web.app import WebConfig
+    from provenance.web.serve import _server
+
+    assert _server(WebConfig(server="127.0.0.1:9")).config.proxy_headers is False
+
+
+@pytest.mark.parametrize(
+    "text", ["²", "٣", "1²", "+1", "-1", " ", "", "1_000", "9" * 5000, "1" * 21]
+)
+def test_indexes_are_ascii_digits_of_bounded_length(text: str) -> None:
+    with pytest.raises(WebError):
+        parse_index(text)
+    assert not is_number(text)
+
+
+def test_hashes_are_strict_hex() -> None:
+    good = "ab" * 32
+    assert parse_hash(good.upper(), "h") == bytes.fromhex(good)
+    for bad in ["ab " * 21 + "a", "٣" * 64, "g" * 64, "0x" + "a" * 62, 123]:
+        with pytest.raises(WebError):
+            parse_hash(bad, "h")
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/api/v1/entries/²",
+        "/api/v1/entries/٣",
+        "/api/v1/entries/" + "9" * 5000,
+        "/log/entries/²",
+        "/log/entries/" + "9" * 5000,
+        "/log/find?q=²",
+        "/log/find?q=" + "9" * 5000,
+        "/log/consistency?first=²",
+        "/log/consistency?first=" + "9" * 5000,
+        "/api/v1/devices/" + "ab " * 21 + "a",
+        "/matches/byBinding?alg=pdq&value=AAAA&maxResults=²",
+        "/matches/byBinding?alg=pdq&value=AAAA&maxResults=" + "9" * 5000,
+    ],
+)
+def test_malformed_numbers_and_hashes_get_400(app_client: TestClient, path: str) -> None:
+    assert app_client.get(path).status_code == 400
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "words"),
+    [
+        (
+            "/api/v1/lookup",
+            {"queries": [{"sha256": "ab" * 32, "content_sha256": 123}]},
+            "content_sha256",
+        ),
+        ("/api/v1/lookup", {"queries": [{"sha256": 123}]}, "sha256"),
+        (
+            "/api/v1/lookup",
+            {"queries": [{"pdq": [{"hash": "ab" * 32, "quality": True}]}]},
+            "quality",
+        ),
+        ("/api/v1/lookup", {"queries": [{"pdq": [{"hash": 5}]}]}, "hash"),
+        ("/matches/byBinding", {"alg": "pdq", "value": 123}, "base64"),
+        ("/matches/byBinding", {"alg": ["pdq"], "value": "AAAA"}, "unsupported"),
+    ],
+)
+def test_wrong_json_field_types_get_400(
+    app_client: TestClient, path: str, body: object, words: str
+) -> None:
+    r = app_client.post(path, json=body)
+    assert r.status_code == 400, r.text
+    assert words in r.json()["error"]["message"]
+
+
+@pytest.mark.parametrize("path", ["/api/v1/lookup", "/matches/byBinding"])
+def test_deeply_nested_json_gets_400(app_client: TestClient, path: str) -> None:
+    r = app_client.post(path, content=b"[" * 100_000 + b"]" * 100_000)
+    assert r.status_code in (400, 413), r.text
+    r = app_client.post(path, content=b"[" * 20_000 + b"]" * 20_000)
+    assert r.status_code == 400, r.text
+    assert "nested" in r.json()["error"]["message"]
+
+
+def test_a_long_multipart_boundary_gets_400(app_client: TestClient) -> None:
+    b = "x" * 300
+    body = (
+        f"--{b}\r\nContent-Disposition: form-data; name=file; filename=a\r\n\r\nabc\r\n--{b}--\r\n"
+    )
+    r = app_client.post(
+        "/api/v1/verify",
+        content=body.encode(),
+        headers={"content-type": f"multipart/form-data; boundary={b}"},
+    )
+    assert r.status_code == 400
+    assert "boundary" in r.json()["error"]["message"]
+
+
+def test_wrong_methods_get_405_with_allow(app_client: TestClient) -> None:
+    for method, path, allow in [
+        ("PATCH", "/api/v1/verify", "POST"),
+        ("PUT", "/api/v1/checkpoint", "GET"),
+        ("DELETE", "/matches/byContent", "POST"),
+    ]:
+        r = app_client.request(method, path)
+        assert r.status_code == 405, (method, path, r.text)
+        assert allow in r.headers["allow"]
+        assert r.json()["error"]["status"] == "METHOD_NOT_ALLOWED"
+    r = app_client.post("/openapi.json")
+    assert r.status_code == 405
+    assert "GET" in r.headers["allow"]
+    assert "Error 405" in r.text and "Error 400" not in r.text
+    r = app_client.put("/api/v1/nothing")
+    assert r.status_code == 404
+    assert "no API endpoint" in r.json()["error"]["message"]
+    assert app_client.get("/nothing").status_code == 404
+
+
+class _DripRequest:
+    """A request whose body arrives a byte at a time, ``gap`` seconds apart."""
+
+    def __init__(self, gap: float, count: int) -> None:
+        self.gap, self.count = gap, count
+
+    async def stream(self) -> AsyncIterator[bytes]:
+        for _ in range(self.count):
+            await asyncio.sleep(self.gap)
+            yield b"x"
+
+
+def _drain(request: _DripRequest, limits: UploadLimits) -> float:
+    async def run() -> None:
+        async for _ in _body(cast("Request", request), limits):
+            pass
+
+    start = time.monotonic()
+    asyncio.run(run())
+    return time.monotonic() - start
+
+
+def test_a_dripping_upload_runs_out_of_time() -> None:
+    limits = UploadLimits(1024, idle_s=5.0, grace_s=0.5, min_rate=1000.0)
+    start = time.monotonic()
+    with pytest.raises(WebError) as caught:
+        _drain(_DripRequest(0.05, 1000), limits)
+    assert time.monotonic() - start < 3
+    assert http_status(caught.value) == 408
+    assert "too slow" in str(caught.value)
+    # a stall is still reported as one
+    with pytest.raises(WebError, match="stalled"):
+        _drain(_DripRequest(1.0, 2), UploadLimits(1024, idle_s=0.2, grace_s=10.0))
+    # a body that keeps up finishes
+    assert _drain(_DripRequest(0.01, 20), limits) < 3
+
+
+def test_listen_ports_are_ascii_digits() -> None:
+    from provenance.errors import ConfigError
+    from provenance.web.serve import bind
+
+    for bad in ["127.0.0.1:²", "127.0.0.1:٣", "127.0.0.1:" + "9" * 5000]:
+        with pytest.raises(ConfigError):
+            bind(bad)

@@ -111,6 +111,8 @@ async def read_json(request: Request) -> Any:
         return json.loads(data)
     except (ValueError, UnicodeDecodeError) as e:
         raise WebError(f"the body is not valid JSON: {e}") from e
+    except RecursionError as e:
+        raise WebError("the JSON body is nested too deeply") from e
 
 
 def pdq_hash(item: Any, where: str) -> PerceptualHash:
@@ -118,7 +120,12 @@ def pdq_hash(item: Any, where: str) -> PerceptualHash:
     if not isinstance(item, dict) or not isinstance(item.get("hash"), str):
         raise WebError(f"{where} must be an object with a hex `hash`")
     quality, ts = item.get("quality", 100), item.get("timestamp_seconds", 0.0)
-    if not isinstance(quality, int) or not isinstance(ts, int | float):
+    if (
+        not isinstance(quality, int)
+        or isinstance(quality, bool)
+        or not isinstance(ts, int | float)
+        or isinstance(ts, bool)
+    ):
         raise WebError(f"{where}: quality must be an integer and timestamp_seconds a number")
     try:
         return PerceptualHash(
@@ -137,13 +144,20 @@ def lookup_query(item: Any, i: int) -> Query:
     if not isinstance(pdq, list):
         raise WebError(f"{where}.pdq must be a list")
     content = item.get("content_sha256")
+    if content is not None and not isinstance(content, str):
+        raise WebError(f"{where}.content_sha256 must be a string of 64 hex digits")
+    if "sha256" in item and not isinstance(item["sha256"], str):
+        raise WebError(f"{where}.sha256 must be a string of 64 hex digits")
+    for name in ("ref", "media_type"):
+        if name in item and not isinstance(item[name], str):
+            raise WebError(f"{where}.{name} must be a string")
     soft = tuple(pdq_hash(h, f"{where}.pdq[{j}]") for j, h in enumerate(pdq))
     if "sha256" not in item and not soft:
         raise WebError(f"{where} needs a `sha256`, PDQ hashes in `pdq`, or both")
     return Query(
         ref=str(item.get("ref", i)),
         sha256=(
-            logviews.parse_hash(str(item["sha256"]), f"{where}.sha256")
+            logviews.parse_hash(item["sha256"], f"{where}.sha256")
             if "sha256" in item
             else NO_SHA256
         ),
@@ -232,12 +246,6 @@ async def openapi(request: Request) -> Response:
     return JSONResponse(openapi_document())
 
 
-@json_errors
-async def not_found(request: Request) -> Response:
-    """Any other path under ``/api/``: a JSON 404."""
-    raise WebError(f"no API endpoint {request.url.path}; see /openapi.json", "NOT_FOUND")
-
-
 def routes() -> list[Route]:
     """The API's routes."""
     return [
@@ -250,5 +258,4 @@ def routes() -> list[Route]:
         Route("/api/v1/proofs/consistency", consistency),
         Route("/api/v1/devices/{device_id}", device),
         Route("/openapi.json", openapi),
-        Route("/api/{rest:path}", not_found, methods=["GET", "POST", "PUT", "DELETE"]),
     ]

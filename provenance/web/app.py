@@ -39,6 +39,9 @@ class WebConfig:
     address (0: no limit); ``max_concurrent_uploads``: relayed at once (more get 503);
     ``uploads_per_client``: running at once from one address (more get 429);
     ``upload_idle_seconds``: a body that stalls this long gets 408;
+    ``upload_grace_seconds``, ``upload_min_rate``: a body must arrive within the grace
+    plus one second per ``upload_min_rate`` bytes received, or it gets 408 (a client
+    dripping bytes cannot hold an upload slot);
     ``upload_hold_bytes``: a file up to this size is held in memory until its form ends
     (larger ones are relayed as they arrive);
     ``tiles_dir``: a `prov log export-tiles` folder served read-only under /tlog/."""
@@ -49,6 +52,8 @@ class WebConfig:
     max_concurrent_uploads: int = 8
     uploads_per_client: int = 2
     upload_idle_seconds: float = 60.0
+    upload_grace_seconds: float = 120.0
+    upload_min_rate: float = 32 * 1024
     tiles_dir: Path | None = None
     upload_hold_bytes: int = 8 * 1024 * 1024
 
@@ -81,6 +86,8 @@ def create_app(config: WebConfig) -> Starlette:
                 idle_s=config.upload_idle_seconds,
                 hold_bytes=config.upload_hold_bytes,
                 per_client=config.uploads_per_client,
+                grace_s=config.upload_grace_seconds,
+                min_rate=config.upload_min_rate,
             ),
             config.max_concurrent_uploads,
         ),

@@ -10,6 +10,7 @@ The API answers these dicts as JSON; the explorer pages render them.
 from __future__ import annotations
 
 import base64
+import re
 from typing import Any
 
 from clients.api import ProvenanceClient, Query
@@ -21,23 +22,35 @@ from provenance.log.checkpoint import Checkpoint, NoteVerifier, open_checkpoint
 from provenance.web.errors import WebError
 
 HASH_HEX = 64
+#: Most digits accepted in an index or size (2^63 has 19).
+MAX_DIGITS = 20
+_DIGITS = re.compile(rf"[0-9]{{1,{MAX_DIGITS}}}")
+_HEX = re.compile(rf"[0-9a-fA-F]{{{HASH_HEX}}}")
 
 
-def parse_hash(text: str, what: str) -> bytes:
+def is_number(text: str) -> bool:
+    """Whether ``text`` is 1 to `MAX_DIGITS` ASCII digits (no signs, spaces or other
+    scripts' digits, which `str.isdigit` accepts)."""
+    return _DIGITS.fullmatch(text) is not None
+
+
+def parse_hash(text: object, what: str) -> bytes:
     """32 bytes from 64 hex digits; raises WebError (400) naming ``what``."""
-    text = text.strip().lower()
+    if not isinstance(text, str):
+        raise WebError(f"{what} must be a string of 64 hex digits")
+    text = text.strip()
     if len(text) != HASH_HEX:
         raise WebError(f"{what} must be 64 hex digits, got {len(text)} characters")
-    try:
-        return bytes.fromhex(text)
-    except ValueError as e:
-        raise WebError(f"{what} must be 64 hex digits (0-9, a-f)") from e
+    if not _HEX.fullmatch(text):
+        raise WebError(f"{what} must be 64 hex digits (0-9, a-f)")
+    return bytes.fromhex(text)
 
 
 def parse_index(text: str, what: str = "index") -> int:
     """A non-negative integer below 2^63; raises WebError (400)."""
-    if not text.strip().isdigit() or int(text) >= 2**63:
-        raise WebError(f"{what} must be a whole number from 0, got {text[:40]!r}")
+    text = text.strip()
+    if not is_number(text) or int(text) >= 2**63:
+        raise WebError(f"{what} must be a whole number from 0 below 2^63, got {text[:40]!r}")
     return int(text)
 
 

@@ -140,7 +140,7 @@ async def entry(request: Request) -> Response:
 async def goto_entry(request: Request) -> Response:
     """The explorer's search form: an index, or a file's SHA-256."""
     q = request.query_params.get("q", "").strip()
-    if q.isdigit() and len(q) < logviews.HASH_HEX:
+    if logviews.is_number(q):
         return RedirectResponse(f"/log/entries/{logviews.parse_index(q)}", 303)
     sha = logviews.parse_hash(q, "a file's SHA-256 (or an entry index)")
     found = await run_in_threadpool(logviews.find_by_sha256, state(request).client, sha)
@@ -182,16 +182,30 @@ async def api_help(request: Request) -> Response:
     return render(request, "api.html", base=str(request.base_url).rstrip("/"))
 
 
+#: Paths answered in JSON (the API and the C2PA soft binding resolution endpoints).
+API_PREFIXES = ("/api/", "/matches/", "/manifests/", "/services/")
+
+
 async def not_found(request: Request, exc: Exception) -> Response:
-    """Starlette's own 404/405 answers: JSON under the APIs, a page elsewhere."""
+    """Starlette's own 404/405 answers: JSON under the APIs, a page elsewhere; a 405
+    names the allowed methods in its Allow header."""
     code = exc.status_code if isinstance(exc, HTTPException) else 500
-    name = {404: "NOT_FOUND", 405: "INVALID_ARGUMENT"}.get(code, "INTERNAL")
-    message = "no such page" if code == 404 else f"{request.method} is not allowed here"
-    error = WebError(f"{message}: {request.url.path}", name)
-    if request.url.path.startswith(("/api/", "/matches/", "/manifests/", "/services/")):
-        return error_response(error)
-    response = error_page(request, error)
-    response.status_code = code
+    headers = dict(exc.headers or {}) if isinstance(exc, HTTPException) else {}
+    api = request.url.path.startswith(API_PREFIXES)
+    path = request.url.path
+    if code == 404:
+        text = f"no API endpoint {path}; see /openapi.json" if api else f"no such page: {path}"
+        error = WebError(text, "NOT_FOUND")
+    elif code == 405:
+        allowed = headers.get("Allow", "")
+        also = f" (allowed: {allowed})" if allowed else ""
+        error = WebError(f"{request.method} is not allowed on {path}{also}", "METHOD_NOT_ALLOWED")
+    else:
+        error = WebError(f"cannot answer {path}", "INTERNAL")
+    response = error_response(error) if api else error_page(request, error)
+    response.status_code = code if code in (404, 405) else 500
+    if "Allow" in headers:
+        response.headers["Allow"] = headers["Allow"]
     return response
 
 

@@ -12,13 +12,14 @@ import uvicorn
 
 from provenance.errors import ConfigError
 from provenance.web.app import WebConfig, create_app
+from provenance.web.logviews import is_number
 
 
 def bind(address: str) -> tuple[socket.socket, str]:
     """A listening TCP socket on ``address`` (HOST:PORT, port 0 picks one) and the
     address it is bound to. Raises ConfigError when it cannot be bound."""
     host, sep, port = address.rpartition(":")
-    if not sep or not host or not port.isdigit() or int(port) > 65535:
+    if not sep or not host or not is_number(port) or int(port) > 65535:
         raise ConfigError(f"listen address {address!r} is not HOST:PORT (port 0-65535)")
     host = host.strip("[]")
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
@@ -58,6 +59,8 @@ def _server(config: WebConfig) -> uvicorn.Server:
             log_level="warning",
             access_log=False,
             server_header=False,
+            # The rate limit counts the peer address: never take it from X-Forwarded-For.
+            proxy_headers=False,
             timeout_keep_alive=10,
             limit_concurrency=256,
         )

@@ -34,6 +34,7 @@ from provenance.errors import ProvenanceError
 from provenance.sidecar import MAX_SIDECAR_BYTES, decode_sidecar
 from provenance.verify import VerificationReport
 from provenance.web.errors import WebError
+from provenance.web.logviews import is_number
 
 if TYPE_CHECKING:
     from python_multipart.multipart import MultipartCallbacks
@@ -50,6 +51,8 @@ RELAY_BLOCK = 256 * 1024
 MAX_HEADER = 8 * 1024
 #: Longest file name kept (characters); longer names are cut.
 MAX_NAME = 255
+#: Longest multipart boundary accepted, in bytes.
+MAX_BOUNDARY = 256
 
 
 @dataclass(frozen=True)
@@ -58,13 +61,19 @@ class UploadLimits:
     ``hold_bytes``: a file up to this size is held in memory until the form ends;
     ``timeout_s``: extra deadline of the service call beyond the upload time;
     ``idle_s``: longest wait for the next piece of a request body, in seconds;
-    ``per_client``: uploads one client address may have running at once."""
+    ``per_client``: uploads one client address may have running at once;
+    ``grace_s`` and ``min_rate``: a body must arrive within ``grace_s`` seconds plus
+    one second per ``min_rate`` bytes received (an average of at least ``min_rate``
+    bytes a second once the grace has passed), so a client dripping a byte at a time
+    cannot hold a relay slot for ever."""
 
     max_file_bytes: int
     hold_bytes: int = 8 * 1024 * 1024
     timeout_s: float = 30.0 + VERIFY_DECODE_SECONDS
     idle_s: float = 60.0
     per_client: int = 2
+    grace_s: float = 120.0
+    min_rate: float = 32 * 1024
 
     def deadline(self, size: int) -> float:
         """Seconds the service call may take for a file of ``size`` bytes (0: unknown)."""
@@ -258,21 +267,36 @@ class _Form:
         return sc.signed_claim, tuple(sc.chunk_hashes)
 
 
-async def _body(request: Request, idle_s: float) -> AsyncIterator[bytes]:
+async def _body(request: Request, limits: UploadLimits) -> AsyncIterator[bytes]:
     """The request body as it arrives; raises WebError (408) when the client sends
-    nothing for ``idle_s`` seconds, so a stalled upload cannot hold a relay slot."""
+    nothing for ``limits.idle_s`` seconds or falls behind the upload's deadline (see
+    `UploadLimits`), so a stalled or dripping upload cannot hold a relay slot."""
     stream = request.stream().__aiter__()
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    received = 0
     while True:
+        left = started + limits.grace_s + received / limits.min_rate - loop.time()
         try:
-            chunk = await asyncio.wait_for(stream.__anext__(), idle_s)
+            if left <= 0:
+                raise TimeoutError
+            chunk = await asyncio.wait_for(stream.__anext__(), min(limits.idle_s, left))
         except StopAsyncIteration:
             return
         except ClientDisconnect as e:
             raise WebError("the client closed the connection mid-upload", "CANCELLED") from e
         except TimeoutError as e:
+            if left > limits.idle_s:
+                raise WebError(
+                    f"the upload stalled: nothing arrived for {limits.idle_s:g} s",
+                    "CLIENT_TIMEOUT",
+                ) from e
             raise WebError(
-                f"the upload stalled: nothing arrived for {idle_s:g} s", "CLIENT_TIMEOUT"
+                f"the upload is too slow: after {limits.grace_s:g} s a file must arrive at"
+                f" {limits.min_rate / 1024:g} KiB/s or faster on average",
+                "CLIENT_TIMEOUT",
             ) from e
+        received += len(chunk)
         yield chunk
 
 
@@ -291,12 +315,20 @@ def _boundary(request: Request) -> bytes:
             "send the file as a multipart/form-data form with a field named `file`"
             " (and optionally `sidecar`), e.g. curl -F file=@photo.jpg"
         )
-    return params[b"boundary"]
+    boundary = params[b"boundary"]
+    if len(boundary) > MAX_BOUNDARY:
+        raise WebError(
+            f"the multipart boundary is {len(boundary):,} characters; at most"
+            f" {MAX_BOUNDARY} are accepted (RFC 2046 allows 70)"
+        )
+    return boundary
 
 
 def _check_length(request: Request, limit: int) -> None:
-    length = request.headers.get("content-length", "")
-    if length.isdigit() and int(length) > limit:
+    length = request.headers.get("content-length", "").strip()
+    if not is_number(length):
+        length = ""  # none, or one the server (uvicorn) itself refuses
+    if length and int(length) > limit:
         raise WebError(
             f"the upload is {int(length):,} bytes; this page's limit is {limit:,} bytes",
             "RESOURCE_EXHAUSTED",
@@ -359,7 +391,7 @@ class Relayer:
         parser = MultipartParser(boundary, form.callbacks())
         relay: _Relay | None = None
         try:
-            async for chunk in _body(request, self.limits.idle_s):
+            async for chunk in _body(request, self.limits):
                 _write(parser, chunk)
                 if relay is None and len(form.held) > self.limits.hold_bytes:
                     relay = self._start(form.filename, 0, form.sidecar(), detect)
@@ -410,7 +442,7 @@ class Relayer:
         shape). Raises WebError and TransportError as `verify_form` does."""
         _check_length(request, self.limits.max_file_bytes)
         with self._slot(peer):
-            body = _body(request, self.limits.idle_s)
+            body = _body(request, self.limits)
             return Verified(await self._verify_body(body, filename), filename)
 
     async def _verify_body(self, body: AsyncIterator[bytes], filename: str) -> VerificationReport:
