@@ -127,12 +127,15 @@ def test_cli_usage_errors(cli: Cli, tmp_path: Path) -> None:
     assert rc == 1 and "hex" in err
 
 
-def test_one_server_per_sqlite_database(server: ServerProc) -> None:
-    if not isinstance(server.db, Path):
-        pytest.skip("several servers share a PostgreSQL database (test_multi_server.py)")
-    with pytest.raises(RuntimeError) as exc:
-        start_server(server.db)
-    assert "another server is already using" in str(exc.value)
+def test_one_server_per_sqlite_database(tmp_path: Path) -> None:
+    """SQLite only: several servers share a PostgreSQL database (test_multi_server.py)."""
+    first = start_server(tmp_path / "prov.db")
+    try:
+        with pytest.raises(RuntimeError) as exc:
+            start_server(first.db)
+        assert "another server is already using" in str(exc.value)
+    finally:
+        first.stop()
 
 
 def test_queued_claims_go_first_when_signing_online(

@@ -19,6 +19,7 @@ from typing import Any
 from clients.scan.engines import Engine
 from clients.scan.report import Summary, hashed_bytes, write_reports
 from clients.scan.resume import Journal, RefSet
+from clients.scan.runs import runs
 from clients.scan.sources import EntryItem, Item, ScanLimits, iter_items
 from clients.scan.worker import ScanConfig
 
@@ -42,17 +43,7 @@ class ScanResult:
 
 def batched(items: Iterable[Item], size: int, max_bytes: int = BATCH_BYTES) -> Iterator[list[Item]]:
     """Lists of at most ``size`` items carrying at most ``max_bytes`` of entry bytes."""
-    batch: list[Item] = []
-    held = 0
-    for item in items:
-        n = item.size if isinstance(item, EntryItem) else 0
-        if batch and (len(batch) >= size or held + n > max_bytes):
-            yield batch
-            batch, held = [], 0
-        batch.append(item)
-        held += n
-    if batch:
-        yield batch
+    return runs(items, size, lambda i: i.size if isinstance(i, EntryItem) else 0, max_bytes)
 
 
 def _fresh(items: Iterable[Item], seen: RefSet) -> Iterator[Item]:

@@ -28,6 +28,7 @@ from clients.files import read_bounded
 from clients.report import report_to_json
 from clients.scan.hashing import Measured, measure
 from clients.scan.rows import error_row, measured_row
+from clients.scan.runs import runs
 from clients.scan.sources import EntryItem, FileItem, Item, RefusedItem, ScanLimits
 from provenance.claims import SignedClaim, Verdict
 from provenance.contract import DENSE_PASS_NEEDS_BYTES
@@ -100,17 +101,7 @@ def _lookup(
 def _parts(queries: Sequence[Query]) -> Iterator[list[Query]]:
     """Consecutive runs of ``queries`` within the server's default Lookup limits (files and
     perceptual hashes per call)."""
-    part: list[Query] = []
-    hashes = 0
-    for q in queries:
-        n = len(q.soft_bindings)
-        if part and (len(part) >= MAX_LOOKUP_QUERIES or hashes + n > MAX_LOOKUP_HASHES):
-            yield part
-            part, hashes = [], 0
-        part.append(q)
-        hashes += n
-    if part:
-        yield part
+    return runs(queries, MAX_LOOKUP_QUERIES, lambda q: len(q.soft_bindings), MAX_LOOKUP_HASHES)
 
 
 def _lookup_part(client: ProvenanceClient, part: list[Query]) -> dict[str, VerificationReport]:

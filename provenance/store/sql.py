@@ -9,6 +9,7 @@ A backend supplies connections (`SqlStore._read`, `SqlStore._write`), the append
 from __future__ import annotations
 
 import functools
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from datetime import datetime
@@ -243,7 +244,7 @@ class SqlAppend:
         )
 
 
-class SqlStore:
+class SqlStore(ABC):
     """The `Store` methods, written once over `Conn` (see module docstring)."""
 
     location: str
@@ -251,24 +252,25 @@ class SqlStore:
 
     # ---------------------------------------------------------------- backend hooks
 
+    @abstractmethod
     def _read(self) -> AbstractContextManager[Conn]:
         """A connection for reads (autocommit, or its own short transactions)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def _write(self) -> AbstractContextManager[Conn]:
         """A connection inside a write transaction that commits on a normal exit."""
-        raise NotImplementedError
 
+    @abstractmethod
     def _lock_appends(self, c: Conn) -> None:
         """Take the log's append lock inside the current write transaction."""
-        raise NotImplementedError
 
+    @abstractmethod
     def _classify(self, e: Exception) -> ProvenanceError | None:
         """Our error for a driver error, or None when ``e`` is not the driver's."""
-        raise NotImplementedError
 
+    @abstractmethod
     def close(self) -> None:
-        raise NotImplementedError
+        """Release the connection(s) or pool."""
 
     # ---------------------------------------------------------------- plumbing
 
