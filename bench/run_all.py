@@ -32,6 +32,7 @@ PLAN: list[tuple[str, list[str], int]] = [
     ("bench_scan.py", ["--files", "1000", "--hashes", "100000", "--queries", "100"], 180),
     ("bench_web.py", ["--mb", "32", "--rounds", "3"], 120),
     ("bench_detector.py", ["--seconds", "1", "--rounds", "3"], 120),
+    ("bench_cosign.py", ["--submitters", "16", "--seconds", "4", "--batches", "50"], 120),
 ]
 
 

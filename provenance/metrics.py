@@ -25,6 +25,7 @@ interceptor `MetricsInterceptor` (as Sunlight and grpc's own interceptors do).
 | ``prov_witness_request_duration_seconds{witness}`` | one witness's answer (with its 409 retries) |
 | ``prov_witness_size{witness}`` | the tree size each witness last cosigned |
 | ``prov_witness_cosigned_tree_size`` | the newest checkpoint cosigned by the witness quorum |
+| ``prov_witness_cosigned_checkpoints_total`` | checkpoints that reached the witness quorum |
 """
 
 from __future__ import annotations
@@ -80,6 +81,9 @@ WITNESS_SECONDS = Histogram(
     buckets=_LATENCY,
 )
 WITNESS_SIZE = Gauge("prov_witness_size", "Tree size each witness last cosigned", ["witness"])
+COSIGNED_CHECKPOINTS = Counter(
+    "prov_witness_cosigned_checkpoints", "Checkpoints that reached the witness quorum"
+)
 COSIGNED_TREE_SIZE = Gauge(
     "prov_witness_cosigned_tree_size", "Tree size of the newest checkpoint the quorum cosigned"
 )

@@ -207,6 +207,7 @@ class ProvenanceService:
             list(cfg.witnesses),
             cfg.witness_quorum or len(cfg.witnesses),
             lambda old, new: merkle.consistency_proof(old, new, self.store.get_nodes),
+            self.store.latest_checkpoint,
             timeout_s=cfg.witness_timeout_s,
             interval_s=cfg.witness_interval_s,
         )

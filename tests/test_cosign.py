@@ -59,11 +59,13 @@ class WitnessProc:
         self.proc.wait(timeout=20)
 
 
-def start_witness(state: Path, name: str, log_vkey: str) -> WitnessProc:
+def start_witness(
+    state: Path, name: str, log_vkey: str, listen: str = "127.0.0.1:0"
+) -> WitnessProc:
     proc = subprocess.Popen(
         [sys.executable, "-m", "clients.cli", "witness", "serve", "--key",
          str(state.with_suffix(".pem")), "--log-key", log_vkey, "--state", str(state),
-         "--name", name, "--listen", "127.0.0.1:0"],
+         "--name", name, "--listen", listen],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
     )  # fmt: skip
     vkey = read_line(proc, "witness key ")
@@ -219,7 +221,8 @@ def test_a_dead_witness_never_blocks_submissions_and_the_quorum_is_reported(
     tmp_path: Path, witnesses: list[WitnessProc], capsys: pytest.CaptureFixture[str]
 ) -> None:
     live = witnesses[0]
-    dead = f"http://127.0.0.1:{_closed_port()}={witnesses[1].vkey}"
+    port = _closed_port()
+    dead = f"http://127.0.0.1:{port}={witnesses[1].vkey}"
     witnesses[1].stop()
     srv = start_server(tmp_path / "prov.db", "--witness", live.option, "--witness", dead,
                        "--witness-timeout", "1", "--metrics-listen", "127.0.0.1:0")  # fmt: skip
@@ -251,7 +254,18 @@ def test_a_dead_witness_never_blocks_submissions_and_the_quorum_is_reported(
             text = r.read().decode()
         assert 'prov_witness_requests_total{outcome="failed",witness="witness.test/w2"}' in text
         assert 'prov_witness_requests_total{outcome="cosigned",witness="witness.test/w1"}' in text
+
+        # the witness comes back: retried after its backoff, it cosigns the same
+        # checkpoint, which now has the quorum with w1's earlier cosignature
+        back = start_witness(tmp_path / "w2", "witness.test/w2", log_vkey, f"127.0.0.1:{port}")
+        try:
+            _wait_cosigned(srv.address, 3)
+            assert prov_main(["receipt", "refresh", str(side), "--server", srv.address]) == 0
+        finally:
+            back.stop()
     finally:
         srv.stop()
     assert srv.proc.stderr is not None
-    assert "witness witness.test/w2 (http://127.0.0.1:" in srv.proc.stderr.read()
+    logged = srv.proc.stderr.read()
+    assert f"witness witness.test/w2 (http://127.0.0.1:{port}) did not cosign" in logged
+    assert "witness witness.test/w2" in logged and "cosigns again, at size 3" in logged

@@ -103,6 +103,7 @@ class _Peer:
     spec: WitnessSpec
     known_size: int = 0  # the size the witness holds for us, as far as we know
     signed_size: int = 0  # the size of the newest checkpoint it cosigned for us
+    line: str = ""  # its cosignature line on that checkpoint
     problem: str = ""
     backoff_s: float = 0.0
     retry_at: float = 0.0
@@ -113,12 +114,19 @@ class _Refused(WitnessError):
     """The witness answered, and refused the checkpoint (4xx)."""
 
 
+class _Behind(WitnessError):
+    """The witness holds a newer checkpoint of this log than the one sent (another server
+    over the same database appended it): not a failure; the newer one is sent next."""
+
+
 class Cosigner:
     """See module docstring.
 
     ``witnesses``: the policy; ``quorum``: cosignatures a checkpoint needs to be published
     (1..len(witnesses)); ``consistency(old, new)``: the RFC 9162 consistency proof between
-    two sizes of this log (32-byte hashes); ``timeout_s``: per request; ``interval_s``:
+    two sizes of this log (32-byte hashes); ``latest()``: the newest (size, signed note)
+    in the store, which may be newer than what this process committed when several
+    servers share the database; ``timeout_s``: per request; ``interval_s``:
     least time between two rounds (batches in between coalesce). Raises ConfigError for
     an empty policy or a quorum out of range.
     """
@@ -128,6 +136,7 @@ class Cosigner:
         witnesses: list[WitnessSpec],
         quorum: int,
         consistency: Callable[[int, int], list[bytes]],
+        latest: Callable[[], tuple[int, str] | None],
         timeout_s: float = DEFAULT_TIMEOUT_S,
         interval_s: float = 0.0,
         max_backoff_s: float = MAX_BACKOFF_S,
@@ -144,6 +153,7 @@ class Cosigner:
         self.quorum = quorum
         self._peers = [_Peer(w) for w in witnesses]
         self._consistency = consistency
+        self._latest = latest
         self._timeout_s = timeout_s
         self._interval_s = interval_s
         self._max_backoff_s = max_backoff_s
@@ -244,37 +254,43 @@ class Cosigner:
             self._round(size, note, due)
 
     def _round(self, size: int, note: str, due: list[_Peer]) -> None:
-        """Send ``note`` to the ``due`` witnesses at once; publish once the quorum signed."""
-        lines: dict[str, str] = {}
+        """Send ``note`` to the ``due`` witnesses at once; publish once the quorum signed
+        it (counting those that cosigned it in an earlier round)."""
         futures = {self._pool.submit(self._ask, p, size, note): p for p in due}
         for fut in as_completed(futures):
             peer = futures[fut]
             try:
-                lines[peer.spec.name] = fut.result()
+                line = fut.result()
+            except _Behind:
+                continue  # the newer checkpoint is pending: the next round sends it
             except Exception as e:  # a bug must not end the rounds: report it as a problem
                 self._failed(peer, size, e)
                 continue
-            self._succeeded(peer, size)
-            self._publish(size, note, lines)
+            self._succeeded(peer, size, line)
+            self._publish(size, note)
 
-    def _publish(self, size: int, note: str, lines: dict[str, str]) -> None:
-        if len(lines) < self.quorum:
-            return
+    def _publish(self, size: int, note: str) -> None:
         with self._lock:
+            lines = [p.line for p in self._peers if p.signed_size == size]
+            if len(lines) < self.quorum:
+                return
             if self._cosigned is not None and self._cosigned[0] > size:
                 return
-            ordered = [lines[p.spec.name] for p in self._peers if p.spec.name in lines]
-            self._cosigned = (size, note + "".join(ordered))
+            new = self._cosigned is None or self._cosigned[0] < size
+            self._cosigned = (size, note + "".join(lines))
             self._lock.notify_all()
-        metrics.COSIGNED_TREE_SIZE.set(size)
+        if new:
+            metrics.COSIGNED_CHECKPOINTS.inc()
+            metrics.COSIGNED_TREE_SIZE.set(size)
 
-    def _succeeded(self, peer: _Peer, size: int) -> None:
+    def _succeeded(self, peer: _Peer, size: int, line: str) -> None:
         if peer.problem:
-            log.info(
+            log.warning(
                 "witness %s (%s) cosigns again, at size %d", peer.spec.name, peer.spec.url, size
             )
         with self._lock:
             peer.signed_size = size
+            peer.line = line
             peer.problem = ""
             peer.backoff_s = 0.0
             peer.retry_at = 0.0
@@ -314,6 +330,10 @@ class Cosigner:
         try:
             for _ in range(3):  # the first try, and again after each 409 size hint
                 old = peer.known_size
+                newer = self._latest() if old > size else None
+                if newer is not None and newer[0] >= old:
+                    self.submit(*newer)  # another server of this log appended: catch up
+                    raise _Behind(f"the witness has {old} entries, this note {size}")
                 if old > size:
                     raise _Refused(
                         f"the witness holds a tree of {old} entries, more than this log's"
