@@ -357,13 +357,18 @@ def receipt_refresh(
             help="The log's verifier key (text or file). Default: the sidecar's, else the server's."
         ),
     ] = None,
+    witness: WitnessOpt = None,
+    witness_quorum: WitnessQuorumOpt = None,
 ) -> None:
     """Bring the sidecar's receipt up to the server's newest witness-cosigned checkpoint:
     receipts are issued as soon as a capture is durable, before witnesses cosign, so the
     cosignatures come afterwards. The new inclusion proof, the log's signature and the
     consistency of the old and new checkpoints are verified before the sidecar is
-    rewritten (atomically). Exit 14 when no cosigned checkpoint covers the receipt yet
-    (each witness's status is printed: unreachable, or refused, as for a forked log)."""
+    rewritten (atomically); with --witness, also the policy's cosignatures. Exit 14 when
+    no cosigned checkpoint covers the receipt yet (each witness's status is printed:
+    unreachable, or refused, as for a forked log) or the policy is not met."""
+    witnesses = [policy_key(w) for w in witness or []]
+    quorum = len(witnesses) if witness_quorum is None else witness_quorum
     sc = _read_sidecar(sidecar)
     if sc.receipt is None:
         raise ConfigError(
@@ -382,6 +387,7 @@ def receipt_refresh(
         receipt = cosigned_receipt(c, sc.receipt, sc.signed_claim, verifier)
     size = open_checkpoint(receipt.checkpoint, verifier).size
     names = ", ".join(cosigner_names(receipt.checkpoint))
+    _print_witnesses(receipt.checkpoint, witnesses, quorum)
     if receipt == sc.receipt:
         out.print(f"{sidecar}: the receipt already carries the newest cosigned checkpoint")
         return

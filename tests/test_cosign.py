@@ -6,6 +6,7 @@ refused by the witnesses, and a dead witness."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import subprocess
@@ -28,15 +29,19 @@ from conftest import (
     signed_claim,
     start_server,
 )
+from prometheus_client import REGISTRY
 
 from clients.api import ProvenanceClient
 from clients.cli import main as prov_main
 from clients.cosigned import cosigned_receipt
 from provenance.errors import WitnessQuorumError
 from provenance.keys import DeviceKey
-from provenance.log.checkpoint import NoteVerifier, generate_log_key, open_checkpoint
+from provenance.log import merkle
+from provenance.log.checkpoint import Checkpoint, NoteVerifier, generate_log_key, open_checkpoint
+from provenance.log.merkle import MemoryTree
 from provenance.sidecar import Sidecar, encode_sidecar
 from provenance.witness import WitnessStatus, verify_cosignature
+from provenance.witness.client import Cosigner, WitnessSpec
 
 ORIGIN = "media-provenance.local/log"
 
@@ -162,8 +167,9 @@ def test_two_witnesses_cosign_receipts_and_refuse_a_fork(
     assert rc == 0, err
     assert "cosigned by 2 of 2 witnesses (quorum 2): witness.test/w1 at" in out
     # `prov receipt refresh` writes it into the sidecar; then it verifies offline
-    rc, out, err = enrolled("receipt", "refresh", str(sidecar))
+    rc, out, err = enrolled("receipt", "refresh", str(sidecar), *check)
     assert rc == 0 and "cosignature lines by witness.test/w1, witness.test/w2" in out, err
+    assert "cosigned by 2 of 2 witnesses" in out
     rc, out, err = enrolled("receipt", "verify", str(sidecar), "--log-key", log_vkey, *check)
     assert rc == 0, err
     assert "cosigned by 2 of 2 witnesses: witness.test/w1 at" in out and "witness.test/w2" in out
@@ -269,3 +275,56 @@ def test_a_dead_witness_never_blocks_submissions_and_the_quorum_is_reported(
     logged = srv.proc.stderr.read()
     assert f"witness witness.test/w2 (http://127.0.0.1:{port}) did not cosign" in logged
     assert "witness witness.test/w2" in logged and "cosigns again, at size 3" in logged
+
+
+def _cosigned_requests(witness: str) -> float:
+    labels = {"witness": witness, "outcome": "cosigned"}
+    return REGISTRY.get_sample_value("prov_witness_requests_total", labels) or 0.0
+
+
+@pytest.mark.slow
+def test_cosigner_coalesces_batches_and_catches_up_with_another_server(tmp_path: Path) -> None:
+    """`Cosigner` in this process against a real witness, over an in-memory log: commits
+    handed in during a round go out as one newer checkpoint; a cosigner whose newest
+    checkpoint is behind the witness's (another server over the same database appended)
+    catches up from the store's latest instead of reporting a fork."""
+    signer = generate_log_key(tmp_path / "log.pem", ORIGIN)
+    name = "witness.test/coalesce"
+    w = start_witness(tmp_path / "w", name, signer.verifier_key())
+    tree = MemoryTree()
+    notes: dict[int, str] = {}
+
+    def grow(n: int) -> tuple[int, str]:
+        for _ in range(n):
+            tree.append(os.urandom(16))
+        notes[tree.size] = signer.sign(Checkpoint(ORIGIN, tree.size, tree.root(), None))
+        return tree.size, notes[tree.size]
+
+    def consistency(old: int, new: int) -> list[bytes]:
+        return merkle.consistency_proof(old, new, tree.get_nodes)
+
+    def latest() -> tuple[int, str]:
+        return tree.size, notes[tree.size]
+
+    policy = [WitnessSpec(w.url, w.vkey)]
+    first = Cosigner(policy, 1, consistency, latest, interval_s=0.5)
+    late = None
+    try:
+        before = _cosigned_requests(name)
+        for _ in range(10):  # ten commits within one interval
+            first.submit(*grow(1))
+        assert first.wait_cosigned(10, 30)
+        assert _cosigned_requests(name) - before <= 2  # the first, then all the rest at once
+        stale = notes[3]  # a server that last committed at size 3
+        late = Cosigner(policy, 1, consistency, latest)
+        late.submit(3, stale)
+        assert late.wait_cosigned(10, 30)
+        (status,) = late.statuses()
+        assert (status.size, status.problem) == (10, "")
+        note = late.cosigned()
+        assert note is not None and verify_cosignature(note, w.vkey).name == name
+    finally:
+        first.close()
+        if late is not None:
+            late.close()
+        w.stop()
