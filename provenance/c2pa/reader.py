@@ -19,8 +19,10 @@ from typing import Any
 
 from cryptography import x509
 
+from provenance.c2pa.container import STRIPPABLE_TYPES
 from provenance.c2pa.pool import ReaderPool
 from provenance.c2pa.result import C2paResult, failed
+from provenance.c2pa.signing_time import SigningTimePolicy, with_signing_time
 from provenance.errors import ConfigError, MediaError
 
 
@@ -95,13 +97,17 @@ def read_c2pa(
     *,
     manifest_data: bytes | None = None,
     pool: ReaderPool | None = None,
+    signing_time: SigningTimePolicy | None = None,
 ) -> C2paResult:
     """Read and validate the C2PA manifest store of a file.
 
     source: a file path or the file's bytes; media_type: e.g. "image/jpeg", or None to
     let the reader detect it from the bytes; manifest_data: a sidecar manifest store
     (``.c2pa`` bytes) to validate against the asset instead of an embedded one; pool:
-    the worker pool to use (a shared one-worker pool by default).
+    the worker pool to use (a shared one-worker pool by default); signing_time: judge the
+    signer's certificate at the time an RFC 3161 timestamp or our log receipt proves
+    (`provenance.c2pa.signing_time`, JPEG/PNG/MP4/MOV only) instead of leaving the
+    reader's current-time verdict; None keeps the reader's result as it is.
 
     Returns a C2paResult: present=False with no error when the file carries no
     manifest; present=False with error_kind/error when the manifest cannot be read
@@ -123,7 +129,7 @@ def read_c2pa(
                 "TooLarge",
                 f"the {what} is {length} bytes, over the C2PA limit of {limits.max_bytes}",
             )
-    return (pool or _shared_pool()).read(
+    result = (pool or _shared_pool()).read(
         path=path,
         data=data,
         media_type=media_type,
@@ -132,6 +138,15 @@ def read_c2pa(
         timeout_s=limits.timeout_s,
         memory_bytes=limits.memory_bytes,
     )
+    if signing_time is None or not result.present or media_type not in STRIPPABLE_TYPES:
+        return result
+    if data is None:
+        try:
+            with open(path or "", "rb") as f:
+                data = f.read(limits.max_bytes + 1)
+        except OSError as e:
+            raise MediaError(f"cannot read {path!r}: {e.strerror or e}") from e
+    return with_signing_time(result, data, media_type, signing_time)
 
 
 _shared: ReaderPool | None = None
