@@ -245,7 +245,7 @@ def serve(
     """
     from provenance.assets import AssetLimits
     from provenance.c2pa.pool import ReaderPool
-    from provenance.c2pa.reader import C2paTrust
+    from provenance.c2pa.reader import C2paTrust, with_tsa_roots
     from provenance.c2pa.signing_time import SigningTimePolicy
     from provenance.c2pa.timestamp import TsaTrust
     from provenance.inspect import InspectConfig
@@ -306,10 +306,9 @@ def serve(
         trust = C2paTrust.from_files(c2pa_trust_anchors, c2pa_trust_config)
     elif service.authority is not None:
         trust = C2paTrust(service.authority.certificate_pem)
-    signing_time = SigningTimePolicy(
-        tsa_trust=TsaTrust.from_file(tsa_trust_anchors) if tsa_trust_anchors else None,
-        log_verifier=service.verifier,
-    )
+    tsa_trust = TsaTrust.from_file(tsa_trust_anchors) if tsa_trust_anchors else None
+    trust = with_tsa_roots(trust, tsa_trust)
+    signing_time = SigningTimePolicy(tsa_trust=tsa_trust, log_verifier=service.verifier)
     pool = ReaderPool(workers=c2pa_workers) if c2pa_workers > 0 else None
     # The crop secret lives beside the database (SQLite) or the shared log key (PostgreSQL).
     beside = Path(db) if isinstance(target, Path) else Path(log_key or "")

@@ -14,12 +14,14 @@ from __future__ import annotations
 
 import json
 import shutil
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 from conftest import SAMPLES, Cli, ServerProc, start_server
+from cryptography import x509
 from inproc import Clock, open_inproc
 from rfc3161_client import HashAlgorithm, TimestampRequestBuilder, decode_timestamp_response
 from test_c2pa_writer import (  # noqa: F401 (pool, authority, device, chain: fixtures)
@@ -34,8 +36,9 @@ from test_c2pa_writer import (  # noqa: F401 (pool, authority, device, chain: fi
 )
 from tsa_server import LocalTsa
 
-from provenance.c2pa import ReaderPool, content_sha256, read_c2pa
+from provenance.c2pa import C2paTrust, ReaderPool, content_sha256, read_c2pa
 from provenance.c2pa.authority import Authority, issue_device_certificate
+from provenance.c2pa.reader import with_tsa_roots
 from provenance.c2pa.signing_time import SigningTimePolicy, TimeSource
 from provenance.c2pa.timestamp import (
     TimestampAuthority,
@@ -106,8 +109,6 @@ def test_timestamped_export_reads_valid_in_c2pa_rs_and_keeps_our_binding(
     ext: str,
     media_type: str,
 ) -> None:
-    from provenance.c2pa import C2paTrust
-
     before = datetime.now(UTC).replace(microsecond=0)
     dst = _export(tmp_path, device, chain, TimestampAuthority(tsa.url, 5), ext, media_type)
     data = dst.read_bytes()
@@ -342,3 +343,47 @@ def test_sign_with_tsa_url_and_verify_says_which_time_it_used(
         assert rc == 2 and "add --c2pa" in err
     finally:
         srv.stop()
+
+
+@pytest.mark.slow
+def test_expired_certificate_on_the_real_clock_c2pa_rs_and_we_agree(
+    tmp_path: Path, pool: ReaderPool, tsa: LocalTsa, authority: Authority
+) -> None:
+    """No injected clock: a device certificate valid for 3 s really expires. c2pa-rs
+    reads the plain export as expired and, given the TSA root, the timestamped one as
+    Trusted; our judgement agrees, and without the TSA root only ours proves the time."""
+    key = DeviceKey.generate()
+    short = issue_device_certificate(
+        authority,
+        key.public_key,
+        key.key_id.hex(),
+        now=datetime.now(UTC),
+        validity=timedelta(seconds=3),
+    )
+    (a := tmp_path / "a").mkdir()
+    (b := tmp_path / "b").mkdir()
+    stamped = _export(a, key, short, TimestampAuthority(tsa.url, 5))
+    plain = _export(b, key, short, None)
+    while datetime.now(UTC) <= x509.load_pem_x509_certificate(short).not_valid_after_utc:
+        time.sleep(0.5)
+    time.sleep(1.0)
+    anchors = with_tsa_roots(C2paTrust(authority.certificate_pem), TsaTrust(tsa.root_pem))
+    policy = SigningTimePolicy(tsa_trust=TsaTrust(tsa.root_pem))
+
+    native = read_c2pa(stamped, "image/jpeg", anchors, pool=pool)
+    assert (native.validation_state, native.validation_codes) == ("Trusted", ())
+    ours = read_c2pa(stamped, "image/jpeg", anchors, pool=pool, signing_time=policy)
+    assert (ours.validation_state, ours.validation_codes) == ("Trusted", ())
+    assert ours.signing_time is not None and ours.signing_time.source is TimeSource.TIMESTAMP
+
+    signer_anchors_only = C2paTrust(authority.certificate_pem)
+    native = read_c2pa(stamped, "image/jpeg", signer_anchors_only, pool=pool)
+    assert "signingCredential.expired" in native.validation_codes  # c2pa-rs: TSA not anchored
+    ours = read_c2pa(stamped, "image/jpeg", signer_anchors_only, pool=pool, signing_time=policy)
+    assert "signingCredential.expired" not in ours.validation_codes
+
+    for trust in (anchors, signer_anchors_only):
+        for reader_policy in (None, policy):
+            result = read_c2pa(plain, "image/jpeg", trust, pool=pool, signing_time=reader_policy)
+            assert result.validation_state == "Invalid"
+            assert "signingCredential.expired" in result.validation_codes

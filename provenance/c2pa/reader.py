@@ -13,7 +13,7 @@ import atexit
 import json
 import os
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +23,7 @@ from provenance.c2pa.container import STRIPPABLE_TYPES
 from provenance.c2pa.pool import ReaderPool
 from provenance.c2pa.result import C2paResult, failed
 from provenance.c2pa.signing_time import SigningTimePolicy, with_signing_time
+from provenance.c2pa.timestamp import TsaTrust
 from provenance.errors import ConfigError, MediaError
 
 
@@ -58,6 +59,20 @@ class C2paTrust:
             )
         except OSError as e:
             raise ConfigError(f"cannot read C2PA trust settings: {e}") from e
+
+
+def with_tsa_roots(trust: C2paTrust | None, tsa: TsaTrust | None) -> C2paTrust | None:
+    """The trust c2pa-rs reads with when TSA roots are configured: the signer anchors
+    plus the TSA roots. c2pa-rs checks a timestamp's chain against its one anchor list,
+    and judges an expired signer at the timestamp's time only for a TSA on it (measured
+    with c2pa-rs 0.91.3: otherwise ``signingCredential.expired``). The TSA roots then
+    also anchor signers, subject to the EKU list (a TSA leaf carries only
+    id-kp-timeStamping). Raises nothing."""
+    if tsa is None:
+        return trust
+    if trust is None:
+        return C2paTrust(tsa.roots_pem)
+    return replace(trust, anchors_pem=trust.anchors_pem.rstrip(b"\n") + b"\n" + tsa.roots_pem)
 
 
 @dataclass(frozen=True)
