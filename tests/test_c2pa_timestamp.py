@@ -13,6 +13,7 @@ past the device certificate's 365-day validity.
 from __future__ import annotations
 
 import json
+import random
 import shutil
 import time
 from collections.abc import Iterator
@@ -39,15 +40,16 @@ from tsa_server import LocalTsa
 from provenance.c2pa import C2paTrust, ReaderPool, content_sha256, read_c2pa
 from provenance.c2pa.authority import Authority, issue_device_certificate
 from provenance.c2pa.reader import with_tsa_roots
-from provenance.c2pa.signing_time import SigningTimePolicy, TimeSource
+from provenance.c2pa.signing_time import SigningTimePolicy, TimeSource, assess_signing_time
 from provenance.c2pa.timestamp import (
     TimestampAuthority,
     TsaTrust,
     attach_token,
     read_claim_signature,
+    verify_token,
 )
 from provenance.c2pa.writer import embed_manifest
-from provenance.errors import TimestampError
+from provenance.errors import MediaError, TimestampError
 from provenance.keys import DeviceKey
 from provenance.sidecar import Sidecar, encode_sidecar
 
@@ -387,3 +389,40 @@ def test_expired_certificate_on_the_real_clock_c2pa_rs_and_we_agree(
             result = read_c2pa(plain, "image/jpeg", trust, pool=pool, signing_time=reader_policy)
             assert result.validation_state == "Invalid"
             assert "signingCredential.expired" in result.validation_codes
+
+
+def test_damaged_tokens_and_signature_boxes_give_reasons_not_crashes(
+    tmp_path: Path, tsa: LocalTsa, device: DeviceKey, chain: bytes
+) -> None:
+    """Hostile bytes in the token or the COSE signature box: a TimestampError or a
+    MediaError naming the problem, never another exception (seeded byte mutations)."""
+    data = _export(tmp_path, device, chain, TimestampAuthority(tsa.url, 5)).read_bytes()
+    sig = read_claim_signature(data, "image/jpeg")
+    token = sig.token()[1]  # type: ignore[index]
+    trust = TsaTrust(tsa.root_pem)
+    rng = random.Random(16)
+    outcomes = set()
+    for _ in range(300):
+        damaged = bytearray(token)
+        for _ in range(rng.randint(1, 4)):
+            damaged[rng.randrange(len(damaged))] = rng.randrange(256)
+        try:
+            verify_token(
+                bytes(damaged[: rng.choice([len(damaged), rng.randrange(len(damaged))])]),
+                sig.countersign_tbs(),
+                trust,
+            )
+            outcomes.add("verified")
+        except TimestampError:
+            outcomes.add("refused")
+    assert "refused" in outcomes
+    policy = _ahead(trust)
+    for _ in range(200):
+        damaged = bytearray(data)
+        for _ in range(rng.randint(1, 6)):
+            damaged[rng.randrange(sig.start - 64, sig.end)] = rng.randrange(256)
+        try:
+            st = assess_signing_time(bytes(damaged), "image/jpeg", None, policy)
+        except MediaError:
+            continue
+        assert st.source is TimeSource.TIMESTAMP or st.problems  # a reason, never silence

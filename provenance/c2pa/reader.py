@@ -22,7 +22,11 @@ from cryptography import x509
 from provenance.c2pa.container import STRIPPABLE_TYPES
 from provenance.c2pa.pool import ReaderPool
 from provenance.c2pa.result import C2paResult, failed
-from provenance.c2pa.signing_time import SigningTimePolicy, with_signing_time
+from provenance.c2pa.signing_time import (
+    SIGNING_TIME_MAX_BYTES,
+    SigningTimePolicy,
+    with_signing_time,
+)
 from provenance.c2pa.timestamp import TsaTrust
 from provenance.errors import ConfigError, MediaError
 
@@ -121,8 +125,9 @@ def read_c2pa(
     (``.c2pa`` bytes) to validate against the asset instead of an embedded one; pool:
     the worker pool to use (a shared one-worker pool by default); signing_time: judge the
     signer's certificate at the time an RFC 3161 timestamp or our log receipt proves
-    (`provenance.c2pa.signing_time`, JPEG/PNG/MP4/MOV only) instead of leaving the
-    reader's current-time verdict; None keeps the reader's result as it is.
+    (`provenance.c2pa.signing_time`, JPEG/PNG/MP4/MOV up to SIGNING_TIME_MAX_BYTES: the
+    file is read into memory) instead of leaving the reader's current-time verdict; None
+    keeps the reader's result as it is.
 
     Returns a C2paResult: present=False with no error when the file carries no
     manifest; present=False with error_kind/error when the manifest cannot be read
@@ -155,10 +160,16 @@ def read_c2pa(
     )
     if signing_time is None or not result.present or media_type not in STRIPPABLE_TYPES:
         return result
+    if size > SIGNING_TIME_MAX_BYTES:
+        return replace(
+            result,
+            signing_time_error=f"signing time not assessed: the file is over"
+            f" {SIGNING_TIME_MAX_BYTES >> 20} MiB",
+        )
     if data is None:
         try:
             with open(path or "", "rb") as f:
-                data = f.read(limits.max_bytes + 1)
+                data = f.read(SIGNING_TIME_MAX_BYTES + 1)
         except OSError as e:
             raise MediaError(f"cannot read {path!r}: {e.strerror or e}") from e
     return with_signing_time(result, data, media_type, signing_time)

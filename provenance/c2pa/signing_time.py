@@ -49,6 +49,9 @@ from provenance.sidecar import decode_sidecar
 EXPIRED_CODE = "signingCredential.expired"
 #: Failure code of a signer certificate not yet valid at the time used.
 INVALID_CODE = "signingCredential.invalid"
+#: Largest file whose signing time is assessed, bytes (it is read whole, and hashed for
+#: the receipt check; the same bound as the server's image limit).
+SIGNING_TIME_MAX_BYTES = 256 << 20
 #: Codes that leave the state "Valid" (the signer is merely not on a trust list).
 _NOT_FAILURES = frozenset({"signingCredential.untrusted"})
 
@@ -210,7 +213,11 @@ def _receipt_time(
     evidence = assertion.get("evidence")
     if not isinstance(evidence, Mapping):
         raise ClaimError("the manifest's claim assertion carries no evidence")
-    sidecar = decode_sidecar(json.dumps(evidence).encode())
+    try:
+        text = json.dumps(evidence).encode()
+    except (ValueError, RecursionError) as e:
+        raise ClaimError(f"the manifest's claim evidence cannot be re-encoded: {e}") from e
+    sidecar = decode_sidecar(text)
     if sidecar.receipt is None:
         raise ClaimError("the manifest's claim carries no log receipt")
     if verifier is None:

@@ -43,7 +43,6 @@ from rfc3161_client import (
     PKIStatus,
     TimestampRequestBuilder,
     TimeStampResponse,
-    VerificationError,
     VerifierBuilder,
     decode_timestamp_response,
 )
@@ -209,14 +208,14 @@ def request_token(tbs: bytes, tsa: TimestampAuthority) -> bytes:
         raise TimestampError(f"the timestamp authority {tsa.url} sent over {MAX_REPLY_BYTES} bytes")
     try:
         response = decode_timestamp_response(body)
-    except ValueError as e:
+        info = response.tst_info
+    except Exception as e:  # hostile DER: ValueError, KeyError, ...
         raise TimestampError(f"{tsa.url} did not answer with a TimeStampResp: {e}") from e
     if response.status not in (PKIStatus.GRANTED, PKIStatus.GRANTED_WITH_MODS):
         raise TimestampError(
             f"the timestamp authority {tsa.url} refused the request (status {response.status}:"
             f" {'; '.join(response.status_string) or 'no reason given'})"
         )
-    info = response.tst_info
     if info.message_imprint.message != hashlib.sha256(tbs).digest():
         raise TimestampError(f"the timestamp from {tsa.url} covers other bytes than requested")
     if info.nonce != request.nonce:
@@ -226,7 +225,7 @@ def request_token(tbs: bytes, tsa: TimestampAuthority) -> bytes:
             x509.load_der_x509_certificate(c) for c in response.signed_data.certificates
         )
         _verifier(embedded).verify(response, info.message_imprint.message)
-    except (VerificationError, ValueError) as e:
+    except Exception as e:  # VerificationError, or what hostile DER makes the checks raise
         raise TimestampError(
             f"the timestamp from {tsa.url} does not verify with its own certificates: {e}"
         ) from e
@@ -283,7 +282,7 @@ def verify_token(token: bytes, tbs: bytes, trust: TsaTrust | None) -> VerifiedTi
         algorithm = info.message_imprint.hash_algorithm.dotted_string
         imprint, gen_time = info.message_imprint.message, info.gen_time
         tsa = _tsa_name(response)
-    except ValueError as e:
+    except Exception as e:  # hostile DER: ValueError, KeyError, x509.InvalidVersion, ...
         raise TimestampError(f"the timestamp token is malformed: {e}") from e
     if algorithm not in _HASHES:
         raise TimestampError(f"the timestamp token uses an unsupported hash ({algorithm})")
@@ -299,13 +298,13 @@ def verify_token(token: bytes, tbs: bytes, trust: TsaTrust | None) -> VerifiedTi
         )
     try:
         _verifier(trust.roots).verify(response, digest)
-    except VerificationError as e:
-        embedded = tuple(
-            x509.load_der_x509_certificate(c) for c in response.signed_data.certificates
-        )
+    except Exception as e:  # VerificationError, or what hostile DER makes the checks raise
         try:
+            embedded = tuple(
+                x509.load_der_x509_certificate(c) for c in response.signed_data.certificates
+            )
             _verifier(embedded).verify(response, digest)
-        except (VerificationError, ValueError):
+        except Exception:
             raise TimestampError(
                 f"the timestamp token's signature does not verify (forged or damaged): {e}"
             ) from e
@@ -438,7 +437,7 @@ def _decode_cose(data: bytes, start: int, end: int) -> ClaimSignature:
     ders = [chain] if isinstance(chain, bytes) else chain
     try:
         certs = tuple(x509.load_der_x509_certificate(d) for d in ders or ())
-    except (TypeError, ValueError) as e:
+    except (TypeError, ValueError, x509.InvalidVersion) as e:
         raise MediaError(f"the C2PA claim signature's x5chain does not parse: {e}") from e
     if not certs:
         raise MediaError("the C2PA claim signature carries no x5chain")
