@@ -49,8 +49,11 @@ from provenance.c2pa.timestamp import (
     verify_token,
 )
 from provenance.c2pa.writer import embed_manifest
-from provenance.errors import MediaError, TimestampError
+from provenance.claims import Verdict
+from provenance.errors import ConfigError, MediaError, TimestampError
+from provenance.inspect import InspectConfig
 from provenance.keys import DeviceKey
+from provenance.pipeline import VerificationPipeline
 from provenance.sidecar import Sidecar, encode_sidecar
 
 AHEAD = timedelta(days=400)
@@ -231,6 +234,9 @@ def test_tsa_down_or_slow_fails_within_the_timeout(
 def test_log_receipt_proves_the_time_without_a_token(
     tmp_path: Path, pool: ReaderPool, authority: Authority
 ) -> None:
+    """Issue 11 (low): "our C2PA exports read Invalid once the device certificate
+    expires; the log's time is not used". 400 days on, the verification pipeline judges
+    the export at the receipt's time: still SIGNED_ORIGINAL and not expired."""
     clock = Clock(datetime.now(UTC))
     (tmp_path / "other").mkdir()
     log = open_inproc(tmp_path, clock)
@@ -261,6 +267,18 @@ def test_log_receipt_proves_the_time_without_a_token(
         assert st.description == "time from the log receipt"
         assert st.time == appended.receipt.integrated_at and st.certificate_valid
         assert "signingCredential.expired" not in result.validation_codes
+        pipeline = VerificationPipeline(
+            log.service,
+            InspectConfig(
+                c2pa_pool=pool,
+                c2pa_trust=C2paTrust(authority.certificate_pem),
+                c2pa_signing_time=policy,
+            ),
+        )
+        report = pipeline.verify_file(dst)
+        assert report.status is Verdict.SIGNED_ORIGINAL and report.c2pa is not None
+        assert report.c2pa["validation_state"] == "Trusted"
+        assert report.c2pa["signing_time"]["description"] == "time from the log receipt"
 
         # a receipt checked against another log's key is not a proof of time
         foreign = SigningTimePolicy(log_verifier=other_log.service.verifier, clock=lambda: later)
@@ -426,3 +444,11 @@ def test_damaged_tokens_and_signature_boxes_give_reasons_not_crashes(
         except MediaError:
             continue
         assert st.source is TimeSource.TIMESTAMP or st.problems  # a reason, never silence
+
+
+@pytest.mark.parametrize(
+    ("url", "timeout"), [("file:///etc/passwd", 5), ("tsa.example", 5), ("http://tsa.example/", 0)]
+)
+def test_tsa_settings_are_checked(url: str, timeout: float) -> None:
+    with pytest.raises(ConfigError, match="TSA"):
+        TimestampAuthority(url, timeout)

@@ -70,10 +70,17 @@ _HASHES = {
 class TimestampAuthority:
     """Where an exporter gets its timestamps: ``url`` of an RFC 3161 TSA (HTTP POST of
     ``application/timestamp-query``, RFC 3161 section 3.4) and ``timeout_s``, the
-    wall-clock limit of one request in seconds (connect and reply)."""
+    wall-clock limit of one request in seconds (connect and reply). Raises ConfigError
+    on construction for a URL that is not http(s) or a timeout that is not positive."""
 
     url: str
     timeout_s: float = 10.0
+
+    def __post_init__(self) -> None:
+        if not self.url.startswith(("http://", "https://")):
+            raise ConfigError(f"the TSA URL must be http:// or https://, not {self.url!r}")
+        if not self.timeout_s > 0:
+            raise ConfigError(f"the TSA timeout must be positive, not {self.timeout_s}")
 
 
 @dataclass(frozen=True)
