@@ -38,7 +38,7 @@ from provenance.log.checkpoint import (
     load_log_signer,
 )
 from provenance.mih import MihIndex
-from provenance.receipt import verify_receipt
+from provenance.receipt import build_receipt, verify_receipt
 from provenance.registry import (
     check_claim_shape,
     check_enrollment,
@@ -326,7 +326,7 @@ class ProvenanceService:
         check_signature(signed, device)
         old = self.store.leaf_by_claim_hash(signed.claim_hash)
         if old is not None:
-            return Appended(wire.decode_receipt(old.receipt), True)
+            return Appended(self._receipt(old), True)
         check_not_revoked(device, self.clock())
         return self.writer.submit(PendingClaim(signed, claim))
 
@@ -339,7 +339,7 @@ class ProvenanceService:
         fault is the database's, not the file's."""
         try:
             signed, _ = wire.decode_log_entry(rec.entry)
-            receipt = wire.decode_receipt(rec.receipt)
+            receipt = self._receipt(rec)
             verify_receipt(receipt, signed, self.verifier)
             claim = wire.decode_claim(signed.claim_bytes)
         except ProvenanceError as e:
@@ -347,10 +347,6 @@ class ProvenanceService:
                 f"log entry {rec.index} or its receipt does not verify with the log key: the"
                 f" log database is damaged ({e})"
             ) from e
-        if receipt.leaf_index != rec.index:
-            raise LogIntegrityError(
-                f"the receipt stored for log entry {rec.index} names another leaf"
-            )
         device = self.store.find_device(claim.device_id)
         if device is None:
             raise LogIntegrityError(
@@ -504,4 +500,12 @@ class ProvenanceService:
 
     def receipt_for_claim(self, claim_hash: bytes) -> Receipt | None:
         rec = self.store.leaf_by_claim_hash(claim_hash)
-        return None if rec is None else wire.decode_receipt(rec.receipt)
+        return None if rec is None else self._receipt(rec)
+
+    def _receipt(self, rec: LeafRecord) -> Receipt:
+        """The receipt of a stored leaf, rebuilt (`provenance.receipt.build_receipt`);
+        raises LogIntegrityError when the store cannot back it."""
+        covering = self.store.checkpoint_covering(rec.index)
+        return build_receipt(
+            rec.index, rec.entry, rec.integrated_at, covering, self.store.get_nodes
+        )

@@ -67,12 +67,12 @@ class LeafRecord:
     integrated_at: datetime
     chain_linked: bool
     entry: bytes
-    receipt: bytes
 
 
 @dataclass(frozen=True)
 class NewLeaf:
-    """A leaf to append: everything but its receipt, which the caller fills in."""
+    """A leaf to append. Its receipt is not stored: `provenance.receipt.build_receipt`
+    rebuilds it from the entry, the checkpoint that first covered it and the tree."""
 
     leaf_hash: bytes
     signed_claim: SignedClaim
@@ -98,6 +98,11 @@ class AppendTxn(Protocol):
         """(tree size, signed note) of the newest checkpoint, or None."""
         ...
 
+    def checkpoint_covering(self, index: int) -> tuple[int, str] | None:
+        """(tree size, signed note) of the first checkpoint whose tree holds leaf ``index``
+        (the one its receipt was issued with), or None."""
+        ...
+
     def leaves_by_claim_hash(self, claim_hashes: Sequence[bytes]) -> dict[bytes, LeafRecord]:
         """The logged leaves among these claim hashes, by claim hash (one read)."""
         ...
@@ -114,10 +119,8 @@ class AppendTxn(Protocol):
 
     def put_checkpoint(self, size: int, note: str, now: datetime) -> None: ...
 
-    def insert_leaves(
-        self, start: int, leaves: Sequence[NewLeaf], receipts: Sequence[bytes]
-    ) -> None:
-        """Leaves start, start+1, ... with receipts, soft hashes and device sequence state."""
+    def insert_leaves(self, start: int, leaves: Sequence[NewLeaf]) -> None:
+        """Leaves start, start+1, ... with their soft hashes and device sequence state."""
         ...
 
 
@@ -179,6 +182,10 @@ class Store(Protocol):
     def tree_size(self) -> int: ...
 
     def latest_checkpoint(self) -> tuple[int, str] | None: ...
+
+    def checkpoint_covering(self, index: int) -> tuple[int, str] | None:
+        """See `AppendTxn.checkpoint_covering`."""
+        ...
 
     def leaf_by_claim_hash(self, claim_hash: bytes) -> LeafRecord | None: ...
 

@@ -52,6 +52,11 @@ def _latest(state: _State) -> tuple[int, str] | None:
     return size, state.checkpoints[size]
 
 
+def _covering(state: _State, index: int) -> tuple[int, str] | None:
+    size = min((s for s in state.checkpoints if s > index), default=None)
+    return None if size is None else (size, state.checkpoints[size])
+
+
 class _MemoryAppend:
     """`AppendTxn` over a private copy of the state."""
 
@@ -63,6 +68,9 @@ class _MemoryAppend:
 
     def latest_checkpoint(self) -> tuple[int, str] | None:
         return _latest(self.state)
+
+    def checkpoint_covering(self, index: int) -> tuple[int, str] | None:
+        return _covering(self.state, index)
 
     def leaves_by_claim_hash(self, claim_hashes: Sequence[bytes]) -> dict[bytes, LeafRecord]:
         want = set(claim_hashes)
@@ -81,9 +89,7 @@ class _MemoryAppend:
     def put_checkpoint(self, size: int, note: str, now: datetime) -> None:
         self.state.checkpoints[size] = note
 
-    def insert_leaves(
-        self, start: int, leaves: Sequence[NewLeaf], receipts: Sequence[bytes]
-    ) -> None:
+    def insert_leaves(self, start: int, leaves: Sequence[NewLeaf]) -> None:
         if start != len(self.state.leaves):
             raise LogError(f"append at {start} but the log has {len(self.state.leaves)} leaves")
         for i, lf in enumerate(leaves):
@@ -98,7 +104,6 @@ class _MemoryAppend:
                     lf.integrated_at,
                     lf.chain_linked,
                     lf.entry,
-                    receipts[i],
                 )
             )
             self.state.soft.extend((start + i, h) for h in lf.soft_bindings)
@@ -199,6 +204,9 @@ class MemoryStore:
 
     def latest_checkpoint(self) -> tuple[int, str] | None:
         return _latest(self._state)
+
+    def checkpoint_covering(self, index: int) -> tuple[int, str] | None:
+        return _covering(self._state, index)
 
     def leaf_by_claim_hash(self, claim_hash: bytes) -> LeafRecord | None:
         return _MemoryAppend(self._state).leaves_by_claim_hash([claim_hash]).get(claim_hash)

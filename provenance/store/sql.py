@@ -53,7 +53,7 @@ _DEVICE_COLS = (
 )
 _LEAF_COLS = (
     "idx, leaf_hash, claim_hash, device_id, sequence, file_sha256, integrated_at,"
-    " chain_linked, entry, receipt"
+    " chain_linked, entry"
 )
 
 
@@ -98,7 +98,6 @@ def _leaf(row: Sequence[Any]) -> LeafRecord:
         integrated_at=from_us(int(row[6])),
         chain_linked=bool(row[7]),
         entry=bytes(row[8]),
-        receipt=bytes(row[9]),
     )
 
 
@@ -153,6 +152,13 @@ def latest_checkpoint(c: Conn) -> tuple[int, str] | None:
     return None if row is None else (int(row[0]), str(row[1]))
 
 
+def checkpoint_covering(c: Conn, index: int) -> tuple[int, str] | None:
+    row = c.execute(
+        "SELECT size, note FROM checkpoints WHERE size>? ORDER BY size LIMIT 1", (index,)
+    ).fetchone()
+    return None if row is None else (int(row[0]), str(row[1]))
+
+
 def leaf_by_claim_hash(c: Conn, claim_hash: bytes) -> LeafRecord | None:
     row = c.execute(f"SELECT {_LEAF_COLS} FROM leaves WHERE claim_hash=?", (claim_hash,)).fetchone()
     return None if row is None else _leaf(row)
@@ -169,6 +175,9 @@ class SqlAppend:
 
     def latest_checkpoint(self) -> tuple[int, str] | None:
         return latest_checkpoint(self.c)
+
+    def checkpoint_covering(self, index: int) -> tuple[int, str] | None:
+        return checkpoint_covering(self.c, index)
 
     def leaves_by_claim_hash(self, claim_hashes: Sequence[bytes]) -> dict[bytes, LeafRecord]:
         out: dict[bytes, LeafRecord] = {}
@@ -204,13 +213,10 @@ class SqlAppend:
             (size, note, to_us(now)),
         )
 
-    def insert_leaves(
-        self, start: int, leaves: Sequence[NewLeaf], receipts: Sequence[bytes]
-    ) -> None:
+    def insert_leaves(self, start: int, leaves: Sequence[NewLeaf]) -> None:
         c = self.c
         c.executemany(
-            "INSERT INTO leaves(idx, leaf_hash, claim_hash, device_id, sequence, file_sha256,"
-            " integrated_at, chain_linked, entry, receipt) VALUES (?,?,?,?,?,?,?,?,?,?)",
+            f"INSERT INTO leaves({_LEAF_COLS}) VALUES (?,?,?,?,?,?,?,?,?)",
             [
                 (
                     start + i,
@@ -222,7 +228,6 @@ class SqlAppend:
                     to_us(lf.integrated_at),
                     int(lf.chain_linked),
                     lf.entry,
-                    receipts[i],
                 )
                 for i, lf in enumerate(leaves)
             ],
@@ -414,6 +419,10 @@ class SqlStore(ABC):
         """(tree size, signed note) of the newest checkpoint, or None for an empty log."""
         with self._reading() as c:
             return latest_checkpoint(c)
+
+    def checkpoint_covering(self, index: int) -> tuple[int, str] | None:
+        with self._reading() as c:
+            return checkpoint_covering(c, index)
 
     @_reads_log
     def leaf_by_claim_hash(self, claim_hash: bytes) -> LeafRecord | None:
