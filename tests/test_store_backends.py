@@ -294,3 +294,49 @@ def test_a_database_with_stored_receipts_migrates(
         assert m.submit(_claim(key, 7)).receipt.leaf_index == 6
     finally:
         m.close()
+
+
+def test_the_near_duplicate_index_starts_from_stored_packs(
+    db: Path | str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A start reads the full packs and only the rows after them; the first start of a
+    log without packs stores them; an unsound pack is not used (rows instead): every
+    capture is found either way."""
+    from provenance import index_packs
+
+    monkeypatch.setattr(index_packs, "PACK_LEAVES", 4)
+    s = _service(db, tmp_path)
+    key = _enroll(s)
+    pdqs = [os.urandom(32) for _ in range(10)]
+    claims = [_claim(key, i + 1, pdqs[i] if i != 5 else None) for i in range(10)]
+    for c in claims:
+        s.submit(c)
+    if db == ":memory:":
+        s._load_index()  # what a restart does, on the same (volatile) store
+        assert s._packed == 8 and [p.first for p in s.store.stored_packs(0)] == [0, 4]
+        assert _verdict(s, claims[9], _near(pdqs[9], 6)) is Verdict.DERIVED
+        s.close()
+        return
+    s.close()
+    for expect_packed in (8, 8):  # the first restart writes the packs, the second reads them
+        again = _service(db, tmp_path)
+        try:
+            assert again._packed == expect_packed and len(again.pdq) == 9
+            loaded = index_packs.load_index(again.store, 10)
+            assert loaded.packed == 8 and list(loaded.pack.ids) == [0, 1, 2, 3, 4, 6, 7, 8, 9]
+            for i in (0, 4, 9):
+                assert _verdict(again, claims[i], _near(pdqs[i], 6)) is Verdict.DERIVED
+        finally:
+            again.close()
+    if isinstance(db, Path):  # a pack edited out of shape: not used, rows read instead
+        import sqlite3
+
+        with sqlite3.connect(db) as c:
+            c.execute("UPDATE index_packs SET ids=? WHERE first=4", (b"\x00" * 8,))
+        odd = _service(db, tmp_path)
+        try:
+            assert odd._packed == 8  # read row by row, then stored again
+            assert _verdict(odd, claims[6], _near(pdqs[6], 6)) is Verdict.DERIVED
+            assert index_packs.load_index(odd.store, 10).packed == 8
+        finally:
+            odd.close()

@@ -12,11 +12,13 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 
-from provenance.binding import PerceptualHash
+import numpy as np
+
+from provenance.binding import PDQ_HASH_SIZE, PDQ_MIN_QUALITY, PerceptualHash
 from provenance.claims import Device
 from provenance.errors import EnrollmentError, LogError, UnknownDeviceError
 from provenance.registry import merged_revocation
-from provenance.store import LeafRecord, NewLeaf
+from provenance.store import HashPack, LeafRecord, NewLeaf
 
 
 @dataclass
@@ -36,6 +38,7 @@ class _State:
     soft: list[tuple[int, PerceptualHash]] = field(default_factory=list)
     nodes: dict[tuple[int, int], bytes] = field(default_factory=dict)
     checkpoints: dict[int, str] = field(default_factory=dict)
+    packs: dict[int, HashPack] = field(default_factory=dict)
 
 
 def _nodes(state: _State, keys: Sequence[tuple[int, int]]) -> list[bytes]:
@@ -227,11 +230,23 @@ class MemoryStore:
     def iter_leaves(self, start: int = 0) -> Iterator[LeafRecord]:
         yield from list(self._state.leaves[start:])
 
-    def has_video_claims(self) -> bool:
-        return any(h.timestamp_seconds > 0 for _, h in self._state.soft)
+    def hash_pack(self, start: int, stop: int) -> HashPack:
+        soft = [(i, h) for i, h in self._state.soft if start <= i < stop]
+        usable = [
+            (i, h.hash)
+            for i, h in soft
+            if h.algorithm == "pdq"
+            and h.quality >= PDQ_MIN_QUALITY
+            and len(h.hash) == PDQ_HASH_SIZE
+        ]
+        ids = np.array([i for i, _ in usable], dtype=np.int64)
+        words = np.frombuffer(b"".join(h for _, h in usable), dtype=">u8").astype(np.uint64)
+        video = any(h.timestamp_seconds > 0 for _, h in soft)
+        return HashPack(start, stop, ids, words.reshape(-1, 4), video)
 
-    def iter_soft_hashes(
-        self, start: int = 0, stop: int | None = None
-    ) -> Iterator[tuple[int, PerceptualHash]]:
-        end = len(self._state.leaves) if stop is None else stop
-        yield from [(i, h) for i, h in self._state.soft if start <= i < end]
+    def stored_packs(self, start: int) -> Iterator[HashPack]:
+        yield from [self._state.packs[k] for k in sorted(self._state.packs) if k >= start]
+
+    def put_pack(self, pack: HashPack) -> None:
+        with self._lock:
+            self._state.packs[pack.first] = pack

@@ -86,9 +86,17 @@ _MIGRATIONS: dict[int, str] = {
     );
     """,
     # 3: receipts are rebuilt on demand, no longer stored whole (as SQLite's migration 4;
-    # 2 is the key-history migration of another branch; a missing number is skipped)
+    # 2 is the key-history migration of another branch; a missing number is skipped), and
+    # the near-duplicate index's packs
     3: """
-    ALTER TABLE leaves DROP COLUMN receipt
+    ALTER TABLE leaves DROP COLUMN receipt;
+    CREATE TABLE index_packs (
+        first BIGINT PRIMARY KEY,
+        next BIGINT NOT NULL,
+        ids BYTEA NOT NULL,
+        words BYTEA NOT NULL,
+        video INTEGER NOT NULL
+    )
     """,
 }
 SCHEMA_VERSION = max(_MIGRATIONS)
