@@ -1,7 +1,8 @@
 """The store at scale (issues 12 and 15), each figure against a baseline from the same run,
 on a cached SQLite log of N realistic captures (default 10^6, `bench/biglog.py`).
 
-1. Store size: bytes per capture (file size after VACUUM INTO / entries) now that
+1. Store size: bytes per capture (file size after VACUUM INTO / entries, the index packs
+   included) now that
    receipts are rebuilt on demand, against the layout that stored every receipt whole
    (now + the mean encoded size of 1,000 sampled receipts, rebuilt); with --pg, also
    PostgreSQL's pg_total_relation_size over every table, at --pg-leaves captures.
@@ -45,7 +46,7 @@ from provenance import wire
 from provenance.binding import PerceptualHash
 from provenance.claims import Claim, HardBinding, SignedClaim
 from provenance.envelope import PAYLOAD_TYPE_CLAIM
-from provenance.index_packs import PACK_LEAVES, load_index
+from provenance.index_packs import PACK_LEAVES, load_index, write_packs
 from provenance.mih import MihIndex, _build
 from provenance.service import ProvenanceService, ServiceConfig
 from provenance.store import HashPack
@@ -66,8 +67,8 @@ def _vacuumed_size(db: Path, work: Path) -> int:
 
 
 def bench_size(db: Path, key: Path, leaves: int, work: Path) -> tuple[list[Ratio], dict[str, Any]]:
+    svc = ProvenanceService(ServiceConfig(db=db, log_key=key, origin=ORIGIN))  # stores packs
     after = _vacuumed_size(db, work) / leaves
-    svc = ProvenanceService(ServiceConfig(db=db, log_key=key, origin=ORIGIN))
     try:
         rng = np.random.default_rng(1)
         sample = [int(i) for i in rng.integers(0, leaves, 1000)]
@@ -106,6 +107,7 @@ def bench_pg_size(leaves: int, work: Path) -> dict[str, Any]:
         url = pg.new_database()
         store = PostgresStore(url)
         build_log(store, generate_log_key(work / "pg.logkey.pem", ORIGIN), leaves)
+        write_packs(store, 0, leaves)  # as the running server does
         with store._read() as c:
             c.execute("VACUUM FULL")
             (total,) = c.execute(

@@ -221,6 +221,8 @@ class ProvenanceService:
         loaded = load_index(self.store, size)
         self.pdq.add_arrays(loaded.pack.ids, loaded.pack.words)
         self.pdq.prepare()
+        pdq = self.pdq
+        metrics.INDEX_WARMING.set_function(lambda: float(pdq.warming))
         self.has_video = loaded.pack.video
         self._indexed = size
         self._packed = write_packs(self.store, loaded.packed, size, loaded.pack)
