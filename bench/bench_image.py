@@ -19,7 +19,6 @@ from __future__ import annotations
 import io
 import statistics
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -27,7 +26,7 @@ import numpy as np
 import pdqhash
 import psutil
 from PIL import Image
-from prov_server import enrolled_server  # bench/prov_server.py, next to this script
+from prov_server import PeakRss, enrolled_server  # bench/prov_server.py, next to this script
 from results import Ratio, write_results  # bench/results.py, next to this script
 
 from clients.api import ProvenanceClient
@@ -122,29 +121,17 @@ def bench_verify(data: bytes) -> tuple[float, float, float]:
         assert prov(["sign", str(image)]) == 0
         server = psutil.Process(proc.pid)
         cpus, growths = [], []
-        base = server.memory_info().rss
+        rest = server.memory_info().rss
         for _ in range(3):
-            base = server.memory_info().rss
-            peak = [base]
-            done = threading.Event()
-
-            def sample(peak: list[int] = peak, done: threading.Event = done) -> None:
-                while not done.is_set():
-                    peak[0] = max(peak[0], server.memory_info().rss)
-                    time.sleep(0.005)
-
-            sampler = threading.Thread(target=sample)
-            sampler.start()
-            before = server.cpu_times()
-            with ProvenanceClient(address) as c:
-                report = c.verify_file(image)
-            after = server.cpu_times()
-            done.set()
-            sampler.join()
+            with PeakRss(server) as rss:
+                before = server.cpu_times()
+                with ProvenanceClient(address) as c:
+                    report = c.verify_file(image)
+                after = server.cpu_times()
             assert report.status.value == "SIGNED_ORIGINAL", report.reasons
             cpus.append(after.user + after.system - before.user - before.system)
-            growths.append((peak[0] - base) / 1e6)
-    return statistics.median(cpus), statistics.median(growths), base / 1e6
+            growths.append(rss.growth / 1e6)
+    return statistics.median(cpus), statistics.median(growths), rest / 1e6
 
 
 def main() -> None:

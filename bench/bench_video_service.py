@@ -14,12 +14,11 @@ import argparse
 import hashlib
 import os
 import tempfile
-import threading
 import time
 from pathlib import Path
 
 import psutil
-from prov_server import enrolled_server  # bench/prov_server.py, next to this script
+from prov_server import PeakRss, enrolled_server  # bench/prov_server.py, next to this script
 from results import Ratio, write_results  # bench/results.py, next to this script
 
 from clients.api import ProvenanceClient
@@ -54,23 +53,11 @@ def measure(mb: int) -> dict[str, float]:
         make_video(video, mb)
         assert prov(["sign", str(video)]) == 0
         server = psutil.Process(proc.pid)
-        base = server.memory_info().rss
-        peak = [base]
-        done = threading.Event()
-
-        def sample() -> None:
-            while not done.is_set():
-                peak[0] = max(peak[0], server.memory_info().rss)
-                time.sleep(0.02)
-
-        t = threading.Thread(target=sample)
-        t.start()
-        t0 = time.perf_counter()
-        with ProvenanceClient(address) as c:
-            report = c.verify_file(video)
-        t_verify = time.perf_counter() - t0
-        done.set()
-        t.join()
+        with PeakRss(server, 0.02) as rss:
+            t0 = time.perf_counter()
+            with ProvenanceClient(address) as c:
+                report = c.verify_file(video)
+            t_verify = time.perf_counter() - t0
         assert report.status.value == "SIGNED_ORIGINAL", report.reasons
         t_hash = sha256_file(video)
         size = video.stat().st_size
@@ -78,8 +65,8 @@ def measure(mb: int) -> dict[str, float]:
         "mb": size / 1e6,
         "verify_mb_s": size / 1e6 / t_verify,
         "sha256_mb_s": size / 1e6 / t_hash,
-        "rss_base_mb": base / 1e6,
-        "rss_growth_mb": (peak[0] - base) / 1e6,
+        "rss_base_mb": rss.base / 1e6,
+        "rss_growth_mb": rss.growth / 1e6,
     }
 
 

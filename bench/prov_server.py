@@ -9,9 +9,13 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+import psutil
 
 from clients.api import ProvenanceClient
 from clients.cli import main as prov
@@ -45,3 +49,34 @@ def enrolled_server(work: Path) -> Iterator[tuple[subprocess.Popen[str], str]]:
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+class PeakRss:
+    """Samples a process's resident memory every ``period_s`` seconds inside a ``with``;
+    ``growth`` is then the peak over the value at entry, in bytes."""
+
+    def __init__(self, process: psutil.Process, period_s: float = 0.005) -> None:
+        self._process = process
+        self._period_s = period_s
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._sample)
+        self.base = self.peak = 0
+
+    def _sample(self) -> None:
+        while not self._done.is_set():
+            self.peak = max(self.peak, self._process.memory_info().rss)
+            time.sleep(self._period_s)
+
+    def __enter__(self) -> PeakRss:
+        self.base = self.peak = self._process.memory_info().rss
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._done.set()
+        self._thread.join()
+
+    @property
+    def growth(self) -> int:
+        """Peak RSS minus RSS at entry, bytes."""
+        return self.peak - self.base
