@@ -121,3 +121,8 @@ class WitnessError(LogError):
 class WitnessQuorumError(SignatureError):
     """Fewer witnesses than the policy's quorum cosigned the checkpoint of a receipt
     (C2SP tlog-cosignature); ``prov verify`` and ``prov receipt verify`` exit 14."""
+
+
+class TimestampError(SignatureError):
+    """An RFC 3161 timestamp could not be obtained from the timestamp authority, or a
+    token does not verify (forged, over other bytes, from a TSA that is not trusted)."""
