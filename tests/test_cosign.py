@@ -173,6 +173,8 @@ def test_two_witnesses_cosign_receipts_and_refuse_a_fork(
     rc, out, err = enrolled("receipt", "verify", str(sidecar), "--log-key", log_vkey, *check)
     assert rc == 0, err
     assert "cosigned by 2 of 2 witnesses: witness.test/w1 at" in out and "witness.test/w2" in out
+    rc, out, err = enrolled("verify", str(photo), "--no-detect", "--json", *check)
+    assert rc == 0 and '"met": true' in out, err  # from the refreshed sidecar
 
     # a fork: a second server from a copy of the database, the same log key
     server.stop()

@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from clients.api import ProvenanceClient
 from clients.cli import main as prov_main
-from provenance.errors import SignatureError
+from provenance.errors import SignatureError, TransportError
 from provenance.log.checkpoint import (
     Checkpoint,
     LogSigner,
@@ -145,6 +145,10 @@ def test_witness_cosigns_a_growing_log_and_refuses_rollback_and_forks(
         third = submit(2)
         status, _, _ = _post(url, _body(7, c.consistency_proof(7, 9), third))
         assert status == 200
+        # this server was started without --witness: it has no cosigned checkpoint to give
+        with pytest.raises(TransportError, match="requests no witness cosignatures") as e:
+            c.cosigned_checkpoint()
+        assert e.value.code == "FAILED_PRECONDITION"
     # state survives a restart of the witness (a new instance on the same folder)
     again = Witness(signer, [log_vkey], tmp_path / "wstate")
     latest = again.latest(cp.origin)
