@@ -254,6 +254,7 @@ def serve(
     from provenance.server import ServerConfig, create_server
     from provenance.service import ProvenanceService, ServiceConfig
     from provenance.store import is_postgres_url
+    from provenance.video.decode import start_decoder
 
     limits = ServerLimits(
         rpc_threads=rpc_threads,
@@ -310,6 +311,7 @@ def serve(
     trust = with_tsa_roots(trust, tsa_trust)
     signing_time = SigningTimePolicy(tsa_trust=tsa_trust, log_verifier=service.verifier)
     pool = ReaderPool(workers=c2pa_workers) if c2pa_workers > 0 else None
+    start_decoder()  # the video decoder process, imports done before the first upload
     # The crop secret lives beside the database (SQLite) or the shared log key (PostgreSQL).
     beside = Path(db) if isinstance(target, Path) else Path(log_key or "")
     det = (
