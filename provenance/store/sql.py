@@ -517,7 +517,7 @@ class SqlStore(ABC):
             HashPack(
                 int(first),
                 int(nxt),
-                np.frombuffer(bytes(ids), dtype="<i8").astype(np.int64),
+                np.frombuffer(bytes(ids), dtype="<i8").astype(np.int64, copy=False),
                 np.frombuffer(bytes(words), dtype=">u8").astype(np.uint64).reshape(-1, 4),
                 bool(video),
             )
