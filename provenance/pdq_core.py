@@ -19,7 +19,8 @@ The reference then blurs the whole luma plane with a Jarosz filter (two passes o
 filter along rows and along columns, running sums) and keeps 64 x 64 samples of it. That
 filter is linear and separable, so the 64 x 64 samples are ``R @ luma @ C.T`` with R
 (64 x height) and C (64 x width) the sampled rows of the two-pass box operators, built once
-per size (`_tent`): a BLAS product reads the plane once instead of four full passes. The
+per size (`_tent`); each row of R or C is a band of about n / 64 weights, so the products
+read the plane once instead of blurring all of it four times. The
 64 x 64 result goes to the C++ core's 64 x 64 entry (`pdqFloat256FromFloatLuma` uses it
 unfiltered) for the quality, the DCT and the bits, so only the blur's rounding differs
 (exact sums instead of running float32 sums): the hashes and qualities of all 36 shared
@@ -111,30 +112,48 @@ def _luma(luma_fn: _Fn, rgb: np.ndarray) -> np.ndarray:
     return luma
 
 
+@dataclass(frozen=True)
+class _Tent:
+    """The two-pass Jarosz box filter of a length-n line, sampled at PDQ's 64 points:
+    output r is ``weights[r] @ line[lo[r]:lo[r] + len(weights[r])]`` (float32)."""
+
+    lo: tuple[int, ...]
+    weights: tuple[np.ndarray, ...]
+
+    def apply(self, plane: np.ndarray) -> np.ndarray:
+        """(64, m) float32: the filter along axis 0 of an (n, m) float32 plane, sampled."""
+        out = np.empty((_DOWN, plane.shape[1]), dtype=np.float32)
+        for r, (lo, weights) in enumerate(zip(self.lo, self.weights, strict=True)):
+            np.dot(weights, plane[lo : lo + len(weights)], out=out[r])
+        return out
+
+
 @lru_cache(maxsize=32)
-def _tent(n: int) -> np.ndarray:
-    """(64, n) float32: row r is the two-pass Jarosz box filter of a length-n line, sampled
-    where the reference decimates (downscaling.cpp: box1DFloat, decimateFloat).
+def _tent(n: int) -> _Tent:
+    """The sampled two-pass filter of a length-n line (downscaling.cpp: box1DFloat,
+    jaroszFilterFloat, decimateFloat).
 
     box1DFloat with window w averages output i over [i - (w - h), i + h - 1] clipped to
     the line, h = (w + 2) // 2, dividing by the clipped count; w = ceil(n / 128)
     (computeJaroszFilterWindowSize(n, 64)); sample r is output int((r + 0.5) * n / 64).
+    Each sample reads about n / 64 inputs, so applying it reads the plane once.
     """
     window = (n + 2 * _DOWN - 1) // (2 * _DOWN)
     half = (window + 2) // 2
     index = np.arange(n)
-    lo = np.maximum(0, index - (window - half))
-    hi = np.minimum(n - 1, index + half - 1)
-    count = (hi - lo + 1).astype(np.float64)
-    rows = np.zeros((_DOWN, n))
+    first = np.maximum(0, index - (window - half))
+    last = np.minimum(n - 1, index + half - 1)
+    count = (last - first + 1).astype(np.float64)
+    los, weights = [], []
     for r in range(_DOWN):
         i = int(((r + 0.5) * n) / _DOWN)
-        for k in range(lo[i], hi[i] + 1):
-            rows[r, lo[k] : hi[k] + 1] += 1.0 / count[k]
-        rows[r] /= count[i]
-    out = rows.astype(np.float32)
-    out.flags.writeable = False
-    return out
+        lo, hi = int(first[first[i]]), int(last[last[i]]) + 1
+        row = np.zeros(hi - lo)
+        for k in range(first[i], last[i] + 1):
+            row[first[k] - lo : last[k] + 1 - lo] += 1.0 / count[k]
+        los.append(lo)
+        weights.append((row / count[i]).astype(np.float32))
+    return _Tent(tuple(los), tuple(weights))
 
 
 def _dct16(core: _Core, rgb: np.ndarray) -> tuple[np.ndarray, int] | None:
@@ -144,7 +163,8 @@ def _dct16(core: _Core, rgb: np.ndarray) -> tuple[np.ndarray, int] | None:
     if height < _MIN_DIM or width < _MIN_DIM:
         return None
     luma = _luma(core.luma, rgb)
-    small = np.ascontiguousarray(_tent(height) @ luma @ _tent(width).T, dtype=np.float32)
+    down = _tent(height).apply(luma)  # (64, width): blurred along columns, sampled
+    small = np.ascontiguousarray(_tent(width).apply(np.ascontiguousarray(down.T)).T)
     scratch = np.empty_like(small)  # unused at 64 x 64; the C++ signature wants one
     b64 = np.empty((_DOWN, _DOWN), dtype=np.float32)
     b16x64 = np.empty((16, _DOWN), dtype=np.float32)
