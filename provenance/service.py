@@ -267,19 +267,20 @@ class ProvenanceService:
         t0 = time.perf_counter()
         size = self.store.tree_size()
         loaded = load_index(self.store, size)
-        self.pdq.add_arrays(loaded.pack.ids, loaded.pack.words)
+        for part in loaded.parts:
+            self.pdq.add_arrays(part.ids, part.words)
         self.pdq.prepare()
         pdq = self.pdq
         metrics.INDEX_WARMING.set_function(lambda: float(pdq.warming))
-        self.has_video = loaded.pack.video
+        self.has_video = loaded.video
         self._indexed = size
-        self._packed = write_packs(self.store, loaded.packed, size, loaded.pack)
+        self._packed = write_packs(self.store, loaded.packed, size, loaded.tail)
         self._indexed_metrics()
         #: seconds the start spent loading the near-duplicate index
         self.index_load_seconds = time.perf_counter() - t0
         log.info(
             "near-duplicate index: %d hashes of %d leaves loaded (%d from packs) in %.2f s%s",
-            len(loaded.pack.ids),
+            loaded.hashes,
             size,
             loaded.packed,
             self.index_load_seconds,

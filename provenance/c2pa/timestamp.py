@@ -43,6 +43,7 @@ from rfc3161_client import (
     PKIStatus,
     TimestampRequestBuilder,
     TimeStampResponse,
+    Verifier,
     VerifierBuilder,
     decode_timestamp_response,
 )
@@ -322,7 +323,8 @@ def verify_token(token: bytes, tbs: bytes, trust: TsaTrust | None) -> VerifiedTi
     return VerifiedTimestamp(gen_time=gen_time, tsa=tsa)
 
 
-def _verifier(roots: tuple[x509.Certificate, ...]) -> Any:
+def _verifier(roots: tuple[x509.Certificate, ...]) -> Verifier:
+    """rfc3161-client's verifier over these roots (duplicates dropped)."""
     builder = VerifierBuilder()
     for root in dict.fromkeys(roots):
         builder = builder.add_root_certificate(root)
