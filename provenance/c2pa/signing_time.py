@@ -9,7 +9,9 @@ prove their time two independent ways, tried in this order:
 
 1. **RFC 3161 timestamp** (``sigTst2``, `provenance.c2pa.timestamp`): a token over this
    exact claim signature, from a TSA that chains to a configured TSA root. It dates the
-   C2PA signature itself.
+   C2PA signature itself. Failing that, a timestamp the C2PA reader trusted itself
+   (``timeStamp.trusted``: a TSA on c2pa-rs's own list, or a v1 ``sigTst``): the reader
+   already judged the signer at its time, which no clock changes.
 2. **Log receipt**: the manifest's ``org.provenance.claim`` assertion carries our signed
    claim and its receipt. When the receipt verifies against the log's key (signed
    checkpoint, RFC 9162 inclusion proof), the claim is by the key in the C2PA signer's
