@@ -513,11 +513,33 @@ def _markdown(doc: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--keep", action="store_true", help="reuse the last run's results")
-    parser.add_argument("--report-only", action="store_true", help="only rewrite the report")
-    parser.add_argument("--max-children", type=int, default=os.cpu_count() or 1)
-    parser.add_argument("names", nargs="*", help="only these mutants (globs, with --keep)")
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0]
+        + " A fresh run tests every mutant (about an hour on 2 idle cores). Exit status 0"
+        " when every mutant ran, the behaviour score is at least 90% and every survivor"
+        " has a reason; 1 otherwise."
+    )
+    parser.add_argument(
+        "--keep",
+        action="store_true",
+        help="reuse the last run: keep the killed verdicts of functions whose source is"
+        " unchanged, test every other mutant again (minutes)",
+    )
+    parser.add_argument(
+        "--report-only", action="store_true", help="only rewrite the report from the last run"
+    )
+    parser.add_argument(
+        "--max-children",
+        type=int,
+        default=os.cpu_count() or 1,
+        help="mutants tested at once (default: the number of CPUs)",
+    )
+    parser.add_argument(
+        "names",
+        nargs="*",
+        help="with --keep: test only the mutants matching these globs, e.g."
+        " 'provenance.verify.*' (the others keep their verdicts)",
+    )
     args = parser.parse_args(argv)
     if args.report_only:
         return report(None)
