@@ -446,7 +446,9 @@ def _run_line(run: dict[str, Any], total: int) -> str:
         f" {run['children']} workers on this machine"
     )
     if run.get("names"):
-        line += "; it tested only the mutants matching " + " ".join(f"`{n}`" for n in run["names"])
+        names = run["names"]
+        line += "; it tested only the mutants matching " + " ".join(f"`{n}`" for n in names[:5])
+        line += f" and {len(names) - 5} more globs" if len(names) > 5 else ""
     elif run["reused"]:
         line += (
             f"; {total - run['reused']} mutants tested, {run['reused']} killed verdicts"
