@@ -288,6 +288,7 @@ def serve(
             verify_on_start=not fast_start,
             authority_dir=ca,
             full_check=full_check,
+            admin_token=token or None,
         )
     )
     trust = None

@@ -23,6 +23,7 @@ from typing import Literal
 
 from provenance import wire
 from provenance.errors import LogError, LogIntegrityError, ProvenanceError
+from provenance.keyhistory import SignedKeyEvent
 from provenance.log import merkle
 from provenance.log.checkpoint import Checkpoint, LogSigner, NoteVerifier, open_checkpoint
 from provenance.store import LeafRecord, Store
@@ -48,16 +49,17 @@ def check_index_columns(rec: LeafRecord) -> None:
     """The columns the store indexes a leaf by must say what its entry says; raises
     LogIntegrityError."""
     try:
-        signed, integrated_at = wire.decode_log_entry(rec.entry)
-        claim = wire.decode_claim(signed.claim_bytes)
+        signed, integrated_at = wire.decode_entry(rec.entry)
+        if isinstance(signed, SignedKeyEvent):  # key history: no file, sequence 0
+            event = wire.decode_key_event(signed.event_bytes)
+            want = (signed.event_hash, b"", event.device_id, 0)
+        else:
+            claim = wire.decode_claim(signed.claim_bytes)
+            want = (signed.claim_hash, claim.hard_binding.sha256, claim.device_id, claim.sequence)
     except ProvenanceError as e:
         raise LogIntegrityError(f"log entry {rec.index} does not decode: {e}") from e
-    if (
-        rec.claim_hash != signed.claim_hash
-        or rec.file_sha256 != claim.hard_binding.sha256
-        or rec.device_id != claim.device_id
-        or rec.sequence != claim.sequence
-        or rec.integrated_at != integrated_at
+    if (rec.claim_hash, rec.file_sha256, rec.device_id, rec.sequence) != want or (
+        rec.integrated_at != integrated_at
     ):
         raise LogIntegrityError(
             f"the index columns of log entry {rec.index} differ from the entry: the database"

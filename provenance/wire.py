@@ -26,6 +26,7 @@ from provenance.claims import (
     Verdict,
 )
 from provenance.errors import BindingError, ClaimError
+from provenance.keyhistory import KeyEvent, KeyEventKind, SignedKeyEvent
 from provenance.v1 import provenance_pb2 as pb
 from provenance.verify import (
     ClaimEvidence,
@@ -180,9 +181,71 @@ def encode_log_entry(s: SignedClaim, integrated_at: datetime) -> bytes:
 
 
 def decode_log_entry(data: bytes) -> tuple[SignedClaim, datetime]:
-    """Leaf data -> (signed claim, integration time); raises ClaimError when malformed."""
+    """Leaf data of a claim -> (signed claim, integration time); raises ClaimError when
+    malformed or when the leaf is a key-history entry (`decode_entry` reads both)."""
+    got, integrated_at = decode_entry(data)
+    if isinstance(got, SignedKeyEvent):
+        raise ClaimError("this log entry is a key-history entry (enrollment or revocation)")
+    return got, integrated_at
+
+
+def decode_entry(data: bytes) -> tuple[SignedClaim | SignedKeyEvent, datetime]:
+    """Leaf data -> (signed claim or signed key event, integration time); raises
+    ClaimError when malformed. A leaf with ``key_event`` set is key history; every other
+    leaf (all leaves written before key history existed) is a claim."""
     m = _parse(pb.LogEntry, data, "log entry")
-    return signed_from_pb(m.signed_claim), ts_from_pb(m.integrated_at, "the integration time")
+    at = ts_from_pb(m.integrated_at, "the integration time")
+    if m.HasField("key_event"):
+        if m.HasField("signed_claim"):
+            raise ClaimError("a log entry holds both a claim and a key event")
+        k = m.key_event
+        return SignedKeyEvent(bytes(k.event), bytes(k.signer_public_key), bytes(k.signature)), at
+    return signed_from_pb(m.signed_claim), at
+
+
+def encode_key_event_entry(signed: SignedKeyEvent, integrated_at: datetime) -> bytes:
+    """The leaf data of a key-history entry: the signed key event and the server's
+    integration time (`provenance.keyhistory`)."""
+    return pb.LogEntry(
+        key_event=pb.SignedKeyEvent(
+            event=signed.event_bytes,
+            signer_public_key=signed.signer_public_key,
+            signature=signed.signature,
+        ),
+        integrated_at=ts_to_pb(integrated_at),
+    ).SerializeToString(deterministic=True)
+
+
+def encode_key_event(ev: KeyEvent) -> bytes:
+    """A `KeyEvent` serialized once, to be signed (`keyhistory.sign_key_event`)."""
+    return pb.KeyEvent(
+        kind=int(ev.kind),
+        device_id=ev.device_id,
+        public_key=ev.public_key,
+        effective_at=ts_to_pb(ev.effective_at),
+        reason=ev.reason,
+        authorised_by=ev.authorised_by,
+        backfilled=ev.backfilled,
+    ).SerializeToString(deterministic=True)
+
+
+def decode_key_event(data: bytes) -> KeyEvent:
+    """Signed KeyEvent bytes -> `KeyEvent`; raises ClaimError when malformed or of an
+    unknown kind."""
+    m = _parse(pb.KeyEvent, data, "key event")
+    try:
+        kind = KeyEventKind(m.kind)
+    except ValueError as e:
+        raise ClaimError(f"key event of unknown kind {m.kind}") from e
+    return KeyEvent(
+        kind=kind,
+        device_id=bytes(m.device_id),
+        effective_at=ts_from_pb(m.effective_at, "the key event's time"),
+        public_key=bytes(m.public_key),
+        reason=m.reason,
+        authorised_by=m.authorised_by,
+        backfilled=m.backfilled,
+    )
 
 
 def receipt_to_pb(r: Receipt) -> pb.Receipt:

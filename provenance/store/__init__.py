@@ -31,10 +31,12 @@ from typing import Protocol
 from provenance.binding import PerceptualHash
 from provenance.claims import Device, SignedClaim
 from provenance.errors import ConfigError
+from provenance.keyhistory import KeyEvent, SignedKeyEvent
 
 __all__ = [
     "AppendTxn",
     "LeafRecord",
+    "NewKeyLeaf",
     "NewLeaf",
     "Store",
     "from_us",
@@ -85,6 +87,18 @@ class NewLeaf:
     soft_bindings: tuple[PerceptualHash, ...]
 
 
+@dataclass(frozen=True)
+class NewKeyLeaf:
+    """A key-history leaf to append (`provenance.keyhistory`): stored in the leaves table
+    with sequence 0 and no file hash, and indexed by device in ``key_events``."""
+
+    leaf_hash: bytes
+    signed: SignedKeyEvent
+    event: KeyEvent
+    integrated_at: datetime
+    entry: bytes
+
+
 class AppendTxn(Protocol):
     """One append transaction: it holds the log's append lock (no other writer, in any
     process, appends until it ends), reads see everything committed before it, and its
@@ -118,6 +132,26 @@ class AppendTxn(Protocol):
         self, start: int, leaves: Sequence[NewLeaf], receipts: Sequence[bytes]
     ) -> None:
         """Leaves start, start+1, ... with receipts, soft hashes and device sequence state."""
+        ...
+
+    def enroll(
+        self, token_hash: bytes | None, device: Device, now: datetime, certificate_pem: str
+    ) -> Device:
+        """`Store.enroll` inside this transaction."""
+        ...
+
+    def revoke(self, device_id: bytes, effective_at: datetime, reason: str) -> Device:
+        """`Store.revoke` inside this transaction."""
+        ...
+
+    def all_devices(self) -> list[Device]:
+        """Every registry row, oldest enrollment first."""
+        ...
+
+    def insert_key_events(
+        self, start: int, leaves: Sequence[NewKeyLeaf], receipts: Sequence[bytes]
+    ) -> None:
+        """Key-history leaves start, start+1, ... with receipts, indexed by device."""
         ...
 
 
@@ -165,13 +199,24 @@ class Store(Protocol):
     def enroll(
         self, token_hash: bytes | None, device: Device, now: datetime, certificate_pem: str = ""
     ) -> Device:
-        """Record the device, spending its one-time token (None: enrolled by a checked
-        certificate), atomically. Raises EnrollmentError."""
+        """Record the device in the registry only (the service logs it through the
+        writer), spending its one-time token (None: enrolled by a checked certificate),
+        atomically. Raises EnrollmentError."""
         ...
 
     def device_certificate(self, device_id: bytes) -> str: ...
 
-    def revoke(self, device_id: bytes, effective_at: datetime, reason: str) -> Device: ...
+    def revoke(self, device_id: bytes, effective_at: datetime, reason: str) -> Device:
+        """Record a revocation in the registry only (the service logs it through the
+        writer); revoking twice keeps the earlier time. Raises UnknownDeviceError."""
+        ...
+
+    def key_event_entries(
+        self, device_id: bytes, revocations_only: bool = False
+    ) -> list[tuple[int, bytes]]:
+        """(leaf index, leaf data) of the key-history leaves logged for ``device_id``
+        (only revocations with ``revocations_only``), in log order."""
+        ...
 
     # log reads
     def get_nodes(self, keys: Sequence[tuple[int, int]]) -> list[bytes]: ...

@@ -25,7 +25,7 @@ import psycopg_pool
 from provenance.errors import LogError, LogIntegrityError, ProvenanceError, StorageError
 from provenance.store.sql import Conn, Cursor, SqlStore
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 #: Advisory lock keys (any 64-bit numbers no other user of the database takes).
 APPEND_LOCK = 0x70726F765F6C6F67  # "prov_log"
 MIGRATE_LOCK = 0x70726F765F736368  # "prov_sch"
@@ -85,6 +85,15 @@ _MIGRATIONS: dict[int, str] = {
         note TEXT NOT NULL,
         created_at BIGINT NOT NULL
     );
+    """,
+    # 2: key history in the log (see the SQLite migration 3)
+    2: """
+    CREATE TABLE key_events (
+        leaf_idx BIGINT PRIMARY KEY,
+        device_id BYTEA NOT NULL,
+        kind INTEGER NOT NULL
+    );
+    CREATE INDEX key_events_device ON key_events(device_id, kind)
     """,
 }
 

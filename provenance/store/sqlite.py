@@ -28,7 +28,7 @@ from provenance.errors import (
 )
 from provenance.store.sql import SqlStore
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 _MIGRATIONS: dict[int, str] = {
     1: """
@@ -88,6 +88,16 @@ _MIGRATIONS: dict[int, str] = {
     # 2: an X.509 chain (PEM) per device, issued or accepted at enrollment, for C2PA export
     2: """
     ALTER TABLE devices ADD COLUMN certificate_pem TEXT NOT NULL DEFAULT ''
+    """,
+    # 3: key history in the log: which leaves are enrollments (kind 1) and revocations
+    # (kind 2) of which device (an index; the entries themselves are the truth)
+    3: """
+    CREATE TABLE key_events (
+        leaf_idx INTEGER PRIMARY KEY,
+        device_id BLOB NOT NULL,
+        kind INTEGER NOT NULL
+    );
+    CREATE INDEX key_events_device ON key_events(device_id, kind)
     """,
 }
 
