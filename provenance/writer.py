@@ -4,8 +4,8 @@ Each submitting thread hands a `PendingClaim` to `GroupCommitWriter.submit` (or 
 signed enrollment or revocation, `PendingKeyEvent`, to `submit_key_event`) and
 blocks. One writer thread takes everything queued (up to ``max_batch``), appends it
 to the log in a single store transaction (leaves, Merkle nodes, device state, a
-newly signed checkpoint and every receipt; a key event's registry row with its leaf)
-holding the log's append lock, commits, and
+newly signed checkpoint; a key event's registry row with its leaf) holding the log's
+append lock, commits, and
 only then wakes the submitters with their receipts. A failed commit changes nothing; an
 unexpected failure of a batch is retried one claim per transaction, so one bad claim
 fails only itself. A submitter is never told "accepted" before its leaf is durable.
@@ -35,6 +35,7 @@ from provenance.errors import (
 from provenance.keyhistory import KeyEvent, KeyEventKind, SignedKeyEvent
 from provenance.log import merkle
 from provenance.log.checkpoint import Checkpoint, LogSigner
+from provenance.receipt import build_receipt
 from provenance.registry import chain_link, check_not_revoked
 from provenance.store import AppendTxn, NewKeyLeaf, NewLeaf, Store
 
@@ -297,7 +298,11 @@ class GroupCommitWriter:
                 ch = p.signed_claim.claim_hash
                 old = logged.get(ch)
                 if old is not None:
-                    results[i] = Appended(wire.decode_receipt(old.receipt), True)
+                    covering = txn.checkpoint_covering(old.index)
+                    rec = build_receipt(
+                        old.index, old.entry, old.integrated_at, covering, txn.get_nodes
+                    )
+                    results[i] = Appended(rec, True)
                     continue
                 if ch in seen:
                     seen_at = seen[ch]
@@ -339,7 +344,6 @@ class GroupCommitWriter:
             if not new and not keyed:
                 note = latest[1] if latest else ""
                 size = start
-                receipts: list[bytes] = []
             else:
                 size = start + len(new) + len(keyed)
                 hashes = [lf.leaf_hash for _, lf, _ in new] + [kl.leaf_hash for _, kl, _ in keyed]
@@ -351,25 +355,19 @@ class GroupCommitWriter:
                 root = merkle.root(size, get_nodes)
                 note = self._signer.sign(Checkpoint(self._signer.name, size, root, now))
                 txn.put_checkpoint(size, note, now)
-                receipts = []
 
                 def receipt(index: int, entry: bytes) -> Receipt:
                     proof = merkle.inclusion_proof(index, size, get_nodes)
                     return Receipt(index, now, note, tuple(proof), entry)
 
                 for k, (i, lf, _) in enumerate(new):
-                    rec = receipt(start + k, lf.entry)
-                    receipts.append(wire.encode_receipt(rec))
-                    results[i] = Appended(rec, False)
-                txn.insert_leaves(start, [lf for _, lf, _ in new], receipts)
+                    results[i] = Appended(receipt(start + k, lf.entry), False)
+                txn.insert_leaves(start, [lf for _, lf, _ in new])
                 key_start = start + len(new)
-                key_receipts = []
                 for k, (i, kl, dev_row) in enumerate(keyed):
-                    rec = receipt(key_start + k, kl.entry)
-                    key_receipts.append(wire.encode_receipt(rec))
-                    results[i] = KeyAppended(dev_row, rec)
+                    results[i] = KeyAppended(dev_row, receipt(key_start + k, kl.entry))
                 if keyed:
-                    txn.insert_key_events(key_start, [kl for _, kl, _ in keyed], key_receipts)
+                    txn.insert_key_events(key_start, [kl for _, kl, _ in keyed])
         # duplicates inside one batch share the first one's receipt
         final: list[Any] = []
         for r in results:
