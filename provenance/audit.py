@@ -149,6 +149,8 @@ class KeyHistoryReader:
 
     def _read(self, index: int, entry: bytes) -> None:
         try:
+            if not wire.is_key_event_entry(entry):
+                return
             got, integrated_at = wire.decode_entry(entry)
             if not isinstance(got, SignedKeyEvent):
                 return

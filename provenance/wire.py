@@ -203,6 +203,12 @@ def decode_entry(data: bytes) -> tuple[SignedClaim | SignedKeyEvent, datetime]:
     return signed_from_pb(m.signed_claim), at
 
 
+def is_key_event_entry(data: bytes) -> bool:
+    """Whether leaf data is a key-history entry (one protobuf parse, nothing converted:
+    what an audit asks of every entry); raises ClaimError when malformed."""
+    return bool(_parse(pb.LogEntry, data, "log entry").HasField("key_event"))
+
+
 def encode_key_event_entry(signed: SignedKeyEvent, integrated_at: datetime) -> bytes:
     """The leaf data of a key-history entry: the signed key event and the server's
     integration time (`provenance.keyhistory`)."""
@@ -219,7 +225,7 @@ def encode_key_event_entry(signed: SignedKeyEvent, integrated_at: datetime) -> b
 def encode_key_event(ev: KeyEvent) -> bytes:
     """A `KeyEvent` serialized once, to be signed (`keyhistory.sign_key_event`)."""
     return pb.KeyEvent(
-        kind=int(ev.kind),
+        kind=cast(pb.KeyEvent.Kind, int(ev.kind)),
         device_id=ev.device_id,
         public_key=ev.public_key,
         effective_at=ts_to_pb(ev.effective_at),
