@@ -124,7 +124,8 @@ class _Tent:
     def apply(self, plane: np.ndarray) -> np.ndarray:
         """(64, m) float32: the filter along axis 0 of an (n, m) float32 plane, sampled."""
         bands = plane[self.index]  # (64, band, m): about one copy of the plane
-        return np.matmul(self.weights[:, None, :], bands)[:, 0, :]
+        out: np.ndarray = np.matmul(self.weights[:, None, :], bands)[:, 0, :]
+        return out
 
 
 @lru_cache(maxsize=32)
@@ -191,7 +192,7 @@ def _dct16(core: _Core, rgb: np.ndarray) -> tuple[np.ndarray, int] | None:
 
 def _hash_bytes(words: ctypes.Array[ctypes.c_uint16]) -> bytes:
     """Hash256 keeps bit k in words[k // 16] at (k % 16); the bytes put bit 255 first."""
-    return np.frombuffer(words, dtype=np.uint16)[::-1].astype(">u2").tobytes()
+    return np.frombuffer(memoryview(words).cast("B"), dtype=np.uint16)[::-1].astype(">u2").tobytes()
 
 
 def _bits(core: _Core, block: np.ndarray) -> bytes:
