@@ -50,7 +50,7 @@ from provenance.index_packs import PACK_LEAVES, load_index, write_packs
 from provenance.mih import MihIndex, _build
 from provenance.service import ProvenanceService, ServiceConfig
 from provenance.store import HashPack
-from provenance.store.sqlite import SqliteStore
+from provenance.store.sqlite import WAL_CHECKPOINT_PAGES, WRITER_CACHE_KIB, SqliteStore
 from provenance.writer import GroupCommitWriter, PendingClaim
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -221,7 +221,8 @@ def bench_startup(
         t0 = time.perf_counter()
         loaded = load_index(store, n)
         m = MihIndex()
-        m.add_arrays(loaded.pack.ids, loaded.pack.words)
+        for part in loaded.parts:
+            m.add_arrays(part.ids, part.words)
         m.prepare()
         load = time.perf_counter() - t0
         q = PerceptualHash("pdq", os.urandom(32), 100)
@@ -302,6 +303,8 @@ def _insert_run(src: Path, dst: Path, n0: int, batch: int) -> float:
     c = sqlite3.connect(dst, isolation_level=None)
     c.execute("PRAGMA journal_mode=WAL")
     c.execute("PRAGMA synchronous=FULL")
+    c.execute(f"PRAGMA cache_size=-{WRITER_CACHE_KIB}")  # as the store's writer
+    c.execute(f"PRAGMA wal_autocheckpoint={WAL_CHECKPOINT_PAGES}")
     n = len(leaves)
     t0 = time.perf_counter()
     for k, lo in enumerate(range(0, n, batch)):
