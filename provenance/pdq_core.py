@@ -10,7 +10,8 @@ module like the C++ steps below, so the GIL is released while an image is hashed
 Measured on the 36 images of the shared PDQ vectors (/work/shared/fixtures/phash/,
 README.tsv): the hash equals `pdqhash.compute`'s bit for bit on every one (median and
 worst difference 0 bits, same quality), and on 150 synthetic gradient+noise images too.
-A 12 MP image hashes 1.8x faster and its peak allocation is 96 MB instead of 288 MB.
+With the banded blur below, a 720p frame hashes in about 10 ms (pdqhash.compute: 85 ms)
+and the 8 dihedral hashes of a 12 MP image take 0.27 s (compute_dihedral: 4.3 s).
 Float32 rounding may still differ from the float64
 path in rare pixels, so other images may differ in a bit whose DCT coefficient sits on
 the median; signing and verifying both use this function, so they agree with each other.
