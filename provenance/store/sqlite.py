@@ -123,7 +123,10 @@ def _lock_file(db: Path) -> IO[bytes]:
     """Hold an exclusive lock on ``DB.lock`` until the handle is closed: the log has one
     writer, so a second server on the same database is refused. Raises ConfigError."""
     path = db.with_name(db.name + ".lock")
-    handle = path.open("ab")
+    try:
+        handle = path.open("ab")
+    except OSError as e:
+        raise ConfigError(f"cannot open the database lock file {path}: {e.strerror}") from e
     try:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError as e:
