@@ -246,11 +246,15 @@ _RESET = (
     _MUTANTS
     + """
 from mutmut.configuration import config
-try:
-    old = json.load(open("mutants/mutmut-stats.json"))["config_fingerprint"]
-except (OSError, ValueError, KeyError):
-    old = {}
+old = {}
+for saved in ("mutants/mutmut-stats.json", "../fingerprint.json"):
+    try:
+        old = json.load(open(saved))["config_fingerprint"]
+        break
+    except (OSError, ValueError, KeyError):
+        pass
 new = config().config_fingerprint()
+json.dump({"config_fingerprint": new}, open("../fingerprint.json", "w"))
 changed = {group for group in new if old.get(group) != new[group]}
 kept = {}
 for path, m, name, code, func_hash in mutants():
@@ -295,10 +299,10 @@ def _prepare_keep(reset: bool) -> dict[str, str]:
     and only killed verdicts are kept.
     """
     stats = WORK / "mutants" / "mutmut-stats.json"
-    if not stats.exists():
-        return {}
+    if not stats.exists() and not (STAGE / "fingerprint.json").exists():
+        return {}  # no run to keep: mutmut tests every mutant
     kept = dict(_in_stage(_RESET)) if reset else {}
-    stats.unlink()
+    stats.unlink(missing_ok=True)
     return kept
 
 
