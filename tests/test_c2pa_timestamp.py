@@ -15,6 +15,8 @@ from __future__ import annotations
 import json
 import random
 import shutil
+import socket
+import threading
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -47,6 +49,7 @@ from provenance.c2pa.timestamp import (
     TsaTrust,
     attach_token,
     read_claim_signature,
+    request_token,
     verify_token,
 )
 from provenance.c2pa.writer import embed_manifest
@@ -480,3 +483,37 @@ def test_judging_at_the_current_time_agrees_with_the_reader_on_every_fixture(
         else:
             assert not plain.present or ours.signing_time_error, path
     assert judged >= 25
+
+
+@pytest.mark.parametrize("drip", ["headers", "body"])
+def test_tsa_that_drips_its_reply_fails_within_the_timeout(drip: str) -> None:
+    """A lying TSA that sends one byte every 0.2 s (each read is quick, the reply
+    never ends) is cut off at --tsa-timeout, not after the 1 MiB reply limit."""
+    server = socket.create_server(("127.0.0.1", 0))
+    stop = threading.Event()
+
+    def serve() -> None:
+        conn, _ = server.accept()
+        with conn:
+            conn.recv(65536)
+            head = b"HTTP/1.1 200 OK\r\nContent-Length: 1000000\r\n\r\n"
+            if drip == "body":
+                conn.sendall(head)
+            while not stop.is_set():
+                try:
+                    conn.sendall(b"X-Pad: 1\r\n"[:1] if drip == "headers" else b"\0")
+                except OSError:
+                    return
+                time.sleep(0.2)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{server.getsockname()[1]}/tsa"
+    started = time.monotonic()
+    try:
+        with pytest.raises(TimestampError, match="could not be reached within 1 s"):
+            request_token(b"tbs", TimestampAuthority(url, 1.0))
+        assert time.monotonic() - started < 4.0
+    finally:
+        stop.set()
+        server.close()

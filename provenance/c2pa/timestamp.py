@@ -25,9 +25,11 @@ not apply to timestamps).
 from __future__ import annotations
 
 import hashlib
+import http.client
+import socket
 import struct
-import urllib.error
-import urllib.request
+import threading
+import urllib.parse
 import zlib
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, replace
@@ -196,23 +198,7 @@ def request_token(tbs: bytes, tsa: TimestampAuthority) -> bytes:
     request = TimestampRequestBuilder(
         data=tbs, hash_algorithm=HashAlgorithm.SHA256, nonce=True, cert_req=True
     ).build()
-    http = urllib.request.Request(
-        tsa.url,
-        data=request.as_bytes(),
-        headers={"Content-Type": "application/timestamp-query"},
-        method="POST",
-    )
-    try:
-        with urllib.request.urlopen(http, timeout=tsa.timeout_s) as reply:
-            body = reply.read(MAX_REPLY_BYTES + 1)
-    except urllib.error.HTTPError as e:
-        raise TimestampError(f"the timestamp authority {tsa.url} answered HTTP {e.code}") from e
-    except (urllib.error.URLError, OSError, ValueError) as e:
-        why = getattr(e, "reason", e)
-        raise TimestampError(
-            f"the timestamp authority {tsa.url} could not be reached within"
-            f" {tsa.timeout_s:g} s: {why}"
-        ) from e
+    body = _post(tsa, request.as_bytes())
     if len(body) > MAX_REPLY_BYTES:
         raise TimestampError(f"the timestamp authority {tsa.url} sent over {MAX_REPLY_BYTES} bytes")
     try:
@@ -239,6 +225,57 @@ def request_token(tbs: bytes, tsa: TimestampAuthority) -> bytes:
             f"the timestamp from {tsa.url} does not verify with its own certificates: {e}"
         ) from e
     return response.time_stamp_token()
+
+
+def _post(tsa: TimestampAuthority, query: bytes) -> bytes:
+    """POST an RFC 3161 query to the TSA (RFC 3161 section 3.4); the reply body, at most
+    MAX_REPLY_BYTES + 1 bytes. tsa.timeout_s bounds the whole exchange: at the deadline a
+    timer shuts the socket down, so a TSA that drips its headers or body a byte at a time
+    is cut off (a per-read socket timeout alone would wait for each byte). Raises
+    TimestampError naming the TSA when it is unreachable, too slow or not HTTP 200."""
+    parts = urllib.parse.urlsplit(tsa.url)
+    kind = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
+    expired = threading.Event()
+    try:
+        conn = kind(parts.hostname or "", parts.port, timeout=tsa.timeout_s)
+    except (ValueError, http.client.HTTPException) as e:  # e.g. a port that is not a number
+        raise TimestampError(f"the timestamp authority URL {tsa.url} is not usable: {e}") from e
+
+    def cut() -> None:
+        expired.set()
+        if conn.sock is not None:
+            try:
+                conn.sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    timer = threading.Timer(tsa.timeout_s, cut)
+    timer.daemon = True
+    timer.start()
+    try:
+        path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        conn.request(
+            "POST", path, body=query, headers={"Content-Type": "application/timestamp-query"}
+        )
+        reply = conn.getresponse()
+        if reply.status != 200:
+            raise TimestampError(f"the timestamp authority {tsa.url} answered HTTP {reply.status}")
+        body = reply.read(MAX_REPLY_BYTES + 1)
+    except (OSError, http.client.HTTPException, ValueError) as e:
+        why = "no complete reply" if expired.is_set() else getattr(e, "reason", None) or e
+        raise TimestampError(_unreachable(tsa, why)) from e
+    finally:
+        timer.cancel()
+        conn.close()
+    if expired.is_set():  # the body was cut short at the deadline
+        raise TimestampError(_unreachable(tsa, "no complete reply"))
+    return body
+
+
+def _unreachable(tsa: TimestampAuthority, why: object) -> str:
+    return (
+        f"the timestamp authority {tsa.url} could not be reached within {tsa.timeout_s:g} s: {why}"
+    )
 
 
 def attach_token(data: bytes, media_type: str, sig: ClaimSignature, token: bytes) -> bytes:
