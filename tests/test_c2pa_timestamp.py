@@ -50,6 +50,7 @@ from provenance.c2pa.timestamp import (
     attach_token,
     read_claim_signature,
     request_token,
+    timestamping_signer,
     verify_token,
 )
 from provenance.c2pa.writer import embed_manifest
@@ -438,6 +439,16 @@ def test_damaged_tokens_and_signature_boxes_give_reasons_not_crashes(
         except TimestampError:
             outcomes.add("refused")
     assert "refused" in outcomes
+    lenient = random.Random(11)  # the EKU check of a token the C2PA reader trusted
+    for _ in range(2000):
+        damaged = bytearray(token[: lenient.randrange(1, len(token) + 1)])
+        for _ in range(lenient.randint(1, 4)):
+            damaged[lenient.randrange(len(damaged))] = lenient.randrange(256)
+        try:
+            timestamping_signer(bytes(damaged))
+        except TimestampError:
+            outcomes.add("not a TSA's")
+    assert "not a TSA's" in outcomes
     policy = _ahead(trust)
     for _ in range(200):
         damaged = bytearray(data)
@@ -517,3 +528,34 @@ def test_tsa_that_drips_its_reply_fails_within_the_timeout(drip: str) -> None:
     finally:
         stop.set()
         server.close()
+
+
+def test_token_signed_by_the_device_itself_does_not_date_the_signature(
+    tmp_path: Path,
+    pool: ReaderPool,
+    authority: Authority,
+    device: DeviceKey,
+    chain: bytes,
+) -> None:
+    """Attack: whoever holds a device key signs a sigTst2 token with the device's own
+    certificate (anchored CA, but no id-kp-timeStamping EKU) and picks its genTime.
+    c2pa-rs checks a timestamp's chain against its one anchor list, not the EKU, and
+    reports timeStamp.trusted; that time must not be used: 400 days on, expired."""
+    data = _export(tmp_path, device, chain, None).read_bytes()
+    sig = read_claim_signature(data, "image/jpeg")
+    leaf, root = x509.load_pem_x509_certificates(chain)
+    with LocalTsa("Device as TSA") as own:
+        own.sign_as(root, leaf, device.sign)
+        request = TimestampRequestBuilder(
+            data=sig.countersign_tbs(), hash_algorithm=HashAlgorithm.SHA256
+        ).build()
+        token = decode_timestamp_response(own.respond(request.as_bytes())).time_stamp_token()
+    forged = tmp_path / "self-stamped.jpg"
+    forged.write_bytes(attach_token(data, "image/jpeg", sig, token))
+    anchors = C2paTrust(authority.certificate_pem)
+    result = read_c2pa(forged, "image/jpeg", anchors, pool=pool, signing_time=_ahead(None))
+    st = result.signing_time
+    assert st is not None and st.source is TimeSource.CURRENT_TIME, st
+    assert any("not a timestamp authority" in p for p in st.problems), st.problems
+    assert result.validation_state == "Invalid"
+    assert "signingCredential.expired" in result.validation_codes

@@ -39,7 +39,7 @@ from typing import Any
 
 import cbor2
 from cryptography import x509
-from cryptography.x509.oid import NameOID
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from rfc3161_client import (
     HashAlgorithm,
     PKIStatus,
@@ -373,15 +373,113 @@ def _verifier(roots: tuple[x509.Certificate, ...]) -> Verifier:
     return builder.build()
 
 
-def _tsa_name(response: TimeStampResponse) -> str:
-    """Common name of the certificate that signed the token, else its subject."""
+def timestamping_signer(token: bytes) -> str:
+    """The name of the TSA certificate in a timestamp token (DER timeStampToken, or a
+    whole TimeStampResp as early v1 ``sigTst`` headers hold), once every end-entity
+    certificate the token carries is shown to be a timestamp authority's: it has the
+    extended key usage id-kp-timeStamping (RFC 3161 section 2.3). The chain and the
+    signature are not checked here (the C2PA reader did); the certificates are read
+    without requiring their SET in DER order, as real tokens have it. Raises
+    TimestampError when the token is malformed, carries no end-entity certificate, or
+    one that is not a TSA's, e.g. the C2PA signer's own certificate stamping its own
+    signature."""
+    try:
+        return _timestamping_signer(token)
+    except ValueError as e:  # hostile DER, or a certificate field that does not parse
+        raise TimestampError(f"the timestamp token is malformed: {e}") from e
+
+
+def _timestamping_signer(token: bytes) -> str:
+    certs = [x509.load_der_x509_certificate(der) for der in _token_certificates(token)]
+    leaves = [c for c in certs if not _is_ca(c)]
+    if not leaves:
+        raise TimestampError("the timestamp token carries no TSA certificate")
+    for cert in leaves:
+        try:
+            ekus = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+        except x509.ExtensionNotFound:
+            ekus = x509.ExtendedKeyUsage([])
+        if ExtendedKeyUsageOID.TIME_STAMPING not in ekus:
+            raise TimestampError(
+                f"the timestamp is signed by {_common_name(cert)}, which is not a timestamp"
+                " authority (its certificate lacks the id-kp-timeStamping extended key usage)"
+            )
+    return _common_name(leaves[0])
+
+
+def _token_certificates(token: bytes) -> list[bytes]:
+    """The DER certificates of a token's SignedData (RFC 5652 section 5.1, field
+    ``certificates [0] IMPLICIT``), from a ContentInfo or a whole TimeStampResp. Raises
+    ValueError when the DER does not have that shape."""
+    tag, _, start, stop = _der(token, 0, len(token))
+    outer = list(_der_children(token, start, stop))
+    if tag != 0x30 or not outer:
+        raise ValueError("not a DER SEQUENCE")
+    if outer[0][0] == 0x30:  # TimeStampResp: status, then the token
+        if len(outer) < 2 or outer[1][0] != 0x30:
+            raise ValueError("a TimeStampResp without a token")
+        outer = list(_der_children(token, outer[1][2], outer[1][3]))
+    if len(outer) < 2 or outer[0][0] != 0x06 or outer[1][0] != 0xA0:
+        raise ValueError("not a CMS ContentInfo")
+    signed = list(_der_children(token, outer[1][2], outer[1][3]))
+    if not signed or signed[0][0] != 0x30:
+        raise ValueError("not a CMS SignedData")
+    fields = list(_der_children(token, signed[0][2], signed[0][3]))
+    certs = next((f for f in fields[3:4] if f[0] == 0xA0), None)
+    if certs is None:
+        return []
+    return [token[h:e] for t, h, _, e in _der_children(token, certs[2], certs[3]) if t == 0x30]
+
+
+def _der(data: bytes, pos: int, limit: int) -> tuple[int, int, int, int]:
+    """(tag, header start, content start, end) of the DER element at pos; ValueError."""
+    if pos + 2 > limit:
+        raise ValueError(f"truncated DER at byte {pos}")
+    tag, length, at = data[pos], data[pos + 1], pos + 2
+    if length & 0x80:
+        n = length & 0x7F
+        if not 1 <= n <= 4 or at + n > limit:
+            raise ValueError(f"bad DER length at byte {pos}")
+        length, at = int.from_bytes(data[at : at + n], "big"), at + n
+    if at + length > limit:
+        raise ValueError(f"DER element at byte {pos} runs past its container")
+    return tag, pos, at, at + length
+
+
+def _der_children(data: bytes, start: int, end: int) -> Iterator[tuple[int, int, int, int]]:
+    pos = start
+    while pos < end:
+        element = _der(data, pos, end)
+        yield element
+        pos = element[3]
+
+
+def _is_ca(cert: x509.Certificate) -> bool:
+    try:
+        return bool(cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca)
+    except x509.ExtensionNotFound:
+        return False
+
+
+def _common_name(cert: x509.Certificate) -> str:
+    names = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    return str(names[0].value) if names else cert.subject.rfc4514_string()
+
+
+def _signer_certificate(response: TimeStampResponse) -> x509.Certificate | None:
+    """The certificate in the token that signed it, or None."""
     signers = response.signed_data.signer_infos
     for der in response.signed_data.certificates:
         cert = x509.load_der_x509_certificate(der)
         if any(cert.issuer == s.issuer and cert.serial_number == s.serial_number for s in signers):
-            names = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
-            return str(names[0].value) if names else cert.subject.rfc4514_string()
-    return "a TSA whose certificate is not in the token"
+            return cert
+    return None
+
+
+def _tsa_name(response: TimeStampResponse) -> str:
+    """Common name of the certificate that signed the token, else its subject."""
+    cert = _signer_certificate(response)
+    return "a TSA whose certificate is not in the token" if cert is None else _common_name(cert)
 
 
 def _as_response(token: bytes) -> bytes:
