@@ -17,7 +17,11 @@ an identical service without witnesses is the baseline.
    latency before a receipt can carry cosignatures. Printed in ms; rows as rates
    (batches/s = 1 / mean latency).
 
+Each witness fsyncs its state before it answers: on one machine, their fsyncs compete
+with the log's own commits for the disk (``--witness-dir /dev/shm`` takes that away).
+
 Usage: python bench/bench_cosign.py [--submitters 16] [--seconds 5] [--batches 100]
+[--witness-dir DIR]
 Prints ratios and writes them to out/bench/cosign.json (bench/results.py).
 """
 
@@ -25,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -60,7 +65,8 @@ def _line(proc: subprocess.Popen[str], prefix: str) -> str:
 def start_witnesses(
     work: Path, log_vkey: str
 ) -> tuple[list[subprocess.Popen[str]], list[WitnessSpec]]:
-    """Two `prov witness serve` processes of the log ``log_vkey``; (processes, policy)."""
+    """Two `prov witness serve` processes of the log ``log_vkey`` keeping their keys and
+    state in ``work``; (processes, policy)."""
     procs, specs = [], []
     for i in (1, 2):
         proc = subprocess.Popen(
@@ -166,11 +172,18 @@ def main() -> None:
     ap.add_argument("--submitters", type=int, default=16)
     ap.add_argument("--seconds", type=float, default=5.0)
     ap.add_argument("--batches", type=int, default=100)
+    ap.add_argument(
+        "--witness-dir",
+        type=Path,
+        help="keep the witnesses' state here (e.g. /dev/shm: witnesses on another disk, as"
+        " they would be on other machines); default: beside the log, on the same disk",
+    )
     args = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-cosign-") as tmp:
         work = Path(tmp)
         log_vkey = generate_log_key(work / "witnessed.key", ORIGIN).verifier_key()
-        procs, specs = start_witnesses(work, log_vkey)
+        wdir = Path(tempfile.mkdtemp(prefix="bench-cosign-", dir=args.witness_dir or work))
+        procs, specs = start_witnesses(wdir, log_vkey)
         try:
             bare = open_service(work, "bare", [])
             witnessed = open_service(work, "witnessed", specs)
@@ -193,6 +206,7 @@ def main() -> None:
             for p in procs:
                 p.terminate()
                 p.wait(timeout=20)
+            shutil.rmtree(wdir, ignore_errors=True)
     print(f"under load, {args.submitters} submitters: {b_batches:.0f} batches/s without"
           f" witnesses, {w_batches:.0f} with; {w_cosigned:.0f} cosigned checkpoints/s")  # fmt: skip
     print(

@@ -40,7 +40,9 @@ def policy_key(value: str) -> str:
     vkey = read_key_text(rest if named else value)
     name, _ = parse_cosigner_vkey(vkey)
     if named and head != name:
-        raise LogError(f"--witness {head}=...: the key is witness {name!r}'s, not {head!r}")
+        raise LogError(
+            f"--witness {head}=...: that key belongs to the witness named {name}, not {head}"
+        )
     return vkey
 
 

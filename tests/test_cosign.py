@@ -29,19 +29,20 @@ from conftest import (
     signed_claim,
     start_server,
 )
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from prometheus_client import REGISTRY
 
 from clients.api import ProvenanceClient
 from clients.cli import main as prov_main
-from clients.cosigned import cosigned_receipt
-from provenance.errors import WitnessQuorumError
+from clients.cosigned import cosigned_receipt, policy_key
+from provenance.errors import ConfigError, LogError, WitnessQuorumError
 from provenance.keys import DeviceKey
 from provenance.log import merkle
 from provenance.log.checkpoint import Checkpoint, NoteVerifier, generate_log_key, open_checkpoint
 from provenance.log.merkle import MemoryTree
 from provenance.sidecar import Sidecar, encode_sidecar
-from provenance.witness import WitnessStatus, verify_cosignature
-from provenance.witness.client import Cosigner, WitnessSpec
+from provenance.witness import WitnessStatus, cosigner_vkey, verify_cosignature
+from provenance.witness.client import Cosigner, WitnessSpec, parse_witness_option
 
 ORIGIN = "media-provenance.local/log"
 
@@ -330,3 +331,40 @@ def test_cosigner_coalesces_batches_and_catches_up_with_another_server(tmp_path:
         if late is not None:
             late.close()
         w.stop()
+
+
+def test_witness_options_are_checked_with_clear_errors(tmp_path: Path) -> None:
+    vkey = cosigner_vkey("witness.test/w1", Ed25519PrivateKey.generate().public_key()
+                         .public_bytes_raw())  # fmt: skip
+    key_file = tmp_path / "w1.vkey"
+    key_file.write_text(vkey + "\n")
+    spec = parse_witness_option(f"http://127.0.0.1:8090/prefix/={key_file}")
+    assert (spec.url, spec.vkey, spec.name) == (
+        "http://127.0.0.1:8090/prefix",
+        vkey,
+        "witness.test/w1",
+    )
+    for bad, why in [
+        (vkey, "is not URL=KEY"),
+        (f"ftp://127.0.0.1:21={vkey}", "is not URL=KEY"),
+        ("http://127.0.0.1:8090=not-a-key", "--witness http://127.0.0.1:8090: witness key"),
+    ]:
+        with pytest.raises(ConfigError, match=why):
+            parse_witness_option(bad)
+    assert policy_key(f"witness.test/w1={vkey}") == vkey == policy_key(str(key_file))
+    with pytest.raises(
+        LogError, match="key belongs to the witness named witness.test/w1, not witness.test/w9"
+    ):
+        policy_key(f"witness.test/w9={vkey}")
+
+    def no_proofs(old: int, new: int) -> list[bytes]:
+        raise AssertionError("not called")
+
+    for specs, quorum, why in [
+        ([spec], 2, "not between 1 and the 1 witnesses"),
+        ([spec], 0, "not between 1 and the 1 witnesses"),
+        ([spec, spec], 1, "share a name"),
+        ([], 1, "at least one witness"),
+    ]:
+        with pytest.raises(ConfigError, match=why):
+            Cosigner(specs, quorum, no_proofs, lambda: None)
