@@ -308,6 +308,28 @@ def test_log_receipt_proves_the_time_without_a_token(
         result = read_c2pa(copy, "image/jpeg", None, pool=pool, signing_time=policy)
         assert result.signing_time is not None
         assert "for other content than this file" in result.signing_time.problems[0]
+
+        # another device re-signs this capture with its own (expiring) certificate and
+        # borrows the first device's genuine receipt: it does not date the other key
+        thief = log.enroll()
+        thief_chain = issue_device_certificate(
+            authority, thief.key.public_key, thief.key.key_id.hex(), now=datetime.now(UTC)
+        )
+        borrowed = tmp_path / "borrowed.png"
+        embed_manifest(
+            src,
+            borrowed,
+            "image/png",
+            thief.key,
+            thief_chain,
+            json.loads(encode_sidecar(sidecar)),
+            appended.receipt.checkpoint,
+        )
+        result = read_c2pa(borrowed, "image/png", None, pool=pool, signing_time=policy)
+        st = result.signing_time
+        assert st is not None and st.source is TimeSource.CURRENT_TIME
+        assert "by another key than the C2PA signer" in st.problems[0]
+        assert "signingCredential.expired" in result.validation_codes
     finally:
         log.service.close()
         other_log.service.close()
@@ -559,3 +581,21 @@ def test_token_signed_by_the_device_itself_does_not_date_the_signature(
     assert any("not a timestamp authority" in p for p in st.problems), st.problems
     assert result.validation_state == "Invalid"
     assert "signingCredential.expired" in result.validation_codes
+
+
+@pytest.mark.parametrize("shift", [AHEAD, -AHEAD])
+def test_trusted_token_dated_outside_the_certificate_validity_does_not_rescue_it(
+    tmp_path: Path, pool: ReaderPool, device: DeviceKey, chain: bytes, shift: timedelta
+) -> None:
+    """A genuine token from a trusted TSA whose clock says 400 days later (or earlier)
+    than the device certificate's validity: the time is used, and the signer is judged
+    expired (or not yet valid) then, whatever the verifier's clock."""
+    with LocalTsa("Skewed TSA", clock=lambda: datetime.now(UTC) + shift) as skewed:
+        dst = _export(tmp_path, device, chain, TimestampAuthority(skewed.url, 5))
+        policy = SigningTimePolicy(tsa_trust=TsaTrust(skewed.root_pem))
+        result = read_c2pa(dst, "image/jpeg", None, pool=pool, signing_time=policy)
+    st = result.signing_time
+    assert st is not None and st.source is TimeSource.TIMESTAMP and not st.certificate_valid
+    assert result.validation_state == "Invalid"
+    code = "signingCredential.expired" if shift > timedelta(0) else "signingCredential.invalid"
+    assert code in result.validation_codes
