@@ -25,6 +25,8 @@ from pathlib import Path
 import pytest
 from conftest import SAMPLES, Cli, ServerProc, start_server
 from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
 from inproc import Clock, open_inproc
 from rfc3161_client import HashAlgorithm, TimestampRequestBuilder, decode_timestamp_response
 from test_c2pa_writer import (  # noqa: F401 (pool, authority, device, chain: fixtures)
@@ -45,6 +47,8 @@ from provenance.c2pa.authority import Authority, issue_device_certificate
 from provenance.c2pa.reader import with_tsa_roots
 from provenance.c2pa.signing_time import SigningTimePolicy, TimeSource, assess_signing_time
 from provenance.c2pa.timestamp import (
+    MAX_TOKEN_BYTES,
+    MAX_TOKEN_CERTIFICATES,
     TimestampAuthority,
     TsaTrust,
     attach_token,
@@ -599,3 +603,39 @@ def test_trusted_token_dated_outside_the_certificate_validity_does_not_rescue_it
     assert result.validation_state == "Invalid"
     code = "signingCredential.expired" if shift > timedelta(0) else "signingCredential.invalid"
     assert code in result.validation_codes
+
+
+def test_oversized_tokens_are_refused_before_the_costly_checks(tsa: LocalTsa) -> None:
+    """Attack: the unprotected header is outside every signature, so anyone can put a
+    huge token there; OpenSSL's chain building over N embedded certificates named like
+    the TSA root costs about N^2 (6,000: 10 s of the server's CPU, 60,000 fit in a
+    file). A token over MAX_TOKEN_BYTES or with over MAX_TOKEN_CERTIFICATES is refused
+    first, by the verifier and by the reader-trusted EKU check alone."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = datetime.now(UTC)
+    tsa.extra_certificates = [
+        x509.CertificateBuilder()
+        .subject_name(tsa.root.subject)
+        .issuer_name(tsa.root.subject)
+        .public_key(key.public_key())
+        .serial_number(i + 1)
+        .not_valid_before(now - timedelta(days=1))
+        .not_valid_after(now + timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+        for i in range(MAX_TOKEN_CERTIFICATES)
+    ]
+    try:
+        request = TimestampRequestBuilder(data=b"tbs", hash_algorithm=HashAlgorithm.SHA256).build()
+        token = decode_timestamp_response(tsa.respond(request.as_bytes())).time_stamp_token()
+    finally:
+        tsa.extra_certificates = []
+    many = f"carries {MAX_TOKEN_CERTIFICATES + 2} certificates"
+    with pytest.raises(TimestampError, match=many):
+        verify_token(token, b"tbs", TsaTrust(tsa.root_pem))
+    with pytest.raises(TimestampError, match=many):
+        timestamping_signer(token)
+    huge = token + b"\0" * MAX_TOKEN_BYTES
+    for check in (lambda: verify_token(huge, b"tbs", None), lambda: timestamping_signer(huge)):
+        with pytest.raises(TimestampError, match=f"over the limit of {MAX_TOKEN_BYTES}"):
+            check()

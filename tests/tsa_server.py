@@ -10,7 +10,8 @@ is mocked: the tokens are built with asn1crypto and signed with cryptography.
 
 Knobs for the failure tests: ``clock`` (genTime, injected), ``delay_s`` (answer late),
 ``forge`` (flip a byte of the CMS signature), ``imprint`` (timestamp other bytes than
-asked), `LocalTsa.sign_as` (sign with another certificate and Ed25519 key, e.g. a
+asked), ``extra_certificates`` (more certificates in the token, outside its signature),
+`LocalTsa.sign_as` (sign with another certificate and Ed25519 key, e.g. a
 device's own, which is no timestamp authority).
 """
 
@@ -100,6 +101,7 @@ class LocalTsa:
         self.forge = False
         self.imprint: bytes | None = None
         self.ed25519_sign: Callable[[bytes], bytes] | None = None
+        self.extra_certificates: list[x509.Certificate] = []
         self.requests = 0
         tsa = self
 
@@ -216,7 +218,11 @@ class LocalTsa:
                     "content_type": "tst_info",
                     "content": core.ParsableOctetString(tst_der),
                 },
-                "certificates": [leaf, root] if req["cert_req"].native else [],
+                "certificates": ([leaf, root] if req["cert_req"].native else [])
+                + [
+                    asn1_x509.Certificate.load(c.public_bytes(serialization.Encoding.DER))
+                    for c in self.extra_certificates
+                ],
                 "signer_infos": [signer],
             }
         )

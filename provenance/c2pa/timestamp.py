@@ -61,6 +61,12 @@ SIGTST = "sigTst"
 X5CHAIN = 33
 #: Largest TSA reply read, bytes.
 MAX_REPLY_BYTES = 1 << 20
+#: Largest timestamp token checked, bytes (real ones are 1-10 KB; C2PA reserves about
+#: 10 KB of pad for it). The header holding it is outside every signature.
+MAX_TOKEN_BYTES = 64 << 10
+#: Most certificates a token may carry (real ones: the TSA's chain, 1-4). OpenSSL's
+#: chain building costs about N^2 over N certificates named alike (6,000: 10 s).
+MAX_TOKEN_CERTIFICATES = 16
 _SIGNATURE_LABEL = "c2pa.signature"
 _HASHES = {
     "2.16.840.1.101.3.4.2.1": hashlib.sha256,
@@ -206,6 +212,7 @@ def request_token(tbs: bytes, tsa: TimestampAuthority) -> bytes:
         info = response.tst_info
     except Exception as e:  # hostile DER: ValueError, KeyError, ...
         raise TimestampError(f"{tsa.url} did not answer with a TimeStampResp: {e}") from e
+    _check_certificate_count(len(response.signed_data.certificates))
     if response.status not in (PKIStatus.GRANTED, PKIStatus.GRANTED_WITH_MODS):
         raise TimestampError(
             f"the timestamp authority {tsa.url} refused the request (status {response.status}:"
@@ -318,7 +325,8 @@ def timestamp_file(data: bytes, media_type: str, tsa: TimestampAuthority) -> byt
 def verify_token(token: bytes, tbs: bytes, trust: TsaTrust | None) -> VerifiedTimestamp:
     """Check a timestamp token over ``tbs`` (the countersign bytes) against ``trust``.
 
-    Checks, in order: the token parses as RFC 3161 (a CMS SignedData over a TSTInfo);
+    Checks, in order: at most MAX_TOKEN_BYTES and MAX_TOKEN_CERTIFICATES (bounded
+    cost: the header is outside every signature); the token parses as RFC 3161 (a CMS SignedData over a TSTInfo);
     its MessageImprint is the hash of exactly these bytes; trust is configured; the CMS
     signature verifies with a chain to one of the roots, at the token's genTime, from a
     certificate with the critical id-kp-timeStamping EKU (rfc3161-client's Verifier).
@@ -326,14 +334,17 @@ def verify_token(token: bytes, tbs: bytes, trust: TsaTrust | None) -> VerifiedTi
     no TSA trust configured, a TSA not on the trust list, or a signature that does not
     verify (forged or damaged).
     """
+    _check_token_size(token)
     try:
         response = decode_timestamp_response(_as_response(token))
         info = response.tst_info
         algorithm = info.message_imprint.hash_algorithm.dotted_string
         imprint, gen_time = info.message_imprint.message, info.gen_time
+        certificates = len(response.signed_data.certificates)
         tsa = _tsa_name(response)
     except Exception as e:  # hostile DER: ValueError, KeyError, x509.InvalidVersion, ...
         raise TimestampError(f"the timestamp token is malformed: {e}") from e
+    _check_certificate_count(certificates)
     if algorithm not in _HASHES:
         raise TimestampError(f"the timestamp token uses an unsupported hash ({algorithm})")
     digest = _HASHES[algorithm](tbs).digest()
@@ -365,6 +376,23 @@ def verify_token(token: bytes, tbs: bytes, trust: TsaTrust | None) -> VerifiedTi
     return VerifiedTimestamp(gen_time=gen_time, tsa=tsa)
 
 
+def _check_token_size(token: bytes) -> None:
+    """TimestampError for a token over MAX_TOKEN_BYTES, before it is parsed."""
+    if len(token) > MAX_TOKEN_BYTES:
+        raise TimestampError(
+            f"the timestamp token is {len(token)} bytes, over the limit of {MAX_TOKEN_BYTES}"
+        )
+
+
+def _check_certificate_count(count: int) -> None:
+    """TimestampError for a token carrying over MAX_TOKEN_CERTIFICATES certificates."""
+    if count > MAX_TOKEN_CERTIFICATES:
+        raise TimestampError(
+            f"the timestamp token carries {count} certificates; at most"
+            f" {MAX_TOKEN_CERTIFICATES} are checked"
+        )
+
+
 def _verifier(roots: tuple[x509.Certificate, ...]) -> Verifier:
     """rfc3161-client's verifier over these roots (duplicates dropped)."""
     builder = VerifierBuilder()
@@ -383,6 +411,7 @@ def timestamping_signer(token: bytes) -> str:
     TimestampError when the token is malformed, carries no end-entity certificate, or
     one that is not a TSA's, e.g. the C2PA signer's own certificate stamping its own
     signature."""
+    _check_token_size(token)
     try:
         return _timestamping_signer(token)
     except ValueError as e:  # hostile DER, or a certificate field that does not parse
@@ -390,7 +419,9 @@ def timestamping_signer(token: bytes) -> str:
 
 
 def _timestamping_signer(token: bytes) -> str:
-    certs = [x509.load_der_x509_certificate(der) for der in _token_certificates(token)]
+    ders = _token_certificates(token)
+    _check_certificate_count(len(ders))
+    certs = [x509.load_der_x509_certificate(der) for der in ders]
     leaves = [c for c in certs if not _is_ca(c)]
     if not leaves:
         raise TimestampError("the timestamp token carries no TSA certificate")
