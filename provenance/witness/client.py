@@ -146,7 +146,10 @@ class Cosigner:
             raise ConfigError("a witness policy needs at least one witness")
         names = [w.name for w in witnesses]
         if len(set(names)) != len(names):
-            raise ConfigError(f"two witnesses of the policy share a name: {names}")
+            raise ConfigError(
+                f"two witnesses of the policy share a name: {names} (each `prov witness"
+                " serve` needs its own --name; its key changes with the name)"
+            )
         if not 1 <= quorum <= len(witnesses):
             raise ConfigError(
                 f"--witness-quorum {quorum} is not between 1 and the {len(witnesses)} witnesses"
