@@ -3,7 +3,8 @@ decoding a row per hash.
 
 A pack (`provenance.store.HashPack`) holds the usable PDQ hashes of ``PACK_LEAVES``
 consecutive leaves as two arrays (leaf ids and hash words) and whether any of those
-leaves has video frame hashes. Leaves never change once appended, so a full pack never
+leaves has video frame hashes. Stored, both are little-endian 64-bit integers (the ids;
+the values of each hash's four big-endian words), so a load reads them in place. Leaves never change once appended, so a full pack never
 changes either: a running server writes the packs that became full (`write_packs`, from
 its upkeep thread), and a start (`load_index`) reads the packs from leaf 0 on (a few
 large blobs: about 40 bytes per hash, 0.4 GB at 10^7) and only the leaves after the last

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from provenance.errors import LogError
+from provenance.errors import ConfigError, LogError
 from provenance.store.sqlite import _MIGRATIONS, SCHEMA_VERSION, SqliteStore
 
 
@@ -44,3 +44,8 @@ def test_refuses_newer_schema_and_foreign_files(tmp_path: Path) -> None:
     junk.write_bytes(b"this is not a database" * 100)
     with pytest.raises(LogError, match="not a provenance database|cannot open"):
         SqliteStore(junk)
+
+
+def test_a_server_store_in_a_missing_folder_is_a_clear_config_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot open the database lock file .*missing"):
+        SqliteStore(tmp_path / "missing" / "prov.db", exclusive=True)

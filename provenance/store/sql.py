@@ -518,7 +518,10 @@ class SqlStore(ABC):
                 int(first),
                 int(nxt),
                 np.frombuffer(bytes(ids), dtype="<i8").astype(np.int64, copy=False),
-                np.frombuffer(bytes(words), dtype=">u8").astype(np.uint64).reshape(-1, 4),
+                # the words' values, little-endian: read in place, no byte swap
+                np.frombuffer(bytes(words), dtype="<u8")
+                .astype(np.uint64, copy=False)
+                .reshape(-1, 4),
                 bool(video),
             )
             for first, nxt, ids, words, video in rows
@@ -534,7 +537,7 @@ class SqlStore(ABC):
                     pack.first,
                     pack.next,
                     pack.ids.astype("<i8").tobytes(),
-                    pack.words.astype(">u8").tobytes(),
+                    pack.words.astype("<u8").tobytes(),
                     int(pack.video),
                 ),
             )
