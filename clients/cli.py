@@ -10,10 +10,12 @@ PROV_ADMIN_TOKEN (admin credential).
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import sys
 import threading
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -952,6 +954,30 @@ def _read_sidecar(file: Path, given: Path | None) -> Sidecar | None:
     return None
 
 
+LOG_FORMAT = "%(asctime)s.%(msecs)03dZ %(levelname)s %(name)s: %(message)s"
+"""How log records read on stderr: UTC time to the millisecond, level, logger, message."""
+
+
+def configure_logging() -> None:
+    """Send log records to stderr as `LOG_FORMAT` (this program's loggers, ``provenance``,
+    ``clients`` and ``detector``, from INFO or ``$PROV_LOG_LEVEL``; other libraries' from
+    WARNING). Called once, by `main`; a no-op when the root logger already has handlers
+    (an embedding program's, or pytest's). Raises ConfigError for an unknown level."""
+    name = os.environ.get("PROV_LOG_LEVEL", "INFO").upper()
+    level = logging.getLevelName(name)
+    if not isinstance(level, int):
+        raise ConfigError(f"PROV_LOG_LEVEL={name!r} is not DEBUG, INFO, WARNING, ERROR or CRITICAL")
+    if logging.getLogger().handlers:
+        return
+    formatter = logging.Formatter(LOG_FORMAT, datefmt="%Y-%m-%dT%H:%M:%S")
+    formatter.converter = time.gmtime
+    handler = logging.StreamHandler()
+    handler.setFormatter(formatter)
+    logging.basicConfig(level=logging.WARNING, handlers=[handler])
+    for ours in ("provenance", "clients", "detector"):
+        logging.getLogger(ours).setLevel(level)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``prov`` console script; returns the exit code.
 
@@ -960,6 +986,7 @@ def main(argv: list[str] | None = None) -> int:
     failure (fork, rollback, edited entries), or 14 when a witness policy is not met.
     """
     try:
+        configure_logging()
         app(args=argv, prog_name="prov")
     except SystemExit as e:
         return e.code if isinstance(e.code, int) else (0 if e.code is None else 1)

@@ -19,7 +19,13 @@ from clients.files import read_bounded
 from clients.options import ServerOpt, WitnessOpt, WitnessQuorumOpt, in_existing_folder
 from provenance.audit import AuditState, KeyHistoryReader, audit_step
 from provenance.claims import Device
-from provenance.errors import ConfigError, LogError, LogIntegrityError, TransportError
+from provenance.errors import (
+    ConfigError,
+    LogError,
+    LogIntegrityError,
+    TransportError,
+    WitnessQuorumError,
+)
 from provenance.keyhistory import KeyEventKind, registry_problems, replay
 from provenance.log.checkpoint import NoteVerifier, load_log_signer, open_checkpoint
 from provenance.log.tiledir import ExportResult, export_tiles, fetcher
@@ -384,7 +390,13 @@ def receipt_verify(
         f" logged {sc.receipt.integrated_at:%Y-%m-%d %H:%M:%S} UTC; claim by device"
         f" {sc.signed_claim.key_id.hex()[:16]}… (signature verified with the sidecar's key)"
     )
-    _print_witnesses(sc.receipt.checkpoint, witnesses, quorum)
+    try:
+        _print_witnesses(sc.receipt.checkpoint, witnesses, quorum)
+    except WitnessQuorumError as e:
+        raise WitnessQuorumError(
+            f"{e} (a receipt is issued before its checkpoint is cosigned: `prov receipt"
+            f" refresh {sidecar}` brings it to the newest cosigned checkpoint)"
+        ) from e
 
 
 @receipt_app.command("refresh")

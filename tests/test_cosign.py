@@ -162,6 +162,7 @@ def test_two_witnesses_cosign_receipts_and_refuse_a_fork(
     # the receipt was issued at once, before any witness cosigned
     rc, _, err = enrolled("receipt", "verify", str(sidecar), "--log-key", log_vkey, *check)
     assert rc == 14 and "0 of the 2 witness cosignatures required" in err, err
+    assert f"`prov receipt refresh {sidecar}` brings it" in err.replace("\n", " "), err
     # `prov verify` brings the matched claim's receipt up to the cosigned checkpoint
     rc, out, err = enrolled("verify", str(photo), "--no-detect", "--witness", vkeys[0],
                             "--witness", f"witness.test/w2={vkeys[1]}")  # fmt: skip

@@ -286,3 +286,43 @@ def test_real_server_exported_served_and_audited_over_http(
             assert "grew from 6 to 261" in capsys.readouterr().out
         finally:
             web.stop()
+
+
+def test_a_server_dripping_a_file_cannot_hold_an_audit() -> None:
+    """A tiled-log server sending its checkpoint a byte every 0.2 s (each within the
+    per-read timeout) is cut at the whole-file deadline: a TransportError, not a hang;
+    an honest answer of the same server arrives whole."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from provenance.errors import TransportError
+
+    stop = threading.Event()
+    body = b"media-provenance.local/log\n0\n" + b"A" * 43 + b"=\n"
+
+    class Drip(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            for i in range(len(body)):
+                if self.path.endswith("/slow/checkpoint") and stop.wait(0.2):
+                    return
+                self.wfile.write(body[i : i + 1])
+                self.wfile.flush()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Drip)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        assert fetcher(f"{url}/fast", deadline_s=1.0)("checkpoint") == body
+        with pytest.raises(TransportError, match="took more than 1 s to arrive"):
+            fetcher(f"{url}/slow", deadline_s=1.0)("checkpoint")
+    finally:
+        stop.set()
+        server.shutdown()
+        server.server_close()
