@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
@@ -171,7 +171,7 @@ def audit(
             history.tap(entries) if history else entries,
             from_start=start == 0,
         )
-        problems = _key_history_problems(c, history) if history else []
+        problems = _key_history_problems(history, _server_device(c)) if history else []
     atomic_write(state, new_state.to_json().encode())
     if saved is None:
         grew = f"has {cp.size} entries"
@@ -195,20 +195,28 @@ def audit(
     )
 
 
-def _key_history_problems(c: ProvenanceClient, history: KeyHistoryReader) -> list[str]:
+def _key_history_problems(
+    history: KeyHistoryReader, find_device: Callable[[bytes], Device | None]
+) -> list[str]:
     """Replay the key history read from the log and compare each device's registry row
-    (as the server reports it) with it: an edited, back-dated or deleted revocation or
-    enrollment is one sentence each."""
+    (as ``find_device`` reports it: the server, or the database) with it: an edited,
+    back-dated or deleted revocation or enrollment is one sentence each."""
     problems = list(history.problems)
     for device_id, logged in replay(history.events).items():
+        problems += registry_problems(logged, find_device(device_id))
+    return problems
+
+
+def _server_device(c: ProvenanceClient) -> Callable[[bytes], Device | None]:
+    def find(device_id: bytes) -> Device | None:
         try:
-            row: Device | None = c.get_device(device_id)
+            return c.get_device(device_id)
         except TransportError as e:
             if e.code != "NOT_FOUND":
                 raise
-            row = None
-        problems += registry_problems(logged, row)
-    return problems
+            return None
+
+    return find
 
 
 def _pinned_key(state: Path, saved: AuditState | None, log_key: str | None, what: str) -> str:
@@ -269,6 +277,7 @@ def _audit_db(
             proof = merkle.consistency_proof(old_size, size, store.get_nodes)
         start = 0 if (full or saved is None) else old_size
         index = IndexAuditor(store) if start == 0 else None
+        history = KeyHistoryReader()
         with Progress(console=err, transient=True) as bar:
             task = bar.add_task("re-hashing entries", total=size - start)
 
@@ -284,24 +293,33 @@ def _audit_db(
                 vkey,
                 note,
                 proof,
-                index.tap(entries) if index else (e for _, e in entries),
+                history.tap(index.tap(entries) if index else (e for _, e in entries), start),
                 from_start=start == 0,
             )
+            problems: list[str] = []
             if index is not None:
                 index.finish()
+                keys = _key_history_problems(history, store.find_device)
+                problems += [f"KEY HISTORY: {p}" for p in keys]
+                problems += [f"NEAR-DUPLICATE INDEX: {p}" for p in index.problems]
     finally:
         store.close()
     atomic_write(state, new_state.to_json().encode())
     out.print(f"log OK: {_grew(saved, old_size, cp.size)}; {checked} entries re-hashed")
     if index is None:
-        out.print("near-duplicate index: not checked (--incremental reads only the new entries)")
-        return
-    if index.problems:
-        more = f"\n  ... and {index.more} more" if index.more else ""
-        raise LogIntegrityError(
-            "NEAR-DUPLICATE INDEX: the soft-hash rows or index packs differ from the soft"
-            " bindings of the logged entries:\n  " + "\n  ".join(index.problems) + more
+        out.print(
+            "key history and near-duplicate index: not checked (--incremental reads only the"
+            " new entries)"
         )
+        return
+    if problems:
+        more = f"\n  ... and {index.more} more index mismatches" if index.more else ""
+        raise LogIntegrityError(
+            "the database differs from what the logged entries say (registry rows against"
+            " the key history; soft-hash rows and index packs against the claims' soft"
+            " bindings):\n  " + "\n  ".join(problems) + more
+        )
+    out.print(f"key history OK: {len(history.events)} key events in the log; the registry agrees")
     out.print(
         f"near-duplicate index OK: {index.rows_checked} soft-hash rows and"
         f" {index.packs_checked} index packs match the logged entries"

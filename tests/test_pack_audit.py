@@ -49,6 +49,16 @@ def test_edited_index_packs_and_soft_hash_rows_fail_the_audit(
     rc, text = _audit(inproc, tmp_path, capsys)
     assert rc == 0, text
     assert f"{len(packs)} index packs match" in text
+    assert "key history OK: 1 key events" in text
+
+    # the database audit also replays the key history: a revocation slipped into the
+    # registry without a logged revocation is reported
+    with db:
+        db.execute("UPDATE devices SET revoked_at=1, revocation_reason='lost'")
+    rc, text = _audit(inproc, tmp_path, capsys)
+    assert rc == 3 and "KEY HISTORY:" in text and "NEAR-DUPLICATE" not in text, text
+    with db:
+        db.execute("UPDATE devices SET revoked_at=NULL, revocation_reason=''")
 
     # one hash word of the second pack flipped: the pack and its leaf are named
     first, words = db.execute(
