@@ -95,3 +95,32 @@ def test_edited_index_packs_and_soft_hash_rows_fail_the_audit(
     assert f"soft-hash rows of leaf {leaves[2]}: the database holds (no rows)" in text
     assert f"leaf {leaves[-1] + 10} (past the log's end)" in text
     db.close()
+
+
+def test_a_start_rebuilds_a_pack_whose_digest_does_not_match(
+    inproc: InProc,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A pack damaged in shape-preserving ways (one bit of a hash) is not trusted at
+    start: it is read row by row and written again, so the near-duplicate still matches
+    and the audit passes afterwards."""
+    monkeypatch.setattr(index_packs, "PACK_LEAVES", 2)
+    dev = inproc.enroll()
+    for p in ["grace_hopper.jpg", "rocket.jpg", "chelsea.png"]:
+        inproc.log_file(dev, SAMPLES / p)
+    inproc.reopen()  # stores packs [0, 2) and [2, 4)
+    with sqlite3.connect(inproc.db) as db:
+        (words,) = db.execute("SELECT words FROM index_packs WHERE first=2").fetchone()
+        db.execute(
+            "UPDATE index_packs SET words=? WHERE first=2", (bytes([words[0] ^ 1]) + words[1:],)
+        )
+    assert _audit(inproc, tmp_path, capsys)[0] == 3
+    inproc.reopen()
+    assert "pack at leaf 2 does not match its stored SHA-256" in caplog.text
+    with sqlite3.connect(inproc.db) as db:
+        assert db.execute("SELECT words FROM index_packs WHERE first=2").fetchone() == (words,)
+    rc, text = _audit(inproc, tmp_path, capsys)
+    assert rc == 0 and "2 index packs match" in text, text
