@@ -97,6 +97,10 @@ class NewLeaf:
 IndexRow = tuple[int, bytes, bytes, bytes, int, bytes, int, bytes]
 
 
+#: A stored soft-hash row: (leaf index, algorithm, hash, quality, frame time in seconds).
+SoftRow = tuple[int, str, bytes, int, float]
+
+
 @dataclass(frozen=True)
 class NewKeyLeaf:
     """A key-history leaf to append (`provenance.keyhistory`): stored in the leaves table
@@ -276,6 +280,11 @@ class Store(Protocol):
 
     def hash_pack(self, start: int, stop: int) -> HashPack:
         """The `HashPack` of leaves [start, stop), read from the soft-hash rows."""
+        ...
+
+    def soft_hash_rows(self, start: int, stop: int) -> list[SoftRow]:
+        """Every soft-hash row of leaves [start, stop), sorted (what `provenance.pack_audit`
+        compares with the logged entries)."""
         ...
 
     def stored_packs(self, start: int) -> Iterator[HashPack]:

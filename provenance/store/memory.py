@@ -18,7 +18,15 @@ from provenance.binding import PDQ_HASH_SIZE, PDQ_MIN_QUALITY, PerceptualHash
 from provenance.claims import Device
 from provenance.errors import EnrollmentError, LogError, UnknownDeviceError
 from provenance.registry import merged_revocation
-from provenance.store import HashPack, IndexRow, LeafRecord, NewKeyLeaf, NewLeaf, to_us
+from provenance.store import (
+    HashPack,
+    IndexRow,
+    LeafRecord,
+    NewKeyLeaf,
+    NewLeaf,
+    SoftRow,
+    to_us,
+)
 
 
 @dataclass
@@ -302,6 +310,13 @@ class MemoryStore:
         words = np.frombuffer(b"".join(h for _, h in usable), dtype=">u8").astype(np.uint64)
         video = any(h.timestamp_seconds > 0 for _, h in soft)
         return HashPack(start, stop, ids, words.reshape(-1, 4), video)
+
+    def soft_hash_rows(self, start: int, stop: int) -> list[SoftRow]:
+        return sorted(
+            (i, h.algorithm, h.hash, h.quality, h.timestamp_seconds)
+            for i, h in self._state.soft
+            if start <= i < stop
+        )
 
     def stored_packs(self, start: int) -> Iterator[HashPack]:
         yield from [self._state.packs[k] for k in sorted(self._state.packs) if k >= start]

@@ -33,6 +33,7 @@ from provenance.store import (
     LeafRecord,
     NewKeyLeaf,
     NewLeaf,
+    SoftRow,
     from_us,
     to_us,
 )
@@ -564,6 +565,16 @@ class SqlStore(ABC):
         ids = np.fromiter((int(r[0]) for r in rows), dtype=np.int64, count=len(rows))
         words = np.frombuffer(b"".join(bytes(r[1]) for r in rows), dtype=">u8")
         return HashPack(start, stop, ids, words.astype(np.uint64).reshape(-1, 4), video is not None)
+
+    @_reads_log
+    def soft_hash_rows(self, start: int, stop: int) -> list[SoftRow]:
+        with self._reading() as c:
+            rows = c.execute(
+                "SELECT leaf_idx, algorithm, hash, quality, timestamp_seconds FROM soft_hashes"
+                " WHERE leaf_idx>=? AND leaf_idx<?",
+                (start, stop),
+            ).fetchall()
+        return sorted((int(i), str(a), bytes(h), int(q), float(t)) for i, a, h, q, t in rows)
 
     def stored_packs(self, start: int) -> Iterator[HashPack]:
         return _paged(self._pack_page, lambda p: p.first, start)
