@@ -24,19 +24,27 @@ from rich.progress import Progress
 
 from clients import logcmd, witnesscmd
 from clients.api import ProvenanceClient, default_server
+from clients.cosigned import WitnessCheck, check_witnesses, policy_key
 from clients.device import DeviceHome, SyncResult, default_home, sidecar_path
 from clients.files import open_regular, read_bounded
-from clients.options import ServerOpt, in_existing_folder
-from clients.report import EXIT_CODES, report_to_json, report_to_text
+from clients.options import ServerOpt, WitnessOpt, WitnessQuorumOpt, in_existing_folder
+from clients.report import EXIT_CODES, EXIT_WITNESS_QUORUM, report_to_json, report_to_text
 from clients.scan.cli import scan as scan_command
 from detector import cli as detector_cli
-from provenance.errors import ConfigError, LogIntegrityError, ProvenanceError
+from provenance.errors import (
+    ConfigError,
+    LogIntegrityError,
+    ProvenanceError,
+    TimestampError,
+    WitnessQuorumError,
+)
 from provenance.keys import DeviceKey
 from provenance.media import sniff_media_type
 from provenance.sidecar import MAX_SIDECAR_BYTES, Sidecar, decode_sidecar
 
 if TYPE_CHECKING:  # imported when used: torch and the web stack load only on demand
     from detector.serving import ServerDetector
+    from provenance.c2pa.timestamp import TimestampAuthority
     from provenance.web.serve import WebServer
 
 app = typer.Typer(
@@ -173,6 +181,14 @@ def serve(
     c2pa_workers: Annotated[
         int, typer.Option(help="Processes reading C2PA manifests (0: do not read C2PA).")
     ] = 2,
+    tsa_trust_anchors: Annotated[
+        Path | None,
+        typer.Option(
+            help="PEM bundle of the RFC 3161 timestamp authorities trusted to date C2PA"
+            " signatures (`prov sign --c2pa --tsa-url`). Without it timestamps are reported"
+            " as untrusted and the log receipt or the current time is used."
+        ),
+    ] = None,
     max_image_mb: Annotated[
         int, typer.Option(help="Largest image file decoded, MiB (refused as it arrives).")
     ] = 256,
@@ -227,6 +243,31 @@ def serve(
             help="Also serve the web page, log explorer and HTTP API on HOST:PORT (as `prov web`)."
         ),
     ] = None,
+    witness: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="A witness to ask for cosignatures after each commit, URL=KEY (repeat):"
+            " its http(s) prefix and its cosigner key NAME+ID+KEY as `prov witness serve`"
+            " prints it (text or a file). C2SP tlog-witness."
+        ),
+    ] = None,
+    witness_quorum: Annotated[
+        int,
+        typer.Option(
+            help="Cosignatures a checkpoint needs to be published as cosigned (0: all --witness).",
+            min=0,
+        ),
+    ] = 0,
+    witness_timeout: Annotated[
+        float, typer.Option(help="Seconds a witness may take to answer.", min=0.1)
+    ] = 5.0,
+    witness_interval_ms: Annotated[
+        int,
+        typer.Option(
+            help="Least time between two cosigning rounds, ms (commits in between coalesce).",
+            min=0,
+        ),
+    ] = 0,
 ) -> None:
     """Run the gRPC server until SIGINT/SIGTERM, on a SQLite file (one server) or a
     PostgreSQL database (several servers, one log; see docs/deploy.md).
@@ -236,14 +277,23 @@ def serve(
     """
     from provenance.assets import AssetLimits
     from provenance.c2pa.pool import ReaderPool
-    from provenance.c2pa.reader import C2paTrust
+    from provenance.c2pa.reader import C2paTrust, with_tsa_roots
+    from provenance.c2pa.signing_time import SigningTimePolicy
+    from provenance.c2pa.timestamp import TsaTrust
     from provenance.inspect import InspectConfig
     from provenance.limits import ServerLimits
     from provenance.metrics import serve_metrics
     from provenance.server import ServerConfig, create_server
     from provenance.service import ProvenanceService, ServiceConfig
     from provenance.store import is_postgres_url
+    from provenance.video.decode import start_decoder
+    from provenance.witness.client import parse_witness_option
 
+    witnesses = tuple(parse_witness_option(w) for w in witness or [])
+    if witness_quorum > len(witnesses):
+        raise ConfigError(
+            f"--witness-quorum {witness_quorum} is more than the {len(witnesses)} --witness given"
+        )
     limits = ServerLimits(
         rpc_threads=rpc_threads,
         max_uploads=max_uploads,
@@ -288,6 +338,10 @@ def serve(
             verify_on_start=not fast_start,
             authority_dir=ca,
             full_check=full_check,
+            witnesses=witnesses,
+            witness_quorum=witness_quorum,
+            witness_timeout_s=witness_timeout,
+            witness_interval_s=witness_interval_ms / 1000,
         )
     )
     trust = None
@@ -295,7 +349,11 @@ def serve(
         trust = C2paTrust.from_files(c2pa_trust_anchors, c2pa_trust_config)
     elif service.authority is not None:
         trust = C2paTrust(service.authority.certificate_pem)
+    tsa_trust = TsaTrust.from_file(tsa_trust_anchors) if tsa_trust_anchors else None
+    trust = with_tsa_roots(trust, tsa_trust)
+    signing_time = SigningTimePolicy(tsa_trust=tsa_trust, log_verifier=service.verifier)
     pool = ReaderPool(workers=c2pa_workers) if c2pa_workers > 0 else None
+    start_decoder()  # the video decoder process, imports done before the first upload
     # The crop secret lives beside the database (SQLite) or the shared log key (PostgreSQL).
     beside = Path(db) if isinstance(target, Path) else Path(log_key or "")
     det = (
@@ -316,6 +374,7 @@ def serve(
             ),
             c2pa_pool=pool,
             c2pa_trust=trust,
+            c2pa_signing_time=signing_time,
         ),
         detector=det,
         limits=limits,
@@ -334,6 +393,8 @@ def serve(
         signal.signal(sig, lambda *_: stop.set())
     print(f"listening on {host}:{port}", flush=True)
     print(f"log key: {service.signer.verifier_key()}", flush=True)
+    for w in witnesses:
+        print(f"witness {w.name} at {w.url}", flush=True)
     if metrics_port is not None:
         mhost = metrics_listen.rsplit(":", 1)[0] if metrics_listen else host
         print(f"metrics on http://{mhost}:{metrics_port}/metrics", flush=True)
@@ -632,6 +693,18 @@ def sign(
             help="Also embed a C2PA manifest (signed with the device key, holding the claim, receipt and checkpoint) into each logged file, in place. Needs the certificate from enrollment with an authority.",
         ),
     ] = False,
+    tsa_url: Annotated[
+        str | None,
+        typer.Option(
+            help="With --c2pa: RFC 3161 timestamp authority URL. The C2PA signature gets a"
+            " timestamp (sigTst2), so it stays valid after the device certificate expires."
+            " If the TSA fails, the manifest is embedded without one, with a warning and"
+            " exit 1.",
+        ),
+    ] = None,
+    tsa_timeout: Annotated[
+        float, typer.Option(help="With --tsa-url: seconds to wait for the TSA.", min=0.1)
+    ] = 10.0,
 ) -> None:
     """Sign captures: write FILE.prov beside each and submit it to the log.
 
@@ -640,6 +713,11 @@ def sign(
     refused by the server, C2PA export impossible) is reported and the rest go on.
     Exit 0 when every file was signed (logged or queued), 1 when one failed.
     """
+    if tsa_url is not None and not c2pa:
+        raise typer.BadParameter("--tsa-url timestamps the C2PA manifest: add --c2pa")
+    from provenance.c2pa.timestamp import TimestampAuthority
+
+    tsa = TimestampAuthority(tsa_url, tsa_timeout) if tsa_url else None
     h = DeviceHome(home)
     key = h.load_key(_passphrase())
     chain = h.certificate() if c2pa else b""
@@ -671,7 +749,7 @@ def sign(
                     out.print(f"{f}: signed (#{seq}) and logged at leaf {leaf} -> {spath.name}")
                     if ch in done.notes:
                         err.print(f"[yellow]note:[/] {done.notes.pop(ch)}", highlight=False)
-                    if c2pa and not _embed_c2pa(h, key, f, spath, chain):
+                    if c2pa and not _embed_c2pa(h, key, f, spath, chain, tsa):
                         failed += 1
                     _print_sync_problems(h, done, stops=False)
                     continue
@@ -694,15 +772,33 @@ def sign(
         raise typer.Exit(1)
 
 
-def _embed_c2pa(h: DeviceHome, key: DeviceKey, f: Path, spath: Path, chain: bytes) -> bool:
+def _embed_c2pa(
+    h: DeviceHome,
+    key: DeviceKey,
+    f: Path,
+    spath: Path,
+    chain: bytes,
+    tsa: TimestampAuthority | None,
+) -> bool:
     """Embed the C2PA manifest into a logged capture; report a failure (a file that
-    already carries a manifest, say) and return False so a batch goes on."""
+    already carries a manifest, say) and return False so a batch goes on. When the
+    timestamp authority fails, embed without a timestamp, warn, and return False."""
+    stamped = ", timestamped by the TSA" if tsa else ""
     try:
-        h.embed_c2pa(key, f, spath, chain)
+        try:
+            h.embed_c2pa(key, f, spath, chain, tsa)
+        except TimestampError as e:
+            h.embed_c2pa(key, f, spath, chain, None)
+            err.print(
+                f"[yellow]{f}: C2PA manifest embedded WITHOUT a timestamp:[/] {e}; its"
+                " signing time rests on the log receipt inside it",
+                highlight=False,
+            )
+            return False
     except ProvenanceError as e:
         err.print(f"[red]{f}: C2PA manifest not embedded:[/] {e}", highlight=False)
         return False
-    out.print(f"{f}: C2PA manifest embedded (Content Credentials signed by this device)")
+    out.print(f"{f}: C2PA manifest embedded (Content Credentials signed by this device{stamped})")
     return True
 
 
@@ -718,15 +814,30 @@ def verify(
     no_sidecar: Annotated[
         bool, typer.Option("--no-sidecar", help="Ignore FILE.prov beside the file.")
     ] = False,
+    witness: WitnessOpt = None,
+    witness_quorum: WitnessQuorumOpt = None,
 ) -> None:
     """Verify a file against the log and print the report.
 
+    With --witness, the matched claim's receipt must be cosigned by the policy's quorum;
+    a receipt issued before its checkpoint was cosigned is first brought up to the
+    server's newest cosigned checkpoint (all proofs checked here).
+
     Exit codes: 0 SIGNED_ORIGINAL, 10 DERIVED, 11 UNSIGNED, 12 REVOKED_KEY,
-    13 TAMPERED; 1 when the file or server could not be checked; 2 usage errors.
+    13 TAMPERED; 14 when --witness is given and fewer than --witness-quorum of them
+    cosigned the receipt's checkpoint; 1 when the file or server could not be checked;
+    2 usage errors.
     """
+    policy = [policy_key(w) for w in witness or []]
+    quorum = len(policy) if witness_quorum is None else witness_quorum
+    if quorum > len(policy):
+        raise ConfigError(
+            f"--witness-quorum {quorum} is more than the {len(policy)} --witness given"
+        )
     found = None
     if not no_sidecar:
         found = _read_sidecar(file, sidecar)
+    cosigned: WitnessCheck | None = None
     try:
         with ProvenanceClient(server) as c:
             report = c.verify_file(
@@ -736,14 +847,23 @@ def verify(
                 chunk_hashes=found.chunk_hashes if found else (),
                 receipt=found.receipt if found else None,
             )
+            if policy:
+                cosigned = check_witnesses(c, report, found, policy, quorum)
     except ProvenanceError as e:
         if as_json:  # scripts always get a JSON object on stdout
             print(json.dumps({"status": None, "path": str(file), "error": str(e)}, indent=2))
         raise
     if as_json:
-        print(json.dumps(report_to_json(report, str(file)), indent=2))
+        doc = report_to_json(report, str(file))
+        if cosigned is not None:
+            doc["witnesses"] = cosigned.to_json()
+        print(json.dumps(doc, indent=2))
     else:
         out.print(report_to_text(report, str(file)), highlight=False, markup=False)
+        if cosigned is not None:
+            (err if cosigned.error else out).print(cosigned.text(), highlight=False, markup=False)
+    if cosigned is not None and cosigned.error:
+        raise typer.Exit(EXIT_WITNESS_QUORUM)
     raise typer.Exit(EXIT_CODES[report.status])
 
 
@@ -836,7 +956,7 @@ def main(argv: list[str] | None = None) -> int:
 
     Usage errors exit 2 (printed by Typer); our errors, and the machine's (OSError: a
     full disk, a folder gone), print one clean line and exit 1, or 3 for a log integrity
-    failure (fork, rollback, edited entries).
+    failure (fork, rollback, edited entries), or 14 when a witness policy is not met.
     """
     try:
         app(args=argv, prog_name="prov")
@@ -845,6 +965,9 @@ def main(argv: list[str] | None = None) -> int:
     except LogIntegrityError as e:
         err.print(f"[bold red]LOG INTEGRITY FAILURE:[/] {e}", highlight=False)
         return 3
+    except WitnessQuorumError as e:
+        err.print(f"[bold red]WITNESS POLICY NOT MET:[/] {e}", highlight=False)
+        return EXIT_WITNESS_QUORUM
     except ProvenanceError as e:
         err.print(f"[red]error:[/] {e}", highlight=False)
         return 1

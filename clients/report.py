@@ -11,6 +11,7 @@ code  status             meaning
 11    UNSIGNED           nothing found
 12    REVOKED_KEY        signed by a key revoked before logging
 13    TAMPERED           a claim is present but bytes/signature differ
+14    (witnesses)        with --witness: the receipt's checkpoint lacks the quorum
 1     (error)            the file or the server could not be checked
 2     (usage)            wrong command-line arguments
 ====  =================  ==========================================
@@ -31,6 +32,10 @@ EXIT_CODES: dict[Verdict, int] = {
     Verdict.REVOKED_KEY: 12,
     Verdict.TAMPERED: 13,
 }
+
+#: Exit code of ``prov verify`` and ``prov receipt verify``/``refresh`` when fewer
+#: witnesses than the policy's quorum cosigned the receipt's checkpoint.
+EXIT_WITNESS_QUORUM = 14
 
 _ADVISORY = "advisory only: a learned estimate, never proof; it does not change the status above"
 
@@ -152,6 +157,19 @@ def _c2pa_line(c: dict[str, Any]) -> str:
     )
 
 
+def _signing_time_line(c: dict[str, Any]) -> str:
+    """Which time the C2PA signer's certificate was judged at, and what that gave."""
+    st = c.get("signing_time")
+    if not st:
+        return str(c.get("signing_time_error"))
+    then = "valid" if st["certificate_valid"] else "NOT valid (expired or not yet valid)"
+    line = (
+        f"{st['description']} ({st['time'][:19]}Z): the signer's certificate was {then} then"
+        f" (valid {st['certificate_not_before'][:10]} to {st['certificate_not_after'][:10]})"
+    )
+    return "; ".join([line, *st.get("problems", ())])
+
+
 def report_to_text(r: VerificationReport, path: str) -> str:
     """A readable multi-line report: verdict, reasons, evidence, then the advisory block."""
     ev = r.evidence
@@ -200,6 +218,8 @@ def report_to_text(r: VerificationReport, path: str) -> str:
         lines.append(f"  time       FLAGGED: {codes} (see the notes above)")
     if r.c2pa is not None:
         lines.append(f"  C2PA       {_c2pa_line(r.c2pa)}")
+        if r.c2pa.get("signing_time") or r.c2pa.get("signing_time_error"):
+            lines.append(f"  C2PA time  {_signing_time_line(r.c2pa)}")
     if r.detector is not None:
         d = r.detector
         if d.get("available", True):

@@ -24,6 +24,7 @@ from typing import Any
 
 import grpc
 
+from provenance.contract import MAX_LOOKUP_HASHES, MAX_LOOKUP_QUERIES
 from provenance.errors import ConfigError, LimitError, UploadTimeoutError
 
 #: RPC threads kept free of uploads whatever the configuration, so cheap calls always run.
@@ -59,8 +60,8 @@ class ServerLimits:
     upload_idle_s: float = 30.0
     upload_deadline_s: float = 600.0
     min_chunk_bytes: int = 64 * 1024
-    max_lookup_queries: int = 1000
-    max_lookup_hashes: int = 16384
+    max_lookup_queries: int = MAX_LOOKUP_QUERIES
+    max_lookup_hashes: int = MAX_LOOKUP_HASHES
     quota_claims_per_minute: int = 600
     quota_bytes_per_minute: int = 32 * 1024 * 1024
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -29,7 +29,9 @@ from provenance.errors import (
     LogIntegrityError,
     ProvenanceError,
     StorageError,
+    WitnessError,
 )
+from provenance.index_packs import load_index, write_packs
 from provenance.log import merkle
 from provenance.log.checkpoint import (
     LogSigner,
@@ -38,7 +40,7 @@ from provenance.log.checkpoint import (
     load_log_signer,
 )
 from provenance.mih import MihIndex
-from provenance.receipt import verify_receipt
+from provenance.receipt import build_receipt, verify_receipt
 from provenance.registry import (
     check_claim_shape,
     check_enrollment,
@@ -58,6 +60,8 @@ from provenance.startup import advance_mark, check_log_at_start
 from provenance.store import LeafRecord, Store, open_store
 from provenance.timecheck import check_revocation_time, with_time_flags
 from provenance.verify import FileFacts, LoggedClaim, VerificationReport, decide
+from provenance.witness import WitnessStatus
+from provenance.witness.client import DEFAULT_TIMEOUT_S, Cosigner, WitnessSpec
 from provenance.writer import Appended, GroupCommitWriter, PendingClaim
 
 log = logging.getLogger(__name__)
@@ -86,7 +90,11 @@ class ServiceConfig:
     (`prov admin ca init`) that certifies enrolled keys for C2PA export, or None;
     follow_interval_s: how often a server over a shared store reads the other servers'
     appends into its near-duplicate index; mark_interval_s: how often the running server
-    re-hashes what was appended and moves the verified mark (`provenance.startup`).
+    re-hashes what was appended and moves the verified mark (`provenance.startup`);
+    witnesses: the witness policy whose cosignatures the server requests after each
+    commit (`provenance.witness.client`), witness_quorum: how many must cosign a
+    checkpoint (0: all), witness_timeout_s: per request, witness_interval_s: least time
+    between two cosigning rounds.
     """
 
     db: Path | str
@@ -97,6 +105,10 @@ class ServiceConfig:
     full_check: bool = False
     follow_interval_s: float = 0.25
     mark_interval_s: float = 60.0
+    witnesses: tuple[WitnessSpec, ...] = ()
+    witness_quorum: int = 0
+    witness_timeout_s: float = DEFAULT_TIMEOUT_S
+    witness_interval_s: float = 0.0
 
 
 class ProvenanceService:
@@ -127,8 +139,12 @@ class ProvenanceService:
             self.has_video = False
             #: leaves [0, _indexed) are in the near-duplicate index
             self._indexed = 0
+            #: leaves [0, _packed) are stored as index packs (`provenance.index_packs`)
+            self._packed = 0
             self._index_lock = threading.Lock()
-            self._follow(self.store.tree_size())
+            self._load_index()
+            #: requests witness cosignatures of new checkpoints, or None without a policy
+            self.cosigner = self._start_cosigner()
             self.writer = GroupCommitWriter(self.store, self.signer, clock, self._after_commit)
             self._stop = threading.Event()
             self._upkeep = threading.Thread(
@@ -136,6 +152,9 @@ class ProvenanceService:
             )
             self._upkeep.start()
         except BaseException:
+            cosigner: Cosigner | None = getattr(self, "cosigner", None)
+            if cosigner is not None:
+                cosigner.close()
             memo: CheckpointMemo | None = getattr(self, "_memo", None)
             if memo is not None:
                 memo.close()
@@ -182,16 +201,48 @@ class ProvenanceService:
         if latest is not None and (latest[0] > remembered or not self._memo.path.exists()):
             remember_checkpoint(self._memo.path, latest[1])
 
+    def _start_cosigner(self) -> Cosigner | None:
+        """The witness policy's cosigner, already asked to cosign the latest checkpoint."""
+        cfg = self.config
+        if not cfg.witnesses:
+            return None
+        cosigner = Cosigner(
+            list(cfg.witnesses),
+            cfg.witness_quorum or len(cfg.witnesses),
+            lambda old, new: merkle.consistency_proof(old, new, self.store.get_nodes),
+            self.store.latest_checkpoint,
+            timeout_s=cfg.witness_timeout_s,
+            interval_s=cfg.witness_interval_s,
+        )
+        latest = self.store.latest_checkpoint()
+        if latest is not None:
+            cosigner.submit(*latest)
+        return cosigner
+
+    def cosigned_checkpoint(self) -> tuple[str, int, list[WitnessStatus]]:
+        """(the newest checkpoint cosigned by the witness quorum, "" when none yet; the
+        quorum; each witness's status). Raises WitnessError when the server has no witness
+        policy."""
+        if self.cosigner is None:
+            raise WitnessError(
+                "this server requests no witness cosignatures (start it with --witness URL=KEY)"
+            )
+        return self.cosigner.cosigned() or "", self.cosigner.quorum, self.cosigner.statuses()
+
     def close(self) -> None:
         self._stop.set()
         self._upkeep.join()
         self.writer.close()
+        if self.cosigner is not None:
+            self.cosigner.close()
         if self._memo is not None:
             self._memo.close()
         self.store.close()
 
     def _after_commit(self, size: int, note: str, appended: list[tuple[int, PendingClaim]]) -> None:
         metrics.APPENDS.inc(len(appended))
+        if self.cosigner is not None:
+            self.cosigner.submit(size, note)
         if appended and self._memo is not None:
             self._memo.update(size, note)
         with self._index_lock:
@@ -208,22 +259,45 @@ class ProvenanceService:
         except (StorageError, LogError) as e:  # the upkeep thread catches up later
             log.warning("cannot index the log's new entries now: %s", e)
 
+    def _load_index(self) -> None:
+        """Load every usable hash of the log into the near-duplicate index at start (stored
+        packs, then the rows after them), store the packs that are due, and start building
+        the index's tables; searches scan exhaustively until they are built, never missing
+        a capture (`provenance.mih`)."""
+        t0 = time.perf_counter()
+        size = self.store.tree_size()
+        loaded = load_index(self.store, size)
+        for part in loaded.parts:
+            self.pdq.add_arrays(part.ids, part.words)
+        self.pdq.prepare()
+        pdq = self.pdq
+        metrics.INDEX_WARMING.set_function(lambda: float(pdq.warming))
+        self.has_video = loaded.video
+        self._indexed = size
+        self._packed = write_packs(self.store, loaded.packed, size, loaded.tail)
+        self._indexed_metrics()
+        #: seconds the start spent loading the near-duplicate index
+        self.index_load_seconds = time.perf_counter() - t0
+        log.info(
+            "near-duplicate index: %d hashes of %d leaves loaded (%d from packs) in %.2f s%s",
+            loaded.hashes,
+            size,
+            loaded.packed,
+            self.index_load_seconds,
+            "; building its tables in the background (searches scan meanwhile)"
+            if self.pdq.warming
+            else "",
+        )
+
     def _follow(self, size: int) -> None:
         """Bring the near-duplicate index up to a log of ``size`` leaves from the store
         (what other servers over the same database appended)."""
         with self._index_lock:
             if size <= self._indexed:
                 return
-            video = False
-
-            def rows() -> Iterator[tuple[int, PerceptualHash]]:
-                nonlocal video
-                for idx, h in self.store.iter_soft_hashes(self._indexed, size):
-                    video |= h.timestamp_seconds > 0
-                    yield idx, h
-
-            self.pdq.add_many(rows())  # all or nothing: a failed read adds none
-            self.has_video |= video
+            pack = self.store.hash_pack(self._indexed, size)  # a failed read adds none
+            self.pdq.add_arrays(pack.ids, pack.words)
+            self.has_video |= pack.video
             self._indexed = size
             self._indexed_metrics()
 
@@ -239,7 +313,8 @@ class ProvenanceService:
     def _upkeep_loop(self) -> None:
         """Over a shared store, poll the log's head and index what other servers appended,
         so a capture logged anywhere is found here within about ``follow_interval_s``;
-        every ``mark_interval_s``, move the verified mark."""
+        every ``mark_interval_s``, move the verified mark and store the index packs that
+        became full."""
         interval = (
             self.config.follow_interval_s if self.store.shared else self.config.mark_interval_s
         )
@@ -250,6 +325,7 @@ class ProvenanceService:
                     self._follow(self.store.tree_size())
                 if time.monotonic() >= next_mark:
                     self.advance_verified_mark()
+                    self._packed = write_packs(self.store, self._packed, self._indexed)
                     next_mark = time.monotonic() + self.config.mark_interval_s
             except (StorageError, LogError) as e:
                 log.warning("log upkeep: %s", e)
@@ -326,7 +402,7 @@ class ProvenanceService:
         check_signature(signed, device)
         old = self.store.leaf_by_claim_hash(signed.claim_hash)
         if old is not None:
-            return Appended(wire.decode_receipt(old.receipt), True)
+            return Appended(self._receipt(old), True)
         check_not_revoked(device, self.clock())
         return self.writer.submit(PendingClaim(signed, claim))
 
@@ -339,7 +415,7 @@ class ProvenanceService:
         fault is the database's, not the file's."""
         try:
             signed, _ = wire.decode_log_entry(rec.entry)
-            receipt = wire.decode_receipt(rec.receipt)
+            receipt = self._receipt(rec)
             verify_receipt(receipt, signed, self.verifier)
             claim = wire.decode_claim(signed.claim_bytes)
         except ProvenanceError as e:
@@ -347,10 +423,6 @@ class ProvenanceService:
                 f"log entry {rec.index} or its receipt does not verify with the log key: the"
                 f" log database is damaged ({e})"
             ) from e
-        if receipt.leaf_index != rec.index:
-            raise LogIntegrityError(
-                f"the receipt stored for log entry {rec.index} names another leaf"
-            )
         device = self.store.find_device(claim.device_id)
         if device is None:
             raise LogIntegrityError(
@@ -504,4 +576,12 @@ class ProvenanceService:
 
     def receipt_for_claim(self, claim_hash: bytes) -> Receipt | None:
         rec = self.store.leaf_by_claim_hash(claim_hash)
-        return None if rec is None else wire.decode_receipt(rec.receipt)
+        return None if rec is None else self._receipt(rec)
+
+    def _receipt(self, rec: LeafRecord) -> Receipt:
+        """The receipt of a stored leaf, rebuilt (`provenance.receipt.build_receipt`);
+        raises LogIntegrityError when the store cannot back it."""
+        covering = self.store.checkpoint_covering(rec.index)
+        return build_receipt(
+            rec.index, rec.entry, rec.integrated_at, covering, self.store.get_nodes
+        )

@@ -16,7 +16,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from provenance import keys as keys_module
 from provenance import wire
@@ -54,7 +54,7 @@ from provenance.log.checkpoint import (
     generate_log_key,
     load_log_signer,
 )
-from provenance.receipt import verify_receipt
+from provenance.receipt import build_receipt, verify_receipt
 from provenance.registry import (
     TOKEN_BYTES,
     chain_link,
@@ -62,6 +62,7 @@ from provenance.registry import (
     check_enrollment,
     check_not_revoked,
     check_signature,
+    merged_revocation,
     new_token,
     token_hash,
 )
@@ -210,6 +211,16 @@ def test_revocation_is_in_force_from_its_time_on() -> None:
         check_not_revoked(revoked, NOW + timedelta(days=3))
 
 
+def test_revoking_twice_keeps_the_earlier_time_with_its_reason() -> None:
+    later = NOW + timedelta(hours=1)
+    assert merged_revocation(_device(), NOW, "lost phone") == (NOW, "lost phone")
+    revoked = _device(revoked_at=NOW, revocation_reason="lost phone")
+    assert merged_revocation(revoked, later, "stolen") == (NOW, "lost phone")
+    assert merged_revocation(revoked, NOW, "stolen") == (NOW, "lost phone")
+    earlier = NOW - timedelta(microseconds=1)
+    assert merged_revocation(revoked, earlier, "stolen") == (earlier, "stolen")
+
+
 def test_chain_link_sequence_and_hash() -> None:
     prev = hashlib.sha256(b"previous claim").digest()
     assert chain_link(_claim(sequence=5, prev_claim_hash=prev), 4, prev) is True
@@ -292,6 +303,33 @@ def test_a_receipt_with_a_wrong_index_or_path_is_refused(wrong_index: int) -> No
     bad_path = (bytes(32),) + receipt.inclusion_proof[1:]
     with pytest.raises(ProofError):
         verify_receipt(replace(receipt, inclusion_proof=bad_path), signed, VERIFIER)
+
+
+def test_a_receipt_is_rebuilt_from_the_store_byte_for_byte() -> None:
+    log, signed, receipt = _receipt_log(3, 6)
+    note = log.note()
+    rebuilt = build_receipt(3, receipt.log_entry, NOW, (6, note), log.tree.get_nodes)
+    assert rebuilt == receipt
+    verify_receipt(rebuilt, signed, VERIFIER)
+    # the first checkpoint whose tree holds the leaf: size 4 holds leaf 3
+    early = build_receipt(3, receipt.log_entry, NOW, (4, log.note(4)), log.tree.get_nodes)
+    assert early.inclusion_proof == tuple(merkle.inclusion_proof(3, 4, log.tree.get_nodes))
+    assert verify_receipt(early, signed, VERIFIER).size == 4
+    for covering in (None, (3, log.note(3))):
+        with pytest.raises(
+            LogIntegrityError, match="^no signed checkpoint covers log entry 3: the log database"
+        ):
+            build_receipt(3, receipt.log_entry, NOW, covering, log.tree.get_nodes)
+
+    def missing(keys: object) -> list[bytes]:
+        raise LogError("node (1, 0) is missing")
+
+    with pytest.raises(
+        LogIntegrityError,
+        match=r"^the inclusion proof of log entry 3 cannot be read: node \(1, 0\) is missing$",
+    ) as caught:
+        build_receipt(3, receipt.log_entry, NOW, (6, note), missing)
+    assert isinstance(caught.value.__cause__, LogError)
 
 
 def test_a_receipt_signed_by_another_log_is_refused() -> None:
@@ -586,6 +624,15 @@ def test_notes_open_at_their_last_blank_line_and_edge_sizes() -> None:
 def test_malformed_notes_are_refused_with_the_reason(note: str, message: str) -> None:
     with pytest.raises(LogError, match=re.escape(message)):
         VERIFIER.open(note)
+
+
+def test_a_raw_signature_is_the_log_key_s_ed25519_signature_of_the_message() -> None:
+    # for the signed messages of other note formats (witness cosignatures)
+    signature = SIGNER.sign_message(b"cosignature/v1\ntime 1\n")
+    assert len(signature) == 64
+    Ed25519PublicKey.from_public_bytes(SIGNER.public_key).verify(
+        signature, b"cosignature/v1\ntime 1\n"
+    )
 
 
 def test_note_text_must_end_with_a_newline() -> None:

@@ -74,6 +74,25 @@ def _strip_jpeg(data: bytes) -> bytes:
     The walk stops at the first scan, at the end of the image, or at the first byte that
     is not a well-formed marker segment; everything from there on is kept as it is.
     """
+    segments, pos = _jpeg_segments(data)
+    c2pa_instances = {
+        _jumbf_instance(data, s)
+        for s, e in segments
+        if _is_app11_jumbf(data, s, e) and _jumbf_first_is_c2pa(data, s, e)
+    }
+    if not c2pa_instances:
+        return data
+    out = bytearray(data[:2])
+    for s, e in segments:
+        if not (_is_app11_jumbf(data, s, e) and _jumbf_instance(data, s) in c2pa_instances):
+            out += data[s:e]
+    out += data[pos:]
+    return bytes(out)
+
+
+def _jpeg_segments(data: bytes) -> tuple[list[tuple[int, int]], int]:
+    """The marker segments after SOI as contiguous (start, end) ranges, and where the walk
+    stopped (first scan, end of image, or the first malformed segment)."""
     if data[:2] != b"\xff\xd8":
         raise MediaError("not a JPEG file (no SOI marker)")
     segments: list[tuple[int, int]] = []  # contiguous (start, end) ranges after SOI
@@ -97,20 +116,84 @@ def _strip_jpeg(data: bytes) -> bytes:
             break
         segments.append((pos, end))
         pos = end
+    return segments, pos
 
-    c2pa_instances = {
-        _jumbf_instance(data, s)
+
+def manifest_store(data: bytes, media_type: str) -> tuple[bytes, int | None]:
+    """The C2PA manifest store's JUMBF superbox (ISO/IEC 19566-5) and where it sits.
+
+    Returns (store bytes, file offset of its first byte), the offset None when a JPEG
+    store is split over several APP11 segments and had to be put back together (each
+    continuation segment repeats the box header, C2PA 2.1, A.3.1). The store lives in
+    the JPEG APP11 segments, the PNG ``caBX`` chunk (A.3.3) or the BMFF ``uuid`` box
+    (A.4.1). Raises MediaError when the file carries no store, or its store overruns
+    its container or is missing segments.
+    """
+    if media_type in JPEG_TYPES:
+        segments = _jpeg_segments(data)[0]
+        units = [
+            (s + 12, e, s)
+            for s, e in segments
+            if _is_app11_jumbf(data, s, e) and _jumbf_first_is_c2pa(data, s, e)
+        ]
+    elif media_type in PNG_TYPES:
+        units = [(p + 8, p + 8 + n, p) for p, n in _png_chunks(data, b"caBX")]
+    elif media_type in BMFF_TYPES:
+        units = [
+            (p, e, s)
+            for kind, s, p, e in _boxes(data, 0, len(data), strict=False)
+            if kind == b"uuid" and data[p : p + 16] == C2PA_BMFF_UUID
+        ]
+    else:
+        raise MediaError(f"no C2PA manifest-store rule for media type {media_type!r}")
+    for start, end, unit in units:
+        at = data.find(b"jumd" + C2PA_STORE_UUID, start, end)
+        if at < start + 12 or data[at - 8 : at - 4] != b"jumb":
+            continue
+        box = at - 12
+        length = struct.unpack_from(">I", data, box)[0]
+        if box + length <= end:
+            return data[box : box + length], box
+        if media_type in JPEG_TYPES:
+            return _jpeg_store(data, segments, unit, length), None
+        raise MediaError("the C2PA manifest store overruns its container")
+    raise MediaError("the file carries no C2PA manifest store")
+
+
+def _jpeg_store(data: bytes, segments: list[tuple[int, int]], first: int, length: int) -> bytes:
+    """Put a JUMBF box of ``length`` bytes back together from its APP11 segments, in
+    sequence-number order; the first keeps the box header, the others drop their copy."""
+    instance = _jumbf_instance(data, first)
+    parts = sorted(
+        (struct.unpack_from(">I", data, s + 8)[0], s, e)
         for s, e in segments
-        if _is_app11_jumbf(data, s, e) and _jumbf_first_is_c2pa(data, s, e)
-    }
-    if not c2pa_instances:
-        return data
-    out = bytearray(data[:2])
-    for s, e in segments:
-        if not (_is_app11_jumbf(data, s, e) and _jumbf_instance(data, s) in c2pa_instances):
-            out += data[s:e]
-    out += data[pos:]
-    return bytes(out)
+        if _is_app11_jumbf(data, s, e) and _jumbf_instance(data, s) == instance
+    )
+    header = 16 if struct.unpack_from(">I", data, first + 12)[0] == 1 else 8
+    store = bytearray()
+    for number, (sequence, s, e) in enumerate(parts, start=1):
+        if sequence != number:
+            raise MediaError(f"the C2PA manifest store lacks APP11 segment {number}")
+        store += data[s + 12 : e] if number == 1 else data[s + 12 + header : e]
+    if len(store) < length:
+        raise MediaError("the C2PA manifest store is truncated (APP11 segments missing)")
+    return bytes(store[:length])
+
+
+def _png_chunks(data: bytes, kind: bytes) -> list[tuple[int, int]]:
+    """(chunk start, data length) of every chunk of this type, in file order."""
+    found = []
+    pos = len(_PNG_SIGNATURE)
+    while pos + 12 <= len(data):
+        length, this = struct.unpack_from(">I4s", data, pos)
+        if pos + 12 + length > len(data):
+            break
+        if this == kind:
+            found.append((pos, length))
+        pos += 12 + length
+        if this == b"IEND":
+            break
+    return found
 
 
 def _is_app11_jumbf(data: bytes, start: int, end: int) -> bool:
