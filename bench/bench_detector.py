@@ -8,6 +8,10 @@ Both measured in the same run on the same threads:
    crop cutting, uint8 -> normalised float, the batching queue, calibration, reports),
    one caller with 8 images per call, then 8 concurrent callers with one image each.
 
+3. per CPU-second: the bare pass of the default network against the bare pass of
+   `default-b` (the version-2 PatchResNet) on the same tensors, counted in process CPU
+   time, which a machine shared with other jobs disturbs less than wall time.
+
 Prints patches/s and the ratio of each to the bare pass.
 
 Usage: python bench/bench_detector.py [--seconds 3] [--rounds 3] [--threads N]
@@ -26,6 +30,7 @@ from results import Ratio, write_results  # bench/results.py, next to this scrip
 
 from detector.data import load_image
 from detector.infer import Detector
+from detector.registry import load_models
 
 FIXTURES = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures"
 
@@ -37,6 +42,15 @@ def _rate(fn, seconds: float) -> float:
     while time.perf_counter() - start < seconds:
         n += fn()
     return n / (time.perf_counter() - start)
+
+
+def _cpu_rate(fn, seconds: float) -> float:
+    """Like _rate, in patches per second of this process's CPU time."""
+    fn()
+    start, n = time.process_time(), 0
+    while time.process_time() - start < seconds:
+        n += fn()
+    return n / (time.process_time() - start)
 
 
 def main() -> None:
@@ -83,11 +97,26 @@ def main() -> None:
                 t.join()
             return batch
 
-        rates: dict[str, list[float]] = {"bare": [], "one": [], "concurrent": []}
-        for _ in range(args.rounds):  # alternate, so load drift hits all three alike
+        (previous,) = load_models("default-b")
+
+        def bare_previous() -> int:
+            with torch.inference_mode():
+                previous.net(x)
+            return batch
+
+        rates: dict[str, list[float]] = {
+            "bare": [],
+            "one": [],
+            "concurrent": [],
+            "cpu": [],
+            "cpu_previous": [],
+        }
+        for _ in range(args.rounds):  # alternate, so load drift hits all alike
             rates["bare"].append(_rate(bare, args.seconds))
             rates["one"].append(_rate(one_caller, args.seconds))
             rates["concurrent"].append(_rate(concurrent, args.seconds))
+            rates["cpu"].append(_cpu_rate(bare, args.seconds))
+            rates["cpu_previous"].append(_cpu_rate(bare_previous, args.seconds))
     med = {k: statistics.median(v) for k, v in rates.items()}
     spread = max(rates["bare"]) / min(rates["bare"])
     print(
@@ -107,6 +136,10 @@ def main() -> None:
         f"  score_image, {len(images)} concurrent callers: {med['concurrent']:8.0f} patches/s "
         f"= {med['concurrent'] / med['bare']:.2f} x bare  ({med['concurrent'] / crops:.1f} images/s)"
     )
+    print(
+        f"  per CPU-second, bare: default {med['cpu']:8.0f} patches, default-b (PatchResNet) "
+        f"{med['cpu_previous']:8.0f} = {med['cpu'] / med['cpu_previous']:.2f} x"
+    )
     write_results(
         "detector",
         [
@@ -123,6 +156,13 @@ def main() -> None:
                 "bare forward pass",
                 med["bare"],
                 "patches/s",
+            ),
+            Ratio(
+                "detector default bare, per CPU-second",
+                med["cpu"],
+                "default-b (version-2 PatchResNet) bare",
+                med["cpu_previous"],
+                "patches/CPU-s",
             ),
         ],
     )

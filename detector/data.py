@@ -166,6 +166,22 @@ def in_split(group: str, fraction: float, salt: str) -> bool:
     return int.from_bytes(digest[:8], "big") / 2**64 < fraction
 
 
+#: The source-held-out protocol of the shipped model (scripts/detector_candidates.py):
+#: this share of sources (repositories; fixture groups without one) never trains.
+HELD_OUT_FRACTION = 0.3
+HELD_OUT_SALT = "det-eval"
+
+
+def source_of(sample: Sample) -> str:
+    """The unit of source-held-out splits: the sample's repository, else its group."""
+    return sample.repo or sample.group
+
+
+def is_held_out_source(sample: Sample) -> bool:
+    """True for samples of the HELD_OUT_FRACTION of sources kept out of training."""
+    return in_split(source_of(sample), HELD_OUT_FRACTION, HELD_OUT_SALT)
+
+
 def load_image(path: Path) -> DecodedImage:
     """Decode an image file with `provenance.media.decode_image` (rgb: (H, W, 3) uint8).
 

@@ -50,11 +50,13 @@ from torch.nn import functional as F
 
 from detector.calibrate import calibrate
 from detector.config import ModelMeta, Preprocess
-from detector.data import Sample, in_split, load_image, load_samples
+from detector.data import Sample, in_split, load_image, load_samples, source_of
+from detector.data import is_held_out_source as is_test_source
 from detector.fakes import UPSAMPLERS, TinyAutoencoder, random_upsampler
 from detector.features import patch_logits, to_input
 from detector.metrics import roc_auc
 from detector.model import HybridDetector, PatchResNet, SpectralFeatures, SpectralLogistic
+from detector.registry import load_models
 from detector.train import TrainConfig, train_network
 from detector.transforms import (
     CONDITIONS,
@@ -73,16 +75,6 @@ DATA = [ROOT / ".cache" / "detector-data", FIXTURES / "detector", FIXTURES / "de
 CACHE = ROOT / ".cache" / "detector-candidates"
 PATCH = 64
 CHUNK = 200
-
-
-def source_of(s: Sample) -> str:
-    """The unit of source-held-out splits: the repository, else the fixture group."""
-    return s.repo or s.group
-
-
-def is_test_source(s: Sample) -> bool:
-    """True for the 30% of sources held out of every training run."""
-    return in_split(source_of(s), 0.3, "det-eval")
 
 
 def samples() -> list[Sample]:
@@ -323,13 +315,18 @@ class Features:
         self.where = patches.where
 
     def stack(self, conds: tuple[str, ...], idx: list[int]) -> tuple[np.ndarray, np.ndarray]:
-        parts, owner = [], []
+        """(image-level features (N, F): the mean over each image's patches, one row per
+        image and condition that has patches; the image index of each row (N,)). For a
+        linear model the mean feature's logit is the mean patch logit, as served."""
+        rows, owner = [], []
         for c in conds:
             for i in idx:
                 a, b = self.where[c].get(i, (0, 0))
-                parts.append(self.arrays[c][a:b])
-                owner.append(np.full(b - a, i))
-        return np.concatenate(parts), np.concatenate(owner)
+                if b > a:
+                    rows.append(self.arrays[c][a:b].mean(0))
+                    owner.append(i)
+        size = self.arrays["harm"].shape[1]
+        return (np.stack(rows) if rows else np.zeros((0, size), np.float32)), np.array(owner)
 
 
 def image_means(values: np.ndarray, owner: np.ndarray, idx: list[int]) -> np.ndarray:
@@ -364,7 +361,9 @@ def stage_run(args: argparse.Namespace) -> None:
     """Train every candidate, score each with the protocol, write the report."""
     all_samples = samples()
     pt = Patches()
-    ft = Features(pt)
+    chosen = set(args.candidates.split(","))
+    # Spectral features only when a spectral candidate runs (computing them takes minutes).
+    ft: Any = Features(pt) if any(c.startswith("spec") for c in chosen) else None
     idx = pt.images()
     test_real = [i for i in idx if all_samples[i].label == 0 and is_test_source(all_samples[i])]
     train_real = [
@@ -453,7 +452,6 @@ def stage_run(args: argparse.Namespace) -> None:
             z = net.fc((torch.from_numpy(x) - net.feat_mean) / net.feat_std).squeeze(1).numpy()
         return image_means(z, owner, ids)
 
-    chosen = set(args.candidates.split(","))
     widths = tuple(int(w) for w in args.widths.split(","))
 
     def cnn_scores(net: torch.nn.Module, cond: str, ids: list[int]) -> np.ndarray:
@@ -564,6 +562,19 @@ def stage_run(args: argparse.Namespace) -> None:
                 f"PatchResNet {widths}, {args.epochs} epochs, {neg_c} vs {pos_c}",
             )
             torch.save(net.state_dict(), CACHE / f"{name}.pt")
+    if "old_default" in chosen:  # the weights shipped before, on the images it never saw
+        t0 = time.monotonic()
+        (old_model,) = load_models("default", args.baseline)
+        seen = set(json.loads(Path(args.baseline_trainfiles).read_text())["trained_on"])
+        unseen = [i for i in eval_idx if recipe_key(all_samples[i]) not in seen]
+
+        def old_scores(c: str, ids: list[int]) -> np.ndarray:
+            out = np.full(len(ids), np.nan)
+            keep = [k for k, i in enumerate(ids) if i in set(unseen)]
+            out[keep] = cnn_scores(old_model.net, c, [ids[k] for k in keep])
+            return out
+
+        score_once("old_default", old_scores, time.monotonic() - t0, "default version 2")
     # Ensembles: the members' image logits, each divided by its spread over all test
     # images (no labels used), averaged.
     for combo in filter(None, args.ensembles.split(",")):
@@ -723,6 +734,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-images", type=int, default=400, help="ae: real photos to reconstruct")
     ap.add_argument("--candidates", default="spec_gen,spec_syn,spec_ae,cnn_syn,cnn_ae")
     ap.add_argument("--ensembles", default="", help="e.g. spec_gen+cnn_ae,spec_gen+spec_ae")
+    ap.add_argument("--baseline", type=Path, help="old_default: the weights to compare")
+    ap.add_argument("--baseline-trainfiles", type=Path, help="old_default: its training files")
     ap.add_argument("--folds", type=int, default=4, help="family groups of the CNN folds")
     ap.add_argument("--epochs", type=int, default=2, help="CNN epochs")
     ap.add_argument("--widths", default="16,32,64,128", help="PatchResNet widths")
