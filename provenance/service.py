@@ -7,6 +7,7 @@ messages and calls these methods; tests and benchmarks can call them directly.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 import time
@@ -58,7 +59,7 @@ from provenance.startup import advance_mark, check_log_at_start
 from provenance.store import LeafRecord, Store, open_store
 from provenance.timecheck import check_revocation_time, with_time_flags
 from provenance.verify import FileFacts, LoggedClaim, VerificationReport, decide
-from provenance.writer import Appended, GroupCommitWriter, PendingClaim
+from provenance.writer import Appended, GroupCommitWriter, PendingClaim, unconfirmed
 
 log = logging.getLogger(__name__)
 
@@ -320,6 +321,28 @@ class ProvenanceService:
         confirm in time, LogIntegrityError when the stored log no longer matches its
         checkpoints.
         """
+        admitted = self.admit(signed)
+        if isinstance(admitted, Appended):
+            return admitted
+        return self.writer.submit(admitted)
+
+    async def submit_async(self, signed: SignedClaim, timeout: float = 30.0) -> Appended:
+        """`submit` for an asyncio caller: the checks run on the calling (event loop)
+        thread and the wait for the group commit holds no thread. Raises as `submit`."""
+        admitted = self.admit(signed)
+        if isinstance(admitted, Appended):
+            return admitted
+        # shielded: a cancelled wait (timeout, client gone) must not cancel the writer's
+        # future, which the writer thread completes whatever happens
+        done = asyncio.shield(asyncio.wrap_future(self.writer.enqueue(admitted)))
+        try:
+            return await asyncio.wait_for(done, timeout)
+        except TimeoutError as e:
+            raise unconfirmed(timeout) from e
+
+    def admit(self, signed: SignedClaim) -> Appended | PendingClaim:
+        """The checks of `submit` before the writer: the claim ready to log, or the
+        original receipt of a replay. Raises as `submit`."""
         claim = wire.decode_claim(signed.claim_bytes)
         check_claim_shape(signed, claim)
         device = self.store.get_device(signed.key_id)
@@ -328,7 +351,7 @@ class ProvenanceService:
         if old is not None:
             return Appended(wire.decode_receipt(old.receipt), True)
         check_not_revoked(device, self.clock())
-        return self.writer.submit(PendingClaim(signed, claim))
+        return PendingClaim(signed, claim)
 
     # ---------------------------------------------------------------- verification
 

@@ -74,6 +74,14 @@ class _NodeCache:
         return [self.known[k] for k in keys]
 
 
+def unconfirmed(timeout: float) -> StorageError:
+    """The error for a submission the log has not confirmed within ``timeout`` seconds."""
+    return StorageError(
+        f"the log did not confirm the submission within {timeout:g} s; it may still"
+        " be recorded: submit it again (a replay returns its receipt)"
+    )
+
+
 class GroupCommitWriter:
     """The single writer of the log (see module docstring).
 
@@ -103,15 +111,18 @@ class GroupCommitWriter:
         """Queue ``pending`` and wait until it is durable; raises the submission's error,
         or StorageError when the log has not confirmed it within ``timeout`` seconds (it
         may still be logged: a resubmission returns its receipt)."""
+        try:
+            return self.enqueue(pending).result(timeout=timeout)
+        except TimeoutError as e:
+            raise unconfirmed(timeout) from e
+
+    def enqueue(self, pending: PendingClaim) -> Future[Appended]:
+        """Queue ``pending``; the future completes (from the writer thread) once it is
+        durable, or with the submission's error. For callers that wait their own way
+        (`asyncio.wrap_future` in the asyncio server); `submit` waits on it."""
         fut: Future[Appended] = Future()
         self._queue.put(_Item(pending, fut))
-        try:
-            return fut.result(timeout=timeout)
-        except TimeoutError as e:
-            raise StorageError(
-                f"the log did not confirm the submission within {timeout:g} s; it may still"
-                " be recorded: submit it again (a replay returns its receipt)"
-            ) from e
+        return fut
 
     def close(self) -> None:
         """Finish what is queued, then stop the writer thread."""
