@@ -49,4 +49,4 @@ fuzz: $(STAMP)
 
 # Mutation testing of the trusted core (mutmut); writes docs/mutants.md.
 mutants: $(STAMP)
-	$(BIN)/python scripts/mutants.py
+	$(BIN)/python scripts/mutants.py $(MUTANTS_ARGS)

@@ -138,7 +138,7 @@ def _build_log(db: Path, key: Path, leaves: int) -> None:
             )  # fmt: skip
         with store.append() as txn:
             txn.put_nodes(merkle.append_batch(start, [lf.leaf_hash for lf in new], txn.get_nodes))
-            txn.insert_leaves(start, new, [b"\0" * 900] * len(new))
+            txn.insert_leaves(start, new)
             if start + len(new) == leaves:
                 root = merkle.root(leaves, txn.get_nodes)
                 txn.put_checkpoint(

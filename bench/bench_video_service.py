@@ -13,14 +13,12 @@ from __future__ import annotations
 import argparse
 import hashlib
 import os
-import subprocess
-import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
 import psutil
+from prov_server import PeakRss, enrolled_server  # bench/prov_server.py, next to this script
 from results import Ratio, write_results  # bench/results.py, next to this script
 
 from clients.api import ProvenanceClient
@@ -50,69 +48,25 @@ def sha256_file(path: Path) -> float:
 
 def measure(mb: int) -> dict[str, float]:
     """Sign and verify an ``mb`` MiB video; return rates and the server's memory figures."""
-    with tempfile.TemporaryDirectory() as tmp:
-        work = Path(tmp)
-        os.environ.update(
-            PROV_ADMIN_TOKEN="bench-token", PROV_HOME=str(work / "dev"), PROV_PASSPHRASE="bench"
-        )
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "clients.cli",
-                "serve",
-                "--db",
-                str(work / "v.db"),
-                "--listen",
-                "127.0.0.1:0",
-                "--no-detector",
-            ],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-            text=True,
-            cwd=ROOT,
-        )
-        assert proc.stdout is not None
-        address = proc.stdout.readline().split()[-1]
-        os.environ["PROV_SERVER"] = address
-        try:
-            video = work / "big.mp4"
-            make_video(video, mb)
-            assert prov(["device", "init"]) == 0
-            with ProvenanceClient(address, admin_token="bench-token") as c:
-                token, _ = c.create_enrollment_token()
-            assert prov(["device", "enroll", "--token", token]) == 0
-            assert prov(["sign", str(video)]) == 0
-            server = psutil.Process(proc.pid)
-            base = server.memory_info().rss
-            peak = [base]
-            done = threading.Event()
-
-            def sample() -> None:
-                while not done.is_set():
-                    peak[0] = max(peak[0], server.memory_info().rss)
-                    time.sleep(0.02)
-
-            t = threading.Thread(target=sample)
-            t.start()
+    with tempfile.TemporaryDirectory() as tmp, enrolled_server(Path(tmp)) as (proc, address):
+        video = Path(tmp) / "big.mp4"
+        make_video(video, mb)
+        assert prov(["sign", str(video)]) == 0
+        server = psutil.Process(proc.pid)
+        with PeakRss(server, 0.02) as rss:
             t0 = time.perf_counter()
             with ProvenanceClient(address) as c:
                 report = c.verify_file(video)
             t_verify = time.perf_counter() - t0
-            done.set()
-            t.join()
-            assert report.status.value == "SIGNED_ORIGINAL", report.reasons
-            t_hash = sha256_file(video)
-            size = video.stat().st_size
-        finally:
-            proc.terminate()
-            proc.wait(timeout=30)
+        assert report.status.value == "SIGNED_ORIGINAL", report.reasons
+        t_hash = sha256_file(video)
+        size = video.stat().st_size
     return {
         "mb": size / 1e6,
         "verify_mb_s": size / 1e6 / t_verify,
         "sha256_mb_s": size / 1e6 / t_hash,
-        "rss_base_mb": base / 1e6,
-        "rss_growth_mb": (peak[0] - base) / 1e6,
+        "rss_base_mb": rss.base / 1e6,
+        "rss_growth_mb": rss.growth / 1e6,
     }
 
 

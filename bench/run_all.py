@@ -27,11 +27,14 @@ PLAN: list[tuple[str, list[str], int]] = [
     ("bench_service.py", ["--callers", "64", "--seconds", "3", "--mb", "64"], 240),
     ("bench_log.py", ["--sizes", "100000", "--appends", "2000", "--samples", "500"], 240),
     ("bench_video.py", [], 300),
+    ("bench_image.py", [], 150),
     ("bench_video_service.py", ["--mb", "64"], 180),
     ("bench_c2pa.py", [], 120),
     ("bench_scan.py", ["--files", "1000", "--hashes", "100000", "--queries", "100"], 180),
     ("bench_web.py", ["--mb", "32", "--rounds", "3"], 120),
     ("bench_detector.py", ["--seconds", "1", "--rounds", "3"], 120),
+    # a 10^5-capture log, cached in out/biglog/ after the first run (10^6: --leaves 1000000)
+    ("bench_store.py", ["--leaves", "100000", "--big", "1048576", "--appends", "2048"], 300),
 ]
 
 

@@ -30,13 +30,14 @@ from clients.options import ServerOpt, in_existing_folder
 from clients.report import EXIT_CODES, report_to_json, report_to_text
 from clients.scan.cli import scan as scan_command
 from detector import cli as detector_cli
-from provenance.errors import ConfigError, LogIntegrityError, ProvenanceError
+from provenance.errors import ConfigError, LogIntegrityError, ProvenanceError, TimestampError
 from provenance.keys import DeviceKey
 from provenance.media import sniff_media_type
 from provenance.sidecar import MAX_SIDECAR_BYTES, Sidecar, decode_sidecar
 
 if TYPE_CHECKING:  # imported when used: torch and the web stack load only on demand
     from detector.serving import ServerDetector
+    from provenance.c2pa.timestamp import TimestampAuthority
     from provenance.web.serve import WebServer
 
 app = typer.Typer(
@@ -173,6 +174,14 @@ def serve(
     c2pa_workers: Annotated[
         int, typer.Option(help="Processes reading C2PA manifests (0: do not read C2PA).")
     ] = 2,
+    tsa_trust_anchors: Annotated[
+        Path | None,
+        typer.Option(
+            help="PEM bundle of the RFC 3161 timestamp authorities trusted to date C2PA"
+            " signatures (`prov sign --c2pa --tsa-url`). Without it timestamps are reported"
+            " as untrusted and the log receipt or the current time is used."
+        ),
+    ] = None,
     max_image_mb: Annotated[
         int, typer.Option(help="Largest image file decoded, MiB (refused as it arrives).")
     ] = 256,
@@ -243,13 +252,16 @@ def serve(
     """
     from provenance.assets import AssetLimits
     from provenance.c2pa.pool import ReaderPool
-    from provenance.c2pa.reader import C2paTrust
+    from provenance.c2pa.reader import C2paTrust, with_tsa_roots
+    from provenance.c2pa.signing_time import SigningTimePolicy
+    from provenance.c2pa.timestamp import TsaTrust
     from provenance.inspect import InspectConfig
     from provenance.limits import ServerLimits
     from provenance.metrics import serve_metrics
     from provenance.server import ServerConfig, create_server
     from provenance.service import ProvenanceService, ServiceConfig
     from provenance.store import is_postgres_url
+    from provenance.video.decode import start_decoder
 
     limits = ServerLimits(
         rpc_threads=rpc_threads,
@@ -303,7 +315,11 @@ def serve(
         trust = C2paTrust.from_files(c2pa_trust_anchors, c2pa_trust_config)
     elif service.authority is not None:
         trust = C2paTrust(service.authority.certificate_pem)
+    tsa_trust = TsaTrust.from_file(tsa_trust_anchors) if tsa_trust_anchors else None
+    trust = with_tsa_roots(trust, tsa_trust)
+    signing_time = SigningTimePolicy(tsa_trust=tsa_trust, log_verifier=service.verifier)
     pool = ReaderPool(workers=c2pa_workers) if c2pa_workers > 0 else None
+    start_decoder()  # the video decoder process, imports done before the first upload
     # The crop secret lives beside the database (SQLite) or the shared log key (PostgreSQL).
     beside = Path(db) if isinstance(target, Path) else Path(log_key or "")
     det = (
@@ -324,6 +340,7 @@ def serve(
             ),
             c2pa_pool=pool,
             c2pa_trust=trust,
+            c2pa_signing_time=signing_time,
         ),
         detector=det,
         limits=limits,
@@ -640,6 +657,18 @@ def sign(
             help="Also embed a C2PA manifest (signed with the device key, holding the claim, receipt and checkpoint) into each logged file, in place. Needs the certificate from enrollment with an authority.",
         ),
     ] = False,
+    tsa_url: Annotated[
+        str | None,
+        typer.Option(
+            help="With --c2pa: RFC 3161 timestamp authority URL. The C2PA signature gets a"
+            " timestamp (sigTst2), so it stays valid after the device certificate expires."
+            " If the TSA fails, the manifest is embedded without one, with a warning and"
+            " exit 1.",
+        ),
+    ] = None,
+    tsa_timeout: Annotated[
+        float, typer.Option(help="With --tsa-url: seconds to wait for the TSA.", min=0.1)
+    ] = 10.0,
 ) -> None:
     """Sign captures: write FILE.prov beside each and submit it to the log.
 
@@ -648,6 +677,11 @@ def sign(
     refused by the server, C2PA export impossible) is reported and the rest go on.
     Exit 0 when every file was signed (logged or queued), 1 when one failed.
     """
+    if tsa_url is not None and not c2pa:
+        raise typer.BadParameter("--tsa-url timestamps the C2PA manifest: add --c2pa")
+    from provenance.c2pa.timestamp import TimestampAuthority
+
+    tsa = TimestampAuthority(tsa_url, tsa_timeout) if tsa_url else None
     h = DeviceHome(home)
     key = h.load_key(_passphrase())
     chain = h.certificate() if c2pa else b""
@@ -679,7 +713,7 @@ def sign(
                     out.print(f"{f}: signed (#{seq}) and logged at leaf {leaf} -> {spath.name}")
                     if ch in done.notes:
                         err.print(f"[yellow]note:[/] {done.notes.pop(ch)}", highlight=False)
-                    if c2pa and not _embed_c2pa(h, key, f, spath, chain):
+                    if c2pa and not _embed_c2pa(h, key, f, spath, chain, tsa):
                         failed += 1
                     _print_sync_problems(h, done, stops=False)
                     continue
@@ -702,15 +736,33 @@ def sign(
         raise typer.Exit(1)
 
 
-def _embed_c2pa(h: DeviceHome, key: DeviceKey, f: Path, spath: Path, chain: bytes) -> bool:
+def _embed_c2pa(
+    h: DeviceHome,
+    key: DeviceKey,
+    f: Path,
+    spath: Path,
+    chain: bytes,
+    tsa: TimestampAuthority | None,
+) -> bool:
     """Embed the C2PA manifest into a logged capture; report a failure (a file that
-    already carries a manifest, say) and return False so a batch goes on."""
+    already carries a manifest, say) and return False so a batch goes on. When the
+    timestamp authority fails, embed without a timestamp, warn, and return False."""
+    stamped = ", timestamped by the TSA" if tsa else ""
     try:
-        h.embed_c2pa(key, f, spath, chain)
+        try:
+            h.embed_c2pa(key, f, spath, chain, tsa)
+        except TimestampError as e:
+            h.embed_c2pa(key, f, spath, chain, None)
+            err.print(
+                f"[yellow]{f}: C2PA manifest embedded WITHOUT a timestamp:[/] {e}; its"
+                " signing time rests on the log receipt inside it",
+                highlight=False,
+            )
+            return False
     except ProvenanceError as e:
         err.print(f"[red]{f}: C2PA manifest not embedded:[/] {e}", highlight=False)
         return False
-    out.print(f"{f}: C2PA manifest embedded (Content Credentials signed by this device)")
+    out.print(f"{f}: C2PA manifest embedded (Content Credentials signed by this device{stamped})")
     return True
 
 

@@ -42,7 +42,7 @@ from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
-from typing import BinaryIO, NotRequired, TypedDict
+from typing import TYPE_CHECKING, BinaryIO, NotRequired, TypedDict
 
 from clients.api import ProvenanceClient, is_unreachable
 from clients.files import open_regular, read_bounded
@@ -62,6 +62,9 @@ from provenance.keys import DeviceKey
 from provenance.sidecar import MAX_SIDECAR_BYTES, Sidecar, decode_sidecar, encode_sidecar
 from provenance.video.binding import DEFAULT_VIDEO_CHUNK, ChunkedHasher
 from provenance.video.decode import DEFAULT_RATE_HZ, sample_frames
+
+if TYPE_CHECKING:
+    from provenance.c2pa.timestamp import TimestampAuthority
 
 SIDECAR_SUFFIX = ".prov"
 APP_VERSION = "prov-cli/0.1"
@@ -363,12 +366,21 @@ class DeviceHome:
         entry.file.unlink(missing_ok=True)
         return receipt, note
 
-    def embed_c2pa(self, key: DeviceKey, path: Path, side_path: Path, chain: bytes) -> None:
+    def embed_c2pa(
+        self,
+        key: DeviceKey,
+        path: Path,
+        side_path: Path,
+        chain: bytes,
+        tsa: TimestampAuthority | None = None,
+    ) -> None:
         """Embed a C2PA manifest into ``path`` in place, signed with the device key, with
-        our sidecar (claim and receipt) as a custom assertion and the log checkpoint.
+        our sidecar (claim and receipt) as a custom assertion and the log checkpoint, and
+        with an RFC 3161 timestamp from ``tsa`` when given.
 
         The claim's SHA-256 stays valid: it covers the bytes with the manifest store
-        removed (docs/c2pa.md). Raises ConfigError if the claim is not yet logged.
+        removed (docs/c2pa.md). Raises ConfigError if the claim is not yet logged, and
+        TimestampError (file untouched) when the TSA fails; otherwise as `embed_manifest`.
         """
         from provenance.c2pa.writer import embed_manifest
 
@@ -386,6 +398,7 @@ class DeviceHome:
             json.loads(encode_sidecar(sidecar)),
             sidecar.receipt.checkpoint,
             title=path.name,
+            tsa=tsa,
         )
 
     def sync(

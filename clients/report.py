@@ -152,6 +152,19 @@ def _c2pa_line(c: dict[str, Any]) -> str:
     )
 
 
+def _signing_time_line(c: dict[str, Any]) -> str:
+    """Which time the C2PA signer's certificate was judged at, and what that gave."""
+    st = c.get("signing_time")
+    if not st:
+        return str(c.get("signing_time_error"))
+    then = "valid" if st["certificate_valid"] else "NOT valid (expired or not yet valid)"
+    line = (
+        f"{st['description']} ({st['time'][:19]}Z): the signer's certificate was {then} then"
+        f" (valid {st['certificate_not_before'][:10]} to {st['certificate_not_after'][:10]})"
+    )
+    return "; ".join([line, *st.get("problems", ())])
+
+
 def report_to_text(r: VerificationReport, path: str) -> str:
     """A readable multi-line report: verdict, reasons, evidence, then the advisory block."""
     ev = r.evidence
@@ -200,6 +213,8 @@ def report_to_text(r: VerificationReport, path: str) -> str:
         lines.append(f"  time       FLAGGED: {codes} (see the notes above)")
     if r.c2pa is not None:
         lines.append(f"  C2PA       {_c2pa_line(r.c2pa)}")
+        if r.c2pa.get("signing_time") or r.c2pa.get("signing_time_error"):
+            lines.append(f"  C2PA time  {_signing_time_line(r.c2pa)}")
     if r.detector is not None:
         d = r.detector
         if d.get("available", True):

@@ -8,13 +8,20 @@ spooled upload; limits protect against oversized files and decompression bombs.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import numpy as np
 
 from provenance.binding import PerceptualHash
 from provenance.dihedral import pdq_dihedral
 from provenance.errors import MediaError, MediaTooLargeError
-from provenance.media import DEFAULT_MAX_PIXELS, decode_image, sniff_media_type
+from provenance.media import (
+    DEFAULT_MAX_PIXELS,
+    PDQ_MIN_SIDE,
+    DecodedImage,
+    decode_image,
+    sniff_media_type,
+)
 from provenance.verify import FileFacts
 
 #: Default largest file accepted for verification or signing, in bytes.
@@ -37,17 +44,31 @@ class AssetLimits:
 
 @dataclass(frozen=True)
 class ImageAsset:
-    """What is known about an image: its facts, size in pixels, PDQ hash, the decoded
-    pixels as displayed (rgb: (height, width, 3) uint8) and its EXIF orientation tag
-    (1..8, 0 when none). ``facts.dihedral_soft_bindings`` holds the PDQ hashes of its 7
-    other rotations and mirror images (`provenance.dihedral`)."""
+    """What is known about an image: its facts, size in pixels as displayed, PDQ hash and
+    EXIF orientation tag (1..8, 0 when none). ``facts.dihedral_soft_bindings`` holds the
+    PDQ hashes of its 7 other rotations and mirror images (`provenance.dihedral`).
+
+    hashed: the pixels PDQ was computed from (a large JPEG decoded at a reduced scale,
+    `provenance.media.PDQ_MIN_SIDE`); `rgb` gives the full-size pixels.
+    """
 
     facts: FileFacts
     width: int
     height: int
     soft: PerceptualHash
-    rgb: np.ndarray = field(repr=False, compare=False)
-    orientation: int = 0
+    orientation: int
+    hashed: DecodedImage = field(repr=False, compare=False)
+    data: bytes = field(repr=False, compare=False)
+    limits: AssetLimits = field(repr=False, compare=False)
+
+    @cached_property
+    def rgb(self) -> np.ndarray:
+        """(height, width, 3) uint8 pixels as displayed at full size (what the detector
+        reads): the hashed pixels when they are full size, else a second decode of the
+        file within the same limits. Raises MediaError as `provenance.media.decode_image`."""
+        if self.hashed.scale == 1:
+            return self.hashed.rgb
+        return decode_image(self.data, self.limits.max_pixels, self.limits.max_decode_bytes).rgb
 
 
 def check_size(size: int, limits: AssetLimits) -> None:
@@ -81,12 +102,14 @@ def media_type_of(head: bytes) -> str:
 def inspect_image(sha256: bytes, data: bytes, limits: AssetLimits) -> ImageAsset:
     """Decode an image's bytes (whose SHA-256 the caller computed) and hash its pixels.
 
+    A JPEG is decoded for PDQ at the smallest DCT scale keeping its shorter side at least
+    `provenance.media.PDQ_MIN_SIDE` pixels, the same for signer, server and scanner.
     Raises MediaError for corrupt, truncated or wrong-format data and
     MediaTooLargeError beyond the byte or pixel limits.
     """
     check_size(len(data), limits)
     check_image_size(len(data), limits)
-    img = decode_image(data, max_pixels=limits.max_pixels, max_decode_bytes=limits.max_decode_bytes)
+    img = decode_image(data, limits.max_pixels, limits.max_decode_bytes, PDQ_MIN_SIDE)
     soft, *turned = pdq_dihedral(img.rgb)
     facts = FileFacts(
         sha256=sha256,
@@ -96,4 +119,5 @@ def inspect_image(sha256: bytes, data: bytes, limits: AssetLimits) -> ImageAsset
         dihedral_soft_bindings=tuple(turned),
         orientation=img.orientation,
     )
-    return ImageAsset(facts, img.width, img.height, soft, img.rgb, img.orientation)
+    width, height = img.display_size
+    return ImageAsset(facts, width, height, soft, img.orientation, img, data, limits)

@@ -12,4 +12,10 @@ MAX_MESSAGE_BYTES = 8 * 1024 * 1024
 UPLOAD_CHUNK_BYTES = 1024 * 1024
 #: Start of the reason a Lookup (hashes only) gives for a video it could not search with
 #: the dense frame pass; a caller holding the file (the scanner) then sends it (VerifyFile).
+#: Most queries (files) in one Lookup call: the server's default `--max-lookup-queries`,
+#: and the most a client puts in one call.
+MAX_LOOKUP_QUERIES = 1000
+#: Most perceptual hashes (video frames) in one Lookup call: the server's default
+#: `--max-lookup-hashes`, and the most a client puts in one call.
+MAX_LOOKUP_HASHES = 16384
 DENSE_PASS_NEEDS_BYTES = "the dense frame pass that finds trimmed clips needs the file's bytes"

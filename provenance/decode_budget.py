@@ -34,24 +34,26 @@ def decode_bytes(width: int, height: int, media_type: str) -> int:
     return width * height * _BYTES_PER_PIXEL.get(media_type, DEFAULT_BYTES_PER_PIXEL)
 
 
-def fit_decode_budget(im: Image.Image, media_type: str, budget: int | None) -> int:
+def fit_decode_budget(im: Image.Image, media_type: str, budget: int | None, scale: int = 1) -> int:
     """Keep the decode of the opened (header-only) image ``im`` within ``budget`` bytes.
 
-    Returns the scale denominator the pixels will be decoded at (1: full size; 2, 4 or 8:
-    a JPEG reduced by libjpeg as it decodes). ``budget`` None means no budget. Raises
+    scale: the JPEG scale denominator the caller wants at least (1, 2, 4 or 8; a
+    JPEG-only reduction, `provenance.media.pdq_scale`). Returns the scale denominator the
+    pixels will be decoded at (1: full size; 2, 4 or 8: a JPEG reduced by libjpeg as it
+    decodes, Pillow's ``draft``, requested once). ``budget`` None means no budget. Raises
     DecodeBudgetError (a MediaTooLargeError) when even the smallest scale the format
     offers needs more.
     """
     width, height = im.size
     need = decode_bytes(width, height, media_type)
-    if budget is None or need <= budget:
-        return 1
-    if media_type == "image/jpeg":
-        for scale in _JPEG_SCALES:
-            small = (max(1, width // scale), max(1, height // scale))
-            if decode_bytes(*small, media_type) <= budget:
+    scales = [s for s in (1, *_JPEG_SCALES) if s >= scale] if media_type == "image/jpeg" else [1]
+    for s in scales:
+        small = (max(1, width // s), max(1, height // s))
+        if budget is None or decode_bytes(*small, media_type) <= budget:
+            if s > 1:
                 im.draft(None, small)
-                return scale
+            return s
+    assert budget is not None  # without a budget the first scale fits
     raise DecodeBudgetError(
         f"image is {width}x{height}: decoding it needs about {need // _MIB} MiB, over the"
         f" server's decode budget of {budget // _MIB} MiB per image (--decode-budget-mb)"

@@ -111,3 +111,8 @@ class LimitError(ProvenanceError):
 
 class UploadTimeoutError(LimitError):
     """An upload stream went idle, or ran past the server's per-upload deadline."""
+
+
+class TimestampError(SignatureError):
+    """An RFC 3161 timestamp could not be obtained from the timestamp authority, or a
+    token does not verify (forged, over other bytes, from a TSA that is not trusted)."""

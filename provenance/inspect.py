@@ -30,6 +30,7 @@ from provenance.c2pa.container import STRIPPABLE_TYPES, content_sha256
 from provenance.c2pa.pool import ReaderPool
 from provenance.c2pa.reader import C2paLimits, C2paTrust, read_c2pa
 from provenance.c2pa.result import failed
+from provenance.c2pa.signing_time import SigningTimePolicy
 from provenance.claims import MAX_SOFT_BINDINGS
 from provenance.errors import DecodeBudgetError, MediaError, MediaTooLargeError, ProvenanceError
 from provenance.media import SNIFF_BYTES, sniff_media_type
@@ -218,13 +219,16 @@ class Upload:
 
 @dataclass(frozen=True)
 class InspectConfig:
-    """Limits, the Content Credentials reader (None: C2PA not read), and video decoding:
-    wall-clock limit per decode (seconds) and the most frames hashed in the dense pass."""
+    """Limits, the Content Credentials reader (None: C2PA not read) and the signing-time
+    policy its results are judged by (None: the reader's current-time verdict), and video
+    decoding: wall-clock limit per decode (seconds) and the most frames hashed in the
+    dense pass."""
 
     limits: AssetLimits = AssetLimits()
     c2pa_pool: ReaderPool | None = None
     c2pa_trust: C2paTrust | None = None
     c2pa_limits: C2paLimits = field(default_factory=C2paLimits)
+    c2pa_signing_time: SigningTimePolicy | None = None
     video_timeout_s: float = 120.0
     dense_max_frames: int = 1800
     dense_max_pixels: int = 300_000_000
@@ -255,6 +259,7 @@ def _c2pa(
             cfg.c2pa_trust,
             cfg.c2pa_limits,
             pool=cfg.c2pa_pool,
+            signing_time=cfg.c2pa_signing_time,
         )
     except ProvenanceError as e:  # optional evidence: the verdict goes on without it
         return failed("Unavailable", f"the Content Credentials were not read: {e}").to_dict(), b""

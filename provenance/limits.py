@@ -24,6 +24,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from provenance.contract import MAX_LOOKUP_HASHES, MAX_LOOKUP_QUERIES
 from provenance.errors import ConfigError, LimitError, ProvenanceError, UploadTimeoutError
 
 log = logging.getLogger(__name__)
@@ -64,8 +65,8 @@ class ServerLimits:
     upload_deadline_s: float = 600.0
     min_chunk_bytes: int = 64 * 1024
     max_lookups: int = 4
-    max_lookup_queries: int = 1000
-    max_lookup_hashes: int = 16384
+    max_lookup_queries: int = MAX_LOOKUP_QUERIES
+    max_lookup_hashes: int = MAX_LOOKUP_HASHES
     quota_claims_per_minute: int = 600
     quota_bytes_per_minute: int = 32 * 1024 * 1024
 

@@ -25,6 +25,14 @@ from provenance.errors import MediaError, MediaTooLargeError
 DEFAULT_MAX_PIXELS = 100_000_000
 #: How many leading bytes of a file sniff_media_type needs to see, in bytes.
 SNIFF_BYTES = 64
+#: Shorter side, in pixels, below which a JPEG decoded for its PDQ hash is never reduced
+#: (`pdq_scale`). PDQ filters every image down to 64 x 64 before its DCT, so decoding a
+#: large JPEG at 1/2, 1/4 or 1/8 scale (libjpeg's DCT scaling) first costs few bits.
+#: Measured on the shared PDQ vectors (/work/shared/fixtures/phash, README.tsv) and on
+#: 12-megapixel JPEGs made from them (bench/bench_pdq_scale.py): at every scale this rule
+#: picks, median 2 and worst 12 bits from the full-size hash (the match threshold is 31);
+#: at shorter sides of 256, worst 30 bits, so 512 it is.
+PDQ_MIN_SIDE = 512
 
 #: Pillow plugins allowed to open each decodable media type; nothing else is tried, so a
 #: hostile file cannot reach a rarely used parser (or Ghostscript, for EPS).
@@ -144,7 +152,10 @@ class DecodedImage:
 
     rgb: (height, width, 3) uint8 array, read-only; width, height: in pixels;
     media_type: the sniffed type of the encoded file, e.g. "image/jpeg"; orientation: the
-    file's EXIF orientation tag (1..8; 0 when it states none or an invalid value).
+    file's EXIF orientation tag (1..8; 0 when it states none or an invalid value); scale:
+    1, or the denominator (2, 4, 8) a JPEG was decoded at (libjpeg's DCT scaling), when
+    width and height are about 1/scale of the file's; full_size: (width, height) of the
+    whole image as displayed, None when scale is 1.
     """
 
     rgb: np.ndarray
@@ -152,6 +163,14 @@ class DecodedImage:
     height: int
     media_type: str
     orientation: int = 0
+    scale: int = 1
+    full_size: tuple[int, int] | None = None
+
+    @property
+    def display_size(self) -> tuple[int, int]:
+        """(width, height) of the whole image as displayed, in pixels: ``full_size``, or
+        (width, height) when the pixels were decoded at full size."""
+        return self.full_size or (self.width, self.height)
 
     def __post_init__(self) -> None:
         if self.rgb.dtype != np.uint8 or self.rgb.shape != (self.height, self.width, 3):
@@ -204,8 +223,20 @@ def _corrupt(media_type: str, e: Exception) -> MediaError:
     return MediaError(f"truncated or corrupt image: the {kind} data {why}")
 
 
+def pdq_scale(width: int, height: int, min_side: int = PDQ_MIN_SIDE) -> int:
+    """The largest JPEG DCT scale denominator (8, 4, 2, else 1) at which an image of
+    ``width`` x ``height`` pixels keeps a shorter side of at least ``min_side`` pixels."""
+    for scale in (8, 4, 2):
+        if min(width, height) // scale >= min_side:
+            return scale
+    return 1
+
+
 def decode_image(
-    data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS, max_decode_bytes: int | None = None
+    data: bytes,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    max_decode_bytes: int | None = None,
+    pdq_min_side: int | None = None,
 ) -> DecodedImage:
     """Decode an encoded still image (JPEG, PNG, WebP, GIF, TIFF, HEIC) to RGB pixels.
 
@@ -213,7 +244,9 @@ def decode_image(
     header before pixels are decoded. max_decode_bytes: the memory budget of the decode and
     the PDQ hash after it, estimated from the header (`provenance.decode_budget`): a JPEG
     over it is decoded at 1/2, 1/4 or 1/8 scale, another format is refused; None: no
-    budget. The first frame of an animation or the first page of
+    budget. pdq_min_side: for pixels only hashed with PDQ, a JPEG is decoded at the
+    smallest 1/2, 1/4 or 1/8 scale that keeps its shorter side at least this many pixels
+    (`pdq_scale`; None: full size). The first frame of an animation or the first page of
     a multi-page TIFF is decoded. The EXIF orientation is applied (and its tag returned),
     and the image is converted to 8-bit RGB (alpha dropped, palette expanded, 16-bit grey
     scaled to 8 bits).
@@ -248,7 +281,10 @@ def decode_image(
                         f"image is {width}x{height} = {width * height} pixels, "
                         f"over the limit of {max_pixels} pixels"
                     )
-                fit_decode_budget(im, media_type, max_decode_bytes)
+                wanted = 1
+                if pdq_min_side is not None and media_type == "image/jpeg":
+                    wanted = pdq_scale(width, height, pdq_min_side)
+                scale = fit_decode_budget(im, media_type, max_decode_bytes, wanted)
                 im.load()
                 orientation = _exif_orientation(im)
                 rgb_image = _to_rgb8(ImageOps.exif_transpose(im))
@@ -273,7 +309,15 @@ def decode_image(
         height=rgb_image.height,
         media_type=media_type,
         orientation=orientation,
+        scale=scale,
+        full_size=None if scale == 1 else _displayed(width, height, orientation),
     )
+
+
+def _displayed(width: int, height: int, orientation: int) -> tuple[int, int]:
+    """(width, height) of a stored width x height image shown with an EXIF orientation
+    (5..8 turn it by a quarter)."""
+    return (height, width) if orientation >= 5 else (width, height)
 
 
 def image_soft_binding(image: DecodedImage) -> PerceptualHash:

@@ -56,6 +56,10 @@ COMMIT_SECONDS = Histogram(
 )
 TREE_SIZE = Gauge("prov_log_tree_size", "Leaves in the log, as this process last saw it")
 INDEX_HASHES = Gauge("prov_index_hashes", "Perceptual hashes in the near-duplicate index")
+INDEX_WARMING = Gauge(
+    "prov_index_warming",
+    "1 while the near-duplicate index builds its tables (lookups scan every hash meanwhile)",
+)
 INDEX_LOOKUP_SECONDS = Histogram(
     "prov_index_lookup_duration_seconds", "One near-duplicate index search", buckets=_LATENCY
 )

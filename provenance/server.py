@@ -67,10 +67,6 @@ from provenance.verify import FileFacts, VerificationReport
 
 log = logging.getLogger(__name__)
 
-#: Most queries in one Lookup call (the server's default; `ServerLimits`).
-MAX_LOOKUP_QUERIES = ServerLimits().max_lookup_queries
-#: Most perceptual hashes (video frames) in one Lookup call (the server's default).
-MAX_LOOKUP_HASHES = ServerLimits().max_lookup_hashes
 #: Room kept in a reply for its framing, in bytes: replies must fit MAX_MESSAGE_BYTES.
 REPLY_MARGIN_BYTES = 64 * 1024
 

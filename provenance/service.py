@@ -11,7 +11,7 @@ import asyncio
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -31,6 +31,7 @@ from provenance.errors import (
     ProvenanceError,
     StorageError,
 )
+from provenance.index_packs import load_index, write_packs
 from provenance.log import merkle
 from provenance.log.checkpoint import (
     LogSigner,
@@ -39,7 +40,7 @@ from provenance.log.checkpoint import (
     load_log_signer,
 )
 from provenance.mih import MihIndex
-from provenance.receipt import verify_receipt
+from provenance.receipt import build_receipt, verify_receipt
 from provenance.registry import (
     check_claim_shape,
     check_enrollment,
@@ -128,8 +129,10 @@ class ProvenanceService:
             self.has_video = False
             #: leaves [0, _indexed) are in the near-duplicate index
             self._indexed = 0
+            #: leaves [0, _packed) are stored as index packs (`provenance.index_packs`)
+            self._packed = 0
             self._index_lock = threading.Lock()
-            self._follow(self.store.tree_size())
+            self._load_index()
             self.writer = GroupCommitWriter(self.store, self.signer, clock, self._after_commit)
             self._stop = threading.Event()
             self._upkeep = threading.Thread(
@@ -209,22 +212,44 @@ class ProvenanceService:
         except (StorageError, LogError) as e:  # the upkeep thread catches up later
             log.warning("cannot index the log's new entries now: %s", e)
 
+    def _load_index(self) -> None:
+        """Load every usable hash of the log into the near-duplicate index at start (stored
+        packs, then the rows after them), store the packs that are due, and start building
+        the index's tables; searches scan exhaustively until they are built, never missing
+        a capture (`provenance.mih`)."""
+        t0 = time.perf_counter()
+        size = self.store.tree_size()
+        loaded = load_index(self.store, size)
+        self.pdq.add_arrays(loaded.pack.ids, loaded.pack.words)
+        self.pdq.prepare()
+        pdq = self.pdq
+        metrics.INDEX_WARMING.set_function(lambda: float(pdq.warming))
+        self.has_video = loaded.pack.video
+        self._indexed = size
+        self._packed = write_packs(self.store, loaded.packed, size, loaded.pack)
+        self._indexed_metrics()
+        #: seconds the start spent loading the near-duplicate index
+        self.index_load_seconds = time.perf_counter() - t0
+        log.info(
+            "near-duplicate index: %d hashes of %d leaves loaded (%d from packs) in %.2f s%s",
+            len(loaded.pack.ids),
+            size,
+            loaded.packed,
+            self.index_load_seconds,
+            "; building its tables in the background (searches scan meanwhile)"
+            if self.pdq.warming
+            else "",
+        )
+
     def _follow(self, size: int) -> None:
         """Bring the near-duplicate index up to a log of ``size`` leaves from the store
         (what other servers over the same database appended)."""
         with self._index_lock:
             if size <= self._indexed:
                 return
-            video = False
-
-            def rows() -> Iterator[tuple[int, PerceptualHash]]:
-                nonlocal video
-                for idx, h in self.store.iter_soft_hashes(self._indexed, size):
-                    video |= h.timestamp_seconds > 0
-                    yield idx, h
-
-            self.pdq.add_many(rows())  # all or nothing: a failed read adds none
-            self.has_video |= video
+            pack = self.store.hash_pack(self._indexed, size)  # a failed read adds none
+            self.pdq.add_arrays(pack.ids, pack.words)
+            self.has_video |= pack.video
             self._indexed = size
             self._indexed_metrics()
 
@@ -240,7 +265,8 @@ class ProvenanceService:
     def _upkeep_loop(self) -> None:
         """Over a shared store, poll the log's head and index what other servers appended,
         so a capture logged anywhere is found here within about ``follow_interval_s``;
-        every ``mark_interval_s``, move the verified mark."""
+        every ``mark_interval_s``, move the verified mark and store the index packs that
+        became full."""
         interval = (
             self.config.follow_interval_s if self.store.shared else self.config.mark_interval_s
         )
@@ -251,6 +277,7 @@ class ProvenanceService:
                     self._follow(self.store.tree_size())
                 if time.monotonic() >= next_mark:
                     self.advance_verified_mark()
+                    self._packed = write_packs(self.store, self._packed, self._indexed)
                     next_mark = time.monotonic() + self.config.mark_interval_s
             except (StorageError, LogError) as e:
                 log.warning("log upkeep: %s", e)
@@ -349,7 +376,7 @@ class ProvenanceService:
         check_signature(signed, device)
         old = self.store.leaf_by_claim_hash(signed.claim_hash)
         if old is not None:
-            return Appended(wire.decode_receipt(old.receipt), True)
+            return Appended(self._receipt(old), True)
         check_not_revoked(device, self.clock())
         return PendingClaim(signed, claim)
 
@@ -362,7 +389,7 @@ class ProvenanceService:
         fault is the database's, not the file's."""
         try:
             signed, _ = wire.decode_log_entry(rec.entry)
-            receipt = wire.decode_receipt(rec.receipt)
+            receipt = self._receipt(rec)
             verify_receipt(receipt, signed, self.verifier)
             claim = wire.decode_claim(signed.claim_bytes)
         except ProvenanceError as e:
@@ -370,10 +397,6 @@ class ProvenanceService:
                 f"log entry {rec.index} or its receipt does not verify with the log key: the"
                 f" log database is damaged ({e})"
             ) from e
-        if receipt.leaf_index != rec.index:
-            raise LogIntegrityError(
-                f"the receipt stored for log entry {rec.index} names another leaf"
-            )
         device = self.store.find_device(claim.device_id)
         if device is None:
             raise LogIntegrityError(
@@ -527,4 +550,12 @@ class ProvenanceService:
 
     def receipt_for_claim(self, claim_hash: bytes) -> Receipt | None:
         rec = self.store.leaf_by_claim_hash(claim_hash)
-        return None if rec is None else wire.decode_receipt(rec.receipt)
+        return None if rec is None else self._receipt(rec)
+
+    def _receipt(self, rec: LeafRecord) -> Receipt:
+        """The receipt of a stored leaf, rebuilt (`provenance.receipt.build_receipt`);
+        raises LogIntegrityError when the store cannot back it."""
+        covering = self.store.checkpoint_covering(rec.index)
+        return build_receipt(
+            rec.index, rec.entry, rec.integrated_at, covering, self.store.get_nodes
+        )

@@ -361,6 +361,11 @@ def c2pa_to_pb(d: dict[str, Any]) -> pb.C2paResult:
         provenance_assertion_json=json.dumps(assertion, sort_keys=True) if assertion else "",
         error_kind=d.get("error_kind") or "",
         error=d.get("error") or d.get("content_hash_error") or "",
+        signing_time_json=json.dumps(
+            d.get("signing_time") or {"error": d["signing_time_error"]}, sort_keys=True
+        )
+        if d.get("signing_time") or d.get("signing_time_error")
+        else "",
     )
 
 
@@ -397,7 +402,16 @@ def c2pa_from_pb(m: pb.C2paResult) -> dict[str, Any]:
         else None,
         "error_kind": m.error_kind or None,
         "error": m.error or None,
+        **_signing_time_from_pb(m.signing_time_json),
     }
+
+
+def _signing_time_from_pb(text: str) -> dict[str, Any]:
+    """``signing_time`` and ``signing_time_error`` of the C2PA block from their wire JSON."""
+    doc = json.loads(text) if text else None
+    if isinstance(doc, dict) and set(doc) == {"error"}:
+        return {"signing_time": None, "signing_time_error": doc["error"]}
+    return {"signing_time": doc if isinstance(doc, dict) else None, "signing_time_error": None}
 
 
 def _timeline_to_pb(d: dict[str, Any]) -> list[pb.DetectorFrame]:

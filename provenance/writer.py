@@ -3,7 +3,7 @@
 Each submitting thread hands a `PendingClaim` to `GroupCommitWriter.submit` and
 blocks. One writer thread takes everything queued (up to ``max_batch``), appends it
 to the log in a single store transaction (leaves, Merkle nodes, device state, a
-newly signed checkpoint and every receipt) holding the log's append lock, commits, and
+newly signed checkpoint) holding the log's append lock, commits, and
 only then wakes the submitters with their receipts. A failed commit changes nothing; an
 unexpected failure of a batch is retried one claim per transaction, so one bad claim
 fails only itself. A submitter is never told "accepted" before its leaf is durable.
@@ -31,6 +31,7 @@ from provenance.errors import (
 )
 from provenance.log import merkle
 from provenance.log.checkpoint import Checkpoint, LogSigner
+from provenance.receipt import build_receipt
 from provenance.registry import chain_link
 from provenance.store import NewLeaf, Store
 
@@ -213,7 +214,11 @@ class GroupCommitWriter:
                 ch = p.signed_claim.claim_hash
                 old = logged.get(ch)
                 if old is not None:
-                    results[i] = Appended(wire.decode_receipt(old.receipt), True)
+                    covering = txn.checkpoint_covering(old.index)
+                    rec = build_receipt(
+                        old.index, old.entry, old.integrated_at, covering, txn.get_nodes
+                    )
+                    results[i] = Appended(rec, True)
                     continue
                 if ch in seen:
                     seen_at = seen[ch]
@@ -250,7 +255,6 @@ class GroupCommitWriter:
             if not new:
                 note = latest[1] if latest else ""
                 size = start
-                receipts: list[bytes] = []
             else:
                 size = start + len(new)
 
@@ -261,7 +265,6 @@ class GroupCommitWriter:
                 root = merkle.root(size, get_nodes)
                 note = self._signer.sign(Checkpoint(self._signer.name, size, root, now))
                 txn.put_checkpoint(size, note, now)
-                receipts = []
                 for k, (i, lf, _) in enumerate(new):
                     rec = Receipt(
                         leaf_index=start + k,
@@ -270,9 +273,8 @@ class GroupCommitWriter:
                         inclusion_proof=tuple(merkle.inclusion_proof(start + k, size, get_nodes)),
                         log_entry=lf.entry,
                     )
-                    receipts.append(wire.encode_receipt(rec))
                     results[i] = Appended(rec, False)
-                txn.insert_leaves(start, [lf for _, lf, _ in new], receipts)
+                txn.insert_leaves(start, [lf for _, lf, _ in new])
         # duplicates inside one batch share the first one's receipt
         final: list[Appended | Exception] = []
         for r in results:

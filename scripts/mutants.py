@@ -1,20 +1,28 @@
 """Mutation testing of the trusted core with mutmut; writes docs/mutants.md.
 
-Usage: python scripts/mutants.py [--keep] [--report-only] [--max-children N]
+Usage: python scripts/mutants.py [--keep] [--report-only] [--max-children N] [NAME...]
 
 The modules mutated and the fast unit tests run against them are listed under
-``[tool.mutmut]`` in pyproject.toml. mutmut runs in a staging copy of the project,
-``build/mutants/work/``, so the working tree is never touched (``shared`` is linked inside
-it: mutmut runs the tests in its ``mutants/`` folder, and they find fixtures in ../shared). Afterwards the score per module and every surviving
-mutant, with its diff and the reason it is left alive (`REASONS` below), go to
-docs/mutants.md and build/mutants/report.json.
+``[tool.mutmut]`` in pyproject.toml (the only place that names them). mutmut runs in a
+staging copy of the project, ``build/mutants/work/``, so the working tree is never touched
+(``shared`` is linked inside it: mutmut runs the tests in its ``mutants/`` folder, and they
+find fixtures in ../shared). Afterwards the score per module and every surviving mutant,
+with its diff and the reason it is left alive (`REASONS` below), go to docs/mutants.md and
+build/mutants/report.json.
 
 Score = (killed + timed out) / mutants; a mutant no test covers counts as surviving. The
 behaviour score leaves out survivors that only change the wording of prose in a string
 literal (messages and verdict reasons). Exits 1 when the behaviour score is under
-`TARGET`, or when a survivor that changes code has no reason written down.
---keep reuses the staging copy and mutmut's results for unchanged code; --report-only
-writes the report from the last run.
+`TARGET`, when a survivor that changes code has no reason written down, or when some
+mutants were not run (an interrupted run, or NAME globs that left others out).
+
+Without --keep every mutant is tested afresh (about 2,400; an hour on 2 idle cores).
+--keep reuses the staging copy: a mutant keeps its "killed" verdict while the source of
+its function is unchanged (mutmut's per-function hash); every other mutant (survived, no
+tests, not run, or in a changed function) is tested again, against a freshly rebuilt map
+of which tests reach which function. NAME globs (with --keep) test only the mutants they
+match and keep every other verdict.
+--report-only rewrites the report from the last run.
 """
 
 from __future__ import annotations
@@ -101,17 +109,76 @@ REASONS: dict[str, str] = {
     "return secrets.token_urlsafe(None)": (
         "equivalent: token_urlsafe(None) draws its default of 32 bytes, which is TOKEN_BYTES"
     ),
+    # provenance/log/merkle.py
+    **dict.fromkeys(
+        (
+            f"for key, value in zip(keys, hashes, {tail}):"
+            for tail in ("strict=None", "strict=False", "")
+        ),
+        "equivalent: the line before has refused a reader that answers a different number"
+        " of hashes than keys, so zip's strictness never comes into play",
+    ),
+    "return _node_path_plan(index, 0, size, with_seed=None)": (
+        "equivalent: with_seed is only tested for truth, and None is false like False"
+    ),
+    **dict.fromkeys(
+        (
+            "shift = ((end - start) | -(end - start)).bit_length() - 1  # level of the seed node",
+            "level = ((end - start) | -(end - start)).bit_length() - 1",
+        ),
+        "equivalent: for x > 0, x | -x == -(x & -x), and int.bit_length ignores the sign",
+    ),
+    **dict.fromkeys(
+        (
+            "shift = ((end - start) & -(end + start)).bit_length() - 1  # level of the seed node",
+            "level = ((end - start) & -(end + start)).bit_length() - 1",
+        ),
+        "equivalent: the range has passed _check_subtree, so start is 0 or a multiple of a"
+        " power of two >= end - start; end + start = (end - start) + 2 * start then has the"
+        " same lowest set bit as end - start and no other bit in common with it, so the AND"
+        " still isolates that bit (checked for every subtree of trees up to 200 leaves)",
+    ),
+    "own_border = max(0, border - ((end - 2) >> height).bit_count())": (
+        "equivalent: this branch has end - 1 > start, and height is the bit length of"
+        " (end - 1) ^ start, so end - 1 has bit height - 1 set; subtracting 1 more borrows"
+        " nothing above it and (end - 2) >> height == (end - 1) >> height"
+    ),
+    "return _Plan(None, 0, 0)": (
+        "equivalent: _read answers [] for no keys (None included) without calling the"
+        " reader, so the proof is [] either way"
+    ),
+    "return _Plan([], 1, 0)": (
+        "equivalent: with no keys every slice of the hashes is empty and no fold happens,"
+        " so the proof is [] either way"
+    ),
+    "return _Plan(list(reversed(subtree_decomposition(0, start))), 0, 1)": (
+        "equivalent: folding a run of one hash gives that hash, so the proof is the same"
+        " list (start > 0 here, so there is at least one key)"
+    ),
+    **dict.fromkeys(
+        (
+            "width = start & -start if start else 2 << (remaining.bit_length() - 1)",
+            "width = start & -start if start else 1 << (remaining.bit_length() + 1)",
+        ),
+        "equivalent, only slower: the loop below halves `width` until it fits the remaining"
+        " leaves, which brings any larger power of two back to the same width",
+    ),
 }
 
 
 def _stage(keep: bool) -> None:
-    """Copy the project into the staging folder (fresh unless ``keep``)."""
+    """Copy the project into the staging folder (fresh unless ``keep``).
+
+    copy2 keeps modification times: mutmut regenerates the mutants of a file only when
+    the file is newer than its mutants in ``mutants/``."""
     if WORK.exists() and not keep:
         shutil.rmtree(WORK)
     WORK.mkdir(parents=True, exist_ok=True)
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc", ".hypothesis")
     for name in _COPY:
         src, dst = ROOT / name, WORK / name
+        if dst.is_dir():  # a mirror: drop files deleted or moved since the last run
+            shutil.rmtree(dst)
         if src.is_dir():
             shutil.copytree(src, dst, ignore=ignore, dirs_exist_ok=True)
         else:
@@ -134,35 +201,92 @@ def _mutmut(*args: str, check: bool = True, stream: bool = False) -> str:
     return proc.stdout or ""
 
 
-# Run inside the staging copy: every mutant's status, and the diff of each one not killed.
-# Uses mutmut's own helpers (what `mutmut results` and `mutmut show` print), in one process.
-_COLLECT = """
+# Run inside the staging copy, with mutmut's own helpers (what `mutmut results` and `mutmut
+# show` use), in one process. _MUTANTS walks every mutant: (key, status, hash of its function).
+_MUTANTS = """
 import json
+from pathlib import Path
 from mutmut.__main__ import walk_mutatable_files
 from mutmut.mutation.data import SourceFileMutationData
 from mutmut.mutation.diff_apply import get_diff_for_mutant
 from mutmut.stats import status_by_exit_code
+from mutmut.utils.format_utils import mangled_name_from_mutant_name
+
+def mutants():
+    for path in walk_mutatable_files():
+        if not Path("mutants", str(path) + ".meta").exists():
+            continue
+        m = SourceFileMutationData(path=path)
+        m.load()
+        for name, code in m.exit_code_by_key.items():
+            func = mangled_name_from_mutant_name(name).rpartition(".")[2]
+            yield path, m, name, code, m.hash_by_function_name.get(func)
+"""
+# Every mutant's status, function hash, and the diff of each one not killed.
+_COLLECT = (
+    _MUTANTS
+    + """
 out = {}
-for path in walk_mutatable_files():
-    m = SourceFileMutationData(path=path)
-    m.load()
-    for name, code in m.exit_code_by_key.items():
-        status = status_by_exit_code[code]
-        skip = status in ("killed", "timeout", "not checked")
-        diff = "" if skip else get_diff_for_mutant(name, path=path)
-        out[name] = [str(path), status, diff]
+for path, m, name, code, func_hash in mutants():
+    status = status_by_exit_code[code]
+    skip = status in ("killed", "timeout", "not checked")
+    diff = "" if skip else get_diff_for_mutant(name, path=path)
+    out[name] = [str(path), status, diff, func_hash]
 print(json.dumps(out))
 """
+)
+# Before a --keep run: forget every verdict but "killed" / "timed out", so that survivors,
+# mutants without tests and unrun ones are tested again (against the tests as they are
+# now), and print the function hash of each verdict kept. mutmut itself re-tests the
+# mutants of every function whose source changed.
+_RESET = (
+    _MUTANTS
+    + """
+kept = {}
+for path, m, name, code, func_hash in mutants():
+    if code is not None and status_by_exit_code[code] not in ("killed", "timeout"):
+        m.exit_code_by_key[name] = None
+    elif code is not None:
+        kept[name] = func_hash
+    m.save()
+print(json.dumps(kept))
+"""
+)
 
 
-def _collect() -> dict[str, list[str]]:
+def _in_stage(code: str) -> Any:
+    """Run one of the snippets above in the staging copy; its JSON output."""
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     proc = subprocess.run(
-        [sys.executable, "-c", _COLLECT], cwd=WORK, env=env, capture_output=True, text=True
+        [sys.executable, "-c", code], cwd=WORK, env=env, capture_output=True, text=True
     )
     if proc.returncode != 0:
         raise SystemExit(f"cannot read mutmut's results: {proc.stderr[-2000:]}")
     return json.loads(proc.stdout)
+
+
+def _collect() -> dict[str, list[str]]:
+    return dict(_in_stage(_COLLECT))
+
+
+def _prepare_keep(reset: bool) -> dict[str, str]:
+    """Set up a --keep run; returns the function hash of each verdict kept.
+
+    ``reset``: forget the verdicts other than killed (not needed when NAME globs are given:
+    mutmut tests the named mutants whatever their verdict, and keeps the others').
+
+    mutmut 3.8 keeps a verdict while the source of the mutant's function is unchanged, but
+    updates its map of which tests reach which function only for new tests: an old test
+    that now calls a new or changed function is missed, and the mutants there would run
+    against too few tests (or none). So the map is rebuilt (one traced run of the tests),
+    and only killed verdicts are kept.
+    """
+    stats = WORK / "mutants" / "mutmut-stats.json"
+    if not stats.exists():
+        return {}
+    kept = dict(_in_stage(_RESET)) if reset else {}
+    stats.unlink()
+    return kept
 
 
 def _changed(diff: str) -> tuple[str, str]:
@@ -198,25 +322,36 @@ def is_message_text(old: str, new: str) -> bool:
 def _rule_reason(old: str, new: str) -> str:
     """A reason that follows from the shape of the change alone, or ""."""
     big = ', "big")'
-    for i in range(old.count(big)):
-        at = old.replace(big, "\0", i).find(big)
+    at = old.find(big)
+    while at >= 0:  # each occurrence in turn: mutmut drops one argument per mutant
         if new == old[:at] + ", )" + old[at + len(big) :]:
             return 'equivalent: int.from_bytes defaults to "big" byte order (Python >= 3.11)'
+        at = old.find(big, at + 1)
     for codec in ('"utf-8"', '"ascii"'):
         if codec in old and new == old.replace(codec, codec.upper()):
             return _CODEC
     return ""
 
 
-def report(seconds: float | None) -> int:
-    """Collect mutmut's results into docs/mutants.md; return the exit status."""
+def report(run: dict[str, Any] | None) -> int:
+    """Collect mutmut's results into docs/mutants.md; return the exit status.
+
+    ``run`` describes the run just made (``seconds``, ``started``, ``kept``: the function
+    hash of each verdict kept from the previous run); None keeps the last run's figures.
+    """
     results = _collect()
     if not results:
         raise SystemExit("mutmut reported no mutants: run without --report-only first")
+    last = STAGE / "report.json"
+    if run is not None:
+        kept = run.pop("kept")
+        run["reused"] = sum(1 for k, h in kept.items() if k in results and results[k][3] == h)
+    elif last.exists():
+        run = json.loads(last.read_text()).get("run")
     config = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["mutmut"]
     per_module: dict[str, Counter[str]] = defaultdict(Counter)
     survivors = []
-    for name, (path, status, diff) in sorted(results.items()):
+    for name, (path, status, diff, _) in sorted(results.items()):
         if status == "not checked":  # not run yet (an interrupted or partial run)
             per_module[path]["not_run"] += 1
             continue
@@ -271,7 +406,8 @@ def report(seconds: float | None) -> int:
         "killed": killed,
         "message_text_survived": message,
         "not_run": not_run,
-        "seconds": seconds,
+        "explained": len(survivors) - len(unexplained),
+        "run": run,
         "tests": config["pytest_add_cli_args_test_selection"],
         "modules": rows,
         "survivors": survivors,
@@ -284,8 +420,26 @@ def report(seconds: float | None) -> int:
     )
     if not_run:
         print(f"{not_run} mutants were not run (an interrupted run): run again with --keep")
+    if run:
+        print(f"{_run_line(run, total)}")
     print(f"report: {REPORT.relative_to(ROOT)}")
     return 0 if behaviour >= TARGET and not unexplained and not not_run else 1
+
+
+def _run_line(run: dict[str, Any], total: int) -> str:
+    """How long the run took and how much of it was tested rather than reused."""
+    line = (
+        f"Last run: {run['started']}, {run['seconds'] / 60:.1f} min with"
+        f" {run['children']} workers on this machine"
+    )
+    if run.get("names"):
+        line += "; it tested only the mutants matching " + " ".join(f"`{n}`" for n in run["names"])
+    elif run["reused"]:
+        line += (
+            f"; {total - run['reused']} mutants tested, {run['reused']} killed verdicts"
+            " reused from the run before (`--keep`: their functions are unchanged)"
+        )
+    return line + "."
 
 
 def _markdown(doc: dict[str, Any]) -> str:
@@ -302,7 +456,9 @@ def _markdown(doc: dict[str, Any]) -> str:
         " test runs counts as surviving. The behaviour score leaves out the"
         f" {doc['message_text_survived']} surviving mutants that only change the wording of"
         " prose in a string literal (an error message or a verdict reason), listed last."
-        + (f" Run time: {doc['seconds'] / 60:.0f} min on this machine." if doc["seconds"] else ""),
+        f" {doc['mutants'] - doc['killed']} survived, {doc['explained']} of them with a"
+        f" reason written down; {doc['not_run']} not run."
+        + (" " + _run_line(doc["run"], doc["mutants"]) if doc["run"] else ""),
         "",
         "Tests run against the mutants: " + ", ".join(f"`{t}`" for t in doc["tests"]) + ".",
         "",
@@ -352,14 +508,27 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.report_only:
         return report(None)
+    if args.names and not args.keep:
+        parser.error("NAME globs need --keep (a fresh run tests every mutant)")
     _stage(args.keep)
+    kept = _prepare_keep(reset=not args.names) if args.keep else {}
+    started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     start = time.monotonic()
     print(
         f"mutmut run in {WORK.relative_to(ROOT)} (this takes a while; see docs/mutants.md)",
         flush=True,
     )
     _mutmut("run", "--max-children", str(args.max_children), *args.names, stream=True)
-    return report(time.monotonic() - start)
+    seconds = time.monotonic() - start
+    return report(
+        {
+            "started": started,
+            "seconds": seconds,
+            "children": args.max_children,
+            "names": args.names,
+            "kept": kept,
+        }
+    )
 
 
 if __name__ == "__main__":

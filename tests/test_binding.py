@@ -6,6 +6,7 @@ import csv
 import functools
 import hashlib
 import io
+import re
 from pathlib import Path
 
 import numpy as np
@@ -187,11 +188,15 @@ def test_low_quality_hashes_never_match() -> None:
     good = pdq_of("pdq/dih/bridge-1-original.jpg")
     assert not pdq_match(good, PerceptualHash("pdq", good.hash, PDQ_MIN_QUALITY - 1))
     assert pdq_match(good, PerceptualHash("pdq", good.hash, PDQ_MIN_QUALITY))
+    # the bound is inclusive on either side of the comparison
+    assert pdq_match(PerceptualHash("pdq", good.hash, PDQ_MIN_QUALITY), good)
+    assert not pdq_match(PerceptualHash("pdq", good.hash, PDQ_MIN_QUALITY - 1), good)
 
 
 def test_pdq_hash_of_frame_keeps_timestamp() -> None:
     rgb = rgb_of(PHASH / "pdq" / "misc-images" / "wee.jpg")
     assert pdq_hash(rgb, timestamp_seconds=2.5).timestamp_seconds == 2.5
+    assert pdq_hash(rgb).timestamp_seconds == 0.0  # a still image
 
 
 def test_pdq_hash_accepts_non_contiguous_views() -> None:
@@ -208,13 +213,26 @@ def test_pdq_hash_accepts_non_contiguous_views() -> None:
         np.zeros((8, 8), np.uint8),
         np.zeros((8, 8, 4), np.uint8),
         np.zeros((8, 8, 3), np.float32),
-        np.zeros((0, 8, 3), np.uint8),
     ],
-    ids=["gray", "rgba", "float", "empty"],
+    ids=["gray", "rgba", "float"],
 )
 def test_pdq_hash_refuses_wrong_arrays(array: np.ndarray) -> None:
-    with pytest.raises(BindingError):
+    with pytest.raises(BindingError, match=r"^expected an \(H, W, 3\) uint8 RGB array, got shape"):
         pdq_hash(array)
+
+
+@pytest.mark.parametrize("shape", [(0, 8, 3), (8, 0, 3)], ids=["no-rows", "no-columns"])
+def test_pdq_hash_refuses_empty_images(shape: tuple[int, int, int]) -> None:
+    with pytest.raises(
+        BindingError, match=re.escape(f"cannot hash an empty image of shape {shape}")
+    ):
+        pdq_hash(np.zeros(shape, np.uint8))
+
+
+def test_pdq_hash_of_one_pixel_wide_image() -> None:
+    # the smallest non-empty images hash (to a flat, quality-0 hash), they are not refused
+    for shape in ((8, 1, 3), (1, 8, 3), (1, 1, 3)):
+        assert pdq_hash(np.full(shape, 7, np.uint8)).quality == 0
 
 
 def test_hamming() -> None:
@@ -235,3 +253,8 @@ def test_perceptual_hash_validation() -> None:
         PerceptualHash("pdq", bytes(32), 101)
     with pytest.raises(BindingError, match="timestamp"):
         PerceptualHash("pdq", bytes(32), 100, float("nan"))
+    with pytest.raises(BindingError, match="timestamp"):
+        PerceptualHash("pdq", bytes(32), 100, -0.5)
+    with pytest.raises(BindingError, match="quality"):
+        PerceptualHash("pdq", bytes(32), -1)
+    assert PerceptualHash("pdq", bytes(32), 0, 0.0).quality == 0  # both bounds inclusive

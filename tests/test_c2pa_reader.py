@@ -159,6 +159,8 @@ def test_manifest_summary_of_a_generated_capture(pool: ReaderPool) -> None:
         "provenance_assertion": None,
         "error_kind": None,
         "error": None,
+        "signing_time": None,  # judged only when the caller passes a SigningTimePolicy
+        "signing_time_error": None,
     }
 
 

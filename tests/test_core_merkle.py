@@ -335,3 +335,74 @@ def test_proof_errors_name_what_failed() -> None:
         ProofError, match=r"inclusion proof of leaf 5 leads to .* of subtree \[4, 8\)"
     ):
         merkle.verify_subtree_inclusion(5, 4, 8, LEAVES[5], proof, flip(sub))
+
+
+def test_each_refusal_says_which_rule_failed() -> None:
+    """Every refusal names the check that failed, with the sizes involved, so a log
+    operator can tell a short proof from a wrong root (docs/mutants.md)."""
+    root8 = mth(LEAVES[:8])
+    with pytest.raises(LogError, match=r"^\[4, 3\) is not a range of leaves$"):
+        merkle.subtree_decomposition(4, 3)
+    with pytest.raises(LogError, match=r"^\[1, 3\) is not a subtree: start must be a multiple"):
+        merkle.subtree_root(1, 3, TREE.get_nodes)
+    with pytest.raises(LogError, match=r"^\[2, 6\) is not a subtree"):
+        merkle.subtree_consistency_proof(2, 6, 8, TREE.get_nodes)
+    with pytest.raises(LogError, match="^leaf index 8 is not in a tree of size 8$"):
+        merkle.inclusion_proof(8, 8, TREE.get_nodes)
+    # inclusion
+    proof = merkle.inclusion_proof(3, 8, TREE.get_nodes)
+    with pytest.raises(ProofError, match="^inclusion proof element 1 is 33 bytes, want 32$"):
+        merkle.verify_inclusion(3, 8, LEAVES[3], [proof[0], bytes(33)], root8)
+    with pytest.raises(
+        ProofError,
+        match=f"^inclusion proof of leaf 3 leads to root {root8.hex()}, not the root"
+        f" {flip(root8).hex()} of the tree of size 8$",
+    ):
+        merkle.verify_inclusion(3, 8, LEAVES[3], proof, flip(root8))
+    # consistency
+    root5 = mth(LEAVES[:5])
+    proof = merkle.consistency_proof(5, 8, TREE.get_nodes)
+    with pytest.raises(
+        ProofError,
+        match=f"^consistency proof of {len(proof) + 1} hashes from size 5 to 8 is too long$",
+    ):
+        merkle.verify_consistency(5, 8, [*proof, root8], root5, root8)
+    with pytest.raises(
+        ProofError,
+        match=f"^consistency proof of {len(proof) - 1} hashes from size 5 to 8 is too short$",
+    ):
+        merkle.verify_consistency(5, 8, proof[:-1], root5, root8)
+    with pytest.raises(ProofError, match="^consistency proof does not lead to the root of size 5$"):
+        merkle.verify_consistency(5, 8, proof, flip(root5), root8)
+    with pytest.raises(ProofError, match="^consistency proof does not lead to the root of size 8$"):
+        merkle.verify_consistency(5, 8, proof, root5, flip(root8))
+    # subtree consistency: the empty range, an inner range, the proof's elements
+    with pytest.raises(ProofError, match=r"^subtree \[3, 3\) is empty but the proof is not$"):
+        merkle.verify_subtree_consistency(3, 3, 8, [root8], merkle.EMPTY_ROOT, root8)
+    with pytest.raises(ProofError, match=r"^empty subtree \[3, 3\) must have the empty root hash$"):
+        merkle.verify_subtree_consistency(3, 3, 8, [], root8, root8)
+    with pytest.raises(
+        ProofError, match="^subtree consistency proof element 0 is 31 bytes, want 32$"
+    ):
+        merkle.verify_subtree_consistency(4, 7, 8, [bytes(31)], root8, root8)
+    sub = mth(LEAVES[4:7])  # not a perfect subtree, and it ends before the tree does
+    proof = merkle.subtree_consistency_proof(4, 7, 8, TREE.get_nodes)
+    merkle.verify_subtree_consistency(4, 7, 8, proof, sub, root8)
+    with pytest.raises(ProofError, match=r"^subtree consistency proof for \[4, 7\) is empty$"):
+        merkle.verify_subtree_consistency(4, 7, 8, [], sub, root8)
+    with pytest.raises(
+        ProofError,
+        match=rf"^subtree consistency proof for \[4, 7\) in a tree of size 8 has 1 hashes,"
+        rf" want {len(proof)}$",
+    ):
+        merkle.verify_subtree_consistency(4, 7, 8, proof[:1], sub, root8)
+    with pytest.raises(
+        ProofError, match=r"^subtree consistency proof does not lead to the hash of \[4, 7\)$"
+    ):
+        merkle.verify_subtree_consistency(4, 7, 8, proof, flip(sub), root8)
+    with pytest.raises(
+        ProofError,
+        match=rf"^subtree consistency proof for \[4, 7\) leads to {root8.hex()}, not the root"
+        rf" {flip(root8).hex()} of the tree of size 8$",
+    ):
+        merkle.verify_subtree_consistency(4, 7, 8, proof, sub, flip(root8))

@@ -16,7 +16,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from provenance import keys as keys_module
 from provenance import wire
@@ -62,6 +62,7 @@ from provenance.registry import (
     check_enrollment,
     check_not_revoked,
     check_signature,
+    merged_revocation,
     new_token,
     token_hash,
 )
@@ -208,6 +209,16 @@ def test_revocation_is_in_force_from_its_time_on() -> None:
         check_not_revoked(revoked, NOW)
     with pytest.raises(RevokedKeyError, match=KEY.key_id.hex()[:16]):
         check_not_revoked(revoked, NOW + timedelta(days=3))
+
+
+def test_revoking_twice_keeps_the_earlier_time_with_its_reason() -> None:
+    later = NOW + timedelta(hours=1)
+    assert merged_revocation(_device(), NOW, "lost phone") == (NOW, "lost phone")
+    revoked = _device(revoked_at=NOW, revocation_reason="lost phone")
+    assert merged_revocation(revoked, later, "stolen") == (NOW, "lost phone")
+    assert merged_revocation(revoked, NOW, "stolen") == (NOW, "lost phone")
+    earlier = NOW - timedelta(microseconds=1)
+    assert merged_revocation(revoked, earlier, "stolen") == (earlier, "stolen")
 
 
 def test_chain_link_sequence_and_hash() -> None:
@@ -586,6 +597,15 @@ def test_notes_open_at_their_last_blank_line_and_edge_sizes() -> None:
 def test_malformed_notes_are_refused_with_the_reason(note: str, message: str) -> None:
     with pytest.raises(LogError, match=re.escape(message)):
         VERIFIER.open(note)
+
+
+def test_a_raw_signature_is_the_log_key_s_ed25519_signature_of_the_message() -> None:
+    # for the signed messages of other note formats (witness cosignatures)
+    signature = SIGNER.sign_message(b"cosignature/v1\ntime 1\n")
+    assert len(signature) == 64
+    Ed25519PublicKey.from_public_bytes(SIGNER.public_key).verify(
+        signature, b"cosignature/v1\ntime 1\n"
+    )
 
 
 def test_note_text_must_end_with_a_newline() -> None:

@@ -569,3 +569,54 @@ def test_a_logged_claim_as_evidence_keeps_every_field() -> None:
         )
     assert _logged(chain_linked=True).evidence(True).chain_linked is True
     assert lc.integrated_at == LOGGED_AT
+
+
+def test_a_sidecar_of_another_picture_gives_way_to_a_logged_capture_of_these_pixels() -> None:
+    """A valid sidecar whose bytes and pixels both differ from the file's is not evidence
+    against it when a logged capture is near these pixels: the file is DERIVED from that
+    capture, with a note that the sidecar was not used (test_one_pipeline.py shows it
+    end to end)."""
+    far = PDQ_MATCH_THRESHOLD + 9
+    facts = FileFacts(OTHER_SHA, 9, "image/png", (_flip(PDQ, far),))
+    near = _logged(_claim(soft=(_flip(PDQ, far - 3),)), index=12)
+    sidecar_claim = _claim()
+    r = decide(
+        facts,
+        NOW,
+        sidecar=_signed(sidecar_claim),
+        sidecar_claim=sidecar_claim,
+        sidecar_device=_device(),
+        near=[near],
+    )
+    alone = decide(facts, NOW, near=[near])
+    assert alone.status is Verdict.DERIVED and alone.verified_at == NOW
+    assert r.status is Verdict.DERIVED and r.verified_at == NOW
+    assert r.evidence == replace(alone.evidence, sidecar_present=True)
+    assert r.evidence.claim == near.evidence(True) and r.evidence.pdq_distance == 3
+    assert r.reasons == (
+        *alone.reasons,
+        f"a sidecar came with the file but describes a different picture ({far} bits away"
+        " by PDQ) and other bytes; it was not used",
+    )
+    # Nothing logged near these pixels: the mismatch is the only evidence, TAMPERED.
+    kept = decide(
+        facts,
+        NOW,
+        sidecar=_signed(sidecar_claim),
+        sidecar_claim=sidecar_claim,
+        sidecar_device=_device(),
+        near=[_logged(_claim(soft=(_flip(PDQ, 0),)), index=13)],
+    )
+    assert kept.status is Verdict.TAMPERED and _has(kept.reasons, "a different picture")
+    # A sidecar of a close copy with edits (within the threshold) is not another picture:
+    # it stays TAMPERED though a logged capture is near too.
+    edited = FileFacts(OTHER_SHA, 9, "image/png", (_flip(PDQ, 4),))
+    r = decide(
+        edited,
+        NOW,
+        sidecar=_signed(sidecar_claim),
+        sidecar_claim=sidecar_claim,
+        sidecar_device=_device(),
+        near=[_logged(_claim(soft=(_flip(PDQ, 6),)), index=14)],
+    )
+    assert r.status is Verdict.TAMPERED and _has(r.reasons, "4 bits", "a close copy with edits")

@@ -14,13 +14,17 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from provenance.assets import AssetLimits, inspect_image
+from provenance.binding import hamming, pdq_hash
 from provenance.errors import MediaError, MediaTooLargeError
 from provenance.media import (
     DEFAULT_MAX_PIXELS,
+    PDQ_MIN_SIDE,
     SNIFF_BYTES,
     DecodedImage,
     decode_image,
     image_soft_binding,
+    pdq_scale,
     sniff_media_type,
 )
 
@@ -270,3 +274,69 @@ def test_custom_pixel_limit_on_a_real_image() -> None:
 def test_decoded_image_checks_its_shape() -> None:
     with pytest.raises(MediaError, match="do not match"):
         DecodedImage(np.zeros((4, 5, 3), np.uint8), width=4, height=5, media_type="image/png")
+
+
+# ------------------------------------------------------------ downscale-first PDQ
+
+
+@pytest.mark.parametrize(
+    ("size", "scale"),
+    [((4000, 3000), 4), ((3000, 4000), 4), ((1600, 1004), 1), ((2000, 1404), 2), ((9000, 4100), 8)],
+)
+def test_pdq_scale_keeps_the_shorter_side(size: tuple[int, int], scale: int) -> None:
+    assert pdq_scale(*size) == scale
+    assert min(size) // scale >= PDQ_MIN_SIDE
+
+
+def _upscaled_jpeg(relative: str, long_side: int) -> bytes:
+    im = Image.open(PHASH / relative).convert("RGB")
+    k = long_side / max(im.size)
+    big = im.resize((round(im.width * k), round(im.height * k)), Image.Resampling.BILINEAR)
+    buf = io.BytesIO()
+    big.save(buf, "JPEG", quality=90)
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize(
+    ("relative", "long_side", "scale"),
+    [
+        ("python-threatexchange/letterboxed_sample-b.jpg", 0, 2),
+        ("pdq/bridge-mods/aaa-orig.jpg", 3300, 4),
+    ],
+)
+def test_large_jpeg_is_hashed_at_a_reduced_scale_within_bits_of_full_size(
+    relative: str, long_side: int, scale: int
+) -> None:
+    """Downscale-first PDQ stays within 12 bits of the full-size hash (the worst of the
+    shared vectors, bench/bench_image.py); width, height and the detector's pixels stay
+    full size."""
+    data = _upscaled_jpeg(relative, long_side) if long_side else (PHASH / relative).read_bytes()
+    asset = inspect_image(b"\0" * 32, data, AssetLimits())
+    full = decode_image(data)
+    assert asset.hashed.scale == scale
+    assert asset.hashed.width == -(-full.width // scale)
+    assert (asset.width, asset.height) == (full.width, full.height)
+    assert asset.rgb.shape == full.rgb.shape
+    assert hamming(asset.soft.hash, pdq_hash(full.rgb).hash) <= 12
+    # the same bytes always give the same hash: signer and verifier agree exactly
+    assert inspect_image(b"\0" * 32, data, AssetLimits()).soft == asset.soft
+
+
+def test_small_jpeg_and_png_are_hashed_at_full_size() -> None:
+    data = (PHASH / "pdq/bridge-mods/aaa-orig.jpg").read_bytes()
+    asset = inspect_image(b"\0" * 32, data, AssetLimits())
+    assert asset.hashed.scale == 1
+    assert asset.rgb is asset.hashed.rgb
+    assert asset.soft == pdq_hash(decode_image(data).rgb)
+
+
+def test_rotated_large_jpeg_reports_its_displayed_size() -> None:
+    im = Image.new("RGB", (2400, 1200), (90, 140, 30))
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    buf = io.BytesIO()
+    im.save(buf, "JPEG", exif=exif.tobytes())
+    asset = inspect_image(b"\0" * 32, buf.getvalue(), AssetLimits())
+    assert asset.hashed.scale == 2
+    assert (asset.width, asset.height) == (1200, 2400)
+    assert (asset.hashed.width, asset.hashed.height) == (600, 1200)

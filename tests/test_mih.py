@@ -121,3 +121,34 @@ def test_low_quality_hashes_are_neither_indexed_nor_matched() -> None:
     assert m.search(PerceptualHash("pdq", code, 90)) == [(0, 2)]
     assert m.search(PerceptualHash("pdq", code, 10)) == []
     assert MihIndex().search(PerceptualHash("pdq", code, 90)) == []
+
+
+def test_a_large_build_runs_in_the_background_and_searches_stay_exact(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Codes loaded as arrays: while the tables build on another thread (warming), a
+    search scans every code (in slices) and answers as the exhaustive index; after, the
+    tables hold them all and codes added during the build stay pending."""
+    monkeypatch.setattr(mih, "BACKGROUND_BUILD", 100)
+    monkeypatch.setattr(mih, "SCAN_SLICE", 64)
+    rng = np.random.default_rng(5)
+    codes = [rng.integers(0, 256, 32, dtype=np.uint8).tobytes() for _ in range(3000)]
+    items = [(i, PerceptualHash("pdq", c, 90)) for i, c in enumerate(codes)]
+    m, p = MihIndex(), PdqIndex()
+    words = np.frombuffer(b"".join(codes), dtype=">u8").astype(np.uint64).reshape(-1, 4)
+    m.add_arrays(np.arange(3000, dtype=np.int64), words)
+    p.add_many(items)
+    m.prepare()
+    late = (3000, PerceptualHash("pdq", _flip(codes[7], np.array([1, 2, 3])), 90))
+    m.add_many([late])  # during the build: stays pending, found by the scan
+    p.add_many([late])
+    for k in (7, 100, 2999):
+        q = PerceptualHash("pdq", _flip(codes[k], np.array([0, 50, 90, 200])), 90)
+        assert m.search(q, limit=50) == p.search(q, limit=50)
+    assert m.wait_warm(60) and not m.warming
+    assert len(m._tables.ids) == 3000 and list(m._tables.pending_ids) == [3000]
+    q = PerceptualHash("pdq", codes[7], 90)
+    assert m.search(q) == p.search(q) == [(0, 7), (3, 3000)]
+    assert len(m) == 3001
+    with pytest.raises(ValueError, match="shape"):
+        m.add_arrays(np.arange(2, dtype=np.int64), words[:3])

@@ -188,3 +188,155 @@ def test_a_log_cut_back_behind_the_verified_mark_is_refused(tmp_path: Path) -> N
         c.execute("DELETE FROM checkpoints WHERE size=4")
     with pytest.raises(LogIntegrityError, match="rolled back"):
         _service(db, tmp_path)
+
+
+def test_receipts_are_rebuilt_as_issued(db: Path | str, tmp_path: Path) -> None:
+    """Receipts are not stored: the one rebuilt from the store (first covering checkpoint,
+    inclusion proof from the nodes) is the one the writer issued, byte for byte, across
+    concurrent batches; a replay gets it too."""
+    s = _service(db, tmp_path)
+    try:
+        keys = [_enroll(s) for _ in range(4)]
+        issued: dict[bytes, object] = {}
+        lock = threading.Lock()
+
+        def burst(k: DeviceKey) -> None:
+            for i in range(12):
+                c = _claim(k, i + 1)
+                r = s.submit(c).receipt
+                with lock:
+                    issued[c.claim_hash] = (c, r)
+
+        threads = [threading.Thread(target=burst, args=(k,)) for k in keys]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        sizes = {open_checkpoint(r.checkpoint, s.verifier).size for _, r in issued.values()}  # type: ignore[attr-defined]
+        assert len(sizes) > 1  # several batches, several checkpoints
+        for ch, (c, r) in issued.items():  # type: ignore[misc]
+            assert s.receipt_for_claim(ch) == r
+            again = s.submit(c)
+            assert again.duplicate and again.receipt == r
+            assert wire.encode_receipt(again.receipt) == wire.encode_receipt(r)
+    finally:
+        s.close()
+
+
+def _copy_to_old_layout(src: Path, target: Path | str, receipts: dict[int, bytes]) -> None:
+    """The log in ``src`` rewritten in the layout before receipts were rebuilt (SQLite
+    schema 2, PostgreSQL schema 1: every leaf with its receipt stored whole)."""
+    import sqlite3
+
+    tables = ["meta", "devices", "enrollment_tokens", "soft_hashes", "nodes", "checkpoints"]
+    with sqlite3.connect(src) as c:
+        rows = {t: c.execute(f"SELECT * FROM {t}").fetchall() for t in tables}
+        cols = {t: [r[1] for r in c.execute(f"PRAGMA table_info({t})")] for t in tables}
+        leaves = c.execute(
+            "SELECT idx, leaf_hash, claim_hash, device_id, sequence, file_sha256,"
+            " integrated_at, chain_linked, entry FROM leaves"
+        ).fetchall()
+    leaves = [(*r, receipts[r[0]]) for r in leaves]
+    if isinstance(target, Path):
+        from provenance.store.sqlite import _MIGRATIONS
+
+        con = sqlite3.connect(target)
+        con.executescript(_MIGRATIONS[1] + ";" + _MIGRATIONS[2] + "; PRAGMA user_version = 2;")
+        run = con.executemany
+        mark = "?"
+    else:
+        import psycopg
+
+        from provenance.store.postgres import _MIGRATIONS as PG
+
+        con = psycopg.connect(target, autocommit=True)  # type: ignore[assignment]
+        con.execute(PG[1])
+        con.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
+        con.execute("INSERT INTO schema_version VALUES (1)")
+        run = con.cursor().executemany  # type: ignore[attr-defined]
+        mark = "%s"
+    for t in tables:
+        if rows[t]:
+            run(
+                f"INSERT INTO {t}({', '.join(cols[t])})"
+                f" VALUES ({', '.join(mark for _ in cols[t])})",
+                rows[t],
+            )
+    run(f"INSERT INTO leaves VALUES ({', '.join(mark for _ in range(10))})", leaves)
+    con.commit()
+    con.close()
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_a_database_with_stored_receipts_migrates(
+    backend: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """A database from before (every receipt stored whole) opens: the migration drops the
+    stored receipts, and the rebuilt ones equal them."""
+    src = tmp_path / "new.db"
+    s = _service(src, tmp_path)
+    key = _enroll(s)
+    pdq = os.urandom(32)
+    claims = [_claim(key, i + 1, pdq if i == 0 else None) for i in range(6)]
+    issued = [s.submit(c).receipt for c in claims]
+    s.close()
+    old: Path | str = (
+        tmp_path / "old.db" if backend == "sqlite" else request.getfixturevalue("pg_url")
+    )
+    _copy_to_old_layout(src, old, {r.leaf_index: wire.encode_receipt(r) for r in issued})
+    m = _service(old, tmp_path)
+    try:
+        assert m.startup.size == 6
+        for c, r in zip(claims, issued, strict=True):
+            assert m.receipt_for_claim(c.claim_hash) == r
+        assert _verdict(m, claims[3]) is Verdict.SIGNED_ORIGINAL
+        assert _verdict(m, claims[0], _near(pdq, 6)) is Verdict.DERIVED
+        assert m.submit(_claim(key, 7)).receipt.leaf_index == 6
+    finally:
+        m.close()
+
+
+def test_the_near_duplicate_index_starts_from_stored_packs(
+    db: Path | str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A start reads the full packs and only the rows after them; the first start of a
+    log without packs stores them; an unsound pack is not used (rows instead): every
+    capture is found either way."""
+    from provenance import index_packs
+
+    monkeypatch.setattr(index_packs, "PACK_LEAVES", 4)
+    s = _service(db, tmp_path)
+    key = _enroll(s)
+    pdqs = [os.urandom(32) for _ in range(10)]
+    claims = [_claim(key, i + 1, pdqs[i] if i != 5 else None) for i in range(10)]
+    for c in claims:
+        s.submit(c)
+    if db == ":memory:":
+        s._load_index()  # what a restart does, on the same (volatile) store
+        assert s._packed == 8 and [p.first for p in s.store.stored_packs(0)] == [0, 4]
+        assert _verdict(s, claims[9], _near(pdqs[9], 6)) is Verdict.DERIVED
+        s.close()
+        return
+    s.close()
+    for expect_packed in (8, 8):  # the first restart writes the packs, the second reads them
+        again = _service(db, tmp_path)
+        try:
+            assert again._packed == expect_packed and len(again.pdq) == 9
+            loaded = index_packs.load_index(again.store, 10)
+            assert loaded.packed == 8 and list(loaded.pack.ids) == [0, 1, 2, 3, 4, 6, 7, 8, 9]
+            for i in (0, 4, 9):
+                assert _verdict(again, claims[i], _near(pdqs[i], 6)) is Verdict.DERIVED
+        finally:
+            again.close()
+    if isinstance(db, Path):  # a pack edited out of shape: not used, rows read instead
+        import sqlite3
+
+        with sqlite3.connect(db) as c:
+            c.execute("UPDATE index_packs SET ids=? WHERE first=4", (b"\x00" * 8,))
+        odd = _service(db, tmp_path)
+        try:
+            assert odd._packed == 8  # read row by row, then stored again
+            assert _verdict(odd, claims[6], _near(pdqs[6], 6)) is Verdict.DERIVED
+            assert index_packs.load_index(odd.store, 10).packed == 8
+        finally:
+            odd.close()

@@ -117,7 +117,7 @@ def _fill(store: Store, signer: LogSigner, count: int, seed: int) -> list[bytes]
         size = start + count
         root = merkle.root(size, txn.get_nodes)
         txn.put_checkpoint(size, signer.sign(Checkpoint(ORIGIN, size, root, now)), now)
-        txn.insert_leaves(start, leaves, [b""] * count)
+        txn.insert_leaves(start, leaves)
     return hashes
 
 

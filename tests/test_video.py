@@ -24,7 +24,8 @@ from PIL import Image
 
 from provenance.binding import hamming, pdq_hash
 from provenance.errors import MediaError, MediaTooLargeError
-from provenance.video.decode import VideoInfo, sample_frames
+from provenance.video import decode as decode_module
+from provenance.video.decode import VideoInfo, sample_frames, start_decoder
 from provenance.video.match import QUERY_RATE_HZ, match_video
 from provenance.video.transcode import transcode
 
@@ -341,11 +342,18 @@ def stalled_fifo(tmp_path: Path) -> Iterator[Path]:
 
 
 def _decoder_workers() -> list[psutil.Process]:
-    """Live decoder children of this process (zombies of other tests' children ignored)."""
+    """Live decoding children (forked by the pre-started decoder process, which is this
+    process's child); zombies ignored."""
     found = []
-    for p in psutil.Process().children():
+    for p in psutil.Process().children(recursive=True):
         try:
-            if p.status() != psutil.STATUS_ZOMBIE and "provenance.video.worker" in " ".join(p.cmdline()):
+            parent = p.parent()
+            if (
+                p.status() != psutil.STATUS_ZOMBIE
+                and parent is not None
+                and parent.pid != os.getpid()
+                and "provenance.video.worker" in " ".join(parent.cmdline())
+            ):
                 found.append(p)
         except (psutil.NoSuchProcess, psutil.ZombieProcess, psutil.AccessDenied):
             continue
@@ -382,3 +390,18 @@ def test_a_crashing_decoder_is_reported(stalled_fifo: Path) -> None:
     thread.join(10)
     assert len(errors) == 1
     assert "decoder process died (killed by SIGSEGV)" in str(errors[0])
+
+
+def test_the_decoder_process_is_reused_and_restarted_when_it_dies() -> None:
+    """Each file gets a fresh forked child, but the pre-started process that forks them
+    survives between calls; killed, it is started again at the next call."""
+    start_decoder()
+    zygote = decode_module._zygote
+    assert zygote is not None
+    first = sample_frames(SAMPLE, rate_hz=0.5)
+    assert decode_module._zygote is zygote and zygote.process.poll() is None
+    zygote.process.kill()
+    zygote.process.wait()
+    again = sample_frames(SAMPLE, rate_hz=0.5)
+    assert again.frames == first.frames
+    assert decode_module._zygote is not None and decode_module._zygote is not zygote

@@ -174,3 +174,56 @@ def test_a_key_is_checked_once_then_remembered() -> None:
     for _ in range(2):
         with pytest.raises(KeyMaterialError, match="small order"):
             verify_strict(SMALL_ORDER[4], b"m", bytes(64))
+
+
+# Affine edwards25519 arithmetic (RFC 8032 section 5.1), written out here so that the
+# signature below does not depend on the module under test.
+D = -121665 * pow(121666, -1, P) % P
+
+
+def _point(encoded: bytes) -> tuple[int, int]:
+    raw = int.from_bytes(encoded, "little")
+    y = raw & ((1 << 255) - 1)
+    u, v = (y * y - 1) % P, (D * y * y + 1) % P
+    x = u * pow(v, 3, P) * pow(u * pow(v, 7, P), (P - 5) // 8, P) % P
+    if v * x * x % P != u:
+        x = x * pow(2, (P - 1) // 4, P) % P
+    if x & 1 != raw >> 255:
+        x = P - x
+    return x, y
+
+
+def _encode(point: tuple[int, int]) -> bytes:
+    x, y = point
+    return (y | (x & 1) << 255).to_bytes(32, "little")
+
+
+def _plus(p1: tuple[int, int], p2: tuple[int, int]) -> tuple[int, int]:
+    (x1, y1), (x2, y2) = p1, p2
+    t = D * x1 * x2 * y1 * y2 % P
+    return (x1 * y2 + x2 * y1) * pow(1 + t, -1, P) % P, (y1 * y2 + x1 * x2) * pow(1 - t, -1, P) % P
+
+
+@pytest.mark.parametrize("r", [SMALL_ORDER[4], SMALL_ORDER[7]], ids=["sign-0", "sign-1"])
+def test_small_order_r_of_order_8_is_judged_as_openssl_judges_it(r: bytes) -> None:
+    # The key A = [a]B + T, T of order 8, is not of small order ([8]A = [8a]B), so it is
+    # accepted; with S = k * a, [S]B - [k]A = -[k]T, which is T itself when k = 7 mod 8.
+    # Such an R (of order 8, sign bit either way) goes to the OpenSSL re-check as the
+    # identity does, whatever its last byte.
+    seed = bytes(range(32))
+    h = hashlib.sha512(seed).digest()
+    a = (int.from_bytes(h[:32], "little") & ((1 << 254) - 8)) | 1 << 254
+    public_key = _encode(_plus(_point(DeviceKey.from_private_bytes(seed).public_key), _point(r)))
+    check_public_key(public_key)
+    for i in range(200):
+        message = b"capture %d" % i
+        k = int.from_bytes(hashlib.sha512(r + public_key + message).digest(), "little") % L
+        if k % 8 == 7:
+            break
+    signature = r + (k * a % L).to_bytes(32, "little")
+    Ed25519PublicKey.from_public_bytes(public_key).verify(signature, message)
+    with pytest.raises(BadSignatureError):
+        crypto_sign_open(signature + message, public_key)
+    verify_strict(public_key, message, signature)
+    with pytest.raises(SignatureError, match="does not verify"):
+        verify_strict(public_key, message + b"!", signature)

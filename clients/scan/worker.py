@@ -31,7 +31,7 @@ from clients.scan.rows import error_row, measured_row
 from clients.scan.runs import runs
 from clients.scan.sources import EntryItem, FileItem, Item, RefusedItem, ScanLimits
 from provenance.claims import SignedClaim, Verdict
-from provenance.contract import DENSE_PASS_NEEDS_BYTES
+from provenance.contract import DENSE_PASS_NEEDS_BYTES, MAX_LOOKUP_HASHES, MAX_LOOKUP_QUERIES
 from provenance.errors import (
     ClaimError,
     DetectorError,
@@ -40,7 +40,6 @@ from provenance.errors import (
     TransportError,
 )
 from provenance.media import decode_image
-from provenance.server import MAX_LOOKUP_HASHES, MAX_LOOKUP_QUERIES
 from provenance.sidecar import MAX_SIDECAR_BYTES, decode_sidecar
 from provenance.verify import VerificationReport
 

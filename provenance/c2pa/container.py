@@ -74,6 +74,25 @@ def _strip_jpeg(data: bytes) -> bytes:
     The walk stops at the first scan, at the end of the image, or at the first byte that
     is not a well-formed marker segment; everything from there on is kept as it is.
     """
+    segments, pos = _jpeg_segments(data)
+    c2pa_instances = {
+        _jumbf_instance(data, s)
+        for s, e in segments
+        if _is_app11_jumbf(data, s, e) and _jumbf_first_is_c2pa(data, s, e)
+    }
+    if not c2pa_instances:
+        return data
+    out = bytearray(data[:2])
+    for s, e in segments:
+        if not (_is_app11_jumbf(data, s, e) and _jumbf_instance(data, s) in c2pa_instances):
+            out += data[s:e]
+    out += data[pos:]
+    return bytes(out)
+
+
+def _jpeg_segments(data: bytes) -> tuple[list[tuple[int, int]], int]:
+    """The marker segments after SOI as contiguous (start, end) ranges, and where the walk
+    stopped (first scan, end of image, or the first malformed segment)."""
     if data[:2] != b"\xff\xd8":
         raise MediaError("not a JPEG file (no SOI marker)")
     segments: list[tuple[int, int]] = []  # contiguous (start, end) ranges after SOI
@@ -97,20 +116,55 @@ def _strip_jpeg(data: bytes) -> bytes:
             break
         segments.append((pos, end))
         pos = end
+    return segments, pos
 
-    c2pa_instances = {
-        _jumbf_instance(data, s)
-        for s, e in segments
-        if _is_app11_jumbf(data, s, e) and _jumbf_first_is_c2pa(data, s, e)
-    }
-    if not c2pa_instances:
-        return data
-    out = bytearray(data[:2])
-    for s, e in segments:
-        if not (_is_app11_jumbf(data, s, e) and _jumbf_instance(data, s) in c2pa_instances):
-            out += data[s:e]
-    out += data[pos:]
-    return bytes(out)
+
+def manifest_store_region(data: bytes, media_type: str) -> tuple[int, int]:
+    """(start, end) of the C2PA manifest store's JUMBF superbox inside the file.
+
+    start is the offset of the store's ``jumb`` box (ISO/IEC 19566-5) and end the end of
+    the container unit that holds it: the JPEG APP11 segment (C2PA 2.1, A.3.1), the PNG
+    ``caBX`` chunk data (A.3.3) or the BMFF ``uuid`` box (A.4.1). Only the first unit is
+    searched, so a JPEG store split over several APP11 segments ends at the first
+    segment's end. Raises MediaError when the file carries no store or cannot be walked.
+    """
+    if media_type in JPEG_TYPES:
+        units = [
+            (s + 12, e)
+            for s, e in _jpeg_segments(data)[0]
+            if _is_app11_jumbf(data, s, e) and _jumbf_first_is_c2pa(data, s, e)
+        ]
+    elif media_type in PNG_TYPES:
+        units = [(p + 8, p + 8 + n) for p, n in _png_chunks(data, b"caBX")]
+    elif media_type in BMFF_TYPES:
+        units = [
+            (p, e)
+            for kind, s, p, e in _boxes(data, 0, len(data), strict=False)
+            if kind == b"uuid" and data[p : p + 16] == C2PA_BMFF_UUID
+        ]
+    else:
+        raise MediaError(f"no C2PA manifest-store rule for media type {media_type!r}")
+    for start, end in units:
+        at = data.find(b"jumd" + C2PA_STORE_UUID, start, end)
+        if at >= start + 12 and data[at - 8 : at - 4] == b"jumb":
+            return at - 12, end
+    raise MediaError("the file carries no C2PA manifest store")
+
+
+def _png_chunks(data: bytes, kind: bytes) -> list[tuple[int, int]]:
+    """(chunk start, data length) of every chunk of this type, in file order."""
+    found = []
+    pos = len(_PNG_SIGNATURE)
+    while pos + 12 <= len(data):
+        length, this = struct.unpack_from(">I4s", data, pos)
+        if pos + 12 + length > len(data):
+            break
+        if this == kind:
+            found.append((pos, length))
+        pos += 12 + length
+        if this == b"IEND":
+            break
+    return found
 
 
 def _is_app11_jumbf(data: bytes, start: int, end: int) -> bool:

@@ -13,14 +13,21 @@ import atexit
 import json
 import os
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from cryptography import x509
 
+from provenance.c2pa.container import STRIPPABLE_TYPES
 from provenance.c2pa.pool import ReaderPool
 from provenance.c2pa.result import C2paResult, failed
+from provenance.c2pa.signing_time import (
+    SIGNING_TIME_MAX_BYTES,
+    SigningTimePolicy,
+    with_signing_time,
+)
+from provenance.c2pa.timestamp import TsaTrust
 from provenance.errors import ConfigError, MediaError
 
 
@@ -56,6 +63,20 @@ class C2paTrust:
             )
         except OSError as e:
             raise ConfigError(f"cannot read C2PA trust settings: {e}") from e
+
+
+def with_tsa_roots(trust: C2paTrust | None, tsa: TsaTrust | None) -> C2paTrust | None:
+    """The trust c2pa-rs reads with when TSA roots are configured: the signer anchors
+    plus the TSA roots. c2pa-rs checks a timestamp's chain against its one anchor list,
+    and judges an expired signer at the timestamp's time only for a TSA on it (measured
+    with c2pa-rs 0.91.3: otherwise ``signingCredential.expired``). The TSA roots then
+    also anchor signers, subject to the EKU list (a TSA leaf carries only
+    id-kp-timeStamping). Raises nothing."""
+    if tsa is None:
+        return trust
+    if trust is None:
+        return C2paTrust(tsa.roots_pem)
+    return replace(trust, anchors_pem=trust.anchors_pem.rstrip(b"\n") + b"\n" + tsa.roots_pem)
 
 
 @dataclass(frozen=True)
@@ -95,13 +116,18 @@ def read_c2pa(
     *,
     manifest_data: bytes | None = None,
     pool: ReaderPool | None = None,
+    signing_time: SigningTimePolicy | None = None,
 ) -> C2paResult:
     """Read and validate the C2PA manifest store of a file.
 
     source: a file path or the file's bytes; media_type: e.g. "image/jpeg", or None to
     let the reader detect it from the bytes; manifest_data: a sidecar manifest store
     (``.c2pa`` bytes) to validate against the asset instead of an embedded one; pool:
-    the worker pool to use (a shared one-worker pool by default).
+    the worker pool to use (a shared one-worker pool by default); signing_time: judge the
+    signer's certificate at the time an RFC 3161 timestamp or our log receipt proves
+    (`provenance.c2pa.signing_time`, JPEG/PNG/MP4/MOV up to SIGNING_TIME_MAX_BYTES: the
+    file is read into memory) instead of leaving the reader's current-time verdict; None
+    keeps the reader's result as it is.
 
     Returns a C2paResult: present=False with no error when the file carries no
     manifest; present=False with error_kind/error when the manifest cannot be read
@@ -123,7 +149,7 @@ def read_c2pa(
                 "TooLarge",
                 f"the {what} is {length} bytes, over the C2PA limit of {limits.max_bytes}",
             )
-    return (pool or _shared_pool()).read(
+    result = (pool or _shared_pool()).read(
         path=path,
         data=data,
         media_type=media_type,
@@ -132,6 +158,21 @@ def read_c2pa(
         timeout_s=limits.timeout_s,
         memory_bytes=limits.memory_bytes,
     )
+    if signing_time is None or not result.present or media_type not in STRIPPABLE_TYPES:
+        return result
+    if size > SIGNING_TIME_MAX_BYTES:
+        return replace(
+            result,
+            signing_time_error=f"signing time not assessed: the file is over"
+            f" {SIGNING_TIME_MAX_BYTES >> 20} MiB",
+        )
+    if data is None:
+        try:
+            with open(path or "", "rb") as f:
+                data = f.read(SIGNING_TIME_MAX_BYTES + 1)
+        except OSError as e:
+            raise MediaError(f"cannot read {path!r}: {e.strerror or e}") from e
+    return with_signing_time(result, data, media_type, signing_time)
 
 
 _shared: ReaderPool | None = None

@@ -11,7 +11,10 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from provenance.c2pa.signing_time import SigningTime
 
 #: Label of the assertion that carries our signed claim, receipt and log checkpoint.
 PROVENANCE_ASSERTION_LABEL = "org.provenance.claim"
@@ -52,7 +55,10 @@ class C2paResult:
     of the signing certificate; signing_alg: e.g. "Ed25519"; signed_at: the RFC 3161
     time as the reader prints it, or None. trusted_anchor: the active manifest's signer
     chains to an anchor the operator configured. provenance_assertion: the data of our
-    `PROVENANCE_ASSERTION_LABEL` assertion, as decoded JSON, or None. error_kind and
+    `PROVENANCE_ASSERTION_LABEL` assertion, as decoded JSON, or None. signing_time: the
+    time the signer's certificate was judged at and its source (RFC 3161 timestamp, log
+    receipt, current time; `provenance.c2pa.signing_time`), None when not assessed;
+    signing_time_error: why it could not be assessed. error_kind and
     error: why nothing could be read ("Remote", "Other", "NotSupported", "Verify",
     "Timeout", "Crashed", "TooLarge", ...) with the message; both None when the file
     was read or simply carries no manifest.
@@ -72,6 +78,8 @@ class C2paResult:
     provenance_assertion: Mapping[str, Any] | None = None
     error_kind: str | None = None
     error: str | None = None
+    signing_time: SigningTime | None = None
+    signing_time_error: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict: the `c2pa` object of ``prov verify --json``."""
@@ -100,6 +108,8 @@ class C2paResult:
             "provenance_assertion": self.provenance_assertion,
             "error_kind": self.error_kind,
             "error": self.error,
+            "signing_time": self.signing_time.to_dict() if self.signing_time else None,
+            "signing_time_error": self.signing_time_error,
         }
 
 

@@ -9,8 +9,10 @@ to-be-signed bytes to the device key, so the private key never leaves `key`.
 The embedded file keeps our hard binding: `strip_manifest_store` of the output gives
 back the source bytes exactly (checked before the output is written), so the claim's
 SHA-256 of the capture is also the binding of the exported file (docs/c2pa.md).
-No RFC 3161 timestamp is requested: signing makes no network call, and validators then
-check the leaf certificate against the current time.
+With a `TimestampAuthority`, the claim signature gets an RFC 3161 timestamp in its
+``sigTst2`` header (C2PA 2.1, 10.3.2.5; `provenance.c2pa.timestamp`), so validators judge
+the leaf certificate at the signing time instead of the current time. Without one,
+signing makes no network call.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from provenance.c2pa.container import STRIPPABLE_TYPES, strip_manifest_store
 from provenance.c2pa.reader import reader_settings
 from provenance.c2pa.result import PROVENANCE_ASSERTION_LABEL
+from provenance.c2pa.timestamp import TimestampAuthority, timestamp_file
 from provenance.errors import BindingError, KeyMaterialError, MediaError, SignatureError
 
 DIGITAL_CAPTURE = "http://cv.iptc.org/newscodes/digitalsourcetype/digitalCapture"
@@ -59,6 +62,7 @@ def embed_manifest(
     checkpoint: str | None,
     *,
     title: str | None = None,
+    tsa: TimestampAuthority | None = None,
 ) -> bytes:
     """Write src_path with a signed C2PA manifest to dst_path (atomically replaced).
 
@@ -68,13 +72,16 @@ def embed_manifest(
     media_type: one of WRITABLE_TYPES; cert_chain_pem: the device's leaf certificate
     first, then its issuers (`issue_device_certificate` output); assertion: JSON-able
     dict stored as the assertion's "evidence"; checkpoint: the log checkpoint text;
-    title: the manifest's dc:title (default: the destination file name).
+    title: the manifest's dc:title (default: the destination file name); tsa: the RFC
+    3161 timestamp authority to timestamp the claim signature with (None: no timestamp,
+    no network call).
 
     Raises MediaError for an unsupported media type, an unreadable source or one that
     already carries a manifest store; KeyMaterialError if the leaf certificate is not
     for `key`; SignatureError if the key or the C2PA library fails to sign (an expired
-    or unacceptable certificate included); BindingError if the output would not strip
-    back to the source bytes.
+    or unacceptable certificate included); TimestampError (nothing written) if the TSA
+    cannot be reached within tsa.timeout_s or its answer is not a good token for this
+    signature; BindingError if the output would not strip back to the source bytes.
     """
     if media_type not in WRITABLE_TYPES:
         raise MediaError(
@@ -124,6 +131,8 @@ def embed_manifest(
         raise SignatureError(f"C2PA signing failed: {e}") from e
 
     embedded = output.getvalue()
+    if tsa is not None:
+        embedded = timestamp_file(embedded, media_type, tsa)
     if strip_manifest_store(embedded, media_type) != source:
         raise BindingError(
             "the embedded file does not strip back to the source bytes; refusing to write it"

@@ -28,12 +28,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Protocol
 
+import numpy as np
+
 from provenance.binding import PerceptualHash
 from provenance.claims import Device, SignedClaim
 from provenance.errors import ConfigError
 
 __all__ = [
     "AppendTxn",
+    "HashPack",
     "LeafRecord",
     "NewLeaf",
     "Store",
@@ -67,12 +70,12 @@ class LeafRecord:
     integrated_at: datetime
     chain_linked: bool
     entry: bytes
-    receipt: bytes
 
 
 @dataclass(frozen=True)
 class NewLeaf:
-    """A leaf to append: everything but its receipt, which the caller fills in."""
+    """A leaf to append. Its receipt is not stored: `provenance.receipt.build_receipt`
+    rebuilds it from the entry, the checkpoint that first covered it and the tree."""
 
     leaf_hash: bytes
     signed_claim: SignedClaim
@@ -83,6 +86,23 @@ class NewLeaf:
     chain_linked: bool
     entry: bytes
     soft_bindings: tuple[PerceptualHash, ...]
+
+
+@dataclass(frozen=True)
+class HashPack:
+    """The near-duplicate index's view of the leaves [first, next): their usable PDQ hashes
+    (algorithm "pdq", quality >= PDQ_MIN_QUALITY, 32 bytes) as arrays, and whether any of
+    their soft hashes is a video frame's (`provenance.index_packs`).
+
+    ids: (n,) int64 leaf indexes, non-decreasing, in [first, next); words: (n, 4) uint64,
+    each hash as four big-endian 64-bit words.
+    """
+
+    first: int
+    next: int
+    ids: np.ndarray
+    words: np.ndarray
+    video: bool
 
 
 class AppendTxn(Protocol):
@@ -96,6 +116,11 @@ class AppendTxn(Protocol):
 
     def latest_checkpoint(self) -> tuple[int, str] | None:
         """(tree size, signed note) of the newest checkpoint, or None."""
+        ...
+
+    def checkpoint_covering(self, index: int) -> tuple[int, str] | None:
+        """(tree size, signed note) of the first checkpoint whose tree holds leaf ``index``
+        (the one its receipt was issued with), or None."""
         ...
 
     def leaves_by_claim_hash(self, claim_hashes: Sequence[bytes]) -> dict[bytes, LeafRecord]:
@@ -114,10 +139,8 @@ class AppendTxn(Protocol):
 
     def put_checkpoint(self, size: int, note: str, now: datetime) -> None: ...
 
-    def insert_leaves(
-        self, start: int, leaves: Sequence[NewLeaf], receipts: Sequence[bytes]
-    ) -> None:
-        """Leaves start, start+1, ... with receipts, soft hashes and device sequence state."""
+    def insert_leaves(self, start: int, leaves: Sequence[NewLeaf]) -> None:
+        """Leaves start, start+1, ... with their soft hashes and device sequence state."""
         ...
 
 
@@ -193,6 +216,10 @@ class Store(Protocol):
 
     def latest_checkpoint(self) -> tuple[int, str] | None: ...
 
+    def checkpoint_covering(self, index: int) -> tuple[int, str] | None:
+        """See `AppendTxn.checkpoint_covering`."""
+        ...
+
     def leaf_by_claim_hash(self, claim_hash: bytes) -> LeafRecord | None: ...
 
     def leaf_by_index(self, index: int) -> LeafRecord | None: ...
@@ -209,12 +236,18 @@ class Store(Protocol):
         """Every leaf from index ``start`` on, in index order, read in pages."""
         ...
 
-    def has_video_claims(self) -> bool: ...
+    def hash_pack(self, start: int, stop: int) -> HashPack:
+        """The `HashPack` of leaves [start, stop), read from the soft-hash rows."""
+        ...
 
-    def iter_soft_hashes(
-        self, start: int = 0, stop: int | None = None
-    ) -> Iterator[tuple[int, PerceptualHash]]:
-        """(leaf index, perceptual hash) of leaves in [start, stop), in index order."""
+    def stored_packs(self, start: int) -> Iterator[HashPack]:
+        """The stored packs whose first leaf is ``start`` or later, in order (they are
+        derived data: `provenance.index_packs` checks them before use)."""
+        ...
+
+    def put_pack(self, pack: HashPack) -> None:
+        """Store ``pack``, keyed by its first leaf (replacing one stored there: the pack
+        of given leaves is always the same, so servers writing it together agree)."""
         ...
 
 

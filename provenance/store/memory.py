@@ -12,12 +12,15 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 
-from provenance.binding import PerceptualHash
+import numpy as np
+
+from provenance.binding import PDQ_HASH_SIZE, PDQ_MIN_QUALITY, PerceptualHash
 from provenance.claims import Device
 from provenance.errors import EnrollmentError, LogError, UnknownDeviceError
 from provenance.registry import merged_revocation
 from provenance.store import (
     QUOTA_PREFIX,
+    HashPack,
     LeafRecord,
     NewLeaf,
     add_usage,
@@ -43,6 +46,7 @@ class _State:
     soft: list[tuple[int, PerceptualHash]] = field(default_factory=list)
     nodes: dict[tuple[int, int], bytes] = field(default_factory=dict)
     checkpoints: dict[int, str] = field(default_factory=dict)
+    packs: dict[int, HashPack] = field(default_factory=dict)
 
 
 def _nodes(state: _State, keys: Sequence[tuple[int, int]]) -> list[bytes]:
@@ -59,6 +63,11 @@ def _latest(state: _State) -> tuple[int, str] | None:
     return size, state.checkpoints[size]
 
 
+def _covering(state: _State, index: int) -> tuple[int, str] | None:
+    size = min((s for s in state.checkpoints if s > index), default=None)
+    return None if size is None else (size, state.checkpoints[size])
+
+
 class _MemoryAppend:
     """`AppendTxn` over a private copy of the state."""
 
@@ -70,6 +79,9 @@ class _MemoryAppend:
 
     def latest_checkpoint(self) -> tuple[int, str] | None:
         return _latest(self.state)
+
+    def checkpoint_covering(self, index: int) -> tuple[int, str] | None:
+        return _covering(self.state, index)
 
     def leaves_by_claim_hash(self, claim_hashes: Sequence[bytes]) -> dict[bytes, LeafRecord]:
         want = set(claim_hashes)
@@ -88,9 +100,7 @@ class _MemoryAppend:
     def put_checkpoint(self, size: int, note: str, now: datetime) -> None:
         self.state.checkpoints[size] = note
 
-    def insert_leaves(
-        self, start: int, leaves: Sequence[NewLeaf], receipts: Sequence[bytes]
-    ) -> None:
+    def insert_leaves(self, start: int, leaves: Sequence[NewLeaf]) -> None:
         if start != len(self.state.leaves):
             raise LogError(f"append at {start} but the log has {len(self.state.leaves)} leaves")
         for i, lf in enumerate(leaves):
@@ -105,7 +115,6 @@ class _MemoryAppend:
                     lf.integrated_at,
                     lf.chain_linked,
                     lf.entry,
-                    receipts[i],
                 )
             )
             self.state.soft.extend((start + i, h) for h in lf.soft_bindings)
@@ -223,6 +232,9 @@ class MemoryStore:
     def latest_checkpoint(self) -> tuple[int, str] | None:
         return _latest(self._state)
 
+    def checkpoint_covering(self, index: int) -> tuple[int, str] | None:
+        return _covering(self._state, index)
+
     def leaf_by_claim_hash(self, claim_hash: bytes) -> LeafRecord | None:
         return _MemoryAppend(self._state).leaves_by_claim_hash([claim_hash]).get(claim_hash)
 
@@ -242,11 +254,23 @@ class MemoryStore:
     def iter_leaves(self, start: int = 0) -> Iterator[LeafRecord]:
         yield from list(self._state.leaves[start:])
 
-    def has_video_claims(self) -> bool:
-        return any(h.timestamp_seconds > 0 for _, h in self._state.soft)
+    def hash_pack(self, start: int, stop: int) -> HashPack:
+        soft = [(i, h) for i, h in self._state.soft if start <= i < stop]
+        usable = [
+            (i, h.hash)
+            for i, h in soft
+            if h.algorithm == "pdq"
+            and h.quality >= PDQ_MIN_QUALITY
+            and len(h.hash) == PDQ_HASH_SIZE
+        ]
+        ids = np.array([i for i, _ in usable], dtype=np.int64)
+        words = np.frombuffer(b"".join(h for _, h in usable), dtype=">u8").astype(np.uint64)
+        video = any(h.timestamp_seconds > 0 for _, h in soft)
+        return HashPack(start, stop, ids, words.reshape(-1, 4), video)
 
-    def iter_soft_hashes(
-        self, start: int = 0, stop: int | None = None
-    ) -> Iterator[tuple[int, PerceptualHash]]:
-        end = len(self._state.leaves) if stop is None else stop
-        yield from [(i, h) for i, h in self._state.soft if start <= i < end]
+    def stored_packs(self, start: int) -> Iterator[HashPack]:
+        yield from [self._state.packs[k] for k in sorted(self._state.packs) if k >= start]
+
+    def put_pack(self, pack: HashPack) -> None:
+        with self._lock:
+            self._state.packs[pack.first] = pack

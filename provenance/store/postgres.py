@@ -25,7 +25,6 @@ import psycopg_pool
 from provenance.errors import LogError, LogIntegrityError, ProvenanceError, StorageError
 from provenance.store.sql import Conn, Cursor, SqlStore
 
-SCHEMA_VERSION = 1
 #: Advisory lock keys (any 64-bit numbers no other user of the database takes).
 APPEND_LOCK = 0x70726F765F6C6F67  # "prov_log"
 MIGRATE_LOCK = 0x70726F765F736368  # "prov_sch"
@@ -86,7 +85,21 @@ _MIGRATIONS: dict[int, str] = {
         created_at BIGINT NOT NULL
     );
     """,
+    # 3: receipts are rebuilt on demand, no longer stored whole (as SQLite's migration 4;
+    # 2 is the key-history migration of another branch; a missing number is skipped), and
+    # the near-duplicate index's packs
+    3: """
+    ALTER TABLE leaves DROP COLUMN receipt;
+    CREATE TABLE index_packs (
+        first BIGINT PRIMARY KEY,
+        next BIGINT NOT NULL,
+        ids BYTEA NOT NULL,
+        words BYTEA NOT NULL,
+        video INTEGER NOT NULL
+    )
+    """,
 }
+SCHEMA_VERSION = max(_MIGRATIONS)
 
 
 def redact(url: str) -> str:
@@ -184,7 +197,7 @@ class PostgresStore(SqlStore):
                     f"{self.location} has schema version {version}; this program knows up to"
                     f" {SCHEMA_VERSION}: upgrade the program"
                 )
-            for v in range(version + 1, SCHEMA_VERSION + 1):
+            for v in sorted(m for m in _MIGRATIONS if m > version):
                 for stmt in _MIGRATIONS[v].split(";"):
                     if stmt.strip():
                         c.execute(stmt)

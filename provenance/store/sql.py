@@ -15,7 +15,9 @@ from contextlib import AbstractContextManager, contextmanager
 from datetime import datetime
 from typing import Any, Protocol, TypeVar, cast
 
-from provenance.binding import PerceptualHash
+import numpy as np
+
+from provenance.binding import PDQ_HASH_SIZE, PDQ_MIN_QUALITY
 from provenance.claims import Device
 from provenance.errors import (
     EnrollmentError,
@@ -27,6 +29,7 @@ from provenance.errors import (
 from provenance.registry import merged_revocation
 from provenance.store import (
     QUOTA_PREFIX,
+    HashPack,
     LeafRecord,
     NewLeaf,
     add_usage,
@@ -38,6 +41,8 @@ from provenance.store import (
 
 #: Leaves read per page when iterating the log.
 PAGE = 10_000
+#: Stored index packs read per query.
+PACK_PAGE = 8
 
 
 class Cursor(Protocol):
@@ -55,6 +60,7 @@ class Conn(Protocol):
 
 
 F = TypeVar("F", bound=Callable[..., Any])
+T = TypeVar("T")
 
 _DEVICE_COLS = (
     "device_id, public_key, label, enrolled_at, last_sequence, last_claim_hash,"
@@ -62,7 +68,7 @@ _DEVICE_COLS = (
 )
 _LEAF_COLS = (
     "idx, leaf_hash, claim_hash, device_id, sequence, file_sha256, integrated_at,"
-    " chain_linked, entry, receipt"
+    " chain_linked, entry"
 )
 
 
@@ -107,7 +113,6 @@ def _leaf(row: Sequence[Any]) -> LeafRecord:
         integrated_at=from_us(int(row[6])),
         chain_linked=bool(row[7]),
         entry=bytes(row[8]),
-        receipt=bytes(row[9]),
     )
 
 
@@ -162,9 +167,24 @@ def latest_checkpoint(c: Conn) -> tuple[int, str] | None:
     return None if row is None else (int(row[0]), str(row[1]))
 
 
+def checkpoint_covering(c: Conn, index: int) -> tuple[int, str] | None:
+    row = c.execute(
+        "SELECT size, note FROM checkpoints WHERE size>? ORDER BY size LIMIT 1", (index,)
+    ).fetchone()
+    return None if row is None else (int(row[0]), str(row[1]))
+
+
 def leaf_by_claim_hash(c: Conn, claim_hash: bytes) -> LeafRecord | None:
     row = c.execute(f"SELECT {_LEAF_COLS} FROM leaves WHERE claim_hash=?", (claim_hash,)).fetchone()
     return None if row is None else _leaf(row)
+
+
+def _paged(page: Callable[[int], list[T]], key: Callable[[T], int], start: int) -> Iterator[T]:
+    """Every item of the pages ``page(start)``, ``page(key(last) + 1)``, ... until one is
+    empty."""
+    while rows := page(start):
+        yield from rows
+        start = key(rows[-1]) + 1
 
 
 class SqlAppend:
@@ -178,6 +198,9 @@ class SqlAppend:
 
     def latest_checkpoint(self) -> tuple[int, str] | None:
         return latest_checkpoint(self.c)
+
+    def checkpoint_covering(self, index: int) -> tuple[int, str] | None:
+        return checkpoint_covering(self.c, index)
 
     def leaves_by_claim_hash(self, claim_hashes: Sequence[bytes]) -> dict[bytes, LeafRecord]:
         out: dict[bytes, LeafRecord] = {}
@@ -213,13 +236,10 @@ class SqlAppend:
             (size, note, to_us(now)),
         )
 
-    def insert_leaves(
-        self, start: int, leaves: Sequence[NewLeaf], receipts: Sequence[bytes]
-    ) -> None:
+    def insert_leaves(self, start: int, leaves: Sequence[NewLeaf]) -> None:
         c = self.c
         c.executemany(
-            "INSERT INTO leaves(idx, leaf_hash, claim_hash, device_id, sequence, file_sha256,"
-            " integrated_at, chain_linked, entry, receipt) VALUES (?,?,?,?,?,?,?,?,?,?)",
+            f"INSERT INTO leaves({_LEAF_COLS}) VALUES (?,?,?,?,?,?,?,?,?)",
             [
                 (
                     start + i,
@@ -231,7 +251,6 @@ class SqlAppend:
                     to_us(lf.integrated_at),
                     int(lf.chain_linked),
                     lf.entry,
-                    receipts[i],
                 )
                 for i, lf in enumerate(leaves)
             ],
@@ -455,6 +474,10 @@ class SqlStore(ABC):
         with self._reading() as c:
             return latest_checkpoint(c)
 
+    def checkpoint_covering(self, index: int) -> tuple[int, str] | None:
+        with self._reading() as c:
+            return checkpoint_covering(c, index)
+
     @_reads_log
     def leaf_by_claim_hash(self, claim_hash: bytes) -> LeafRecord | None:
         with self._reading() as c:
@@ -492,12 +515,7 @@ class SqlStore(ABC):
         return [(int(r[0]), bytes(r[1])) for r in rows]
 
     def iter_leaves(self, start: int = 0) -> Iterator[LeafRecord]:
-        while True:
-            rows = self._leaf_page(start)
-            if not rows:
-                return
-            yield from rows
-            start = rows[-1].index + 1
+        return _paged(self._leaf_page, lambda r: r.index, start)
 
     @_reads_log
     def _leaf_page(self, start: int) -> list[LeafRecord]:
@@ -508,31 +526,56 @@ class SqlStore(ABC):
             ).fetchall()
         return [_leaf(r) for r in rows]
 
-    def has_video_claims(self) -> bool:
-        with self._reading() as c:
-            row = c.execute(
-                "SELECT 1 FROM soft_hashes WHERE timestamp_seconds > 0 LIMIT 1"
-            ).fetchone()
-        return row is not None
-
-    def iter_soft_hashes(
-        self, start: int = 0, stop: int | None = None
-    ) -> Iterator[tuple[int, PerceptualHash]]:
-        end = self.tree_size() if stop is None else stop
-        while start < end:
-            upto = min(end, start + PAGE)
-            yield from self._soft_page(start, upto)
-            start = upto
-
     @_reads_log
-    def _soft_page(self, start: int, stop: int) -> list[tuple[int, PerceptualHash]]:
+    def hash_pack(self, start: int, stop: int) -> HashPack:
         with self._reading() as c:
             rows = c.execute(
-                "SELECT leaf_idx, algorithm, hash, quality, timestamp_seconds FROM soft_hashes"
-                " WHERE leaf_idx>=? AND leaf_idx<? ORDER BY leaf_idx",
+                "SELECT leaf_idx, hash FROM soft_hashes WHERE leaf_idx>=? AND leaf_idx<?"
+                " AND algorithm='pdq' AND quality>=? AND length(hash)=? ORDER BY leaf_idx",
+                (start, stop, PDQ_MIN_QUALITY, PDQ_HASH_SIZE),
+            ).fetchall()
+            video = c.execute(
+                "SELECT 1 FROM soft_hashes WHERE leaf_idx>=? AND leaf_idx<?"
+                " AND timestamp_seconds > 0 LIMIT 1",
                 (start, stop),
+            ).fetchone()
+        ids = np.fromiter((int(r[0]) for r in rows), dtype=np.int64, count=len(rows))
+        words = np.frombuffer(b"".join(bytes(r[1]) for r in rows), dtype=">u8")
+        return HashPack(start, stop, ids, words.astype(np.uint64).reshape(-1, 4), video is not None)
+
+    def stored_packs(self, start: int) -> Iterator[HashPack]:
+        return _paged(self._pack_page, lambda p: p.first, start)
+
+    @_reads_log
+    def _pack_page(self, start: int) -> list[HashPack]:
+        with self._reading() as c:
+            rows = c.execute(
+                "SELECT first, next, ids, words, video FROM index_packs WHERE first>=?"
+                " ORDER BY first LIMIT ?",
+                (start, PACK_PAGE),
             ).fetchall()
         return [
-            (int(i), PerceptualHash(str(alg), bytes(h), int(q), float(ts)))
-            for i, alg, h, q, ts in rows
+            HashPack(
+                int(first),
+                int(nxt),
+                np.frombuffer(bytes(ids), dtype="<i8").astype(np.int64),
+                np.frombuffer(bytes(words), dtype=">u8").astype(np.uint64).reshape(-1, 4),
+                bool(video),
+            )
+            for first, nxt, ids, words, video in rows
         ]
+
+    def put_pack(self, pack: HashPack) -> None:
+        with self._errors(), self._write() as c:
+            c.execute(
+                "INSERT INTO index_packs(first, next, ids, words, video) VALUES (?, ?, ?, ?, ?)"
+                " ON CONFLICT(first) DO UPDATE SET next=excluded.next, ids=excluded.ids,"
+                " words=excluded.words, video=excluded.video",
+                (
+                    pack.first,
+                    pack.next,
+                    pack.ids.astype("<i8").tobytes(),
+                    pack.words.astype(">u8").tobytes(),
+                    int(pack.video),
+                ),
+            )

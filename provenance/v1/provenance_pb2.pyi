@@ -413,7 +413,7 @@ class C2paIngredient(_message.Message):
     def __init__(self, title: _Optional[str] = ..., relationship: _Optional[str] = ..., media_type: _Optional[str] = ...) -> None: ...
 
 class C2paResult(_message.Message):
-    __slots__ = ("present", "validation_state", "validation_codes", "signer", "signer_org", "signing_alg", "signed_at", "claim_generator", "actions", "ingredients", "trusted_anchor", "provenance_assertion_json", "error_kind", "error")
+    __slots__ = ("present", "validation_state", "validation_codes", "signer", "signer_org", "signing_alg", "signed_at", "claim_generator", "actions", "ingredients", "trusted_anchor", "provenance_assertion_json", "error_kind", "error", "signing_time_json")
     PRESENT_FIELD_NUMBER: _ClassVar[int]
     VALIDATION_STATE_FIELD_NUMBER: _ClassVar[int]
     VALIDATION_CODES_FIELD_NUMBER: _ClassVar[int]
@@ -428,6 +428,7 @@ class C2paResult(_message.Message):
     PROVENANCE_ASSERTION_JSON_FIELD_NUMBER: _ClassVar[int]
     ERROR_KIND_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
+    SIGNING_TIME_JSON_FIELD_NUMBER: _ClassVar[int]
     present: bool
     validation_state: str
     validation_codes: _containers.RepeatedScalarFieldContainer[str]
@@ -442,7 +443,8 @@ class C2paResult(_message.Message):
     provenance_assertion_json: str
     error_kind: str
     error: str
-    def __init__(self, present: _Optional[bool] = ..., validation_state: _Optional[str] = ..., validation_codes: _Optional[_Iterable[str]] = ..., signer: _Optional[str] = ..., signer_org: _Optional[str] = ..., signing_alg: _Optional[str] = ..., signed_at: _Optional[str] = ..., claim_generator: _Optional[str] = ..., actions: _Optional[_Iterable[_Union[C2paAction, _Mapping]]] = ..., ingredients: _Optional[_Iterable[_Union[C2paIngredient, _Mapping]]] = ..., trusted_anchor: _Optional[bool] = ..., provenance_assertion_json: _Optional[str] = ..., error_kind: _Optional[str] = ..., error: _Optional[str] = ...) -> None: ...
+    signing_time_json: str
+    def __init__(self, present: _Optional[bool] = ..., validation_state: _Optional[str] = ..., validation_codes: _Optional[_Iterable[str]] = ..., signer: _Optional[str] = ..., signer_org: _Optional[str] = ..., signing_alg: _Optional[str] = ..., signed_at: _Optional[str] = ..., claim_generator: _Optional[str] = ..., actions: _Optional[_Iterable[_Union[C2paAction, _Mapping]]] = ..., ingredients: _Optional[_Iterable[_Union[C2paIngredient, _Mapping]]] = ..., trusted_anchor: _Optional[bool] = ..., provenance_assertion_json: _Optional[str] = ..., error_kind: _Optional[str] = ..., error: _Optional[str] = ..., signing_time_json: _Optional[str] = ...) -> None: ...
 
 class VerificationReport(_message.Message):
     __slots__ = ("status", "reasons", "evidence", "detector", "verified_at", "c2pa")

@@ -1,13 +1,15 @@
 """Sample and hash video frames in a separate process under a time and memory limit.
 
 A malformed or hostile container must not hang, crash or exhaust the caller (a server
-worker). So FFmpeg runs in a fresh child process (`provenance.video.worker`, started with
-``subprocess``: safe from a threaded gRPC server and from any kind of worker process), which
-sets ``RLIMIT_AS`` to the memory limit and turns core dumps off before it loads FFmpeg; the
-parent kills it at the deadline. The child is treated as untrusted: it hashes frames itself,
-so only hashes (and, when asked, a few RGB frames) cross the boundary, as one JSON header
-and raw pixel buffers that the parent parses strictly. Nothing from the child is unpickled.
-Starting the child costs about 0.3 s (interpreter, NumPy, PyAV, pdqhash imports).
+worker). So FFmpeg runs in a fresh child process for every file, forked by a pre-started
+decoder process (`provenance.video.worker`, started once with ``subprocess``: safe from a
+threaded gRPC server and from any kind of worker process) that has already imported NumPy,
+PyAV and the PDQ core, so a call costs a fork (milliseconds) instead of an interpreter start
+and those imports (about 0.3 s). The child sets ``RLIMIT_AS`` to the memory limit, turns
+core dumps off and ends itself at the deadline; the parent also kills it at the deadline.
+The child is treated as untrusted: it hashes frames itself, so only hashes (and, when
+asked, a few RGB frames) cross the boundary, as one JSON header and raw pixel buffers that
+the parent parses strictly. Nothing from the child is unpickled.
 """
 
 from __future__ import annotations
@@ -17,8 +19,10 @@ import math
 import os
 import select
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,7 +34,7 @@ from provenance.binding import PDQ_ALGORITHM, PerceptualHash
 from provenance.errors import BindingError, MediaError, MediaTooLargeError
 from provenance.media import SNIFF_BYTES
 from provenance.video.frames import sniff_container
-from provenance.video.worker import LENGTH_PREFIX
+from provenance.video.worker import LENGTH_PREFIX, PID, READY, STATUS
 
 #: Default frame sampling rate for soft bindings, in frames per second.
 DEFAULT_RATE_HZ = 1.0
@@ -45,6 +49,9 @@ DEFAULT_MAX_MEMORY_BYTES = 2 << 30
 _PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])
 _HEADER_BASE_BYTES = 4096
 _HEADER_BYTES_PER_FRAME = 160
+#: How long the decoder process may take to start (imports), and to answer a request, s.
+START_TIMEOUT_S = 60.0
+_ANSWER_TIMEOUT_S = 10.0
 
 
 @dataclass(frozen=True)
@@ -132,32 +139,129 @@ def sample_frames(
         "strip_bars": strip_bars,
         "max_memory_bytes": max_memory_bytes,
     }
+    request = {**request, "timeout_s": timeout_s}
     deadline = time.monotonic() + timeout_s
     read_fd, write_fd = os.pipe()
+    status_r, status_w = os.pipe()
     try:
-        child = subprocess.Popen(
-            [sys.executable, "-m", "provenance.video.worker", str(write_fd), json.dumps(request)],
-            pass_fds=(write_fd,),
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            env=_child_env(),
-            close_fds=True,
-        )
-    except OSError as e:
-        os.close(read_fd)
+        pid = _fork_decoder(request, write_fd, status_w)
+    except BaseException:
+        for fd in (read_fd, status_r):
+            os.close(fd)
+        raise
+    finally:
         os.close(write_fd)
-        raise MediaError(f"cannot start the decoder process: {e}") from e
-    os.close(write_fd)
-    reader = _Reader(read_fd, child, deadline, timeout_s)
+        os.close(status_w)
+    reader = _Reader(read_fd, status_r, deadline, timeout_s)
     try:
         header = reader.message(_HEADER_BASE_BYTES + _HEADER_BYTES_PER_FRAME * max_frames)
         return _parse(header, reader, media_type, rate_hz)
     finally:
-        if child.poll() is None:
-            child.kill()
-        child.wait()
+        reader.stop(pid)
         os.close(read_fd)
+        os.close(status_r)
+
+
+class _Zygote:
+    """The pre-started decoder process and our end of its socket."""
+
+    def __init__(self) -> None:
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        try:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "provenance.video.worker", str(theirs.fileno())],
+                pass_fds=(theirs.fileno(),),
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                env=_child_env(),
+                close_fds=True,
+            )
+        except OSError as e:
+            ours.close()
+            raise MediaError(f"cannot start the decoder process: {e}") from e
+        finally:
+            theirs.close()
+        self.sock = ours
+        self.owner = os.getpid()
+        self._ready = False
+
+    def _wait_ready(self) -> None:
+        """Wait for the greeting the process sends once its imports are done."""
+        try:
+            self.sock.settimeout(START_TIMEOUT_S)
+            greeting = self.sock.recv(64)
+        except OSError as e:
+            raise MediaError(
+                f"the decoder process did not start within {START_TIMEOUT_S:g} s"
+            ) from e
+        if greeting != READY:
+            raise MediaError("the decoder process could not load PyAV and NumPy")
+        self.sock.settimeout(_ANSWER_TIMEOUT_S)
+        self._ready = True
+
+    def fork(self, request: bytes, reply_fd: int, status_fd: int) -> int:
+        """Have the process fork a child for ``request``; its pid. Raises OSError, and
+        MediaError if the process never became ready."""
+        if not self._ready:
+            self._wait_ready()
+        socket.send_fds(self.sock, [request], [reply_fd, status_fd])
+        answer = self.sock.recv(PID.size)
+        if len(answer) != PID.size:
+            raise ConnectionError("the decoder process closed its socket")
+        (pid,) = PID.unpack(answer)
+        if pid <= 0:
+            raise ConnectionError("the decoder process refused the request")
+        return int(pid)
+
+    def close(self) -> None:
+        """Close the socket (the process then kills its children and exits) and reap it."""
+        self.sock.close()
+        try:
+            self.process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+_zygote: _Zygote | None = None
+_zygote_lock = threading.Lock()
+
+
+def start_decoder() -> None:
+    """Start the decoder process now, in the background (a server calls this at
+    start-up), so its imports are done before the first video. Raises MediaError if the
+    process cannot be started."""
+    with _zygote_lock:
+        _running_zygote()
+
+
+def _running_zygote() -> _Zygote:
+    global _zygote
+    if _zygote is not None and _zygote.owner != os.getpid():
+        _zygote = None  # inherited through a fork: that process and socket are the parent's
+    if _zygote is None or _zygote.process.poll() is not None:
+        if _zygote is not None:
+            _zygote.close()
+        _zygote = None
+        _zygote = _Zygote()
+    return _zygote
+
+
+def _fork_decoder(request: dict[str, Any], reply_fd: int, status_fd: int) -> int:
+    """A fresh decoding child for ``request`` writing to the pipes; its pid. A decoder
+    process that has died is started again once. Raises MediaError."""
+    body = json.dumps(request).encode()
+    with _zygote_lock:
+        for attempt in (1, 2):
+            zygote = _running_zygote()
+            try:
+                return zygote.fork(body, reply_fd, status_fd)
+            except OSError as e:
+                zygote.close()
+                if attempt == 2:
+                    raise MediaError(f"the decoder process failed to start a decode: {e}") from e
+    raise AssertionError("unreachable")
 
 
 def _child_env() -> dict[str, str]:
@@ -172,15 +276,14 @@ def _child_env() -> dict[str, str]:
 
 
 class _Reader:
-    """Reads length-prefixed messages from the child until a deadline."""
+    """Reads length-prefixed messages from a decoding child until a deadline."""
 
-    def __init__(
-        self, fd: int, child: subprocess.Popen[bytes], deadline: float, timeout_s: float
-    ) -> None:
+    def __init__(self, fd: int, status_fd: int, deadline: float, timeout_s: float) -> None:
         self._fd = fd
-        self._child = child
+        self._status_fd = status_fd
         self._deadline = deadline
         self._timeout_s = timeout_s
+        self._eof = False
 
     def message(self, max_bytes: int) -> bytes:
         (size,) = LENGTH_PREFIX.unpack(self._exactly(LENGTH_PREFIX.size))
@@ -201,21 +304,37 @@ class _Reader:
                 )
             chunk = os.read(self._fd, min(n - len(buf), 1 << 20))
             if not chunk:
-                raise MediaError(f"the decoder process died ({self._exit()})")
+                self._eof = True
+                raise MediaError(f"the decoder process died ({self._exit(1.0)})")
             buf += chunk
         return bytes(buf)
 
-    def _exit(self) -> str:
-        try:
-            code = self._child.wait(timeout=1.0)
-        except subprocess.TimeoutExpired:
+    def _exit(self, wait_s: float) -> str:
+        """How the child ended, from the wait status the decoder process reports."""
+        ready, _, _ = select.select([self._status_fd], [], [], wait_s)
+        raw = os.read(self._status_fd, STATUS.size) if ready else b""
+        if len(raw) != STATUS.size:
             return "its pipe closed early"
+        code = os.waitstatus_to_exitcode(STATUS.unpack(raw)[0])
         if code < 0:
             try:
                 return f"killed by {signal.Signals(-code).name}"
             except ValueError:
                 return f"killed by signal {-code}"
         return f"exit status {code}"
+
+    def stop(self, pid: int) -> None:
+        """Make sure the child has ended: kill it unless its reply pipe reached end of file
+        (while the pipe is open the child holds it, so it is alive and ``pid`` is still
+        its, not yet reaped), then wait briefly until it has been reaped."""
+        if not self._eof:
+            ready, _, _ = select.select([self._fd], [], [], 0)
+            if not (ready and not os.read(self._fd, 1 << 16)):
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+        self._exit(2.0)
 
 
 def _parse(header: bytes, reader: _Reader, media_type: str, rate_hz: float) -> VideoInfo:

@@ -1,0 +1,401 @@
+"""The store at scale (issues 12 and 15), each figure against a baseline from the same run,
+on a cached SQLite log of N realistic captures (default 10^6, `bench/biglog.py`).
+
+1. Store size: bytes per capture (file size after VACUUM INTO / entries, the index packs
+   included) now that
+   receipts are rebuilt on demand, against the layout that stored every receipt whole
+   (now + the mean encoded size of 1,000 sampled receipts, rebuilt); with --pg, also
+   PostgreSQL's pg_total_relation_size over every table, at --pg-leaves captures.
+2. Start-up (`ProvenanceService` construction, the default checks): after (the
+   near-duplicate index read from stored packs, its tables built in the background while
+   lookups scan) against before (every soft-hash row decoded into a `PerceptualHash`, then
+   the tables built before the first lookup returns); the time until the index is warm,
+   a lookup while warming and after. At 10^7: the pack load measured on 153 synthetic
+   packs (random hashes) plus this run's O(log n) part; "before" scaled linearly.
+3. Durable appends/s through the group-commit writer on a copy of the log (acknowledged
+   only after COMMIT, synchronous=FULL), --submitters concurrent submitters, against a
+   SQLite batched insert of the same rows (leaves, soft hashes, Merkle nodes, one
+   checkpoint and the device rows per batch of the writer's mean batch size, each batch
+   one durable commit) into another copy.
+
+Usage: nice -n 19 python bench/bench_store.py [--leaves 1000000] [--parts size startup appends]
+    [--submitters 128] [--appends 6000] [--pg --pg-leaves 100000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sqlite3
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from biglog import ORIGIN, build_log, cached_log, signer_of  # bench/biglog.py
+from results import Ratio, write_results  # bench/results.py, next to this script
+
+from provenance import wire
+from provenance.binding import PerceptualHash
+from provenance.claims import Claim, HardBinding, SignedClaim
+from provenance.envelope import PAYLOAD_TYPE_CLAIM
+from provenance.index_packs import PACK_LEAVES, load_index, write_packs
+from provenance.mih import MihIndex, _build
+from provenance.service import ProvenanceService, ServiceConfig
+from provenance.store import HashPack
+from provenance.store.sqlite import SqliteStore
+from provenance.writer import GroupCommitWriter, PendingClaim
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _vacuumed_size(db: Path, work: Path) -> int:
+    out = work / "vacuumed.db"
+    out.unlink(missing_ok=True)
+    with sqlite3.connect(db) as c:
+        c.execute("VACUUM INTO ?", (str(out),))
+    size = out.stat().st_size
+    out.unlink()
+    return size
+
+
+def bench_size(db: Path, key: Path, leaves: int, work: Path) -> tuple[list[Ratio], dict[str, Any]]:
+    svc = ProvenanceService(ServiceConfig(db=db, log_key=key, origin=ORIGIN))  # stores packs
+    after = _vacuumed_size(db, work) / leaves
+    try:
+        rng = np.random.default_rng(1)
+        sample = [int(i) for i in rng.integers(0, leaves, 1000)]
+        receipt = statistics.mean(
+            len(wire.encode_receipt(svc._receipt(rec)))
+            for i in sample
+            if (rec := svc.store.leaf_by_index(i)) is not None
+        )
+    finally:
+        svc.close()
+    before = after + receipt
+    print(f"store size at {leaves:,} captures (after VACUUM)")
+    print(f"  receipts rebuilt on demand: {after:8.0f} bytes per capture")
+    print(
+        f"  receipts stored whole:      {before:8.0f} bytes per capture (mean receipt {receipt:.0f} B)"
+    )
+    row = Ratio(
+        f"captures per MB of SQLite store, {leaves:,}",
+        1e6 / after,
+        "receipts stored whole",
+        1e6 / before,
+        "captures/MB",
+    )
+    return [row], {"bytes_per_capture": after, "bytes_per_capture_before": before}
+
+
+def bench_pg_size(leaves: int, work: Path) -> dict[str, Any]:
+    sys.path.insert(0, str(ROOT / "tests"))
+    from pgserver import PgServer  # tests/pgserver.py
+
+    from provenance.log.checkpoint import generate_log_key
+    from provenance.store.postgres import PostgresStore
+
+    pg = PgServer.start()
+    try:
+        url = pg.new_database()
+        store = PostgresStore(url)
+        build_log(store, generate_log_key(work / "pg.logkey.pem", ORIGIN), leaves)
+        write_packs(store, 0, leaves)  # as the running server does
+        with store._read() as c:
+            c.execute("VACUUM FULL")
+            (total,) = c.execute(
+                "SELECT SUM(pg_total_relation_size(c.oid)) FROM pg_class c JOIN pg_namespace n"
+                " ON n.oid = c.relnamespace WHERE n.nspname = 'public' AND c.relkind = 'r'"
+            ).fetchone()
+        store.close()
+    finally:
+        pg.stop()
+    per = int(total) / leaves
+    print(
+        f"  PostgreSQL, {leaves:,} captures: {per:8.0f} bytes per capture (pg_total_relation_size)"
+    )
+    return {"pg_leaves": leaves, "pg_bytes_per_capture": per}
+
+
+def _old_index(db: Path) -> float:
+    """The start-up index load before packs: every soft-hash row decoded into a
+    PerceptualHash and added one by one, then the tables built before the first lookup."""
+    t0 = time.perf_counter()
+    m = MihIndex()
+    con = sqlite3.connect(db)
+    start, page = 0, 10_000
+    video = False
+    while True:
+        rows = con.execute(
+            "SELECT leaf_idx, algorithm, hash, quality, timestamp_seconds FROM soft_hashes"
+            " WHERE leaf_idx>=? AND leaf_idx<? ORDER BY leaf_idx",
+            (start, start + page),
+        ).fetchall()
+        if not rows:
+            break
+        items = [
+            (int(i), PerceptualHash(str(a), bytes(h), int(q), float(ts))) for i, a, h, q, ts in rows
+        ]
+        video |= any(h.timestamp_seconds > 0 for _, h in items)
+        m.add_many(items)
+        start += page
+    con.close()
+    with m._lock:
+        m._fold_lists()
+        ids = np.concatenate([i for i, _ in m._pending_arrays])
+        words = np.vstack([w for _, w in m._pending_arrays])
+    _build(words, ids)
+    return time.perf_counter() - t0
+
+
+def _lookup_s(svc: ProvenanceService) -> float:
+    q = PerceptualHash("pdq", os.urandom(32), 100)
+    t0 = time.perf_counter()
+    svc.pdq.search(q)
+    return time.perf_counter() - t0
+
+
+def bench_startup(
+    db: Path, key: Path, leaves: int, work: Path, big: int
+) -> tuple[list[Ratio], dict[str, Any]]:
+    cfg = ServiceConfig(db=db, log_key=key, origin=ORIGIN)
+    t0 = time.perf_counter()
+    ProvenanceService(cfg).close()  # the first start of a log without packs stores them
+    first = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    svc = ProvenanceService(cfg)
+    start = time.perf_counter() - t0
+    warming_lookup = _lookup_s(svc) if svc.pdq.warming else float("nan")
+    svc.pdq.wait_warm()
+    warm = time.perf_counter() - t0
+    lookup = statistics.median(_lookup_s(svc) for _ in range(20))
+    fixed = start - svc.index_load_seconds  # opening, checks from the mark, memo: O(log n)
+    svc.close()
+    old = _old_index(db)
+    before = fixed + old
+    print(f"start-up at {leaves:,} entries (default checks)")
+    print(f"  before (rows decoded, tables built first): {before:8.2f} s")
+    print(f"  after (packs, tables in the background):   {start:8.2f} s   ({before / start:.1f}x)")
+    print(
+        f"    of which checks and opening {fixed:.2f} s; first start, storing packs, {first:.2f} s"
+    )
+    print(
+        f"  warm (tables built) after {warm:.2f} s; lookup while warming {warming_lookup * 1e3:.1f} ms, warm {lookup * 1e3:.2f} ms"
+    )
+    out: dict[str, Any] = {
+        "leaves": leaves,
+        "start_before_s": before,
+        "start_after_s": start,
+        "first_start_after_s": first,
+        "checks_s": fixed,
+        "warm_after_s": warm,
+        "lookup_warming_ms": warming_lookup * 1e3,
+        "lookup_warm_ms": lookup * 1e3,
+    }
+    rows = [
+        Ratio(
+            f"start-up at {leaves:,} entries",
+            1 / start,
+            "rows decoded (before)",
+            1 / before,
+            "starts/s",
+        )
+    ]
+    if big:
+        packs = big // PACK_LEAVES
+        store = SqliteStore(work / "packs.db")
+        store._writer.execute("PRAGMA synchronous=OFF")
+        rng = np.random.default_rng(2)
+        for k in range(packs):
+            ids = np.arange(k * PACK_LEAVES, (k + 1) * PACK_LEAVES, dtype=np.int64)
+            words = rng.integers(0, 2**63, (PACK_LEAVES, 4), dtype=np.uint64)
+            store.put_pack(HashPack(int(ids[0]), int(ids[-1]) + 1, ids, words, False))
+        n = packs * PACK_LEAVES
+        t0 = time.perf_counter()
+        loaded = load_index(store, n)
+        m = MihIndex()
+        m.add_arrays(loaded.pack.ids, loaded.pack.words)
+        m.prepare()
+        load = time.perf_counter() - t0
+        q = PerceptualHash("pdq", os.urandom(32), 100)
+        t1 = time.perf_counter()
+        m.search(q)
+        scan = time.perf_counter() - t1
+        m.wait_warm()
+        big_warm = time.perf_counter() - t0
+        store.close()
+        del loaded, m
+        est_after = fixed + load
+        est_before = fixed + old * n / leaves
+        print(f"start-up at {n:,} entries (estimate: packs measured, checks from this run)")
+        print(f"  before {est_before:8.1f} s, after {est_after:8.2f} s ({est_before / est_after:.0f}x);"
+              f" index load {load:.2f} s, warm after {big_warm:.1f} s, lookup while warming {scan * 1e3:.0f} ms")  # fmt: skip
+        out |= {
+            "est_leaves": n,
+            "est_start_before_s": est_before,
+            "est_start_after_s": est_after,
+            "est_index_load_s": load,
+            "est_warm_s": big_warm,
+            "est_lookup_warming_ms": scan * 1e3,
+        }
+        rows.append(Ratio(f"start-up at {n:,} entries (est.)", 1 / est_after, "rows decoded (before)", 1 / est_before, "starts/s"))  # fmt: skip
+    return rows, out
+
+
+def _writer_run(db: Path, key: Path, submitters: int, total: int) -> tuple[float, int, int]:
+    """(appends/s, leaves before, commits) of the group-commit writer on ``db``."""
+    store = SqliteStore(db)
+    signer = signer_of(key)
+    with store._read() as c:
+        devs = c.execute("SELECT device_id, last_sequence FROM devices").fetchall()
+    now = datetime.now(UTC)
+    n0 = store.tree_size()
+    (c0,) = store._writer.execute("SELECT COUNT(*) FROM checkpoints").fetchone()
+    per = total // submitters
+
+    def pending(dev: bytes, seq: int) -> PendingClaim:
+        claim = Claim(dev, seq, now, "image/jpeg", 3_000_000, HardBinding(os.urandom(32)),
+                      (PerceptualHash("pdq", os.urandom(32), 100),), 4032, 3024)  # fmt: skip
+        data = wire.encode_claim(claim)
+        return PendingClaim(SignedClaim(PAYLOAD_TYPE_CLAIM, data, dev, os.urandom(64)), claim)
+
+    work = [[pending(bytes(d), int(s) + 1 + k) for k in range(per)] for d, s in devs[:submitters]]
+    writer = GroupCommitWriter(store, signer, lambda: datetime.now(UTC), lambda *a: None, 512)
+
+    def run(items: list[PendingClaim]) -> None:
+        for p in items:
+            writer.submit(p)
+
+    threads = [threading.Thread(target=run, args=(w,)) for w in work]
+    t0 = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    rate = per * len(work) / (time.perf_counter() - t0)
+    writer.close()
+    (c1,) = store._writer.execute("SELECT COUNT(*) FROM checkpoints").fetchone()
+    store.close()
+    return rate, n0, int(c1) - int(c0)
+
+
+def _insert_run(src: Path, dst: Path, n0: int, batch: int) -> float:
+    """Rows/s of a SQLite batched insert into ``dst`` of the rows the writer added to
+    ``src`` after leaf ``n0``, ``batch`` leaves per durable commit."""
+    s = sqlite3.connect(src)
+    leaves = s.execute("SELECT * FROM leaves WHERE idx>=? ORDER BY idx", (n0,)).fetchall()
+    soft = s.execute(
+        "SELECT * FROM soft_hashes WHERE leaf_idx>=? ORDER BY leaf_idx", (n0,)
+    ).fetchall()
+    nodes = s.execute(
+        "SELECT level, idx, hash FROM nodes WHERE (idx << level) >= ?", (n0,)
+    ).fetchall()
+    cps = s.execute("SELECT * FROM checkpoints WHERE size>? ORDER BY size", (n0,)).fetchall()
+    s.close()
+    c = sqlite3.connect(dst, isolation_level=None)
+    c.execute("PRAGMA journal_mode=WAL")
+    c.execute("PRAGMA synchronous=FULL")
+    n = len(leaves)
+    t0 = time.perf_counter()
+    for k, lo in enumerate(range(0, n, batch)):
+        hi = min(n, lo + batch)
+        c.execute("BEGIN IMMEDIATE")
+        c.executemany(
+            f"INSERT INTO leaves VALUES ({','.join('?' * len(leaves[0]))})", leaves[lo:hi]
+        )
+        c.executemany(
+            "INSERT INTO soft_hashes VALUES (?,?,?,?,?)",
+            [r for r in soft if n0 + lo <= r[0] < n0 + hi],
+        )
+        c.executemany(
+            "INSERT OR IGNORE INTO nodes VALUES (?,?,?)",
+            [r for r in nodes if n0 + lo <= r[1] << r[0] < n0 + hi],
+        )
+        c.execute("INSERT OR REPLACE INTO checkpoints VALUES (?,?,?)", cps[min(k, len(cps) - 1)])
+        c.executemany(
+            "UPDATE devices SET last_sequence=?, last_claim_hash=? WHERE device_id=?",
+            [(r[4], r[2], r[3]) for r in leaves[lo:hi]],
+        )
+        c.execute("COMMIT")
+    rate = n / (time.perf_counter() - t0)
+    c.close()
+    return rate
+
+
+def bench_appends(
+    db: Path, key: Path, leaves: int, work: Path, submitters: int, total: int
+) -> tuple[list[Ratio], dict[str, Any]]:
+    a, b = work / "appends-a.db", work / "appends-b.db"
+    for p in (a, b):
+        with sqlite3.connect(db) as c:
+            c.execute("VACUUM INTO ?", (str(p),))
+    rate, n0, commits = _writer_run(a, key, submitters, total)
+    mean_batch = max(1, round(total / max(1, commits)))
+    bulk = _insert_run(a, b, n0, mean_batch)
+    for p in (a, b):
+        p.unlink()
+    print(f"durable appends at {leaves:,} leaves, {submitters} concurrent submitters")
+    print(
+        f"  group-commit writer:             {rate:9.0f} appends/s ({commits} commits, mean batch {mean_batch})"
+    )
+    print(f"  SQLite batched insert, same rows: {bulk:9.0f} rows/s    ratio {rate / bulk:.2f}")
+    row = Ratio(
+        f"durable appends at {leaves:,} leaves",
+        rate,
+        "SQLite batched insert, same rows",
+        bulk,
+        "rows/s",
+    )
+    return [row], {"appends_per_s": rate, "insert_rows_per_s": bulk, "mean_batch": mean_batch}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--leaves", type=int, default=1_000_000)
+    ap.add_argument("--parts", nargs="+", choices=["size", "startup", "appends"], default=["size", "startup", "appends"])  # fmt: skip
+    ap.add_argument(
+        "--big", type=int, default=10_000_000, help="start-up estimate at this size (0: none)"
+    )
+    ap.add_argument("--submitters", type=int, default=128)
+    ap.add_argument("--appends", type=int, default=6000)
+    ap.add_argument("--pg", action="store_true", help="also measure PostgreSQL's size")
+    ap.add_argument("--pg-leaves", type=int, default=100_000)
+    args = ap.parse_args()
+    db, key = cached_log(args.leaves)
+    rows: list[Ratio] = []
+    figures: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory(prefix="bench-store-", dir=db.parent) as tmp:
+        work = Path(tmp)
+        if "size" in args.parts:
+            r, f = bench_size(db, key, args.leaves, work)
+            rows += r
+            figures |= f
+            if args.pg:
+                figures |= bench_pg_size(args.pg_leaves, work)
+        if "startup" in args.parts:
+            r, f = bench_startup(db, key, args.leaves, work, args.big)
+            rows += r
+            figures |= f
+        if "appends" in args.parts:
+            r, f = bench_appends(db, key, args.leaves, work, args.submitters, args.appends)
+            rows += r
+            figures |= f
+    write_results(
+        "store",
+        rows,
+        note=json.dumps(
+            {k: round(v, 4) if isinstance(v, float) else v for k, v in figures.items()}
+        ),
+    )
+    shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

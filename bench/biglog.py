@@ -1,0 +1,186 @@
+"""Big logs for the store benches, built directly in the store in large batches and cached.
+
+`cached_log(leaves)` returns a SQLite log of ``leaves`` realistic captures (an image claim
+with a PDQ hash, width/height, the device chain link and a 64-byte signature; 1,000
+devices; a signed checkpoint every ``PER_CHECKPOINT`` leaves, as group commit leaves
+them; a verified mark at the head) and its log key. The file is kept in
+``out/biglog/`` (git-ignored) and reused while the schema and the recipe are unchanged;
+building 10^6 leaves takes a few minutes. Signatures are random bytes (start-up and
+the store never check them; only SubmitCapture does).
+
+`build_log(store, signer, leaves)` builds the same log in a SQLite or PostgreSQL store.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import random
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+from provenance import wire
+from provenance.binding import PerceptualHash
+from provenance.claims import Claim, Device, HardBinding, SignedClaim
+from provenance.envelope import PAYLOAD_TYPE_CLAIM
+from provenance.log import merkle
+from provenance.log.checkpoint import Checkpoint, LogSigner, generate_log_key, load_log_signer
+from provenance.startup import MARK_KEY, sign_mark
+from provenance.store import to_us
+from provenance.store.sql import SqlStore
+from provenance.store.sqlite import SCHEMA_VERSION, SqliteStore
+
+ROOT = Path(__file__).resolve().parents[1]
+CACHE = ROOT / "out" / "biglog"
+ORIGIN = "bench.local/log"
+#: Leaves per signed checkpoint (a group-commit batch under load).
+PER_CHECKPOINT = 64
+DEVICES = 1000
+#: Bump when the recipe changes, so cached files are rebuilt.
+RECIPE = 2
+
+
+class _Template:
+    """Real encoded claims and log entries made fast: one claim and entry encoded, then the
+    per-capture fields (device, sequence, SHA-256, PDQ hash, previous claim hash,
+    signature) written over the marker bytes at their offsets. Sequences start at
+    2**14 so their varint is always 3 bytes."""
+
+    SEQ0 = 1 << 14
+
+    def __init__(self, now: datetime) -> None:
+        dev, sha, pdq, prev, sig = (bytes([b]) * 32 for b in (0xD1, 0x5A, 0x9D, 0x7E, 0x51))
+        claim = Claim(
+            dev, self.SEQ0, now, "image/jpeg", 3_000_000, HardBinding(sha),
+            (PerceptualHash("pdq", pdq, 100),), 4032, 3024, prev_claim_hash=prev,
+        )  # fmt: skip
+        cb = wire.encode_claim(claim)
+        seq = bytes([0x80, 0x80, 0x01])  # varint(2**14)
+        self.claim = cb
+        self.at = {
+            k: cb.index(v) for k, v in (("dev", dev), ("sha", sha), ("pdq", pdq), ("prev", prev))
+        }
+        self.at["seq"] = cb.index(seq, self.at["dev"] + 32)
+        entry = wire.encode_log_entry(SignedClaim(PAYLOAD_TYPE_CLAIM, cb, dev, sig * 2), now)
+        self.entry = entry
+        self.claim_at = entry.index(cb)
+        self.key_at = entry.index(dev, self.claim_at + len(cb))
+        self.sig_at = entry.index(sig * 2)
+
+    def make(
+        self, dev: bytes, seq: int, sha: bytes, pdq: bytes, prev: bytes, sig: bytes
+    ) -> tuple[bytes, bytes]:
+        """(claim bytes, log entry bytes) of one capture."""
+        c = bytearray(self.claim)
+        at = self.at
+        c[at["dev"] : at["dev"] + 32] = dev
+        c[at["sha"] : at["sha"] + 32] = sha
+        c[at["pdq"] : at["pdq"] + 32] = pdq
+        c[at["prev"] : at["prev"] + 32] = prev
+        c[at["seq"] : at["seq"] + 3] = bytes(
+            [0x80 | (seq & 0x7F), 0x80 | ((seq >> 7) & 0x7F), seq >> 14]
+        )
+        e = bytearray(self.entry)
+        e[self.claim_at : self.claim_at + len(c)] = c
+        e[self.key_at : self.key_at + 32] = dev
+        e[self.sig_at : self.sig_at + 64] = sig
+        return bytes(c), bytes(e)
+
+
+def build_log(store: SqlStore, signer: LogSigner, leaves: int, batch: int = 20_000) -> None:
+    """Append ``leaves`` captures to the empty database ``store`` with batched SQL (the
+    rows the writer would write; see module docstring)."""
+    rng = random.Random(leaves)
+    now = datetime.now(UTC)
+    now_us = to_us(now)
+    store.set_meta("origin", signer.name)
+    store.set_meta("log_verifier_key", signer.verifier_key())
+    devs = []
+    for i in range(DEVICES):
+        tok = i.to_bytes(32, "big")
+        store.add_token(tok, "", now, now.replace(year=now.year + 1))
+        devs.append(
+            store.enroll(tok, Device(rng.randbytes(32), rng.randbytes(32), now), now).device_id
+        )
+    state = {d: (_Template.SEQ0 - 1, rng.randbytes(32)) for d in devs}
+    tpl = _Template(now)
+    frontier = merkle.CompactRange()
+    t0 = time.perf_counter()
+    sha256 = hashlib.sha256
+    for start in range(0, leaves, batch):
+        rows, soft, nodes, cps = [], [], [], []
+        for idx in range(start, min(leaves, start + batch)):
+            dev = devs[rng.randrange(DEVICES)]
+            seq, prev = state[dev]
+            r = rng.randbytes(128)
+            cb, entry = tpl.make(dev, seq + 1, r[:32], r[32:64], prev, r[64:])
+            ch = sha256(cb).digest()
+            state[dev] = (seq + 1, ch)
+            lh = sha256(b"\0" + entry).digest()
+            rows.append((idx, lh, ch, dev, seq + 1, r[:32], now_us, 1, entry))
+            soft.append((idx, "pdq", r[32:64], 100, 0.0))
+            nodes += frontier.append(lh)
+            if (idx + 1) % PER_CHECKPOINT == 0 or idx + 1 == leaves:
+                size = idx + 1
+                note = signer.sign(Checkpoint(signer.name, size, frontier.root(), now))
+                cps.append((size, note, now_us))
+        if start == 0:  # the template makes what the real encoder makes
+            for row in rows[:3]:
+                signed, at = wire.decode_log_entry(row[-1])
+                claim = wire.decode_claim(signed.claim_bytes)
+                assert at == now and signed.claim_hash == row[2], "template broke"
+                assert (claim.device_id, claim.sequence) == (row[3], row[4])
+                assert claim.hard_binding.sha256 == row[5]
+        with store.append() as txn:
+            c = txn.c
+            c.executemany(
+                "INSERT INTO leaves(idx, leaf_hash, claim_hash, device_id, sequence,"
+                " file_sha256, integrated_at, chain_linked, entry) VALUES (?,?,?,?,?,?,?,?,?)",
+                rows,
+            )
+            c.executemany(
+                "INSERT INTO soft_hashes(leaf_idx, algorithm, hash, quality, timestamp_seconds)"
+                " VALUES (?,?,?,?,?)",
+                soft,
+            )
+            txn.put_nodes(nodes)
+            c.executemany("INSERT INTO checkpoints(size, note, created_at) VALUES (?,?,?)", cps)
+            c.executemany(
+                "UPDATE devices SET last_sequence=?, last_claim_hash=? WHERE device_id=?",
+                [(seq, ch, d) for d, (seq, ch) in state.items()],
+            )
+        done = start + len(rows)
+        rate = done / (time.perf_counter() - t0)
+        print(
+            f"\r  building a log of {leaves:,}: {done:,} ({rate:,.0f}/s)", end="", file=sys.stderr
+        )
+    print(file=sys.stderr)
+    store.set_meta(MARK_KEY, sign_mark(signer, leaves, frontier.root()))
+
+
+def cached_log(leaves: int) -> tuple[Path, Path]:
+    """(SQLite file, log key) of a log of ``leaves`` captures, built once and cached."""
+    CACHE.mkdir(parents=True, exist_ok=True)
+    stem = CACHE / f"log-{leaves}-s{SCHEMA_VERSION}-r{RECIPE}"
+    db, key = stem.with_suffix(".db"), stem.with_suffix(".logkey.pem")
+    if db.exists() and key.exists():
+        return db, key
+    tmp = stem.with_suffix(".building.db")
+    for p in (tmp, Path(f"{tmp}-wal"), Path(f"{tmp}-shm"), key):
+        p.unlink(missing_ok=True)
+    signer = generate_log_key(key, ORIGIN)
+    store = SqliteStore(tmp)
+    store._writer.execute("PRAGMA synchronous=OFF")  # a bench fixture: durability not needed
+    store._writer.execute("PRAGMA cache_size=-400000")
+    try:
+        build_log(store, signer, leaves)
+    finally:
+        store.close()
+    os.replace(tmp, db)
+    return db, key
+
+
+def signer_of(key: Path) -> LogSigner:
+    return load_log_signer(key, ORIGIN)

@@ -1,0 +1,82 @@
+"""A real `prov serve` child process with one enrolled device, for benches that verify.
+
+`enrolled_server` starts the server on a free port (no detector), creates and enrolls a
+device in ``work``/dev, and points PROV_SERVER at it; the caller signs with `prov sign`.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import psutil
+
+from clients.api import ProvenanceClient
+from clients.cli import main as prov
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@contextmanager
+def enrolled_server(work: Path) -> Iterator[tuple[subprocess.Popen[str], str]]:
+    """Yield (the server process, its HOST:PORT); terminate it on exit."""
+    os.environ.update(
+        PROV_ADMIN_TOKEN="bench-token", PROV_HOME=str(work / "dev"), PROV_PASSPHRASE="bench"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "clients.cli", "serve", "--db", str(work / "bench.db")]
+        + ["--listen", "127.0.0.1:0", "--no-detector"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        cwd=ROOT,
+    )
+    assert proc.stdout is not None
+    try:
+        address = proc.stdout.readline().split()[-1]
+        os.environ["PROV_SERVER"] = address
+        assert prov(["device", "init"]) == 0
+        with ProvenanceClient(address, admin_token="bench-token") as c:
+            token, _ = c.create_enrollment_token()
+        assert prov(["device", "enroll", "--token", token]) == 0
+        yield proc, address
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+class PeakRss:
+    """Samples a process's resident memory every ``period_s`` seconds inside a ``with``;
+    ``growth`` is then the peak over the value at entry, in bytes."""
+
+    def __init__(self, process: psutil.Process, period_s: float = 0.005) -> None:
+        self._process = process
+        self._period_s = period_s
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._sample)
+        self.base = self.peak = 0
+
+    def _sample(self) -> None:
+        while not self._done.is_set():
+            self.peak = max(self.peak, self._process.memory_info().rss)
+            time.sleep(self._period_s)
+
+    def __enter__(self) -> PeakRss:
+        self.base = self.peak = self._process.memory_info().rss
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._done.set()
+        self._thread.join()
+
+    @property
+    def growth(self) -> int:
+        """Peak RSS minus RSS at entry, bytes."""
+        return self.peak - self.base

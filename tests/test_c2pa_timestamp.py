@@ -1,0 +1,454 @@
+"""RFC 3161 timestamps in our C2PA exports, and the signing time a verifier uses.
+
+A real timestamp authority runs on loopback (`tsa_server.LocalTsa`: real CMS tokens,
+its own CA); the exports are real files signed by c2pa-rs and read back by c2pa-rs.
+The verifier's clock is injected (`SigningTimePolicy.clock`) to stand 400 days ahead,
+past the device certificate's 365-day validity.
+"""
+
+# The pool, authority, device and chain fixtures come from test_c2pa_writer; naming them
+# as test arguments reads as a redefinition to ruff.
+# ruff: noqa: F811
+
+from __future__ import annotations
+
+import json
+import random
+import shutil
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from conftest import SAMPLES, Cli, ServerProc, start_server
+from cryptography import x509
+from inproc import Clock, open_inproc
+from rfc3161_client import HashAlgorithm, TimestampRequestBuilder, decode_timestamp_response
+from test_c2pa_writer import (  # noqa: F401 (pool, authority, device, chain: fixtures)
+    CHECKPOINT,
+    EVIDENCE,
+    MEDIA,
+    authority,
+    chain,
+    device,
+    make_capture,
+    pool,
+)
+from tsa_server import LocalTsa
+
+from provenance.c2pa import C2paTrust, ReaderPool, content_sha256, read_c2pa
+from provenance.c2pa.authority import Authority, issue_device_certificate
+from provenance.c2pa.reader import with_tsa_roots
+from provenance.c2pa.signing_time import SigningTimePolicy, TimeSource, assess_signing_time
+from provenance.c2pa.timestamp import (
+    TimestampAuthority,
+    TsaTrust,
+    attach_token,
+    read_claim_signature,
+    verify_token,
+)
+from provenance.c2pa.writer import embed_manifest
+from provenance.claims import Verdict
+from provenance.errors import ConfigError, MediaError, TimestampError
+from provenance.inspect import InspectConfig
+from provenance.keys import DeviceKey
+from provenance.pipeline import VerificationPipeline
+from provenance.sidecar import Sidecar, encode_sidecar
+
+AHEAD = timedelta(days=400)
+
+
+@pytest.fixture(scope="module")
+def tsa() -> Iterator[LocalTsa]:
+    with LocalTsa() as t:
+        yield t
+
+
+def _export(
+    tmp_path: Path,
+    device: DeviceKey,
+    chain: bytes,
+    tsa: TimestampAuthority | None,
+    ext: str = "jpg",
+    media_type: str = "image/jpeg",
+) -> Path:
+    src = make_capture(tmp_path, ext)
+    dst = tmp_path / f"exported.{ext}"
+    embed_manifest(src, dst, media_type, device, chain, EVIDENCE, CHECKPOINT, tsa=tsa)
+    return dst
+
+
+def _ahead(trust: TsaTrust | None) -> SigningTimePolicy:
+    return SigningTimePolicy(tsa_trust=trust, clock=lambda: datetime.now(UTC) + AHEAD)
+
+
+def _refused(path: Path, pool: ReaderPool, trust: TsaTrust | None, why: str) -> None:
+    """Read 400 days ahead: the token is not used (``why``), and the signer reads expired."""
+    result = read_c2pa(path, "image/jpeg", None, pool=pool, signing_time=_ahead(trust))
+    st = result.signing_time
+    assert st is not None and st.source is TimeSource.CURRENT_TIME, st
+    assert why in st.problems[0]
+    assert result.validation_state == "Invalid"
+    assert "signingCredential.expired" in result.validation_codes
+
+
+def _forged_token(tsa: LocalTsa, tbs: bytes) -> bytes:
+    """A token from the TSA over tbs whose CMS signature has one bit flipped."""
+    request = TimestampRequestBuilder(data=tbs, hash_algorithm=HashAlgorithm.SHA256).build()
+    tsa.forge = True
+    try:
+        return decode_timestamp_response(tsa.respond(request.as_bytes())).time_stamp_token()
+    finally:
+        tsa.forge = False
+
+
+@pytest.mark.parametrize(("ext", "media_type"), MEDIA)
+def test_timestamped_export_reads_valid_in_c2pa_rs_and_keeps_our_binding(
+    tmp_path: Path,
+    pool: ReaderPool,
+    tsa: LocalTsa,
+    device: DeviceKey,
+    chain: bytes,
+    authority: Authority,
+    ext: str,
+    media_type: str,
+) -> None:
+    before = datetime.now(UTC).replace(microsecond=0)
+    dst = _export(tmp_path, device, chain, TimestampAuthority(tsa.url, 5), ext, media_type)
+    data = dst.read_bytes()
+    sig = read_claim_signature(data, media_type)
+    assert sig.token() is not None and sig.token()[0] == "sigTst2"  # type: ignore[index]
+    assert "pad" in sig.unprotected  # the token took part of the reserved room
+    assert content_sha256(data, media_type) == content_sha256(
+        (tmp_path / f"capture.{ext}").read_bytes(), media_type
+    )
+    # c2pa-rs validates the token we placed (it reports its time as the signing time)
+    result = read_c2pa(dst, media_type, C2paTrust(authority.certificate_pem), pool=pool)
+    assert (result.validation_state, result.validation_codes) == ("Trusted", ())
+    assert result.signed_at is not None
+    assert datetime.fromisoformat(result.signed_at) >= before
+
+
+def test_clock_400_days_ahead_not_expired_with_a_valid_token(
+    tmp_path: Path, pool: ReaderPool, tsa: LocalTsa, device: DeviceKey, chain: bytes
+) -> None:
+    dst = _export(tmp_path, device, chain, TimestampAuthority(tsa.url, 5))
+    result = read_c2pa(
+        dst, "image/jpeg", None, pool=pool, signing_time=_ahead(TsaTrust(tsa.root_pem))
+    )
+    st = result.signing_time
+    assert st is not None and st.source is TimeSource.TIMESTAMP
+    assert st.description == "time from RFC 3161 timestamp by Loopback TSA"
+    assert st.certificate_valid and st.not_after < datetime.now(UTC) + AHEAD
+    assert "signingCredential.expired" not in result.validation_codes
+    assert result.validation_state == "Valid"  # untrusted signer (no anchors), not expired
+    assert result.to_dict()["signing_time"]["source"] == "timestamp"
+
+
+def test_clock_400_days_ahead_expired_without_a_token(
+    tmp_path: Path, pool: ReaderPool, tsa: LocalTsa, device: DeviceKey, chain: bytes
+) -> None:
+    dst = _export(tmp_path, device, chain, None)
+    now = read_c2pa(dst, "image/jpeg", None, pool=pool, signing_time=SigningTimePolicy())
+    assert now.signing_time is not None and now.signing_time.certificate_valid
+    assert now.signing_time.description == "current time"
+    later = read_c2pa(
+        dst, "image/jpeg", None, pool=pool, signing_time=_ahead(TsaTrust(tsa.root_pem))
+    )
+    st = later.signing_time
+    assert st is not None and st.source is TimeSource.CURRENT_TIME and not st.certificate_valid
+    assert later.validation_state == "Invalid"
+    assert "signingCredential.expired" in later.validation_codes
+
+
+def test_token_from_an_untrusted_tsa_is_refused_and_expired(
+    tmp_path: Path, pool: ReaderPool, tsa: LocalTsa, device: DeviceKey, chain: bytes
+) -> None:
+    dst = _export(tmp_path, device, chain, TimestampAuthority(tsa.url, 5))
+    with LocalTsa("Other TSA") as other:
+        why = "Loopback TSA, which does not chain to a configured TSA trust anchor"
+        _refused(dst, pool, TsaTrust(other.root_pem), why)
+    _refused(dst, pool, None, "no TSA trust anchors are configured")
+
+
+def test_forged_token_is_refused_at_export_and_when_read(
+    tmp_path: Path, pool: ReaderPool, tsa: LocalTsa, device: DeviceKey, chain: bytes
+) -> None:
+    tsa.forge = True
+    try:
+        with pytest.raises(TimestampError, match="does not verify"):
+            _export(tmp_path, device, chain, TimestampAuthority(tsa.url, 5))
+    finally:
+        tsa.forge = False
+    assert not (tmp_path / "exported.jpg").exists()  # nothing written
+
+    plain = _export(tmp_path, device, chain, None)
+    data = plain.read_bytes()
+    sig = read_claim_signature(data, "image/jpeg")
+    forged = tmp_path / "forged.jpg"
+    forged.write_bytes(
+        attach_token(data, "image/jpeg", sig, _forged_token(tsa, sig.countersign_tbs()))
+    )
+    _refused(forged, pool, TsaTrust(tsa.root_pem), "does not verify (forged or damaged)")
+
+
+def test_token_over_other_bytes_is_refused(
+    tmp_path: Path, pool: ReaderPool, tsa: LocalTsa, device: DeviceKey, chain: bytes
+) -> None:
+    tsa.imprint = b"\x01" * 32
+    try:
+        with pytest.raises(TimestampError, match="covers other bytes"):
+            _export(tmp_path, device, chain, TimestampAuthority(tsa.url, 5))
+    finally:
+        tsa.imprint = None
+    # a genuine token, moved from one export onto another export's signature
+    (a := tmp_path / "a").mkdir()
+    (b := tmp_path / "b").mkdir()
+    stamped = _export(a, device, chain, TimestampAuthority(tsa.url, 5)).read_bytes()
+    token = read_claim_signature(stamped, "image/jpeg").token()[1]  # type: ignore[index]
+    other = _export(b, device, chain, None).read_bytes()
+    moved = tmp_path / "moved.jpg"
+    moved.write_bytes(
+        attach_token(other, "image/jpeg", read_claim_signature(other, "image/jpeg"), token)
+    )
+    _refused(moved, pool, TsaTrust(tsa.root_pem), "covers other bytes than this claim signature")
+
+
+def test_tsa_down_or_slow_fails_within_the_timeout(
+    tmp_path: Path, tsa: LocalTsa, device: DeviceKey, chain: bytes
+) -> None:
+    with LocalTsa() as gone:
+        down = gone.url  # the port is closed once it stops
+    with pytest.raises(TimestampError, match="could not be reached within 2 s"):
+        _export(tmp_path, device, chain, TimestampAuthority(down, 2))
+    tsa.delay_s = 3.0  # it would answer, but after the exporter's timeout
+    try:
+        with pytest.raises(TimestampError, match="could not be reached within 0.5 s"):
+            _export(tmp_path, device, chain, TimestampAuthority(tsa.url, 0.5))
+    finally:
+        tsa.delay_s = 0.0
+    assert not (tmp_path / "exported.jpg").exists()
+
+
+def test_log_receipt_proves_the_time_without_a_token(
+    tmp_path: Path, pool: ReaderPool, authority: Authority
+) -> None:
+    """Issue 11 (low): "our C2PA exports read Invalid once the device certificate
+    expires; the log's time is not used". 400 days on, the verification pipeline judges
+    the export at the receipt's time: still SIGNED_ORIGINAL and not expired."""
+    clock = Clock(datetime.now(UTC))
+    (tmp_path / "other").mkdir()
+    log = open_inproc(tmp_path, clock)
+    other_log = open_inproc(tmp_path / "other", Clock(datetime.now(UTC)))
+    try:
+        dev = log.enroll()
+        src = make_capture(tmp_path, "png")
+        signed, appended = log.log_file(dev, src)
+        sidecar = Sidecar(signed, dev.key.public_key, appended.receipt)
+        chain = issue_device_certificate(
+            authority, dev.key.public_key, dev.key.key_id.hex(), now=datetime.now(UTC)
+        )
+        dst = tmp_path / "exported.png"
+        embed_manifest(
+            src,
+            dst,
+            "image/png",
+            dev.key,
+            chain,
+            json.loads(encode_sidecar(sidecar)),
+            appended.receipt.checkpoint,
+        )
+        later = clock.now + AHEAD
+        policy = SigningTimePolicy(log_verifier=log.service.verifier, clock=lambda: later)
+        result = read_c2pa(dst, "image/png", None, pool=pool, signing_time=policy)
+        st = result.signing_time
+        assert st is not None and st.source is TimeSource.LOG_RECEIPT
+        assert st.description == "time from the log receipt"
+        assert st.time == appended.receipt.integrated_at and st.certificate_valid
+        assert "signingCredential.expired" not in result.validation_codes
+        pipeline = VerificationPipeline(
+            log.service,
+            InspectConfig(
+                c2pa_pool=pool,
+                c2pa_trust=C2paTrust(authority.certificate_pem),
+                c2pa_signing_time=policy,
+            ),
+        )
+        report = pipeline.verify_file(dst)
+        assert report.status is Verdict.SIGNED_ORIGINAL and report.c2pa is not None
+        assert report.c2pa["validation_state"] == "Trusted"
+        assert report.c2pa["signing_time"]["description"] == "time from the log receipt"
+
+        # a receipt checked against another log's key is not a proof of time
+        foreign = SigningTimePolicy(log_verifier=other_log.service.verifier, clock=lambda: later)
+        result = read_c2pa(dst, "image/png", None, pool=pool, signing_time=foreign)
+        st = result.signing_time
+        assert st is not None and st.source is TimeSource.CURRENT_TIME
+        assert st.problems and st.problems[0].startswith("log receipt not used:")
+        assert "signingCredential.expired" in result.validation_codes
+
+        # the receipt is for this capture: copied into another file's export it proves nothing
+        other = make_capture(tmp_path / "other", "jpg")
+        copy = tmp_path / "copy.jpg"
+        embed_manifest(
+            other,
+            copy,
+            "image/jpeg",
+            dev.key,
+            chain,
+            json.loads(encode_sidecar(sidecar)),
+            appended.receipt.checkpoint,
+        )
+        result = read_c2pa(copy, "image/jpeg", None, pool=pool, signing_time=policy)
+        assert result.signing_time is not None
+        assert "for other content than this file" in result.signing_time.problems[0]
+    finally:
+        log.service.close()
+        other_log.service.close()
+
+
+@pytest.mark.slow
+def test_sign_with_tsa_url_and_verify_says_which_time_it_used(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cli: Cli, server: ServerProc, tsa: LocalTsa
+) -> None:
+    """Through the real CLI and server: `prov sign --c2pa --tsa-url`, then `prov verify`
+    names the timestamp; without a TSA (or with a dead one) it names the log receipt."""
+    server.stop()
+    rc, _, err = cli("admin", "ca", "init", "--dir", str(tmp_path / "ca"))
+    assert rc == 0, err
+    anchors = tmp_path / "tsa-roots.pem"
+    anchors.write_bytes(tsa.root_pem)
+    srv = start_server(
+        tmp_path / "ca.db", "--ca", str(tmp_path / "ca"), "--tsa-trust-anchors", str(anchors)
+    )
+    try:
+        monkeypatch.setenv("PROV_SERVER", srv.address)
+        cli.server = srv.address
+        assert cli("device", "init")[0] == 0
+        rc, token, err = cli("admin", "enroll-token")
+        assert rc == 0, err
+        assert cli("device", "enroll", "--token", token.strip())[0] == 0
+
+        stamped = Path(shutil.copy(SAMPLES / "grace_hopper.jpg", tmp_path / "stamped.jpg"))
+        rc, out, err = cli("sign", "--c2pa", "--tsa-url", tsa.url, str(stamped))
+        assert rc == 0 and "timestamped by the TSA" in out, err
+        rc, out, err = cli("verify", str(stamped), "--json", "--no-detect")
+        c2pa = json.loads(out)["c2pa"]
+        assert c2pa["validation_state"] == "Trusted", c2pa
+        assert c2pa["signing_time"]["source"] == "timestamp"
+        assert c2pa["signing_time"]["description"] == "time from RFC 3161 timestamp by Loopback TSA"
+        assert c2pa["signing_time"]["certificate_valid"] is True
+        rc, out, err = cli("verify", str(stamped), "--no-detect")
+        assert "C2PA time  time from RFC 3161 timestamp by Loopback TSA" in out, out
+
+        plain = Path(shutil.copy(SAMPLES / "chelsea.png", tmp_path / "plain.png"))
+        assert cli("sign", "--c2pa", str(plain))[0] == 0
+        rc, out, err = cli("verify", str(plain), "--json", "--no-detect")
+        st = json.loads(out)["c2pa"]["signing_time"]
+        assert (st["source"], st["description"]) == ("log_receipt", "time from the log receipt")
+
+        with LocalTsa() as gone:
+            dead = gone.url
+        late = Path(shutil.copy(SAMPLES / "rocket.jpg", tmp_path / "late.jpg"))
+        rc, out, err = cli("sign", "--c2pa", "--tsa-url", dead, "--tsa-timeout", "2", str(late))
+        assert rc == 1 and "C2PA manifest embedded WITHOUT a timestamp" in err, (out, err)
+        assert "could not be reached within 2 s" in err
+        rc, out, err = cli("verify", str(late), "--json", "--no-detect")
+        report = json.loads(out)
+        assert report["status"] == "SIGNED_ORIGINAL"
+        assert report["c2pa"]["signing_time"]["source"] == "log_receipt"
+
+        rc, out, err = cli("sign", "--tsa-url", tsa.url, str(plain))
+        assert rc == 2 and "add --c2pa" in err
+    finally:
+        srv.stop()
+
+
+@pytest.mark.slow
+def test_expired_certificate_on_the_real_clock_c2pa_rs_and_we_agree(
+    tmp_path: Path, pool: ReaderPool, tsa: LocalTsa, authority: Authority
+) -> None:
+    """No injected clock: a device certificate valid for 3 s really expires. c2pa-rs
+    reads the plain export as expired and, given the TSA root, the timestamped one as
+    Trusted; our judgement agrees, and without the TSA root only ours proves the time."""
+    key = DeviceKey.generate()
+    short = issue_device_certificate(
+        authority,
+        key.public_key,
+        key.key_id.hex(),
+        now=datetime.now(UTC),
+        validity=timedelta(seconds=3),
+    )
+    (a := tmp_path / "a").mkdir()
+    (b := tmp_path / "b").mkdir()
+    stamped = _export(a, key, short, TimestampAuthority(tsa.url, 5))
+    plain = _export(b, key, short, None)
+    while datetime.now(UTC) <= x509.load_pem_x509_certificate(short).not_valid_after_utc:
+        time.sleep(0.5)
+    time.sleep(1.0)
+    anchors = with_tsa_roots(C2paTrust(authority.certificate_pem), TsaTrust(tsa.root_pem))
+    policy = SigningTimePolicy(tsa_trust=TsaTrust(tsa.root_pem))
+
+    native = read_c2pa(stamped, "image/jpeg", anchors, pool=pool)
+    assert (native.validation_state, native.validation_codes) == ("Trusted", ())
+    ours = read_c2pa(stamped, "image/jpeg", anchors, pool=pool, signing_time=policy)
+    assert (ours.validation_state, ours.validation_codes) == ("Trusted", ())
+    assert ours.signing_time is not None and ours.signing_time.source is TimeSource.TIMESTAMP
+
+    signer_anchors_only = C2paTrust(authority.certificate_pem)
+    native = read_c2pa(stamped, "image/jpeg", signer_anchors_only, pool=pool)
+    assert "signingCredential.expired" in native.validation_codes  # c2pa-rs: TSA not anchored
+    ours = read_c2pa(stamped, "image/jpeg", signer_anchors_only, pool=pool, signing_time=policy)
+    assert "signingCredential.expired" not in ours.validation_codes
+
+    for trust in (anchors, signer_anchors_only):
+        for reader_policy in (None, policy):
+            result = read_c2pa(plain, "image/jpeg", trust, pool=pool, signing_time=reader_policy)
+            assert result.validation_state == "Invalid"
+            assert "signingCredential.expired" in result.validation_codes
+
+
+def test_damaged_tokens_and_signature_boxes_give_reasons_not_crashes(
+    tmp_path: Path, tsa: LocalTsa, device: DeviceKey, chain: bytes
+) -> None:
+    """Hostile bytes in the token or the COSE signature box: a TimestampError or a
+    MediaError naming the problem, never another exception (seeded byte mutations)."""
+    data = _export(tmp_path, device, chain, TimestampAuthority(tsa.url, 5)).read_bytes()
+    sig = read_claim_signature(data, "image/jpeg")
+    token = sig.token()[1]  # type: ignore[index]
+    trust = TsaTrust(tsa.root_pem)
+    rng = random.Random(16)
+    outcomes = set()
+    for _ in range(300):
+        damaged = bytearray(token)
+        for _ in range(rng.randint(1, 4)):
+            damaged[rng.randrange(len(damaged))] = rng.randrange(256)
+        try:
+            verify_token(
+                bytes(damaged[: rng.choice([len(damaged), rng.randrange(len(damaged))])]),
+                sig.countersign_tbs(),
+                trust,
+            )
+            outcomes.add("verified")
+        except TimestampError:
+            outcomes.add("refused")
+    assert "refused" in outcomes
+    policy = _ahead(trust)
+    for _ in range(200):
+        damaged = bytearray(data)
+        for _ in range(rng.randint(1, 6)):
+            damaged[rng.randrange(sig.start - 64, sig.end)] = rng.randrange(256)
+        try:
+            st = assess_signing_time(bytes(damaged), "image/jpeg", None, policy)
+        except MediaError:
+            continue
+        assert st.source is TimeSource.TIMESTAMP or st.problems  # a reason, never silence
+
+
+@pytest.mark.parametrize(
+    ("url", "timeout"), [("file:///etc/passwd", 5), ("tsa.example", 5), ("http://tsa.example/", 0)]
+)
+def test_tsa_settings_are_checked(url: str, timeout: float) -> None:
+    with pytest.raises(ConfigError, match="TSA"):
+        TimestampAuthority(url, timeout)
