@@ -12,8 +12,10 @@ Layout: `prov serve` runs in one child process, the bare echo/stream server in a
 (a plain `grpc.server` with a 16-thread pool, as grpcio's examples do), and this process
 is the client for both: a `grpc.aio` channel with one task per caller sending
 pre-serialized requests, so client-side protobuf and signing cost nothing in either
-measurement. Each rate is the median of --rounds rounds. Prints the ratios and writes
-them to out/bench/service.json (bench/results.py).
+measurement. Rounds of each path and its peer alternate (so both see the same share of a
+shared machine); each rate is the median of --rounds rounds. Also the work per CPU-second
+of each server process (utime + stime), which a busy machine disturbs less. Prints the
+ratios and writes them to out/bench/service.json (bench/results.py).
 
 Usage: python bench/bench_service.py [--callers 64] [--seconds 3] [--mb 256] [--rounds 3]
 """
@@ -31,10 +33,12 @@ import tempfile
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from concurrent import futures
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
 import grpc
+import psutil
 from results import Ratio, write_results  # bench/results.py, next to this script
 
 from clients.api import ProvenanceClient
@@ -140,8 +144,31 @@ async def _stream_rate(address: str, method: str, messages: list[bytes], mb: flo
     return rate
 
 
-def _median(rounds: int, measure: Callable[[], Awaitable[float]]) -> float:
-    return statistics.median(asyncio.run(measure()) for _ in range(rounds))
+@dataclass(frozen=True)
+class Peer:
+    """One measured path: its server process and how to run one round (work units/s)."""
+
+    proc: psutil.Process
+    measure: Callable[[], Awaitable[float]]
+
+
+def _paired(rounds: int, a: Peer, b: Peer) -> tuple[tuple[float, float], tuple[float, float]]:
+    """Rounds of ``a`` and ``b`` alternated, so both see the same share of a shared
+    machine; for each, (median rate, median work per CPU-second of its server process)."""
+    out: dict[int, list[tuple[float, float]]] = {0: [], 1: []}
+    for _ in range(rounds):
+        for i, peer in enumerate((a, b)):
+            cpu0 = sum(peer.proc.cpu_times()[:2])
+            t0 = time.perf_counter()
+            rate = asyncio.run(peer.measure())
+            wall = time.perf_counter() - t0
+            cpu = sum(peer.proc.cpu_times()[:2]) - cpu0
+            out[i].append((rate, rate * wall / cpu if cpu else 0.0))
+    med = [
+        (statistics.median(r for r, _ in out[i]), statistics.median(c for _, c in out[i]))
+        for i in (0, 1)
+    ]
+    return med[0], med[1]
 
 
 def main() -> None:
@@ -190,15 +217,18 @@ def main() -> None:
                 return signed[w][nxt[w] - 1]
 
             blob = signed[0][-1]
-            echo_rate = _median(
+            (submit_rate, submit_cpu), (echo_rate, echo_cpu) = _paired(
                 args.rounds,
-                lambda: _unary_rate(
-                    echo_addr, "/bench.Echo/Echo", args.callers, args.seconds, lambda w: blob
+                Peer(
+                    psutil.Process(prov.pid),
+                    lambda: _unary_rate(addr, SUBMIT, args.callers, args.seconds, submission),
                 ),
-            )
-            submit_rate = _median(
-                args.rounds,
-                lambda: _unary_rate(addr, SUBMIT, args.callers, args.seconds, submission),
+                Peer(
+                    psutil.Process(echo.pid),
+                    lambda: _unary_rate(
+                        echo_addr, "/bench.Echo/Echo", args.callers, args.seconds, lambda w: blob
+                    ),
+                ),
             )
             print(f"callers={args.callers} request={len(blob)} B, submitted {sum(nxt)}")
 
@@ -214,10 +244,14 @@ def main() -> None:
                 for i in range(0, len(data), UPLOAD_CHUNK_BYTES)
             ]
             del data
-            stream_rate = _median(
-                args.rounds, lambda: _stream_rate(echo_addr, "/bench.Echo/Sink", messages, mb)
+            (verify_rate, verify_cpu), (stream_rate, stream_cpu) = _paired(
+                args.rounds,
+                Peer(psutil.Process(prov.pid), lambda: _stream_rate(addr, VERIFY, messages, mb)),
+                Peer(
+                    psutil.Process(echo.pid),
+                    lambda: _stream_rate(echo_addr, "/bench.Echo/Sink", messages, mb),
+                ),
             )
-            verify_rate = _median(args.rounds, lambda: _stream_rate(addr, VERIFY, messages, mb))
             write_results(
                 "service",
                 [
@@ -234,6 +268,20 @@ def main() -> None:
                         "bare grpcio stream",
                         stream_rate,
                         "MB/s",
+                    ),
+                    Ratio(
+                        "SubmitCapture per server CPU-second",
+                        submit_cpu,
+                        "bare grpcio echo",
+                        echo_cpu,
+                        "calls/CPU-s",
+                    ),
+                    Ratio(
+                        "VerifyFile per server CPU-second",
+                        verify_cpu,
+                        "bare grpcio stream",
+                        stream_cpu,
+                        "MB/CPU-s",
                     ),
                 ],
                 note="client, prov serve and the bare peers in separate processes; medians of"

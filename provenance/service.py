@@ -44,7 +44,6 @@ from provenance.receipt import build_receipt, verify_receipt
 from provenance.registry import (
     check_claim_shape,
     check_enrollment,
-    check_not_revoked,
     check_signature,
     new_token,
     token_hash,
@@ -68,6 +67,8 @@ DEFAULT_ORIGIN = "media-provenance.local/log"
 DEFAULT_TOKEN_TTL = timedelta(hours=24)
 #: Most video frame hashes of one query searched in the near-duplicate index.
 MAX_QUERY_FRAMES = 600
+#: Most enrolled devices whose keys a server keeps in memory for signature checks.
+DEVICE_KEY_CACHE = 1_000_000
 
 
 def utc_now() -> datetime:
@@ -108,6 +109,7 @@ class ProvenanceService:
         self.config = config
         self.clock = clock
         self.store: Store = open_store(config.db, exclusive=True)
+        self._device_keys: dict[bytes, Device] = {}  # see _device_key
         try:
             self.authority = load_authority(config.authority_dir) if config.authority_dir else None
             self.signer = self._open_signer()
@@ -348,37 +350,42 @@ class ProvenanceService:
         confirm in time, LogIntegrityError when the stored log no longer matches its
         checkpoints.
         """
-        admitted = self.admit(signed)
-        if isinstance(admitted, Appended):
-            return admitted
-        return self.writer.submit(admitted)
+        return self.writer.submit(self.admit(signed))
 
     async def submit_async(self, signed: SignedClaim, timeout: float = 30.0) -> Appended:
         """`submit` for an asyncio caller: the checks run on the calling (event loop)
-        thread and the wait for the group commit holds no thread. Raises as `submit`."""
-        admitted = self.admit(signed)
-        if isinstance(admitted, Appended):
-            return admitted
+        thread without a read of the store (once the device's key is known), and the wait
+        for the group commit holds no thread. Raises as `submit`."""
+        pending = self.admit(signed)
         # shielded: a cancelled wait (timeout, client gone) must not cancel the writer's
         # future, which the writer thread completes whatever happens
-        done = asyncio.shield(asyncio.wrap_future(self.writer.enqueue(admitted)))
+        done = asyncio.shield(asyncio.wrap_future(self.writer.enqueue(pending)))
         try:
             return await asyncio.wait_for(done, timeout)
         except TimeoutError as e:
             raise unconfirmed(timeout) from e
 
-    def admit(self, signed: SignedClaim) -> Appended | PendingClaim:
-        """The checks of `submit` before the writer: the claim ready to log, or the
-        original receipt of a replay. Raises as `submit`."""
+    def admit(self, signed: SignedClaim) -> PendingClaim:
+        """The checks of `submit` before the writer: shape and signature. Replays (the
+        original receipt) and revocation are decided by the writer, in the append
+        transaction, where every server of the log sees the same state. Raises
+        ClaimError, UnknownDeviceError or SignatureError."""
         claim = wire.decode_claim(signed.claim_bytes)
         check_claim_shape(signed, claim)
-        device = self.store.get_device(signed.key_id)
-        check_signature(signed, device)
-        old = self.store.leaf_by_claim_hash(signed.claim_hash)
-        if old is not None:
-            return Appended(self._receipt(old), True)
-        check_not_revoked(device, self.clock())
+        check_signature(signed, self._device_key(signed.key_id))
         return PendingClaim(signed, claim)
+
+    def _device_key(self, device_id: bytes) -> Device:
+        """The enrolled device whose key checks a claim's signature. Kept once read (up
+        to DEVICE_KEY_CACHE devices): a device id is the SHA-256 of its key, so the key
+        never changes; its revocation, which may, is read by the writer. Raises
+        UnknownDeviceError."""
+        device = self._device_keys.get(device_id)
+        if device is None:
+            device = self.store.get_device(device_id)
+            if len(self._device_keys) < DEVICE_KEY_CACHE:
+                self._device_keys[device_id] = device
+        return device
 
     # ---------------------------------------------------------------- verification
 

@@ -26,13 +26,14 @@ from provenance.errors import (
     LogError,
     LogIntegrityError,
     ProvenanceError,
+    RevokedKeyError,
     SequenceError,
     StorageError,
 )
 from provenance.log import merkle
 from provenance.log.checkpoint import Checkpoint, LogSigner
 from provenance.receipt import build_receipt
-from provenance.registry import chain_link
+from provenance.registry import chain_link, check_not_revoked
 from provenance.store import NewLeaf, Store
 
 log = logging.getLogger(__name__)
@@ -233,8 +234,9 @@ class GroupCommitWriter:
                     state[dev] = (d.last_sequence, d.last_claim_hash)
                 last_seq, last_hash = state[dev]
                 try:
+                    check_not_revoked(devices[dev], now)
                     linked = chain_link(p.claim, last_seq, last_hash)
-                except SequenceError as e:
+                except (RevokedKeyError, SequenceError) as e:
                     results[i] = e
                     continue
                 state[dev] = (p.claim.sequence, ch)
