@@ -7,9 +7,10 @@
    PostgreSQL with 1 and 3 servers, against 1 server on SQLite.
 3. Start-up at N log entries (default 10^6): the check before this change (every entry
    re-hashed, now `--full-check`) against after (a signed verified mark at the head:
-   O(log n) reads), the check alone and the whole service start (which also rebuilds the
-   in-memory near-duplicate index, O(n) either way); and an estimate at 10^7 (the O(n)
-   parts scaled linearly). The log is built directly in the store with one device and
+   O(log n) reads), the check alone and the whole service start (which also loads the
+   near-duplicate index: from the rows at a first start, from its stored packs after);
+   and an estimate at 10^7 (the O(n) parts scaled linearly). `bench/bench_store.py` has
+   the start-up before and after the index packs, at 10^6 and 10^7. The log is built directly in the store with one device and
    placeholder signatures and receipts (start-up never checks those).
 
 PostgreSQL: a temporary cluster from the Debian package (tests/pgserver.py).

@@ -12,11 +12,15 @@ on a cached SQLite log of N realistic captures (default 10^6, `bench/biglog.py`)
    the tables built before the first lookup returns); the time until the index is warm,
    a lookup while warming and after. At 10^7: the pack load measured on 153 synthetic
    packs (random hashes) plus this run's O(log n) part; "before" scaled linearly.
-3. Durable appends/s through the group-commit writer on a copy of the log (acknowledged
+3. The start-up re-hash of the leaves after the verified mark (--rehash of them): the raw
+   entry fields against the raw columns, against entries and claims decoded into
+   dataclasses and datetimes (before).
+4. Durable appends/s through the group-commit writer on a copy of the log (acknowledged
    only after COMMIT, synchronous=FULL), --submitters concurrent submitters, against a
    SQLite batched insert of the same rows (leaves, soft hashes, Merkle nodes, one
    checkpoint and the device rows per batch of the writer's mean batch size, each batch
-   one durable commit) into another copy.
+   one durable commit, the same page cache and WAL checkpoints on a thread as the store)
+   into another copy.
 
 Usage: nice -n 19 python bench/bench_store.py [--leaves 1000000] [--parts size startup appends]
     [--submitters 128] [--appends 6000] [--pg --pg-leaves 100000]
@@ -47,10 +51,18 @@ from provenance.binding import PerceptualHash
 from provenance.claims import Claim, HardBinding, SignedClaim
 from provenance.envelope import PAYLOAD_TYPE_CLAIM
 from provenance.index_packs import PACK_LEAVES, load_index, write_packs
+from provenance.log import merkle
 from provenance.mih import MihIndex, _build
 from provenance.service import ProvenanceService, ServiceConfig
-from provenance.store import HashPack
-from provenance.store.sqlite import SqliteStore
+from provenance.startup import check_index_row
+from provenance.store import HashPack, LeafRecord
+from provenance.store.sql import _leaf
+from provenance.store.sqlite import (
+    CHECKPOINT_INTERVAL_S,
+    WAL_CHECKPOINT_PAGES,
+    WRITER_CACHE_KIB,
+    SqliteStore,
+)
 from provenance.writer import GroupCommitWriter, PendingClaim
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -221,7 +233,8 @@ def bench_startup(
         t0 = time.perf_counter()
         loaded = load_index(store, n)
         m = MihIndex()
-        m.add_arrays(loaded.pack.ids, loaded.pack.words)
+        for part in loaded.parts:
+            m.add_arrays(part.ids, part.words)
         m.prepare()
         load = time.perf_counter() - t0
         q = PerceptualHash("pdq", os.urandom(32), 100)
@@ -249,9 +262,58 @@ def bench_startup(
     return rows, out
 
 
+def _old_check(rec: LeafRecord) -> None:
+    """The start-up check of one leaf before: entry and claim decoded into dataclasses."""
+    signed, integrated_at = wire.decode_log_entry(rec.entry)
+    claim = wire.decode_claim(signed.claim_bytes)
+    if (
+        rec.claim_hash != signed.claim_hash
+        or rec.file_sha256 != claim.hard_binding.sha256
+        or rec.device_id != claim.device_id
+        or rec.sequence != claim.sequence
+        or rec.integrated_at != integrated_at
+    ):
+        raise AssertionError(f"leaf {rec.index} differs")
+
+
+def bench_rehash(db: Path, leaves: int, count: int) -> tuple[list[Ratio], dict[str, Any]]:
+    """Leaves/s re-hashed and checked at start (the leaves after the verified mark)."""
+    store = SqliteStore(db)
+    start = leaves - count
+    t0 = time.perf_counter()
+    for row in store.iter_index_rows(start):
+        if merkle.leaf_hash(row[7]) != row[1]:
+            raise AssertionError("leaf hash")
+        check_index_row(row)
+    after = count / (time.perf_counter() - t0)
+    t0 = time.perf_counter()
+    for i in range(start, leaves, 10_000):
+        with store._read() as c:
+            rows = c.execute(
+                "SELECT idx, leaf_hash, claim_hash, device_id, sequence, file_sha256,"
+                " integrated_at, chain_linked, entry FROM leaves WHERE idx>=? ORDER BY idx"
+                " LIMIT 10000",
+                (i,),
+            ).fetchall()
+        for r in map(_leaf, rows):
+            if merkle.leaf_hash(r.entry) != r.leaf_hash:
+                raise AssertionError("leaf hash")
+            _old_check(r)
+    before = count / (time.perf_counter() - t0)
+    store.close()
+    print(f"start-up re-hash of the {count:,} leaves after the mark, at {leaves:,}")
+    print(
+        f"  raw fields: {after:9.0f} leaves/s; decoded into claims (before) {before:9.0f} ({after / before:.1f}x)"
+    )
+    row = Ratio(
+        f"start-up re-hash at {leaves:,}", after, "claims decoded (before)", before, "leaves/s"
+    )
+    return [row], {"rehash_per_s": after, "rehash_before_per_s": before}
+
+
 def _writer_run(db: Path, key: Path, submitters: int, total: int) -> tuple[float, int, int]:
     """(appends/s, leaves before, commits) of the group-commit writer on ``db``."""
-    store = SqliteStore(db)
+    store = SqliteStore(db, exclusive=True)  # as a server opens it
     signer = signer_of(key)
     with store._read() as c:
         devs = c.execute("SELECT device_id, last_sequence FROM devices").fetchall()
@@ -302,7 +364,19 @@ def _insert_run(src: Path, dst: Path, n0: int, batch: int) -> float:
     c = sqlite3.connect(dst, isolation_level=None)
     c.execute("PRAGMA journal_mode=WAL")
     c.execute("PRAGMA synchronous=FULL")
+    c.execute(f"PRAGMA cache_size=-{WRITER_CACHE_KIB}")  # as the store's writer
+    c.execute(f"PRAGMA wal_autocheckpoint={WAL_CHECKPOINT_PAGES}")
     n = len(leaves)
+    stop = threading.Event()
+
+    def checkpoints() -> None:  # as the store's checkpoint thread
+        cc = sqlite3.connect(dst)
+        while not stop.wait(CHECKPOINT_INTERVAL_S):
+            cc.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        cc.close()
+
+    checkpointer = threading.Thread(target=checkpoints)
+    checkpointer.start()
     t0 = time.perf_counter()
     for k, lo in enumerate(range(0, n, batch)):
         hi = min(n, lo + batch)
@@ -325,6 +399,8 @@ def _insert_run(src: Path, dst: Path, n0: int, batch: int) -> float:
         )
         c.execute("COMMIT")
     rate = n / (time.perf_counter() - t0)
+    stop.set()
+    checkpointer.join()
     c.close()
     return rate
 
@@ -359,11 +435,12 @@ def bench_appends(
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--leaves", type=int, default=1_000_000)
-    ap.add_argument("--parts", nargs="+", choices=["size", "startup", "appends"], default=["size", "startup", "appends"])  # fmt: skip
+    ap.add_argument("--parts", nargs="+", choices=["size", "startup", "rehash", "appends"], default=["size", "startup", "rehash", "appends"])  # fmt: skip
     ap.add_argument(
         "--big", type=int, default=10_000_000, help="start-up estimate at this size (0: none)"
     )
     ap.add_argument("--submitters", type=int, default=128)
+    ap.add_argument("--rehash", type=int, default=100_000, help="leaves re-hashed after the mark")
     ap.add_argument("--appends", type=int, default=6000)
     ap.add_argument("--pg", action="store_true", help="also measure PostgreSQL's size")
     ap.add_argument("--pg-leaves", type=int, default=100_000)
@@ -381,6 +458,10 @@ def main() -> None:
                 figures |= bench_pg_size(args.pg_leaves, work)
         if "startup" in args.parts:
             r, f = bench_startup(db, key, args.leaves, work, args.big)
+            rows += r
+            figures |= f
+        if "rehash" in args.parts:
+            r, f = bench_rehash(db, args.leaves, min(args.leaves, args.rehash))
             rows += r
             figures |= f
         if "appends" in args.parts:

@@ -8,7 +8,8 @@
 3. Frames: every frame of a real 720x1280 H.264 clip (ThreatExchange pattern-hd-no-bar)
    decoded and PDQ-hashed (`iter_sampled_frames` at QUERY_RATE_HZ) against bare decoding
    of the same frames to RGB; frames/s of each and the ratio. Also the sandboxed
-   `sample_frames` (adds the child process) for the same work.
+   `sample_frames` (adds the child process) for the same work, and the sandbox's cost per
+   call on a short clip (fork, pipes, reply) against the same claim made in process.
 4. Matching: a 10-minute query hashed at 30 fps against a 10-minute claim at 1 Hz.
 
 The 200 MiB file is the real clip's bytes repeated (hashing does not care whether the
@@ -32,7 +33,7 @@ from results import Ratio, write_results  # bench/results.py, next to this scrip
 
 from provenance.binding import PerceptualHash
 from provenance.video.binding import DEFAULT_VIDEO_CHUNK, ChunkedHasher
-from provenance.video.decode import sample_frames
+from provenance.video.decode import sample_frames, start_decoder
 from provenance.video.frames import StreamFacts, iter_sampled_frames
 from provenance.video.match import QUERY_RATE_HZ, match_video
 
@@ -150,7 +151,24 @@ def bare_decode(path: Path) -> int:
     return frames
 
 
+def bench_sandbox_overhead() -> None:
+    """Median of 3: a 1 Hz claim of a short clip in the sandbox against in process."""
+    clip = ROOT / "clients" / "samples" / "fabric_pattern.mp4"
+    sample_frames(clip)  # the decoder process is warm, as in a running server
+
+    def in_process() -> None:
+        list(iter_sampled_frames(clip, 1.0, 100))
+
+    sandboxed = statistics.median(timed(sample_frames, clip) for _ in range(3))
+    direct = statistics.median(timed(in_process) for _ in range(3))
+    print(
+        f"sandbox overhead per call ({clip.name}, 1 Hz): {(sandboxed - direct) * 1e3:.0f} ms"
+        f" ({sandboxed:.2f} s sandboxed, {direct:.2f} s in process)"
+    )
+
+
 def bench_frames() -> list[Ratio]:
+    start_decoder()  # as `prov serve` does: its imports overlap the passes below
     with av.open(str(CLIP)) as container:
         s = container.streams.video[0]
         desc = f"{s.width}x{s.height} {s.codec_context.name}"
@@ -227,6 +245,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         rows = bench_hard_binding(Path(tmp))
     rows += bench_frames()
+    bench_sandbox_overhead()
     bench_match()
     write_results("video", rows)
 

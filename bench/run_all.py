@@ -35,6 +35,7 @@ PLAN: list[tuple[str, list[str], int]] = [
     ("bench_detector.py", ["--seconds", "1", "--rounds", "3"], 120),
     # a 10^5-capture log, cached in out/biglog/ after the first run (10^6: --leaves 1000000)
     ("bench_store.py", ["--leaves", "100000", "--big", "1048576", "--appends", "2048"], 300),
+    ("bench_cosign.py", ["--submitters", "16", "--seconds", "4", "--batches", "50"], 120),
 ]
 
 

@@ -25,6 +25,7 @@ from provenance.errors import ConfigError, MediaError, TransportError
 from provenance.v1 import provenance_pb2 as pb
 from provenance.v1 import provenance_pb2_grpc as rpc
 from provenance.verify import VerificationReport
+from provenance.witness import WitnessStatus
 
 DEFAULT_SERVER = "127.0.0.1:50051"
 #: Deadline of a small call, in seconds.
@@ -289,6 +290,14 @@ class ProvenanceClient:
 
     def checkpoint(self) -> str:
         return str(self._call(self._log.GetCheckpoint, pb.GetCheckpointRequest()).checkpoint)
+
+    def cosigned_checkpoint(self) -> tuple[str, int, list[WitnessStatus]]:
+        """(the newest checkpoint the server's witness quorum cosigned, "" when none yet;
+        the server's quorum; each witness's status). TransportError FAILED_PRECONDITION
+        when the server requests no cosignatures."""
+        r = self._call(self._log.GetCheckpoint, pb.GetCheckpointRequest(cosigned=True))
+        statuses = [WitnessStatus(w.name, w.url, w.size, w.problem) for w in r.witnesses]
+        return str(r.checkpoint), int(r.quorum), statuses
 
     def log_key(self) -> tuple[str, str]:
         """(verifier key, origin) of the log."""

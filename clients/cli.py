@@ -24,13 +24,20 @@ from rich.progress import Progress
 
 from clients import logcmd, witnesscmd
 from clients.api import ProvenanceClient, default_server
+from clients.cosigned import WitnessCheck, check_witnesses, policy_key
 from clients.device import DeviceHome, SyncResult, default_home, sidecar_path
 from clients.files import open_regular, read_bounded
-from clients.options import ServerOpt, in_existing_folder
-from clients.report import EXIT_CODES, report_to_json, report_to_text
+from clients.options import ServerOpt, WitnessOpt, WitnessQuorumOpt, in_existing_folder
+from clients.report import EXIT_CODES, EXIT_WITNESS_QUORUM, report_to_json, report_to_text
 from clients.scan.cli import scan as scan_command
 from detector import cli as detector_cli
-from provenance.errors import ConfigError, LogIntegrityError, ProvenanceError, TimestampError
+from provenance.errors import (
+    ConfigError,
+    LogIntegrityError,
+    ProvenanceError,
+    TimestampError,
+    WitnessQuorumError,
+)
 from provenance.keys import DeviceKey
 from provenance.media import sniff_media_type
 from provenance.sidecar import MAX_SIDECAR_BYTES, Sidecar, decode_sidecar
@@ -243,6 +250,31 @@ def serve(
             help="Also serve the web page, log explorer and HTTP API on HOST:PORT (as `prov web`)."
         ),
     ] = None,
+    witness: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="A witness to ask for cosignatures after each commit, URL=KEY (repeat):"
+            " its http(s) prefix and its cosigner key NAME+ID+KEY as `prov witness serve`"
+            " prints it (text or a file). C2SP tlog-witness."
+        ),
+    ] = None,
+    witness_quorum: Annotated[
+        int,
+        typer.Option(
+            help="Cosignatures a checkpoint needs to be published as cosigned (0: all --witness).",
+            min=0,
+        ),
+    ] = 0,
+    witness_timeout: Annotated[
+        float, typer.Option(help="Seconds a witness may take to answer.", min=0.1)
+    ] = 5.0,
+    witness_interval_ms: Annotated[
+        int,
+        typer.Option(
+            help="Least time between two cosigning rounds, ms (commits in between coalesce).",
+            min=0,
+        ),
+    ] = 0,
 ) -> None:
     """Run the gRPC server until SIGINT/SIGTERM, on a SQLite file (one server) or a
     PostgreSQL database (several servers, one log; see docs/deploy.md).
@@ -262,7 +294,13 @@ def serve(
     from provenance.service import ProvenanceService, ServiceConfig
     from provenance.store import is_postgres_url
     from provenance.video.decode import start_decoder
+    from provenance.witness.client import parse_witness_option
 
+    witnesses = tuple(parse_witness_option(w) for w in witness or [])
+    if witness_quorum > len(witnesses):
+        raise ConfigError(
+            f"--witness-quorum {witness_quorum} is more than the {len(witnesses)} --witness given"
+        )
     limits = ServerLimits(
         rpc_threads=rpc_threads,
         max_uploads=max_uploads,
@@ -308,6 +346,10 @@ def serve(
             verify_on_start=not fast_start,
             authority_dir=ca,
             full_check=full_check,
+            witnesses=witnesses,
+            witness_quorum=witness_quorum,
+            witness_timeout_s=witness_timeout,
+            witness_interval_s=witness_interval_ms / 1000,
         )
     )
     trust = None
@@ -359,6 +401,8 @@ def serve(
         signal.signal(sig, lambda *_: stop.set())
     print(f"listening on {host}:{port}", flush=True)
     print(f"log key: {service.signer.verifier_key()}", flush=True)
+    for w in witnesses:
+        print(f"witness {w.name} at {w.url}", flush=True)
     if metrics_port is not None:
         mhost = metrics_listen.rsplit(":", 1)[0] if metrics_listen else host
         print(f"metrics on http://{mhost}:{metrics_port}/metrics", flush=True)
@@ -778,15 +822,30 @@ def verify(
     no_sidecar: Annotated[
         bool, typer.Option("--no-sidecar", help="Ignore FILE.prov beside the file.")
     ] = False,
+    witness: WitnessOpt = None,
+    witness_quorum: WitnessQuorumOpt = None,
 ) -> None:
     """Verify a file against the log and print the report.
 
+    With --witness, the matched claim's receipt must be cosigned by the policy's quorum;
+    a receipt issued before its checkpoint was cosigned is first brought up to the
+    server's newest cosigned checkpoint (all proofs checked here).
+
     Exit codes: 0 SIGNED_ORIGINAL, 10 DERIVED, 11 UNSIGNED, 12 REVOKED_KEY,
-    13 TAMPERED; 1 when the file or server could not be checked; 2 usage errors.
+    13 TAMPERED; 14 when --witness is given and fewer than --witness-quorum of them
+    cosigned the receipt's checkpoint; 1 when the file or server could not be checked;
+    2 usage errors.
     """
+    policy = [policy_key(w) for w in witness or []]
+    quorum = len(policy) if witness_quorum is None else witness_quorum
+    if quorum > len(policy):
+        raise ConfigError(
+            f"--witness-quorum {quorum} is more than the {len(policy)} --witness given"
+        )
     found = None
     if not no_sidecar:
         found = _read_sidecar(file, sidecar)
+    cosigned: WitnessCheck | None = None
     try:
         with ProvenanceClient(server) as c:
             report = c.verify_file(
@@ -796,14 +855,23 @@ def verify(
                 chunk_hashes=found.chunk_hashes if found else (),
                 receipt=found.receipt if found else None,
             )
+            if policy:
+                cosigned = check_witnesses(c, report, found, policy, quorum)
     except ProvenanceError as e:
         if as_json:  # scripts always get a JSON object on stdout
             print(json.dumps({"status": None, "path": str(file), "error": str(e)}, indent=2))
         raise
     if as_json:
-        print(json.dumps(report_to_json(report, str(file)), indent=2))
+        doc = report_to_json(report, str(file))
+        if cosigned is not None:
+            doc["witnesses"] = cosigned.to_json()
+        print(json.dumps(doc, indent=2))
     else:
         out.print(report_to_text(report, str(file)), highlight=False, markup=False)
+        if cosigned is not None:
+            (err if cosigned.error else out).print(cosigned.text(), highlight=False, markup=False)
+    if cosigned is not None and cosigned.error:
+        raise typer.Exit(EXIT_WITNESS_QUORUM)
     raise typer.Exit(EXIT_CODES[report.status])
 
 
@@ -896,7 +964,7 @@ def main(argv: list[str] | None = None) -> int:
 
     Usage errors exit 2 (printed by Typer); our errors, and the machine's (OSError: a
     full disk, a folder gone), print one clean line and exit 1, or 3 for a log integrity
-    failure (fork, rollback, edited entries).
+    failure (fork, rollback, edited entries), or 14 when a witness policy is not met.
     """
     try:
         app(args=argv, prog_name="prov")
@@ -905,6 +973,9 @@ def main(argv: list[str] | None = None) -> int:
     except LogIntegrityError as e:
         err.print(f"[bold red]LOG INTEGRITY FAILURE:[/] {e}", highlight=False)
         return 3
+    except WitnessQuorumError as e:
+        err.print(f"[bold red]WITNESS POLICY NOT MET:[/] {e}", highlight=False)
+        return EXIT_WITNESS_QUORUM
     except ProvenanceError as e:
         err.print(f"[red]error:[/] {e}", highlight=False)
         return 1

@@ -13,12 +13,13 @@ from rich.console import Console
 from rich.progress import Progress
 
 from clients.api import ProvenanceClient, default_server
+from clients.cosigned import cosigned_receipt, cosigner_names, policy_key
 from clients.device import atomic_write
 from clients.files import read_bounded
-from clients.options import ServerOpt, in_existing_folder
+from clients.options import ServerOpt, WitnessOpt, WitnessQuorumOpt, in_existing_folder
 from provenance.audit import AuditState, audit_step
 from provenance.errors import ConfigError, LogError, LogIntegrityError, TransportError
-from provenance.log.checkpoint import NoteVerifier, load_log_signer
+from provenance.log.checkpoint import NoteVerifier, load_log_signer, open_checkpoint
 from provenance.log.tiledir import ExportResult, export_tiles, fetcher
 from provenance.log.tiles import audit_tiles
 from provenance.log.tlogproof import (
@@ -29,10 +30,17 @@ from provenance.log.tlogproof import (
     is_tlog_proof,
 )
 from provenance.receipt import verify_receipt
-from provenance.sidecar import MAX_SIDECAR_BYTES, Sidecar, check_sidecar_key, decode_sidecar
+from provenance.sidecar import (
+    MAX_SIDECAR_BYTES,
+    Sidecar,
+    check_sidecar_key,
+    decode_sidecar,
+    encode_sidecar,
+)
 from provenance.store import Store, is_postgres_url, open_store
 from provenance.wire import decode_log_entry
 from provenance.witness import check_quorum
+from provenance.witness.client import read_key_text
 
 log_app = typer.Typer(
     help="Audit the transparency log (checkpoints, consistency).", no_args_is_help=True
@@ -42,14 +50,6 @@ receipt_app = typer.Typer(
 )
 out = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
-
-
-def _read_vkey(value: str) -> str:
-    """A verifier key given inline or as a path to a file holding it."""
-    p = Path(value)
-    if p.is_file():
-        return p.read_text().strip()
-    return value.strip()
 
 
 @log_app.command("key")
@@ -126,7 +126,7 @@ def audit(
         return
     with ProvenanceClient(server) as c:
         server_vkey, _ = c.log_key()
-        vkey = _read_vkey(log_key) if log_key else (saved.verifier_key if saved else server_vkey)
+        vkey = read_key_text(log_key) if log_key else (saved.verifier_key if saved else server_vkey)
         if saved is None and log_key is None:
             err.print(f"first audit: trusting the server's log key {server_vkey}")
         if server_vkey != vkey:
@@ -160,7 +160,7 @@ def _audit_tiles(
 ) -> None:
     """`prov log audit --tiles`: audit from the tiles alone (see `audit_tiles`)."""
     if log_key:
-        vkey = _read_vkey(log_key)
+        vkey = read_key_text(log_key)
     elif saved is not None:
         vkey = saved.verifier_key
     else:
@@ -312,30 +312,22 @@ def receipt_verify(
             exists=True,
         ),
     ] = None,
-    witness: Annotated[
-        list[str] | None,
-        typer.Option(
-            help="A witness's cosigner key (NAME+ID+KEY, text or file; repeat): check its"
-            " C2SP tlog-cosignature on the receipt's checkpoint."
-        ),
-    ] = None,
-    witness_quorum: Annotated[
-        int | None,
-        typer.Option(help="Cosignatures required among --witness (default: all of them).", min=0),
-    ] = None,
+    witness: WitnessOpt = None,
+    witness_quorum: WitnessQuorumOpt = None,
 ) -> None:
     """Verify a receipt offline: a sidecar's public key against the claim's key id and
     signature, then the checkpoint signature, leaf and inclusion proof. A tlog-proof is
     verified the same way against the claim in its leaf data. With --witness, also the
-    witnesses' cosignatures on its checkpoint (exit 1 below the quorum)."""
-    witnesses = [_read_vkey(w) for w in witness or []]
+    witnesses' cosignatures on its checkpoint (exit 14 below the quorum; a receipt issued
+    before its checkpoint was cosigned gets the cosignatures with `prov receipt refresh`)."""
+    witnesses = [policy_key(w) for w in witness or []]
     quorum = len(witnesses) if witness_quorum is None else witness_quorum
     try:
         data = read_bounded(sidecar, max(MAX_SIDECAR_BYTES, MAX_PROOF_BYTES), "receipt")
     except OSError as e:
         raise ConfigError(f"cannot read {sidecar}: {e.strerror or e}") from e
     if is_tlog_proof(data):
-        note = _verify_tlog_proof(data, _read_vkey(log_key), with_sidecar)
+        note = _verify_tlog_proof(data, read_key_text(log_key), with_sidecar)
         _print_witnesses(note, witnesses, quorum)
         return
     sc = decode_sidecar(data)
@@ -344,13 +336,67 @@ def receipt_verify(
             f"{sidecar} has no receipt yet: the claim was not logged (run `prov device sync`)"
         )
     check_sidecar_key(sc)
-    cp = verify_receipt(sc.receipt, sc.signed_claim, NoteVerifier.from_vkey(_read_vkey(log_key)))
+    cp = verify_receipt(sc.receipt, sc.signed_claim, NoteVerifier.from_vkey(read_key_text(log_key)))
     out.print(
         f"receipt OK: leaf {sc.receipt.leaf_index} of {cp.size} in log {cp.origin},"
         f" logged {sc.receipt.integrated_at:%Y-%m-%d %H:%M:%S} UTC; claim by device"
         f" {sc.signed_claim.key_id.hex()[:16]}… (signature verified with the sidecar's key)"
     )
     _print_witnesses(sc.receipt.checkpoint, witnesses, quorum)
+
+
+@receipt_app.command("refresh")
+def receipt_refresh(
+    sidecar: Annotated[
+        Path, typer.Argument(help="A FILE.prov sidecar holding a receipt.", exists=True)
+    ],
+    server: ServerOpt = default_server(),
+    log_key: Annotated[
+        str | None,
+        typer.Option(
+            help="The log's verifier key (text or file). Default: the sidecar's, else the server's."
+        ),
+    ] = None,
+    witness: WitnessOpt = None,
+    witness_quorum: WitnessQuorumOpt = None,
+) -> None:
+    """Bring the sidecar's receipt up to the server's newest witness-cosigned checkpoint:
+    receipts are issued as soon as a capture is durable, before witnesses cosign, so the
+    cosignatures come afterwards. The new inclusion proof, the log's signature and the
+    consistency of the old and new checkpoints are verified before the sidecar is
+    rewritten (atomically); with --witness, also the policy's cosignatures. Exit 14 when
+    no cosigned checkpoint covers the receipt yet (each witness's status is printed:
+    unreachable, or refused, as for a forked log) or the policy is not met."""
+    witnesses = [policy_key(w) for w in witness or []]
+    quorum = len(witnesses) if witness_quorum is None else witness_quorum
+    sc = _read_sidecar(sidecar)
+    if sc.receipt is None:
+        raise ConfigError(
+            f"{sidecar} has no receipt yet: the claim was not logged (run `prov device sync`)"
+        )
+    check_sidecar_key(sc)
+    with ProvenanceClient(server) as c:
+        server_vkey, _ = c.log_key()
+        vkey = read_key_text(log_key) if log_key else (sc.log_verifier_key or server_vkey)
+        if vkey != server_vkey:
+            raise LogIntegrityError(
+                f"the server at {server} presents log key {server_vkey}, not the receipt's {vkey}"
+            )
+        verifier = NoteVerifier.from_vkey(vkey)
+        verify_receipt(sc.receipt, sc.signed_claim, verifier)
+        receipt = cosigned_receipt(c, sc.receipt, sc.signed_claim, verifier)
+    size = open_checkpoint(receipt.checkpoint, verifier).size
+    names = ", ".join(cosigner_names(receipt.checkpoint))
+    _print_witnesses(receipt.checkpoint, witnesses, quorum)
+    if receipt == sc.receipt:
+        out.print(f"{sidecar}: the receipt already carries the newest cosigned checkpoint")
+        return
+    atomic_write(sidecar, encode_sidecar(sc.with_receipt(receipt, vkey)))
+    out.print(
+        f"{sidecar}: receipt of leaf {receipt.leaf_index} now proven against checkpoint"
+        f" {size}, with cosignature lines by {names or 'no witness'} (check them with"
+        " `prov receipt verify --witness KEY`)"
+    )
 
 
 def _print_witnesses(note: str, witnesses: list[str], quorum: int) -> None:

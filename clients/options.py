@@ -19,6 +19,25 @@ ServerOpt = Annotated[
     ),
 ]
 
+#: ``--witness KEY`` (repeat): a witness policy's cosigner keys, for the commands that
+#: check cosignatures (`clients.cosigned.policy_key` reads each value).
+WitnessOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--witness",
+        help="A witness's cosigner key NAME+ID+KEY (as `prov witness serve` prints it), or"
+        " NAME=KEY; text or a file; repeat for each witness of the policy (C2SP"
+        " tlog-cosignature).",
+    ),
+]
+#: ``--witness-quorum K``: cosignatures required among ``--witness``.
+WitnessQuorumOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--witness-quorum", help="Cosignatures required among --witness (default: all).", min=0
+    ),
+]
+
 
 def in_existing_folder(path: Path, option: str) -> Path:
     """``path`` if the folder it would be created in exists; else a usage error (exit

@@ -11,6 +11,7 @@ code  status             meaning
 11    UNSIGNED           nothing found
 12    REVOKED_KEY        signed by a key revoked before logging
 13    TAMPERED           a claim is present but bytes/signature differ
+14    (witnesses)        with --witness: the receipt's checkpoint lacks the quorum
 1     (error)            the file or the server could not be checked
 2     (usage)            wrong command-line arguments
 ====  =================  ==========================================
@@ -31,6 +32,10 @@ EXIT_CODES: dict[Verdict, int] = {
     Verdict.REVOKED_KEY: 12,
     Verdict.TAMPERED: 13,
 }
+
+#: Exit code of ``prov verify`` and ``prov receipt verify``/``refresh`` when fewer
+#: witnesses than the policy's quorum cosigned the receipt's checkpoint.
+EXIT_WITNESS_QUORUM = 14
 
 _ADVISORY = "advisory only: a learned estimate, never proof; it does not change the status above"
 

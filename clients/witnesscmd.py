@@ -7,10 +7,10 @@ from typing import Annotated
 
 import typer
 
-from clients.logcmd import _read_vkey
 from provenance.errors import ConfigError
 from provenance.log.checkpoint import generate_log_key, load_log_signer
 from provenance.witness import Witness
+from provenance.witness.client import read_key_text
 
 witness_app = typer.Typer(
     help="Witness a log: cosign its checkpoints after checking consistency (C2SP tlog-witness).",
@@ -50,6 +50,6 @@ def serve(
     if not key.parent.is_dir():
         raise ConfigError(f"{key}: the folder {key.parent} does not exist")
     signer = load_log_signer(key, name) if key.exists() else generate_log_key(key, name)
-    witness = Witness(signer, [_read_vkey(v) for v in log_key], state)
+    witness = Witness(signer, [read_key_text(v) for v in log_key], state)
     print(f"witness key {witness.vkey()}", flush=True)
     run_witness(listen, witness)

@@ -231,11 +231,139 @@ class NPRResNet(nn.Module):
         return logits.squeeze(1)
 
 
+def _fold_pool(n: int, bins: int) -> torch.Tensor:
+    """(bins, n) averaging matrix of the folded frequencies 0..n//2 of an n-point FFT
+    (frequency k and n - k are one), the last bin holding only the Nyquist line."""
+    m = torch.zeros(bins, n)
+    half = n // 2
+    for k in range(n):
+        f = min(k, n - k)
+        m[bins - 1 if f == half else min(f * (bins - 1) // half, bins - 2), k] = 1.0
+    return m / m.sum(1, keepdim=True)
+
+
+class SpectralFeatures(nn.Module):
+    """Fixed spectral statistics of a patch (no trained parameters).
+
+    Input (B, 3, P, P) normalised pixels, P even. The luminance's high-pass residual
+    (pixel minus its 3x3 mean), Hann-windowed, gives a log power spectrum
+    (Durall et al. 2020, "Watch your Up-Convolution"; Dzanic et al. 2020, "Fourier spectrum
+    discrepancies in deep network generated images"). Output (B, F) float32 with
+    F = grid**2 + radial + 4 + 6: the spectrum folded to non-negative frequencies and
+    averaged on a grid x grid partition (the last row and column are the Nyquist lines,
+    where 2x up-sampling leaves its peaks); a radial profile; the excess of the Nyquist
+    and half-Nyquist lines over their neighbours, both directions; per-channel residual
+    log-energy and the three cross-channel residual correlations.
+    """
+
+    def __init__(self, patch: int = 64, grid: int = 9, radial: int = 16) -> None:
+        super().__init__()
+        self.patch, self.grid, self.radial = patch, grid, radial
+        w = torch.hann_window(patch, periodic=False)
+        self.register_buffer("window", torch.outer(w, w), persistent=False)
+        self.register_buffer("pool", _fold_pool(patch, grid), persistent=False)
+        half = patch // 2
+        k = torch.arange(patch)
+        f = torch.minimum(k, patch - k).float()
+        r = torch.sqrt(f[:, None] ** 2 + f[None, :] ** 2) / (half * 2**0.5)
+        idx = (r * radial).long().clamp(max=radial - 1).flatten()
+        ring = torch.zeros(radial, patch * patch)
+        ring[idx, torch.arange(patch * patch)] = 1.0
+        self.register_buffer(
+            "ring", ring / ring.sum(1, keepdim=True).clamp(min=1), persistent=False
+        )
+
+    @property
+    def size(self) -> int:
+        """F, the number of features."""
+        return self.grid**2 + self.radial + 10
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x: (B, 3, P, P) -> (B, F) float32."""
+        with torch.autocast(x.device.type, enabled=False):
+            x = x.float()
+            res = x - F.avg_pool2d(F.pad(x, (1, 1, 1, 1), mode="reflect"), 3, stride=1)
+            gray = res.mean(1)
+            spec = torch.fft.fft2(gray * self.window)
+            power = torch.log(spec.real**2 + spec.imag**2 + 1e-6)  # (B, P, P)
+            grid = self.pool @ power @ self.pool.T  # (B, g, g)
+            radial = power.flatten(1) @ self.ring.T  # (B, radial)
+            h = self.patch // 2
+            rows = power.mean(2)  # (B, P): mean over the other axis
+            cols = power.mean(1)
+            lines = torch.stack(
+                [
+                    rows[:, h] - rows[:, h - 2 : h].mean(1),
+                    cols[:, h] - cols[:, h - 2 : h].mean(1),
+                    rows[:, h // 2] - (rows[:, h // 2 - 2] + rows[:, h // 2 + 2]) / 2,
+                    cols[:, h // 2] - (cols[:, h // 2 - 2] + cols[:, h // 2 + 2]) / 2,
+                ],
+                1,
+            )
+            flat = res.flatten(2)  # (B, 3, P*P)
+            energy = torch.log(flat.pow(2).mean(2) + 1e-6)
+            z = flat - flat.mean(2, keepdim=True)
+            z = z / (z.pow(2).mean(2, keepdim=True).sqrt() + 1e-4)
+            corr = torch.stack(
+                [(z[:, a] * z[:, b]).mean(1) for a, b in ((0, 1), (0, 2), (1, 2))], 1
+            )
+            return torch.cat([grid.flatten(1), radial, lines, energy, corr], 1)
+
+
+class SpectralLogistic(nn.Module):
+    """Logistic regression on `SpectralFeatures`: standardised features (stored mean and
+    std, fitted with the weights) into one linear logit. Input (B, 3, P, P); output (B,)."""
+
+    def __init__(self, patch: int = 64, grid: int = 9, radial: int = 16) -> None:
+        super().__init__()
+        self.features = SpectralFeatures(patch, grid, radial)
+        n = self.features.size
+        self.register_buffer("feat_mean", torch.zeros(n))
+        self.register_buffer("feat_std", torch.ones(n))
+        self.fc = nn.Linear(n, 1)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """x: (B, 3, P, P) -> (B, F) standardised features."""
+        feats: torch.Tensor = (self.features(x) - self.feat_mean) / self.feat_std
+        return feats
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x: (B, 3, P, P) -> (B,) logits."""
+        logits: torch.Tensor = self.fc(self.forward_features(x).to(self.fc.weight.dtype))
+        return logits.squeeze(1)
+
+
+class HybridDetector(nn.Module):
+    """A `PatchResNet` and a `SpectralLogistic` whose logits are combined by a stacked
+    linear layer (`mix`: 2 weights and a bias). Input (B, 3, P, P); output (B,) logits."""
+
+    def __init__(
+        self,
+        residual: str = "npr",
+        widths: tuple[int, int, int, int] = (16, 32, 64, 128),
+        patch: int = 64,
+        grid: int = 9,
+        radial: int = 16,
+    ) -> None:
+        super().__init__()
+        self.cnn = PatchResNet(residual, widths)
+        self.spectral = SpectralLogistic(patch, grid, radial)
+        self.mix = nn.Linear(2, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x: (B, 3, P, P) -> (B,) logits."""
+        both = torch.stack([self.cnn(x).float(), self.spectral(x).float()], 1)
+        logits: torch.Tensor = self.mix(both.to(self.mix.weight.dtype))
+        return logits.squeeze(1)
+
+
 #: Architecture name -> constructor taking the keyword arguments stored in ModelMeta.
 ARCHITECTURES: dict[str, Callable[..., nn.Module]] = {
     "patch_resnet": PatchResNet,
     "cnndetection_resnet50": TorchvisionResNet50,
     "npr_resnet50": NPRResNet,
+    "spectral_logistic": SpectralLogistic,
+    "hybrid": HybridDetector,
 }
 
 

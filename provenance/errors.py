@@ -113,6 +113,16 @@ class UploadTimeoutError(LimitError):
     """An upload stream went idle, or ran past the server's per-upload deadline."""
 
 
+class WitnessError(LogError):
+    """A witness refused a checkpoint (C2SP tlog-witness: a fork, a rollback, a bad
+    proof) or could not be reached; or the server requests no cosignatures."""
+
+
+class WitnessQuorumError(SignatureError):
+    """Fewer witnesses than the policy's quorum cosigned the checkpoint of a receipt
+    (C2SP tlog-cosignature); ``prov verify`` and ``prov receipt verify`` exit 14."""
+
+
 class TimestampError(SignatureError):
     """An RFC 3161 timestamp could not be obtained from the timestamp authority, or a
     token does not verify (forged, over other bytes, from a TSA that is not trusted)."""

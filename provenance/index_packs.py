@@ -3,7 +3,8 @@ decoding a row per hash.
 
 A pack (`provenance.store.HashPack`) holds the usable PDQ hashes of ``PACK_LEAVES``
 consecutive leaves as two arrays (leaf ids and hash words) and whether any of those
-leaves has video frame hashes. Leaves never change once appended, so a full pack never
+leaves has video frame hashes. Stored, both are little-endian 64-bit integers (the ids;
+the values of each hash's four big-endian words), so a load reads them in place. Leaves never change once appended, so a full pack never
 changes either: a running server writes the packs that became full (`write_packs`, from
 its upkeep thread), and a start (`load_index`) reads the packs from leaf 0 on (a few
 large blobs: about 40 bytes per hash, 0.4 GB at 10^7) and only the leaves after the last
@@ -34,11 +35,21 @@ PACK_LEAVES = 1 << 16
 
 @dataclass(frozen=True)
 class LoadedIndex:
-    """What `load_index` read: every usable hash of leaves [0, size) and how."""
+    """What `load_index` read: every usable hash of leaves [0, size), in ``parts`` (the
+    stored packs, then ``tail``: the leaves after them, read row by row)."""
 
-    pack: HashPack
-    #: leaves covered by stored packs (the rest was read row by row)
+    parts: list[HashPack]
+    tail: HashPack
+    #: leaves covered by stored packs (tail.first)
     packed: int
+
+    @property
+    def hashes(self) -> int:
+        return sum(len(p.ids) for p in self.parts)
+
+    @property
+    def video(self) -> bool:
+        return any(p.video for p in self.parts)
 
 
 def _sound(p: HashPack, first: int) -> bool:
@@ -52,21 +63,10 @@ def _sound(p: HashPack, first: int) -> bool:
     )
 
 
-def _concat(first: int, nxt: int, parts: list[HashPack]) -> HashPack:
-    if not parts:
-        return HashPack(first, nxt, np.zeros(0, np.int64), np.zeros((0, 4), np.uint64), False)
-    return HashPack(
-        first,
-        nxt,
-        np.concatenate([p.ids for p in parts]),
-        np.vstack([p.words for p in parts]),
-        any(p.video for p in parts),
-    )
-
-
 def load_index(store: Store, size: int) -> LoadedIndex:
     """Every usable PDQ hash of leaves [0, size): stored packs from leaf 0 on while they
-    are sound and within ``size``, then the soft-hash rows of the rest.
+    are sound and within ``size``, then the soft-hash rows of the rest. The arrays are
+    not copied again (at 10^7 hashes they take 0.4 GB).
 
     Raises StorageError or LogIntegrityError from the store.
     """
@@ -86,23 +86,22 @@ def load_index(store: Store, size: int) -> LoadedIndex:
             break
         parts.append(p)
         packed = p.next
-    if packed < size:
-        parts.append(store.hash_pack(packed, size))
-    return LoadedIndex(_concat(0, size, parts), packed)
+    tail = store.hash_pack(packed, size)
+    return LoadedIndex([*parts, tail], tail, packed)
 
 
-def write_packs(store: Store, covered: int, size: int, loaded: HashPack | None = None) -> int:
+def write_packs(store: Store, covered: int, size: int, tail: HashPack | None = None) -> int:
     """Store the packs that are full in a log of ``size`` leaves after the ``covered``
-    leaves already packed; the hashes come from ``loaded`` (what `load_index` returned,
-    covering [0, size)) where given, else from the soft-hash rows. Returns the leaves now
+    leaves already packed; the hashes come from ``tail`` (the `LoadedIndex.tail` covering
+    [covered, size)) where given, else from the soft-hash rows. Returns the leaves now
     covered by packs. Raises StorageError from the store.
     """
     while covered + PACK_LEAVES <= size:
         first, nxt = covered, covered + PACK_LEAVES
-        if loaded is not None:
-            lo, hi = np.searchsorted(loaded.ids, [first, nxt])
-            # the video flag is the whole load's: the service only uses it for the whole log
-            pack = HashPack(first, nxt, loaded.ids[lo:hi], loaded.words[lo:hi], loaded.video)
+        if tail is not None:
+            lo, hi = np.searchsorted(tail.ids, [first, nxt])
+            # the video flag is the tail's: the service only uses it for the whole log
+            pack = HashPack(first, nxt, tail.ids[lo:hi], tail.words[lo:hi], tail.video)
         else:
             pack = store.hash_pack(first, nxt)
         store.put_pack(pack)

@@ -29,8 +29,8 @@ SNIFF_BYTES = 64
 #: (`pdq_scale`). PDQ filters every image down to 64 x 64 before its DCT, so decoding a
 #: large JPEG at 1/2, 1/4 or 1/8 scale (libjpeg's DCT scaling) first costs few bits.
 #: Measured on the shared PDQ vectors (/work/shared/fixtures/phash, README.tsv) and on
-#: 12-megapixel JPEGs made from them (bench/bench_pdq_scale.py): at every scale this rule
-#: picks, median 2 and worst 12 bits from the full-size hash (the match threshold is 31);
+#: 12-megapixel JPEGs made from them (bench/bench_image.py): at the scales this rule
+#: picks, median 3 and worst 12 bits from the full-size hash (the match threshold is 31);
 #: at shorter sides of 256, worst 30 bits, so 512 it is.
 PDQ_MIN_SIDE = 512
 

@@ -21,6 +21,11 @@ interceptor `MetricsInterceptor` (as Sunlight and grpc's own interceptors do).
 | ``prov_detector_batch_size`` | crops per detector forward pass |
 | ``prov_c2pa_workers_busy`` | C2PA reader processes reading now |
 | ``prov_c2pa_reads_total`` | C2PA reads done by the worker pool |
+| ``prov_witness_requests_total{witness,outcome}`` | add-checkpoint requests: cosigned, refused, failed |
+| ``prov_witness_request_duration_seconds{witness}`` | one witness's answer (with its 409 retries) |
+| ``prov_witness_size{witness}`` | the tree size each witness last cosigned |
+| ``prov_witness_cosigned_tree_size`` | the newest checkpoint cosigned by the witness quorum |
+| ``prov_witness_cosigned_checkpoints_total`` | checkpoints that reached the witness quorum |
 """
 
 from __future__ import annotations
@@ -69,6 +74,24 @@ DETECTOR_BATCH = Histogram(
 )
 C2PA_BUSY = Gauge("prov_c2pa_workers_busy", "C2PA reader processes reading now")
 C2PA_READS = Counter("prov_c2pa_reads", "C2PA reads done by the worker pool")
+WITNESS_REQUESTS = Counter(
+    "prov_witness_requests",
+    "Witness add-checkpoint requests, by witness and outcome (cosigned, refused, failed)",
+    ["witness", "outcome"],
+)
+WITNESS_SECONDS = Histogram(
+    "prov_witness_request_duration_seconds",
+    "One witness's answer to add-checkpoint, with its 409 retries",
+    ["witness"],
+    buckets=_LATENCY,
+)
+WITNESS_SIZE = Gauge("prov_witness_size", "Tree size each witness last cosigned", ["witness"])
+COSIGNED_CHECKPOINTS = Counter(
+    "prov_witness_cosigned_checkpoints", "Checkpoints that reached the witness quorum"
+)
+COSIGNED_TREE_SIZE = Gauge(
+    "prov_witness_cosigned_tree_size", "Tree size of the newest checkpoint the quorum cosigned"
+)
 
 
 def serve_metrics(listen: str) -> int:

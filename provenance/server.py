@@ -49,6 +49,7 @@ from provenance.errors import (
     StorageError,
     UnknownDeviceError,
     UploadTimeoutError,
+    WitnessError,
 )
 from provenance.inspect import InspectConfig, Upload
 from provenance.limits import DeviceQuota, ServerLimits, UploadGate
@@ -86,6 +87,7 @@ _STATUS: tuple[tuple[type[ProvenanceError], grpc.StatusCode], ...] = (
     (SequenceError, grpc.StatusCode.FAILED_PRECONDITION),
     (RegistryError, grpc.StatusCode.FAILED_PRECONDITION),
     (LogIntegrityError, grpc.StatusCode.DATA_LOSS),
+    (WitnessError, grpc.StatusCode.FAILED_PRECONDITION),
     (ProofError, grpc.StatusCode.FAILED_PRECONDITION),
     (LogError, grpc.StatusCode.OUT_OF_RANGE),
     (DetectorError, grpc.StatusCode.UNAVAILABLE),
@@ -438,7 +440,17 @@ class LogServicer(rpc.LogServicer):
 
     @_rpc
     def GetCheckpoint(self, request: Any, context: grpc.ServicerContext) -> Any:
-        return pb.GetCheckpointResponse(checkpoint=self.s.latest_checkpoint())
+        if not request.cosigned:
+            return pb.GetCheckpointResponse(checkpoint=self.s.latest_checkpoint())
+        note, quorum, statuses = self.s.cosigned_checkpoint()
+        return pb.GetCheckpointResponse(
+            checkpoint=note,
+            quorum=quorum,
+            witnesses=[
+                pb.WitnessStatus(name=w.name, url=w.url, size=w.size, problem=w.problem)
+                for w in statuses
+            ],
+        )
 
     @_rpc
     def GetInclusionProof(self, request: Any, context: grpc.ServicerContext) -> Any:

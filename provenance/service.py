@@ -30,6 +30,7 @@ from provenance.errors import (
     LogIntegrityError,
     ProvenanceError,
     StorageError,
+    WitnessError,
 )
 from provenance.index_packs import load_index, write_packs
 from provenance.log import merkle
@@ -59,6 +60,8 @@ from provenance.startup import advance_mark, check_log_at_start
 from provenance.store import LeafRecord, Store, open_store
 from provenance.timecheck import check_revocation_time, with_time_flags
 from provenance.verify import FileFacts, LoggedClaim, VerificationReport, decide
+from provenance.witness import WitnessStatus
+from provenance.witness.client import DEFAULT_TIMEOUT_S, Cosigner, WitnessSpec
 from provenance.writer import Appended, GroupCommitWriter, PendingClaim, unconfirmed
 
 log = logging.getLogger(__name__)
@@ -89,7 +92,11 @@ class ServiceConfig:
     (`prov admin ca init`) that certifies enrolled keys for C2PA export, or None;
     follow_interval_s: how often a server over a shared store reads the other servers'
     appends into its near-duplicate index; mark_interval_s: how often the running server
-    re-hashes what was appended and moves the verified mark (`provenance.startup`).
+    re-hashes what was appended and moves the verified mark (`provenance.startup`);
+    witnesses: the witness policy whose cosignatures the server requests after each
+    commit (`provenance.witness.client`), witness_quorum: how many must cosign a
+    checkpoint (0: all), witness_timeout_s: per request, witness_interval_s: least time
+    between two cosigning rounds.
     """
 
     db: Path | str
@@ -100,6 +107,10 @@ class ServiceConfig:
     full_check: bool = False
     follow_interval_s: float = 0.25
     mark_interval_s: float = 60.0
+    witnesses: tuple[WitnessSpec, ...] = ()
+    witness_quorum: int = 0
+    witness_timeout_s: float = DEFAULT_TIMEOUT_S
+    witness_interval_s: float = 0.0
 
 
 class ProvenanceService:
@@ -135,6 +146,8 @@ class ProvenanceService:
             self._packed = 0
             self._index_lock = threading.Lock()
             self._load_index()
+            #: requests witness cosignatures of new checkpoints, or None without a policy
+            self.cosigner = self._start_cosigner()
             self.writer = GroupCommitWriter(self.store, self.signer, clock, self._after_commit)
             self._stop = threading.Event()
             self._upkeep = threading.Thread(
@@ -142,6 +155,9 @@ class ProvenanceService:
             )
             self._upkeep.start()
         except BaseException:
+            cosigner: Cosigner | None = getattr(self, "cosigner", None)
+            if cosigner is not None:
+                cosigner.close()
             memo: CheckpointMemo | None = getattr(self, "_memo", None)
             if memo is not None:
                 memo.close()
@@ -188,16 +204,48 @@ class ProvenanceService:
         if latest is not None and (latest[0] > remembered or not self._memo.path.exists()):
             remember_checkpoint(self._memo.path, latest[1])
 
+    def _start_cosigner(self) -> Cosigner | None:
+        """The witness policy's cosigner, already asked to cosign the latest checkpoint."""
+        cfg = self.config
+        if not cfg.witnesses:
+            return None
+        cosigner = Cosigner(
+            list(cfg.witnesses),
+            cfg.witness_quorum or len(cfg.witnesses),
+            lambda old, new: merkle.consistency_proof(old, new, self.store.get_nodes),
+            self.store.latest_checkpoint,
+            timeout_s=cfg.witness_timeout_s,
+            interval_s=cfg.witness_interval_s,
+        )
+        latest = self.store.latest_checkpoint()
+        if latest is not None:
+            cosigner.submit(*latest)
+        return cosigner
+
+    def cosigned_checkpoint(self) -> tuple[str, int, list[WitnessStatus]]:
+        """(the newest checkpoint cosigned by the witness quorum, "" when none yet; the
+        quorum; each witness's status). Raises WitnessError when the server has no witness
+        policy."""
+        if self.cosigner is None:
+            raise WitnessError(
+                "this server requests no witness cosignatures (start it with --witness URL=KEY)"
+            )
+        return self.cosigner.cosigned() or "", self.cosigner.quorum, self.cosigner.statuses()
+
     def close(self) -> None:
         self._stop.set()
         self._upkeep.join()
         self.writer.close()
+        if self.cosigner is not None:
+            self.cosigner.close()
         if self._memo is not None:
             self._memo.close()
         self.store.close()
 
     def _after_commit(self, size: int, note: str, appended: list[tuple[int, PendingClaim]]) -> None:
         metrics.APPENDS.inc(len(appended))
+        if self.cosigner is not None:
+            self.cosigner.submit(size, note)
         if appended and self._memo is not None:
             self._memo.update(size, note)
         with self._index_lock:
@@ -222,19 +270,20 @@ class ProvenanceService:
         t0 = time.perf_counter()
         size = self.store.tree_size()
         loaded = load_index(self.store, size)
-        self.pdq.add_arrays(loaded.pack.ids, loaded.pack.words)
+        for part in loaded.parts:
+            self.pdq.add_arrays(part.ids, part.words)
         self.pdq.prepare()
         pdq = self.pdq
         metrics.INDEX_WARMING.set_function(lambda: float(pdq.warming))
-        self.has_video = loaded.pack.video
+        self.has_video = loaded.video
         self._indexed = size
-        self._packed = write_packs(self.store, loaded.packed, size, loaded.pack)
+        self._packed = write_packs(self.store, loaded.packed, size, loaded.tail)
         self._indexed_metrics()
         #: seconds the start spent loading the near-duplicate index
         self.index_load_seconds = time.perf_counter() - t0
         log.info(
             "near-duplicate index: %d hashes of %d leaves loaded (%d from packs) in %.2f s%s",
-            len(loaded.pack.ids),
+            loaded.hashes,
             size,
             loaded.packed,
             self.index_load_seconds,

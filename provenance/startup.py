@@ -25,7 +25,7 @@ from provenance import wire
 from provenance.errors import LogError, LogIntegrityError, ProvenanceError
 from provenance.log import merkle
 from provenance.log.checkpoint import Checkpoint, LogSigner, NoteVerifier, open_checkpoint
-from provenance.store import LeafRecord, Store
+from provenance.store import IndexRow, Store
 
 log = logging.getLogger(__name__)
 
@@ -44,23 +44,20 @@ class StartupCheck:
     seconds: float
 
 
-def check_index_columns(rec: LeafRecord) -> None:
+def check_index_row(row: IndexRow) -> None:
     """The columns the store indexes a leaf by must say what its entry says; raises
-    LogIntegrityError."""
+    LogIntegrityError. Compares the entry's raw fields (`wire.log_entry_columns`) with
+    the raw columns, without building claims or datetimes."""
+    idx, entry = row[0], row[7]
     try:
-        signed, integrated_at = wire.decode_log_entry(rec.entry)
-        claim = wire.decode_claim(signed.claim_bytes)
+        fields = wire.log_entry_columns(entry)
     except ProvenanceError as e:
-        raise LogIntegrityError(f"log entry {rec.index} does not decode: {e}") from e
-    if (
-        rec.claim_hash != signed.claim_hash
-        or rec.file_sha256 != claim.hard_binding.sha256
-        or rec.device_id != claim.device_id
-        or rec.sequence != claim.sequence
-        or rec.integrated_at != integrated_at
-    ):
+        raise LogIntegrityError(f"log entry {idx} does not decode: {e}") from e
+    except TypeError as e:  # a column of the wrong type
+        raise LogIntegrityError(f"the log database is damaged: {e}") from e
+    if fields != row[2:7]:
         raise LogIntegrityError(
-            f"the index columns of log entry {rec.index} differ from the entry: the database"
+            f"the index columns of log entry {idx} differ from the entry: the database"
             " was edited behind the log's back"
         )
 
@@ -179,17 +176,21 @@ def _rehash(
                 f"stored Merkle nodes below the verified mark ({mark_size} leaves) were changed"
             )
     start = rng.size
-    for rec in store.iter_leaves(start):
-        if rec.index >= size:
+    for row in store.iter_index_rows(start):
+        index, leaf_hash, entry = row[0], row[1], row[7]
+        if index >= size:
             break
-        lh = merkle.leaf_hash(rec.entry)
-        if lh != rec.leaf_hash:
-            raise LogIntegrityError(f"log entry {rec.index} was modified (its leaf hash differs)")
-        if rec.index != rng.size:
+        try:
+            lh = merkle.leaf_hash(entry)
+        except TypeError as e:
+            raise LogIntegrityError(f"the log database is damaged: {e}") from e
+        if lh != leaf_hash:
+            raise LogIntegrityError(f"log entry {index} was modified (its leaf hash differs)")
+        if index != rng.size:
             raise LogIntegrityError(
                 f"log entry {rng.size} is missing: it was deleted behind the log's back"
             )
-        check_index_columns(rec)
+        check_index_row(row)
         rng.append(lh)
     if rng.size != size:
         raise LogIntegrityError(

@@ -8,6 +8,7 @@ from a malformed soft binding.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from datetime import UTC, datetime
 from typing import Any, cast
@@ -177,6 +178,21 @@ def encode_log_entry(s: SignedClaim, integrated_at: datetime) -> bytes:
     return pb.LogEntry(
         signed_claim=signed_to_pb(s), integrated_at=ts_to_pb(integrated_at)
     ).SerializeToString(deterministic=True)
+
+
+def log_entry_columns(data: bytes) -> tuple[bytes, bytes, int, bytes, int]:
+    """(claim hash, device id, sequence, file SHA-256, integration time in microseconds
+    since the epoch) of leaf data, from the raw protobuf fields without building a claim
+    or a datetime: what the store indexes a leaf by, for the start-up check.
+
+    Raises ClaimError when the bytes are not a log entry or its claim does not parse.
+    """
+    e = _parse(pb.LogEntry, data, "log entry")
+    c = _parse(pb.Claim, e.signed_claim.claim, "claim")
+    t = e.integrated_at
+    at_us = t.seconds * 1_000_000 + t.nanos // 1000 if t.nanos % 1000 == 0 else -1
+    claim_hash = hashlib.sha256(e.signed_claim.claim).digest()
+    return claim_hash, bytes(c.device_id), int(c.sequence), bytes(c.hard_binding.sha256), at_us
 
 
 def decode_log_entry(data: bytes) -> tuple[SignedClaim, datetime]:

@@ -70,10 +70,13 @@ class _NodeCache:
         self.known: dict[tuple[int, int], bytes] = {}
 
     def __call__(self, keys: Sequence[tuple[int, int]]) -> list[bytes]:
-        missing = [k for k in dict.fromkeys(keys) if k not in self.known]
-        if missing:
-            self.known.update(zip(missing, self.read(missing), strict=True))
-        return [self.known[k] for k in keys]
+        known = self.known
+        try:  # after the first proof of a batch, nearly always all known
+            return [known[k] for k in keys]
+        except KeyError:
+            missing = [k for k in dict.fromkeys(keys) if k not in known]
+            known.update(zip(missing, self.read(missing), strict=True))
+            return [known[k] for k in keys]
 
 
 def unconfirmed(timeout: float) -> StorageError:

@@ -238,15 +238,28 @@ print(json.dumps(out))
 # Before a --keep run: forget every verdict but "killed" / "timed out", so that survivors,
 # mutants without tests and unrun ones are tested again (against the tests as they are
 # now), and print the function hash of each verdict kept. mutmut itself re-tests the
-# mutants of every function whose source changed.
+# mutants of every function whose source changed. mutmut's own invalidation on a change
+# of its settings reads the fingerprint in mutmut-stats.json, which a --keep run rebuilds,
+# so it is done here: new timeouts forget the timed-out verdicts (reached under another
+# limit), new test arguments every verdict.
 _RESET = (
     _MUTANTS
     + """
+from mutmut.configuration import config
+try:
+    old = json.load(open("mutants/mutmut-stats.json"))["config_fingerprint"]
+except (OSError, ValueError, KeyError):
+    old = {}
+new = config().config_fingerprint()
+changed = {group for group in new if old.get(group) != new[group]}
 kept = {}
 for path, m, name, code, func_hash in mutants():
-    if code is not None and status_by_exit_code[code] not in ("killed", "timeout"):
+    status = None if code is None else status_by_exit_code[code]
+    if changed & {"test_execution", "test_selection"} or status not in (None, "killed", "timeout"):
         m.exit_code_by_key[name] = None
-    elif code is not None:
+    elif status == "timeout" and "timeout" in changed:
+        m.exit_code_by_key[name] = None
+    elif status is not None:
         kept[name] = func_hash
     m.save()
 print(json.dumps(kept))

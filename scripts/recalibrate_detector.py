@@ -1,11 +1,10 @@
 """Refit a shipped detector's calibration and band thresholds on images it never trained on.
 
-Held-out images: every image built by `scripts/build_detector_data.py` (no recipe source
-was used to train the shipped models) plus the shared fixtures that fell into the
-model's own calibration split (`detector.data.in_split(group, fraction,
-"calibration-<seed>")`, the split `detector.train.fit` kept out of training). The files
-that did train the model are listed in `detector/weights/<model>-trainfiles.json`, and
-their count is checked against the weights' metadata.
+Held-out images: every image built by `scripts/build_detector_data.py` and every image
+of the shared fixtures that is not listed in `detector/weights/<model>-trainfiles.json`
+(the files that trained the weights, written when they were trained; their count is
+checked against the weights' metadata). The band policy is fitted on the held-out recipe
+images; the held-out fixture images are an independent check.
 
 Each image is scored as the server scores it (`detector.policy.score_files`, `--crops`
 keyed stratified crops); `detector.policy.fit_band_policy` fits Platt scaling and the
@@ -34,7 +33,7 @@ import numpy as np
 import torch
 
 from detector.calibrate import apply
-from detector.data import load_samples
+from detector.data import Sample, load_samples
 from detector.metrics import average_precision, expected_calibration_error, roc_auc
 from detector.policy import Scored, fit_band_policy, rates_by, score_files
 from detector.registry import load_models
@@ -47,18 +46,20 @@ WEIGHTS = ROOT / "detector" / "weights"
 SECRET = b"prov-detector-band-policy"
 
 
-def split_fixtures(model: str, fixtures: list[Path]) -> tuple[list, list]:  # type: ignore[type-arg]
-    """(held-out samples, training samples) of the fixtures for a shipped model, from
-    the split its training used."""
-    from detector.data import in_split
+def sample_key(s: Sample, data: Path) -> str:
+    """How a training-file list names a sample: its path relative to the shared fixtures,
+    or ``detector-data/`` + its path relative to the built recipe data."""
+    if s.path.is_relative_to(FIXTURES):
+        return str(s.path.relative_to(FIXTURES))
+    return "detector-data/" + str(s.path.relative_to(data))
 
-    meta = load_models(model)[0].meta
-    cfg = meta.training["config"]
-    salt = f"calibration-{cfg['seed']}"
-    samples = load_samples(fixtures)
-    held = [s for s in samples if in_split(s.group, cfg["calibration_fraction"], salt)]
-    train = [s for s in samples if not in_split(s.group, cfg["calibration_fraction"], salt)]
-    return held, train
+
+def split_trained(model: str, samples: list[Sample], data: Path) -> tuple[list[Sample], set[str]]:
+    """(samples the model never trained on, the training-file keys) from the list
+    ``detector/weights/<model>-trainfiles.json`` written when the weights were trained."""
+    listed = json.loads((WEIGHTS / f"{model}-trainfiles.json").read_text())
+    trained = set(listed["trained_on"])
+    return [s for s in samples if sample_key(s, data) not in trained], trained
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -92,18 +93,25 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 2
     (loaded,) = load_models(args.model)
-    held_fix, train_fix = split_fixtures(args.model, args.fixtures)
+    every = load_samples([args.data]) + load_samples(args.fixtures)
+    held, trained = split_trained(args.model, every, args.data)
     summary = loaded.meta.training.get("summary", {})
-    trained = [str(s.path.relative_to(FIXTURES)) for s in train_fix]
     if summary.get("train_images") not in (None, len(trained)):
         print(
-            f"error: the split gives {len(trained)} training files but the weights say "
-            f"{summary['train_images']}: the fixtures changed, the held-out split is unknown",
+            f"error: {len(trained)} training files are listed but the weights say "
+            f"{summary['train_images']}: the held-out split is unknown",
             file=sys.stderr,
         )
         return 2
-    recipe = load_samples([args.data])
-    samples = recipe + held_fix
+    if len(every) - len(held) != len(trained):
+        print(
+            f"error: {len(trained)} training files are listed but {len(every) - len(held)} "
+            "of them were found: the data changed, the held-out split is unknown",
+            file=sys.stderr,
+        )
+        return 2
+    recipe = [s for s in held if not s.path.is_relative_to(FIXTURES)]
+    samples = held
     cache = (
         ROOT
         / ".cache"
@@ -177,17 +185,6 @@ def main(argv: list[str] | None = None) -> int:
     }
     (WEIGHTS / f"eval-bands-{args.model}.json").write_text(
         json.dumps(out, indent=1, sort_keys=True) + "\n"
-    )
-    (WEIGHTS / f"{args.model}-trainfiles.json").write_text(
-        json.dumps(
-            {
-                "model": args.model,
-                "fixtures_root": "../shared/fixtures",
-                "trained_on": sorted(trained),
-            },
-            indent=0,
-        )
-        + "\n"
     )
     loso = report["leave_one_source_out"]
     print(

@@ -28,6 +28,7 @@ from rfc3161_client import HashAlgorithm, TimestampRequestBuilder, decode_timest
 from test_c2pa_writer import (  # noqa: F401 (pool, authority, device, chain: fixtures)
     CHECKPOINT,
     EVIDENCE,
+    FIXTURES,
     MEDIA,
     authority,
     chain,
@@ -37,7 +38,7 @@ from test_c2pa_writer import (  # noqa: F401 (pool, authority, device, chain: fi
 )
 from tsa_server import LocalTsa
 
-from provenance.c2pa import C2paTrust, ReaderPool, content_sha256, read_c2pa
+from provenance.c2pa import C2paResult, C2paTrust, ReaderPool, content_sha256, read_c2pa
 from provenance.c2pa.authority import Authority, issue_device_certificate
 from provenance.c2pa.reader import with_tsa_roots
 from provenance.c2pa.signing_time import SigningTimePolicy, TimeSource, assess_signing_time
@@ -440,7 +441,7 @@ def test_damaged_tokens_and_signature_boxes_give_reasons_not_crashes(
         for _ in range(rng.randint(1, 6)):
             damaged[rng.randrange(sig.start - 64, sig.end)] = rng.randrange(256)
         try:
-            st = assess_signing_time(bytes(damaged), "image/jpeg", None, policy)
+            st = assess_signing_time(bytes(damaged), "image/jpeg", C2paResult(True), policy)
         except MediaError:
             continue
         assert st.source is TimeSource.TIMESTAMP or st.problems  # a reason, never silence
@@ -452,3 +453,30 @@ def test_damaged_tokens_and_signature_boxes_give_reasons_not_crashes(
 def test_tsa_settings_are_checked(url: str, timeout: float) -> None:
     with pytest.raises(ConfigError, match="TSA"):
         TimestampAuthority(url, timeout)
+
+
+@pytest.mark.slow
+def test_judging_at_the_current_time_agrees_with_the_reader_on_every_fixture(
+    pool: ReaderPool,
+) -> None:
+    """Third-party and generated files (v1 sigTst tokens from TSAs on the reader's own
+    list, JPEG stores split over APP11 segments, x5chain in the unprotected header):
+    with the real clock our judgement never changes the reader's state or codes."""
+    judged = 0
+    for path in sorted(FIXTURES.rglob("*")):
+        media_type = {".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".png": "image/png"}.get(
+            path.suffix.lower(), "video/mp4" if path.suffix.lower() == ".mp4" else None
+        )
+        if media_type is None or "malformed" in path.parts:
+            continue
+        plain = read_c2pa(path, media_type, None, pool=pool)
+        ours = read_c2pa(path, media_type, None, pool=pool, signing_time=SigningTimePolicy())
+        assert (ours.validation_state, ours.validation_codes) == (
+            plain.validation_state,
+            plain.validation_codes,
+        ), path
+        if ours.signing_time is not None:
+            judged += 1
+        else:
+            assert not plain.present or ours.signing_time_error, path
+    assert judged >= 25

@@ -54,7 +54,7 @@ from provenance.log.checkpoint import (
     generate_log_key,
     load_log_signer,
 )
-from provenance.receipt import verify_receipt
+from provenance.receipt import build_receipt, verify_receipt
 from provenance.registry import (
     TOKEN_BYTES,
     chain_link,
@@ -303,6 +303,33 @@ def test_a_receipt_with_a_wrong_index_or_path_is_refused(wrong_index: int) -> No
     bad_path = (bytes(32),) + receipt.inclusion_proof[1:]
     with pytest.raises(ProofError):
         verify_receipt(replace(receipt, inclusion_proof=bad_path), signed, VERIFIER)
+
+
+def test_a_receipt_is_rebuilt_from_the_store_byte_for_byte() -> None:
+    log, signed, receipt = _receipt_log(3, 6)
+    note = log.note()
+    rebuilt = build_receipt(3, receipt.log_entry, NOW, (6, note), log.tree.get_nodes)
+    assert rebuilt == receipt
+    verify_receipt(rebuilt, signed, VERIFIER)
+    # the first checkpoint whose tree holds the leaf: size 4 holds leaf 3
+    early = build_receipt(3, receipt.log_entry, NOW, (4, log.note(4)), log.tree.get_nodes)
+    assert early.inclusion_proof == tuple(merkle.inclusion_proof(3, 4, log.tree.get_nodes))
+    assert verify_receipt(early, signed, VERIFIER).size == 4
+    for covering in (None, (3, log.note(3))):
+        with pytest.raises(
+            LogIntegrityError, match="^no signed checkpoint covers log entry 3: the log database"
+        ):
+            build_receipt(3, receipt.log_entry, NOW, covering, log.tree.get_nodes)
+
+    def missing(keys: object) -> list[bytes]:
+        raise LogError("node (1, 0) is missing")
+
+    with pytest.raises(
+        LogIntegrityError,
+        match=r"^the inclusion proof of log entry 3 cannot be read: node \(1, 0\) is missing$",
+    ) as caught:
+        build_receipt(3, receipt.log_entry, NOW, (6, note), missing)
+    assert isinstance(caught.value.__cause__, LogError)
 
 
 def test_a_receipt_signed_by_another_log_is_refused() -> None:

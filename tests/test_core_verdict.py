@@ -620,3 +620,32 @@ def test_a_sidecar_of_another_picture_gives_way_to_a_logged_capture_of_these_pix
         near=[_logged(_claim(soft=(_flip(PDQ, 6),)), index=14)],
     )
     assert r.status is Verdict.TAMPERED and _has(r.reasons, "4 bits", "a close copy with edits")
+
+
+def test_a_near_copy_notes_a_changed_exif_orientation() -> None:
+    facts = FileFacts(OTHER_SHA, 9, "image/jpeg", (PDQ,), orientation=1)
+    lc = _logged(_claim(soft=(_flip(PDQ, 2),), orientation=6), index=4)
+    r = decide(facts, NOW, near=[lc])
+    assert r.status is Verdict.DERIVED and len(r.reasons) == 2
+    assert r.reasons[1] == "the file's EXIF orientation tag is 1 where the signed capture's was 6"
+    stripped = decide(replace(facts, orientation=0), NOW, near=[lc])
+    assert stripped.reasons[1] == (
+        "the file's EXIF orientation tag is absent where the signed capture's was 6"
+    )
+    same = decide(replace(facts, orientation=6), NOW, near=[lc])
+    assert len(same.reasons) == 1
+
+
+def test_a_sidecar_at_exactly_the_threshold_is_an_edited_copy_not_another_picture() -> None:
+    facts = FileFacts(OTHER_SHA, 9, "image/png", (_flip(PDQ, PDQ_MATCH_THRESHOLD),))
+    sidecar_claim = _claim()
+    r = decide(
+        facts,
+        NOW,
+        sidecar=_signed(sidecar_claim),
+        sidecar_claim=sidecar_claim,
+        sidecar_device=_device(),
+        near=[_logged(_claim(soft=(_flip(PDQ, PDQ_MATCH_THRESHOLD - 2),)), index=15)],
+    )
+    assert r.status is Verdict.TAMPERED
+    assert _has(r.reasons, f"{PDQ_MATCH_THRESHOLD} bits", "a close copy with edits")

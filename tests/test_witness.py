@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from clients.api import ProvenanceClient
 from clients.cli import main as prov_main
-from provenance.errors import SignatureError
+from provenance.errors import SignatureError, TransportError
 from provenance.log.checkpoint import (
     Checkpoint,
     LogSigner,
@@ -106,7 +106,7 @@ def test_witness_cosigns_a_growing_log_and_refuses_rollback_and_forks(
         assert "cosigned by 1 of 1 witnesses: witness.test/w1 at" in capsys.readouterr().out
         absent = cosigner_vkey("witness.test/w2", Ed25519PrivateKey.generate().public_key()
                                .public_bytes_raw())  # fmt: skip
-        assert prov_main([*verify, "--witness", absent]) == 1
+        assert prov_main([*verify, "--witness", absent]) == 14  # the witness policy exit code
         assert "1 of the 2 witness cosignatures required" in capsys.readouterr().err
         assert prov_main([*verify, "--witness", absent, "--witness-quorum", "1"]) == 0
 
@@ -145,6 +145,10 @@ def test_witness_cosigns_a_growing_log_and_refuses_rollback_and_forks(
         third = submit(2)
         status, _, _ = _post(url, _body(7, c.consistency_proof(7, 9), third))
         assert status == 200
+        # this server was started without --witness: it has no cosigned checkpoint to give
+        with pytest.raises(TransportError, match="requests no witness cosignatures") as e:
+            c.cosigned_checkpoint()
+        assert e.value.code == "FAILED_PRECONDITION"
     # state survives a restart of the witness (a new instance on the same folder)
     again = Witness(signer, [log_vkey], tmp_path / "wstate")
     latest = again.latest(cp.origin)

@@ -119,36 +119,65 @@ def _jpeg_segments(data: bytes) -> tuple[list[tuple[int, int]], int]:
     return segments, pos
 
 
-def manifest_store_region(data: bytes, media_type: str) -> tuple[int, int]:
-    """(start, end) of the C2PA manifest store's JUMBF superbox inside the file.
+def manifest_store(data: bytes, media_type: str) -> tuple[bytes, int | None]:
+    """The C2PA manifest store's JUMBF superbox (ISO/IEC 19566-5) and where it sits.
 
-    start is the offset of the store's ``jumb`` box (ISO/IEC 19566-5) and end the end of
-    the container unit that holds it: the JPEG APP11 segment (C2PA 2.1, A.3.1), the PNG
-    ``caBX`` chunk data (A.3.3) or the BMFF ``uuid`` box (A.4.1). Only the first unit is
-    searched, so a JPEG store split over several APP11 segments ends at the first
-    segment's end. Raises MediaError when the file carries no store or cannot be walked.
+    Returns (store bytes, file offset of its first byte), the offset None when a JPEG
+    store is split over several APP11 segments and had to be put back together (each
+    continuation segment repeats the box header, C2PA 2.1, A.3.1). The store lives in
+    the JPEG APP11 segments, the PNG ``caBX`` chunk (A.3.3) or the BMFF ``uuid`` box
+    (A.4.1). Raises MediaError when the file carries no store, or its store overruns
+    its container or is missing segments.
     """
     if media_type in JPEG_TYPES:
+        segments = _jpeg_segments(data)[0]
         units = [
-            (s + 12, e)
-            for s, e in _jpeg_segments(data)[0]
+            (s + 12, e, s)
+            for s, e in segments
             if _is_app11_jumbf(data, s, e) and _jumbf_first_is_c2pa(data, s, e)
         ]
     elif media_type in PNG_TYPES:
-        units = [(p + 8, p + 8 + n) for p, n in _png_chunks(data, b"caBX")]
+        units = [(p + 8, p + 8 + n, p) for p, n in _png_chunks(data, b"caBX")]
     elif media_type in BMFF_TYPES:
         units = [
-            (p, e)
+            (p, e, s)
             for kind, s, p, e in _boxes(data, 0, len(data), strict=False)
             if kind == b"uuid" and data[p : p + 16] == C2PA_BMFF_UUID
         ]
     else:
         raise MediaError(f"no C2PA manifest-store rule for media type {media_type!r}")
-    for start, end in units:
+    for start, end, unit in units:
         at = data.find(b"jumd" + C2PA_STORE_UUID, start, end)
-        if at >= start + 12 and data[at - 8 : at - 4] == b"jumb":
-            return at - 12, end
+        if at < start + 12 or data[at - 8 : at - 4] != b"jumb":
+            continue
+        box = at - 12
+        length = struct.unpack_from(">I", data, box)[0]
+        if box + length <= end:
+            return data[box : box + length], box
+        if media_type in JPEG_TYPES:
+            return _jpeg_store(data, segments, unit, length), None
+        raise MediaError("the C2PA manifest store overruns its container")
     raise MediaError("the file carries no C2PA manifest store")
+
+
+def _jpeg_store(data: bytes, segments: list[tuple[int, int]], first: int, length: int) -> bytes:
+    """Put a JUMBF box of ``length`` bytes back together from its APP11 segments, in
+    sequence-number order; the first keeps the box header, the others drop their copy."""
+    instance = _jumbf_instance(data, first)
+    parts = sorted(
+        (struct.unpack_from(">I", data, s + 8)[0], s, e)
+        for s, e in segments
+        if _is_app11_jumbf(data, s, e) and _jumbf_instance(data, s) == instance
+    )
+    header = 16 if struct.unpack_from(">I", data, first + 12)[0] == 1 else 8
+    store = bytearray()
+    for number, (sequence, s, e) in enumerate(parts, start=1):
+        if sequence != number:
+            raise MediaError(f"the C2PA manifest store lacks APP11 segment {number}")
+        store += data[s + 12 : e] if number == 1 else data[s + 12 + header : e]
+    if len(store) < length:
+        raise MediaError("the C2PA manifest store is truncated (APP11 segments missing)")
+    return bytes(store[:length])
 
 
 def _png_chunks(data: bytes, kind: bytes) -> list[tuple[int, int]]:

@@ -20,6 +20,8 @@ if TYPE_CHECKING:
 PROVENANCE_ASSERTION_LABEL = "org.provenance.claim"
 #: Success code c2pa-rs records when the signing certificate chains to a configured anchor.
 TRUSTED_CODE = "signingCredential.trusted"
+#: Success code c2pa-rs records when the signature's timestamp comes from a TSA it trusts.
+TIMESTAMP_TRUSTED_CODE = "timeStamp.trusted"
 
 
 @dataclass(frozen=True)
@@ -58,7 +60,8 @@ class C2paResult:
     `PROVENANCE_ASSERTION_LABEL` assertion, as decoded JSON, or None. signing_time: the
     time the signer's certificate was judged at and its source (RFC 3161 timestamp, log
     receipt, current time; `provenance.c2pa.signing_time`), None when not assessed;
-    signing_time_error: why it could not be assessed. error_kind and
+    signing_time_error: why it could not be assessed; timestamp_trusted: the reader
+    reported ``timeStamp.trusted`` for the active manifest (not in `to_dict`). error_kind and
     error: why nothing could be read ("Remote", "Other", "NotSupported", "Verify",
     "Timeout", "Crashed", "TooLarge", ...) with the message; both None when the file
     was read or simply carries no manifest.
@@ -80,6 +83,7 @@ class C2paResult:
     error: str | None = None
     signing_time: SigningTime | None = None
     signing_time_error: str | None = None
+    timestamp_trusted: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict: the `c2pa` object of ``prov verify --json``."""
@@ -171,6 +175,9 @@ def result_from_reader(validation_state: str | None, manifest_json: str) -> C2pa
             for i in map(_dict, _list(active.get("ingredients")))
         ),
         trusted_anchor=any(_dict(entry).get("code") == TRUSTED_CODE for entry in success),
+        timestamp_trusted=any(
+            _dict(entry).get("code") == TIMESTAMP_TRUSTED_CODE for entry in success
+        ),
         provenance_assertion=provenance if isinstance(provenance, dict) else None,
     )
 

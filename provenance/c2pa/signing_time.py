@@ -9,7 +9,9 @@ prove their time two independent ways, tried in this order:
 
 1. **RFC 3161 timestamp** (``sigTst2``, `provenance.c2pa.timestamp`): a token over this
    exact claim signature, from a TSA that chains to a configured TSA root. It dates the
-   C2PA signature itself.
+   C2PA signature itself. Failing that, a timestamp the C2PA reader trusted itself
+   (``timeStamp.trusted``: a TSA on c2pa-rs's own list, or a v1 ``sigTst``): the reader
+   already judged the signer at its time, which no clock changes.
 2. **Log receipt**: the manifest's ``org.provenance.claim`` assertion carries our signed
    claim and its receipt. When the receipt verifies against the log's key (signed
    checkpoint, RFC 9162 inclusion proof), the claim is by the key in the C2PA signer's
@@ -120,13 +122,15 @@ class SigningTime:
 def assess_signing_time(
     data: bytes,
     media_type: str,
-    assertion: Mapping[str, Any] | None,
+    result: C2paResult,
     policy: SigningTimePolicy,
 ) -> SigningTime:
     """Choose the signing time of the file's active C2PA signature (module docstring).
 
-    data: the whole file; media_type: JPEG, PNG, MP4 or MOV; assertion: the decoded
-    ``org.provenance.claim`` assertion (`C2paResult.provenance_assertion`) or None.
+    data: the whole file; media_type: JPEG, PNG, MP4 or MOV; result: what the reader
+    found in it (our ``org.provenance.claim`` assertion, and whether the reader itself
+    trusted a timestamp: a v1 ``sigTst`` or a TSA on its own list, whose time it then
+    judged the signer at; that judgement does not depend on the clock, so it is kept).
     Raises MediaError when the claim signature cannot be found or decoded.
     """
     sig = read_claim_signature(data, media_type)
@@ -138,7 +142,7 @@ def assess_signing_time(
             if label != "sigTst2":
                 raise TimestampError(
                     "the timestamp is a v1 sigTst (over the claim, not the signature);"
-                    " only v2 sigTst2 tokens are checked"
+                    " only v2 sigTst2 tokens are checked here"
                 )
             stamp = verify_token(token, sig.countersign_tbs(), policy.tsa_trust)
             return _judged(
@@ -151,6 +155,11 @@ def assess_signing_time(
             )
     except ProvenanceError as e:
         problems.append(f"timestamp not used: {e}")
+    reader_time = _reader_timestamp(result)
+    if reader_time is not None:
+        description = "time from RFC 3161 timestamp trusted by the C2PA reader"
+        return _judged(sig, TimeSource.TIMESTAMP, reader_time, description, problems)
+    assertion = result.provenance_assertion
     if assertion is not None:
         try:
             logged = _receipt_time(data, media_type, sig, assertion, policy.log_verifier)
@@ -201,6 +210,17 @@ def _judged(
     )
 
 
+def _reader_timestamp(result: C2paResult) -> datetime | None:
+    """The reader's signing time when it reported ``timeStamp.trusted``, else None."""
+    if not result.timestamp_trusted or result.signed_at is None:
+        return None
+    try:
+        when = datetime.fromisoformat(result.signed_at)
+    except ValueError:
+        return None
+    return when if when.tzinfo is not None else None
+
+
 def _receipt_time(
     data: bytes,
     media_type: str,
@@ -246,7 +266,7 @@ def with_signing_time(
     if not result.present:
         return result
     try:
-        st = assess_signing_time(data, media_type, result.provenance_assertion, policy)
+        st = assess_signing_time(data, media_type, result, policy)
     except ProvenanceError as e:
         return replace(result, signing_time_error=f"signing time not assessed: {e}")
     return apply_signing_time(result, st)

@@ -30,7 +30,7 @@ import urllib.error
 import urllib.request
 import zlib
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -43,11 +43,12 @@ from rfc3161_client import (
     PKIStatus,
     TimestampRequestBuilder,
     TimeStampResponse,
+    Verifier,
     VerifierBuilder,
     decode_timestamp_response,
 )
 
-from provenance.c2pa.container import PNG_TYPES, manifest_store_region
+from provenance.c2pa.container import PNG_TYPES, manifest_store
 from provenance.errors import ConfigError, MediaError, TimestampError
 
 #: Unprotected-header label of a v2 timestamp (C2PA 2.1, 10.3.2.5.4).
@@ -113,13 +114,14 @@ class TsaTrust:
 class ClaimSignature:
     """The COSE_Sign1 claim signature of a file's active C2PA manifest.
 
-    start, end: its byte range in the file; protected: the serialized protected header
-    bucket; unprotected: the unprotected header map (text labels as in C2PA);
-    signature: the signature value; chain: the x5chain certificates, signer first.
+    start, end: its byte range in the file, None when the store was put back together
+    from several JPEG segments; protected: the serialized protected header bucket;
+    unprotected: the unprotected header map (text labels as in C2PA); signature: the
+    signature value; chain: the x5chain certificates, signer first.
     """
 
-    start: int
-    end: int
+    start: int | None
+    end: int | None
     protected: bytes
     unprotected: dict[Any, Any]
     signature: bytes
@@ -163,22 +165,22 @@ def read_claim_signature(data: bytes, media_type: str) -> ClaimSignature:
     holds the COSE_Sign1_Tagged as CBOR. Raises MediaError when there is no store, the
     boxes are malformed, or the signature is not a COSE_Sign1 with an x5chain.
     """
-    start, limit = manifest_store_region(data, media_type)
-    store = _box(data, start, limit)
+    jumbf, offset = manifest_store(data, media_type)
+    store = _box(jumbf, 0, len(jumbf))
     if store is None or store[0] != b"jumb":
-        raise MediaError(
-            "the C2PA manifest store runs past its container (a JPEG store split over"
-            " several APP11 segments is not read for timestamps)"
-        )
-    manifests = [b for b in _children(data, store[1], store[2]) if b[0] == b"jumb"]
+        raise MediaError("the C2PA manifest store is not a JUMBF superbox")
+    manifests = [b for b in _children(jumbf, store[1], store[2]) if b[0] == b"jumb"]
     if not manifests:
         raise MediaError("the C2PA manifest store holds no manifest")
     _, body, end = manifests[-1]
-    for kind, inner, inner_end in _children(data, body, end):
-        if kind == b"jumb" and _label(data, inner, inner_end) == _SIGNATURE_LABEL:
-            for ckind, payload, payload_end in _children(data, inner, inner_end):
+    for kind, inner, inner_end in _children(jumbf, body, end):
+        if kind == b"jumb" and _label(jumbf, inner, inner_end) == _SIGNATURE_LABEL:
+            for ckind, payload, payload_end in _children(jumbf, inner, inner_end):
                 if ckind == b"cbor":
-                    return _decode_cose(data, payload, payload_end)
+                    sig = _decode_cose(jumbf[payload:payload_end])
+                    if offset is None:
+                        return sig
+                    return replace(sig, start=offset + payload, end=offset + payload_end)
     raise MediaError("the active C2PA manifest has no claim signature box")
 
 
@@ -249,6 +251,10 @@ def attach_token(data: bytes, media_type: str, sig: ClaimSignature, token: bytes
     """
     if sig.token() is not None:
         raise TimestampError("the claim signature already carries a timestamp")
+    if sig.start is None or sig.end is None:
+        raise TimestampError(
+            "the manifest store is split over several JPEG segments; no timestamp is placed"
+        )
     kept = {k: v for k, v in sig.unprotected.items() if k not in ("pad", "pad2")}
     header: dict[Any, Any] = {SIGTST2: {"tstTokens": [{"val": token}]}, **kept}
     size = sig.end - sig.start
@@ -322,7 +328,8 @@ def verify_token(token: bytes, tbs: bytes, trust: TsaTrust | None) -> VerifiedTi
     return VerifiedTimestamp(gen_time=gen_time, tsa=tsa)
 
 
-def _verifier(roots: tuple[x509.Certificate, ...]) -> Any:
+def _verifier(roots: tuple[x509.Certificate, ...]) -> Verifier:
+    """rfc3161-client's verifier over these roots (duplicates dropped)."""
     builder = VerifierBuilder()
     for root in dict.fromkeys(roots):
         builder = builder.add_root_certificate(root)
@@ -424,9 +431,10 @@ def _label(data: bytes, start: int, end: int) -> str | None:
     return data[at:stop].decode("utf-8", "replace") if stop >= 0 else None
 
 
-def _decode_cose(data: bytes, start: int, end: int) -> ClaimSignature:
+def _decode_cose(raw: bytes) -> ClaimSignature:
+    """Decode a COSE_Sign1_Tagged claim signature; its position is set by the caller."""
     try:
-        cose = cbor2.loads(data[start:end])
+        cose = cbor2.loads(raw)
         protected_map = cbor2.loads(cose.value[0]) if cose.value[0] else {}
     except (cbor2.CBORDecodeError, AttributeError, TypeError, IndexError, ValueError) as e:
         raise MediaError(f"the C2PA claim signature is not CBOR: {e}") from e
@@ -440,7 +448,17 @@ def _decode_cose(data: bytes, start: int, end: int) -> ClaimSignature:
         or not isinstance(protected_map, Mapping)
     ):
         raise MediaError("the C2PA claim signature is not a COSE_Sign1_Tagged structure")
-    chain = protected_map.get(X5CHAIN, protected_map.get("x5chain"))
+    # C2PA 2.x puts x5chain (label 33) in the protected bucket; 1.x files may carry it,
+    # or its text label, in the unprotected one (C2PA 2.1, 14.5).
+    chain = next(
+        (
+            bucket[label]
+            for bucket in (protected_map, value[1])
+            for label in (X5CHAIN, "x5chain")
+            if label in bucket
+        ),
+        None,
+    )
     ders = [chain] if isinstance(chain, bytes) else chain
     try:
         certs = tuple(x509.load_der_x509_certificate(d) for d in ders or ())
@@ -448,7 +466,7 @@ def _decode_cose(data: bytes, start: int, end: int) -> ClaimSignature:
         raise MediaError(f"the C2PA claim signature's x5chain does not parse: {e}") from e
     if not certs:
         raise MediaError("the C2PA claim signature carries no x5chain")
-    return ClaimSignature(start, end, value[0], dict(value[1]), value[3], certs)
+    return ClaimSignature(None, None, value[0], dict(value[1]), value[3], certs)
 
 
 def _dict(value: Any) -> dict[Any, Any]:

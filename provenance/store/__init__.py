@@ -37,6 +37,7 @@ from provenance.errors import ConfigError
 __all__ = [
     "AppendTxn",
     "HashPack",
+    "IndexRow",
     "LeafRecord",
     "NewLeaf",
     "Store",
@@ -86,6 +87,12 @@ class NewLeaf:
     chain_linked: bool
     entry: bytes
     soft_bindings: tuple[PerceptualHash, ...]
+
+
+#: A leaf's stored columns as the start-up check reads them, undecoded: (index, leaf hash,
+#: claim hash, device id, sequence, file SHA-256, integration time in microseconds since
+#: the epoch, entry).
+IndexRow = tuple[int, bytes, bytes, bytes, int, bytes, int, bytes]
 
 
 @dataclass(frozen=True)
@@ -232,8 +239,9 @@ class Store(Protocol):
         """(index, leaf data) of up to ``limit`` leaves from index ``start``, in order."""
         ...
 
-    def iter_leaves(self, start: int = 0) -> Iterator[LeafRecord]:
-        """Every leaf from index ``start`` on, in index order, read in pages."""
+    def iter_index_rows(self, start: int = 0) -> Iterator[IndexRow]:
+        """The `IndexRow` of every leaf from index ``start`` on, in index order, read in
+        pages (values as the database returns them: a damaged row may hold other types)."""
         ...
 
     def hash_pack(self, start: int, stop: int) -> HashPack:

@@ -21,11 +21,13 @@ from provenance.registry import merged_revocation
 from provenance.store import (
     QUOTA_PREFIX,
     HashPack,
+    IndexRow,
     LeafRecord,
     NewLeaf,
     add_usage,
     parse_usage,
     quota_key,
+    to_us,
 )
 
 
@@ -251,8 +253,12 @@ class MemoryStore:
     def entries(self, start: int, limit: int) -> list[tuple[int, bytes]]:
         return [(r.index, r.entry) for r in self._state.leaves[max(start, 0) : start + limit]]
 
-    def iter_leaves(self, start: int = 0) -> Iterator[LeafRecord]:
-        yield from list(self._state.leaves[start:])
+    def iter_index_rows(self, start: int = 0) -> Iterator[IndexRow]:
+        yield from [
+            (r.index, r.leaf_hash, r.claim_hash, r.device_id, r.sequence, r.file_sha256,
+             to_us(r.integrated_at), r.entry)
+            for r in self._state.leaves[start:]
+        ]  # fmt: skip
 
     def hash_pack(self, start: int, stop: int) -> HashPack:
         soft = [(i, h) for i, h in self._state.soft if start <= i < stop]

@@ -30,6 +30,7 @@ from provenance.registry import merged_revocation
 from provenance.store import (
     QUOTA_PREFIX,
     HashPack,
+    IndexRow,
     LeafRecord,
     NewLeaf,
     add_usage,
@@ -514,17 +515,17 @@ class SqlStore(ABC):
             ).fetchall()
         return [(int(r[0]), bytes(r[1])) for r in rows]
 
-    def iter_leaves(self, start: int = 0) -> Iterator[LeafRecord]:
-        return _paged(self._leaf_page, lambda r: r.index, start)
+    def iter_index_rows(self, start: int = 0) -> Iterator[IndexRow]:
+        return _paged(self._index_page, lambda r: int(r[0]), start)
 
-    @_reads_log
-    def _leaf_page(self, start: int) -> list[LeafRecord]:
+    def _index_page(self, start: int) -> list[IndexRow]:
         with self._reading() as c:
             rows = c.execute(
-                f"SELECT {_LEAF_COLS} FROM leaves WHERE idx>=? ORDER BY idx LIMIT ?",
+                "SELECT idx, leaf_hash, claim_hash, device_id, sequence, file_sha256,"
+                " integrated_at, entry FROM leaves WHERE idx>=? ORDER BY idx LIMIT ?",
                 (start, PAGE),
             ).fetchall()
-        return [_leaf(r) for r in rows]
+        return [tuple(r) for r in rows]  # types checked by the caller
 
     @_reads_log
     def hash_pack(self, start: int, stop: int) -> HashPack:
@@ -558,8 +559,11 @@ class SqlStore(ABC):
             HashPack(
                 int(first),
                 int(nxt),
-                np.frombuffer(bytes(ids), dtype="<i8").astype(np.int64),
-                np.frombuffer(bytes(words), dtype=">u8").astype(np.uint64).reshape(-1, 4),
+                np.frombuffer(bytes(ids), dtype="<i8").astype(np.int64, copy=False),
+                # the words' values, little-endian: read in place, no byte swap
+                np.frombuffer(bytes(words), dtype="<u8")
+                .astype(np.uint64, copy=False)
+                .reshape(-1, 4),
                 bool(video),
             )
             for first, nxt, ids, words, video in rows
@@ -575,7 +579,7 @@ class SqlStore(ABC):
                     pack.first,
                     pack.next,
                     pack.ids.astype("<i8").tobytes(),
-                    pack.words.astype(">u8").tobytes(),
+                    pack.words.astype("<u8").tobytes(),
                     int(pack.video),
                 ),
             )

@@ -499,14 +499,32 @@ class LookupResponse(_message.Message):
     def __init__(self, results: _Optional[_Iterable[_Union[LookupResult, _Mapping]]] = ...) -> None: ...
 
 class GetCheckpointRequest(_message.Message):
-    __slots__ = ()
-    def __init__(self) -> None: ...
+    __slots__ = ("cosigned",)
+    COSIGNED_FIELD_NUMBER: _ClassVar[int]
+    cosigned: bool
+    def __init__(self, cosigned: _Optional[bool] = ...) -> None: ...
+
+class WitnessStatus(_message.Message):
+    __slots__ = ("name", "url", "size", "problem")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    URL_FIELD_NUMBER: _ClassVar[int]
+    SIZE_FIELD_NUMBER: _ClassVar[int]
+    PROBLEM_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    url: str
+    size: int
+    problem: str
+    def __init__(self, name: _Optional[str] = ..., url: _Optional[str] = ..., size: _Optional[int] = ..., problem: _Optional[str] = ...) -> None: ...
 
 class GetCheckpointResponse(_message.Message):
-    __slots__ = ("checkpoint",)
+    __slots__ = ("checkpoint", "witnesses", "quorum")
     CHECKPOINT_FIELD_NUMBER: _ClassVar[int]
+    WITNESSES_FIELD_NUMBER: _ClassVar[int]
+    QUORUM_FIELD_NUMBER: _ClassVar[int]
     checkpoint: str
-    def __init__(self, checkpoint: _Optional[str] = ...) -> None: ...
+    witnesses: _containers.RepeatedCompositeFieldContainer[WitnessStatus]
+    quorum: int
+    def __init__(self, checkpoint: _Optional[str] = ..., witnesses: _Optional[_Iterable[_Union[WitnessStatus, _Mapping]]] = ..., quorum: _Optional[int] = ...) -> None: ...
 
 class GetInclusionProofRequest(_message.Message):
     __slots__ = ("leaf_index", "leaf_hash", "tree_size")

@@ -124,6 +124,7 @@ def _run_child(request: dict[str, Any], fd: int) -> None:
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
     signal.setitimer(signal.ITIMER_REAL, float(request["timeout_s"]))
     in_use = _address_space_bytes()
+    kept: list[Any]
     if in_use >= limit:
         reply, kept = (
             _error(
@@ -187,7 +188,7 @@ class _Server:
             now = time.monotonic()
             deadlines = [c.deadline for c in self.children.values()]
             timeout = max(0.0, min(deadlines) - now) if deadlines else None
-            ready, _, _ = select.select([self.sock, self.wake_r], [], [], timeout)
+            ready, _, _ = select.select([self.sock.fileno(), self.wake_r], [], [], timeout)
             if self.wake_r in ready:
                 while True:
                     try:
@@ -197,7 +198,7 @@ class _Server:
                         break
             self._reap()
             self._kill_late()
-            if self.sock in ready and not self._accept():
+            if self.sock.fileno() in ready and not self._accept():
                 return
 
     def _accept(self) -> bool:

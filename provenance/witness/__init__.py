@@ -40,7 +40,7 @@ from pathlib import Path
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from provenance.errors import LogError, ProvenanceError, SignatureError
+from provenance.errors import LogError, ProvenanceError, SignatureError, WitnessQuorumError
 from provenance.log import merkle
 from provenance.log.checkpoint import (
     Checkpoint,
@@ -92,6 +92,24 @@ def cosign(signer: LogSigner, body: bytes, timestamp: int) -> str:
     return f"{_EM_DASH} {signer.name} {base64.b64encode(blob).decode()}\n"
 
 
+def parse_cosigner_vkey(vkey: str) -> tuple[str, bytes]:
+    """(witness name, 32-byte Ed25519 public key) of a cosigner verifier key
+    ``<name>+<hex key id>+base64(0x04 || key)`` (what `cosigner_vkey` writes and
+    ``prov witness serve`` prints). Raises LogError when it is malformed or its key id
+    does not match."""
+    parts = vkey.split("+", 2)
+    if len(parts) != 3 or not parts[0]:
+        raise LogError(f"witness key {vkey!r} is not <name>+<key id>+<key>")
+    name, id_text, material = parts
+    raw = b64decode_strict(material, "witness key material")
+    if len(raw) != 33 or raw[0] != COSIGNATURE_TYPE_ED25519:
+        raise LogError("witness key is not an Ed25519 cosignature/v1 key (type 0x04)")
+    kid = cosignature_key_id(name, raw[1:])
+    if kid.hex() != id_text:
+        raise LogError(f"witness key id {id_text} does not match the key ({kid.hex()})")
+    return name, raw[1:]
+
+
 @dataclass(frozen=True)
 class Cosignature:
     """A verified cosignature: the witness's name and its timestamp (UTC)."""
@@ -107,21 +125,13 @@ def verify_cosignature(note: str, vkey: str) -> Cosignature:
     LogError for a malformed key or note and SignatureError when this witness has no
     valid cosignature on it.
     """
-    parts = vkey.split("+", 2)
-    if len(parts) != 3:
-        raise LogError(f"witness key {vkey!r} is not <name>+<key id>+<key>")
-    name, id_text, material = parts
-    raw = b64decode_strict(material, "witness key material")
-    if len(raw) != 33 or raw[0] != COSIGNATURE_TYPE_ED25519:
-        raise LogError("witness key is not an Ed25519 cosignature/v1 key (type 0x04)")
-    kid = cosignature_key_id(name, raw[1:])
-    if kid.hex() != id_text:
-        raise LogError(f"witness key id {id_text} does not match the key ({kid.hex()})")
+    name, raw = parse_cosigner_vkey(vkey)
+    kid = cosignature_key_id(name, raw)
     split = note.rfind("\n\n")
     if split < 0:
         raise LogError("signed note has no blank line before its signatures")
     body = note[: split + 1].encode()
-    public = Ed25519PublicKey.from_public_bytes(raw[1:])
+    public = Ed25519PublicKey.from_public_bytes(raw)
     for line in note[split + 2 :].splitlines():
         line_name, _, blob = line.removeprefix(_EM_DASH + " ").partition(" ")
         if line_name != name:
@@ -140,8 +150,8 @@ def verify_cosignature(note: str, vkey: str) -> Cosignature:
 
 def check_quorum(note: str, witness_keys: list[str], quorum: int) -> list[Cosignature]:
     """The valid cosignatures on ``note`` by the witnesses ``witness_keys``; raises
-    SignatureError when fewer than ``quorum`` of them cosigned it (naming those that did
-    not), LogError for a malformed key or note."""
+    WitnessQuorumError when fewer than ``quorum`` of them cosigned it (naming those that
+    did not), LogError for a malformed key or note."""
     signed: list[Cosignature] = []
     missing: list[str] = []
     for vkey in witness_keys:
@@ -150,10 +160,24 @@ def check_quorum(note: str, witness_keys: list[str], quorum: int) -> list[Cosign
         except SignatureError as e:
             missing.append(str(e))
     if len(signed) < quorum:
-        raise SignatureError(
+        raise WitnessQuorumError(
             f"{len(signed)} of the {quorum} witness cosignatures required: " + "; ".join(missing)
         )
     return signed
+
+
+@dataclass(frozen=True)
+class WitnessStatus:
+    """How one witness of a log server's policy is doing, as the server last saw it.
+
+    ``size``: the tree size this witness last cosigned for the server (0: none yet);
+    ``problem``: why its last request failed (unreachable, or the refusal and what it
+    means), empty when it cosigned the newest checkpoint it was sent."""
+
+    name: str
+    url: str
+    size: int
+    problem: str = ""
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,202 @@
+"""Receipts with witness cosignatures, on the client side.
+
+A receipt is issued as soon as its batch is durable, with the checkpoint the log signed
+for that batch: the server never makes a submission wait for witnesses. The server then
+asks its witnesses to cosign (`provenance.witness.client`) and keeps the newest
+checkpoint its quorum cosigned. `cosigned_receipt` brings a receipt up to that
+checkpoint: the same leaf and leaf data, the cosigned note (the log's signature plus the
+witnesses' cosignature lines) and an inclusion proof to its tree, everything verified
+here with the log key, and the old and new checkpoints proven consistent
+(``prov receipt refresh`` writes the result into the sidecar; ``prov verify --witness``
+does the same for the receipt of the matched claim). `provenance.witness.check_quorum`
+then checks a k-of-n witness policy on it (c2sp.org/tlog-cosignature).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from clients.api import ProvenanceClient
+from provenance.claims import Receipt, SignedClaim
+from provenance.errors import LogError, LogIntegrityError, TransportError, WitnessQuorumError
+from provenance.log import merkle
+from provenance.log.checkpoint import NoteVerifier, open_checkpoint
+from provenance.receipt import verify_receipt
+from provenance.sidecar import Sidecar
+from provenance.verify import VerificationReport
+from provenance.witness import Cosignature, WitnessStatus, check_quorum, parse_cosigner_vkey
+from provenance.witness.client import read_key_text
+
+
+def policy_key(value: str) -> str:
+    """A ``--witness`` value of ``prov verify``/``prov receipt verify``: the witness's
+    cosigner key ``NAME+ID+KEY`` (inline or a file), optionally as ``NAME=KEY`` (the name
+    must then be the key's). Raises LogError when the key is malformed or names another
+    witness."""
+    head, sep, rest = value.partition("=")
+    named = bool(sep and rest and "+" not in head and not Path(value).is_file())
+    vkey = read_key_text(rest if named else value)
+    name, _ = parse_cosigner_vkey(vkey)
+    if named and head != name:
+        raise LogError(
+            f"--witness {head}=...: that key belongs to the witness named {name}, not {head}"
+        )
+    return vkey
+
+
+def cosigner_names(note: str) -> list[str]:
+    """The names on a checkpoint note's signature lines other than the log's own (its
+    origin): the witnesses whose cosignature lines it carries, unverified."""
+    origin = note.split("\n", 1)[0]
+    block = note[note.rfind("\n\n") + 2 :] if "\n\n" in note else ""
+    names = [line[2:].split(" ", 1)[0] for line in block.splitlines() if line.startswith("\u2014 ")]
+    return [n for n in names if n != origin]
+
+
+def describe(statuses: list[WitnessStatus]) -> str:
+    """One line per witness of a server's policy: who it is and how it is doing."""
+    return "; ".join(
+        f"witness {w.name} ({w.url}) "
+        + (w.problem or (f"cosigned up to size {w.size}" if w.size else "has cosigned nothing"))
+        for w in statuses
+    )
+
+
+def cosigned_receipt(
+    c: ProvenanceClient, receipt: Receipt, signed: SignedClaim, verifier: NoteVerifier
+) -> Receipt:
+    """``receipt`` (for ``signed``) proven against the newest checkpoint the server's
+    witness quorum cosigned; the receipt itself when its checkpoint is that one.
+
+    Raises WitnessQuorumError when the server has no cosigned checkpoint covering the leaf
+    (naming each witness and why: unreachable, or a refusal such as a fork), or requests
+    no cosignatures; SignatureError, ProofError or LogError when the server's answers do
+    not verify with the log key; LogIntegrityError when the two checkpoints are not of one
+    append-only log.
+    """
+    try:
+        note, quorum, statuses = c.cosigned_checkpoint()
+    except TransportError as e:
+        if e.code != "FAILED_PRECONDITION":
+            raise
+        raise WitnessQuorumError(f"no witness cosignatures to check: {e}") from e
+    size = open_checkpoint(note, verifier).size if note else 0
+    if size <= receipt.leaf_index:
+        have = f"the newest covers {size} entries" if note else "there is none yet"
+        raise WitnessQuorumError(
+            f"no checkpoint cosigned by the server's quorum of {quorum} witnesses covers leaf"
+            f" {receipt.leaf_index} ({have}): {describe(statuses)}"
+        )
+    if note == receipt.checkpoint:
+        return receipt
+    _, _, proof, _ = c.inclusion_proof(size, leaf_index=receipt.leaf_index)
+    new = replace(receipt, checkpoint=note, inclusion_proof=tuple(proof))
+    verify_receipt(new, signed, verifier)
+    old = open_checkpoint(receipt.checkpoint, verifier)
+    if old.size == size:
+        if old.root_hash != open_checkpoint(note, verifier).root_hash:
+            raise LogIntegrityError(
+                f"the log signed two different trees of size {size}: the receipt's and the"
+                " cosigned checkpoint (a fork)"
+            )
+        return new
+    first, second = sorted((old, open_checkpoint(note, verifier)), key=lambda cp: cp.size)
+    try:
+        merkle.verify_consistency(
+            first.size,
+            second.size,
+            c.consistency_proof(first.size, second.size),
+            first.root_hash,
+            second.root_hash,
+        )
+    except LogError as e:
+        raise LogIntegrityError(
+            f"the receipt's checkpoint ({old.size} entries) and the cosigned one ({size})"
+            f" are not of one append-only log: {e}"
+        ) from e
+    return new
+
+
+@dataclass(frozen=True)
+class WitnessCheck:
+    """The witness policy checked on the receipt of a verified file's logged claim:
+    ``cosignatures`` found (policy order), on the checkpoint of ``tree_size`` entries that
+    includes ``leaf_index``; ``error`` says why the policy is not met ("" when it is);
+    ``leaf_index`` is None when no logged claim matched (nothing to check)."""
+
+    quorum: int
+    witnesses: int
+    cosignatures: tuple[Cosignature, ...] = ()
+    leaf_index: int | None = None
+    tree_size: int = 0
+    error: str = ""
+
+    def text(self) -> str:
+        """One line for people."""
+        if self.error:
+            return f"witnesses: POLICY NOT MET ({self.quorum} of {self.witnesses}): {self.error}"
+        if self.leaf_index is None:
+            return "witnesses: nothing to check (no logged claim matched the file)"
+        names = ", ".join(
+            f"{c.name} at {c.timestamp:%Y-%m-%d %H:%M:%S} UTC" for c in self.cosignatures
+        )
+        return (
+            f"witnesses: leaf {self.leaf_index} is in a checkpoint of {self.tree_size} entries"
+            f" cosigned by {len(self.cosignatures)} of {self.witnesses} witnesses (quorum"
+            f" {self.quorum}): {names}"
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        """JSON-able: quorum, policy size, leaf, tree size, who cosigned and when, error."""
+        return {
+            "quorum": self.quorum,
+            "witnesses": self.witnesses,
+            "met": not self.error and self.leaf_index is not None,
+            "leaf_index": self.leaf_index,
+            "tree_size": self.tree_size or None,
+            "cosigned_by": [
+                {"name": c.name, "time": c.timestamp.strftime("%Y-%m-%dT%H:%M:%SZ")}
+                for c in self.cosignatures
+            ],
+            "error": self.error or None,
+        }
+
+
+def check_witnesses(
+    c: ProvenanceClient,
+    report: VerificationReport,
+    sidecar: Sidecar | None,
+    policy: list[str],
+    quorum: int,
+) -> WitnessCheck:
+    """Check the witness ``policy`` (cosigner keys, ``quorum`` of them) on the receipt of
+    the claim ``report`` rests on: the sidecar's own receipt when it is for that claim and
+    already cosigned, else the receipt brought up to the server's newest cosigned
+    checkpoint (`cosigned_receipt`). A policy not met is a value (``error``); raises
+    SignatureError, ProofError or LogError when the server's answers do not verify."""
+    ev = report.evidence.claim
+    if ev is None or ev.receipt is None or not ev.in_log:
+        return WitnessCheck(quorum, len(policy))
+    verifier = NoteVerifier.from_vkey(c.log_key()[0])
+    receipt = ev.receipt
+    if (
+        sidecar is not None
+        and sidecar.receipt is not None
+        and sidecar.signed_claim == ev.signed_claim
+    ):
+        try:
+            signed = check_quorum(sidecar.receipt.checkpoint, policy, quorum)
+        except WitnessQuorumError:
+            pass
+        else:
+            size = verify_receipt(sidecar.receipt, ev.signed_claim, verifier).size
+            return WitnessCheck(quorum, len(policy), tuple(signed), receipt.leaf_index, size)
+    try:
+        receipt = cosigned_receipt(c, receipt, ev.signed_claim, verifier)
+        signed = check_quorum(receipt.checkpoint, policy, quorum)
+    except WitnessQuorumError as e:
+        return WitnessCheck(quorum, len(policy), leaf_index=receipt.leaf_index, error=str(e))
+    size = open_checkpoint(receipt.checkpoint, verifier).size
+    return WitnessCheck(quorum, len(policy), tuple(signed), receipt.leaf_index, size)

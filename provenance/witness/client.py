@@ -1,0 +1,414 @@
+"""The log server's side of C2SP tlog-witness: ask witnesses to cosign new checkpoints.
+
+`Cosigner` runs beside the group-commit writer. The writer hands it each new signed
+checkpoint (`Cosigner.submit`, O(1), never blocks: a newer checkpoint replaces one not
+yet sent, so batches committed while a round is in flight coalesce). A background
+thread runs rounds: it sends the newest checkpoint to every witness at once
+(``POST <url>/add-checkpoint``, c2sp.org/tlog-witness), with ``old <size>`` the size the
+witness last cosigned for us and an RFC 9162 consistency proof from that size. When a
+witness answers 409 Conflict with its own size (``text/x.tlog.size``), the request is
+sent again once, from that size. Each cosignature line is verified against the
+witness's key (c2sp.org/tlog-cosignature) before it is kept; as soon as ``quorum``
+witnesses cosigned one checkpoint, the note with their lines appended becomes the
+newest cosigned checkpoint (`Cosigner.cosigned`).
+
+Outages: every request has a timeout; a witness that fails (unreachable, timeout, 5xx)
+or refuses (4xx: a fork, a rollback, a proof that does not verify) is retried with
+exponential backoff (0.5 s doubling up to ``max_backoff_s``) and skipped until then, so
+one dead witness delays no round more than one timeout per backoff period and never the
+writer. Each change of a witness's health is logged once (a refusal as an error: it
+means a fork or a rollback), and counted in ``prov_witness_requests_total{witness,
+outcome}``.
+"""
+
+from __future__ import annotations
+
+import base64
+import http.client
+import logging
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from provenance import metrics
+from provenance.errors import ConfigError, LogError, ProvenanceError, WitnessError
+from provenance.witness import (
+    SIZE_CONTENT_TYPE,
+    WitnessStatus,
+    parse_cosigner_vkey,
+    verify_cosignature,
+)
+
+log = logging.getLogger(__name__)
+
+#: Seconds a witness may take to answer one request.
+DEFAULT_TIMEOUT_S = 5.0
+#: Longest wait before a failing witness is tried again, seconds.
+MAX_BACKOFF_S = 30.0
+_FIRST_BACKOFF_S = 0.5
+
+
+@dataclass(frozen=True)
+class WitnessSpec:
+    """One witness of the policy: its URL prefix (``http(s)://HOST:PORT[/PATH]``; requests
+    go to ``<url>/add-checkpoint``) and its cosigner verifier key ``NAME+ID+KEY``."""
+
+    url: str
+    vkey: str
+
+    @property
+    def name(self) -> str:
+        """The witness's name (the first part of its key)."""
+        return self.vkey.split("+", 1)[0]
+
+
+def read_key_text(value: str) -> str:
+    """A key given inline, or the stripped contents of the file ``value`` names."""
+    path = Path(value)
+    try:
+        if path.is_file():
+            return path.read_text().strip()
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"cannot read the key file {value}: {e}") from e
+    return value.strip()
+
+
+def parse_witness_option(value: str) -> WitnessSpec:
+    """Parse ``prov serve --witness URL=KEY``: KEY is the witness's cosigner verifier key
+    as ``prov witness serve`` prints it (``witness key NAME+ID+KEY``), inline or in a file.
+
+    Raises ConfigError naming what is wrong (no ``=``, not an http(s) URL, a bad key)."""
+    url, sep, key = value.partition("=")
+    parts = urlsplit(url)
+    if not sep or parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(
+            f"--witness {value!r} is not URL=KEY (e.g. http://127.0.0.1:8090=NAME+ID+KEY)"
+        )
+    vkey = read_key_text(key)
+    try:
+        parse_cosigner_vkey(vkey)
+    except LogError as e:
+        raise ConfigError(f"--witness {url}: {e}") from e
+    return WitnessSpec(url.rstrip("/"), vkey)
+
+
+@dataclass
+class _Peer:
+    """A witness and what the cosigner knows of it (touched by one round at a time)."""
+
+    spec: WitnessSpec
+    known_size: int = 0  # the size the witness holds for us, as far as we know
+    signed_size: int = 0  # the size of the newest checkpoint it cosigned for us
+    line: str = ""  # its cosignature line on that checkpoint
+    problem: str = ""
+    backoff_s: float = 0.0
+    retry_at: float = 0.0
+    conn: http.client.HTTPConnection | None = None
+
+
+class _Refused(WitnessError):
+    """The witness answered, and refused the checkpoint (4xx)."""
+
+
+class _Behind(WitnessError):
+    """The witness holds a newer checkpoint of this log than the one sent (another server
+    over the same database appended it): not a failure; the newer one is sent next."""
+
+
+class Cosigner:
+    """See module docstring.
+
+    ``witnesses``: the policy; ``quorum``: cosignatures a checkpoint needs to be published
+    (1..len(witnesses)); ``consistency(old, new)``: the RFC 9162 consistency proof between
+    two sizes of this log (32-byte hashes); ``latest()``: the newest (size, signed note)
+    in the store, which may be newer than what this process committed when several
+    servers share the database; ``timeout_s``: per request; ``interval_s``:
+    least time between two rounds (batches in between coalesce). Raises ConfigError for
+    an empty policy or a quorum out of range.
+    """
+
+    def __init__(
+        self,
+        witnesses: list[WitnessSpec],
+        quorum: int,
+        consistency: Callable[[int, int], list[bytes]],
+        latest: Callable[[], tuple[int, str] | None],
+        timeout_s: float = DEFAULT_TIMEOUT_S,
+        interval_s: float = 0.0,
+        max_backoff_s: float = MAX_BACKOFF_S,
+    ) -> None:
+        if not witnesses:
+            raise ConfigError("a witness policy needs at least one witness")
+        names = [w.name for w in witnesses]
+        if len(set(names)) != len(names):
+            raise ConfigError(f"two witnesses of the policy share a name: {names}")
+        if not 1 <= quorum <= len(witnesses):
+            raise ConfigError(
+                f"--witness-quorum {quorum} is not between 1 and the {len(witnesses)} witnesses"
+            )
+        self.quorum = quorum
+        self._peers = [_Peer(w) for w in witnesses]
+        self._consistency = consistency
+        self._latest = latest
+        self._timeout_s = timeout_s
+        self._interval_s = interval_s
+        self._max_backoff_s = max_backoff_s
+        self._lock = threading.Condition()
+        self._pending: tuple[int, str] | None = None  # newest checkpoint handed in
+        self._cosigned: tuple[int, str] | None = None  # newest with the quorum
+        self._stop = False
+        self._pool = ThreadPoolExecutor(len(witnesses), thread_name_prefix="witness")
+        self._thread = threading.Thread(target=self._run, name="cosigner", daemon=True)
+        self._thread.start()
+
+    # ------------------------------------------------------------ public
+
+    def submit(self, size: int, note: str) -> None:
+        """Hand in the log's newest signed checkpoint (``note``, of tree ``size``); returns
+        at once. An older size than one handed in before is ignored."""
+        with self._lock:
+            if self._pending is None or size >= self._pending[0]:
+                self._pending = (size, note)
+                self._lock.notify_all()
+
+    def cosigned(self) -> str | None:
+        """The newest checkpoint cosigned by the quorum: the log's signed note with the
+        witnesses' cosignature lines appended; None before the first."""
+        with self._lock:
+            return None if self._cosigned is None else self._cosigned[1]
+
+    def statuses(self) -> list[WitnessStatus]:
+        """How each witness of the policy is doing, in policy order."""
+        with self._lock:
+            return [
+                WitnessStatus(p.spec.name, p.spec.url, p.signed_size, p.problem)
+                for p in self._peers
+            ]
+
+    def wait_cosigned(self, size: int, timeout: float) -> bool:
+        """Wait until a checkpoint of at least ``size`` is cosigned by the quorum (for
+        benchmarks and tests); False when ``timeout`` seconds passed first."""
+        deadline = time.monotonic() + timeout
+        with self._lock:
+            while self._cosigned is None or self._cosigned[0] < size:
+                left = deadline - time.monotonic()
+                if left <= 0 or self._stop:
+                    return False
+                self._lock.wait(left)
+            return True
+
+    def close(self) -> None:
+        """Stop the rounds (a request in flight ends within its timeout)."""
+        with self._lock:
+            self._stop = True
+            self._lock.notify_all()
+        self._thread.join()
+        self._pool.shutdown(wait=True)
+        for p in self._peers:
+            if p.conn is not None:
+                p.conn.close()
+
+    # ------------------------------------------------------------ rounds
+
+    def _due(self, size: int, now: float) -> list[_Peer]:
+        return [p for p in self._peers if p.signed_size != size and p.retry_at <= now]
+
+    def _next_round(self) -> tuple[int, str, list[_Peer]] | None:
+        """Wait for a checkpoint some witness still has to cosign and may be asked now;
+        None when stopping."""
+        with self._lock:
+            while not self._stop:
+                now = time.monotonic()
+                if self._pending is not None:
+                    size, note = self._pending
+                    due = self._due(size, now)
+                    if due:
+                        return size, note, due
+                    waiting = [
+                        p.retry_at for p in self._peers if p.signed_size != size and p.retry_at
+                    ]
+                    self._lock.wait(max(0.01, min(waiting) - now) if waiting else None)
+                else:
+                    self._lock.wait()
+            return None
+
+    def _run(self) -> None:
+        last = 0.0
+        while True:
+            got = self._next_round()
+            if got is None:
+                return
+            size, note, due = got
+            wait = last + self._interval_s - time.monotonic()
+            if wait > 0:  # coalesce: the newest checkpoint after the interval
+                time.sleep(wait)
+                with self._lock:
+                    if self._pending is not None and self._pending[0] > size:
+                        size, note = self._pending
+                        due = self._due(size, time.monotonic())
+            last = time.monotonic()
+            self._round(size, note, due)
+
+    def _round(self, size: int, note: str, due: list[_Peer]) -> None:
+        """Send ``note`` to the ``due`` witnesses at once; publish once the quorum signed
+        it (counting those that cosigned it in an earlier round)."""
+        futures = {self._pool.submit(self._ask, p, size, note): p for p in due}
+        for fut in as_completed(futures):
+            peer = futures[fut]
+            try:
+                line = fut.result()
+            except _Behind:
+                continue  # the newer checkpoint is pending: the next round sends it
+            except Exception as e:  # a bug must not end the rounds: report it as a problem
+                self._failed(peer, size, e)
+                continue
+            self._succeeded(peer, size, line)
+            self._publish(size, note)
+
+    def _publish(self, size: int, note: str) -> None:
+        with self._lock:
+            lines = [p.line for p in self._peers if p.signed_size == size]
+            if len(lines) < self.quorum:
+                return
+            if self._cosigned is not None and self._cosigned[0] > size:
+                return
+            new = self._cosigned is None or self._cosigned[0] < size
+            self._cosigned = (size, note + "".join(lines))
+            self._lock.notify_all()
+        if new:
+            metrics.COSIGNED_CHECKPOINTS.inc()
+            metrics.COSIGNED_TREE_SIZE.set(size)
+
+    def _succeeded(self, peer: _Peer, size: int, line: str) -> None:
+        if peer.problem:
+            log.warning(
+                "witness %s (%s) cosigns again, at size %d", peer.spec.name, peer.spec.url, size
+            )
+        with self._lock:
+            peer.signed_size = size
+            peer.line = line
+            peer.problem = ""
+            peer.backoff_s = 0.0
+            peer.retry_at = 0.0
+        metrics.WITNESS_REQUESTS.labels(peer.spec.name, "cosigned").inc()
+        metrics.WITNESS_SIZE.labels(peer.spec.name).set(size)
+
+    def _failed(self, peer: _Peer, size: int, error: Exception) -> None:
+        refused = isinstance(error, _Refused)
+        problem = (
+            f"refused checkpoint {size}: {error}"
+            if refused
+            else f"did not cosign checkpoint {size}: {error}"
+            if isinstance(error, ProvenanceError)
+            else f"failed on checkpoint {size}: {error!r}"
+        )
+        with self._lock:
+            changed = problem != peer.problem
+            peer.problem = problem
+            peer.backoff_s = min(self._max_backoff_s, max(_FIRST_BACKOFF_S, peer.backoff_s * 2))
+            peer.retry_at = time.monotonic() + peer.backoff_s
+        metrics.WITNESS_REQUESTS.labels(peer.spec.name, "refused" if refused else "failed").inc()
+        if changed:
+            (log.error if refused else log.warning)(
+                "witness %s (%s) %s; retrying with backoff (up to %g s)",
+                peer.spec.name,
+                peer.spec.url,
+                problem,
+                self._max_backoff_s,
+            )
+
+    # ------------------------------------------------------------ one witness
+
+    def _ask(self, peer: _Peer, size: int, note: str) -> str:
+        """Have ``peer`` cosign ``note``; returns its verified cosignature line. Raises
+        _Refused (a 4xx answer) or WitnessError (unreachable, timeout, 5xx, a bad line)."""
+        t0 = time.perf_counter()
+        try:
+            for _ in range(3):  # the first try, and again after each 409 size hint
+                old = peer.known_size
+                newer = self._latest() if old > size else None
+                if newer is not None and newer[0] >= old:
+                    self.submit(*newer)  # another server of this log appended: catch up
+                    raise _Behind(f"the witness has {old} entries, this note {size}")
+                if old > size:
+                    raise _Refused(
+                        f"the witness holds a tree of {old} entries, more than this log's"
+                        f" {size}: this log was rolled back or forked"
+                    )
+                proof = self._consistency(old, size) if 0 < old < size else []
+                head = "".join(f"{line}\n" for line in (f"old {old}", *map(_b64, proof)))
+                status, ctype, text = self._post(peer, (head + "\n" + note).encode())
+                if status == 200:
+                    line = text if text.endswith("\n") else text + "\n"
+                    try:
+                        verify_cosignature(note + line, peer.spec.vkey)
+                    except ProvenanceError as e:
+                        raise WitnessError(f"its answer is not a valid cosignature: {e}") from e
+                    peer.known_size = size
+                    return line
+                if status == 409 and ctype.split(";")[0].strip() == SIZE_CONTENT_TYPE:
+                    hint = _size_hint(text)
+                    if hint == old:  # it holds this size already, with another root
+                        raise _Refused(
+                            f"409 Conflict: the witness cosigned another tree head of size"
+                            f" {old}: this log is forked"
+                        )
+                    peer.known_size = hint
+                    continue
+                if status == 422:
+                    raise _Refused(
+                        f"422: the consistency proof from the {old} entries the witness"
+                        " cosigned does not verify: this log is forked"
+                    )
+                if 400 <= status < 500:
+                    raise _Refused(f"{status}: {text.strip()[:300]}")
+                raise WitnessError(f"HTTP {status}: {text.strip()[:300]}")
+            raise _Refused("it keeps answering 409 Conflict with other sizes")
+        finally:
+            metrics.WITNESS_SECONDS.labels(peer.spec.name).observe(time.perf_counter() - t0)
+
+    def _post(self, peer: _Peer, body: bytes) -> tuple[int, str, str]:
+        """POST ``body`` to the witness's add-checkpoint on a kept-alive connection;
+        (status, content type, text). Raises WitnessError when it cannot be reached."""
+        parts = urlsplit(peer.spec.url)
+        retried = False
+        while True:  # a kept-alive connection the witness closed: reconnect once
+            if peer.conn is None:
+                cls = (
+                    http.client.HTTPSConnection
+                    if parts.scheme == "https"
+                    else http.client.HTTPConnection
+                )
+                peer.conn = cls(parts.hostname or "", parts.port, timeout=self._timeout_s)
+            try:
+                peer.conn.request(
+                    "POST",
+                    parts.path + "/add-checkpoint",
+                    body,
+                    {"Content-Type": "text/plain; charset=utf-8"},
+                )
+                r = peer.conn.getresponse()
+                data = r.read(64 * 1024)
+                return r.status, r.headers.get("Content-Type", ""), data.decode("utf-8", "replace")
+            except (OSError, http.client.HTTPException) as e:
+                peer.conn.close()
+                peer.conn = None
+                stale = isinstance(e, http.client.RemoteDisconnected | BrokenPipeError)
+                if retried or not stale:
+                    raise WitnessError(f"{type(e).__name__}: {e}") from e
+                retried = True
+
+
+def _b64(h: bytes) -> str:
+    return base64.b64encode(h).decode()
+
+
+def _size_hint(text: str) -> int:
+    value = text.strip()
+    if not value.isdigit() or (len(value) > 1 and value[0] == "0"):
+        raise WitnessError(f"a 409 answer without a size: {text[:100]!r}")
+    return int(value)

@@ -1,0 +1,744 @@
+"""Train and compare detector candidates under one source-held-out, harmonised evaluation.
+
+Stages (each resumable, results under ``.cache/detector-candidates/``, git-ignored):
+
+``cache``
+    Decode every image once (the recipe images built by ``scripts/build_detector_data.py``
+    and the shared fixtures) and cut 64 px patches: ``harm`` (centre crop 256 px, JPEG q90:
+    the harmonised condition, every image re-encoded the same way), ``j75`` (the same at
+    q75), ``r50`` (0.5x bilinear, then q90), ``aug`` (a random `Augment` variant: crop,
+    resize, blur, JPEG 65-100; both classes) and, for real photos, ``syn`` and ``syn_aug``
+    (the centre crop through a random up-sampling decoder, `detector.fakes`, redrawn per
+    image; then q90 / `Augment`).
+``ae``
+    For real photos of training sources only, a 128 px centre crop through the tiny
+    FLUX.2 autoencoder (`detector.fakes.TinyAutoencoder`), then q90 (``ae``) and a random
+    JPEG quality 65-100 (``ae_aug``), beside the untouched crop at the same qualities
+    (``ae_real``, ``ae_real_aug``): aligned pairs.
+``run``
+    Train the candidates and score them with the same protocol (below), writing
+    ``detector/weights/eval-candidates.json``.
+
+Protocol: real photos are split by source repository (recipe rows) or group (fixtures):
+30% of the sources (SHA-256 of the name, salt "det-eval") are test sources in every fold
+and never trained on. Generator families are held out one at a time
+(leave-one-family-out): a candidate that trains on generated images is retrained per
+fold without the held-out family (and without every repository that holds it); one that
+trains only on real photos and their fakes is trained once. Every image is scored on its
+``harm`` patches (mean patch logit); ``j75`` and ``r50`` give the robustness figures.
+
+Usage::
+
+    nice -n 19 timeout 3000 python scripts/detector_candidates.py cache
+    nice -n 19 timeout 3000 python scripts/detector_candidates.py ae --max-images 400
+    nice -n 19 timeout 3000 python scripts/detector_candidates.py run
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+from detector.calibrate import calibrate
+from detector.config import ModelMeta, Preprocess
+from detector.data import Sample, in_split, load_image, load_samples
+from detector.fakes import UPSAMPLERS, TinyAutoencoder, random_upsampler
+from detector.features import patch_logits, to_input
+from detector.metrics import roc_auc
+from detector.model import HybridDetector, PatchResNet, SpectralFeatures, SpectralLogistic
+from detector.train import TrainConfig, train_network
+from detector.transforms import (
+    CONDITIONS,
+    Augment,
+    center_crop,
+    cut_patches,
+    grid_positions,
+    jpeg_roundtrip,
+)
+from detector.weights import save_weights
+from provenance.errors import MediaError
+
+ROOT = Path(__file__).resolve().parents[1]
+FIXTURES = (ROOT.parent / "shared" / "fixtures").resolve()
+DATA = [ROOT / ".cache" / "detector-data", FIXTURES / "detector", FIXTURES / "detector_more"]
+CACHE = ROOT / ".cache" / "detector-candidates"
+PATCH = 64
+CHUNK = 200
+
+
+def source_of(s: Sample) -> str:
+    """The unit of source-held-out splits: the repository, else the fixture group."""
+    return s.repo or s.group
+
+
+def is_test_source(s: Sample) -> bool:
+    """True for the 30% of sources held out of every training run."""
+    return in_split(source_of(s), 0.3, "det-eval")
+
+
+def samples() -> list[Sample]:
+    """Every image of the recipe data and the two fixture sets, in a fixed order."""
+    return load_samples(DATA)
+
+
+def _grid(rgb: np.ndarray, count: int) -> np.ndarray:
+    h, w = rgb.shape[:2]
+    return cut_patches(rgb, grid_positions(h, w, PATCH, count), PATCH)
+
+
+def _random(rgb: np.ndarray, count: int, rng: np.random.Generator) -> np.ndarray:
+    h, w = rgb.shape[:2]
+    pos = [
+        (int(rng.integers(0, w - PATCH + 1)), int(rng.integers(0, h - PATCH + 1)))
+        for _ in range(count)
+    ]
+    return cut_patches(rgb, pos, PATCH)
+
+
+def cache_chunk(items: list[tuple[int, Sample]], out: Path) -> int:
+    """Patches of one chunk of images into out (npz); returns the number skipped."""
+    aug = Augment(crop=256, min_side=PATCH)
+    arrays: dict[str, list[np.ndarray]] = {
+        k: [] for k in ("idx", "harm", "j75", "r50", "aug", "syn", "syn_aug")
+    }
+    skipped = 0
+    empty = np.zeros((0, PATCH, PATCH, 3), np.uint8)
+    for i, s in items:
+        try:
+            rgb = load_image(s.path).rgb
+        except MediaError:
+            skipped += 1
+            continue
+        if min(rgb.shape[:2]) < PATCH:
+            skipped += 1
+            continue
+        rng = np.random.default_rng([7, i])
+        r50 = CONDITIONS["harmonised_resize50"](rgb)
+        arrays["idx"].append(np.array([i]))
+        arrays["harm"].append(_grid(CONDITIONS["harmonised"](rgb), 9))
+        arrays["j75"].append(_grid(CONDITIONS["harmonised_jpeg75"](rgb), 9))
+        arrays["r50"].append(_grid(r50, 4) if min(r50.shape[:2]) >= PATCH else empty)
+        arrays["aug"].append(_random(aug(rgb, rng), 8, rng))
+        crop = center_crop(rgb, 256)
+        crop = np.ascontiguousarray(crop[: crop.shape[0] // 2 * 2, : crop.shape[1] // 2 * 2])
+        if s.label == 0:
+            fake = random_upsampler(crop, UPSAMPLERS[i % len(UPSAMPLERS)], i)
+            arrays["syn"].append(_grid(jpeg_roundtrip(fake, 90), 9))
+            arrays["syn_aug"].append(_random(aug(fake, rng), 8, rng))
+        else:
+            arrays["syn"].append(empty)
+            arrays["syn_aug"].append(empty)
+    np.savez(
+        out,
+        **{k: np.concatenate(v) if v else empty for k, v in arrays.items() if k != "idx"},
+        idx=np.concatenate(arrays["idx"]) if arrays["idx"] else np.zeros(0, int),
+        **{f"n_{k}": np.array([len(a) for a in v]) for k, v in arrays.items() if k != "idx"},
+    )
+    return skipped
+
+
+def stage_cache() -> None:
+    """Run the ``cache`` stage (chunks already written are kept)."""
+    all_samples = samples()
+    CACHE.mkdir(parents=True, exist_ok=True)
+    start = time.monotonic()
+    for c in range(0, len(all_samples), CHUNK):
+        out = CACHE / f"patches-{c // CHUNK:03d}.npz"
+        if out.is_file():
+            continue
+        items = list(enumerate(all_samples))[c : c + CHUNK]
+        skipped = cache_chunk(items, CACHE / f"tmp-{c // CHUNK:03d}.npz")
+        (CACHE / f"tmp-{c // CHUNK:03d}.npz").rename(out)
+        print(
+            f"  cached {min(c + CHUNK, len(all_samples))}/{len(all_samples)} "
+            f"({skipped} skipped, {time.monotonic() - start:.0f} s)",
+            file=sys.stderr,
+        )
+
+
+def stage_ae(max_images: int) -> None:
+    """Run the ``ae`` stage on up to max_images real photos of training sources, spread
+    over the sources (round robin)."""
+    all_samples = samples()
+    by_source: dict[str, list[int]] = {}
+    for i, s in enumerate(all_samples):
+        if s.label == 0 and not is_test_source(s):
+            by_source.setdefault(source_of(s), []).append(i)
+    order: list[int] = []
+    lists = [v for _, v in sorted(by_source.items())]
+    while len(order) < max_images and any(lists):
+        for v in lists:
+            if v and len(order) < max_images:
+                order.append(v.pop(0))
+    out = CACHE / "ae.npz"
+    done: dict[str, list[np.ndarray]] = {
+        k: [] for k in ("idx", "ae", "ae_aug", "ae_real", "ae_real_aug")
+    }
+    if out.is_file():
+        with np.load(out) as z:
+            for k in done:
+                done[k] = list(z[k]) if k == "idx" else list(z[k].reshape(-1, 4, PATCH, PATCH, 3))
+    have = {int(i) for i in done["idx"]}
+    ae = TinyAutoencoder.load()
+    start = time.monotonic()
+    for n, i in enumerate(order):
+        if i in have:
+            continue
+        try:
+            rgb = load_image(all_samples[i].path).rgb
+        except MediaError:
+            continue
+        if min(rgb.shape[:2]) < 128:
+            continue
+        crop = np.ascontiguousarray(center_crop(rgb, 128))
+        fake = ae.reconstruct(crop)
+        q = int(np.random.default_rng([11, i]).integers(65, 101))
+        done["idx"].append(np.int64(i))
+        done["ae"].append(_grid(jpeg_roundtrip(fake, 90), 4))
+        done["ae_aug"].append(_grid(jpeg_roundtrip(fake, q), 4))
+        done["ae_real"].append(_grid(jpeg_roundtrip(crop, 90), 4))
+        done["ae_real_aug"].append(_grid(jpeg_roundtrip(crop, q), 4))
+        if n % 20 == 19 or n == len(order) - 1:
+            np.savez(out, **{k: np.stack(v) for k, v in done.items()})
+            print(
+                f"  reconstructed {len(done['idx'])}/{len(order)} "
+                f"({time.monotonic() - start:.0f} s)",
+                file=sys.stderr,
+            )
+
+
+# --------------------------------------------------------------------------- run stage
+
+CONDS = ("harm", "aug", "j75", "r50", "syn", "syn_aug")
+AE_CONDS = ("ae", "ae_aug", "ae_real", "ae_real_aug")
+
+
+class Patches:
+    """The cached patches: for condition c and image index i, ``get(c, i)`` is an
+    (n, 64, 64, 3) uint8 array (n = 0 where none)."""
+
+    def __init__(self) -> None:
+        self.data: dict[str, list[np.ndarray]] = {c: [] for c in CONDS + AE_CONDS}
+        self.where: dict[str, dict[int, tuple[int, int]]] = {c: {} for c in CONDS + AE_CONDS}
+        for path in sorted(CACHE.glob("patches-*.npz")):
+            with np.load(path) as z:
+                for c in CONDS:
+                    arr, counts = z[c], z[f"n_{c}"]
+                    base = sum(len(a) for a in self.data[c])
+                    bounds = np.cumsum([0, *counts])
+                    for i, a, b in zip(z["idx"], bounds[:-1], bounds[1:], strict=True):
+                        self.where[c][int(i)] = (base + int(a), base + int(b))
+                    self.data[c].append(arr)
+        if (CACHE / "ae.npz").is_file():
+            with np.load(CACHE / "ae.npz") as z:
+                for c in AE_CONDS:
+                    arr = z[c]
+                    self.data[c].append(arr.reshape(-1, PATCH, PATCH, 3))
+                    for k, i in enumerate(z["idx"]):
+                        self.where[c][int(i)] = (k * arr.shape[1], (k + 1) * arr.shape[1])
+        self.arrays = {
+            c: np.concatenate(v) if v else np.zeros((0, PATCH, PATCH, 3), np.uint8)
+            for c, v in self.data.items()
+        }
+        del self.data
+
+    def images(self) -> list[int]:
+        """Indices of the images that were cached."""
+        return sorted(self.where["harm"])
+
+    def get(self, cond: str, i: int) -> np.ndarray:
+        a, b = self.where[cond].get(i, (0, 0))
+        return self.arrays[cond][a:b]
+
+    def stack(self, conds: tuple[str, ...], idx: list[int]) -> tuple[np.ndarray, np.ndarray]:
+        """(patches (N, 64, 64, 3), image index of each (N,)) over conds and images."""
+        parts, owner = [], []
+        for c in conds:
+            for i in idx:
+                p = self.get(c, i)
+                parts.append(p)
+                owner.append(np.full(len(p), i))
+        return np.concatenate(parts), np.concatenate(owner)
+
+
+def spectral_features(patches: np.ndarray) -> np.ndarray:
+    """`SpectralFeatures` of patches (N, 64, 64, 3) uint8 -> (N, F) float32."""
+    feats = SpectralFeatures(PATCH)
+    pre = Preprocess(patch_size=PATCH)
+    out = []
+    with torch.inference_mode():
+        for a in range(0, len(patches), 2048):
+            x = to_input(torch.from_numpy(np.ascontiguousarray(patches[a : a + 2048])), pre)
+            out.append(feats(x).numpy())
+    return np.concatenate(out) if out else np.zeros((0, feats.size), np.float32)
+
+
+def fit_logistic(x: np.ndarray, y: np.ndarray, l2: float = 1e-3) -> SpectralLogistic:
+    """A `SpectralLogistic` whose standardisation and linear layer are fitted on features
+    x (N, F) with labels y (N,), classes weighted equally (L-BFGS, L2 penalty l2)."""
+    net = SpectralLogistic(PATCH)
+    mean, std = x.mean(0), x.std(0) + 1e-6
+    net.feat_mean.copy_(torch.from_numpy(mean))
+    net.feat_std.copy_(torch.from_numpy(std))
+    xs = torch.from_numpy((x - mean) / std).float()
+    yt = torch.from_numpy(y).float()
+    w = torch.where(yt > 0, 0.5 / yt.mean(), 0.5 / (1 - yt.mean()))
+    opt = torch.optim.LBFGS(net.fc.parameters(), max_iter=200, line_search_fn="strong_wolfe")
+
+    def closure() -> torch.Tensor:
+        opt.zero_grad()
+        z = net.fc(xs).squeeze(1)
+        loss = (w * F.binary_cross_entropy_with_logits(z, yt, reduction="none")).mean()
+        loss = loss + l2 * net.fc.weight.pow(2).sum()
+        loss.backward()  # type: ignore[no-untyped-call]
+        return loss
+
+    opt.step(closure)  # type: ignore[no-untyped-call]
+    return net.eval()
+
+
+class Features:
+    """Spectral features of every cached patch, computed once (cached in features.npz)."""
+
+    def __init__(self, patches: Patches) -> None:
+        path = CACHE / "features.npz"
+        self.arrays: dict[str, np.ndarray] = {}
+        if path.is_file():
+            with np.load(path) as z:
+                self.arrays = {c: z[c] for c in z.files}
+        if {c: len(a) for c, a in self.arrays.items()} != {
+            c: len(a) for c, a in patches.arrays.items()
+        }:  # computed on another state of the cache
+            self.arrays = {c: spectral_features(a) for c, a in patches.arrays.items()}
+            np.savez(path, **self.arrays)
+        self.where = patches.where
+
+    def stack(self, conds: tuple[str, ...], idx: list[int]) -> tuple[np.ndarray, np.ndarray]:
+        parts, owner = [], []
+        for c in conds:
+            for i in idx:
+                a, b = self.where[c].get(i, (0, 0))
+                parts.append(self.arrays[c][a:b])
+                owner.append(np.full(b - a, i))
+        return np.concatenate(parts), np.concatenate(owner)
+
+
+def image_means(values: np.ndarray, owner: np.ndarray, idx: list[int]) -> np.ndarray:
+    """Mean of per-patch values by image, in the order of idx (NaN where none)."""
+    out = np.full(len(idx), np.nan)
+    pos = {i: k for k, i in enumerate(idx)}
+    sums = np.zeros(len(idx))
+    counts = np.zeros(len(idx))
+    for v, o in zip(values, owner, strict=True):
+        sums[pos[int(o)]] += v
+        counts[pos[int(o)]] += 1
+    out[counts > 0] = sums[counts > 0] / counts[counts > 0]
+    return out
+
+
+def train_cnn(
+    patches: np.ndarray, labels: np.ndarray, epochs: int, seed: int, widths: tuple[int, ...]
+) -> PatchResNet:
+    """A PatchResNet trained on patches (N, 64, 64, 3) uint8 with labels (N,)."""
+    config = TrainConfig(epochs=epochs, seed=seed, widths=widths, batch_size=128)  # type: ignore[arg-type]
+    torch.manual_seed(seed)
+    net = PatchResNet("npr", widths)  # type: ignore[arg-type]
+    train_network(net, patches, labels, config, Preprocess(patch_size=PATCH), torch.device("cpu"))
+    return net
+
+
+def cnn_logits(net: torch.nn.Module, patches: np.ndarray) -> np.ndarray:
+    return patch_logits(net, patches, Preprocess(patch_size=PATCH), torch.device("cpu"))
+
+
+def stage_run(args: argparse.Namespace) -> None:
+    """Train every candidate, score each with the protocol, write the report."""
+    all_samples = samples()
+    pt = Patches()
+    ft = Features(pt)
+    idx = pt.images()
+    test_real = [i for i in idx if all_samples[i].label == 0 and is_test_source(all_samples[i])]
+    train_real = [
+        i for i in idx if all_samples[i].label == 0 and not is_test_source(all_samples[i])
+    ]
+    gen = [i for i in idx if all_samples[i].label == 1]
+    families = sorted({all_samples[i].family for i in gen})
+    kind = {all_samples[i].family: all_samples[i].kind for i in gen}
+    repos_of: dict[str, set[str]] = {}
+    for i in gen:
+        repos_of.setdefault(all_samples[i].family, set()).add(source_of(all_samples[i]))
+    eval_idx = test_real + gen
+    labels = np.array([all_samples[i].label for i in eval_idx])
+    ae_idx = sorted(pt.where["ae"])
+    report: dict[str, Any] = {
+        "candidates": {},
+        "protocol": __doc__.split("Protocol: ")[1].split("\n\n")[0],
+    }
+    report["data"] = {
+        "test_real_images": len(test_real),
+        "test_real_sources": len({source_of(all_samples[i]) for i in test_real}),
+        "train_real_images": len(train_real),
+        "generated_images": len(gen),
+        "families": {f: sum(all_samples[i].family == f for i in gen) for f in families},
+        "aligned_pairs": len(ae_idx),
+    }
+
+    def fold_train_gen(held: set[str]) -> list[int]:
+        """Generated training images for a fold holding out the families in held."""
+        banned = set().union(*(repos_of[f] for f in held))
+        return [
+            i
+            for i in gen
+            if all_samples[i].family not in held and source_of(all_samples[i]) not in banned
+        ]
+
+    def score_once(name: str, logit_of: Any, seconds: float, notes: str) -> None:
+        """Score a candidate trained once (no generated images) on every condition."""
+        cond_scores = {}
+        for cond in ("harm", "j75", "r50"):
+            cond_scores[cond] = logit_of(cond, eval_idx)
+        report["candidates"][name] = summarise(name, cond_scores, seconds, notes)
+
+    def summarise(
+        name: str, cond_scores: dict[str, np.ndarray], seconds: float, notes: str
+    ) -> dict[str, Any]:
+        np.savez(CACHE / f"scores-{name}.npz", idx=np.array(eval_idx), **cond_scores)
+        fam = np.array([all_samples[i].family for i in eval_idx])
+        out: dict[str, Any] = {"train_seconds": round(seconds, 1), "notes": notes, "families": {}}
+        for cond, sc in cond_scores.items():
+            ok = ~np.isnan(sc)
+            out[f"pooled_auc_{cond}"] = roc_auc(labels[ok], sc[ok])
+            for f in families:
+                sel = ok & ((labels == 0) | (fam == f))
+                if (fam[sel] == f).sum() >= 5:
+                    out["families"].setdefault(
+                        f, {"kind": kind[f], "n": int((fam[sel] == f).sum())}
+                    )
+                    out["families"][f][cond] = roc_auc(labels[sel], sc[sel])
+        for k in ("gan", "diffusion", "other"):
+            rows = [v for v in out["families"].values() if v["kind"] == k and v["n"] >= 10]
+            for cond in cond_scores:
+                vals = [v[cond] for v in rows if cond in v]
+                out[f"mean_auc_{k}_{cond}"] = float(np.mean(vals)) if vals else None
+        out["drop_j75"] = out["pooled_auc_harm"] - out["pooled_auc_j75"]
+        out["drop_r50"] = out["pooled_auc_harm"] - out["pooled_auc_r50"]
+        print(
+            f"{name}: pooled AUC harm {out['pooled_auc_harm']:.3f} "
+            f"j75 {out['pooled_auc_j75']:.3f} r50 {out['pooled_auc_r50']:.3f}; GAN "
+            f"{out['mean_auc_gan_harm']}, diffusion {out['mean_auc_diffusion_harm']} "
+            f"({seconds:.0f} s) {notes}",
+            file=sys.stderr,
+        )
+        return out
+
+    def spectral_once(
+        pos: tuple[str, ...], neg_conds: tuple[str, ...], neg_idx: list[int], pos_idx: list[int]
+    ) -> SpectralLogistic:
+        xn, _ = ft.stack(neg_conds, neg_idx)
+        xp, _ = ft.stack(pos, pos_idx)
+        return fit_logistic(np.concatenate([xn, xp]), np.r_[np.zeros(len(xn)), np.ones(len(xp))])
+
+    def spectral_scores(net: SpectralLogistic, cond: str, ids: list[int]) -> np.ndarray:
+        x, owner = ft.stack((cond,), ids)
+        with torch.inference_mode():
+            z = net.fc((torch.from_numpy(x) - net.feat_mean) / net.feat_std).squeeze(1).numpy()
+        return image_means(z, owner, ids)
+
+    chosen = set(args.candidates.split(","))
+    widths = tuple(int(w) for w in args.widths.split(","))
+
+    def cnn_scores(net: torch.nn.Module, cond: str, ids: list[int]) -> np.ndarray:
+        x, owner = pt.stack((cond,), ids)
+        return image_means(cnn_logits(net, x), owner, ids)
+
+    # (d) spectral floor and (c) multi-family training, retrained per fold. The spectral
+    # models hold out one family per fold; the CNNs hold out a group of families per fold
+    # (args.folds groups, families dealt round robin in order of size) to fit the CPU.
+    pos_of = {i: k for k, i in enumerate(eval_idx)}
+    by_size = sorted(families, key=lambda f: -report["data"]["families"][f])
+    groups = [set(by_size[k :: args.folds]) for k in range(args.folds)]
+
+    def fold_features(held: set[str], mix: bool) -> tuple[np.ndarray, np.ndarray]:
+        xn, _ = ft.stack(("harm", "aug"), train_real)
+        pos = [ft.stack(("harm", "aug"), fold_train_gen(held))[0]]
+        if mix:
+            pos += [ft.stack(("syn", "syn_aug"), train_real)[0]]
+            pos += [ft.stack(("ae", "ae_aug"), ae_idx)[0]]
+            xn = np.concatenate([xn, ft.stack(("ae_real", "ae_real_aug"), ae_idx)[0]])
+        xp = np.concatenate(pos)
+        return np.concatenate([xn, xp]), np.r_[np.zeros(len(xn)), np.ones(len(xp))]
+
+    def fold_patches(held: set[str], mix: bool) -> tuple[np.ndarray, np.ndarray]:
+        xn = [pt.stack(("harm", "aug"), train_real)[0]]
+        xp = [pt.stack(("harm", "aug"), fold_train_gen(held))[0]]
+        if mix:
+            xp += [
+                pt.stack(("syn", "syn_aug"), train_real)[0],
+                pt.stack(("ae", "ae_aug"), ae_idx)[0],
+            ]
+            xn += [pt.stack(("ae_real", "ae_real_aug"), ae_idx)[0]]
+        n, p = np.concatenate(xn), np.concatenate(xp)
+        return np.concatenate([n, p]), np.r_[np.zeros(len(n)), np.ones(len(p))]
+
+    for name in ("spec_gen", "spec_mix", "cnn_gen", "cnn_mix"):
+        if name not in chosen:
+            continue
+        t0 = time.monotonic()
+        mix = name.endswith("_mix")
+        spectral = name.startswith("spec")
+        cond_scores = {c: np.full(len(eval_idx), np.nan) for c in ("harm", "j75", "r50")}
+        folds = [{f} for f in families] if spectral else groups
+        for held in folds:
+            ids = [i for i in gen if all_samples[i].family in held]
+            if spectral:
+                net: Any = fit_logistic(*fold_features(held, mix))
+                score = lambda c, ids, net=net: spectral_scores(net, c, ids)  # noqa: E731
+            else:
+                net = train_cnn(*fold_patches(held, mix), args.epochs, 0, widths)
+                score = lambda c, ids, net=net: cnn_scores(net, c, ids)  # noqa: E731
+            for c in cond_scores:
+                cond_scores[c][[pos_of[i] for i in ids]] = score(c, ids)
+            if not spectral:  # real test photos: the mean over the fold models
+                for c in cond_scores:
+                    cond_scores[c][: len(test_real)] = np.nan_to_num(
+                        cond_scores[c][: len(test_real)]
+                    ) + score(c, test_real) / len(folds)
+            print(
+                f"  {name}: fold {sorted(held)[:3]} ({time.monotonic() - t0:.0f} s)",
+                file=sys.stderr,
+            )
+        if spectral:  # real test photos: the model trained on every family
+            net = fit_logistic(*fold_features(set(), mix))
+            for c in cond_scores:
+                cond_scores[c][: len(test_real)] = spectral_scores(net, c, test_real)
+        report["candidates"][name] = summarise(
+            name,
+            cond_scores,
+            time.monotonic() - t0,
+            ("spectral LR" if spectral else f"PatchResNet {widths}, {args.epochs} epochs")
+            + ", real vs generated of the other families"
+            + (" + synthetic-upsampler and autoencoder fakes" if mix else ""),
+        )
+    for name, pos_c, neg_c, src in (
+        ("spec_syn", ("syn", "syn_aug"), ("harm", "aug"), train_real),
+        ("spec_ae", ("ae", "ae_aug"), ("ae_real", "ae_real_aug"), ae_idx),
+    ):
+        if name in chosen:
+            t0 = time.monotonic()
+            net = spectral_once(pos_c, neg_c, src, src)
+            score_once(
+                name,
+                lambda c, ids, net=net: spectral_scores(net, c, ids),
+                time.monotonic() - t0,
+                f"spectral LR, {neg_c} vs {pos_c}",
+            )
+    for name, pos_c, neg_c, src in (
+        ("cnn_syn", ("syn", "syn_aug"), ("harm", "aug"), train_real),
+        ("cnn_ae", ("ae", "ae_aug"), ("ae_real", "ae_real_aug"), ae_idx),
+    ):
+        if name in chosen:
+            t0 = time.monotonic()
+            xn, _ = pt.stack(neg_c, src)
+            xp, _ = pt.stack(pos_c, src)
+            net = train_cnn(
+                np.concatenate([xn, xp]),
+                np.r_[np.zeros(len(xn)), np.ones(len(xp))],
+                args.epochs,
+                0,
+                widths,
+            )
+            secs = time.monotonic() - t0
+            score_once(
+                name,
+                lambda c, ids, net=net: cnn_scores(net, c, ids),
+                secs,
+                f"PatchResNet {widths}, {args.epochs} epochs, {neg_c} vs {pos_c}",
+            )
+            torch.save(net.state_dict(), CACHE / f"{name}.pt")
+    # Ensembles: the members' image logits, each divided by its spread over all test
+    # images (no labels used), averaged.
+    for combo in filter(None, args.ensembles.split(",")):
+        members = combo.split("+")
+        files = [CACHE / f"scores-{m}.npz" for m in members]
+        if not all(f.is_file() for f in files):
+            continue
+        cond_scores = {}
+        for cond in ("harm", "j75", "r50"):
+            parts = []
+            for f in files:
+                with np.load(f) as z:
+                    if list(z["idx"]) != eval_idx:
+                        break
+                    parts.append(z[cond] / np.nanstd(z["harm"]))
+            cond_scores[cond] = np.mean(parts, axis=0) if len(parts) == len(files) else None
+        if all(v is not None for v in cond_scores.values()):
+            report["candidates"][combo] = summarise(combo, cond_scores, 0.0, "ensemble")
+    path = ROOT / "detector" / "weights" / "eval-candidates.json"
+    if path.is_file():  # candidates run separately accumulate
+        old = json.loads(path.read_text())
+        report["candidates"] = {**old.get("candidates", {}), **report["candidates"]}
+    (ROOT / "detector" / "weights" / "eval-candidates.json").write_text(
+        json.dumps(report, indent=1, sort_keys=True) + "\n"
+    )
+
+
+def stage_ship(args: argparse.Namespace) -> None:
+    """Train the chosen model on every training-side image (the 70% of sources the
+    protocol never tests on) and save it with its training-file list; the band policy is
+    fitted afterwards by ``scripts/recalibrate_detector.py`` on the held-out 30%."""
+    all_samples = samples()
+    pt = Patches()
+    ft = Features(pt)
+    idx = [i for i in pt.images() if not is_test_source(all_samples[i])]
+    real = [i for i in idx if all_samples[i].label == 0]
+    gen = [i for i in idx if all_samples[i].label == 1]
+    ae_idx = [i for i in sorted(pt.where["ae"]) if i in set(real)]
+    widths = tuple(int(w) for w in args.widths.split(","))
+    t0 = time.monotonic()
+
+    def data(ids: list[int], feats: bool) -> tuple[np.ndarray, np.ndarray]:
+        src: Any = ft if feats else pt
+        keep = set(ids)
+        r = [i for i in real if i in keep]
+        g = [i for i in gen if i in keep]
+        a = [i for i in ae_idx if i in keep]
+        neg = [src.stack(("harm", "aug"), r)[0], src.stack(("ae_real", "ae_real_aug"), a)[0]]
+        pos = [src.stack(("harm", "aug"), g)[0]]
+        if args.mix:
+            pos += [src.stack(("syn", "syn_aug"), r)[0], src.stack(("ae", "ae_aug"), a)[0]]
+        n, p = np.concatenate(neg), np.concatenate(pos)
+        return np.concatenate([n, p]), np.r_[np.zeros(len(n)), np.ones(len(p))]
+
+    net: torch.nn.Module
+    kwargs: dict[str, Any]
+    if args.model == "spectral":
+        net, kwargs = fit_logistic(*data(idx, True)), {"patch": PATCH}
+        arch = "spectral_logistic"
+    elif args.model == "cnn":
+        net = train_cnn(*data(idx, False), args.epochs, 0, widths)
+        kwargs, arch = {"residual": "npr", "widths": list(widths)}, "patch_resnet"
+    else:
+        # The two branches train on 80% of the training sources; the mixing weights are
+        # fitted on the image logits of the other 20%.
+        val = [i for i in idx if in_split(source_of(all_samples[i]), 0.2, "det-mix")]
+        fit_ids = [i for i in idx if i not in set(val)]
+        hybrid = HybridDetector("npr", widths, PATCH)  # type: ignore[arg-type]
+        hybrid.cnn = train_cnn(*data(fit_ids, False), args.epochs, 0, widths)
+        hybrid.spectral = fit_logistic(*data(fit_ids, True))
+        x, owner = pt.stack(("harm",), val)
+        pre = Preprocess(patch_size=PATCH)
+        cols = [
+            image_means(patch_logits(m, x, pre, torch.device("cpu")), owner, val)
+            for m in (hybrid.cnn, hybrid.spectral)
+        ]
+        y = torch.tensor([all_samples[i].label for i in val], dtype=torch.float32)
+        z = torch.tensor(np.stack(cols, 1), dtype=torch.float32)
+        mix = torch.nn.Linear(2, 1)
+        opt = torch.optim.LBFGS(mix.parameters(), max_iter=100, line_search_fn="strong_wolfe")
+
+        def closure() -> torch.Tensor:
+            opt.zero_grad()
+            loss = F.binary_cross_entropy_with_logits(mix(z).squeeze(1), y)
+            loss.backward()  # type: ignore[no-untyped-call]
+            return loss
+
+        opt.step(closure)  # type: ignore[no-untyped-call]
+        hybrid.mix.load_state_dict(mix.state_dict())
+        print(
+            f"  mix weights {mix.weight.data.tolist()} bias {mix.bias.item():.3f}", file=sys.stderr
+        )
+        net, arch = hybrid.eval(), "hybrid"
+        kwargs = {"residual": "npr", "widths": list(widths), "patch": PATCH}
+    seconds = time.monotonic() - t0
+    trained = sorted(recipe_key(all_samples[i]) for i in idx)
+    test = [i for i in pt.images() if is_test_source(all_samples[i])]
+    x, owner = pt.stack(("harm",), test)
+    logits = image_means(
+        patch_logits(net, x, Preprocess(patch_size=PATCH), torch.device("cpu")), owner, test
+    )
+    labels = np.array([all_samples[i].label for i in test])
+    summary = {
+        "train_images": len(trained),
+        "train_real": len(real),
+        "train_generated": len(gen),
+        "aligned_pairs": len(ae_idx),
+        "train_seconds": round(seconds, 1),
+        "held_out_images": len(test),
+        "held_out_auc_harmonised": roc_auc(labels, logits),
+    }
+    meta = ModelMeta(
+        model_id=args.model_id,
+        version=args.version,
+        arch=arch,
+        arch_kwargs=kwargs,
+        preprocess=Preprocess(patch_size=PATCH, crops=64),
+        calibration=calibrate(logits, labels),
+        training={
+            "recipe": f"scripts/detector_candidates.py ship --model {args.model}"
+            + (" --mix" if args.mix else "")
+            + f" --epochs {args.epochs} --widths {args.widths}",
+            "split": "sources held out: detector.data.in_split(repo or group, 0.3, 'det-eval')",
+            "harmonisation": "harm: centre crop 256, JPEG q90; aug: random crop 256, "
+            "p=0.15 downscale 0.5-0.9, p=0.2 blur 0.3-1.5 px, JPEG 65-100; both classes",
+            "summary": summary,
+            "torch": torch.__version__,
+        },
+    )
+    out = Path(args.out)
+    meta = save_weights(out, net, meta)
+    out.with_suffix(".json").write_text(
+        json.dumps({**asdict(meta), "training": meta.training}, indent=2, sort_keys=True) + "\n"
+    )
+    (out.parent / f"{args.model_id}-trainfiles.json").write_text(
+        json.dumps({"model": args.model_id, "trained_on": trained}, indent=0) + "\n"
+    )
+    print(f"wrote {out}: {summary}", file=sys.stderr)
+
+
+def recipe_key(s: Sample) -> str:
+    """The name of a sample in a training-file list (see scripts/recalibrate_detector.py)."""
+    if s.path.is_relative_to(FIXTURES):
+        return str(s.path.relative_to(FIXTURES))
+    return "detector-data/" + str(s.path.relative_to(DATA[0]))
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command line entry point; see the module docstring."""
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("stage", choices=("cache", "ae", "run", "ship"))
+    ap.add_argument("--model", choices=("spectral", "cnn", "hybrid"), default="hybrid")
+    ap.add_argument("--mix", action="store_true", help="ship: add the synthetic fakes")
+    ap.add_argument("--out", default=str(ROOT / "detector" / "weights" / "default.safetensors"))
+    ap.add_argument("--model-id", default="default")
+    ap.add_argument("--version", default="3")
+    ap.add_argument("--max-images", type=int, default=400, help="ae: real photos to reconstruct")
+    ap.add_argument("--candidates", default="spec_gen,spec_syn,spec_ae,cnn_syn,cnn_ae")
+    ap.add_argument("--ensembles", default="", help="e.g. spec_gen+cnn_ae,spec_gen+spec_ae")
+    ap.add_argument("--folds", type=int, default=4, help="family groups of the CNN folds")
+    ap.add_argument("--epochs", type=int, default=2, help="CNN epochs")
+    ap.add_argument("--widths", default="16,32,64,128", help="PatchResNet widths")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads")
+    args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    if args.stage == "cache":
+        stage_cache()
+    elif args.stage == "ae":
+        stage_ae(args.max_images)
+    elif args.stage == "run":
+        stage_run(args)
+    else:
+        stage_ship(args)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,66 @@
+"""Training fakes (detector/fakes.py) and the spectral branch (detector/model.py)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from detector.fakes import TOOLS, UPSAMPLERS, TinyAutoencoder, random_upsampler  # noqa: E402
+from detector.model import HybridDetector, SpectralFeatures, SpectralLogistic  # noqa: E402
+from provenance.errors import DetectorError  # noqa: E402
+
+
+def _smooth_image(seed: int, size: int = 64) -> np.ndarray:
+    """A photo-like smooth RGB image (H, W, 3) uint8: upsampled noise plus fine grain."""
+    rng = np.random.default_rng(seed)
+    coarse = torch.from_numpy(rng.random((1, 3, size // 8, size // 8))).float()
+    img = torch.nn.functional.interpolate(coarse, size=(size, size), mode="bicubic")[0]
+    img = img.permute(1, 2, 0).numpy() * 200 + 20 + rng.normal(0, 3, (size, size, 3))
+    return np.clip(img, 0, 255).astype(np.uint8)
+
+
+@pytest.mark.skipif(not (TOOLS / "taef2_decoder.pth").is_file(), reason="no shared tools")
+def test_tiny_autoencoder_reconstructs_the_same_picture() -> None:
+    torch.set_num_threads(1)
+    ae = TinyAutoencoder.load()
+    rgb = _smooth_image(0)
+    out = ae.reconstruct(rgb)
+    assert out.shape == rgb.shape and out.dtype == np.uint8
+    err = np.abs(out.astype(int) - rgb.astype(int)).mean()
+    assert 0 < err < 25, err  # the same picture, not a copy
+
+
+def test_tiny_autoencoder_missing_weights_is_a_detector_error(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(DetectorError, match="tiny autoencoder"):
+        TinyAutoencoder.load(tmp_path)
+
+
+def test_random_upsamplers_keep_content_and_leave_periodic_traces() -> None:
+    rgb = _smooth_image(1)
+    feats = SpectralFeatures(64)
+    pre = torch.from_numpy(rgb).permute(2, 0, 1)[None].float() / 255
+    base = feats((pre - 0.5) / 0.25)
+    for kind in UPSAMPLERS:
+        out = random_upsampler(rgb, kind, seed=3)
+        assert out.shape == rgb.shape and out.dtype == np.uint8
+        assert np.abs(out.astype(int) - rgb.astype(int)).mean() < 25, kind
+        assert np.array_equal(out, random_upsampler(rgb, kind, seed=3))  # same seed, same fake
+        assert not np.array_equal(out, random_upsampler(rgb, kind, seed=4))  # redrawn
+        x = torch.from_numpy(out).permute(2, 0, 1)[None].float() / 255
+        # The decoder reshapes the spectrum: some band of the radial log-power profile
+        # moves by more than e (losses near Nyquist, or periodic peaks at it).
+        radial = slice(feats.grid**2, feats.grid**2 + feats.radial)
+        moved = (feats((x - 0.5) / 0.25)[0, radial] - base[0, radial]).abs().max()
+        assert moved > 1.0, kind
+    with pytest.raises(DetectorError, match="unknown upsampler"):
+        random_upsampler(rgb, "magic", 0)
+
+
+def test_spectral_and_hybrid_networks_shapes() -> None:
+    x = torch.randn(4, 3, 64, 64)
+    feats = SpectralFeatures(64)
+    assert feats(x).shape == (4, feats.size) and torch.isfinite(feats(x)).all()
+    assert SpectralLogistic(64)(x).shape == (4,)
+    assert HybridDetector(widths=(8, 16, 32, 64))(x).shape == (4,)
