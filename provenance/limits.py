@@ -3,11 +3,13 @@ enforces them in the gRPC shell.
 
 `ServerLimits` holds every limit `prov serve` exposes as a flag (the README's "Limits
 and errors" table lists them). `UploadGate` admits upload streams (`VerifyFile`,
-`DetectFile`) into a fixed number of slots, below the RPC thread pool's size, so uploads
-can never hold every thread and cheap calls (checkpoints, proofs, health, submissions)
-always find one; it cancels a stream that goes idle or runs past its deadline, and admits
-decodes into a smaller number of slots. `DeviceQuota` meters each device's accepted
-submissions (token buckets for claims and bytes per minute).
+`DetectFile`) into a fixed number of slots, fewer than the RPC threads, so verifying
+uploads can never hold every thread and cheap calls (checkpoints, proofs, health) always
+find one; it cuts a stream that goes idle or runs past its deadline (received on the
+asyncio event loop, a stalled stream holds no thread), and admits decodes into a
+smaller number of slots. `DeviceQuota` meters each device's accepted submissions
+(claims and bytes per minute, a sliding window counted in the store so that every
+server of a log shares it).
 
 Refusals are `LimitError` (gRPC RESOURCE_EXHAUSTED) and `UploadTimeoutError`
 (DEADLINE_EXCEEDED), decided before the expensive work starts.
