@@ -346,6 +346,7 @@ def serve(
             verify_on_start=not fast_start,
             authority_dir=ca,
             full_check=full_check,
+            admin_token=token or None,
             witnesses=witnesses,
             witness_quorum=witness_quorum,
             witness_timeout_s=witness_timeout,

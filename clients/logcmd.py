@@ -17,8 +17,10 @@ from clients.cosigned import cosigned_receipt, cosigner_names, policy_key
 from clients.device import atomic_write
 from clients.files import read_bounded
 from clients.options import ServerOpt, WitnessOpt, WitnessQuorumOpt, in_existing_folder
-from provenance.audit import AuditState, audit_step
+from provenance.audit import AuditState, KeyHistoryReader, audit_step
+from provenance.claims import Device
 from provenance.errors import ConfigError, LogError, LogIntegrityError, TransportError
+from provenance.keyhistory import KeyEventKind, registry_problems, replay
 from provenance.log.checkpoint import NoteVerifier, load_log_signer, open_checkpoint
 from provenance.log.tiledir import ExportResult, export_tiles, fetcher
 from provenance.log.tiles import audit_tiles
@@ -117,8 +119,11 @@ def audit(
     ] = True,
 ) -> None:
     """Fetch the newest checkpoint, prove it consistent with the saved one, re-hash the
-    entries against it, and save it. Exit 3 on a fork, a rollback, a changed log key, or
-    entries edited or deleted behind the log's back; exit 1 when the server is unreachable."""
+    entries against it, and save it; with --full, also replay the enrollments and
+    revocations logged and compare every device's registry row with them. Exit 3 on a
+    fork, a rollback, a changed log key, entries edited or deleted behind the log's back,
+    or a registry row that differs from the logged key history (an edited, back-dated or
+    deleted revocation or enrollment); exit 1 when the server is unreachable."""
     in_existing_folder(state, "--state")
     saved = AuditState.from_json(state.read_text()) if state.exists() else None
     if tiles is not None:
@@ -142,9 +147,17 @@ def audit(
             if 0 < old_size < new_size:
                 proof = c.consistency_proof(old_size, new_size)
         start = 0 if (full or saved is None) else old_size
+        history = KeyHistoryReader() if start == 0 else None
+        entries = _entries(c, start, new_size)
         new_state, cp, checked = audit_step(
-            saved, vkey, note, proof, _entries(c, start, new_size), from_start=start == 0
+            saved,
+            vkey,
+            note,
+            proof,
+            history.tap(entries) if history else entries,
+            from_start=start == 0,
         )
+        problems = _key_history_problems(c, history) if history else []
     atomic_write(state, new_state.to_json().encode())
     if saved is None:
         grew = f"has {cp.size} entries"
@@ -153,6 +166,35 @@ def audit(
     else:
         grew = f"grew from {old_size} to {cp.size}"
     out.print(f"log OK: {grew}; {checked} entries re-hashed; consistent with the saved checkpoint")
+    if history is None:
+        out.print("key history: not checked (--incremental reads only the new entries)")
+        return
+    if problems:
+        raise LogIntegrityError(
+            "KEY HISTORY: the registry differs from the enrollments and revocations in the"
+            " log:\n  " + "\n  ".join(problems)
+        )
+    kinds = [le.event.kind for le in history.events]
+    out.print(
+        f"key history OK: {kinds.count(KeyEventKind.ENROLLMENT)} enrollments and"
+        f" {kinds.count(KeyEventKind.REVOCATION)} revocations in the log; the registry agrees"
+    )
+
+
+def _key_history_problems(c: ProvenanceClient, history: KeyHistoryReader) -> list[str]:
+    """Replay the key history read from the log and compare each device's registry row
+    (as the server reports it) with it: an edited, back-dated or deleted revocation or
+    enrollment is one sentence each."""
+    problems = list(history.problems)
+    for device_id, logged in replay(history.events).items():
+        try:
+            row: Device | None = c.get_device(device_id)
+        except TransportError as e:
+            if e.code != "NOT_FOUND":
+                raise
+            row = None
+        problems += registry_problems(logged, row)
+    return problems
 
 
 def _audit_tiles(

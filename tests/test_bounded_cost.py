@@ -132,7 +132,7 @@ def test_stalled_uploads_do_not_block_checkpoint_or_submit(
                 time.sleep(0.1)
             assert c.checkpoint().startswith("media-provenance.local/log")
             receipt, _ = c.submit(signed_claim(key, 2))
-            assert receipt.leaf_index == 1
+            assert receipt.leaf_index == 2  # after the enrollment and claim 1
             done = [f for f in futs if f.done()]
             assert len(done) == over
             assert {_code(f) for f in done} == {grpc.StatusCode.RESOURCE_EXHAUSTED}
@@ -400,12 +400,12 @@ def test_get_entries_reply_never_outgrows_the_message_limit(server: ServerProc) 
             claim = replace(_claim(key, seq, ""), soft_bindings=frames, metadata={})
             c.submit(sign_claim(key, claim))
         first, nxt = c.entries(0, 1000)
-        assert 0 < len(first) == nxt < 50
+        assert 0 < len(first) == nxt < 51
         got = list(first)
-        while nxt < 50:
+        while nxt < 51:  # the enrollment and 50 claims
             page, nxt = c.entries(nxt, 1000)
             got += page
-    assert len(got) == 50 and sum(map(len, first)) < MAX_MESSAGE_BYTES
+    assert len(got) == 51 and sum(map(len, first)) < MAX_MESSAGE_BYTES
 
 
 def test_second_serve_on_a_port_in_use_fails_clearly(tmp_path: Path, server: ServerProc) -> None:
@@ -475,10 +475,10 @@ def test_full_disk_answers_storage_unavailable_and_loses_nothing(server: ServerP
         assert err.code == "UNAVAILABLE", err
         assert "disk" in str(err) and "rollback" not in str(err)
         assert acked > 0
-        for i in range(acked):
+        for i in range(acked + 1):  # leaf 0: the enrollment
             assert c.inclusion_proof(0, leaf_index=i)[0] == i
         receipt, dup = c.submit(refused)
-        assert (receipt.leaf_index, dup) == (acked, False)
+        assert (receipt.leaf_index, dup) == (acked + 1, False)
 
 
 def test_per_device_quota_refuses_a_flooding_device(

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from provenance.errors import LogError
+from provenance.errors import ConfigError, LogError
 from provenance.store.sqlite import _MIGRATIONS, SCHEMA_VERSION, SqliteStore
 
 
@@ -26,6 +26,8 @@ def test_migrates_a_version_1_database(tmp_path: Path) -> None:
     assert store._writer.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
     cols = [r[1] for r in store._writer.execute("PRAGMA table_info(leaves)")]
     assert "receipt" not in cols and "entry" in cols  # receipts are rebuilt, not stored
+    tables = {r[0] for r in store._writer.execute("SELECT name FROM sqlite_master")}
+    assert "key_events" in tables  # migration 3: the key-history index
     dev = store.get_device(b"\x01" * 32)
     assert dev.enrolled_at == datetime.fromtimestamp(1_700_000_000, tz=UTC)
     assert store.device_certificate(b"\x01" * 32) == ""
@@ -44,3 +46,8 @@ def test_refuses_newer_schema_and_foreign_files(tmp_path: Path) -> None:
     junk.write_bytes(b"this is not a database" * 100)
     with pytest.raises(LogError, match="not a provenance database|cannot open"):
         SqliteStore(junk)
+
+
+def test_a_server_store_in_a_missing_folder_is_a_clear_config_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot open the database lock file .*missing"):
+        SqliteStore(tmp_path / "missing" / "prov.db", exclusive=True)

@@ -243,9 +243,9 @@ def test_real_server_exported_served_and_audited_over_http(
         vkey, _ = client.log_key()
         export = ["log", "export-tiles", str(out), "--db", str(server.db)]
         assert prov_main([*export, "--follow", "--interval", "0.1", "--max-polls", "2"]) == 0
-        assert "exported 5 entries" in capsys.readouterr().out
-        assert (out / "tile/0/000.p/5").stat().st_size == 5 * 32
-        assert (out / "tile/entries/000.p/5").is_file()
+        assert "exported 6 entries" in capsys.readouterr().out
+        assert (out / "tile/0/000.p/6").stat().st_size == 6 * 32
+        assert (out / "tile/entries/000.p/6").is_file()
         web = start_web(server.address, "--tiles-dir", str(out))
         try:
             base = f"{web.address}/tlog"
@@ -254,26 +254,26 @@ def test_real_server_exported_served_and_audited_over_http(
                 prov_main(["log", "audit", "--state", state, "--tiles", base, "--log-key", vkey])
                 == 0
             )
-            assert "has 5 entries" in capsys.readouterr().out
+            assert "has 6 entries" in capsys.readouterr().out
             with urllib.request.urlopen(f"{base}/checkpoint") as r:
                 assert r.headers["Content-Type"] == "text/plain; charset=utf-8"
                 assert r.headers["Cache-Control"] == "public, max-age=5"
                 assert r.read().decode() == client.checkpoint()
-            with urllib.request.urlopen(f"{base}/tile/0/000.p/5") as r:
+            with urllib.request.urlopen(f"{base}/tile/0/000.p/6") as r:
                 assert r.headers["Content-Type"] == "application/octet-stream"
                 assert r.headers["Cache-Control"] == "public, max-age=60"
             gz = urllib.request.Request(
-                f"{base}/tile/entries/000.p/5", headers={"Accept-Encoding": "gzip"}
+                f"{base}/tile/entries/000.p/6", headers={"Accept-Encoding": "gzip"}
             )
             with urllib.request.urlopen(gz) as r:
                 assert r.headers["Content-Encoding"] == "gzip"
-                assert gzip.decompress(r.read()) == (out / "tile/entries/000.p/5").read_bytes()
+                assert gzip.decompress(r.read()) == (out / "tile/entries/000.p/6").read_bytes()
             for bad in ("tile/0/000", "tile/0/../../state.json", "tile/00/000.p/5"):
                 with pytest.raises(urllib.error.HTTPError) as e:
                     urllib.request.urlopen(f"{base}/{bad}")
                 assert e.value.code == 404
             # grows past a full tile: the full tile is immutable
-            for seq in range(6, 262):
+            for seq in range(6, 261):  # 261 entries with the enrollment
                 signed = signed_claim(key, seq, prev=prev)
                 client.submit(signed)
                 prev = signed.claim_hash
@@ -283,6 +283,6 @@ def test_real_server_exported_served_and_audited_over_http(
                 assert r.headers["Cache-Control"] == "public, max-age=31536000, immutable"
                 assert len(r.read()) == 8192
             assert prov_main(["log", "audit", "--state", state, "--tiles", base]) == 0
-            assert "grew from 5 to 261" in capsys.readouterr().out
+            assert "grew from 6 to 261" in capsys.readouterr().out
         finally:
             web.stop()

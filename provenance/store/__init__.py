@@ -33,12 +33,14 @@ import numpy as np
 from provenance.binding import PerceptualHash
 from provenance.claims import Device, SignedClaim
 from provenance.errors import ConfigError
+from provenance.keyhistory import KeyEvent, SignedKeyEvent
 
 __all__ = [
     "AppendTxn",
     "HashPack",
     "IndexRow",
     "LeafRecord",
+    "NewKeyLeaf",
     "NewLeaf",
     "Store",
     "from_us",
@@ -96,6 +98,18 @@ IndexRow = tuple[int, bytes, bytes, bytes, int, bytes, int, bytes]
 
 
 @dataclass(frozen=True)
+class NewKeyLeaf:
+    """A key-history leaf to append (`provenance.keyhistory`): stored in the leaves table
+    with sequence 0 and no file hash, and indexed by device in ``key_events``."""
+
+    leaf_hash: bytes
+    signed: SignedKeyEvent
+    event: KeyEvent
+    integrated_at: datetime
+    entry: bytes
+
+
+@dataclass(frozen=True)
 class HashPack:
     """The near-duplicate index's view of the leaves [first, next): their usable PDQ hashes
     (algorithm "pdq", quality >= PDQ_MIN_QUALITY, 32 bytes) as arrays, and whether any of
@@ -148,6 +162,24 @@ class AppendTxn(Protocol):
 
     def insert_leaves(self, start: int, leaves: Sequence[NewLeaf]) -> None:
         """Leaves start, start+1, ... with their soft hashes and device sequence state."""
+        ...
+
+    def enroll(
+        self, token_hash: bytes | None, device: Device, now: datetime, certificate_pem: str
+    ) -> Device:
+        """`Store.enroll` inside this transaction."""
+        ...
+
+    def revoke(self, device_id: bytes, effective_at: datetime, reason: str) -> Device:
+        """`Store.revoke` inside this transaction."""
+        ...
+
+    def all_devices(self) -> list[Device]:
+        """Every registry row, oldest enrollment first."""
+        ...
+
+    def insert_key_events(self, start: int, leaves: Sequence[NewKeyLeaf]) -> None:
+        """Key-history leaves start, start+1, ..., indexed by device."""
         ...
 
 
@@ -208,13 +240,24 @@ class Store(Protocol):
     def enroll(
         self, token_hash: bytes | None, device: Device, now: datetime, certificate_pem: str = ""
     ) -> Device:
-        """Record the device, spending its one-time token (None: enrolled by a checked
-        certificate), atomically. Raises EnrollmentError."""
+        """Record the device in the registry only (the service logs it through the
+        writer), spending its one-time token (None: enrolled by a checked certificate),
+        atomically. Raises EnrollmentError."""
         ...
 
     def device_certificate(self, device_id: bytes) -> str: ...
 
-    def revoke(self, device_id: bytes, effective_at: datetime, reason: str) -> Device: ...
+    def revoke(self, device_id: bytes, effective_at: datetime, reason: str) -> Device:
+        """Record a revocation in the registry only (the service logs it through the
+        writer); revoking twice keeps the earlier time. Raises UnknownDeviceError."""
+        ...
+
+    def key_event_entries(
+        self, device_id: bytes, revocations_only: bool = False
+    ) -> list[tuple[int, bytes]]:
+        """(leaf index, leaf data) of the key-history leaves logged for ``device_id``
+        (only revocations with ``revocations_only``), in log order."""
+        ...
 
     # log reads
     def get_nodes(self, keys: Sequence[tuple[int, int]]) -> list[bytes]: ...

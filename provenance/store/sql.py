@@ -32,6 +32,7 @@ from provenance.store import (
     HashPack,
     IndexRow,
     LeafRecord,
+    NewKeyLeaf,
     NewLeaf,
     add_usage,
     from_us,
@@ -137,6 +138,56 @@ def find_device(c: Conn, device_id: bytes) -> Device | None:
     return None if row is None else _device(row)
 
 
+def enroll(
+    c: Conn, token_hash: bytes | None, device: Device, now: datetime, certificate_pem: str
+) -> Device:
+    """`Store.enroll` on a connection inside a write transaction."""
+    label = device.label
+    if token_hash is not None:
+        row = c.execute(
+            "SELECT label, expires_at, used_at FROM enrollment_tokens WHERE token_hash=?",
+            (token_hash,),
+        ).fetchone()
+        if row is None:
+            raise EnrollmentError("unknown enrollment token")
+        token_label, expires, used = row
+        if used is not None:
+            raise EnrollmentError("this enrollment token was already used")
+        if to_us(now) > int(expires):
+            raise EnrollmentError(f"this enrollment token expired at {from_us(int(expires))}")
+        label = token_label or label
+    if find_device(c, device.device_id) is not None:
+        raise EnrollmentError(f"device {device.device_id.hex()} is already enrolled")
+    c.execute(
+        f"INSERT INTO devices({_DEVICE_COLS}, certificate_pem)"
+        " VALUES (?, ?, ?, ?, 0, ?, NULL, '', ?)",
+        (device.device_id, device.public_key, label, to_us(now), b"", certificate_pem),
+    )
+    if token_hash is not None:
+        c.execute(
+            "UPDATE enrollment_tokens SET used_at=?, device_id=? WHERE token_hash=?",
+            (to_us(now), device.device_id, token_hash),
+        )
+    found = find_device(c, device.device_id)
+    assert found is not None
+    return found
+
+
+def revoke(c: Conn, device_id: bytes, effective_at: datetime, reason: str) -> Device:
+    """`Store.revoke` on a connection inside a write transaction."""
+    d = find_device(c, device_id)
+    if d is None:
+        raise UnknownDeviceError(f"device {device_id.hex()} is not enrolled")
+    when, why = merged_revocation(d, effective_at, reason)
+    c.execute(
+        "UPDATE devices SET revoked_at=?, revocation_reason=? WHERE device_id=?",
+        (to_us(when), why, device_id),
+    )
+    found = find_device(c, device_id)
+    assert found is not None
+    return found
+
+
 def get_nodes(c: Conn, keys: Sequence[tuple[int, int]]) -> list[bytes]:
     """Hashes of perfect subtrees (level, index), in the order asked; LogError if missing."""
     if not keys:
@@ -235,6 +286,39 @@ class SqlAppend:
             "INSERT INTO checkpoints(size, note, created_at) VALUES (?, ?, ?)"
             " ON CONFLICT(size) DO UPDATE SET note=excluded.note, created_at=excluded.created_at",
             (size, note, to_us(now)),
+        )
+
+    def enroll(
+        self, token_hash: bytes | None, device: Device, now: datetime, certificate_pem: str
+    ) -> Device:
+        return enroll(self.c, token_hash, device, now, certificate_pem)
+
+    def revoke(self, device_id: bytes, effective_at: datetime, reason: str) -> Device:
+        return revoke(self.c, device_id, effective_at, reason)
+
+    def all_devices(self) -> list[Device]:
+        rows = self.c.execute(f"SELECT {_DEVICE_COLS} FROM devices ORDER BY enrolled_at").fetchall()
+        return [_device(r) for r in rows]
+
+    def insert_key_events(self, start: int, leaves: Sequence[NewKeyLeaf]) -> None:
+        self.c.executemany(
+            f"INSERT INTO leaves({_LEAF_COLS}) VALUES (?,?,?,?,0,?,?,0,?)",
+            [
+                (
+                    start + i,
+                    lf.leaf_hash,
+                    lf.signed.event_hash,
+                    lf.event.device_id,
+                    b"",
+                    to_us(lf.integrated_at),
+                    lf.entry,
+                )
+                for i, lf in enumerate(leaves)
+            ],
+        )
+        self.c.executemany(
+            "INSERT INTO key_events(leaf_idx, device_id, kind) VALUES (?, ?, ?)",
+            [(start + i, lf.event.device_id, int(lf.event.kind)) for i, lf in enumerate(leaves)],
         )
 
     def insert_leaves(self, start: int, leaves: Sequence[NewLeaf]) -> None:
@@ -406,37 +490,7 @@ class SqlStore(ABC):
         self, token_hash: bytes | None, device: Device, now: datetime, certificate_pem: str = ""
     ) -> Device:
         with self._errors(), self._write() as c:
-            label = device.label
-            if token_hash is not None:
-                row = c.execute(
-                    "SELECT label, expires_at, used_at FROM enrollment_tokens WHERE token_hash=?",
-                    (token_hash,),
-                ).fetchone()
-                if row is None:
-                    raise EnrollmentError("unknown enrollment token")
-                token_label, expires, used = row
-                if used is not None:
-                    raise EnrollmentError("this enrollment token was already used")
-                if to_us(now) > int(expires):
-                    raise EnrollmentError(
-                        f"this enrollment token expired at {from_us(int(expires))}"
-                    )
-                label = token_label or label
-            if find_device(c, device.device_id) is not None:
-                raise EnrollmentError(f"device {device.device_id.hex()} is already enrolled")
-            c.execute(
-                f"INSERT INTO devices({_DEVICE_COLS}, certificate_pem)"
-                " VALUES (?, ?, ?, ?, 0, ?, NULL, '', ?)",
-                (device.device_id, device.public_key, label, to_us(now), b"", certificate_pem),
-            )
-            if token_hash is not None:
-                c.execute(
-                    "UPDATE enrollment_tokens SET used_at=?, device_id=? WHERE token_hash=?",
-                    (to_us(now), device.device_id, token_hash),
-                )
-            found = find_device(c, device.device_id)
-            assert found is not None
-            return found
+            return enroll(c, token_hash, device, now, certificate_pem)
 
     def device_certificate(self, device_id: bytes) -> str:
         with self._reading() as c:
@@ -447,17 +501,19 @@ class SqlStore(ABC):
 
     def revoke(self, device_id: bytes, effective_at: datetime, reason: str) -> Device:
         with self._errors(), self._write() as c:
-            d = find_device(c, device_id)
-            if d is None:
-                raise UnknownDeviceError(f"device {device_id.hex()} is not enrolled")
-            when, why = merged_revocation(d, effective_at, reason)
-            c.execute(
-                "UPDATE devices SET revoked_at=?, revocation_reason=? WHERE device_id=?",
-                (to_us(when), why, device_id),
-            )
-            found = find_device(c, device_id)
-            assert found is not None
-            return found
+            return revoke(c, device_id, effective_at, reason)
+
+    @_reads_log
+    def key_event_entries(
+        self, device_id: bytes, revocations_only: bool = False
+    ) -> list[tuple[int, bytes]]:
+        with self._reading() as c:
+            rows = c.execute(
+                "SELECT l.idx, l.entry FROM key_events k JOIN leaves l ON l.idx = k.leaf_idx"
+                " WHERE k.device_id=? AND k.kind>=? ORDER BY k.leaf_idx",
+                (device_id, 2 if revocations_only else 0),
+            ).fetchall()
+        return [(int(i), bytes(e)) for i, e in rows]
 
     # ---------------------------------------------------------------- log reads
 
