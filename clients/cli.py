@@ -228,6 +228,13 @@ def serve(
             " sidecar's chunked binding the server hashes chunk by chunk."
         ),
     ] = 64,
+    max_lookups: Annotated[
+        int,
+        typer.Option(
+            help="Lookup calls served at once, beyond it refused (RESOURCE_EXHAUSTED); they"
+            " run in their own threads, outside --rpc-threads."
+        ),
+    ] = 4,
     max_lookup_queries: Annotated[int, typer.Option(help="Files in one Lookup call.")] = 1000,
     max_lookup_hashes: Annotated[
         int, typer.Option(help="Perceptual hashes (video frames) in one Lookup call.")
@@ -304,6 +311,7 @@ def serve(
         upload_idle_s=upload_idle_seconds,
         upload_deadline_s=upload_deadline_seconds,
         min_chunk_bytes=min_chunk_kb * 1024,
+        max_lookups=max_lookups,
         max_lookup_queries=max_lookup_queries,
         max_lookup_hashes=max_lookup_hashes,
         quota_claims_per_minute=quota_claims_per_minute,

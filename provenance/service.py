@@ -7,6 +7,7 @@ messages and calls these methods; tests and benchmarks can call them directly.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 import time
@@ -14,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import cast
 
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
@@ -537,6 +539,31 @@ class ProvenanceService:
         confirm in time, LogIntegrityError when the stored log no longer matches its
         checkpoints.
         """
+        admitted = self.admit(signed)
+        if isinstance(admitted, Appended):
+            return admitted
+        return self.writer.submit(admitted)
+
+    async def submit_async(self, signed: SignedClaim, timeout: float = 30.0) -> Appended:
+        """`submit` for an asyncio caller: the checks run on the calling (event loop)
+        thread and the wait for the group commit holds no thread. Raises as `submit`."""
+        admitted = self.admit(signed)
+        if isinstance(admitted, Appended):
+            return admitted
+        # shielded: a cancelled wait (timeout, client gone) must not cancel the writer's
+        # future, which the writer thread completes whatever happens
+        done = asyncio.shield(asyncio.wrap_future(self.writer.enqueue(admitted)))
+        try:
+            return cast(Appended, await asyncio.wait_for(done, timeout))
+        except TimeoutError as e:
+            raise StorageError(
+                f"the log did not confirm the submission within {timeout:g} s; it may still"
+                " be recorded: submit it again (a replay returns its receipt)"
+            ) from e
+
+    def admit(self, signed: SignedClaim) -> Appended | PendingClaim:
+        """The checks of `submit` before the writer: the claim ready to log, or the
+        original receipt of a replay. Raises as `submit`."""
         claim = wire.decode_claim(signed.claim_bytes)
         check_claim_shape(signed, claim)
         device = self.store.get_device(signed.key_id)
@@ -546,7 +573,7 @@ class ProvenanceService:
             return Appended(self._receipt(old), True)
         logged = self.key_state(device.device_id, revocations_only=True)
         check_not_revoked(in_force(device, logged), self.clock())
-        return self.writer.submit(PendingClaim(signed, claim))
+        return PendingClaim(signed, claim)
 
     # ---------------------------------------------------------------- verification
 

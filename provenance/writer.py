@@ -159,8 +159,7 @@ class GroupCommitWriter:
             ) from e
 
     def _wait(self, pending: PendingClaim | PendingKeyEvent, timeout: float) -> object:
-        fut: Future[Any] = Future()
-        self._queue.put(_Item(pending, fut))
+        fut = self.enqueue(pending)
         try:
             return fut.result(timeout=timeout)
         except TimeoutError as e:
@@ -168,6 +167,14 @@ class GroupCommitWriter:
                 f"the log did not confirm the submission within {timeout:g} s; it may still"
                 " be recorded: submit it again (a replay returns its receipt)"
             ) from e
+
+    def enqueue(self, pending: PendingClaim | PendingKeyEvent) -> Future[Any]:
+        """Queue ``pending``; the future completes (from the writer thread) once it is
+        durable, or with its error. For callers that wait their own way
+        (`asyncio.wrap_future` in the asyncio server); `submit` waits on it."""
+        fut: Future[Any] = Future()
+        self._queue.put(_Item(pending, fut))
+        return fut
 
     def close(self) -> None:
         """Finish what is queued, then stop the writer thread."""

@@ -348,6 +348,27 @@ def test_the_near_duplicate_index_starts_from_stored_packs(
             odd.close()
 
 
+def test_quota_counters_add_up_across_services_and_expire(db: Path | str, tmp_path: Path) -> None:
+    """Per-device quota counters (`DeviceQuota`'s shared state): two services on one
+    store add to the same minute's count; counters before ``keep_from`` are dropped."""
+    a = _service(db, tmp_path)
+    shared = isinstance(db, str) and db != ":memory:"  # PostgreSQL: two servers
+    b = _service(db, tmp_path) if shared else a
+    try:
+        dev, other = b"d" * 32, b"o" * 32
+        a.store.add_quota_usage(100, [(dev, 2, 300)], keep_from=99)
+        b.store.add_quota_usage(100, [(dev, 1, 50), (other, 1, 1)], keep_from=99)
+        b.store.add_quota_usage(101, [(dev, 1, 10)], keep_from=100)
+        assert a.store.quota_usage(dev, [100, 101]) == [(3, 350), (1, 10)]
+        a.store.add_quota_usage(102, [], keep_from=101)
+        assert b.store.quota_usage(dev, [100, 101]) == [(0, 0), (1, 10)]
+        assert a.store.quota_usage(other, [100]) == [(0, 0)]
+    finally:
+        a.close()
+        if b is not a:
+            b.close()
+
+
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
 def test_every_edited_index_column_is_refused_at_start(
     backend: str, tmp_path: Path, request: pytest.FixtureRequest

@@ -217,6 +217,19 @@ class Store(Protocol):
         """Store ``value`` unless ``key`` already has one; return the stored value."""
         ...
 
+    # per-device submission quotas, shared by every server of the store
+    def add_quota_usage(
+        self, window: int, usage: Sequence[tuple[bytes, int, int]], keep_from: int
+    ) -> None:
+        """Add (device id, claims, claim bytes) to the devices' counters of minute
+        ``window``, atomically with every other server's additions; drop the counters
+        of minutes before ``keep_from``."""
+        ...
+
+    def quota_usage(self, device_id: bytes, windows: Sequence[int]) -> list[tuple[int, int]]:
+        """(claims, claim bytes) counted for the device in each of these minutes."""
+        ...
+
     # registry
     def find_device(self, device_id: bytes) -> Device | None: ...
 
@@ -327,3 +340,30 @@ def open_store(target: str | Path, *, exclusive: bool = False) -> Store:
     from provenance.store.sqlite import SqliteStore
 
     return SqliteStore(Path(target), exclusive=exclusive)
+
+
+#: Prefix of the per-device quota counters in the meta table (minute, then device id).
+QUOTA_PREFIX = "quota/"
+
+
+def quota_key(window: int, device_id: bytes | None = None) -> str:
+    """The meta key of a device's quota counter in minute ``window`` (minutes since the
+    epoch, zero-padded so keys sort by minute); without a device, a key that sorts after
+    every counter of earlier minutes and before those of ``window``."""
+    minute = f"{QUOTA_PREFIX}{window:012d}"
+    return minute if device_id is None else f"{minute}/{device_id.hex()}"
+
+
+def add_usage(old: str | None, claims: int, nbytes: int) -> str:
+    """A quota counter's stored value ("claims bytes") with ``claims`` and ``nbytes``
+    added."""
+    c, b = parse_usage(old)
+    return f"{c + claims} {b + nbytes}"
+
+
+def parse_usage(value: str | None) -> tuple[int, int]:
+    """(claims, bytes) of a stored quota counter value (None: (0, 0))."""
+    if value is None:
+        return 0, 0
+    c, b = value.split()
+    return int(c), int(b)

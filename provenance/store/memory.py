@@ -19,12 +19,16 @@ from provenance.claims import Device
 from provenance.errors import EnrollmentError, LogError, UnknownDeviceError
 from provenance.registry import merged_revocation
 from provenance.store import (
+    QUOTA_PREFIX,
     HashPack,
     IndexRow,
     LeafRecord,
     NewKeyLeaf,
     NewLeaf,
     SoftRow,
+    add_usage,
+    parse_usage,
+    quota_key,
     to_us,
 )
 
@@ -223,6 +227,22 @@ class MemoryStore:
     def setdefault_meta(self, key: str, value: str) -> str:
         with self._lock:
             return self._state.meta.setdefault(key, value)
+
+    # quotas
+    def add_quota_usage(
+        self, window: int, usage: Sequence[tuple[bytes, int, int]], keep_from: int
+    ) -> None:
+        with self._lock:
+            meta = self._state.meta
+            for device_id, claims, nbytes in usage:
+                key = quota_key(window, device_id)
+                meta[key] = add_usage(meta.get(key), claims, nbytes)
+            oldest = quota_key(keep_from)
+            for key in [k for k in meta if k.startswith(QUOTA_PREFIX) and k < oldest]:
+                del meta[key]
+
+    def quota_usage(self, device_id: bytes, windows: Sequence[int]) -> list[tuple[int, int]]:
+        return [parse_usage(self._state.meta.get(quota_key(w, device_id))) for w in windows]
 
     # registry
     def find_device(self, device_id: bytes) -> Device | None:

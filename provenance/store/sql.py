@@ -28,13 +28,17 @@ from provenance.errors import (
 )
 from provenance.registry import merged_revocation
 from provenance.store import (
+    QUOTA_PREFIX,
     HashPack,
     IndexRow,
     LeafRecord,
     NewKeyLeaf,
     NewLeaf,
     SoftRow,
+    add_usage,
     from_us,
+    parse_usage,
+    quota_key,
     to_us,
 )
 
@@ -431,6 +435,37 @@ class SqlStore(ABC):
             )
             (stored,) = c.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
         return str(stored)
+
+    # ---------------------------------------------------------------- quotas
+
+    def add_quota_usage(
+        self, window: int, usage: Sequence[tuple[bytes, int, int]], keep_from: int
+    ) -> None:
+        # under the append lock: servers sharing the database add up without lost updates
+        with self._errors(), self._write() as c:
+            self._lock_appends(c)
+            for device_id, claims, nbytes in usage:
+                key = quota_key(window, device_id)
+                row = c.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
+                c.execute(
+                    "INSERT INTO meta(key, value) VALUES (?, ?)"
+                    " ON CONFLICT(key) DO UPDATE SET value=excluded.value",
+                    (key, add_usage(None if row is None else str(row[0]), claims, nbytes)),
+                )
+            c.execute(
+                "DELETE FROM meta WHERE key >= ? AND key < ?",
+                (QUOTA_PREFIX, quota_key(keep_from)),
+            )
+
+    def quota_usage(self, device_id: bytes, windows: Sequence[int]) -> list[tuple[int, int]]:
+        out = []
+        with self._reading() as c:
+            for w in windows:
+                row = c.execute(
+                    "SELECT value FROM meta WHERE key=?", (quota_key(w, device_id),)
+                ).fetchone()
+                out.append(parse_usage(None if row is None else str(row[0])))
+        return out
 
     # ---------------------------------------------------------------- devices
 
