@@ -396,7 +396,11 @@ class VerificationServicer(rpc.VerificationServicer):
                 f"{len(request.queries)} queries in one Lookup; the limit is"
                 f" {lim.max_lookup_queries} (--max-lookup-queries): send fewer per call"
             )
-        hashes = sum(len(q.soft_bindings) for q in request.queries)
+        # each searched hash counts, a photo's rotations and mirror images included
+        hashes = sum(
+            len(q.soft_bindings) + min(len(q.dihedral_soft_bindings), DIHEDRAL_TURNS)
+            for q in request.queries
+        )
         if hashes > lim.max_lookup_hashes:
             raise LimitError(
                 f"{hashes} perceptual hashes in one Lookup; the limit is"

@@ -362,6 +362,19 @@ def test_7mb_lookup_is_refused_by_its_hash_count(server: ServerProc) -> None:
     assert "--max-lookup-hashes" in e.value.details()
 
 
+def test_a_lookups_dihedral_hashes_count_toward_its_hash_limit(server: ServerProc) -> None:
+    """Rotated and mirrored hashes are searched too, so they count: 1,000 queries of 10 plain
+    and 7 dihedral hashes are 17,000 searches, over the default 16,384 (10,000 plain alone
+    would pass)."""
+    queries = [_query(10) for _ in range(1000)]
+    for q in queries:
+        q.dihedral_soft_bindings.extend(_query(7).soft_bindings)
+    with pytest.raises(grpc.RpcError) as e:
+        _stub(server.address).Lookup(pb.LookupRequest(queries=queries), timeout=60)
+    assert e.value.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert "17000 perceptual hashes" in e.value.details()
+
+
 def test_lookup_reply_never_outgrows_the_message_limit(server: ServerProc) -> None:
     """24 copies of a signed 4,000-frame video: one Lookup would answer more than 8 MiB, so
     the server refuses it clearly, and the scanner splits the batch and gets every row."""

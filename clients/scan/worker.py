@@ -99,8 +99,13 @@ def _lookup(
 
 def _parts(queries: Sequence[Query]) -> Iterator[list[Query]]:
     """Consecutive runs of ``queries`` within the server's default Lookup limits (files and
-    perceptual hashes per call)."""
-    return runs(queries, MAX_LOOKUP_QUERIES, lambda q: len(q.soft_bindings), MAX_LOOKUP_HASHES)
+    perceptual hashes per call, a photo's dihedral hashes counted as the server counts them)."""
+    return runs(
+        queries,
+        MAX_LOOKUP_QUERIES,
+        lambda q: len(q.soft_bindings) + len(q.dihedral_soft_bindings),
+        MAX_LOOKUP_HASHES,
+    )
 
 
 def _lookup_part(client: ProvenanceClient, part: list[Query]) -> dict[str, VerificationReport]:
