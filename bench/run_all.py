@@ -24,7 +24,7 @@ ROOT = BENCH.parent
 #: (script, arguments, time limit in seconds): short runs; each script's --help has more.
 PLAN: list[tuple[str, list[str], int]] = [
     ("bench_signatures.py", ["--calls", "1000"], 120),
-    ("bench_service.py", ["--callers", "64", "--seconds", "3", "--mb", "64"], 240),
+    ("bench_service.py", ["--callers", "64", "--seconds", "3", "--mb", "256"], 300),
     ("bench_log.py", ["--sizes", "100000", "--appends", "2000", "--samples", "500"], 240),
     ("bench_video.py", [], 300),
     ("bench_image.py", [], 150),

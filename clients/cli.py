@@ -10,10 +10,12 @@ PROV_ADMIN_TOKEN (admin credential).
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import sys
 import threading
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -226,6 +228,13 @@ def serve(
             " sidecar's chunked binding the server hashes chunk by chunk."
         ),
     ] = 64,
+    max_lookups: Annotated[
+        int,
+        typer.Option(
+            help="Lookup calls served at once, beyond it refused (RESOURCE_EXHAUSTED); they"
+            " run in their own threads, outside --rpc-threads."
+        ),
+    ] = 4,
     max_lookup_queries: Annotated[int, typer.Option(help="Files in one Lookup call.")] = 1000,
     max_lookup_hashes: Annotated[
         int, typer.Option(help="Perceptual hashes (video frames) in one Lookup call.")
@@ -302,6 +311,7 @@ def serve(
         upload_idle_s=upload_idle_seconds,
         upload_deadline_s=upload_deadline_seconds,
         min_chunk_bytes=min_chunk_kb * 1024,
+        max_lookups=max_lookups,
         max_lookup_queries=max_lookup_queries,
         max_lookup_hashes=max_lookup_hashes,
         quota_claims_per_minute=quota_claims_per_minute,
@@ -338,6 +348,7 @@ def serve(
             verify_on_start=not fast_start,
             authority_dir=ca,
             full_check=full_check,
+            admin_token=token or None,
             witnesses=witnesses,
             witness_quorum=witness_quorum,
             witness_timeout_s=witness_timeout,
@@ -951,6 +962,30 @@ def _read_sidecar(file: Path, given: Path | None) -> Sidecar | None:
     return None
 
 
+LOG_FORMAT = "%(asctime)s.%(msecs)03dZ %(levelname)s %(name)s: %(message)s"
+"""How log records read on stderr: UTC time to the millisecond, level, logger, message."""
+
+
+def configure_logging() -> None:
+    """Send log records to stderr as `LOG_FORMAT` (this program's loggers, ``provenance``,
+    ``clients`` and ``detector``, from INFO or ``$PROV_LOG_LEVEL``; other libraries' from
+    WARNING). Called once, by `main`; a no-op when the root logger already has handlers
+    (an embedding program's, or pytest's). Raises ConfigError for an unknown level."""
+    name = os.environ.get("PROV_LOG_LEVEL", "INFO").upper()
+    level = logging.getLevelName(name)
+    if not isinstance(level, int):
+        raise ConfigError(f"PROV_LOG_LEVEL={name!r} is not DEBUG, INFO, WARNING, ERROR or CRITICAL")
+    if logging.getLogger().handlers:
+        return
+    formatter = logging.Formatter(LOG_FORMAT, datefmt="%Y-%m-%dT%H:%M:%S")
+    formatter.converter = time.gmtime
+    handler = logging.StreamHandler()
+    handler.setFormatter(formatter)
+    logging.basicConfig(level=logging.WARNING, handlers=[handler])
+    for ours in ("provenance", "clients", "detector"):
+        logging.getLogger(ours).setLevel(level)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``prov`` console script; returns the exit code.
 
@@ -959,6 +994,7 @@ def main(argv: list[str] | None = None) -> int:
     failure (fork, rollback, edited entries), or 14 when a witness policy is not met.
     """
     try:
+        configure_logging()
         app(args=argv, prog_name="prov")
     except SystemExit as e:
         return e.code if isinstance(e.code, int) else (0 if e.code is None else 1)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
@@ -17,8 +17,17 @@ from clients.cosigned import cosigned_receipt, cosigner_names, policy_key
 from clients.device import atomic_write
 from clients.files import read_bounded
 from clients.options import ServerOpt, WitnessOpt, WitnessQuorumOpt, in_existing_folder
-from provenance.audit import AuditState, audit_step
-from provenance.errors import ConfigError, LogError, LogIntegrityError, TransportError
+from provenance.audit import AuditState, KeyHistoryReader, audit_step
+from provenance.claims import Device
+from provenance.errors import (
+    ConfigError,
+    LogError,
+    LogIntegrityError,
+    TransportError,
+    WitnessQuorumError,
+)
+from provenance.keyhistory import KeyEventKind, registry_problems, replay
+from provenance.log import merkle
 from provenance.log.checkpoint import NoteVerifier, load_log_signer, open_checkpoint
 from provenance.log.tiledir import ExportResult, export_tiles, fetcher
 from provenance.log.tiles import audit_tiles
@@ -29,6 +38,7 @@ from provenance.log.tlogproof import (
     encode_tlog_proof,
     is_tlog_proof,
 )
+from provenance.pack_audit import IndexAuditor
 from provenance.receipt import verify_receipt
 from provenance.sidecar import (
     MAX_SIDECAR_BYTES,
@@ -108,6 +118,15 @@ def audit(
             help="Pin the log's verifier key (text or file). Default: the key saved in STATE, else the server's (trust on first use)."
         ),
     ] = None,
+    db: Annotated[
+        str | None,
+        typer.Option(
+            help="Audit the log's database directly (the SQLite file of `prov serve --db`, or"
+            " its postgresql:// URL; read only) instead of the server; with --full, also check"
+            " every soft-hash row and near-duplicate index pack against the logged entries."
+            " Needs --log-key or a STATE."
+        ),
+    ] = None,
     full: Annotated[
         bool,
         typer.Option(
@@ -117,12 +136,18 @@ def audit(
     ] = True,
 ) -> None:
     """Fetch the newest checkpoint, prove it consistent with the saved one, re-hash the
-    entries against it, and save it. Exit 3 on a fork, a rollback, a changed log key, or
-    entries edited or deleted behind the log's back; exit 1 when the server is unreachable."""
+    entries against it, and save it; with --full, also replay the enrollments and
+    revocations logged and compare every device's registry row with them. Exit 3 on a
+    fork, a rollback, a changed log key, entries edited or deleted behind the log's back,
+    or a registry row that differs from the logged key history (an edited, back-dated or
+    deleted revocation or enrollment); exit 1 when the server is unreachable."""
     in_existing_folder(state, "--state")
     saved = AuditState.from_json(state.read_text()) if state.exists() else None
     if tiles is not None:
         _audit_tiles(tiles, state, saved, log_key, full)
+        return
+    if db is not None:
+        _audit_db(db, state, saved, log_key, full)
         return
     with ProvenanceClient(server) as c:
         server_vkey, _ = c.log_key()
@@ -142,9 +167,17 @@ def audit(
             if 0 < old_size < new_size:
                 proof = c.consistency_proof(old_size, new_size)
         start = 0 if (full or saved is None) else old_size
+        history = KeyHistoryReader() if start == 0 else None
+        entries = _entries(c, start, new_size)
         new_state, cp, checked = audit_step(
-            saved, vkey, note, proof, _entries(c, start, new_size), from_start=start == 0
+            saved,
+            vkey,
+            note,
+            proof,
+            history.tap(entries) if history else entries,
+            from_start=start == 0,
         )
+        problems = _key_history_problems(history, _server_device(c)) if history else []
     atomic_write(state, new_state.to_json().encode())
     if saved is None:
         grew = f"has {cp.size} entries"
@@ -153,40 +186,162 @@ def audit(
     else:
         grew = f"grew from {old_size} to {cp.size}"
     out.print(f"log OK: {grew}; {checked} entries re-hashed; consistent with the saved checkpoint")
+    if history is None:
+        out.print("key history: not checked (--incremental reads only the new entries)")
+        return
+    if problems:
+        raise LogIntegrityError(
+            "KEY HISTORY: the registry differs from the enrollments and revocations in the"
+            " log:\n  " + "\n  ".join(problems)
+        )
+    kinds = [le.event.kind for le in history.events]
+    out.print(
+        f"key history OK: {kinds.count(KeyEventKind.ENROLLMENT)} enrollments and"
+        f" {kinds.count(KeyEventKind.REVOCATION)} revocations in the log; the registry agrees"
+    )
 
 
-def _audit_tiles(
-    location: str, state: Path, saved: AuditState | None, log_key: str | None, full: bool
-) -> None:
-    """`prov log audit --tiles`: audit from the tiles alone (see `audit_tiles`)."""
+def _key_history_problems(
+    history: KeyHistoryReader, find_device: Callable[[bytes], Device | None]
+) -> list[str]:
+    """Replay the key history read from the log and compare each device's registry row
+    (as ``find_device`` reports it: the server, or the database) with it: an edited,
+    back-dated or deleted revocation or enrollment is one sentence each."""
+    problems = list(history.problems)
+    for device_id, logged in replay(history.events).items():
+        problems += registry_problems(logged, find_device(device_id))
+    return problems
+
+
+def _server_device(c: ProvenanceClient) -> Callable[[bytes], Device | None]:
+    def find(device_id: bytes) -> Device | None:
+        try:
+            return c.get_device(device_id)
+        except TransportError as e:
+            if e.code != "NOT_FOUND":
+                raise
+            return None
+
+    return find
+
+
+def _pinned_key(state: Path, saved: AuditState | None, log_key: str | None, what: str) -> str:
+    """The log key an audit of ``what`` (tiles, a database) trusts: --log-key, else the
+    one saved in STATE. Raises ConfigError when neither is given, LogIntegrityError when
+    they differ."""
     if log_key:
         vkey = read_key_text(log_key)
     elif saved is not None:
         vkey = saved.verifier_key
     else:
         raise ConfigError(
-            "auditing tiles needs the log's verifier key: pass --log-key (text or a file),"
+            f"auditing {what} needs the log's verifier key: pass --log-key (text or a file),"
             " e.g. from `prov log key`"
         )
     if saved is not None and saved.verifier_key != vkey:
         raise LogIntegrityError(
             f"--log-key {vkey} is not the key {saved.verifier_key} saved in {state}"
         )
+    return vkey
+
+
+def _grew(saved: AuditState | None, old_size: int, size: int) -> str:
+    if saved is None:
+        return f"has {size} entries"
+    if old_size == size:
+        return f"unchanged at {size} entries"
+    return f"grew from {old_size} to {size}"
+
+
+def _store_entries(store: Store, start: int, end: int) -> Iterator[tuple[int, bytes]]:
+    pos = start
+    while pos < end:
+        got = store.entries(pos, min(10_000, end - pos))
+        if not got:
+            return
+        yield from got
+        pos = got[-1][0] + 1
+
+
+def _audit_db(
+    db: str, state: Path, saved: AuditState | None, log_key: str | None, full: bool
+) -> None:
+    """`prov log audit --db`: audit the log's database directly; with --full, also compare
+    every soft-hash row and index pack with the logged entries (`IndexAuditor`)."""
+    vkey = _pinned_key(state, saved, log_key, "a database")
+    if not is_postgres_url(db) and not Path(db).is_file():
+        raise ConfigError(f"no database at {db} (give the file `prov serve --db` uses)")
+    store = open_store(db)
+    try:
+        latest = store.latest_checkpoint()
+        if latest is None:
+            raise LogIntegrityError(f"the database {db} has no signed checkpoint")
+        size, note = latest
+        old_size = int(saved.checkpoint.split("\n")[1]) if saved is not None else 0
+        proof: list[bytes] = []
+        if 0 < old_size < size:
+            proof = merkle.consistency_proof(old_size, size, store.get_nodes)
+        start = 0 if (full or saved is None) else old_size
+        index = IndexAuditor(store) if start == 0 else None
+        history = KeyHistoryReader()
+        with Progress(console=err, transient=True) as bar:
+            task = bar.add_task("re-hashing entries", total=size - start)
+
+            def counted() -> Iterator[tuple[int, bytes]]:
+                for i, item in enumerate(_store_entries(store, start, size)):
+                    if i % 10_000 == 0:
+                        bar.update(task, completed=i)
+                    yield item
+
+            entries = counted()
+            new_state, cp, checked = audit_step(
+                saved,
+                vkey,
+                note,
+                proof,
+                history.tap(index.tap(entries) if index else (e for _, e in entries), start),
+                from_start=start == 0,
+            )
+            problems: list[str] = []
+            if index is not None:
+                index.finish()
+                keys = _key_history_problems(history, store.find_device)
+                problems += [f"KEY HISTORY: {p}" for p in keys]
+                problems += [f"NEAR-DUPLICATE INDEX: {p}" for p in index.problems]
+    finally:
+        store.close()
+    atomic_write(state, new_state.to_json().encode())
+    out.print(f"log OK: {_grew(saved, old_size, cp.size)}; {checked} entries re-hashed")
+    if index is None:
+        out.print(
+            "key history and near-duplicate index: not checked (--incremental reads only the"
+            " new entries)"
+        )
+        return
+    if problems:
+        more = f"\n  ... and {index.more} more index mismatches" if index.more else ""
+        raise LogIntegrityError(
+            "the database differs from what the logged entries say (registry rows against"
+            " the key history; soft-hash rows and index packs against the claims' soft"
+            " bindings):\n  " + "\n  ".join(problems) + more
+        )
+    out.print(f"key history OK: {len(history.events)} key events in the log; the registry agrees")
+    out.print(
+        f"near-duplicate index OK: {index.rows_checked} soft-hash rows and"
+        f" {index.packs_checked} index packs match the logged entries"
+    )
+
+
+def _audit_tiles(
+    location: str, state: Path, saved: AuditState | None, log_key: str | None, full: bool
+) -> None:
+    """`prov log audit --tiles`: audit from the tiles alone (see `audit_tiles`)."""
+    vkey = _pinned_key(state, saved, log_key, "tiles")
     result = audit_tiles(fetcher(location), vkey, saved, full=full)
     atomic_write(state, result.state.to_json().encode())
-    old_size = int(saved.checkpoint.split("\n")[1]) if saved is not None else None
-    size = result.checkpoint.size
-    grew = (
-        f"has {size} entries"
-        if old_size is None
-        else (
-            f"unchanged at {size} entries"
-            if old_size == size
-            else f"grew from {old_size} to {size}"
-        )
-    )
+    old_size = int(saved.checkpoint.split("\n")[1]) if saved is not None else 0
     out.print(
-        f"tiled log OK: {grew}; {result.tiles_read} tiles and {result.entries_checked} entries"
+        f"tiled log OK: {_grew(saved, old_size, result.checkpoint.size)}; {result.tiles_read} tiles and {result.entries_checked} entries"
         " checked against the signed root"
     )
 
@@ -342,7 +497,13 @@ def receipt_verify(
         f" logged {sc.receipt.integrated_at:%Y-%m-%d %H:%M:%S} UTC; claim by device"
         f" {sc.signed_claim.key_id.hex()[:16]}… (signature verified with the sidecar's key)"
     )
-    _print_witnesses(sc.receipt.checkpoint, witnesses, quorum)
+    try:
+        _print_witnesses(sc.receipt.checkpoint, witnesses, quorum)
+    except WitnessQuorumError as e:
+        raise WitnessQuorumError(
+            f"{e} (a receipt is issued before its checkpoint is cosigned: `prov receipt"
+            f" refresh {sidecar}` brings it to the newest cosigned checkpoint)"
+        ) from e
 
 
 @receipt_app.command("refresh")

@@ -6,16 +6,20 @@ consistency proof from the saved size, and the leaf data appended since, and eit
 returns the new state or raises `LogIntegrityError` naming what is wrong: a bad
 signature, a rollback (the tree shrank), a fork (the old tree is not a prefix of the
 new one), or entries that do not hash to the signed root (rows edited or deleted).
+`KeyHistoryReader` reads the enrollments and revocations out of the same entries, so
+the auditor can compare the registry with the log's key history.
 Pure: fetching is the caller's job.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
+from provenance import wire
 from provenance.errors import LogError, LogIntegrityError, ProvenanceError
+from provenance.keyhistory import LoggedKeyEvent, SignedKeyEvent, verify_key_event
 from provenance.log import merkle
 from provenance.log.checkpoint import Checkpoint, NoteVerifier, open_checkpoint
 
@@ -125,3 +129,34 @@ def audit_step(
             " log's back"
         )
     return AuditState(verifier_key, new_note, frontier.hashes), new, checked
+
+
+class KeyHistoryReader:
+    """Reads the key-history entries (enrollments, revocations) out of the leaf data an
+    audit re-hashes (`tap`), checking each one's signature; `problems` lists entries that
+    do not decode or verify. Replay them with `keyhistory.replay` and compare with the
+    registry with `keyhistory.registry_problems`."""
+
+    def __init__(self) -> None:
+        self.events: list[LoggedKeyEvent] = []
+        self.problems: list[str] = []
+
+    def tap(self, entries: Iterable[bytes], start: int = 0) -> Iterator[bytes]:
+        """Yield ``entries`` (leaf data from index ``start``) unchanged, reading each."""
+        for index, entry in enumerate(entries, start):
+            self._read(index, entry)
+            yield entry
+
+    def _read(self, index: int, entry: bytes) -> None:
+        try:
+            if not wire.is_key_event_entry(entry):
+                return
+            got, integrated_at = wire.decode_entry(entry)
+            if not isinstance(got, SignedKeyEvent):
+                return
+            verify_key_event(got)
+            event = wire.decode_key_event(got.event_bytes)
+        except ProvenanceError as e:
+            self.problems.append(f"log entry {index} is not a valid claim or key event: {e}")
+            return
+        self.events.append(LoggedKeyEvent(index, integrated_at, got, event))

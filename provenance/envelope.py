@@ -15,6 +15,9 @@ from provenance.keys import DeviceKey, verify_strict
 PAYLOAD_TYPE_CLAIM = "application/vnd.provenance.claim.v1+protobuf"
 #: Payload type of the proof of possession a device signs when it enrolls.
 PAYLOAD_TYPE_ENROLL = "application/vnd.provenance.enroll.v1"
+#: Payload type of a serialized `provenance.v1.KeyEvent` (a logged enrollment or
+#: revocation), signed by the admin key or the enrollment authority.
+PAYLOAD_TYPE_KEY_EVENT = "application/vnd.provenance.key-event.v1+protobuf"
 
 
 def pae(payload_type: str, payload: bytes) -> bytes:

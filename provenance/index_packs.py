@@ -12,15 +12,21 @@ pack row by row. The hashes a start loads are every usable hash of the log: a se
 never misses a capture, before or after the index's tables are built
 (`provenance.mih.MihIndex.warming`).
 
-Packs are derived from the soft-hash rows and trusted as they are (neither is covered by
-the signed tree); a pack that is not shaped as packs are (a gap, ids outside its range or
-out of order, a size mismatch) is not used: the leaves from it on are read row by row,
-and a warning says so.
+Packs are derived from the soft-hash rows (neither is covered by the signed tree). Each
+pack's SHA-256 (`pack_digest`: over its leaf range, video flag and arrays) is kept in the
+store's meta table beside it; a pack whose digest is missing or differs, or that is not
+shaped as packs are (a gap, ids outside its range or out of order, a size mismatch), is
+not used: the leaves from it on are read row by row (and the pack written again), and a
+warning says so. The digest catches a pack damaged on disk or half-written, not an
+operator who rewrites the pack and its digest (or the rows): `prov log audit --db`
+compares both with the logged entries (`provenance.pack_audit`).
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import struct
 from dataclasses import dataclass
 
 import numpy as np
@@ -31,6 +37,18 @@ log = logging.getLogger(__name__)
 
 #: Leaves per pack (at one image hash per leaf, a pack is about 2.6 MB).
 PACK_LEAVES = 1 << 16
+#: Meta key of the digest of the pack starting at a leaf (`pack_digest`).
+DIGEST_KEY = "index_pack_sha256:{first}"
+
+
+def pack_digest(p: HashPack) -> str:
+    """Hex SHA-256 (FIPS 180-4) of a pack as stored: first and next leaf and video flag
+    (little-endian int64, int64, byte), then the ids as little-endian int64 and the hash
+    words' values as little-endian uint64 (the stored blobs' bytes)."""
+    h = hashlib.sha256(struct.pack("<qqB", p.first, p.next, int(p.video)))
+    h.update(np.ascontiguousarray(p.ids.astype("<i8", copy=False)).data)
+    h.update(np.ascontiguousarray(p.words.astype("<u8", copy=False)).data)
+    return h.hexdigest()
 
 
 @dataclass(frozen=True)
@@ -65,7 +83,7 @@ def _sound(p: HashPack, first: int) -> bool:
 
 def load_index(store: Store, size: int) -> LoadedIndex:
     """Every usable PDQ hash of leaves [0, size): stored packs from leaf 0 on while they
-    are sound and within ``size``, then the soft-hash rows of the rest. The arrays are
+    are sound, match their digests and are within ``size``, then the soft-hash rows of the rest. The arrays are
     not copied again (at 10^7 hashes they take 0.4 GB).
 
     Raises StorageError or LogIntegrityError from the store.
@@ -76,10 +94,16 @@ def load_index(store: Store, size: int) -> LoadedIndex:
         if p.next > size:
             break
         if not _sound(p, packed):
+            why = "is not shaped as a pack"
+        elif store.get_meta(DIGEST_KEY.format(first=p.first)) != pack_digest(p):
+            why = "does not match its stored SHA-256 (damaged, or written before digests)"
+        else:
+            why = ""
+        if why:
             log.warning(
-                "the near-duplicate index pack at leaf %d is not sound; reading leaves"
-                " %d to %d row by row",
+                "the near-duplicate index pack at leaf %d %s; reading leaves %d to %d row by row",
                 p.first,
+                why,
                 packed,
                 size,
             )
@@ -94,7 +118,9 @@ def write_packs(store: Store, covered: int, size: int, tail: HashPack | None = N
     """Store the packs that are full in a log of ``size`` leaves after the ``covered``
     leaves already packed; the hashes come from ``tail`` (the `LoadedIndex.tail` covering
     [covered, size)) where given, else from the soft-hash rows. Returns the leaves now
-    covered by packs. Raises StorageError from the store.
+    covered by packs; each pack's digest is stored after it (a crash between the two
+    leaves a pack without one, which the next start rebuilds). Raises StorageError from
+    the store.
     """
     while covered + PACK_LEAVES <= size:
         first, nxt = covered, covered + PACK_LEAVES
@@ -105,5 +131,6 @@ def write_packs(store: Store, covered: int, size: int, tail: HashPack | None = N
         else:
             pack = store.hash_pack(first, nxt)
         store.put_pack(pack)
+        store.set_meta(DIGEST_KEY.format(first=first), pack_digest(pack))
         covered = nxt
     return covered

@@ -1,8 +1,10 @@
 """Inspecting an uploaded file: bytes buffered as they stream in, then everything the
 verdict needs measured on them (hashes, media type, pixels, Content Credentials).
 
-`Upload` keeps small files in memory and spills large ones to a temporary file, so
-memory stays flat for uploads of hundreds of MB. `inspect_upload` runs after the last
+`Upload` hashes as the bytes stream in and keeps them only for a decoder: small images
+in memory, video and large images in a temporary file (memory-backed where possible);
+bytes of no known media type are dropped after their first SNIFF_BYTES, so memory stays
+flat for uploads of hundreds of MB and nothing reaches the disk. `inspect_upload` runs after the last
 chunk: sniff the type, read any C2PA manifest (in a worker process, remote fetching
 off), compute the manifest-stripped content hash, and decode images for PDQ.
 """
@@ -12,6 +14,7 @@ from __future__ import annotations
 import io
 import os
 import tempfile
+import threading
 from dataclasses import dataclass, field, replace
 from typing import IO, Any
 
@@ -30,7 +33,7 @@ from provenance.c2pa.result import failed
 from provenance.c2pa.signing_time import SigningTimePolicy
 from provenance.claims import MAX_SOFT_BINDINGS
 from provenance.errors import DecodeBudgetError, MediaError, MediaTooLargeError, ProvenanceError
-from provenance.media import sniff_media_type
+from provenance.media import SNIFF_BYTES, sniff_media_type
 from provenance.verify import FileFacts
 from provenance.video.binding import ChunkedHasher
 from provenance.video.decode import DEFAULT_RATE_HZ, VideoInfo, sample_frames
@@ -38,6 +41,12 @@ from provenance.video.match import QUERY_RATE_HZ
 
 #: Uploads up to this size stay in memory, in bytes.
 INLINE_BYTES = 32 * 1024 * 1024
+#: A memory-backed folder for uploads a decoder reads from a path (None: there is none).
+MEMORY_DIR = "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None
+#: Most bytes of uploads in MEMORY_DIR at once, per process (by their announced sizes).
+MEMORY_SPILL_BYTES = 512 * 1024 * 1024
+_memory_lock = threading.Lock()
+_memory_spilled = 0  # bytes reserved in MEMORY_DIR now
 #: Media types whose C2PA manifest store the reader is asked about.
 C2PA_TYPES = frozenset(
     {
@@ -54,16 +63,32 @@ C2PA_TYPES = frozenset(
 
 
 class Upload:
-    """A file arriving in pieces: SHA-256 and size kept as it streams, bytes buffered in
-    memory up to ``inline_bytes`` and in an unlinked-on-close temporary file beyond."""
+    """A file arriving in pieces: SHA-256, size and (optionally) chunk hashes computed as
+    it streams; its bytes kept only when a decoder will read them.
 
-    def __init__(self, max_bytes: int, inline_bytes: int = INLINE_BYTES) -> None:
+    The first SNIFF_BYTES decide: bytes of no recognised media type are hashed and
+    dropped (only the first SNIFF_BYTES stay), so an upload of them needs no memory
+    beyond one message and no disk. Images stay in memory (`data`; the image limit
+    bounds them); video, which its decoder reads from a path, goes to a temporary file,
+    as do images past ``inline_bytes``: memory-backed (MEMORY_DIR) while the announced
+    sizes of all such files in the process stay within MEMORY_SPILL_BYTES, on disk beyond.
+    ``expected_bytes`` is the size the client announced (0: unknown, so never
+    memory-backed); set it before the first write.
+    """
+
+    def __init__(
+        self, max_bytes: int, inline_bytes: int = INLINE_BYTES, expected_bytes: int = 0
+    ) -> None:
         self.max_bytes = max_bytes
         self._inline = inline_bytes
+        self.expected_bytes = expected_bytes
         self._digest = Sha256Stream()
         self._chunks: ChunkedHasher | None = None
-        self._buf: IO[bytes] = io.BytesIO()
+        self._buf: IO[bytes] | None = io.BytesIO()  # None: the bytes are not kept
+        self._head = b""
         self._file: Any = None
+        self._sniffed = False
+        self._reserved = 0  # bytes of MEMORY_SPILL_BYTES this upload holds
 
     def hash_chunks(self, chunk_size: int) -> None:
         """Also compute chunk leaf hashes of ``chunk_size`` bytes as the data streams in
@@ -75,6 +100,11 @@ class Upload:
         """Leaf hashes of the chunks (empty unless `hash_chunks` was called)."""
         return self._chunks.finalize().chunk_hashes if self._chunks is not None else ()
 
+    @property
+    def kept(self) -> bool:
+        """Whether the bytes are kept (False once they proved to be no known media)."""
+        return self._buf is not None
+
     def write(self, data: bytes) -> None:
         """Append ``data``; raises MediaTooLargeError past ``max_bytes``."""
         self._digest.update(data)
@@ -82,12 +112,24 @@ class Upload:
             self._chunks.update(data)
         if self._digest.size > self.max_bytes:
             raise MediaTooLargeError(f"upload exceeds the limit of {self.max_bytes} bytes")
-        if self._file is None and self._digest.size > self._inline:
-            self._file = tempfile.NamedTemporaryFile(prefix="prov-upload-", delete=True)
-            assert isinstance(self._buf, io.BytesIO)  # in memory until the first spill
-            self._file.write(self._buf.getvalue())
-            self._buf = self._file
+        if self._buf is None:
+            return
         self._buf.write(data)
+        if not self._sniffed and self._digest.size >= SNIFF_BYTES:
+            self._sniff()
+        if self._file is None and self._buf is not None and self._digest.size > self._inline:
+            self.spill()
+
+    def _sniff(self) -> None:
+        """Decide from the first SNIFF_BYTES what to keep (see the class docstring)."""
+        self._sniffed = True
+        head = self.head(SNIFF_BYTES)
+        kind = sniff_media_type(head)
+        if kind is None:
+            self._head = head
+            self._buf = None
+        elif kind.startswith("video/"):
+            self.spill()
 
     @property
     def size(self) -> int:
@@ -97,21 +139,33 @@ class Upload:
     def sha256(self) -> bytes:
         return self._digest.digest()
 
-    def head(self, n: int = 64) -> bytes:
+    def _kept(self) -> IO[bytes]:
+        if self._buf is None:
+            raise MediaError(
+                "the upload's bytes were not kept: they are no recognised image or video"
+            )
+        return self._buf
+
+    def head(self, n: int = SNIFF_BYTES) -> bytes:
+        """The first ``n`` bytes (at most SNIFF_BYTES once the bytes were dropped)."""
+        if self._buf is None:
+            return self._head[:n]
         self._buf.seek(0)
         out = self._buf.read(n)
         self._buf.seek(0, os.SEEK_END)
         return out
 
     def data(self) -> bytes:
-        """All bytes (for images and manifest stripping; callers bound the size first)."""
-        self._buf.seek(0)
-        out = self._buf.read()
-        self._buf.seek(0, os.SEEK_END)
+        """All bytes (for images and manifest stripping; callers bound the size first).
+        Raises MediaError when the bytes were not kept."""
+        buf = self._kept()
+        buf.seek(0)
+        out = buf.read()
+        buf.seek(0, os.SEEK_END)
         return out
 
     def path(self) -> str | None:
-        """A filesystem path to the bytes when they were spilled to disk, else None."""
+        """A filesystem path to the bytes when they are in a temporary file, else None."""
         if self._file is None:
             return None
         self._file.flush()
@@ -119,19 +173,42 @@ class Upload:
 
     def spill(self) -> str:
         """Move the bytes to a temporary file (if they are in memory) and return its path,
-        for decoders that read files."""
+        for decoders that read files. Raises MediaError when the bytes were not kept."""
+        buf = self._kept()
         if self._file is None:
-            self._file = tempfile.NamedTemporaryFile(prefix="prov-upload-", delete=True)
-            assert isinstance(self._buf, io.BytesIO)  # in memory until the first spill
-            self._file.write(self._buf.getvalue())
+            self._file = tempfile.NamedTemporaryFile(
+                prefix="prov-upload-", delete=True, dir=self._spill_dir()
+            )
+            assert isinstance(buf, io.BytesIO)  # in memory until the first spill
+            self._file.write(buf.getbuffer())
             self._buf = self._file
         path = self.path()
         assert path is not None
         return path
 
+    def _spill_dir(self) -> str | None:
+        """MEMORY_DIR when this upload's announced size fits what is left of
+        MEMORY_SPILL_BYTES (reserving it), else None (the default temporary folder)."""
+        global _memory_spilled
+        want = self.expected_bytes
+        if not (MEMORY_DIR and 0 < want):
+            return None
+        with _memory_lock:
+            if _memory_spilled + want > MEMORY_SPILL_BYTES:
+                return None
+            _memory_spilled += want
+        self._reserved = want
+        return MEMORY_DIR
+
     def close(self) -> None:
+        global _memory_spilled
         if self._file is not None:
             self._file.close()
+            self._file = None
+        if self._reserved:
+            with _memory_lock:
+                _memory_spilled -= self._reserved
+            self._reserved = 0
 
     def __enter__(self) -> Upload:
         return self

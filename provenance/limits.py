@@ -3,11 +3,13 @@ enforces them in the gRPC shell.
 
 `ServerLimits` holds every limit `prov serve` exposes as a flag (the README's "Limits
 and errors" table lists them). `UploadGate` admits upload streams (`VerifyFile`,
-`DetectFile`) into a fixed number of slots, below the RPC thread pool's size, so uploads
-can never hold every thread and cheap calls (checkpoints, proofs, health, submissions)
-always find one; it cancels a stream that goes idle or runs past its deadline, and admits
-decodes into a smaller number of slots. `DeviceQuota` meters each device's accepted
-submissions (token buckets for claims and bytes per minute).
+`DetectFile`) into a fixed number of slots, fewer than the RPC threads, so verifying
+uploads can never hold every thread and cheap calls (checkpoints, proofs, health) always
+find one; it cuts a stream that goes idle or runs past its deadline (received on the
+asyncio event loop, a stalled stream holds no thread), and admits decodes into a
+smaller number of slots. `DeviceQuota` meters each device's accepted submissions
+(claims and bytes per minute, a sliding window counted in the store so that every
+server of a log shares it).
 
 Refusals are `LimitError` (gRPC RESOURCE_EXHAUSTED) and `UploadTimeoutError`
 (DEADLINE_EXCEEDED), decided before the expensive work starts.
@@ -15,17 +17,19 @@ Refusals are `LimitError` (gRPC RESOURCE_EXHAUSTED) and `UploadTimeoutError`
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
-
-import grpc
+from typing import Any, Protocol
 
 from provenance.contract import MAX_LOOKUP_HASHES, MAX_LOOKUP_QUERIES
-from provenance.errors import ConfigError, LimitError, UploadTimeoutError
+from provenance.errors import ConfigError, LimitError, ProvenanceError, UploadTimeoutError
+
+log = logging.getLogger(__name__)
 
 #: RPC threads kept free of uploads whatever the configuration, so cheap calls always run.
 MIN_FREE_THREADS = 4
@@ -44,6 +48,8 @@ class ServerLimits:
     seconds from the call's start to its last message [--upload-deadline-seconds];
     min_chunk_bytes: smallest upload message except the last, and smallest chunk size of a
     sidecar's chunked binding the server hashes chunk by chunk [--min-chunk-kb];
+    max_lookups: Lookup calls served at once, the rest refused, each in its own thread
+    outside the RPC pool [--max-lookups];
     max_lookup_queries: files in one Lookup [--max-lookup-queries]; max_lookup_hashes:
     perceptual hashes (video frames) in one Lookup [--max-lookup-hashes];
     quota_claims_per_minute, quota_bytes_per_minute: accepted submissions and signed-claim
@@ -60,13 +66,20 @@ class ServerLimits:
     upload_idle_s: float = 30.0
     upload_deadline_s: float = 600.0
     min_chunk_bytes: int = 64 * 1024
+    max_lookups: int = 4
     max_lookup_queries: int = MAX_LOOKUP_QUERIES
     max_lookup_hashes: int = MAX_LOOKUP_HASHES
     quota_claims_per_minute: int = 600
     quota_bytes_per_minute: int = 32 * 1024 * 1024
 
     def __post_init__(self) -> None:
-        for name in ("max_uploads", "max_decodes", "max_lookup_queries", "max_lookup_hashes"):
+        for name in (
+            "max_uploads",
+            "max_decodes",
+            "max_lookups",
+            "max_lookup_queries",
+            "max_lookup_hashes",
+        ):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.max_uploads > self.rpc_threads - MIN_FREE_THREADS:
@@ -83,126 +96,72 @@ class ServerLimits:
                 raise ConfigError(f"{name} cannot be negative, got {getattr(self, name)}")
 
 
-def _cancel(context: grpc.ServicerContext, code: grpc.StatusCode, details: str) -> None:
-    """Cancel a call from another thread with a status the client sees (details included).
-
-    grpc's public `cancel()` sends a bare CANCELLED; the core call under the context can
-    cancel with a status, which tells the client why. Falls back to `cancel()` where that
-    object is missing (another grpc implementation)."""
-    # the only way to give a cancelled call a status
-    from grpc._cython import cygrpc  # type: ignore[attr-defined]  # private; grpc stubs omit it
-
-    call = getattr(getattr(context, "_rpc_event", None), "call", None)
-    if call is None:
-        context.cancel()
-        return
-    call.cancel(cygrpc.StatusCode(code.value[0]), details)
-
-
-class UploadStream:
-    """One admitted upload: when it started, when its last message came, why it was cut."""
-
-    __slots__ = ("context", "last", "reason", "receiving", "start")
-
-    def __init__(self, context: grpc.ServicerContext, now: float) -> None:
-        self.context = context
-        self.start = now
-        self.last = now
-        self.receiving = True
-        self.reason = ""
-
-
 class UploadGate:
-    """Admission, idle timeout and deadline of upload streams; slots for decodes.
+    """Admission of upload streams, their idle timeout and deadline, and slots for decodes.
 
-    One watchdog thread runs while any admitted stream is still receiving, waking every
-    quarter of the idle timeout (at most each second). ``clock`` returns monotonic seconds.
+    Uploads are received on the asyncio server's event loop, where a stalled stream
+    holds no thread; a decode (run in the RPC thread pool) waits for one of
+    ``max_decodes`` slots.
     """
 
-    def __init__(self, limits: ServerLimits, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, limits: ServerLimits) -> None:
         self.limits = limits
-        self._clock = clock
         self._uploads = threading.BoundedSemaphore(limits.max_uploads)
         self._decodes = threading.BoundedSemaphore(limits.max_decodes)
-        self._lock = threading.Lock()
-        self._active: set[UploadStream] = set()
-        self._watchdog: threading.Thread | None = None
-        self._tick = min(1.0, limits.upload_idle_s / 4)
 
     @contextmanager
-    def upload(self, context: grpc.ServicerContext) -> Iterator[UploadStream]:
+    def upload(self) -> Iterator[None]:
         """Hold an upload slot for the block; raises LimitError when all are taken."""
         if not self._uploads.acquire(blocking=False):
             raise LimitError(
                 f"the server is already receiving {self.limits.max_uploads} uploads, its limit"
                 " (--max-uploads): try again shortly"
             )
-        stream = UploadStream(context, self._clock())
         try:
-            with self._lock:
-                self._active.add(stream)
-                if self._watchdog is None:
-                    self._watchdog = threading.Thread(
-                        target=self._watch, name="upload-watchdog", daemon=True
-                    )
-                    self._watchdog.start()
-            yield stream
+            yield
         finally:
-            with self._lock:
-                self._active.discard(stream)
             self._uploads.release()
 
-    def messages(self, stream: UploadStream, request_iterator: Iterator[Any]) -> Iterator[Any]:
-        """The stream's messages, each one resetting its idle timer. Raises
-        UploadTimeoutError when the watchdog cut the stream."""
-        it = iter(request_iterator)
-        try:
-            while True:
-                try:
-                    msg = next(it)
-                except StopIteration:
-                    return
-                except grpc.RpcError as e:
-                    why = stream.reason or "the client cancelled the upload"
-                    raise UploadTimeoutError(why) from e
-                stream.last = self._clock()
-                yield msg
-        finally:
-            stream.receiving = False
+    async def messages(self, requests: AsyncIterator[Any]) -> AsyncGenerator[Any, None]:
+        """The stream's messages, each within ``upload_idle_s`` of the one before and all
+        within ``upload_deadline_s`` of the call's start. Raises UploadTimeoutError when a
+        message is late (the caller aborts the call with DEADLINE_EXCEEDED).
 
-    def _watch(self) -> None:
-        while True:
-            time.sleep(self._tick)
-            now = self._clock()
-            with self._lock:
-                if not self._active:
-                    self._watchdog = None
-                    return
-                late = [s for s in self._active if s.receiving and not s.reason]
-            for s in late:
-                if now - s.last > self.limits.upload_idle_s:
-                    s.reason = (
-                        f"upload idle for more than {self.limits.upload_idle_s:g} s"
-                        " (--upload-idle-seconds): send the file without pauses"
-                    )
-                elif now - s.start > self.limits.upload_deadline_s:
-                    s.reason = (
-                        f"upload still arriving after {self.limits.upload_deadline_s:g} s,"
-                        " the server's limit per upload (--upload-deadline-seconds)"
-                    )
-                else:
-                    continue
-                _cancel(s.context, grpc.StatusCode.DEADLINE_EXCEEDED, s.reason)
+        The caller must not await anything else between messages (the timer cancels
+        whatever the task awaits), and closes the generator when it stops early
+        (`contextlib.aclosing`)."""
+        lim = self.limits
+        loop = asyncio.get_running_loop()
+        end = loop.time() + lim.upload_deadline_s
+        it = aiter(requests)
+        # one timer, moved on by each message (no task per message)
+        timer = asyncio.timeout(min(end, loop.time() + lim.upload_idle_s))
+        try:
+            async with timer:
+                async for msg in it:
+                    yield msg
+                    timer.reschedule(min(end, loop.time() + lim.upload_idle_s))
+        except TimeoutError as e:
+            if loop.time() < end - 1e-3:
+                raise UploadTimeoutError(
+                    f"upload idle for more than {lim.upload_idle_s:g} s"
+                    " (--upload-idle-seconds): send the file without pauses"
+                ) from e
+            raise UploadTimeoutError(
+                f"upload still arriving after {lim.upload_deadline_s:g} s,"
+                " the server's limit per upload (--upload-deadline-seconds)"
+            ) from e
 
     @contextmanager
-    def decode(self, context: grpc.ServicerContext) -> Iterator[None]:
-        """Hold a decode slot for the block, waiting up to ``decode_wait_s`` (or what is
-        left of the call's deadline, if less); raises LimitError when none frees up."""
-        left = context.time_remaining()
-        wait = self.limits.decode_wait_s if left is None else min(left, self.limits.decode_wait_s)
+    def decode(self, time_left: float | None) -> Iterator[None]:
+        """Hold a decode slot for the block, waiting up to ``decode_wait_s`` (or
+        ``time_left``, the seconds left of the call's deadline, if less); raises
+        LimitError when none frees up. Blocks: call from a pool thread."""
+        lim = self.limits
+        wait = lim.decode_wait_s if time_left is None else min(time_left, lim.decode_wait_s)
         if not self._decodes.acquire(timeout=max(0.0, wait)):
             raise LimitError(
-                f"the server is decoding {self.limits.max_decodes} files, its limit"
+                f"the server is decoding {lim.max_decodes} files, its limit"
                 f" (--max-decodes), and none finished within {wait:.0f} s: try again shortly"
             )
         try:
@@ -211,50 +170,157 @@ class UploadGate:
             self._decodes.release()
 
 
-class DeviceQuota:
-    """Per-device token buckets: claims and signed-claim bytes per minute.
+class QuotaStore(Protocol):
+    """Where servers sharing a log count each device's submissions (`provenance.store`)."""
 
-    `check` refuses a device whose bucket is empty; `charge` takes an accepted submission
-    out of it. Only verified submissions are charged, so nobody can spend another
-    device's quota with forged requests. ``clock`` returns monotonic seconds.
+    def add_quota_usage(
+        self, window: int, usage: Sequence[tuple[bytes, int, int]], keep_from: int
+    ) -> None: ...
+
+    def quota_usage(self, device_id: bytes, windows: Sequence[int]) -> list[tuple[int, int]]: ...
+
+
+#: Seconds between flushes of a server's counts to the store, and how long a device's
+#: count read from the store is reused: other servers' submissions show within about 2x.
+QUOTA_SYNC_S = 1.0
+
+
+class DeviceQuota:
+    """Per-device quotas: claims and signed-claim bytes per minute, counted in the store
+    so that every server of a log (several `prov serve` over one PostgreSQL) shares them.
+
+    A sliding-window counter (as in Cloudflare's and nginx's rate limiters): the count
+    of the current minute plus the previous minute's weighted by the part of it still
+    inside the last 60 s. `check` refuses a device at its quota; `charge` counts an
+    accepted submission here at once and in the store within QUOTA_SYNC_S (a thread
+    flushes the counts; each device's stored count is read at most once per
+    QUOTA_SYNC_S). Only verified submissions are charged, so nobody can spend another
+    device's quota with forged requests. ``store`` None counts in this process only;
+    ``clock`` returns seconds since the epoch.
     """
 
-    def __init__(self, limits: ServerLimits, clock: Callable[[], float] = time.monotonic) -> None:
-        self._per_min = (
-            float(limits.quota_claims_per_minute),
-            float(limits.quota_bytes_per_minute),
-        )
+    def __init__(
+        self,
+        limits: ServerLimits,
+        store: QuotaStore | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._per_min = (limits.quota_claims_per_minute, limits.quota_bytes_per_minute)
+        self._store = store
         self._clock = clock
         self._lock = threading.Lock()
-        self._buckets: dict[bytes, tuple[float, float, float]] = {}
+        # (device, minute) -> [claims, bytes] counted here and not yet in the store
+        self._pending: dict[tuple[bytes, int], list[int]] = {}
+        # (device, minute) -> [claims, bytes] counted here since the stored count was read
+        self._local: dict[tuple[bytes, int], list[int]] = {}
+        self._stored: dict[bytes, tuple[float, list[tuple[int, int]]]] = {}
+        self._flusher: threading.Thread | None = None
+        self._closed = threading.Event()
 
-    def _level(self, device_id: bytes, now: float) -> tuple[float, float]:
-        claims, nbytes, then = self._buckets.get(device_id, (*self._per_min, now))
-        refill = (now - then) / 60.0
+    def _used(self, device_id: bytes, now: float) -> tuple[float, float]:
+        """(claims, bytes) the device used in the 60 s before ``now``. Call locked."""
+        minute = int(now // 60)
+        windows = (minute - 1, minute)
+        at, stored = self._stored.get(device_id, (-1e18, [(0, 0), (0, 0)]))
+        if self._store is not None and now - at > QUOTA_SYNC_S:
+            stored = self._store.quota_usage(device_id, windows)
+            self._stored[device_id] = (now, stored)
+            for w in windows:  # counted here since: what is not in the store yet
+                pending = self._pending.get((device_id, w))
+                if pending is None:
+                    self._local.pop((device_id, w), None)
+                else:
+                    self._local[(device_id, w)] = list(pending)
+        counts = []
+        for w, (c, b) in zip(windows, stored, strict=True):
+            here = self._local.get((device_id, w), [0, 0])
+            counts.append((c + here[0], b + here[1]))
+        weight = 1.0 - (now % 60) / 60
         return (
-            min(self._per_min[0], claims + refill * self._per_min[0]),
-            min(self._per_min[1], nbytes + refill * self._per_min[1]),
+            counts[0][0] * weight + counts[1][0],
+            counts[0][1] * weight + counts[1][1],
         )
 
     def check(self, device_id: bytes, size: int) -> None:
-        """Raises LimitError when the device has used up a quota for now."""
-        with self._lock:
-            claims, nbytes = self._level(device_id, self._clock())
+        """Raises LimitError when the device has used up a quota for now (StorageError
+        when the store cannot be read)."""
         per_claims, per_bytes = self._per_min
-        if per_claims and claims < 1:
+        if not (per_claims or per_bytes):
+            return
+        with self._lock:
+            claims, nbytes = self._used(device_id, self._clock())
+        if per_claims and claims + 1 > per_claims:
             raise LimitError(
-                f"device {device_id.hex()[:16]} sent more than {per_claims:.0f} claims in a"
+                f"device {device_id.hex()[:16]} sent more than {per_claims} claims in a"
                 " minute, its quota (--quota-claims-per-minute): retry later"
             )
-        if per_bytes and nbytes < min(size, per_bytes):
+        if per_bytes and nbytes + min(size, per_bytes) > per_bytes:
             raise LimitError(
                 f"device {device_id.hex()[:16]} sent more than {per_bytes / 1024:.0f} KiB of"
                 " claims in a minute, its quota (--quota-claim-kb-per-minute): retry later"
             )
 
     def charge(self, device_id: bytes, size: int) -> None:
-        """Take one claim of ``size`` bytes out of the device's buckets."""
+        """Count one accepted claim of ``size`` bytes for the device."""
+        if not any(self._per_min):
+            return
         with self._lock:
-            now = self._clock()
-            claims, nbytes = self._level(device_id, now)
-            self._buckets[device_id] = (claims - 1, nbytes - size, now)
+            key = (device_id, int(self._clock() // 60))
+            if self._store is None and key not in self._local:  # no flush prunes them
+                for old in [k for k in self._local if k[1] < key[1] - 1]:
+                    del self._local[old]
+            for counts in (self._local, self._pending) if self._store else (self._local,):
+                c = counts.setdefault(key, [0, 0])
+                c[0] += 1
+                c[1] += size
+            if self._store is not None and self._flusher is None and not self._closed.is_set():
+                self._flusher = threading.Thread(
+                    target=self._flush_loop, name="quota-flush", daemon=True
+                )
+                self._flusher.start()
+
+    def flush(self) -> None:
+        """Add the counts not yet stored to the store (and drop counters older than the
+        previous minute). Raises StorageError when the store fails (the counts are kept
+        for the next flush)."""
+        if self._store is None:
+            return
+        now = self._clock()
+        minute = int(now // 60)
+        with self._lock:
+            pending, self._pending = self._pending, {}
+            for key in [k for k in self._local if k[1] < minute - 1]:
+                del self._local[key]
+            for dev in [d for d, (at, _) in self._stored.items() if now - at > 120]:
+                del self._stored[dev]
+        by_window: dict[int, list[tuple[bytes, int, int]]] = {}
+        for (device_id, w), (c, b) in pending.items():
+            by_window.setdefault(w, []).append((device_id, c, b))
+        try:
+            for w, usage in sorted(by_window.items()):
+                self._store.add_quota_usage(w, usage, keep_from=minute - 1)
+        except BaseException:
+            with self._lock:  # not lost: added again by the next flush
+                for key, (c, b) in pending.items():
+                    counts = self._pending.setdefault(key, [0, 0])
+                    counts[0] += c
+                    counts[1] += b
+            raise
+
+    def _flush_loop(self) -> None:
+        while not self._closed.wait(QUOTA_SYNC_S):
+            try:
+                self.flush()
+            except ProvenanceError as e:
+                log.warning("device quota counts not stored yet: %s", e)
+
+    def close(self) -> None:
+        """Stop the flushing thread and store what is counted (call before the store
+        closes; a store that fails now loses at most QUOTA_SYNC_S of counts)."""
+        self._closed.set()
+        if self._flusher is not None:
+            self._flusher.join()
+        try:
+            self.flush()
+        except ProvenanceError as e:
+            log.warning("device quota counts not stored: %s", e)

@@ -30,8 +30,9 @@ interceptor `MetricsInterceptor` (as Sunlight and grpc's own interceptors do).
 
 from __future__ import annotations
 
+import inspect
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
 
 import grpc
@@ -106,26 +107,67 @@ def serve_metrics(listen: str) -> int:
     return int(httpd.server_port)
 
 
-def _code(context: grpc.ServicerContext, unset: str) -> str:
-    """The status the handler set (``unset`` when it set none)."""
-    code = context.code()  # type: ignore[attr-defined]  # grpc has it since 1.38; the stub omits it
+def _code(code: Any, unset: str) -> str:
+    """The name of a status code (``unset`` when the handler set none)."""
     return unset if code is None else str(code.name)
 
 
+class _Recorder:
+    """A sync handler's context that remembers the status code it set (the asyncio
+    server's context for sync handlers cannot report it)."""
+
+    def __init__(self, context: Any) -> None:
+        self._context = context
+        self.code: Any = None
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._context, name)
+
+    def abort(self, code: grpc.StatusCode, details: str = "") -> None:
+        self.code = code
+        self._context.abort(code, details)
+
+    def set_code(self, code: grpc.StatusCode) -> None:
+        self.code = code
+        self._context.set_code(code)
+
+
+def _record(rpc: str, code: str, t0: float) -> None:
+    RPC_REQUESTS.labels(rpc, code).inc()
+    RPC_SECONDS.labels(rpc, code).observe(time.perf_counter() - t0)
+
+
 def _timed(behavior: Callable[..., Any], rpc: str) -> Callable[..., Any]:
-    def handle(request: Any, context: grpc.ServicerContext) -> Any:
+    if inspect.iscoroutinefunction(behavior):
+
+        async def handle_async(request: Any, context: Any) -> Any:
+            t0 = time.perf_counter()
+            code = "UNKNOWN"
+            try:
+                reply = await behavior(request, context)
+                code = _code(context.code(), "OK")
+                return reply
+            except BaseException:  # context.abort raises after setting the code
+                code = _code(context.code(), "UNKNOWN")
+                raise
+            finally:
+                _record(rpc, code, t0)
+
+        return handle_async
+
+    def handle(request: Any, context: Any) -> Any:
         t0 = time.perf_counter()
         code = "UNKNOWN"
+        recorder = _Recorder(context)
         try:
-            reply = behavior(request, context)
-            code = _code(context, "OK")
+            reply = behavior(request, recorder)
+            code = _code(recorder.code, "OK")
             return reply
         except Exception:  # context.abort raises after setting the code
-            code = _code(context, "UNKNOWN")
+            code = _code(recorder.code, "UNKNOWN")
             raise
         finally:
-            RPC_REQUESTS.labels(rpc, code).inc()
-            RPC_SECONDS.labels(rpc, code).observe(time.perf_counter() - t0)
+            _record(rpc, code, t0)
 
     return handle
 
@@ -139,24 +181,41 @@ def _counted(requests: Iterator[Any], rpc: str) -> Iterator[Any]:
         yield message
 
 
-class MetricsInterceptor(grpc.ServerInterceptor):
-    """Counts every RPC and its latency by method and status code; counts upload bytes
-    of client-streaming methods."""
+async def _counted_async(requests: AsyncIterator[Any], rpc: str) -> AsyncIterator[Any]:
+    counter = UPLOAD_BYTES.labels(rpc)
+    async for message in requests:
+        data = getattr(message, "data", None)
+        if isinstance(data, bytes) and data:
+            counter.inc(len(data))
+        yield message
 
-    def intercept_service(
-        self, continuation: Callable[[Any], Any], handler_call_details: Any
+
+def _streamed(behavior: Callable[..., Any], rpc: str) -> Callable[..., Any]:
+    """A client-streaming behavior whose upload bytes are counted, sync or async alike."""
+    if inspect.iscoroutinefunction(behavior):
+
+        async def inner_async(requests: Any, context: Any) -> Any:
+            return await behavior(_counted_async(requests, rpc), context)
+
+        return _timed(inner_async, rpc)
+    return _timed(lambda it, ctx: behavior(_counted(it, rpc), ctx), rpc)
+
+
+class MetricsInterceptor(grpc.aio.ServerInterceptor):
+    """Counts every RPC and its latency by method and status code; counts upload bytes
+    of client-streaming methods. For the asyncio server; handlers may be sync or async."""
+
+    async def intercept_service(
+        self, continuation: Callable[[Any], Awaitable[Any]], handler_call_details: Any
     ) -> Any:
-        handler = continuation(handler_call_details)
+        handler = await continuation(handler_call_details)
         if handler is None:
             return None
         rpc = str(handler_call_details.method).rsplit("/", 1)[-1]
         if handler.unary_unary is not None:
             return handler._replace(unary_unary=_timed(handler.unary_unary, rpc))
         if handler.stream_unary is not None:
-            inner = handler.stream_unary
-            return handler._replace(
-                stream_unary=_timed(lambda it, ctx: inner(_counted(it, rpc), ctx), rpc)
-            )
+            return handler._replace(stream_unary=_streamed(handler.stream_unary, rpc))
         if handler.unary_stream is not None:
             return handler._replace(unary_stream=_timed(handler.unary_stream, rpc))
         return handler._replace(stream_stream=_timed(handler.stream_stream, rpc))

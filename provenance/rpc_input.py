@@ -10,7 +10,8 @@ with INVALID_ARGUMENT naming the method and the parser's complaint.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+import inspect
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,6 +42,15 @@ def _message(method: str, bad: _Malformed) -> str:
 
 
 def _unary(behavior: Callable[..., Any], method: str) -> Callable[..., Any]:
+    if inspect.iscoroutinefunction(behavior):
+
+        async def handle_async(request: Any, context: Any) -> Any:
+            if isinstance(request, _Malformed):
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, _message(method, request))
+            return await behavior(request, context)
+
+        return handle_async
+
     def handle(request: Any, context: grpc.ServicerContext) -> Any:
         if isinstance(request, _Malformed):
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, _message(method, request))
@@ -57,22 +67,37 @@ def _checked(requests: Iterator[Any], method: str) -> Iterator[Any]:
         yield r
 
 
+async def _checked_async(requests: AsyncIterator[Any], method: str) -> AsyncIterator[Any]:
+    async for r in requests:
+        if isinstance(r, _Malformed):
+            raise ClaimError(_message(method, r))
+        yield r
+
+
 def _streaming(behavior: Callable[..., Any], method: str) -> Callable[..., Any]:
+    if inspect.iscoroutinefunction(behavior):
+
+        async def handle_async(requests: AsyncIterator[Any], context: Any) -> Any:
+            return await behavior(_checked_async(requests, method), context)
+
+        return handle_async
+
     def handle(requests: Iterator[Any], context: grpc.ServicerContext) -> Any:
         return behavior(_checked(requests, method), context)
 
     return handle
 
 
-class MalformedRequestInterceptor(grpc.ServerInterceptor):
-    """Server interceptor: see the module docstring. Stateless; one per server."""
+class MalformedRequestInterceptor(grpc.aio.ServerInterceptor):
+    """Server interceptor (asyncio server; sync or async handlers): see the module
+    docstring. Stateless; one per server."""
 
-    def intercept_service(
+    async def intercept_service(
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler[Any, Any] | None],
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Any]],
         handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler[Any, Any] | None:
-        handler = continuation(handler_call_details)
+    ) -> Any:
+        handler = await continuation(handler_call_details)
         if handler is None or handler.request_deserializer is None:
             return handler
         method = str(handler_call_details.method)
@@ -86,6 +111,4 @@ class MalformedRequestInterceptor(grpc.ServerInterceptor):
             behavior = getattr(handler, kind)
             if behavior is not None:
                 changes[kind] = wrap(behavior, method)
-        # grpc's handlers are namedtuples, but its stub declares no _replace
-        replaced: grpc.RpcMethodHandler[Any, Any] = handler._replace(**changes)  # type: ignore[attr-defined]  # namedtuple method
-        return replaced
+        return handler._replace(**changes)  # grpc's handlers are namedtuples

@@ -7,12 +7,15 @@ reflection, and the one mapping from our errors to gRPC status codes.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import hmac
+import inspect
 import logging
-from collections.abc import Callable, Iterator
+import threading
+from collections.abc import AsyncIterator, Callable, Coroutine
 from concurrent import futures
-from contextlib import ExitStack
+from contextlib import ExitStack, aclosing
 from dataclasses import dataclass, replace
 from datetime import timedelta
 from typing import Any, TypeVar, cast
@@ -49,7 +52,7 @@ from provenance.errors import (
     WitnessError,
 )
 from provenance.inspect import InspectConfig, Upload
-from provenance.limits import DeviceQuota, ServerLimits, UploadGate, UploadStream
+from provenance.limits import DeviceQuota, ServerLimits, UploadGate
 from provenance.media import SNIFF_BYTES, sniff_media_type
 from provenance.pipeline import (
     DetectorBackend,
@@ -101,10 +104,30 @@ def status_for(error: ProvenanceError) -> grpc.StatusCode:
 
 
 F = TypeVar("F", bound=Callable[..., Any])
+T = TypeVar("T")
 
 
 def _rpc(fn: F) -> F:
-    """Turn our errors into status codes; never let an unexpected error take the server down."""
+    """Turn our errors into status codes; never let an unexpected error take the server
+    down. Wraps sync handlers (run in the RPC thread pool) and async ones (run on the
+    event loop) alike."""
+    if inspect.iscoroutinefunction(fn):
+
+        @functools.wraps(fn)
+        async def wrapper_async(self: Any, request: Any, context: Any) -> Any:
+            try:
+                return await fn(self, request, context)
+            except ProvenanceError as e:
+                await context.abort(status_for(e), str(e))
+            except (asyncio.CancelledError, grpc.aio.AbortError):
+                raise
+            except Exception:
+                log.exception("unexpected error in %s", fn.__name__)
+                await context.abort(
+                    grpc.StatusCode.INTERNAL, "internal error; the server logged the details"
+                )
+
+        return cast(F, wrapper_async)
 
     @functools.wraps(fn)
     def wrapper(self: Any, request: Any, context: grpc.ServicerContext) -> Any:
@@ -191,13 +214,15 @@ class CapturesServicer(rpc.CapturesServicer):
         self.quota = quota
 
     @_rpc
-    def SubmitCapture(self, request: Any, context: grpc.ServicerContext) -> Any:
+    async def SubmitCapture(self, request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+        # On the event loop: the checks take well under a millisecond (the device key was
+        # checked at enrollment), and the group commit is awaited without a thread.
         if not request.HasField("signed_claim"):
             raise ClaimError("the request carries no signed claim")
         signed = wire.signed_from_pb(request.signed_claim)
         size = len(signed.claim_bytes)
         self.quota.check(signed.key_id, size)
-        res = self.s.submit(signed)
+        res = await self.s.submit_async(signed)
         if not res.duplicate:  # charged once verified and logged: forgeries cost nothing
             self.quota.charge(signed.key_id, size)
         return pb.SubmitCaptureResponse(
@@ -206,15 +231,24 @@ class CapturesServicer(rpc.CapturesServicer):
 
 
 class VerificationServicer(rpc.VerificationServicer):
-    def __init__(self, service: ProvenanceService, config: ServerConfig) -> None:
+    """Uploads are received on the event loop (a stalled stream holds no thread) and
+    verified in the RPC thread pool; Lookups run in their own pool of ``max_lookups``
+    threads."""
+
+    def __init__(
+        self, service: ProvenanceService, config: ServerConfig, pool: futures.Executor
+    ) -> None:
         self.s = service
         self.c = config
         self.p = VerificationPipeline(service, config.inspect, config.detector)
         self.gate = UploadGate(config.limits)
+        self.pool = pool
+        self.lookups = futures.ThreadPoolExecutor(
+            config.limits.max_lookups, thread_name_prefix="lookup"
+        )
+        self.lookups_admitted = 0  # running or queued; touched on the event loop only
 
-    def _receive(
-        self, request_iterator: Iterator[Any], upload: Upload, stream: UploadStream
-    ) -> Any:
+    async def _receive(self, requests: AsyncIterator[Any], upload: Upload) -> Any:
         """Read the header and every data chunk into ``upload``; return the header.
 
         Call inside an upload slot (`UploadGate.upload`): the stream is cut when it goes
@@ -223,12 +257,16 @@ class VerificationServicer(rpc.VerificationServicer):
         announced or received size passes the image limit. When the header's sidecar
         claims a chunked (video) binding with chunks of at least ``min_chunk_bytes``, the
         chunk hashes are computed as the bytes arrive."""
+        async with aclosing(self.gate.messages(requests)) as it:
+            return await self._read(it, upload)
+
+    async def _read(self, it: AsyncIterator[Any], upload: Upload) -> Any:
         lim = self.c.limits
-        it = self.gate.messages(stream, request_iterator)
-        first = next(it, None)
+        first = await anext(it, None)
         if first is None or first.WhichOneof("part") != "header":
             raise MediaError("the upload must start with a header message")
         header = first.header
+        upload.expected_bytes = header.size_bytes
         if header.HasField("sidecar") and header.chunk_hashes:
             chunk = sidecar_chunk_size(wire.signed_from_pb(header.sidecar))
             if chunk >= lim.min_chunk_bytes:
@@ -239,7 +277,9 @@ class VerificationServicer(rpc.VerificationServicer):
             )
         image: bool | None = None  # unknown until SNIFF_BYTES have arrived
         short = 0  # size of the previous message when it was under the minimum
-        for n, chunk in enumerate(it, 1):
+        n = 0
+        async for chunk in it:
+            n += 1
             if chunk.WhichOneof("part") != "data":
                 raise MediaError("a second header arrived in the middle of the upload")
             if short:
@@ -261,13 +301,36 @@ class VerificationServicer(rpc.VerificationServicer):
             )
         return header
 
-    @_rpc
-    def VerifyFile(self, request_iterator: Iterator[Any], context: grpc.ServicerContext) -> Any:
+    async def _uploaded(self, requests: AsyncIterator[Any], work: Callable[[Upload, Any], T]) -> T:
+        """Receive an upload in an upload slot, then ``work(upload, header)`` in a pool
+        thread. The thread owns the slot and the upload until it finishes, even when the
+        client goes away meanwhile, so cancelled calls never pile up past the limits."""
         with ExitStack() as held:
-            stream = held.enter_context(self.gate.upload(context))
+            held.enter_context(self.gate.upload())
             upload = held.enter_context(Upload(self.c.inspect.limits.max_bytes))
-            header = self._receive(request_iterator, upload, stream)
-            held.enter_context(self.gate.decode(context))
+            header = await self._receive(requests, upload)
+            owned = held.pop_all()
+
+        def job() -> T:
+            with owned:
+                return work(upload, header)
+
+        return await asyncio.shield(asyncio.get_running_loop().run_in_executor(self.pool, job))
+
+    @_rpc
+    async def VerifyFile(
+        self, requests: AsyncIterator[Any], context: grpc.aio.ServicerContext[Any, Any]
+    ) -> Any:
+        report = await self._uploaded(
+            requests, lambda upload, header: self._verify(upload, header, context.time_remaining)
+        )
+        return wire.report_to_pb(report)
+
+    def _verify(
+        self, upload: Upload, header: Any, time_left: Callable[[], float | None]
+    ) -> VerificationReport:
+        """The report on a received upload (in a pool thread, inside a decode slot)."""
+        with self.gate.decode(time_left()):
             sidecar = wire.signed_from_pb(header.sidecar) if header.HasField("sidecar") else None
             chunks = tuple(bytes(h) for h in header.chunk_hashes)
             receipt = (
@@ -276,11 +339,11 @@ class VerificationServicer(rpc.VerificationServicer):
                 else None
             )
             report = self.p.verify_upload(
-                upload, sidecar, chunks, header.detect, context.time_remaining, receipt
+                upload, sidecar, chunks, header.detect, time_left, receipt
             )
             if chunks and not upload.chunk_hashes and sidecar is not None:
                 report = self._unhashed_chunks(report, sidecar)
-        return wire.report_to_pb(report)
+        return report
 
     def _unhashed_chunks(
         self, report: VerificationReport, sidecar: SignedClaim
@@ -297,16 +360,36 @@ class VerificationServicer(rpc.VerificationServicer):
         return replace(report, reasons=(*report.reasons, note))
 
     @_rpc
-    def DetectFile(self, request_iterator: Iterator[Any], context: grpc.ServicerContext) -> Any:
-        with ExitStack() as held:
-            stream = held.enter_context(self.gate.upload(context))
-            upload = held.enter_context(Upload(self.c.inspect.limits.max_bytes))
-            self._receive(request_iterator, upload, stream)
-            held.enter_context(self.gate.decode(context))
-            return wire.detector_to_pb(self.p.detect_upload(upload))
+    async def DetectFile(
+        self, requests: AsyncIterator[Any], context: grpc.aio.ServicerContext[Any, Any]
+    ) -> Any:
+        block = await self._uploaded(
+            requests, lambda upload, _: self._detect(upload, context.time_remaining())
+        )
+        return wire.detector_to_pb(block)
+
+    def _detect(self, upload: Upload, time_left: float | None) -> dict[str, Any]:
+        """The detector block of a received upload (in a pool thread, in a decode slot)."""
+        with self.gate.decode(time_left):
+            return self.p.detect_upload(upload)
 
     @_rpc
-    def Lookup(self, request: Any, context: grpc.ServicerContext) -> Any:
+    async def Lookup(self, request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+        lim = self.c.limits
+        if self.lookups_admitted >= 2 * lim.max_lookups:
+            raise LimitError(
+                f"the server is already answering {lim.max_lookups} Lookup calls with as many"
+                f" waiting, its limit (--max-lookups): try again shortly"
+            )
+        self.lookups_admitted += 1
+        try:
+            loop = asyncio.get_running_loop()
+            return await loop.run_in_executor(self.lookups, self._lookup, request)
+        finally:
+            self.lookups_admitted -= 1
+
+    def _lookup(self, request: Any) -> Any:
+        """The Lookup reply (in a lookup thread). Raises LimitError or ClaimError."""
         lim = self.c.limits
         if len(request.queries) > lim.max_lookup_queries:
             raise LimitError(
@@ -409,43 +492,111 @@ class LogServicer(rpc.LogServicer):
         )
 
 
+class AioServer:
+    """A started `grpc.aio` server on its own event-loop thread, stopped from any thread
+    the way a `grpc.Server` is (`stop`, `wait_for_termination`)."""
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        thread: threading.Thread,
+        server: grpc.aio.Server,
+        pools: tuple[futures.ThreadPoolExecutor, ...],
+        quota: DeviceQuota,
+    ) -> None:
+        self._loop = loop
+        self._thread = thread
+        self._server = server
+        self._pools = pools
+        self._quota = quota
+        self._stopped = threading.Event()
+        self._lock = threading.Lock()
+
+    def _call(self, coro: Coroutine[Any, Any, T]) -> T:
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
+
+    def stop(self, grace: float | None = None) -> threading.Event:
+        """Stop serving: calls in flight get ``grace`` seconds (None: none) to finish.
+        Blocks until the server has stopped; returns an event that is set."""
+        with self._lock:
+            if not self._stopped.is_set():
+                self._call(self._server.stop(grace))
+                self._loop.call_soon_threadsafe(self._loop.stop)
+                self._thread.join()
+                self._loop.close()
+                for pool in self._pools:
+                    pool.shutdown(wait=False, cancel_futures=True)
+                self._quota.close()
+                self._stopped.set()
+        return self._stopped
+
+    def wait_for_termination(self, timeout: float | None = None) -> bool:
+        """Block until `stop` has finished (or ``timeout`` seconds); True if stopped."""
+        return self._stopped.wait(timeout)
+
+
 def create_server(
     address: str, service: ProvenanceService, config: ServerConfig
-) -> tuple[grpc.Server, int]:
+) -> tuple[AioServer, int]:
     """Build and start a gRPC server on ``address`` ("host:port"; port 0 picks one).
+
+    The server is `grpc.aio` on an event-loop thread of its own: submissions and upload
+    streams are served on the loop (no thread per call; `SubmitCapture` awaits the group
+    commit), the other RPCs and the verification of received uploads in a pool of
+    ``rpc_threads`` threads, Lookups in a pool of ``max_lookups``.
 
     Returns (server, bound port). Raises ProvenanceError when the address cannot be bound,
     also when another process listens on it (SO_REUSEPORT is off, so a second server on
     the same port is refused instead of sharing its connections).
     """
-    server = grpc.server(
-        futures.ThreadPoolExecutor(max_workers=config.limits.rpc_threads, thread_name_prefix="rpc"),
-        interceptors=[MalformedRequestInterceptor(), metrics.MetricsInterceptor()],
-        options=[
-            ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-            ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-            ("grpc.so_reuseport", 0),
-        ],
-    )
-    rpc.add_DeviceRegistryServicer_to_server(RegistryServicer(service, config), server)
-    rpc.add_CapturesServicer_to_server(
-        CapturesServicer(service, DeviceQuota(config.limits)), server
-    )
-    rpc.add_VerificationServicer_to_server(VerificationServicer(service, config), server)
-    rpc.add_LogServicer_to_server(LogServicer(service), server)
-    health_servicer = health.HealthServicer()
-    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    names = [pb.DESCRIPTOR.services_by_name[n].full_name for n in pb.DESCRIPTOR.services_by_name]
-    for name in ["", *names]:
-        health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-    reflection.enable_server_reflection(
-        [*names, health.SERVICE_NAME, reflection.SERVICE_NAME], server
-    )
+    lim = config.limits
+    pool = futures.ThreadPoolExecutor(max_workers=lim.rpc_threads, thread_name_prefix="rpc")
+    verification = VerificationServicer(service, config, pool)
+    quota = DeviceQuota(lim, service.store)  # shared by the servers of the store
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, name="grpc-aio", daemon=True)
+    thread.start()
+
+    async def start() -> tuple[grpc.aio.Server, int]:
+        server = grpc.aio.server(
+            migration_thread_pool=pool,
+            interceptors=[MalformedRequestInterceptor(), metrics.MetricsInterceptor()],
+            options=[
+                ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+                ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+                ("grpc.so_reuseport", 0),
+            ],
+        )
+        rpc.add_DeviceRegistryServicer_to_server(RegistryServicer(service, config), server)
+        rpc.add_CapturesServicer_to_server(CapturesServicer(service, quota), server)
+        rpc.add_VerificationServicer_to_server(verification, server)
+        rpc.add_LogServicer_to_server(LogServicer(service), server)
+        health_servicer = health.HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+        names = [
+            pb.DESCRIPTOR.services_by_name[n].full_name for n in pb.DESCRIPTOR.services_by_name
+        ]
+        for name in ["", *names]:
+            health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+        reflection.enable_server_reflection(
+            [*names, health.SERVICE_NAME, reflection.SERVICE_NAME], server
+        )
+        try:
+            port = server.add_insecure_port(address)
+        except RuntimeError as e:
+            raise ProvenanceError(f"cannot listen on {address}: {e}") from e
+        if port == 0:
+            raise ProvenanceError(f"cannot listen on {address}: the address is in use or invalid")
+        await server.start()
+        return server, port
+
     try:
-        port = server.add_insecure_port(address)
-    except RuntimeError as e:
-        raise ProvenanceError(f"cannot listen on {address}: {e}") from e
-    if port == 0:
-        raise ProvenanceError(f"cannot listen on {address}: the address is in use or invalid")
-    server.start()
-    return server, port
+        server, port = asyncio.run_coroutine_threadsafe(start(), loop).result()
+    except BaseException:
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join()
+        loop.close()
+        pool.shutdown(wait=False)
+        verification.lookups.shutdown(wait=False)
+        raise
+    return AioServer(loop, thread, server, (pool, verification.lookups), quota), port

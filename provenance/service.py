@@ -7,6 +7,7 @@ messages and calls these methods; tests and benchmarks can call them directly.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 import time
@@ -14,6 +15,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import cast
+
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from provenance import metrics, wire
 from provenance.binding import PerceptualHash
@@ -24,6 +28,7 @@ from provenance.c2pa.authority import (
 )
 from provenance.claims import Device, Receipt, SignedClaim
 from provenance.errors import (
+    ClaimError,
     EnrollmentError,
     LogError,
     LogIntegrityError,
@@ -32,6 +37,20 @@ from provenance.errors import (
     WitnessError,
 )
 from provenance.index_packs import load_index, write_packs
+from provenance.keyhistory import (
+    KeyEvent,
+    KeyEventKind,
+    KeySigner,
+    KeyState,
+    LoggedKeyEvent,
+    SignedKeyEvent,
+    admin_key,
+    in_force,
+    registry_problems,
+    replay,
+    sign_key_event,
+    verify_key_event,
+)
 from provenance.log import merkle
 from provenance.log.checkpoint import (
     LogSigner,
@@ -62,12 +81,15 @@ from provenance.timecheck import check_revocation_time, with_time_flags
 from provenance.verify import FileFacts, LoggedClaim, VerificationReport, decide
 from provenance.witness import WitnessStatus
 from provenance.witness.client import DEFAULT_TIMEOUT_S, Cosigner, WitnessSpec
-from provenance.writer import Appended, GroupCommitWriter, PendingClaim
+from provenance.writer import Appended, GroupCommitWriter, PendingClaim, PendingKeyEvent
 
 log = logging.getLogger(__name__)
 
 DEFAULT_ORIGIN = "media-provenance.local/log"
 DEFAULT_TOKEN_TTL = timedelta(hours=24)
+#: The store's meta key saying the registry's history is in the log (its value: the
+#: tree size when it was first logged).
+KEY_HISTORY_META = "key_history_since"
 #: Most video frame hashes of one query searched in the near-duplicate index.
 MAX_QUERY_FRAMES = 600
 
@@ -91,6 +113,9 @@ class ServiceConfig:
     follow_interval_s: how often a server over a shared store reads the other servers'
     appends into its near-duplicate index; mark_interval_s: how often the running server
     re-hashes what was appended and moves the verified mark (`provenance.startup`);
+    admin_token: the admin credential, from which the admin key that signs logged
+    enrollments (by token) and revocations is derived (`keyhistory.admin_key`); without
+    one, the log key signs them.
     witnesses: the witness policy whose cosignatures the server requests after each
     commit (`provenance.witness.client`), witness_quorum: how many must cosign a
     checkpoint (0: all), witness_timeout_s: per request, witness_interval_s: least time
@@ -105,6 +130,7 @@ class ServiceConfig:
     full_check: bool = False
     follow_interval_s: float = 0.25
     mark_interval_s: float = 60.0
+    admin_token: str | None = None
     witnesses: tuple[WitnessSpec, ...] = ()
     witness_quorum: int = 0
     witness_timeout_s: float = DEFAULT_TIMEOUT_S
@@ -146,12 +172,21 @@ class ProvenanceService:
             #: requests witness cosignatures of new checkpoints, or None without a policy
             self.cosigner = self._start_cosigner()
             self.writer = GroupCommitWriter(self.store, self.signer, clock, self._after_commit)
+            self._admin = (
+                KeySigner.of(admin_key(config.admin_token))
+                if config.admin_token
+                else KeySigner(self.signer.public_key, self.signer.sign_message)
+            )
+            self._log_key_history()
             self._stop = threading.Event()
             self._upkeep = threading.Thread(
                 target=self._upkeep_loop, name="log-upkeep", daemon=True
             )
             self._upkeep.start()
         except BaseException:
+            writer: GroupCommitWriter | None = getattr(self, "writer", None)
+            if writer is not None:
+                writer.close()
             cosigner: Cosigner | None = getattr(self, "cosigner", None)
             if cosigner is not None:
                 cosigner.close()
@@ -201,6 +236,46 @@ class ProvenanceService:
         if latest is not None and (latest[0] > remembered or not self._memo.path.exists()):
             remember_checkpoint(self._memo.path, latest[1])
 
+    def _log_key_history(self) -> None:
+        """On the first start of a database that predates key history, log an enrollment
+        (and a revocation, where the row has one) for every registry row, marked
+        ``backfilled``: from then on the rows are checked against the log. A row edited
+        before the upgrade cannot be told from an honest one."""
+        if self.store.get_meta(KEY_HISTORY_META) is not None:
+            return
+        with self.store.append() as txn:
+            rows = txn.all_devices()
+        pending: list[PendingKeyEvent] = []
+        for d in rows:
+            if self.store.key_event_entries(d.device_id):
+                continue  # logged by another server starting at the same time
+            enrolled = KeyEvent(
+                KeyEventKind.ENROLLMENT,
+                d.device_id,
+                d.enrolled_at,
+                public_key=d.public_key,
+                authorised_by="backfill",
+                backfilled=True,
+            )
+            events = [enrolled]
+            if d.revoked_at is not None:
+                events.append(
+                    replace(
+                        enrolled,
+                        kind=KeyEventKind.REVOCATION,
+                        effective_at=d.revoked_at,
+                        public_key=b"",
+                        reason=d.revocation_reason,
+                    )
+                )
+            for ev in events:
+                signed = sign_key_event(self._admin, wire.encode_key_event(ev))
+                pending.append(PendingKeyEvent(signed, ev, backfill=True))
+        if pending:
+            self.writer.submit_key_events(pending)
+            log.info("logged the key history of %d existing devices", len(rows))
+        self.store.setdefault_meta(KEY_HISTORY_META, str(self.store.tree_size()))
+
     def _start_cosigner(self) -> Cosigner | None:
         """The witness policy's cosigner, already asked to cosign the latest checkpoint."""
         cfg = self.config
@@ -243,7 +318,7 @@ class ProvenanceService:
         metrics.APPENDS.inc(len(appended))
         if self.cosigner is not None:
             self.cosigner.submit(size, note)
-        if appended and self._memo is not None:
+        if self._memo is not None:
             self._memo.update(size, note)
         with self._index_lock:
             if appended and appended[0][0] == self._indexed:
@@ -369,10 +444,28 @@ class ProvenanceService:
             chain = issue_device_certificate(
                 self.authority, public_key, device_id.hex(), now=now
             ).decode()
-        device = self.store.enroll(
-            token_hash(token) if token else None, Device(device_id, public_key, now), now, chain
+        ev = KeyEvent(
+            KeyEventKind.ENROLLMENT,
+            device_id,
+            now,
+            public_key=public_key,
+            authorised_by="token" if token else "certificate",
         )
-        return device, chain
+        signer = self._admin
+        if not token:
+            assert self.authority is not None  # a certificate enrollment needs one
+            ca = self.authority.private_key
+            raw = ca.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+            signer = KeySigner(raw, ca.sign)
+        got = self.writer.submit_key_event(
+            PendingKeyEvent(
+                sign_key_event(signer, wire.encode_key_event(ev)),
+                ev,
+                token_hash(token) if token else None,
+                certificate_pem=chain,
+            )
+        )
+        return got.device, chain
 
     def revoke(self, device_id: bytes, reason: str, effective_at: datetime | None) -> Device:
         """Revoke a device key from ``effective_at`` (None: now). Raises ClaimError for a
@@ -380,10 +473,60 @@ class ProvenanceService:
         takes effect now or earlier) and UnknownDeviceError for an unknown device."""
         now = self.clock()
         check_revocation_time(effective_at, now)
-        return self.store.revoke(device_id, effective_at or now, reason)
+        ev = KeyEvent(
+            KeyEventKind.REVOCATION,
+            device_id,
+            effective_at or now,
+            reason=reason,
+            authorised_by="admin",
+        )
+        signed = sign_key_event(self._admin, wire.encode_key_event(ev))
+        return self.writer.submit_key_event(PendingKeyEvent(signed, ev)).device
 
     def get_device(self, device_id: bytes) -> Device:
+        """The registry row as stored (`prov log audit` compares it with the log)."""
         return self.store.get_device(device_id)
+
+    def key_state(self, device_id: bytes, revocations_only: bool = False) -> KeyState | None:
+        """What the log's key-history entries say of a device (None: nothing logged).
+
+        Raises LogIntegrityError when a key-history entry indexed for the device does not
+        decode, is not a key event of that device, or its signature does not verify."""
+        events: list[LoggedKeyEvent] = []
+        for idx, data in self.store.key_event_entries(device_id, revocations_only):
+            try:
+                signed, at = wire.decode_entry(data)
+                if not isinstance(signed, SignedKeyEvent):
+                    raise ClaimError("it is a claim, not a key event")
+                verify_key_event(signed)
+                ev = wire.decode_key_event(signed.event_bytes)
+            except ProvenanceError as e:
+                raise LogIntegrityError(
+                    f"key-history entry {idx} of device {device_id.hex()} is damaged: {e}"
+                ) from e
+            if ev.device_id != device_id:
+                raise LogIntegrityError(
+                    f"key-history entry {idx} is indexed under device {device_id.hex()} but"
+                    " names another: the database was edited behind the log's back"
+                )
+            events.append(LoggedKeyEvent(idx, at, signed, ev))
+        return replay(events).get(device_id)
+
+    def device_in_force(self, row: Device, notes: list[str] | None = None) -> Device:
+        """The registry row with the revocation the log holds (`keyhistory.in_force`): an
+        edited row can make a verdict stricter, never more lenient. Where the row and the
+        log disagree, a sentence is added to ``notes`` (and the server's log)."""
+        state = self.key_state(row.device_id)
+        problems = registry_problems(state, row) if state is not None else []
+        if problems:
+            log.warning("registry disagrees with the key history: %s", "; ".join(problems))
+            if notes is not None:
+                notes.extend(
+                    f"note: the registry disagrees with the logged key history ({p}); the"
+                    " verdict uses the log's revocation"
+                    for p in problems
+                )
+        return in_force(row, state)
 
     # ---------------------------------------------------------------- submissions
 
@@ -396,6 +539,31 @@ class ProvenanceService:
         confirm in time, LogIntegrityError when the stored log no longer matches its
         checkpoints.
         """
+        admitted = self.admit(signed)
+        if isinstance(admitted, Appended):
+            return admitted
+        return self.writer.submit(admitted)
+
+    async def submit_async(self, signed: SignedClaim, timeout: float = 30.0) -> Appended:
+        """`submit` for an asyncio caller: the checks run on the calling (event loop)
+        thread and the wait for the group commit holds no thread. Raises as `submit`."""
+        admitted = self.admit(signed)
+        if isinstance(admitted, Appended):
+            return admitted
+        # shielded: a cancelled wait (timeout, client gone) must not cancel the writer's
+        # future, which the writer thread completes whatever happens
+        done = asyncio.shield(asyncio.wrap_future(self.writer.enqueue(admitted)))
+        try:
+            return cast(Appended, await asyncio.wait_for(done, timeout))
+        except TimeoutError as e:
+            raise StorageError(
+                f"the log did not confirm the submission within {timeout:g} s; it may still"
+                " be recorded: submit it again (a replay returns its receipt)"
+            ) from e
+
+    def admit(self, signed: SignedClaim) -> Appended | PendingClaim:
+        """The checks of `submit` before the writer: the claim ready to log, or the
+        original receipt of a replay. Raises as `submit`."""
         claim = wire.decode_claim(signed.claim_bytes)
         check_claim_shape(signed, claim)
         device = self.store.get_device(signed.key_id)
@@ -403,12 +571,13 @@ class ProvenanceService:
         old = self.store.leaf_by_claim_hash(signed.claim_hash)
         if old is not None:
             return Appended(self._receipt(old), True)
-        check_not_revoked(device, self.clock())
-        return self.writer.submit(PendingClaim(signed, claim))
+        logged = self.key_state(device.device_id, revocations_only=True)
+        check_not_revoked(in_force(device, logged), self.clock())
+        return PendingClaim(signed, claim)
 
     # ---------------------------------------------------------------- verification
 
-    def _logged(self, rec: LeafRecord) -> LoggedClaim:
+    def _logged(self, rec: LeafRecord, notes: list[str] | None = None) -> LoggedClaim:
         """The logged claim of a leaf, its receipt checked against the log key.
 
         Raises LogIntegrityError when the entry or its receipt no longer verify: the
@@ -433,7 +602,7 @@ class ProvenanceService:
             signed_claim=signed,
             claim=claim,
             receipt=receipt,
-            device=device,
+            device=self.device_in_force(device, notes),
             chain_linked=rec.chain_linked,
             receipt_verified=True,
         )
@@ -454,8 +623,25 @@ class ProvenanceService:
         Raises LogIntegrityError when a log record found for the file is damaged, and
         StorageError when the store cannot be read."""
         now = self.clock()
+        notes: list[str] = []
+        report = self._verify(now, notes, facts, sidecar, sidecar_chunk_hashes, sidecar_receipt)
+        if not notes:
+            return report
+        return replace(report, reasons=(*report.reasons, *dict.fromkeys(notes)))
+
+    def _verify(
+        self,
+        now: datetime,
+        notes: list[str],
+        facts: FileFacts,
+        sidecar: SignedClaim | None,
+        sidecar_chunk_hashes: tuple[bytes, ...],
+        sidecar_receipt: Receipt | None,
+    ) -> VerificationReport:
         hashes = [facts.sha256] + ([facts.content_sha256] if facts.content_sha256 else [])
-        exact = [self._logged(r) for h in hashes for r in self.store.leaves_by_file_sha256(h)]
+        exact = [
+            self._logged(r, notes) for h in hashes for r in self.store.leaves_by_file_sha256(h)
+        ]
         unusable = None
         claim = None
         if sidecar is not None:
@@ -471,7 +657,7 @@ class ProvenanceService:
             []
             if exact
             else [
-                self._logged(rec)
+                self._logged(rec, notes)
                 for idx in self._near_candidates(facts.soft_bindings + facts.dihedral_soft_bindings)
                 if (rec := self.store.leaf_by_index(idx)) is not None
             ]
@@ -482,6 +668,7 @@ class ProvenanceService:
                 report if unusable is None else replace(report, reasons=(*report.reasons, unusable))
             )
         rec = self.store.leaf_by_claim_hash(sidecar.claim_hash)
+        sidecar_row = self.store.find_device(sidecar.key_id)
         report = with_time_flags(
             decide(
                 facts,
@@ -490,8 +677,8 @@ class ProvenanceService:
                 near=near,
                 sidecar=sidecar,
                 sidecar_claim=claim,
-                sidecar_device=self.store.find_device(sidecar.key_id),
-                sidecar_logged=self._logged(rec) if rec else None,
+                sidecar_device=(self.device_in_force(sidecar_row, notes) if sidecar_row else None),
+                sidecar_logged=self._logged(rec, notes) if rec else None,
                 sidecar_chunk_hashes=sidecar_chunk_hashes,
             )
         )

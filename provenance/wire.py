@@ -27,6 +27,7 @@ from provenance.claims import (
     Verdict,
 )
 from provenance.errors import BindingError, ClaimError
+from provenance.keyhistory import KeyEvent, KeyEventKind, SignedKeyEvent
 from provenance.v1 import provenance_pb2 as pb
 from provenance.verify import (
     ClaimEvidence,
@@ -185,20 +186,94 @@ def log_entry_columns(data: bytes) -> tuple[bytes, bytes, int, bytes, int]:
     since the epoch) of leaf data, from the raw protobuf fields without building a claim
     or a datetime: what the store indexes a leaf by, for the start-up check.
 
+    A key-history entry is indexed by (its event hash, device id, 0, no file hash, time).
     Raises ClaimError when the bytes are not a log entry or its claim does not parse.
     """
     e = _parse(pb.LogEntry, data, "log entry")
-    c = _parse(pb.Claim, e.signed_claim.claim, "claim")
     t = e.integrated_at
     at_us = t.seconds * 1_000_000 + t.nanos // 1000 if t.nanos % 1000 == 0 else -1
+    if e.HasField("key_event"):
+        k = e.key_event
+        event = _parse(pb.KeyEvent, k.event, "key event")
+        signed = SignedKeyEvent(bytes(k.event), bytes(k.signer_public_key), bytes(k.signature))
+        return signed.event_hash, bytes(event.device_id), 0, b"", at_us
+    c = _parse(pb.Claim, e.signed_claim.claim, "claim")
     claim_hash = hashlib.sha256(e.signed_claim.claim).digest()
     return claim_hash, bytes(c.device_id), int(c.sequence), bytes(c.hard_binding.sha256), at_us
 
 
 def decode_log_entry(data: bytes) -> tuple[SignedClaim, datetime]:
-    """Leaf data -> (signed claim, integration time); raises ClaimError when malformed."""
+    """Leaf data of a claim -> (signed claim, integration time); raises ClaimError when
+    malformed or when the leaf is a key-history entry (`decode_entry` reads both)."""
+    got, integrated_at = decode_entry(data)
+    if isinstance(got, SignedKeyEvent):
+        raise ClaimError("this log entry is a key-history entry (enrollment or revocation)")
+    return got, integrated_at
+
+
+def decode_entry(data: bytes) -> tuple[SignedClaim | SignedKeyEvent, datetime]:
+    """Leaf data -> (signed claim or signed key event, integration time); raises
+    ClaimError when malformed. A leaf with ``key_event`` set is key history; every other
+    leaf (all leaves written before key history existed) is a claim."""
     m = _parse(pb.LogEntry, data, "log entry")
-    return signed_from_pb(m.signed_claim), ts_from_pb(m.integrated_at, "the integration time")
+    at = ts_from_pb(m.integrated_at, "the integration time")
+    if m.HasField("key_event"):
+        if m.HasField("signed_claim"):
+            raise ClaimError("a log entry holds both a claim and a key event")
+        k = m.key_event
+        return SignedKeyEvent(bytes(k.event), bytes(k.signer_public_key), bytes(k.signature)), at
+    return signed_from_pb(m.signed_claim), at
+
+
+def is_key_event_entry(data: bytes) -> bool:
+    """Whether leaf data is a key-history entry (one protobuf parse, nothing converted:
+    what an audit asks of every entry); raises ClaimError when malformed."""
+    return bool(_parse(pb.LogEntry, data, "log entry").HasField("key_event"))
+
+
+def encode_key_event_entry(signed: SignedKeyEvent, integrated_at: datetime) -> bytes:
+    """The leaf data of a key-history entry: the signed key event and the server's
+    integration time (`provenance.keyhistory`)."""
+    return pb.LogEntry(
+        key_event=pb.SignedKeyEvent(
+            event=signed.event_bytes,
+            signer_public_key=signed.signer_public_key,
+            signature=signed.signature,
+        ),
+        integrated_at=ts_to_pb(integrated_at),
+    ).SerializeToString(deterministic=True)
+
+
+def encode_key_event(ev: KeyEvent) -> bytes:
+    """A `KeyEvent` serialized once, to be signed (`keyhistory.sign_key_event`)."""
+    return pb.KeyEvent(
+        kind=cast(pb.KeyEvent.Kind, int(ev.kind)),
+        device_id=ev.device_id,
+        public_key=ev.public_key,
+        effective_at=ts_to_pb(ev.effective_at),
+        reason=ev.reason,
+        authorised_by=ev.authorised_by,
+        backfilled=ev.backfilled,
+    ).SerializeToString(deterministic=True)
+
+
+def decode_key_event(data: bytes) -> KeyEvent:
+    """Signed KeyEvent bytes -> `KeyEvent`; raises ClaimError when malformed or of an
+    unknown kind."""
+    m = _parse(pb.KeyEvent, data, "key event")
+    try:
+        kind = KeyEventKind(m.kind)
+    except ValueError as e:
+        raise ClaimError(f"key event of unknown kind {m.kind}") from e
+    return KeyEvent(
+        kind=kind,
+        device_id=bytes(m.device_id),
+        effective_at=ts_from_pb(m.effective_at, "the key event's time"),
+        public_key=bytes(m.public_key),
+        reason=m.reason,
+        authorised_by=m.authorised_by,
+        backfilled=m.backfilled,
+    )
 
 
 def receipt_to_pb(r: Receipt) -> pb.Receipt:

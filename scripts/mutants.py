@@ -246,11 +246,15 @@ _RESET = (
     _MUTANTS
     + """
 from mutmut.configuration import config
-try:
-    old = json.load(open("mutants/mutmut-stats.json"))["config_fingerprint"]
-except (OSError, ValueError, KeyError):
-    old = {}
+old = {}
+for saved in ("mutants/mutmut-stats.json", "../fingerprint.json"):
+    try:
+        old = json.load(open(saved))["config_fingerprint"]
+        break
+    except (OSError, ValueError, KeyError):
+        pass
 new = config().config_fingerprint()
+json.dump({"config_fingerprint": new}, open("../fingerprint.json", "w"))
 changed = {group for group in new if old.get(group) != new[group]}
 kept = {}
 for path, m, name, code, func_hash in mutants():
@@ -295,10 +299,10 @@ def _prepare_keep(reset: bool) -> dict[str, str]:
     and only killed verdicts are kept.
     """
     stats = WORK / "mutants" / "mutmut-stats.json"
-    if not stats.exists():
-        return {}
+    if not stats.exists() and not (STAGE / "fingerprint.json").exists():
+        return {}  # no run to keep: mutmut tests every mutant
     kept = dict(_in_stage(_RESET)) if reset else {}
-    stats.unlink()
+    stats.unlink(missing_ok=True)
     return kept
 
 
@@ -446,7 +450,9 @@ def _run_line(run: dict[str, Any], total: int) -> str:
         f" {run['children']} workers on this machine"
     )
     if run.get("names"):
-        line += "; it tested only the mutants matching " + " ".join(f"`{n}`" for n in run["names"])
+        names = run["names"]
+        line += "; it tested only the mutants matching " + " ".join(f"`{n}`" for n in names[:5])
+        line += f" and {len(names) - 5} more globs" if len(names) > 5 else ""
     elif run["reused"]:
         line += (
             f"; {total - run['reused']} mutants tested, {run['reused']} killed verdicts"
@@ -513,11 +519,33 @@ def _markdown(doc: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--keep", action="store_true", help="reuse the last run's results")
-    parser.add_argument("--report-only", action="store_true", help="only rewrite the report")
-    parser.add_argument("--max-children", type=int, default=os.cpu_count() or 1)
-    parser.add_argument("names", nargs="*", help="only these mutants (globs, with --keep)")
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0]
+        + " A fresh run tests every mutant (about an hour on 2 idle cores). Exit status 0"
+        " when every mutant ran, the behaviour score is at least 90% and every survivor"
+        " has a reason; 1 otherwise."
+    )
+    parser.add_argument(
+        "--keep",
+        action="store_true",
+        help="reuse the last run: keep the killed verdicts of functions whose source is"
+        " unchanged, test every other mutant again (minutes)",
+    )
+    parser.add_argument(
+        "--report-only", action="store_true", help="only rewrite the report from the last run"
+    )
+    parser.add_argument(
+        "--max-children",
+        type=int,
+        default=os.cpu_count() or 1,
+        help="mutants tested at once (default: the number of CPUs)",
+    )
+    parser.add_argument(
+        "names",
+        nargs="*",
+        help="with --keep: test only the mutants matching these globs, e.g."
+        " 'provenance.verify.*' (the others keep their verdicts)",
+    )
     args = parser.parse_args(argv)
     if args.report_only:
         return report(None)

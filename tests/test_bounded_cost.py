@@ -28,7 +28,14 @@ from clients.api import ProvenanceClient, Query
 from clients.scan.worker import _lookup_part
 from provenance.binding import PerceptualHash
 from provenance.claims import Claim, HardBinding, SignedClaim
-from provenance.errors import ConfigError, LimitError, MediaTooLargeError, TransportError
+from provenance.errors import (
+    ConfigError,
+    LimitError,
+    MediaError,
+    MediaTooLargeError,
+    TransportError,
+)
+from provenance.inspect import MEMORY_DIR, Upload
 from provenance.keys import DeviceKey
 from provenance.limits import DeviceQuota, ServerLimits
 from provenance.media import decode_image
@@ -125,7 +132,7 @@ def test_stalled_uploads_do_not_block_checkpoint_or_submit(
                 time.sleep(0.1)
             assert c.checkpoint().startswith("media-provenance.local/log")
             receipt, _ = c.submit(signed_claim(key, 2))
-            assert receipt.leaf_index == 1
+            assert receipt.leaf_index == 2  # after the enrollment and claim 1
             done = [f for f in futs if f.done()]
             assert len(done) == over
             assert {_code(f) for f in done} == {grpc.StatusCode.RESOURCE_EXHAUSTED}
@@ -393,12 +400,12 @@ def test_get_entries_reply_never_outgrows_the_message_limit(server: ServerProc) 
             claim = replace(_claim(key, seq, ""), soft_bindings=frames, metadata={})
             c.submit(sign_claim(key, claim))
         first, nxt = c.entries(0, 1000)
-        assert 0 < len(first) == nxt < 50
+        assert 0 < len(first) == nxt < 51
         got = list(first)
-        while nxt < 50:
+        while nxt < 51:  # the enrollment and 50 claims
             page, nxt = c.entries(nxt, 1000)
             got += page
-    assert len(got) == 50 and sum(map(len, first)) < MAX_MESSAGE_BYTES
+    assert len(got) == 51 and sum(map(len, first)) < MAX_MESSAGE_BYTES
 
 
 def test_second_serve_on_a_port_in_use_fails_clearly(tmp_path: Path, server: ServerProc) -> None:
@@ -468,10 +475,10 @@ def test_full_disk_answers_storage_unavailable_and_loses_nothing(server: ServerP
         assert err.code == "UNAVAILABLE", err
         assert "disk" in str(err) and "rollback" not in str(err)
         assert acked > 0
-        for i in range(acked):
+        for i in range(acked + 1):  # leaf 0: the enrollment
             assert c.inclusion_proof(0, leaf_index=i)[0] == i
         receipt, dup = c.submit(refused)
-        assert (receipt.leaf_index, dup) == (acked, False)
+        assert (receipt.leaf_index, dup) == (acked + 1, False)
 
 
 def test_per_device_quota_refuses_a_flooding_device(
@@ -519,8 +526,9 @@ def test_server_limits_refuse_uploads_taking_every_thread(tmp_path: Path) -> Non
 
 
 def test_device_quota_refills_over_a_minute() -> None:
-    """The quota is a token bucket: spent, it refills at its per-minute rate."""
-    now = [0.0]
+    """The quota is a sliding window of one minute: spent, it comes back as the minute
+    of the spending slides out of the last 60 s."""
+    now = [60.0]
     quota = DeviceQuota(ServerLimits(quota_claims_per_minute=2), clock=lambda: now[0])
     dev = b"d" * 32
     for _ in range(2):
@@ -528,9 +536,51 @@ def test_device_quota_refills_over_a_minute() -> None:
         quota.charge(dev, 100)
     with pytest.raises(LimitError):
         quota.check(dev, 100)
-    now[0] = 30.0  # half a minute: one claim's worth back
+    now[0] = 150.0  # half of the spending minute is still inside the last 60 s: one back
     quota.check(dev, 100)
     quota.charge(dev, 100)
     with pytest.raises(LimitError):
         quota.check(dev, 100)
     quota.check(b"e" * 32, 100)
+
+
+def test_concurrent_lookups_past_the_cap_are_refused_and_cheap_calls_still_answer(
+    tmp_path: Path, srv_factory: list[ServerProc]
+) -> None:
+    """With --max-lookups 1, one Lookup runs and one waits; further concurrent ones are
+    refused at once with RESOURCE_EXHAUSTED naming the flag, checkpoints still answer,
+    and every Lookup admitted gets its reply."""
+    srv = _start(srv_factory, tmp_path / "p.db", "--max-lookups", "1")
+    stub = _stub(srv.address)
+    heavy = pb.LookupRequest(queries=[_query(16) for _ in range(1000)])  # 16,000 hashes
+    with ProvenanceClient(srv.address, ADMIN_TOKEN) as c:
+        c.submit(signed_claim(enroll_key(c), 1))
+        futs = [stub.Lookup.future(heavy, timeout=120) for _ in range(8)]
+        assert c.checkpoint().startswith("media-provenance.local/log")
+    codes = [_code(f) for f in futs]
+    refused = [f for f in futs if _code(f) is grpc.StatusCode.RESOURCE_EXHAUSTED]
+    assert codes.count(grpc.StatusCode.OK) >= 2, codes
+    assert refused and set(codes) == {grpc.StatusCode.OK, grpc.StatusCode.RESOURCE_EXHAUSTED}
+    assert "--max-lookups" in refused[0].exception().details()
+    assert len(stub.Lookup(heavy, timeout=120).results) == 1000  # slots freed
+
+
+def test_upload_of_non_media_bytes_keeps_only_its_head() -> None:
+    """Bytes of no known media type are hashed and dropped as they stream in: no buffer
+    grows and nothing is written to a file; a video is spilled for its decoder."""
+    data = b"not media\n" + os.urandom(3 << 20)
+    with Upload(max_bytes=8 << 20, inline_bytes=1 << 20) as up:
+        for i in range(0, len(data), 1 << 16):
+            up.write(data[i : i + (1 << 16)])
+        assert (up.size, up.sha256) == (len(data), hashlib.sha256(data).digest())
+        assert up.head(10) == b"not media\n" and not up.kept and up.path() is None
+        with pytest.raises(MediaError, match="not kept"):
+            up.data()
+    mp4 = (SAMPLES / "fabric_pattern.mp4").read_bytes()
+    with Upload(max_bytes=8 << 20, expected_bytes=len(mp4)) as up:
+        up.write(mp4)
+        path = up.path()
+        assert up.kept and path is not None
+        assert Path(path).read_bytes() == mp4
+        if MEMORY_DIR is not None:
+            assert path.startswith(MEMORY_DIR)

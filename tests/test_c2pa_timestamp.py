@@ -15,6 +15,8 @@ from __future__ import annotations
 import json
 import random
 import shutil
+import socket
+import threading
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -23,6 +25,8 @@ from pathlib import Path
 import pytest
 from conftest import SAMPLES, Cli, ServerProc, start_server
 from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
 from inproc import Clock, open_inproc
 from rfc3161_client import HashAlgorithm, TimestampRequestBuilder, decode_timestamp_response
 from test_c2pa_writer import (  # noqa: F401 (pool, authority, device, chain: fixtures)
@@ -43,10 +47,14 @@ from provenance.c2pa.authority import Authority, issue_device_certificate
 from provenance.c2pa.reader import with_tsa_roots
 from provenance.c2pa.signing_time import SigningTimePolicy, TimeSource, assess_signing_time
 from provenance.c2pa.timestamp import (
+    MAX_TOKEN_BYTES,
+    MAX_TOKEN_CERTIFICATES,
     TimestampAuthority,
     TsaTrust,
     attach_token,
     read_claim_signature,
+    request_token,
+    timestamping_signer,
     verify_token,
 )
 from provenance.c2pa.writer import embed_manifest
@@ -304,6 +312,28 @@ def test_log_receipt_proves_the_time_without_a_token(
         result = read_c2pa(copy, "image/jpeg", None, pool=pool, signing_time=policy)
         assert result.signing_time is not None
         assert "for other content than this file" in result.signing_time.problems[0]
+
+        # another device re-signs this capture with its own (expiring) certificate and
+        # borrows the first device's genuine receipt: it does not date the other key
+        thief = log.enroll()
+        thief_chain = issue_device_certificate(
+            authority, thief.key.public_key, thief.key.key_id.hex(), now=datetime.now(UTC)
+        )
+        borrowed = tmp_path / "borrowed.png"
+        embed_manifest(
+            src,
+            borrowed,
+            "image/png",
+            thief.key,
+            thief_chain,
+            json.loads(encode_sidecar(sidecar)),
+            appended.receipt.checkpoint,
+        )
+        result = read_c2pa(borrowed, "image/png", None, pool=pool, signing_time=policy)
+        st = result.signing_time
+        assert st is not None and st.source is TimeSource.CURRENT_TIME
+        assert "by another key than the C2PA signer" in st.problems[0]
+        assert "signingCredential.expired" in result.validation_codes
     finally:
         log.service.close()
         other_log.service.close()
@@ -435,6 +465,16 @@ def test_damaged_tokens_and_signature_boxes_give_reasons_not_crashes(
         except TimestampError:
             outcomes.add("refused")
     assert "refused" in outcomes
+    lenient = random.Random(11)  # the EKU check of a token the C2PA reader trusted
+    for _ in range(2000):
+        damaged = bytearray(token[: lenient.randrange(1, len(token) + 1)])
+        for _ in range(lenient.randint(1, 4)):
+            damaged[lenient.randrange(len(damaged))] = lenient.randrange(256)
+        try:
+            timestamping_signer(bytes(damaged))
+        except TimestampError:
+            outcomes.add("not a TSA's")
+    assert "not a TSA's" in outcomes
     policy = _ahead(trust)
     for _ in range(200):
         damaged = bytearray(data)
@@ -480,3 +520,122 @@ def test_judging_at_the_current_time_agrees_with_the_reader_on_every_fixture(
         else:
             assert not plain.present or ours.signing_time_error, path
     assert judged >= 25
+
+
+@pytest.mark.parametrize("drip", ["headers", "body"])
+def test_tsa_that_drips_its_reply_fails_within_the_timeout(drip: str) -> None:
+    """A lying TSA that sends one byte every 0.2 s (each read is quick, the reply
+    never ends) is cut off at --tsa-timeout, not after the 1 MiB reply limit."""
+    server = socket.create_server(("127.0.0.1", 0))
+    stop = threading.Event()
+
+    def serve() -> None:
+        conn, _ = server.accept()
+        with conn:
+            conn.recv(65536)
+            head = b"HTTP/1.1 200 OK\r\nContent-Length: 1000000\r\n\r\n"
+            if drip == "body":
+                conn.sendall(head)
+            while not stop.is_set():
+                try:
+                    conn.sendall(b"X-Pad: 1\r\n"[:1] if drip == "headers" else b"\0")
+                except OSError:
+                    return
+                time.sleep(0.2)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{server.getsockname()[1]}/tsa"
+    started = time.monotonic()
+    try:
+        with pytest.raises(TimestampError, match="could not be reached within 1 s"):
+            request_token(b"tbs", TimestampAuthority(url, 1.0))
+        assert time.monotonic() - started < 4.0
+    finally:
+        stop.set()
+        server.close()
+
+
+def test_token_signed_by_the_device_itself_does_not_date_the_signature(
+    tmp_path: Path,
+    pool: ReaderPool,
+    authority: Authority,
+    device: DeviceKey,
+    chain: bytes,
+) -> None:
+    """Attack: whoever holds a device key signs a sigTst2 token with the device's own
+    certificate (anchored CA, but no id-kp-timeStamping EKU) and picks its genTime.
+    c2pa-rs checks a timestamp's chain against its one anchor list, not the EKU, and
+    reports timeStamp.trusted; that time must not be used: 400 days on, expired."""
+    data = _export(tmp_path, device, chain, None).read_bytes()
+    sig = read_claim_signature(data, "image/jpeg")
+    leaf, root = x509.load_pem_x509_certificates(chain)
+    with LocalTsa("Device as TSA") as own:
+        own.sign_as(root, leaf, device.sign)
+        request = TimestampRequestBuilder(
+            data=sig.countersign_tbs(), hash_algorithm=HashAlgorithm.SHA256
+        ).build()
+        token = decode_timestamp_response(own.respond(request.as_bytes())).time_stamp_token()
+    forged = tmp_path / "self-stamped.jpg"
+    forged.write_bytes(attach_token(data, "image/jpeg", sig, token))
+    anchors = C2paTrust(authority.certificate_pem)
+    result = read_c2pa(forged, "image/jpeg", anchors, pool=pool, signing_time=_ahead(None))
+    st = result.signing_time
+    assert st is not None and st.source is TimeSource.CURRENT_TIME, st
+    assert any("not a timestamp authority" in p for p in st.problems), st.problems
+    assert result.validation_state == "Invalid"
+    assert "signingCredential.expired" in result.validation_codes
+
+
+@pytest.mark.parametrize("shift", [AHEAD, -AHEAD])
+def test_trusted_token_dated_outside_the_certificate_validity_does_not_rescue_it(
+    tmp_path: Path, pool: ReaderPool, device: DeviceKey, chain: bytes, shift: timedelta
+) -> None:
+    """A genuine token from a trusted TSA whose clock says 400 days later (or earlier)
+    than the device certificate's validity: the time is used, and the signer is judged
+    expired (or not yet valid) then, whatever the verifier's clock."""
+    with LocalTsa("Skewed TSA", clock=lambda: datetime.now(UTC) + shift) as skewed:
+        dst = _export(tmp_path, device, chain, TimestampAuthority(skewed.url, 5))
+        policy = SigningTimePolicy(tsa_trust=TsaTrust(skewed.root_pem))
+        result = read_c2pa(dst, "image/jpeg", None, pool=pool, signing_time=policy)
+    st = result.signing_time
+    assert st is not None and st.source is TimeSource.TIMESTAMP and not st.certificate_valid
+    assert result.validation_state == "Invalid"
+    code = "signingCredential.expired" if shift > timedelta(0) else "signingCredential.invalid"
+    assert code in result.validation_codes
+
+
+def test_oversized_tokens_are_refused_before_the_costly_checks(tsa: LocalTsa) -> None:
+    """Attack: the unprotected header is outside every signature, so anyone can put a
+    huge token there; OpenSSL's chain building over N embedded certificates named like
+    the TSA root costs about N^2 (6,000: 10 s of the server's CPU, 60,000 fit in a
+    file). A token over MAX_TOKEN_BYTES or with over MAX_TOKEN_CERTIFICATES is refused
+    first, by the verifier and by the reader-trusted EKU check alone."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = datetime.now(UTC)
+    tsa.extra_certificates = [
+        x509.CertificateBuilder()
+        .subject_name(tsa.root.subject)
+        .issuer_name(tsa.root.subject)
+        .public_key(key.public_key())
+        .serial_number(i + 1)
+        .not_valid_before(now - timedelta(days=1))
+        .not_valid_after(now + timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+        for i in range(MAX_TOKEN_CERTIFICATES)
+    ]
+    try:
+        request = TimestampRequestBuilder(data=b"tbs", hash_algorithm=HashAlgorithm.SHA256).build()
+        token = decode_timestamp_response(tsa.respond(request.as_bytes())).time_stamp_token()
+    finally:
+        tsa.extra_certificates = []
+    many = f"carries {MAX_TOKEN_CERTIFICATES + 2} certificates"
+    with pytest.raises(TimestampError, match=many):
+        verify_token(token, b"tbs", TsaTrust(tsa.root_pem))
+    with pytest.raises(TimestampError, match=many):
+        timestamping_signer(token)
+    huge = token + b"\0" * MAX_TOKEN_BYTES
+    for check in (lambda: verify_token(huge, b"tbs", None), lambda: timestamping_signer(huge)):
+        with pytest.raises(TimestampError, match=f"over the limit of {MAX_TOKEN_BYTES}"):
+            check()

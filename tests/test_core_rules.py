@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 
 from provenance import keys as keys_module
 from provenance import wire
-from provenance.audit import AuditState, audit_step, open_trusted
+from provenance.audit import AuditState, KeyHistoryReader, audit_step, open_trusted
 from provenance.binding import PerceptualHash
 from provenance.claims import (
     MAX_METADATA_BYTES,
@@ -44,6 +44,14 @@ from provenance.errors import (
     RevokedKeyError,
     SequenceError,
     SignatureError,
+)
+from provenance.keyhistory import (
+    KeyEvent,
+    KeyEventKind,
+    KeySigner,
+    LoggedKeyEvent,
+    SignedKeyEvent,
+    sign_key_event,
 )
 from provenance.keys import DeviceKey, verify_strict
 from provenance.log import merkle
@@ -474,6 +482,32 @@ def test_audit_state_round_trips_and_refuses_damage() -> None:
     ):
         with pytest.raises(LogError, match="audit state file is damaged"):
             AuditState.from_json(damaged)
+
+
+def test_key_history_is_read_out_of_the_audited_entries() -> None:
+    admin = KeySigner.of(DeviceKey.from_private_bytes(hashlib.sha256(b"admin").digest()))
+    ev = KeyEvent(KeyEventKind.REVOCATION, KEY.key_id, NOW, reason="lost phone")
+    signed = sign_key_event(admin, wire.encode_key_event(ev))
+    forged = SignedKeyEvent(signed.event_bytes, signed.signer_public_key, bytes(64))
+    claim_entry = wire.encode_log_entry(_sign(_claim()), NOW)
+    entries = [
+        claim_entry,
+        wire.encode_key_event_entry(signed, NOW),
+        b"\xff not protobuf",
+        wire.encode_key_event_entry(forged, NOW),
+    ]
+    reader = KeyHistoryReader()
+    assert list(reader.tap(entries, start=10)) == entries  # passed through unchanged
+    assert reader.events == [LoggedKeyEvent(11, NOW, signed, ev)]
+    assert len(reader.problems) == 2
+    assert reader.problems[0].startswith("log entry 12 is not a valid claim or key event: ")
+    assert re.match(
+        "log entry 13 is not a valid claim or key event: the key-history entry's signature",
+        reader.problems[1],
+    )
+    fresh = KeyHistoryReader()
+    list(fresh.tap(entries[1:2]))
+    assert [e.index for e in fresh.events] == [0] and fresh.problems == []
 
 
 def test_audit_state_file_is_indented_json() -> None:

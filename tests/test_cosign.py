@@ -148,13 +148,13 @@ def test_two_witnesses_cosign_receipts_and_refuse_a_fork(
     check = [a for k in vkeys for a in ("--witness", k)]  # prov verify's
     photo = shutil.copy(SAMPLES / "grace_hopper.jpg", tmp_path / "hopper.jpg")
     rc, out, err = enrolled("sign", str(photo))
-    assert rc == 0 and "logged at leaf 0" in out, err
+    assert rc == 0 and "logged at leaf 1" in out, err  # leaf 0: the device's enrollment
     sidecar = Path(f"{photo}.prov")
     with ProvenanceClient(server.address, admin_token=ADMIN_TOKEN) as c:
         log_vkey, _ = c.log_key()
-        other = enroll_key(c)  # appends to the fork below, from before the copy
+        other = enroll_key(c)  # appends to the fork below, from before the copy (leaf 2)
 
-    note = _wait_cosigned(server.address, 1)
+    note = _wait_cosigned(server.address, 3)
     assert {verify_cosignature(note, k).name for k in vkeys} == {
         "witness.test/w1",
         "witness.test/w2",
@@ -162,6 +162,7 @@ def test_two_witnesses_cosign_receipts_and_refuse_a_fork(
     # the receipt was issued at once, before any witness cosigned
     rc, _, err = enrolled("receipt", "verify", str(sidecar), "--log-key", log_vkey, *check)
     assert rc == 14 and "0 of the 2 witness cosignatures required" in err, err
+    assert f"`prov receipt refresh {sidecar}` brings it" in err.replace("\n", " "), err
     # `prov verify` brings the matched claim's receipt up to the cosigned checkpoint
     rc, out, err = enrolled("verify", str(photo), "--no-detect", "--witness", vkeys[0],
                             "--witness", f"witness.test/w2={vkeys[1]}")  # fmt: skip
@@ -187,15 +188,15 @@ def test_two_witnesses_cosign_receipts_and_refuse_a_fork(
     forked = start_server(fork_db, *policy, *quorum)
     try:
         good = _write_sidecar(tmp_path / "good.prov", other, honest.address, 1)
-        _wait_cosigned(honest.address, 2)
-        bad = _write_sidecar(tmp_path / "bad.prov", other, forked.address, 1)  # another leaf 1
+        _wait_cosigned(honest.address, 4)
+        bad = _write_sidecar(tmp_path / "bad.prov", other, forked.address, 1)  # another leaf 3
         statuses = _wait_statuses(forked.address, lambda ws: all(w.problem for w in ws))
         for w in statuses:
-            assert "refused checkpoint 2: 409 Conflict" in w.problem and "forked" in w.problem
+            assert "refused checkpoint 4: 409 Conflict" in w.problem and "forked" in w.problem
         # the refusal reaches the client: the forked log's receipt never gets the quorum
         rc, _, err = enrolled("receipt", "refresh", str(bad), "--server", forked.address)
         assert rc == 14, err
-        assert "witness witness.test/w1" in err and "refused checkpoint 2" in err
+        assert "witness witness.test/w1" in err and "refused checkpoint 4" in err
         assert "this log is forked" in err and "witness.test/w2" in err
         rc, _, err = enrolled("receipt", "verify", str(bad), "--log-key", log_vkey, *check)
         assert rc == 14, err
@@ -247,7 +248,7 @@ def test_a_dead_witness_never_blocks_submissions_and_the_quorum_is_reported(
                 receipt, _ = c.submit(signed)
                 prev = signed.claim_hash
             statuses = _wait_statuses(
-                srv.address, lambda ws: ws[0].size >= 3 and bool(ws[1].problem)
+                srv.address, lambda ws: ws[0].size >= 4 and bool(ws[1].problem)
             )
             assert statuses[0].problem == "" and statuses[0].size >= 1
             assert "did not cosign checkpoint" in statuses[1].problem
@@ -268,7 +269,7 @@ def test_a_dead_witness_never_blocks_submissions_and_the_quorum_is_reported(
         # checkpoint, which now has the quorum with w1's earlier cosignature
         back = start_witness(tmp_path / "w2", "witness.test/w2", log_vkey, f"127.0.0.1:{port}")
         try:
-            _wait_cosigned(srv.address, 3)
+            _wait_cosigned(srv.address, 4)  # the enrollment and 3 claims
             assert prov_main(["receipt", "refresh", str(side), "--server", srv.address]) == 0
         finally:
             back.stop()
@@ -277,7 +278,7 @@ def test_a_dead_witness_never_blocks_submissions_and_the_quorum_is_reported(
     assert srv.proc.stderr is not None
     logged = srv.proc.stderr.read()
     assert f"witness witness.test/w2 (http://127.0.0.1:{port}) did not cosign" in logged
-    assert "witness witness.test/w2" in logged and "cosigns again, at size 3" in logged
+    assert "witness witness.test/w2" in logged and "cosigns again, at size 4" in logged
 
 
 def _cosigned_requests(witness: str) -> float:

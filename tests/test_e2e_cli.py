@@ -34,14 +34,14 @@ def test_sign_and_verify_all_verdicts(enrolled: Cli, tmp_path: Path) -> None:
     photo = shutil.copy(SAMPLES / "grace_hopper.jpg", tmp_path / "hopper.jpg")
     rc, out, err = enrolled("sign", str(photo))
     assert rc == 0, err
-    assert "logged at leaf 0" in out
+    assert "logged at leaf 1" in out  # leaf 0: the device's enrollment
     sidecar = json.loads(Path(str(photo) + ".prov").read_text())
     assert sidecar["receipt"], "the receipt is stored in the sidecar"
 
     rc, out, _ = enrolled("verify", str(photo), "--json", "--no-detect")
     report = json.loads(out)
     assert (rc, report["status"]) == (0, "SIGNED_ORIGINAL")
-    assert report["evidence"]["claim"]["log"]["leaf_index"] == 0
+    assert report["evidence"]["claim"]["log"]["leaf_index"] == 1
     assert report["evidence"]["claim"]["signature_valid"] is True
     assert report["evidence"]["claim"]["receipt_verified"] is True
 
@@ -69,4 +69,4 @@ def test_sign_and_verify_all_verdicts(enrolled: Cli, tmp_path: Path) -> None:
     assert (rc, json.loads(out)["status"]) == (11, "UNSIGNED")
 
     rc, out, _ = enrolled("verify", str(photo), "--no-detect")
-    assert rc == 0 and "SIGNED_ORIGINAL" in out and "leaf 0" in out
+    assert rc == 0 and "SIGNED_ORIGINAL" in out and "leaf 1" in out

@@ -100,7 +100,7 @@ def test_submission_errors(client: ProvenanceClient) -> None:
     key = enroll_key(client)
     first = signed_claim(key, 1, sha=b"\x11" * 32)
     receipt, dup = client.submit(first)
-    assert (receipt.leaf_index, dup) == (0, False)
+    assert (receipt.leaf_index, dup) == (1, False)  # leaf 0: the enrollment
 
     again, dup = client.submit(first)  # a replay gets the same receipt back
     assert dup is True and again == receipt
@@ -188,4 +188,4 @@ def test_server_survives_and_stays_consistent(
     chan.close()
     rc, out, err = cli("log", "audit", "--state", str(tmp_path / "state.json"))
     assert rc == 0, err
-    assert "has 1 entries" in out
+    assert "has 2 entries" in out  # the enrollment and the claim

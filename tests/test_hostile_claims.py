@@ -75,7 +75,7 @@ def test_sequence_2_63_refused_at_claim_shape(
     with pytest.raises(ClaimError, match=r"2\^63"):
         service.submit(sign(key, make_claim(key, 1, **changes)))
     # the device can still submit normally afterwards
-    assert service.submit(sign(key, make_claim(key, 1))).receipt.leaf_index == 0
+    assert service.submit(sign(key, make_claim(key, 1))).receipt.leaf_index == 1
 
 
 def test_sequence_2_63_one_bad_claim_never_fails_its_batch(service: ProvenanceService) -> None:
@@ -95,8 +95,8 @@ def test_sequence_2_63_one_bad_claim_never_fails_its_batch(service: ProvenanceSe
     assert isinstance(results[2], Exception)
     ok = [r for r in results if isinstance(r, Appended)]
     assert len(ok) == 4
-    assert sorted(r.receipt.leaf_index for r in ok) == [0, 1, 2, 3]
-    assert service.store.tree_size() == 4
+    assert sorted(r.receipt.leaf_index for r in ok) == [5, 6, 7, 8]  # after 5 enrollments
+    assert service.store.tree_size() == 9
 
 
 # ------------------------------------------------------------ INTERNAL -> INVALID_ARGUMENT
@@ -184,13 +184,13 @@ def test_get_entries_and_inclusion_index_2_63_out_of_range(service: ProvenanceSe
     from provenance.errors import LogError
 
     key = enroll(service)
-    service.submit(sign(key, make_claim(key, 1)))
-    for start in (2**63, 2**64 - 1, 2):
-        with pytest.raises(LogError, match="beyond the log's size 1"):
+    service.submit(sign(key, make_claim(key, 1)))  # leaf 1, after the enrollment
+    for start in (2**63, 2**64 - 1, 3):
+        with pytest.raises(LogError, match="beyond the log's size 2"):
             service.entries(start, 10)
-    assert service.entries(1, 10) == ([], 1)
-    for index in (2**63, 2**64 - 1, 1):
-        with pytest.raises(LogError, match="not in the tree of size 1"):
+    assert service.entries(2, 10) == ([], 2)
+    for index in (2**63, 2**64 - 1, 2):
+        with pytest.raises(LogError, match="not in the tree of size 2"):
             service.inclusion_proof(0, index=index)
 
 
@@ -320,7 +320,7 @@ def test_hostile_requests_get_specific_status_codes_on_the_wire(server) -> None:
         pb.SubmitCaptureRequest(signed_claim=wire.signed_to_pb(sign(key, make_claim(key, 1)))),
         timeout=30,
     )
-    assert ok.receipt.leaf_index == 0
+    assert ok.receipt.leaf_index == 1  # leaf 0: the enrollment
 
     bad_time = _claim_msg(device_id=key.key_id, captured_at=Timestamp(seconds=2**40))
     signed = SignedClaim(
@@ -384,7 +384,7 @@ def _restore(db: Path, backup: Path) -> None:
 def _backup_after_one_then_log_another(
     tmp_path: Path,
 ) -> tuple[ServiceConfig, DeviceKey, SignedClaim, Receipt]:
-    """A log of 1 claim backed up to backup.db, then a 2nd claim logged (leaf 1): returns
+    """A log of 1 claim backed up to backup.db, then a 2nd claim logged (leaf 2): returns
     the config, the device key, the 2nd signed claim and its receipt."""
     import shutil
 
@@ -398,7 +398,7 @@ def _backup_after_one_then_log_another(
     second = sign(key, make_claim(key, 2))
     receipt = s.submit(second).receipt
     s.close()
-    assert receipt.leaf_index == 1
+    assert receipt.leaf_index == 2  # leaf 0: the enrollment
     return cfg, key, second, receipt
 
 
@@ -425,7 +425,7 @@ def test_restored_older_database_is_detected(tmp_path: Path) -> None:
         report = s.verify(facts, lost, sidecar_receipt=receipt)
         assert report.status.value == "UNSIGNED"
         assert report.reasons[0].startswith("LOG ROLLBACK")
-        assert "past the log's current size 1" in report.reasons[0]
+        assert "past the log's current size 2" in report.reasons[0]
         assert not any("submit it with `prov device sync`" in r for r in report.reasons)
         assert report.evidence.claim is not None and report.evidence.claim.receipt_verified
         # without the receipt the old advice stands (nothing proves it was ever logged)
@@ -446,7 +446,7 @@ def test_restored_database_that_grew_again_is_a_fork(tmp_path: Path) -> None:
     shutil.copyfile(memo_path(key_path), tmp_path / "size2.checkpoint")
     _restore(db, tmp_path / "backup.db")
     memo_path(key_path).unlink()
-    s = ProvenanceService(cfg)  # no memory: starts, and other claims fill leaves 1 and 2
+    s = ProvenanceService(cfg)  # no memory: starts, and other claims fill leaves 2 and 3
     s.submit(sign(key, make_claim(key, 3)))
     s.submit(sign(key, make_claim(key, 4)))
     s.close()

@@ -79,9 +79,9 @@ def test_restart_keeps_everything(
             assert (rc, report["status"]) == (0, "SIGNED_ORIGINAL")
         third = Path(shutil.copy(SAMPLES / "chelsea.png", tmp_path / "cat.png"))
         rc, out, err = enrolled("sign", str(third))
-        assert rc == 0 and "leaf 2" in out, err
+        assert rc == 0 and "leaf 3" in out, err  # leaf 0: the enrollment
         rc, out, err = enrolled("log", "audit", "--state", str(state))
-        assert rc == 0 and "grew from 2 to 3" in out, err
+        assert rc == 0 and "grew from 3 to 4" in out, err
     finally:
         srv.stop()
 
@@ -150,7 +150,7 @@ def test_queued_claims_go_first_when_signing_online(
     try:
         monkeypatch.setenv("PROV_SERVER", srv.address)
         rc, out, err = enrolled("sign", str(online))  # submits the queued #1 before #2
-        assert rc == 0 and "logged at leaf 1" in out, err
+        assert rc == 0 and "logged at leaf 2" in out, err  # after the enrollment and #1
         assert DeviceHome(enrolled.home).pending() == []
         for f in (offline, online):
             rc, report = _status(enrolled, f)

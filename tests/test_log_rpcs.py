@@ -38,21 +38,21 @@ def test_proofs_by_index_and_hash(signed_three: list[Path], server: ServerProc) 
     with ProvenanceClient(server.address) as c:
         vkey, origin = c.log_key()
         cp = open_checkpoint(c.checkpoint(), NoteVerifier.from_vkey(vkey))
-        assert (cp.size, cp.origin) == (3, origin)
+        assert (cp.size, cp.origin) == (4, origin)  # the enrollment and three claims
         entries, nxt = c.entries(0, 2)
         assert (len(entries), nxt) == (2, 2)
         rest, nxt = c.entries(2, 100)
-        assert (len(rest), nxt) == (1, 3)
+        assert (len(rest), nxt) == (2, 4)
         for i, entry in enumerate(entries + rest):
             idx, size, proof, lh = c.inclusion_proof(0, leaf_index=i)
-            assert (idx, size, lh) == (i, 3, merkle.leaf_hash(entry))
+            assert (idx, size, lh) == (i, 4, merkle.leaf_hash(entry))
             merkle.verify_inclusion(i, size, lh, proof, cp.root_hash)
-            assert c.inclusion_proof(3, leaf_hash=lh)[0] == i
-        proof = c.consistency_proof(1, 3)
+            assert c.inclusion_proof(4, leaf_hash=lh)[0] == i
+        proof = c.consistency_proof(1, 4)
         one = merkle.root(1, lambda keys: [merkle.leaf_hash(entries[0]) for _ in keys])
-        merkle.verify_consistency(1, 3, proof, one, cp.root_hash)
+        merkle.verify_consistency(1, 4, proof, one, cp.root_hash)
         for bad in (
-            lambda: c.inclusion_proof(0, leaf_index=3),
+            lambda: c.inclusion_proof(0, leaf_index=4),
             lambda: c.consistency_proof(2, 9),
             lambda: c.inclusion_proof(0, leaf_hash=b"\x00" * 32),
         ):
@@ -68,7 +68,7 @@ def test_receipt_verifies_offline_and_detects_changes(
     vkey = vkey.strip()
     side = Path(f"{signed_three[1]}.prov")
     rc, out, err = enrolled("receipt", "verify", str(side), "--log-key", vkey)
-    assert rc == 0 and "receipt OK: leaf 1 of" in out, err
+    assert rc == 0 and "receipt OK: leaf 2 of" in out, err
 
     other = generate_log_key(tmp_path / "other.pem", vkey.split("+")[0]).verifier_key()
     rc, _, err = enrolled("receipt", "verify", str(side), "--log-key", other)

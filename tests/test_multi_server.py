@@ -32,6 +32,7 @@ from clients.api import ProvenanceClient
 from provenance.claims import Receipt
 from provenance.errors import TransportError
 from provenance.keys import DeviceKey
+from provenance.limits import QUOTA_SYNC_S
 from provenance.log import merkle
 from provenance.log.checkpoint import NoteVerifier, open_checkpoint
 
@@ -142,3 +143,30 @@ def test_three_servers_one_log(
     finally:
         for s in servers[1:]:
             s.stop()
+
+
+def test_device_quota_is_shared_by_the_servers_of_a_log(pg_url: str) -> None:
+    """Two servers over one PostgreSQL, each with --quota-claims-per-minute 3: a device
+    that sent 2 claims through A and 1 through B is refused by both (once the counts are
+    synced through the store, QUOTA_SYNC_S), while another device is not."""
+    a = start_server(pg_url, "--quota-claims-per-minute", "3")
+    b = start_server(pg_url, "--quota-claims-per-minute", "3")
+    try:
+        with (
+            ProvenanceClient(a.address, admin_token=ADMIN_TOKEN) as ca,
+            ProvenanceClient(b.address) as cb,
+        ):
+            key, other = enroll_key(ca), enroll_key(ca)
+            for seq in (1, 2):
+                ca.submit(signed_claim(key, seq))
+            cb.submit(signed_claim(key, 3))
+            time.sleep(2.5 * QUOTA_SYNC_S)
+            for c in (ca, cb):
+                with pytest.raises(TransportError) as e:
+                    c.submit(signed_claim(key, 4))
+                assert e.value.code == "RESOURCE_EXHAUSTED"
+                assert "--quota-claims-per-minute" in str(e.value)
+            cb.submit(signed_claim(other, 1))
+    finally:
+        a.stop()
+        b.stop()

@@ -138,7 +138,7 @@ def test_a_refused_claim_changes_nothing(inproc: InProc) -> None:
     dev = inproc.enroll()
     with pytest.raises(ClaimError):
         inproc.submit(sign(dev.key, make_claim(dev.key, 1, version=9)))
-    assert inproc.service.store.tree_size() == 0
+    assert inproc.service.store.tree_size() == 1  # the enrollment alone
     assert inproc.service.get_device(dev.device_id).last_sequence == 0
 
 
@@ -279,7 +279,7 @@ def test_a_replay_returns_the_original_receipt(inproc: InProc) -> None:
     again = inproc.submit(signed)
     assert (first.duplicate, again.duplicate) == (False, True)
     assert again.receipt == first.receipt
-    assert inproc.service.store.tree_size() == 1
+    assert inproc.service.store.tree_size() == 2  # the enrollment and the claim, once
 
 
 def test_a_replay_after_revocation_still_returns_its_receipt(inproc: InProc) -> None:
@@ -354,7 +354,7 @@ def test_a_receipt_verifies_offline_with_the_log_key(inproc: InProc) -> None:
     for c, r in zip(claims, receipts, strict=True):
         cp = verify_receipt(r, c, inproc.service.verifier)
         assert cp.size >= r.leaf_index + 1
-    assert [r.leaf_index for r in receipts] == list(range(5))
+    assert [r.leaf_index for r in receipts] == list(range(1, 6))  # leaf 0: the enrollment
     other = dev.next_claim()
     with pytest.raises(LogError):
         verify_receipt(receipts[0], other, inproc.service.verifier)
@@ -367,12 +367,12 @@ def test_consistency_between_any_two_checkpoints(inproc: InProc) -> None:
         inproc.submit(dev.next_claim())
         cp = open_checkpoint(inproc.service.latest_checkpoint(), inproc.service.verifier)
         roots[cp.size] = cp.root_hash
-    for a in range(1, 7):
-        for b in range(a, 7):
+    for a in range(2, 8):  # leaf 0 is the enrollment
+        for b in range(a, 8):
             first, second, proof = inproc.service.consistency_proof(a, b)
             merkle.verify_consistency(first, second, proof, roots[a], roots[b])
     with pytest.raises(LogError):
-        inproc.service.consistency_proof(3, 7)
+        inproc.service.consistency_proof(3, 8)
     with pytest.raises(LogError):
         inproc.service.consistency_proof(5, 4)
 
@@ -386,7 +386,7 @@ def test_inclusion_proofs_by_index_and_by_hash(inproc: InProc) -> None:
     merkle.verify_inclusion(idx, size, lh, proof, cp.root_hash)
     assert inproc.service.inclusion_proof(0, leaf_hash=lh)[0] == 1
     with pytest.raises(LogError):
-        inproc.service.inclusion_proof(0, index=3)
+        inproc.service.inclusion_proof(0, index=4)  # the enrollment and 3 claims
     with pytest.raises(LogError):
         inproc.service.inclusion_proof(1, index=2)
 

@@ -26,6 +26,8 @@ def test_migrates_a_version_1_database(tmp_path: Path) -> None:
     assert store._writer.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
     cols = [r[1] for r in store._writer.execute("PRAGMA table_info(leaves)")]
     assert "receipt" not in cols and "entry" in cols  # receipts are rebuilt, not stored
+    tables = {r[0] for r in store._writer.execute("SELECT name FROM sqlite_master")}
+    assert "key_events" in tables  # migration 3: the key-history index
     dev = store.get_device(b"\x01" * 32)
     assert dev.enrolled_at == datetime.fromtimestamp(1_700_000_000, tz=UTC)
     assert store.device_certificate(b"\x01" * 32) == ""

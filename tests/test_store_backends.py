@@ -84,23 +84,23 @@ def test_service_on_every_backend(db: Path | str, tmp_path: Path) -> None:
         pdq = os.urandom(32)
         claims = [_claim(key, i + 1, pdq if i == 0 else None) for i in range(5)]
         receipts = [s.submit(c).receipt for c in claims]
-        assert [r.leaf_index for r in receipts] == [0, 1, 2, 3, 4]
+        assert [r.leaf_index for r in receipts] == [1, 2, 3, 4, 5]  # 0: the enrollment
         assert s.submit(claims[2]).duplicate
         with pytest.raises(SequenceError):
             s.submit(_claim(key, 3))
         cp = open_checkpoint(s.latest_checkpoint(), s.verifier)
-        assert cp.size == s.store.tree_size() == 5
+        assert cp.size == s.store.tree_size() == 6
         for r in receipts:
             idx, size, proof, lh = s.inclusion_proof(0, index=r.leaf_index)
             merkle.verify_inclusion(idx, size, lh, proof, cp.root_hash)
-        entries, nxt = s.entries(1, 2)
-        assert nxt == 3 and [merkle.leaf_hash(e) for e in entries] == [
+        entries, nxt = s.entries(2, 2)
+        assert nxt == 4 and [merkle.leaf_hash(e) for e in entries] == [
             merkle.leaf_hash(r.log_entry) for r in receipts[1:3]
         ]
         assert _verdict(s, claims[1]) is Verdict.SIGNED_ORIGINAL
         assert _verdict(s, claims[0], _near(pdq, 6)) is Verdict.DERIVED
         assert _verdict(s, claims[0], _near(pdq, 100)) is Verdict.UNSIGNED
-        assert s.advance_verified_mark() == 5
+        assert s.advance_verified_mark() == 6
         s.submit(_claim(key, 6))  # after the mark: re-hashed at the next start
         dev = s.revoke(key.key_id, "lost", None)
         assert dev.revoked and s.get_device(key.key_id).revocation_reason == "lost"
@@ -110,7 +110,8 @@ def test_service_on_every_backend(db: Path | str, tmp_path: Path) -> None:
         return
     again = _service(db, tmp_path)  # restart: re-hashes only what came after the mark
     try:
-        assert again.startup.size == 6 and again.startup.rehashed_from == 5
+        # the claim and the revocation came after the mark
+        assert again.startup.size == 8 and again.startup.rehashed_from == 6
         assert _verdict(again, claims[0], _near(pdq, 6)) is Verdict.DERIVED
         mark = again.store.get_meta(MARK_KEY)
         assert mark is not None
@@ -125,7 +126,7 @@ def test_service_on_every_backend(db: Path | str, tmp_path: Path) -> None:
     finally:
         full.close()
     last = _service(db, tmp_path)
-    assert last.startup.rehashed_from == 6
+    assert last.startup.rehashed_from == 8
     last.close()
 
 
@@ -157,10 +158,10 @@ def test_two_services_share_one_postgresql_log(pg_url: str, tmp_path: Path) -> N
             t.start()
         for t in threads:
             t.join()
-        assert sorted(got) == list(range(1, 81))
+        assert sorted(got) == list(range(5, 85))  # after 4 enrollments and the first claim
         cp = open_checkpoint(b.latest_checkpoint(), b.verifier)
-        assert cp.size == 81
-        assert merkle.root(81, a.store.get_nodes) == cp.root_hash
+        assert cp.size == 85
+        assert merkle.root(85, a.store.get_nodes) == cp.root_hash
     finally:
         a.close()
         b.close()
@@ -181,11 +182,11 @@ def test_a_log_cut_back_behind_the_verified_mark_is_refused(tmp_path: Path) -> N
     key = _enroll(s)
     for i in range(4):
         s.submit(_claim(key, i + 1))
-    assert s.advance_verified_mark() == 4
+    assert s.advance_verified_mark() == 5  # the enrollment and 4 claims
     s.close()
     with sqlite3.connect(db) as c:  # the newest leaf and its checkpoint vanish together
-        c.execute("DELETE FROM leaves WHERE idx=3")
-        c.execute("DELETE FROM checkpoints WHERE size=4")
+        c.execute("DELETE FROM leaves WHERE idx=4")
+        c.execute("DELETE FROM checkpoints WHERE size=5")
     with pytest.raises(LogIntegrityError, match="rolled back"):
         _service(db, tmp_path)
 
@@ -279,19 +280,23 @@ def test_a_database_with_stored_receipts_migrates(
     pdq = os.urandom(32)
     claims = [_claim(key, i + 1, pdq if i == 0 else None) for i in range(6)]
     issued = [s.submit(c).receipt for c in claims]
+    enrolled = s.store.leaf_by_index(0)  # the enrollment: a leaf with a receipt too
+    assert enrolled is not None
+    stored = {0: wire.encode_receipt(s._receipt(enrolled))}
     s.close()
     old: Path | str = (
         tmp_path / "old.db" if backend == "sqlite" else request.getfixturevalue("pg_url")
     )
-    _copy_to_old_layout(src, old, {r.leaf_index: wire.encode_receipt(r) for r in issued})
+    stored |= {r.leaf_index: wire.encode_receipt(r) for r in issued}
+    _copy_to_old_layout(src, old, stored)
     m = _service(old, tmp_path)
     try:
-        assert m.startup.size == 6
+        assert m.startup.size == 7
         for c, r in zip(claims, issued, strict=True):
             assert m.receipt_for_claim(c.claim_hash) == r
         assert _verdict(m, claims[3]) is Verdict.SIGNED_ORIGINAL
         assert _verdict(m, claims[0], _near(pdq, 6)) is Verdict.DERIVED
-        assert m.submit(_claim(key, 7)).receipt.leaf_index == 6
+        assert m.submit(_claim(key, 7)).receipt.leaf_index == 7
     finally:
         m.close()
 
@@ -322,9 +327,9 @@ def test_the_near_duplicate_index_starts_from_stored_packs(
         again = _service(db, tmp_path)
         try:
             assert again._packed == expect_packed and len(again.pdq) == 9
-            loaded = index_packs.load_index(again.store, 10)
+            loaded = index_packs.load_index(again.store, 11)  # leaf 0: the enrollment
             ids = [int(i) for p in loaded.parts for i in p.ids]
-            assert loaded.packed == 8 and ids == [0, 1, 2, 3, 4, 6, 7, 8, 9]
+            assert loaded.packed == 8 and ids == [1, 2, 3, 4, 5, 7, 8, 9, 10]
             for i in (0, 4, 9):
                 assert _verdict(again, claims[i], _near(pdqs[i], 6)) is Verdict.DERIVED
         finally:
@@ -341,6 +346,27 @@ def test_the_near_duplicate_index_starts_from_stored_packs(
             assert index_packs.load_index(odd.store, 10).packed == 8
         finally:
             odd.close()
+
+
+def test_quota_counters_add_up_across_services_and_expire(db: Path | str, tmp_path: Path) -> None:
+    """Per-device quota counters (`DeviceQuota`'s shared state): two services on one
+    store add to the same minute's count; counters before ``keep_from`` are dropped."""
+    a = _service(db, tmp_path)
+    shared = isinstance(db, str) and db != ":memory:"  # PostgreSQL: two servers
+    b = _service(db, tmp_path) if shared else a
+    try:
+        dev, other = b"d" * 32, b"o" * 32
+        a.store.add_quota_usage(100, [(dev, 2, 300)], keep_from=99)
+        b.store.add_quota_usage(100, [(dev, 1, 50), (other, 1, 1)], keep_from=99)
+        b.store.add_quota_usage(101, [(dev, 1, 10)], keep_from=100)
+        assert a.store.quota_usage(dev, [100, 101]) == [(3, 350), (1, 10)]
+        a.store.add_quota_usage(102, [], keep_from=101)
+        assert b.store.quota_usage(dev, [100, 101]) == [(0, 0), (1, 10)]
+        assert a.store.quota_usage(other, [100]) == [(0, 0)]
+    finally:
+        a.close()
+        if b is not a:
+            b.close()
 
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"])

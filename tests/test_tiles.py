@@ -243,9 +243,9 @@ def test_real_server_exported_served_and_audited_over_http(
         vkey, _ = client.log_key()
         export = ["log", "export-tiles", str(out), "--db", str(server.db)]
         assert prov_main([*export, "--follow", "--interval", "0.1", "--max-polls", "2"]) == 0
-        assert "exported 5 entries" in capsys.readouterr().out
-        assert (out / "tile/0/000.p/5").stat().st_size == 5 * 32
-        assert (out / "tile/entries/000.p/5").is_file()
+        assert "exported 6 entries" in capsys.readouterr().out
+        assert (out / "tile/0/000.p/6").stat().st_size == 6 * 32
+        assert (out / "tile/entries/000.p/6").is_file()
         web = start_web(server.address, "--tiles-dir", str(out))
         try:
             base = f"{web.address}/tlog"
@@ -254,26 +254,26 @@ def test_real_server_exported_served_and_audited_over_http(
                 prov_main(["log", "audit", "--state", state, "--tiles", base, "--log-key", vkey])
                 == 0
             )
-            assert "has 5 entries" in capsys.readouterr().out
+            assert "has 6 entries" in capsys.readouterr().out
             with urllib.request.urlopen(f"{base}/checkpoint") as r:
                 assert r.headers["Content-Type"] == "text/plain; charset=utf-8"
                 assert r.headers["Cache-Control"] == "public, max-age=5"
                 assert r.read().decode() == client.checkpoint()
-            with urllib.request.urlopen(f"{base}/tile/0/000.p/5") as r:
+            with urllib.request.urlopen(f"{base}/tile/0/000.p/6") as r:
                 assert r.headers["Content-Type"] == "application/octet-stream"
                 assert r.headers["Cache-Control"] == "public, max-age=60"
             gz = urllib.request.Request(
-                f"{base}/tile/entries/000.p/5", headers={"Accept-Encoding": "gzip"}
+                f"{base}/tile/entries/000.p/6", headers={"Accept-Encoding": "gzip"}
             )
             with urllib.request.urlopen(gz) as r:
                 assert r.headers["Content-Encoding"] == "gzip"
-                assert gzip.decompress(r.read()) == (out / "tile/entries/000.p/5").read_bytes()
+                assert gzip.decompress(r.read()) == (out / "tile/entries/000.p/6").read_bytes()
             for bad in ("tile/0/000", "tile/0/../../state.json", "tile/00/000.p/5"):
                 with pytest.raises(urllib.error.HTTPError) as e:
                     urllib.request.urlopen(f"{base}/{bad}")
                 assert e.value.code == 404
             # grows past a full tile: the full tile is immutable
-            for seq in range(6, 262):
+            for seq in range(6, 261):  # 261 entries with the enrollment
                 signed = signed_claim(key, seq, prev=prev)
                 client.submit(signed)
                 prev = signed.claim_hash
@@ -283,6 +283,46 @@ def test_real_server_exported_served_and_audited_over_http(
                 assert r.headers["Cache-Control"] == "public, max-age=31536000, immutable"
                 assert len(r.read()) == 8192
             assert prov_main(["log", "audit", "--state", state, "--tiles", base]) == 0
-            assert "grew from 5 to 261" in capsys.readouterr().out
+            assert "grew from 6 to 261" in capsys.readouterr().out
         finally:
             web.stop()
+
+
+def test_a_server_dripping_a_file_cannot_hold_an_audit() -> None:
+    """A tiled-log server sending its checkpoint a byte every 0.2 s (each within the
+    per-read timeout) is cut at the whole-file deadline: a TransportError, not a hang;
+    an honest answer of the same server arrives whole."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from provenance.errors import TransportError
+
+    stop = threading.Event()
+    body = b"media-provenance.local/log\n0\n" + b"A" * 43 + b"=\n"
+
+    class Drip(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            for i in range(len(body)):
+                if self.path.endswith("/slow/checkpoint") and stop.wait(0.2):
+                    return
+                self.wfile.write(body[i : i + 1])
+                self.wfile.flush()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Drip)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        assert fetcher(f"{url}/fast", deadline_s=1.0)("checkpoint") == body
+        with pytest.raises(TransportError, match="took more than 1 s to arrive"):
+            fetcher(f"{url}/slow", deadline_s=1.0)("checkpoint")
+    finally:
+        stop.set()
+        server.shutdown()
+        server.server_close()

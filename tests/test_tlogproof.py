@@ -40,7 +40,7 @@ def test_export_and_verify_against_a_real_server(
     lines = text.split("\n")
     assert lines[0] == HEADER
     assert base64.b64decode(lines[1].removeprefix("extra ")) == receipt.log_entry
-    assert lines[2] == f"index {receipt.leaf_index}" == "index 1"
+    assert lines[2] == f"index {receipt.leaf_index}" == "index 2"  # 0: the enrollment
     assert [base64.b64decode(x) for x in lines[3 : 3 + len(receipt.inclusion_proof)]] == list(
         receipt.inclusion_proof
     )
@@ -49,7 +49,7 @@ def test_export_and_verify_against_a_real_server(
     assert encode_tlog_proof(decode_tlog_proof(text)) == text
 
     rc, out, err = enrolled("receipt", "verify", str(proof_path), "--log-key", vkey)
-    assert rc == 0 and "tlog-proof OK: leaf 1 of 2" in out, err
+    assert rc == 0 and "tlog-proof OK: leaf 2 of 3" in out, err
     rc, out, err = enrolled(
         "receipt", "verify", str(proof_path), "--log-key", vkey, "--sidecar", str(side)
     )
@@ -72,7 +72,7 @@ def test_export_and_verify_against_a_real_server(
     entry = base64.b64decode(lines[1][6:])
     for bad in (
         text.replace(hash_line, flipped, 1),
-        text.replace("index 1\n", "index 0\n", 1),
+        text.replace("index 2\n", "index 1\n", 1),
         text.replace(
             lines[1], "extra " + base64.b64encode(entry[:-1] + bytes([entry[-1] ^ 1])).decode(), 1
         ),

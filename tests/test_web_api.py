@@ -299,35 +299,40 @@ def test_uploads_are_rate_limited_per_client(site: DemoSite, limited_web: str) -
 def test_checkpoint_is_signed_by_the_log_key(site: DemoSite, http: httpx.Client) -> None:
     cp = http.get("/api/v1/checkpoint").json()
     parsed = open_checkpoint(cp["checkpoint"], NoteVerifier.from_vkey(cp["log_key"]))
-    assert parsed.size == cp["size"] == 3
+    assert parsed.size == cp["size"] == 4  # the demo camera's enrollment and 3 captures
     assert parsed.root_hash.hex() == cp["root_hash"]
 
 
 def test_entries_proofs_and_lookup(site: DemoSite, http: httpx.Client) -> None:
     hopper = hashlib.sha256(site.files.hopper.read_bytes()).hexdigest()
     found = http.get("/api/v1/entries", params={"sha256": hopper}).json()["entries"]
-    assert [e["index"] for e in found] == [0]
+    assert [e["index"] for e in found] == [1]  # entry 0: the demo camera's enrollment
     entry = found[0]
     assert entry["claim"]["sha256"] == hopper
     assert entry["inclusion"]["verified"] is True
     assert entry["device"]["label"] == "demo-camera"
-    assert http.get("/api/v1/entries/2").json()["claim"]["media_type"].startswith("video/")
-    page = http.get("/api/v1/entries", params={"start": 1, "limit": 5}).json()["entries"]
-    assert [e["index"] for e in page] == [1, 2]
-    assert page[1]["leaf_hash"] == http.get("/api/v1/entries/2").json()["leaf_hash"]
-    _error(http.get("/api/v1/entries/3"), 404, "no entry 3")
+    assert http.get("/api/v1/entries/3").json()["claim"]["media_type"].startswith("video/")
+    page = http.get("/api/v1/entries", params={"start": 0, "limit": 5}).json()["entries"]
+    assert [e["index"] for e in page] == [0, 1, 2, 3]
+    assert page[0]["media_type"] == "key history: enrollment"
+    assert page[3]["leaf_hash"] == http.get("/api/v1/entries/3").json()["leaf_hash"]
+    enrollment = http.get("/api/v1/entries/0").json()
+    assert enrollment["claim"] is None and enrollment["key_event"]["kind"] == "enrollment"
+    assert enrollment["key_event"]["signature_verified"] is True
+    assert enrollment["device"]["label"] == "demo-camera"
+    _error(http.get("/api/v1/entries/4"), 404, "no entry 4")
     _error(http.get("/api/v1/entries/abc"), 400, "whole number")
     _error(http.get("/api/v1/entries", params={"sha256": "00" * 32}), 404, "no logged capture")
     _error(http.get("/api/v1/entries", params={"sha256": "xyz"}), 400, "64 hex digits")
 
-    inc = http.get("/api/v1/proofs/inclusion", params={"index": 1, "tree_size": 3}).json()
+    inc = http.get("/api/v1/proofs/inclusion", params={"index": 1, "tree_size": 4}).json()
     root = bytes.fromhex(http.get("/api/v1/checkpoint").json()["root_hash"])
     merkle.verify_inclusion(
-        1, 3, bytes.fromhex(inc["leaf_hash"]), [bytes.fromhex(p) for p in inc["proof"]], root
+        1, 4, bytes.fromhex(inc["leaf_hash"]), [bytes.fromhex(p) for p in inc["proof"]], root
     )
     _error(http.get("/api/v1/proofs/inclusion", params={"index": 5}), 400, "leaf|range|tree")
 
-    first_root = entry["leaf_hash"]  # the root of a tree of one entry is its leaf hash
+    first_root = enrollment["leaf_hash"]  # the root of a tree of one entry is its leaf hash
     ok = http.get("/api/v1/proofs/consistency", params={"first": 1, "first_root": first_root})
     assert ok.json()["verified"] is True
     bad = http.get("/api/v1/proofs/consistency", params={"first": 1, "first_root": "11" * 32})
@@ -345,7 +350,7 @@ def test_entries_proofs_and_lookup(site: DemoSite, http: httpx.Client) -> None:
     res = {r["ref"]: r for r in http.post("/api/v1/lookup", json=q).json()["results"]}
     assert res["a"]["status"] == "SIGNED_ORIGINAL"
     assert res["b"]["status"] == "DERIVED"
-    assert res["b"]["evidence"]["claim"]["log"]["leaf_index"] == 1
+    assert res["b"]["evidence"]["claim"]["log"]["leaf_index"] == 2
     assert res["c"]["status"] == "UNSIGNED"
     _error(http.post("/api/v1/lookup", json={"queries": [{"pdq": "x"}]}), 400, "pdq must be a list")
     _error(http.post("/api/v1/lookup", content=b"{"), 400, "not valid JSON")
@@ -357,7 +362,7 @@ def test_soft_binding_resolution_api(site: DemoSite, http: httpx.Client) -> None
     h = pdq_hash(np.asarray(Image.open(site.files.derived).convert("RGB")))
     value = base64.b64encode(h.hash).decode()
     got = http.get("/matches/byBinding", params={"alg": "pdq", "value": value}).json()
-    assert [m["manifestId"] for m in got["matches"]] == ["1"]
+    assert [m["manifestId"] for m in got["matches"]] == ["2"]
     assert 80 <= got["matches"][0]["similarityScore"] <= 100
     posted = http.post("/matches/byBinding", json={"alg": "pdq", "value": value}).json()
     assert posted == got
@@ -370,9 +375,9 @@ def test_soft_binding_resolution_api(site: DemoSite, http: httpx.Client) -> None
         content=site.files.derived.read_bytes(),
         headers={"content-type": "image/jpeg"},
     ).json()
-    assert [m["manifestId"] for m in by_content["matches"]] == ["1"]
-    manifest = http.get("/manifests/1").json()
-    assert manifest["index"] == 1 and manifest["inclusion"]["verified"] is True
+    assert [m["manifestId"] for m in by_content["matches"]] == ["2"]
+    manifest = http.get("/manifests/2").json()
+    assert manifest["index"] == 2 and manifest["inclusion"]["verified"] is True
     assert http.get("/services/supportedAlgorithms").json()["fingerprints"] == [{"alg": "pdq"}]
     _error(
         http.get("/matches/byBinding", params={"alg": "com.adobe.trustmark.Q", "value": value}),
@@ -443,7 +448,7 @@ def test_explorer_pages(site: DemoSite, http: httpx.Client) -> None:
     sha = hashlib.sha256(site.files.rocket.read_bytes()).hexdigest()
     assert (
         http.get("/log/find", params={"q": sha}, follow_redirects=False).headers["location"]
-        == "/log/entries/1"
+        == "/log/entries/2"
     )
     assert http.get("/log/find", params={"q": "00" * 32}).status_code == 404
     assert http.get("/log/find", params={"q": "zz"}).status_code == 400
@@ -466,7 +471,7 @@ def test_device_pages_show_enrollment_then_revocation(
     capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    dev = http.get("/api/v1/entries/0").json()["claim"]["device_id"]
+    dev = http.get("/api/v1/entries/1").json()["claim"]["device_id"]
     d = http.get(f"/api/v1/devices/{dev}").json()
     assert d["revoked"] is False and d["label"] == "demo-camera"
     assert "Enrolled" in http.get(f"/log/devices/{dev}").text
@@ -482,6 +487,11 @@ def test_device_pages_show_enrollment_then_revocation(
     assert d["revoked"] is True and d["revocation_reason"] == "stolen in a test" and d["revoked_at"]
     page = http.get(f"/log/devices/{dev}").text
     assert "Revoked" in page and "stolen in a test" in page
+    # the revocation is an entry of the log, shown as such
+    size = http.get("/api/v1/checkpoint").json()["size"]
+    last = http.get(f"/api/v1/entries/{size - 1}").json()["key_event"]
+    assert (last["kind"], last["reason"]) == ("revocation", "stolen in a test")
+    assert "Key history: revocation" in http.get(f"/log/entries/{size - 1}").text
 
 
 def test_web_refuses_a_port_in_use(site: DemoSite) -> None:

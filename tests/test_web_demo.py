@@ -31,7 +31,7 @@ def test_make_web_serves_the_demo_captures(tmp_path: Path) -> None:
         read_line(proc, "Ctrl-C stops", timeout=30)
         with httpx.Client(base_url=url, timeout=60) as c:
             assert "Is this the signed original?" in c.get("/").text
-            assert c.get("/api/v1/checkpoint").json()["size"] == 3
+            assert c.get("/api/v1/checkpoint").json()["size"] == 4  # enrollment + 3 captures
             derived = work / "newsroom" / "rocket_resized.jpg"
             r = c.post("/api/v1/verify", files={"file": (derived.name, derived.read_bytes())})
             assert r.json()["status"] == "DERIVED", json.dumps(r.json())[:400]

@@ -333,3 +333,19 @@ def test_listen_ports_are_ascii_digits() -> None:
     for bad in ["127.0.0.1:²", "127.0.0.1:٣", "127.0.0.1:" + "9" * 5000]:
         with pytest.raises(ConfigError):
             bind(bad)
+
+
+def test_http_sockets_send_without_waiting_for_delayed_acks() -> None:
+    """`prov web`, `prov serve --http` and `prov witness serve` bind through `bind`: the
+    listening socket, and so every connection it accepts, has TCP_NODELAY (without it a
+    kept-alive answer's body waited ~40 ms for the client's delayed ACK)."""
+    import socket
+
+    from provenance.web.serve import bind
+
+    listener, address = bind("127.0.0.1:0")
+    with listener, socket.create_connection(("127.0.0.1", int(address.rsplit(":", 1)[1]))):
+        accepted, _ = listener.accept()
+        with accepted:
+            for sock in (listener, accepted):
+                assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0

@@ -95,7 +95,8 @@ def test_witness_cosigns_a_growing_log_and_refuses_rollback_and_forks(
         assert cosig.startswith("\u2014 witness.test/w1 ") and cosig.endswith("\n")
         cosigned = first + cosig  # the client appends the cosignature to its note
         assert verify_cosignature(cosigned, wkey).name == "witness.test/w1"
-        assert open_checkpoint(cosigned, verifier).size == 3  # the log's signature still opens
+        # the log's signature still opens (the enrollment and 3 claims)
+        assert open_checkpoint(cosigned, verifier).size == 4
 
         # a tlog-proof carrying the cosigned checkpoint: prov receipt verify --witness
         assert receipts[-1].checkpoint == first
@@ -111,8 +112,8 @@ def test_witness_cosigns_a_growing_log_and_refuses_rollback_and_forks(
         assert prov_main([*verify, "--witness", absent, "--witness-quorum", "1"]) == 0
 
         second = submit(4)
-        proof = c.consistency_proof(3, 7)
-        status, cosig2, _ = _post(url, _body(3, proof, second))
+        proof = c.consistency_proof(4, 8)
+        status, cosig2, _ = _post(url, _body(4, proof, second))
         assert status == 200, cosig2
         verify_cosignature(second + cosig2, wkey)
         with pytest.raises(SignatureError):  # a cosignature is bound to its checkpoint
@@ -120,21 +121,21 @@ def test_witness_cosigns_a_growing_log_and_refuses_rollback_and_forks(
 
         # rollback: the old checkpoint again, from a client that says the witness knows 0
         status, text, ctype = _post(url, _body(0, [], first))
-        assert (status, text, ctype) == (409, "7\n", "text/x.tlog.size")
+        assert (status, text, ctype) == (409, "8\n", "text/x.tlog.size")
         # old size above the checkpoint's size
-        assert _post(url, _body(7, [], first))[0] == 400
+        assert _post(url, _body(8, [], first))[0] == 400
 
         # a fork: the same log key signs another root of the same size, then a bigger one
         signer = load_log_signer(Path(f"{server.db}.logkey.pem"), verifier.name)
         cp = open_checkpoint(second, verifier)
-        forked = signer.sign(Checkpoint(cp.origin, 7, bytes(32), cp.timestamp))
-        assert _post(url, _body(7, [], forked)) == (409, "7\n", "text/x.tlog.size")
-        bigger = signer.sign(Checkpoint(cp.origin, 9, bytes(32), cp.timestamp))
-        assert _post(url, _body(7, proof, bigger))[0] == 422
+        forked = signer.sign(Checkpoint(cp.origin, 8, bytes(32), cp.timestamp))
+        assert _post(url, _body(8, [], forked)) == (409, "8\n", "text/x.tlog.size")
+        bigger = signer.sign(Checkpoint(cp.origin, 10, bytes(32), cp.timestamp))
+        assert _post(url, _body(8, proof, bigger))[0] == 422
 
         # another key for the origin, an unknown origin, a malformed body
         impostor = LogSigner(Ed25519PrivateKey.generate(), cp.origin)
-        assert _post(url, _body(7, [], impostor.sign(cp)))[0] == 403
+        assert _post(url, _body(8, [], impostor.sign(cp)))[0] == 403
         stranger = LogSigner(Ed25519PrivateKey.generate(), "other.example/log")
         other_cp = Checkpoint("other.example/log", 1, bytes(32))
         assert _post(url, _body(0, [], stranger.sign(other_cp)))[0] == 404
@@ -143,7 +144,7 @@ def test_witness_cosigns_a_growing_log_and_refuses_rollback_and_forks(
 
         # the log keeps growing: still cosigned from the witness's persisted size
         third = submit(2)
-        status, _, _ = _post(url, _body(7, c.consistency_proof(7, 9), third))
+        status, _, _ = _post(url, _body(8, c.consistency_proof(8, 10), third))
         assert status == 200
         # this server was started without --witness: it has no cosigned checkpoint to give
         with pytest.raises(TransportError, match="requests no witness cosignatures") as e:
@@ -152,4 +153,4 @@ def test_witness_cosigns_a_growing_log_and_refuses_rollback_and_forks(
     # state survives a restart of the witness (a new instance on the same folder)
     again = Witness(signer, [log_vkey], tmp_path / "wstate")
     latest = again.latest(cp.origin)
-    assert latest is not None and latest.size == 9
+    assert latest is not None and latest.size == 10

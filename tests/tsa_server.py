@@ -10,7 +10,9 @@ is mocked: the tokens are built with asn1crypto and signed with cryptography.
 
 Knobs for the failure tests: ``clock`` (genTime, injected), ``delay_s`` (answer late),
 ``forge`` (flip a byte of the CMS signature), ``imprint`` (timestamp other bytes than
-asked).
+asked), ``extra_certificates`` (more certificates in the token, outside its signature),
+`LocalTsa.sign_as` (sign with another certificate and Ed25519 key, e.g. a
+device's own, which is no timestamp authority).
 """
 
 from __future__ import annotations
@@ -98,6 +100,8 @@ class LocalTsa:
         self.delay_s = 0.0
         self.forge = False
         self.imprint: bytes | None = None
+        self.ed25519_sign: Callable[[bytes], bytes] | None = None
+        self.extra_certificates: list[x509.Certificate] = []
         self.requests = 0
         tsa = self
 
@@ -135,6 +139,12 @@ class LocalTsa:
     def __exit__(self, *exc: object) -> None:
         self._server.shutdown()
         self._server.server_close()
+
+    def sign_as(
+        self, root: x509.Certificate, leaf: x509.Certificate, sign: Callable[[bytes], bytes]
+    ) -> None:
+        """Sign later tokens as ``leaf`` (issued by ``root``) with an Ed25519 ``sign``."""
+        self.root, self.leaf, self.ed25519_sign = root, leaf, sign
 
     def respond(self, request_der: bytes) -> bytes:
         """A DER TimeStampResp granting the request (RFC 3161 section 2.4.2)."""
@@ -176,7 +186,11 @@ class LocalTsa:
                 },
             ]
         )
-        signature = self._key.sign(signed_attrs.dump(), ec.ECDSA(hashes.SHA256()))
+        if self.ed25519_sign is not None:
+            algorithm, signature = "ed25519", self.ed25519_sign(signed_attrs.dump())
+        else:
+            algorithm = "sha256_ecdsa"
+            signature = self._key.sign(signed_attrs.dump(), ec.ECDSA(hashes.SHA256()))
         if self.forge:
             signature = signature[:-1] + bytes([signature[-1] ^ 1])
         signer = cms.SignerInfo(
@@ -192,7 +206,7 @@ class LocalTsa:
                 ),
                 "digest_algorithm": algos.DigestAlgorithm({"algorithm": "sha256"}),
                 "signed_attrs": signed_attrs,
-                "signature_algorithm": algos.SignedDigestAlgorithm({"algorithm": "sha256_ecdsa"}),
+                "signature_algorithm": algos.SignedDigestAlgorithm({"algorithm": algorithm}),
                 "signature": signature,
             }
         )
@@ -204,7 +218,11 @@ class LocalTsa:
                     "content_type": "tst_info",
                     "content": core.ParsableOctetString(tst_der),
                 },
-                "certificates": [leaf, root] if req["cert_req"].native else [],
+                "certificates": ([leaf, root] if req["cert_req"].native else [])
+                + [
+                    asn1_x509.Certificate.load(c.public_bytes(serialization.Encoding.DER))
+                    for c in self.extra_certificates
+                ],
                 "signer_infos": [signer],
             }
         )

@@ -11,7 +11,10 @@ prove their time two independent ways, tried in this order:
    exact claim signature, from a TSA that chains to a configured TSA root. It dates the
    C2PA signature itself. Failing that, a timestamp the C2PA reader trusted itself
    (``timeStamp.trusted``: a TSA on c2pa-rs's own list, or a v1 ``sigTst``): the reader
-   already judged the signer at its time, which no clock changes.
+   already judged the signer at its time, which no clock changes. c2pa-rs checks that
+   token's chain against the signers' anchors too and not its extended key usage, so it
+   is used only when its signer has id-kp-timeStamping (not, say, the device's own
+   certificate stamping its own signature).
 2. **Log receipt**: the manifest's ``org.provenance.claim`` assertion carries our signed
    claim and its receipt. When the receipt verifies against the log's key (signed
    checkpoint, RFC 9162 inclusion proof), the claim is by the key in the C2PA signer's
@@ -40,7 +43,13 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from provenance.c2pa.container import content_sha256
 from provenance.c2pa.result import C2paResult
-from provenance.c2pa.timestamp import ClaimSignature, TsaTrust, read_claim_signature, verify_token
+from provenance.c2pa.timestamp import (
+    ClaimSignature,
+    TsaTrust,
+    read_claim_signature,
+    timestamping_signer,
+    verify_token,
+)
 from provenance.errors import ClaimError, ConfigError, ProofError, ProvenanceError, TimestampError
 from provenance.keys import key_id
 from provenance.log.checkpoint import NoteVerifier
@@ -157,8 +166,17 @@ def assess_signing_time(
         problems.append(f"timestamp not used: {e}")
     reader_time = _reader_timestamp(result)
     if reader_time is not None:
-        description = "time from RFC 3161 timestamp trusted by the C2PA reader"
-        return _judged(sig, TimeSource.TIMESTAMP, reader_time, description, problems)
+        # c2pa-rs chains a timestamp to its one anchor list (the signers' too) without
+        # the timeStamping EKU: a device could date its own signature.
+        try:
+            found = sig.token()
+            if found is None:
+                raise TimestampError("the claim signature's header carries no token")
+            tsa = timestamping_signer(found[1])
+            description = "time from RFC 3161 timestamp trusted by the C2PA reader"
+            return _judged(sig, TimeSource.TIMESTAMP, reader_time, description, problems, tsa)
+        except ProvenanceError as e:
+            problems.append(f"timestamp trusted by the C2PA reader not used: {e}")
     assertion = result.provenance_assertion
     if assertion is not None:
         try:

@@ -25,9 +25,11 @@ not apply to timestamps).
 from __future__ import annotations
 
 import hashlib
+import http.client
+import socket
 import struct
-import urllib.error
-import urllib.request
+import threading
+import urllib.parse
 import zlib
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, replace
@@ -37,7 +39,7 @@ from typing import Any
 
 import cbor2
 from cryptography import x509
-from cryptography.x509.oid import NameOID
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from rfc3161_client import (
     HashAlgorithm,
     PKIStatus,
@@ -59,6 +61,12 @@ SIGTST = "sigTst"
 X5CHAIN = 33
 #: Largest TSA reply read, bytes.
 MAX_REPLY_BYTES = 1 << 20
+#: Largest timestamp token checked, bytes (real ones are 1-10 KB; C2PA reserves about
+#: 10 KB of pad for it). The header holding it is outside every signature.
+MAX_TOKEN_BYTES = 64 << 10
+#: Most certificates a token may carry (real ones: the TSA's chain, 1-4). OpenSSL's
+#: chain building costs about N^2 over N certificates named alike (6,000: 10 s).
+MAX_TOKEN_CERTIFICATES = 16
 _SIGNATURE_LABEL = "c2pa.signature"
 _HASHES = {
     "2.16.840.1.101.3.4.2.1": hashlib.sha256,
@@ -196,23 +204,7 @@ def request_token(tbs: bytes, tsa: TimestampAuthority) -> bytes:
     request = TimestampRequestBuilder(
         data=tbs, hash_algorithm=HashAlgorithm.SHA256, nonce=True, cert_req=True
     ).build()
-    http = urllib.request.Request(
-        tsa.url,
-        data=request.as_bytes(),
-        headers={"Content-Type": "application/timestamp-query"},
-        method="POST",
-    )
-    try:
-        with urllib.request.urlopen(http, timeout=tsa.timeout_s) as reply:
-            body = reply.read(MAX_REPLY_BYTES + 1)
-    except urllib.error.HTTPError as e:
-        raise TimestampError(f"the timestamp authority {tsa.url} answered HTTP {e.code}") from e
-    except (urllib.error.URLError, OSError, ValueError) as e:
-        why = getattr(e, "reason", e)
-        raise TimestampError(
-            f"the timestamp authority {tsa.url} could not be reached within"
-            f" {tsa.timeout_s:g} s: {why}"
-        ) from e
+    body = _post(tsa, request.as_bytes())
     if len(body) > MAX_REPLY_BYTES:
         raise TimestampError(f"the timestamp authority {tsa.url} sent over {MAX_REPLY_BYTES} bytes")
     try:
@@ -220,6 +212,7 @@ def request_token(tbs: bytes, tsa: TimestampAuthority) -> bytes:
         info = response.tst_info
     except Exception as e:  # hostile DER: ValueError, KeyError, ...
         raise TimestampError(f"{tsa.url} did not answer with a TimeStampResp: {e}") from e
+    _check_certificate_count(len(response.signed_data.certificates))
     if response.status not in (PKIStatus.GRANTED, PKIStatus.GRANTED_WITH_MODS):
         raise TimestampError(
             f"the timestamp authority {tsa.url} refused the request (status {response.status}:"
@@ -239,6 +232,57 @@ def request_token(tbs: bytes, tsa: TimestampAuthority) -> bytes:
             f"the timestamp from {tsa.url} does not verify with its own certificates: {e}"
         ) from e
     return response.time_stamp_token()
+
+
+def _post(tsa: TimestampAuthority, query: bytes) -> bytes:
+    """POST an RFC 3161 query to the TSA (RFC 3161 section 3.4); the reply body, at most
+    MAX_REPLY_BYTES + 1 bytes. tsa.timeout_s bounds the whole exchange: at the deadline a
+    timer shuts the socket down, so a TSA that drips its headers or body a byte at a time
+    is cut off (a per-read socket timeout alone would wait for each byte). Raises
+    TimestampError naming the TSA when it is unreachable, too slow or not HTTP 200."""
+    parts = urllib.parse.urlsplit(tsa.url)
+    kind = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
+    expired = threading.Event()
+    try:
+        conn = kind(parts.hostname or "", parts.port, timeout=tsa.timeout_s)
+    except (ValueError, http.client.HTTPException) as e:  # e.g. a port that is not a number
+        raise TimestampError(f"the timestamp authority URL {tsa.url} is not usable: {e}") from e
+
+    def cut() -> None:
+        expired.set()
+        if conn.sock is not None:
+            try:
+                conn.sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    timer = threading.Timer(tsa.timeout_s, cut)
+    timer.daemon = True
+    timer.start()
+    try:
+        path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        conn.request(
+            "POST", path, body=query, headers={"Content-Type": "application/timestamp-query"}
+        )
+        reply = conn.getresponse()
+        if reply.status != 200:
+            raise TimestampError(f"the timestamp authority {tsa.url} answered HTTP {reply.status}")
+        body = reply.read(MAX_REPLY_BYTES + 1)
+    except (OSError, http.client.HTTPException, ValueError) as e:
+        why = "no complete reply" if expired.is_set() else getattr(e, "reason", None) or e
+        raise TimestampError(_unreachable(tsa, why)) from e
+    finally:
+        timer.cancel()
+        conn.close()
+    if expired.is_set():  # the body was cut short at the deadline
+        raise TimestampError(_unreachable(tsa, "no complete reply"))
+    return body
+
+
+def _unreachable(tsa: TimestampAuthority, why: object) -> str:
+    return (
+        f"the timestamp authority {tsa.url} could not be reached within {tsa.timeout_s:g} s: {why}"
+    )
 
 
 def attach_token(data: bytes, media_type: str, sig: ClaimSignature, token: bytes) -> bytes:
@@ -281,7 +325,8 @@ def timestamp_file(data: bytes, media_type: str, tsa: TimestampAuthority) -> byt
 def verify_token(token: bytes, tbs: bytes, trust: TsaTrust | None) -> VerifiedTimestamp:
     """Check a timestamp token over ``tbs`` (the countersign bytes) against ``trust``.
 
-    Checks, in order: the token parses as RFC 3161 (a CMS SignedData over a TSTInfo);
+    Checks, in order: at most MAX_TOKEN_BYTES and MAX_TOKEN_CERTIFICATES (bounded
+    cost: the header is outside every signature); the token parses as RFC 3161 (a CMS SignedData over a TSTInfo);
     its MessageImprint is the hash of exactly these bytes; trust is configured; the CMS
     signature verifies with a chain to one of the roots, at the token's genTime, from a
     certificate with the critical id-kp-timeStamping EKU (rfc3161-client's Verifier).
@@ -289,14 +334,17 @@ def verify_token(token: bytes, tbs: bytes, trust: TsaTrust | None) -> VerifiedTi
     no TSA trust configured, a TSA not on the trust list, or a signature that does not
     verify (forged or damaged).
     """
+    _check_token_size(token)
     try:
         response = decode_timestamp_response(_as_response(token))
         info = response.tst_info
         algorithm = info.message_imprint.hash_algorithm.dotted_string
         imprint, gen_time = info.message_imprint.message, info.gen_time
+        certificates = len(response.signed_data.certificates)
         tsa = _tsa_name(response)
     except Exception as e:  # hostile DER: ValueError, KeyError, x509.InvalidVersion, ...
         raise TimestampError(f"the timestamp token is malformed: {e}") from e
+    _check_certificate_count(certificates)
     if algorithm not in _HASHES:
         raise TimestampError(f"the timestamp token uses an unsupported hash ({algorithm})")
     digest = _HASHES[algorithm](tbs).digest()
@@ -328,6 +376,23 @@ def verify_token(token: bytes, tbs: bytes, trust: TsaTrust | None) -> VerifiedTi
     return VerifiedTimestamp(gen_time=gen_time, tsa=tsa)
 
 
+def _check_token_size(token: bytes) -> None:
+    """TimestampError for a token over MAX_TOKEN_BYTES, before it is parsed."""
+    if len(token) > MAX_TOKEN_BYTES:
+        raise TimestampError(
+            f"the timestamp token is {len(token)} bytes, over the limit of {MAX_TOKEN_BYTES}"
+        )
+
+
+def _check_certificate_count(count: int) -> None:
+    """TimestampError for a token carrying over MAX_TOKEN_CERTIFICATES certificates."""
+    if count > MAX_TOKEN_CERTIFICATES:
+        raise TimestampError(
+            f"the timestamp token carries {count} certificates; at most"
+            f" {MAX_TOKEN_CERTIFICATES} are checked"
+        )
+
+
 def _verifier(roots: tuple[x509.Certificate, ...]) -> Verifier:
     """rfc3161-client's verifier over these roots (duplicates dropped)."""
     builder = VerifierBuilder()
@@ -336,15 +401,116 @@ def _verifier(roots: tuple[x509.Certificate, ...]) -> Verifier:
     return builder.build()
 
 
-def _tsa_name(response: TimeStampResponse) -> str:
-    """Common name of the certificate that signed the token, else its subject."""
+def timestamping_signer(token: bytes) -> str:
+    """The name of the TSA certificate in a timestamp token (DER timeStampToken, or a
+    whole TimeStampResp as early v1 ``sigTst`` headers hold), once every end-entity
+    certificate the token carries is shown to be a timestamp authority's: it has the
+    extended key usage id-kp-timeStamping (RFC 3161 section 2.3). The chain and the
+    signature are not checked here (the C2PA reader did); the certificates are read
+    without requiring their SET in DER order, as real tokens have it. Raises
+    TimestampError when the token is malformed, carries no end-entity certificate, or
+    one that is not a TSA's, e.g. the C2PA signer's own certificate stamping its own
+    signature."""
+    _check_token_size(token)
+    try:
+        return _timestamping_signer(token)
+    except ValueError as e:  # hostile DER, or a certificate field that does not parse
+        raise TimestampError(f"the timestamp token is malformed: {e}") from e
+
+
+def _timestamping_signer(token: bytes) -> str:
+    ders = _token_certificates(token)
+    _check_certificate_count(len(ders))
+    certs = [x509.load_der_x509_certificate(der) for der in ders]
+    leaves = [c for c in certs if not _is_ca(c)]
+    if not leaves:
+        raise TimestampError("the timestamp token carries no TSA certificate")
+    for cert in leaves:
+        try:
+            ekus = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+        except x509.ExtensionNotFound:
+            ekus = x509.ExtendedKeyUsage([])
+        if ExtendedKeyUsageOID.TIME_STAMPING not in ekus:
+            raise TimestampError(
+                f"the timestamp is signed by {_common_name(cert)}, which is not a timestamp"
+                " authority (its certificate lacks the id-kp-timeStamping extended key usage)"
+            )
+    return _common_name(leaves[0])
+
+
+def _token_certificates(token: bytes) -> list[bytes]:
+    """The DER certificates of a token's SignedData (RFC 5652 section 5.1, field
+    ``certificates [0] IMPLICIT``), from a ContentInfo or a whole TimeStampResp. Raises
+    ValueError when the DER does not have that shape."""
+    tag, _, start, stop = _der(token, 0, len(token))
+    outer = list(_der_children(token, start, stop))
+    if tag != 0x30 or not outer:
+        raise ValueError("not a DER SEQUENCE")
+    if outer[0][0] == 0x30:  # TimeStampResp: status, then the token
+        if len(outer) < 2 or outer[1][0] != 0x30:
+            raise ValueError("a TimeStampResp without a token")
+        outer = list(_der_children(token, outer[1][2], outer[1][3]))
+    if len(outer) < 2 or outer[0][0] != 0x06 or outer[1][0] != 0xA0:
+        raise ValueError("not a CMS ContentInfo")
+    signed = list(_der_children(token, outer[1][2], outer[1][3]))
+    if not signed or signed[0][0] != 0x30:
+        raise ValueError("not a CMS SignedData")
+    fields = list(_der_children(token, signed[0][2], signed[0][3]))
+    certs = next((f for f in fields[3:4] if f[0] == 0xA0), None)
+    if certs is None:
+        return []
+    return [token[h:e] for t, h, _, e in _der_children(token, certs[2], certs[3]) if t == 0x30]
+
+
+def _der(data: bytes, pos: int, limit: int) -> tuple[int, int, int, int]:
+    """(tag, header start, content start, end) of the DER element at pos; ValueError."""
+    if pos + 2 > limit:
+        raise ValueError(f"truncated DER at byte {pos}")
+    tag, length, at = data[pos], data[pos + 1], pos + 2
+    if length & 0x80:
+        n = length & 0x7F
+        if not 1 <= n <= 4 or at + n > limit:
+            raise ValueError(f"bad DER length at byte {pos}")
+        length, at = int.from_bytes(data[at : at + n], "big"), at + n
+    if at + length > limit:
+        raise ValueError(f"DER element at byte {pos} runs past its container")
+    return tag, pos, at, at + length
+
+
+def _der_children(data: bytes, start: int, end: int) -> Iterator[tuple[int, int, int, int]]:
+    pos = start
+    while pos < end:
+        element = _der(data, pos, end)
+        yield element
+        pos = element[3]
+
+
+def _is_ca(cert: x509.Certificate) -> bool:
+    try:
+        return bool(cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca)
+    except x509.ExtensionNotFound:
+        return False
+
+
+def _common_name(cert: x509.Certificate) -> str:
+    names = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    return str(names[0].value) if names else cert.subject.rfc4514_string()
+
+
+def _signer_certificate(response: TimeStampResponse) -> x509.Certificate | None:
+    """The certificate in the token that signed it, or None."""
     signers = response.signed_data.signer_infos
     for der in response.signed_data.certificates:
         cert = x509.load_der_x509_certificate(der)
         if any(cert.issuer == s.issuer and cert.serial_number == s.serial_number for s in signers):
-            names = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
-            return str(names[0].value) if names else cert.subject.rfc4514_string()
-    return "a TSA whose certificate is not in the token"
+            return cert
+    return None
+
+
+def _tsa_name(response: TimeStampResponse) -> str:
+    """Common name of the certificate that signed the token, else its subject."""
+    cert = _signer_certificate(response)
+    return "a TSA whose certificate is not in the token" if cert is None else _common_name(cert)
 
 
 def _as_response(token: bytes) -> bytes:

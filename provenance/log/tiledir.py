@@ -15,8 +15,11 @@ export only adds what the log appended since (tlog-tiles: full tiles are immutab
 from __future__ import annotations
 
 import gzip
+import http.client
+import io
 import os
 import secrets
+import time
 import urllib.error
 import urllib.request
 import zlib
@@ -39,7 +42,11 @@ MAX_FILE_BYTES = tiles.TILE_WIDTH * (2 + tiles.MAX_ENTRY_SIZE)
 """Largest file of a tiled log: a full entry bundle of 256 entries of 65,535 bytes."""
 
 FETCH_TIMEOUT_S = 30.0
-"""Seconds to wait for one file over HTTP."""
+"""Seconds to wait for any byte of a file over HTTP."""
+
+FILE_DEADLINE_S = 300.0
+"""Seconds one file over HTTP may take in all (a server dripping bytes within
+`FETCH_TIMEOUT_S` of each other would otherwise hold an audit forever)."""
 
 
 @dataclass(frozen=True)
@@ -174,7 +181,22 @@ def _dir_fetcher(root: Path) -> tiles.Fetch:
     return fetch
 
 
-def _url_fetcher(prefix: str) -> tiles.Fetch:
+def _read_by_deadline(response: http.client.HTTPResponse, url: str, deadline_s: float) -> bytes:
+    """The body of ``response``, read within ``deadline_s`` seconds in all. Raises
+    TransportError past the deadline, LogIntegrityError over `MAX_FILE_BYTES`."""
+    deadline = time.monotonic() + deadline_s
+    data = bytearray()
+    while len(data) <= MAX_FILE_BYTES:
+        if time.monotonic() > deadline:
+            raise TransportError(f"{url} took more than {deadline_s:g} s to arrive")
+        chunk = response.read1(min(1 << 16, MAX_FILE_BYTES + 1 - len(data)))
+        if not chunk:
+            break
+        data += chunk
+    return _read_bounded(io.BytesIO(data).read, url)
+
+
+def _url_fetcher(prefix: str, deadline_s: float = FILE_DEADLINE_S) -> tiles.Fetch:
     base = prefix.rstrip("/") + "/"
 
     def fetch(path: str) -> bytes:
@@ -182,7 +204,7 @@ def _url_fetcher(prefix: str) -> tiles.Fetch:
         request = urllib.request.Request(url, headers={"Accept-Encoding": "gzip, identity"})
         try:
             with urllib.request.urlopen(request, timeout=FETCH_TIMEOUT_S) as response:
-                data = _read_bounded(response.read, url)
+                data = _read_by_deadline(response, url, deadline_s)
                 if response.headers.get("Content-Encoding", "identity") == "gzip":
                     inflate = zlib.decompressobj(16 + zlib.MAX_WBITS)
                     data = inflate.decompress(data, MAX_FILE_BYTES + 1)
@@ -199,8 +221,9 @@ def _url_fetcher(prefix: str) -> tiles.Fetch:
     return fetch
 
 
-def fetcher(location: str) -> tiles.Fetch:
-    """A `tiles.Fetch` for a tiled log at an ``http://``/``https://`` prefix or a directory.
+def fetcher(location: str, deadline_s: float = FILE_DEADLINE_S) -> tiles.Fetch:
+    """A `tiles.Fetch` for a tiled log at an ``http://``/``https://`` prefix or a directory;
+    each file over HTTP must arrive within ``deadline_s`` seconds (TransportError).
 
     The fetcher raises LogIntegrityError for a file the log must serve but does not (a
     missing file, HTTP 404, or one over `MAX_FILE_BYTES`), TransportError when the
@@ -208,7 +231,7 @@ def fetcher(location: str) -> tiles.Fetch:
     ConfigError here when ``location`` is neither a URL nor an existing directory.
     """
     if location.startswith(("http://", "https://")):
-        return _url_fetcher(location)
+        return _url_fetcher(location, deadline_s)
     root = Path(location)
     if not root.is_dir():
         raise ConfigError(f"{location} is neither an http(s):// URL nor a directory")

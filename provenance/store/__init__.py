@@ -33,12 +33,14 @@ import numpy as np
 from provenance.binding import PerceptualHash
 from provenance.claims import Device, SignedClaim
 from provenance.errors import ConfigError
+from provenance.keyhistory import KeyEvent, SignedKeyEvent
 
 __all__ = [
     "AppendTxn",
     "HashPack",
     "IndexRow",
     "LeafRecord",
+    "NewKeyLeaf",
     "NewLeaf",
     "Store",
     "from_us",
@@ -93,6 +95,22 @@ class NewLeaf:
 #: claim hash, device id, sequence, file SHA-256, integration time in microseconds since
 #: the epoch, entry).
 IndexRow = tuple[int, bytes, bytes, bytes, int, bytes, int, bytes]
+
+
+#: A stored soft-hash row: (leaf index, algorithm, hash, quality, frame time in seconds).
+SoftRow = tuple[int, str, bytes, int, float]
+
+
+@dataclass(frozen=True)
+class NewKeyLeaf:
+    """A key-history leaf to append (`provenance.keyhistory`): stored in the leaves table
+    with sequence 0 and no file hash, and indexed by device in ``key_events``."""
+
+    leaf_hash: bytes
+    signed: SignedKeyEvent
+    event: KeyEvent
+    integrated_at: datetime
+    entry: bytes
 
 
 @dataclass(frozen=True)
@@ -150,6 +168,24 @@ class AppendTxn(Protocol):
         """Leaves start, start+1, ... with their soft hashes and device sequence state."""
         ...
 
+    def enroll(
+        self, token_hash: bytes | None, device: Device, now: datetime, certificate_pem: str
+    ) -> Device:
+        """`Store.enroll` inside this transaction."""
+        ...
+
+    def revoke(self, device_id: bytes, effective_at: datetime, reason: str) -> Device:
+        """`Store.revoke` inside this transaction."""
+        ...
+
+    def all_devices(self) -> list[Device]:
+        """Every registry row, oldest enrollment first."""
+        ...
+
+    def insert_key_events(self, start: int, leaves: Sequence[NewKeyLeaf]) -> None:
+        """Key-history leaves start, start+1, ..., indexed by device."""
+        ...
+
 
 class Store(Protocol):
     """What the service needs from storage. Every method is thread-safe.
@@ -181,6 +217,19 @@ class Store(Protocol):
         """Store ``value`` unless ``key`` already has one; return the stored value."""
         ...
 
+    # per-device submission quotas, shared by every server of the store
+    def add_quota_usage(
+        self, window: int, usage: Sequence[tuple[bytes, int, int]], keep_from: int
+    ) -> None:
+        """Add (device id, claims, claim bytes) to the devices' counters of minute
+        ``window``, atomically with every other server's additions; drop the counters
+        of minutes before ``keep_from``."""
+        ...
+
+    def quota_usage(self, device_id: bytes, windows: Sequence[int]) -> list[tuple[int, int]]:
+        """(claims, claim bytes) counted for the device in each of these minutes."""
+        ...
+
     # registry
     def find_device(self, device_id: bytes) -> Device | None: ...
 
@@ -195,13 +244,24 @@ class Store(Protocol):
     def enroll(
         self, token_hash: bytes | None, device: Device, now: datetime, certificate_pem: str = ""
     ) -> Device:
-        """Record the device, spending its one-time token (None: enrolled by a checked
-        certificate), atomically. Raises EnrollmentError."""
+        """Record the device in the registry only (the service logs it through the
+        writer), spending its one-time token (None: enrolled by a checked certificate),
+        atomically. Raises EnrollmentError."""
         ...
 
     def device_certificate(self, device_id: bytes) -> str: ...
 
-    def revoke(self, device_id: bytes, effective_at: datetime, reason: str) -> Device: ...
+    def revoke(self, device_id: bytes, effective_at: datetime, reason: str) -> Device:
+        """Record a revocation in the registry only (the service logs it through the
+        writer); revoking twice keeps the earlier time. Raises UnknownDeviceError."""
+        ...
+
+    def key_event_entries(
+        self, device_id: bytes, revocations_only: bool = False
+    ) -> list[tuple[int, bytes]]:
+        """(leaf index, leaf data) of the key-history leaves logged for ``device_id``
+        (only revocations with ``revocations_only``), in log order."""
+        ...
 
     # log reads
     def get_nodes(self, keys: Sequence[tuple[int, int]]) -> list[bytes]: ...
@@ -233,6 +293,11 @@ class Store(Protocol):
 
     def hash_pack(self, start: int, stop: int) -> HashPack:
         """The `HashPack` of leaves [start, stop), read from the soft-hash rows."""
+        ...
+
+    def soft_hash_rows(self, start: int, stop: int) -> list[SoftRow]:
+        """Every soft-hash row of leaves [start, stop), sorted (what `provenance.pack_audit`
+        compares with the logged entries)."""
         ...
 
     def stored_packs(self, start: int) -> Iterator[HashPack]:
@@ -275,3 +340,30 @@ def open_store(target: str | Path, *, exclusive: bool = False) -> Store:
     from provenance.store.sqlite import SqliteStore
 
     return SqliteStore(Path(target), exclusive=exclusive)
+
+
+#: Prefix of the per-device quota counters in the meta table (minute, then device id).
+QUOTA_PREFIX = "quota/"
+
+
+def quota_key(window: int, device_id: bytes | None = None) -> str:
+    """The meta key of a device's quota counter in minute ``window`` (minutes since the
+    epoch, zero-padded so keys sort by minute); without a device, a key that sorts after
+    every counter of earlier minutes and before those of ``window``."""
+    minute = f"{QUOTA_PREFIX}{window:012d}"
+    return minute if device_id is None else f"{minute}/{device_id.hex()}"
+
+
+def add_usage(old: str | None, claims: int, nbytes: int) -> str:
+    """A quota counter's stored value ("claims bytes") with ``claims`` and ``nbytes``
+    added."""
+    c, b = parse_usage(old)
+    return f"{c + claims} {b + nbytes}"
+
+
+def parse_usage(value: str | None) -> tuple[int, int]:
+    """(claims, bytes) of a stored quota counter value (None: (0, 0))."""
+    if value is None:
+        return 0, 0
+    c, b = value.split()
+    return int(c), int(b)

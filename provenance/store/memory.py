@@ -18,7 +18,19 @@ from provenance.binding import PDQ_HASH_SIZE, PDQ_MIN_QUALITY, PerceptualHash
 from provenance.claims import Device
 from provenance.errors import EnrollmentError, LogError, UnknownDeviceError
 from provenance.registry import merged_revocation
-from provenance.store import HashPack, IndexRow, LeafRecord, NewLeaf, to_us
+from provenance.store import (
+    QUOTA_PREFIX,
+    HashPack,
+    IndexRow,
+    LeafRecord,
+    NewKeyLeaf,
+    NewLeaf,
+    SoftRow,
+    add_usage,
+    parse_usage,
+    quota_key,
+    to_us,
+)
 
 
 @dataclass
@@ -38,6 +50,8 @@ class _State:
     soft: list[tuple[int, PerceptualHash]] = field(default_factory=list)
     nodes: dict[tuple[int, int], bytes] = field(default_factory=dict)
     checkpoints: dict[int, str] = field(default_factory=dict)
+    #: (leaf index, device id, kind) of key-history leaves
+    key_events: list[tuple[int, bytes, int]] = field(default_factory=list)
     packs: dict[int, HashPack] = field(default_factory=dict)
 
 
@@ -53,6 +67,40 @@ def _latest(state: _State) -> tuple[int, str] | None:
         return None
     size = max(state.checkpoints)
     return size, state.checkpoints[size]
+
+
+def _enroll(
+    state: _State, token_hash: bytes | None, device: Device, now: datetime, certificate_pem: str
+) -> Device:
+    label = device.label
+    token = None
+    if token_hash is not None:
+        token = state.tokens.get(token_hash)
+        if token is None:
+            raise EnrollmentError("unknown enrollment token")
+        if token.used:
+            raise EnrollmentError("this enrollment token was already used")
+        if now > token.expires:
+            raise EnrollmentError(f"this enrollment token expired at {token.expires}")
+        label = token.label or label
+    if device.device_id in state.devices:
+        raise EnrollmentError(f"device {device.device_id.hex()} is already enrolled")
+    if token is not None:
+        token.used = True
+    stored = Device(device.device_id, device.public_key, now, label=label)
+    state.devices[device.device_id] = stored
+    state.certificates[device.device_id] = certificate_pem
+    return stored
+
+
+def _revoke(state: _State, device_id: bytes, effective_at: datetime, reason: str) -> Device:
+    d = state.devices.get(device_id)
+    if d is None:
+        raise UnknownDeviceError(f"device {device_id.hex()} is not enrolled")
+    when, why = merged_revocation(d, effective_at, reason)
+    d = replace(d, revoked_at=when, revocation_reason=why)
+    state.devices[device_id] = d
+    return d
 
 
 def _covering(state: _State, index: int) -> tuple[int, str] | None:
@@ -91,6 +139,37 @@ class _MemoryAppend:
 
     def put_checkpoint(self, size: int, note: str, now: datetime) -> None:
         self.state.checkpoints[size] = note
+
+    def enroll(
+        self, token_hash: bytes | None, device: Device, now: datetime, certificate_pem: str
+    ) -> Device:
+        return _enroll(self.state, token_hash, device, now, certificate_pem)
+
+    def revoke(self, device_id: bytes, effective_at: datetime, reason: str) -> Device:
+        return _revoke(self.state, device_id, effective_at, reason)
+
+    def all_devices(self) -> list[Device]:
+        return sorted(self.state.devices.values(), key=lambda d: d.enrolled_at)
+
+    def insert_key_events(self, start: int, leaves: Sequence[NewKeyLeaf]) -> None:
+        if start != len(self.state.leaves):
+            raise LogError(f"append at {start} but the log has {len(self.state.leaves)} leaves")
+        for i, lf in enumerate(leaves):
+            dev = lf.event.device_id
+            self.state.leaves.append(
+                LeafRecord(
+                    start + i,
+                    lf.leaf_hash,
+                    lf.signed.event_hash,
+                    dev,
+                    0,
+                    b"",
+                    lf.integrated_at,
+                    False,
+                    lf.entry,
+                )
+            )
+            self.state.key_events.append((start + i, dev, int(lf.event.kind)))
 
     def insert_leaves(self, start: int, leaves: Sequence[NewLeaf]) -> None:
         if start != len(self.state.leaves):
@@ -149,6 +228,22 @@ class MemoryStore:
         with self._lock:
             return self._state.meta.setdefault(key, value)
 
+    # quotas
+    def add_quota_usage(
+        self, window: int, usage: Sequence[tuple[bytes, int, int]], keep_from: int
+    ) -> None:
+        with self._lock:
+            meta = self._state.meta
+            for device_id, claims, nbytes in usage:
+                key = quota_key(window, device_id)
+                meta[key] = add_usage(meta.get(key), claims, nbytes)
+            oldest = quota_key(keep_from)
+            for key in [k for k in meta if k.startswith(QUOTA_PREFIX) and k < oldest]:
+                del meta[key]
+
+    def quota_usage(self, device_id: bytes, windows: Sequence[int]) -> list[tuple[int, int]]:
+        return [parse_usage(self._state.meta.get(quota_key(w, device_id))) for w in windows]
+
     # registry
     def find_device(self, device_id: bytes) -> Device | None:
         return self._state.devices.get(device_id)
@@ -167,36 +262,24 @@ class MemoryStore:
         self, token_hash: bytes | None, device: Device, now: datetime, certificate_pem: str = ""
     ) -> Device:
         with self._lock:
-            label = device.label
-            token = None
-            if token_hash is not None:
-                token = self._state.tokens.get(token_hash)
-                if token is None:
-                    raise EnrollmentError("unknown enrollment token")
-                if token.used:
-                    raise EnrollmentError("this enrollment token was already used")
-                if now > token.expires:
-                    raise EnrollmentError(f"this enrollment token expired at {token.expires}")
-                label = token.label or label
-            if device.device_id in self._state.devices:
-                raise EnrollmentError(f"device {device.device_id.hex()} is already enrolled")
-            if token is not None:
-                token.used = True
-            stored = Device(device.device_id, device.public_key, now, label=label)
-            self._state.devices[device.device_id] = stored
-            self._state.certificates[device.device_id] = certificate_pem
-            return stored
+            return _enroll(self._state, token_hash, device, now, certificate_pem)
 
     def device_certificate(self, device_id: bytes) -> str:
         return self._state.certificates.get(device_id, "")
 
     def revoke(self, device_id: bytes, effective_at: datetime, reason: str) -> Device:
         with self._lock:
-            d = self.get_device(device_id)
-            when, why = merged_revocation(d, effective_at, reason)
-            d = replace(d, revoked_at=when, revocation_reason=why)
-            self._state.devices[device_id] = d
-            return d
+            return _revoke(self._state, device_id, effective_at, reason)
+
+    def key_event_entries(
+        self, device_id: bytes, revocations_only: bool = False
+    ) -> list[tuple[int, bytes]]:
+        least = 2 if revocations_only else 0
+        return [
+            (i, self._state.leaves[i].entry)
+            for i, dev, kind in list(self._state.key_events)
+            if dev == device_id and kind >= least
+        ]
 
     # log reads
     def get_nodes(self, keys: Sequence[tuple[int, int]]) -> list[bytes]:
@@ -247,6 +330,13 @@ class MemoryStore:
         words = np.frombuffer(b"".join(h for _, h in usable), dtype=">u8").astype(np.uint64)
         video = any(h.timestamp_seconds > 0 for _, h in soft)
         return HashPack(start, stop, ids, words.reshape(-1, 4), video)
+
+    def soft_hash_rows(self, start: int, stop: int) -> list[SoftRow]:
+        return sorted(
+            (i, h.algorithm, h.hash, h.quality, h.timestamp_seconds)
+            for i, h in self._state.soft
+            if start <= i < stop
+        )
 
     def stored_packs(self, start: int) -> Iterator[HashPack]:
         yield from [self._state.packs[k] for k in sorted(self._state.packs) if k >= start]

@@ -85,9 +85,17 @@ _MIGRATIONS: dict[int, str] = {
         created_at BIGINT NOT NULL
     );
     """,
-    # 3: receipts are rebuilt on demand, no longer stored whole (as SQLite's migration 4;
-    # 2 is the key-history migration of another branch; a missing number is skipped), and
-    # the near-duplicate index's packs
+    # 2: key history in the log (see the SQLite migration 3)
+    2: """
+    CREATE TABLE key_events (
+        leaf_idx BIGINT PRIMARY KEY,
+        device_id BYTEA NOT NULL,
+        kind INTEGER NOT NULL
+    );
+    CREATE INDEX key_events_device ON key_events(device_id, kind)
+    """,
+    # 3: receipts are rebuilt on demand, no longer stored whole (as SQLite's migration 4),
+    # and the near-duplicate index's packs
     3: """
     ALTER TABLE leaves DROP COLUMN receipt;
     CREATE TABLE index_packs (

@@ -27,7 +27,20 @@ from provenance.errors import (
     UnknownDeviceError,
 )
 from provenance.registry import merged_revocation
-from provenance.store import HashPack, IndexRow, LeafRecord, NewLeaf, from_us, to_us
+from provenance.store import (
+    QUOTA_PREFIX,
+    HashPack,
+    IndexRow,
+    LeafRecord,
+    NewKeyLeaf,
+    NewLeaf,
+    SoftRow,
+    add_usage,
+    from_us,
+    parse_usage,
+    quota_key,
+    to_us,
+)
 
 #: Leaves read per page when iterating the log.
 PAGE = 10_000
@@ -124,6 +137,56 @@ def find_device(c: Conn, device_id: bytes) -> Device | None:
         f"SELECT {_DEVICE_COLS} FROM devices WHERE device_id=?", (device_id,)
     ).fetchone()
     return None if row is None else _device(row)
+
+
+def enroll(
+    c: Conn, token_hash: bytes | None, device: Device, now: datetime, certificate_pem: str
+) -> Device:
+    """`Store.enroll` on a connection inside a write transaction."""
+    label = device.label
+    if token_hash is not None:
+        row = c.execute(
+            "SELECT label, expires_at, used_at FROM enrollment_tokens WHERE token_hash=?",
+            (token_hash,),
+        ).fetchone()
+        if row is None:
+            raise EnrollmentError("unknown enrollment token")
+        token_label, expires, used = row
+        if used is not None:
+            raise EnrollmentError("this enrollment token was already used")
+        if to_us(now) > int(expires):
+            raise EnrollmentError(f"this enrollment token expired at {from_us(int(expires))}")
+        label = token_label or label
+    if find_device(c, device.device_id) is not None:
+        raise EnrollmentError(f"device {device.device_id.hex()} is already enrolled")
+    c.execute(
+        f"INSERT INTO devices({_DEVICE_COLS}, certificate_pem)"
+        " VALUES (?, ?, ?, ?, 0, ?, NULL, '', ?)",
+        (device.device_id, device.public_key, label, to_us(now), b"", certificate_pem),
+    )
+    if token_hash is not None:
+        c.execute(
+            "UPDATE enrollment_tokens SET used_at=?, device_id=? WHERE token_hash=?",
+            (to_us(now), device.device_id, token_hash),
+        )
+    found = find_device(c, device.device_id)
+    assert found is not None
+    return found
+
+
+def revoke(c: Conn, device_id: bytes, effective_at: datetime, reason: str) -> Device:
+    """`Store.revoke` on a connection inside a write transaction."""
+    d = find_device(c, device_id)
+    if d is None:
+        raise UnknownDeviceError(f"device {device_id.hex()} is not enrolled")
+    when, why = merged_revocation(d, effective_at, reason)
+    c.execute(
+        "UPDATE devices SET revoked_at=?, revocation_reason=? WHERE device_id=?",
+        (to_us(when), why, device_id),
+    )
+    found = find_device(c, device_id)
+    assert found is not None
+    return found
 
 
 def get_nodes(c: Conn, keys: Sequence[tuple[int, int]]) -> list[bytes]:
@@ -224,6 +287,39 @@ class SqlAppend:
             "INSERT INTO checkpoints(size, note, created_at) VALUES (?, ?, ?)"
             " ON CONFLICT(size) DO UPDATE SET note=excluded.note, created_at=excluded.created_at",
             (size, note, to_us(now)),
+        )
+
+    def enroll(
+        self, token_hash: bytes | None, device: Device, now: datetime, certificate_pem: str
+    ) -> Device:
+        return enroll(self.c, token_hash, device, now, certificate_pem)
+
+    def revoke(self, device_id: bytes, effective_at: datetime, reason: str) -> Device:
+        return revoke(self.c, device_id, effective_at, reason)
+
+    def all_devices(self) -> list[Device]:
+        rows = self.c.execute(f"SELECT {_DEVICE_COLS} FROM devices ORDER BY enrolled_at").fetchall()
+        return [_device(r) for r in rows]
+
+    def insert_key_events(self, start: int, leaves: Sequence[NewKeyLeaf]) -> None:
+        self.c.executemany(
+            f"INSERT INTO leaves({_LEAF_COLS}) VALUES (?,?,?,?,0,?,?,0,?)",
+            [
+                (
+                    start + i,
+                    lf.leaf_hash,
+                    lf.signed.event_hash,
+                    lf.event.device_id,
+                    b"",
+                    to_us(lf.integrated_at),
+                    lf.entry,
+                )
+                for i, lf in enumerate(leaves)
+            ],
+        )
+        self.c.executemany(
+            "INSERT INTO key_events(leaf_idx, device_id, kind) VALUES (?, ?, ?)",
+            [(start + i, lf.event.device_id, int(lf.event.kind)) for i, lf in enumerate(leaves)],
         )
 
     def insert_leaves(self, start: int, leaves: Sequence[NewLeaf]) -> None:
@@ -340,6 +436,37 @@ class SqlStore(ABC):
             (stored,) = c.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
         return str(stored)
 
+    # ---------------------------------------------------------------- quotas
+
+    def add_quota_usage(
+        self, window: int, usage: Sequence[tuple[bytes, int, int]], keep_from: int
+    ) -> None:
+        # under the append lock: servers sharing the database add up without lost updates
+        with self._errors(), self._write() as c:
+            self._lock_appends(c)
+            for device_id, claims, nbytes in usage:
+                key = quota_key(window, device_id)
+                row = c.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
+                c.execute(
+                    "INSERT INTO meta(key, value) VALUES (?, ?)"
+                    " ON CONFLICT(key) DO UPDATE SET value=excluded.value",
+                    (key, add_usage(None if row is None else str(row[0]), claims, nbytes)),
+                )
+            c.execute(
+                "DELETE FROM meta WHERE key >= ? AND key < ?",
+                (QUOTA_PREFIX, quota_key(keep_from)),
+            )
+
+    def quota_usage(self, device_id: bytes, windows: Sequence[int]) -> list[tuple[int, int]]:
+        out = []
+        with self._reading() as c:
+            for w in windows:
+                row = c.execute(
+                    "SELECT value FROM meta WHERE key=?", (quota_key(w, device_id),)
+                ).fetchone()
+                out.append(parse_usage(None if row is None else str(row[0])))
+        return out
+
     # ---------------------------------------------------------------- devices
 
     def find_device(self, device_id: bytes) -> Device | None:
@@ -364,37 +491,7 @@ class SqlStore(ABC):
         self, token_hash: bytes | None, device: Device, now: datetime, certificate_pem: str = ""
     ) -> Device:
         with self._errors(), self._write() as c:
-            label = device.label
-            if token_hash is not None:
-                row = c.execute(
-                    "SELECT label, expires_at, used_at FROM enrollment_tokens WHERE token_hash=?",
-                    (token_hash,),
-                ).fetchone()
-                if row is None:
-                    raise EnrollmentError("unknown enrollment token")
-                token_label, expires, used = row
-                if used is not None:
-                    raise EnrollmentError("this enrollment token was already used")
-                if to_us(now) > int(expires):
-                    raise EnrollmentError(
-                        f"this enrollment token expired at {from_us(int(expires))}"
-                    )
-                label = token_label or label
-            if find_device(c, device.device_id) is not None:
-                raise EnrollmentError(f"device {device.device_id.hex()} is already enrolled")
-            c.execute(
-                f"INSERT INTO devices({_DEVICE_COLS}, certificate_pem)"
-                " VALUES (?, ?, ?, ?, 0, ?, NULL, '', ?)",
-                (device.device_id, device.public_key, label, to_us(now), b"", certificate_pem),
-            )
-            if token_hash is not None:
-                c.execute(
-                    "UPDATE enrollment_tokens SET used_at=?, device_id=? WHERE token_hash=?",
-                    (to_us(now), device.device_id, token_hash),
-                )
-            found = find_device(c, device.device_id)
-            assert found is not None
-            return found
+            return enroll(c, token_hash, device, now, certificate_pem)
 
     def device_certificate(self, device_id: bytes) -> str:
         with self._reading() as c:
@@ -405,17 +502,19 @@ class SqlStore(ABC):
 
     def revoke(self, device_id: bytes, effective_at: datetime, reason: str) -> Device:
         with self._errors(), self._write() as c:
-            d = find_device(c, device_id)
-            if d is None:
-                raise UnknownDeviceError(f"device {device_id.hex()} is not enrolled")
-            when, why = merged_revocation(d, effective_at, reason)
-            c.execute(
-                "UPDATE devices SET revoked_at=?, revocation_reason=? WHERE device_id=?",
-                (to_us(when), why, device_id),
-            )
-            found = find_device(c, device_id)
-            assert found is not None
-            return found
+            return revoke(c, device_id, effective_at, reason)
+
+    @_reads_log
+    def key_event_entries(
+        self, device_id: bytes, revocations_only: bool = False
+    ) -> list[tuple[int, bytes]]:
+        with self._reading() as c:
+            rows = c.execute(
+                "SELECT l.idx, l.entry FROM key_events k JOIN leaves l ON l.idx = k.leaf_idx"
+                " WHERE k.device_id=? AND k.kind>=? ORDER BY k.leaf_idx",
+                (device_id, 2 if revocations_only else 0),
+            ).fetchall()
+        return [(int(i), bytes(e)) for i, e in rows]
 
     # ---------------------------------------------------------------- log reads
 
@@ -501,6 +600,16 @@ class SqlStore(ABC):
         ids = np.fromiter((int(r[0]) for r in rows), dtype=np.int64, count=len(rows))
         words = np.frombuffer(b"".join(bytes(r[1]) for r in rows), dtype=">u8")
         return HashPack(start, stop, ids, words.astype(np.uint64).reshape(-1, 4), video is not None)
+
+    @_reads_log
+    def soft_hash_rows(self, start: int, stop: int) -> list[SoftRow]:
+        with self._reading() as c:
+            rows = c.execute(
+                "SELECT leaf_idx, algorithm, hash, quality, timestamp_seconds FROM soft_hashes"
+                " WHERE leaf_idx>=? AND leaf_idx<?",
+                (start, stop),
+            ).fetchall()
+        return sorted((int(i), str(a), bytes(h), int(q), float(t)) for i, a, h, q, t in rows)
 
     def stored_packs(self, start: int) -> Iterator[HashPack]:
         return _paged(self._pack_page, lambda p: p.first, start)

@@ -94,9 +94,18 @@ _MIGRATIONS: dict[int, str] = {
     2: """
     ALTER TABLE devices ADD COLUMN certificate_pem TEXT NOT NULL DEFAULT ''
     """,
+    # 3: key history in the log: which leaves are enrollments (kind 1) and revocations
+    # (kind 2) of which device (an index; the entries themselves are the truth)
+    3: """
+    CREATE TABLE key_events (
+        leaf_idx INTEGER PRIMARY KEY,
+        device_id BLOB NOT NULL,
+        kind INTEGER NOT NULL
+    );
+    CREATE INDEX key_events_device ON key_events(device_id, kind)
+    """,
     # 4: receipts are rebuilt on demand (the entry, the first checkpoint covering the leaf
-    # and an inclusion proof from the nodes), no longer stored whole. (3 is the key-history
-    # migration of another branch; a missing number is skipped.) The file shrinks by
+    # and an inclusion proof from the nodes), no longer stored whole. The file shrinks by
     # about 1 KB per capture after a VACUUM.
     # 4 also adds the near-duplicate index's packs (`provenance.index_packs`).
     4: """

@@ -103,12 +103,50 @@ class SignedClaim(_message.Message):
     def __init__(self, payload_type: _Optional[str] = ..., claim: _Optional[bytes] = ..., key_id: _Optional[bytes] = ..., signature: _Optional[bytes] = ...) -> None: ...
 
 class LogEntry(_message.Message):
-    __slots__ = ("signed_claim", "integrated_at")
+    __slots__ = ("signed_claim", "integrated_at", "key_event")
     SIGNED_CLAIM_FIELD_NUMBER: _ClassVar[int]
     INTEGRATED_AT_FIELD_NUMBER: _ClassVar[int]
+    KEY_EVENT_FIELD_NUMBER: _ClassVar[int]
     signed_claim: SignedClaim
     integrated_at: _timestamp_pb2.Timestamp
-    def __init__(self, signed_claim: _Optional[_Union[SignedClaim, _Mapping]] = ..., integrated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    key_event: SignedKeyEvent
+    def __init__(self, signed_claim: _Optional[_Union[SignedClaim, _Mapping]] = ..., integrated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., key_event: _Optional[_Union[SignedKeyEvent, _Mapping]] = ...) -> None: ...
+
+class KeyEvent(_message.Message):
+    __slots__ = ("kind", "device_id", "public_key", "effective_at", "reason", "authorised_by", "backfilled")
+    class Kind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+        __slots__ = ()
+        KIND_UNSPECIFIED: _ClassVar[KeyEvent.Kind]
+        ENROLLMENT: _ClassVar[KeyEvent.Kind]
+        REVOCATION: _ClassVar[KeyEvent.Kind]
+    KIND_UNSPECIFIED: KeyEvent.Kind
+    ENROLLMENT: KeyEvent.Kind
+    REVOCATION: KeyEvent.Kind
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    DEVICE_ID_FIELD_NUMBER: _ClassVar[int]
+    PUBLIC_KEY_FIELD_NUMBER: _ClassVar[int]
+    EFFECTIVE_AT_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    AUTHORISED_BY_FIELD_NUMBER: _ClassVar[int]
+    BACKFILLED_FIELD_NUMBER: _ClassVar[int]
+    kind: KeyEvent.Kind
+    device_id: bytes
+    public_key: bytes
+    effective_at: _timestamp_pb2.Timestamp
+    reason: str
+    authorised_by: str
+    backfilled: bool
+    def __init__(self, kind: _Optional[_Union[KeyEvent.Kind, str]] = ..., device_id: _Optional[bytes] = ..., public_key: _Optional[bytes] = ..., effective_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., reason: _Optional[str] = ..., authorised_by: _Optional[str] = ..., backfilled: _Optional[bool] = ...) -> None: ...
+
+class SignedKeyEvent(_message.Message):
+    __slots__ = ("event", "signer_public_key", "signature")
+    EVENT_FIELD_NUMBER: _ClassVar[int]
+    SIGNER_PUBLIC_KEY_FIELD_NUMBER: _ClassVar[int]
+    SIGNATURE_FIELD_NUMBER: _ClassVar[int]
+    event: bytes
+    signer_public_key: bytes
+    signature: bytes
+    def __init__(self, event: _Optional[bytes] = ..., signer_public_key: _Optional[bytes] = ..., signature: _Optional[bytes] = ...) -> None: ...
 
 class Receipt(_message.Message):
     __slots__ = ("leaf_index", "integrated_at", "checkpoint", "inclusion_proof", "log_entry")

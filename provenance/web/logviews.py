@@ -16,7 +16,8 @@ from typing import Any
 from clients.api import ProvenanceClient, Query
 from clients.report import claim_to_json, device_to_json, report_to_json
 from provenance import wire
-from provenance.errors import LogError, TransportError
+from provenance.errors import LogError, SignatureError, TransportError
+from provenance.keyhistory import SignedKeyEvent, signer_id, verify_key_event
 from provenance.log import merkle
 from provenance.log.checkpoint import Checkpoint, NoteVerifier, open_checkpoint
 from provenance.web.errors import WebError
@@ -102,8 +103,7 @@ def entry_view(client: ProvenanceClient, index: int) -> dict[str, Any]:
     if not entries:
         raise WebError(f"no entry {index} in the log", "NOT_FOUND")
     data = entries[0]
-    signed, integrated_at = wire.decode_log_entry(data)
-    claim = wire.decode_claim(signed.claim_bytes)
+    signed, integrated_at = wire.decode_entry(data)
     leaf = merkle.leaf_hash(data)
     _, size, proof, _ = client.inclusion_proof(cp.size, leaf_index=index)
     try:
@@ -111,19 +111,29 @@ def entry_view(client: ProvenanceClient, index: int) -> dict[str, Any]:
         included, problem = True, None
     except LogError as e:
         included, problem = False, str(e)
-    return {
-        "index": index,
-        "leaf_hash": leaf.hex(),
-        "integrated_at": integrated_at.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
-        "claim": {
+    if isinstance(signed, SignedKeyEvent):
+        event = key_event_to_json(signed)
+        claim_view = None
+        device_id = bytes.fromhex(event["device_id"])
+    else:
+        claim = wire.decode_claim(signed.claim_bytes)
+        event = None
+        claim_view = {
             **claim_to_json(claim),
             "claim_sha256": signed.claim_hash.hex(),
             "prev_claim_sha256": claim.prev_claim_hash.hex() or None,
             "payload_type": signed.payload_type,
             "signature": base64.b64encode(signed.signature).decode(),
             "soft_bindings": len(claim.soft_bindings),
-        },
-        "device": device_view(client, signed.key_id, missing_ok=True),
+        }
+        device_id = signed.key_id
+    return {
+        "index": index,
+        "leaf_hash": leaf.hex(),
+        "integrated_at": integrated_at.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+        "claim": claim_view,
+        "key_event": event,
+        "device": device_view(client, device_id, missing_ok=True),
         "inclusion": {
             "tree_size": size,
             "root_hash": cp.root_hash.hex(),
@@ -219,17 +229,45 @@ def entries_view(client: ProvenanceClient, start: int, count: int) -> list[dict[
     data, _ = client.entries(start, count) if count else ([], 0)
     out = []
     for index, entry in enumerate(data[:count], start):
-        signed, integrated_at = wire.decode_log_entry(entry)
-        claim = claim_to_json(wire.decode_claim(signed.claim_bytes))
-        out.append(
-            {
-                "index": index,
-                "leaf_hash": merkle.leaf_hash(entry).hex(),
-                "integrated_at": integrated_at.strftime("%Y-%m-%dT%H:%M:%SZ"),
-                "device_id": claim["device_id"],
-                "media_type": claim["media_type"],
-                "captured_at": claim["captured_at"],
-                "sha256": claim["sha256"],
+        signed, integrated_at = wire.decode_entry(entry)
+        row = {
+            "index": index,
+            "leaf_hash": merkle.leaf_hash(entry).hex(),
+            "integrated_at": integrated_at.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        }
+        if isinstance(signed, SignedKeyEvent):
+            ev = key_event_to_json(signed)
+            row |= {
+                "device_id": ev["device_id"],
+                "media_type": f"key history: {ev['kind']}",
+                "captured_at": ev["effective_at"],
+                "sha256": None,
             }
-        )
+        else:
+            claim = claim_to_json(wire.decode_claim(signed.claim_bytes))
+            row |= {k: claim[k] for k in ("device_id", "media_type", "captured_at", "sha256")}
+        out.append(row)
     return out
+
+
+def key_event_to_json(signed: SignedKeyEvent) -> dict[str, Any]:
+    """A key-history entry as ``{"kind": "enrollment"|"revocation", "device_id",
+    "effective_at", "public_key", "reason", "authorised_by", "backfilled", "signer_id",
+    "signature_verified"}`` (hex keys, ISO 8601 UTC times)."""
+    event = wire.decode_key_event(signed.event_bytes)
+    try:
+        verify_key_event(signed)
+        verified = True
+    except SignatureError:
+        verified = False
+    return {
+        "kind": event.kind.name.lower(),
+        "device_id": event.device_id.hex(),
+        "effective_at": event.effective_at.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+        "public_key": event.public_key.hex() or None,
+        "reason": event.reason or None,
+        "authorised_by": event.authorised_by,
+        "backfilled": event.backfilled,
+        "signer_id": signer_id(signed),
+        "signature_verified": verified,
+    }

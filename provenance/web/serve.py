@@ -16,8 +16,9 @@ from provenance.web.logviews import is_number
 
 
 def bind(address: str) -> tuple[socket.socket, str]:
-    """A listening TCP socket on ``address`` (HOST:PORT, port 0 picks one) and the
-    address it is bound to. Raises ConfigError when it cannot be bound."""
+    """A listening TCP socket on ``address`` (HOST:PORT, port 0 picks one), with
+    TCP_NODELAY, and the address it is bound to. Raises ConfigError when it cannot be
+    bound."""
     host, sep, port = address.rpartition(":")
     if not sep or not host or not is_number(port) or int(port) > 65535:
         raise ConfigError(f"listen address {address!r} is not HOST:PORT (port 0-65535)")
@@ -25,6 +26,11 @@ def bind(address: str) -> tuple[socket.socket, str]:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    # Accepted connections inherit it (Linux): uvicorn writes a response's headers and
+    # body separately, and with Nagle's algorithm the body waited for the client's
+    # delayed ACK, about 40 ms per answer on a kept-alive connection (measured on
+    # `prov web`: GET /tlog/checkpoint median 45 ms without, /api/v1/checkpoint 57 ms).
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     try:
         sock.bind((host, int(port)))
         sock.listen(128)

@@ -26,6 +26,7 @@ from __future__ import annotations
 import base64
 import http.client
 import logging
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -145,7 +146,10 @@ class Cosigner:
             raise ConfigError("a witness policy needs at least one witness")
         names = [w.name for w in witnesses]
         if len(set(names)) != len(names):
-            raise ConfigError(f"two witnesses of the policy share a name: {names}")
+            raise ConfigError(
+                f"two witnesses of the policy share a name: {names} (each `prov witness"
+                " serve` needs its own --name; its key changes with the name)"
+            )
         if not 1 <= quorum <= len(witnesses):
             raise ConfigError(
                 f"--witness-quorum {quorum} is not between 1 and the {len(witnesses)} witnesses"
@@ -343,11 +347,7 @@ class Cosigner:
                 head = "".join(f"{line}\n" for line in (f"old {old}", *map(_b64, proof)))
                 status, ctype, text = self._post(peer, (head + "\n" + note).encode())
                 if status == 200:
-                    line = text if text.endswith("\n") else text + "\n"
-                    try:
-                        verify_cosignature(note + line, peer.spec.vkey)
-                    except ProvenanceError as e:
-                        raise WitnessError(f"its answer is not a valid cosignature: {e}") from e
+                    line = _own_line(note, text, peer.spec.vkey)
                     peer.known_size = size
                     return line
                 if status == 409 and ctype.split(";")[0].strip() == SIZE_CONTENT_TYPE:
@@ -373,7 +373,44 @@ class Cosigner:
 
     def _post(self, peer: _Peer, body: bytes) -> tuple[int, str, str]:
         """POST ``body`` to the witness's add-checkpoint on a kept-alive connection;
-        (status, content type, text). Raises WitnessError when it cannot be reached."""
+        (status, content type, text). Raises WitnessError when it cannot be reached or
+        has not answered in full within the timeout (a whole-answer deadline: the socket
+        timeout alone bounds each read, and an answer dripped a byte at a time would hold
+        the round for as long as the witness likes)."""
+        expired = threading.Event()
+        sockets: list[socket.socket] = []  # the response may own the socket, not conn
+
+        def cut() -> None:
+            expired.set()
+            for sock in sockets:
+                try:
+                    sock.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass  # already closed
+
+        timer = threading.Timer(self._timeout_s, cut)
+        timer.daemon = True
+        timer.start()
+        try:
+            answer = self._exchange(peer, body, sockets)
+        except WitnessError:
+            if expired.is_set():
+                raise WitnessError(f"no complete answer within {self._timeout_s:g} s") from None
+            raise
+        finally:
+            timer.cancel()
+        if expired.is_set():  # cut mid-body: what was read is not the whole answer
+            if peer.conn is not None:
+                peer.conn.close()
+                peer.conn = None
+            raise WitnessError(f"no complete answer within {self._timeout_s:g} s")
+        return answer
+
+    def _exchange(
+        self, peer: _Peer, body: bytes, sockets: list[socket.socket]
+    ) -> tuple[int, str, str]:
+        """One POST of ``body`` (see `_post`), without the deadline; each socket used is
+        added to ``sockets``."""
         parts = urlsplit(peer.spec.url)
         retried = False
         while True:  # a kept-alive connection the witness closed: reconnect once
@@ -385,6 +422,9 @@ class Cosigner:
                 )
                 peer.conn = cls(parts.hostname or "", parts.port, timeout=self._timeout_s)
             try:
+                if peer.conn.sock is None:
+                    peer.conn.connect()
+                sockets.append(peer.conn.sock)
                 peer.conn.request(
                     "POST",
                     parts.path + "/add-checkpoint",
@@ -401,6 +441,27 @@ class Cosigner:
                 if retried or not stale:
                     raise WitnessError(f"{type(e).__name__}: {e}") from e
                 retried = True
+
+
+def _own_line(note: str, text: str, vkey: str) -> str:
+    """The line of a witness's 200 answer ``text`` that is its valid cosignature (by
+    ``vkey``) on ``note``, with its newline. The answer is one or more note signature
+    lines (c2sp.org/tlog-witness "add-checkpoint"); only that one line is kept, so
+    whatever else a witness sends (lines in another witness's name, a blank line, a line
+    without its dash) never reaches the published checkpoint. Raises WitnessError when
+    no line is a valid cosignature."""
+    prefix = f"\u2014 {vkey.split('+', 1)[0]} "
+    problem = "no signature line in its name"
+    for line in text.split("\n"):
+        if not line.startswith(prefix):
+            continue
+        try:
+            verify_cosignature(note + line + "\n", vkey)
+        except ProvenanceError as e:
+            problem = str(e)
+            continue
+        return line + "\n"
+    raise WitnessError(f"its answer is not a valid cosignature: {problem}")
 
 
 def _b64(h: bytes) -> str:

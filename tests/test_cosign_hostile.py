@@ -1,0 +1,199 @@
+"""A hostile witness against the log server's cosigner (issue 16 item 2): the server must
+never publish a cosigned checkpoint carrying anything but verified cosignature lines, and
+a witness that answers slowly must not stall the rounds of the others.
+
+The witnesses are real `provenance.witness.Witness` objects (real keys, real state on
+disk) behind a real HTTP server on a loopback port; the hostile one rewrites the honest
+answer (extra lines, a line without the signature-line dash, a blank line) or drips it."""
+
+from __future__ import annotations
+
+import base64
+import os
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from provenance.log import merkle
+from provenance.log.checkpoint import (
+    Checkpoint,
+    LogSigner,
+    NoteVerifier,
+    generate_log_key,
+    open_checkpoint,
+)
+from provenance.log.merkle import MemoryTree
+from provenance.witness import (
+    Witness,
+    check_quorum,
+    cosignature_key_id,
+    parse_cosigner_vkey,
+)
+from provenance.witness.client import Cosigner, WitnessSpec
+
+ORIGIN = "media-provenance.local/log"
+
+
+Mangle = Callable[[str, str], str]
+"""Rewrites an honest 200 answer: (the answer, the other witness's key) -> what is sent."""
+
+
+@dataclass
+class Served:
+    """A witness behind an HTTP server; ``mangle`` rewrites its 200 answers, ``drip_s``
+    (when set) sends the answer one byte per ``drip_s`` seconds."""
+
+    witness: Witness
+    server: ThreadingHTTPServer
+    stop: threading.Event
+    mangle: Mangle | None = None
+    other_vkey: str = ""
+    drip_s: float = 0.0
+
+    @property
+    def spec(self) -> WitnessSpec:
+        return WitnessSpec(f"http://127.0.0.1:{self.server.server_address[1]}", self.witness.vkey())
+
+
+def _forged_line(vkey: str) -> str:
+    """A cosignature line with ``vkey``'s name and key id and a random signature."""
+    name, raw = parse_cosigner_vkey(vkey)
+    blob = cosignature_key_id(name, raw) + int(time.time()).to_bytes(8, "big") + os.urandom(64)
+    return f"\u2014 {name} {base64.b64encode(blob).decode()}\n"
+
+
+def serve(witness: Witness) -> Served:
+    """``witness`` behind a threaded HTTP server on a loopback port."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802 (http.server's name)
+            answer = witness.add_checkpoint(self.rfile.read(int(self.headers["Content-Length"])))
+            text = answer.body
+            if answer.status == 200 and served.mangle is not None:
+                text = served.mangle(text, served.other_vkey)
+            data = text.encode()
+            self.send_response(answer.status)
+            self.send_header("Content-Type", answer.content_type)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            if not served.drip_s:
+                self.wfile.write(data)
+                return
+            for i in range(len(data)):
+                if served.stop.wait(served.drip_s):
+                    return
+                self.wfile.write(data[i : i + 1])
+                self.wfile.flush()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    served = Served(witness, server, threading.Event())
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return served
+
+
+@dataclass
+class Setup:
+    """Two served witnesses of an in-memory log; ``grow`` appends one leaf and returns
+    (size, signed note); ``cosigner`` makes a `Cosigner` with both witnesses."""
+
+    served: list[Served]
+    tree: MemoryTree
+    notes: dict[int, str]
+    signer: LogSigner
+
+    def grow(self) -> tuple[int, str]:
+        self.tree.append(os.urandom(16))
+        size = self.tree.size
+        self.notes[size] = self.signer.sign(Checkpoint(ORIGIN, size, self.tree.root(), None))
+        return size, self.notes[size]
+
+    def cosigner(self, quorum: int, timeout_s: float = 5.0) -> Cosigner:
+        return Cosigner(
+            [s.spec for s in self.served],
+            quorum,
+            lambda old, new: merkle.consistency_proof(old, new, self.tree.get_nodes),
+            lambda: (self.tree.size, self.notes[self.tree.size]),
+            timeout_s=timeout_s,
+        )
+
+
+@pytest.fixture
+def setup(tmp_path: Path) -> Iterator[Setup]:
+    signer = generate_log_key(tmp_path / "log.pem", ORIGIN)
+    served = []
+    for i in (1, 2):
+        wsigner = generate_log_key(tmp_path / f"w{i}.pem", f"witness.test/w{i}")
+        served.append(serve(Witness(wsigner, [signer.verifier_key()], tmp_path / f"w{i}")))
+    served[0].other_vkey = served[1].witness.vkey()
+    yield Setup(served, MemoryTree(), {}, signer)
+    for s in served:
+        s.stop.set()
+        s.server.shutdown()
+        s.server.server_close()
+
+
+MANGLES: dict[str, Mangle] = {
+    "then a forged line of the other witness": lambda line, other: line + _forged_line(other),
+    "after a forged line of the other witness": lambda line, other: _forged_line(other) + line,
+    "twice with a blank line between": lambda line, other: line + "\n" + line,
+    "without its leading dash": lambda line, other: line.removeprefix("\u2014 "),
+}
+
+
+@pytest.mark.parametrize("how", list(MANGLES))
+def test_a_witness_cannot_put_other_lines_into_the_cosigned_checkpoint(
+    setup: Setup, how: str
+) -> None:
+    """Its valid cosignature line, sent with something else: what the server publishes
+    is the log's note plus exactly one verified line per witness, which meets a 2-of-2
+    policy (a forged line in the honest witness's name must not shadow its real one)."""
+    setup.served[0].mangle = MANGLES[how]
+    cosigner = setup.cosigner(2)
+    try:
+        size, note = setup.grow()
+        cosigner.submit(size, note)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and not cosigner.statuses()[0].problem:
+            if cosigner.wait_cosigned(size, 0.05):
+                break
+        got = cosigner.cosigned()
+        if got is not None:
+            assert got is not None
+            verifier = NoteVerifier.from_vkey(setup.signer.verifier_key())
+            assert open_checkpoint(got, verifier).size == size
+            assert len(check_quorum(got, [s.witness.vkey() for s in setup.served], 2)) == 2
+            assert got.count("\n\n") == 1 and got.count("\n\u2014 ") == 3
+        else:  # or refused: then nothing is published and the witness is reported
+            assert got is None
+            assert "cosignature" in cosigner.statuses()[0].problem
+    finally:
+        cosigner.close()
+
+
+def test_a_witness_dripping_its_answer_does_not_stall_the_others(
+    setup: Setup,
+) -> None:
+    """1 of 2: the slow witness sends its answer a byte every 0.3 s (each read within
+    the 1 s timeout, the whole answer in ~40 s); the honest one keeps cosigning."""
+    slow = setup.served[0]
+    slow.drip_s = 0.3
+    cosigner = setup.cosigner(1, timeout_s=1.0)
+    try:
+        for _ in range(3):
+            size, note = setup.grow()
+            cosigner.submit(size, note)
+            assert cosigner.wait_cosigned(size, 8), f"checkpoint {size} not cosigned in 8 s"
+        status = cosigner.statuses()[0]
+        assert status.size == 0 and status.problem
+    finally:
+        slow.stop.set()
+        cosigner.close()
