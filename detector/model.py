@@ -256,6 +256,10 @@ class SpectralFeatures(nn.Module):
     log-energy and the three cross-channel residual correlations.
     """
 
+    window: torch.Tensor
+    pool: torch.Tensor
+    ring: torch.Tensor
+
     def __init__(self, patch: int = 64, grid: int = 9, radial: int = 16) -> None:
         super().__init__()
         self.patch, self.grid, self.radial = patch, grid, radial
@@ -313,6 +317,9 @@ class SpectralFeatures(nn.Module):
 class SpectralLogistic(nn.Module):
     """Logistic regression on `SpectralFeatures`: standardised features (stored mean and
     std, fitted with the weights) into one linear logit. Input (B, 3, P, P); output (B,)."""
+
+    feat_mean: torch.Tensor
+    feat_std: torch.Tensor
 
     def __init__(self, patch: int = 64, grid: int = 9, radial: int = 16) -> None:
         super().__init__()
