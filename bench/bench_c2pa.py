@@ -31,10 +31,10 @@ from results import Ratio, write_results  # bench/results.py, next to this scrip
 from provenance.c2pa import C2paTrust, ReaderPool, content_sha256, read_c2pa, reader_settings
 from provenance.c2pa.authority import init_authority, issue_device_certificate
 from provenance.c2pa.writer import embed_manifest
-from provenance.claims import Claim, HardBinding, SignedClaim
-from provenance.envelope import PAYLOAD_TYPE_CLAIM, sign_payload, verify_payload
-from provenance.keys import DeviceKey
-from provenance.wire import decode_claim, encode_claim
+from provenance.core.claims import Claim, HardBinding, SignedClaim
+from provenance.core.envelope import PAYLOAD_TYPE_CLAIM, sign_payload, verify_payload
+from provenance.core.keys import DeviceKey
+from provenance.wire.convert import decode_claim, encode_claim
 
 REPEATS = 30
 
@@ -75,32 +75,47 @@ def main() -> int:
         chain = issue_device_certificate(authority, key.public_key, key.key_id.hex(), now=now)
         trust = C2paTrust(authority.certificate_pem)
         context = c2pa.Context.from_dict(reader_settings(trust))
-        print(f"c2pa-python {c2pa.__version__} (c2pa-rs {c2pa.sdk_version()}), "
-              f"median of {REPEATS} runs")
-        print(f"{'file':<10}{'bytes':>10}{'ours ms':>10}{'c2pa ms':>10}{'c2pa+iso ms':>13}"
-              f"{'c2pa/ours':>11}{'iso/ours':>10}")
+        print(
+            f"c2pa-python {c2pa.__version__} (c2pa-rs {c2pa.sdk_version()}), "
+            f"median of {REPEATS} runs"
+        )
+        print(
+            f"{'file':<10}{'bytes':>10}{'ours ms':>10}{'c2pa ms':>10}{'c2pa+iso ms':>13}"
+            f"{'c2pa/ours':>11}{'iso/ours':>10}"
+        )
         rows: list[Ratio] = []
         for src, media_type in make_media(root):
             data = src.read_bytes()
             claim = Claim(
-                device_id=key.key_id, sequence=1, captured_at=now, media_type=media_type,
+                device_id=key.key_id,
+                sequence=1,
+                captured_at=now,
+                media_type=media_type,
                 size_bytes=len(data),
                 hard_binding=HardBinding(sha256=content_sha256(data, media_type)),
             )
             claim_bytes = encode_claim(claim)
-            signed = SignedClaim(PAYLOAD_TYPE_CLAIM, claim_bytes, key.key_id,
-                                 sign_payload(key, PAYLOAD_TYPE_CLAIM, claim_bytes))
+            signed = SignedClaim(
+                PAYLOAD_TYPE_CLAIM,
+                claim_bytes,
+                key.key_id,
+                sign_payload(key, PAYLOAD_TYPE_CLAIM, claim_bytes),
+            )
             dst = root / f"signed{src.suffix}"
             embed_manifest(src, dst, media_type, key, chain, {"claim": "x"}, None)
             exported = dst.read_bytes()
 
-            def ours(exported: bytes = exported, media_type: str = media_type,
-                     signed: SignedClaim = signed) -> None:
+            def ours(
+                exported: bytes = exported,
+                media_type: str = media_type,
+                signed: SignedClaim = signed,
+            ) -> None:
                 logged = decode_claim(signed.claim_bytes).hard_binding.sha256
                 if content_sha256(exported, media_type) != logged:
                     raise AssertionError("binding mismatch")
-                verify_payload(key.public_key, signed.payload_type, signed.claim_bytes,
-                               signed.signature)
+                verify_payload(
+                    key.public_key, signed.payload_type, signed.claim_bytes, signed.signature
+                )
 
             def native(exported: bytes = exported, media_type: str = media_type) -> None:
                 with c2pa.Reader(media_type, io.BytesIO(exported), context=context) as r:
@@ -114,11 +129,20 @@ def main() -> int:
             t_ours = median_seconds(ours)
             t_native = median_seconds(native)
             t_iso = median_seconds(isolated)
-            print(f"{src.suffix[1:]:<10}{len(exported):>10}{t_ours * 1e3:>10.2f}"
-                  f"{t_native * 1e3:>10.2f}{t_iso * 1e3:>13.2f}"
-                  f"{t_native / t_ours:>11.1f}{t_iso / t_ours:>10.1f}")
-            rows.append(Ratio(f"verify signed {src.suffix[1:]}: ours", 1 / t_ours,
-                              "c2pa-python reader", 1 / t_native, "files/s"))
+            print(
+                f"{src.suffix[1:]:<10}{len(exported):>10}{t_ours * 1e3:>10.2f}"
+                f"{t_native * 1e3:>10.2f}{t_iso * 1e3:>13.2f}"
+                f"{t_native / t_ours:>11.1f}{t_iso / t_ours:>10.1f}"
+            )
+            rows.append(
+                Ratio(
+                    f"verify signed {src.suffix[1:]}: ours",
+                    1 / t_ours,
+                    "c2pa-python reader",
+                    1 / t_native,
+                    "files/s",
+                )
+            )
     write_results("c2pa", rows)
     return 0
 

@@ -42,13 +42,13 @@ from pathlib import Path
 from prometheus_client import REGISTRY
 from results import Ratio, write_results  # bench/results.py, next to this script
 
-from provenance import wire
-from provenance.claims import Claim, Device, HardBinding, SignedClaim
-from provenance.envelope import PAYLOAD_TYPE_CLAIM
+from provenance.core.claims import Claim, Device, HardBinding, SignedClaim
+from provenance.core.envelope import PAYLOAD_TYPE_CLAIM
 from provenance.log.checkpoint import generate_log_key
-from provenance.service import ProvenanceService, ServiceConfig
+from provenance.server.service import ProvenanceService, ServiceConfig
+from provenance.server.writer import PendingClaim
+from provenance.wire import convert as wire
 from provenance.witness.client import WitnessSpec
-from provenance.writer import PendingClaim
 
 ORIGIN = "bench.local/log"
 ROOT = Path(__file__).resolve().parents[1]

@@ -34,14 +34,14 @@ import grpc
 import psutil
 
 from clients.api import ProvenanceClient
-from provenance import wire
-from provenance.claims import Claim, HardBinding, SignedClaim
-from provenance.envelope import PAYLOAD_TYPE_CLAIM, PAYLOAD_TYPE_ENROLL, sign_payload
-from provenance.errors import TransportError
-from provenance.keys import DeviceKey
-from provenance.server import MAX_MESSAGE_BYTES
+from provenance.core.claims import Claim, HardBinding, SignedClaim
+from provenance.core.envelope import PAYLOAD_TYPE_CLAIM, PAYLOAD_TYPE_ENROLL, sign_payload
+from provenance.core.errors import TransportError
+from provenance.core.keys import DeviceKey
+from provenance.server.rpc import MAX_MESSAGE_BYTES
 from provenance.v1 import provenance_pb2 as pb
 from provenance.v1 import provenance_pb2_grpc as rpc
+from provenance.wire import convert as wire
 
 ADMIN = "bench-hostile-admin-token"
 ROOT = Path(__file__).resolve().parents[1]

@@ -3,7 +3,7 @@
 1. Bits: every JPEG of the shared PDQ vectors (../shared/fixtures/phash, README.tsv) and
    12-megapixel JPEGs made from them (upscaled, quality 90) hashed at full size and at
    each libjpeg DCT scale (1/2, 1/4, 1/8); Hamming distances grouped by the reduced
-   image's shorter side, and those of the scales `provenance.media.pdq_scale` picks
+   image's shorter side, and those of the scales `provenance.media.image.pdq_scale` picks
    (median and worst bits).
 2. Verify: `prov serve --no-detector` in a child process; a device signs a 12 MP JPEG
    (4000 x 3000, quality 90); VerifyFile of it three times, measuring the server's CPU
@@ -31,9 +31,9 @@ from results import Ratio, write_results  # bench/results.py, next to this scrip
 
 from clients.api import ProvenanceClient
 from clients.cli import main as prov
-from provenance.binding import hamming
-from provenance.media import PDQ_MIN_SIDE, pdq_scale
-from provenance.pdq_core import pdq_hash256
+from provenance.core.binding import hamming
+from provenance.core.pdq_core import pdq_hash256
+from provenance.media.image import PDQ_MIN_SIDE, pdq_scale
 
 ROOT = Path(__file__).resolve().parents[1]
 PHASH = ROOT.parent / "shared" / "fixtures" / "phash"

@@ -25,14 +25,14 @@ from pathlib import Path
 
 from results import Ratio, write_results  # bench/results.py, next to this script
 
-from provenance import wire
-from provenance.claims import Claim, Device, HardBinding, SignedClaim
-from provenance.envelope import PAYLOAD_TYPE_CLAIM
-from provenance.log import merkle
+from provenance.core import merkle
+from provenance.core.claims import Claim, Device, HardBinding, SignedClaim
+from provenance.core.envelope import PAYLOAD_TYPE_CLAIM
 from provenance.log.checkpoint import generate_log_key
+from provenance.server.writer import GroupCommitWriter, PendingClaim
 from provenance.store import Store
 from provenance.store.sqlite import SqliteStore
-from provenance.writer import GroupCommitWriter, PendingClaim
+from provenance.wire import convert as wire
 
 
 def _pct(xs: list[float], p: float) -> float:

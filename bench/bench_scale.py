@@ -42,22 +42,22 @@ from conftest import ADMIN_TOKEN, PG_LOG_KEYS, enroll_key, signed_claim, start_s
 from pgserver import PgServer  # noqa: E402
 
 from clients.api import ProvenanceClient  # noqa: E402
-from provenance import wire  # noqa: E402
-from provenance.binding import PerceptualHash  # noqa: E402
-from provenance.claims import Claim, HardBinding, SignedClaim  # noqa: E402
-from provenance.envelope import PAYLOAD_TYPE_CLAIM  # noqa: E402
-from provenance.log import merkle  # noqa: E402
+from provenance.core import merkle  # noqa: E402
+from provenance.core.binding import PerceptualHash  # noqa: E402
+from provenance.core.claims import Claim, HardBinding, SignedClaim  # noqa: E402
+from provenance.core.envelope import PAYLOAD_TYPE_CLAIM  # noqa: E402
 from provenance.log.checkpoint import (  # noqa: E402
     Checkpoint,
     NoteVerifier,
     generate_log_key,
     load_log_signer,
 )
-from provenance.service import ProvenanceService, ServiceConfig  # noqa: E402
-from provenance.startup import check_log_at_start  # noqa: E402
+from provenance.server.service import ProvenanceService, ServiceConfig  # noqa: E402
+from provenance.server.startup import check_log_at_start  # noqa: E402
 from provenance.store import NewLeaf  # noqa: E402
 from provenance.store.postgres import PostgresStore  # noqa: E402
 from provenance.store.sqlite import SqliteStore  # noqa: E402
+from provenance.wire import convert as wire  # noqa: E402
 
 
 def bench_appends(work: Path, new_db: Any, submitters: int, total: int) -> dict[str, float]:

@@ -36,12 +36,12 @@ from results import Ratio, write_results  # bench/results.py, next to this scrip
 from clients.scan.engines import LocalEngine
 from clients.scan.pipeline import run_scan
 from clients.scan.worker import ScanConfig
-from provenance.assets import AssetLimits, inspect_image
-from provenance.binding import PerceptualHash
-from provenance.mih import MihIndex
-from provenance.pdq_index import PdqIndex
-from provenance.server import ServerConfig, create_server
-from provenance.service import ProvenanceService, ServiceConfig
+from provenance.core.binding import PerceptualHash
+from provenance.index.mih import MihIndex
+from provenance.index.pdq_index import PdqIndex
+from provenance.media.assets import AssetLimits, inspect_image
+from provenance.server.rpc import ServerConfig, create_server
+from provenance.server.service import ProvenanceService, ServiceConfig
 
 
 def photo_folder(n: int) -> Path:

@@ -42,12 +42,12 @@ import psutil
 from results import Ratio, write_results  # bench/results.py, next to this script
 
 from clients.api import ProvenanceClient
-from provenance import wire
-from provenance.claims import Claim, HardBinding, SignedClaim
-from provenance.contract import UPLOAD_CHUNK_BYTES
-from provenance.envelope import PAYLOAD_TYPE_CLAIM, PAYLOAD_TYPE_ENROLL, sign_payload
-from provenance.keys import DeviceKey
+from provenance.core.claims import Claim, HardBinding, SignedClaim
+from provenance.core.envelope import PAYLOAD_TYPE_CLAIM, PAYLOAD_TYPE_ENROLL, sign_payload
+from provenance.core.keys import DeviceKey
 from provenance.v1 import provenance_pb2 as pb
+from provenance.wire import convert as wire
+from provenance.wire.contract import UPLOAD_CHUNK_BYTES
 
 ADMIN = "bench-admin-token"
 ROOT = Path(__file__).resolve().parents[1]

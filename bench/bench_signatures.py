@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from nacl.bindings import crypto_sign_open
 from results import Ratio, write_results  # bench/results.py, next to this script
 
-from provenance.keys import DeviceKey, check_public_key, verify_strict
+from provenance.core.keys import DeviceKey, check_public_key, verify_strict
 
 
 def _rates(fns: list[Callable[[int], object]], calls: int, rounds: int = 5) -> list[float]:

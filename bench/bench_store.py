@@ -46,15 +46,15 @@ import numpy as np
 from biglog import ORIGIN, build_log, cached_log, signer_of  # bench/biglog.py
 from results import Ratio, write_results  # bench/results.py, next to this script
 
-from provenance import wire
-from provenance.binding import PerceptualHash
-from provenance.claims import Claim, HardBinding, SignedClaim
-from provenance.envelope import PAYLOAD_TYPE_CLAIM
-from provenance.index_packs import PACK_LEAVES, load_index, write_packs
-from provenance.log import merkle
-from provenance.mih import MihIndex, _build
-from provenance.service import ProvenanceService, ServiceConfig
-from provenance.startup import check_index_row
+from provenance.core import merkle
+from provenance.core.binding import PerceptualHash
+from provenance.core.claims import Claim, HardBinding, SignedClaim
+from provenance.core.envelope import PAYLOAD_TYPE_CLAIM
+from provenance.index.mih import MihIndex, _build
+from provenance.index.packs import PACK_LEAVES, load_index, write_packs
+from provenance.server.service import ProvenanceService, ServiceConfig
+from provenance.server.startup import check_index_row
+from provenance.server.writer import GroupCommitWriter, PendingClaim
 from provenance.store import HashPack, LeafRecord
 from provenance.store.sql import _leaf
 from provenance.store.sqlite import (
@@ -63,7 +63,7 @@ from provenance.store.sqlite import (
     WRITER_CACHE_KIB,
     SqliteStore,
 )
-from provenance.writer import GroupCommitWriter, PendingClaim
+from provenance.wire import convert as wire
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -31,11 +31,11 @@ from pathlib import Path
 import av
 from results import Ratio, write_results  # bench/results.py, next to this script
 
-from provenance.binding import PerceptualHash
-from provenance.video.binding import DEFAULT_VIDEO_CHUNK, ChunkedHasher
-from provenance.video.decode import sample_frames, start_decoder
-from provenance.video.frames import StreamFacts, iter_sampled_frames
-from provenance.video.match import QUERY_RATE_HZ, match_video
+from provenance.core.binding import PerceptualHash
+from provenance.core.video_binding import DEFAULT_VIDEO_CHUNK, ChunkedHasher
+from provenance.core.video_match import QUERY_RATE_HZ, match_video
+from provenance.media.video.decode import sample_frames, start_decoder
+from provenance.media.video.frames import StreamFacts, iter_sampled_frames
 
 ROOT = Path(__file__).resolve().parents[1]
 VIDEOS = ROOT.parent / "shared" / "fixtures" / "phash" / "video"

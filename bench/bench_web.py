@@ -26,9 +26,9 @@ import psutil
 from results import Ratio, write_results  # bench/results.py, next to this script
 
 from clients.api import ProvenanceClient
-from provenance.errors import ProvenanceError
-from provenance.server import ServerConfig, create_server
-from provenance.service import ProvenanceService, ServiceConfig
+from provenance.core.errors import ProvenanceError
+from provenance.server.rpc import ServerConfig, create_server
+from provenance.server.service import ProvenanceService, ServiceConfig
 from provenance.web.app import WebConfig
 from provenance.web.serve import start_web
 

@@ -21,16 +21,16 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from provenance import wire
-from provenance.binding import PerceptualHash
-from provenance.claims import Claim, Device, HardBinding, SignedClaim
-from provenance.envelope import PAYLOAD_TYPE_CLAIM
-from provenance.log import merkle
+from provenance.core import merkle
+from provenance.core.binding import PerceptualHash
+from provenance.core.claims import Claim, Device, HardBinding, SignedClaim
+from provenance.core.envelope import PAYLOAD_TYPE_CLAIM
 from provenance.log.checkpoint import Checkpoint, LogSigner, generate_log_key, load_log_signer
-from provenance.startup import MARK_KEY, sign_mark
+from provenance.server.startup import MARK_KEY, sign_mark
 from provenance.store import to_us
 from provenance.store.sql import SqlStore
 from provenance.store.sqlite import SCHEMA_VERSION, SqliteStore
+from provenance.wire import convert as wire
 
 ROOT = Path(__file__).resolve().parents[1]
 CACHE = ROOT / "out" / "biglog"

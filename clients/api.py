@@ -17,14 +17,14 @@ from typing import Any
 import grpc
 
 from clients.files import open_regular
-from provenance import wire
-from provenance.binding import PerceptualHash
-from provenance.claims import Device, Receipt, SignedClaim
-from provenance.contract import MAX_MESSAGE_BYTES, UPLOAD_CHUNK_BYTES
-from provenance.errors import ConfigError, MediaError, TransportError
+from provenance.core.binding import PerceptualHash
+from provenance.core.claims import Device, Receipt, SignedClaim
+from provenance.core.errors import ConfigError, MediaError, TransportError
+from provenance.core.verify import VerificationReport
 from provenance.v1 import provenance_pb2 as pb
 from provenance.v1 import provenance_pb2_grpc as rpc
-from provenance.verify import VerificationReport
+from provenance.wire import convert as wire
+from provenance.wire.contract import MAX_MESSAGE_BYTES, UPLOAD_CHUNK_BYTES
 from provenance.witness import WitnessStatus
 
 DEFAULT_SERVER = "127.0.0.1:50051"
@@ -55,7 +55,7 @@ class Query:
     back; ``sha256`` 32 bytes; ``soft_bindings`` its PDQ hashes (video: per sampled frame,
     with times); ``content_sha256`` the SHA-256 without a C2PA manifest store, if any;
     ``dihedral_soft_bindings`` an image's PDQ hashes of its 7 rotations and mirror images
-    (`provenance.dihedral`), so rotated copies are found."""
+    (`provenance.core.dihedral`), so rotated copies are found."""
 
     ref: str
     sha256: bytes

@@ -19,13 +19,13 @@ from pathlib import Path
 from typing import Any
 
 from clients.api import ProvenanceClient
-from provenance.claims import Receipt, SignedClaim
-from provenance.errors import LogError, LogIntegrityError, TransportError, WitnessQuorumError
-from provenance.log import merkle
+from provenance.core import merkle
+from provenance.core.claims import Receipt, SignedClaim
+from provenance.core.errors import LogError, LogIntegrityError, TransportError, WitnessQuorumError
+from provenance.core.verify import VerificationReport
 from provenance.log.checkpoint import NoteVerifier, open_checkpoint
-from provenance.receipt import verify_receipt
-from provenance.sidecar import Sidecar
-from provenance.verify import VerificationReport
+from provenance.log.receipt import verify_receipt
+from provenance.wire.sidecar import Sidecar
 from provenance.witness import Cosignature, WitnessStatus, check_quorum, parse_cosigner_vkey
 from provenance.witness.client import read_key_text
 

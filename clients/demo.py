@@ -22,7 +22,7 @@ from pathlib import Path
 from PIL import Image
 
 from clients.cli import main as prov
-from provenance.video.transcode import transcode
+from provenance.media.video.transcode import transcode
 
 SAMPLES = Path(__file__).resolve().parent / "samples"
 

@@ -46,22 +46,22 @@ from typing import TYPE_CHECKING, BinaryIO, NotRequired, TypedDict
 
 from clients.api import ProvenanceClient, is_unreachable
 from clients.files import open_regular, read_bounded
-from provenance import wire
-from provenance.assets import AssetLimits, check_size, inspect_image, media_type_of
-from provenance.binding import PerceptualHash
-from provenance.claims import MAX_SOFT_BINDINGS, Claim, HardBinding, Receipt, SignedClaim
-from provenance.envelope import PAYLOAD_TYPE_CLAIM, PAYLOAD_TYPE_ENROLL, sign_payload
-from provenance.errors import (
+from provenance.core.binding import PerceptualHash
+from provenance.core.claims import MAX_SOFT_BINDINGS, Claim, HardBinding, Receipt, SignedClaim
+from provenance.core.envelope import PAYLOAD_TYPE_CLAIM, PAYLOAD_TYPE_ENROLL, sign_payload
+from provenance.core.errors import (
     ConfigError,
     MediaError,
     MediaTooLargeError,
     ProvenanceError,
     TransportError,
 )
-from provenance.keys import DeviceKey
-from provenance.sidecar import MAX_SIDECAR_BYTES, Sidecar, decode_sidecar, encode_sidecar
-from provenance.video.binding import DEFAULT_VIDEO_CHUNK, ChunkedHasher
-from provenance.video.decode import DEFAULT_RATE_HZ, sample_frames
+from provenance.core.keys import DeviceKey
+from provenance.core.video_binding import DEFAULT_VIDEO_CHUNK, ChunkedHasher
+from provenance.media.assets import AssetLimits, check_size, inspect_image, media_type_of
+from provenance.media.video.decode import DEFAULT_RATE_HZ, sample_frames
+from provenance.wire import convert as wire
+from provenance.wire.sidecar import MAX_SIDECAR_BYTES, Sidecar, decode_sidecar, encode_sidecar
 
 if TYPE_CHECKING:
     from provenance.c2pa.timestamp import TimestampAuthority

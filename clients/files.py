@@ -15,7 +15,7 @@ import os
 import stat
 from typing import BinaryIO
 
-from provenance.errors import MediaError, MediaTooLargeError
+from provenance.core.errors import MediaError, MediaTooLargeError
 
 
 class NotRegularFileError(MediaError):

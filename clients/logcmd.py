@@ -17,18 +17,20 @@ from clients.cosigned import cosigned_receipt, cosigner_names, policy_key
 from clients.device import atomic_write
 from clients.files import read_bounded
 from clients.options import ServerOpt, WitnessOpt, WitnessQuorumOpt, in_existing_folder
-from provenance.audit import AuditState, KeyHistoryReader, audit_step
-from provenance.claims import Device
-from provenance.errors import (
+from provenance.core import merkle
+from provenance.core.claims import Device
+from provenance.core.errors import (
     ConfigError,
     LogError,
     LogIntegrityError,
     TransportError,
     WitnessQuorumError,
 )
-from provenance.keyhistory import KeyEventKind, registry_problems, replay
-from provenance.log import merkle
+from provenance.core.keyhistory import KeyEventKind, registry_problems, replay
+from provenance.index.audit import IndexAuditor
+from provenance.log.audit import AuditState, KeyHistoryReader, audit_step
 from provenance.log.checkpoint import NoteVerifier, load_log_signer, open_checkpoint
+from provenance.log.receipt import verify_receipt
 from provenance.log.tiledir import ExportResult, export_tiles, fetcher
 from provenance.log.tiles import audit_tiles
 from provenance.log.tlogproof import (
@@ -38,17 +40,15 @@ from provenance.log.tlogproof import (
     encode_tlog_proof,
     is_tlog_proof,
 )
-from provenance.pack_audit import IndexAuditor
-from provenance.receipt import verify_receipt
-from provenance.sidecar import (
+from provenance.store import Store, is_postgres_url, open_store
+from provenance.wire.convert import decode_log_entry
+from provenance.wire.sidecar import (
     MAX_SIDECAR_BYTES,
     Sidecar,
     check_sidecar_key,
     decode_sidecar,
     encode_sidecar,
 )
-from provenance.store import Store, is_postgres_url, open_store
-from provenance.wire import decode_log_entry
 from provenance.witness import check_quorum
 from provenance.witness.client import read_key_text
 

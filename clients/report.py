@@ -22,8 +22,8 @@ from __future__ import annotations
 from dataclasses import asdict
 from typing import Any
 
-from provenance.claims import Claim, Device, Verdict
-from provenance.verify import VerificationReport
+from provenance.core.claims import Claim, Device, Verdict
+from provenance.core.verify import VerificationReport
 
 EXIT_CODES: dict[Verdict, int] = {
     Verdict.SIGNED_ORIGINAL: 0,

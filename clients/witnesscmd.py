@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from provenance.errors import ConfigError
+from provenance.core.errors import ConfigError
 from provenance.log.checkpoint import generate_log_key, load_log_signer
 from provenance.witness import Witness
 from provenance.witness.client import read_key_text

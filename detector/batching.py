@@ -19,7 +19,7 @@ from concurrent.futures import Future
 import numpy as np
 
 from provenance import metrics
-from provenance.errors import DetectorError
+from provenance.core.errors import DetectorError
 
 _Job = tuple[np.ndarray, Future[np.ndarray]]
 

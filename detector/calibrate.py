@@ -13,7 +13,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from detector.config import Calibration
-from provenance.errors import DetectorError
+from provenance.core.errors import DetectorError
 
 
 def sigmoid(x: np.ndarray) -> np.ndarray:

@@ -29,7 +29,7 @@ from rich.progress import (
 from rich.table import Table
 
 from detector.transforms import CONDITIONS
-from provenance.errors import ProvenanceError
+from provenance.core.errors import ProvenanceError
 
 if TYPE_CHECKING:
     import torch

@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 
 from detector.transforms import CONDITIONS, Augment, cut_patches, grid_positions
-from provenance.errors import DetectorError, MediaError
-from provenance.media import DecodedImage, decode_image
+from provenance.core.errors import DetectorError, MediaError
+from provenance.media.image import DecodedImage, decode_image
 
 #: Largest image read for training or evaluation, in pixels.
 MAX_PIXELS = 50_000_000
@@ -183,7 +183,7 @@ def is_held_out_source(sample: Sample) -> bool:
 
 
 def load_image(path: Path) -> DecodedImage:
-    """Decode an image file with `provenance.media.decode_image` (rgb: (H, W, 3) uint8).
+    """Decode an image file with `provenance.media.image.decode_image` (rgb: (H, W, 3) uint8).
 
     Raises MediaError if the file cannot be read or decoded or is over MAX_PIXELS.
     """

@@ -42,7 +42,7 @@ from detector.train import (
     train_network,
 )
 from detector.transforms import CONDITIONS, Augment
-from provenance.errors import DetectorError
+from provenance.core.errors import DetectorError
 
 
 @dataclass(frozen=True)

@@ -28,7 +28,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from provenance.errors import DetectorError
+from provenance.core.errors import DetectorError
 
 #: The folder holding ``taef2_encoder.pth`` and ``taef2_decoder.pth``.
 TOOLS = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "detector_tools"

@@ -31,8 +31,8 @@ from detector.batching import BatchQueue
 from detector.crops import plan_crops
 from detector.features import patch_logits, prepare_network
 from detector.registry import LoadedModel, load_models
-from provenance.errors import DetectorError, MediaError
-from provenance.media import DEFAULT_MAX_PIXELS, decode_image
+from provenance.core.errors import DetectorError, MediaError
+from provenance.media.image import DEFAULT_MAX_PIXELS, decode_image
 
 ADVISORY = (
     "Advisory only: this score estimates whether the pixels carry traces of a generative "
@@ -256,7 +256,7 @@ class Detector:
     def score_bytes(
         self, data: bytes, request_key: bytes | None = None, max_pixels: int = DEFAULT_MAX_PIXELS
     ) -> DetectorReport:
-        """Decode an encoded image (see `provenance.media.decode_image`) and score it.
+        """Decode an encoded image (see `provenance.media.image.decode_image`) and score it.
 
         request_key defaults to the SHA-256 of data. Raises MediaError /
         MediaTooLargeError for undecodable, oversized or too small images.

@@ -32,7 +32,7 @@ from detector.data import Sample, load_image
 from detector.features import patch_logits, prepare_network
 from detector.metrics import average_precision, expected_calibration_error, roc_auc
 from detector.registry import LoadedModel
-from provenance.errors import DetectorError, MediaError
+from provenance.core.errors import DetectorError, MediaError
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,7 @@ from torch import nn
 from detector.config import IMAGENET_MEAN, IMAGENET_STD, Calibration, ModelMeta, Preprocess
 from detector.model import build_network
 from detector.weights import apply_state, load_checkpoint, load_weights
-from provenance.errors import DetectorError
+from provenance.core.errors import DetectorError
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 

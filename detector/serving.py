@@ -1,6 +1,6 @@
 """The detector as the gRPC server uses it: images and video frames, one loaded model.
 
-`ServerDetector` implements `provenance.server.DetectorBackend`. A video is scored frame
+`ServerDetector` implements `provenance.server.rpc.DetectorBackend`. A video is scored frame
 by frame on the frames the server sampled; the aggregate is the mean of the frames'
 calibrated scores in logit space with a 95% band across frames (as `Detector` does
 across crops), banded with the model's held-out thresholds, and the block keeps the
@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from detector.infer import LIKELY_GENERATED, NO_TRACES, UNCERTAIN, Detector
-from provenance.errors import DetectorError
+from provenance.core.errors import DetectorError
 
 #: Bytes of the server's crop secret.
 SECRET_BYTES = 32

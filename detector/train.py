@@ -31,7 +31,7 @@ from detector.metrics import average_precision, roc_auc
 from detector.model import build_network
 from detector.transforms import Augment
 from detector.weights import save_weights
-from provenance.errors import DetectorError
+from provenance.core.errors import DetectorError
 
 #: progress(stage, done, total): called as work advances; stage names the step.
 Progress = Callable[[str, int, int], None]

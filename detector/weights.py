@@ -20,7 +20,7 @@ from safetensors.torch import save_file
 from torch import nn
 
 from detector.config import ModelMeta
-from provenance.errors import DetectorError
+from provenance.core.errors import DetectorError
 
 METADATA_KEY = "prov_detector"
 

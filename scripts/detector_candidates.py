@@ -67,7 +67,7 @@ from detector.transforms import (
     jpeg_roundtrip,
 )
 from detector.weights import save_weights
-from provenance.errors import MediaError
+from provenance.core.errors import MediaError
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = (ROOT.parent / "shared" / "fixtures").resolve()

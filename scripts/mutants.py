@@ -109,7 +109,7 @@ REASONS: dict[str, str] = {
     "return secrets.token_urlsafe(None)": (
         "equivalent: token_urlsafe(None) draws its default of 32 bytes, which is TOKEN_BYTES"
     ),
-    # provenance/log/merkle.py
+    # provenance/core/merkle.py
     **dict.fromkeys(
         (
             f"for key, value in zip(keys, hashes, {tail}):"
@@ -544,7 +544,7 @@ def main(argv: list[str] | None = None) -> int:
         "names",
         nargs="*",
         help="with --keep: test only the mutants matching these globs, e.g."
-        " 'provenance.verify.*' (the others keep their verdicts)",
+        " 'provenance.core.verify.*' (the others keep their verdicts)",
     )
     args = parser.parse_args(argv)
     if args.report_only:

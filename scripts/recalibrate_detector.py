@@ -38,7 +38,7 @@ from detector.metrics import average_precision, expected_calibration_error, roc_
 from detector.policy import Scored, fit_band_policy, rates_by, score_files
 from detector.registry import load_models
 from detector.weights import save_weights
-from provenance.errors import ProvenanceError
+from provenance.core.errors import ProvenanceError
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = (ROOT.parent / "shared" / "fixtures").resolve()

@@ -20,10 +20,10 @@ from pgserver import missing_reason as pg_missing_reason
 from clients.api import ProvenanceClient
 from clients.cli import main as prov_main
 from clients.demo import DemoFiles, prepare
-from provenance import wire
-from provenance.claims import Claim, HardBinding, SignedClaim
-from provenance.envelope import PAYLOAD_TYPE_CLAIM, PAYLOAD_TYPE_ENROLL, sign_payload
-from provenance.keys import DeviceKey
+from provenance.core.claims import Claim, HardBinding, SignedClaim
+from provenance.core.envelope import PAYLOAD_TYPE_CLAIM, PAYLOAD_TYPE_ENROLL, sign_payload
+from provenance.core.keys import DeviceKey
+from provenance.wire import convert as wire
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = ROOT.parent / "shared" / "fixtures"

@@ -16,14 +16,14 @@ from pathlib import Path
 from typing import Any
 
 from clients.device import measure
-from provenance import wire
-from provenance.binding import PerceptualHash
-from provenance.claims import Claim, HardBinding, SignedClaim
-from provenance.claims import Device as Registered
-from provenance.envelope import PAYLOAD_TYPE_CLAIM, PAYLOAD_TYPE_ENROLL, sign_payload
-from provenance.keys import DeviceKey
-from provenance.service import ProvenanceService, ServiceConfig
-from provenance.writer import Appended
+from provenance.core.binding import PerceptualHash
+from provenance.core.claims import Claim, HardBinding, SignedClaim
+from provenance.core.claims import Device as Registered
+from provenance.core.envelope import PAYLOAD_TYPE_CLAIM, PAYLOAD_TYPE_ENROLL, sign_payload
+from provenance.core.keys import DeviceKey
+from provenance.server.service import ProvenanceService, ServiceConfig
+from provenance.server.writer import Appended
+from provenance.wire import convert as wire
 
 T0 = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
 

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from provenance.binding import (
+from provenance.core.binding import (
     PDQ_MATCH_THRESHOLD,
     PDQ_MIN_QUALITY,
     PerceptualHash,
@@ -23,7 +23,7 @@ from provenance.binding import (
     pdq_match,
     sha256_file,
 )
-from provenance.errors import BindingError
+from provenance.core.errors import BindingError
 
 FIXTURES = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures"
 PHASH = FIXTURES / "phash"

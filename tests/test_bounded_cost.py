@@ -26,20 +26,20 @@ from PIL import Image
 
 from clients.api import ProvenanceClient, Query
 from clients.scan.worker import _lookup_part
-from provenance.binding import PerceptualHash
-from provenance.claims import Claim, HardBinding, SignedClaim
-from provenance.errors import (
+from provenance.core.binding import PerceptualHash
+from provenance.core.claims import Claim, HardBinding, SignedClaim
+from provenance.core.errors import (
     ConfigError,
     LimitError,
     MediaError,
     MediaTooLargeError,
     TransportError,
 )
-from provenance.inspect import MEMORY_DIR, Upload
-from provenance.keys import DeviceKey
-from provenance.limits import DeviceQuota, ServerLimits
-from provenance.media import decode_image
-from provenance.server import MAX_MESSAGE_BYTES
+from provenance.core.keys import DeviceKey
+from provenance.media.image import decode_image
+from provenance.media.inspect import MEMORY_DIR, Upload
+from provenance.server.limits import DeviceQuota, ServerLimits
+from provenance.server.rpc import MAX_MESSAGE_BYTES
 from provenance.v1 import provenance_pb2 as pb
 from provenance.v1 import provenance_pb2_grpc as rpc
 from tests.conftest import (

@@ -25,8 +25,8 @@ from provenance.c2pa.authority import (
     issue_device_certificate,
     load_authority,
 )
-from provenance.errors import ConfigError, EnrollmentError, KeyMaterialError
-from provenance.keys import DeviceKey
+from provenance.core.errors import ConfigError, EnrollmentError, KeyMaterialError
+from provenance.core.keys import DeviceKey
 
 NOW = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
 
@@ -76,15 +76,17 @@ def test_issued_leaf_has_the_c2pa_profile(authority: Authority) -> None:
     leaf, root = chain
     assert root == authority.certificate
     assert leaf.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value == "device-7"
-    assert leaf.public_key().public_bytes(
-        serialization.Encoding.Raw, serialization.PublicFormat.Raw
-    ) == device.public_key
+    assert (
+        leaf.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+        == device.public_key
+    )
     ext = leaf.extensions
     assert ext.get_extension_for_class(x509.BasicConstraints).value.ca is False
     usage = ext.get_extension_for_class(x509.KeyUsage).value
     assert usage.digital_signature and not usage.key_cert_sign
     assert list(ext.get_extension_for_class(x509.ExtendedKeyUsage).value) == [
-        ExtendedKeyUsageOID.EMAIL_PROTECTION, C2PA_SIGNING_EKU
+        ExtendedKeyUsageOID.EMAIL_PROTECTION,
+        C2PA_SIGNING_EKU,
     ]
     ski = ext.get_extension_for_class(x509.SubjectKeyIdentifier).value
     aki = ext.get_extension_for_class(x509.AuthorityKeyIdentifier).value
@@ -106,8 +108,9 @@ def test_leaf_never_outlives_the_root(tmp_path: Path) -> None:
     leaf = x509.load_pem_x509_certificates(pem)[0]
     assert leaf.not_valid_after_utc == short.certificate.not_valid_after_utc
     with pytest.raises(ConfigError, match="expired"):
-        issue_device_certificate(short, DeviceKey.generate().public_key, "d",
-                                 now=NOW + timedelta(days=31))
+        issue_device_certificate(
+            short, DeviceKey.generate().public_key, "d", now=NOW + timedelta(days=31)
+        )
 
 
 def test_accept_checks_key_time_and_issuer(authority: Authority, tmp_path: Path) -> None:
@@ -145,14 +148,29 @@ def _leaf(authority: Authority, device: DeviceKey, **ext: bool) -> bytes:
     )
     if not ext.get("no_eku"):
         builder = builder.add_extension(
-            x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH if ext.get("wrong_eku")
-                                   else ExtendedKeyUsageOID.EMAIL_PROTECTION]), False)
+            x509.ExtendedKeyUsage(
+                [
+                    ExtendedKeyUsageOID.CLIENT_AUTH
+                    if ext.get("wrong_eku")
+                    else ExtendedKeyUsageOID.EMAIL_PROTECTION
+                ]
+            ),
+            False,
+        )
     builder = builder.add_extension(
-        x509.KeyUsage(digital_signature=not ext.get("no_signing", False),
-                      content_commitment=False, key_encipherment=False,
-                      data_encipherment=False, key_agreement=False,
-                      key_cert_sign=False, crl_sign=False, encipher_only=False,
-                      decipher_only=False), True)
+        x509.KeyUsage(
+            digital_signature=not ext.get("no_signing", False),
+            content_commitment=False,
+            key_encipherment=False,
+            data_encipherment=False,
+            key_agreement=False,
+            key_cert_sign=False,
+            crl_sign=False,
+            encipher_only=False,
+            decipher_only=False,
+        ),
+        True,
+    )
     cert = builder.sign(authority.private_key, None)
     return cert.public_bytes(serialization.Encoding.PEM)
 
@@ -175,7 +193,9 @@ def test_accept_refuses_leaves_outside_the_profile(
     )
     with pytest.raises(EnrollmentError, match=message):
         accept_device_certificate(
-            _leaf(authority, device, **change), device.public_key, [authority.certificate],
+            _leaf(authority, device, **change),
+            device.public_key,
+            [authority.certificate],
             now=NOW,
         )
 
@@ -184,9 +204,13 @@ def test_self_signed_leaf_is_refused() -> None:
     key = Ed25519PrivateKey.generate()
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "self")])
     cert = (
-        x509.CertificateBuilder().subject_name(name).issuer_name(name)
-        .public_key(key.public_key()).serial_number(1)
-        .not_valid_before(NOW - timedelta(days=1)).not_valid_after(NOW + timedelta(days=1))
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(1)
+        .not_valid_before(NOW - timedelta(days=1))
+        .not_valid_after(NOW + timedelta(days=1))
         .sign(key, None)
     )
     raw = key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
@@ -198,5 +222,9 @@ def test_self_signed_leaf_is_refused() -> None:
 
 def test_garbage_chain_is_refused(authority: Authority) -> None:
     with pytest.raises(EnrollmentError, match="not PEM"):
-        accept_device_certificate(b"-----BEGIN CERTIFICATE-----\nxx\n-----END CERTIFICATE-----\n",
-                                  bytes(32), [authority.certificate], now=NOW)
+        accept_device_certificate(
+            b"-----BEGIN CERTIFICATE-----\nxx\n-----END CERTIFICATE-----\n",
+            bytes(32),
+            [authority.certificate],
+            now=NOW,
+        )

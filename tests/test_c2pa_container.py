@@ -13,7 +13,7 @@ from PIL import Image
 
 from provenance.c2pa import content_sha256, strip_manifest_store
 from provenance.c2pa.container import C2PA_BMFF_UUID, C2PA_STORE_UUID
-from provenance.errors import BindingError, MediaError
+from provenance.core.errors import BindingError, MediaError
 
 FIXTURES = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures" / "c2pa"
 GENERATED = FIXTURES / "generated"

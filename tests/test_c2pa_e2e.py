@@ -15,7 +15,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from PIL import Image
 
 from clients.api import ProvenanceClient
-from provenance.errors import TransportError
+from provenance.core.errors import TransportError
 
 HOSTILE = [
     "third_party/c2pa-rs/malformed/nested_moov_1000.mp4",

@@ -34,7 +34,7 @@ from provenance.c2pa import (
     reader_settings,
 )
 from provenance.c2pa.result import result_from_reader
-from provenance.errors import ConfigError, MediaError
+from provenance.core.errors import ConfigError, MediaError
 
 FIXTURES = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures" / "c2pa"
 ROWS = list(csv.DictReader((FIXTURES / "MANIFEST.tsv").open(), delimiter="\t"))
@@ -135,7 +135,9 @@ def test_fixture_with_sidecar_manifest(pool: ReaderPool, row: dict[str, str]) ->
 
 def test_manifest_summary_of_a_generated_capture(pool: ReaderPool) -> None:
     result = read_c2pa(
-        FIXTURES / "generated/gen_edited_with_parent.jpg", "image/jpeg", GENERATED_ROOT,
+        FIXTURES / "generated/gen_edited_with_parent.jpg",
+        "image/jpeg",
+        GENERATED_ROOT,
         pool=pool,
     )
     assert result.to_dict() == {
@@ -152,8 +154,11 @@ def test_manifest_summary_of_a_generated_capture(pool: ReaderPool) -> None:
             {"action": "c2pa.cropped", "digital_source_type": None, "software_agent": None},
         ],
         "ingredients": [
-            {"title": "gen_ed25519_capture.jpg", "relationship": "parentOf",
-             "media_type": "image/jpeg"}
+            {
+                "title": "gen_ed25519_capture.jpg",
+                "relationship": "parentOf",
+                "media_type": "image/jpeg",
+            }
         ],
         "trusted_anchor": True,
         "provenance_assertion": None,
@@ -167,13 +172,16 @@ def test_manifest_summary_of_a_generated_capture(pool: ReaderPool) -> None:
 def test_real_camera_file_summary(pool: ReaderPool) -> None:
     result = read_c2pa(FIXTURES / "third_party/c2pa-rs/verify.jpeg", "image/jpeg", pool=pool)
     assert (result.signer, result.signer_org, result.signing_alg) == (
-        "cai-prod", "Adobe Inc.", "Ps256"
+        "cai-prod",
+        "Adobe Inc.",
+        "Ps256",
     )
     assert result.signed_at == "2022-05-06T18:20:43+00:00"
     assert result.claim_generator is not None
     assert result.claim_generator.startswith("Adobe Photoshop 23.3.1")
     assert [(i.title, i.relationship) for i in result.ingredients] == [
-        ("sunset.jpg", "parentOf"), ("AdobeStock_95590044.png", "componentOf")
+        ("sunset.jpg", "parentOf"),
+        ("AdobeStock_95590044.png", "componentOf"),
     ]
 
 
@@ -314,5 +322,7 @@ def test_reader_does_not_load_the_native_library_in_the_caller() -> None:
     )
     subprocess.run(
         [sys.executable, "-c", code, str(FIXTURES / "generated/gen_ed25519_capture.jpg")],
-        check=True, cwd=Path(__file__).resolve().parents[1], timeout=60,
+        check=True,
+        cwd=Path(__file__).resolve().parents[1],
+        timeout=60,
     )

@@ -58,12 +58,12 @@ from provenance.c2pa.timestamp import (
     verify_token,
 )
 from provenance.c2pa.writer import embed_manifest
-from provenance.claims import Verdict
-from provenance.errors import ConfigError, MediaError, TimestampError
-from provenance.inspect import InspectConfig
-from provenance.keys import DeviceKey
-from provenance.pipeline import VerificationPipeline
-from provenance.sidecar import Sidecar, encode_sidecar
+from provenance.core.claims import Verdict
+from provenance.core.errors import ConfigError, MediaError, TimestampError
+from provenance.core.keys import DeviceKey
+from provenance.media.inspect import InspectConfig
+from provenance.server.pipeline import VerificationPipeline
+from provenance.wire.sidecar import Sidecar, encode_sidecar
 
 AHEAD = timedelta(days=400)
 

@@ -15,8 +15,8 @@ from PIL import Image
 from provenance.c2pa import C2paTrust, ReaderPool, content_sha256, read_c2pa
 from provenance.c2pa.authority import Authority, init_authority, issue_device_certificate
 from provenance.c2pa.writer import DIGITAL_CAPTURE, embed_manifest
-from provenance.errors import KeyMaterialError, MediaError, SignatureError
-from provenance.keys import DeviceKey
+from provenance.core.errors import KeyMaterialError, MediaError, SignatureError
+from provenance.core.keys import DeviceKey
 
 FIXTURES = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures" / "c2pa"
 EVIDENCE = {"payloadType": "application/vnd.provenance.claim.v1+protobuf", "receipt": "AAEC"}
@@ -66,8 +66,13 @@ def make_capture(directory: Path, ext: str) -> Path:
 
 @pytest.mark.parametrize(("ext", "media_type"), MEDIA)
 def test_signed_capture_reads_back_trusted(
-    tmp_path: Path, pool: ReaderPool, authority: Authority, device: DeviceKey, chain: bytes,
-    ext: str, media_type: str,
+    tmp_path: Path,
+    pool: ReaderPool,
+    authority: Authority,
+    device: DeviceKey,
+    chain: bytes,
+    ext: str,
+    media_type: str,
 ) -> None:
     src = make_capture(tmp_path, ext)
     dst = tmp_path / f"signed.{ext}"
@@ -98,13 +103,21 @@ def test_signed_capture_reads_back_trusted(
 
 @pytest.mark.parametrize(
     ("ext", "media_type", "code"),
-    [("jpg", "image/jpeg", "assertion.dataHash.mismatch"),
-     ("png", "image/png", "assertion.dataHash.mismatch"),
-     ("mp4", "video/mp4", "assertion.bmffHash.mismatch")],
+    [
+        ("jpg", "image/jpeg", "assertion.dataHash.mismatch"),
+        ("png", "image/png", "assertion.dataHash.mismatch"),
+        ("mp4", "video/mp4", "assertion.bmffHash.mismatch"),
+    ],
 )
 def test_one_flipped_media_byte_breaks_both_bindings(
-    tmp_path: Path, pool: ReaderPool, authority: Authority, device: DeviceKey, chain: bytes,
-    ext: str, media_type: str, code: str,
+    tmp_path: Path,
+    pool: ReaderPool,
+    authority: Authority,
+    device: DeviceKey,
+    chain: bytes,
+    ext: str,
+    media_type: str,
+    code: str,
 ) -> None:
     src = make_capture(tmp_path, ext)
     dst = tmp_path / f"signed.{ext}"
@@ -126,7 +139,11 @@ def test_one_flipped_media_byte_breaks_both_bindings(
 
 
 def test_edited_manifest_breaks_c2pa_but_not_the_content_hash(
-    tmp_path: Path, pool: ReaderPool, authority: Authority, device: DeviceKey, chain: bytes,
+    tmp_path: Path,
+    pool: ReaderPool,
+    authority: Authority,
+    device: DeviceKey,
+    chain: bytes,
 ) -> None:
     # Our hash leaves the manifest store out; the store is covered by its own signature.
     src = make_capture(tmp_path, "jpg")
@@ -145,8 +162,15 @@ def test_refuses_a_source_that_already_carries_a_manifest(
     tmp_path: Path, device: DeviceKey, chain: bytes
 ) -> None:
     with pytest.raises(MediaError, match="already carries"):
-        embed_manifest(FIXTURES / "generated/gen_ed25519_capture.jpg", tmp_path / "x.jpg",
-                       "image/jpeg", device, chain, EVIDENCE, None)
+        embed_manifest(
+            FIXTURES / "generated/gen_ed25519_capture.jpg",
+            tmp_path / "x.jpg",
+            "image/jpeg",
+            device,
+            chain,
+            EVIDENCE,
+            None,
+        )
     assert not (tmp_path / "x.jpg").exists()
 
 
@@ -157,20 +181,31 @@ def test_refuses_unsupported_media_and_a_foreign_certificate(
     with pytest.raises(MediaError, match="cannot embed C2PA in 'image/gif'"):
         embed_manifest(src, tmp_path / "x.gif", "image/gif", device, chain, EVIDENCE, None)
     with pytest.raises(KeyMaterialError, match="does not certify this device key"):
-        embed_manifest(src, tmp_path / "x.png", "image/png", DeviceKey.generate(), chain,
-                       EVIDENCE, None)
+        embed_manifest(
+            src, tmp_path / "x.png", "image/png", DeviceKey.generate(), chain, EVIDENCE, None
+        )
 
 
 def test_expired_certificate_fails_to_sign(
     tmp_path: Path, authority: Authority, device: DeviceKey
 ) -> None:
     old = issue_device_certificate(
-        authority, device.public_key, "old", now=datetime.now(UTC) - timedelta(days=30),
+        authority,
+        device.public_key,
+        "old",
+        now=datetime.now(UTC) - timedelta(days=30),
         validity=timedelta(days=1),
     )
     with pytest.raises(SignatureError, match="C2PA signing failed"):
-        embed_manifest(make_capture(tmp_path, "jpg"), tmp_path / "x.jpg", "image/jpeg",
-                       device, old, EVIDENCE, None)
+        embed_manifest(
+            make_capture(tmp_path, "jpg"),
+            tmp_path / "x.jpg",
+            "image/jpeg",
+            device,
+            old,
+            EVIDENCE,
+            None,
+        )
     assert not (tmp_path / "x.jpg").exists()
 
 
@@ -184,5 +219,12 @@ class _BrokenKey:
 
 def test_key_failure_is_a_signature_error(tmp_path: Path, device: DeviceKey, chain: bytes) -> None:
     with pytest.raises(SignatureError, match="secure element unavailable"):
-        embed_manifest(make_capture(tmp_path, "png"), tmp_path / "x.png", "image/png",
-                       _BrokenKey(device.public_key), chain, EVIDENCE, None)
+        embed_manifest(
+            make_capture(tmp_path, "png"),
+            tmp_path / "x.png",
+            "image/png",
+            _BrokenKey(device.public_key),
+            chain,
+            EVIDENCE,
+            None,
+        )

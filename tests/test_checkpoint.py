@@ -14,8 +14,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from provenance.errors import ConfigError, KeyMaterialError, LogError, SignatureError
-from provenance.log import merkle
+from provenance.core import merkle
+from provenance.core.errors import ConfigError, KeyMaterialError, LogError, SignatureError
 from provenance.log.checkpoint import (
     Checkpoint,
     LogSigner,

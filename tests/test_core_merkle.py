@@ -10,8 +10,8 @@ from collections.abc import Sequence
 
 import pytest
 
-from provenance.errors import LogError, ProofError
-from provenance.log import merkle
+from provenance.core import merkle
+from provenance.core.errors import LogError, ProofError
 
 N = 33  # every tree of up to N leaves: all shapes up to five levels, both edges
 ENTRIES = [b"entry %d" % i for i in range(N)]

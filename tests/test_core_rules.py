@@ -18,11 +18,10 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from provenance import keys as keys_module
-from provenance import wire
-from provenance.audit import AuditState, KeyHistoryReader, audit_step, open_trusted
-from provenance.binding import PerceptualHash
-from provenance.claims import (
+from provenance.core import keys as keys_module
+from provenance.core import merkle
+from provenance.core.binding import PerceptualHash
+from provenance.core.claims import (
     MAX_METADATA_BYTES,
     MAX_SOFT_BINDINGS,
     MAX_STORED_INT,
@@ -32,8 +31,8 @@ from provenance.claims import (
     Receipt,
     SignedClaim,
 )
-from provenance.envelope import PAYLOAD_TYPE_CLAIM, PAYLOAD_TYPE_ENROLL, sign_payload
-from provenance.errors import (
+from provenance.core.envelope import PAYLOAD_TYPE_CLAIM, PAYLOAD_TYPE_ENROLL, sign_payload
+from provenance.core.errors import (
     ClaimError,
     ConfigError,
     EnrollmentError,
@@ -45,7 +44,7 @@ from provenance.errors import (
     SequenceError,
     SignatureError,
 )
-from provenance.keyhistory import (
+from provenance.core.keyhistory import (
     KeyEvent,
     KeyEventKind,
     KeySigner,
@@ -53,17 +52,8 @@ from provenance.keyhistory import (
     SignedKeyEvent,
     sign_key_event,
 )
-from provenance.keys import DeviceKey, verify_strict
-from provenance.log import merkle
-from provenance.log.checkpoint import (
-    Checkpoint,
-    LogSigner,
-    NoteVerifier,
-    generate_log_key,
-    load_log_signer,
-)
-from provenance.receipt import build_receipt, verify_receipt
-from provenance.registry import (
+from provenance.core.keys import DeviceKey, verify_strict
+from provenance.core.registry import (
     TOKEN_BYTES,
     chain_link,
     check_claim_shape,
@@ -74,6 +64,16 @@ from provenance.registry import (
     new_token,
     token_hash,
 )
+from provenance.log.audit import AuditState, KeyHistoryReader, audit_step, open_trusted
+from provenance.log.checkpoint import (
+    Checkpoint,
+    LogSigner,
+    NoteVerifier,
+    generate_log_key,
+    load_log_signer,
+)
+from provenance.log.receipt import build_receipt, verify_receipt
+from provenance.wire import convert as wire
 
 NOW = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
 ORIGIN = "example.com/log"

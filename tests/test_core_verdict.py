@@ -1,4 +1,4 @@
-"""The verdict (provenance.verify) branch by branch, checking the whole report: status,
+"""The verdict (provenance.core.verify) branch by branch, checking the whole report: status,
 the evidence it carries, the time, and the words of the reasons that name what was
 found. Pure: real keys, real hashes, no store or server. Written so that mutations of the
 verdict logic fail a test (docs/mutants.md); test_verify_rules.py covers the rules' intent.
@@ -10,12 +10,11 @@ import hashlib
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
-from provenance import wire
-from provenance.binding import PDQ_MATCH_THRESHOLD, PDQ_MIN_QUALITY, PerceptualHash
-from provenance.claims import Claim, Device, HardBinding, Receipt, SignedClaim, Verdict
-from provenance.envelope import PAYLOAD_TYPE_CLAIM, PAYLOAD_TYPE_ENROLL, sign_payload
-from provenance.keys import DeviceKey
-from provenance.verify import (
+from provenance.core.binding import PDQ_MATCH_THRESHOLD, PDQ_MIN_QUALITY, PerceptualHash
+from provenance.core.claims import Claim, Device, HardBinding, Receipt, SignedClaim, Verdict
+from provenance.core.envelope import PAYLOAD_TYPE_CLAIM, PAYLOAD_TYPE_ENROLL, sign_payload
+from provenance.core.keys import DeviceKey
+from provenance.core.verify import (
     ClaimEvidence,
     Evidence,
     FileFacts,
@@ -25,7 +24,8 @@ from provenance.verify import (
     signature_ok,
     with_c2pa,
 )
-from provenance.video.binding import hash_chunked
+from provenance.core.video_binding import hash_chunked
+from provenance.wire import convert as wire
 
 NOW = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
 LOGGED_AT = NOW - timedelta(days=2)

@@ -35,12 +35,12 @@ from prometheus_client import REGISTRY
 from clients.api import ProvenanceClient
 from clients.cli import main as prov_main
 from clients.cosigned import cosigned_receipt, policy_key
-from provenance.errors import ConfigError, LogError, WitnessQuorumError
-from provenance.keys import DeviceKey
-from provenance.log import merkle
+from provenance.core import merkle
+from provenance.core.errors import ConfigError, LogError, WitnessQuorumError
+from provenance.core.keys import DeviceKey
+from provenance.core.merkle import MemoryTree
 from provenance.log.checkpoint import Checkpoint, NoteVerifier, generate_log_key, open_checkpoint
-from provenance.log.merkle import MemoryTree
-from provenance.sidecar import Sidecar, encode_sidecar
+from provenance.wire.sidecar import Sidecar, encode_sidecar
 from provenance.witness import WitnessStatus, cosigner_vkey, verify_cosignature
 from provenance.witness.client import Cosigner, WitnessSpec, parse_witness_option
 

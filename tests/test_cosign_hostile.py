@@ -19,7 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from provenance.log import merkle
+from provenance.core import merkle
+from provenance.core.merkle import MemoryTree
 from provenance.log.checkpoint import (
     Checkpoint,
     LogSigner,
@@ -27,7 +28,6 @@ from provenance.log.checkpoint import (
     generate_log_key,
     open_checkpoint,
 )
-from provenance.log.merkle import MemoryTree
 from provenance.witness import (
     Witness,
     check_quorum,

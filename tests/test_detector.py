@@ -15,7 +15,7 @@ from detector.crops import plan_crops
 from detector.data import family_of, in_split, load_samples, read_label_file
 from detector.metrics import average_precision, expected_calibration_error, roc_auc
 from detector.transforms import CONDITIONS, Augment, center_crop, grid_positions, jpeg_roundtrip
-from provenance.errors import DetectorError
+from provenance.core.errors import DetectorError
 
 FIXTURES = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures"
 

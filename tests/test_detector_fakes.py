@@ -9,7 +9,7 @@ torch = pytest.importorskip("torch")
 
 from detector.fakes import TOOLS, UPSAMPLERS, TinyAutoencoder, random_upsampler  # noqa: E402
 from detector.model import HybridDetector, SpectralFeatures, SpectralLogistic  # noqa: E402
-from provenance.errors import DetectorError  # noqa: E402
+from provenance.core.errors import DetectorError  # noqa: E402
 
 
 def _smooth_image(seed: int, size: int = 64) -> np.ndarray:

@@ -19,7 +19,7 @@ from detector.infer import ADVISORY, LIKELY_GENERATED, NO_TRACES, UNCERTAIN, Det
 from detector.model import build_network
 from detector.registry import REGISTRY
 from detector.weights import apply_state, load_weights
-from provenance.errors import MediaError, MediaTooLargeError
+from provenance.core.errors import MediaError, MediaTooLargeError
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = ROOT.parent / "shared" / "fixtures"

@@ -19,7 +19,7 @@ from detector.registry import load_models
 from detector.train import TrainConfig, fit, train_network
 from detector.transforms import Augment
 from detector.weights import load_weights, save_weights
-from provenance.errors import DetectorError
+from provenance.core.errors import DetectorError
 
 
 def test_npr_residual_is_pixel_minus_its_cell_corner() -> None:

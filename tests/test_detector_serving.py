@@ -91,7 +91,7 @@ def test_same_file_same_score_across_calls_and_restarts(
 
 def test_secret_file_is_created_private_and_checked(tmp_path: Path) -> None:
     from detector.serving import load_or_create_secret
-    from provenance.errors import DetectorError
+    from provenance.core.errors import DetectorError
 
     path = tmp_path / "s.detector-secret"
     secret = load_or_create_secret(path)

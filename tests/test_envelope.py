@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import pytest
 
-from provenance.envelope import (
+from provenance.core.envelope import (
     PAYLOAD_TYPE_CLAIM,
     PAYLOAD_TYPE_ENROLL,
     pae,
     sign_payload,
     verify_payload,
 )
-from provenance.errors import SignatureError
-from provenance.keys import DeviceKey, verify_strict
+from provenance.core.errors import SignatureError
+from provenance.core.keys import DeviceKey, verify_strict
 
 KEY = DeviceKey.from_private_bytes(bytes(range(32)))
 CLAIM = b"\x08\x01\x12\x20" + bytes(range(32)) + b"\x18\x07"

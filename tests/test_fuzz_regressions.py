@@ -34,8 +34,8 @@ def test_seed_corpus_is_accepted(name: str) -> None:
 
 def test_an_audit_state_nested_too_deeply_is_a_log_error() -> None:
     """Found by reading the parser (h-fuzz): json.loads raised RecursionError."""
-    from provenance.audit import AuditState
-    from provenance.errors import LogError
+    from provenance.core.errors import LogError
+    from provenance.log.audit import AuditState
 
     with pytest.raises(LogError, match="audit state file is damaged"):
         AuditState.from_json("[" * 200_000)

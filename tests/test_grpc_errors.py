@@ -13,10 +13,10 @@ from conftest import ADMIN_TOKEN, SAMPLES, Cli, ServerProc, enroll_key, signed_c
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from clients.api import ProvenanceClient
-from provenance.claims import SignedClaim
-from provenance.envelope import PAYLOAD_TYPE_CLAIM, PAYLOAD_TYPE_ENROLL, sign_payload
-from provenance.errors import TransportError
-from provenance.keys import DeviceKey
+from provenance.core.claims import SignedClaim
+from provenance.core.envelope import PAYLOAD_TYPE_CLAIM, PAYLOAD_TYPE_ENROLL, sign_payload
+from provenance.core.errors import TransportError
+from provenance.core.keys import DeviceKey
 from provenance.v1 import provenance_pb2 as pb
 from provenance.v1 import provenance_pb2_grpc as rpc
 

@@ -14,13 +14,13 @@ from pathlib import Path
 
 import pytest
 
-from provenance import wire
-from provenance.claims import Claim, HardBinding, Receipt, SignedClaim
-from provenance.envelope import PAYLOAD_TYPE_CLAIM, PAYLOAD_TYPE_ENROLL, sign_payload
-from provenance.errors import ClaimError
-from provenance.keys import DeviceKey
-from provenance.service import ProvenanceService, ServiceConfig
-from provenance.writer import Appended, PendingClaim, _Item
+from provenance.core.claims import Claim, HardBinding, Receipt, SignedClaim
+from provenance.core.envelope import PAYLOAD_TYPE_CLAIM, PAYLOAD_TYPE_ENROLL, sign_payload
+from provenance.core.errors import ClaimError
+from provenance.core.keys import DeviceKey
+from provenance.server.service import ProvenanceService, ServiceConfig
+from provenance.server.writer import Appended, PendingClaim, _Item
+from provenance.wire import convert as wire
 
 
 @pytest.fixture
@@ -162,7 +162,7 @@ def test_sidecar_with_bad_timestamp_or_quality_is_claim_error(service: Provenanc
     verdict is given without it ("a verdict always", issue 11)."""
     from google.protobuf.timestamp_pb2 import Timestamp
 
-    from provenance.verify import FileFacts
+    from provenance.core.verify import FileFacts
 
     key = enroll(service)
     facts = FileFacts(sha256=bytes(32), size=10, media_type="image/jpeg")
@@ -181,7 +181,7 @@ def test_sidecar_with_bad_timestamp_or_quality_is_claim_error(service: Provenanc
 
 
 def test_get_entries_and_inclusion_index_2_63_out_of_range(service: ProvenanceService) -> None:
-    from provenance.errors import LogError
+    from provenance.core.errors import LogError
 
     key = enroll(service)
     service.submit(sign(key, make_claim(key, 1)))  # leaf 1, after the enrollment
@@ -214,7 +214,7 @@ def test_receipt_verify_checks_sidecar_public_key(
     """`prov receipt verify` of a sidecar whose public key is not the claim's signer
     fails, where it used to print "receipt OK"."""
     from clients.cli import main as prov_main
-    from provenance.sidecar import Sidecar, encode_sidecar
+    from provenance.wire.sidecar import Sidecar, encode_sidecar
 
     key, other = enroll(service), DeviceKey.generate()
     signed = sign(key, make_claim(key, 1))
@@ -236,7 +236,7 @@ def test_receipt_verify_checks_sidecar_public_key(
 
 
 def _verify_exact(service: ProvenanceService, claim: Claim):  # type: ignore[no-untyped-def]
-    from provenance.verify import FileFacts
+    from provenance.core.verify import FileFacts
 
     facts = FileFacts(sha256=claim.hard_binding.sha256, size=10, media_type="image/jpeg")
     return service.verify(facts)
@@ -407,9 +407,9 @@ def test_restored_older_database_is_detected(tmp_path: Path) -> None:
     remembers the newest checkpoint it signed beside the log key), and once the operator
     accepts the loss, a capture holding a now-lost receipt reads as a log rollback, not
     as "run `prov device sync`"."""
-    from provenance.errors import LogIntegrityError
-    from provenance.rollback import memo_path
-    from provenance.verify import FileFacts
+    from provenance.core.errors import LogIntegrityError
+    from provenance.core.verify import FileFacts
+    from provenance.server.rollback import memo_path
 
     cfg, _, lost, receipt = _backup_after_one_then_log_another(tmp_path)
     key_path = cfg.log_key
@@ -438,8 +438,8 @@ def test_restored_older_database_is_detected(tmp_path: Path) -> None:
 def test_restored_database_that_grew_again_is_a_fork(tmp_path: Path) -> None:
     import shutil
 
-    from provenance.errors import LogIntegrityError
-    from provenance.rollback import memo_path
+    from provenance.core.errors import LogIntegrityError
+    from provenance.server.rollback import memo_path
 
     cfg, key, _, _ = _backup_after_one_then_log_another(tmp_path)
     db, key_path = cfg.db, cfg.log_key
@@ -462,7 +462,7 @@ def test_restored_database_prov_serve_refuses_to_start(tmp_path: Path) -> None:
 
     from clients.api import ProvenanceClient
     from clients.device import measure
-    from provenance.rollback import memo_path
+    from provenance.server.rollback import memo_path
     from tests.conftest import ADMIN_TOKEN, SAMPLES, enroll_key, start_server
 
     db = tmp_path / "prov.db"

@@ -13,11 +13,11 @@ import pillow_heif
 import pytest
 from PIL import Image
 
-from provenance.assets import AssetLimits, inspect_image
-from provenance.binding import PDQ_MIN_QUALITY, hamming, pdq_hash
-from provenance.errors import MediaError
-from provenance.media import decode_image, sniff_media_type
-from provenance.video.decode import sample_frames
+from provenance.core.binding import PDQ_MIN_QUALITY, hamming, pdq_hash
+from provenance.core.errors import MediaError
+from provenance.media.assets import AssetLimits, inspect_image
+from provenance.media.image import decode_image, sniff_media_type
+from provenance.media.video.decode import sample_frames
 
 SAMPLES = Path(__file__).resolve().parents[1] / "clients" / "samples"
 
@@ -124,11 +124,11 @@ def signed_photo(tmp_path: Path):  # type: ignore[no-untyped-def]
     from datetime import UTC, datetime
 
     from clients.device import measure
-    from provenance import wire
-    from provenance.claims import Claim, SignedClaim
-    from provenance.envelope import PAYLOAD_TYPE_CLAIM, PAYLOAD_TYPE_ENROLL, sign_payload
-    from provenance.keys import DeviceKey
-    from provenance.service import ProvenanceService, ServiceConfig
+    from provenance.core.claims import Claim, SignedClaim
+    from provenance.core.envelope import PAYLOAD_TYPE_CLAIM, PAYLOAD_TYPE_ENROLL, sign_payload
+    from provenance.core.keys import DeviceKey
+    from provenance.server.service import ProvenanceService, ServiceConfig
+    from provenance.wire import convert as wire
 
     service = ProvenanceService(ServiceConfig(tmp_path / "prov.db", tmp_path / "log.key"))
     key = DeviceKey.generate()
@@ -156,7 +156,7 @@ def _verify_bytes(service, data: bytes):  # type: ignore[no-untyped-def]
 
 
 def test_orientation_is_recorded_in_the_claim(signed_photo) -> None:  # type: ignore[no-untyped-def]
-    from provenance import wire
+    from provenance.wire import convert as wire
 
     _, _, claim = signed_photo
     assert claim.orientation == 1
@@ -187,7 +187,7 @@ def test_rotated_and_mirrored_copies_read_derived(signed_photo, turn, expected) 
 
 def test_exif_orientation_tag_change_alone_reads_derived(signed_photo) -> None:  # type: ignore[no-untyped-def]
     from clients.report import report_to_text
-    from provenance import wire
+    from provenance.wire import convert as wire
 
     service, original, _ = signed_photo
     assert _verify_bytes(service, original).status.value == "SIGNED_ORIGINAL"
@@ -209,8 +209,8 @@ def test_rotated_copy_found_by_lookup_with_dihedral_hashes(signed_photo) -> None
     queries per image); without them it cannot."""
     import hashlib
 
-    from provenance import wire
-    from provenance.server import ServerConfig, VerificationServicer
+    from provenance.server.rpc import ServerConfig, VerificationServicer
+    from provenance.wire import convert as wire
 
     service, _, _ = signed_photo
     copy = _encode(Image.fromarray(np.ascontiguousarray(np.rot90(_photo(), 2))), "PNG")

@@ -17,12 +17,10 @@ from conftest import ADMIN_TOKEN, SAMPLES, Cli, ServerProc
 from inproc import T0, Clock, InProc
 
 from clients.device import DeviceHome
-from provenance import wire
-from provenance.audit import KeyHistoryReader
-from provenance.claims import Device
-from provenance.envelope import PAYLOAD_TYPE_ENROLL, sign_payload
-from provenance.errors import EnrollmentError, RevokedKeyError
-from provenance.keyhistory import (
+from provenance.core.claims import Device
+from provenance.core.envelope import PAYLOAD_TYPE_ENROLL, sign_payload
+from provenance.core.errors import EnrollmentError, RevokedKeyError
+from provenance.core.keyhistory import (
     KeyEvent,
     KeyEventKind,
     KeySigner,
@@ -31,10 +29,12 @@ from provenance.keyhistory import (
     replay,
     sign_key_event,
 )
-from provenance.keys import DeviceKey
-from provenance.service import KEY_HISTORY_META, ProvenanceService, ServiceConfig
+from provenance.core.keys import DeviceKey
+from provenance.log.audit import KeyHistoryReader
+from provenance.server.service import KEY_HISTORY_META, ProvenanceService, ServiceConfig
+from provenance.server.writer import KeyAppended, PendingClaim, PendingKeyEvent, _Item
 from provenance.store import open_store, to_us
-from provenance.writer import KeyAppended, PendingClaim, PendingKeyEvent, _Item
+from provenance.wire import convert as wire
 
 
 @pytest.fixture

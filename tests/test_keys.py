@@ -7,8 +7,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from provenance.errors import KeyMaterialError, SignatureError
-from provenance.keys import DeviceKey, key_id, verify_strict
+from provenance.core.errors import KeyMaterialError, SignatureError
+from provenance.core.keys import DeviceKey, key_id, verify_strict
 
 # RFC 8032 section 7.1, TEST 1 (empty message).
 RFC8032_SECRET = bytes.fromhex("9d61b19deffd5a60ba844af492ec2cc44449c5697b326919703bac031cae7f60")

@@ -16,10 +16,10 @@ import pytest
 from conftest import ADMIN_TOKEN, Cli, ServerProc, enroll_key, signed_claim, start_server
 
 from clients.api import ProvenanceClient
-from provenance.claims import Receipt
-from provenance.errors import TransportError
-from provenance.keys import DeviceKey
-from provenance.log import merkle
+from provenance.core import merkle
+from provenance.core.claims import Receipt
+from provenance.core.errors import TransportError
+from provenance.core.keys import DeviceKey
 from provenance.log.checkpoint import NoteVerifier, open_checkpoint
 
 

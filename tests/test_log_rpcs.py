@@ -11,8 +11,8 @@ import pytest
 from conftest import SAMPLES, Cli, ServerProc
 
 from clients.api import ProvenanceClient
-from provenance.errors import TransportError
-from provenance.log import merkle
+from provenance.core import merkle
+from provenance.core.errors import TransportError
 from provenance.log.checkpoint import NoteVerifier, generate_log_key, open_checkpoint
 
 

@@ -14,10 +14,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from provenance.assets import AssetLimits, inspect_image
-from provenance.binding import hamming, pdq_hash
-from provenance.errors import MediaError, MediaTooLargeError
-from provenance.media import (
+from provenance.core.binding import hamming, pdq_hash
+from provenance.core.errors import MediaError, MediaTooLargeError
+from provenance.media.assets import AssetLimits, inspect_image
+from provenance.media.image import (
     DEFAULT_MAX_PIXELS,
     PDQ_MIN_SIDE,
     SNIFF_BYTES,

@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from provenance.errors import LogError, ProofError
-from provenance.log import merkle
+from provenance.core import merkle
+from provenance.core.errors import LogError, ProofError
 
 MAX_SIZE = 2048
 ENTRIES = [b"capture %d" % i for i in range(MAX_SIZE + 1)]

@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 from pymerkle import InmemoryTree  # type: ignore[import-untyped]
 
-from provenance.errors import ProofError
-from provenance.log import merkle
+from provenance.core import merkle
+from provenance.core.errors import ProofError
 
 TESTDATA = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures" / "tlog" / "testdata"
 VECTOR_FILES = sorted(TESTDATA.rglob("*.json"))

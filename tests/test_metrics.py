@@ -12,7 +12,7 @@ from conftest import SAMPLES, Cli, ServerProc, start_server
 from prometheus_client.parser import text_string_to_metric_families
 
 from clients.api import ProvenanceClient
-from provenance.errors import TransportError
+from provenance.core.errors import TransportError
 
 pytestmark = pytest.mark.slow  # the server loads the detector
 

@@ -7,10 +7,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from provenance import mih
-from provenance.binding import PerceptualHash
-from provenance.mih import MihIndex
-from provenance.pdq_index import PdqIndex
+from provenance.core.binding import PerceptualHash
+from provenance.index import mih
+from provenance.index.mih import MihIndex
+from provenance.index.pdq_index import PdqIndex
 
 FIXTURES = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures"
 MIH_DATA = FIXTURES / "phash" / "pdq" / "mih"

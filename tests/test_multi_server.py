@@ -29,12 +29,12 @@ from conftest import (
 from PIL import Image
 
 from clients.api import ProvenanceClient
-from provenance.claims import Receipt
-from provenance.errors import TransportError
-from provenance.keys import DeviceKey
-from provenance.limits import QUOTA_SYNC_S
-from provenance.log import merkle
+from provenance.core import merkle
+from provenance.core.claims import Receipt
+from provenance.core.errors import TransportError
+from provenance.core.keys import DeviceKey
 from provenance.log.checkpoint import NoteVerifier, open_checkpoint
+from provenance.server.limits import QUOTA_SYNC_S
 
 
 @pytest.fixture

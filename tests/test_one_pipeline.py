@@ -1,4 +1,4 @@
-"""One verification pipeline (`provenance.pipeline`) behind every entry point: the same
+"""One verification pipeline (`provenance.server.pipeline`) behind every entry point: the same
 file gets the same status from `prov verify` (VerifyFile), `prov scan` (Lookup, then
 VerifyFile for what a lookup cannot decide) and the in-process API; and nothing optional
 (the detector, a malformed or unrelated sidecar) can block or change the cryptographic
@@ -23,12 +23,12 @@ from PIL import Image
 
 from clients.api import ProvenanceClient, Query
 from clients.cli import main as prov_main
-from provenance.binding import PerceptualHash
-from provenance.claims import SignedClaim, Verdict
-from provenance.contract import DENSE_PASS_NEEDS_BYTES
-from provenance.pipeline import VerificationPipeline
-from provenance.server import ServerConfig, create_server
-from provenance.video.transcode import transcode
+from provenance.core.binding import PerceptualHash
+from provenance.core.claims import SignedClaim, Verdict
+from provenance.media.video.transcode import transcode
+from provenance.server.pipeline import VerificationPipeline
+from provenance.server.rpc import ServerConfig, create_server
+from provenance.wire.contract import DENSE_PASS_NEEDS_BYTES
 
 PHOTO = SAMPLES / "grace_hopper.jpg"
 OTHER_PHOTO = SAMPLES / "rocket.jpg"
@@ -316,7 +316,7 @@ def test_the_scanner_uploads_only_what_a_lookup_cannot_decide(
 
 def test_an_unavailable_c2pa_reader_cannot_block_the_verdict(served: Served) -> None:
     from provenance.c2pa.pool import ReaderPool
-    from provenance.inspect import InspectConfig
+    from provenance.media.inspect import InspectConfig
 
     dev = served.inproc.enroll()
     served.inproc.log_file(dev, PHOTO)
@@ -335,7 +335,7 @@ def test_a_logged_claim_whose_device_row_vanished_is_a_log_integrity_error(
     file named an unknown device."""
     import sqlite3
 
-    from provenance.errors import LogIntegrityError
+    from provenance.core.errors import LogIntegrityError
 
     dev = served.inproc.enroll()
     served.inproc.log_file(dev, PHOTO)
@@ -349,7 +349,7 @@ def test_a_logged_claim_whose_device_row_vanished_is_a_log_integrity_error(
 
 
 def test_an_unreadable_file_is_a_media_error(served: Served, tmp_path: Path) -> None:
-    from provenance.errors import MediaError
+    from provenance.core.errors import MediaError
 
     with pytest.raises(MediaError, match="cannot read"):
         served.pipeline.verify_file(tmp_path / "missing.jpg")

@@ -14,7 +14,7 @@ from inproc import InProc
 from PIL import Image
 
 from clients.cli import main as prov_main
-from provenance import index_packs
+from provenance.index import packs as index_packs
 
 
 def _audit(inproc: InProc, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:

@@ -10,8 +10,8 @@ import pdqhash  # type: ignore[import-untyped]
 import pytest
 from PIL import Image
 
-from provenance.binding import PDQ_MIN_QUALITY, hamming
-from provenance.pdq_core import _CORE, pdq_dihedral256, pdq_hash256
+from provenance.core.binding import PDQ_MIN_QUALITY, hamming
+from provenance.core.pdq_core import _CORE, pdq_dihedral256, pdq_hash256
 
 PHASH = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures" / "phash"
 with (PHASH / "README.tsv").open(newline="") as f:

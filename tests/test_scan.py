@@ -36,7 +36,7 @@ from clients.scan.pipeline import run_scan
 from clients.scan.report import csv_path, html_path
 from clients.scan.rows import VOLATILE_FIELDS
 from clients.scan.worker import ScanConfig
-from provenance.errors import TransportError
+from provenance.core.errors import TransportError
 
 REAL = FIXTURES / "detector" / "real" / "afhq"
 SECRET = b"k" * 32

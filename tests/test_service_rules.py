@@ -17,11 +17,11 @@ from conftest import SAMPLES
 from inproc import Device, InProc, make_claim, open_inproc, sign
 from PIL import Image
 
-from provenance import wire
-from provenance.binding import PerceptualHash
-from provenance.claims import MAX_METADATA_BYTES, MAX_SOFT_BINDINGS, HardBinding, Verdict
-from provenance.envelope import PAYLOAD_TYPE_CLAIM, PAYLOAD_TYPE_ENROLL, sign_payload
-from provenance.errors import (
+from provenance.core import merkle
+from provenance.core.binding import PerceptualHash
+from provenance.core.claims import MAX_METADATA_BYTES, MAX_SOFT_BINDINGS, HardBinding, Verdict
+from provenance.core.envelope import PAYLOAD_TYPE_CLAIM, PAYLOAD_TYPE_ENROLL, sign_payload
+from provenance.core.errors import (
     ClaimError,
     EnrollmentError,
     KeyMaterialError,
@@ -32,11 +32,11 @@ from provenance.errors import (
     SignatureError,
     UnknownDeviceError,
 )
-from provenance.keys import DeviceKey
-from provenance.log import merkle
+from provenance.core.keys import DeviceKey
+from provenance.core.verify import FileFacts
 from provenance.log.checkpoint import open_checkpoint
-from provenance.receipt import verify_receipt
-from provenance.verify import FileFacts
+from provenance.log.receipt import verify_receipt
+from provenance.wire import convert as wire
 
 PHOTO = SAMPLES / "grace_hopper.jpg"
 
@@ -62,7 +62,7 @@ def _facts(data: bytes, soft: tuple[PerceptualHash, ...] = ()) -> FileFacts:
 
 
 def _file_facts(path: Path) -> FileFacts:
-    from provenance.assets import AssetLimits, inspect_image
+    from provenance.media.assets import AssetLimits, inspect_image
 
     data = path.read_bytes()
     return inspect_image(hashlib.sha256(data).digest(), data, AssetLimits()).facts
@@ -431,7 +431,7 @@ def test_a_logged_photo_is_signed_original_and_its_copy_derived(inproc: InProc) 
     buf = io.BytesIO()
     im.resize((im.width // 2, im.height // 2)).save(buf, "PNG")
     copy = buf.getvalue()
-    from provenance.assets import AssetLimits, inspect_image
+    from provenance.media.assets import AssetLimits, inspect_image
 
     facts = inspect_image(hashlib.sha256(copy).digest(), copy, AssetLimits()).facts
     derived = inproc.service.verify(facts)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from provenance.errors import ConfigError, LogError
+from provenance.core.errors import ConfigError, LogError
 from provenance.store.sqlite import _MIGRATIONS, SCHEMA_VERSION, SqliteStore
 
 

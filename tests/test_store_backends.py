@@ -12,17 +12,17 @@ from pathlib import Path
 
 import pytest
 
-from provenance import wire
-from provenance.binding import PerceptualHash
-from provenance.claims import Claim, HardBinding, SignedClaim, Verdict
-from provenance.envelope import PAYLOAD_TYPE_CLAIM, PAYLOAD_TYPE_ENROLL, sign_payload
-from provenance.errors import LogIntegrityError, SequenceError, StorageError
-from provenance.keys import DeviceKey
-from provenance.log import merkle
+from provenance.core import merkle
+from provenance.core.binding import PerceptualHash
+from provenance.core.claims import Claim, HardBinding, SignedClaim, Verdict
+from provenance.core.envelope import PAYLOAD_TYPE_CLAIM, PAYLOAD_TYPE_ENROLL, sign_payload
+from provenance.core.errors import LogIntegrityError, SequenceError, StorageError
+from provenance.core.keys import DeviceKey
+from provenance.core.verify import FileFacts
 from provenance.log.checkpoint import open_checkpoint
-from provenance.service import ProvenanceService, ServiceConfig
-from provenance.startup import MARK_KEY
-from provenance.verify import FileFacts
+from provenance.server.service import ProvenanceService, ServiceConfig
+from provenance.server.startup import MARK_KEY
+from provenance.wire import convert as wire
 
 
 @pytest.fixture(params=["sqlite", "postgresql", "memory"])
@@ -307,7 +307,7 @@ def test_the_near_duplicate_index_starts_from_stored_packs(
     """A start reads the full packs and only the rows after them; the first start of a
     log without packs stores them; an unsound pack is not used (rows instead): every
     capture is found either way."""
-    from provenance import index_packs
+    from provenance.index import packs as index_packs
 
     monkeypatch.setattr(index_packs, "PACK_LEAVES", 4)
     s = _service(db, tmp_path)

@@ -16,9 +16,10 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from clients.api import ProvenanceClient
 from clients.cli import main as prov_main
-from provenance.claims import Device, SignedClaim
-from provenance.errors import LogError, LogIntegrityError
-from provenance.log import merkle, tiles
+from provenance.core import merkle
+from provenance.core.claims import Device, SignedClaim
+from provenance.core.errors import LogError, LogIntegrityError
+from provenance.log import tiles
 from provenance.log.checkpoint import Checkpoint, LogSigner
 from provenance.log.tiledir import export_tiles, fetcher
 from provenance.store import NewLeaf, Store, open_store
@@ -295,7 +296,7 @@ def test_a_server_dripping_a_file_cannot_hold_an_audit() -> None:
     import threading
     from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-    from provenance.errors import TransportError
+    from provenance.core.errors import TransportError
 
     stop = threading.Event()
     body = b"media-provenance.local/log\n0\n" + b"A" * 43 + b"=\n"

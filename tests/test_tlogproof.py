@@ -10,10 +10,10 @@ import pytest
 from conftest import SAMPLES, Cli
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from provenance.errors import LogError
+from provenance.core.errors import LogError
 from provenance.log.checkpoint import LogSigner
 from provenance.log.tlogproof import HEADER, decode_tlog_proof, encode_tlog_proof
-from provenance.sidecar import decode_sidecar
+from provenance.wire.sidecar import decode_sidecar
 
 
 @pytest.fixture

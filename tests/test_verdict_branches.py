@@ -1,4 +1,4 @@
-"""`provenance.verify.decide`, branch by branch, on real keys and real signatures; each
+"""`provenance.core.verify.decide`, branch by branch, on real keys and real signatures; each
 test names the branch it pins (test_verify_rules.py holds the first set of rules)."""
 
 from __future__ import annotations
@@ -11,12 +11,12 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from inproc import device_record, flip_bits
 
-from provenance import wire
-from provenance.binding import PerceptualHash
-from provenance.claims import Claim, Device, HardBinding, Receipt, SignedClaim, Verdict
-from provenance.envelope import PAYLOAD_TYPE_CLAIM, sign_payload
-from provenance.keys import DeviceKey
-from provenance.verify import FileFacts, LoggedClaim, decide, signature_ok
+from provenance.core.binding import PerceptualHash
+from provenance.core.claims import Claim, Device, HardBinding, Receipt, SignedClaim, Verdict
+from provenance.core.envelope import PAYLOAD_TYPE_CLAIM, sign_payload
+from provenance.core.keys import DeviceKey
+from provenance.core.verify import FileFacts, LoggedClaim, decide, signature_ok
+from provenance.wire import convert as wire
 
 NOW = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
 SHA = hashlib.sha256(b"the capture").digest()

@@ -16,13 +16,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from inproc import device_record, flip_bits
 
-from provenance import wire
-from provenance.binding import PerceptualHash
-from provenance.claims import Claim, HardBinding, Receipt, SignedClaim, Verdict
-from provenance.envelope import PAYLOAD_TYPE_CLAIM, sign_payload
-from provenance.keys import DeviceKey
-from provenance.verify import FileFacts, LoggedClaim, VerificationReport, decide
-from provenance.video.binding import hash_chunked
+from provenance.core.binding import PerceptualHash
+from provenance.core.claims import Claim, HardBinding, Receipt, SignedClaim, Verdict
+from provenance.core.envelope import PAYLOAD_TYPE_CLAIM, sign_payload
+from provenance.core.keys import DeviceKey
+from provenance.core.verify import FileFacts, LoggedClaim, VerificationReport, decide
+from provenance.core.video_binding import hash_chunked
+from provenance.wire import convert as wire
 
 NOW = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
 PDQ = PerceptualHash("pdq", bytes.fromhex("0f0ff0cee0f4a84f06370a22038f63f0" * 2), 100)

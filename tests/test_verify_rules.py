@@ -1,4 +1,4 @@
-"""The verdict rules of provenance.verify.decide, on real keys and real hashes, one
+"""The verdict rules of provenance.core.verify.decide, on real keys and real hashes, one
 branch each (the server-level tests cover the common paths end to end)."""
 
 from __future__ import annotations
@@ -9,12 +9,12 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from inproc import device_record
 
-from provenance import wire
-from provenance.binding import PerceptualHash
-from provenance.claims import Claim, Device, HardBinding, Receipt, SignedClaim, Verdict
-from provenance.envelope import PAYLOAD_TYPE_CLAIM, sign_payload
-from provenance.keys import DeviceKey
-from provenance.verify import FileFacts, LoggedClaim, decide, with_c2pa
+from provenance.core.binding import PerceptualHash
+from provenance.core.claims import Claim, Device, HardBinding, Receipt, SignedClaim, Verdict
+from provenance.core.envelope import PAYLOAD_TYPE_CLAIM, sign_payload
+from provenance.core.keys import DeviceKey
+from provenance.core.verify import FileFacts, LoggedClaim, decide, with_c2pa
+from provenance.wire import convert as wire
 
 NOW = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
 SHA = hashlib.sha256(b"the capture").digest()

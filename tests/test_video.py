@@ -22,12 +22,12 @@ import psutil
 import pytest
 from PIL import Image
 
-from provenance.binding import hamming, pdq_hash
-from provenance.errors import MediaError, MediaTooLargeError
-from provenance.video import decode as decode_module
-from provenance.video.decode import VideoInfo, sample_frames, start_decoder
-from provenance.video.match import QUERY_RATE_HZ, match_video
-from provenance.video.transcode import transcode
+from provenance.core.binding import hamming, pdq_hash
+from provenance.core.errors import MediaError, MediaTooLargeError
+from provenance.core.video_match import QUERY_RATE_HZ, match_video
+from provenance.media.video import decode as decode_module
+from provenance.media.video.decode import VideoInfo, sample_frames, start_decoder
+from provenance.media.video.transcode import transcode
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "clients" / "samples" / "fabric_pattern.mp4"
@@ -352,7 +352,7 @@ def _decoder_workers() -> list[psutil.Process]:
                 p.status() != psutil.STATUS_ZOMBIE
                 and parent is not None
                 and parent.pid != os.getpid()
-                and "provenance.video.worker" in " ".join(parent.cmdline())
+                and "provenance.media.video.worker" in " ".join(parent.cmdline())
             ):
                 found.append(p)
         except (psutil.NoSuchProcess, psutil.ZombieProcess, psutil.AccessDenied):

@@ -9,10 +9,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from provenance.claims import HardBinding
-from provenance.errors import BindingError
-from provenance.log.merkle import EMPTY_ROOT, MemoryTree, leaf_hash
-from provenance.video.binding import (
+from provenance.core.claims import HardBinding
+from provenance.core.errors import BindingError
+from provenance.core.merkle import EMPTY_ROOT, MemoryTree, leaf_hash
+from provenance.core.video_binding import (
     DEFAULT_VIDEO_CHUNK,
     OVERLAP_MIN_BYTES,
     ChunkedHasher,

@@ -11,8 +11,8 @@ import pytest
 from conftest import SAMPLES, Cli, ServerProc
 
 from clients.api import ProvenanceClient
-from provenance.errors import TransportError
-from provenance.video.transcode import transcode
+from provenance.core.errors import TransportError
+from provenance.media.video.transcode import transcode
 
 CLIP = SAMPLES / "fabric_pattern.mp4"
 

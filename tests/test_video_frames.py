@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from provenance.binding import PDQ_MIN_QUALITY, hamming, pdq_hash
-from provenance.errors import MediaError
-from provenance.video.frames import (
+from provenance.core.binding import PDQ_MIN_QUALITY, hamming, pdq_hash
+from provenance.core.errors import MediaError
+from provenance.media.video.frames import (
     BAR_LEVEL,
     BAR_MIN_KEEP,
     StreamFacts,

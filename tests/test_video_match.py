@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from provenance.binding import PerceptualHash
-from provenance.errors import BindingError
-from provenance.video import match as match_module
-from provenance.video.match import MIN_COVERAGE, match_video
+from provenance.core import video_match as match_module
+from provenance.core.binding import PerceptualHash
+from provenance.core.errors import BindingError
+from provenance.core.video_match import MIN_COVERAGE, match_video
 
 FIXTURES = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures"
 VPDQ = FIXTURES / "phash" / "video" / "vpdq-expected"

@@ -25,9 +25,9 @@ from conftest import ADMIN_TOKEN, FIXTURES, DemoSite, demo_site, start_server, s
 from PIL import Image
 
 from clients.cli import main as prov_main
-from provenance.binding import pdq_hash
-from provenance.errors import ConfigError
-from provenance.log import merkle
+from provenance.core import merkle
+from provenance.core.binding import pdq_hash
+from provenance.core.errors import ConfigError
 from provenance.log.checkpoint import NoteVerifier, open_checkpoint
 from provenance.web.app import WebConfig
 from provenance.web.serve import bind

@@ -12,7 +12,7 @@ import pytest
 from starlette.requests import Request
 from starlette.testclient import TestClient
 
-from provenance.errors import MediaError, MediaTooLargeError, TransportError
+from provenance.core.errors import MediaError, MediaTooLargeError, TransportError
 from provenance.web.errors import WebError, error_body, error_headers, http_status
 from provenance.web.logviews import is_number, parse_hash, parse_index
 from provenance.web.present import download_name, human_bytes, timeline_plot, verdict
@@ -144,7 +144,7 @@ def test_the_web_app_does_not_load_the_server_stack() -> None:
 
     code = (
         "import sys, provenance.web.app, provenance.web.serve\n"
-        "print([m for m in ('provenance.server', 'provenance.service', 'provenance.store',"
+        "print([m for m in ('provenance.server.rpc', 'provenance.server.service', 'provenance.store',"
         " 'sqlite3') if m in sys.modules])"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
@@ -327,7 +327,7 @@ def test_a_dripping_upload_runs_out_of_time() -> None:
 
 
 def test_listen_ports_are_ascii_digits() -> None:
-    from provenance.errors import ConfigError
+    from provenance.core.errors import ConfigError
     from provenance.web.serve import bind
 
     for bad in ["127.0.0.1:²", "127.0.0.1:٣", "127.0.0.1:" + "9" * 5000]:

@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from clients.api import ProvenanceClient
 from clients.cli import main as prov_main
-from provenance.errors import SignatureError, TransportError
+from provenance.core.errors import SignatureError, TransportError
 from provenance.log.checkpoint import (
     Checkpoint,
     LogSigner,

@@ -18,14 +18,14 @@ from pathlib import Path
 import pytest
 from inproc import T0, make_claim, sign
 
-from provenance import wire
-from provenance.claims import Device, SignedClaim
-from provenance.errors import LogError, LogIntegrityError, SequenceError, StorageError
-from provenance.keys import DeviceKey
+from provenance.core.claims import Device, SignedClaim
+from provenance.core.errors import LogError, LogIntegrityError, SequenceError, StorageError
+from provenance.core.keys import DeviceKey
 from provenance.log.checkpoint import NoteVerifier, generate_log_key
-from provenance.receipt import verify_receipt
+from provenance.log.receipt import verify_receipt
+from provenance.server.writer import Appended, GroupCommitWriter, PendingClaim
 from provenance.store import Store, open_store
-from provenance.writer import Appended, GroupCommitWriter, PendingClaim
+from provenance.wire import convert as wire
 
 
 @dataclass

@@ -14,8 +14,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from nacl.bindings import crypto_sign_open
 from nacl.exceptions import BadSignatureError
 
-from provenance.errors import KeyMaterialError, SignatureError
-from provenance.keys import DeviceKey, check_public_key, checked_public_key, verify_strict
+from provenance.core.errors import KeyMaterialError, SignatureError
+from provenance.core.keys import DeviceKey, check_public_key, checked_public_key, verify_strict
 
 FIXTURES = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures"
 WYCHEPROOF = json.loads((FIXTURES / "wycheproof" / "ed25519_test.json").read_text())

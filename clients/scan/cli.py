@@ -17,8 +17,8 @@ from clients.scan.pipeline import DEFAULT_BATCH, run_scan
 from clients.scan.progress import ScanProgress, summary_table
 from clients.scan.report import csv_path, html_path
 from clients.scan.worker import ScanConfig
-from provenance.contract import MAX_LOOKUP_QUERIES
-from provenance.errors import ConfigError
+from provenance.core.errors import ConfigError
+from provenance.wire.contract import MAX_LOOKUP_QUERIES
 
 
 class EngineName(StrEnum):

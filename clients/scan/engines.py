@@ -24,7 +24,7 @@ from typing import Any, Protocol
 
 from clients.scan.sources import Item
 from clients.scan.worker import ScanConfig, process_batch
-from provenance.errors import ConfigError
+from provenance.core.errors import ConfigError
 
 Rows = list[dict[str, Any]]
 

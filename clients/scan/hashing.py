@@ -1,8 +1,8 @@
 """Measuring one scan item: SHA-256, media type and perceptual hashes, never uploading.
 
-Images are decoded within `provenance.assets.AssetLimits` and PDQ-hashed
-(`provenance.assets.inspect_image`); videos on disk get the PDQ hashes of frames sampled
-by the sandboxed decoder of `provenance.video.decode` (one per second); videos inside
+Images are decoded within `provenance.media.assets.AssetLimits` and PDQ-hashed
+(`provenance.media.assets.inspect_image`); videos on disk get the PDQ hashes of frames sampled
+by the sandboxed decoder of `provenance.media.video.decode` (one per second); videos inside
 archives, files that are not media, corrupt media and images over the size limit are
 measured by SHA-256 alone, and say why in ``note``. Sidecars (``FILE.prov`` that parse as
 one) are recognised so that they are not reported as unknown files; empty files are
@@ -22,13 +22,13 @@ from typing import BinaryIO
 
 from clients.files import open_regular
 from clients.scan.sources import SIDECAR_SUFFIX, EntryItem, FileItem, HashedItem
-from provenance.assets import AssetLimits, inspect_image
-from provenance.binding import PerceptualHash, Sha256Stream
 from provenance.c2pa.container import STRIPPABLE_TYPES, strip_manifest_store
-from provenance.errors import ClaimError, MediaError, ProvenanceError
-from provenance.media import SNIFF_BYTES, sniff_media_type
-from provenance.sidecar import MAX_SIDECAR_BYTES, Sidecar, decode_sidecar
-from provenance.video.decode import sample_frames
+from provenance.core.binding import PerceptualHash, Sha256Stream
+from provenance.core.errors import ClaimError, MediaError, ProvenanceError
+from provenance.media.assets import AssetLimits, inspect_image
+from provenance.media.image import SNIFF_BYTES, sniff_media_type
+from provenance.media.video.decode import sample_frames
+from provenance.wire.sidecar import MAX_SIDECAR_BYTES, Sidecar, decode_sidecar
 
 
 @dataclass(frozen=True)
@@ -40,7 +40,7 @@ class Measured:
     (perceptual hashes computed), "file" (SHA-256 only), "sidecar" (a provenance
     sidecar, not looked up) or "empty" (no bytes: not looked up); note: why perceptual
     hashing was not done; turned: an image's PDQ hashes of its 7 rotations and mirror
-    images (`provenance.dihedral`).
+    images (`provenance.core.dihedral`).
     """
 
     ref: str

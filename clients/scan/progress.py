@@ -14,7 +14,7 @@ from rich.table import Table
 
 from clients.scan.pipeline import ScanResult
 from clients.scan.report import EMPTY, ERROR, SIDECAR, hashed_bytes, row_key
-from provenance.claims import Verdict
+from provenance.core.claims import Verdict
 
 _ORDER = [v.value for v in Verdict] + [ERROR, EMPTY, SIDECAR]
 

@@ -23,9 +23,9 @@ from typing import Any
 
 from PIL import Image
 
-from provenance.claims import Verdict
-from provenance.errors import MediaError
-from provenance.media import decode_image
+from provenance.core.claims import Verdict
+from provenance.core.errors import MediaError
+from provenance.media.image import decode_image
 
 #: Largest side of a thumbnail, in pixels.
 THUMBNAIL_SIDE = 96

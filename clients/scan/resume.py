@@ -17,7 +17,7 @@ import os
 from pathlib import Path
 from typing import IO, Any
 
-from provenance.errors import ConfigError
+from provenance.core.errors import ConfigError
 
 
 def _digest(ref: str) -> bytes:

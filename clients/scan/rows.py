@@ -15,7 +15,7 @@ from typing import Any
 
 from clients.report import report_to_json
 from clients.scan.hashing import Measured
-from provenance.verify import VerificationReport
+from provenance.core.verify import VerificationReport
 
 #: Row fields that change from one run to the next over the same input.
 VOLATILE_FIELDS = ("verified_at",)

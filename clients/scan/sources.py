@@ -45,10 +45,10 @@ from dataclasses import dataclass, field
 from typing import IO, Protocol, cast
 
 from clients.files import NotRegularFileError, open_regular
-from provenance.assets import AssetLimits
-from provenance.binding import Sha256Stream
-from provenance.media import SNIFF_BYTES, sniff_media_type
-from provenance.sidecar import MAX_SIDECAR_BYTES
+from provenance.core.binding import Sha256Stream
+from provenance.media.assets import AssetLimits
+from provenance.media.image import SNIFF_BYTES, sniff_media_type
+from provenance.wire.sidecar import MAX_SIDECAR_BYTES
 
 #: Names that mark a file inside a folder or an archive as an archive to open.
 ARCHIVE_SUFFIXES = (".zip", ".tar", ".tgz", ".tar.gz", ".tar.bz2", ".tbz2", ".tar.xz", ".txz")
@@ -66,7 +66,7 @@ _HEAD_BYTES = 512
 class ScanLimits:
     """Limits on untrusted archives; sizes in bytes.
 
-    assets: limits on decoding media (`provenance.assets.AssetLimits`); max_entries:
+    assets: limits on decoding media (`provenance.media.assets.AssetLimits`); max_entries:
     members of one archive; max_total_bytes: uncompressed bytes of one archive;
     max_ratio: uncompressed / compressed bytes, checked once ratio_min_bytes were
     decompressed (small archives of text compress well and are harmless); max_depth:

@@ -30,18 +30,18 @@ from clients.scan.hashing import Measured, measure
 from clients.scan.rows import error_row, measured_row
 from clients.scan.runs import runs
 from clients.scan.sources import EntryItem, FileItem, Item, RefusedItem, ScanLimits
-from provenance.claims import SignedClaim, Verdict
-from provenance.contract import DENSE_PASS_NEEDS_BYTES, MAX_LOOKUP_HASHES, MAX_LOOKUP_QUERIES
-from provenance.errors import (
+from provenance.core.claims import SignedClaim, Verdict
+from provenance.core.errors import (
     ClaimError,
     DetectorError,
     MediaError,
     ProvenanceError,
     TransportError,
 )
-from provenance.media import decode_image
-from provenance.sidecar import MAX_SIDECAR_BYTES, decode_sidecar
-from provenance.verify import VerificationReport
+from provenance.core.verify import VerificationReport
+from provenance.media.image import decode_image
+from provenance.wire.contract import DENSE_PASS_NEEDS_BYTES, MAX_LOOKUP_HASHES, MAX_LOOKUP_QUERIES
+from provenance.wire.sidecar import MAX_SIDECAR_BYTES, decode_sidecar
 
 #: Waits between tries of a Lookup when the server is unreachable, in seconds.
 RETRY_DELAYS_S = (1.0, 4.0)

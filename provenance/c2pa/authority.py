@@ -28,8 +28,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
 )
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID, ObjectIdentifier
 
-from provenance.errors import ConfigError, EnrollmentError, KeyMaterialError
-from provenance.keys import check_public_key
+from provenance.core.errors import ConfigError, EnrollmentError, KeyMaterialError
+from provenance.core.keys import check_public_key
 
 KEY_FILE = "ca.key.pem"
 CERT_FILE = "ca.cert.pem"

@@ -22,7 +22,7 @@ from __future__ import annotations
 import hashlib
 import struct
 
-from provenance.errors import BindingError, MediaError
+from provenance.core.errors import BindingError, MediaError
 
 #: JUMBF description-box UUID of a C2PA manifest store ("c2pa" 0011-0010-8000-00AA00389B71).
 C2PA_STORE_UUID = bytes.fromhex("6332706100110010800000aa00389b71")

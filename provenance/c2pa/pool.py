@@ -25,7 +25,7 @@ from typing import Any
 
 from provenance import metrics
 from provenance.c2pa.result import NOT_PRESENT, C2paResult, failed, result_from_reader
-from provenance.errors import ConfigError
+from provenance.core.errors import ConfigError
 
 _WORKER_SCRIPT = str(Path(__file__).with_name("worker.py"))
 _LENGTH = struct.Struct(">Q")

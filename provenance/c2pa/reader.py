@@ -28,7 +28,7 @@ from provenance.c2pa.signing_time import (
     with_signing_time,
 )
 from provenance.c2pa.timestamp import TsaTrust
-from provenance.errors import ConfigError, MediaError
+from provenance.core.errors import ConfigError, MediaError
 
 
 @dataclass(frozen=True)

@@ -50,11 +50,17 @@ from provenance.c2pa.timestamp import (
     timestamping_signer,
     verify_token,
 )
-from provenance.errors import ClaimError, ConfigError, ProofError, ProvenanceError, TimestampError
-from provenance.keys import key_id
+from provenance.core.errors import (
+    ClaimError,
+    ConfigError,
+    ProofError,
+    ProvenanceError,
+    TimestampError,
+)
+from provenance.core.keys import key_id
 from provenance.log.checkpoint import NoteVerifier
-from provenance.receipt import verify_receipt
-from provenance.sidecar import decode_sidecar
+from provenance.log.receipt import verify_receipt
+from provenance.wire.sidecar import decode_sidecar
 
 #: Failure code of a signer certificate outside its validity at the time used (C2PA 2.1, 15.3).
 EXPIRED_CODE = "signingCredential.expired"

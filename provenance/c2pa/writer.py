@@ -35,7 +35,7 @@ from provenance.c2pa.container import STRIPPABLE_TYPES, strip_manifest_store
 from provenance.c2pa.reader import reader_settings
 from provenance.c2pa.result import PROVENANCE_ASSERTION_LABEL
 from provenance.c2pa.timestamp import TimestampAuthority, timestamp_file
-from provenance.errors import BindingError, KeyMaterialError, MediaError, SignatureError
+from provenance.core.errors import BindingError, KeyMaterialError, MediaError, SignatureError
 
 DIGITAL_CAPTURE = "http://cv.iptc.org/newscodes/digitalsourcetype/digitalCapture"
 GENERATOR = "media-provenance"
@@ -44,7 +44,7 @@ WRITABLE_TYPES = STRIPPABLE_TYPES
 
 
 class SigningKey(Protocol):
-    """What the writer needs of a device key (`provenance.keys.DeviceKey` fits)."""
+    """What the writer needs of a device key (`provenance.core.keys.DeviceKey` fits)."""
 
     @property
     def public_key(self) -> bytes: ...

@@ -35,8 +35,8 @@ from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from provenance.errors import ConfigError, KeyMaterialError, LogError, SignatureError
-from provenance.keys import check_public_key
+from provenance.core.errors import ConfigError, KeyMaterialError, LogError, SignatureError
+from provenance.core.keys import check_public_key
 
 ROOT_HASH_SIZE = 32
 """Bytes in a root hash (SHA-256)."""

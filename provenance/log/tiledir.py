@@ -27,14 +27,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from provenance.errors import (
+from provenance.core import merkle
+from provenance.core.errors import (
     ConfigError,
     LogError,
     LogIntegrityError,
     TileMissingError,
     TransportError,
 )
-from provenance.log import merkle, tiles
+from provenance.log import tiles
 from provenance.log.checkpoint import Checkpoint
 from provenance.store import Store
 

@@ -13,7 +13,7 @@ A tiled log is a set of static files under one prefix (tlog-tiles "APIs"):
   the level-0 tile ``N``, each entry prefixed by its length as a big-endian uint16.
 
 Our store keeps every perfect-subtree hash under the key ``(level, index)`` (see
-`provenance.log.merkle`), so a tile is one batched node read (`tile_hashes`). Going the
+`provenance.core.merkle`), so a tile is one batched node read (`tile_hashes`). Going the
 other way, `TileNodes` is a `merkle.NodeReader` over fetched tiles: any root or proof of
 the tree is computed from tiles alone with the same functions the log uses. `audit_tiles`
 audits a log from its tiles (the signature, the tiles' hashes against each other, the root,
@@ -28,9 +28,9 @@ import re
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
-from provenance.audit import AuditState, audit_step, open_trusted
-from provenance.errors import LogError, LogIntegrityError, TileMissingError
-from provenance.log import merkle
+from provenance.core import merkle
+from provenance.core.errors import LogError, LogIntegrityError, TileMissingError
+from provenance.log.audit import AuditState, audit_step, open_trusted
 from provenance.log.checkpoint import Checkpoint, NoteVerifier
 
 TILE_HEIGHT = 8
@@ -356,7 +356,7 @@ def audit_tiles(
     from the tiles against the saved root (RFC 9162 2.1.4.2: catches a fork or rollback);
     every entry (from 0 when ``full`` or on a first audit, else from the saved size)
     against its leaf hash in the level-0 tile, and the entries' own root against the
-    checkpoint (`provenance.audit.audit_step`). Raises LogIntegrityError naming the first
+    checkpoint (`provenance.log.audit.audit_step`). Raises LogIntegrityError naming the first
     failure; what ``fetch`` raises when a file cannot be read.
     """
     note_bytes = fetch(CHECKPOINT_PATH)

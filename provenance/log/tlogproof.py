@@ -12,7 +12,7 @@ A proof is text lines separated by U+000A::
 The spec's optional ``extra`` line carries "additional data necessary to reconstruct
 the record hash"; ours is always present and holds the leaf data (our LogEntry: the
 signed claim and the log's integration time), so a proof holds exactly what a receipt
-does and `decode_tlog_proof` gives back the `Receipt` that `provenance.receipt.
+does and `decode_tlog_proof` gives back the `Receipt` that `provenance.log.receipt.
 verify_receipt` checks. The extra data is never trusted as such: the verifier hashes it
 as the leaf (RFC 9162 2.1.1) and proves its inclusion under the signed checkpoint
 (RFC 9162 2.1.3.2). Witness cosignatures on the checkpoint (c2sp.org/tlog-cosignature)
@@ -24,11 +24,11 @@ from __future__ import annotations
 import base64
 import re
 
-from provenance.claims import Receipt
-from provenance.errors import ClaimError, LogError
-from provenance.log import merkle
+from provenance.core import merkle
+from provenance.core.claims import Receipt
+from provenance.core.errors import ClaimError, LogError
 from provenance.log.checkpoint import b64decode_strict
-from provenance.wire import decode_log_entry
+from provenance.wire.convert import decode_log_entry
 
 HEADER = "c2sp.org/tlog-proof@v1"
 """First line of every tlog-proof."""

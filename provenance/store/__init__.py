@@ -30,10 +30,10 @@ from typing import Protocol
 
 import numpy as np
 
-from provenance.binding import PerceptualHash
-from provenance.claims import Device, SignedClaim
-from provenance.errors import ConfigError
-from provenance.keyhistory import KeyEvent, SignedKeyEvent
+from provenance.core.binding import PerceptualHash
+from provenance.core.claims import Device, SignedClaim
+from provenance.core.errors import ConfigError
+from provenance.core.keyhistory import KeyEvent, SignedKeyEvent
 
 __all__ = [
     "AppendTxn",
@@ -77,7 +77,7 @@ class LeafRecord:
 
 @dataclass(frozen=True)
 class NewLeaf:
-    """A leaf to append. Its receipt is not stored: `provenance.receipt.build_receipt`
+    """A leaf to append. Its receipt is not stored: `provenance.log.receipt.build_receipt`
     rebuilds it from the entry, the checkpoint that first covered it and the tree."""
 
     leaf_hash: bytes
@@ -103,7 +103,7 @@ SoftRow = tuple[int, str, bytes, int, float]
 
 @dataclass(frozen=True)
 class NewKeyLeaf:
-    """A key-history leaf to append (`provenance.keyhistory`): stored in the leaves table
+    """A key-history leaf to append (`provenance.core.keyhistory`): stored in the leaves table
     with sequence 0 and no file hash, and indexed by device in ``key_events``."""
 
     leaf_hash: bytes
@@ -117,7 +117,7 @@ class NewKeyLeaf:
 class HashPack:
     """The near-duplicate index's view of the leaves [first, next): their usable PDQ hashes
     (algorithm "pdq", quality >= PDQ_MIN_QUALITY, 32 bytes) as arrays, and whether any of
-    their soft hashes is a video frame's (`provenance.index_packs`).
+    their soft hashes is a video frame's (`provenance.index.packs`).
 
     ids: (n,) int64 leaf indexes, non-decreasing, in [first, next); words: (n, 4) uint64,
     each hash as four big-endian 64-bit words.
@@ -296,13 +296,13 @@ class Store(Protocol):
         ...
 
     def soft_hash_rows(self, start: int, stop: int) -> list[SoftRow]:
-        """Every soft-hash row of leaves [start, stop), sorted (what `provenance.pack_audit`
+        """Every soft-hash row of leaves [start, stop), sorted (what `provenance.index.audit`
         compares with the logged entries)."""
         ...
 
     def stored_packs(self, start: int) -> Iterator[HashPack]:
         """The stored packs whose first leaf is ``start`` or later, in order (they are
-        derived data: `provenance.index_packs` checks them before use)."""
+        derived data: `provenance.index.packs` checks them before use)."""
         ...
 
     def put_pack(self, pack: HashPack) -> None:

@@ -14,10 +14,10 @@ from datetime import datetime
 
 import numpy as np
 
-from provenance.binding import PDQ_HASH_SIZE, PDQ_MIN_QUALITY, PerceptualHash
-from provenance.claims import Device
-from provenance.errors import EnrollmentError, LogError, UnknownDeviceError
-from provenance.registry import merged_revocation
+from provenance.core.binding import PDQ_HASH_SIZE, PDQ_MIN_QUALITY, PerceptualHash
+from provenance.core.claims import Device
+from provenance.core.errors import EnrollmentError, LogError, UnknownDeviceError
+from provenance.core.registry import merged_revocation
 from provenance.store import (
     QUOTA_PREFIX,
     HashPack,

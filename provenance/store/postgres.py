@@ -22,7 +22,7 @@ from typing import Any
 import psycopg
 import psycopg_pool
 
-from provenance.errors import LogError, LogIntegrityError, ProvenanceError, StorageError
+from provenance.core.errors import LogError, LogIntegrityError, ProvenanceError, StorageError
 from provenance.store.sql import Conn, Cursor, SqlStore
 
 #: Advisory lock keys (any 64-bit numbers no other user of the database takes).

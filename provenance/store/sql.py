@@ -17,16 +17,16 @@ from typing import Any, Protocol, TypeVar, cast
 
 import numpy as np
 
-from provenance.binding import PDQ_HASH_SIZE, PDQ_MIN_QUALITY
-from provenance.claims import Device
-from provenance.errors import (
+from provenance.core.binding import PDQ_HASH_SIZE, PDQ_MIN_QUALITY
+from provenance.core.claims import Device
+from provenance.core.errors import (
     EnrollmentError,
     LogError,
     LogIntegrityError,
     ProvenanceError,
     UnknownDeviceError,
 )
-from provenance.registry import merged_revocation
+from provenance.core.registry import merged_revocation
 from provenance.store import (
     QUOTA_PREFIX,
     HashPack,

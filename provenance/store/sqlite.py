@@ -24,7 +24,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO
 
-from provenance.errors import (
+from provenance.core.errors import (
     ConfigError,
     LogError,
     LogIntegrityError,
@@ -107,7 +107,7 @@ _MIGRATIONS: dict[int, str] = {
     # 4: receipts are rebuilt on demand (the entry, the first checkpoint covering the leaf
     # and an inclusion proof from the nodes), no longer stored whole. The file shrinks by
     # about 1 KB per capture after a VACUUM.
-    # 4 also adds the near-duplicate index's packs (`provenance.index_packs`).
+    # 4 also adds the near-duplicate index's packs (`provenance.index.packs`).
     4: """
     ALTER TABLE leaves DROP COLUMN receipt;
     CREATE TABLE index_packs (

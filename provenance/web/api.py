@@ -21,8 +21,8 @@ from starlette.routing import Route
 
 from clients.api import Query
 from clients.report import report_to_json
-from provenance.binding import PDQ_ALGORITHM, PerceptualHash
-from provenance.errors import ProvenanceError
+from provenance.core.binding import PDQ_ALGORITHM, PerceptualHash
+from provenance.core.errors import ProvenanceError
 from provenance.web import logviews
 from provenance.web.errors import WebError, error_response
 from provenance.web.openapi import openapi_document

@@ -21,7 +21,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
 from clients.api import ProvenanceClient
-from provenance.assets import DEFAULT_MAX_BYTES
+from provenance.media.assets import DEFAULT_MAX_BYTES
 from provenance.web import api, pages, present, softbinding, tlogtiles
 from provenance.web.ratelimit import RateLimiter
 from provenance.web.security import SecurityHeaders

@@ -16,7 +16,7 @@ from typing import Any
 
 from starlette.responses import JSONResponse
 
-from provenance.errors import (
+from provenance.core.errors import (
     ClaimError,
     ConfigError,
     MediaError,

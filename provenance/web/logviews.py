@@ -15,12 +15,12 @@ from typing import Any
 
 from clients.api import ProvenanceClient, Query
 from clients.report import claim_to_json, device_to_json, report_to_json
-from provenance import wire
-from provenance.errors import LogError, SignatureError, TransportError
-from provenance.keyhistory import SignedKeyEvent, signer_id, verify_key_event
-from provenance.log import merkle
+from provenance.core import merkle
+from provenance.core.errors import LogError, SignatureError, TransportError
+from provenance.core.keyhistory import SignedKeyEvent, signer_id, verify_key_event
 from provenance.log.checkpoint import Checkpoint, NoteVerifier, open_checkpoint
 from provenance.web.errors import WebError
+from provenance.wire import convert as wire
 
 HASH_HEX = 64
 #: Most digits accepted in an index or size (2^63 has 19).

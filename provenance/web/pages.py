@@ -19,7 +19,7 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
-from provenance.errors import ProvenanceError
+from provenance.core.errors import ProvenanceError
 from provenance.web import logviews
 from provenance.web.api import state, verify_upload
 from provenance.web.errors import (

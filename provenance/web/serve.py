@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import uvicorn
 
-from provenance.errors import ConfigError
+from provenance.core.errors import ConfigError
 from provenance.web.app import WebConfig, create_app
 from provenance.web.logviews import is_number
 

@@ -28,8 +28,8 @@ from starlette.routing import Route
 
 from clients.api import Query
 from clients.report import report_to_json
-from provenance.binding import PDQ_ALGORITHM, PDQ_HASH_SIZE, PerceptualHash
-from provenance.verify import VerificationReport
+from provenance.core.binding import PDQ_ALGORITHM, PDQ_HASH_SIZE, PerceptualHash
+from provenance.core.verify import VerificationReport
 from provenance.web import logviews
 from provenance.web.api import NO_SHA256, client_address, json_errors, read_json, state
 from provenance.web.errors import WebError

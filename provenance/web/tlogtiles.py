@@ -19,7 +19,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from provenance.errors import LogError
+from provenance.core.errors import LogError
 from provenance.log import tiles
 
 PREFIX = "/tlog"

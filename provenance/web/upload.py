@@ -29,12 +29,12 @@ from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.requests import ClientDisconnect, Request
 
 from clients.api import MIN_UPLOAD_RATE, VERIFY_DECODE_SECONDS, ProvenanceClient
-from provenance.claims import SignedClaim
-from provenance.errors import ProvenanceError
-from provenance.sidecar import MAX_SIDECAR_BYTES, decode_sidecar
-from provenance.verify import VerificationReport
+from provenance.core.claims import SignedClaim
+from provenance.core.errors import ProvenanceError
+from provenance.core.verify import VerificationReport
 from provenance.web.errors import WebError
 from provenance.web.logviews import is_number
+from provenance.wire.sidecar import MAX_SIDECAR_BYTES, decode_sidecar
 
 if TYPE_CHECKING:
     from python_multipart.multipart import MultipartCallbacks

@@ -40,8 +40,8 @@ from pathlib import Path
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from provenance.errors import LogError, ProvenanceError, SignatureError, WitnessQuorumError
-from provenance.log import merkle
+from provenance.core import merkle
+from provenance.core.errors import LogError, ProvenanceError, SignatureError, WitnessQuorumError
 from provenance.log.checkpoint import (
     Checkpoint,
     LogSigner,

@@ -36,7 +36,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from provenance import metrics
-from provenance.errors import ConfigError, LogError, ProvenanceError, WitnessError
+from provenance.core.errors import ConfigError, LogError, ProvenanceError, WitnessError
 from provenance.witness import (
     SIZE_CONTENT_TYPE,
     WitnessStatus,

@@ -22,11 +22,11 @@ from pathlib import Path
 
 from PIL import Image
 
-from provenance import wire
-from provenance.binding import PerceptualHash
-from provenance.claims import Claim, HardBinding
+from provenance.core.binding import PerceptualHash
+from provenance.core.claims import Claim, HardBinding
 from provenance.log.checkpoint import Checkpoint
-from provenance.sidecar import Sidecar, encode_sidecar
+from provenance.wire import convert as wire
+from provenance.wire.sidecar import Sidecar, encode_sidecar
 
 from . import targets as t
 

@@ -33,20 +33,20 @@ from clients.scan.sources import (
     ScanLimits,
     iter_items,
 )
-from provenance import wire
-from provenance.assets import AssetLimits
 from provenance.c2pa.container import strip_manifest_store
-from provenance.claims import Claim, HardBinding, Receipt, SignedClaim
-from provenance.envelope import PAYLOAD_TYPE_CLAIM, sign_payload
-from provenance.errors import ProvenanceError
-from provenance.inspect import InspectConfig, Upload, inspect_upload
-from provenance.keys import DeviceKey
-from provenance.log import merkle
+from provenance.core import merkle
+from provenance.core.claims import Claim, HardBinding, Receipt, SignedClaim
+from provenance.core.envelope import PAYLOAD_TYPE_CLAIM, sign_payload
+from provenance.core.errors import ProvenanceError
+from provenance.core.keys import DeviceKey
+from provenance.core.registry import check_claim_shape
 from provenance.log.checkpoint import Checkpoint, LogSigner, NoteVerifier, open_checkpoint
-from provenance.media import SNIFF_BYTES, decode_image, sniff_media_type
-from provenance.receipt import verify_receipt
-from provenance.registry import check_claim_shape
-from provenance.sidecar import decode_sidecar, encode_sidecar
+from provenance.log.receipt import verify_receipt
+from provenance.media.assets import AssetLimits
+from provenance.media.image import SNIFF_BYTES, decode_image, sniff_media_type
+from provenance.media.inspect import InspectConfig, Upload, inspect_upload
+from provenance.wire import convert as wire
+from provenance.wire.sidecar import decode_sidecar, encode_sidecar
 
 #: Origin (note key name) of the fixed log key.
 LOG_ORIGIN = "fuzz.example/log"

@@ -1,0 +1,138 @@
+"""Domain objects of the signed-capture path: claims, signed claims, receipts, devices.
+
+These are plain typed dataclasses; their protobuf encoding lives in `provenance.wire.convert`
+alone. A claim is serialized once on the device and the exact bytes travel in a
+`SignedClaim`; verification never re-serializes a decoded claim.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+
+from provenance.core.binding import PerceptualHash
+
+CLAIM_VERSION = 1
+#: Largest metadata map a claim may carry, in bytes of keys plus values (UTF-8).
+MAX_METADATA_BYTES = 4096
+#: Largest number of soft bindings (sampled video frames) in one claim.
+MAX_SOFT_BINDINGS = 4096
+#: Largest value of an integer claim field that the log stores (sequence, sizes, counts):
+#: a signed 64-bit integer, what SQLite INTEGER and PostgreSQL BIGINT hold.
+MAX_STORED_INT = 2**63 - 1
+
+
+@dataclass(frozen=True)
+class HardBinding:
+    """Cryptographic binding to exact bytes.
+
+    sha256: 32-byte SHA-256 of the whole file. For chunked media (video) also the
+    chunk size in bytes, the number of chunks and the RFC 9162 Merkle root over the
+    chunks' leaf hashes; zero/empty for images.
+    """
+
+    sha256: bytes
+    chunk_size: int = 0
+    chunk_count: int = 0
+    chunk_merkle_root: bytes = b""
+
+
+@dataclass(frozen=True)
+class Claim:
+    """What a device asserts about one capture (DESIGN.md, "The signed claim").
+
+    Times are timezone-aware UTC datetimes; sizes in bytes; width/height in pixels;
+    duration in seconds; orientation the image file's EXIF orientation tag (1..8, 0 when
+    it states none). Soft bindings are of the pixels as displayed (orientation applied).
+    """
+
+    device_id: bytes
+    sequence: int
+    captured_at: datetime
+    media_type: str
+    size_bytes: int
+    hard_binding: HardBinding
+    soft_bindings: tuple[PerceptualHash, ...] = ()
+    width: int = 0
+    height: int = 0
+    duration_seconds: float = 0.0
+    prev_claim_hash: bytes = b""
+    metadata: Mapping[str, str] = field(default_factory=dict)
+    frame_sample_rate: float = 0.0
+    version: int = CLAIM_VERSION
+    orientation: int = 0
+
+
+@dataclass(frozen=True)
+class SignedClaim:
+    """Claim bytes with an Ed25519 signature over PAE(payload_type, claim_bytes).
+
+    claim_bytes are the exact serialized claim the device signed; key_id is the
+    SHA-256 of the signer's raw public key; signature is 64 bytes.
+    """
+
+    payload_type: str
+    claim_bytes: bytes
+    key_id: bytes
+    signature: bytes
+
+    @property
+    def claim_hash(self) -> bytes:
+        """SHA-256 of the claim bytes: what the next claim's prev_claim_hash names."""
+        return hashlib.sha256(self.claim_bytes).digest()
+
+
+@dataclass(frozen=True)
+class Receipt:
+    """The log's answer to a submission, verifiable offline with the log's key.
+
+    leaf_index: 0-based position in the log; integrated_at: the server's time;
+    checkpoint: a C2SP signed note whose tree contains the leaf; inclusion_proof:
+    RFC 9162 audit path (32-byte hashes); log_entry: the leaf data bytes.
+    """
+
+    leaf_index: int
+    integrated_at: datetime
+    checkpoint: str
+    inclusion_proof: tuple[bytes, ...]
+    log_entry: bytes
+
+
+@dataclass(frozen=True)
+class Device:
+    """An enrolled device key and its state in the registry."""
+
+    device_id: bytes
+    public_key: bytes
+    enrolled_at: datetime
+    last_sequence: int = 0
+    last_claim_hash: bytes = b""
+    revoked_at: datetime | None = None
+    revocation_reason: str = ""
+    label: str = ""
+
+    @property
+    def revoked(self) -> bool:
+        return self.revoked_at is not None
+
+
+@dataclass(frozen=True)
+class TimeFlag:
+    """One implausible time in a claim (`provenance.core.timecheck`): ``code`` names the rule
+    (e.g. "captured_after_server_time") and ``detail`` is a sentence a person can read."""
+
+    code: str
+    detail: str
+
+
+class Verdict(StrEnum):
+    """The five verdicts of DESIGN.md; the value is the name used in JSON and on the wire."""
+
+    SIGNED_ORIGINAL = "SIGNED_ORIGINAL"
+    DERIVED = "DERIVED"
+    TAMPERED = "TAMPERED"
+    REVOKED_KEY = "REVOKED_KEY"
+    UNSIGNED = "UNSIGNED"

@@ -1,0 +1,128 @@
+"""The one exception hierarchy of the project.
+
+Every error raised on purpose by `provenance`, `detector` or `clients` is a
+`ProvenanceError`. Low-level errors are re-raised as one of these with
+``raise X from e`` at the boundary where they enter our code. The gRPC server maps
+each class to one status code in `provenance.server.rpc.errors_map`; the CLI catches the
+root once and prints a clean message.
+"""
+
+from __future__ import annotations
+
+
+class ProvenanceError(Exception):
+    """Root of every error the project raises on purpose."""
+
+
+class KeyMaterialError(ProvenanceError):
+    """A key is malformed, weak (small order, non-canonical) or cannot be decrypted."""
+
+
+class SignatureError(ProvenanceError):
+    """A signature does not verify, or a signed object is malformed."""
+
+
+class BindingError(ProvenanceError):
+    """A hard or soft binding cannot be computed or does not match."""
+
+
+class MediaError(ProvenanceError):
+    """Input media is empty, truncated, corrupt, of the wrong format, or over a limit."""
+
+
+class MediaTooLargeError(MediaError):
+    """Input exceeds a configured limit (bytes, pixels, frames, duration)."""
+
+
+class LogError(ProvenanceError):
+    """The transparency log is inconsistent, a proof fails, or an index is out of range."""
+
+
+class LogIntegrityError(LogError):
+    """Stored log data no longer matches its signed checkpoints (tampering or corruption)."""
+
+
+class TileMissingError(LogIntegrityError):
+    """A tiled log (C2SP tlog-tiles) does not serve a file its checkpoint needs (a missing
+    file, HTTP 404)."""
+
+
+class StorageError(ProvenanceError):
+    """The database cannot be reached, read or written (connection lost, disk full, I/O
+    error): the request may succeed later; nothing half-done was kept."""
+
+
+class ProofError(LogError):
+    """An inclusion or consistency proof does not verify."""
+
+
+class RegistryError(ProvenanceError):
+    """Device registry failures: unknown device, bad or spent token, revoked key."""
+
+
+class UnknownDeviceError(RegistryError):
+    """No enrolled device has this key id."""
+
+
+class RevokedKeyError(RegistryError):
+    """The device key was revoked."""
+
+
+class EnrollmentError(RegistryError):
+    """An enrollment token is unknown, expired or already used, or the proof is wrong."""
+
+
+class SequenceError(RegistryError):
+    """A claim's sequence number does not advance past the device's last one."""
+
+
+class AuthError(ProvenanceError):
+    """A call lacks the admin credential or carries a wrong one."""
+
+
+class ClaimError(ProvenanceError):
+    """A claim is malformed or breaks a limit (metadata size, version, fields)."""
+
+
+class DetectorError(ProvenanceError):
+    """The detector cannot load its model or score an input."""
+
+
+class ConfigError(ProvenanceError):
+    """Local configuration or state (paths, passphrases, settings) is missing or invalid."""
+
+
+class TransportError(ProvenanceError):
+    """The server could not be reached or answered with an error (client side)."""
+
+    def __init__(self, message: str, code: str = "UNAVAILABLE") -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class DecodeBudgetError(MediaTooLargeError):
+    """An image would need more memory to decode than the server's budget allows."""
+
+
+class LimitError(ProvenanceError):
+    """A request exceeds a server limit on size, count, rate or concurrency (a busy
+    server, a per-device quota, a reply too large): try again later or send less."""
+
+
+class UploadTimeoutError(LimitError):
+    """An upload stream went idle, or ran past the server's per-upload deadline."""
+
+
+class WitnessError(LogError):
+    """A witness refused a checkpoint (C2SP tlog-witness: a fork, a rollback, a bad
+    proof) or could not be reached; or the server requests no cosignatures."""
+
+
+class WitnessQuorumError(SignatureError):
+    """Fewer witnesses than the policy's quorum cosigned the checkpoint of a receipt
+    (C2SP tlog-cosignature); ``prov verify`` and ``prov receipt verify`` exit 14."""
+
+
+class TimestampError(SignatureError):
+    """An RFC 3161 timestamp could not be obtained from the timestamp authority, or a
+    token does not verify (forged, over other bytes, from a TSA that is not trusted)."""

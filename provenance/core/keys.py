@@ -1,0 +1,230 @@
+"""Ed25519 device keys and strict signature verification.
+
+Signing uses `cryptography` (OpenSSL); verifying uses libsodium (PyNaCl), about twice
+as fast, with OpenSSL as the reference for the one case where their rules differ (see
+`verify_strict`). Both accept public keys of
+small order, for which a signature exists that verifies for every message, so keys are
+checked here first: the encoding is decoded as in RFC 8032 section 5.1.3 with a few
+lines of Edwards-curve arithmetic (RFC 8032 section 5.1.4) and refused unless it is
+canonical, on the curve, and not of small order. Verification additionally requires a
+canonical S (S < L, RFC 8032 section 5.1.7), which together give the "strict"
+verification rules tested by the Wycheproof Ed25519 vectors.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from functools import lru_cache
+
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import (
+    Ed25519PrivateKey,
+    Ed25519PublicKey,
+)
+from nacl.bindings import crypto_sign_open
+from nacl.exceptions import BadSignatureError
+
+from provenance.core.errors import KeyMaterialError, SignatureError
+
+PUBLIC_KEY_SIZE = 32
+PRIVATE_KEY_SIZE = 32
+SIGNATURE_SIZE = 64
+
+# Curve constants of edwards25519, RFC 8032 section 5.1.
+_P = 2**255 - 19
+_D = (-121665 * pow(121666, -1, _P)) % _P
+_SQRT_M1 = pow(2, (_P - 1) // 4, _P)
+#: Order of the prime-order subgroup (the group order L of RFC 8032).
+_L = 2**252 + 27742317777372353535851937790883648493
+
+_Point = tuple[int, int]
+_IDENTITY: _Point = (0, 1)
+
+#: How many checked public keys `verify_strict` remembers (about 100 bytes each).
+CHECKED_KEYS_CACHED = 65536
+
+# libsodium's ge25519_has_small_order refuses a signature whose R (sign bit ignored) is
+# one of these encodings: y of the small-order points, canonical and y = p, p + 1.
+_SODIUM_SMALL_ORDER_R = frozenset(
+    bytes.fromhex(h)
+    for h in (
+        "0000000000000000000000000000000000000000000000000000000000000000",
+        "0100000000000000000000000000000000000000000000000000000000000000",
+        "26e8958fc2b227b045c3f489f2ef98f0d5dfac05d3c63339b13802886d53fc05",
+        "c7176a703d4dd84fba3c0b760d10670f2a2053fa2c39ccc64ec7fd7792ac037a",
+        "ecffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",
+        "edffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",
+        "eeffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",
+    )
+)
+
+
+def key_id(public_key: bytes) -> bytes:
+    """Return the 32-byte key id of a raw 32-byte Ed25519 public key: its SHA-256."""
+    return hashlib.sha256(public_key).digest()
+
+
+def _decode_point(encoded: bytes) -> _Point:
+    """Decode a 32-byte point encoding to affine (x, y), RFC 8032 section 5.1.3.
+
+    Raises KeyMaterialError if y >= p, if x = 0 with the sign bit set (the two
+    non-canonical encodings), or if no x satisfies the curve equation.
+    """
+    raw = int.from_bytes(encoded, "little")
+    sign = raw >> 255
+    y = raw & ((1 << 255) - 1)
+    if y >= _P:
+        raise KeyMaterialError("public key is a non-canonical encoding (y >= p)")
+    u = (y * y - 1) % _P
+    v = (_D * y * y + 1) % _P
+    x = (u * pow(v, 3, _P) * pow(u * pow(v, 7, _P), (_P - 5) // 8, _P)) % _P
+    vxx = (v * x * x) % _P
+    if vxx == (-u) % _P:
+        x = (x * _SQRT_M1) % _P
+    elif vxx != u:
+        raise KeyMaterialError("public key is not a point on edwards25519")
+    if x == 0 and sign == 1:
+        raise KeyMaterialError("public key is a non-canonical encoding (x = 0, sign bit 1)")
+    if x & 1 != sign:
+        x = _P - x
+    return x, y
+
+
+def _add(p1: _Point, p2: _Point) -> _Point:
+    """Add two affine points with the complete twisted Edwards formula (a = -1)."""
+    x1, y1 = p1
+    x2, y2 = p2
+    t = (_D * x1 * x2 * y1 * y2) % _P
+    x3 = (x1 * y2 + x2 * y1) * pow(1 + t, -1, _P)
+    y3 = (y1 * y2 + x1 * x2) * pow(1 - t, -1, _P)
+    return x3 % _P, y3 % _P
+
+
+def check_public_key(public_key: bytes) -> None:
+    """Accept only a strict Ed25519 public key: 32 bytes, canonical, on the curve, [8]A != 0.
+
+    Raises KeyMaterialError naming the first rule the key breaks. The small-order test
+    doubles the point three times; the eight points of order dividing 8 are exactly
+    those that map to the identity.
+    """
+    if len(public_key) != PUBLIC_KEY_SIZE:
+        raise KeyMaterialError(f"public key must be {PUBLIC_KEY_SIZE} bytes, got {len(public_key)}")
+    point = _decode_point(public_key)
+    for _ in range(3):
+        point = _add(point, point)
+    if point == _IDENTITY:
+        raise KeyMaterialError("public key has small order")
+
+
+@lru_cache(maxsize=CHECKED_KEYS_CACHED)
+def checked_public_key(public_key: bytes) -> Ed25519PublicKey:
+    """Return the OpenSSL verifier of a key that passed `check_public_key`, checked once.
+
+    The check (pure-Python curve arithmetic, a few hundred µs) is a function of the 32
+    bytes alone, so its result is kept for the last `CHECKED_KEYS_CACHED` keys: a device
+    key is checked when it enrolls and not again on each submission. Raises
+    KeyMaterialError (never cached) if the key fails the check.
+    """
+    check_public_key(public_key)
+    return Ed25519PublicKey.from_public_bytes(public_key)
+
+
+def verify_strict(public_key: bytes, message: bytes, signature: bytes) -> None:
+    """Verify an Ed25519 signature under the strict rules; return None or raise.
+
+    public_key: raw 32 bytes; signature: 64 bytes R || S. Raises SignatureError if the
+    signature has the wrong length, a non-canonical S (S >= L) or does not verify, and
+    KeyMaterialError if the key fails `check_public_key`.
+
+    The equation [S]B = R + [k]A (cofactorless, R compared as bytes, RFC 8032 section
+    5.1.7) is checked by libsodium's crypto_sign_open. libsodium also refuses an R of
+    small order, which OpenSSL accepts when the equation holds (only a key's owner can
+    make one: R = identity, S = k * a); such a signature is re-checked with OpenSSL so the
+    accepted set stays exactly OpenSSL's. Proven on Wycheproof in tests/test_wycheproof.py.
+    """
+    if len(signature) != SIGNATURE_SIZE:
+        raise SignatureError(f"signature must be {SIGNATURE_SIZE} bytes, got {len(signature)}")
+    if int.from_bytes(signature[32:], "little") >= _L:
+        raise SignatureError("signature has a non-canonical S (S >= L)")
+    verifier = checked_public_key(public_key)
+    try:
+        crypto_sign_open(signature + message, public_key)
+    except BadSignatureError as sodium_refused:
+        r = signature[:31] + bytes([signature[31] & 0x7F])
+        if r not in _SODIUM_SMALL_ORDER_R:
+            raise SignatureError("signature does not verify") from sodium_refused
+        try:
+            verifier.verify(signature, message)
+        except InvalidSignature as e:
+            raise SignatureError("signature does not verify") from e
+
+
+class DeviceKey:
+    """An Ed25519 private key held by a device (or by the log server for checkpoints)."""
+
+    __slots__ = ("_private", "_public")
+
+    def __init__(self, private: Ed25519PrivateKey) -> None:
+        self._private = private
+        self._public = private.public_key().public_bytes(
+            serialization.Encoding.Raw, serialization.PublicFormat.Raw
+        )
+
+    @classmethod
+    def generate(cls) -> DeviceKey:
+        """Create a new random key from the operating system's CSPRNG."""
+        return cls(Ed25519PrivateKey.generate())
+
+    @classmethod
+    def from_private_bytes(cls, raw: bytes) -> DeviceKey:
+        """Load a key from its raw 32-byte seed; KeyMaterialError on a wrong length."""
+        if len(raw) != PRIVATE_KEY_SIZE:
+            raise KeyMaterialError(f"private key must be {PRIVATE_KEY_SIZE} bytes, got {len(raw)}")
+        return cls(Ed25519PrivateKey.from_private_bytes(raw))
+
+    @classmethod
+    def from_encrypted_pem(cls, pem: bytes, passphrase: bytes) -> DeviceKey:
+        """Load a key written by `to_encrypted_pem`.
+
+        Raises KeyMaterialError if the passphrase is wrong or empty, the PEM is corrupt
+        or not encrypted, or the key is not an Ed25519 key.
+        """
+        if not passphrase:
+            raise KeyMaterialError("a non-empty passphrase is required to decrypt the key")
+        try:
+            private = serialization.load_pem_private_key(pem, password=passphrase)
+        except (ValueError, TypeError, UnsupportedAlgorithm) as e:
+            raise KeyMaterialError(
+                f"cannot decrypt the private key (wrong passphrase or corrupt PEM): {e}"
+            ) from e
+        if not isinstance(private, Ed25519PrivateKey):
+            raise KeyMaterialError(f"expected an Ed25519 private key, got {type(private).__name__}")
+        return cls(private)
+
+    @property
+    def public_key(self) -> bytes:
+        """The raw 32-byte public key."""
+        return self._public
+
+    @property
+    def key_id(self) -> bytes:
+        """SHA-256 of the raw public key (32 bytes)."""
+        return key_id(self._public)
+
+    def sign(self, message: bytes) -> bytes:
+        """Return the 64-byte Ed25519 signature of message (RFC 8032, deterministic)."""
+        return self._private.sign(message)
+
+    def to_encrypted_pem(self, passphrase: bytes) -> bytes:
+        """Serialize as PKCS#8 PEM encrypted under passphrase; KeyMaterialError if empty."""
+        if not passphrase:
+            raise KeyMaterialError("refusing to write a private key with an empty passphrase")
+        return self._private.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.BestAvailableEncryption(passphrase),
+        )
+
+    def __repr__(self) -> str:
+        return f"DeviceKey(key_id={self.key_id.hex()})"

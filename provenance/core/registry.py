@@ -1,0 +1,146 @@
+"""Device registry rules: enrollment tokens, enrollment checks, submission checks.
+
+Pure functions over values; the store persists and the service orchestrates.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import secrets
+from datetime import datetime
+
+from provenance.core.claims import (
+    CLAIM_VERSION,
+    MAX_METADATA_BYTES,
+    MAX_SOFT_BINDINGS,
+    MAX_STORED_INT,
+    Claim,
+    Device,
+    SignedClaim,
+)
+from provenance.core.envelope import PAYLOAD_TYPE_CLAIM, PAYLOAD_TYPE_ENROLL, verify_payload
+from provenance.core.errors import (
+    ClaimError,
+    EnrollmentError,
+    RevokedKeyError,
+    SequenceError,
+    SignatureError,
+)
+from provenance.core.keys import check_public_key, key_id
+
+#: Enrollment tokens carry 256 bits of randomness.
+TOKEN_BYTES = 32
+
+
+def new_token() -> str:
+    """A fresh one-time enrollment token (URL-safe text)."""
+    return secrets.token_urlsafe(TOKEN_BYTES)
+
+
+def token_hash(token: str) -> bytes:
+    """What the store keeps of a token: its SHA-256, never the token itself."""
+    return hashlib.sha256(token.encode("utf-8")).digest()
+
+
+def check_enrollment(public_key: bytes, token: str, proof_of_possession: bytes) -> bytes:
+    """Validate an enrollment request; return the device id (key id).
+
+    Raises KeyMaterialError for a malformed, non-canonical or small-order key, and
+    EnrollmentError when the proof of possession (a signature over
+    PAE(PAYLOAD_TYPE_ENROLL, token)) does not verify.
+    """
+    check_public_key(public_key)
+    try:
+        verify_payload(public_key, PAYLOAD_TYPE_ENROLL, token.encode("utf-8"), proof_of_possession)
+    except SignatureError as e:
+        raise EnrollmentError(
+            "proof of possession does not verify: the request was not signed by this key"
+        ) from e
+    return key_id(public_key)
+
+
+def check_claim_shape(signed: SignedClaim, claim: Claim) -> None:
+    """Structural limits on a submitted claim; raises ClaimError.
+
+    Every integer the log stores (sequence, size, chunk count) must fit a signed 64-bit
+    integer (`MAX_STORED_INT`): a larger one is refused here, before the writer, so it
+    can never fail a commit batch shared with other devices' claims.
+    """
+    if signed.payload_type != PAYLOAD_TYPE_CLAIM:
+        raise ClaimError(f"unexpected payload type {signed.payload_type!r}")
+    if claim.version != CLAIM_VERSION:
+        raise ClaimError(f"claim version {claim.version} is not supported (want {CLAIM_VERSION})")
+    if claim.device_id != signed.key_id:
+        raise ClaimError("the claim's device id differs from the signing key id")
+    if len(claim.hard_binding.sha256) != 32:
+        raise ClaimError("the claim's hard binding is not a 32-byte SHA-256")
+    if claim.sequence < 1:
+        raise ClaimError("claim sequence numbers start at 1")
+    for name, value in (
+        ("sequence", claim.sequence),
+        ("size_bytes", claim.size_bytes),
+        ("hard_binding.chunk_count", claim.hard_binding.chunk_count),
+    ):
+        if value > MAX_STORED_INT:
+            raise ClaimError(
+                f"the claim's {name} is {value}; the log stores at most {MAX_STORED_INT} (2^63 - 1)"
+            )
+    for name, real in (
+        ("duration_seconds", claim.duration_seconds),
+        ("frame_sample_rate", claim.frame_sample_rate),
+    ):
+        if not math.isfinite(real) or real < 0:
+            raise ClaimError(f"the claim's {name} is {real}; it must be a finite number >= 0")
+    meta = sum(len(k.encode()) + len(v.encode()) for k, v in claim.metadata.items())
+    if meta > MAX_METADATA_BYTES:
+        raise ClaimError(f"claim metadata is {meta} bytes; the limit is {MAX_METADATA_BYTES}")
+    if len(claim.soft_bindings) > MAX_SOFT_BINDINGS:
+        raise ClaimError(
+            f"claim has {len(claim.soft_bindings)} soft bindings; the limit is {MAX_SOFT_BINDINGS}"
+        )
+
+
+def check_signature(signed: SignedClaim, device: Device) -> None:
+    """Raises SignatureError unless ``signed`` verifies strictly under the device key."""
+    try:
+        verify_payload(device.public_key, signed.payload_type, signed.claim_bytes, signed.signature)
+    except SignatureError as e:
+        raise SignatureError(
+            f"the claim's signature does not verify under device {device.device_id.hex()[:16]}…"
+        ) from e
+
+
+def check_not_revoked(device: Device, now: datetime) -> None:
+    """Raises RevokedKeyError when the key's revocation is in force at ``now``."""
+    if device.revoked_at is not None and now >= device.revoked_at:
+        raise RevokedKeyError(
+            f"device {device.device_id.hex()[:16]}… was revoked at"
+            f" {device.revoked_at:%Y-%m-%d %H:%M:%S} UTC ({device.revocation_reason});"
+            " its claims are no longer accepted"
+        )
+
+
+def chain_link(claim: Claim, last_sequence: int, last_claim_hash: bytes) -> bool:
+    """Check the per-device sequence and report whether the hash chain links.
+
+    Raises SequenceError when ``claim.sequence`` does not advance past
+    ``last_sequence``. Returns True when the claim directly follows the previous
+    logged one (next sequence number and ``prev_claim_hash`` naming it); False when
+    there is a gap (visible in evidence, but accepted).
+    """
+    if claim.sequence <= last_sequence:
+        raise SequenceError(
+            f"claim sequence {claim.sequence} does not advance past the device's last logged"
+            f" sequence {last_sequence}"
+        )
+    return claim.sequence == last_sequence + 1 and claim.prev_claim_hash == last_claim_hash
+
+
+def merged_revocation(device: Device, effective_at: datetime, reason: str) -> tuple[datetime, str]:
+    """The (time, reason) a device's revocation holds after revoking it at ``effective_at``
+    for ``reason``: revoking twice keeps the earlier time, and the reason stays the one
+    given with that time, so the two never disagree (DESIGN.md, "Devices")."""
+    if device.revoked_at is not None and device.revoked_at <= effective_at:
+        return device.revoked_at, device.revocation_reason
+    return effective_at, reason

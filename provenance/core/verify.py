@@ -1,0 +1,511 @@
+"""The verdict: combine bindings, signatures, key status and the log into a report.
+
+Pure: the caller (the server) gathers the facts about a file and the candidate log
+records from the store; `decide` turns them into a `VerificationReport`. The
+detector's block is advisory and attached by the caller; it never changes the status.
+
+Rules, in order (DESIGN.md, "The verdict"):
+
+0. Exact bytes in the log decide first: a logged, validly signed claim whose hard
+   binding covers the file gives ``SIGNED_ORIGINAL`` (or ``REVOKED_KEY``) whatever
+   sidecar comes with it (the report notes a sidecar for another claim).
+1. A sidecar claim is present:
+   - its signature does not verify against the enrolled key, or its SHA-256 differs
+     from the file's: ``TAMPERED`` (with the PDQ distance between the claimed and the
+     actual pixels as evidence, when both exist, and the damaged byte ranges of a
+     video whose sidecar lists its chunk hashes); but a sidecar that describes a
+     different picture (PDQ distance over the threshold) beside a near copy of another
+     signed capture is not used: the near copy's ``DERIVED`` stands, with a note;
+   - its key is not enrolled: ``TAMPERED`` when the bytes differ, else ``UNSIGNED``;
+   - it verifies, matches the bytes, and is logged: ``SIGNED_ORIGINAL``, or
+     ``REVOKED_KEY`` when it was integrated at or after the key's revocation time;
+   - it verifies and matches but is not in the log: ``REVOKED_KEY`` if the key is
+     revoked, else ``UNSIGNED`` (an unlogged claim proves nothing about time).
+2. No sidecar: a logged claim with the file's SHA-256 -> ``SIGNED_ORIGINAL`` (or
+   ``REVOKED_KEY`` as above).
+3. A logged claim whose PDQ hash is within ``PDQ_MATCH_THRESHOLD`` bits of the file's,
+   or of one of its 7 rotations and mirror images (`provenance.core.dihedral`; both of quality
+   >= ``PDQ_MIN_QUALITY``) -> ``DERIVED``, with the transform in the evidence.
+4. Otherwise ``UNSIGNED``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from typing import Any
+
+from provenance.core.binding import PDQ_MATCH_THRESHOLD, PDQ_MIN_QUALITY, PerceptualHash, hamming
+from provenance.core.claims import Claim, Device, Receipt, SignedClaim, TimeFlag, Verdict
+from provenance.core.dihedral import best_dihedral_distance, turn_notes
+from provenance.core.envelope import PAYLOAD_TYPE_CLAIM, verify_payload
+from provenance.core.errors import BindingError, KeyMaterialError, SignatureError
+from provenance.core.video_binding import check_chunk_hashes, locate_damage
+from provenance.core.video_match import VideoMatch, match_video
+
+#: The reason of an UNSIGNED verdict on a valid sidecar claim that is not in the log.
+UNLOGGED_SIDECAR_REASON = (
+    "the sidecar's signature is valid and matches the bytes, but the claim is not in"
+    " the log: nothing proves when it was made (submit it with `prov device sync`)"
+)
+
+
+@dataclass(frozen=True)
+class FileFacts:
+    """What was measured on the file itself: SHA-256 (32 bytes), size in bytes,
+    sniffed media type, its perceptual hashes (empty when not decodable), and for a
+    file carrying a C2PA manifest store the SHA-256 of its bytes with the store removed
+    (``content_sha256``, what a claim binds for a capture exported with Content
+    Credentials; empty otherwise). For video, the soft bindings are PDQ hashes of sampled
+    frames with their times, and ``chunk_hashes`` the leaf hashes of its chunks at the
+    chunk size of the claim being checked (empty when not computed). For an image,
+    ``dihedral_soft_bindings`` are the PDQ hashes of its 7 other rotations and mirror
+    images (`provenance.core.dihedral`, empty when not computed) and ``orientation`` its EXIF
+    orientation tag (1..8, 0 when none)."""
+
+    sha256: bytes
+    size: int
+    media_type: str
+    soft_bindings: tuple[PerceptualHash, ...] = ()
+    notes: tuple[str, ...] = ()
+    content_sha256: bytes = b""
+    chunk_hashes: tuple[bytes, ...] = ()
+    dihedral_soft_bindings: tuple[PerceptualHash, ...] = ()
+    orientation: int = 0
+
+    def binds(self, claimed_sha256: bytes) -> bool:
+        """Whether a claim's hard binding covers these bytes (raw, or manifest-stripped)."""
+        return claimed_sha256 in (self.sha256, self.content_sha256)
+
+
+@dataclass(frozen=True)
+class LoggedClaim:
+    """A claim as the log holds it, with the device record of its key. The caller has
+    checked its receipt (checkpoint signature and inclusion proof) with the log key."""
+
+    signed_claim: SignedClaim
+    claim: Claim
+    receipt: Receipt
+    device: Device
+    chain_linked: bool
+    receipt_verified: bool = False
+
+    @property
+    def integrated_at(self) -> datetime:
+        return self.receipt.integrated_at
+
+    def evidence(self, signature_valid: bool) -> ClaimEvidence:
+        """This logged claim as the evidence of a report."""
+        return ClaimEvidence(
+            self.signed_claim,
+            self.claim,
+            self.device,
+            self.receipt,
+            signature_valid,
+            True,
+            self.chain_linked,
+            self.receipt_verified,
+        )
+
+
+@dataclass(frozen=True)
+class ClaimEvidence:
+    """The claim a verdict rests on, and what was checked about it."""
+
+    signed_claim: SignedClaim
+    claim: Claim
+    device: Device | None
+    receipt: Receipt | None
+    signature_valid: bool
+    in_log: bool
+    chain_linked: bool
+    receipt_verified: bool = False
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """Everything the verdict was based on (distances in bits of Hamming distance; for
+    video the time-aligned frame match, and the damaged byte ranges, inclusive, of a
+    TAMPERED file whose sidecar lists its chunk hashes; implausible capture times of the
+    claim, `provenance.core.timecheck`)."""
+
+    file: FileFacts
+    claim: ClaimEvidence | None = None
+    sidecar_present: bool = False
+    hash_match: bool = False
+    pdq_distance: int | None = None
+    pdq_threshold: int = PDQ_MATCH_THRESHOLD
+    video_match: VideoMatch | None = None
+    damaged_ranges: tuple[tuple[int, int], ...] = ()
+    time_flags: tuple[TimeFlag, ...] = ()
+    pdq_transform: str = ""
+
+
+@dataclass(frozen=True)
+class VerificationReport:
+    """The structured verdict on one file. ``detector`` is the advisory block (a
+    JSON-able dict from the detector package) or None when not run; ``c2pa`` the
+    Content Credentials found in the file (a separate line of evidence) or None."""
+
+    status: Verdict
+    reasons: tuple[str, ...]
+    evidence: Evidence
+    verified_at: datetime
+    detector: dict[str, Any] | None = field(default=None)
+    c2pa: dict[str, Any] | None = field(default=None)
+
+
+def signature_ok(signed: SignedClaim, device: Device | None) -> bool:
+    """True when ``signed`` verifies strictly under ``device``'s enrolled key."""
+    if device is None or signed.key_id != device.device_id:
+        return False
+    if signed.payload_type != PAYLOAD_TYPE_CLAIM:
+        return False
+    try:
+        verify_payload(device.public_key, signed.payload_type, signed.claim_bytes, signed.signature)
+    except (SignatureError, KeyMaterialError):
+        return False
+    return True
+
+
+def best_pdq_distance(a: Sequence[PerceptualHash], b: Sequence[PerceptualHash]) -> int | None:
+    """Smallest Hamming distance between usable PDQ hashes of ``a`` and ``b``.
+
+    Hashes with quality below ``PDQ_MIN_QUALITY`` are ignored (ThreatExchange PDQ
+    guidance). Returns None when either side has no usable hash.
+    """
+    usable_a = [h for h in a if h.algorithm == "pdq" and h.quality >= PDQ_MIN_QUALITY]
+    usable_b = [h for h in b if h.algorithm == "pdq" and h.quality >= PDQ_MIN_QUALITY]
+    if not usable_a or not usable_b:
+        return None
+    return min(hamming(x.hash, y.hash) for x in usable_a for y in usable_b)
+
+
+def _revoked_for(device: Device, at: datetime | None) -> bool:
+    """Whether ``device``'s revocation covers a claim integrated at ``at`` (None: not logged)."""
+    if device.revoked_at is None:
+        return False
+    return at is None or at >= device.revoked_at
+
+
+def _revocation_note(device: Device) -> str:
+    return (
+        f"the key was revoked at {device.revoked_at:%Y-%m-%d %H:%M:%S} UTC"
+        f" ({device.revocation_reason or 'no reason given'})"
+    )
+
+
+def _logged_verdict(
+    facts: FileFacts, lc: LoggedClaim, now: datetime, *, sidecar: bool
+) -> VerificationReport:
+    sig = signature_ok(lc.signed_claim, lc.device)
+    ev = Evidence(
+        file=facts,
+        claim=lc.evidence(signature_valid=sig),
+        sidecar_present=sidecar,
+        hash_match=True,
+    )
+    where = f"log index {lc.receipt.leaf_index}"
+    if not sig:
+        return VerificationReport(
+            Verdict.TAMPERED,
+            (f"the logged claim at {where} no longer verifies under the enrolled key",),
+            ev,
+            now,
+        )
+    if _revoked_for(lc.device, lc.integrated_at):
+        return VerificationReport(
+            Verdict.REVOKED_KEY,
+            (
+                f"exact bytes match a claim at {where}, but {_revocation_note(lc.device)},"
+                " before that claim was logged",
+            ),
+            ev,
+            now,
+        )
+    receipt = (
+        "its receipt (signed checkpoint and inclusion proof) verifies with the log key"
+        if lc.receipt_verified
+        else "its receipt was NOT checked against the log key"
+    )
+    reasons = [
+        f"exact bytes (SHA-256) match a validly signed claim at {where},"
+        f" logged {lc.integrated_at:%Y-%m-%d %H:%M:%S} UTC; {receipt}"
+    ]
+    if not lc.chain_linked:
+        reasons.append(
+            "note: this claim does not directly follow the device's previous logged claim"
+            " (a gap or a break in its sequence chain)"
+        )
+    if lc.device.revoked_at is not None:
+        reasons.append(f"note: {_revocation_note(lc.device)}, after this claim was logged")
+    return VerificationReport(Verdict.SIGNED_ORIGINAL, tuple(reasons), ev, now)
+
+
+def decide(
+    facts: FileFacts,
+    now: datetime,
+    *,
+    sidecar: SignedClaim | None = None,
+    sidecar_claim: Claim | None = None,
+    sidecar_device: Device | None = None,
+    sidecar_logged: LoggedClaim | None = None,
+    exact: Sequence[LoggedClaim] = (),
+    near: Sequence[LoggedClaim] = (),
+    sidecar_chunk_hashes: Sequence[bytes] = (),
+) -> VerificationReport:
+    """Return the verdict on a file.
+
+    Args:
+        facts: measurements of the file.
+        now: the verification time (UTC), recorded in the report.
+        sidecar / sidecar_claim: the sidecar's signed claim and its decoded claim.
+        sidecar_device: the registry record of the sidecar's key id, if enrolled.
+        sidecar_logged: the log's record of the sidecar's claim, if logged.
+        exact: logged claims found by the file's SHA-256 (re-checked here against each
+            claim's own hard binding: an index is never trusted on its own).
+        near: logged claims that are perceptual-hash candidates (the caller's index
+            may return a superset; distances are re-checked here).
+        sidecar_chunk_hashes: for video, the sidecar's chunk leaf hashes (checked against
+            the signed root before they are used to name damaged byte ranges).
+
+    Logged claims come with receipts the caller has verified against the log key.
+    Pure and total: it raises nothing for any combination of inputs.
+    Exact bytes in the log decide first: a sidecar beside them that is damaged, forged,
+    unlogged or for another capture cannot make a logged original read otherwise (the
+    report notes it).
+    """
+    for lc in exact:
+        if facts.binds(lc.claim.hard_binding.sha256) and signature_ok(lc.signed_claim, lc.device):
+            same = sidecar is not None and sidecar.claim_hash == lc.signed_claim.claim_hash
+            report = _logged_verdict(facts, lc, now, sidecar=sidecar is not None)
+            if sidecar is not None and not same:
+                note = "a sidecar came with the file but describes another claim; it was not used"
+                report = replace(report, reasons=(*report.reasons, note))
+            return report
+    if sidecar is not None and sidecar_claim is not None:
+        report = _decide_with_sidecar(
+            facts, now, sidecar, sidecar_claim, sidecar_device, sidecar_logged, sidecar_chunk_hashes
+        )
+        d = report.evidence.pdq_distance
+        if report.status is Verdict.TAMPERED and _another_picture(report.evidence):
+            nearby = _decide_near(facts, now, near)
+            if nearby.status is Verdict.DERIVED:
+                note = (
+                    f"a sidecar came with the file but describes a different picture ({d} bits"
+                    " away by PDQ) and other bytes; it was not used"
+                )
+                return replace(
+                    nearby,
+                    reasons=(*nearby.reasons, note),
+                    evidence=replace(nearby.evidence, sidecar_present=True),
+                )
+        return report
+    return _decide_near(facts, now, near)
+
+
+def _another_picture(ev: Evidence) -> bool:
+    """Whether a sidecar describes neither these bytes nor these pixels (both sides had
+    usable perceptual hashes, further apart than the match threshold)."""
+    return not ev.hash_match and ev.pdq_distance is not None and ev.pdq_distance > ev.pdq_threshold
+
+
+def _decide_near(
+    facts: FileFacts, now: datetime, near: Sequence[LoggedClaim]
+) -> VerificationReport:
+    """Rules 3 and 4: the closest signed capture within the threshold, else UNSIGNED."""
+    if facts.media_type.startswith("video/"):
+        return _decide_video_near(facts, now, near)
+    best: tuple[int, str, LoggedClaim] | None = None
+    for lc in near:
+        found = best_dihedral_distance(
+            facts.soft_bindings, facts.dihedral_soft_bindings, lc.claim.soft_bindings
+        )
+        if found is None or found[0] > PDQ_MATCH_THRESHOLD:
+            continue
+        if not signature_ok(lc.signed_claim, lc.device):
+            continue
+        if best is None or found[0] < best[0]:
+            best = (*found, lc)
+    if best is None:
+        return _unsigned(facts, now)
+    d, turn, lc = best
+    ev = Evidence(
+        file=facts,
+        claim=lc.evidence(signature_valid=True),
+        pdq_distance=d,
+        pdq_transform=turn,
+    )
+    reasons = [
+        f"no exact match; the pixels are within {d} bits (PDQ, threshold"
+        f" {PDQ_MATCH_THRESHOLD}) of a signed capture at log index"
+        f" {lc.receipt.leaf_index}: a re-encoded, resized or edited copy of it",
+        *turn_notes(turn, facts.orientation, lc.claim.orientation),
+    ]
+    if lc.device.revoked_at is not None:
+        reasons.append(f"note: for that capture, {_revocation_note(lc.device)}")
+    return VerificationReport(Verdict.DERIVED, tuple(reasons), ev, now)
+
+
+def _unsigned(facts: FileFacts, now: datetime) -> VerificationReport:
+    reasons = ["no signed claim in the log matches these bytes or these pixels"]
+    if not facts.soft_bindings:
+        reasons.append("no perceptual hash could be computed, so near copies were not searched")
+    return VerificationReport(Verdict.UNSIGNED, tuple(reasons), Evidence(file=facts), now)
+
+
+def _decide_video_near(
+    facts: FileFacts, now: datetime, near: Sequence[LoggedClaim]
+) -> VerificationReport:
+    """DERIVED when the sampled frames align in time with a signed video's (vPDQ-style,
+    `provenance.core.video_match.match_video`), with the matched stretch of the original."""
+    best: tuple[VideoMatch, LoggedClaim] | None = None
+    for lc in near:
+        if not lc.claim.media_type.startswith("video/"):
+            continue
+        if not signature_ok(lc.signed_claim, lc.device):
+            continue
+        m = match_video(facts.soft_bindings, lc.claim.soft_bindings)
+        if m.matched and (best is None or m.coverage > best[0].coverage):
+            best = (m, lc)
+    if best is None:
+        return _unsigned(facts, now)
+    m, lc = best
+    ev = Evidence(
+        file=facts,
+        claim=lc.evidence(signature_valid=True),
+        pdq_distance=None if m.median_distance is None else int(round(m.median_distance)),
+        video_match=m,
+    )
+    reasons = [
+        f"no exact match; the frames match seconds {m.original_start_s:.1f}-{m.original_end_s:.1f}"
+        f" of the signed video at log index {lc.receipt.leaf_index} ({m.coverage:.0%} of its"
+        f" sampled frames in that stretch, {m.matched_share_query:.0%} of this file's): a"
+        " transcoded, resized or trimmed copy of it"
+    ]
+    return VerificationReport(Verdict.DERIVED, tuple(reasons), ev, now)
+
+
+def _damage(
+    facts: FileFacts, claim: Claim, expected_chunks: Sequence[bytes]
+) -> tuple[tuple[tuple[int, int], ...], str | None]:
+    """Damaged byte ranges of a video whose sidecar listed its chunk hashes."""
+    hb = claim.hard_binding
+    if not hb.chunk_size or not expected_chunks or not facts.chunk_hashes:
+        return (), None
+    try:
+        check_chunk_hashes(expected_chunks, hb, claim.size_bytes)
+    except BindingError:
+        return (
+            (),
+            "the sidecar's chunk list does not match the signed chunk root, so it was not used",
+        )
+    try:
+        ranges = tuple(
+            locate_damage(
+                expected_chunks, facts.chunk_hashes, hb.chunk_size, claim.size_bytes, facts.size
+            )
+        )
+    except BindingError as e:
+        return (), f"the damaged byte ranges could not be located: {e}"
+    if not ranges:
+        return (), None
+    shown = ", ".join(f"{a:,}-{b:,}" for a, b in ranges[:5])
+    more = f" and {len(ranges) - 5} more" if len(ranges) > 5 else ""
+    return (
+        ranges,
+        f"bytes {shown}{more} differ from the signed file ({hb.chunk_size:,}-byte chunks)",
+    )
+
+
+def _decide_with_sidecar(
+    facts: FileFacts,
+    now: datetime,
+    sidecar: SignedClaim,
+    claim: Claim,
+    device: Device | None,
+    logged: LoggedClaim | None,
+    expected_chunks: Sequence[bytes] = (),
+) -> VerificationReport:
+    sig = signature_ok(sidecar, device)
+    hash_match = facts.binds(claim.hard_binding.sha256)
+    distance = best_pdq_distance(facts.soft_bindings, claim.soft_bindings)
+    damaged, damage_note = ((), None) if hash_match else _damage(facts, claim, expected_chunks)
+    ev = Evidence(
+        file=facts,
+        claim=ClaimEvidence(
+            sidecar,
+            claim,
+            device,
+            logged.receipt if logged else None,
+            sig,
+            logged is not None,
+            logged.chain_linked if logged else False,
+            logged.receipt_verified if logged else False,
+        ),
+        sidecar_present=True,
+        hash_match=hash_match,
+        pdq_distance=distance,
+        damaged_ranges=damaged,
+    )
+    located = (damage_note,) if damage_note else ()
+    if device is None:
+        reasons = [
+            "the sidecar's key is not enrolled with this server, so its signature cannot be trusted"
+        ]
+        if not hash_match:
+            reasons.append("and the file's bytes differ from the ones the sidecar describes")
+            reasons.extend(located)
+        status = Verdict.TAMPERED if not hash_match else Verdict.UNSIGNED
+        return VerificationReport(status, tuple(reasons), ev, now)
+    if not sig:
+        reasons = ["the sidecar's signature does not verify under the enrolled device key"]
+        if not hash_match:
+            reasons.append("and the file's bytes differ from the ones the sidecar describes")
+            reasons.extend(located)
+        return VerificationReport(Verdict.TAMPERED, tuple(reasons), ev, now)
+    if not hash_match:
+        reasons = [
+            "the file's bytes differ from the bytes the signed sidecar claim covers (SHA-256)"
+        ]
+        if distance is not None:
+            reasons.append(
+                f"the pixels are {distance} bits (PDQ) from the signed capture's: "
+                + (
+                    "a close copy with edits"
+                    if distance <= PDQ_MATCH_THRESHOLD
+                    else "a different picture"
+                )
+            )
+        reasons.extend(located)
+        return VerificationReport(Verdict.TAMPERED, tuple(reasons), ev, now)
+    if logged is not None:
+        return _logged_verdict(facts, logged, now, sidecar=True)
+    if _revoked_for(device, None):
+        return VerificationReport(
+            Verdict.REVOKED_KEY,
+            (
+                f"the sidecar is signed, but {_revocation_note(device)} and the claim was never logged",
+            ),
+            ev,
+            now,
+        )
+    return VerificationReport(Verdict.UNSIGNED, (UNLOGGED_SIDECAR_REASON,), ev, now)
+
+
+def with_c2pa(report: VerificationReport, c2pa: dict[str, Any] | None) -> VerificationReport:
+    """Attach the Content Credentials block; it never changes the status, but an
+    ``UNSIGNED`` file that carries valid credentials says so in its reasons."""
+    if c2pa is None:
+        return report
+    reasons = report.reasons
+    state = c2pa.get("validation_state")
+    if report.status is Verdict.UNSIGNED and c2pa.get("present") and state in ("Valid", "Trusted"):
+        who = c2pa.get("signer") or "an unnamed signer"
+        reasons = (
+            *reasons,
+            f"the file carries Content Credentials (C2PA) that validate as {state}, signed by"
+            f" {who}: a separate line of evidence, not a record in this log",
+        )
+    return replace(report, reasons=reasons, c2pa=c2pa)

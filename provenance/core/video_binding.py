@@ -1,0 +1,259 @@
+"""Hard binding of a video: SHA-256 of the whole file and a Merkle root over fixed-size
+chunks, computed in one streaming pass.
+
+The file is cut into chunks of ``chunk_size`` bytes (the last one shorter); chunk ``i``
+covers bytes ``[i * chunk_size, min((i + 1) * chunk_size, size))``. Each chunk's leaf is
+the RFC 9162 leaf hash ``SHA-256(0x00 || chunk bytes)`` and the chunk root is the RFC 9162
+Merkle tree hash over those leaves, so the same code and proofs as the transparency log
+apply. The claim records ``sha256``, ``chunk_size``, ``chunk_count`` and
+``chunk_merkle_root`` (`provenance.core.claims.HardBinding`).
+
+Where the per-chunk hashes come from when a file is checked: the claim carries only the
+root, so the sidecar carries the list of chunk leaf hashes (32 bytes each, 32 KiB per GiB
+of video at the default chunk size). The list is untrusted until `check_chunk_hashes`
+shows that it rebuilds the signed root; only then may `locate_damage` compare it with the
+chunk hashes of the received file to name the damaged byte ranges. Without the list, a
+mismatch is still detected (the root differs) but cannot be located.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from functools import cache
+
+from provenance.core.claims import HardBinding
+from provenance.core.errors import BindingError
+from provenance.core.merkle import HASH_SIZE, CompactRange
+
+#: Default chunk size of the video hard binding, in bytes (1 MiB); recorded in the claim.
+DEFAULT_VIDEO_CHUNK = 1 << 20
+#: Largest chunk size accepted, in bytes (64 MiB).
+MAX_VIDEO_CHUNK = 64 << 20
+
+
+#: Pieces at least this long are hashed whole-file on a helper thread while the calling
+#: thread hashes their chunk leaves (hashlib releases the GIL over 2 KiB).
+OVERLAP_MIN_BYTES = 256 * 1024
+
+
+@cache
+def _sha_pool() -> ThreadPoolExecutor:
+    """Threads that advance whole-file SHA-256 states, shared by every ChunkedHasher."""
+    return ThreadPoolExecutor(max_workers=os.cpu_count() or 1, thread_name_prefix="sha256")
+
+
+def _check_chunk_size(chunk_size: int) -> None:
+    if not 0 < chunk_size <= MAX_VIDEO_CHUNK:
+        raise BindingError(f"chunk size must be in 1..{MAX_VIDEO_CHUNK} bytes, got {chunk_size}")
+
+
+def chunk_count_for(size: int, chunk_size: int) -> int:
+    """Number of chunks of a file of ``size`` bytes: ceil(size / chunk_size) (0 if empty)."""
+    _check_chunk_size(chunk_size)
+    if size < 0:
+        raise BindingError(f"file size {size} is negative")
+    return -(-size // chunk_size)
+
+
+@dataclass(frozen=True)
+class ChunkedDigest:
+    """The hard binding of a whole file.
+
+    sha256: 32-byte SHA-256 of all bytes; size: bytes; chunk_size: bytes per chunk;
+    chunk_hashes: one 32-byte RFC 9162 leaf hash per chunk, in file order;
+    chunk_merkle_root: 32-byte RFC 9162 tree hash over chunk_hashes (SHA-256 of the empty
+    string for an empty file).
+    """
+
+    sha256: bytes
+    size: int
+    chunk_size: int
+    chunk_hashes: tuple[bytes, ...]
+    chunk_merkle_root: bytes
+
+    @property
+    def chunk_count(self) -> int:
+        """Number of chunks."""
+        return len(self.chunk_hashes)
+
+    def hard_binding(self) -> HardBinding:
+        """The claim's hard binding for this file."""
+        return HardBinding(
+            sha256=self.sha256,
+            chunk_size=self.chunk_size,
+            chunk_count=self.chunk_count,
+            chunk_merkle_root=self.chunk_merkle_root,
+        )
+
+
+class ChunkedHasher:
+    """Streaming SHA-256 and chunk Merkle root of a byte stream.
+
+    Feed the bytes in any pieces with `update` (upload chunks of arbitrary sizes): whole
+    chunks are hashed as soon as they complete, so memory is one chunk plus 32 bytes per
+    chunk seen, and `chunk_hashes` grows while the stream arrives (a receiver holding the
+    expected list can stop at the first bad chunk). `finalize` hashes the last, partial
+    chunk and returns the `ChunkedDigest`; the hasher takes no more bytes after it.
+    """
+
+    def __init__(self, chunk_size: int = DEFAULT_VIDEO_CHUNK) -> None:
+        _check_chunk_size(chunk_size)
+        self._chunk_size = chunk_size
+        self._sha256 = hashlib.sha256()
+        self._pending = bytearray()
+        self._chunk_hashes: list[bytes] = []
+        self._tree = CompactRange()
+        self._size = 0
+        self._final: ChunkedDigest | None = None
+
+    @property
+    def size(self) -> int:
+        """Bytes fed so far."""
+        return self._size
+
+    @property
+    def chunk_hashes(self) -> tuple[bytes, ...]:
+        """Leaf hashes of the chunks completed so far."""
+        return tuple(self._chunk_hashes)
+
+    def update(self, data: bytes | bytearray | memoryview) -> None:
+        """Feed the next bytes of the stream. Raises BindingError after `finalize`."""
+        if self._final is not None:
+            raise BindingError("the hasher was finalized; it takes no more bytes")
+        view = memoryview(data).cast("B")
+        self._size += len(view)
+        if len(view) < OVERLAP_MIN_BYTES:
+            self._sha256.update(view)
+            self._add_leaves(view)
+            return
+        # Each byte is read by two hashes: the whole-file one runs on a pool thread
+        # while this thread hashes the chunk leaves; both finish before `data` returns
+        # to the caller (who may reuse its buffer).
+        whole = _sha_pool().submit(self._sha256.update, view)
+        try:
+            self._add_leaves(view)
+        finally:
+            whole.result()
+
+    def _add_leaves(self, view: memoryview) -> None:
+        """Cut ``view`` into chunks after the pending bytes and hash every complete one."""
+        if self._pending:
+            take = min(len(view), self._chunk_size - len(self._pending))
+            self._pending += view[:take]
+            view = view[take:]
+            if len(self._pending) == self._chunk_size:
+                self._add_chunk(self._pending)
+                self._pending = bytearray()
+        while len(view) >= self._chunk_size:
+            self._add_chunk(view[: self._chunk_size])
+            view = view[self._chunk_size :]
+        if view:
+            self._pending += view
+
+    def _add_chunk(self, chunk: bytes | bytearray | memoryview) -> None:
+        leaf = hashlib.sha256(b"\x00")
+        leaf.update(chunk)
+        digest = leaf.digest()
+        self._chunk_hashes.append(digest)
+        self._tree.append(digest)
+
+    def finalize(self) -> ChunkedDigest:
+        """Hash the last partial chunk and return the digest (the same one if called again)."""
+        if self._final is None:
+            if self._pending:
+                self._add_chunk(self._pending)
+                self._pending = bytearray()
+            self._final = ChunkedDigest(
+                sha256=self._sha256.digest(),
+                size=self._size,
+                chunk_size=self._chunk_size,
+                chunk_hashes=tuple(self._chunk_hashes),
+                chunk_merkle_root=self._tree.root(),
+            )
+        return self._final
+
+
+def hash_chunked(
+    data: bytes | bytearray | memoryview, chunk_size: int = DEFAULT_VIDEO_CHUNK
+) -> ChunkedDigest:
+    """The `ChunkedDigest` of bytes already in memory."""
+    hasher = ChunkedHasher(chunk_size)
+    hasher.update(data)
+    return hasher.finalize()
+
+
+def chunk_merkle_root(chunk_hashes: Sequence[bytes]) -> bytes:
+    """RFC 9162 tree hash over chunk leaf hashes (32 bytes each). BindingError on a bad hash."""
+    tree = CompactRange()
+    for i, value in enumerate(chunk_hashes):
+        if len(value) != HASH_SIZE:
+            raise BindingError(f"chunk hash {i} is {len(value)} bytes, expected {HASH_SIZE}")
+        tree.append(value)
+    return tree.root()
+
+
+def check_chunk_hashes(chunk_hashes: Sequence[bytes], binding: HardBinding, size: int) -> None:
+    """Check an untrusted list of chunk leaf hashes (from a sidecar) against a signed binding.
+
+    size: the file size in bytes the claim states. Raises BindingError unless the binding
+    is chunked, the list has ceil(size / chunk_size) == chunk_count entries, and its RFC
+    9162 root equals binding.chunk_merkle_root.
+    """
+    if binding.chunk_size <= 0 or not binding.chunk_merkle_root:
+        raise BindingError("the hard binding has no chunk Merkle root")
+    expected = chunk_count_for(size, binding.chunk_size)
+    if binding.chunk_count != expected:
+        raise BindingError(
+            f"the binding states {binding.chunk_count} chunks, but {size} bytes in chunks of "
+            f"{binding.chunk_size} make {expected}"
+        )
+    if len(chunk_hashes) != expected:
+        raise BindingError(f"got {len(chunk_hashes)} chunk hashes, the binding has {expected}")
+    if chunk_merkle_root(chunk_hashes) != binding.chunk_merkle_root:
+        raise BindingError("the chunk hashes do not rebuild the signed chunk Merkle root")
+
+
+def locate_damage(
+    expected_chunk_hashes: Sequence[bytes],
+    actual_chunk_hashes: Sequence[bytes],
+    chunk_size: int,
+    expected_size: int,
+    actual_size: int,
+) -> list[tuple[int, int]]:
+    """Byte ranges where a received file differs from the signed one, for the report.
+
+    expected_chunk_hashes: leaf hashes of the signed file (checked with
+    `check_chunk_hashes` first), expected_size bytes long; actual_chunk_hashes: those of
+    the received file (`ChunkedDigest.chunk_hashes`), actual_size bytes long; both cut at
+    chunk_size. Returns inclusive (first_byte, last_byte) ranges, adjacent damaged chunks
+    merged, in order: chunks whose hashes differ, chunks missing from a truncated file, and
+    chunks added to a longer one. A range ends at the end of the longer file. Empty when
+    the chunks are identical. Raises BindingError when a list does not fit its size.
+    """
+    for name, hashes, size in (
+        ("expected", expected_chunk_hashes, expected_size),
+        ("actual", actual_chunk_hashes, actual_size),
+    ):
+        count = chunk_count_for(size, chunk_size)
+        if len(hashes) != count:
+            raise BindingError(
+                f"{name}: {len(hashes)} chunk hashes for {size} bytes, expected {count}"
+            )
+    end = max(expected_size, actual_size)
+    common = min(len(expected_chunk_hashes), len(actual_chunk_hashes))
+    total = max(len(expected_chunk_hashes), len(actual_chunk_hashes))
+    damaged = [
+        i for i in range(total) if i >= common or expected_chunk_hashes[i] != actual_chunk_hashes[i]
+    ]
+    ranges: list[tuple[int, int]] = []
+    for i in damaged:
+        first, last = i * chunk_size, min((i + 1) * chunk_size, end) - 1
+        if ranges and ranges[-1][1] + 1 == first:
+            ranges[-1] = (ranges[-1][0], last)
+        else:
+            ranges.append((first, last))
+    return ranges

@@ -1,0 +1,1 @@
+"""The near-duplicate index over PDQ soft bindings (multi-index hashing)."""

@@ -1,0 +1,162 @@
+"""Auditing a log from outside: what a witness or a newsroom runs on a schedule.
+
+The auditor keeps an `AuditState` (the last checkpoint it accepted and the Merkle
+frontier at that size). `audit_step` takes the log's newest signed checkpoint, a
+consistency proof from the saved size, and the leaf data appended since, and either
+returns the new state or raises `LogIntegrityError` naming what is wrong: a bad
+signature, a rollback (the tree shrank), a fork (the old tree is not a prefix of the
+new one), or entries that do not hash to the signed root (rows edited or deleted).
+`KeyHistoryReader` reads the enrollments and revocations out of the same entries, so
+the auditor can compare the registry with the log's key history.
+Pure: fetching is the caller's job.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+
+from provenance.core import merkle
+from provenance.core.errors import LogError, LogIntegrityError, ProvenanceError
+from provenance.core.keyhistory import LoggedKeyEvent, SignedKeyEvent, verify_key_event
+from provenance.log.checkpoint import Checkpoint, NoteVerifier, open_checkpoint
+from provenance.wire import convert as wire
+
+
+@dataclass(frozen=True)
+class AuditState:
+    """The last checkpoint an auditor accepted, with the frontier hashes at its size."""
+
+    verifier_key: str
+    checkpoint: str
+    frontier: tuple[bytes, ...]
+
+    def to_json(self) -> str:
+        return (
+            json.dumps(
+                {
+                    "verifier_key": self.verifier_key,
+                    "checkpoint": self.checkpoint,
+                    "frontier": [h.hex() for h in self.frontier],
+                },
+                indent=2,
+            )
+            + "\n"
+        )
+
+    @classmethod
+    def from_json(cls, text: str) -> AuditState:
+        """Parse a saved state; raises LogError when it is damaged."""
+        try:
+            doc = json.loads(text)
+            return cls(
+                str(doc["verifier_key"]),
+                str(doc["checkpoint"]),
+                tuple(bytes.fromhex(h) for h in doc["frontier"]),
+            )
+        except (ValueError, KeyError, TypeError, RecursionError) as e:
+            raise LogError(f"audit state file is damaged: {e}") from e
+
+
+def open_trusted(note: str, verifier: NoteVerifier, what: str) -> Checkpoint:
+    """Open a checkpoint or raise LogIntegrityError (a bad signature is an integrity failure)."""
+    try:
+        return open_checkpoint(note, verifier)
+    except ProvenanceError as e:
+        raise LogIntegrityError(f"{what} checkpoint does not verify with the log key: {e}") from e
+
+
+def audit_step(
+    state: AuditState | None,
+    verifier_key: str,
+    new_note: str,
+    consistency: list[bytes],
+    entries: Iterable[bytes],
+    from_start: bool = False,
+) -> tuple[AuditState, Checkpoint, int]:
+    """Advance the audit from ``state`` (None: first audit) to ``new_note``, trusting
+    only the log key ``verifier_key`` (note vkey format).
+
+    ``consistency`` proves the saved tree is a prefix of the new one (empty on a first
+    audit); ``entries`` are the leaf data up to the new size, starting at the saved size,
+    or at 0 on a first audit or when ``from_start`` (a full re-hash, which also catches
+    edits to entries audited before). Returns (new state, new
+    checkpoint, entries checked). Raises LogIntegrityError on any inconsistency.
+    """
+    verifier = NoteVerifier.from_vkey(verifier_key)
+    new = open_trusted(new_note, verifier, "the newest")
+    start = 0
+    frontier = merkle.CompactRange()
+    if state is not None:
+        old = open_trusted(state.checkpoint, verifier, "the saved")
+        if new.size < old.size:
+            raise LogIntegrityError(
+                f"ROLLBACK: the log now claims {new.size} entries, fewer than the {old.size}"
+                " it signed before"
+            )
+        if new.size == old.size and new.root_hash != old.root_hash:
+            raise LogIntegrityError(
+                f"FORK: two different signed roots for the same size {new.size}"
+            )
+        if new.size > old.size and old.size > 0:
+            try:
+                merkle.verify_consistency(
+                    old.size, new.size, consistency, old.root_hash, new.root_hash
+                )
+            except LogError as e:
+                raise LogIntegrityError(
+                    f"FORK: the tree of size {old.size} seen before is not a prefix of the new"
+                    f" tree of size {new.size}: {e}"
+                ) from e
+        if not from_start:
+            start = old.size
+            frontier = merkle.CompactRange.from_hashes(old.size, list(state.frontier))
+    checked = 0
+    for entry in entries:
+        if frontier.size >= new.size:
+            raise LogIntegrityError(f"the log served more entries than its checkpoint's {new.size}")
+        frontier.append(merkle.leaf_hash(entry))
+        checked += 1
+    if frontier.size != new.size:
+        raise LogIntegrityError(
+            f"the log served {frontier.size - start} entries from index {start}; its signed"
+            f" checkpoint says there are {new.size - start}: entries were deleted"
+        )
+    if frontier.root() != new.root_hash:
+        raise LogIntegrityError(
+            "the log's entries do not hash to its signed root: entries were edited behind the"
+            " log's back"
+        )
+    return AuditState(verifier_key, new_note, frontier.hashes), new, checked
+
+
+class KeyHistoryReader:
+    """Reads the key-history entries (enrollments, revocations) out of the leaf data an
+    audit re-hashes (`tap`), checking each one's signature; `problems` lists entries that
+    do not decode or verify. Replay them with `keyhistory.replay` and compare with the
+    registry with `keyhistory.registry_problems`."""
+
+    def __init__(self) -> None:
+        self.events: list[LoggedKeyEvent] = []
+        self.problems: list[str] = []
+
+    def tap(self, entries: Iterable[bytes], start: int = 0) -> Iterator[bytes]:
+        """Yield ``entries`` (leaf data from index ``start``) unchanged, reading each."""
+        for index, entry in enumerate(entries, start):
+            self._read(index, entry)
+            yield entry
+
+    def _read(self, index: int, entry: bytes) -> None:
+        try:
+            if not wire.is_key_event_entry(entry):
+                return
+            got, integrated_at = wire.decode_entry(entry)
+            if not isinstance(got, SignedKeyEvent):
+                return
+            verify_key_event(got)
+            event = wire.decode_key_event(got.event_bytes)
+        except ProvenanceError as e:
+            self.problems.append(f"log entry {index} is not a valid claim or key event: {e}")
+            return
+        self.events.append(LoggedKeyEvent(index, integrated_at, got, event))

@@ -1,0 +1,3 @@
+"""Media inspection at the edge: decoding images and video within budgets,
+computing bindings from files, C2PA detection.
+"""

@@ -1,0 +1,123 @@
+"""Measure an asset: hard binding, media type, dimensions and soft bindings.
+
+The same measurements serve the signer (to build a claim), the server (to verify an
+upload) and the scanner (to look hashes up). Input is bytes already read or a
+spooled upload; limits protect against oversized files and decompression bombs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import cached_property
+
+import numpy as np
+
+from provenance.core.binding import PerceptualHash
+from provenance.core.dihedral import pdq_dihedral
+from provenance.core.errors import MediaError, MediaTooLargeError
+from provenance.core.verify import FileFacts
+from provenance.media.image import (
+    DEFAULT_MAX_PIXELS,
+    PDQ_MIN_SIDE,
+    DecodedImage,
+    decode_image,
+    sniff_media_type,
+)
+
+#: Default largest file accepted for verification or signing, in bytes.
+DEFAULT_MAX_BYTES = 2 * 1024**3
+#: Default largest image file decoded for perceptual hashing, in bytes.
+DEFAULT_MAX_IMAGE_BYTES = 256 * 1024**2
+
+
+@dataclass(frozen=True)
+class AssetLimits:
+    """Limits on untrusted input: bytes of any file, bytes of an image, pixels, and the
+    memory budget of one image decode in bytes (None: unbounded; the server sets one,
+    see `provenance.media.budget`)."""
+
+    max_bytes: int = DEFAULT_MAX_BYTES
+    max_image_bytes: int = DEFAULT_MAX_IMAGE_BYTES
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    max_decode_bytes: int | None = None
+
+
+@dataclass(frozen=True)
+class ImageAsset:
+    """What is known about an image: its facts, size in pixels as displayed, PDQ hash and
+    EXIF orientation tag (1..8, 0 when none). ``facts.dihedral_soft_bindings`` holds the
+    PDQ hashes of its 7 other rotations and mirror images (`provenance.core.dihedral`).
+
+    hashed: the pixels PDQ was computed from (a large JPEG decoded at a reduced scale,
+    `provenance.media.image.PDQ_MIN_SIDE`); `rgb` gives the full-size pixels.
+    """
+
+    facts: FileFacts
+    width: int
+    height: int
+    soft: PerceptualHash
+    orientation: int
+    hashed: DecodedImage = field(repr=False, compare=False)
+    data: bytes = field(repr=False, compare=False)
+    limits: AssetLimits = field(repr=False, compare=False)
+
+    @cached_property
+    def rgb(self) -> np.ndarray:
+        """(height, width, 3) uint8 pixels as displayed at full size (what the detector
+        reads): the hashed pixels when they are full size, else a second decode of the
+        file within the same limits. Raises MediaError as `provenance.media.image.decode_image`."""
+        if self.hashed.scale == 1:
+            return self.hashed.rgb
+        return decode_image(self.data, self.limits.max_pixels, self.limits.max_decode_bytes).rgb
+
+
+def check_size(size: int, limits: AssetLimits) -> None:
+    """Raises MediaError for an empty file and MediaTooLargeError beyond the limit."""
+    if size == 0:
+        raise MediaError("empty file: there is nothing to sign or verify")
+    if size > limits.max_bytes:
+        raise MediaTooLargeError(f"file is {size} bytes; the limit is {limits.max_bytes} bytes")
+
+
+def check_image_size(size: int, limits: AssetLimits) -> None:
+    """Raises MediaTooLargeError when an image of ``size`` bytes is over the image limit
+    (check before reading the bytes)."""
+    if size > limits.max_image_bytes:
+        raise MediaTooLargeError(
+            f"image is {size} bytes; the limit for images is {limits.max_image_bytes} bytes"
+        )
+
+
+def media_type_of(head: bytes) -> str:
+    """Sniffed media type of a file from its first bytes; raises MediaError if unknown."""
+    mt = sniff_media_type(head)
+    if mt is None:
+        raise MediaError(
+            "unsupported or unrecognised file format (expected JPEG, PNG, WebP, GIF, TIFF,"
+            " HEIC or a video container)"
+        )
+    return mt
+
+
+def inspect_image(sha256: bytes, data: bytes, limits: AssetLimits) -> ImageAsset:
+    """Decode an image's bytes (whose SHA-256 the caller computed) and hash its pixels.
+
+    A JPEG is decoded for PDQ at the smallest DCT scale keeping its shorter side at least
+    `provenance.media.image.PDQ_MIN_SIDE` pixels, the same for signer, server and scanner.
+    Raises MediaError for corrupt, truncated or wrong-format data and
+    MediaTooLargeError beyond the byte or pixel limits.
+    """
+    check_size(len(data), limits)
+    check_image_size(len(data), limits)
+    img = decode_image(data, limits.max_pixels, limits.max_decode_bytes, PDQ_MIN_SIDE)
+    soft, *turned = pdq_dihedral(img.rgb)
+    facts = FileFacts(
+        sha256=sha256,
+        size=len(data),
+        media_type=img.media_type,
+        soft_bindings=(soft,),
+        dihedral_soft_bindings=tuple(turned),
+        orientation=img.orientation,
+    )
+    width, height = img.display_size
+    return ImageAsset(facts, width, height, soft, img.orientation, img, data, limits)

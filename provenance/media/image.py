@@ -1,0 +1,325 @@
+"""Recognising and decoding untrusted media, within limits.
+
+`sniff_media_type` names a format from its leading magic bytes. `decode_image` decodes a
+still image with Pillow, opening it only with the one Pillow plugin the magic bytes name,
+checking the pixel count from the header before any pixel is decoded, and turning every
+decoder failure into a `MediaError`.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+import pillow_heif
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from provenance.core.binding import PerceptualHash, pdq_hash
+from provenance.core.errors import MediaError, MediaTooLargeError
+from provenance.media.budget import fit_decode_budget
+
+#: Largest image decode_image accepts by default, in pixels (width x height).
+DEFAULT_MAX_PIXELS = 100_000_000
+#: How many leading bytes of a file sniff_media_type needs to see, in bytes.
+SNIFF_BYTES = 64
+#: Shorter side, in pixels, below which a JPEG decoded for its PDQ hash is never reduced
+#: (`pdq_scale`). PDQ filters every image down to 64 x 64 before its DCT, so decoding a
+#: large JPEG at 1/2, 1/4 or 1/8 scale (libjpeg's DCT scaling) first costs few bits.
+#: Measured on the shared PDQ vectors (/work/shared/fixtures/phash, README.tsv) and on
+#: 12-megapixel JPEGs made from them (bench/bench_image.py): at the scales this rule
+#: picks, median 3 and worst 12 bits from the full-size hash (the match threshold is 31);
+#: at shorter sides of 256, worst 30 bits, so 512 it is.
+PDQ_MIN_SIDE = 512
+
+#: Pillow plugins allowed to open each decodable media type; nothing else is tried, so a
+#: hostile file cannot reach a rarely used parser (or Ghostscript, for EPS).
+_PIL_FORMATS: dict[str, tuple[str, ...]] = {
+    "image/jpeg": ("JPEG", "MPO"),
+    "image/png": ("PNG",),
+    "image/webp": ("WEBP",),
+    "image/gif": ("GIF",),
+    "image/tiff": ("TIFF",),
+    "image/heic": ("HEIF",),
+}
+# HEIC/HEIF stills through libheif (the pillow-heif wheel bundles it); AVIF is sniffed but
+# not decoded (the wheel carries no AV1 decoder).
+pillow_heif.register_heif_opener()
+
+#: The EXIF Orientation tag (TIFF/EXIF tag 0x0112); values 1..8 (EXIF 2.32, section 4.6.5).
+EXIF_ORIENTATION_TAG = 0x0112
+
+# ISO base media file format (ISO/IEC 14496-12) major brands, read from the ftyp box.
+_FTYP_BRANDS: dict[bytes, str] = {
+    **dict.fromkeys(
+        (b"heic", b"heix", b"hevc", b"hevx", b"heim", b"heis", b"mif1", b"msf1"), "image/heic"
+    ),
+    **dict.fromkeys((b"avif", b"avis"), "image/avif"),
+    **dict.fromkeys(
+        (
+            b"isom",
+            b"iso2",
+            b"iso3",
+            b"iso4",
+            b"iso5",
+            b"iso6",
+            b"mp41",
+            b"mp42",
+            b"avc1",
+            b"dash",
+            b"mmp4",
+            b"M4V ",
+            b"msnv",
+            b"f4v ",
+        ),
+        "video/mp4",
+    ),
+    b"qt  ": "video/quicktime",
+}
+
+_EBML_MAGIC = b"\x1a\x45\xdf\xa3"
+_EBML_DOCTYPE_ID = 0x4282
+
+
+def _ebml_vint(buf: bytes, pos: int) -> tuple[int, int, int] | None:
+    """Read an EBML variable-size integer at pos (RFC 8794 section 4).
+
+    Returns (value with the length marker kept, value with it removed, next position), or
+    None if buf ends first or the first byte is 0.
+    """
+    if pos >= len(buf) or buf[pos] == 0:
+        return None
+    length = 9 - buf[pos].bit_length()
+    if pos + length > len(buf):
+        return None
+    raw = int.from_bytes(buf[pos : pos + length], "big")
+    return raw, raw & ~(1 << (7 * length)), pos + length
+
+
+def _ebml_media_type(head: bytes) -> str:
+    """Matroska or WebM from the EBML header's DocType element (RFC 8794 section 11.2.6).
+
+    Walks the header's child elements; the DocType defaults to "matroska" (RFC 9559) when
+    it is absent or lies beyond head.
+    """
+    pos = len(_EBML_MAGIC)
+    header_size = _ebml_vint(head, pos)
+    if header_size is None:
+        return "video/x-matroska"
+    end = min(len(head), header_size[2] + header_size[1])
+    pos = header_size[2]
+    while pos < end:
+        element_id = _ebml_vint(head, pos)
+        size = _ebml_vint(head, element_id[2]) if element_id else None
+        if element_id is None or size is None:
+            break
+        if element_id[0] == _EBML_DOCTYPE_ID:
+            doc_type = head[size[2] : size[2] + size[1]]
+            return "video/webm" if doc_type == b"webm" else "video/x-matroska"
+        pos = size[2] + size[1]
+    return "video/x-matroska"
+
+
+def sniff_media_type(head: bytes) -> str | None:
+    """Name the media type of a file from its first SNIFF_BYTES bytes (or fewer).
+
+    Recognises image/jpeg, image/png, image/webp, image/gif, image/tiff, image/heic,
+    image/avif, video/mp4, video/quicktime, video/webm and video/x-matroska; returns None
+    for anything else.
+    """
+    if head.startswith(b"\xff\xd8\xff"):
+        return "image/jpeg"
+    if head.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "image/png"
+    if head.startswith(b"RIFF") and head[8:12] == b"WEBP":
+        return "image/webp"
+    if head.startswith((b"GIF87a", b"GIF89a")):
+        return "image/gif"
+    if head.startswith((b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")):
+        return "image/tiff"
+    if head[4:8] == b"ftyp":
+        return _FTYP_BRANDS.get(head[8:12])
+    if head.startswith(_EBML_MAGIC):
+        return _ebml_media_type(head)
+    return None
+
+
+@dataclass(frozen=True)
+class DecodedImage:
+    """Pixels of a still image as it is displayed (EXIF orientation applied).
+
+    rgb: (height, width, 3) uint8 array, read-only; width, height: in pixels;
+    media_type: the sniffed type of the encoded file, e.g. "image/jpeg"; orientation: the
+    file's EXIF orientation tag (1..8; 0 when it states none or an invalid value); scale:
+    1, or the denominator (2, 4, 8) a JPEG was decoded at (libjpeg's DCT scaling), when
+    width and height are about 1/scale of the file's; full_size: (width, height) of the
+    whole image as displayed, None when scale is 1.
+    """
+
+    rgb: np.ndarray
+    width: int
+    height: int
+    media_type: str
+    orientation: int = 0
+    scale: int = 1
+    full_size: tuple[int, int] | None = None
+
+    @property
+    def display_size(self) -> tuple[int, int]:
+        """(width, height) of the whole image as displayed, in pixels: ``full_size``, or
+        (width, height) when the pixels were decoded at full size."""
+        return self.full_size or (self.width, self.height)
+
+    def __post_init__(self) -> None:
+        if self.rgb.dtype != np.uint8 or self.rgb.shape != (self.height, self.width, 3):
+            raise MediaError(
+                f"pixels of shape {self.rgb.shape} dtype {self.rgb.dtype} do not match an "
+                f"RGB image of {self.width}x{self.height}"
+            )
+
+
+def _describe_unknown(data: bytes) -> str:
+    """A short description of bytes that no known magic number matches: text or binary."""
+    sample = data[:SNIFF_BYTES]
+    try:
+        text = sample.decode("utf-8")
+    except UnicodeDecodeError as e:
+        # A multi-byte character cut by the sample's end is still text.
+        text = sample[: e.start].decode("utf-8") if e.start >= len(sample) - 3 else ""
+    if text and all(c.isprintable() or c in "\r\n\t" for c in text):
+        return f"unrecognized format: looks like text ({text[:32]!r})"
+    return f"unrecognized format (first bytes {sample[:16].hex(' ')})"
+
+
+def _exif_orientation(im: Image.Image) -> int:
+    """The EXIF orientation tag of an opened image: 1..8, or 0 when absent or invalid."""
+    try:
+        value = im.getexif().get(EXIF_ORIENTATION_TAG)
+    except Exception:  # a damaged EXIF block states no orientation
+        return 0
+    return value if isinstance(value, int) and 1 <= value <= 8 else 0
+
+
+def _to_rgb8(im: Image.Image) -> Image.Image:
+    """``im`` as 8-bit RGB. 16-bit grey ("I;16*") is scaled to 8 bits (value >> 8), as is
+    32-bit integer grey ("I") holding values above 255 (clipped to 0..65535 first):
+    Pillow's own conversion clips them at 255, so a 16-bit PNG would read as all white."""
+    if im.mode.startswith("I;16") or im.mode == "I":
+        grey = np.asarray(im)
+        if im.mode == "I" and int(grey.max(initial=0)) <= 255:
+            grey8 = np.clip(grey, 0, 255).astype(np.uint8)
+        else:
+            grey8 = (np.clip(grey, 0, 65535) >> 8).astype(np.uint8)
+        return Image.fromarray(grey8, "L").convert("RGB")
+    return im.convert("RGB")
+
+
+def _corrupt(media_type: str, e: Exception) -> MediaError:
+    """A decoder failure in our words (Pillow's own text names its internals)."""
+    kind = media_type.removeprefix("image/").upper()
+    why = "ends early" if "truncated" in str(e).lower() else "cannot be decoded"
+    return MediaError(f"truncated or corrupt image: the {kind} data {why}")
+
+
+def pdq_scale(width: int, height: int, min_side: int = PDQ_MIN_SIDE) -> int:
+    """The largest JPEG DCT scale denominator (8, 4, 2, else 1) at which an image of
+    ``width`` x ``height`` pixels keeps a shorter side of at least ``min_side`` pixels."""
+    for scale in (8, 4, 2):
+        if min(width, height) // scale >= min_side:
+            return scale
+    return 1
+
+
+def decode_image(
+    data: bytes,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    max_decode_bytes: int | None = None,
+    pdq_min_side: int | None = None,
+) -> DecodedImage:
+    """Decode an encoded still image (JPEG, PNG, WebP, GIF, TIFF, HEIC) to RGB pixels.
+
+    data: the whole file. max_pixels: the largest width x height accepted, checked from the
+    header before pixels are decoded. max_decode_bytes: the memory budget of the decode and
+    the PDQ hash after it, estimated from the header (`provenance.media.budget`): a JPEG
+    over it is decoded at 1/2, 1/4 or 1/8 scale, another format is refused; None: no
+    budget. pdq_min_side: for pixels only hashed with PDQ, a JPEG is decoded at the
+    smallest 1/2, 1/4 or 1/8 scale that keeps its shorter side at least this many pixels
+    (`pdq_scale`; None: full size). The first frame of an animation or the first page of
+    a multi-page TIFF is decoded. The EXIF orientation is applied (and its tag returned),
+    and the image is converted to 8-bit RGB (alpha dropped, palette expanded, 16-bit grey
+    scaled to 8 bits).
+
+    Raises MediaTooLargeError if the image has more than max_pixels pixels or does not fit
+    max_decode_bytes; MediaError if
+    data is empty, of an unrecognized or non-image format, or truncated or corrupt.
+
+    Pillow's hard limit (twice Image.MAX_IMAGE_PIXELS, about 179 million pixels by
+    default) also applies, and raises MediaTooLargeError even when max_pixels is larger.
+    Pillow's warnings are silenced for the duration of the call (its decompression-bomb
+    warning defers to max_pixels, the others concern valid files); Python < 3.14's
+    warnings filters are process-wide, so a concurrent thread may see that filter while
+    the call runs.
+    """
+    if not data:
+        raise MediaError("empty file")
+    media_type = sniff_media_type(data[:SNIFF_BYTES])
+    if media_type is None:
+        raise MediaError(_describe_unknown(data))
+    if media_type not in _PIL_FORMATS:
+        raise MediaError(f"not a decodable still image: looks like {media_type}")
+    try:
+        with warnings.catch_warnings():
+            # Pillow warns about decompression bombs (max_pixels is the authority here) and
+            # about oddities of valid files (palette transparency, EXIF); none is the caller's.
+            warnings.simplefilter("ignore")
+            with Image.open(io.BytesIO(data), formats=_PIL_FORMATS[media_type]) as im:
+                width, height = im.size
+                if width * height > max_pixels:
+                    raise MediaTooLargeError(
+                        f"image is {width}x{height} = {width * height} pixels, "
+                        f"over the limit of {max_pixels} pixels"
+                    )
+                wanted = 1
+                if pdq_min_side is not None and media_type == "image/jpeg":
+                    wanted = pdq_scale(width, height, pdq_min_side)
+                scale = fit_decode_budget(im, media_type, max_decode_bytes, wanted)
+                im.load()
+                orientation = _exif_orientation(im)
+                rgb_image = _to_rgb8(ImageOps.exif_transpose(im))
+    except MediaError:
+        raise
+    except UnidentifiedImageError as e:
+        raise MediaError(f"truncated or corrupt image: not parseable as {media_type}") from e
+    except Image.DecompressionBombError as e:
+        # Pillow's hard limit (twice Image.MAX_IMAGE_PIXELS) fired inside Image.open.
+        found = re.search(r"\((\d+) pixels\)", str(e))
+        size = f"{found.group(1)} pixels" if found else "more pixels than the decoder allows"
+        raise MediaTooLargeError(
+            f"image too large: {size}; the limit here is {max_pixels} pixels"
+        ) from e
+    except Exception as e:  # any failure of a parser fed hostile bytes is the input's fault
+        raise _corrupt(media_type, e) from e
+    rgb = np.asarray(rgb_image, dtype=np.uint8)
+    rgb.flags.writeable = False
+    return DecodedImage(
+        rgb=rgb,
+        width=rgb_image.width,
+        height=rgb_image.height,
+        media_type=media_type,
+        orientation=orientation,
+        scale=scale,
+        full_size=None if scale == 1 else _displayed(width, height, orientation),
+    )
+
+
+def _displayed(width: int, height: int, orientation: int) -> tuple[int, int]:
+    """(width, height) of a stored width x height image shown with an EXIF orientation
+    (5..8 turn it by a quarter)."""
+    return (height, width) if orientation >= 5 else (width, height)
+
+
+def image_soft_binding(image: DecodedImage) -> PerceptualHash:
+    """The PDQ soft binding of a decoded image (see `provenance.core.binding.pdq_hash`)."""
+    return pdq_hash(image.rgb)

@@ -1,0 +1,375 @@
+"""Inspecting an uploaded file: bytes buffered as they stream in, then everything the
+verdict needs measured on them (hashes, media type, pixels, Content Credentials).
+
+`Upload` hashes as the bytes stream in and keeps them only for a decoder: small images
+in memory, video and large images in a temporary file (memory-backed where possible);
+bytes of no known media type are dropped after their first SNIFF_BYTES, so memory stays
+flat for uploads of hundreds of MB and nothing reaches the disk. `inspect_upload` runs after the last
+chunk: sniff the type, read any C2PA manifest (in a worker process, remote fetching
+off), compute the manifest-stripped content hash, and decode images for PDQ.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import tempfile
+import threading
+from dataclasses import dataclass, field, replace
+from typing import IO, Any
+
+from provenance.c2pa.container import STRIPPABLE_TYPES, content_sha256
+from provenance.c2pa.pool import ReaderPool
+from provenance.c2pa.reader import C2paLimits, C2paTrust, read_c2pa
+from provenance.c2pa.result import failed
+from provenance.c2pa.signing_time import SigningTimePolicy
+from provenance.core.binding import Sha256Stream
+from provenance.core.claims import MAX_SOFT_BINDINGS
+from provenance.core.errors import (
+    DecodeBudgetError,
+    MediaError,
+    MediaTooLargeError,
+    ProvenanceError,
+)
+from provenance.core.verify import FileFacts
+from provenance.core.video_binding import ChunkedHasher
+from provenance.core.video_match import QUERY_RATE_HZ
+from provenance.media.assets import (
+    AssetLimits,
+    ImageAsset,
+    check_image_size,
+    check_size,
+    inspect_image,
+)
+from provenance.media.image import SNIFF_BYTES, sniff_media_type
+from provenance.media.video.decode import DEFAULT_RATE_HZ, VideoInfo, sample_frames
+
+#: Uploads up to this size stay in memory, in bytes.
+INLINE_BYTES = 32 * 1024 * 1024
+#: A memory-backed folder for uploads a decoder reads from a path (None: there is none).
+MEMORY_DIR = "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None
+#: Most bytes of uploads in MEMORY_DIR at once, per process (by their announced sizes).
+MEMORY_SPILL_BYTES = 512 * 1024 * 1024
+_memory_lock = threading.Lock()
+_memory_spilled = 0  # bytes reserved in MEMORY_DIR now
+#: Media types whose C2PA manifest store the reader is asked about.
+C2PA_TYPES = frozenset(
+    {
+        "image/jpeg",
+        "image/png",
+        "image/webp",
+        "image/heic",
+        "image/avif",
+        "image/tiff",
+        "video/mp4",
+        "video/quicktime",
+    }
+)
+
+
+class Upload:
+    """A file arriving in pieces: SHA-256, size and (optionally) chunk hashes computed as
+    it streams; its bytes kept only when a decoder will read them.
+
+    The first SNIFF_BYTES decide: bytes of no recognised media type are hashed and
+    dropped (only the first SNIFF_BYTES stay), so an upload of them needs no memory
+    beyond one message and no disk. Images stay in memory (`data`; the image limit
+    bounds them); video, which its decoder reads from a path, goes to a temporary file,
+    as do images past ``inline_bytes``: memory-backed (MEMORY_DIR) while the announced
+    sizes of all such files in the process stay within MEMORY_SPILL_BYTES, on disk beyond.
+    ``expected_bytes`` is the size the client announced (0: unknown, so never
+    memory-backed); set it before the first write.
+    """
+
+    def __init__(
+        self, max_bytes: int, inline_bytes: int = INLINE_BYTES, expected_bytes: int = 0
+    ) -> None:
+        self.max_bytes = max_bytes
+        self._inline = inline_bytes
+        self.expected_bytes = expected_bytes
+        self._digest = Sha256Stream()
+        self._chunks: ChunkedHasher | None = None
+        self._buf: IO[bytes] | None = io.BytesIO()  # None: the bytes are not kept
+        self._head = b""
+        self._file: Any = None
+        self._sniffed = False
+        self._reserved = 0  # bytes of MEMORY_SPILL_BYTES this upload holds
+
+    def hash_chunks(self, chunk_size: int) -> None:
+        """Also compute chunk leaf hashes of ``chunk_size`` bytes as the data streams in
+        (call before the first write; for a video whose claim names its chunk size)."""
+        self._chunks = ChunkedHasher(chunk_size)
+
+    @property
+    def chunk_hashes(self) -> tuple[bytes, ...]:
+        """Leaf hashes of the chunks (empty unless `hash_chunks` was called)."""
+        return self._chunks.finalize().chunk_hashes if self._chunks is not None else ()
+
+    @property
+    def kept(self) -> bool:
+        """Whether the bytes are kept (False once they proved to be no known media)."""
+        return self._buf is not None
+
+    def write(self, data: bytes) -> None:
+        """Append ``data``; raises MediaTooLargeError past ``max_bytes``."""
+        self._digest.update(data)
+        if self._chunks is not None:
+            self._chunks.update(data)
+        if self._digest.size > self.max_bytes:
+            raise MediaTooLargeError(f"upload exceeds the limit of {self.max_bytes} bytes")
+        if self._buf is None:
+            return
+        self._buf.write(data)
+        if not self._sniffed and self._digest.size >= SNIFF_BYTES:
+            self._sniff()
+        if self._file is None and self._buf is not None and self._digest.size > self._inline:
+            self.spill()
+
+    def _sniff(self) -> None:
+        """Decide from the first SNIFF_BYTES what to keep (see the class docstring)."""
+        self._sniffed = True
+        head = self.head(SNIFF_BYTES)
+        kind = sniff_media_type(head)
+        if kind is None:
+            self._head = head
+            self._buf = None
+        elif kind.startswith("video/"):
+            self.spill()
+
+    @property
+    def size(self) -> int:
+        return self._digest.size
+
+    @property
+    def sha256(self) -> bytes:
+        return self._digest.digest()
+
+    def _kept(self) -> IO[bytes]:
+        if self._buf is None:
+            raise MediaError(
+                "the upload's bytes were not kept: they are no recognised image or video"
+            )
+        return self._buf
+
+    def head(self, n: int = SNIFF_BYTES) -> bytes:
+        """The first ``n`` bytes (at most SNIFF_BYTES once the bytes were dropped)."""
+        if self._buf is None:
+            return self._head[:n]
+        self._buf.seek(0)
+        out = self._buf.read(n)
+        self._buf.seek(0, os.SEEK_END)
+        return out
+
+    def data(self) -> bytes:
+        """All bytes (for images and manifest stripping; callers bound the size first).
+        Raises MediaError when the bytes were not kept."""
+        buf = self._kept()
+        buf.seek(0)
+        out = buf.read()
+        buf.seek(0, os.SEEK_END)
+        return out
+
+    def path(self) -> str | None:
+        """A filesystem path to the bytes when they are in a temporary file, else None."""
+        if self._file is None:
+            return None
+        self._file.flush()
+        return str(self._file.name)
+
+    def spill(self) -> str:
+        """Move the bytes to a temporary file (if they are in memory) and return its path,
+        for decoders that read files. Raises MediaError when the bytes were not kept."""
+        buf = self._kept()
+        if self._file is None:
+            self._file = tempfile.NamedTemporaryFile(
+                prefix="prov-upload-", delete=True, dir=self._spill_dir()
+            )
+            assert isinstance(buf, io.BytesIO)  # in memory until the first spill
+            self._file.write(buf.getbuffer())
+            self._buf = self._file
+        path = self.path()
+        assert path is not None
+        return path
+
+    def _spill_dir(self) -> str | None:
+        """MEMORY_DIR when this upload's announced size fits what is left of
+        MEMORY_SPILL_BYTES (reserving it), else None (the default temporary folder)."""
+        global _memory_spilled
+        want = self.expected_bytes
+        if not (MEMORY_DIR and 0 < want):
+            return None
+        with _memory_lock:
+            if _memory_spilled + want > MEMORY_SPILL_BYTES:
+                return None
+            _memory_spilled += want
+        self._reserved = want
+        return MEMORY_DIR
+
+    def close(self) -> None:
+        global _memory_spilled
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+        if self._reserved:
+            with _memory_lock:
+                _memory_spilled -= self._reserved
+            self._reserved = 0
+
+    def __enter__(self) -> Upload:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+@dataclass(frozen=True)
+class InspectConfig:
+    """Limits, the Content Credentials reader (None: C2PA not read) and the signing-time
+    policy its results are judged by (None: the reader's current-time verdict), and video
+    decoding: wall-clock limit per decode (seconds) and the most frames hashed in the
+    dense pass."""
+
+    limits: AssetLimits = AssetLimits()
+    c2pa_pool: ReaderPool | None = None
+    c2pa_trust: C2paTrust | None = None
+    c2pa_limits: C2paLimits = field(default_factory=C2paLimits)
+    c2pa_signing_time: SigningTimePolicy | None = None
+    video_timeout_s: float = 120.0
+    dense_max_frames: int = 1800
+    dense_max_pixels: int = 300_000_000
+
+
+@dataclass(frozen=True)
+class Inspection:
+    """What was measured: facts for the verdict, decoded image, C2PA block (a dict),
+    and for video the sampled frames (`VideoInfo`)."""
+
+    facts: FileFacts
+    image: ImageAsset | None = None
+    c2pa: dict[str, Any] | None = None
+    video: VideoInfo | None = None
+
+
+def _c2pa(
+    upload: Upload, media_type: str, cfg: InspectConfig
+) -> tuple[dict[str, Any] | None, bytes]:
+    """(C2PA block, content SHA-256 with the manifest store removed or b"")."""
+    if cfg.c2pa_pool is None or media_type not in C2PA_TYPES:
+        return None, b""
+    path = upload.path()
+    try:
+        result = read_c2pa(
+            path if path is not None else upload.data(),
+            media_type,
+            cfg.c2pa_trust,
+            cfg.c2pa_limits,
+            pool=cfg.c2pa_pool,
+            signing_time=cfg.c2pa_signing_time,
+        )
+    except ProvenanceError as e:  # optional evidence: the verdict goes on without it
+        return failed("Unavailable", f"the Content Credentials were not read: {e}").to_dict(), b""
+    block = result.to_dict()
+    content = b""
+    if (
+        result.present
+        and media_type in STRIPPABLE_TYPES
+        and upload.size <= cfg.limits.max_image_bytes
+    ):
+        try:
+            content = content_sha256(upload.data(), media_type)
+        except ProvenanceError as e:
+            block["content_hash_error"] = str(e)
+    return block, content
+
+
+def inspect_upload(upload: Upload, cfg: InspectConfig, lenient: bool) -> Inspection:
+    """Measure a complete upload.
+
+    ``lenient``: a sidecar or an exact log match exists, so a file that cannot be
+    decoded is still judged (with a note) instead of refused. Raises MediaError for an
+    empty, unrecognised or corrupt file, MediaTooLargeError beyond the limits.
+    """
+    check_size(upload.size, cfg.limits)
+    sha = upload.sha256
+    media_type = sniff_media_type(upload.head())
+    if media_type is None:
+        if lenient:
+            return Inspection(
+                FileFacts(
+                    sha,
+                    upload.size,
+                    "application/octet-stream",
+                    (),
+                    ("the file is not a recognised image or video format",),
+                )
+            )
+        raise MediaError(
+            "unsupported or unrecognised file format (expected JPEG, PNG, WebP, GIF, TIFF,"
+            " HEIC or a video container)"
+        )
+    c2pa, content = _c2pa(upload, media_type, cfg)
+    # Content Credentials are evidence of their own: report them even when pixels fail
+    lenient = lenient or bool(c2pa and (c2pa.get("present") or c2pa.get("validation_state")))
+    base = FileFacts(
+        sha, upload.size, media_type, content_sha256=content, chunk_hashes=upload.chunk_hashes
+    )
+    if media_type.startswith("video/"):
+        path = upload.spill()
+        try:
+            info = sample_frames(
+                path,
+                rate_hz=DEFAULT_RATE_HZ,
+                max_frames=MAX_SOFT_BINDINGS,
+                timeout_s=cfg.video_timeout_s,
+            )
+        except MediaError as e:
+            why = str(e).replace(f"'{path}'", "the upload").replace(path, "the upload")
+            if lenient and not isinstance(e, MediaTooLargeError):
+                return Inspection(
+                    replace(base, notes=(f"could not decode the video: {why}",)), None, c2pa
+                )
+            raise type(e)(
+                f"the file looks like {media_type} but is not a decodable video: {why}"
+            ) from e
+        soft = tuple(f.pdq for f in info.frames)
+        return Inspection(replace(base, soft_bindings=soft), None, c2pa, info)
+    if not media_type.startswith("image/"):
+        note = f"no perceptual hash for {media_type}: only exact matches were searched"
+        return Inspection(replace(base, notes=(note,)), None, c2pa)
+    check_image_size(upload.size, cfg.limits)  # before the bytes are read into memory
+    try:
+        image = inspect_image(sha, upload.data(), cfg.limits)
+    except DecodeBudgetError as e:
+        if not lenient:
+            raise
+        note = f"the pixels were not decoded, so no perceptual hash: {e}"
+        return Inspection(replace(base, notes=(note,)), None, c2pa)
+    except MediaTooLargeError:
+        raise
+    except MediaError as e:
+        if not lenient:
+            raise
+        return Inspection(replace(base, notes=(f"could not decode the image: {e}",)), None, c2pa)
+    return Inspection(replace(image.facts, content_sha256=content), image, c2pa)
+
+
+def resample_dense(
+    upload: Upload, found: Inspection, cfg: InspectConfig, timeout_s: float
+) -> Inspection:
+    """The same video hashed at up to every frame, for finding trimmed clips whose cut
+    falls between the claim's 1 Hz samples (`provenance.core.video_match`). The pass is
+    bounded by ``cfg.dense_max_frames``, ``cfg.dense_max_pixels`` and ``timeout_s``
+    seconds. Raises MediaError as `sample_frames`."""
+    assert found.video is not None
+    v = found.video
+    duration = max(v.duration_seconds, 1e-3)
+    frames = min(cfg.dense_max_frames, cfg.dense_max_pixels // max(1, v.width * v.height))
+    rate = min(QUERY_RATE_HZ, max(frames, 1) / duration)
+    info = sample_frames(
+        upload.spill(),
+        rate_hz=rate,
+        max_frames=frames + 2,
+        timeout_s=timeout_s,
+    )
+    facts = replace(found.facts, soft_bindings=tuple(f.pdq for f in info.frames))
+    return replace(found, facts=facts, video=info)

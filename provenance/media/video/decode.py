@@ -1,0 +1,369 @@
+"""Sample and hash video frames in a separate process under a time and memory limit.
+
+A malformed or hostile container must not hang, crash or exhaust the caller (a server
+worker). So FFmpeg runs in a fresh child process for every file, forked by a pre-started
+decoder process (`provenance.media.video.worker`, started once with ``subprocess``: safe from a
+threaded gRPC server and from any kind of worker process) that has already imported NumPy,
+PyAV and the PDQ core, so a call costs a fork (milliseconds) instead of an interpreter start
+and those imports (about 0.3 s). The child sets ``RLIMIT_AS`` to the memory limit, turns
+core dumps off and ends itself at the deadline; the parent also kills it at the deadline.
+The child is treated as untrusted: it hashes frames itself, so only hashes (and, when
+asked, a few RGB frames) cross the boundary, as one JSON header and raw pixel buffers that
+the parent parses strictly. Nothing from the child is unpickled.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import select
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from provenance.core.binding import PDQ_ALGORITHM, PerceptualHash
+from provenance.core.errors import BindingError, MediaError, MediaTooLargeError
+from provenance.media.image import SNIFF_BYTES
+from provenance.media.video.frames import sniff_container
+from provenance.media.video.worker import LENGTH_PREFIX, PID, READY, STATUS
+
+#: Default frame sampling rate for soft bindings, in frames per second.
+DEFAULT_RATE_HZ = 1.0
+#: Default cap on sampled frames (one hour at 1 Hz).
+DEFAULT_MAX_FRAMES = 3600
+#: Default wall-clock limit for decoding one file, in seconds.
+DEFAULT_TIMEOUT_S = 120.0
+#: Default address-space limit of the decoding process, in bytes (2 GiB).
+DEFAULT_MAX_MEMORY_BYTES = 2 << 30
+
+# The directory that holds the `provenance` package, so the child imports this same code.
+_PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])
+_HEADER_BASE_BYTES = 4096
+_HEADER_BYTES_PER_FRAME = 160
+#: How long the decoder process may take to start (imports), and to answer a request, s.
+START_TIMEOUT_S = 60.0
+_ANSWER_TIMEOUT_S = 10.0
+
+
+@dataclass(frozen=True)
+class SampledFrame:
+    """One sampled frame of a video.
+
+    timestamp_seconds: presentation time after the first frame; pdq: its PDQ hash (the
+    same timestamp); rgb: (H, W, 3) uint8 display-oriented pixels when the caller asked to
+    keep this frame, else None.
+    """
+
+    timestamp_seconds: float
+    pdq: PerceptualHash
+    rgb: np.ndarray | None = field(default=None, compare=False, repr=False)
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    """What sampling a video found.
+
+    width, height: display size in pixels (rotation applied); duration_seconds: from the
+    first frame to the end of the last; rotation: counter-clockwise degrees of the display
+    matrix (0, 90, 180, 270) that was applied to every frame; media_type: "video/mp4",
+    "video/quicktime", "video/webm" or "video/x-matroska"; rate_hz: the sampling rate;
+    frames_decoded: all frames decoded; frames: the samples in time order; decode_error:
+    why decoding stopped before the end of a damaged or truncated stream ("" if it did not).
+    """
+
+    width: int
+    height: int
+    duration_seconds: float
+    rotation: int
+    media_type: str
+    rate_hz: float
+    frames_decoded: int
+    frames: tuple[SampledFrame, ...]
+    decode_error: str = ""
+
+
+def sample_frames(
+    path: str | os.PathLike[str],
+    rate_hz: float = DEFAULT_RATE_HZ,
+    max_frames: int = DEFAULT_MAX_FRAMES,
+    timeout_s: float = DEFAULT_TIMEOUT_S,
+    max_memory_bytes: int = DEFAULT_MAX_MEMORY_BYTES,
+    keep_rgb_every: int = 0,
+    max_rgb_frames: int = 16,
+    rgb_max_side: int | None = None,
+    strip_bars: bool = True,
+) -> VideoInfo:
+    """Decode a video file in a sandboxed child and return PDQ hashes of frames sampled at
+    rate_hz (by presentation time, so variable frame rate is handled; see
+    `provenance.media.video.frames.iter_sampled_frames`), with the display matrix applied.
+
+    keep_rgb_every: also return the pixels of every n-th sample (0: none), at most
+    max_rgb_frames of them, shrunk to rgb_max_side pixels on the longer side (None: native
+    size, as the detector wants). strip_bars: hash frames without their black bars (the
+    default for soft bindings; `provenance.media.video.frames.trim_bars`). timeout_s: wall-clock
+    limit in seconds, process start included; max_memory_bytes: address-space limit of the
+    child in bytes (the interpreter with NumPy, PyAV and two decoder threads needs about
+    0.5 GiB of it before any frame).
+
+    Raises MediaError if the file is not MP4/MOV/WebM/Matroska, has no video stream or no
+    frames, cannot be decoded, or the child times out, crashes or runs out of memory;
+    MediaTooLargeError if a frame is over the pixel limit or more than max_frames samples
+    would be taken.
+    """
+    if not (math.isfinite(rate_hz) and rate_hz > 0):
+        raise MediaError(f"rate_hz must be a positive number, got {rate_hz}")
+    if max_frames < 1 or timeout_s <= 0 or max_memory_bytes <= 0:
+        raise MediaError("max_frames, timeout_s and max_memory_bytes must be positive")
+    try:
+        with open(path, "rb") as f:
+            head = f.read(SNIFF_BYTES)
+    except OSError as e:
+        raise MediaError(f"cannot read {os.fspath(path)!r}: {e.strerror or e}") from e
+    _, media_type = sniff_container(head)
+    request = {
+        "path": os.path.abspath(path),
+        "rate_hz": rate_hz,
+        "max_frames": max_frames,
+        "keep_rgb_every": keep_rgb_every,
+        "max_rgb_frames": max_rgb_frames,
+        "rgb_max_side": rgb_max_side,
+        "strip_bars": strip_bars,
+        "max_memory_bytes": max_memory_bytes,
+    }
+    request = {**request, "timeout_s": timeout_s}
+    deadline = time.monotonic() + timeout_s
+    read_fd, write_fd = os.pipe()
+    status_r, status_w = os.pipe()
+    try:
+        pid = _fork_decoder(request, write_fd, status_w)
+    except BaseException:
+        for fd in (read_fd, status_r):
+            os.close(fd)
+        raise
+    finally:
+        os.close(write_fd)
+        os.close(status_w)
+    reader = _Reader(read_fd, status_r, deadline, timeout_s)
+    try:
+        header = reader.message(_HEADER_BASE_BYTES + _HEADER_BYTES_PER_FRAME * max_frames)
+        return _parse(header, reader, media_type, rate_hz)
+    finally:
+        reader.stop(pid)
+        os.close(read_fd)
+        os.close(status_r)
+
+
+class _Zygote:
+    """The pre-started decoder process and our end of its socket."""
+
+    def __init__(self) -> None:
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        try:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "provenance.media.video.worker", str(theirs.fileno())],
+                pass_fds=(theirs.fileno(),),
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                env=_child_env(),
+                close_fds=True,
+            )
+        except OSError as e:
+            ours.close()
+            raise MediaError(f"cannot start the decoder process: {e}") from e
+        finally:
+            theirs.close()
+        self.sock = ours
+        self.owner = os.getpid()
+        self._ready = False
+
+    def _wait_ready(self) -> None:
+        """Wait for the greeting the process sends once its imports are done."""
+        try:
+            self.sock.settimeout(START_TIMEOUT_S)
+            greeting = self.sock.recv(64)
+        except OSError as e:
+            raise MediaError(
+                f"the decoder process did not start within {START_TIMEOUT_S:g} s"
+            ) from e
+        if greeting != READY:
+            raise MediaError("the decoder process could not load PyAV and NumPy")
+        self.sock.settimeout(_ANSWER_TIMEOUT_S)
+        self._ready = True
+
+    def fork(self, request: bytes, reply_fd: int, status_fd: int) -> int:
+        """Have the process fork a child for ``request``; its pid. Raises OSError, and
+        MediaError if the process never became ready."""
+        if not self._ready:
+            self._wait_ready()
+        socket.send_fds(self.sock, [request], [reply_fd, status_fd])
+        answer = self.sock.recv(PID.size)
+        if len(answer) != PID.size:
+            raise ConnectionError("the decoder process closed its socket")
+        (pid,) = PID.unpack(answer)
+        if pid <= 0:
+            raise ConnectionError("the decoder process refused the request")
+        return int(pid)
+
+    def close(self) -> None:
+        """Close the socket (the process then kills its children and exits) and reap it."""
+        self.sock.close()
+        try:
+            self.process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+_zygote: _Zygote | None = None
+_zygote_lock = threading.Lock()
+
+
+def start_decoder() -> None:
+    """Start the decoder process now, in the background (a server calls this at
+    start-up), so its imports are done before the first video. Raises MediaError if the
+    process cannot be started."""
+    with _zygote_lock:
+        _running_zygote()
+
+
+def _running_zygote() -> _Zygote:
+    global _zygote
+    if _zygote is not None and _zygote.owner != os.getpid():
+        _zygote = None  # inherited through a fork: that process and socket are the parent's
+    if _zygote is None or _zygote.process.poll() is not None:
+        if _zygote is not None:
+            _zygote.close()
+        _zygote = None
+        _zygote = _Zygote()
+    return _zygote
+
+
+def _fork_decoder(request: dict[str, Any], reply_fd: int, status_fd: int) -> int:
+    """A fresh decoding child for ``request`` writing to the pipes; its pid. A decoder
+    process that has died is started again once. Raises MediaError."""
+    body = json.dumps(request).encode()
+    with _zygote_lock:
+        for attempt in (1, 2):
+            zygote = _running_zygote()
+            try:
+                return zygote.fork(body, reply_fd, status_fd)
+            except OSError as e:
+                zygote.close()
+                if attempt == 2:
+                    raise MediaError(f"the decoder process failed to start a decode: {e}") from e
+    raise AssertionError("unreachable")
+
+
+def _child_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (_PACKAGE_ROOT, env.get("PYTHONPATH", "")) if p)
+    # One BLAS thread and few malloc arenas keep the child's address space predictable
+    # under RLIMIT_AS.
+    env["OPENBLAS_NUM_THREADS"] = "1"
+    env["OMP_NUM_THREADS"] = "1"
+    env["MALLOC_ARENA_MAX"] = "2"
+    return env
+
+
+class _Reader:
+    """Reads length-prefixed messages from a decoding child until a deadline."""
+
+    def __init__(self, fd: int, status_fd: int, deadline: float, timeout_s: float) -> None:
+        self._fd = fd
+        self._status_fd = status_fd
+        self._deadline = deadline
+        self._timeout_s = timeout_s
+        self._eof = False
+
+    def message(self, max_bytes: int) -> bytes:
+        (size,) = LENGTH_PREFIX.unpack(self._exactly(LENGTH_PREFIX.size))
+        if size > max_bytes:
+            raise MediaError(
+                f"the decoder sent a {size}-byte message; at most {max_bytes} were expected"
+            )
+        return self._exactly(size)
+
+    def _exactly(self, n: int) -> bytes:
+        buf = bytearray()
+        while len(buf) < n:
+            remaining = self._deadline - time.monotonic()
+            ready, _, _ = select.select([self._fd], [], [], max(0.0, remaining))
+            if not ready:
+                raise MediaError(
+                    f"decoding did not finish within {self._timeout_s:g} s; the decoder was stopped"
+                )
+            chunk = os.read(self._fd, min(n - len(buf), 1 << 20))
+            if not chunk:
+                self._eof = True
+                raise MediaError(f"the decoder process died ({self._exit(1.0)})")
+            buf += chunk
+        return bytes(buf)
+
+    def _exit(self, wait_s: float) -> str:
+        """How the child ended, from the wait status the decoder process reports."""
+        ready, _, _ = select.select([self._status_fd], [], [], wait_s)
+        raw = os.read(self._status_fd, STATUS.size) if ready else b""
+        if len(raw) != STATUS.size:
+            return "its pipe closed early"
+        code = os.waitstatus_to_exitcode(STATUS.unpack(raw)[0])
+        if code < 0:
+            try:
+                return f"killed by {signal.Signals(-code).name}"
+            except ValueError:
+                return f"killed by signal {-code}"
+        return f"exit status {code}"
+
+    def stop(self, pid: int) -> None:
+        """Make sure the child has ended: kill it unless its reply pipe reached end of file
+        (while the pipe is open the child holds it, so it is alive and ``pid`` is still
+        its, not yet reaped), then wait briefly until it has been reaped."""
+        if not self._eof:
+            ready, _, _ = select.select([self._fd], [], [], 0)
+            if not (ready and not os.read(self._fd, 1 << 16)):
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+        self._exit(2.0)
+
+
+def _parse(header: bytes, reader: _Reader, media_type: str, rate_hz: float) -> VideoInfo:
+    try:
+        doc: dict[str, Any] = json.loads(header)
+        if not doc["ok"]:
+            error = str(doc["error"])
+            raise MediaTooLargeError(error) if doc["too_large"] else MediaError(error)
+        samples = []
+        for t, hex_hash, quality, rgb_h, rgb_w in doc["frames"]:
+            pdq = PerceptualHash(PDQ_ALGORITHM, bytes.fromhex(hex_hash), int(quality), float(t))
+            rgb = None
+            if rgb_h:
+                size = int(rgb_h) * int(rgb_w) * 3
+                raw = reader.message(size)
+                if len(raw) != size:
+                    raise MediaError(f"the decoder sent {len(raw)} bytes of pixels, not {size}")
+                rgb = np.frombuffer(raw, dtype=np.uint8).reshape(int(rgb_h), int(rgb_w), 3)
+            samples.append(SampledFrame(pdq.timestamp_seconds, pdq, rgb))
+        return VideoInfo(
+            width=int(doc["width"]),
+            height=int(doc["height"]),
+            duration_seconds=float(doc["duration_seconds"]),
+            rotation=int(doc["rotation"]),
+            media_type=media_type,
+            rate_hz=rate_hz,
+            frames_decoded=int(doc["frames_decoded"]),
+            frames=tuple(samples),
+            decode_error=str(doc["decode_error"]),
+        )
+    except (ValueError, KeyError, TypeError, BindingError) as e:
+        raise MediaError(f"the decoder sent a malformed reply: {e}") from e

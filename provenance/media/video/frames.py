@@ -1,0 +1,353 @@
+"""In-process video decoding with PyAV (FFmpeg): sniff the container, sample frames by time,
+apply the display matrix, hash each sampled frame with PDQ.
+
+This module decodes untrusted bytes with FFmpeg in the calling process. Call it through
+`provenance.media.video.decode.sample_frames`, which runs it in a child process under a time and
+memory limit; only that module and benchmarks should import it directly.
+"""
+
+from __future__ import annotations
+
+import errno
+import math
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import av
+import av.error
+import numpy as np
+from av.sidedata.sidedata import Type as SideDataType
+from av.video.reformatter import VideoReformatter
+
+from provenance.core.binding import PerceptualHash, pdq_hash
+from provenance.core.errors import MediaError, MediaTooLargeError
+from provenance.media.image import SNIFF_BYTES, sniff_media_type
+
+#: FFmpeg demuxer for each video media type that `provenance.media.image.sniff_media_type` names.
+DEMUXERS = {
+    "video/mp4": "mov",
+    "video/quicktime": "mov",
+    "video/webm": "matroska",
+    "video/x-matroska": "matroska",
+}
+
+#: Video codecs we hand to FFmpeg; anything else is refused before decoding starts.
+ALLOWED_CODECS = frozenset({"h264", "hevc", "vp8", "vp9", "av1", "mpeg4"})
+#: Largest frame accepted, in pixels (8K UHD).
+MAX_FRAME_PIXELS = 7680 * 4320
+#: Decoder threads; fixed so that the child's address space is predictable.
+DECODER_THREADS = 2
+
+#: A border row or column is a black bar when no channel of any of its pixels exceeds
+#: this level (of 255); compression noise in a black bar stays well below it.
+BAR_LEVEL = 24
+#: Bars are trimmed only if at least this share of each dimension remains.
+BAR_MIN_KEEP = 0.5
+
+# Time comparisons of sample slots allow this much rounding error, in seconds.
+_TIME_EPSILON = 1e-6
+
+
+def sniff_container(head: bytes) -> tuple[str, str]:
+    """Identify a video container from the first bytes of a file (64 are enough).
+
+    Returns (FFmpeg demuxer name, media type): ("mov", "video/mp4" or "video/quicktime") or
+    ("matroska", "video/webm" or "video/x-matroska"). Raises MediaError for anything else,
+    so FFmpeg never probes other formats with untrusted bytes.
+    """
+    media_type = sniff_media_type(head)
+    if media_type not in DEMUXERS:
+        found = f"it looks like {media_type}" if media_type else "its format is not recognised"
+        raise MediaError(f"not an MP4, MOV, WebM or Matroska video: {found}")
+    return DEMUXERS[media_type], media_type
+
+
+@dataclass(frozen=True)
+class DecodedFrame:
+    """One sampled frame: its PDQ hash (timestamp set) and, if asked for, its pixels.
+
+    rgb: (H, W, 3) uint8 display-oriented pixels, or None when not kept.
+    """
+
+    pdq: PerceptualHash
+    rgb: np.ndarray | None
+
+
+@dataclass(frozen=True)
+class StreamFacts:
+    """What the decoder learned about the stream once it is exhausted.
+
+    width, height: display size in pixels (after rotation); rotation: counter-clockwise
+    degrees of the display matrix, one of 0, 90, 180, 270; duration_seconds: from the
+    first frame's presentation time to the end of the last frame; frames_decoded: count of
+    all decoded frames, sampled or not; decode_error: FFmpeg's message when a decoding error
+    (a truncated or damaged stream) ended decoding early, "" when it decoded to the end.
+    """
+
+    width: int
+    height: int
+    rotation: int
+    duration_seconds: float
+    frames_decoded: int
+    decode_error: str = ""
+
+
+def display_transform(matrix: np.ndarray) -> tuple[bool, bool, bool]:
+    """Reduce an FFmpeg display matrix to (transpose, flip_rows, flip_columns).
+
+    matrix: (9,) int32 in FFmpeg's AV_PKT_DATA_DISPLAYMATRIX layout (16.16 fixed point
+    a, b, u, c, d, v, x, y, w; libavutil/display.h), mapping a source pixel (x, y) to
+    display (a*x + c*y, b*x + d*y) in image coordinates (y down). Only the eight
+    axis-aligned matrices (rotations by multiples of 90 degrees, optionally mirrored) are
+    accepted; raises MediaError for any other, e.g. a 45-degree rotation or a scale.
+    """
+    a, b, c, d = (int(matrix[i]) for i in (0, 1, 3, 4))
+    unit = 1 << 16
+    if b == 0 and c == 0 and abs(a) == unit and abs(d) == unit:
+        return False, d < 0, a < 0
+    if a == 0 and d == 0 and abs(b) == unit and abs(c) == unit:
+        # Transposed: display x comes from source y (scaled by c), display y from x (by b).
+        return True, b < 0, c < 0
+    raise MediaError(
+        f"unsupported display matrix {[a, b, c, d]}: only multiples of 90 degrees are handled"
+    )
+
+
+def apply_display_transform(rgb: np.ndarray, transform: tuple[bool, bool, bool]) -> np.ndarray:
+    """Return the (H', W', 3) display-oriented view of an (H, W, 3) frame."""
+    transpose, flip_rows, flip_columns = transform
+    out = rgb.transpose(1, 0, 2) if transpose else rgb
+    if flip_rows:
+        out = out[::-1]
+    if flip_columns:
+        out = out[:, ::-1]
+    return out
+
+
+def trim_bars(rgb: np.ndarray) -> np.ndarray:
+    """Crop black letterbox / pillarbox bars from the borders of an (H, W, 3) uint8 frame.
+
+    A border row or column is part of a bar when all its values are <= BAR_LEVEL. PDQ is not
+    robust to padding (a pillarboxed copy of a clip is about 80 bits away from the
+    original's frames), and re-posting with bars is a common derivation, so video frames
+    are hashed without them. Returns a view; the frame unchanged when no bar is found or
+    when trimming would keep less than BAR_MIN_KEEP of the height or width (a dark frame).
+    """
+    height, width = rgb.shape[:2]
+    # A row (column) is lit when its largest value, over pixels and channels, exceeds
+    # BAR_LEVEL. Reducing over the long contiguous axes first is about 40x faster than a
+    # max over the 3-long channel axis and gives the same rows and columns.
+    rows = np.flatnonzero(rgb.reshape(height, -1).max(axis=1) > BAR_LEVEL)
+    cols = np.flatnonzero(rgb.max(axis=0).max(axis=1) > BAR_LEVEL)
+    if rows.size == 0 or cols.size == 0:
+        return rgb
+    top, bottom, left, right = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
+    if bottom - top < BAR_MIN_KEEP * height or right - left < BAR_MIN_KEEP * width:
+        return rgb
+    return rgb[top:bottom, left:right]
+
+
+def rotation_degrees(transform: tuple[bool, bool, bool]) -> int:
+    """Counter-clockwise rotation of a display transform in degrees, 0/90/180/270, ignoring
+    a mirror (a mirrored transform is reported by the rotation of its unmirrored part)."""
+    transpose, flip_rows, flip_columns = transform
+    if transpose:
+        # Rotating by 90 CCW is transpose + flip rows; by 270 CCW, transpose + flip columns.
+        return 90 if flip_rows else 270
+    return 180 if flip_rows and flip_columns else 0
+
+
+def _frame_transform(frame: av.VideoFrame) -> tuple[bool, bool, bool]:
+    side = frame.side_data.get(SideDataType.DISPLAYMATRIX)  # type: ignore[call-overload]  # av types keys as str; the enum works
+    if side is None:
+        return False, False, False
+    raw = bytes(memoryview(side))
+    if len(raw) < 36:
+        raise MediaError(f"display matrix side data is {len(raw)} bytes, expected 36")
+    return display_transform(np.frombuffer(raw[:36], dtype="<i4"))
+
+
+class _Converter:
+    """Frame -> RGB conversion through one swscale context with one thread.
+
+    (`VideoFrame.to_ndarray` makes a new context per frame, each starting its own pool of
+    slice threads that outlive the call: hundreds of threads, and thread stacks that count
+    against the sandbox's address-space limit.)
+    """
+
+    def __init__(self) -> None:
+        self._reformatter = VideoReformatter()
+
+    def rgb(self, frame: av.VideoFrame, max_side: int | None = None) -> np.ndarray:
+        """(H, W, 3) uint8 RGB of a frame, shrunk (area average) so its longer side is at
+        most max_side pixels (None: native size)."""
+        width, height = frame.width, frame.height
+        interpolation = None
+        if max_side is not None and max(width, height) > max_side:
+            scale = max_side / max(width, height)
+            width, height = max(1, round(width * scale)), max(1, round(height * scale))
+            interpolation = "AREA"
+        converted = self._reformatter.reformat(
+            frame, width, height, "rgb24", interpolation=interpolation, threads=1
+        )
+        return converted.to_ndarray()
+
+
+def iter_sampled_frames(
+    path: str | os.PathLike[str],
+    rate_hz: float,
+    max_frames: int,
+    keep_rgb_every: int = 0,
+    max_rgb_frames: int = 0,
+    rgb_max_side: int | None = None,
+    strip_bars: bool = True,
+) -> Iterator[DecodedFrame | StreamFacts]:
+    """Decode the first video stream and yield a DecodedFrame per sample, then StreamFacts.
+
+    Sampling follows presentation time, not frame index, so variable frame rate is handled:
+    slot k covers [k / rate_hz, (k + 1) / rate_hz) seconds after the first frame, and the
+    first frame presented in a slot is hashed (a slot with no frame, in a gap of a variable
+    frame rate stream, is skipped). Times are relative to the first decoded frame.
+    Every keep_rgb_every-th sample (0: none), at most max_rgb_frames of them, also carries
+    its display-oriented RGB pixels, shrunk so the longer side is at most rgb_max_side
+    (None: native size). strip_bars: hash each frame with its black bars cropped
+    (`trim_bars`); False hashes whole frames, as the vPDQ reference does. Kept pixels are
+    always whole frames.
+
+    A decoding error after the first sample ends the stream early (StreamFacts.decode_error
+    says why) so that a truncated copy still yields the frames before the damage.
+
+    Raises MediaError for an unreadable or unsupported container, no video stream
+    (audio-only), an unsupported codec or display matrix, a frame without a timestamp, a
+    decoding error before the first sample, or a stream with no frames; MediaTooLargeError
+    when a frame is over MAX_FRAME_PIXELS, more than max_frames samples would be taken, or
+    FFmpeg runs out of memory.
+    """
+    if not (math.isfinite(rate_hz) and rate_hz > 0):
+        raise MediaError(f"rate_hz must be a positive number, got {rate_hz}")
+    try:
+        with open(path, "rb") as f:
+            head = f.read(SNIFF_BYTES)
+    except OSError as e:
+        raise MediaError(f"cannot read {os.fspath(path)!r}: {e.strerror or e}") from e
+    demuxer, _ = sniff_container(head)
+    try:
+        container = av.open(os.fspath(path), format=demuxer, metadata_errors="ignore")
+    except av.error.FFmpegError as e:
+        raise _media_error(f"cannot open the {demuxer} container", e) from e
+    with container:
+        if not container.streams.video:
+            raise MediaError("the file has no video stream (audio-only or empty container)")
+        stream = container.streams.video[0]
+        codec = stream.codec_context.name
+        if codec not in ALLOWED_CODECS:
+            raise MediaError(f"unsupported video codec {codec!r}")
+        stream.thread_type = "AUTO"
+        stream.codec_context.thread_count = DECODER_THREADS
+        try:
+            stream.codec_context.open()
+        except av.error.FFmpegError as e:
+            raise _media_error(f"cannot start the {codec} decoder", e) from e
+        yield from _sample(
+            stream,
+            container,
+            rate_hz,
+            max_frames,
+            keep_rgb_every,
+            max_rgb_frames,
+            rgb_max_side,
+            strip_bars,
+        )
+
+
+def _sample(
+    stream: av.video.stream.VideoStream,
+    container: av.container.InputContainer,
+    rate_hz: float,
+    max_frames: int,
+    keep_rgb_every: int,
+    max_rgb_frames: int,
+    rgb_max_side: int | None,
+    strip_bars: bool,
+) -> Iterator[DecodedFrame | StreamFacts]:
+    origin: float | None = None
+    next_slot = 0.0
+    end = 0.0
+    decoded = sampled = kept = 0
+    decode_error = ""
+    transform = (False, False, False)
+    size = (0, 0)
+    converter = _Converter()
+    try:
+        for frame in container.decode(stream):
+            if frame.pts is None or frame.time is None:
+                raise MediaError(f"frame {decoded} has no presentation timestamp")
+            if frame.width * frame.height > MAX_FRAME_PIXELS:
+                raise MediaTooLargeError(
+                    f"frame of {frame.width}x{frame.height} pixels is over the limit of "
+                    f"{MAX_FRAME_PIXELS} pixels"
+                )
+            if origin is None:
+                origin = float(frame.time)
+            t = max(0.0, float(frame.time) - origin)
+            frame_end = t + _frame_duration(frame, stream)
+            end = max(end, frame_end)
+            decoded += 1
+            if t + _TIME_EPSILON < next_slot:
+                continue
+            if sampled >= max_frames:
+                raise MediaTooLargeError(
+                    f"more than {max_frames} frames would be sampled at {rate_hz} Hz"
+                )
+            transform = _frame_transform(frame)
+            rgb = apply_display_transform(converter.rgb(frame), transform)
+            size = (rgb.shape[1], rgb.shape[0])
+            keep = keep_rgb_every > 0 and sampled % keep_rgb_every == 0 and kept < max_rgb_frames
+            small = None
+            if keep:
+                small = apply_display_transform(
+                    converter.rgb(frame, rgb_max_side) if rgb_max_side else rgb, transform
+                )
+                small = np.ascontiguousarray(small)
+                kept += 1
+            hashed = trim_bars(rgb) if strip_bars else rgb
+            yield DecodedFrame(pdq=pdq_hash(np.ascontiguousarray(hashed), t), rgb=small)
+            sampled += 1
+            next_slot = (math.floor(t * rate_hz + _TIME_EPSILON) + 1) / rate_hz
+    except av.error.FFmpegError as e:
+        if sampled == 0 or _out_of_memory(e):
+            raise _media_error("the video stream cannot be decoded", e) from e
+        decode_error = str(_media_error("decoding stopped early", e))
+    if sampled == 0:
+        raise MediaError("the video stream has no decodable frames")
+    yield StreamFacts(
+        width=size[0],
+        height=size[1],
+        rotation=rotation_degrees(transform),
+        duration_seconds=end,
+        frames_decoded=decoded,
+        decode_error=decode_error,
+    )
+
+
+def _out_of_memory(e: av.error.FFmpegError) -> bool:
+    # ENOMEM from an allocation, EAGAIN from a thread that could not be created: both are
+    # what the sandbox's address-space limit looks like from inside FFmpeg.
+    return e.errno in (errno.ENOMEM, errno.EAGAIN)
+
+
+def _media_error(what: str, e: av.error.FFmpegError) -> MediaError:
+    """FFmpeg's failure in our words: its one-line reason, without PyAV's errno, log
+    excerpt or the temporary file's path."""
+    reason = (getattr(e, "strerror", None) or "the decoder failed").rstrip(".")
+    if _out_of_memory(e):
+        return MediaTooLargeError(f"{what}: out of memory under the decoding limit ({reason})")
+    return MediaError(f"{what}: {reason}")
+
+
+def _frame_duration(frame: av.VideoFrame, stream: av.video.stream.VideoStream) -> float:
+    if frame.duration and frame.time_base is not None:
+        return float(frame.duration * frame.time_base)
+    rate = stream.average_rate or stream.guessed_rate
+    return float(1 / rate) if rate else 0.0

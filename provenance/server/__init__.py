@@ -1,0 +1,3 @@
+"""The service shell: the gRPC server, the service, the group-commit writer,
+start-up checks, limits and `prov serve`.
+"""

@@ -1,0 +1,365 @@
+"""`prov serve`: the gRPC server (and, with --http, the web page) on a SQLite file or a
+PostgreSQL database. Registered on the `prov` app by clients/cli.py."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+from rich.console import Console
+
+from clients.options import in_existing_folder
+from provenance.core.errors import (
+    ConfigError,
+    ProvenanceError,
+)
+
+if TYPE_CHECKING:  # imported when used: torch and the web stack load only on demand
+    from detector.serving import ServerDetector
+    from provenance.web.serve import WebServer
+
+err = Console(stderr=True, soft_wrap=True)
+
+
+def serve(
+    db: Annotated[
+        str,
+        typer.Option(
+            help="SQLite database file (created if missing; one server per file), or"
+            " postgresql://USER@HOST:PORT/DB for a database several servers share (needs --log-key)."
+        ),
+    ],
+    listen: Annotated[
+        str, typer.Option(help="Address to listen on, HOST:PORT (port 0 picks one).")
+    ] = "127.0.0.1:50051",
+    admin_token_file: Annotated[
+        Path | None,
+        typer.Option(
+            help="File holding the admin token (else $PROV_ADMIN_TOKEN; else admin calls are refused)."
+        ),
+    ] = None,
+    log_key: Annotated[
+        Path | None,
+        typer.Option(
+            help="The log's Ed25519 private key (PEM, created on first start; every server of"
+            " one log uses the same file). Default with a SQLite --db: DB.logkey.pem"
+        ),
+    ] = None,
+    origin: Annotated[
+        str, typer.Option(help="The log's name in its checkpoints.")
+    ] = "media-provenance.local/log",
+    max_upload_mb: Annotated[
+        int, typer.Option(help="Largest file accepted for verification, MiB.")
+    ] = 2048,
+    max_megapixels: Annotated[int, typer.Option(help="Largest image decoded, megapixels.")] = 100,
+    detector: Annotated[
+        bool, typer.Option(help="Load the advisory detector (needs torch).")
+    ] = True,
+    detector_model: Annotated[
+        str, typer.Option(help="Detector registry model (see `prov detector --help`).")
+    ] = "default",
+    detector_device: Annotated[
+        str | None,
+        typer.Option(help="Detector device: cpu, cuda, cuda:1 (default: CUDA if present)."),
+    ] = None,
+    fast_start: Annotated[
+        bool,
+        typer.Option(
+            help="Skip re-hashing the entries appended since the last verified mark at start"
+            " (the root is still checked)."
+        ),
+    ] = False,
+    metrics_listen: Annotated[
+        str | None,
+        typer.Option(
+            help="Serve Prometheus metrics at http://HOST:PORT/metrics (port 0 picks one)."
+        ),
+    ] = None,
+    full_check: Annotated[
+        bool,
+        typer.Option(
+            help="Re-hash every log entry at start, not only those since the last verified mark."
+        ),
+    ] = False,
+    ca: Annotated[
+        Path | None,
+        typer.Option(
+            help="Enrollment authority folder (`prov admin ca init`): certify enrolled keys for C2PA export."
+        ),
+    ] = None,
+    c2pa_trust_anchors: Annotated[
+        Path | None,
+        typer.Option(
+            help="PEM bundle of C2PA trust anchors for verification (default: the --ca root, if any)."
+        ),
+    ] = None,
+    c2pa_trust_config: Annotated[
+        Path | None, typer.Option(help="Allowed signer EKUs for C2PA (c2pa-rs store.cfg format).")
+    ] = None,
+    c2pa_workers: Annotated[
+        int, typer.Option(help="Processes reading C2PA manifests (0: do not read C2PA).")
+    ] = 2,
+    tsa_trust_anchors: Annotated[
+        Path | None,
+        typer.Option(
+            help="PEM bundle of the RFC 3161 timestamp authorities trusted to date C2PA"
+            " signatures (`prov sign --c2pa --tsa-url`). Without it timestamps are reported"
+            " as untrusted and the log receipt or the current time is used."
+        ),
+    ] = None,
+    max_image_mb: Annotated[
+        int, typer.Option(help="Largest image file decoded, MiB (refused as it arrives).")
+    ] = 256,
+    decode_budget_mb: Annotated[
+        int,
+        typer.Option(
+            help="Memory one image decode (pixels + PDQ) may use, MiB, estimated from the"
+            " header: larger JPEGs are decoded at 1/2-1/8 scale, other formats refused."
+        ),
+    ] = 384,
+    rpc_threads: Annotated[int, typer.Option(help="Threads serving RPCs.")] = 32,
+    max_uploads: Annotated[
+        int,
+        typer.Option(
+            help="Uploads (VerifyFile, DetectFile) received at once; more are refused"
+            " (RESOURCE_EXHAUSTED). At most --rpc-threads minus 4, so other calls always run."
+        ),
+    ] = 8,
+    max_decodes: Annotated[
+        int, typer.Option(help="Uploads decoded at once (pixels, video frames, C2PA).")
+    ] = 2,
+    decode_wait_seconds: Annotated[
+        float, typer.Option(help="How long an upload waits for a decode slot before refusal.")
+    ] = 10.0,
+    upload_idle_seconds: Annotated[
+        float, typer.Option(help="An upload silent this long is cut (DEADLINE_EXCEEDED).")
+    ] = 30.0,
+    upload_deadline_seconds: Annotated[
+        float, typer.Option(help="An upload still arriving after this long is cut.")
+    ] = 600.0,
+    min_chunk_kb: Annotated[
+        int,
+        typer.Option(
+            help="Smallest upload message but the last, KiB; also the smallest chunk of a"
+            " sidecar's chunked binding the server hashes chunk by chunk."
+        ),
+    ] = 64,
+    max_lookups: Annotated[
+        int,
+        typer.Option(
+            help="Lookup calls served at once, beyond it refused (RESOURCE_EXHAUSTED); they"
+            " run in their own threads, outside --rpc-threads."
+        ),
+    ] = 4,
+    max_lookup_queries: Annotated[int, typer.Option(help="Files in one Lookup call.")] = 1000,
+    max_lookup_hashes: Annotated[
+        int, typer.Option(help="Perceptual hashes (video frames) in one Lookup call.")
+    ] = 16384,
+    quota_claims_per_minute: Annotated[
+        int, typer.Option(help="Submissions accepted per device per minute (0: no quota).")
+    ] = 600,
+    quota_claim_kb_per_minute: Annotated[
+        int,
+        typer.Option(help="Signed-claim KiB accepted per device per minute (0: no quota)."),
+    ] = 32768,
+    http: Annotated[
+        str | None,
+        typer.Option(
+            help="Also serve the web page, log explorer and HTTP API on HOST:PORT (as `prov web`)."
+        ),
+    ] = None,
+    witness: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="A witness to ask for cosignatures after each commit, URL=KEY (repeat):"
+            " its http(s) prefix and its cosigner key NAME+ID+KEY as `prov witness serve`"
+            " prints it (text or a file). C2SP tlog-witness."
+        ),
+    ] = None,
+    witness_quorum: Annotated[
+        int,
+        typer.Option(
+            help="Cosignatures a checkpoint needs to be published as cosigned (0: all --witness).",
+            min=0,
+        ),
+    ] = 0,
+    witness_timeout: Annotated[
+        float, typer.Option(help="Seconds a witness may take to answer.", min=0.1)
+    ] = 5.0,
+    witness_interval_ms: Annotated[
+        int,
+        typer.Option(
+            help="Least time between two cosigning rounds, ms (commits in between coalesce).",
+            min=0,
+        ),
+    ] = 0,
+) -> None:
+    """Run the gRPC server until SIGINT/SIGTERM, on a SQLite file (one server) or a
+    PostgreSQL database (several servers, one log; see docs/deploy.md).
+
+    Every request has a bounded cost: the limits below are listed, with their gRPC
+    status codes, in the README's "Limits and errors" table.
+    """
+    from provenance.c2pa.pool import ReaderPool
+    from provenance.c2pa.reader import C2paTrust, with_tsa_roots
+    from provenance.c2pa.signing_time import SigningTimePolicy
+    from provenance.c2pa.timestamp import TsaTrust
+    from provenance.media.assets import AssetLimits
+    from provenance.media.inspect import InspectConfig
+    from provenance.media.video.decode import start_decoder
+    from provenance.metrics import serve_metrics
+    from provenance.server.limits import ServerLimits
+    from provenance.server.rpc import ServerConfig, create_server
+    from provenance.server.service import ProvenanceService, ServiceConfig
+    from provenance.store import is_postgres_url
+    from provenance.witness.client import parse_witness_option
+
+    witnesses = tuple(parse_witness_option(w) for w in witness or [])
+    if witness_quorum > len(witnesses):
+        raise ConfigError(
+            f"--witness-quorum {witness_quorum} is more than the {len(witnesses)} --witness given"
+        )
+    limits = ServerLimits(
+        rpc_threads=rpc_threads,
+        max_uploads=max_uploads,
+        max_decodes=max_decodes,
+        decode_wait_s=decode_wait_seconds,
+        upload_idle_s=upload_idle_seconds,
+        upload_deadline_s=upload_deadline_seconds,
+        min_chunk_bytes=min_chunk_kb * 1024,
+        max_lookups=max_lookups,
+        max_lookup_queries=max_lookup_queries,
+        max_lookup_hashes=max_lookup_hashes,
+        quota_claims_per_minute=quota_claims_per_minute,
+        quota_bytes_per_minute=quota_claim_kb_per_minute * 1024,
+    )
+    if log_key is not None:
+        in_existing_folder(log_key, "--log-key")
+    token = os.environ.get("PROV_ADMIN_TOKEN")
+    if admin_token_file is not None:
+        try:
+            token = admin_token_file.read_text().strip()
+        except OSError as e:
+            raise ConfigError(
+                f"cannot read admin token file {admin_token_file}: {e.strerror}"
+            ) from e
+    if not token:
+        err.print(
+            "[yellow]warning:[/] no admin token configured: enrollment tokens and revocations are refused"
+        )
+    if is_postgres_url(db):
+        if log_key is None:
+            raise ConfigError(
+                "--log-key PATH is required with a PostgreSQL --db: every server of the log"
+                " signs with the same key file"
+            )
+        target: str | Path = db
+    else:
+        target = in_existing_folder(Path(db), "--db")
+    service = ProvenanceService(
+        ServiceConfig(
+            db=target,
+            log_key=log_key or Path(db).with_name(Path(db).name + ".logkey.pem"),
+            origin=origin,
+            verify_on_start=not fast_start,
+            authority_dir=ca,
+            full_check=full_check,
+            admin_token=token or None,
+            witnesses=witnesses,
+            witness_quorum=witness_quorum,
+            witness_timeout_s=witness_timeout,
+            witness_interval_s=witness_interval_ms / 1000,
+        )
+    )
+    trust = None
+    if c2pa_trust_anchors is not None:
+        trust = C2paTrust.from_files(c2pa_trust_anchors, c2pa_trust_config)
+    elif service.authority is not None:
+        trust = C2paTrust(service.authority.certificate_pem)
+    tsa_trust = TsaTrust.from_file(tsa_trust_anchors) if tsa_trust_anchors else None
+    trust = with_tsa_roots(trust, tsa_trust)
+    signing_time = SigningTimePolicy(tsa_trust=tsa_trust, log_verifier=service.verifier)
+    pool = ReaderPool(workers=c2pa_workers) if c2pa_workers > 0 else None
+    start_decoder()  # the video decoder process, imports done before the first upload
+    # The crop secret lives beside the database (SQLite) or the shared log key (PostgreSQL).
+    beside = Path(db) if isinstance(target, Path) else Path(log_key or "")
+    det = (
+        _load_detector(
+            detector_model, detector_device, beside.with_name(beside.name + ".detector-secret")
+        )
+        if detector
+        else None
+    )
+    config = ServerConfig(
+        admin_token=token,
+        inspect=InspectConfig(
+            limits=AssetLimits(
+                max_bytes=max_upload_mb * 1024 * 1024,
+                max_image_bytes=max_image_mb * 1024 * 1024,
+                max_pixels=max_megapixels * 1_000_000,
+                max_decode_bytes=decode_budget_mb * 1024 * 1024,
+            ),
+            c2pa_pool=pool,
+            c2pa_trust=trust,
+            c2pa_signing_time=signing_time,
+        ),
+        detector=det,
+        limits=limits,
+    )
+    try:
+        metrics_port = serve_metrics(metrics_listen) if metrics_listen is not None else None
+        server, port = create_server(listen, service, config)
+    except BaseException:
+        service.close()
+        if pool is not None:
+            pool.close()
+        raise
+    host = listen.rsplit(":", 1)[0]
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    print(f"listening on {host}:{port}", flush=True)
+    print(f"log key: {service.signer.verifier_key()}", flush=True)
+    for w in witnesses:
+        print(f"witness {w.name} at {w.url}", flush=True)
+    if metrics_port is not None:
+        mhost = metrics_listen.rsplit(":", 1)[0] if metrics_listen else host
+        print(f"metrics on http://{mhost}:{metrics_port}/metrics", flush=True)
+    web = _start_web(http, host, port, max_upload_mb) if http else None
+    stop.wait()
+    print("shutting down", flush=True)
+    if web is not None:
+        web.stop()
+    server.stop(grace=5).wait()
+    service.close()
+    if pool is not None:
+        pool.close()
+
+
+def _start_web(listen: str, grpc_host: str, grpc_port: int, max_upload_mb: int) -> WebServer:
+    """`prov serve --http`: the web app in a thread, a client of this process's gRPC port."""
+    from provenance.web.app import WebConfig
+    from provenance.web.serve import start_web
+
+    local = "127.0.0.1" if grpc_host in ("0.0.0.0", "", "[::]") else grpc_host
+    web = start_web(
+        listen, WebConfig(f"{local}:{grpc_port}", max_upload_bytes=max_upload_mb * 1024 * 1024)
+    )
+    print(f"web on http://{web.address}", flush=True)
+    return web
+
+
+def _load_detector(model: str, device: str | None, secret_file: Path) -> ServerDetector | None:
+    """The server's detector, or None (with a notice) when torch or the weights are missing.
+    Its crop secret lives in secret_file (created on first start, mode 0600)."""
+    try:
+        from detector.serving import server_detector
+
+        return server_detector(model, device, secret_file)
+    except (ImportError, ProvenanceError) as e:
+        err.print(f"[yellow]note:[/] detector not loaded ({e}); reports will say so")
+        return None

@@ -1,0 +1,326 @@
+"""Bounded cost per request: the server's limits in one dataclass, and the machinery that
+enforces them in the gRPC shell.
+
+`ServerLimits` holds every limit `prov serve` exposes as a flag (the README's "Limits
+and errors" table lists them). `UploadGate` admits upload streams (`VerifyFile`,
+`DetectFile`) into a fixed number of slots, fewer than the RPC threads, so verifying
+uploads can never hold every thread and cheap calls (checkpoints, proofs, health) always
+find one; it cuts a stream that goes idle or runs past its deadline (received on the
+asyncio event loop, a stalled stream holds no thread), and admits decodes into a
+smaller number of slots. `DeviceQuota` meters each device's accepted submissions
+(claims and bytes per minute, a sliding window counted in the store so that every
+server of a log shares it).
+
+Refusals are `LimitError` (gRPC RESOURCE_EXHAUSTED) and `UploadTimeoutError`
+(DEADLINE_EXCEEDED), decided before the expensive work starts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from provenance.core.errors import ConfigError, LimitError, ProvenanceError, UploadTimeoutError
+from provenance.wire.contract import MAX_LOOKUP_HASHES, MAX_LOOKUP_QUERIES
+
+log = logging.getLogger(__name__)
+
+#: RPC threads kept free of uploads whatever the configuration, so cheap calls always run.
+MIN_FREE_THREADS = 4
+
+
+@dataclass(frozen=True)
+class ServerLimits:
+    """Limits of the gRPC shell (`prov serve` flags in brackets).
+
+    rpc_threads: size of the RPC thread pool [--rpc-threads]; max_uploads: upload streams
+    (VerifyFile, DetectFile) served at once, the rest refused [--max-uploads]; max_decodes:
+    uploads decoded (pixels, frames, C2PA) at once [--max-decodes]; decode_wait_s: how long
+    an upload waits for a decode slot before it is refused, seconds
+    [--decode-wait-seconds]; upload_idle_s: seconds
+    an upload stream may go without a message [--upload-idle-seconds]; upload_deadline_s:
+    seconds from the call's start to its last message [--upload-deadline-seconds];
+    min_chunk_bytes: smallest upload message except the last, and smallest chunk size of a
+    sidecar's chunked binding the server hashes chunk by chunk [--min-chunk-kb];
+    max_lookups: Lookup calls served at once, the rest refused, each in its own thread
+    outside the RPC pool [--max-lookups];
+    max_lookup_queries: files in one Lookup [--max-lookup-queries]; max_lookup_hashes:
+    perceptual hashes (video frames) in one Lookup [--max-lookup-hashes];
+    quota_claims_per_minute, quota_bytes_per_minute: accepted submissions and signed-claim
+    bytes per device per minute, bursts up to one minute's worth
+    [--quota-claims-per-minute, --quota-claim-kb-per-minute]; 0 turns a quota off.
+
+    Raises ConfigError when a value is out of range or uploads could take every thread.
+    """
+
+    rpc_threads: int = 32
+    max_uploads: int = 8
+    max_decodes: int = 2
+    decode_wait_s: float = 10.0
+    upload_idle_s: float = 30.0
+    upload_deadline_s: float = 600.0
+    min_chunk_bytes: int = 64 * 1024
+    max_lookups: int = 4
+    max_lookup_queries: int = MAX_LOOKUP_QUERIES
+    max_lookup_hashes: int = MAX_LOOKUP_HASHES
+    quota_claims_per_minute: int = 600
+    quota_bytes_per_minute: int = 32 * 1024 * 1024
+
+    def __post_init__(self) -> None:
+        for name in (
+            "max_uploads",
+            "max_decodes",
+            "max_lookups",
+            "max_lookup_queries",
+            "max_lookup_hashes",
+        ):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.max_uploads > self.rpc_threads - MIN_FREE_THREADS:
+            raise ConfigError(
+                f"{self.max_uploads} concurrent uploads need at least"
+                f" {self.max_uploads + MIN_FREE_THREADS} RPC threads (got {self.rpc_threads}):"
+                f" {MIN_FREE_THREADS} are kept for other calls"
+            )
+        for name in ("upload_idle_s", "upload_deadline_s", "decode_wait_s"):
+            if not getattr(self, name) > 0:
+                raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
+        for name in ("min_chunk_bytes", "quota_claims_per_minute", "quota_bytes_per_minute"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name} cannot be negative, got {getattr(self, name)}")
+
+
+class UploadGate:
+    """Admission of upload streams, their idle timeout and deadline, and slots for decodes.
+
+    Uploads are received on the asyncio server's event loop, where a stalled stream
+    holds no thread; a decode (run in the RPC thread pool) waits for one of
+    ``max_decodes`` slots.
+    """
+
+    def __init__(self, limits: ServerLimits) -> None:
+        self.limits = limits
+        self._uploads = threading.BoundedSemaphore(limits.max_uploads)
+        self._decodes = threading.BoundedSemaphore(limits.max_decodes)
+
+    @contextmanager
+    def upload(self) -> Iterator[None]:
+        """Hold an upload slot for the block; raises LimitError when all are taken."""
+        if not self._uploads.acquire(blocking=False):
+            raise LimitError(
+                f"the server is already receiving {self.limits.max_uploads} uploads, its limit"
+                " (--max-uploads): try again shortly"
+            )
+        try:
+            yield
+        finally:
+            self._uploads.release()
+
+    async def messages(self, requests: AsyncIterator[Any]) -> AsyncGenerator[Any, None]:
+        """The stream's messages, each within ``upload_idle_s`` of the one before and all
+        within ``upload_deadline_s`` of the call's start. Raises UploadTimeoutError when a
+        message is late (the caller aborts the call with DEADLINE_EXCEEDED).
+
+        The caller must not await anything else between messages (the timer cancels
+        whatever the task awaits), and closes the generator when it stops early
+        (`contextlib.aclosing`)."""
+        lim = self.limits
+        loop = asyncio.get_running_loop()
+        end = loop.time() + lim.upload_deadline_s
+        it = aiter(requests)
+        # one timer, moved on by each message (no task per message)
+        timer = asyncio.timeout(min(end, loop.time() + lim.upload_idle_s))
+        try:
+            async with timer:
+                async for msg in it:
+                    yield msg
+                    timer.reschedule(min(end, loop.time() + lim.upload_idle_s))
+        except TimeoutError as e:
+            if loop.time() < end - 1e-3:
+                raise UploadTimeoutError(
+                    f"upload idle for more than {lim.upload_idle_s:g} s"
+                    " (--upload-idle-seconds): send the file without pauses"
+                ) from e
+            raise UploadTimeoutError(
+                f"upload still arriving after {lim.upload_deadline_s:g} s,"
+                " the server's limit per upload (--upload-deadline-seconds)"
+            ) from e
+
+    @contextmanager
+    def decode(self, time_left: float | None) -> Iterator[None]:
+        """Hold a decode slot for the block, waiting up to ``decode_wait_s`` (or
+        ``time_left``, the seconds left of the call's deadline, if less); raises
+        LimitError when none frees up. Blocks: call from a pool thread."""
+        lim = self.limits
+        wait = lim.decode_wait_s if time_left is None else min(time_left, lim.decode_wait_s)
+        if not self._decodes.acquire(timeout=max(0.0, wait)):
+            raise LimitError(
+                f"the server is decoding {lim.max_decodes} files, its limit"
+                f" (--max-decodes), and none finished within {wait:.0f} s: try again shortly"
+            )
+        try:
+            yield
+        finally:
+            self._decodes.release()
+
+
+class QuotaStore(Protocol):
+    """Where servers sharing a log count each device's submissions (`provenance.store`)."""
+
+    def add_quota_usage(
+        self, window: int, usage: Sequence[tuple[bytes, int, int]], keep_from: int
+    ) -> None: ...
+
+    def quota_usage(self, device_id: bytes, windows: Sequence[int]) -> list[tuple[int, int]]: ...
+
+
+#: Seconds between flushes of a server's counts to the store, and how long a device's
+#: count read from the store is reused: other servers' submissions show within about 2x.
+QUOTA_SYNC_S = 1.0
+
+
+class DeviceQuota:
+    """Per-device quotas: claims and signed-claim bytes per minute, counted in the store
+    so that every server of a log (several `prov serve` over one PostgreSQL) shares them.
+
+    A sliding-window counter (as in Cloudflare's and nginx's rate limiters): the count
+    of the current minute plus the previous minute's weighted by the part of it still
+    inside the last 60 s. `check` refuses a device at its quota; `charge` counts an
+    accepted submission here at once and in the store within QUOTA_SYNC_S (a thread
+    flushes the counts; each device's stored count is read at most once per
+    QUOTA_SYNC_S). Only verified submissions are charged, so nobody can spend another
+    device's quota with forged requests. ``store`` None counts in this process only;
+    ``clock`` returns seconds since the epoch.
+    """
+
+    def __init__(
+        self,
+        limits: ServerLimits,
+        store: QuotaStore | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._per_min = (limits.quota_claims_per_minute, limits.quota_bytes_per_minute)
+        self._store = store
+        self._clock = clock
+        self._lock = threading.Lock()
+        # (device, minute) -> [claims, bytes] counted here and not yet in the store
+        self._pending: dict[tuple[bytes, int], list[int]] = {}
+        # (device, minute) -> [claims, bytes] counted here since the stored count was read
+        self._local: dict[tuple[bytes, int], list[int]] = {}
+        self._stored: dict[bytes, tuple[float, list[tuple[int, int]]]] = {}
+        self._flusher: threading.Thread | None = None
+        self._closed = threading.Event()
+
+    def _used(self, device_id: bytes, now: float) -> tuple[float, float]:
+        """(claims, bytes) the device used in the 60 s before ``now``. Call locked."""
+        minute = int(now // 60)
+        windows = (minute - 1, minute)
+        at, stored = self._stored.get(device_id, (-1e18, [(0, 0), (0, 0)]))
+        if self._store is not None and now - at > QUOTA_SYNC_S:
+            stored = self._store.quota_usage(device_id, windows)
+            self._stored[device_id] = (now, stored)
+            for w in windows:  # counted here since: what is not in the store yet
+                pending = self._pending.get((device_id, w))
+                if pending is None:
+                    self._local.pop((device_id, w), None)
+                else:
+                    self._local[(device_id, w)] = list(pending)
+        counts = []
+        for w, (c, b) in zip(windows, stored, strict=True):
+            here = self._local.get((device_id, w), [0, 0])
+            counts.append((c + here[0], b + here[1]))
+        weight = 1.0 - (now % 60) / 60
+        return (
+            counts[0][0] * weight + counts[1][0],
+            counts[0][1] * weight + counts[1][1],
+        )
+
+    def check(self, device_id: bytes, size: int) -> None:
+        """Raises LimitError when the device has used up a quota for now (StorageError
+        when the store cannot be read)."""
+        per_claims, per_bytes = self._per_min
+        if not (per_claims or per_bytes):
+            return
+        with self._lock:
+            claims, nbytes = self._used(device_id, self._clock())
+        if per_claims and claims + 1 > per_claims:
+            raise LimitError(
+                f"device {device_id.hex()[:16]} sent more than {per_claims} claims in a"
+                " minute, its quota (--quota-claims-per-minute): retry later"
+            )
+        if per_bytes and nbytes + min(size, per_bytes) > per_bytes:
+            raise LimitError(
+                f"device {device_id.hex()[:16]} sent more than {per_bytes / 1024:.0f} KiB of"
+                " claims in a minute, its quota (--quota-claim-kb-per-minute): retry later"
+            )
+
+    def charge(self, device_id: bytes, size: int) -> None:
+        """Count one accepted claim of ``size`` bytes for the device."""
+        if not any(self._per_min):
+            return
+        with self._lock:
+            key = (device_id, int(self._clock() // 60))
+            if self._store is None and key not in self._local:  # no flush prunes them
+                for old in [k for k in self._local if k[1] < key[1] - 1]:
+                    del self._local[old]
+            for counts in (self._local, self._pending) if self._store else (self._local,):
+                c = counts.setdefault(key, [0, 0])
+                c[0] += 1
+                c[1] += size
+            if self._store is not None and self._flusher is None and not self._closed.is_set():
+                self._flusher = threading.Thread(
+                    target=self._flush_loop, name="quota-flush", daemon=True
+                )
+                self._flusher.start()
+
+    def flush(self) -> None:
+        """Add the counts not yet stored to the store (and drop counters older than the
+        previous minute). Raises StorageError when the store fails (the counts are kept
+        for the next flush)."""
+        if self._store is None:
+            return
+        now = self._clock()
+        minute = int(now // 60)
+        with self._lock:
+            pending, self._pending = self._pending, {}
+            for key in [k for k in self._local if k[1] < minute - 1]:
+                del self._local[key]
+            for dev in [d for d, (at, _) in self._stored.items() if now - at > 120]:
+                del self._stored[dev]
+        by_window: dict[int, list[tuple[bytes, int, int]]] = {}
+        for (device_id, w), (c, b) in pending.items():
+            by_window.setdefault(w, []).append((device_id, c, b))
+        try:
+            for w, usage in sorted(by_window.items()):
+                self._store.add_quota_usage(w, usage, keep_from=minute - 1)
+        except BaseException:
+            with self._lock:  # not lost: added again by the next flush
+                for key, (c, b) in pending.items():
+                    counts = self._pending.setdefault(key, [0, 0])
+                    counts[0] += c
+                    counts[1] += b
+            raise
+
+    def _flush_loop(self) -> None:
+        while not self._closed.wait(QUOTA_SYNC_S):
+            try:
+                self.flush()
+            except ProvenanceError as e:
+                log.warning("device quota counts not stored yet: %s", e)
+
+    def close(self) -> None:
+        """Stop the flushing thread and store what is counted (call before the store
+        closes; a store that fails now loses at most QUOTA_SYNC_S of counts)."""
+        self._closed.set()
+        if self._flusher is not None:
+            self._flusher.join()
+        try:
+            self.flush()
+        except ProvenanceError as e:
+            log.warning("device quota counts not stored: %s", e)

@@ -1,0 +1,263 @@
+"""The one verification pipeline, used by every entry point: the VerifyFile and Lookup
+RPCs (`provenance.server.rpc`), the scanner through them, and in-process callers.
+
+A file's bytes (an `Upload`) go through, in order:
+
+1. inspection (`provenance.media.inspect.inspect_upload`): hashes, media type, pixels or frame
+   hashes, and the Content Credentials block;
+2. the cryptographic verdict (`ProvenanceService.verify`, which applies
+   `provenance.core.verify.decide`: exact bytes in the log decide first);
+3. for a video still UNSIGNED while the log holds video claims, the dense second pass
+   that finds trimmed clips (every frame hashed, within the call's deadline);
+4. the Content Credentials block attached (`provenance.core.verify.with_c2pa`);
+5. the advisory detector, when asked.
+
+Only the cryptographic verdict can fail the call. Steps 3-5 are optional evidence: when
+one of them cannot run (no detector, an image too small for it, a decoder error, a
+deadline too close) the report says what was not done and the verdict stands (issue 11,
+"a verdict always"). A lookup by hashes (`lookup`) runs step 2 and says in its reasons
+which evidence it lacks without the bytes.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from provenance.core.claims import Receipt, SignedClaim, Verdict
+from provenance.core.errors import MediaError, ProvenanceError
+from provenance.core.verify import FileFacts, VerificationReport, with_c2pa
+from provenance.core.video_binding import MAX_VIDEO_CHUNK
+from provenance.media.inspect import (
+    InspectConfig,
+    Inspection,
+    Upload,
+    inspect_upload,
+    resample_dense,
+)
+from provenance.media.video.decode import sample_frames
+from provenance.server.service import ProvenanceService
+from provenance.wire import convert as wire
+from provenance.wire.contract import DENSE_PASS_NEEDS_BYTES
+
+log = logging.getLogger(__name__)
+
+#: Frames of a video the detector scores, spread evenly over its length.
+DETECTOR_VIDEO_FRAMES = 16
+#: Least time, in seconds, the dense frame pass needs before the call's deadline.
+DENSE_PASS_MIN_S = 5.0
+#: Reading a file for in-process verification, in bytes per read.
+_READ_BYTES = 1 << 20
+
+
+class DetectorBackend(Protocol):
+    """The advisory detector as the pipeline uses it (`detector.serving` provides one).
+
+    Blocks are JSON-able dicts in `DetectorReport.to_dict()` shape; a video block adds
+    a ``timeline`` of {"timestamp_seconds", "score"} per sampled frame."""
+
+    def score_image(self, rgb: np.ndarray, request_key: bytes) -> dict[str, Any]:
+        """rgb: (H, W, 3) uint8 pixels; request_key: bytes naming the request."""
+        ...
+
+    def score_video(
+        self, frames: Sequence[tuple[float, np.ndarray]], request_key: bytes
+    ) -> dict[str, Any]:
+        """frames: (timestamp in seconds, (H, W, 3) uint8 pixels) in time order."""
+        ...
+
+
+def claimed_chunk_size(sidecar: SignedClaim | None) -> int:
+    """The chunk size in bytes that a sidecar claim's hard binding states (0 for an image
+    claim, no sidecar, or a claim that does not decode: an unusable sidecar never fails the
+    call, the verdict reports it)."""
+    if sidecar is None:
+        return 0
+    try:
+        return wire.decode_claim(sidecar.claim_bytes).hard_binding.chunk_size
+    except ProvenanceError:
+        return 0
+
+
+def sidecar_chunk_size(sidecar: SignedClaim | None) -> int:
+    """The chunk size (bytes) at which an upload should hash its chunks as they arrive, so
+    damaged ranges can be named: `claimed_chunk_size` when it is in 1..MAX_VIDEO_CHUNK,
+    else 0."""
+    size = claimed_chunk_size(sidecar)
+    return size if 0 < size <= MAX_VIDEO_CHUNK else 0
+
+
+def _note(report: VerificationReport, note: str) -> VerificationReport:
+    return replace(report, reasons=(*report.reasons, note))
+
+
+@dataclass
+class VerificationPipeline:
+    """See module docstring. ``inspect``: limits, the C2PA reader and video decoding;
+    ``detector``: the advisory detector, or None when the server runs none."""
+
+    service: ProvenanceService
+    inspect: InspectConfig = InspectConfig()
+    detector: DetectorBackend | None = None
+
+    # ---------------------------------------------------------------- entry points
+
+    def verify_upload(
+        self,
+        upload: Upload,
+        sidecar: SignedClaim | None = None,
+        chunk_hashes: Sequence[bytes] = (),
+        detect: bool = False,
+        time_left: Callable[[], float | None] | None = None,
+        sidecar_receipt: Receipt | None = None,
+    ) -> VerificationReport:
+        """The report on a complete upload (module docstring, steps 1-5).
+
+        sidecar: the claim that came beside the file; chunk_hashes: a video sidecar's
+        chunk leaf hashes (32 bytes each); detect: run the advisory detector; time_left:
+        seconds left before the caller's deadline (None: no deadline); sidecar_receipt:
+        the sidecar's log receipt (a lost one reads as a log rollback). Raises MediaError
+        for a file that is neither decodable media nor matched by the log or a sidecar,
+        MediaTooLargeError beyond the limits, LogIntegrityError for a damaged log.
+        """
+        lenient = sidecar is not None or bool(
+            self.service.store.leaves_by_file_sha256(upload.sha256)
+        )
+        found = inspect_upload(upload, self.inspect, lenient)
+        report = self.service.verify(found.facts, sidecar, tuple(chunk_hashes), sidecar_receipt)
+        if (
+            report.status is Verdict.UNSIGNED
+            and found.video is not None
+            and sidecar is None
+            and self.service.has_video
+        ):
+            report = self._dense_pass(upload, found, report, time_left)
+        report = with_c2pa(report, found.c2pa)
+        if detect:
+            report = replace(report, detector=self.detect(found, upload))
+        return report
+
+    def verify_file(
+        self,
+        path: Path,
+        sidecar: SignedClaim | None = None,
+        chunk_hashes: Sequence[bytes] = (),
+        detect: bool = False,
+    ) -> VerificationReport:
+        """`verify_upload` of a file on disk, for in-process callers. Raises MediaError
+        when it cannot be read, and as `verify_upload`."""
+        with Upload(self.inspect.limits.max_bytes) as upload:
+            chunk = sidecar_chunk_size(sidecar)
+            if chunk and chunk_hashes:
+                upload.hash_chunks(chunk)
+            try:
+                with path.open("rb") as f:
+                    while block := f.read(_READ_BYTES):
+                        upload.write(block)
+            except OSError as e:
+                raise MediaError(f"cannot read {path}: {e.strerror or e}") from e
+            return self.verify_upload(upload, sidecar, chunk_hashes, detect)
+
+    def lookup(self, facts: FileFacts) -> VerificationReport:
+        """The verdict from hashes alone (the Lookup RPC: scanners send no bytes). The
+        reasons say which evidence needs the bytes: the dense pass for a video that stays
+        UNSIGNED, and the Content Credentials of a file that carries a manifest store."""
+        report = self.service.verify(facts)
+        video = facts.media_type.startswith("video/")
+        if report.status is Verdict.UNSIGNED and video and self.service.has_video:
+            report = _note(
+                report,
+                f"{DENSE_PASS_NEEDS_BYTES}: this lookup sent hashes of 1 Hz samples only,"
+                " so a trimmed copy of a signed video may be missed (verify the file itself)",
+            )
+        if facts.content_sha256:
+            report = _note(
+                report,
+                "the file carries Content Credentials (C2PA) that a lookup by hashes does"
+                " not validate (verify the file itself to read them)",
+            )
+        return report
+
+    # ---------------------------------------------------------------- optional evidence
+
+    def _dense_pass(
+        self,
+        upload: Upload,
+        found: Inspection,
+        report: VerificationReport,
+        time_left: Callable[[], float | None] | None,
+    ) -> VerificationReport:
+        """A trimmed clip may fall between the claim's 1 Hz samples: hash (up to) every
+        frame, within the caller's deadline, and look again."""
+        left = time_left() if time_left is not None else None
+        budget = (
+            self.inspect.video_timeout_s
+            if left is None
+            else min(left - DENSE_PASS_MIN_S, self.inspect.video_timeout_s)
+        )
+        if budget < DENSE_PASS_MIN_S:
+            return _note(
+                report,
+                "the dense frame pass for trimmed clips was skipped: the call's deadline is"
+                " too close",
+            )
+        try:
+            dense = resample_dense(upload, found, self.inspect, budget)
+        except MediaError as e:
+            return _note(report, f"the dense frame pass for trimmed clips did not finish: {e}")
+        return self.service.verify(dense.facts)
+
+    def detect(self, found: Inspection, upload: Upload) -> dict[str, Any]:
+        """The advisory block: an image's score, or a video's per-frame timeline. Never
+        raises: what the detector cannot score is reported in the block as not scored."""
+        try:
+            if found.video is not None:
+                return self._detect_video(found, upload)
+            if self.detector is None:
+                return {"available": False, "note": "this server runs no detector"}
+            if found.image is None:
+                return {
+                    "available": False,
+                    "note": "not scored: the detector scores images and video frames only",
+                }
+            return self.detector.score_image(found.image.rgb, upload.sha256)
+        except ProvenanceError as e:
+            return {"available": False, "note": f"not scored: {e}"}
+        except Exception:  # advisory only: a detector fault never costs the verdict
+            log.exception("the detector failed")
+            return {"available": False, "note": "not scored: the detector failed (logged)"}
+
+    def _detect_video(self, found: Inspection, upload: Upload) -> dict[str, Any]:
+        assert found.video is not None
+        n = len(found.video.frames)
+        if self.detector is None:
+            return {
+                "available": False,
+                "note": "this server runs no detector: the timeline carries no scores",
+                "timeline": [
+                    {"timestamp_seconds": f.timestamp_seconds, "score": None}
+                    for f in found.video.frames
+                ],
+            }
+        every = max(1, -(-n // DETECTOR_VIDEO_FRAMES))
+        info = sample_frames(
+            upload.spill(),
+            rate_hz=found.video.rate_hz,
+            max_frames=n + 2,
+            keep_rgb_every=every,
+            max_rgb_frames=DETECTOR_VIDEO_FRAMES,
+            timeout_s=self.inspect.video_timeout_s,
+        )
+        frames = [(f.timestamp_seconds, f.rgb) for f in info.frames if f.rgb is not None]
+        return self.detector.score_video(frames, upload.sha256)
+
+    def detect_upload(self, upload: Upload) -> dict[str, Any]:
+        """Only the advisory block of an upload (DetectFile): C2PA is not read. Raises
+        MediaError for a file that is not decodable media."""
+        found = inspect_upload(upload, replace(self.inspect, c2pa_pool=None), False)
+        return self.detect(found, upload)

@@ -1,0 +1,607 @@
+"""The gRPC shell around `ProvenanceService`: servicers, limits, admin auth, health,
+reflection, and the one mapping from our errors to gRPC status codes.
+
+`create_server(address, service, ...)` returns a started server and its bound port
+(bind port 0 in tests); `prov serve` adds signal handling around it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import hmac
+import inspect
+import logging
+import threading
+from collections.abc import AsyncIterator, Callable, Coroutine
+from concurrent import futures
+from contextlib import ExitStack, aclosing
+from dataclasses import dataclass, replace
+from datetime import timedelta
+from typing import Any, TypeVar, cast
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from provenance import metrics
+from provenance.core.claims import MAX_SOFT_BINDINGS, SignedClaim
+from provenance.core.dihedral import DIHEDRAL_TURNS
+from provenance.core.errors import (
+    AuthError,
+    ClaimError,
+    DetectorError,
+    EnrollmentError,
+    KeyMaterialError,
+    LimitError,
+    LogError,
+    LogIntegrityError,
+    MediaError,
+    MediaTooLargeError,
+    ProofError,
+    ProvenanceError,
+    RegistryError,
+    RevokedKeyError,
+    SequenceError,
+    SignatureError,
+    StorageError,
+    UnknownDeviceError,
+    UploadTimeoutError,
+    WitnessError,
+)
+from provenance.core.verify import FileFacts, VerificationReport
+from provenance.media.assets import check_image_size
+from provenance.media.image import SNIFF_BYTES, sniff_media_type
+from provenance.media.inspect import InspectConfig, Upload
+from provenance.server.limits import DeviceQuota, ServerLimits, UploadGate
+from provenance.server.pipeline import (
+    DetectorBackend,
+    VerificationPipeline,
+    claimed_chunk_size,
+    sidecar_chunk_size,
+)
+from provenance.server.rpc_input import MalformedRequestInterceptor
+from provenance.server.service import ProvenanceService
+from provenance.v1 import provenance_pb2 as pb
+from provenance.v1 import provenance_pb2_grpc as rpc
+from provenance.wire import convert as wire
+from provenance.wire.contract import MAX_MESSAGE_BYTES
+
+log = logging.getLogger(__name__)
+
+#: Room kept in a reply for its framing, in bytes: replies must fit MAX_MESSAGE_BYTES.
+REPLY_MARGIN_BYTES = 64 * 1024
+
+# Most specific first: the first matching class decides the status code.
+_STATUS: tuple[tuple[type[ProvenanceError], grpc.StatusCode], ...] = (
+    (UploadTimeoutError, grpc.StatusCode.DEADLINE_EXCEEDED),
+    (LimitError, grpc.StatusCode.RESOURCE_EXHAUSTED),
+    (MediaTooLargeError, grpc.StatusCode.RESOURCE_EXHAUSTED),
+    (MediaError, grpc.StatusCode.INVALID_ARGUMENT),
+    (ClaimError, grpc.StatusCode.INVALID_ARGUMENT),
+    (KeyMaterialError, grpc.StatusCode.INVALID_ARGUMENT),
+    (SignatureError, grpc.StatusCode.UNAUTHENTICATED),
+    (AuthError, grpc.StatusCode.UNAUTHENTICATED),
+    (UnknownDeviceError, grpc.StatusCode.NOT_FOUND),
+    (RevokedKeyError, grpc.StatusCode.PERMISSION_DENIED),
+    (EnrollmentError, grpc.StatusCode.PERMISSION_DENIED),
+    (SequenceError, grpc.StatusCode.FAILED_PRECONDITION),
+    (RegistryError, grpc.StatusCode.FAILED_PRECONDITION),
+    (LogIntegrityError, grpc.StatusCode.DATA_LOSS),
+    (WitnessError, grpc.StatusCode.FAILED_PRECONDITION),
+    (ProofError, grpc.StatusCode.FAILED_PRECONDITION),
+    (LogError, grpc.StatusCode.OUT_OF_RANGE),
+    (DetectorError, grpc.StatusCode.UNAVAILABLE),
+    (StorageError, grpc.StatusCode.UNAVAILABLE),
+)
+
+
+def status_for(error: ProvenanceError) -> grpc.StatusCode:
+    """The gRPC status code for one of our errors (INTERNAL for any other)."""
+    for cls, code in _STATUS:
+        if isinstance(error, cls):
+            return code
+    return grpc.StatusCode.INTERNAL
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+T = TypeVar("T")
+
+
+def _rpc(fn: F) -> F:
+    """Turn our errors into status codes; never let an unexpected error take the server
+    down. Wraps sync handlers (run in the RPC thread pool) and async ones (run on the
+    event loop) alike."""
+    if inspect.iscoroutinefunction(fn):
+
+        @functools.wraps(fn)
+        async def wrapper_async(self: Any, request: Any, context: Any) -> Any:
+            try:
+                return await fn(self, request, context)
+            except ProvenanceError as e:
+                await context.abort(status_for(e), str(e))
+            except (asyncio.CancelledError, grpc.aio.AbortError):
+                raise
+            except Exception:
+                log.exception("unexpected error in %s", fn.__name__)
+                await context.abort(
+                    grpc.StatusCode.INTERNAL, "internal error; the server logged the details"
+                )
+
+        return cast(F, wrapper_async)
+
+    @functools.wraps(fn)
+    def wrapper(self: Any, request: Any, context: grpc.ServicerContext) -> Any:
+        try:
+            return fn(self, request, context)
+        except ProvenanceError as e:
+            context.abort(status_for(e), str(e))
+        except Exception:
+            log.exception("unexpected error in %s", fn.__name__)
+            context.abort(grpc.StatusCode.INTERNAL, "internal error; the server logged the details")
+
+    return cast(F, wrapper)  # wraps() keeps fn's signature
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """Admin credential, input limits and C2PA reading, the optional detector, and the
+    limits of the gRPC shell (threads, uploads, decodes, Lookup size, quotas)."""
+
+    admin_token: str | None = None
+    inspect: InspectConfig = InspectConfig()
+    detector: DetectorBackend | None = None
+    limits: ServerLimits = ServerLimits()
+
+
+def _require_admin(context: grpc.ServicerContext, token: str | None) -> None:
+    if not token:
+        raise AuthError("admin operations are disabled: the server has no admin token configured")
+    md = dict(context.invocation_metadata())
+    got = str(md.get("authorization", ""))
+    if not got.startswith("Bearer "):
+        raise AuthError("admin credential missing: set PROV_ADMIN_TOKEN")
+    if not hmac.compare_digest(got[len("Bearer ") :].encode(), token.encode()):
+        raise AuthError("admin credential is wrong")
+
+
+class RegistryServicer(rpc.DeviceRegistryServicer):
+    def __init__(self, service: ProvenanceService, config: ServerConfig) -> None:
+        self.s = service
+        self.c = config
+
+    @_rpc
+    def CreateEnrollmentToken(self, request: Any, context: grpc.ServicerContext) -> Any:
+        _require_admin(context, self.c.admin_token)
+        ttl = timedelta(seconds=request.ttl_seconds) if request.ttl_seconds else None
+        token, expires = (
+            self.s.create_enrollment_token(ttl, request.label)
+            if ttl
+            else self.s.create_enrollment_token(label=request.label)
+        )
+        return pb.CreateEnrollmentTokenResponse(token=token, expires_at=wire.ts_to_pb(expires))
+
+    @_rpc
+    def Enroll(self, request: Any, context: grpc.ServicerContext) -> Any:
+        d, chain = self.s.enroll(
+            request.token,
+            bytes(request.public_key),
+            bytes(request.proof_of_possession),
+            request.certificate_chain_pem,
+        )
+        return pb.EnrollResponse(device=wire.device_to_pb(d), certificate_chain_pem=chain)
+
+    @_rpc
+    def Revoke(self, request: Any, context: grpc.ServicerContext) -> Any:
+        _require_admin(context, self.c.admin_token)
+        if not request.reason.strip():
+            raise ClaimError("a revocation needs a reason")
+        when = (
+            wire.ts_from_pb(request.effective_at, "the revocation time")
+            if request.HasField("effective_at")
+            else None
+        )
+        d = self.s.revoke(bytes(request.device_id), request.reason, when)
+        return pb.RevokeResponse(device=wire.device_to_pb(d))
+
+    @_rpc
+    def GetDevice(self, request: Any, context: grpc.ServicerContext) -> Any:
+        return wire.device_to_pb(self.s.get_device(bytes(request.device_id)))
+
+
+class CapturesServicer(rpc.CapturesServicer):
+    def __init__(self, service: ProvenanceService, quota: DeviceQuota) -> None:
+        self.s = service
+        self.quota = quota
+
+    @_rpc
+    async def SubmitCapture(self, request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+        # On the event loop: the checks take well under a millisecond (the device key was
+        # checked at enrollment), and the group commit is awaited without a thread.
+        if not request.HasField("signed_claim"):
+            raise ClaimError("the request carries no signed claim")
+        signed = wire.signed_from_pb(request.signed_claim)
+        size = len(signed.claim_bytes)
+        self.quota.check(signed.key_id, size)
+        res = await self.s.submit_async(signed)
+        if not res.duplicate:  # charged once verified and logged: forgeries cost nothing
+            self.quota.charge(signed.key_id, size)
+        return pb.SubmitCaptureResponse(
+            receipt=wire.receipt_to_pb(res.receipt), duplicate=res.duplicate
+        )
+
+
+class VerificationServicer(rpc.VerificationServicer):
+    """Uploads are received on the event loop (a stalled stream holds no thread) and
+    verified in the RPC thread pool; Lookups run in their own pool of ``max_lookups``
+    threads."""
+
+    def __init__(
+        self, service: ProvenanceService, config: ServerConfig, pool: futures.Executor
+    ) -> None:
+        self.s = service
+        self.c = config
+        self.p = VerificationPipeline(service, config.inspect, config.detector)
+        self.gate = UploadGate(config.limits)
+        self.pool = pool
+        self.lookups = futures.ThreadPoolExecutor(
+            config.limits.max_lookups, thread_name_prefix="lookup"
+        )
+        self.lookups_admitted = 0  # running or queued; touched on the event loop only
+
+    async def _receive(self, requests: AsyncIterator[Any], upload: Upload) -> Any:
+        """Read the header and every data chunk into ``upload``; return the header.
+
+        Call inside an upload slot (`UploadGate.upload`): the stream is cut when it goes
+        idle or runs past its deadline. Messages smaller than ``min_chunk_bytes``, except
+        the last, are refused; an image is refused as soon as its type is known and its
+        announced or received size passes the image limit. When the header's sidecar
+        claims a chunked (video) binding with chunks of at least ``min_chunk_bytes``, the
+        chunk hashes are computed as the bytes arrive."""
+        async with aclosing(self.gate.messages(requests)) as it:
+            return await self._read(it, upload)
+
+    async def _read(self, it: AsyncIterator[Any], upload: Upload) -> Any:
+        lim = self.c.limits
+        first = await anext(it, None)
+        if first is None or first.WhichOneof("part") != "header":
+            raise MediaError("the upload must start with a header message")
+        header = first.header
+        upload.expected_bytes = header.size_bytes
+        if header.HasField("sidecar") and header.chunk_hashes:
+            chunk = sidecar_chunk_size(wire.signed_from_pb(header.sidecar))
+            if chunk >= lim.min_chunk_bytes:
+                upload.hash_chunks(chunk)
+        if header.size_bytes > upload.max_bytes:
+            raise MediaTooLargeError(
+                f"file is {header.size_bytes} bytes; the limit is {upload.max_bytes} bytes"
+            )
+        image: bool | None = None  # unknown until SNIFF_BYTES have arrived
+        short = 0  # size of the previous message when it was under the minimum
+        n = 0
+        async for chunk in it:
+            n += 1
+            if chunk.WhichOneof("part") != "data":
+                raise MediaError("a second header arrived in the middle of the upload")
+            if short:
+                raise MediaError(
+                    f"upload message {n - 1} carried {short} bytes; every message but the last"
+                    f" must carry at least {lim.min_chunk_bytes} bytes (1 MiB is usual)"
+                )
+            if len(chunk.data) < lim.min_chunk_bytes:
+                short = len(chunk.data) or 1
+            upload.write(chunk.data)
+            if image is None and upload.size >= SNIFF_BYTES:
+                image = (sniff_media_type(upload.head(SNIFF_BYTES)) or "").startswith("image/")
+            if image:
+                check_image_size(max(upload.size, header.size_bytes), self.c.inspect.limits)
+        if header.size_bytes and upload.size != header.size_bytes:
+            raise MediaError(
+                f"truncated upload: the header announced {header.size_bytes} bytes,"
+                f" {upload.size} arrived"
+            )
+        return header
+
+    async def _uploaded(self, requests: AsyncIterator[Any], work: Callable[[Upload, Any], T]) -> T:
+        """Receive an upload in an upload slot, then ``work(upload, header)`` in a pool
+        thread. The thread owns the slot and the upload until it finishes, even when the
+        client goes away meanwhile, so cancelled calls never pile up past the limits."""
+        with ExitStack() as held:
+            held.enter_context(self.gate.upload())
+            upload = held.enter_context(Upload(self.c.inspect.limits.max_bytes))
+            header = await self._receive(requests, upload)
+            owned = held.pop_all()
+
+        def job() -> T:
+            with owned:
+                return work(upload, header)
+
+        return await asyncio.shield(asyncio.get_running_loop().run_in_executor(self.pool, job))
+
+    @_rpc
+    async def VerifyFile(
+        self, requests: AsyncIterator[Any], context: grpc.aio.ServicerContext[Any, Any]
+    ) -> Any:
+        report = await self._uploaded(
+            requests, lambda upload, header: self._verify(upload, header, context.time_remaining)
+        )
+        return wire.report_to_pb(report)
+
+    def _verify(
+        self, upload: Upload, header: Any, time_left: Callable[[], float | None]
+    ) -> VerificationReport:
+        """The report on a received upload (in a pool thread, inside a decode slot)."""
+        with self.gate.decode(time_left()):
+            sidecar = wire.signed_from_pb(header.sidecar) if header.HasField("sidecar") else None
+            chunks = tuple(bytes(h) for h in header.chunk_hashes)
+            receipt = (
+                wire.receipt_from_pb(header.sidecar_receipt)
+                if sidecar is not None and header.HasField("sidecar_receipt")
+                else None
+            )
+            report = self.p.verify_upload(
+                upload, sidecar, chunks, header.detect, time_left, receipt
+            )
+            if chunks and not upload.chunk_hashes and sidecar is not None:
+                report = self._unhashed_chunks(report, sidecar)
+        return report
+
+    def _unhashed_chunks(
+        self, report: VerificationReport, sidecar: SignedClaim
+    ) -> VerificationReport:
+        """``report`` with a note when the sidecar's chunk size was too small to hash."""
+        size = claimed_chunk_size(sidecar)
+        if not 0 < size < self.c.limits.min_chunk_bytes:
+            return report
+        note = (
+            f"damaged byte ranges were not located: the sidecar's claim cuts the file into"
+            f" {size}-byte chunks, under the server's minimum of"
+            f" {self.c.limits.min_chunk_bytes} bytes"
+        )
+        return replace(report, reasons=(*report.reasons, note))
+
+    @_rpc
+    async def DetectFile(
+        self, requests: AsyncIterator[Any], context: grpc.aio.ServicerContext[Any, Any]
+    ) -> Any:
+        block = await self._uploaded(
+            requests, lambda upload, _: self._detect(upload, context.time_remaining())
+        )
+        return wire.detector_to_pb(block)
+
+    def _detect(self, upload: Upload, time_left: float | None) -> dict[str, Any]:
+        """The detector block of a received upload (in a pool thread, in a decode slot)."""
+        with self.gate.decode(time_left):
+            return self.p.detect_upload(upload)
+
+    @_rpc
+    async def Lookup(self, request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+        lim = self.c.limits
+        if self.lookups_admitted >= 2 * lim.max_lookups:
+            raise LimitError(
+                f"the server is already answering {lim.max_lookups} Lookup calls with as many"
+                f" waiting, its limit (--max-lookups): try again shortly"
+            )
+        self.lookups_admitted += 1
+        try:
+            loop = asyncio.get_running_loop()
+            return await loop.run_in_executor(self.lookups, self._lookup, request)
+        finally:
+            self.lookups_admitted -= 1
+
+    def _lookup(self, request: Any) -> Any:
+        """The Lookup reply (in a lookup thread). Raises LimitError or ClaimError."""
+        lim = self.c.limits
+        if len(request.queries) > lim.max_lookup_queries:
+            raise LimitError(
+                f"{len(request.queries)} queries in one Lookup; the limit is"
+                f" {lim.max_lookup_queries} (--max-lookup-queries): send fewer per call"
+            )
+        # each searched hash counts, a photo's rotations and mirror images included
+        hashes = sum(
+            len(q.soft_bindings) + min(len(q.dihedral_soft_bindings), DIHEDRAL_TURNS)
+            for q in request.queries
+        )
+        if hashes > lim.max_lookup_hashes:
+            raise LimitError(
+                f"{hashes} perceptual hashes in one Lookup; the limit is"
+                f" {lim.max_lookup_hashes} (--max-lookup-hashes): send fewer per call"
+            )
+        out = pb.LookupResponse()
+        room = MAX_MESSAGE_BYTES - REPLY_MARGIN_BYTES
+        for q in request.queries:
+            if len(q.sha256) != 32:
+                raise ClaimError(f"query {q.ref!r}: sha256 must be 32 bytes")
+            if len(q.soft_bindings) > MAX_SOFT_BINDINGS:
+                raise ClaimError(
+                    f"query {q.ref!r} has {len(q.soft_bindings)} perceptual hashes; a claim"
+                    f" holds at most {MAX_SOFT_BINDINGS}"
+                )
+            facts = FileFacts(
+                sha256=bytes(q.sha256),
+                size=0,
+                media_type=q.media_type,
+                content_sha256=bytes(q.content_sha256),
+                soft_bindings=tuple(wire.soft_from_pb(s) for s in q.soft_bindings),
+                dihedral_soft_bindings=tuple(
+                    wire.soft_from_pb(s) for s in q.dihedral_soft_bindings[:DIHEDRAL_TURNS]
+                ),
+            )
+            result = pb.LookupResult(ref=q.ref, report=wire.report_to_pb(self.p.lookup(facts)))
+            room -= result.ByteSize() + 8  # the field's tag and length
+            if room < 0:
+                raise LimitError(
+                    f"the answers to these {len(request.queries)} queries would not fit in one"
+                    f" reply of {MAX_MESSAGE_BYTES} bytes (the answer for a signed video carries"
+                    " its claim and receipt): send fewer queries per call"
+                )
+            out.results.append(result)
+        return out
+
+
+class LogServicer(rpc.LogServicer):
+    def __init__(self, service: ProvenanceService) -> None:
+        self.s = service
+
+    @_rpc
+    def GetCheckpoint(self, request: Any, context: grpc.ServicerContext) -> Any:
+        if not request.cosigned:
+            return pb.GetCheckpointResponse(checkpoint=self.s.latest_checkpoint())
+        note, quorum, statuses = self.s.cosigned_checkpoint()
+        return pb.GetCheckpointResponse(
+            checkpoint=note,
+            quorum=quorum,
+            witnesses=[
+                pb.WitnessStatus(name=w.name, url=w.url, size=w.size, problem=w.problem)
+                for w in statuses
+            ],
+        )
+
+    @_rpc
+    def GetInclusionProof(self, request: Any, context: grpc.ServicerContext) -> Any:
+        which = request.WhichOneof("leaf")
+        if which is None:
+            raise ClaimError("give a leaf index or a leaf hash")
+        idx, size, proof, lh = self.s.inclusion_proof(
+            request.tree_size,
+            index=request.leaf_index if which == "leaf_index" else None,
+            leaf_hash=bytes(request.leaf_hash) if which == "leaf_hash" else None,
+        )
+        return pb.GetInclusionProofResponse(
+            leaf_index=idx, tree_size=size, proof=proof, leaf_hash=lh
+        )
+
+    @_rpc
+    def GetConsistencyProof(self, request: Any, context: grpc.ServicerContext) -> Any:
+        first, second, proof = self.s.consistency_proof(request.first_size, request.second_size)
+        return pb.GetConsistencyProofResponse(first_size=first, second_size=second, proof=proof)
+
+    @_rpc
+    def GetEntries(self, request: Any, context: grpc.ServicerContext) -> Any:
+        entries, _ = self.s.entries(request.start, request.limit)
+        room = MAX_MESSAGE_BYTES - REPLY_MARGIN_BYTES
+        kept = 0  # a page fits one reply (a video claim is large); `next` says where to go on
+        for e in entries:
+            room -= len(e) + 8
+            if room < 0 and kept:
+                break
+            kept += 1
+        return pb.GetEntriesResponse(
+            entries=entries[:kept], start=request.start, next=request.start + kept
+        )
+
+    @_rpc
+    def GetLogKey(self, request: Any, context: grpc.ServicerContext) -> Any:
+        return pb.GetLogKeyResponse(
+            verifier_key=self.s.signer.verifier_key(), origin=self.s.signer.name
+        )
+
+
+class AioServer:
+    """A started `grpc.aio` server on its own event-loop thread, stopped from any thread
+    the way a `grpc.Server` is (`stop`, `wait_for_termination`)."""
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        thread: threading.Thread,
+        server: grpc.aio.Server,
+        pools: tuple[futures.ThreadPoolExecutor, ...],
+        quota: DeviceQuota,
+    ) -> None:
+        self._loop = loop
+        self._thread = thread
+        self._server = server
+        self._pools = pools
+        self._quota = quota
+        self._stopped = threading.Event()
+        self._lock = threading.Lock()
+
+    def _call(self, coro: Coroutine[Any, Any, T]) -> T:
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
+
+    def stop(self, grace: float | None = None) -> threading.Event:
+        """Stop serving: calls in flight get ``grace`` seconds (None: none) to finish.
+        Blocks until the server has stopped; returns an event that is set."""
+        with self._lock:
+            if not self._stopped.is_set():
+                self._call(self._server.stop(grace))
+                self._loop.call_soon_threadsafe(self._loop.stop)
+                self._thread.join()
+                self._loop.close()
+                for pool in self._pools:
+                    pool.shutdown(wait=False, cancel_futures=True)
+                self._quota.close()
+                self._stopped.set()
+        return self._stopped
+
+    def wait_for_termination(self, timeout: float | None = None) -> bool:
+        """Block until `stop` has finished (or ``timeout`` seconds); True if stopped."""
+        return self._stopped.wait(timeout)
+
+
+def create_server(
+    address: str, service: ProvenanceService, config: ServerConfig
+) -> tuple[AioServer, int]:
+    """Build and start a gRPC server on ``address`` ("host:port"; port 0 picks one).
+
+    The server is `grpc.aio` on an event-loop thread of its own: submissions and upload
+    streams are served on the loop (no thread per call; `SubmitCapture` awaits the group
+    commit), the other RPCs and the verification of received uploads in a pool of
+    ``rpc_threads`` threads, Lookups in a pool of ``max_lookups``.
+
+    Returns (server, bound port). Raises ProvenanceError when the address cannot be bound,
+    also when another process listens on it (SO_REUSEPORT is off, so a second server on
+    the same port is refused instead of sharing its connections).
+    """
+    lim = config.limits
+    pool = futures.ThreadPoolExecutor(max_workers=lim.rpc_threads, thread_name_prefix="rpc")
+    verification = VerificationServicer(service, config, pool)
+    quota = DeviceQuota(lim, service.store)  # shared by the servers of the store
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, name="grpc-aio", daemon=True)
+    thread.start()
+
+    async def start() -> tuple[grpc.aio.Server, int]:
+        server = grpc.aio.server(
+            migration_thread_pool=pool,
+            interceptors=[MalformedRequestInterceptor(), metrics.MetricsInterceptor()],
+            options=[
+                ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+                ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+                ("grpc.so_reuseport", 0),
+            ],
+        )
+        rpc.add_DeviceRegistryServicer_to_server(RegistryServicer(service, config), server)
+        rpc.add_CapturesServicer_to_server(CapturesServicer(service, quota), server)
+        rpc.add_VerificationServicer_to_server(verification, server)
+        rpc.add_LogServicer_to_server(LogServicer(service), server)
+        health_servicer = health.HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+        names = [
+            pb.DESCRIPTOR.services_by_name[n].full_name for n in pb.DESCRIPTOR.services_by_name
+        ]
+        for name in ["", *names]:
+            health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+        reflection.enable_server_reflection(
+            [*names, health.SERVICE_NAME, reflection.SERVICE_NAME], server
+        )
+        try:
+            port = server.add_insecure_port(address)
+        except RuntimeError as e:
+            raise ProvenanceError(f"cannot listen on {address}: {e}") from e
+        if port == 0:
+            raise ProvenanceError(f"cannot listen on {address}: the address is in use or invalid")
+        await server.start()
+        return server, port
+
+    try:
+        server, port = asyncio.run_coroutine_threadsafe(start(), loop).result()
+    except BaseException:
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join()
+        loop.close()
+        pool.shutdown(wait=False)
+        verification.lookups.shutdown(wait=False)
+        raise
+    return AioServer(loop, thread, server, (pool, verification.lookups), quota), port

@@ -1,0 +1,114 @@
+"""Malformed request messages answered as INVALID_ARGUMENT, not INTERNAL.
+
+grpcio deserializes each request message before our handlers run; when the bytes are
+not a valid protobuf message (corrupt wire format, bad UTF-8 in a string field) it
+aborts the call with INTERNAL "Exception deserializing request!", which tells a client
+the server is broken. `MalformedRequestInterceptor` wraps every method's deserializer:
+a message that does not parse reaches the handler as a marker, and the call is aborted
+with INVALID_ARGUMENT naming the method and the parser's complaint.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+
+from provenance.core.errors import ClaimError
+
+
+@dataclass(frozen=True)
+class _Malformed:
+    """Stands in for a request message whose bytes did not parse."""
+
+    error: str
+
+
+def _lenient(deserialize: Callable[[bytes], Any]) -> Callable[[bytes], Any]:
+    def parse(data: bytes) -> Any:
+        try:
+            return deserialize(data)
+        except Exception as e:  # protobuf's DecodeError and friends: the caller's bytes
+            return _Malformed(str(e) or type(e).__name__)
+
+    return parse
+
+
+def _message(method: str, bad: _Malformed) -> str:
+    return f"malformed request to {method}: not a valid protobuf message ({bad.error})"
+
+
+def _unary(behavior: Callable[..., Any], method: str) -> Callable[..., Any]:
+    if inspect.iscoroutinefunction(behavior):
+
+        async def handle_async(request: Any, context: Any) -> Any:
+            if isinstance(request, _Malformed):
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, _message(method, request))
+            return await behavior(request, context)
+
+        return handle_async
+
+    def handle(request: Any, context: grpc.ServicerContext) -> Any:
+        if isinstance(request, _Malformed):
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, _message(method, request))
+        return behavior(request, context)
+
+    return handle
+
+
+def _checked(requests: Iterator[Any], method: str) -> Iterator[Any]:
+    for r in requests:
+        if isinstance(r, _Malformed):
+            # our handlers map ClaimError to INVALID_ARGUMENT (provenance.server.rpc._rpc)
+            raise ClaimError(_message(method, r))
+        yield r
+
+
+async def _checked_async(requests: AsyncIterator[Any], method: str) -> AsyncIterator[Any]:
+    async for r in requests:
+        if isinstance(r, _Malformed):
+            raise ClaimError(_message(method, r))
+        yield r
+
+
+def _streaming(behavior: Callable[..., Any], method: str) -> Callable[..., Any]:
+    if inspect.iscoroutinefunction(behavior):
+
+        async def handle_async(requests: AsyncIterator[Any], context: Any) -> Any:
+            return await behavior(_checked_async(requests, method), context)
+
+        return handle_async
+
+    def handle(requests: Iterator[Any], context: grpc.ServicerContext) -> Any:
+        return behavior(_checked(requests, method), context)
+
+    return handle
+
+
+class MalformedRequestInterceptor(grpc.aio.ServerInterceptor):
+    """Server interceptor (asyncio server; sync or async handlers): see the module
+    docstring. Stateless; one per server."""
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Any]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> Any:
+        handler = await continuation(handler_call_details)
+        if handler is None or handler.request_deserializer is None:
+            return handler
+        method = str(handler_call_details.method)
+        changes: dict[str, Any] = {"request_deserializer": _lenient(handler.request_deserializer)}
+        for kind, wrap in (
+            ("unary_unary", _unary),
+            ("unary_stream", _unary),
+            ("stream_unary", _streaming),
+            ("stream_stream", _streaming),
+        ):
+            behavior = getattr(handler, kind)
+            if behavior is not None:
+                changes[kind] = wrap(behavior, method)
+        return handler._replace(**changes)  # grpc's handlers are namedtuples

@@ -1,0 +1,775 @@
+"""The provenance service without the wire: registry, submissions, log, verification.
+
+`ProvenanceService` owns the store, the log signer, the group-commit writer and the
+in-memory perceptual-hash index. The gRPC layer (`provenance.server.rpc`) converts
+messages and calls these methods; tests and benchmarks can call them directly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import cast
+
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+from provenance import metrics
+from provenance.c2pa.authority import (
+    accept_device_certificate,
+    issue_device_certificate,
+    load_authority,
+)
+from provenance.core import merkle
+from provenance.core.binding import PerceptualHash
+from provenance.core.claims import Device, Receipt, SignedClaim
+from provenance.core.errors import (
+    ClaimError,
+    EnrollmentError,
+    LogError,
+    LogIntegrityError,
+    ProvenanceError,
+    StorageError,
+    WitnessError,
+)
+from provenance.core.keyhistory import (
+    KeyEvent,
+    KeyEventKind,
+    KeySigner,
+    KeyState,
+    LoggedKeyEvent,
+    SignedKeyEvent,
+    admin_key,
+    in_force,
+    registry_problems,
+    replay,
+    sign_key_event,
+    verify_key_event,
+)
+from provenance.core.registry import (
+    check_claim_shape,
+    check_enrollment,
+    check_not_revoked,
+    check_signature,
+    new_token,
+    token_hash,
+)
+from provenance.core.timecheck import check_revocation_time, with_time_flags
+from provenance.core.verify import FileFacts, LoggedClaim, VerificationReport, decide
+from provenance.index.mih import MihIndex
+from provenance.index.packs import load_index, write_packs
+from provenance.log.checkpoint import (
+    LogSigner,
+    NoteVerifier,
+    generate_log_key,
+    load_log_signer,
+)
+from provenance.log.receipt import build_receipt, verify_receipt
+from provenance.server.rollback import (
+    CheckpointMemo,
+    check_not_rolled_back,
+    memo_path,
+    remember_checkpoint,
+    with_lost_receipt,
+)
+from provenance.server.startup import advance_mark, check_log_at_start
+from provenance.server.writer import Appended, GroupCommitWriter, PendingClaim, PendingKeyEvent
+from provenance.store import LeafRecord, Store, open_store
+from provenance.wire import convert as wire
+from provenance.witness import WitnessStatus
+from provenance.witness.client import DEFAULT_TIMEOUT_S, Cosigner, WitnessSpec
+
+log = logging.getLogger(__name__)
+
+DEFAULT_ORIGIN = "media-provenance.local/log"
+DEFAULT_TOKEN_TTL = timedelta(hours=24)
+#: The store's meta key saying the registry's history is in the log (its value: the
+#: tree size when it was first logged).
+KEY_HISTORY_META = "key_history_since"
+#: Most video frame hashes of one query searched in the near-duplicate index.
+MAX_QUERY_FRAMES = 600
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True)
+class ServiceConfig:
+    """Where the service keeps its state and what it trusts.
+
+    db: the store (`provenance.store.open_store`): a SQLite file path, or
+    ``postgresql://USER@HOST:PORT/DB`` shared by several servers; log_key: the log's
+    Ed25519 private key (PEM, mode 0600; created on first start), the same file for
+    every server of one log; origin: the log's name in its checkpoints;
+    verify_on_start: re-hash the leaves appended since the last verified mark and
+    compare with the signed checkpoint; full_check: re-hash every leaf instead (O(n)
+    hashing, O(log n) memory); authority_dir: an enrollment authority
+    (`prov admin ca init`) that certifies enrolled keys for C2PA export, or None;
+    follow_interval_s: how often a server over a shared store reads the other servers'
+    appends into its near-duplicate index; mark_interval_s: how often the running server
+    re-hashes what was appended and moves the verified mark (`provenance.server.startup`);
+    admin_token: the admin credential, from which the admin key that signs logged
+    enrollments (by token) and revocations is derived (`keyhistory.admin_key`); without
+    one, the log key signs them.
+    witnesses: the witness policy whose cosignatures the server requests after each
+    commit (`provenance.witness.client`), witness_quorum: how many must cosign a
+    checkpoint (0: all), witness_timeout_s: per request, witness_interval_s: least time
+    between two cosigning rounds.
+    """
+
+    db: Path | str
+    log_key: Path
+    origin: str = DEFAULT_ORIGIN
+    verify_on_start: bool = True
+    authority_dir: Path | None = None
+    full_check: bool = False
+    follow_interval_s: float = 0.25
+    mark_interval_s: float = 60.0
+    admin_token: str | None = None
+    witnesses: tuple[WitnessSpec, ...] = ()
+    witness_quorum: int = 0
+    witness_timeout_s: float = DEFAULT_TIMEOUT_S
+    witness_interval_s: float = 0.0
+
+
+class ProvenanceService:
+    """See module docstring. ``clock`` returns the current UTC time (injectable for tests)."""
+
+    def __init__(self, config: ServiceConfig, clock: Callable[[], datetime] = utc_now) -> None:
+        self.config = config
+        self.clock = clock
+        self.store: Store = open_store(config.db, exclusive=True)
+        try:
+            self.authority = load_authority(config.authority_dir) if config.authority_dir else None
+            self.signer = self._open_signer()
+            self.verifier = NoteVerifier.from_vkey(self.signer.verifier_key())
+            #: what the start-up check of the log did
+            self.startup = check_log_at_start(
+                self.store,
+                self.signer,
+                self.verifier,
+                rehash="all" if config.full_check else "new" if config.verify_on_start else "none",
+            )
+            # an in-memory store starts empty by design: nothing to remember for it
+            self._memo = (
+                None if str(config.db) == ":memory:" else CheckpointMemo(memo_path(config.log_key))
+            )
+            self._remember_start()
+            self.pdq = MihIndex()
+            #: whether any video claim is logged (else a dense frame pass cannot match)
+            self.has_video = False
+            #: leaves [0, _indexed) are in the near-duplicate index
+            self._indexed = 0
+            #: leaves [0, _packed) are stored as index packs (`provenance.index.packs`)
+            self._packed = 0
+            self._index_lock = threading.Lock()
+            self._load_index()
+            #: requests witness cosignatures of new checkpoints, or None without a policy
+            self.cosigner = self._start_cosigner()
+            self.writer = GroupCommitWriter(self.store, self.signer, clock, self._after_commit)
+            self._admin = (
+                KeySigner.of(admin_key(config.admin_token))
+                if config.admin_token
+                else KeySigner(self.signer.public_key, self.signer.sign_message)
+            )
+            self._log_key_history()
+            self._stop = threading.Event()
+            self._upkeep = threading.Thread(
+                target=self._upkeep_loop, name="log-upkeep", daemon=True
+            )
+            self._upkeep.start()
+        except BaseException:
+            writer: GroupCommitWriter | None = getattr(self, "writer", None)
+            if writer is not None:
+                writer.close()
+            cosigner: Cosigner | None = getattr(self, "cosigner", None)
+            if cosigner is not None:
+                cosigner.close()
+            memo: CheckpointMemo | None = getattr(self, "_memo", None)
+            if memo is not None:
+                memo.close()
+            self.store.close()
+            raise
+
+    # ---------------------------------------------------------------- lifecycle
+
+    def _open_signer(self) -> LogSigner:
+        stored_origin = self.store.get_meta("origin")
+        origin = stored_origin or self.config.origin
+        if stored_origin and stored_origin != self.config.origin:
+            log.warning(
+                "database log origin is %r; using it, not %r", stored_origin, self.config.origin
+            )
+        if not self.config.log_key.exists():
+            if self.store.tree_size() > 0:
+                raise LogError(
+                    f"log key {self.config.log_key} is missing but the log has entries:"
+                    " refusing to start with a new key"
+                )
+            generate_log_key(self.config.log_key, origin)
+        signer = load_log_signer(self.config.log_key, origin)
+        if stored_origin is None:
+            # servers starting together on a new shared database: the first key wins
+            origin = self.store.setdefault_meta("origin", origin)
+            signer = load_log_signer(self.config.log_key, origin)
+            self.store.setdefault_meta("log_verifier_key", signer.verifier_key())
+        if self.store.get_meta("log_verifier_key") != signer.verifier_key():
+            raise LogError(
+                f"log key {self.config.log_key} is not the key this database was created with"
+            )
+        return signer
+
+    def _remember_start(self) -> None:
+        """Refuse a database behind the newest checkpoint this server signed (kept beside
+        the log key, `provenance.server.rollback`); then remember the database's latest."""
+        if self._memo is None:
+            return
+        remembered = check_not_rolled_back(
+            self._memo.path, self.verifier, self.store.tree_size(), self.store.get_nodes
+        )
+        latest = self.store.latest_checkpoint()
+        if latest is not None and (latest[0] > remembered or not self._memo.path.exists()):
+            remember_checkpoint(self._memo.path, latest[1])
+
+    def _log_key_history(self) -> None:
+        """On the first start of a database that predates key history, log an enrollment
+        (and a revocation, where the row has one) for every registry row, marked
+        ``backfilled``: from then on the rows are checked against the log. A row edited
+        before the upgrade cannot be told from an honest one."""
+        if self.store.get_meta(KEY_HISTORY_META) is not None:
+            return
+        with self.store.append() as txn:
+            rows = txn.all_devices()
+        pending: list[PendingKeyEvent] = []
+        for d in rows:
+            if self.store.key_event_entries(d.device_id):
+                continue  # logged by another server starting at the same time
+            enrolled = KeyEvent(
+                KeyEventKind.ENROLLMENT,
+                d.device_id,
+                d.enrolled_at,
+                public_key=d.public_key,
+                authorised_by="backfill",
+                backfilled=True,
+            )
+            events = [enrolled]
+            if d.revoked_at is not None:
+                events.append(
+                    replace(
+                        enrolled,
+                        kind=KeyEventKind.REVOCATION,
+                        effective_at=d.revoked_at,
+                        public_key=b"",
+                        reason=d.revocation_reason,
+                    )
+                )
+            for ev in events:
+                signed = sign_key_event(self._admin, wire.encode_key_event(ev))
+                pending.append(PendingKeyEvent(signed, ev, backfill=True))
+        if pending:
+            self.writer.submit_key_events(pending)
+            log.info("logged the key history of %d existing devices", len(rows))
+        self.store.setdefault_meta(KEY_HISTORY_META, str(self.store.tree_size()))
+
+    def _start_cosigner(self) -> Cosigner | None:
+        """The witness policy's cosigner, already asked to cosign the latest checkpoint."""
+        cfg = self.config
+        if not cfg.witnesses:
+            return None
+        cosigner = Cosigner(
+            list(cfg.witnesses),
+            cfg.witness_quorum or len(cfg.witnesses),
+            lambda old, new: merkle.consistency_proof(old, new, self.store.get_nodes),
+            self.store.latest_checkpoint,
+            timeout_s=cfg.witness_timeout_s,
+            interval_s=cfg.witness_interval_s,
+        )
+        latest = self.store.latest_checkpoint()
+        if latest is not None:
+            cosigner.submit(*latest)
+        return cosigner
+
+    def cosigned_checkpoint(self) -> tuple[str, int, list[WitnessStatus]]:
+        """(the newest checkpoint cosigned by the witness quorum, "" when none yet; the
+        quorum; each witness's status). Raises WitnessError when the server has no witness
+        policy."""
+        if self.cosigner is None:
+            raise WitnessError(
+                "this server requests no witness cosignatures (start it with --witness URL=KEY)"
+            )
+        return self.cosigner.cosigned() or "", self.cosigner.quorum, self.cosigner.statuses()
+
+    def close(self) -> None:
+        self._stop.set()
+        self._upkeep.join()
+        self.writer.close()
+        if self.cosigner is not None:
+            self.cosigner.close()
+        if self._memo is not None:
+            self._memo.close()
+        self.store.close()
+
+    def _after_commit(self, size: int, note: str, appended: list[tuple[int, PendingClaim]]) -> None:
+        metrics.APPENDS.inc(len(appended))
+        if self.cosigner is not None:
+            self.cosigner.submit(size, note)
+        if self._memo is not None:
+            self._memo.update(size, note)
+        with self._index_lock:
+            if appended and appended[0][0] == self._indexed:
+                for idx, p in appended:
+                    for h in p.claim.soft_bindings:
+                        self.pdq.add(idx, h)
+                    self.has_video |= p.claim.media_type.startswith("video/")
+                self._indexed = size
+                self._indexed_metrics()
+                return
+        try:  # another server appended before this batch: read it all
+            self._follow(size)
+        except (StorageError, LogError) as e:  # the upkeep thread catches up later
+            log.warning("cannot index the log's new entries now: %s", e)
+
+    def _load_index(self) -> None:
+        """Load every usable hash of the log into the near-duplicate index at start (stored
+        packs, then the rows after them), store the packs that are due, and start building
+        the index's tables; searches scan exhaustively until they are built, never missing
+        a capture (`provenance.index.mih`)."""
+        t0 = time.perf_counter()
+        size = self.store.tree_size()
+        loaded = load_index(self.store, size)
+        for part in loaded.parts:
+            self.pdq.add_arrays(part.ids, part.words)
+        self.pdq.prepare()
+        pdq = self.pdq
+        metrics.INDEX_WARMING.set_function(lambda: float(pdq.warming))
+        self.has_video = loaded.video
+        self._indexed = size
+        self._packed = write_packs(self.store, loaded.packed, size, loaded.tail)
+        self._indexed_metrics()
+        #: seconds the start spent loading the near-duplicate index
+        self.index_load_seconds = time.perf_counter() - t0
+        log.info(
+            "near-duplicate index: %d hashes of %d leaves loaded (%d from packs) in %.2f s%s",
+            loaded.hashes,
+            size,
+            loaded.packed,
+            self.index_load_seconds,
+            "; building its tables in the background (searches scan meanwhile)"
+            if self.pdq.warming
+            else "",
+        )
+
+    def _follow(self, size: int) -> None:
+        """Bring the near-duplicate index up to a log of ``size`` leaves from the store
+        (what other servers over the same database appended)."""
+        with self._index_lock:
+            if size <= self._indexed:
+                return
+            pack = self.store.hash_pack(self._indexed, size)  # a failed read adds none
+            self.pdq.add_arrays(pack.ids, pack.words)
+            self.has_video |= pack.video
+            self._indexed = size
+            self._indexed_metrics()
+
+    def _indexed_metrics(self) -> None:
+        metrics.TREE_SIZE.set(self._indexed)
+        metrics.INDEX_HASHES.set(len(self.pdq))
+
+    def advance_verified_mark(self) -> int:
+        """Re-hash what was appended since the verified mark and move it (see
+        `provenance.server.startup.advance_mark`); returns the mark's size."""
+        return advance_mark(self.store, self.signer, self.verifier)
+
+    def _upkeep_loop(self) -> None:
+        """Over a shared store, poll the log's head and index what other servers appended,
+        so a capture logged anywhere is found here within about ``follow_interval_s``;
+        every ``mark_interval_s``, move the verified mark and store the index packs that
+        became full."""
+        interval = (
+            self.config.follow_interval_s if self.store.shared else self.config.mark_interval_s
+        )
+        next_mark = time.monotonic() + self.config.mark_interval_s
+        while not self._stop.wait(interval):
+            try:
+                if self.store.shared:
+                    self._follow(self.store.tree_size())
+                if time.monotonic() >= next_mark:
+                    self.advance_verified_mark()
+                    self._packed = write_packs(self.store, self._packed, self._indexed)
+                    next_mark = time.monotonic() + self.config.mark_interval_s
+            except (StorageError, LogError) as e:
+                log.warning("log upkeep: %s", e)
+
+    # ---------------------------------------------------------------- registry
+
+    def create_enrollment_token(
+        self, ttl: timedelta = DEFAULT_TOKEN_TTL, label: str = ""
+    ) -> tuple[str, datetime]:
+        """A one-time token for `enroll`, valid for ``ttl``. Returns (token, expiry)."""
+        now = self.clock()
+        token = new_token()
+        self.store.add_token(token_hash(token), label, now, now + ttl)
+        return token, now + ttl
+
+    def enroll(
+        self, token: str, public_key: bytes, proof_of_possession: bytes, certificate_pem: str = ""
+    ) -> tuple[Device, str]:
+        """Enroll ``public_key`` (raw 32 bytes); returns the device and its X.509 chain.
+
+        With a one-time ``token``; or, with no token, by a ``certificate_pem`` chain that
+        the server's enrollment authority issued (checked here). When the server runs an
+        authority and no chain is given, it issues one. Raises KeyMaterialError or
+        EnrollmentError.
+        """
+        device_id = check_enrollment(public_key, token, proof_of_possession)
+        now = self.clock()
+        chain = ""
+        if certificate_pem:
+            if self.authority is None:
+                raise EnrollmentError(
+                    "this server runs no enrollment authority to check certificates"
+                )
+            accept_device_certificate(
+                certificate_pem.encode(), public_key, [self.authority.certificate], now=now
+            )
+            chain = certificate_pem
+        elif not token:
+            raise EnrollmentError("enrollment needs a one-time token or a device certificate")
+        elif self.authority is not None:
+            chain = issue_device_certificate(
+                self.authority, public_key, device_id.hex(), now=now
+            ).decode()
+        ev = KeyEvent(
+            KeyEventKind.ENROLLMENT,
+            device_id,
+            now,
+            public_key=public_key,
+            authorised_by="token" if token else "certificate",
+        )
+        signer = self._admin
+        if not token:
+            assert self.authority is not None  # a certificate enrollment needs one
+            ca = self.authority.private_key
+            raw = ca.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+            signer = KeySigner(raw, ca.sign)
+        got = self.writer.submit_key_event(
+            PendingKeyEvent(
+                sign_key_event(signer, wire.encode_key_event(ev)),
+                ev,
+                token_hash(token) if token else None,
+                certificate_pem=chain,
+            )
+        )
+        return got.device, chain
+
+    def revoke(self, device_id: bytes, reason: str, effective_at: datetime | None) -> Device:
+        """Revoke a device key from ``effective_at`` (None: now). Raises ClaimError for a
+        time more than REVOCATION_CLOCK_SKEW ahead of the server's clock (a revocation
+        takes effect now or earlier) and UnknownDeviceError for an unknown device."""
+        now = self.clock()
+        check_revocation_time(effective_at, now)
+        ev = KeyEvent(
+            KeyEventKind.REVOCATION,
+            device_id,
+            effective_at or now,
+            reason=reason,
+            authorised_by="admin",
+        )
+        signed = sign_key_event(self._admin, wire.encode_key_event(ev))
+        return self.writer.submit_key_event(PendingKeyEvent(signed, ev)).device
+
+    def get_device(self, device_id: bytes) -> Device:
+        """The registry row as stored (`prov log audit` compares it with the log)."""
+        return self.store.get_device(device_id)
+
+    def key_state(self, device_id: bytes, revocations_only: bool = False) -> KeyState | None:
+        """What the log's key-history entries say of a device (None: nothing logged).
+
+        Raises LogIntegrityError when a key-history entry indexed for the device does not
+        decode, is not a key event of that device, or its signature does not verify."""
+        events: list[LoggedKeyEvent] = []
+        for idx, data in self.store.key_event_entries(device_id, revocations_only):
+            try:
+                signed, at = wire.decode_entry(data)
+                if not isinstance(signed, SignedKeyEvent):
+                    raise ClaimError("it is a claim, not a key event")
+                verify_key_event(signed)
+                ev = wire.decode_key_event(signed.event_bytes)
+            except ProvenanceError as e:
+                raise LogIntegrityError(
+                    f"key-history entry {idx} of device {device_id.hex()} is damaged: {e}"
+                ) from e
+            if ev.device_id != device_id:
+                raise LogIntegrityError(
+                    f"key-history entry {idx} is indexed under device {device_id.hex()} but"
+                    " names another: the database was edited behind the log's back"
+                )
+            events.append(LoggedKeyEvent(idx, at, signed, ev))
+        return replay(events).get(device_id)
+
+    def device_in_force(self, row: Device, notes: list[str] | None = None) -> Device:
+        """The registry row with the revocation the log holds (`keyhistory.in_force`): an
+        edited row can make a verdict stricter, never more lenient. Where the row and the
+        log disagree, a sentence is added to ``notes`` (and the server's log)."""
+        state = self.key_state(row.device_id)
+        problems = registry_problems(state, row) if state is not None else []
+        if problems:
+            log.warning("registry disagrees with the key history: %s", "; ".join(problems))
+            if notes is not None:
+                notes.extend(
+                    f"note: the registry disagrees with the logged key history ({p}); the"
+                    " verdict uses the log's revocation"
+                    for p in problems
+                )
+        return in_force(row, state)
+
+    # ---------------------------------------------------------------- submissions
+
+    def submit(self, signed: SignedClaim) -> Appended:
+        """Verify and log a signed claim; returns once it is durable.
+
+        A replay of a logged claim returns its original receipt (``duplicate``).
+        Raises ClaimError, UnknownDeviceError, SignatureError, RevokedKeyError or
+        SequenceError for the claim; StorageError when the store fails or the log does not
+        confirm in time, LogIntegrityError when the stored log no longer matches its
+        checkpoints.
+        """
+        admitted = self.admit(signed)
+        if isinstance(admitted, Appended):
+            return admitted
+        return self.writer.submit(admitted)
+
+    async def submit_async(self, signed: SignedClaim, timeout: float = 30.0) -> Appended:
+        """`submit` for an asyncio caller: the checks run on the calling (event loop)
+        thread and the wait for the group commit holds no thread. Raises as `submit`."""
+        admitted = self.admit(signed)
+        if isinstance(admitted, Appended):
+            return admitted
+        # shielded: a cancelled wait (timeout, client gone) must not cancel the writer's
+        # future, which the writer thread completes whatever happens
+        done = asyncio.shield(asyncio.wrap_future(self.writer.enqueue(admitted)))
+        try:
+            return cast(Appended, await asyncio.wait_for(done, timeout))
+        except TimeoutError as e:
+            raise StorageError(
+                f"the log did not confirm the submission within {timeout:g} s; it may still"
+                " be recorded: submit it again (a replay returns its receipt)"
+            ) from e
+
+    def admit(self, signed: SignedClaim) -> Appended | PendingClaim:
+        """The checks of `submit` before the writer: the claim ready to log, or the
+        original receipt of a replay. Raises as `submit`."""
+        claim = wire.decode_claim(signed.claim_bytes)
+        check_claim_shape(signed, claim)
+        device = self.store.get_device(signed.key_id)
+        check_signature(signed, device)
+        old = self.store.leaf_by_claim_hash(signed.claim_hash)
+        if old is not None:
+            return Appended(self._receipt(old), True)
+        logged = self.key_state(device.device_id, revocations_only=True)
+        check_not_revoked(in_force(device, logged), self.clock())
+        return PendingClaim(signed, claim)
+
+    # ---------------------------------------------------------------- verification
+
+    def _logged(self, rec: LeafRecord, notes: list[str] | None = None) -> LoggedClaim:
+        """The logged claim of a leaf, its receipt checked against the log key.
+
+        Raises LogIntegrityError when the entry or its receipt no longer verify: the
+        fault is the database's, not the file's."""
+        try:
+            signed, _ = wire.decode_log_entry(rec.entry)
+            receipt = self._receipt(rec)
+            verify_receipt(receipt, signed, self.verifier)
+            claim = wire.decode_claim(signed.claim_bytes)
+        except ProvenanceError as e:
+            raise LogIntegrityError(
+                f"log entry {rec.index} or its receipt does not verify with the log key: the"
+                f" log database is damaged ({e})"
+            ) from e
+        device = self.store.find_device(claim.device_id)
+        if device is None:
+            raise LogIntegrityError(
+                f"the device of log entry {rec.index} is missing from the registry: the log"
+                " database is damaged"
+            )
+        return LoggedClaim(
+            signed_claim=signed,
+            claim=claim,
+            receipt=receipt,
+            device=self.device_in_force(device, notes),
+            chain_linked=rec.chain_linked,
+            receipt_verified=True,
+        )
+
+    def verify(
+        self,
+        facts: FileFacts,
+        sidecar: SignedClaim | None = None,
+        sidecar_chunk_hashes: tuple[bytes, ...] = (),
+        sidecar_receipt: Receipt | None = None,
+    ) -> VerificationReport:
+        """The cryptographic verdict on a file described by ``facts`` (and its sidecar).
+
+        A sidecar whose claim does not decode is not used, and the report says so: it can
+        neither block the verdict nor change it (a file without it gets the same one). The
+        sidecar's ``sidecar_receipt``, when this log signed it for a claim the log no
+        longer holds, is reported as a log rollback (`provenance.server.rollback`).
+        Raises LogIntegrityError when a log record found for the file is damaged, and
+        StorageError when the store cannot be read."""
+        now = self.clock()
+        notes: list[str] = []
+        report = self._verify(now, notes, facts, sidecar, sidecar_chunk_hashes, sidecar_receipt)
+        if not notes:
+            return report
+        return replace(report, reasons=(*report.reasons, *dict.fromkeys(notes)))
+
+    def _verify(
+        self,
+        now: datetime,
+        notes: list[str],
+        facts: FileFacts,
+        sidecar: SignedClaim | None,
+        sidecar_chunk_hashes: tuple[bytes, ...],
+        sidecar_receipt: Receipt | None,
+    ) -> VerificationReport:
+        hashes = [facts.sha256] + ([facts.content_sha256] if facts.content_sha256 else [])
+        exact = [
+            self._logged(r, notes) for h in hashes for r in self.store.leaves_by_file_sha256(h)
+        ]
+        unusable = None
+        claim = None
+        if sidecar is not None:
+            try:
+                claim = wire.decode_claim(sidecar.claim_bytes)
+            except ProvenanceError as e:
+                unusable = (
+                    f"a sidecar came with the file but its claim cannot be read ({e});"
+                    " it was not used"
+                )
+                sidecar = None
+        near = (
+            []
+            if exact
+            else [
+                self._logged(rec, notes)
+                for idx in self._near_candidates(facts.soft_bindings + facts.dihedral_soft_bindings)
+                if (rec := self.store.leaf_by_index(idx)) is not None
+            ]
+        )
+        if sidecar is None or claim is None:
+            report = with_time_flags(decide(facts, now, exact=exact, near=near))
+            return (
+                report if unusable is None else replace(report, reasons=(*report.reasons, unusable))
+            )
+        rec = self.store.leaf_by_claim_hash(sidecar.claim_hash)
+        sidecar_row = self.store.find_device(sidecar.key_id)
+        report = with_time_flags(
+            decide(
+                facts,
+                now,
+                exact=exact,
+                near=near,
+                sidecar=sidecar,
+                sidecar_claim=claim,
+                sidecar_device=(self.device_in_force(sidecar_row, notes) if sidecar_row else None),
+                sidecar_logged=self._logged(rec, notes) if rec else None,
+                sidecar_chunk_hashes=sidecar_chunk_hashes,
+            )
+        )
+        if sidecar_receipt is None or rec is not None:
+            return report
+        size = self.store.tree_size()
+        return with_lost_receipt(report, sidecar, sidecar_receipt, self.verifier, size)
+
+    def _near_candidates(self, soft: tuple[PerceptualHash, ...], limit: int = 8) -> list[int]:
+        """Leaf indexes whose soft bindings are near ``soft``: for one image hash the
+        nearest first; for video frames the leaves hit by the most frames first (at most
+        MAX_QUERY_FRAMES frames, evenly spread, are searched)."""
+        if len(soft) > MAX_QUERY_FRAMES:
+            step = len(soft) / MAX_QUERY_FRAMES
+            soft = tuple(soft[int(i * step)] for i in range(MAX_QUERY_FRAMES))
+        best: dict[int, int] = {}
+        hits: dict[int, int] = {}
+        for h in soft:
+            for dist, idx in self.pdq.search(h):
+                best[idx] = min(dist, best.get(idx, dist))
+                hits[idx] = hits.get(idx, 0) + 1
+        return sorted(best, key=lambda i: (-hits[i], best[i]))[:limit]
+
+    # ---------------------------------------------------------------- log
+
+    def latest_checkpoint(self) -> str:
+        latest = self.store.latest_checkpoint()
+        if latest is None:
+            raise LogError("the log is empty: no checkpoint yet")
+        return latest[1]
+
+    def _size_or_latest(self, size: int) -> int:
+        latest = self.store.latest_checkpoint()
+        current = latest[0] if latest else 0
+        if size == 0:
+            return current
+        if size > current:
+            raise LogError(f"tree size {size} is beyond the log's size {current}")
+        return size
+
+    def inclusion_proof(
+        self, size: int, index: int | None = None, leaf_hash: bytes | None = None
+    ) -> tuple[int, int, list[bytes], bytes]:
+        """(leaf index, tree size, proof, leaf hash) for a leaf given by index or hash."""
+        size = self._size_or_latest(size)
+        if index is not None and index >= size:
+            raise LogError(f"leaf {index} is not in the tree of size {size}")
+        rec = (
+            self.store.leaf_by_index(index)
+            if index is not None
+            else self.store.leaf_by_leaf_hash(leaf_hash or b"")
+        )
+        if rec is None:
+            raise LogError("no such leaf in the log")
+        if rec.index >= size:
+            raise LogError(f"leaf {rec.index} is not in the tree of size {size}")
+        proof = merkle.inclusion_proof(rec.index, size, self.store.get_nodes)
+        return rec.index, size, proof, rec.leaf_hash
+
+    def consistency_proof(self, first: int, second: int) -> tuple[int, int, list[bytes]]:
+        second = self._size_or_latest(second)
+        if first > second:
+            raise LogError(f"first size {first} is larger than second size {second}")
+        return first, second, merkle.consistency_proof(first, second, self.store.get_nodes)
+
+    def entries(self, start: int, limit: int) -> tuple[list[bytes], int]:
+        """Leaf data from ``start``, at most ``limit`` (capped at 1000); returns (entries, next).
+
+        Raises LogError when ``start`` is beyond the latest checkpoint's tree size."""
+        limit = max(1, min(limit or 100, 1000))
+        size = self._size_or_latest(0)
+        if start > size:
+            raise LogError(f"start {start} is beyond the log's size {size}")
+        got = self.store.entries(start, limit)
+        for want, (idx, _) in enumerate(got, start):
+            if idx != want:
+                raise LogIntegrityError(
+                    f"log entry {want} is missing from the database: it was deleted behind the"
+                    " log's back"
+                )
+        return [e for _, e in got], start + len(got)
+
+    def receipt_for_claim(self, claim_hash: bytes) -> Receipt | None:
+        rec = self.store.leaf_by_claim_hash(claim_hash)
+        return None if rec is None else self._receipt(rec)
+
+    def _receipt(self, rec: LeafRecord) -> Receipt:
+        """The receipt of a stored leaf, rebuilt (`provenance.log.receipt.build_receipt`);
+        raises LogIntegrityError when the store cannot back it."""
+        covering = self.store.checkpoint_covering(rec.index)
+        return build_receipt(
+            rec.index, rec.entry, rec.integrated_at, covering, self.store.get_nodes
+        )

@@ -1,0 +1,55 @@
+"""`prov web`: the verification page, log explorer and HTTP API, as a client of the
+gRPC service. Registered on the `prov` app by clients/cli.py."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from clients.api import default_server
+from clients.options import ServerOpt
+
+
+def web(
+    server: ServerOpt = default_server(),
+    listen: Annotated[
+        str, typer.Option(help="HTTP address to listen on, HOST:PORT (port 0 picks one).")
+    ] = "127.0.0.1:8080",
+    max_upload_mb: Annotated[
+        int,
+        typer.Option(
+            help="Largest file relayed for verification, MiB (the service has its own limit)."
+        ),
+    ] = 2048,
+    uploads_per_minute: Annotated[
+        int, typer.Option(help="Uploads each client address may start a minute (0: no limit).")
+    ] = 30,
+    upload_idle_seconds: Annotated[
+        float, typer.Option(help="Refuse an upload (408) that sends nothing for this long.")
+    ] = 60.0,
+    tiles_dir: Annotated[
+        Path | None,
+        typer.Option(
+            help="Also serve this `prov log export-tiles` folder read-only as a C2SP tlog-tiles"
+            " log under /tlog/ (checkpoint, tile/...), with cache headers."
+        ),
+    ] = None,
+) -> None:
+    """Serve the verification page, the public log explorer and the JSON API
+    (/api/v1/, /openapi.json, C2PA soft binding resolution) over HTTP, as a client of
+    the gRPC service at --server. Stores no uploaded file. Stops on SIGINT/SIGTERM."""
+    from provenance.web.app import WebConfig
+    from provenance.web.serve import run_web
+
+    run_web(
+        listen,
+        WebConfig(
+            server,
+            max_upload_bytes=max_upload_mb * 1024 * 1024,
+            uploads_per_minute=uploads_per_minute,
+            upload_idle_seconds=upload_idle_seconds,
+            tiles_dir=tiles_dir,
+        ),
+    )

@@ -1,0 +1,21 @@
+"""Sizes both ends of the gRPC wire contract agree on (`proto/provenance/v1`).
+
+Clients (`clients.api`, the web app) and the server (`provenance.server.rpc`) import these
+from here, so a client never loads the server, the store or the service.
+"""
+
+from __future__ import annotations
+
+#: Largest gRPC message either side accepts, in bytes. Uploads travel in 1 MiB chunks.
+MAX_MESSAGE_BYTES = 8 * 1024 * 1024
+#: Upload chunk size the clients use, in bytes.
+UPLOAD_CHUNK_BYTES = 1024 * 1024
+#: Start of the reason a Lookup (hashes only) gives for a video it could not search with
+#: the dense frame pass; a caller holding the file (the scanner) then sends it (VerifyFile).
+#: Most queries (files) in one Lookup call: the server's default `--max-lookup-queries`,
+#: and the most a client puts in one call.
+MAX_LOOKUP_QUERIES = 1000
+#: Most perceptual hashes (video frames) in one Lookup call: the server's default
+#: `--max-lookup-hashes`, and the most a client puts in one call.
+MAX_LOOKUP_HASHES = 16384
+DENSE_PASS_NEEDS_BYTES = "the dense frame pass that finds trimmed clips needs the file's bytes"

@@ -1,0 +1,633 @@
+"""The one place where domain objects meet protobuf messages.
+
+Nothing else in the project imports ``*_pb2``. Decoding untrusted bytes or messages
+raises `ClaimError` with a message a person can act on, and nothing else: no protobuf
+``DecodeError``, no ``ValueError`` from an out-of-range timestamp, no `BindingError`
+from a malformed soft binding.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import UTC, datetime
+from typing import Any, cast
+
+from google.protobuf.message import DecodeError
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from provenance.core.binding import PerceptualHash
+from provenance.core.claims import (
+    Claim,
+    Device,
+    HardBinding,
+    Receipt,
+    SignedClaim,
+    TimeFlag,
+    Verdict,
+)
+from provenance.core.errors import BindingError, ClaimError
+from provenance.core.keyhistory import KeyEvent, KeyEventKind, SignedKeyEvent
+from provenance.core.verify import (
+    ClaimEvidence,
+    Evidence,
+    FileFacts,
+    VerificationReport,
+)
+from provenance.core.video_match import VideoMatch
+from provenance.v1 import provenance_pb2 as pb
+
+__all__ = ["pb"]
+
+
+# ---------------------------------------------------------------- times
+
+
+def ts_to_pb(when: datetime | None) -> Timestamp | None:
+    """UTC datetime -> Timestamp (None stays None)."""
+    if when is None:
+        return None
+    t = Timestamp()
+    t.FromDatetime(when.astimezone(UTC))
+    return t
+
+
+def ts_from_pb(t: Timestamp, what: str = "timestamp") -> datetime:
+    """Timestamp -> timezone-aware UTC datetime.
+
+    Raises ClaimError when it lies outside 0001-01-01 .. 9999-12-31 (the range of
+    google.protobuf.Timestamp and of Python's datetime) or its nanos are not 0..999999999.
+    """
+    try:
+        return t.ToDatetime(tzinfo=UTC)
+    except (ValueError, OverflowError) as e:
+        raise ClaimError(
+            f"{what} is out of range ({t.seconds} s, {t.nanos} ns): a time must lie between"
+            " 0001-01-01 and 9999-12-31 UTC"
+        ) from e
+
+
+def _parse(msg_type: Any, data: bytes, what: str) -> Any:
+    msg = msg_type()
+    try:
+        msg.ParseFromString(data)
+    except DecodeError as e:
+        raise ClaimError(f"malformed {what}: not a valid protobuf message ({e})") from e
+    return msg
+
+
+# ---------------------------------------------------------------- claims
+
+
+def soft_to_pb(h: PerceptualHash) -> pb.SoftBinding:
+    return pb.SoftBinding(
+        algorithm=h.algorithm, hash=h.hash, quality=h.quality, timestamp_seconds=h.timestamp_seconds
+    )
+
+
+def soft_from_pb(m: pb.SoftBinding) -> PerceptualHash:
+    """Wire soft binding -> PerceptualHash; raises ClaimError when a field is out of range
+    (algorithm, hash size, quality, frame time)."""
+    try:
+        return PerceptualHash(
+            algorithm=m.algorithm,
+            hash=bytes(m.hash),
+            quality=m.quality,
+            timestamp_seconds=m.timestamp_seconds,
+        )
+    except BindingError as e:
+        raise ClaimError(f"malformed soft binding: {e}") from e
+
+
+def encode_claim(claim: Claim) -> bytes:
+    """Serialize a claim once, deterministically; these bytes are what gets signed."""
+    msg = pb.Claim(
+        version=claim.version,
+        device_id=claim.device_id,
+        sequence=claim.sequence,
+        captured_at=ts_to_pb(claim.captured_at),
+        media_type=claim.media_type,
+        size_bytes=claim.size_bytes,
+        width=claim.width,
+        height=claim.height,
+        duration_seconds=claim.duration_seconds,
+        hard_binding=pb.HardBinding(
+            sha256=claim.hard_binding.sha256,
+            chunk_size=claim.hard_binding.chunk_size,
+            chunk_count=claim.hard_binding.chunk_count,
+            chunk_merkle_root=claim.hard_binding.chunk_merkle_root,
+        ),
+        soft_bindings=[soft_to_pb(h) for h in claim.soft_bindings],
+        prev_claim_hash=claim.prev_claim_hash,
+        metadata=dict(claim.metadata),
+        frame_sample_rate=claim.frame_sample_rate,
+        orientation=claim.orientation,
+    )
+    return msg.SerializeToString(deterministic=True)
+
+
+def decode_claim(data: bytes) -> Claim:
+    """Parse claim bytes; raises ClaimError when they are not a claim."""
+    m = _parse(pb.Claim, data, "claim")
+    if not m.HasField("captured_at") or not m.HasField("hard_binding"):
+        raise ClaimError("malformed claim: capture time or hard binding missing")
+    hb = m.hard_binding
+    return Claim(
+        version=m.version,
+        device_id=bytes(m.device_id),
+        sequence=m.sequence,
+        captured_at=ts_from_pb(m.captured_at, "the claim's capture time"),
+        media_type=m.media_type,
+        size_bytes=m.size_bytes,
+        width=m.width,
+        height=m.height,
+        duration_seconds=m.duration_seconds,
+        hard_binding=HardBinding(
+            sha256=bytes(hb.sha256),
+            chunk_size=hb.chunk_size,
+            chunk_count=hb.chunk_count,
+            chunk_merkle_root=bytes(hb.chunk_merkle_root),
+        ),
+        soft_bindings=tuple(soft_from_pb(s) for s in m.soft_bindings),
+        prev_claim_hash=bytes(m.prev_claim_hash),
+        metadata=dict(m.metadata),
+        frame_sample_rate=m.frame_sample_rate,
+        orientation=m.orientation,
+    )
+
+
+def signed_to_pb(s: SignedClaim) -> pb.SignedClaim:
+    return pb.SignedClaim(
+        payload_type=s.payload_type, claim=s.claim_bytes, key_id=s.key_id, signature=s.signature
+    )
+
+
+def signed_from_pb(m: pb.SignedClaim) -> SignedClaim:
+    return SignedClaim(
+        payload_type=m.payload_type,
+        claim_bytes=bytes(m.claim),
+        key_id=bytes(m.key_id),
+        signature=bytes(m.signature),
+    )
+
+
+# ---------------------------------------------------------------- log
+
+
+def encode_log_entry(s: SignedClaim, integrated_at: datetime) -> bytes:
+    """The leaf data of the log: the signed claim plus the server's integration time."""
+    return pb.LogEntry(
+        signed_claim=signed_to_pb(s), integrated_at=ts_to_pb(integrated_at)
+    ).SerializeToString(deterministic=True)
+
+
+def log_entry_columns(data: bytes) -> tuple[bytes, bytes, int, bytes, int]:
+    """(claim hash, device id, sequence, file SHA-256, integration time in microseconds
+    since the epoch) of leaf data, from the raw protobuf fields without building a claim
+    or a datetime: what the store indexes a leaf by, for the start-up check.
+
+    A key-history entry is indexed by (its event hash, device id, 0, no file hash, time).
+    Raises ClaimError when the bytes are not a log entry or its claim does not parse.
+    """
+    e = _parse(pb.LogEntry, data, "log entry")
+    t = e.integrated_at
+    at_us = t.seconds * 1_000_000 + t.nanos // 1000 if t.nanos % 1000 == 0 else -1
+    if e.HasField("key_event"):
+        k = e.key_event
+        event = _parse(pb.KeyEvent, k.event, "key event")
+        signed = SignedKeyEvent(bytes(k.event), bytes(k.signer_public_key), bytes(k.signature))
+        return signed.event_hash, bytes(event.device_id), 0, b"", at_us
+    c = _parse(pb.Claim, e.signed_claim.claim, "claim")
+    claim_hash = hashlib.sha256(e.signed_claim.claim).digest()
+    return claim_hash, bytes(c.device_id), int(c.sequence), bytes(c.hard_binding.sha256), at_us
+
+
+def decode_log_entry(data: bytes) -> tuple[SignedClaim, datetime]:
+    """Leaf data of a claim -> (signed claim, integration time); raises ClaimError when
+    malformed or when the leaf is a key-history entry (`decode_entry` reads both)."""
+    got, integrated_at = decode_entry(data)
+    if isinstance(got, SignedKeyEvent):
+        raise ClaimError("this log entry is a key-history entry (enrollment or revocation)")
+    return got, integrated_at
+
+
+def decode_entry(data: bytes) -> tuple[SignedClaim | SignedKeyEvent, datetime]:
+    """Leaf data -> (signed claim or signed key event, integration time); raises
+    ClaimError when malformed. A leaf with ``key_event`` set is key history; every other
+    leaf (all leaves written before key history existed) is a claim."""
+    m = _parse(pb.LogEntry, data, "log entry")
+    at = ts_from_pb(m.integrated_at, "the integration time")
+    if m.HasField("key_event"):
+        if m.HasField("signed_claim"):
+            raise ClaimError("a log entry holds both a claim and a key event")
+        k = m.key_event
+        return SignedKeyEvent(bytes(k.event), bytes(k.signer_public_key), bytes(k.signature)), at
+    return signed_from_pb(m.signed_claim), at
+
+
+def is_key_event_entry(data: bytes) -> bool:
+    """Whether leaf data is a key-history entry (one protobuf parse, nothing converted:
+    what an audit asks of every entry); raises ClaimError when malformed."""
+    return bool(_parse(pb.LogEntry, data, "log entry").HasField("key_event"))
+
+
+def encode_key_event_entry(signed: SignedKeyEvent, integrated_at: datetime) -> bytes:
+    """The leaf data of a key-history entry: the signed key event and the server's
+    integration time (`provenance.core.keyhistory`)."""
+    return pb.LogEntry(
+        key_event=pb.SignedKeyEvent(
+            event=signed.event_bytes,
+            signer_public_key=signed.signer_public_key,
+            signature=signed.signature,
+        ),
+        integrated_at=ts_to_pb(integrated_at),
+    ).SerializeToString(deterministic=True)
+
+
+def encode_key_event(ev: KeyEvent) -> bytes:
+    """A `KeyEvent` serialized once, to be signed (`keyhistory.sign_key_event`)."""
+    return pb.KeyEvent(
+        kind=cast(pb.KeyEvent.Kind, int(ev.kind)),
+        device_id=ev.device_id,
+        public_key=ev.public_key,
+        effective_at=ts_to_pb(ev.effective_at),
+        reason=ev.reason,
+        authorised_by=ev.authorised_by,
+        backfilled=ev.backfilled,
+    ).SerializeToString(deterministic=True)
+
+
+def decode_key_event(data: bytes) -> KeyEvent:
+    """Signed KeyEvent bytes -> `KeyEvent`; raises ClaimError when malformed or of an
+    unknown kind."""
+    m = _parse(pb.KeyEvent, data, "key event")
+    try:
+        kind = KeyEventKind(m.kind)
+    except ValueError as e:
+        raise ClaimError(f"key event of unknown kind {m.kind}") from e
+    return KeyEvent(
+        kind=kind,
+        device_id=bytes(m.device_id),
+        effective_at=ts_from_pb(m.effective_at, "the key event's time"),
+        public_key=bytes(m.public_key),
+        reason=m.reason,
+        authorised_by=m.authorised_by,
+        backfilled=m.backfilled,
+    )
+
+
+def receipt_to_pb(r: Receipt) -> pb.Receipt:
+    return pb.Receipt(
+        leaf_index=r.leaf_index,
+        integrated_at=ts_to_pb(r.integrated_at),
+        checkpoint=r.checkpoint,
+        inclusion_proof=list(r.inclusion_proof),
+        log_entry=r.log_entry,
+    )
+
+
+def receipt_from_pb(m: pb.Receipt) -> Receipt:
+    return Receipt(
+        leaf_index=m.leaf_index,
+        integrated_at=ts_from_pb(m.integrated_at, "the receipt's integration time"),
+        checkpoint=m.checkpoint,
+        inclusion_proof=tuple(bytes(p) for p in m.inclusion_proof),
+        log_entry=bytes(m.log_entry),
+    )
+
+
+def encode_receipt(r: Receipt) -> bytes:
+    return receipt_to_pb(r).SerializeToString(deterministic=True)
+
+
+def decode_receipt(data: bytes) -> Receipt:
+    """Receipt bytes -> Receipt; raises ClaimError when malformed."""
+    return receipt_from_pb(_parse(pb.Receipt, data, "receipt"))
+
+
+# ---------------------------------------------------------------- registry
+
+
+def device_to_pb(d: Device) -> pb.Device:
+    return pb.Device(
+        device_id=d.device_id,
+        public_key=d.public_key,
+        enrolled_at=ts_to_pb(d.enrolled_at),
+        last_sequence=d.last_sequence,
+        revoked=d.revoked,
+        revoked_at=ts_to_pb(d.revoked_at),
+        revocation_reason=d.revocation_reason,
+        label=d.label,
+    )
+
+
+def device_from_pb(m: pb.Device) -> Device:
+    return Device(
+        device_id=bytes(m.device_id),
+        public_key=bytes(m.public_key),
+        enrolled_at=ts_from_pb(m.enrolled_at),
+        last_sequence=m.last_sequence,
+        revoked_at=ts_from_pb(m.revoked_at) if m.revoked else None,
+        revocation_reason=m.revocation_reason,
+        label=m.label,
+    )
+
+
+# ---------------------------------------------------------------- reports
+
+
+def report_to_pb(r: VerificationReport) -> pb.VerificationReport:
+    """Domain report -> wire report (the detector dict maps onto DetectorResult)."""
+    ev = r.evidence
+    evm = pb.Evidence(
+        file_sha256=ev.file.sha256,
+        file_size=ev.file.size,
+        media_type=ev.file.media_type,
+        file_soft_bindings=[soft_to_pb(h) for h in ev.file.soft_bindings],
+        pdq_distance=-1 if ev.pdq_distance is None else ev.pdq_distance,
+        pdq_threshold=ev.pdq_threshold,
+        sidecar_present=ev.sidecar_present,
+        hash_match=ev.hash_match,
+        file_content_sha256=ev.file.content_sha256,
+        damaged_ranges=[pb.ByteRange(first_byte=a, last_byte=b) for a, b in ev.damaged_ranges],
+        time_flags=[pb.TimeFlag(code=f.code, detail=f.detail) for f in ev.time_flags],
+        pdq_transform=ev.pdq_transform,
+    )
+    if ev.video_match is not None:
+        evm.video_match.CopyFrom(video_match_to_pb(ev.video_match))
+    if ev.claim is not None:
+        c = ev.claim
+        evm.claim.CopyFrom(
+            pb.ClaimEvidence(
+                signed_claim=signed_to_pb(c.signed_claim),
+                receipt=receipt_to_pb(c.receipt) if c.receipt else None,
+                device=device_to_pb(c.device) if c.device else None,
+                signature_valid=c.signature_valid,
+                in_log=c.in_log,
+                chain_linked=c.chain_linked,
+                receipt_verified=c.receipt_verified,
+            )
+        )
+    msg = pb.VerificationReport(
+        status=cast(pb.Verdict, pb.Verdict.Value(r.status.value)),  # Value() is typed int
+        reasons=list(r.reasons) + list(ev.file.notes),
+        evidence=evm,
+        verified_at=ts_to_pb(r.verified_at),
+    )
+    if r.detector is not None:
+        msg.detector.CopyFrom(detector_to_pb(r.detector))
+    if r.c2pa is not None:
+        msg.c2pa.CopyFrom(c2pa_to_pb(r.c2pa))
+    return msg
+
+
+_VIDEO_OPTIONAL = ("offset_seconds", "original_start_s", "original_end_s", "median_distance")
+_VIDEO_PB_NAME = {
+    "offset_seconds": "offset_seconds",
+    "original_start_s": "original_start_seconds",
+    "original_end_s": "original_end_seconds",
+    "median_distance": "median_distance",
+}
+_VIDEO_PLAIN = (
+    "matched",
+    "coverage",
+    "window_frames",
+    "aligned_frames",
+    "matched_share_query",
+    "matched_share_original",
+    "query_frames",
+    "original_frames",
+    "query_matched_frames",
+    "original_matched_frames",
+    "threshold",
+    "min_quality",
+)
+
+
+def video_match_to_pb(m: VideoMatch) -> pb.VideoMatch:
+    msg = pb.VideoMatch(**{k: getattr(m, k) for k in _VIDEO_PLAIN})
+    for k in _VIDEO_OPTIONAL:
+        if getattr(m, k) is not None:
+            setattr(msg, _VIDEO_PB_NAME[k], getattr(m, k))
+    return msg
+
+
+def video_match_from_pb(msg: pb.VideoMatch) -> VideoMatch:
+    opt: dict[str, Any] = {
+        k: getattr(msg, _VIDEO_PB_NAME[k]) if msg.HasField(_VIDEO_PB_NAME[k]) else None
+        for k in _VIDEO_OPTIONAL
+    }
+    return VideoMatch(**{k: getattr(msg, k) for k in _VIDEO_PLAIN}, **opt)
+
+
+def c2pa_to_pb(d: dict[str, Any]) -> pb.C2paResult:
+    """A C2PA block (`C2paResult.to_dict()` shape) -> wire message."""
+    assertion = d.get("provenance_assertion")
+    return pb.C2paResult(
+        present=bool(d.get("present")),
+        validation_state=d.get("validation_state") or "",
+        validation_codes=list(d.get("validation_codes") or ()),
+        signer=d.get("signer") or "",
+        signer_org=d.get("signer_org") or "",
+        signing_alg=d.get("signing_alg") or "",
+        signed_at=d.get("signed_at") or "",
+        claim_generator=d.get("claim_generator") or "",
+        actions=[
+            pb.C2paAction(
+                action=a.get("action") or "",
+                digital_source_type=a.get("digital_source_type") or "",
+                software_agent=a.get("software_agent") or "",
+            )
+            for a in d.get("actions") or ()
+        ],
+        ingredients=[
+            pb.C2paIngredient(
+                title=i.get("title") or "",
+                relationship=i.get("relationship") or "",
+                media_type=i.get("media_type") or "",
+            )
+            for i in d.get("ingredients") or ()
+        ],
+        trusted_anchor=bool(d.get("trusted_anchor")),
+        provenance_assertion_json=json.dumps(assertion, sort_keys=True) if assertion else "",
+        error_kind=d.get("error_kind") or "",
+        error=d.get("error") or d.get("content_hash_error") or "",
+        signing_time_json=json.dumps(
+            d.get("signing_time") or {"error": d["signing_time_error"]}, sort_keys=True
+        )
+        if d.get("signing_time") or d.get("signing_time_error")
+        else "",
+    )
+
+
+def c2pa_from_pb(m: pb.C2paResult) -> dict[str, Any]:
+    """Wire message -> the `c2pa` object of ``prov verify --json`` (absent strings are null)."""
+    return {
+        "present": m.present,
+        "validation_state": m.validation_state or None,
+        "validation_codes": list(m.validation_codes),
+        "signer": m.signer or None,
+        "signer_org": m.signer_org or None,
+        "signing_alg": m.signing_alg or None,
+        "signed_at": m.signed_at or None,
+        "claim_generator": m.claim_generator or None,
+        "actions": [
+            {
+                "action": a.action,
+                "digital_source_type": a.digital_source_type or None,
+                "software_agent": a.software_agent or None,
+            }
+            for a in m.actions
+        ],
+        "ingredients": [
+            {
+                "title": i.title or None,
+                "relationship": i.relationship or None,
+                "media_type": i.media_type or None,
+            }
+            for i in m.ingredients
+        ],
+        "trusted_anchor": m.trusted_anchor,
+        "provenance_assertion": json.loads(m.provenance_assertion_json)
+        if m.provenance_assertion_json
+        else None,
+        "error_kind": m.error_kind or None,
+        "error": m.error or None,
+        **_signing_time_from_pb(m.signing_time_json),
+    }
+
+
+def _signing_time_from_pb(text: str) -> dict[str, Any]:
+    """``signing_time`` and ``signing_time_error`` of the C2PA block from their wire JSON."""
+    doc = json.loads(text) if text else None
+    if isinstance(doc, dict) and set(doc) == {"error"}:
+        return {"signing_time": None, "signing_time_error": doc["error"]}
+    return {"signing_time": doc if isinstance(doc, dict) else None, "signing_time_error": None}
+
+
+def _timeline_to_pb(d: dict[str, Any]) -> list[pb.DetectorFrame]:
+    return [
+        pb.DetectorFrame(
+            timestamp_seconds=float(f["timestamp_seconds"]),
+            score=float(f.get("score") or 0.0),
+            scored=f.get("score") is not None,
+        )
+        for f in d.get("timeline", ())
+    ]
+
+
+def _timeline_from_pb(m: pb.DetectorResult) -> dict[str, Any]:
+    if not m.timeline:
+        return {}
+    return {
+        "timeline": [
+            {
+                "timestamp_seconds": f.timestamp_seconds,
+                "score": round(f.score, 6) if f.scored else None,
+            }
+            for f in m.timeline
+        ]
+    }
+
+
+def detector_to_pb(d: dict[str, Any]) -> pb.DetectorResult:
+    """A detector block (DetectorReport.to_dict() shape, or {"available": False, "note": ...});
+    video blocks add a ``timeline`` of {"timestamp_seconds", "score" (None: not scored)}."""
+    if not d.get("available", True):
+        return pb.DetectorResult(
+            available=False, note=str(d.get("note", "")), timeline=_timeline_to_pb(d)
+        )
+    return pb.DetectorResult(
+        timeline=_timeline_to_pb(d),
+        available=True,
+        note=str(d.get("advisory", d.get("note", ""))),
+        score=float(d["score"]),
+        band_low=float(d["band_low"]),
+        band_high=float(d["band_high"]),
+        band=str(d["band"]),
+        model_id=str(d["model_id"]),
+        model_version=str(d["model_version"]),
+        crops=[
+            pb.DetectorCrop(
+                x=int(c["x"]),
+                y=int(c["y"]),
+                width=int(c["width"]),
+                height=int(c["height"]),
+                score=float(c["score"]),
+                timestamp_seconds=float(c.get("timestamp_seconds", 0.0)),
+            )
+            for c in d.get("crops", ())
+        ],
+    )
+
+
+def detector_from_pb(m: pb.DetectorResult) -> dict[str, Any]:
+    if not m.available:
+        return {"available": False, "note": m.note, **_timeline_from_pb(m)}
+    return {
+        **_timeline_from_pb(m),
+        "available": True,
+        "advisory": m.note,
+        "score": round(m.score, 6),
+        "band_low": round(m.band_low, 6),
+        "band_high": round(m.band_high, 6),
+        "band": m.band,
+        "model_id": m.model_id,
+        "model_version": m.model_version,
+        "crops": [
+            {
+                "x": c.x,
+                "y": c.y,
+                "width": c.width,
+                "height": c.height,
+                "score": round(c.score, 6),
+                **({"timestamp_seconds": c.timestamp_seconds} if c.timestamp_seconds else {}),
+            }
+            for c in m.crops
+        ],
+    }
+
+
+def report_from_pb(m: pb.VerificationReport) -> VerificationReport:
+    """Wire report -> domain report (used by clients to render text and JSON)."""
+    e = m.evidence
+    facts = FileFacts(
+        sha256=bytes(e.file_sha256),
+        size=e.file_size,
+        media_type=e.media_type,
+        soft_bindings=tuple(soft_from_pb(s) for s in e.file_soft_bindings),
+        content_sha256=bytes(e.file_content_sha256),
+    )
+    claim_ev = None
+    if e.HasField("claim"):
+        c = e.claim
+        signed = signed_from_pb(c.signed_claim)
+        claim_ev = ClaimEvidence(
+            signed_claim=signed,
+            claim=decode_claim(signed.claim_bytes),
+            device=device_from_pb(c.device) if c.HasField("device") else None,
+            receipt=receipt_from_pb(c.receipt) if c.HasField("receipt") else None,
+            signature_valid=c.signature_valid,
+            in_log=c.in_log,
+            chain_linked=c.chain_linked,
+            receipt_verified=c.receipt_verified,
+        )
+    return VerificationReport(
+        status=Verdict(pb.Verdict.Name(m.status)),
+        reasons=tuple(m.reasons),
+        evidence=Evidence(
+            file=facts,
+            claim=claim_ev,
+            sidecar_present=e.sidecar_present,
+            hash_match=e.hash_match,
+            pdq_distance=None if e.pdq_distance < 0 else e.pdq_distance,
+            pdq_threshold=e.pdq_threshold,
+            video_match=video_match_from_pb(e.video_match) if e.HasField("video_match") else None,
+            damaged_ranges=tuple((r.first_byte, r.last_byte) for r in e.damaged_ranges),
+            time_flags=tuple(TimeFlag(f.code, f.detail) for f in e.time_flags),
+            pdq_transform=e.pdq_transform,
+        ),
+        verified_at=ts_from_pb(m.verified_at),
+        detector=detector_from_pb(m.detector) if m.HasField("detector") else None,
+        c2pa=c2pa_from_pb(m.c2pa) if m.HasField("c2pa") else None,
+    )

@@ -1,0 +1,100 @@
+"""The package layout is the architecture: each layer of `provenance/` imports only the
+layers below it, and the device SDK never loads the server side (issue 12, README "How it
+works"). Read from the source with `ast`, so a new import that crosses a layer fails here."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+#: provenance's layers, lowest first; a module may import its own layer and those before it.
+LAYERS = [
+    "core",  # pure: keys, claims, bindings, Merkle math, the verdict
+    "metrics",
+    "v1",  # generated protobuf modules
+    "wire",
+    "store",
+    "log",
+    "c2pa",
+    "media",
+    "index",
+    "web",
+    "witness",
+    "server",
+]
+#: SDK modules of clients/ (what a device or a scanner runs): wire contract, core, log and
+#: media only; the `prov` CLI and the demos may also start servers.
+CLIENT_SDK = ["clients/api.py", "clients/device.py", "clients/report.py", "clients/scan"]
+SERVER_SIDE = {"store", "index", "server"}
+
+
+def _imports(path: Path) -> list[tuple[int, str]]:
+    """(line, imported module) for every `provenance.*` import in `path`, including
+    function-level ones; `from provenance import x` counts as `provenance.x`."""
+    found: list[tuple[int, str]] = []
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            if node.module == "provenance":
+                found += [(node.lineno, f"provenance.{a.name}") for a in node.names]
+            elif node.module.startswith("provenance."):
+                found.append((node.lineno, node.module))
+        elif isinstance(node, ast.Import):
+            found += [(node.lineno, a.name) for a in node.names if a.name.startswith("provenance.")]
+    return found
+
+
+def _layer(module: str) -> str:
+    return module.split(".")[1]
+
+
+def test_every_provenance_module_belongs_to_a_layer() -> None:
+    tops = {
+        p.name.removesuffix(".py")
+        for p in (ROOT / "provenance").iterdir()
+        if (p.is_dir() and (p / "__init__.py").exists())
+        or (p.suffix == ".py" and p.stem != "__init__")
+    }
+    assert tops == set(LAYERS), f"add the new layer to LAYERS (and README): {tops ^ set(LAYERS)}"
+
+
+@pytest.mark.parametrize("layer", LAYERS)
+def test_a_layer_imports_only_the_layers_below_it(layer: str) -> None:
+    allowed = set(LAYERS[: LAYERS.index(layer) + 1])
+    base = ROOT / "provenance" / layer
+    files = sorted(base.rglob("*.py")) if base.is_dir() else [base.with_suffix(".py")]
+    wrong = [
+        f"{f.relative_to(ROOT)}:{line} imports {mod}"
+        for f in files
+        for line, mod in _imports(f)
+        if _layer(mod) not in allowed
+    ]
+    assert not wrong, f"{layer} may import only {sorted(allowed)}:\n" + "\n".join(wrong)
+
+
+def test_the_client_sdk_never_imports_the_server_side() -> None:
+    files: list[Path] = []
+    for entry in CLIENT_SDK:
+        p = ROOT / entry
+        files += sorted(p.rglob("*.py")) if p.is_dir() else [p]
+    wrong = [
+        f"{f.relative_to(ROOT)}:{line} imports {mod}"
+        for f in files
+        for line, mod in _imports(f)
+        if _layer(mod) in SERVER_SIDE
+    ]
+    assert not wrong, "\n".join(wrong)
+
+
+def test_the_checker_sees_a_crossing(tmp_path: Path) -> None:
+    """The import reader finds top-level, function-level and `from provenance import x` forms."""
+    f = tmp_path / "m.py"
+    f.write_text(
+        "from provenance.core.keys import DeviceKey\n"
+        "from provenance import metrics\n"
+        "def g():\n    from provenance.server.writer import Writer\n"
+    )
+    assert [_layer(m) for _, m in _imports(f)] == ["core", "metrics", "server"]
