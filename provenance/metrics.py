@@ -138,6 +138,22 @@ def _record(rpc: str, code: str, t0: float) -> None:
 
 
 def _timed(behavior: Callable[..., Any], rpc: str) -> Callable[..., Any]:
+    if inspect.isasyncgenfunction(behavior):  # asyncio streaming replies (reflection)
+
+        async def stream_async(request: Any, context: Any) -> AsyncIterator[Any]:
+            t0 = time.perf_counter()
+            code = "UNKNOWN"
+            try:
+                async for reply in behavior(request, context):
+                    yield reply
+                code = _code(context.code(), "OK")
+            except BaseException:  # context.abort raises after setting the code
+                code = _code(context.code(), "UNKNOWN")
+                raise
+            finally:
+                _record(rpc, code, t0)
+
+        return stream_async
     if inspect.iscoroutinefunction(behavior):
 
         async def handle_async(request: Any, context: Any) -> Any:

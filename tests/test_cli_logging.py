@@ -12,7 +12,7 @@ from conftest import start_server
 from clients.cli import main as prov_main
 
 LINE = re.compile(
-    r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z INFO provenance\.service: near-duplicate index: "
+    r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z INFO provenance\.server\.service: near-duplicate index: "
 )
 
 

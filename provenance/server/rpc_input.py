@@ -42,6 +42,15 @@ def _message(method: str, bad: _Malformed) -> str:
 
 
 def _unary(behavior: Callable[..., Any], method: str) -> Callable[..., Any]:
+    if inspect.isasyncgenfunction(behavior):  # an asyncio server-streaming handler
+
+        async def stream_async(request: Any, context: Any) -> AsyncIterator[Any]:
+            if isinstance(request, _Malformed):
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, _message(method, request))
+            async for reply in behavior(request, context):
+                yield reply
+
+        return stream_async
     if inspect.iscoroutinefunction(behavior):
 
         async def handle_async(request: Any, context: Any) -> Any:
@@ -75,6 +84,13 @@ async def _checked_async(requests: AsyncIterator[Any], method: str) -> AsyncIter
 
 
 def _streaming(behavior: Callable[..., Any], method: str) -> Callable[..., Any]:
+    if inspect.isasyncgenfunction(behavior):  # an asyncio bidirectional handler (reflection)
+
+        async def stream_async(requests: AsyncIterator[Any], context: Any) -> AsyncIterator[Any]:
+            async for reply in behavior(_checked_async(requests, method), context):
+                yield reply
+
+        return stream_async
     if inspect.iscoroutinefunction(behavior):
 
         async def handle_async(requests: AsyncIterator[Any], context: Any) -> Any:
