@@ -8,6 +8,7 @@ messages and calls these methods; tests and benchmarks can call them directly.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import threading
 import time
@@ -91,6 +92,20 @@ DEFAULT_TOKEN_TTL = timedelta(hours=24)
 #: The store's meta key saying the registry's history is in the log (its value: the
 #: tree size when it was first logged).
 KEY_HISTORY_META = "key_history_since"
+
+
+@functools.lru_cache(maxsize=4096)
+def _checked_key_event(data: bytes) -> tuple[SignedKeyEvent, datetime, KeyEvent]:
+    """Decode a key-history log entry and verify its signature, once per distinct entry
+    (every verdict on a device reads its key history; the bytes decide the answer, so the
+    cache cannot change one). Raises ClaimError, SignatureError (ProvenanceError)."""
+    signed, at = wire.decode_entry(data)
+    if not isinstance(signed, SignedKeyEvent):
+        raise ClaimError("it is a claim, not a key event")
+    verify_key_event(signed)
+    return signed, at, wire.decode_key_event(signed.event_bytes)
+
+
 #: Most video frame hashes of one query searched in the near-duplicate index.
 MAX_QUERY_FRAMES = 600
 
@@ -496,11 +511,7 @@ class ProvenanceService:
         events: list[LoggedKeyEvent] = []
         for idx, data in self.store.key_event_entries(device_id, revocations_only):
             try:
-                signed, at = wire.decode_entry(data)
-                if not isinstance(signed, SignedKeyEvent):
-                    raise ClaimError("it is a claim, not a key event")
-                verify_key_event(signed)
-                ev = wire.decode_key_event(signed.event_bytes)
+                signed, at, ev = _checked_key_event(data)
             except ProvenanceError as e:
                 raise LogIntegrityError(
                     f"key-history entry {idx} of device {device_id.hex()} is damaged: {e}"
