@@ -30,6 +30,7 @@ for ever.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import hashlib
 import json
@@ -303,10 +304,9 @@ class DeviceHome:
         entry itself is never at risk)."""
         now = datetime.now(UTC).isoformat(timespec="seconds")
         failed = replace(entry, attempts=entry.attempts + 1, last_error=reason, last_attempt=now)
-        try:
+        # a failed write leaves the entry as it was: still queued, still retried
+        with contextlib.suppress(OSError):
             atomic_write(entry.file, failed.to_json())
-        except OSError:
-            pass  # the entry stays as it was: still queued, still retried
         return failed
 
     def _set_entry_aside(self, entry: QueueEntry, reason: str) -> Path:

@@ -24,6 +24,7 @@ outcome}``.
 from __future__ import annotations
 
 import base64
+import contextlib
 import http.client
 import logging
 import socket
@@ -383,10 +384,8 @@ class Cosigner:
         def cut() -> None:
             expired.set()
             for sock in sockets:
-                try:
+                with contextlib.suppress(OSError):  # already closed
                     sock.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass  # already closed
 
         timer = threading.Timer(self._timeout_s, cut)
         timer.daemon = True
