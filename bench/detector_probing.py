@@ -158,6 +158,51 @@ def _band_kept(score: float, row: dict[str, Any], thr: dict[str, float]) -> bool
     return score >= (thr["high"] if start == "likely generated" else thr["low"])
 
 
+def summarise(
+    results: list[dict[str, Any]], thr: dict[str, float], queries: int, seconds: float
+) -> dict[str, Any]:
+    """The summary of the attacks on the targets in results (rows as main writes them)."""
+
+    def rate(kind: str, key: str) -> float:
+        """Share of targets for which the attack reached key (a query count, not None)."""
+        return float(np.mean([r[kind][key] is not None for r in results])) if results else 0.0
+
+    def median_q(kind: str, key: str) -> float | None:
+        qs = [r[kind][key] for r in results if r[kind][key] is not None]
+        return float(np.median(qs)) if qs else None
+
+    return {
+        "targets": len(results),
+        "queries": queries,
+        "linf": f"{EPS}/255",
+        "thresholds": thr,
+        "start_bands": {
+            b: sum(r["keyed"]["start_band"] == b for r in results)
+            for b in ("likely generated", "uncertain")
+        },
+        "keyed_leave_band": rate("keyed", "queries_to_leave_band"),
+        "keyed_median_queries": median_q("keyed", "queries_to_leave_band"),
+        "fixed_leave_band": rate("fixed", "queries_to_leave_band"),
+        "fixed_median_queries": median_q("fixed", "queries_to_leave_band"),
+        "keyed_no_traces": rate("keyed", "queries_to_no_traces"),
+        "fixed_no_traces": rate("fixed", "queries_to_no_traces"),
+        "fixed_final_served_same_band": float(
+            np.mean([_band_kept(r["fixed"]["served_final"], r, thr) for r in results])
+        )
+        if results
+        else 0.0,
+        "eot_pgd_leave_band": float(
+            np.mean([not _band_kept(r["eot_pgd_served"], r, thr) for r in results])
+        )
+        if results
+        else 0.0,
+        "eot_pgd_no_traces": float(np.mean([r["eot_pgd_served"] < thr["low"] for r in results]))
+        if results
+        else 0.0,
+        "seconds": round(seconds, 1),
+    }
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--images", type=int, default=8, help="targets")
@@ -196,46 +241,12 @@ def main() -> int:
             row["eot_pgd_served"] = eot_pgd(det, rgb, 10, 64, i)
             results.append(row)
             print(json.dumps(row), flush=True)
+            thr = {"high": det.threshold_high, "low": det.threshold_low}
+            done = summarise(results, thr, args.queries, time.monotonic() - start)
+            args.out.write_text(json.dumps({"summary": done, "images": results}, indent=1) + "\n")
         thr = {"high": det.threshold_high, "low": det.threshold_low}
 
-    def rate(kind: str, key: str) -> float:
-        """Share of targets for which the attack reached key (a query count, not None)."""
-        return float(np.mean([r[kind][key] is not None for r in results])) if results else 0.0
-
-    def median_q(kind: str, key: str) -> float | None:
-        qs = [r[kind][key] for r in results if r[kind][key] is not None]
-        return float(np.median(qs)) if qs else None
-
-    summary = {
-        "targets": len(results),
-        "queries": args.queries,
-        "linf": f"{EPS}/255",
-        "thresholds": thr,
-        "start_bands": {
-            b: sum(r["keyed"]["start_band"] == b for r in results)
-            for b in ("likely generated", "uncertain")
-        },
-        "keyed_leave_band": rate("keyed", "queries_to_leave_band"),
-        "keyed_median_queries": median_q("keyed", "queries_to_leave_band"),
-        "fixed_leave_band": rate("fixed", "queries_to_leave_band"),
-        "fixed_median_queries": median_q("fixed", "queries_to_leave_band"),
-        "keyed_no_traces": rate("keyed", "queries_to_no_traces"),
-        "fixed_no_traces": rate("fixed", "queries_to_no_traces"),
-        "fixed_final_served_same_band": float(
-            np.mean([_band_kept(r["fixed"]["served_final"], r, thr) for r in results])
-        )
-        if results
-        else 0.0,
-        "eot_pgd_leave_band": float(
-            np.mean([not _band_kept(r["eot_pgd_served"], r, thr) for r in results])
-        )
-        if results
-        else 0.0,
-        "eot_pgd_no_traces": float(np.mean([r["eot_pgd_served"] < thr["low"] for r in results]))
-        if results
-        else 0.0,
-        "seconds": round(time.monotonic() - start, 1),
-    }
+    summary = summarise(results, thr, args.queries, time.monotonic() - start)
     args.out.write_text(json.dumps({"summary": summary, "images": results}, indent=1) + "\n")
     print(json.dumps(summary, indent=1))
     return 0
