@@ -1,17 +1,22 @@
-"""Uploads hashed beside the receiving thread, and upload messages read without copies."""
+"""Uploads hashed beside the receiving thread, upload messages read without copies, and
+the per-file timestamp of Lookup replies built without protobuf's slow path."""
 
 from __future__ import annotations
 
 import hashlib
 import os
+import random
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
+from google.protobuf.timestamp_pb2 import Timestamp
 
 from provenance.core import hash_threads
 from provenance.core.hash_threads import BackgroundSha256, run_beside
 from provenance.media.inspect import Upload
 from provenance.server.rpc_input import UPLOAD_METHODS, DataChunk, _upload_chunk
 from provenance.v1 import provenance_pb2 as pb
+from provenance.wire.convert import ts_to_pb
 
 
 def test_background_sha256_matches_hashlib_past_its_backlog(
@@ -87,3 +92,18 @@ def test_other_upload_messages_are_parsed_by_protobuf() -> None:
         "/provenance.v1.Verification/VerifyFile",
         "/provenance.v1.Verification/DetectFile",
     }
+
+
+def test_timestamps_are_what_protobuf_makes_of_them() -> None:
+    """`ts_to_pb` (timedelta arithmetic, called once per file of a Lookup reply) equals
+    `Timestamp.FromDatetime` over the whole range, in any time zone."""
+    rng = random.Random(7)
+    for _ in range(2000):
+        offset = timezone(timedelta(minutes=rng.randint(-900, 900)))
+        when = datetime(1, 1, 2, tzinfo=UTC) + timedelta(
+            seconds=rng.randint(0, 315_537_000_000), microseconds=rng.randint(0, 999_999)
+        )
+        want = Timestamp()
+        want.FromDatetime(when)
+        assert ts_to_pb(when.astimezone(offset)) == want
+    assert ts_to_pb(None) is None

@@ -24,8 +24,10 @@ import threading
 from collections.abc import Callable
 from functools import cache
 
-#: How far a `BackgroundSha256` may fall behind its writer before `update` waits, in bytes.
-BACKLOG_BYTES = 8 << 20
+#: How far a `BackgroundSha256` may fall behind its writer before `update` waits, in bytes:
+#: the most an upload holds in memory waiting to be hashed (a few messages: enough for
+#: the receiving and the hashing to overlap, small enough for many uploads at once).
+BACKLOG_BYTES = 4 << 20
 
 _Job = tuple[Callable[[], object], threading.Lock, list[BaseException]]
 
