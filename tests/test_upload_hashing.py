@@ -6,8 +6,8 @@ from __future__ import annotations
 import hashlib
 import os
 import random
-from functools import partial
 from datetime import UTC, datetime, timedelta, timezone
+from functools import partial
 
 import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
