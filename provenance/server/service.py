@@ -7,7 +7,6 @@ messages and calls these methods; tests and benchmarks can call them directly.
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import logging
 import threading
@@ -16,7 +15,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import cast
 
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
@@ -562,16 +560,9 @@ class ProvenanceService:
         admitted = self.admit(signed)
         if isinstance(admitted, Appended):
             return admitted
-        # shielded: a cancelled wait (timeout, client gone) must not cancel the writer's
-        # future, which the writer thread completes whatever happens
-        done = asyncio.shield(asyncio.wrap_future(self.writer.enqueue(admitted)))
-        try:
-            return cast(Appended, await asyncio.wait_for(done, timeout))
-        except TimeoutError as e:
-            raise StorageError(
-                f"the log did not confirm the submission within {timeout:g} s; it may still"
-                " be recorded: submit it again (a replay returns its receipt)"
-            ) from e
+        # a cancelled wait (timeout, client gone) leaves the submission queued; the
+        # writer wakes this loop once per batch
+        return await self.writer.submit_async(admitted, timeout)
 
     def admit(self, signed: SignedClaim) -> Appended | PendingClaim:
         """The checks of `submit` before the writer: the claim ready to log, or the

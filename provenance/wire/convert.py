@@ -180,10 +180,13 @@ def signed_from_pb(m: pb.SignedClaim) -> SignedClaim:
 # ---------------------------------------------------------------- log
 
 
-def encode_log_entry(s: SignedClaim, integrated_at: datetime) -> bytes:
-    """The leaf data of the log: the signed claim plus the server's integration time."""
+def encode_log_entry(
+    s: SignedClaim, integrated_at: datetime, at_pb: Timestamp | None = None
+) -> bytes:
+    """The leaf data of the log: the signed claim plus the server's integration time.
+    ``at_pb``: ``ts_to_pb(integrated_at)`` made once for a batch of entries sharing it."""
     return pb.LogEntry(
-        signed_claim=signed_to_pb(s), integrated_at=ts_to_pb(integrated_at)
+        signed_claim=signed_to_pb(s), integrated_at=at_pb or ts_to_pb(integrated_at)
     ).SerializeToString(deterministic=True)
 
 
