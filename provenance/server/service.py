@@ -8,15 +8,18 @@ messages and calls these methods; tests and benchmarks can call them directly.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import threading
 import time
+import weakref
 from collections.abc import Callable
+from concurrent.futures import Executor, Future
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import cast
+from typing import Any
 
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
@@ -28,7 +31,7 @@ from provenance.c2pa.authority import (
 )
 from provenance.core import merkle
 from provenance.core.binding import PerceptualHash
-from provenance.core.claims import Device, Receipt, SignedClaim
+from provenance.core.claims import Claim, Device, Receipt, SignedClaim
 from provenance.core.errors import (
     ClaimError,
     EnrollmentError,
@@ -52,11 +55,11 @@ from provenance.core.keyhistory import (
     sign_key_event,
     verify_key_event,
 )
+from provenance.core.keys import CHECKED_KEYS_CACHED
 from provenance.core.registry import (
     check_claim_shape,
+    check_claim_signature,
     check_enrollment,
-    check_not_revoked,
-    check_signature,
     new_token,
     token_hash,
 )
@@ -80,7 +83,7 @@ from provenance.server.rollback import (
 )
 from provenance.server.startup import advance_mark, check_log_at_start
 from provenance.server.writer import Appended, GroupCommitWriter, PendingClaim, PendingKeyEvent
-from provenance.store import LeafRecord, Store, open_store
+from provenance.store import AppendTxn, LeafRecord, Store, open_store
 from provenance.wire import convert as wire
 from provenance.witness import WitnessStatus
 from provenance.witness.client import DEFAULT_TIMEOUT_S, Cosigner, WitnessSpec
@@ -106,8 +109,74 @@ def _checked_key_event(data: bytes) -> tuple[SignedKeyEvent, datetime, KeyEvent]
     return signed, at, wire.decode_key_event(signed.event_bytes)
 
 
+def _logged_key_event(idx: int, device_id: bytes, data: bytes) -> LoggedKeyEvent:
+    """Log entry ``idx``, indexed as a key event of ``device_id``, decoded and checked.
+
+    Raises LogIntegrityError when it does not decode, its signature does not verify, or
+    it names another device: the fault is the database's."""
+    try:
+        signed, at, ev = _checked_key_event(data)
+    except ProvenanceError as e:
+        raise LogIntegrityError(
+            f"key-history entry {idx} of device {device_id.hex()} is damaged: {e}"
+        ) from e
+    if ev.device_id != device_id:
+        raise LogIntegrityError(
+            f"key-history entry {idx} is indexed under device {device_id.hex()} but"
+            " names another: the database was edited behind the log's back"
+        )
+    return LoggedKeyEvent(idx, at, signed, ev)
+
+
+def _unconfirmed(done: asyncio.Future[Appended], timeout: float) -> None:
+    if not done.done():
+        done.set_exception(
+            StorageError(
+                f"the log did not confirm the submission within {timeout:g} s; it may still"
+                " be recorded: submit it again (a replay returns its receipt)"
+            )
+        )
+
+
+class _LoopWaiters:
+    """Hands the writer's outcomes (completed on its thread) to waiters on one event loop,
+    waking the loop once per group commit, not once per submission."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._lock = threading.Lock()
+        self._ready: list[tuple[Future[Any], asyncio.Future[Any]]] = []
+
+    def watch(self, outcome: Future[Any], waiter: asyncio.Future[Any]) -> None:
+        """Complete ``waiter`` (on the loop) like ``outcome`` once the writer completes it;
+        a waiter already done by then (timed out, cancelled) is left alone."""
+        outcome.add_done_callback(lambda f: self._done(f, waiter))
+
+    def _done(self, outcome: Future[Any], waiter: asyncio.Future[Any]) -> None:
+        with self._lock:
+            self._ready.append((outcome, waiter))
+            first = len(self._ready) == 1
+        if first:
+            with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits
+                self._loop.call_soon_threadsafe(self._deliver)
+
+    def _deliver(self) -> None:
+        with self._lock:
+            ready, self._ready = self._ready, []
+        for outcome, waiter in ready:
+            if waiter.done():
+                continue
+            error = outcome.exception()
+            if error is None:
+                waiter.set_result(outcome.result())
+            else:
+                waiter.set_exception(error)
+
+
 #: Most video frame hashes of one query searched in the near-duplicate index.
 MAX_QUERY_FRAMES = 600
+#: Device keys a server keeps for signature checks (about 200 bytes each).
+DEVICE_KEYS_CACHED = CHECKED_KEYS_CACHED
 
 
 def utc_now() -> datetime:
@@ -160,6 +229,12 @@ class ProvenanceService:
         self.config = config
         self.clock = clock
         self.store: Store = open_store(config.db, exclusive=True)
+        self._device_keys: dict[bytes, bytes] = {}  # see _device_key
+        self._device_keys_lock = threading.Lock()
+        #: per event loop that submits (`submit_async`)
+        self._waiters: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopWaiters] = (
+            weakref.WeakKeyDictionary()
+        )
         try:
             self.authority = load_authority(config.authority_dir) if config.authority_dir else None
             self.signer = self._open_signer()
@@ -187,7 +262,9 @@ class ProvenanceService:
             self._load_index()
             #: requests witness cosignatures of new checkpoints, or None without a policy
             self.cosigner = self._start_cosigner()
-            self.writer = GroupCommitWriter(self.store, self.signer, clock, self._after_commit)
+            self.writer = GroupCommitWriter(
+                self.store, self.signer, clock, self._after_commit, in_force=self._in_force_rows
+            )
             self._admin = (
                 KeySigner.of(admin_key(config.admin_token))
                 if config.admin_token
@@ -481,6 +558,7 @@ class ProvenanceService:
                 certificate_pem=chain,
             )
         )
+        self._remember_key(device_id, public_key)
         return got.device, chain
 
     def revoke(self, device_id: bytes, reason: str, effective_at: datetime | None) -> Device:
@@ -508,21 +586,31 @@ class ProvenanceService:
 
         Raises LogIntegrityError when a key-history entry indexed for the device does not
         decode, is not a key event of that device, or its signature does not verify."""
-        events: list[LoggedKeyEvent] = []
-        for idx, data in self.store.key_event_entries(device_id, revocations_only):
-            try:
-                signed, at, ev = _checked_key_event(data)
-            except ProvenanceError as e:
-                raise LogIntegrityError(
-                    f"key-history entry {idx} of device {device_id.hex()} is damaged: {e}"
-                ) from e
-            if ev.device_id != device_id:
-                raise LogIntegrityError(
-                    f"key-history entry {idx} is indexed under device {device_id.hex()} but"
-                    " names another: the database was edited behind the log's back"
-                )
-            events.append(LoggedKeyEvent(idx, at, signed, ev))
+        events = [
+            _logged_key_event(idx, device_id, data)
+            for idx, data in self.store.key_event_entries(device_id, revocations_only)
+        ]
         return replay(events).get(device_id)
+
+    @staticmethod
+    def _in_force_rows(
+        txn: AppendTxn, rows: dict[bytes, Device]
+    ) -> dict[bytes, Device | ProvenanceError]:
+        """For the writer, inside its append transaction: the registry rows of a batch's
+        devices with the revocations the log holds (`keyhistory.in_force`; one read for
+        the batch), or the LogIntegrityError of a device whose logged revocation is
+        damaged (its claims are refused, the others' go on)."""
+        out: dict[bytes, Device | ProvenanceError] = dict(rows)
+        events: dict[bytes, list[LoggedKeyEvent]] = {}
+        for idx, dev, data in txn.revocation_entries(list(rows)):
+            try:
+                events.setdefault(dev, []).append(_logged_key_event(idx, dev, data))
+            except LogIntegrityError as e:
+                out[dev] = e
+        for dev, logged in events.items():
+            if not isinstance(out[dev], ProvenanceError):
+                out[dev] = in_force(rows[dev], replay(logged).get(dev))
+        return out
 
     def device_in_force(self, row: Device, notes: list[str] | None = None) -> Device:
         """The registry row with the revocation the log holds (`keyhistory.in_force`): an
@@ -549,43 +637,73 @@ class ProvenanceService:
         Raises ClaimError, UnknownDeviceError, SignatureError, RevokedKeyError or
         SequenceError for the claim; StorageError when the store fails or the log does not
         confirm in time, LogIntegrityError when the stored log no longer matches its
-        checkpoints.
+        checkpoints (or a logged revocation of the device is damaged).
         """
-        admitted = self.admit(signed)
-        if isinstance(admitted, Appended):
-            return admitted
-        return self.writer.submit(admitted)
+        claim = self._claim(signed)
+        return self.writer.submit(self._verified(signed, claim, self._device_key(signed.key_id)))
 
-    async def submit_async(self, signed: SignedClaim, timeout: float = 30.0) -> Appended:
-        """`submit` for an asyncio caller: the checks run on the calling (event loop)
-        thread and the wait for the group commit holds no thread. Raises as `submit`."""
-        admitted = self.admit(signed)
-        if isinstance(admitted, Appended):
-            return admitted
-        # shielded: a cancelled wait (timeout, client gone) must not cancel the writer's
-        # future, which the writer thread completes whatever happens
-        done = asyncio.shield(asyncio.wrap_future(self.writer.enqueue(admitted)))
+    async def submit_async(
+        self, signed: SignedClaim, timeout: float = 30.0, reads: Executor | None = None
+    ) -> Appended:
+        """`submit` for an asyncio caller: nothing on the calling (event loop) thread waits
+        for the store. The claim's shape and signature are checked there (pure CPU, well
+        under a millisecond); the device's key, when not yet known, is read in ``reads``
+        (an executor; None: the loop's default); replays and revocation are decided by
+        the writer in its append transaction; the wait for the group commit holds no
+        thread. Raises as `submit`."""
+        claim = self._claim(signed)
+        key = self._device_keys.get(signed.key_id)
+        if key is None:
+            loop = asyncio.get_running_loop()
+            key = await loop.run_in_executor(reads, self._device_key, signed.key_id)
+        pending = self._verified(signed, claim, key)
+        loop = asyncio.get_running_loop()
+        waiters = self._waiters.get(loop)
+        if waiters is None:
+            waiters = self._waiters[loop] = _LoopWaiters(loop)
+        # a cancelled wait (timeout, client gone) cancels only ``done``: the writer
+        # completes its own future whatever happens
+        done: asyncio.Future[Appended] = loop.create_future()
+        waiters.watch(self.writer.enqueue(pending), done)
+        timer = loop.call_later(timeout, _unconfirmed, done, timeout)
         try:
-            return cast(Appended, await asyncio.wait_for(done, timeout))
-        except TimeoutError as e:
-            raise StorageError(
-                f"the log did not confirm the submission within {timeout:g} s; it may still"
-                " be recorded: submit it again (a replay returns its receipt)"
-            ) from e
+            return await done
+        finally:
+            timer.cancel()
 
-    def admit(self, signed: SignedClaim) -> Appended | PendingClaim:
-        """The checks of `submit` before the writer: the claim ready to log, or the
-        original receipt of a replay. Raises as `submit`."""
+    @staticmethod
+    def _claim(signed: SignedClaim) -> Claim:
+        """The decoded claim of a submission, within the structural limits; raises
+        ClaimError."""
         claim = wire.decode_claim(signed.claim_bytes)
         check_claim_shape(signed, claim)
-        device = self.store.get_device(signed.key_id)
-        check_signature(signed, device)
-        old = self.store.leaf_by_claim_hash(signed.claim_hash)
-        if old is not None:
-            return Appended(self._receipt(old), True)
-        logged = self.key_state(device.device_id, revocations_only=True)
-        check_not_revoked(in_force(device, logged), self.clock())
+        return claim
+
+    @staticmethod
+    def _verified(signed: SignedClaim, claim: Claim, public_key: bytes) -> PendingClaim:
+        """The claim ready for the writer once its signature verifies under the device's
+        ``public_key``; raises SignatureError. The writer decides, in its transaction,
+        what needs the log's current state: a replay (the original receipt), the
+        revocation in force (registry row and logged revocations), the sequence."""
+        check_claim_signature(signed, public_key)
         return PendingClaim(signed, claim)
+
+    def _device_key(self, device_id: bytes) -> bytes:
+        """The public key of an enrolled device (raw 32 bytes), read from the store once
+        (or kept when it enrolls here) for the last `DEVICE_KEYS_CACHED` devices. Always
+        current: a device id is the SHA-256 of its key, so the key of an id never changes
+        (its revocation may, and is never read from here). Raises UnknownDeviceError."""
+        key = self._device_keys.get(device_id)
+        if key is None:
+            key = self.store.get_device(device_id).public_key
+            self._remember_key(device_id, key)
+        return key
+
+    def _remember_key(self, device_id: bytes, public_key: bytes) -> None:
+        with self._device_keys_lock:
+            if len(self._device_keys) >= DEVICE_KEYS_CACHED:  # the oldest kept goes
+                self._device_keys.pop(next(iter(self._device_keys)), None)
+            self._device_keys[device_id] = public_key
 
     # ---------------------------------------------------------------- verification
 

@@ -17,7 +17,7 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
 from datetime import datetime
@@ -110,7 +110,10 @@ class GroupCommitWriter:
     """The single writer of the log (see module docstring).
 
     ``on_commit`` is called after each durable commit with (new tree size, signed
-    checkpoint note, appended leaves) so in-memory indexes can follow.
+    checkpoint note, appended leaves) so in-memory indexes can follow. ``in_force``,
+    called in the append transaction with the registry rows of a batch's devices,
+    returns each as in force (with the revocations the log holds), or the error that
+    refuses its claims; None: the rows as stored.
     """
 
     def __init__(
@@ -120,8 +123,11 @@ class GroupCommitWriter:
         clock: Callable[[], datetime],
         on_commit: Callable[[int, str, list[tuple[int, PendingClaim]]], None],
         max_batch: int = 512,
+        in_force: Callable[[AppendTxn, dict[bytes, Device]], Mapping[bytes, Device | Exception]]
+        | None = None,
     ) -> None:
         self._store = store
+        self._in_force = in_force
         self._signer = signer
         self._clock = clock
         self._on_commit = on_commit
@@ -304,7 +310,8 @@ class GroupCommitWriter:
             ]
             # one read each for the whole batch (a round trip matters on a database server)
             logged = txn.leaves_by_claim_hash([p.signed_claim.claim_hash for _, p in claims])
-            devices = txn.find_devices([p.claim.device_id for _, p in claims])
+            rows = txn.find_devices([p.claim.device_id for _, p in claims])
+            devices = self._in_force(txn, rows) if self._in_force and rows else rows
             for i, p in claims:
                 ch = p.signed_claim.claim_hash
                 old = logged.get(ch)
@@ -324,6 +331,9 @@ class GroupCommitWriter:
                     d = devices.get(dev)
                     if d is None:
                         results[i] = LogError("device vanished from the registry")
+                        continue
+                    if isinstance(d, Exception):
+                        results[i] = d
                         continue
                     try:
                         check_not_revoked(d, now)

@@ -156,6 +156,11 @@ class AppendTxn(Protocol):
         """The enrolled devices among these ids, by id (one read)."""
         ...
 
+    def revocation_entries(self, device_ids: Sequence[bytes]) -> list[tuple[int, bytes, bytes]]:
+        """(leaf index, device id, leaf data) of the revocations logged for any of these
+        devices, in log order (one read; almost always none)."""
+        ...
+
     def get_nodes(self, keys: Sequence[tuple[int, int]]) -> list[bytes]:
         """Perfect-subtree hashes (level, index) in the order asked; LogError if missing."""
         ...

@@ -130,6 +130,14 @@ class _MemoryAppend:
     def find_devices(self, device_ids: Sequence[bytes]) -> dict[bytes, Device]:
         return {d: self.state.devices[d] for d in device_ids if d in self.state.devices}
 
+    def revocation_entries(self, device_ids: Sequence[bytes]) -> list[tuple[int, bytes, bytes]]:
+        want = set(device_ids)
+        return [
+            (i, dev, self.state.leaves[i].entry)
+            for i, dev, kind in self.state.key_events
+            if dev in want and kind >= 2
+        ]
+
     def get_nodes(self, keys: Sequence[tuple[int, int]]) -> list[bytes]:
         return _nodes(self.state, keys)
 
