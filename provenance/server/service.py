@@ -581,14 +581,14 @@ class ProvenanceService:
         """The registry row as stored (`prov log audit` compares it with the log)."""
         return self.store.get_device(device_id)
 
-    def key_state(self, device_id: bytes, revocations_only: bool = False) -> KeyState | None:
+    def key_state(self, device_id: bytes) -> KeyState | None:
         """What the log's key-history entries say of a device (None: nothing logged).
 
         Raises LogIntegrityError when a key-history entry indexed for the device does not
         decode, is not a key event of that device, or its signature does not verify."""
         events = [
             _logged_key_event(idx, device_id, data)
-            for idx, data in self.store.key_event_entries(device_id, revocations_only)
+            for idx, data in self.store.key_event_entries(device_id)
         ]
         return replay(events).get(device_id)
 

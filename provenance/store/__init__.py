@@ -261,11 +261,9 @@ class Store(Protocol):
         writer); revoking twice keeps the earlier time. Raises UnknownDeviceError."""
         ...
 
-    def key_event_entries(
-        self, device_id: bytes, revocations_only: bool = False
-    ) -> list[tuple[int, bytes]]:
-        """(leaf index, leaf data) of the key-history leaves logged for ``device_id``
-        (only revocations with ``revocations_only``), in log order."""
+    def key_event_entries(self, device_id: bytes) -> list[tuple[int, bytes]]:
+        """(leaf index, leaf data) of the key-history leaves logged for ``device_id``, in
+        log order."""
         ...
 
     # log reads

@@ -279,14 +279,11 @@ class MemoryStore:
         with self._lock:
             return _revoke(self._state, device_id, effective_at, reason)
 
-    def key_event_entries(
-        self, device_id: bytes, revocations_only: bool = False
-    ) -> list[tuple[int, bytes]]:
-        least = 2 if revocations_only else 0
+    def key_event_entries(self, device_id: bytes) -> list[tuple[int, bytes]]:
         return [
             (i, self._state.leaves[i].entry)
-            for i, dev, kind in list(self._state.key_events)
-            if dev == device_id and kind >= least
+            for i, dev, _ in list(self._state.key_events)
+            if dev == device_id
         ]
 
     # log reads

@@ -520,14 +520,12 @@ class SqlStore(ABC):
             return revoke(c, device_id, effective_at, reason)
 
     @_reads_log
-    def key_event_entries(
-        self, device_id: bytes, revocations_only: bool = False
-    ) -> list[tuple[int, bytes]]:
+    def key_event_entries(self, device_id: bytes) -> list[tuple[int, bytes]]:
         with self._reading() as c:
             rows = c.execute(
                 "SELECT l.idx, l.entry FROM key_events k JOIN leaves l ON l.idx = k.leaf_idx"
-                " WHERE k.device_id=? AND k.kind>=? ORDER BY k.leaf_idx",
-                (device_id, 2 if revocations_only else 0),
+                " WHERE k.device_id=? ORDER BY k.leaf_idx",
+                (device_id,),
             ).fetchall()
         return [(int(i), bytes(e)) for i, e in rows]
 
