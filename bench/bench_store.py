@@ -6,29 +6,36 @@ on a cached SQLite log of N realistic captures (default 10^6, `bench/biglog.py`)
    receipts are rebuilt on demand, against the layout that stored every receipt whole
    (now + the mean encoded size of 1,000 sampled receipts, rebuilt); with --pg, also
    PostgreSQL's pg_total_relation_size over every table, at --pg-leaves captures.
-2. Start-up (`ProvenanceService` construction, the default checks): after (the
-   near-duplicate index read from stored packs, its tables built in the background while
-   lookups scan) against before (every soft-hash row decoded into a `PerceptualHash`, then
-   the tables built before the first lookup returns); the time until the index is warm,
-   a lookup while warming and after. At 10^7: the pack load measured on 153 synthetic
-   packs (random hashes) plus this run's O(log n) part; "before" scaled linearly.
+2. Start-up (`ProvenanceService` construction, the default checks; the median of
+   --repeat starts): after (the near-duplicate index read from stored packs, its tables
+   built in the background while lookups scan) against before (every soft-hash row
+   decoded into a `PerceptualHash`, then the tables built before the first lookup
+   returns; measured on the first --before-leaves leaves and scaled linearly); the time
+   until the index is warm, a lookup while warming and after. --big N adds an estimate
+   at N entries (the pack load measured on synthetic packs of random hashes plus this
+   run's O(log n) part); at 10^7 the real log is measured instead with --leaves 10000000
+   (`bench/biglog.py` builds it in about 40 minutes of one core).
 3. The start-up re-hash of the leaves after the verified mark (--rehash of them): the raw
    entry fields against the raw columns, against entries and claims decoded into
    dataclasses and datetimes (before).
 4. Durable appends/s through the group-commit writer on a copy of the log (acknowledged
-   only after COMMIT, synchronous=FULL), --submitters concurrent submitters, against a
-   SQLite batched insert of the same rows (leaves, soft hashes, Merkle nodes, one
-   checkpoint and the device rows per batch of the writer's mean batch size, each batch
-   one durable commit, the same page cache and WAL checkpoints on a thread as the store)
-   into another copy.
+   only after COMMIT, synchronous=FULL: the WAL fsynced), --submitters concurrent
+   submitters, each an asyncio task that submits its next claim once the last one is
+   acknowledged (as SubmitCapture on the asyncio server), against a SQLite batched insert
+   of the same rows (leaves, soft hashes, Merkle nodes, one checkpoint and the device
+   rows per batch of the writer's mean batch size, each batch one durable commit, the
+   same page cache and WAL checkpoints on a thread as the store) into another copy of
+   the same log. Each copy is written back to disk (sync) before its clock starts.
+   --repeat runs, medians reported.
 
-Usage: nice -n 19 python bench/bench_store.py [--leaves 1000000] [--parts size startup appends]
-    [--submitters 128] [--appends 6000] [--pg --pg-leaves 100000]
+Usage: python bench/bench_store.py [--leaves 1000000] [--parts size startup rehash appends]
+    [--submitters 256] [--appends 6000] [--repeat 3] [--big 0] [--pg --pg-leaves 100000]
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
 import shutil
@@ -136,15 +143,16 @@ def bench_pg_size(leaves: int, work: Path) -> dict[str, Any]:
     return {"pg_leaves": leaves, "pg_bytes_per_capture": per}
 
 
-def _old_index(db: Path) -> float:
+def _old_index(db: Path, limit: int) -> float:
     """The start-up index load before packs: every soft-hash row decoded into a
-    PerceptualHash and added one by one, then the tables built before the first lookup."""
+    PerceptualHash and added one by one, then the tables built before the first lookup;
+    of the first ``limit`` leaves."""
     t0 = time.perf_counter()
     m = MihIndex()
     con = sqlite3.connect(db)
     start, page = 0, 10_000
     video = False
-    while True:
+    while start < limit:
         rows = con.execute(
             "SELECT leaf_idx, algorithm, hash, quality, timestamp_seconds FROM soft_hashes"
             " WHERE leaf_idx>=? AND leaf_idx<? ORDER BY leaf_idx",
@@ -175,7 +183,7 @@ def _lookup_s(svc: ProvenanceService) -> float:
 
 
 def bench_startup(
-    db: Path, key: Path, leaves: int, work: Path, big: int
+    db: Path, key: Path, leaves: int, work: Path, big: int, before_leaves: int, repeat: int
 ) -> tuple[list[Ratio], dict[str, Any]]:
     cfg = ServiceConfig(db=db, log_key=key, origin=ORIGIN)
     t0 = time.perf_counter()
@@ -183,18 +191,30 @@ def bench_startup(
     first = time.perf_counter() - t0
     t0 = time.perf_counter()
     svc = ProvenanceService(cfg)
-    start = time.perf_counter() - t0
+    starts = [time.perf_counter() - t0]
     warming_lookup = _lookup_s(svc) if svc.pdq.warming else float("nan")
     svc.pdq.wait_warm()
     warm = time.perf_counter() - t0
     lookup = statistics.median(_lookup_s(svc) for _ in range(20))
-    fixed = start - svc.index_load_seconds  # opening, checks from the mark, memo: O(log n)
+    fixed = starts[0] - svc.index_load_seconds  # opening, checks from the mark: O(log n)
     svc.close()
-    old = _old_index(db)
+    for _ in range(repeat - 1):
+        t0 = time.perf_counter()
+        svc = ProvenanceService(cfg)
+        starts.append(time.perf_counter() - t0)
+        svc.pdq.wait_warm()  # not building tables behind the next start
+        svc.close()
+    start = statistics.median(starts)
+    # before, linear in the log: measured on at most --before-leaves leaves, scaled
+    measured = min(leaves, before_leaves)
+    old = _old_index(db, measured) * leaves / measured
     before = fixed + old
     print(f"start-up at {leaves:,} entries (default checks)")
     print(f"  before (rows decoded, tables built first): {before:8.2f} s")
-    print(f"  after (packs, tables in the background):   {start:8.2f} s   ({before / start:.1f}x)")
+    runs = ", ".join(f"{x:.2f}" for x in starts)
+    print(
+        f"  after (packs, tables in the background):   {start:8.2f} s   ({before / start:.1f}x; runs {runs})"
+    )
     print(
         f"    of which checks and opening {fixed:.2f} s; first start, storing packs, {first:.2f} s"
     )
@@ -204,7 +224,9 @@ def bench_startup(
     out: dict[str, Any] = {
         "leaves": leaves,
         "start_before_s": before,
+        "start_before_measured_leaves": measured,
         "start_after_s": start,
+        "start_runs_s": [round(x, 2) for x in starts],
         "first_start_after_s": first,
         "checks_s": fixed,
         "warm_after_s": warm,
@@ -311,8 +333,15 @@ def bench_rehash(db: Path, leaves: int, count: int) -> tuple[list[Ratio], dict[s
     return [row], {"rehash_per_s": after, "rehash_before_per_s": before}
 
 
-def _writer_run(db: Path, key: Path, submitters: int, total: int) -> tuple[float, int, int]:
-    """(appends/s, leaves before, commits) of the group-commit writer on ``db``."""
+def _writer_run(
+    db: Path, key: Path, submitters: int, total: int, mode: str = "asyncio"
+) -> tuple[float, float, int, int]:
+    """(appends/s, CPU seconds per append over all threads, leaves before, commits) of
+    the group-commit writer on ``db``:
+    ``submitters`` concurrent callers, each submitting its next claim once the last one
+    is acknowledged; asyncio tasks awaiting `GroupCommitWriter.submit_async` as the
+    asyncio server's SubmitCapture does (``mode`` "asyncio"), or threads blocking in
+    `submit`."""
     store = SqliteStore(db, exclusive=True)  # as a server opens it
     signer = signer_of(key)
     with store._read() as c:
@@ -330,27 +359,39 @@ def _writer_run(db: Path, key: Path, submitters: int, total: int) -> tuple[float
 
     work = [[pending(bytes(d), int(s) + 1 + k) for k in range(per)] for d, s in devs[:submitters]]
     writer = GroupCommitWriter(store, signer, lambda: datetime.now(UTC), lambda *a: None, 512)
+    os.sync()  # the copy's dirty pages written back now, not under the timed commits
 
     def run(items: list[PendingClaim]) -> None:
         for p in items:
             writer.submit(p)
 
-    threads = [threading.Thread(target=run, args=(w,)) for w in work]
-    t0 = time.perf_counter()
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    async def run_async(items: list[PendingClaim]) -> None:
+        for p in items:  # as SubmitCapture on the asyncio server
+            await writer.submit_async(p)
+
+    async def all_async() -> None:
+        await asyncio.gather(*(run_async(w) for w in work))
+
+    t0, cpu0 = time.perf_counter(), time.process_time()
+    if mode == "asyncio":
+        asyncio.run(all_async())
+    else:
+        threads = [threading.Thread(target=run, args=(w,)) for w in work]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
     rate = per * len(work) / (time.perf_counter() - t0)
-    writer.close()
+    writer.close()  # every submission is acknowledged: this only stops its threads
+    cpu = (time.process_time() - cpu0) / (per * len(work))
     (c1,) = store._writer.execute("SELECT COUNT(*) FROM checkpoints").fetchone()
     store.close()
-    return rate, n0, int(c1) - int(c0)
+    return rate, cpu, n0, int(c1) - int(c0)
 
 
-def _insert_run(src: Path, dst: Path, n0: int, batch: int) -> float:
-    """Rows/s of a SQLite batched insert into ``dst`` of the rows the writer added to
-    ``src`` after leaf ``n0``, ``batch`` leaves per durable commit."""
+def _insert_run(src: Path, dst: Path, n0: int, batch: int) -> tuple[float, float]:
+    """(rows/s, CPU seconds per row) of a SQLite batched insert into ``dst`` of the rows
+    the writer added to ``src`` after leaf ``n0``, ``batch`` leaves per durable commit."""
     s = sqlite3.connect(src)
     leaves = s.execute("SELECT * FROM leaves WHERE idx>=? ORDER BY idx", (n0,)).fetchall()
     soft = s.execute(
@@ -375,53 +416,89 @@ def _insert_run(src: Path, dst: Path, n0: int, batch: int) -> float:
             cc.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
         cc.close()
 
+    # each batch's rows, cut before the clock starts
+    parts = [
+        (
+            leaves[lo : lo + batch],
+            [r for r in soft if n0 + lo <= r[0] < n0 + lo + batch],
+            [r for r in nodes if n0 + lo <= r[1] << r[0] < n0 + lo + batch],
+            cps[min(k, len(cps) - 1)],
+            [(r[4], r[2], r[3]) for r in leaves[lo : lo + batch]],
+        )
+        for k, lo in enumerate(range(0, n, batch))
+    ]
+    insert_leaves = f"INSERT INTO leaves VALUES ({','.join('?' * len(leaves[0]))})"
     checkpointer = threading.Thread(target=checkpoints)
     checkpointer.start()
-    t0 = time.perf_counter()
-    for k, lo in enumerate(range(0, n, batch)):
-        hi = min(n, lo + batch)
+    os.sync()
+    t0, cpu0 = time.perf_counter(), time.process_time()
+    for rows, soft_rows, node_rows, cp, dev_rows in parts:
         c.execute("BEGIN IMMEDIATE")
+        c.executemany(insert_leaves, rows)
+        c.executemany("INSERT INTO soft_hashes VALUES (?,?,?,?,?)", soft_rows)
+        c.executemany("INSERT OR IGNORE INTO nodes VALUES (?,?,?)", node_rows)
+        c.execute("INSERT OR REPLACE INTO checkpoints VALUES (?,?,?)", cp)
         c.executemany(
-            f"INSERT INTO leaves VALUES ({','.join('?' * len(leaves[0]))})", leaves[lo:hi]
-        )
-        c.executemany(
-            "INSERT INTO soft_hashes VALUES (?,?,?,?,?)",
-            [r for r in soft if n0 + lo <= r[0] < n0 + hi],
-        )
-        c.executemany(
-            "INSERT OR IGNORE INTO nodes VALUES (?,?,?)",
-            [r for r in nodes if n0 + lo <= r[1] << r[0] < n0 + hi],
-        )
-        c.execute("INSERT OR REPLACE INTO checkpoints VALUES (?,?,?)", cps[min(k, len(cps) - 1)])
-        c.executemany(
-            "UPDATE devices SET last_sequence=?, last_claim_hash=? WHERE device_id=?",
-            [(r[4], r[2], r[3]) for r in leaves[lo:hi]],
+            "UPDATE devices SET last_sequence=?, last_claim_hash=? WHERE device_id=?", dev_rows
         )
         c.execute("COMMIT")
     rate = n / (time.perf_counter() - t0)
     stop.set()
     checkpointer.join()
+    cpu = (time.process_time() - cpu0) / n
     c.close()
-    return rate
+    return rate, cpu
+
+
+def _copy(db: Path, to: Path) -> None:
+    """A copy of the closed cached log (no WAL beside it), written back to disk before
+    anything is timed."""
+    if Path(f"{db}-wal").exists():
+        with sqlite3.connect(db) as c:
+            c.execute("VACUUM INTO ?", (str(to),))
+    else:
+        shutil.copyfile(db, to)
+    os.sync()
 
 
 def bench_appends(
-    db: Path, key: Path, leaves: int, work: Path, submitters: int, total: int
+    db: Path, key: Path, leaves: int, work: Path, submitters: int, total: int, repeat: int
 ) -> tuple[list[Ratio], dict[str, Any]]:
+    """Durable appends (see module docstring, part 4), ``repeat`` times on fresh copies;
+    medians reported."""
     a, b = work / "appends-a.db", work / "appends-b.db"
-    for p in (a, b):
-        with sqlite3.connect(db) as c:
-            c.execute("VACUUM INTO ?", (str(p),))
-    rate, n0, commits = _writer_run(a, key, submitters, total)
-    mean_batch = max(1, round(total / max(1, commits)))
-    bulk = _insert_run(a, b, n0, mean_batch)
-    for p in (a, b):
-        p.unlink()
-    print(f"durable appends at {leaves:,} leaves, {submitters} concurrent submitters")
-    print(
-        f"  group-commit writer:             {rate:9.0f} appends/s ({commits} commits, mean batch {mean_batch})"
-    )
-    print(f"  SQLite batched insert, same rows: {bulk:9.0f} rows/s    ratio {rate / bulk:.2f}")
+    rates: list[float] = []
+    bulks: list[float] = []
+    cpus: list[float] = []
+    bulk_cpus: list[float] = []
+    batches: list[int] = []
+    for _ in range(repeat):
+        for p in (a, b):
+            _copy(db, p)
+        rate, cpu, n0, commits = _writer_run(a, key, submitters, total)
+        mean_batch = max(1, round(total / max(1, commits)))
+        bulk, bulk_cpu = _insert_run(a, b, n0, mean_batch)
+        for p in (a, b):
+            p.unlink()
+        rates.append(rate)
+        bulks.append(bulk)
+        cpus.append(cpu)
+        bulk_cpus.append(bulk_cpu)
+        batches.append(mean_batch)
+        print(f"durable appends at {leaves:,} leaves, {submitters} concurrent submitters")
+        print(
+            f"  group-commit writer:             {rate:9.0f} appends/s ({commits} commits, mean batch {mean_batch}); {cpu * 1e6:.0f} us CPU each"
+        )
+        print(
+            f"  SQLite batched insert, same rows: {bulk:9.0f} rows/s    ratio {rate / bulk:.2f}; {bulk_cpu * 1e6:.0f} us CPU each"
+        )
+    rate, bulk = statistics.median(rates), statistics.median(bulks)
+    cpu, bulk_cpu = statistics.median(cpus), statistics.median(bulk_cpus)
+    ratios = [r / x for r, x in zip(rates, bulks, strict=True)]
+    if repeat > 1:
+        print(f"  medians of {repeat}: {rate:.0f} appends/s, {bulk:.0f} rows/s, ratio"
+              f" {statistics.median(ratios):.2f} (runs {', '.join(f'{x:.2f}' for x in ratios)});"
+              f" CPU per append {cpu * 1e6:.0f} us, per inserted row {bulk_cpu * 1e6:.0f} us")  # fmt: skip
     row = Ratio(
         f"durable appends at {leaves:,} leaves",
         rate,
@@ -429,7 +506,18 @@ def bench_appends(
         bulk,
         "rows/s",
     )
-    return [row], {"appends_per_s": rate, "insert_rows_per_s": bulk, "mean_batch": mean_batch}
+    return [row], {
+        "appends_per_s": rate,
+        "insert_rows_per_s": bulk,
+        "appends_ratio_median": statistics.median(ratios),
+        "appends_runs": [round(x) for x in rates],
+        "insert_runs": [round(x) for x in bulks],
+        "mean_batch": statistics.median(batches),
+        "submitters": submitters,
+        "appends_per_run": total,
+        "cpu_us_per_append": cpu * 1e6,
+        "cpu_us_per_insert_row": bulk_cpu * 1e6,
+    }
 
 
 def main() -> None:
@@ -439,9 +527,18 @@ def main() -> None:
     ap.add_argument(
         "--big", type=int, default=10_000_000, help="start-up estimate at this size (0: none)"
     )
-    ap.add_argument("--submitters", type=int, default=128)
+    ap.add_argument(
+        "--before-leaves",
+        type=int,
+        default=1_000_000,
+        help="start-up before: measured on this many leaves, scaled to the log",
+    )
+    ap.add_argument("--submitters", type=int, default=256)
     ap.add_argument("--rehash", type=int, default=100_000, help="leaves re-hashed after the mark")
     ap.add_argument("--appends", type=int, default=6000)
+    ap.add_argument(
+        "--repeat", type=int, default=1, help="starts and append runs (medians reported)"
+    )
     ap.add_argument("--pg", action="store_true", help="also measure PostgreSQL's size")
     ap.add_argument("--pg-leaves", type=int, default=100_000)
     args = ap.parse_args()
@@ -457,7 +554,9 @@ def main() -> None:
             if args.pg:
                 figures |= bench_pg_size(args.pg_leaves, work)
         if "startup" in args.parts:
-            r, f = bench_startup(db, key, args.leaves, work, args.big)
+            r, f = bench_startup(
+                db, key, args.leaves, work, args.big, args.before_leaves, args.repeat
+            )
             rows += r
             figures |= f
         if "rehash" in args.parts:
@@ -465,7 +564,9 @@ def main() -> None:
             rows += r
             figures |= f
         if "appends" in args.parts:
-            r, f = bench_appends(db, key, args.leaves, work, args.submitters, args.appends)
+            r, f = bench_appends(
+                db, key, args.leaves, work, args.submitters, args.appends, args.repeat
+            )
             rows += r
             figures |= f
     write_results(

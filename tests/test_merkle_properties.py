@@ -230,3 +230,28 @@ def test_empty_tree_and_bad_arguments() -> None:
         merkle.root(4, lambda keys: [b"short"] * len(keys))
     with pytest.raises(ProofError, match="empty tree"):
         merkle.verify_consistency(0, 3, [], merkle.EMPTY_ROOT, tree_root(3))
+
+
+@st.composite
+def leaf_range(draw: st.DrawFn) -> tuple[int, int, int]:
+    size = draw(st.integers(1, MAX_SIZE))
+    start = draw(st.integers(0, size))
+    return start, draw(st.integers(start, size)), size
+
+
+@FAST
+@given(leaf_range())
+def test_proofs_of_a_range_are_each_leafs_proof_from_one_read(r: tuple[int, int, int]) -> None:
+    start, end, size = r
+    reader = CountingReader()
+    proofs = merkle.inclusion_proofs(start, end, size, reader)
+    assert proofs == [merkle.inclusion_proof(i, size, TREE.get_nodes) for i in range(start, end)]
+    assert len(reader.calls) <= 1  # none when no leaf has a sibling
+    for i, proof in zip(range(start, end), proofs, strict=True):
+        merkle.verify_inclusion(i, size, LEAVES[i], proof, tree_root(size))
+
+
+@pytest.mark.parametrize(("start", "end", "size"), [(-1, 0, 1), (0, 2, 1), (2, 1, 3)])
+def test_proofs_of_a_range_outside_the_tree_are_refused(start: int, end: int, size: int) -> None:
+    with pytest.raises(LogError, match="not in a tree"):
+        merkle.inclusion_proofs(start, end, size, TREE.get_nodes)

@@ -7,6 +7,7 @@ while the test queues the next one."""
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 import threading
 from collections.abc import Iterator
@@ -18,10 +19,11 @@ from pathlib import Path
 import pytest
 from inproc import T0, make_claim, sign
 
+from provenance.core import merkle
 from provenance.core.claims import Device, SignedClaim
 from provenance.core.errors import LogError, LogIntegrityError, SequenceError, StorageError
 from provenance.core.keys import DeviceKey
-from provenance.log.checkpoint import NoteVerifier, generate_log_key
+from provenance.log.checkpoint import NoteVerifier, generate_log_key, load_log_signer
 from provenance.log.receipt import verify_receipt
 from provenance.server.writer import Appended, GroupCommitWriter, PendingClaim
 from provenance.store import Store, open_store
@@ -176,3 +178,57 @@ def test_a_submission_the_log_has_not_confirmed_in_time_is_a_storage_error(rig: 
     rig.clock.gate.set()
     again = rig.writer.submit(rig.pending(signed), timeout=10)
     assert again.duplicate and again.receipt.leaf_index == 0  # recorded once, after all
+
+
+def test_asyncio_callers_get_verifiable_receipts_and_a_cancelled_wait_still_logs(
+    rig: Rig,
+) -> None:
+    key = rig.enroll()
+    claims = [sign(key, make_claim(key, s)) for s in range(1, 9)]
+    rig.clock.gate.set()
+
+    async def run() -> list[Appended]:
+        first = rig.writer.enqueue_async(rig.pending(claims[0]))
+        first.cancel()  # the caller gives up; the submission stands
+        got = await asyncio.gather(*(rig.writer.submit_async(rig.pending(c)) for c in claims[1:]))
+        again = await rig.writer.submit_async(rig.pending(claims[0]), timeout=10)
+        return [again, *got]
+
+    got = asyncio.run(run())
+    assert got[0].duplicate and not any(g.duplicate for g in got[1:])
+    assert sorted(g.receipt.leaf_index for g in got) == list(range(8))
+    for signed, res in zip(claims, got, strict=True):
+        verify_receipt(res.receipt, signed, rig.verifier)
+
+
+def test_a_second_writer_on_the_same_log_is_followed_not_overwritten(
+    rig: Rig, tmp_path: Path
+) -> None:
+    """Two writers over one store (two servers over one database): each sees that the
+    newest checkpoint is not its own and re-reads the tree instead of its memory."""
+    rig.clock.gate.set()
+    other = GroupCommitWriter(
+        rig.store,
+        load_log_signer(tmp_path / "log.key", "test.example/log"),
+        lambda: T0,
+        lambda *a: None,
+    )
+    try:
+        key = rig.enroll()
+        prev = b""
+        got = []
+        for s in range(1, 7):
+            c = sign(key, make_claim(key, s, prev_claim_hash=prev))
+            prev = c.claim_hash
+            got.append(((rig.writer, other)[s % 2].submit(rig.pending(c)), c))
+    finally:
+        other.close()
+    assert [g.receipt.leaf_index for g, _ in got] == list(range(6))
+    for res, signed in got:
+        verify_receipt(res.receipt, signed, rig.verifier)
+    tree = merkle.MemoryTree()
+    for _, signed in got:
+        rec = rig.store.leaf_by_claim_hash(signed.claim_hash)
+        assert rec is not None and rec.chain_linked
+        tree.append(rec.entry)
+    assert merkle.root(6, rig.store.get_nodes) == tree.root()

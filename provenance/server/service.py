@@ -8,18 +8,15 @@ messages and calls these methods; tests and benchmarks can call them directly.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import logging
 import threading
 import time
-import weakref
 from collections.abc import Callable
-from concurrent.futures import Executor, Future
+from concurrent.futures import Executor
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
@@ -128,51 +125,6 @@ def _logged_key_event(idx: int, device_id: bytes, data: bytes) -> LoggedKeyEvent
     return LoggedKeyEvent(idx, at, signed, ev)
 
 
-def _unconfirmed(done: asyncio.Future[Appended], timeout: float) -> None:
-    if not done.done():
-        done.set_exception(
-            StorageError(
-                f"the log did not confirm the submission within {timeout:g} s; it may still"
-                " be recorded: submit it again (a replay returns its receipt)"
-            )
-        )
-
-
-class _LoopWaiters:
-    """Hands the writer's outcomes (completed on its thread) to waiters on one event loop,
-    waking the loop once per group commit, not once per submission."""
-
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._loop = loop
-        self._lock = threading.Lock()
-        self._ready: list[tuple[Future[Any], asyncio.Future[Any]]] = []
-
-    def watch(self, outcome: Future[Any], waiter: asyncio.Future[Any]) -> None:
-        """Complete ``waiter`` (on the loop) like ``outcome`` once the writer completes it;
-        a waiter already done by then (timed out, cancelled) is left alone."""
-        outcome.add_done_callback(lambda f: self._done(f, waiter))
-
-    def _done(self, outcome: Future[Any], waiter: asyncio.Future[Any]) -> None:
-        with self._lock:
-            self._ready.append((outcome, waiter))
-            first = len(self._ready) == 1
-        if first:
-            with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits
-                self._loop.call_soon_threadsafe(self._deliver)
-
-    def _deliver(self) -> None:
-        with self._lock:
-            ready, self._ready = self._ready, []
-        for outcome, waiter in ready:
-            if waiter.done():
-                continue
-            error = outcome.exception()
-            if error is None:
-                waiter.set_result(outcome.result())
-            else:
-                waiter.set_exception(error)
-
-
 #: Most video frame hashes of one query searched in the near-duplicate index.
 MAX_QUERY_FRAMES = 600
 #: Device keys a server keeps for signature checks (about 200 bytes each).
@@ -231,10 +183,6 @@ class ProvenanceService:
         self.store: Store = open_store(config.db, exclusive=True)
         self._device_keys: dict[bytes, bytes] = {}  # see _device_key
         self._device_keys_lock = threading.Lock()
-        #: per event loop that submits (`submit_async`)
-        self._waiters: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopWaiters] = (
-            weakref.WeakKeyDictionary()
-        )
         try:
             self.authority = load_authority(config.authority_dir) if config.authority_dir else None
             self.signer = self._open_signer()
@@ -656,20 +604,9 @@ class ProvenanceService:
         if key is None:
             loop = asyncio.get_running_loop()
             key = await loop.run_in_executor(reads, self._device_key, signed.key_id)
-        pending = self._verified(signed, claim, key)
-        loop = asyncio.get_running_loop()
-        waiters = self._waiters.get(loop)
-        if waiters is None:
-            waiters = self._waiters[loop] = _LoopWaiters(loop)
-        # a cancelled wait (timeout, client gone) cancels only ``done``: the writer
-        # completes its own future whatever happens
-        done: asyncio.Future[Appended] = loop.create_future()
-        waiters.watch(self.writer.enqueue(pending), done)
-        timer = loop.call_later(timeout, _unconfirmed, done, timeout)
-        try:
-            return await done
-        finally:
-            timer.cancel()
+        # a cancelled wait (timeout, client gone) leaves the submission queued; the
+        # writer wakes this loop once per batch
+        return await self.writer.submit_async(self._verified(signed, claim, key), timeout)
 
     @staticmethod
     def _claim(signed: SignedClaim) -> Claim:

@@ -2,17 +2,29 @@
 
 Each submitting thread hands a `PendingClaim` to `GroupCommitWriter.submit` (or a
 signed enrollment or revocation, `PendingKeyEvent`, to `submit_key_event`) and
-blocks. One writer thread takes everything queued (up to ``max_batch``), appends it
-to the log in a single store transaction (leaves, Merkle nodes, device state, a
-newly signed checkpoint; a key event's registry row with its leaf) holding the log's
-append lock, commits, and
-only then wakes the submitters with their receipts. A failed commit changes nothing; an
-unexpected failure of a batch is retried one claim per transaction, so one bad claim
-fails only itself. A submitter is never told "accepted" before its leaf is durable.
+blocks (an asyncio caller awaits `submit_async` instead: no thread waits, and a batch
+wakes its event loop once). One writer thread takes
+everything queued (up to ``max_batch``), appends it to the log in a single store
+transaction (leaves, Merkle nodes, device state, a newly signed checkpoint; a key
+event's registry row with its leaf) holding the log's append lock, and commits: the
+commit returns once the store has made it durable (SQLite: the WAL fsynced,
+``synchronous=FULL``; PostgreSQL: the WAL flushed, ``synchronous_commit=on``).
+
+Only then is the batch handed to a second thread, which runs ``on_commit``, builds the
+receipts (the batch's inclusion proofs in one walk, `merkle.inclusion_proofs`, from the
+frontier and the batch's own nodes: no reads) and wakes the submitters, while the
+writer thread already writes the next batch. The tree's size, frontier and last
+checkpoint are kept in memory between batches and used while the store's newest
+checkpoint is still the one this writer signed (re-read from the store otherwise, as
+after another server's append). A failed commit changes nothing; an unexpected
+failure of a batch is retried one claim per transaction, so one bad claim fails only
+itself. A submitter is never told "accepted" before its leaf is durable.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import queue
 import threading
@@ -85,35 +97,83 @@ class KeyAppended:
 @dataclass
 class _Item:
     pending: PendingClaim | PendingKeyEvent
-    future: Future[Any]
+    future: Future[Any] | asyncio.Future[Any]
+    loop: asyncio.AbstractEventLoop | None = None  # the loop of an asyncio future
 
 
-class _NodeCache:
-    """A node reader that reads each Merkle node once per batch: the batch's proofs share
-    most of their nodes, and those it appended are known without a read."""
+def _unconfirmed(timeout: float) -> StorageError:
+    return StorageError(
+        f"the log did not confirm the submission within {timeout:g} s; it may still"
+        " be recorded: submit it again (a replay returns its receipt)"
+    )
 
-    def __init__(self, read: Callable[[list[tuple[int, int]]], list[bytes]]) -> None:
-        self.read = read
-        self.known: dict[tuple[int, int], bytes] = {}
 
-    def __call__(self, keys: Sequence[tuple[int, int]]) -> list[bytes]:
-        known = self.known
-        try:  # after the first proof of a batch, nearly always all known
-            return [known[k] for k in keys]
-        except KeyError:
-            missing = [k for k in dict.fromkeys(keys) if k not in known]
-            known.update(zip(missing, self.read(missing), strict=True))
-            return [known[k] for k in keys]
+def _settle(outcomes: Sequence[tuple[_Item, object]]) -> None:
+    """Complete each item's future with its outcome (an exception or a result); on an
+    event loop's thread for asyncio futures. A future already cancelled (its caller gave
+    up waiting) is left alone: the outcome stands in the log all the same."""
+    for item, res in outcomes:
+        fut = item.future
+        if fut.done():
+            continue
+        if isinstance(res, BaseException):
+            fut.set_exception(res)
+        else:
+            fut.set_result(res)
+
+
+def _resolve(outcomes: Sequence[tuple[_Item, object]]) -> None:
+    """`_settle` ``outcomes`` from the writer's threads: thread futures at once, asyncio
+    futures with one wake-up of each event loop for all of its items."""
+    loops: dict[asyncio.AbstractEventLoop, list[tuple[_Item, object]]] = {}
+    now: list[tuple[_Item, object]] = []
+    for item, res in outcomes:
+        if item.loop is None:
+            now.append((item, res))
+        else:
+            loops.setdefault(item.loop, []).append((item, res))
+    _settle(now)
+    for loop, part in loops.items():
+        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits
+            loop.call_soon_threadsafe(_settle, part)
+
+
+@dataclass(frozen=True)
+class _New:
+    """A leaf appended by the batch whose receipt is still to build: claim (``device``
+    None) or key event (the registry row after it)."""
+
+    index: int
+    entry: bytes
+    device: Device | None = None
+
+
+@dataclass
+class _Done:
+    """A durable batch waiting for its receipts: per item an outcome, a `_New` or the
+    position of an earlier item it duplicates; ``nodes`` holds the frontier of
+    ``[0, start)`` and every node the batch made."""
+
+    batch: list[_Item]
+    results: list[Appended | KeyAppended | Exception | _New | int]
+    appended: list[tuple[int, PendingClaim]]
+    start: int
+    size: int
+    note: str
+    now: datetime
+    nodes: dict[merkle.NodeKey, bytes]
 
 
 class GroupCommitWriter:
     """The single writer of the log (see module docstring).
 
-    ``on_commit`` is called after each durable commit with (new tree size, signed
-    checkpoint note, appended leaves) so in-memory indexes can follow. ``in_force``,
-    called in the append transaction with the registry rows of a batch's devices,
-    returns each as in force (with the revocations the log holds), or the error that
-    refuses its claims; None: the rows as stored.
+    ``on_commit`` is called after each durable commit, in commit order and before the
+    batch's submitters are woken, with (new tree size, signed checkpoint note, appended
+    leaves) so in-memory indexes can follow. It runs on the acknowledging thread; an
+    exception it raises is logged and the receipts are still delivered (the leaves are
+    durable). ``in_force``, called in the append transaction with the registry rows of a
+    batch's devices, returns each as in force (with the revocations the log holds), or
+    the error that refuses its claims; None: the rows as stored.
     """
 
     def __init__(
@@ -133,9 +193,14 @@ class GroupCommitWriter:
         self._on_commit = on_commit
         self._max_batch = max_batch
         self._queue: queue.Queue[_Item | None] = queue.Queue()
+        self._done: queue.Queue[_Done | None] = queue.Queue()
         self._stopping = False
+        # (size, checkpoint note, frontier) after the last commit of this writer
+        self._tree: tuple[int, str, merkle.CompactRange] | None = None
         self._thread = threading.Thread(target=self._run, name="log-writer", daemon=True)
+        self._acker = threading.Thread(target=self._ack, name="log-acks", daemon=True)
         self._thread.start()
+        self._acker.start()
 
     def submit(self, pending: PendingClaim, timeout: float = 30.0) -> Appended:
         """Queue ``pending`` and wait until it is durable; raises the submission's error,
@@ -170,37 +235,104 @@ class GroupCommitWriter:
         try:
             return fut.result(timeout=timeout)
         except TimeoutError as e:
-            raise StorageError(
-                f"the log did not confirm the submission within {timeout:g} s; it may still"
-                " be recorded: submit it again (a replay returns its receipt)"
-            ) from e
+            raise _unconfirmed(timeout) from e
 
     def enqueue(self, pending: PendingClaim | PendingKeyEvent) -> Future[Any]:
-        """Queue ``pending``; the future completes (from the writer thread) once it is
-        durable, or with its error. For callers that wait their own way
-        (`asyncio.wrap_future` in the asyncio server); `submit` waits on it."""
+        """Queue ``pending``; the future completes (from the writer's threads) once it is
+        durable, or with its error. For callers that wait their own way; `submit` waits
+        on it."""
         fut: Future[Any] = Future()
         self._queue.put(_Item(pending, fut))
         return fut
 
+    def enqueue_async(self, pending: PendingClaim | PendingKeyEvent) -> asyncio.Future[Any]:
+        """`enqueue` from a running event loop: an asyncio future of that loop, completed
+        on it (one wake-up of the loop per batch, not one per submission). Cancelling it
+        does not withdraw the submission."""
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[Any] = loop.create_future()
+        self._queue.put(_Item(pending, fut, loop))
+        return fut
+
+    async def submit_async(self, pending: PendingClaim, timeout: float | None = None) -> Appended:
+        """`submit` for an asyncio caller: waits on the loop, holding no thread. Raises as
+        `submit`; with ``timeout`` None (the caller's deadline bounds the wait: an RPC's
+        cancellation), no timer is set per call."""
+        fut = self.enqueue_async(pending)
+        if timeout is None:
+            return cast(Appended, await fut)
+        try:
+            return cast(Appended, await asyncio.wait_for(fut, timeout))
+        except TimeoutError as e:
+            raise _unconfirmed(timeout) from e
+
     def close(self) -> None:
-        """Finish what is queued, then stop the writer thread."""
+        """Finish what is queued, then stop the writer and acknowledging threads."""
         self._queue.put(None)
         self._thread.join()
+        self._acker.join()
 
     def _run(self) -> None:
-        while True:
-            first = self._queue.get()
-            if first is None:
-                return
-            batch = [first]
-            self._take(batch)
-            t0 = time.perf_counter()
-            self._commit(batch)
-            metrics.COMMIT_SECONDS.observe(time.perf_counter() - t0)
-            metrics.COMMIT_BATCH.observe(len(batch))
-            if self._stopping:
-                return
+        try:
+            while True:
+                first = self._queue.get()
+                if first is None:
+                    return
+                batch = [first]
+                self._take(batch)
+                t0 = time.perf_counter()
+                self._commit(batch)
+                metrics.COMMIT_SECONDS.observe(time.perf_counter() - t0)
+                metrics.COMMIT_BATCH.observe(len(batch))
+                if self._stopping:
+                    return
+        finally:
+            self._done.put(None)
+
+    def _ack(self) -> None:
+        """The acknowledging thread: durable batches in commit order (`_finish`)."""
+        while (done := self._done.get()) is not None:
+            self._finish(done)
+
+    def _finish(self, done: _Done) -> None:
+        """``on_commit``, then the receipts of a durable batch, then wake its submitters."""
+        if done.size > done.start:
+            try:
+                self._on_commit(done.size, done.note, done.appended)
+            except Exception:
+                log.exception("the after-commit hook failed; the batch is durable")
+        try:
+            nodes = done.nodes
+            proofs = merkle.inclusion_proofs(
+                done.start, done.size, done.size, lambda keys: [nodes[k] for k in keys]
+            )
+        except (LogError, KeyError) as e:  # a bug: the leaves are durable, a replay answers
+            log.exception("receipts of leaves [%d, %d) failed", done.start, done.size)
+            err = LogError(
+                f"the capture was recorded but its receipt could not be built ({e!r});"
+                " submit it again to get the receipt"
+            )
+            proofs = []
+            done.results = [
+                err if isinstance(r, _New) or isinstance(r, int) else r for r in done.results
+            ]
+        final: list[Appended | KeyAppended | Exception] = []
+        for r in done.results:
+            if isinstance(r, int):  # a replay inside the batch: the first one's receipt
+                first = final[r]
+                final.append(
+                    Appended(first.receipt, True) if isinstance(first, Appended) else first
+                )
+            elif isinstance(r, _New):
+                rec = Receipt(
+                    r.index, done.now, done.note, tuple(proofs[r.index - done.start]), r.entry
+                )
+                final.append(
+                    Appended(rec, False) if r.device is None else KeyAppended(r.device, rec)
+                )
+            else:
+                final.append(r)
+        _resolve(list(zip(done.batch, final, strict=True)))
 
     def _take(self, batch: list[_Item]) -> None:
         """Add what is queued to ``batch``, up to max_batch; a stop request ends it."""
@@ -216,7 +348,7 @@ class GroupCommitWriter:
 
     def _commit(self, batch: list[_Item]) -> None:
         try:
-            results, appended, size, note, keyed = self._append(batch)
+            done = self._append(batch)
         except Exception as e:  # a broken database must not kill the writer thread
             if len(batch) > 1:
                 # One bad claim must not fail the others: nothing was committed, so
@@ -228,20 +360,13 @@ class GroupCommitWriter:
                     self._commit([item])
                 return
             if isinstance(e, ProvenanceError):
-                batch[0].future.set_exception(e)
+                _resolve([(batch[0], e)])
                 return
             log.exception("log append failed")
             err = LogError(f"the log could not record the submission: {e}")
-            for item in batch:
-                item.future.set_exception(err)
+            _resolve([(item, err) for item in batch])
             return
-        if appended or keyed:
-            self._on_commit(size, note, appended)
-        for item, res in zip(batch, results, strict=True):
-            if isinstance(res, Exception):
-                item.future.set_exception(res)
-            else:
-                item.future.set_result(res)
+        self._done.put(done)
 
     @staticmethod
     def _apply(txn: AppendTxn, p: PendingKeyEvent) -> Device:
@@ -257,9 +382,18 @@ class GroupCommitWriter:
             return txn.enroll(p.token_hash, device, ev.effective_at, p.certificate_pem)
         return txn.revoke(ev.device_id, ev.effective_at, ev.reason)
 
-    def _append(
-        self, batch: list[_Item]
-    ) -> tuple[list[Any], list[tuple[int, PendingClaim]], int, str, int]:
+    def _frontier(
+        self, txn: AppendTxn, start: int, latest: tuple[int, str] | None
+    ) -> merkle.CompactRange:
+        """The frontier of the tree's first ``start`` leaves: from memory while the newest
+        checkpoint is the one this writer signed last, else read (one batched read)."""
+        mem = self._tree
+        if mem is not None and latest == (mem[0], mem[1]):
+            return merkle.CompactRange.from_hashes(start, mem[2].hashes)  # a copy
+        keys = merkle.subtree_decomposition(0, start)
+        return merkle.CompactRange.from_hashes(start, txn.get_nodes(keys))
+
+    def _append(self, batch: list[_Item]) -> _Done:
         store = self._store
         with store.append() as txn:
             # what queued while another server held the append lock joins this batch
@@ -274,7 +408,8 @@ class GroupCommitWriter:
                 )
             now = self._clock()
             # an int marks a duplicate inside the batch: the index of its first occurrence
-            results: list[Appended | KeyAppended | Exception | int | None] = [None] * len(batch)
+            results: list[Appended | KeyAppended | Exception | _New | int | None]
+            results = [None] * len(batch)
             new: list[tuple[int, NewLeaf, PendingClaim]] = []
             seen: dict[bytes, int] = {}
             state: dict[bytes, tuple[int, bytes]] = {}
@@ -304,16 +439,16 @@ class GroupCommitWriter:
                         )
                     )
             claims = [
-                (i, it.pending)
+                (i, it.pending, it.pending.signed_claim.claim_hash)
                 for i, it in enumerate(batch)
                 if isinstance(it.pending, PendingClaim)
             ]
             # one read each for the whole batch (a round trip matters on a database server)
-            logged = txn.leaves_by_claim_hash([p.signed_claim.claim_hash for _, p in claims])
-            rows = txn.find_devices([p.claim.device_id for _, p in claims])
+            logged = txn.leaves_by_claim_hash([ch for _, _, ch in claims])
+            rows = txn.find_devices([p.claim.device_id for _, p, _ in claims])
             devices = self._in_force(txn, rows) if self._in_force and rows else rows
-            for i, p in claims:
-                ch = p.signed_claim.claim_hash
+            integrated_at = wire.ts_to_pb(now)
+            for i, p, ch in claims:
                 old = logged.get(ch)
                 if old is not None:
                     covering = txn.checkpoint_covering(old.index)
@@ -323,8 +458,7 @@ class GroupCommitWriter:
                     results[i] = Appended(rec, True)
                     continue
                 if ch in seen:
-                    seen_at = seen[ch]
-                    results[i] = seen_at
+                    results[i] = seen[ch]
                     continue
                 dev = p.claim.device_id
                 if dev not in state:
@@ -348,7 +482,7 @@ class GroupCommitWriter:
                     results[i] = e
                     continue
                 state[dev] = (p.claim.sequence, ch)
-                entry = wire.encode_log_entry(p.signed_claim, now)
+                entry = wire.encode_log_entry(p.signed_claim, now, integrated_at)
                 leaf = NewLeaf(
                     leaf_hash=merkle.leaf_hash(entry),
                     signed_claim=p.signed_claim,
@@ -362,42 +496,33 @@ class GroupCommitWriter:
                 )
                 seen[ch] = i
                 new.append((i, leaf, p))
+            frontier = self._frontier(txn, start, latest)
+            nodes = dict(zip(merkle.subtree_decomposition(0, start), frontier.hashes, strict=True))
             if not new and not keyed:
                 note = latest[1] if latest else ""
                 size = start
             else:
                 size = start + len(new) + len(keyed)
-                hashes = [lf.leaf_hash for _, lf, _ in new] + [kl.leaf_hash for _, kl, _ in keyed]
-
-                get_nodes = _NodeCache(txn.get_nodes)
-                nodes = merkle.append_batch(start, hashes, get_nodes)
-                txn.put_nodes(nodes)
-                get_nodes.known.update(((level, idx), h) for level, idx, h in nodes)
-                root = merkle.root(size, get_nodes)
-                note = self._signer.sign(Checkpoint(self._signer.name, size, root, now))
+                made: list[merkle.NewNode] = []
+                for _, lf, _ in new:
+                    made += frontier.append(lf.leaf_hash)
+                for _, kl, _ in keyed:
+                    made += frontier.append(kl.leaf_hash)
+                txn.put_nodes(made)
+                nodes.update(((level, idx), h) for level, idx, h in made)
+                note = self._signer.sign(Checkpoint(self._signer.name, size, frontier.root(), now))
                 txn.put_checkpoint(size, note, now)
-
-                def receipt(index: int, entry: bytes) -> Receipt:
-                    proof = merkle.inclusion_proof(index, size, get_nodes)
-                    return Receipt(index, now, note, tuple(proof), entry)
-
                 for k, (i, lf, _) in enumerate(new):
-                    results[i] = Appended(receipt(start + k, lf.entry), False)
+                    results[i] = _New(start + k, lf.entry)
                 txn.insert_leaves(start, [lf for _, lf, _ in new])
                 key_start = start + len(new)
                 for k, (i, kl, dev_row) in enumerate(keyed):
-                    results[i] = KeyAppended(dev_row, receipt(key_start + k, kl.entry))
+                    results[i] = _New(key_start + k, kl.entry, dev_row)
                 if keyed:
                     txn.insert_key_events(key_start, [kl for _, kl, _ in keyed])
-        # duplicates inside one batch share the first one's receipt
-        final: list[Any] = []
-        for r in results:
-            if isinstance(r, int):
-                first = results[r]
-                assert isinstance(first, Appended)
-                final.append(Appended(first.receipt, True))
-            else:
-                assert r is not None
-                final.append(r)
+        # committed: durable
+        self._tree = (size, note, frontier)
+        outcomes = [r for r in results if r is not None]
+        assert len(outcomes) == len(batch)
         appended = [(start + k, p) for k, (_, _, p) in enumerate(new)]
-        return final, appended, size, note, len(keyed)
+        return _Done(batch, outcomes, appended, start, size, note, now, nodes)

@@ -339,13 +339,14 @@ class SqlAppend:
 
     def insert_leaves(self, start: int, leaves: Sequence[NewLeaf]) -> None:
         c = self.c
+        claim_hashes = [lf.signed_claim.claim_hash for lf in leaves]
         c.executemany(
             f"INSERT INTO leaves({_LEAF_COLS}) VALUES (?,?,?,?,?,?,?,?,?)",
             [
                 (
                     start + i,
                     lf.leaf_hash,
-                    lf.signed_claim.claim_hash,
+                    claim_hashes[i],
                     lf.device_id,
                     lf.sequence,
                     lf.file_sha256,
@@ -367,9 +368,13 @@ class SqlAppend:
                 " VALUES (?,?,?,?,?)",
                 soft,
             )
+        # each device's newest leaf of the batch (leaves come in chain order)
+        last = {
+            lf.device_id: (lf.sequence, ch) for lf, ch in zip(leaves, claim_hashes, strict=True)
+        }
         c.executemany(
             "UPDATE devices SET last_sequence=?, last_claim_hash=? WHERE device_id=?",
-            [(lf.sequence, lf.signed_claim.claim_hash, lf.device_id) for lf in leaves],
+            [(seq, ch, dev) for dev, (seq, ch) in last.items()],
         )
 
 
