@@ -9,8 +9,13 @@ Both measured in the same run on the same threads:
    one caller with 8 images per call, then 8 concurrent callers with one image each.
 
 3. per CPU-second: the bare pass of the default network against the bare pass of
-   `default-b` (the version-2 PatchResNet) on the same tensors, counted in process CPU
-   time, which a machine shared with other jobs disturbs less than wall time.
+   `default-b` on the same tensors, counted in process CPU time, which a machine shared
+   with other jobs disturbs less than wall time.
+4. CPU training: the default model (version 4, a logistic regression on fixed features)
+   trains in two steps, the features of every training patch and an L-BFGS fit. Both are
+   measured here on patches cut from the fixtures (features per CPU-second; fit seconds
+   on as many image rows as the shipped model used), and the shipped recipe's training
+   CPU time is stated from them.
 
 Prints patches/s and the ratio of each to the bare pass.
 
@@ -30,6 +35,7 @@ from results import Ratio, write_results  # bench/results.py, next to this scrip
 
 from detector.data import load_image
 from detector.infer import Detector
+from detector.model import SpectralLogistic
 from detector.registry import load_models
 
 FIXTURES = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures"
@@ -51,6 +57,50 @@ def _cpu_rate(fn, seconds: float) -> float:
     while time.process_time() - start < seconds:
         n += fn()
     return n / (time.process_time() - start)
+
+
+def _training_cost(
+    net: torch.nn.Module, x: torch.Tensor, seconds: float, summary: dict[str, int]
+) -> dict[str, float] | None:
+    """CPU cost of training a `SpectralLogistic` default: feature patches per CPU-second
+    and the L-BFGS fit's CPU seconds on as many image rows as the shipped model had (the
+    recipe's rows are image-level mean features: 2 per image (harm, aug), plus r50 and the
+    aligned pairs; 9 or 8 patches each). None for another architecture."""
+    if not isinstance(net, SpectralLogistic):
+        return None
+
+    def feats() -> int:
+        with torch.inference_mode():
+            net.raw_features(x)
+        return len(x)
+
+    rate = _cpu_rate(feats, seconds)
+    images = int(summary.get("train_images", 2264)) + int(summary.get("aligned_pairs", 342))
+    rows = images * 3
+    patches = rows * 9
+    g = torch.Generator().manual_seed(0)
+    xs = torch.randn(rows, int(net.feat_mean.numel()), generator=g)
+    ys = (xs[:, 0] + torch.randn(rows, generator=g) > 0).float()
+    fc = torch.nn.Linear(xs.shape[1], 1)
+    opt = torch.optim.LBFGS(fc.parameters(), max_iter=200, line_search_fn="strong_wolfe")
+
+    def closure() -> torch.Tensor:
+        opt.zero_grad()
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(fc(xs).squeeze(1), ys)
+        loss = loss + 1e-3 * fc.weight.pow(2).sum()
+        loss.backward()  # type: ignore[no-untyped-call]
+        return loss
+
+    start = time.process_time()
+    opt.step(closure)  # type: ignore[no-untyped-call]
+    fit = time.process_time() - start
+    return {
+        "features_per_cpu_s": rate,
+        "rows": rows,
+        "fit_cpu_s": fit,
+        "recipe_patches": patches,
+        "recipe_cpu_s": patches / rate + fit,
+    }
 
 
 def main() -> None:
@@ -98,6 +148,7 @@ def main() -> None:
             return batch
 
         (previous,) = load_models("default-b")
+        train = _training_cost(net, x, args.seconds, member.meta.training.get("summary", {}))
 
         def bare_previous() -> int:
             with torch.inference_mode():
@@ -140,6 +191,13 @@ def main() -> None:
         f"  per CPU-second, bare: default {med['cpu']:8.0f} patches, default-b (PatchResNet) "
         f"{med['cpu_previous']:8.0f} = {med['cpu'] / med['cpu_previous']:.2f} x"
     )
+    if train:
+        print(
+            f"  CPU training (default): features {train['features_per_cpu_s']:8.0f} patches per "
+            f"CPU-s; L-BFGS fit on {train['rows']} image rows {train['fit_cpu_s']:.1f} CPU-s; "
+            f"the shipped recipe ({train['recipe_patches']} patches) "
+            f"{train['recipe_cpu_s']:.0f} CPU-s in all"
+        )
     write_results(
         "detector",
         [

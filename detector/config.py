@@ -25,13 +25,17 @@ class Preprocess:
 
     patch_size: side of the square crops, in pixels, cut at native resolution (the image
     is never resized). crops: crops scored per image. mean, std: per-channel RGB
-    normalisation applied to values in [0, 1].
+    normalisation applied to values in [0, 1]. jpeg_quality: 1-100 to re-encode the whole
+    decoded image as JPEG at that quality (Pillow, 4:2:0) before the crops are cut, as the
+    training images were (every file then reaches the network through the same encoder,
+    whatever its format); 0 for none.
     """
 
     patch_size: int = 64
     crops: int = 16
     mean: tuple[float, float, float] = (0.5, 0.5, 0.5)
     std: tuple[float, float, float] = (0.25, 0.25, 0.25)
+    jpeg_quality: int = 0
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,16 @@ import torch
 from torch import nn
 
 from detector.config import Preprocess
+from detector.transforms import jpeg_roundtrip
+
+
+def harmonise(rgb: np.ndarray, preprocess: Preprocess) -> np.ndarray:
+    """The decoded image (H, W, 3) uint8 as the network sees it before cropping:
+    re-encoded as JPEG at ``preprocess.jpeg_quality`` (Pillow, 4:2:0) when that is set,
+    else unchanged. Deterministic, so the same file keeps the same score."""
+    if preprocess.jpeg_quality:
+        return jpeg_roundtrip(rgb, preprocess.jpeg_quality)
+    return rgb
 
 
 def to_input(patches: torch.Tensor, preprocess: Preprocess) -> torch.Tensor:

@@ -29,7 +29,7 @@ import torch
 
 from detector.batching import BatchQueue
 from detector.crops import plan_crops
-from detector.features import patch_logits, prepare_network
+from detector.features import harmonise, patch_logits, prepare_network
 from detector.registry import LoadedModel, load_models
 from provenance.core.errors import DetectorError, MediaError
 from provenance.media.image import DEFAULT_MAX_PIXELS, decode_image
@@ -217,10 +217,14 @@ class Detector:
         # images smaller than the patch are smaller).
         logits: list[np.ndarray] = []
         pending: list[tuple[int, list[int], Future[np.ndarray]]] = []
+        seen: dict[int, list[np.ndarray]] = {}  # JPEG quality -> the images as re-encoded
         for m, queue in enumerate(self._queues):
+            pre = self.members[m].meta.preprocess
+            if pre.jpeg_quality not in seen:
+                seen[pre.jpeg_quality] = [harmonise(im, pre) for im in images]
             rows = [
                 rgb[c.y : c.y + c.size, c.x : c.x + c.size]
-                for rgb, plan in zip(images, plans, strict=True)
+                for rgb, plan in zip(seen[pre.jpeg_quality], plans, strict=True)
                 for c in plan
                 if c.member == m
             ]

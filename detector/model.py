@@ -314,24 +314,155 @@ class SpectralFeatures(nn.Module):
             return torch.cat([grid.flatten(1), radial, lines, energy, corr], 1)
 
 
+def _hist(codes: torch.Tensor, bins: int) -> torch.Tensor:
+    """(B, N) whole-number codes in [0, bins), float32 -> (B, bins) float32 share of each
+    code. (Codes stay float until the one conversion: exact while B * bins < 2**24.)"""
+    b, n = codes.shape
+    offset = torch.arange(b, device=codes.device, dtype=codes.dtype).unsqueeze(1) * bins
+    counts = torch.bincount((codes + offset).flatten().long(), minlength=b * bins)
+    return counts.view(b, bins).float() / max(n, 1)
+
+
+def _quantise(r: torch.Tensor, step: float, t: int) -> torch.Tensor:
+    """Residual r (pixel units) -> whole-number codes round(r / step) clipped to [-t, t],
+    shifted to [0, 2t], as float32."""
+    return torch.round(r * (1.0 / step)).clamp_(-t, t).add_(t)
+
+
+class ResidualCooccurrence(nn.Module):
+    """Co-occurrences of quantised noise residuals of a patch (no trained parameters).
+
+    In the manner of SPAM and the spatial rich model of steganalysis (Pevny, Bas and
+    Fridrich 2010, "Steganalysis by Subtractive Pixel Adjacency Matrix"; Fridrich and
+    Kodovsky 2012, "Rich Models for Steganalysis of Digital Images"), computed on the
+    luminance in pixel units (input (B, 3, P, P) normalised pixels times `scale`):
+
+    * first-order differences along rows and columns, rounded and clipped to [-2, 2],
+      and the joint histogram of three consecutive ones (125 bins, both directions
+      pooled);
+    * second-order differences (x[i-1] - 2 x[i] + x[i+1], step 2), the same (125 bins);
+    * up-sampling periodicity (Tan et al. 2024, NPR: a 2x up-sampler makes a pixel's
+      relation to its 2x2-cell neighbours differ from that to the next cell): the
+      histograms of first-order differences (clipped to [-4, 4]) at even and at odd
+      positions, ordered by their energy so that the crop's phase does not matter
+      (18 bins), and the log energy ratio between phases for periods 2, 4 and 8 along
+      rows and columns (6);
+    * colour: the joint histogram of the first-order differences of R - G and B - G
+      (25 bins), where camera demosaicing leaves its correlations.
+
+    Histograms are shares, square-rooted (Hellinger). Output (B, 299) float32.
+    """
+
+    def __init__(self, scale: float = 255.0 * 0.25) -> None:
+        super().__init__()
+        self.scale = scale
+
+    @property
+    def size(self) -> int:
+        """The number of features."""
+        return 125 + 125 + 18 + 6 + 25
+
+    @staticmethod
+    def _triples(q: torch.Tensor, axis: int) -> torch.Tensor:
+        """(B, H, W) codes in [0, 5) -> (B, N) codes of three consecutive along axis."""
+        n = q.shape[axis]
+        a = q.narrow(axis, 0, n - 2)
+        b = q.narrow(axis, 1, n - 2)
+        c = q.narrow(axis, 2, n - 2)
+        return (a * 25 + b * 5 + c).flatten(1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x: (B, 3, P, P) -> (B, size) float32."""
+        with torch.autocast(x.device.type, enabled=False):
+            x = x.float() * self.scale
+            y = x.mean(1)  # (B, P, P) luminance
+            dh, dv = y[:, :, 1:] - y[:, :, :-1], y[:, 1:, :] - y[:, :-1, :]
+            sh = y[:, :, :-2] - 2 * y[:, :, 1:-1] + y[:, :, 2:]
+            sv = y[:, :-2, :] - 2 * y[:, 1:-1, :] + y[:, 2:, :]
+            first = _hist(
+                torch.cat(
+                    [
+                        self._triples(_quantise(dh, 1.0, 2), 2),
+                        self._triples(_quantise(dv, 1.0, 2), 1),
+                    ],
+                    1,
+                ),
+                125,
+            )
+            second = _hist(
+                torch.cat(
+                    [
+                        self._triples(_quantise(sh, 2.0, 2), 2),
+                        self._triples(_quantise(sv, 2.0, 2), 1),
+                    ],
+                    1,
+                ),
+                125,
+            )
+            # Phase histograms: differences between columns 2k and 2k+1 (inside a cell)
+            # and between 2k+1 and 2k+2 (across cells), rows alike.
+            even = torch.cat([dh[:, :, 0::2].flatten(1), dv[:, 0::2, :].flatten(1)], 1)
+            odd = torch.cat([dh[:, :, 1::2].flatten(1), dv[:, 1::2, :].flatten(1)], 1)
+            he, ho = _hist(_quantise(even, 1.0, 4), 9), _hist(_quantise(odd, 1.0, 4), 9)
+            swap = (even.abs().mean(1) < odd.abs().mean(1)).unsqueeze(1)
+            phase = torch.cat([torch.where(swap, ho, he), torch.where(swap, he, ho)], 1)
+            ratios = []
+            for d, axis in ((dh, 2), (dv, 1)):
+                e = d.abs().mean(3 - axis)  # (B, n): mean |d| per column (rows) position
+                for period in (2, 4, 8):
+                    n = e.shape[1] // period * period
+                    by_phase = e[:, :n].reshape(e.shape[0], -1, period).mean(1) + 1e-3
+                    ratios.append(torch.log(by_phase.max(1).values / by_phase.min(1).values))
+            c1, c2 = x[:, 0] - x[:, 1], x[:, 2] - x[:, 1]
+            colour = _hist(
+                torch.cat(
+                    [
+                        (
+                            _quantise(c1[:, :, 1:] - c1[:, :, :-1], 1.0, 2) * 5
+                            + _quantise(c2[:, :, 1:] - c2[:, :, :-1], 1.0, 2)
+                        ).flatten(1),
+                        (
+                            _quantise(c1[:, 1:] - c1[:, :-1], 1.0, 2) * 5
+                            + _quantise(c2[:, 1:] - c2[:, :-1], 1.0, 2)
+                        ).flatten(1),
+                    ],
+                    1,
+                ),
+                25,
+            )
+            hists = torch.cat([first, second, phase], 1).sqrt()
+            return torch.cat([hists, torch.stack(ratios, 1), colour.sqrt()], 1)
+
+
 class SpectralLogistic(nn.Module):
-    """Logistic regression on `SpectralFeatures`: standardised features (stored mean and
+    """Logistic regression on `SpectralFeatures` (and, with ``cooccurrence``, the
+    `ResidualCooccurrence` features beside them): standardised features (stored mean and
     std, fitted with the weights) into one linear logit. Input (B, 3, P, P); output (B,)."""
 
     feat_mean: torch.Tensor
     feat_std: torch.Tensor
 
-    def __init__(self, patch: int = 64, grid: int = 9, radial: int = 16) -> None:
+    def __init__(
+        self, patch: int = 64, grid: int = 9, radial: int = 16, cooccurrence: bool = False
+    ) -> None:
         super().__init__()
         self.features = SpectralFeatures(patch, grid, radial)
-        n = self.features.size
+        self.cooccurrence = ResidualCooccurrence() if cooccurrence else None
+        n = self.features.size + (self.cooccurrence.size if self.cooccurrence else 0)
         self.register_buffer("feat_mean", torch.zeros(n))
         self.register_buffer("feat_std", torch.ones(n))
         self.fc = nn.Linear(n, 1)
 
+    def raw_features(self, x: torch.Tensor) -> torch.Tensor:
+        """x: (B, 3, P, P) -> (B, F) features before standardisation."""
+        feats: torch.Tensor = self.features(x)
+        if self.cooccurrence is not None:
+            feats = torch.cat([feats, self.cooccurrence(x)], 1)
+        return feats
+
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """x: (B, 3, P, P) -> (B, F) standardised features."""
-        feats: torch.Tensor = (self.features(x) - self.feat_mean) / self.feat_std
+        feats: torch.Tensor = (self.raw_features(x) - self.feat_mean) / self.feat_std
         return feats
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -29,7 +29,7 @@ from detector.calibrate import apply, calibrate
 from detector.config import Calibration
 from detector.crops import plan_crops
 from detector.data import Sample, load_image
-from detector.features import patch_logits, prepare_network
+from detector.features import harmonise, patch_logits, prepare_network
 from detector.metrics import average_precision, expected_calibration_error, roc_auc
 from detector.registry import LoadedModel
 from provenance.core.errors import DetectorError, MediaError
@@ -78,6 +78,7 @@ def score_files(
             skipped.append(f"{s.path}: {w}x{h} is under {pre.patch_size} px")
             continue
         plan = plan_crops(secret, key, w, h, (pre.patch_size,), crops)
+        rgb = harmonise(rgb, pre)
         patches = np.stack([rgb[c.y : c.y + c.size, c.x : c.x + c.size] for c in plan])
         out.append(Scored(s, patch_logits(model.net, patches, pre, device)))
     if progress is not None:

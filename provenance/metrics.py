@@ -192,7 +192,7 @@ def _counted(requests: Iterator[Any], rpc: str) -> Iterator[Any]:
     counter = UPLOAD_BYTES.labels(rpc)
     for message in requests:
         data = getattr(message, "data", None)
-        if isinstance(data, bytes) and data:
+        if isinstance(data, bytes | memoryview) and data:
             counter.inc(len(data))
         yield message
 
@@ -201,7 +201,7 @@ async def _counted_async(requests: AsyncIterator[Any], rpc: str) -> AsyncIterato
     counter = UPLOAD_BYTES.labels(rpc)
     async for message in requests:
         data = getattr(message, "data", None)
-        if isinstance(data, bytes) and data:
+        if isinstance(data, bytes | memoryview) and data:
             counter.inc(len(data))
         yield message
 

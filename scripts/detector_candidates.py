@@ -55,7 +55,13 @@ from detector.data import is_held_out_source as is_test_source
 from detector.fakes import UPSAMPLERS, TinyAutoencoder, random_upsampler
 from detector.features import patch_logits, to_input
 from detector.metrics import roc_auc
-from detector.model import HybridDetector, PatchResNet, SpectralFeatures, SpectralLogistic
+from detector.model import (
+    HybridDetector,
+    PatchResNet,
+    ResidualCooccurrence,
+    SpectralFeatures,
+    SpectralLogistic,
+)
 from detector.registry import load_models
 from detector.train import TrainConfig, train_network
 from detector.transforms import (
@@ -262,9 +268,11 @@ class Patches:
         return np.concatenate(parts), np.concatenate(owner)
 
 
-def spectral_features(patches: np.ndarray) -> np.ndarray:
-    """`SpectralFeatures` of patches (N, 64, 64, 3) uint8 -> (N, F) float32."""
-    feats = SpectralFeatures(PATCH)
+def fixed_features(
+    patches: np.ndarray, feats: SpectralFeatures | ResidualCooccurrence
+) -> np.ndarray:
+    """Fixed features (`SpectralFeatures` or `ResidualCooccurrence`) of patches
+    (N, 64, 64, 3) uint8 -> (N, F) float32."""
     pre = Preprocess(patch_size=PATCH)
     out = []
     with torch.inference_mode():
@@ -276,8 +284,9 @@ def spectral_features(patches: np.ndarray) -> np.ndarray:
 
 def fit_logistic(x: np.ndarray, y: np.ndarray, l2: float = 1e-3) -> SpectralLogistic:
     """A `SpectralLogistic` whose standardisation and linear layer are fitted on features
-    x (N, F) with labels y (N,), classes weighted equally (L-BFGS, L2 penalty l2)."""
-    net = SpectralLogistic(PATCH)
+    x (N, F) with labels y (N,), classes weighted equally (L-BFGS, L2 penalty l2). F is
+    the spectral size, or that plus the co-occurrence size (``cooccurrence=True``)."""
+    net = SpectralLogistic(PATCH, cooccurrence=x.shape[1] > SpectralFeatures(PATCH).size)
     mean, std = x.mean(0), x.std(0) + 1e-6
     net.feat_mean.copy_(torch.from_numpy(mean))
     net.feat_std.copy_(torch.from_numpy(std))
@@ -298,20 +307,36 @@ def fit_logistic(x: np.ndarray, y: np.ndarray, l2: float = 1e-3) -> SpectralLogi
     return net.eval()
 
 
-class Features:
-    """Spectral features of every cached patch, computed once (cached in features.npz)."""
+def _cached_features(
+    patches: Patches, path: Path, feats: SpectralFeatures | ResidualCooccurrence
+) -> dict[str, np.ndarray]:
+    """Features of every cached patch by condition, computed once and kept in path."""
+    arrays: dict[str, np.ndarray] = {}
+    if path.is_file():
+        with np.load(path) as z:
+            arrays = {c: z[c] for c in z.files}
+    if {c: len(a) for c, a in arrays.items()} != {
+        c: len(a) for c, a in patches.arrays.items()
+    }:  # computed on another state of the cache
+        start = time.monotonic()
+        arrays = {}
+        for c, a in patches.arrays.items():
+            arrays[c] = fixed_features(a, feats)
+            print(f"  {path.name}: {c} ({time.monotonic() - start:.0f} s)", file=sys.stderr)
+        np.savez(path, **arrays)
+    return arrays
 
-    def __init__(self, patches: Patches) -> None:
-        path = CACHE / "features.npz"
-        self.arrays: dict[str, np.ndarray] = {}
-        if path.is_file():
-            with np.load(path) as z:
-                self.arrays = {c: z[c] for c in z.files}
-        if {c: len(a) for c, a in self.arrays.items()} != {
-            c: len(a) for c, a in patches.arrays.items()
-        }:  # computed on another state of the cache
-            self.arrays = {c: spectral_features(a) for c, a in patches.arrays.items()}
-            np.savez(path, **self.arrays)
+
+class Features:
+    """Spectral features of every cached patch (and, with cooccurrence, the residual
+    co-occurrence features beside them), computed once (features.npz,
+    features-cooc.npz)."""
+
+    def __init__(self, patches: Patches, cooccurrence: bool = False) -> None:
+        self.arrays = _cached_features(patches, CACHE / "features.npz", SpectralFeatures(PATCH))
+        if cooccurrence:
+            co = _cached_features(patches, CACHE / "features-cooc.npz", ResidualCooccurrence())
+            self.arrays = {c: np.concatenate([a, co[c]], 1) for c, a in self.arrays.items()}
         self.where = patches.where
 
     def stack(self, conds: tuple[str, ...], idx: list[int]) -> tuple[np.ndarray, np.ndarray]:
@@ -364,6 +389,7 @@ def stage_run(args: argparse.Namespace) -> None:
     chosen = set(args.candidates.split(","))
     # Spectral features only when a spectral candidate runs (computing them takes minutes).
     ft: Any = Features(pt) if any(c.startswith("spec") for c in chosen) else None
+    ft_co: Any = Features(pt, True) if any(c.startswith("spco") for c in chosen) else None
     idx = pt.images()
     test_real = [i for i in idx if all_samples[i].label == 0 and is_test_source(all_samples[i])]
     train_real = [
@@ -446,7 +472,9 @@ def stage_run(args: argparse.Namespace) -> None:
         xp, _ = ft.stack(pos, pos_idx)
         return fit_logistic(np.concatenate([xn, xp]), np.r_[np.zeros(len(xn)), np.ones(len(xp))])
 
-    def spectral_scores(net: SpectralLogistic, cond: str, ids: list[int]) -> np.ndarray:
+    def spectral_scores(
+        net: SpectralLogistic, cond: str, ids: list[int], ft: Any = ft
+    ) -> np.ndarray:
         x, owner = ft.stack((cond,), ids)
         with torch.inference_mode():
             z = net.fc((torch.from_numpy(x) - net.feat_mean) / net.feat_std).squeeze(1).numpy()
@@ -465,9 +493,13 @@ def stage_run(args: argparse.Namespace) -> None:
     by_size = sorted(families, key=lambda f: -report["data"]["families"][f])
     groups = [set(by_size[k :: args.folds]) for k in range(args.folds)]
 
-    def fold_features(held: set[str], mix: bool) -> tuple[np.ndarray, np.ndarray]:
-        xn, _ = ft.stack(("harm", "aug"), train_real)
-        pos = [ft.stack(("harm", "aug"), fold_train_gen(held))[0]]
+    def fold_features(
+        held: set[str], mix: bool, ft: Any, resized: bool = False
+    ) -> tuple[np.ndarray, np.ndarray]:
+        # resized: the 0.5x copies of the training images too, both classes.
+        conds = ("harm", "aug", "r50") if resized else ("harm", "aug")
+        xn, _ = ft.stack(conds, train_real)
+        pos = [ft.stack(conds, fold_train_gen(held))[0]]
         if mix:
             pos += [ft.stack(("syn", "syn_aug"), train_real)[0]]
             pos += [ft.stack(("ae", "ae_aug"), ae_idx)[0]]
@@ -487,19 +519,30 @@ def stage_run(args: argparse.Namespace) -> None:
         n, p = np.concatenate(xn), np.concatenate(xp)
         return np.concatenate([n, p]), np.r_[np.zeros(len(n)), np.ones(len(p))]
 
-    for name in ("spec_gen", "spec_mix", "cnn_gen", "cnn_mix"):
+    for name in (
+        "spec_gen",
+        "spec_mix",
+        "spco_gen",
+        "spco_mix",
+        "spco_mixr",
+        "cnn_gen",
+        "cnn_mix",
+    ):
         if name not in chosen:
             continue
         t0 = time.monotonic()
-        mix = name.endswith("_mix")
-        spectral = name.startswith("spec")
+        mix = "_mix" in name
+        resized = name.endswith("_mixr")
+        spectral = name.startswith("sp")
+        fts = ft_co if name.startswith("spco") else ft
         cond_scores = {c: np.full(len(eval_idx), np.nan) for c in ("harm", "j75", "r50")}
         folds = [{f} for f in families] if spectral else groups
         for held in folds:
             ids = [i for i in gen if all_samples[i].family in held]
+            score: Any
             if spectral:
-                net: Any = fit_logistic(*fold_features(held, mix))
-                score = lambda c, ids, net=net: spectral_scores(net, c, ids)  # noqa: E731
+                net: Any = fit_logistic(*fold_features(held, mix, fts, resized))
+                score = lambda c, ids, net=net, f=fts: spectral_scores(net, c, ids, f)  # noqa: E731
             else:
                 net = train_cnn(*fold_patches(held, mix), args.epochs, 0, widths)
                 score = lambda c, ids, net=net: cnn_scores(net, c, ids)  # noqa: E731
@@ -515,14 +558,20 @@ def stage_run(args: argparse.Namespace) -> None:
                 file=sys.stderr,
             )
         if spectral:  # real test photos: the model trained on every family
-            net = fit_logistic(*fold_features(set(), mix))
+            net = fit_logistic(*fold_features(set(), mix, fts, resized))
             for c in cond_scores:
-                cond_scores[c][: len(test_real)] = spectral_scores(net, c, test_real)
+                cond_scores[c][: len(test_real)] = spectral_scores(net, c, test_real, fts)
         report["candidates"][name] = summarise(
             name,
             cond_scores,
             time.monotonic() - t0,
-            ("spectral LR" if spectral else f"PatchResNet {widths}, {args.epochs} epochs")
+            (
+                "spectral LR"
+                if name.startswith("spec")
+                else "spectral + co-occurrence LR"
+                if spectral
+                else f"PatchResNet {widths}, {args.epochs} epochs"
+            )
             + ", real vs generated of the other families"
             + (" + synthetic-upsampler and autoencoder fakes" if mix else ""),
         )
@@ -608,7 +657,7 @@ def stage_ship(args: argparse.Namespace) -> None:
     fitted afterwards by ``scripts/recalibrate_detector.py`` on the held-out 30%."""
     all_samples = samples()
     pt = Patches()
-    ft = Features(pt)
+    ft = Features(pt, cooccurrence=args.model == "spco")
     idx = [i for i in pt.images() if not is_test_source(all_samples[i])]
     real = [i for i in idx if all_samples[i].label == 0]
     gen = [i for i in idx if all_samples[i].label == 1]
@@ -622,8 +671,9 @@ def stage_ship(args: argparse.Namespace) -> None:
         r = [i for i in real if i in keep]
         g = [i for i in gen if i in keep]
         a = [i for i in ae_idx if i in keep]
-        neg = [src.stack(("harm", "aug"), r)[0], src.stack(("ae_real", "ae_real_aug"), a)[0]]
-        pos = [src.stack(("harm", "aug"), g)[0]]
+        conds = ("harm", "aug", "r50") if args.resized else ("harm", "aug")
+        neg = [src.stack(conds, r)[0], src.stack(("ae_real", "ae_real_aug"), a)[0]]
+        pos = [src.stack(conds, g)[0]]
         if args.mix:
             pos += [src.stack(("syn", "syn_aug"), r)[0], src.stack(("ae", "ae_aug"), a)[0]]
         n, p = np.concatenate(neg), np.concatenate(pos)
@@ -631,8 +681,10 @@ def stage_ship(args: argparse.Namespace) -> None:
 
     net: torch.nn.Module
     kwargs: dict[str, Any]
-    if args.model == "spectral":
+    if args.model in ("spectral", "spco"):
         net, kwargs = fit_logistic(*data(idx, True)), {"patch": PATCH}
+        if args.model == "spco":
+            kwargs["cooccurrence"] = True
         arch = "spectral_logistic"
     elif args.model == "cnn":
         net = train_cnn(*data(idx, False), args.epochs, 0, widths)
@@ -691,15 +743,19 @@ def stage_ship(args: argparse.Namespace) -> None:
         version=args.version,
         arch=arch,
         arch_kwargs=kwargs,
-        preprocess=Preprocess(patch_size=PATCH, crops=64),
+        # Served files are re-encoded as the training images were (q90), so that a PNG
+        # and a JPEG reach the features through the same encoder.
+        preprocess=Preprocess(patch_size=PATCH, crops=64, jpeg_quality=args.serve_jpeg),
         calibration=calibrate(logits, labels),
         training={
             "recipe": f"scripts/detector_candidates.py ship --model {args.model}"
             + (" --mix" if args.mix else "")
+            + (" --resized" if args.resized else "")
             + f" --epochs {args.epochs} --widths {args.widths}",
             "split": "sources held out: detector.data.in_split(repo or group, 0.3, 'det-eval')",
             "harmonisation": "harm: centre crop 256, JPEG q90; aug: random crop 256, "
-            "p=0.15 downscale 0.5-0.9, p=0.2 blur 0.3-1.5 px, JPEG 65-100; both classes",
+            "p=0.15 downscale 0.5-0.9, p=0.2 blur 0.3-1.5 px, JPEG 65-100; both classes"
+            + ("; r50: centre crop 256, 0.5x bilinear, JPEG q90" if args.resized else ""),
             "summary": summary,
             "torch": torch.__version__,
         },
@@ -726,8 +782,17 @@ def main(argv: list[str] | None = None) -> int:
     """Command line entry point; see the module docstring."""
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("stage", choices=("cache", "ae", "run", "ship"))
-    ap.add_argument("--model", choices=("spectral", "cnn", "hybrid"), default="hybrid")
+    ap.add_argument("--model", choices=("spectral", "spco", "cnn", "hybrid"), default="hybrid")
     ap.add_argument("--mix", action="store_true", help="ship: add the synthetic fakes")
+    ap.add_argument(
+        "--resized", action="store_true", help="ship: add the 0.5x copies (r50), both classes"
+    )
+    ap.add_argument(
+        "--serve-jpeg",
+        type=int,
+        default=90,
+        help="ship: JPEG quality the server re-encodes each image at before cropping (0: none)",
+    )
     ap.add_argument("--out", default=str(ROOT / "detector" / "weights" / "default.safetensors"))
     ap.add_argument("--model-id", default="default")
     ap.add_argument("--version", default="3")

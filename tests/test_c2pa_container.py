@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from provenance.c2pa import content_sha256, strip_manifest_store
-from provenance.c2pa.container import C2PA_BMFF_UUID, C2PA_STORE_UUID
+from provenance.c2pa.container import C2PA_BMFF_UUID, C2PA_STORE_UUID, may_hold_manifest_store
 from provenance.core.errors import BindingError, MediaError
 
 FIXTURES = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures" / "c2pa"
@@ -53,6 +53,10 @@ def test_strip_removes_exactly_the_store(name: str, media_type: str, removed: in
     assert JUMBF_C2PA not in stripped and C2PA_BMFF_UUID not in stripped
     assert strip_manifest_store(stripped, media_type) == stripped
     assert content_sha256(data, media_type) == hashlib.sha256(stripped).digest()
+    # the scanner's fast pre-check: a store it strips is seen, none is seen after stripping
+    assert may_hold_manifest_store(data, media_type)
+    assert not may_hold_manifest_store(stripped, media_type)
+    assert not may_hold_manifest_store(data, "image/gif")
 
 
 def test_bmff_chunk_offsets_are_shifted_back_onto_the_same_samples() -> None:

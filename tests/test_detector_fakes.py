@@ -8,7 +8,12 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from detector.fakes import TOOLS, UPSAMPLERS, TinyAutoencoder, random_upsampler  # noqa: E402
-from detector.model import HybridDetector, SpectralFeatures, SpectralLogistic  # noqa: E402
+from detector.model import (  # noqa: E402
+    HybridDetector,
+    ResidualCooccurrence,
+    SpectralFeatures,
+    SpectralLogistic,
+)
 from provenance.core.errors import DetectorError  # noqa: E402
 
 
@@ -64,3 +69,27 @@ def test_spectral_and_hybrid_networks_shapes() -> None:
     assert feats(x).shape == (4, feats.size) and torch.isfinite(feats(x)).all()
     assert SpectralLogistic(64)(x).shape == (4,)
     assert HybridDetector(widths=(8, 16, 32, 64))(x).shape == (4,)
+
+
+def test_residual_cooccurrence_histograms_and_upsampling_phase() -> None:
+    co = ResidualCooccurrence()
+    rgb = _smooth_image(2)
+    x = (torch.from_numpy(rgb).permute(2, 0, 1)[None].float() / 255 - 0.5) / 0.25
+    f = co(x)[0]
+    assert f.shape == (co.size,) and torch.isfinite(f).all()
+    # Hellinger histograms: the squared entries of each histogram sum to one.
+    for a, b in ((0, 125), (125, 250), (250, 259), (259, 268), (274, 299)):
+        assert float((f[a:b] ** 2).sum()) == pytest.approx(1.0, abs=1e-4), (a, b)
+    # A 2x nearest-neighbour up-sampling makes every difference inside a 2x2 cell zero:
+    # the period-2 energy ratio (rows and columns) jumps, whatever the crop's phase.
+    half = np.ascontiguousarray(rgb[::2, ::2].repeat(2, 0).repeat(2, 1))
+    for shift in (0, 1):
+        up = np.ascontiguousarray(np.roll(half, shift, axis=(0, 1)))
+        xu = (torch.from_numpy(up).permute(2, 0, 1)[None].float() / 255 - 0.5) / 0.25
+        g = co(xu)[0]
+        period2 = [268, 271]  # rows, then columns: periods 2, 4, 8 each
+        assert (g[period2] > f[period2] + 1.0).all(), (shift, g[268:274], f[268:274])
+    # Logistic head with both feature sets.
+    net = SpectralLogistic(64, cooccurrence=True)
+    assert net(torch.randn(3, 3, 64, 64)).shape == (3,)
+    assert net.feat_mean.shape == (SpectralFeatures(64).size + co.size,)

@@ -30,13 +30,16 @@ ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = ROOT.parent / "shared" / "fixtures"
 SETS = [FIXTURES / "detector", FIXTURES / "detector_more"]
 
-#: Floors for the held-out fixture sources, as served (files as they are): measured AUC
-#: 0.919 on these 237 images (another secret). Version 3's `likely generated` threshold
-#: flags about 1% of generated images here, so there is no floor on that rate: it would
-#: be one image, and could not tell a working model from a broken one.
-MIN_AUC = 0.88
+#: Floors for the held-out fixture sources, as served (files as they are, re-encoded as
+#: the weights say): version 4 measured AUC 0.892 on these 237 images with this test's
+#: secret (0.891 with the band-policy secret), 1 of 116 real photos and 7 of 121
+#: generated images at or above threshold_high.
+MIN_AUC = 0.86
 #: Most real held-out photos allowed at or above threshold_high.
 MAX_REAL_FLAGGED = 0.05
+#: Fewest generated held-out images at or above threshold_high: a model (or calibration)
+#: that never says "likely generated" fails here.
+MIN_GENERATED_FLAGGED = 0.02
 
 
 def _sha(path: Path) -> str:
@@ -76,3 +79,5 @@ def test_shipped_model_on_held_out_fixtures() -> None:
     real_rate = float(flagged[labels == 0].mean())
     assert auc >= MIN_AUC, f"held-out AUC {auc:.3f} < {MIN_AUC}"
     assert real_rate <= MAX_REAL_FLAGGED, f"{real_rate:.1%} of held-out real photos flagged"
+    gen_rate = float(flagged[labels == 1].mean())
+    assert gen_rate >= MIN_GENERATED_FLAGGED, f"only {gen_rate:.1%} of held-out generated flagged"

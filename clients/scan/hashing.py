@@ -22,12 +22,11 @@ from typing import BinaryIO
 
 from clients.files import open_regular
 from clients.scan.sources import SIDECAR_SUFFIX, EntryItem, FileItem, HashedItem
-from provenance.c2pa.container import STRIPPABLE_TYPES, strip_manifest_store
+from provenance.c2pa.container import may_hold_manifest_store, strip_manifest_store
 from provenance.core.binding import PerceptualHash, Sha256Stream
 from provenance.core.errors import ClaimError, MediaError, ProvenanceError
 from provenance.media.assets import AssetLimits, inspect_image
 from provenance.media.image import SNIFF_BYTES, sniff_media_type
-from provenance.media.video.decode import sample_frames
 from provenance.wire.sidecar import MAX_SIDECAR_BYTES, Sidecar, decode_sidecar
 
 
@@ -56,7 +55,7 @@ class Measured:
 
 def _content_sha256(data: bytes, media_type: str | None) -> bytes:
     """SHA-256 without the C2PA manifest store, when the file carries one (else b"")."""
-    if media_type not in STRIPPABLE_TYPES:
+    if media_type is None or not may_hold_manifest_store(data, media_type):
         return b""
     try:
         stripped = strip_manifest_store(data, media_type)
@@ -178,6 +177,10 @@ def measure(item: FileItem | EntryItem | HashedItem, limits: AssetLimits) -> Mea
         )
         return Measured(item.ref, size, sha, media_type, (), "file", note)
     if _is_video(media_type):
+        # imported here: PyAV and the decoder's sandbox cost a worker ~0.1-0.4 s to load,
+        # which a folder of images never needs
+        from provenance.media.video.decode import sample_frames
+
         try:
             info = sample_frames(item.path)
         except MediaError as e:

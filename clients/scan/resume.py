@@ -1,7 +1,11 @@
 """The JSON Lines report as the scan's journal: append rows durably, resume from it.
 
-A row is appended (and the file fsynced) once its batch is done, so after a crash, Ctrl-C
-or SIGKILL the report holds every finished row and at most one partial last line. `Journal`
+A row is appended (written through to the operating system) once its batch is done, so
+after a crash of the scan, Ctrl-C or SIGKILL the report holds every finished row and at
+most one partial last line. The file is fsynced on a helper thread, one fsync at a time
+covering every row written before it starts, and once more on close: the scan never waits
+for the disk, and after a power loss only the rows of the last fsync or two are missing
+(they are scanned again on ``--resume``). `Journal`
 cuts that partial line, and the refs of the rows present are skipped on ``--resume``:
 nothing finished is scanned again and no row appears twice. Refs are remembered as
 16-byte BLAKE2b digests (about 90 bytes each in memory, whatever the path length), so a
@@ -14,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import IO, Any
 
@@ -88,17 +93,33 @@ class Journal:
             self._file: IO[str] = path.open("a", encoding="utf-8")
         except OSError as e:
             raise ConfigError(f"cannot open the report {path}: {e.strerror or e}") from e
+        self._syncer = ThreadPoolExecutor(1, thread_name_prefix="journal-fsync")
+        self._sync: Future[None] | None = None
 
     def write(self, rows: list[dict[str, Any]]) -> None:
-        """Append rows and make them durable (one fsync per call)."""
+        """Append rows, hand them to the operating system, and start an fsync unless one is
+        running (the next write or `close` covers these rows then). Raises OSError when
+        writing fails or an earlier fsync failed."""
         if not rows:
             return
         self._file.write("".join(json.dumps(r, separators=(",", ":")) + "\n" for r in rows))
         self._file.flush()
-        os.fsync(self._file.fileno())
+        if self._sync is None or self._sync.done():
+            if self._sync is not None:
+                self._sync.result()
+            self._sync = self._syncer.submit(os.fsync, self._file.fileno())
 
     def close(self) -> None:
-        self._file.close()
+        """Wait for the running fsync, fsync once more and close. Raises OSError as
+        `write`."""
+        try:
+            if self._sync is not None:
+                self._sync.result()
+            self._file.flush()
+            os.fsync(self._file.fileno())
+        finally:
+            self._syncer.shutdown()
+            self._file.close()
 
     def __enter__(self) -> Journal:
         return self

@@ -35,6 +35,14 @@ BMFF_TYPES = frozenset({"video/mp4", "video/quicktime"})
 #: Media types whose manifest store this module can remove.
 STRIPPABLE_TYPES = JPEG_TYPES | PNG_TYPES | BMFF_TYPES
 
+#: Bytes every manifest store that `strip_manifest_store` removes holds, per media type: the
+#: JUMBF description's UUID (JPEG), the chunk type (PNG), the box's user type (BMFF).
+_STORE_MARKS = {
+    **dict.fromkeys(JPEG_TYPES, C2PA_STORE_UUID),
+    **dict.fromkeys(PNG_TYPES, b"caBX"),
+    **dict.fromkeys(BMFF_TYPES, C2PA_BMFF_UUID),
+}
+
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 # Box types on the path moov/trak/mdia/minf/stbl that lead to the chunk-offset tables.
 _BMFF_CONTAINERS = (b"trak", b"mdia", b"minf", b"stbl")
@@ -58,6 +66,14 @@ def strip_manifest_store(data: bytes, media_type: str) -> bytes:
         f"no C2PA manifest-store rule for media type {media_type!r}; "
         f"supported: {', '.join(sorted(STRIPPABLE_TYPES))}"
     )
+
+
+def may_hold_manifest_store(data: bytes, media_type: str) -> bool:
+    """False when ``data`` certainly holds no manifest store that `strip_manifest_store`
+    would remove (its marker bytes occur nowhere: one fast search instead of a walk of the
+    file), or ``media_type`` is not in STRIPPABLE_TYPES; True when it may."""
+    mark = _STORE_MARKS.get(media_type)
+    return mark is not None and mark in data
 
 
 def content_sha256(data: bytes, media_type: str) -> bytes:

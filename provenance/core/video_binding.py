@@ -19,14 +19,12 @@ mismatch is still detected (the root differs) but cannot be located.
 from __future__ import annotations
 
 import hashlib
-import os
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from functools import cache
 
 from provenance.core.claims import HardBinding
 from provenance.core.errors import BindingError
+from provenance.core.hash_threads import run_beside
 from provenance.core.merkle import HASH_SIZE, CompactRange
 
 #: Default chunk size of the video hard binding, in bytes (1 MiB); recorded in the claim.
@@ -36,14 +34,9 @@ MAX_VIDEO_CHUNK = 64 << 20
 
 
 #: Pieces at least this long are hashed whole-file on a helper thread while the calling
-#: thread hashes their chunk leaves (hashlib releases the GIL over 2 KiB).
+#: thread hashes their chunk leaves (hashlib releases the GIL over 2 KiB;
+#: `provenance.core.hash_threads`).
 OVERLAP_MIN_BYTES = 256 * 1024
-
-
-@cache
-def _sha_pool() -> ThreadPoolExecutor:
-    """Threads that advance whole-file SHA-256 states, shared by every ChunkedHasher."""
-    return ThreadPoolExecutor(max_workers=os.cpu_count() or 1, thread_name_prefix="sha256")
 
 
 def _check_chunk_size(chunk_size: int) -> None:
@@ -130,14 +123,10 @@ class ChunkedHasher:
             self._sha256.update(view)
             self._add_leaves(view)
             return
-        # Each byte is read by two hashes: the whole-file one runs on a pool thread
+        # Each byte is read by two hashes: the whole-file one runs on a helper thread
         # while this thread hashes the chunk leaves; both finish before `data` returns
         # to the caller (who may reuse its buffer).
-        whole = _sha_pool().submit(self._sha256.update, view)
-        try:
-            self._add_leaves(view)
-        finally:
-            whole.result()
+        run_beside(lambda: self._sha256.update(view), lambda: self._add_leaves(view))
 
     def _add_leaves(self, view: memoryview) -> None:
         """Cut ``view`` into chunks after the pending bytes and hash every complete one."""

@@ -270,17 +270,19 @@ class MihIndex:
             time.perf_counter() - t0,
         )
 
-    @metrics.INDEX_LOOKUP_SECONDS.time()
     def search(
         self, query: PerceptualHash, max_distance: int = PDQ_MATCH_THRESHOLD, limit: int = 16
     ) -> list[tuple[int, int]]:
         """Ids within ``max_distance`` bits of ``query``, as (distance, id), nearest first
         (ties in the order the codes were added), at most ``limit`` of them.
 
-        A query of quality below PDQ_MIN_QUALITY matches nothing.
+        A query of quality below PDQ_MIN_QUALITY matches nothing. Searches of a non-empty
+        index are timed in INDEX_LOOKUP_SECONDS (a scan sends 8 hashes per photo: timing
+        the immediate answers too cost more than answering them).
         """
         if not _usable(query) or max_distance < 0:
             return []
+        start = time.perf_counter()
         with self._lock:
             t = self._snapshot()
         if t.size == 0:
@@ -300,7 +302,9 @@ class MihIndex:
         dist = np.concatenate([d for d, _ in parts])
         ids = np.concatenate([i for _, i in parts])
         keep = np.argsort(dist, kind="stable")[:limit]
-        return [(int(dist[i]), int(ids[i])) for i in keep]
+        found = [(int(dist[i]), int(ids[i])) for i in keep]
+        metrics.INDEX_LOOKUP_SECONDS.observe(time.perf_counter() - start)
+        return found
 
     @staticmethod
     def _candidates(t: _Tables, code: bytes, max_distance: int) -> np.ndarray | slice:

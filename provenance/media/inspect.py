@@ -23,7 +23,6 @@ from provenance.c2pa.pool import ReaderPool
 from provenance.c2pa.reader import C2paLimits, C2paTrust, read_c2pa
 from provenance.c2pa.result import failed
 from provenance.c2pa.signing_time import SigningTimePolicy
-from provenance.core.binding import Sha256Stream
 from provenance.core.claims import MAX_SOFT_BINDINGS
 from provenance.core.errors import (
     DecodeBudgetError,
@@ -31,6 +30,7 @@ from provenance.core.errors import (
     MediaTooLargeError,
     ProvenanceError,
 )
+from provenance.core.hash_threads import BackgroundSha256
 from provenance.core.verify import FileFacts
 from provenance.core.video_binding import ChunkedHasher
 from provenance.core.video_match import QUERY_RATE_HZ
@@ -79,6 +79,11 @@ class Upload:
     sizes of all such files in the process stay within MEMORY_SPILL_BYTES, on disk beyond.
     ``expected_bytes`` is the size the client announced (0: unknown, so never
     memory-backed); set it before the first write.
+
+    The SHA-256 runs on a helper thread (`provenance.core.hash_threads.BackgroundSha256`),
+    so `write` returns while the bytes hash and the next message can arrive meanwhile;
+    `sha256` waits for it. With `hash_chunks`, the chunked hasher's own whole-file SHA-256
+    is the one used (each byte is hashed for the file once, not twice).
     """
 
     def __init__(
@@ -87,7 +92,8 @@ class Upload:
         self.max_bytes = max_bytes
         self._inline = inline_bytes
         self.expected_bytes = expected_bytes
-        self._digest = Sha256Stream()
+        self._digest = BackgroundSha256()
+        self._size = 0
         self._chunks: ChunkedHasher | None = None
         self._buf: IO[bytes] | None = io.BytesIO()  # None: the bytes are not kept
         self._head = b""
@@ -97,7 +103,10 @@ class Upload:
 
     def hash_chunks(self, chunk_size: int) -> None:
         """Also compute chunk leaf hashes of ``chunk_size`` bytes as the data streams in
-        (call before the first write; for a video whose claim names its chunk size)."""
+        (call before the first write; for a video whose claim names its chunk size).
+        Raises MediaError after a write."""
+        if self._size:
+            raise MediaError("chunk hashing must be asked for before the upload's first byte")
         self._chunks = ChunkedHasher(chunk_size)
 
     @property
@@ -110,19 +119,24 @@ class Upload:
         """Whether the bytes are kept (False once they proved to be no known media)."""
         return self._buf is not None
 
-    def write(self, data: bytes) -> None:
-        """Append ``data``; raises MediaTooLargeError past ``max_bytes``."""
-        self._digest.update(data)
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        """Append ``data`` (bytes and views of bytes are held as they are, anything else is
+        copied first); raises MediaTooLargeError past ``max_bytes``."""
+        if not (type(data) is bytes or (type(data) is memoryview and type(data.obj) is bytes)):
+            data = bytes(data)  # the hashing thread reads it later: it must not change
+        self._size += len(data)
         if self._chunks is not None:
             self._chunks.update(data)
-        if self._digest.size > self.max_bytes:
+        else:
+            self._digest.update(data)
+        if self._size > self.max_bytes:
             raise MediaTooLargeError(f"upload exceeds the limit of {self.max_bytes} bytes")
         if self._buf is None:
             return
         self._buf.write(data)
-        if not self._sniffed and self._digest.size >= SNIFF_BYTES:
+        if not self._sniffed and self._size >= SNIFF_BYTES:
             self._sniff()
-        if self._file is None and self._buf is not None and self._digest.size > self._inline:
+        if self._file is None and self._buf is not None and self._size > self._inline:
             self.spill()
 
     def _sniff(self) -> None:
@@ -138,10 +152,13 @@ class Upload:
 
     @property
     def size(self) -> int:
-        return self._digest.size
+        return self._size
 
     @property
     def sha256(self) -> bytes:
+        """SHA-256 of every byte written (waits for the hashing thread)."""
+        if self._chunks is not None:
+            return self._chunks.finalize().sha256
         return self._digest.digest()
 
     def _kept(self) -> IO[bytes]:

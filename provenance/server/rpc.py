@@ -288,9 +288,10 @@ class VerificationServicer(rpc.VerificationServicer):
                     f"upload message {n - 1} carried {short} bytes; every message but the last"
                     f" must carry at least {lim.min_chunk_bytes} bytes (1 MiB is usual)"
                 )
-            if len(chunk.data) < lim.min_chunk_bytes:
-                short = len(chunk.data) or 1
-            upload.write(chunk.data)
+            data = chunk.data  # each read of the field copies the bytes
+            if len(data) < lim.min_chunk_bytes:
+                short = len(data) or 1
+            upload.write(data)
             if image is None and upload.size >= SNIFF_BYTES:
                 image = (sniff_media_type(upload.head(SNIFF_BYTES)) or "").startswith("image/")
             if image:

@@ -6,6 +6,13 @@ aborts the call with INTERNAL "Exception deserializing request!", which tells a 
 the server is broken. `MalformedRequestInterceptor` wraps every method's deserializer:
 a message that does not parse reaches the handler as a marker, and the call is aborted
 with INVALID_ARGUMENT naming the method and the parser's complaint.
+
+Upload messages (`VerifyFileChunk`) that carry only bytes, the bulk of every upload, are
+recognised by their wire format (field 2, length-delimited, filling the message: protobuf
+encoding, https://protobuf.dev/programming-guides/encoding/) and handed on as a `DataChunk`
+whose ``data`` is a view into the received message: no parse into protobuf's arena and no
+copy on each read of the field (about 0.15 ms per MiB otherwise). Any other message is
+parsed by protobuf as before.
 """
 
 from __future__ import annotations
@@ -18,6 +25,48 @@ from typing import Any
 import grpc
 
 from provenance.core.errors import ClaimError
+from provenance.v1 import provenance_pb2 as pb
+
+#: Full names of the methods whose requests are `VerifyFileChunk` streams.
+UPLOAD_METHODS = frozenset(
+    f"/{service.full_name}/{method.name}"
+    for service in pb.DESCRIPTOR.services_by_name.values()
+    for method in service.methods
+    if method.input_type is pb.VerifyFileChunk.DESCRIPTOR
+)
+# The key of `VerifyFileChunk.data`: field number 2, wire type 2 (length-delimited).
+_DATA_KEY = (pb.VerifyFileChunk.DESCRIPTOR.fields_by_name["data"].number << 3) | 2
+
+
+@dataclass(frozen=True, slots=True)
+class DataChunk:
+    """A `VerifyFileChunk` holding only ``data``, a read-only view into the received
+    message's bytes; answers `WhichOneof` as the protobuf message would."""
+
+    data: memoryview
+
+    def WhichOneof(self, group: str) -> str:  # noqa: N802 - protobuf's name
+        return "data"
+
+
+def _upload_chunk(deserialize: Callable[[bytes], Any]) -> Callable[[bytes], Any]:
+    """``deserialize``, except that a message of one ``data`` field becomes a DataChunk."""
+
+    def parse(raw: bytes) -> Any:
+        if raw[:1] == bytes((_DATA_KEY,)):
+            size, shift, at = 0, 0, 1
+            while at < len(raw) and at <= 10:  # a varint of at most 10 bytes
+                byte = raw[at]
+                size |= (byte & 0x7F) << shift
+                at += 1
+                if byte < 0x80:
+                    if at + size == len(raw):
+                        return DataChunk(memoryview(raw)[at:])
+                    break
+                shift += 7
+        return deserialize(raw)
+
+    return parse
 
 
 @dataclass(frozen=True)
@@ -117,7 +166,10 @@ class MalformedRequestInterceptor(grpc.aio.ServerInterceptor):
         if handler is None or handler.request_deserializer is None:
             return handler
         method = str(handler_call_details.method)
-        changes: dict[str, Any] = {"request_deserializer": _lenient(handler.request_deserializer)}
+        deserialize = handler.request_deserializer
+        if method in UPLOAD_METHODS:
+            deserialize = _upload_chunk(deserialize)
+        changes: dict[str, Any] = {"request_deserializer": _lenient(deserialize)}
         for kind, wrap in (
             ("unary_unary", _unary),
             ("unary_stream", _unary),

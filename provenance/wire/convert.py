@@ -43,13 +43,19 @@ __all__ = ["pb"]
 # ---------------------------------------------------------------- times
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
 def ts_to_pb(when: datetime | None) -> Timestamp | None:
-    """UTC datetime -> Timestamp (None stays None)."""
+    """UTC datetime -> Timestamp (None stays None): whole seconds since the epoch rounded
+    down and the microseconds as nanos, as `Timestamp.FromDatetime` gives (by timedelta
+    arithmetic, about 5x faster: a Lookup reply carries one per file)."""
     if when is None:
         return None
-    t = Timestamp()
-    t.FromDatetime(when.astimezone(UTC))
-    return t
+    if when.tzinfo is None:  # a naive time is local time, as astimezone() reads it
+        when = when.astimezone(UTC)
+    since = when - _EPOCH
+    return Timestamp(seconds=since.days * 86400 + since.seconds, nanos=since.microseconds * 1000)
 
 
 def ts_from_pb(t: Timestamp, what: str = "timestamp") -> datetime:

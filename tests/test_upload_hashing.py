@@ -1,0 +1,109 @@
+"""Uploads hashed beside the receiving thread, upload messages read without copies, and
+the per-file timestamp of Lookup replies built without protobuf's slow path."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import random
+from datetime import UTC, datetime, timedelta, timezone
+
+import pytest
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from provenance.core import hash_threads
+from provenance.core.hash_threads import BackgroundSha256, run_beside
+from provenance.media.inspect import Upload
+from provenance.server.rpc_input import UPLOAD_METHODS, DataChunk, _upload_chunk
+from provenance.v1 import provenance_pb2 as pb
+from provenance.wire.convert import ts_to_pb
+
+
+def test_background_sha256_matches_hashlib_past_its_backlog(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(hash_threads, "BACKLOG_BYTES", 3000)  # the writer has to wait
+    pieces = [os.urandom(n) for n in (0, 1, 2047, 2048, 5000, 70_000, 3)]
+    stream = BackgroundSha256()
+    for p in pieces:
+        stream.update(p)
+    stream.update(memoryview(b"tail"))
+    whole = b"".join(pieces) + b"tail"
+    assert stream.size == len(whole)
+    assert stream.digest() == hashlib.sha256(whole).digest()
+    stream.update(b"more")  # the stream continues after a digest
+    assert stream.digest() == hashlib.sha256(whole + b"more").digest()
+
+
+def test_run_beside_runs_both_and_raises_either_error() -> None:
+    seen: list[str] = []
+    run_beside(lambda: seen.append("helper"), lambda: seen.append("caller"))
+    assert sorted(seen) == ["caller", "helper"]
+
+    def boom() -> None:
+        raise ValueError("helper failed")
+
+    with pytest.raises(ValueError, match="helper failed"):
+        run_beside(boom, lambda: None)
+
+    def fails_here() -> None:
+        raise KeyError("caller failed")
+
+    with pytest.raises(KeyError):
+        run_beside(lambda: None, fails_here)
+    run_beside(lambda: None, lambda: None)  # the helpers still work afterwards
+
+
+def test_upload_hashes_bytes_views_and_mutable_buffers_alike() -> None:
+    data = b"no media here\n" + os.urandom(3 << 20)
+    buf = bytearray(data[2 << 20 :])
+    with Upload(max_bytes=1 << 30) as upload:
+        upload.write(data[: 1 << 20])
+        upload.write(memoryview(data)[1 << 20 : 2 << 20])
+        upload.write(buf)
+        buf[:] = bytes(len(buf))  # reused by its owner at once: the upload copied it
+        assert upload.size == len(data)
+        assert upload.sha256 == hashlib.sha256(data).digest()
+        assert not upload.kept  # no media type: only the head was kept
+
+
+@pytest.mark.parametrize("size", [0, 1, 127, 128, 16_384, 1 << 20])
+def test_data_only_upload_messages_are_views_equal_to_protobufs(size: int) -> None:
+    parse = _upload_chunk(pb.VerifyFileChunk.FromString)
+    data = os.urandom(size)
+    raw = pb.VerifyFileChunk(data=data).SerializeToString()
+    chunk = parse(raw)
+    assert isinstance(chunk, DataChunk)
+    assert chunk.WhichOneof("part") == pb.VerifyFileChunk.FromString(raw).WhichOneof("part")
+    assert chunk.data == data and chunk.data.obj is raw  # a view: no copy
+
+
+def test_other_upload_messages_are_parsed_by_protobuf() -> None:
+    parse = _upload_chunk(pb.VerifyFileChunk.FromString)
+    header = pb.VerifyFileChunk(header=pb.VerifyFileHeader(filename="a.jpg", size_bytes=9))
+    assert parse(header.SerializeToString()) == header
+    # a data field followed by another field, and a length past the end: protobuf decides
+    twice = pb.VerifyFileChunk(data=b"ab").SerializeToString() * 2
+    assert parse(twice) == pb.VerifyFileChunk.FromString(twice)
+    with pytest.raises(Exception):  # noqa: B017 - protobuf's DecodeError
+        parse(bytes((0x12, 0x05)) + b"abc")
+    assert parse(b"") == pb.VerifyFileChunk()
+    assert UPLOAD_METHODS == {
+        "/provenance.v1.Verification/VerifyFile",
+        "/provenance.v1.Verification/DetectFile",
+    }
+
+
+def test_timestamps_are_what_protobuf_makes_of_them() -> None:
+    """`ts_to_pb` (timedelta arithmetic, called once per file of a Lookup reply) equals
+    `Timestamp.FromDatetime` over the whole range, in any time zone."""
+    rng = random.Random(7)
+    for _ in range(2000):
+        offset = timezone(timedelta(minutes=rng.randint(-900, 900)))
+        when = datetime(1, 1, 2, tzinfo=UTC) + timedelta(
+            seconds=rng.randint(0, 315_537_000_000), microseconds=rng.randint(0, 999_999)
+        )
+        want = Timestamp()
+        want.FromDatetime(when)
+        assert ts_to_pb(when.astimezone(offset)) == want
+    assert ts_to_pb(None) is None
