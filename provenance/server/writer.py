@@ -292,7 +292,15 @@ class GroupCommitWriter:
     def _ack(self) -> None:
         """The acknowledging thread: durable batches in commit order (`_finish`)."""
         while (done := self._done.get()) is not None:
-            self._finish(done)
+            try:
+                self._finish(done)
+            except Exception as e:  # a bug must not leave later submitters waiting
+                log.exception("acknowledging leaves [%d, %d) failed", done.start, done.size)
+                err = LogError(
+                    f"the capture was recorded but its receipt could not be sent ({e!r});"
+                    " submit it again to get the receipt"
+                )
+                _resolve([(item, err) for item in done.batch])
 
     def _finish(self, done: _Done) -> None:
         """``on_commit``, then the receipts of a durable batch, then wake its submitters."""
