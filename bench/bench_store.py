@@ -539,6 +539,7 @@ def main() -> None:
     ap.add_argument(
         "--repeat", type=int, default=1, help="starts and append runs (medians reported)"
     )
+    ap.add_argument("--json", default="store", help="results in out/bench/JSON.json")
     ap.add_argument("--pg", action="store_true", help="also measure PostgreSQL's size")
     ap.add_argument("--pg-leaves", type=int, default=100_000)
     args = ap.parse_args()
@@ -570,7 +571,7 @@ def main() -> None:
             rows += r
             figures |= f
     write_results(
-        "store",
+        args.json,
         rows,
         note=json.dumps(
             {k: round(v, 4) if isinstance(v, float) else v for k, v in figures.items()}

@@ -8,6 +8,7 @@ from one run mean much on a shared machine.
 from __future__ import annotations
 
 import json
+import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -39,6 +40,7 @@ def write_results(bench: str, rows: list[Ratio], note: str = "") -> Path:
     payload = {
         "bench": bench,
         "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "load_average": [round(x, 2) for x in os.getloadavg()],  # at the end: 1, 5, 15 min
         "note": note,
         "rows": [asdict(r) | {"ratio": round(r.ratio, 4)} for r in rows],
     }

@@ -7,12 +7,13 @@ import hashlib
 import os
 import random
 from datetime import UTC, datetime, timedelta, timezone
+from functools import partial
 
 import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from provenance.core import hash_threads
-from provenance.core.hash_threads import BackgroundSha256, run_beside
+from provenance.core.hash_threads import BackgroundSha256, run_beside, start_beside
 from provenance.media.inspect import Upload
 from provenance.server.rpc_input import UPLOAD_METHODS, DataChunk, _upload_chunk
 from provenance.v1 import provenance_pb2 as pb
@@ -107,3 +108,15 @@ def test_timestamps_are_what_protobuf_makes_of_them() -> None:
         want.FromDatetime(when)
         assert ts_to_pb(when.astimezone(offset)) == want
     assert ts_to_pb(None) is None
+
+
+def test_start_beside_returns_results_in_the_order_asked_and_raises_errors() -> None:
+    jobs = [start_beside(partial(pow, k, 2)) for k in range(20)]  # spread over the helpers
+    assert [job() for job in jobs] == [k * k for k in range(20)]
+
+    def fails() -> int:
+        raise ValueError("hash failed")
+
+    job = start_beside(fails)
+    with pytest.raises(ValueError, match="hash failed"):
+        job()

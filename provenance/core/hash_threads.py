@@ -10,6 +10,8 @@ arrives (`provenance.media.inspect.Upload`).
 
 - `run_beside(fn, own)`: ``fn()`` on a helper while this thread runs ``own()``; returns
   when both are done.
+- `start_beside(fn)`: ``fn()`` started on a helper; the returned function waits for its
+  result (the video frame loop hashes frame k while FFmpeg decodes frame k + 1).
 - `BackgroundSha256`: a SHA-256 stream fed with immutable bytes on a helper thread, in
   order, without the caller waiting (at most BACKLOG_BYTES behind); `digest` waits.
 """
@@ -23,6 +25,9 @@ import queue
 import threading
 from collections.abc import Callable
 from functools import cache
+from typing import TypeVar
+
+T = TypeVar("T")
 
 #: How far a `BackgroundSha256` may fall behind its writer before `update` waits, in bytes:
 #: the most an upload holds in memory waiting to be hashed (a few messages: enough for
@@ -90,6 +95,19 @@ def run_beside(fn: Callable[[], object], own: Callable[[], object]) -> None:
         done.acquire()
     if errors:
         raise errors[0]
+
+
+def start_beside(fn: Callable[[], T]) -> Callable[[], T]:
+    """Start ``fn()`` on a helper thread and return a function that waits for it and
+    returns its result, or raises its exception. Call that function once."""
+    out: list[T] = []
+    done, errors = _helper().start(lambda: out.append(fn()))
+
+    def result() -> T:
+        _wait(done, errors)
+        return out[0]
+
+    return result
 
 
 class BackgroundSha256:

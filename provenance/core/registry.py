@@ -103,11 +103,17 @@ def check_claim_shape(signed: SignedClaim, claim: Claim) -> None:
 
 def check_signature(signed: SignedClaim, device: Device) -> None:
     """Raises SignatureError unless ``signed`` verifies strictly under the device key."""
+    check_claim_signature(signed, device.public_key)
+
+
+def check_claim_signature(signed: SignedClaim, public_key: bytes) -> None:
+    """Raises SignatureError unless ``signed`` verifies strictly (`keys.verify_strict`)
+    under ``public_key`` (raw 32 bytes), the key of device ``signed.key_id``."""
     try:
-        verify_payload(device.public_key, signed.payload_type, signed.claim_bytes, signed.signature)
+        verify_payload(public_key, signed.payload_type, signed.claim_bytes, signed.signature)
     except SignatureError as e:
         raise SignatureError(
-            f"the claim's signature does not verify under device {device.device_id.hex()[:16]}…"
+            f"the claim's signature does not verify under device {signed.key_id.hex()[:16]}…"
         ) from e
 
 

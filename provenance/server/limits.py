@@ -241,6 +241,15 @@ class DeviceQuota:
             counts[0][1] * weight + counts[1][1],
         )
 
+    def reads_store(self, device_id: bytes) -> bool:
+        """Whether `check` of this device would read the store now (its stored count is
+        older than QUOTA_SYNC_S): an asyncio caller then runs it off the event loop."""
+        if self._store is None or not any(self._per_min):
+            return False
+        with self._lock:
+            at = self._stored.get(device_id, (-1e18, None))[0]
+        return self._clock() - at > QUOTA_SYNC_S
+
     def check(self, device_id: bytes, size: int) -> None:
         """Raises LimitError when the device has used up a quota for now (StorageError
         when the store cannot be read)."""

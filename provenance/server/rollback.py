@@ -18,8 +18,10 @@ the advice to run ``prov device sync``, which cannot help.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import threading
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -59,14 +61,22 @@ def remember_checkpoint(path: Path, note: str) -> None:
         raise ConfigError(f"cannot write the remembered checkpoint {path}: {e.strerror}") from e
 
 
+#: Least time between two writes of the remembered checkpoint, in seconds: under a
+#: stream of commits the file (written and fsynced) follows a few times a second instead
+#: of once per commit, and its fsync no longer competes with the log's own.
+MEMO_INTERVAL_S = 0.1
+
+
 class CheckpointMemo:
     """Keeps `memo_path` up to date off the commit path: `update` hands over the newest
     signed checkpoint and returns at once; a background thread writes the latest one
-    (coalescing bursts), so a commit never waits for this file. Lagging is safe (only a
-    database behind the file is refused); `close` writes what is pending."""
+    (coalescing bursts, at most one write per ``interval_s``), so a commit never waits for
+    this file. Lagging is safe (only a database behind the file is refused); `close`
+    writes what is pending at once."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, interval_s: float = MEMO_INTERVAL_S) -> None:
         self.path = path
+        self._interval_s = interval_s
         self._cond = threading.Condition()
         self._pending: tuple[int, str] | None = None
         self._written = 0
@@ -89,13 +99,18 @@ class CheckpointMemo:
         self._thread.join()
 
     def _run(self) -> None:
+        wrote = -math.inf  # time.monotonic() of the last write
         while True:
             with self._cond:
                 while self._pending is None and not self._closed:
                     self._cond.wait()
+                rest = wrote + self._interval_s - time.monotonic()
+                if rest > 0:  # newer checkpoints arriving meanwhile replace the pending one
+                    self._cond.wait_for(lambda: self._closed, rest)
                 job, self._pending = self._pending, None
                 if job is None:
                     return
+            wrote = time.monotonic()
             try:
                 remember_checkpoint(self.path, job[1])
                 with self._cond:

@@ -13,7 +13,7 @@ import hmac
 import inspect
 import logging
 import threading
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from concurrent import futures
 from contextlib import ExitStack, aclosing
 from dataclasses import dataclass, replace
@@ -210,20 +210,31 @@ class RegistryServicer(rpc.DeviceRegistryServicer):
 
 
 class CapturesServicer(rpc.CapturesServicer):
-    def __init__(self, service: ProvenanceService, quota: DeviceQuota) -> None:
+    """Submissions on the event loop: the checks there are CPU work well under a
+    millisecond (the device key was checked at enrollment and is kept once read); every
+    store read (a device key not yet known, a quota count to refresh) runs in ``pool``,
+    so a slow database (PostgreSQL round trips) never stalls the other calls; the group
+    commit is awaited without a thread."""
+
+    def __init__(
+        self, service: ProvenanceService, quota: DeviceQuota, pool: futures.Executor
+    ) -> None:
         self.s = service
         self.quota = quota
+        self.pool = pool
 
     @_rpc
     async def SubmitCapture(self, request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
-        # On the event loop: the checks take well under a millisecond (the device key was
-        # checked at enrollment), and the group commit is awaited without a thread.
         if not request.HasField("signed_claim"):
             raise ClaimError("the request carries no signed claim")
         signed = wire.signed_from_pb(request.signed_claim)
         size = len(signed.claim_bytes)
-        self.quota.check(signed.key_id, size)
-        res = await self.s.submit_async(signed)
+        if self.quota.reads_store(signed.key_id):
+            loop = asyncio.get_running_loop()
+            await loop.run_in_executor(self.pool, self.quota.check, signed.key_id, size)
+        else:
+            self.quota.check(signed.key_id, size)
+        res = await self.s.submit_async(signed, reads=self.pool)
         if not res.duplicate:  # charged once verified and logged: forgeries cost nothing
             self.quota.charge(signed.key_id, size)
         return pb.SubmitCaptureResponse(
@@ -498,6 +509,41 @@ class LogServicer(rpc.LogServicer):
         )
 
 
+class HandlersOnce(grpc.aio.ServerInterceptor):
+    """Runs the ``inner`` interceptors once per method, not on every call, and reuses the
+    handler they made. Only for interceptors whose handler is a function of the method
+    name and the handler they wrap (both of ours: `MalformedRequestInterceptor`,
+    `metrics.MetricsInterceptor`; their wrappers do their per-call work when called).
+    Handlers are kept only for methods the server serves (a bounded set)."""
+
+    def __init__(self, inner: list[grpc.aio.ServerInterceptor]) -> None:
+        self._inner = inner
+        self._made: dict[tuple[str, Any], Any] = {}
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Any]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> Any:
+        handler = await continuation(handler_call_details)
+        if handler is None:
+            return None
+        key = (str(handler_call_details.method), handler)
+        made = self._made.get(key)
+        if made is None:
+            made = handler
+            for interceptor in reversed(self._inner):  # the first one outermost, as grpc
+                made = await interceptor.intercept_service(
+                    functools.partial(_handler_of, made), handler_call_details
+                )
+            self._made[key] = made
+        return made
+
+
+async def _handler_of(handler: Any, details: grpc.HandlerCallDetails) -> Any:
+    return handler
+
+
 class AioServer:
     """A started `grpc.aio` server on its own event-loop thread, stopped from any thread
     the way a `grpc.Server` is (`stop`, `wait_for_termination`)."""
@@ -566,7 +612,9 @@ def create_server(
     async def start() -> tuple[grpc.aio.Server, int]:
         server = grpc.aio.server(
             migration_thread_pool=pool,
-            interceptors=[MalformedRequestInterceptor(), metrics.MetricsInterceptor()],
+            interceptors=[
+                HandlersOnce([MalformedRequestInterceptor(), metrics.MetricsInterceptor()])
+            ],
             options=[
                 ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
                 ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
@@ -574,7 +622,7 @@ def create_server(
             ],
         )
         rpc.add_DeviceRegistryServicer_to_server(RegistryServicer(service, config), server)
-        rpc.add_CapturesServicer_to_server(CapturesServicer(service, quota), server)
+        rpc.add_CapturesServicer_to_server(CapturesServicer(service, quota, pool), server)
         rpc.add_VerificationServicer_to_server(verification, server)
         rpc.add_LogServicer_to_server(LogServicer(service), server)
         health_servicer = health.HealthServicer()

@@ -7,11 +7,13 @@ messages and calls these methods; tests and benchmarks can call them directly.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import Executor
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -26,7 +28,7 @@ from provenance.c2pa.authority import (
 )
 from provenance.core import merkle
 from provenance.core.binding import PerceptualHash
-from provenance.core.claims import Device, Receipt, SignedClaim
+from provenance.core.claims import Claim, Device, Receipt, SignedClaim
 from provenance.core.errors import (
     ClaimError,
     EnrollmentError,
@@ -50,11 +52,11 @@ from provenance.core.keyhistory import (
     sign_key_event,
     verify_key_event,
 )
+from provenance.core.keys import CHECKED_KEYS_CACHED
 from provenance.core.registry import (
     check_claim_shape,
+    check_claim_signature,
     check_enrollment,
-    check_not_revoked,
-    check_signature,
     new_token,
     token_hash,
 )
@@ -78,7 +80,7 @@ from provenance.server.rollback import (
 )
 from provenance.server.startup import advance_mark, check_log_at_start
 from provenance.server.writer import Appended, GroupCommitWriter, PendingClaim, PendingKeyEvent
-from provenance.store import LeafRecord, Store, open_store
+from provenance.store import AppendTxn, LeafRecord, Store, open_store
 from provenance.wire import convert as wire
 from provenance.witness import WitnessStatus
 from provenance.witness.client import DEFAULT_TIMEOUT_S, Cosigner, WitnessSpec
@@ -104,8 +106,29 @@ def _checked_key_event(data: bytes) -> tuple[SignedKeyEvent, datetime, KeyEvent]
     return signed, at, wire.decode_key_event(signed.event_bytes)
 
 
+def _logged_key_event(idx: int, device_id: bytes, data: bytes) -> LoggedKeyEvent:
+    """Log entry ``idx``, indexed as a key event of ``device_id``, decoded and checked.
+
+    Raises LogIntegrityError when it does not decode, its signature does not verify, or
+    it names another device: the fault is the database's."""
+    try:
+        signed, at, ev = _checked_key_event(data)
+    except ProvenanceError as e:
+        raise LogIntegrityError(
+            f"key-history entry {idx} of device {device_id.hex()} is damaged: {e}"
+        ) from e
+    if ev.device_id != device_id:
+        raise LogIntegrityError(
+            f"key-history entry {idx} is indexed under device {device_id.hex()} but"
+            " names another: the database was edited behind the log's back"
+        )
+    return LoggedKeyEvent(idx, at, signed, ev)
+
+
 #: Most video frame hashes of one query searched in the near-duplicate index.
 MAX_QUERY_FRAMES = 600
+#: Device keys a server keeps for signature checks (about 200 bytes each).
+DEVICE_KEYS_CACHED = CHECKED_KEYS_CACHED
 
 
 def utc_now() -> datetime:
@@ -158,6 +181,8 @@ class ProvenanceService:
         self.config = config
         self.clock = clock
         self.store: Store = open_store(config.db, exclusive=True)
+        self._device_keys: dict[bytes, bytes] = {}  # see _device_key
+        self._device_keys_lock = threading.Lock()
         try:
             self.authority = load_authority(config.authority_dir) if config.authority_dir else None
             self.signer = self._open_signer()
@@ -185,7 +210,9 @@ class ProvenanceService:
             self._load_index()
             #: requests witness cosignatures of new checkpoints, or None without a policy
             self.cosigner = self._start_cosigner()
-            self.writer = GroupCommitWriter(self.store, self.signer, clock, self._after_commit)
+            self.writer = GroupCommitWriter(
+                self.store, self.signer, clock, self._after_commit, in_force=self._in_force_rows
+            )
             self._admin = (
                 KeySigner.of(admin_key(config.admin_token))
                 if config.admin_token
@@ -479,6 +506,7 @@ class ProvenanceService:
                 certificate_pem=chain,
             )
         )
+        self._remember_key(device_id, public_key)
         return got.device, chain
 
     def revoke(self, device_id: bytes, reason: str, effective_at: datetime | None) -> Device:
@@ -501,26 +529,36 @@ class ProvenanceService:
         """The registry row as stored (`prov log audit` compares it with the log)."""
         return self.store.get_device(device_id)
 
-    def key_state(self, device_id: bytes, revocations_only: bool = False) -> KeyState | None:
+    def key_state(self, device_id: bytes) -> KeyState | None:
         """What the log's key-history entries say of a device (None: nothing logged).
 
         Raises LogIntegrityError when a key-history entry indexed for the device does not
         decode, is not a key event of that device, or its signature does not verify."""
-        events: list[LoggedKeyEvent] = []
-        for idx, data in self.store.key_event_entries(device_id, revocations_only):
-            try:
-                signed, at, ev = _checked_key_event(data)
-            except ProvenanceError as e:
-                raise LogIntegrityError(
-                    f"key-history entry {idx} of device {device_id.hex()} is damaged: {e}"
-                ) from e
-            if ev.device_id != device_id:
-                raise LogIntegrityError(
-                    f"key-history entry {idx} is indexed under device {device_id.hex()} but"
-                    " names another: the database was edited behind the log's back"
-                )
-            events.append(LoggedKeyEvent(idx, at, signed, ev))
+        events = [
+            _logged_key_event(idx, device_id, data)
+            for idx, data in self.store.key_event_entries(device_id)
+        ]
         return replay(events).get(device_id)
+
+    @staticmethod
+    def _in_force_rows(
+        txn: AppendTxn, rows: dict[bytes, Device]
+    ) -> dict[bytes, Device | ProvenanceError]:
+        """For the writer, inside its append transaction: the registry rows of a batch's
+        devices with the revocations the log holds (`keyhistory.in_force`; one read for
+        the batch), or the LogIntegrityError of a device whose logged revocation is
+        damaged (its claims are refused, the others' go on)."""
+        out: dict[bytes, Device | ProvenanceError] = dict(rows)
+        events: dict[bytes, list[LoggedKeyEvent]] = {}
+        for idx, dev, data in txn.revocation_entries(list(rows)):
+            try:
+                events.setdefault(dev, []).append(_logged_key_event(idx, dev, data))
+            except LogIntegrityError as e:
+                out[dev] = e
+        for dev, logged in events.items():
+            if not isinstance(out[dev], ProvenanceError):
+                out[dev] = in_force(rows[dev], replay(logged).get(dev))
+        return out
 
     def device_in_force(self, row: Device, notes: list[str] | None = None) -> Device:
         """The registry row with the revocation the log holds (`keyhistory.in_force`): an
@@ -547,36 +585,62 @@ class ProvenanceService:
         Raises ClaimError, UnknownDeviceError, SignatureError, RevokedKeyError or
         SequenceError for the claim; StorageError when the store fails or the log does not
         confirm in time, LogIntegrityError when the stored log no longer matches its
-        checkpoints.
+        checkpoints (or a logged revocation of the device is damaged).
         """
-        admitted = self.admit(signed)
-        if isinstance(admitted, Appended):
-            return admitted
-        return self.writer.submit(admitted)
+        claim = self._claim(signed)
+        return self.writer.submit(self._verified(signed, claim, self._device_key(signed.key_id)))
 
-    async def submit_async(self, signed: SignedClaim, timeout: float = 30.0) -> Appended:
-        """`submit` for an asyncio caller: the checks run on the calling (event loop)
-        thread and the wait for the group commit holds no thread. Raises as `submit`."""
-        admitted = self.admit(signed)
-        if isinstance(admitted, Appended):
-            return admitted
+    async def submit_async(
+        self, signed: SignedClaim, timeout: float = 30.0, reads: Executor | None = None
+    ) -> Appended:
+        """`submit` for an asyncio caller: nothing on the calling (event loop) thread waits
+        for the store. The claim's shape and signature are checked there (pure CPU, well
+        under a millisecond); the device's key, when not yet known, is read in ``reads``
+        (an executor; None: the loop's default); replays and revocation are decided by
+        the writer in its append transaction; the wait for the group commit holds no
+        thread. Raises as `submit`."""
+        claim = self._claim(signed)
+        key = self._device_keys.get(signed.key_id)
+        if key is None:
+            loop = asyncio.get_running_loop()
+            key = await loop.run_in_executor(reads, self._device_key, signed.key_id)
         # a cancelled wait (timeout, client gone) leaves the submission queued; the
         # writer wakes this loop once per batch
-        return await self.writer.submit_async(admitted, timeout)
+        return await self.writer.submit_async(self._verified(signed, claim, key), timeout)
 
-    def admit(self, signed: SignedClaim) -> Appended | PendingClaim:
-        """The checks of `submit` before the writer: the claim ready to log, or the
-        original receipt of a replay. Raises as `submit`."""
+    @staticmethod
+    def _claim(signed: SignedClaim) -> Claim:
+        """The decoded claim of a submission, within the structural limits; raises
+        ClaimError."""
         claim = wire.decode_claim(signed.claim_bytes)
         check_claim_shape(signed, claim)
-        device = self.store.get_device(signed.key_id)
-        check_signature(signed, device)
-        old = self.store.leaf_by_claim_hash(signed.claim_hash)
-        if old is not None:
-            return Appended(self._receipt(old), True)
-        logged = self.key_state(device.device_id, revocations_only=True)
-        check_not_revoked(in_force(device, logged), self.clock())
+        return claim
+
+    @staticmethod
+    def _verified(signed: SignedClaim, claim: Claim, public_key: bytes) -> PendingClaim:
+        """The claim ready for the writer once its signature verifies under the device's
+        ``public_key``; raises SignatureError. The writer decides, in its transaction,
+        what needs the log's current state: a replay (the original receipt), the
+        revocation in force (registry row and logged revocations), the sequence."""
+        check_claim_signature(signed, public_key)
         return PendingClaim(signed, claim)
+
+    def _device_key(self, device_id: bytes) -> bytes:
+        """The public key of an enrolled device (raw 32 bytes), read from the store once
+        (or kept when it enrolls here) for the last `DEVICE_KEYS_CACHED` devices. Always
+        current: a device id is the SHA-256 of its key, so the key of an id never changes
+        (its revocation may, and is never read from here). Raises UnknownDeviceError."""
+        key = self._device_keys.get(device_id)
+        if key is None:
+            key = self.store.get_device(device_id).public_key
+            self._remember_key(device_id, key)
+        return key
+
+    def _remember_key(self, device_id: bytes, public_key: bytes) -> None:
+        with self._device_keys_lock:
+            if len(self._device_keys) >= DEVICE_KEYS_CACHED:  # the oldest kept goes
+                self._device_keys.pop(next(iter(self._device_keys)), None)
+            self._device_keys[device_id] = public_key
 
     # ---------------------------------------------------------------- verification
 

@@ -29,7 +29,7 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
 from datetime import datetime
@@ -171,7 +171,9 @@ class GroupCommitWriter:
     batch's submitters are woken, with (new tree size, signed checkpoint note, appended
     leaves) so in-memory indexes can follow. It runs on the acknowledging thread; an
     exception it raises is logged and the receipts are still delivered (the leaves are
-    durable).
+    durable). ``in_force``, called in the append transaction with the registry rows of a
+    batch's devices, returns each as in force (with the revocations the log holds), or
+    the error that refuses its claims; None: the rows as stored.
     """
 
     def __init__(
@@ -181,8 +183,11 @@ class GroupCommitWriter:
         clock: Callable[[], datetime],
         on_commit: Callable[[int, str, list[tuple[int, PendingClaim]]], None],
         max_batch: int = 512,
+        in_force: Callable[[AppendTxn, dict[bytes, Device]], Mapping[bytes, Device | Exception]]
+        | None = None,
     ) -> None:
         self._store = store
+        self._in_force = in_force
         self._signer = signer
         self._clock = clock
         self._on_commit = on_commit
@@ -287,7 +292,15 @@ class GroupCommitWriter:
     def _ack(self) -> None:
         """The acknowledging thread: durable batches in commit order (`_finish`)."""
         while (done := self._done.get()) is not None:
-            self._finish(done)
+            try:
+                self._finish(done)
+            except Exception as e:  # a bug must not leave later submitters waiting
+                log.exception("acknowledging leaves [%d, %d) failed", done.start, done.size)
+                err = LogError(
+                    f"the capture was recorded but its receipt could not be sent ({e!r});"
+                    " submit it again to get the receipt"
+                )
+                _resolve([(item, err) for item in done.batch])
 
     def _finish(self, done: _Done) -> None:
         """``on_commit``, then the receipts of a durable batch, then wake its submitters."""
@@ -440,7 +453,8 @@ class GroupCommitWriter:
             ]
             # one read each for the whole batch (a round trip matters on a database server)
             logged = txn.leaves_by_claim_hash([ch for _, _, ch in claims])
-            devices = txn.find_devices([p.claim.device_id for _, p, _ in claims])
+            rows = txn.find_devices([p.claim.device_id for _, p, _ in claims])
+            devices = self._in_force(txn, rows) if self._in_force and rows else rows
             integrated_at = wire.ts_to_pb(now)
             for i, p, ch in claims:
                 old = logged.get(ch)
@@ -459,6 +473,9 @@ class GroupCommitWriter:
                     d = devices.get(dev)
                     if d is None:
                         results[i] = LogError("device vanished from the registry")
+                        continue
+                    if isinstance(d, Exception):
+                        results[i] = d
                         continue
                     try:
                         check_not_revoked(d, now)

@@ -156,6 +156,11 @@ class AppendTxn(Protocol):
         """The enrolled devices among these ids, by id (one read)."""
         ...
 
+    def revocation_entries(self, device_ids: Sequence[bytes]) -> list[tuple[int, bytes, bytes]]:
+        """(leaf index, device id, leaf data) of the revocations logged for any of these
+        devices, in log order (one read; almost always none)."""
+        ...
+
     def get_nodes(self, keys: Sequence[tuple[int, int]]) -> list[bytes]:
         """Perfect-subtree hashes (level, index) in the order asked; LogError if missing."""
         ...
@@ -256,11 +261,9 @@ class Store(Protocol):
         writer); revoking twice keeps the earlier time. Raises UnknownDeviceError."""
         ...
 
-    def key_event_entries(
-        self, device_id: bytes, revocations_only: bool = False
-    ) -> list[tuple[int, bytes]]:
-        """(leaf index, leaf data) of the key-history leaves logged for ``device_id``
-        (only revocations with ``revocations_only``), in log order."""
+    def key_event_entries(self, device_id: bytes) -> list[tuple[int, bytes]]:
+        """(leaf index, leaf data) of the key-history leaves logged for ``device_id``, in
+        log order."""
         ...
 
     # log reads

@@ -130,6 +130,14 @@ class _MemoryAppend:
     def find_devices(self, device_ids: Sequence[bytes]) -> dict[bytes, Device]:
         return {d: self.state.devices[d] for d in device_ids if d in self.state.devices}
 
+    def revocation_entries(self, device_ids: Sequence[bytes]) -> list[tuple[int, bytes, bytes]]:
+        want = set(device_ids)
+        return [
+            (i, dev, self.state.leaves[i].entry)
+            for i, dev, kind in self.state.key_events
+            if dev in want and kind >= 2
+        ]
+
     def get_nodes(self, keys: Sequence[tuple[int, int]]) -> list[bytes]:
         return _nodes(self.state, keys)
 
@@ -271,14 +279,11 @@ class MemoryStore:
         with self._lock:
             return _revoke(self._state, device_id, effective_at, reason)
 
-    def key_event_entries(
-        self, device_id: bytes, revocations_only: bool = False
-    ) -> list[tuple[int, bytes]]:
-        least = 2 if revocations_only else 0
+    def key_event_entries(self, device_id: bytes) -> list[tuple[int, bytes]]:
         return [
             (i, self._state.leaves[i].entry)
-            for i, dev, kind in list(self._state.key_events)
-            if dev == device_id and kind >= least
+            for i, dev, _ in list(self._state.key_events)
+            if dev == device_id
         ]
 
     # log reads

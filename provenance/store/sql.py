@@ -276,6 +276,21 @@ class SqlAppend:
             out.update((d.device_id, d) for d in map(_device, rows))
         return out
 
+    def revocation_entries(self, device_ids: Sequence[bytes]) -> list[tuple[int, bytes, bytes]]:
+        out: list[tuple[int, bytes, bytes]] = []
+        for part in _chunks(device_ids):
+            rows = self.c.execute(
+                "SELECT l.idx, k.device_id, l.entry FROM key_events k"
+                " JOIN leaves l ON l.idx = k.leaf_idx"
+                f" WHERE k.device_id IN ({_marks(part)}) AND k.kind >= 2",
+                part,
+            ).fetchall()
+            try:
+                out.extend((int(i), bytes(d), bytes(e)) for i, d, e in rows)
+            except (TypeError, ValueError) as e:
+                raise LogIntegrityError(f"the log database is damaged: {e}") from e
+        return sorted(out)
+
     def get_nodes(self, keys: Sequence[tuple[int, int]]) -> list[bytes]:
         return get_nodes(self.c, keys)
 
@@ -510,14 +525,12 @@ class SqlStore(ABC):
             return revoke(c, device_id, effective_at, reason)
 
     @_reads_log
-    def key_event_entries(
-        self, device_id: bytes, revocations_only: bool = False
-    ) -> list[tuple[int, bytes]]:
+    def key_event_entries(self, device_id: bytes) -> list[tuple[int, bytes]]:
         with self._reading() as c:
             rows = c.execute(
                 "SELECT l.idx, l.entry FROM key_events k JOIN leaves l ON l.idx = k.leaf_idx"
-                " WHERE k.device_id=? AND k.kind>=? ORDER BY k.leaf_idx",
-                (device_id, 2 if revocations_only else 0),
+                " WHERE k.device_id=? ORDER BY k.leaf_idx",
+                (device_id,),
             ).fetchall()
         return [(int(i), bytes(e)) for i, e in rows]
 

@@ -11,8 +11,9 @@ from __future__ import annotations
 import errno
 import math
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from functools import partial
 
 import av
 import av.error
@@ -22,6 +23,7 @@ from av.video.reformatter import VideoReformatter
 
 from provenance.core.binding import PerceptualHash, pdq_hash
 from provenance.core.errors import MediaError, MediaTooLargeError
+from provenance.core.hash_threads import start_beside
 from provenance.media.image import SNIFF_BYTES, sniff_media_type
 
 #: FFmpeg demuxer for each video media type that `provenance.media.image.sniff_media_type` names.
@@ -279,6 +281,7 @@ def _sample(
     transform = (False, False, False)
     size = (0, 0)
     converter = _Converter()
+    pending: Callable[[], DecodedFrame] | None = None  # the previous sample, being hashed
     try:
         for frame in container.decode(stream):
             if frame.pts is None or frame.time is None:
@@ -312,13 +315,19 @@ def _sample(
                 small = np.ascontiguousarray(small)
                 kept += 1
             hashed = trim_bars(rgb) if strip_bars else rgb
-            yield DecodedFrame(pdq=pdq_hash(np.ascontiguousarray(hashed), t), rgb=small)
+            # hashed on a helper thread while FFmpeg decodes the next frame; yielded in order
+            job = start_beside(partial(_decoded, hashed, t, small))
+            if pending is not None:
+                yield pending()
+            pending = job
             sampled += 1
             next_slot = (math.floor(t * rate_hz + _TIME_EPSILON) + 1) / rate_hz
     except av.error.FFmpegError as e:
         if sampled == 0 or _out_of_memory(e):
             raise _media_error("the video stream cannot be decoded", e) from e
         decode_error = str(_media_error("decoding stopped early", e))
+    if pending is not None:
+        yield pending()
     if sampled == 0:
         raise MediaError("the video stream has no decodable frames")
     yield StreamFacts(
@@ -329,6 +338,11 @@ def _sample(
         frames_decoded=decoded,
         decode_error=decode_error,
     )
+
+
+def _decoded(hashed: np.ndarray, t: float, small: np.ndarray | None) -> DecodedFrame:
+    """The sample of a frame: PDQ of ``hashed`` at time ``t`` and the kept pixels."""
+    return DecodedFrame(pdq=pdq_hash(np.ascontiguousarray(hashed), t), rgb=small)
 
 
 def _out_of_memory(e: av.error.FFmpegError) -> bool:

@@ -1,0 +1,157 @@
+"""The submission path of the asyncio server (issue 15): no store read on the event loop,
+revocations decided by the writer from the registry and the log, interceptors run once
+per method, the remembered checkpoint written a few times a second, not per commit.
+Real servers, a real PostgreSQL, real keys."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import grpc
+import pytest
+from conftest import ADMIN_TOKEN, ServerProc, enroll_key, signed_claim, start_server
+from inproc import InProc
+
+from clients.api import ProvenanceClient
+from provenance.core.errors import RevokedKeyError, TransportError, UnknownDeviceError
+from provenance.server.rollback import CheckpointMemo, memo_path
+from provenance.server.rpc import HandlersOnce
+from provenance.v1 import provenance_pb2 as pb
+from provenance.v1 import provenance_pb2_grpc as rpc
+
+
+@pytest.mark.slow
+def test_a_device_read_stalled_in_the_database_stalls_no_other_call(pg_url: str) -> None:
+    """PostgreSQL holds the registry locked: the submission that must read its device's
+    key waits (in a pool thread), while the event loop goes on answering other calls; the
+    submission completes once the lock goes."""
+    import psycopg
+
+    srv = start_server(pg_url)
+    try:
+        with ProvenanceClient(srv.address, admin_token=ADMIN_TOKEN) as c:
+            key = enroll_key(c)
+    finally:
+        srv.stop()
+    srv = start_server(pg_url)  # a fresh server: it has not read this device's key yet
+    outcome: list[object] = []
+    try:
+        with psycopg.connect(pg_url) as lock, ProvenanceClient(srv.address) as c:
+            lock.execute("LOCK TABLE devices IN ACCESS EXCLUSIVE MODE")
+            waiting = threading.Thread(
+                target=lambda: outcome.append(c.submit(signed_claim(key, seq=1)))
+            )
+            waiting.start()
+            time.sleep(1.0)  # the submission is now waiting for the lock
+            assert not outcome
+            with grpc.insecure_channel(srv.address) as ch:
+                with pytest.raises(grpc.RpcError) as e:  # answered on the loop meanwhile
+                    rpc.CapturesStub(ch).SubmitCapture(pb.SubmitCaptureRequest(), timeout=20)
+                assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+                assert "no signed claim" in str(e.value.details())
+            assert not outcome
+            lock.rollback()  # releases the lock
+            waiting.join(30)
+        assert len(outcome) == 1
+        receipt, duplicate = outcome[0]  # type: ignore[misc]
+        assert not duplicate and receipt.leaf_index == 1  # leaf 0: the enrollment
+    finally:
+        srv.stop()
+
+
+def test_a_revocation_only_the_log_holds_refuses_submissions_on_the_wire(
+    tmp_path: Path,
+) -> None:
+    """The registry row is edited to lift a revocation behind the log's back, on a server
+    that already checked the device's signatures (its key is kept): the writer reads the
+    log's revocation in its transaction and refuses the claim (PERMISSION_DENIED)."""
+    import sqlite3
+
+    db = tmp_path / "prov.db"
+    srv: ServerProc = start_server(db)
+    try:
+        with ProvenanceClient(srv.address, admin_token=ADMIN_TOKEN) as c:
+            key = enroll_key(c)
+            c.submit(signed_claim(key, seq=1))
+            c.revoke(key.key_id, "key extracted")
+            with sqlite3.connect(db) as edit:
+                edit.execute(
+                    "UPDATE devices SET revoked_at=NULL, revocation_reason='' WHERE device_id=?",
+                    (key.key_id,),
+                )
+            assert c.get_device(key.key_id).revoked_at is None  # the edit is in the table
+            with pytest.raises(TransportError, match="key extracted") as e:
+                c.submit(signed_claim(key, seq=2))
+            assert e.value.code == "PERMISSION_DENIED"
+    finally:
+        srv.stop()
+
+
+def test_the_writer_refuses_a_revoked_device_the_signature_check_let_through(
+    inproc: InProc,
+) -> None:
+    """The key kept for signature checks never answers for revocation: a device revoked
+    after its key was kept is refused, an unknown one too."""
+    dev = inproc.enroll()
+    inproc.submit(dev.next_claim())  # the key is kept now
+    inproc.service.revoke(dev.device_id, "lost", None)
+    with pytest.raises(RevokedKeyError, match="lost"):
+        inproc.submit(dev.next_claim())
+    from inproc import Device
+
+    from provenance.core.keys import DeviceKey
+
+    with pytest.raises(UnknownDeviceError):
+        inproc.submit(Device(DeviceKey.generate()).next_claim())
+
+
+def test_interceptors_run_once_per_method() -> None:
+    """`HandlersOnce` builds a method's handler on its first call and reuses it."""
+    import asyncio
+
+    made: list[str] = []
+
+    class Counting(grpc.aio.ServerInterceptor):
+        async def intercept_service(self, continuation: Any, details: Any) -> Any:
+            handler = await continuation(details)
+            made.append(details.method)
+            return handler._replace(unary_unary=lambda r, c: (handler.unary_unary(r, c), "x"))
+
+    base = grpc.unary_unary_rpc_method_handler(lambda r, c: r)
+    once = HandlersOnce([Counting()])
+
+    async def handler_of(_: Any) -> Any:
+        return base
+
+    async def calls() -> list[Any]:
+        return [
+            await once.intercept_service(handler_of, SimpleNamespace(method=m))
+            for m in ("/a/One", "/a/One", "/a/Two", "/a/One")
+        ]
+
+    got = asyncio.run(calls())
+    assert made == ["/a/One", "/a/Two"]
+    assert got[0] is got[1] is got[3] and got[2] is not got[0]
+    assert got[0].unary_unary(b"r", None) == (b"r", "x")
+
+
+def test_the_remembered_checkpoint_is_written_a_few_times_a_second(tmp_path: Path) -> None:
+    """A stream of commits writes the memo file at most once per interval (the newest
+    checkpoint each time), not once per commit; closing writes the last one at once."""
+    path = memo_path(tmp_path / "log.key")
+    memo = CheckpointMemo(path, interval_s=0.5)
+    seen: set[str] = set()
+    t0 = time.monotonic()
+    for size in range(1, 301):
+        memo.update(size, f"note {size}\n")
+        time.sleep(0.002)
+        if path.exists():
+            seen.add(path.read_text())
+    elapsed = time.monotonic() - t0
+    memo.close()
+    assert path.read_text() == "note 300\n"
+    assert 1 <= len(seen) <= elapsed / 0.5 + 2, (len(seen), elapsed)
