@@ -3,6 +3,7 @@ person understands; the server stays up and the log stays consistent."""
 
 from __future__ import annotations
 
+import hashlib
 import struct
 import zlib
 from pathlib import Path
@@ -189,3 +190,49 @@ def test_server_survives_and_stays_consistent(
     rc, out, err = cli("log", "audit", "--state", str(tmp_path / "state.json"))
     assert rc == 0, err
     assert "has 2 entries" in out  # the enrollment and the claim
+
+
+def _raw_upload(server: ServerProc, messages: list[bytes]) -> grpc.RpcError | bytes:
+    """The reply (serialized bytes) or the error of a VerifyFile call sending ``messages``
+    as they are (hand-built wire bytes, no protobuf on the client)."""
+    with grpc.insecure_channel(server.address) as chan:
+        call = chan.stream_unary(
+            "/provenance.v1.Verification/VerifyFile",
+            request_serializer=lambda b: b,
+            response_deserializer=lambda b: b,
+        )
+        try:
+            reply: bytes = call(iter(messages), timeout=20)
+        except grpc.RpcError as e:
+            return e
+        return reply
+
+
+def test_upload_messages_protobuf_refuses_are_refused(server: ServerProc) -> None:
+    """A data-only upload message whose length is a varint of more than 5 bytes (padded
+    with 0x80s, as protobuf's decoder refuses) is refused as protobuf would refuse it, not
+    read past it by the fast path; the same bytes with a 5-byte length are accepted."""
+    data = (SAMPLES / "rocket.jpg").read_bytes()
+    header = pb.VerifyFileChunk(header=pb.VerifyFileHeader(size_bytes=len(data)))
+
+    def padded(n: int) -> bytes:  # len(data) as an n-byte varint (non-canonical past 3)
+        size, out = len(data), b""
+        for _ in range(n - 1):
+            out += bytes((0x80 | (size & 0x7F),))
+            size >>= 7
+        return b"\x12" + out + bytes((size,)) + data
+
+    assert pb.VerifyFileChunk.FromString(padded(5)).data == data
+    for n in (5, 6, 10):
+        if n > 5:
+            with pytest.raises(Exception):  # noqa: B017 - protobuf's DecodeError
+                pb.VerifyFileChunk.FromString(padded(n))
+        got = _raw_upload(server, [header.SerializeToString(), padded(n)])
+        if n == 5:
+            assert isinstance(got, bytes), got
+            report = pb.VerificationReport.FromString(got)
+            assert report.evidence.file_sha256 == hashlib.sha256(data).digest()
+        else:
+            assert isinstance(got, grpc.RpcError)
+            assert got.code() == grpc.StatusCode.INVALID_ARGUMENT
+            assert "not a valid protobuf message" in str(got.details())
