@@ -236,3 +236,19 @@ def test_upload_messages_protobuf_refuses_are_refused(server: ServerProc) -> Non
             assert isinstance(got, grpc.RpcError)
             assert got.code() == grpc.StatusCode.INVALID_ARGUMENT
             assert "not a valid protobuf message" in str(got.details())
+
+
+def test_an_upload_message_of_neither_header_nor_data_is_named_as_such(
+    server: ServerProc,
+) -> None:
+    """After the header, an empty message, or one whose field 2 has the wrong wire type
+    (protobuf keeps it as an unknown field), carries no data: the error says so rather
+    than calling it a second header."""
+    header = pb.VerifyFileChunk(header=pb.VerifyFileHeader()).SerializeToString()
+    for empty in (b"", b"\x10\x05"):
+        got = _raw_upload(server, [header, empty])
+        assert isinstance(got, grpc.RpcError)
+        assert got.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "upload message 1 carries neither a header nor data" in str(got.details())
+    got = _raw_upload(server, [header, header])
+    assert isinstance(got, grpc.RpcError) and "second header" in str(got.details())

@@ -292,8 +292,11 @@ class VerificationServicer(rpc.VerificationServicer):
         n = 0
         async for chunk in it:
             n += 1
-            if chunk.WhichOneof("part") != "data":
+            part = chunk.WhichOneof("part")
+            if part == "header":
                 raise MediaError("a second header arrived in the middle of the upload")
+            if part is None:  # empty, or only fields this server does not know
+                raise MediaError(f"upload message {n} carries neither a header nor data")
             if short:
                 raise MediaError(
                     f"upload message {n - 1} carried {short} bytes; every message but the last"
