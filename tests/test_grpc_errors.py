@@ -252,3 +252,15 @@ def test_an_upload_message_of_neither_header_nor_data_is_named_as_such(
         assert "upload message 1 carries neither a header nor data" in str(got.details())
     got = _raw_upload(server, [header, header])
     assert isinstance(got, grpc.RpcError) and "second header" in str(got.details())
+
+
+def test_a_zero_byte_data_message_before_the_last_is_named_with_its_size(
+    server: ServerProc,
+) -> None:
+    """A data message explicitly carrying 0 bytes (field 2, length 0) followed by more data
+    is refused naming its real size, 0 bytes (it was once reported as 1)."""
+    header = pb.VerifyFileChunk(header=pb.VerifyFileHeader()).SerializeToString()
+    got = _raw_upload(server, [header, b"\x12\x00", b"\x12\x01x"])
+    assert isinstance(got, grpc.RpcError)
+    assert got.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "upload message 1 carried 0 bytes" in str(got.details()), got.details()
