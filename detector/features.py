@@ -15,13 +15,25 @@ from torch import nn
 
 from detector.config import Preprocess
 from detector.transforms import jpeg_roundtrip
+from provenance.core.errors import MediaError
+
+#: Most pixels a side of a JPEG image libjpeg writes (JPEG_MAX_DIMENSION in jmorecfg.h;
+#: the format itself allows 65535, ITU T.81 B.2.2).
+JPEG_MAX_SIDE = 65500
 
 
 def harmonise(rgb: np.ndarray, preprocess: Preprocess) -> np.ndarray:
     """The decoded image (H, W, 3) uint8 as the network sees it before cropping:
     re-encoded as JPEG at ``preprocess.jpeg_quality`` (Pillow, 4:2:0) when that is set,
-    else unchanged. Deterministic, so the same file keeps the same score."""
+    else unchanged. Deterministic, so the same file keeps the same score. Raises MediaError
+    when it must be re-encoded and a side exceeds JPEG_MAX_SIDE."""
     if preprocess.jpeg_quality:
+        h, w = rgb.shape[:2]
+        if max(h, w) > JPEG_MAX_SIDE:
+            raise MediaError(
+                f"image is {w}x{h} pixels; the detector re-encodes images as JPEG, which"
+                f" allows at most {JPEG_MAX_SIDE} on each side"
+            )
         return jpeg_roundtrip(rgb, preprocess.jpeg_quality)
     return rgb
 

@@ -236,3 +236,16 @@ def test_cli_help_teaches() -> None:
     )
     res = runner.invoke(app, ["eval", "--help"])
     assert res.exit_code == 0 and "harmonised" in res.output
+
+
+def test_an_image_wider_than_a_jpeg_can_be_is_not_scored_with_a_reason(det: Detector) -> None:
+    """The served model re-encodes each image as JPEG before cropping; libjpeg writes at most
+    65500 pixels a side, so a 70000 x 64 PNG (4.5 Mpx, within the pixel limit) gets a
+    clear MediaError (a 'not scored' note on the server), not an encoder failure."""
+    buf = io.BytesIO()
+    Image.fromarray(np.full((64, 70_000, 3), 128, np.uint8)).save(buf, format="PNG")
+    with pytest.raises(MediaError, match="65500"):
+        det.score_bytes(buf.getvalue())
+    with pytest.raises(MediaError, match="65500"):
+        det.score_image(np.zeros((65_501, 64, 3), np.uint8), b"k")
+    assert det.score_image(np.zeros((64, 65_500, 3), np.uint8), b"k").band

@@ -3,6 +3,7 @@ person understands; the server stays up and the log stays consistent."""
 
 from __future__ import annotations
 
+import hashlib
 import struct
 import zlib
 from pathlib import Path
@@ -189,3 +190,77 @@ def test_server_survives_and_stays_consistent(
     rc, out, err = cli("log", "audit", "--state", str(tmp_path / "state.json"))
     assert rc == 0, err
     assert "has 2 entries" in out  # the enrollment and the claim
+
+
+def _raw_upload(server: ServerProc, messages: list[bytes]) -> grpc.RpcError | bytes:
+    """The reply (serialized bytes) or the error of a VerifyFile call sending ``messages``
+    as they are (hand-built wire bytes, no protobuf on the client)."""
+    with grpc.insecure_channel(server.address) as chan:
+        call = chan.stream_unary(
+            "/provenance.v1.Verification/VerifyFile",
+            request_serializer=lambda b: b,
+            response_deserializer=lambda b: b,
+        )
+        try:
+            reply: bytes = call(iter(messages), timeout=20)
+        except grpc.RpcError as e:
+            return e
+        return reply
+
+
+def test_upload_messages_protobuf_refuses_are_refused(server: ServerProc) -> None:
+    """A data-only upload message whose length is a varint of more than 5 bytes (padded
+    with 0x80s, as protobuf's decoder refuses) is refused as protobuf would refuse it, not
+    read past it by the fast path; the same bytes with a 5-byte length are accepted."""
+    data = (SAMPLES / "rocket.jpg").read_bytes()
+    header = pb.VerifyFileChunk(header=pb.VerifyFileHeader(size_bytes=len(data)))
+
+    def padded(n: int) -> bytes:  # len(data) as an n-byte varint (non-canonical past 3)
+        size, out = len(data), b""
+        for _ in range(n - 1):
+            out += bytes((0x80 | (size & 0x7F),))
+            size >>= 7
+        return b"\x12" + out + bytes((size,)) + data
+
+    assert pb.VerifyFileChunk.FromString(padded(5)).data == data
+    for n in (5, 6, 10):
+        if n > 5:
+            with pytest.raises(Exception):  # noqa: B017 - protobuf's DecodeError
+                pb.VerifyFileChunk.FromString(padded(n))
+        got = _raw_upload(server, [header.SerializeToString(), padded(n)])
+        if n == 5:
+            assert isinstance(got, bytes), got
+            report = pb.VerificationReport.FromString(got)
+            assert report.evidence.file_sha256 == hashlib.sha256(data).digest()
+        else:
+            assert isinstance(got, grpc.RpcError)
+            assert got.code() == grpc.StatusCode.INVALID_ARGUMENT
+            assert "not a valid protobuf message" in str(got.details())
+
+
+def test_an_upload_message_of_neither_header_nor_data_is_named_as_such(
+    server: ServerProc,
+) -> None:
+    """After the header, an empty message, or one whose field 2 has the wrong wire type
+    (protobuf keeps it as an unknown field), carries no data: the error says so rather
+    than calling it a second header."""
+    header = pb.VerifyFileChunk(header=pb.VerifyFileHeader()).SerializeToString()
+    for empty in (b"", b"\x10\x05"):
+        got = _raw_upload(server, [header, empty])
+        assert isinstance(got, grpc.RpcError)
+        assert got.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "upload message 1 carries neither a header nor data" in str(got.details())
+    got = _raw_upload(server, [header, header])
+    assert isinstance(got, grpc.RpcError) and "second header" in str(got.details())
+
+
+def test_a_zero_byte_data_message_before_the_last_is_named_with_its_size(
+    server: ServerProc,
+) -> None:
+    """A data message explicitly carrying 0 bytes (field 2, length 0) followed by more data
+    is refused naming its real size, 0 bytes (it was once reported as 1)."""
+    header = pb.VerifyFileChunk(header=pb.VerifyFileHeader()).SerializeToString()
+    got = _raw_upload(server, [header, b"\x12\x00", b"\x12\x01x"])
+    assert isinstance(got, grpc.RpcError)
+    assert got.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "upload message 1 carried 0 bytes" in str(got.details()), got.details()

@@ -476,3 +476,37 @@ def test_names_that_are_not_utf8_are_scanned_and_reported(desk: Desk, tmp_path: 
     rows = _scan([folder], tmp_path / "odd.jsonl", LocalEngine(0), server=desk.server.address)
     assert [r["path"] for r in rows] == [f"{folder}/bad\\xffname.jpg"]
     assert rows[0]["kind"] == "media" and rows[0]["status"] is not None
+
+
+@pytest.mark.slow
+def test_a_worker_killed_midway_stops_the_scan_with_a_clear_error(
+    desk: Desk, tmp_path: Path
+) -> None:
+    """A scan worker dies (kill -9, as the OOM killer does): the scan neither hangs nor
+    prints a traceback; it exits 1 with a message naming the cause and --resume, and the
+    resumed scan completes."""
+    import psutil
+
+    folder = tmp_path / "many"
+    folder.mkdir()
+    src = (SAMPLES / "rocket.jpg").read_bytes()
+    for i in range(300):
+        (folder / f"r{i}.jpg").write_bytes(src + str(i).encode())
+    out = tmp_path / "killed.jsonl"
+    args = [sys.executable, "-m", "clients.cli", "scan", str(folder), "--report", str(out)]
+    args += ["--server", desk.server.address, "--workers", "1"]
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    worker_proc = None
+    while worker_proc is None and time.monotonic() < deadline:
+        for child in psutil.Process(proc.pid).children():  # the fork server's children
+            worker_proc = next(iter(child.children()), worker_proc)
+        time.sleep(0.05)
+    assert worker_proc is not None, "no worker process appeared"
+    worker_proc.kill()
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 1, stderr
+    assert "Traceback" not in stderr and "worker process" in stderr and "--resume" in stderr
+    resumed = subprocess.run([*args, "--resume"], capture_output=True, text=True, timeout=120)
+    assert resumed.returncode == 0, resumed.stderr
+    assert len(out.read_text().splitlines()) == 300

@@ -23,11 +23,12 @@ from __future__ import annotations
 import multiprocessing
 from collections.abc import Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from typing import Any, Protocol
 
 from clients.scan.sources import Item
 from clients.scan.worker import ScanConfig, process_batch
-from provenance.core.errors import ConfigError
+from provenance.core.errors import ConfigError, WorkerError
 
 Rows = list[dict[str, Any]]
 
@@ -46,6 +47,17 @@ def _worker_context() -> multiprocessing.context.BaseContext:
     ctx = multiprocessing.get_context("forkserver")
     ctx.set_forkserver_preload(["__main__", "clients.scan.worker"])
     return ctx
+
+
+def _rows(fut: Future[Rows]) -> Rows:
+    """A finished batch's rows; raises WorkerError when a worker of the pool died."""
+    try:
+        return fut.result()
+    except BrokenProcessPool as e:
+        raise WorkerError(
+            "a scan worker process died (killed, or out of memory on a file); the rows"
+            " finished so far are kept: run the same command with --resume to continue"
+        ) from e
 
 
 class LocalEngine:
@@ -69,11 +81,11 @@ class LocalEngine:
                 while len(pending) >= 2 * self.workers:
                     done, pending = wait(pending, return_when=FIRST_COMPLETED)
                     for fut in done:
-                        yield fut.result()
+                        yield _rows(fut)
             while pending:
                 done, pending = wait(pending, return_when=FIRST_COMPLETED)
                 for fut in done:
-                    yield fut.result()
+                    yield _rows(fut)
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
 

@@ -88,6 +88,10 @@ class DetectorError(ProvenanceError):
     """The detector cannot load its model or score an input."""
 
 
+class WorkerError(ProvenanceError):
+    """A worker process died while working (killed, out of memory): what it did is lost."""
+
+
 class ConfigError(ProvenanceError):
     """Local configuration or state (paths, passphrases, settings) is missing or invalid."""
 

@@ -288,20 +288,23 @@ class VerificationServicer(rpc.VerificationServicer):
                 f"file is {header.size_bytes} bytes; the limit is {upload.max_bytes} bytes"
             )
         image: bool | None = None  # unknown until SNIFF_BYTES have arrived
-        short = 0  # size of the previous message when it was under the minimum
+        short: int | None = None  # size of the previous message when under the minimum
         n = 0
         async for chunk in it:
             n += 1
-            if chunk.WhichOneof("part") != "data":
+            part = chunk.WhichOneof("part")
+            if part == "header":
                 raise MediaError("a second header arrived in the middle of the upload")
-            if short:
+            if part is None:  # empty, or only fields this server does not know
+                raise MediaError(f"upload message {n} carries neither a header nor data")
+            if short is not None:
                 raise MediaError(
                     f"upload message {n - 1} carried {short} bytes; every message but the last"
                     f" must carry at least {lim.min_chunk_bytes} bytes (1 MiB is usual)"
                 )
             data = chunk.data  # each read of the field copies the bytes
             if len(data) < lim.min_chunk_bytes:
-                short = len(data) or 1
+                short = len(data)
             upload.write(data)
             if image is None and upload.size >= SNIFF_BYTES:
                 image = (sniff_media_type(upload.head(SNIFF_BYTES)) or "").startswith("image/")

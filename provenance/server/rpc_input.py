@@ -55,7 +55,9 @@ def _upload_chunk(deserialize: Callable[[bytes], Any]) -> Callable[[bytes], Any]
     def parse(raw: bytes) -> Any:
         if raw[:1] == bytes((_DATA_KEY,)):
             size, shift, at = 0, 0, 1
-            while at < len(raw) and at <= 10:  # a varint of at most 10 bytes
+            # protobuf (upb) refuses a length varint of more than 5 bytes, even one
+            # padded with 0x80s to a small value: so does this
+            while at < len(raw) and at <= 5:
                 byte = raw[at]
                 size |= (byte & 0x7F) << shift
                 at += 1
