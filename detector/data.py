@@ -138,7 +138,8 @@ def read_folder(root: Path) -> list[Sample]:
             rel = p.relative_to(base)
             family = "real" if label == 0 else (rel.parts[0] if len(rel.parts) > 1 else "unknown")
             kind = "real" if label == 0 else "other"
-            samples.append(Sample(p, label, family, kind, str(p), family))
+            # the group is the path under root, so a split does not depend on where root lies
+            samples.append(Sample(p, label, family, kind, f"{sub}/{rel}", family))
     if not samples:
         raise DetectorError(f"{root}: no LABELS.tsv and no images under real/ and generated/")
     return samples
