@@ -8,9 +8,9 @@ that reading an archive never runs far ahead of hashing (memory stays at about
 - `LocalEngine(workers)`: a `concurrent.futures.ProcessPoolExecutor` with ``workers``
   processes forked from a fork server (a fresh interpreter, not this process: the parent
   may hold gRPC channels, which do not survive a fork). The fork server imports the
-  worker's modules and the parent's main module once, so a worker starts without the
-  0.8-1.3 s of imports each spawned process would repeat; ``workers=0`` runs batches in
-  this process.
+  worker's modules and the modules the parent's main script imported (`_main_imports`)
+  once, so a worker starts without the 0.8-1.5 s of imports each spawned process would
+  repeat; ``workers=0`` runs batches in this process.
 - `RayEngine(workers)`: Ray tasks (https://docs.ray.io/en/latest/ray-core/tasks.html).
   It joins the cluster that ``RAY_ADDRESS`` names, or one already initialised by the
   caller, or starts a local one with ``workers`` CPUs. Batches travel through Ray's object
@@ -21,6 +21,8 @@ that reading an archive never runs far ahead of hashing (memory stays at about
 from __future__ import annotations
 
 import multiprocessing
+import sys
+import types
 from collections.abc import Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
@@ -39,13 +41,35 @@ class Engine(Protocol):
     def map(self, batches: Iterable[list[Item]], config: ScanConfig) -> Iterator[Rows]: ...
 
 
+def _main_imports() -> list[str]:
+    """Names of the modules the main script imported: its global modules and the modules
+    of its global classes and functions (``prov``'s script: clients.cli).
+
+    Every process a fork server starts runs the main script again (as ``__mp_main__``,
+    `multiprocessing.spawn.prepare`) before its first task, and the fork server never
+    preloads that script itself although asked to (Python 3.11: ``ensure_running`` looks
+    for a ``main_path`` key that ``spawn.get_preparation_data`` calls
+    ``init_main_from_path``), so each scan worker spent 0.8-1.5 s CPU importing what the
+    script imports. With these modules preloaded, running the script again only defines its
+    functions.
+    """
+    main = sys.modules.get("__main__")
+    names = set()
+    for value in vars(main).values() if main is not None else ():
+        if isinstance(value, types.ModuleType):
+            names.add(value.__name__)
+        elif isinstance(value, type | types.FunctionType):
+            names.add(value.__module__)
+    return sorted(n for n in names if n in sys.modules and n not in ("__main__", "__mp_main__"))
+
+
 def _worker_context() -> multiprocessing.context.BaseContext:
-    """The fork server context, its server preloading the worker (see the module
-    docstring); spawn where there is no fork server."""
+    """The fork server context, its server preloading the worker and the main script's
+    imports (see the module docstring); spawn where there is no fork server."""
     if "forkserver" not in multiprocessing.get_all_start_methods():
         return multiprocessing.get_context("spawn")
     ctx = multiprocessing.get_context("forkserver")
-    ctx.set_forkserver_preload(["__main__", "clients.scan.worker"])
+    ctx.set_forkserver_preload(["__main__", "clients.scan.worker", *_main_imports()])
     return ctx
 
 
