@@ -5,6 +5,7 @@ give the same report; a scan killed with SIGKILL resumes to the same report."""
 from __future__ import annotations
 
 import contextlib
+import csv
 import io
 import json
 import os
@@ -429,6 +430,10 @@ def test_a_scan_killed_midway_resumes_to_the_same_report(desk: Desk) -> None:
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert len({r["path"] for r in rows}) == len(rows) == 240
     assert _normal(rows) == _normal(full)
+    # the CSV holds the rows of both runs, in the report's order
+    with csv_path(out).open(newline="") as f:
+        assert [r["path"] for r in csv.DictReader(f)] == [r["path"] for r in rows]
+    assert not csv_path(out).with_suffix(".csv.part").exists()
 
 
 def test_the_cli_command_scans_refuses_to_overwrite_and_resumes(desk: Desk) -> None:

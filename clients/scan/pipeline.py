@@ -4,8 +4,9 @@
 those already in the report (``resume``) or already seen in this run, groups the rest in
 batches, hands the batches to an engine (`clients.scan.engines`: the same
 `clients.scan.worker.process_batch` in-process, in a local process pool or on Ray),
-appends each finished batch's rows to the JSON Lines report (`clients.scan.resume`), and
-at the end rebuilds the CSV and HTML reports (`clients.scan.report`).
+appends each finished batch's rows to the JSON Lines report (`clients.scan.resume`) and to
+the CSV table and summary (`clients.scan.report.ReportWriter`), and at the end writes the
+HTML summary.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from clients.scan.engines import Engine
-from clients.scan.report import Summary, hashed_bytes, write_reports
+from clients.scan.report import ReportWriter, Summary, hashed_bytes
 from clients.scan.resume import Journal, RefSet
 from clients.scan.runs import runs
 from clients.scan.sources import EntryItem, Item, ScanLimits, iter_items
@@ -100,17 +101,33 @@ def run_scan(
     """
     start = clock()
     scanned = scanned_bytes = 0
-    with Journal(report, resume) as journal:
-        seen = journal.done
-        skipped = len(seen)
-        items = _fresh(iter_items(paths, config.limits, skip=seen.__contains__), seen)
-        for rows in engine.map(batched(items, batch_size), config):
-            journal.write(rows)
-            scanned += len(rows)
-            scanned_bytes += sum(hashed_bytes(r) for r in rows)
-            if on_rows is not None:
-                on_rows(rows)
-    summary = write_reports(
-        report, lambda rows: fetch_bytes(rows, config.limits), config.limits.assets.max_pixels
-    )
+    writer: ReportWriter | None = None
+
+    def add_row(row: dict[str, Any]) -> None:
+        nonlocal writer
+        if writer is None:  # once the journal accepted the report: a refused one keeps its CSV
+            writer = ReportWriter(report)
+        writer.add(row)
+
+    try:
+        with Journal(report, resume, on_row=add_row) as journal:
+            if writer is None:
+                writer = ReportWriter(report)
+            seen = journal.done
+            skipped = len(seen)
+            items = _fresh(iter_items(paths, config.limits, skip=seen.__contains__), seen)
+            for rows in engine.map(batched(items, batch_size), config):
+                journal.write(rows)
+                for row in rows:
+                    writer.add(row)
+                scanned += len(rows)
+                scanned_bytes += sum(hashed_bytes(r) for r in rows)
+                if on_rows is not None:
+                    on_rows(rows)
+        summary = writer.finish(
+            lambda rows: fetch_bytes(rows, config.limits), config.limits.assets.max_pixels
+        )
+    finally:
+        if writer is not None:
+            writer.discard()
     return ScanResult(scanned, scanned_bytes, skipped, clock() - start, summary)

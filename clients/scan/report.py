@@ -1,7 +1,7 @@
 """The scan's reports beside the JSON Lines journal: a CSV table and an HTML summary.
 
-Both are rebuilt from the JSON Lines file at the end of a scan (also of a resumed one), so
-they always describe every row. The HTML page is self-contained: counts per verdict, the
+Both describe every row of the JSON Lines file: `ReportWriter` takes each row as the
+scan records it (a resumed scan's earlier rows first, as the journal reads them). The HTML page is self-contained: counts per verdict, the
 unsigned images ranked by the detector's advisory score with inline JPEG thumbnails
 (base64 ``data:`` URLs, at most THUMBNAIL_SIDE pixels a side), and the refused entries
 with their reasons. Every string that comes from a file name or a file is HTML-escaped.
@@ -14,9 +14,8 @@ import csv
 import heapq
 import html
 import io
-import json
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -69,13 +68,6 @@ def html_path(report: Path) -> Path:
     return report.with_suffix(".html")
 
 
-def read_rows(report: Path) -> Iterator[dict[str, Any]]:
-    """The rows of a JSON Lines report, in file order."""
-    with report.open("rb") as f:
-        for line in f:
-            yield json.loads(line)
-
-
 def row_key(row: dict[str, Any]) -> str:
     """The summary bucket of a row: its status, ERROR, EMPTY or SIDECAR."""
     if row.get("error"):
@@ -123,15 +115,6 @@ def csv_row(row: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def write_csv(rows: Iterable[dict[str, Any]], path: Path) -> None:
-    """Write the CSV table (UTF-8; undecodable name bytes as backslash escapes)."""
-    with path.open("w", encoding="utf-8", errors="backslashreplace", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=CSV_FIELDS)
-        w.writeheader()
-        for row in rows:
-            w.writerow(csv_row(row))
-
-
 @dataclass(frozen=True)
 class Summary:
     """Counts over a report: rows per key of `row_key`, total rows and hashed bytes; the top
@@ -144,35 +127,86 @@ class Summary:
     refused: list[dict[str, Any]]
 
 
-def summarize(rows: Iterable[dict[str, Any]], top: int = TOP_UNSIGNED) -> Summary:
-    """One pass over the rows; memory is bounded by ``top`` and TOP_REFUSED. Unsigned
-    images are those decoded (kind "media"); without a score they rank last; equal scores
-    keep the report's order."""
-    counts: Counter[str] = Counter()
-    size = 0
-    refused: list[dict[str, Any]] = []
+def _rank(row: dict[str, Any]) -> float:
+    s = _score(row)
+    return -1.0 if s is None else s
 
-    def unsigned_images() -> Iterator[dict[str, Any]]:
-        nonlocal size
-        for row in rows:
-            key = row_key(row)
-            counts[key] += 1
-            size += hashed_bytes(row)
-            if key == ERROR and len(refused) < TOP_REFUSED:
-                refused.append(row)
-            if (
-                key == Verdict.UNSIGNED.value
-                and row.get("kind") == "media"
-                and (row.get("media_type") or "").startswith("image/")
-            ):
-                yield row
 
-    def rank(row: dict[str, Any]) -> float:
-        s = _score(row)
-        return -1.0 if s is None else s
+class ReportWriter:
+    """The CSV table and the summary of a report, built from its rows as they come (in
+    report order: a resumed report's rows first), so the end of a scan does not read the
+    JSON Lines file again; `finish` then writes the HTML page.
 
-    ranked = heapq.nlargest(top, unsigned_images(), key=rank)
-    return Summary(dict(counts), sum(counts.values()), size, ranked, refused)
+    The CSV goes to ``OUT.csv.part`` and replaces ``OUT.csv`` in `finish`: a scan that
+    stops early leaves the previous CSV as it was (`discard` drops the ``.part``; after a
+    kill it stays until the next run of the scan replaces it). Memory is bounded by
+    ``top`` and TOP_REFUSED. Unsigned images are those decoded (kind "media"); without a
+    score they rank last; equal scores keep the report's order. Raises OSError when a file
+    cannot be written.
+    """
+
+    def __init__(self, report: Path, top: int = TOP_UNSIGNED) -> None:
+        self.report = report
+        self._top = top
+        self._part = csv_path(report).with_suffix(".csv.part")
+        self._file = self._part.open("w", encoding="utf-8", errors="backslashreplace", newline="")
+        self._csv = csv.DictWriter(self._file, fieldnames=CSV_FIELDS)
+        self._csv.writeheader()
+        self._counts: Counter[str] = Counter()
+        self._bytes = 0
+        self._seen = 0
+        self._unsigned: list[tuple[float, int, dict[str, Any]]] = []  # a min-heap
+        self._refused: list[dict[str, Any]] = []
+
+    def add(self, row: dict[str, Any]) -> None:
+        """Count one row and append it to the CSV."""
+        self._csv.writerow(csv_row(row))
+        key = row_key(row)
+        self._counts[key] += 1
+        self._bytes += hashed_bytes(row)
+        self._seen += 1
+        if key == ERROR and len(self._refused) < TOP_REFUSED:
+            self._refused.append(row)
+        if (
+            key == Verdict.UNSIGNED.value
+            and row.get("kind") == "media"
+            and (row.get("media_type") or "").startswith("image/")
+        ):
+            entry = (_rank(row), -self._seen, row)  # earlier rows win ties
+            if len(self._unsigned) < self._top:
+                heapq.heappush(self._unsigned, entry)
+            elif entry[:2] > self._unsigned[0][:2]:
+                heapq.heapreplace(self._unsigned, entry)
+
+    def summary(self) -> Summary:
+        """The summary of the rows added so far."""
+        ranked = [row for *_, row in sorted(self._unsigned, key=lambda e: e[:2], reverse=True)]
+        counts = dict(self._counts)
+        return Summary(counts, sum(counts.values()), self._bytes, ranked, list(self._refused))
+
+    def finish(
+        self, fetch: Callable[[list[dict[str, Any]]], dict[str, bytes]], max_pixels: int
+    ) -> Summary:
+        """Put the CSV in place and write the HTML page beside the report.
+
+        fetch: the bytes of the files of the given rows, by path (to draw thumbnails of the
+        top unsigned images); max_pixels: the largest image decoded for a thumbnail.
+        Returns the summary of the whole report.
+        """
+        self._file.close()
+        self._part.replace(csv_path(self.report))
+        summary = self.summary()
+        data = fetch(summary.unsigned)
+        thumbs = {ref: t for ref, blob in data.items() if (t := thumbnail(blob, max_pixels))}
+        page = render_html(summary, thumbs, f"Scan report: {self.report.name}")
+        html_path(self.report).write_text(page, encoding="utf-8", errors="backslashreplace")
+        return summary
+
+    def discard(self) -> None:
+        """Drop the unfinished CSV (a scan that stopped early)."""
+        if not self._file.closed:
+            self._file.close()
+            self._part.unlink(missing_ok=True)
 
 
 def thumbnail(data: bytes, max_pixels: int) -> str | None:
@@ -242,21 +276,3 @@ def render_html(summary: Summary, thumbs: dict[str, str], title: str) -> str:
         out.append("</table>")
     out.append("</body></html>\n")
     return "".join(out)
-
-
-def write_reports(
-    report: Path, fetch: Callable[[list[dict[str, Any]]], dict[str, bytes]], max_pixels: int
-) -> Summary:
-    """Rebuild the CSV and HTML files beside the JSON Lines ``report``.
-
-    fetch: the bytes of the files of the given rows, by path (to draw thumbnails of the
-    top unsigned images); max_pixels: the largest image decoded for a thumbnail.
-    Returns the summary of the whole report.
-    """
-    write_csv(read_rows(report), csv_path(report))
-    summary = summarize(read_rows(report))
-    data = fetch(summary.unsigned)
-    thumbs = {ref: t for ref, blob in data.items() if (t := thumbnail(blob, max_pixels))}
-    page = render_html(summary, thumbs, f"Scan report: {report.name}")
-    html_path(report).write_text(page, encoding="utf-8", errors="backslashreplace")
-    return summary

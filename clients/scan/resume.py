@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import IO, Any
@@ -70,10 +71,16 @@ class Journal:
 
     ``resume=False`` refuses an existing report (ConfigError: a finished scan is not
     overwritten by accident); ``resume=True`` reads the refs of its rows into ``done``
-    after cutting a partial last line. Raises ConfigError if the file cannot be used.
+    after cutting a partial last line, handing each row to ``on_row`` (if given) as it
+    is read. Raises ConfigError if the file cannot be used.
     """
 
-    def __init__(self, path: Path, resume: bool) -> None:
+    def __init__(
+        self,
+        path: Path,
+        resume: bool,
+        on_row: Callable[[dict[str, Any]], None] | None = None,
+    ) -> None:
         self.path = path
         self.done = RefSet()
         exists = path.exists()
@@ -85,11 +92,14 @@ class Journal:
                 with path.open("rb") as f:
                     for n, line in enumerate(f, 1):
                         try:
-                            self.done.add(json.loads(line)["path"])
+                            row = json.loads(line)
+                            self.done.add(row["path"])
                         except (ValueError, KeyError, TypeError) as e:
                             raise ConfigError(
                                 f"{path} line {n} is not a scan report row: {e}"
                             ) from e
+                        if on_row is not None:
+                            on_row(row)
             self._file: IO[str] = path.open("a", encoding="utf-8")
         except OSError as e:
             raise ConfigError(f"cannot open the report {path}: {e.strerror or e}") from e

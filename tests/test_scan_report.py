@@ -1,0 +1,52 @@
+"""The scan's CSV and summary built row by row (`clients.scan.report.ReportWriter`)."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+from typing import Any
+
+from clients.scan.report import ERROR, ReportWriter, csv_path, html_path
+from clients.scan.rows import error_row
+
+
+def _unsigned(path: str, score: float | None) -> dict[str, Any]:
+    detector = None if score is None else {"score": score, "band": "low"}
+    return {
+        "path": path,
+        "kind": "media",
+        "size": 10,
+        "media_type": "image/jpeg",
+        "status": "UNSIGNED",
+        "detector": detector,
+    }
+
+
+def test_top_unsigned_by_score_then_report_order(tmp_path: Path) -> None:
+    report = tmp_path / "r.jsonl"
+    writer = ReportWriter(report, top=3)
+    scores = [None, 0.2, 0.9, 0.2, None, 0.9, 0.2]
+    for k, score in enumerate(scores):
+        writer.add(_unsigned(f"img{k}.jpg", score))
+    writer.add(error_row("bad.zip!x", "path traversal", 3))
+    summary = writer.finish(lambda rows: {}, 1000)
+    # the two 0.9 in report order, then the first of the three 0.2
+    assert [r["path"] for r in summary.unsigned] == ["img2.jpg", "img5.jpg", "img1.jpg"]
+    assert summary.counts == {"UNSIGNED": 7, ERROR: 1}
+    assert summary.rows == 8 and summary.bytes == 70  # a refused entry hashed nothing
+    assert [r["path"] for r in summary.refused] == ["bad.zip!x"]
+    with csv_path(report).open(newline="") as f:
+        paths = [r["path"] for r in csv.DictReader(f)]
+    assert paths == [f"img{k}.jpg" for k in range(7)] + ["bad.zip!x"]
+    assert "bad.zip!x" in html_path(report).read_text()
+    assert not list(tmp_path.glob("*.part"))
+
+
+def test_an_unfinished_report_keeps_the_previous_csv(tmp_path: Path) -> None:
+    report = tmp_path / "r.jsonl"
+    csv_path(report).write_text("the previous table\n")
+    writer = ReportWriter(report)
+    writer.add(_unsigned("a.jpg", None))
+    writer.discard()  # the scan stopped early
+    assert csv_path(report).read_text() == "the previous table\n"
+    assert not list(tmp_path.glob("*.part"))
