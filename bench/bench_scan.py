@@ -34,7 +34,6 @@ import pickle
 import resource
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -45,6 +44,7 @@ from pathlib import Path
 import numpy as np
 import psutil
 from PIL import Image
+from prov_server import start_server  # bench/prov_server.py, next to this script
 from results import Ratio, write_results  # bench/results.py, next to this script
 
 from clients.api import ProvenanceClient, Query
@@ -58,13 +58,10 @@ from clients.scan.sources import FileItem, ScanLimits, iter_items
 from clients.scan.worker import ScanConfig
 from provenance.c2pa.container import may_hold_manifest_store
 from provenance.core.binding import PerceptualHash
-from provenance.core.verify import VerificationReport
 from provenance.index.mih import MihIndex
 from provenance.index.pdq_index import PdqIndex
 from provenance.media.assets import AssetLimits, inspect_image
 from provenance.media.image import SNIFF_BYTES, sniff_media_type
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def photo_folder(n: int) -> Path:
@@ -163,21 +160,6 @@ def cpu_seconds() -> tuple[float, float]:
     return driver, workers
 
 
-def _serve(work: Path) -> tuple[subprocess.Popen[str], str]:
-    """A ``prov serve`` child (no detector) on a free loopback port, and its address."""
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "clients.cli", "serve", "--db", str(work / "scan.db")]
-        + ["--listen", "127.0.0.1:0", "--no-detector"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-        cwd=ROOT,
-        env={**os.environ, "PROV_ADMIN_TOKEN": "bench-token"},
-    )
-    assert proc.stdout is not None
-    return proc, proc.stdout.readline().split()[-1]
-
-
 def _server_cpu(proc: subprocess.Popen[str]) -> float:
     t = psutil.Process(proc.pid).cpu_times()
     return float(t.user + t.system)
@@ -188,7 +170,7 @@ def one_scan(folder: Path, n: int, workers: int) -> dict[str, float]:
     CPU seconds of driver, workers and server, seconds to the first rows and after the
     last rows (the reports)."""
     with tempfile.TemporaryDirectory() as tmp:
-        proc, address = _serve(Path(tmp))
+        proc, address = start_server(Path(tmp) / "scan.db")
         try:
             ProvenanceClient(address).lookup([Query("warm-up", bytes(32))])
             times: list[float] = []
@@ -219,76 +201,65 @@ def one_scan(folder: Path, n: int, workers: int) -> dict[str, float]:
     }
 
 
-def _per_file(fn: Callable[[], object], n: int) -> float:
-    """Microseconds of CPU per file of ``fn``, which handles n files (median of 3)."""
-    runs = []
-    for _ in range(3):
-        t = time.process_time()
-        fn()
-        runs.append((time.process_time() - t) / n * 1e6)
-    return statistics.median(runs)
-
-
 def breakdown(
-    folder: Path, files: list[Path], server: subprocess.Popen[str], address: str
+    folder: Path, files: list[Path], server: subprocess.Popen[str], address: str, rounds: int = 5
 ) -> dict[str, float]:
     """Microseconds of CPU per file of each part of a scan's work, in this process, on the
     same files: what a worker does (measure: open, read, SHA-256, sniffing, decode + PDQ;
     then the Lookup and the row), what the server does per file, and what the driver does
-    (walk the folder, pickled rows in, the journal line, the CSV row and counts)."""
+    (walk the folder, pickled rows in, the journal line, the CSV row and counts). The parts
+    are timed one after another, ``rounds`` times over (so a change of load hits all of
+    them alike), and the median of each reported."""
     limits = AssetLimits()
     paths = [str(f) for f in files]
     datas = [f.read_bytes() for f in files]
     items = [FileItem(p, p, len(d)) for p, d in zip(paths, datas, strict=True)]
     n = len(files)
-
-    def read() -> None:
-        for p in paths:
-            with open_regular(p) as f:
-                f.read()
-
-    def sniff() -> None:
-        for d in datas:
-            mt = sniff_media_type(d[:SNIFF_BYTES])
-            may_hold_manifest_store(d, mt or "")
-
-    out = {
-        "open + read": _per_file(read, n),
-        "SHA-256": _per_file(lambda: [hashlib.sha256(d).digest() for d in datas], n),
-        "sniff + C2PA marker search": _per_file(sniff, n),
-        "decode + PDQ (bare)": _per_file(lambda: _bare(datas), n),
-        "measure() (all of the above)": _per_file(lambda: [measure(i, limits) for i in items], n),
-    }
     measured = [measure(i, limits) for i in items]
     queries = [
         Query(m.ref, m.sha256, m.soft, m.media_type or "", m.content_sha256, m.turned)
         for m in measured
     ]
     proc = psutil.Process(server.pid)
-    with ProvenanceClient(address) as client:
-        server0 = proc.cpu_times()
-
-        def lookups() -> list[list[tuple[str, VerificationReport]]]:
-            return [client.lookup(queries[k : k + 64]) for k in range(0, n, 64)]
-
-        out["Lookup, worker CPU (request, reply)"] = _per_file(lookups, n)
-        server1 = proc.cpu_times()
-        out["Lookup, server CPU"] = (
-            (server1.user + server1.system - server0.user - server0.system) / 3 / n * 1e6
-        )
-        reports = [r for part in lookups() for _, r in part]
+    client = ProvenanceClient(address)
+    reports = [r for k in range(0, n, 64) for _, r in client.lookup(queries[k : k + 64])]
     rows = [measured_row(m, None, r) for m, r in zip(measured, reports, strict=True)]
-    out["row from the reply"] = _per_file(
-        lambda: [measured_row(m, None, r) for m, r in zip(measured, reports, strict=True)],
-        n,
-    )
     batches = [rows[k : k + 64] for k in range(0, n, 64)]
-    out["rows pickled to the driver and back"] = _per_file(
-        lambda: [pickle.loads(pickle.dumps(b, pickle.HIGHEST_PROTOCOL)) for b in batches], n
-    )
-    out["journal line (JSON)"] = _per_file(
-        lambda: [json.dumps(r, separators=(",", ":")) for r in rows], n
-    )
+    walked = sum(1 for _ in iter_items([str(folder)], ScanLimits()))
+
+    def read() -> None:
+        for p in paths:
+            with open_regular(p) as f:
+                f.read()
+
+    def sha() -> None:
+        for d in datas:
+            hashlib.sha256(d).digest()
+
+    def sniff() -> None:
+        for d in datas:
+            mt = sniff_media_type(d[:SNIFF_BYTES])
+            may_hold_manifest_store(d, mt or "")
+
+    def measure_all() -> None:
+        for i in items:
+            measure(i, limits)
+
+    def lookups() -> None:
+        for k in range(0, n, 64):
+            client.lookup(queries[k : k + 64])
+
+    def row_all() -> None:
+        for m, r in zip(measured, reports, strict=True):
+            measured_row(m, None, r)
+
+    def pickled() -> None:
+        for b in batches:
+            pickle.loads(pickle.dumps(b, pickle.HIGHEST_PROTOCOL))
+
+    def journal() -> None:
+        for r in rows:
+            json.dumps(r, separators=(",", ":"))
 
     def table() -> None:
         w = csv.DictWriter(io.StringIO(), fieldnames=list(csv_row(rows[0])))
@@ -296,12 +267,36 @@ def breakdown(
             w.writerow(csv_row(r))
             row_key(r)
 
-    out["CSV row + counts"] = _per_file(table, n)
-    walked = sum(1 for _ in iter_items([str(folder)], ScanLimits()))
-    out["walk the folder (per item)"] = _per_file(
-        lambda: sum(1 for _ in iter_items([str(folder)], ScanLimits())), walked
-    )
-    return out
+    def walk() -> None:
+        for _ in iter_items([str(folder)], ScanLimits()):
+            pass
+
+    parts: list[tuple[str, Callable[[], None], int]] = [
+        ("open + read", read, n),
+        ("SHA-256", sha, n),
+        ("sniff + C2PA marker search", sniff, n),
+        ("decode + PDQ (bare)", lambda: _bare(datas), n),
+        ("measure() (all of the above)", measure_all, n),
+        ("Lookup, worker CPU (request, reply)", lookups, n),
+        ("row from the reply", row_all, n),
+        ("rows pickled to the driver and back", pickled, n),
+        ("journal line (JSON)", journal, n),
+        ("CSV row + counts", table, n),
+        ("walk the folder (per item)", walk, walked),
+    ]
+    times: dict[str, list[float]] = {}
+    for _ in range(rounds):
+        for name, fn, count in parts:
+            server0 = proc.cpu_times()
+            t = time.process_time()
+            fn()
+            times.setdefault(name, []).append((time.process_time() - t) / count * 1e6)
+            if fn is lookups:
+                server1 = proc.cpu_times()
+                spent = server1.user + server1.system - server0.user - server0.system
+                times.setdefault("Lookup, server CPU", []).append(spent / count * 1e6)
+    client.close()
+    return {name: statistics.median(v) for name, v in times.items()}
 
 
 def bench_scan(n: int, workers: int, rounds: int) -> list[Ratio]:
@@ -356,7 +351,7 @@ def bench_scan(n: int, workers: int, rounds: int) -> list[Ratio]:
         f" {bare_cpu_us:.0f} us: ratio {bare_cpu_us / scan_cpu_us:.3f}"
     )
     with tempfile.TemporaryDirectory() as tmp:
-        proc, address = _serve(Path(tmp))
+        proc, address = start_server(Path(tmp) / "scan.db")
         try:
             parts = breakdown(folder, files[: min(n, 1024)], proc, address)
         finally:

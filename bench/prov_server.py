@@ -23,14 +23,11 @@ from clients.cli import main as prov
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@contextmanager
-def enrolled_server(work: Path) -> Iterator[tuple[subprocess.Popen[str], str]]:
-    """Yield (the server process, its HOST:PORT); terminate it on exit."""
-    os.environ.update(
-        PROV_ADMIN_TOKEN="bench-token", PROV_HOME=str(work / "dev"), PROV_PASSPHRASE="bench"
-    )
+def start_server(db: Path) -> tuple[subprocess.Popen[str], str]:
+    """A ``prov serve`` child (no detector) on a free loopback port with its log in ``db``,
+    and its HOST:PORT; the caller terminates it."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "clients.cli", "serve", "--db", str(work / "bench.db")]
+        [sys.executable, "-m", "clients.cli", "serve", "--db", str(db)]
         + ["--listen", "127.0.0.1:0", "--no-detector"],
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
@@ -38,8 +35,17 @@ def enrolled_server(work: Path) -> Iterator[tuple[subprocess.Popen[str], str]]:
         cwd=ROOT,
     )
     assert proc.stdout is not None
+    return proc, proc.stdout.readline().split()[-1]
+
+
+@contextmanager
+def enrolled_server(work: Path) -> Iterator[tuple[subprocess.Popen[str], str]]:
+    """Yield (the server process, its HOST:PORT); terminate it on exit."""
+    os.environ.update(
+        PROV_ADMIN_TOKEN="bench-token", PROV_HOME=str(work / "dev"), PROV_PASSPHRASE="bench"
+    )
+    proc, address = start_server(work / "bench.db")
     try:
-        address = proc.stdout.readline().split()[-1]
         os.environ["PROV_SERVER"] = address
         assert prov(["device", "init"]) == 0
         with ProvenanceClient(address, admin_token="bench-token") as c:

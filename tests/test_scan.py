@@ -293,30 +293,37 @@ def test_process_pool_gives_the_same_report(desk: Desk) -> None:
 
 
 def test_pool_workers_inherit_what_the_main_script_imported(tmp_path: Path) -> None:
-    """The fork server imports the modules of the main script (`prov`'s imports clients.cli),
-    so a worker forked from it does not import them again when it re-runs the script."""
-    (tmp_path / "imported_by_main.py").write_text("import os\n\nPID = os.getpid()\n")
-    (tmp_path / "main.py").write_text(
+    """The fork server imports the modules of the main script (`prov`'s imports clients.cli)
+    and of its sibling modules, so a worker forked from it does not import them again when
+    it re-runs the script."""
+    lib, script = tmp_path / "lib", tmp_path / "script"
+    lib.mkdir()
+    script.mkdir()
+    (lib / "imported_by_main.py").write_text("import os\n\nPID = os.getpid()\n")
+    (lib / "imported_by_sibling.py").write_text("import os\n\nPID = os.getpid()\n")
+    (script / "sibling.py").write_text("import imported_by_sibling\n")
+    (script / "main.py").write_text(
         "import os\n"
         "from concurrent.futures import ProcessPoolExecutor\n"
         "import imported_by_main\n"
+        "import sibling\n"
         "from clients.scan.engines import _worker_context\n\n"
-        "def where() -> tuple[int, int]:\n"
-        "    return os.getpid(), imported_by_main.PID\n\n"
+        "def where() -> tuple[int, int, int]:\n"
+        "    return os.getpid(), imported_by_main.PID, sibling.imported_by_sibling.PID\n\n"
         "if __name__ == '__main__':\n"
         "    with ProcessPoolExecutor(1, mp_context=_worker_context()) as pool:\n"
-        "        pid, imported_in = pool.submit(where).result()\n"
-        "    print('imported again' if pid == imported_in else 'inherited')\n"
+        "        pid, *imported_in = pool.submit(where).result()\n"
+        "    print(['imported again' if pid == p else 'inherited' for p in imported_in])\n"
     )
-    path = os.pathsep.join([str(tmp_path), str(ROOT), os.environ.get("PYTHONPATH", "")])
+    path = os.pathsep.join([str(lib), str(ROOT), os.environ.get("PYTHONPATH", "")])
     out = subprocess.run(
-        [sys.executable, str(tmp_path / "main.py")],
+        [sys.executable, str(script / "main.py")],
         env={**os.environ, "PYTHONPATH": path},
         capture_output=True,
         text=True,
         timeout=120,
     )
-    assert out.stdout.strip() == "inherited", out.stderr
+    assert out.stdout.strip() == "['inherited', 'inherited']", out.stderr
 
 
 @pytest.mark.slow

@@ -21,6 +21,7 @@ that reading an archive never runs far ahead of hashing (memory stays at about
 from __future__ import annotations
 
 import multiprocessing
+import os
 import sys
 import types
 from collections.abc import Iterable, Iterator
@@ -41,9 +42,25 @@ class Engine(Protocol):
     def map(self, batches: Iterable[list[Item]], config: ScanConfig) -> Iterator[Rows]: ...
 
 
+def _imports_of(module: types.ModuleType) -> set[str]:
+    """Names of the modules of ``module``'s global modules, classes and functions."""
+    names = set()
+    for value in vars(module).values():
+        if isinstance(value, types.ModuleType):
+            names.add(value.__name__)
+        elif isinstance(value, type | types.FunctionType):
+            names.add(value.__module__)
+    return names
+
+
+def _folder(module: types.ModuleType | None) -> str:
+    file = getattr(module, "__file__", None)
+    return os.path.dirname(os.path.realpath(file)) if isinstance(file, str) else ""
+
+
 def _main_imports() -> list[str]:
-    """Names of the modules the main script imported: its global modules and the modules
-    of its global classes and functions (``prov``'s script: clients.cli).
+    """Names of the modules the main script imported (`_imports_of`; ``prov``'s script:
+    clients.cli), and those its sibling modules imported.
 
     Every process a fork server starts runs the main script again (as ``__mp_main__``,
     `multiprocessing.spawn.prepare`) before its first task, and the fork server never
@@ -51,15 +68,19 @@ def _main_imports() -> list[str]:
     for a ``main_path`` key that ``spawn.get_preparation_data`` calls
     ``init_main_from_path``), so each scan worker spent 0.8-1.5 s CPU importing what the
     script imports. With these modules preloaded, running the script again only defines its
-    functions.
+    functions. The fork server does not get the script's folder on its path either (3.11
+    ignores its ``sys_path``), so the script's sibling modules cannot be preloaded: what
+    they import is.
     """
     main = sys.modules.get("__main__")
-    names = set()
-    for value in vars(main).values() if main is not None else ():
-        if isinstance(value, types.ModuleType):
-            names.add(value.__name__)
-        elif isinstance(value, type | types.FunctionType):
-            names.add(value.__module__)
+    if main is None:
+        return []
+    names = _imports_of(main)
+    folder = _folder(main)
+    for name in list(names):
+        module = sys.modules.get(name)
+        if folder and module is not None and _folder(module) == folder:
+            names |= _imports_of(module)
     return sorted(n for n in names if n in sys.modules and n not in ("__main__", "__mp_main__"))
 
 
