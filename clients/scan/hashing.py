@@ -11,17 +11,23 @@ reported as such and never looked up (every empty file has the same SHA-256).
 Files are opened with `clients.files.open_regular` (a FIFO or device never blocks or
 streams without end) and every read is bounded by the size found by ``fstat`` on the
 opened file and by the limits.
+
+A batch's small folder files are read before any of them is decoded (`read_ahead`):
+decoding and hashing right after each file's open and reads ran about 5-12% slower per
+file on this machine (the system calls leave the decoder's caches cold), measured on the
+bench's 160x120 JPEGs.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import BinaryIO
 
 from clients.files import open_regular
-from clients.scan.sources import SIDECAR_SUFFIX, EntryItem, FileItem, HashedItem
+from clients.scan.sources import SIDECAR_SUFFIX, EntryItem, FileItem, HashedItem, Item
 from provenance.c2pa.container import may_hold_manifest_store, strip_manifest_store
 from provenance.core.binding import PerceptualHash, Sha256Stream
 from provenance.core.errors import ClaimError, MediaError, ProvenanceError
@@ -144,12 +150,50 @@ def _sha256_of(f: BinaryIO, size: int) -> tuple[bytes, int]:
     return stream.digest(), stream.size
 
 
-def measure(item: FileItem | EntryItem | HashedItem, limits: AssetLimits) -> Measured:
-    """Hash one item. Raises OSError if a file on disk cannot be read and
-    `clients.files.NotRegularFileError` (a MediaError) if it is no longer a regular
-    file."""
+#: Folder files up to this size are read ahead of a batch's decoding, in bytes.
+READ_AHEAD_FILE_BYTES = 1 << 20
+#: Bytes read ahead for one batch at most.
+READ_AHEAD_BATCH_BYTES = 16 << 20
+
+
+def read_ahead(items: Iterable[Item], limits: AssetLimits) -> dict[str, bytes]:
+    """The bytes of the folder files among ``items`` of at most READ_AHEAD_FILE_BYTES (and
+    at most ``limits.max_image_bytes``) each, READ_AHEAD_BATCH_BYTES in all, by ref, for
+    `measure`. A file that cannot be opened or read is left out (`measure` then reports
+    why); the size is the one ``fstat`` gives on the opened file."""
+    out: dict[str, bytes] = {}
+    budget = READ_AHEAD_BATCH_BYTES
+    largest = min(READ_AHEAD_FILE_BYTES, limits.max_image_bytes)
+    for item in items:
+        if not isinstance(item, FileItem) or not 0 < item.size <= min(largest, budget):
+            continue
+        try:
+            with open_regular(item.path) as f:
+                size = os.fstat(f.fileno()).st_size
+                if size > min(largest, budget):
+                    continue
+                out[item.ref] = f.read(size)
+        except (OSError, MediaError):
+            continue
+        budget -= size
+    return out
+
+
+def measure(
+    item: FileItem | EntryItem | HashedItem, limits: AssetLimits, data: bytes | None = None
+) -> Measured:
+    """Hash one item. ``data``: a folder file's bytes from `read_ahead` (then the file is
+    not opened again, unless it is a video, whose frames the decoder reads from the file).
+    Raises OSError if a file on disk cannot be read and `clients.files.NotRegularFileError`
+    (a MediaError) if it is no longer a regular file."""
     if isinstance(item, EntryItem):
         return _from_bytes(item.ref, item.data, limits)
+    if (
+        isinstance(item, FileItem)
+        and data is not None
+        and not _is_video(sniff_media_type(data[:SNIFF_BYTES]))
+    ):
+        return _from_bytes(item.ref, data, limits)
     if isinstance(item, HashedItem):
         note = (
             _ARCHIVED_VIDEO

@@ -26,7 +26,7 @@ from typing import Any
 from clients.api import ProvenanceClient, Query, is_unreachable
 from clients.files import read_bounded
 from clients.report import report_to_json
-from clients.scan.hashing import Measured, measure
+from clients.scan.hashing import Measured, measure, read_ahead
 from clients.scan.rows import error_row, measured_row
 from clients.scan.runs import runs
 from clients.scan.sources import EntryItem, FileItem, Item, RefusedItem, ScanLimits
@@ -230,12 +230,13 @@ def process_batch(items: Sequence[Item], config: ScanConfig) -> list[dict[str, A
     client = _client(config.server)
     measured: dict[str, Measured] = {}
     rows: dict[str, dict[str, Any]] = {}
+    read = read_ahead(items, config.limits.assets)
     for item in items:
         if isinstance(item, RefusedItem):
             rows[item.ref] = error_row(item.ref, item.error, item.size, item.archive)
             continue
         try:
-            measured[item.ref] = measure(item, config.limits.assets)
+            measured[item.ref] = measure(item, config.limits.assets, read.pop(item.ref, None))
         except (OSError, ProvenanceError) as e:
             msg = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
             rows[item.ref] = error_row(
