@@ -14,8 +14,8 @@ baseline, the ratios that count), and a bare `grpc.aio` server with the same two
 handlers in a third (informative rows: how much of the gap is grpc.aio's own cost, the
 floor of a server built like `prov serve`); this process is the client for all: a `grpc.aio` channel with one task per caller sending
 pre-serialized requests, so client-side protobuf and signing cost nothing in either
-measurement. Rounds of each path and its peer alternate (so both see the same share of a
-shared machine); each rate is the median of --rounds rounds. Also the work per CPU-second
+measurement. Rounds of each path and its peer alternate (so all see the same share of a
+shared machine; each round starts with the next one); each rate is the median of --rounds rounds. Also the work per CPU-second
 of each server process (utime + stime), which a busy machine disturbs less. Prints the
 ratios and writes them to out/bench/service.json (bench/results.py).
 
@@ -184,11 +184,14 @@ class Peer:
 
 
 def _alternated(rounds: int, *peers: Peer) -> list[tuple[float, float]]:
-    """Rounds of ``peers`` alternated, so all see the same share of a shared machine; for
-    each, (median rate, median work per CPU-second of its server process)."""
+    """Rounds of ``peers`` alternated, so all see the same share of a shared machine, each
+    round starting with the next peer (the first of a round measured faster or slower by
+    up to 10%); for each, (median rate, median work per CPU-second of its server
+    process)."""
     out: dict[int, list[tuple[float, float]]] = {i: [] for i in range(len(peers))}
-    for _ in range(rounds):
-        for i, peer in enumerate(peers):
+    for r in range(rounds):
+        for i in [(r + k) % len(peers) for k in range(len(peers))]:
+            peer = peers[i]
             cpu0 = sum(peer.proc.cpu_times()[:2])
             t0 = time.perf_counter()
             rate = asyncio.run(peer.measure())
