@@ -235,7 +235,12 @@ class CapturesServicer(rpc.CapturesServicer):
             raise ClaimError("the request carries no signed claim")
         signed = wire.signed_from_pb(request.signed_claim)
         size = len(signed.claim_bytes)
-        if self.quota.reads_store(signed.key_id):
+        if not self.s.knows_device_key(signed.key_id):
+            # in one hop off the loop: the device's key first (an unknown device costs
+            # that one read, no quota count), then its quota
+            loop = asyncio.get_running_loop()
+            await loop.run_in_executor(self.pool, self._first_sight, signed, size)
+        elif self.quota.reads_store(signed.key_id):
             loop = asyncio.get_running_loop()
             await loop.run_in_executor(self.pool, self.quota.check, signed.key_id, size)
         else:
@@ -246,6 +251,12 @@ class CapturesServicer(rpc.CapturesServicer):
         return pb.SubmitCaptureResponse(
             receipt=wire.receipt_to_pb(res.receipt), duplicate=res.duplicate
         )
+
+    def _first_sight(self, signed: SignedClaim, size: int) -> None:
+        """A submission from a device whose key is not kept (in a pool thread): read the
+        key, then check the quota. Raises ClaimError, UnknownDeviceError, LimitError."""
+        self.s.read_device_key(signed)
+        self.quota.check(signed.key_id, size)
 
 
 class VerificationServicer(rpc.VerificationServicer):
