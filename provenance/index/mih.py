@@ -56,8 +56,9 @@ _BUCKETS = 1 << SUBSTRING_BITS
 #: Seconds a table build takes per code, for estimates (about 4 s per 10^6 codes on a
 #: loaded 2-core machine).
 BUILD_SECONDS_PER_CODE = 4e-6
-#: Codes a search scans linearly per second, for estimates (about 0.07 s per 10^6 codes).
-SCAN_CODES_PER_SECOND = 10_000_000
+#: Codes a search scans linearly per second, for estimates: about 0.07 s per 10^6 codes
+#: on an idle core, taken 3 times slower (a loaded machine).
+SCAN_CODES_PER_SECOND = 5_000_000
 #: Pending (not yet indexed) codes tolerated before a rebuild, at least.
 REBUILD_MIN_PENDING = 4096
 #: ... and at most this fraction (1/REBUILD_FRACTION) of the indexed codes.
