@@ -50,7 +50,7 @@ from results import Ratio, write_results  # bench/results.py, next to this scrip
 from clients.api import ProvenanceClient, Query
 from clients.files import open_regular
 from clients.scan.engines import LocalEngine, _worker_context
-from clients.scan.hashing import measure
+from clients.scan.hashing import measure, read_ahead
 from clients.scan.pipeline import run_scan
 from clients.scan.report import csv_row, row_key
 from clients.scan.rows import measured_row
@@ -245,6 +245,13 @@ def breakdown(
         for i in items:
             measure(i, limits)
 
+    def measure_read_ahead() -> None:
+        for k in range(0, n, 64):
+            batch = items[k : k + 64]
+            read = read_ahead(batch, limits)
+            for i in batch:
+                measure(i, limits, read.pop(i.ref, None))
+
     def lookups() -> None:
         for k in range(0, n, 64):
             client.lookup(queries[k : k + 64])
@@ -276,7 +283,8 @@ def breakdown(
         ("SHA-256", sha, n),
         ("sniff + C2PA marker search", sniff, n),
         ("decode + PDQ (bare)", lambda: _bare(datas), n),
-        ("measure() (all of the above)", measure_all, n),
+        ("measure() (all of the above), file by file", measure_all, n),
+        ("the same, a batch read ahead (as a worker)", measure_read_ahead, n),
         ("Lookup, worker CPU (request, reply)", lookups, n),
         ("row from the reply", row_all, n),
         ("rows pickled to the driver and back", pickled, n),
@@ -359,7 +367,7 @@ def bench_scan(n: int, workers: int, rounds: int) -> list[Ratio]:
             proc.wait(timeout=30)
     print("  per-file CPU of each part, this process, same files (us):")
     for name, us in parts.items():
-        print(f"    {name:<40} {us:8.1f}")
+        print(f"    {name:<44} {us:8.1f}")
     return [
         Ratio(
             f"prov scan, {workers} workers",
