@@ -58,7 +58,7 @@ from provenance.core.binding import PerceptualHash
 from provenance.core.claims import Claim, HardBinding, SignedClaim
 from provenance.core.envelope import PAYLOAD_TYPE_CLAIM
 from provenance.index.mih import MihIndex, _build
-from provenance.index.packs import PACK_LEAVES, load_index, write_packs
+from provenance.index.packs import DIGEST_KEY, PACK_LEAVES, load_index, pack_digest, write_packs
 from provenance.server.service import ProvenanceService, ServiceConfig
 from provenance.server.startup import check_index_row
 from provenance.server.writer import GroupCommitWriter, PendingClaim
@@ -250,7 +250,9 @@ def bench_startup(
         for k in range(packs):
             ids = np.arange(k * PACK_LEAVES, (k + 1) * PACK_LEAVES, dtype=np.int64)
             words = rng.integers(0, 2**63, (PACK_LEAVES, 4), dtype=np.uint64)
-            store.put_pack(HashPack(int(ids[0]), int(ids[-1]) + 1, ids, words, False))
+            pack = HashPack(int(ids[0]), int(ids[-1]) + 1, ids, words, False)
+            store.put_pack(pack)  # with its digest, as `write_packs` stores it
+            store.set_meta(DIGEST_KEY.format(first=pack.first), pack_digest(pack))
         n = packs * PACK_LEAVES
         t0 = time.perf_counter()
         loaded = load_index(store, n)

@@ -49,3 +49,23 @@ def in_existing_folder(path: Path, option: str) -> Path:
             f"{path}: the folder {folder} does not exist (create it first)", param_hint=option
         )
     return path
+
+
+#: ``--header-seconds``, ``--connections-per-client``, ``--max-connections``: the
+#: connection limits of an HTTP server (`prov web`, `prov witness serve`; see
+#: `provenance.web.guard`).
+HeaderSecondsOpt = Annotated[
+    float,
+    typer.Option(
+        help="Close a connection whose request line and headers have not all arrived within"
+        " this many seconds (408 if part came).",
+        min=0.1,
+    ),
+]
+ConnectionsPerClientOpt = Annotated[
+    int,
+    typer.Option(help="Connections one client address may hold open; more get 503.", min=1),
+]
+MaxConnectionsOpt = Annotated[
+    int, typer.Option(help="Connections open at once in all; more get 503.", min=1)
+]

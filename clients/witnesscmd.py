@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from clients.options import ConnectionsPerClientOpt, HeaderSecondsOpt, MaxConnectionsOpt
 from provenance.core.errors import ConfigError
 from provenance.log.checkpoint import generate_log_key, load_log_signer
 from provenance.witness import Witness
@@ -39,12 +40,16 @@ def serve(
     listen: Annotated[
         str, typer.Option(help="Address to listen on, HOST:PORT (port 0 picks one).")
     ] = "127.0.0.1:8090",
+    header_seconds: HeaderSecondsOpt = 10.0,
+    connections_per_client: ConnectionsPerClientOpt = 32,
+    max_connections: MaxConnectionsOpt = 256,
 ) -> None:
     """Serve POST /add-checkpoint (c2sp.org/tlog-witness): verify the log's signature and
     a consistency proof from the last checkpoint cosigned, then answer an Ed25519
     cosignature/v1 line (c2sp.org/tlog-cosignature). Refuses rolled-back or forked
     checkpoints with 409 Conflict and the witness's size. Prints the witness's verifier
     key, then ``witness on http://HOST:PORT``."""
+    from provenance.web.guard import HttpLimits
     from provenance.witness.http import run_witness
 
     if not key.parent.is_dir():
@@ -52,4 +57,9 @@ def serve(
     signer = load_log_signer(key, name) if key.exists() else generate_log_key(key, name)
     witness = Witness(signer, [read_key_text(v) for v in log_key], state)
     print(f"witness key {witness.vkey()}", flush=True)
-    run_witness(listen, witness)
+    limits = HttpLimits(
+        header_seconds=header_seconds,
+        per_client=connections_per_client,
+        max_connections=max_connections,
+    )
+    run_witness(listen, witness, limits)

@@ -117,6 +117,16 @@ class UploadTimeoutError(LimitError):
     """An upload stream went idle, or ran past the server's per-upload deadline."""
 
 
+class DeadlineError(LimitError):
+    """A call ran past its time budget: the caller's deadline or the server's cap for that
+    kind of call (a Lookup's ``--lookup-seconds``)."""
+
+
+class IndexLoadingError(ProvenanceError):
+    """The near-duplicate index is still loading at the server's start: a search of it now
+    would scan every hash not yet in its tables; retry after the time the message gives."""
+
+
 class WitnessError(LogError):
     """A witness refused a checkpoint (C2SP tlog-witness: a fork, a rollback, a bad
     proof) or could not be reached; or the server requests no cosignatures."""

@@ -159,6 +159,13 @@ def serve(
     max_lookup_hashes: Annotated[
         int, typer.Option(help="Perceptual hashes (video frames) in one Lookup call.")
     ] = 16384,
+    lookup_seconds: Annotated[
+        float,
+        typer.Option(
+            help="Longest a Lookup call may run (less if the caller's deadline is sooner);"
+            " beyond it DEADLINE_EXCEEDED."
+        ),
+    ] = 30.0,
     quota_claims_per_minute: Annotated[
         int, typer.Option(help="Submissions accepted per device per minute (0: no quota).")
     ] = 600,
@@ -212,12 +219,14 @@ def serve(
     from provenance.media.inspect import InspectConfig
     from provenance.media.video.decode import start_decoder
     from provenance.metrics import serve_metrics
+    from provenance.server.allocator import keep_freed_memory
     from provenance.server.limits import ServerLimits
     from provenance.server.rpc import ServerConfig, create_server
     from provenance.server.service import ProvenanceService, ServiceConfig
     from provenance.store import is_postgres_url
     from provenance.witness.client import parse_witness_option
 
+    keep_freed_memory()  # upload buffers reused instead of faulted in again
     witnesses = tuple(parse_witness_option(w) for w in witness or [])
     if witness_quorum > len(witnesses):
         raise ConfigError(
@@ -234,6 +243,7 @@ def serve(
         max_lookups=max_lookups,
         max_lookup_queries=max_lookup_queries,
         max_lookup_hashes=max_lookup_hashes,
+        lookup_s=lookup_seconds,
         quota_claims_per_minute=quota_claims_per_minute,
         quota_bytes_per_minute=quota_claim_kb_per_minute * 1024,
     )

@@ -51,7 +51,9 @@ class ServerLimits:
     max_lookups: Lookup calls served at once, the rest refused, each in its own thread
     outside the RPC pool [--max-lookups];
     max_lookup_queries: files in one Lookup [--max-lookup-queries]; max_lookup_hashes:
-    perceptual hashes (video frames) in one Lookup [--max-lookup-hashes];
+    perceptual hashes (video frames) in one Lookup [--max-lookup-hashes]; lookup_s: seconds
+    one Lookup may run, counted from its arrival, or less when the caller's deadline is
+    sooner [--lookup-seconds];
     quota_claims_per_minute, quota_bytes_per_minute: accepted submissions and signed-claim
     bytes per device per minute, bursts up to one minute's worth
     [--quota-claims-per-minute, --quota-claim-kb-per-minute]; 0 turns a quota off.
@@ -69,6 +71,7 @@ class ServerLimits:
     max_lookups: int = 4
     max_lookup_queries: int = MAX_LOOKUP_QUERIES
     max_lookup_hashes: int = MAX_LOOKUP_HASHES
+    lookup_s: float = 30.0
     quota_claims_per_minute: int = 600
     quota_bytes_per_minute: int = 32 * 1024 * 1024
 
@@ -88,7 +91,7 @@ class ServerLimits:
                 f" {self.max_uploads + MIN_FREE_THREADS} RPC threads (got {self.rpc_threads}):"
                 f" {MIN_FREE_THREADS} are kept for other calls"
             )
-        for name in ("upload_idle_s", "upload_deadline_s", "decode_wait_s"):
+        for name in ("upload_idle_s", "upload_deadline_s", "decode_wait_s", "lookup_s"):
             if not getattr(self, name) > 0:
                 raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
         for name in ("min_chunk_bytes", "quota_claims_per_minute", "quota_bytes_per_minute"):

@@ -13,6 +13,7 @@ import hmac
 import inspect
 import logging
 import threading
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from concurrent import futures
 from contextlib import ExitStack, aclosing
@@ -30,8 +31,10 @@ from provenance.core.dihedral import DIHEDRAL_TURNS
 from provenance.core.errors import (
     AuthError,
     ClaimError,
+    DeadlineError,
     DetectorError,
     EnrollmentError,
+    IndexLoadingError,
     KeyMaterialError,
     LimitError,
     LogError,
@@ -50,6 +53,7 @@ from provenance.core.errors import (
     WitnessError,
 )
 from provenance.core.verify import FileFacts, VerificationReport
+from provenance.index.mih import SCAN_CODES_PER_SECOND
 from provenance.media.assets import check_image_size
 from provenance.media.image import SNIFF_BYTES, sniff_media_type
 from provenance.media.inspect import InspectConfig, Upload
@@ -75,6 +79,7 @@ REPLY_MARGIN_BYTES = 64 * 1024
 # Most specific first: the first matching class decides the status code.
 _STATUS: tuple[tuple[type[ProvenanceError], grpc.StatusCode], ...] = (
     (UploadTimeoutError, grpc.StatusCode.DEADLINE_EXCEEDED),
+    (DeadlineError, grpc.StatusCode.DEADLINE_EXCEEDED),
     (LimitError, grpc.StatusCode.RESOURCE_EXHAUSTED),
     (MediaTooLargeError, grpc.StatusCode.RESOURCE_EXHAUSTED),
     (MediaError, grpc.StatusCode.INVALID_ARGUMENT),
@@ -93,6 +98,7 @@ _STATUS: tuple[tuple[type[ProvenanceError], grpc.StatusCode], ...] = (
     (LogError, grpc.StatusCode.OUT_OF_RANGE),
     (DetectorError, grpc.StatusCode.UNAVAILABLE),
     (StorageError, grpc.StatusCode.UNAVAILABLE),
+    (IndexLoadingError, grpc.StatusCode.UNAVAILABLE),
 )
 
 
@@ -229,7 +235,12 @@ class CapturesServicer(rpc.CapturesServicer):
             raise ClaimError("the request carries no signed claim")
         signed = wire.signed_from_pb(request.signed_claim)
         size = len(signed.claim_bytes)
-        if self.quota.reads_store(signed.key_id):
+        if not self.s.knows_device_key(signed.key_id):
+            # in one hop off the loop: the device's key first (an unknown device costs
+            # that one read, no quota count), then its quota
+            loop = asyncio.get_running_loop()
+            await loop.run_in_executor(self.pool, self._first_sight, signed, size)
+        elif self.quota.reads_store(signed.key_id):
             loop = asyncio.get_running_loop()
             await loop.run_in_executor(self.pool, self.quota.check, signed.key_id, size)
         else:
@@ -240,6 +251,12 @@ class CapturesServicer(rpc.CapturesServicer):
         return pb.SubmitCaptureResponse(
             receipt=wire.receipt_to_pb(res.receipt), duplicate=res.duplicate
         )
+
+    def _first_sight(self, signed: SignedClaim, size: int) -> None:
+        """A submission from a device whose key is not kept (in a pool thread): read the
+        key, then check the quota. Raises ClaimError, UnknownDeviceError, LimitError."""
+        self.s.read_device_key(signed)
+        self.quota.check(signed.key_id, size)
 
 
 class VerificationServicer(rpc.VerificationServicer):
@@ -305,6 +322,8 @@ class VerificationServicer(rpc.VerificationServicer):
             data = chunk.data  # each read of the field copies the bytes
             if len(data) < lim.min_chunk_bytes:
                 short = len(data)
+            if upload.hashing_behind:  # wait for the hashing in a thread, not on the loop
+                await asyncio.get_running_loop().run_in_executor(None, upload.wait_hashed)
             upload.write(data)
             if image is None and upload.size >= SNIFF_BYTES:
                 image = (sniff_media_type(upload.head(SNIFF_BYTES)) or "").startswith("image/")
@@ -397,15 +416,21 @@ class VerificationServicer(rpc.VerificationServicer):
                 f"the server is already answering {lim.max_lookups} Lookup calls with as many"
                 f" waiting, its limit (--max-lookups): try again shortly"
             )
+        # the call's time budget, from now: the caller's deadline or --lookup-seconds
+        left = context.time_remaining()
+        budget = lim.lookup_s if left is None else min(left, lim.lookup_s)
         self.lookups_admitted += 1
         try:
             loop = asyncio.get_running_loop()
-            return await loop.run_in_executor(self.lookups, self._lookup, request)
+            return await loop.run_in_executor(
+                self.lookups, self._lookup, request, time.monotonic() + budget, budget
+            )
         finally:
             self.lookups_admitted -= 1
 
-    def _lookup(self, request: Any) -> Any:
-        """The Lookup reply (in a lookup thread). Raises LimitError or ClaimError."""
+    def _lookup(self, request: Any, deadline: float, budget: float) -> Any:
+        """The Lookup reply (in a lookup thread), given up at ``deadline`` (time.monotonic)
+        between files. Raises LimitError, DeadlineError, IndexLoadingError or ClaimError."""
         lim = self.c.limits
         if len(request.queries) > lim.max_lookup_queries:
             raise LimitError(
@@ -422,9 +447,17 @@ class VerificationServicer(rpc.VerificationServicer):
                 f"{hashes} perceptual hashes in one Lookup; the limit is"
                 f" {lim.max_lookup_hashes} (--max-lookup-hashes): send fewer per call"
             )
+        self._check_index_load(hashes, budget)
         out = pb.LookupResponse()
         room = MAX_MESSAGE_BYTES - REPLY_MARGIN_BYTES
-        for q in request.queries:
+        for i, q in enumerate(request.queries):
+            if time.monotonic() >= deadline:
+                raise DeadlineError(
+                    f"the Lookup ran out of time after answering {i} of {len(request.queries)}"
+                    f" files (its budget was {budget:.3g} s: the call's deadline or"
+                    " --lookup-seconds, whichever is sooner): send fewer per call or allow"
+                    " more time"
+                )
             if len(q.sha256) != 32:
                 raise ClaimError(f"query {q.ref!r}: sha256 must be 32 bytes")
             if len(q.soft_bindings) > MAX_SOFT_BINDINGS:
@@ -452,6 +485,30 @@ class VerificationServicer(rpc.VerificationServicer):
                 )
             out.results.append(result)
         return out
+
+    def _check_index_load(self, hashes: int, budget: float) -> None:
+        """Refuse, before any work, a Lookup whose ``hashes`` perceptual hashes would take
+        longer than ``budget`` seconds to search because many of the index's codes are not
+        yet in its tables (at the start of a large log, `MihIndex.scan_load`): an exact
+        Lookup is still answered. Raises IndexLoadingError (UNAVAILABLE) while the tables
+        are being built, DeadlineError otherwise."""
+        if not hashes:
+            return
+        pending, ready_in = self.s.pdq.scan_load()
+        scan_s = hashes * pending / SCAN_CODES_PER_SECOND
+        if scan_s <= budget:
+            return
+        if ready_in > 0:
+            raise IndexLoadingError(
+                f"the near-duplicate index is still loading ({pending:,} perceptual hashes not"
+                f" yet in its tables): searching this Lookup's {hashes:,} hashes now would take"
+                f" about {scan_s:,.0f} s; retry in {ready_in:.0f} s (Lookups without"
+                " perceptual hashes are answered meanwhile)"
+            )
+        raise DeadlineError(
+            f"searching this Lookup's {hashes:,} perceptual hashes would take about"
+            f" {scan_s:,.0f} s, more than its budget of {budget:.3g} s: send fewer per call"
+        )
 
 
 class LogServicer(rpc.LogServicer):

@@ -636,6 +636,18 @@ class ProvenanceService:
             self._remember_key(device_id, key)
         return key
 
+    def knows_device_key(self, device_id: bytes) -> bool:
+        """Whether the key of ``device_id`` is kept (a submission then reads no store)."""
+        return device_id in self._device_keys
+
+    def read_device_key(self, signed: SignedClaim) -> None:
+        """Check the claim's shape, then read and keep its device's key (one store read):
+        what a submission from a device whose key is not kept does first, so that an
+        unknown device costs that one read and no other (no quota count). Raises
+        ClaimError, UnknownDeviceError, StorageError."""
+        self._claim(signed)
+        self._device_key(signed.key_id)
+
     def _remember_key(self, device_id: bytes, public_key: bytes) -> None:
         with self._device_keys_lock:
             if len(self._device_keys) >= DEVICE_KEYS_CACHED:  # the oldest kept goes

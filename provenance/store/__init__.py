@@ -319,11 +319,14 @@ def is_postgres_url(target: str | Path) -> bool:
     return isinstance(target, str) and target.startswith(("postgresql://", "postgres://"))
 
 
-def open_store(target: str | Path, *, exclusive: bool = False) -> Store:
+def open_store(target: str | Path, *, exclusive: bool = False, read_only: bool = False) -> Store:
     """Open (creating and migrating if needed) the store ``target`` names.
 
     ``postgresql://USER@HOST:PORT/DB``: PostgreSQL; ``:memory:``: the in-memory fake;
     else a SQLite file path, which with ``exclusive`` is locked against a second server.
+    ``read_only`` (an audit): never write, neither a migration nor anything else (SQLite
+    ``mode=ro``; PostgreSQL read-only transactions); an older schema is left as it is and
+    described in the store's ``outdated``.
     Raises ConfigError (PostgreSQL driver missing, another server holds the file),
     StorageError (cannot connect) or LogError (not our database, newer schema).
     """
@@ -335,14 +338,14 @@ def open_store(target: str | Path, *, exclusive: bool = False) -> Store:
                 f"a PostgreSQL database needs psycopg 3 and psycopg-pool ({e});"
                 " install media-provenance[postgres]"
             ) from e
-        return PostgresStore(str(target))
+        return PostgresStore(str(target), read_only=read_only)
     if str(target) == ":memory:":
         from provenance.store.memory import MemoryStore
 
         return MemoryStore()
     from provenance.store.sqlite import SqliteStore
 
-    return SqliteStore(Path(target), exclusive=exclusive)
+    return SqliteStore(Path(target), exclusive=exclusive, read_only=read_only)
 
 
 #: Prefix of the per-device quota counters in the meta table (minute, then device id).

@@ -140,9 +140,15 @@ class PostgresStore(SqlStore):
     shared = True
 
     def __init__(
-        self, url: str, *, max_connections: int = 24, connect_timeout_s: float = 15.0
+        self,
+        url: str,
+        *,
+        max_connections: int = 24,
+        connect_timeout_s: float = 15.0,
+        read_only: bool = False,
     ) -> None:
         self.location = redact(url)
+        self.read_only = read_only
         try:  # one plain connection first: libpq's own reason when the database is not there
             psycopg.connect(url, connect_timeout=max(1, int(connect_timeout_s))).close()
         except psycopg.Error as e:
@@ -151,7 +157,9 @@ class PostgresStore(SqlStore):
             url,
             min_size=1,
             max_size=max_connections,
-            kwargs={"autocommit": True},
+            # read-only (an audit): every transaction of the session is READ ONLY
+            kwargs={"autocommit": True}
+            | ({"options": "-c default_transaction_read_only=on"} if read_only else {}),
             timeout=30.0,
             open=False,
             name="provenance",
@@ -195,6 +203,9 @@ class PostgresStore(SqlStore):
         c.execute("SELECT pg_advisory_xact_lock(?)", (APPEND_LOCK,))
 
     def _migrate(self) -> None:
+        if self.read_only:
+            self._check_schema()
+            return
         with self._errors(), self._write() as c:
             c.execute("SELECT pg_advisory_xact_lock(?)", (MIGRATE_LOCK,))
             c.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
@@ -210,6 +221,28 @@ class PostgresStore(SqlStore):
                     if stmt.strip():
                         c.execute(stmt)
                 c.execute("INSERT INTO schema_version(version) VALUES (?)", (v,))
+
+    def _check_schema(self) -> None:
+        """A read-only store's schema check: newer than this code or none at all raise
+        LogError; older sets ``outdated``."""
+        with self._errors():
+            try:
+                with self._read() as c:
+                    row = c.execute("SELECT MAX(version) FROM schema_version").fetchone()
+            except psycopg.errors.UndefinedTable as e:
+                raise LogError(f"{self.location} holds no provenance log: {e}") from e
+        version = int(row[0] or 0)
+        if version > SCHEMA_VERSION or version == 0:
+            raise LogError(
+                f"{self.location} has schema version {version}; this program knows 1 to"
+                f" {SCHEMA_VERSION}"
+            )
+        if version < SCHEMA_VERSION:
+            self.outdated = (
+                f"the database {self.location} has schema version {version}, older than this"
+                f" program's {SCHEMA_VERSION}, and was opened read-only, so not migrated;"
+                " `prov serve --db URL` migrates it when it starts"
+            )
 
     def close(self) -> None:
         self._pool.close()

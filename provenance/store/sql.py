@@ -383,6 +383,10 @@ class SqlStore(ABC):
 
     location: str
     shared: bool
+    #: Opened read-only over an older schema (not migrated): a sentence saying so and how
+    #: to migrate it; "" when the schema is current. Tables or columns newer than the
+    #: database's schema are missing from it.
+    outdated: str = ""
 
     # ---------------------------------------------------------------- backend hooks
 

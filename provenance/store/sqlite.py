@@ -150,19 +150,29 @@ def _lock_file(db: Path) -> IO[bytes]:
 class SqliteStore(SqlStore):
     """The database file (see module docstring). Raises `LogError` when the file is not
     ours or its schema is newer than this code, ConfigError when ``exclusive`` and
-    another server holds it."""
+    another server holds it.
+
+    ``read_only`` (an audit): every connection opens the file with SQLite's ``mode=ro``
+    and ``query_only``, sets no journal mode and runs no migration (an older schema is
+    described in ``outdated``); a write raises StorageError."""
 
     shared = False
 
-    def __init__(self, path: Path, *, exclusive: bool = False) -> None:
+    def __init__(self, path: Path, *, exclusive: bool = False, read_only: bool = False) -> None:
         self.path = Path(path)
         self.location = str(self.path)
+        self.read_only = read_only
         self._lock = _lock_file(self.path) if exclusive else None
         self._local = threading.local()
         self._write_lock = threading.RLock()
         self._readers: list[sqlite3.Connection] = []
         try:
             self._writer = self._connect()
+            self._stop = threading.Event()
+            self._checkpointer: threading.Thread | None = None
+            if read_only:
+                self._check_schema()
+                return
             # the writer's page cache: random inserts into the hash indexes (claim, leaf,
             # file) then read from memory at 10^6 entries instead of from the file
             self._writer.execute(f"PRAGMA cache_size=-{WRITER_CACHE_KIB}")
@@ -170,8 +180,6 @@ class SqliteStore(SqlStore):
             # file after every commit would double the commit's work (see module docstring)
             self._writer.execute(f"PRAGMA wal_autocheckpoint={WAL_CHECKPOINT_PAGES}")
             self._migrate()
-            self._stop = threading.Event()
-            self._checkpointer: threading.Thread | None = None
             if exclusive:
                 self._checkpointer = threading.Thread(
                     target=self._checkpoint_loop, name="sqlite-checkpoint", daemon=True
@@ -185,6 +193,8 @@ class SqliteStore(SqlStore):
     # ---------------------------------------------------------------- plumbing
 
     def _connect(self) -> sqlite3.Connection:
+        if self.read_only:
+            return self._connect_read_only()
         try:
             conn = sqlite3.connect(
                 self.path, isolation_level=None, check_same_thread=False, timeout=30.0
@@ -196,6 +206,41 @@ class SqliteStore(SqlStore):
             raise LogError(f"cannot open database {self.path}: {e}") from e
         return conn
 
+    def _connect_read_only(self) -> sqlite3.Connection:
+        try:
+            conn = sqlite3.connect(
+                f"{self.path.resolve().as_uri()}?mode=ro",
+                uri=True,
+                isolation_level=None,
+                check_same_thread=False,
+                timeout=30.0,
+            )
+            conn.execute("PRAGMA query_only=ON")
+        except sqlite3.Error as e:
+            raise LogError(f"cannot open database {self.path} read-only: {e}") from e
+        return conn
+
+    def _check_schema(self) -> None:
+        """A read-only store's schema check: newer than this code or none at all raise
+        LogError; older sets ``outdated``."""
+        try:
+            (version,) = self._writer.execute("PRAGMA user_version").fetchone()
+        except sqlite3.DatabaseError as e:
+            raise LogError(f"{self.path} is not a provenance database: {e}") from e
+        if version > SCHEMA_VERSION or version == 0:
+            raise LogError(
+                f"{self.path} has schema version {version}; this program knows 1 to"
+                f" {SCHEMA_VERSION}"
+                + (": upgrade the program" if version else " (it is no provenance database)")
+            )
+        if version < SCHEMA_VERSION:
+            self.outdated = (
+                f"the database {self.path} has schema version {version}, older than this"
+                f" program's {SCHEMA_VERSION}, and was opened read-only, so not migrated;"
+                f" `prov serve --db {self.path}` migrates it when it starts (copy the file"
+                " first to keep the old one)"
+            )
+
     def _classify(self, e: Exception) -> ProvenanceError | None:
         if not isinstance(e, sqlite3.DatabaseError):
             return None
@@ -205,6 +250,8 @@ class SqliteStore(SqlStore):
                 " nothing was recorded, retry later"
             )
         if isinstance(e, sqlite3.OperationalError):
+            if self.read_only and self.outdated:
+                return StorageError(f"{e}: {self.outdated}")
             return StorageError(f"the database {self.path} cannot be used now: {e}")
         return LogIntegrityError(f"the log database is damaged: {e}")
 

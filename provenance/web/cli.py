@@ -9,7 +9,12 @@ from typing import Annotated
 import typer
 
 from clients.api import default_server
-from clients.options import ServerOpt
+from clients.options import (
+    ConnectionsPerClientOpt,
+    HeaderSecondsOpt,
+    MaxConnectionsOpt,
+    ServerOpt,
+)
 
 
 def web(
@@ -36,11 +41,15 @@ def web(
             " log under /tlog/ (checkpoint, tile/...), with cache headers."
         ),
     ] = None,
+    header_seconds: HeaderSecondsOpt = 10.0,
+    connections_per_client: ConnectionsPerClientOpt = 32,
+    max_connections: MaxConnectionsOpt = 256,
 ) -> None:
     """Serve the verification page, the public log explorer and the JSON API
     (/api/v1/, /openapi.json, C2PA soft binding resolution) over HTTP, as a client of
     the gRPC service at --server. Stores no uploaded file. Stops on SIGINT/SIGTERM."""
     from provenance.web.app import WebConfig
+    from provenance.web.guard import HttpLimits
     from provenance.web.serve import run_web
 
     run_web(
@@ -51,5 +60,10 @@ def web(
             uploads_per_minute=uploads_per_minute,
             upload_idle_seconds=upload_idle_seconds,
             tiles_dir=tiles_dir,
+        ),
+        limits=HttpLimits(
+            header_seconds=header_seconds,
+            per_client=connections_per_client,
+            max_connections=max_connections,
         ),
     )

@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import socket
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import uvicorn
+from starlette.types import ASGIApp
 
 from provenance.core.errors import ConfigError
 from provenance.web.app import WebConfig, create_app
+from provenance.web.guard import DEFAULT_LIMITS, HttpLimits, guarded_protocol
 from provenance.web.logviews import is_number
 
 
@@ -58,26 +60,48 @@ class WebServer:
             self.thread.join(timeout=10)
 
 
-def _server(config: WebConfig) -> uvicorn.Server:
+def uvicorn_server(app: ASGIApp, limits: HttpLimits, keep_alive: int = 10) -> uvicorn.Server:
+    """A uvicorn server for ``app`` (HTTP/1.1 with h11) with ``limits`` on every
+    connection (`provenance.web.guard`): the witness and the web app share it.
+    ``keep_alive``: seconds an idle kept-alive connection stays open."""
     return uvicorn.Server(
         uvicorn.Config(
-            create_app(config),
+            app,
+            http=guarded_protocol(limits),
             log_level="warning",
             access_log=False,
             server_header=False,
             # The rate limit counts the peer address: never take it from X-Forwarded-For.
             proxy_headers=False,
-            timeout_keep_alive=10,
-            limit_concurrency=256,
+            timeout_keep_alive=keep_alive,
+            # the guard refuses connections beyond the cap with a clear 503 first
+            limit_concurrency=limits.max_connections + 1,
         )
     )
 
 
-def start_web(listen: str, config: WebConfig) -> WebServer:
+def web_limits(config: WebConfig, limits: HttpLimits) -> HttpLimits:
+    """``limits`` with the body rules of uploads (`WebConfig`) plus a margin, so an
+    upload's own clearer 408 comes first and the guard only backs it up."""
+    margin = 5.0
+    return replace(
+        limits,
+        body_idle_seconds=config.upload_idle_seconds + margin,
+        body_grace_seconds=config.upload_grace_seconds + margin,
+        body_min_rate=config.upload_min_rate,
+    )
+
+
+def _server(config: WebConfig, limits: HttpLimits = DEFAULT_LIMITS) -> uvicorn.Server:
+    return uvicorn_server(create_app(config), web_limits(config, limits))
+
+
+def start_web(listen: str, config: WebConfig, limits: HttpLimits = DEFAULT_LIMITS) -> WebServer:
     """Serve the web app on ``listen`` from a background thread (``prov serve
-    --http``). Raises ConfigError when the address cannot be bound."""
+    --http``), each connection under ``limits``. Raises ConfigError when the address
+    cannot be bound."""
     sock, address = bind(listen)
-    server = _server(config)
+    server = _server(config, limits)
     thread = threading.Thread(
         target=server.run, kwargs={"sockets": [sock]}, name="web", daemon=True
     )
@@ -85,10 +109,13 @@ def start_web(listen: str, config: WebConfig) -> WebServer:
     return WebServer(address, server, thread)
 
 
-def run_web(listen: str, config: WebConfig, announce: bool = True) -> None:
+def run_web(
+    listen: str, config: WebConfig, announce: bool = True, limits: HttpLimits = DEFAULT_LIMITS
+) -> None:
     """Serve the web app on ``listen`` in this thread until SIGINT/SIGTERM (``prov
-    web``); prints ``web on http://HOST:PORT`` once bound."""
+    web``), each connection under ``limits``; prints ``web on http://HOST:PORT`` once
+    bound. Raises ConfigError when the address cannot be bound."""
     sock, address = bind(listen)
     if announce:
         print(f"web on http://{address}", flush=True)
-    _server(config).run(sockets=[sock])
+    _server(config, limits).run(sockets=[sock])

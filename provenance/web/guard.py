@@ -1,0 +1,220 @@
+"""Connection limits for our HTTP servers (``prov web``, ``prov serve --http``, the
+witness): uvicorn's own options close an idle *kept-alive* connection, but nothing bounds
+how long a new connection may take to send its request, so a few hundred sockets that
+send nothing, or a header a byte at a time ("slowloris"), held uvicorn's connection
+slots (``limit_concurrency``) and every other caller got 503 for as long as they stayed.
+
+`guarded_protocol(limits)` returns uvicorn's h11 protocol with, per connection:
+
+- a head deadline: a request's line and headers must all arrive within
+  ``header_seconds`` of the connection opening (or of the first byte of a later request
+  on a kept-alive connection); otherwise 408 (or a silent close if nothing came);
+- a body deadline, as `provenance.web.upload.relay_body` applies to uploads (and as
+  Apache's mod_reqtimeout ``body=...,MinRate=...``): a body must arrive within
+  ``body_grace_seconds`` plus one second per ``body_min_rate`` bytes received, and
+  never stall for ``body_idle_seconds``; time the server itself holds reading back
+  (flow control, ``Expect: 100-continue``) does not count;
+- caps: at most ``per_client`` connections from one client address and
+  ``max_connections`` in all; one more is answered at once with 503 and a sentence
+  saying which cap, then closed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import h11
+from uvicorn.protocols.http.h11_impl import H11Protocol
+
+#: How long a refused connection is kept half-closed, its input read and dropped, so that
+#: the client reads the 503 rather than a reset (a "lingering close", as Apache's).
+LINGER_SECONDS = 2.0
+
+
+@dataclass(frozen=True)
+class HttpLimits:
+    """Per-connection time limits and connection caps of one HTTP server (seconds,
+    bytes/s, connections); see the module docstring for the rules."""
+
+    header_seconds: float = 10.0
+    body_idle_seconds: float = 10.0
+    body_grace_seconds: float = 10.0
+    body_min_rate: float = 32 * 1024
+    per_client: int = 32
+    max_connections: int = 256
+
+
+#: The defaults, for a server started without its own limits.
+DEFAULT_LIMITS = HttpLimits()
+
+
+def _host(connection: object) -> str | None:
+    """The client address of one of uvicorn's connections (None when unknown)."""
+    client: tuple[str, int] | None = getattr(connection, "client", None)
+    return client[0] if client else None
+
+
+def _response(status: int, reason: str, text: str) -> bytes:
+    body = text.encode()
+    head = (
+        f"HTTP/1.1 {status} {reason}\r\ncontent-type: text/plain; charset=utf-8\r\n"
+        f"content-length: {len(body)}\r\nconnection: close\r\n\r\n"
+    )
+    return head.encode() + body
+
+
+class _GuardedH11(H11Protocol):
+    """uvicorn's h11 protocol with `HttpLimits` applied (set on a subclass by
+    `guarded_protocol`)."""
+
+    limits: ClassVar[HttpLimits]
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._timer: asyncio.TimerHandle | None = None
+        self._refused = False
+        self._phase = ""  # "head", "body" or "" (the server's turn, or between requests)
+        self._phase_start = 0.0
+        self._received = 0  # body bytes since the body phase started
+        self._last_data = 0.0
+
+    # -- connection caps
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        host = _host(self)
+        same = sum(1 for c in self.connections if _host(c) == host)
+        if len(self.connections) > self.limits.max_connections:
+            self._refuse(
+                f"the server is busy: {self.limits.max_connections} connections are open;"
+                " retry in a few seconds\n"
+            )
+        elif host is not None and same > self.limits.per_client:
+            self._refuse(
+                f"too many connections from {host}: at most {self.limits.per_client} at once;"
+                " close some or retry later\n"
+            )
+        else:
+            self._phase, self._phase_start = "head", self.loop.time()
+            self._arm()
+
+    def _refuse(self, text: str) -> None:
+        """Answer 503 with ``text`` before reading any request, then close; the
+        connection no longer counts towards either cap."""
+        self._refused = True
+        self.connections.discard(self)
+        self.transport.write(_response(503, "Service Unavailable", text))
+        if self.transport.can_write_eof():
+            self.transport.write_eof()
+        self.loop.call_later(LINGER_SECONDS, self.transport.close)
+
+    # -- deadlines
+
+    def data_received(self, data: bytes) -> None:
+        if self._refused:
+            return
+        super().data_received(data)
+        self._track(len(data))
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        # a pipelined request already buffered has been handled by now
+        self._track(0)
+
+    def _track(self, received: int) -> None:
+        """Follow the client's side of the HTTP exchange (h11's state) into the phase
+        being timed, then set the timer for that phase's deadline."""
+        now = self.loop.time()
+        state = self.conn.their_state
+        if state is h11.IDLE:
+            if self._phase != "head":
+                # between requests uvicorn's keep-alive timer watches an idle connection;
+                # the first byte of the next request starts its head deadline
+                buffered, _ = self.conn.trailing_data
+                self._phase, self._phase_start = ("head", now) if buffered else ("", now)
+        elif state is h11.SEND_BODY:
+            if self._phase != "body":
+                self._phase, self._phase_start, self._received = "body", now, 0
+            else:
+                self._received += received
+            self._last_data = now
+        else:
+            self._phase = ""  # the server's turn: the app works or the answer goes out
+        self._arm()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._cancel()
+        super().connection_lost(exc)
+
+    def _cancel(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _deadline(self) -> float | None:
+        """When the current phase runs out (loop time), or None when nothing is timed."""
+        limits = self.limits
+        if self._phase == "head":
+            return self._phase_start + limits.header_seconds
+        if self._phase == "body":
+            return min(
+                self._last_data + limits.body_idle_seconds,
+                self._phase_start
+                + limits.body_grace_seconds
+                + self._received / limits.body_min_rate,
+            )
+        return None
+
+    def _arm(self) -> None:
+        self._cancel()
+        deadline = self._deadline()
+        if deadline is not None and not self.transport.is_closing():
+            self._timer = self.loop.call_at(deadline, self._expire)
+
+    def _expire(self) -> None:
+        self._timer = None
+        if self.transport.is_closing():
+            return
+        now = self.loop.time()
+        if self._phase == "body" and (
+            self.flow.read_paused or self.conn.they_are_waiting_for_100_continue
+        ):
+            # the server holds the body back, not the client: start its clock again
+            self._phase_start = self._last_data = now
+            self._received = 0
+            self._arm()
+            return
+        deadline = self._deadline()
+        if deadline is None:
+            return
+        if deadline > now:
+            self._arm()
+            return
+        if self._phase == "head":
+            self._close_slow_head()
+        else:
+            # the app is reading the body: closing tells it (http.disconnect)
+            self.transport.close()
+
+    def _close_slow_head(self) -> None:
+        """408 to a client that sent part of a request head in time, a plain close to
+        one that sent nothing (a browser's spare pre-opened connection)."""
+        partial, _ = self.conn.trailing_data
+        if partial:
+            self.transport.write(
+                _response(
+                    408,
+                    "Request Timeout",
+                    f"the request's headers did not all arrive within"
+                    f" {self.limits.header_seconds:g} s\n",
+                )
+            )
+        self.transport.close()
+
+
+def guarded_protocol(limits: HttpLimits) -> type[H11Protocol]:
+    """uvicorn's h11 protocol class with ``limits`` applied; pass it as
+    ``uvicorn.Config(http=...)``."""
+    return type("GuardedH11Protocol", (_GuardedH11,), {"limits": limits})

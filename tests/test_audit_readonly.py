@@ -1,0 +1,147 @@
+"""`prov log audit --db` never writes to the database it audits: the file is opened
+read-only (SQLite ``mode=ro``; PostgreSQL read-only transactions), and a database of an
+older schema is not migrated: the log is audited, and the audit says which checks need
+the migration and how (exit 1). A real service's SQLite file, taken back to schema 1
+(`provenance.store.sqlite._MIGRATIONS`), and the real CLI in-process.
+
+Before: auditing a schema-1 file migrated it to schema 4 (its bytes changed)."""
+
+from __future__ import annotations
+
+import hashlib
+import sqlite3
+from pathlib import Path
+
+import pytest
+from inproc import InProc
+
+from clients.cli import main as prov_main
+from provenance.core.errors import LogError, StorageError
+from provenance.store import open_store
+from provenance.store.sql import SqlStore
+from provenance.store.sqlite import SCHEMA_VERSION, SqliteStore
+
+
+def _logged(inproc: InProc) -> str:
+    """Three claims of one device logged and the service closed; the log's verifier key."""
+    dev = inproc.enroll()
+    for _ in range(3):
+        inproc.submit(dev.next_claim())
+    vkey = inproc.service.signer.verifier_key()
+    inproc.service.close()
+    return vkey
+
+
+def _to_schema_1(db: Path) -> None:
+    """Undo migrations 4, 3 and 2 on ``db`` (the file then has the first schema's tables,
+    the rows it shares with it kept)."""
+    with sqlite3.connect(db) as c:
+        c.executescript(
+            """
+            ALTER TABLE leaves ADD COLUMN receipt BLOB NOT NULL DEFAULT x'';
+            DROP TABLE index_packs;
+            DROP TABLE key_events;
+            ALTER TABLE devices DROP COLUMN certificate_pem;
+            PRAGMA user_version = 1;
+            """
+        )
+    c.close()
+
+
+def _digest(db: Path) -> str:
+    return hashlib.sha256(db.read_bytes()).hexdigest()
+
+
+def _audit(
+    db: Path, tmp_path: Path, vkey: str, capsys: pytest.CaptureFixture[str]
+) -> tuple[int, str]:
+    rc = prov_main(
+        [
+            "log",
+            "audit",
+            "--db",
+            str(db),
+            "--state",
+            str(tmp_path / "audit.json"),
+            "--log-key",
+            vkey,
+        ]
+    )
+    got = capsys.readouterr()
+    return rc, got.out + got.err
+
+
+@pytest.fixture
+def old_db(inproc: InProc) -> tuple[Path, str]:
+    """(a schema-1 database holding a log of 3 entries, its log key)."""
+    vkey = _logged(inproc)
+    _to_schema_1(inproc.db)
+    return inproc.db, vkey
+
+
+def test_auditing_an_old_schema_leaves_the_file_as_it_was(
+    old_db: tuple[Path, str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    db, vkey = old_db
+    before = _digest(db)
+    rc, text = _audit(db, tmp_path, vkey, capsys)
+    assert _digest(db) == before
+    with sqlite3.connect(db) as c:
+        assert c.execute("PRAGMA user_version").fetchone() == (1,)
+    c.close()
+    assert rc == 1, text
+    assert "log OK: has 4 entries; 4 entries re-hashed" in text  # the log itself was audited
+    flat = " ".join(text.split())
+    assert f"has schema version 1, older than this program's {SCHEMA_VERSION}" in flat
+    assert "was opened read-only, so not migrated; `prov serve --db" in flat
+    assert "key history and near-duplicate index: not checked" in flat
+
+
+def test_auditing_a_current_schema_writes_nothing(
+    inproc: InProc, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    vkey = _logged(inproc)
+    before = _digest(inproc.db)
+    rc, text = _audit(inproc.db, tmp_path, vkey, capsys)
+    assert rc == 0, text
+    assert "key history OK" in text and "near-duplicate index OK" in text
+    assert _digest(inproc.db) == before
+
+
+def test_a_read_only_store_refuses_writes(old_db: tuple[Path, str]) -> None:
+    db, _ = old_db
+    store = open_store(db, read_only=True)
+    try:
+        assert isinstance(store, SqliteStore) and "schema version 1" in store.outdated
+        with pytest.raises(StorageError, match="readonly database"):
+            store.set_meta("x", "y")
+    finally:
+        store.close()
+
+
+def test_a_file_that_is_no_log_is_refused_read_only(tmp_path: Path) -> None:
+    empty = tmp_path / "empty.db"
+    sqlite3.connect(empty).close()
+    with pytest.raises(LogError, match="it is no provenance database"):
+        open_store(empty, read_only=True)
+    assert empty.read_bytes() == b""
+
+
+def test_a_read_only_postgresql_store_neither_migrates_nor_writes(pg_url: str) -> None:
+    import psycopg
+
+    open_store(pg_url).close()  # a current schema
+    with psycopg.connect(pg_url, autocommit=True) as c:
+        c.execute("DELETE FROM schema_version WHERE version > 1")
+    store = open_store(pg_url, read_only=True)
+    try:
+        assert isinstance(store, SqlStore)
+        assert "has schema version 1, older than this program's" in store.outdated
+        with pytest.raises(StorageError, match="read-only transaction"):
+            store.set_meta("x", "y")
+    finally:
+        store.close()
+    with psycopg.connect(pg_url, autocommit=True) as c:
+        versions = c.execute("SELECT version FROM schema_version").fetchall()
+        assert versions == [(1,)]
+        assert c.execute("SELECT COUNT(*) FROM meta").fetchone() == (0,)

@@ -1,0 +1,235 @@
+"""Slow and idle HTTP connections never shut out other callers of `prov web` or
+`prov witness serve`: a request's head (and body) must arrive in bounded time, and one
+client address may hold only so many connections (`provenance.web.guard`).
+
+Before the guard, 300 sockets that sent nothing made every other request to `prov web`
+get 503 (uvicorn's ``limit_concurrency`` counted them) and were never closed."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from conftest import ROOT, ServerProc, read_line, start_web
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse
+from starlette.routing import Route
+
+from provenance.log.checkpoint import generate_log_key
+from provenance.web.guard import HttpLimits
+from provenance.web.serve import bind, uvicorn_server
+
+HEADER_SECONDS = 2.0
+#: The answer of each server to `_normal_request`.
+SERVED = {"web": 200, "witness": 404}
+
+
+def _witness(tmp_path: Path, *extra: str) -> ServerProc:
+    log_vkey = generate_log_key(tmp_path / "log.pem", "log.test/slow").verifier_key()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "clients.cli", "witness", "serve", "--key",
+         str(tmp_path / "witness.pem"), "--log-key", log_vkey, "--state",
+         str(tmp_path / "wstate"), "--listen", "127.0.0.1:0", *extra],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+    )  # fmt: skip
+    return ServerProc(proc, read_line(proc, "witness on "), tmp_path)
+
+
+@pytest.fixture(params=["web", "witness"])
+def http_server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[str, str]]:
+    """(kind, http://HOST:PORT) of a real `prov web` (its gRPC server is never asked:
+    the page asked for is a static file) or `prov witness serve`, with a 2 s head
+    deadline and at most 8 connections per client address."""
+    extra = ("--header-seconds", str(HEADER_SECONDS), "--connections-per-client", "8")
+    kind = str(request.param)
+    proc = start_web("127.0.0.1:1", *extra) if kind == "web" else _witness(tmp_path, *extra)
+    try:
+        yield kind, proc.address
+    finally:
+        proc.stop()
+
+
+def _normal_request(kind: str, url: str) -> int:
+    """The status of an ordinary request from 127.0.0.1 (a witness answers 404 to a
+    checkpoint of a log it does not witness: the request was served)."""
+    if kind == "web":
+        request = urllib.request.Request(f"{url}/static/favicon.svg")
+    else:
+        request = urllib.request.Request(
+            f"{url}/add-checkpoint", b"old 0\n\nnot a note", method="POST"
+        )
+    try:
+        with urllib.request.urlopen(request, timeout=10) as r:
+            return int(r.status)
+    except urllib.error.HTTPError as e:
+        return e.code
+
+
+def _connect(url: str, source: str) -> socket.socket:
+    host, port = url.removeprefix("http://").rsplit(":", 1)
+    s = socket.socket()
+    s.bind((source, 0))
+    s.connect((host, int(port)))
+    return s
+
+
+def _read_until_closed(s: socket.socket, timeout: float) -> bytes | None:
+    """What the server sent before closing ``s``; None if it is still open after
+    ``timeout`` seconds."""
+    s.settimeout(timeout)
+    got = b""
+    try:
+        while chunk := s.recv(4096):
+            got += chunk
+    except TimeoutError:
+        return None
+    except ConnectionResetError:
+        pass
+    return got
+
+
+class Trickle:
+    """Sends ``start`` on each socket, then one more byte every 0.2 s, from a thread,
+    until stopped (a slowloris client: by default a never-ending request head)."""
+
+    def __init__(
+        self, sockets: list[socket.socket], start: bytes = b"GET / HTTP/1.1\r\nX-Slow: "
+    ) -> None:
+        self.sockets = sockets
+        self.stopped = threading.Event()
+        for s in sockets:
+            s.sendall(start)
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        while not self.stopped.wait(0.2):
+            for s in self.sockets:
+                try:
+                    s.send(b"a")
+                except OSError:
+                    pass
+
+    def stop(self) -> None:
+        self.stopped.set()
+        self.thread.join()
+
+
+@pytest.mark.slow
+def test_idle_and_trickling_connections_are_closed_and_others_served(
+    http_server: tuple[str, str],
+) -> None:
+    kind, url = http_server
+    # 200 clients, one connection each from its own loopback address (within every cap)
+    socks = [_connect(url, f"127.0.{1 + i // 250}.{2 + i % 250}") for i in range(200)]
+    trickle = Trickle(socks[100:])  # and 100 that send nothing
+    try:
+        assert _normal_request(kind, url) == SERVED[kind]
+        answers = [_read_until_closed(s, HEADER_SECONDS + 15) for s in socks]
+    finally:
+        trickle.stop()
+        for s in socks:
+            s.close()
+    assert all(a is not None for a in answers), "a slow connection outlived the head deadline"
+    assert all(a == b"" for a in answers[:100])  # sent nothing: closed without an answer
+    for a in answers[100:]:
+        assert a is not None and a.startswith(b"HTTP/1.1 408 Request Timeout\r\n")
+        assert b"the request's headers did not all arrive within 2 s" in a
+    assert _normal_request(kind, url) == SERVED[kind]
+
+
+def test_one_address_holds_only_its_share_of_connections(http_server: tuple[str, str]) -> None:
+    kind, url = http_server
+    socks = [_connect(url, "127.0.0.2") for _ in range(200)]
+    try:
+        assert _normal_request(kind, url) == SERVED[kind]  # from 127.0.0.1
+        refused = [_read_until_closed(s, 1.0) for s in socks[8:]]
+        held = [_read_until_closed(s, HEADER_SECONDS + 15) for s in socks[:8]]
+    finally:
+        for s in socks:
+            s.close()
+    assert held == [b""] * 8  # its first 8 were served: closed at their head deadline
+    for answer in refused:
+        assert answer is not None and answer.startswith(b"HTTP/1.1 503 Service Unavailable\r\n")
+        assert b"too many connections from 127.0.0.2: at most 8 at once" in answer
+
+
+def test_connections_beyond_the_server_cap_get_a_clear_503(tmp_path: Path) -> None:
+    proc = _witness(tmp_path, "--max-connections", "20", "--header-seconds", "30")
+    try:
+        socks = [_connect(proc.address, f"127.0.3.{2 + i}") for i in range(20)]
+        try:
+            busy = urllib.request.Request(f"{proc.address}/add-checkpoint", b"x", method="POST")
+            with pytest.raises(urllib.error.HTTPError) as e:
+                urllib.request.urlopen(busy, timeout=10)
+            assert e.value.code == 503
+            assert "the server is busy: 20 connections are open" in e.value.read().decode()
+        finally:
+            for s in socks:
+                s.close()
+        assert _normal_request("witness", proc.address) == SERVED["witness"]
+    finally:
+        proc.stop()
+
+
+# ---------------------------------------------------------------- request bodies
+
+
+async def _slow_reader(request: Request) -> PlainTextResponse:
+    """Reads the body at 512 KiB/s (so flow control holds the client back)."""
+    total = 0
+    async for chunk in request.stream():
+        total += len(chunk)
+        await asyncio.sleep(len(chunk) / (512 * 1024))
+    return PlainTextResponse(str(total))
+
+
+@pytest.fixture
+def body_server() -> Iterator[str]:
+    """A real uvicorn server on a loopback port with a 1 s body grace, 1 s idle limit and
+    1 MiB/s minimum rate, in a thread; its app reads bodies slowly."""
+    limits = HttpLimits(body_idle_seconds=1.0, body_grace_seconds=1.0, body_min_rate=1 << 20)
+    sock, address = bind("127.0.0.1:0")
+    server = uvicorn_server(Starlette(routes=[Route("/", _slow_reader, methods=["POST"])]), limits)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.02)
+    try:
+        yield f"http://{address}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
+def test_a_dripping_body_is_cut_off(body_server: str) -> None:
+    s = _connect(body_server, "127.0.0.1")
+    trickle = Trickle([s], b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n")
+    try:
+        answer = _read_until_closed(s, 15)
+    finally:
+        trickle.stop()
+        s.close()
+    assert answer is not None  # closed; the app saw the client disconnect
+
+
+@pytest.mark.slow
+def test_a_body_the_server_reads_slowly_is_not_cut_off(body_server: str) -> None:
+    """2 MiB sent at once but read in 4 s (flow control pauses the socket): longer than
+    the 1 s grace plus 2 s at 1 MiB/s, and still accepted whole, since the time the
+    server holds the client back does not count."""
+    body = b"x" * (2 << 20)
+    request = urllib.request.Request(body_server + "/", body, method="POST")
+    with urllib.request.urlopen(request, timeout=60) as r:
+        assert r.read() == str(len(body)).encode()

@@ -1,0 +1,112 @@
+"""A Lookup has a bounded time: the caller's deadline or ``--lookup-seconds``, whichever is
+sooner, checked between files; and while the near-duplicate index of a large log is still
+being built at start, a Lookup whose perceptual hashes would be scanned linearly for longer
+than that is refused UNAVAILABLE ("retry in N s") before any work, while exact Lookups
+are answered. Real gRPC server on a loopback port, in-process service.
+
+Before: with 2*10^6 codes still loading, four Lookups of 1,000 photos each ran past
+their callers' 2 s deadline and kept the four Lookup threads scanning, so an exact Lookup
+with a 5 s deadline failed DEADLINE_EXCEEDED."""
+
+from __future__ import annotations
+
+import os
+import re
+import threading
+from collections.abc import Iterator
+
+import numpy as np
+import pytest
+from conftest import ADMIN_TOKEN
+from inproc import InProc
+
+from clients.api import ProvenanceClient, Query
+from provenance.core.binding import PerceptualHash
+from provenance.core.errors import TransportError
+from provenance.core.verify import Verdict
+from provenance.server.limits import ServerLimits
+from provenance.server.rpc import ServerConfig, create_server
+
+
+def _add_random_codes(inproc: InProc, n: int) -> None:
+    """``n`` random usable PDQ codes in the service's index (as a log of n photos has)."""
+    rng = np.random.default_rng(7)
+    words = rng.integers(0, 2**63, size=(n, 4), dtype=np.int64).astype(np.uint64)
+    inproc.service.pdq.add_arrays(np.arange(n, dtype=np.int64) + 10**9, words)
+    inproc.service.pdq.prepare()
+
+
+def _photo(ref: str) -> Query:
+    """A photo's query: its SHA-256 and its PDQ hash with its 7 rotated/mirrored ones."""
+
+    def pdq() -> PerceptualHash:
+        return PerceptualHash("pdq", os.urandom(32), 90)
+
+    return Query(ref, os.urandom(32), (pdq(),), "image/jpeg", b"", tuple(pdq() for _ in range(7)))
+
+
+def _exact(ref: str) -> Query:
+    return Query(ref, os.urandom(32), media_type="application/pdf")
+
+
+@pytest.fixture
+def address(inproc: InProc, request: pytest.FixtureRequest) -> Iterator[str]:
+    """A gRPC server over ``inproc`` with the ServerLimits given by indirect param."""
+    limits = getattr(request, "param", ServerLimits())
+    server, port = create_server(
+        "127.0.0.1:0", inproc.service, ServerConfig(admin_token=ADMIN_TOKEN, limits=limits)
+    )
+    yield f"127.0.0.1:{port}"
+    server.stop(None)
+    inproc.service.pdq.wait_warm(60)  # leave no table build running into other tests
+
+
+@pytest.mark.slow
+def test_while_the_index_loads_heavy_lookups_are_refused_and_exact_ones_answered(
+    inproc: InProc, address: str
+) -> None:
+    _add_random_codes(inproc, 1 << 21)  # tables built in the background: several seconds
+    assert inproc.service.pdq.warming
+    heavy = [_photo(f"p{i}") for i in range(1000)]  # 8,000 hashes x 2*10^6 codes scanned
+    errors: list[TransportError] = []
+
+    def call() -> None:
+        with ProvenanceClient(address, timeout=5) as c, pytest.raises(TransportError) as e:
+            c.lookup(heavy)
+        errors.append(e.value)
+
+    threads = [threading.Thread(target=call) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(errors) == 6
+    for e in errors:
+        assert e.code == "UNAVAILABLE"
+        assert "the near-duplicate index is still loading (2,097,152 perceptual hashes" in str(e)
+        assert re.search(r"retry in \d+ s \(Lookups without perceptual hashes", str(e))
+    with ProvenanceClient(address, timeout=5) as c:
+        [(ref, report)] = c.lookup([_exact("doc")])
+        assert (ref, report.status) == ("doc", Verdict.UNSIGNED)
+    with ProvenanceClient(address, timeout=60) as c:
+        # one photo is still searched: a few seconds of scanning fit the 30 s budget
+        [(_, report)] = c.lookup([_photo("one")])
+        assert report.status is Verdict.UNSIGNED
+
+
+@pytest.mark.parametrize("address", [ServerLimits(lookup_s=0.02)], indirect=True)
+def test_a_lookup_stops_at_its_time_budget(inproc: InProc, address: str) -> None:
+    _add_random_codes(inproc, 50_000)  # tables built at once: each search is quick
+    assert not inproc.service.pdq.warming
+    with ProvenanceClient(address, timeout=30) as c, pytest.raises(TransportError) as e:
+        c.lookup([_photo(f"p{i}") for i in range(1000)])
+    assert e.value.code == "DEADLINE_EXCEEDED"
+    assert re.search(r"the Lookup ran out of time after answering \d+ of 1000 files", str(e.value))
+    assert "(its budget was 0.02 s: the call's deadline or --lookup-seconds" in str(e.value)
+
+
+def test_lookup_seconds_must_be_positive() -> None:
+    from provenance.core.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="lookup_s must be positive"):
+        ServerLimits(lookup_s=0)
