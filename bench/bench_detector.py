@@ -11,8 +11,9 @@ Both measured in the same run on the same threads:
 3. per CPU-second: the bare pass of the default network against the bare pass of
    `default-b` on the same tensors, counted in process CPU time, which a machine shared
    with other jobs disturbs less than wall time.
-4. CPU training: the default model (version 4, a logistic regression on fixed features)
-   trains in two steps, the features of every training patch and an L-BFGS fit. Both are
+4. CPU training: the default model (version 5, a small MLP head on fixed features; version
+   4 was a logistic regression) trains in two steps, the features of every training patch
+   and the fit of the head (AdamW for the MLP, L-BFGS for a linear head). Both are
    measured here on patches cut from the fixtures (features per CPU-second; fit seconds
    on as many image rows as the shipped model used), and the shipped recipe's training
    CPU time is stated from them.
@@ -64,7 +65,8 @@ def _training_cost(
     net: torch.nn.Module, x: torch.Tensor, seconds: float, summary: dict[str, Any]
 ) -> dict[str, float] | None:
     """CPU cost of training a `SpectralLogistic` default, whose training is the features
-    of every training patch, then an L-BFGS fit on their image means. Measured here: the
+    of every training patch, then the fit of its head (an MLP on the patches or a
+    logistic regression on their image means). Measured here: the
     features, in patches per CPU-second. The fit is taken from the weights' metadata
     (``train_seconds``, wall time recorded by the ship stage). The recipe's patch count
     is estimated from its image counts: 3 rows per image (harm, aug, r50 or a fake), 9
@@ -180,7 +182,7 @@ def main() -> None:
     if train:
         print(
             f"  CPU training (default): features {train['features_per_cpu_s']:8.0f} patches per "
-            f"CPU-s (measured); L-BFGS fit {train['fit_s']:.1f} s (recorded at ship time); "
+            f"CPU-s (measured); fit of the head {train['fit_s']:.1f} s (recorded at ship time); "
             f"the shipped recipe (about {train['recipe_patches']} patches) about "
             f"{train['recipe_cpu_s']:.0f} CPU-s in all"
         )

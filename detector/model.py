@@ -434,30 +434,109 @@ class ResidualCooccurrence(nn.Module):
             return torch.cat([hists, torch.stack(ratios, 1), colour.sqrt()], 1)
 
 
+class NormalisedCooccurrence(nn.Module):
+    """`ResidualCooccurrence`'s first- and second-order co-occurrences with the residual
+    divided by the patch's own noise level (no trained parameters).
+
+    The fixed one-grey-level step of `ResidualCooccurrence` measures how *much* noise a
+    patch has as well as its structure, so a clean real photo (downscaled, denoised,
+    defocused) reads like a smooth generated one. Here the first and second differences
+    of the luminance (pixel units) are divided by sigma, the median of the patch's
+    absolute first differences (floored at 0.5 grey levels), before the same rounding,
+    clipping to [-2, 2] (steps 1 and 2) and joint histograms of three consecutive ones
+    (125 + 125 bins, Hellinger): the shape of the residual's distribution, not its
+    amplitude (the normalisation of the rich-model residuals in Fridrich and Kodovsky
+    2012 and of noise-level estimation by the median absolute deviation, Donoho 1995).
+    Input (B, 3, P, P) normalised pixels times `scale`; output (B, 250) float32.
+    """
+
+    def __init__(self, scale: float = 255.0 * 0.25) -> None:
+        super().__init__()
+        self.scale = scale
+
+    @property
+    def size(self) -> int:
+        """The number of features."""
+        return 125 + 125
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x: (B, 3, P, P) -> (B, size) float32."""
+        triples = ResidualCooccurrence._triples
+        with torch.autocast(x.device.type, enabled=False):
+            # The whole-number pixel values back (the default preprocessing maps p to
+            # (p / 255 - 0.5) / 0.25 = (p - 127.5) / scale): ratios to sigma fall on
+            # rounding boundaries, where float error would otherwise decide.
+            p = torch.round(x.float() * self.scale + 127.5)
+            y = p.mean(1)  # (B, P, P) luminance, pixel units
+            dh, dv = y[:, :, 1:] - y[:, :, :-1], y[:, 1:, :] - y[:, :-1, :]
+            sh = y[:, :, :-2] - 2 * y[:, :, 1:-1] + y[:, :, 2:]
+            sv = y[:, :-2, :] - 2 * y[:, 1:-1, :] + y[:, 2:, :]
+            sigma = torch.cat([dh.abs().flatten(1), dv.abs().flatten(1)], 1).median(1).values
+            sigma = sigma.clamp(min=0.5)[:, None, None]
+            first = _hist(
+                torch.cat(
+                    [
+                        triples(_quantise(dh / sigma, 1.0, 2), 2),
+                        triples(_quantise(dv / sigma, 1.0, 2), 1),
+                    ],
+                    1,
+                ),
+                125,
+            )
+            second = _hist(
+                torch.cat(
+                    [
+                        triples(_quantise(sh / sigma, 2.0, 2), 2),
+                        triples(_quantise(sv / sigma, 2.0, 2), 1),
+                    ],
+                    1,
+                ),
+                125,
+            )
+            return torch.cat([first, second], 1).sqrt()
+
+
 class SpectralLogistic(nn.Module):
     """Logistic regression on `SpectralFeatures` (and, with ``cooccurrence``, the
-    `ResidualCooccurrence` features beside them): standardised features (stored mean and
-    std, fitted with the weights) into one linear logit. Input (B, 3, P, P); output (B,)."""
+    `ResidualCooccurrence` features beside them; with ``normalised``, the
+    `NormalisedCooccurrence` features after those): standardised features (stored mean
+    and std, fitted with the weights) into one linear logit. With ``hidden`` > 0 the head is a
+    small MLP instead (Linear(F, hidden), GELU, Linear(hidden, 1)). Input (B, 3, P, P);
+    output (B,)."""
 
     feat_mean: torch.Tensor
     feat_std: torch.Tensor
 
     def __init__(
-        self, patch: int = 64, grid: int = 9, radial: int = 16, cooccurrence: bool = False
+        self,
+        patch: int = 64,
+        grid: int = 9,
+        radial: int = 16,
+        cooccurrence: bool = False,
+        hidden: int = 0,
+        normalised: bool = False,
     ) -> None:
         super().__init__()
         self.features = SpectralFeatures(patch, grid, radial)
         self.cooccurrence = ResidualCooccurrence() if cooccurrence else None
+        self.normalised = NormalisedCooccurrence() if normalised else None
         n = self.features.size + (self.cooccurrence.size if self.cooccurrence else 0)
+        n += self.normalised.size if self.normalised else 0
         self.register_buffer("feat_mean", torch.zeros(n))
         self.register_buffer("feat_std", torch.ones(n))
-        self.fc = nn.Linear(n, 1)
+        self.fc: nn.Module = (
+            nn.Linear(n, 1)
+            if hidden <= 0
+            else nn.Sequential(nn.Linear(n, hidden), nn.GELU(), nn.Linear(hidden, 1))
+        )
 
     def raw_features(self, x: torch.Tensor) -> torch.Tensor:
         """x: (B, 3, P, P) -> (B, F) features before standardisation."""
         feats: torch.Tensor = self.features(x)
         if self.cooccurrence is not None:
             feats = torch.cat([feats, self.cooccurrence(x)], 1)
+        if self.normalised is not None:
+            feats = torch.cat([feats, self.normalised(x)], 1)
         return feats
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
@@ -467,7 +546,8 @@ class SpectralLogistic(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: (B, 3, P, P) -> (B,) logits."""
-        logits: torch.Tensor = self.fc(self.forward_features(x).to(self.fc.weight.dtype))
+        dtype = next(self.fc.parameters()).dtype
+        logits: torch.Tensor = self.fc(self.forward_features(x).to(dtype))
         return logits.squeeze(1)
 
 

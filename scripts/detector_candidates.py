@@ -37,6 +37,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import sys
 import time
@@ -57,6 +58,7 @@ from detector.features import patch_logits, to_input
 from detector.metrics import roc_auc
 from detector.model import (
     HybridDetector,
+    NormalisedCooccurrence,
     PatchResNet,
     ResidualCooccurrence,
     SpectralFeatures,
@@ -70,7 +72,9 @@ from detector.transforms import (
     center_crop,
     cut_patches,
     grid_positions,
+    harmonise,
     jpeg_roundtrip,
+    low_light_capture,
 )
 from detector.weights import save_weights
 from provenance.core.errors import MediaError
@@ -79,6 +83,7 @@ ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = (ROOT.parent / "shared" / "fixtures").resolve()
 DATA = [ROOT / ".cache" / "detector-data", FIXTURES / "detector", FIXTURES / "detector_more"]
 CACHE = ROOT / ".cache" / "detector-candidates"
+DEMO_SAMPLES = ROOT / "clients" / "samples"
 PATCH = 64
 CHUNK = 200
 
@@ -86,6 +91,21 @@ CHUNK = 200
 def samples() -> list[Sample]:
     """Every image of the recipe data and the two fixture sets, in a fixed order."""
     return load_samples(DATA)
+
+
+def demo_indices(all_samples: list[Sample]) -> set[int]:
+    """Indices of the images whose bytes equal a file `make demo` shows
+    (clients/samples/): they neither train nor test any candidate, so that what the demo
+    shows is generalisation (the cat, Grace Hopper and the rocket are also fixture files,
+    and the generated sample a fixture tile)."""
+    demo = {p.stat().st_size: p.read_bytes() for p in DEMO_SAMPLES.iterdir() if p.is_file()}
+    digests = {hashlib.sha256(b).hexdigest() for b in demo.values()}
+    return {
+        i
+        for i, s in enumerate(all_samples)
+        if s.path.stat().st_size in demo
+        and hashlib.sha256(s.path.read_bytes()).hexdigest() in digests
+    }
 
 
 def _grid(rgb: np.ndarray, count: int) -> np.ndarray:
@@ -214,10 +234,53 @@ def stage_ae(max_images: int) -> None:
             )
 
 
+def low_patches(rgb: np.ndarray, i: int) -> np.ndarray:
+    """The ``low`` patches of image i: its centre 640 px through `low_light_capture`
+    (seeded by i), harmonised (centre crop 256, JPEG q90), 9 grid patches; (0, ...) if
+    the result is under a patch."""
+    crop = np.ascontiguousarray(center_crop(rgb, 640))
+    out = harmonise(low_light_capture(crop, np.random.default_rng([23, i])))
+    if min(out.shape[:2]) < PATCH:
+        return np.zeros((0, PATCH, PATCH, 3), np.uint8)
+    return _grid(out, 9)
+
+
+def stage_low() -> None:
+    """Run the ``low`` stage: every real photo of the training sources as a low-light,
+    high-ISO capture (`low_patches`), into low.npz."""
+    all_samples = samples()
+    order = [i for i, s in enumerate(all_samples) if s.label == 0 and not is_test_source(s)]
+    idx, parts = [], []
+    start = time.monotonic()
+    for n, i in enumerate(order):
+        try:
+            rgb = load_image(all_samples[i].path).rgb
+        except MediaError:
+            continue
+        if min(rgb.shape[:2]) < PATCH:
+            continue
+        p = low_patches(rgb, i)
+        if len(p):
+            idx.append(i)
+            parts.append(p)
+        if n % 100 == 99:
+            print(
+                f"  low light {n + 1}/{len(order)} ({time.monotonic() - start:.0f} s)",
+                file=sys.stderr,
+            )
+    np.savez(
+        CACHE / "low.npz",
+        idx=np.array(idx),
+        low=np.concatenate(parts),
+        n_low=np.array([len(p) for p in parts]),
+    )
+
+
 # --------------------------------------------------------------------------- run stage
 
 CONDS = ("harm", "aug", "j75", "r50", "syn", "syn_aug")
 AE_CONDS = ("ae", "ae_aug", "ae_real", "ae_real_aug")
+LOW_CONDS = ("low",)
 
 
 class Patches:
@@ -225,8 +288,9 @@ class Patches:
     (n, 64, 64, 3) uint8 array (n = 0 where none)."""
 
     def __init__(self) -> None:
-        self.data: dict[str, list[np.ndarray]] = {c: [] for c in CONDS + AE_CONDS}
-        self.where: dict[str, dict[int, tuple[int, int]]] = {c: {} for c in CONDS + AE_CONDS}
+        every = CONDS + AE_CONDS + LOW_CONDS
+        self.data: dict[str, list[np.ndarray]] = {c: [] for c in every}
+        self.where: dict[str, dict[int, tuple[int, int]]] = {c: {} for c in every}
         for path in sorted(CACHE.glob("patches-*.npz")):
             with np.load(path) as z:
                 for c in CONDS:
@@ -243,6 +307,12 @@ class Patches:
                     self.data[c].append(arr.reshape(-1, PATCH, PATCH, 3))
                     for k, i in enumerate(z["idx"]):
                         self.where[c][int(i)] = (k * arr.shape[1], (k + 1) * arr.shape[1])
+        if (CACHE / "low.npz").is_file():
+            with np.load(CACHE / "low.npz") as z:
+                bounds = np.cumsum([0, *z["n_low"]])
+                for i, a, b in zip(z["idx"], bounds[:-1], bounds[1:], strict=True):
+                    self.where["low"][int(i)] = (int(a), int(b))
+                self.data["low"].append(z["low"])
         self.arrays = {
             c: np.concatenate(v) if v else np.zeros((0, PATCH, PATCH, 3), np.uint8)
             for c, v in self.data.items()
@@ -269,7 +339,7 @@ class Patches:
 
 
 def fixed_features(
-    patches: np.ndarray, feats: SpectralFeatures | ResidualCooccurrence
+    patches: np.ndarray, feats: SpectralFeatures | ResidualCooccurrence | NormalisedCooccurrence
 ) -> np.ndarray:
     """Fixed features (`SpectralFeatures` or `ResidualCooccurrence`) of patches
     (N, 64, 64, 3) uint8 -> (N, F) float32."""
@@ -282,11 +352,21 @@ def fixed_features(
     return np.concatenate(out) if out else np.zeros((0, feats.size), np.float32)
 
 
+def _feature_net(size: int, hidden: int = 0) -> SpectralLogistic:
+    """The `SpectralLogistic` whose features have `size` columns: spectral, + the
+    co-occurrences, + the noise-normalised co-occurrences."""
+    spectral = SpectralFeatures(PATCH).size
+    co = spectral + ResidualCooccurrence().size
+    if size not in (spectral, co, co + NormalisedCooccurrence().size):
+        raise ValueError(f"no feature set has {size} columns")
+    return SpectralLogistic(PATCH, cooccurrence=size >= co, hidden=hidden, normalised=size > co)
+
+
 def fit_logistic(x: np.ndarray, y: np.ndarray, l2: float = 1e-3) -> SpectralLogistic:
     """A `SpectralLogistic` whose standardisation and linear layer are fitted on features
     x (N, F) with labels y (N,), classes weighted equally (L-BFGS, L2 penalty l2). F is
     the spectral size, or that plus the co-occurrence size (``cooccurrence=True``)."""
-    net = SpectralLogistic(PATCH, cooccurrence=x.shape[1] > SpectralFeatures(PATCH).size)
+    net = _feature_net(x.shape[1])
     mean, std = x.mean(0), x.std(0) + 1e-6
     net.feat_mean.copy_(torch.from_numpy(mean))
     net.feat_std.copy_(torch.from_numpy(std))
@@ -299,59 +379,121 @@ def fit_logistic(x: np.ndarray, y: np.ndarray, l2: float = 1e-3) -> SpectralLogi
         opt.zero_grad()
         z = net.fc(xs).squeeze(1)
         loss = (w * F.binary_cross_entropy_with_logits(z, yt, reduction="none")).mean()
-        loss = loss + l2 * net.fc.weight.pow(2).sum()
+        loss = loss + l2 * weight.pow(2).sum()
         loss.backward()  # type: ignore[no-untyped-call]
         return loss
 
+    weight = next(p for n, p in net.fc.named_parameters() if n == "weight")
     opt.step(closure)  # type: ignore[no-untyped-call]
     return net.eval()
 
 
+def fit_mlp(
+    x: np.ndarray,
+    y: np.ndarray,
+    hidden: int = 64,
+    epochs: int = 3,
+    weight_decay: float = 1e-2,
+    dropout: float = 0.2,
+    seed: int = 0,
+) -> SpectralLogistic:
+    """A `SpectralLogistic` with an MLP head (``hidden`` units) fitted on per-patch
+    features x (N, F) with labels y (N,): AdamW, one-cycle learning rate peaking at 2e-3,
+    batch 256, the positive class weighted to balance the classes, dropout on the
+    standardised features while training. Seeded: the same data give the same weights."""
+    torch.manual_seed(seed)
+    net = _feature_net(x.shape[1], hidden)
+    mean, std = x.mean(0), x.std(0) + 1e-6
+    net.feat_mean.copy_(torch.from_numpy(mean))
+    net.feat_std.copy_(torch.from_numpy(std))
+    xs = torch.from_numpy((x - mean) / std).float()
+    yt = torch.from_numpy(y).float()
+    opt = torch.optim.AdamW(net.fc.parameters(), lr=2e-3, weight_decay=weight_decay)
+    steps = epochs * -(-len(xs) // 256)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, 2e-3, total_steps=steps)
+    gen = torch.Generator().manual_seed(seed)
+    pos_weight = (1 - yt.mean()) / yt.mean()
+    net.fc.train()
+    for _ in range(epochs):
+        perm = torch.randperm(len(xs), generator=gen)
+        for a in range(0, len(xs), 256):
+            b = perm[a : a + 256]
+            z = net.fc(F.dropout(xs[b], dropout, training=True)).squeeze(1)
+            loss = F.binary_cross_entropy_with_logits(z, yt[b], pos_weight=pos_weight)
+            opt.zero_grad()
+            loss.backward()  # type: ignore[no-untyped-call]
+            opt.step()
+            sched.step()
+    return net.eval()
+
+
 def _cached_features(
-    patches: Patches, path: Path, feats: SpectralFeatures | ResidualCooccurrence
+    patches: Patches,
+    path: Path,
+    feats: SpectralFeatures | ResidualCooccurrence | NormalisedCooccurrence,
 ) -> dict[str, np.ndarray]:
-    """Features of every cached patch by condition, computed once and kept in path."""
+    """Features of every cached patch by condition, computed once and kept in path; a
+    condition cached later (``low``) keeps its features beside it in
+    ``<stem>+<condition>.npz``, so path itself is written only once."""
     arrays: dict[str, np.ndarray] = {}
     if path.is_file():
         with np.load(path) as z:
             arrays = {c: z[c] for c in z.files}
-    if {c: len(a) for c, a in arrays.items()} != {
-        c: len(a) for c, a in patches.arrays.items()
-    }:  # computed on another state of the cache
-        start = time.monotonic()
-        arrays = {}
-        for c, a in patches.arrays.items():
-            arrays[c] = fixed_features(a, feats)
-            print(f"  {path.name}: {c} ({time.monotonic() - start:.0f} s)", file=sys.stderr)
+    start = time.monotonic()
+    fresh = not arrays
+    for c, a in patches.arrays.items():
+        extra = path.with_name(f"{path.stem}+{c}.npz")
+        if c in arrays and len(arrays[c]) == len(a):
+            continue
+        if extra.is_file():
+            with np.load(extra) as z:
+                if len(z[c]) == len(a):
+                    arrays[c] = z[c]
+                    continue
+        arrays[c] = fixed_features(a, feats)
+        print(f"  {path.name}: {c} ({time.monotonic() - start:.0f} s)", file=sys.stderr)
+        if not fresh:
+            np.savez(extra, **{c: arrays[c]})
+    if fresh:
         np.savez(path, **arrays)
     return arrays
 
 
 class Features:
     """Spectral features of every cached patch (and, with cooccurrence, the residual
-    co-occurrence features beside them), computed once (features.npz,
-    features-cooc.npz)."""
+    co-occurrence features beside them; with normalised, the noise-normalised ones after
+    those), computed once (features.npz, features-cooc.npz, features-norm.npz)."""
 
-    def __init__(self, patches: Patches, cooccurrence: bool = False) -> None:
+    def __init__(
+        self, patches: Patches, cooccurrence: bool = False, normalised: bool = False
+    ) -> None:
         self.arrays = _cached_features(patches, CACHE / "features.npz", SpectralFeatures(PATCH))
         if cooccurrence:
             co = _cached_features(patches, CACHE / "features-cooc.npz", ResidualCooccurrence())
             self.arrays = {c: np.concatenate([a, co[c]], 1) for c, a in self.arrays.items()}
+        if normalised:
+            no = _cached_features(patches, CACHE / "features-norm.npz", NormalisedCooccurrence())
+            self.arrays = {c: np.concatenate([a, no[c]], 1) for c, a in self.arrays.items()}
         self.where = patches.where
 
-    def stack(self, conds: tuple[str, ...], idx: list[int]) -> tuple[np.ndarray, np.ndarray]:
+    def stack(
+        self, conds: tuple[str, ...], idx: list[int], patches: bool = False
+    ) -> tuple[np.ndarray, np.ndarray]:
         """(image-level features (N, F): the mean over each image's patches, one row per
         image and condition that has patches; the image index of each row (N,)). For a
-        linear model the mean feature's logit is the mean patch logit, as served."""
+        linear model the mean feature's logit is the mean patch logit, as served. With
+        ``patches``, one row per patch instead (for a nonlinear head)."""
         rows, owner = [], []
         for c in conds:
             for i in idx:
                 a, b = self.where[c].get(i, (0, 0))
                 if b > a:
-                    rows.append(self.arrays[c][a:b].mean(0))
-                    owner.append(i)
+                    rows.append(self.arrays[c][a:b] if patches else self.arrays[c][a:b].mean(0))
+                    owner.extend([i] * (b - a) if patches else [i])
         size = self.arrays["harm"].shape[1]
-        return (np.stack(rows) if rows else np.zeros((0, size), np.float32)), np.array(owner)
+        if not rows:
+            return np.zeros((0, size), np.float32), np.array(owner)
+        return (np.concatenate(rows) if patches else np.stack(rows)), np.array(owner)
 
 
 def image_means(values: np.ndarray, owner: np.ndarray, idx: list[int]) -> np.ndarray:
@@ -390,7 +532,9 @@ def stage_run(args: argparse.Namespace) -> None:
     # Spectral features only when a spectral candidate runs (computing them takes minutes).
     ft: Any = Features(pt) if any(c.startswith("spec") for c in chosen) else None
     ft_co: Any = Features(pt, True) if any(c.startswith("spco") for c in chosen) else None
-    idx = pt.images()
+    ft_cn: Any = Features(pt, True, True) if any(c.startswith("spcn") for c in chosen) else None
+    demo = demo_indices(all_samples)
+    idx = [i for i in pt.images() if i not in demo]
     test_real = [i for i in idx if all_samples[i].label == 0 and is_test_source(all_samples[i])]
     train_real = [
         i for i in idx if all_samples[i].label == 0 and not is_test_source(all_samples[i])
@@ -475,7 +619,9 @@ def stage_run(args: argparse.Namespace) -> None:
     def spectral_scores(
         net: SpectralLogistic, cond: str, ids: list[int], ft: Any = ft
     ) -> np.ndarray:
-        x, owner = ft.stack((cond,), ids)
+        # Per patch, then the mean patch logit per image, as served (for a linear head
+        # the same as the logit of the mean features).
+        x, owner = ft.stack((cond,), ids, patches=True)
         with torch.inference_mode():
             z = net.fc((torch.from_numpy(x) - net.feat_mean) / net.feat_std).squeeze(1).numpy()
         return image_means(z, owner, ids)
@@ -494,18 +640,33 @@ def stage_run(args: argparse.Namespace) -> None:
     groups = [set(by_size[k :: args.folds]) for k in range(args.folds)]
 
     def fold_features(
-        held: set[str], mix: bool, ft: Any, resized: bool = False
+        held: set[str],
+        mix: bool,
+        ft: Any,
+        resized: bool = False,
+        patches: bool = False,
+        low: bool = False,
     ) -> tuple[np.ndarray, np.ndarray]:
-        # resized: the 0.5x copies of the training images too, both classes.
+        # resized: the 0.5x copies of the training images too, both classes; patches:
+        # one row per patch (for the MLP head) instead of per image; low: the real
+        # photos' low-light captures too.
         conds = ("harm", "aug", "r50") if resized else ("harm", "aug")
-        xn, _ = ft.stack(conds, train_real)
-        pos = [ft.stack(conds, fold_train_gen(held))[0]]
+        xn, _ = ft.stack(conds + (("low",) if low else ()), train_real, patches)
+        pos = [ft.stack(conds, fold_train_gen(held), patches)[0]]
         if mix:
-            pos += [ft.stack(("syn", "syn_aug"), train_real)[0]]
-            pos += [ft.stack(("ae", "ae_aug"), ae_idx)[0]]
-            xn = np.concatenate([xn, ft.stack(("ae_real", "ae_real_aug"), ae_idx)[0]])
+            pos += [ft.stack(("syn", "syn_aug"), train_real, patches)[0]]
+            pos += [ft.stack(("ae", "ae_aug"), ae_idx, patches)[0]]
+            xn = np.concatenate([xn, ft.stack(("ae_real", "ae_real_aug"), ae_idx, patches)[0]])
         xp = np.concatenate(pos)
         return np.concatenate([xn, xp]), np.r_[np.zeros(len(xn)), np.ones(len(xp))]
+
+    def fit_fold(
+        held: set[str], mix: bool, ft: Any, resized: bool, mlp: bool, low: bool
+    ) -> SpectralLogistic:
+        if mlp:
+            data = fold_features(held, mix, ft, resized, True, low)
+            return fit_mlp(*data, hidden=args.hidden)
+        return fit_logistic(*fold_features(held, mix, ft, resized, False, low), l2=args.l2)
 
     def fold_patches(held: set[str], mix: bool) -> tuple[np.ndarray, np.ndarray]:
         xn = [pt.stack(("harm", "aug"), train_real)[0]]
@@ -525,6 +686,9 @@ def stage_run(args: argparse.Namespace) -> None:
         "spco_gen",
         "spco_mix",
         "spco_mixr",
+        "spco_mixr_mlp",
+        "spcn_mixrl",
+        "spcn_mixrl_mlp",
         "cnn_gen",
         "cnn_mix",
     ):
@@ -532,16 +696,18 @@ def stage_run(args: argparse.Namespace) -> None:
             continue
         t0 = time.monotonic()
         mix = "_mix" in name
-        resized = name.endswith("_mixr")
+        resized = "_mixr" in name
+        low = "_mixrl" in name
+        mlp = name.endswith("_mlp")
         spectral = name.startswith("sp")
-        fts = ft_co if name.startswith("spco") else ft
+        fts = {"spco": ft_co, "spcn": ft_cn}.get(name[:4], ft)
         cond_scores = {c: np.full(len(eval_idx), np.nan) for c in ("harm", "j75", "r50")}
         folds = [{f} for f in families] if spectral else groups
         for held in folds:
             ids = [i for i in gen if all_samples[i].family in held]
             score: Any
             if spectral:
-                net: Any = fit_logistic(*fold_features(held, mix, fts, resized))
+                net: Any = fit_fold(held, mix, fts, resized, mlp, low)
                 score = lambda c, ids, net=net, f=fts: spectral_scores(net, c, ids, f)  # noqa: E731
             else:
                 net = train_cnn(*fold_patches(held, mix), args.epochs, 0, widths)
@@ -558,7 +724,7 @@ def stage_run(args: argparse.Namespace) -> None:
                 file=sys.stderr,
             )
         if spectral:  # real test photos: the model trained on every family
-            net = fit_logistic(*fold_features(set(), mix, fts, resized))
+            net = fit_fold(set(), mix, fts, resized, mlp, low)
             for c in cond_scores:
                 cond_scores[c][: len(test_real)] = spectral_scores(net, c, test_real, fts)
         report["candidates"][name] = summarise(
@@ -568,12 +734,16 @@ def stage_run(args: argparse.Namespace) -> None:
             (
                 "spectral LR"
                 if name.startswith("spec")
-                else "spectral + co-occurrence LR"
+                else "spectral + co-occurrence"
+                + (" + noise-normalised co-occurrence" if name.startswith("spcn") else "")
+                + (f" MLP ({args.hidden} hidden units)" if mlp else " LR")
                 if spectral
                 else f"PatchResNet {widths}, {args.epochs} epochs"
             )
             + ", real vs generated of the other families"
-            + (" + synthetic-upsampler and autoencoder fakes" if mix else ""),
+            + (" + synthetic-upsampler and autoencoder fakes" if mix else "")
+            + (" + 0.5x copies" if resized else "")
+            + (" + low-light captures of the training real photos" if low else ""),
         )
     for name, pos_c, neg_c, src in (
         ("spec_syn", ("syn", "syn_aug"), ("harm", "aug"), train_real),
@@ -657,34 +827,47 @@ def stage_ship(args: argparse.Namespace) -> None:
     fitted afterwards by ``scripts/recalibrate_detector.py`` on the held-out 30%."""
     all_samples = samples()
     pt = Patches()
-    ft = Features(pt, cooccurrence=args.model == "spco")
-    idx = [i for i in pt.images() if not is_test_source(all_samples[i])]
+    ft = Features(pt, args.model in ("spco", "spcn"), args.model == "spcn")
+    demo = demo_indices(all_samples)
+    idx = [i for i in pt.images() if not is_test_source(all_samples[i]) and i not in demo]
     real = [i for i in idx if all_samples[i].label == 0]
     gen = [i for i in idx if all_samples[i].label == 1]
     ae_idx = [i for i in sorted(pt.where["ae"]) if i in set(real)]
     widths = tuple(int(w) for w in args.widths.split(","))
     t0 = time.monotonic()
 
-    def data(ids: list[int], feats: bool) -> tuple[np.ndarray, np.ndarray]:
-        src: Any = ft if feats else pt
+    def data(ids: list[int], feats: bool, patches: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        # feats: fixed features (image means, or per patch with patches); else pixels.
+        def stack(conds: tuple[str, ...], ids: list[int]) -> np.ndarray:
+            rows: np.ndarray = (ft.stack(conds, ids, patches) if feats else pt.stack(conds, ids))[0]
+            return rows
+
         keep = set(ids)
         r = [i for i in real if i in keep]
         g = [i for i in gen if i in keep]
         a = [i for i in ae_idx if i in keep]
         conds = ("harm", "aug", "r50") if args.resized else ("harm", "aug")
-        neg = [src.stack(conds, r)[0], src.stack(("ae_real", "ae_real_aug"), a)[0]]
-        pos = [src.stack(conds, g)[0]]
+        neg = [stack(conds + (("low",) if args.low else ()), r)]
+        neg += [stack(("ae_real", "ae_real_aug"), a)]
+        pos = [stack(conds, g)]
         if args.mix:
-            pos += [src.stack(("syn", "syn_aug"), r)[0], src.stack(("ae", "ae_aug"), a)[0]]
+            pos += [stack(("syn", "syn_aug"), r), stack(("ae", "ae_aug"), a)]
         n, p = np.concatenate(neg), np.concatenate(pos)
         return np.concatenate([n, p]), np.r_[np.zeros(len(n)), np.ones(len(p))]
 
     net: torch.nn.Module
     kwargs: dict[str, Any]
-    if args.model in ("spectral", "spco"):
-        net, kwargs = fit_logistic(*data(idx, True)), {"patch": PATCH}
-        if args.model == "spco":
+    if args.model in ("spectral", "spco", "spcn"):
+        kwargs = {"patch": PATCH}
+        if args.head == "mlp":
+            net = fit_mlp(*data(idx, True, patches=True), hidden=args.hidden)
+            kwargs["hidden"] = args.hidden
+        else:
+            net = fit_logistic(*data(idx, True), l2=args.l2)
+        if args.model in ("spco", "spcn"):
             kwargs["cooccurrence"] = True
+        if args.model == "spcn":
+            kwargs["normalised"] = True
         arch = "spectral_logistic"
     elif args.model == "cnn":
         net = train_cnn(*data(idx, False), args.epochs, 0, widths)
@@ -723,7 +906,7 @@ def stage_ship(args: argparse.Namespace) -> None:
         kwargs = {"residual": "npr", "widths": list(widths), "patch": PATCH}
     seconds = time.monotonic() - t0
     trained = sorted(recipe_key(all_samples[i]) for i in idx)
-    test = [i for i in pt.images() if is_test_source(all_samples[i])]
+    test = [i for i in pt.images() if is_test_source(all_samples[i]) and i not in demo]
     x, owner = pt.stack(("harm",), test)
     logits = image_means(
         patch_logits(net, x, Preprocess(patch_size=PATCH), torch.device("cpu")), owner, test
@@ -749,13 +932,21 @@ def stage_ship(args: argparse.Namespace) -> None:
         calibration=calibrate(logits, labels),
         training={
             "recipe": f"scripts/detector_candidates.py ship --model {args.model}"
+            + (f" --head mlp --hidden {args.hidden}" if args.head == "mlp" else f" --l2 {args.l2}")
             + (" --mix" if args.mix else "")
             + (" --resized" if args.resized else "")
+            + (" --low" if args.low else "")
             + f" --epochs {args.epochs} --widths {args.widths}",
             "split": "sources held out: detector.data.in_split(repo or group, 0.3, 'det-eval')",
             "harmonisation": "harm: centre crop 256, JPEG q90; aug: random crop 256, "
             "p=0.15 downscale 0.5-0.9, p=0.2 blur 0.3-1.5 px, JPEG 65-100; both classes"
-            + ("; r50: centre crop 256, 0.5x bilinear, JPEG q90" if args.resized else ""),
+            + ("; r50: centre crop 256, 0.5x bilinear, JPEG q90" if args.resized else "")
+            + (
+                "; low (real photos only): centre 640 through "
+                "detector.transforms.low_light_capture, then harm"
+                if args.low
+                else ""
+            ),
             "summary": summary,
             "torch": torch.__version__,
         },
@@ -781,9 +972,26 @@ def recipe_key(s: Sample) -> str:
 def main(argv: list[str] | None = None) -> int:
     """Command line entry point; see the module docstring."""
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("stage", choices=("cache", "ae", "run", "ship"))
-    ap.add_argument("--model", choices=("spectral", "spco", "cnn", "hybrid"), default="hybrid")
+    ap.add_argument("stage", choices=("cache", "ae", "low", "run", "ship"))
+    ap.add_argument(
+        "--model",
+        choices=("spectral", "spco", "spcn", "cnn", "hybrid"),
+        default="hybrid",
+        help="ship: spectral (FFT) features, spco (+ co-occurrences), spcn (+ noise-normalised"
+        " co-occurrences), a CNN or the hybrid",
+    )
+    ap.add_argument(
+        "--low",
+        action="store_true",
+        help="ship: add the low-light captures of the real photos (stage low)",
+    )
     ap.add_argument("--mix", action="store_true", help="ship: add the synthetic fakes")
+    ap.add_argument(
+        "--head",
+        choices=("lr", "mlp"),
+        default="lr",
+        help="ship, spectral/spco: a linear head (L2 --l2) or an MLP head (--hidden units)",
+    )
     ap.add_argument(
         "--resized", action="store_true", help="ship: add the 0.5x copies (r50), both classes"
     )
@@ -801,6 +1009,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--ensembles", default="", help="e.g. spec_gen+cnn_ae,spec_gen+spec_ae")
     ap.add_argument("--baseline", type=Path, help="old_default: the weights to compare")
     ap.add_argument("--baseline-trainfiles", type=Path, help="old_default: its training files")
+    ap.add_argument("--l2", type=float, default=1e-3, help="L2 penalty of the logistic regression")
+    ap.add_argument(
+        "--hidden", type=int, default=64, help="hidden units of the MLP head (_mlp, --mlp)"
+    )
     ap.add_argument("--folds", type=int, default=4, help="family groups of the CNN folds")
     ap.add_argument("--epochs", type=int, default=2, help="CNN epochs")
     ap.add_argument("--widths", default="16,32,64,128", help="PatchResNet widths")
@@ -811,6 +1023,8 @@ def main(argv: list[str] | None = None) -> int:
         stage_cache()
     elif args.stage == "ae":
         stage_ae(args.max_images)
+    elif args.stage == "low":
+        stage_low()
     elif args.stage == "run":
         stage_run(args)
     else:

@@ -33,7 +33,7 @@ import numpy as np
 import torch
 
 from detector.calibrate import apply
-from detector.data import Sample, load_samples
+from detector.data import Sample, is_held_out_source, load_samples
 from detector.metrics import average_precision, expected_calibration_error, roc_auc
 from detector.policy import Scored, fit_band_policy, rates_by, score_files
 from detector.registry import load_models
@@ -137,7 +137,11 @@ def main(argv: list[str] | None = None) -> int:
         if str(s.path) in known
     ]
     in_recipe = {str(s.path) for s in recipe}
-    fixture_held = [s for s in scored if str(s.sample.path) not in in_recipe]
+    # Fixture images of held-out sources only: the demo's files (clients/samples/) are not
+    # trained on either, but their fixture group is a training source.
+    fixture_held = [
+        s for s in scored if str(s.sample.path) not in in_recipe and is_held_out_source(s.sample)
+    ]
     try:
         cal, report = fit_band_policy(
             [s for s in scored if str(s.sample.path) in in_recipe],

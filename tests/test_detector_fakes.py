@@ -10,10 +10,12 @@ torch = pytest.importorskip("torch")
 from detector.fakes import TOOLS, UPSAMPLERS, TinyAutoencoder, random_upsampler  # noqa: E402
 from detector.model import (  # noqa: E402
     HybridDetector,
+    NormalisedCooccurrence,
     ResidualCooccurrence,
     SpectralFeatures,
     SpectralLogistic,
 )
+from detector.transforms import low_light_capture  # noqa: E402
 from provenance.core.errors import DetectorError  # noqa: E402
 
 
@@ -93,3 +95,43 @@ def test_residual_cooccurrence_histograms_and_upsampling_phase() -> None:
     net = SpectralLogistic(64, cooccurrence=True)
     assert net(torch.randn(3, 3, 64, 64)).shape == (3,)
     assert net.feat_mean.shape == (SpectralFeatures(64).size + co.size,)
+
+
+def _noisy(scale: float, seed: int = 3, size: int = 64) -> torch.Tensor:
+    """A flat grey patch plus Gaussian noise of `scale` grey levels, normalised input."""
+    rng = np.random.default_rng(seed)
+    img = np.clip(128 + rng.normal(0, scale, (size, size, 3)), 0, 255).round().astype(np.uint8)
+    return (torch.from_numpy(img).permute(2, 0, 1)[None].float() / 255 - 0.5) / 0.25
+
+
+def test_normalised_cooccurrence_reads_the_shape_of_the_noise_not_its_level() -> None:
+    norm, fixed = NormalisedCooccurrence(), ResidualCooccurrence()
+    f = norm(_noisy(3.0))[0]
+    assert f.shape == (norm.size,) and torch.isfinite(f).all()
+    for a, b in ((0, 125), (125, 250)):  # Hellinger histograms
+        assert float((f[a:b] ** 2).sum()) == pytest.approx(1.0, abs=1e-4)
+    # The same noise at 3x the level: the fixed-step histograms move a lot, the
+    # normalised ones little (only the rounding of the pixels differs).
+    g = norm(_noisy(9.0))[0]
+    fixed_move = (fixed(_noisy(3.0))[0, :250] - fixed(_noisy(9.0))[0, :250]).abs().sum()
+    assert (f - g).abs().sum() < 0.25 * fixed_move, ((f - g).abs().sum(), fixed_move)
+    # Structure still counts: a 2x nearest up-sampled patch is far from plain noise.
+    x = _noisy(6.0)
+    up = x[:, :, ::2, ::2].repeat_interleave(2, 2).repeat_interleave(2, 3)
+    assert (norm(up)[0] - norm(x)[0]).abs().sum() > 1.0
+    # The head with all three feature sets, linear and MLP.
+    for hidden in (0, 16):
+        net = SpectralLogistic(64, cooccurrence=True, normalised=True, hidden=hidden)
+        assert net(torch.randn(3, 3, 64, 64)).shape == (3,)
+        assert net.feat_mean.shape == (SpectralFeatures(64).size + fixed.size + norm.size,)
+
+
+def test_low_light_capture_is_a_noisy_reproducible_photo() -> None:
+    rgb = _smooth_image(4, 128)
+    a = low_light_capture(rgb, np.random.default_rng(1))
+    b = low_light_capture(rgb, np.random.default_rng(1))
+    assert a.dtype == np.uint8 and a.shape == rgb.shape and np.array_equal(a, b)
+    # Still the same picture, with noise that another draw changes.
+    assert np.corrcoef(a.reshape(-1), rgb.reshape(-1))[0, 1] > 0.5
+    other = low_light_capture(rgb, np.random.default_rng(2))
+    assert np.abs(a.astype(int) - other.astype(int)).mean() > 1.0

@@ -29,12 +29,13 @@ from detector.registry import load_models  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = ROOT.parent / "shared" / "fixtures"
 SETS = [FIXTURES / "detector", FIXTURES / "detector_more"]
+DEMO_SAMPLES = ROOT / "clients" / "samples"
 
 #: Floors for the held-out fixture sources, as served (files as they are, re-encoded as
-#: the weights say): version 4 measured AUC 0.892 on these 237 images with this test's
-#: secret (0.891 with the band-policy secret), 1 of 116 real photos and 7 of 121
-#: generated images at or above threshold_high.
-MIN_AUC = 0.86
+#: the weights say): version 5 measured AUC 0.865 on these 237 images with this test's
+#: secret (0.867 with the band-policy secret), 1 of 116 real photos and 6 of 121
+#: generated images at or above threshold_high (version 4: AUC 0.892, 1 and 7).
+MIN_AUC = 0.84
 #: Most real held-out photos allowed at or above threshold_high.
 MAX_REAL_FLAGGED = 0.05
 #: Fewest generated held-out images at or above threshold_high: a model (or calibration)
@@ -54,12 +55,16 @@ def test_shipped_model_on_held_out_fixtures() -> None:
     trained = set(listed["trained_on"])
     samples = load_samples(SETS)
     rel = {s.path: str(s.path.relative_to(FIXTURES)) for s in samples}
-    held = [s for s in samples if rel[s.path] not in trained]
-    # The recorded fixture files are exactly those of the sources the protocol trains on,
-    # and the whole list has the size the weights' metadata states.
+    held = [s for s in samples if is_held_out_source(s)]
+    # The files `make demo` shows never train: what it shows is generalisation.
+    demo = {_sha(p) for p in DEMO_SAMPLES.iterdir() if p.is_file()}
+    demo_files = {rel[s.path] for s in samples if _sha(s.path) in demo}
+    assert len(demo_files) == 4 and not demo_files & trained
+    # The recorded fixture files are exactly those of the sources the protocol trains on
+    # (less the demo's), and the whole list has the size the weights' metadata states.
     assert {r for r in trained if not r.startswith("detector-data/")} == {
         rel[s.path] for s in samples if not is_held_out_source(s)
-    }
+    } - demo_files
     assert len(trained) == model.meta.training["summary"]["train_images"]
     # Held out means held out: no shared source and no identical file.
     assert not {source_of(s) for s in samples if rel[s.path] in trained} & {
