@@ -8,14 +8,19 @@ processes, measured in the same run.
    bytes that are no media (nothing to decode), against a bare grpcio stream of the same
    serialized messages to a handler that only counts them.
 
-Layout: `prov serve` runs in one child process, the bare echo/stream server in another
-(a plain `grpc.server` with a 16-thread pool, as grpcio's examples do), and this process
-is the client for both: a `grpc.aio` channel with one task per caller sending
-pre-serialized requests, so client-side protobuf and signing cost nothing in either
-measurement. Rounds of each path and its peer alternate (so both see the same share of a
-shared machine); each rate is the median of --rounds rounds. Also the work per CPU-second
-of each server process (utime + stime), which a busy machine disturbs less. Prints the
-ratios and writes them to out/bench/service.json (bench/results.py).
+Layout: `prov serve` runs in one child process; the bare echo/stream server in another
+(a plain `grpc.server` with a 16-thread pool, as grpcio's examples do: the issue's
+baseline, the ratios that count); a bare `grpc.aio` server with the same two handlers in
+a third (informative: how much of the gap is grpc.aio's own cost, the floor of a server
+built like `prov serve`); for uploads, the bare sync server once more with the malloc
+settings `prov serve` makes for itself (informative: without them a bare grpcio server
+takes a page fault for most pages it receives). This process is the client for all: a
+`grpc.aio` channel with one task per caller sending pre-serialized requests, so
+client-side protobuf and signing cost nothing in any measurement. Rounds of each path
+and its peers alternate (so all see the same share of a shared machine; each round
+starts with the next one); each rate is the median of --rounds rounds. Also the work per
+CPU-second of each server process (utime + stime), which a busy machine disturbs less.
+Prints the ratios and writes them to out/bench/service.json (bench/results.py).
 
 Usage: python bench/bench_service.py [--callers 64] [--seconds 3] [--mb 256] [--rounds 3]
 """
@@ -31,7 +36,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from concurrent import futures
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -45,6 +50,7 @@ from clients.api import ProvenanceClient
 from provenance.core.claims import Claim, HardBinding, SignedClaim
 from provenance.core.envelope import PAYLOAD_TYPE_CLAIM, PAYLOAD_TYPE_ENROLL, sign_payload
 from provenance.core.keys import DeviceKey
+from provenance.server.allocator import MMAP_THRESHOLD_BYTES, TRIM_THRESHOLD_BYTES
 from provenance.v1 import provenance_pb2 as pb
 from provenance.wire import convert as wire
 from provenance.wire.contract import UPLOAD_CHUNK_BYTES
@@ -57,7 +63,7 @@ BIG = [("grpc.max_receive_message_length", 16 << 20), ("grpc.max_send_message_le
 
 
 def serve_echo() -> None:
-    """Child process: the bare peers (unary echo, stream sink); prints its port."""
+    """Child process: the bare sync peers (unary echo, stream sink); prints its port."""
 
     def echo(request: bytes, context: grpc.ServicerContext) -> bytes:
         return request
@@ -78,6 +84,35 @@ def serve_echo() -> None:
     server.start()
     print(f"listening on 127.0.0.1:{port}", flush=True)
     server.wait_for_termination()
+
+
+async def serve_echo_aio() -> None:
+    """Child process: the same peers on a bare `grpc.aio` server; prints its port."""
+
+    async def echo(request: bytes, context: grpc.aio.ServicerContext[bytes, bytes]) -> bytes:
+        return request
+
+    async def sink(
+        requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext[bytes, bytes]
+    ) -> bytes:
+        n = 0
+        async for r in requests:
+            n += len(r)
+        return str(n).encode()
+
+    handler = grpc.method_handlers_generic_handler(
+        "bench.Echo",
+        {
+            "Echo": grpc.unary_unary_rpc_method_handler(echo),
+            "Sink": grpc.stream_unary_rpc_method_handler(sink),
+        },
+    )
+    server = grpc.aio.server(options=BIG)
+    server.add_generic_rpc_handlers((handler,))
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    print(f"listening on 127.0.0.1:{port}", flush=True)
+    await server.wait_for_termination()
 
 
 def _start(cmd: list[str], env: dict[str, str]) -> tuple[subprocess.Popen[str], str]:
@@ -152,23 +187,25 @@ class Peer:
     measure: Callable[[], Awaitable[float]]
 
 
-def _paired(rounds: int, a: Peer, b: Peer) -> tuple[tuple[float, float], tuple[float, float]]:
-    """Rounds of ``a`` and ``b`` alternated, so both see the same share of a shared
-    machine; for each, (median rate, median work per CPU-second of its server process)."""
-    out: dict[int, list[tuple[float, float]]] = {0: [], 1: []}
-    for _ in range(rounds):
-        for i, peer in enumerate((a, b)):
+def _alternated(rounds: int, *peers: Peer) -> list[tuple[float, float]]:
+    """Rounds of ``peers`` alternated, so all see the same share of a shared machine, each
+    round starting with the next peer (the first of a round measured faster or slower by
+    up to 10%); for each, (median rate, median work per CPU-second of its server
+    process)."""
+    out: dict[int, list[tuple[float, float]]] = {i: [] for i in range(len(peers))}
+    for r in range(rounds):
+        for i in [(r + k) % len(peers) for k in range(len(peers))]:
+            peer = peers[i]
             cpu0 = sum(peer.proc.cpu_times()[:2])
             t0 = time.perf_counter()
             rate = asyncio.run(peer.measure())
             wall = time.perf_counter() - t0
             cpu = sum(peer.proc.cpu_times()[:2]) - cpu0
             out[i].append((rate, rate * wall / cpu if cpu else 0.0))
-    med = [
+    return [
         (statistics.median(r for r, _ in out[i]), statistics.median(c for _, c in out[i]))
-        for i in (0, 1)
+        for i in out
     ]
-    return med[0], med[1]
 
 
 def main() -> None:
@@ -177,10 +214,13 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=3.0, help="per submission round")
     ap.add_argument("--mb", type=int, default=256, help="size of the verified bytes, MiB")
     ap.add_argument("--rounds", type=int, default=3, help="rounds per rate (median)")
-    ap.add_argument("--serve-echo", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--serve-echo", choices=["sync", "aio"], help=argparse.SUPPRESS)
     args = ap.parse_args()
-    if args.serve_echo:
+    if args.serve_echo == "sync":
         serve_echo()
+        return
+    if args.serve_echo == "aio":
+        asyncio.run(serve_echo_aio())
         return
 
     env = {
@@ -194,7 +234,18 @@ def main() -> None:
         # per-device quotas off: 64 devices submitting flat out is the load measured
         serve += ["--quota-claims-per-minute", "0", "--quota-claim-kb-per-minute", "0"]
         prov, addr = _start(serve, env)
-        echo, echo_addr = _start([sys.executable, __file__, "--serve-echo"], env)
+        echo, echo_addr = _start([sys.executable, __file__, "--serve-echo", "sync"], env)
+        aio, aio_addr = _start([sys.executable, __file__, "--serve-echo", "aio"], env)
+        # informative: the sync peer with the malloc settings `prov serve` makes for itself
+        # (provenance/server/allocator.py), which spare it a page fault per page received
+        tuned, tuned_addr = _start(
+            [sys.executable, __file__, "--serve-echo", "sync"],
+            {
+                **env,
+                "MALLOC_MMAP_THRESHOLD_": str(MMAP_THRESHOLD_BYTES),
+                "MALLOC_TRIM_THRESHOLD_": str(TRIM_THRESHOLD_BYTES),
+            },
+        )
         try:
             keys = []
             with ProvenanceClient(addr, admin_token=ADMIN) as c:
@@ -217,18 +268,25 @@ def main() -> None:
                 return signed[w][nxt[w] - 1]
 
             blob = signed[0][-1]
-            (submit_rate, submit_cpu), (echo_rate, echo_cpu) = _paired(
-                args.rounds,
-                Peer(
-                    psutil.Process(prov.pid),
-                    lambda: _unary_rate(addr, SUBMIT, args.callers, args.seconds, submission),
-                ),
-                Peer(
-                    psutil.Process(echo.pid),
+
+            def echoed(proc: subprocess.Popen[str], address: str) -> Peer:
+                return Peer(
+                    psutil.Process(proc.pid),
                     lambda: _unary_rate(
-                        echo_addr, "/bench.Echo/Echo", args.callers, args.seconds, lambda w: blob
+                        address, "/bench.Echo/Echo", args.callers, args.seconds, lambda w: blob
                     ),
-                ),
+                )
+
+            [(submit_rate, submit_cpu), (echo_rate, echo_cpu), (aecho_rate, aecho_cpu)] = (
+                _alternated(
+                    args.rounds,
+                    Peer(
+                        psutil.Process(prov.pid),
+                        lambda: _unary_rate(addr, SUBMIT, args.callers, args.seconds, submission),
+                    ),
+                    echoed(echo, echo_addr),
+                    echoed(aio, aio_addr),
+                )
             )
             print(f"callers={args.callers} request={len(blob)} B, submitted {sum(nxt)}")
 
@@ -244,13 +302,24 @@ def main() -> None:
                 for i in range(0, len(data), UPLOAD_CHUNK_BYTES)
             ]
             del data
-            (verify_rate, verify_cpu), (stream_rate, stream_cpu) = _paired(
+
+            def sunk(proc: subprocess.Popen[str], address: str) -> Peer:
+                return Peer(
+                    psutil.Process(proc.pid),
+                    lambda: _stream_rate(address, "/bench.Echo/Sink", messages, mb),
+                )
+
+            [
+                (verify_rate, verify_cpu),
+                (stream_rate, stream_cpu),
+                (astream_rate, astream_cpu),
+                (tstream_rate, tstream_cpu),
+            ] = _alternated(
                 args.rounds,
                 Peer(psutil.Process(prov.pid), lambda: _stream_rate(addr, VERIFY, messages, mb)),
-                Peer(
-                    psutil.Process(echo.pid),
-                    lambda: _stream_rate(echo_addr, "/bench.Echo/Sink", messages, mb),
-                ),
+                sunk(echo, echo_addr),
+                sunk(aio, aio_addr),
+                sunk(tuned, tuned_addr),
             )
             write_results(
                 "service",
@@ -283,12 +352,69 @@ def main() -> None:
                         stream_cpu,
                         "MB/CPU-s",
                     ),
+                    # informative: the floor of a grpc.aio server, as `prov serve` is
+                    Ratio(
+                        f"SubmitCapture, {args.callers} callers",
+                        submit_rate,
+                        "bare grpc.aio echo",
+                        aecho_rate,
+                        "calls/s",
+                    ),
+                    Ratio(
+                        f"VerifyFile, {args.mb} MiB non-media",
+                        verify_rate,
+                        "bare grpc.aio stream",
+                        astream_rate,
+                        "MB/s",
+                    ),
+                    Ratio(
+                        "bare grpc.aio echo (info)",
+                        aecho_rate,
+                        "bare grpcio echo",
+                        echo_rate,
+                        "calls/s",
+                    ),
+                    Ratio(
+                        "bare grpc.aio stream (info)",
+                        astream_rate,
+                        "bare grpcio stream",
+                        stream_rate,
+                        "MB/s",
+                    ),
+                    Ratio(
+                        "bare grpc.aio echo per CPU-s (info)",
+                        aecho_cpu,
+                        "bare grpcio echo",
+                        echo_cpu,
+                        "calls/CPU-s",
+                    ),
+                    Ratio(
+                        "bare grpc.aio stream per CPU-s (info)",
+                        astream_cpu,
+                        "bare grpcio stream",
+                        stream_cpu,
+                        "MB/CPU-s",
+                    ),
+                    Ratio(
+                        f"VerifyFile, {args.mb} MiB non-media",
+                        verify_rate,
+                        "bare grpcio stream, prov's malloc settings",
+                        tstream_rate,
+                        "MB/s",
+                    ),
+                    Ratio(
+                        "VerifyFile per server CPU-second",
+                        verify_cpu,
+                        "bare grpcio stream, prov's malloc settings",
+                        tstream_cpu,
+                        "MB/CPU-s",
+                    ),
                 ],
                 note="client, prov serve and the bare peers in separate processes; medians of"
                 f" {args.rounds}; machine shared (only ratios count)",
             )
         finally:
-            for p in (prov, echo):
+            for p in (prov, echo, aio, tuned):
                 p.terminate()
                 p.wait(timeout=30)
 

@@ -180,6 +180,20 @@ def test_a_submission_the_log_has_not_confirmed_in_time_is_a_storage_error(rig: 
     assert again.duplicate and again.receipt.leaf_index == 0  # recorded once, after all
 
 
+def test_an_asyncio_submission_not_confirmed_in_time_is_a_storage_error(rig: Rig) -> None:
+    key = rig.enroll()
+    signed = sign(key, make_claim(key, 1))
+
+    async def run() -> Appended:
+        with pytest.raises(StorageError, match="within 0.05 s"):  # waits at the gate
+            await rig.writer.submit_async(rig.pending(signed), timeout=0.05)
+        rig.clock.gate.set()
+        return await rig.writer.submit_async(rig.pending(signed), timeout=10)
+
+    again = asyncio.run(run())
+    assert again.duplicate and again.receipt.leaf_index == 0  # recorded once, after all
+
+
 def test_asyncio_callers_get_verifiable_receipts_and_a_cancelled_wait_still_logs(
     rig: Rig,
 ) -> None:

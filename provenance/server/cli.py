@@ -219,12 +219,14 @@ def serve(
     from provenance.media.inspect import InspectConfig
     from provenance.media.video.decode import start_decoder
     from provenance.metrics import serve_metrics
+    from provenance.server.allocator import keep_freed_memory
     from provenance.server.limits import ServerLimits
     from provenance.server.rpc import ServerConfig, create_server
     from provenance.server.service import ProvenanceService, ServiceConfig
     from provenance.store import is_postgres_url
     from provenance.witness.client import parse_witness_option
 
+    keep_freed_memory()  # upload buffers reused instead of faulted in again
     witnesses = tuple(parse_witness_option(w) for w in witness or [])
     if witness_quorum > len(witnesses):
         raise ConfigError(

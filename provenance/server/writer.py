@@ -108,6 +108,13 @@ def _unconfirmed(timeout: float) -> StorageError:
     )
 
 
+def _time_out(fut: asyncio.Future[Any], timeout: float) -> None:
+    """Fail ``fut`` as unconfirmed after ``timeout`` seconds, unless the writer settled it
+    (it leaves a done future alone: the submission stays queued and may still be logged)."""
+    if not fut.done():
+        fut.set_exception(_unconfirmed(timeout))
+
+
 def _settle(outcomes: Sequence[tuple[_Item, object]]) -> None:
     """Complete each item's future with its outcome (an exception or a result); on an
     event loop's thread for asyncio futures. A future already cancelled (its caller gave
@@ -257,14 +264,17 @@ class GroupCommitWriter:
     async def submit_async(self, pending: PendingClaim, timeout: float | None = None) -> Appended:
         """`submit` for an asyncio caller: waits on the loop, holding no thread. Raises as
         `submit`; with ``timeout`` None (the caller's deadline bounds the wait: an RPC's
-        cancellation), no timer is set per call."""
+        cancellation), no timer is set per call. The timeout is one timer handle that
+        fails the future (`asyncio.wait_for` costs a task, a waiter and callbacks per
+        call, a few per cent of a submission's time on the loop)."""
         fut = self.enqueue_async(pending)
         if timeout is None:
             return cast(Appended, await fut)
+        timer = fut.get_loop().call_later(timeout, _time_out, fut, timeout)
         try:
-            return cast(Appended, await asyncio.wait_for(fut, timeout))
-        except TimeoutError as e:
-            raise _unconfirmed(timeout) from e
+            return cast(Appended, await fut)
+        finally:
+            timer.cancel()
 
     def close(self) -> None:
         """Finish what is queued, then stop the writer and acknowledging threads."""
