@@ -8,6 +8,7 @@ get 503 (uvicorn's ``limit_concurrency`` counted them) and were never closed."""
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
 import subprocess
 import sys
@@ -26,7 +27,7 @@ from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 
 from provenance.log.checkpoint import generate_log_key
-from provenance.web.guard import HttpLimits
+from provenance.web.guard import LINGER_SECONDS, HttpLimits
 from provenance.web.serve import bind, uvicorn_server
 
 HEADER_SECONDS = 2.0
@@ -180,6 +181,38 @@ def test_connections_beyond_the_server_cap_get_a_clear_503(tmp_path: Path) -> No
         assert _normal_request("witness", proc.address) == SERVED["witness"]
     finally:
         proc.stop()
+
+
+def _open_descriptors(proc: ServerProc) -> int:
+    return len(os.listdir(f"/proc/{proc.proc.pid}/fd"))
+
+
+def test_refused_clients_that_hang_up_at_once_leave_nothing_open() -> None:
+    """Clients beyond the per-address cap that close at once (a connect-and-close flood):
+    each is refused and closed within the linger, with nothing in the log.
+
+    Before: writing the 503's end-of-file to a client already gone raised ENOTCONN in
+    ``connection_made``, so every such connection logged a traceback and its socket was
+    never closed (a 4 s flood left 2,388 descriptors open in the server)."""
+    proc = start_web("127.0.0.1:1", "--connections-per-client", "2")
+    held: list[socket.socket] = []
+    try:
+        held = [_connect(proc.address, "127.0.0.2") for _ in range(2)]
+        assert _normal_request("web", proc.address) == SERVED["web"]
+        before = _open_descriptors(proc)
+        for _ in range(30):
+            _connect(proc.address, "127.0.0.2").close()
+        assert _normal_request("web", proc.address) == SERVED["web"]
+        time.sleep(LINGER_SECONDS + 1)
+        after = _open_descriptors(proc)
+    finally:
+        for s in held:
+            s.close()
+        proc.stop()
+    assert proc.proc.stderr is not None
+    log = proc.proc.stderr.read()
+    assert "Traceback" not in log, log[-2000:]
+    assert after <= before
 
 
 # ---------------------------------------------------------------- request bodies

@@ -106,8 +106,13 @@ class _GuardedH11(H11Protocol):
         self._refused = True
         self.connections.discard(self)
         self.transport.write(_response(503, "Service Unavailable", text))
-        if self.transport.can_write_eof():
-            self.transport.write_eof()
+        try:
+            if self.transport.can_write_eof():
+                self.transport.write_eof()
+        except OSError:
+            # the client is already gone (ENOTCONN: it hung up before we answered)
+            self.transport.abort()
+            return
         self.loop.call_later(LINGER_SECONDS, self.transport.close)
 
     # -- deadlines
