@@ -215,6 +215,32 @@ def test_refused_clients_that_hang_up_at_once_leave_nothing_open() -> None:
     assert after <= before
 
 
+def test_refused_connections_linger_only_up_to_the_server_cap() -> None:
+    """A flood of connections beyond the caps holds at most --max-connections refused
+    sockets in their lingering close at once; the rest are closed right after their 503
+    (before: every refused one kept a descriptor for LINGER_SECONDS, so a fast enough
+    flood from one address could run the server out of descriptors)."""
+    proc = start_web("127.0.0.1:1", "--connections-per-client", "2", "--max-connections", "8")
+    flood: list[socket.socket] = []
+    try:
+        assert _normal_request("web", proc.address) == SERVED["web"]
+        before = _open_descriptors(proc)
+        flood = [_connect(proc.address, "127.0.0.2") for _ in range(100)]
+        answers = [_read_until_closed(s, 1.0) for s in flood[2:]]
+        time.sleep(0.3)  # the loop closes the refused sockets; the linger lasts 2 s
+        during = _open_descriptors(proc)
+        assert _normal_request("web", proc.address) == SERVED["web"]
+    finally:
+        for s in flood:
+            s.close()
+        proc.stop()
+    closed_at_once = [a for a in answers if a is not None]
+    assert len(closed_at_once) >= 98 - 8
+    for a in closed_at_once:
+        assert a.startswith(b"HTTP/1.1 503 Service Unavailable\r\n")
+    assert during - before <= 2 + 8 + 2  # held, lingering, a margin
+
+
 # ---------------------------------------------------------------- request bodies
 
 

@@ -16,7 +16,9 @@ slots (``limit_concurrency``) and every other caller got 503 for as long as they
   (flow control, ``Expect: 100-continue``) does not count;
 - caps: at most ``per_client`` connections from one client address and
   ``max_connections`` in all; one more is answered at once with 503 and a sentence
-  saying which cap, then closed.
+  saying which cap, then closed (after a lingering close of `LINGER_SECONDS`, for at
+  most ``max_connections`` refused connections at a time: a flood costs no more
+  descriptors than that).
 """
 
 from __future__ import annotations
@@ -70,6 +72,8 @@ class _GuardedH11(H11Protocol):
     `guarded_protocol`)."""
 
     limits: ClassVar[HttpLimits]
+    #: Refused connections in their lingering close (at most ``max_connections``).
+    lingering: ClassVar[set[_GuardedH11]]
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -113,7 +117,16 @@ class _GuardedH11(H11Protocol):
             # the client is already gone (ENOTCONN: it hung up before we answered)
             self.transport.abort()
             return
-        self.loop.call_later(LINGER_SECONDS, self.transport.close)
+        if len(self.lingering) >= self.limits.max_connections:
+            # a flood: each lingering socket holds a descriptor, so close this one now
+            self.transport.close()
+            return
+        self.lingering.add(self)
+        self.loop.call_later(LINGER_SECONDS, self._end_linger)
+
+    def _end_linger(self) -> None:
+        self.lingering.discard(self)
+        self.transport.close()
 
     # -- deadlines
 
@@ -222,4 +235,4 @@ class _GuardedH11(H11Protocol):
 def guarded_protocol(limits: HttpLimits) -> type[H11Protocol]:
     """uvicorn's h11 protocol class with ``limits`` applied; pass it as
     ``uvicorn.Config(http=...)``."""
-    return type("GuardedH11Protocol", (_GuardedH11,), {"limits": limits})
+    return type("GuardedH11Protocol", (_GuardedH11,), {"limits": limits, "lingering": set()})
