@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import os
 import random
+import threading
 from datetime import UTC, datetime, timedelta, timezone
 from functools import partial
 
@@ -120,3 +121,21 @@ def test_start_beside_returns_results_in_the_order_asked_and_raises_errors() -> 
     job = start_beside(fails)
     with pytest.raises(ValueError, match="hash failed"):
         job()
+
+
+def test_an_upload_behind_on_hashing_says_so_and_is_waited_for_off_the_caller() -> None:
+    """VerifyFile's receive loop asks `hashing_behind` before each write and then waits in a
+    thread (`wait_hashed`), so its event loop never blocks inside `write`."""
+    upload = Upload(64 << 20)
+    busy = threading.Event()
+    upload._digest._helper.start(busy.wait)  # the hashing thread is held up
+    upload.write(b"no media here\n" + bytes(3 << 20))  # under the backlog: returns at once
+    assert upload.hashing_behind
+    waiter = threading.Thread(target=upload.wait_hashed)
+    waiter.start()
+    waiter.join(0.2)
+    assert waiter.is_alive()  # still waiting for the held-up hashing
+    busy.set()
+    waiter.join(10)
+    assert not waiter.is_alive() and not upload.hashing_behind
+    assert upload.sha256 == hashlib.sha256(b"no media here\n" + bytes(3 << 20)).digest()

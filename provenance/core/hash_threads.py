@@ -136,16 +136,22 @@ class BackgroundSha256:
         """Feed the next bytes of the stream."""
         self._given += len(data)
         if self._given - self._hashed > BACKLOG_BYTES:
-            self._drain()
+            self.drain()
         self._helper.start(lambda: self._feed(data), self._errors)
 
-    def _drain(self) -> None:
+    def drain(self) -> None:
         """Wait until the helper has hashed every byte given; raise what it raised."""
         _wait(*self._helper.start(lambda: None, self._errors))
 
+    @property
+    def behind(self) -> int:
+        """Bytes given but not hashed yet (an asyncio caller that finds this near
+        BACKLOG_BYTES calls `drain` in a thread, so that `update` never waits on its loop)."""
+        return self._given - self._hashed
+
     def digest(self) -> bytes:
         """The 32-byte SHA-256 of everything fed so far (the stream may continue)."""
-        self._drain()
+        self.drain()
         return self._hash.digest()
 
     @property

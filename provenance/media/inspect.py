@@ -30,7 +30,7 @@ from provenance.core.errors import (
     MediaTooLargeError,
     ProvenanceError,
 )
-from provenance.core.hash_threads import BackgroundSha256
+from provenance.core.hash_threads import BACKLOG_BYTES, BackgroundSha256
 from provenance.core.verify import FileFacts
 from provenance.core.video_binding import ChunkedHasher
 from provenance.core.video_match import QUERY_RATE_HZ
@@ -118,6 +118,17 @@ class Upload:
     def kept(self) -> bool:
         """Whether the bytes are kept (False once they proved to be no known media)."""
         return self._buf is not None
+
+    @property
+    def hashing_behind(self) -> bool:
+        """Whether the SHA-256 is half of BACKLOG_BYTES or more behind the bytes written, so
+        that a `write` could soon wait for it: an asyncio caller then awaits `wait_hashed`
+        in a thread rather than blocking its event loop in `write`."""
+        return self._digest.behind >= BACKLOG_BYTES // 2
+
+    def wait_hashed(self) -> None:
+        """Block until every byte written so far is hashed (raises what the hashing raised)."""
+        self._digest.drain()
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
         """Append ``data`` (bytes and views of bytes are held as they are, anything else is

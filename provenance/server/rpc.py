@@ -324,6 +324,8 @@ class VerificationServicer(rpc.VerificationServicer):
             data = chunk.data  # each read of the field copies the bytes
             if len(data) < lim.min_chunk_bytes:
                 short = len(data)
+            if upload.hashing_behind:  # wait for the hashing in a thread, not on the loop
+                await asyncio.get_running_loop().run_in_executor(None, upload.wait_hashed)
             upload.write(data)
             if image is None and upload.size >= SNIFF_BYTES:
                 image = (sniff_media_type(upload.head(SNIFF_BYTES)) or "").startswith("image/")
