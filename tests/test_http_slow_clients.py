@@ -253,13 +253,22 @@ async def _slow_reader(request: Request) -> PlainTextResponse:
     return PlainTextResponse(str(total))
 
 
+#: Size of the `_big` answer, in bytes: far more than the socket buffers hold.
+BIG = 32 << 20
+
+
+async def _big(request: Request) -> PlainTextResponse:
+    return PlainTextResponse("x" * BIG)
+
+
 @pytest.fixture
 def body_server() -> Iterator[str]:
     """A real uvicorn server on a loopback port with a 1 s body grace, 1 s idle limit and
     1 MiB/s minimum rate, in a thread; its app reads bodies slowly."""
     limits = HttpLimits(body_idle_seconds=1.0, body_grace_seconds=1.0, body_min_rate=1 << 20)
     sock, address = bind("127.0.0.1:0")
-    server = uvicorn_server(Starlette(routes=[Route("/", _slow_reader, methods=["POST"])]), limits)
+    routes = [Route("/", _slow_reader, methods=["POST"]), Route("/big", _big)]
+    server = uvicorn_server(Starlette(routes=routes), limits)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     deadline = time.monotonic() + 10
@@ -292,3 +301,47 @@ def test_a_body_the_server_reads_slowly_is_not_cut_off(body_server: str) -> None
     request = urllib.request.Request(body_server + "/", body, method="POST")
     with urllib.request.urlopen(request, timeout=60) as r:
         assert r.read() == str(len(body)).encode()
+
+
+def test_an_answer_the_client_stops_reading_is_cut_off(body_server: str) -> None:
+    """A client that asks for a large answer and reads none of it is closed once its
+    answer has not moved for the idle limit (before: it held the connection, and the
+    app's task, for as long as it liked: a few addresses could fill --max-connections)."""
+    host, port = body_server.removeprefix("http://").rsplit(":", 1)
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    s.connect((host, int(port)))
+    try:
+        s.sendall(b"GET /big HTTP/1.1\r\nHost: x\r\n\r\n")
+        time.sleep(4)  # reads nothing for 4 idle limits
+        s.settimeout(10)
+        got = 0
+        try:
+            while chunk := s.recv(1 << 20):
+                got += len(chunk)
+        except ConnectionResetError:
+            pass
+    finally:
+        s.close()
+    assert got < BIG  # the server gave up before sending it all
+
+
+def test_an_answer_read_slowly_is_not_cut_off(body_server: str) -> None:
+    """A client that keeps reading, slowly, keeps its connection past the idle limit."""
+    host, port = body_server.removeprefix("http://").rsplit(":", 1)
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    s.connect((host, int(port)))
+    got = 0
+    try:
+        s.sendall(b"GET /big HTTP/1.1\r\nHost: x\r\n\r\n")
+        s.settimeout(10)
+        end = time.monotonic() + 4  # 4 idle limits at about 200 KiB/s
+        while time.monotonic() < end:
+            chunk = s.recv(16 * 1024)
+            assert chunk, f"closed after {got} bytes"
+            got += len(chunk)
+            time.sleep(0.05)
+    finally:
+        s.close()
+    assert got > 0

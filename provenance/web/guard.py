@@ -14,6 +14,9 @@ slots (``limit_concurrency``) and every other caller got 503 for as long as they
   ``body_grace_seconds`` plus one second per ``body_min_rate`` bytes received, and
   never stall for ``body_idle_seconds``; time the server itself holds reading back
   (flow control, ``Expect: 100-continue``) does not count;
+- an answer deadline: a client that takes none of its answer for ``body_idle_seconds``
+  while the socket's buffers are full is dropped (a client that never reads would
+  otherwise hold its connection and the app's task for ever);
 - caps: at most ``per_client`` connections from one client address and
   ``max_connections`` in all; one more is answered at once with 503 and a sentence
   saying which cap, then closed (after a lingering close of `LINGER_SECONDS`, for at
@@ -83,6 +86,7 @@ class _GuardedH11(H11Protocol):
         self._phase_start = 0.0
         self._received = 0  # body bytes since the body phase started
         self._last_data = 0.0
+        self._write_timer: asyncio.TimerHandle | None = None
 
     # -- connection caps
 
@@ -164,7 +168,41 @@ class _GuardedH11(H11Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel()
+        self._cancel_write_watch()
         super().connection_lost(exc)
+
+    # -- a client that stops reading its answer
+
+    def pause_writing(self) -> None:
+        super().pause_writing()
+        self._watch_writes(self.transport.get_write_buffer_size())
+
+    def resume_writing(self) -> None:
+        self._cancel_write_watch()
+        super().resume_writing()
+
+    def _watch_writes(self, buffered: int) -> None:
+        self._write_timer = self.loop.call_later(
+            self.limits.body_idle_seconds, self._check_writes, buffered
+        )
+
+    def _cancel_write_watch(self) -> None:
+        if self._write_timer is not None:
+            self._write_timer.cancel()
+            self._write_timer = None
+
+    def _check_writes(self, buffered: int) -> None:
+        """While writing is paused (the socket's buffers are full): go on watching if the
+        client took some of the answer since ``buffered`` bytes were waiting, else drop
+        the connection (the app's send then ends as on a disconnect)."""
+        self._write_timer = None
+        if self.transport.is_closing():
+            return
+        now = self.transport.get_write_buffer_size()
+        if now < buffered:
+            self._watch_writes(now)
+        else:
+            self.transport.abort()
 
     def _cancel(self) -> None:
         if self._timer is not None:
