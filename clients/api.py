@@ -24,7 +24,7 @@ from provenance.core.verify import VerificationReport
 from provenance.v1 import provenance_pb2 as pb
 from provenance.v1 import provenance_pb2_grpc as rpc
 from provenance.wire import convert as wire
-from provenance.wire.contract import MAX_MESSAGE_BYTES, UPLOAD_CHUNK_BYTES
+from provenance.wire.contract import MAX_MESSAGE_BYTES, SERVER_ERROR_KEY, UPLOAD_CHUNK_BYTES
 from provenance.witness import WitnessStatus
 
 DEFAULT_SERVER = "127.0.0.1:50051"
@@ -330,10 +330,20 @@ class ProvenanceClient:
 _UNREACHABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED}
 
 
+def _server_answered(e: grpc.RpcError) -> bool:
+    """True when the status came from our server's own error (`SERVER_ERROR_KEY` in its
+    trailing metadata), not from gRPC failing to reach it or to hear back in time."""
+    trailing: Any = e.trailing_metadata() if hasattr(e, "trailing_metadata") else None
+    return any(item[0] == SERVER_ERROR_KEY for item in trailing or ())
+
+
 def _transport_error(e: grpc.RpcError, address: str) -> TransportError:
+    """Our error for a failed call: the server's own sentence when it sent one (its code
+    kept, so `is_unreachable` still says UNAVAILABLE and DEADLINE_EXCEEDED are worth a
+    retry), else "cannot reach the server"."""
     code = e.code() if hasattr(e, "code") else grpc.StatusCode.UNKNOWN
     details = e.details() if hasattr(e, "details") else str(e)
-    if code in _UNREACHABLE:
+    if code in _UNREACHABLE and not _server_answered(e):
         return TransportError(
             f"cannot reach the server at {address} ({code.name}: {details})", code.name
         )
@@ -341,5 +351,6 @@ def _transport_error(e: grpc.RpcError, address: str) -> TransportError:
 
 
 def is_unreachable(error: TransportError) -> bool:
-    """True when the error means the server could not be reached (worth queueing and retrying)."""
+    """True when the server could not be reached, or answered that it cannot serve the call
+    now (UNAVAILABLE, DEADLINE_EXCEEDED): worth queueing and retrying."""
     return error.code in {c.name for c in _UNREACHABLE}

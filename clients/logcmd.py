@@ -264,15 +264,22 @@ def _store_entries(store: Store, start: int, end: int) -> Iterator[tuple[int, by
         pos = got[-1][0] + 1
 
 
+def _open_read_only(db: str) -> Store:
+    """The log's database ``db`` (a SQLite file or a postgresql:// URL) opened read-only and
+    never migrated, for commands that only read it (`prov log audit --db`, `prov log
+    export-tiles`). Raises ConfigError when the file is missing, else as `open_store`."""
+    if not is_postgres_url(db) and not Path(db).is_file():
+        raise ConfigError(f"no database at {db} (give the file `prov serve --db` uses)")
+    return open_store(db, read_only=True)
+
+
 def _audit_db(
     db: str, state: Path, saved: AuditState | None, log_key: str | None, full: bool
 ) -> None:
     """`prov log audit --db`: audit the log's database directly; with --full, also compare
     every soft-hash row and index pack with the logged entries (`IndexAuditor`)."""
     vkey = _pinned_key(state, saved, log_key, "a database")
-    if not is_postgres_url(db) and not Path(db).is_file():
-        raise ConfigError(f"no database at {db} (give the file `prov serve --db` uses)")
-    store = open_store(db, read_only=True)  # an audit never writes to what it audits
+    store = _open_read_only(db)
     outdated = store.outdated if isinstance(store, SqlStore) else ""
     try:
         latest = store.latest_checkpoint()
@@ -391,9 +398,7 @@ def export_tiles_command(
     `tile/<L>/<N>[.p/<W>]` and entry bundles `tile/entries/<N>[.p/<W>]`, static files any
     tlog client can audit (`prov log audit --tiles DIR`) and any web server can serve.
     Only new files are written; the checkpoint goes last."""
-    if not is_postgres_url(db) and not Path(db).is_file():
-        raise ConfigError(f"no database at {db} (give the file `prov serve --db` uses)")
-    store = open_store(db)
+    store = _open_read_only(db)
     try:
         polls = 0
         last = -1

@@ -145,3 +145,23 @@ def test_a_read_only_postgresql_store_neither_migrates_nor_writes(pg_url: str) -
         versions = c.execute("SELECT version FROM schema_version").fetchall()
         assert versions == [(1,)]
         assert c.execute("SELECT COUNT(*) FROM meta").fetchone() == (0,)
+
+
+def _export(db: Path, tiles: Path, capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
+    rc = prov_main(["log", "export-tiles", str(tiles), "--db", str(db)])
+    got = capsys.readouterr()
+    return rc, got.out + got.err
+
+
+def test_exporting_tiles_leaves_the_file_as_it_was(
+    old_db: tuple[Path, str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`prov log export-tiles --db` opens the database as the audit does (before: it
+    migrated a schema-1 file to the current schema, changing its bytes)."""
+    db, _ = old_db
+    before = _digest(db)
+    rc, text = _export(db, tmp_path / "tiles", capsys)
+    assert _digest(db) == before
+    assert rc == 0, text
+    assert "exported 4 entries" in text
+    assert (tmp_path / "tiles" / "checkpoint").is_file()

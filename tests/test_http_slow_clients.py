@@ -8,6 +8,7 @@ get 503 (uvicorn's ``limit_concurrency`` counted them) and were never closed."""
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
 import subprocess
 import sys
@@ -26,7 +27,7 @@ from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 
 from provenance.log.checkpoint import generate_log_key
-from provenance.web.guard import HttpLimits
+from provenance.web.guard import LINGER_SECONDS, HttpLimits
 from provenance.web.serve import bind, uvicorn_server
 
 HEADER_SECONDS = 2.0
@@ -182,6 +183,64 @@ def test_connections_beyond_the_server_cap_get_a_clear_503(tmp_path: Path) -> No
         proc.stop()
 
 
+def _open_descriptors(proc: ServerProc) -> int:
+    return len(os.listdir(f"/proc/{proc.proc.pid}/fd"))
+
+
+def test_refused_clients_that_hang_up_at_once_leave_nothing_open() -> None:
+    """Clients beyond the per-address cap that close at once (a connect-and-close flood):
+    each is refused and closed within the linger, with nothing in the log.
+
+    Before: writing the 503's end-of-file to a client already gone raised ENOTCONN in
+    ``connection_made``, so every such connection logged a traceback and its socket was
+    never closed (a 4 s flood left 2,388 descriptors open in the server)."""
+    proc = start_web("127.0.0.1:1", "--connections-per-client", "2")
+    held: list[socket.socket] = []
+    try:
+        held = [_connect(proc.address, "127.0.0.2") for _ in range(2)]
+        assert _normal_request("web", proc.address) == SERVED["web"]
+        before = _open_descriptors(proc)
+        for _ in range(30):
+            _connect(proc.address, "127.0.0.2").close()
+        assert _normal_request("web", proc.address) == SERVED["web"]
+        time.sleep(LINGER_SECONDS + 1)
+        after = _open_descriptors(proc)
+    finally:
+        for s in held:
+            s.close()
+        proc.stop()
+    assert proc.proc.stderr is not None
+    log = proc.proc.stderr.read()
+    assert "Traceback" not in log, log[-2000:]
+    assert after <= before
+
+
+def test_refused_connections_linger_only_up_to_the_server_cap() -> None:
+    """A flood of connections beyond the caps holds at most --max-connections refused
+    sockets in their lingering close at once; the rest are closed right after their 503
+    (before: every refused one kept a descriptor for LINGER_SECONDS, so a fast enough
+    flood from one address could run the server out of descriptors)."""
+    proc = start_web("127.0.0.1:1", "--connections-per-client", "2", "--max-connections", "8")
+    flood: list[socket.socket] = []
+    try:
+        assert _normal_request("web", proc.address) == SERVED["web"]
+        before = _open_descriptors(proc)
+        flood = [_connect(proc.address, "127.0.0.2") for _ in range(100)]
+        answers = [_read_until_closed(s, 1.0) for s in flood[2:]]
+        time.sleep(0.3)  # the loop closes the refused sockets; the linger lasts 2 s
+        during = _open_descriptors(proc)
+        assert _normal_request("web", proc.address) == SERVED["web"]
+    finally:
+        for s in flood:
+            s.close()
+        proc.stop()
+    closed_at_once = [a for a in answers if a is not None]
+    assert len(closed_at_once) >= 98 - 8
+    for a in closed_at_once:
+        assert a.startswith(b"HTTP/1.1 503 Service Unavailable\r\n")
+    assert during - before <= 2 + 8 + 2  # held, lingering, a margin
+
+
 # ---------------------------------------------------------------- request bodies
 
 
@@ -194,13 +253,22 @@ async def _slow_reader(request: Request) -> PlainTextResponse:
     return PlainTextResponse(str(total))
 
 
+#: Size of the `_big` answer, in bytes: far more than the socket buffers hold.
+BIG = 32 << 20
+
+
+async def _big(request: Request) -> PlainTextResponse:
+    return PlainTextResponse("x" * BIG)
+
+
 @pytest.fixture
 def body_server() -> Iterator[str]:
     """A real uvicorn server on a loopback port with a 1 s body grace, 1 s idle limit and
     1 MiB/s minimum rate, in a thread; its app reads bodies slowly."""
     limits = HttpLimits(body_idle_seconds=1.0, body_grace_seconds=1.0, body_min_rate=1 << 20)
     sock, address = bind("127.0.0.1:0")
-    server = uvicorn_server(Starlette(routes=[Route("/", _slow_reader, methods=["POST"])]), limits)
+    routes = [Route("/", _slow_reader, methods=["POST"]), Route("/big", _big)]
+    server = uvicorn_server(Starlette(routes=routes), limits)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     deadline = time.monotonic() + 10
@@ -233,3 +301,47 @@ def test_a_body_the_server_reads_slowly_is_not_cut_off(body_server: str) -> None
     request = urllib.request.Request(body_server + "/", body, method="POST")
     with urllib.request.urlopen(request, timeout=60) as r:
         assert r.read() == str(len(body)).encode()
+
+
+def test_an_answer_the_client_stops_reading_is_cut_off(body_server: str) -> None:
+    """A client that asks for a large answer and reads none of it is closed once its
+    answer has not moved for the idle limit (before: it held the connection, and the
+    app's task, for as long as it liked: a few addresses could fill --max-connections)."""
+    host, port = body_server.removeprefix("http://").rsplit(":", 1)
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    s.connect((host, int(port)))
+    try:
+        s.sendall(b"GET /big HTTP/1.1\r\nHost: x\r\n\r\n")
+        time.sleep(4)  # reads nothing for 4 idle limits
+        s.settimeout(10)
+        got = 0
+        try:
+            while chunk := s.recv(1 << 20):
+                got += len(chunk)
+        except ConnectionResetError:
+            pass
+    finally:
+        s.close()
+    assert got < BIG  # the server gave up before sending it all
+
+
+def test_an_answer_read_slowly_is_not_cut_off(body_server: str) -> None:
+    """A client that keeps reading, slowly, keeps its connection past the idle limit."""
+    host, port = body_server.removeprefix("http://").rsplit(":", 1)
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    s.connect((host, int(port)))
+    got = 0
+    try:
+        s.sendall(b"GET /big HTTP/1.1\r\nHost: x\r\n\r\n")
+        s.settimeout(10)
+        end = time.monotonic() + 4  # 4 idle limits at about 200 KiB/s
+        while time.monotonic() < end:
+            chunk = s.recv(16 * 1024)
+            assert chunk, f"closed after {got} bytes"
+            got += len(chunk)
+            time.sleep(0.05)
+    finally:
+        s.close()
+    assert got > 0

@@ -69,7 +69,7 @@ from provenance.server.service import ProvenanceService
 from provenance.v1 import provenance_pb2 as pb
 from provenance.v1 import provenance_pb2_grpc as rpc
 from provenance.wire import convert as wire
-from provenance.wire.contract import MAX_MESSAGE_BYTES
+from provenance.wire.contract import MAX_MESSAGE_BYTES, SERVER_ERROR_KEY
 
 log = logging.getLogger(__name__)
 
@@ -125,6 +125,7 @@ def _rpc(fn: F) -> F:
             try:
                 return await fn(self, request, context)
             except ProvenanceError as e:
+                context.set_trailing_metadata(((SERVER_ERROR_KEY, type(e).__name__),))
                 await context.abort(status_for(e), str(e))
             except (asyncio.CancelledError, grpc.aio.AbortError):
                 raise
@@ -141,6 +142,7 @@ def _rpc(fn: F) -> F:
         try:
             return fn(self, request, context)
         except ProvenanceError as e:
+            context.set_trailing_metadata(((SERVER_ERROR_KEY, type(e).__name__),))
             context.abort(status_for(e), str(e))
         except Exception:
             log.exception("unexpected error in %s", fn.__name__)

@@ -14,9 +14,14 @@ slots (``limit_concurrency``) and every other caller got 503 for as long as they
   ``body_grace_seconds`` plus one second per ``body_min_rate`` bytes received, and
   never stall for ``body_idle_seconds``; time the server itself holds reading back
   (flow control, ``Expect: 100-continue``) does not count;
+- an answer deadline: a client that takes none of its answer for ``body_idle_seconds``
+  while the socket's buffers are full is dropped (a client that never reads would
+  otherwise hold its connection and the app's task for ever);
 - caps: at most ``per_client`` connections from one client address and
   ``max_connections`` in all; one more is answered at once with 503 and a sentence
-  saying which cap, then closed.
+  saying which cap, then closed (after a lingering close of `LINGER_SECONDS`, for at
+  most ``max_connections`` refused connections at a time: a flood costs no more
+  descriptors than that).
 """
 
 from __future__ import annotations
@@ -70,6 +75,8 @@ class _GuardedH11(H11Protocol):
     `guarded_protocol`)."""
 
     limits: ClassVar[HttpLimits]
+    #: Refused connections in their lingering close (at most ``max_connections``).
+    lingering: ClassVar[set[_GuardedH11]]
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -79,6 +86,7 @@ class _GuardedH11(H11Protocol):
         self._phase_start = 0.0
         self._received = 0  # body bytes since the body phase started
         self._last_data = 0.0
+        self._write_timer: asyncio.TimerHandle | None = None
 
     # -- connection caps
 
@@ -106,9 +114,23 @@ class _GuardedH11(H11Protocol):
         self._refused = True
         self.connections.discard(self)
         self.transport.write(_response(503, "Service Unavailable", text))
-        if self.transport.can_write_eof():
-            self.transport.write_eof()
-        self.loop.call_later(LINGER_SECONDS, self.transport.close)
+        try:
+            if self.transport.can_write_eof():
+                self.transport.write_eof()
+        except OSError:
+            # the client is already gone (ENOTCONN: it hung up before we answered)
+            self.transport.abort()
+            return
+        if len(self.lingering) >= self.limits.max_connections:
+            # a flood: each lingering socket holds a descriptor, so close this one now
+            self.transport.close()
+            return
+        self.lingering.add(self)
+        self.loop.call_later(LINGER_SECONDS, self._end_linger)
+
+    def _end_linger(self) -> None:
+        self.lingering.discard(self)
+        self.transport.close()
 
     # -- deadlines
 
@@ -146,7 +168,41 @@ class _GuardedH11(H11Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel()
+        self._cancel_write_watch()
         super().connection_lost(exc)
+
+    # -- a client that stops reading its answer
+
+    def pause_writing(self) -> None:
+        super().pause_writing()
+        self._watch_writes(self.transport.get_write_buffer_size())
+
+    def resume_writing(self) -> None:
+        self._cancel_write_watch()
+        super().resume_writing()
+
+    def _watch_writes(self, buffered: int) -> None:
+        self._write_timer = self.loop.call_later(
+            self.limits.body_idle_seconds, self._check_writes, buffered
+        )
+
+    def _cancel_write_watch(self) -> None:
+        if self._write_timer is not None:
+            self._write_timer.cancel()
+            self._write_timer = None
+
+    def _check_writes(self, buffered: int) -> None:
+        """While writing is paused (the socket's buffers are full): go on watching if the
+        client took some of the answer since ``buffered`` bytes were waiting, else drop
+        the connection (the app's send then ends as on a disconnect)."""
+        self._write_timer = None
+        if self.transport.is_closing():
+            return
+        now = self.transport.get_write_buffer_size()
+        if now < buffered:
+            self._watch_writes(now)
+        else:
+            self.transport.abort()
 
     def _cancel(self) -> None:
         if self._timer is not None:
@@ -217,4 +273,4 @@ class _GuardedH11(H11Protocol):
 def guarded_protocol(limits: HttpLimits) -> type[H11Protocol]:
     """uvicorn's h11 protocol class with ``limits`` applied; pass it as
     ``uvicorn.Config(http=...)``."""
-    return type("GuardedH11Protocol", (_GuardedH11,), {"limits": limits})
+    return type("GuardedH11Protocol", (_GuardedH11,), {"limits": limits, "lingering": set()})

@@ -19,3 +19,7 @@ MAX_LOOKUP_QUERIES = 1000
 #: `--max-lookup-hashes`, and the most a client puts in one call.
 MAX_LOOKUP_HASHES = 16384
 DENSE_PASS_NEEDS_BYTES = "the dense frame pass that finds trimmed clips needs the file's bytes"
+#: Trailing-metadata key on every error status the server sends for one of its own errors
+#: (value: the error's class name), so a client tells "the server answered UNAVAILABLE
+#: (disk full, index still loading)" from "no server answered" (gRPC's own UNAVAILABLE).
+SERVER_ERROR_KEY = "prov-error"
