@@ -208,6 +208,7 @@ def test_rotated_copy_found_by_lookup_with_dihedral_hashes(signed_photo) -> None
     """The scanner's path: Lookup with the 7 turned hashes finds a rotated copy (8 index
     queries per image); without them it cannot."""
     import hashlib
+    import time
     from concurrent import futures
 
     from provenance.server.rpc import ServerConfig, VerificationServicer
@@ -231,7 +232,7 @@ def test_rotated_copy_found_by_lookup_with_dihedral_hashes(signed_photo) -> None
             else [],
         )
         # the Lookup handler's work, past the asyncio server's admission of the call
-        res = servicer._lookup(pb.LookupRequest(queries=[q]))
+        res = servicer._lookup(pb.LookupRequest(queries=[q]), time.monotonic() + 60, 60.0)
         return wire.report_from_pb(res.results[0].report).evidence.pdq_transform
 
     try:
