@@ -24,7 +24,12 @@ from provenance.core.verify import VerificationReport
 from provenance.v1 import provenance_pb2 as pb
 from provenance.v1 import provenance_pb2_grpc as rpc
 from provenance.wire import convert as wire
-from provenance.wire.contract import MAX_MESSAGE_BYTES, SERVER_ERROR_KEY, UPLOAD_CHUNK_BYTES
+from provenance.wire.contract import (
+    MAX_MESSAGE_BYTES,
+    RETRY_AFTER_KEY,
+    SERVER_ERROR_KEY,
+    UPLOAD_CHUNK_BYTES,
+)
 from provenance.witness import WitnessStatus
 
 DEFAULT_SERVER = "127.0.0.1:50051"
@@ -330,11 +335,19 @@ class ProvenanceClient:
 _UNREACHABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED}
 
 
-def _server_answered(e: grpc.RpcError) -> bool:
-    """True when the status came from our server's own error (`SERVER_ERROR_KEY` in its
-    trailing metadata), not from gRPC failing to reach it or to hear back in time."""
+def _trailing(e: grpc.RpcError) -> dict[str, str]:
+    """The failed call's trailing metadata (empty when there is none)."""
     trailing: Any = e.trailing_metadata() if hasattr(e, "trailing_metadata") else None
-    return any(item[0] == SERVER_ERROR_KEY for item in trailing or ())
+    return {str(k): str(v) for k, v in trailing or ()}
+
+
+def _retry_after(trailing: dict[str, str]) -> float | None:
+    """Seconds the server asked the client to wait (`RETRY_AFTER_KEY`), else None."""
+    try:
+        value = float(trailing[RETRY_AFTER_KEY])
+    except (KeyError, ValueError):
+        return None
+    return value if 0 <= value < float("inf") else None
 
 
 def _transport_error(e: grpc.RpcError, address: str) -> TransportError:
@@ -343,11 +356,13 @@ def _transport_error(e: grpc.RpcError, address: str) -> TransportError:
     retry), else "cannot reach the server"."""
     code = e.code() if hasattr(e, "code") else grpc.StatusCode.UNKNOWN
     details = e.details() if hasattr(e, "details") else str(e)
-    if code in _UNREACHABLE and not _server_answered(e):
+    trailing = _trailing(e)
+    # our server's own error (`SERVER_ERROR_KEY`), not gRPC failing to reach it in time
+    if code in _UNREACHABLE and SERVER_ERROR_KEY not in trailing:
         return TransportError(
             f"cannot reach the server at {address} ({code.name}: {details})", code.name
         )
-    return TransportError(f"{details} [{code.name}]", code.name)
+    return TransportError(f"{details} [{code.name}]", code.name, _retry_after(trailing))
 
 
 def is_unreachable(error: TransportError) -> bool:

@@ -13,7 +13,9 @@ from __future__ import annotations
 import os
 import re
 import threading
+import time
 from collections.abc import Iterator
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -85,6 +87,8 @@ def test_while_the_index_loads_heavy_lookups_are_refused_and_exact_ones_answered
         assert e.code == "UNAVAILABLE"
         assert "the near-duplicate index is still loading (2,097,152 perceptual hashes" in str(e)
         assert re.search(r"retry in \d+ s \(Lookups without perceptual hashes", str(e))
+        # the same wait, machine-readable, for clients that retry (prov scan's workers)
+        assert e.retry_after_s is not None and 0 < e.retry_after_s < 120
     with ProvenanceClient(address, timeout=5) as c:
         [(ref, report)] = c.lookup([_exact("doc")])
         assert (ref, report.status) == ("doc", Verdict.UNSIGNED)
@@ -110,3 +114,28 @@ def test_lookup_seconds_must_be_positive() -> None:
 
     with pytest.raises(ConfigError, match="lookup_s must be positive"):
         ServerLimits(lookup_s=0)
+
+
+@pytest.mark.slow
+def test_a_scan_lookup_waits_as_long_as_the_server_asks_while_the_index_loads(
+    inproc: InProc, address: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`prov scan`'s workers follow the server's "retry after" instead of giving up after
+    their 1 s and 4 s retries (before: a scan started during a large log's index warm-up
+    failed)."""
+    from clients.scan import worker
+
+    _add_random_codes(inproc, 1 << 21)
+    assert inproc.service.pdq.warming
+    waits: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        waits.append(seconds)
+        time.sleep(seconds)
+
+    monkeypatch.setattr(worker, "time", SimpleNamespace(sleep=sleep))
+    heavy = [_photo(f"p{i}") for i in range(1000)]
+    with ProvenanceClient(address, timeout=60) as c:
+        replies = worker._lookup_retrying(c, heavy)
+    assert sorted(replies) == sorted(q.ref for q in heavy)
+    assert waits and waits[0] > worker.RETRY_DELAYS_S[0]  # the server's wait, not 1 s

@@ -45,6 +45,8 @@ from provenance.wire.sidecar import MAX_SIDECAR_BYTES, decode_sidecar
 
 #: Waits between tries of a Lookup when the server is unreachable, in seconds.
 RETRY_DELAYS_S = (1.0, 4.0)
+#: The longest wait a server's "retry after" may ask of one try, in seconds.
+MAX_RETRY_WAIT_S = 120.0
 
 
 @dataclass(frozen=True)
@@ -121,14 +123,16 @@ def _lookup_part(client: ProvenanceClient, part: list[Query]) -> dict[str, Verif
 
 
 def _lookup_retrying(client: ProvenanceClient, part: list[Query]) -> dict[str, VerificationReport]:
-    """One Lookup, tried again after RETRY_DELAYS_S while the server is unreachable."""
+    """One Lookup, tried again after RETRY_DELAYS_S while the server is unreachable, or
+    after the wait the server asked for (its near-duplicate index still loading at start:
+    tens of seconds on a 10^7 log), at most MAX_RETRY_WAIT_S."""
     for delay in RETRY_DELAYS_S:
         try:
             return dict(client.lookup(part))
         except TransportError as e:
             if not is_unreachable(e):
                 raise
-            time.sleep(delay)
+            time.sleep(min(max(delay, e.retry_after_s or 0.0), MAX_RETRY_WAIT_S))
     return dict(client.lookup(part))
 
 

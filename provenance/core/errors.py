@@ -97,11 +97,15 @@ class ConfigError(ProvenanceError):
 
 
 class TransportError(ProvenanceError):
-    """The server could not be reached or answered with an error (client side)."""
+    """The server could not be reached or answered with an error (client side).
+    ``retry_after_s``: when the server said how long to wait before trying again."""
 
-    def __init__(self, message: str, code: str = "UNAVAILABLE") -> None:
+    def __init__(
+        self, message: str, code: str = "UNAVAILABLE", retry_after_s: float | None = None
+    ) -> None:
         super().__init__(message)
         self.code = code
+        self.retry_after_s = retry_after_s
 
 
 class DecodeBudgetError(MediaTooLargeError):
@@ -124,7 +128,12 @@ class DeadlineError(LimitError):
 
 class IndexLoadingError(ProvenanceError):
     """The near-duplicate index is still loading at the server's start: a search of it now
-    would scan every hash not yet in its tables; retry after the time the message gives."""
+    would scan every hash not yet in its tables; retry after ``retry_after_s`` seconds
+    (also in the message)."""
+
+    def __init__(self, message: str, retry_after_s: float) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
 
 
 class WitnessError(LogError):

@@ -69,7 +69,7 @@ from provenance.server.service import ProvenanceService
 from provenance.v1 import provenance_pb2 as pb
 from provenance.v1 import provenance_pb2_grpc as rpc
 from provenance.wire import convert as wire
-from provenance.wire.contract import MAX_MESSAGE_BYTES, SERVER_ERROR_KEY
+from provenance.wire.contract import MAX_MESSAGE_BYTES, RETRY_AFTER_KEY, SERVER_ERROR_KEY
 
 log = logging.getLogger(__name__)
 
@@ -114,6 +114,13 @@ F = TypeVar("F", bound=Callable[..., Any])
 T = TypeVar("T")
 
 
+def _error_metadata(e: ProvenanceError) -> tuple[tuple[str, str], ...]:
+    """Trailing metadata of our error ``e``: its class name, and when to retry if it says."""
+    retry: float | None = getattr(e, "retry_after_s", None)
+    name = ((SERVER_ERROR_KEY, type(e).__name__),)
+    return name if retry is None else (*name, (RETRY_AFTER_KEY, f"{retry:.3f}"))
+
+
 def _rpc(fn: F) -> F:
     """Turn our errors into status codes; never let an unexpected error take the server
     down. Wraps sync handlers (run in the RPC thread pool) and async ones (run on the
@@ -125,7 +132,7 @@ def _rpc(fn: F) -> F:
             try:
                 return await fn(self, request, context)
             except ProvenanceError as e:
-                context.set_trailing_metadata(((SERVER_ERROR_KEY, type(e).__name__),))
+                context.set_trailing_metadata(_error_metadata(e))
                 await context.abort(status_for(e), str(e))
             except (asyncio.CancelledError, grpc.aio.AbortError):
                 raise
@@ -142,7 +149,7 @@ def _rpc(fn: F) -> F:
         try:
             return fn(self, request, context)
         except ProvenanceError as e:
-            context.set_trailing_metadata(((SERVER_ERROR_KEY, type(e).__name__),))
+            context.set_trailing_metadata(_error_metadata(e))
             context.abort(status_for(e), str(e))
         except Exception:
             log.exception("unexpected error in %s", fn.__name__)
@@ -505,7 +512,8 @@ class VerificationServicer(rpc.VerificationServicer):
                 f"the near-duplicate index is still loading ({pending:,} perceptual hashes not"
                 f" yet in its tables): searching this Lookup's {hashes:,} hashes now would take"
                 f" about {scan_s:,.0f} s; retry in {ready_in:.0f} s (Lookups without"
-                " perceptual hashes are answered meanwhile)"
+                " perceptual hashes are answered meanwhile)",
+                ready_in,
             )
         raise DeadlineError(
             f"searching this Lookup's {hashes:,} perceptual hashes would take about"

@@ -23,3 +23,6 @@ DENSE_PASS_NEEDS_BYTES = "the dense frame pass that finds trimmed clips needs th
 #: (value: the error's class name), so a client tells "the server answered UNAVAILABLE
 #: (disk full, index still loading)" from "no server answered" (gRPC's own UNAVAILABLE).
 SERVER_ERROR_KEY = "prov-error"
+#: Trailing-metadata key beside SERVER_ERROR_KEY when the server knows when to try again
+#: (value: seconds, a decimal number), e.g. while the near-duplicate index is still loading.
+RETRY_AFTER_KEY = "prov-retry-after-s"
