@@ -23,7 +23,7 @@ import psycopg
 import psycopg_pool
 
 from provenance.core.errors import LogError, LogIntegrityError, ProvenanceError, StorageError
-from provenance.store.sql import Conn, Cursor, SqlStore
+from provenance.store.sql import Conn, Cursor, SqlStore, read_only_schema
 
 #: Advisory lock keys (any 64-bit numbers no other user of the database takes).
 APPEND_LOCK = 0x70726F765F6C6F67  # "prov_log"
@@ -231,18 +231,12 @@ class PostgresStore(SqlStore):
                     row = c.execute("SELECT MAX(version) FROM schema_version").fetchone()
             except psycopg.errors.UndefinedTable as e:
                 raise LogError(f"{self.location} holds no provenance log: {e}") from e
-        version = int(row[0] or 0)
-        if version > SCHEMA_VERSION or version == 0:
-            raise LogError(
-                f"{self.location} has schema version {version}; this program knows 1 to"
-                f" {SCHEMA_VERSION}"
-            )
-        if version < SCHEMA_VERSION:
-            self.outdated = (
-                f"the database {self.location} has schema version {version}, older than this"
-                f" program's {SCHEMA_VERSION}, and was opened read-only, so not migrated;"
-                " `prov serve --db URL` migrates it when it starts"
-            )
+        self.outdated = read_only_schema(
+            int(row[0] or 0),
+            SCHEMA_VERSION,
+            self.location,
+            "`prov serve --db URL` migrates it when it starts",
+        )
 
     def close(self) -> None:
         self._pool.close()

@@ -378,6 +378,23 @@ class SqlAppend:
         )
 
 
+def read_only_schema(version: int, newest: int, location: str, migrate: str) -> str:
+    """The schema check of a store opened read-only (never migrated): "" when ``version``
+    is ``newest``, else the store's ``outdated`` sentence for an older one (``migrate``
+    says how to migrate it). Raises LogError for a newer version, or 0 (no schema)."""
+    if version > newest or version == 0:
+        raise LogError(
+            f"{location} has schema version {version}; this program knows 1 to {newest}"
+            + (": upgrade the program" if version else " (it is no provenance database)")
+        )
+    if version == newest:
+        return ""
+    return (
+        f"the database {location} has schema version {version}, older than this"
+        f" program's {newest}, and was opened read-only, so not migrated; {migrate}"
+    )
+
+
 class SqlStore(ABC):
     """The `Store` methods, written once over `Conn` (see module docstring)."""
 

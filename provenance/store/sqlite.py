@@ -31,7 +31,7 @@ from provenance.core.errors import (
     ProvenanceError,
     StorageError,
 )
-from provenance.store.sql import SqlStore
+from provenance.store.sql import SqlStore, read_only_schema
 
 log = logging.getLogger(__name__)
 
@@ -227,19 +227,13 @@ class SqliteStore(SqlStore):
             (version,) = self._writer.execute("PRAGMA user_version").fetchone()
         except sqlite3.DatabaseError as e:
             raise LogError(f"{self.path} is not a provenance database: {e}") from e
-        if version > SCHEMA_VERSION or version == 0:
-            raise LogError(
-                f"{self.path} has schema version {version}; this program knows 1 to"
-                f" {SCHEMA_VERSION}"
-                + (": upgrade the program" if version else " (it is no provenance database)")
-            )
-        if version < SCHEMA_VERSION:
-            self.outdated = (
-                f"the database {self.path} has schema version {version}, older than this"
-                f" program's {SCHEMA_VERSION}, and was opened read-only, so not migrated;"
-                f" `prov serve --db {self.path}` migrates it when it starts (copy the file"
-                " first to keep the old one)"
-            )
+        self.outdated = read_only_schema(
+            version,
+            SCHEMA_VERSION,
+            str(self.path),
+            f"`prov serve --db {self.path}` migrates it when it starts (copy the file first"
+            " to keep the old one)",
+        )
 
     def _classify(self, e: Exception) -> ProvenanceError | None:
         if not isinstance(e, sqlite3.DatabaseError):
