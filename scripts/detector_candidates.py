@@ -64,7 +64,7 @@ from detector.model import (
     SpectralFeatures,
     SpectralLogistic,
 )
-from detector.registry import load_models
+from detector.registry import load_model
 from detector.train import TrainConfig, train_network
 from detector.transforms import (
     CONDITIONS,
@@ -783,7 +783,7 @@ def stage_run(args: argparse.Namespace) -> None:
             torch.save(net.state_dict(), CACHE / f"{name}.pt")
     if "old_default" in chosen:  # the weights shipped before, on the images it never saw
         t0 = time.monotonic()
-        (old_model,) = load_models("default", args.baseline)
+        old_model = load_model("default", args.baseline)
         seen = set(json.loads(Path(args.baseline_trainfiles).read_text())["trained_on"])
         unseen = [i for i in eval_idx if recipe_key(all_samples[i]) not in seen]
 
