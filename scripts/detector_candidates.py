@@ -41,6 +41,7 @@ import hashlib
 import json
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -235,22 +236,40 @@ def stage_ae(max_images: int) -> None:
             )
 
 
-def low_patches(rgb: np.ndarray, i: int) -> np.ndarray:
-    """The ``low`` patches of image i: its centre 640 px through `low_light_capture`
-    (seeded by i), harmonised (centre crop 256, JPEG q90), 9 grid patches; (0, ...) if
-    the result is under a patch."""
-    crop = np.ascontiguousarray(center_crop(rgb, 640))
-    out = harmonise(low_light_capture(crop, np.random.default_rng([23, i])))
+def _transformed_patches(
+    rgb: np.ndarray,
+    side: int,
+    transform: Callable[[np.ndarray, np.random.Generator], np.ndarray],
+    seed: list[int],
+) -> np.ndarray:
+    """9 grid patches of rgb's centre `side` px through transform (seeded), harmonised
+    (centre crop 256, JPEG q90); (0, ...) if the result is under a patch."""
+    crop = np.ascontiguousarray(center_crop(rgb, side))
+    out = harmonise(transform(crop, np.random.default_rng(seed)))
     if min(out.shape[:2]) < PATCH:
         return np.zeros((0, PATCH, PATCH, 3), np.uint8)
     return _grid(out, 9)
 
 
-def stage_low() -> None:
-    """Run the ``low`` stage: every real photo of the training sources as a low-light,
-    high-ISO capture (`low_patches`), into low.npz."""
+def low_patches(rgb: np.ndarray, i: int) -> np.ndarray:
+    """The ``low`` patches of image i: its centre 640 px through `low_light_capture`
+    (seeded by i), harmonised, 9 grid patches."""
+    return _transformed_patches(rgb, 640, low_light_capture, [23, i])
+
+
+def clean_patches(rgb: np.ndarray, i: int) -> np.ndarray:
+    """The ``clean`` patches of image i: its centre 1,024 px through `clean_downscale`
+    (seeded by i), harmonised, 9 grid patches."""
+    return _transformed_patches(rgb, 1024, clean_downscale, [29, i])
+
+
+def derived_stage(
+    cond: str, order: list[int], patches_of: Callable[[np.ndarray, int], np.ndarray]
+) -> None:
+    """Cut the patches of condition ``cond`` (``patches_of(rgb, index)``) of the images
+    ``order`` into <cond>.npz (idx, cond, n_<cond>); unreadable or too small images are
+    left out."""
     all_samples = samples()
-    order = [i for i, s in enumerate(all_samples) if s.label == 0 and not is_test_source(s)]
     idx, parts = [], []
     start = time.monotonic()
     for n, i in enumerate(order):
@@ -260,53 +279,35 @@ def stage_low() -> None:
             continue
         if min(rgb.shape[:2]) < PATCH:
             continue
-        p = low_patches(rgb, i)
+        p = patches_of(rgb, i)
         if len(p):
             idx.append(i)
             parts.append(p)
         if n % 100 == 99:
             print(
-                f"  low light {n + 1}/{len(order)} ({time.monotonic() - start:.0f} s)",
-                file=sys.stderr,
+                f"  {cond} {n + 1}/{len(order)} ({time.monotonic() - start:.0f} s)", file=sys.stderr
             )
     np.savez(
-        CACHE / "low.npz",
+        CACHE / f"{cond}.npz",
         idx=np.array(idx),
-        low=np.concatenate(parts),
-        n_low=np.array([len(p) for p in parts]),
+        **{cond: np.concatenate(parts), f"n_{cond}": np.array([len(p) for p in parts])},
     )
+
+
+def stage_low() -> None:
+    """Run the ``low`` stage: every real photo of the training sources as a low-light,
+    high-ISO capture (`low_patches`), into low.npz."""
+    order = [i for i, s in enumerate(samples()) if s.label == 0 and not is_test_source(s)]
+    derived_stage("low", order, low_patches)
 
 
 def stage_clean() -> None:
     """Run the ``clean`` stage: every image of the training sources (both classes, no
-    demo file) as a clean, strongly downscaled copy (`detector.transforms.clean_downscale`
-    of its centre 1,024 px, seeded by its index), harmonised (centre crop 256, JPEG q90),
-    9 grid patches, into clean.npz."""
+    demo file) as a clean, strongly downscaled copy (`clean_patches`), into clean.npz."""
     all_samples = samples()
     demo = demo_indices(all_samples)
     order = [i for i, s in enumerate(all_samples) if not is_test_source(s) and i not in demo]
-    idx, parts = [], []
-    start = time.monotonic()
-    for n, i in enumerate(order):
-        try:
-            rgb = load_image(all_samples[i].path).rgb
-        except MediaError:
-            continue
-        crop = np.ascontiguousarray(center_crop(rgb, 1024))
-        out = harmonise(clean_downscale(crop, np.random.default_rng([29, i])))
-        if min(out.shape[:2]) >= PATCH:
-            idx.append(i)
-            parts.append(_grid(out, 9))
-        if n % 200 == 199:
-            print(
-                f"  clean {n + 1}/{len(order)} ({time.monotonic() - start:.0f} s)", file=sys.stderr
-            )
-    np.savez(
-        CACHE / "clean.npz",
-        idx=np.array(idx),
-        clean=np.concatenate(parts),
-        n_clean=np.array([len(p) for p in parts]),
-    )
+    derived_stage("clean", order, clean_patches)
 
 
 # --------------------------------------------------------------------------- run stage
