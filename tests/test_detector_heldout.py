@@ -32,10 +32,12 @@ SETS = [FIXTURES / "detector", FIXTURES / "detector_more"]
 DEMO_SAMPLES = ROOT / "clients" / "samples"
 
 #: Floors for the held-out fixture sources, as served (files as they are, re-encoded as
-#: the weights say): version 5 measured AUC 0.865 on these 237 images with this test's
-#: secret (0.867 with the band-policy secret), 1 of 116 real photos and 6 of 121
-#: generated images at or above threshold_high (version 4: AUC 0.892, 1 and 7).
-MIN_AUC = 0.84
+#: the weights say): version 6 measured AUC 0.841 on these 237 images with this test's
+#: secret (0.843 with the band-policy secret), 3 of 116 real photos and 12 of 121
+#: generated images at or above threshold_high (version 5: AUC 0.865, 1 and 6; version
+#: 4: 0.892, 1 and 7). Version 6 ranks these fixtures worse and the recipe's held-out
+#: sources better (docs/detector.md, version 6).
+MIN_AUC = 0.83
 #: Most real held-out photos allowed at or above threshold_high.
 MAX_REAL_FLAGGED = 0.05
 #: Fewest generated held-out images at or above threshold_high: a model (or calibration)
