@@ -549,3 +549,22 @@ def test_a_worker_killed_midway_stops_the_scan_with_a_clear_error(
     resumed = subprocess.run([*args, "--resume"], capture_output=True, text=True, timeout=120)
     assert resumed.returncode == 0, resumed.stderr
     assert len(out.read_text().splitlines()) == 300
+
+
+def test_a_ray_node_that_cannot_start_is_our_error_with_a_way_out(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ray's start-up deadlines on a busy host surface as a bare Exception from ray.init;
+    the engine says what failed and how to go on instead of a traceback."""
+    ray = pytest.importorskip("ray")
+    from provenance.core.errors import WorkerError
+
+    def late(*_a: object, **_k: object) -> None:
+        raise Exception("The current node timed out during startup.")  # Ray's own words
+
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(ray, "init", late)
+    with pytest.raises(
+        WorkerError, match=r"timed out during startup.*ray start --head.*--engine process"
+    ):
+        next(iter(RayEngine().map(iter([]), ScanConfig(server="127.0.0.1:9"))))
