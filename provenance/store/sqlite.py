@@ -341,7 +341,9 @@ class SqliteStore(SqlStore):
         database to close deletes the -wal and -shm files, which a ``mode=ro`` one may not
         do, so a read-write connection that writes nothing (``query_only``) opens and
         closes. SQLite's own locks keep the files while any other connection (a server
-        started meanwhile) has them open; without write access they stay."""
+        started meanwhile) has them open; frames such a server left when it stopped are
+        checkpointed into the file first, as any next open would; without write access
+        the files stay."""
         try:
             conn = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=rw", uri=True)
             try:
