@@ -292,6 +292,20 @@ def test_process_pool_gives_the_same_report(desk: Desk) -> None:
     assert _normal(rows) == _normal(desk.baseline)
 
 
+def test_one_file_per_lookup_gives_the_same_report(desk: Desk) -> None:
+    """The server answers a Lookup's files together (one store read, one index search):
+    the rows equal those of one file per Lookup."""
+    rows = _scan(
+        [desk.folder, desk.tarball],
+        desk.root / "one-by-one.jsonl",
+        LocalEngine(0),
+        server=desk.server.address,
+        batch_size=1,
+    )
+    assert _normal(rows) == _normal(desk.baseline)
+    assert {r["status"] for r in rows} >= {"SIGNED_ORIGINAL", "DERIVED", "TAMPERED", "UNSIGNED"}
+
+
 def test_pool_workers_inherit_what_the_main_script_imported(tmp_path: Path) -> None:
     """The fork server imports the modules of the main script (`prov`'s imports clients.cli)
     and of its sibling modules, so a worker forked from it does not import them again when
