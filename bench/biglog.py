@@ -184,6 +184,7 @@ def _migrated(leaves: int, db: Path, key: Path) -> bool:
     shutil.copyfile(src, tmp)
     SqliteStore(tmp).close()  # runs the migrations; the WAL is checkpointed at close
     shutil.copyfile(src.with_suffix(".logkey.pem"), key)
+    key.chmod(0o600)  # a log key readable by others is refused
     os.replace(tmp, db)
     return True
 
