@@ -75,6 +75,25 @@ def _plan(c: sqlite3.Connection, sql: str) -> str:
     return " ".join(str(r[3]) for r in c.execute(f"EXPLAIN QUERY PLAN {sql}", (b"k", b"h")))
 
 
+def test_postgresql_lookups_search_the_short_key_indexes(pg_url: str) -> None:
+    """PostgreSQL (schema 4) has the 8-byte-key indexes, not the full-hash ones, and plans
+    the lookups' own SQL on them (sequential scans off, as on a table too big to scan)."""
+    import psycopg
+
+    from provenance.store.postgres import PostgresStore
+
+    PostgresStore(pg_url).close()  # migrates
+    with psycopg.connect(pg_url, autocommit=True) as c:
+        names = {r[0] for r in c.execute("SELECT indexname FROM pg_indexes")}
+        assert {"leaves_leaf_key", "leaves_file_key"} <= names
+        assert not {"leaves_leaf_hash", "leaves_file_sha256"} & names
+        c.execute("SET enable_seqscan = off")
+        for column, index in (("leaf_hash", "leaves_leaf_key"), ("file_sha256", "leaves_file_key")):
+            sql = f"EXPLAIN SELECT idx FROM leaves WHERE {_by_hash(column)}"
+            plan = " ".join(r[0] for r in c.execute(sql.replace("?", "%s"), (b"k", b"h")))
+            assert index in plan, plan
+
+
 def test_a_schema_4_database_migrates_to_the_short_key_indexes(tmp_path: Path) -> None:
     """A database with the full-hash indexes (schema 4) gets the 8-byte-key ones at the
     first writable open, keeps its answers, and the lookups search the new indexes."""
