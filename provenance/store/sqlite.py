@@ -118,6 +118,17 @@ _MIGRATIONS: dict[int, str] = {
         video INTEGER NOT NULL
     )
     """,
+    # 5: the leaf and file hash indexes keyed by the first 8 bytes of the hash (`HASH_KEY`
+    # in store/sql.py) instead of all 32: 2.7x smaller (at 10^6 leaves 17 MB each instead
+    # of 46), so more of them stays cached and an append reads fewer of their pages; a
+    # lookup matches the key, then the full hash. Dropped first, so the new indexes reuse
+    # the old ones' pages. At 10^7 leaves this takes a few minutes, once.
+    5: """
+    DROP INDEX leaves_leaf_hash;
+    DROP INDEX leaves_file_sha256;
+    CREATE INDEX leaves_leaf_key ON leaves(substr(leaf_hash, 1, 8));
+    CREATE INDEX leaves_file_key ON leaves(substr(file_sha256, 1, 8))
+    """,
 }
 SCHEMA_VERSION = max(_MIGRATIONS)
 #: Page cache of the writer connection, KiB (SQLite's default is 2 MiB).
