@@ -132,3 +132,35 @@ def test_a_schema_4_database_migrates_to_the_short_key_indexes(tmp_path: Path) -
         assert store.leaf_by_leaf_hash(LEAF_C) is None
     finally:
         store.close()
+
+
+def test_a_batch_read_tells_apart_hashes_sharing_their_key(store: Store) -> None:
+    """`leaves_by_file_sha256_many` (the Lookup's batch read) gives each hash exactly its
+    own leaves, duplicates and hashes sharing the first 8 bytes included."""
+    try:
+        many = [FILE_Z, FILE_X, FILE_Y, FILE_X, KEY, b""]
+        found = {
+            h: [r.index for r in recs] for h, recs in store.leaves_by_file_sha256_many(many).items()
+        }
+        assert found == {FILE_X: [0, 2], FILE_Y: [1]}
+        assert store.leaves_by_file_sha256_many([]) == {}
+    finally:
+        store.close()
+
+
+def test_a_sqlite_batch_read_searches_the_short_key_index(tmp_path: Path) -> None:
+    """The batch read's own SQL (traced as SQLite runs it) is planned on leaves_file_key,
+    not as a scan of every leaf (the key index cannot serve `file_sha256 IN (...)`)."""
+    store = SqliteStore(tmp_path / "prov.db")
+    try:
+        _fill(store)
+        store.leaves_by_file_sha256_many([FILE_X])  # this thread's reader connection
+        ran: list[str] = []
+        store._local.conn.set_trace_callback(ran.append)
+        store.leaves_by_file_sha256_many([FILE_X, FILE_Y])
+        store._local.conn.set_trace_callback(None)
+        [sql] = [s for s in ran if s.lstrip().upper().startswith("SELECT")]
+        plan = " ".join(str(r[3]) for r in store._writer.execute(f"EXPLAIN QUERY PLAN {sql}"))
+        assert "USING INDEX leaves_file_key" in plan, plan
+    finally:
+        store.close()
