@@ -121,6 +121,21 @@ def _error_metadata(e: ProvenanceError) -> tuple[tuple[str, str], ...]:
     return name if retry is None else (*name, (RETRY_AFTER_KEY, f"{retry:.3f}"))
 
 
+#: Characters of an error's message sent as the call's status details: they travel in a
+#: trailer (percent-encoded), and a client drops trailers over 16 KiB (gRPC's default hard
+#: limit) as RESOURCE_EXHAUSTED "Stream removed", so a message echoing a caller's long
+#: field (a Lookup's ref) is cut to fit instead.
+MAX_DETAILS_CHARS = 1000
+
+
+def _details(e: ProvenanceError) -> str:
+    """The status details of our error ``e``: its message, cut to MAX_DETAILS_CHARS."""
+    text = str(e)
+    if len(text) <= MAX_DETAILS_CHARS:
+        return text
+    return f"{text[: MAX_DETAILS_CHARS - 30]}... ({len(text)} characters in all)"
+
+
 def _rpc(fn: F) -> F:
     """Turn our errors into status codes; never let an unexpected error take the server
     down. Wraps sync handlers (run in the RPC thread pool) and async ones (run on the
@@ -133,7 +148,7 @@ def _rpc(fn: F) -> F:
                 return await fn(self, request, context)
             except ProvenanceError as e:
                 context.set_trailing_metadata(_error_metadata(e))
-                await context.abort(status_for(e), str(e))
+                await context.abort(status_for(e), _details(e))
             except (asyncio.CancelledError, grpc.aio.AbortError):
                 raise
             except Exception:
@@ -150,7 +165,7 @@ def _rpc(fn: F) -> F:
             return fn(self, request, context)
         except ProvenanceError as e:
             context.set_trailing_metadata(_error_metadata(e))
-            context.abort(status_for(e), str(e))
+            context.abort(status_for(e), _details(e))
         except Exception:
             log.exception("unexpected error in %s", fn.__name__)
             context.abort(grpc.StatusCode.INTERNAL, "internal error; the server logged the details")
@@ -277,6 +292,11 @@ def _lookup_facts(q: Any) -> FileFacts:
     """The facts of one LookupQuery. Raises ClaimError on a malformed hash or too many."""
     if len(q.sha256) != 32:
         raise ClaimError(f"query {q.ref!r}: sha256 must be 32 bytes, got {len(q.sha256)}")
+    if len(q.content_sha256) not in (0, 32):
+        raise ClaimError(
+            f"query {q.ref!r}: content_sha256 must be empty or 32 bytes,"
+            f" got {len(q.content_sha256)}"
+        )
     if len(q.soft_bindings) > MAX_SOFT_BINDINGS:
         raise ClaimError(
             f"query {q.ref!r} has {len(q.soft_bindings)} perceptual hashes; a claim"
