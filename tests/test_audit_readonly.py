@@ -199,3 +199,27 @@ def test_a_reader_closing_leaves_the_wal_of_a_writer_that_opened_meanwhile(
     finally:
         again.close()
     assert _beside(inproc.db) == ["prov.db"]
+
+
+def test_a_database_on_read_only_media_is_audited(inproc: InProc, tmp_path: Path) -> None:
+    """A log on a read-only mount (a backup, a read-only bind of a stopped server's
+    folder): SQLite cannot create the -shm a ``mode=ro`` open of a WAL database needs, so
+    the store opens it immutable instead of calling it "not a provenance database"."""
+    import subprocess
+
+    _logged(inproc)
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    mounted = subprocess.run(
+        ["mount", "--bind", "-o", "ro", str(inproc.db.parent), str(ro)], capture_output=True
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot make a read-only bind mount here: {mounted.stderr!r}")
+    try:
+        store = SqliteStore(ro / inproc.db.name, read_only=True)
+        try:
+            assert store.tree_size() == 4  # the enrollment and the three claims
+        finally:
+            store.close()
+    finally:
+        subprocess.run(["umount", "-l", str(ro)], check=True)  # lazy: even if a file stays open

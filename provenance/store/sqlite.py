@@ -221,10 +221,14 @@ class SqliteStore(SqlStore):
             raise LogError(f"cannot open database {self.path}: {e}") from e
         return conn
 
-    def _connect_read_only(self) -> sqlite3.Connection:
+    def _connect_read_only(self, flags: str = "mode=ro") -> sqlite3.Connection:
+        """A ``mode=ro`` connection; on read-only media (a read-only mount, a folder it may
+        not write) a WAL database without a -wal file cannot be opened so, as SQLite must
+        create its -shm: it is then opened ``immutable`` (a server writing it through
+        another, writable mount would have created the -wal first)."""
         try:
             conn = sqlite3.connect(
-                f"{self.path.resolve().as_uri()}?mode=ro",
+                f"{self.path.resolve().as_uri()}?{flags}",
                 uri=True,
                 isolation_level=None,
                 check_same_thread=False,
@@ -233,6 +237,14 @@ class SqliteStore(SqlStore):
             conn.execute("PRAGMA query_only=ON")
         except sqlite3.Error as e:
             raise LogError(f"cannot open database {self.path} read-only: {e}") from e
+        if flags == "mode=ro" and self.path.is_file() and not self._wal_files():
+            try:
+                conn.execute("PRAGMA user_version").fetchone()  # the file's first read
+            except sqlite3.OperationalError as e:
+                if e.sqlite_errorcode & 0xFF == sqlite3.SQLITE_CANTOPEN:
+                    conn.close()
+                    return self._connect_read_only("mode=ro&immutable=1")
+                # any other error is the schema check's to report
         return conn
 
     def _check_schema(self) -> None:
