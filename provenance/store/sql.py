@@ -623,6 +623,20 @@ class SqlStore(ABC):
         return [_leaf(r) for r in rows]
 
     @_reads_log
+    def leaves_by_file_sha256_many(self, hashes: Sequence[bytes]) -> dict[bytes, list[LeafRecord]]:
+        out: dict[bytes, list[LeafRecord]] = {}
+        with self._reading() as c:
+            for part in _chunks(hashes):
+                rows = c.execute(
+                    f"SELECT {_LEAF_COLS} FROM leaves WHERE file_sha256 IN ({_marks(part)})"
+                    " ORDER BY idx",
+                    part,
+                ).fetchall()
+                for rec in map(_leaf, rows):
+                    out.setdefault(rec.file_sha256, []).append(rec)
+        return out
+
+    @_reads_log
     def entries(self, start: int, limit: int) -> list[tuple[int, bytes]]:
         with self._reading() as c:
             rows = c.execute(
