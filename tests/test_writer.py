@@ -25,7 +25,7 @@ from provenance.core.errors import LogError, LogIntegrityError, SequenceError, S
 from provenance.core.keys import DeviceKey
 from provenance.log.checkpoint import NoteVerifier, generate_log_key, load_log_signer
 from provenance.log.receipt import verify_receipt
-from provenance.server.writer import Appended, GroupCommitWriter, PendingClaim
+from provenance.server.writer import SWEEP_S, Appended, GroupCommitWriter, PendingClaim
 from provenance.store import Store, open_store
 from provenance.wire import convert as wire
 
@@ -192,6 +192,43 @@ def test_an_asyncio_submission_not_confirmed_in_time_is_a_storage_error(rig: Rig
 
     again = asyncio.run(run())
     assert again.duplicate and again.receipt.leaf_index == 0  # recorded once, after all
+
+
+def test_a_short_asyncio_timeout_fires_while_a_long_one_waits(rig: Rig) -> None:
+    """The waits of a loop share one timer: a submission with a short timeout queued
+    behind one with a long timeout still fails at its own deadline (well before the
+    long one's, and before the shared timer's periodic sweep)."""
+    key = rig.enroll()
+    first, second = (sign(key, make_claim(key, s)) for s in (1, 2))
+
+    async def run() -> list[Appended]:
+        long_wait = asyncio.ensure_future(rig.writer.submit_async(rig.pending(first), 30))
+        await asyncio.sleep(0)
+        with pytest.raises(StorageError, match="within 0.05 s"):  # the writer waits at the gate
+            await asyncio.wait_for(rig.writer.submit_async(rig.pending(second), 0.05), 0.8)
+        assert not long_wait.done()
+        rig.clock.gate.set()
+        return [await long_wait, await rig.writer.submit_async(rig.pending(second), 30)]
+
+    got = asyncio.run(run())
+    assert [g.receipt.leaf_index for g in got] == [0, 1]
+
+
+def test_settled_asyncio_waits_are_not_kept(rig: Rig) -> None:
+    """The timer of a loop's waits drops the settled ones, and the loop's entry once none
+    is left: a busy server holds no record of every submission of the last timeout."""
+    key = rig.enroll()
+    rig.clock.gate.set()
+
+    async def run() -> tuple[int, int]:
+        for s in range(1, 41):
+            await rig.writer.submit_async(rig.pending(sign(key, make_claim(key, s))), 30)
+        held = sum(len(w) for d in rig.writer._deadlines.values() for w in d._waits.values())
+        await asyncio.sleep(SWEEP_S + 0.5)
+        return held, len(rig.writer._deadlines)
+
+    held, loops = asyncio.run(run())
+    assert held <= 40 and loops == 0
 
 
 def test_asyncio_callers_get_verifiable_receipts_and_a_cancelled_wait_still_logs(

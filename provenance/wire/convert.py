@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
 from google.protobuf.message import DecodeError
@@ -44,6 +44,9 @@ __all__ = ["pb"]
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+# the range of google.protobuf.Timestamp: 0001-01-01T00:00:00Z .. 9999-12-31T23:59:59Z
+_TS_MIN_S = -62_135_596_800
+_TS_MAX_S = 253_402_300_799
 
 
 def ts_to_pb(when: datetime | None) -> Timestamp | None:
@@ -64,13 +67,15 @@ def ts_from_pb(t: Timestamp, what: str = "timestamp") -> datetime:
     Raises ClaimError when it lies outside 0001-01-01 .. 9999-12-31 (the range of
     google.protobuf.Timestamp and of Python's datetime) or its nanos are not 0..999999999.
     """
-    try:
-        return t.ToDatetime(tzinfo=UTC)
-    except (ValueError, OverflowError) as e:
-        raise ClaimError(
-            f"{what} is out of range ({t.seconds} s, {t.nanos} ns): a time must lie between"
-            " 0001-01-01 and 9999-12-31 UTC"
-        ) from e
+    seconds, nanos = t.seconds, t.nanos
+    if _TS_MIN_S <= seconds <= _TS_MAX_S and 0 <= nanos < 1_000_000_000:
+        # what Timestamp.ToDatetime(tzinfo=UTC) gives, without its checks and conversion
+        # (a submission decodes one on the event loop)
+        return _EPOCH + timedelta(seconds=seconds, microseconds=nanos // 1000)
+    raise ClaimError(
+        f"{what} is out of range ({seconds} s, {nanos} ns): a time must lie between"
+        " 0001-01-01 and 9999-12-31 UTC"
+    )
 
 
 def _parse(msg_type: Any, data: bytes, what: str) -> Any:
@@ -163,9 +168,9 @@ def decode_claim(data: bytes) -> Claim:
             chunk_count=hb.chunk_count,
             chunk_merkle_root=bytes(hb.chunk_merkle_root),
         ),
-        soft_bindings=tuple(soft_from_pb(s) for s in m.soft_bindings),
+        soft_bindings=tuple(soft_from_pb(s) for s in m.soft_bindings) if m.soft_bindings else (),
         prev_claim_hash=bytes(m.prev_claim_hash),
-        metadata=dict(m.metadata),
+        metadata=dict(m.metadata) if m.metadata else {},
         frame_sample_rate=m.frame_sample_rate,
         orientation=m.orientation,
     )
