@@ -556,7 +556,7 @@ class VerificationServicer(rpc.VerificationServicer):
                     pb.LookupResult(ref=q.ref, error=str(r), error_code=status_for(r).name)
                 )
             else:
-                results.append(pb.LookupResult(ref=q.ref, report=wire.report_to_pb(r)))
+                results.append(pb.LookupResult(ref=q.ref, report=wire.report_fields(r)))
         return results
 
     def _check_index_load(self, hashes: int, budget: float) -> None:

@@ -626,13 +626,13 @@ class SqlStore(ABC):
     def leaves_by_file_sha256_many(self, hashes: Sequence[bytes]) -> dict[bytes, list[LeafRecord]]:
         out: dict[bytes, list[LeafRecord]] = {}
         with self._reading() as c:
-            for part in _chunks(hashes, 250):  # two parameters a hash
-                # the keys, which the index finds (`HASH_KEY`), then the full hashes
+            for part in _chunks(hashes, 250):  # keys and hashes: at most 500 parameters
+                keys = list(dict.fromkeys(h[:HASH_KEY_BYTES] for h in part))
                 rows = c.execute(
                     f"SELECT {_LEAF_COLS} FROM leaves"
-                    f" WHERE {HASH_KEY.format('file_sha256')} IN ({_marks(part)})"
+                    f" WHERE {HASH_KEY.format('file_sha256')} IN ({_marks(keys)})"
                     f" AND file_sha256 IN ({_marks(part)}) ORDER BY idx",
-                    [h[:HASH_KEY_BYTES] for h in part] + part,
+                    [*keys, *part],
                 ).fetchall()
                 for rec in map(_leaf, rows):
                     out.setdefault(rec.file_sha256, []).append(rec)

@@ -361,47 +361,49 @@ def device_from_pb(m: pb.Device) -> Device:
 
 def report_to_pb(r: VerificationReport) -> pb.VerificationReport:
     """Domain report -> wire report (the detector dict maps onto DetectorResult)."""
+    return pb.VerificationReport(**report_fields(r))
+
+
+def report_fields(r: VerificationReport) -> dict[str, Any]:
+    """The fields of ``r``'s wire VerificationReport, by name, its evidence as a dict: what
+    a message being built takes (a Lookup's result) without building the report and its
+    evidence first and copying them in (about half the cost)."""
     ev = r.evidence
-    evm = pb.Evidence(
-        file_sha256=ev.file.sha256,
-        file_size=ev.file.size,
-        media_type=ev.file.media_type,
-        file_soft_bindings=[soft_fields(h) for h in ev.file.soft_bindings],
-        pdq_distance=-1 if ev.pdq_distance is None else ev.pdq_distance,
-        pdq_threshold=ev.pdq_threshold,
-        sidecar_present=ev.sidecar_present,
-        hash_match=ev.hash_match,
-        file_content_sha256=ev.file.content_sha256,
-        damaged_ranges=[pb.ByteRange(first_byte=a, last_byte=b) for a, b in ev.damaged_ranges],
-        time_flags=[pb.TimeFlag(code=f.code, detail=f.detail) for f in ev.time_flags],
-        pdq_transform=ev.pdq_transform,
-    )
+    evidence: dict[str, Any] = {
+        "file_sha256": ev.file.sha256,
+        "file_size": ev.file.size,
+        "media_type": ev.file.media_type,
+        "file_soft_bindings": [soft_fields(h) for h in ev.file.soft_bindings],
+        "pdq_distance": -1 if ev.pdq_distance is None else ev.pdq_distance,
+        "pdq_threshold": ev.pdq_threshold,
+        "sidecar_present": ev.sidecar_present,
+        "hash_match": ev.hash_match,
+        "file_content_sha256": ev.file.content_sha256,
+        "damaged_ranges": [{"first_byte": a, "last_byte": b} for a, b in ev.damaged_ranges],
+        "time_flags": [{"code": f.code, "detail": f.detail} for f in ev.time_flags],
+        "pdq_transform": ev.pdq_transform,
+    }
     if ev.video_match is not None:
-        evm.video_match.CopyFrom(video_match_to_pb(ev.video_match))
+        evidence["video_match"] = video_match_to_pb(ev.video_match)
     if ev.claim is not None:
         c = ev.claim
-        evm.claim.CopyFrom(
-            pb.ClaimEvidence(
-                signed_claim=signed_to_pb(c.signed_claim),
-                receipt=receipt_to_pb(c.receipt) if c.receipt else None,
-                device=device_to_pb(c.device) if c.device else None,
-                signature_valid=c.signature_valid,
-                in_log=c.in_log,
-                chain_linked=c.chain_linked,
-                receipt_verified=c.receipt_verified,
-            )
+        evidence["claim"] = pb.ClaimEvidence(
+            signed_claim=signed_to_pb(c.signed_claim),
+            receipt=receipt_to_pb(c.receipt) if c.receipt else None,
+            device=device_to_pb(c.device) if c.device else None,
+            signature_valid=c.signature_valid,
+            in_log=c.in_log,
+            chain_linked=c.chain_linked,
+            receipt_verified=c.receipt_verified,
         )
-    msg = pb.VerificationReport(
-        status=cast(pb.Verdict, pb.Verdict.Value(r.status.value)),  # Value() is typed int
-        reasons=list(r.reasons) + list(ev.file.notes),
-        evidence=evm,
-        verified_at=ts_to_pb(r.verified_at),
-    )
-    if r.detector is not None:
-        msg.detector.CopyFrom(detector_to_pb(r.detector))
-    if r.c2pa is not None:
-        msg.c2pa.CopyFrom(c2pa_to_pb(r.c2pa))
-    return msg
+    return {
+        "status": pb.Verdict.Value(r.status.value),
+        "reasons": [*r.reasons, *ev.file.notes],
+        "evidence": evidence,
+        "verified_at": ts_to_pb(r.verified_at),
+        "detector": None if r.detector is None else detector_to_pb(r.detector),
+        "c2pa": None if r.c2pa is None else c2pa_to_pb(r.c2pa),
+    }
 
 
 _VIDEO_OPTIONAL = ("offset_seconds", "original_start_s", "original_end_s", "median_distance")
