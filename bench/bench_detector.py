@@ -8,9 +8,8 @@ Both measured in the same run on the same threads:
    crop cutting, uint8 -> normalised float, the batching queue, calibration, reports),
    one caller with 8 images per call, then 8 concurrent callers with one image each.
 
-3. per CPU-second: the bare pass of the default network against the bare pass of
-   `default-b` on the same tensors, counted in process CPU time, which a machine shared
-   with other jobs disturbs less than wall time.
+3. per CPU-second: the bare pass of the default network counted in process CPU time,
+   which a machine shared with other jobs disturbs less than wall time.
 4. CPU training: the default model (version 5, a small MLP head on fixed features; version
    4 was a logistic regression) trains in two steps, the features of every training patch
    and the fit of the head (AdamW for the MLP, L-BFGS for a linear head). Both are
@@ -38,7 +37,6 @@ from results import Ratio, write_results  # bench/results.py, next to this scrip
 from detector.data import load_image
 from detector.infer import Detector
 from detector.model import SpectralLogistic
-from detector.registry import load_models
 
 FIXTURES = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures"
 
@@ -105,8 +103,8 @@ def main() -> None:
     keys = [p.name.encode() for p in files]
 
     with Detector.load("default", device="cpu", secret=b"bench") as det:
-        member = det.members[0]  # the same network object the detector runs
-        net, pre = member.net, member.meta.preprocess
+        # The same network object the detector runs.
+        net, pre = det.model.net, det.model.meta.preprocess
         crops = pre.crops
         batch = len(images) * crops  # the batch one score_images call makes
         # The layout the detector feeds: its NHWC uint8 crops permuted to NCHW are
@@ -135,27 +133,14 @@ def main() -> None:
                 t.join()
             return batch
 
-        (previous,) = load_models("default-b")
-        train = _training_cost(net, x, args.seconds, member.meta.training.get("summary", {}))
+        train = _training_cost(net, x, args.seconds, det.model.meta.training.get("summary", {}))
 
-        def bare_previous() -> int:
-            with torch.inference_mode():
-                previous.net(x)
-            return batch
-
-        rates: dict[str, list[float]] = {
-            "bare": [],
-            "one": [],
-            "concurrent": [],
-            "cpu": [],
-            "cpu_previous": [],
-        }
+        rates: dict[str, list[float]] = {"bare": [], "one": [], "concurrent": [], "cpu": []}
         for _ in range(args.rounds):  # alternate, so load drift hits all alike
             rates["bare"].append(_rate(bare, args.seconds))
             rates["one"].append(_rate(one_caller, args.seconds))
             rates["concurrent"].append(_rate(concurrent, args.seconds))
             rates["cpu"].append(_cpu_rate(bare, args.seconds))
-            rates["cpu_previous"].append(_cpu_rate(bare_previous, args.seconds))
     med = {k: statistics.median(v) for k, v in rates.items()}
     spread = max(rates["bare"]) / min(rates["bare"])
     print(
@@ -175,10 +160,7 @@ def main() -> None:
         f"  score_image, {len(images)} concurrent callers: {med['concurrent']:8.0f} patches/s "
         f"= {med['concurrent'] / med['bare']:.2f} x bare  ({med['concurrent'] / crops:.1f} images/s)"
     )
-    print(
-        f"  per CPU-second, bare: default {med['cpu']:8.0f} patches, default-b (PatchResNet) "
-        f"{med['cpu_previous']:8.0f} = {med['cpu'] / med['cpu_previous']:.2f} x"
-    )
+    print(f"  per CPU-second, bare: {med['cpu']:8.0f} patches")
     if train:
         print(
             f"  CPU training (default): features {train['features_per_cpu_s']:8.0f} patches per "
@@ -202,13 +184,6 @@ def main() -> None:
                 "bare forward pass",
                 med["bare"],
                 "patches/s",
-            ),
-            Ratio(
-                "detector default bare, per CPU-second",
-                med["cpu"],
-                "default-b (version-2 PatchResNet) bare",
-                med["cpu_previous"],
-                "patches/CPU-s",
             ),
         ],
     )

@@ -72,19 +72,18 @@ def main() -> int:
             f"from thresholds: {band_mismatch} -> {'PASS' if ok else 'FAIL'}"
         )
 
-        member = gpu.members[0]
-        pre = member.meta.preprocess
+        net, pre = gpu.model.net, gpu.model.meta.preprocess
         for bs in BATCH_SIZES:
             x = torch.randn(bs, 3, pre.patch_size, pre.patch_size, device="cuda").contiguous(
                 memory_format=torch.channels_last
             )
             with torch.inference_mode(), torch.autocast("cuda", dtype=torch.bfloat16):
                 for _ in range(3):
-                    member.net(x)
+                    net(x)
                 torch.cuda.synchronize()
                 start, n = time.perf_counter(), 0
                 while time.perf_counter() - start < args.seconds:
-                    member.net(x)
+                    net(x)
                     n += bs
                 torch.cuda.synchronize()
             rate = n / (time.perf_counter() - start)

@@ -128,17 +128,14 @@ def random_search(
 def eot_pgd(det: Detector, x0: np.ndarray, steps: int, draws: int, seed: int) -> float:
     """White-box PGD with EOT over random stratified crop draws; returns the served score
     of the result."""
-    member = det.members[0]
-    net, pre = member.net, member.meta.preprocess
+    net, pre = det.model.net, det.model.meta.preprocess
     for prm in net.parameters():
         prm.requires_grad_(False)
     h, w = x0.shape[:2]
     base = torch.from_numpy(x0.astype(np.float32))
     delta = torch.zeros_like(base, requires_grad=True)
     for step in range(steps):
-        plan = plan_crops(
-            os.urandom(16) + bytes([seed, step]), b"eot", w, h, (pre.patch_size,), draws
-        )
+        plan = plan_crops(os.urandom(16) + bytes([seed, step]), b"eot", w, h, pre.patch_size, draws)
         x = (base + delta).clamp(0, 255)
         crops = torch.stack([x[c.y : c.y + c.size, c.x : c.x + c.size] for c in plan])
         logit = net(to_input(crops, pre)).mean()  # to_input: values in [0, 255]

@@ -235,12 +235,9 @@ def evaluate(
         dev = _device(device)
         with _progress(progress) as update:
             if model is not None:
-                from detector.registry import load_models
+                from detector.registry import load_model
 
-                members = load_models(model, weights)
-                if len(members) != 1:
-                    raise typer.BadParameter("evaluate ensemble members one at a time")
-                m = members[0]
+                m = load_model(model, weights)
                 report = evaluate_model(
                     m.net, m.meta.preprocess, m.meta.calibration, samples, dev, update
                 )
@@ -338,7 +335,7 @@ def detect_command(
     files: Annotated[list[Path], typer.Argument(help="Image files (JPEG, PNG, WebP, GIF, TIFF).")],
     json_out: Annotated[bool, typer.Option("--json", help="Print JSON for machines.")] = False,
     model: Annotated[
-        str, typer.Option(help="Registry model: default, default-b, ensemble, cnndetection, npr.")
+        str, typer.Option(help="Registry model: default, cnndetection, npr.")
     ] = "default",
     weights: Annotated[
         Path | None, typer.Option(help="Weights file (required for cnndetection / npr).")

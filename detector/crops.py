@@ -1,4 +1,4 @@
-"""Keyed, per-request choice of crop positions and ensemble members.
+"""Keyed, per-request choice of crop positions.
 
 An attacker who probes the detector with small edits of one image should not see the
 same crops every time, while a test with a fixed secret must see the same result. So the
@@ -26,13 +26,11 @@ _DOMAIN = b"prov-detector-crops\x00"
 
 @dataclass(frozen=True)
 class CropPlan:
-    """One crop to score: top-left (x, y) and side `size` in pixels, and the index of the
-    ensemble member that scores it."""
+    """One crop to score: top-left (x, y) and side `size` in pixels."""
 
     x: int
     y: int
     size: int
-    member: int
 
 
 def _draws(secret: bytes, key: bytes) -> Iterator[int]:
@@ -50,17 +48,16 @@ def plan_crops(
     request_key: bytes,
     width: int,
     height: int,
-    sizes: tuple[int, ...],
+    size: int,
     count: int,
 ) -> list[CropPlan]:
     """`count` crops of an image of width x height pixels.
 
-    sizes: the patch side of each ensemble member (one entry for a single model). The
-    grid has `rows` x `cols` >= count cells, rows / cols close to height / width; a keyed
-    shuffle picks `count` distinct cells. Each crop draws its member uniformly, then x and
-    y uniformly inside its cell's share of [0, width - side] and [0, height - side], with
-    side = min(member's size, width, height). Draws are 64-bit, reduced modulo the range
-    (bias below 2^-40 for images under 2^24 px a side).
+    size: the model's patch side in pixels. The grid has `rows` x `cols` >= count cells,
+    rows / cols close to height / width; a keyed shuffle picks `count` distinct cells.
+    Each crop lands uniformly inside its cell's share of [0, width - side] and
+    [0, height - side], with side = min(size, width, height). Draws are 64-bit, reduced
+    modulo the range (bias below 2^-40 for images under 2^24 px a side).
     """
     draws = _draws(secret, request_key)
     rows = min(count, max(1, round(math.sqrt(count * height / width))))
@@ -69,13 +66,15 @@ def plan_crops(
     for i in range(len(cells) - 1, 0, -1):  # Fisher-Yates with keyed draws
         j = next(draws) % (i + 1)
         cells[i], cells[j] = cells[j], cells[i]
+    side = min(size, width, height)
     plan = []
     for cell in sorted(cells[:count]):
-        member = next(draws) % len(sizes)
-        side = min(sizes[member], width, height)
+        # One draw per crop is skipped: it chose an ensemble member before the ensemble
+        # was retired, and skipping it keeps every file's crops (so its score) as before.
+        next(draws)
         x = _in_cell(next(draws), cell % cols, cols, width - side + 1)
         y = _in_cell(next(draws), cell // cols, rows, height - side + 1)
-        plan.append(CropPlan(x, y, side, int(member)))
+        plan.append(CropPlan(x, y, side))
     return plan
 
 

@@ -1,14 +1,13 @@
 """Scoring images: the advisory report, keyed crops, batched inference on GPU or CPU.
 
 For each image the detector scores `Preprocess.crops` square crops cut at native
-resolution, at positions (and, for an ensemble, by members) drawn from
-HMAC(secret, request key) (see `detector.crops`). Each crop's logit goes through its
-member's calibration to a calibrated logit z; the image score is sigmoid(mean z). The
+resolution, at positions drawn from HMAC(secret, request key) (see `detector.crops`).
+Each crop's logit goes through the weights' calibration to a calibrated logit z; the image score is sigmoid(mean z). The
 band [band_low, band_high] is sigmoid(mean z -/+ 1.96 * std(z) / sqrt(n)): the spread the
 score would have over other crop draws. It says nothing about generators the model never
 saw; the score is advisory.
 
-All crops of all concurrent requests go through one `BatchQueue` per member: on CUDA it
+All crops of all concurrent requests go through one `BatchQueue`: on CUDA it
 waits up to `max_wait_s` (default 5 ms) to fill batches of `max_batch` crops, runs them
 channels-last under bf16 autocast; on CPU it runs what is queued at once, in float32.
 """
@@ -19,7 +18,6 @@ import hashlib
 import math
 import os
 from collections.abc import Sequence
-from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,7 +28,7 @@ import torch
 from detector.batching import BatchQueue
 from detector.crops import plan_crops
 from detector.features import harmonise, patch_logits, prepare_network
-from detector.registry import LoadedModel, load_models
+from detector.registry import LoadedModel, load_model
 from provenance.core.errors import DetectorError, MediaError
 from provenance.media.image import DEFAULT_MAX_PIXELS, decode_image
 
@@ -96,56 +94,44 @@ def _sigmoid(x: float) -> float:
     return 1.0 / (1.0 + math.exp(-x)) if x >= 0 else math.exp(x) / (1.0 + math.exp(x))
 
 
-def _logit(p: float) -> float:
-    p = min(max(p, 1e-12), 1 - 1e-12)
-    return math.log(p / (1 - p))
-
-
 def default_device() -> torch.device:
     """CUDA when available, else CPU."""
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 class Detector:
-    """A loaded detector (one model or an ensemble) with its batching workers.
+    """A loaded detector with its batching worker.
 
     Thread-safe: score_* may be called from many threads at once; their crops share
-    batches. Call close() (or use it as a context manager) to stop the workers.
-    members: the loaded models (network and metadata) in ensemble order;
-    threshold_low / threshold_high: the band thresholds in use.
+    batches. Call close() (or use it as a context manager) to stop the worker.
+    model: the loaded network and its metadata; threshold_low / threshold_high: the band
+    thresholds in use (the weights' calibration).
     """
 
     def __init__(
         self,
-        model_id: str,
-        members: Sequence[LoadedModel],
+        model: LoadedModel,
         device: torch.device,
         secret: bytes,
         max_batch: int = 256,
         max_wait_s: float | None = None,
     ) -> None:
-        if not members:
-            raise DetectorError("a detector needs at least one model")
-        self.model_id = model_id
-        self.model_version = "+".join(m.meta.version for m in members)
+        self.model = model
+        self.model_id = model.meta.model_id
+        self.model_version = model.meta.version
         self.device = device
-        self.members = tuple(members)
         self._secret = secret
-        self._sizes = tuple(m.meta.preprocess.patch_size for m in members)
-        self._crops = members[0].meta.preprocess.crops
-        # Ensemble thresholds: the members' thresholds averaged in logit space.
-        cals = [m.meta.calibration for m in members]
-        self.threshold_low = _sigmoid(float(np.mean([_logit(c.threshold_low) for c in cals])))
-        self.threshold_high = _sigmoid(float(np.mean([_logit(c.threshold_high) for c in cals])))
+        cal = model.meta.calibration
+        self.threshold_low = cal.threshold_low
+        self.threshold_high = cal.threshold_high
         wait = max_wait_s if max_wait_s is not None else (0.005 if device.type == "cuda" else 0.0)
-        self._queues = []
-        for m in self.members:
-            prepare_network(m.net, device)
+        prepare_network(model.net, device)
+        pre = model.meta.preprocess
 
-            def run(rows: np.ndarray, m: LoadedModel = m) -> np.ndarray:
-                return patch_logits(m.net, rows, m.meta.preprocess, device, max_batch)
+        def run(rows: np.ndarray) -> np.ndarray:
+            return patch_logits(model.net, rows, pre, device, max_batch)
 
-            self._queues.append(BatchQueue(run, max_batch, wait))
+        self._queue = BatchQueue(run, max_batch, wait)
 
     @classmethod
     def load(
@@ -162,8 +148,9 @@ class Detector:
 
         secret: key of the crop draws; None draws a random one for this process (outputs
         then vary between processes); pass a fixed one for reproducible results.
-        Reports carry the weights' own model id (the registry name for an ensemble).
-        Raises DetectorError if the model, its weights or the device cannot be loaded.
+        Reports carry the weights' own model id (a weights file names its own model, e.g.
+        a larger one trained on a GPU). Raises DetectorError if the model, its weights or
+        the device cannot be loaded.
         """
         try:
             dev = torch.device(device) if device else default_device()
@@ -171,12 +158,8 @@ class Detector:
                 raise DetectorError(f"device {device!r} requested but CUDA is not available")
         except RuntimeError as e:
             raise DetectorError(f"bad device {device!r}: {e}") from e
-        members = load_models(name, weights)
-        # A weights file names its own model (e.g. a larger one trained on a GPU).
-        model_id = members[0].meta.model_id if len(members) == 1 else name
         return cls(
-            model_id,
-            members,
+            load_model(name, weights),
             dev,
             secret if secret is not None else os.urandom(32),
             max_batch,
@@ -184,9 +167,8 @@ class Detector:
         )
 
     def close(self) -> None:
-        """Finish queued work and stop the batching workers."""
-        for q in self._queues:
-            q.close()
+        """Finish queued work and stop the batching worker."""
+        self._queue.close()
 
     def __enter__(self) -> Detector:
         return self
@@ -209,52 +191,45 @@ class Detector:
         """Score several images (each as in score_image) in shared batches."""
         if len(images) != len(request_keys):
             raise DetectorError(f"{len(images)} images but {len(request_keys)} request keys")
+        pre = self.model.meta.preprocess
+        cal = self.model.meta.calibration
         plans = [
-            plan_crops(self._secret, key, rgb.shape[1], rgb.shape[0], self._sizes, self._crops)
+            plan_crops(self._secret, key, rgb.shape[1], rgb.shape[0], pre.patch_size, pre.crops)
             for rgb, key in zip((_check_rgb(im) for im in images), request_keys, strict=True)
         ]
-        # Per member: the crops of all images, one request per crop shape (crops of
-        # images smaller than the patch are smaller).
-        logits: list[np.ndarray] = []
-        pending: list[tuple[int, list[int], Future[np.ndarray]]] = []
-        seen: dict[int, list[np.ndarray]] = {}  # JPEG quality -> the images as re-encoded
-        for m, queue in enumerate(self._queues):
-            pre = self.members[m].meta.preprocess
-            if pre.jpeg_quality not in seen:
-                seen[pre.jpeg_quality] = [harmonise(im, pre) for im in images]
-            rows = [
-                rgb[c.y : c.y + c.size, c.x : c.x + c.size]
-                for rgb, plan in zip(seen[pre.jpeg_quality], plans, strict=True)
-                for c in plan
-                if c.member == m
-            ]
-            by_shape: dict[tuple[int, ...], list[int]] = {}
-            for i, r in enumerate(rows):
-                by_shape.setdefault(r.shape, []).append(i)
-            for idx in by_shape.values():
-                pending.append((m, idx, queue.submit(np.stack([rows[i] for i in idx]))))
-            logits.append(np.zeros(len(rows), np.float32))
+        # The crops of all images, one request per crop shape (crops of images smaller
+        # than the patch are smaller).
+        rows = [
+            rgb[c.y : c.y + c.size, c.x : c.x + c.size]
+            for rgb, plan in zip((harmonise(im, pre) for im in images), plans, strict=True)
+            for c in plan
+        ]
+        by_shape: dict[tuple[int, ...], list[int]] = {}
+        for i, r in enumerate(rows):
+            by_shape.setdefault(r.shape, []).append(i)
+        pending = [
+            (idx, self._queue.submit(np.stack([rows[i] for i in idx]))) for idx in by_shape.values()
+        ]
+        logits = np.zeros(len(rows), np.float32)
         try:
-            for m, idx, fut in pending:
-                logits[m][idx] = fut.result()
+            for idx, fut in pending:
+                logits[idx] = fut.result()
         except DetectorError:
             raise
         except Exception as e:  # a torch failure on the worker thread
             raise DetectorError(f"detector inference failed: {e}") from e
-        taken = [0] * len(self.members)
         reports = []
+        taken = 0
         for plan in plans:
-            crops, zs = [], []
-            for c in plan:
-                logit = float(logits[c.member][taken[c.member]])
-                taken[c.member] += 1
-                cal = self.members[c.member].meta.calibration
-                z = cal.slope * logit + cal.intercept
-                if not math.isfinite(z):
-                    raise DetectorError("the model produced a non-finite score")
-                zs.append(z)
-                crops.append(DetectorCrop(c.x, c.y, c.size, c.size, _sigmoid(z)))
-            reports.append(self._report(np.array(zs), tuple(crops)))
+            zs = cal.slope * logits[taken : taken + len(plan)].astype(np.float64) + cal.intercept
+            taken += len(plan)
+            if not np.all(np.isfinite(zs)):
+                raise DetectorError("the model produced a non-finite score")
+            crops = tuple(
+                DetectorCrop(c.x, c.y, c.size, c.size, _sigmoid(float(z)))
+                for c, z in zip(plan, zs, strict=True)
+            )
+            reports.append(self._report(zs, crops))
         return reports
 
     def score_bytes(

@@ -77,7 +77,7 @@ def score_files(
         if min(h, w) < pre.patch_size:
             skipped.append(f"{s.path}: {w}x{h} is under {pre.patch_size} px")
             continue
-        plan = plan_crops(secret, key, w, h, (pre.patch_size,), crops)
+        plan = plan_crops(secret, key, w, h, pre.patch_size, crops)
         rgb = harmonise(rgb, pre)
         patches = np.stack([rgb[c.y : c.y + c.size, c.x : c.x + c.size] for c in plan])
         out.append(Scored(s, patch_logits(model.net, patches, pre, device)))

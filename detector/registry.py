@@ -2,9 +2,7 @@
 
 | name | what | weights |
 | --- | --- | --- |
-| default | this project's PatchResNet, NPR residual, 64 px patches | shipped in detector/weights |
-| default-b | the same recipe with another seed | shipped |
-| ensemble | default + default-b, a member drawn per crop | shipped |
+| default | this project's detector (docs/detector.md), 64 px patches | shipped in detector/weights |
 | cnndetection | CNNDetection's ResNet-50 (Wang et al. 2020) | the user's .pth, by path |
 | npr | NPR's ResNet (Tan et al. 2024) | the user's .pth, by path |
 
@@ -39,7 +37,7 @@ class ModelSpec:
 
     shipped: weight files inside the package, for our models. external_arch /
     external_preprocess: architecture and input transform of a published network whose
-    checkpoint the user supplies. members: registry names of an ensemble's models.
+    checkpoint the user supplies.
     """
 
     name: str
@@ -47,7 +45,6 @@ class ModelSpec:
     shipped: Path | None = None
     external_arch: str | None = None
     external_preprocess: Preprocess | None = None
-    members: tuple[str, ...] = ()
 
 
 REGISTRY: dict[str, ModelSpec] = {
@@ -55,14 +52,8 @@ REGISTRY: dict[str, ModelSpec] = {
     for spec in (
         ModelSpec(
             "default",
-            "PatchResNet on NPR residuals, 64 px patches",
+            "this project's detector, 64 px patches",
             WEIGHTS_DIR / "default.safetensors",
-        ),
-        ModelSpec("default-b", "the default recipe, seed 1", WEIGHTS_DIR / "default-b.safetensors"),
-        ModelSpec(
-            "ensemble",
-            "default and default-b, a member drawn per crop",
-            members=("default", "default-b"),
         ),
         ModelSpec(
             "cnndetection",
@@ -118,30 +109,24 @@ def _load_external(spec: ModelSpec, path: Path) -> LoadedModel:
     return LoadedModel(net.eval(), meta)
 
 
-def load_models(name: str = "default", weights: Path | None = None) -> list[LoadedModel]:
-    """The networks of a registry entry: one, or an ensemble's members in order.
+def load_model(name: str = "default", weights: Path | None = None) -> LoadedModel:
+    """The network of a registry entry.
 
     weights: for "cnndetection" / "npr", the published checkpoint (required); for our
     models, a weights file to use instead of the shipped one (e.g. a larger model trained
-    on a GPU); not accepted for an ensemble. Raises DetectorError.
+    on a GPU). Raises DetectorError.
     """
     spec = REGISTRY.get(name)
     if spec is None:
         raise DetectorError(f"unknown detector model {name!r}; known: {', '.join(REGISTRY)}")
-    if spec.members:
-        if weights is not None:
-            raise DetectorError(
-                f"{name!r} is an ensemble of shipped models; it takes no weights file"
-            )
-        return [m for member in spec.members for m in load_models(member)]
     if spec.external_arch is not None:
         if weights is None:
             raise DetectorError(
                 f"model {name!r} needs its published checkpoint: pass a weights path"
             )
-        return [_load_external(spec, weights)]
+        return _load_external(spec, weights)
     path = weights or spec.shipped
     assert path is not None
     if not path.is_file():
         raise DetectorError(f"weights file {path} not found")
-    return [_load_ours(path)]
+    return _load_ours(path)

@@ -101,6 +101,23 @@ def low_light_capture(rgb: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return jpeg_roundtrip(out, int(rng.integers(70, 96)))
 
 
+def clean_downscale(rgb: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """An image as a clean, strongly downscaled copy (drawn with rng), as photo sets
+    publish camera pictures: optionally defocused (p = 0.5: Gaussian blur, sigma 0.8-2.5
+    px), then downscaled by 0.2-0.5x (Pillow's antialiased bilinear; never under 96 px a
+    side), then saved as JPEG at quality 75-95. Downscaling averages the sensor noise
+    away, so such photos are far cleaner than the camera's own file; applied to both
+    classes for training, cleanliness stops being a cue for "generated".
+    """
+    out = rgb
+    if rng.random() < 0.5:
+        out = gaussian_blur(out, rng.uniform(0.8, 2.5))
+    scale = max(rng.uniform(0.2, 0.5), 96 / min(out.shape[:2]))
+    if scale < 1:
+        out = resize(out, scale)
+    return jpeg_roundtrip(out, int(rng.integers(75, 96)))
+
+
 @dataclass(frozen=True)
 class Augment:
     """Training-time augmentation of one image, applied to both classes.

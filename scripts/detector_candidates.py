@@ -41,6 +41,7 @@ import hashlib
 import json
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -64,12 +65,13 @@ from detector.model import (
     SpectralFeatures,
     SpectralLogistic,
 )
-from detector.registry import load_models
+from detector.registry import load_model
 from detector.train import TrainConfig, train_network
 from detector.transforms import (
     CONDITIONS,
     Augment,
     center_crop,
+    clean_downscale,
     cut_patches,
     grid_positions,
     harmonise,
@@ -234,22 +236,40 @@ def stage_ae(max_images: int) -> None:
             )
 
 
-def low_patches(rgb: np.ndarray, i: int) -> np.ndarray:
-    """The ``low`` patches of image i: its centre 640 px through `low_light_capture`
-    (seeded by i), harmonised (centre crop 256, JPEG q90), 9 grid patches; (0, ...) if
-    the result is under a patch."""
-    crop = np.ascontiguousarray(center_crop(rgb, 640))
-    out = harmonise(low_light_capture(crop, np.random.default_rng([23, i])))
+def _transformed_patches(
+    rgb: np.ndarray,
+    side: int,
+    transform: Callable[[np.ndarray, np.random.Generator], np.ndarray],
+    seed: list[int],
+) -> np.ndarray:
+    """9 grid patches of rgb's centre `side` px through transform (seeded), harmonised
+    (centre crop 256, JPEG q90); (0, ...) if the result is under a patch."""
+    crop = np.ascontiguousarray(center_crop(rgb, side))
+    out = harmonise(transform(crop, np.random.default_rng(seed)))
     if min(out.shape[:2]) < PATCH:
         return np.zeros((0, PATCH, PATCH, 3), np.uint8)
     return _grid(out, 9)
 
 
-def stage_low() -> None:
-    """Run the ``low`` stage: every real photo of the training sources as a low-light,
-    high-ISO capture (`low_patches`), into low.npz."""
+def low_patches(rgb: np.ndarray, i: int) -> np.ndarray:
+    """The ``low`` patches of image i: its centre 640 px through `low_light_capture`
+    (seeded by i), harmonised, 9 grid patches."""
+    return _transformed_patches(rgb, 640, low_light_capture, [23, i])
+
+
+def clean_patches(rgb: np.ndarray, i: int) -> np.ndarray:
+    """The ``clean`` patches of image i: its centre 1,024 px through `clean_downscale`
+    (seeded by i), harmonised, 9 grid patches."""
+    return _transformed_patches(rgb, 1024, clean_downscale, [29, i])
+
+
+def derived_stage(
+    cond: str, order: list[int], patches_of: Callable[[np.ndarray, int], np.ndarray]
+) -> None:
+    """Cut the patches of condition ``cond`` (``patches_of(rgb, index)``) of the images
+    ``order`` into <cond>.npz (idx, cond, n_<cond>); unreadable or too small images are
+    left out."""
     all_samples = samples()
-    order = [i for i, s in enumerate(all_samples) if s.label == 0 and not is_test_source(s)]
     idx, parts = [], []
     start = time.monotonic()
     for n, i in enumerate(order):
@@ -259,28 +279,42 @@ def stage_low() -> None:
             continue
         if min(rgb.shape[:2]) < PATCH:
             continue
-        p = low_patches(rgb, i)
+        p = patches_of(rgb, i)
         if len(p):
             idx.append(i)
             parts.append(p)
         if n % 100 == 99:
             print(
-                f"  low light {n + 1}/{len(order)} ({time.monotonic() - start:.0f} s)",
-                file=sys.stderr,
+                f"  {cond} {n + 1}/{len(order)} ({time.monotonic() - start:.0f} s)", file=sys.stderr
             )
     np.savez(
-        CACHE / "low.npz",
+        CACHE / f"{cond}.npz",
         idx=np.array(idx),
-        low=np.concatenate(parts),
-        n_low=np.array([len(p) for p in parts]),
+        **{cond: np.concatenate(parts), f"n_{cond}": np.array([len(p) for p in parts])},
     )
+
+
+def stage_low() -> None:
+    """Run the ``low`` stage: every real photo of the training sources as a low-light,
+    high-ISO capture (`low_patches`), into low.npz."""
+    order = [i for i, s in enumerate(samples()) if s.label == 0 and not is_test_source(s)]
+    derived_stage("low", order, low_patches)
+
+
+def stage_clean() -> None:
+    """Run the ``clean`` stage: every image of the training sources (both classes, no
+    demo file) as a clean, strongly downscaled copy (`clean_patches`), into clean.npz."""
+    all_samples = samples()
+    demo = demo_indices(all_samples)
+    order = [i for i, s in enumerate(all_samples) if not is_test_source(s) and i not in demo]
+    derived_stage("clean", order, clean_patches)
 
 
 # --------------------------------------------------------------------------- run stage
 
 CONDS = ("harm", "aug", "j75", "r50", "syn", "syn_aug")
 AE_CONDS = ("ae", "ae_aug", "ae_real", "ae_real_aug")
-LOW_CONDS = ("low",)
+LOW_CONDS = ("low", "clean")
 
 
 class Patches:
@@ -307,12 +341,13 @@ class Patches:
                     self.data[c].append(arr.reshape(-1, PATCH, PATCH, 3))
                     for k, i in enumerate(z["idx"]):
                         self.where[c][int(i)] = (k * arr.shape[1], (k + 1) * arr.shape[1])
-        if (CACHE / "low.npz").is_file():
-            with np.load(CACHE / "low.npz") as z:
-                bounds = np.cumsum([0, *z["n_low"]])
-                for i, a, b in zip(z["idx"], bounds[:-1], bounds[1:], strict=True):
-                    self.where["low"][int(i)] = (int(a), int(b))
-                self.data["low"].append(z["low"])
+        for c in LOW_CONDS:  # one file per condition, of some images only
+            if (CACHE / f"{c}.npz").is_file():
+                with np.load(CACHE / f"{c}.npz") as z:
+                    bounds = np.cumsum([0, *z[f"n_{c}"]])
+                    for i, a, b in zip(z["idx"], bounds[:-1], bounds[1:], strict=True):
+                        self.where[c][int(i)] = (int(a), int(b))
+                    self.data[c].append(z[c])
         self.arrays = {
             c: np.concatenate(v) if v else np.zeros((0, PATCH, PATCH, 3), np.uint8)
             for c, v in self.data.items()
@@ -646,13 +681,17 @@ def stage_run(args: argparse.Namespace) -> None:
         resized: bool = False,
         patches: bool = False,
         low: bool = False,
+        clean: bool = False,
     ) -> tuple[np.ndarray, np.ndarray]:
         # resized: the 0.5x copies of the training images too, both classes; patches:
         # one row per patch (for the MLP head) instead of per image; low: the real
-        # photos' low-light captures too.
+        # photos' low-light captures too; clean: the clean downscaled copies, both classes.
         conds = ("harm", "aug", "r50") if resized else ("harm", "aug")
         xn, _ = ft.stack(conds + (("low",) if low else ()), train_real, patches)
         pos = [ft.stack(conds, fold_train_gen(held), patches)[0]]
+        if clean:
+            xn = np.concatenate([xn, ft.stack(("clean",), train_real, patches)[0]])
+            pos += [ft.stack(("clean",), fold_train_gen(held), patches)[0]]
         if mix:
             pos += [ft.stack(("syn", "syn_aug"), train_real, patches)[0]]
             pos += [ft.stack(("ae", "ae_aug"), ae_idx, patches)[0]]
@@ -661,10 +700,10 @@ def stage_run(args: argparse.Namespace) -> None:
         return np.concatenate([xn, xp]), np.r_[np.zeros(len(xn)), np.ones(len(xp))]
 
     def fit_fold(
-        held: set[str], mix: bool, ft: Any, resized: bool, mlp: bool, low: bool
+        held: set[str], mix: bool, ft: Any, resized: bool, mlp: bool, low: bool, clean: bool
     ) -> SpectralLogistic:
         if mlp:
-            data = fold_features(held, mix, ft, resized, True, low)
+            data = fold_features(held, mix, ft, resized, True, low, clean)
             return fit_mlp(*data, hidden=args.hidden)
         return fit_logistic(*fold_features(held, mix, ft, resized, False, low), l2=args.l2)
 
@@ -689,6 +728,7 @@ def stage_run(args: argparse.Namespace) -> None:
         "spco_mixr_mlp",
         "spcn_mixrl",
         "spcn_mixrl_mlp",
+        "spcn_mixrlc_mlp",
         "cnn_gen",
         "cnn_mix",
     ):
@@ -698,6 +738,7 @@ def stage_run(args: argparse.Namespace) -> None:
         mix = "_mix" in name
         resized = "_mixr" in name
         low = "_mixrl" in name
+        clean = "_mixrlc" in name
         mlp = name.endswith("_mlp")
         spectral = name.startswith("sp")
         fts = {"spco": ft_co, "spcn": ft_cn}.get(name[:4], ft)
@@ -707,7 +748,7 @@ def stage_run(args: argparse.Namespace) -> None:
             ids = [i for i in gen if all_samples[i].family in held]
             score: Any
             if spectral:
-                net: Any = fit_fold(held, mix, fts, resized, mlp, low)
+                net: Any = fit_fold(held, mix, fts, resized, mlp, low, clean)
                 score = lambda c, ids, net=net, f=fts: spectral_scores(net, c, ids, f)  # noqa: E731
             else:
                 net = train_cnn(*fold_patches(held, mix), args.epochs, 0, widths)
@@ -724,7 +765,7 @@ def stage_run(args: argparse.Namespace) -> None:
                 file=sys.stderr,
             )
         if spectral:  # real test photos: the model trained on every family
-            net = fit_fold(set(), mix, fts, resized, mlp, low)
+            net = fit_fold(set(), mix, fts, resized, mlp, low, clean)
             for c in cond_scores:
                 cond_scores[c][: len(test_real)] = spectral_scores(net, c, test_real, fts)
         report["candidates"][name] = summarise(
@@ -743,7 +784,8 @@ def stage_run(args: argparse.Namespace) -> None:
             + ", real vs generated of the other families"
             + (" + synthetic-upsampler and autoencoder fakes" if mix else "")
             + (" + 0.5x copies" if resized else "")
-            + (" + low-light captures of the training real photos" if low else ""),
+            + (" + low-light captures of the training real photos" if low else "")
+            + (" + clean downscaled copies, both classes" if clean else ""),
         )
     for name, pos_c, neg_c, src in (
         ("spec_syn", ("syn", "syn_aug"), ("harm", "aug"), train_real),
@@ -783,7 +825,7 @@ def stage_run(args: argparse.Namespace) -> None:
             torch.save(net.state_dict(), CACHE / f"{name}.pt")
     if "old_default" in chosen:  # the weights shipped before, on the images it never saw
         t0 = time.monotonic()
-        (old_model,) = load_models("default", args.baseline)
+        old_model = load_model("default", args.baseline)
         seen = set(json.loads(Path(args.baseline_trainfiles).read_text())["trained_on"])
         unseen = [i for i in eval_idx if recipe_key(all_samples[i]) not in seen]
 
@@ -821,6 +863,238 @@ def stage_run(args: argparse.Namespace) -> None:
     )
 
 
+CV_VARIANTS: dict[str, dict[str, Any]] = {
+    # name -> fold_cv_data / fit_mlp settings; "v5" is version 5's recipe.
+    "v5": {},
+    "v5_nolow": {"low": False},
+    "v5_low2x": {"low_repeat": 2},
+    "v5_wd1e-1": {"weight_decay": 1e-1},
+    "v5_drop0.4": {"dropout": 0.4},
+    "v5_ep5": {"epochs": 5},
+    "v5_h32": {"hidden": 32},
+    "v5_clean": {"clean": True},
+    "v5_clean_ep5": {"clean": True, "epochs": 5},
+    "v5_cleanreal": {"clean": "real"},
+    "v5_cleanreal_ep5": {"clean": "real", "epochs": 5},
+}
+
+
+def cv_folds(
+    all_samples: list[Sample], idx: list[int], folds: int
+) -> list[tuple[set[int], set[int]]]:
+    """Grouped folds over the training side: (held-out real image ids, held-out generated
+    ids) per fold. Real photos by source (SHA-256 of the source, salt "det-cv", modulo
+    folds); generator families dealt by size, round robin, into folds, and a fold's
+    training side loses every repository that holds one of its families."""
+    real = [i for i in idx if all_samples[i].label == 0]
+    gen = [i for i in idx if all_samples[i].label == 1]
+    size: dict[str, int] = {}
+    for i in gen:
+        size[all_samples[i].family] = size.get(all_samples[i].family, 0) + 1
+    by_size = sorted(size, key=lambda f: (-size[f], f))
+    fam_fold = {f: k % folds for k, f in enumerate(by_size)}
+
+    def src_fold(i: int) -> int:
+        digest = hashlib.sha256(b"det-cv" + source_of(all_samples[i]).encode()).digest()
+        return int.from_bytes(digest[:8], "big") % folds
+
+    return [
+        (
+            {i for i in real if src_fold(i) == k},
+            {i for i in gen if fam_fold[all_samples[i].family] == k},
+        )
+        for k in range(folds)
+    ]
+
+
+def stage_cv(args: argparse.Namespace) -> None:
+    """Grouped cross-validation of version-5-style recipes on the training sources only
+    (no test source, no demo file): for each variant of ``--variants`` (`CV_VARIANTS`) and
+    each of ``--folds`` folds (`cv_folds`), an MLP on spectral + co-occurrence +
+    noise-normalised features is trained on the other folds (their real photos, their
+    low-light captures, the generated images of the other folds' families outside the
+    held-out families' repositories, the synthetic and autoencoder fakes of their real
+    photos) and scores the held-out fold (mean patch logit per image): AUC harmonised,
+    JPEG q75 and 0.5x; the share of the held-out real photos' low-light captures at or
+    over the fold's 5% threshold of its real photos; the share of its generated images
+    over it. The out-of-fold harmonised logits then choose a calibration (Platt,
+    temperature, Platt with each source weighted equally) by grouped ECE: fitted on the
+    other folds' logits, measured on the fold. Report: detector/weights/eval-cv.json."""
+    from detector.calibrate import fit_platt, sigmoid, threshold_at_most
+    from detector.metrics import expected_calibration_error
+
+    all_samples = samples()
+    pt = Patches()
+    ft = Features(pt, True, True)
+    demo = demo_indices(all_samples)
+    idx = [i for i in pt.images() if not is_test_source(all_samples[i]) and i not in demo]
+    folds = cv_folds(all_samples, idx, args.folds)
+    gen_all = [i for i in idx if all_samples[i].label == 1]
+    repos_of: dict[str, set[str]] = {}
+    for i in gen_all:
+        repos_of.setdefault(all_samples[i].family, set()).add(source_of(all_samples[i]))
+    ae_all = set(pt.where["ae"])
+    path = ROOT / "detector" / "weights" / "eval-cv.json"
+    report: dict[str, Any] = json.loads(path.read_text()) if path.is_file() else {}
+    report["protocol"] = stage_cv.__doc__
+    report["folds"] = [
+        {
+            "real": len(r),
+            "generated": len(g),
+            "families": sorted({all_samples[i].family for i in g}),
+        }
+        for r, g in folds
+    ]
+    report.setdefault("variants", {})
+
+    def rows(conds: tuple[str, ...], ids: list[int]) -> np.ndarray:
+        return ft.stack(conds, ids, True)[0]
+
+    def scores(net: SpectralLogistic, cond: str, ids: list[int]) -> np.ndarray:
+        x, owner = ft.stack((cond,), ids, patches=True)
+        with torch.inference_mode():
+            z = net.fc((torch.from_numpy(x) - net.feat_mean) / net.feat_std).squeeze(1).numpy()
+        return image_means(z, owner, ids)
+
+    for name in filter(None, args.variants.split(",")):
+        v = {"low": True, "low_repeat": 1, "hidden": args.hidden, **CV_VARIANTS[name]}
+        t0 = time.monotonic()
+        oof: dict[int, float] = {}
+        per_fold = []
+        for k, (test_real, test_gen) in enumerate(folds):
+            held = {all_samples[i].family for i in test_gen}
+            banned = set().union(*(repos_of[f] for f in held))
+            real = sorted(i for i in idx if all_samples[i].label == 0 and i not in test_real)
+            gen = sorted(
+                i for i in gen_all if i not in test_gen and source_of(all_samples[i]) not in banned
+            )
+            ae = [i for i in real if i in ae_all]
+            neg = [rows(("harm", "aug", "r50"), real), rows(("ae_real", "ae_real_aug"), ae)]
+            neg += [rows(("low",), real)] * (v["low_repeat"] if v["low"] else 0)
+            pos = [rows(("harm", "aug", "r50"), gen), rows(("syn", "syn_aug"), real)]
+            pos += [rows(("ae", "ae_aug"), ae)]
+            if v.get("clean"):  # True: both classes; "real": real photos only
+                neg.append(rows(("clean",), real))
+                if v["clean"] is True:
+                    pos.append(rows(("clean",), gen))
+            n, p = np.concatenate(neg), np.concatenate(pos)
+            net = fit_mlp(
+                np.concatenate([n, p]),
+                np.r_[np.zeros(len(n)), np.ones(len(p))],
+                hidden=v["hidden"],
+                epochs=v.get("epochs", 3),
+                weight_decay=v.get("weight_decay", 1e-2),
+                dropout=v.get("dropout", 0.2),
+            )
+            tr, tg = sorted(test_real), sorted(test_gen)
+            fold: dict[str, Any] = {}
+            for cond in ("harm", "j75", "r50"):
+                sr, sg = scores(net, cond, tr), scores(net, cond, tg)
+                ok_r, ok_g = sr[~np.isnan(sr)], sg[~np.isnan(sg)]
+                fold[f"auc_{cond}"] = roc_auc(
+                    np.r_[np.zeros(len(ok_r)), np.ones(len(ok_g))], np.r_[ok_r, ok_g]
+                )
+                if cond == "harm":
+                    oof.update({i: float(x) for i, x in zip(tr + tg, np.r_[sr, sg], strict=True)})
+                    t = threshold_at_most(ok_r, 0.05)
+                    for c in ("low", "clean"):  # the fold's real photos so transformed
+                        sc = scores(net, c, tr)
+                        fold[f"{c}_flagged"] = float(np.mean(sc[~np.isnan(sc)] >= t))
+                    fold["generated_flagged"] = float(np.mean(ok_g >= t))
+                    for kind in ("gan", "diffusion", "other"):
+                        mine = np.array([all_samples[i].kind == kind for i in tg])
+                        if mine.sum() >= 10:
+                            fold[f"auc_{kind}"] = roc_auc(
+                                np.r_[np.zeros(len(ok_r)), np.ones(int(mine.sum()))],
+                                np.r_[ok_r, sg[mine]],
+                            )
+            per_fold.append(fold)
+            print(f"  cv {name}: fold {k} {fold} ({time.monotonic() - t0:.0f} s)", file=sys.stderr)
+        out: dict[str, Any] = {
+            "settings": v,
+            "seconds": round(time.monotonic() - t0, 1),
+            "folds": per_fold,
+            **{
+                m: float(np.mean([f[m] for f in per_fold if m in f]))
+                for m in sorted({m for f in per_fold for m in f})
+            },
+        }
+        out["drop_j75"] = out["auc_harm"] - out["auc_j75"]
+        out["drop_r50"] = out["auc_harm"] - out["auc_r50"]
+        # Calibration, chosen on the out-of-fold logits as the band policy fits it: within
+        # each fold (one model), each source's images calibrated by a fit made without
+        # that source; the ECE of those predictions, averaged over the folds.
+        ids = sorted(i for i in oof if not np.isnan(oof[i]))
+        np.savez(CACHE / f"cv-oof-{name}.npz", idx=np.array(ids), logit=[oof[i] for i in ids])
+        z = np.array([oof[i] for i in ids])
+        y = np.array([all_samples[i].label for i in ids])
+        fold_of = np.array(
+            [next(k for k, (r, g) in enumerate(folds) if i in r or i in g) for i in ids]
+        )
+        src = np.array([source_of(all_samples[i]) for i in ids])
+        ece: dict[str, list[float]] = {"platt": [], "temperature": [], "platt_sources": []}
+        for k in range(len(folds)):
+            fz, fy, fs = z[fold_of == k], y[fold_of == k], src[fold_of == k]
+            probs = {m: np.zeros(len(fz)) for m in ece}
+            for one in set(fs):
+                fit, test = fs != one, fs == one
+                if fy[fit].min() == fy[fit].max():
+                    continue
+                a, b = fit_platt(fz[fit], fy[fit])
+                probs["platt"][test] = sigmoid(a * fz[test] + b)
+                probs["temperature"][test] = sigmoid(_fit_slope(fz[fit], fy[fit]) * fz[test])
+                a, b = _fit_platt_weighted(fz[fit], fy[fit], fs[fit])
+                probs["platt_sources"][test] = sigmoid(a * fz[test] + b)
+            for m in ece:
+                ece[m].append(expected_calibration_error(fy, probs[m]))
+        out["calibration_cv_ece"] = {m: float(np.mean(e)) for m, e in ece.items()}
+        report["variants"][name] = out
+        print(
+            f"cv {name}: AUC {out['auc_harm']:.3f} j75 {out['auc_j75']:.3f} r50 "
+            f"{out['auc_r50']:.3f}; low light flagged {out['low_flagged']:.3f}, clean "
+            f"{out.get('clean_flagged', float('nan')):.3f}, "
+            f"generated flagged {out['generated_flagged']:.3f}; ECE "
+            f"{out['calibration_cv_ece']} ({out['seconds']:.0f} s)",
+            file=sys.stderr,
+        )
+        path.write_text(json.dumps(report, indent=1, sort_keys=True) + "\n")
+
+
+def _fit_slope(z: np.ndarray, y: np.ndarray) -> float:
+    """Temperature scaling: the slope a of sigmoid(a * z), no intercept, by Newton's
+    method on the cross-entropy (Guo et al. 2017)."""
+    from detector.calibrate import sigmoid
+
+    a = 1.0
+    for _ in range(100):
+        p = sigmoid(a * z)
+        step = float(z @ (p - y)) / (float((z * z) @ (p * (1 - p))) + 1e-12)
+        a -= step
+        if abs(step) < 1e-10:
+            break
+    return a
+
+
+def _fit_platt_weighted(z: np.ndarray, y: np.ndarray, groups: np.ndarray) -> tuple[float, float]:
+    """Platt scaling with every group (source) weighing the same in the cross-entropy,
+    by Newton's method."""
+    from detector.calibrate import sigmoid
+
+    _, inverse, counts = np.unique(groups, return_inverse=True, return_counts=True)
+    w = 1.0 / counts[inverse]
+    design = np.stack([z, np.ones_like(z)], 1)
+    ab = np.array([1.0, 0.0])
+    for _ in range(100):
+        p = sigmoid(design @ ab)
+        grad = design.T @ (w * (p - y))
+        hess = design.T @ (design * (w * p * (1 - p))[:, None]) + 1e-9 * np.eye(2)
+        step = np.linalg.solve(hess, grad)
+        ab -= step
+        if np.abs(step).max() < 1e-10:
+            break
+    return float(ab[0]), float(ab[1])
+
+
 def stage_ship(args: argparse.Namespace) -> None:
     """Train the chosen model on every training-side image (the 70% of sources the
     protocol never tests on) and save it with its training-file list; the band policy is
@@ -850,6 +1124,9 @@ def stage_ship(args: argparse.Namespace) -> None:
         neg = [stack(conds + (("low",) if args.low else ()), r)]
         neg += [stack(("ae_real", "ae_real_aug"), a)]
         pos = [stack(conds, g)]
+        if args.clean:  # both classes
+            neg += [stack(("clean",), r)]
+            pos += [stack(("clean",), g)]
         if args.mix:
             pos += [stack(("syn", "syn_aug"), r), stack(("ae", "ae_aug"), a)]
         n, p = np.concatenate(neg), np.concatenate(pos)
@@ -936,6 +1213,7 @@ def stage_ship(args: argparse.Namespace) -> None:
             + (" --mix" if args.mix else "")
             + (" --resized" if args.resized else "")
             + (" --low" if args.low else "")
+            + (" --clean" if args.clean else "")
             + f" --epochs {args.epochs} --widths {args.widths}",
             "split": "sources held out: detector.data.in_split(repo or group, 0.3, 'det-eval')",
             "harmonisation": "harm: centre crop 256, JPEG q90; aug: random crop 256, "
@@ -945,6 +1223,12 @@ def stage_ship(args: argparse.Namespace) -> None:
                 "; low (real photos only): centre 640 through "
                 "detector.transforms.low_light_capture, then harm"
                 if args.low
+                else ""
+            )
+            + (
+                "; clean (both classes): centre 1,024 through "
+                "detector.transforms.clean_downscale, then harm"
+                if args.clean
                 else ""
             ),
             "summary": summary,
@@ -972,7 +1256,7 @@ def recipe_key(s: Sample) -> str:
 def main(argv: list[str] | None = None) -> int:
     """Command line entry point; see the module docstring."""
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("stage", choices=("cache", "ae", "low", "run", "ship"))
+    ap.add_argument("stage", choices=("cache", "ae", "low", "clean", "run", "cv", "ship"))
     ap.add_argument(
         "--model",
         choices=("spectral", "spco", "spcn", "cnn", "hybrid"),
@@ -986,6 +1270,11 @@ def main(argv: list[str] | None = None) -> int:
         help="ship: add the low-light captures of the real photos (stage low)",
     )
     ap.add_argument("--mix", action="store_true", help="ship: add the synthetic fakes")
+    ap.add_argument(
+        "--clean",
+        action="store_true",
+        help="ship: add the clean downscaled copies of both classes (stage clean)",
+    )
     ap.add_argument(
         "--head",
         choices=("lr", "mlp"),
@@ -1013,7 +1302,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--hidden", type=int, default=64, help="hidden units of the MLP head (_mlp, --mlp)"
     )
-    ap.add_argument("--folds", type=int, default=4, help="family groups of the CNN folds")
+    ap.add_argument("--folds", type=int, default=4, help="folds of cv; family groups of the CNN")
+    ap.add_argument("--variants", default="v5", help="cv: comma-separated CV_VARIANTS names")
     ap.add_argument("--epochs", type=int, default=2, help="CNN epochs")
     ap.add_argument("--widths", default="16,32,64,128", help="PatchResNet widths")
     ap.add_argument("--threads", type=int, default=1, help="torch threads")
@@ -1025,8 +1315,12 @@ def main(argv: list[str] | None = None) -> int:
         stage_ae(args.max_images)
     elif args.stage == "low":
         stage_low()
+    elif args.stage == "clean":
+        stage_clean()
     elif args.stage == "run":
         stage_run(args)
+    elif args.stage == "cv":
+        stage_cv(args)
     else:
         stage_ship(args)
     return 0

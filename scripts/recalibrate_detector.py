@@ -36,7 +36,7 @@ from detector.calibrate import apply
 from detector.data import Sample, is_held_out_source, load_samples
 from detector.metrics import average_precision, expected_calibration_error, roc_auc
 from detector.policy import Scored, fit_band_policy, rates_by, score_files
-from detector.registry import load_models
+from detector.registry import load_model
 from detector.weights import save_weights
 from provenance.core.errors import ProvenanceError
 
@@ -92,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
-    (loaded,) = load_models(args.model)
+    loaded = load_model(args.model)
     every = load_samples([args.data]) + load_samples(args.fixtures)
     held, trained = split_trained(args.model, every, args.data)
     summary = loaded.meta.training.get("summary", {})

@@ -74,20 +74,19 @@ def test_calibration_refuses_one_class_and_inverted_models() -> None:
 
 
 def test_crops_are_reproducible_keyed_and_inside_the_image() -> None:
-    a = plan_crops(b"secret-1", b"request", 300, 200, (64,), 16)
-    assert a == plan_crops(b"secret-1", b"request", 300, 200, (64,), 16)
-    assert a != plan_crops(b"secret-2", b"request", 300, 200, (64,), 16)
-    assert a != plan_crops(b"secret-1", b"request2", 300, 200, (64,), 16)
+    a = plan_crops(b"secret-1", b"request", 300, 200, 64, 16)
+    assert a == plan_crops(b"secret-1", b"request", 300, 200, 64, 16)
+    assert a != plan_crops(b"secret-2", b"request", 300, 200, 64, 16)
+    assert a != plan_crops(b"secret-1", b"request2", 300, 200, 64, 16)
     assert all(0 <= c.x <= 300 - 64 and 0 <= c.y <= 200 - 64 and c.size == 64 for c in a)
     assert len({(c.x, c.y) for c in a}) > 10
 
 
-def test_crops_draw_ensemble_members_and_shrink_for_small_images() -> None:
-    plan = plan_crops(b"k", b"r", 100, 70, (64, 224), 64)
-    members = {c.member for c in plan}
-    assert members == {0, 1}
-    assert {c.size for c in plan if c.member == 1} == {70}
+def test_crops_shrink_for_small_images() -> None:
+    plan = plan_crops(b"k", b"r", 100, 70, 224, 64)
+    assert {c.size for c in plan} == {70}
     assert all(c.x + c.size <= 100 and c.y + c.size <= 70 for c in plan)
+    assert len(plan) == 64 and {c.size for c in plan_crops(b"k", b"r", 100, 70, 64, 8)} == {64}
 
 
 def test_grid_positions_cover_edges_and_respect_count() -> None:
@@ -224,7 +223,7 @@ def test_batch_queue_reports_failures_to_callers_and_keeps_running() -> None:
 
 def test_crops_are_stratified_over_the_whole_image() -> None:
     for secret in (b"a", b"b", b"c"):
-        plan = plan_crops(secret, b"r", 640, 480, (64,), 16)
+        plan = plan_crops(secret, b"r", 640, 480, 64, 16)
         quadrants = {(c.x + 32 >= 320, c.y + 32 >= 240) for c in plan}
         assert quadrants == {(False, False), (False, True), (True, False), (True, True)}
         assert len({(c.x, c.y) for c in plan}) == 16

@@ -15,7 +15,7 @@ from detector.model import (  # noqa: E402
     SpectralFeatures,
     SpectralLogistic,
 )
-from detector.transforms import low_light_capture  # noqa: E402
+from detector.transforms import clean_downscale, low_light_capture  # noqa: E402
 from provenance.core.errors import DetectorError  # noqa: E402
 
 
@@ -135,3 +135,18 @@ def test_low_light_capture_is_a_noisy_reproducible_photo() -> None:
     assert np.corrcoef(a.reshape(-1), rgb.reshape(-1))[0, 1] > 0.5
     other = low_light_capture(rgb, np.random.default_rng(2))
     assert np.abs(a.astype(int) - other.astype(int)).mean() > 1.0
+
+
+def test_clean_downscale_is_smaller_cleaner_and_reproducible() -> None:
+    clean = _smooth_image(5, 480)
+    noise = np.random.default_rng(0).normal(0, 12, clean.shape)
+    noisy = np.clip(clean + noise, 0, 255).astype(np.uint8)
+    a = clean_downscale(noisy, np.random.default_rng(3))
+    assert np.array_equal(a, clean_downscale(noisy, np.random.default_rng(3)))
+    assert a.dtype == np.uint8 and a.shape[2] == 3 and 96 <= min(a.shape[:2]) <= 240
+    # The same draw on the noise-free picture: what is left of the sensor noise (std 12
+    # grey levels) after the downscale averaged it away.
+    left = a.astype(float) - clean_downscale(clean, np.random.default_rng(3))
+    assert left.std() < 6
+    small = _smooth_image(6, 100)  # never under 96 px a side
+    assert min(clean_downscale(small, np.random.default_rng(4)).shape[:2]) >= 96

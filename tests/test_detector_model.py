@@ -15,7 +15,7 @@ from detector.config import Calibration, ModelMeta, Preprocess
 from detector.features import patch_logits
 from detector.metrics import roc_auc
 from detector.model import PatchResNet, build_network, npr_residual
-from detector.registry import load_models
+from detector.registry import load_model
 from detector.train import TrainConfig, fit, train_network
 from detector.transforms import Augment
 from detector.weights import load_weights, save_weights
@@ -92,7 +92,7 @@ def test_cnndetection_checkpoint_layout_loads_by_path(tmp_path: Path) -> None:
     assert len(sd) == 320  # as torchvision's resnet50().state_dict()
     path = tmp_path / "blur_jpg_prob0.5.pth"
     torch.save({"model": sd, "total_steps": 1}, path)  # CNNDetection's checkpoint shape
-    [m] = load_models("cnndetection", path)
+    m = load_model("cnndetection", path)
     assert m.meta.arch == "cnndetection_resnet50" and "uncalibrated" in m.meta.version
     assert m.meta.preprocess.patch_size == 224 and not m.meta.calibration.fitted
     assert sum(p.numel() for p in m.net.parameters()) == 23_510_081  # 25,557,032 less fc 1000 -> 1
@@ -110,7 +110,7 @@ def test_npr_checkpoint_layout_loads_by_path(tmp_path: Path) -> None:
     sd["fc.bias"] = torch.zeros(1)
     path = tmp_path / "NPR.pth"
     torch.save(sd, path)
-    [m] = load_models("npr", path)
+    m = load_model("npr", path)
     assert torch.equal(m.net.state_dict()["layer2.3.conv3.weight"], sd["layer2.3.conv3.weight"])
     with torch.no_grad():
         out = m.net(torch.randn(2, 3, 64, 64))
@@ -123,15 +123,15 @@ def test_wrong_checkpoints_give_clear_errors(tmp_path: Path) -> None:
     path = tmp_path / "imagenet.pth"
     torch.save(sd, path)
     with pytest.raises(DetectorError, match=r"shape: fc.weight \(1000, 2048\) != \(1, 2048\)"):
-        load_models("cnndetection", path)
+        load_model("cnndetection", path)
     with pytest.raises(DetectorError, match="needs its published checkpoint"):
-        load_models("npr")
+        load_model("npr")
     with pytest.raises(DetectorError, match="unknown detector model"):
-        load_models("resnet9000")
+        load_model("resnet9000")
     junk = tmp_path / "junk.pth"
     junk.write_bytes(b"not a pickle")
     with pytest.raises(DetectorError, match="cannot load checkpoint"):
-        load_models("npr", junk)
+        load_model("npr", junk)
 
 
 def test_weights_round_trip_and_tamper_detection(tmp_path: Path) -> None:
@@ -149,7 +149,7 @@ def test_weights_round_trip_and_tamper_detection(tmp_path: Path) -> None:
     written = save_weights(path, net, meta)
     state, read = load_weights(path)
     assert read == written and len(read.tensors_sha256) == 64
-    [m] = load_models("default", path)
+    m = load_model("default", path)
     assert m.meta.calibration.slope == 2.0
     x = torch.randn(3, 3, 64, 64)
     with torch.no_grad():

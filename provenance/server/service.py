@@ -12,7 +12,7 @@ import functools
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
@@ -707,6 +707,46 @@ class ProvenanceService:
             return report
         return replace(report, reasons=(*report.reasons, *dict.fromkeys(notes)))
 
+    def verify_many(
+        self, many: Sequence[FileFacts]
+    ) -> list[VerificationReport | LogIntegrityError]:
+        """`verify` of each file (no sidecars), in order, with the store read once for all
+        of them by SHA-256 (`Store.leaves_by_file_sha256_many`) and the near-duplicate index
+        searched once for those without an exact match (`MihIndex.search_many`): the Lookup
+        RPC's batch. A file whose logged record is damaged gets its LogIntegrityError in
+        its place, the others their reports. Raises StorageError when the store cannot be
+        read."""
+        now = self.clock()
+        records = self.store.leaves_by_file_sha256_many(
+            [h for f in many for h in (f.sha256, f.content_sha256) if h]
+        )
+        hashes = [[f.sha256] + ([f.content_sha256] if f.content_sha256 else []) for f in many]
+        exact_recs = [[r for h in hs for r in records.get(h, ())] for hs in hashes]
+        near_ids = self._near_candidates_many(
+            [
+                () if recs else f.soft_bindings + f.dihedral_soft_bindings
+                for f, recs in zip(many, exact_recs, strict=True)
+            ]
+        )
+        out: list[VerificationReport | LogIntegrityError] = []
+        for f, recs, ids in zip(many, exact_recs, near_ids, strict=True):
+            notes: list[str] = []
+            try:
+                exact = [self._logged(r, notes) for r in recs]
+                near = [
+                    self._logged(rec, notes)
+                    for idx in ids
+                    if (rec := self.store.leaf_by_index(idx)) is not None
+                ]
+            except LogIntegrityError as e:
+                out.append(e)
+                continue
+            report = with_time_flags(decide(f, now, exact=exact, near=near))
+            if notes:
+                report = replace(report, reasons=(*report.reasons, *dict.fromkeys(notes)))
+            out.append(report)
+        return out
+
     def _verify(
         self,
         now: datetime,
@@ -769,16 +809,29 @@ class ProvenanceService:
         """Leaf indexes whose soft bindings are near ``soft``: for one image hash the
         nearest first; for video frames the leaves hit by the most frames first (at most
         MAX_QUERY_FRAMES frames, evenly spread, are searched)."""
-        if len(soft) > MAX_QUERY_FRAMES:
-            step = len(soft) / MAX_QUERY_FRAMES
-            soft = tuple(soft[int(i * step)] for i in range(MAX_QUERY_FRAMES))
-        best: dict[int, int] = {}
-        hits: dict[int, int] = {}
-        for h in soft:
-            for dist, idx in self.pdq.search(h):
-                best[idx] = min(dist, best.get(idx, dist))
-                hits[idx] = hits.get(idx, 0) + 1
-        return sorted(best, key=lambda i: (-hits[i], best[i]))[:limit]
+        return self._near_candidates_many([soft], limit)[0]
+
+    def _near_candidates_many(
+        self, softs: Sequence[tuple[PerceptualHash, ...]], limit: int = 8
+    ) -> list[list[int]]:
+        """`_near_candidates` of each file's ``softs``, the index searched once for all."""
+        spread = []
+        for soft in softs:
+            if len(soft) > MAX_QUERY_FRAMES:
+                step = len(soft) / MAX_QUERY_FRAMES
+                soft = tuple(soft[int(i * step)] for i in range(MAX_QUERY_FRAMES))
+            spread.append(soft)
+        found = iter(self.pdq.search_many([h for soft in spread for h in soft]))
+        out = []
+        for soft in spread:
+            best: dict[int, int] = {}
+            hits: dict[int, int] = {}
+            for _ in soft:
+                for dist, idx in next(found):
+                    best[idx] = min(dist, best.get(idx, dist))
+                    hits[idx] = hits.get(idx, 0) + 1
+            out.append(sorted(best, key=lambda i: (-hits[i], best[i]))[:limit])
+        return out
 
     # ---------------------------------------------------------------- log
 
