@@ -8,6 +8,7 @@ while the test queues the next one."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import sqlite3
 import threading
 from collections.abc import Iterator
@@ -21,7 +22,13 @@ from inproc import T0, make_claim, sign
 
 from provenance.core import merkle
 from provenance.core.claims import Device, SignedClaim
-from provenance.core.errors import LogError, LogIntegrityError, SequenceError, StorageError
+from provenance.core.errors import (
+    LogError,
+    LogIntegrityError,
+    SequenceError,
+    SignatureError,
+    StorageError,
+)
 from provenance.core.keys import DeviceKey
 from provenance.log.checkpoint import NoteVerifier, generate_log_key, load_log_signer
 from provenance.log.receipt import verify_receipt
@@ -58,7 +65,14 @@ class Rig:
         return key
 
     def pending(self, signed: SignedClaim) -> PendingClaim:
-        return PendingClaim(signed, wire.decode_claim(signed.claim_bytes))
+        """The claim as the service hands it over: its signature to check under the key of
+        the device it names (the writer checks it, as it does for the service)."""
+        known = self.store.find_device(signed.key_id)
+        return PendingClaim(
+            signed,
+            wire.decode_claim(signed.claim_bytes),
+            verify_under=known.public_key if known is not None else None,
+        )
 
     def submit_async(self, signed: SignedClaim) -> Future[Appended]:
         return self.pool.submit(self.writer.submit, self.pending(signed), 10.0)
@@ -134,6 +148,23 @@ def test_a_bad_item_fails_alone_and_the_rest_of_its_batch_commits(rig: Rig) -> N
     assert rec is not None and rec.chain_linked  # 6 follows 5 even with 3 refused between
     first = rig.store.leaf_by_claim_hash(a.claim_hash)
     assert first is not None and not first.chain_linked  # 5 after nothing: a gap
+
+
+def test_a_forged_claim_in_a_batch_fails_alone_and_never_reaches_the_store(rig: Rig) -> None:
+    """The writer checks each claim's signature under its device's key before the batch's
+    transaction: a forgery (signed by another key) gets SignatureError with the message
+    the service always gave, its batch-mates are logged."""
+    key, thief = rig.enroll(), DeviceKey.generate()
+    good = sign(key, make_claim(key, 1))
+    forged = dataclasses.replace(sign(thief, make_claim(key, 2)), key_id=key.key_id)
+    after = sign(key, make_claim(key, 3, prev_claim_hash=good.claim_hash))
+    futs = _batch(rig, [good, forged, after])
+    assert futs[0].result(10).receipt.leaf_index == 1  # leaf 0: the blocker
+    with pytest.raises(SignatureError, match="signature does not verify under device"):
+        futs[1].result(10)
+    assert futs[2].result(10).receipt.leaf_index == 2
+    assert rig.store.leaf_by_claim_hash(forged.claim_hash) is None
+    assert rig.store.tree_size() == 3
 
 
 def test_an_unknown_device_in_a_batch_fails_alone(rig: Rig) -> None:

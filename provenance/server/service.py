@@ -55,7 +55,6 @@ from provenance.core.keyhistory import (
 from provenance.core.keys import CHECKED_KEYS_CACHED
 from provenance.core.registry import (
     check_claim_shape,
-    check_claim_signature,
     check_enrollment,
     new_token,
     token_hash,
@@ -588,17 +587,17 @@ class ProvenanceService:
         checkpoints (or a logged revocation of the device is damaged).
         """
         claim = self._claim(signed)
-        return self.writer.submit(self._verified(signed, claim, self._device_key(signed.key_id)))
+        return self.writer.submit(self._pending(signed, claim, self._device_key(signed.key_id)))
 
     async def submit_async(
         self, signed: SignedClaim, timeout: float = 30.0, reads: Executor | None = None
     ) -> Appended:
         """`submit` for an asyncio caller: nothing on the calling (event loop) thread waits
-        for the store. The claim's shape and signature are checked there (pure CPU, well
-        under a millisecond); the device's key, when not yet known, is read in ``reads``
-        (an executor; None: the loop's default); replays and revocation are decided by
-        the writer in its append transaction; the wait for the group commit holds no
-        thread. Raises as `submit`."""
+        for the store. The claim's shape is checked there (pure CPU, tens of µs); the
+        device's key, when not yet known, is read in ``reads`` (an executor; None: the
+        loop's default); the signature is checked by the writer's thread with the GIL
+        released (`PendingClaim`), replays and revocation by the writer in its append
+        transaction; the wait for the group commit holds no thread. Raises as `submit`."""
         claim = self._claim(signed)
         key = self._device_keys.get(signed.key_id)
         if key is None:
@@ -606,7 +605,7 @@ class ProvenanceService:
             key = await loop.run_in_executor(reads, self._device_key, signed.key_id)
         # a cancelled wait (timeout, client gone) leaves the submission queued; the
         # writer wakes this loop once per batch
-        return await self.writer.submit_async(self._verified(signed, claim, key), timeout)
+        return await self.writer.submit_async(self._pending(signed, claim, key), timeout)
 
     @staticmethod
     def _claim(signed: SignedClaim) -> Claim:
@@ -617,13 +616,13 @@ class ProvenanceService:
         return claim
 
     @staticmethod
-    def _verified(signed: SignedClaim, claim: Claim, public_key: bytes) -> PendingClaim:
-        """The claim ready for the writer once its signature verifies under the device's
-        ``public_key``; raises SignatureError. The writer decides, in its transaction,
-        what needs the log's current state: a replay (the original receipt), the
-        revocation in force (registry row and logged revocations), the sequence."""
-        check_claim_signature(signed, public_key)
-        return PendingClaim(signed, claim)
+    def _pending(signed: SignedClaim, claim: Claim, public_key: bytes) -> PendingClaim:
+        """The claim for the writer, which checks its signature under the device's
+        ``public_key`` (off the event loop, the GIL released: `PendingClaim`; a forgery is
+        refused with SignatureError before any store access), then decides in its
+        transaction what needs the log's current state: a replay (the original receipt),
+        the revocation in force (registry row and logged revocations), the sequence."""
+        return PendingClaim(signed, claim, verify_under=public_key)
 
     def _device_key(self, device_id: bytes) -> bytes:
         """The public key of an enrolled device (raw 32 bytes), read from the store once

@@ -47,7 +47,7 @@ from provenance.core.errors import (
     StorageError,
 )
 from provenance.core.keyhistory import KeyEvent, KeyEventKind, SignedKeyEvent
-from provenance.core.registry import chain_link, check_not_revoked
+from provenance.core.registry import chain_link, check_claim_signature, check_not_revoked
 from provenance.log.checkpoint import Checkpoint, LogSigner
 from provenance.log.receipt import build_receipt
 from provenance.store import AppendTxn, NewKeyLeaf, NewLeaf, Store
@@ -58,10 +58,15 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class PendingClaim:
-    """A verified submission waiting for the log."""
+    """A submission waiting for the log: its shape checked, and its signature too unless
+    ``verify_under`` holds the device's public key (raw 32 bytes), under which the writer
+    checks it before the claim's transaction, giving the GIL away meanwhile (off the
+    event loop, which serves the other calls in the mean time); a claim whose signature
+    does not verify is refused with SignatureError and never reaches the store."""
 
     signed_claim: SignedClaim
     claim: Claim
+    verify_under: bytes | None = None
 
 
 @dataclass(frozen=True)
@@ -100,6 +105,24 @@ class _Item:
     pending: PendingClaim | PendingKeyEvent
     future: Future[Any] | asyncio.Future[Any]
     loop: asyncio.AbstractEventLoop | None = None  # the loop of an asyncio future
+    checked: bool = False  # a claim's signature is checked (`_check_signatures`)
+    refused: ProvenanceError | None = None  # ... and refused with this error
+
+
+def _check_signatures(batch: Sequence[_Item]) -> None:
+    """Check the signature of each claim in ``batch`` that asks for it (``verify_under``)
+    and is not checked yet, releasing the GIL during each check; a refusal is kept in the
+    item (`_Item.refused`)."""
+    for item in batch:
+        p = item.pending
+        if item.checked or not isinstance(p, PendingClaim):
+            continue
+        item.checked = True
+        if p.verify_under is not None:
+            try:
+                check_claim_signature(p.signed_claim, p.verify_under, release_gil=True)
+            except ProvenanceError as e:
+                item.refused = e
 
 
 def _unconfirmed(timeout: float) -> StorageError:
@@ -467,9 +490,11 @@ class GroupCommitWriter:
 
     def _append(self, batch: list[_Item]) -> _Done:
         store = self._store
+        _check_signatures(batch)  # before the transaction: it holds the append lock
         with store.append() as txn:
             # what queued while another server held the append lock joins this batch
             self._take(batch)
+            _check_signatures(batch)
             start = txn.tree_size()
             latest = txn.latest_checkpoint()
             if (latest[0] if latest else 0) != start:
@@ -510,11 +535,12 @@ class GroupCommitWriter:
                             dev_row,
                         )
                     )
-            claims = [
-                (i, it.pending, it.pending.signed_claim.claim_hash)
-                for i, it in enumerate(batch)
-                if isinstance(it.pending, PendingClaim)
-            ]
+            claims: list[tuple[int, PendingClaim, bytes]] = []
+            for i, it in enumerate(batch):
+                if it.refused is not None:
+                    results[i] = it.refused
+                elif isinstance(it.pending, PendingClaim):
+                    claims.append((i, it.pending, it.pending.signed_claim.claim_hash))
             # one read each for the whole batch (a round trip matters on a database server)
             logged = txn.leaves_by_claim_hash([ch for _, _, ch in claims])
             rows = txn.find_devices([p.claim.device_id for _, p, _ in claims])
