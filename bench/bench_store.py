@@ -24,7 +24,7 @@ on a cached SQLite log of N realistic captures (default 10^6, `bench/biglog.py`)
    acknowledged (as SubmitCapture on the asyncio server), against a SQLite batched insert
    of the same rows (leaves, soft hashes, Merkle nodes, one checkpoint and the device
    rows per batch of the writer's mean batch size, each batch one durable commit, the
-   same page cache and WAL checkpoints on a thread as the store) into another copy of
+   same page cache and WAL checkpoints on a thread as the store) into a fresh copy of
    the same log. Each copy is written back to disk (sync) before its clock starts.
    --repeat runs, medians reported.
 
@@ -391,19 +391,31 @@ def _writer_run(
     return rate, cpu, n0, int(c1) - int(c0)
 
 
-def _insert_run(src: Path, dst: Path, n0: int, batch: int) -> tuple[float, float]:
-    """(rows/s, CPU seconds per row) of a SQLite batched insert into ``dst`` of the rows
-    the writer added to ``src`` after leaf ``n0``, ``batch`` leaves per durable commit."""
+Rows = dict[str, list[tuple[Any, ...]]]
+
+
+def _new_rows(src: Path, n0: int) -> Rows:
+    """The rows the writer added to ``src`` after leaf ``n0``: leaves, soft hashes, Merkle
+    nodes and checkpoints."""
     s = sqlite3.connect(src)
-    leaves = s.execute("SELECT * FROM leaves WHERE idx>=? ORDER BY idx", (n0,)).fetchall()
-    soft = s.execute(
-        "SELECT * FROM soft_hashes WHERE leaf_idx>=? ORDER BY leaf_idx", (n0,)
-    ).fetchall()
-    nodes = s.execute(
-        "SELECT level, idx, hash FROM nodes WHERE (idx << level) >= ?", (n0,)
-    ).fetchall()
-    cps = s.execute("SELECT * FROM checkpoints WHERE size>? ORDER BY size", (n0,)).fetchall()
+    rows = {
+        "leaves": s.execute("SELECT * FROM leaves WHERE idx>=? ORDER BY idx", (n0,)).fetchall(),
+        "soft": s.execute(
+            "SELECT * FROM soft_hashes WHERE leaf_idx>=? ORDER BY leaf_idx", (n0,)
+        ).fetchall(),
+        "nodes": s.execute(
+            "SELECT level, idx, hash FROM nodes WHERE (idx << level) >= ?", (n0,)
+        ).fetchall(),
+        "cps": s.execute("SELECT * FROM checkpoints WHERE size>? ORDER BY size", (n0,)).fetchall(),
+    }
     s.close()
+    return rows
+
+
+def _insert_run(new: Rows, dst: Path, n0: int, batch: int) -> tuple[float, float]:
+    """(rows/s, CPU seconds per row) of a SQLite batched insert into ``dst`` of the rows
+    ``new`` (`_new_rows` after leaf ``n0``), ``batch`` leaves per durable commit."""
+    leaves, soft, nodes, cps = new["leaves"], new["soft"], new["nodes"], new["cps"]
     c = sqlite3.connect(dst, isolation_level=None)
     c.execute("PRAGMA journal_mode=WAL")
     c.execute("PRAGMA synchronous=FULL")
@@ -454,7 +466,9 @@ def _insert_run(src: Path, dst: Path, n0: int, batch: int) -> tuple[float, float
 
 def _copy(db: Path, to: Path) -> None:
     """A copy of the closed cached log (no WAL beside it), written back to disk before
-    anything is timed."""
+    anything is timed. An earlier copy at ``to`` is removed first, with its WAL."""
+    for p in (to, Path(f"{to}-wal"), Path(f"{to}-shm")):
+        p.unlink(missing_ok=True)
     if Path(f"{db}-wal").exists():
         with sqlite3.connect(db) as c:
             c.execute("VACUUM INTO ?", (str(to),))
@@ -466,22 +480,23 @@ def _copy(db: Path, to: Path) -> None:
 def bench_appends(
     db: Path, key: Path, leaves: int, work: Path, submitters: int, total: int, repeat: int
 ) -> tuple[list[Ratio], dict[str, Any]]:
-    """Durable appends (see module docstring, part 4), ``repeat`` times on fresh copies;
-    medians reported."""
-    a, b = work / "appends-a.db", work / "appends-b.db"
+    """Durable appends (see module docstring, part 4), ``repeat`` times on fresh copies
+    (one copy of the log on disk at a time: the writer's, then the insert's); medians
+    reported."""
+    copy = work / "appends.db"
     rates: list[float] = []
     bulks: list[float] = []
     cpus: list[float] = []
     bulk_cpus: list[float] = []
     batches: list[int] = []
     for _ in range(repeat):
-        for p in (a, b):
-            _copy(db, p)
-        rate, cpu, n0, commits = _writer_run(a, key, submitters, total)
+        _copy(db, copy)
+        rate, cpu, n0, commits = _writer_run(copy, key, submitters, total)
         mean_batch = max(1, round(total / max(1, commits)))
-        bulk, bulk_cpu = _insert_run(a, b, n0, mean_batch)
-        for p in (a, b):
-            p.unlink()
+        new = _new_rows(copy, n0)
+        _copy(db, copy)
+        bulk, bulk_cpu = _insert_run(new, copy, n0, mean_batch)
+        copy.unlink()
         rates.append(rate)
         bulks.append(bulk)
         cpus.append(cpu)

@@ -70,6 +70,23 @@ class Query:
     dihedral_soft_bindings: tuple[PerceptualHash, ...] = ()
 
 
+def _lookup_request(queries: Sequence[Query], per_query_errors: bool) -> pb.LookupRequest:
+    return pb.LookupRequest(
+        queries=[
+            pb.LookupQuery(
+                ref=q.ref,
+                sha256=q.sha256,
+                soft_bindings=[wire.soft_fields(h) for h in q.soft_bindings],
+                media_type=q.media_type,
+                content_sha256=q.content_sha256,
+                dihedral_soft_bindings=[wire.soft_fields(h) for h in q.dihedral_soft_bindings],
+            )
+            for q in queries
+        ],
+        per_query_errors=per_query_errors,
+    )
+
+
 class ProvenanceClient:
     """Calls to one server. ``admin_token`` is sent as a bearer credential on admin calls."""
 
@@ -274,22 +291,29 @@ class ProvenanceClient:
 
     def lookup(self, queries: Sequence[Query]) -> list[tuple[str, VerificationReport]]:
         """Batch lookup by hashes; returns (ref, report) pairs. At most 1000 queries a call;
-        video frames are matched in time order."""
-        req = pb.LookupRequest(
-            queries=[
-                pb.LookupQuery(
-                    ref=q.ref,
-                    sha256=q.sha256,
-                    soft_bindings=[wire.soft_to_pb(h) for h in q.soft_bindings],
-                    media_type=q.media_type,
-                    content_sha256=q.content_sha256,
-                    dihedral_soft_bindings=[wire.soft_to_pb(h) for h in q.dihedral_soft_bindings],
-                )
-                for q in queries
-            ]
-        )
-        r = self._call(self._verification.Lookup, req)
+        video frames are matched in time order. Raises TransportError when the server
+        refuses the call, also for one query it cannot answer (see `lookup_each`)."""
+        r = self._call(self._verification.Lookup, _lookup_request(queries, False))
         return [(x.ref, wire.report_from_pb(x.report)) for x in r.results]
+
+    def lookup_each(
+        self, queries: Sequence[Query]
+    ) -> list[tuple[str, VerificationReport | TransportError]]:
+        """`lookup` with an answer per query: a query the server cannot answer (a
+        malformed hash, more than 4096 hashes, a damaged log record) gets a TransportError
+        in its place, its ``code`` the status the whole call would have failed with
+        (INVALID_ARGUMENT, DATA_LOSS), and the others their reports. Raises TransportError
+        when the server refuses the whole call (limits, time budget, unreachable)."""
+        r = self._call(self._verification.Lookup, _lookup_request(queries, True))
+        return [
+            (
+                x.ref,
+                TransportError(f"the server could not look it up: {x.error}", x.error_code)
+                if x.error
+                else wire.report_from_pb(x.report),
+            )
+            for x in r.results
+        ]
 
     # ---------------------------------------------------------------- log
 

@@ -64,7 +64,11 @@ HeaderSecondsOpt = Annotated[
 ]
 ConnectionsPerClientOpt = Annotated[
     int,
-    typer.Option(help="Connections one client address may hold open; more get 503.", min=1),
+    typer.Option(
+        help="Connections one client may hold open (one IPv4 address, or one IPv6 /64);"
+        " more get 503.",
+        min=1,
+    ),
 ]
 MaxConnectionsOpt = Annotated[
     int, typer.Option(help="Connections open at once in all; more get 503.", min=1)

@@ -392,7 +392,7 @@ def report(run: dict[str, Any] | None) -> int:
                     "reason": reason,
                 }
             )
-    rows = []
+    rows: list[dict[str, Any]] = []
     for module in config["only_mutate"]:
         c = per_module.get(module, Counter())
         n, k, msg = c["mutants"], c["killed"], c["message"]
@@ -409,19 +409,19 @@ def report(run: dict[str, Any] | None) -> int:
             }
         )
     total = sum(r["mutants"] for r in rows)
-    killed = sum(r["killed"] for r in rows)
-    message = sum(r["message_text_survived"] for r in rows)
+    all_killed = sum(r["killed"] for r in rows)
+    all_message = sum(r["message_text_survived"] for r in rows)
     not_run = sum(r["not_run"] for r in rows)
-    score = killed / total if total else 1.0
-    behaviour = killed / (total - message) if total - message else 1.0
+    score = all_killed / total if total else 1.0
+    behaviour = all_killed / (total - all_message) if total - all_message else 1.0
     unexplained = [s for s in survivors if not s["reason"]]
     doc = {
         "score": score,
         "behaviour_score": behaviour,
         "target": TARGET,
         "mutants": total,
-        "killed": killed,
-        "message_text_survived": message,
+        "killed": all_killed,
+        "message_text_survived": all_message,
         "not_run": not_run,
         "explained": len(survivors) - len(unexplained),
         "run": run,
@@ -432,8 +432,8 @@ def report(run: dict[str, Any] | None) -> int:
     (STAGE / "report.json").write_text(json.dumps(doc, indent=2) + "\n")
     REPORT.write_text(_markdown(doc))
     print(
-        f"score {score:.1%} ({killed}/{total}); behaviour score {behaviour:.1%} (without"
-        f" {message} message-text survivors); {len(unexplained)} survivors without a reason"
+        f"score {score:.1%} ({all_killed}/{total}); behaviour score {behaviour:.1%} (without"
+        f" {all_message} message-text survivors); {len(unexplained)} survivors without a reason"
     )
     if not_run:
         print(f"{not_run} mutants were not run (an interrupted run): run again with --keep")

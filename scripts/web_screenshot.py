@@ -56,7 +56,7 @@ def main(url: str, file: str, out: str, width: int = 1100, height: int = 1100) -
         finally:
             driver.quit()
     img = Image.open(png).convert("RGB")
-    img = img.resize((img.width * 3 // 4, img.height * 3 // 4), Image.LANCZOS)
+    img = img.resize((img.width * 3 // 4, img.height * 3 // 4), Image.Resampling.LANCZOS)
     img.quantize(colors=128, method=Image.Quantize.MEDIANCUT).save(out, optimize=True)
     png.unlink()
     print(f"{out}: {Path(out).stat().st_size:,} bytes")

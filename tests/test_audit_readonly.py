@@ -52,6 +52,11 @@ def _digest(db: Path) -> str:
     return hashlib.sha256(db.read_bytes()).hexdigest()
 
 
+def _beside(db: Path) -> list[str]:
+    """The database's file and its SQLite companions (-wal, -shm, -journal)."""
+    return sorted(p.name for p in db.parent.glob(f"{db.name}*") if p.suffix != ".lock")
+
+
 def _audit(
     db: Path, tmp_path: Path, vkey: str, capsys: pytest.CaptureFixture[str]
 ) -> tuple[int, str]:
@@ -102,10 +107,12 @@ def test_auditing_a_current_schema_writes_nothing(
 ) -> None:
     vkey = _logged(inproc)
     before = _digest(inproc.db)
+    assert _beside(inproc.db) == ["prov.db"]
     rc, text = _audit(inproc.db, tmp_path, vkey, capsys)
     assert rc == 0, text
     assert "key history OK" in text and "near-duplicate index OK" in text
     assert _digest(inproc.db) == before
+    assert _beside(inproc.db) == ["prov.db"]  # before: empty prov.db-wal and -shm beside it
 
 
 def test_a_read_only_store_refuses_writes(old_db: tuple[Path, str]) -> None:
@@ -162,6 +169,57 @@ def test_exporting_tiles_leaves_the_file_as_it_was(
     before = _digest(db)
     rc, text = _export(db, tmp_path / "tiles", capsys)
     assert _digest(db) == before
+    assert _beside(db) == ["prov.db"]
     assert rc == 0, text
     assert "exported 4 entries" in text
     assert (tmp_path / "tiles" / "checkpoint").is_file()
+
+
+def test_a_reader_closing_leaves_the_wal_of_a_writer_that_opened_meanwhile(
+    inproc: InProc,
+) -> None:
+    """A read-only store removes the -wal and -shm it caused only when nobody else uses
+    them: a writer (a server) that opened the file while the reader was open keeps its
+    WAL, and what it then appends is kept."""
+    _logged(inproc)
+    reader = open_store(inproc.db, read_only=True)
+    n = reader.tree_size()
+    writer = SqliteStore(inproc.db)
+    try:
+        writer.set_meta("written", "while a reader was open")
+        reader.close()
+        assert _beside(inproc.db) == ["prov.db", "prov.db-shm", "prov.db-wal"]
+        writer.set_meta("written", "after the reader closed")
+    finally:
+        writer.close()
+    assert _beside(inproc.db) == ["prov.db"]  # the writer, last to close, removed them
+    again = open_store(inproc.db, read_only=True)
+    try:
+        assert again.tree_size() == n and again.get_meta("written") == "after the reader closed"
+    finally:
+        again.close()
+    assert _beside(inproc.db) == ["prov.db"]
+
+
+def test_a_database_on_read_only_media_is_audited(inproc: InProc, tmp_path: Path) -> None:
+    """A log on a read-only mount (a backup, a read-only bind of a stopped server's
+    folder): SQLite cannot create the -shm a ``mode=ro`` open of a WAL database needs, so
+    the store opens it immutable instead of calling it "not a provenance database"."""
+    import subprocess
+
+    _logged(inproc)
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    mounted = subprocess.run(
+        ["mount", "--bind", "-o", "ro", str(inproc.db.parent), str(ro)], capture_output=True
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot make a read-only bind mount here: {mounted.stderr!r}")
+    try:
+        store = SqliteStore(ro / inproc.db.name, read_only=True)
+        try:
+            assert store.tree_size() == 4  # the enrollment and the three claims
+        finally:
+            store.close()
+    finally:
+        subprocess.run(["umount", "-l", str(ro)], check=True)  # lazy: even if a file stays open

@@ -134,6 +134,39 @@ def test_out_of_range_timestamps_are_claim_errors(seconds: int, nanos: int) -> N
 
 
 @pytest.mark.parametrize(
+    ("seconds", "nanos"),
+    [
+        (-62135596800, 0),
+        (253402300799, 999_999_999),
+        (0, 0),
+        (0, 999),
+        (-1, 1_999),
+        (1_700_000_000, 123_456_789),
+        (253402300800, 0),
+        (-62135596801, 999_999_999),
+        (0, 1_000_000_000),
+        (0, -1),
+    ],
+)
+def test_timestamps_decode_as_protobuf_converts_them(seconds: int, nanos: int) -> None:
+    """`ts_from_pb` (its own arithmetic, on every submission) gives what protobuf's
+    `Timestamp.ToDatetime` gives, to the microsecond, and refuses what it refuses."""
+    from google.protobuf.timestamp_pb2 import Timestamp
+
+    t = Timestamp(seconds=seconds, nanos=nanos)
+    try:
+        want: datetime | None = t.ToDatetime(tzinfo=UTC)
+    except ValueError:
+        want = None
+    if want is None:
+        with pytest.raises(ClaimError, match="out of range"):
+            wire.ts_from_pb(t)
+    else:
+        got = wire.ts_from_pb(t)
+        assert got == want and got.tzinfo is UTC
+
+
+@pytest.mark.parametrize(
     "soft",
     [
         {"algorithm": "pdq", "hash": bytes(32), "quality": 200},

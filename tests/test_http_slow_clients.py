@@ -8,6 +8,7 @@ get 503 (uvicorn's ``limit_concurrency`` counted them) and were never closed."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import socket
 import subprocess
@@ -27,7 +28,7 @@ from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 
 from provenance.log.checkpoint import generate_log_key
-from provenance.web.guard import LINGER_SECONDS, HttpLimits
+from provenance.web.guard import LINGER_SECONDS, RETRY_AFTER_SECONDS, HttpLimits, client_key
 from provenance.web.serve import bind, uvicorn_server
 
 HEADER_SECONDS = 2.0
@@ -163,6 +164,7 @@ def test_one_address_holds_only_its_share_of_connections(http_server: tuple[str,
     for answer in refused:
         assert answer is not None and answer.startswith(b"HTTP/1.1 503 Service Unavailable\r\n")
         assert b"too many connections from 127.0.0.2: at most 8 at once" in answer
+        assert f"\r\nretry-after: {RETRY_AFTER_SECONDS}\r\n".encode() in answer
 
 
 def test_connections_beyond_the_server_cap_get_a_clear_503(tmp_path: Path) -> None:
@@ -174,6 +176,7 @@ def test_connections_beyond_the_server_cap_get_a_clear_503(tmp_path: Path) -> No
             with pytest.raises(urllib.error.HTTPError) as e:
                 urllib.request.urlopen(busy, timeout=10)
             assert e.value.code == 503
+            assert e.value.headers["Retry-After"] == str(RETRY_AFTER_SECONDS) == "5"
             assert "the server is busy: 20 connections are open" in e.value.read().decode()
         finally:
             for s in socks:
@@ -345,3 +348,93 @@ def test_an_answer_read_slowly_is_not_cut_off(body_server: str) -> None:
     finally:
         s.close()
     assert got > 0
+
+
+# ---------------------------------------------------------------- per-client cap by /64
+
+
+@pytest.mark.parametrize(
+    ("host", "key"),
+    [
+        ("192.0.2.7", "192.0.2.7"),
+        ("2001:db8:1:2:aaaa:bbbb:cccc:dddd", "2001:db8:1:2::/64"),
+        ("2001:db8:1:2::1", "2001:db8:1:2::/64"),
+        ("2001:db8:1:3::1", "2001:db8:1:3::/64"),
+        ("fe80::1%eth0", "fe80::/64"),
+        ("::ffff:192.0.2.7", "192.0.2.7"),
+        ("::1", "::/64"),
+        ("/run/prov.sock", "/run/prov.sock"),
+    ],
+)
+def test_clients_are_counted_by_ipv4_address_or_ipv6_64(host: str, key: str) -> None:
+    assert client_key(host) == key
+
+
+def test_ipv4_clients_of_a_dual_stack_listener_are_counted_as_ipv4() -> None:
+    """On ``[::]`` IPv4 clients arrive as ``::ffff:a.b.c.d``: keyed (and named) by their
+    IPv4 address, not lumped into ``::ffff:0:0/64`` with every other IPv4 client."""
+    proc = start_web("127.0.0.1:1", "--connections-per-client", "2", "--listen", "[::]:0")
+    url = "http://127.0.0.1:" + proc.address.rsplit(":", 1)[1]
+    try:
+        socks = [_connect(url, "127.0.0.2") for _ in range(3)]
+        try:
+            assert _normal_request("web", url) == SERVED["web"]  # 127.0.0.1: its own share
+            answer = _read_until_closed(socks[2], 5.0)
+        finally:
+            for s in socks:
+                s.close()
+    finally:
+        proc.stop()
+    assert answer is not None and answer.startswith(b"HTTP/1.1 503 Service Unavailable\r\n")
+    assert b"too many connections from 127.0.0.2: at most 2 at once" in answer
+
+
+#: Run inside a fresh network namespace (`unshare -n`) whose loopback holds addresses in
+#: two /64s: three connections from three addresses of one /64 to a `prov web` allowing
+#: two per client, and one from the other /64; prints the first bytes each one got.
+_NETNS_SCRIPT = """
+import json, socket, sys
+sys.path.insert(0, "tests")
+from conftest import start_web
+proc = start_web("127.0.0.1:1", "--connections-per-client", "2", "--listen", "[fd00:1::1]:0")
+port = int(proc.address.rsplit(":", 1)[1])
+def connect(source):
+    s = socket.socket(socket.AF_INET6)
+    s.bind((source, 0))
+    s.connect(("fd00:1::1", port))
+    s.settimeout(3.0)
+    return s
+def first(s):
+    try:
+        return s.recv(4096).decode()
+    except TimeoutError:
+        return None
+try:
+    socks = [connect(a) for a in ("fd00:1::a", "fd00:1::b", "fd00:1::c", "fd00:2::a")]
+    print(json.dumps([first(socks[2]), first(socks[3])]))
+finally:
+    proc.stop()
+"""
+
+
+def test_ipv6_clients_of_one_64_share_one_connection_cap() -> None:
+    """One host with a /64 cannot open a connection from each of its addresses: three
+    addresses of fd00:1::/64 hold 2 connections between them; fd00:2::/64 is apart."""
+    setup = (
+        "ip link set lo up && ip -6 addr add fd00:1::1/64 dev lo nodad"
+        " && for a in fd00:1::a fd00:1::b fd00:1::c fd00:2::a; do"
+        " ip -6 addr add $a/64 dev lo nodad; done"
+    )
+    probe = subprocess.run(["unshare", "-n", "sh", "-c", setup], capture_output=True)
+    if probe.returncode != 0:
+        pytest.skip(f"no network namespace to add IPv6 addresses in: {probe.stderr!r}")
+    done = subprocess.run(
+        ["unshare", "-n", "sh", "-c", f'{setup} && exec "$0" -c "$1"', sys.executable,
+         _NETNS_SCRIPT],
+        capture_output=True, text=True, cwd=ROOT, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    third, other = json.loads(done.stdout.strip().splitlines()[-1])
+    assert third is not None and third.startswith("HTTP/1.1 503 Service Unavailable\r\n")
+    assert "too many connections from fd00:1::/64: at most 2 at once" in third
+    assert other is None  # still open, waiting for its request: not refused

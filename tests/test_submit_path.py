@@ -139,6 +139,32 @@ def test_interceptors_run_once_per_method() -> None:
     assert got[0].unary_unary(b"r", None) == (b"r", "x")
 
 
+def test_a_checkpoint_after_a_quiet_spell_is_written_without_waiting_for_more(
+    tmp_path: Path,
+) -> None:
+    """The memo thread is woken only while it waits for a checkpoint: one handed over
+    after a quiet spell is written at once, not left pending until the next commit."""
+    path = memo_path(tmp_path / "log.key")
+    memo = CheckpointMemo(path, interval_s=0.05)
+
+    def written(text: str) -> bool:
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            if path.exists() and path.read_text() == text:
+                return True
+            time.sleep(0.01)
+        return False
+
+    try:
+        memo.update(1, "note 1\n")
+        assert written("note 1\n")
+        time.sleep(0.2)  # past the interval: the thread waits for the next one
+        memo.update(2, "note 2\n")
+        assert written("note 2\n")
+    finally:
+        memo.close()
+
+
 def test_the_remembered_checkpoint_is_written_a_few_times_a_second(tmp_path: Path) -> None:
     """A stream of commits writes the memo file at most once per interval (the newest
     checkpoint each time), not once per commit; closing writes the last one at once."""

@@ -7,17 +7,29 @@ import hashlib
 import os
 import random
 import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta, timezone
 from functools import partial
+from pathlib import Path
 
+import grpc
 import pytest
+from conftest import ADMIN_TOKEN, SAMPLES
 from google.protobuf.timestamp_pb2 import Timestamp
+from inproc import InProc
 
+from clients.device import measure
 from provenance.core import hash_threads
 from provenance.core.hash_threads import BackgroundSha256, run_beside, start_beside
+from provenance.core.video_binding import ChunkedHasher
 from provenance.media.inspect import Upload
+from provenance.server.rpc import ServerConfig, create_server
 from provenance.server.rpc_input import UPLOAD_METHODS, DataChunk, _upload_chunk
 from provenance.v1 import provenance_pb2 as pb
+from provenance.v1 import provenance_pb2_grpc as rpc
+from provenance.wire import convert as wire
 from provenance.wire.convert import ts_to_pb
 
 
@@ -139,3 +151,76 @@ def test_an_upload_behind_on_hashing_says_so_and_is_waited_for_off_the_caller() 
     waiter.join(10)
     assert not waiter.is_alive() and not upload.hashing_behind
     assert upload.sha256 == hashlib.sha256(b"no media here\n" + bytes(3 << 20)).digest()
+
+
+@contextmanager
+def _helpers_held() -> Iterator[threading.Event]:
+    """Every hashing helper thread held up until the event is set (set on leaving)."""
+    busy = threading.Event()
+    for helper in hash_threads._helpers():
+        helper.start(busy.wait)
+    try:
+        yield busy
+    finally:
+        busy.set()
+
+
+def test_chunk_leaves_of_an_upload_are_hashed_off_the_writing_thread() -> None:
+    """A video upload's `write` returns while every hashing helper is held up: neither its
+    SHA-256 nor its chunk leaves are hashed on the writer's thread (`prov serve`'s loop)."""
+    data = os.urandom(3 << 20)
+    with _helpers_held() as held, Upload(64 << 20) as upload:
+        upload.hash_chunks(1 << 20)
+
+        def write() -> None:
+            for i in range(0, len(data), 1 << 20):
+                upload.write(data[i : i + (1 << 20)])
+
+        writer = threading.Thread(target=write)
+        writer.start()
+        writer.join(10)
+        assert not writer.is_alive()  # before: it hashed leaves here and waited for a helper
+        assert upload.hashing_behind
+        held.set()
+        whole = ChunkedHasher(1 << 20)
+        whole.update(data)
+        assert upload.chunk_hashes == whole.finalize().chunk_hashes
+        assert upload.sha256 == hashlib.sha256(data).digest()
+
+
+@pytest.mark.slow
+def test_a_big_video_upload_being_hashed_stalls_no_other_call(
+    inproc: InProc, tmp_path: Path
+) -> None:
+    """While a VerifyFile of a 9 MiB video with chunk hashes waits for its hashing (the
+    helpers are held up), GetCheckpoint on the same server is still answered; once the
+    hashing goes on, the video is reported as the signed original."""
+    video = tmp_path / "clip.mp4"
+    video.write_bytes((SAMPLES / "fabric_pattern.mp4").read_bytes() + bytes(8 << 20))
+    signed, _ = inproc.log_file(inproc.enroll(), video)
+    _, leaves = measure(video)
+    server, port = create_server(
+        "127.0.0.1:0", inproc.service, ServerConfig(admin_token=ADMIN_TOKEN)
+    )
+    channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+    data = video.read_bytes()
+    header = pb.VerifyFileHeader(
+        size_bytes=len(data), sidecar=wire.signed_to_pb(signed), chunk_hashes=leaves
+    )
+    chunks = [pb.VerifyFileChunk(header=header)] + [
+        pb.VerifyFileChunk(data=data[i : i + (1 << 20)]) for i in range(0, len(data), 1 << 20)
+    ]
+    try:
+        with _helpers_held() as held:
+            upload = rpc.VerificationStub(channel).VerifyFile.future(iter(chunks), timeout=120)
+            deadline = time.monotonic() + 30
+            while sum(h.jobs.qsize() for h in hash_threads._helpers()) == 0:  # hashing queued
+                assert time.monotonic() < deadline, "the upload never reached the hashing"
+                time.sleep(0.01)
+            log = rpc.LogStub(channel).GetCheckpoint(pb.GetCheckpointRequest(), timeout=10)
+            assert log.checkpoint and not upload.done()  # answered while the upload waits
+            held.set()
+            assert upload.result().status == pb.SIGNED_ORIGINAL
+    finally:
+        channel.close()
+        server.stop(None)

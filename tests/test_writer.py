@@ -8,6 +8,7 @@ while the test queues the next one."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import sqlite3
 import threading
 from collections.abc import Iterator
@@ -21,11 +22,17 @@ from inproc import T0, make_claim, sign
 
 from provenance.core import merkle
 from provenance.core.claims import Device, SignedClaim
-from provenance.core.errors import LogError, LogIntegrityError, SequenceError, StorageError
+from provenance.core.errors import (
+    LogError,
+    LogIntegrityError,
+    SequenceError,
+    SignatureError,
+    StorageError,
+)
 from provenance.core.keys import DeviceKey
 from provenance.log.checkpoint import NoteVerifier, generate_log_key, load_log_signer
 from provenance.log.receipt import verify_receipt
-from provenance.server.writer import Appended, GroupCommitWriter, PendingClaim
+from provenance.server.writer import SWEEP_S, Appended, GroupCommitWriter, PendingClaim
 from provenance.store import Store, open_store
 from provenance.wire import convert as wire
 
@@ -58,7 +65,14 @@ class Rig:
         return key
 
     def pending(self, signed: SignedClaim) -> PendingClaim:
-        return PendingClaim(signed, wire.decode_claim(signed.claim_bytes))
+        """The claim as the service hands it over: its signature to check under the key of
+        the device it names (the writer checks it, as it does for the service)."""
+        known = self.store.find_device(signed.key_id)
+        return PendingClaim(
+            signed,
+            wire.decode_claim(signed.claim_bytes),
+            verify_under=known.public_key if known is not None else None,
+        )
 
     def submit_async(self, signed: SignedClaim) -> Future[Appended]:
         return self.pool.submit(self.writer.submit, self.pending(signed), 10.0)
@@ -136,6 +150,23 @@ def test_a_bad_item_fails_alone_and_the_rest_of_its_batch_commits(rig: Rig) -> N
     assert first is not None and not first.chain_linked  # 5 after nothing: a gap
 
 
+def test_a_forged_claim_in_a_batch_fails_alone_and_never_reaches_the_store(rig: Rig) -> None:
+    """The writer checks each claim's signature under its device's key before the batch's
+    transaction: a forgery (signed by another key) gets SignatureError with the message
+    the service always gave, its batch-mates are logged."""
+    key, thief = rig.enroll(), DeviceKey.generate()
+    good = sign(key, make_claim(key, 1))
+    forged = dataclasses.replace(sign(thief, make_claim(key, 2)), key_id=key.key_id)
+    after = sign(key, make_claim(key, 3, prev_claim_hash=good.claim_hash))
+    futs = _batch(rig, [good, forged, after])
+    assert futs[0].result(10).receipt.leaf_index == 1  # leaf 0: the blocker
+    with pytest.raises(SignatureError, match="signature does not verify under device"):
+        futs[1].result(10)
+    assert futs[2].result(10).receipt.leaf_index == 2
+    assert rig.store.leaf_by_claim_hash(forged.claim_hash) is None
+    assert rig.store.tree_size() == 3
+
+
 def test_an_unknown_device_in_a_batch_fails_alone(rig: Rig) -> None:
     stranger = DeviceKey.generate()  # the service checks this first; the writer re-checks
     key = rig.enroll()
@@ -192,6 +223,43 @@ def test_an_asyncio_submission_not_confirmed_in_time_is_a_storage_error(rig: Rig
 
     again = asyncio.run(run())
     assert again.duplicate and again.receipt.leaf_index == 0  # recorded once, after all
+
+
+def test_a_short_asyncio_timeout_fires_while_a_long_one_waits(rig: Rig) -> None:
+    """The waits of a loop share one timer: a submission with a short timeout queued
+    behind one with a long timeout still fails at its own deadline (well before the
+    long one's, and before the shared timer's periodic sweep)."""
+    key = rig.enroll()
+    first, second = (sign(key, make_claim(key, s)) for s in (1, 2))
+
+    async def run() -> list[Appended]:
+        long_wait = asyncio.ensure_future(rig.writer.submit_async(rig.pending(first), 30))
+        await asyncio.sleep(0)
+        with pytest.raises(StorageError, match="within 0.05 s"):  # the writer waits at the gate
+            await asyncio.wait_for(rig.writer.submit_async(rig.pending(second), 0.05), 0.8)
+        assert not long_wait.done()
+        rig.clock.gate.set()
+        return [await long_wait, await rig.writer.submit_async(rig.pending(second), 30)]
+
+    got = asyncio.run(run())
+    assert [g.receipt.leaf_index for g in got] == [0, 1]
+
+
+def test_settled_asyncio_waits_are_not_kept(rig: Rig) -> None:
+    """The timer of a loop's waits drops the settled ones, and the loop's entry once none
+    is left: a busy server holds no record of every submission of the last timeout."""
+    key = rig.enroll()
+    rig.clock.gate.set()
+
+    async def run() -> tuple[int, int]:
+        for s in range(1, 41):
+            await rig.writer.submit_async(rig.pending(sign(key, make_claim(key, s))), 30)
+        held = sum(len(w) for d in rig.writer._deadlines.values() for w in d._waits.values())
+        await asyncio.sleep(SWEEP_S + 0.5)
+        return held, len(rig.writer._deadlines)
+
+    held, loops = asyncio.run(run())
+    assert held <= 40 and loops == 0
 
 
 def test_asyncio_callers_get_verifiable_receipts_and_a_cancelled_wait_still_logs(

@@ -56,15 +56,17 @@ def test_fixture_has_151_cases() -> None:
     assert sum(t["result"] == "valid" for _, t in CASES) == 88
 
 
+@pytest.mark.parametrize("release_gil", [False, True], ids=["gil-held", "gil-released"])
 @pytest.mark.parametrize(("public_key", "case"), CASES, ids=[f"tc{t['tcId']}" for _, t in CASES])
-def test_wycheproof_vector(public_key: bytes, case: dict[str, Any]) -> None:
+def test_wycheproof_vector(public_key: bytes, case: dict[str, Any], release_gil: bool) -> None:
+    # libsodium called holding the GIL (the event loop) or giving it away (the log writer)
     message = bytes.fromhex(case["msg"])
     signature = bytes.fromhex(case["sig"])
     if case["result"] == "valid":
-        verify_strict(public_key, message, signature)
+        verify_strict(public_key, message, signature, release_gil=release_gil)
     else:
         with pytest.raises((SignatureError, KeyMaterialError)):
-            verify_strict(public_key, message, signature)
+            verify_strict(public_key, message, signature, release_gil=release_gil)
 
 
 @pytest.mark.parametrize("public_key", SMALL_ORDER, ids=lambda k: k.hex()[:8] + k.hex()[-2:])

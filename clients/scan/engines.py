@@ -149,7 +149,17 @@ class RayEngine:
             raise ConfigError("--engine ray needs Ray: pip install ray") from e
         started = not ray.is_initialized()
         if started:
-            ray.init(num_cpus=self.workers or None, include_dashboard=False, log_to_driver=False)
+            try:
+                ray.init(
+                    num_cpus=self.workers or None, include_dashboard=False, log_to_driver=False
+                )
+            except Exception as e:  # Ray raises bare Exception / ConnectionError / TimeoutError
+                raise WorkerError(
+                    f"--engine ray could not start or reach a Ray node ({type(e).__name__}: "
+                    f"{str(e).strip()[:300]}); on a busy host Ray's own start-up deadlines can "
+                    "pass: start one with `ray start --head` and set RAY_ADDRESS, or scan with "
+                    "--engine process"
+                ) from e
         task = ray.remote(process_batch)
         cfg = ray.put(config)
         in_flight = 2 * max(1, int(ray.cluster_resources().get("CPU", 1)))  # type: ignore[no-untyped-call]  # ray leaves it unannotated

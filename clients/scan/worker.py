@@ -88,12 +88,14 @@ def _local_detector(secret: bytes) -> Any:
 
 def _lookup(
     client: ProvenanceClient, measured: Sequence[Measured]
-) -> dict[str, VerificationReport]:
+) -> dict[str, VerificationReport | TransportError]:
+    """The server's answer for each of ``measured`` by ref: its report, or why the server
+    could not answer that one file (the others are answered)."""
     queries = [
         Query(m.ref, m.sha256, m.soft, m.media_type or "", m.content_sha256, m.turned)
         for m in measured
     ]
-    out: dict[str, VerificationReport] = {}
+    out: dict[str, VerificationReport | TransportError] = {}
     for part in _parts(queries):
         out.update(_lookup_part(client, part))
     return out
@@ -110,7 +112,9 @@ def _parts(queries: Sequence[Query]) -> Iterator[list[Query]]:
     )
 
 
-def _lookup_part(client: ProvenanceClient, part: list[Query]) -> dict[str, VerificationReport]:
+def _lookup_part(
+    client: ProvenanceClient, part: list[Query]
+) -> dict[str, VerificationReport | TransportError]:
     """One Lookup, split in halves when the server says RESOURCE_EXHAUSTED (a reply over
     its size limit, or lower limits than the defaults)."""
     try:
@@ -122,18 +126,20 @@ def _lookup_part(client: ProvenanceClient, part: list[Query]) -> dict[str, Verif
     return {**_lookup_part(client, part[:half]), **_lookup_part(client, part[half:])}
 
 
-def _lookup_retrying(client: ProvenanceClient, part: list[Query]) -> dict[str, VerificationReport]:
+def _lookup_retrying(
+    client: ProvenanceClient, part: list[Query]
+) -> dict[str, VerificationReport | TransportError]:
     """One Lookup, tried again after RETRY_DELAYS_S while the server is unreachable, or
     after the wait the server asked for (its near-duplicate index still loading at start:
     tens of seconds on a 10^7 log), at most MAX_RETRY_WAIT_S."""
     for delay in RETRY_DELAYS_S:
         try:
-            return dict(client.lookup(part))
+            return dict(client.lookup_each(part))
         except TransportError as e:
             if not is_unreachable(e):
                 raise
             time.sleep(min(max(delay, e.retry_after_s or 0.0), MAX_RETRY_WAIT_S))
-    return dict(client.lookup(part))
+    return dict(client.lookup_each(part))
 
 
 def _item_bytes(item: FileItem | EntryItem, limit: int) -> bytes:
@@ -228,7 +234,9 @@ def process_batch(items: Sequence[Item], config: ScanConfig) -> list[dict[str, A
     """Rows for a batch of items, in the order given (see the module docstring).
 
     At most MAX_LOOKUP_QUERIES items and MAX_LOOKUP_HASHES perceptual hashes go in one
-    Lookup call (fewer when the server's reply would be too large). Raises TransportError if the
+    Lookup call (fewer when the server's reply would be too large). A file the server
+    cannot answer (a damaged log record, a hash it refuses) gets a row with that error and
+    a null status; the batch's other files get their reports. Raises TransportError if the
     server cannot be reached after the retries of RETRY_DELAYS_S, or refuses the call.
     """
     client = _client(config.server)
@@ -263,6 +271,9 @@ def process_batch(items: Sequence[Item], config: ScanConfig) -> list[dict[str, A
         report = reports.get(item.ref)
         if report is None:
             rows[item.ref] = measured_row(m, archive, None)
+            continue
+        if isinstance(report, TransportError):  # this file only: the batch was answered
+            rows[item.ref] = measured_row(m, archive, None) | {"error": str(report)}
             continue
         if isinstance(item, FileItem):
             report, problem = _check_sidecar(client, item, report)

@@ -35,15 +35,22 @@ def sign_payload(key: DeviceKey, payload_type: str, payload: bytes) -> bytes:
     return key.sign(pae(payload_type, payload))
 
 
-def verify_payload(public_key: bytes, payload_type: str, payload: bytes, signature: bytes) -> None:
+def verify_payload(
+    public_key: bytes,
+    payload_type: str,
+    payload: bytes,
+    signature: bytes,
+    *,
+    release_gil: bool = False,
+) -> None:
     """Verify a `sign_payload` signature strictly; return None or raise.
 
     Raises SignatureError if the signature does not verify for exactly this payload type
     and payload, or if the public key is refused (malformed, non-canonical, small order;
     the KeyMaterialError is chained as the cause), so a caller checking a signed object
-    handles one error class.
+    handles one error class. ``release_gil``: as `keys.verify_strict`.
     """
     try:
-        verify_strict(public_key, pae(payload_type, payload), signature)
+        verify_strict(public_key, pae(payload_type, payload), signature, release_gil=release_gil)
     except KeyMaterialError as e:
         raise SignatureError(f"public key refused: {e}") from e

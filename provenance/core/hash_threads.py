@@ -12,8 +12,10 @@ arrives (`provenance.media.inspect.Upload`).
   when both are done.
 - `start_beside(fn)`: ``fn()`` started on a helper; the returned function waits for its
   result (the video frame loop hashes frame k while FFmpeg decodes frame k + 1).
-- `BackgroundSha256`: a SHA-256 stream fed with immutable bytes on a helper thread, in
-  order, without the caller waiting (at most BACKLOG_BYTES behind); `digest` waits.
+- `BackgroundFeed`: any stream consumer (the chunk leaves of a video upload) fed with
+  immutable bytes on a helper thread, in order, without the caller waiting (at most
+  BACKLOG_BYTES behind); `drain` waits.
+- `BackgroundSha256`: a `BackgroundFeed` computing a SHA-256; `digest` waits.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from typing import TypeVar
 
 T = TypeVar("T")
 
-#: How far a `BackgroundSha256` may fall behind its writer before `update` waits, in bytes:
+#: How far a `BackgroundFeed` may fall behind its writer before `update` waits, in bytes:
 #: the most an upload holds in memory waiting to be hashed (a few messages: enough for
 #: the receiving and the hashing to overlap, small enough for many uploads at once).
 BACKLOG_BYTES = 4 << 20
@@ -110,26 +112,27 @@ def start_beside(fn: Callable[[], T]) -> Callable[[], T]:
     return result
 
 
-class BackgroundSha256:
-    """Incremental SHA-256 of a byte stream computed on a helper thread.
+class BackgroundFeed:
+    """Ordered calls of ``feed(data)`` on a helper thread for a stream of immutable bytes.
 
-    `update` takes ``bytes`` or a memoryview of ``bytes`` (immutable: the helper reads them
-    later; the caller guarantees it) and returns at once
-    unless the helper is more than BACKLOG_BYTES behind; `size` counts the bytes given so
-    far; `digest` waits for the helper and returns the 32-byte SHA-256 of them all.
+    `update` takes ``bytes`` or a memoryview of ``bytes`` (the helper reads them later; the
+    caller guarantees they do not change) and returns at once unless the helper is more
+    than BACKLOG_BYTES behind; `size` counts the bytes given so far; `drain` waits for the
+    helper. ``feed`` must not itself wait for a helper (`run_beside`): helpers waiting on
+    each other could deadlock.
     """
 
-    __slots__ = ("_hash", "_helper", "_errors", "_given", "_hashed")
+    __slots__ = ("_fn", "_helper", "_errors", "_given", "_hashed")
 
-    def __init__(self) -> None:
-        self._hash = hashlib.sha256()
+    def __init__(self, feed: Callable[[bytes | memoryview], object]) -> None:
+        self._fn = feed
         self._helper = _helper()
         self._errors: list[BaseException] = []
         self._given = 0  # written by the caller's thread only
         self._hashed = 0  # written by the helper only
 
     def _feed(self, data: bytes | memoryview) -> None:
-        self._hash.update(data)
+        self._fn(data)
         self._hashed += len(data)
 
     def update(self, data: bytes | memoryview) -> None:
@@ -140,21 +143,32 @@ class BackgroundSha256:
         self._helper.start(lambda: self._feed(data), self._errors)
 
     def drain(self) -> None:
-        """Wait until the helper has hashed every byte given; raise what it raised."""
+        """Wait until the helper has fed every byte given; raise what it raised."""
         _wait(*self._helper.start(lambda: None, self._errors))
 
     @property
     def behind(self) -> int:
-        """Bytes given but not hashed yet (an asyncio caller that finds this near
+        """Bytes given but not fed yet (an asyncio caller that finds this near
         BACKLOG_BYTES calls `drain` in a thread, so that `update` never waits on its loop)."""
         return self._given - self._hashed
+
+    @property
+    def size(self) -> int:
+        """Number of bytes given so far."""
+        return self._given
+
+
+class BackgroundSha256(BackgroundFeed):
+    """Incremental SHA-256 of a byte stream computed on a helper thread (`BackgroundFeed`);
+    `digest` waits for the helper and returns the 32-byte SHA-256 of all bytes given."""
+
+    __slots__ = ("_hash",)
+
+    def __init__(self) -> None:
+        self._hash = hashlib.sha256()
+        super().__init__(self._hash.update)
 
     def digest(self) -> bytes:
         """The 32-byte SHA-256 of everything fed so far (the stream may continue)."""
         self.drain()
         return self._hash.digest()
-
-    @property
-    def size(self) -> int:
-        """Number of bytes fed so far."""
-        return self._given

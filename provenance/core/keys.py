@@ -62,19 +62,27 @@ _SODIUM_SMALL_ORDER_R = frozenset(
 )
 
 
-def _sodium_function(name: str) -> ctypes._NamedFuncPointer:
+def _sodium_function(name: str, release_gil: bool = False) -> ctypes._NamedFuncPointer:
     """A function of the libsodium inside PyNaCl, called through ctypes.PyDLL: unlike
-    PyNaCl's own bindings (cffi), the call keeps the GIL."""
+    PyNaCl's own bindings (cffi), the call keeps the GIL; through ctypes.CDLL with
+    ``release_gil``, it gives the GIL away while it runs."""
     spec = importlib.util.find_spec("nacl._sodium")
     assert spec is not None and spec.origin is not None  # PyNaCl is a dependency
-    return getattr(ctypes.PyDLL(spec.origin), name)  # type: ignore[no-any-return]
+    lib = ctypes.CDLL(spec.origin) if release_gil else ctypes.PyDLL(spec.origin)
+    return getattr(lib, name)  # type: ignore[no-any-return]
 
 
-#: crypto_sign_ed25519_verify_detached(sig, m, mlen, pk): 0 when the signature verifies
-#: (the check crypto_sign_open makes; libsodium's sign/ed25519/ref10/open.c).
-_sodium_verify = _sodium_function("crypto_sign_ed25519_verify_detached")
-_sodium_verify.argtypes = (ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulonglong, ctypes.c_char_p)
-_sodium_verify.restype = ctypes.c_int
+def _sodium_verifier(release_gil: bool) -> ctypes._NamedFuncPointer:
+    """crypto_sign_ed25519_verify_detached(sig, m, mlen, pk): 0 when the signature
+    verifies (the check crypto_sign_open makes; libsodium's sign/ed25519/ref10/open.c)."""
+    fn = _sodium_function("crypto_sign_ed25519_verify_detached", release_gil)
+    fn.argtypes = (ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulonglong, ctypes.c_char_p)
+    fn.restype = ctypes.c_int
+    return fn
+
+
+_sodium_verify = _sodium_verifier(release_gil=False)
+_sodium_verify_released = _sodium_verifier(release_gil=True)
 
 
 def key_id(public_key: bytes) -> bytes:
@@ -147,7 +155,9 @@ def checked_public_key(public_key: bytes) -> Ed25519PublicKey:
     return Ed25519PublicKey.from_public_bytes(public_key)
 
 
-def verify_strict(public_key: bytes, message: bytes, signature: bytes) -> None:
+def verify_strict(
+    public_key: bytes, message: bytes, signature: bytes, *, release_gil: bool = False
+) -> None:
     """Verify an Ed25519 signature under the strict rules; return None or raise.
 
     public_key: raw 32 bytes; signature: 64 bytes R || S. Raises SignatureError if the
@@ -156,7 +166,9 @@ def verify_strict(public_key: bytes, message: bytes, signature: bytes) -> None:
 
     The equation [S]B = R + [k]A (cofactorless, R compared as bytes, RFC 8032 section
     5.1.7) is checked by libsodium (crypto_sign_ed25519_verify_detached, the check of
-    crypto_sign_open), without releasing the GIL. libsodium also refuses an R of
+    crypto_sign_open), without releasing the GIL; with ``release_gil`` (a thread other
+    than an event loop's, such as the log writer's) it is released meanwhile, so other
+    threads run Python during the check. libsodium also refuses an R of
     small order, which OpenSSL accepts when the equation holds (only a key's owner can
     make one: R = identity, S = k * a); such a signature is re-checked with OpenSSL so the
     accepted set stays exactly OpenSSL's. Proven on Wycheproof in tests/test_wycheproof.py.
@@ -166,7 +178,8 @@ def verify_strict(public_key: bytes, message: bytes, signature: bytes) -> None:
     if int.from_bytes(signature[32:], "little") >= _L:
         raise SignatureError("signature has a non-canonical S (S >= L)")
     verifier = checked_public_key(public_key)
-    if _sodium_verify(signature, message, len(message), public_key) == 0:
+    verify = _sodium_verify_released if release_gil else _sodium_verify
+    if verify(signature, message, len(message), public_key) == 0:
         return
     r = signature[:31] + bytes([signature[31] & 0x7F])
     if r not in _SODIUM_SMALL_ORDER_R:

@@ -106,11 +106,20 @@ def check_signature(signed: SignedClaim, device: Device) -> None:
     check_claim_signature(signed, device.public_key)
 
 
-def check_claim_signature(signed: SignedClaim, public_key: bytes) -> None:
+def check_claim_signature(
+    signed: SignedClaim, public_key: bytes, *, release_gil: bool = False
+) -> None:
     """Raises SignatureError unless ``signed`` verifies strictly (`keys.verify_strict`)
-    under ``public_key`` (raw 32 bytes), the key of device ``signed.key_id``."""
+    under ``public_key`` (raw 32 bytes), the key of device ``signed.key_id``.
+    ``release_gil``: as `keys.verify_strict`."""
     try:
-        verify_payload(public_key, signed.payload_type, signed.claim_bytes, signed.signature)
+        verify_payload(
+            public_key,
+            signed.payload_type,
+            signed.claim_bytes,
+            signed.signature,
+            release_gil=release_gil,
+        )
     except SignatureError as e:
         raise SignatureError(
             f"the claim's signature does not verify under device {signed.key_id.hex()[:16]}…"

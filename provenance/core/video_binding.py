@@ -83,6 +83,66 @@ class ChunkedDigest:
         )
 
 
+class ChunkLeaves:
+    """The chunk leaf hashes and their RFC 9162 Merkle root of a byte stream, without the
+    whole-file SHA-256 (`ChunkedHasher` adds it; an upload hashes the two on separate
+    helper threads, `provenance.media.inspect.Upload`).
+
+    Feed the bytes in any pieces with `update`; whole chunks are hashed as soon as they
+    complete (memory: one chunk plus 32 bytes per chunk). `finalize` hashes the last,
+    partial chunk and returns (leaf hashes, root); no more bytes are taken after it.
+    """
+
+    def __init__(self, chunk_size: int = DEFAULT_VIDEO_CHUNK) -> None:
+        _check_chunk_size(chunk_size)
+        self.chunk_size = chunk_size
+        self._pending = bytearray()
+        self._chunk_hashes: list[bytes] = []
+        self._tree = CompactRange()
+        self._final: tuple[tuple[bytes, ...], bytes] | None = None
+
+    @property
+    def chunk_hashes(self) -> tuple[bytes, ...]:
+        """Leaf hashes of the chunks completed so far."""
+        return tuple(self._chunk_hashes)
+
+    def update(self, data: bytes | bytearray | memoryview) -> None:
+        """Cut ``data`` into chunks after the pending bytes and hash every complete one.
+        Raises BindingError after `finalize`."""
+        if self._final is not None:
+            raise BindingError("the hasher was finalized; it takes no more bytes")
+        view = memoryview(data).cast("B")
+        if self._pending:
+            take = min(len(view), self.chunk_size - len(self._pending))
+            self._pending += view[:take]
+            view = view[take:]
+            if len(self._pending) == self.chunk_size:
+                self._add_chunk(self._pending)
+                self._pending = bytearray()
+        while len(view) >= self.chunk_size:
+            self._add_chunk(view[: self.chunk_size])
+            view = view[self.chunk_size :]
+        if view:
+            self._pending += view
+
+    def _add_chunk(self, chunk: bytes | bytearray | memoryview) -> None:
+        leaf = hashlib.sha256(b"\x00")
+        leaf.update(chunk)
+        digest = leaf.digest()
+        self._chunk_hashes.append(digest)
+        self._tree.append(digest)
+
+    def finalize(self) -> tuple[tuple[bytes, ...], bytes]:
+        """Hash the last partial chunk; return (32-byte leaf hashes in file order, 32-byte
+        RFC 9162 root over them), the same again if called again."""
+        if self._final is None:
+            if self._pending:
+                self._add_chunk(self._pending)
+                self._pending = bytearray()
+            self._final = (tuple(self._chunk_hashes), self._tree.root())
+        return self._final
+
+
 class ChunkedHasher:
     """Streaming SHA-256 and chunk Merkle root of a byte stream.
 
@@ -94,12 +154,8 @@ class ChunkedHasher:
     """
 
     def __init__(self, chunk_size: int = DEFAULT_VIDEO_CHUNK) -> None:
-        _check_chunk_size(chunk_size)
-        self._chunk_size = chunk_size
+        self._leaves = ChunkLeaves(chunk_size)
         self._sha256 = hashlib.sha256()
-        self._pending = bytearray()
-        self._chunk_hashes: list[bytes] = []
-        self._tree = CompactRange()
         self._size = 0
         self._final: ChunkedDigest | None = None
 
@@ -111,7 +167,7 @@ class ChunkedHasher:
     @property
     def chunk_hashes(self) -> tuple[bytes, ...]:
         """Leaf hashes of the chunks completed so far."""
-        return tuple(self._chunk_hashes)
+        return self._leaves.chunk_hashes
 
     def update(self, data: bytes | bytearray | memoryview) -> None:
         """Feed the next bytes of the stream. Raises BindingError after `finalize`."""
@@ -121,47 +177,23 @@ class ChunkedHasher:
         self._size += len(view)
         if len(view) < OVERLAP_MIN_BYTES:
             self._sha256.update(view)
-            self._add_leaves(view)
+            self._leaves.update(view)
             return
         # Each byte is read by two hashes: the whole-file one runs on a helper thread
         # while this thread hashes the chunk leaves; both finish before `data` returns
         # to the caller (who may reuse its buffer).
-        run_beside(lambda: self._sha256.update(view), lambda: self._add_leaves(view))
-
-    def _add_leaves(self, view: memoryview) -> None:
-        """Cut ``view`` into chunks after the pending bytes and hash every complete one."""
-        if self._pending:
-            take = min(len(view), self._chunk_size - len(self._pending))
-            self._pending += view[:take]
-            view = view[take:]
-            if len(self._pending) == self._chunk_size:
-                self._add_chunk(self._pending)
-                self._pending = bytearray()
-        while len(view) >= self._chunk_size:
-            self._add_chunk(view[: self._chunk_size])
-            view = view[self._chunk_size :]
-        if view:
-            self._pending += view
-
-    def _add_chunk(self, chunk: bytes | bytearray | memoryview) -> None:
-        leaf = hashlib.sha256(b"\x00")
-        leaf.update(chunk)
-        digest = leaf.digest()
-        self._chunk_hashes.append(digest)
-        self._tree.append(digest)
+        run_beside(lambda: self._sha256.update(view), lambda: self._leaves.update(view))
 
     def finalize(self) -> ChunkedDigest:
         """Hash the last partial chunk and return the digest (the same one if called again)."""
         if self._final is None:
-            if self._pending:
-                self._add_chunk(self._pending)
-                self._pending = bytearray()
+            hashes, root = self._leaves.finalize()
             self._final = ChunkedDigest(
                 sha256=self._sha256.digest(),
                 size=self._size,
-                chunk_size=self._chunk_size,
-                chunk_hashes=tuple(self._chunk_hashes),
-                chunk_merkle_root=self._tree.root(),
+                chunk_size=self._leaves.chunk_size,
+                chunk_hashes=hashes,
+                chunk_merkle_root=root,
             )
         return self._final
 

@@ -35,7 +35,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -301,13 +301,33 @@ class MihIndex:
         index are timed in INDEX_LOOKUP_SECONDS (a scan sends 8 hashes per photo: timing
         the immediate answers too cost more than answering them).
         """
-        if not _usable(query) or max_distance < 0:
-            return []
-        start = time.perf_counter()
+        return self.search_many((query,), max_distance, limit)[0]
+
+    def search_many(
+        self,
+        queries: Sequence[PerceptualHash],
+        max_distance: int = PDQ_MATCH_THRESHOLD,
+        limit: int = 16,
+    ) -> list[list[tuple[int, int]]]:
+        """`search` of each of ``queries``, in order, against one snapshot of the index
+        (taken once under the lock: a Lookup's thousands of hashes pay for it once)."""
+        usable = [_usable(q) and max_distance >= 0 for q in queries]
+        if not any(usable):
+            return [[] for _ in queries]
         with self._lock:
             t = self._snapshot()
         if t.size == 0:
-            return []
+            return [[] for _ in queries]
+        return [
+            self._search_in(t, q, max_distance, limit) if ok else []
+            for q, ok in zip(queries, usable, strict=True)
+        ]
+
+    def _search_in(
+        self, t: _Tables, query: PerceptualHash, max_distance: int, limit: int
+    ) -> list[tuple[int, int]]:
+        """`search` of one usable query in the non-empty snapshot ``t``."""
+        start = time.perf_counter()
         qw = _query_words(query.hash)
         rows = self._candidates(t, query.hash, max_distance)
         if isinstance(rows, slice):

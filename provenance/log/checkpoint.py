@@ -52,10 +52,12 @@ _TIME_PREFIX = "time "
 _SIZE_RE = re.compile(r"0|[1-9][0-9]*")
 _TIME_RE = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{6})?Z")
 _KEY_ID_RE = re.compile(r"[0-9a-f]{8}")
+# a control character other than newline (U+0000..U+001F but U+000A)
+_CONTROL_RE = re.compile(r"[\x00-\x09\x0b-\x1f]")
 
 
 def _has_control(text: str) -> bool:
-    return any(ch < " " and ch != "\n" for ch in text)
+    return _CONTROL_RE.search(text) is not None
 
 
 def _check_key_name(name: str) -> None:

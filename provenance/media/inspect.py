@@ -30,9 +30,9 @@ from provenance.core.errors import (
     MediaTooLargeError,
     ProvenanceError,
 )
-from provenance.core.hash_threads import BACKLOG_BYTES, BackgroundSha256
+from provenance.core.hash_threads import BACKLOG_BYTES, BackgroundFeed, BackgroundSha256
 from provenance.core.verify import FileFacts
-from provenance.core.video_binding import ChunkedHasher
+from provenance.core.video_binding import ChunkLeaves
 from provenance.core.video_match import QUERY_RATE_HZ
 from provenance.media.assets import (
     AssetLimits,
@@ -82,8 +82,9 @@ class Upload:
 
     The SHA-256 runs on a helper thread (`provenance.core.hash_threads.BackgroundSha256`),
     so `write` returns while the bytes hash and the next message can arrive meanwhile;
-    `sha256` waits for it. With `hash_chunks`, the chunked hasher's own whole-file SHA-256
-    is the one used (each byte is hashed for the file once, not twice).
+    `sha256` waits for it. With `hash_chunks`, the chunk leaves are hashed the same way on
+    a second helper (`BackgroundFeed`), so a video upload never hashes on the caller's
+    thread (the event loop of `prov serve`) either.
     """
 
     def __init__(
@@ -94,7 +95,8 @@ class Upload:
         self.expected_bytes = expected_bytes
         self._digest = BackgroundSha256()
         self._size = 0
-        self._chunks: ChunkedHasher | None = None
+        self._chunks: BackgroundFeed | None = None
+        self._leaves: ChunkLeaves | None = None
         self._buf: IO[bytes] | None = io.BytesIO()  # None: the bytes are not kept
         self._head = b""
         self._file: Any = None
@@ -107,12 +109,17 @@ class Upload:
         Raises MediaError after a write."""
         if self._size:
             raise MediaError("chunk hashing must be asked for before the upload's first byte")
-        self._chunks = ChunkedHasher(chunk_size)
+        self._leaves = ChunkLeaves(chunk_size)
+        self._chunks = BackgroundFeed(self._leaves.update)
 
     @property
     def chunk_hashes(self) -> tuple[bytes, ...]:
-        """Leaf hashes of the chunks (empty unless `hash_chunks` was called)."""
-        return self._chunks.finalize().chunk_hashes if self._chunks is not None else ()
+        """Leaf hashes of the chunks (empty unless `hash_chunks` was called; waits for the
+        hashing thread)."""
+        if self._chunks is None or self._leaves is None:
+            return ()
+        self._chunks.drain()
+        return self._leaves.finalize()[0]
 
     @property
     def kept(self) -> bool:
@@ -122,13 +129,16 @@ class Upload:
     @property
     def hashing_behind(self) -> bool:
         """Whether the SHA-256 is half of BACKLOG_BYTES or more behind the bytes written, so
-        that a `write` could soon wait for it: an asyncio caller then awaits `wait_hashed`
-        in a thread rather than blocking its event loop in `write`."""
-        return self._digest.behind >= BACKLOG_BYTES // 2
+        that a `write` could soon wait for it (likewise the chunk leaves): an asyncio caller
+        then awaits `wait_hashed` in a thread rather than blocking its event loop in `write`."""
+        behind = max(self._digest.behind, self._chunks.behind if self._chunks else 0)
+        return behind >= BACKLOG_BYTES // 2
 
     def wait_hashed(self) -> None:
         """Block until every byte written so far is hashed (raises what the hashing raised)."""
         self._digest.drain()
+        if self._chunks is not None:
+            self._chunks.drain()
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
         """Append ``data`` (bytes and views of bytes are held as they are, anything else is
@@ -136,10 +146,9 @@ class Upload:
         if not (type(data) is bytes or (type(data) is memoryview and type(data.obj) is bytes)):
             data = bytes(data)  # the hashing thread reads it later: it must not change
         self._size += len(data)
+        self._digest.update(data)
         if self._chunks is not None:
             self._chunks.update(data)
-        else:
-            self._digest.update(data)
         if self._size > self.max_bytes:
             raise MediaTooLargeError(f"upload exceeds the limit of {self.max_bytes} bytes")
         if self._buf is None:
@@ -168,8 +177,6 @@ class Upload:
     @property
     def sha256(self) -> bytes:
         """SHA-256 of every byte written (waits for the hashing thread)."""
-        if self._chunks is not None:
-            return self._chunks.finalize().sha256
         return self._digest.digest()
 
     def _kept(self) -> IO[bytes]:

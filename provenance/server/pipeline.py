@@ -30,7 +30,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from provenance.core.claims import Receipt, SignedClaim, Verdict
-from provenance.core.errors import MediaError, ProvenanceError
+from provenance.core.errors import LogIntegrityError, MediaError, ProvenanceError
 from provenance.core.verify import FileFacts, VerificationReport, with_c2pa
 from provenance.core.video_binding import MAX_VIDEO_CHUNK
 from provenance.media.inspect import (
@@ -163,11 +163,20 @@ class VerificationPipeline:
                 raise MediaError(f"cannot read {path}: {e.strerror or e}") from e
             return self.verify_upload(upload, sidecar, chunk_hashes, detect)
 
-    def lookup(self, facts: FileFacts) -> VerificationReport:
-        """The verdict from hashes alone (the Lookup RPC: scanners send no bytes). The
-        reasons say which evidence needs the bytes: the dense pass for a video that stays
-        UNSIGNED, and the Content Credentials of a file that carries a manifest store."""
-        report = self.service.verify(facts)
+    def lookup_many(
+        self, many: Sequence[FileFacts]
+    ) -> list[VerificationReport | LogIntegrityError]:
+        """The verdicts from hashes alone (the Lookup RPC: scanners send no bytes), in
+        order, found together (`ProvenanceService.verify_many`): a file whose logged record
+        is damaged gets its LogIntegrityError in its place. The reasons say which evidence
+        needs the bytes: the dense pass for a video that stays UNSIGNED, and the Content
+        Credentials of a file that carries a manifest store. Raises StorageError."""
+        return [
+            r if isinstance(r, LogIntegrityError) else self._lookup_notes(f, r)
+            for f, r in zip(many, self.service.verify_many(many), strict=True)
+        ]
+
+    def _lookup_notes(self, facts: FileFacts, report: VerificationReport) -> VerificationReport:
         video = facts.media_type.startswith("video/")
         if report.status is Verdict.UNSIGNED and video and self.service.has_video:
             report = _note(

@@ -71,7 +71,7 @@ class CheckpointMemo:
     """Keeps `memo_path` up to date off the commit path: `update` hands over the newest
     signed checkpoint and returns at once; a background thread writes the latest one
     (coalescing bursts, at most one write per ``interval_s``), so a commit never waits for
-    this file. Lagging is safe (only a database behind the file is refused); `close`
+    this file, and wakes the thread only when it waits for one (not once per commit). Lagging is safe (only a database behind the file is refused); `close`
     writes what is pending at once."""
 
     def __init__(self, path: Path, interval_s: float = MEMO_INTERVAL_S) -> None:
@@ -81,6 +81,7 @@ class CheckpointMemo:
         self._pending: tuple[int, str] | None = None
         self._written = 0
         self._closed = False
+        self._idle = False  # the thread waits for a checkpoint (not out its interval)
         self._thread = threading.Thread(target=self._run, name="checkpoint-memo", daemon=True)
         self._thread.start()
 
@@ -89,7 +90,8 @@ class CheckpointMemo:
         with self._cond:
             if size > max(self._written, self._pending[0] if self._pending else 0):
                 self._pending = (size, note)
-                self._cond.notify()
+                if self._idle:  # else it is sleeping out its interval and takes it after
+                    self._cond.notify()
 
     def close(self) -> None:
         """Write what is pending and stop the thread."""
@@ -103,7 +105,9 @@ class CheckpointMemo:
         while True:
             with self._cond:
                 while self._pending is None and not self._closed:
+                    self._idle = True
                     self._cond.wait()
+                self._idle = False
                 rest = wrote + self._interval_s - time.monotonic()
                 if rest > 0:  # newer checkpoints arriving meanwhile replace the pending one
                     self._cond.wait_for(lambda: self._closed, rest)

@@ -14,7 +14,7 @@ import inspect
 import logging
 import threading
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
 from concurrent import futures
 from contextlib import ExitStack, aclosing
 from dataclasses import dataclass, replace
@@ -121,6 +121,21 @@ def _error_metadata(e: ProvenanceError) -> tuple[tuple[str, str], ...]:
     return name if retry is None else (*name, (RETRY_AFTER_KEY, f"{retry:.3f}"))
 
 
+#: Characters of an error's message sent as the call's status details: they travel in a
+#: trailer (percent-encoded), and a client drops trailers over 16 KiB (gRPC's default hard
+#: limit) as RESOURCE_EXHAUSTED "Stream removed", so a message echoing a caller's long
+#: field (a Lookup's ref) is cut to fit instead.
+MAX_DETAILS_CHARS = 1000
+
+
+def _details(e: ProvenanceError) -> str:
+    """The status details of our error ``e``: its message, cut to MAX_DETAILS_CHARS."""
+    text = str(e)
+    if len(text) <= MAX_DETAILS_CHARS:
+        return text
+    return f"{text[: MAX_DETAILS_CHARS - 30]}... ({len(text)} characters in all)"
+
+
 def _rpc(fn: F) -> F:
     """Turn our errors into status codes; never let an unexpected error take the server
     down. Wraps sync handlers (run in the RPC thread pool) and async ones (run on the
@@ -133,7 +148,7 @@ def _rpc(fn: F) -> F:
                 return await fn(self, request, context)
             except ProvenanceError as e:
                 context.set_trailing_metadata(_error_metadata(e))
-                await context.abort(status_for(e), str(e))
+                await context.abort(status_for(e), _details(e))
             except (asyncio.CancelledError, grpc.aio.AbortError):
                 raise
             except Exception:
@@ -150,7 +165,7 @@ def _rpc(fn: F) -> F:
             return fn(self, request, context)
         except ProvenanceError as e:
             context.set_trailing_metadata(_error_metadata(e))
-            context.abort(status_for(e), str(e))
+            context.abort(status_for(e), _details(e))
         except Exception:
             log.exception("unexpected error in %s", fn.__name__)
             context.abort(grpc.StatusCode.INTERNAL, "internal error; the server logged the details")
@@ -266,6 +281,40 @@ class CapturesServicer(rpc.CapturesServicer):
         key, then check the quota. Raises ClaimError, UnknownDeviceError, LimitError."""
         self.s.read_device_key(signed)
         self.quota.check(signed.key_id, size)
+
+
+#: Files of a Lookup found together (one store read, one index search); its time budget
+#: is checked between such parts.
+LOOKUP_PART_FILES = 32
+
+
+def _lookup_facts(q: Any) -> FileFacts:
+    """The facts of one LookupQuery. Raises ClaimError on a malformed hash or too many."""
+    if len(q.sha256) != 32:
+        raise ClaimError(f"query {q.ref!r}: sha256 must be 32 bytes, got {len(q.sha256)}")
+    if len(q.content_sha256) not in (0, 32):
+        raise ClaimError(
+            f"query {q.ref!r}: content_sha256 must be empty or 32 bytes,"
+            f" got {len(q.content_sha256)}"
+        )
+    if len(q.soft_bindings) > MAX_SOFT_BINDINGS:
+        raise ClaimError(
+            f"query {q.ref!r} has {len(q.soft_bindings)} perceptual hashes; a claim"
+            f" holds at most {MAX_SOFT_BINDINGS}"
+        )
+    try:
+        return FileFacts(
+            sha256=bytes(q.sha256),
+            size=0,
+            media_type=q.media_type,
+            content_sha256=bytes(q.content_sha256),
+            soft_bindings=tuple(map(wire.soft_from_pb, q.soft_bindings)),
+            dihedral_soft_bindings=tuple(
+                map(wire.soft_from_pb, q.dihedral_soft_bindings[:DIHEDRAL_TURNS])
+            ),
+        )
+    except ClaimError as e:
+        raise ClaimError(f"query {q.ref!r}: {e}") from e
 
 
 class VerificationServicer(rpc.VerificationServicer):
@@ -439,17 +488,22 @@ class VerificationServicer(rpc.VerificationServicer):
 
     def _lookup(self, request: Any, deadline: float, budget: float) -> Any:
         """The Lookup reply (in a lookup thread), given up at ``deadline`` (time.monotonic)
-        between files. Raises LimitError, DeadlineError, IndexLoadingError or ClaimError."""
+        between parts of LOOKUP_PART_FILES files, each part found together (one store read,
+        one index search: `VerificationPipeline.lookup_many`). A query that cannot be
+        answered fails the call, or with ``per_query_errors`` gets its own result with the
+        error. Raises LimitError, DeadlineError, IndexLoadingError, ClaimError,
+        LogIntegrityError or StorageError."""
         lim = self.c.limits
-        if len(request.queries) > lim.max_lookup_queries:
+        queries = request.queries
+        if len(queries) > lim.max_lookup_queries:
             raise LimitError(
-                f"{len(request.queries)} queries in one Lookup; the limit is"
+                f"{len(queries)} queries in one Lookup; the limit is"
                 f" {lim.max_lookup_queries} (--max-lookup-queries): send fewer per call"
             )
         # each searched hash counts, a photo's rotations and mirror images included
         hashes = sum(
             len(q.soft_bindings) + min(len(q.dihedral_soft_bindings), DIHEDRAL_TURNS)
-            for q in request.queries
+            for q in queries
         )
         if hashes > lim.max_lookup_hashes:
             raise LimitError(
@@ -459,41 +513,51 @@ class VerificationServicer(rpc.VerificationServicer):
         self._check_index_load(hashes, budget)
         out = pb.LookupResponse()
         room = MAX_MESSAGE_BYTES - REPLY_MARGIN_BYTES
-        for i, q in enumerate(request.queries):
+        for start in range(0, len(queries), LOOKUP_PART_FILES):
             if time.monotonic() >= deadline:
                 raise DeadlineError(
-                    f"the Lookup ran out of time after answering {i} of {len(request.queries)}"
+                    f"the Lookup ran out of time after answering {start} of {len(queries)}"
                     f" files (its budget was {budget:.3g} s: the call's deadline or"
                     " --lookup-seconds, whichever is sooner): send fewer per call or allow"
                     " more time"
                 )
-            if len(q.sha256) != 32:
-                raise ClaimError(f"query {q.ref!r}: sha256 must be 32 bytes")
-            if len(q.soft_bindings) > MAX_SOFT_BINDINGS:
-                raise ClaimError(
-                    f"query {q.ref!r} has {len(q.soft_bindings)} perceptual hashes; a claim"
-                    f" holds at most {MAX_SOFT_BINDINGS}"
-                )
-            facts = FileFacts(
-                sha256=bytes(q.sha256),
-                size=0,
-                media_type=q.media_type,
-                content_sha256=bytes(q.content_sha256),
-                soft_bindings=tuple(wire.soft_from_pb(s) for s in q.soft_bindings),
-                dihedral_soft_bindings=tuple(
-                    wire.soft_from_pb(s) for s in q.dihedral_soft_bindings[:DIHEDRAL_TURNS]
-                ),
-            )
-            result = pb.LookupResult(ref=q.ref, report=wire.report_to_pb(self.p.lookup(facts)))
-            room -= result.ByteSize() + 8  # the field's tag and length
-            if room < 0:
-                raise LimitError(
-                    f"the answers to these {len(request.queries)} queries would not fit in one"
-                    f" reply of {MAX_MESSAGE_BYTES} bytes (the answer for a signed video carries"
-                    " its claim and receipt): send fewer queries per call"
-                )
-            out.results.append(result)
+            part = queries[start : start + LOOKUP_PART_FILES]
+            for result in self._lookup_part(part, request.per_query_errors):
+                room -= result.ByteSize() + 8  # the field's tag and length
+                if room < 0:
+                    raise LimitError(
+                        f"the answers to these {len(queries)} queries would not fit in one"
+                        f" reply of {MAX_MESSAGE_BYTES} bytes (the answer for a signed video"
+                        " carries its claim and receipt): send fewer queries per call"
+                    )
+                out.results.append(result)
         return out
+
+    def _lookup_part(self, part: Sequence[Any], per_query_errors: bool) -> list[Any]:
+        """LookupResults of ``part`` (LookupQuery messages), found together. A query's error
+        is raised, or with ``per_query_errors`` put in its result."""
+        facts: list[FileFacts] = []
+        failed: dict[int, ProvenanceError] = {}
+        for i, q in enumerate(part):
+            try:
+                facts.append(_lookup_facts(q))
+            except ClaimError as e:
+                if not per_query_errors:
+                    raise
+                failed[i] = e
+        found = iter(self.p.lookup_many(facts))
+        results = []
+        for i, q in enumerate(part):
+            r = failed.get(i) or next(found)
+            if isinstance(r, ProvenanceError):
+                if not per_query_errors:
+                    raise r
+                results.append(
+                    pb.LookupResult(ref=q.ref, error=str(r), error_code=status_for(r).name)
+                )
+            else:
+                results.append(pb.LookupResult(ref=q.ref, report=wire.report_fields(r)))
+        return results
 
     def _check_index_load(self, hashes: int, budget: float) -> None:
         """Refuse, before any work, a Lookup whose ``hashes`` perceptual hashes would take

@@ -12,7 +12,7 @@ import functools
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
@@ -55,7 +55,6 @@ from provenance.core.keyhistory import (
 from provenance.core.keys import CHECKED_KEYS_CACHED
 from provenance.core.registry import (
     check_claim_shape,
-    check_claim_signature,
     check_enrollment,
     new_token,
     token_hash,
@@ -588,17 +587,17 @@ class ProvenanceService:
         checkpoints (or a logged revocation of the device is damaged).
         """
         claim = self._claim(signed)
-        return self.writer.submit(self._verified(signed, claim, self._device_key(signed.key_id)))
+        return self.writer.submit(self._pending(signed, claim, self._device_key(signed.key_id)))
 
     async def submit_async(
         self, signed: SignedClaim, timeout: float = 30.0, reads: Executor | None = None
     ) -> Appended:
         """`submit` for an asyncio caller: nothing on the calling (event loop) thread waits
-        for the store. The claim's shape and signature are checked there (pure CPU, well
-        under a millisecond); the device's key, when not yet known, is read in ``reads``
-        (an executor; None: the loop's default); replays and revocation are decided by
-        the writer in its append transaction; the wait for the group commit holds no
-        thread. Raises as `submit`."""
+        for the store. The claim's shape is checked there (pure CPU, tens of µs); the
+        device's key, when not yet known, is read in ``reads`` (an executor; None: the
+        loop's default); the signature is checked by the writer's thread with the GIL
+        released (`PendingClaim`), replays and revocation by the writer in its append
+        transaction; the wait for the group commit holds no thread. Raises as `submit`."""
         claim = self._claim(signed)
         key = self._device_keys.get(signed.key_id)
         if key is None:
@@ -606,7 +605,7 @@ class ProvenanceService:
             key = await loop.run_in_executor(reads, self._device_key, signed.key_id)
         # a cancelled wait (timeout, client gone) leaves the submission queued; the
         # writer wakes this loop once per batch
-        return await self.writer.submit_async(self._verified(signed, claim, key), timeout)
+        return await self.writer.submit_async(self._pending(signed, claim, key), timeout)
 
     @staticmethod
     def _claim(signed: SignedClaim) -> Claim:
@@ -617,13 +616,13 @@ class ProvenanceService:
         return claim
 
     @staticmethod
-    def _verified(signed: SignedClaim, claim: Claim, public_key: bytes) -> PendingClaim:
-        """The claim ready for the writer once its signature verifies under the device's
-        ``public_key``; raises SignatureError. The writer decides, in its transaction,
-        what needs the log's current state: a replay (the original receipt), the
-        revocation in force (registry row and logged revocations), the sequence."""
-        check_claim_signature(signed, public_key)
-        return PendingClaim(signed, claim)
+    def _pending(signed: SignedClaim, claim: Claim, public_key: bytes) -> PendingClaim:
+        """The claim for the writer, which checks its signature under the device's
+        ``public_key`` (off the event loop, the GIL released: `PendingClaim`; a forgery is
+        refused with SignatureError before any store access), then decides in its
+        transaction what needs the log's current state: a replay (the original receipt),
+        the revocation in force (registry row and logged revocations), the sequence."""
+        return PendingClaim(signed, claim, verify_under=public_key)
 
     def _device_key(self, device_id: bytes) -> bytes:
         """The public key of an enrolled device (raw 32 bytes), read from the store once
@@ -708,6 +707,46 @@ class ProvenanceService:
             return report
         return replace(report, reasons=(*report.reasons, *dict.fromkeys(notes)))
 
+    def verify_many(
+        self, many: Sequence[FileFacts]
+    ) -> list[VerificationReport | LogIntegrityError]:
+        """`verify` of each file (no sidecars), in order, with the store read once for all
+        of them by SHA-256 (`Store.leaves_by_file_sha256_many`) and the near-duplicate index
+        searched once for those without an exact match (`MihIndex.search_many`): the Lookup
+        RPC's batch. A file whose logged record is damaged gets its LogIntegrityError in
+        its place, the others their reports. Raises StorageError when the store cannot be
+        read."""
+        now = self.clock()
+        records = self.store.leaves_by_file_sha256_many(
+            [h for f in many for h in (f.sha256, f.content_sha256) if h]
+        )
+        hashes = [[f.sha256] + ([f.content_sha256] if f.content_sha256 else []) for f in many]
+        exact_recs = [[r for h in hs for r in records.get(h, ())] for hs in hashes]
+        near_ids = self._near_candidates_many(
+            [
+                () if recs else f.soft_bindings + f.dihedral_soft_bindings
+                for f, recs in zip(many, exact_recs, strict=True)
+            ]
+        )
+        out: list[VerificationReport | LogIntegrityError] = []
+        for f, recs, ids in zip(many, exact_recs, near_ids, strict=True):
+            notes: list[str] = []
+            try:
+                exact = [self._logged(r, notes) for r in recs]
+                near = [
+                    self._logged(rec, notes)
+                    for idx in ids
+                    if (rec := self.store.leaf_by_index(idx)) is not None
+                ]
+            except LogIntegrityError as e:
+                out.append(e)
+                continue
+            report = with_time_flags(decide(f, now, exact=exact, near=near))
+            if notes:
+                report = replace(report, reasons=(*report.reasons, *dict.fromkeys(notes)))
+            out.append(report)
+        return out
+
     def _verify(
         self,
         now: datetime,
@@ -770,16 +809,29 @@ class ProvenanceService:
         """Leaf indexes whose soft bindings are near ``soft``: for one image hash the
         nearest first; for video frames the leaves hit by the most frames first (at most
         MAX_QUERY_FRAMES frames, evenly spread, are searched)."""
-        if len(soft) > MAX_QUERY_FRAMES:
-            step = len(soft) / MAX_QUERY_FRAMES
-            soft = tuple(soft[int(i * step)] for i in range(MAX_QUERY_FRAMES))
-        best: dict[int, int] = {}
-        hits: dict[int, int] = {}
-        for h in soft:
-            for dist, idx in self.pdq.search(h):
-                best[idx] = min(dist, best.get(idx, dist))
-                hits[idx] = hits.get(idx, 0) + 1
-        return sorted(best, key=lambda i: (-hits[i], best[i]))[:limit]
+        return self._near_candidates_many([soft], limit)[0]
+
+    def _near_candidates_many(
+        self, softs: Sequence[tuple[PerceptualHash, ...]], limit: int = 8
+    ) -> list[list[int]]:
+        """`_near_candidates` of each file's ``softs``, the index searched once for all."""
+        spread = []
+        for soft in softs:
+            if len(soft) > MAX_QUERY_FRAMES:
+                step = len(soft) / MAX_QUERY_FRAMES
+                soft = tuple(soft[int(i * step)] for i in range(MAX_QUERY_FRAMES))
+            spread.append(soft)
+        found = iter(self.pdq.search_many([h for soft in spread for h in soft]))
+        out = []
+        for soft in spread:
+            best: dict[int, int] = {}
+            hits: dict[int, int] = {}
+            for _ in soft:
+                for dist, idx in next(found):
+                    best[idx] = min(dist, best.get(idx, dist))
+                    hits[idx] = hits.get(idx, 0) + 1
+            out.append(sorted(best, key=lambda i: (-hits[i], best[i]))[:limit])
+        return out
 
     # ---------------------------------------------------------------- log
 

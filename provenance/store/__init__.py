@@ -285,6 +285,12 @@ class Store(Protocol):
 
     def leaves_by_file_sha256(self, sha256: bytes) -> list[LeafRecord]: ...
 
+    def leaves_by_file_sha256_many(self, hashes: Sequence[bytes]) -> dict[bytes, list[LeafRecord]]:
+        """`leaves_by_file_sha256` of each of ``hashes`` (32-byte SHA-256s) in one read (a
+        statement per 250 hashes): the leaves of each hash found, in index order, by hash;
+        hashes without leaves are absent."""
+        ...
+
     def entries(self, start: int, limit: int) -> list[tuple[int, bytes]]:
         """(index, leaf data) of up to ``limit`` leaves from index ``start``, in order."""
         ...

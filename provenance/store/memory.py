@@ -312,6 +312,14 @@ class MemoryStore:
     def leaves_by_file_sha256(self, sha256: bytes) -> list[LeafRecord]:
         return [r for r in self._state.leaves if r.file_sha256 == sha256]
 
+    def leaves_by_file_sha256_many(self, hashes: Sequence[bytes]) -> dict[bytes, list[LeafRecord]]:
+        wanted = set(hashes)
+        out: dict[bytes, list[LeafRecord]] = {}
+        for r in self._state.leaves:
+            if r.file_sha256 in wanted:
+                out.setdefault(r.file_sha256, []).append(r)
+        return out
+
     def entries(self, start: int, limit: int) -> list[tuple[int, bytes]]:
         return [(r.index, r.entry) for r in self._state.leaves[max(start, 0) : start + limit]]
 

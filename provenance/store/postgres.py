@@ -106,6 +106,14 @@ _MIGRATIONS: dict[int, str] = {
         video INTEGER NOT NULL
     )
     """,
+    # 4: the leaf and file hash indexes keyed by the hashes' first 8 bytes (as SQLite's
+    # migration 5)
+    4: """
+    DROP INDEX leaves_leaf_hash;
+    DROP INDEX leaves_file_sha256;
+    CREATE INDEX leaves_leaf_key ON leaves(substr(leaf_hash, 1, 8));
+    CREATE INDEX leaves_file_key ON leaves(substr(file_sha256, 1, 8))
+    """,
 }
 SCHEMA_VERSION = max(_MIGRATIONS)
 

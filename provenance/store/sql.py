@@ -46,6 +46,13 @@ from provenance.store import (
 PAGE = 10_000
 #: Stored index packs read per query.
 PACK_PAGE = 8
+#: The key of the leaf and file hash indexes, SQL over a column's name: the hash's first
+#: `HASH_KEY_BYTES` bytes (an index entry a third of the size). A lookup matches the key,
+#: which the index finds, and then the full hash (`_by_hash`), so hashes sharing their
+#: first bytes are told apart. The indexes' own expression (SQLite migration 5,
+#: PostgreSQL migration 4) is written out there: the two must stay equal.
+HASH_KEY = "substr({}, 1, 8)"
+HASH_KEY_BYTES = 8
 
 
 class Cursor(Protocol):
@@ -120,6 +127,16 @@ def _leaf(row: Sequence[Any]) -> LeafRecord:
 
 
 # ------------------------------------------------------------------ statements on a connection
+
+
+def _by_hash(column: str) -> str:
+    """The WHERE clause finding rows whose ``column`` (a hash with a `HASH_KEY` index)
+    equals a parameter; its arguments are `_hash_args` of the hash."""
+    return f"{HASH_KEY.format(column)}=? AND {column}=?"
+
+
+def _hash_args(h: bytes) -> tuple[bytes, bytes]:
+    return h[:HASH_KEY_BYTES], h
 
 
 def _chunks(keys: Sequence[bytes], size: int = 500) -> list[list[bytes]]:
@@ -590,8 +607,9 @@ class SqlStore(ABC):
     def leaf_by_leaf_hash(self, leaf_hash: bytes) -> LeafRecord | None:
         with self._reading() as c:
             row = c.execute(
-                f"SELECT {_LEAF_COLS} FROM leaves WHERE leaf_hash=? ORDER BY idx LIMIT 1",
-                (leaf_hash,),
+                f"SELECT {_LEAF_COLS} FROM leaves WHERE {_by_hash('leaf_hash')}"
+                " ORDER BY idx LIMIT 1",
+                _hash_args(leaf_hash),
             ).fetchone()
         return None if row is None else _leaf(row)
 
@@ -599,9 +617,26 @@ class SqlStore(ABC):
     def leaves_by_file_sha256(self, sha256: bytes) -> list[LeafRecord]:
         with self._reading() as c:
             rows = c.execute(
-                f"SELECT {_LEAF_COLS} FROM leaves WHERE file_sha256=? ORDER BY idx", (sha256,)
+                f"SELECT {_LEAF_COLS} FROM leaves WHERE {_by_hash('file_sha256')} ORDER BY idx",
+                _hash_args(sha256),
             ).fetchall()
         return [_leaf(r) for r in rows]
+
+    @_reads_log
+    def leaves_by_file_sha256_many(self, hashes: Sequence[bytes]) -> dict[bytes, list[LeafRecord]]:
+        out: dict[bytes, list[LeafRecord]] = {}
+        with self._reading() as c:
+            for part in _chunks(hashes, 250):  # keys and hashes: at most 500 parameters
+                keys = list(dict.fromkeys(h[:HASH_KEY_BYTES] for h in part))
+                rows = c.execute(
+                    f"SELECT {_LEAF_COLS} FROM leaves"
+                    f" WHERE {HASH_KEY.format('file_sha256')} IN ({_marks(keys)})"
+                    f" AND file_sha256 IN ({_marks(part)}) ORDER BY idx",
+                    [*keys, *part],
+                ).fetchall()
+                for rec in map(_leaf, rows):
+                    out.setdefault(rec.file_sha256, []).append(rec)
+        return out
 
     @_reads_log
     def entries(self, start: int, limit: int) -> list[tuple[int, bytes]]:

@@ -517,18 +517,24 @@ class LookupQuery(_message.Message):
     def __init__(self, ref: _Optional[str] = ..., sha256: _Optional[bytes] = ..., soft_bindings: _Optional[_Iterable[_Union[SoftBinding, _Mapping]]] = ..., media_type: _Optional[str] = ..., content_sha256: _Optional[bytes] = ..., dihedral_soft_bindings: _Optional[_Iterable[_Union[SoftBinding, _Mapping]]] = ...) -> None: ...
 
 class LookupRequest(_message.Message):
-    __slots__ = ("queries",)
+    __slots__ = ("queries", "per_query_errors")
     QUERIES_FIELD_NUMBER: _ClassVar[int]
+    PER_QUERY_ERRORS_FIELD_NUMBER: _ClassVar[int]
     queries: _containers.RepeatedCompositeFieldContainer[LookupQuery]
-    def __init__(self, queries: _Optional[_Iterable[_Union[LookupQuery, _Mapping]]] = ...) -> None: ...
+    per_query_errors: bool
+    def __init__(self, queries: _Optional[_Iterable[_Union[LookupQuery, _Mapping]]] = ..., per_query_errors: _Optional[bool] = ...) -> None: ...
 
 class LookupResult(_message.Message):
-    __slots__ = ("ref", "report")
+    __slots__ = ("ref", "report", "error", "error_code")
     REF_FIELD_NUMBER: _ClassVar[int]
     REPORT_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    ERROR_CODE_FIELD_NUMBER: _ClassVar[int]
     ref: str
     report: VerificationReport
-    def __init__(self, ref: _Optional[str] = ..., report: _Optional[_Union[VerificationReport, _Mapping]] = ...) -> None: ...
+    error: str
+    error_code: str
+    def __init__(self, ref: _Optional[str] = ..., report: _Optional[_Union[VerificationReport, _Mapping]] = ..., error: _Optional[str] = ..., error_code: _Optional[str] = ...) -> None: ...
 
 class LookupResponse(_message.Message):
     __slots__ = ("results",)

@@ -17,9 +17,11 @@ slots (``limit_concurrency``) and every other caller got 503 for as long as they
 - an answer deadline: a client that takes none of its answer for ``body_idle_seconds``
   while the socket's buffers are full is dropped (a client that never reads would
   otherwise hold its connection and the app's task for ever);
-- caps: at most ``per_client`` connections from one client address and
-  ``max_connections`` in all; one more is answered at once with 503 and a sentence
-  saying which cap, then closed (after a lingering close of `LINGER_SECONDS`, for at
+- caps: at most ``per_client`` connections from one client (`client_key`: an IPv4
+  address, or an IPv6 /64, the smallest block one host is usually given) and
+  ``max_connections`` in all; one more is answered at once with 503, a
+  ``Retry-After`` of `RETRY_AFTER_SECONDS` (RFC 9110 §10.2.3) and a sentence saying
+  which cap, then closed (after a lingering close of `LINGER_SECONDS`, for at
   most ``max_connections`` refused connections at a time: a flood costs no more
   descriptors than that).
 """
@@ -27,6 +29,7 @@ slots (``limit_concurrency``) and every other caller got 503 for as long as they
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -36,6 +39,11 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 #: How long a refused connection is kept half-closed, its input read and dropped, so that
 #: the client reads the 503 rather than a reset (a "lingering close", as Apache's).
 LINGER_SECONDS = 2.0
+#: The ``Retry-After`` of a 503 for a full connection cap, in whole seconds (RFC 9110
+#: §10.2.3 delay-seconds): long enough for a few requests in flight to finish and free
+#: their connections, short enough for a person not to give up; the web app's own 503
+#: for a full upload queue asks for the same.
+RETRY_AFTER_SECONDS = 5
 
 
 @dataclass(frozen=True)
@@ -55,17 +63,37 @@ class HttpLimits:
 DEFAULT_LIMITS = HttpLimits()
 
 
-def _host(connection: object) -> str | None:
-    """The client address of one of uvicorn's connections (None when unknown)."""
+def client_key(host: str) -> str:
+    """What the per-client connection cap counts by, for a client address: an IPv4
+    address as it is; an IPv6 address as its /64 (``2001:db8:1:2::/64``), since one host
+    or home is commonly given a whole /64 (RFC 6177) and could otherwise open a
+    connection from each of its 2^64 addresses; an IPv4-mapped IPv6 address
+    (``::ffff:192.0.2.1``, from a dual-stack socket) as the IPv4 address. Anything
+    else (a Unix socket's name) as it is."""
+    try:
+        address = ipaddress.ip_address(host.partition("%")[0])  # without a zone index
+    except ValueError:
+        return host
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            return str(address.ipv4_mapped)
+        return str(ipaddress.IPv6Network((address, 64), strict=False))
+    return str(address)
+
+
+def _client(connection: object) -> str | None:
+    """The `client_key` of one of uvicorn's connections (None when unknown)."""
     client: tuple[str, int] | None = getattr(connection, "client", None)
-    return client[0] if client else None
+    return client_key(client[0]) if client else None
 
 
-def _response(status: int, reason: str, text: str) -> bytes:
+def _response(status: int, reason: str, text: str, extra: str = "") -> bytes:
+    """A whole HTTP/1.1 answer that closes the connection; ``extra``: more header lines,
+    each ending in CRLF."""
     body = text.encode()
     head = (
         f"HTTP/1.1 {status} {reason}\r\ncontent-type: text/plain; charset=utf-8\r\n"
-        f"content-length: {len(body)}\r\nconnection: close\r\n\r\n"
+        f"content-length: {len(body)}\r\nconnection: close\r\n{extra}\r\n"
     )
     return head.encode() + body
 
@@ -87,13 +115,14 @@ class _GuardedH11(H11Protocol):
         self._received = 0  # body bytes since the body phase started
         self._last_data = 0.0
         self._write_timer: asyncio.TimerHandle | None = None
+        self.client_key: str | None = None  # set once connected
 
     # -- connection caps
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
-        host = _host(self)
-        same = sum(1 for c in self.connections if _host(c) == host)
+        host = self.client_key = _client(self)
+        same = sum(1 for c in self.connections if getattr(c, "client_key", None) == host)
         if len(self.connections) > self.limits.max_connections:
             self._refuse(
                 f"the server is busy: {self.limits.max_connections} connections are open;"
@@ -109,11 +138,12 @@ class _GuardedH11(H11Protocol):
             self._arm()
 
     def _refuse(self, text: str) -> None:
-        """Answer 503 with ``text`` before reading any request, then close; the
-        connection no longer counts towards either cap."""
+        """Answer 503 with ``text`` and a Retry-After before reading any request, then
+        close; the connection no longer counts towards either cap."""
         self._refused = True
         self.connections.discard(self)
-        self.transport.write(_response(503, "Service Unavailable", text))
+        retry = f"retry-after: {RETRY_AFTER_SECONDS}\r\n"
+        self.transport.write(_response(503, "Service Unavailable", text, retry))
         try:
             if self.transport.can_write_eof():
                 self.transport.write_eof()
