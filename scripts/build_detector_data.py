@@ -92,7 +92,7 @@ def read_recipe(path: Path) -> list[Row]:
                     path=r["path"],
                     size=int(r["bytes"]),
                     sha256=r["sha256"].lower(),
-                    crop=box,  # type: ignore[arg-type]
+                    crop=box,
                     generator=r.get("generator") or "-",
                     family=r.get("family") or "real",
                     origin=r.get("origin") or "-",

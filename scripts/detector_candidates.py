@@ -90,6 +90,12 @@ PATCH = 64
 CHUNK = 200
 
 
+def _savez(path: Path, arrays: dict[str, Any]) -> None:
+    """``np.savez`` of named arrays (numpy's stub types ``**kwds`` against its own
+    ``allow_pickle`` keyword, so each call site would need a cast)."""
+    np.savez(path, **arrays)
+
+
 def samples() -> list[Sample]:
     """Every image of the recipe data and the two fixture sets, in a fixed order."""
     return load_samples(DATA)
@@ -157,11 +163,13 @@ def cache_chunk(items: list[tuple[int, Sample]], out: Path) -> int:
         else:
             arrays["syn"].append(empty)
             arrays["syn_aug"].append(empty)
-    np.savez(
+    _savez(
         out,
-        **{k: np.concatenate(v) if v else empty for k, v in arrays.items() if k != "idx"},
-        idx=np.concatenate(arrays["idx"]) if arrays["idx"] else np.zeros(0, int),
-        **{f"n_{k}": np.array([len(a) for a in v]) for k, v in arrays.items() if k != "idx"},
+        {
+            **{k: np.concatenate(v) if v else empty for k, v in arrays.items() if k != "idx"},
+            "idx": np.concatenate(arrays["idx"]) if arrays["idx"] else np.zeros(0, int),
+            **{f"n_{k}": np.array([len(a) for a in v]) for k, v in arrays.items() if k != "idx"},
+        },
     )
     return skipped
 
@@ -222,13 +230,13 @@ def stage_ae(max_images: int) -> None:
         crop = np.ascontiguousarray(center_crop(rgb, 128))
         fake = ae.reconstruct(crop)
         q = int(np.random.default_rng([11, i]).integers(65, 101))
-        done["idx"].append(np.int64(i))
+        done["idx"].append(np.array(i, dtype=np.int64))
         done["ae"].append(_grid(jpeg_roundtrip(fake, 90), 4))
         done["ae_aug"].append(_grid(jpeg_roundtrip(fake, q), 4))
         done["ae_real"].append(_grid(jpeg_roundtrip(crop, 90), 4))
         done["ae_real_aug"].append(_grid(jpeg_roundtrip(crop, q), 4))
         if n % 20 == 19 or n == len(order) - 1:
-            np.savez(out, **{k: np.stack(v) for k, v in done.items()})
+            _savez(out, {k: np.stack(v) for k, v in done.items()})
             print(
                 f"  reconstructed {len(done['idx'])}/{len(order)} "
                 f"({time.monotonic() - start:.0f} s)",
@@ -287,10 +295,13 @@ def derived_stage(
             print(
                 f"  {cond} {n + 1}/{len(order)} ({time.monotonic() - start:.0f} s)", file=sys.stderr
             )
-    np.savez(
+    _savez(
         CACHE / f"{cond}.npz",
-        idx=np.array(idx),
-        **{cond: np.concatenate(parts), f"n_{cond}": np.array([len(p) for p in parts])},
+        {
+            "idx": np.array(idx),
+            cond: np.concatenate(parts),
+            f"n_{cond}": np.array([len(p) for p in parts]),
+        },
     )
 
 
@@ -488,9 +499,9 @@ def _cached_features(
         arrays[c] = fixed_features(a, feats)
         print(f"  {path.name}: {c} ({time.monotonic() - start:.0f} s)", file=sys.stderr)
         if not fresh:
-            np.savez(extra, **{c: arrays[c]})
+            _savez(extra, {c: arrays[c]})
     if fresh:
-        np.savez(path, **arrays)
+        _savez(path, arrays)
     return arrays
 
 
@@ -615,7 +626,7 @@ def stage_run(args: argparse.Namespace) -> None:
     def summarise(
         name: str, cond_scores: dict[str, np.ndarray], seconds: float, notes: str
     ) -> dict[str, Any]:
-        np.savez(CACHE / f"scores-{name}.npz", idx=np.array(eval_idx), **cond_scores)
+        _savez(CACHE / f"scores-{name}.npz", {"idx": np.array(eval_idx), **cond_scores})
         fam = np.array([all_samples[i].family for i in eval_idx])
         out: dict[str, Any] = {"train_seconds": round(seconds, 1), "notes": notes, "families": {}}
         for cond, sc in cond_scores.items():
@@ -851,8 +862,9 @@ def stage_run(args: argparse.Namespace) -> None:
                     if list(z["idx"]) != eval_idx:
                         break
                     parts.append(z[cond] / np.nanstd(z["harm"]))
-            cond_scores[cond] = np.mean(parts, axis=0) if len(parts) == len(files) else None
-        if all(v is not None for v in cond_scores.values()):
+            if len(parts) == len(files):  # every member scored the same rows
+                cond_scores[cond] = np.mean(parts, axis=0)
+        if len(cond_scores) == 3:
             report["candidates"][combo] = summarise(combo, cond_scores, 0.0, "ensemble")
     path = ROOT / "detector" / "weights" / "eval-candidates.json"
     if path.is_file():  # candidates run separately accumulate
