@@ -271,3 +271,18 @@ def test_folders_list_files_links_sidecars_duplicates_and_skip(tmp_path: Path) -
         f"{p}/pack.zip!big.bin",
         f"{p}/sub/b.png",
     ]
+
+
+def test_entries_whose_names_look_numbered_keep_a_ref_each(tmp_path: Path) -> None:
+    """A zip holding `a.txt` twice and an entry literally named `a.txt #2` (in either
+    order) gives each of its three files its own ref, so none loses its row."""
+    for names in (["a.txt", "a.txt", "a.txt #2"], ["a.txt #2", "a.txt", "a.txt"]):
+        path = tmp_path / f"{uuid.uuid4().hex}.zip"
+        with zipfile.ZipFile(path, "w") as z, pytest.warns(UserWarning, match="Duplicate"):
+            for i, name in enumerate(names):
+                z.writestr(name, f"file {i}".encode())
+        got = list(iter_items([str(path)], ScanLimits()))
+        refs = [i.ref for i in got]
+        assert len(set(refs)) == 3, refs
+        data = sorted(i.data for i in got)  # type: ignore[union-attr]
+        assert data == [b"file 0", b"file 1", b"file 2"]

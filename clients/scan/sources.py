@@ -478,10 +478,19 @@ def _display(path: str) -> str:
 
 
 def _entry_ref(archive_ref: str, name: str, seen: dict[str, int]) -> str:
-    k = seen.get(name, 0) + 1
-    seen[name] = k
-    ref = _display(f"{archive_ref}!{name}")
-    return ref if k == 1 else f"{ref} #{k}"
+    """The ref of an archive entry, unique within its archive: ``ARCHIVE!NAME``, and for
+    the k-th entry of a name ``ARCHIVE!NAME #k`` (also past an entry literally named
+    ``NAME #k``: each file keeps its own row). ``seen`` maps each ref given out to the
+    next k to try for it as a base (amortised O(1) per entry)."""
+    base = _display(f"{archive_ref}!{name}")
+    k = seen.get(base, 1)
+    ref = base if k == 1 else f"{base} #{k}"
+    while ref in seen:  # taken by an entry literally so named
+        k += 1
+        ref = f"{base} #{k}"
+    seen[base] = k + 1
+    seen.setdefault(ref, 2)
+    return ref
 
 
 def _zip_entry_problem(info: zipfile.ZipInfo, lim: ScanLimits) -> str | None:
