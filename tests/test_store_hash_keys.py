@@ -4,6 +4,7 @@ PostgreSQL schema 4): the same answers on every backend, hashes that share their
 
 from __future__ import annotations
 
+import logging
 import os
 import sqlite3
 from datetime import UTC, datetime
@@ -94,9 +95,12 @@ def test_postgresql_lookups_search_the_short_key_indexes(pg_url: str) -> None:
             assert index in plan, plan
 
 
-def test_a_schema_4_database_migrates_to_the_short_key_indexes(tmp_path: Path) -> None:
+def test_a_schema_4_database_migrates_to_the_short_key_indexes(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     """A database with the full-hash indexes (schema 4) gets the 8-byte-key ones at the
-    first writable open, keeps its answers, and the lookups search the new indexes."""
+    first writable open, saying so (minutes on a large log), keeps its answers, and the
+    lookups search the new indexes."""
     db = tmp_path / "v4.db"
     old = SqliteStore(db)
     with old._writer as c:  # back to schema 4: the full-hash indexes
@@ -114,7 +118,11 @@ def test_a_schema_4_database_migrates_to_the_short_key_indexes(tmp_path: Path) -
         assert audit.leaf_by_leaf_hash(LEAF_C) is None
     finally:
         audit.close()
-    store = SqliteStore(db)
+    with caplog.at_level(logging.INFO, logger="provenance.store.sqlite"):
+        store = SqliteStore(db)
+    said = [r.getMessage() for r in caplog.records]
+    assert any(f"migrating schema 4 to {max(_MIGRATIONS)}" in m for m in said), said
+    assert any("migrated in" in m for m in said), said
     try:
         c = store._writer
         assert c.execute("PRAGMA user_version").fetchone() == (max(_MIGRATIONS),)

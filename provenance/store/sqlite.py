@@ -19,6 +19,7 @@ import fcntl
 import logging
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -315,7 +316,15 @@ class SqliteStore(SqlStore):
                     f"{self.path} has schema version {version}; this program knows up to"
                     f" {SCHEMA_VERSION}: upgrade the program"
                 )
-            for v in sorted(m for m in _MIGRATIONS if m > version):
+            pending = sorted(m for m in _MIGRATIONS if m > version)
+            if version and pending:  # an existing log, not a new file
+                log.info(
+                    "%s: migrating schema %d to %d; rebuilding its indexes takes minutes on a"
+                    " large log (about 5 min at 10^7 entries): let it finish",
+                    self.path, version, pending[-1],
+                )  # fmt: skip
+            started = time.monotonic()
+            for v in pending:
                 self._writer.execute("BEGIN IMMEDIATE")
                 try:
                     for stmt in _MIGRATIONS[v].split(";"):
@@ -326,6 +335,8 @@ class SqliteStore(SqlStore):
                 except BaseException:
                     self._writer.execute("ROLLBACK")
                     raise
+            if version and pending:
+                log.info("%s: migrated in %.1f s", self.path, time.monotonic() - started)
 
     def _checkpoint_loop(self) -> None:
         """Copy committed WAL frames into the database file, never blocking the writer."""
