@@ -281,26 +281,24 @@ def test_csv_and_html_reports_describe_every_row(desk: Desk) -> None:
     assert "path traversal" in page
 
 
-def test_process_pool_gives_the_same_report(desk: Desk) -> None:
+@pytest.mark.parametrize(
+    ("name", "workers", "batch_size"),
+    [
+        ("pool", 2, 4),  # a process pool
+        # the server answers a Lookup's files together (one store read, one index
+        # search): the rows equal those of one file per Lookup
+        ("one-by-one", 0, 1),
+    ],
+)
+def test_engines_and_lookup_batches_give_the_same_report(
+    desk: Desk, name: str, workers: int, batch_size: int
+) -> None:
     rows = _scan(
         [desk.folder, desk.tarball],
-        desk.root / "pool.jsonl",
-        LocalEngine(2),
+        desk.root / f"{name}.jsonl",
+        LocalEngine(workers),
         server=desk.server.address,
-        batch_size=4,
-    )
-    assert _normal(rows) == _normal(desk.baseline)
-
-
-def test_one_file_per_lookup_gives_the_same_report(desk: Desk) -> None:
-    """The server answers a Lookup's files together (one store read, one index search):
-    the rows equal those of one file per Lookup."""
-    rows = _scan(
-        [desk.folder, desk.tarball],
-        desk.root / "one-by-one.jsonl",
-        LocalEngine(0),
-        server=desk.server.address,
-        batch_size=1,
+        batch_size=batch_size,
     )
     assert _normal(rows) == _normal(desk.baseline)
     assert {r["status"] for r in rows} >= {"SIGNED_ORIGINAL", "DERIVED", "TAMPERED", "UNSIGNED"}

@@ -173,6 +173,20 @@ class ServiceConfig:
     witness_interval_s: float = 0.0
 
 
+def _file_hashes(facts: FileFacts) -> list[bytes]:
+    """The SHA-256 digests a file is logged under: the whole file's, and its content's
+    (media bytes without metadata) when it has one."""
+    return [facts.sha256] + ([facts.content_sha256] if facts.content_sha256 else [])
+
+
+def _with_notes(report: VerificationReport, notes: list[str]) -> VerificationReport:
+    """``report`` with the verification's ``notes`` (each once, in order) added to its
+    reasons."""
+    if not notes:
+        return report
+    return replace(report, reasons=(*report.reasons, *dict.fromkeys(notes)))
+
+
 class ProvenanceService:
     """See module docstring. ``clock`` returns the current UTC time (injectable for tests)."""
 
@@ -703,9 +717,7 @@ class ProvenanceService:
         now = self.clock()
         notes: list[str] = []
         report = self._verify(now, notes, facts, sidecar, sidecar_chunk_hashes, sidecar_receipt)
-        if not notes:
-            return report
-        return replace(report, reasons=(*report.reasons, *dict.fromkeys(notes)))
+        return _with_notes(report, notes)
 
     def verify_many(
         self, many: Sequence[FileFacts]
@@ -717,10 +729,8 @@ class ProvenanceService:
         its place, the others their reports. Raises StorageError when the store cannot be
         read."""
         now = self.clock()
-        records = self.store.leaves_by_file_sha256_many(
-            [h for f in many for h in (f.sha256, f.content_sha256) if h]
-        )
-        hashes = [[f.sha256] + ([f.content_sha256] if f.content_sha256 else []) for f in many]
+        hashes = [_file_hashes(f) for f in many]
+        records = self.store.leaves_by_file_sha256_many([h for hs in hashes for h in hs])
         exact_recs = [[r for h in hs for r in records.get(h, ())] for hs in hashes]
         near_ids = self._near_candidates_many(
             [
@@ -741,10 +751,7 @@ class ProvenanceService:
             except LogIntegrityError as e:
                 out.append(e)
                 continue
-            report = with_time_flags(decide(f, now, exact=exact, near=near))
-            if notes:
-                report = replace(report, reasons=(*report.reasons, *dict.fromkeys(notes)))
-            out.append(report)
+            out.append(_with_notes(with_time_flags(decide(f, now, exact=exact, near=near)), notes))
         return out
 
     def _verify(
@@ -756,9 +763,10 @@ class ProvenanceService:
         sidecar_chunk_hashes: tuple[bytes, ...],
         sidecar_receipt: Receipt | None,
     ) -> VerificationReport:
-        hashes = [facts.sha256] + ([facts.content_sha256] if facts.content_sha256 else [])
         exact = [
-            self._logged(r, notes) for h in hashes for r in self.store.leaves_by_file_sha256(h)
+            self._logged(r, notes)
+            for h in _file_hashes(facts)
+            for r in self.store.leaves_by_file_sha256(h)
         ]
         unusable = None
         claim = None

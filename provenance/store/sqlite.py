@@ -385,5 +385,5 @@ class SqliteStore(SqlStore):
                 conn.execute("PRAGMA user_version").fetchone()
             finally:
                 conn.close()
-        except sqlite3.Error:
-            pass  # not ours to write: the empty files stay, harmless
+        except sqlite3.Error as e:  # not ours to write: the empty files stay, harmless
+            log.debug("%s: its empty -wal/-shm files stay (%s)", self.path, e)
