@@ -10,7 +10,7 @@ Both measured in the same run on the same threads:
 
 3. per CPU-second: the bare pass of the default network counted in process CPU time,
    which a machine shared with other jobs disturbs less than wall time.
-4. CPU training: the default model (version 5, a small MLP head on fixed features; version
+4. CPU training: the default model (version 6, a small MLP head on fixed features; version
    4 was a logistic regression) trains in two steps, the features of every training patch
    and the fit of the head (AdamW for the MLP, L-BFGS for a linear head). Both are
    measured here on patches cut from the fixtures (features per CPU-second; fit seconds
