@@ -269,7 +269,7 @@ def breakdown(
             json.dumps(r, separators=(",", ":"))
 
     def table() -> None:
-        w = csv.DictWriter(io.StringIO(), fieldnames=list(csv_row(rows[0])))
+        w = csv.writer(io.StringIO())
         for r in rows:
             w.writerow(csv_row(r))
             row_key(r)

@@ -49,8 +49,7 @@ def batched(items: Iterable[Item], size: int, max_bytes: int = BATCH_BYTES) -> I
 
 def _fresh(items: Iterable[Item], seen: RefSet) -> Iterator[Item]:
     for item in items:
-        if item.ref not in seen:
-            seen.add(item.ref)
+        if seen.add_new(item.ref):
             yield item
 
 
