@@ -44,9 +44,19 @@ class ScanResult:
     summary: Summary
 
 
+#: Items in a scan's first batch at most; each later batch may hold twice as many as the
+#: one before, up to the batch size: the first rows come as soon as with small batches
+#: (256 files take a worker 0.4 s on an idle core, seconds on a busy machine), and the
+#: rest of the scan pays the cost of a call once per full batch.
+FIRST_BATCH = 16
+
+
 def batched(items: Iterable[Item], size: int, max_bytes: int = BATCH_BYTES) -> Iterator[list[Item]]:
-    """Lists of at most ``size`` items carrying at most ``max_bytes`` of entry bytes."""
-    return runs(items, size, lambda i: i.size if isinstance(i, EntryItem) else 0, max_bytes)
+    """Lists of at most ``size`` items (the first FIRST_BATCH, each later one at most twice
+    the one before) carrying at most ``max_bytes`` of entry bytes."""
+    return runs(
+        items, size, lambda i: i.size if isinstance(i, EntryItem) else 0, max_bytes, FIRST_BATCH
+    )
 
 
 def _fresh(items: Iterable[Item], seen: RefSet) -> Iterator[Item]:
