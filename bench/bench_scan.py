@@ -48,10 +48,9 @@ from prov_server import start_server  # bench/prov_server.py, next to this scrip
 from results import Ratio, write_results  # bench/results.py, next to this script
 
 from clients.api import ProvenanceClient, Query, _lookup_request
-from clients.files import open_regular
 from clients.scan.engines import LocalEngine, _worker_context
 from clients.scan.hashing import measure, read_ahead
-from clients.scan.pipeline import run_scan
+from clients.scan.pipeline import DEFAULT_BATCH, run_scan
 from clients.scan.report import csv_row, row_key
 from clients.scan.rows import measured_row
 from clients.scan.sources import FileItem, ScanLimits, iter_items
@@ -215,6 +214,7 @@ def breakdown(
     are timed one after another, ``rounds`` times over (so a change of load hits all of
     them alike), and the median of each reported."""
     limits = AssetLimits()
+    per_call = DEFAULT_BATCH  # files per Lookup and per batch, as a scan sends them
     paths = [str(f) for f in files]
     datas = [f.read_bytes() for f in files]
     items = [FileItem(p, p, len(d)) for p, d in zip(paths, datas, strict=True)]
@@ -226,17 +226,18 @@ def breakdown(
     ]
     proc = psutil.Process(server.pid)
     client = ProvenanceClient(address)
-    answers = [r for k in range(0, n, 64) for _, r in client.lookup_wire(queries[k : k + 64])]
+    answers = [
+        r for k in range(0, n, per_call) for _, r in client.lookup_wire(queries[k : k + per_call])
+    ]
     reports = [r for r in answers if not isinstance(r, TransportError)]
     assert len(reports) == n, "the server could not answer every file"
     rows = [measured_row(m, None, r) for m, r in zip(measured, reports, strict=True)]
-    batches = [rows[k : k + 64] for k in range(0, n, 64)]
+    batches = [rows[k : k + per_call] for k in range(0, n, per_call)]
     walked = sum(1 for _ in iter_items([str(folder)], ScanLimits()))
 
-    def read() -> None:
-        for p in paths:
-            with open_regular(p) as f:
-                f.read()
+    def read() -> None:  # as a worker reads a batch's small files
+        for k in range(0, n, per_call):
+            read_ahead(items[k : k + per_call], limits)
 
     def sha() -> None:
         for d in datas:
@@ -252,15 +253,15 @@ def breakdown(
             measure(i, limits)
 
     def measure_read_ahead() -> None:
-        for k in range(0, n, 64):
-            batch = items[k : k + 64]
+        for k in range(0, n, per_call):
+            batch = items[k : k + per_call]
             read = read_ahead(batch, limits)
             for i in batch:
                 measure(i, limits, read.pop(i.ref, None))
 
     def lookups() -> None:  # as a scan's worker asks: an answer per file, not converted
-        for k in range(0, n, 64):
-            client.lookup_wire(queries[k : k + 64])
+        for k in range(0, n, per_call):
+            client.lookup_wire(queries[k : k + per_call])
 
     def row_all() -> None:  # the row's report fields read from the wire report
         for m, r in zip(measured, reports, strict=True):
@@ -285,7 +286,7 @@ def breakdown(
             pass
 
     parts: list[tuple[str, Callable[[], None], int]] = [
-        ("open + read", read, n),
+        ("open + read (a batch read ahead)", read, n),
         ("SHA-256", sha, n),
         ("sniff + C2PA marker search", sniff, n),
         ("decode + PDQ (bare)", lambda: _bare(datas), n),
@@ -410,7 +411,7 @@ def bench_scan(n: int, workers: int, rounds: int) -> tuple[list[Ratio], str]:
 
 def bench_stored(files: list[Path], stored: int, rounds: int) -> tuple[float, float, int]:
     """Server CPU per file of the Lookup (microseconds; the handler's work on the scan's
-    requests of 64 files, in this process, without the gRPC shell) with an empty
+    requests of DEFAULT_BATCH files, in this process, without the gRPC shell) with an empty
     near-duplicate index and with one holding ``stored`` random PDQ hashes (a large log;
     none near the files, so both answer UNSIGNED), medians of ``rounds``; and the
     perceptual hashes searched per file."""
@@ -420,7 +421,10 @@ def bench_stored(files: list[Path], stored: int, rounds: int) -> tuple[float, fl
         Query(m.ref, m.sha256, m.soft, m.media_type or "", m.content_sha256, m.turned)
         for m in measured
     ]
-    requests = [_lookup_request(queries[k : k + 64], True) for k in range(0, len(queries), 64)]
+    per_call = DEFAULT_BATCH
+    requests = [
+        _lookup_request(queries[k : k + per_call], True) for k in range(0, len(queries), per_call)
+    ]
     searched = sum(len(q.soft_bindings) + len(q.dihedral_soft_bindings) for q in queries)
     with tempfile.TemporaryDirectory() as tmp, ThreadPoolExecutor(1) as pool:
         service = ProvenanceService(ServiceConfig(db=Path(tmp) / "p.db", log_key=Path(tmp) / "k"))
