@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from detector.calibrate import apply
+from detector.calibrate import apply, likely_generated
 from detector.data import Sample, is_held_out_source, load_samples
 from detector.metrics import average_precision, expected_calibration_error, roc_auc
 from detector.policy import Scored, fit_band_policy, rates_by, score_files
@@ -80,6 +80,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--target-fpr", type=float, default=0.05)
     ap.add_argument("--min-origin-images", type=int, default=10)
     ap.add_argument("--threads", type=int, default=1, help="torch threads")
+    ap.add_argument(
+        "--noise-ratio",
+        type=float,
+        help="the band's noise term (version 7): its ratio to the Platt slope, chosen by "
+        "cross-validation on training sources (eval-cv.json noise_policies ... pooled_term)",
+    )
+    ap.add_argument(
+        "--noise-ref",
+        type=float,
+        default=0.0,
+        help="the band's noise term: the log noise level under which it applies",
+    )
     ap.add_argument("--write", action="store_true", help="re-save the weights")
     ap.add_argument(
         "--version", default=None, help="version string of the re-saved weights (default: same)"
@@ -119,20 +131,32 @@ def main(argv: list[str] | None = None) -> int:
         / (f"{args.model}-{loaded.meta.tensors_sha256[:12]}-{args.crops}.json")
     )
     known: dict[str, list[float]] = json.loads(cache.read_text()) if cache.is_file() else {}
-    todo = [s for s in samples if str(s.path) not in known]
+    # Each file's log noise level on the same crops (it does not depend on the network).
+    pre = loaded.meta.preprocess
+    noise_cache = cache.with_name(f"noise-q{pre.jpeg_quality}-p{pre.patch_size}-{args.crops}.json")
+    levels: dict[str, float] = json.loads(noise_cache.read_text()) if noise_cache.is_file() else {}
+    todo = [s for s in samples if str(s.path) not in known or str(s.path) not in levels]
     start = time.monotonic()
 
     skipped: list[str] = []
     cache.parent.mkdir(parents=True, exist_ok=True)
-    for i in range(0, len(todo), 100):  # the cache is saved as scoring goes
-        new, skip = score_files(loaded, todo[i : i + 100], SECRET, args.crops)
+    for i in range(0, len(todo), 100):  # the caches are saved as scoring goes
+        new, skip = score_files(
+            loaded,
+            todo[i : i + 100],
+            SECRET,
+            args.crops,
+            known_logits={p: np.array(v, dtype=np.float32) for p, v in known.items()},
+        )
         skipped += skip
         known.update({str(sc.sample.path): sc.crop_logits.tolist() for sc in new})
+        levels.update({str(sc.sample.path): sc.noise for sc in new})
         cache.write_text(json.dumps(known))
+        noise_cache.write_text(json.dumps(levels))
         done = min(i + 100, len(todo))
         print(f"  scored {done}/{len(todo)} ({time.monotonic() - start:.0f} s)", file=sys.stderr)
     scored = [
-        Scored(s, np.array(known[str(s.path)], dtype=np.float32))
+        Scored(s, np.array(known[str(s.path)], dtype=np.float32), levels[str(s.path)])
         for s in samples
         if str(s.path) in known
     ]
@@ -147,6 +171,7 @@ def main(argv: list[str] | None = None) -> int:
             [s for s in scored if str(s.sample.path) in in_recipe],
             args.target_fpr,
             min_origin_images=args.min_origin_images,
+            noise_term=None if args.noise_ratio is None else (args.noise_ratio, args.noise_ref),
         )
     except ProvenanceError as e:
         print(f"error: {e}", file=sys.stderr)
@@ -154,12 +179,13 @@ def main(argv: list[str] | None = None) -> int:
     # The fixtures' held-out split takes no part in the fit: an independent check.
     fy = np.array([s.sample.label for s in fixture_held])
     fl = np.array([s.logit for s in fixture_held])
-    ff = apply(cal, fl) >= cal.threshold_high
+    fp = apply(cal, fl)
+    ff = likely_generated(cal, fl, np.array([s.noise for s in fixture_held]))
     fixture_check = {
         "images": len(fixture_held),
-        "auc": roc_auc(fy, fl),
-        "ap": average_precision(fy, fl),
-        "ece": expected_calibration_error(fy, apply(cal, fl)),
+        "auc": roc_auc(fy, fp),
+        "ap": average_precision(fy, fp),
+        "ece": expected_calibration_error(fy, fp),
         "real_flagged": float(ff[fy == 0].mean()),
         "generated_flagged": float(ff[fy == 1].mean()),
         "real_by_origin": rates_by(
@@ -206,7 +232,16 @@ def main(argv: list[str] | None = None) -> int:
             version=args.version or loaded.meta.version,
             calibration=cal,
             preprocess=replace(loaded.meta.preprocess, crops=args.crops),
-            training={**loaded.meta.training, "band_policy": f"eval-bands-{args.model}.json"},
+            training={
+                **loaded.meta.training,
+                "band_policy": f"eval-bands-{args.model}.json",
+                "band_noise_term": {
+                    "ratio": args.noise_ratio or 0.0,
+                    "ref": args.noise_ref if args.noise_ratio else 0.0,
+                    "chosen_by": "scripts/detector_candidates.py noise: eval-cv.json "
+                    "noise_policies.<variant>.pooled_term (training sources only)",
+                },
+            },
         )
         meta = save_weights(WEIGHTS / f"{args.model}.safetensors", loaded.net, meta)
         beside = WEIGHTS / f"{args.model}.json"
@@ -215,6 +250,7 @@ def main(argv: list[str] | None = None) -> int:
         saved["calibration"] = asdict(cal)
         saved["crops"] = args.crops
         saved["band_policy"] = f"eval-bands-{args.model}.json"
+        saved["band_noise_term"] = meta.training["band_noise_term"]
         saved["tensors_sha256"] = meta.tensors_sha256
         saved["version"] = meta.version
         beside.write_text(json.dumps(saved, indent=2, sort_keys=True) + "\n")
