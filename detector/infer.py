@@ -77,6 +77,9 @@ class DetectorReport:
     model_version: str
     crops: tuple[DetectorCrop, ...]
     advisory: str = ADVISORY
+    #: The band's noise term for this image (`detector.calibrate.noise_offset`; 0 or
+    #: negative, 0 without one): what `Detector.band_of` added. Not part of `to_dict`.
+    noise_offset: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-compatible dict; crops as a list of dicts."""
@@ -255,27 +258,33 @@ class Detector:
             rgb, request_key if request_key is not None else hashlib.sha256(data).digest()
         )
 
+    def band_of(self, mean_z: float, noise_offset: float = 0.0) -> str:
+        """The band of an image whose score is sigmoid(mean_z) (mean_z: the mean
+        calibrated crop logit): LIKELY_GENERATED if sigmoid(mean_z + noise_offset) >=
+        threshold_high (noise_offset: the band's noise term, `detector.calibrate.
+        noise_offset`, 0 or negative: clean images need more evidence), NO_TRACES if the
+        score < threshold_low, else UNCERTAIN. The same rule as
+        `detector.calibrate.likely_generated`, which the band policy is fitted with."""
+        if _sigmoid(mean_z + noise_offset) >= self.threshold_high:
+            return LIKELY_GENERATED
+        if _sigmoid(mean_z) < self.threshold_low:
+            return NO_TRACES
+        return UNCERTAIN
+
     def _report(
         self, zs: np.ndarray, crops: tuple[DetectorCrop, ...], offset: float
     ) -> DetectorReport:
-        # offset: the band's noise term (`detector.calibrate.noise_offset`), 0 or negative.
         mean = float(zs.mean())
         half = _Z95 * float(zs.std(ddof=1)) / math.sqrt(len(zs)) if len(zs) > 1 else 0.0
-        score = _sigmoid(mean)
-        if _sigmoid(mean + offset) >= self.threshold_high:
-            band = LIKELY_GENERATED
-        elif score < self.threshold_low:
-            band = NO_TRACES
-        else:
-            band = UNCERTAIN
         return DetectorReport(
-            score=score,
+            score=_sigmoid(mean),
             band_low=_sigmoid(mean - half),
             band_high=_sigmoid(mean + half),
-            band=band,
+            band=self.band_of(mean, offset),
             model_id=self.model_id,
             model_version=self.model_version,
             crops=crops,
+            noise_offset=offset,
         )
 
 
