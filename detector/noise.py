@@ -11,7 +11,8 @@ the 3x3 Laplacian-difference mask [[1, -2, 1], [-2, 4, -2], [1, -2, 1]], whose r
 cancels locally linear image content, and sigma = sqrt(pi / 2) / 6 * mean |response|. It
 is taken on each crop the network sees (the same pixels, after the same JPEG q90
 harmonisation), and the image's level is the median over its crops, so that a few
-textured crops do not move it. Pure numpy, float64, deterministic.
+textured crops do not move it. Pure numpy, exact integer sums: the same bits on every
+machine.
 """
 
 from __future__ import annotations
@@ -42,12 +43,14 @@ def crop_noise(patches: np.ndarray) -> np.ndarray:
         )
     if min(patches.shape[1:3]) < 3:
         raise DetectorError(f"crops of {patches.shape[1]}x{patches.shape[2]} px are under 3 px")
-    x = patches.astype(np.float64)
-    y = 0.299 * x[..., 0] + 0.587 * x[..., 1] + 0.114 * x[..., 2]
-    # [1, -2, 1] along rows, then along columns: the outer product is Immerkær's mask.
-    r = y[:, :, :-2] - 2.0 * y[:, :, 1:-1] + y[:, :, 2:]
-    r = r[:, :-2, :] - 2.0 * r[:, 1:-1, :] + r[:, 2:, :]
-    out: np.ndarray = _FACTOR * np.abs(r).mean(axis=(1, 2))
+    # In integers, so that every machine gets the same bits: luma * 1000, then
+    # [1, -2, 1] along rows and along columns (their outer product is Immerkær's mask).
+    x = patches.astype(np.int32)
+    y = 299 * x[..., 0] + 587 * x[..., 1] + 114 * x[..., 2]
+    r = y[:, :, :-2] - 2 * y[:, :, 1:-1] + y[:, :, 2:]
+    r = r[:, :-2, :] - 2 * r[:, 1:-1, :] + r[:, 2:, :]
+    total = np.abs(r).sum(axis=(1, 2), dtype=np.int64)
+    out: np.ndarray = _FACTOR * total / (1000.0 * r.shape[1] * r.shape[2])
     return out
 
 

@@ -385,7 +385,8 @@ class Patches:
 
 
 def fixed_features(
-    patches: np.ndarray, feats: SpectralFeatures | ResidualCooccurrence | NormalisedCooccurrence
+    patches: np.ndarray,
+    feats: SpectralFeatures | ResidualCooccurrence | NormalisedCooccurrence | MinMaxCooccurrence,
 ) -> np.ndarray:
     """Fixed features (`SpectralFeatures` or `ResidualCooccurrence`) of patches
     (N, 64, 64, 3) uint8 -> (N, F) float32."""
@@ -400,10 +401,21 @@ def fixed_features(
 
 def _feature_net(size: int, hidden: int = 0) -> SpectralLogistic:
     """The `SpectralLogistic` whose features have `size` columns: spectral, + the
-    co-occurrences, + the noise-normalised co-occurrences."""
+    co-occurrences, + the noise-normalised co-occurrences (+ `MinMaxCooccurrence`: then
+    only its head and standardisation are sized for them, for ``cv``'s scoring of cached
+    features; its forward pass does not compute them)."""
     spectral = SpectralFeatures(PATCH).size
     co = spectral + ResidualCooccurrence().size
-    if size not in (spectral, co, co + NormalisedCooccurrence().size):
+    norm = co + NormalisedCooccurrence().size
+    if size == norm + MinMaxCooccurrence().size:
+        net = SpectralLogistic(PATCH, cooccurrence=True, hidden=hidden, normalised=True)
+        net.register_buffer("feat_mean", torch.zeros(size))
+        net.register_buffer("feat_std", torch.ones(size))
+        net.fc = torch.nn.Sequential(
+            torch.nn.Linear(size, hidden), torch.nn.GELU(), torch.nn.Linear(hidden, 1)
+        )
+        return net
+    if size not in (spectral, co, norm):
         raise ValueError(f"no feature set has {size} columns")
     return SpectralLogistic(PATCH, cooccurrence=size >= co, hidden=hidden, normalised=size > co)
 
@@ -476,7 +488,7 @@ def fit_mlp(
 def _cached_features(
     patches: Patches,
     path: Path,
-    feats: SpectralFeatures | ResidualCooccurrence | NormalisedCooccurrence,
+    feats: SpectralFeatures | ResidualCooccurrence | NormalisedCooccurrence | MinMaxCooccurrence,
 ) -> dict[str, np.ndarray]:
     """Features of every cached patch by condition, computed once and kept in path; a
     condition cached later (``low``) keeps its features beside it in
@@ -505,13 +517,63 @@ def _cached_features(
     return arrays
 
 
+class MinMaxCooccurrence(torch.nn.Module):
+    """More of the spatial rich model (Fridrich and Kodovsky 2012), measured by ``cv``
+    only (variant ``v5_clean_minmax``; not served): co-occurrences of triples of
+
+    * the minimum and the maximum of the horizontal and vertical first-order residuals at
+      each pixel (SRM's "minmax" residuals; step 1, clipped to [-2, 2]; 125 + 125 bins);
+    * the 3x3 "KB" residual, x convolved with [[-1, 2, -1], [2, -4, 2], [-1, 2, -1]] / 4
+      (step 2; 125 bins),
+
+    along rows and columns pooled, on the luminance in pixel units, Hellinger (square
+    root of shares). Input (B, 3, P, P) normalised pixels; output (B, 375) float32."""
+
+    def __init__(self, scale: float = 255.0 * 0.25) -> None:
+        super().__init__()
+        self.scale = scale
+
+    @property
+    def size(self) -> int:
+        """The number of features."""
+        return 375
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x: (B, 3, P, P) -> (B, size) float32."""
+        from detector.model import _hist, _quantise
+
+        triples = ResidualCooccurrence._triples
+        y = (x.float() * self.scale).mean(1)
+        dh = y[:, 1:-1, 2:] - y[:, 1:-1, 1:-1]
+        dv = y[:, 2:, 1:-1] - y[:, 1:-1, 1:-1]
+        c = y[:, 1:-1, 1:-1]
+        kb = (
+            -y[:, :-2, :-2]
+            - y[:, :-2, 2:]
+            - y[:, 2:, :-2]
+            - y[:, 2:, 2:]
+            + 2 * (y[:, :-2, 1:-1] + y[:, 2:, 1:-1] + y[:, 1:-1, :-2] + y[:, 1:-1, 2:])
+            - 4 * c
+        ) / 4
+        out = []
+        for r, step in ((torch.minimum(dh, dv), 1.0), (torch.maximum(dh, dv), 1.0), (kb, 2.0)):
+            q = _quantise(r, step, 2)
+            out.append(_hist(torch.cat([triples(q, 2), triples(q, 1)], 1), 125))
+        return torch.cat(out, 1).sqrt()
+
+
 class Features:
     """Spectral features of every cached patch (and, with cooccurrence, the residual
     co-occurrence features beside them; with normalised, the noise-normalised ones after
-    those), computed once (features.npz, features-cooc.npz, features-norm.npz)."""
+    those; with minmax, `MinMaxCooccurrence` last), computed once (features.npz,
+    features-cooc.npz, features-norm.npz, features-minmax.npz)."""
 
     def __init__(
-        self, patches: Patches, cooccurrence: bool = False, normalised: bool = False
+        self,
+        patches: Patches,
+        cooccurrence: bool = False,
+        normalised: bool = False,
+        minmax: bool = False,
     ) -> None:
         self.arrays = _cached_features(patches, CACHE / "features.npz", SpectralFeatures(PATCH))
         if cooccurrence:
@@ -520,6 +582,9 @@ class Features:
         if normalised:
             no = _cached_features(patches, CACHE / "features-norm.npz", NormalisedCooccurrence())
             self.arrays = {c: np.concatenate([a, no[c]], 1) for c, a in self.arrays.items()}
+        if minmax:
+            mm = _cached_features(patches, CACHE / "features-minmax.npz", MinMaxCooccurrence())
+            self.arrays = {c: np.concatenate([a, mm[c]], 1) for c, a in self.arrays.items()}
         self.where = patches.where
 
     def stack(
@@ -891,6 +956,7 @@ CV_VARIANTS: dict[str, dict[str, Any]] = {
     "v5_clean_ep5": {"clean": True, "epochs": 5},
     "v5_cleanreal": {"clean": "real"},
     "v5_cleanreal_ep5": {"clean": "real", "epochs": 5},
+    "v5_clean_minmax": {"clean": True, "minmax": True},
 }
 
 
@@ -940,7 +1006,11 @@ def stage_cv(args: argparse.Namespace) -> None:
 
     all_samples = samples()
     pt = Patches()
-    ft = Features(pt, True, True)
+    names = list(filter(None, args.variants.split(",")))
+    minmax = any(CV_VARIANTS[n].get("minmax") for n in names)
+    ft = Features(pt, True, True, minmax)
+    full = ft.arrays["harm"].shape[1]
+    width = base = full - (MinMaxCooccurrence().size if minmax else 0)
     demo = demo_indices(all_samples)
     idx = [i for i in pt.images() if not is_test_source(all_samples[i]) and i not in demo]
     folds = cv_folds(all_samples, idx, args.folds)
@@ -963,16 +1033,18 @@ def stage_cv(args: argparse.Namespace) -> None:
     report.setdefault("variants", {})
 
     def rows(conds: tuple[str, ...], ids: list[int]) -> np.ndarray:
-        return ft.stack(conds, ids, True)[0]
+        return ft.stack(conds, ids, True)[0][:, :width]
 
     def scores(net: SpectralLogistic, cond: str, ids: list[int]) -> np.ndarray:
         x, owner = ft.stack((cond,), ids, patches=True)
+        x = np.ascontiguousarray(x[:, :width])
         with torch.inference_mode():
             z = net.fc((torch.from_numpy(x) - net.feat_mean) / net.feat_std).squeeze(1).numpy()
         return image_means(z, owner, ids)
 
-    for name in filter(None, args.variants.split(",")):
+    for name in names:
         v = {"low": True, "low_repeat": 1, "hidden": args.hidden, **CV_VARIANTS[name]}
+        width = full if v.get("minmax") else base
         t0 = time.monotonic()
         oof: dict[int, float] = {}
         oof_by: dict[str, dict[int, float]] = {c: {} for c in OOF_CONDS}

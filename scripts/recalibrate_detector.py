@@ -9,13 +9,17 @@ images; the held-out fixture images are an independent check.
 Each image is scored as the server scores it (`detector.policy.score_files`, `--crops`
 keyed stratified crops); `detector.policy.fit_band_policy` fits Platt scaling and the
 thresholds (at most 5% of real photos "likely generated", pooled and per origin) and
-estimates the rates on unseen sources by leaving one repository out at a time. The
+estimates the rates on unseen sources by leaving one repository out at a time. With
+`--noise-cv VARIANT` the band gets version 7's noise term, its shape taken from the
+cross-validation on training sources (`eval-cv.json`), never from these images; each
+image's noise level is measured on the same crops (cached beside the scores). The
 report goes to `detector/weights/eval-bands-<model>.json`; with `--write` the weights are
 re-saved with the new calibration and crop count (the tensors are unchanged).
 
 Usage::
 
-    nice -n 19 python scripts/recalibrate_detector.py --model default --write
+    nice -n 19 python scripts/recalibrate_detector.py --model default --noise-cv v5_clean \
+        --write --version 7
 
 Exit codes: 0 done, 1 the policy could not be fitted, 2 bad arguments or missing data.
 """
@@ -81,16 +85,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--min-origin-images", type=int, default=10)
     ap.add_argument("--threads", type=int, default=1, help="torch threads")
     ap.add_argument(
-        "--noise-ratio",
-        type=float,
-        help="the band's noise term (version 7): its ratio to the Platt slope, chosen by "
-        "cross-validation on training sources (eval-cv.json noise_policies ... pooled_term)",
-    )
-    ap.add_argument(
-        "--noise-ref",
-        type=float,
-        default=0.0,
-        help="the band's noise term: the log noise level under which it applies",
+        "--noise-cv",
+        metavar="VARIANT",
+        help="give the band its noise term (version 7), the shape fitted by cross-validation "
+        "on training sources: detector/weights/eval-cv.json noise_policies.VARIANT.pooled_term "
+        "(scripts/detector_candidates.py noise --variants VARIANT)",
     )
     ap.add_argument("--write", action="store_true", help="re-save the weights")
     ap.add_argument(
@@ -104,6 +103,19 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
+    noise_term = None
+    if args.noise_cv:
+        try:
+            cv = json.loads((WEIGHTS / "eval-cv.json").read_text())
+            term = cv["noise_policies"][args.noise_cv]["pooled_term"]
+            noise_term = (float(term["ratio"]), float(term["ref"]))
+        except (OSError, ValueError, KeyError) as e:
+            print(
+                f"error: no noise term for {args.noise_cv!r} in eval-cv.json ({e}); run "
+                f"scripts/detector_candidates.py noise --variants {args.noise_cv}",
+                file=sys.stderr,
+            )
+            return 2
     loaded = load_model(args.model)
     every = load_samples([args.data]) + load_samples(args.fixtures)
     held, trained = split_trained(args.model, every, args.data)
@@ -171,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
             [s for s in scored if str(s.sample.path) in in_recipe],
             args.target_fpr,
             min_origin_images=args.min_origin_images,
-            noise_term=None if args.noise_ratio is None else (args.noise_ratio, args.noise_ref),
+            noise_term=noise_term,
         )
     except ProvenanceError as e:
         print(f"error: {e}", file=sys.stderr)
@@ -236,10 +248,12 @@ def main(argv: list[str] | None = None) -> int:
                 **loaded.meta.training,
                 "band_policy": f"eval-bands-{args.model}.json",
                 "band_noise_term": {
-                    "ratio": args.noise_ratio or 0.0,
-                    "ref": args.noise_ref if args.noise_ratio else 0.0,
-                    "chosen_by": "scripts/detector_candidates.py noise: eval-cv.json "
-                    "noise_policies.<variant>.pooled_term (training sources only)",
+                    "ratio": noise_term[0] if noise_term else 0.0,
+                    "ref": noise_term[1] if noise_term else 0.0,
+                    "chosen_by": f"eval-cv.json noise_policies.{args.noise_cv}.pooled_term "
+                    "(scripts/detector_candidates.py noise: training sources only)"
+                    if noise_term
+                    else "none",
                 },
             },
         )
