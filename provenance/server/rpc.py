@@ -34,6 +34,7 @@ from provenance.core.errors import (
     DeadlineError,
     DetectorError,
     EnrollmentError,
+    ForgeryPenaltyError,
     IndexLoadingError,
     KeyMaterialError,
     LimitError,
@@ -57,7 +58,13 @@ from provenance.index.mih import SCAN_CODES_PER_SECOND
 from provenance.media.assets import check_image_size
 from provenance.media.image import SNIFF_BYTES, sniff_media_type
 from provenance.media.inspect import InspectConfig, Upload
-from provenance.server.limits import DeviceQuota, ServerLimits, UploadGate
+from provenance.server.limits import (
+    FORGERY_HOLD_S,
+    DeviceQuota,
+    ForgeryPenalty,
+    ServerLimits,
+    UploadGate,
+)
 from provenance.server.pipeline import (
     DetectorBackend,
     VerificationPipeline,
@@ -244,17 +251,33 @@ class CapturesServicer(rpc.CapturesServicer):
     millisecond (the device key was checked at enrollment and is kept once read); every
     store read (a device key not yet known, a quota count to refresh) runs in ``pool``,
     so a slow database (PostgreSQL round trips) never stalls the other calls; the group
-    commit is awaited without a thread."""
+    commit is awaited without a thread. A connection that sent too many forgeries
+    (``penalty``) has its submissions refused first, each answer held back
+    `FORGERY_HOLD_S`."""
 
     def __init__(
-        self, service: ProvenanceService, quota: DeviceQuota, pool: futures.Executor
+        self,
+        service: ProvenanceService,
+        quota: DeviceQuota,
+        pool: futures.Executor,
+        penalty: ForgeryPenalty,
     ) -> None:
         self.s = service
         self.quota = quota
         self.pool = pool
+        self.penalty = penalty
 
     @_rpc
     async def SubmitCapture(self, request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+        peer = None
+        if self.penalty.active():  # else no peer() call: the common case costs nothing
+            peer = context.peer()
+            try:
+                self.penalty.check(peer)
+            except ForgeryPenaltyError:
+                left = context.time_remaining()
+                await asyncio.sleep(FORGERY_HOLD_S if left is None else min(FORGERY_HOLD_S, left))
+                raise
         if not request.HasField("signed_claim"):
             raise ClaimError("the request carries no signed claim")
         signed = wire.signed_from_pb(request.signed_claim)
@@ -269,7 +292,11 @@ class CapturesServicer(rpc.CapturesServicer):
             await loop.run_in_executor(self.pool, self.quota.check, signed.key_id, size)
         else:
             self.quota.check(signed.key_id, size)
-        res = await self.s.submit_async(signed, reads=self.pool)
+        try:
+            res = await self.s.submit_async(signed, reads=self.pool)
+        except SignatureError:  # a forgery: counted against the connection, not the device
+            self.penalty.charge(context.peer() if peer is None else peer)
+            raise
         if not res.duplicate:  # charged once verified and logged: forgeries cost nothing
             self.quota.charge(signed.key_id, size)
         return pb.SubmitCaptureResponse(
@@ -756,7 +783,10 @@ def create_server(
             ],
         )
         rpc.add_DeviceRegistryServicer_to_server(RegistryServicer(service, config), server)
-        rpc.add_CapturesServicer_to_server(CapturesServicer(service, quota, pool), server)
+        rpc.add_CapturesServicer_to_server(
+            CapturesServicer(service, quota, pool, ForgeryPenalty(lim.forgeries_per_minute)),
+            server,
+        )
         rpc.add_VerificationServicer_to_server(verification, server)
         rpc.add_LogServicer_to_server(LogServicer(service), server)
         health_servicer = health.HealthServicer()
