@@ -223,3 +223,51 @@ def test_a_database_on_read_only_media_is_audited(inproc: InProc, tmp_path: Path
             store.close()
     finally:
         subprocess.run(["umount", "-l", str(ro)], check=True)  # lazy: even if a file stays open
+
+
+def test_a_backup_with_a_wal_but_no_shm_on_read_only_media_is_refused_clearly(
+    inproc: InProc, tmp_path: Path
+) -> None:
+    """A backup that kept prov.db-wal but left the transient -shm out, on a read-only
+    mount: SQLite can read the -wal's transactions only through a -shm it cannot create
+    there, and opening the file immutable would silently drop them. The store says what
+    is wrong and what to do, and the advice works: the two files copied together to a
+    writable folder are audited whole, the -wal's transactions included."""
+    import shutil
+    import subprocess
+
+    _logged(inproc)
+    backup = tmp_path / "backup"
+    backup.mkdir()
+    writer = SqliteStore(inproc.db)
+    try:
+        writer.set_meta("written", "only in the WAL")
+        shutil.copyfile(inproc.db, backup / "prov.db")  # as a live backup copies them
+        shutil.copyfile(f"{inproc.db}-wal", backup / "prov.db-wal")
+    finally:
+        writer.close()
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    mounted = subprocess.run(
+        ["mount", "--bind", "-o", "ro", str(backup), str(ro)], capture_output=True
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot make a read-only bind mount here: {mounted.stderr!r}")
+    try:
+        with pytest.raises(LogError) as refused:
+            SqliteStore(ro / "prov.db", read_only=True)
+    finally:
+        subprocess.run(["umount", "-l", str(ro)], check=True)
+    text = str(refused.value)
+    assert "has a prov.db-wal file" in text and "no prov.db-shm" in text
+    assert "copy prov.db and prov.db-wal together to a writable folder" in text
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    for name in ("prov.db", "prov.db-wal"):
+        shutil.copyfile(backup / name, copy / name)
+    store = SqliteStore(copy / "prov.db", read_only=True)
+    try:
+        assert store.tree_size() == 4  # the enrollment and the three claims
+        assert store.get_meta("written") == "only in the WAL"
+    finally:
+        store.close()

@@ -393,6 +393,39 @@ def test_ipv4_clients_of_a_dual_stack_listener_are_counted_as_ipv4() -> None:
     assert b"too many connections from 127.0.0.2: at most 2 at once" in answer
 
 
+def _get_favicon(s: socket.socket) -> bytes | None:
+    """Send one GET of the favicon on ``s`` (closing after the answer); what came back."""
+    s.sendall(b"GET /static/favicon.svg HTTP/1.1\r\nhost: t\r\nconnection: close\r\n\r\n")
+    return _read_until_closed(s, 10.0)
+
+
+def test_a_client_gets_its_connection_share_back_when_its_connections_close() -> None:
+    """The per-client count follows connections as they close: a client that used its
+    whole share, then closed it, opens as many again (a count that never fell would
+    refuse it for ever), and one more than its share is still refused."""
+    proc = start_web("127.0.0.1:1", "--connections-per-client", "2")
+    try:
+        for _ in range(3):
+            socks = [_connect(proc.address, "127.0.0.2") for _ in range(2)]
+            answers = [_get_favicon(s) for s in socks]
+            for s in socks:
+                s.close()
+            for answer in answers:
+                assert answer is not None and answer.startswith(b"HTTP/1.1 200 "), answer
+            time.sleep(0.2)  # the server has seen both closes
+        held = [_connect(proc.address, "127.0.0.2") for _ in range(2)]
+        try:
+            time.sleep(0.2)
+            third = _read_until_closed(_connect(proc.address, "127.0.0.2"), 5.0)
+        finally:
+            for s in held:
+                s.close()
+    finally:
+        proc.stop()
+    assert third is not None and third.startswith(b"HTTP/1.1 503 Service Unavailable\r\n")
+    assert b"too many connections from 127.0.0.2: at most 2 at once" in third
+
+
 #: Run inside a fresh network namespace (`unshare -n`) whose loopback holds addresses in
 #: two /64s: three connections from three addresses of one /64 to a `prov web` allowing
 #: two per client, and one from the other /64; prints the first bytes each one got.

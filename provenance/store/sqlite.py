@@ -247,7 +247,9 @@ class SqliteStore(SqlStore):
         """A ``mode=ro`` connection; on read-only media (a read-only mount, a folder it may
         not write) a WAL database without a -wal file cannot be opened so, as SQLite must
         create its -shm: it is then opened ``immutable`` (a server writing it through
-        another, writable mount would have created the -wal first)."""
+        another, writable mount would have created the -wal first). One with a -wal but
+        no -shm there raises LogError saying so: SQLite can read the -wal's transactions
+        only through a -shm (sqlite.org/wal.html, "Read-Only Databases")."""
         try:
             conn = sqlite3.connect(
                 f"{self.path.resolve().as_uri()}?{flags}",
@@ -259,13 +261,24 @@ class SqliteStore(SqlStore):
             conn.execute("PRAGMA query_only=ON")
         except sqlite3.Error as e:
             raise LogError(f"cannot open database {self.path} read-only: {e}") from e
-        if flags == "mode=ro" and self.path.is_file() and not self._wal_files():
+        wal = self._wal_files()
+        if flags == "mode=ro" and self.path.is_file() and len(wal) < 2:
             try:
                 conn.execute("PRAGMA user_version").fetchone()  # the file's first read
             except sqlite3.OperationalError as e:
                 if e.sqlite_errorcode & 0xFF == sqlite3.SQLITE_CANTOPEN:
                     conn.close()
-                    return self._connect_read_only("mode=ro&immutable=1")
+                    if not wal:
+                        return self._connect_read_only("mode=ro&immutable=1")
+                    # a -wal without its -shm (a backup that left the -shm out): opened
+                    # immutable, its committed transactions would silently go missing
+                    raise LogError(
+                        f"cannot read {self.path} where it is: it has a {wal[0].name} file"
+                        f" (transactions not yet copied into the database) but no"
+                        f" {self.path.name}-shm, and SQLite cannot create one in this"
+                        f" read-only place to read them; copy {self.path.name} and"
+                        f" {wal[0].name} together to a writable folder and audit the copy"
+                    ) from e
                 # any other error is the schema check's to report
         return conn
 

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+from collections import Counter
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -117,6 +118,9 @@ class _GuardedH11(H11Protocol):
     limits: ClassVar[HttpLimits]
     #: Refused connections in their lingering close (at most ``max_connections``).
     lingering: ClassVar[set[_GuardedH11]]
+    #: Accepted open connections per `client_key` (a flood costs O(1) per connection,
+    #: not a walk over every open one).
+    open_per_client: ClassVar[Counter[str]]
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -128,13 +132,14 @@ class _GuardedH11(H11Protocol):
         self._last_data = 0.0
         self._write_timer: asyncio.TimerHandle | None = None
         self.client_key: str | None = None  # set once connected
+        self._counted = False  # counted in `open_per_client`
 
     # -- connection caps
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         host = self.client_key = _client(self)
-        same = sum(1 for c in self.connections if getattr(c, "client_key", None) == host)
+        same = (self.open_per_client[host] if host is not None else 0) + 1  # this one too
         if len(self.connections) > self.limits.max_connections:
             self._refuse(
                 f"the server is busy: {self.limits.max_connections} connections are open;"
@@ -146,6 +151,9 @@ class _GuardedH11(H11Protocol):
                 " close some or retry later\n"
             )
         else:
+            if host is not None:
+                self.open_per_client[host] += 1
+                self._counted = True
             self._phase, self._phase_start = "head", self.loop.time()
             self._arm()
 
@@ -211,6 +219,13 @@ class _GuardedH11(H11Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel()
         self._cancel_write_watch()
+        if self._counted and self.client_key is not None:
+            self._counted = False
+            left = self.open_per_client[self.client_key] - 1
+            if left > 0:
+                self.open_per_client[self.client_key] = left
+            else:
+                del self.open_per_client[self.client_key]
         super().connection_lost(exc)
 
     # -- a client that stops reading its answer
@@ -315,4 +330,8 @@ class _GuardedH11(H11Protocol):
 def guarded_protocol(limits: HttpLimits) -> type[H11Protocol]:
     """uvicorn's h11 protocol class with ``limits`` applied; pass it as
     ``uvicorn.Config(http=...)``."""
-    return type("GuardedH11Protocol", (_GuardedH11,), {"limits": limits, "lingering": set()})
+    return type(
+        "GuardedH11Protocol",
+        (_GuardedH11,),
+        {"limits": limits, "lingering": set(), "open_per_client": Counter()},
+    )
