@@ -109,6 +109,9 @@ def test_postgresql_hash_indexes_keep_room_after_a_rebuild(pg_url: str) -> None:
         c.execute("CREATE EXTENSION IF NOT EXISTS pgstattuple")
         c.execute("REINDEX TABLE leaves")  # as migration 4's CREATE INDEX: sorted, packed
         for name in ("leaves_claim_hash_key", "leaves_leaf_key", "leaves_file_key"):
-            row = c.execute("SELECT leaf_pages, avg_leaf_density FROM pgstatindex(%s)", (name,))
-            pages, density = row.fetchone()
+            row = c.execute(
+                "SELECT leaf_pages, avg_leaf_density FROM pgstatindex(%s)", (name,)
+            ).fetchone()
+            assert row is not None
+            pages, density = row
             assert pages > 10 and density < 92, (name, pages, density)
