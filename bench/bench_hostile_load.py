@@ -89,7 +89,7 @@ def _start_server(db: Path, *extra: str) -> tuple[subprocess.Popen[str], str]:
             "--db",
             str(db),
             "--listen",
-            "127.0.0.1:0",
+            "[::]:0",  # IPv4 and IPv6: the forger is another client, on ::1
             "--no-detector",
             "--c2pa-workers",
             "0",
@@ -104,7 +104,7 @@ def _start_server(db: Path, *extra: str) -> tuple[subprocess.Popen[str], str]:
     assert proc.stdout is not None
     while line := proc.stdout.readline():
         if line.startswith("listening on "):
-            return proc, line.split()[-1]
+            return proc, f"127.0.0.1:{line.split()[-1].rpartition(':')[2]}"
     raise SystemExit(f"the server did not start (exit {proc.wait()})")
 
 
@@ -260,7 +260,10 @@ def _run_phase(
     forge = None
     if forgers:
         forge = subprocess.Popen(
-            [sys.executable, __file__, "--forge", address, "--forgers", str(forgers)]
+            # from another client address than the honest callers' (the server meters
+            # forgeries per address)
+            [sys.executable, __file__, "--forge", f"[::1]:{address.rpartition(':')[2]}"]
+            + ["--forgers", str(forgers)]
             + [f"--victim={v.hex()}" for v in victims or []],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
