@@ -153,6 +153,9 @@ _MIGRATIONS: dict[int, str] = {
     """,
 }
 SCHEMA_VERSION = max(_MIGRATIONS)
+#: The newest migration that changed tables or columns (6 only fills index pages
+#: differently): a file of this schema or newer, opened read-only, reads as the newest.
+TABLES_VERSION = 5
 #: Page cache of the writer connection, KiB (SQLite's default is 2 MiB).
 WRITER_CACHE_KIB = 128 * 1024
 #: WAL pages after which the writer checkpoints by itself (SQLite's default is 1,000).
@@ -290,7 +293,7 @@ class SqliteStore(SqlStore):
         except sqlite3.DatabaseError as e:
             raise LogError(f"{self.path} is not a provenance database: {e}") from e
         self.outdated = read_only_schema(
-            version,
+            SCHEMA_VERSION if TABLES_VERSION <= version <= SCHEMA_VERSION else version,
             SCHEMA_VERSION,
             str(self.path),
             f"`prov serve --db {self.path}` migrates it when it starts (copy the file first"
