@@ -9,7 +9,11 @@ find one; it cuts a stream that goes idle or runs past its deadline (received on
 asyncio event loop, a stalled stream holds no thread), and admits decodes into a
 smaller number of slots. `DeviceQuota` meters each device's accepted submissions
 (claims and bytes per minute, a sliding window counted in the store so that every
-server of a log shares it).
+server of a log shares it). `ForgeryPenalty` meters each client connection's forged
+submissions (signatures that do not verify), which no device quota can charge: a
+connection past its budget has its submissions refused unverified, each answer held
+back a moment, so a flood of forgeries costs the server almost nothing and cannot crowd
+the honest submissions out of the log writer's batches.
 
 Refusals are `LimitError` (gRPC RESOURCE_EXHAUSTED) and `UploadTimeoutError`
 (DEADLINE_EXCEEDED), decided before the expensive work starts.
@@ -26,7 +30,13 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from provenance.core.errors import ConfigError, LimitError, ProvenanceError, UploadTimeoutError
+from provenance.core.errors import (
+    ConfigError,
+    ForgeryPenaltyError,
+    LimitError,
+    ProvenanceError,
+    UploadTimeoutError,
+)
 from provenance.wire.contract import MAX_LOOKUP_HASHES, MAX_LOOKUP_QUERIES
 
 log = logging.getLogger(__name__)
@@ -56,7 +66,10 @@ class ServerLimits:
     sooner [--lookup-seconds];
     quota_claims_per_minute, quota_bytes_per_minute: accepted submissions and signed-claim
     bytes per device per minute, bursts up to one minute's worth
-    [--quota-claims-per-minute, --quota-claim-kb-per-minute]; 0 turns a quota off.
+    [--quota-claims-per-minute, --quota-claim-kb-per-minute]; 0 turns a quota off;
+    forgeries_per_minute: submissions with a signature that does not verify that one
+    client connection may send per minute, bursts up to one minute's worth, before its
+    submissions are refused (`ForgeryPenalty`) [--forgeries-per-minute]; 0: no limit.
 
     Raises ConfigError when a value is out of range or uploads could take every thread.
     """
@@ -74,6 +87,7 @@ class ServerLimits:
     lookup_s: float = 30.0
     quota_claims_per_minute: int = 600
     quota_bytes_per_minute: int = 32 * 1024 * 1024
+    forgeries_per_minute: int = 60
 
     def __post_init__(self) -> None:
         for name in (
@@ -94,7 +108,12 @@ class ServerLimits:
         for name in ("upload_idle_s", "upload_deadline_s", "decode_wait_s", "lookup_s"):
             if not getattr(self, name) > 0:
                 raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
-        for name in ("min_chunk_bytes", "quota_claims_per_minute", "quota_bytes_per_minute"):
+        for name in (
+            "min_chunk_bytes",
+            "quota_claims_per_minute",
+            "quota_bytes_per_minute",
+            "forgeries_per_minute",
+        ):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} cannot be negative, got {getattr(self, name)}")
 
@@ -336,3 +355,68 @@ class DeviceQuota:
             self.flush()
         except ProvenanceError as e:
             log.warning("device quota counts not stored: %s", e)
+
+
+#: How long a refused submission of a penalised connection waits before its answer, in
+#: seconds (less when the call's deadline is sooner): a client flooding forgeries with n
+#: calls in flight gets at most n answers per FORGERY_HOLD_S, so refusing it costs the
+#: server little, while an honest client that retries after ``retry_after_s`` never waits.
+FORGERY_HOLD_S = 1.0
+#: Client connections whose forgery counts are kept; the least recently charged go first.
+FORGERY_PEERS_KEPT = 4096
+
+
+class ForgeryPenalty:
+    """Per client connection (gRPC's peer, ``ipv4:ADDRESS:PORT``), a token bucket of
+    forged submissions: ``per_minute`` tokens, refilled at ``per_minute`` a minute; each
+    submission refused with SignatureError takes one (`charge`). While a connection has
+    none left, `check` refuses its submissions before any decoding or verification.
+
+    A device quota cannot meter forgeries (anyone may name any device, so charging the
+    named device would let a forger use up an honest device's quota); a connection is
+    what the forger controls. Used on the event loop's thread only (no lock)."""
+
+    def __init__(self, per_minute: int, clock: Callable[[], float] = time.monotonic) -> None:
+        self._rate = per_minute / 60.0
+        self._cap = float(per_minute)
+        self._clock = clock
+        # peer -> (tokens, clock() when counted), in the order last charged
+        self._peers: dict[str, tuple[float, float]] = {}
+
+    def active(self) -> bool:
+        """Whether any connection is being metered (else `check` has nothing to do)."""
+        return bool(self._peers)
+
+    def _tokens(self, peer: str, now: float) -> float:
+        tokens, at = self._peers.get(peer, (self._cap, now))
+        return min(self._cap, tokens + (now - at) * self._rate)
+
+    def check(self, peer: str) -> None:
+        """Raises ForgeryPenaltyError when ``peer`` has used up its forgeries for now."""
+        if not self._rate or peer not in self._peers:
+            return
+        now = self._clock()
+        tokens = self._tokens(peer, now)
+        if tokens >= 1.0:
+            if tokens >= self._cap:  # back to a full budget: forget the connection
+                del self._peers[peer]
+            return
+        wait = (1.0 - tokens) / self._rate
+        raise ForgeryPenaltyError(
+            f"this connection sent more than {self._cap:.0f} submissions in a minute whose"
+            " signatures did not verify (the server's limit, --forgeries-per-minute); its"
+            f" submissions are refused for {wait:.1f} s: check the device key that signs them",
+            wait,
+        )
+
+    def charge(self, peer: str) -> None:
+        """Count one submission from ``peer`` refused because its signature did not
+        verify."""
+        if not self._rate:
+            return
+        now = self._clock()
+        tokens = self._tokens(peer, now) - 1.0
+        self._peers.pop(peer, None)
+        self._peers[peer] = (tokens, now)
+        if len(self._peers) > FORGERY_PEERS_KEPT:
+            del self._peers[next(iter(self._peers))]

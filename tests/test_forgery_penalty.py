@@ -1,0 +1,116 @@
+"""Forged submissions are metered per client connection (`ForgeryPenalty`): past its
+budget a connection's submissions are refused unverified, while other connections'
+honest submissions are still accepted. A real `prov serve` on loopback, real keys."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+from conftest import ServerProc, enroll_key, sign_claim, signed_claim, start_server
+
+from clients.api import ProvenanceClient
+from provenance.core.claims import SignedClaim
+from provenance.core.errors import ForgeryPenaltyError
+from provenance.core.keys import DeviceKey
+from provenance.server.limits import ForgeryPenalty
+from provenance.v1 import provenance_pb2 as pb
+from provenance.v1 import provenance_pb2_grpc as rpc
+from provenance.wire import convert as wire
+from provenance.wire.contract import RETRY_AFTER_KEY
+
+
+@pytest.fixture
+def strict_server(tmp_path: Path) -> Iterator[ServerProc]:
+    srv = start_server(tmp_path / "p.db", "--forgeries-per-minute", "3")
+    yield srv
+    srv.stop()
+
+
+def _stub(address: str) -> tuple[grpc.Channel, rpc.CapturesStub]:
+    # a subchannel pool of its own: a connection of its own, as another client has
+    channel = grpc.insecure_channel(address, options=[("grpc.use_local_subchannel_pool", 1)])
+    return channel, rpc.CapturesStub(channel)
+
+
+def _submit(stub: rpc.CapturesStub, signed: SignedClaim) -> grpc.RpcError | None:
+    try:
+        stub.SubmitCapture(
+            pb.SubmitCaptureRequest(signed_claim=wire.signed_to_pb(signed)), timeout=30
+        )
+    except grpc.RpcError as e:
+        return e
+    return None
+
+
+@pytest.mark.slow
+def test_forger_connection_is_refused_and_others_are_served(strict_server: ServerProc) -> None:
+    with ProvenanceClient(strict_server.address, admin_token="test-admin-token-0123456789") as c:
+        victim = enroll_key(c)
+        honest = enroll_key(c)
+    forger = DeviceKey.generate()
+    forged = [_forge(victim, forger, n) for n in range(1, 6)]
+    bad_channel, bad = _stub(strict_server.address)
+    good_channel, good = _stub(strict_server.address)
+    try:
+        # the budget: each forgery verified and refused as such
+        for f in forged[:3]:
+            err = _submit(bad, f)
+            assert err is not None and err.code() is grpc.StatusCode.UNAUTHENTICATED
+        # past it: refused unverified, with when to retry
+        err = _submit(bad, forged[3])
+        assert err is not None and err.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert "--forgeries-per-minute" in (err.details() or "")
+        trailers: dict[str, str | bytes] = dict(err.trailing_metadata() or ())
+        assert float(trailers[RETRY_AFTER_KEY]) > 0
+        # the penalty is the connection's: even a good claim from it waits its turn
+        err = _submit(bad, signed_claim(victim, 1))
+        assert err is not None and err.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
+        # another connection is served as before, for the victim device too
+        assert _submit(good, signed_claim(honest, 1)) is None
+        assert _submit(good, signed_claim(victim, 1)) is None
+        err = _submit(good, forged[4])
+        assert err is not None and err.code() is grpc.StatusCode.UNAUTHENTICATED
+    finally:
+        bad_channel.close()
+        good_channel.close()
+
+
+def _forge(victim: DeviceKey, forger: DeviceKey, seq: int) -> SignedClaim:
+    """A claim naming ``victim``'s device, signed by ``forger``: well formed, canonical S,
+    failing only the verification equation."""
+    good = signed_claim(victim, seq)
+    other = sign_claim(forger, wire.decode_claim(good.claim_bytes))
+    return SignedClaim(good.payload_type, good.claim_bytes, good.key_id, other.signature)
+
+
+def test_penalty_refills_and_forgets() -> None:
+    now = [0.0]
+    p = ForgeryPenalty(per_minute=2, clock=lambda: now[0])
+    assert not p.active()
+    p.check("ipv4:127.0.0.1:1")  # unknown: nothing to do
+    p.charge("ipv4:127.0.0.1:1")
+    p.check("ipv4:127.0.0.1:1")  # one left
+    p.charge("ipv4:127.0.0.1:1")
+    with pytest.raises(ForgeryPenaltyError) as e:
+        p.check("ipv4:127.0.0.1:1")
+    assert e.value.retry_after_s == pytest.approx(30.0)
+    p.check("ipv4:127.0.0.1:2")  # another connection is not charged
+    now[0] = 29.0
+    with pytest.raises(ForgeryPenaltyError):
+        p.check("ipv4:127.0.0.1:1")
+    now[0] = 31.0
+    p.check("ipv4:127.0.0.1:1")  # refilled one
+    now[0] = 100.0
+    p.check("ipv4:127.0.0.1:1")  # full again: forgotten
+    assert not p.active()
+
+
+def test_no_limit_when_zero() -> None:
+    p = ForgeryPenalty(per_minute=0)
+    for _ in range(100):
+        p.charge("ipv4:127.0.0.1:1")
+    p.check("ipv4:127.0.0.1:1")
+    assert not p.active()
