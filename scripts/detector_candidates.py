@@ -18,6 +18,13 @@ Stages (each resumable, results under ``.cache/detector-candidates/``, git-ignor
 ``run``
     Train the candidates and score them with the same protocol (below), writing
     ``detector/weights/eval-candidates.json``.
+``cv``
+    Grouped cross-validation of recipes on the training sources only (`stage_cv`),
+    writing ``detector/weights/eval-cv.json`` and the out-of-fold logits.
+``noise``
+    Compare noise-level-aware calibrations and band rules on those out-of-fold logits
+    (`stage_noise`) and fit the shape of version 7's band term (``pooled_term``, read by
+    ``scripts/recalibrate_detector.py --noise-cv``).
 
 Protocol: real photos are split by source repository (recipe rows) or group (fixtures):
 30% of the sources (SHA-256 of the name, salt "det-eval") are test sources in every fold
