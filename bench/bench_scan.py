@@ -37,7 +37,7 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from multiprocessing import forkserver
 from pathlib import Path
 
@@ -47,21 +47,24 @@ from PIL import Image
 from prov_server import start_server  # bench/prov_server.py, next to this script
 from results import Ratio, write_results  # bench/results.py, next to this script
 
-from clients.api import ProvenanceClient, Query
-from clients.files import open_regular
+from clients.api import ProvenanceClient, Query, _lookup_request
 from clients.scan.engines import LocalEngine, _worker_context
 from clients.scan.hashing import measure, read_ahead
-from clients.scan.pipeline import run_scan
+from clients.scan.pipeline import DEFAULT_BATCH, run_scan
 from clients.scan.report import csv_row, row_key
 from clients.scan.rows import measured_row
 from clients.scan.sources import FileItem, ScanLimits, iter_items
 from clients.scan.worker import ScanConfig
 from provenance.c2pa.container import may_hold_manifest_store
 from provenance.core.binding import PerceptualHash
+from provenance.core.errors import TransportError
 from provenance.index.mih import MihIndex
 from provenance.index.pdq_index import PdqIndex
 from provenance.media.assets import AssetLimits, inspect_image
 from provenance.media.image import SNIFF_BYTES, sniff_media_type
+from provenance.server.rpc import ServerConfig, VerificationServicer
+from provenance.server.service import ProvenanceService, ServiceConfig
+from provenance.v1 import provenance_pb2 as pb
 
 
 def photo_folder(n: int) -> Path:
@@ -211,6 +214,7 @@ def breakdown(
     are timed one after another, ``rounds`` times over (so a change of load hits all of
     them alike), and the median of each reported."""
     limits = AssetLimits()
+    per_call = DEFAULT_BATCH  # files per Lookup and per batch, as a scan sends them
     paths = [str(f) for f in files]
     datas = [f.read_bytes() for f in files]
     items = [FileItem(p, p, len(d)) for p, d in zip(paths, datas, strict=True)]
@@ -222,15 +226,18 @@ def breakdown(
     ]
     proc = psutil.Process(server.pid)
     client = ProvenanceClient(address)
-    reports = [r for k in range(0, n, 64) for _, r in client.lookup(queries[k : k + 64])]
+    answers = [
+        r for k in range(0, n, per_call) for _, r in client.lookup_wire(queries[k : k + per_call])
+    ]
+    reports = [r for r in answers if not isinstance(r, TransportError)]
+    assert len(reports) == n, "the server could not answer every file"
     rows = [measured_row(m, None, r) for m, r in zip(measured, reports, strict=True)]
-    batches = [rows[k : k + 64] for k in range(0, n, 64)]
+    batches = [rows[k : k + per_call] for k in range(0, n, per_call)]
     walked = sum(1 for _ in iter_items([str(folder)], ScanLimits()))
 
-    def read() -> None:
-        for p in paths:
-            with open_regular(p) as f:
-                f.read()
+    def read() -> None:  # as a worker reads a batch's small files
+        for k in range(0, n, per_call):
+            read_ahead(items[k : k + per_call], limits)
 
     def sha() -> None:
         for d in datas:
@@ -246,17 +253,17 @@ def breakdown(
             measure(i, limits)
 
     def measure_read_ahead() -> None:
-        for k in range(0, n, 64):
-            batch = items[k : k + 64]
+        for k in range(0, n, per_call):
+            batch = items[k : k + per_call]
             read = read_ahead(batch, limits)
             for i in batch:
                 measure(i, limits, read.pop(i.ref, None))
 
-    def lookups() -> None:  # as a scan's worker asks: an answer per file
-        for k in range(0, n, 64):
-            client.lookup_each(queries[k : k + 64])
+    def lookups() -> None:  # as a scan's worker asks: an answer per file, not converted
+        for k in range(0, n, per_call):
+            client.lookup_wire(queries[k : k + per_call])
 
-    def row_all() -> None:
+    def row_all() -> None:  # the row's report fields read from the wire report
         for m, r in zip(measured, reports, strict=True):
             measured_row(m, None, r)
 
@@ -269,7 +276,7 @@ def breakdown(
             json.dumps(r, separators=(",", ":"))
 
     def table() -> None:
-        w = csv.DictWriter(io.StringIO(), fieldnames=list(csv_row(rows[0])))
+        w = csv.writer(io.StringIO())
         for r in rows:
             w.writerow(csv_row(r))
             row_key(r)
@@ -279,7 +286,7 @@ def breakdown(
             pass
 
     parts: list[tuple[str, Callable[[], None], int]] = [
-        ("open + read", read, n),
+        ("open + read (a batch read ahead)", read, n),
         ("SHA-256", sha, n),
         ("sniff + C2PA marker search", sniff, n),
         ("decode + PDQ (bare)", lambda: _bare(datas), n),
@@ -402,6 +409,53 @@ def bench_scan(n: int, workers: int, rounds: int) -> tuple[list[Ratio], str]:
     return ratios, note
 
 
+def bench_stored(files: list[Path], stored: int, rounds: int) -> tuple[float, float, int]:
+    """Server CPU per file of the Lookup (microseconds; the handler's work on the scan's
+    requests of DEFAULT_BATCH files, in this process, without the gRPC shell) with an empty
+    near-duplicate index and with one holding ``stored`` random PDQ hashes (a large log;
+    none near the files, so both answer UNSIGNED), medians of ``rounds``; and the
+    perceptual hashes searched per file."""
+    limits = AssetLimits()
+    measured = [measure(FileItem(str(f), str(f), f.stat().st_size), limits) for f in files]
+    queries = [
+        Query(m.ref, m.sha256, m.soft, m.media_type or "", m.content_sha256, m.turned)
+        for m in measured
+    ]
+    per_call = DEFAULT_BATCH
+    requests = [
+        _lookup_request(queries[k : k + per_call], True) for k in range(0, len(queries), per_call)
+    ]
+    searched = sum(len(q.soft_bindings) + len(q.dihedral_soft_bindings) for q in queries)
+    with tempfile.TemporaryDirectory() as tmp, ThreadPoolExecutor(1) as pool:
+        service = ProvenanceService(ServiceConfig(db=Path(tmp) / "p.db", log_key=Path(tmp) / "k"))
+        handler = VerificationServicer(service, ServerConfig(), pool)
+
+        def per_file() -> tuple[float, list[bytes]]:
+            t = time.process_time()
+            replies = [handler._lookup(r, time.monotonic() + 600, 600) for r in requests]
+            return (time.process_time() - t) / len(files) * 1e6, [
+                x.report.SerializeToString() for r in replies for x in r.results
+            ]
+
+        try:
+            per_file()  # first-call costs
+            empty = [per_file() for _ in range(rounds)]
+            rng = np.random.default_rng(7)
+            words = rng.integers(0, 2**63, (stored, 4), dtype=np.uint64, endpoint=True)
+            service.pdq.add_arrays(np.arange(stored, dtype=np.int64) + 2**40, words)
+            service.pdq.wait_warm()
+            full = [per_file() for _ in range(rounds)]
+        finally:
+            service.close()
+    verdicts = {pb.VerificationReport.FromString(r).status for _, rs in empty + full for r in rs}
+    assert verdicts == {pb.Verdict.Value("UNSIGNED")}, verdicts
+    return (
+        statistics.median(us for us, _ in empty),
+        statistics.median(us for us, _ in full),
+        round(searched / len(files)),
+    )
+
+
 def _flip(code: np.ndarray, bits: np.ndarray) -> bytes:
     b = np.unpackbits(code)
     b[bits] ^= 1
@@ -435,15 +489,19 @@ def bench_index(m: int, queries: int) -> list[Ratio]:
     t = time.perf_counter()
     got = [mih.search(q) for q in qs]
     mih_s = (time.perf_counter() - t) / queries
+    t = time.perf_counter()  # as a Lookup asks: the 8 hashes of 32 files at once
+    many = [r for k in range(0, queries, 256) for r in mih.search_many(qs[k : k + 256])]
+    many_s = (time.perf_counter() - t) / queries
     relevant = sum(len(w) for w in want)
     found = sum(len(set(w) & set(g)) for w, g in zip(want, got, strict=True))
     print(f"near-duplicate search at {m:,} PDQ hashes, {queries} queries (radius 31):")
     print(f"  exhaustive PdqIndex  {exact_s * 1e3:8.3f} ms/query  (load {add_exact:.1f} s)")
     print(f"  MihIndex             {mih_s * 1e3:8.3f} ms/query  (load and build {add_mih:.1f} s)")
+    print(f"  MihIndex, 256 at once {many_s * 1e3:7.3f} ms/query  (search_many, as a Lookup)")
     print(
         f"  speed-up {exact_s / mih_s:.1f}x;"
         f" recall {found}/{relevant} = {found / max(relevant, 1):.4f};"
-        f" identical answers: {got == want}"
+        f" identical answers: {got == want} (256 at once: {many == want})"
     )
     return [
         Ratio(
@@ -451,6 +509,13 @@ def bench_index(m: int, queries: int) -> list[Ratio]:
             1 / mih_s,
             "exhaustive scan",
             1 / exact_s,
+            "queries/s",
+        ),
+        Ratio(
+            f"PDQ near-duplicate queries (MIH), 256 at once, {m:,} hashes",
+            1 / many_s,
+            "one at a time",
+            1 / mih_s,
             "queries/s",
         ),
     ]
@@ -463,8 +528,33 @@ def main() -> None:
     ap.add_argument("--queries", type=int, default=300)
     ap.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--rounds", type=int, default=3, help="scans (and baselines): median")
+    ap.add_argument(
+        "--stored",
+        type=int,
+        default=0,
+        help="also time the server's Lookup work per file against a near-duplicate index of"
+        " this many stored PDQ hashes (e.g. 1000000), against an empty one (0: skip)",
+    )
     a = ap.parse_args()
     rows, note = bench_scan(a.files, a.workers, a.rounds)
+    if a.stored:
+        files = sorted(photo_folder(a.files).glob("*.jpg"))[:1024]
+        empty, full, searched = bench_stored(files, a.stored, a.rounds)
+        print(
+            f"Lookup, server CPU per file ({searched} perceptual hashes searched each; the"
+            f" handler in this process): {empty:.0f} us with an empty index, {full:.0f} us"
+            f" with {a.stored:,} stored hashes"
+        )
+        rows.append(
+            Ratio(
+                f"Lookup with {a.stored:,} stored hashes, files per server CPU second",
+                1e6 / full,
+                "the same with an empty index",
+                1e6 / empty,
+                "files/cpu-s",
+            )
+        )
+        note += f"; Lookup server CPU per file {full:.0f} us at {a.stored:,} stored hashes"
     write_results("scan", rows + bench_index(a.hashes, a.queries), note)
 
 

@@ -304,13 +304,23 @@ class ProvenanceClient:
         in its place, its ``code`` the status the whole call would have failed with
         (INVALID_ARGUMENT, DATA_LOSS), and the others their reports. Raises TransportError
         when the server refuses the whole call (limits, time budget, unreachable)."""
+        return [
+            (ref, r if isinstance(r, TransportError) else wire.report_from_pb(r))
+            for ref, r in self.lookup_wire(queries)
+        ]
+
+    def lookup_wire(
+        self, queries: Sequence[Query]
+    ) -> list[tuple[str, pb.VerificationReport | TransportError]]:
+        """`lookup_each` with each report as the server sent it (a protobuf message, not
+        converted): for callers that read a few fields of many reports (``prov scan``)."""
         r = self._call(self._verification.Lookup, _lookup_request(queries, True))
         return [
             (
                 x.ref,
                 TransportError(f"the server could not look it up: {x.error}", x.error_code)
                 if x.error
-                else wire.report_from_pb(x.report),
+                else x.report,
             )
             for x in r.results
         ]

@@ -152,3 +152,39 @@ def test_a_large_build_runs_in_the_background_and_searches_stay_exact(
     assert len(m) == 3001
     with pytest.raises(ValueError, match="shape"):
         m.add_arrays(np.arange(2, dtype=np.int64), words[:3])
+
+
+def test_many_queries_at_once_answer_as_one_at_a_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`search_many` searches its queries together (one gather for all their candidates,
+    in blocks): each answer is the exhaustive index's, in the same order, for queries
+    that probe, that scan every code (a crowded bucket), that match nothing, that are
+    below the quality floor, and against codes both in tables and pending."""
+    monkeypatch.setattr(mih, "GATHER_ROWS", 64)  # many blocks, and a block of one query
+    rng = np.random.default_rng(23)
+    same = rng.integers(0, 256, 32, dtype=np.uint8).tobytes()
+    codes = [rng.integers(0, 256, 32, dtype=np.uint8).tobytes() for _ in range(1500)]
+    codes += [same] * 300 + [_flip(c, rng.choice(256, 9, replace=False)) for c in codes[:200]]
+    m, p = MihIndex(), PdqIndex()
+    for at in (0, 1700):  # the first part goes into tables, the rest stays pending
+        items = [(i, PerceptualHash("pdq", c, 80)) for i, c in enumerate(codes) if i >= at]
+        items = items[: 1700 - at] if at == 0 else items
+        m.add_many(items)
+        p.add_many(items)
+        if at == 0:
+            m.search(PerceptualHash("pdq", same, 80))
+    monkeypatch.setattr(mih, "REBUILD_MIN_PENDING", 10**6)
+    assert len(m._tables.ids) == 1700 and len(m._snapshot().pending_ids) == 300
+    queries = [
+        PerceptualHash("pdq", _flip(codes[int(rng.integers(len(codes)))], bits), q)
+        for bits, q in [
+            (rng.choice(256, int(rng.integers(0, 40)), replace=False), int(rng.integers(40, 101)))
+            for _ in range(120)
+        ]
+    ]
+    queries += [PerceptualHash("pdq", _flip(same, np.array([5, 77])), 90)]  # a crowded bucket
+    queries += [PerceptualHash("pdq", rng.integers(0, 256, 32, dtype=np.uint8).tobytes(), 90)]
+    for radius, limit in ((31, 16), (31, 1000), (0, 4), (63, 50), (70, 20)):
+        got = m.search_many(queries, radius, limit)
+        assert got == [p.search(q, radius, limit) for q in queries], (radius, limit)
+        assert got == [m.search(q, radius, limit) for q in queries]
+    assert sum(map(len, m.search_many(queries))) > 100  # real neighbours were found

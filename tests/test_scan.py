@@ -276,8 +276,8 @@ def test_csv_and_html_reports_describe_every_row(desk: Desk) -> None:
     assert "<td>EMPTY</td><td class='n'>1</td>" in page
     assert "<td>SIGNED_ORIGINAL</td><td class='n'>4</td>" in page
     assert "<td>ERROR</td><td class='n'>9</td>" in page
-    # the four unsigned decodable images each have a thumbnail, archive entries included
-    assert page.count("data:image/jpeg;base64,") == 4
+    # without --detect nothing ranks the unsigned images: no thumbnails, no second read
+    assert "data:image/jpeg;base64," not in page
     assert "path traversal" in page
 
 
@@ -430,6 +430,8 @@ def test_detect_scores_only_unsigned_images(desk: Desk) -> None:
         (r["detector"].get("score", -1.0) for r in rows.values() if r["detector"]), reverse=True
     )
     assert shown == [round(x, 3) for x in scores if x >= 0]  # ranked by score, highest first
+    # a thumbnail for each scored image (archive entries included), none for the others
+    assert page.count("data:image/jpeg;base64,") == len(shown)
 
 
 def _photos(folder: Path, n: int) -> None:

@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+import base64
 import csv
+import io
+import re
 from pathlib import Path
 from typing import Any
+
+import numpy as np
+import pytest
+from PIL import Image
 
 from clients.scan.report import ERROR, ReportWriter, csv_path, html_path
 from clients.scan.rows import error_row
@@ -50,3 +57,36 @@ def test_an_unfinished_report_keeps_the_previous_csv(tmp_path: Path) -> None:
     writer.discard()  # the scan stopped early
     assert csv_path(report).read_text() == "the previous table\n"
     assert not list(tmp_path.glob("*.part"))
+
+
+def _jpeg(side: int) -> bytes:
+    rng = np.random.default_rng(side)
+    buf = io.BytesIO()
+    Image.fromarray(rng.integers(0, 256, (side, side, 3), dtype=np.uint8)).save(buf, "JPEG")
+    return buf.getvalue()
+
+
+def test_thumbnails_only_for_scored_images(tmp_path: Path) -> None:
+    # without a detector score the list ranks nothing: its images are not read again
+    report = tmp_path / "r.jsonl"
+    writer = ReportWriter(report)
+    for k, score in enumerate([None, 0.7, None, 0.1]):
+        writer.add(_unsigned(f"img{k}.jpg", score))
+    asked: list[str] = []
+
+    def fetch(rows: list[dict[str, Any]]) -> dict[str, bytes]:
+        asked.extend(r["path"] for r in rows)
+        return {r["path"]: _jpeg(800) for r in rows}
+
+    summary = writer.finish(fetch, 10**7)
+    assert sorted(asked) == ["img1.jpg", "img3.jpg"]
+    assert len(summary.unsigned) == 4
+    page = html_path(report).read_text()
+    thumbs = re.findall(r"data:image/jpeg;base64,([A-Za-z0-9+/=]+)", page)
+    assert len(thumbs) == 2
+    for t in thumbs:  # an 800 px JPEG, decoded at 1/8 scale, drawn at most 96 px a side
+        assert Image.open(io.BytesIO(base64.b64decode(t))).size == (96, 96)
+
+    writer = ReportWriter(tmp_path / "none.jsonl")  # no scores at all: nothing fetched
+    writer.add(_unsigned("a.jpg", None))
+    writer.finish(lambda rows: pytest.fail("fetched without scores"), 10**7)

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import stat
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import BinaryIO
@@ -168,15 +169,33 @@ def read_ahead(items: Iterable[Item], limits: AssetLimits) -> dict[str, bytes]:
         if not isinstance(item, FileItem) or not 0 < item.size <= min(largest, budget):
             continue
         try:
-            with open_regular(item.path) as f:
-                size = os.fstat(f.fileno()).st_size
-                if size > min(largest, budget):
-                    continue
-                out[item.ref] = f.read(size)
-        except (OSError, MediaError):
+            data = _read_small(item.path, min(largest, budget))
+        except OSError:
             continue
-        budget -= size
+        if data is not None:
+            out[item.ref] = data
+            budget -= len(data)
     return out
+
+
+def _read_small(path: str, largest: int) -> bytes | None:
+    """The bytes of ``path`` if it is a regular file of at most ``largest`` bytes (its
+    size from ``fstat`` on the opened file), else None. Opened without blocking, as
+    `clients.files.open_regular` opens (a FIFO is never waited on), and read with plain
+    system calls: a file object costs more than reading a small file. Raises OSError."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or st.st_size > largest:
+            return None
+        os.set_blocking(fd, True)
+        parts, left = [], st.st_size
+        while left > 0 and (block := os.read(fd, left)):
+            parts.append(block)
+            left -= len(block)
+        return b"".join(parts)
+    finally:
+        os.close(fd)
 
 
 def measure(

@@ -24,8 +24,10 @@ from clients.scan.runs import runs
 from clients.scan.sources import EntryItem, Item, ScanLimits, iter_items
 from clients.scan.worker import ScanConfig
 
-#: Default items per batch (one Lookup call each).
-DEFAULT_BATCH = 64
+#: Default items per batch (one Lookup call each). A call costs the server about 1.6 ms
+#: and the worker 0.7 ms of CPU whatever its size (gRPC, the pool's task): at 256 files a
+#: batch instead of 64, 45-50 us less server CPU per file and 20 us less driver CPU.
+DEFAULT_BATCH = 256
 #: Archive bytes carried by one batch at most, in bytes (a larger entry goes alone).
 BATCH_BYTES = 32 << 20
 
@@ -42,15 +44,24 @@ class ScanResult:
     summary: Summary
 
 
+#: Items in a scan's first batch at most; each later batch may hold twice as many as the
+#: one before, up to the batch size: the first rows come as soon as with small batches
+#: (256 files take a worker 0.4 s on an idle core, seconds on a busy machine), and the
+#: rest of the scan pays the cost of a call once per full batch.
+FIRST_BATCH = 16
+
+
 def batched(items: Iterable[Item], size: int, max_bytes: int = BATCH_BYTES) -> Iterator[list[Item]]:
-    """Lists of at most ``size`` items carrying at most ``max_bytes`` of entry bytes."""
-    return runs(items, size, lambda i: i.size if isinstance(i, EntryItem) else 0, max_bytes)
+    """Lists of at most ``size`` items (the first FIRST_BATCH, each later one at most twice
+    the one before) carrying at most ``max_bytes`` of entry bytes."""
+    return runs(
+        items, size, lambda i: i.size if isinstance(i, EntryItem) else 0, max_bytes, FIRST_BATCH
+    )
 
 
 def _fresh(items: Iterable[Item], seen: RefSet) -> Iterator[Item]:
     for item in items:
-        if item.ref not in seen:
-            seen.add(item.ref)
+        if seen.add_new(item.ref):
             yield item
 
 

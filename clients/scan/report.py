@@ -2,8 +2,8 @@
 
 Both describe every row of the JSON Lines file: `ReportWriter` takes each row as the
 scan records it (a resumed scan's earlier rows first, as the journal reads them). The HTML page is self-contained: counts per verdict, the
-unsigned images ranked by the detector's advisory score with inline JPEG thumbnails
-(base64 ``data:`` URLs, at most THUMBNAIL_SIDE pixels a side), and the refused entries
+unsigned images ranked by the detector's advisory score, those with a score with inline
+JPEG thumbnails (base64 ``data:`` URLs, at most THUMBNAIL_SIDE pixels a side), and the refused entries
 with their reasons. Every string that comes from a file name or a file is HTML-escaped.
 """
 
@@ -88,31 +88,33 @@ def _score(row: dict[str, Any]) -> float | None:
     return float(s) if isinstance(s, int | float) else None
 
 
-def csv_row(row: dict[str, Any]) -> dict[str, Any]:
-    """The flat CSV record of a row (first perceptual hash, claim and detector fields)."""
+def csv_row(row: dict[str, Any]) -> list[Any]:
+    """The flat CSV record of a row (first perceptual hash, claim and detector fields), its
+    values in the order of CSV_FIELDS."""
     soft = row.get("soft_bindings") or [{}]
     ev = row.get("evidence") or {}
     claim = ev.get("claim") or {}
     det = row.get("detector") or {}
-    return {
-        "path": row["path"],
-        "archive": row.get("archive") or "",
-        "kind": row.get("kind"),
-        "size": row.get("size"),
-        "media_type": row.get("media_type") or "",
-        "sha256": row.get("sha256") or "",
-        "pdq": soft[0].get("hash", ""),
-        "pdq_quality": soft[0].get("quality", ""),
-        "status": row.get("status") or "",
-        "pdq_distance": "" if ev.get("pdq_distance") is None else ev["pdq_distance"],
-        "device_id": claim.get("device_id", ""),
-        "captured_at": claim.get("captured_at", ""),
-        "leaf_index": (claim.get("log") or {}).get("leaf_index", ""),
-        "detector_score": det.get("score", ""),
-        "detector_band": det.get("band", ""),
-        "note": row.get("note") or "",
-        "error": row.get("error") or "",
-    }
+    pdq_distance = ev.get("pdq_distance")
+    return [
+        row["path"],
+        row.get("archive") or "",
+        row.get("kind"),
+        row.get("size"),
+        row.get("media_type") or "",
+        row.get("sha256") or "",
+        soft[0].get("hash", ""),
+        soft[0].get("quality", ""),
+        row.get("status") or "",
+        "" if pdq_distance is None else pdq_distance,
+        claim.get("device_id", ""),
+        claim.get("captured_at", ""),
+        (claim.get("log") or {}).get("leaf_index", ""),
+        det.get("score", ""),
+        det.get("band", ""),
+        row.get("note") or "",
+        row.get("error") or "",
+    ]
 
 
 @dataclass(frozen=True)
@@ -150,8 +152,8 @@ class ReportWriter:
         self._top = top
         self._part = csv_path(report).with_suffix(".csv.part")
         self._file = self._part.open("w", encoding="utf-8", errors="backslashreplace", newline="")
-        self._csv = csv.DictWriter(self._file, fieldnames=CSV_FIELDS)
-        self._csv.writeheader()
+        self._csv = csv.writer(self._file)
+        self._csv.writerow(CSV_FIELDS)
         self._counts: Counter[str] = Counter()
         self._bytes = 0
         self._seen = 0
@@ -190,13 +192,15 @@ class ReportWriter:
         """Put the CSV in place and write the HTML page beside the report.
 
         fetch: the bytes of the files of the given rows, by path (to draw thumbnails of the
-        top unsigned images); max_pixels: the largest image decoded for a thumbnail.
-        Returns the summary of the whole report.
+        top unsigned images that have a detector score: without scores the list ranks
+        nothing, and its images are not read again); max_pixels: the largest image decoded
+        for a thumbnail. Returns the summary of the whole report.
         """
         self._file.close()
         self._part.replace(csv_path(self.report))
         summary = self.summary()
-        data = fetch(summary.unsigned)
+        scored = [row for row in summary.unsigned if _score(row) is not None]
+        data = fetch(scored) if scored else {}
         thumbs = {ref: t for ref, blob in data.items() if (t := thumbnail(blob, max_pixels))}
         page = render_html(summary, thumbs, f"Scan report: {self.report.name}")
         html_path(self.report).write_text(page, encoding="utf-8", errors="backslashreplace")
@@ -210,9 +214,11 @@ class ReportWriter:
 
 
 def thumbnail(data: bytes, max_pixels: int) -> str | None:
-    """A base64 JPEG of at most THUMBNAIL_SIDE pixels a side, or None if undecodable."""
+    """A base64 JPEG of at most THUMBNAIL_SIDE pixels a side, or None if undecodable. A
+    JPEG is decoded at the smallest DCT scale that keeps its shorter side at least
+    THUMBNAIL_SIDE pixels."""
     try:
-        rgb = decode_image(data, max_pixels).rgb
+        rgb = decode_image(data, max_pixels, pdq_min_side=THUMBNAIL_SIDE).rgb
     except MediaError:
         return None
     im = Image.fromarray(rgb)

@@ -25,25 +25,44 @@ from typing import IO, Any
 
 from provenance.core.errors import ConfigError
 
+#: One row as compact JSON: `json.dumps` with these separators builds a new encoder
+#: for every call.
+_ENCODE = json.JSONEncoder(separators=(",", ":")).encode
+
 
 def _digest(ref: str) -> bytes:
     return hashlib.blake2b(ref.encode("utf-8", "surrogatepass"), digest_size=16).digest()
 
 
 class RefSet:
-    """A set of refs, stored as 16-byte digests."""
+    """A set of refs, stored as 16-byte digests. The digest of the ref last asked about is
+    kept, so the usual sequence (``ref in s``, then `add_new`) hashes each ref once."""
 
     def __init__(self) -> None:
         self._digests: set[bytes] = set()
+        self._last: tuple[str, bytes] = ("", _digest(""))
 
     def __len__(self) -> int:
         return len(self._digests)
 
+    def _of(self, ref: str) -> bytes:
+        if self._last[0] != ref:
+            self._last = (ref, _digest(ref))
+        return self._last[1]
+
     def __contains__(self, ref: object) -> bool:
-        return isinstance(ref, str) and _digest(ref) in self._digests
+        return isinstance(ref, str) and self._of(ref) in self._digests
 
     def add(self, ref: str) -> None:
-        self._digests.add(_digest(ref))
+        self._digests.add(self._of(ref))
+
+    def add_new(self, ref: str) -> bool:
+        """Add ``ref``; True if it was not in the set before."""
+        d = self._of(ref)
+        if d in self._digests:
+            return False
+        self._digests.add(d)
+        return True
 
 
 def _cut_partial_line(path: Path) -> None:
@@ -112,7 +131,7 @@ class Journal:
         writing fails or an earlier fsync failed."""
         if not rows:
             return
-        self._file.write("".join(json.dumps(r, separators=(",", ":")) + "\n" for r in rows))
+        self._file.write("".join(_ENCODE(r) + "\n" for r in rows))
         self._file.flush()
         if self._sync is None or self._sync.done():
             if self._sync is not None:

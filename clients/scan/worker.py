@@ -40,6 +40,8 @@ from provenance.core.errors import (
 )
 from provenance.core.verify import VerificationReport
 from provenance.media.image import decode_image
+from provenance.v1 import provenance_pb2 as pb
+from provenance.wire import convert as wire
 from provenance.wire.contract import DENSE_PASS_NEEDS_BYTES, MAX_LOOKUP_HASHES, MAX_LOOKUP_QUERIES
 from provenance.wire.sidecar import MAX_SIDECAR_BYTES, decode_sidecar
 
@@ -86,16 +88,19 @@ def _local_detector(secret: bytes) -> Any:
     return _DETECTORS[secret]
 
 
-def _lookup(
-    client: ProvenanceClient, measured: Sequence[Measured]
-) -> dict[str, VerificationReport | TransportError]:
-    """The server's answer for each of ``measured`` by ref: its report, or why the server
-    could not answer that one file (the others are answered)."""
+#: What a Lookup gives for one file: the wire report, or why the server could not answer it.
+Answer = pb.VerificationReport | TransportError
+
+
+def _lookup(client: ProvenanceClient, measured: Sequence[Measured]) -> dict[str, Answer]:
+    """The server's answer for each of ``measured`` by ref: its wire report (converted only
+    where needed: `clients.scan.rows.report_json`), or why the server could not answer that
+    one file (the others are answered)."""
     queries = [
         Query(m.ref, m.sha256, m.soft, m.media_type or "", m.content_sha256, m.turned)
         for m in measured
     ]
-    out: dict[str, VerificationReport | TransportError] = {}
+    out: dict[str, Answer] = {}
     for part in _parts(queries):
         out.update(_lookup_part(client, part))
     return out
@@ -112,9 +117,7 @@ def _parts(queries: Sequence[Query]) -> Iterator[list[Query]]:
     )
 
 
-def _lookup_part(
-    client: ProvenanceClient, part: list[Query]
-) -> dict[str, VerificationReport | TransportError]:
+def _lookup_part(client: ProvenanceClient, part: list[Query]) -> dict[str, Answer]:
     """One Lookup, split in halves when the server says RESOURCE_EXHAUSTED (a reply over
     its size limit, or lower limits than the defaults)."""
     try:
@@ -126,20 +129,18 @@ def _lookup_part(
     return {**_lookup_part(client, part[:half]), **_lookup_part(client, part[half:])}
 
 
-def _lookup_retrying(
-    client: ProvenanceClient, part: list[Query]
-) -> dict[str, VerificationReport | TransportError]:
+def _lookup_retrying(client: ProvenanceClient, part: list[Query]) -> dict[str, Answer]:
     """One Lookup, tried again after RETRY_DELAYS_S while the server is unreachable, or
     after the wait the server asked for (its near-duplicate index still loading at start:
     tens of seconds on a 10^7 log), at most MAX_RETRY_WAIT_S."""
     for delay in RETRY_DELAYS_S:
         try:
-            return dict(client.lookup_each(part))
+            return dict(client.lookup_wire(part))
         except TransportError as e:
             if not is_unreachable(e):
                 raise
             time.sleep(min(max(delay, e.retry_after_s or 0.0), MAX_RETRY_WAIT_S))
-    return dict(client.lookup_each(part))
+    return dict(client.lookup_wire(part))
 
 
 def _item_bytes(item: FileItem | EntryItem, limit: int) -> bytes:
@@ -268,22 +269,31 @@ def process_batch(items: Sequence[Item], config: ScanConfig) -> list[dict[str, A
         if m is None:
             continue
         archive = getattr(item, "archive", None)
-        report = reports.get(item.ref)
-        if report is None:
+        answer = reports.get(item.ref)
+        if answer is None:
             rows[item.ref] = measured_row(m, archive, None)
             continue
-        if isinstance(report, TransportError):  # this file only: the batch was answered
-            rows[item.ref] = measured_row(m, archive, None) | {"error": str(report)}
+        if isinstance(answer, TransportError):  # this file only: the batch was answered
+            rows[item.ref] = measured_row(m, archive, None) | {"error": str(answer)}
             continue
-        if isinstance(item, FileItem):
-            report, problem = _check_sidecar(client, item, report)
+        report: VerificationReport | pb.VerificationReport = answer
+        if isinstance(item, FileItem) and (
+            item.sidecar is not None
+            or any(r.startswith(DENSE_PASS_NEEDS_BYTES) for r in answer.reasons)
+        ):
+            report, problem = _check_sidecar(client, item, wire.report_from_pb(answer))
             report, dense_problem = _check_densely(client, item, report)
             if problem is not None or dense_problem is not None:
                 m = replace(m, note="; ".join(x for x in (m.note, problem, dense_problem) if x))
+        status = (
+            report.status
+            if isinstance(report, VerificationReport)
+            else Verdict(pb.Verdict.Name(report.status))
+        )
         block = None
         if (
             config.detect
-            and report.status == Verdict.UNSIGNED
+            and status == Verdict.UNSIGNED
             and m.kind == "media"
             and m.media_type is not None
             and m.media_type.startswith("image/")

@@ -122,19 +122,6 @@ def _build(words: np.ndarray, ids: np.ndarray) -> _Tables:
     return _Tables(words, ids, order, starts, _NO_WORDS, _NO_IDS)
 
 
-def _scan(
-    words: np.ndarray, ids: np.ndarray, qw: np.ndarray, max_distance: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """(distances, ids) of the rows of ``words`` within ``max_distance`` of ``qw``."""
-    dist = np.bitwise_count(words ^ qw).sum(axis=1)
-    hit = np.nonzero(dist <= max_distance)[0]
-    return dist[hit], ids[hit]
-
-
-def _query_words(h: bytes) -> np.ndarray:
-    return np.frombuffer(h, dtype=">u8").astype(np.uint64)
-
-
 class MihIndex:
     """Registered PDQ hashes, each tagged with an integer id (the log leaf index).
 
@@ -310,7 +297,10 @@ class MihIndex:
         limit: int = 16,
     ) -> list[list[tuple[int, int]]]:
         """`search` of each of ``queries``, in order, against one snapshot of the index
-        (taken once under the lock: a Lookup's thousands of hashes pay for it once)."""
+        (taken once under the lock: a Lookup's thousands of hashes pay for it once), the
+        queries searched together (`_search_block`: one gather and one distance pass for
+        the candidates of many queries instead of a dozen NumPy calls per query). Each
+        query is timed in INDEX_LOOKUP_SECONDS as the block's time over its queries."""
         usable = [_usable(q) and max_distance >= 0 for q in queries]
         if not any(usable):
             return [[] for _ in queries]
@@ -318,55 +308,125 @@ class MihIndex:
             t = self._snapshot()
         if t.size == 0:
             return [[] for _ in queries]
-        return [
-            self._search_in(t, q, max_distance, limit) if ok else []
-            for q, ok in zip(queries, usable, strict=True)
-        ]
-
-    def _search_in(
-        self, t: _Tables, query: PerceptualHash, max_distance: int, limit: int
-    ) -> list[tuple[int, int]]:
-        """`search` of one usable query in the non-empty snapshot ``t``."""
         start = time.perf_counter()
-        qw = _query_words(query.hash)
-        rows = self._candidates(t, query.hash, max_distance)
-        if isinstance(rows, slice):
-            rows = np.arange(len(t.ids))
-        else:  # candidates repeat across tables: check all, then keep each hit once
-            near = np.bitwise_count(np.take(t.words, rows, axis=0) ^ qw).sum(axis=1)
-            rows = np.unique(rows[near <= max_distance])
-        # hits among the table rows, then among the pending codes (added after them)
-        parts = [_scan(np.take(t.words, rows, axis=0), np.take(t.ids, rows), qw, max_distance)]
-        for lo in range(0, len(t.pending_ids), SCAN_SLICE):
-            hi = lo + SCAN_SLICE
-            parts.append(_scan(t.pending_words[lo:hi], t.pending_ids[lo:hi], qw, max_distance))
-        dist = np.concatenate([d for d, _ in parts])
-        ids = np.concatenate([i for _, i in parts])
-        keep = np.argsort(dist, kind="stable")[:limit]
-        found = [(int(dist[i]), int(ids[i])) for i in keep]
-        metrics.INDEX_LOOKUP_SECONDS.observe(time.perf_counter() - start)
-        return found
+        codes = [q.hash for q, ok in zip(queries, usable, strict=True) if ok]
+        found = iter(_search_block(t, codes, max_distance, limit))
+        out = [next(found) if ok else [] for ok in usable]
+        each = (time.perf_counter() - start) / len(codes)
+        for _ in codes:
+            metrics.INDEX_LOOKUP_SECONDS.observe(each)
+        return out
 
-    @staticmethod
-    def _candidates(t: _Tables, code: bytes, max_distance: int) -> np.ndarray | slice:
-        """Indexed rows (int32, with repeats) sharing a substring within max_distance // 16
-        bits of the query's, or slice(None) (every row) when probing would not beat a full
-        scan."""
-        n = len(t.ids)
-        radius = max_distance // SUBSTRINGS
-        if radius > MAX_PROBE_RADIUS:
-            return slice(None)
-        masks = np.nonzero(_POPCOUNT16 <= radius)[0].astype(np.uint16)
-        q = np.frombuffer(code, dtype=">u2").astype(np.uint16)
-        probes = (q[:, None] ^ masks[None, :]).astype(np.int64)  # (16, len(masks)) buckets
-        table = np.arange(SUBSTRINGS)[:, None]
-        lo = t.starts[table, probes].ravel()
-        lengths = t.starts[table, probes + 1].ravel() - lo
-        total = int(lengths.sum())
-        if total > _DENSE_FRACTION * n:
-            return slice(None)
-        # Flat positions into order.ravel(): run k covers [j_k * n + lo_k, ... + lengths_k).
-        base = np.repeat(np.arange(SUBSTRINGS), masks.size) * n + lo
-        run_start = np.cumsum(lengths) - lengths
-        pos = np.repeat(base - run_start, lengths) + np.arange(total)
-        return np.take(t.order.ravel(), pos)
+
+#: Candidate rows (or query x pending-code pairs) checked in one NumPy pass, at most
+#: (bounds the temporary memory of a block of queries to about 12 MB; blocks of 2^16 to
+#: 2^19 rows searched equally fast at 10^6 codes).
+GATHER_ROWS = 1 << 17
+
+
+def _distances(x: np.ndarray) -> np.ndarray:
+    """The bits set in each code of ``x`` (..., 4) uint64, as uint16 (..., ): four column
+    sums, about 3.5 times faster than NumPy's sum over the short last axis."""
+    count = np.bitwise_count(x)
+    d: np.ndarray = count[..., 0].astype(np.uint16)
+    for j in (1, 2, 3):
+        d += count[..., j]
+    return d
+
+
+def _probe_runs(
+    t: _Tables, raw: bytes, nq: int, radius: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """For each of the ``nq`` query codes in ``raw``: the runs of ``t.order.ravel()`` its
+    probes read (bucket starts as flat positions and lengths, shape (nq, runs)) and its
+    candidate count (nq,)."""
+    n = len(t.ids)
+    masks = np.nonzero(_POPCOUNT16 <= radius)[0]
+    q16 = np.frombuffer(raw, dtype=">u2").astype(np.int64).reshape(nq, SUBSTRINGS)
+    probes = q16[:, :, None] ^ masks  # (nq, 16, len(masks)) buckets
+    table = np.arange(SUBSTRINGS)[:, None]
+    lo = t.starts[table, probes]
+    lengths = (t.starts[table, probes + 1] - lo).reshape(nq, -1)
+    flat = (table * n + lo).reshape(nq, -1)
+    return flat, lengths, lengths.sum(axis=1)
+
+
+def _search_block(
+    t: _Tables, codes: list[bytes], max_distance: int, limit: int
+) -> list[list[tuple[int, int]]]:
+    """`MihIndex.search` of each of ``codes`` (usable 32-byte codes) in the non-empty
+    snapshot ``t``: the answers of one query at a time, found together. Hits are
+    collected as (query, position, distance), positions being table rows (the order codes
+    were added) then n + pending rows; sorted by query, distance and position, with the
+    repeats a code found through several tables dropped, and cut at ``limit``."""
+    nq, n = len(codes), len(t.ids)
+    raw = b"".join(codes)
+    qw = np.frombuffer(raw, dtype=">u8").astype(np.uint64).reshape(nq, 4)
+    hit_q: list[np.ndarray] = []
+    hit_pos: list[np.ndarray] = []
+    hit_d: list[np.ndarray] = []
+
+    radius = max_distance // SUBSTRINGS
+    full = np.full(nq, n > 0)  # queries that scan every table row
+    if n and radius <= MAX_PROBE_RADIUS:
+        flat, lengths, totals = _probe_runs(t, raw, nq, radius)
+        full = totals > _DENSE_FRACTION * n
+        probing = np.nonzero(~full)[0]
+        ends = np.cumsum(totals[probing])
+        a = 0
+        while a < len(probing):  # blocks of queries of at most GATHER_ROWS candidates
+            before = int(ends[a - 1]) if a else 0
+            b = max(a + 1, int(np.searchsorted(ends, before + GATHER_ROWS, side="right")))
+            block = probing[a:b]
+            a = b
+            counts = totals[block]  # candidates of each query of the block, in a row
+            total = int(counts.sum())
+            if not total:
+                continue
+            runs, starts = lengths[block].ravel(), flat[block].ravel()
+            used = runs > 0
+            runs, starts = runs[used], starts[used]
+            pos = np.repeat(starts - (np.cumsum(runs) - runs), runs) + np.arange(total)
+            rows = np.take(t.order.ravel(), pos)
+            x = np.take(t.words, rows, axis=0)
+            x ^= np.repeat(qw[block], counts, axis=0)
+            d = _distances(x)
+            near = np.nonzero(d <= max_distance)[0]
+            hit_q.append(block[np.searchsorted(np.cumsum(counts), near, side="right")])
+            hit_pos.append(rows[near].astype(np.int64))
+            hit_d.append(d[near])
+    for k in np.nonzero(full)[0]:  # probing would not beat a full scan: every table row
+        for lo in range(0, n, SCAN_SLICE):
+            d = _distances(t.words[lo : lo + SCAN_SLICE] ^ qw[k])
+            rows = np.nonzero(d <= max_distance)[0]
+            hit_q.append(np.full(len(rows), k))
+            hit_pos.append(rows + lo)
+            hit_d.append(d[rows])
+    pending = len(t.pending_ids)
+    step = max(1, GATHER_ROWS // max(pending, 1))  # queries per pass over a slice
+    for lo in range(0, pending, SCAN_SLICE):  # codes added after the tables: scanned
+        words = t.pending_words[lo : lo + SCAN_SLICE]
+        for a in range(0, nq, step):
+            d = _distances(words[None, :, :] ^ qw[a : a + step, None, :])
+            q, rows = np.nonzero(d <= max_distance)
+            hit_q.append(q + a)
+            hit_pos.append(rows + n + lo)
+            hit_d.append(d[q, rows])
+    q = np.concatenate(hit_q) if hit_q else np.zeros(0, np.int64)
+    pos = np.concatenate(hit_pos) if hit_pos else np.zeros(0, np.int64)
+    d = np.concatenate(hit_d) if hit_d else np.zeros(0, np.int64)
+    order = np.lexsort((pos, d, q))
+    q, pos, d = q[order], pos[order], d[order]
+    first = np.ones(len(q), dtype=bool)  # a row found through two tables is a repeat
+    first[1:] = (q[1:] != q[:-1]) | (pos[1:] != pos[:-1])
+    q, pos, d = q[first], pos[first], d[first]
+    ids = np.empty(len(pos), dtype=np.int64)
+    indexed = pos < n
+    ids[indexed] = t.ids[pos[indexed]]
+    ids[~indexed] = t.pending_ids[pos[~indexed] - n]
+    bounds = np.searchsorted(q, np.arange(nq + 1)).tolist()
+    dl, il = d.tolist(), ids.tolist()
+    return [
+        list(zip(dl[a:b], il[a:b], strict=True))[:limit]
+        for a, b in zip(bounds[:-1], bounds[1:], strict=True)
+    ]

@@ -14,7 +14,7 @@ import inspect
 import logging
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Sequence
 from concurrent import futures
 from contextlib import ExitStack, aclosing
 from dataclasses import dataclass, replace
@@ -549,7 +549,7 @@ class VerificationServicer(rpc.VerificationServicer):
                     " more time"
                 )
             part = queries[start : start + LOOKUP_PART_FILES]
-            for result in self._lookup_part(part, request.per_query_errors):
+            for result in self._lookup_part(part, request.per_query_errors, out.results):
                 room -= result.ByteSize() + 8  # the field's tag and length
                 if room < 0:
                     raise LimitError(
@@ -557,12 +557,15 @@ class VerificationServicer(rpc.VerificationServicer):
                         f" reply of {MAX_MESSAGE_BYTES} bytes (the answer for a signed video"
                         " carries its claim and receipt): send fewer queries per call"
                     )
-                out.results.append(result)
         return out
 
-    def _lookup_part(self, part: Sequence[Any], per_query_errors: bool) -> list[Any]:
-        """LookupResults of ``part`` (LookupQuery messages), found together. A query's error
-        is raised, or with ``per_query_errors`` put in its result."""
+    def _lookup_part(
+        self, part: Sequence[Any], per_query_errors: bool, results: Any
+    ) -> Iterator[Any]:
+        """The LookupResults of ``part`` (LookupQuery messages), found together, each
+        added to ``results`` (the reply's repeated field: built in place, not copied in)
+        and yielded. A query's error is raised, or with ``per_query_errors`` put in its
+        result."""
         facts: list[FileFacts] = []
         failed: dict[int, ProvenanceError] = {}
         for i, q in enumerate(part):
@@ -573,18 +576,14 @@ class VerificationServicer(rpc.VerificationServicer):
                     raise
                 failed[i] = e
         found = iter(self.p.lookup_many(facts))
-        results = []
         for i, q in enumerate(part):
             r = failed.get(i) or next(found)
             if isinstance(r, ProvenanceError):
                 if not per_query_errors:
                     raise r
-                results.append(
-                    pb.LookupResult(ref=q.ref, error=str(r), error_code=status_for(r).name)
-                )
+                yield results.add(ref=q.ref, error=str(r), error_code=status_for(r).name)
             else:
-                results.append(pb.LookupResult(ref=q.ref, report=wire.report_fields(r)))
-        return results
+                yield results.add(ref=q.ref, report=wire.report_fields(r))
 
     def _check_index_load(self, hashes: int, budget: float) -> None:
         """Refuse, before any work, a Lookup whose ``hashes`` perceptual hashes would take
