@@ -9,7 +9,8 @@ default 60 s): the same callers, plus the hostile clients of --case:
 - ``stalled`` (the default): --stalled (default 32) VerifyFile streams that send their
   header and then nothing, each re-opened a second after the server refuses or cuts it;
 - ``forgeries``: a client process sending SubmitCapture requests with bad signatures as
-  fast as it can, --forgers (default 64) calls in flight on one connection. Each forgery
+  fast as it can, --forgers (default 64) calls in flight on one connection from ::1 (the
+  honest callers come from 127.0.0.1: the server meters forgeries per address). Each forgery
   names an enrolled device (ids are public) and carries a well-formed signature (canonical
   S) by another key, so the server pays a full Ed25519 verification to refuse it
   (UNAUTHENTICATED).
