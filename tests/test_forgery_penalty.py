@@ -110,6 +110,28 @@ def test_reconnecting_does_not_reset_the_penalty(strict_server: ServerProc) -> N
     assert codes[3:] == [grpc.StatusCode.RESOURCE_EXHAUSTED] * 9
 
 
+@pytest.mark.slow
+def test_submissions_for_unknown_devices_are_metered_too(strict_server: ServerProc) -> None:
+    """Each submission naming a device nobody enrolled costs the server a store read; a
+    client drawing new device ids at will is metered like a forger: past 3, refused
+    unread. Another client is still answered NOT_FOUND for the same kind of claim."""
+    channel, stub = _stub(_on(strict_server, "127.0.0.1"))
+    other_channel, other = _stub(_on(strict_server, "[::1]"))
+    try:
+        codes = []
+        for _ in range(6):
+            err = _submit(stub, signed_claim(DeviceKey.generate(), 1))
+            assert err is not None
+            codes.append(err.code())
+        assert codes[:3] == [grpc.StatusCode.NOT_FOUND] * 3
+        assert codes[3:] == [grpc.StatusCode.RESOURCE_EXHAUSTED] * 3
+        err = _submit(other, signed_claim(DeviceKey.generate(), 1))
+        assert err is not None and err.code() is grpc.StatusCode.NOT_FOUND
+    finally:
+        channel.close()
+        other_channel.close()
+
+
 def test_peers_are_counted_per_address() -> None:
     assert peer_client("ipv4:192.0.2.1:5000") == peer_client("ipv4:192.0.2.1:6001") == "192.0.2.1"
     assert peer_client("ipv6:[2001:db8:1:2::7]:5000") == "2001:db8:1:2::/64"

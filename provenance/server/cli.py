@@ -176,8 +176,9 @@ def serve(
     forgeries_per_minute: Annotated[
         int,
         typer.Option(
-            help="Submissions with a signature that does not verify one client (IPv4"
-            " address, IPv6 /64; all its connections) may send per minute (bursts up to a"
+            help="Submissions with a signature that does not verify, or naming a device"
+            " nobody enrolled, that one client (IPv4 address, IPv6 /64; all its"
+            " connections) may send per minute (bursts up to a"
             " minute's worth); past it the client's submissions are refused unverified"
             " (RESOURCE_EXHAUSTED) until it has waited (0: no limit).",
         ),

@@ -70,8 +70,8 @@ class ServerLimits:
     quota_claims_per_minute, quota_bytes_per_minute: accepted submissions and signed-claim
     bytes per device per minute, bursts up to one minute's worth
     [--quota-claims-per-minute, --quota-claim-kb-per-minute]; 0 turns a quota off;
-    forgeries_per_minute: submissions with a signature that does not verify that one
-    client (IPv4 address, IPv6 /64) may send per minute, bursts up to one minute's worth, before its
+    forgeries_per_minute: submissions with a signature that does not verify, or naming a
+    device nobody enrolled, that one client (IPv4 address, IPv6 /64) may send per minute, bursts up to one minute's worth, before its
     submissions are refused (`ForgeryPenalty`) [--forgeries-per-minute]; 0: no limit.
 
     Raises ConfigError when a value is out of range or uploads could take every thread.
@@ -386,8 +386,10 @@ class ForgeryPenalty:
     """Per client (`peer_client` of gRPC's peer: an IPv4 address or an IPv6 /64, every
     connection from it together), a token bucket of forged submissions: ``per_minute``
     tokens, refilled at ``per_minute`` a minute; each submission refused with
-    SignatureError takes one (`charge`). While a client has none left, `check` refuses
-    its submissions before any decoding or verification.
+    SignatureError, or with UnknownDeviceError (a device id nobody enrolled: each costs
+    a store read, and a forger can draw new ids at will), takes one (`charge`). While a
+    client has none left, `check` refuses its submissions before any decoding or
+    verification.
 
     A device quota cannot meter forgeries (anyone may name any device, so charging the
     named device would let a forger use up an honest device's quota); a connection
@@ -427,14 +429,15 @@ class ForgeryPenalty:
         wait = (1.0 - tokens) / self._rate
         raise ForgeryPenaltyError(
             f"this client address sent more than {self._cap:.0f} submissions in a minute whose"
-            " signatures did not verify (the server's limit, --forgeries-per-minute); its"
-            f" submissions are refused for {wait:.1f} s: check the device key that signs them",
+            " signatures did not verify or whose device is not enrolled (the server's limit,"
+            f" --forgeries-per-minute); its submissions are refused for {wait:.1f} s: check"
+            " the device key that signs them and that the device is enrolled",
             wait,
         )
 
     def charge(self, peer: str) -> None:
         """Count one submission from ``peer``'s client refused because its signature did
-        not verify."""
+        not verify or its device is not enrolled."""
         if not self._rate:
             return
         peer = peer_client(peer)
