@@ -5,13 +5,14 @@ Both measured in the same run on the same threads:
 1. bare: the default network's forward pass on random (B, 3, P, P) float tensors in
    channels-last memory, no decoding, no crop planning, no queue (the ceiling).
 2. end to end: `Detector.score_images` on decoded fixture images (keyed crop plans,
-   crop cutting, uint8 -> normalised float, the batching queue, calibration, reports),
+   crop cutting, uint8 -> normalised float, the batching queue, calibration, version
+   7's noise level of the crops, reports),
    one caller with 8 images per call, then 8 concurrent callers with one image each.
 
 3. per CPU-second: the bare pass of the default network counted in process CPU time,
    which a machine shared with other jobs disturbs less than wall time.
-4. CPU training: the default model (version 6, a small MLP head on fixed features; version
-   4 was a logistic regression) trains in two steps, the features of every training patch
+4. CPU training: the default model (versions 6 and 7, one network: a small MLP head on
+   fixed features; version 4 was a logistic regression) trains in two steps, the features of every training patch
    and the fit of the head (AdamW for the MLP, L-BFGS for a linear head). Both are
    measured here on patches cut from the fixtures (features per CPU-second; fit seconds
    on as many image rows as the shipped model used), and the shipped recipe's training

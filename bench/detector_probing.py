@@ -47,10 +47,18 @@ sys.path.insert(0, str(ROOT))
 from detector.crops import plan_crops  # noqa: E402
 from detector.data import load_image, load_samples  # noqa: E402
 from detector.features import to_input  # noqa: E402
-from detector.infer import Detector  # noqa: E402
+from detector.infer import (  # noqa: E402
+    LIKELY_GENERATED,
+    NO_TRACES,
+    UNCERTAIN,
+    Detector,
+    DetectorReport,
+)
 
 FIXTURES = ROOT.parent / "shared" / "fixtures"
 EPS = 4
+#: Bands in order; an attack succeeds when the band goes down.
+RANK = {NO_TRACES: 0, UNCERTAIN: 1, LIKELY_GENERATED: 2}
 
 
 def _png(rgb: np.ndarray) -> bytes:
@@ -90,44 +98,46 @@ def _propose(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 def random_search(
     det: Detector, x0: np.ndarray, keyed: bool, queries: int, seed: int
 ) -> dict[str, object]:
-    """Greedy random search; returns queries to leave the starting band and to reach
-    "no generator traces found" (None if never) and the final score."""
+    """Greedy random search (keeps an edit that lowers the score); returns queries to
+    leave the starting band and to reach "no generator traces found" (None if never) and
+    the final score. Bands are the reports' own (version 7's band also weighs the image's
+    noise level, so a band is not a function of the score alone)."""
 
-    def score(x: np.ndarray) -> float:
+    def report(x: np.ndarray) -> DetectorReport:
         key = hashlib.sha256(_png(x)).digest() if keyed else b"fixed crops"
-        return det.score_image(x, key).score
+        return det.score_image(x, key)
 
     rng = np.random.default_rng(seed)
-    best, best_s = x0, score(x0)
-    first_s = best_s
-    # Out of "likely generated", or out of "uncertain" (= into "no generator traces").
-    goal = det.threshold_high if first_s >= det.threshold_high else det.threshold_low
+    best, best_r = x0, report(x0)
+    first = best_r
     leave = reach = None
     for q in range(1, queries + 1):
         cand = _project(_propose(best, rng), x0)
-        s = score(cand)
-        if s < best_s:
-            best, best_s = cand, s
-        if leave is None and best_s < goal:
+        r = report(cand)
+        if r.score < best_r.score:
+            best, best_r = cand, r
+        # Out of "likely generated", or out of "uncertain" (= into "no generator traces").
+        if leave is None and RANK[best_r.band] < RANK[first.band]:
             leave = q
-        if reach is None and best_s < det.threshold_low:
+        if reach is None and best_r.band == NO_TRACES:
             reach = q
             break
     # What the server (keyed crops) says of the final image.
-    served = det.score_image(best, hashlib.sha256(_png(best)).digest()).score
+    served = det.score_image(best, hashlib.sha256(_png(best)).digest())
     return {
-        "start_band": "likely generated" if goal == det.threshold_high else "uncertain",
-        "start": first_s,
-        "final": best_s,
-        "served_final": served,
+        "start_band": first.band,
+        "start": first.score,
+        "final": best_r.score,
+        "served_final": served.score,
+        "served_final_band": served.band,
         "queries_to_leave_band": leave,
         "queries_to_no_traces": reach,
     }
 
 
-def eot_pgd(det: Detector, x0: np.ndarray, steps: int, draws: int, seed: int) -> float:
-    """White-box PGD with EOT over random stratified crop draws; returns the served score
-    of the result."""
+def eot_pgd(det: Detector, x0: np.ndarray, steps: int, draws: int, seed: int) -> DetectorReport:
+    """White-box PGD with EOT over random stratified crop draws; returns the server's
+    report on the result."""
     net, pre = det.model.net, det.model.meta.preprocess
     for prm in net.parameters():
         prm.requires_grad_(False)
@@ -146,13 +156,12 @@ def eot_pgd(det: Detector, x0: np.ndarray, steps: int, draws: int, seed: int) ->
         delta.grad = None
     adv = (base + delta.detach()).round().clamp(0, 255).numpy().astype(np.uint8)
     adv = _project(adv, x0)
-    return det.score_image(adv, hashlib.sha256(_png(adv)).digest()).score
+    return det.score_image(adv, hashlib.sha256(_png(adv)).digest())
 
 
-def _band_kept(score: float, row: dict[str, Any], thr: dict[str, float]) -> bool:
-    """Whether score is still in the target's starting band (or above it)."""
-    start = row["keyed"]["start_band"]
-    return score >= (thr["high"] if start == "likely generated" else thr["low"])
+def _band_kept(band: str, row: dict[str, Any]) -> bool:
+    """Whether band is still the target's starting band (or above it)."""
+    return RANK[band] >= RANK[row["keyed"]["start_band"]]
 
 
 def summarise(
@@ -184,16 +193,18 @@ def summarise(
         "keyed_no_traces": rate("keyed", "queries_to_no_traces"),
         "fixed_no_traces": rate("fixed", "queries_to_no_traces"),
         "fixed_final_served_same_band": float(
-            np.mean([_band_kept(r["fixed"]["served_final"], r, thr) for r in results])
+            np.mean([_band_kept(r["fixed"]["served_final_band"], r) for r in results])
         )
         if results
         else 0.0,
         "eot_pgd_leave_band": float(
-            np.mean([not _band_kept(r["eot_pgd_served"], r, thr) for r in results])
+            np.mean([not _band_kept(r["eot_pgd_served_band"], r) for r in results])
         )
         if results
         else 0.0,
-        "eot_pgd_no_traces": float(np.mean([r["eot_pgd_served"] < thr["low"] for r in results]))
+        "eot_pgd_no_traces": float(
+            np.mean([r["eot_pgd_served_band"] == NO_TRACES for r in results])
+        )
         if results
         else 0.0,
         "seconds": round(seconds, 1),
@@ -226,16 +237,17 @@ def main() -> int:
             rgb = np.ascontiguousarray(rgb[y0 : y0 + m, x0 : x0 + m])
             if min(rgb.shape[:2]) < 64:
                 continue
-            sc = det.score_image(rgb, hashlib.sha256(_png(rgb)).digest()).score
-            if sc >= det.threshold_low:
-                scored.append((sc, s, rgb))
-        scored.sort(key=lambda t: -t[0])
-        targets = [(s, rgb) for _, s, rgb in scored[: args.images]]
+            r = det.score_image(rgb, hashlib.sha256(_png(rgb)).digest())
+            if r.band != NO_TRACES:
+                scored.append((RANK[r.band], r.score, s, rgb))
+        scored.sort(key=lambda t: (-t[0], -t[1]))
+        targets = [(s, rgb) for _, _, s, rgb in scored[: args.images]]
         for i, (s, rgb) in enumerate(targets):
-            row = {"file": str(s.path.relative_to(FIXTURES)), "family": s.family}
+            row: dict[str, Any] = {"file": str(s.path.relative_to(FIXTURES)), "family": s.family}
             row["keyed"] = random_search(det, rgb, True, args.queries, i)
             row["fixed"] = random_search(det, rgb, False, args.queries, i)
-            row["eot_pgd_served"] = eot_pgd(det, rgb, 10, 64, i)
+            adv = eot_pgd(det, rgb, 10, 64, i)
+            row["eot_pgd_served"], row["eot_pgd_served_band"] = adv.score, adv.band
             results.append(row)
             print(json.dumps(row), flush=True)
             thr = {"high": det.threshold_high, "low": det.threshold_low}

@@ -35,23 +35,57 @@ def fit_platt(logits: np.ndarray, labels: np.ndarray, iterations: int = 100) -> 
     fit finite when the classes separate. Raises DetectorError if a class is missing.
     """
     x = np.asarray(logits, dtype=np.float64).ravel()
+    a, b = _fit_logistic(np.stack([x, np.ones_like(x)], axis=1), labels, iterations)
+    return float(a), float(b)
+
+
+def fit_platt_noise(
+    logits: np.ndarray,
+    noise: np.ndarray,
+    labels: np.ndarray,
+    iterations: int = 100,
+    one_sided: bool = True,
+    ref_quantile: float = 0.5,
+) -> tuple[float, float, float, float]:
+    """Platt scaling with the image's log noise level as a second input (version 7):
+    (slope, intercept, noise_coef, noise_ref) of
+    p = sigmoid(slope * logit + intercept + noise_coef * min(noise - noise_ref, 0)).
+
+    logits, noise (`detector.noise.log_noise`), labels: (N,). noise_ref is the
+    ref_quantile quantile of the noise levels; one_sided (the served form) moves only
+    images cleaner than it, so that a noisy photo is never pushed up; with
+    one_sided=False the term is linear, noise_coef * (noise - noise_ref) (measured by
+    scripts/detector_candidates.py, not served). The same smoothed targets and Newton's
+    method as `fit_platt`. Raises DetectorError if a class is missing.
+    """
+    x = np.asarray(logits, dtype=np.float64).ravel()
+    n = np.asarray(noise, dtype=np.float64).ravel()
+    ref = float(np.quantile(n, ref_quantile))
+    col = np.minimum(n - ref, 0.0) if one_sided else n - ref
+    a, b, c = _fit_logistic(np.stack([x, np.ones_like(x), col], axis=1), labels, iterations)
+    return float(a), float(b), float(c), ref
+
+
+def _fit_logistic(design: np.ndarray, labels: np.ndarray, iterations: int) -> np.ndarray:
+    """Weights (K,) of sigmoid(design @ w) for design (N, K), by Newton's method on the
+    cross-entropy to Platt's smoothed targets."""
     y = np.asarray(labels).astype(np.int64).ravel()
     n_pos, n_neg = int(y.sum()), int((1 - y).sum())
     if n_pos == 0 or n_neg == 0:
         raise DetectorError("calibration needs held-out images of both classes")
     t = np.where(y == 1, (n_pos + 1.0) / (n_pos + 2.0), 1.0 / (n_neg + 2.0))
-    a, b = 1.0, 0.0
-    design = np.stack([x, np.ones_like(x)], axis=1)
+    w = np.zeros(design.shape[1])
+    w[0] = 1.0
     for _ in range(iterations):
-        p = sigmoid(a * x + b)
+        p = sigmoid(design @ w)
         grad = design.T @ (p - t)
-        w = p * (1.0 - p) + 1e-12
-        hess = design.T @ (design * w[:, None]) + 1e-9 * np.eye(2)
+        h = p * (1.0 - p) + 1e-12
+        hess = design.T @ (design * h[:, None]) + 1e-9 * np.eye(len(w))
         step = np.linalg.solve(hess, grad)
-        a, b = a - step[0], b - step[1]
+        w = w - step
         if np.abs(step).max() < 1e-10:
             break
-    return float(a), float(b)
+    return w
 
 
 def threshold_at_most(scores: np.ndarray, rate: float) -> float:
@@ -94,6 +128,7 @@ def calibrate(
     target_miss: float = 0.10,
     origins: Sequence[str] | None = None,
     min_origin_images: int = 10,
+    noise_term: tuple[float, float] | None = None,
 ) -> Calibration:
     """Platt scaling and band thresholds from held-out images.
 
@@ -101,7 +136,10 @@ def calibrate(
     the lowest threshold that at most target_fpr of the held-out real images reach
     (`real_threshold`: with origins (N,) given, also within each origin of at least
     min_origin_images real images); threshold_low is the target_miss quantile of the
-    generated images' scores, capped at threshold_high. A slope that is not positive (a
+    generated images' scores, capped at threshold_high. noise_term (ratio, ref), chosen
+    elsewhere (by cross-validation on training sources, `fit_platt_noise`), sets the
+    band's noise term (`likely_generated`): noise_coef = slope * ratio, noise_ref = ref;
+    it changes neither the score nor the thresholds. A slope that is not positive (a
     network that ranks backwards on held-out data) raises DetectorError rather than
     shipping an inverted score.
     """
@@ -117,6 +155,7 @@ def calibrate(
     )
     high = real_threshold(probs[y == 0], real_origins, target_fpr, min_origin_images)
     low = min(float(np.quantile(probs[y == 1], target_miss)), high)
+    ratio, ref = noise_term or (0.0, 0.0)
     return Calibration(
         slope=slope,
         intercept=intercept,
@@ -126,9 +165,38 @@ def calibrate(
         target_miss=target_miss,
         fitted=True,
         held_out_images=int(len(y)),
+        noise_coef=slope * ratio,
+        noise_ref=ref,
     )
 
 
 def apply(calibration: Calibration, logits: np.ndarray) -> np.ndarray:
     """Calibrated probabilities, (N,) float64, for logits (N,)."""
     return sigmoid(calibration.slope * np.asarray(logits, dtype=np.float64) + calibration.intercept)
+
+
+def noise_offset(calibration: Calibration, noise: np.ndarray | float) -> np.ndarray:
+    """The band's noise term, noise_coef * min(noise - noise_ref, 0), for log noise levels
+    (N,) (`detector.noise.log_noise`): 0 for images at least as noisy as noise_ref,
+    negative (more evidence needed) for cleaner ones. (N,) float64."""
+    n = np.asarray(noise, dtype=np.float64)
+    out: np.ndarray = calibration.noise_coef * np.minimum(n - calibration.noise_ref, 0.0)
+    return out
+
+
+def likely_generated(
+    calibration: Calibration, logits: np.ndarray, noise: np.ndarray | None = None
+) -> np.ndarray:
+    """Which images (logits (N,), log noise levels (N,)) are "likely generated":
+    sigmoid(slope * logit + intercept + `noise_offset`) >= threshold_high. With
+    noise_coef 0 (every weights file before version 7) that is score >= threshold_high;
+    otherwise an image cleaner than noise_ref needs a higher score, and no image is
+    flagged that the plain rule would not flag. (N,) bool. Raises DetectorError if the
+    calibration has a noise term and no noise levels are given."""
+    z = calibration.slope * np.asarray(logits, dtype=np.float64) + calibration.intercept
+    if calibration.noise_coef:
+        if noise is None:
+            raise DetectorError("this calibration's band needs each image's noise level")
+        z = z + noise_offset(calibration, noise)
+    flags: np.ndarray = sigmoid(z) >= calibration.threshold_high
+    return flags

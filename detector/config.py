@@ -50,6 +50,12 @@ class Calibration:
     most `target_miss` of held-out generated images fall below it); never above
     threshold_high. fitted: False for weights that came without held-out calibration
     (external checkpoints), whose "probability" is the raw sigmoid.
+    noise_coef, noise_ref (version 7): the band's noise term. An image whose log noise
+    level n (`detector.noise.log_noise`, natural log of grey levels 0-255, on the crops the
+    network sees) is under noise_ref is "likely generated" only if
+    sigmoid(slope * logit + intercept + noise_coef * (n - noise_ref)) >= threshold_high:
+    clean photos need more evidence. The score itself does not change. noise_coef 0 (the
+    default, and every weights file written before version 7) leaves it out.
     """
 
     slope: float = 1.0
@@ -60,6 +66,8 @@ class Calibration:
     target_miss: float = 0.10
     fitted: bool = False
     held_out_images: int = 0
+    noise_coef: float = 0.0
+    noise_ref: float = 0.0
 
 
 @dataclass(frozen=True)

@@ -2,8 +2,8 @@
 
 For each image the detector scores `Preprocess.crops` square crops cut at native
 resolution, at positions drawn from HMAC(secret, request key) (see `detector.crops`).
-Each crop's logit goes through the weights' calibration to a calibrated logit z; the image score is sigmoid(mean z). The
-band [band_low, band_high] is sigmoid(mean z -/+ 1.96 * std(z) / sqrt(n)): the spread the
+Each crop's logit goes through the weights' calibration to a calibrated logit z; the image
+score is sigmoid(mean z). The band [band_low, band_high] is sigmoid(mean z -/+ 1.96 * std(z) / sqrt(n)): the spread the
 score would have over other crop draws. It says nothing about generators the model never
 saw; the score is advisory.
 
@@ -26,8 +26,10 @@ import numpy as np
 import torch
 
 from detector.batching import BatchQueue
+from detector.calibrate import noise_offset
 from detector.crops import plan_crops
 from detector.features import harmonise, patch_logits, prepare_network
+from detector.noise import log_noise
 from detector.registry import LoadedModel, load_model
 from provenance.core.errors import DetectorError, MediaError
 from provenance.media.image import DEFAULT_MAX_PIXELS, decode_image
@@ -75,6 +77,9 @@ class DetectorReport:
     model_version: str
     crops: tuple[DetectorCrop, ...]
     advisory: str = ADVISORY
+    #: The band's noise term for this image (`detector.calibrate.noise_offset`; 0 or
+    #: negative, 0 without one): what `Detector.band_of` added. Not part of `to_dict`.
+    noise_offset: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-compatible dict; crops as a list of dicts."""
@@ -204,6 +209,14 @@ class Detector:
             for rgb, plan in zip((harmonise(im, pre) for im in images), plans, strict=True)
             for c in plan
         ]
+        # Each image's log noise level on the same crops, where the band uses it.
+        offsets = [0.0] * len(plans)
+        if cal.noise_coef:
+            starts = np.cumsum([0, *(len(p) for p in plans)])
+            offsets = [
+                float(noise_offset(cal, log_noise(np.stack(rows[a:b]))))
+                for a, b in zip(starts[:-1], starts[1:], strict=True)
+            ]
         by_shape: dict[tuple[int, ...], list[int]] = {}
         for i, r in enumerate(rows):
             by_shape.setdefault(r.shape, []).append(i)
@@ -220,7 +233,7 @@ class Detector:
             raise DetectorError(f"detector inference failed: {e}") from e
         reports = []
         taken = 0
-        for plan in plans:
+        for plan, offset in zip(plans, offsets, strict=True):
             zs = cal.slope * logits[taken : taken + len(plan)].astype(np.float64) + cal.intercept
             taken += len(plan)
             if not np.all(np.isfinite(zs)):
@@ -229,7 +242,7 @@ class Detector:
                 DetectorCrop(c.x, c.y, c.size, c.size, _sigmoid(float(z)))
                 for c, z in zip(plan, zs, strict=True)
             )
-            reports.append(self._report(zs, crops))
+            reports.append(self._report(zs, crops, offset))
         return reports
 
     def score_bytes(
@@ -245,24 +258,33 @@ class Detector:
             rgb, request_key if request_key is not None else hashlib.sha256(data).digest()
         )
 
-    def _report(self, zs: np.ndarray, crops: tuple[DetectorCrop, ...]) -> DetectorReport:
+    def band_of(self, mean_z: float, noise_offset: float = 0.0) -> str:
+        """The band of an image whose score is sigmoid(mean_z) (mean_z: the mean
+        calibrated crop logit): LIKELY_GENERATED if sigmoid(mean_z + noise_offset) >=
+        threshold_high (noise_offset: the band's noise term, `detector.calibrate.
+        noise_offset`, 0 or negative: clean images need more evidence), NO_TRACES if the
+        score < threshold_low, else UNCERTAIN. The same rule as
+        `detector.calibrate.likely_generated`, which the band policy is fitted with."""
+        if _sigmoid(mean_z + noise_offset) >= self.threshold_high:
+            return LIKELY_GENERATED
+        if _sigmoid(mean_z) < self.threshold_low:
+            return NO_TRACES
+        return UNCERTAIN
+
+    def _report(
+        self, zs: np.ndarray, crops: tuple[DetectorCrop, ...], offset: float
+    ) -> DetectorReport:
         mean = float(zs.mean())
         half = _Z95 * float(zs.std(ddof=1)) / math.sqrt(len(zs)) if len(zs) > 1 else 0.0
-        score = _sigmoid(mean)
-        if score >= self.threshold_high:
-            band = LIKELY_GENERATED
-        elif score < self.threshold_low:
-            band = NO_TRACES
-        else:
-            band = UNCERTAIN
         return DetectorReport(
-            score=score,
+            score=_sigmoid(mean),
             band_low=_sigmoid(mean - half),
             band_high=_sigmoid(mean + half),
-            band=band,
+            band=self.band_of(mean, offset),
             model_id=self.model_id,
             model_version=self.model_version,
             crops=crops,
+            noise_offset=offset,
         )
 
 

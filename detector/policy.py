@@ -18,29 +18,32 @@ from __future__ import annotations
 
 import hashlib
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 
-from detector.calibrate import apply, calibrate
+from detector.calibrate import apply, calibrate, likely_generated
 from detector.config import Calibration
 from detector.crops import plan_crops
 from detector.data import Sample, load_image
 from detector.features import harmonise, patch_logits, prepare_network
 from detector.metrics import average_precision, expected_calibration_error, roc_auc
+from detector.noise import log_noise
 from detector.registry import LoadedModel
 from provenance.core.errors import DetectorError, MediaError
 
 
 @dataclass(frozen=True)
 class Scored:
-    """One image scored as served: its sample and the raw logit of each crop (n,)."""
+    """One image scored as served: its sample, the raw logit of each crop (n,) and the
+    log noise level of those crops (`detector.noise.log_noise`)."""
 
     sample: Sample
     crop_logits: np.ndarray
+    noise: float
 
     @property
     def logit(self) -> float:
@@ -55,10 +58,13 @@ def score_files(
     crops: int,
     device: torch.device | None = None,
     progress: Callable[[int, int], None] | None = None,
+    known_logits: Mapping[str, np.ndarray] | None = None,
 ) -> tuple[list[Scored], list[str]]:
     """Score each file as the server does: crops keyed by (secret, SHA-256 of the file),
     `crops` of them, at native resolution. Returns (scored, "path: reason" for files that
-    cannot be decoded or are under the patch size)."""
+    cannot be decoded or are under the patch size). Each image's log noise level is
+    measured on the same crops. known_logits: crop logits already computed for these
+    secret and crops, by file path (str); those files only get their noise level."""
     device = device or torch.device("cpu")
     prepare_network(model.net, device)
     pre = model.meta.preprocess
@@ -80,7 +86,9 @@ def score_files(
         plan = plan_crops(secret, key, w, h, pre.patch_size, crops)
         rgb = harmonise(rgb, pre)
         patches = np.stack([rgb[c.y : c.y + c.size, c.x : c.x + c.size] for c in plan])
-        out.append(Scored(s, patch_logits(model.net, patches, pre, device)))
+        known = (known_logits or {}).get(str(s.path))
+        logits = known if known is not None else patch_logits(model.net, patches, pre, device)
+        out.append(Scored(s, logits, log_noise(patches)))
     if progress is not None:
         progress(len(samples), len(samples))
     return out, skipped
@@ -99,12 +107,15 @@ def fit_band_policy(
     target_fpr: float = 0.05,
     target_miss: float = 0.10,
     min_origin_images: int = 10,
+    noise_term: tuple[float, float] | None = None,
 ) -> tuple[Calibration, dict[str, Any]]:
     """Platt scaling and band thresholds from images that the model never trained on,
     with the leave-one-source-out report described in the module docstring.
 
     scored: real and generated images (both needed), with `Sample.repo` naming their
-    source. Returns (calibration, report). Raises DetectorError if a class is missing or
+    source. noise_term: (ratio, ref) of the band's noise term
+    (`detector.calibrate.likely_generated`, version 7), chosen by cross-validation on
+    training sources; the flags then use each image's noise level. Returns (calibration, report). Raises DetectorError if a class is missing or
     the model ranks the images backwards.
     """
     labels = np.array([s.sample.label for s in scored])
@@ -113,10 +124,13 @@ def fit_band_policy(
         raise DetectorError("the band policy needs real and generated images")
     origins = [s.sample.origin for s in scored]
     repos = [s.sample.repo for s in scored]
-    calibration = calibrate(logits, labels, target_fpr, target_miss, origins, min_origin_images)
+    levels = np.array([s.noise for s in scored])
+    calibration = calibrate(
+        logits, labels, target_fpr, target_miss, origins, min_origin_images, noise_term
+    )
     probs = apply(calibration, logits)
+    flagged = likely_generated(calibration, logits, levels)
     real = labels == 0
-    high = calibration.threshold_high
     # Leave one source out: each repository's images judged by thresholds (and a Platt
     # fit) made without it.
     held_flag = np.zeros(len(scored), dtype=bool)
@@ -134,11 +148,11 @@ def fit_band_policy(
             target_miss,
             [o for o, m in zip(origins, rest, strict=True) if m],
             min_origin_images,
+            noise_term,
         )
         p = apply(c, logits)
-        t, lo = c.threshold_high, c.threshold_low
-        held_flag[mine] = p[mine] >= t
-        held_low[mine] = p[mine] < lo
+        held_flag[mine] = likely_generated(c, logits[mine], levels[mine])
+        held_low[mine] = p[mine] < c.threshold_low
         held_prob[mine] = p[mine]
     gen_fams = [s.sample.family for s in scored]
     report = {
@@ -146,11 +160,11 @@ def fit_band_policy(
         "real": int(real.sum()),
         "generated": int((~real).sum()),
         "sources": len(set(repos)),
-        "auc": roc_auc(labels, logits),
-        "ap": average_precision(labels, logits),
+        "auc": roc_auc(labels, probs),
+        "ap": average_precision(labels, probs),
         "fitted_on_all": {
-            "real_flagged": float((probs[real] >= high).mean()),
-            "generated_flagged": float((probs[~real] >= high).mean()),
+            "real_flagged": float(flagged[real].mean()),
+            "generated_flagged": float(flagged[~real].mean()),
         },
         "leave_one_source_out": {
             "real_flagged": float(held_flag[real].mean()),
@@ -158,6 +172,7 @@ def fit_band_policy(
             "generated_flagged": float(held_flag[~real].mean()),
             "generated_no_traces": float(held_low[~real].mean()),
             "ece": expected_calibration_error(labels, held_prob),
+            "auc": roc_auc(labels, held_prob),
             "real_by_origin": rates_by(
                 [o for o, r in zip(origins, real, strict=True) if r], held_flag[real]
             ),

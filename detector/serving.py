@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from detector.infer import LIKELY_GENERATED, NO_TRACES, UNCERTAIN, Detector
+from detector.infer import Detector
 from provenance.core.errors import DetectorError
 
 #: Bytes of the server's crop secret.
@@ -65,22 +65,15 @@ class ServerDetector:
         zs = np.array([_logit(r.score) for r in reports])
         mean = float(zs.mean())
         half = _Z95 * float(zs.std(ddof=1)) / math.sqrt(len(zs)) if len(zs) > 1 else 0.0
-        score = _sigmoid(mean)
-        d = self.detector
-        band = (
-            LIKELY_GENERATED
-            if score >= d.threshold_high
-            else NO_TRACES
-            if score < d.threshold_low
-            else UNCERTAIN
-        )
+        # The band's noise term of the frames, averaged as their logits are.
+        offset = float(np.mean([r.noise_offset for r in reports]))
         first = reports[0].to_dict()
         return {
             **first,
-            "score": score,
+            "score": _sigmoid(mean),
             "band_low": _sigmoid(mean - half),
             "band_high": _sigmoid(mean + half),
-            "band": band,
+            "band": self.detector.band_of(mean, offset),
             "crops": [
                 {**vars(c), "timestamp_seconds": t}
                 for (t, _), r in zip(frames, reports, strict=True)

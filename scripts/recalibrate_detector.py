@@ -9,13 +9,17 @@ images; the held-out fixture images are an independent check.
 Each image is scored as the server scores it (`detector.policy.score_files`, `--crops`
 keyed stratified crops); `detector.policy.fit_band_policy` fits Platt scaling and the
 thresholds (at most 5% of real photos "likely generated", pooled and per origin) and
-estimates the rates on unseen sources by leaving one repository out at a time. The
+estimates the rates on unseen sources by leaving one repository out at a time. With
+`--noise-cv VARIANT` the band gets version 7's noise term, its shape taken from the
+cross-validation on training sources (`eval-cv.json`), never from these images; each
+image's noise level is measured on the same crops (cached beside the scores). The
 report goes to `detector/weights/eval-bands-<model>.json`; with `--write` the weights are
 re-saved with the new calibration and crop count (the tensors are unchanged).
 
 Usage::
 
-    nice -n 19 python scripts/recalibrate_detector.py --model default --write
+    nice -n 19 python scripts/recalibrate_detector.py --model default --noise-cv v5_clean \
+        --write --version 7
 
 Exit codes: 0 done, 1 the policy could not be fitted, 2 bad arguments or missing data.
 """
@@ -32,7 +36,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from detector.calibrate import apply
+from detector.calibrate import apply, likely_generated
 from detector.data import Sample, is_held_out_source, load_samples
 from detector.metrics import average_precision, expected_calibration_error, roc_auc
 from detector.policy import Scored, fit_band_policy, rates_by, score_files
@@ -80,6 +84,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--target-fpr", type=float, default=0.05)
     ap.add_argument("--min-origin-images", type=int, default=10)
     ap.add_argument("--threads", type=int, default=1, help="torch threads")
+    ap.add_argument(
+        "--noise-cv",
+        metavar="VARIANT",
+        help="give the band its noise term (version 7), the shape fitted by cross-validation "
+        "on training sources: detector/weights/eval-cv.json noise_policies.VARIANT.pooled_term "
+        "(scripts/detector_candidates.py noise --variants VARIANT)",
+    )
     ap.add_argument("--write", action="store_true", help="re-save the weights")
     ap.add_argument(
         "--version", default=None, help="version string of the re-saved weights (default: same)"
@@ -92,6 +103,19 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
+    noise_term = None
+    if args.noise_cv:
+        try:
+            cv = json.loads((WEIGHTS / "eval-cv.json").read_text())
+            term = cv["noise_policies"][args.noise_cv]["pooled_term"]
+            noise_term = (float(term["ratio"]), float(term["ref"]))
+        except (OSError, ValueError, KeyError) as e:
+            print(
+                f"error: no noise term for {args.noise_cv!r} in eval-cv.json ({e}); run "
+                f"scripts/detector_candidates.py noise --variants {args.noise_cv}",
+                file=sys.stderr,
+            )
+            return 2
     loaded = load_model(args.model)
     every = load_samples([args.data]) + load_samples(args.fixtures)
     held, trained = split_trained(args.model, every, args.data)
@@ -119,20 +143,32 @@ def main(argv: list[str] | None = None) -> int:
         / (f"{args.model}-{loaded.meta.tensors_sha256[:12]}-{args.crops}.json")
     )
     known: dict[str, list[float]] = json.loads(cache.read_text()) if cache.is_file() else {}
-    todo = [s for s in samples if str(s.path) not in known]
+    # Each file's log noise level on the same crops (it does not depend on the network).
+    pre = loaded.meta.preprocess
+    noise_cache = cache.with_name(f"noise-q{pre.jpeg_quality}-p{pre.patch_size}-{args.crops}.json")
+    levels: dict[str, float] = json.loads(noise_cache.read_text()) if noise_cache.is_file() else {}
+    todo = [s for s in samples if str(s.path) not in known or str(s.path) not in levels]
     start = time.monotonic()
 
     skipped: list[str] = []
     cache.parent.mkdir(parents=True, exist_ok=True)
-    for i in range(0, len(todo), 100):  # the cache is saved as scoring goes
-        new, skip = score_files(loaded, todo[i : i + 100], SECRET, args.crops)
+    for i in range(0, len(todo), 100):  # the caches are saved as scoring goes
+        new, skip = score_files(
+            loaded,
+            todo[i : i + 100],
+            SECRET,
+            args.crops,
+            known_logits={p: np.array(v, dtype=np.float32) for p, v in known.items()},
+        )
         skipped += skip
         known.update({str(sc.sample.path): sc.crop_logits.tolist() for sc in new})
+        levels.update({str(sc.sample.path): sc.noise for sc in new})
         cache.write_text(json.dumps(known))
+        noise_cache.write_text(json.dumps(levels))
         done = min(i + 100, len(todo))
         print(f"  scored {done}/{len(todo)} ({time.monotonic() - start:.0f} s)", file=sys.stderr)
     scored = [
-        Scored(s, np.array(known[str(s.path)], dtype=np.float32))
+        Scored(s, np.array(known[str(s.path)], dtype=np.float32), levels[str(s.path)])
         for s in samples
         if str(s.path) in known
     ]
@@ -147,6 +183,7 @@ def main(argv: list[str] | None = None) -> int:
             [s for s in scored if str(s.sample.path) in in_recipe],
             args.target_fpr,
             min_origin_images=args.min_origin_images,
+            noise_term=noise_term,
         )
     except ProvenanceError as e:
         print(f"error: {e}", file=sys.stderr)
@@ -154,12 +191,13 @@ def main(argv: list[str] | None = None) -> int:
     # The fixtures' held-out split takes no part in the fit: an independent check.
     fy = np.array([s.sample.label for s in fixture_held])
     fl = np.array([s.logit for s in fixture_held])
-    ff = apply(cal, fl) >= cal.threshold_high
+    fp = apply(cal, fl)
+    ff = likely_generated(cal, fl, np.array([s.noise for s in fixture_held]))
     fixture_check = {
         "images": len(fixture_held),
-        "auc": roc_auc(fy, fl),
-        "ap": average_precision(fy, fl),
-        "ece": expected_calibration_error(fy, apply(cal, fl)),
+        "auc": roc_auc(fy, fp),
+        "ap": average_precision(fy, fp),
+        "ece": expected_calibration_error(fy, fp),
         "real_flagged": float(ff[fy == 0].mean()),
         "generated_flagged": float(ff[fy == 1].mean()),
         "real_by_origin": rates_by(
@@ -206,7 +244,18 @@ def main(argv: list[str] | None = None) -> int:
             version=args.version or loaded.meta.version,
             calibration=cal,
             preprocess=replace(loaded.meta.preprocess, crops=args.crops),
-            training={**loaded.meta.training, "band_policy": f"eval-bands-{args.model}.json"},
+            training={
+                **loaded.meta.training,
+                "band_policy": f"eval-bands-{args.model}.json",
+                "band_noise_term": {
+                    "ratio": noise_term[0] if noise_term else 0.0,
+                    "ref": noise_term[1] if noise_term else 0.0,
+                    "chosen_by": f"eval-cv.json noise_policies.{args.noise_cv}.pooled_term "
+                    "(scripts/detector_candidates.py noise: training sources only)"
+                    if noise_term
+                    else "none",
+                },
+            },
         )
         meta = save_weights(WEIGHTS / f"{args.model}.safetensors", loaded.net, meta)
         beside = WEIGHTS / f"{args.model}.json"
@@ -215,6 +264,7 @@ def main(argv: list[str] | None = None) -> int:
         saved["calibration"] = asdict(cal)
         saved["crops"] = args.crops
         saved["band_policy"] = f"eval-bands-{args.model}.json"
+        saved["band_noise_term"] = meta.training["band_noise_term"]
         saved["tensors_sha256"] = meta.tensors_sha256
         saved["version"] = meta.version
         beside.write_text(json.dumps(saved, indent=2, sort_keys=True) + "\n")

@@ -251,12 +251,61 @@ def test_band_policy_protects_every_origin_and_reports_unseen_sources() -> None:
         return Sample(Path(f"{i}.png"), label, fam, fam, str(i), "-", repo, origin)
 
     scored = [
-        Scored(sample(i, 0, f"real/{i % 8}", ("camera", "scan")[i % 2]), rng.normal(-1, 1, 4))
+        Scored(sample(i, 0, f"real/{i % 8}", ("camera", "scan")[i % 2]), rng.normal(-1, 1, 4), 0.0)
         for i in range(400)
-    ] + [Scored(sample(i, 1, f"gen/{i % 5}", "gen"), rng.normal(1, 1, 4)) for i in range(400)]
+    ] + [Scored(sample(i, 1, f"gen/{i % 5}", "gen"), rng.normal(1, 1, 4), 0.0) for i in range(400)]
     cal, report = fit_band_policy(scored)
     loso = report["leave_one_source_out"]
     assert cal.fitted and 0 < cal.threshold_low <= cal.threshold_high < 1
+    assert cal.noise_coef == 0.0
     assert report["sources"] == 13 and set(loso["real_by_origin"]) == {"camera", "scan"}
     assert loso["real_flagged"] <= 0.08 and loso["generated_flagged"] > 0.3
     assert 0.8 < report["auc"] < 1.0
+
+
+def test_noise_estimate_tracks_added_gaussian_noise() -> None:
+    from detector.noise import NOISE_FLOOR, crop_noise, log_noise
+
+    rng = np.random.default_rng(3)
+    # A smooth ramp (the mask cancels it) plus Gaussian noise of known sigma.
+    ramp = np.linspace(40, 200, 64)[None, :, None] + np.linspace(0, 20, 64)[:, None, None]
+    for sigma in (2.0, 5.0, 10.0):
+        noisy = ramp[None] + rng.normal(0, sigma, (8, 64, 64, 1))
+        crops = np.clip(np.repeat(noisy, 3, axis=3), 0, 255).round().astype(np.uint8)
+        assert np.median(crop_noise(crops)) == pytest.approx(sigma, rel=0.1)
+        assert log_noise(crops) == pytest.approx(np.log(sigma), abs=0.1)
+    flat = np.full((4, 64, 64, 3), 90, np.uint8)
+    assert crop_noise(flat).tolist() == [0.0] * 4 and log_noise(flat) == np.log(NOISE_FLOOR)
+    with pytest.raises(DetectorError, match="uint8"):
+        crop_noise(np.zeros((2, 64, 64, 3), np.float32))
+    with pytest.raises(DetectorError, match="no crops"):
+        log_noise(np.zeros((0, 64, 64, 3), np.uint8))
+
+
+def test_band_noise_term_asks_clean_images_for_more_evidence() -> None:
+    from detector.calibrate import fit_platt_noise, likely_generated, noise_offset
+
+    rng = np.random.default_rng(4)
+    x, n = rng.normal(size=20000) * 2, rng.normal(0.5, 0.6, 20000)
+    # Only images cleaner than the median noise level (0.5) are moved.
+    y = (rng.random(20000) < sigmoid(1.2 * x - 0.3 + 0.8 * np.minimum(n - 0.5, 0))).astype(int)
+    a, b, c, ref = fit_platt_noise(x, n, y)
+    assert ref == pytest.approx(np.median(n))
+    assert (a, b, c) == pytest.approx((1.2, -0.3, 0.8), abs=0.1)
+    assert 0 < fit_platt_noise(x, n, y, one_sided=False)[2] < c
+    # The band's term: fixed shape (ratio, ref), Platt and thresholds as without it.
+    plain = calibrate(x, y)
+    cal = calibrate(x, y, noise_term=(c / a, ref))
+    assert (cal.slope, cal.threshold_high) == (plain.slope, plain.threshold_high)
+    assert cal.noise_coef == pytest.approx(plain.slope * c / a) and cal.noise_ref == ref
+    assert np.array_equal(apply(cal, x), apply(plain, x))
+    flags, plain_flags = likely_generated(cal, x, n), likely_generated(plain, x)
+    assert np.array_equal(plain_flags, apply(plain, x) >= plain.threshold_high)
+    assert not (flags & ~plain_flags).any()  # never flags what the plain rule would not
+    lost = plain_flags & ~flags
+    assert lost.any() and (n[lost] < ref).all()  # only clean images need more evidence
+    assert noise_offset(cal, np.array([ref + 1, ref, ref - 1])) == pytest.approx(
+        [0, 0, -cal.noise_coef]
+    )
+    with pytest.raises(DetectorError, match="noise level"):
+        likely_generated(cal, x)

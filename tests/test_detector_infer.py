@@ -19,6 +19,7 @@ from detector.cli import app
 from detector.infer import ADVISORY, LIKELY_GENERATED, NO_TRACES, UNCERTAIN, Detector
 from detector.model import build_network
 from detector.registry import REGISTRY
+from detector.serving import ServerDetector
 from detector.weights import apply_state, load_weights, save_weights
 from provenance.core.errors import MediaError, MediaTooLargeError
 
@@ -29,9 +30,10 @@ SECRET = b"golden-secret"
 #: (fixture path, label, score) of the shipped default model with SECRET and the file's
 #: name as request key, measured on CPU in float32 (identical with 1 and 2 threads).
 #: Tolerance 1e-4 absolute: CPU kernels may sum in another order for another batch size or
-#: instruction set. A regression check, not a claim of accuracy. Versions 5-6 re-encode each
+#: instruction set. A regression check, not a claim of accuracy. Versions 5-7 re-encode each
 #: image as JPEG q90 (Pillow) before cropping, so another libjpeg build may also move them.
-#: Calibration: the band policy of `scripts/recalibrate_detector.py` (version 6).
+#: Calibration: the band policy of `scripts/recalibrate_detector.py` (version 7; its score is
+#: version 6's, only the band weighs the noise level).
 GOLDEN: list[tuple[str, str, float]] = [
     ("detector/real/pypi/imgaug_quokka.jpg", "real", 0.3854701325811492),
     ("detector/real/afhq/ref_cat_flickr_cat_000495.jpg", "real", 0.3476605907659923),
@@ -154,6 +156,54 @@ def test_own_weights_file_reports_its_own_model_id(det: Detector, tmp_path: Path
         r = d.score_image(_rgb(GOLDEN[0][0]), b"k")
     assert r.model_id == "mine" and r.model_version == "7"
     assert r.score == det.score_image(_rgb(GOLDEN[0][0]), b"k").score  # the same tensors
+
+
+def test_served_band_noise_term_is_what_the_band_policy_fits(det: Detector, tmp_path: Path) -> None:
+    # Version 7's band: an image cleaner than noise_ref (its log noise level measured on
+    # the crops the server scored) needs more evidence for "likely generated". The score
+    # does not move, and the band policy's rule (score_files, likely_generated) must
+    # decide exactly as the server does, or the fitted rates would not hold as served.
+    from detector.calibrate import likely_generated
+    from detector.data import Sample
+    from detector.policy import score_files
+
+    rel = GOLDEN[1][0]
+    data = (FIXTURES / rel).read_bytes()
+    plain = det.score_bytes(data)
+    # Thresholds that call this photo "likely generated" without the noise term.
+    bare = replace(
+        det.model.meta.calibration, threshold_low=0.01, threshold_high=plain.score - 0.05
+    )
+    sample = Sample(FIXTURES / rel, 0, "real", "real", rel, "-", "afhq", "pet")
+    bands = {}
+    for coef in (0.0, 5.0):
+        cal = replace(bare, noise_coef=coef, noise_ref=3.0)  # 3.0: 20 grey levels
+        path = tmp_path / f"noise-{coef}.safetensors"
+        save_weights(path, det.model.net, replace(det.model.meta, calibration=cal))
+        with Detector.load("default", weights=path, device="cpu", secret=SECRET) as d:
+            served = d.score_bytes(data)
+            (scored,), _ = score_files(d.model, [sample], SECRET, 64)
+            # A video's band (frames of the same photo) weighs the frames' noise terms.
+            rgb = _rgb(rel)
+            video = ServerDetector(d).score_video([(0.0, rgb), (1.0, rgb)], b"video")
+        assert served.score == plain.score and scored.noise < 3.0
+        policy = likely_generated(cal, np.array([scored.logit]), np.array([scored.noise]))[0]
+        assert (served.band == LIKELY_GENERATED) == bool(policy)
+        assert video["band"] == served.band
+        bands[coef] = served.band
+    assert bands == {0.0: LIKELY_GENERATED, 5.0: UNCERTAIN}
+
+
+def test_weights_written_before_the_noise_term_still_load() -> None:
+    from detector.config import ModelMeta
+
+    meta = REGISTRY["default"].shipped
+    assert meta is not None
+    raw = json.loads(load_weights(meta)[1].to_json())
+    for key in ("noise_coef", "noise_ref"):
+        raw["calibration"].pop(key)
+    old = ModelMeta.from_json(json.dumps(raw))
+    assert (old.calibration.noise_coef, old.calibration.noise_ref) == (0.0, 0.0)
 
 
 def _png_header(width: int, height: int) -> bytes:

@@ -19,7 +19,7 @@ from inproc import InProc
 from clients.api import ProvenanceClient
 from provenance.core.errors import RevokedKeyError, TransportError, UnknownDeviceError
 from provenance.server.rollback import CheckpointMemo, memo_path
-from provenance.server.rpc import HandlersOnce
+from provenance.server.rpc import HandlersWrapped
 from provenance.v1 import provenance_pb2 as pb
 from provenance.v1 import provenance_pb2_grpc as rpc
 
@@ -109,34 +109,48 @@ def test_the_writer_refuses_a_revoked_device_the_signature_check_let_through(
         inproc.submit(Device(DeviceKey.generate()).next_claim())
 
 
-def test_interceptors_run_once_per_method() -> None:
-    """`HandlersOnce` builds a method's handler on its first call and reuses it."""
+def test_interceptors_wrap_each_method_once_at_registration() -> None:
+    """`HandlersWrapped` wraps each registered method's handler once, the first
+    interceptor outermost, and registers it by name and in a generic handler alike."""
     import asyncio
 
     made: list[str] = []
 
-    class Counting(grpc.aio.ServerInterceptor):
+    class Tagging(grpc.aio.ServerInterceptor):
+        def __init__(self, tag: str) -> None:
+            self.tag = tag
+
         async def intercept_service(self, continuation: Any, details: Any) -> Any:
             handler = await continuation(details)
-            made.append(details.method)
-            return handler._replace(unary_unary=lambda r, c: (handler.unary_unary(r, c), "x"))
+            made.append(f"{self.tag}{details.method}")
+            inner = handler.unary_unary
+            return handler._replace(unary_unary=lambda r, c: (self.tag, inner(r, c)))
+
+    class Recorder:  # the grpc.aio server's two registration calls, recorded
+        def __init__(self) -> None:
+            self.registered: dict[str, dict[str, Any]] = {}
+            self.generic: list[Any] = []
+
+        def add_registered_method_handlers(self, service: str, handlers: Any) -> None:
+            self.registered[service] = handlers
+
+        def add_generic_rpc_handlers(self, handlers: Any) -> None:
+            self.generic.extend(handlers)
 
     base = grpc.unary_unary_rpc_method_handler(lambda r, c: r)
-    once = HandlersOnce([Counting()])
-
-    async def handler_of(_: Any) -> Any:
-        return base
-
-    async def calls() -> list[Any]:
-        return [
-            await once.intercept_service(handler_of, SimpleNamespace(method=m))
-            for m in ("/a/One", "/a/One", "/a/Two", "/a/One")
-        ]
-
-    got = asyncio.run(calls())
-    assert made == ["/a/One", "/a/Two"]
-    assert got[0] is got[1] is got[3] and got[2] is not got[0]
-    assert got[0].unary_unary(b"r", None) == (b"r", "x")
+    server = Recorder()
+    wrapping = HandlersWrapped(server)  # type: ignore[arg-type]
+    handlers = {"One": base, "Two": base}
+    wrapping.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("a.S", handlers),))
+    wrapping.add_registered_method_handlers("a.S", handlers)
+    assert not server.registered and not server.generic  # nothing before `register`
+    asyncio.run(wrapping.register([Tagging("outer"), Tagging("inner")]))
+    assert sorted(made) == ["inner/a.S/One", "inner/a.S/Two", "outer/a.S/One", "outer/a.S/Two"]
+    one = server.registered["a.S"]["One"]
+    assert one.unary_unary(b"r", None) == ("outer", ("inner", b"r"))
+    (generic,) = server.generic
+    assert generic.service(SimpleNamespace(method="/a.S/One")) is one
+    assert generic.service(SimpleNamespace(method="/a.S/Three")) is None
 
 
 def test_a_checkpoint_after_a_quiet_spell_is_written_without_waiting_for_more(

@@ -117,6 +117,16 @@ class LimitError(ProvenanceError):
     server, a per-device quota, a reply too large): try again later or send less."""
 
 
+class ForgeryPenaltyError(LimitError):
+    """A client connection sent more submissions whose signatures did not verify than the
+    server's budget allows (``prov serve --forgeries-per-minute``): its submissions are
+    refused until ``retry_after_s`` seconds have passed (also in the message)."""
+
+    def __init__(self, message: str, retry_after_s: float) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
 class UploadTimeoutError(LimitError):
     """An upload stream went idle, or ran past the server's per-upload deadline."""
 

@@ -173,6 +173,16 @@ def serve(
         int,
         typer.Option(help="Signed-claim KiB accepted per device per minute (0: no quota)."),
     ] = 32768,
+    forgeries_per_minute: Annotated[
+        int,
+        typer.Option(
+            help="Submissions with a signature that does not verify, or naming a device"
+            " nobody enrolled, that one client (IPv4 address, IPv6 /64; all its"
+            " connections) may send per minute (bursts up to a"
+            " minute's worth); past it the client's submissions are refused unverified"
+            " (RESOURCE_EXHAUSTED) until it has waited (0: no limit).",
+        ),
+    ] = 60,
     http: Annotated[
         str | None,
         typer.Option(
@@ -246,6 +256,7 @@ def serve(
         lookup_s=lookup_seconds,
         quota_claims_per_minute=quota_claims_per_minute,
         quota_bytes_per_minute=quota_claim_kb_per_minute * 1024,
+        forgeries_per_minute=forgeries_per_minute,
     )
     if log_key is not None:
         in_existing_folder(log_key, "--log-key")

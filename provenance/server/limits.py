@@ -9,7 +9,12 @@ find one; it cuts a stream that goes idle or runs past its deadline (received on
 asyncio event loop, a stalled stream holds no thread), and admits decodes into a
 smaller number of slots. `DeviceQuota` meters each device's accepted submissions
 (claims and bytes per minute, a sliding window counted in the store so that every
-server of a log shares it).
+server of a log shares it). `ForgeryPenalty` meters each client's forged submissions
+(signatures that do not verify), which no device quota can charge; a client is its IPv4
+address or IPv6 /64, as ``prov web`` counts them, not a connection, which a forger
+reopens at will: a client past its budget has its submissions refused unverified, each answer held
+back a moment, so a flood of forgeries costs the server almost nothing and cannot crowd
+the honest submissions out of the log writer's batches.
 
 Refusals are `LimitError` (gRPC RESOURCE_EXHAUSTED) and `UploadTimeoutError`
 (DEADLINE_EXCEEDED), decided before the expensive work starts.
@@ -21,12 +26,20 @@ import asyncio
 import logging
 import threading
 import time
+import urllib.parse
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from provenance.core.errors import ConfigError, LimitError, ProvenanceError, UploadTimeoutError
+from provenance.core.errors import (
+    ConfigError,
+    ForgeryPenaltyError,
+    LimitError,
+    ProvenanceError,
+    UploadTimeoutError,
+)
+from provenance.web.guard import client_key
 from provenance.wire.contract import MAX_LOOKUP_HASHES, MAX_LOOKUP_QUERIES
 
 log = logging.getLogger(__name__)
@@ -56,7 +69,10 @@ class ServerLimits:
     sooner [--lookup-seconds];
     quota_claims_per_minute, quota_bytes_per_minute: accepted submissions and signed-claim
     bytes per device per minute, bursts up to one minute's worth
-    [--quota-claims-per-minute, --quota-claim-kb-per-minute]; 0 turns a quota off.
+    [--quota-claims-per-minute, --quota-claim-kb-per-minute]; 0 turns a quota off;
+    forgeries_per_minute: submissions with a signature that does not verify, or naming a
+    device nobody enrolled, that one client (IPv4 address, IPv6 /64) may send per minute, bursts up to one minute's worth, before its
+    submissions are refused (`ForgeryPenalty`) [--forgeries-per-minute]; 0: no limit.
 
     Raises ConfigError when a value is out of range or uploads could take every thread.
     """
@@ -74,6 +90,7 @@ class ServerLimits:
     lookup_s: float = 30.0
     quota_claims_per_minute: int = 600
     quota_bytes_per_minute: int = 32 * 1024 * 1024
+    forgeries_per_minute: int = 60
 
     def __post_init__(self) -> None:
         for name in (
@@ -94,7 +111,12 @@ class ServerLimits:
         for name in ("upload_idle_s", "upload_deadline_s", "decode_wait_s", "lookup_s"):
             if not getattr(self, name) > 0:
                 raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
-        for name in ("min_chunk_bytes", "quota_claims_per_minute", "quota_bytes_per_minute"):
+        for name in (
+            "min_chunk_bytes",
+            "quota_claims_per_minute",
+            "quota_bytes_per_minute",
+            "forgeries_per_minute",
+        ):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} cannot be negative, got {getattr(self, name)}")
 
@@ -336,3 +358,92 @@ class DeviceQuota:
             self.flush()
         except ProvenanceError as e:
             log.warning("device quota counts not stored: %s", e)
+
+
+#: How long a refused submission of a penalised connection waits before its answer, in
+#: seconds (less when the call's deadline is sooner): a client flooding forgeries with n
+#: calls in flight gets at most n answers per FORGERY_HOLD_S, so refusing it costs the
+#: server little, while an honest client that retries after ``retry_after_s`` never waits.
+FORGERY_HOLD_S = 1.0
+#: Clients whose forgery counts are kept; the least recently charged go first.
+FORGERY_PEERS_KEPT = 4096
+
+
+def peer_client(peer: str) -> str:
+    """The client a gRPC peer (``context.peer()``: ``ipv4:192.0.2.1:5000``,
+    ``ipv6:[2001:db8::1]:5000``, percent-encoded or not) is counted as: its address's
+    `provenance.web.guard.client_key` (an IPv4 address, an IPv6 /64), without the port,
+    since a forger opens a new connection (a new port) whenever it likes. Any other peer
+    (``unix:...``) as it is."""
+    kind, _, rest = peer.partition(":")
+    if kind not in ("ipv4", "ipv6"):
+        return peer
+    host = urllib.parse.unquote(rest).rpartition(":")[0]
+    return client_key(host[1:-1] if host.startswith("[") else host)
+
+
+class ForgeryPenalty:
+    """Per client (`peer_client` of gRPC's peer: an IPv4 address or an IPv6 /64, every
+    connection from it together), a token bucket of forged submissions: ``per_minute``
+    tokens, refilled at ``per_minute`` a minute; each submission refused with
+    SignatureError, or with UnknownDeviceError (a device id nobody enrolled: each costs
+    a store read, and a forger can draw new ids at will), takes one (`charge`). While a
+    client has none left, `check` refuses its submissions before any decoding or
+    verification.
+
+    A device quota cannot meter forgeries (anyone may name any device, so charging the
+    named device would let a forger use up an honest device's quota); a connection
+    cannot either (a forger opens a fresh one, with a fresh budget, at will); an address
+    is what the forger cannot change cheaply. Honest devices behind the same address
+    (a NAT) share its budget. Used on the event loop's thread only (no lock)."""
+
+    def __init__(self, per_minute: int, clock: Callable[[], float] = time.monotonic) -> None:
+        self._rate = per_minute / 60.0
+        self._cap = float(per_minute)
+        self._clock = clock
+        # peer -> (tokens, clock() when counted), in the order last charged
+        self._peers: dict[str, tuple[float, float]] = {}
+
+    def active(self) -> bool:
+        """Whether any client is being metered (else `check` has nothing to do)."""
+        return bool(self._peers)
+
+    def _tokens(self, peer: str, now: float) -> float:
+        tokens, at = self._peers.get(peer, (self._cap, now))
+        return min(self._cap, tokens + (now - at) * self._rate)
+
+    def check(self, peer: str) -> None:
+        """Raises ForgeryPenaltyError when ``peer``'s client has used up its forgeries
+        for now."""
+        if not self._rate or not self._peers:
+            return
+        peer = peer_client(peer)
+        if peer not in self._peers:
+            return
+        now = self._clock()
+        tokens = self._tokens(peer, now)
+        if tokens >= 1.0:
+            if tokens >= self._cap:  # back to a full budget: forget the client
+                del self._peers[peer]
+            return
+        wait = (1.0 - tokens) / self._rate
+        raise ForgeryPenaltyError(
+            f"this client address sent more than {self._cap:.0f} submissions in a minute whose"
+            " signatures did not verify or whose device is not enrolled (the server's limit,"
+            f" --forgeries-per-minute); its submissions are refused for {wait:.1f} s: check"
+            " the device key that signs them and that the device is enrolled",
+            wait,
+        )
+
+    def charge(self, peer: str) -> None:
+        """Count one submission from ``peer``'s client refused because its signature did
+        not verify or its device is not enrolled."""
+        if not self._rate:
+            return
+        peer = peer_client(peer)
+        now = self._clock()
+        tokens = self._tokens(peer, now) - 1.0
+        self._peers.pop(peer, None)
+        self._peers[peer] = (tokens, now)
+        if len(self._peers) > FORGERY_PEERS_KEPT:
+            del self._peers[next(iter(self._peers))]

@@ -273,8 +273,10 @@ class GroupCommitWriter:
         self._clock = clock
         self._on_commit = on_commit
         self._max_batch = max_batch
-        self._queue: queue.Queue[_Item | None] = queue.Queue()
-        self._done: queue.Queue[_Done | None] = queue.Queue()
+        # a SimpleQueue (C, no Condition): a put costs each submission about 0.1 µs
+        # on the event loop, against several µs for a queue.Queue
+        self._queue: queue.SimpleQueue[_Item | None] = queue.SimpleQueue()
+        self._done: queue.SimpleQueue[_Done | None] = queue.SimpleQueue()
         self._stopping = False
         # the pending waits with a timeout, per event loop (`submit_async`)
         self._deadlines: dict[asyncio.AbstractEventLoop, _Deadlines] = {}
