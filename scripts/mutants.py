@@ -300,6 +300,11 @@ def _prepare_keep(reset: bool) -> dict[str, str]:
     """
     stats = WORK / "mutants" / "mutmut-stats.json"
     if not stats.exists() and not (STAGE / "fingerprint.json").exists():
+        print(
+            f"--keep: no earlier run in {WORK.relative_to(ROOT)} to reuse, so every mutant"
+            " is tested (about an hour on 2 idle cores); later --keep runs take minutes",
+            flush=True,
+        )
         return {}  # no run to keep: mutmut tests every mutant
     kept = dict(_in_stage(_RESET)) if reset else {}
     stats.unlink(missing_ok=True)

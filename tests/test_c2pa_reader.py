@@ -11,6 +11,7 @@ import csv
 import io
 import mimetypes
 import re
+import signal
 import socket
 import struct
 import subprocess
@@ -326,3 +327,25 @@ def test_reader_does_not_load_the_native_library_in_the_caller() -> None:
         cwd=Path(__file__).resolve().parents[1],
         timeout=60,
     )
+
+
+def test_ctrl_c_leaves_the_worker_to_its_parent() -> None:
+    """Ctrl-C at a terminal signals the whole process group: the worker must not die
+    with a KeyboardInterrupt traceback while `prov serve` shuts down; it ends when its
+    parent closes its input."""
+    script = Path(__file__).resolve().parents[1] / "provenance" / "c2pa" / "worker.py"
+    worker = subprocess.Popen(
+        [sys.executable, "-I", str(script)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert worker.stdout is not None and worker.stdin is not None
+    (size,) = struct.unpack(">Q", worker.stdout.read(8))
+    assert worker.stdout.read(size) == b'{"ready": true}'
+    worker.send_signal(signal.SIGINT)
+    time.sleep(0.3)
+    assert worker.poll() is None
+    _, err = worker.communicate(timeout=30)  # closes stdin: the parent's way to stop it
+    assert worker.returncode == 0
+    assert err == b""

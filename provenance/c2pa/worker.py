@@ -20,6 +20,7 @@ import json
 import os
 import re
 import resource
+import signal
 import struct
 import sys
 from typing import Any, BinaryIO
@@ -75,6 +76,10 @@ def _read(
 
 def main() -> None:
     """Serve read requests until stdin closes."""
+    # The parent ends this worker by closing stdin (or SIGKILL); Ctrl-C at a terminal
+    # reaches the whole process group, and must not print a KeyboardInterrupt traceback
+    # here while `prov serve` shuts down cleanly.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     requests = os.fdopen(os.dup(0), "rb")
     replies = os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)
