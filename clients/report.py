@@ -9,7 +9,7 @@ code  status             meaning
 0     SIGNED_ORIGINAL    exact bytes of a logged, validly signed capture
 10    DERIVED            a perceptual match to a signed capture
 11    UNSIGNED           nothing found
-12    REVOKED_KEY        signed by a key revoked before logging
+12    REVOKED_KEY        signed by a key revoked before logging, or a copy of such
 13    TAMPERED           a claim is present but bytes/signature differ
 14    (witnesses)        with --witness: the receipt's checkpoint lacks the quorum
 1     (error)            the file or the server could not be checked
@@ -135,7 +135,7 @@ _STATUS_LINE = {
     Verdict.SIGNED_ORIGINAL: "the exact bytes of a signed, logged capture",
     Verdict.DERIVED: "a copy derived from a signed capture (not the original bytes)",
     Verdict.TAMPERED: "a signed claim is present, but the file or signature does not match it",
-    Verdict.REVOKED_KEY: "signed by a device key that was revoked",
+    Verdict.REVOKED_KEY: "signed by a device key that was revoked (or a copy of such a capture)",
     Verdict.UNSIGNED: "no signed capture found for this file",
 }
 

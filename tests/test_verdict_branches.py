@@ -228,10 +228,15 @@ def test_near_picks_the_closest_valid_capture(key: DeviceKey) -> None:
     assert "log index 2" in r.reasons[0]
 
 
-def test_near_with_a_revoked_key_notes_it(key: DeviceKey) -> None:
-    lc = _logged(key, revoked_at=NOW - timedelta(days=3))
+def test_near_with_a_revoked_key(key: DeviceKey) -> None:
+    """Revoked after the capture was logged: DERIVED, noted; before: the capture itself
+    is REVOKED_KEY, and so is its copy."""
+    lc = _logged(key, revoked_at=NOW + timedelta(days=3))
     r = decide(_facts(sha=b"\x0b" * 32), NOW, near=[lc])
     assert r.status is Verdict.DERIVED and "revoked" in r.reasons[-1]
+    lc = _logged(key, revoked_at=NOW - timedelta(days=3))
+    r = decide(_facts(sha=b"\x0b" * 32), NOW, near=[lc])
+    assert r.status is Verdict.REVOKED_KEY and "before that capture was logged" in r.reasons[0]
 
 
 def test_unsigned_says_when_no_perceptual_hash_was_computed() -> None:
@@ -262,6 +267,20 @@ def test_video_near_matches_in_time(key: DeviceKey) -> None:
     assert r.status is Verdict.DERIVED and r.evidence.video_match is not None
     assert r.evidence.video_match.offset_seconds == pytest.approx(3.0)
     assert "seconds 3.0-7.0" in r.reasons[0]
+
+
+def test_video_near_copy_of_a_revoked_capture(key: DeviceKey) -> None:
+    """A transcoded copy of a video logged after its key's revocation: REVOKED_KEY, with
+    the matched stretch as evidence; revoked after logging: DERIVED, noted."""
+    orig = _frames(8)
+    facts = FileFacts(b"\x0e" * 32, 100, "video/mp4", orig)
+    before = _logged(key, _video_claim(key, orig), revoked_at=NOW - timedelta(days=1))
+    r = decide(facts, NOW, near=[before])
+    assert r.status is Verdict.REVOKED_KEY and r.evidence.video_match is not None
+    assert "before that capture was logged" in r.reasons[0]
+    after = _logged(key, _video_claim(key, orig), revoked_at=NOW + timedelta(days=1))
+    r = decide(facts, NOW, near=[after])
+    assert r.status is Verdict.DERIVED and "revoked" in r.reasons[-1]
 
 
 def test_video_near_skips_images_and_bad_signatures(key: DeviceKey) -> None:

@@ -103,6 +103,35 @@ def test_revocation_before_logging_and_after(key: DeviceKey) -> None:
     assert any("after this claim was logged" in x for x in after.reasons)
 
 
+def test_a_copy_of_a_revoked_capture_is_not_derived(key: DeviceKey) -> None:
+    """A near copy of a capture logged after its key's revocation (the capture itself
+    reads REVOKED_KEY) reads REVOKED_KEY too, with the match as evidence: a re-encode must
+    not launder a stolen key's capture into a DERIVED copy (exit 10 instead of 12). A
+    revocation after the capture was logged leaves the copy DERIVED, with a note; and a
+    capture the revocation does not cover is preferred even when farther."""
+    facts = FileFacts(hashlib.sha256(b"a copy").digest(), 9, "image/jpeg", (_flip(PDQ, 3),))
+    stolen = _logged(key, NOW - timedelta(hours=1))
+    r = decide(facts, NOW, near=[stolen])
+    assert r.status is Verdict.REVOKED_KEY
+    assert r.evidence.pdq_distance == 3 and r.evidence.claim is not None
+    assert "before that capture was logged" in r.reasons[0]
+    later = decide(facts, NOW, near=[_logged(key, NOW + timedelta(hours=1))])
+    assert later.status is Verdict.DERIVED
+    assert any(x.startswith("note: for that capture, the key was revoked") for x in later.reasons)
+    other = DeviceKey.generate()
+    claim = Claim(other.key_id, 1, NOW, "image/jpeg", 11, HardBinding(SHA), (_flip(PDQ, 13),))
+    data = wire.encode_claim(claim)
+    signed = SignedClaim(
+        PAYLOAD_TYPE_CLAIM, data, other.key_id, sign_payload(other, PAYLOAD_TYPE_CLAIM, data)
+    )
+    far = LoggedClaim(
+        signed, claim, Receipt(8, NOW, "cp", (), b"entry"), _device(other), True, True
+    )
+    both = decide(facts, NOW, near=[stolen, far])
+    assert both.status is Verdict.DERIVED and both.evidence.pdq_distance == 10
+    assert "log index 8" in both.reasons[0]
+
+
 @pytest.mark.parametrize(
     ("bits", "status"), [(0, Verdict.DERIVED), (31, Verdict.DERIVED), (32, Verdict.UNSIGNED)]
 )

@@ -25,7 +25,11 @@ Rules, in order (DESIGN.md, "The verdict"):
    ``REVOKED_KEY`` as above).
 3. A logged claim whose PDQ hash is within ``PDQ_MATCH_THRESHOLD`` bits of the file's,
    or of one of its 7 rotations and mirror images (`provenance.core.dihedral`; both of quality
-   >= ``PDQ_MIN_QUALITY``) -> ``DERIVED``, with the transform in the evidence.
+   >= ``PDQ_MIN_QUALITY``) -> ``DERIVED``, with the transform in the evidence. A capture
+   logged at or after its key's revocation (itself ``REVOKED_KEY``) cannot vouch for a
+   copy: the closest capture not so covered is used; when only such captures match,
+   ``REVOKED_KEY``, with the match as evidence (a re-encode must not turn a stolen key's
+   capture into a ``DERIVED`` copy).
 4. Otherwise ``UNSIGNED``.
 """
 
@@ -317,7 +321,8 @@ def _decide_near(
     """Rules 3 and 4: the closest signed capture within the threshold, else UNSIGNED."""
     if facts.media_type.startswith("video/"):
         return _decide_video_near(facts, now, near)
-    best: tuple[int, str, LoggedClaim] | None = None
+    # the closest match per kind: [not covered by its key's revocation, covered]
+    best: list[tuple[int, str, LoggedClaim] | None] = [None, None]
     for lc in near:
         found = best_dihedral_distance(
             facts.soft_bindings, facts.dihedral_soft_bindings, lc.claim.soft_bindings
@@ -326,26 +331,44 @@ def _decide_near(
             continue
         if not signature_ok(lc.signed_claim, lc.device):
             continue
-        if best is None or found[0] < best[0]:
-            best = (*found, lc)
-    if best is None:
+        kind = int(_revoked_for(lc.device, lc.integrated_at))
+        held = best[kind]
+        if held is None or found[0] < held[0]:
+            best[kind] = (*found, lc)
+    chosen = best[0] or best[1]
+    if chosen is None:
         return _unsigned(facts, now)
-    d, turn, lc = best
+    d, turn, lc = chosen
     ev = Evidence(
         file=facts,
         claim=lc.evidence(signature_valid=True),
         pdq_distance=d,
         pdq_transform=turn,
     )
-    reasons = [
+    near_by = (
         f"no exact match; the pixels are within {d} bits (PDQ, threshold"
-        f" {PDQ_MATCH_THRESHOLD}) of a signed capture at log index"
-        f" {lc.receipt.leaf_index}: a re-encoded, resized or edited copy of it",
-        *turn_notes(turn, facts.orientation, lc.claim.orientation),
-    ]
+        f" {PDQ_MATCH_THRESHOLD}) of a signed capture at log index {lc.receipt.leaf_index}"
+    )
+    turns = turn_notes(turn, facts.orientation, lc.claim.orientation)
+    if best[0] is None:
+        return _revoked_source(near_by, turns, lc, ev, now)
+    reasons = [f"{near_by}: a re-encoded, resized or edited copy of it", *turns]
     if lc.device.revoked_at is not None:
         reasons.append(f"note: for that capture, {_revocation_note(lc.device)}")
     return VerificationReport(Verdict.DERIVED, tuple(reasons), ev, now)
+
+
+def _revoked_source(
+    near_by: str, notes: Sequence[str], lc: LoggedClaim, ev: Evidence, now: datetime
+) -> VerificationReport:
+    """REVOKED_KEY for a copy whose only matching captures were logged at or after their
+    key's revocation: ``near_by`` says what matched, ``notes`` follow the reason."""
+    reasons = (
+        f"{near_by}, but {_revocation_note(lc.device)}, before that capture was logged:"
+        " a copy of it proves nothing",
+        *notes,
+    )
+    return VerificationReport(Verdict.REVOKED_KEY, reasons, ev, now)
 
 
 def _unsigned(facts: FileFacts, now: datetime) -> VerificationReport:
@@ -360,30 +383,38 @@ def _decide_video_near(
 ) -> VerificationReport:
     """DERIVED when the sampled frames align in time with a signed video's (vPDQ-style,
     `provenance.core.video_match.match_video`), with the matched stretch of the original."""
-    best: tuple[VideoMatch, LoggedClaim] | None = None
+    # the best match per kind: [not covered by its key's revocation, covered]
+    best: list[tuple[VideoMatch, LoggedClaim] | None] = [None, None]
     for lc in near:
         if not lc.claim.media_type.startswith("video/"):
             continue
         if not signature_ok(lc.signed_claim, lc.device):
             continue
         m = match_video(facts.soft_bindings, lc.claim.soft_bindings)
-        if m.matched and (best is None or m.coverage > best[0].coverage):
-            best = (m, lc)
-    if best is None:
+        kind = int(_revoked_for(lc.device, lc.integrated_at))
+        held = best[kind]
+        if m.matched and (held is None or m.coverage > held[0].coverage):
+            best[kind] = (m, lc)
+    chosen = best[0] or best[1]
+    if chosen is None:
         return _unsigned(facts, now)
-    m, lc = best
+    m, lc = chosen
     ev = Evidence(
         file=facts,
         claim=lc.evidence(signature_valid=True),
         pdq_distance=None if m.median_distance is None else int(round(m.median_distance)),
         video_match=m,
     )
-    reasons = [
+    near_by = (
         f"no exact match; the frames match seconds {m.original_start_s:.1f}-{m.original_end_s:.1f}"
         f" of the signed video at log index {lc.receipt.leaf_index} ({m.coverage:.0%} of its"
-        f" sampled frames in that stretch, {m.matched_share_query:.0%} of this file's): a"
-        " transcoded, resized or trimmed copy of it"
-    ]
+        f" sampled frames in that stretch, {m.matched_share_query:.0%} of this file's)"
+    )
+    if best[0] is None:
+        return _revoked_source(near_by, (), lc, ev, now)
+    reasons = [f"{near_by}: a transcoded, resized or trimmed copy of it"]
+    if lc.device.revoked_at is not None:
+        reasons.append(f"note: for that capture, {_revocation_note(lc.device)}")
     return VerificationReport(Verdict.DERIVED, tuple(reasons), ev, now)
 
 

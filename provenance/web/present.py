@@ -52,7 +52,8 @@ VERDICTS: dict[str, VerdictText] = {
         VerdictText(
             "REVOKED_KEY",
             "Signed by a revoked key",
-            "Signed, but by a device key that had been revoked when the claim was logged.",
+            "Signed, but by a device key that had been revoked when the claim was logged"
+            " (or a copy of such a capture).",
             "bad",
         ),
         VerdictText(
