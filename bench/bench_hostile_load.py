@@ -9,7 +9,8 @@ default 60 s): the same callers, plus the hostile clients of --case:
 - ``stalled`` (the default): --stalled (default 32) VerifyFile streams that send their
   header and then nothing, each re-opened a second after the server refuses or cuts it;
 - ``forgeries``: a client process sending SubmitCapture requests with bad signatures as
-  fast as it can, --forgers (default 64) calls in flight on one connection. Each forgery
+  fast as it can, --forgers (default 64) calls in flight on one connection from ::1 (the
+  honest callers come from 127.0.0.1: the server meters forgeries per address). Each forgery
   names an enrolled device (ids are public) and carries a well-formed signature (canonical
   S) by another key, so the server pays a full Ed25519 verification to refuse it
   (UNAUTHENTICATED).
@@ -89,7 +90,7 @@ def _start_server(db: Path, *extra: str) -> tuple[subprocess.Popen[str], str]:
             "--db",
             str(db),
             "--listen",
-            "127.0.0.1:0",
+            "[::]:0",  # IPv4 and IPv6: the forger is another client, on ::1
             "--no-detector",
             "--c2pa-workers",
             "0",
@@ -104,7 +105,7 @@ def _start_server(db: Path, *extra: str) -> tuple[subprocess.Popen[str], str]:
     assert proc.stdout is not None
     while line := proc.stdout.readline():
         if line.startswith("listening on "):
-            return proc, line.split()[-1]
+            return proc, f"127.0.0.1:{line.split()[-1].rpartition(':')[2]}"
     raise SystemExit(f"the server did not start (exit {proc.wait()})")
 
 
@@ -260,7 +261,10 @@ def _run_phase(
     forge = None
     if forgers:
         forge = subprocess.Popen(
-            [sys.executable, __file__, "--forge", address, "--forgers", str(forgers)]
+            # from another client address than the honest callers' (the server meters
+            # forgeries per address)
+            [sys.executable, __file__, "--forge", f"[::1]:{address.rpartition(':')[2]}"]
+            + ["--forgers", str(forgers)]
             + [f"--victim={v.hex()}" for v in victims or []],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,

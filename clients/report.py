@@ -40,7 +40,9 @@ EXIT_WITNESS_QUORUM = 14
 _ADVISORY = "advisory only: a learned estimate, never proof; it does not change the status above"
 
 
-def _iso(dt: Any) -> str | None:
+def iso_utc(dt: Any) -> str | None:
+    """A UTC `datetime` as ISO 8601 with microseconds and ``Z``
+    (``2026-12-02T08:16:00.000000Z``, RFC 3339); None stays None."""
     return None if dt is None else dt.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
@@ -50,7 +52,7 @@ def claim_to_json(c: Claim) -> dict[str, Any]:
     return {
         "device_id": c.device_id.hex(),
         "sequence": c.sequence,
-        "captured_at": _iso(c.captured_at),
+        "captured_at": iso_utc(c.captured_at),
         "media_type": c.media_type,
         "size": c.size_bytes,
         "width": c.width,
@@ -66,8 +68,8 @@ def device_to_json(d: Device) -> dict[str, Any]:
     revocation time and reason (None while it is not revoked)."""
     return {
         "label": d.label,
-        "enrolled_at": _iso(d.enrolled_at),
-        "revoked_at": _iso(d.revoked_at),
+        "enrolled_at": iso_utc(d.enrolled_at),
+        "revoked_at": iso_utc(d.revoked_at),
         "revocation_reason": d.revocation_reason or None,
     }
 
@@ -113,7 +115,7 @@ def report_to_json(r: VerificationReport, path: str | None = None) -> dict[str, 
         if c.receipt is not None:
             claim["log"] = {
                 "leaf_index": c.receipt.leaf_index,
-                "integrated_at": _iso(c.receipt.integrated_at),
+                "integrated_at": iso_utc(c.receipt.integrated_at),
                 "checkpoint": c.receipt.checkpoint,
                 "inclusion_proof": [p.hex() for p in c.receipt.inclusion_proof],
             }
@@ -125,7 +127,7 @@ def report_to_json(r: VerificationReport, path: str | None = None) -> dict[str, 
         out["c2pa"] = r.c2pa
     if r.detector is not None:
         out["detector"] = {**r.detector, "advisory": r.detector.get("advisory") or _ADVISORY}
-    out["verified_at"] = _iso(r.verified_at)
+    out["verified_at"] = iso_utc(r.verified_at)
     return out
 
 

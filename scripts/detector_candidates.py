@@ -18,6 +18,13 @@ Stages (each resumable, results under ``.cache/detector-candidates/``, git-ignor
 ``run``
     Train the candidates and score them with the same protocol (below), writing
     ``detector/weights/eval-candidates.json``.
+``cv``
+    Grouped cross-validation of recipes on the training sources only (`stage_cv`),
+    writing ``detector/weights/eval-cv.json`` and the out-of-fold logits.
+``noise``
+    Compare noise-level-aware calibrations and band rules on those out-of-fold logits
+    (`stage_noise`) and fit the shape of version 7's band term (``pooled_term``, read by
+    ``scripts/recalibrate_detector.py --noise-cv``).
 
 Protocol: real photos are split by source repository (recipe rows) or group (fixtures):
 30% of the sources (SHA-256 of the name, salt "det-eval") are test sources in every fold
@@ -483,6 +490,36 @@ def fit_mlp(
             opt.step()
             sched.step()
     return net.eval()
+
+
+def merge_heads(nets: list[SpectralLogistic]) -> SpectralLogistic:
+    """One `SpectralLogistic` whose logit is the mean of the logits of nets (MLP heads of
+    H units fitted on the same features, e.g. with other seeds): an MLP of len(nets) * H
+    units, the first layers stacked and the last ones averaged, so a seed ensemble is
+    served by the existing architecture (``hidden`` = len(nets) * H)."""
+
+    def layers(net: SpectralLogistic) -> tuple[torch.nn.Linear, torch.nn.Linear]:
+        fc = net.fc
+        assert isinstance(fc, torch.nn.Sequential)
+        a, b = fc[0], fc[2]
+        assert isinstance(a, torch.nn.Linear) and isinstance(b, torch.nn.Linear)
+        return a, b
+
+    first = nets[0]
+    if len(nets) == 1:
+        return first
+    assert all(torch.equal(n.feat_mean, first.feat_mean) for n in nets)
+    heads = [layers(n) for n in nets]
+    out = _feature_net(first.feat_mean.numel(), heads[0][0].out_features * len(nets))
+    out.feat_mean.copy_(first.feat_mean)
+    out.feat_std.copy_(first.feat_std)
+    into, last = layers(out)
+    with torch.no_grad():
+        into.weight.copy_(torch.cat([a.weight for a, _ in heads]))
+        into.bias.copy_(torch.cat([a.bias for a, _ in heads]))
+        last.weight.copy_(torch.cat([b.weight for _, b in heads], 1) / len(nets))
+        last.bias.copy_(torch.stack([b.bias for _, b in heads]).mean(0))
+    return out.eval()
 
 
 def _cached_features(
@@ -957,6 +994,7 @@ CV_VARIANTS: dict[str, dict[str, Any]] = {
     "v5_cleanreal": {"clean": "real"},
     "v5_cleanreal_ep5": {"clean": "real", "epochs": 5},
     "v5_clean_minmax": {"clean": True, "minmax": True},
+    "v5_clean_seeds3": {"clean": True, "seeds": 3},
 }
 
 
@@ -1066,13 +1104,19 @@ def stage_cv(args: argparse.Namespace) -> None:
                 if v["clean"] is True:
                     pos.append(rows(("clean",), gen))
             n, p = np.concatenate(neg), np.concatenate(pos)
-            net = fit_mlp(
-                np.concatenate([n, p]),
-                np.r_[np.zeros(len(n)), np.ones(len(p))],
-                hidden=v["hidden"],
-                epochs=v.get("epochs", 3),
-                weight_decay=v.get("weight_decay", 1e-2),
-                dropout=v.get("dropout", 0.2),
+            net = merge_heads(
+                [
+                    fit_mlp(
+                        np.concatenate([n, p]),
+                        np.r_[np.zeros(len(n)), np.ones(len(p))],
+                        hidden=v["hidden"],
+                        epochs=v.get("epochs", 3),
+                        weight_decay=v.get("weight_decay", 1e-2),
+                        dropout=v.get("dropout", 0.2),
+                        seed=seed,
+                    )
+                    for seed in range(v.get("seeds", 1))
+                ]
             )
             tr, tg = sorted(test_real), sorted(test_gen)
             for cond in OOF_CONDS:  # every condition's out-of-fold logit (NaN where none)

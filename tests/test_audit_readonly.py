@@ -271,3 +271,25 @@ def test_a_backup_with_a_wal_but_no_shm_on_read_only_media_is_refused_clearly(
         assert store.get_meta("written") == "only in the WAL"
     finally:
         store.close()
+
+
+def test_auditing_a_schema_5_file_checks_everything(
+    inproc: InProc, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Migration 6 only leaves room in index pages (no table or column changes): a
+    schema-5 file, audited read-only before its server is upgraded, gets every check, not
+    "not checked: older schema" and exit 1."""
+    vkey = _logged(inproc)
+    with sqlite3.connect(inproc.db) as c:
+        c.execute("PRAGMA user_version = 5")
+    c.close()
+    before = _digest(inproc.db)
+    rc, text = _audit(inproc.db, tmp_path, vkey, capsys)
+    assert _digest(inproc.db) == before
+    assert rc == 0, text
+    assert "key history OK" in text and "near-duplicate index OK" in text
+    store = SqliteStore(inproc.db, read_only=True)
+    try:
+        assert store.outdated == ""
+    finally:
+        store.close()

@@ -1,6 +1,7 @@
-"""Forged submissions are metered per client connection (`ForgeryPenalty`): past its
-budget a connection's submissions are refused unverified, while other connections'
-honest submissions are still accepted. A real `prov serve` on loopback, real keys."""
+"""Forged submissions are metered per client address (`ForgeryPenalty`: an IPv4 address,
+an IPv6 /64): past its budget a client's submissions are refused unverified, on every
+connection it opens, while other clients' honest submissions are still accepted. A real
+`prov serve` on loopback (IPv4 and IPv6), real keys."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from clients.api import ProvenanceClient
 from provenance.core.claims import SignedClaim
 from provenance.core.errors import ForgeryPenaltyError
 from provenance.core.keys import DeviceKey
-from provenance.server.limits import ForgeryPenalty
+from provenance.server.limits import ForgeryPenalty, peer_client
 from provenance.v1 import provenance_pb2 as pb
 from provenance.v1 import provenance_pb2_grpc as rpc
 from provenance.wire import convert as wire
@@ -24,9 +25,15 @@ from provenance.wire.contract import RETRY_AFTER_KEY
 
 @pytest.fixture
 def strict_server(tmp_path: Path) -> Iterator[ServerProc]:
-    srv = start_server(tmp_path / "p.db", "--forgeries-per-minute", "3")
+    # on every address, so that 127.0.0.1 and ::1 are two clients
+    srv = start_server(tmp_path / "p.db", "--forgeries-per-minute", "3", "--listen", "[::]:0")
     yield srv
     srv.stop()
+
+
+def _on(srv: ServerProc, host: str) -> str:
+    """The server's address reached through loopback ``host`` (127.0.0.1 or [::1])."""
+    return f"{host}:{srv.address.rpartition(':')[2]}"
 
 
 def _stub(address: str) -> tuple[grpc.Channel, rpc.CapturesStub]:
@@ -47,13 +54,15 @@ def _submit(stub: rpc.CapturesStub, signed: SignedClaim) -> grpc.RpcError | None
 
 @pytest.mark.slow
 def test_forger_connection_is_refused_and_others_are_served(strict_server: ServerProc) -> None:
-    with ProvenanceClient(strict_server.address, admin_token="test-admin-token-0123456789") as c:
+    with ProvenanceClient(
+        _on(strict_server, "[::1]"), admin_token="test-admin-token-0123456789"
+    ) as c:
         victim = enroll_key(c)
         honest = enroll_key(c)
     forger = DeviceKey.generate()
     forged = [_forge(victim, forger, n) for n in range(1, 6)]
-    bad_channel, bad = _stub(strict_server.address)
-    good_channel, good = _stub(strict_server.address)
+    bad_channel, bad = _stub(_on(strict_server, "127.0.0.1"))
+    good_channel, good = _stub(_on(strict_server, "[::1]"))
     try:
         # the budget: each forgery verified and refused as such
         for f in forged[:3]:
@@ -65,10 +74,10 @@ def test_forger_connection_is_refused_and_others_are_served(strict_server: Serve
         assert "--forgeries-per-minute" in (err.details() or "")
         trailers: dict[str, str | bytes] = dict(err.trailing_metadata() or ())
         assert float(trailers[RETRY_AFTER_KEY]) > 0
-        # the penalty is the connection's: even a good claim from it waits its turn
+        # the penalty is the client's: even a good claim from it waits its turn
         err = _submit(bad, signed_claim(victim, 1))
         assert err is not None and err.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
-        # another connection is served as before, for the victim device too
+        # another client is served as before, for the victim device too
         assert _submit(good, signed_claim(honest, 1)) is None
         assert _submit(good, signed_claim(victim, 1)) is None
         err = _submit(good, forged[4])
@@ -76,6 +85,66 @@ def test_forger_connection_is_refused_and_others_are_served(strict_server: Serve
     finally:
         bad_channel.close()
         good_channel.close()
+
+
+@pytest.mark.slow
+def test_reconnecting_does_not_reset_the_penalty(strict_server: ServerProc) -> None:
+    """A forger that opens a new connection (a new port) for every submission has no
+    fresh budget: past 3 forgeries its submissions are refused unverified. (Keyed per
+    connection, all 12 were verified and refused as forgeries, UNAUTHENTICATED.)"""
+    with ProvenanceClient(
+        _on(strict_server, "[::1]"), admin_token="test-admin-token-0123456789"
+    ) as c:
+        victim = enroll_key(c)
+    forger = DeviceKey.generate()
+    codes = []
+    for n in range(1, 13):
+        channel, stub = _stub(_on(strict_server, "127.0.0.1"))
+        try:
+            err = _submit(stub, _forge(victim, forger, n))
+        finally:
+            channel.close()
+        assert err is not None
+        codes.append(err.code())
+    assert codes[:3] == [grpc.StatusCode.UNAUTHENTICATED] * 3
+    assert codes[3:] == [grpc.StatusCode.RESOURCE_EXHAUSTED] * 9
+
+
+@pytest.mark.slow
+def test_submissions_for_unknown_devices_are_metered_too(strict_server: ServerProc) -> None:
+    """Each submission naming a device nobody enrolled costs the server a store read; a
+    client drawing new device ids at will is metered like a forger: past 3, refused
+    unread. Another client is still answered NOT_FOUND for the same kind of claim."""
+    channel, stub = _stub(_on(strict_server, "127.0.0.1"))
+    other_channel, other = _stub(_on(strict_server, "[::1]"))
+    try:
+        codes = []
+        for _ in range(6):
+            err = _submit(stub, signed_claim(DeviceKey.generate(), 1))
+            assert err is not None
+            codes.append(err.code())
+        assert codes[:3] == [grpc.StatusCode.NOT_FOUND] * 3
+        assert codes[3:] == [grpc.StatusCode.RESOURCE_EXHAUSTED] * 3
+        err = _submit(other, signed_claim(DeviceKey.generate(), 1))
+        assert err is not None and err.code() is grpc.StatusCode.NOT_FOUND
+    finally:
+        channel.close()
+        other_channel.close()
+
+
+def test_peers_are_counted_per_address() -> None:
+    assert peer_client("ipv4:192.0.2.1:5000") == peer_client("ipv4:192.0.2.1:6001") == "192.0.2.1"
+    assert peer_client("ipv6:[2001:db8:1:2::7]:5000") == "2001:db8:1:2::/64"
+    assert peer_client("ipv6:%5B2001:db8:1:2::8%5D:6000") == "2001:db8:1:2::/64"
+    assert peer_client("ipv6:[::ffff:192.0.2.1]:80") == "192.0.2.1"
+    assert peer_client("ipv6:[::1]:80") == "::1"
+    assert peer_client("unix:/tmp/s") == "unix:/tmp/s"
+    p = ForgeryPenalty(per_minute=1, clock=lambda: 0.0)
+    p.charge("ipv6:[2001:db8:1:2::7]:5000")
+    with pytest.raises(ForgeryPenaltyError):  # another port, another host of the /64
+        p.check("ipv6:[2001:db8:1:2::9]:5001")
+    p.check("ipv6:[2001:db8:1:3::7]:5000")  # another /64
+    p.check("ipv4:192.0.2.1:5000")
 
 
 def _forge(victim: DeviceKey, forger: DeviceKey, seq: int) -> SignedClaim:
@@ -97,7 +166,7 @@ def test_penalty_refills_and_forgets() -> None:
     with pytest.raises(ForgeryPenaltyError) as e:
         p.check("ipv4:127.0.0.1:1")
     assert e.value.retry_after_s == pytest.approx(30.0)
-    p.check("ipv4:127.0.0.1:2")  # another connection is not charged
+    p.check("ipv4:127.0.0.2:1")  # another client is not charged
     now[0] = 29.0
     with pytest.raises(ForgeryPenaltyError):
         p.check("ipv4:127.0.0.1:1")

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from clients.report import _iso, report_to_json
+from clients.report import iso_utc, report_to_json
 from clients.scan.hashing import Measured
 from provenance.core.verify import VerificationReport
 from provenance.v1 import provenance_pb2 as pb
@@ -60,7 +60,7 @@ def _verified_at(t: Any) -> str | None:
     global _last_time
     seconds, nanos, iso = _last_time  # one read: safe if threads share the module
     if (t.seconds, t.nanos) != (seconds, nanos):
-        iso = _iso(wire.ts_from_pb(t, "verified_at"))
+        iso = iso_utc(wire.ts_from_pb(t, "verified_at"))
         _last_time = (t.seconds, t.nanos, iso)
     return iso
 

@@ -176,10 +176,11 @@ def serve(
     forgeries_per_minute: Annotated[
         int,
         typer.Option(
-            help="Submissions with a signature that does not verify one client connection"
-            " may send per minute (bursts up to a minute's worth); past it the connection's"
-            " submissions are refused unverified (RESOURCE_EXHAUSTED) until it has waited"
-            " (0: no limit).",
+            help="Submissions with a signature that does not verify, or naming a device"
+            " nobody enrolled, that one client (IPv4 address, IPv6 /64; all its"
+            " connections) may send per minute (bursts up to a"
+            " minute's worth); past it the client's submissions are refused unverified"
+            " (RESOURCE_EXHAUSTED) until it has waited (0: no limit).",
         ),
     ] = 60,
     http: Annotated[

@@ -9,9 +9,10 @@ find one; it cuts a stream that goes idle or runs past its deadline (received on
 asyncio event loop, a stalled stream holds no thread), and admits decodes into a
 smaller number of slots. `DeviceQuota` meters each device's accepted submissions
 (claims and bytes per minute, a sliding window counted in the store so that every
-server of a log shares it). `ForgeryPenalty` meters each client connection's forged
-submissions (signatures that do not verify), which no device quota can charge: a
-connection past its budget has its submissions refused unverified, each answer held
+server of a log shares it). `ForgeryPenalty` meters each client's forged submissions
+(signatures that do not verify), which no device quota can charge; a client is its IPv4
+address or IPv6 /64, as ``prov web`` counts them, not a connection, which a forger
+reopens at will: a client past its budget has its submissions refused unverified, each answer held
 back a moment, so a flood of forgeries costs the server almost nothing and cannot crowd
 the honest submissions out of the log writer's batches.
 
@@ -25,6 +26,7 @@ import asyncio
 import logging
 import threading
 import time
+import urllib.parse
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -37,6 +39,7 @@ from provenance.core.errors import (
     ProvenanceError,
     UploadTimeoutError,
 )
+from provenance.web.guard import client_key
 from provenance.wire.contract import MAX_LOOKUP_HASHES, MAX_LOOKUP_QUERIES
 
 log = logging.getLogger(__name__)
@@ -67,8 +70,8 @@ class ServerLimits:
     quota_claims_per_minute, quota_bytes_per_minute: accepted submissions and signed-claim
     bytes per device per minute, bursts up to one minute's worth
     [--quota-claims-per-minute, --quota-claim-kb-per-minute]; 0 turns a quota off;
-    forgeries_per_minute: submissions with a signature that does not verify that one
-    client connection may send per minute, bursts up to one minute's worth, before its
+    forgeries_per_minute: submissions with a signature that does not verify, or naming a
+    device nobody enrolled, that one client (IPv4 address, IPv6 /64) may send per minute, bursts up to one minute's worth, before its
     submissions are refused (`ForgeryPenalty`) [--forgeries-per-minute]; 0: no limit.
 
     Raises ConfigError when a value is out of range or uploads could take every thread.
@@ -362,19 +365,37 @@ class DeviceQuota:
 #: calls in flight gets at most n answers per FORGERY_HOLD_S, so refusing it costs the
 #: server little, while an honest client that retries after ``retry_after_s`` never waits.
 FORGERY_HOLD_S = 1.0
-#: Client connections whose forgery counts are kept; the least recently charged go first.
+#: Clients whose forgery counts are kept; the least recently charged go first.
 FORGERY_PEERS_KEPT = 4096
 
 
+def peer_client(peer: str) -> str:
+    """The client a gRPC peer (``context.peer()``: ``ipv4:192.0.2.1:5000``,
+    ``ipv6:[2001:db8::1]:5000``, percent-encoded or not) is counted as: its address's
+    `provenance.web.guard.client_key` (an IPv4 address, an IPv6 /64), without the port,
+    since a forger opens a new connection (a new port) whenever it likes. Any other peer
+    (``unix:...``) as it is."""
+    kind, _, rest = peer.partition(":")
+    if kind not in ("ipv4", "ipv6"):
+        return peer
+    host = urllib.parse.unquote(rest).rpartition(":")[0]
+    return client_key(host[1:-1] if host.startswith("[") else host)
+
+
 class ForgeryPenalty:
-    """Per client connection (gRPC's peer, ``ipv4:ADDRESS:PORT``), a token bucket of
-    forged submissions: ``per_minute`` tokens, refilled at ``per_minute`` a minute; each
-    submission refused with SignatureError takes one (`charge`). While a connection has
-    none left, `check` refuses its submissions before any decoding or verification.
+    """Per client (`peer_client` of gRPC's peer: an IPv4 address or an IPv6 /64, every
+    connection from it together), a token bucket of forged submissions: ``per_minute``
+    tokens, refilled at ``per_minute`` a minute; each submission refused with
+    SignatureError, or with UnknownDeviceError (a device id nobody enrolled: each costs
+    a store read, and a forger can draw new ids at will), takes one (`charge`). While a
+    client has none left, `check` refuses its submissions before any decoding or
+    verification.
 
     A device quota cannot meter forgeries (anyone may name any device, so charging the
-    named device would let a forger use up an honest device's quota); a connection is
-    what the forger controls. Used on the event loop's thread only (no lock)."""
+    named device would let a forger use up an honest device's quota); a connection
+    cannot either (a forger opens a fresh one, with a fresh budget, at will); an address
+    is what the forger cannot change cheaply. Honest devices behind the same address
+    (a NAT) share its budget. Used on the event loop's thread only (no lock)."""
 
     def __init__(self, per_minute: int, clock: Callable[[], float] = time.monotonic) -> None:
         self._rate = per_minute / 60.0
@@ -384,7 +405,7 @@ class ForgeryPenalty:
         self._peers: dict[str, tuple[float, float]] = {}
 
     def active(self) -> bool:
-        """Whether any connection is being metered (else `check` has nothing to do)."""
+        """Whether any client is being metered (else `check` has nothing to do)."""
         return bool(self._peers)
 
     def _tokens(self, peer: str, now: float) -> float:
@@ -392,28 +413,34 @@ class ForgeryPenalty:
         return min(self._cap, tokens + (now - at) * self._rate)
 
     def check(self, peer: str) -> None:
-        """Raises ForgeryPenaltyError when ``peer`` has used up its forgeries for now."""
-        if not self._rate or peer not in self._peers:
+        """Raises ForgeryPenaltyError when ``peer``'s client has used up its forgeries
+        for now."""
+        if not self._rate or not self._peers:
+            return
+        peer = peer_client(peer)
+        if peer not in self._peers:
             return
         now = self._clock()
         tokens = self._tokens(peer, now)
         if tokens >= 1.0:
-            if tokens >= self._cap:  # back to a full budget: forget the connection
+            if tokens >= self._cap:  # back to a full budget: forget the client
                 del self._peers[peer]
             return
         wait = (1.0 - tokens) / self._rate
         raise ForgeryPenaltyError(
-            f"this connection sent more than {self._cap:.0f} submissions in a minute whose"
-            " signatures did not verify (the server's limit, --forgeries-per-minute); its"
-            f" submissions are refused for {wait:.1f} s: check the device key that signs them",
+            f"this client address sent more than {self._cap:.0f} submissions in a minute whose"
+            " signatures did not verify or whose device is not enrolled (the server's limit,"
+            f" --forgeries-per-minute); its submissions are refused for {wait:.1f} s: check"
+            " the device key that signs them and that the device is enrolled",
             wait,
         )
 
     def charge(self, peer: str) -> None:
-        """Count one submission from ``peer`` refused because its signature did not
-        verify."""
+        """Count one submission from ``peer``'s client refused because its signature did
+        not verify or its device is not enrolled."""
         if not self._rate:
             return
+        peer = peer_client(peer)
         now = self._clock()
         tokens = self._tokens(peer, now) - 1.0
         self._peers.pop(peer, None)

@@ -284,9 +284,13 @@ class CapturesServicer(rpc.CapturesServicer):
         size = len(signed.claim_bytes)
         if not self.s.knows_device_key(signed.key_id):
             # in one hop off the loop: the device's key first (an unknown device costs
-            # that one read, no quota count), then its quota
+            # that one read, no quota count, one penalty token), then its quota
             loop = asyncio.get_running_loop()
-            await loop.run_in_executor(self.pool, self._first_sight, signed, size)
+            try:
+                await loop.run_in_executor(self.pool, self._first_sight, signed, size)
+            except UnknownDeviceError:
+                self.penalty.charge(context.peer() if peer is None else peer)
+                raise
         elif self.quota.reads_store(signed.key_id):
             loop = asyncio.get_running_loop()
             await loop.run_in_executor(self.pool, self.quota.check, signed.key_id, size)

@@ -40,6 +40,26 @@ log = logging.getLogger(__name__)
 #: entries).
 LOOSEN_EVERY = 32
 
+#: Migration 6 (statements split at ';'): free space in the pages of the claim, leaf and
+#: file hash indexes. CREATE INDEX
+#: (migration 5, a VACUUM, a log bulk-built) fills every page, so each append's random
+#: insert into each of them split a full page, writing about 2 pages to the WAL instead
+#: of 1 (6.4 WAL pages per leaf at 10^7 leaves, 954 per commit of 150). Rows with
+#: random hashes, one per `LOOSEN_EVERY` leaves (3 to 8 per index page), are inserted
+#: (each splits the full page it lands in, leaving its neighbours about 3/4 full, as
+#: appends leave an index) and deleted again in the same transaction: the log's rows
+#: and answers are unchanged. 7 s at 10^6 leaves, 2.5 minutes at 10^7 (measured here).
+#: Also run on a log bulk-built for the benches (`bench/biglog.py`).
+INDEX_ROOM = f"""
+WITH RECURSIVE n(i) AS (
+    SELECT 1 UNION ALL SELECT i + 1 FROM n
+    WHERE i < (SELECT COALESCE(MAX(idx) - MIN(idx), 0) / {LOOSEN_EVERY} FROM leaves)
+)
+INSERT INTO leaves({_LEAF_COLS})
+SELECT -i, randomblob(32), randomblob(32), x'', 0, randomblob(32), 0, 0, x'' FROM n;
+DELETE FROM leaves WHERE idx < 0
+"""
+
 _MIGRATIONS: dict[int, str] = {
     1: """
     CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -134,25 +154,13 @@ _MIGRATIONS: dict[int, str] = {
     CREATE INDEX leaves_leaf_key ON leaves(substr(leaf_hash, 1, 8));
     CREATE INDEX leaves_file_key ON leaves(substr(file_sha256, 1, 8))
     """,
-    # 6: free space in the pages of the claim, leaf and file hash indexes. CREATE INDEX
-    # (migration 5, a VACUUM, a log bulk-built) fills every page, so each append's random
-    # insert into each of them split a full page, writing about 2 pages to the WAL instead
-    # of 1 (6.4 WAL pages per leaf at 10^7 leaves, 954 per commit of 150). Rows with
-    # random hashes, one per `LOOSEN_EVERY` leaves (3 to 8 per index page), are inserted
-    # (each splits the full page it lands in, leaving its neighbours about 3/4 full, as
-    # appends leave an index) and deleted again in the same transaction: the log's rows
-    # and answers are unchanged. 7 s at 10^6 leaves, 2.5 minutes at 10^7 (measured here).
-    6: f"""
-    WITH RECURSIVE n(i) AS (
-        SELECT 1 UNION ALL SELECT i + 1 FROM n
-        WHERE i < (SELECT COALESCE(MAX(idx) - MIN(idx), 0) / {LOOSEN_EVERY} FROM leaves)
-    )
-    INSERT INTO leaves({_LEAF_COLS})
-    SELECT -i, randomblob(32), randomblob(32), x'', 0, randomblob(32), 0, 0, x'' FROM n;
-    DELETE FROM leaves WHERE idx < 0
-    """,
+    # 6: free space in the pages of the claim, leaf and file hash indexes (`INDEX_ROOM`)
+    6: INDEX_ROOM,
 }
 SCHEMA_VERSION = max(_MIGRATIONS)
+#: The newest migration that changed tables or columns (6 only fills index pages
+#: differently): a file of this schema or newer, opened read-only, reads as the newest.
+TABLES_VERSION = 5
 #: Page cache of the writer connection, KiB (SQLite's default is 2 MiB).
 WRITER_CACHE_KIB = 128 * 1024
 #: WAL pages after which the writer checkpoints by itself (SQLite's default is 1,000).
@@ -290,7 +298,7 @@ class SqliteStore(SqlStore):
         except sqlite3.DatabaseError as e:
             raise LogError(f"{self.path} is not a provenance database: {e}") from e
         self.outdated = read_only_schema(
-            version,
+            SCHEMA_VERSION if TABLES_VERSION <= version <= SCHEMA_VERSION else version,
             SCHEMA_VERSION,
             str(self.path),
             f"`prov serve --db {self.path}` migrates it when it starts (copy the file first"
