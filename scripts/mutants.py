@@ -564,7 +564,15 @@ def main(argv: list[str] | None = None) -> int:
         f"mutmut run in {WORK.relative_to(ROOT)} (this takes a while; see docs/mutants.md)",
         flush=True,
     )
-    _mutmut("run", "--max-children", str(args.max_children), *args.names, stream=True)
+    try:
+        _mutmut("run", "--max-children", str(args.max_children), *args.names, stream=True)
+    except KeyboardInterrupt:
+        print(
+            "\ninterrupted: docs/mutants.md is unchanged; the verdicts so far are kept in"
+            f" {WORK.relative_to(ROOT)}: `make mutants MUTANTS_ARGS=--keep` goes on from them",
+            file=sys.stderr,
+        )
+        return 130
     seconds = time.monotonic() - start
     return report(
         {
