@@ -38,7 +38,7 @@ from provenance.core.errors import (
     TimestampError,
     WitnessQuorumError,
 )
-from provenance.core.keys import DeviceKey
+from provenance.core.keys import KEY_ID_BYTES, DeviceKey
 from provenance.media.image import sniff_media_type
 from provenance.server import cli as server_cli
 from provenance.web import cli as web_cli
@@ -164,19 +164,29 @@ def revoke(
     """Revoke a device key. Claims logged at or after --since report REVOKED_KEY."""
     try:
         dev = bytes.fromhex(device_id)
-    except ValueError as e:
-        raise ConfigError(f"device id must be hex, got {device_id!r}") from e
+    except ValueError:
+        dev = b""
+    if len(dev) != KEY_ID_BYTES:
+        raise typer.BadParameter(
+            f"a device id is {2 * KEY_ID_BYTES} hex digits (`prov device show` prints"
+            f" it), got {device_id!r}",
+            param_hint="DEVICE_ID",
+        )
     when = None
     if since:
         try:
             when = datetime.fromisoformat(since.replace("Z", "+00:00"))
-        except ValueError as e:
-            raise ConfigError(f"--since must be an ISO 8601 time, got {since!r}") from e
+        except ValueError:
+            raise typer.BadParameter(
+                f"an ISO 8601 time such as 2026-11-28T09:00:00Z is needed, got {since!r}",
+                param_hint="--since",
+            ) from None
         if when.tzinfo is None:
             when = when.replace(tzinfo=UTC)
         if when > datetime.now(UTC):
-            raise ConfigError(
-                f"--since {since} is in the future; a revocation takes effect now or earlier"
+            raise typer.BadParameter(
+                f"{since} is in the future; a revocation takes effect now or earlier",
+                param_hint="--since",
             )
     with _admin_client(server) as c:
         d = c.revoke(dev, reason, when)

@@ -123,8 +123,15 @@ def test_cli_usage_errors(cli: Cli, tmp_path: Path) -> None:
     assert rc == 2
     rc, _, err = cli("device", "enroll", "--token", "x")
     assert rc == 1 and "prov device init" in err
+    # a malformed device id or --since is a wrong argument: exit 2, named, before any call
     rc, _, err = cli("admin", "revoke", "zz", "--reason", "x")
-    assert rc == 1 and "hex" in err
+    assert rc == 2 and "64 hex digits" in err
+    rc, _, err = cli("admin", "revoke", "0000", "--reason", "x")
+    assert rc == 2 and "64 hex digits" in err
+    rc, _, err = cli("admin", "revoke", "ab" * 32, "--reason", "x", "--since", "yesterday")
+    assert rc == 2 and "--since" in err and "ISO 8601" in err
+    rc, _, err = cli("admin", "revoke", "ab" * 32, "--reason", "x", "--since", "2999-01-01")
+    assert rc == 2 and "in the future" in err
 
 
 def test_one_server_per_sqlite_database(tmp_path: Path) -> None:

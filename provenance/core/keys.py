@@ -85,8 +85,13 @@ _sodium_verify = _sodium_verifier(release_gil=False)
 _sodium_verify_released = _sodium_verifier(release_gil=True)
 
 
+#: Length of a key id (a device id), bytes: a SHA-256.
+KEY_ID_BYTES = 32
+
+
 def key_id(public_key: bytes) -> bytes:
-    """Return the 32-byte key id of a raw 32-byte Ed25519 public key: its SHA-256."""
+    """Return the `KEY_ID_BYTES`-byte key id of a raw 32-byte Ed25519 public key: its
+    SHA-256."""
     return hashlib.sha256(public_key).digest()
 
 
