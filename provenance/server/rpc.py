@@ -251,9 +251,9 @@ class CapturesServicer(rpc.CapturesServicer):
     millisecond (the device key was checked at enrollment and is kept once read); every
     store read (a device key not yet known, a quota count to refresh) runs in ``pool``,
     so a slow database (PostgreSQL round trips) never stalls the other calls; the group
-    commit is awaited without a thread. A connection that sent too many forgeries
-    (``penalty``) has its submissions refused first, each answer held back
-    `FORGERY_HOLD_S`."""
+    commit is awaited without a thread. A client (IPv4 address, IPv6 /64) that sent too
+    many forgeries or unknown device ids (``penalty``) has its submissions refused first,
+    each answer held back `FORGERY_HOLD_S`."""
 
     def __init__(
         self,
@@ -298,7 +298,7 @@ class CapturesServicer(rpc.CapturesServicer):
             self.quota.check(signed.key_id, size)
         try:
             res = await self.s.submit_async(signed, reads=self.pool)
-        except SignatureError:  # a forgery: counted against the connection, not the device
+        except SignatureError:  # a forgery: counted against the client, not the device
             self.penalty.charge(context.peer() if peer is None else peer)
             raise
         if not res.duplicate:  # charged once verified and logged: forgeries cost nothing
