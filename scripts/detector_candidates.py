@@ -25,6 +25,11 @@ Stages (each resumable, results under ``.cache/detector-candidates/``, git-ignor
     Compare noise-level-aware calibrations and band rules on those out-of-fold logits
     (`stage_noise`) and fit the shape of version 7's band term (``pooled_term``, read by
     ``scripts/recalibrate_detector.py --noise-cv``).
+``calib``
+    Compare calibrations (`CALIB_POLICIES`) on those out-of-fold logits (`stage_calib`).
+``scales``
+    Every training-source image at one more scale, both classes (``rsc``, for the ``cv``
+    variants that name it).
 
 Protocol: real photos are split by source repository (recipe rows) or group (fixtures):
 30% of the sources (SHA-256 of the name, salt "det-eval") are test sources in every fold
@@ -84,6 +89,7 @@ from detector.transforms import (
     harmonise,
     jpeg_roundtrip,
     low_light_capture,
+    resize,
 )
 from detector.weights import save_weights
 from provenance.core.errors import MediaError
@@ -278,6 +284,18 @@ def clean_patches(rgb: np.ndarray, i: int) -> np.ndarray:
     return _transformed_patches(rgb, 1024, clean_downscale, [29, i])
 
 
+def scaled_patches(rgb: np.ndarray, i: int) -> np.ndarray:
+    """The ``rsc`` patches of image i: its centre 512 px resized (Pillow bilinear,
+    antialiased) by a factor drawn log-uniformly from 0.3-0.85 (seeded by i; other scales
+    than the 0.5x of ``r50``), then JPEG q90; up to 4 grid patches ((0, ...) if under a
+    patch)."""
+    scale = float(np.exp(np.random.default_rng([31, i]).uniform(np.log(0.3), np.log(0.85))))
+    out = jpeg_roundtrip(resize(np.ascontiguousarray(center_crop(rgb, 512)), scale), 90)
+    if min(out.shape[:2]) < PATCH:
+        return np.zeros((0, PATCH, PATCH, 3), np.uint8)
+    return _grid(out, 4)
+
+
 def derived_stage(
     cond: str, order: list[int], patches_of: Callable[[np.ndarray, int], np.ndarray]
 ) -> None:
@@ -328,11 +346,20 @@ def stage_clean() -> None:
     derived_stage("clean", order, clean_patches)
 
 
+def stage_scales() -> None:
+    """Run the ``scales`` stage: every image of the training sources (both classes, no
+    demo file) at one other scale (`scaled_patches`), into rsc.npz."""
+    all_samples = samples()
+    demo = demo_indices(all_samples)
+    order = [i for i, s in enumerate(all_samples) if not is_test_source(s) and i not in demo]
+    derived_stage("rsc", order, scaled_patches)
+
+
 # --------------------------------------------------------------------------- run stage
 
 CONDS = ("harm", "aug", "j75", "r50", "syn", "syn_aug")
 AE_CONDS = ("ae", "ae_aug", "ae_real", "ae_real_aug")
-LOW_CONDS = ("low", "clean")
+LOW_CONDS = ("low", "clean", "rsc")
 
 
 class Patches:
@@ -795,28 +822,46 @@ def stage_run(args: argparse.Namespace) -> None:
         patches: bool = False,
         low: bool = False,
         clean: bool = False,
+        famw: bool = False,
     ) -> tuple[np.ndarray, np.ndarray]:
         # resized: the 0.5x copies of the training images too, both classes; patches:
         # one row per patch (for the MLP head) instead of per image; low: the real
-        # photos' low-light captures too; clean: the clean downscaled copies, both classes.
+        # photos' low-light captures too; clean: the clean downscaled copies, both classes;
+        # famw: the generated rows redrawn (with replacement, as many) so that every
+        # generator family, and the fakes as one group, weighs the same.
         conds = ("harm", "aug", "r50") if resized else ("harm", "aug")
         xn, _ = ft.stack(conds + (("low",) if low else ()), train_real, patches)
-        pos = [ft.stack(conds, fold_train_gen(held), patches)[0]]
+        x, owner = ft.stack(conds, fold_train_gen(held), patches)
+        pos, tags = [x], [all_samples[int(o)].family for o in owner]
         if clean:
             xn = np.concatenate([xn, ft.stack(("clean",), train_real, patches)[0]])
-            pos += [ft.stack(("clean",), fold_train_gen(held), patches)[0]]
+            x, owner = ft.stack(("clean",), fold_train_gen(held), patches)
+            pos, tags = pos + [x], tags + [all_samples[int(o)].family for o in owner]
         if mix:
             pos += [ft.stack(("syn", "syn_aug"), train_real, patches)[0]]
             pos += [ft.stack(("ae", "ae_aug"), ae_idx, patches)[0]]
             xn = np.concatenate([xn, ft.stack(("ae_real", "ae_real_aug"), ae_idx, patches)[0]])
         xp = np.concatenate(pos)
+        if famw:
+            tags += ["fake"] * (len(xp) - len(tags))
+            inv = np.unique(tags, return_inverse=True)[1]
+            w = 1.0 / np.bincount(inv)[inv]
+            draw = np.random.default_rng([37, len(held), len(xp)])
+            xp = xp[draw.choice(len(xp), len(xp), p=w / w.sum())]
         return np.concatenate([xn, xp]), np.r_[np.zeros(len(xn)), np.ones(len(xp))]
 
     def fit_fold(
-        held: set[str], mix: bool, ft: Any, resized: bool, mlp: bool, low: bool, clean: bool
+        held: set[str],
+        mix: bool,
+        ft: Any,
+        resized: bool,
+        mlp: bool,
+        low: bool,
+        clean: bool,
+        famw: bool = False,
     ) -> SpectralLogistic:
         if mlp:
-            data = fold_features(held, mix, ft, resized, True, low, clean)
+            data = fold_features(held, mix, ft, resized, True, low, clean, famw)
             return fit_mlp(*data, hidden=args.hidden)
         return fit_logistic(*fold_features(held, mix, ft, resized, False, low), l2=args.l2)
 
@@ -842,6 +887,7 @@ def stage_run(args: argparse.Namespace) -> None:
         "spcn_mixrl",
         "spcn_mixrl_mlp",
         "spcn_mixrlc_mlp",
+        "spcn_mixrlcw_mlp",
         "cnn_gen",
         "cnn_mix",
     ):
@@ -852,6 +898,7 @@ def stage_run(args: argparse.Namespace) -> None:
         resized = "_mixr" in name
         low = "_mixrl" in name
         clean = "_mixrlc" in name
+        famw = "_mixrlcw" in name
         mlp = name.endswith("_mlp")
         spectral = name.startswith("sp")
         fts = {"spco": ft_co, "spcn": ft_cn}.get(name[:4], ft)
@@ -861,7 +908,7 @@ def stage_run(args: argparse.Namespace) -> None:
             ids = [i for i in gen if all_samples[i].family in held]
             score: Any
             if spectral:
-                net: Any = fit_fold(held, mix, fts, resized, mlp, low, clean)
+                net: Any = fit_fold(held, mix, fts, resized, mlp, low, clean, famw)
                 score = lambda c, ids, net=net, f=fts: spectral_scores(net, c, ids, f)  # noqa: E731
             else:
                 net = train_cnn(*fold_patches(held, mix), args.epochs, 0, widths)
@@ -878,7 +925,7 @@ def stage_run(args: argparse.Namespace) -> None:
                 file=sys.stderr,
             )
         if spectral:  # real test photos: the model trained on every family
-            net = fit_fold(set(), mix, fts, resized, mlp, low, clean)
+            net = fit_fold(set(), mix, fts, resized, mlp, low, clean, famw)
             for c in cond_scores:
                 cond_scores[c][: len(test_real)] = spectral_scores(net, c, test_real, fts)
         report["candidates"][name] = summarise(
@@ -898,7 +945,8 @@ def stage_run(args: argparse.Namespace) -> None:
             + (" + synthetic-upsampler and autoencoder fakes" if mix else "")
             + (" + 0.5x copies" if resized else "")
             + (" + low-light captures of the training real photos" if low else "")
-            + (" + clean downscaled copies, both classes" if clean else ""),
+            + (" + clean downscaled copies, both classes" if clean else "")
+            + (" + every generator family (and the fakes) weighing the same" if famw else ""),
         )
     for name, pos_c, neg_c, src in (
         ("spec_syn", ("syn", "syn_aug"), ("harm", "aug"), train_real),
@@ -995,6 +1043,16 @@ CV_VARIANTS: dict[str, dict[str, Any]] = {
     "v5_cleanreal_ep5": {"clean": "real", "epochs": 5},
     "v5_clean_minmax": {"clean": True, "minmax": True},
     "v5_clean_seeds3": {"clean": True, "seeds": 3},
+    "v5_clean_rsc": {"clean": True, "rsc": True},
+    "v5_clean_seed1": {"clean": True, "seed_offset": 1},
+    "v5_clean_seed2": {"clean": True, "seed_offset": 2},
+    "v5_clean_r50x2": {"clean": True, "r50_repeat": 2},
+    "v5_clean_rsc_r50x2": {"clean": True, "rsc": True, "r50_repeat": 2},
+    "v5_clean_nofakes": {"clean": True, "nofakes": True},
+    "v5_clean_famw": {"clean": True, "famw": True},
+    "v5_clean_famw_seed1": {"clean": True, "famw": True, "seed_offset": 1},
+    "v5_clean_famw_seed2": {"clean": True, "famw": True, "seed_offset": 2},
+    "v5_clean_famw_rsc": {"clean": True, "famw": True, "rsc": True},
 }
 
 
@@ -1099,11 +1157,34 @@ def stage_cv(args: argparse.Namespace) -> None:
             neg += [rows(("low",), real)] * (v["low_repeat"] if v["low"] else 0)
             pos = [rows(("harm", "aug", "r50"), gen), rows(("syn", "syn_aug"), real)]
             pos += [rows(("ae", "ae_aug"), ae)]
+            neg += [rows(("r50",), real)] * (v.get("r50_repeat", 1) - 1)
+            pos += [rows(("r50",), gen)] * (v.get("r50_repeat", 1) - 1)
+            if v.get("rsc"):  # other scales than 0.5x, both classes
+                neg.append(rows(("rsc",), real))
+                pos.append(rows(("rsc",), gen))
             if v.get("clean"):  # True: both classes; "real": real photos only
                 neg.append(rows(("clean",), real))
                 if v["clean"] is True:
                     pos.append(rows(("clean",), gen))
+            if v.get("nofakes"):  # no synthetic-upsampler and autoencoder fakes
+                neg = [rows(("harm", "aug", "r50"), real)]
+                neg += [rows(("low",), real)] * (v["low_repeat"] if v["low"] else 0)
+                pos = [rows(("harm", "aug", "r50"), gen)]
+                if v.get("clean"):
+                    neg.append(rows(("clean",), real))
+                    pos.append(rows(("clean",), gen))
             n, p = np.concatenate(neg), np.concatenate(pos)
+            if v.get("famw"):  # every generator family (and each kind of fake) weighs the same
+                first = [
+                    all_samples[int(o)].family
+                    for o in ft.stack(("harm", "aug", "r50"), gen, True)[1]
+                ]
+                last = [all_samples[int(o)].family for o in ft.stack(("clean",), gen, True)[1]]
+                tags = first + ["fake"] * (len(p) - len(first) - len(last)) + last  # pos's order
+                fam, inv = np.unique(tags, return_inverse=True)
+                w = 1.0 / np.bincount(inv)[inv]
+                draw = np.random.default_rng([37, k, v.get("seed_offset", 0)])
+                p = p[draw.choice(len(p), len(p), p=w / w.sum())]
             net = merge_heads(
                 [
                     fit_mlp(
@@ -1113,7 +1194,7 @@ def stage_cv(args: argparse.Namespace) -> None:
                         epochs=v.get("epochs", 3),
                         weight_decay=v.get("weight_decay", 1e-2),
                         dropout=v.get("dropout", 0.2),
-                        seed=seed,
+                        seed=seed + v.get("seed_offset", 0),
                     )
                     for seed in range(v.get("seeds", 1))
                 ]
@@ -1391,6 +1472,169 @@ def stage_noise(args: argparse.Namespace) -> None:
         path.write_text(json.dumps(report, indent=1, sort_keys=True) + "\n")
 
 
+def fit_platt_unseen(
+    logits: np.ndarray,
+    labels: np.ndarray,
+    groups: list[str],
+    offset: bool = True,
+    iterations: int = 100,
+) -> tuple[float, float]:
+    """Platt scaling corrected for sources the fit never saw: (slope, intercept) of
+    p = sigmoid(slope * logit + intercept).
+
+    Plain Platt scaling (`fit_platt`) is fitted on the very sources it calibrates; a new
+    source's images are shifted against them, so its probabilities come out too sure. Here
+    every image first gets a source-held-out calibrated logit z_i = a_g * logit_i + b_g
+    from a Platt fit made without its group g (leave one group out); a second Platt fit of
+    (z, labels) gives (k, c), and the result is k * (a * logit + b) + c with (a, b) the
+    Platt fit on every image: the stacked "Platt on out-of-fold scores" of Platt (1999,
+    section 2.2) with source repositories as the folds. offset=False fits k alone (c = 0).
+    A group whose removal leaves one class keeps the all-image fit's logit.
+
+    logits, labels: (N,) float and 0/1; groups: (N,) source names, at least two distinct.
+    Measured by ``calib`` (not served). Raises DetectorError if a class is missing.
+    """
+    x = np.asarray(logits, dtype=np.float64).ravel()
+    y = np.asarray(labels).astype(np.int64).ravel()
+    g = np.asarray(list(groups))
+    a, b = fit_platt(x, y, iterations)
+    z = a * x + b
+    for one in np.unique(g):
+        rest = g != one
+        if y[rest].min() == y[rest].max():
+            continue
+        ga, gb = fit_platt(x[rest], y[rest], iterations)
+        z[~rest] = ga * x[~rest] + gb
+    k, c = fit_platt(z, y, iterations) if offset else (_fit_slope(z, y), 0.0)
+    return k * a, k * b + c
+
+
+def fit_platt_bounded(
+    logits: np.ndarray, labels: np.ndarray, steps: int = 3000
+) -> tuple[float, float, float, float]:
+    """Platt scaling with asymptotes: (slope, intercept, floor, ceiling) of
+    p = floor + (ceiling - floor) * sigmoid(slope * logit + intercept), 0 <= floor < 0.5 <
+    ceiling <= 1 (the four-parameter logistic; a "robust logistic regression" in which a
+    share of labels contradicts any logit, Pregibon 1982 / Copas 1988).
+
+    Plain Platt scaling lets a high enough logit reach a probability near 1; when whole
+    real sources score like generated ones (and generated families like real photos) the
+    top and bottom of the scale are over-confident. The ceiling and floor cap that.
+    Maximum likelihood on Platt's smoothed targets, by Adam (learning rate 0.05, `steps`
+    steps) from the Platt fit and asymptotes 0.01 / 0.99; deterministic.
+    logits, labels: (N,) float and 0/1. Measured by ``calib`` (not served). Raises
+    DetectorError if a class is missing.
+    """
+    from detector.calibrate import sigmoid
+
+    x = np.asarray(logits, dtype=np.float64).ravel()
+    y = np.asarray(labels).astype(np.int64).ravel()
+    a0, b0 = fit_platt(x, y)
+    n_pos, n_neg = int(y.sum()), int((1 - y).sum())
+    t = np.where(y == 1, (n_pos + 1.0) / (n_pos + 2.0), 1.0 / (n_neg + 2.0))
+    # floor = 0.5 * sigmoid(u), ceiling = 1 - 0.5 * sigmoid(v)
+    w = np.array([a0, b0, np.log(0.02 / 0.98), np.log(0.02 / 0.98)])
+    m, v2 = np.zeros(4), np.zeros(4)
+    for k in range(1, steps + 1):
+        s = sigmoid(w[0] * x + w[1])
+        su, sv = sigmoid(np.array([w[2]]))[0], sigmoid(np.array([w[3]]))[0]
+        lo, hi = 0.5 * su, 1.0 - 0.5 * sv
+        p = np.clip(lo + (hi - lo) * s, 1e-9, 1 - 1e-9)
+        d = (p - t) / (p * (1.0 - p)) / len(x)
+        ds = d * (hi - lo) * s * (1.0 - s)
+        grad = np.array(
+            [
+                ds @ x,
+                ds.sum(),
+                (d * (1.0 - s)).sum() * 0.5 * su * (1.0 - su),
+                -(d * s).sum() * 0.5 * sv * (1.0 - sv),
+            ]
+        )
+        m = 0.9 * m + 0.1 * grad
+        v2 = 0.999 * v2 + 0.001 * grad**2
+        w = w - 0.05 * (m / (1 - 0.9**k)) / (np.sqrt(v2 / (1 - 0.999**k)) + 1e-8)
+    su, sv = sigmoid(w[2:])
+    return float(w[0]), float(w[1]), float(0.5 * su), float(1.0 - 0.5 * sv)
+
+
+#: Calibrations that `stage_calib` compares (`fit_platt_unseen`, `fit_platt_bounded`).
+CALIB_POLICIES = ("platt", "platt_bounded", "platt_unseen", "platt_unseen_k", "temperature")
+
+
+def _calib_fit(
+    policy: str, z: np.ndarray, y: np.ndarray, src: np.ndarray
+) -> Callable[[np.ndarray], np.ndarray]:
+    """The probabilities of `policy` (`CALIB_POLICIES`) fitted on logits z, labels y and
+    sources src (all (N,)), as a function of logits."""
+    from detector.calibrate import sigmoid
+
+    if policy == "platt_bounded":
+        a, b, lo, hi = fit_platt_bounded(z, y)
+        return lambda x: lo + (hi - lo) * sigmoid(a * x + b)
+    if policy == "platt":
+        a, b = fit_platt(z, y)
+    elif policy == "temperature":
+        a, b = _fit_slope(z, y), 0.0
+    else:
+        a, b = fit_platt_unseen(z, y, list(src), offset=policy == "platt_unseen")
+    return lambda x: sigmoid(a * x + b)
+
+
+def stage_calib(args: argparse.Namespace) -> None:
+    """Compare calibrations (`CALIB_POLICIES`) on the out-of-fold logits of ``cv``
+    (cv-oof-<variant>.npz, training sources only), as the band policy is fitted: within
+    each fold (one model), each source's images are judged by a calibration fitted on the
+    fold's other sources (so ``platt_unseen`` nests a second leave-one-source-out inside
+    the fit); ECE, log loss and Brier score of those probabilities, means over the folds.
+    ``ece_if_calibrated``: the mean ECE of the same probabilities against labels drawn
+    from them (200 draws), the floor a perfectly calibrated score would show on a fold of
+    that size. Into eval-cv.json under ``calibration_policies``."""
+    from detector.metrics import expected_calibration_error
+
+    all_samples = samples()
+    path = ROOT / "detector" / "weights" / "eval-cv.json"
+    report: dict[str, Any] = json.loads(path.read_text())
+    rng = np.random.default_rng(0)
+    for name in filter(None, args.variants.split(",")):
+        with np.load(CACHE / f"cv-oof-{name}.npz") as z:
+            ids, fold_of, logit = [int(i) for i in z["idx"]], z["fold"], z["logit_harm"]
+        y = np.array([all_samples[i].label for i in ids])
+        src = np.array([source_of(all_samples[i]) for i in ids])
+        out: dict[str, Any] = {}
+        for policy in CALIB_POLICIES:
+            rows = []
+            for k in sorted(set(fold_of.tolist())):
+                f = fold_of == k
+                fz, fy, fs = logit[f], y[f], src[f]
+                prob = np.full(len(fz), np.nan)
+                for one in sorted(set(fs.tolist())):
+                    fit, test = fs != one, fs == one
+                    if fy[fit].min() == fy[fit].max():
+                        continue
+                    prob[test] = _calib_fit(policy, fz[fit], fy[fit], fs[fit])(fz[test])
+                ok = ~np.isnan(prob)
+                p, t = np.clip(prob[ok], 1e-6, 1 - 1e-6), fy[ok]
+                floor = [
+                    expected_calibration_error((rng.random(len(p)) < p).astype(int), p)
+                    for _ in range(200)
+                ]
+                rows.append(
+                    {
+                        "ece": expected_calibration_error(t, p),
+                        "log_loss": float(-np.mean(t * np.log(p) + (1 - t) * np.log(1 - p))),
+                        "brier": float(np.mean((p - t) ** 2)),
+                        "ece_if_calibrated": float(np.mean(floor)),
+                        "images": int(ok.sum()),
+                    }
+                )
+            out[policy] = {m: float(np.mean([r[m] for r in rows])) for m in rows[0]}
+            out[policy]["folds"] = rows
+            print(f"calib {name} {policy}: {out[policy]}", file=sys.stderr)
+        report.setdefault("calibration_policies", {})[name] = out
+        report["calibration_protocol"] = stage_calib.__doc__
+        path.write_text(json.dumps(report, indent=1, sort_keys=True) + "\n")
+
+
 def _fit_slope(z: np.ndarray, y: np.ndarray) -> float:
     """Temperature scaling: the slope a of sigmoid(a * z), no intercept, by Newton's
     method on the cross-entropy (Guo et al. 2017)."""
@@ -1587,7 +1831,10 @@ def recipe_key(s: Sample) -> str:
 def main(argv: list[str] | None = None) -> int:
     """Command line entry point; see the module docstring."""
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("stage", choices=("cache", "ae", "low", "clean", "run", "cv", "noise", "ship"))
+    ap.add_argument(
+        "stage",
+        choices=("cache", "ae", "low", "clean", "scales", "run", "cv", "noise", "calib", "ship"),
+    )
     ap.add_argument(
         "--model",
         choices=("spectral", "spco", "spcn", "cnn", "hybrid"),
@@ -1654,6 +1901,10 @@ def main(argv: list[str] | None = None) -> int:
         stage_cv(args)
     elif args.stage == "noise":
         stage_noise(args)
+    elif args.stage == "scales":
+        stage_scales()
+    elif args.stage == "calib":
+        stage_calib(args)
     else:
         stage_ship(args)
     return 0
