@@ -338,6 +338,39 @@ def test_pool_workers_inherit_what_the_main_script_imported(tmp_path: Path) -> N
     assert out.stdout.strip() == "['inherited', 'inherited']", out.stderr
 
 
+def test_pool_workers_start_with_the_decoder_and_grpc_loaded(tmp_path: Path) -> None:
+    """The fork server pays what each worker paid on its first image and first channel
+    (`clients.scan.preload`): a worker forked from it has Pillow's plugins initialised and
+    gRPC's channel module imported before its first task, though the main script imports
+    neither."""
+    script = tmp_path / "main.py"
+    script.write_text(
+        "import sys\n"
+        "from concurrent.futures import ProcessPoolExecutor\n"
+        "from clients.scan.engines import _worker_context\n\n"
+        "def loaded() -> list[bool]:\n"
+        "    image = sys.modules.get('PIL.Image')\n"
+        "    return [\n"
+        "        bool(getattr(image, '_initialized', 0)),\n"
+        "        'PIL.JpegImagePlugin' in sys.modules,\n"
+        "        'grpc._channel' in sys.modules,\n"
+        "    ]\n\n"
+        "if __name__ == '__main__':\n"
+        "    assert 'grpc._channel' not in sys.modules\n"
+        "    with ProcessPoolExecutor(1, mp_context=_worker_context()) as pool:\n"
+        "        print(pool.submit(loaded).result())\n"
+    )
+    path = os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])
+    out = subprocess.run(
+        [sys.executable, str(script)],
+        env={**os.environ, "PYTHONPATH": path},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.stdout.strip() == "[True, True, True]", out.stderr
+
+
 #: How long a failed Ray start waits for the machine's run queue to drain before its one
 #: retry, in seconds.
 RAY_RETRY_WAIT_S = 90.0
