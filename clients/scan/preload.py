@@ -23,7 +23,8 @@ from provenance.media.assets import AssetLimits, inspect_image
 def warm_decoder() -> None:
     """Decode and PDQ-hash a small JPEG made here, as a worker does each image
     (`provenance.media.assets.inspect_image`): Pillow's plugins are imported and the
-    first-call costs of the decode and hash are paid in this process."""
+    first-call costs of the decode and hash are paid in this process. Raises what Pillow
+    or the decoder raise (a Pillow built without JPEG support: OSError)."""
     Image.preinit()
     ramp = Image.linear_gradient("L").resize((64, 48)).convert("RGB")
     buf = io.BytesIO()
@@ -31,4 +32,9 @@ def warm_decoder() -> None:
     inspect_image(bytes(32), buf.getvalue(), AssetLimits())
 
 
-warm_decoder()
+# Only a warm-up: an exception here would end the fork server, and every scan with it (its
+# preload passes over ImportError only); a worker then pays these costs itself, as before.
+try:
+    warm_decoder()
+except Exception:
+    pass
