@@ -27,6 +27,7 @@ import pytest
 import typer
 from conftest import ADMIN_TOKEN, FIXTURES, PASSPHRASE, ROOT, SAMPLES, ServerProc, start_server
 from PIL import Image, ImageDraw
+from rich.console import Console
 from typer.testing import CliRunner
 
 from clients.cli import main as prov_main
@@ -34,6 +35,7 @@ from clients.scan import worker
 from clients.scan.cli import scan as scan_command
 from clients.scan.engines import LocalEngine, RayEngine
 from clients.scan.pipeline import run_scan
+from clients.scan.progress import ScanProgress
 from clients.scan.report import csv_path, html_path
 from clients.scan.rows import VOLATILE_FIELDS
 from clients.scan.worker import ScanConfig
@@ -336,6 +338,50 @@ def test_pool_workers_inherit_what_the_main_script_imported(tmp_path: Path) -> N
         timeout=120,
     )
     assert out.stdout.strip() == "['inherited', 'inherited']", out.stderr
+
+
+def test_progress_line_redraws_twice_a_second() -> None:
+    """The live line on a terminal is drawn at most REFRESH_PER_SECOND (2) times a second,
+    plus once at the start and once at the end: Rich's default of 10 redraws cost the
+    scan's driver about 10 ms more CPU per second of scan."""
+    out = io.StringIO()
+    with ScanProgress(Console(file=out, force_terminal=True, width=100)):
+        time.sleep(1.0)
+    frames = out.getvalue().count("starting")  # the description, in every frame drawn
+    assert 1 <= frames <= 4, frames
+
+
+def test_pool_workers_start_with_the_decoder_and_grpc_loaded(tmp_path: Path) -> None:
+    """The fork server pays what each worker paid on its first image and first channel
+    (`clients.scan.preload`): a worker forked from it has Pillow's plugins initialised and
+    gRPC's channel module imported before its first task, though the main script imports
+    neither."""
+    script = tmp_path / "main.py"
+    script.write_text(
+        "import sys\n"
+        "from concurrent.futures import ProcessPoolExecutor\n"
+        "from clients.scan.engines import _worker_context\n\n"
+        "def loaded() -> list[bool]:\n"
+        "    image = sys.modules.get('PIL.Image')\n"
+        "    return [\n"
+        "        bool(getattr(image, '_initialized', 0)),\n"
+        "        'PIL.JpegImagePlugin' in sys.modules,\n"
+        "        'grpc._channel' in sys.modules,\n"
+        "    ]\n\n"
+        "if __name__ == '__main__':\n"
+        "    assert 'grpc._channel' not in sys.modules\n"
+        "    with ProcessPoolExecutor(1, mp_context=_worker_context()) as pool:\n"
+        "        print(pool.submit(loaded).result())\n"
+    )
+    path = os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])
+    out = subprocess.run(
+        [sys.executable, str(script)],
+        env={**os.environ, "PYTHONPATH": path},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.stdout.strip() == "[True, True, True]", out.stderr
 
 
 #: How long a failed Ray start waits for the machine's run queue to drain before its one

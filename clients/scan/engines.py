@@ -10,7 +10,8 @@ that reading an archive never runs far ahead of hashing (memory stays at about
   may hold gRPC channels, which do not survive a fork). The fork server imports the
   worker's modules and the modules the parent's main script imported (`_main_imports`)
   once, so a worker starts without the 0.8-1.5 s of imports each spawned process would
-  repeat; ``workers=0`` runs batches in this process.
+  repeat, and pays once what each worker paid on its first image and first channel
+  (`clients.scan.preload`); ``workers=0`` runs batches in this process.
 - `RayEngine(workers)`: Ray tasks (https://docs.ray.io/en/latest/ray-core/tasks.html).
   It joins the cluster that ``RAY_ADDRESS`` names, or one already initialised by the
   caller, or starts a local one with ``workers`` CPUs. Batches travel through Ray's object
@@ -90,7 +91,9 @@ def _worker_context() -> multiprocessing.context.BaseContext:
     if "forkserver" not in multiprocessing.get_all_start_methods():
         return multiprocessing.get_context("spawn")
     ctx = multiprocessing.get_context("forkserver")
-    ctx.set_forkserver_preload(["__main__", "clients.scan.worker", *_main_imports()])
+    ctx.set_forkserver_preload(
+        ["__main__", "clients.scan.worker", "clients.scan.preload", *_main_imports()]
+    )
     return ctx
 
 
