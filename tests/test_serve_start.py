@@ -76,3 +76,40 @@ def test_a_start_that_fails_later_removes_what_it_created(tmp_path: Path) -> Non
     run = _serve(tmp_path, "--listen", "127.0.0.1:0", "--c2pa-trust-anchors", "missing.pem")
     assert run.returncode == 1, run.stderr
     assert [p.name for p in tmp_path.iterdir()] == ["prov.db"]
+
+
+def test_an_in_memory_log_writes_no_file(tmp_path: Path) -> None:
+    """`prov serve --db :memory:` (the detector loaded, so its crop secret is needed too)
+    keeps the log key and the secret in memory: it logs and signs checkpoints as ever,
+    and the folder it ran in stays empty (before: ``:memory:.logkey.pem`` and
+    ``:memory:.detector-secret`` were written into it)."""
+    from conftest import enroll_key, signed_claim
+
+    from clients.api import ProvenanceClient
+    from provenance.log.checkpoint import NoteVerifier, open_checkpoint
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "clients.cli", "serve", "--db", ":memory:", "--listen"]
+        + ["127.0.0.1:0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=tmp_path,
+        env={**os.environ, "PROV_ADMIN_TOKEN": ADMIN_TOKEN, "PYTHONPATH": str(ROOT)},
+    )
+    try:
+        assert proc.stdout is not None
+        lines = [proc.stdout.readline() for _ in range(2)]
+        assert lines[0].startswith("listening on "), (lines, proc.stderr and proc.stderr.read())
+        address, vkey = lines[0].split()[-1], lines[1].split()[-1]
+        with ProvenanceClient(address, admin_token=ADMIN_TOKEN) as c:
+            assert c.log_key()[0] == vkey
+            key = enroll_key(c)
+            receipt, _ = c.submit(signed_claim(key, 1))
+            assert open_checkpoint(receipt.checkpoint, NoteVerifier.from_vkey(vkey)).size >= 2
+    finally:
+        proc.terminate()
+        _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    assert "detector not loaded" not in err  # the secret was needed, and kept in memory
+    assert list(tmp_path.iterdir()) == []

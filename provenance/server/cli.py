@@ -24,13 +24,18 @@ if TYPE_CHECKING:  # imported when used: torch and the web stack load only on de
 
 err = Console(stderr=True, soft_wrap=True)
 
+#: ``--db`` of the in-memory store (`provenance.store.open_store`): it writes no file.
+IN_MEMORY = ":memory:"
+
 
 def serve(
     db: Annotated[
         str,
         typer.Option(
             help="SQLite database file (created if missing; one server per file), or"
-            " postgresql://USER@HOST:PORT/DB for a database several servers share (needs --log-key)."
+            " postgresql://USER@HOST:PORT/DB for a database several servers share (needs --log-key),"
+            " or :memory: for a log kept in memory that writes no file (its log key too, unless"
+            " --log-key names one)."
         ),
     ],
     listen: Annotated[
@@ -289,12 +294,22 @@ def serve(
                 " signs with the same key file"
             )
         target: str | Path = db
+    elif db == IN_MEMORY:
+        target = db
     else:
         target = in_existing_folder(Path(db), "--db")
-    key_file = log_key or Path(db).with_name(Path(db).name + ".logkey.pem")
-    # The crop secret lives beside the database (SQLite) or the shared log key (PostgreSQL).
-    beside = Path(db) if isinstance(target, Path) else Path(log_key or "")
-    secret_file = beside.with_name(beside.name + ".detector-secret")
+    key_file: Path | None
+    secret_file: Path | None
+    if target == IN_MEMORY:
+        # nothing on disk for a store that keeps nothing: the log key (unless --log-key
+        # names a file) and the detector's crop secret are drawn at start, in memory
+        key_file, secret_file = log_key, None
+    else:
+        key_file = log_key or Path(db).with_name(Path(db).name + ".logkey.pem")
+        # The crop secret lives beside the database (SQLite) or the shared log key
+        # (PostgreSQL).
+        beside = Path(db) if isinstance(target, Path) else Path(log_key or "")
+        secret_file = beside.with_name(beside.name + ".detector-secret")
     fresh = _absent(_state_files(target, key_file, secret_file))
     service: ProvenanceService | None = None
     pool: ReaderPool | None = None
@@ -373,13 +388,15 @@ def serve(
         pool.close()
 
 
-def _state_files(target: str | Path, log_key: Path, secret: Path) -> list[Path]:
+def _state_files(target: str | Path, log_key: Path | None, secret: Path | None) -> list[Path]:
     """The files a start may create: the SQLite database and its companions (a
-    PostgreSQL ``target`` has none here), the log key and its checkpoint memo, the
-    detector's crop secret."""
+    PostgreSQL or in-memory ``target`` has none), the log key and its checkpoint memo,
+    the detector's crop secret (None: kept in memory)."""
     from provenance.server.rollback import memo_path
 
-    files = [log_key, memo_path(log_key), secret]
+    files = [p for p in (log_key, secret) if p is not None]
+    if log_key is not None and target != IN_MEMORY:
+        files.append(memo_path(log_key))
     if isinstance(target, Path):
         files += [
             target.with_name(target.name + s) for s in ("", "-wal", "-shm", "-journal", ".lock")
@@ -405,9 +422,12 @@ def _start_web(listen: str, grpc_host: str, grpc_port: int, max_upload_mb: int) 
     return web
 
 
-def _load_detector(model: str, device: str | None, secret_file: Path) -> ServerDetector | None:
+def _load_detector(
+    model: str, device: str | None, secret_file: Path | None
+) -> ServerDetector | None:
     """The server's detector, or None (with a notice) when torch or the weights are missing.
-    Its crop secret lives in secret_file (created on first start, mode 0600)."""
+    Its crop secret lives in secret_file (created on first start, mode 0600); None: a
+    random secret for this process."""
     try:
         from detector.serving import server_detector
 
