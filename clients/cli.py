@@ -442,7 +442,12 @@ def _embed_c2pa(
 def verify(
     file: Annotated[Path, typer.Argument(help="The file to verify.", exists=True, dir_okay=False)],
     sidecar: Annotated[
-        Path | None, typer.Option(help="Sidecar to check (default: FILE.prov when it exists).")
+        Path | None,
+        typer.Option(
+            help="Sidecar to check (default: FILE.prov when it exists).",
+            exists=True,
+            dir_okay=False,
+        ),
     ] = None,
     server: ServerOpt = default_server(),
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,

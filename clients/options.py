@@ -9,6 +9,21 @@ from typing import Annotated
 
 import typer
 
+
+def server_address(value: str) -> str:
+    """``value`` if it reads HOST:PORT with a port 1..65535 (the server a client calls);
+    else a usage error (exit 2) before any call. Typer callback of ``--server``.
+    Raises typer.BadParameter."""
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise typer.BadParameter(
+            f"{value!r} is not HOST:PORT with a port 1-65535 (e.g. 127.0.0.1:50051, the"
+            " address `prov serve` prints in its 'listening on' line)",
+            param_hint="--server (or $PROV_SERVER)",
+        )
+    return value
+
+
 #: ``--server HOST:PORT``, read from PROV_SERVER when not given.
 ServerOpt = Annotated[
     str,
@@ -17,8 +32,33 @@ ServerOpt = Annotated[
         envvar="PROV_SERVER",
         help="Server address HOST:PORT (default: $PROV_SERVER or 127.0.0.1:50051).",
         show_default=False,
+        callback=server_address,
     ),
 ]
+
+
+def verifier_key(value: str | None) -> str | None:
+    """``value`` if it is a log's verifier key NAME+ID+KEY (as `prov log key` and `prov
+    serve` print it), or names a readable file holding one; else a usage error (exit 2).
+    Typer callback of ``--log-key`` where it means the log's public key. Raises
+    typer.BadParameter."""
+    from provenance.core.errors import ProvenanceError
+    from provenance.log.checkpoint import NoteVerifier
+    from provenance.witness.client import read_key_text
+
+    if value is None:
+        return None
+    try:
+        NoteVerifier.from_vkey(read_key_text(value))
+    except ProvenanceError as e:
+        shown = value if len(value) <= 80 else value[:77] + "..."
+        raise typer.BadParameter(
+            f"{shown!r} is not a log verifier key NAME+ID+KEY nor a file holding one ({e});"
+            " `prov log key` prints the key, as does `prov serve` in its 'log key:' line",
+            param_hint="--log-key",
+        ) from None
+    return value
+
 
 #: ``--witness KEY`` (repeat): a witness policy's cosigner keys, for the commands that
 #: check cosignatures (`clients.cosigned.policy_key` reads each value).

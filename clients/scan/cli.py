@@ -17,7 +17,6 @@ from clients.scan.pipeline import DEFAULT_BATCH, run_scan
 from clients.scan.progress import ScanProgress, summary_table
 from clients.scan.report import csv_path, html_path
 from clients.scan.worker import ScanConfig
-from provenance.core.errors import ConfigError
 from provenance.wire.contract import MAX_LOOKUP_QUERIES
 
 
@@ -87,7 +86,11 @@ def scan(
     completed (whatever the verdicts), 1 on an error (rows so far are kept).
     """
     if report.suffix != ".jsonl":
-        raise ConfigError(f"--report must name a .jsonl file, got {report}")
+        raise typer.BadParameter(
+            f"the report is JSON Lines and must end in .jsonl (OUT.csv and OUT.html are"
+            f" written beside it), got {report}",
+            param_hint="--report",
+        )
     config = ScanConfig(server=server, detect=detect, detector_secret=os.urandom(32))
     err = Console(stderr=True)
     with ScanProgress(err) as progress:
