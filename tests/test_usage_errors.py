@@ -98,3 +98,33 @@ def test_a_scan_report_of_another_kind_is_a_usage_error(
     rc, err = _run(capsys, "scan", str(photo), "--report", str(tmp_path / "out.txt"))
     assert rc == 2 and "--report" in err and "must end in .jsonl" in err, err
     assert not (tmp_path / "out.txt").exists()
+
+
+def test_scan_checks_its_arguments_before_the_progress_bar(photo: Path, tmp_path: Path) -> None:
+    """Each wrong --report is named at once (exit 2), before the bar is drawn or the
+    server called (before: the bar ran, then 'error: cannot open the report', exit 1)."""
+    import os
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    existing = tmp_path / "done.jsonl"
+    existing.write_text("")
+    for report, words in (
+        (tmp_path / "no" / "such" / "out.jsonl", "does not exist"),
+        (tmp_path / "out.txt", "must end in .jsonl"),
+        (existing, "exists: add --resume"),
+    ):
+        run = subprocess.run(
+            [sys.executable, "-m", "clients.cli", "scan", str(photo), "--report", str(report)]
+            + ["--server", _closed_port(), "--workers", "0"],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            cwd=ROOT,
+            env={**os.environ, "COLUMNS": "200"},
+        )
+        err = _flat(run.stderr)
+        assert run.returncode == 2 and "--report" in err and words in err, (report, err)
+        assert "starting" not in err and "cannot reach" not in err  # no bar, no call
