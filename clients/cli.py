@@ -27,6 +27,7 @@ from clients.api import ProvenanceClient, default_server
 from clients.cosigned import WitnessCheck, check_witnesses, policy_key
 from clients.device import DeviceHome, SyncResult, default_home, sidecar_path
 from clients.files import open_regular, read_bounded
+from clients.helptext import TaughtGroup
 from clients.options import ServerOpt, WitnessOpt, WitnessQuorumOpt
 from clients.report import EXIT_CODES, EXIT_WITNESS_QUORUM, report_to_json, report_to_text
 from clients.scan.cli import scan as scan_command
@@ -57,6 +58,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    cls=TaughtGroup,  # every command's help reflowed and ended with examples
 )
 admin_app = typer.Typer(help="Operator commands (need PROV_ADMIN_TOKEN).", no_args_is_help=True)
 device_app = typer.Typer(
