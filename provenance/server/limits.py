@@ -370,6 +370,12 @@ FORGERY_HOLD_S = 1.0
 FORGERY_PEERS_KEPT = 4096
 
 
+def _wake(waiter: asyncio.Future[None]) -> None:
+    """Let a submission waiting for a forgery token look again (its timer ran out)."""
+    if not waiter.done():
+        waiter.set_result(None)
+
+
 def peer_client(peer: str) -> str:
     """The client a gRPC peer (``context.peer()``: ``ipv4:192.0.2.1:5000``,
     ``ipv6:[2001:db8::1]:5000``, percent-encoded or not) is counted as: its address's
@@ -489,17 +495,17 @@ class ForgeryPenalty:
             queue = self._waiters.setdefault(client, deque())
             queue.append(waiter)
             refill = (1.0 + inflight - tokens) / self._rate  # until a token is free anyway
+            timer = loop.call_later(refill if left is None else min(refill, left), _wake, waiter)
             try:
-                await asyncio.wait_for(waiter, refill if left is None else min(refill, left))
-            except TimeoutError:
-                pass
+                await waiter  # woken (and taken off the queue) by `settle`, or by the timer
             finally:
-                if not waiter.done():
+                timer.cancel()
+                if not waiter.done():  # this call was cancelled
                     waiter.cancel()
                 if waiter in queue:
                     queue.remove(waiter)
-                if not queue:
-                    self._waiters.pop(client, None)
+                if not queue and self._waiters.get(client) is queue:
+                    del self._waiters[client]
 
     def settle(self, client: str | None, forged: bool) -> None:
         """The outcome of a submission `admit` let in for ``client``: ``forged`` (its
@@ -520,12 +526,13 @@ class ForgeryPenalty:
         # with nothing left in flight every waiter must look again (to be refused, or
         # admitted by a refilled token); a token given back admits one waiter
         wake = len(queue) if not left else 0 if forged else 1
-        for waiter in queue:
-            if wake <= 0:
-                break
+        while wake and queue:
+            waiter = queue.popleft()
             if not waiter.done():
                 waiter.set_result(None)
                 wake -= 1
+        if not queue:
+            del self._waiters[client]
 
     def charge(self, peer: str) -> None:
         """Count one submission from ``peer``'s client refused because its signature did
