@@ -27,6 +27,7 @@ from clients.api import ProvenanceClient, default_server
 from clients.cosigned import WitnessCheck, check_witnesses, policy_key
 from clients.device import DeviceHome, SyncResult, default_home, sidecar_path
 from clients.files import open_regular, read_bounded
+from clients.helptext import TaughtGroup
 from clients.options import ServerOpt, WitnessOpt, WitnessQuorumOpt
 from clients.report import EXIT_CODES, EXIT_WITNESS_QUORUM, report_to_json, report_to_text
 from clients.scan.cli import scan as scan_command
@@ -57,6 +58,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    cls=TaughtGroup,  # every command's help reflowed and ended with examples
 )
 admin_app = typer.Typer(help="Operator commands (need PROV_ADMIN_TOKEN).", no_args_is_help=True)
 device_app = typer.Typer(
@@ -288,12 +290,12 @@ def device_sync(
             task = bar.add_task("submitting", total=pending)
             done = h.sync(c, lambda i, n: bar.update(task, completed=i))
     out.print(f"submitted {len(done.logged)} of {pending} queued claim(s)")
-    _print_sync_problems(h, done)
+    _print_sync_problems(h, done, server)
     if done.refused or done.set_aside or done.unreachable or done.deferred:
         raise typer.Exit(1)
 
 
-def _print_sync_problems(h: DeviceHome, done: SyncResult, stops: bool = True) -> None:
+def _print_sync_problems(h: DeviceHome, done: SyncResult, server: str, stops: bool = True) -> None:
     """Say what a sync could not do, and where the claims concerned are (``stops``: also
     why it stopped early; `prov sign` says that on each file's line instead)."""
     for note in done.notes.values():
@@ -308,11 +310,38 @@ def _print_sync_problems(h: DeviceHome, done: SyncResult, stops: bool = True) ->
         )
     if stops and done.unreachable:
         err.print(f"[red]stopped:[/] {done.unreachable}; the rest stays queued", highlight=False)
-    if stops and done.deferred:
+    if stops and done.not_enrolled:
+        err.print(f"[red]stopped:[/] {_not_enrolled(h, server)}", highlight=False)
+    elif stops and done.deferred:
         err.print(
             f"[red]stopped:[/] {done.deferred}; it and the rest stay queued for the next sync",
             highlight=False,
         )
+
+
+def _not_enrolled(h: DeviceHome, server: str) -> str:
+    """What happened when ``server`` answered that it has no such device, and what to do
+    (the enrollment command), given where this device says it enrolled."""
+    state = h.state()
+    device = f"this device ({state.device_id[:16]}…)"
+    if state.server and state.server != server:
+        return (
+            f"{device} is enrolled with {state.server}, not with {server}; its claims stay"
+            f" queued. Submit them there: `prov device sync --server {state.server}` (and"
+            f" sign with --server {state.server}, or set PROV_SERVER={state.server})"
+        )
+    if state.server:
+        lost = (
+            f"the server at {server} no longer knows {device}, which enrolled there (its"
+            " database was replaced?)"
+        )
+    else:
+        lost = f"{device} is not enrolled with the server at {server}"
+    return (
+        f"{lost}; its claims stay queued. Ask the server's operator for a one-time token"
+        f" (`prov admin enroll-token`), enroll with `prov device enroll --server {server}"
+        " --token TOKEN`, then `prov device sync` submits what is queued"
+    )
 
 
 @app.command()
@@ -360,6 +389,7 @@ def sign(
     failed = 0
     with h.locked(), ProvenanceClient(server) as c:
         stopped = ""  # why claims stay queued (server unreachable, a transient refusal)
+        not_enrolled = False
         for f in files:
             try:
                 signed = h.sign_file(key, f)
@@ -378,6 +408,9 @@ def sign(
                 done = h.sync(c)  # earlier queued claims first, then this one
                 if done.unreachable:
                     stopped = "server unreachable"
+                elif done.not_enrolled:
+                    stopped = "this device is not enrolled with the server"
+                    not_enrolled = True
                 elif done.deferred:
                     stopped = f"the server deferred {done.deferred}"
                 if ch in done.logged:
@@ -387,7 +420,7 @@ def sign(
                         err.print(f"[yellow]note:[/] {done.notes.pop(ch)}", highlight=False)
                     if c2pa and not _embed_c2pa(h, key, f, spath, chain, tsa):
                         failed += 1
-                    _print_sync_problems(h, done, stops=False)
+                    _print_sync_problems(h, done, server, stops=False)
                     continue
                 if ch in done.refused:
                     err.print(
@@ -396,14 +429,15 @@ def sign(
                         highlight=False,
                     )
                     failed += 1
-                    _print_sync_problems(h, done, stops=False)
+                    _print_sync_problems(h, done, server, stops=False)
                     continue
-                _print_sync_problems(h, done, stops=False)
-            out.print(
-                f"{f}: signed (#{seq}), queued: {stopped}; run `prov device sync` later -> {spath.name}"
-            )
+                _print_sync_problems(h, done, server, stops=False)
+            later = "enroll it (below)" if not_enrolled else "run `prov device sync` later"
+            out.print(f"{f}: signed (#{seq}), queued: {stopped}; {later} -> {spath.name}")
             if c2pa:
                 err.print(f"{f}: C2PA manifest not embedded: it needs the log receipt")
+    if not_enrolled:
+        err.print(f"[red]not logged:[/] {_not_enrolled(h, server)}", highlight=False)
     if failed:
         raise typer.Exit(1)
 
@@ -442,7 +476,12 @@ def _embed_c2pa(
 def verify(
     file: Annotated[Path, typer.Argument(help="The file to verify.", exists=True, dir_okay=False)],
     sidecar: Annotated[
-        Path | None, typer.Option(help="Sidecar to check (default: FILE.prov when it exists).")
+        Path | None,
+        typer.Option(
+            help="Sidecar to check (default: FILE.prov when it exists).",
+            exists=True,
+            dir_okay=False,
+        ),
     ] = None,
     server: ServerOpt = default_server(),
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,

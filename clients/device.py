@@ -446,6 +446,8 @@ class DeviceHome:
                             result.unreachable = str(e)
                         else:
                             result.deferred = reason
+                            # SubmitCapture's NOT_FOUND: the server knows no such device
+                            result.not_enrolled = e.code == "NOT_FOUND"
                         break
                 except ProvenanceError as e:  # e.g. a claim this client cannot encode
                     reason = f"{label}: {e}"
@@ -596,7 +598,8 @@ class SyncResult:
     """What a sync did: receipts by claim hash; entries set aside as refused for good,
     by claim hash (with the reason); unreadable entries set aside, by entry file name;
     notes (a sidecar kept in the device folder, ...) by claim hash; and why it stopped
-    early: the server unreachable, or a transient refusal (``deferred``)."""
+    early: the server unreachable, or a transient refusal (``deferred``; with
+    ``not_enrolled`` when it is that the server has no such device enrolled)."""
 
     logged: dict[bytes, Receipt] = field(default_factory=dict)
     refused: dict[bytes, str] = field(default_factory=dict)
@@ -604,6 +607,7 @@ class SyncResult:
     notes: dict[bytes, str] = field(default_factory=dict)
     unreachable: str | None = None
     deferred: str | None = None
+    not_enrolled: bool = False
 
 
 class ClaimFields(TypedDict):

@@ -16,7 +16,13 @@ from clients.api import ProvenanceClient, default_server
 from clients.cosigned import cosigned_receipt, cosigner_names, policy_key
 from clients.device import atomic_write
 from clients.files import read_bounded
-from clients.options import ServerOpt, WitnessOpt, WitnessQuorumOpt, in_existing_folder
+from clients.options import (
+    ServerOpt,
+    WitnessOpt,
+    WitnessQuorumOpt,
+    in_existing_folder,
+    verifier_key,
+)
 from provenance.core import merkle
 from provenance.core.claims import Device
 from provenance.core.errors import (
@@ -116,7 +122,8 @@ def audit(
     log_key: Annotated[
         str | None,
         typer.Option(
-            help="Pin the log's verifier key (text or file). Default: the key saved in STATE, else the server's (trust on first use)."
+            help="Pin the log's verifier key (text or file). Default: the key saved in STATE, else the server's (trust on first use).",
+            callback=verifier_key,
         ),
     ] = None,
     db: Annotated[
@@ -469,7 +476,10 @@ def receipt_verify(
         ),
     ],
     log_key: Annotated[
-        str, typer.Option(help="The log's verifier key (text or a file holding it).")
+        str,
+        typer.Option(
+            help="The log's verifier key (text or a file holding it).", callback=verifier_key
+        ),
     ],
     with_sidecar: Annotated[
         Path | None,
@@ -528,7 +538,8 @@ def receipt_refresh(
     log_key: Annotated[
         str | None,
         typer.Option(
-            help="The log's verifier key (text or file). Default: the sidecar's, else the server's."
+            help="The log's verifier key (text or file). Default: the sidecar's, else the server's.",
+            callback=verifier_key,
         ),
     ] = None,
     witness: WitnessOpt = None,

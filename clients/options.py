@@ -3,10 +3,26 @@ checks of option values that Typer cannot express."""
 
 from __future__ import annotations
 
+import errno
 from pathlib import Path
 from typing import Annotated
 
 import typer
+
+
+def server_address(value: str) -> str:
+    """``value`` if it reads HOST:PORT with a port 1..65535 (the server a client calls);
+    else a usage error (exit 2) before any call. Typer callback of ``--server``.
+    Raises typer.BadParameter."""
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise typer.BadParameter(
+            f"{value!r} is not HOST:PORT with a port 1-65535 (e.g. 127.0.0.1:50051, the"
+            " address `prov serve` prints in its 'listening on' line)",
+            param_hint="--server (or $PROV_SERVER)",
+        )
+    return value
+
 
 #: ``--server HOST:PORT``, read from PROV_SERVER when not given.
 ServerOpt = Annotated[
@@ -16,8 +32,33 @@ ServerOpt = Annotated[
         envvar="PROV_SERVER",
         help="Server address HOST:PORT (default: $PROV_SERVER or 127.0.0.1:50051).",
         show_default=False,
+        callback=server_address,
     ),
 ]
+
+
+def verifier_key(value: str | None) -> str | None:
+    """``value`` if it is a log's verifier key NAME+ID+KEY (as `prov log key` and `prov
+    serve` print it), or names a readable file holding one; else a usage error (exit 2).
+    Typer callback of ``--log-key`` where it means the log's public key. Raises
+    typer.BadParameter."""
+    from provenance.core.errors import ProvenanceError
+    from provenance.log.checkpoint import NoteVerifier
+    from provenance.witness.client import read_key_text
+
+    if value is None:
+        return None
+    try:
+        NoteVerifier.from_vkey(read_key_text(value))
+    except ProvenanceError as e:
+        shown = value if len(value) <= 80 else value[:77] + "..."
+        raise typer.BadParameter(
+            f"{shown!r} is not a log verifier key NAME+ID+KEY nor a file holding one ({e});"
+            " `prov log key` prints the key, as does `prov serve` in its 'log key:' line",
+            param_hint="--log-key",
+        ) from None
+    return value
+
 
 #: ``--witness KEY`` (repeat): a witness policy's cosigner keys, for the commands that
 #: check cosignatures (`clients.cosigned.policy_key` reads each value).
@@ -73,3 +114,66 @@ ConnectionsPerClientOpt = Annotated[
 MaxConnectionsOpt = Annotated[
     int, typer.Option(help="Connections open at once in all; more get 503.", min=1)
 ]
+
+
+def listen_address(value: str, option: str) -> tuple[str, int]:
+    """``value`` as (host, port) if it reads HOST:PORT with a port in 0..65535 (0 picks
+    one; an IPv6 host in brackets, ``[::]:50051``; an empty host means every
+    interface); else a usage error (exit 2) naming ``option``. The host is returned
+    without brackets. Raises typer.BadParameter."""
+    host, sep, port = value.rpartition(":")
+    bare = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    if not sep or not port.isdigit() or int(port) > 65535 or ("[" in bare or "]" in bare):
+        raise typer.BadParameter(
+            f"{value!r} is not HOST:PORT with a port 0-65535 (e.g. 127.0.0.1:50051,"
+            " [::1]:50051, 0.0.0.0:50051)",
+            param_hint=option,
+        )
+    if ":" in bare and bare == host:
+        raise typer.BadParameter(
+            f"{value!r}: put an IPv6 address in brackets, e.g. [{host}]:{port}",
+            param_hint=option,
+        )
+    return bare, int(port)
+
+
+def check_can_listen(value: str, option: str) -> None:
+    """Check, before anything is created, that a server could listen on ``value``
+    (HOST:PORT, as `listen_address` reads it): bind a socket to each address the host
+    resolves to, with SO_REUSEADDR as gRPC and the HTTP servers do, and close it at once.
+    One address that binds is enough (gRPC listens on every one it can). Raises
+    typer.BadParameter for malformed syntax (exit 2), ConfigError with one sentence
+    naming the address and the reason otherwise ("cannot listen on 127.0.0.1:50051:
+    address already in use"). Another process may still take the port before the
+    server binds it; the server then fails as before."""
+    import socket
+
+    from provenance.core.errors import ConfigError
+
+    host, port = listen_address(value, option)
+    try:
+        infos = socket.getaddrinfo(
+            host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )
+    except socket.gaierror as e:
+        raise ConfigError(
+            f"cannot listen on {value}: no address found for the host {host!r} ({e.strerror})"
+        ) from e
+    reason = "no usable address"
+    for family, kind, proto, _, sockaddr in infos:
+        try:
+            with socket.socket(family, kind, proto) as sock:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                sock.bind(sockaddr)
+                return
+        except OSError as e:
+            reason = (e.strerror or str(e)).lower() + _LISTEN_HINTS.get(e.errno or 0, "")
+    raise ConfigError(f"cannot listen on {value}: {reason}")
+
+
+#: What a person can do about a failed bind, by errno.
+_LISTEN_HINTS = {
+    errno.EADDRINUSE: " (another program listens there: stop it or choose another port)",
+    errno.EADDRNOTAVAIL: " (not an address of this machine)",
+    errno.EACCES: " (ports below 1024 need privileges: choose a port from 1024)",
+}

@@ -157,12 +157,38 @@ def test_queue_retries_claims_signed_before_enrollment(cli: Cli, tmp_path: Path)
     assert cli("device", "init")[0] == 0
     photo = Path(shutil.copy(SAMPLES / "rocket.jpg", tmp_path / "early.jpg"))
     rc, out, err = cli("sign", str(photo))
-    assert rc == 0 and "queued: the server deferred early.jpg" in out and "NOT_FOUND" in out
+    assert rc == 0 and "queued: this device is not enrolled with the server" in out, out
+    # what happened and what to do, in words (before: "queued: the server deferred
+    # early.jpg: device ... is not enrolled [NOT_FOUND]; run `prov device sync` later")
+    advice = f"is not enrolled with the server at {cli.server}; its claims stay queued"
+    enroll = f"`prov device enroll --server {cli.server} --token TOKEN`"
+    assert advice in err and enroll in err and "`prov admin enroll-token`" in err, err
+    assert "NOT_FOUND" not in out + err and "prov device sync` later" not in out
     (entry,) = _show(cli)["queue"]
     assert entry["attempts"] == 1 and "NOT_FOUND" in entry["last_error"]
+    rc, _, err = cli("device", "sync")  # the same words from a sync
+    assert rc == 1 and advice in err and enroll in err, err
     rc, token, err = cli("admin", "enroll-token")
     assert rc == 0, err
     assert cli("device", "enroll", "--token", token.strip())[0] == 0
     rc, out, err = cli("device", "sync")
     assert rc == 0 and "submitted 1 of 1" in out, err
     assert _show(cli)["queue"] == [] and _verify(cli, photo) == "SIGNED_ORIGINAL"
+
+
+def test_a_device_enrolled_elsewhere_is_told_where(
+    enrolled: Cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Signing against a server the device never enrolled with names the server it did
+    enroll with and how to submit there, instead of a NOT_FOUND."""
+    other = start_server(tmp_path / "other.db")
+    try:
+        photo = Path(shutil.copy(SAMPLES / "rocket.jpg", tmp_path / "elsewhere.jpg"))
+        rc, out, err = enrolled("sign", str(photo), "--server", other.address)
+        assert rc == 0 and "queued" in out, err
+        assert f"is enrolled with {enrolled.server}, not with {other.address}" in err, err
+        assert f"`prov device sync --server {enrolled.server}`" in err
+    finally:
+        other.stop()
+    rc, out, err = enrolled("device", "sync")  # its own server logs it
+    assert rc == 0 and "submitted 1 of 1" in out, err

@@ -213,7 +213,7 @@ def test_verify_json_on_error_and_bad_sidecars(enrolled: Cli, tmp_path: Path) ->
     }
     assert "empty" in json.loads(out)["error"]
     rc, _, err = enrolled("verify", str(photo), "--server", "127.0.0.1:99999")
-    assert rc == 1 and "HOST:PORT" in err
+    assert rc == 2 and "HOST:PORT" in err  # a usage error, before any call
 
 
 def test_a_wrong_sidecar_cannot_unsign_a_logged_original(enrolled: Cli, tmp_path: Path) -> None:

@@ -557,12 +557,12 @@ def test_the_cli_command_scans_refuses_to_overwrite_and_resumes(desk: Desk) -> N
     assert "SIGNED_ORIGINAL" not in r.stdout and "DERIVED" in r.stdout and "files/s" in r.stdout
     assert len(out.read_text().splitlines()) == 5
     again = runner.invoke(app, args)
-    assert again.exit_code == 1 and "exists: add --resume" in str(again.exception)
+    assert again.exit_code == 2 and "exists: add --resume" in again.output  # usage error
     resumed = runner.invoke(app, [*args, "--resume"])
     assert resumed.exit_code == 0 and "already in the report (resumed)" in resumed.stdout
     assert len(out.read_text().splitlines()) == 5
     bad = runner.invoke(app, [str(desk.tarball), "--report", str(desk.root / "x.csv")])
-    assert bad.exit_code == 1 and ".jsonl" in str(bad.exception)
+    assert bad.exit_code == 2 and ".jsonl" in bad.output
 
 
 def test_videos_get_frame_hashes_on_disk_and_sha256_in_archives(desk: Desk, tmp_path: Path) -> None:

@@ -149,7 +149,10 @@ def test_verify_ignores_fifo_and_dev_zero_sidecars(
     assert run.returncode == 1 and "not a regular file" in run.stderr, run.stderr
     run = _prov("verify", str(tmp_path / "x.png.prov"), "--server", srv.address, timeout=30)
     assert run.returncode == 1 and "FIFO" in run.stderr, run.stderr  # a FIFO as FILE
-    run = _prov("receipt", "verify", str(tmp_path / "x.png.prov"), "--log-key", "k", timeout=30)
+    from provenance.log.checkpoint import generate_log_key
+
+    vkey = generate_log_key(tmp_path / "log.pem", "example.org/log").verifier_key()
+    run = _prov("receipt", "verify", str(tmp_path / "x.png.prov"), "--log-key", vkey, timeout=30)
     assert run.returncode == 1 and "FIFO" in run.stderr, run.stderr
     deep = tmp_path / "deep.prov"
     deep.write_bytes(DEEP_JSON)

@@ -11,13 +11,12 @@ import typer
 from rich.console import Console
 
 from clients.api import default_server
-from clients.options import ServerOpt
+from clients.options import ServerOpt, in_existing_folder
 from clients.scan.engines import Engine, LocalEngine, RayEngine
 from clients.scan.pipeline import DEFAULT_BATCH, run_scan
 from clients.scan.progress import ScanProgress, summary_table
 from clients.scan.report import csv_path, html_path
 from clients.scan.worker import ScanConfig
-from provenance.core.errors import ConfigError
 from provenance.wire.contract import MAX_LOOKUP_QUERIES
 
 
@@ -86,8 +85,8 @@ def scan(
     reason in the report. Interrupted scans continue with --resume. Exit 0 when the scan
     completed (whatever the verdicts), 1 on an error (rows so far are kept).
     """
-    if report.suffix != ".jsonl":
-        raise ConfigError(f"--report must name a .jsonl file, got {report}")
+    _check_report(report, resume)  # the arguments first, then the progress bar
+    chosen = make_engine(engine, workers)
     config = ScanConfig(server=server, detect=detect, detector_secret=os.urandom(32))
     err = Console(stderr=True)
     with ScanProgress(err) as progress:
@@ -95,7 +94,7 @@ def scan(
             [str(p) for p in paths],
             report,
             config,
-            make_engine(engine, workers),
+            chosen,
             resume=resume,
             batch_size=batch_size,
             on_rows=progress.update,
@@ -103,3 +102,28 @@ def scan(
     out = Console()
     out.print(summary_table(result, report))
     out.print(f"reports: {report}, {csv_path(report)}, {html_path(report)}", highlight=False)
+
+
+def _check_report(report: Path, resume: bool) -> None:
+    """Usage errors (exit 2) of ``--report``, found before the scan starts: not a .jsonl
+    name, a folder that does not exist or cannot be written, a folder given as the file,
+    or an existing report without --resume. Raises typer.BadParameter."""
+    if report.suffix != ".jsonl":
+        raise typer.BadParameter(
+            f"the report is JSON Lines and must end in .jsonl (OUT.csv and OUT.html are"
+            f" written beside it), got {report}",
+            param_hint="--report",
+        )
+    folder = in_existing_folder(report, "--report").parent
+    if report.is_dir():
+        raise typer.BadParameter(f"{report} is a folder; name a file", param_hint="--report")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise typer.BadParameter(
+            f"cannot write to the folder {folder} (the report, OUT.csv and OUT.html go there)",
+            param_hint="--report",
+        )
+    if report.exists() and not resume:
+        raise typer.BadParameter(
+            f"{report} exists: add --resume to continue that scan, or remove it",
+            param_hint="--report",
+        )

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.console import Console
 
-from clients.options import in_existing_folder
+from clients.options import check_can_listen, in_existing_folder
 from provenance.core.errors import (
     ConfigError,
     ProvenanceError,
@@ -24,13 +24,18 @@ if TYPE_CHECKING:  # imported when used: torch and the web stack load only on de
 
 err = Console(stderr=True, soft_wrap=True)
 
+#: ``--db`` of the in-memory store (`provenance.store.open_store`): it writes no file.
+IN_MEMORY = ":memory:"
+
 
 def serve(
     db: Annotated[
         str,
         typer.Option(
             help="SQLite database file (created if missing; one server per file), or"
-            " postgresql://USER@HOST:PORT/DB for a database several servers share (needs --log-key)."
+            " postgresql://USER@HOST:PORT/DB for a database several servers share (needs --log-key),"
+            " or :memory: for a log kept in memory that writes no file (its log key too, unless"
+            " --log-key names one)."
         ),
     ],
     listen: Annotated[
@@ -220,7 +225,17 @@ def serve(
 
     Every request has a bounded cost: the limits below are listed, with their gRPC
     status codes, in the README's "Limits and errors" table.
+
+    An address it cannot listen on is refused before anything is created (exit 2 for
+    one that is not HOST:PORT, 1 for one in use or not this machine's); a start that
+    fails later removes the files it created (database, log key, detector secret).
     """
+    # before any file is created or anything slow is loaded
+    check_can_listen(listen, "--listen")
+    if metrics_listen is not None:
+        check_can_listen(metrics_listen, "--metrics-listen")
+    if http is not None:
+        check_can_listen(http, "--http")
     from provenance.c2pa.pool import ReaderPool
     from provenance.c2pa.reader import C2paTrust, with_tsa_roots
     from provenance.c2pa.signing_time import SigningTimePolicy
@@ -279,65 +294,77 @@ def serve(
                 " signs with the same key file"
             )
         target: str | Path = db
+    elif db == IN_MEMORY:
+        target = db
     else:
         target = in_existing_folder(Path(db), "--db")
-    service = ProvenanceService(
-        ServiceConfig(
-            db=target,
-            log_key=log_key or Path(db).with_name(Path(db).name + ".logkey.pem"),
-            origin=origin,
-            verify_on_start=not fast_start,
-            authority_dir=ca,
-            full_check=full_check,
-            admin_token=token or None,
-            witnesses=witnesses,
-            witness_quorum=witness_quorum,
-            witness_timeout_s=witness_timeout,
-            witness_interval_s=witness_interval_ms / 1000,
-        )
-    )
-    trust = None
-    if c2pa_trust_anchors is not None:
-        trust = C2paTrust.from_files(c2pa_trust_anchors, c2pa_trust_config)
-    elif service.authority is not None:
-        trust = C2paTrust(service.authority.certificate_pem)
-    tsa_trust = TsaTrust.from_file(tsa_trust_anchors) if tsa_trust_anchors else None
-    trust = with_tsa_roots(trust, tsa_trust)
-    signing_time = SigningTimePolicy(tsa_trust=tsa_trust, log_verifier=service.verifier)
-    pool = ReaderPool(workers=c2pa_workers) if c2pa_workers > 0 else None
-    start_decoder()  # the video decoder process, imports done before the first upload
-    # The crop secret lives beside the database (SQLite) or the shared log key (PostgreSQL).
-    beside = Path(db) if isinstance(target, Path) else Path(log_key or "")
-    det = (
-        _load_detector(
-            detector_model, detector_device, beside.with_name(beside.name + ".detector-secret")
-        )
-        if detector
-        else None
-    )
-    config = ServerConfig(
-        admin_token=token,
-        inspect=InspectConfig(
-            limits=AssetLimits(
-                max_bytes=max_upload_mb * 1024 * 1024,
-                max_image_bytes=max_image_mb * 1024 * 1024,
-                max_pixels=max_megapixels * 1_000_000,
-                max_decode_bytes=decode_budget_mb * 1024 * 1024,
-            ),
-            c2pa_pool=pool,
-            c2pa_trust=trust,
-            c2pa_signing_time=signing_time,
-        ),
-        detector=det,
-        limits=limits,
-    )
+    key_file: Path | None
+    secret_file: Path | None
+    if target == IN_MEMORY:
+        # nothing on disk for a store that keeps nothing: the log key (unless --log-key
+        # names a file) and the detector's crop secret are drawn at start, in memory
+        key_file, secret_file = log_key, None
+    else:
+        key_file = log_key or Path(db).with_name(Path(db).name + ".logkey.pem")
+        # The crop secret lives beside the database (SQLite) or the shared log key
+        # (PostgreSQL).
+        beside = Path(db) if isinstance(target, Path) else Path(log_key or "")
+        secret_file = beside.with_name(beside.name + ".detector-secret")
+    fresh = _absent(_state_files(target, key_file, secret_file))
+    service: ProvenanceService | None = None
+    pool: ReaderPool | None = None
     try:
+        service = ProvenanceService(
+            ServiceConfig(
+                db=target,
+                log_key=key_file,
+                origin=origin,
+                verify_on_start=not fast_start,
+                authority_dir=ca,
+                full_check=full_check,
+                admin_token=token or None,
+                witnesses=witnesses,
+                witness_quorum=witness_quorum,
+                witness_timeout_s=witness_timeout,
+                witness_interval_s=witness_interval_ms / 1000,
+            )
+        )
+        trust = None
+        if c2pa_trust_anchors is not None:
+            trust = C2paTrust.from_files(c2pa_trust_anchors, c2pa_trust_config)
+        elif service.authority is not None:
+            trust = C2paTrust(service.authority.certificate_pem)
+        tsa_trust = TsaTrust.from_file(tsa_trust_anchors) if tsa_trust_anchors else None
+        trust = with_tsa_roots(trust, tsa_trust)
+        signing_time = SigningTimePolicy(tsa_trust=tsa_trust, log_verifier=service.verifier)
+        pool = ReaderPool(workers=c2pa_workers) if c2pa_workers > 0 else None
+        start_decoder()  # the video decoder process, imports done before the first upload
+        det = _load_detector(detector_model, detector_device, secret_file) if detector else None
+        config = ServerConfig(
+            admin_token=token,
+            inspect=InspectConfig(
+                limits=AssetLimits(
+                    max_bytes=max_upload_mb * 1024 * 1024,
+                    max_image_bytes=max_image_mb * 1024 * 1024,
+                    max_pixels=max_megapixels * 1_000_000,
+                    max_decode_bytes=decode_budget_mb * 1024 * 1024,
+                ),
+                c2pa_pool=pool,
+                c2pa_trust=trust,
+                c2pa_signing_time=signing_time,
+            ),
+            detector=det,
+            limits=limits,
+        )
         metrics_port = serve_metrics(metrics_listen) if metrics_listen is not None else None
         server, port = create_server(listen, service, config)
     except BaseException:
-        service.close()
+        if service is not None:
+            service.close()
         if pool is not None:
             pool.close()
+        for path in fresh:  # created by this failed start: leave nothing behind
+            path.unlink(missing_ok=True)
         raise
     host = listen.rsplit(":", 1)[0]
     stop = threading.Event()
@@ -361,6 +388,27 @@ def serve(
         pool.close()
 
 
+def _state_files(target: str | Path, log_key: Path | None, secret: Path | None) -> list[Path]:
+    """The files a start may create: the SQLite database and its companions (a
+    PostgreSQL or in-memory ``target`` has none), the log key and its checkpoint memo,
+    the detector's crop secret (None: kept in memory)."""
+    from provenance.server.rollback import memo_path
+
+    files = [p for p in (log_key, secret) if p is not None]
+    if log_key is not None and target != IN_MEMORY:
+        files.append(memo_path(log_key))
+    if isinstance(target, Path):
+        files += [
+            target.with_name(target.name + s) for s in ("", "-wal", "-shm", "-journal", ".lock")
+        ]
+    return files
+
+
+def _absent(paths: list[Path]) -> list[Path]:
+    """Those of ``paths`` that do not exist (links included) now."""
+    return [p for p in paths if not p.is_symlink() and not p.exists()]
+
+
 def _start_web(listen: str, grpc_host: str, grpc_port: int, max_upload_mb: int) -> WebServer:
     """`prov serve --http`: the web app in a thread, a client of this process's gRPC port."""
     from provenance.web.app import WebConfig
@@ -374,9 +422,12 @@ def _start_web(listen: str, grpc_host: str, grpc_port: int, max_upload_mb: int) 
     return web
 
 
-def _load_detector(model: str, device: str | None, secret_file: Path) -> ServerDetector | None:
+def _load_detector(
+    model: str, device: str | None, secret_file: Path | None
+) -> ServerDetector | None:
     """The server's detector, or None (with a notice) when torch or the weights are missing.
-    Its crop secret lives in secret_file (created on first start, mode 0600)."""
+    Its crop secret lives in secret_file (created on first start, mode 0600); None: a
+    random secret for this process."""
     try:
         from detector.serving import server_detector
 

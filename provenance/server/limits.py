@@ -27,6 +27,7 @@ import logging
 import threading
 import time
 import urllib.parse
+from collections import deque
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -369,6 +370,12 @@ FORGERY_HOLD_S = 1.0
 FORGERY_PEERS_KEPT = 4096
 
 
+def _wake(waiter: asyncio.Future[None]) -> None:
+    """Let a submission waiting for a forgery token look again (its timer ran out)."""
+    if not waiter.done():
+        waiter.set_result(None)
+
+
 def peer_client(peer: str) -> str:
     """The client a gRPC peer (``context.peer()``: ``ipv4:192.0.2.1:5000``,
     ``ipv6:[2001:db8::1]:5000``, percent-encoded or not) is counted as: its address's
@@ -387,47 +394,54 @@ class ForgeryPenalty:
     connection from it together), a token bucket of forged submissions: ``per_minute``
     tokens, refilled at ``per_minute`` a minute; each submission refused with
     SignatureError, or with UnknownDeviceError (a device id nobody enrolled: each costs
-    a store read, and a forger can draw new ids at will), takes one (`charge`). While a
-    client has none left, `check` refuses its submissions before any decoding or
-    verification.
+    a store read, and a forger can draw new ids at will), takes one.
+
+    The token is taken *before* the store read or the signature check is paid for:
+    `admit` reserves one for each submission in flight and `settle` gives it back when
+    the submission turns out not to be a forgery. So a client whose tokens are all
+    reserved or spent has its next submissions wait for one of its calls in flight to
+    settle (an honest burst larger than the budget is served, a few calls at a time),
+    and once nothing of it is in flight and no token is left, they are refused
+    unverified (ForgeryPenaltyError): a burst of any number of concurrent forgeries costs
+    at most ``per_minute`` verifications (before: every call in flight was verified
+    before the first was counted).
 
     A device quota cannot meter forgeries (anyone may name any device, so charging the
     named device would let a forger use up an honest device's quota); a connection
     cannot either (a forger opens a fresh one, with a fresh budget, at will); an address
     is what the forger cannot change cheaply. Honest devices behind the same address
-    (a NAT) share its budget. Used on the event loop's thread only (no lock)."""
+    (a NAT) share its budget, and at most ``per_minute`` of their submissions are
+    checked at once. Used on the event loop's thread only (no lock)."""
 
     def __init__(self, per_minute: int, clock: Callable[[], float] = time.monotonic) -> None:
         self._rate = per_minute / 60.0
         self._cap = float(per_minute)
         self._clock = clock
-        # peer -> (tokens, clock() when counted), in the order last charged
+        # client -> (tokens, clock() when counted), in the order last charged
         self._peers: dict[str, tuple[float, float]] = {}
+        # client -> submissions admitted and not yet settled (each holds a token)
+        self._inflight: dict[str, int] = {}
+        # client -> submissions waiting for a token, oldest first
+        self._waiters: dict[str, deque[asyncio.Future[None]]] = {}
+        # gRPC peer (address and port: one per connection) -> its client, as parsed
+        self._clients: dict[str, str] = {}
+
+    @property
+    def enabled(self) -> bool:
+        """Whether forgeries are metered at all (``per_minute`` > 0)."""
+        return self._rate > 0
 
     def active(self) -> bool:
-        """Whether any client is being metered (else `check` has nothing to do)."""
-        return bool(self._peers)
+        """Whether any client is being metered (charged, or with submissions in flight)."""
+        return bool(self._peers or self._inflight)
 
     def _tokens(self, peer: str, now: float) -> float:
         tokens, at = self._peers.get(peer, (self._cap, now))
         return min(self._cap, tokens + (now - at) * self._rate)
 
-    def check(self, peer: str) -> None:
-        """Raises ForgeryPenaltyError when ``peer``'s client has used up its forgeries
-        for now."""
-        if not self._rate or not self._peers:
-            return
-        peer = peer_client(peer)
-        if peer not in self._peers:
-            return
-        now = self._clock()
-        tokens = self._tokens(peer, now)
-        if tokens >= 1.0:
-            if tokens >= self._cap:  # back to a full budget: forget the client
-                del self._peers[peer]
-            return
+    def _refusal(self, client: str, tokens: float) -> ForgeryPenaltyError:
         wait = (1.0 - tokens) / self._rate
-        raise ForgeryPenaltyError(
+        return ForgeryPenaltyError(
             f"this client address sent more than {self._cap:.0f} submissions in a minute whose"
             " signatures did not verify or whose device is not enrolled (the server's limit,"
             f" --forgeries-per-minute); its submissions are refused for {wait:.1f} s: check"
@@ -435,15 +449,102 @@ class ForgeryPenalty:
             wait,
         )
 
-    def charge(self, peer: str) -> None:
-        """Count one submission from ``peer``'s client refused because its signature did
-        not verify or its device is not enrolled."""
+    def check(self, peer: str) -> None:
+        """Raises ForgeryPenaltyError when ``peer``'s client has no token left that is
+        neither spent nor reserved by its submissions in flight."""
         if not self._rate:
             return
-        peer = peer_client(peer)
+        client = peer_client(peer)
+        if client not in self._peers and client not in self._inflight:
+            return
         now = self._clock()
-        tokens = self._tokens(peer, now) - 1.0
-        self._peers.pop(peer, None)
-        self._peers[peer] = (tokens, now)
+        tokens = self._tokens(client, now)
+        if tokens - self._inflight.get(client, 0) >= 1.0:
+            if tokens >= self._cap and client in self._peers:  # a full budget: forget it
+                del self._peers[client]
+            return
+        raise self._refusal(client, tokens - self._inflight.get(client, 0))
+
+    async def admit(self, peer: str, time_left: float | None = None) -> str | None:
+        """Reserve a token for one submission from ``peer`` before it is read or verified;
+        returns the client to `settle` with once its outcome is known (None when the
+        penalty is off). While the client's tokens are all reserved by its submissions
+        in flight, waits (at most ``time_left`` seconds; None: as long as calls of it are
+        in flight) for one to settle or a token to refill. Raises ForgeryPenaltyError
+        when the client has no token left and nothing in flight, or the wait runs out."""
+        if not self._rate:
+            return None
+        client = self._clients.get(peer)
+        if client is None:  # a new connection: parsed once (4 us), not on every call
+            if len(self._clients) >= FORGERY_PEERS_KEPT:
+                self._clients.clear()
+            client = self._clients[peer] = peer_client(peer)
+        loop = asyncio.get_running_loop()
+        give_up = None if time_left is None else loop.time() + time_left
+        while True:
+            now = self._clock()
+            tokens = self._tokens(client, now)
+            inflight = self._inflight.get(client, 0)
+            if tokens - inflight >= 1.0:
+                self._inflight[client] = inflight + 1
+                return client
+            left = None if give_up is None else give_up - loop.time()
+            if not inflight or (left is not None and left <= 0):
+                raise self._refusal(client, tokens - inflight)
+            waiter: asyncio.Future[None] = loop.create_future()
+            queue = self._waiters.setdefault(client, deque())
+            queue.append(waiter)
+            refill = (1.0 + inflight - tokens) / self._rate  # until a token is free anyway
+            timer = loop.call_later(refill if left is None else min(refill, left), _wake, waiter)
+            try:
+                await waiter  # woken (and taken off the queue) by `settle`, or by the timer
+            finally:
+                timer.cancel()
+                if not waiter.done():  # this call was cancelled
+                    waiter.cancel()
+                if waiter in queue:
+                    queue.remove(waiter)
+                if not queue and self._waiters.get(client) is queue:
+                    del self._waiters[client]
+
+    def settle(self, client: str | None, forged: bool) -> None:
+        """The outcome of a submission `admit` let in for ``client``: ``forged`` (its
+        signature did not verify, its device is not enrolled, or the call ended before
+        that was known) spends the reserved token; otherwise it is given back."""
+        if client is None:
+            return
+        left = self._inflight.get(client, 1) - 1
+        if left:
+            self._inflight[client] = left
+        else:
+            self._inflight.pop(client, None)
+        if forged:
+            self._spend(client)
+        queue = self._waiters.get(client)
+        if not queue:
+            return
+        # with nothing left in flight every waiter must look again (to be refused, or
+        # admitted by a refilled token); a token given back admits one waiter
+        wake = len(queue) if not left else 0 if forged else 1
+        while wake and queue:
+            waiter = queue.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                wake -= 1
+        if not queue:
+            del self._waiters[client]
+
+    def charge(self, peer: str) -> None:
+        """Count one submission from ``peer``'s client refused because its signature did
+        not verify or its device is not enrolled (one that was not `admit`-ted)."""
+        if not self._rate:
+            return
+        self._spend(peer_client(peer))
+
+    def _spend(self, client: str) -> None:
+        now = self._clock()
+        tokens = self._tokens(client, now) - 1.0
+        self._peers.pop(client, None)
+        self._peers[client] = (tokens, now)
         if len(self._peers) > FORGERY_PEERS_KEPT:
             del self._peers[next(iter(self._peers))]

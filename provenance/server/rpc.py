@@ -269,15 +269,28 @@ class CapturesServicer(rpc.CapturesServicer):
 
     @_rpc
     async def SubmitCapture(self, request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
-        peer = None
-        if self.penalty.active():  # else no peer() call: the common case costs nothing
-            peer = context.peer()
+        client = None  # the forgery penalty's token for this call, taken before any check
+        if self.penalty.enabled:
             try:
-                self.penalty.check(peer)
+                client = await self.penalty.admit(context.peer(), context.time_remaining())
             except ForgeryPenaltyError:
                 left = context.time_remaining()
                 await asyncio.sleep(FORGERY_HOLD_S if left is None else min(FORGERY_HOLD_S, left))
                 raise
+        forged = True  # a call that ends without an answer (cancelled) keeps its token
+        try:
+            reply = await self._submit(request)
+            forged = False
+            return reply
+        except ProvenanceError as e:  # a forgery spends the token, any other refusal not
+            forged = isinstance(e, (SignatureError, UnknownDeviceError))
+            raise
+        finally:
+            self.penalty.settle(client, forged)
+
+    async def _submit(self, request: Any) -> Any:
+        """SubmitCapture once its penalty token is held. Raises SignatureError or
+        UnknownDeviceError for a forgery, other ProvenanceErrors for other refusals."""
         if not request.HasField("signed_claim"):
             raise ClaimError("the request carries no signed claim")
         signed = wire.signed_from_pb(request.signed_claim)
@@ -286,21 +299,13 @@ class CapturesServicer(rpc.CapturesServicer):
             # in one hop off the loop: the device's key first (an unknown device costs
             # that one read, no quota count, one penalty token), then its quota
             loop = asyncio.get_running_loop()
-            try:
-                await loop.run_in_executor(self.pool, self._first_sight, signed, size)
-            except UnknownDeviceError:
-                self.penalty.charge(context.peer() if peer is None else peer)
-                raise
+            await loop.run_in_executor(self.pool, self._first_sight, signed, size)
         elif self.quota.reads_store(signed.key_id):
             loop = asyncio.get_running_loop()
             await loop.run_in_executor(self.pool, self.quota.check, signed.key_id, size)
         else:
             self.quota.check(signed.key_id, size)
-        try:
-            res = await self.s.submit_async(signed, reads=self.pool)
-        except SignatureError:  # a forgery: counted against the client, not the device
-            self.penalty.charge(context.peer() if peer is None else peer)
-            raise
+        res = await self.s.submit_async(signed, reads=self.pool)
         if not res.duplicate:  # charged once verified and logged: forgeries cost nothing
             self.quota.charge(signed.key_id, size)
         return pb.SubmitCaptureResponse(

@@ -18,6 +18,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from provenance import metrics
@@ -31,6 +32,7 @@ from provenance.core.binding import PerceptualHash
 from provenance.core.claims import Claim, Device, Receipt, SignedClaim
 from provenance.core.errors import (
     ClaimError,
+    ConfigError,
     EnrollmentError,
     LogError,
     LogIntegrityError,
@@ -141,7 +143,9 @@ class ServiceConfig:
     db: the store (`provenance.store.open_store`): a SQLite file path, or
     ``postgresql://USER@HOST:PORT/DB`` shared by several servers; log_key: the log's
     Ed25519 private key (PEM, mode 0600; created on first start), the same file for
-    every server of one log; origin: the log's name in its checkpoints;
+    every server of one log; None only with the in-memory store (``:memory:``), whose
+    key is drawn at start and kept in memory (ConfigError otherwise); origin: the log's
+    name in its checkpoints;
     verify_on_start: re-hash the leaves appended since the last verified mark and
     compare with the signed checkpoint; full_check: re-hash every leaf instead (O(n)
     hashing, O(log n) memory); authority_dir: an enrollment authority
@@ -159,7 +163,7 @@ class ServiceConfig:
     """
 
     db: Path | str
-    log_key: Path
+    log_key: Path | None
     origin: str = DEFAULT_ORIGIN
     verify_on_start: bool = True
     authority_dir: Path | None = None
@@ -209,7 +213,9 @@ class ProvenanceService:
             )
             # an in-memory store starts empty by design: nothing to remember for it
             self._memo = (
-                None if str(config.db) == ":memory:" else CheckpointMemo(memo_path(config.log_key))
+                None
+                if str(config.db) == ":memory:" or config.log_key is None
+                else CheckpointMemo(memo_path(config.log_key))
             )
             self._remember_start()
             self.pdq = MihIndex()
@@ -259,23 +265,29 @@ class ProvenanceService:
             log.warning(
                 "database log origin is %r; using it, not %r", stored_origin, self.config.origin
             )
-        if not self.config.log_key.exists():
+        key_file = self.config.log_key
+        if key_file is None:  # an in-memory log: its key lives and dies with it
+            if str(self.config.db) != ":memory:":
+                raise ConfigError("a log key file is needed for a stored log (--log-key)")
+            signer = LogSigner(Ed25519PrivateKey.generate(), origin)
+            self.store.setdefault_meta("origin", origin)
+            self.store.setdefault_meta("log_verifier_key", signer.verifier_key())
+            return signer
+        if not key_file.exists():
             if self.store.tree_size() > 0:
                 raise LogError(
-                    f"log key {self.config.log_key} is missing but the log has entries:"
+                    f"log key {key_file} is missing but the log has entries:"
                     " refusing to start with a new key"
                 )
-            generate_log_key(self.config.log_key, origin)
-        signer = load_log_signer(self.config.log_key, origin)
+            generate_log_key(key_file, origin)
+        signer = load_log_signer(key_file, origin)
         if stored_origin is None:
             # servers starting together on a new shared database: the first key wins
             origin = self.store.setdefault_meta("origin", origin)
-            signer = load_log_signer(self.config.log_key, origin)
+            signer = load_log_signer(key_file, origin)
             self.store.setdefault_meta("log_verifier_key", signer.verifier_key())
         if self.store.get_meta("log_verifier_key") != signer.verifier_key():
-            raise LogError(
-                f"log key {self.config.log_key} is not the key this database was created with"
-            )
+            raise LogError(f"log key {key_file} is not the key this database was created with")
         return signer
 
     def _remember_start(self) -> None:

@@ -1,0 +1,214 @@
+"""Help that teaches: every `prov` command's ``--help`` ends with an "examples:" block of
+real command lines, kept as written (one per line, never re-wrapped), and its
+description paragraphs flow to the terminal's width instead of breaking where the
+docstring's lines did.
+
+`TaughtGroup` is the top-level Typer group class (``typer.Typer(cls=TaughtGroup)``): when
+Typer builds the command tree it walks it once (`teach`). The examples live here, by
+command path, so that one table shows them all; tests/test_help.py checks that every
+command has 2-4 and that each names only options its command has.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from rich.markup import escape
+from typer.core import TyperGroup
+
+#: Example command lines by command path ("" is `prov` itself), each "COMMAND  # what".
+EXAMPLES: dict[str, tuple[str, ...]] = {
+    "": (
+        "prov serve --db provenance.db  # run the server (operator)",
+        "prov sign IMG_0001.jpg  # sign a capture (device)",
+        "prov verify photo.jpg  # is it a signed original?",
+        "prov scan /archive/photos --report scan.jsonl  # a whole archive",
+    ),
+    "serve": (
+        "prov serve --db provenance.db --listen 127.0.0.1:50051",
+        "prov serve --db :memory: --listen 127.0.0.1:0  # try it out: writes no file",
+        "prov serve --db provenance.db --http 127.0.0.1:8080  # and the web page",
+        "prov serve --db postgresql://prov@db/provenance --log-key /etc/prov/log.pem",
+    ),
+    "web": (
+        "prov web --server 127.0.0.1:50051 --listen 127.0.0.1:8080",
+        "prov web --server 127.0.0.1:50051 --listen 0.0.0.0:8080 --tiles-dir tiles/",
+    ),
+    "sign": (
+        "prov sign IMG_0001.jpg IMG_0002.jpg  # writes IMG_0001.jpg.prov ...",
+        "prov sign --server 127.0.0.1:50051 clip.mp4",
+        "prov sign --c2pa IMG_0003.jpg  # also embed Content Credentials",
+    ),
+    "verify": (
+        "prov verify photo.jpg  # uses photo.jpg.prov if present",
+        "prov verify photo.jpg --sidecar other.prov --json",
+        "prov verify photo.jpg --witness w1.vkey --witness w2.vkey --witness-quorum 1",
+    ),
+    "detect": (
+        "prov detect image.png  # the server's model",
+        "prov detect --local --json image.png  # the model on this machine",
+    ),
+    "scan": (
+        "prov scan /archive/photos desk.zip --report scan.jsonl",
+        "prov scan /archive/photos --report scan.jsonl --resume  # go on",
+        "prov scan list.txt --report scan.jsonl --detect --workers 2",
+    ),
+    "admin": (
+        'prov admin enroll-token --label "desk camera 3"',
+        'prov admin revoke DEVICE_ID --reason "phone stolen"',
+        "prov admin ca init --dir ca/",
+    ),
+    "admin enroll-token": (
+        'prov admin enroll-token --label "desk camera 3"',
+        "prov admin enroll-token --server 10.0.0.5:50051 --ttl 3600",
+    ),
+    "admin revoke": (
+        'prov admin revoke DEVICE_ID --reason "phone stolen"',
+        'prov admin revoke DEVICE_ID --reason "leaked" --since 2026-11-28T09:00:00Z',
+    ),
+    "admin ca": (
+        "prov admin ca init --dir ca/  # prints the root certificate",
+        'prov admin ca init --dir ca/ --name "Newsroom CA" --organization "Example"',
+    ),
+    "admin ca init": (
+        "prov admin ca init --dir ca/",
+        'prov admin ca init --dir ca/ --name "Newsroom CA" --organization "Example"',
+    ),
+    "device": (
+        "prov device init",
+        "prov device enroll --server 127.0.0.1:50051 --token TOKEN",
+        "prov device sync",
+        "prov device show",
+    ),
+    "device init": (
+        "prov device init  # passphrase prompted",
+        "PROV_PASSPHRASE=... prov device init --home /data/prov",
+    ),
+    "device enroll": (
+        "prov device enroll --server 127.0.0.1:50051 --token TOKEN",
+        "prov device enroll --server 127.0.0.1:50051 --certificate chain.pem",
+    ),
+    "device show": (
+        "prov device show",
+        "prov device show --home /data/prov",
+    ),
+    "device sync": (
+        "prov device sync",
+        "prov device sync --retry-set-aside  # after the cause was fixed",
+    ),
+    "log": (
+        "prov log key",
+        "prov log audit --state witness-state.json",
+        "prov log export-tiles tiles/ --db provenance.db --follow",
+    ),
+    "log key": (
+        "prov log key --server 127.0.0.1:50051",
+        "prov log key --key-file provenance.db.logkey.pem > log.vkey  # offline",
+    ),
+    "log audit": (
+        "prov log audit --state witness-state.json",
+        "prov log audit --state s.json --tiles tiles/ --log-key log.vkey",
+        "prov log audit --state s.json --db provenance.db --log-key log.vkey",
+    ),
+    "log export-tiles": (
+        "prov log export-tiles tiles/ --db provenance.db",
+        "prov log export-tiles tiles/ --db provenance.db --follow",
+    ),
+    "receipt": (
+        "prov receipt verify IMG_0001.jpg.prov --log-key log.vkey",
+        "prov receipt refresh IMG_0001.jpg.prov",
+        "prov receipt export IMG_0001.jpg.prov --format tlog-proof",
+    ),
+    "receipt verify": (
+        "prov receipt verify IMG_0001.jpg.prov --log-key log.vkey",
+        "prov receipt verify a.jpg.tlog-proof --log-key log.vkey --sidecar a.jpg.prov",
+        "prov receipt verify IMG_0001.jpg.prov --log-key log.vkey --witness w1.vkey",
+    ),
+    "receipt refresh": (
+        "prov receipt refresh IMG_0001.jpg.prov",
+        "prov receipt refresh IMG_0001.jpg.prov --witness w1.vkey --witness w2.vkey",
+    ),
+    "receipt export": (
+        "prov receipt export IMG_0001.jpg.prov --format tlog-proof",
+        "prov receipt export IMG_0001.jpg.prov --format tlog-proof --output proof.txt",
+    ),
+    "witness": (
+        "prov witness serve --key w1.pem --log-key log.vkey --state w1 --name ex.org/w1",
+        "prov serve --db provenance.db --witness http://127.0.0.1:8090=w1.vkey",
+    ),
+    "witness serve": (
+        "prov witness serve --key w1.pem --log-key log.vkey --state w1 --name ex.org/w1",
+        "prov witness serve --key w.pem --log-key a.vkey --log-key b.vkey --state w",
+    ),
+    "detector": (
+        "prov detector detect image.png",
+        "prov detector train --out my.safetensors --seed 0 --epochs 8 --threads 1",
+        "prov detector eval --out eval.json --threads 1 --device cpu",
+    ),
+    "detector train": (
+        "prov detector train --out my.safetensors --seed 0 --epochs 8 --threads 1",
+        "prov detector train --device cuda --out big.safetensors --model-id big",
+    ),
+    "detector eval": (
+        "prov detector eval --out eval.json --threads 1 --device cpu",
+        "prov detector eval --weights my.safetensors --out eval.json",
+    ),
+    "detector detect": (
+        "prov detector detect image.png",
+        "prov detector detect image.png --model npr --weights NPR.pth",
+    ),
+}
+
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z`(])")
+
+
+def reflow(text: str) -> str:
+    """``text`` (a docstring, dedented) with each paragraph's lines joined, so the help
+    renderer wraps it to the terminal's width; a paragraph that starts with ``\\b``
+    (Click's "keep as is" mark) or has an indented line is kept as written. Text after
+    a form feed (Click's end of help) is dropped."""
+    import inspect
+
+    text = inspect.cleandoc(text).partition("\f")[0]
+    paragraphs = []
+    for para in text.split("\n\n"):
+        lines = para.split("\n")
+        if para.startswith("\b") or any(line.startswith(" ") for line in lines[1:]):
+            paragraphs.append(para)
+        else:
+            paragraphs.append(" ".join(line.strip() for line in lines))
+    return "\n\n".join(paragraphs)
+
+
+def first_sentence(text: str) -> str:
+    """The first sentence of ``text``'s first paragraph (the command list's one line)."""
+    para = text.split("\n\n", 1)[0]
+    return _SENTENCE_END.split(para, maxsplit=1)[0]
+
+
+def examples_epilog(lines: tuple[str, ...]) -> str:
+    """The "examples:" block, its lines kept as written (rich markup escaped)."""
+    return "examples:\n" + "\n".join(f"  {escape(line)}" for line in lines)
+
+
+def teach(command: Any, path: str = "") -> None:
+    """Reflow the help of ``command`` and every command under it, give each its one-line
+    summary, and end it with its EXAMPLES (by command path)."""
+    if command.help:
+        command.help = reflow(command.help)
+        if not command.short_help:
+            command.short_help = first_sentence(command.help)
+    if path in EXAMPLES:
+        command.epilog = examples_epilog(EXAMPLES[path])
+    for name, sub in getattr(command, "commands", {}).items():
+        teach(sub, f"{path} {name}".strip())
+
+
+class TaughtGroup(TyperGroup):
+    """The ``prov`` group: Typer's, with `teach` applied to the whole tree it is built
+    with."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        teach(self)

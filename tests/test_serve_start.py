@@ -1,0 +1,115 @@
+"""`prov serve` start-up failures a new user meets: an address it cannot listen on is
+refused before anything is created, with one readable sentence (exit 1; exit 2 for an
+address that is not HOST:PORT), and a start that fails later removes the files it made.
+Real `prov serve` children, a real socket holding the port, real files."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+from conftest import ADMIN_TOKEN, ROOT
+
+
+def _serve(folder: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """`prov serve --db prov.db ARGS` run in ``folder`` until it exits (it must fail)."""
+    return subprocess.run(
+        [sys.executable, "-m", "clients.cli", "serve", "--db", "prov.db", "--no-detector"]
+        + list(args),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=folder,
+        env={**os.environ, "PROV_ADMIN_TOKEN": ADMIN_TOKEN, "PYTHONPATH": str(ROOT)},
+    )
+
+
+def test_a_port_in_use_is_one_sentence_and_creates_nothing(tmp_path: Path) -> None:
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        run = _serve(tmp_path, "--listen", f"127.0.0.1:{port}")
+    assert run.returncode == 1, run.stderr
+    assert f"error: cannot listen on 127.0.0.1:{port}: address already in use" in run.stderr
+    assert "add_port" not in run.stderr and "GRPC" not in run.stderr  # no raw gRPC line
+    assert list(tmp_path.iterdir()) == []  # no database, lock, log key or secret
+
+
+def test_an_address_of_another_machine_is_one_sentence(tmp_path: Path) -> None:
+    run = _serve(tmp_path, "--listen", "192.0.2.1:50051")  # TEST-NET-1: never ours
+    assert run.returncode == 1, run.stderr
+    assert "cannot listen on 192.0.2.1:50051: cannot assign requested address" in run.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_malformed_listen_address_is_a_usage_error(tmp_path: Path) -> None:
+    for bad in ("nonsense", "127.0.0.1:70000", "::1:50051"):
+        run = _serve(tmp_path, "--listen", bad)
+        assert run.returncode == 2, (bad, run.stderr)
+        assert "--listen" in run.stderr and "Traceback" not in run.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_metrics_port_in_use_is_checked_before_the_store_opens(tmp_path: Path) -> None:
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        run = _serve(tmp_path, "--listen", "127.0.0.1:0", "--metrics-listen", f"127.0.0.1:{port}")
+    assert run.returncode == 1, run.stderr
+    assert f"cannot listen on 127.0.0.1:{port}: address already in use" in run.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_start_that_fails_later_removes_what_it_created(tmp_path: Path) -> None:
+    # the trust anchors are read after the store and the log key were made
+    run = _serve(tmp_path, "--listen", "127.0.0.1:0", "--c2pa-trust-anchors", "missing.pem")
+    assert run.returncode == 1, run.stderr
+    assert "missing.pem" in run.stderr
+    assert list(tmp_path.iterdir()) == []
+    # an existing database is never removed, only what this start added beside it
+    (tmp_path / "prov.db").write_bytes(b"")
+    run = _serve(tmp_path, "--listen", "127.0.0.1:0", "--c2pa-trust-anchors", "missing.pem")
+    assert run.returncode == 1, run.stderr
+    assert [p.name for p in tmp_path.iterdir()] == ["prov.db"]
+
+
+def test_an_in_memory_log_writes_no_file(tmp_path: Path) -> None:
+    """`prov serve --db :memory:` (the detector loaded, so its crop secret is needed too)
+    keeps the log key and the secret in memory: it logs and signs checkpoints as ever,
+    and the folder it ran in stays empty (before: ``:memory:.logkey.pem`` and
+    ``:memory:.detector-secret`` were written into it)."""
+    from conftest import enroll_key, signed_claim
+
+    from clients.api import ProvenanceClient
+    from provenance.log.checkpoint import NoteVerifier, open_checkpoint
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "clients.cli", "serve", "--db", ":memory:", "--listen"]
+        + ["127.0.0.1:0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=tmp_path,
+        env={**os.environ, "PROV_ADMIN_TOKEN": ADMIN_TOKEN, "PYTHONPATH": str(ROOT)},
+    )
+    try:
+        assert proc.stdout is not None
+        lines = [proc.stdout.readline() for _ in range(2)]
+        assert lines[0].startswith("listening on "), (lines, proc.stderr and proc.stderr.read())
+        address, vkey = lines[0].split()[-1], lines[1].split()[-1]
+        with ProvenanceClient(address, admin_token=ADMIN_TOKEN) as c:
+            assert c.log_key()[0] == vkey
+            key = enroll_key(c)
+            receipt, _ = c.submit(signed_claim(key, 1))
+            assert open_checkpoint(receipt.checkpoint, NoteVerifier.from_vkey(vkey)).size >= 2
+    finally:
+        proc.terminate()
+        _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    assert "detector not loaded" not in err  # the secret was needed, and kept in memory
+    assert list(tmp_path.iterdir()) == []

@@ -1,0 +1,130 @@
+"""Wrong arguments are usage errors (exit 2, a message naming the option and what it
+wants) found before any call or work; failures of the machine, the network or the
+evidence stay exit 1 (README, "Verdicts and exit codes"). Through the real CLI, real
+files; the server address given to a runtime failure is a real closed loopback port."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import socket
+from pathlib import Path
+
+import pytest
+from conftest import SAMPLES
+
+from clients.cli import main as prov_main
+from provenance.log.checkpoint import generate_log_key
+
+
+def _flat(text: str) -> str:
+    """A usage error's text without the box Typer draws around it (and its line breaks)."""
+    return " ".join(re.sub("[\u2500-\u257f]", " ", text).split())
+
+
+def _run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str]:
+    capsys.readouterr()
+    rc = prov_main(list(args))
+    return rc, _flat(capsys.readouterr().err)
+
+
+@pytest.fixture
+def photo(tmp_path: Path) -> Path:
+    return Path(shutil.copy(SAMPLES / "rocket.jpg", tmp_path / "rocket.jpg"))
+
+
+def _closed_port() -> str:
+    """A loopback address nothing listens on (bound, then closed)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return f"127.0.0.1:{s.getsockname()[1]}"
+
+
+def test_a_server_address_that_is_not_host_port_is_a_usage_error(
+    photo: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for args in (
+        ("verify", str(photo), "--server", "nonsense"),
+        ("verify", str(photo), "--server", "127.0.0.1:99999"),
+        ("log", "key", "--server", "nonsense"),
+        ("scan", str(photo), "--report", str(photo.with_suffix(".jsonl")), "--server", "x"),
+    ):
+        rc, err = _run(capsys, *args)
+        assert rc == 2 and "--server" in err and "is not HOST:PORT" in err, (args, err)
+    monkeypatch.setenv("PROV_SERVER", "nonsense")  # the same, from the environment
+    rc, err = _run(capsys, "verify", str(photo))
+    assert rc == 2 and "$PROV_SERVER" in err, err
+    # a well-formed address nobody answers on is a runtime failure, as before
+    monkeypatch.delenv("PROV_SERVER")
+    rc, err = _run(capsys, "verify", str(photo), "--server", _closed_port(), "--no-detect")
+    assert rc == 1 and "cannot reach the server" in err, err
+
+
+def test_a_log_key_that_is_no_verifier_key_is_a_usage_error(
+    photo: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    side = tmp_path / "x.prov"
+    side.write_text("{}")
+    junk = tmp_path / "key.txt"
+    junk.write_text("not a key\n")
+    for key in ("garbage", str(junk), "log+0000+AAAA"):
+        for args in (
+            ("receipt", "verify", str(side), "--log-key", key),
+            ("log", "audit", "--state", str(tmp_path / "s.json"), "--log-key", key),
+            ("receipt", "refresh", str(side), "--log-key", key),
+        ):
+            rc, err = _run(capsys, *args)
+            assert rc == 2 and "--log-key" in err and "is not a log verifier key" in err, (
+                args,
+                err,
+            )
+            assert "prov log key" in err  # where the right value comes from
+    # a well-formed key passes: the command goes on (to a sidecar without a receipt: 1)
+    other = generate_log_key(tmp_path / "other.pem", "other.example/log").verifier_key()
+    rc, err = _run(capsys, "receipt", "verify", str(side), "--log-key", other)
+    assert rc == 1, err
+
+
+def test_a_missing_sidecar_is_a_usage_error(
+    photo: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    rc, err = _run(capsys, "verify", str(photo), "--sidecar", str(tmp_path / "missing.prov"))
+    assert rc == 2 and "--sidecar" in err and "does not exist" in err, err
+
+
+def test_a_scan_report_of_another_kind_is_a_usage_error(
+    photo: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    rc, err = _run(capsys, "scan", str(photo), "--report", str(tmp_path / "out.txt"))
+    assert rc == 2 and "--report" in err and "must end in .jsonl" in err, err
+    assert not (tmp_path / "out.txt").exists()
+
+
+def test_scan_checks_its_arguments_before_the_progress_bar(photo: Path, tmp_path: Path) -> None:
+    """Each wrong --report is named at once (exit 2), before the bar is drawn or the
+    server called (before: the bar ran, then 'error: cannot open the report', exit 1)."""
+    import os
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    existing = tmp_path / "done.jsonl"
+    existing.write_text("")
+    for report, words in (
+        (tmp_path / "no" / "such" / "out.jsonl", "does not exist"),
+        (tmp_path / "out.txt", "must end in .jsonl"),
+        (existing, "exists: add --resume"),
+    ):
+        run = subprocess.run(
+            [sys.executable, "-m", "clients.cli", "scan", str(photo), "--report", str(report)]
+            + ["--server", _closed_port(), "--workers", "0"],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            cwd=ROOT,
+            env={**os.environ, "COLUMNS": "200"},
+        )
+        err = _flat(run.stderr)
+        assert run.returncode == 2 and "--report" in err and words in err, (report, err)
+        assert "starting" not in err and "cannot reach" not in err  # no bar, no call
