@@ -60,6 +60,14 @@ def verifier_key(value: str | None) -> str | None:
     return value
 
 
+def verifier_keys(values: list[str]) -> list[str]:
+    """Each of ``values`` checked by `verifier_key`: the Typer callback of a repeated
+    ``--log-key``. Raises typer.BadParameter (exit 2) for the first that is no key."""
+    for value in values:
+        verifier_key(value)
+    return values
+
+
 #: ``--witness KEY`` (repeat): a witness policy's cosigner keys, for the commands that
 #: check cosignatures (`clients.cosigned.policy_key` reads each value).
 WitnessOpt = Annotated[

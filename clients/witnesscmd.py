@@ -7,7 +7,12 @@ from typing import Annotated
 
 import typer
 
-from clients.options import ConnectionsPerClientOpt, HeaderSecondsOpt, MaxConnectionsOpt
+from clients.options import (
+    ConnectionsPerClientOpt,
+    HeaderSecondsOpt,
+    MaxConnectionsOpt,
+    verifier_keys,
+)
 from provenance.core.errors import ConfigError
 from provenance.log.checkpoint import generate_log_key, load_log_signer
 from provenance.witness import Witness
@@ -29,7 +34,10 @@ def serve(
     ],
     log_key: Annotated[
         list[str],
-        typer.Option(help="Verifier key of a log to witness (text or file; repeat for more logs)."),
+        typer.Option(
+            help="Verifier key of a log to witness (text or file; repeat for more logs).",
+            callback=verifier_keys,
+        ),
     ],
     state: Annotated[
         Path, typer.Option(help="Folder keeping the last checkpoint cosigned for each log.")

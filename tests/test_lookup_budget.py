@@ -149,3 +149,38 @@ def test_a_scan_lookup_waits_as_long_as_the_server_asks_while_the_index_loads(
         replies = worker._lookup_retrying(c, heavy)
     assert sorted(replies) == sorted(q.ref for q in heavy)
     assert waits and waits[0] > worker.RETRY_DELAYS_S[0]  # the server's wait, not 1 s
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("address", [ServerLimits(lookup_s=300)], indirect=True)
+def test_a_scan_lookup_keeps_following_retry_after_until_its_cap(
+    inproc: InProc, address: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A server whose index build overruns its own estimate asks again and again; the
+    worker follows every "retry after" (before: it gave up on the third answer), and gives
+    up only once MAX_INDEX_WAIT_S of waits are spent."""
+    from clients.scan import worker
+
+    _add_random_codes(inproc, 1 << 21)
+    assert inproc.service.pdq.warming
+    waits: list[float] = []
+
+    def sleep(seconds: float) -> None:  # the first four waits end at once: still warming
+        waits.append(seconds)
+        if len(waits) > 4:
+            assert inproc.service.pdq.wait_warm(600)
+
+    monkeypatch.setattr(worker, "time", SimpleNamespace(sleep=sleep))
+    heavy = [_photo(f"p{i}") for i in range(300)]
+    with ProvenanceClient(address, timeout=300) as c:
+        monkeypatch.setattr(worker, "MAX_INDEX_WAIT_S", 1e-3)
+        with pytest.raises(TransportError) as e:
+            worker._lookup_retrying(c, heavy)
+        assert e.value.code == "UNAVAILABLE" and e.value.retry_after_s is not None
+        # past the cap, only the blind retries are left: one capped wait, then 1 s and 4 s
+        assert waits == [1e-3, *worker.RETRY_DELAYS_S]
+        waits.clear()
+        monkeypatch.setattr(worker, "MAX_INDEX_WAIT_S", 900.0)
+        replies = worker._lookup_retrying(c, heavy)
+    assert sorted(replies) == sorted(q.ref for q in heavy)
+    assert len(waits) == 5 and all(w >= worker.RETRY_DELAYS_S[0] for w in waits)

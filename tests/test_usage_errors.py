@@ -128,3 +128,15 @@ def test_scan_checks_its_arguments_before_the_progress_bar(photo: Path, tmp_path
         err = _flat(run.stderr)
         assert run.returncode == 2 and "--report" in err and words in err, (report, err)
         assert "starting" not in err and "cannot reach" not in err  # no bar, no call
+
+
+def test_a_witness_given_a_malformed_log_key_is_a_usage_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`prov witness serve --log-key` checks each key before it creates its own key or
+    state folder (before: exit 1 after the witness key was written)."""
+    args = ["witness", "serve", "--key", str(tmp_path / "w.pem"), "--state", str(tmp_path / "st")]
+    good = generate_log_key(tmp_path / "log.pem", "example.org/log").verifier_key()
+    rc, err = _run(capsys, *args, "--log-key", good, "--log-key", "garbage")
+    assert rc == 2 and "--log-key" in err and "'garbage' is not a log verifier key" in err, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["log.pem"]

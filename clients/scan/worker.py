@@ -49,6 +49,9 @@ from provenance.wire.sidecar import MAX_SIDECAR_BYTES, decode_sidecar
 RETRY_DELAYS_S = (1.0, 4.0)
 #: The longest wait a server's "retry after" may ask of one try, in seconds.
 MAX_RETRY_WAIT_S = 120.0
+#: How long in all a Lookup follows a server's "retry after" (its near-duplicate index
+#: still loading) before the scan gives up, in seconds.
+MAX_INDEX_WAIT_S = 900.0
 
 
 @dataclass(frozen=True)
@@ -130,17 +133,37 @@ def _lookup_part(client: ProvenanceClient, part: list[Query]) -> dict[str, Answe
 
 
 def _lookup_retrying(client: ProvenanceClient, part: list[Query]) -> dict[str, Answer]:
-    """One Lookup, tried again after RETRY_DELAYS_S while the server is unreachable, or
-    after the wait the server asked for (its near-duplicate index still loading at start:
-    tens of seconds on a 10^7 log), at most MAX_RETRY_WAIT_S."""
-    for delay in RETRY_DELAYS_S:
+    """One Lookup, tried again while the server cannot answer it.
+
+    A server that says how long to wait (``TransportError.retry_after_s``: its
+    near-duplicate index still loading at start, tens of seconds on a 10^7 log, longer on
+    a loaded machine, whose estimate can run short) is followed for as long as it keeps
+    asking, each wait at most MAX_RETRY_WAIT_S and MAX_INDEX_WAIT_S in all; an unreachable
+    server without such a wait is tried again after each of RETRY_DELAYS_S.
+
+    Raises:
+        TransportError: the server refused the call, stayed unreachable after the
+            retries, or still asked to wait after MAX_INDEX_WAIT_S.
+    """
+    blind = iter(RETRY_DELAYS_S)
+    waited = 0.0
+    while True:
         try:
             return dict(client.lookup_wire(part))
         except TransportError as e:
             if not is_unreachable(e):
                 raise
-            time.sleep(min(max(delay, e.retry_after_s or 0.0), MAX_RETRY_WAIT_S))
-    return dict(client.lookup_wire(part))
+            asked = e.retry_after_s
+            if asked is not None and waited < MAX_INDEX_WAIT_S:
+                delay = min(max(asked, RETRY_DELAYS_S[0]), MAX_RETRY_WAIT_S)
+                delay = min(delay, MAX_INDEX_WAIT_S - waited)
+            else:
+                nxt = next(blind, None)
+                if nxt is None:
+                    raise
+                delay = nxt
+            time.sleep(delay)
+            waited += delay
 
 
 def _item_bytes(item: FileItem | EntryItem, limit: int) -> bytes:
