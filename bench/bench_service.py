@@ -11,8 +11,8 @@ processes, measured in the same run.
 Layout: `prov serve` runs in one child process; the bare echo/stream server in another
 (a plain `grpc.server` with a 16-thread pool, as grpcio's examples do: the issue's
 baseline, the ratios that count); a bare `grpc.aio` server with the same two handlers in
-a third (informative: how much of the gap is grpc.aio's own cost, the floor of a server
-built like `prov serve`); for uploads, the bare sync server once more with the malloc
+a third, on uvloop's event loop as `prov serve` (informative: how much of the gap is
+grpc.aio's own cost, the floor of a server built like `prov serve`); for uploads, the bare sync server once more with the malloc
 settings `prov serve` makes for itself (informative: without them a bare grpcio server
 takes a page fault for most pages it receives), and that tuned peer again computing the
 SHA-256 of every message it receives (`hashlib`, which gives the GIL away while it hashes):
@@ -48,6 +48,7 @@ from pathlib import Path
 
 import grpc
 import psutil
+import uvloop
 from results import Ratio, write_results  # bench/results.py, next to this script
 
 from clients.api import ProvenanceClient
@@ -98,7 +99,8 @@ def serve_echo(sha256: bool = False) -> None:
 
 
 async def serve_echo_aio() -> None:
-    """Child process: the same peers on a bare `grpc.aio` server; prints its port."""
+    """Child process: the same peers on a bare `grpc.aio` server (run on uvloop's loop, as
+    `prov serve`'s server is); prints its port."""
 
     async def echo(request: bytes, context: grpc.aio.ServicerContext[bytes, bytes]) -> bytes:
         return request
@@ -231,7 +233,7 @@ def main() -> None:
         serve_echo(sha256=args.serve_echo == "sync-sha")
         return
     if args.serve_echo == "aio":
-        asyncio.run(serve_echo_aio())
+        uvloop.run(serve_echo_aio())
         return
 
     env = {

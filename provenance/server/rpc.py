@@ -22,6 +22,7 @@ from datetime import timedelta
 from typing import Any, TypeVar, cast
 
 import grpc
+import uvloop
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
@@ -790,7 +791,10 @@ def create_server(
     The server is `grpc.aio` on an event-loop thread of its own: submissions and upload
     streams are served on the loop (no thread per call; `SubmitCapture` awaits the group
     commit), the other RPCs and the verification of received uploads in a pool of
-    ``rpc_threads`` threads, Lookups in a pool of ``max_lookups``.
+    ``rpc_threads`` threads, Lookups in a pool of ``max_lookups``. The loop is uvloop's
+    (libuv) rather than asyncio's own: grpc.aio's per-call work on it (its tasks,
+    callbacks and completion-queue wake-ups) costs less, about 10% of the server CPU
+    of a submission (measured 2 December, README's "Measured here").
 
     Returns (server, bound port). Raises ProvenanceError when the address cannot be bound,
     also when another process listens on it (SO_REUSEPORT is off, so a second server on
@@ -800,7 +804,7 @@ def create_server(
     pool = futures.ThreadPoolExecutor(max_workers=lim.rpc_threads, thread_name_prefix="rpc")
     verification = VerificationServicer(service, config, pool)
     quota = DeviceQuota(lim, service.store)  # shared by the servers of the store
-    loop = asyncio.new_event_loop()
+    loop = uvloop.new_event_loop()
     thread = threading.Thread(target=loop.run_forever, name="grpc-aio", daemon=True)
     thread.start()
 
