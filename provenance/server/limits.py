@@ -35,6 +35,7 @@ from typing import Any, Protocol
 
 from provenance.core.errors import (
     ConfigError,
+    DeadlineError,
     ForgeryPenaltyError,
     LimitError,
     ProvenanceError,
@@ -471,7 +472,8 @@ class ForgeryPenalty:
         penalty is off). While the client's tokens are all reserved by its submissions
         in flight, waits (at most ``time_left`` seconds; None: as long as calls of it are
         in flight) for one to settle or a token to refill. Raises ForgeryPenaltyError
-        when the client has no token left and nothing in flight, or the wait runs out."""
+        when the client has no token left and nothing in flight, DeadlineError when the
+        wait runs out with calls of it still in flight (they may all be honest)."""
         if not self._rate:
             return None
         client = self._clients.get(peer)
@@ -489,8 +491,16 @@ class ForgeryPenalty:
                 self._inflight[client] = inflight + 1
                 return client
             left = None if give_up is None else give_up - loop.time()
-            if not inflight or (left is not None and left <= 0):
+            if not inflight:
                 raise self._refusal(client, tokens - inflight)
+            if left is not None and left <= 0:
+                # its calls in flight may all be honest: no forgery is counted, none said
+                raise DeadlineError(
+                    f"the call's deadline passed while {inflight} submissions from this"
+                    " client address were being checked, the most the server checks at once"
+                    " per address (--forgeries-per-minute): send fewer at once or allow a"
+                    " longer deadline"
+                )
             waiter: asyncio.Future[None] = loop.create_future()
             queue = self._waiters.setdefault(client, deque())
             queue.append(waiter)
