@@ -204,3 +204,22 @@ def test_a_wait_for_a_token_that_runs_out_is_no_forgery() -> None:
         assert await p.admit("ipv4:192.0.2.1:4", time_left=0.05) == "192.0.2.1"
 
     asyncio.run(main())
+
+
+def test_a_wake_up_taken_by_a_cancelled_call_is_passed_on() -> None:
+    """A token given back wakes the oldest waiting call; when that call is cancelled
+    (its client gone) before it runs, the next waiting call gets the token at once
+    (before: it slept until its refill timer, here 30 s)."""
+
+    async def main() -> None:
+        p = ForgeryPenalty(per_minute=2)
+        held = [await p.admit("ipv4:192.0.2.1:1"), await p.admit("ipv4:192.0.2.1:2")]
+        first = asyncio.ensure_future(p.admit("ipv4:192.0.2.1:3"))
+        second = asyncio.ensure_future(p.admit("ipv4:192.0.2.1:4"))
+        await asyncio.sleep(0.01)  # both wait
+        p.settle(held[0], forged=False)  # wakes `first`...
+        first.cancel()  # ... which is gone before it runs
+        assert await asyncio.wait_for(second, 5) == "192.0.2.1"
+        assert first.cancelled()
+
+    asyncio.run(main())

@@ -377,6 +377,15 @@ def _wake(waiter: asyncio.Future[None]) -> None:
         waiter.set_result(None)
 
 
+def _wake_first(queue: deque[asyncio.Future[None]]) -> None:
+    """Wake the oldest submission of ``queue`` still waiting (taking it off the queue)."""
+    while queue:
+        waiter = queue.popleft()
+        if not waiter.done():
+            waiter.set_result(None)
+            return
+
+
 def peer_client(peer: str) -> str:
     """The client a gRPC peer (``context.peer()``: ``ipv4:192.0.2.1:5000``,
     ``ipv6:[2001:db8::1]:5000``, percent-encoded or not) is counted as: its address's
@@ -508,6 +517,12 @@ class ForgeryPenalty:
             timer = loop.call_later(refill if left is None else min(refill, left), _wake, waiter)
             try:
                 await waiter  # woken (and taken off the queue) by `settle`, or by the timer
+            except asyncio.CancelledError:
+                if waiter.done() and not waiter.cancelled():
+                    # woken, then cancelled before it ran: the token it was woken for
+                    # goes to the next waiting call, which would sleep to its timer
+                    _wake_first(queue)
+                raise
             finally:
                 timer.cancel()
                 if not waiter.done():  # this call was cancelled
