@@ -78,6 +78,23 @@ def test_a_start_that_fails_later_removes_what_it_created(tmp_path: Path) -> Non
     assert [p.name for p in tmp_path.iterdir()] == ["prov.db"]
 
 
+def test_a_web_port_taken_after_the_check_ends_the_start_and_removes_its_files(
+    tmp_path: Path,
+) -> None:
+    """--http on the port gRPC itself takes (free at the check, taken by the time the
+    web app binds): the start fails in one sentence, the gRPC server is stopped and the
+    files it made are removed (before: 'listening on' was printed, then the error, and
+    the database, lock, log key and secret were left)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    run = _serve(tmp_path, "--listen", f"127.0.0.1:{port}", "--http", f"127.0.0.1:{port}")
+    assert run.returncode == 1, run.stderr
+    assert f"cannot listen on 127.0.0.1:{port}" in run.stderr, run.stderr
+    assert "listening on" not in run.stdout, run.stdout
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_an_in_memory_log_writes_no_file(tmp_path: Path) -> None:
     """`prov serve --db :memory:` (the detector loaded, so its crop secret is needed too)
     keeps the log key and the secret in memory: it logs and signs checkpoints as ever,

@@ -358,6 +358,12 @@ def serve(
         )
         metrics_port = serve_metrics(metrics_listen) if metrics_listen is not None else None
         server, port = create_server(listen, service, config)
+        host = listen.rsplit(":", 1)[0]
+        try:  # the web app last: a failure here (its port taken since the check) ends it all
+            web = _start_web(http, host, port, max_upload_mb) if http else None
+        except BaseException:
+            server.stop(grace=None)
+            raise
     except BaseException:
         if service is not None:
             service.close()
@@ -366,7 +372,6 @@ def serve(
         for path in fresh:  # created by this failed start: leave nothing behind
             path.unlink(missing_ok=True)
         raise
-    host = listen.rsplit(":", 1)[0]
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
@@ -377,7 +382,8 @@ def serve(
     if metrics_port is not None:
         mhost = metrics_listen.rsplit(":", 1)[0] if metrics_listen else host
         print(f"metrics on http://{mhost}:{metrics_port}/metrics", flush=True)
-    web = _start_web(http, host, port, max_upload_mb) if http else None
+    if web is not None:
+        print(f"web on http://{web.address}", flush=True)
     stop.wait()
     print("shutting down", flush=True)
     if web is not None:
@@ -418,7 +424,6 @@ def _start_web(listen: str, grpc_host: str, grpc_port: int, max_upload_mb: int) 
     web = start_web(
         listen, WebConfig(f"{local}:{grpc_port}", max_upload_bytes=max_upload_mb * 1024 * 1024)
     )
-    print(f"web on http://{web.address}", flush=True)
     return web
 
 
