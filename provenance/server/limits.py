@@ -534,8 +534,9 @@ class ForgeryPenalty:
 
     def settle(self, client: str | None, forged: bool) -> None:
         """The outcome of a submission `admit` let in for ``client``: ``forged`` (its
-        signature did not verify, its device is not enrolled, or the call ended before
-        that was known) spends the reserved token; otherwise it is given back."""
+        signature did not verify, its device is not enrolled, or it never finished: the
+        server stopping; a call its client gave up on is settled once the submission it
+        left behind finishes) spends the reserved token; otherwise it is given back."""
         if client is None:
             return
         left = self._inflight.get(client, 1) - 1
