@@ -311,6 +311,13 @@ def serve(
         beside = Path(db) if isinstance(target, Path) else Path(log_key or "")
         secret_file = beside.with_name(beside.name + ".detector-secret")
     fresh = _absent(_state_files(target, key_file, secret_file))
+    if key_file is not None and target != IN_MEMORY and target not in fresh:
+        # a database this start did not create (PostgreSQL, an existing file) records the
+        # new log key's verifier key at once: the key stays with it, or every later start
+        # is refused ('not the key this database was created with')
+        from provenance.server.rollback import memo_path
+
+        fresh = [p for p in fresh if p not in (key_file, memo_path(key_file))]
     service: ProvenanceService | None = None
     pool: ReaderPool | None = None
     try:
