@@ -8,6 +8,7 @@ loopback (IPv4 and IPv6: two clients), real keys, concurrent gRPC calls."""
 from __future__ import annotations
 
 import re
+import sqlite3
 import time
 import urllib.request
 from collections import Counter
@@ -89,6 +90,11 @@ def _burst(address: str, claims: list[SignedClaim]) -> Counter[str]:
         channel.close()
 
 
+def _size(client: ProvenanceClient) -> int:
+    """The log's size in its current checkpoint (C2SP signed note: origin, size, root)."""
+    return int(client.checkpoint().splitlines()[1])
+
+
 def _forge(victim: DeviceKey, forger: DeviceKey, seq: int) -> SignedClaim:
     """A claim naming ``victim``'s device, signed by ``forger``: well formed, failing only
     the verification equation."""
@@ -137,5 +143,66 @@ def test_an_honest_burst_larger_than_the_budget_is_served(tmp_path: Path) -> Non
             honest = [enroll_key(c) for _ in range(4 * BUDGET)]
         codes = _burst(_on(server, "127.0.0.1"), [signed_claim(k, 1) for k in honest])
         assert codes == {"OK": 4 * BUDGET}, codes
+    finally:
+        server.stop()
+
+
+@pytest.mark.slow
+def test_honest_submissions_whose_callers_gave_up_spend_no_forgery_token(tmp_path: Path) -> None:
+    """Honest submissions whose callers give up while the log's commit is held up (a
+    real SQLite connection holds the database's write lock, as a backup tool might):
+    the callers see DEADLINE_EXCEEDED, the server logs them once the lock is released,
+    and their tokens come back, so the client is not refused as a forger afterwards
+    (before: every call that ended before its outcome spent a token, and the next honest
+    call met RESOURCE_EXHAUSTED, 'sent more than 5 submissions in a minute whose
+    signatures did not verify'). The calls waiting behind them for a token are told the
+    deadline passed, not that they forged anything."""
+    db = tmp_path / "p.db"
+    server, _ = _start(db)
+    try:
+        with ProvenanceClient(_on(server, "[::1]"), admin_token=ADMIN_TOKEN) as c:
+            honest = [enroll_key(c) for _ in range(2 * BUDGET + 1)]
+        warm = honest.pop()
+        claims = [signed_claim(k, 1) for k in honest]
+        address = _on(server, "127.0.0.1")
+        blocker = sqlite3.connect(db, isolation_level=None)
+        channel = grpc.insecure_channel(address, options=[("grpc.use_local_subchannel_pool", 1)])
+        try:
+            stub = rpc.CapturesStub(channel)
+            # the connection made, and a store read of the size, before the stall
+            stub.SubmitCapture(
+                pb.SubmitCaptureRequest(signed_claim=wire.signed_to_pb(signed_claim(warm, 1))),
+                timeout=30,
+            )
+            with ProvenanceClient(address) as c:
+                size = _size(c)
+            blocker.execute("BEGIN IMMEDIATE")  # the writer's commit waits for this
+            calls = [
+                stub.SubmitCapture.future(
+                    pb.SubmitCaptureRequest(signed_claim=wire.signed_to_pb(c)), timeout=3.0
+                )
+                for c in claims
+            ]
+            for call in calls:
+                with pytest.raises(grpc.RpcError) as e:
+                    call.result()
+                assert e.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED, e.value
+                assert "did not verify" not in (e.value.details() or "")
+        finally:
+            channel.close()
+            if blocker.in_transaction:
+                blocker.execute("ROLLBACK")
+            blocker.close()
+        with ProvenanceClient(address) as c:
+            # the BUDGET admitted are logged once the lock goes, the others never got a
+            # token; none is refused as a forgery
+            for _ in range(300):
+                if _size(c) >= size + BUDGET:
+                    break
+                time.sleep(0.1)
+            assert _size(c) == size + BUDGET
+            logged = [c.submit(claim)[1] for claim in claims]
+            assert logged.count(True) == BUDGET, logged
+            assert c.submit(signed_claim(honest[0], 2))[1] is False
     finally:
         server.stop()

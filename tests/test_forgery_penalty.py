@@ -5,6 +5,7 @@ connection it opens, while other clients' honest submissions are still accepted.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,7 +15,7 @@ from conftest import ServerProc, enroll_key, sign_claim, signed_claim, start_ser
 
 from clients.api import ProvenanceClient
 from provenance.core.claims import SignedClaim
-from provenance.core.errors import ForgeryPenaltyError
+from provenance.core.errors import DeadlineError, ForgeryPenaltyError
 from provenance.core.keys import DeviceKey
 from provenance.server.limits import ForgeryPenalty, peer_client
 from provenance.v1 import provenance_pb2 as pb
@@ -183,3 +184,42 @@ def test_no_limit_when_zero() -> None:
         p.charge("ipv4:127.0.0.1:1")
     p.check("ipv4:127.0.0.1:1")
     assert not p.active()
+
+
+def test_a_wait_for_a_token_that_runs_out_is_no_forgery() -> None:
+    """Every token of a client reserved by honest calls still in flight: a call of it
+    whose deadline passes while waiting is told so (DeadlineError, DEADLINE_EXCEEDED),
+    not refused as a forger (before: ForgeryPenaltyError, 'sent more than 2 submissions
+    in a minute whose signatures did not verify'); nothing is charged."""
+
+    async def main() -> None:
+        p = ForgeryPenalty(per_minute=2)
+        held = [await p.admit("ipv4:192.0.2.1:1"), await p.admit("ipv4:192.0.2.1:2")]
+        with pytest.raises(DeadlineError) as e:
+            await p.admit("ipv4:192.0.2.1:3", time_left=0.05)
+        assert not isinstance(e.value, ForgeryPenaltyError)
+        assert "2 submissions" in str(e.value) and "verify" not in str(e.value)
+        for client in held:
+            p.settle(client, forged=False)
+        assert await p.admit("ipv4:192.0.2.1:4", time_left=0.05) == "192.0.2.1"
+
+    asyncio.run(main())
+
+
+def test_a_wake_up_taken_by_a_cancelled_call_is_passed_on() -> None:
+    """A token given back wakes the oldest waiting call; when that call is cancelled
+    (its client gone) before it runs, the next waiting call gets the token at once
+    (before: it slept until its refill timer, here 30 s)."""
+
+    async def main() -> None:
+        p = ForgeryPenalty(per_minute=2)
+        held = [await p.admit("ipv4:192.0.2.1:1"), await p.admit("ipv4:192.0.2.1:2")]
+        first = asyncio.ensure_future(p.admit("ipv4:192.0.2.1:3"))
+        second = asyncio.ensure_future(p.admit("ipv4:192.0.2.1:4"))
+        await asyncio.sleep(0.01)  # both wait
+        p.settle(held[0], forged=False)  # wakes `first`...
+        first.cancel()  # ... which is gone before it runs
+        assert await asyncio.wait_for(second, 5) == "192.0.2.1"
+        assert first.cancelled()
+
+    asyncio.run(main())

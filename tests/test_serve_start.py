@@ -11,7 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from conftest import ADMIN_TOKEN, ROOT
+from conftest import ADMIN_TOKEN, ROOT, start_server
 
 
 def _serve(folder: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -71,11 +71,38 @@ def test_a_start_that_fails_later_removes_what_it_created(tmp_path: Path) -> Non
     assert run.returncode == 1, run.stderr
     assert "missing.pem" in run.stderr
     assert list(tmp_path.iterdir()) == []
-    # an existing database is never removed, only what this start added beside it
+    # an existing database is never removed, nor the log key this start registered in
+    # it (before: the key was removed and every later start refused, 'log key
+    # prov.db.logkey.pem is not the key this database was created with'), only the rest
+    # of what this start added beside it
     (tmp_path / "prov.db").write_bytes(b"")
     run = _serve(tmp_path, "--listen", "127.0.0.1:0", "--c2pa-trust-anchors", "missing.pem")
     assert run.returncode == 1, run.stderr
-    assert [p.name for p in tmp_path.iterdir()] == ["prov.db"]
+    assert {p.name for p in tmp_path.iterdir()} <= {
+        "prov.db",
+        "prov.db.logkey.pem",
+        "prov.db.logkey.pem.checkpoint",
+    }
+    assert (tmp_path / "prov.db.logkey.pem").exists()
+    srv = start_server(tmp_path / "prov.db", "--no-detector")  # the next start is served
+    srv.stop()
+
+
+def test_a_web_port_taken_after_the_check_ends_the_start_and_removes_its_files(
+    tmp_path: Path,
+) -> None:
+    """--http on the port gRPC itself takes (free at the check, taken by the time the
+    web app binds): the start fails in one sentence, the gRPC server is stopped and the
+    files it made are removed (before: 'listening on' was printed, then the error, and
+    the database, lock, log key and secret were left)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    run = _serve(tmp_path, "--listen", f"127.0.0.1:{port}", "--http", f"127.0.0.1:{port}")
+    assert run.returncode == 1, run.stderr
+    assert f"cannot listen on 127.0.0.1:{port}" in run.stderr, run.stderr
+    assert "listening on" not in run.stdout, run.stdout
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_an_in_memory_log_writes_no_file(tmp_path: Path) -> None:

@@ -311,6 +311,13 @@ def serve(
         beside = Path(db) if isinstance(target, Path) else Path(log_key or "")
         secret_file = beside.with_name(beside.name + ".detector-secret")
     fresh = _absent(_state_files(target, key_file, secret_file))
+    if key_file is not None and target != IN_MEMORY and target not in fresh:
+        # a database this start did not create (PostgreSQL, an existing file) records the
+        # new log key's verifier key at once: the key stays with it, or every later start
+        # is refused ('not the key this database was created with')
+        from provenance.server.rollback import memo_path
+
+        fresh = [p for p in fresh if p not in (key_file, memo_path(key_file))]
     service: ProvenanceService | None = None
     pool: ReaderPool | None = None
     try:
@@ -358,6 +365,12 @@ def serve(
         )
         metrics_port = serve_metrics(metrics_listen) if metrics_listen is not None else None
         server, port = create_server(listen, service, config)
+        host = listen.rsplit(":", 1)[0]
+        try:  # the web app last: a failure here (its port taken since the check) ends it all
+            web = _start_web(http, host, port, max_upload_mb) if http else None
+        except BaseException:
+            server.stop(grace=None)
+            raise
     except BaseException:
         if service is not None:
             service.close()
@@ -366,7 +379,6 @@ def serve(
         for path in fresh:  # created by this failed start: leave nothing behind
             path.unlink(missing_ok=True)
         raise
-    host = listen.rsplit(":", 1)[0]
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
@@ -377,7 +389,8 @@ def serve(
     if metrics_port is not None:
         mhost = metrics_listen.rsplit(":", 1)[0] if metrics_listen else host
         print(f"metrics on http://{mhost}:{metrics_port}/metrics", flush=True)
-    web = _start_web(http, host, port, max_upload_mb) if http else None
+    if web is not None:
+        print(f"web on http://{web.address}", flush=True)
     stop.wait()
     print("shutting down", flush=True)
     if web is not None:
@@ -418,7 +431,6 @@ def _start_web(listen: str, grpc_host: str, grpc_port: int, max_upload_mb: int) 
     web = start_web(
         listen, WebConfig(f"{local}:{grpc_port}", max_upload_bytes=max_upload_mb * 1024 * 1024)
     )
-    print(f"web on http://{web.address}", flush=True)
     return web
 
 

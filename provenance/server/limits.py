@@ -35,6 +35,7 @@ from typing import Any, Protocol
 
 from provenance.core.errors import (
     ConfigError,
+    DeadlineError,
     ForgeryPenaltyError,
     LimitError,
     ProvenanceError,
@@ -376,6 +377,15 @@ def _wake(waiter: asyncio.Future[None]) -> None:
         waiter.set_result(None)
 
 
+def _wake_first(queue: deque[asyncio.Future[None]]) -> None:
+    """Wake the oldest submission of ``queue`` still waiting (taking it off the queue)."""
+    while queue:
+        waiter = queue.popleft()
+        if not waiter.done():
+            waiter.set_result(None)
+            return
+
+
 def peer_client(peer: str) -> str:
     """The client a gRPC peer (``context.peer()``: ``ipv4:192.0.2.1:5000``,
     ``ipv6:[2001:db8::1]:5000``, percent-encoded or not) is counted as: its address's
@@ -471,7 +481,8 @@ class ForgeryPenalty:
         penalty is off). While the client's tokens are all reserved by its submissions
         in flight, waits (at most ``time_left`` seconds; None: as long as calls of it are
         in flight) for one to settle or a token to refill. Raises ForgeryPenaltyError
-        when the client has no token left and nothing in flight, or the wait runs out."""
+        when the client has no token left and nothing in flight, DeadlineError when the
+        wait runs out with calls of it still in flight (they may all be honest)."""
         if not self._rate:
             return None
         client = self._clients.get(peer)
@@ -489,8 +500,16 @@ class ForgeryPenalty:
                 self._inflight[client] = inflight + 1
                 return client
             left = None if give_up is None else give_up - loop.time()
-            if not inflight or (left is not None and left <= 0):
+            if not inflight:
                 raise self._refusal(client, tokens - inflight)
+            if left is not None and left <= 0:
+                # its calls in flight may all be honest: no forgery is counted, none said
+                raise DeadlineError(
+                    f"the call's deadline passed while {inflight} submissions from this"
+                    " client address were being checked, the most the server checks at once"
+                    " per address (--forgeries-per-minute): send fewer at once or allow a"
+                    " longer deadline"
+                )
             waiter: asyncio.Future[None] = loop.create_future()
             queue = self._waiters.setdefault(client, deque())
             queue.append(waiter)
@@ -498,6 +517,12 @@ class ForgeryPenalty:
             timer = loop.call_later(refill if left is None else min(refill, left), _wake, waiter)
             try:
                 await waiter  # woken (and taken off the queue) by `settle`, or by the timer
+            except asyncio.CancelledError:
+                if waiter.done() and not waiter.cancelled():
+                    # woken, then cancelled before it ran: the token it was woken for
+                    # goes to the next waiting call, which would sleep to its timer
+                    _wake_first(queue)
+                raise
             finally:
                 timer.cancel()
                 if not waiter.done():  # this call was cancelled
@@ -509,8 +534,9 @@ class ForgeryPenalty:
 
     def settle(self, client: str | None, forged: bool) -> None:
         """The outcome of a submission `admit` let in for ``client``: ``forged`` (its
-        signature did not verify, its device is not enrolled, or the call ended before
-        that was known) spends the reserved token; otherwise it is given back."""
+        signature did not verify, its device is not enrolled, or it never finished: the
+        server stopping; a call its client gave up on is settled once the submission it
+        left behind finishes) spends the reserved token; otherwise it is given back."""
         if client is None:
             return
         left = self._inflight.get(client, 1) - 1
