@@ -85,6 +85,36 @@ def test_a_log_key_that_is_no_verifier_key_is_a_usage_error(
     assert rc == 1, err
 
 
+def test_a_witness_that_is_no_cosigner_key_is_a_usage_error(
+    photo: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--witness`` is checked before any call, as ``--log-key`` is (before: exit 1,
+    "error: witness key 'junk' is not ...", after a sidecar was read)."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from provenance.witness import cosigner_vkey
+
+    side = tmp_path / "x.prov"
+    side.write_text("{}")
+    junk = tmp_path / "w.txt"
+    junk.write_text("not a key\n")
+    raw = Ed25519PrivateKey.generate().public_key().public_bytes_raw()
+    real = cosigner_vkey("witness.example/w1", raw)
+    log_key = generate_log_key(tmp_path / "log.pem", "log.example/log").verifier_key()
+    closed = _closed_port()
+    for key in ("junk", str(junk), f"someone.else={real}"):
+        for args in (
+            ("verify", str(photo), "--witness", key, "--server", closed),
+            ("receipt", "verify", str(side), "--log-key", log_key, "--witness", key),
+            ("receipt", "refresh", str(side), "--witness", key, "--server", closed),
+        ):
+            rc, err = _run(capsys, *args)
+            assert rc == 2 and "--witness" in err and "prov witness serve" in err, (args, err)
+    # a well-formed key passes: the command goes on to its runtime failure (exit 1)
+    rc, err = _run(capsys, "verify", str(photo), "--witness", real, "--server", closed)
+    assert rc == 1 and "cannot reach the server" in err, err
+
+
 def test_a_missing_sidecar_is_a_usage_error(
     photo: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
