@@ -115,6 +115,25 @@ def test_a_witness_that_is_no_cosigner_key_is_a_usage_error(
     assert rc == 1 and "cannot reach the server" in err, err
 
 
+def test_receipt_commands_given_the_photo_name_its_sidecar(
+    photo: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`prov receipt verify/export IMG.jpg` (the photo, not IMG.jpg.prov) says which file
+    to give when the sidecar lies beside it (before: only "sidecar is not valid JSON:
+    'utf-8' codec can't decode byte 0xff ..."). Still exit 1: the bytes were read."""
+    log_key = generate_log_key(tmp_path / "log.pem", "log.example/log").verifier_key()
+    for args in (
+        ("receipt", "verify", str(photo), "--log-key", log_key),
+        ("receipt", "export", str(photo), "--format", "tlog-proof"),
+    ):
+        rc, err = _run(capsys, *args)
+        assert rc == 1 and "is not a usable sidecar" in err, (args, err)
+        assert "give its sidecar" not in err  # no rocket.jpg.prov yet: no hint
+    (tmp_path / "rocket.jpg.prov").write_text("{}")
+    rc, err = _run(capsys, "receipt", "verify", str(photo), "--log-key", log_key)
+    assert rc == 1 and f"give its sidecar, {photo}.prov" in err, err
+
+
 def test_a_missing_sidecar_is_a_usage_error(
     photo: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
