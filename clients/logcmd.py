@@ -26,6 +26,7 @@ from clients.options import (
 from provenance.core import merkle
 from provenance.core.claims import Device
 from provenance.core.errors import (
+    ClaimError,
     ConfigError,
     LogError,
     LogIntegrityError,
@@ -461,9 +462,21 @@ def receipt_export(
 
 def _read_sidecar(path: Path) -> Sidecar:
     try:
-        return decode_sidecar(read_bounded(path, MAX_SIDECAR_BYTES, "sidecar"))
+        return _decode_named(path, read_bounded(path, MAX_SIDECAR_BYTES, "sidecar"))
     except OSError as e:
         raise ConfigError(f"cannot read sidecar {path}: {e.strerror or e}") from e
+
+
+def _decode_named(path: Path, data: bytes) -> Sidecar:
+    """`decode_sidecar` of ``data`` read from ``path``; its ClaimError names the file and,
+    when ``path`` is the media file itself and PATH.prov exists, says to give that (the
+    common slip of naming the photo instead of its sidecar)."""
+    try:
+        return decode_sidecar(data)
+    except ClaimError as e:
+        beside = path.with_name(path.name + ".prov")
+        hint = f": give its sidecar, {beside}" if beside.is_file() else ""
+        raise ClaimError(f"{path} is not a usable sidecar ({e}){hint}") from e
 
 
 @receipt_app.command("verify")
@@ -508,7 +521,7 @@ def receipt_verify(
         note = _verify_tlog_proof(data, read_key_text(log_key), with_sidecar)
         _print_witnesses(note, witnesses, quorum)
         return
-    sc = decode_sidecar(data)
+    sc = _decode_named(sidecar, data)
     if sc.receipt is None:
         raise ConfigError(
             f"{sidecar} has no receipt yet: the claim was not logged (run `prov device sync`)"

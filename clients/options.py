@@ -68,6 +68,27 @@ def verifier_keys(values: list[str]) -> list[str]:
     return values
 
 
+def witness_keys(values: list[str] | None) -> list[str] | None:
+    """``values`` if each is a witness's cosigner key as `clients.cosigned.policy_key`
+    reads it (NAME+ID+KEY or NAME=KEY, text or a file); else a usage error (exit 2)
+    before any call. Typer callback of ``--witness`` on the commands that check
+    cosignatures. Raises typer.BadParameter."""
+    from clients.cosigned import policy_key
+    from provenance.core.errors import ProvenanceError
+
+    for value in values or []:
+        try:
+            policy_key(value)
+        except ProvenanceError as e:
+            shown = value if len(value) <= 80 else value[:77] + "..."
+            raise typer.BadParameter(
+                f"{shown!r}: {e}; give the cosigner key NAME+ID+KEY that `prov witness serve`"
+                " prints in its 'witness key' line (inline, as NAME=KEY or in a file)",
+                param_hint="--witness",
+            ) from None
+    return values
+
+
 #: ``--witness KEY`` (repeat): a witness policy's cosigner keys, for the commands that
 #: check cosignatures (`clients.cosigned.policy_key` reads each value).
 WitnessOpt = Annotated[
@@ -77,6 +98,7 @@ WitnessOpt = Annotated[
         help="A witness's cosigner key NAME+ID+KEY (as `prov witness serve` prints it), or"
         " NAME=KEY; text or a file; repeat for each witness of the policy (C2SP"
         " tlog-cosignature).",
+        callback=witness_keys,
     ),
 ]
 #: ``--witness-quorum K``: cosignatures required among ``--witness``.

@@ -85,6 +85,55 @@ def test_a_log_key_that_is_no_verifier_key_is_a_usage_error(
     assert rc == 1, err
 
 
+def test_a_witness_that_is_no_cosigner_key_is_a_usage_error(
+    photo: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--witness`` is checked before any call, as ``--log-key`` is (before: exit 1,
+    "error: witness key 'junk' is not ...", after a sidecar was read)."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from provenance.witness import cosigner_vkey
+
+    side = tmp_path / "x.prov"
+    side.write_text("{}")
+    junk = tmp_path / "w.txt"
+    junk.write_text("not a key\n")
+    raw = Ed25519PrivateKey.generate().public_key().public_bytes_raw()
+    real = cosigner_vkey("witness.example/w1", raw)
+    log_key = generate_log_key(tmp_path / "log.pem", "log.example/log").verifier_key()
+    closed = _closed_port()
+    for key in ("junk", str(junk), f"someone.else={real}"):
+        for args in (
+            ("verify", str(photo), "--witness", key, "--server", closed),
+            ("receipt", "verify", str(side), "--log-key", log_key, "--witness", key),
+            ("receipt", "refresh", str(side), "--witness", key, "--server", closed),
+        ):
+            rc, err = _run(capsys, *args)
+            assert rc == 2 and "--witness" in err and "prov witness serve" in err, (args, err)
+    # a well-formed key passes: the command goes on to its runtime failure (exit 1)
+    rc, err = _run(capsys, "verify", str(photo), "--witness", real, "--server", closed)
+    assert rc == 1 and "cannot reach the server" in err, err
+
+
+def test_receipt_commands_given_the_photo_name_its_sidecar(
+    photo: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`prov receipt verify/export IMG.jpg` (the photo, not IMG.jpg.prov) says which file
+    to give when the sidecar lies beside it (before: only "sidecar is not valid JSON:
+    'utf-8' codec can't decode byte 0xff ..."). Still exit 1: the bytes were read."""
+    log_key = generate_log_key(tmp_path / "log.pem", "log.example/log").verifier_key()
+    for args in (
+        ("receipt", "verify", str(photo), "--log-key", log_key),
+        ("receipt", "export", str(photo), "--format", "tlog-proof"),
+    ):
+        rc, err = _run(capsys, *args)
+        assert rc == 1 and "is not a usable sidecar" in err, (args, err)
+        assert "give its sidecar" not in err  # no rocket.jpg.prov yet: no hint
+    (tmp_path / "rocket.jpg.prov").write_text("{}")
+    rc, err = _run(capsys, "receipt", "verify", str(photo), "--log-key", log_key)
+    assert rc == 1 and f"give its sidecar, {photo}.prov" in err, err
+
+
 def test_a_missing_sidecar_is_a_usage_error(
     photo: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -182,6 +182,12 @@ def test_bad_uploads_get_clear_errors_and_the_server_stays_up(
         _alive(site, http)
     # not a form at all
     _error(http.post("/api/v1/verify", content=b"raw"), 400, "multipart/form-data")
+    # the file under another field name: the message says which field it belongs in
+    _error(
+        http.post("/api/v1/verify", files={"photo": ("h.jpg", jpeg)}),
+        413,
+        r"form field `photo` is larger than 1,024 bytes \(a file goes in the field `file`\)",
+    )
     # a multipart body that stops before its closing boundary
     head = b'--XyZ\r\nContent-Disposition: form-data; name="file"; filename="a.jpg"\r\n\r\n'
     r = http.post(
@@ -376,6 +382,12 @@ def test_soft_binding_resolution_api(site: DemoSite, http: httpx.Client) -> None
         headers={"content-type": "image/jpeg"},
     ).json()
     assert [m["manifestId"] for m in by_content["matches"]] == ["2"]
+    # byContent takes the raw bytes; the form /api/v1/verify takes is named as the mistake
+    _error(
+        http.post("/matches/byContent", files={"file": ("d.jpg", site.files.derived.read_bytes())}),
+        400,
+        "as the request body",
+    )
     manifest = http.get("/manifests/2").json()
     assert manifest["index"] == 2 and manifest["inclusion"]["verified"] is True
     assert http.get("/services/supportedAlgorithms").json()["fingerprints"] == [{"alg": "pdq"}]

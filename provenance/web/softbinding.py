@@ -110,7 +110,14 @@ async def by_binding_post(request: Request) -> Response:
 
 @json_errors
 async def by_content(request: Request) -> Response:
-    """``POST /matches/byContent``: the body is the file; matched like an upload."""
+    """``POST /matches/byContent``: the body is the file; matched like an upload. A
+    multipart form (the shape `/api/v1/verify` takes) is refused with a message saying
+    so, rather than relayed as an unrecognised file format. Raises WebError (400)."""
+    if request.headers.get("content-type", "").lower().startswith("multipart/"):
+        raise WebError(
+            "send the file's bytes as the request body (e.g. curl --data-binary @photo.jpg"
+            " -H 'content-type: image/jpeg'), not as a form; /api/v1/verify takes a form"
+        )
     if "alg" in request.query_params:
         _alg(request.query_params["alg"])
     limit = _max_results(request)

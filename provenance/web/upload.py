@@ -237,8 +237,9 @@ class _Form:
         buf = self.fields[self.current]
         limit = MAX_SIDECAR_BYTES if self.current == "sidecar" else MAX_SMALL_FIELD
         if len(buf) + end - start > limit:
+            hint = "" if self.current == "sidecar" else " (a file goes in the field `file`)"
             raise WebError(
-                f"the form field `{self.current}` is larger than {limit:,} bytes",
+                f"the form field `{self.current}` is larger than {limit:,} bytes{hint}",
                 "RESOURCE_EXHAUSTED",
             )
         buf += data[start:end]
