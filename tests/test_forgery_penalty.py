@@ -73,7 +73,7 @@ def test_forger_connection_is_refused_and_others_are_served(strict_server: Serve
         err = _submit(bad, forged[3])
         assert err is not None and err.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
         assert "--forgeries-per-minute" in (err.details() or "")
-        trailers: dict[str, str | bytes] = dict(err.trailing_metadata() or ())
+        trailers = {m.key: m.value for m in err.trailing_metadata() or ()}
         assert float(trailers[RETRY_AFTER_KEY]) > 0
         # the penalty is the client's: even a good claim from it waits its turn
         err = _submit(bad, signed_claim(victim, 1))
