@@ -9,6 +9,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from conftest import ADMIN_TOKEN, ROOT, start_server
@@ -70,7 +71,9 @@ def test_a_start_that_fails_later_removes_what_it_created(tmp_path: Path) -> Non
     run = _serve(tmp_path, "--listen", "127.0.0.1:0", "--c2pa-trust-anchors", "missing.pem")
     assert run.returncode == 1, run.stderr
     assert "missing.pem" in run.stderr
-    assert list(tmp_path.iterdir()) == []
+    # the lock file stays: another server may have it open (see the race test below)
+    assert [p.name for p in tmp_path.iterdir()] == ["prov.db.lock"]
+    (tmp_path / "prov.db.lock").unlink()
     # an existing database is never removed, nor the log key this start registered in
     # it (before: the key was removed and every later start refused, 'log key
     # prov.db.logkey.pem is not the key this database was created with'), only the rest
@@ -80,6 +83,7 @@ def test_a_start_that_fails_later_removes_what_it_created(tmp_path: Path) -> Non
     assert run.returncode == 1, run.stderr
     assert {p.name for p in tmp_path.iterdir()} <= {
         "prov.db",
+        "prov.db.lock",
         "prov.db.logkey.pem",
         "prov.db.logkey.pem.checkpoint",
     }
@@ -102,7 +106,7 @@ def test_a_web_port_taken_after_the_check_ends_the_start_and_removes_its_files(
     assert run.returncode == 1, run.stderr
     assert f"cannot listen on 127.0.0.1:{port}" in run.stderr, run.stderr
     assert "listening on" not in run.stdout, run.stdout
-    assert list(tmp_path.iterdir()) == []
+    assert [p.name for p in tmp_path.iterdir()] == ["prov.db.lock"]
 
 
 def test_an_in_memory_log_writes_no_file(tmp_path: Path) -> None:
@@ -140,3 +144,85 @@ def test_an_in_memory_log_writes_no_file(tmp_path: Path) -> None:
     assert proc.returncode == 0, err
     assert "detector not loaded" not in err  # the secret was needed, and kept in memory
     assert list(tmp_path.iterdir()) == []
+
+
+#: A process that opens ``prov.db.lock`` (as a starting server does), says so, then
+#: waits for its lock and says so too, and holds it until its stdin closes.
+_LOCK_WAITER = """
+import fcntl, sys
+f = open("prov.db.lock", "ab")
+print("opened", flush=True)
+fcntl.flock(f, fcntl.LOCK_EX)
+print("locked", flush=True)
+sys.stdin.read()
+"""
+
+
+def test_a_failed_start_removes_only_its_own_files_and_never_a_held_lock(
+    tmp_path: Path,
+) -> None:
+    """Server A starts on a new database and is held, lock taken and files made, by a
+    real condition: its --c2pa-trust-anchors is a FIFO this test keeps open. Meanwhile a
+    second `prov serve` on the database is refused at the lock and removes nothing of
+    A's, and a third process opens the lock file and waits for the lock. A then fails
+    (the FIFO holds no PEM certificate): it removes the database, log key and memo it made,
+    but not the lock file, which the waiting process now holds, so a fourth start is
+    refused (before: A released its lock, then removed the lock file: the waiting
+    process held a lock on a removed file and the fourth server made a new one and
+    started beside it)."""
+    fifo = tmp_path / "anchors.pem"
+    os.mkfifo(fifo)
+    env = {**os.environ, "PROV_ADMIN_TOKEN": ADMIN_TOKEN, "PYTHONPATH": str(ROOT)}
+    a = subprocess.Popen(
+        [sys.executable, "-m", "clients.cli", "serve", "--db", "prov.db", "--no-detector"]
+        + ["--listen", "127.0.0.1:0", "--c2pa-trust-anchors", fifo.name],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=tmp_path,
+        env=env,
+    )
+    waiter: subprocess.Popen[str] | None = None
+    writer = -1
+    try:
+        while writer < 0:  # A opens the FIFO to read it once its store and key are made
+            assert a.poll() is None, a.communicate()
+            try:
+                writer = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
+            except OSError:  # ENXIO: no reader yet
+                time.sleep(0.05)
+        made = {p.name for p in tmp_path.iterdir()}
+        assert {"prov.db", "prov.db.lock", "prov.db.logkey.pem"} <= made, made
+        second = _serve(tmp_path, "--listen", "127.0.0.1:0")
+        assert second.returncode == 1, second.stderr
+        assert "another server is already using" in second.stderr, second.stderr
+        assert {p.name for p in tmp_path.iterdir()} == made  # nothing of A's removed
+        waiter = subprocess.Popen(
+            [sys.executable, "-c", _LOCK_WAITER],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            cwd=tmp_path,
+        )
+        assert waiter.stdout is not None
+        assert waiter.stdout.readline() == "opened\n"
+        os.close(writer)  # A reads an empty bundle and fails
+        writer = -1
+        _, a_err = a.communicate(timeout=120)
+        assert a.returncode == 1, a_err
+        assert "C2PA trust anchors are not PEM certificates" in a_err, a_err
+        assert waiter.stdout.readline() == "locked\n"
+        # a start that got past the lock would fail on missing.pem instead
+        fourth = _serve(tmp_path, "--listen", "127.0.0.1:0", "--c2pa-trust-anchors", "missing.pem")
+        assert fourth.returncode == 1, fourth.stderr
+        assert "another server is already using" in fourth.stderr, fourth.stderr
+        assert {p.name for p in tmp_path.iterdir()} == {"anchors.pem", "prov.db.lock"}
+    finally:
+        if writer >= 0:
+            os.close(writer)
+        if a.poll() is None:
+            a.kill()
+            a.communicate()
+        if waiter is not None:
+            waiter.kill()
+            waiter.communicate()

@@ -228,7 +228,9 @@ def serve(
 
     An address it cannot listen on is refused before anything is created (exit 2 for
     one that is not HOST:PORT, 1 for one in use or not this machine's); a start that
-    fails later removes the files it created (database, log key, detector secret).
+    fails later removes the files it created itself (a new SQLite database, its log key
+    and detector secret), never another server's, and leaves the database's lock file
+    (harmless, and another server may hold it).
     """
     # before any file is created or anything slow is loaded
     check_can_listen(listen, "--listen")
@@ -310,16 +312,13 @@ def serve(
         # (PostgreSQL).
         beside = Path(db) if isinstance(target, Path) else Path(log_key or "")
         secret_file = beside.with_name(beside.name + ".detector-secret")
-    fresh = _absent(_state_files(target, key_file, secret_file))
-    if key_file is not None and target != IN_MEMORY and target not in fresh:
-        # a database this start did not create (PostgreSQL, an existing file) records the
-        # new log key's verifier key at once: the key stays with it, or every later start
-        # is refused ('not the key this database was created with')
-        from provenance.server.rollback import memo_path
-
-        fresh = [p for p in fresh if p not in (key_file, memo_path(key_file))]
+    # A start that fails removes only what it created itself, decided and done while it
+    # holds the database's lock (the service, for the database, log key and memo; here,
+    # for the crop secret): a start refused at the lock, or one that fails on a database
+    # another server made or shares, removes nothing of theirs.
     service: ProvenanceService | None = None
     pool: ReaderPool | None = None
+    made_secret = False
     try:
         service = ProvenanceService(
             ServiceConfig(
@@ -346,6 +345,14 @@ def serve(
         signing_time = SigningTimePolicy(tsa_trust=tsa_trust, log_verifier=service.verifier)
         pool = ReaderPool(workers=c2pa_workers) if c2pa_workers > 0 else None
         start_decoder()  # the video decoder process, imports done before the first upload
+        # a SQLite database's secret, absent while this start holds its lock, is this
+        # start's to remove; one beside a shared (PostgreSQL) log key may be another's
+        made_secret = (
+            detector
+            and secret_file is not None
+            and not service.store.shared
+            and not os.path.lexists(secret_file)
+        )
         det = _load_detector(detector_model, detector_device, secret_file) if detector else None
         config = ServerConfig(
             admin_token=token,
@@ -372,12 +379,12 @@ def serve(
             server.stop(grace=None)
             raise
     except BaseException:
-        if service is not None:
-            service.close()
         if pool is not None:
             pool.close()
-        for path in fresh:  # created by this failed start: leave nothing behind
-            path.unlink(missing_ok=True)
+        if service is not None:  # (a failed ProvenanceService removed its files itself)
+            if made_secret and secret_file is not None:
+                secret_file.unlink(missing_ok=True)  # the database's lock still held
+            service.discard()
         raise
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -399,27 +406,6 @@ def serve(
     service.close()
     if pool is not None:
         pool.close()
-
-
-def _state_files(target: str | Path, log_key: Path | None, secret: Path | None) -> list[Path]:
-    """The files a start may create: the SQLite database and its companions (a
-    PostgreSQL or in-memory ``target`` has none), the log key and its checkpoint memo,
-    the detector's crop secret (None: kept in memory)."""
-    from provenance.server.rollback import memo_path
-
-    files = [p for p in (log_key, secret) if p is not None]
-    if log_key is not None and target != IN_MEMORY:
-        files.append(memo_path(log_key))
-    if isinstance(target, Path):
-        files += [
-            target.with_name(target.name + s) for s in ("", "-wal", "-shm", "-journal", ".lock")
-        ]
-    return files
-
-
-def _absent(paths: list[Path]) -> list[Path]:
-    """Those of ``paths`` that do not exist (links included) now."""
-    return [p for p in paths if not p.is_symlink() and not p.exists()]
 
 
 def _start_web(listen: str, grpc_host: str, grpc_port: int, max_upload_mb: int) -> WebServer:

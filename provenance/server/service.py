@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -82,6 +83,7 @@ from provenance.server.rollback import (
 from provenance.server.startup import advance_mark, check_log_at_start
 from provenance.server.writer import Appended, GroupCommitWriter, PendingClaim, PendingKeyEvent
 from provenance.store import AppendTxn, LeafRecord, Store, open_store
+from provenance.store.sqlite import SqliteStore
 from provenance.wire import convert as wire
 from provenance.witness import WitnessStatus
 from provenance.witness.client import DEFAULT_TIMEOUT_S, Cosigner, WitnessSpec
@@ -200,7 +202,13 @@ class ProvenanceService:
         self.store: Store = open_store(config.db, exclusive=True)
         self._device_keys: dict[bytes, bytes] = {}  # see _device_key
         self._device_keys_lock = threading.Lock()
+        #: files beside a new SQLite database this start made under its lock (the log key
+        #: it created, its checkpoint memo): `discard` removes them
+        self._made: list[Path] = []
         try:
+            if config.log_key is not None and self._new_database():
+                new_memo = memo_path(config.log_key)
+                self._made += [] if os.path.lexists(new_memo) else [new_memo]
             self.authority = load_authority(config.authority_dir) if config.authority_dir else None
             self.signer = self._open_signer()
             self.verifier = NoteVerifier.from_vkey(self.signer.verifier_key())
@@ -253,7 +261,7 @@ class ProvenanceService:
             memo: CheckpointMemo | None = getattr(self, "_memo", None)
             if memo is not None:
                 memo.close()
-            self.store.close()
+            self._discard_files()
             raise
 
     # ---------------------------------------------------------------- lifecycle
@@ -279,7 +287,9 @@ class ProvenanceService:
                     f"log key {key_file} is missing but the log has entries:"
                     " refusing to start with a new key"
                 )
-            generate_log_key(key_file, origin)
+            generate_log_key(key_file, origin)  # O_EXCL: made by this very start
+            if self._new_database():
+                self._made.append(key_file)
         signer = load_log_signer(key_file, origin)
         if stored_origin is None:
             # servers starting together on a new shared database: the first key wins
@@ -371,6 +381,20 @@ class ProvenanceService:
         return self.cosigner.cosigned() or "", self.cosigner.quorum, self.cosigner.statuses()
 
     def close(self) -> None:
+        self._close_threads()
+        self.store.close()
+
+    def discard(self) -> None:
+        """Close after a failed start (`prov serve`), removing the files this start created
+        on a new SQLite database: the database, the log key it made (O_EXCL) and the key's
+        checkpoint memo, all while the database's lock is still held, so none of them can be
+        another server's (its lock file stays, see `SqliteStore.discard`). A PostgreSQL or
+        existing database keeps everything: it records the new key's verifier key. A
+        failed constructor does the same by itself."""
+        self._close_threads()
+        self._discard_files()
+
+    def _close_threads(self) -> None:
         self._stop.set()
         self._upkeep.join()
         self.writer.close()
@@ -378,7 +402,19 @@ class ProvenanceService:
             self.cosigner.close()
         if self._memo is not None:
             self._memo.close()
-        self.store.close()
+
+    def _new_database(self) -> bool:
+        """Whether the store is a SQLite file this start created, its lock held."""
+        return isinstance(self.store, SqliteStore) and self.store.created
+
+    def _discard_files(self) -> None:
+        """Remove `_made`, then the store's own new files, then release its lock."""
+        for path in self._made:
+            path.unlink(missing_ok=True)
+        if isinstance(self.store, SqliteStore):
+            self.store.discard()
+        else:
+            self.store.close()
 
     def _after_commit(self, size: int, note: str, appended: list[tuple[int, PendingClaim]]) -> None:
         metrics.APPENDS.inc(len(appended))

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import fcntl
 import logging
+import os
 import sqlite3
 import threading
 import time
@@ -208,6 +209,13 @@ class SqliteStore(SqlStore):
         # whether the WAL's files were absent when a read-only store opened the file
         self._no_wal = read_only and not self._wal_files()
         self._lock = _lock_file(self.path) if exclusive else None
+        #: the files of a new database this exclusive store made, seen absent while it
+        #: held the lock (so no other server can have made them): `discard` removes them
+        files = [self.path] + [Path(f"{self.path}{s}") for s in ("-wal", "-shm", "-journal")]
+        new = exclusive and not os.path.lexists(self.path)
+        self._made = [p for p in files if not os.path.lexists(p)] if new else []
+        #: whether this store created the database file (see `discard`)
+        self.created = bool(self._made)
         self._local = threading.local()
         self._write_lock = threading.RLock()
         self._readers: list[sqlite3.Connection] = []
@@ -231,6 +239,11 @@ class SqliteStore(SqlStore):
                 )
                 self._checkpointer.start()
         except BaseException:
+            writer: sqlite3.Connection | None = getattr(self, "_writer", None)
+            if writer is not None:
+                writer.close()
+            for p in self._made:  # a new database that failed to open: not left half made
+                p.unlink(missing_ok=True)
             if self._lock is not None:
                 self._lock.close()
             raise
@@ -393,6 +406,28 @@ class SqliteStore(SqlStore):
             conn.close()
 
     def close(self) -> None:
+        self._close_connections()
+        if self._lock is not None:
+            self._lock.close()
+            self._lock = None
+        if self._no_wal and self._wal_files():
+            self._remove_wal()
+
+    def discard(self) -> None:
+        """Close after a failed server start, removing the database files this store
+        created (`created`; none when the file was there before or the store is not
+        ``exclusive``) while it still holds the lock, so they cannot be another server's.
+        The lock file itself stays: another server may have it open, and one that locked
+        it after a removal would run beside a third that made a new one."""
+        self._close_connections()
+        for path in self._made:
+            path.unlink(missing_ok=True)
+        if self._lock is not None:
+            self._lock.close()
+            self._lock = None
+
+    def _close_connections(self) -> None:
+        """Stop the checkpoint thread and close every connection (not the lock)."""
         self._stop.set()
         if self._checkpointer is not None:
             self._checkpointer.join()
@@ -402,11 +437,6 @@ class SqliteStore(SqlStore):
                 conn.close()
             self._readers.clear()
         self._local = threading.local()
-        if self._lock is not None:
-            self._lock.close()
-            self._lock = None
-        if self._no_wal and self._wal_files():
-            self._remove_wal()
 
     def _wal_files(self) -> list[Path]:
         """The WAL's -wal and -shm files that exist beside the database."""
