@@ -62,8 +62,9 @@ def _burst(address: str, claim: SignedClaim, n: int) -> tuple[Counter[str], set[
     """Send ``claim`` ``n`` times at once on two connections from one address; the
     answers' status names (OK split by the duplicate flag) and the distinct receipts
     (serialized) returned. Of 2,000 calls at once, gRPC itself cancels some (4-8% here,
-    with or without this change, on one connection or two) before they reach a handler:
-    the server's /metrics never counts them."""
+    with or without this change, on one connection or two) before they reach a handler,
+    the server's /metrics never counting them: grpc core's limit of requests waiting
+    for one (``grpc.server.max_pending_requests``; raised to 10,000 they all arrive)."""
     channels = [
         grpc.insecure_channel(address, options=[("grpc.use_local_subchannel_pool", 1)])
         for _ in range(2)
