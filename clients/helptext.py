@@ -7,6 +7,12 @@ docstring's lines did.
 Typer builds the command tree it walks it once (`teach`). The examples live here, by
 command path, so that one table shows them all; tests/test_help.py checks that every
 command has 2-4 and that each names only options its command has.
+
+Typer's options table lets Rich shrink every column, so at 80 columns it cut option
+names (``--admin-token-f…``) and showed a type beside every flag, ``--help`` included.
+`options_panel` replaces it: names never wrap or shorten (each on its own line), a type
+shows only for what takes a value, and the help takes the rest of the width. Usage lines
+name arguments as Click does (``FILES...``, not Typer's ``{files}...``).
 """
 
 from __future__ import annotations
@@ -14,8 +20,13 @@ from __future__ import annotations
 import re
 from typing import Any
 
+import typer.rich_utils
+from rich.console import Console
 from rich.markup import escape
-from typer.core import TyperGroup
+from rich.panel import Panel
+from rich.table import Table
+from rich.text import Text
+from typer.core import TyperArgument, TyperGroup, TyperOption
 
 #: Example command lines by command path ("" is `prov` itself), each "COMMAND  # what".
 EXAMPLES: dict[str, tuple[str, ...]] = {
@@ -201,8 +212,86 @@ def teach(command: Any, path: str = "") -> None:
             command.short_help = first_sentence(command.help)
     if path in EXAMPLES:
         command.epilog = examples_epilog(EXAMPLES[path])
+    for param in command.params:
+        if isinstance(param, TyperArgument):  # FILES... in usage, as Click writes it
+            param.get_usage_pieces = _usage_pieces(param)  # type: ignore[method-assign]
     for name, sub in getattr(command, "commands", {}).items():
         teach(sub, f"{path} {name}".strip())
+
+
+def argument_name(param: TyperArgument) -> str:
+    """An argument as Click names it: its metavar, else its name in capitals, with
+    ``...`` when it takes several values (``FILES...``)."""
+    name = param.metavar or (param.name or "").upper()
+    return f"{name}..." if param.metavar is None and param.nargs != 1 else name
+
+
+def _usage_pieces(param: TyperArgument) -> Any:
+    def pieces(ctx: Any) -> list[str]:
+        name = argument_name(param)
+        return [name if param.required else f"[{name}]"]
+
+    return pieces
+
+
+def _value_type(param: Any, ctx: Any) -> str:
+    """The type shown beside a parameter that takes a value ("" for a flag)."""
+    if isinstance(param, TyperOption) and (param.is_flag or param.count):
+        return ""
+    return str(param.display_type_rich(ctx=ctx) or "")
+
+
+def options_panel(
+    *,
+    name: str,
+    params: list[Any],
+    ctx: Any,
+    markup_mode: Any,
+    console: Console,
+) -> None:
+    """Print one panel ("Options", "Arguments") of ``params``: a required mark, the
+    names (each on its own line, never wrapped or shortened, the value type after the
+    first when it fits, else below), and the help with its ``[default: ...]`` (Click's
+    help record), wrapped in the width left. Replaces Typer's
+    ``rich_utils._print_options_panel`` (same keywords); ``markup_mode`` is unused: help
+    is shown as plain text."""
+    rows = []
+    for param in params:
+        record = param.get_help_record(ctx)
+        if record is None:
+            continue
+        if isinstance(param, TyperArgument):
+            names = [argument_name(param)]
+        else:
+            names = [", ".join(param.opts)]
+            if param.secondary_opts:
+                names.append(", ".join(param.secondary_opts))
+        rows.append((param.required, names, _value_type(param, ctx), record[1]))
+    if not rows:
+        return
+    width = max(len(line) for _, names, kind, _ in rows for line in (*names, kind))
+    table = Table(show_header=False, box=None, expand=True, padding=(0, 1), pad_edge=False)
+    if any(required for required, *_ in rows):
+        table.add_column(no_wrap=True, width=1)
+    table.add_column(no_wrap=True, width=width, overflow="ignore")
+    table.add_column(ratio=1, overflow="fold")
+    for required, names, kind, help_text in rows:
+        lines = list(names)
+        if kind and len(lines[0]) + 1 + len(kind) <= width:
+            lines[0] = f"{lines[0]} {kind}"
+        elif kind:
+            lines.append(kind)
+        cell = Text("\n".join(lines), style="bold cyan")
+        if kind:
+            cell.highlight_words([kind], style="bold yellow")
+        cells: list[Any] = [cell, Text(help_text)]
+        if table.columns[0].width == 1:
+            cells.insert(0, Text("*" if required else "", style="red"))
+        table.add_row(*cells)
+    console.print(Panel(table, border_style="dim", title=name, title_align="left"))
+
+
+typer.rich_utils._print_options_panel = options_panel  # every prov --help, see module doc
 
 
 class TaughtGroup(TyperGroup):

@@ -5,6 +5,7 @@ would not fit; before, the docstring's own line breaks showed as ragged short li
 
 from __future__ import annotations
 
+import re
 import shlex
 from typing import Any
 
@@ -82,3 +83,40 @@ def test_help_flows_and_shows_its_examples_as_written(
         if line.strip() and after.strip():
             room = WIDTH - 2 - len(line)
             assert len(after.split()[0]) >= room, f"prov {path}: ragged at {line!r}"
+
+
+def _option_names(cmd: Any) -> list[str]:
+    """Every name of every option `prov ... --help` lists for ``cmd`` (``--help`` too)."""
+    ctx = cmd.make_context(cmd.name, [], resilient_parsing=True)
+    names = []
+    for param in cmd.get_params(ctx):
+        if param.param_type_name == "option" and not getattr(param, "hidden", False):
+            names += [*param.opts, *param.secondary_opts]
+    return names
+
+
+@pytest.mark.parametrize("width", [80, 60])
+def test_every_option_name_is_shown_in_full(
+    width: int, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each option name heads a line of its panel, whole (Typer's table cut 16 of
+    `prov serve`'s to ``--admin-token-f…`` at 80 columns), and usage lines name
+    arguments as Click does (``FILES...``, not ``{files}...``)."""
+    monkeypatch.setenv("COLUMNS", str(width))
+    checked = 0
+    for path, cmd in _commands():
+        capsys.readouterr()
+        assert prov_main([*path.split(), "--help"]) == 0
+        lines = capsys.readouterr().out.splitlines()
+        assert all(len(line.rstrip()) <= width for line in lines), f"prov {path}: too wide"
+        usage = next(line for line in lines if line.lstrip().startswith("Usage:"))
+        assert "{" not in usage, usage
+        shown: set[str] = set()
+        for line in lines:
+            if line.startswith("│"):
+                cell = line.strip("│ ").lstrip("*").strip().split("  ")[0]
+                shown.update(n for n in re.split(r"[ ,]+", cell) if n.startswith("-"))
+        for name in _option_names(cmd):
+            assert name in shown, f"prov {path} --help at {width} columns: {name} not in full"
+            checked += 1
+    assert checked > 150
