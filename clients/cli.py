@@ -25,7 +25,13 @@ from rich.progress import Progress
 from clients import logcmd, witnesscmd
 from clients.api import ProvenanceClient, default_server
 from clients.cosigned import WitnessCheck, check_witnesses, policy_key
-from clients.device import DeviceHome, SyncResult, default_home, sidecar_path
+from clients.device import (
+    DeviceHome,
+    SidecarExistsError,
+    SyncResult,
+    default_home,
+    sidecar_path,
+)
 from clients.files import open_regular, read_bounded
 from clients.helptext import TaughtGroup
 from clients.options import ServerOpt, WitnessOpt, WitnessQuorumOpt
@@ -370,13 +376,26 @@ def sign(
     tsa_timeout: Annotated[
         float, typer.Option(help="With --tsa-url: seconds to wait for the TSA.", min=0.1)
     ] = 10.0,
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force",
+            help="Sign even when FILE.prov already holds a log receipt or another device's"
+            " claim: the old sidecar is first copied to FILE.prov.bak.",
+        ),
+    ] = False,
 ) -> None:
     """Sign captures: write FILE.prov beside each and submit it to the log.
+
+    A FILE.prov that already describes the unchanged file (logged, or queued) is kept
+    and the file is not signed again. One holding a log receipt for other content, or
+    another device's claim, is never replaced without --force (exit 2).
 
     When the server cannot be reached the signed claim is queued on disk;
     `prov device sync` submits it later. A file that fails (not media, over a limit,
     refused by the server, C2PA export impossible) is reported and the rest go on.
-    Exit 0 when every file was signed (logged or queued), 1 when one failed.
+    Exit 0 when every file was signed (logged or queued) or already was, 1 when one
+    failed, else 2 when a sidecar was kept instead of signing.
     """
     if tsa_url is not None and not c2pa:
         raise typer.BadParameter("--tsa-url timestamps the C2PA manifest: add --c2pa")
@@ -386,18 +405,33 @@ def sign(
     h = DeviceHome(home)
     key = h.load_key(_passphrase())
     chain = h.certificate() if c2pa else b""
-    failed = 0
+    failed = refused = 0
     with h.locked(), ProvenanceClient(server) as c:
         stopped = ""  # why claims stay queued (server unreachable, a transient refusal)
         not_enrolled = False
         for f in files:
             try:
-                signed = h.sign_file(key, f)
+                signed = h.sign_file(key, f, force=force)
+            except SidecarExistsError as e:
+                err.print(f"[red]{f}: not signed:[/] {e}", highlight=False)
+                refused += 1
+                continue
             except ProvenanceError as e:
                 err.print(f"[red]{f}: not signed:[/] {e}", highlight=False)
                 failed += 1
                 continue
             sidecar, spath = signed.sidecar, signed.sidecar_path
+            verb = "already signed" if signed.already else "signed"
+            if signed.backup:
+                err.print(f"[yellow]{f}: the old sidecar is kept as {signed.backup}[/]")
+            if signed.already and sidecar.receipt is not None:
+                out.print(
+                    f"{f}: already signed (#{sidecar.claim.sequence}) and logged at leaf"
+                    f" {sidecar.receipt.leaf_index} -> {spath.name}; not signed again"
+                )
+                if c2pa and not _embed_c2pa(h, key, f, spath, chain, tsa):
+                    failed += 1
+                continue
             if signed.sidecar_problem:
                 err.print(
                     f"[yellow]{f}: {signed.sidecar_problem}; the sidecar is kept at {spath}[/]",
@@ -415,7 +449,7 @@ def sign(
                     stopped = f"the server deferred {done.deferred}"
                 if ch in done.logged:
                     leaf = done.logged[ch].leaf_index
-                    out.print(f"{f}: signed (#{seq}) and logged at leaf {leaf} -> {spath.name}")
+                    out.print(f"{f}: {verb} (#{seq}) and logged at leaf {leaf} -> {spath.name}")
                     if ch in done.notes:
                         err.print(f"[yellow]note:[/] {done.notes.pop(ch)}", highlight=False)
                     if c2pa and not _embed_c2pa(h, key, f, spath, chain, tsa):
@@ -424,7 +458,7 @@ def sign(
                     continue
                 if ch in done.refused:
                     err.print(
-                        f"[red]{f}: signed (#{seq}) but refused by the server:[/] {done.refused.pop(ch)}"
+                        f"[red]{f}: {verb} (#{seq}) but refused by the server:[/] {done.refused.pop(ch)}"
                         f" (set aside in {h.set_aside_dir})",
                         highlight=False,
                     )
@@ -433,13 +467,15 @@ def sign(
                     continue
                 _print_sync_problems(h, done, server, stops=False)
             later = "enroll it (below)" if not_enrolled else "run `prov device sync` later"
-            out.print(f"{f}: signed (#{seq}), queued: {stopped}; {later} -> {spath.name}")
+            out.print(f"{f}: {verb} (#{seq}), queued: {stopped}; {later} -> {spath.name}")
             if c2pa:
                 err.print(f"{f}: C2PA manifest not embedded: it needs the log receipt")
     if not_enrolled:
         err.print(f"[red]not logged:[/] {_not_enrolled(h, server)}", highlight=False)
     if failed:
         raise typer.Exit(1)
+    if refused:
+        raise typer.Exit(2)
 
 
 def _embed_c2pa(

@@ -224,8 +224,18 @@ class DeviceHome:
         captured_at: datetime | None = None,
         metadata: Mapping[str, str] | None = None,
         limits: AssetLimits = AssetLimits(),
+        force: bool = False,
     ) -> SignedFile:
         """Measure ``path``, sign a claim for it, queue it and write ``FILE.prov``.
+
+        An existing ``FILE.prov`` is never lost. When it already describes this content,
+        signed by this key, and holds a receipt or is still queued, nothing is signed:
+        the result has ``already`` set and that sidecar. When it is a claim this device
+        keeps (queued or set aside, no receipt) it is replaced. Any other readable
+        sidecar (one holding a receipt, or another device's claim) raises
+        SidecarExistsError before a sequence number is used, unless ``force``: then it
+        is first copied to ``FILE.prov.bak`` (``.bak2``, ... when taken), named in
+        ``backup``.
 
         A sidecar that cannot be written beside the file (a name too long for
         ``FILE.prov``, a read-only folder) is kept in the device folder instead, and the
@@ -234,6 +244,22 @@ class DeviceHome:
         sequence number is used), ConfigError when the device is not initialised.
         """
         claim_fields, chunk_hashes = measure(path, limits)
+        side_path = sidecar_path(path)
+        backup: Path | None = None
+        old = _read_old_sidecar(side_path)
+        if old is not None:
+            same_content = old.claim.hard_binding == claim_fields["hard_binding"]
+            same = same_content and old.signed_claim.key_id == key.key_id
+            queued = _entry_of(old, self.queue_dir)
+            if same and (old.receipt is not None or queued is not None):
+                return SignedFile(old, side_path, queued.file if queued else None, already=True)
+            kept = old.receipt is None and (
+                queued is not None or _entry_of(old, self.set_aside_dir) is not None
+            )
+            if not kept:  # the device keeps no copy of it: overwriting would lose it
+                if not force:
+                    raise SidecarExistsError(_refusal(side_path, old, same_content))
+                backup = _backup(side_path)
         state = self.state()
         seq = state.last_sequence + 1
         claim = Claim(
@@ -253,10 +279,9 @@ class DeviceHome:
         )
         sidecar = Sidecar(signed, key.public_key, chunk_hashes=chunk_hashes)
         self.save_state(replace(state, last_sequence=seq, last_claim_hash=signed.claim_hash.hex()))
-        side_path = sidecar_path(path)
-        queued = self._enqueue(seq, sidecar, side_path)
+        queue_file = self._enqueue(seq, sidecar, side_path)
         written, problem = self._write_sidecar(seq, side_path, sidecar)
-        return SignedFile(sidecar, written, queued, problem)
+        return SignedFile(sidecar, written, queue_file, problem, backup=backup)
 
     def _write_sidecar(self, seq: int, side_path: Path, sidecar: Sidecar) -> tuple[Path, str]:
         """Write the sidecar beside its file, else into ``sidecars/`` of the device folder.
@@ -334,6 +359,24 @@ class DeviceHome:
             os.replace(entry.file, self.queue_dir / entry.file.name)
             moved += 1
         return moved
+
+    def unlogged_note(self, sidecar: Sidecar) -> str:
+        """What to do about ``sidecar`` holding no receipt, from this device's queue: still
+        queued (`prov device sync`), or refused and set aside (with the reason), or
+        unknown here. Reads only the queue and set_aside/ folders."""
+        if _entry_of(sidecar, self.queue_dir) is not None:
+            return "the claim is queued on this device: run `prov device sync`"
+        aside = _entry_of(sidecar, self.set_aside_dir)
+        if aside is not None:
+            return (
+                f"the server refused the claim and it was set aside ({aside.last_error});"
+                f" it will not be logged as it is (`prov device show` lists it; `prov device"
+                " sync --retry-set-aside` once the cause is fixed)"
+            )
+        return (
+            f"the claim was not logged, and the device at {self.root} does not hold it"
+            " (another device's? `prov device sync` on the device that signed it)"
+        )
 
     def submit_one(self, client: ProvenanceClient, entry: QueueEntry) -> tuple[Receipt, str]:
         """Submit one queued claim; on success store the receipt in its sidecar and drop
@@ -474,16 +517,73 @@ class DeviceHome:
                 fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+class SidecarExistsError(ConfigError):
+    """`DeviceHome.sign_file` would replace a sidecar this device keeps no copy of (one
+    holding a log receipt, or another device's claim); `prov sign` exits 2."""
+
+
+def _read_old_sidecar(path: Path) -> Sidecar | None:
+    """The sidecar at ``path``; None when there is none or it cannot be read or decoded
+    (such a file is no claim, and signing replaces it)."""
+    try:
+        return decode_sidecar(read_bounded(path, MAX_SIDECAR_BYTES, "sidecar"))
+    except (OSError, ProvenanceError):
+        return None
+
+
+def _entry_of(sidecar: Sidecar, folder: Path) -> QueueEntry | None:
+    """The entry in ``folder`` (the queue or set_aside/) holding ``sidecar``'s claim."""
+    for entry in _read_entries(folder):
+        if entry.sidecar is not None and entry.sidecar.signed_claim == sidecar.signed_claim:
+            return entry
+    return None
+
+
+def _refusal(side_path: Path, old: Sidecar, same_content: bool) -> str:
+    """Why `sign_file` will not replace ``old`` at ``side_path``, and what --force does."""
+    device = f"device {old.signed_claim.key_id.hex()[:16]}…"
+    content = "this content" if same_content else "other content (the file changed since)"
+    if old.receipt is not None:
+        what = (
+            f"the log receipt (leaf {old.receipt.leaf_index}) of claim #{old.claim.sequence}"
+            f" by {device}, for {content}"
+        )
+    else:
+        what = f"claim #{old.claim.sequence} by {device}, for {content}, not queued here"
+    return (
+        f"{side_path.name} already holds {what}; it is left as it is. `prov sign"
+        f" --force` signs it anyway and first copies the old sidecar to {side_path.name}.bak"
+    )
+
+
+def _backup(side_path: Path) -> Path:
+    """Copy ``side_path`` to the first free ``NAME.bak``, ``NAME.bak2``, ...; returns it.
+    Raises OSError (nothing signed then)."""
+    data = read_bounded(side_path, MAX_SIDECAR_BYTES, "sidecar")
+    n = 1
+    while True:
+        target = side_path.with_name(f"{side_path.name}.bak{n if n > 1 else ''}")
+        if not target.exists():
+            atomic_write(target, data)
+            return target
+        n += 1
+
+
 @dataclass(frozen=True)
 class SignedFile:
     """What `DeviceHome.sign_file` did: the sidecar, where it was written (beside the
     file, or in the device folder's ``sidecars/`` when that failed, with the reason in
-    ``sidecar_problem``), and the queue entry holding the claim."""
+    ``sidecar_problem``), and the queue entry holding the claim. ``already``: the file
+    was signed before (``sidecar`` is that claim, logged or still queued; ``queue_file``
+    None once logged) and nothing was signed now; ``backup``: where a replaced sidecar
+    was copied (with ``force``)."""
 
     sidecar: Sidecar
     sidecar_path: Path
-    queue_file: Path
+    queue_file: Path | None
     sidecar_problem: str = ""
+    already: bool = False
+    backup: Path | None = None
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ from rich.progress import Progress
 
 from clients.api import ProvenanceClient, default_server
 from clients.cosigned import cosigned_receipt, cosigner_names, policy_key
-from clients.device import atomic_write
+from clients.device import DeviceHome, atomic_write, default_home
 from clients.files import read_bounded
 from clients.options import (
     ServerOpt,
@@ -451,13 +451,17 @@ def receipt_export(
     `prov receipt verify FILE.tlog-proof --log-key KEY`; the sidecar is left as it is."""
     sc = _read_sidecar(sidecar)
     if sc.receipt is None:
-        raise ConfigError(
-            f"{sidecar} has no receipt yet: the claim was not logged (run `prov device sync`)"
-        )
+        raise ConfigError(_no_receipt(sidecar, sc))
     target = output or sidecar.with_name(sidecar.name.removesuffix(".prov") + FILE_SUFFIX)
     in_existing_folder(target, "--output")
     atomic_write(target, encode_tlog_proof(sc.receipt).encode())
     out.print(f"wrote {target} ({format.value}, leaf {sc.receipt.leaf_index})")
+
+
+def _no_receipt(path: Path, sc: Sidecar) -> str:
+    """Why the sidecar at ``path`` has no receipt and what to do, as far as the device
+    folder ($PROV_HOME, else ~/.prov) knows: queued, or refused and set aside."""
+    return f"{path} has no receipt: {DeviceHome(default_home()).unlogged_note(sc)}"
 
 
 def _read_sidecar(path: Path) -> Sidecar:
@@ -523,9 +527,7 @@ def receipt_verify(
         return
     sc = _decode_named(sidecar, data)
     if sc.receipt is None:
-        raise ConfigError(
-            f"{sidecar} has no receipt yet: the claim was not logged (run `prov device sync`)"
-        )
+        raise ConfigError(_no_receipt(sidecar, sc))
     check_sidecar_key(sc)
     cp = verify_receipt(sc.receipt, sc.signed_claim, NoteVerifier.from_vkey(read_key_text(log_key)))
     out.print(
@@ -569,9 +571,7 @@ def receipt_refresh(
     quorum = len(witnesses) if witness_quorum is None else witness_quorum
     sc = _read_sidecar(sidecar)
     if sc.receipt is None:
-        raise ConfigError(
-            f"{sidecar} has no receipt yet: the claim was not logged (run `prov device sync`)"
-        )
+        raise ConfigError(_no_receipt(sidecar, sc))
     check_sidecar_key(sc)
     with ProvenanceClient(server) as c:
         server_vkey, _ = c.log_key()

@@ -1,0 +1,94 @@
+"""`prov sign` never destroys a sidecar that holds a receipt; signing an unchanged file
+again signs nothing; `prov receipt refresh` on a refused claim says it was set aside.
+Through the real CLI against a real `prov serve`."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from conftest import SAMPLES, Cli, ServerProc
+
+from clients.device import DeviceHome
+
+pytestmark = pytest.mark.slow  # each test starts a `prov serve` process
+
+
+def _sign_logged(cli: Cli, tmp_path: Path) -> tuple[Path, Path, bytes]:
+    """Sign a copy of a sample photo (logged at leaf 1): the photo, its sidecar and the
+    sidecar's bytes."""
+    photo = Path(shutil.copy(SAMPLES / "rocket.jpg", tmp_path / "IMG_0005.jpg"))
+    rc, out, err = cli("sign", str(photo))
+    assert rc == 0 and "logged at leaf 1" in out, err
+    side = Path(f"{photo}.prov")
+    return photo, side, side.read_bytes()
+
+
+def test_sign_refuses_to_replace_a_logged_sidecar(enrolled: Cli, tmp_path: Path) -> None:
+    photo, side, logged = _sign_logged(enrolled, tmp_path)
+    shutil.copy(SAMPLES / "grace_hopper.jpg", photo)  # the file now holds other content
+
+    rc, out, err = enrolled("sign", str(photo))
+    assert rc == 2, (out, err)
+    assert "already holds the log receipt (leaf 1)" in err and "other content" in err
+    assert "--force" in err and "IMG_0005.jpg.prov.bak" in err
+    assert side.read_bytes() == logged  # untouched
+    home = DeviceHome(enrolled.home)
+    assert home.state().last_sequence == 1 and home.pending() == []  # nothing signed
+
+    rc, out, err = enrolled("sign", "--force", str(photo))
+    assert rc == 0 and "signed (#2) and logged at leaf 2" in out, err
+    backup = Path(f"{side}.bak")
+    assert backup.read_bytes() == logged and "kept as" in err
+    assert json.loads(side.read_text())["receipt"]
+    # a second forced re-sign never overwrites the first backup
+    shutil.copy(SAMPLES / "chelsea.png", photo)
+    rc, out, err = enrolled("sign", "--force", str(photo))
+    assert rc == 0 and "signed (#3)" in out, err
+    assert backup.read_bytes() == logged and Path(f"{side}.bak2").exists()
+
+
+def test_sign_unchanged_file_again_signs_nothing(enrolled: Cli, tmp_path: Path) -> None:
+    photo, side, logged = _sign_logged(enrolled, tmp_path)
+    rc, out, err = enrolled("sign", str(photo))
+    assert rc == 0, err
+    assert "already signed (#1) and logged at leaf 1" in out and "not signed again" in out
+    assert side.read_bytes() == logged
+    assert DeviceHome(enrolled.home).state().last_sequence == 1
+
+
+def test_sign_queued_file_again_signs_nothing(
+    enrolled: Cli, server: ServerProc, tmp_path: Path
+) -> None:
+    photo = Path(shutil.copy(SAMPLES / "rocket.jpg", tmp_path / "IMG_0006.jpg"))
+    server.stop()
+    rc, out, err = enrolled("sign", str(photo))
+    assert rc == 0 and "signed (#1), queued" in out, err
+    rc, out, err = enrolled("sign", str(photo))
+    assert rc == 0 and "already signed (#1), queued" in out, err
+    home = DeviceHome(enrolled.home)
+    assert home.state().last_sequence == 1 and len(home.pending()) == 1
+
+
+def test_revoked_device_keeps_receipt_and_refresh_names_set_aside(
+    enrolled: Cli, tmp_path: Path
+) -> None:
+    photo, side, logged = _sign_logged(enrolled, tmp_path)
+    home = DeviceHome(enrolled.home)
+    rc, out, err = enrolled("admin", "revoke", home.state().device_id, "--reason", "lost")
+    assert rc == 0, err
+
+    rc, out, err = enrolled("sign", str(photo))  # unchanged: the receipt stays
+    assert rc == 0 and "already signed (#1)" in out, err
+    assert side.read_bytes() == logged
+
+    other = Path(shutil.copy(SAMPLES / "chelsea.png", tmp_path / "IMG_0007.png"))
+    rc, out, err = enrolled("sign", str(other))
+    assert rc == 1 and "refused by the server" in err, (out, err)
+    assert len(home.set_aside()) == 1
+    rc, out, err = enrolled("receipt", "refresh", f"{other}.prov")
+    assert rc == 1, (out, err)
+    assert "refused the claim and it was set aside" in err and "revoked" in err.lower()
+    assert "run `prov device sync`" not in err
