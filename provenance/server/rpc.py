@@ -318,8 +318,6 @@ class CapturesServicer(rpc.CapturesServicer):
                 left = context.time_remaining()
                 await asyncio.sleep(FORGERY_HOLD_S if left is None else min(FORGERY_HOLD_S, left))
                 raise
-        if client is None:
-            return await self._submit(request)
         # The submission runs on as a task of its own when the call ends early (the
         # client cancels, its deadline passes, its connection drops): the writer checks
         # and logs it anyway, and its token is settled by that outcome, not by the
@@ -328,7 +326,8 @@ class CapturesServicer(rpc.CapturesServicer):
         # and its honest devices were refused as forgers). A forger's cancelled call
         # still spends its token once its signature fails. About 7 us a call.
         task = asyncio.ensure_future(self._submit(request))
-        task.add_done_callback(functools.partial(self._settle, client))
+        if client is not None:
+            task.add_done_callback(functools.partial(self._settle, client))
         return await asyncio.shield(task)
 
     def _settle(self, client: str, task: asyncio.Future[Any]) -> None:
@@ -356,20 +355,24 @@ class CapturesServicer(rpc.CapturesServicer):
         if pending is not None:  # the same bytes: the same outcome, as a replay
             first = await asyncio.shield(pending)
             return pb.SubmitCaptureResponse(receipt=first.receipt, duplicate=True)
-        task = asyncio.ensure_future(self._submit_new(signed))
-        self._in_flight[digest] = task
-        task.add_done_callback(functools.partial(self._landed, digest))
-        return await asyncio.shield(task)
-
-    def _landed(self, digest: bytes, task: asyncio.Future[Any]) -> None:
-        """A submission the writer answered: keep its receipt when it was verified and
-        logged (new or a replay), forget it as in flight."""
+        outcome: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._in_flight[digest] = outcome
+        try:
+            reply = await self._submit_new(signed)
+        except BaseException as e:
+            del self._in_flight[digest]
+            if isinstance(e, asyncio.CancelledError):
+                outcome.cancel()
+            else:
+                outcome.set_exception(e)
+                outcome.exception()  # retrieved: only copies waiting on it raise it
+            raise
         del self._in_flight[digest]
-        if task.cancelled() or task.exception() is not None:
-            return
         if len(self._replays) >= REPLAYS_KEPT:  # the oldest kept goes
             del self._replays[next(iter(self._replays))]
-        self._replays[digest] = task.result().receipt
+        self._replays[digest] = reply.receipt
+        outcome.set_result(reply)
+        return reply
 
     async def _submit_new(self, signed: SignedClaim) -> Any:
         """A submission whose envelope is neither kept nor in flight: quota, then the
