@@ -37,6 +37,11 @@ ServerOpt = Annotated[
 ]
 
 
+def _shown(value: str) -> str:
+    """``value`` as a usage error quotes it: at most 80 characters."""
+    return value if len(value) <= 80 else value[:77] + "..."
+
+
 def verifier_key(value: str | None) -> str | None:
     """``value`` if it is a log's verifier key NAME+ID+KEY (as `prov log key` and `prov
     serve` print it), or names a readable file holding one; else a usage error (exit 2).
@@ -51,9 +56,8 @@ def verifier_key(value: str | None) -> str | None:
     try:
         NoteVerifier.from_vkey(read_key_text(value))
     except ProvenanceError as e:
-        shown = value if len(value) <= 80 else value[:77] + "..."
         raise typer.BadParameter(
-            f"{shown!r} is not a log verifier key NAME+ID+KEY nor a file holding one ({e});"
+            f"{_shown(value)!r} is not a log verifier key NAME+ID+KEY nor a file holding one ({e});"
             " `prov log key` prints the key, as does `prov serve` in its 'log key:' line",
             param_hint="--log-key",
         ) from None
@@ -80,9 +84,8 @@ def witness_keys(values: list[str] | None) -> list[str] | None:
         try:
             policy_key(value)
         except ProvenanceError as e:
-            shown = value if len(value) <= 80 else value[:77] + "..."
             raise typer.BadParameter(
-                f"{shown!r}: {e}; give the cosigner key NAME+ID+KEY that `prov witness serve`"
+                f"{_shown(value)!r}: {e}; give the cosigner key NAME+ID+KEY that `prov witness serve`"
                 " prints in its 'witness key' line (inline, as NAME=KEY or in a file)",
                 param_hint="--witness",
             ) from None
