@@ -30,7 +30,7 @@ test: $(STAMP)
 proto: $(STAMP)
 	$(BIN)/python scripts/gen_proto.py
 
-# every bench, short and nice'd (about 15 minutes), then one table of same-run ratios
+# every bench, short and nice'd (6-12 minutes), then one table of same-run ratios
 bench: $(STAMP)
 	$(BIN)/python bench/run_all.py
 

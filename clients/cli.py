@@ -34,7 +34,7 @@ from clients.device import (
 )
 from clients.files import open_regular, read_bounded
 from clients.helptext import TaughtGroup
-from clients.options import ServerOpt, WitnessOpt, WitnessQuorumOpt
+from clients.options import ServerOpt, WitnessOpt, WitnessQuorumOpt, witness_quorum_of
 from clients.report import EXIT_CODES, EXIT_WITNESS_QUORUM, report_to_json, report_to_text
 from clients.scan.cli import scan as scan_command
 from detector import cli as detector_cli
@@ -540,11 +540,7 @@ def verify(
     2 usage errors.
     """
     policy = [policy_key(w) for w in witness or []]
-    quorum = len(policy) if witness_quorum is None else witness_quorum
-    if quorum > len(policy):
-        raise ConfigError(
-            f"--witness-quorum {quorum} is more than the {len(policy)} --witness given"
-        )
+    quorum = witness_quorum_of(len(policy), witness_quorum)
     found = None
     if not no_sidecar:
         found = _read_sidecar(file, sidecar)

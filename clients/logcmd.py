@@ -22,6 +22,7 @@ from clients.options import (
     WitnessQuorumOpt,
     in_existing_folder,
     verifier_key,
+    witness_quorum_of,
 )
 from provenance.core import merkle
 from provenance.core.claims import Device
@@ -76,7 +77,9 @@ def log_key(
     key_file: Annotated[
         Path | None,
         typer.Option(
-            help="Read the key from the server's log key file instead of asking the server."
+            help="Read the key from the server's log key file instead of asking the server.",
+            exists=True,
+            dir_okay=False,
         ),
     ] = None,
     origin: Annotated[
@@ -516,7 +519,7 @@ def receipt_verify(
     witnesses' cosignatures on its checkpoint (exit 14 below the quorum; a receipt issued
     before its checkpoint was cosigned gets the cosignatures with `prov receipt refresh`)."""
     witnesses = [policy_key(w) for w in witness or []]
-    quorum = len(witnesses) if witness_quorum is None else witness_quorum
+    quorum = witness_quorum_of(len(witnesses), witness_quorum)
     try:
         data = read_bounded(sidecar, max(MAX_SIDECAR_BYTES, MAX_PROOF_BYTES), "receipt")
     except OSError as e:
@@ -568,7 +571,7 @@ def receipt_refresh(
     no cosigned checkpoint covers the receipt yet (each witness's status is printed:
     unreachable, or refused, as for a forked log) or the policy is not met."""
     witnesses = [policy_key(w) for w in witness or []]
-    quorum = len(witnesses) if witness_quorum is None else witness_quorum
+    quorum = witness_quorum_of(len(witnesses), witness_quorum)
     sc = _read_sidecar(sidecar)
     if sc.receipt is None:
         raise ConfigError(_no_receipt(sidecar, sc))

@@ -113,6 +113,19 @@ WitnessQuorumOpt = Annotated[
 ]
 
 
+def witness_quorum_of(witnesses: int, quorum: int | None) -> int:
+    """The cosignatures a policy of ``witnesses`` keys requires: ``quorum``, or all of them
+    when None. Raises typer.BadParameter (exit 2) when ``quorum`` is more than the keys."""
+    if quorum is None:
+        return witnesses
+    if quorum > witnesses:
+        raise typer.BadParameter(
+            f"{quorum} is more than the {witnesses} --witness given",
+            param_hint="--witness-quorum",
+        )
+    return quorum
+
+
 def in_existing_folder(path: Path, option: str) -> Path:
     """``path`` if the folder it would be created in exists; else a usage error (exit
     2, a clean message naming ``option``) instead of a traceback later, when the file is

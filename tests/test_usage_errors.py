@@ -15,6 +15,7 @@ from conftest import SAMPLES
 
 from clients.cli import main as prov_main
 from provenance.log.checkpoint import generate_log_key
+from provenance.witness import cosigner_vkey
 
 
 def _flat(text: str) -> str:
@@ -189,3 +190,37 @@ def test_a_witness_given_a_malformed_log_key_is_a_usage_error(
     rc, err = _run(capsys, *args, "--log-key", good, "--log-key", "garbage")
     assert rc == 2 and "--log-key" in err and "'garbage' is not a log verifier key" in err, err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["log.pem"]
+
+
+def test_a_quorum_above_the_witnesses_and_a_missing_key_file_are_usage_errors(
+    photo: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--witness-quorum more than the --witness given (verify, receipt verify/refresh) and
+    `prov log key --key-file` naming no file exit 2 before any call (before: exit 1)."""
+    w = cosigner_vkey("witness.example/w1", bytes(range(32)))
+    log = generate_log_key(tmp_path / "log.pem", "example.org/log").verifier_key()
+    sidecar = tmp_path / "rocket.jpg.prov"
+    sidecar.write_text("{}")
+    server = ("--server", _closed_port())
+    for args in (
+        ("verify", str(photo), "--witness", w, "--witness-quorum", "3", *server),
+        (
+            "receipt",
+            "verify",
+            str(sidecar),
+            "--log-key",
+            log,
+            "--witness",
+            w,
+            "--witness-quorum",
+            "2",
+        ),
+        ("receipt", "refresh", str(sidecar), "--witness", w, "--witness-quorum", "2", *server),
+    ):
+        rc, err = _run(capsys, *args)
+        assert rc == 2 and "--witness-quorum" in err and "is more than the 1 --witness" in err, (
+            args,
+            err,
+        )
+    rc, err = _run(capsys, "log", "key", "--key-file", str(tmp_path / "nothere.pem"))
+    assert rc == 2 and "--key-file" in err and "does not exist" in err, err
