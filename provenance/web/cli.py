@@ -52,6 +52,7 @@ def web(
     from provenance.web.guard import HttpLimits
     from provenance.web.serve import run_web
 
+    _warn_if_unreachable(server)
     run_web(
         listen,
         WebConfig(
@@ -67,3 +68,26 @@ def web(
             max_connections=max_connections,
         ),
     )
+
+
+#: How long `prov web` waits for the gRPC service's answer at start, in seconds.
+PROBE_SECONDS = 3.0
+
+
+def _warn_if_unreachable(server: str) -> None:
+    """Print a warning on stderr when the gRPC service at ``server`` does not answer a
+    LogKey call within PROBE_SECONDS: the page still starts (the service may come up
+    later), but every request would get 503 until it does."""
+    from clients.api import ProvenanceClient
+    from provenance.core.errors import TransportError
+
+    try:
+        with ProvenanceClient(server, timeout=PROBE_SECONDS) as c:
+            c.log_key()
+    except TransportError as e:
+        typer.echo(
+            f"warning: the gRPC service at {server} does not answer ({e}); the page starts"
+            " anyway and answers 503 until it does (is `prov serve` running there? --server"
+            " or $PROV_SERVER names it)",
+            err=True,
+        )

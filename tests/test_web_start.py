@@ -1,0 +1,45 @@
+"""`prov web` against a gRPC service that does not answer: it starts (the service may come
+up later) but says so on stderr at once, instead of serving 503s without a word."""
+
+from __future__ import annotations
+
+import socket
+
+import httpx
+from conftest import ServerProc, start_web
+
+
+def _closed_port() -> str:
+    """A loopback address nothing listens on (bound, then closed)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return f"127.0.0.1:{s.getsockname()[1]}"
+
+
+def _stderr_after_stop(web: ServerProc) -> str:
+    web.stop()
+    assert web.proc.stderr is not None
+    return web.proc.stderr.read()
+
+
+def test_web_warns_when_its_grpc_service_does_not_answer() -> None:
+    down = _closed_port()
+    web = start_web(down)
+    try:
+        r = httpx.get(f"{web.address}/api/v1/checkpoint", timeout=30)
+        assert r.status_code == 503, r.text
+    finally:
+        err = _stderr_after_stop(web)
+    assert f"warning: the gRPC service at {down} does not answer" in err, err
+    assert "is `prov serve` running there?" in err
+
+
+def test_web_says_nothing_when_its_grpc_service_answers(server: ServerProc) -> None:
+    web = start_web(server.address)
+    try:
+        r = httpx.get(f"{web.address}/api/v1/checkpoint", timeout=30)
+        # the service answered: a new log has no checkpoint yet
+        assert r.status_code == 404 and "the log is empty" in r.text, r.text
+    finally:
+        err = _stderr_after_stop(web)
+    assert "warning" not in err, err
