@@ -248,7 +248,7 @@ class DeviceHome:
         backup: Path | None = None
         old = _read_old_sidecar(side_path)
         if old is not None:
-            same_content = old.claim.hard_binding == claim_fields["hard_binding"]
+            same_content = _binds(old, path, claim_fields, limits)
             same = same_content and old.signed_claim.key_id == key.key_id
             queued = _entry_of(old, self.queue_dir)
             if same and (old.receipt is not None or queued is not None):
@@ -515,6 +515,29 @@ class DeviceHome:
                 yield
             finally:
                 fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _binds(old: Sidecar, path: Path, fields: ClaimFields, limits: AssetLimits) -> bool:
+    """Whether the claim of ``old`` binds the bytes of ``path`` as `prov verify` checks
+    it: the same hard binding, or, for an image since exported with Content Credentials
+    (`prov sign --c2pa` embeds a manifest store in place), the SHA-256 of its bytes with
+    the store removed (`provenance.c2pa.container.content_sha256`). Raises MediaError as
+    `read_bounded` does."""
+    bound = old.claim.hard_binding
+    if bound == fields["hard_binding"]:
+        return True
+    media_type = fields["media_type"]
+    if bound.chunk_size or not media_type.startswith("image/"):
+        return False
+    from provenance.c2pa.container import content_sha256, may_hold_manifest_store
+
+    data = read_bounded(path, limits.max_image_bytes, "image")
+    if not may_hold_manifest_store(data, media_type):
+        return False
+    try:
+        return content_sha256(data, media_type) == bound.sha256
+    except ProvenanceError:  # a store that cannot be removed: not what was signed
+        return False
 
 
 class SidecarExistsError(ConfigError):

@@ -128,6 +128,10 @@ def test_sign_c2pa_batch_goes_on_past_a_file_with_a_manifest(
     rc, out, err = cli("sign", "--c2pa", str(first), str(later))
     assert rc == 1, (out, err)  # one file failed ...
     assert "first.jpg: C2PA manifest not embedded" in err and "already carries" in err
+    # its sidecar still binds it (the claim covers the bytes without the manifest store):
+    # not signed again, so no second claim is logged for it (before: a new claim, or,
+    # once sidecars holding a receipt were kept, "other content" and exit 2)
+    assert f"{first}: already signed (#1) and logged at leaf 1" in out, out
     assert f"{later}: C2PA manifest embedded" in out  # ... and the batch went on
     rc, report = _verify(cli, later)
     assert (rc, report["c2pa"]["validation_state"]) == (0, "Trusted")
