@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -229,6 +230,13 @@ def inproc(tmp_path: Path) -> Iterator[InProc]:
 
 
 # ---------------------------------------------------------------- web (issue 13)
+
+
+def closed_port() -> str:
+    """A loopback address nothing listens on (bound, then closed): HOST:PORT."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return f"127.0.0.1:{s.getsockname()[1]}"
 
 
 def read_line(proc: subprocess.Popen[str], prefix: str, timeout: float = 90) -> str:

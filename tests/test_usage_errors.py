@@ -7,11 +7,10 @@ from __future__ import annotations
 
 import re
 import shutil
-import socket
 from pathlib import Path
 
 import pytest
-from conftest import SAMPLES
+from conftest import SAMPLES, closed_port
 
 from clients.cli import main as prov_main
 from provenance.log.checkpoint import generate_log_key
@@ -34,13 +33,6 @@ def photo(tmp_path: Path) -> Path:
     return Path(shutil.copy(SAMPLES / "rocket.jpg", tmp_path / "rocket.jpg"))
 
 
-def _closed_port() -> str:
-    """A loopback address nothing listens on (bound, then closed)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return f"127.0.0.1:{s.getsockname()[1]}"
-
-
 def test_a_server_address_that_is_not_host_port_is_a_usage_error(
     photo: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -57,7 +49,7 @@ def test_a_server_address_that_is_not_host_port_is_a_usage_error(
     assert rc == 2 and "$PROV_SERVER" in err, err
     # a well-formed address nobody answers on is a runtime failure, as before
     monkeypatch.delenv("PROV_SERVER")
-    rc, err = _run(capsys, "verify", str(photo), "--server", _closed_port(), "--no-detect")
+    rc, err = _run(capsys, "verify", str(photo), "--server", closed_port(), "--no-detect")
     assert rc == 1 and "cannot reach the server" in err, err
 
 
@@ -102,7 +94,7 @@ def test_a_witness_that_is_no_cosigner_key_is_a_usage_error(
     raw = Ed25519PrivateKey.generate().public_key().public_bytes_raw()
     real = cosigner_vkey("witness.example/w1", raw)
     log_key = generate_log_key(tmp_path / "log.pem", "log.example/log").verifier_key()
-    closed = _closed_port()
+    closed = closed_port()
     for key in ("junk", str(junk), f"someone.else={real}"):
         for args in (
             ("verify", str(photo), "--witness", key, "--server", closed),
@@ -168,7 +160,7 @@ def test_scan_checks_its_arguments_before_the_progress_bar(photo: Path, tmp_path
     ):
         run = subprocess.run(
             [sys.executable, "-m", "clients.cli", "scan", str(photo), "--report", str(report)]
-            + ["--server", _closed_port(), "--workers", "0"],
+            + ["--server", closed_port(), "--workers", "0"],
             capture_output=True,
             text=True,
             timeout=120,
@@ -201,7 +193,7 @@ def test_a_quorum_above_the_witnesses_and_a_missing_key_file_are_usage_errors(
     log = generate_log_key(tmp_path / "log.pem", "example.org/log").verifier_key()
     sidecar = tmp_path / "rocket.jpg.prov"
     sidecar.write_text("{}")
-    server = ("--server", _closed_port())
+    server = ("--server", closed_port())
     for args in (
         ("verify", str(photo), "--witness", w, "--witness-quorum", "3", *server),
         (

@@ -3,17 +3,8 @@ up later) but says so on stderr at once, instead of serving 503s without a word.
 
 from __future__ import annotations
 
-import socket
-
 import httpx
-from conftest import ServerProc, start_web
-
-
-def _closed_port() -> str:
-    """A loopback address nothing listens on (bound, then closed)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return f"127.0.0.1:{s.getsockname()[1]}"
+from conftest import ServerProc, closed_port, start_web
 
 
 def _stderr_after_stop(web: ServerProc) -> str:
@@ -23,7 +14,7 @@ def _stderr_after_stop(web: ServerProc) -> str:
 
 
 def test_web_warns_when_its_grpc_service_does_not_answer() -> None:
-    down = _closed_port()
+    down = closed_port()
     web = start_web(down)
     try:
         r = httpx.get(f"{web.address}/api/v1/checkpoint", timeout=30)

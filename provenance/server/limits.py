@@ -551,12 +551,8 @@ class ForgeryPenalty:
             return
         # with nothing left in flight every waiter must look again (to be refused, or
         # admitted by a refilled token); a token given back admits one waiter
-        wake = len(queue) if not left else 0 if forged else 1
-        while wake and queue:
-            waiter = queue.popleft()
-            if not waiter.done():
-                waiter.set_result(None)
-                wake -= 1
+        for _ in range(len(queue) if not left else 0 if forged else 1):
+            _wake_first(queue)
         if not queue:
             del self._waiters[client]
 
