@@ -27,7 +27,9 @@ Stages (each resumable, results under ``.cache/detector-candidates/``, git-ignor
     (`stage_demo`), written to ``detector/weights/eval-demo.json``.
 ``cv``
     Grouped cross-validation of recipes on the training sources only (`stage_cv`),
-    writing ``detector/weights/eval-cv.json`` and the out-of-fold logits.
+    writing ``detector/weights/eval-cv.json`` and the out-of-fold logits. Variants with
+    ``noise`` add the log noise level of each patch or of its image as an input
+    (`noise_columns`; every cached patch's level is kept in ``noise.npz``).
 ``noise``
     Compare noise-level-aware calibrations and band rules on those out-of-fold logits
     (`stage_noise`) and fit the shape of version 7's band term (``pooled_term``, read by
