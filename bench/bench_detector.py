@@ -119,14 +119,16 @@ def _training_cost(
     """CPU cost of training a `SpectralLogistic` default, whose training is the features
     of every training patch, then the fit of its head (an MLP on the patches or a
     logistic regression on their image means), both measured here: the features in
-    patches per CPU-second (``rate``, measured by the caller), a one-epoch fit of the head on `rows` rows in rows per
-    CPU-second (with the head's inference pass on the same rows as its baseline). The
+    patches per CPU-second (``rate``, measured by the caller), a one-epoch fit of the
+    head on `rows` rows in rows per CPU-second (with the head's inference pass on the
+    same rows as its baseline). The
     recipe's patch count is estimated from its image counts (train_real,
     train_generated and aligned_pairs of the weights' training summary) and the patches
     `scripts/detector_candidates.py` caches per image: a real photo 56 (harm 9, aug 8,
     r50 4, low 9, clean 9, and its synthetic fakes syn 9, syn_aug 8), a generated image
-    30 (harm 9, aug 8, r50 4, clean 9), an aligned autoencoder pair 16 (version 7's
-    cache: 101,963 rows counted, this estimate 102,914); its fit is 3 epochs over them.
+    30 (harm 9, aug 8, r50 4, clean 9), an aligned autoencoder pair 16 (the cache of 2
+    December: 101,963 rows counted with 376 pairs, this estimate 102,914 for the same
+    counts); its fit is 3 epochs over them.
     ``train_seconds`` is the wall time its ship stage recorded, quoted beside. None for
     another architecture."""
     if not isinstance(net, SpectralLogistic):
