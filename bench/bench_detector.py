@@ -14,26 +14,34 @@ Both measured in the same run on the same threads:
 4. CPU training: the default model (versions 6 and 7, one network: a small MLP head on
    fixed features; version 4 was a logistic regression) trains in two steps, the features of every training patch
    and the fit of the head (AdamW for the MLP, L-BFGS for a linear head). Both are
-   measured here on patches cut from the fixtures (features per CPU-second; fit seconds
-   on as many image rows as the shipped model used), and the shipped recipe's training
-   CPU time is stated from them.
+   measured here, in this process's CPU time: the features of random patches (per
+   CPU-second, against the bare pass), and a short fit of a freshly initialised copy
+   of the default's head (the recipe's optimiser: AdamW, one-cycle learning rate, batch
+   256, dropout 0.2 on the inputs; `--fit-rows` rows of features, one epoch) in rows per
+   CPU-second, against the inference pass of the same head over the same rows. The
+   shipped recipe's training CPU time is estimated from these rates and its patch
+   count (from the weights' image counts) and printed beside the wall time its ship
+   stage recorded.
 
-Prints patches/s and the ratio of each to the bare pass.
+Prints patches/s and the ratio of each to its baseline; writes out/bench/detector.json.
 
-Usage: python bench/bench_detector.py [--seconds 3] [--rounds 3] [--threads N]
+Usage: python bench/bench_detector.py [--seconds 3] [--rounds 3] [--threads N] [--fit-rows N]
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import statistics
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
 from results import Ratio, write_results  # bench/results.py, next to this script
+from torch.nn import functional as F
 
 from detector.data import load_image
 from detector.infer import Detector
@@ -42,7 +50,7 @@ from detector.model import SpectralLogistic
 FIXTURES = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures"
 
 
-def _rate(fn, seconds: float) -> float:
+def _rate(fn: Callable[[], int], seconds: float) -> float:
     """Calls fn (which returns a patch count) until `seconds` pass; patches per second."""
     fn()  # warm-up
     start, n = time.perf_counter(), 0
@@ -51,7 +59,7 @@ def _rate(fn, seconds: float) -> float:
     return n / (time.perf_counter() - start)
 
 
-def _cpu_rate(fn, seconds: float) -> float:
+def _cpu_rate(fn: Callable[[], int], seconds: float) -> float:
     """Like _rate, in patches per second of this process's CPU time."""
     fn()
     start, n = time.process_time(), 0
@@ -60,33 +68,88 @@ def _cpu_rate(fn, seconds: float) -> float:
     return n / (time.process_time() - start)
 
 
+def _fit_rate(net: SpectralLogistic, feats: torch.Tensor, rows: int, epochs: int = 1) -> float:
+    """Rows per CPU-second of fitting a fresh copy of net's head: `rows` standardised
+    feature rows (feats (B, F) repeated with small noise), random labels, AdamW with the
+    recipe's one-cycle schedule (peak 2e-3, weight decay 1e-2), batch 256, dropout 0.2,
+    class-weighted loss (scripts/detector_candidates.py ``fit_mlp``)."""
+    torch.manual_seed(0)
+    head = copy.deepcopy(net.fc)
+    for m in head.modules():
+        if isinstance(m, torch.nn.Linear):
+            m.reset_parameters()
+    reps = -(-rows // len(feats))
+    xs = feats.float().repeat(reps, 1)[:rows]
+    xs = xs + 0.01 * torch.randn_like(xs)
+    y = (torch.rand(rows) < 0.5).float()
+    opt = torch.optim.AdamW(head.parameters(), lr=2e-3, weight_decay=1e-2)
+    steps = epochs * -(-rows // 256)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, 2e-3, total_steps=steps)
+    pos_weight = (1 - y.mean()) / y.mean()
+    head.train()
+    start = time.process_time()
+    for _ in range(epochs):
+        perm = torch.randperm(rows)
+        for a in range(0, rows, 256):
+            b = perm[a : a + 256]
+            z = head(F.dropout(xs[b], 0.2, training=True)).squeeze(1)
+            loss = F.binary_cross_entropy_with_logits(z, y[b], pos_weight=pos_weight)
+            opt.zero_grad()
+            loss.backward()  # type: ignore[no-untyped-call]
+            opt.step()
+            sched.step()
+    return rows * epochs / max(time.process_time() - start, 1e-9)
+
+
+def _head_rate(net: SpectralLogistic, feats: torch.Tensor, rows: int) -> float:
+    """Rows per CPU-second of the head's inference pass over the same rows as `_fit_rate`
+    (batches of 256, as the fit)."""
+    reps = -(-rows // len(feats))
+    xs = feats.float().repeat(reps, 1)[:rows]
+    start = time.process_time()
+    with torch.inference_mode():
+        for a in range(0, rows, 256):
+            net.fc(xs[a : a + 256])
+    return rows / max(time.process_time() - start, 1e-9)
+
+
 def _training_cost(
-    net: torch.nn.Module, x: torch.Tensor, seconds: float, summary: dict[str, Any]
+    net: torch.nn.Module, x: torch.Tensor, rate: float, rows: int, summary: dict[str, Any]
 ) -> dict[str, float] | None:
     """CPU cost of training a `SpectralLogistic` default, whose training is the features
     of every training patch, then the fit of its head (an MLP on the patches or a
-    logistic regression on their image means). Measured here: the
-    features, in patches per CPU-second. The fit is taken from the weights' metadata
-    (``train_seconds``, wall time recorded by the ship stage). The recipe's patch count
-    is estimated from its image counts: 3 rows per image (harm, aug, r50 or a fake), 9
-    patches a row. None for another architecture."""
+    logistic regression on their image means), both measured here: the features in
+    patches per CPU-second (``rate``, measured by the caller), a one-epoch fit of the
+    head on `rows` rows in rows per CPU-second (with the head's inference pass on the
+    same rows as its baseline). The
+    recipe's patch count is estimated from its image counts (train_real,
+    train_generated and aligned_pairs of the weights' training summary) and the patches
+    `scripts/detector_candidates.py` caches per image: a real photo 56 (harm 9, aug 8,
+    r50 4, low 9, clean 9, and its synthetic fakes syn 9, syn_aug 8), a generated image
+    30 (harm 9, aug 8, r50 4, clean 9), an aligned autoencoder pair 16 (the cache of 2
+    December: 101,963 rows counted with 376 pairs, this estimate 102,914 for the same
+    counts); its fit is 3 epochs over them.
+    ``train_seconds`` is the wall time its ship stage recorded, quoted beside. None for
+    another architecture."""
     if not isinstance(net, SpectralLogistic):
         return None
-
-    def feats() -> int:
-        with torch.inference_mode():
-            net.raw_features(x)
-        return len(x)
-
-    rate = _cpu_rate(feats, seconds)
-    images = int(summary.get("train_images", 0)) + int(summary.get("aligned_pairs", 0))
-    patches = images * 3 * 9
-    fit = float(summary.get("train_seconds", 0.0))
+    with torch.inference_mode():
+        std = net.forward_features(x).clone()
+    fit_rate = _fit_rate(net, std, rows)
+    head_rate = _head_rate(net, std, rows)
+    patches = (
+        56 * int(summary.get("train_real", 0))
+        + 30 * int(summary.get("train_generated", 0))
+        + 16 * int(summary.get("aligned_pairs", 0))
+    )
     return {
         "features_per_cpu_s": rate,
-        "fit_s": fit,
+        "fit_rows_per_cpu_s": fit_rate,
+        "head_rows_per_cpu_s": head_rate,
+        "recorded_fit_s": float(summary.get("train_seconds", 0.0)),
         "recipe_patches": patches,
-        "recipe_cpu_s": patches / rate + fit,
+        "recipe_fit_cpu_s": 3 * patches / fit_rate,
+        "recipe_cpu_s": patches / rate + 3 * patches / fit_rate,
     }
 
 
@@ -95,6 +158,9 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=3.0, help="time per measurement")
     ap.add_argument("--rounds", type=int, default=3, help="alternating rounds; medians shown")
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    ap.add_argument(
+        "--fit-rows", type=int, default=20000, help="rows of the measured fit of the head"
+    )
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -134,15 +200,28 @@ def main() -> None:
                 t.join()
             return batch
 
-        train = _training_cost(net, x, args.seconds, det.model.meta.training.get("summary", {}))
+        def features() -> int:  # the fixed features alone: what training computes per patch
+            with torch.inference_mode():
+                if isinstance(net, SpectralLogistic):
+                    net.raw_features(x)
+            return batch
 
-        rates: dict[str, list[float]] = {"bare": [], "one": [], "concurrent": [], "cpu": []}
+        rates: dict[str, list[float]] = {
+            "bare": [],
+            "one": [],
+            "concurrent": [],
+            "cpu": [],
+            "features": [],
+        }
         for _ in range(args.rounds):  # alternate, so load drift hits all alike
             rates["bare"].append(_rate(bare, args.seconds))
             rates["one"].append(_rate(one_caller, args.seconds))
             rates["concurrent"].append(_rate(concurrent, args.seconds))
             rates["cpu"].append(_cpu_rate(bare, args.seconds))
-    med = {k: statistics.median(v) for k, v in rates.items()}
+            rates["features"].append(_cpu_rate(features, args.seconds))
+        med = {k: statistics.median(v) for k, v in rates.items()}
+        summary = det.model.meta.training.get("summary", {})
+        train = _training_cost(net, x, med["features"], args.fit_rows, summary)
     spread = max(rates["bare"]) / min(rates["bare"])
     print(
         f"detector default model, CPU, {torch.get_num_threads()} torch threads, "
@@ -162,13 +241,37 @@ def main() -> None:
         f"= {med['concurrent'] / med['bare']:.2f} x bare  ({med['concurrent'] / crops:.1f} images/s)"
     )
     print(f"  per CPU-second, bare: {med['cpu']:8.0f} patches")
+    rows: list[Ratio] = []
     if train:
         print(
             f"  CPU training (default): features {train['features_per_cpu_s']:8.0f} patches per "
-            f"CPU-s (measured); fit of the head {train['fit_s']:.1f} s (recorded at ship time); "
-            f"the shipped recipe (about {train['recipe_patches']} patches) about "
-            f"{train['recipe_cpu_s']:.0f} CPU-s in all"
+            f"CPU-s = {train['features_per_cpu_s'] / med['cpu']:.2f} x the bare pass; fit of the "
+            f"head {train['fit_rows_per_cpu_s']:8.0f} rows per CPU-s (one epoch of "
+            f"{args.fit_rows} rows, measured) = {train['fit_rows_per_cpu_s'] / train['head_rows_per_cpu_s']:.3f}"
+            f" x its inference pass ({train['head_rows_per_cpu_s']:.0f} rows per CPU-s)"
         )
+        print(
+            f"  the shipped recipe (about {train['recipe_patches']} patches, 3 epochs): features "
+            f"about {train['recipe_patches'] / train['features_per_cpu_s']:.0f} CPU-s, fit about "
+            f"{train['recipe_fit_cpu_s']:.0f} CPU-s, {train['recipe_cpu_s']:.0f} CPU-s in all "
+            f"(its ship stage recorded a fit of {train['recorded_fit_s']:.1f} s wall)"
+        )
+        rows = [
+            Ratio(
+                "detector features (training), per CPU-s",
+                train["features_per_cpu_s"],
+                "bare forward pass per CPU-s",
+                med["cpu"],
+                "patches/s",
+            ),
+            Ratio(
+                "detector head fit (AdamW), per CPU-s",
+                train["fit_rows_per_cpu_s"],
+                "head inference per CPU-s",
+                train["head_rows_per_cpu_s"],
+                "rows/s",
+            ),
+        ]
     write_results(
         "detector",
         [
@@ -186,7 +289,15 @@ def main() -> None:
                 med["bare"],
                 "patches/s",
             ),
+            *rows,
         ],
+        note=(
+            f"recipe training estimate {train['recipe_cpu_s']:.0f} CPU-s "
+            f"(features {train['recipe_patches'] / train['features_per_cpu_s']:.0f}, "
+            f"fit {train['recipe_fit_cpu_s']:.0f})"
+            if train
+            else ""
+        ),
     )
 
 

@@ -27,7 +27,9 @@ Stages (each resumable, results under ``.cache/detector-candidates/``, git-ignor
     (`stage_demo`), written to ``detector/weights/eval-demo.json``.
 ``cv``
     Grouped cross-validation of recipes on the training sources only (`stage_cv`),
-    writing ``detector/weights/eval-cv.json`` and the out-of-fold logits.
+    writing ``detector/weights/eval-cv.json`` and the out-of-fold logits. Variants with
+    ``noise`` add the log noise level of each patch or of its image as an input
+    (`noise_columns`; every cached patch's level is kept in ``noise.npz``).
 ``noise``
     Compare noise-level-aware calibrations and band rules on those out-of-fold logits
     (`stage_noise`) and fit the shape of version 7's band term (``pooled_term``, read by
@@ -445,13 +447,15 @@ def fixed_features(
 
 def _feature_net(size: int, hidden: int = 0) -> SpectralLogistic:
     """The `SpectralLogistic` whose features have `size` columns: spectral, + the
-    co-occurrences, + the noise-normalised co-occurrences (+ `MinMaxCooccurrence`: then
-    only its head and standardisation are sized for them, for ``cv``'s scoring of cached
-    features; its forward pass does not compute them)."""
+    co-occurrences, + the noise-normalised co-occurrences (+ `MinMaxCooccurrence`, or + one
+    or two log noise levels (`patch_noise`): then only its head and standardisation are
+    sized for them, for ``cv``'s scoring of cached features; its forward pass does not
+    compute them)."""
     spectral = SpectralFeatures(PATCH).size
     co = spectral + ResidualCooccurrence().size
     norm = co + NormalisedCooccurrence().size
-    if size == norm + MinMaxCooccurrence().size:
+    # + MinMaxCooccurrence, or + the log noise level of the crop and/or its image
+    if size in (norm + MinMaxCooccurrence().size, norm + 1, norm + 2):
         net = SpectralLogistic(PATCH, cooccurrence=True, hidden=hidden, normalised=True)
         net.register_buffer("feat_mean", torch.zeros(size))
         net.register_buffer("feat_std", torch.ones(size))
@@ -679,6 +683,57 @@ class Features:
         if not rows:
             return np.zeros((0, size), np.float32), np.array(owner)
         return (np.concatenate(rows) if patches else np.stack(rows)), np.array(owner)
+
+
+def patch_noise(patches: Patches) -> dict[str, np.ndarray]:
+    """Immerkær's noise sigma (`detector.noise.crop_noise`, 0-255 grey levels) of every
+    cached patch by condition: (n,) float64 per condition, in the order of
+    ``patches.arrays``; computed once and kept in noise.npz."""
+    from detector.noise import crop_noise
+
+    path = CACHE / "noise.npz"
+    arrays: dict[str, np.ndarray] = {}
+    if path.is_file():
+        with np.load(path) as z:
+            arrays = {c: z[c] for c in z.files}
+    fresh = False
+    for c, a in patches.arrays.items():
+        if c in arrays and len(arrays[c]) == len(a):
+            continue
+        parts = [crop_noise(a[k : k + 4096]) for k in range(0, len(a), 4096)]
+        arrays[c] = np.concatenate(parts) if parts else np.zeros(0)
+        fresh = True
+    if fresh:
+        _savez(path, arrays)
+    return arrays
+
+
+def noise_columns(
+    sigma: dict[str, np.ndarray],
+    where: dict[str, dict[int, tuple[int, int]]],
+    conds: tuple[str, ...],
+    idx: list[int],
+    mode: str,
+) -> np.ndarray:
+    """The log noise level beside each patch, in the row order of ``Features.stack(conds,
+    idx, patches=True)``: (N, 1) for mode "crop" (the patch's own level) or "image" (the
+    median over its image's patches of the same condition, as served), (N, 2) for "both";
+    floored at `detector.noise.NOISE_FLOOR` before the log."""
+    from detector.noise import NOISE_FLOOR
+
+    cols = []
+    for c in conds:
+        for i in idx:
+            a, b = where[c].get(i, (0, 0))
+            if b <= a:
+                continue
+            own = np.log(np.maximum(sigma[c][a:b], NOISE_FLOOR))
+            img = np.full(b - a, np.log(max(float(np.median(sigma[c][a:b])), NOISE_FLOOR)))
+            cols.append(
+                {"crop": own[:, None], "image": img[:, None], "both": np.c_[own, img]}[mode]
+            )
+    width = 2 if mode == "both" else 1
+    return np.concatenate(cols).astype(np.float32) if cols else np.zeros((0, width), np.float32)
 
 
 def image_means(values: np.ndarray, owner: np.ndarray, idx: list[int]) -> np.ndarray:
@@ -1277,6 +1332,19 @@ CV_VARIANTS: dict[str, dict[str, Any]] = {
     "v5_clean_famw_seed1": {"clean": True, "famw": True, "seed_offset": 1},
     "v5_clean_famw_seed2": {"clean": True, "famw": True, "seed_offset": 2},
     "v5_clean_famw_rsc": {"clean": True, "famw": True, "rsc": True},
+    "v5_clean_seed0": {"clean": True},
+    # The log noise level (detector/noise.py) as a trained input of the MLP, per patch:
+    # of the crop itself ("crop"), of its image (the median over the image's patches of
+    # the same condition, as served: "image"), or both.
+    **{
+        f"v5_clean_noise{mode}{f'_seed{s}' if s else ''}": {
+            "clean": True,
+            "noise": mode,
+            "seed_offset": s,
+        }
+        for mode in ("crop", "image", "both")
+        for s in range(3)
+    },
 }
 
 
@@ -1352,12 +1420,20 @@ def stage_cv(args: argparse.Namespace) -> None:
     ]
     report.setdefault("variants", {})
 
+    noisy = [CV_VARIANTS[n]["noise"] for n in names if CV_VARIANTS[n].get("noise")]
+    sigma = patch_noise(pt) if noisy else {}
+    mode = ""
+
     def rows(conds: tuple[str, ...], ids: list[int]) -> np.ndarray:
-        return ft.stack(conds, ids, True)[0][:, :width]
+        x = ft.stack(conds, ids, True)[0][:, :width]
+        return np.c_[x, noise_columns(sigma, ft.where, conds, ids, mode)] if mode else x
 
     def scores(net: SpectralLogistic, cond: str, ids: list[int]) -> np.ndarray:
         x, owner = ft.stack((cond,), ids, patches=True)
-        x = np.ascontiguousarray(x[:, :width])
+        x = x[:, :width]
+        if mode:
+            x = np.c_[x, noise_columns(sigma, ft.where, (cond,), ids, mode)]
+        x = np.ascontiguousarray(x, dtype=np.float32)
         with torch.inference_mode():
             z = net.fc((torch.from_numpy(x) - net.feat_mean) / net.feat_std).squeeze(1).numpy()
         return image_means(z, owner, ids)
@@ -1365,6 +1441,7 @@ def stage_cv(args: argparse.Namespace) -> None:
     for name in names:
         v = {"low": True, "low_repeat": 1, "hidden": args.hidden, **CV_VARIANTS[name]}
         width = full if v.get("minmax") else base
+        mode = v.get("noise", "")
         t0 = time.monotonic()
         oof: dict[int, float] = {}
         oof_by: dict[str, dict[int, float]] = {c: {} for c in OOF_CONDS}
