@@ -17,6 +17,7 @@ from clients.cosigned import cosigned_receipt, cosigner_names, policy_key
 from clients.device import DeviceHome, atomic_write, default_home
 from clients.files import read_bounded
 from clients.options import (
+    HomeOpt,
     ServerOpt,
     WitnessOpt,
     WitnessQuorumOpt,
@@ -191,13 +192,7 @@ def audit(
         )
         problems = _key_history_problems(history, _server_device(c)) if history else []
     atomic_write(state, new_state.to_json().encode())
-    if saved is None:
-        grew = f"has {cp.size} entries"
-    elif cp.size == old_size:
-        grew = f"unchanged at {cp.size} entries"
-    else:
-        grew = f"grew from {old_size} to {cp.size}"
-    out.print(f"log OK: {grew}; {checked} entries re-hashed; consistent with the saved checkpoint")
+    out.print(_log_ok(saved, old_size, cp.size, checked))
     if history is None:
         out.print("key history: not checked (--incremental reads only the new entries)")
         return
@@ -206,8 +201,21 @@ def audit(
             "KEY HISTORY: the registry differs from the enrollments and revocations in the"
             " log:\n  " + "\n  ".join(problems)
         )
+    out.print(_key_history_ok(history))
+
+
+def _log_ok(saved: AuditState | None, old_size: int, size: int, checked: int) -> str:
+    """The line of an audit that passed, the same online and with --db: the log's size
+    against the saved checkpoint's, the entries re-hashed, and (with a saved checkpoint)
+    that the new one is consistent with it."""
+    consistent = "; consistent with the saved checkpoint" if saved is not None else ""
+    return f"log OK: {_grew(saved, old_size, size)}; {checked} entries re-hashed{consistent}"
+
+
+def _key_history_ok(history: KeyHistoryReader) -> str:
+    """The line of a key history check that passed (online and with --db alike)."""
     kinds = [le.event.kind for le in history.events]
-    out.print(
+    return (
         f"key history OK: {kinds.count(KeyEventKind.ENROLLMENT)} enrollments and"
         f" {kinds.count(KeyEventKind.REVOCATION)} revocations in the log; the registry agrees"
     )
@@ -332,7 +340,7 @@ def _audit_db(
     finally:
         store.close()
     atomic_write(state, new_state.to_json().encode())
-    out.print(f"log OK: {_grew(saved, old_size, cp.size)}; {checked} entries re-hashed")
+    out.print(_log_ok(saved, old_size, cp.size, checked))
     if outdated:
         raise ConfigError(
             f"key history and near-duplicate index: not checked: {outdated}; then audit"
@@ -351,7 +359,7 @@ def _audit_db(
             " the key history; soft-hash rows and index packs against the claims' soft"
             " bindings):\n  " + "\n  ".join(problems) + more
         )
-    out.print(f"key history OK: {len(history.events)} key events in the log; the registry agrees")
+    out.print(_key_history_ok(history))
     out.print(
         f"near-duplicate index OK: {index.rows_checked} soft-hash rows and"
         f" {index.packs_checked} index packs match the logged entries"
@@ -448,23 +456,25 @@ def receipt_export(
         Path | None,
         typer.Option(help="Where to write it. Default: FILE.tlog-proof beside the sidecar."),
     ] = None,
+    home: HomeOpt = default_home(),
 ) -> None:
     """Write the sidecar's receipt as a C2SP tlog-proof: the leaf data (as `extra`), the
     leaf index, the inclusion proof and the signed checkpoint. Anyone checks it with
     `prov receipt verify FILE.tlog-proof --log-key KEY`; the sidecar is left as it is."""
     sc = _read_sidecar(sidecar)
     if sc.receipt is None:
-        raise ConfigError(_no_receipt(sidecar, sc))
+        raise ConfigError(_no_receipt(sidecar, sc, home))
     target = output or sidecar.with_name(sidecar.name.removesuffix(".prov") + FILE_SUFFIX)
     in_existing_folder(target, "--output")
     atomic_write(target, encode_tlog_proof(sc.receipt).encode())
     out.print(f"wrote {target} ({format.value}, leaf {sc.receipt.leaf_index})")
 
 
-def _no_receipt(path: Path, sc: Sidecar) -> str:
+def _no_receipt(path: Path, sc: Sidecar, home: Path) -> str:
     """Why the sidecar at ``path`` has no receipt and what to do, as far as the device
-    folder ($PROV_HOME, else ~/.prov) knows: queued, or refused and set aside."""
-    return f"{path} has no receipt: {DeviceHome(default_home()).unlogged_note(sc)}"
+    folder ``home`` (--home: $PROV_HOME, else ~/.prov) knows: queued, or refused and set
+    aside."""
+    return f"{path} has no receipt: {DeviceHome(home).unlogged_note(sc)}"
 
 
 def _read_sidecar(path: Path) -> Sidecar:
@@ -512,6 +522,7 @@ def receipt_verify(
     ] = None,
     witness: WitnessOpt = None,
     witness_quorum: WitnessQuorumOpt = None,
+    home: HomeOpt = default_home(),
 ) -> None:
     """Verify a receipt offline: a sidecar's public key against the claim's key id and
     signature, then the checkpoint signature, leaf and inclusion proof. A tlog-proof is
@@ -530,7 +541,7 @@ def receipt_verify(
         return
     sc = _decode_named(sidecar, data)
     if sc.receipt is None:
-        raise ConfigError(_no_receipt(sidecar, sc))
+        raise ConfigError(_no_receipt(sidecar, sc, home))
     check_sidecar_key(sc)
     cp = verify_receipt(sc.receipt, sc.signed_claim, NoteVerifier.from_vkey(read_key_text(log_key)))
     out.print(
@@ -562,6 +573,7 @@ def receipt_refresh(
     ] = None,
     witness: WitnessOpt = None,
     witness_quorum: WitnessQuorumOpt = None,
+    home: HomeOpt = default_home(),
 ) -> None:
     """Bring the sidecar's receipt up to the server's newest witness-cosigned checkpoint:
     receipts are issued as soon as a capture is durable, before witnesses cosign, so the
@@ -574,7 +586,7 @@ def receipt_refresh(
     quorum = witness_quorum_of(len(witnesses), witness_quorum)
     sc = _read_sidecar(sidecar)
     if sc.receipt is None:
-        raise ConfigError(_no_receipt(sidecar, sc))
+        raise ConfigError(_no_receipt(sidecar, sc, home))
     check_sidecar_key(sc)
     with ProvenanceClient(server) as c:
         server_vkey, _ = c.log_key()
