@@ -75,7 +75,10 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     cls=TaughtGroup,  # every command's help reflowed and ended with examples
 )
-admin_app = typer.Typer(help="Operator commands (need PROV_ADMIN_TOKEN).", no_args_is_help=True)
+admin_app = typer.Typer(
+    help="Operator commands (enroll-token and revoke need PROV_ADMIN_TOKEN, the server's admin token).",
+    no_args_is_help=True,
+)
 device_app = typer.Typer(
     help="This device's key, enrollment and offline queue.", no_args_is_help=True
 )

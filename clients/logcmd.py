@@ -25,6 +25,7 @@ from clients.options import (
     verifier_key,
     witness_quorum_of,
 )
+from clients.report import counted
 from provenance.core import merkle
 from provenance.core.claims import Device
 from provenance.core.errors import (
@@ -209,16 +210,16 @@ def _log_ok(saved: AuditState | None, old_size: int, size: int, checked: int) ->
     against the saved checkpoint's, the entries re-hashed, and (with a saved checkpoint)
     that the new one is consistent with it."""
     consistent = "; consistent with the saved checkpoint" if saved is not None else ""
-    return f"log OK: {_grew(saved, old_size, size)}; {checked} entries re-hashed{consistent}"
+    hashed = counted(checked, "entry", "entries")
+    return f"log OK: {_grew(saved, old_size, size)}; {hashed} re-hashed{consistent}"
 
 
 def _key_history_ok(history: KeyHistoryReader) -> str:
     """The line of a key history check that passed (online and with --db alike)."""
     kinds = [le.event.kind for le in history.events]
-    return (
-        f"key history OK: {kinds.count(KeyEventKind.ENROLLMENT)} enrollments and"
-        f" {kinds.count(KeyEventKind.REVOCATION)} revocations in the log; the registry agrees"
-    )
+    enrolled = counted(kinds.count(KeyEventKind.ENROLLMENT), "enrollment")
+    revoked = counted(kinds.count(KeyEventKind.REVOCATION), "revocation")
+    return f"key history OK: {enrolled} and {revoked} in the log; the registry agrees"
 
 
 def _key_history_problems(
@@ -267,9 +268,9 @@ def _pinned_key(state: Path, saved: AuditState | None, log_key: str | None, what
 
 def _grew(saved: AuditState | None, old_size: int, size: int) -> str:
     if saved is None:
-        return f"has {size} entries"
+        return f"has {counted(size, 'entry', 'entries')}"
     if old_size == size:
-        return f"unchanged at {size} entries"
+        return f"unchanged at {counted(size, 'entry', 'entries')}"
     return f"grew from {old_size} to {size}"
 
 
@@ -375,7 +376,8 @@ def _audit_tiles(
     atomic_write(state, result.state.to_json().encode())
     old_size = int(saved.checkpoint.split("\n")[1]) if saved is not None else 0
     out.print(
-        f"tiled log OK: {_grew(saved, old_size, result.checkpoint.size)}; {result.tiles_read} tiles and {result.entries_checked} entries"
+        f"tiled log OK: {_grew(saved, old_size, result.checkpoint.size)};"
+        f" {counted(result.tiles_read, 'tile')} and {counted(result.entries_checked, 'entry', 'entries')}"
         " checked against the signed root"
     )
 
@@ -425,8 +427,9 @@ def export_tiles_command(
             result = _export_once(store, directory)
             if result.size != last:
                 out.print(
-                    f"exported {result.size} entries to {directory}: {result.tiles_written} tiles"
-                    f" and {result.bundles_written} entry bundles written"
+                    f"exported {counted(result.size, 'entry', 'entries')} to {directory}:"
+                    f" {counted(result.tiles_written, 'tile')} and"
+                    f" {counted(result.bundles_written, 'entry bundle')} written"
                 )
                 last = result.size
             polls += 1

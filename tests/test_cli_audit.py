@@ -35,8 +35,18 @@ def test_online_and_database_audits_word_the_same_log_alike(
             by_db,
         )
         assert any(line.startswith(index) for line in by_db), by_db
-        assert "key history OK: 1 enrollments and 1 revocations in the log" in by_server[1]
+        assert "key history OK: 1 enrollment and 1 revocation in the log" in by_server[1]
     # the second audit found a saved checkpoint, and says the new one is consistent with it
     assert by_server[0] == (
         "log OK: unchanged at 3 entries; 3 entries re-hashed; consistent with the saved checkpoint"
     )
+    # counts read as English: one tile, one entry bundle (before: "1 tiles", "1 entry bundles")
+    tiles = tmp_path / "tiles"
+    rc, out, err = enrolled("log", "export-tiles", str(tiles), "--db", str(server.db))
+    assert rc == 0 and f"exported 3 entries to {tiles}: 1 tile and 1 entry bundle written" in out
+    by_tiles = _audit(
+        enrolled, "--state", str(tmp_path / "t.json"), "--tiles", str(tiles), *offline[2:]
+    )
+    assert by_tiles == [
+        "tiled log OK: has 3 entries; 1 tile and 3 entries checked against the signed root"
+    ], by_tiles

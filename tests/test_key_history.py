@@ -170,7 +170,7 @@ def test_audit_reports_an_edited_or_deleted_revocation(
     state = tmp_path / "audit.json"
     rc, out, err = enrolled("log", "audit", "--state", str(state))
     assert rc == 0, err
-    assert "key history OK: 1 enrollments and 1 revocations" in out
+    assert "key history OK: 1 enrollment and 1 revocation" in out
     rc, report = _verify(enrolled, photo)
     assert (rc, report["status"]) == (12, "REVOKED_KEY")
 
