@@ -243,7 +243,9 @@ def device_init(
 ) -> None:
     """Create this device's Ed25519 key, encrypted with a passphrase (prompted, or taken
     from PROV_PASSPHRASE for scripts), in --home (default: $PROV_HOME or ~/.prov)."""
-    state = DeviceHome(home).init(_passphrase(confirm=True), force=force)
+    h = DeviceHome(home)
+    h.check_init(force)  # before the prompt
+    state = h.init(_passphrase(confirm=True), force=force)
     out.print(f"device key created in {home}")
     print(state.device_id)
 
@@ -263,9 +265,13 @@ def device_enroll(
     """Enroll this device's key with the server, using a one-time token (or a
     certificate issued by the server's enrollment authority)."""
     if not token and certificate is None:
-        raise ConfigError("give --token (from `prov admin enroll-token`) or --certificate")
+        raise UsageError(
+            "give --token TOKEN (the one-time token `prov admin enroll-token` prints) or"
+            " --certificate FILE (a chain from the server's enrollment authority)"
+        )
     chain = certificate.read_text() if certificate is not None else ""
     h = DeviceHome(home)
+    h.require_key()  # before the prompt
     with ProvenanceClient(server) as c:
         state = h.enroll(c, token, _passphrase(), chain)
     extra = f"; certificate saved in {h.cert_path}" if h.cert_path.exists() else ""
@@ -430,6 +436,7 @@ def sign(
 
     tsa = TimestampAuthority(tsa_url, tsa_timeout) if tsa_url else None
     h = DeviceHome(home)
+    h.require_key()  # before the prompt
     key = h.load_key(_passphrase())
     chain = h.certificate() if c2pa else b""
     failed = refused = 0

@@ -1,6 +1,8 @@
 """The passphrase prompt in a real terminal (a pseudo-terminal): an empty answer is
 refused with one line saying why before the prompt comes again (before: the prompt came
-again without a word); the confirmation must match. The real CLI in a child process."""
+again without a word); the confirmation must match. The real CLI in a child process. And
+no passphrase is asked when the command would fail for another reason (no key, or a key
+that `device init` would not replace)."""
 
 from __future__ import annotations
 
@@ -11,7 +13,10 @@ import sys
 import time
 from pathlib import Path
 
-from conftest import ROOT
+import pytest
+from conftest import ROOT, SAMPLES, closed_port
+
+from clients.cli import main as prov_main
 
 #: The line said before the prompt comes again after an empty answer.
 EMPTY = "the passphrase cannot be empty: the device key is encrypted with it"
@@ -84,3 +89,28 @@ def test_an_empty_passphrase_is_refused_with_the_reason(tmp_path: Path) -> None:
     rc, said = term.finish()
     assert rc == 0 and f"device key created in {home}" in said, said
     assert (home / "device_key.pem").is_file()
+
+
+def test_no_passphrase_is_asked_for_a_key_that_is_missing_or_would_be_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`prov sign` / `device enroll` without a key, and `device init` over an existing key,
+    say so before asking for a passphrase (before: "no passphrase: set PROV_PASSPHRASE
+    ..." without a terminal, or a prompt, and only then the real reason)."""
+    monkeypatch.delenv("PROV_PASSPHRASE", raising=False)  # no terminal either: stdin is not one
+    home = tmp_path / "device"
+    photo = tmp_path / "a.jpg"
+    photo.write_bytes((SAMPLES / "rocket.jpg").read_bytes())
+    server = ("--server", closed_port(), "--home", str(home))
+    for args in (("sign", str(photo)), ("device", "enroll", "--token", "T")):
+        capsys.readouterr()
+        rc = prov_main([*args, *server])
+        err = capsys.readouterr().err
+        assert rc == 1 and "no device key at" in err and "prov device init" in err, (args, err)
+    monkeypatch.setenv("PROV_PASSPHRASE", "pw")
+    assert prov_main(["device", "init", "--home", str(home)]) == 0
+    monkeypatch.delenv("PROV_PASSPHRASE")
+    capsys.readouterr()
+    rc = prov_main(["device", "init", "--home", str(home)])
+    err = " ".join(capsys.readouterr().err.split())
+    assert rc == 1 and "a device key already exists" in err and "--force" in err, err

@@ -246,6 +246,18 @@ def test_an_admin_command_without_the_admin_token_is_a_usage_error(
     assert rc == 1 and "cannot reach the server" in err, err
 
 
+def test_device_enroll_without_a_token_or_certificate_is_a_usage_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """(before: exit 1, "error: give --token ... or --certificate")"""
+    monkeypatch.setenv("PROV_PASSPHRASE", "pw")
+    home = ("--home", str(tmp_path / "device"), "--server", closed_port())
+    rc, err = _run(capsys, "device", "enroll", *home)
+    assert rc == 2 and "--token TOKEN" in err and "--certificate FILE" in err, err
+    rc, err = _run(capsys, "device", "enroll", "--token", "t", *home)  # goes on: no key here
+    assert rc == 1 and "prov device init" in err, err
+
+
 def test_verify_given_several_files_points_to_scan(
     photo: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
