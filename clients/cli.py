@@ -76,7 +76,7 @@ app = typer.Typer(
     cls=TaughtGroup,  # every command's help reflowed and ended with examples
 )
 admin_app = typer.Typer(
-    help="Operator commands (enroll-token and revoke need PROV_ADMIN_TOKEN, the server's admin token).",
+    help="Operator commands (enroll-token and revoke need $PROV_ADMIN_TOKEN).",
     no_args_is_help=True,
 )
 device_app = typer.Typer(

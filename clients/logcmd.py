@@ -67,7 +67,9 @@ log_app = typer.Typer(
     help="Audit the transparency log (checkpoints, consistency).", no_args_is_help=True
 )
 receipt_app = typer.Typer(
-    help="Check receipts offline with the log's public key.", no_args_is_help=True
+    help="A sidecar's log receipt: verify it offline with the log's public key, export it"
+    " as a C2SP tlog-proof, refresh it to the newest witness-cosigned checkpoint.",
+    no_args_is_help=True,
 )
 out = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
