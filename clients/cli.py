@@ -318,6 +318,7 @@ def device_sync(
     queued for the next sync. Exit 0 when everything queued was logged, 1 otherwise.
     """
     h = DeviceHome(home)
+    h.state()  # no device here (a wrong --home?): say so, not "nothing queued"
     with h.locked():
         if retry_set_aside:
             out.print(f"{h.retry_set_aside()} set-aside claim(s) queued again")
