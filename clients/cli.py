@@ -12,15 +12,17 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shlex
 import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.progress import Progress
+from typer.core import TyperCommand
 
 from clients import logcmd, witnesscmd
 from clients.api import ProvenanceClient, default_server
@@ -34,7 +36,14 @@ from clients.device import (
 )
 from clients.files import open_regular, read_bounded
 from clients.helptext import TaughtGroup
-from clients.options import ServerOpt, WitnessOpt, WitnessQuorumOpt, witness_quorum_of
+from clients.options import (
+    HomeOpt,
+    ServerOpt,
+    UsageError,
+    WitnessOpt,
+    WitnessQuorumOpt,
+    witness_quorum_of,
+)
 from clients.report import EXIT_CODES, EXIT_WITNESS_QUORUM, report_to_json, report_to_text
 from clients.scan.cli import scan as scan_command
 from detector import cli as detector_cli
@@ -66,7 +75,10 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     cls=TaughtGroup,  # every command's help reflowed and ended with examples
 )
-admin_app = typer.Typer(help="Operator commands (need PROV_ADMIN_TOKEN).", no_args_is_help=True)
+admin_app = typer.Typer(
+    help="Operator commands (enroll-token and revoke need $PROV_ADMIN_TOKEN).",
+    no_args_is_help=True,
+)
 device_app = typer.Typer(
     help="This device's key, enrollment and offline queue.", no_args_is_help=True
 )
@@ -83,30 +95,45 @@ app.add_typer(detector_cli.app, name="detector", help="Train and evaluate the ad
 out = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
 
-HomeOpt = Annotated[
-    Path,
-    typer.Option(
-        "--home",
-        envvar="PROV_HOME",
-        help="Device folder with key, state and queue (default: $PROV_HOME or ~/.prov).",
-        show_default=False,
-    ),
-]
+#: Said before the passphrase prompt comes again after an empty answer.
+EMPTY_PASSPHRASE = "the passphrase cannot be empty: the device key is encrypted with it"
 
 
 def _passphrase(confirm: bool = False) -> bytes:
-    """PROV_PASSPHRASE, else a hidden prompt."""
+    """PROV_PASSPHRASE, else a hidden prompt, asked again (saying why) while the answer is
+    empty; ``confirm``: typed twice, asked again from the start when the two differ.
+    Raises ConfigError when neither is possible (no variable, no terminal)."""
     env = os.environ.get("PROV_PASSPHRASE")
     if env:
         return env.encode()
     if not sys.stdin.isatty():
         raise ConfigError("no passphrase: set PROV_PASSPHRASE or run in a terminal to be prompted")
-    value = typer.prompt("Device key passphrase", hide_input=True, confirmation_prompt=confirm)
-    return str(value).encode()
+
+    def ask(prompt: str) -> str:
+        while True:
+            value = str(typer.prompt(prompt, hide_input=True, default="", show_default=False))
+            if value:
+                return value
+            err.print(EMPTY_PASSPHRASE, highlight=False)
+
+    while True:
+        value = ask("Device key passphrase")
+        if not confirm or ask("Repeat for confirmation") == value:
+            return value.encode()
+        err.print("the two passphrases differ; type it again", highlight=False)
 
 
 def _admin_client(server: str) -> ProvenanceClient:
-    return ProvenanceClient(server, admin_token=os.environ.get("PROV_ADMIN_TOKEN"))
+    """A client whose admin calls carry $PROV_ADMIN_TOKEN. Raises UsageError (exit 2,
+    before any call) when it is unset or empty."""
+    token = os.environ.get("PROV_ADMIN_TOKEN")
+    if not token:
+        raise UsageError(
+            "this is an admin command: set the environment variable PROV_ADMIN_TOKEN to the"
+            " server's admin token (the one `prov serve` was started with, from its own"
+            " $PROV_ADMIN_TOKEN or its --admin-token-file FILE)"
+        )
+    return ProvenanceClient(server, admin_token=token)
 
 
 # ---------------------------------------------------------------- serve
@@ -216,7 +243,9 @@ def device_init(
 ) -> None:
     """Create this device's Ed25519 key, encrypted with a passphrase (prompted, or taken
     from PROV_PASSPHRASE for scripts), in --home (default: $PROV_HOME or ~/.prov)."""
-    state = DeviceHome(home).init(_passphrase(confirm=True), force=force)
+    h = DeviceHome(home)
+    h.check_init(force)  # before the prompt
+    state = h.init(_passphrase(confirm=True), force=force)
     out.print(f"device key created in {home}")
     print(state.device_id)
 
@@ -236,9 +265,13 @@ def device_enroll(
     """Enroll this device's key with the server, using a one-time token (or a
     certificate issued by the server's enrollment authority)."""
     if not token and certificate is None:
-        raise ConfigError("give --token (from `prov admin enroll-token`) or --certificate")
+        raise UsageError(
+            "give --token TOKEN (the one-time token `prov admin enroll-token` prints) or"
+            " --certificate FILE (a chain from the server's enrollment authority)"
+        )
     chain = certificate.read_text() if certificate is not None else ""
     h = DeviceHome(home)
+    h.require_key()  # before the prompt
     with ProvenanceClient(server) as c:
         state = h.enroll(c, token, _passphrase(), chain)
     extra = f"; certificate saved in {h.cert_path}" if h.cert_path.exists() else ""
@@ -285,6 +318,7 @@ def device_sync(
     queued for the next sync. Exit 0 when everything queued was logged, 1 otherwise.
     """
     h = DeviceHome(home)
+    h.state()  # no device here (a wrong --home?): say so, not "nothing queued"
     with h.locked():
         if retry_set_aside:
             out.print(f"{h.retry_set_aside()} set-aside claim(s) queued again")
@@ -403,6 +437,7 @@ def sign(
 
     tsa = TimestampAuthority(tsa_url, tsa_timeout) if tsa_url else None
     h = DeviceHome(home)
+    h.require_key()  # before the prompt
     key = h.load_key(_passphrase())
     chain = h.certificate() if c2pa else b""
     failed = refused = 0
@@ -508,7 +543,26 @@ def _embed_c2pa(
     return True
 
 
-@app.command()
+class _OneFileCommand(TyperCommand):
+    """`prov verify`: one FILE argument; more files are a usage error (exit 2) that points
+    to `prov scan`, which checks many (Click's own error said only "Got unexpected extra
+    argument")."""
+
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:  # Click's Context
+        ctx.allow_extra_args = True  # the extra files land in ctx.args, to be named below
+        rest = super().parse_args(ctx, args)
+        if ctx.args:
+            given = [str(ctx.params.get("file")), *ctx.args]
+            files = shlex.join(given[:3]) + (" ..." if len(given) > 3 else "")
+            raise UsageError(
+                f"`prov verify` checks one file, got {len(given)}; `prov scan {files}"
+                " --report scan.jsonl` checks many (each file's verdict in one report)",
+                ctx=ctx,
+            )
+        return rest
+
+
+@app.command(cls=_OneFileCommand)
 def verify(
     file: Annotated[Path, typer.Argument(help="The file to verify.", exists=True, dir_okay=False)],
     sidecar: Annotated[

@@ -152,13 +152,19 @@ class DeviceHome:
 
     # ---------------------------------------------------------------- key and state
 
-    def init(self, passphrase: bytes, force: bool = False) -> DeviceState:
-        """Create a new device key. Refuses to overwrite one unless ``force``."""
+    def check_init(self, force: bool = False) -> None:
+        """Raise ConfigError when `init` would refuse: a key exists and not ``force`` (asked
+        before the passphrase prompt, so nobody types a passphrase twice for nothing)."""
         if self.key_path.exists() and not force:
             raise ConfigError(
                 f"a device key already exists at {self.key_path}; use --force to replace it"
                 " (the old key's device identity is then lost)"
             )
+
+    def init(self, passphrase: bytes, force: bool = False) -> DeviceState:
+        """Create a new device key. Refuses to overwrite one unless ``force`` (ConfigError,
+        see `check_init`)."""
+        self.check_init(force)
         self.root.mkdir(parents=True, exist_ok=True)
         self.queue_dir.mkdir(exist_ok=True)
         key = DeviceKey.generate()
@@ -167,9 +173,17 @@ class DeviceHome:
         self.save_state(state)
         return state
 
-    def load_key(self, passphrase: bytes) -> DeviceKey:
+    def require_key(self) -> None:
+        """Raise ConfigError when this folder holds no device key (asked before the
+        passphrase prompt: no passphrase is typed for a key that is not there)."""
         if not self.key_path.exists():
             raise ConfigError(f"no device key at {self.key_path}: run `prov device init` first")
+
+    def load_key(self, passphrase: bytes) -> DeviceKey:
+        """The device key, decrypted with ``passphrase``. Raises ConfigError when there is
+        none (`require_key`) or it is not this device's, KeyMaterialError for a wrong
+        passphrase or a corrupt file."""
+        self.require_key()
         key = DeviceKey.from_encrypted_pem(self.key_path.read_bytes(), passphrase)
         if key.key_id.hex() != self.state().device_id:
             raise ConfigError(f"{self.key_path} does not belong to the device in {self.state_path}")

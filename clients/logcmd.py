@@ -17,6 +17,7 @@ from clients.cosigned import cosigned_receipt, cosigner_names, policy_key
 from clients.device import DeviceHome, atomic_write, default_home
 from clients.files import read_bounded
 from clients.options import (
+    HomeOpt,
     ServerOpt,
     WitnessOpt,
     WitnessQuorumOpt,
@@ -24,6 +25,7 @@ from clients.options import (
     verifier_key,
     witness_quorum_of,
 )
+from clients.report import counted
 from provenance.core import merkle
 from provenance.core.claims import Device
 from provenance.core.errors import (
@@ -65,7 +67,9 @@ log_app = typer.Typer(
     help="Audit the transparency log (checkpoints, consistency).", no_args_is_help=True
 )
 receipt_app = typer.Typer(
-    help="Check receipts offline with the log's public key.", no_args_is_help=True
+    help="A sidecar's log receipt: verify it offline with the log's public key, export it"
+    " as a C2SP tlog-proof, refresh it to the newest witness-cosigned checkpoint.",
+    no_args_is_help=True,
 )
 out = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
@@ -191,13 +195,7 @@ def audit(
         )
         problems = _key_history_problems(history, _server_device(c)) if history else []
     atomic_write(state, new_state.to_json().encode())
-    if saved is None:
-        grew = f"has {cp.size} entries"
-    elif cp.size == old_size:
-        grew = f"unchanged at {cp.size} entries"
-    else:
-        grew = f"grew from {old_size} to {cp.size}"
-    out.print(f"log OK: {grew}; {checked} entries re-hashed; consistent with the saved checkpoint")
+    out.print(_log_ok(saved, old_size, cp.size, checked))
     if history is None:
         out.print("key history: not checked (--incremental reads only the new entries)")
         return
@@ -206,11 +204,24 @@ def audit(
             "KEY HISTORY: the registry differs from the enrollments and revocations in the"
             " log:\n  " + "\n  ".join(problems)
         )
+    out.print(_key_history_ok(history))
+
+
+def _log_ok(saved: AuditState | None, old_size: int, size: int, checked: int) -> str:
+    """The line of an audit that passed, the same online and with --db: the log's size
+    against the saved checkpoint's, the entries re-hashed, and (with a saved checkpoint)
+    that the new one is consistent with it."""
+    consistent = "; consistent with the saved checkpoint" if saved is not None else ""
+    hashed = counted(checked, "entry", "entries")
+    return f"log OK: {_grew(saved, old_size, size)}; {hashed} re-hashed{consistent}"
+
+
+def _key_history_ok(history: KeyHistoryReader) -> str:
+    """The line of a key history check that passed (online and with --db alike)."""
     kinds = [le.event.kind for le in history.events]
-    out.print(
-        f"key history OK: {kinds.count(KeyEventKind.ENROLLMENT)} enrollments and"
-        f" {kinds.count(KeyEventKind.REVOCATION)} revocations in the log; the registry agrees"
-    )
+    enrolled = counted(kinds.count(KeyEventKind.ENROLLMENT), "enrollment")
+    revoked = counted(kinds.count(KeyEventKind.REVOCATION), "revocation")
+    return f"key history OK: {enrolled} and {revoked} in the log; the registry agrees"
 
 
 def _key_history_problems(
@@ -259,9 +270,9 @@ def _pinned_key(state: Path, saved: AuditState | None, log_key: str | None, what
 
 def _grew(saved: AuditState | None, old_size: int, size: int) -> str:
     if saved is None:
-        return f"has {size} entries"
+        return f"has {counted(size, 'entry', 'entries')}"
     if old_size == size:
-        return f"unchanged at {size} entries"
+        return f"unchanged at {counted(size, 'entry', 'entries')}"
     return f"grew from {old_size} to {size}"
 
 
@@ -332,7 +343,7 @@ def _audit_db(
     finally:
         store.close()
     atomic_write(state, new_state.to_json().encode())
-    out.print(f"log OK: {_grew(saved, old_size, cp.size)}; {checked} entries re-hashed")
+    out.print(_log_ok(saved, old_size, cp.size, checked))
     if outdated:
         raise ConfigError(
             f"key history and near-duplicate index: not checked: {outdated}; then audit"
@@ -351,7 +362,7 @@ def _audit_db(
             " the key history; soft-hash rows and index packs against the claims' soft"
             " bindings):\n  " + "\n  ".join(problems) + more
         )
-    out.print(f"key history OK: {len(history.events)} key events in the log; the registry agrees")
+    out.print(_key_history_ok(history))
     out.print(
         f"near-duplicate index OK: {index.rows_checked} soft-hash rows and"
         f" {index.packs_checked} index packs match the logged entries"
@@ -367,7 +378,8 @@ def _audit_tiles(
     atomic_write(state, result.state.to_json().encode())
     old_size = int(saved.checkpoint.split("\n")[1]) if saved is not None else 0
     out.print(
-        f"tiled log OK: {_grew(saved, old_size, result.checkpoint.size)}; {result.tiles_read} tiles and {result.entries_checked} entries"
+        f"tiled log OK: {_grew(saved, old_size, result.checkpoint.size)};"
+        f" {counted(result.tiles_read, 'tile')} and {counted(result.entries_checked, 'entry', 'entries')}"
         " checked against the signed root"
     )
 
@@ -417,8 +429,9 @@ def export_tiles_command(
             result = _export_once(store, directory)
             if result.size != last:
                 out.print(
-                    f"exported {result.size} entries to {directory}: {result.tiles_written} tiles"
-                    f" and {result.bundles_written} entry bundles written"
+                    f"exported {counted(result.size, 'entry', 'entries')} to {directory}:"
+                    f" {counted(result.tiles_written, 'tile')} and"
+                    f" {counted(result.bundles_written, 'entry bundle')} written"
                 )
                 last = result.size
             polls += 1
@@ -448,23 +461,25 @@ def receipt_export(
         Path | None,
         typer.Option(help="Where to write it. Default: FILE.tlog-proof beside the sidecar."),
     ] = None,
+    home: HomeOpt = default_home(),
 ) -> None:
     """Write the sidecar's receipt as a C2SP tlog-proof: the leaf data (as `extra`), the
     leaf index, the inclusion proof and the signed checkpoint. Anyone checks it with
     `prov receipt verify FILE.tlog-proof --log-key KEY`; the sidecar is left as it is."""
     sc = _read_sidecar(sidecar)
     if sc.receipt is None:
-        raise ConfigError(_no_receipt(sidecar, sc))
+        raise ConfigError(_no_receipt(sidecar, sc, home))
     target = output or sidecar.with_name(sidecar.name.removesuffix(".prov") + FILE_SUFFIX)
     in_existing_folder(target, "--output")
     atomic_write(target, encode_tlog_proof(sc.receipt).encode())
     out.print(f"wrote {target} ({format.value}, leaf {sc.receipt.leaf_index})")
 
 
-def _no_receipt(path: Path, sc: Sidecar) -> str:
+def _no_receipt(path: Path, sc: Sidecar, home: Path) -> str:
     """Why the sidecar at ``path`` has no receipt and what to do, as far as the device
-    folder ($PROV_HOME, else ~/.prov) knows: queued, or refused and set aside."""
-    return f"{path} has no receipt: {DeviceHome(default_home()).unlogged_note(sc)}"
+    folder ``home`` (--home: $PROV_HOME, else ~/.prov) knows: queued, or refused and set
+    aside."""
+    return f"{path} has no receipt: {DeviceHome(home).unlogged_note(sc)}"
 
 
 def _read_sidecar(path: Path) -> Sidecar:
@@ -512,6 +527,7 @@ def receipt_verify(
     ] = None,
     witness: WitnessOpt = None,
     witness_quorum: WitnessQuorumOpt = None,
+    home: HomeOpt = default_home(),
 ) -> None:
     """Verify a receipt offline: a sidecar's public key against the claim's key id and
     signature, then the checkpoint signature, leaf and inclusion proof. A tlog-proof is
@@ -530,7 +546,7 @@ def receipt_verify(
         return
     sc = _decode_named(sidecar, data)
     if sc.receipt is None:
-        raise ConfigError(_no_receipt(sidecar, sc))
+        raise ConfigError(_no_receipt(sidecar, sc, home))
     check_sidecar_key(sc)
     cp = verify_receipt(sc.receipt, sc.signed_claim, NoteVerifier.from_vkey(read_key_text(log_key)))
     out.print(
@@ -562,6 +578,7 @@ def receipt_refresh(
     ] = None,
     witness: WitnessOpt = None,
     witness_quorum: WitnessQuorumOpt = None,
+    home: HomeOpt = default_home(),
 ) -> None:
     """Bring the sidecar's receipt up to the server's newest witness-cosigned checkpoint:
     receipts are issued as soon as a capture is durable, before witnesses cosign, so the
@@ -574,7 +591,7 @@ def receipt_refresh(
     quorum = witness_quorum_of(len(witnesses), witness_quorum)
     sc = _read_sidecar(sidecar)
     if sc.receipt is None:
-        raise ConfigError(_no_receipt(sidecar, sc))
+        raise ConfigError(_no_receipt(sidecar, sc, home))
     check_sidecar_key(sc)
     with ProvenanceClient(server) as c:
         server_vkey, _ = c.log_key()

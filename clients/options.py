@@ -10,6 +10,15 @@ from typing import Annotated
 import typer
 
 
+class UsageError(typer.BadParameter):
+    """A usage error (exit 2, before any call) about the command line as a whole rather
+    than one option's value: Typer prints the message as it is, without "Invalid value
+    for ..." (Typer keeps Click's own UsageError private)."""
+
+    def format_message(self) -> str:
+        return self.message
+
+
 def server_address(value: str) -> str:
     """``value`` if it reads HOST:PORT with a port 1..65535 (the server a client calls);
     else a usage error (exit 2) before any call. Typer callback of ``--server``.
@@ -33,6 +42,19 @@ ServerOpt = Annotated[
         help="Server address HOST:PORT (default: $PROV_SERVER or 127.0.0.1:50051).",
         show_default=False,
         callback=server_address,
+    ),
+]
+
+
+#: ``--home DIR``: the device folder (key, state, queue), read from PROV_HOME when not
+#: given, else ~/.prov (`clients.device.default_home`).
+HomeOpt = Annotated[
+    Path,
+    typer.Option(
+        "--home",
+        envvar="PROV_HOME",
+        help="Device folder with key, state and queue (default: $PROV_HOME or ~/.prov).",
+        show_default=False,
     ),
 ]
 

@@ -37,6 +37,13 @@ EXIT_CODES: dict[Verdict, int] = {
 #: witnesses than the policy's quorum cosigned the receipt's checkpoint.
 EXIT_WITNESS_QUORUM = 14
 
+
+def counted(n: int, noun: str, plural: str = "") -> str:
+    """``n`` with ``noun``, in the plural unless ``n`` is 1: "1 hash", "3 hashes" (``plural``:
+    the plural form; default ``noun`` + "s")."""
+    return f"{n} {noun if n == 1 else plural or noun + 's'}"
+
+
 _ADVISORY = "advisory only: a learned estimate, never proof; it does not change the status above"
 
 
@@ -198,7 +205,7 @@ def report_to_text(r: VerificationReport, path: str) -> str:
                 f"  log        leaf {c.receipt.leaf_index}, logged"
                 f" {c.receipt.integrated_at:%Y-%m-%d %H:%M:%S} UTC (server clock); receipt"
                 f" {'verified' if c.receipt_verified else 'NOT verified'} (signed checkpoint"
-                f" + inclusion proof of {len(c.receipt.inclusion_proof)} hashes)"
+                f" + inclusion proof of {counted(len(c.receipt.inclusion_proof), 'hash', 'hashes')})"
             )
         else:
             lines.append("  log        not in the log")

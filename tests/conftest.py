@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -21,6 +22,7 @@ from pgserver import missing_reason as pg_missing_reason
 from clients.api import ProvenanceClient
 from clients.cli import main as prov_main
 from clients.demo import DemoFiles, prepare
+from clients.device import DeviceHome
 from provenance.core.claims import Claim, HardBinding, SignedClaim
 from provenance.core.envelope import PAYLOAD_TYPE_CLAIM, PAYLOAD_TYPE_ENROLL, sign_payload
 from provenance.core.keys import DeviceKey
@@ -179,6 +181,15 @@ def enrolled(cli: Cli) -> Cli:
     rc, _, err = cli("device", "enroll", "--token", token.strip())
     assert rc == 0, err
     return cli
+
+
+def sign_sample(cli: Cli, folder: Path, name: str = "rocket.jpg") -> tuple[Path, str]:
+    """Copy the sample ``name`` into ``folder`` and sign it with the device of ``cli``
+    (enrolled: the claim is logged). Returns the copy and the device id (hex)."""
+    photo = Path(shutil.copy(SAMPLES / name, folder / name))
+    rc, _, err = cli("sign", str(photo))
+    assert rc == 0, err
+    return photo, DeviceHome(cli.home).state().device_id
 
 
 # ---------------------------------------------------------------- PostgreSQL

@@ -5,7 +5,6 @@ deleted behind the log's back (exit 3). Real servers, real databases edited dire
 from __future__ import annotations
 
 import json
-import shutil
 import sqlite3
 import time
 from concurrent.futures import Future
@@ -13,10 +12,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from conftest import ADMIN_TOKEN, SAMPLES, Cli, ServerProc
+from conftest import ADMIN_TOKEN, SAMPLES, Cli, ServerProc, sign_sample
 from inproc import T0, Clock, InProc
 
-from clients.device import DeviceHome
 from provenance.core.claims import Device
 from provenance.core.envelope import PAYLOAD_TYPE_ENROLL, sign_payload
 from provenance.core.errors import EnrollmentError, RevokedKeyError
@@ -163,10 +161,7 @@ def _verify(cli: Cli, path: Path) -> tuple[int, dict]:
 def test_audit_reports_an_edited_or_deleted_revocation(
     enrolled: Cli, server: ServerProc, tmp_path: Path
 ) -> None:
-    photo = Path(shutil.copy(SAMPLES / "rocket.jpg", tmp_path / "rocket.jpg"))
-    rc, _, err = enrolled("sign", str(photo))
-    assert rc == 0, err
-    device_id = DeviceHome(enrolled.home).state().device_id
+    photo, device_id = sign_sample(enrolled, tmp_path)
     since = datetime.now(UTC) - timedelta(minutes=1)  # before the capture was logged
     rc, out, err = enrolled(
         "admin", "revoke", device_id, "--reason", "key extracted", "--since", since.isoformat()
@@ -175,7 +170,7 @@ def test_audit_reports_an_edited_or_deleted_revocation(
     state = tmp_path / "audit.json"
     rc, out, err = enrolled("log", "audit", "--state", str(state))
     assert rc == 0, err
-    assert "key history OK: 1 enrollments and 1 revocations" in out
+    assert "key history OK: 1 enrollment and 1 revocation" in out
     rc, report = _verify(enrolled, photo)
     assert (rc, report["status"]) == (12, "REVOKED_KEY")
 

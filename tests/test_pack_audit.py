@@ -49,7 +49,7 @@ def test_edited_index_packs_and_soft_hash_rows_fail_the_audit(
     rc, text = _audit(inproc, tmp_path, capsys)
     assert rc == 0, text
     assert f"{len(packs)} index packs match" in text
-    assert "key history OK: 1 key events" in text
+    assert "key history OK: 1 enrollment and 0 revocations" in text
 
     # the database audit also replays the key history: a revocation slipped into the
     # registry without a logged revocation is reported

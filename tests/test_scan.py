@@ -280,6 +280,10 @@ def test_csv_and_html_reports_describe_every_row(desk: Desk) -> None:
     assert "<td>ERROR</td><td class='n'>9</td>" in page
     # without --detect nothing ranks the unsigned images: no thumbnails, no second read
     assert "data:image/jpeg;base64," not in page
+    # ... and the page says no detector ran, without the empty score and band columns
+    assert "No detector ran in this scan" in page
+    assert "<th>score</th>" not in page and "<th>band</th>" not in page
+    assert "<h2>Unsigned images (first 4)</h2><table><tr><th>path</th><th>size</th></tr>" in page
     assert "path traversal" in page
 
 
@@ -478,6 +482,8 @@ def test_detect_scores_only_unsigned_images(desk: Desk) -> None:
     assert shown == [round(x, 3) for x in scores if x >= 0]  # ranked by score, highest first
     # a thumbnail for each scored image (archive entries included), none for the others
     assert page.count("data:image/jpeg;base64,") == len(shown)
+    # the detector ran: its columns are there, and no word says it did not
+    assert "<th>score</th><th>band</th>" in page and "No detector ran" not in page
 
 
 def _photos(folder: Path, n: int) -> None:

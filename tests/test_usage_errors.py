@@ -216,3 +216,57 @@ def test_a_quorum_above_the_witnesses_and_a_missing_key_file_are_usage_errors(
         )
     rc, err = _run(capsys, "log", "key", "--key-file", str(tmp_path / "nothere.pem"))
     assert rc == 2 and "--key-file" in err and "does not exist" in err, err
+
+
+def test_an_admin_command_without_the_admin_token_is_a_usage_error(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`prov admin enroll-token` / `revoke` without $PROV_ADMIN_TOKEN exit 2 before any
+    call, naming the variable and where the server's token comes from (before: exit 1,
+    "error: this is an admin command: set PROV_ADMIN_TOKEN ...")."""
+    monkeypatch.delenv("PROV_ADMIN_TOKEN", raising=False)
+    server = ("--server", closed_port())
+    for args in (
+        ("admin", "enroll-token", *server),
+        ("admin", "revoke", "ab" * 32, "--reason", "lost", *server),
+    ):
+        for token in (None, ""):  # unset, or set to nothing
+            if token is not None:
+                monkeypatch.setenv("PROV_ADMIN_TOKEN", token)
+            rc, err = _run(capsys, *args)
+            assert rc == 2 and "PROV_ADMIN_TOKEN" in err and "--admin-token-file" in err, (
+                args,
+                err,
+            )
+            assert "cannot reach" not in err  # no call was made
+        monkeypatch.delenv("PROV_ADMIN_TOKEN")
+    # with a token the command goes on to its runtime failure (exit 1)
+    monkeypatch.setenv("PROV_ADMIN_TOKEN", "some-token")
+    rc, err = _run(capsys, "admin", "enroll-token", *server)
+    assert rc == 1 and "cannot reach the server" in err, err
+
+
+def test_device_enroll_without_a_token_or_certificate_is_a_usage_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """(before: exit 1, "error: give --token ... or --certificate")"""
+    monkeypatch.setenv("PROV_PASSPHRASE", "pw")
+    home = ("--home", str(tmp_path / "device"), "--server", closed_port())
+    rc, err = _run(capsys, "device", "enroll", *home)
+    assert rc == 2 and "--token TOKEN" in err and "--certificate FILE" in err, err
+    rc, err = _run(capsys, "device", "enroll", "--token", "t", *home)  # goes on: no key here
+    assert rc == 1 and "prov device init" in err, err
+
+
+def test_verify_given_several_files_points_to_scan(
+    photo: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`prov verify a b` is a usage error (exit 2) that names `prov scan`, which checks
+    many files (before: only "Got unexpected extra argument(s) (b)")."""
+    other = Path(shutil.copy(photo, tmp_path / "other.jpg"))
+    rc, err = _run(capsys, "verify", str(photo), str(other), "--server", closed_port())
+    assert rc == 2 and "checks one file, got 2" in err, err
+    assert "`prov scan" in err and "--report scan.jsonl` checks many" in err, err
+    # one file is verified as before (here: a runtime failure, nobody answers)
+    rc, err = _run(capsys, "verify", str(photo), "--server", closed_port(), "--no-detect")
+    assert rc == 1 and "cannot reach the server" in err, err

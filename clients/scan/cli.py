@@ -61,7 +61,8 @@ def scan(
         bool,
         typer.Option(
             help="Score unsigned images with the advisory detector"
-            " (local if installed, else the server's: uploads them)."
+            " (local if installed, else the server's: uploads them); OUT.html then ranks"
+            " them by score."
         ),
     ] = False,
     workers: Annotated[

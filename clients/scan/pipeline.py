@@ -117,13 +117,13 @@ def run_scan(
     def add_row(row: dict[str, Any]) -> None:
         nonlocal writer
         if writer is None:  # once the journal accepted the report: a refused one keeps its CSV
-            writer = ReportWriter(report)
+            writer = ReportWriter(report, detect=config.detect)
         writer.add(row)
 
     try:
         with Journal(report, resume, on_row=add_row) as journal:
             if writer is None:
-                writer = ReportWriter(report)
+                writer = ReportWriter(report, detect=config.detect)
             seen = journal.done
             skipped = len(seen)
             items = _fresh(iter_items(paths, config.limits, skip=seen.__contains__), seen)

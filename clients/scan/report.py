@@ -1,10 +1,13 @@
 """The scan's reports beside the JSON Lines journal: a CSV table and an HTML summary.
 
 Both describe every row of the JSON Lines file: `ReportWriter` takes each row as the
-scan records it (a resumed scan's earlier rows first, as the journal reads them). The HTML page is self-contained: counts per verdict, the
-unsigned images ranked by the detector's advisory score, those with a score with inline
-JPEG thumbnails (base64 ``data:`` URLs, at most THUMBNAIL_SIDE pixels a side), and the refused entries
-with their reasons. Every string that comes from a file name or a file is HTML-escaped.
+scan records it (a resumed scan's earlier rows first, as the journal reads them). The
+HTML page is self-contained: counts per verdict, the unsigned images ranked by the
+detector's advisory score, those with a score with inline JPEG thumbnails (base64
+``data:`` URLs, at most THUMBNAIL_SIDE pixels a side), and the refused entries with their
+reasons. When no detector ran (a scan without ``--detect``, and no row of the report
+scored) the page says so and leaves out the score and band columns. Every string that
+comes from a file name or a file is HTML-escaped.
 """
 
 from __future__ import annotations
@@ -120,13 +123,16 @@ def csv_row(row: dict[str, Any]) -> list[Any]:
 @dataclass(frozen=True)
 class Summary:
     """Counts over a report: rows per key of `row_key`, total rows and hashed bytes; the top
-    unsigned images (by detector score, then path) and the first refused rows."""
+    unsigned images (by detector score, then report order) and the first refused rows;
+    ``detected``: whether a detector ran (the scan asked for one, or a row of the report
+    carries a detector block: a resumed report's earlier rows)."""
 
     counts: dict[str, int]
     rows: int
     bytes: int
     unsigned: list[dict[str, Any]]
     refused: list[dict[str, Any]]
+    detected: bool = False
 
 
 def _rank(row: dict[str, Any]) -> float:
@@ -143,13 +149,14 @@ class ReportWriter:
     stops early leaves the previous CSV as it was (`discard` drops the ``.part``; after a
     kill it stays until the next run of the scan replaces it). Memory is bounded by
     ``top`` and TOP_REFUSED. Unsigned images are those decoded (kind "media"); without a
-    score they rank last; equal scores keep the report's order. Raises OSError when a file
-    cannot be written.
+    score they rank last; equal scores keep the report's order. ``detect``: the scan runs
+    the detector (`Summary.detected`). Raises OSError when a file cannot be written.
     """
 
-    def __init__(self, report: Path, top: int = TOP_UNSIGNED) -> None:
+    def __init__(self, report: Path, top: int = TOP_UNSIGNED, detect: bool = False) -> None:
         self.report = report
         self._top = top
+        self._detected = detect
         self._part = csv_path(report).with_suffix(".csv.part")
         self._file = self._part.open("w", encoding="utf-8", errors="backslashreplace", newline="")
         self._csv = csv.writer(self._file)
@@ -167,6 +174,7 @@ class ReportWriter:
         self._counts[key] += 1
         self._bytes += hashed_bytes(row)
         self._seen += 1
+        self._detected = self._detected or bool(row.get("detector"))
         if key == ERROR and len(self._refused) < TOP_REFUSED:
             self._refused.append(row)
         if (
@@ -184,7 +192,9 @@ class ReportWriter:
         """The summary of the rows added so far."""
         ranked = [row for *_, row in sorted(self._unsigned, key=lambda e: e[:2], reverse=True)]
         counts = dict(self._counts)
-        return Summary(counts, sum(counts.values()), self._bytes, ranked, list(self._refused))
+        return Summary(
+            counts, sum(counts.values()), self._bytes, ranked, list(self._refused), self._detected
+        )
 
     def finish(
         self, fetch: Callable[[list[dict[str, Any]]], dict[str, bytes]], max_pixels: int
@@ -240,6 +250,13 @@ def _e(value: object) -> str:
     return html.escape(str(value), quote=True)
 
 
+#: The HTML page's header line when no detector ran.
+NO_DETECTOR = (
+    "No detector ran in this scan (scan with --detect for the advisory detector's score"
+    " of each unsigned image): unsigned images are listed in report order."
+)
+
+
 def render_html(summary: Summary, thumbs: dict[str, str], title: str) -> str:
     """The HTML page (see the module docstring); thumbs maps a path to a base64 JPEG."""
     order = [v.value for v in Verdict] + [ERROR, EMPTY, SIDECAR]
@@ -248,28 +265,40 @@ def render_html(summary: Summary, thumbs: dict[str, str], title: str) -> str:
         f"<title>{_e(title)}</title><style>{_CSS}</style></head><body>",
         f"<h1>{_e(title)}</h1>",
         f"<p>{summary.rows} files, {summary.bytes:,} bytes.</p>",
-        "<h2>Counts</h2><table><tr><th>status</th><th>files</th></tr>",
     ]
+    if not summary.detected:
+        out.append(f"<p class='note'>{NO_DETECTOR}</p>")
+    out.append("<h2>Counts</h2><table><tr><th>status</th><th>files</th></tr>")
     for key in order:
         if summary.counts.get(key):
             out.append(f"<tr><td>{_e(key)}</td><td class='n'>{summary.counts[key]}</td></tr>")
     out.append("</table>")
-    out.append(
-        f"<h2>Unsigned images, by detector score (top {len(summary.unsigned)})</h2>"
-        "<p class='note'>The detector's score is advisory: a learned estimate that an image"
-        " was generated, never proof either way.</p>"
-        "<table><tr><th></th><th>path</th><th>score</th><th>band</th><th>size</th></tr>"
-    )
+    if summary.detected:
+        out.append(
+            f"<h2>Unsigned images, by detector score (top {len(summary.unsigned)})</h2>"
+            "<p class='note'>The detector's score is advisory: a learned estimate that an"
+            " image was generated, never proof either way.</p>"
+            "<table><tr><th></th><th>path</th><th>score</th><th>band</th><th>size</th></tr>"
+        )
+    else:
+        out.append(
+            f"<h2>Unsigned images (first {len(summary.unsigned)})</h2>"
+            "<table><tr><th>path</th><th>size</th></tr>"
+        )
     for row in summary.unsigned:
+        path, size = f"<td>{_e(row['path'])}</td>", f"<td class='n'>{_e(row.get('size'))}</td>"
+        if not summary.detected:
+            out.append(f"<tr>{path}{size}</tr>")
+            continue
         det = row.get("detector") or {}
         thumb = thumbs.get(row["path"])
         img = f"<img alt='' src='data:image/jpeg;base64,{thumb}'>" if thumb else ""
         score = _score(row)
         band = det.get("band") or det.get("note") or ""
         out.append(
-            f"<tr><td>{img}</td><td>{_e(row['path'])}</td>"
+            f"<tr><td>{img}</td>{path}"
             f"<td class='n'>{'' if score is None else f'{score:.3f}'}</td>"
-            f"<td>{_e(band)}</td><td class='n'>{_e(row.get('size'))}</td></tr>"
+            f"<td>{_e(band)}</td>{size}</tr>"
         )
     out.append("</table>")
     if summary.refused:
