@@ -246,7 +246,7 @@ def serve(
     from provenance.media.inspect import InspectConfig
     from provenance.media.video.decode import start_decoder
     from provenance.metrics import serve_metrics
-    from provenance.server.allocator import keep_freed_memory
+    from provenance.server.allocator import collect_cycles_rarely, keep_freed_memory
     from provenance.server.limits import ServerLimits
     from provenance.server.rpc import ServerConfig, create_server
     from provenance.server.service import ProvenanceService, ServiceConfig
@@ -386,6 +386,7 @@ def serve(
                 secret_file.unlink(missing_ok=True)  # the database's lock still held
             service.discard()
         raise
+    collect_cycles_rarely()  # the started server's heap frozen; young collections rarer
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
