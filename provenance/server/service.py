@@ -35,6 +35,7 @@ from provenance.core.errors import (
     ClaimError,
     ConfigError,
     EnrollmentError,
+    KeyMaterialError,
     LogError,
     LogIntegrityError,
     ProvenanceError,
@@ -132,6 +133,30 @@ def _logged_key_event(idx: int, device_id: bytes, data: bytes) -> LoggedKeyEvent
 MAX_QUERY_FRAMES = 600
 #: Device keys a server keeps for signature checks (about 200 bytes each).
 DEVICE_KEYS_CACHED = CHECKED_KEYS_CACHED
+
+
+#: How long a server waits for a new log key file another process is still writing in
+#: place (`_load_log_key`), in seconds.
+LOG_KEY_WAIT_S = 5.0
+
+
+def _load_log_key(path: Path, origin: str) -> LogSigner:
+    """`load_log_signer`, waiting up to LOG_KEY_WAIT_S for a key file written less than
+    that long ago that holds no key yet: one a process is still writing in place (ours
+    appear whole, `generate_log_key`; a copy or an older server may not). Raises as
+    `load_log_signer`."""
+    deadline = time.monotonic() + LOG_KEY_WAIT_S
+    while True:
+        try:
+            return load_log_signer(path, origin)
+        except KeyMaterialError:
+            try:
+                young = time.time() - path.stat().st_mtime < LOG_KEY_WAIT_S
+            except OSError:
+                young = False
+            if not young or time.monotonic() > deadline:
+                raise
+        time.sleep(0.05)
 
 
 def utc_now() -> datetime:
@@ -293,10 +318,16 @@ class ProvenanceService:
                     f"log key {key_file} is missing but the log has entries:"
                     " refusing to start with a new key"
                 )
-            generate_log_key(key_file, origin)  # O_EXCL: made by this very start
-            if self._new_database():
-                self._made.append(key_file)
-        signer = load_log_signer(key_file, origin)
+            try:
+                generate_log_key(key_file, origin)  # O_EXCL: made by this very start
+            except ConfigError:
+                if not key_file.exists():
+                    raise
+                # another server starting on this new shared log made it first: its key
+            else:
+                if self._new_database():
+                    self._made.append(key_file)
+        signer = _load_log_key(key_file, origin)
         if stored_origin is None:
             # servers starting together on a new shared database: the first key wins
             origin = self.store.setdefault_meta("origin", origin)
