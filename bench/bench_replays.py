@@ -1,7 +1,8 @@
 """Replays of many distinct logged claims (the reviewer's flood, session 24) must not
 crowd the honest submissions out of the log writer.
 
-A real `prov serve` on loopback (SQLite; device quotas off: the honest devices submit
+A real `prov serve` on loopback (SQLite, or with --postgres a temporary PostgreSQL
+cluster; device quotas off: the honest devices submit
 faster than a quota allows). Setup: --devices devices log --logged claims
 (default 6,000). Then --honest honest devices submit new claims one after another
 (each its own chain), first alone for --baseline-seconds, then while one client replays
@@ -31,6 +32,7 @@ import tempfile
 import time
 import urllib.request
 from collections import Counter
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +41,15 @@ import grpc
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
-from conftest import ADMIN_TOKEN, enroll_key, read_line, signed_claim, start_server  # noqa: E402
+from conftest import (  # noqa: E402
+    ADMIN_TOKEN,
+    PG_LOG_KEYS,
+    enroll_key,
+    read_line,
+    signed_claim,
+    start_server,
+)
+from pgserver import PgServer  # noqa: E402
 
 from clients.api import ProvenanceClient  # noqa: E402
 from provenance.core.claims import SignedClaim  # noqa: E402
@@ -179,12 +189,20 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--inflight", type=int, default=200, help="replays in flight at once")
     ap.add_argument("--honest", type=int, default=8, help="honest devices submitting meanwhile")
     ap.add_argument("--baseline-seconds", type=float, default=5.0)
+    ap.add_argument(
+        "--postgres", action="store_true", help="a temporary PostgreSQL (tests/pgserver.py)"
+    )
     ap.add_argument("--json", type=Path, default=ROOT / "out" / "bench" / "bench_replays.json")
     args = ap.parse_args(argv)
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, ExitStack() as stack:
+        db: Path | str = Path(tmp) / "replays.db"
+        if args.postgres:
+            pg = PgServer.start()
+            stack.callback(pg.stop)
+            db = pg.new_database()
+            PG_LOG_KEYS[db] = Path(tmp) / "pg.logkey.pem"
         server = start_server(
-            Path(tmp) / "replays.db",
-            *("--metrics-listen", "127.0.0.1:0", "--quota-claims-per-minute", "0"),
+            db, *("--metrics-listen", "127.0.0.1:0", "--quota-claims-per-minute", "0")
         )
         try:
             metrics = read_line(server.proc, "metrics on ")
@@ -192,6 +210,7 @@ def main(argv: list[str] | None = None) -> None:
         finally:
             server.stop()
     out["args"] = {k: v for k, v in vars(args).items() if k != "json"}
+    out["args"]["db"] = "postgresql" if args.postgres else "sqlite"
     b, f = out["baseline"], out["flood"]
     print(f"{out['logged']} claims logged in {out['setup_s']} s")
     print(f"{'':32}{'baseline':>12}{'flood':>12}")
