@@ -17,7 +17,7 @@ from clients.api import ProvenanceClient
 from provenance.core.claims import SignedClaim
 from provenance.core.errors import DeadlineError, ForgeryPenaltyError
 from provenance.core.keys import DeviceKey
-from provenance.server.limits import ForgeryPenalty, peer_client
+from provenance.server.limits import FORGERY_PEERS_KEPT, ForgeryPenalty, peer_client
 from provenance.v1 import provenance_pb2 as pb
 from provenance.v1 import provenance_pb2_grpc as rpc
 from provenance.wire import convert as wire
@@ -140,12 +140,27 @@ def test_peers_are_counted_per_address() -> None:
     assert peer_client("ipv6:[::ffff:192.0.2.1]:80") == "192.0.2.1"
     assert peer_client("ipv6:[::1]:80") == "::1"
     assert peer_client("unix:/tmp/s") == "unix:/tmp/s"
-    p = ForgeryPenalty(per_minute=1, clock=lambda: 0.0)
-    p.charge("ipv6:[2001:db8:1:2::7]:5000")
-    with pytest.raises(ForgeryPenaltyError):  # another port, another host of the /64
-        p.check("ipv6:[2001:db8:1:2::9]:5001")
-    p.check("ipv6:[2001:db8:1:3::7]:5000")  # another /64
-    p.check("ipv4:192.0.2.1:5000")
+
+    async def main() -> None:
+        p = ForgeryPenalty(per_minute=1, clock=lambda: 0.0)
+        await _forged(p, "ipv6:[2001:db8:1:2::7]:5000")
+        with pytest.raises(ForgeryPenaltyError):  # another port, another host of the /64
+            await p.admit("ipv6:[2001:db8:1:2::9]:5001")
+        await _honest(p, "ipv6:[2001:db8:1:3::7]:5000")  # another /64
+        await _honest(p, "ipv4:192.0.2.1:5000")
+
+    asyncio.run(main())
+
+
+async def _forged(p: ForgeryPenalty, peer: str) -> None:
+    """One submission from ``peer`` admitted, then found forged (its token spent)."""
+    p.settle(await p.admit(peer), forged=True)
+
+
+async def _honest(p: ForgeryPenalty, peer: str) -> None:
+    """One submission from ``peer`` admitted (raises ForgeryPenaltyError when it is not),
+    then found honest (its token given back)."""
+    p.settle(await p.admit(peer), forged=False)
 
 
 def _forge(victim: DeviceKey, forger: DeviceKey, seq: int) -> SignedClaim:
@@ -156,34 +171,61 @@ def _forge(victim: DeviceKey, forger: DeviceKey, seq: int) -> SignedClaim:
     return SignedClaim(good.payload_type, good.claim_bytes, good.key_id, other.signature)
 
 
-def test_penalty_refills_and_forgets() -> None:
-    now = [0.0]
-    p = ForgeryPenalty(per_minute=2, clock=lambda: now[0])
-    assert not p.active()
-    p.check("ipv4:127.0.0.1:1")  # unknown: nothing to do
-    p.charge("ipv4:127.0.0.1:1")
-    p.check("ipv4:127.0.0.1:1")  # one left
-    p.charge("ipv4:127.0.0.1:1")
-    with pytest.raises(ForgeryPenaltyError) as e:
-        p.check("ipv4:127.0.0.1:1")
-    assert e.value.retry_after_s == pytest.approx(30.0)
-    p.check("ipv4:127.0.0.2:1")  # another client is not charged
-    now[0] = 29.0
-    with pytest.raises(ForgeryPenaltyError):
-        p.check("ipv4:127.0.0.1:1")
-    now[0] = 31.0
-    p.check("ipv4:127.0.0.1:1")  # refilled one
-    now[0] = 100.0
-    p.check("ipv4:127.0.0.1:1")  # full again: forgotten
-    assert not p.active()
+def test_penalty_refills() -> None:
+    async def main() -> None:
+        now = [0.0]
+        p = ForgeryPenalty(per_minute=2, clock=lambda: now[0])
+        await _honest(p, "ipv4:127.0.0.1:1")  # honest submissions spend nothing
+        await _honest(p, "ipv4:127.0.0.1:1")
+        await _honest(p, "ipv4:127.0.0.1:1")
+        await _forged(p, "ipv4:127.0.0.1:1")
+        await _honest(p, "ipv4:127.0.0.1:1")  # one left
+        await _forged(p, "ipv4:127.0.0.1:1")
+        with pytest.raises(ForgeryPenaltyError) as e:
+            await p.admit("ipv4:127.0.0.1:1")
+        assert e.value.retry_after_s == pytest.approx(30.0)
+        await _honest(p, "ipv4:127.0.0.2:1")  # another client is not charged
+        now[0] = 29.0
+        with pytest.raises(ForgeryPenaltyError):
+            await p.admit("ipv4:127.0.0.1:1")
+        now[0] = 31.0
+        await _forged(p, "ipv4:127.0.0.1:1")  # refilled one, spent again
+        with pytest.raises(ForgeryPenaltyError):
+            await p.admit("ipv4:127.0.0.1:1")
+        now[0] = 100.0
+        await _honest(p, "ipv4:127.0.0.1:1")  # full again
+
+    asyncio.run(main())
+
+
+def test_penalty_keeps_the_last_clients_charged() -> None:
+    """At most FORGERY_PEERS_KEPT clients' counts are kept: the one charged longest ago
+    is forgotten (a full budget again), the others are not."""
+
+    async def main() -> None:
+        p = ForgeryPenalty(per_minute=1, clock=lambda: 0.0)
+        for i in range(FORGERY_PEERS_KEPT + 1):
+            await _forged(p, f"ipv4:10.{i >> 16 & 255}.{i >> 8 & 255}.{i & 255}:1")
+        await _honest(p, "ipv4:10.0.0.0:1")  # the first one charged: forgotten
+        with pytest.raises(ForgeryPenaltyError):
+            await p.admit("ipv4:10.0.0.1:1")
+        last = FORGERY_PEERS_KEPT
+        with pytest.raises(ForgeryPenaltyError):
+            await p.admit(f"ipv4:10.0.{last >> 8 & 255}.{last & 255}:1")
+
+    asyncio.run(main())
 
 
 def test_no_limit_when_zero() -> None:
-    p = ForgeryPenalty(per_minute=0)
-    for _ in range(100):
-        p.charge("ipv4:127.0.0.1:1")
-    p.check("ipv4:127.0.0.1:1")
-    assert not p.active()
+    async def main() -> None:
+        p = ForgeryPenalty(per_minute=0)
+        assert not p.enabled
+        for _ in range(100):
+            client = await p.admit("ipv4:127.0.0.1:1")
+            assert client is None
+            p.settle(client, forged=True)
+
+    asyncio.run(main())
 
 
 def test_a_wait_for_a_token_that_runs_out_is_no_forgery() -> None:

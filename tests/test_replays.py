@@ -26,6 +26,10 @@ from conftest import (
 
 from clients.api import ProvenanceClient
 from provenance.core.claims import SignedClaim
+from provenance.core.envelope import PAYLOAD_TYPE_CLAIM, sign_payload
+from provenance.core.errors import TransportError
+from provenance.core.keys import DeviceKey
+from provenance.server.rpc import REPLAYS_KEPT
 from provenance.v1 import provenance_pb2 as pb
 from provenance.v1 import provenance_pb2_grpc as rpc
 from provenance.wire import convert as wire
@@ -36,10 +40,12 @@ N = 2000
 HONEST = 5
 
 
-def _start(db: Path) -> tuple[ServerProc, str]:
-    """A server on every address with the reviewer's limits (5 forgeries, 10 claims a
-    minute), and its metrics URL."""
-    limits = ("--forgeries-per-minute", "5", "--quota-claims-per-minute", "10")
+#: the reviewer's limits: 5 forgeries, 10 claims a minute
+REVIEWER_LIMITS = ("--forgeries-per-minute", "5", "--quota-claims-per-minute", "10")
+
+
+def _start(db: Path, limits: tuple[str, ...] = REVIEWER_LIMITS) -> tuple[ServerProc, str]:
+    """A server on every address with ``limits``, and its metrics URL."""
     s = start_server(db, *limits, "--listen", "[::]:0", "--metrics-listen", "127.0.0.1:0")
     return s, read_line(s.proc, "metrics on ")
 
@@ -137,5 +143,106 @@ def test_a_flood_of_replays_costs_the_writer_at_most_one_submission(tmp_path: Pa
         assert codes["new"] == 1 and codes["duplicate"] >= N * 0.8, codes
         assert len(receipts) == 1
         assert _writer_items(url) - before == 1
+    finally:
+        server.stop()
+
+
+#: devices that log claims before the distinct replays, and claims each logs: more in
+#: all than the server keeps envelopes of (REPLAYS_KEPT), so the first ones are not kept
+DEVICES = 20
+PER_DEVICE = REPLAYS_KEPT // DEVICES + 10
+#: distinct logged claims replayed at once
+REPLAYED = 100
+
+
+def _log_chains(address: str, devices: list[DeviceKey]) -> list[tuple[SignedClaim, bytes]]:
+    """Log PER_DEVICE claims of each device (the devices at once, each a chain); the
+    claims and their receipts (serialized), the first claim of each device first."""
+    chains: list[list[tuple[SignedClaim, bytes]]] = [[] for _ in devices]
+
+    def log_chain(i: int) -> None:
+        with ProvenanceClient(address) as c:
+            for seq in range(1, PER_DEVICE + 1):
+                signed = signed_claim(devices[i], seq)
+                receipt, duplicate = c.submit(signed)
+                assert not duplicate
+                pbr = wire.receipt_to_pb(receipt).SerializeToString(deterministic=True)
+                chains[i].append((signed, pbr))
+
+    threads = [threading.Thread(target=log_chain, args=(i,)) for i in range(len(devices))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return [chain[k] for k in range(PER_DEVICE) for chain in chains]
+
+
+def _replay_all(address: str, claims: list[SignedClaim]) -> list[bytes]:
+    """Send each of ``claims`` once, all at once on one connection; the receipts
+    (serialized) of the answers in order, each answer a duplicate."""
+    with grpc.insecure_channel(address) as ch:
+        stub = rpc.CapturesStub(ch)
+        calls = [
+            stub.SubmitCapture.future(
+                pb.SubmitCaptureRequest(signed_claim=wire.signed_to_pb(c)), timeout=60
+            )
+            for c in claims
+        ]
+        answers = [call.result() for call in calls]
+    assert all(r.duplicate for r in answers)
+    return [r.receipt.SerializeToString(deterministic=True) for r in answers]
+
+
+@pytest.mark.slow
+def test_distinct_replays_of_logged_claims_are_answered_off_the_writer(tmp_path: Path) -> None:
+    """The reviewer's flood in small: after more claims than the server keeps envelopes
+    of, replays of many distinct logged claims (not kept) get their original receipts
+    from a read, the writer taking none of them (before: every one, a signature check and
+    reads inside the honest claims' batches); also after a restart, when the server
+    learns each device's last logged sequence from its registry row. A reused sequence
+    number and a logged claim under a forged signature still reach the writer and are
+    refused; a new claim is logged."""
+    db = tmp_path / "d.db"
+    no_quota = ("--quota-claims-per-minute", "0")
+    server, url = _start(db, no_quota)
+    try:
+        address = _on(server, "127.0.0.1")
+        with ProvenanceClient(address, admin_token=ADMIN_TOKEN) as c:
+            devices = [enroll_key(c) for _ in range(DEVICES)]
+        logged = _log_chains(address, devices)
+        before = _writer_items(url)
+        got = _replay_all(address, [s for s, _ in logged[:REPLAYED]])
+        assert got == [r for _, r in logged[:REPLAYED]]
+        assert _writer_items(url) - before == 0
+    finally:
+        server.stop()
+
+    server, url = _start(db, no_quota)  # nothing in memory: the sequence from the rows
+    try:
+        address = _on(server, "127.0.0.1")
+        before = _writer_items(url)
+        again = logged[REPLAYED : 2 * REPLAYED]
+        assert _replay_all(address, [s for s, _ in again]) == [r for _, r in again]
+        assert _writer_items(url) - before == 0
+
+        device, (first, _) = devices[0], logged[0]
+        with ProvenanceClient(address) as c:
+            # a new claim reusing a logged number: the writer refuses it
+            with pytest.raises(TransportError) as e:
+                c.submit(signed_claim(device, 1))
+            assert e.value.code == "FAILED_PRECONDITION", e.value
+            # a logged claim under another key's signature: no receipt, a forgery
+            forged = SignedClaim(
+                first.payload_type,
+                first.claim_bytes,
+                first.key_id,
+                sign_payload(DeviceKey.generate(), PAYLOAD_TYPE_CLAIM, first.claim_bytes),
+            )
+            with pytest.raises(TransportError) as e:
+                c.submit(forged)
+            assert e.value.code == "UNAUTHENTICATED", e.value
+            _, duplicate = c.submit(signed_claim(device, PER_DEVICE + 1))
+            assert not duplicate
+        assert _writer_items(url) - before == 3
     finally:
         server.stop()

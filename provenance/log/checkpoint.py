@@ -26,6 +26,7 @@ import binascii
 import hashlib
 import os
 import re
+import secrets
 import stat
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -309,8 +310,12 @@ def open_checkpoint(note: str, verifier: NoteVerifier, *, origin: str | None = N
 def generate_log_key(path: Path, origin: str) -> LogSigner:
     """Create a new Ed25519 log key at ``path`` (unencrypted PKCS#8 PEM, mode 0600).
 
-    The file is created exclusively and never overwritten. Raises ConfigError if it exists
-    or cannot be written, LogError if ``origin`` is not a valid note key name.
+    The file is created exclusively and never overwritten, and appears whole: the key is
+    written and synced to a new file of a temporary name beside it, which is then linked
+    to ``path`` (a hard link fails when ``path`` exists), so a process that finds ``path``
+    reads a complete key (servers starting together on one new shared log: the first
+    one's key wins, the others load it). Raises ConfigError if it exists or cannot be
+    written, LogError if ``origin`` is not a valid note key name.
     """
     _check_key_name(origin)
     private_key = Ed25519PrivateKey.generate()
@@ -319,16 +324,28 @@ def generate_log_key(path: Path, origin: str) -> LogSigner:
         serialization.PrivateFormat.PKCS8,
         serialization.NoEncryption(),
     )
+    if path.exists():
+        raise ConfigError(f"log key file {path} already exists; not overwriting it")
+    temp = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(pem)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.link(temp, path)
+        finally:
+            temp.unlink(missing_ok=True)
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
     except FileExistsError as e:
         raise ConfigError(f"log key file {path} already exists; not overwriting it") from e
     except OSError as e:
         raise ConfigError(f"cannot create log key file {path}: {e.strerror}") from e
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(pem)
-        handle.flush()
-        os.fsync(handle.fileno())
     return LogSigner(private_key, origin)
 
 

@@ -441,10 +441,6 @@ class ForgeryPenalty:
         """Whether forgeries are metered at all (``per_minute`` > 0)."""
         return self._rate > 0
 
-    def active(self) -> bool:
-        """Whether any client is being metered (charged, or with submissions in flight)."""
-        return bool(self._peers or self._inflight)
-
     def _tokens(self, peer: str, now: float) -> float:
         tokens, at = self._peers.get(peer, (self._cap, now))
         return min(self._cap, tokens + (now - at) * self._rate)
@@ -458,22 +454,6 @@ class ForgeryPenalty:
             " the device key that signs them and that the device is enrolled",
             wait,
         )
-
-    def check(self, peer: str) -> None:
-        """Raises ForgeryPenaltyError when ``peer``'s client has no token left that is
-        neither spent nor reserved by its submissions in flight."""
-        if not self._rate:
-            return
-        client = peer_client(peer)
-        if client not in self._peers and client not in self._inflight:
-            return
-        now = self._clock()
-        tokens = self._tokens(client, now)
-        if tokens - self._inflight.get(client, 0) >= 1.0:
-            if tokens >= self._cap and client in self._peers:  # a full budget: forget it
-                del self._peers[client]
-            return
-        raise self._refusal(client, tokens - self._inflight.get(client, 0))
 
     async def admit(self, peer: str, time_left: float | None = None) -> str | None:
         """Reserve a token for one submission from ``peer`` before it is read or verified;
@@ -555,13 +535,6 @@ class ForgeryPenalty:
             _wake_first(queue)
         if not queue:
             del self._waiters[client]
-
-    def charge(self, peer: str) -> None:
-        """Count one submission from ``peer``'s client refused because its signature did
-        not verify or its device is not enrolled (one that was not `admit`-ted)."""
-        if not self._rate:
-            return
-        self._spend(peer_client(peer))
 
     def _spend(self, client: str) -> None:
         now = self._clock()

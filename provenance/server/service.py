@@ -14,7 +14,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import Executor
+from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -35,6 +35,7 @@ from provenance.core.errors import (
     ClaimError,
     ConfigError,
     EnrollmentError,
+    KeyMaterialError,
     LogError,
     LogIntegrityError,
     ProvenanceError,
@@ -134,6 +135,30 @@ MAX_QUERY_FRAMES = 600
 DEVICE_KEYS_CACHED = CHECKED_KEYS_CACHED
 
 
+#: How long a server waits for a new log key file another process is still writing in
+#: place (`_load_log_key`), in seconds.
+LOG_KEY_WAIT_S = 5.0
+
+
+def _load_log_key(path: Path, origin: str) -> LogSigner:
+    """`load_log_signer`, waiting up to LOG_KEY_WAIT_S for a key file written less than
+    that long ago that holds no key yet: one a process is still writing in place (ours
+    appear whole, `generate_log_key`; a copy or an older server may not). Raises as
+    `load_log_signer`."""
+    deadline = time.monotonic() + LOG_KEY_WAIT_S
+    while True:
+        try:
+            return load_log_signer(path, origin)
+        except KeyMaterialError:
+            try:
+                young = time.time() - path.stat().st_mtime < LOG_KEY_WAIT_S
+            except OSError:
+                young = False
+            if not young or time.monotonic() > deadline:
+                raise
+        time.sleep(0.05)
+
+
 def utc_now() -> datetime:
     return datetime.now(UTC)
 
@@ -202,6 +227,12 @@ class ProvenanceService:
         self.store: Store = open_store(config.db, exclusive=True)
         self._device_keys: dict[bytes, bytes] = {}  # see _device_key
         self._device_keys_lock = threading.Lock()
+        #: device id -> a sequence number the log holds for it: its last logged one, or
+        #: less (other servers of the log append too); see `submit_async`
+        self._logged_seq: dict[bytes, int] = {}
+        #: the one thread that reads the receipts of replays (`_logged_replay`): a flood
+        #: of them waits there, not in the RPC pool nor in the writer's batches
+        self._replay_reads = ThreadPoolExecutor(1, thread_name_prefix="replay-reads")
         #: files beside a new SQLite database this start made under its lock (the log key
         #: it created, its checkpoint memo): `discard` removes them
         self._made: list[Path] = []
@@ -287,10 +318,16 @@ class ProvenanceService:
                     f"log key {key_file} is missing but the log has entries:"
                     " refusing to start with a new key"
                 )
-            generate_log_key(key_file, origin)  # O_EXCL: made by this very start
-            if self._new_database():
-                self._made.append(key_file)
-        signer = load_log_signer(key_file, origin)
+            try:
+                generate_log_key(key_file, origin)  # O_EXCL: made by this very start
+            except ConfigError:
+                if not key_file.exists():
+                    raise
+                # another server starting on this new shared log made it first: its key
+            else:
+                if self._new_database():
+                    self._made.append(key_file)
+        signer = _load_log_key(key_file, origin)
         if stored_origin is None:
             # servers starting together on a new shared database: the first key wins
             origin = self.store.setdefault_meta("origin", origin)
@@ -395,6 +432,7 @@ class ProvenanceService:
         self._discard_files()
 
     def _close_threads(self) -> None:
+        self._replay_reads.shutdown(wait=True, cancel_futures=True)
         self._stop.set()
         self._upkeep.join()
         self.writer.close()
@@ -418,6 +456,8 @@ class ProvenanceService:
 
     def _after_commit(self, size: int, note: str, appended: list[tuple[int, PendingClaim]]) -> None:
         metrics.APPENDS.inc(len(appended))
+        for _, p in appended:
+            self._note_logged(p.claim.device_id, p.claim.sequence)
         if self.cosigner is not None:
             self.cosigner.submit(size, note)
         if self._memo is not None:
@@ -659,8 +699,21 @@ class ProvenanceService:
         device's key, when not yet known, is read in ``reads`` (an executor; None: the
         loop's default); the signature is checked by the writer's thread with the GIL
         released (`PendingClaim`), replays and revocation by the writer in its append
-        transaction; the wait for the group commit holds no thread. Raises as `submit`."""
+        transaction; the wait for the group commit holds no thread. A claim numbered at
+        or below the device's last logged sequence this server knows of (from the
+        device's row when its key was read, and from the claims it logged) is looked up
+        first, in a thread of its own (`_logged_replay`): a replay of a logged envelope
+        gets its receipt without the writer (before: a flood of distinct replays took
+        the writer's batches from the honest claims). Raises as `submit`."""
         claim = self._claim(signed)
+        if claim.sequence <= self._logged_seq.get(signed.key_id, 0):
+            # at or below a sequence number the log holds for the device: a replay of a
+            # logged claim (or a reused number, for the writer to refuse), answered with a
+            # read off the writer (an honest new claim is above it: no read)
+            loop = asyncio.get_running_loop()
+            replayed = await loop.run_in_executor(self._replay_reads, self._logged_replay, signed)
+            if replayed is not None:
+                return replayed
         key = self._device_keys.get(signed.key_id)
         if key is None:
             loop = asyncio.get_running_loop()
@@ -668,6 +721,32 @@ class ProvenanceService:
         # a cancelled wait (timeout, client gone) leaves the submission queued; the
         # writer wakes this loop once per batch
         return await self.writer.submit_async(self._pending(signed, claim, key), timeout)
+
+    def _logged_replay(self, signed: SignedClaim) -> Appended | None:
+        """The receipt of ``signed`` when the log holds this very envelope (the same claim
+        with the same signature, verified when it was logged: not checked again), read
+        from the store (one leaf, its checkpoint and proof nodes) in the calling thread,
+        not the writer's; None when it does not (the writer decides). Raises StorageError,
+        LogIntegrityError."""
+        rec = self.store.leaf_by_claim_hash(signed.claim_hash)
+        if rec is None:
+            return None
+        try:
+            logged, _ = wire.decode_log_entry(rec.entry)
+        except ClaimError:  # a damaged entry: the writer's answer, as for any replay
+            return None
+        if logged != signed:  # another signature of the claim: the writer checks it
+            return None
+        return Appended(self._receipt(rec), duplicate=True)
+
+    def _note_logged(self, device_id: bytes, sequence: int) -> None:
+        """Remember that the log holds ``sequence`` (or more) for the device, for the
+        last `DEVICE_KEYS_CACHED` devices."""
+        with self._device_keys_lock:
+            kept = self._logged_seq.pop(device_id, 0)
+            if len(self._logged_seq) >= DEVICE_KEYS_CACHED:  # the oldest noted goes
+                self._logged_seq.pop(next(iter(self._logged_seq)), None)
+            self._logged_seq[device_id] = max(kept, sequence)
 
     @staticmethod
     def _claim(signed: SignedClaim) -> Claim:
@@ -693,8 +772,10 @@ class ProvenanceService:
         (its revocation may, and is never read from here). Raises UnknownDeviceError."""
         key = self._device_keys.get(device_id)
         if key is None:
-            key = self.store.get_device(device_id).public_key
+            row = self.store.get_device(device_id)
+            key = row.public_key
             self._remember_key(device_id, key)
+            self._note_logged(device_id, row.last_sequence)
         return key
 
     def knows_device_key(self, device_id: bytes) -> bool:
