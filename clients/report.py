@@ -23,7 +23,7 @@ from dataclasses import asdict
 from typing import Any
 
 from provenance.core.claims import Claim, Device, Verdict
-from provenance.core.verify import VerificationReport
+from provenance.core.verify import ClaimEvidence, VerificationReport
 
 EXIT_CODES: dict[Verdict, int] = {
     Verdict.SIGNED_ORIGINAL: 0,
@@ -81,6 +81,29 @@ def device_to_json(d: Device) -> dict[str, Any]:
     }
 
 
+def claim_evidence_to_json(c: ClaimEvidence) -> dict[str, Any]:
+    """A report's ``evidence.claim`` (or one of its ``evidence.other_claims``) as JSON:
+    the signed fields, what was checked, its log position and receipt, its device."""
+    claim: dict[str, Any] = {
+        **claim_to_json(c.claim),
+        "claim_sha256": c.signed_claim.claim_hash.hex(),
+        "signature_valid": c.signature_valid,
+        "in_log": c.in_log,
+        "receipt_verified": c.receipt_verified,
+        "chain_linked": c.chain_linked,
+    }
+    if c.receipt is not None:
+        claim["log"] = {
+            "leaf_index": c.receipt.leaf_index,
+            "integrated_at": iso_utc(c.receipt.integrated_at),
+            "checkpoint": c.receipt.checkpoint,
+            "inclusion_proof": [p.hex() for p in c.receipt.inclusion_proof],
+        }
+    if c.device is not None:
+        claim["device"] = device_to_json(c.device)
+    return claim
+
+
 def report_to_json(r: VerificationReport, path: str | None = None) -> dict[str, Any]:
     """A JSON-able dict with a top-level ``status`` (one of the five verdict names)."""
     ev = r.evidence
@@ -110,25 +133,8 @@ def report_to_json(r: VerificationReport, path: str | None = None) -> dict[str, 
         "claim": None,
     }
     if ev.claim is not None:
-        c = ev.claim
-        claim: dict[str, Any] = {
-            **claim_to_json(c.claim),
-            "claim_sha256": c.signed_claim.claim_hash.hex(),
-            "signature_valid": c.signature_valid,
-            "in_log": c.in_log,
-            "receipt_verified": c.receipt_verified,
-            "chain_linked": c.chain_linked,
-        }
-        if c.receipt is not None:
-            claim["log"] = {
-                "leaf_index": c.receipt.leaf_index,
-                "integrated_at": iso_utc(c.receipt.integrated_at),
-                "checkpoint": c.receipt.checkpoint,
-                "inclusion_proof": [p.hex() for p in c.receipt.inclusion_proof],
-            }
-        if c.device is not None:
-            claim["device"] = device_to_json(c.device)
-        evidence["claim"] = claim
+        evidence["claim"] = claim_evidence_to_json(ev.claim)
+    evidence["other_claims"] = [claim_evidence_to_json(c) for c in ev.other_claims]
     out["evidence"] = evidence
     if r.c2pa is not None:
         out["c2pa"] = r.c2pa
@@ -213,6 +219,18 @@ def report_to_text(r: VerificationReport, path: str) -> str:
             lines.append(
                 f"  revoked    {c.device.revoked_at:%Y-%m-%d %H:%M:%S} UTC: {c.device.revocation_reason}"
             )
+    for o in ev.other_claims:
+        revoked = (
+            f", key revoked {o.device.revoked_at:%Y-%m-%d %H:%M:%S} UTC: {o.device.revocation_reason}"
+            if o.device is not None and o.device.revoked_at is not None
+            else ""
+        )
+        leaf = f"leaf {o.receipt.leaf_index}" if o.receipt is not None else "not in the log"
+        lines.append(
+            f"  also       {leaf}: device {o.claim.device_id.hex()[:16]}…"
+            + (f" ({o.device.label})" if o.device and o.device.label else "")
+            + f", capture #{o.claim.sequence}{revoked}"
+        )
     if ev.pdq_distance is not None:
         turned = (
             f", file {ev.pdq_transform.replace('_', ' ')} relative to the capture"

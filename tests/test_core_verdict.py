@@ -15,6 +15,7 @@ from provenance.core.claims import Claim, Device, HardBinding, Receipt, SignedCl
 from provenance.core.envelope import PAYLOAD_TYPE_CLAIM, PAYLOAD_TYPE_ENROLL, sign_payload
 from provenance.core.keys import DeviceKey
 from provenance.core.verify import (
+    MAX_OTHER_CLAIMS,
     ClaimEvidence,
     Evidence,
     FileFacts,
@@ -115,6 +116,53 @@ def test_a_sidecar_beside_logged_bytes_is_noted_when_it_is_another_claim() -> No
     assert _has(r.reasons, "describes another claim")
     alone = decide(facts, NOW, exact=[lc])
     assert not alone.evidence.sidecar_present and len(alone.reasons) == 1
+
+
+def test_several_claims_of_the_bytes_rank_valid_first_then_by_index_in_any_order() -> None:
+    """The best-standing claim decides; the others follow as evidence, the same whatever
+    order the store returned them in, each listed once; a sidecar among them is named."""
+    facts = FileFacts(SHA, 11, "image/jpeg")
+    stolen = NOW - timedelta(days=3)  # before LOGGED_AT: covers the claims of that key
+    revoked = _logged(_claim(sequence=1), index=2, revoked_at=stolen)
+    valid = _logged(_claim(sequence=2), index=5)
+    later = _logged(_claim(sequence=3), index=9)
+    forged = _logged(index=1, signed=replace(_signed(_claim()), signature=bytes(64)))
+    orders = (
+        [revoked, valid, later],
+        [later, revoked, valid, forged, valid],
+        [valid, later, revoked],
+    )
+    reports = [decide(facts, NOW, exact=o) for o in orders]
+    assert all(r == reports[0] for r in reports)
+    r = reports[0]
+    assert r.status is Verdict.SIGNED_ORIGINAL
+    assert r.evidence.claim == valid.evidence(True)
+    assert r.evidence.other_claims == (later.evidence(True), revoked.evidence(True))
+    assert _has(r.reasons, "also in a validly signed claim at log index 9")
+    assert _has(r.reasons, "also in a signed claim at log index 2", "lost phone", "before")
+    held = decide(facts, NOW, exact=orders[0], sidecar=revoked.signed_claim)
+    assert held.status is Verdict.SIGNED_ORIGINAL and held.evidence.sidecar_present
+    assert _has(held.reasons, "sidecar holds the claim at log index 2", "at log index 5")
+    assert not _has(held.reasons, "another claim")
+    own = decide(facts, NOW, exact=orders[0], sidecar=valid.signed_claim)
+    assert own.reasons == r.reasons
+    all_revoked = decide(
+        facts, NOW, exact=[_logged(_claim(sequence=i), index=i, revoked_at=stolen) for i in (8, 3)]
+    )
+    assert all_revoked.status is Verdict.REVOKED_KEY
+    assert all_revoked.evidence.claim is not None and all_revoked.evidence.claim.receipt
+    assert all_revoked.evidence.claim.receipt.leaf_index == 3
+
+
+def test_the_other_claims_listed_are_capped() -> None:
+    facts = FileFacts(SHA, 11, "image/jpeg")
+    many = [_logged(_claim(sequence=i), index=i) for i in range(1, MAX_OTHER_CLAIMS + 4)]
+    r = decide(facts, NOW, exact=many[::-1])
+    assert r.evidence.claim == many[0].evidence(True)
+    assert r.evidence.other_claims == tuple(
+        lc.evidence(True) for lc in many[1 : 1 + MAX_OTHER_CLAIMS]
+    )
+    assert _has(r.reasons, "and 2 more claims of the same bytes")
 
 
 def test_revocation_after_logging_is_a_note_and_before_it_a_revoked_key() -> None:

@@ -96,6 +96,7 @@ def report_json(m: pb.VerificationReport) -> dict[str, Any]:
             "pdq_transform": e.pdq_transform or None,
             "time_flags": [{"code": f.code, "detail": f.detail} for f in e.time_flags],
             "claim": None,
+            "other_claims": [],
         },
         "verified_at": _verified_at(m.verified_at),
     }

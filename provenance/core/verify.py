@@ -8,7 +8,12 @@ Rules, in order (DESIGN.md, "The verdict"):
 
 0. Exact bytes in the log decide first: a logged, validly signed claim whose hard
    binding covers the file gives ``SIGNED_ORIGINAL`` (or ``REVOKED_KEY``) whatever
-   sidecar comes with it (the report notes a sidecar for another claim).
+   sidecar comes with it (the report notes a sidecar for another claim). When several
+   such claims bind the bytes, the best-standing one decides (`rank_exact`: a claim its
+   key's revocation does not cover before one it covers, then the lowest log index); the
+   others are reported as evidence (``Evidence.other_claims``, same order, each with a
+   reason, a revoked one with its revocation), and a sidecar holding one of them is
+   named as such, never as another claim.
 1. A sidecar claim is present:
    - its signature does not verify against the enrolled key, or its SHA-256 differs
      from the file's: ``TAMPERED`` (with the PDQ distance between the claimed and the
@@ -132,7 +137,9 @@ class Evidence:
     """Everything the verdict was based on (distances in bits of Hamming distance; for
     video the time-aligned frame match, and the damaged byte ranges, inclusive, of a
     TAMPERED file whose sidecar lists its chunk hashes; implausible capture times of the
-    claim, `provenance.core.timecheck`)."""
+    claim, `provenance.core.timecheck`; ``other_claims``: the other logged claims that
+    bind the same exact bytes when several do, best-standing first, at most
+    `MAX_OTHER_CLAIMS`)."""
 
     file: FileFacts
     claim: ClaimEvidence | None = None
@@ -144,6 +151,7 @@ class Evidence:
     damaged_ranges: tuple[tuple[int, int], ...] = ()
     time_flags: tuple[TimeFlag, ...] = ()
     pdq_transform: str = ""
+    other_claims: tuple[ClaimEvidence, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -280,14 +288,9 @@ def decide(
     unlogged or for another capture cannot make a logged original read otherwise (the
     report notes it).
     """
-    for lc in exact:
-        if facts.binds(lc.claim.hard_binding.sha256) and signature_ok(lc.signed_claim, lc.device):
-            same = sidecar is not None and sidecar.claim_hash == lc.signed_claim.claim_hash
-            report = _logged_verdict(facts, lc, now, sidecar=sidecar is not None)
-            if sidecar is not None and not same:
-                note = "a sidecar came with the file but describes another claim; it was not used"
-                report = replace(report, reasons=(*report.reasons, note))
-            return report
+    ranked = rank_exact(facts, exact)
+    if ranked:
+        return _exact_verdict(facts, now, ranked, sidecar)
     if sidecar is not None and sidecar_claim is not None:
         report = _decide_with_sidecar(
             facts, now, sidecar, sidecar_claim, sidecar_device, sidecar_logged, sidecar_chunk_hashes
@@ -307,6 +310,75 @@ def decide(
                 )
         return report
     return _decide_near(facts, now, near)
+
+
+#: The most other claims of the same bytes a report lists (the verdict ranks them all).
+MAX_OTHER_CLAIMS = 16
+
+
+def rank_exact(facts: FileFacts, exact: Sequence[LoggedClaim]) -> list[LoggedClaim]:
+    """The logged claims among ``exact`` that bind ``facts``' bytes and verify under their
+    enrolled key, best-standing first: those their key's revocation does not cover (the
+    claim was logged before it) before those it covers, then by log index (the earliest
+    logged first); each claim once (by claim hash, at its best rank). Claims that bind
+    other bytes or no longer verify are left out. Deterministic whatever order ``exact``
+    comes in."""
+    binding = sorted(
+        (
+            lc
+            for lc in exact
+            if facts.binds(lc.claim.hard_binding.sha256)
+            and signature_ok(lc.signed_claim, lc.device)
+        ),
+        key=lambda lc: (_revoked_for(lc.device, lc.integrated_at), lc.receipt.leaf_index),
+    )
+    seen: dict[bytes, LoggedClaim] = {}
+    for lc in binding:
+        seen.setdefault(lc.signed_claim.claim_hash, lc)
+    return list(seen.values())
+
+
+def _exact_verdict(
+    facts: FileFacts, now: datetime, ranked: Sequence[LoggedClaim], sidecar: SignedClaim | None
+) -> VerificationReport:
+    """Rule 0: the verdict of the best-standing of ``ranked`` (`rank_exact`, not empty),
+    the others reported as evidence, and what the sidecar, if any, holds."""
+    best, others = ranked[0], ranked[1 : 1 + MAX_OTHER_CLAIMS]
+    report = _logged_verdict(facts, best, now, sidecar=sidecar is not None)
+    reasons = list(report.reasons)
+    for lc in others:
+        where = f"log index {lc.receipt.leaf_index} (device {lc.claim.device_id.hex()[:16]})"
+        if _revoked_for(lc.device, lc.integrated_at):
+            reasons.append(
+                f"note: the same bytes are also in a signed claim at {where}, but"
+                f" {_revocation_note(lc.device)}, before that claim was logged"
+            )
+        else:
+            reasons.append(
+                f"note: the same bytes are also in a validly signed claim at {where}, logged"
+                f" {lc.integrated_at:%Y-%m-%d %H:%M:%S} UTC"
+            )
+    if len(ranked) > 1 + MAX_OTHER_CLAIMS:
+        reasons.append(
+            f"note: and {len(ranked) - 1 - MAX_OTHER_CLAIMS} more claims of the same bytes"
+            " (not listed)"
+        )
+    if sidecar is not None:
+        held = [lc for lc in ranked if lc.signed_claim.claim_hash == sidecar.claim_hash]
+        if not held:
+            reasons.append(
+                "a sidecar came with the file but describes another claim; it was not used"
+            )
+        elif held[0] is not best:
+            reasons.append(
+                f"the sidecar holds the claim at log index {held[0].receipt.leaf_index}, which"
+                " also binds these bytes; the verdict rests on the best-standing claim of them,"
+                f" at log index {best.receipt.leaf_index}"
+            )
+    evidence = replace(
+        report.evidence, other_claims=tuple(lc.evidence(signature_valid=True) for lc in others)
+    )
+    return replace(report, reasons=tuple(reasons), evidence=evidence)
 
 
 def _another_picture(ev: Evidence) -> bool:

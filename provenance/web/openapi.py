@@ -279,7 +279,12 @@ def openapi_document() -> dict[str, Any]:
                         "path": {"type": "string"},
                         "reasons": {"type": "array", "items": {"type": "string"}},
                         "file": {"type": "object"},
-                        "evidence": {"type": "object"},
+                        "evidence": {
+                            "type": "object",
+                            "description": "claim: the claim the status rests on;"
+                            " other_claims: the other logged claims of the same exact bytes,"
+                            " best-standing first (not revoked, then log index)",
+                        },
                         "c2pa": {"type": "object"},
                         "detector": {"type": "object", "description": "advisory only"},
                         "verified_at": {"type": "string"},

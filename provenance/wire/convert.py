@@ -386,16 +386,9 @@ def report_fields(r: VerificationReport) -> dict[str, Any]:
     if ev.video_match is not None:
         evidence["video_match"] = video_match_to_pb(ev.video_match)
     if ev.claim is not None:
-        c = ev.claim
-        evidence["claim"] = pb.ClaimEvidence(
-            signed_claim=signed_to_pb(c.signed_claim),
-            receipt=receipt_to_pb(c.receipt) if c.receipt else None,
-            device=device_to_pb(c.device) if c.device else None,
-            signature_valid=c.signature_valid,
-            in_log=c.in_log,
-            chain_linked=c.chain_linked,
-            receipt_verified=c.receipt_verified,
-        )
+        evidence["claim"] = claim_evidence_to_pb(ev.claim)
+    if ev.other_claims:
+        evidence["other_claims"] = [claim_evidence_to_pb(c) for c in ev.other_claims]
     return {
         "status": pb.Verdict.Value(r.status.value),
         "reasons": [*r.reasons, *ev.file.notes],
@@ -404,6 +397,35 @@ def report_fields(r: VerificationReport) -> dict[str, Any]:
         "detector": None if r.detector is None else detector_to_pb(r.detector),
         "c2pa": None if r.c2pa is None else c2pa_to_pb(r.c2pa),
     }
+
+
+def claim_evidence_to_pb(c: ClaimEvidence) -> pb.ClaimEvidence:
+    """Domain claim evidence -> wire message (a report's ``claim`` or one of its
+    ``other_claims``)."""
+    return pb.ClaimEvidence(
+        signed_claim=signed_to_pb(c.signed_claim),
+        receipt=receipt_to_pb(c.receipt) if c.receipt else None,
+        device=device_to_pb(c.device) if c.device else None,
+        signature_valid=c.signature_valid,
+        in_log=c.in_log,
+        chain_linked=c.chain_linked,
+        receipt_verified=c.receipt_verified,
+    )
+
+
+def claim_evidence_from_pb(c: pb.ClaimEvidence) -> ClaimEvidence:
+    """Wire claim evidence -> domain; raises ClaimError when its claim does not decode."""
+    signed = signed_from_pb(c.signed_claim)
+    return ClaimEvidence(
+        signed_claim=signed,
+        claim=decode_claim(signed.claim_bytes),
+        device=device_from_pb(c.device) if c.HasField("device") else None,
+        receipt=receipt_from_pb(c.receipt) if c.HasField("receipt") else None,
+        signature_valid=c.signature_valid,
+        in_log=c.in_log,
+        chain_linked=c.chain_linked,
+        receipt_verified=c.receipt_verified,
+    )
 
 
 _VIDEO_OPTIONAL = ("offset_seconds", "original_start_s", "original_end_s", "median_distance")
@@ -623,20 +645,7 @@ def report_from_pb(m: pb.VerificationReport) -> VerificationReport:
         soft_bindings=tuple(soft_from_pb(s) for s in e.file_soft_bindings),
         content_sha256=bytes(e.file_content_sha256),
     )
-    claim_ev = None
-    if e.HasField("claim"):
-        c = e.claim
-        signed = signed_from_pb(c.signed_claim)
-        claim_ev = ClaimEvidence(
-            signed_claim=signed,
-            claim=decode_claim(signed.claim_bytes),
-            device=device_from_pb(c.device) if c.HasField("device") else None,
-            receipt=receipt_from_pb(c.receipt) if c.HasField("receipt") else None,
-            signature_valid=c.signature_valid,
-            in_log=c.in_log,
-            chain_linked=c.chain_linked,
-            receipt_verified=c.receipt_verified,
-        )
+    claim_ev = claim_evidence_from_pb(e.claim) if e.HasField("claim") else None
     return VerificationReport(
         status=Verdict(pb.Verdict.Name(m.status)),
         reasons=tuple(m.reasons),
@@ -651,6 +660,7 @@ def report_from_pb(m: pb.VerificationReport) -> VerificationReport:
             damaged_ranges=tuple((r.first_byte, r.last_byte) for r in e.damaged_ranges),
             time_flags=tuple(TimeFlag(f.code, f.detail) for f in e.time_flags),
             pdq_transform=e.pdq_transform,
+            other_claims=tuple(claim_evidence_from_pb(c) for c in e.other_claims),
         ),
         verified_at=ts_from_pb(m.verified_at),
         detector=detector_from_pb(m.detector) if m.HasField("detector") else None,
