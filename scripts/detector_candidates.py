@@ -29,7 +29,11 @@ Stages (each resumable, results under ``.cache/detector-candidates/``, git-ignor
     Grouped cross-validation of recipes on the training sources only (`stage_cv`),
     writing ``detector/weights/eval-cv.json`` and the out-of-fold logits. Variants with
     ``noise`` add the log noise level of each patch or of its image as an input
-    (`noise_columns`; every cached patch's level is kept in ``noise.npz``).
+    (`noise_columns`; every cached patch's level is kept in ``noise.npz``). Variants with
+    ``context`` give each patch its image's mean (and std) patch features or train an
+    image-level head on them (`context_rows`), ``hidhead`` a logistic on the mean and std
+    of the MLP's hidden layer over the image (`hidden_stats`), ``aggregate`` another
+    image logit than the mean patch logit (`image_aggregate`).
 ``noise``
     Compare noise-level-aware calibrations and band rules on those out-of-fold logits
     (`stage_noise`) and fit the shape of version 7's band term (``pooled_term``, read by
@@ -454,13 +458,18 @@ def _feature_net(size: int, hidden: int = 0) -> SpectralLogistic:
     spectral = SpectralFeatures(PATCH).size
     co = spectral + ResidualCooccurrence().size
     norm = co + NormalisedCooccurrence().size
-    # + MinMaxCooccurrence, or + the log noise level of the crop and/or its image
-    if size in (norm + MinMaxCooccurrence().size, norm + 1, norm + 2):
+    # + MinMaxCooccurrence, or + the log noise level of the crop and/or its image, or
+    # the image context of `context_rows` (two or three times the features)
+    if size in (norm + MinMaxCooccurrence().size, norm + 1, norm + 2, 2 * norm, 3 * norm):
         net = SpectralLogistic(PATCH, cooccurrence=True, hidden=hidden, normalised=True)
         net.register_buffer("feat_mean", torch.zeros(size))
         net.register_buffer("feat_std", torch.ones(size))
-        net.fc = torch.nn.Sequential(
-            torch.nn.Linear(size, hidden), torch.nn.GELU(), torch.nn.Linear(hidden, 1)
+        net.fc = (
+            torch.nn.Sequential(
+                torch.nn.Linear(size, hidden), torch.nn.GELU(), torch.nn.Linear(hidden, 1)
+            )
+            if hidden
+            else torch.nn.Linear(size, 1)
         )
         return net
     if size not in (spectral, co, norm):
@@ -734,6 +743,135 @@ def noise_columns(
             )
     width = 2 if mode == "both" else 1
     return np.concatenate(cols).astype(np.float32) if cols else np.zeros((0, width), np.float32)
+
+
+def context_rows(
+    ft: Features, conds: tuple[str, ...], idx: list[int], width: int, mode: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """Features with their image's context, for ``cv``'s image-context variants; rows in
+    the order of ``Features.stack(conds, idx)`` (conditions outer, images inner), the
+    first ``width`` columns of each patch's features. Modes:
+
+    * "mean" / "meanstd": one row per patch, its own features then the mean (and the
+      standard deviation) of the features of its image's patches of the same condition:
+      (N, 2 * width) or (N, 3 * width); a crop judged against its image (as served it
+      would be the image's 64 crops).
+    * "image": one row per image and condition, the mean then the standard deviation of
+      its patches' features: (M, 2 * width), for an image-level head.
+
+    Returns (rows float32, image index of each row)."""
+    out, owner = [], []
+    for c in conds:
+        for i in idx:
+            a, b = ft.where[c].get(i, (0, 0))
+            if b <= a:
+                continue
+            block = ft.arrays[c][a:b, :width]
+            mean, std = block.mean(0), block.std(0)
+            if mode == "image":
+                out.append(np.r_[mean, std][None])
+                owner.append(i)
+                continue
+            parts = [block, np.broadcast_to(mean, block.shape)]
+            if mode == "meanstd":
+                parts.append(np.broadcast_to(std, block.shape))
+            out.append(np.concatenate(parts, 1))
+            owner.extend([i] * (b - a))
+    size = {"mean": 2, "meanstd": 3, "image": 2}[mode] * width
+    if not out:
+        return np.zeros((0, size), np.float32), np.array(owner, int)
+    return np.concatenate(out).astype(np.float32), np.array(owner, int)
+
+
+def image_aggregate(
+    values: np.ndarray, owner: np.ndarray, idx: list[int], how: str = "mean"
+) -> np.ndarray:
+    """Per-image aggregate of per-patch logits in the order of idx (NaN where none):
+    "mean" (as served), "median", "trim" (mean of what is left after dropping the lowest
+    and the highest fifth, rounded down), "q75" (the 75th percentile)."""
+    if how == "mean":
+        return image_means(values, owner, idx)
+    out = np.full(len(idx), np.nan)
+    order = np.argsort(owner, kind="stable")
+    vs, os_ = values[order], owner[order]
+    starts = np.searchsorted(os_, idx, "left")
+    ends = np.searchsorted(os_, idx, "right")
+    for k, (a, b) in enumerate(zip(starts, ends, strict=True)):
+        if b <= a:
+            continue
+        v = np.sort(vs[a:b])
+        if how == "median":
+            out[k] = float(np.median(v))
+        elif how == "q75":
+            out[k] = float(np.quantile(v, 0.75))
+        elif how == "trim":
+            cut = len(v) // 5
+            out[k] = float(v[cut : len(v) - cut].mean())
+        else:
+            raise ValueError(f"unknown aggregate {how!r}")
+    return out
+
+
+def hidden_stats(
+    net: SpectralLogistic, ft: Features, conds: tuple[str, ...], idx: list[int], width: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """For ``cv``'s image head on the MLP's hidden layer: one row per image and condition
+    (conditions outer, images inner), the mean then the standard deviation over the
+    image's patches of the hidden units (after the GELU) of net's MLP head: (M, 2H)
+    float32, and the image index of each row (M,)."""
+    fc = net.fc
+    assert isinstance(fc, torch.nn.Sequential)
+    first = fc[0]
+    assert isinstance(first, torch.nn.Linear)
+    rows, owner = [], []
+    for c in conds:
+        x, own = ft.stack((c,), idx, patches=True)
+        if not len(x):
+            continue
+        with torch.inference_mode():
+            xs = (
+                torch.from_numpy(np.ascontiguousarray(x[:, :width])) - net.feat_mean
+            ) / net.feat_std
+            h = fc[1](first(xs.float())).numpy().astype(np.float64)
+        starts = np.r_[0, np.flatnonzero(own[1:] != own[:-1]) + 1]
+        counts = np.diff(np.r_[starts, len(own)])[:, None]
+        mean = np.add.reduceat(h, starts) / counts
+        var = np.maximum(np.add.reduceat(h * h, starts) / counts - mean * mean, 0)
+        rows.append(np.c_[mean, np.sqrt(var)])
+        owner.append(own[starts])
+    if not rows:
+        return np.zeros((0, 2 * first.out_features), np.float32), np.zeros(0, int)
+    return np.concatenate(rows).astype(np.float32), np.concatenate(owner)
+
+
+def fit_image_head(x: np.ndarray, y: np.ndarray, l2: float) -> Callable[[np.ndarray], np.ndarray]:
+    """A logistic regression on rows x (N, F) with labels y (N,), standardised, classes
+    weighted equally, L2 penalty l2 (L-BFGS); returns the function from rows to logits."""
+    mean, std = x.mean(0), x.std(0) + 1e-6
+    xs = torch.from_numpy((x - mean) / std).float()
+    yt = torch.from_numpy(y).float()
+    w = torch.where(yt > 0, 0.5 / yt.mean(), 0.5 / (1 - yt.mean()))
+    lin = torch.nn.Linear(x.shape[1], 1)
+    torch.nn.init.zeros_(lin.weight)
+    torch.nn.init.zeros_(lin.bias)
+    opt = torch.optim.LBFGS(lin.parameters(), max_iter=200, line_search_fn="strong_wolfe")
+
+    def closure() -> torch.Tensor:
+        opt.zero_grad()
+        z = lin(xs).squeeze(1)
+        loss = (w * F.binary_cross_entropy_with_logits(z, yt, reduction="none")).mean()
+        loss = loss + l2 * lin.weight.pow(2).sum()
+        loss.backward()  # type: ignore[no-untyped-call]
+        return loss
+
+    opt.step(closure)  # type: ignore[no-untyped-call]
+
+    def logits(rows: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            z = lin(torch.from_numpy((rows - mean) / std).float()).squeeze(1)
+        return np.asarray(z.numpy(), np.float64)
+
+    return logits
 
 
 def image_means(values: np.ndarray, owner: np.ndarray, idx: list[int]) -> np.ndarray:
@@ -1333,6 +1471,26 @@ CV_VARIANTS: dict[str, dict[str, Any]] = {
     "v5_clean_famw_seed2": {"clean": True, "famw": True, "seed_offset": 2},
     "v5_clean_famw_rsc": {"clean": True, "famw": True, "rsc": True},
     "v5_clean_seed0": {"clean": True},
+    # Image context (`context_rows`, `image_aggregate`), 3 seeds each: each patch's own
+    # features beside the mean (ctxmean) or the mean and std (ctxstd) of its image's
+    # patches of the same condition; an image-level head on the mean and std of an
+    # image's patch features (img: MLP, 30 epochs over the far fewer rows; imglog:
+    # L-BFGS logistic); the recipe's patch logits aggregated by a median, a trimmed mean
+    # or the 75th percentile instead of the mean.
+    **{
+        f"v5_clean_{name}{f'_seed{s}' if s else ''}": {"clean": True, **extra, "seed_offset": s}
+        for name, extra in (
+            ("ctxmean", {"context": "mean"}),
+            ("ctxstd", {"context": "meanstd"}),
+            ("img", {"context": "image", "epochs": 30}),
+            ("imglog", {"context": "image", "head": "logistic", "l2": 1e-2}),
+            ("hidhead", {"hidhead": 1e-3}),
+            ("median", {"aggregate": "median"}),
+            ("trim", {"aggregate": "trim"}),
+            ("q75", {"aggregate": "q75"}),
+        )
+        for s in range(3)
+    },
     # The log noise level (detector/noise.py) as a trained input of the MLP, per patch:
     # of the crop itself ("crop"), of its image (the median over the image's patches of
     # the same condition, as served: "image"), or both.
@@ -1424,24 +1582,38 @@ def stage_cv(args: argparse.Namespace) -> None:
     sigma = patch_noise(pt) if noisy else {}
     mode = ""
 
+    ctx = ""  # image context (`context_rows`): "", "mean", "meanstd" or "image"
+    agg = "mean"  # how an image's patch logits become its logit (`image_aggregate`)
+
     def rows(conds: tuple[str, ...], ids: list[int]) -> np.ndarray:
+        if ctx:
+            return context_rows(ft, conds, ids, width, ctx)[0]
         x = ft.stack(conds, ids, True)[0][:, :width]
         return np.c_[x, noise_columns(sigma, ft.where, conds, ids, mode)] if mode else x
 
+    head: list[Callable[[np.ndarray], np.ndarray]] = []  # the image head of "hidhead"
+
     def scores(net: SpectralLogistic, cond: str, ids: list[int]) -> np.ndarray:
-        x, owner = ft.stack((cond,), ids, patches=True)
-        x = x[:, :width]
+        if head:
+            hx, howner = hidden_stats(net, ft, (cond,), ids, width)
+            return image_aggregate(head[0](hx), howner, ids)
+        if ctx:
+            x, owner = context_rows(ft, (cond,), ids, width, ctx)
+        else:
+            x, owner = ft.stack((cond,), ids, patches=True)
+            x = x[:, :width]
         if mode:
             x = np.c_[x, noise_columns(sigma, ft.where, (cond,), ids, mode)]
         x = np.ascontiguousarray(x, dtype=np.float32)
         with torch.inference_mode():
             z = net.fc((torch.from_numpy(x) - net.feat_mean) / net.feat_std).squeeze(1).numpy()
-        return image_means(z, owner, ids)
+        return image_aggregate(z, owner, ids, agg)
 
     for name in names:
         v = {"low": True, "low_repeat": 1, "hidden": args.hidden, **CV_VARIANTS[name]}
         width = full if v.get("minmax") else base
         mode = v.get("noise", "")
+        ctx, agg = v.get("context", ""), v.get("aggregate", "mean")
         t0 = time.monotonic()
         oof: dict[int, float] = {}
         oof_by: dict[str, dict[int, float]] = {c: {} for c in OOF_CONDS}
@@ -1486,20 +1658,36 @@ def stage_cv(args: argparse.Namespace) -> None:
                 w = 1.0 / np.bincount(inv)[inv]
                 draw = np.random.default_rng([37, k, v.get("seed_offset", 0)])
                 p = p[draw.choice(len(p), len(p), p=w / w.sum())]
-            net = merge_heads(
-                [
-                    fit_mlp(
-                        np.concatenate([n, p]),
-                        np.r_[np.zeros(len(n)), np.ones(len(p))],
-                        hidden=v["hidden"],
-                        epochs=v.get("epochs", 3),
-                        weight_decay=v.get("weight_decay", 1e-2),
-                        dropout=v.get("dropout", 0.2),
-                        seed=seed + v.get("seed_offset", 0),
-                    )
-                    for seed in range(v.get("seeds", 1))
+            xy = np.concatenate([n, p]), np.r_[np.zeros(len(n)), np.ones(len(p))]
+            if v.get("head") == "logistic":  # an image-level linear head (ctx "image")
+                net = fit_logistic(*xy, l2=v.get("l2", 1e-3))
+            else:
+                net = merge_heads(
+                    [
+                        fit_mlp(
+                            *xy,
+                            hidden=v["hidden"],
+                            epochs=v.get("epochs", 3),
+                            weight_decay=v.get("weight_decay", 1e-2),
+                            dropout=v.get("dropout", 0.2),
+                            seed=seed + v.get("seed_offset", 0),
+                        )
+                        for seed in range(v.get("seeds", 1))
+                    ]
+                )
+            head.clear()
+            if v.get("hidhead"):  # a logistic on the mean and std of the hidden layer
+                specs = [
+                    (0, ("harm", "aug", "r50", "low", "clean"), real),
+                    (0, ("ae_real", "ae_real_aug"), ae),
+                    (1, ("harm", "aug", "r50", "clean"), gen),
+                    (1, ("syn", "syn_aug"), real),
+                    (1, ("ae", "ae_aug"), ae),
                 ]
-            )
+                parts = [(hidden_stats(net, ft, c, ids, width)[0], lab) for lab, c, ids in specs]
+                hx = np.concatenate([a for a, _ in parts])
+                hy = np.concatenate([np.full(len(a), lab, np.float64) for a, lab in parts])
+                head.append(fit_image_head(hx, hy, v["hidhead"]))
             tr, tg = sorted(test_real), sorted(test_gen)
             for cond in OOF_CONDS:  # every condition's out-of-fold logit (NaN where none)
                 oof_by[cond].update(

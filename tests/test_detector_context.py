@@ -1,0 +1,86 @@
+"""The image-context helpers of ``scripts/detector_candidates.py cv`` (`context_rows`,
+`image_aggregate`, `hidden_stats`), checked against numpy on small hand-made arrays."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import numpy as np
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def dc() -> ModuleType:
+    spec = importlib.util.spec_from_file_location(
+        "detector_candidates", ROOT / "scripts" / "detector_candidates.py"
+    )
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["detector_candidates"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def _features(
+    dc: ModuleType, arrays: dict[str, np.ndarray], where: dict[str, dict[int, tuple[int, int]]]
+) -> object:
+    ft = object.__new__(dc.Features)
+    ft.arrays = arrays
+    ft.where = where
+    return ft
+
+
+def test_image_aggregate_matches_numpy(dc: ModuleType) -> None:
+    rng = np.random.default_rng(3)
+    values = rng.normal(size=23)
+    owner = np.array([5] * 9 + [2] * 10 + [7] * 4)
+    idx = [2, 5, 9, 7]  # 9 has no patches
+    for how, ref in (
+        ("mean", np.mean),
+        ("median", np.median),
+        ("q75", lambda v: np.quantile(v, 0.75)),
+        ("trim", lambda v: np.sort(v)[len(v) // 5 : len(v) - len(v) // 5].mean()),
+    ):
+        out = dc.image_aggregate(values, owner, idx, how)
+        assert np.isnan(out[2])
+        for k, i in enumerate(idx):
+            if i != 9:
+                assert out[k] == pytest.approx(ref(values[owner == i]), abs=1e-12), (how, i)
+    with pytest.raises(ValueError, match="unknown aggregate"):
+        dc.image_aggregate(values, owner, idx, "max")
+
+
+def test_context_rows_and_hidden_stats(dc: ModuleType) -> None:
+    rng = np.random.default_rng(4)
+    harm = rng.normal(size=(7, 5)).astype(np.float32)  # image 1: rows 0-2, image 4: rows 3-6
+    r50 = rng.normal(size=(2, 5)).astype(np.float32)  # image 4 only
+    ft = _features(
+        dc, {"harm": harm, "r50": r50}, {"harm": {1: (0, 3), 4: (3, 7)}, "r50": {4: (0, 2)}}
+    )
+    x, owner = dc.context_rows(ft, ("harm", "r50"), [1, 4], 4, "meanstd")
+    assert x.shape == (9, 12) and owner.tolist() == [1, 1, 1, 4, 4, 4, 4, 4, 4]
+    assert np.allclose(x[:3, :4], harm[:3, :4])
+    assert np.allclose(x[4, 4:8], harm[3:7, :4].mean(0))
+    assert np.allclose(x[7, 8:], r50[:, :4].std(0))
+    img, img_owner = dc.context_rows(ft, ("harm", "r50"), [1, 4], 4, "image")
+    assert img.shape == (3, 8) and img_owner.tolist() == [1, 4, 4]
+    assert np.allclose(img[1], np.r_[harm[3:7, :4].mean(0), harm[3:7, :4].std(0)])
+
+    # the hidden layer's statistics: the mean over an image's patches, through the head
+    size = dc.SpectralFeatures(64).size + dc.ResidualCooccurrence().size
+    size += dc.NormalisedCooccurrence().size
+    net = dc._feature_net(size, 6)
+    wide = rng.normal(size=(7, size)).astype(np.float32)
+    ft = _features(dc, {"harm": wide}, {"harm": {1: (0, 3), 4: (3, 7)}})
+    stats, who = dc.hidden_stats(net, ft, ("harm",), [1, 4], size)
+    with torch.inference_mode():
+        h = net.fc[1](net.fc[0]((torch.from_numpy(wide) - net.feat_mean) / net.feat_std)).numpy()
+    assert who.tolist() == [1, 4] and stats.shape == (2, 12)
+    assert np.allclose(stats[1, :6], h[3:].mean(0), atol=1e-5)
+    assert np.allclose(stats[0, 6:], h[:3].std(0), atol=1e-5)
