@@ -246,3 +246,34 @@ def test_distinct_replays_of_logged_claims_are_answered_off_the_writer(tmp_path:
         assert _writer_items(url) - before == 3
     finally:
         server.stop()
+
+
+def test_a_device_over_its_quota_still_gets_the_receipt_of_a_logged_claim(
+    tmp_path: Path,
+) -> None:
+    """A device that logged its quota's worth of claims this minute and lost an answer
+    retries it against a restarted server (no envelope kept): the replay gets the original
+    receipt (before: RESOURCE_EXHAUSTED, "sent more than 3 claims in a minute", though
+    nothing is appended); a new claim is still refused by the quota."""
+    db = tmp_path / "q.db"
+    quota = ("--quota-claims-per-minute", "3")
+    server, _ = _start(db, quota)
+    try:
+        address = _on(server, "127.0.0.1")
+        with ProvenanceClient(address, admin_token=ADMIN_TOKEN) as c:
+            device = enroll_key(c)
+            logged = [signed_claim(device, seq) for seq in (1, 2, 3)]
+            receipts = [c.submit(s)[0] for s in logged]
+    finally:
+        server.stop()
+    server, _ = _start(db, quota)
+    try:
+        with ProvenanceClient(_on(server, "127.0.0.1")) as c:
+            receipt, duplicate = c.submit(logged[1])
+            assert duplicate and receipt == receipts[1]
+            with pytest.raises(TransportError) as e:
+                c.submit(signed_claim(device, 4))
+            assert e.value.code == "RESOURCE_EXHAUSTED", e.value
+            assert "--quota-claims-per-minute" in str(e.value)
+    finally:
+        server.stop()
