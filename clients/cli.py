@@ -107,6 +107,11 @@ def _passphrase(confirm: bool = False) -> bytes:
     if env:
         return env.encode()
     if not sys.stdin.isatty():
+        if env is not None:  # set, but to nothing
+            raise ConfigError(
+                "PROV_PASSPHRASE is set but empty: set it to the device key's passphrase, or"
+                " unset it and run in a terminal to be prompted"
+            )
         raise ConfigError("no passphrase: set PROV_PASSPHRASE or run in a terminal to be prompted")
 
     def ask(prompt: str) -> str:

@@ -4,6 +4,7 @@ sum.golang.org, tampering, and the log key file."""
 from __future__ import annotations
 
 import base64
+import errno
 import hashlib
 import os
 from datetime import UTC, datetime, timedelta, timezone
@@ -330,6 +331,43 @@ def test_generated_key_file_is_private_and_loads(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="already exists"):
         generate_log_key(path, ORIGIN)
     assert load_log_signer(path, ORIGIN).verifier_key() == created.verifier_key()
+
+
+@pytest.mark.parametrize("code", [errno.EPERM, errno.EOPNOTSUPP])
+def test_a_key_is_made_where_the_file_system_has_no_hard_links(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, code: int
+) -> None:
+    """FAT and CIFS refuse link(2) (EPERM): the key is written in place, still created
+    exclusively and private (before: "cannot create log key file ...: Operation not
+    permitted", so `prov serve` could not start there). The refusal is the kernel's,
+    stood in for by os.link raising it: no such file system can be mounted unprivileged."""
+
+    def no_link(src: object, dst: object) -> None:
+        raise OSError(code, os.strerror(code))
+
+    monkeypatch.setattr(os, "link", no_link)
+    path = tmp_path / "log.key"
+    created = generate_log_key(path, ORIGIN)
+    assert os.stat(path).st_mode & 0o777 == 0o600
+    assert load_log_signer(path, ORIGIN).verifier_key() == created.verifier_key()
+    assert [p.name for p in tmp_path.iterdir()] == ["log.key"]  # no temporary file left
+    with pytest.raises(ConfigError, match="already exists"):
+        generate_log_key(path, ORIGIN)
+    assert load_log_signer(path, ORIGIN).verifier_key() == created.verifier_key()
+
+
+def test_a_key_link_refused_otherwise_is_an_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A link refused for another reason (a full disk) is not retried in place."""
+
+    def full(src: object, dst: object) -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(os, "link", full)
+    with pytest.raises(ConfigError, match="No space left"):
+        generate_log_key(tmp_path / "log.key", ORIGIN)
+    assert list(tmp_path.iterdir()) == []
 
 
 @pytest.mark.parametrize("mode", [0o640, 0o604, 0o660])

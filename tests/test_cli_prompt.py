@@ -114,3 +114,18 @@ def test_no_passphrase_is_asked_for_a_key_that_is_missing_or_would_be_refused(
     rc = prov_main(["device", "init", "--home", str(home)])
     err = " ".join(capsys.readouterr().err.split())
     assert rc == 1 and "a device key already exists" in err and "--force" in err, err
+
+
+def test_an_empty_passphrase_variable_is_named_without_a_terminal(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """PROV_PASSPHRASE set to nothing (``PROV_PASSPHRASE= prov device init`` in a script):
+    the error says it is empty (before: "no passphrase: set PROV_PASSPHRASE ...", though it
+    was set); exit 1, no key made."""
+    monkeypatch.setenv("PROV_PASSPHRASE", "")  # no terminal either: stdin is not one
+    home = tmp_path / "device"
+    capsys.readouterr()
+    rc = prov_main(["device", "init", "--home", str(home)])
+    err = " ".join(capsys.readouterr().err.split())
+    assert rc == 1 and "PROV_PASSPHRASE is set but empty" in err, err
+    assert not (home / "device_key.pem").exists()

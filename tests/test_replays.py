@@ -246,3 +246,97 @@ def test_distinct_replays_of_logged_claims_are_answered_off_the_writer(tmp_path:
         assert _writer_items(url) - before == 3
     finally:
         server.stop()
+
+
+def test_a_device_over_its_quota_still_gets_the_receipt_of_a_logged_claim(
+    tmp_path: Path,
+) -> None:
+    """A device that logged its quota's worth of claims this minute and lost an answer
+    retries it against a restarted server (no envelope kept): the replay gets the original
+    receipt (before: RESOURCE_EXHAUSTED, "sent more than 3 claims in a minute", though
+    nothing is appended); a new claim is still refused by the quota."""
+    db = tmp_path / "q.db"
+    quota = ("--quota-claims-per-minute", "3")
+    server, _ = _start(db, quota)
+    try:
+        address = _on(server, "127.0.0.1")
+        with ProvenanceClient(address, admin_token=ADMIN_TOKEN) as c:
+            device = enroll_key(c)
+            logged = [signed_claim(device, seq) for seq in (1, 2, 3)]
+            receipts = [c.submit(s)[0] for s in logged]
+    finally:
+        server.stop()
+    server, _ = _start(db, quota)
+    try:
+        with ProvenanceClient(_on(server, "127.0.0.1")) as c:
+            receipt, duplicate = c.submit(logged[1])
+            assert duplicate and receipt == receipts[1]
+            with pytest.raises(TransportError) as e:
+                c.submit(signed_claim(device, 4))
+            assert e.value.code == "RESOURCE_EXHAUSTED", e.value
+            assert "--quota-claims-per-minute" in str(e.value)
+    finally:
+        server.stop()
+
+
+#: the order of the Ed25519 group (RFC 8032, section 5.1): S + L verifies under a lax
+#: verifier and is refused by a strict one
+ED25519_L = 2**252 + 27742317777372353535851937790883648493
+
+
+def _answer(address: str, envelope: pb.SignedClaim) -> tuple[str, bool, bytes]:
+    """One SubmitCapture of ``envelope``: the status name, the duplicate flag and the
+    receipt (serialized; empty on an error)."""
+    with grpc.insecure_channel(address) as ch:
+        req = pb.SubmitCaptureRequest(signed_claim=envelope)
+        try:
+            r = rpc.CapturesStub(ch).SubmitCapture(req, timeout=30)
+        except grpc.RpcError as e:
+            return e.code().name, False, b""
+    return "OK", r.duplicate, r.receipt.SerializeToString(deterministic=True)
+
+
+def test_older_replays_get_a_receipt_only_for_the_logged_envelope(tmp_path: Path) -> None:
+    """The replay read (no signature check: the envelope must be the logged one byte for
+    byte) against a restarted server, nothing kept: the logged claim under its signature
+    with S + L (same claim, another encoding) is a forgery; an envelope carrying an
+    unknown extra field is the logged one (protobuf drops it) and gets its receipt; a
+    number below the last that was never logged (a gap) is refused as not advancing; a
+    device revoked since still gets the receipts of what it logged before, but no new
+    claim is logged."""
+    db = tmp_path / "r.db"
+    server, _ = _start(db, ("--quota-claims-per-minute", "0"))
+    try:
+        with ProvenanceClient(_on(server, "127.0.0.1"), admin_token=ADMIN_TOKEN) as c:
+            device = enroll_key(c)
+            logged = {seq: signed_claim(device, seq) for seq in (1, 2, 5)}
+            receipts = {
+                seq: wire.receipt_to_pb(c.submit(s)[0]).SerializeToString(deterministic=True)
+                for seq, s in logged.items()
+            }
+    finally:
+        server.stop()
+    server, _ = _start(db, ("--quota-claims-per-minute", "0"))
+    try:
+        address = _on(server, "127.0.0.1")
+        first = logged[1]
+        s = int.from_bytes(first.signature[32:], "little") + ED25519_L
+        assert s < 2**256
+        lax = wire.signed_to_pb(first)
+        lax.signature = first.signature[:32] + s.to_bytes(32, "little")
+        assert _answer(address, lax)[0] == "UNAUTHENTICATED"
+        extra = pb.SignedClaim.FromString(
+            wire.signed_to_pb(first).SerializeToString() + b"\x7a\x03abc"  # field 15
+        )
+        assert _answer(address, extra) == ("OK", True, receipts[1])
+        assert _answer(address, wire.signed_to_pb(signed_claim(device, 3)))[0] == (
+            "FAILED_PRECONDITION"
+        )
+        with ProvenanceClient(address, admin_token=ADMIN_TOKEN) as c:
+            c.revoke(device.key_id, "lost")
+        assert _answer(address, wire.signed_to_pb(logged[2])) == ("OK", True, receipts[2])
+        assert _answer(address, wire.signed_to_pb(signed_claim(device, 6)))[0] == (
+            "PERMISSION_DENIED"
+        )
+    finally:
+        server.stop()

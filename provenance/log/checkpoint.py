@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import errno
 import hashlib
 import os
 import re
@@ -314,8 +315,10 @@ def generate_log_key(path: Path, origin: str) -> LogSigner:
     written and synced to a new file of a temporary name beside it, which is then linked
     to ``path`` (a hard link fails when ``path`` exists), so a process that finds ``path``
     reads a complete key (servers starting together on one new shared log: the first
-    one's key wins, the others load it). Raises ConfigError if it exists or cannot be
-    written, LogError if ``origin`` is not a valid note key name.
+    one's key wins, the others load it). On a file system without hard links (FAT, some
+    network shares: link(2) refused with EPERM or ENOTSUP) the key is written in place,
+    still created exclusively. Raises ConfigError if it exists or cannot be written,
+    LogError if ``origin`` is not a valid note key name.
     """
     _check_key_name(origin)
     private_key = Ed25519PrivateKey.generate()
@@ -328,13 +331,16 @@ def generate_log_key(path: Path, origin: str) -> LogSigner:
         raise ConfigError(f"log key file {path} already exists; not overwriting it")
     temp = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
     try:
-        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        _write_new(temp, pem)
         try:
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(pem)
-                handle.flush()
-                os.fsync(handle.fileno())
             os.link(temp, path)
+        except OSError as e:
+            if e.errno not in _NO_HARD_LINKS:
+                raise
+            # a file system without hard links (FAT, some network shares): the key is
+            # written in place, created exclusively; a server loading it meanwhile waits
+            # for a young key file that holds no key yet (provenance.server.service)
+            _write_new(path, pem)
         finally:
             temp.unlink(missing_ok=True)
         dir_fd = os.open(path.parent, os.O_RDONLY)
@@ -347,6 +353,21 @@ def generate_log_key(path: Path, origin: str) -> LogSigner:
     except OSError as e:
         raise ConfigError(f"cannot create log key file {path}: {e.strerror}") from e
     return LogSigner(private_key, origin)
+
+
+#: errno values of a ``link(2)`` refused because the file system has no hard links
+#: (vfat and CIFS answer EPERM; others ENOTSUP or ENOSYS).
+_NO_HARD_LINKS = frozenset({errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.ENOSYS})
+
+
+def _write_new(path: Path, data: bytes) -> None:
+    """Create ``path`` exclusively (mode 0600), write ``data`` and fsync it. Raises
+    OSError (FileExistsError when ``path`` exists)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
 
 
 def load_log_signer(path: Path, origin: str) -> LogSigner:

@@ -378,17 +378,26 @@ class CapturesServicer(rpc.CapturesServicer):
         """A submission whose envelope is neither kept nor in flight: quota, then the
         writer. Raises as `_submit`."""
         size = len(signed.claim_bytes)
-        if not self.s.knows_device_key(signed.key_id):
-            # in one hop off the loop: the device's key first (an unknown device costs
-            # that one read, no quota count, one penalty token), then its quota
-            loop = asyncio.get_running_loop()
-            await loop.run_in_executor(self.pool, self._first_sight, signed, size)
-        elif self.quota.reads_store(signed.key_id):
-            loop = asyncio.get_running_loop()
-            await loop.run_in_executor(self.pool, self.quota.check, signed.key_id, size)
+        try:
+            if not self.s.knows_device_key(signed.key_id):
+                # in one hop off the loop: the device's key first (an unknown device costs
+                # that one read, no quota count, one penalty token), then its quota
+                loop = asyncio.get_running_loop()
+                await loop.run_in_executor(self.pool, self._first_sight, signed, size)
+            elif self.quota.reads_store(signed.key_id):
+                loop = asyncio.get_running_loop()
+                await loop.run_in_executor(self.pool, self.quota.check, signed.key_id, size)
+            else:
+                self.quota.check(signed.key_id, size)
+        except LimitError:
+            # over its quota: a replay of a logged claim (a device retrying a lost answer)
+            # still gets its receipt, as it would below the quota; a new claim is refused
+            replayed = await self.s.logged_replay(signed)
+            if replayed is None:
+                raise
+            res = replayed
         else:
-            self.quota.check(signed.key_id, size)
-        res = await self.s.submit_async(signed, reads=self.pool)
+            res = await self.s.submit_async(signed, reads=self.pool)
         if not res.duplicate:  # charged once verified and logged: forgeries cost nothing
             self.quota.charge(signed.key_id, size)
         return pb.SubmitCaptureResponse(

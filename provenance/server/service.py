@@ -710,8 +710,7 @@ class ProvenanceService:
             # at or below a sequence number the log holds for the device: a replay of a
             # logged claim (or a reused number, for the writer to refuse), answered with a
             # read off the writer (an honest new claim is above it: no read)
-            loop = asyncio.get_running_loop()
-            replayed = await loop.run_in_executor(self._replay_reads, self._logged_replay, signed)
+            replayed = await self._read_replay(signed)
             if replayed is not None:
                 return replayed
         key = self._device_keys.get(signed.key_id)
@@ -721,6 +720,22 @@ class ProvenanceService:
         # a cancelled wait (timeout, client gone) leaves the submission queued; the
         # writer wakes this loop once per batch
         return await self.writer.submit_async(self._pending(signed, claim, key), timeout)
+
+    async def logged_replay(self, signed: SignedClaim) -> Appended | None:
+        """The receipt of ``signed`` when it is a replay of an envelope the log holds,
+        numbered at or below the device's last logged sequence this server knows of
+        (`submit_async`), read in the replay thread; None otherwise (no read when the
+        number is above). For a submission refused before the writer (a device over its
+        quota retrying a lost answer). Raises ClaimError, StorageError,
+        LogIntegrityError."""
+        if self._claim(signed).sequence > self._logged_seq.get(signed.key_id, 0):
+            return None
+        return await self._read_replay(signed)
+
+    async def _read_replay(self, signed: SignedClaim) -> Appended | None:
+        """`_logged_replay` in the replay thread."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._replay_reads, self._logged_replay, signed)
 
     def _logged_replay(self, signed: SignedClaim) -> Appended | None:
         """The receipt of ``signed`` when the log holds this very envelope (the same claim
