@@ -11,7 +11,9 @@ one claim examined). Medians over the rounds; prints the ratios and writes
 out/bench/exact_claims.json (bench/results.py).
 
 Usage: python bench/bench_exact_claims.py --old-root DIR [--claims 1000] [--rounds 4]
-    [--calls 10]
+    [--calls 10] [--postgresql]
+(--postgresql: the log in a PostgreSQL database of tests/pgserver.py, not SQLite; writes
+out/bench/exact_claims_postgresql.json.)
 (DIR: e.g. ``git archive edcfac8 | tar -x -C DIR``.)
 """
 
@@ -26,6 +28,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from contextlib import ExitStack
 from pathlib import Path
 
 from bench_service import _claim  # bench/bench_service.py: a made-up signed claim
@@ -40,8 +43,9 @@ PHOTO = ROOT / "clients" / "samples" / "rocket.jpg"
 TOKEN = "bench-token"
 
 
-def _serve(root: Path, db: Path, *extra: str) -> tuple[subprocess.Popen[str], str]:
-    """`prov serve` of the code at ``root`` on ``db``, and its HOST:PORT."""
+def _serve(root: Path, db: Path | str, *extra: str) -> tuple[subprocess.Popen[str], str]:
+    """`prov serve` of the code at ``root`` on ``db`` (a SQLite path, or a PostgreSQL URL
+    with its log key file in ``extra``), and its HOST:PORT."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "clients.cli", "serve", "--db", str(db)]
         + ["--listen", "127.0.0.1:0", "--no-detector", *extra],
@@ -55,8 +59,8 @@ def _serve(root: Path, db: Path, *extra: str) -> tuple[subprocess.Popen[str], st
     return proc, proc.stdout.readline().split()[-1]
 
 
-def _build(db: Path, claims: int, photo_sha: bytes, single: bytes) -> None:
-    proc, address = _serve(ROOT, db, "--quota-claims-per-minute", "0")
+def _build(db: Path | str, keys: list[str], claims: int, photo_sha: bytes, single: bytes) -> None:
+    proc, address = _serve(ROOT, db, "--quota-claims-per-minute", "0", *keys)
     try:
         with ProvenanceClient(address, admin_token=TOKEN) as c:
             key = DeviceKey.generate()
@@ -86,18 +90,27 @@ def main() -> None:
     ap.add_argument("--claims", type=int, default=1000)
     ap.add_argument("--rounds", type=int, default=4)
     ap.add_argument("--calls", type=int, default=10)
+    ap.add_argument("--postgresql", action="store_true", help="a PostgreSQL log, not SQLite")
     args = ap.parse_args()
     photo_sha = hashlib.sha256(PHOTO.read_bytes()).digest()
     single = os.urandom(32)
-    with tempfile.TemporaryDirectory() as work:
-        db = Path(work) / "exact.db"
+    with tempfile.TemporaryDirectory() as work, ExitStack() as stack:
+        db: Path | str = Path(work) / "exact.db"
+        keys: list[str] = []
+        if args.postgresql:
+            sys.path.insert(0, str(ROOT / "tests"))
+            from pgserver import PgServer  # tests/pgserver.py
+
+            pg = PgServer.start()
+            stack.callback(pg.stop)
+            db, keys = pg.new_database(), ["--log-key", f"{work}/log.key"]
         t = time.perf_counter()
-        _build(db, args.claims, photo_sha, single)
+        _build(db, keys, args.claims, photo_sha, single)
         print(f"logged {args.claims} claims of one file in {time.perf_counter() - t:.1f} s")
         per: dict[str, list[float]] = {}
         for _ in range(args.rounds):
             for label, root in (("before", args.old_root.resolve()), ("after", ROOT)):
-                proc, address = _serve(root, db)
+                proc, address = _serve(root, db, *keys)
                 try:
                     with ProvenanceClient(address) as c:
                         got = {
@@ -137,9 +150,9 @@ def main() -> None:
         for k in names
     ]
     write_results(
-        "exact_claims",
+        "exact_claims_postgresql" if args.postgresql else "exact_claims",
         rows,
-        f"{n} claims of one file; medians of {args.rounds} alternated rounds of"
+        f"{n} claims of one file ({'PostgreSQL' if args.postgresql else 'SQLite'}); medians of {args.rounds} alternated rounds of"
         f" {args.calls} calls each",
     )
 
