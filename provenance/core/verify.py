@@ -13,7 +13,9 @@ Rules, in order (DESIGN.md, "The verdict"):
    key's revocation does not cover before one it covers, then the lowest log index); the
    others are reported as evidence (``Evidence.other_claims``, same order, each with a
    reason, a revoked one with its revocation), and a sidecar holding one of them is
-   named as such, never as another claim.
+   named as such, never as another claim. At most `MAX_EXACT_CLAIMS` claims per file
+   hash are examined, the first by log index (the caller's store read stops there), so
+   hostile input cannot make a verification check an unbounded number of claims.
 1. A sidecar claim is present:
    - its signature does not verify against the enrolled key, or its SHA-256 differs
      from the file's: ``TAMPERED`` (with the PDQ distance between the claimed and the
@@ -266,6 +268,7 @@ def decide(
     exact: Sequence[LoggedClaim] = (),
     near: Sequence[LoggedClaim] = (),
     sidecar_chunk_hashes: Sequence[bytes] = (),
+    exact_more: bool = False,
 ) -> VerificationReport:
     """Return the verdict on a file.
 
@@ -281,6 +284,9 @@ def decide(
             may return a superset; distances are re-checked here).
         sidecar_chunk_hashes: for video, the sidecar's chunk leaf hashes (checked against
             the signed root before they are used to name damaged byte ranges).
+        exact_more: the caller's store read of ``exact`` stopped at `MAX_EXACT_CLAIMS`
+            claims of a file hash and more bind it (the report then says so: the
+            verdict is among the first `MAX_EXACT_CLAIMS` by log index).
 
     Logged claims come with receipts the caller has verified against the log key.
     Pure and total: it raises nothing for any combination of inputs.
@@ -288,6 +294,34 @@ def decide(
     unlogged or for another capture cannot make a logged original read otherwise (the
     report notes it).
     """
+    report = _decide(
+        facts,
+        now,
+        sidecar,
+        sidecar_claim,
+        sidecar_device,
+        sidecar_logged,
+        exact,
+        near,
+        sidecar_chunk_hashes,
+    )
+    if not exact_more:
+        return report
+    return replace(report, reasons=(*report.reasons, EXACT_BOUND_NOTE))
+
+
+def _decide(
+    facts: FileFacts,
+    now: datetime,
+    sidecar: SignedClaim | None,
+    sidecar_claim: Claim | None,
+    sidecar_device: Device | None,
+    sidecar_logged: LoggedClaim | None,
+    exact: Sequence[LoggedClaim],
+    near: Sequence[LoggedClaim],
+    sidecar_chunk_hashes: Sequence[bytes],
+) -> VerificationReport:
+    """`decide` without the note of its ``exact_more``."""
     ranked = rank_exact(facts, exact)
     if ranked:
         return _exact_verdict(facts, now, ranked, sidecar)
@@ -314,6 +348,26 @@ def decide(
 
 #: The most other claims of the same bytes a report lists (the verdict ranks them all).
 MAX_OTHER_CLAIMS = 16
+
+#: The most logged claims of one file hash (the whole file's SHA-256, or its content's)
+#: a verification examines: the first by log index, read with a LIMIT in the store's
+#: query (`Store.leaves_by_file_sha256`), so neither the read nor the signature and
+#: receipt checks grow with the number of claims anyone logs of the same bytes. Can the
+#: bound hide a valid claim behind revoked ones? Claims are taken in log order, so the
+#: earliest, the original capture's (a device logs its capture first; nobody else has
+#: the bytes before then), is always examined: an attacker who logs claims of the bytes,
+#: even with keys later revoked, can only add them after it. What the bound leaves out
+#: is a claim logged after `MAX_EXACT_CLAIMS` others of the same bytes, i.e. of bytes
+#: that were no original capture by then; the report says claims were left out, and
+#: the server also examines the logged claim of a sidecar that comes with the file
+#: (`ProvenanceService.verify`), so such a claim's holder still gets it ranked.
+MAX_EXACT_CLAIMS = 64
+
+#: The note of a report whose file hash has more than `MAX_EXACT_CLAIMS` logged claims.
+EXACT_BOUND_NOTE = (
+    f"note: more than {MAX_EXACT_CLAIMS} logged claims bind these bytes; the first"
+    f" {MAX_EXACT_CLAIMS} by log index were examined"
+)
 
 
 def rank_exact(facts: FileFacts, exact: Sequence[LoggedClaim]) -> list[LoggedClaim]:

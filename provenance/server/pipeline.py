@@ -126,7 +126,7 @@ class VerificationPipeline:
         MediaTooLargeError beyond the limits, LogIntegrityError for a damaged log.
         """
         lenient = sidecar is not None or bool(
-            self.service.store.leaves_by_file_sha256(upload.sha256)
+            self.service.store.leaves_by_file_sha256(upload.sha256, limit=1)
         )
         found = inspect_upload(upload, self.inspect, lenient)
         report = self.service.verify(found.facts, sidecar, tuple(chunk_hashes), sidecar_receipt)

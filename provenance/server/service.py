@@ -64,7 +64,13 @@ from provenance.core.registry import (
     token_hash,
 )
 from provenance.core.timecheck import check_revocation_time, with_time_flags
-from provenance.core.verify import FileFacts, LoggedClaim, VerificationReport, decide
+from provenance.core.verify import (
+    MAX_EXACT_CLAIMS,
+    FileFacts,
+    LoggedClaim,
+    VerificationReport,
+    decide,
+)
 from provenance.index.mih import MihIndex
 from provenance.index.packs import load_index, write_packs
 from provenance.log.checkpoint import (
@@ -208,6 +214,12 @@ def _file_hashes(facts: FileFacts) -> list[bytes]:
     """The SHA-256 digests a file is logged under: the whole file's, and its content's
     (media bytes without metadata) when it has one."""
     return [facts.sha256] + ([facts.content_sha256] if facts.content_sha256 else [])
+
+
+def _bounded(recs: Sequence[LeafRecord]) -> tuple[list[LeafRecord], bool]:
+    """The first `MAX_EXACT_CLAIMS` of one file hash's leaves (read with one more, in
+    index order), and whether there were more."""
+    return list(recs[:MAX_EXACT_CLAIMS]), len(recs) > MAX_EXACT_CLAIMS
 
 
 def _with_notes(report: VerificationReport, notes: list[str]) -> VerificationReport:
@@ -855,7 +867,10 @@ class ProvenanceService:
         A sidecar whose claim does not decode is not used, and the report says so: it can
         neither block the verdict nor change it (a file without it gets the same one). The
         sidecar's ``sidecar_receipt``, when this log signed it for a claim the log no
-        longer holds, is reported as a log rollback (`provenance.server.rollback`).
+        longer holds, is reported as a log rollback (`provenance.server.rollback`). At
+        most `MAX_EXACT_CLAIMS` logged claims per file hash are examined, the first by log
+        index (one more is read, to know of more), and the sidecar's own logged claim when
+        it is not among them.
         Raises LogIntegrityError when a log record found for the file is damaged, and
         StorageError when the store cannot be read."""
         now = self.clock()
@@ -867,15 +882,19 @@ class ProvenanceService:
         self, many: Sequence[FileFacts]
     ) -> list[VerificationReport | LogIntegrityError]:
         """`verify` of each file (no sidecars), in order, with the store read once for all
-        of them by SHA-256 (`Store.leaves_by_file_sha256_many`) and the near-duplicate index
-        searched once for those without an exact match (`MihIndex.search_many`): the Lookup
-        RPC's batch. A file whose logged record is damaged gets its LogIntegrityError in
-        its place, the others their reports. Raises StorageError when the store cannot be
-        read."""
+        of them by SHA-256 (`Store.leaves_by_file_sha256_many`, at most `MAX_EXACT_CLAIMS`
+        per hash) and the near-duplicate index searched once for those without an exact
+        match (`MihIndex.search_many`): the Lookup RPC's batch. A file whose logged record
+        is damaged gets its LogIntegrityError in its place, the others their reports.
+        Raises StorageError when the store cannot be read."""
         now = self.clock()
         hashes = [_file_hashes(f) for f in many]
-        records = self.store.leaves_by_file_sha256_many([h for hs in hashes for h in hs])
-        exact_recs = [[r for h in hs for r in records.get(h, ())] for hs in hashes]
+        records = self.store.leaves_by_file_sha256_many(
+            [h for hs in hashes for h in hs], MAX_EXACT_CLAIMS + 1
+        )
+        found = [[_bounded(records.get(h, ())) for h in hs] for hs in hashes]
+        exact_recs = [[r for recs, _ in per_file for r in recs] for per_file in found]
+        exact_more = [any(more for _, more in per_file) for per_file in found]
         near_ids = self._near_candidates_many(
             [
                 () if recs else f.soft_bindings + f.dihedral_soft_bindings
@@ -883,7 +902,7 @@ class ProvenanceService:
             ]
         )
         out: list[VerificationReport | LogIntegrityError] = []
-        for f, recs, ids in zip(many, exact_recs, near_ids, strict=True):
+        for f, recs, ids, more in zip(many, exact_recs, near_ids, exact_more, strict=True):
             notes: list[str] = []
             try:
                 exact = [self._logged(r, notes) for r in recs]
@@ -895,7 +914,8 @@ class ProvenanceService:
             except LogIntegrityError as e:
                 out.append(e)
                 continue
-            out.append(_with_notes(with_time_flags(decide(f, now, exact=exact, near=near)), notes))
+            report = decide(f, now, exact=exact, near=near, exact_more=more)
+            out.append(_with_notes(with_time_flags(report), notes))
         return out
 
     def _verify(
@@ -907,11 +927,12 @@ class ProvenanceService:
         sidecar_chunk_hashes: tuple[bytes, ...],
         sidecar_receipt: Receipt | None,
     ) -> VerificationReport:
-        exact = [
-            self._logged(r, notes)
+        found = [
+            _bounded(self.store.leaves_by_file_sha256(h, MAX_EXACT_CLAIMS + 1))
             for h in _file_hashes(facts)
-            for r in self.store.leaves_by_file_sha256(h)
         ]
+        exact_more = any(more for _, more in found)
+        exact = [self._logged(r, notes) for recs, _ in found for r in recs]
         unusable = None
         claim = None
         if sidecar is not None:
@@ -933,12 +954,21 @@ class ProvenanceService:
             ]
         )
         if sidecar is None or claim is None:
-            report = with_time_flags(decide(facts, now, exact=exact, near=near))
+            report = with_time_flags(
+                decide(facts, now, exact=exact, near=near, exact_more=exact_more)
+            )
             return (
                 report if unusable is None else replace(report, reasons=(*report.reasons, unusable))
             )
         rec = self.store.leaf_by_claim_hash(sidecar.claim_hash)
         sidecar_row = self.store.find_device(sidecar.key_id)
+        sidecar_logged = self._logged(rec, notes) if rec else None
+        if (  # a sidecar's logged claim of these bytes is examined even past the bound
+            sidecar_logged is not None
+            and exact_more
+            and all(lc.signed_claim.claim_hash != sidecar.claim_hash for lc in exact)
+        ):
+            exact.append(sidecar_logged)
         report = with_time_flags(
             decide(
                 facts,
@@ -948,8 +978,9 @@ class ProvenanceService:
                 sidecar=sidecar,
                 sidecar_claim=claim,
                 sidecar_device=(self.device_in_force(sidecar_row, notes) if sidecar_row else None),
-                sidecar_logged=self._logged(rec, notes) if rec else None,
+                sidecar_logged=sidecar_logged,
                 sidecar_chunk_hashes=sidecar_chunk_hashes,
+                exact_more=exact_more,
             )
         )
         if sidecar_receipt is None or rec is not None:

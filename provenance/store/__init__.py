@@ -283,12 +283,19 @@ class Store(Protocol):
 
     def leaf_by_leaf_hash(self, leaf_hash: bytes) -> LeafRecord | None: ...
 
-    def leaves_by_file_sha256(self, sha256: bytes) -> list[LeafRecord]: ...
+    def leaves_by_file_sha256(self, sha256: bytes, limit: int | None = None) -> list[LeafRecord]:
+        """The leaves whose claim binds the file SHA-256 ``sha256`` (32 bytes), in index
+        order; with ``limit``, only the first ``limit`` of them by index (the LIMIT is in
+        the query: the read does not grow with the number of leaves past it)."""
+        ...
 
-    def leaves_by_file_sha256_many(self, hashes: Sequence[bytes]) -> dict[bytes, list[LeafRecord]]:
+    def leaves_by_file_sha256_many(
+        self, hashes: Sequence[bytes], limit: int | None = None
+    ) -> dict[bytes, list[LeafRecord]]:
         """`leaves_by_file_sha256` of each of ``hashes`` (32-byte SHA-256s) in one read (a
-        statement per 250 hashes): the leaves of each hash found, in index order, by hash;
-        hashes without leaves are absent."""
+        statement per 250 hashes): the leaves of each hash found, in index order, by hash
+        (with ``limit``, the first ``limit`` by index of each hash); hashes without leaves
+        are absent."""
         ...
 
     def entries(self, start: int, limit: int) -> list[tuple[int, bytes]]:

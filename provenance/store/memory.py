@@ -309,16 +309,18 @@ class MemoryStore:
     def leaf_by_leaf_hash(self, leaf_hash: bytes) -> LeafRecord | None:
         return next((r for r in self._state.leaves if r.leaf_hash == leaf_hash), None)
 
-    def leaves_by_file_sha256(self, sha256: bytes) -> list[LeafRecord]:
-        return [r for r in self._state.leaves if r.file_sha256 == sha256]
+    def leaves_by_file_sha256(self, sha256: bytes, limit: int | None = None) -> list[LeafRecord]:
+        return self.leaves_by_file_sha256_many([sha256], limit).get(sha256, [])
 
-    def leaves_by_file_sha256_many(self, hashes: Sequence[bytes]) -> dict[bytes, list[LeafRecord]]:
+    def leaves_by_file_sha256_many(
+        self, hashes: Sequence[bytes], limit: int | None = None
+    ) -> dict[bytes, list[LeafRecord]]:
         wanted = set(hashes)
         out: dict[bytes, list[LeafRecord]] = {}
         for r in self._state.leaves:
             if r.file_sha256 in wanted:
                 out.setdefault(r.file_sha256, []).append(r)
-        return out
+        return {h: recs[:limit] for h, recs in out.items()}
 
     def entries(self, start: int, limit: int) -> list[tuple[int, bytes]]:
         return [(r.index, r.entry) for r in self._state.leaves[max(start, 0) : start + limit]]

@@ -149,6 +149,12 @@ def _marks(part: Sequence[object]) -> str:
     return ", ".join("?" for _ in part)
 
 
+def _limit(limit: int | None) -> str:
+    """A LIMIT clause of ``limit`` rows (an int, written out: never a caller's text), or
+    none for None."""
+    return "" if limit is None else f" LIMIT {int(limit)}"
+
+
 def find_device(c: Conn, device_id: bytes) -> Device | None:
     row = c.execute(
         f"SELECT {_DEVICE_COLS} FROM devices WHERE device_id=?", (device_id,)
@@ -614,28 +620,41 @@ class SqlStore(ABC):
         return None if row is None else _leaf(row)
 
     @_reads_log
-    def leaves_by_file_sha256(self, sha256: bytes) -> list[LeafRecord]:
+    def leaves_by_file_sha256(self, sha256: bytes, limit: int | None = None) -> list[LeafRecord]:
         with self._reading() as c:
             rows = c.execute(
-                f"SELECT {_LEAF_COLS} FROM leaves WHERE {_by_hash('file_sha256')} ORDER BY idx",
+                f"SELECT {_LEAF_COLS} FROM leaves WHERE {_by_hash('file_sha256')} ORDER BY idx"
+                + _limit(limit),
                 _hash_args(sha256),
             ).fetchall()
         return [_leaf(r) for r in rows]
 
     @_reads_log
-    def leaves_by_file_sha256_many(self, hashes: Sequence[bytes]) -> dict[bytes, list[LeafRecord]]:
+    def leaves_by_file_sha256_many(
+        self, hashes: Sequence[bytes], limit: int | None = None
+    ) -> dict[bytes, list[LeafRecord]]:
         out: dict[bytes, list[LeafRecord]] = {}
         with self._reading() as c:
             for part in _chunks(hashes, 250):  # keys and hashes: at most 500 parameters
-                keys = list(dict.fromkeys(h[:HASH_KEY_BYTES] for h in part))
-                rows = c.execute(
-                    f"SELECT {_LEAF_COLS} FROM leaves"
-                    f" WHERE {HASH_KEY.format('file_sha256')} IN ({_marks(keys)})"
-                    f" AND file_sha256 IN ({_marks(part)}) ORDER BY idx",
-                    [*keys, *part],
-                ).fetchall()
-                for rec in map(_leaf, rows):
+                if limit is None:
+                    keys = list(dict.fromkeys(h[:HASH_KEY_BYTES] for h in part))
+                    sql = (
+                        f"SELECT {_LEAF_COLS} FROM leaves"
+                        f" WHERE {HASH_KEY.format('file_sha256')} IN ({_marks(keys)})"
+                        f" AND file_sha256 IN ({_marks(part)}) ORDER BY idx"
+                    )
+                    args = [*keys, *part]
+                else:  # each hash's first ``limit`` leaves: one bounded index range per hash
+                    sql = " UNION ALL ".join(
+                        f"SELECT * FROM (SELECT {_LEAF_COLS} FROM leaves"
+                        f" WHERE {_by_hash('file_sha256')} ORDER BY idx{_limit(limit)}) AS h{i}"
+                        for i in range(len(part))
+                    )
+                    args = [a for h in part for a in _hash_args(h)]
+                for rec in map(_leaf, c.execute(sql, args).fetchall()):
                     out.setdefault(rec.file_sha256, []).append(rec)
+        for recs in out.values():
+            recs.sort(key=lambda r: r.index)
         return out
 
     @_reads_log
