@@ -33,6 +33,8 @@ def run(*args: str, expect: int = 0) -> str:
     rc = prov(list(args))
     if rc != expect:
         raise SystemExit(f"demo: `prov {shlex.join(args)}` exited {rc}, expected {expect}")
+    if args[0] == "verify":  # the exit code is the verdict for scripts (README table)
+        print(f"(exit code {rc})", flush=True)
     return ""
 
 
@@ -147,6 +149,12 @@ def main() -> None:
         run("verify", str(tampered), expect=13)
         run("verify", str(unsigned), expect=11)
         run("verify", str(generated), expect=11)
+        print(
+            "# UNSIGNED only says that no signed capture matches. Whether the pixels look"
+            " generated is\n# the detector's advice, kept apart: its `likely generated` band"
+            " is reserved for strong\n# evidence (few real photos reach it), so a generated"
+            " image can well read `uncertain`."
+        )
         run("verify", str(video), expect=0)
         run("verify", str(small_video), expect=10)
         run("verify", str(hopper), "--json", "--no-detect", expect=0)

@@ -23,6 +23,13 @@ def server_address(value: str) -> str:
     """``value`` if it reads HOST:PORT with a port 1..65535 (the server a client calls);
     else a usage error (exit 2) before any call. Typer callback of ``--server``.
     Raises typer.BadParameter."""
+    if "/" in value:  # a URL, such as the web page's: the gRPC address has no scheme
+        raise typer.BadParameter(
+            f"{value!r} is not HOST:PORT: give the gRPC address without a scheme or path"
+            " (e.g. 127.0.0.1:50051, the address `prov serve` prints in its 'listening on'"
+            " line; not the web page's http:// address)",
+            param_hint="--server (or $PROV_SERVER)",
+        )
     host, sep, port = value.rpartition(":")
     if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
         raise typer.BadParameter(

@@ -47,6 +47,9 @@ def main(argv: list[str] | None = None) -> None:
     os.environ["PROV_HOME"] = str(work / "device")
     os.environ["PROV_PASSPHRASE"] = "demo passphrase, use a prompt in real life"
     extra = ["--http", args.listen] + (["--no-detector"] if args.no_detector else [])
+    print(
+        f"# working in {work}\n# 1. the server and its web page, with an embedded SQLite database"
+    )
     server, address = start_server(work / "provenance.db", *extra)
     os.environ["PROV_SERVER"] = address
     try:

@@ -56,7 +56,8 @@ def serve(
     a consistency proof from the last checkpoint cosigned, then answer an Ed25519
     cosignature/v1 line (c2sp.org/tlog-cosignature). Refuses rolled-back or forked
     checkpoints with 409 Conflict and the witness's size. Prints the witness's verifier
-    key, then ``witness on http://HOST:PORT``."""
+    key ("witness key NAME+ID+KEY": give it to `prov serve --witness URL=KEY`), then
+    "witness on http://HOST:PORT"."""
     from provenance.web.guard import HttpLimits
     from provenance.witness.http import run_witness
 

@@ -72,6 +72,7 @@ def test_help_flows_and_shows_its_examples_as_written(
     capsys.readouterr()
     assert prov_main([*path.split(), "--help"]) == 0
     out = capsys.readouterr().out
+    assert "``" not in out, f"prov {path} --help shows a docstring's reST markup"
     lines = [line.rstrip() for line in out.splitlines()]
     for example in EXAMPLES[path]:
         assert f" {example}" in lines, f"prov {path} --help: {example!r} not on one line"

@@ -39,6 +39,7 @@ def test_a_server_address_that_is_not_host_port_is_a_usage_error(
     for args in (
         ("verify", str(photo), "--server", "nonsense"),
         ("verify", str(photo), "--server", "127.0.0.1:99999"),
+        ("verify", str(photo), "--server", "http://127.0.0.1:50051"),  # a URL: was exit 1
         ("log", "key", "--server", "nonsense"),
         ("scan", str(photo), "--report", str(photo.with_suffix(".jsonl")), "--server", "x"),
     ):
