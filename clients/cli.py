@@ -47,6 +47,7 @@ from clients.options import (
 from clients.report import EXIT_CODES, EXIT_WITNESS_QUORUM, report_to_json, report_to_text
 from clients.scan.cli import scan as scan_command
 from detector import cli as detector_cli
+from detector.bands import threshold_words
 from provenance.core.errors import (
     ConfigError,
     LogIntegrityError,
@@ -683,10 +684,11 @@ def detect(
             out.print(f"{r['file']}: not scored: {r.get('note')}", highlight=False)
         else:
             out.print(
-                f"{r['file']}: {r['band']} (score {r['score']:.2f}, band {r['band_low']:.2f}-"
+                f"{r['file']}: {r['band']} (score {r['score']:.3f}, band {r['band_low']:.2f}-"
                 f"{r['band_high']:.2f}, {r['model_id']} {r['model_version']})",
                 highlight=False,
             )
+            out.print(f"  {threshold_words(r)}", highlight=False)
     if not as_json:
         out.print(
             "advisory only: a learned estimate, never proof; only `prov verify` checks signatures"

@@ -22,6 +22,7 @@ from __future__ import annotations
 from dataclasses import asdict
 from typing import Any
 
+from detector.bands import threshold_words
 from provenance.core.claims import Claim, Device, Verdict
 from provenance.core.verify import ClaimEvidence, VerificationReport
 
@@ -252,10 +253,11 @@ def report_to_text(r: VerificationReport, path: str) -> str:
         if d.get("available", True):
             frames = f" over {len(d['timeline'])} frames" if d.get("timeline") else ""
             lines.append(
-                f"  detector   {d['band']}: score {d['score']:.2f}"
+                f"  detector   {d['band']}: score {d['score']:.3f}"
                 f" (band {d['band_low']:.2f}-{d['band_high']:.2f}), model {d['model_id']}"
                 f" {d['model_version']}, {len(d.get('crops', []))} crops{frames}"
             )
+            lines.append(f"             {threshold_words(d)}")
         else:
             lines.append(f"  detector   not run: {d.get('note', '')}")
         lines.append(f"             {_ADVISORY}")

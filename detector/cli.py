@@ -28,6 +28,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from detector.bands import threshold_words
 from detector.transforms import CONDITIONS
 from provenance.core.errors import ProvenanceError
 
@@ -318,11 +319,12 @@ def detect(
                 _err.print(f"[red]{r['file']}: {r['error']}[/red]", highlight=False)
             else:
                 _out.print(
-                    f"{r['file']}: {r['band']} (score {r['score']:.2f}, band {r['band_low']:.2f}-"
+                    f"{r['file']}: {r['band']} (score {r['score']:.3f}, band {r['band_low']:.2f}-"
                     f"{r['band_high']:.2f}, {r['model_id']} {r['model_version']}, "
                     f"{len(r['crops'])} crops)",
                     highlight=False,
                 )
+                _out.print(f"  {threshold_words(r)}", highlight=False)
         _out.print(
             f"[dim]{results[0]['advisory'] if results and 'advisory' in results[0] else ''}[/dim]"
         )

@@ -25,6 +25,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from detector.bands import LIKELY_GENERATED as LIKELY_GENERATED
+from detector.bands import NO_TRACES as NO_TRACES
+from detector.bands import UNCERTAIN as UNCERTAIN
 from detector.batching import BatchQueue
 from detector.calibrate import noise_offset
 from detector.crops import plan_crops
@@ -39,9 +42,6 @@ ADVISORY = (
     "model. It never proves that an image is authentic, nor that it is fake; only a "
     "signature check can show where a file came from."
 )
-LIKELY_GENERATED = "likely generated"
-UNCERTAIN = "uncertain"
-NO_TRACES = "no generator traces found"
 #: Smallest image side the detector scores, in pixels.
 MIN_SIDE = 64
 _Z95 = 1.959964
@@ -66,7 +66,11 @@ class DetectorReport:
     score: calibrated probability in [0, 1] that the image was generated; band_low,
     band_high: the crop-sampling uncertainty band around it; band: LIKELY_GENERATED,
     UNCERTAIN or NO_TRACES (thresholds fitted on held-out images); model_id,
-    model_version: which weights; crops: what was looked at; advisory: the caveat.
+    model_version: which weights; crops: what was looked at; threshold_low,
+    threshold_high: the weights' band thresholds (probabilities: NO_TRACES below the
+    first, LIKELY_GENERATED from the second); threshold_high_noise_aware: the weights
+    have version 7's noise term (clean images need a higher score for LIKELY_GENERATED);
+    advisory: the caveat.
     """
 
     score: float
@@ -76,6 +80,9 @@ class DetectorReport:
     model_id: str
     model_version: str
     crops: tuple[DetectorCrop, ...]
+    threshold_low: float
+    threshold_high: float
+    threshold_high_noise_aware: bool
     advisory: str = ADVISORY
     #: The band's noise term for this image (`detector.calibrate.noise_offset`; 0 or
     #: negative, 0 without one): what `Detector.band_of` added. Not part of `to_dict`.
@@ -91,6 +98,9 @@ class DetectorReport:
             "model_id": self.model_id,
             "model_version": self.model_version,
             "crops": [vars(c).copy() for c in self.crops],
+            "threshold_low": self.threshold_low,
+            "threshold_high": self.threshold_high,
+            "threshold_high_noise_aware": self.threshold_high_noise_aware,
             "advisory": self.advisory,
         }
 
@@ -284,6 +294,9 @@ class Detector:
             model_id=self.model_id,
             model_version=self.model_version,
             crops=crops,
+            threshold_low=self.threshold_low,
+            threshold_high=self.threshold_high,
+            threshold_high_noise_aware=self.model.meta.calibration.noise_coef != 0,
             noise_offset=offset,
         )
 

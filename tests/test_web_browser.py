@@ -178,3 +178,47 @@ def test_the_form_is_reachable_with_the_keyboard(browser: webdriver.Chrome, site
         "return getComputedStyle(document.getElementById('drop')).outlineStyle"
     )
     assert outline == "solid"
+
+
+def test_crop_overlay_is_marked_by_the_image_thresholds(
+    browser: webdriver.Chrome, tmp_path: Path
+) -> None:
+    """The cat photo through a server running the shipped detector: each crop drawn over
+    the thumbnail is styled by its band (colour and a stroke pattern, so not by colour
+    alone), and the legend's counts are the boxes drawn."""
+    from conftest import SAMPLES, read_line, start_server
+
+    srv = start_server(
+        tmp_path / "det.db", "--detector", "--detector-device", "cpu", "--http", "127.0.0.1:0"
+    )
+    try:
+        web = read_line(srv.proc, "web on ")
+        browser.get(web + "/")
+        browser.find_element(By.ID, "file").send_keys(str(SAMPLES / "chelsea.png"))
+        browser.find_element(By.ID, "verify-button").click()
+        WebDriverWait(browser, 240).until(EC.visibility_of_element_located((By.ID, "crop-key")))
+        WebDriverWait(browser, 30).until(
+            EC.visibility_of_element_located((By.CSS_SELECTOR, "img.thumb"))
+        )
+        boxes = [
+            (
+                (b.get_attribute("class") or "").split()[-1].removeprefix("crop-"),
+                b.value_of_css_property("stroke"),
+                b.value_of_css_property("stroke-dasharray"),
+            )
+            for b in browser.find_elements(By.CSS_SELECTOR, "svg.overlay rect.crop")
+        ]
+        key = browser.find_element(By.ID, "crop-key").text
+        thresholds = browser.find_element(By.ID, "detector-thresholds").text
+        browser.save_screenshot(str(SHOTS / "crop_overlay.png"))
+    finally:
+        srv.stop()
+    assert len(boxes) == 64 and "likely generated from 0." in thresholds, thresholds
+    styles = {tone: {(c, d) for t, c, d in boxes if t == tone} for tone in ("high", "mid", "low")}
+    for tone, words in (("high", "red, solid"), ("mid", "grey, dashed"), ("low", "green, dotted")):
+        n = int(re.search(rf"{words}: (\d+)", key).group(1))  # type: ignore[union-attr]
+        assert n == sum(1 for t, _, _ in boxes if t == tone), (tone, key)
+        assert len(styles[tone]) <= 1, styles  # one style per band
+    drawn = [s for tone in ("high", "mid", "low") for s in styles[tone]]
+    # colour and stroke pattern both differ between bands: not colour alone
+    assert len({c for c, _ in drawn}) == len(drawn) == len({d for _, d in drawn}), styles

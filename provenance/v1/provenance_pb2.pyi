@@ -409,7 +409,7 @@ class DetectorFrame(_message.Message):
     def __init__(self, timestamp_seconds: _Optional[float] = ..., score: _Optional[float] = ..., scored: _Optional[bool] = ...) -> None: ...
 
 class DetectorResult(_message.Message):
-    __slots__ = ("available", "note", "score", "band_low", "band_high", "band", "model_id", "model_version", "crops", "timeline")
+    __slots__ = ("available", "note", "score", "band_low", "band_high", "band", "model_id", "model_version", "crops", "timeline", "threshold_low", "threshold_high", "threshold_high_noise_aware")
     AVAILABLE_FIELD_NUMBER: _ClassVar[int]
     NOTE_FIELD_NUMBER: _ClassVar[int]
     SCORE_FIELD_NUMBER: _ClassVar[int]
@@ -420,6 +420,9 @@ class DetectorResult(_message.Message):
     MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
     CROPS_FIELD_NUMBER: _ClassVar[int]
     TIMELINE_FIELD_NUMBER: _ClassVar[int]
+    THRESHOLD_LOW_FIELD_NUMBER: _ClassVar[int]
+    THRESHOLD_HIGH_FIELD_NUMBER: _ClassVar[int]
+    THRESHOLD_HIGH_NOISE_AWARE_FIELD_NUMBER: _ClassVar[int]
     available: bool
     note: str
     score: float
@@ -430,7 +433,10 @@ class DetectorResult(_message.Message):
     model_version: str
     crops: _containers.RepeatedCompositeFieldContainer[DetectorCrop]
     timeline: _containers.RepeatedCompositeFieldContainer[DetectorFrame]
-    def __init__(self, available: _Optional[bool] = ..., note: _Optional[str] = ..., score: _Optional[float] = ..., band_low: _Optional[float] = ..., band_high: _Optional[float] = ..., band: _Optional[str] = ..., model_id: _Optional[str] = ..., model_version: _Optional[str] = ..., crops: _Optional[_Iterable[_Union[DetectorCrop, _Mapping]]] = ..., timeline: _Optional[_Iterable[_Union[DetectorFrame, _Mapping]]] = ...) -> None: ...
+    threshold_low: float
+    threshold_high: float
+    threshold_high_noise_aware: bool
+    def __init__(self, available: _Optional[bool] = ..., note: _Optional[str] = ..., score: _Optional[float] = ..., band_low: _Optional[float] = ..., band_high: _Optional[float] = ..., band: _Optional[str] = ..., model_id: _Optional[str] = ..., model_version: _Optional[str] = ..., crops: _Optional[_Iterable[_Union[DetectorCrop, _Mapping]]] = ..., timeline: _Optional[_Iterable[_Union[DetectorFrame, _Mapping]]] = ..., threshold_low: _Optional[float] = ..., threshold_high: _Optional[float] = ..., threshold_high_noise_aware: _Optional[bool] = ...) -> None: ...
 
 class C2paAction(_message.Message):
     __slots__ = ("action", "digital_source_type", "software_agent")

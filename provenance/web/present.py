@@ -15,6 +15,8 @@ from typing import Any
 
 from jinja2 import Environment
 
+from detector.bands import CROP_TONES, LIKELY_GENERATED, crop_tone, threshold_words, thresholds
+
 
 @dataclass(frozen=True)
 class VerdictText:
@@ -194,12 +196,70 @@ def crop_extent(crops: list[dict[str, Any]] | None) -> str:
     return f"0 0 {w} {h}"
 
 
+@dataclass(frozen=True)
+class CropMark:
+    """One crop as the overlay draws it: its box in image pixels, its tone (one of
+    `detector.bands.CROP_TONES`: the CSS class ``crop-TONE``) and its tooltip."""
+
+    x: int
+    y: int
+    width: int
+    height: int
+    tone: str
+    title: str
+
+
+@dataclass(frozen=True)
+class CropMarks:
+    """The crop overlay of a detector block: the marks, how many crops fall in each tone
+    (tone -> count, every tone of `CROP_TONES`), the crops' side in pixels, and the image
+    thresholds the tones use ((low, high), None when the block has none)."""
+
+    marks: tuple[CropMark, ...]
+    counts: dict[str, int]
+    side: int
+    thresholds: tuple[float, float] | None
+
+
+#: What each tone means on the overlay, after the crop's score.
+_TONE_WORDS = {
+    "high": f"in the {LIKELY_GENERATED} range",
+    "mid": "in the uncertain range",
+    "low": "below the uncertain range",
+    "unknown": "thresholds unknown",
+}
+
+
+def crop_marks(block: dict[str, Any] | None) -> CropMarks | None:
+    """The overlay of a detector block's crops, toned by the image's own band thresholds
+    (`detector.bands.crop_tone`); None without crops."""
+    if not block or not block.get("crops"):
+        return None
+    marks = []
+    for c in block["crops"]:
+        score = float(c["score"])
+        tone = crop_tone(score, block)
+        marks.append(
+            CropMark(
+                int(c["x"]),
+                int(c["y"]),
+                int(c["width"]),
+                int(c["height"]),
+                tone,
+                f"crop at {c['x']},{c['y']}: score {score:.3f}, {_TONE_WORDS[tone]}",
+            )
+        )
+    counts = {t: sum(1 for m in marks if m.tone == t) for t in CROP_TONES}
+    return CropMarks(tuple(marks), counts, marks[0].width, thresholds(block))
+
+
 def install(env: Environment) -> None:
     """Register these helpers with a Jinja environment."""
     env.globals.update(
         verdict=verdict,
         timeline_plot=timeline_plot,
         crop_extent=crop_extent,
+        crop_marks=crop_marks,
         error_title=error_title,
     )
     env.filters.update(
@@ -209,4 +269,5 @@ def install(env: Environment) -> None:
         seconds=seconds,
         json_data_url=json_data_url,
         download_name=download_name,
+        threshold_words=threshold_words,
     )

@@ -594,6 +594,9 @@ def detector_to_pb(d: dict[str, Any]) -> pb.DetectorResult:
         band=str(d["band"]),
         model_id=str(d["model_id"]),
         model_version=str(d["model_version"]),
+        threshold_low=float(d.get("threshold_low", 0.0)),
+        threshold_high=float(d.get("threshold_high", 0.0)),
+        threshold_high_noise_aware=bool(d.get("threshold_high_noise_aware", False)),
         crops=[
             pb.DetectorCrop(
                 x=int(c["x"]),
@@ -632,6 +635,16 @@ def detector_from_pb(m: pb.DetectorResult) -> dict[str, Any]:
             }
             for c in m.crops
         ],
+        # Servers older than the threshold fields send 0 for both: leave them out.
+        **(
+            {
+                "threshold_low": round(m.threshold_low, 6),
+                "threshold_high": round(m.threshold_high, 6),
+                "threshold_high_noise_aware": m.threshold_high_noise_aware,
+            }
+            if m.threshold_high > 0
+            else {}
+        ),
     }
 
 
