@@ -81,14 +81,44 @@ def test_presentation_helpers() -> None:
     assert download_name("") == "file.report.json"
     assert human_bytes(1536) == "1.5 KiB" and human_bytes(12) == "12 bytes"
     assert verdict("DERIVED").tone == "info" and verdict("NEW").title == "NEW"
-    plot = timeline_plot(
-        [{"timestamp_seconds": 0.0, "score": 0.0}, {"timestamp_seconds": 4.0, "score": 1.0},
-         {"timestamp_seconds": 2.0, "score": None}]
-    )  # fmt: skip
+    frames = [{"timestamp_seconds": 0.0, "score": 0.0}, {"timestamp_seconds": 4.0, "score": 1.0},
+              {"timestamp_seconds": 2.0, "score": None}]  # fmt: skip
+    plot = timeline_plot({"timeline": frames, "threshold_low": 0.295, "threshold_high": 0.885})
     assert plot is not None and plot.unscored == 1 and len(plot.dots) == 2
     (x0, y0, _, _), (x1, y1, _, _) = plot.dots
     assert x0 < x1 and y0 > y1  # later frames to the right, higher scores higher up
-    assert timeline_plot(None) is None
+    # the band thresholds are drawn where a frame of that score would sit, never at 0.5
+    (yh, lh, th), (yl, ll, tl) = plot.levels
+    assert (lh, th, ll, tl) == ("0.885", "high", "0.295", "low")
+    assert y1 < yh < yl < y0 and abs(yh - (y1 + (y0 - y1) * (1 - 0.885))) < 0.2
+    # a block without thresholds (an older server): no lines rather than guessed ones
+    assert timeline_plot({"timeline": frames}).levels == ()  # type: ignore[union-attr]
+    assert timeline_plot(None) is None and timeline_plot({"timeline": []}) is None
+
+
+def test_video_plot_draws_the_band_thresholds_not_half() -> None:
+    """The video's score plot marks where the bands start (the block's thresholds), as
+    the crop overlay does: a line at 0.5 read as "half generated" (the walker's finding)."""
+    import jinja2
+
+    from provenance.web import present
+    from provenance.web.app import PACKAGE
+
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(PACKAGE / "templates"), autoescape=True)
+    present.install(env)
+    frames = [{"timestamp_seconds": t, "score": s} for t, s in [(0.0, 0.2), (1.0, 0.9)]]
+    block = {"available": True, "band": "uncertain", "score": 0.55, "band_low": 0.4,
+             "band_high": 0.7, "model_id": "default", "model_version": "7", "crops": [],
+             "timeline": frames, "threshold_low": 0.295, "threshold_high": 0.885}  # fmt: skip
+    file = {"media_type": "video/mp4", "size": 10, "sha256": "00"}
+    page = env.get_template("_report.html").render(
+        report={"status": "UNSIGNED", "evidence": {}, "detector": block, "file": file},
+        filename="v.mp4",
+    )
+    plot = page[page.index('<figure class="plot">') : page.index("</figure>", page.index("plot"))]
+    assert plot.count('class="plot-level plot-high"') == 1 and ">0.885<" in plot
+    assert plot.count('class="plot-level plot-low"') == 1 and ">0.295<" in plot
+    assert ">.5<" not in plot and "likely generated range starts (0.885)" in plot
 
 
 def test_multipart_headers_are_bounded() -> None:

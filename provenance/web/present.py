@@ -142,7 +142,9 @@ def download_name(filename: str | None) -> str:
 @dataclass(frozen=True)
 class Plot:
     """An SVG plot of per-frame scores: the view box size, the polyline's points, one
-    dot per scored frame (x, y, time, score), and axis ticks (x, label)."""
+    dot per scored frame (x, y, time, score), axis ticks (x, label), and the band
+    thresholds as levels (y, label, tone: "high" for `likely generated`, "low" for `no
+    generator traces found`; none when the block carries no thresholds)."""
 
     width: int
     height: int
@@ -150,14 +152,17 @@ class Plot:
     dots: tuple[tuple[float, float, str, str], ...]
     ticks: tuple[tuple[float, str], ...]
     unscored: int
+    levels: tuple[tuple[float, str, str], ...]
 
 
 PLOT_W, PLOT_H, PAD = 640, 160, 28
 
 
-def timeline_plot(timeline: list[dict[str, Any]] | None) -> Plot | None:
-    """The detector's per-frame scores along the video's time (score 0 at the bottom,
-    1 at the top); None without a timeline."""
+def timeline_plot(block: dict[str, Any] | None) -> Plot | None:
+    """The per-frame scores of a detector block's ``timeline`` along the video's time
+    (score 0 at the bottom, 1 at the top), with lines at the block's own band thresholds
+    (the frames' scores are judged by them, never by 0.5); None without a timeline."""
+    timeline = (block or {}).get("timeline")
     if not timeline:
         return None
     end = max(float(f["timestamp_seconds"]) for f in timeline) or 1.0
@@ -176,6 +181,11 @@ def timeline_plot(timeline: list[dict[str, Any]] | None) -> Plot | None:
         if f.get("score") is not None
     )
     ticks = tuple((xy(end * i / 4, 0)[0], seconds(end * i / 4)) for i in range(5))
+    th = thresholds(block or {})
+    levels = () if th is None else (
+        (xy(0, th[1])[1], f"{th[1]:.3f}", "high"),
+        (xy(0, th[0])[1], f"{th[0]:.3f}", "low"),
+    )  # fmt: skip
     return Plot(
         PLOT_W,
         PLOT_H,
@@ -183,6 +193,7 @@ def timeline_plot(timeline: list[dict[str, Any]] | None) -> Plot | None:
         dots,
         ticks,
         sum(1 for f in timeline if f.get("score") is None),
+        levels,
     )
 
 
