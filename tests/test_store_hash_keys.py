@@ -77,8 +77,9 @@ def _plan(c: sqlite3.Connection, sql: str) -> str:
 
 
 def test_postgresql_lookups_search_the_short_key_indexes(pg_url: str) -> None:
-    """PostgreSQL (schema 4) has the 8-byte-key indexes, not the full-hash ones, and plans
-    the lookups' own SQL on them (sequential scans off, as on a table too big to scan)."""
+    """PostgreSQL (schema 4, and 5: the file key index also ordered by log index) has the
+    8-byte-key indexes, not the full-hash ones, and plans the lookups' own SQL on them
+    (sequential scans off, as on a table too big to scan)."""
     import psycopg
 
     from provenance.store.postgres import PostgresStore
@@ -86,10 +87,13 @@ def test_postgresql_lookups_search_the_short_key_indexes(pg_url: str) -> None:
     PostgresStore(pg_url).close()  # migrates
     with psycopg.connect(pg_url, autocommit=True) as c:
         names = {r[0] for r in c.execute("SELECT indexname FROM pg_indexes")}
-        assert {"leaves_leaf_key", "leaves_file_key"} <= names
-        assert not {"leaves_leaf_hash", "leaves_file_sha256"} & names
+        assert {"leaves_leaf_key", "leaves_file_key_idx"} <= names
+        assert not {"leaves_leaf_hash", "leaves_file_sha256", "leaves_file_key"} & names
         c.execute("SET enable_seqscan = off")
-        for column, index in (("leaf_hash", "leaves_leaf_key"), ("file_sha256", "leaves_file_key")):
+        for column, index in (
+            ("leaf_hash", "leaves_leaf_key"),
+            ("file_sha256", "leaves_file_key_idx"),
+        ):
             sql = f"EXPLAIN SELECT idx FROM leaves WHERE {_by_hash(column)}"
             plan = " ".join(r[0] for r in c.execute(sql.replace("?", "%s"), (b"k", b"h")))
             assert index in plan, plan

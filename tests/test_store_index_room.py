@@ -107,8 +107,8 @@ def test_postgresql_hash_indexes_keep_room_after_a_rebuild(pg_url: str) -> None:
         store.close()
     with psycopg.connect(pg_url, autocommit=True) as c:
         c.execute("CREATE EXTENSION IF NOT EXISTS pgstattuple")
-        c.execute("REINDEX TABLE leaves")  # as migration 4's CREATE INDEX: sorted, packed
-        for name in ("leaves_claim_hash_key", "leaves_leaf_key", "leaves_file_key"):
+        c.execute("REINDEX TABLE leaves")  # as migrations 4 and 5's CREATE INDEX: sorted
+        for name in ("leaves_claim_hash_key", "leaves_leaf_key", "leaves_file_key_idx"):
             row = c.execute(
                 "SELECT leaf_pages, avg_leaf_density FROM pgstatindex(%s)", (name,)
             ).fetchone()

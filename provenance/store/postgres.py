@@ -7,9 +7,10 @@ transaction has committed (or rolled back), so the next writer, in any process, 
 a head that includes it. ``COMMIT`` returns after the WAL is flushed (the default
 ``synchronous_commit=on``), so an acknowledged submission is durable.
 
-The schema mirrors the SQLite one (same tables, columns and indexes; BYTEA for blobs,
-BIGINT for integers); its version is kept in ``schema_version`` and migrations run
-under another advisory lock, so servers starting together do not race.
+The schema mirrors the SQLite one (same tables and columns; BYTEA for blobs, BIGINT for
+integers; the same indexes, the file hash key index with the log index after the key as
+SQLite's has the rowid, see migration 5); its version is kept in ``schema_version`` and
+migrations run under another advisory lock, so servers starting together do not race.
 """
 
 from __future__ import annotations
@@ -23,7 +24,15 @@ import psycopg
 import psycopg_pool
 
 from provenance.core.errors import LogError, LogIntegrityError, ProvenanceError, StorageError
-from provenance.store.sql import Conn, Cursor, SqlStore, read_only_schema
+from provenance.store.sql import (
+    _LEAF_COLS,
+    HASH_KEY,
+    Conn,
+    Cursor,
+    SqlStore,
+    _limit,
+    read_only_schema,
+)
 
 #: Advisory lock keys (any 64-bit numbers no other user of the database takes).
 APPEND_LOCK = 0x70726F765F6C6F67  # "prov_log"
@@ -113,6 +122,19 @@ _MIGRATIONS: dict[int, str] = {
     DROP INDEX leaves_file_sha256;
     CREATE INDEX leaves_leaf_key ON leaves(substr(leaf_hash, 1, 8));
     CREATE INDEX leaves_file_key ON leaves(substr(file_sha256, 1, 8))
+    """,
+    # 5: the file hash key index also ordered by log index, so the exact-claims read
+    # (`PostgresStore._first_leaves`: each hash's first leaves by index, ORDER BY idx
+    # LIMIT n) stops after n rows instead of reading and sorting every leaf of the hash;
+    # it serves every use of the key-only index it replaces. ANALYZE: the planner has
+    # the new expression's statistics at once (without them it estimates 0.5% of the
+    # leaves per key and prefers reading them all, then sorting). IF [NOT] EXISTS: an
+    # index an operator made by hand is kept. CREATE INDEX blocks appends (not reads)
+    # while it builds: 1.2 s for 10^6 leaves here.
+    5: """
+    CREATE INDEX IF NOT EXISTS leaves_file_key_idx ON leaves(substr(file_sha256, 1, 8), idx);
+    DROP INDEX IF EXISTS leaves_file_key;
+    ANALYZE leaves
     """,
 }
 SCHEMA_VERSION = max(_MIGRATIONS)
@@ -206,6 +228,22 @@ class PostgresStore(SqlStore):
     def _write(self) -> Iterator[Conn]:
         with self._pool.connection() as conn, conn.transaction():
             yield _PgConn(conn)
+
+    def _first_leaves(self, hashes: Sequence[bytes], limit: int) -> tuple[str, list[Any]]:
+        """`SqlStore._first_leaves` for PostgreSQL: per hash, a LATERAL read of the file key
+        index (migration 5: key, then log index) in index order, stopping after ``limit``
+        leaves. The hashes come as one array that the planner cannot see into, so it
+        estimates a hash's leaves from the number of distinct keys (a few) whatever the
+        hash: with the values visible, a flooded hash's statistics made it choose reading
+        the whole log in index order (the primary key) and filtering, or reading every
+        leaf of the hash and sorting them, both growing with the flood or the log."""
+        key = HASH_KEY.format("file_sha256")
+        sql = (
+            "SELECT l.* FROM unnest((SELECT ?::bytea[])) AS q(h) CROSS JOIN LATERAL"
+            f" (SELECT {_LEAF_COLS} FROM leaves WHERE {key} = {HASH_KEY.format('q.h')}"
+            f" AND file_sha256 = q.h ORDER BY idx{_limit(limit)}) AS l"
+        )
+        return sql, [list(hashes)]
 
     def _lock_appends(self, c: Conn) -> None:
         c.execute("SELECT pg_advisory_xact_lock(?)", (APPEND_LOCK,))

@@ -50,7 +50,7 @@ PACK_PAGE = 8
 #: `HASH_KEY_BYTES` bytes (an index entry a third of the size). A lookup matches the key,
 #: which the index finds, and then the full hash (`_by_hash`), so hashes sharing their
 #: first bytes are told apart. The indexes' own expression (SQLite migration 5,
-#: PostgreSQL migration 4) is written out there: the two must stay equal.
+#: PostgreSQL migrations 4 and 5) is written out there: the two must stay equal.
 HASH_KEY = "substr({}, 1, 8)"
 HASH_KEY_BYTES = 8
 
@@ -621,6 +621,8 @@ class SqlStore(ABC):
 
     @_reads_log
     def leaves_by_file_sha256(self, sha256: bytes, limit: int | None = None) -> list[LeafRecord]:
+        if limit is not None:  # the bounded read: one statement shape for one and many
+            return self.leaves_by_file_sha256_many([sha256], limit).get(sha256, [])
         with self._reading() as c:
             rows = c.execute(
                 f"SELECT {_LEAF_COLS} FROM leaves WHERE {_by_hash('file_sha256')} ORDER BY idx"
@@ -644,18 +646,25 @@ class SqlStore(ABC):
                         f" AND file_sha256 IN ({_marks(part)}) ORDER BY idx"
                     )
                     args = [*keys, *part]
-                else:  # each hash's first ``limit`` leaves: one bounded index range per hash
-                    sql = " UNION ALL ".join(
-                        f"SELECT * FROM (SELECT {_LEAF_COLS} FROM leaves"
-                        f" WHERE {_by_hash('file_sha256')} ORDER BY idx{_limit(limit)}) AS h{i}"
-                        for i in range(len(part))
-                    )
-                    args = [a for h in part for a in _hash_args(h)]
+                else:
+                    sql, args = self._first_leaves(part, limit)
                 for rec in map(_leaf, c.execute(sql, args).fetchall()):
                     out.setdefault(rec.file_sha256, []).append(rec)
         for recs in out.values():
             recs.sort(key=lambda r: r.index)
         return out
+
+    def _first_leaves(self, hashes: Sequence[bytes], limit: int) -> tuple[str, list[Any]]:
+        """The statement (and its arguments) reading the first ``limit`` leaves by log
+        index of each of ``hashes`` (distinct, at most 250): one bounded range of the file
+        key index per hash (SQLite's index entries are ordered by rowid, the log index,
+        within a key, so each range stops after ``limit`` rows)."""
+        sql = " UNION ALL ".join(
+            f"SELECT * FROM (SELECT {_LEAF_COLS} FROM leaves"
+            f" WHERE {_by_hash('file_sha256')} ORDER BY idx{_limit(limit)}) AS h{i}"
+            for i in range(len(hashes))
+        )
+        return sql, [a for h in hashes for a in _hash_args(h)]
 
     @_reads_log
     def entries(self, start: int, limit: int) -> list[tuple[int, bytes]]:
