@@ -612,6 +612,7 @@ def verify(
                 detect=detect,
                 chunk_hashes=found.chunk_hashes if found else (),
                 receipt=found.receipt if found else None,
+                public_key=found.public_key if found else b"",
             )
             if policy:
                 cosigned = check_witnesses(c, report, found, policy, quorum)
