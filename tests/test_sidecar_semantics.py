@@ -1,6 +1,6 @@
 """What a sidecar that cannot vouch for the file does to the verdict, end to end: a sidecar
 signed by a device of ANOTHER log (its key not enrolled here) beside a near copy of a
-capture logged here.
+capture logged here, and unreadable sidecars found beside the file or given explicitly.
 Real `prov serve` processes on real ports (two logs), real keys, the real sample photo,
 the real CLI and the real web front-end (`prov web`).
 """
@@ -108,5 +108,34 @@ def test_the_web_api_gives_the_same_verdict_and_reason(
         assert r.status_code == 200, r.text
         doc = r.json()
         assert doc["status"] == "DERIVED" and "key this log does not know" in doc["reasons"][-1]
+        files["sidecar"] = ("copy.jpg.prov", b"{not json")
+        r = httpx.post(f"{web.address}/api/v1/verify", files=files, timeout=120)
+        assert r.status_code == 400, r.text
+        assert "the `sidecar` field is not a usable sidecar" in r.text, r.text
     finally:
         web.stop()
+
+
+def test_a_broken_sidecar_found_beside_the_file_is_a_reason_in_the_report(
+    foreign: Path, enrolled: Cli
+) -> None:
+    """Before: a stderr warning only; the --json reasons said nothing."""
+    Path(f"{foreign}.prov").write_text("{not json")
+    rc, doc = _json(enrolled, str(foreign))
+    assert rc == 10 and doc["status"] == "DERIVED", doc
+    note = doc["reasons"][-1]
+    assert "copy.jpg.prov" in note and "not usable" in note and "not used" in note, note
+    rc, text, err = enrolled("verify", str(foreign), "--no-detect")
+    assert rc == 10 and "copy.jpg.prov" in text and "not used" in text, text
+    assert "warning" not in err, err
+
+
+def test_a_broken_sidecar_given_with_dash_dash_sidecar_is_a_usage_error(
+    foreign: Path, enrolled: Cli
+) -> None:
+    """Before: exit 1 ("error: sidecar is not valid JSON ...")."""
+    broken = foreign.with_name("broken.prov")
+    broken.write_text("{not json")
+    rc, out, err = enrolled("verify", str(foreign), "--sidecar", str(broken), "--no-detect")
+    assert rc == 2 and "--sidecar" in err and "not a usable sidecar" in err, err
+    assert out == ""

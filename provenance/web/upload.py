@@ -29,7 +29,7 @@ from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.requests import ClientDisconnect, Request
 
 from clients.api import MIN_UPLOAD_RATE, VERIFY_DECODE_SECONDS, ProvenanceClient
-from provenance.core.errors import ProvenanceError
+from provenance.core.errors import ClaimError, ProvenanceError
 from provenance.core.verify import VerificationReport
 from provenance.web.errors import WebError
 from provenance.web.logviews import is_number
@@ -259,11 +259,19 @@ class _Form:
         return out
 
     def sidecar(self) -> Sidecar | None:
-        """The decoded ``sidecar`` field (None when absent or empty); raises ClaimError."""
+        """The decoded ``sidecar`` field (None when absent or empty). Raises ClaimError
+        (HTTP 400) naming the field when it is not a usable sidecar: sent explicitly, it
+        is the caller's mistake, never silently dropped."""
         data = bytes(self.fields.get("sidecar", b""))
         if not data:
             return None
-        return decode_sidecar(data)
+        try:
+            return decode_sidecar(data)
+        except ClaimError as e:
+            raise ClaimError(
+                f"the `sidecar` field is not a usable sidecar ({e}): send the FILE.prov"
+                " written beside the file, or leave the field out"
+            ) from e
 
 
 async def _body(request: Request, limits: UploadLimits) -> AsyncIterator[bytes]:
