@@ -221,10 +221,13 @@ class ProvenanceClient:
         detect: bool = False,
         chunk_hashes: Sequence[bytes] = (),
         receipt: Receipt | None = None,
+        public_key: bytes = b"",
     ) -> VerificationReport:
         """Upload ``path`` in chunks and return the server's report (``chunk_hashes``: a
         video sidecar's chunk list, so the server can name damaged byte ranges;
-        ``receipt``: the sidecar's log receipt, so a log rollback can be named)."""
+        ``receipt``: the sidecar's log receipt, so a log rollback can be named;
+        ``public_key``: the raw key the sidecar carries, so a sidecar whose key the log
+        has not enrolled can be told apart from a bad signature)."""
         stream, timeout = self._upload(
             path,
             pb.VerifyFileHeader(
@@ -232,6 +235,7 @@ class ProvenanceClient:
                 detect=detect,
                 chunk_hashes=list(chunk_hashes),
                 sidecar_receipt=wire.receipt_to_pb(receipt) if sidecar and receipt else None,
+                sidecar_public_key=public_key if sidecar else b"",
             ),
         )
         return wire.report_from_pb(
@@ -248,6 +252,7 @@ class ProvenanceClient:
         detect: bool = False,
         chunk_hashes: Sequence[bytes] = (),
         flush_bytes: int = UPLOAD_CHUNK_BYTES,
+        public_key: bytes = b"",
     ) -> VerificationReport:
         """Verify a file whose bytes arrive from ``blocks`` (any sizes), so nothing holds
         the whole file. Bytes go out as soon as ``flush_bytes`` have gathered, in messages
@@ -255,7 +260,8 @@ class ProvenanceClient:
         slow source keeps the stream from going idle while the service's minimum message
         size (64 KiB by default) holds. ``size``: the file's length in bytes when known,
         else 0; ``timeout``: the call's deadline in seconds. Used by the web front-end,
-        which relays uploads without storing them. Raises TransportError with the
+        which relays uploads without storing them; ``public_key``: the raw key the
+        sidecar carries, as in `verify_file`. Raises TransportError with the
         server's status code name."""
 
         def chunks() -> Iterator[pb.VerifyFileChunk]:
@@ -266,6 +272,7 @@ class ProvenanceClient:
                     sidecar=wire.signed_to_pb(sidecar) if sidecar else None,
                     detect=detect,
                     chunk_hashes=list(chunk_hashes),
+                    sidecar_public_key=public_key if sidecar else b"",
                 )
             )
             pending = bytearray()

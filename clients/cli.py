@@ -15,6 +15,7 @@ import os
 import shlex
 import sys
 import time
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -601,9 +602,7 @@ def verify(
     """
     policy = [policy_key(w) for w in witness or []]
     quorum = witness_quorum_of(len(policy), witness_quorum)
-    found = None
-    if not no_sidecar:
-        found = _read_sidecar(file, sidecar)
+    found, unread = (None, None) if no_sidecar else _read_sidecar(file, sidecar)
     cosigned: WitnessCheck | None = None
     try:
         with ProvenanceClient(server) as c:
@@ -613,6 +612,7 @@ def verify(
                 detect=detect,
                 chunk_hashes=found.chunk_hashes if found else (),
                 receipt=found.receipt if found else None,
+                public_key=found.public_key if found else b"",
             )
             if policy:
                 cosigned = check_witnesses(c, report, found, policy, quorum)
@@ -620,6 +620,8 @@ def verify(
         if as_json:  # scripts always get a JSON object on stdout
             print(json.dumps({"status": None, "path": str(file), "error": str(e)}, indent=2))
         raise
+    if unread is not None:
+        report = replace(report, reasons=(*report.reasons, unread))
     if as_json:
         doc = report_to_json(report, str(file))
         if cosigned is not None:
@@ -697,26 +699,29 @@ def detect(
         raise typer.Exit(1)
 
 
-def _read_sidecar(file: Path, given: Path | None) -> Sidecar | None:
-    """The sidecar to check: --sidecar (errors if unusable), else FILE.prov when present
-    (an unreadable one is reported and left out: the file is judged on its own bytes).
+def _read_sidecar(file: Path, given: Path | None) -> tuple[Sidecar | None, str | None]:
+    """The sidecar to check and, when FILE.prov was found but cannot be used, the reason
+    the report gets (the file is then judged on its own bytes: README, "Verifying").
 
-    Read with `clients.files.read_bounded`: a FIFO or device is refused without
-    blocking, and at most MAX_SIDECAR_BYTES are read."""
+    FILE.prov is looked for beside the file unless --sidecar names one; an unreadable
+    --sidecar is a usage error (UsageError, exit 2), as the user asked for it. Read with
+    `clients.files.read_bounded`: a FIFO or device is refused without blocking, and at
+    most MAX_SIDECAR_BYTES are read."""
     path = given if given is not None else sidecar_path(file)
     if given is None and not path.exists():
-        return None
+        return None, None
     try:
-        return decode_sidecar(read_bounded(path, MAX_SIDECAR_BYTES, "sidecar"))
+        return decode_sidecar(read_bounded(path, MAX_SIDECAR_BYTES, "sidecar")), None
     except OSError as e:
-        if given is not None:
-            raise ConfigError(f"cannot read sidecar {path}: {e.strerror}") from e
-        err.print(f"[yellow]warning:[/] ignoring unreadable sidecar {path}: {e.strerror}")
+        problem = f"cannot read it: {e.strerror or e}"
     except ProvenanceError as e:
-        if given is not None:
-            raise
-        err.print(f"[yellow]warning:[/] ignoring {path}: {e}")
-    return None
+        problem = str(e)
+    if given is not None:
+        raise UsageError(f"--sidecar {path} is not a usable sidecar ({problem})")
+    return None, (
+        f"the sidecar found beside the file ({path.name}) is not usable ({problem});"
+        " it was not used"
+    )
 
 
 LOG_FORMAT = "%(asctime)s.%(msecs)03dZ %(levelname)s %(name)s: %(message)s"

@@ -203,8 +203,15 @@ def report_to_text(r: VerificationReport, path: str) -> str:
             + (f" ({c.device.label})" if c.device and c.device.label else "")
             + f", capture #{c.claim.sequence}, captured {c.claim.captured_at:%Y-%m-%d %H:%M:%S} UTC (device clock)"
         )
+        checked = (
+            "valid"
+            if c.signature_valid
+            else "INVALID"
+            if c.device is not None
+            else "not checked: the key is not enrolled with this log"
+        )
         lines.append(
-            f"  signature  {'valid' if c.signature_valid else 'INVALID'}"
+            f"  signature  {checked}"
             f"{', chain linked to the previous capture' if c.chain_linked else ''}"
         )
         if c.receipt is not None:

@@ -36,6 +36,11 @@ def _fresh(work: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
+    # A job started in the background by a non-interactive shell (`(make web &)`) begins
+    # with SIGINT ignored, and Python then installs no handler of its own: Ctrl-C or a
+    # SIGINT would never stop this program. Restore Python's handler, so SIGINT always
+    # raises KeyboardInterrupt here; the server started below inherits the default action.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     parser = argparse.ArgumentParser(prog="make web", description=__doc__)
     parser.add_argument("--listen", default="127.0.0.1:8080", help="HTTP address HOST:PORT")
     parser.add_argument("--dir", type=Path, default=ROOT / ".web-demo", help="working folder")

@@ -329,10 +329,17 @@ def _sidecar_case(
     )
 
 
-def test_an_unknown_key_is_unsigned_if_bytes_match_and_tampered_if_not() -> None:
+def test_an_unknown_key_sidecar_is_not_used_and_the_log_decides() -> None:
+    """A sidecar whose key this log has not enrolled is no evidence about the bytes: the
+    verdict is the log's (UNSIGNED, or DERIVED from a near logged capture), never
+    TAMPERED, and a reason names the sidecar: unchecked without a public key, signed by
+    an unknown key when it verifies under the key it carries, a bad signature when not."""
+    stranger = DeviceKey.from_private_bytes(hashlib.sha256(b"another log's device").digest())
+    claim = _claim(device_id=stranger.key_id)
+    signed = _signed(claim, stranger)
     facts = FileFacts(SHA, 11, "image/jpeg", (PDQ,))
-    r, signed, claim = _sidecar_case(facts)
-    assert r.status is Verdict.UNSIGNED and len(r.reasons) == 1 and r.verified_at == NOW
+    r = decide(facts, NOW, sidecar=signed, sidecar_claim=claim)
+    assert r.status is Verdict.UNSIGNED and len(r.reasons) == 2 and r.verified_at == NOW
     assert r.evidence == Evidence(
         file=facts,
         claim=ClaimEvidence(signed, claim, None, None, False, False, False, False),
@@ -340,11 +347,45 @@ def test_an_unknown_key_is_unsigned_if_bytes_match_and_tampered_if_not() -> None
         hash_match=True,
         pdq_distance=0,
     )
-    other = FileFacts(OTHER_SHA, 11, "image/jpeg", (PDQ,))
-    r, _, _ = _sidecar_case(other)
-    assert r.status is Verdict.TAMPERED and len(r.reasons) == 2
-    assert _has(r.reasons, "bytes differ") and not r.evidence.hash_match
-    assert r.evidence.sidecar_present and r.verified_at == NOW
+    assert _has(r.reasons, "no signed claim in the log")
+    assert _has(r.reasons, "a key this log does not know", "could not be checked", "file's bytes")
+    known = decide(
+        facts, NOW, sidecar=signed, sidecar_claim=claim, sidecar_public_key=stranger.public_key
+    )
+    assert known.status is Verdict.UNSIGNED and known.evidence == r.evidence
+    assert _has(known.reasons, "a key this log does not know", "verifies under the public key")
+    # a near copy of a capture logged here, with another log's sidecar: DERIVED stands
+    copy = FileFacts(OTHER_SHA, 11, "image/jpeg", (_flip(PDQ, 6),))
+    lc = _logged(index=1)
+    near = decide(copy, NOW, near=[lc])
+    for key in (b"", stranger.public_key):
+        d = decide(
+            copy, NOW, sidecar=signed, sidecar_claim=claim, near=[lc], sidecar_public_key=key
+        )
+        assert d.status is Verdict.DERIVED and d.reasons[: len(near.reasons)] == near.reasons
+        assert d.evidence == replace(near.evidence, sidecar_present=True)
+        assert len(d.reasons) == len(near.reasons) + 1
+        assert _has(d.reasons, "a key this log does not know", "other bytes", "not used")
+        assert not _has(d.reasons, "INVALID") and not _has(d.reasons, "bad signature")
+    # a signature that fails even under the key the sidecar carries is named as such
+    forged = replace(signed, signature=bytes(64))
+    for key, why in (
+        (stranger.public_key, "does not verify even under the public key it carries"),
+        (KEY.public_key, "not the key that signature names"),
+        (bytes(32), "unusable"),
+    ):
+        bad = forged if key == stranger.public_key else signed
+        b = decide(copy, NOW, sidecar=bad, sidecar_claim=claim, near=[lc], sidecar_public_key=key)
+        assert b.status is Verdict.DERIVED and _has(b.reasons, "bad signature", why)
+    alone = decide(
+        FileFacts(OTHER_SHA, 11, "image/jpeg", (PDQ,)),
+        NOW,
+        sidecar=forged,
+        sidecar_claim=claim,
+        sidecar_public_key=stranger.public_key,
+    )
+    assert alone.status is Verdict.UNSIGNED and not alone.evidence.hash_match
+    assert _has(alone.reasons, "bad signature", "other bytes")
 
 
 def test_a_forged_sidecar_signature_is_tampered() -> None:
@@ -515,10 +556,13 @@ def _damaged(data: bytes, chunks: tuple[int, ...]) -> bytes:
 def test_the_damage_note_names_the_ranges() -> None:
     original = bytes(range(256)) * 3  # 12 chunks of 64 bytes
     facts, claim, chunks = _video_case(original, _damaged(original, (1,)))
-    for device in (_device(), None):
-        r, _, _ = _sidecar_case(facts, device=device, claim=claim, chunks=chunks)
-        assert r.status is Verdict.TAMPERED
-        assert r.reasons[-1] == "bytes 64-127 differ from the signed file (64-byte chunks)"
+    r, _, _ = _sidecar_case(facts, device=_device(), claim=claim, chunks=chunks)
+    assert r.status is Verdict.TAMPERED
+    assert r.reasons[-1] == "bytes 64-127 differ from the signed file (64-byte chunks)"
+    # an unenrolled key's chunk list locates nothing: that sidecar is not used at all
+    r, _, _ = _sidecar_case(facts, device=None, claim=claim, chunks=chunks)
+    assert r.status is Verdict.UNSIGNED and r.evidence.damaged_ranges == ()
+    assert not _has(r.reasons, "differ from the signed file")
     forged = replace(_signed(claim), signature=bytes(64))
     r, _, _ = _sidecar_case(facts, device=_device(), claim=claim, signed=forged, chunks=chunks)
     assert _has(r.reasons, "bytes differ") and _has(r.reasons, "bytes 64-127 differ")

@@ -455,15 +455,23 @@ def test_an_unlogged_sidecar_is_unsigned_until_synced(inproc: InProc) -> None:
     assert inproc.service.verify(_file_facts(PHOTO), signed).status is Verdict.SIGNED_ORIGINAL
 
 
-def test_sidecar_from_an_unknown_key_with_wrong_bytes_is_tampered(inproc: InProc) -> None:
+def test_sidecar_from_an_unknown_key_is_not_used_whatever_the_bytes(inproc: InProc) -> None:
+    """A sidecar whose key this log has not enrolled is no evidence of tampering: the log
+    decides (UNSIGNED here), and the reason names the unknown key, with what the key it
+    carries says of its signature."""
     stranger = Device(DeviceKey.generate())
     signed = stranger.claim_for_file(PHOTO)
     other = _facts(b"not the photo")
     report = inproc.service.verify(other, signed)
-    assert report.status is Verdict.TAMPERED
+    assert report.status is Verdict.UNSIGNED
     assert report.evidence.claim is not None and report.evidence.claim.device is None
-    same = inproc.service.verify(_file_facts(PHOTO), signed)
-    assert same.status is Verdict.UNSIGNED and "not enrolled" in same.reasons[0]
+    assert "a key this log does not know" in report.reasons[-1]
+    assert "could not be checked" in report.reasons[-1]
+    same = inproc.service.verify(
+        _file_facts(PHOTO), signed, sidecar_public_key=stranger.key.public_key
+    )
+    assert same.status is Verdict.UNSIGNED and same.evidence.hash_match
+    assert "verifies under the public key it carries" in same.reasons[-1]
 
 
 def test_an_edited_file_with_its_sidecar_is_tampered(inproc: InProc) -> None:

@@ -163,18 +163,22 @@ def test_sidecar_without_a_decoded_claim_is_not_used(key: DeviceKey) -> None:
     assert r.status is Verdict.DERIVED
 
 
-def test_sidecar_from_unknown_key_with_wrong_bytes_is_tampered(key: DeviceKey) -> None:
+def test_sidecar_from_unknown_key_with_wrong_bytes_is_not_tampered(key: DeviceKey) -> None:
+    """An unenrolled key's sidecar describing other bytes is no evidence of tampering:
+    the log decides (UNSIGNED here), and the reason names the unknown key."""
     claim = _claim(key)
     r = decide(_facts(sha=b"\x06" * 32), NOW, sidecar=_sign(key, claim), sidecar_claim=claim)
-    assert r.status is Verdict.TAMPERED
-    assert "not enrolled" in r.reasons[0] and "bytes differ" in r.reasons[1]
+    assert r.status is Verdict.UNSIGNED and len(r.reasons) == 2
+    assert "key this log does not know" in r.reasons[1] and "other bytes" in r.reasons[1]
     assert r.evidence.claim is not None and r.evidence.claim.device is None
+    assert not r.evidence.hash_match and r.evidence.sidecar_present
 
 
 def test_sidecar_from_unknown_key_with_right_bytes_is_unsigned(key: DeviceKey) -> None:
     claim = _claim(key)
     r = decide(_facts(), NOW, sidecar=_sign(key, claim), sidecar_claim=claim)
-    assert r.status is Verdict.UNSIGNED and len(r.reasons) == 1
+    assert r.status is Verdict.UNSIGNED and len(r.reasons) == 2
+    assert "key this log does not know" in r.reasons[1] and r.evidence.hash_match
 
 
 @pytest.mark.parametrize(

@@ -1,9 +1,11 @@
 """`make web` (python -m clients.webdemo): the page comes up over the demo's signed
-captures, says where, and stops cleanly on Ctrl-C."""
+captures, says where, and stops cleanly on Ctrl-C, even when started as a background job
+of a non-interactive shell (`(make web &)`), which begins with SIGINT ignored."""
 
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -16,16 +18,32 @@ from conftest import ROOT, read_line
 pytestmark = pytest.mark.slow
 
 
+def _kill_group(pgid: int) -> None:
+    """SIGKILL whatever is left of the process group ``pgid`` (the demo and the
+    `prov serve` it started), so a failing test leaves nothing running."""
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
 def test_make_web_serves_the_demo_captures(tmp_path: Path) -> None:
     work = tmp_path / "web-demo"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "clients.webdemo", "--listen", "127.0.0.1:0"]
-        + ["--no-detector", "--dir", str(work)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        cwd=ROOT,
-    )
+    # started as `(make web &)` starts it: SIGINT ignored (inherited through exec), in a
+    # process group of its own that the cleanup below can kill whole
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "clients.webdemo", "--listen", "127.0.0.1:0"]
+            + ["--no-detector", "--dir", str(work)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=ROOT,
+            start_new_session=True,
+        )
+    finally:
+        signal.signal(signal.SIGINT, previous)
     try:
         url = read_line(proc, "The verification page is at ", timeout=180)
         read_line(proc, "Ctrl-C stops", timeout=30)
@@ -37,7 +55,10 @@ def test_make_web_serves_the_demo_captures(tmp_path: Path) -> None:
             assert r.json()["status"] == "DERIVED", json.dumps(r.json())[:400]
     finally:
         proc.send_signal(signal.SIGINT)
-        out, _ = proc.communicate(timeout=60)
+        try:
+            out, _ = proc.communicate(timeout=60)
+        finally:
+            _kill_group(proc.pid)
     assert proc.returncode == 0
     assert "server stopped" in out
     # a second run replaces its own folder, and refuses to touch anyone else's

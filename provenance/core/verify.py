@@ -23,7 +23,12 @@ Rules, in order (DESIGN.md, "The verdict"):
      video whose sidecar lists its chunk hashes); but a sidecar that describes a
      different picture (PDQ distance over the threshold) beside a near copy of another
      signed capture is not used: the near copy's ``DERIVED`` stands, with a note;
-   - its key is not enrolled: ``TAMPERED`` when the bytes differ, else ``UNSIGNED``;
+   - its key is not enrolled with this log: it is not evidence about these bytes (its
+     signature cannot be checked against an enrolled key, and anyone can make one), so
+     it is not used: the verdict follows from the log (rules 3 and 4: ``DERIVED`` or
+     ``UNSIGNED``), and a reason names the sidecar: signed by a key this log does not
+     know when its signature verifies under the public key it carries, a bad signature
+     when it does not even verify under that key, unchecked when it carries none;
    - it verifies, matches the bytes, and is logged: ``SIGNED_ORIGINAL``, or
      ``REVOKED_KEY`` when it was integrated at or after the key's revocation time;
    - it verifies and matches but is not in the log: ``REVOKED_KEY`` if the key is
@@ -52,6 +57,7 @@ from provenance.core.claims import Claim, Device, Receipt, SignedClaim, TimeFlag
 from provenance.core.dihedral import best_dihedral_distance, turn_notes
 from provenance.core.envelope import PAYLOAD_TYPE_CLAIM, verify_payload
 from provenance.core.errors import BindingError, KeyMaterialError, SignatureError
+from provenance.core.keys import check_public_key, key_id
 from provenance.core.video_binding import check_chunk_hashes, locate_damage
 from provenance.core.video_match import VideoMatch, match_video
 
@@ -269,6 +275,7 @@ def decide(
     near: Sequence[LoggedClaim] = (),
     sidecar_chunk_hashes: Sequence[bytes] = (),
     exact_more: bool = False,
+    sidecar_public_key: bytes = b"",
 ) -> VerificationReport:
     """Return the verdict on a file.
 
@@ -287,6 +294,9 @@ def decide(
         exact_more: the caller's store read of ``exact`` stopped at `MAX_EXACT_CLAIMS`
             claims of a file hash and more bind it (the report then says so: the
             verdict is among the first `MAX_EXACT_CLAIMS` by log index).
+        sidecar_public_key: the raw 32-byte Ed25519 key the sidecar carries (empty when
+            none came): used only to word the reason on a sidecar whose key is not
+            enrolled (its signature checked under that key); it never makes it trusted.
 
     Logged claims come with receipts the caller has verified against the log key.
     Pure and total: it raises nothing for any combination of inputs.
@@ -304,6 +314,7 @@ def decide(
         exact,
         near,
         sidecar_chunk_hashes,
+        sidecar_public_key,
     )
     if not exact_more:
         return report
@@ -320,30 +331,33 @@ def _decide(
     exact: Sequence[LoggedClaim],
     near: Sequence[LoggedClaim],
     sidecar_chunk_hashes: Sequence[bytes],
+    sidecar_public_key: bytes,
 ) -> VerificationReport:
     """`decide` without the note of its ``exact_more``."""
     ranked = rank_exact(facts, exact)
     if ranked:
         return _exact_verdict(facts, now, ranked, sidecar)
-    if sidecar is not None and sidecar_claim is not None:
-        report = _decide_with_sidecar(
-            facts, now, sidecar, sidecar_claim, sidecar_device, sidecar_logged, sidecar_chunk_hashes
-        )
-        d = report.evidence.pdq_distance
-        if report.status is Verdict.TAMPERED and _another_picture(report.evidence):
-            nearby = _decide_near(facts, now, near)
-            if nearby.status is Verdict.DERIVED:
-                note = (
-                    f"a sidecar came with the file but describes a different picture ({d} bits"
-                    " away by PDQ) and other bytes; it was not used"
-                )
-                return replace(
-                    nearby,
-                    reasons=(*nearby.reasons, note),
-                    evidence=replace(nearby.evidence, sidecar_present=True),
-                )
-        return report
-    return _decide_near(facts, now, near)
+    if sidecar is None or sidecar_claim is None:
+        return _decide_near(facts, now, near)
+    if sidecar_device is None:
+        return _unknown_key_sidecar(facts, now, sidecar, sidecar_claim, sidecar_public_key, near)
+    report = _decide_with_sidecar(
+        facts, now, sidecar, sidecar_claim, sidecar_device, sidecar_logged, sidecar_chunk_hashes
+    )
+    d = report.evidence.pdq_distance
+    if report.status is Verdict.TAMPERED and _another_picture(report.evidence):
+        nearby = _decide_near(facts, now, near)
+        if nearby.status is Verdict.DERIVED:
+            note = (
+                f"a sidecar came with the file but describes a different picture ({d} bits"
+                " away by PDQ) and other bytes; it was not used"
+            )
+            return replace(
+                nearby,
+                reasons=(*nearby.reasons, note),
+                evidence=replace(nearby.evidence, sidecar_present=True),
+            )
+    return report
 
 
 #: The most other claims of the same bytes a report lists (the verdict ranks them all).
@@ -576,15 +590,81 @@ def _damage(
     )
 
 
+def _own_key_check(signed: SignedClaim, claim: Claim, public_key: bytes) -> str:
+    """What the public key a sidecar carries says of its signature: "" when it verifies
+    under that key (the key's id, SHA-256 of the raw key, is the signature's key id and
+    the claim's device id), else what is wrong. Source: DSSE PAE over Ed25519
+    (`provenance.core.envelope.verify_payload`)."""
+    try:
+        check_public_key(public_key)
+    except KeyMaterialError as e:
+        return f"the public key it carries is unusable ({e})"
+    if key_id(public_key) != signed.key_id or claim.device_id != signed.key_id:
+        return "the public key it carries is not the key that signature names"
+    if signed.payload_type != PAYLOAD_TYPE_CLAIM:
+        return f"its payload type is {signed.payload_type!r}, not a claim's"
+    try:
+        verify_payload(public_key, signed.payload_type, signed.claim_bytes, signed.signature)
+    except (SignatureError, KeyMaterialError):
+        return "its signature does not verify even under the public key it carries"
+    return ""
+
+
+def _unknown_key_sidecar(
+    facts: FileFacts,
+    now: datetime,
+    sidecar: SignedClaim,
+    claim: Claim,
+    public_key: bytes,
+    near: Sequence[LoggedClaim],
+) -> VerificationReport:
+    """Rule 1 for a sidecar whose key this log has not enrolled: not evidence about these
+    bytes (nothing here vouches for the key), so the verdict is the log's (rules 3 and 4)
+    and a reason says what the sidecar is. Never TAMPERED: a bad signature under an
+    unknown key says nothing about the file beside it."""
+    hash_match = facts.binds(claim.hard_binding.sha256)
+    kid = f"key id {sidecar.key_id.hex()[:16]}…"
+    what = "this file's bytes" if hash_match else "other bytes"
+    if not public_key:
+        note = (
+            f"a sidecar came with the file, signed by a key this log does not know ({kid}) and"
+            " carrying no public key, so its signature could not be checked; it proves"
+            f" nothing about these bytes and was not used (it describes {what})"
+        )
+    elif problem := _own_key_check(sidecar, claim, public_key):
+        note = (
+            f"a sidecar came with the file with a bad signature: {problem} ({kid}, a key"
+            f" this log does not know); it was not used (it describes {what})"
+        )
+    else:
+        note = (
+            f"a sidecar came with the file, signed by a key this log does not know ({kid}):"
+            " its signature verifies under the public key it carries, but that key is not"
+            " enrolled here, so it proves nothing about these bytes and was not used"
+            f" (it describes {what})"
+        )
+    report = _decide_near(facts, now, near)
+    ev = replace(report.evidence, sidecar_present=True)
+    if ev.claim is None:  # nothing logged matches: show what the sidecar claims, unchecked
+        ev = replace(
+            ev,
+            claim=ClaimEvidence(sidecar, claim, None, None, False, False, False),
+            hash_match=hash_match,
+            pdq_distance=best_pdq_distance(facts.soft_bindings, claim.soft_bindings),
+        )
+    return replace(report, reasons=(*report.reasons, note), evidence=ev)
+
+
 def _decide_with_sidecar(
     facts: FileFacts,
     now: datetime,
     sidecar: SignedClaim,
     claim: Claim,
-    device: Device | None,
+    device: Device,
     logged: LoggedClaim | None,
     expected_chunks: Sequence[bytes] = (),
 ) -> VerificationReport:
+    """Rule 1 for a sidecar whose key is enrolled (`_unknown_key_sidecar` for others)."""
     sig = signature_ok(sidecar, device)
     hash_match = facts.binds(claim.hard_binding.sha256)
     distance = best_pdq_distance(facts.soft_bindings, claim.soft_bindings)
@@ -607,15 +687,6 @@ def _decide_with_sidecar(
         damaged_ranges=damaged,
     )
     located = (damage_note,) if damage_note else ()
-    if device is None:
-        reasons = [
-            "the sidecar's key is not enrolled with this server, so its signature cannot be trusted"
-        ]
-        if not hash_match:
-            reasons.append("and the file's bytes differ from the ones the sidecar describes")
-            reasons.extend(located)
-        status = Verdict.TAMPERED if not hash_match else Verdict.UNSIGNED
-        return VerificationReport(status, tuple(reasons), ev, now)
     if not sig:
         reasons = ["the sidecar's signature does not verify under the enrolled device key"]
         if not hash_match:

@@ -115,13 +115,15 @@ class VerificationPipeline:
         detect: bool = False,
         time_left: Callable[[], float | None] | None = None,
         sidecar_receipt: Receipt | None = None,
+        sidecar_public_key: bytes = b"",
     ) -> VerificationReport:
         """The report on a complete upload (module docstring, steps 1-5).
 
         sidecar: the claim that came beside the file; chunk_hashes: a video sidecar's
         chunk leaf hashes (32 bytes each); detect: run the advisory detector; time_left:
         seconds left before the caller's deadline (None: no deadline); sidecar_receipt:
-        the sidecar's log receipt (a lost one reads as a log rollback). Raises MediaError
+        the sidecar's log receipt (a lost one reads as a log rollback); sidecar_public_key:
+        the raw key the sidecar carries (words the reason on an unenrolled key). Raises MediaError
         for a file that is neither decodable media nor matched by the log or a sidecar,
         MediaTooLargeError beyond the limits, LogIntegrityError for a damaged log.
         """
@@ -129,7 +131,9 @@ class VerificationPipeline:
             self.service.store.leaves_by_file_sha256(upload.sha256, limit=1)
         )
         found = inspect_upload(upload, self.inspect, lenient)
-        report = self.service.verify(found.facts, sidecar, tuple(chunk_hashes), sidecar_receipt)
+        report = self.service.verify(
+            found.facts, sidecar, tuple(chunk_hashes), sidecar_receipt, sidecar_public_key
+        )
         if (
             report.status is Verdict.UNSIGNED
             and found.video is not None

@@ -559,8 +559,9 @@ class VerificationServicer(rpc.VerificationServicer):
                 if sidecar is not None and header.HasField("sidecar_receipt")
                 else None
             )
+            key = bytes(header.sidecar_public_key) if sidecar is not None else b""
             report = self.p.verify_upload(
-                upload, sidecar, chunks, header.detect, time_left, receipt
+                upload, sidecar, chunks, header.detect, time_left, receipt, key
             )
             if chunks and not upload.chunk_hashes and sidecar is not None:
                 report = self._unhashed_chunks(report, sidecar)

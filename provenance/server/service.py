@@ -861,6 +861,7 @@ class ProvenanceService:
         sidecar: SignedClaim | None = None,
         sidecar_chunk_hashes: tuple[bytes, ...] = (),
         sidecar_receipt: Receipt | None = None,
+        sidecar_public_key: bytes = b"",
     ) -> VerificationReport:
         """The cryptographic verdict on a file described by ``facts`` (and its sidecar).
 
@@ -870,12 +871,15 @@ class ProvenanceService:
         longer holds, is reported as a log rollback (`provenance.server.rollback`). At
         most `MAX_EXACT_CLAIMS` logged claims per file hash are examined, the first by log
         index (one more is read, to know of more), and the sidecar's own logged claim when
-        it is not among them.
+        it is not among them. ``sidecar_public_key``, the raw key the sidecar carries, only
+        words the reason on a sidecar whose key is not enrolled (`decide`).
         Raises LogIntegrityError when a log record found for the file is damaged, and
         StorageError when the store cannot be read."""
         now = self.clock()
         notes: list[str] = []
-        report = self._verify(now, notes, facts, sidecar, sidecar_chunk_hashes, sidecar_receipt)
+        report = self._verify(
+            now, notes, facts, sidecar, sidecar_chunk_hashes, sidecar_receipt, sidecar_public_key
+        )
         return _with_notes(report, notes)
 
     def verify_many(
@@ -926,6 +930,7 @@ class ProvenanceService:
         sidecar: SignedClaim | None,
         sidecar_chunk_hashes: tuple[bytes, ...],
         sidecar_receipt: Receipt | None,
+        sidecar_public_key: bytes = b"",
     ) -> VerificationReport:
         found = [
             _bounded(self.store.leaves_by_file_sha256(h, MAX_EXACT_CLAIMS + 1))
@@ -981,6 +986,7 @@ class ProvenanceService:
                 sidecar_logged=sidecar_logged,
                 sidecar_chunk_hashes=sidecar_chunk_hashes,
                 exact_more=exact_more,
+                sidecar_public_key=sidecar_public_key,
             )
         )
         if sidecar_receipt is None or rec is not None:

@@ -255,20 +255,22 @@ class SubmitCaptureResponse(_message.Message):
     def __init__(self, receipt: _Optional[_Union[Receipt, _Mapping]] = ..., duplicate: _Optional[bool] = ...) -> None: ...
 
 class VerifyFileHeader(_message.Message):
-    __slots__ = ("filename", "size_bytes", "sidecar", "detect", "chunk_hashes", "sidecar_receipt")
+    __slots__ = ("filename", "size_bytes", "sidecar", "detect", "chunk_hashes", "sidecar_receipt", "sidecar_public_key")
     FILENAME_FIELD_NUMBER: _ClassVar[int]
     SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
     SIDECAR_FIELD_NUMBER: _ClassVar[int]
     DETECT_FIELD_NUMBER: _ClassVar[int]
     CHUNK_HASHES_FIELD_NUMBER: _ClassVar[int]
     SIDECAR_RECEIPT_FIELD_NUMBER: _ClassVar[int]
+    SIDECAR_PUBLIC_KEY_FIELD_NUMBER: _ClassVar[int]
     filename: str
     size_bytes: int
     sidecar: SignedClaim
     detect: bool
     chunk_hashes: _containers.RepeatedScalarFieldContainer[bytes]
     sidecar_receipt: Receipt
-    def __init__(self, filename: _Optional[str] = ..., size_bytes: _Optional[int] = ..., sidecar: _Optional[_Union[SignedClaim, _Mapping]] = ..., detect: _Optional[bool] = ..., chunk_hashes: _Optional[_Iterable[bytes]] = ..., sidecar_receipt: _Optional[_Union[Receipt, _Mapping]] = ...) -> None: ...
+    sidecar_public_key: bytes
+    def __init__(self, filename: _Optional[str] = ..., size_bytes: _Optional[int] = ..., sidecar: _Optional[_Union[SignedClaim, _Mapping]] = ..., detect: _Optional[bool] = ..., chunk_hashes: _Optional[_Iterable[bytes]] = ..., sidecar_receipt: _Optional[_Union[Receipt, _Mapping]] = ..., sidecar_public_key: _Optional[bytes] = ...) -> None: ...
 
 class VerifyFileChunk(_message.Message):
     __slots__ = ("header", "data")

@@ -29,12 +29,11 @@ from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.requests import ClientDisconnect, Request
 
 from clients.api import MIN_UPLOAD_RATE, VERIFY_DECODE_SECONDS, ProvenanceClient
-from provenance.core.claims import SignedClaim
-from provenance.core.errors import ProvenanceError
+from provenance.core.errors import ClaimError, ProvenanceError
 from provenance.core.verify import VerificationReport
 from provenance.web.errors import WebError
 from provenance.web.logviews import is_number
-from provenance.wire.sidecar import MAX_SIDECAR_BYTES, decode_sidecar
+from provenance.wire.sidecar import MAX_SIDECAR_BYTES, Sidecar, decode_sidecar
 
 if TYPE_CHECKING:
     from python_multipart.multipart import MultipartCallbacks
@@ -97,14 +96,13 @@ class _Relay:
         client: ProvenanceClient,
         filename: str,
         size: int,
-        sidecar: tuple[SignedClaim, tuple[bytes, ...]] | None,
+        sidecar: Sidecar | None,
         detect: bool,
         limits: UploadLimits,
     ) -> None:
         self._queue: queue.Queue[bytes | None] = queue.Queue(maxsize=4)
         self._stop = threading.Event()
         self.done = threading.Event()
-        signed, chunks = sidecar if sidecar else (None, ())
 
         def run() -> VerificationReport:
             try:
@@ -113,10 +111,11 @@ class _Relay:
                     filename,
                     limits.deadline(size),
                     size=size,
-                    sidecar=signed,
+                    sidecar=sidecar.signed_claim if sidecar else None,
                     detect=detect,
-                    chunk_hashes=chunks,
+                    chunk_hashes=sidecar.chunk_hashes if sidecar else (),
                     flush_bytes=RELAY_BLOCK,
+                    public_key=sidecar.public_key if sidecar else b"",
                 )
             finally:
                 self.done.set()
@@ -259,13 +258,20 @@ class _Form:
         self.held.clear()
         return out
 
-    def sidecar(self) -> tuple[SignedClaim, tuple[bytes, ...]] | None:
-        """The decoded ``sidecar`` field (None when absent or empty); raises ClaimError."""
+    def sidecar(self) -> Sidecar | None:
+        """The decoded ``sidecar`` field (None when absent or empty). Raises ClaimError
+        (HTTP 400) naming the field when it is not a usable sidecar: sent explicitly, it
+        is the caller's mistake, never silently dropped."""
         data = bytes(self.fields.get("sidecar", b""))
         if not data:
             return None
-        sc = decode_sidecar(data)
-        return sc.signed_claim, tuple(sc.chunk_hashes)
+        try:
+            return decode_sidecar(data)
+        except ClaimError as e:
+            raise ClaimError(
+                f"the `sidecar` field is not a usable sidecar ({e}): send the FILE.prov"
+                " written beside the file, or leave the field out"
+            ) from e
 
 
 async def _body(request: Request, limits: UploadLimits) -> AsyncIterator[bytes]:
@@ -433,7 +439,7 @@ class Relayer:
         self,
         filename: str,
         size: int,
-        sidecar: tuple[SignedClaim, tuple[bytes, ...]] | None,
+        sidecar: Sidecar | None,
         detect: bool,
     ) -> _Relay:
         return _Relay(self._executor, self.client, filename, size, sidecar, detect, self.limits)
