@@ -153,7 +153,7 @@ def test_scan_checks_its_arguments_before_the_progress_bar(photo: Path, tmp_path
     from conftest import ROOT
 
     existing = tmp_path / "done.jsonl"
-    existing.write_text("")
+    existing.write_text('{"path": "x.jpg"}\n')  # a row: an empty report is taken over
     for report, words in (
         (tmp_path / "no" / "such" / "out.jsonl", "does not exist"),
         (tmp_path / "out.txt", "must end in .jsonl"),
@@ -271,3 +271,19 @@ def test_verify_given_several_files_points_to_scan(
     # one file is verified as before (here: a runtime failure, nobody answers)
     rc, err = _run(capsys, "verify", str(photo), "--server", closed_port(), "--no-detect")
     assert rc == 1 and "cannot reach the server" in err, err
+
+
+def test_a_scan_that_failed_before_its_first_row_can_be_run_again(
+    photo: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A scan stopped by an unreachable server leaves an empty report; running it again
+    takes that report over (before: exit 2, "o.jsonl exists: add --resume")."""
+    from clients.scan import worker
+
+    monkeypatch.setattr(worker, "RETRY_DELAYS_S", (0.01,))
+    report = tmp_path / "o.jsonl"
+    args = ("scan", str(photo), "--report", str(report), "--server", closed_port())
+    for _ in range(2):
+        rc, err = _run(capsys, *args, "--workers", "0")
+        assert rc == 1 and "cannot reach the server" in err, err
+        assert report.read_text() == ""
