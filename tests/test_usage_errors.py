@@ -110,22 +110,55 @@ def test_a_witness_that_is_no_cosigner_key_is_a_usage_error(
 
 
 def test_receipt_commands_given_the_photo_name_its_sidecar(
-    photo: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    photo: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """`prov receipt verify/export IMG.jpg` (the photo, not IMG.jpg.prov) says which file
-    to give when the sidecar lies beside it (before: only "sidecar is not valid JSON:
-    'utf-8' codec can't decode byte 0xff ..."). Still exit 1: the bytes were read."""
+    """`prov receipt verify/export IMG.jpg` (the photo, not IMG.jpg.prov) is a usage error
+    (exit 2; before: exit 1) that says which file to give (before that: only "sidecar is
+    not valid JSON: 'utf-8' codec can't decode byte 0xff ...")."""
+    monkeypatch.setenv("COLUMNS", "400")  # the box would break the long path
     log_key = generate_log_key(tmp_path / "log.pem", "log.example/log").verifier_key()
     for args in (
         ("receipt", "verify", str(photo), "--log-key", log_key),
         ("receipt", "export", str(photo), "--format", "tlog-proof"),
     ):
         rc, err = _run(capsys, *args)
-        assert rc == 1 and "is not a usable sidecar" in err, (args, err)
-        assert "give its sidecar" not in err  # no rocket.jpg.prov yet: no hint
+        assert rc == 2 and "is not a usable sidecar: it is the media file itself" in err, (
+            args,
+            err,
+        )
+        assert "(image/jpeg); give its sidecar rocket.jpg.prov (`prov sign` writes it" in err
     (tmp_path / "rocket.jpg.prov").write_text("{}")
     rc, err = _run(capsys, "receipt", "verify", str(photo), "--log-key", log_key)
-    assert rc == 1 and f"give its sidecar, {photo}.prov" in err, err
+    assert rc == 2 and f"give its sidecar, {photo}.prov" in err, err
+    junk = tmp_path / "junk.prov"  # not media and not a sidecar: a runtime failure, as before
+    junk.write_text("not json")
+    rc, err = _run(capsys, "receipt", "verify", str(junk), "--log-key", log_key)
+    assert rc == 1 and "is not a usable sidecar (" in err, err
+
+
+def test_a_missing_audit_database_is_a_usage_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`prov log audit --db nope.db` and `prov log export-tiles --db nope.db` exit 2 (before:
+    1, after the command had started)."""
+    key = generate_log_key(tmp_path / "log.pem", "log.example/log").verifier_key()
+    missing = str(tmp_path / "nope.db")
+    for args in (
+        ("log", "audit", "--state", str(tmp_path / "s.json"), "--db", missing, "--log-key", key),
+        ("log", "export-tiles", str(tmp_path / "tiles"), "--db", missing),
+    ):
+        rc, err = _run(capsys, *args)
+        assert rc == 2 and "--db" in err and f"no database at {missing}" in err, (args, err)
+    assert not (tmp_path / "tiles").exists() and not (tmp_path / "s.json").exists()
+
+
+def test_receipt_verify_without_a_log_key_says_where_to_get_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    side = tmp_path / "x.prov"
+    side.write_text("{}")
+    rc, err = _run(capsys, "receipt", "verify", str(side))
+    assert rc == 2 and "--log-key" in err and "`prov log key --server HOST:PORT`" in err, err
 
 
 def test_a_missing_sidecar_is_a_usage_error(
