@@ -567,9 +567,35 @@ class _OneFileCommand(TyperCommand):
         return rest
 
 
+def _one_media_file(file: Path) -> Path:
+    """``file`` unless it is a folder (a usage error pointing to `prov scan`) or a sidecar
+    (FILE.prov: a usage error naming the media file to verify). Typer callback of `prov
+    verify`'s FILE. Raises typer.BadParameter."""
+    if file.is_dir():
+        raise typer.BadParameter(
+            f"{file} is a folder; `prov verify` checks one file. `prov scan"
+            f" {shlex.quote(str(file))} --report scan.jsonl` checks every file in it",
+            param_hint="FILE",
+        )
+    if file.name.endswith(".prov") and len(file.name) > len(".prov"):
+        media = file.with_name(file.name.removesuffix(".prov"))
+        beside = (
+            f"verify the media file beside it, `prov verify {shlex.quote(str(media))}`, which"
+            " reads this sidecar"
+            if media.is_file()
+            else f"verify the media file it describes ({media.name}); it reads FILE.prov"
+            " beside it, or give --sidecar"
+        )
+        raise typer.BadParameter(f"{file} is a provenance sidecar: {beside}", param_hint="FILE")
+    return file
+
+
 @app.command(cls=_OneFileCommand)
 def verify(
-    file: Annotated[Path, typer.Argument(help="The file to verify.", exists=True, dir_okay=False)],
+    file: Annotated[
+        Path,
+        typer.Argument(help="The file to verify.", exists=True, callback=_one_media_file),
+    ],
     sidecar: Annotated[
         Path | None,
         typer.Option(

@@ -320,3 +320,24 @@ def test_a_scan_that_failed_before_its_first_row_can_be_run_again(
         rc, err = _run(capsys, *args, "--workers", "0")
         assert rc == 1 and "cannot reach the server" in err, err
         assert report.read_text() == ""
+
+
+def test_verify_given_a_sidecar_or_a_folder_says_what_to_give(
+    photo: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`prov verify x.jpg.prov` names the media file to verify; `prov verify DIR` points to
+    `prov scan DIR` (before: exit 1 "not a recognised image" / Click's "is a directory")."""
+    monkeypatch.setenv("COLUMNS", "400")
+    side = tmp_path / "rocket.jpg.prov"
+    side.write_text("{}")
+    server = ("--server", closed_port())
+    rc, err = _run(capsys, "verify", str(side), *server)
+    assert rc == 2 and f"{side} is a provenance sidecar" in err, err
+    assert f"verify the media file beside it, `prov verify {photo}`" in err, err
+    lone = tmp_path / "gone.png.prov"
+    lone.write_text("{}")
+    rc, err = _run(capsys, "verify", str(lone), *server)
+    assert rc == 2 and "verify the media file it describes (gone.png)" in err, err
+    rc, err = _run(capsys, "verify", f"{tmp_path}/", *server)
+    assert rc == 2 and "is a folder; `prov verify` checks one file" in err, err
+    assert f"`prov scan {tmp_path} --report scan.jsonl` checks every file in it" in err, err
