@@ -18,6 +18,8 @@ def test_sign_over_several_files_ends_with_a_summary(enrolled: Cli, tmp_path: Pa
     notes.write_text("not a capture\n")
     rc, out, err = enrolled("sign", str(new), str(old), str(notes))
     assert rc == 1, err  # a file failed
+    # the list of formats is the web page's (provenance.media.image.SUPPORTED_FORMATS)
+    assert "(expected JPEG, PNG, WebP, GIF, TIFF, HEIC, MP4, MOV, WebM or Matroska)" in err
     assert err.strip().splitlines()[-1] == (
         "summary of 3 files: 1 signed and logged, 1 already signed, 1 not signed (failed)"
     ), err
