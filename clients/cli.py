@@ -15,6 +15,7 @@ import os
 import shlex
 import sys
 import time
+from collections import Counter
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -435,8 +436,10 @@ def sign(
     When the server cannot be reached the signed claim is queued on disk;
     `prov device sync` submits it later. A file that fails (not media, over a limit,
     refused by the server, C2PA export impossible) is reported and the rest go on.
-    Exit 0 when every file was signed (logged or queued) or already was, 1 when one
-    failed, else 2 when a sidecar was kept instead of signing.
+    Over several files the last line (on stderr) sums up: how many were signed and
+    logged, already signed, queued, refused or not signed. Exit 0 when every file was
+    signed (logged or queued) or already was, 1 when one failed, else 2 when a sidecar
+    was kept instead of signing.
     """
     if tsa_url is not None and not c2pa:
         raise typer.BadParameter("--tsa-url timestamps the C2PA manifest: add --c2pa")
@@ -448,6 +451,7 @@ def sign(
     key = h.load_key(_passphrase())
     chain = h.certificate() if c2pa else b""
     failed = refused = 0
+    tally: Counter[str] = Counter()  # each file's outcome, for the closing summary
     with h.locked(), ProvenanceClient(server) as c:
         stopped = ""  # why claims stay queued (server unreachable, a transient refusal)
         not_enrolled = False
@@ -457,10 +461,12 @@ def sign(
             except SidecarExistsError as e:
                 err.print(f"[red]{f}: not signed:[/] {e}", highlight=False)
                 refused += 1
+                tally[KEPT] += 1
                 continue
             except ProvenanceError as e:
                 err.print(f"[red]{f}: not signed:[/] {e}", highlight=False)
                 failed += 1
+                tally[FAILED] += 1
                 continue
             sidecar, spath = signed.sidecar, signed.sidecar_path
             verb = "already signed" if signed.already else "signed"
@@ -471,8 +477,10 @@ def sign(
                     f"{f}: already signed (#{sidecar.claim.sequence}) and logged at leaf"
                     f" {sidecar.receipt.leaf_index} -> {spath.name}; not signed again"
                 )
+                tally[ALREADY] += 1
                 if c2pa and not _embed_c2pa(h, key, f, spath, chain, tsa):
                     failed += 1
+                    tally[NO_C2PA] += 1
                 continue
             if signed.sidecar_problem:
                 err.print(
@@ -492,10 +500,12 @@ def sign(
                 if ch in done.logged:
                     leaf = done.logged[ch].leaf_index
                     out.print(f"{f}: {verb} (#{seq}) and logged at leaf {leaf} -> {spath.name}")
+                    tally[ALREADY if signed.already else LOGGED] += 1
                     if ch in done.notes:
                         err.print(f"[yellow]note:[/] {done.notes.pop(ch)}", highlight=False)
                     if c2pa and not _embed_c2pa(h, key, f, spath, chain, tsa):
                         failed += 1
+                        tally[NO_C2PA] += 1
                     _print_sync_problems(h, done, server, stops=False)
                     continue
                 if ch in done.refused:
@@ -505,19 +515,46 @@ def sign(
                         highlight=False,
                     )
                     failed += 1
+                    tally[REFUSED] += 1
                     _print_sync_problems(h, done, server, stops=False)
                     continue
                 _print_sync_problems(h, done, server, stops=False)
             later = "enroll it (below)" if not_enrolled else "run `prov device sync` later"
             out.print(f"{f}: {verb} (#{seq}), queued: {stopped}; {later} -> {spath.name}")
+            tally[QUEUED] += 1
             if c2pa:
                 err.print(f"{f}: C2PA manifest not embedded: it needs the log receipt")
     if not_enrolled:
         err.print(f"[red]not logged:[/] {_not_enrolled(h, server)}", highlight=False)
+    if len(files) > 1:
+        err.print(sign_summary(len(files), tally), highlight=False, markup=False)
     if failed:
         raise typer.Exit(1)
     if refused:
         raise typer.Exit(2)
+
+
+#: The outcomes `prov sign` counts, in the order its summary names them.
+LOGGED, ALREADY, QUEUED, REFUSED, FAILED, KEPT, NO_C2PA = (
+    "signed and logged",
+    "already signed",
+    "queued for `prov device sync`",
+    "refused by the server",
+    "not signed (failed)",
+    "not signed (sidecar kept)",
+    "without a C2PA manifest",
+)
+
+
+def sign_summary(files: int, tally: Counter[str]) -> str:
+    """The closing line of `prov sign` over several files: how many of each outcome (those
+    that happened), e.g. "summary of 5 files: 3 signed and logged, 2 not signed (failed)"."""
+    parts = [
+        f"{tally[k]} {k}"
+        for k in (LOGGED, ALREADY, QUEUED, REFUSED, FAILED, KEPT, NO_C2PA)
+        if tally[k]
+    ]
+    return f"summary of {files} files: {', '.join(parts)}"
 
 
 def _embed_c2pa(
@@ -569,9 +606,35 @@ class _OneFileCommand(TyperCommand):
         return rest
 
 
+def _one_media_file(file: Path) -> Path:
+    """``file`` unless it is a folder (a usage error pointing to `prov scan`) or a sidecar
+    (FILE.prov: a usage error naming the media file to verify). Typer callback of `prov
+    verify`'s FILE. Raises typer.BadParameter."""
+    if file.is_dir():
+        raise typer.BadParameter(
+            f"{file} is a folder; `prov verify` checks one file. `prov scan"
+            f" {shlex.quote(str(file))} --report scan.jsonl` checks every file in it",
+            param_hint="FILE",
+        )
+    if file.name.endswith(".prov") and len(file.name) > len(".prov"):
+        media = file.with_name(file.name.removesuffix(".prov"))
+        beside = (
+            f"verify the media file beside it, `prov verify {shlex.quote(str(media))}`, which"
+            " reads this sidecar"
+            if media.is_file()
+            else f"verify the media file it describes ({media.name}); it reads FILE.prov"
+            " beside it, or give --sidecar"
+        )
+        raise typer.BadParameter(f"{file} is a provenance sidecar: {beside}", param_hint="FILE")
+    return file
+
+
 @app.command(cls=_OneFileCommand)
 def verify(
-    file: Annotated[Path, typer.Argument(help="The file to verify.", exists=True, dir_okay=False)],
+    file: Annotated[
+        Path,
+        typer.Argument(help="The file to verify.", exists=True, callback=_one_media_file),
+    ],
     sidecar: Annotated[
         Path | None,
         typer.Option(

@@ -241,6 +241,26 @@ def _value_type(param: Any, ctx: Any) -> str:
     return str(param.display_type_rich(ctx=ctx) or "")
 
 
+def flag_default(param: Any, help_text: str) -> str:
+    """``help_text`` (Click's help record) with the default of an on/off flag pair said
+    plainly: Click names the default's option without dashes, so ``--detect/--no-detect``
+    read "[default: detect]" and "[default: no-detect]". A ``--X/--no-X`` pair now shows
+    "[default: on]", or nothing when off (as a lone flag); another pair
+    (``--full/--incremental``) names the option, "[default: --full]"."""
+    if not (isinstance(param, TyperOption) and param.is_bool_flag and param.secondary_opts):
+        return help_text
+    chosen = (param.opts if param.default else param.secondary_opts)[0]
+    old = f"default: {chosen.lstrip('-')}"
+    primary = param.opts[0].lstrip("-")
+    if not any(o.lstrip("-") == f"no-{primary}" for o in param.secondary_opts):
+        return help_text.replace(old, f"default: {chosen}")
+    if param.default:
+        return help_text.replace(old, "default: on")
+    for gone, kept in ((f"; {old}", ""), (f"[{old}; ", "["), (f"[{old}]", "")):
+        help_text = help_text.replace(gone, kept)
+    return help_text.rstrip()
+
+
 def options_panel(
     *,
     name: str,
@@ -252,7 +272,7 @@ def options_panel(
     """Print one panel ("Options", "Arguments") of ``params``: a required mark, the
     names (each on its own line, never wrapped or shortened, the value type after the
     first when it fits, else below), and the help with its ``[default: ...]`` (Click's
-    help record), wrapped in the width left. Replaces Typer's
+    help record; an on/off flag's as `flag_default` says it), wrapped in the width left. Replaces Typer's
     ``rich_utils._print_options_panel`` (same keywords); ``markup_mode`` is unused: help
     is shown as plain text."""
     rows = []
@@ -266,7 +286,8 @@ def options_panel(
             names = [", ".join(param.opts)]
             if param.secondary_opts:
                 names.append(", ".join(param.secondary_opts))
-        rows.append((param.required, names, _value_type(param, ctx), record[1]))
+        help_text = flag_default(param, record[1])
+        rows.append((param.required, names, _value_type(param, ctx), help_text))
     if not rows:
         return
     width = max(len(line) for _, names, kind, _ in rows for line in (*names, kind))

@@ -50,6 +50,7 @@ from provenance.log.tlogproof import (
     encode_tlog_proof,
     is_tlog_proof,
 )
+from provenance.media.image import SNIFF_BYTES, sniff_media_type
 from provenance.store import Store, is_postgres_url, open_store
 from provenance.store.sql import SqlStore
 from provenance.wire.convert import decode_log_entry
@@ -137,10 +138,11 @@ def audit(
     db: Annotated[
         str | None,
         typer.Option(
+            callback=existing_db,
             help="Audit the log's database directly (the SQLite file of `prov serve --db`, or"
             " its postgresql:// URL; read only) instead of the server; with --full, also check"
             " every soft-hash row and near-duplicate index pack against the logged entries."
-            " Needs --log-key or a STATE."
+            " Needs --log-key or a STATE.",
         ),
     ] = None,
     full: Annotated[
@@ -286,6 +288,19 @@ def _store_entries(store: Store, start: int, end: int) -> Iterator[tuple[int, by
         pos = got[-1][0] + 1
 
 
+def existing_db(db: str | None) -> str | None:
+    """``db`` if it is a postgresql:// URL or an existing file; else a usage error (exit 2,
+    before any work). Typer callback of ``--db`` where the database is only read. Raises
+    typer.BadParameter."""
+    if db is not None and not is_postgres_url(db) and not Path(db).is_file():
+        raise typer.BadParameter(
+            f"no database at {db} (give the SQLite file `prov serve --db` uses, or its"
+            " postgresql:// URL)",
+            param_hint="--db",
+        )
+    return db
+
+
 def _open_read_only(db: str) -> Store:
     """The log's database ``db`` (a SQLite file or a postgresql:// URL) opened read-only and
     never migrated, for commands that only read it (`prov log audit --db`, `prov log
@@ -399,8 +414,9 @@ def export_tiles_command(
     db: Annotated[
         str,
         typer.Option(
+            callback=existing_db,
             help="The log's database: the SQLite file of `prov serve --db`, or its"
-            " postgresql:// URL. Read only; the server may keep running."
+            " postgresql:// URL. Read only; the server may keep running.",
         ),
     ],
     follow: Annotated[
@@ -490,15 +506,22 @@ def _read_sidecar(path: Path) -> Sidecar:
 
 
 def _decode_named(path: Path, data: bytes) -> Sidecar:
-    """`decode_sidecar` of ``data`` read from ``path``; its ClaimError names the file and,
-    when ``path`` is the media file itself and PATH.prov exists, says to give that (the
-    common slip of naming the photo instead of its sidecar)."""
+    """`decode_sidecar` of ``data`` read from ``path``; its ClaimError names the file. When
+    ``path`` is a media file (the common slip of naming the photo instead of its sidecar)
+    it is a usage error (typer.BadParameter, exit 2) that names the sidecar to give."""
     try:
         return decode_sidecar(data)
     except ClaimError as e:
         beside = path.with_name(path.name + ".prov")
         hint = f": give its sidecar, {beside}" if beside.is_file() else ""
-        raise ClaimError(f"{path} is not a usable sidecar ({e}){hint}") from e
+        kind = sniff_media_type(data[:SNIFF_BYTES])
+        if kind is None:
+            raise ClaimError(f"{path} is not a usable sidecar ({e}){hint}") from e
+        raise typer.BadParameter(  # the photo named instead of its sidecar: a usage error
+            f"{path} is not a usable sidecar: it is the media file itself ({kind})"
+            + (hint or f"; give its sidecar {beside.name} (`prov sign` writes it beside the file)"),
+            param_hint="SIDECAR",
+        ) from None
 
 
 @receipt_app.command("verify")
@@ -511,11 +534,14 @@ def receipt_verify(
         ),
     ],
     log_key: Annotated[
-        str,
+        str | None,
         typer.Option(
-            help="The log's verifier key (text or a file holding it).", callback=verifier_key
+            help="The log's verifier key (text or a file holding it); `prov log key --server"
+            " HOST:PORT` prints it. Required.",
+            callback=verifier_key,
+            show_default=False,
         ),
-    ],
+    ] = None,
     with_sidecar: Annotated[
         Path | None,
         typer.Option(
@@ -534,6 +560,12 @@ def receipt_verify(
     verified the same way against the claim in its leaf data. With --witness, also the
     witnesses' cosignatures on its checkpoint (exit 14 below the quorum; a receipt issued
     before its checkpoint was cosigned gets the cosignatures with `prov receipt refresh`)."""
+    if log_key is None:
+        raise typer.BadParameter(
+            "missing: a receipt is verified against the log's verifier key; `prov log key"
+            " --server HOST:PORT` prints it (as does `prov serve` in its 'log key:' line)",
+            param_hint="--log-key",
+        )
     witnesses = [policy_key(w) for w in witness or []]
     quorum = witness_quorum_of(len(witnesses), witness_quorum)
     try:

@@ -59,8 +59,11 @@ def main(argv: list[str] | None = None) -> None:
     os.environ["PROV_SERVER"] = address
     try:
         assert server.stdout is not None
-        url = ""
-        for line in server.stdout:
+        url = log_key = ""
+        for line in server.stdout:  # the server's start-up lines, after "listening on"
+            print(f"  [server] {line.rstrip()}", flush=True)
+            if line.startswith("log key: "):
+                log_key = line.split()[-1]
             if line.startswith("web on "):
                 url = line.split()[-1]
                 break
@@ -77,6 +80,8 @@ def main(argv: list[str] | None = None) -> None:
             f"    {files.generated}       (UNSIGNED, the detector's score)\n"
             f"    {files.small_video}    (DERIVED video, with its time range)\n"
             f"  log explorer: {url}/log   API: {url}/api   gRPC: {address}\n"
+            f"  log key (`prov receipt verify FILE.prov --log-key KEY`; `prov log key --server"
+            f" {address}` prints it again): {log_key}\n"
             "Ctrl-C stops the server.",
             flush=True,
         )

@@ -121,3 +121,33 @@ def test_every_option_name_is_shown_in_full(
             assert name in shown, f"prov {path} --help at {width} columns: {name} not in full"
             checked += 1
     assert checked > 150
+
+
+def test_on_off_flags_say_on_or_nothing_for_their_default(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A ``--X/--no-X`` flag's default reads "[default: on]" (or nothing when off), not
+    Click's option name without dashes ("--detect ... [default: detect]", "--resume ...
+    [default: no-resume]"); another pair names its option ("[default: --full]")."""
+    monkeypatch.setenv("COLUMNS", "250")
+    pairs = 0
+    for path, cmd in _commands():
+        flags = [p for p in getattr(cmd, "params", []) if getattr(p, "secondary_opts", None)]
+        if not flags:
+            continue
+        capsys.readouterr()
+        assert prov_main([*path.split(), "--help"]) == 0
+        out = capsys.readouterr().out
+        for p in flags:
+            for name in (*p.opts, *p.secondary_opts):
+                assert f"[default: {name.lstrip('-')}]" not in out, f"prov {path}: {name}"
+            pairs += 1
+    assert pairs > 10
+    helps = {}
+    for path in ("verify", "scan", "log audit"):
+        capsys.readouterr()
+        assert prov_main([*path.split(), "--help"]) == 0
+        helps[path] = capsys.readouterr().out
+    assert "Ask for the advisory detector's score.  [default: on]" in helps["verify"]
+    assert "ranks them by score." in helps["scan"] and "[default: no-" not in helps["scan"]
+    assert "[default: --full]" in helps["log audit"]

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import html
 import io
 import json
 import os
@@ -285,6 +286,23 @@ def test_csv_and_html_reports_describe_every_row(desk: Desk) -> None:
     assert "<th>score</th>" not in page and "<th>band</th>" not in page
     assert "<h2>Unsigned images (first 4)</h2><table><tr><th>path</th><th>size</th></tr>" in page
     assert "path traversal" in page
+    # the tampered and derived files are named with their evidence, most serious first,
+    # before the unsigned list
+    rows = {r["path"]: r for r in desk.baseline}
+    flagged = page.index("<h2>Files to look at: tampered, revoked or derived</h2>")
+    assert flagged < page.index("<h2>Unsigned images")
+    cat = rows[f"{desk.folder}/cat.jpg"]
+    reason = html.escape(cat["reasons"][0], quote=True)
+    assert f"<td>{html.escape(str(desk.folder))}/cat.jpg</td><td>TAMPERED</td><td>{reason}" in page
+    small = rows[f"{desk.folder}/rocket-small.jpg"]["evidence"]
+    leaf = small["claim"]["log"]["leaf_index"]
+    assert (
+        f"rocket-small.jpg</td><td>DERIVED</td><td>matches the capture at log leaf {leaf}:"
+        f" PDQ distance {small['pdq_distance']} bits (match threshold 31)</td>"
+    ) in page
+    table = page[flagged : page.index("<h2>Unsigned images")]
+    assert table.index("<td>TAMPERED</td>") < table.index("<td>DERIVED</td>")
+    assert table.count("<td>DERIVED</td>") == 4 and table.count("<td>TAMPERED</td>") == 1
 
 
 @pytest.mark.parametrize(

@@ -90,3 +90,49 @@ def test_thumbnails_only_for_scored_images(tmp_path: Path) -> None:
     writer = ReportWriter(tmp_path / "none.jsonl")  # no scores at all: nothing fetched
     writer.add(_unsigned("a.jpg", None))
     writer.finish(lambda rows: pytest.fail("fetched without scores"), 10**7)
+
+
+def _flagged(path: str, status: str, **evidence: Any) -> dict[str, Any]:
+    return {
+        "path": path,
+        "kind": "media",
+        "size": 10,
+        "media_type": "image/jpeg",
+        "status": status,
+        "reasons": [f"why {path}"],
+        "evidence": evidence,
+    }
+
+
+def test_flagged_files_are_named_most_serious_first_with_their_evidence(tmp_path: Path) -> None:
+    report = tmp_path / "r.jsonl"
+    writer = ReportWriter(report)
+    claim = {"device_id": "ab" * 16, "log": {"leaf_index": 7}}
+    revoked = {
+        **claim,
+        "device": {
+            "revoked_at": "2026-12-01T10:00:00.000000Z",
+            "revocation_reason": "lost <phone>",
+        },
+    }
+    writer.add(_flagged("copy.jpg", "DERIVED", claim=claim, pdq_distance=12, pdq_threshold=31))
+    writer.add(_unsigned("plain.jpg", None))
+    writer.add(_flagged("old.jpg", "REVOKED_KEY", claim=revoked))
+    writer.add(_flagged("edit.jpg", "TAMPERED", claim=claim))
+    writer.finish(lambda rows: {}, 1000)
+    page = html_path(report).read_text()
+    table = page[page.index("<h2>Files to look at") : page.index("<h2>Unsigned images")]
+    assert re.findall(r"<tr><td>([^<]+)</td><td>([A-Z_]+)</td>", table) == [
+        ("edit.jpg", "TAMPERED"),
+        ("old.jpg", "REVOKED_KEY"),
+        ("copy.jpg", "DERIVED"),
+    ]
+    assert "<td>why edit.jpg</td>" in table
+    assert "revoked 2026-12-01T10:00:00Z: lost &lt;phone&gt; (claim at log leaf 7)" in table
+    assert "matches the capture at log leaf 7: PDQ distance 12 bits (match threshold 31)" in table
+    assert "plain.jpg" not in table
+
+    writer = ReportWriter(tmp_path / "plain.jsonl")  # nothing flagged: no such table
+    writer.add(_unsigned("a.jpg", None))
+    writer.finish(lambda rows: {}, 1000)
+    assert "Files to look at" not in html_path(tmp_path / "plain.jsonl").read_text()

@@ -110,22 +110,55 @@ def test_a_witness_that_is_no_cosigner_key_is_a_usage_error(
 
 
 def test_receipt_commands_given_the_photo_name_its_sidecar(
-    photo: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    photo: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """`prov receipt verify/export IMG.jpg` (the photo, not IMG.jpg.prov) says which file
-    to give when the sidecar lies beside it (before: only "sidecar is not valid JSON:
-    'utf-8' codec can't decode byte 0xff ..."). Still exit 1: the bytes were read."""
+    """`prov receipt verify/export IMG.jpg` (the photo, not IMG.jpg.prov) is a usage error
+    (exit 2; before: exit 1) that says which file to give (before that: only "sidecar is
+    not valid JSON: 'utf-8' codec can't decode byte 0xff ...")."""
+    monkeypatch.setenv("COLUMNS", "400")  # the box would break the long path
     log_key = generate_log_key(tmp_path / "log.pem", "log.example/log").verifier_key()
     for args in (
         ("receipt", "verify", str(photo), "--log-key", log_key),
         ("receipt", "export", str(photo), "--format", "tlog-proof"),
     ):
         rc, err = _run(capsys, *args)
-        assert rc == 1 and "is not a usable sidecar" in err, (args, err)
-        assert "give its sidecar" not in err  # no rocket.jpg.prov yet: no hint
+        assert rc == 2 and "is not a usable sidecar: it is the media file itself" in err, (
+            args,
+            err,
+        )
+        assert "(image/jpeg); give its sidecar rocket.jpg.prov (`prov sign` writes it" in err
     (tmp_path / "rocket.jpg.prov").write_text("{}")
     rc, err = _run(capsys, "receipt", "verify", str(photo), "--log-key", log_key)
-    assert rc == 1 and f"give its sidecar, {photo}.prov" in err, err
+    assert rc == 2 and f"give its sidecar, {photo}.prov" in err, err
+    junk = tmp_path / "junk.prov"  # not media and not a sidecar: a runtime failure, as before
+    junk.write_text("not json")
+    rc, err = _run(capsys, "receipt", "verify", str(junk), "--log-key", log_key)
+    assert rc == 1 and "is not a usable sidecar (" in err, err
+
+
+def test_a_missing_audit_database_is_a_usage_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`prov log audit --db nope.db` and `prov log export-tiles --db nope.db` exit 2 (before:
+    1, after the command had started)."""
+    key = generate_log_key(tmp_path / "log.pem", "log.example/log").verifier_key()
+    missing = str(tmp_path / "nope.db")
+    for args in (
+        ("log", "audit", "--state", str(tmp_path / "s.json"), "--db", missing, "--log-key", key),
+        ("log", "export-tiles", str(tmp_path / "tiles"), "--db", missing),
+    ):
+        rc, err = _run(capsys, *args)
+        assert rc == 2 and "--db" in err and f"no database at {missing}" in err, (args, err)
+    assert not (tmp_path / "tiles").exists() and not (tmp_path / "s.json").exists()
+
+
+def test_receipt_verify_without_a_log_key_says_where_to_get_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    side = tmp_path / "x.prov"
+    side.write_text("{}")
+    rc, err = _run(capsys, "receipt", "verify", str(side))
+    assert rc == 2 and "--log-key" in err and "`prov log key --server HOST:PORT`" in err, err
 
 
 def test_a_missing_sidecar_is_a_usage_error(
@@ -153,7 +186,7 @@ def test_scan_checks_its_arguments_before_the_progress_bar(photo: Path, tmp_path
     from conftest import ROOT
 
     existing = tmp_path / "done.jsonl"
-    existing.write_text("")
+    existing.write_text('{"path": "x.jpg"}\n')  # a row: an empty report is taken over
     for report, words in (
         (tmp_path / "no" / "such" / "out.jsonl", "does not exist"),
         (tmp_path / "out.txt", "must end in .jsonl"),
@@ -271,3 +304,40 @@ def test_verify_given_several_files_points_to_scan(
     # one file is verified as before (here: a runtime failure, nobody answers)
     rc, err = _run(capsys, "verify", str(photo), "--server", closed_port(), "--no-detect")
     assert rc == 1 and "cannot reach the server" in err, err
+
+
+def test_a_scan_that_failed_before_its_first_row_can_be_run_again(
+    photo: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A scan stopped by an unreachable server leaves an empty report; running it again
+    takes that report over (before: exit 2, "o.jsonl exists: add --resume")."""
+    from clients.scan import worker
+
+    monkeypatch.setattr(worker, "RETRY_DELAYS_S", (0.01,))
+    report = tmp_path / "o.jsonl"
+    args = ("scan", str(photo), "--report", str(report), "--server", closed_port())
+    for _ in range(2):
+        rc, err = _run(capsys, *args, "--workers", "0")
+        assert rc == 1 and "cannot reach the server" in err, err
+        assert report.read_text() == ""
+
+
+def test_verify_given_a_sidecar_or_a_folder_says_what_to_give(
+    photo: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`prov verify x.jpg.prov` names the media file to verify; `prov verify DIR` points to
+    `prov scan DIR` (before: exit 1 "not a recognised image" / Click's "is a directory")."""
+    monkeypatch.setenv("COLUMNS", "400")
+    side = tmp_path / "rocket.jpg.prov"
+    side.write_text("{}")
+    server = ("--server", closed_port())
+    rc, err = _run(capsys, "verify", str(side), *server)
+    assert rc == 2 and f"{side} is a provenance sidecar" in err, err
+    assert f"verify the media file beside it, `prov verify {photo}`" in err, err
+    lone = tmp_path / "gone.png.prov"
+    lone.write_text("{}")
+    rc, err = _run(capsys, "verify", str(lone), *server)
+    assert rc == 2 and "verify the media file it describes (gone.png)" in err, err
+    rc, err = _run(capsys, "verify", f"{tmp_path}/", *server)
+    assert rc == 2 and "is a folder; `prov verify` checks one file" in err, err
+    assert f"`prov scan {tmp_path} --report scan.jsonl` checks every file in it" in err, err

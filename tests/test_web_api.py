@@ -29,6 +29,8 @@ from provenance.core import merkle
 from provenance.core.binding import pdq_hash
 from provenance.core.errors import ConfigError
 from provenance.log.checkpoint import NoteVerifier, open_checkpoint
+from provenance.media.image import _PIL_FORMATS, FORMAT_NAMES, SUPPORTED_FORMATS
+from provenance.media.video.frames import DEMUXERS
 from provenance.web.app import WebConfig
 from provenance.web.serve import bind
 from provenance.web.serve import start_web as start_web_app
@@ -108,6 +110,22 @@ def test_verify_answers_the_object_prov_verify_json_prints(
             d.pop("verified_at")
             d.pop("path")
         assert web == cli
+
+
+def test_the_page_and_the_cli_name_the_same_supported_formats(
+    site: DemoSite, http: httpx.Client, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """One list of formats, from the decoders (before: the page said "HEIC, TIFF, MP4, MOV,
+    WebM or Matroska" and the CLI "GIF, TIFF, HEIC or a video container")."""
+    words = "JPEG, PNG, WebP, GIF, TIFF, HEIC, MP4, MOV, WebM or Matroska"
+    assert SUPPORTED_FORMATS == words
+    assert set(FORMAT_NAMES) == set(_PIL_FORMATS) | set(DEMUXERS)  # what is decoded
+    assert f"{words}, up to" in http.get("/").text
+    notes = tmp_path / "notes.jpg"
+    notes.write_text("just some text\n")
+    capsys.readouterr()
+    rc = prov_main(["verify", str(notes), "--no-detect", "--server", site.grpc.address])
+    assert rc == 1 and f"(expected {words})" in " ".join(capsys.readouterr().err.split())
 
 
 def test_verify_with_sidecar_and_video(site: DemoSite, http: httpx.Client) -> None:

@@ -46,9 +46,11 @@ def test_make_web_serves_the_demo_captures(tmp_path: Path) -> None:
         signal.signal(signal.SIGINT, previous)
     try:
         url = read_line(proc, "The verification page is at ", timeout=180)
+        log_key = read_line(proc, "  log key (`prov receipt verify FILE.prov", timeout=30)
         read_line(proc, "Ctrl-C stops", timeout=30)
         with httpx.Client(base_url=url, timeout=60) as c:
             assert "Is this the signed original?" in c.get("/").text
+            assert c.get("/api/v1/checkpoint").json()["log_key"] == log_key  # the server's
             assert c.get("/api/v1/checkpoint").json()["size"] == 4  # enrollment + 3 captures
             derived = work / "newsroom" / "rocket_resized.jpg"
             r = c.post("/api/v1/verify", files={"file": (derived.name, derived.read_bytes())})

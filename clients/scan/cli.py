@@ -16,6 +16,7 @@ from clients.scan.engines import Engine, LocalEngine, RayEngine
 from clients.scan.pipeline import DEFAULT_BATCH, run_scan
 from clients.scan.progress import ScanProgress, summary_table
 from clients.scan.report import csv_path, html_path
+from clients.scan.resume import holds_rows
 from clients.scan.worker import ScanConfig
 from provenance.wire.contract import MAX_LOOKUP_QUERIES
 
@@ -108,7 +109,8 @@ def scan(
 def _check_report(report: Path, resume: bool) -> None:
     """Usage errors (exit 2) of ``--report``, found before the scan starts: not a .jsonl
     name, a folder that does not exist or cannot be written, a folder given as the file,
-    or an existing report without --resume. Raises typer.BadParameter."""
+    or an existing report without --resume (unless empty: `holds_rows`). Raises
+    typer.BadParameter."""
     if report.suffix != ".jsonl":
         raise typer.BadParameter(
             f"the report is JSON Lines and must end in .jsonl (OUT.csv and OUT.html are"
@@ -123,7 +125,7 @@ def _check_report(report: Path, resume: bool) -> None:
             f"cannot write to the folder {folder} (the report, OUT.csv and OUT.html go there)",
             param_hint="--report",
         )
-    if report.exists() and not resume:
+    if holds_rows(report) and not resume:
         raise typer.BadParameter(
             f"{report} exists: add --resume to continue that scan, or remove it",
             param_hint="--report",

@@ -2,8 +2,10 @@
 
 Both describe every row of the JSON Lines file: `ReportWriter` takes each row as the
 scan records it (a resumed scan's earlier rows first, as the journal reads them). The
-HTML page is self-contained: counts per verdict, the unsigned images ranked by the
-detector's advisory score, those with a score with inline JPEG thumbnails (base64
+HTML page is self-contained: counts per verdict, the files that need a look (TAMPERED,
+then REVOKED_KEY, then DERIVED, each with its key evidence: the reason, the revocation,
+the matched log entry and distance), the unsigned images ranked by the detector's
+advisory score, those with a score with inline JPEG thumbnails (base64
 ``data:`` URLs, at most THUMBNAIL_SIDE pixels a side), and the refused entries with their
 reasons. When no detector ran (a scan without ``--detect``, and no row of the report
 scored) the page says so and leaves out the score and band columns. Every string that
@@ -19,7 +21,7 @@ import html
 import io
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +37,10 @@ THUMBNAIL_SIDE = 96
 TOP_UNSIGNED = 100
 #: Refused entries listed in the HTML summary.
 TOP_REFUSED = 200
+#: Files of each flagged verdict (TAMPERED, REVOKED_KEY, DERIVED) listed in the HTML summary.
+TOP_FLAGGED = 200
+#: The verdicts the HTML summary names file by file, most serious first.
+FLAGGED = (Verdict.TAMPERED.value, Verdict.REVOKED_KEY.value, Verdict.DERIVED.value)
 #: The count key of rows with an error (no verdict).
 ERROR = "ERROR"
 #: The count key of sidecars (no verdict, no error).
@@ -124,6 +130,7 @@ def csv_row(row: dict[str, Any]) -> list[Any]:
 class Summary:
     """Counts over a report: rows per key of `row_key`, total rows and hashed bytes; the top
     unsigned images (by detector score, then report order) and the first refused rows;
+    ``flagged``: the first TOP_FLAGGED rows of each verdict in FLAGGED, by verdict;
     ``detected``: whether a detector ran (the scan asked for one, or a row of the report
     carries a detector block: a resumed report's earlier rows)."""
 
@@ -133,6 +140,7 @@ class Summary:
     unsigned: list[dict[str, Any]]
     refused: list[dict[str, Any]]
     detected: bool = False
+    flagged: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
 
 
 def _rank(row: dict[str, Any]) -> float:
@@ -166,6 +174,7 @@ class ReportWriter:
         self._seen = 0
         self._unsigned: list[tuple[float, int, dict[str, Any]]] = []  # a min-heap
         self._refused: list[dict[str, Any]] = []
+        self._flagged: dict[str, list[dict[str, Any]]] = {k: [] for k in FLAGGED}
 
     def add(self, row: dict[str, Any]) -> None:
         """Count one row and append it to the CSV."""
@@ -177,6 +186,9 @@ class ReportWriter:
         self._detected = self._detected or bool(row.get("detector"))
         if key == ERROR and len(self._refused) < TOP_REFUSED:
             self._refused.append(row)
+        flagged = self._flagged.get(key)
+        if flagged is not None and len(flagged) < TOP_FLAGGED:
+            flagged.append(row)
         if (
             key == Verdict.UNSIGNED.value
             and row.get("kind") == "media"
@@ -193,7 +205,13 @@ class ReportWriter:
         ranked = [row for *_, row in sorted(self._unsigned, key=lambda e: e[:2], reverse=True)]
         counts = dict(self._counts)
         return Summary(
-            counts, sum(counts.values()), self._bytes, ranked, list(self._refused), self._detected
+            counts,
+            sum(counts.values()),
+            self._bytes,
+            ranked,
+            list(self._refused),
+            self._detected,
+            {k: list(v) for k, v in self._flagged.items() if v},
         )
 
     def finish(
@@ -257,6 +275,61 @@ NO_DETECTOR = (
 )
 
 
+def flagged_evidence(row: dict[str, Any]) -> str:
+    """The key evidence of a flagged row, in one line: for DERIVED the matched capture's log
+    leaf and the distance (PDQ bits, or the video's frame coverage), for REVOKED_KEY the
+    revocation (time and reason), for TAMPERED the reasons; the row's reasons otherwise."""
+    ev = row.get("evidence") or {}
+    claim = ev.get("claim") or {}
+    leaf = (claim.get("log") or {}).get("leaf_index")
+    at = "an unlogged claim" if leaf is None else f"log leaf {leaf}"
+    status = row.get("status")
+    reasons = "; ".join(str(r) for r in row.get("reasons") or [])
+    if status == Verdict.DERIVED.value:
+        video = ev.get("video_match")
+        if video:
+            share = video.get("coverage")
+            cover = "" if share is None else f"{share:.0%} of the frames covered, "
+            return (
+                f"matches the capture at {at}: {cover}median distance"
+                f" {video.get('median_distance')} bits (match threshold {video.get('threshold')})"
+            )
+        if ev.get("pdq_distance") is not None:
+            return (
+                f"matches the capture at {at}: PDQ distance {ev['pdq_distance']} bits"
+                f" (match threshold {ev.get('pdq_threshold')})"
+            )
+    if status == Verdict.REVOKED_KEY.value:
+        device = claim.get("device") or {}
+        if device.get("revoked_at"):
+            return (
+                f"the key of device {str(claim.get('device_id', '?'))[:16]}… was revoked"
+                f" {device['revoked_at'][:19]}Z: {device.get('revocation_reason') or 'no reason given'}"
+                f" (claim at {at})"
+            )
+    return reasons or "(no reason recorded)"
+
+
+def _flagged_html(summary: Summary) -> list[str]:
+    """The table of the flagged files, most serious verdict first (nothing when none)."""
+    shown = [row for key in FLAGGED for row in summary.flagged.get(key, [])]
+    if not shown:
+        return []
+    total = sum(summary.counts.get(k, 0) for k in FLAGGED)
+    more = f" (first {len(shown)} of {total})" if len(shown) < total else ""
+    out = [
+        f"<h2>Files to look at: tampered, revoked or derived{more}</h2>"
+        "<table><tr><th>path</th><th>status</th><th>evidence</th></tr>"
+    ]
+    for row in shown:
+        out.append(
+            f"<tr><td>{_e(row['path'])}</td><td>{_e(row.get('status'))}</td>"
+            f"<td>{_e(flagged_evidence(row))}</td></tr>"
+        )
+    out.append("</table>")
+    return out
+
+
 def render_html(summary: Summary, thumbs: dict[str, str], title: str) -> str:
     """The HTML page (see the module docstring); thumbs maps a path to a base64 JPEG."""
     order = [v.value for v in Verdict] + [ERROR, EMPTY, SIDECAR]
@@ -273,6 +346,7 @@ def render_html(summary: Summary, thumbs: dict[str, str], title: str) -> str:
         if summary.counts.get(key):
             out.append(f"<tr><td>{_e(key)}</td><td class='n'>{summary.counts[key]}</td></tr>")
     out.append("</table>")
+    out.extend(_flagged_html(summary))
     if summary.detected:
         out.append(
             f"<h2>Unsigned images, by detector score (top {len(summary.unsigned)})</h2>"

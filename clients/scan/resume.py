@@ -65,6 +65,16 @@ class RefSet:
         return True
 
 
+def holds_rows(path: Path) -> bool:
+    """Whether ``path`` exists and is not empty. An empty report (a scan that failed before
+    its first row: the server was down) holds nothing to lose or resume, so a new scan may
+    take it over without --resume."""
+    try:
+        return path.stat().st_size > 0
+    except FileNotFoundError:
+        return False
+
+
 def _cut_partial_line(path: Path) -> None:
     """Truncate the file after its last newline (a row cut by a crash is dropped)."""
     with path.open("rb+") as f:
@@ -88,8 +98,8 @@ def _cut_partial_line(path: Path) -> None:
 class Journal:
     """The report file, opened for appending.
 
-    ``resume=False`` refuses an existing report (ConfigError: a finished scan is not
-    overwritten by accident); ``resume=True`` reads the refs of its rows into ``done``
+    ``resume=False`` refuses an existing report that holds anything (ConfigError: a
+    finished scan is not overwritten by accident; an empty one is taken over, `holds_rows`); ``resume=True`` reads the refs of its rows into ``done``
     after cutting a partial last line, handing each row to ``on_row`` (if given) as it
     is read. Raises ConfigError if the file cannot be used.
     """
@@ -102,7 +112,7 @@ class Journal:
     ) -> None:
         self.path = path
         self.done = RefSet()
-        exists = path.exists()
+        exists = holds_rows(path)
         if exists and not resume:
             raise ConfigError(f"{path} exists: add --resume to continue that scan, or remove it")
         try:

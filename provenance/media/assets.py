@@ -19,6 +19,7 @@ from provenance.core.verify import FileFacts
 from provenance.media.image import (
     DEFAULT_MAX_PIXELS,
     PDQ_MIN_SIDE,
+    UNSUPPORTED_FORMAT,
     DecodedImage,
     decode_image,
     sniff_media_type,
@@ -92,10 +93,7 @@ def media_type_of(head: bytes) -> str:
     """Sniffed media type of a file from its first bytes; raises MediaError if unknown."""
     mt = sniff_media_type(head)
     if mt is None:
-        raise MediaError(
-            "unsupported or unrecognised file format (expected JPEG, PNG, WebP, GIF, TIFF,"
-            " HEIC or a video container)"
-        )
+        raise MediaError(UNSUPPORTED_FORMAT)
     return mt
 
 

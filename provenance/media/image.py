@@ -44,6 +44,28 @@ _PIL_FORMATS: dict[str, tuple[str, ...]] = {
     "image/tiff": ("TIFF",),
     "image/heic": ("HEIF",),
 }
+#: What each decodable media type is called in messages, in the order they list them:
+#: the still images `decode_image` reads (the keys of _PIL_FORMATS) and the video
+#: containers `provenance.media.video.frames` reads (its DEMUXERS).
+FORMAT_NAMES: dict[str, str] = {
+    "image/jpeg": "JPEG",
+    "image/png": "PNG",
+    "image/webp": "WebP",
+    "image/gif": "GIF",
+    "image/tiff": "TIFF",
+    "image/heic": "HEIC",
+    "video/mp4": "MP4",
+    "video/quicktime": "MOV",
+    "video/webm": "WebM",
+    "video/x-matroska": "Matroska",
+}
+#: The formats that can be signed and verified, in words ("JPEG, PNG, ... or Matroska"):
+#: the one list the CLI's and the web page's messages show.
+SUPPORTED_FORMATS = ", ".join(list(FORMAT_NAMES.values())[:-1]) + (
+    f" or {list(FORMAT_NAMES.values())[-1]}"
+)
+#: The message of a file of no supported format.
+UNSUPPORTED_FORMAT = f"unsupported or unrecognised file format (expected {SUPPORTED_FORMATS})"
 # HEIC/HEIF stills through libheif (the pillow-heif wheel bundles it); AVIF is sniffed but
 # not decoded (the wheel carries no AV1 decoder).
 pillow_heif.register_heif_opener()

@@ -41,7 +41,7 @@ from provenance.media.assets import (
     check_size,
     inspect_image,
 )
-from provenance.media.image import SNIFF_BYTES, sniff_media_type
+from provenance.media.image import SNIFF_BYTES, UNSUPPORTED_FORMAT, sniff_media_type
 from provenance.media.video.decode import DEFAULT_RATE_HZ, VideoInfo, sample_frames
 
 #: Uploads up to this size stay in memory, in bytes.
@@ -338,10 +338,7 @@ def inspect_upload(upload: Upload, cfg: InspectConfig, lenient: bool) -> Inspect
                     ("the file is not a recognised image or video format",),
                 )
             )
-        raise MediaError(
-            "unsupported or unrecognised file format (expected JPEG, PNG, WebP, GIF, TIFF,"
-            " HEIC or a video container)"
-        )
+        raise MediaError(UNSUPPORTED_FORMAT)
     c2pa, content = _c2pa(upload, media_type, cfg)
     # Content Credentials are evidence of their own: report them even when pixels fail
     lenient = lenient or bool(c2pa and (c2pa.get("present") or c2pa.get("validation_state")))

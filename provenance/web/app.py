@@ -22,6 +22,7 @@ from starlette.templating import Jinja2Templates
 
 from clients.api import ProvenanceClient
 from provenance.media.assets import DEFAULT_MAX_BYTES
+from provenance.media.image import SUPPORTED_FORMATS
 from provenance.web import api, pages, present, softbinding, tlogtiles
 from provenance.web.ratelimit import RateLimiter
 from provenance.web.security import SecurityHeaders
@@ -75,6 +76,7 @@ def create_app(config: WebConfig) -> Starlette:
     client = ProvenanceClient(config.server)
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(PACKAGE / "templates"), autoescape=True)
     present.install(env)
+    env.globals["supported_formats"] = SUPPORTED_FORMATS  # the CLI's list, for the page
     templates = Jinja2Templates(env=env)
     state = WebState(
         config=config,

@@ -1,0 +1,27 @@
+"""`prov sign` over several files ends with a one-line summary of the outcomes, through the
+real CLI against a real `prov serve`; the exit code rule stays (1 when a file failed)."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from conftest import SAMPLES, Cli
+
+
+def test_sign_over_several_files_ends_with_a_summary(enrolled: Cli, tmp_path: Path) -> None:
+    old = Path(shutil.copy(SAMPLES / "chelsea.png", tmp_path / "old.png"))
+    rc, out, err = enrolled("sign", str(old))
+    assert rc == 0 and "summary of" not in err, err  # one file: its line says it all
+    new = Path(shutil.copy(SAMPLES / "rocket.jpg", tmp_path / "new.jpg"))
+    notes = tmp_path / "notes.txt"
+    notes.write_text("not a capture\n")
+    rc, out, err = enrolled("sign", str(new), str(old), str(notes))
+    assert rc == 1, err  # a file failed
+    # the list of formats is the web page's (provenance.media.image.SUPPORTED_FORMATS)
+    assert "(expected JPEG, PNG, WebP, GIF, TIFF, HEIC, MP4, MOV, WebM or Matroska)" in err
+    assert err.strip().splitlines()[-1] == (
+        "summary of 3 files: 1 signed and logged, 1 already signed, 1 not signed (failed)"
+    ), err
+    rc, out, err = enrolled("sign", str(new), str(old))
+    assert rc == 0 and err.strip().endswith("summary of 2 files: 2 already signed"), err
