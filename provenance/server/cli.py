@@ -188,6 +188,14 @@ def serve(
             " (RESOURCE_EXHAUSTED) until it has waited (0: no limit).",
         ),
     ] = 60,
+    max_pending_calls: Annotated[
+        int,
+        typer.Option(
+            help="Calls of one method arrived and not yet taken up that grpc core keeps"
+            " (about 11 KiB each, more for large requests); past it grpc drops calls"
+            " (CANCELLED)."
+        ),
+    ] = 10000,
     http: Annotated[
         str | None,
         typer.Option(
@@ -274,6 +282,7 @@ def serve(
         quota_claims_per_minute=quota_claims_per_minute,
         quota_bytes_per_minute=quota_claim_kb_per_minute * 1024,
         forgeries_per_minute=forgeries_per_minute,
+        max_pending_calls=max_pending_calls,
     )
     if log_key is not None:
         in_existing_folder(log_key, "--log-key")

@@ -50,6 +50,14 @@ log = logging.getLogger(__name__)
 MIN_FREE_THREADS = 4
 
 
+#: What one call held by the server costs in memory (grpc core's call state, grpc.aio's
+#: task, the request as received), for the small requests of the cheap methods, in
+#: bytes: measured 11 KiB (bench/bench_burst.py: 8,000 calls at once of GetCheckpoint and
+#: SubmitCapture, +87 MiB of server RSS at the peak). A request's own bytes come on top:
+#: a 64 KiB request held about 90 KiB.
+PENDING_CALL_BYTES = 11 * 1024
+
+
 @dataclass(frozen=True)
 class ServerLimits:
     """Limits of the gRPC shell (`prov serve` flags in brackets).
@@ -74,7 +82,19 @@ class ServerLimits:
     [--quota-claims-per-minute, --quota-claim-kb-per-minute]; 0 turns a quota off;
     forgeries_per_minute: submissions with a signature that does not verify, or naming a
     device nobody enrolled, that one client (IPv4 address, IPv6 /64) may send per minute, bursts up to one minute's worth, before its
-    submissions are refused (`ForgeryPenalty`) [--forgeries-per-minute]; 0: no limit.
+    submissions are refused (`ForgeryPenalty`) [--forgeries-per-minute]; 0: no limit;
+    max_pending_calls: calls of one method that have arrived and that the event loop has
+    not taken up yet, queued by grpc core (``grpc.server.max_pending_requests``, its hard
+    limit set to the same, so none is dropped below it) [--max-pending-calls]. Past its
+    queue grpc core drops calls, and their clients get a bare CANCELLED that no handler or
+    metric sees; with grpc's defaults (grpcio 1.85: random drops from 1,000 pending calls
+    of a method, all from 3,000) a burst of 3,000-4,000 calls from one client lost 2-9%.
+    The bound: 10,000 small calls hold about 10,000 x `PENDING_CALL_BYTES`, 110 MiB, per
+    method flooded (a large request holds its bytes on top, up to the message cap).
+    grpc.aio's ``maximum_concurrent_rpcs`` is not used: in grpcio 1.85 a server at that
+    limit sometimes refused calls RESOURCE_EXHAUSTED and sometimes left them waiting in
+    this queue (2 December: a limit of 4 held by 4 open uploads, in 2 runs of 4 the next
+    calls waited until an upload ended).
 
     Raises ConfigError when a value is out of range or uploads could take every thread.
     """
@@ -93,6 +113,7 @@ class ServerLimits:
     quota_claims_per_minute: int = 600
     quota_bytes_per_minute: int = 32 * 1024 * 1024
     forgeries_per_minute: int = 60
+    max_pending_calls: int = 10_000
 
     def __post_init__(self) -> None:
         for name in (
@@ -101,6 +122,7 @@ class ServerLimits:
             "max_lookups",
             "max_lookup_queries",
             "max_lookup_hashes",
+            "max_pending_calls",
         ):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")

@@ -907,6 +907,11 @@ def create_server(
                 ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
                 ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
                 ("grpc.so_reuseport", 0),
+                # grpc core's queue of calls not yet taken up (one per method): past its
+                # soft limit it drops calls at random, answered a bare CANCELLED; the hard
+                # limit equal to it, nothing is dropped below it (ServerLimits)
+                ("grpc.server.max_pending_requests", lim.max_pending_calls),
+                ("grpc.server.max_pending_requests_hard_limit", lim.max_pending_calls),
             ],
         )
         wrapping = HandlersWrapped(server)
