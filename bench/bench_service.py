@@ -40,11 +40,12 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from concurrent import futures
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import grpc
 import psutil
@@ -162,7 +163,7 @@ async def _unary_rate(
 ) -> float:
     """Calls/s of ``method`` with ``callers`` tasks, each sending ``request(caller)``."""
     async with grpc.aio.insecure_channel(address, options=BIG) as chan:
-        call = chan.unary_unary(method)
+        call: grpc.aio.UnaryUnaryMultiCallable[bytes, bytes] = chan.unary_unary(method)
         await call(request(0), timeout=30)  # connect outside the timed part
         count = 0
         stop = time.perf_counter() + seconds
@@ -183,7 +184,8 @@ async def _stream_rate(address: str, method: str, messages: list[bytes], mb: flo
     async with grpc.aio.insecure_channel(address, options=BIG) as chan:
         await chan.channel_ready()
         t0 = time.perf_counter()
-        reply = await chan.stream_unary(method)(iter(messages), timeout=600)
+        stream: grpc.aio.StreamUnaryMultiCallable[bytes, bytes] = chan.stream_unary(method)
+        reply: bytes = await stream(iter(messages), timeout=600)
         rate = mb / (time.perf_counter() - t0)
     if method == VERIFY:
         status = pb.VerificationReport.FromString(reply).status
@@ -197,7 +199,7 @@ class Peer:
     """One measured path: its server process and how to run one round (work units/s)."""
 
     proc: psutil.Process
-    measure: Callable[[], Awaitable[float]]
+    measure: Callable[[], Coroutine[Any, Any, float]]
 
 
 def _alternated(rounds: int, *peers: Peer) -> list[tuple[float, float]]:
@@ -211,7 +213,7 @@ def _alternated(rounds: int, *peers: Peer) -> list[tuple[float, float]]:
             peer = peers[i]
             cpu0 = sum(peer.proc.cpu_times()[:2])
             t0 = time.perf_counter()
-            rate = asyncio.run(peer.measure())
+            rate: float = asyncio.run(peer.measure())
             wall = time.perf_counter() - t0
             cpu = sum(peer.proc.cpu_times()[:2]) - cpu0
             out[i].append((rate, rate * wall / cpu if cpu else 0.0))
