@@ -49,10 +49,10 @@ from provenance.core.claims import Claim, HardBinding, SignedClaim
 from provenance.core.envelope import PAYLOAD_TYPE_CLAIM, PAYLOAD_TYPE_ENROLL, sign_payload
 from provenance.core.errors import TransportError
 from provenance.core.keys import DeviceKey
-from provenance.server.rpc import MAX_MESSAGE_BYTES
 from provenance.v1 import provenance_pb2 as pb
 from provenance.v1 import provenance_pb2_grpc as rpc
 from provenance.wire import convert as wire
+from provenance.wire.contract import MAX_MESSAGE_BYTES
 
 ADMIN = "bench-hostile-admin-token"
 ROOT = Path(__file__).resolve().parents[1]
@@ -242,11 +242,17 @@ def _run_phase(
             address, options=[("grpc.max_send_message_length", MAX_MESSAGE_BYTES)]
         )
         stub = rpc.VerificationStub(channel)
-        open_: list[grpc.Future] = []
+        open_: list[grpc.Future[pb.VerificationReport]] = []
         while not stop.is_set():
             for f in [f for f in open_ if f.done()]:
                 open_.remove(f)
-                code = f.exception().code() if f.exception() else grpc.StatusCode.OK
+                exc = f.exception()
+                if exc is None:
+                    code = grpc.StatusCode.OK
+                elif isinstance(exc, grpc.RpcError):  # a call's future fails with its RpcError
+                    code = exc.code()
+                else:
+                    raise exc
                 if code is grpc.StatusCode.RESOURCE_EXHAUSTED:
                     ph.stalled_refused += 1
                 elif code is grpc.StatusCode.DEADLINE_EXCEEDED:

@@ -88,10 +88,10 @@ def bench_bits() -> tuple[str, list[tuple[str, int, int]]]:
             if scale == chosen:
                 picked.append((name, scale, bits))
     print("PDQ bits from the full-size hash, JPEG decoded at a DCT scale (all scales):")
-    for side, bits in sorted(by_side.items()):
+    for side, side_bits in sorted(by_side.items()):
         print(
-            f"  reduced shorter side >= {side:4d}: {len(bits):3d} hashes, median "
-            f"{statistics.median(bits):4.1f}, worst {max(bits):2d} bits"
+            f"  reduced shorter side >= {side:4d}: {len(side_bits):3d} hashes, median "
+            f"{statistics.median(side_bits):4.1f}, worst {max(side_bits):2d} bits"
         )
     print(f"scales the rule picks (shorter side >= {PDQ_MIN_SIDE}):")
     for name, scale, bits in picked:

@@ -19,7 +19,7 @@ import statistics
 import tempfile
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -159,7 +159,8 @@ def bench_proofs(work: Path, size: int, samples: int) -> list[Ratio]:
             if kind == "inclusion":
                 i = rng.randrange(size)
                 args: tuple[int, int] = (i, size)
-                fn = merkle.inclusion_proof
+                # (index, size) or (size1, size2), then the node reader -> the proof's hashes
+                fn: Callable[[int, int, merkle.NodeReader], list[bytes]] = merkle.inclusion_proof
             else:
                 m = rng.randrange(1, size)
                 args = (m, size)

@@ -329,10 +329,10 @@ def bench_rehash(db: Path, leaves: int, count: int) -> tuple[list[Ratio], dict[s
     print(
         f"  raw fields: {after:9.0f} leaves/s; decoded into claims (before) {before:9.0f} ({after / before:.1f}x)"
     )
-    row = Ratio(
+    ratio = Ratio(
         f"start-up re-hash at {leaves:,}", after, "claims decoded (before)", before, "leaves/s"
     )
-    return [row], {"rehash_per_s": after, "rehash_before_per_s": before}
+    return [ratio], {"rehash_per_s": after, "rehash_before_per_s": before}
 
 
 def _writer_run(

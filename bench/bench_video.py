@@ -26,7 +26,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVarTuple
 
 import av
 from results import Ratio, write_results  # bench/results.py, next to this script
@@ -77,9 +79,12 @@ def chunked(path: Path) -> bytes:
     return hasher.finalize().chunk_merkle_root
 
 
-def timed(fn: object, *args: object) -> float:
+Ts = TypeVarTuple("Ts")
+
+
+def timed(fn: Callable[[*Ts], object], *args: *Ts) -> float:
     start = time.perf_counter()
-    fn(*args)  # type: ignore[operator]
+    fn(*args)
     return time.perf_counter() - start
 
 

@@ -20,6 +20,7 @@ import json
 import os
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -34,12 +35,12 @@ from provenance.web.app import WebConfig
 from provenance.web.serve import start_web
 
 
-def _best(rounds: int, fn: object) -> float:
+def _best(rounds: int, fn: Callable[[], object]) -> float:
     """Fastest of ``rounds`` runs of ``fn()``, in seconds."""
     times = []
     for _ in range(rounds):
         t0 = time.perf_counter()
-        fn()  # type: ignore[operator]
+        fn()
         times.append(time.perf_counter() - t0)
     return min(times)
 

@@ -89,8 +89,8 @@ def _propose(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         return np.asarray(Image.open(buf).convert("RGB"))
     if kind == 2:
         f = float(rng.choice([0.9, 0.75]))
-        small = img.resize((max(1, int(w * f)), max(1, int(h * f))), Image.BILINEAR)
-        return np.asarray(small.resize((w, h), Image.BILINEAR))
+        small = img.resize((max(1, int(w * f)), max(1, int(h * f))), Image.Resampling.BILINEAR)
+        return np.asarray(small.resize((w, h), Image.Resampling.BILINEAR))
     noise = rng.normal(0, 2.0, x.shape)
     return np.clip(x + noise, 0, 255).astype(np.uint8)
 
@@ -150,8 +150,11 @@ def eot_pgd(det: Detector, x0: np.ndarray, steps: int, draws: int, seed: int) ->
         crops = torch.stack([x[c.y : c.y + c.size, c.x : c.x + c.size] for c in plan])
         logit = net(to_input(crops, pre)).mean()  # to_input: values in [0, 255]
         logit.backward()
+        grad = delta.grad
+        if grad is None:  # backward() fills it: delta requires grad and feeds the logit
+            raise RuntimeError("no gradient reached the perturbation")
         with torch.no_grad():
-            delta -= delta.grad.sign()  # 1/255 per step
+            delta -= grad.sign()  # 1/255 per step
             delta.clamp_(-EPS, EPS)
         delta.grad = None
     adv = (base + delta.detach()).round().clamp(0, 255).numpy().astype(np.uint8)
