@@ -36,7 +36,7 @@ bench: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
-	# strict typing of the product and scripts/; configured in pyproject.toml [tool.mypy]
+	# strict typing of the product, scripts/ and bench/; configured in pyproject.toml [tool.mypy]
 	$(BIN)/mypy
 
 clean:
