@@ -143,11 +143,21 @@ def test_verify_ignores_fifo_and_dev_zero_sidecars(
     photo.write_bytes(PNG)
     os.mkfifo(tmp_path / "x.png.prov")
     run = _prov("verify", str(photo), "--json", "--no-detect", "--server", srv.address, timeout=30)
-    assert run.returncode == 11 and json.loads(run.stdout)["status"] == "UNSIGNED", run.stderr
-    assert "not a regular file" in run.stderr and "Traceback" not in run.stderr
+    report = json.loads(run.stdout)
+    assert run.returncode == 11 and report["status"] == "UNSIGNED", run.stderr
+    # a sidecar found beside the file that cannot be read is not used, and the report's
+    # reasons say so (not only a warning on stderr)
+    assert any("not a regular file" in r for r in report["reasons"]), report["reasons"]
+    assert "Traceback" not in run.stderr
     run = _prov("verify", str(photo), "--sidecar", "/dev/zero", "--server", srv.address, timeout=30)
-    assert run.returncode == 1 and "not a regular file" in run.stderr, run.stderr
+    # a sidecar named on the command line that is no sidecar: a usage error
+    said = " ".join(run.stderr.replace("│", " ").split())  # rich's usage box wraps lines
+    assert run.returncode == 2 and "is a device, not a regular file" in said, run.stderr
     run = _prov("verify", str(tmp_path / "x.png.prov"), "--server", srv.address, timeout=30)
+    said = " ".join(run.stderr.replace("│", " ").split())
+    assert run.returncode == 2 and "is a provenance sidecar" in said, run.stderr  # not opened
+    os.mkfifo(tmp_path / "pipe.jpg")
+    run = _prov("verify", str(tmp_path / "pipe.jpg"), "--server", srv.address, timeout=30)
     assert run.returncode == 1 and "FIFO" in run.stderr, run.stderr  # a FIFO as FILE
     from provenance.log.checkpoint import generate_log_key
 
@@ -157,7 +167,7 @@ def test_verify_ignores_fifo_and_dev_zero_sidecars(
     deep = tmp_path / "deep.prov"
     deep.write_bytes(DEEP_JSON)
     rc = prov_main(["verify", str(photo), "--sidecar", str(deep), "--server", srv.address])
-    assert rc == 1 and "nested too deeply" in capsys.readouterr().err
+    assert rc == 2 and "nested too deeply" in capsys.readouterr().err  # a usage error (h-side)
 
 
 def _sparse_tar(path: Path, real_size: int) -> None:
