@@ -7,6 +7,7 @@ calls; the writer's work is read from the server's own /metrics."""
 
 from __future__ import annotations
 
+import asyncio
 import re
 import threading
 import urllib.request
@@ -23,11 +24,12 @@ from conftest import (
     signed_claim,
     start_server,
 )
+from inproc import open_inproc
 
 from clients.api import ProvenanceClient
 from provenance.core.claims import SignedClaim
 from provenance.core.envelope import PAYLOAD_TYPE_CLAIM, sign_payload
-from provenance.core.errors import TransportError
+from provenance.core.errors import StorageError, TransportError
 from provenance.core.keys import DeviceKey
 from provenance.server.rpc import REPLAYS_KEPT
 from provenance.v1 import provenance_pb2 as pb
@@ -340,3 +342,18 @@ def test_older_replays_get_a_receipt_only_for_the_logged_envelope(tmp_path: Path
         )
     finally:
         server.stop()
+
+
+def test_a_replay_read_is_waited_for_at_most_the_submission_timeout(tmp_path: Path) -> None:
+    """A replay of a logged claim is answered by a read on the replay thread; like the
+    writer's wait, that read is bounded by the submission's timeout (the reviewer: a caller
+    without a gRPC deadline waited behind a replay flood without limit). In process: a
+    real service on SQLite, a real key; timeout 0 cannot be met by a read in a thread."""
+    rig = open_inproc(tmp_path)
+    dev = rig.enroll()
+    signed = dev.next_claim()
+    first = rig.submit(signed)
+    with pytest.raises(StorageError, match="already logged claim was not read within 0 s"):
+        asyncio.run(rig.service.submit_async(signed, timeout=0))
+    again = asyncio.run(rig.service.submit_async(signed, timeout=30))
+    assert again.duplicate and again.receipt == first.receipt

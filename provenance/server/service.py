@@ -716,13 +716,20 @@ class ProvenanceService:
         device's row when its key was read, and from the claims it logged) is looked up
         first, in a thread of its own (`_logged_replay`): a replay of a logged envelope
         gets its receipt without the writer (before: a flood of distinct replays took
-        the writer's batches from the honest claims). Raises as `submit`."""
+        the writer's batches from the honest claims); that read, too, is waited for at
+        most ``timeout`` seconds (StorageError after it). Raises as `submit`."""
         claim = self._claim(signed)
         if claim.sequence <= self._logged_seq.get(signed.key_id, 0):
             # at or below a sequence number the log holds for the device: a replay of a
             # logged claim (or a reused number, for the writer to refuse), answered with a
             # read off the writer (an honest new claim is above it: no read)
-            replayed = await self._read_replay(signed)
+            try:
+                replayed = await asyncio.wait_for(self._read_replay(signed), timeout)
+            except TimeoutError:  # the read goes on in its thread; the caller is answered
+                raise StorageError(
+                    f"the receipt of this already logged claim was not read within"
+                    f" {timeout:g} s (the server is busy): submit it again"
+                ) from None
             if replayed is not None:
                 return replayed
         key = self._device_keys.get(signed.key_id)
