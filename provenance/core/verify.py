@@ -180,10 +180,16 @@ def signature_ok(signed: SignedClaim, device: Device | None) -> bool:
     """True when ``signed`` verifies strictly under ``device``'s enrolled key."""
     if device is None or signed.key_id != device.device_id:
         return False
+    return _verifies_under(signed, device.public_key)
+
+
+def _verifies_under(signed: SignedClaim, public_key: bytes) -> bool:
+    """True when ``signed`` is a claim envelope whose signature verifies strictly under
+    ``public_key`` (raw 32 bytes; DSSE PAE over Ed25519, `envelope.verify_payload`)."""
     if signed.payload_type != PAYLOAD_TYPE_CLAIM:
         return False
     try:
-        verify_payload(device.public_key, signed.payload_type, signed.claim_bytes, signed.signature)
+        verify_payload(public_key, signed.payload_type, signed.claim_bytes, signed.signature)
     except (SignatureError, KeyMaterialError):
         return False
     return True
@@ -603,9 +609,7 @@ def _own_key_check(signed: SignedClaim, claim: Claim, public_key: bytes) -> str:
         return "the public key it carries is not the key that signature names"
     if signed.payload_type != PAYLOAD_TYPE_CLAIM:
         return f"its payload type is {signed.payload_type!r}, not a claim's"
-    try:
-        verify_payload(public_key, signed.payload_type, signed.claim_bytes, signed.signature)
-    except (SignatureError, KeyMaterialError):
+    if not _verifies_under(signed, public_key):
         return "its signature does not verify even under the public key it carries"
     return ""
 
