@@ -625,8 +625,7 @@ class SqlStore(ABC):
             return self.leaves_by_file_sha256_many([sha256], limit).get(sha256, [])
         with self._reading() as c:
             rows = c.execute(
-                f"SELECT {_LEAF_COLS} FROM leaves WHERE {_by_hash('file_sha256')} ORDER BY idx"
-                + _limit(limit),
+                f"SELECT {_LEAF_COLS} FROM leaves WHERE {_by_hash('file_sha256')} ORDER BY idx",
                 _hash_args(sha256),
             ).fetchall()
         return [_leaf(r) for r in rows]
