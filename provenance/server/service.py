@@ -78,6 +78,7 @@ from provenance.log.checkpoint import (
     NoteVerifier,
     generate_log_key,
     load_log_signer,
+    remove_key_leftovers,
 )
 from provenance.log.receipt import build_receipt, verify_receipt
 from provenance.server.rollback import (
@@ -324,6 +325,10 @@ class ProvenanceService:
             self.store.setdefault_meta("origin", origin)
             self.store.setdefault_meta("log_verifier_key", signer.verifier_key())
             return signer
+        for leftover in remove_key_leftovers(key_file):
+            log.warning(
+                "removed %s, a copy of the log key left by a start that was killed", leftover
+            )
         if not key_file.exists():
             if self.store.tree_size() > 0:
                 raise LogError(
