@@ -89,8 +89,8 @@ class ServerLimits:
     max_pending_calls: calls of one method that have arrived and that the event loop has
     not taken up yet, queued by grpc core (``grpc.server.max_pending_requests``, its hard
     limit set to the same, so none is dropped below it) [--max-pending-calls]. Past its
-    queue grpc core drops calls, and their clients get a bare CANCELLED that no handler or
-    metric sees; with grpc's defaults (grpcio 1.85: random drops from 1,000 pending calls
+    queue grpc core drops calls, and their clients get a bare CANCELLED that no handler
+    sees (counted by /metrics ``prov_grpc_calls_unanswered``, from grpc's channelz); with grpc's defaults (grpcio 1.85: random drops from 1,000 pending calls
     of a method, all from 3,000) a burst of 3,000-4,000 calls from one client lost 2-9%.
     The bound: 10,000 small calls hold about 10,000 x `PENDING_CALL_BYTES`, 110 MiB, per
     method flooded (a large request holds its bytes on top, up to the message cap).
