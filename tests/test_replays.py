@@ -409,8 +409,14 @@ def test_fair_reads_take_each_client_in_turn_and_bound_its_queue() -> None:
     """`FairReads` with one worker held by a first read: one client queues 50 reads,
     another 2, a third 1; once released they run in turns (A, B, C, A, B, A, A, ...), not
     in arrival order. A client past its queue bound is refused at once (LimitError, the
-    address named), and a caller that gives up leaves the queue (its read never runs)."""
+    address named), and a caller that gives up leaves the queue (its read never runs).
+    Its thread starts with the first read and ends with `FairReads.close`."""
     reads = FairReads(1, "test-reads", per_client=50, in_all=1000)
+
+    def workers() -> list[threading.Thread]:
+        return [t for t in threading.enumerate() if t.name.startswith("test-reads")]
+
+    assert workers() == []  # none before the first read (a failed start leaves none)
     gate, started = threading.Event(), threading.Event()
     ran: list[str] = []
 
@@ -448,5 +454,6 @@ def test_fair_reads_take_each_client_in_turn_and_bound_its_queue() -> None:
         asyncio.run(run())
     finally:
         reads.close()
+    assert workers() == []
     assert ran[:6] == ["A", "B", "C", "A", "B", "A"], ran[:8]
     assert ran.count("A") == 50 and "gone" not in ran

@@ -631,12 +631,10 @@ class FairReads:
         self._closed = False
         # gRPC peer (address and port: one per connection) -> its client, as parsed
         self._clients: dict[str, str] = {}
-        self._threads = [
-            threading.Thread(target=self._work, name=f"{name}-{i}", daemon=True)
-            for i in range(workers)
-        ]
-        for t in self._threads:
-            t.start()
+        self._name = name
+        self._workers = workers
+        # started with the first read (a service whose start fails leaves no thread)
+        self._threads: list[threading.Thread] = []
 
     def _client(self, peer: str) -> str:
         client = self._clients.get(peer)
@@ -670,6 +668,13 @@ class FairReads:
                     f"{self._queued} replays of already logged claims are waiting to be read,"
                     " the most the server queues: submit it again later"
                 )
+            if not self._threads:
+                self._threads = [
+                    threading.Thread(target=self._work, name=f"{self._name}-{i}", daemon=True)
+                    for i in range(self._workers)
+                ]
+                for t in self._threads:
+                    t.start()
             if queue is None:
                 queue = self._queues[client] = deque()
             queue.append(read)
@@ -725,7 +730,8 @@ class FairReads:
             self._queues.clear()
             self._queued = 0
             self._lock.notify_all()
-        for t in self._threads:
+            started = list(self._threads)
+        for t in started:
             t.join()
         for r in waiting:
             gone = StorageError("the server is stopping: submit it again later")
