@@ -7,11 +7,16 @@ faster than a quota allows). Setup: --devices devices log --logged claims
 (default 6,000). Then --honest honest devices submit new claims one after another
 (each its own chain), first alone for --baseline-seconds, then while one client replays
 --replays (default 2,000) distinct, already logged claims, --inflight of them at once
-(byte-identical envelopes, as anyone reading the public log can rebuild them). Each
+(byte-identical envelopes, as anyone reading the public log can rebuild them), from a
+process of its own (its client CPU apart from the honest callers' event loop). Each
 replay is sent once, so none of them is answered from the server's cache of recent
-envelopes by a second copy.
+envelopes by a second copy. Meanwhile (both phases) one honest device on another client
+address ([::1], the flood on 127.0.0.1) replays its own logged claims one after another
+(logged before the others, so no longer kept in memory: each a read), as a device does
+that lost an answer; each is sent once, --own-pause-ms apart.
 
-Prints, per phase: honest submissions, their p50 and p99 latency, and the submissions
+Prints, per phase: honest submissions, their p50 and p99 latency, the honest device's
+replays and their p50 and p99 latency, and the submissions
 the log writer took (the server's prov_commit_batch_size_sum) less the honest ones, that
 is, the replays that reached the writer, and the seconds its commits took
 (prov_commit_duration_seconds_sum); the replays' answers by outcome, and the
@@ -26,12 +31,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import multiprocessing
 import re
 import sys
 import tempfile
 import time
 import urllib.request
 from collections import Counter
+from concurrent.futures import ProcessPoolExecutor
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
@@ -94,6 +101,24 @@ async def _log_claims(
     return out
 
 
+async def _timed(
+    stub: rpc.CapturesStub,
+    req: pb.SubmitCaptureRequest,
+    lat: list[float],
+    failed: Counter[str],
+) -> pb.SubmitCaptureResponse | None:
+    """One SubmitCapture of ``req``: its answer, its latency (s) added to ``lat``; or
+    None, its status code counted in ``failed``."""
+    t0 = time.perf_counter()
+    try:
+        r: pb.SubmitCaptureResponse = await stub.SubmitCapture(req, timeout=60)
+    except grpc.aio.AioRpcError as e:
+        failed[e.code().name] += 1
+        return None
+    lat.append(time.perf_counter() - t0)
+    return r
+
+
 async def _honest(
     stub: rpc.CapturesStub, keys: list[DeviceKey], seqs: list[int], stop: asyncio.Event
 ) -> tuple[list[float], Counter[str]]:
@@ -105,23 +130,47 @@ async def _honest(
     async def device(i: int) -> None:
         while not stop.is_set():
             seqs[i] += 1
-            req = _request(signed_claim(keys[i], seqs[i]))
-            t0 = time.perf_counter()
-            try:
-                r = await stub.SubmitCapture(req, timeout=60)
-            except grpc.aio.AioRpcError as e:
-                failed[e.code().name] += 1
-                continue
-            lat.append(time.perf_counter() - t0)
-            assert not r.duplicate
+            r = await _timed(stub, _request(signed_claim(keys[i], seqs[i])), lat, failed)
+            assert r is None or not r.duplicate
 
     await asyncio.gather(*(device(i) for i in range(len(keys))))
     return lat, failed
 
 
-async def _replay(stub: rpc.CapturesStub, claims: list[SignedClaim], inflight: int) -> Counter[str]:
-    """Send each of ``claims`` once, ``inflight`` at a time; the answers by outcome."""
-    requests = [_request(c).SerializeToString() for c in claims]
+async def _honest_replays(
+    stub: rpc.CapturesStub, claims: list[SignedClaim], stop: asyncio.Event, pause: float
+) -> tuple[list[float], Counter[str]]:
+    """Replay ``claims`` (logged, not kept) one after another, ``pause`` seconds apart,
+    until ``stop`` or none is left; the latencies (s) of those answered (each a
+    duplicate), and the refusals by status code."""
+    lat: list[float] = []
+    other: Counter[str] = Counter()
+    while claims and not stop.is_set():
+        r = await _timed(stub, _request(claims.pop(0)), lat, other)
+        assert r is None or r.duplicate
+        await asyncio.sleep(pause)
+    return lat, other
+
+
+def _flood(address: str, requests: list[bytes], inflight: int) -> Counter[str]:
+    """`_replay` in a process of its own (the flood's client CPU off the honest callers'
+    event loop: in one process they waited behind the flood's own answers)."""
+
+    async def run() -> Counter[str]:
+        async with grpc.aio.insecure_channel(address) as ch:
+            return await _replay(rpc.CapturesStub(ch), requests, inflight)
+
+    return asyncio.run(run())
+
+
+def _ready() -> None:
+    """Nothing: a first task for the flood's process, so that it is started and has
+    imported this module before any phase is timed."""
+
+
+async def _replay(stub: rpc.CapturesStub, requests: list[bytes], inflight: int) -> Counter[str]:
+    """Send each of ``requests`` (serialized) once, ``inflight`` at a time; the answers
+    by outcome."""
     codes: Counter[str] = Counter()
     it = iter(requests)
 
@@ -142,13 +191,22 @@ def _pct(values: list[float], q: float) -> float:
     return s[min(len(s) - 1, int(q * len(s)))] * 1000 if s else float("nan")
 
 
-async def _run(args: argparse.Namespace, address: str, metrics: str) -> dict[str, Any]:
+async def _run(
+    args: argparse.Namespace, address: str, metrics: str, flooder: ProcessPoolExecutor
+) -> dict[str, Any]:
     with ProvenanceClient(address, admin_token=ADMIN_TOKEN) as c:
         loggers = [enroll_key(c) for _ in range(args.devices)]
         honest = [enroll_key(c) for _ in range(args.honest)]
-    async with grpc.aio.insecure_channel(address) as ch, grpc.aio.insecure_channel(address) as hch:
-        stub, hstub = rpc.CapturesStub(ch), rpc.CapturesStub(hch)
+        own = [enroll_key(c) for _ in range(4)]
+    port = address.rpartition(":")[2]
+    async with (
+        grpc.aio.insecure_channel(address) as ch,
+        grpc.aio.insecure_channel(address) as hch,
+        grpc.aio.insecure_channel(f"[::1]:{port}") as rch,
+    ):
+        stub, hstub, rstub = rpc.CapturesStub(ch), rpc.CapturesStub(hch), rpc.CapturesStub(rch)
         t0 = time.perf_counter()
+        own_logged = await _log_claims(rstub, own, args.own // len(own))
         logged = await _log_claims(stub, loggers, args.logged // args.devices)
         setup_s = time.perf_counter() - t0
         step = max(1, len(logged) // args.replays)
@@ -159,21 +217,32 @@ async def _run(args: argparse.Namespace, address: str, metrics: str) -> dict[str
             stop = asyncio.Event()
             items, busy = writer_work(metrics)
             task = asyncio.ensure_future(_honest(hstub, honest, seqs, stop))
+            rtask = asyncio.ensure_future(
+                _honest_replays(rstub, own_logged, stop, args.own_pause_ms / 1000)
+            )
             t0 = time.perf_counter()
             if name == "baseline":
                 await asyncio.sleep(args.baseline_seconds)
                 codes: Counter[str] = Counter()
             else:
-                codes = await _replay(stub, replays, args.inflight)
+                requests = [_request(c).SerializeToString() for c in replays]
+                codes = await asyncio.get_running_loop().run_in_executor(
+                    flooder, _flood, address, requests, args.inflight
+                )
             seconds = time.perf_counter() - t0
             stop.set()
             lat, failed = await task
+            rlat, rother = await rtask
             phases[name] = {
                 "seconds": round(seconds, 2),
                 "honest_ok": len(lat),
                 "honest_failed": dict(failed),
                 "honest_p50_ms": round(_pct(lat, 0.5), 2),
                 "honest_p99_ms": round(_pct(lat, 0.99), 2),
+                "own_replays": len(rlat),
+                "own_replay_p50_ms": round(_pct(rlat, 0.5), 2),
+                "own_replay_p99_ms": round(_pct(rlat, 0.99), 2),
+                "own_replays_other": dict(rother),
                 "writer_items_not_honest": writer_work(metrics)[0] - items - len(lat),
                 "writer_busy_s": round(writer_work(metrics)[1] - busy, 3),
                 "replays": dict(codes),
@@ -188,6 +257,10 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--replays", type=int, default=2000, help="distinct logged claims replayed")
     ap.add_argument("--inflight", type=int, default=200, help="replays in flight at once")
     ap.add_argument("--honest", type=int, default=8, help="honest devices submitting meanwhile")
+    ap.add_argument(
+        "--own", type=int, default=1200, help="claims the honest replaying devices log first"
+    )
+    ap.add_argument("--own-pause-ms", type=float, default=10.0, help="pause between their replays")
     ap.add_argument("--baseline-seconds", type=float, default=5.0)
     ap.add_argument(
         "--postgres", action="store_true", help="a temporary PostgreSQL (tests/pgserver.py)"
@@ -202,11 +275,17 @@ def main(argv: list[str] | None = None) -> None:
             db = pg.new_database()
             PG_LOG_KEYS[db] = Path(tmp) / "pg.logkey.pem"
         server = start_server(
-            db, *("--metrics-listen", "127.0.0.1:0", "--quota-claims-per-minute", "0")
+            db,
+            *("--metrics-listen", "127.0.0.1:0", "--quota-claims-per-minute", "0"),
+            *("--listen", "[::]:0"),
         )
         try:
             metrics = read_line(server.proc, "metrics on ")
-            out = asyncio.run(_run(args, server.address, metrics))
+            flooder = stack.enter_context(
+                ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
+            )
+            flooder.submit(_ready).result()
+            out = asyncio.run(_run(args, server.address, metrics, flooder))
         finally:
             server.stop()
     out["args"] = {k: v for k, v in vars(args).items() if k != "json"}
@@ -219,6 +298,9 @@ def main(argv: list[str] | None = None) -> None:
         "honest_ok",
         "honest_p50_ms",
         "honest_p99_ms",
+        "own_replays",
+        "own_replay_p50_ms",
+        "own_replay_p99_ms",
         "writer_items_not_honest",
         "writer_busy_s",
     ):
@@ -227,6 +309,12 @@ def main(argv: list[str] | None = None) -> None:
     out["p50_ratio"] = round(f["honest_p50_ms"] / b["honest_p50_ms"], 2)
     out["p99_ratio"] = round(f["honest_p99_ms"] / b["honest_p99_ms"], 2)
     print(f"honest flood/baseline: p50 {out['p50_ratio']}x, p99 {out['p99_ratio']}x")
+    out["own_replay_p50_ratio"] = round(f["own_replay_p50_ms"] / b["own_replay_p50_ms"], 2)
+    out["own_replay_p99_ratio"] = round(f["own_replay_p99_ms"] / b["own_replay_p99_ms"], 2)
+    print(
+        f"own replays flood/baseline: p50 {out['own_replay_p50_ratio']}x,"
+        f" p99 {out['own_replay_p99_ratio']}x"
+    )
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(out, indent=2) + "\n")
     print(f"wrote {args.json}")

@@ -7,13 +7,18 @@ enrolled devices, several connections from one client process."""
 from __future__ import annotations
 
 import asyncio
+import time
+import urllib.request
 from collections import Counter
 from pathlib import Path
 
 import grpc
-from conftest import ADMIN_TOKEN, ServerProc, enroll_key, signed_claim, start_server
+import pytest
+from conftest import ADMIN_TOKEN, ServerProc, enroll_key, read_line, signed_claim, start_server
+from prometheus_client.parser import text_string_to_metric_families
 
 from clients.api import ProvenanceClient
+from provenance.core.errors import TransportError
 from provenance.v1 import provenance_pb2 as pb
 from provenance.wire import convert as wire
 
@@ -106,5 +111,44 @@ def test_burst_past_max_pending_calls_is_dropped_by_grpc_core(tmp_path: Path) ->
         # 50 queued at most: most dropped (measured 85-95%; 18% with grpc's defaults)
         assert ends["CANCELLED: CANCELLED"] >= 1000, ends
         assert _tree_size(server) == 1  # still answering
+    finally:
+        server.stop()
+
+
+def _unanswered(url: str) -> float:
+    """prov_grpc_calls_unanswered from the server's /metrics."""
+    with urllib.request.urlopen(url, timeout=30) as r:
+        for family in text_string_to_metric_families(r.read().decode()):
+            if family.name == "prov_grpc_calls_unanswered":
+                return float(family.samples[0].value)
+    raise AssertionError("no prov_grpc_calls_unanswered in /metrics")
+
+
+def test_calls_dropped_past_max_pending_calls_are_counted(tmp_path: Path) -> None:
+    """The calls grpc core drops past --max-pending-calls (no handler sees them) are
+    counted by /metrics: prov_grpc_calls_unanswered, at rest, equals the CANCELLED the
+    clients got (before: no metric counted them). 0 before the burst, after calls that
+    all ended (OK, and a refused one)."""
+    server = start_server(
+        tmp_path / "burst.db", "--max-pending-calls", "50", "--metrics-listen", "127.0.0.1:0"
+    )
+    try:
+        url = read_line(server.proc, "metrics on ")
+        with ProvenanceClient(server.address, admin_token=ADMIN_TOKEN) as c:
+            enroll_key(c)
+            with pytest.raises(TransportError):
+                c.get_device(b"\x00" * 32)  # a refused call ends with a status: not counted
+        assert _unanswered(url) == 0
+        ckpt = pb.GetCheckpointRequest().SerializeToString()
+        ends = _burst(server.address, [(CHECKPOINT, ckpt)] * 3000)
+        dropped = ends["CANCELLED: CANCELLED"]
+        assert dropped >= 1000, ends
+        seen = _unanswered(url)
+        for _ in range(50):  # grpc core counts a call's end just after its client hears it
+            if seen == dropped:
+                break
+            time.sleep(0.1)
+            seen = _unanswered(url)
+        assert seen == dropped, (seen, ends)
     finally:
         server.stop()

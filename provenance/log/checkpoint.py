@@ -24,11 +24,13 @@ from __future__ import annotations
 import base64
 import binascii
 import errno
+import fcntl
 import hashlib
 import os
 import re
 import secrets
 import stat
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -331,8 +333,14 @@ def generate_log_key(path: Path, origin: str) -> LogSigner:
         raise ConfigError(f"log key file {path} already exists; not overwriting it")
     temp = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
     try:
-        _write_new(temp, pem)
+        # locked (flock) until it is unlinked: `remove_key_leftovers` leaves it alone
+        hold = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         try:
+            fcntl.flock(hold, fcntl.LOCK_EX)
+            left = memoryview(pem)
+            while left:
+                left = left[os.write(hold, left) :]
+            os.fsync(hold)
             os.link(temp, path)
         except OSError as e:
             if e.errno not in _NO_HARD_LINKS:
@@ -343,6 +351,7 @@ def generate_log_key(path: Path, origin: str) -> LogSigner:
             _write_new(path, pem)
         finally:
             temp.unlink(missing_ok=True)
+            os.close(hold)
         dir_fd = os.open(path.parent, os.O_RDONLY)
         try:
             os.fsync(dir_fd)
@@ -353,6 +362,61 @@ def generate_log_key(path: Path, origin: str) -> LogSigner:
     except OSError as e:
         raise ConfigError(f"cannot create log key file {path}: {e.strerror}") from e
     return LogSigner(private_key, origin)
+
+
+#: How old a leftover temporary copy of a log key must be (seconds since its last change)
+#: before `remove_key_leftovers` removes it: a live `generate_log_key` holds its copy
+#: for milliseconds (and locked); this covers the instant between its creation and its
+#: lock, and a writer of an older version, which took no lock.
+KEY_LEFTOVER_AGE_S = 60.0
+
+
+def remove_key_leftovers(path: Path, now: float | None = None) -> list[Path]:
+    """Remove the temporary copies of the log key ``path`` that a `generate_log_key`
+    killed mid-way left beside it (``.NAME.<16 hex digits>.tmp``, mode 0600, each a
+    private key: the one it was writing, linked to ``path`` or never used); returns those
+    removed. Only that exact name pattern, only a regular file (not a link) owned by this
+    user, last changed at least `KEY_LEFTOVER_AGE_S` before ``now`` (``time.time()``
+    when None), and only while no process holds its lock (a live writer holds it until
+    the copy is gone); anything else is left as it is. A copy that cannot be removed is
+    left too (the start goes on: the key itself is ``path``).
+    Source: flock(2), a lock released when its holder dies."""
+    pattern = re.compile(rf"\.{re.escape(path.name)}\.[0-9a-f]{{16}}\.tmp")
+    when = time.time() if now is None else now
+    removed: list[Path] = []
+    try:
+        names = os.listdir(path.parent)
+    except OSError:
+        return removed
+    for name in names:
+        if not pattern.fullmatch(name):
+            continue
+        leftover = path.parent / name
+        try:
+            fd = os.open(leftover, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        except OSError:  # gone meanwhile, a symbolic link, not ours to read
+            continue
+        try:
+            st = os.fstat(fd)
+            if (
+                not stat.S_ISREG(st.st_mode)
+                or st.st_uid != os.geteuid()
+                or when - st.st_mtime < KEY_LEFTOVER_AGE_S
+            ):
+                continue
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:  # a live writer holds it
+                continue
+            if not os.path.samestat(st, os.lstat(leftover)):
+                continue  # replaced meanwhile: not the file checked
+            os.unlink(leftover)
+            removed.append(leftover)
+        except OSError:
+            continue
+        finally:
+            os.close(fd)
+    return removed
 
 
 #: errno values of a ``link(2)`` refused because the file system has no hard links

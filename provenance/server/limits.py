@@ -31,7 +31,7 @@ from collections import deque
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from provenance.core.errors import (
     ConfigError,
@@ -39,12 +39,15 @@ from provenance.core.errors import (
     ForgeryPenaltyError,
     LimitError,
     ProvenanceError,
+    StorageError,
     UploadTimeoutError,
 )
 from provenance.web.guard import client_key
 from provenance.wire.contract import MAX_LOOKUP_HASHES, MAX_LOOKUP_QUERIES
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 #: RPC threads kept free of uploads whatever the configuration, so cheap calls always run.
 MIN_FREE_THREADS = 4
@@ -86,8 +89,8 @@ class ServerLimits:
     max_pending_calls: calls of one method that have arrived and that the event loop has
     not taken up yet, queued by grpc core (``grpc.server.max_pending_requests``, its hard
     limit set to the same, so none is dropped below it) [--max-pending-calls]. Past its
-    queue grpc core drops calls, and their clients get a bare CANCELLED that no handler or
-    metric sees; with grpc's defaults (grpcio 1.85: random drops from 1,000 pending calls
+    queue grpc core drops calls, and their clients get a bare CANCELLED that no handler
+    sees (counted by /metrics ``prov_grpc_calls_unanswered``, from grpc's channelz); with grpc's defaults (grpcio 1.85: random drops from 1,000 pending calls
     of a method, all from 3,000) a burst of 3,000-4,000 calls from one client lost 2-9%.
     The bound: 10,000 small calls hold about 10,000 x `PENDING_CALL_BYTES`, 110 MiB, per
     method flooded (a large request holds its bytes on top, up to the message cap).
@@ -565,3 +568,174 @@ class ForgeryPenalty:
         self._peers[client] = (tokens, now)
         if len(self._peers) > FORGERY_PEERS_KEPT:
             del self._peers[next(iter(self._peers))]
+
+
+#: Reads `FairReads` queues for one client (`peer_client`) at most; more are refused.
+FAIR_READS_PER_CLIENT = 1024
+#: Reads `FairReads` queues for all clients together at most; more are refused.
+FAIR_READS_QUEUED = 16 * 1024
+
+
+class _Read:
+    """One queued read of `FairReads`: the function, and the caller's future on its loop."""
+
+    __slots__ = ("fn", "loop", "future")
+
+    def __init__(
+        self, fn: Callable[[], Any], loop: asyncio.AbstractEventLoop, future: asyncio.Future[Any]
+    ) -> None:
+        self.fn = fn
+        self.loop = loop
+        self.future = future
+
+
+def _settle_read(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
+    """On the caller's loop: hand a read's outcome to its future (unless it gave up)."""
+    if future.done():
+        return
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(result)
+
+
+class FairReads:
+    """Blocking reads (store look-ups) run in ``workers`` threads of their own, taken from
+    per-client queues in turn (round robin over the clients that have reads waiting), so
+    a client with many reads waiting delays another client's read by at most one read
+    per busy thread and per other waiting client, not by its whole queue (before: one
+    FIFO thread, where an honest device's replay waited behind a flood of distinct
+    replays, p50 1.3 -> 116 ms). A client is `peer_client` of the gRPC peer (an IPv4
+    address or IPv6 /64), as for `ForgeryPenalty`: a flood cannot buy more turns with
+    more connections. Each client queues at most ``per_client`` reads and all clients
+    together ``in_all``; past either `run` raises LimitError at once (no queue grows
+    without bound). A caller that stops waiting (cancelled: its timeout) leaves the
+    queue; a read already running finishes in its thread and its result is dropped.
+    Thread-safe; callers may be on any event loop."""
+
+    def __init__(
+        self,
+        workers: int,
+        name: str,
+        per_client: int = FAIR_READS_PER_CLIENT,
+        in_all: int = FAIR_READS_QUEUED,
+    ) -> None:
+        if workers < 1 or per_client < 1 or in_all < 1:
+            raise ConfigError("FairReads needs at least one worker and room for one read")
+        self._per_client = per_client
+        self._in_all = in_all
+        self._lock = threading.Condition(threading.Lock())
+        # client -> its reads waiting, oldest first; dict order is the turn order
+        self._queues: dict[str, deque[_Read]] = {}
+        self._queued = 0
+        self._closed = False
+        # gRPC peer (address and port: one per connection) -> its client, as parsed
+        self._clients: dict[str, str] = {}
+        self._name = name
+        self._workers = workers
+        # started with the first read (a service whose start fails leaves no thread)
+        self._threads: list[threading.Thread] = []
+
+    def _client(self, peer: str) -> str:
+        client = self._clients.get(peer)
+        if client is None:  # a new connection: parsed once, not on every read
+            if len(self._clients) >= FORGERY_PEERS_KEPT:
+                self._clients.clear()
+            client = self._clients[peer] = peer_client(peer)
+        return client
+
+    async def run(self, peer: str, fn: Callable[[], T]) -> T:
+        """``fn()`` in a worker thread, in ``peer``'s turn (``peer``: gRPC's
+        ``context.peer()``; "" for a caller without one, all such callers one client);
+        returns its result or raises its error. Raises LimitError when the client already
+        has ``per_client`` reads queued or all clients ``in_all`` (nothing is queued),
+        StorageError when the reads were closed (the server stopping)."""
+        loop = asyncio.get_running_loop()
+        read = _Read(fn, loop, loop.create_future())
+        with self._lock:
+            client = self._client(peer)
+            queue = self._queues.get(client)
+            if self._closed:
+                raise StorageError("the server is stopping: submit it again later")
+            if queue is not None and len(queue) >= self._per_client:
+                raise LimitError(
+                    f"this client address has {len(queue)} replays of already logged claims"
+                    " waiting to be read, the most the server queues per address: send fewer"
+                    " at once"
+                )
+            if self._queued >= self._in_all:
+                raise LimitError(
+                    f"{self._queued} replays of already logged claims are waiting to be read,"
+                    " the most the server queues: submit it again later"
+                )
+            if not self._threads:
+                self._threads = [
+                    threading.Thread(target=self._work, name=f"{self._name}-{i}", daemon=True)
+                    for i in range(self._workers)
+                ]
+                for t in self._threads:
+                    t.start()
+            if queue is None:
+                queue = self._queues[client] = deque()
+            queue.append(read)
+            self._queued += 1
+            self._lock.notify()
+        try:
+            return await read.future  # type: ignore[no-any-return]
+        except asyncio.CancelledError:
+            with self._lock:  # still waiting: leave the queue (a running read goes on)
+                queue = self._queues.get(client)
+                if queue is not None and read in queue:
+                    queue.remove(read)
+                    self._queued -= 1
+                    if not queue:
+                        del self._queues[client]
+            raise
+
+    def _next(self) -> _Read | None:
+        """The next read, the first waiting client's oldest (the client's turn then goes
+        to the back); None once closed."""
+        with self._lock:
+            while not self._queues and not self._closed:
+                self._lock.wait()
+            if self._closed:
+                return None
+            client = next(iter(self._queues))
+            queue = self._queues.pop(client)
+            read = queue.popleft()
+            self._queued -= 1
+            if queue:
+                self._queues[client] = queue
+            return read
+
+    def _work(self) -> None:
+        while (read := self._next()) is not None:
+            result: Any = None
+            error: BaseException | None = None
+            try:
+                result = read.fn()
+            except BaseException as e:  # handed to the caller, whatever it is
+                error = e
+            try:
+                read.loop.call_soon_threadsafe(_settle_read, read.future, result, error)
+            except RuntimeError:  # the caller's loop is closed: nobody waits for it
+                pass
+
+    def close(self) -> None:
+        """Stop the workers after their reads in progress; callers still waiting get
+        StorageError. Idempotent."""
+        with self._lock:
+            self._closed = True
+            waiting = [r for q in self._queues.values() for r in q]
+            self._queues.clear()
+            self._queued = 0
+            self._lock.notify_all()
+            started = list(self._threads)
+        for t in started:
+            t.join()
+        for r in waiting:
+            gone = StorageError("the server is stopping: submit it again later")
+            try:
+                r.loop.call_soon_threadsafe(_settle_read, r.future, None, gone)
+            except RuntimeError:
+                pass

@@ -325,7 +325,7 @@ class CapturesServicer(rpc.CapturesServicer):
         # a forgery token; 60 of them from one address, a stall past their deadlines,
         # and its honest devices were refused as forgers). A forger's cancelled call
         # still spends its token once its signature fails. About 7 us a call.
-        task = asyncio.ensure_future(self._submit(request))
+        task = asyncio.ensure_future(self._submit(request, context.peer()))
         if client is not None:
             task.add_done_callback(functools.partial(self._settle, client))
         return await asyncio.shield(task)
@@ -339,9 +339,10 @@ class CapturesServicer(rpc.CapturesServicer):
         )
         self.penalty.settle(client, forged)
 
-    async def _submit(self, request: Any) -> Any:
+    async def _submit(self, request: Any, peer: str = "") -> Any:
         """SubmitCapture once its penalty token is held: a replay of a kept envelope is
-        answered here, one of an envelope still with the writer shares its outcome.
+        answered here, one of an envelope still with the writer shares its outcome
+        (``peer``: gRPC's, whose turn a replay's read takes).
         Raises SignatureError or UnknownDeviceError for a forgery, other ProvenanceErrors
         for other refusals."""
         if not request.HasField("signed_claim"):
@@ -358,7 +359,7 @@ class CapturesServicer(rpc.CapturesServicer):
         outcome: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._in_flight[digest] = outcome
         try:
-            reply = await self._submit_new(signed)
+            reply = await self._submit_new(signed, peer)
         except BaseException as e:
             del self._in_flight[digest]
             if isinstance(e, asyncio.CancelledError):
@@ -374,7 +375,7 @@ class CapturesServicer(rpc.CapturesServicer):
         outcome.set_result(reply)
         return reply
 
-    async def _submit_new(self, signed: SignedClaim) -> Any:
+    async def _submit_new(self, signed: SignedClaim, peer: str = "") -> Any:
         """A submission whose envelope is neither kept nor in flight: quota, then the
         writer. Raises as `_submit`."""
         size = len(signed.claim_bytes)
@@ -392,12 +393,12 @@ class CapturesServicer(rpc.CapturesServicer):
         except LimitError:
             # over its quota: a replay of a logged claim (a device retrying a lost answer)
             # still gets its receipt, as it would below the quota; a new claim is refused
-            replayed = await self.s.logged_replay(signed)
+            replayed = await self.s.logged_replay(signed, peer)
             if replayed is None:
                 raise
             res = replayed
         else:
-            res = await self.s.submit_async(signed, reads=self.pool)
+            res = await self.s.submit_async(signed, reads=self.pool, peer=peer)
         if not res.duplicate:  # charged once verified and logged: forgeries cost nothing
             self.quota.charge(signed.key_id, size)
         return pb.SubmitCaptureResponse(

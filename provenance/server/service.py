@@ -14,7 +14,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import Executor, ThreadPoolExecutor
+from concurrent.futures import Executor
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -78,8 +78,10 @@ from provenance.log.checkpoint import (
     NoteVerifier,
     generate_log_key,
     load_log_signer,
+    remove_key_leftovers,
 )
 from provenance.log.receipt import build_receipt, verify_receipt
+from provenance.server.limits import FairReads
 from provenance.server.rollback import (
     CheckpointMemo,
     check_not_rolled_back,
@@ -139,6 +141,9 @@ def _logged_key_event(idx: int, device_id: bytes, data: bytes) -> LoggedKeyEvent
 MAX_QUERY_FRAMES = 600
 #: Device keys a server keeps for signature checks (about 200 bytes each).
 DEVICE_KEYS_CACHED = CHECKED_KEYS_CACHED
+#: Threads reading the receipts of replays (`FairReads`). One: a second measured no gain
+#: on SQLite (a read is about 60 us; the flood's CPU, not the reader, is the bottleneck)
+REPLAY_READERS = 1
 
 
 #: How long a server waits for a new log key file another process is still writing in
@@ -242,9 +247,10 @@ class ProvenanceService:
         #: device id -> a sequence number the log holds for it: its last logged one, or
         #: less (other servers of the log append too); see `submit_async`
         self._logged_seq: dict[bytes, int] = {}
-        #: the one thread that reads the receipts of replays (`_logged_replay`): a flood
-        #: of them waits there, not in the RPC pool nor in the writer's batches
-        self._replay_reads = ThreadPoolExecutor(1, thread_name_prefix="replay-reads")
+        #: the threads that read the receipts of replays (`_logged_replay`), each client
+        #: address in turn: a flood of them waits there, not in the RPC pool nor in the
+        #: writer's batches, and not ahead of another client's replay
+        self._replay_reads = FairReads(REPLAY_READERS, "replay-reads")
         #: files beside a new SQLite database this start made under its lock (the log key
         #: it created, its checkpoint memo): `discard` removes them
         self._made: list[Path] = []
@@ -324,6 +330,10 @@ class ProvenanceService:
             self.store.setdefault_meta("origin", origin)
             self.store.setdefault_meta("log_verifier_key", signer.verifier_key())
             return signer
+        for leftover in remove_key_leftovers(key_file):
+            log.warning(
+                "removed %s, a copy of the log key left by a start that was killed", leftover
+            )
         if not key_file.exists():
             if self.store.tree_size() > 0:
                 raise LogError(
@@ -444,7 +454,7 @@ class ProvenanceService:
         self._discard_files()
 
     def _close_threads(self) -> None:
-        self._replay_reads.shutdown(wait=True, cancel_futures=True)
+        self._replay_reads.close()
         self._stop.set()
         self._upkeep.join()
         self.writer.close()
@@ -704,7 +714,11 @@ class ProvenanceService:
         return self.writer.submit(self._pending(signed, claim, self._device_key(signed.key_id)))
 
     async def submit_async(
-        self, signed: SignedClaim, timeout: float = 30.0, reads: Executor | None = None
+        self,
+        signed: SignedClaim,
+        timeout: float = 30.0,
+        reads: Executor | None = None,
+        peer: str = "",
     ) -> Appended:
         """`submit` for an asyncio caller: nothing on the calling (event loop) thread waits
         for the store. The claim's shape is checked there (pure CPU, tens of µs); the
@@ -714,17 +728,19 @@ class ProvenanceService:
         transaction; the wait for the group commit holds no thread. A claim numbered at
         or below the device's last logged sequence this server knows of (from the
         device's row when its key was read, and from the claims it logged) is looked up
-        first, in a thread of its own (`_logged_replay`): a replay of a logged envelope
-        gets its receipt without the writer (before: a flood of distinct replays took
-        the writer's batches from the honest claims); that read, too, is waited for at
-        most ``timeout`` seconds (StorageError after it). Raises as `submit`."""
+        first, in the replay readers (`_logged_replay`; ``peer``, gRPC's
+        ``context.peer()``, decides whose turn it is: `FairReads`): a replay of a logged
+        envelope gets its receipt without the writer (before: a flood of distinct replays
+        took the writer's batches from the honest claims); that read, too, is waited for
+        at most ``timeout`` seconds (StorageError after it). Raises as `submit`, and
+        LimitError when the peer's address has too many replay reads queued."""
         claim = self._claim(signed)
         if claim.sequence <= self._logged_seq.get(signed.key_id, 0):
             # at or below a sequence number the log holds for the device: a replay of a
             # logged claim (or a reused number, for the writer to refuse), answered with a
             # read off the writer (an honest new claim is above it: no read)
             try:
-                replayed = await asyncio.wait_for(self._read_replay(signed), timeout)
+                replayed = await asyncio.wait_for(self._read_replay(signed, peer), timeout)
             except TimeoutError:  # the read goes on in its thread; the caller is answered
                 raise StorageError(
                     f"the receipt of this already logged claim was not read within"
@@ -740,21 +756,20 @@ class ProvenanceService:
         # writer wakes this loop once per batch
         return await self.writer.submit_async(self._pending(signed, claim, key), timeout)
 
-    async def logged_replay(self, signed: SignedClaim) -> Appended | None:
+    async def logged_replay(self, signed: SignedClaim, peer: str = "") -> Appended | None:
         """The receipt of ``signed`` when it is a replay of an envelope the log holds,
         numbered at or below the device's last logged sequence this server knows of
         (`submit_async`), read in the replay thread; None otherwise (no read when the
         number is above). For a submission refused before the writer (a device over its
         quota retrying a lost answer). Raises ClaimError, StorageError,
-        LogIntegrityError."""
+        LogIntegrityError, LimitError (`FairReads.run`)."""
         if self._claim(signed).sequence > self._logged_seq.get(signed.key_id, 0):
             return None
-        return await self._read_replay(signed)
+        return await self._read_replay(signed, peer)
 
-    async def _read_replay(self, signed: SignedClaim) -> Appended | None:
-        """`_logged_replay` in the replay thread."""
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._replay_reads, self._logged_replay, signed)
+    async def _read_replay(self, signed: SignedClaim, peer: str) -> Appended | None:
+        """`_logged_replay` in the replay readers, in ``peer``'s turn (`FairReads`)."""
+        return await self._replay_reads.run(peer, functools.partial(self._logged_replay, signed))
 
     def _logged_replay(self, signed: SignedClaim) -> Appended | None:
         """The receipt of ``signed`` when the log holds this very envelope (the same claim

@@ -1,0 +1,97 @@
+"""A `prov serve` killed while it wrote a new log key leaves a copy of the key under a
+temporary name (``.NAME.<16 hex>.tmp``, 0600) beside the key file; the next start
+removes such copies, and only those that are ours to remove: our exact name pattern, a
+regular file of this user, older than `KEY_LEFTOVER_AGE_S`, and not locked by a live
+writer. A real writer process killed mid-way (`generate_log_key` stopped at its link,
+then SIGKILL), planted leftovers, and a real `prov serve`."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+from conftest import ROOT, start_server
+
+from provenance.log.checkpoint import KEY_LEFTOVER_AGE_S, remove_key_leftovers
+
+#: a writer that stops at its hard link, the temporary copy written, synced and locked
+_STOPPED_WRITER = textwrap.dedent(
+    """
+    import os, sys, time
+    from pathlib import Path
+    from provenance.log import checkpoint
+
+    def stop(*args, **kwargs):
+        print("written", flush=True)
+        time.sleep(600)
+
+    os.link = stop
+    checkpoint.generate_log_key(Path(sys.argv[1]), "log.example/test")
+    """
+)
+
+
+def _age(path: Path, seconds: float) -> None:
+    """Set ``path``'s times ``seconds`` into the past (not following a link)."""
+    then = time.time() - seconds
+    os.utime(path, (then, then), follow_symlinks=False)
+
+
+def test_a_killed_writers_copy_is_kept_while_it_lives_and_removed_at_the_next_start(
+    tmp_path: Path,
+) -> None:
+    db = tmp_path / "k.db"
+    key = tmp_path / "k.db.logkey.pem"
+    writer = subprocess.Popen(
+        [sys.executable, "-c", _STOPPED_WRITER, str(key)],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    try:
+        assert writer.stdout is not None and writer.stdout.readline() == "written\n"
+        (copy,) = [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+        assert copy.name.startswith(".k.db.logkey.pem.") and copy.stat().st_mode & 0o777 == 0o600
+        _age(copy, 2 * KEY_LEFTOVER_AGE_S)
+        # old enough, but its writer lives and holds its lock: kept
+        assert remove_key_leftovers(key) == [] and copy.exists()
+    finally:
+        writer.send_signal(signal.SIGKILL)
+        writer.wait()
+    assert copy.exists() and not key.exists()  # what a killed start leaves
+
+    # planted beside it: none of them ours to remove
+    young = tmp_path / ".k.db.logkey.pem.0123456789abcdef.tmp"
+    young.write_bytes(b"young")
+    others = [
+        tmp_path / ".k.db.logkey.pem.xyz.tmp",  # not 16 hex digits
+        tmp_path / ".k.db.logkey.pem.0123456789abcdef.tmp.bak",
+        tmp_path / ".other.pem.0123456789abcdef.tmp",  # another file's pattern
+        tmp_path / "k.db.logkey.pem.0123456789abcdef.tmp",  # no leading dot
+    ]
+    for p in others:
+        p.write_bytes(b"not ours")
+        _age(p, 2 * KEY_LEFTOVER_AGE_S)
+    target = tmp_path / "elsewhere.pem"
+    target.write_bytes(b"a file a link points at")
+    link = tmp_path / ".k.db.logkey.pem.fedcba9876543210.tmp"
+    link.symlink_to(target)
+    _age(target, 2 * KEY_LEFTOVER_AGE_S)
+    _age(link, 2 * KEY_LEFTOVER_AGE_S)
+
+    server = start_server(db)
+    try:
+        assert key.exists()  # the start made its key
+    finally:
+        assert server.stop() == 0
+    assert not copy.exists()  # the killed writer's copy: removed
+    assert server.proc.stderr is not None
+    assert f"removed {copy}" in server.proc.stderr.read()
+    assert young.exists() and link.is_symlink() and target.exists()
+    assert all(p.exists() for p in others)
