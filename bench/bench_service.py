@@ -202,20 +202,33 @@ class Peer:
     measure: Callable[[], Coroutine[Any, Any, float]]
 
 
+def _cpu_s(proc: psutil.Process) -> float:
+    """CPU seconds (user + system) of ``proc`` and its live child processes: a server's
+    work done in its children counts as its own (`prov serve`'s video decoder and C2PA
+    readers; a log writer in a child process, as tried in /work/team/writer_process.patch)."""
+    own = sum(proc.cpu_times()[:2])
+    for child in proc.children(recursive=True):
+        try:
+            own += sum(child.cpu_times()[:2])
+        except psutil.NoSuchProcess:
+            pass
+    return own
+
+
 def _alternated(rounds: int, *peers: Peer) -> list[tuple[float, float]]:
     """Rounds of ``peers`` alternated, so all see the same share of a shared machine, each
     round starting with the next peer (the first of a round measured faster or slower by
     up to 10%); for each, (median rate, median work per CPU-second of its server
-    process)."""
+    process and its children)."""
     out: dict[int, list[tuple[float, float]]] = {i: [] for i in range(len(peers))}
     for r in range(rounds):
         for i in [(r + k) % len(peers) for k in range(len(peers))]:
             peer = peers[i]
-            cpu0 = sum(peer.proc.cpu_times()[:2])
+            cpu0 = _cpu_s(peer.proc)
             t0 = time.perf_counter()
             rate: float = asyncio.run(peer.measure())
             wall = time.perf_counter() - t0
-            cpu = sum(peer.proc.cpu_times()[:2]) - cpu0
+            cpu = _cpu_s(peer.proc) - cpu0
             out[i].append((rate, rate * wall / cpu if cpu else 0.0))
     return [
         (statistics.median(r for r, _ in out[i]), statistics.median(c for _, c in out[i]))
