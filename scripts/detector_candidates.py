@@ -1673,6 +1673,7 @@ def stage_cv(args: argparse.Namespace) -> None:
         return np.c_[x, noise_columns(sigma, ft.where, conds, ids, mode)] if mode else x
 
     head: list[Callable[[np.ndarray], np.ndarray]] = []  # the image head of "hidhead"
+    patch_z: dict[int, np.ndarray] = {}  # out-of-fold harm patch logits of each image
 
     def scores(net: SpectralLogistic, cond: str, ids: list[int]) -> np.ndarray:
         if head:
@@ -1688,6 +1689,8 @@ def stage_cv(args: argparse.Namespace) -> None:
         x = np.ascontiguousarray(x, dtype=np.float32)
         with torch.inference_mode():
             z = net.fc((torch.from_numpy(x) - net.feat_mean) / net.feat_std).squeeze(1).numpy()
+        if cond == "harm":  # each image's own patch logits, for crop-level calibration
+            patch_z.update({i: z[owner == i] for i in ids})
         return image_aggregate(z, owner, ids, agg)
 
     for name in names:
@@ -1827,6 +1830,10 @@ def stage_cv(args: argparse.Namespace) -> None:
                     [next(k for k, (r, g) in enumerate(folds) if i in r or i in g) for i in ids]
                 ),
                 **{f"logit_{c}": np.array([oof_by[c][i] for i in ids]) for c in OOF_CONDS},
+                "patch_harm": np.concatenate([patch_z.get(i, np.zeros(0)) for i in ids]),
+                "patch_owner": np.concatenate(
+                    [np.full(len(patch_z.get(i, ())), i) for i in ids]
+                ).astype(np.int64),
             },
         )
         z = np.array([oof[i] for i in ids])
@@ -2142,6 +2149,7 @@ CALIB_POLICIES = (
     "temperature",
     "platt_noise2",
     "platt_noise3",
+    "platt_crops",
 )
 
 
@@ -2221,8 +2229,11 @@ def stage_calib(args: argparse.Namespace) -> None:
     ``ece_if_calibrated``: the mean ECE of the same probabilities against labels drawn
     from them (200 draws), the floor a perfectly calibrated score would show on a fold of
     that size. ``platt_noise2`` / ``platt_noise3``: Platt per band of the image's log
-    noise level (halves / thirds of the fit's images; `_fit_platt_banded`). Into
-    eval-cv.json under ``calibration_policies``."""
+    noise level (halves / thirds of the fit's images; `_fit_platt_banded`).
+    ``platt_crops``: Platt fitted on the fit images' crop (patch) logits, each labelled as
+    its image, applied to the mean crop logit as served (OOF files written by ``cv`` since
+    session 25 only). Into eval-cv.json under ``calibration_policies``."""
+    from detector.calibrate import sigmoid
     from detector.metrics import expected_calibration_error
 
     all_samples = samples()
@@ -2232,19 +2243,33 @@ def stage_calib(args: argparse.Namespace) -> None:
     for name in filter(None, args.variants.split(",")):
         with np.load(CACHE / f"cv-oof-{name}.npz") as z:
             ids, fold_of, logit = [int(i) for i in z["idx"]], z["fold"], z["logit_harm"]
+            crops = (z["patch_harm"], z["patch_owner"]) if "patch_harm" in z.files else None
         y = np.array([all_samples[i].label for i in ids])
+        # crop -> its image's position in ids (platt_crops; OOF files from before have none)
+        crop_of = np.searchsorted(ids, crops[1]) if crops is not None else np.zeros(0, int)
         src = np.array([source_of(all_samples[i]) for i in ids])
         noise = image_log_noise(ids)
         out: dict[str, Any] = {}
         for policy in CALIB_POLICIES:
+            if policy == "platt_crops" and crops is None:
+                continue
             rows = []
             for k in sorted(set(fold_of.tolist())):
                 f = fold_of == k
                 fz, fy, fs, fn = logit[f], y[f], src[f], noise[f]
+                where = np.flatnonzero(f)
                 prob = np.full(len(fz), np.nan)
                 for one in sorted(set(fs.tolist())):
                     fit, test = fs != one, fs == one
                     if fy[fit].min() == fy[fit].max():
+                        continue
+                    if policy == "platt_crops":  # Platt on the fit images' crop logits
+                        assert crops is not None
+                        chosen = np.zeros(len(ids), bool)
+                        chosen[where[fit]] = True
+                        mine = chosen[crop_of]
+                        a, b = fit_platt(crops[0][mine], y[crop_of[mine]])
+                        prob[test] = sigmoid(a * fz[test] + b)
                         continue
                     fitted = _calib_fit(policy, fz[fit], fy[fit], fs[fit], fn[fit])
                     prob[test] = fitted(fz[test], fn[test])
