@@ -15,6 +15,10 @@ Stages (each resumable, results under ``.cache/detector-candidates/``, git-ignor
     FLUX.2 autoencoder (`detector.fakes.TinyAutoencoder`), then q90 (``ae``) and a random
     JPEG quality 65-100 (``ae_aug``), beside the untouched crop at the same qualities
     (``ae_real``, ``ae_real_aug``): aligned pairs.
+``ae256``
+    The same images' 256 px centre crops through the autoencoder, 9 patches each, with no
+    re-encode (``aer``, ``aer_real``) and at q90 (``ae9``, ``ae9_real``) (`stage_ae256`;
+    the ``cv`` variants ``aeraw``, ``ae256``, ``aeplus``).
 ``run``
     Train the candidates and score them with the same protocol (below), writing
     ``detector/weights/eval-candidates.json``.
@@ -113,7 +117,9 @@ from provenance.core.errors import MediaError
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = (ROOT.parent / "shared" / "fixtures").resolve()
 DATA = [ROOT / ".cache" / "detector-data", FIXTURES / "detector", FIXTURES / "detector_more"]
-CACHE = ROOT / ".cache" / "detector-candidates"
+#: The candidates' cache; DETECTOR_CANDIDATES_CACHE names another (e.g. a folder of links to
+#: a shared cache beside one's own new files: `_savez` never writes through a link).
+CACHE = Path(os.environ.get("DETECTOR_CANDIDATES_CACHE", ROOT / ".cache" / "detector-candidates"))
 DEMO_SAMPLES = ROOT / "clients" / "samples"
 PATCH = 64
 CHUNK = 200
@@ -121,7 +127,10 @@ CHUNK = 200
 
 def _savez(path: Path, arrays: dict[str, Any]) -> None:
     """``np.savez`` of named arrays (numpy's stub types ``**kwds`` against its own
-    ``allow_pickle`` keyword, so each call site would need a cast)."""
+    ``allow_pickle`` keyword, so each call site would need a cast). A link at path is
+    replaced by a new file, never written through (a linked cache stays as it was)."""
+    if path.is_symlink():
+        path.unlink()
     np.savez(path, **arrays)
 
 
@@ -236,14 +245,38 @@ def stage_ae(max_images: int) -> None:
         for v in lists:
             if v and len(order) < max_images:
                 order.append(v.pop(0))
-    out = CACHE / "ae.npz"
-    done: dict[str, list[np.ndarray]] = {
-        k: [] for k in ("idx", "ae", "ae_aug", "ae_real", "ae_real_aug")
-    }
+
+    def pairs(i: int, crop: np.ndarray, fake: np.ndarray) -> dict[str, np.ndarray]:
+        q = int(np.random.default_rng([11, i]).integers(65, 101))
+        return {
+            "ae": _grid(jpeg_roundtrip(fake, 90), 4),
+            "ae_aug": _grid(jpeg_roundtrip(fake, q), 4),
+            "ae_real": _grid(jpeg_roundtrip(crop, 90), 4),
+            "ae_real_aug": _grid(jpeg_roundtrip(crop, q), 4),
+        }
+
+    _autoencoder_stage(all_samples, order, CACHE / "ae.npz", 128, 4, pairs)
+
+
+def _autoencoder_stage(
+    all_samples: list[Sample],
+    order: list[int],
+    out: Path,
+    size: int,
+    count: int,
+    pairs: Callable[[int, np.ndarray, np.ndarray], dict[str, np.ndarray]],
+) -> None:
+    """The images of order whose shorter side is at least size px: the size px centre
+    crop through the tiny FLUX.2 autoencoder, and pairs(image index, crop, reconstruction)
+    (each (size, size, 3) uint8) -> {condition: (count, 64, 64, 3) uint8 patches}, kept in
+    out with the image indices (``idx``); resumes from out, saves every 20 images."""
+    done: dict[str, list[np.ndarray]] = {"idx": []}
     if out.is_file():
         with np.load(out) as z:
-            for k in done:
-                done[k] = list(z[k]) if k == "idx" else list(z[k].reshape(-1, 4, PATCH, PATCH, 3))
+            done = {
+                k: list(z[k]) if k == "idx" else list(z[k].reshape(-1, count, PATCH, PATCH, 3))
+                for k in z.files
+            }
     have = {int(i) for i in done["idx"]}
     ae = TinyAutoencoder.load()
     start = time.monotonic()
@@ -254,21 +287,18 @@ def stage_ae(max_images: int) -> None:
             rgb = load_image(all_samples[i].path).rgb
         except MediaError:
             continue
-        if min(rgb.shape[:2]) < 128:
+        if min(rgb.shape[:2]) < size:
             continue
-        crop = np.ascontiguousarray(center_crop(rgb, 128))
-        fake = ae.reconstruct(crop)
-        q = int(np.random.default_rng([11, i]).integers(65, 101))
+        crop = np.ascontiguousarray(center_crop(rgb, size))
+        with torch.inference_mode():
+            fake = ae.reconstruct(crop)
         done["idx"].append(np.array(i, dtype=np.int64))
-        done["ae"].append(_grid(jpeg_roundtrip(fake, 90), 4))
-        done["ae_aug"].append(_grid(jpeg_roundtrip(fake, q), 4))
-        done["ae_real"].append(_grid(jpeg_roundtrip(crop, 90), 4))
-        done["ae_real_aug"].append(_grid(jpeg_roundtrip(crop, q), 4))
+        for k, v in pairs(i, crop, fake).items():
+            done.setdefault(k, []).append(v)
         if n % 20 == 19 or n == len(order) - 1:
             _savez(out, {k: np.stack(v) for k, v in done.items()})
             print(
-                f"  reconstructed {len(done['idx'])}/{len(order)} "
-                f"({time.monotonic() - start:.0f} s)",
+                f"  reconstructed {len(done['idx'])} of {n + 1} ({time.monotonic() - start:.0f} s)",
                 file=sys.stderr,
             )
 
@@ -371,10 +401,34 @@ def stage_scales() -> None:
     derived_stage("rsc", order, scaled_patches)
 
 
+def stage_ae256() -> None:
+    """The ``ae256`` stage: for the real photos of the ``ae`` stage (same images) that are
+    at least 256 px on a side, the 256 px centre crop (the crop ``harm`` patches come
+    from) through the tiny FLUX.2 autoencoder, and 9 grid patches of the reconstruction
+    and of the untouched crop, both **without** any JPEG re-encode (``aer``,
+    ``aer_real``) and both at q90 (``ae9``, ``ae9_real``): aligned pairs whose two
+    classes get the same post-processing. Written to ``ae256.npz``."""
+    all_samples = samples()
+    with np.load(CACHE / "ae.npz") as z:
+        order = [int(i) for i in z["idx"]]
+
+    def pairs(i: int, crop: np.ndarray, fake: np.ndarray) -> dict[str, np.ndarray]:
+        return {
+            "aer": _grid(fake, 9),
+            "aer_real": _grid(crop, 9),
+            "ae9": _grid(jpeg_roundtrip(fake, 90), 9),
+            "ae9_real": _grid(jpeg_roundtrip(crop, 90), 9),
+        }
+
+    _autoencoder_stage(all_samples, order, CACHE / "ae256.npz", 256, 9, pairs)
+
+
 # --------------------------------------------------------------------------- run stage
 
 CONDS = ("harm", "aug", "j75", "r50", "syn", "syn_aug")
 AE_CONDS = ("ae", "ae_aug", "ae_real", "ae_real_aug")
+#: Stage ``ae256``: 256 px reconstructions without a re-encode (aer) and at q90 (ae9).
+AE256_CONDS = ("aer", "aer_real", "ae9", "ae9_real")
 LOW_CONDS = ("low", "clean", "rsc")
 
 
@@ -383,7 +437,7 @@ class Patches:
     (n, 64, 64, 3) uint8 array (n = 0 where none)."""
 
     def __init__(self) -> None:
-        every = CONDS + AE_CONDS + LOW_CONDS
+        every = CONDS + AE_CONDS + AE256_CONDS + LOW_CONDS
         self.data: dict[str, list[np.ndarray]] = {c: [] for c in every}
         self.where: dict[str, dict[int, tuple[int, int]]] = {c: {} for c in every}
         for path in sorted(CACHE.glob("patches-*.npz")):
@@ -402,6 +456,12 @@ class Patches:
                     self.data[c].append(arr.reshape(-1, PATCH, PATCH, 3))
                     for k, i in enumerate(z["idx"]):
                         self.where[c][int(i)] = (k * arr.shape[1], (k + 1) * arr.shape[1])
+        if (CACHE / "ae256.npz").is_file():
+            with np.load(CACHE / "ae256.npz") as z:
+                for c in AE256_CONDS:
+                    self.data[c].append(z[c].reshape(-1, PATCH, PATCH, 3))
+                    for k, i in enumerate(z["idx"]):
+                        self.where[c][int(i)] = (k * 9, (k + 1) * 9)
         for c in LOW_CONDS:  # one file per condition, of some images only
             if (CACHE / f"{c}.npz").is_file():
                 with np.load(CACHE / f"{c}.npz") as z:
@@ -1026,7 +1086,9 @@ def stage_run(args: argparse.Namespace) -> None:
         low: bool = False,
         clean: bool = False,
         famw: bool = False,
+        ae256: bool = False,
     ) -> tuple[np.ndarray, np.ndarray]:
+        # ae256: the aligned pairs of stage ae256 at q90 (ae9) instead of stage ae's;
         # resized: the 0.5x copies of the training images too, both classes; patches:
         # one row per patch (for the MLP head) instead of per image; low: the real
         # photos' low-light captures too; clean: the clean downscaled copies, both classes;
@@ -1042,8 +1104,10 @@ def stage_run(args: argparse.Namespace) -> None:
             pos, tags = pos + [x], tags + [all_samples[int(o)].family for o in owner]
         if mix:
             pos += [ft.stack(("syn", "syn_aug"), train_real, patches)[0]]
-            pos += [ft.stack(("ae", "ae_aug"), ae_idx, patches)[0]]
-            xn = np.concatenate([xn, ft.stack(("ae_real", "ae_real_aug"), ae_idx, patches)[0]])
+            fake, real = (("ae9",), ("ae9_real",)) if ae256 else (AE_CONDS[:2], AE_CONDS[2:])
+            pairs = sorted(pt.where[fake[0]])
+            pos += [ft.stack(fake, pairs, patches)[0]]
+            xn = np.concatenate([xn, ft.stack(real, pairs, patches)[0]])
         xp = np.concatenate(pos)
         if famw:
             tags += ["fake"] * (len(xp) - len(tags))
@@ -1062,9 +1126,10 @@ def stage_run(args: argparse.Namespace) -> None:
         low: bool,
         clean: bool,
         famw: bool = False,
+        ae256: bool = False,
     ) -> SpectralLogistic:
         if mlp:
-            data = fold_features(held, mix, ft, resized, True, low, clean, famw)
+            data = fold_features(held, mix, ft, resized, True, low, clean, famw, ae256)
             return fit_mlp(*data, hidden=args.hidden)
         return fit_logistic(*fold_features(held, mix, ft, resized, False, low), l2=args.l2)
 
@@ -1091,6 +1156,7 @@ def stage_run(args: argparse.Namespace) -> None:
         "spcn_mixrl_mlp",
         "spcn_mixrlc_mlp",
         "spcn_mixrlcw_mlp",
+        "spcn_mixrlca_mlp",
         "cnn_gen",
         "cnn_mix",
     ):
@@ -1102,6 +1168,7 @@ def stage_run(args: argparse.Namespace) -> None:
         low = "_mixrl" in name
         clean = "_mixrlc" in name
         famw = "_mixrlcw" in name
+        ae256 = "_mixrlca" in name
         mlp = name.endswith("_mlp")
         spectral = name.startswith("sp")
         fts = {"spco": ft_co, "spcn": ft_cn}.get(name[:4], ft)
@@ -1111,7 +1178,7 @@ def stage_run(args: argparse.Namespace) -> None:
             ids = [i for i in gen if all_samples[i].family in held]
             score: Any
             if spectral:
-                net: Any = fit_fold(held, mix, fts, resized, mlp, low, clean, famw)
+                net: Any = fit_fold(held, mix, fts, resized, mlp, low, clean, famw, ae256)
                 score = lambda c, ids, net=net, f=fts: spectral_scores(net, c, ids, f)  # noqa: E731
             else:
                 net = train_cnn(*fold_patches(held, mix), args.epochs, 0, widths)
@@ -1128,7 +1195,7 @@ def stage_run(args: argparse.Namespace) -> None:
                 file=sys.stderr,
             )
         if spectral:  # real test photos: the model trained on every family
-            net = fit_fold(set(), mix, fts, resized, mlp, low, clean, famw)
+            net = fit_fold(set(), mix, fts, resized, mlp, low, clean, famw, ae256)
             for c in cond_scores:
                 cond_scores[c][: len(test_real)] = spectral_scores(net, c, test_real, fts)
         report["candidates"][name] = summarise(
@@ -1149,7 +1216,8 @@ def stage_run(args: argparse.Namespace) -> None:
             + (" + 0.5x copies" if resized else "")
             + (" + low-light captures of the training real photos" if low else "")
             + (" + clean downscaled copies, both classes" if clean else "")
-            + (" + every generator family (and the fakes) weighing the same" if famw else ""),
+            + (" + every generator family (and the fakes) weighing the same" if famw else "")
+            + (" (autoencoder pairs: 256 px crops, q90, stage ae256)" if ae256 else ""),
         )
     for name, pos_c, neg_c, src in (
         ("spec_syn", ("syn", "syn_aug"), ("harm", "aug"), train_real),
@@ -1503,6 +1571,20 @@ CV_VARIANTS: dict[str, dict[str, Any]] = {
         for mode in ("crop", "image", "both")
         for s in range(3)
     },
+    # Aligned autoencoder fakes of stage ae256 (256 px centre crops, 9 patches each)
+    # instead of the ae stage's (128 px, q90 / random JPEG): without a re-encode between
+    # the decoder and the patch, both classes (aeraw); at q90, both classes (ae256: the
+    # crop size alone); the raw or q90 pairs beside the ae stage's (aeplus, ae256plus).
+    **{
+        f"v5_clean_{name}{f'_seed{s}' if s else ''}": {"clean": True, **extra, "seed_offset": s}
+        for name, extra in (
+            ("aeraw", {"ae_pairs": (("aer",), ("aer_real",))}),
+            ("ae256", {"ae_pairs": (("ae9",), ("ae9_real",))}),
+            ("aeplus", {"ae_extra": (("aer",), ("aer_real",))}),
+            ("ae256plus", {"ae_extra": (("ae9",), ("ae9_real",))}),
+        )
+        for s in range(3)
+    },
 }
 
 
@@ -1564,7 +1646,6 @@ def stage_cv(args: argparse.Namespace) -> None:
     repos_of: dict[str, set[str]] = {}
     for i in gen_all:
         repos_of.setdefault(all_samples[i].family, set()).add(source_of(all_samples[i]))
-    ae_all = set(pt.where["ae"])
     path = ROOT / "detector" / "weights" / "eval-cv.json"
     report: dict[str, Any] = json.loads(path.read_text()) if path.is_file() else {}
     report["protocol"] = stage_cv.__doc__
@@ -1592,6 +1673,7 @@ def stage_cv(args: argparse.Namespace) -> None:
         return np.c_[x, noise_columns(sigma, ft.where, conds, ids, mode)] if mode else x
 
     head: list[Callable[[np.ndarray], np.ndarray]] = []  # the image head of "hidhead"
+    patch_z: dict[int, np.ndarray] = {}  # out-of-fold harm patch logits of each image
 
     def scores(net: SpectralLogistic, cond: str, ids: list[int]) -> np.ndarray:
         if head:
@@ -1607,6 +1689,8 @@ def stage_cv(args: argparse.Namespace) -> None:
         x = np.ascontiguousarray(x, dtype=np.float32)
         with torch.inference_mode():
             z = net.fc((torch.from_numpy(x) - net.feat_mean) / net.feat_std).squeeze(1).numpy()
+        if cond == "harm":  # each image's own patch logits, for crop-level calibration
+            patch_z.update({i: z[owner == i] for i in ids})
         return image_aggregate(z, owner, ids, agg)
 
     for name in names:
@@ -1625,11 +1709,17 @@ def stage_cv(args: argparse.Namespace) -> None:
             gen = sorted(
                 i for i in gen_all if i not in test_gen and source_of(all_samples[i]) not in banned
             )
-            ae = [i for i in real if i in ae_all]
-            neg = [rows(("harm", "aug", "r50"), real), rows(("ae_real", "ae_real_aug"), ae)]
+            # Which aligned autoencoder pairs (fakes, their untouched crops) train it.
+            ae_fake, ae_real = v.get("ae_pairs", (("ae", "ae_aug"), ("ae_real", "ae_real_aug")))
+            ae = [i for i in real if i in pt.where[ae_fake[0]]]
+            neg = [rows(("harm", "aug", "r50"), real), rows(ae_real, ae)]
             neg += [rows(("low",), real)] * (v["low_repeat"] if v["low"] else 0)
             pos = [rows(("harm", "aug", "r50"), gen), rows(("syn", "syn_aug"), real)]
-            pos += [rows(("ae", "ae_aug"), ae)]
+            pos += [rows(ae_fake, ae)]
+            if v.get("ae_extra"):  # more aligned pairs beside those
+                extra = [i for i in real if i in pt.where[v["ae_extra"][0][0]]]
+                neg.append(rows(v["ae_extra"][1], extra))
+                pos.append(rows(v["ae_extra"][0], extra))
             neg += [rows(("r50",), real)] * (v.get("r50_repeat", 1) - 1)
             pos += [rows(("r50",), gen)] * (v.get("r50_repeat", 1) - 1)
             if v.get("rsc"):  # other scales than 0.5x, both classes
@@ -1740,6 +1830,10 @@ def stage_cv(args: argparse.Namespace) -> None:
                     [next(k for k, (r, g) in enumerate(folds) if i in r or i in g) for i in ids]
                 ),
                 **{f"logit_{c}": np.array([oof_by[c][i] for i in ids]) for c in OOF_CONDS},
+                "patch_harm": np.concatenate([patch_z.get(i, np.zeros(0)) for i in ids]),
+                "patch_owner": np.concatenate(
+                    [np.full(len(patch_z.get(i, ())), i) for i in ids]
+                ).astype(np.int64),
             },
         )
         z = np.array([oof[i] for i in ids])
@@ -2047,26 +2141,83 @@ def fit_platt_bounded(
 
 
 #: Calibrations that `stage_calib` compares (`fit_platt_unseen`, `fit_platt_bounded`).
-CALIB_POLICIES = ("platt", "platt_bounded", "platt_unseen", "platt_unseen_k", "temperature")
+CALIB_POLICIES = (
+    "platt",
+    "platt_bounded",
+    "platt_unseen",
+    "platt_unseen_k",
+    "temperature",
+    "platt_noise2",
+    "platt_noise3",
+    "platt_crops",
+)
+
+
+def _fit_platt_banded(
+    z: np.ndarray, y: np.ndarray, noise: np.ndarray, bands: int
+) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
+    """Platt scaling per noise band: the fit's images split at the quantiles of their log
+    noise level (`image_log_noise`) into `bands` bands, one slope and offset each (the
+    pooled fit where a band has under 20 images or one class); a test image takes the fit
+    of the band its own level falls in. Returns probabilities of (logits, log levels)."""
+    from detector.calibrate import sigmoid
+
+    edges = np.quantile(noise, np.linspace(0, 1, bands + 1)[1:-1])
+    pooled = fit_platt(z, y)
+    fits = []
+    for k in range(bands):
+        m = np.searchsorted(edges, noise) == k
+        ok = m.sum() >= 20 and 0 < y[m].sum() < m.sum()
+        fits.append(fit_platt(z[m], y[m]) if ok else pooled)
+
+    def probs(x: np.ndarray, n: np.ndarray) -> np.ndarray:
+        band = np.searchsorted(edges, n)
+        a = np.array([fits[b][0] for b in band])
+        b = np.array([fits[b][1] for b in band])
+        return np.asarray(sigmoid(a * x + b), dtype=np.float64)
+
+    return probs
+
+
+def image_log_noise(ids: list[int]) -> np.ndarray:
+    """The log of each image's noise level as served (`detector/noise.py`: the median of
+    its ``harm`` patches' Immerkær sigmas, floored at 0.1 grey levels), from noise.npz and
+    the patch caches' counts: (len(ids),) float64; NaN where an image has no patches."""
+    with np.load(CACHE / "noise.npz") as z:
+        sigma = z["harm"]
+    level: dict[int, float] = {}
+    base = 0
+    for path in sorted(CACHE.glob("patches-*.npz")):
+        with np.load(path) as z:
+            counts, idx = z["n_harm"], z["idx"]
+        bounds = base + np.cumsum([0, *counts])
+        for i, a, b in zip(idx, bounds[:-1], bounds[1:], strict=True):
+            if b > a:
+                level[int(i)] = float(np.log(max(float(np.median(sigma[a:b])), 0.1)))
+        base = int(bounds[-1])
+    return np.array([level.get(i, np.nan) for i in ids])
 
 
 def _calib_fit(
-    policy: str, z: np.ndarray, y: np.ndarray, src: np.ndarray
-) -> Callable[[np.ndarray], np.ndarray]:
-    """The probabilities of `policy` (`CALIB_POLICIES`) fitted on logits z, labels y and
-    sources src (all (N,)), as a function of logits."""
+    policy: str, z: np.ndarray, y: np.ndarray, src: np.ndarray, noise: np.ndarray
+) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
+    """The probabilities of `policy` (`CALIB_POLICIES`) fitted on logits z, labels y,
+    sources src and log noise levels noise (all (N,)), as a function of (logits, log
+    noise levels)."""
     from detector.calibrate import sigmoid
 
     if policy == "platt_bounded":
         a, b, lo, hi = fit_platt_bounded(z, y)
-        return lambda x: lo + (hi - lo) * sigmoid(a * x + b)
+        return lambda x, n: lo + (hi - lo) * sigmoid(a * x + b)
+    if policy.startswith("platt_noise"):
+        return _fit_platt_banded(z, y, noise, int(policy[-1]))
     if policy == "platt":
         a, b = fit_platt(z, y)
     elif policy == "temperature":
         a, b = _fit_slope(z, y), 0.0
     else:
         a, b = fit_platt_unseen(z, y, list(src), offset=policy == "platt_unseen")
-    return lambda x: sigmoid(a * x + b)
+    return lambda x, n: sigmoid(a * x + b)
 
 
 def stage_calib(args: argparse.Namespace) -> None:
@@ -2077,7 +2228,12 @@ def stage_calib(args: argparse.Namespace) -> None:
     the fit); ECE, log loss and Brier score of those probabilities, means over the folds.
     ``ece_if_calibrated``: the mean ECE of the same probabilities against labels drawn
     from them (200 draws), the floor a perfectly calibrated score would show on a fold of
-    that size. Into eval-cv.json under ``calibration_policies``."""
+    that size. ``platt_noise2`` / ``platt_noise3``: Platt per band of the image's log
+    noise level (halves / thirds of the fit's images; `_fit_platt_banded`).
+    ``platt_crops``: Platt fitted on the fit images' crop (patch) logits, each labelled as
+    its image, applied to the mean crop logit as served (OOF files written by ``cv`` since
+    session 25 only). Into eval-cv.json under ``calibration_policies``."""
+    from detector.calibrate import sigmoid
     from detector.metrics import expected_calibration_error
 
     all_samples = samples()
@@ -2087,20 +2243,36 @@ def stage_calib(args: argparse.Namespace) -> None:
     for name in filter(None, args.variants.split(",")):
         with np.load(CACHE / f"cv-oof-{name}.npz") as z:
             ids, fold_of, logit = [int(i) for i in z["idx"]], z["fold"], z["logit_harm"]
+            crops = (z["patch_harm"], z["patch_owner"]) if "patch_harm" in z.files else None
         y = np.array([all_samples[i].label for i in ids])
+        # crop -> its image's position in ids (platt_crops; OOF files from before have none)
+        crop_of = np.searchsorted(ids, crops[1]) if crops is not None else np.zeros(0, int)
         src = np.array([source_of(all_samples[i]) for i in ids])
+        noise = image_log_noise(ids)
         out: dict[str, Any] = {}
         for policy in CALIB_POLICIES:
+            if policy == "platt_crops" and crops is None:
+                continue
             rows = []
             for k in sorted(set(fold_of.tolist())):
                 f = fold_of == k
-                fz, fy, fs = logit[f], y[f], src[f]
+                fz, fy, fs, fn = logit[f], y[f], src[f], noise[f]
+                where = np.flatnonzero(f)
                 prob = np.full(len(fz), np.nan)
                 for one in sorted(set(fs.tolist())):
                     fit, test = fs != one, fs == one
                     if fy[fit].min() == fy[fit].max():
                         continue
-                    prob[test] = _calib_fit(policy, fz[fit], fy[fit], fs[fit])(fz[test])
+                    if policy == "platt_crops":  # Platt on the fit images' crop logits
+                        assert crops is not None
+                        chosen = np.zeros(len(ids), bool)
+                        chosen[where[fit]] = True
+                        mine = chosen[crop_of]
+                        a, b = fit_platt(crops[0][mine], y[crop_of[mine]])
+                        prob[test] = sigmoid(a * fz[test] + b)
+                        continue
+                    fitted = _calib_fit(policy, fz[fit], fy[fit], fs[fit], fn[fit])
+                    prob[test] = fitted(fz[test], fn[test])
                 ok = ~np.isnan(prob)
                 p, t = np.clip(prob[ok], 1e-6, 1 - 1e-6), fy[ok]
                 floor = [
@@ -2325,6 +2497,7 @@ def main(argv: list[str] | None = None) -> int:
         choices=(
             "cache",
             "ae",
+            "ae256",
             "low",
             "clean",
             "scales",
@@ -2399,6 +2572,8 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     if args.stage == "cache":
         stage_cache()
+    elif args.stage == "ae256":
+        stage_ae256()
     elif args.stage == "ae":
         stage_ae(args.max_images)
     elif args.stage == "low":

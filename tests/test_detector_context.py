@@ -1,5 +1,8 @@
-"""The image-context helpers of ``scripts/detector_candidates.py cv`` (`context_rows`,
-`image_aggregate`, `hidden_stats`), checked against numpy on small hand-made arrays."""
+"""Helpers of ``scripts/detector_candidates.py``: the image-context helpers of ``cv``
+(`context_rows`, `image_aggregate`, `hidden_stats`), checked against numpy on small
+hand-made arrays; Platt scaling per noise band (`_fit_platt_banded`, the ``calib``
+policies ``platt_noise2`` / ``platt_noise3``); `_savez`, which must never write through a
+link into a shared cache."""
 
 from __future__ import annotations
 
@@ -11,6 +14,8 @@ from types import ModuleType
 import numpy as np
 import pytest
 import torch
+
+from detector.calibrate import fit_platt, sigmoid
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -84,3 +89,51 @@ def test_context_rows_and_hidden_stats(dc: ModuleType) -> None:
     assert who.tolist() == [1, 4] and stats.shape == (2, 12)
     assert np.allclose(stats[1, :6], h[3:].mean(0), atol=1e-5)
     assert np.allclose(stats[0, 6:], h[:3].std(0), atol=1e-5)
+
+
+def _labels(z: np.ndarray, slope: float, rng: np.random.Generator) -> np.ndarray:
+    return (rng.random(len(z)) < sigmoid(slope * z)).astype(np.float64)
+
+
+def test_each_noise_band_gets_its_own_platt_fit(dc: ModuleType) -> None:
+    # Clean images (log noise < 0) follow slope 0.5, noisy ones slope 3: one pooled map
+    # cannot fit both, a map per half can.
+    rng = np.random.default_rng(3)
+    z = rng.normal(0, 2, 4000)
+    noise = np.r_[rng.uniform(-2, -0.1, 2000), rng.uniform(0.1, 2, 2000)]
+    y = np.r_[_labels(z[:2000], 0.5, rng), _labels(z[2000:], 3.0, rng)]
+    probs = dc._fit_platt_banded(z, y, noise, 2)
+    grid = np.array([-2.0, -1.0, 1.0, 2.0])
+    clean = probs(grid, np.full(4, -1.0))
+    noisy = probs(grid, np.full(4, 1.0))
+    assert np.allclose(clean, sigmoid(0.5 * grid), atol=0.06)
+    assert np.allclose(noisy, sigmoid(3.0 * grid), atol=0.06)
+    a, b = fit_platt(z, y)  # the pooled fit is between the two
+    assert not np.allclose(noisy, sigmoid(a * grid + b), atol=0.06)
+
+
+def test_a_band_too_small_or_of_one_class_takes_the_pooled_fit(dc: ModuleType) -> None:
+    rng = np.random.default_rng(4)
+    z = rng.normal(0, 2, 600)
+    y = _labels(z, 1.0, rng)
+    noise = rng.uniform(0, 1, 600)
+    y[noise >= np.quantile(noise, 2 / 3)] = 1.0  # the noisiest third: one class only
+    probs = dc._fit_platt_banded(z, y, noise, 3)
+    a, b = fit_platt(z, y)
+    grid = np.linspace(-3, 3, 7)
+    assert np.allclose(probs(grid, np.full(7, 0.99)), sigmoid(a * grid + b))
+    assert not np.allclose(probs(grid, np.full(7, 0.01)), sigmoid(a * grid + b))
+
+
+def test_savez_replaces_a_link_and_leaves_its_target(dc: ModuleType, tmp_path: Path) -> None:
+    shared = tmp_path / "shared.npz"
+    np.savez(shared, a=np.arange(3))
+    before = shared.read_bytes()
+    link = tmp_path / "mine" / "shared.npz"
+    link.parent.mkdir()
+    link.symlink_to(shared)
+    dc._savez(link, {"a": np.arange(5)})
+    assert shared.read_bytes() == before
+    assert not link.is_symlink()
+    with np.load(link) as z:
+        assert list(z["a"]) == [0, 1, 2, 3, 4]
