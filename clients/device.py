@@ -58,7 +58,7 @@ from provenance.core.errors import (
     TransportError,
 )
 from provenance.core.keys import DeviceKey
-from provenance.core.video_binding import DEFAULT_VIDEO_CHUNK, ChunkedHasher
+from provenance.core.video_binding import DEFAULT_VIDEO_CHUNK, hash_file
 from provenance.media.assets import AssetLimits, check_size, inspect_image, media_type_of
 from provenance.media.video.decode import DEFAULT_RATE_HZ, sample_frames
 from provenance.wire import convert as wire
@@ -813,11 +813,8 @@ def measure(
 def _measure_video(
     path: Path, f: BinaryIO, media_type: str
 ) -> tuple[ClaimFields, tuple[bytes, ...]]:
-    hasher = ChunkedHasher(DEFAULT_VIDEO_CHUNK)
     f.seek(0)
-    while block := f.read(DEFAULT_VIDEO_CHUNK):
-        hasher.update(block)
-    digest = hasher.finalize()
+    digest = hash_file(f, DEFAULT_VIDEO_CHUNK)
     info = sample_frames(path, rate_hz=DEFAULT_RATE_HZ, max_frames=MAX_SOFT_BINDINGS)
     fields: ClaimFields = {
         "media_type": info.media_type or media_type,

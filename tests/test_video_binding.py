@@ -3,29 +3,46 @@
 from __future__ import annotations
 
 import hashlib
+import io
+import os
+import tempfile
+import threading
 from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from provenance.core import hash_threads
 from provenance.core.claims import HardBinding
 from provenance.core.errors import BindingError
 from provenance.core.merkle import EMPTY_ROOT, MemoryTree, leaf_hash
 from provenance.core.video_binding import (
     DEFAULT_VIDEO_CHUNK,
+    FILE_PIECE,
+    FILE_RING,
     OVERLAP_MIN_BYTES,
     ChunkedHasher,
     check_chunk_hashes,
     chunk_count_for,
     chunk_merkle_root,
     hash_chunked,
+    hash_file,
     locate_damage,
 )
 
 FIXTURES = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures"
 VIDEO = FIXTURES / "phash" / "video" / "pattern-hd-no-bar.mp4"
 VIDEO_SHA256 = "80865824af39b163569d5d09c264ce44e51639e117c7679033eb9b6e137df72d"
+# The signed hard binding of the real clip, pinned: a change of how files are hashed
+# must leave every existing signature valid (computed before `hash_file` existed).
+VIDEO_ROOT = "56b39c45863cfd4c408deaf8a80b901d16545fae003b65547d141b7686deffc2"
+VIDEO_LEAVES = (
+    "813b15ba1c92b0bdb8e2ee63f39a161b3762aff3240094c25fe49a1959d5055a",
+    "9609706b20461cc4f4ccacc110b88339a6a777cad54a2da074837fd6de6b54eb",
+    "7de4a6e223b6c6446f1df387ca7b8e85a69f095e6568ac3f63a3e3f97cc30d89",
+)
+VIDEO_ROOT_300K = "9149a6ca5095c80d9f7080a371401e2ef10144e9b85b57ed06acd52a882cb8fb"
 MIB = 1 << 20
 
 
@@ -54,6 +71,81 @@ def test_digest_of_real_video_matches_hashlib_and_rfc9162_tree(video_bytes: byte
         chunk_count=3,
         chunk_merkle_root=digest.chunk_merkle_root,
     )
+
+
+def test_the_real_clip_keeps_its_pinned_binding_by_every_path(video_bytes: bytes) -> None:
+    for digest in (hash_chunked(video_bytes), hash_file(open(VIDEO, "rb"))):  # noqa: SIM115
+        assert digest.sha256.hex() == VIDEO_SHA256
+        assert digest.chunk_merkle_root.hex() == VIDEO_ROOT
+        assert tuple(h.hex() for h in digest.chunk_hashes) == VIDEO_LEAVES
+        assert digest.size == len(video_bytes)
+    with open(VIDEO, "rb", buffering=0) as raw:
+        assert hash_file(raw, 300_000).chunk_merkle_root.hex() == VIDEO_ROOT_300K
+    assert hash_chunked(video_bytes, 300_000).chunk_merkle_root.hex() == VIDEO_ROOT_300K
+
+
+@pytest.mark.parametrize("chunk_size", [DEFAULT_VIDEO_CHUNK, 300_000, 3 * MIB, 1000])
+def test_hash_file_reuses_its_buffers_and_equals_the_streaming_hasher(
+    video_bytes: bytes, tmp_path: Path, chunk_size: int
+) -> None:
+    # more than FILE_RING pieces, an odd size, and a start past the file's beginning
+    data = b"skip" + video_bytes * 3 + os.urandom(12_345)
+    assert len(data) > FILE_RING * FILE_PIECE
+    path = tmp_path / "clip.mp4"
+    path.write_bytes(data)
+    with open(path, "rb") as f:
+        f.seek(4)
+        digest = hash_file(f, chunk_size)
+    assert digest == hash_chunked(data[4:], chunk_size)
+    assert digest.sha256 == hashlib.sha256(data[4:]).digest()
+    assert hash_file(io.BytesIO(data), chunk_size) == hash_chunked(data, chunk_size)
+    with tempfile.SpooledTemporaryFile() as spooled:  # no readinto: read and copied
+        spooled.write(data)
+        spooled.seek(0)
+        assert hash_file(spooled, chunk_size) == hash_chunked(data, chunk_size)  # type: ignore[arg-type]
+
+
+def test_hash_file_waits_for_the_helper_before_it_reuses_a_buffer(tmp_path: Path) -> None:
+    data = os.urandom((FILE_RING + 2) * FILE_PIECE + 5)
+    path = tmp_path / "clip.mp4"
+    path.write_bytes(data)
+    busy = threading.Event()
+    for helper in hash_threads._helpers():  # the whole-file SHA-256 cannot start
+        helper.start(busy.wait)
+    out: list[object] = []
+    with open(path, "rb", buffering=0) as f:
+        worker = threading.Thread(target=lambda: out.append(hash_file(f)))
+        worker.start()
+        try:
+            worker.join(1.5)
+            assert worker.is_alive()
+            assert f.tell() == FILE_RING * FILE_PIECE  # every buffer read once, none reused
+        finally:
+            busy.set()
+        worker.join(30)
+    assert out == [hash_chunked(data)]
+
+
+def test_hash_file_of_a_pipe_with_short_reads_and_of_a_nonblocking_empty_one(
+    video_bytes: bytes,
+) -> None:
+    r, w = os.pipe()
+
+    def write() -> None:
+        with os.fdopen(w, "wb", buffering=0) as out:
+            for i in range(0, len(video_bytes), 100_003):  # pieces no chunk boundary fits
+                out.write(video_bytes[i : i + 100_003])
+
+    writer = threading.Thread(target=write)
+    writer.start()
+    with os.fdopen(r, "rb", buffering=0) as raw:
+        assert hash_file(raw) == hash_chunked(video_bytes)
+    writer.join(10)
+    r, w = os.pipe()
+    os.set_blocking(r, False)
+    with os.fdopen(r, "rb", buffering=0) as raw, os.fdopen(w, "wb"):
+        with pytest.raises(BindingError, match="non-blocking"):
+            hash_file(raw)
 
 
 @settings(max_examples=25, deadline=None)

@@ -19,12 +19,14 @@ mismatch is still detected (the root differs) but cannot be located.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+import io
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import BinaryIO
 
 from provenance.core.claims import HardBinding
 from provenance.core.errors import BindingError
-from provenance.core.hash_threads import run_beside
+from provenance.core.hash_threads import BackgroundFeed, run_beside
 from provenance.core.merkle import HASH_SIZE, CompactRange
 
 #: Default chunk size of the video hard binding, in bytes (1 MiB); recorded in the claim.
@@ -37,6 +39,14 @@ MAX_VIDEO_CHUNK = 64 << 20
 #: thread hashes their chunk leaves (hashlib releases the GIL over 2 KiB;
 #: `provenance.core.hash_threads`).
 OVERLAP_MIN_BYTES = 256 * 1024
+
+
+#: `hash_file` reads the file in pieces of this many bytes, FILE_RING buffers of them in
+#: turn: the chunk leaves of a piece are hashed on a helper thread while this thread
+#: hashes the whole file and reads the next pieces, waiting for the helper only when it is
+#: FILE_RING pieces behind (memory: FILE_RING * FILE_PIECE bytes).
+FILE_PIECE = 1 << 20
+FILE_RING = 4
 
 
 def _check_chunk_size(chunk_size: int) -> None:
@@ -205,6 +215,63 @@ def hash_chunked(
     hasher = ChunkedHasher(chunk_size)
     hasher.update(data)
     return hasher.finalize()
+
+
+def _nothing() -> None:
+    return None
+
+
+def _reader(f: BinaryIO) -> Callable[[bytearray], int | None]:
+    """``f.readinto`` for a file object of `io` (raw or buffered), else reads copied in."""
+    if isinstance(f, io.RawIOBase | io.BufferedIOBase):
+        return f.readinto
+
+    def readinto(buf: bytearray) -> int:
+        data = f.read(len(buf))
+        buf[: len(data)] = data
+        return len(data)
+
+    return readinto
+
+
+def hash_file(f: BinaryIO, chunk_size: int = DEFAULT_VIDEO_CHUNK) -> ChunkedDigest:
+    """The `ChunkedDigest` of the bytes of ``f`` from its position to its end (the same
+    value as `ChunkedHasher` fed the same bytes).
+
+    Each byte is hashed twice (whole file and chunk leaf); the two run on two threads
+    without a wait per piece: pieces of FILE_PIECE bytes are read into FILE_RING buffers in
+    turn; this thread reads each piece and computes the whole-file SHA-256 over it, the
+    same work as hashing the file alone, while a helper thread hashes the chunk leaves of
+    the pieces already read (`provenance.core.hash_threads.BackgroundFeed.lend`), and a
+    buffer is reused only once the helper is done with it. ``f``: a blocking binary file (`open(path, "rb")`, raw or buffered; another
+    file object is read with ``read`` and copied). Raises BindingError for a bad chunk size
+    or a non-blocking file that has no bytes ready; OSError as reading raises it.
+    """
+    leaves = ChunkLeaves(chunk_size)
+    feed = BackgroundFeed(leaves.update)
+    sha = hashlib.sha256()
+    ring = [bytearray(FILE_PIECE) for _ in range(FILE_RING)]
+    waits: list[Callable[[], None]] = [_nothing] * FILE_RING
+    readinto = _reader(f)
+    slot = 0
+    while n := readinto(ring[slot]):
+        view = memoryview(ring[slot])[:n]
+        waits[slot] = feed.lend(view)
+        sha.update(view)
+        slot = (slot + 1) % FILE_RING
+        waits[slot]()  # the helper is done with the buffer read next
+        waits[slot] = _nothing
+    if n is None:
+        raise BindingError("the file is non-blocking and had no bytes ready")
+    feed.drain()
+    hashes, root = leaves.finalize()
+    return ChunkedDigest(
+        sha256=sha.digest(),
+        size=feed.size,
+        chunk_size=chunk_size,
+        chunk_hashes=hashes,
+        chunk_merkle_root=root,
+    )
 
 
 def chunk_merkle_root(chunk_hashes: Sequence[bytes]) -> bytes:
