@@ -4,8 +4,8 @@
    chunks, as `prov sign` computes it) against plain hashlib SHA-256, both reading the
    same ~200 MiB file in 1 MiB pieces, alternated three times; MB/s of each and the ratio
    of medians.
-2. Flat memory: a fresh process hashes the same file with `hash_file` (a ring of four
-   1 MiB buffers) and reports its peak RSS, against a process that reads the file whole.
+2. Flat memory: a fresh process hashes the same file with `hash_file` (a 1 MiB buffer
+   per thread) and reports its peak RSS, against a process that reads the file whole.
 3. Frames: every frame of a real 720x1280 H.264 clip (ThreatExchange pattern-hd-no-bar)
    decoded and PDQ-hashed (`iter_sampled_frames` at QUERY_RATE_HZ) against bare decoding
    of the same frames to RGB; frames/s of each and the ratio. Also the sandboxed
@@ -71,8 +71,9 @@ def plain_sha256(path: Path) -> bytes:
 
 
 def chunked(path: Path) -> bytes:
-    """The hard binding as `prov sign` computes it (`hash_file`: 1 MiB pieces read in turn
-    into a ring of buffers, the chunk leaves hashed on a helper thread)."""
+    """The hard binding as `prov sign` computes it (`hash_file`: this thread reads the file
+    in 1 MiB pieces and hashes it whole while a helper thread reads it too and hashes the
+    chunk leaves)."""
     with open(path, "rb") as f:
         return hash_file(f, DEFAULT_VIDEO_CHUNK).chunk_merkle_root
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import io
 import os
-import tempfile
 import threading
 from pathlib import Path
 
@@ -74,7 +73,9 @@ def test_digest_of_real_video_matches_hashlib_and_rfc9162_tree(video_bytes: byte
 
 
 def test_the_real_clip_keeps_its_pinned_binding_by_every_path(video_bytes: bytes) -> None:
-    for digest in (hash_chunked(video_bytes), hash_file(open(VIDEO, "rb"))):  # noqa: SIM115
+    with open(VIDEO, "rb") as f:
+        from_file = hash_file(f)
+    for digest in (hash_chunked(video_bytes), from_file):
         assert digest.sha256.hex() == VIDEO_SHA256
         assert digest.chunk_merkle_root.hex() == VIDEO_ROOT
         assert tuple(h.hex() for h in digest.chunk_hashes) == VIDEO_LEAVES
@@ -84,8 +85,28 @@ def test_the_real_clip_keeps_its_pinned_binding_by_every_path(video_bytes: bytes
     assert hash_chunked(video_bytes, 300_000).chunk_merkle_root.hex() == VIDEO_ROOT_300K
 
 
+class _ReadOnly:
+    """A binary file object with only ``read`` (no ``readinto``, no descriptor)."""
+
+    def __init__(self, data: bytes) -> None:
+        self._f = io.BytesIO(data)
+
+    def read(self, n: int = -1) -> bytes:
+        return self._f.read(n)
+
+
+class _CountedReads(io.BytesIO):
+    """io.BytesIO counting its ``readinto`` calls."""
+
+    reads = 0
+
+    def readinto(self, buffer: object) -> int:  # type: ignore[override]
+        self.reads += 1
+        return super().readinto(buffer)  # type: ignore[arg-type]
+
+
 @pytest.mark.parametrize("chunk_size", [DEFAULT_VIDEO_CHUNK, 300_000, 3 * MIB, 1000])
-def test_hash_file_reuses_its_buffers_and_equals_the_streaming_hasher(
+def test_hash_file_equals_the_streaming_hasher_for_every_kind_of_file(
     video_bytes: bytes, tmp_path: Path, chunk_size: int
 ) -> None:
     # more than FILE_RING pieces, an odd size, and a start past the file's beginning
@@ -93,37 +114,70 @@ def test_hash_file_reuses_its_buffers_and_equals_the_streaming_hasher(
     assert len(data) > FILE_RING * FILE_PIECE
     path = tmp_path / "clip.mp4"
     path.write_bytes(data)
-    with open(path, "rb") as f:
-        f.seek(4)
-        digest = hash_file(f, chunk_size)
-    assert digest == hash_chunked(data[4:], chunk_size)
-    assert digest.sha256 == hashlib.sha256(data[4:]).digest()
-    assert hash_file(io.BytesIO(data), chunk_size) == hash_chunked(data, chunk_size)
-    with tempfile.SpooledTemporaryFile() as spooled:  # no readinto: read and copied
-        spooled.write(data)
-        spooled.seek(0)
-        assert hash_file(spooled, chunk_size) == hash_chunked(data, chunk_size)  # type: ignore[arg-type]
+    expected = hash_chunked(data[4:], chunk_size)
+    assert expected.sha256 == hashlib.sha256(data[4:]).digest()
+    for buffering in (-1, 0):  # a regular file: read twice, by two threads
+        with open(path, "rb", buffering=buffering) as f:
+            f.seek(4)
+            assert hash_file(f, chunk_size) == expected
+            assert f.tell() == len(data)
+    whole = hash_chunked(data, chunk_size)
+    assert hash_file(io.BytesIO(data), chunk_size) == whole  # read once, into a ring
+    assert hash_file(_ReadOnly(data), chunk_size) == whole  # type: ignore[arg-type]
 
 
-def test_hash_file_waits_for_the_helper_before_it_reuses_a_buffer(tmp_path: Path) -> None:
+def test_a_file_read_once_waits_for_the_helper_before_it_reuses_a_buffer() -> None:
     data = os.urandom((FILE_RING + 2) * FILE_PIECE + 5)
-    path = tmp_path / "clip.mp4"
-    path.write_bytes(data)
+    source = _CountedReads(data)
     busy = threading.Event()
-    for helper in hash_threads._helpers():  # the whole-file SHA-256 cannot start
+    for helper in hash_threads._helpers():  # no chunk leaf can be hashed
         helper.start(busy.wait)
     out: list[object] = []
-    with open(path, "rb", buffering=0) as f:
-        worker = threading.Thread(target=lambda: out.append(hash_file(f)))
-        worker.start()
-        try:
-            worker.join(1.5)
-            assert worker.is_alive()
-            assert f.tell() == FILE_RING * FILE_PIECE  # every buffer read once, none reused
-        finally:
-            busy.set()
-        worker.join(30)
+    worker = threading.Thread(target=lambda: out.append(hash_file(source)))
+    worker.start()
+    try:
+        worker.join(1.5)
+        assert worker.is_alive()
+        assert source.reads == FILE_RING  # every buffer filled once, none overwritten
+    finally:
+        busy.set()
+    worker.join(30)
     assert out == [hash_chunked(data)]
+
+
+@pytest.mark.parametrize("change", ["append", "truncate"])
+def test_a_regular_file_that_changes_while_it_is_hashed_is_refused(
+    tmp_path: Path, change: str
+) -> None:
+    path = tmp_path / "clip.mp4"
+    path.write_bytes(os.urandom(3 * FILE_PIECE + 7))
+    busy = threading.Event()
+    for helper in hash_threads._helpers():  # the chunk-leaf pass waits
+        helper.start(busy.wait)
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        with open(path, "rb") as f:
+            try:
+                hash_file(f)
+            except BindingError as e:
+                errors.append(e)
+
+    worker = threading.Thread(target=run)
+    worker.start()
+    try:
+        worker.join(1.0)  # the whole-file pass is done by now; the leaf pass not begun
+        with open(path, "r+b") as f:
+            if change == "append":
+                f.seek(0, os.SEEK_END)
+                f.write(b"more")
+            else:
+                f.truncate(FILE_PIECE)
+    finally:
+        busy.set()
+    worker.join(30)
+    assert len(errors) == 1
+    assert ("changed" if change == "append" else "got shorter") in str(errors[0])
 
 
 def test_hash_file_of_a_pipe_with_short_reads_and_of_a_nonblocking_empty_one(

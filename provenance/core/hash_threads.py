@@ -16,7 +16,7 @@ arrives (`provenance.media.inspect.Upload`).
   immutable bytes on a helper thread, in order, without the caller waiting (at most
   BACKLOG_BYTES behind); `drain` waits. `lend` feeds a buffer the caller reuses and
   returns the wait for that buffer (`provenance.core.video_binding.hash_file` reads a
-  file into a ring of buffers while the helper hashes the chunk leaves of earlier ones).
+  pipe into a ring of buffers while the helper hashes the chunk leaves of earlier ones).
 - `BackgroundSha256`: a `BackgroundFeed` computing a SHA-256; `digest` waits.
 """
 
