@@ -51,6 +51,7 @@ from provenance.core.binding import PerceptualHash
 from provenance.core.claims import MAX_SOFT_BINDINGS, Claim, HardBinding, Receipt, SignedClaim
 from provenance.core.envelope import PAYLOAD_TYPE_CLAIM, PAYLOAD_TYPE_ENROLL, sign_payload
 from provenance.core.errors import (
+    BindingError,
     ConfigError,
     MediaError,
     MediaTooLargeError,
@@ -814,7 +815,10 @@ def _measure_video(
     path: Path, f: BinaryIO, media_type: str
 ) -> tuple[ClaimFields, tuple[bytes, ...]]:
     f.seek(0)
-    digest = hash_file(f, DEFAULT_VIDEO_CHUNK)
+    try:
+        digest = hash_file(f, DEFAULT_VIDEO_CHUNK)
+    except BindingError as e:  # it changed while it was read
+        raise MediaError(f"{path.name}: {e}") from e
     info = sample_frames(path, rate_hz=DEFAULT_RATE_HZ, max_frames=MAX_SOFT_BINDINGS)
     fields: ClaimFields = {
         "media_type": info.media_type or media_type,
