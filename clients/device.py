@@ -51,6 +51,7 @@ from provenance.core.binding import PerceptualHash
 from provenance.core.claims import MAX_SOFT_BINDINGS, Claim, HardBinding, Receipt, SignedClaim
 from provenance.core.envelope import PAYLOAD_TYPE_CLAIM, PAYLOAD_TYPE_ENROLL, sign_payload
 from provenance.core.errors import (
+    BindingError,
     ConfigError,
     MediaError,
     MediaTooLargeError,
@@ -58,7 +59,7 @@ from provenance.core.errors import (
     TransportError,
 )
 from provenance.core.keys import DeviceKey
-from provenance.core.video_binding import DEFAULT_VIDEO_CHUNK, ChunkedHasher
+from provenance.core.video_binding import DEFAULT_VIDEO_CHUNK, hash_file
 from provenance.media.assets import AssetLimits, check_size, inspect_image, media_type_of
 from provenance.media.video.decode import DEFAULT_RATE_HZ, sample_frames
 from provenance.wire import convert as wire
@@ -813,11 +814,11 @@ def measure(
 def _measure_video(
     path: Path, f: BinaryIO, media_type: str
 ) -> tuple[ClaimFields, tuple[bytes, ...]]:
-    hasher = ChunkedHasher(DEFAULT_VIDEO_CHUNK)
     f.seek(0)
-    while block := f.read(DEFAULT_VIDEO_CHUNK):
-        hasher.update(block)
-    digest = hasher.finalize()
+    try:
+        digest = hash_file(f, DEFAULT_VIDEO_CHUNK)
+    except BindingError as e:  # it changed while it was read
+        raise MediaError(f"{path.name}: {e}") from e
     info = sample_frames(path, rate_hz=DEFAULT_RATE_HZ, max_frames=MAX_SOFT_BINDINGS)
     fields: ClaimFields = {
         "media_type": info.media_type or media_type,

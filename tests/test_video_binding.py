@@ -3,29 +3,45 @@
 from __future__ import annotations
 
 import hashlib
+import io
+import os
+import threading
 from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from provenance.core import hash_threads
 from provenance.core.claims import HardBinding
 from provenance.core.errors import BindingError
 from provenance.core.merkle import EMPTY_ROOT, MemoryTree, leaf_hash
 from provenance.core.video_binding import (
     DEFAULT_VIDEO_CHUNK,
+    FILE_PIECE,
+    FILE_RING,
     OVERLAP_MIN_BYTES,
     ChunkedHasher,
     check_chunk_hashes,
     chunk_count_for,
     chunk_merkle_root,
     hash_chunked,
+    hash_file,
     locate_damage,
 )
 
 FIXTURES = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures"
 VIDEO = FIXTURES / "phash" / "video" / "pattern-hd-no-bar.mp4"
 VIDEO_SHA256 = "80865824af39b163569d5d09c264ce44e51639e117c7679033eb9b6e137df72d"
+# The signed hard binding of the real clip, pinned: a change of how files are hashed
+# must leave every existing signature valid (computed before `hash_file` existed).
+VIDEO_ROOT = "56b39c45863cfd4c408deaf8a80b901d16545fae003b65547d141b7686deffc2"
+VIDEO_LEAVES = (
+    "813b15ba1c92b0bdb8e2ee63f39a161b3762aff3240094c25fe49a1959d5055a",
+    "9609706b20461cc4f4ccacc110b88339a6a777cad54a2da074837fd6de6b54eb",
+    "7de4a6e223b6c6446f1df387ca7b8e85a69f095e6568ac3f63a3e3f97cc30d89",
+)
+VIDEO_ROOT_300K = "9149a6ca5095c80d9f7080a371401e2ef10144e9b85b57ed06acd52a882cb8fb"
 MIB = 1 << 20
 
 
@@ -54,6 +70,136 @@ def test_digest_of_real_video_matches_hashlib_and_rfc9162_tree(video_bytes: byte
         chunk_count=3,
         chunk_merkle_root=digest.chunk_merkle_root,
     )
+
+
+def test_the_real_clip_keeps_its_pinned_binding_by_every_path(video_bytes: bytes) -> None:
+    with open(VIDEO, "rb") as f:
+        from_file = hash_file(f)
+    for digest in (hash_chunked(video_bytes), from_file):
+        assert digest.sha256.hex() == VIDEO_SHA256
+        assert digest.chunk_merkle_root.hex() == VIDEO_ROOT
+        assert tuple(h.hex() for h in digest.chunk_hashes) == VIDEO_LEAVES
+        assert digest.size == len(video_bytes)
+    with open(VIDEO, "rb", buffering=0) as raw:
+        assert hash_file(raw, 300_000).chunk_merkle_root.hex() == VIDEO_ROOT_300K
+    assert hash_chunked(video_bytes, 300_000).chunk_merkle_root.hex() == VIDEO_ROOT_300K
+
+
+class _ReadOnly:
+    """A binary file object with only ``read`` (no ``readinto``, no descriptor)."""
+
+    def __init__(self, data: bytes) -> None:
+        self._f = io.BytesIO(data)
+
+    def read(self, n: int = -1) -> bytes:
+        return self._f.read(n)
+
+
+class _CountedReads(io.BytesIO):
+    """io.BytesIO counting its ``readinto`` calls."""
+
+    reads = 0
+
+    def readinto(self, buffer: object) -> int:  # type: ignore[override]
+        self.reads += 1
+        return super().readinto(buffer)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("chunk_size", [DEFAULT_VIDEO_CHUNK, 300_000, 3 * MIB, 1000])
+def test_hash_file_equals_the_streaming_hasher_for_every_kind_of_file(
+    video_bytes: bytes, tmp_path: Path, chunk_size: int
+) -> None:
+    # more than FILE_RING pieces, an odd size, and a start past the file's beginning
+    data = b"skip" + video_bytes * 3 + os.urandom(12_345)
+    assert len(data) > FILE_RING * FILE_PIECE
+    path = tmp_path / "clip.mp4"
+    path.write_bytes(data)
+    expected = hash_chunked(data[4:], chunk_size)
+    assert expected.sha256 == hashlib.sha256(data[4:]).digest()
+    for buffering in (-1, 0):  # a regular file: read twice, by two threads
+        with open(path, "rb", buffering=buffering) as f:
+            f.seek(4)
+            assert hash_file(f, chunk_size) == expected
+            assert f.tell() == len(data)
+    whole = hash_chunked(data, chunk_size)
+    assert hash_file(io.BytesIO(data), chunk_size) == whole  # read once, into a ring
+    assert hash_file(_ReadOnly(data), chunk_size) == whole  # type: ignore[arg-type]
+
+
+def test_a_file_read_once_waits_for_the_helper_before_it_reuses_a_buffer() -> None:
+    data = os.urandom((FILE_RING + 2) * FILE_PIECE + 5)
+    source = _CountedReads(data)
+    busy = threading.Event()
+    for helper in hash_threads._helpers():  # no chunk leaf can be hashed
+        helper.start(busy.wait)
+    out: list[object] = []
+    worker = threading.Thread(target=lambda: out.append(hash_file(source)))
+    worker.start()
+    try:
+        worker.join(1.5)
+        assert worker.is_alive()
+        assert source.reads == FILE_RING  # every buffer filled once, none overwritten
+    finally:
+        busy.set()
+    worker.join(30)
+    assert out == [hash_chunked(data)]
+
+
+@pytest.mark.parametrize("change", ["append", "truncate"])
+def test_a_regular_file_that_changes_while_it_is_hashed_is_refused(
+    tmp_path: Path, change: str
+) -> None:
+    path = tmp_path / "clip.mp4"
+    path.write_bytes(os.urandom(3 * FILE_PIECE + 7))
+    busy = threading.Event()
+    for helper in hash_threads._helpers():  # the chunk-leaf pass waits
+        helper.start(busy.wait)
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        with open(path, "rb") as f:
+            try:
+                hash_file(f)
+            except BindingError as e:
+                errors.append(e)
+
+    worker = threading.Thread(target=run)
+    worker.start()
+    try:
+        worker.join(1.0)  # the whole-file pass is done by now; the leaf pass not begun
+        with open(path, "r+b") as f:
+            if change == "append":
+                f.seek(0, os.SEEK_END)
+                f.write(b"more")
+            else:
+                f.truncate(FILE_PIECE)
+    finally:
+        busy.set()
+    worker.join(30)
+    assert len(errors) == 1
+    assert ("changed" if change == "append" else "got shorter") in str(errors[0])
+
+
+def test_hash_file_of_a_pipe_with_short_reads_and_of_a_nonblocking_empty_one(
+    video_bytes: bytes,
+) -> None:
+    r, w = os.pipe()
+
+    def write() -> None:
+        with os.fdopen(w, "wb", buffering=0) as out:
+            for i in range(0, len(video_bytes), 100_003):  # pieces no chunk boundary fits
+                out.write(video_bytes[i : i + 100_003])
+
+    writer = threading.Thread(target=write)
+    writer.start()
+    with os.fdopen(r, "rb", buffering=0) as raw:
+        assert hash_file(raw) == hash_chunked(video_bytes)
+    writer.join(10)
+    r, w = os.pipe()
+    os.set_blocking(r, False)
+    with os.fdopen(r, "rb", buffering=0) as raw, os.fdopen(w, "wb"):
+        with pytest.raises(BindingError, match="non-blocking"):
+            hash_file(raw)
 
 
 @settings(max_examples=25, deadline=None)

@@ -14,7 +14,9 @@ arrives (`provenance.media.inspect.Upload`).
   result (the video frame loop hashes frame k while FFmpeg decodes frame k + 1).
 - `BackgroundFeed`: any stream consumer (the chunk leaves of a video upload) fed with
   immutable bytes on a helper thread, in order, without the caller waiting (at most
-  BACKLOG_BYTES behind); `drain` waits.
+  BACKLOG_BYTES behind); `drain` waits. `lend` feeds a buffer the caller reuses and
+  returns the wait for that buffer (`provenance.core.video_binding.hash_file` reads a
+  pipe into a ring of buffers while the helper hashes the chunk leaves of earlier ones).
 - `BackgroundSha256`: a `BackgroundFeed` computing a SHA-256; `digest` waits.
 """
 
@@ -141,6 +143,14 @@ class BackgroundFeed:
         if self._given - self._hashed > BACKLOG_BYTES:
             self.drain()
         self._helper.start(lambda: self._feed(data), self._errors)
+
+    def lend(self, data: memoryview) -> Callable[[], None]:
+        """Feed bytes that the caller changes afterwards (a read buffer it reuses), without
+        waiting: returns a function that waits until the helper has fed them and raises
+        what the feeding raised; the caller calls it before changing the bytes."""
+        self._given += len(data)
+        done, errors = self._helper.start(lambda: self._feed(data), self._errors)
+        return lambda: _wait(done, errors)
 
     def drain(self) -> None:
         """Wait until the helper has fed every byte given; raise what it raised."""

@@ -18,13 +18,18 @@ mismatch is still detected (the root differs) but cannot be located.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
-from collections.abc import Sequence
+import io
+import os
+import stat
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import BinaryIO
 
 from provenance.core.claims import HardBinding
 from provenance.core.errors import BindingError
-from provenance.core.hash_threads import run_beside
+from provenance.core.hash_threads import BackgroundFeed, run_beside, start_beside
 from provenance.core.merkle import HASH_SIZE, CompactRange
 
 #: Default chunk size of the video hard binding, in bytes (1 MiB); recorded in the claim.
@@ -37,6 +42,14 @@ MAX_VIDEO_CHUNK = 64 << 20
 #: thread hashes their chunk leaves (hashlib releases the GIL over 2 KiB;
 #: `provenance.core.hash_threads`).
 OVERLAP_MIN_BYTES = 256 * 1024
+
+
+#: `hash_file` reads in pieces of this many bytes: a regular file twice, by two threads
+#: with a buffer each; a pipe once, into FILE_RING buffers in turn, the chunk leaves of a
+#: piece hashed on a helper thread while this thread hashes the whole file and reads the
+#: next pieces, waiting for the helper only when it is FILE_RING pieces behind.
+FILE_PIECE = 1 << 20
+FILE_RING = 4
 
 
 def _check_chunk_size(chunk_size: int) -> None:
@@ -205,6 +218,139 @@ def hash_chunked(
     hasher = ChunkedHasher(chunk_size)
     hasher.update(data)
     return hasher.finalize()
+
+
+def _nothing() -> None:
+    return None
+
+
+def _reader(f: BinaryIO) -> Callable[[bytearray], int | None]:
+    """``f.readinto`` for a file object of `io` (raw or buffered), else reads copied in."""
+    if isinstance(f, io.RawIOBase | io.BufferedIOBase):
+        return f.readinto
+
+    def readinto(buf: bytearray) -> int:
+        data = f.read(len(buf))
+        buf[: len(data)] = data
+        return len(data)
+
+    return readinto
+
+
+def _pieces(fd: int, start: int, end: int, stop: list[bool]) -> Iterator[memoryview]:
+    """Bytes ``[start, end)`` of the file ``fd``, read with pread into one FILE_PIECE
+    buffer (each view is overwritten by the next). Stops early once ``stop[0]`` is set;
+    raises BindingError if the file ends before ``end``."""
+    buf = bytearray(FILE_PIECE)
+    view = memoryview(buf)
+    at = start
+    while at < end and not stop[0]:
+        n = os.preadv(fd, [view[: min(FILE_PIECE, end - at)]], at)
+        if not n:
+            raise BindingError("the file got shorter while it was hashed; hash it again")
+        yield view[:n]
+        at += n
+
+
+def _regular_fd(f: BinaryIO) -> int | None:
+    """The descriptor of ``f`` if it is a regular file, else None."""
+    try:
+        fd = f.fileno()
+    except (AttributeError, OSError, ValueError):  # io.UnsupportedOperation is an OSError
+        return None
+    return fd if stat.S_ISREG(os.fstat(fd).st_mode) else None
+
+
+def hash_file(f: BinaryIO, chunk_size: int = DEFAULT_VIDEO_CHUNK) -> ChunkedDigest:
+    """The `ChunkedDigest` of the bytes of ``f`` from its position to its end (the same
+    value as `ChunkedHasher` fed the same bytes); ``f`` is left at its end.
+
+    Each byte is hashed twice (whole file and chunk leaf). For a regular file the two run
+    on two threads that share nothing but the descriptor: this thread reads the file with
+    pread in FILE_PIECE pieces and computes the whole-file SHA-256 over them, the same
+    work as hashing the file alone, while a helper thread (`start_beside`) reads the same
+    bytes into its own buffer and hashes the chunk leaves; neither waits for the other
+    until the end. The size is taken when hashing starts; a file whose size, mtime or
+    inode differ at the end raises BindingError (the two passes might have seen different
+    bytes). Any other binary file (a pipe, `io.BytesIO`) is read once into a ring of
+    buffers (`_hash_stream`). Raises BindingError for a bad chunk size, a file that
+    changed while it was hashed, or a non-blocking one with no bytes ready; OSError as
+    reading raises it.
+    """
+    _check_chunk_size(chunk_size)
+    fd = _regular_fd(f)
+    if fd is None:
+        return _hash_stream(f, chunk_size)
+    before = os.fstat(fd)
+    start = f.tell()
+    end = max(start, before.st_size)
+    leaves = ChunkLeaves(chunk_size)
+    stop = [False]  # set when this thread fails: the helper stops at its next piece
+
+    def leaf_pass() -> None:
+        for view in _pieces(fd, start, end, stop):
+            leaves.update(view)
+
+    wait = start_beside(leaf_pass)
+    sha = hashlib.sha256()
+    try:
+        for view in _pieces(fd, start, end, [False]):
+            sha.update(view)
+    except BaseException:
+        stop[0] = True
+        with contextlib.suppress(Exception):
+            wait()  # the helper reads fd: it must be done before the caller may close it
+        raise
+    wait()
+    after = os.fstat(fd)
+    if (after.st_size, after.st_mtime_ns, after.st_ino) != (
+        before.st_size,
+        before.st_mtime_ns,
+        before.st_ino,
+    ):
+        raise BindingError("the file changed while it was hashed; hash it again")
+    f.seek(end)
+    hashes, root = leaves.finalize()
+    return ChunkedDigest(
+        sha256=sha.digest(),
+        size=end - start,
+        chunk_size=chunk_size,
+        chunk_hashes=hashes,
+        chunk_merkle_root=root,
+    )
+
+
+def _hash_stream(f: BinaryIO, chunk_size: int) -> ChunkedDigest:
+    """`hash_file` of a file that is read only once, in order (a pipe, `io.BytesIO`):
+    FILE_PIECE pieces read into FILE_RING buffers in turn; this thread computes the
+    whole-file SHA-256 of each while a helper hashes the chunk leaves of the pieces
+    already read (`provenance.core.hash_threads.BackgroundFeed.lend`); a buffer is reused
+    only once the helper is done with it."""
+    leaves = ChunkLeaves(chunk_size)
+    feed = BackgroundFeed(leaves.update)
+    sha = hashlib.sha256()
+    ring = [bytearray(FILE_PIECE) for _ in range(FILE_RING)]
+    waits: list[Callable[[], None]] = [_nothing] * FILE_RING
+    readinto = _reader(f)
+    slot = 0
+    while n := readinto(ring[slot]):
+        view = memoryview(ring[slot])[:n]
+        waits[slot] = feed.lend(view)
+        sha.update(view)
+        slot = (slot + 1) % FILE_RING
+        waits[slot]()  # the helper is done with the buffer read next
+        waits[slot] = _nothing
+    if n is None:
+        raise BindingError("the file is non-blocking and had no bytes ready")
+    feed.drain()
+    hashes, root = leaves.finalize()
+    return ChunkedDigest(
+        sha256=sha.digest(),
+        size=feed.size,
+        chunk_size=chunk_size,
+        chunk_hashes=hashes,
+        chunk_merkle_root=root,
+    )
 
 
 def chunk_merkle_root(chunk_hashes: Sequence[bytes]) -> bytes:
