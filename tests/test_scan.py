@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import gc
 import html
 import io
 import json
@@ -377,9 +378,11 @@ def test_pool_workers_start_with_the_decoder_and_grpc_loaded(tmp_path: Path) -> 
     """The fork server pays what each worker paid on its first image and first channel
     (`clients.scan.preload`): a worker forked from it has Pillow's plugins initialised and
     gRPC's channel module imported before its first task, though the main script imports
-    neither."""
+    neither; and what it inherited is frozen out of the garbage collector's full passes
+    (gc.freeze, so a full pass walks only the worker's own objects)."""
     script = tmp_path / "main.py"
     script.write_text(
+        "import gc\n"
         "import sys\n"
         "from concurrent.futures import ProcessPoolExecutor\n"
         "from clients.scan.engines import _worker_context\n\n"
@@ -389,6 +392,7 @@ def test_pool_workers_start_with_the_decoder_and_grpc_loaded(tmp_path: Path) -> 
         "        bool(getattr(image, '_initialized', 0)),\n"
         "        'PIL.JpegImagePlugin' in sys.modules,\n"
         "        'grpc._channel' in sys.modules,\n"
+        "        gc.get_freeze_count() > 10000,\n"
         "    ]\n\n"
         "if __name__ == '__main__':\n"
         "    assert 'grpc._channel' not in sys.modules\n"
@@ -403,7 +407,7 @@ def test_pool_workers_start_with_the_decoder_and_grpc_loaded(tmp_path: Path) -> 
         text=True,
         timeout=120,
     )
-    assert out.stdout.strip() == "[True, True, True]", out.stderr
+    assert out.stdout.strip() == "[True, True, True, True]", out.stderr
 
 
 #: How long a failed Ray start waits for the machine's run queue to drain before its one
@@ -623,6 +627,41 @@ def test_an_unreachable_server_stops_the_scan_with_a_transport_error(
         run_scan([str(desk.tarball)], out, ScanConfig(server="127.0.0.1:1"), LocalEngine(0))
     assert e.value.code == "UNAVAILABLE"
     assert out.read_text() == ""  # nothing recorded; --resume starts this batch again
+
+
+def test_the_driver_freezes_its_objects_for_the_scan_only(
+    desk: Desk, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """run_scan keeps the objects that existed before it out of the garbage collector's
+    full passes while it runs (gc.freeze) and hands them back at its end, even when the
+    scan fails; a caller that froze objects itself keeps them frozen."""
+    assert gc.get_freeze_count() == 0
+    during: list[int] = []
+    _scan(
+        [desk.folder],
+        tmp_path / "a.jsonl",
+        LocalEngine(0),
+        server=desk.server.address,
+        on_rows=lambda rows: during.append(gc.get_freeze_count()),
+    )
+    assert during and min(during) > 10000  # the imports, at least
+    assert gc.get_freeze_count() == 0
+    monkeypatch.setattr(worker, "RETRY_DELAYS_S", (0.01,))
+    with pytest.raises(TransportError):
+        run_scan(
+            [str(desk.folder)],
+            tmp_path / "b.jsonl",
+            ScanConfig(server="127.0.0.1:1"),
+            LocalEngine(0),
+        )
+    assert gc.get_freeze_count() == 0
+    gc.freeze()
+    try:
+        frozen = gc.get_freeze_count()
+        _scan([desk.folder], tmp_path / "c.jsonl", LocalEngine(0), server=desk.server.address)
+        assert gc.get_freeze_count() > 0.9 * frozen  # (a frozen object may still be freed)
+    finally:
+        gc.unfreeze()
 
 
 def test_names_that_are_not_utf8_are_scanned_and_reported(desk: Desk, tmp_path: Path) -> None:

@@ -92,7 +92,8 @@ def _worker_context() -> multiprocessing.context.BaseContext:
         return multiprocessing.get_context("spawn")
     ctx = multiprocessing.get_context("forkserver")
     ctx.set_forkserver_preload(
-        ["__main__", "clients.scan.worker", "clients.scan.preload", *_main_imports()]
+        # clients.scan.preload last: it freezes what the imports before it made
+        ["__main__", "clients.scan.worker", *_main_imports(), "clients.scan.preload"]
     )
     return ctx
 

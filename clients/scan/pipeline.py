@@ -11,6 +11,7 @@ HTML summary.
 
 from __future__ import annotations
 
+import gc
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -113,6 +114,13 @@ def run_scan(
     start = clock()
     scanned = scanned_bytes = 0
     writer: ReportWriter | None = None
+    # The objects that exist now (the imports, the caller's) are kept out of the garbage
+    # collector's full passes until the scan ends (gc.freeze): the rows in flight brought
+    # on a full pass over all ~80,000 of them about every 10^4 files, ~50 ms (5 us a file).
+    # Not when the caller froze objects itself: unfreezing would undo that.
+    frozen = gc.get_freeze_count() == 0
+    if frozen:
+        gc.freeze()
 
     def add_row(row: dict[str, Any]) -> None:
         nonlocal writer
@@ -141,4 +149,6 @@ def run_scan(
     finally:
         if writer is not None:
             writer.discard()
+        if frozen:
+            gc.unfreeze()
     return ScanResult(scanned, scanned_bytes, skipped, clock() - start, summary)

@@ -26,8 +26,9 @@ from typing import IO, Any
 from provenance.core.errors import ConfigError
 
 #: One row as compact JSON: `json.dumps` with these separators builds a new encoder
-#: for every call.
-_ENCODE = json.JSONEncoder(separators=(",", ":")).encode
+#: for every call. A row is a tree the scan built (no container in it twice), so the
+#: encoder skips its check for circular references (same text, 5.0 -> 4.65 us a row).
+_ENCODE = json.JSONEncoder(separators=(",", ":"), check_circular=False).encode
 
 
 def _digest(ref: str) -> bytes:

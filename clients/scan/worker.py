@@ -254,6 +254,12 @@ def _check_densely(
     return _verify_file(client, item, None, report, "the dense frame pass was not run")
 
 
+def _status(report: VerificationReport | pb.VerificationReport) -> Verdict:
+    if isinstance(report, VerificationReport):
+        return report.status
+    return Verdict(pb.Verdict.Name(report.status))
+
+
 def process_batch(items: Sequence[Item], config: ScanConfig) -> list[dict[str, Any]]:
     """Rows for a batch of items, in the order given (see the module docstring).
 
@@ -308,15 +314,10 @@ def process_batch(items: Sequence[Item], config: ScanConfig) -> list[dict[str, A
             report, dense_problem = _check_densely(client, item, report)
             if problem is not None or dense_problem is not None:
                 m = replace(m, note="; ".join(x for x in (m.note, problem, dense_problem) if x))
-        status = (
-            report.status
-            if isinstance(report, VerificationReport)
-            else Verdict(pb.Verdict.Name(report.status))
-        )
         block = None
         if (
             config.detect
-            and status == Verdict.UNSIGNED
+            and _status(report) == Verdict.UNSIGNED
             and m.kind == "media"
             and m.media_type is not None
             and m.media_type.startswith("image/")
