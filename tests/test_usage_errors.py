@@ -341,3 +341,20 @@ def test_verify_given_a_sidecar_or_a_folder_says_what_to_give(
     rc, err = _run(capsys, "verify", f"{tmp_path}/", *server)
     assert rc == 2 and "is a folder; `prov verify` checks one file" in err, err
     assert f"`prov scan {tmp_path} --report scan.jsonl` checks every file in it" in err, err
+
+
+def test_serve_given_a_folder_as_its_database_is_a_usage_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`prov serve --db .` exits 2 naming a file to give (before: a ValueError traceback,
+    "PosixPath('.') has an empty name"; `--db DIR`: exit 1, SQLite's "unable to open
+    database file"), and creates nothing."""
+    monkeypatch.setenv("COLUMNS", "400")
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "data").mkdir()
+    for db in (".", "data", str(tmp_path / "data") + "/"):
+        rc, err = _run(capsys, "serve", "--db", db, "--listen", closed_port())
+        assert rc == 2 and "--db" in err, (db, err)
+        assert f"{db} is a folder; name the SQLite database file" in err, (db, err)
+        assert "Traceback" not in err, err
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["data"]
