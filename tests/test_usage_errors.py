@@ -358,3 +358,27 @@ def test_serve_given_a_folder_as_its_database_is_a_usage_error(
         assert f"{db} is a folder; name the SQLite database file" in err, (db, err)
         assert "Traceback" not in err, err
     assert sorted(p.name for p in tmp_path.rglob("*")) == ["data"]
+
+
+def test_a_sidecar_missing_a_field_names_the_field(
+    photo: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A sidecar without one of its fields says which (before: "malformed sidecar:
+    KeyError('payload')", Python's repr of the exception)."""
+    import json
+
+    from fuzz.targets import DEVICE_KEY, SIGNED
+
+    from provenance.wire.sidecar import Sidecar, encode_sidecar
+
+    monkeypatch.setenv("COLUMNS", "400")
+    for field in ("payload", "publicKey"):
+        doc = json.loads(encode_sidecar(Sidecar(SIGNED, DEVICE_KEY.public_key)))
+        del doc[field]
+        side = tmp_path / f"no-{field}.prov"
+        side.write_text(json.dumps(doc))
+        rc, err = _run(
+            capsys, "verify", str(photo), "--sidecar", str(side), "--server", closed_port()
+        )
+        assert rc == 2 and f"malformed sidecar: the field '{field}' is missing" in err, err
+        assert "KeyError" not in err, err
