@@ -382,3 +382,19 @@ def test_a_sidecar_missing_a_field_names_the_field(
         )
         assert rc == 2 and f"malformed sidecar: the field '{field}' is missing" in err, err
         assert "KeyError" not in err, err
+
+
+def test_an_audit_state_that_is_a_folder_is_a_usage_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`prov log audit --state DIR` exits 2 naming a file (before: exit 1, "error: Is a
+    directory: DIR", after the command had started)."""
+    monkeypatch.setenv("COLUMNS", "400")
+    key = generate_log_key(tmp_path / "log.pem", "log.example/log").verifier_key()
+    for args in (
+        ("--server", closed_port()),
+        ("--tiles", str(tmp_path), "--log-key", key),
+    ):
+        rc, err = _run(capsys, "log", "audit", "--state", str(tmp_path), *args)
+        assert rc == 2 and "--state" in err, (args, err)
+        assert f"{tmp_path} is a folder; name the file that keeps this auditor's" in err, err
