@@ -811,6 +811,18 @@ def configure_logging() -> None:
         logging.getLogger(ours).setLevel(level)
 
 
+def _after_ctrl_c(e: BaseException) -> bool:
+    """True when ``e`` was raised while handling a KeyboardInterrupt that nothing reported
+    (Typer answers Ctrl-C with ``Exit(130)`` raised from it, then ``SystemExit(130)``,
+    printing nothing); False once a handler raised ``from None`` after saying so itself."""
+    seen: BaseException | None = e
+    while seen is not None:
+        if isinstance(seen, KeyboardInterrupt):
+            return True
+        seen = seen.__cause__ or (None if seen.__suppress_context__ else seen.__context__)
+    return False
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``prov`` console script; returns the exit code.
 
@@ -822,6 +834,8 @@ def main(argv: list[str] | None = None) -> int:
         configure_logging()
         app(args=argv, prog_name="prov")
     except SystemExit as e:
+        if _after_ctrl_c(e):  # Typer turns Ctrl-C into a silent exit 130
+            err.print("interrupted")
         return e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
     except LogIntegrityError as e:
         err.print(f"[bold red]LOG INTEGRITY FAILURE:[/] {e}", highlight=False)

@@ -160,6 +160,12 @@ def audit(
     or a registry row that differs from the logged key history (an edited, back-dated or
     deleted revocation or enrollment); exit 1 when the server is unreachable."""
     in_existing_folder(state, "--state")
+    if state.is_dir():  # was exit 1, "error: Is a directory: DIR"
+        raise typer.BadParameter(
+            f"{state} is a folder; name the file that keeps this auditor's last checkpoint"
+            f" (created on the first audit), e.g. --state {state / 'audit-state.json'}",
+            param_hint="--state",
+        )
     saved = AuditState.from_json(state.read_text()) if state.exists() else None
     if tiles is not None:
         _audit_tiles(tiles, state, saved, log_key, full)

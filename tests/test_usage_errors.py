@@ -341,3 +341,60 @@ def test_verify_given_a_sidecar_or_a_folder_says_what_to_give(
     rc, err = _run(capsys, "verify", f"{tmp_path}/", *server)
     assert rc == 2 and "is a folder; `prov verify` checks one file" in err, err
     assert f"`prov scan {tmp_path} --report scan.jsonl` checks every file in it" in err, err
+
+
+def test_serve_given_a_folder_as_its_database_is_a_usage_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`prov serve --db .` exits 2 naming a file to give (before: a ValueError traceback,
+    "PosixPath('.') has an empty name"; `--db DIR`: exit 1, SQLite's "unable to open
+    database file"), and creates nothing."""
+    monkeypatch.setenv("COLUMNS", "400")
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "data").mkdir()
+    for db in (".", "data", str(tmp_path / "data") + "/"):
+        rc, err = _run(capsys, "serve", "--db", db, "--listen", closed_port())
+        assert rc == 2 and "--db" in err, (db, err)
+        assert f"{db} is a folder; name the SQLite database file" in err, (db, err)
+        assert "Traceback" not in err, err
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["data"]
+
+
+def test_a_sidecar_missing_a_field_names_the_field(
+    photo: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A sidecar without one of its fields says which (before: "malformed sidecar:
+    KeyError('payload')", Python's repr of the exception)."""
+    import json
+
+    from fuzz.targets import DEVICE_KEY, SIGNED
+
+    from provenance.wire.sidecar import Sidecar, encode_sidecar
+
+    monkeypatch.setenv("COLUMNS", "400")
+    for field in ("payload", "publicKey"):
+        doc = json.loads(encode_sidecar(Sidecar(SIGNED, DEVICE_KEY.public_key)))
+        del doc[field]
+        side = tmp_path / f"no-{field}.prov"
+        side.write_text(json.dumps(doc))
+        rc, err = _run(
+            capsys, "verify", str(photo), "--sidecar", str(side), "--server", closed_port()
+        )
+        assert rc == 2 and f"malformed sidecar: the field '{field}' is missing" in err, err
+        assert "KeyError" not in err, err
+
+
+def test_an_audit_state_that_is_a_folder_is_a_usage_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`prov log audit --state DIR` exits 2 naming a file (before: exit 1, "error: Is a
+    directory: DIR", after the command had started)."""
+    monkeypatch.setenv("COLUMNS", "400")
+    key = generate_log_key(tmp_path / "log.pem", "log.example/log").verifier_key()
+    for args in (
+        ("--server", closed_port()),
+        ("--tiles", str(tmp_path), "--log-key", key),
+    ):
+        rc, err = _run(capsys, "log", "audit", "--state", str(tmp_path), *args)
+        assert rc == 2 and "--state" in err, (args, err)
+        assert f"{tmp_path} is a folder; name the file that keeps this auditor's" in err, err

@@ -91,16 +91,24 @@ def scan(
     chosen = make_engine(engine, workers)
     config = ScanConfig(server=server, detect=detect, detector_secret=os.urandom(32))
     err = Console(stderr=True)
-    with ScanProgress(err) as progress:
-        result = run_scan(
-            [str(p) for p in paths],
-            report,
-            config,
-            chosen,
-            resume=resume,
-            batch_size=batch_size,
-            on_rows=progress.update,
+    try:
+        with ScanProgress(err) as progress:
+            result = run_scan(
+                [str(p) for p in paths],
+                report,
+                config,
+                chosen,
+                resume=resume,
+                batch_size=batch_size,
+                on_rows=progress.update,
+            )
+    except KeyboardInterrupt:
+        err.print(
+            f"interrupted: the rows so far are kept in {report}; the same command with"
+            " --resume continues the scan",
+            highlight=False,
         )
+        raise typer.Exit(130) from None
     out = Console()
     out.print(summary_table(result, report))
     out.print(f"reports: {report}, {csv_path(report)}, {html_path(report)}", highlight=False)

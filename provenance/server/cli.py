@@ -309,6 +309,12 @@ def serve(
         target = db
     else:
         target = in_existing_folder(Path(db), "--db")
+        if target.is_dir():  # `--db .` raised a ValueError traceback; `--db DIR` SQLite's error
+            raise typer.BadParameter(
+                f"{db} is a folder; name the SQLite database file (created if missing),"
+                f" e.g. --db {target / 'provenance.db'}",
+                param_hint="--db",
+            )
     key_file: Path | None
     secret_file: Path | None
     if target == IN_MEMORY:

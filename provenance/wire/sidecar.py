@@ -98,8 +98,10 @@ def decode_sidecar(data: bytes) -> Sidecar:
             else None
         )
         chunks = tuple(base64.b64decode(h, validate=True) for h in doc.get("chunkHashes") or ())
-    except (KeyError, TypeError, ValueError, binascii.Error) as e:
-        raise ClaimError(f"malformed sidecar: {e!r}") from e
+    except KeyError as e:  # was "malformed sidecar: KeyError('payload')"
+        raise ClaimError(f"malformed sidecar: the field {e.args[0]!r} is missing") from e
+    except (TypeError, ValueError, binascii.Error) as e:
+        raise ClaimError(f"malformed sidecar: {e}") from e
     except RecursionError as e:
         raise ClaimError("malformed sidecar: its JSON is nested too deeply") from e
     return Sidecar(signed, public_key, receipt, str(doc.get("logVerifierKey") or ""), chunks)

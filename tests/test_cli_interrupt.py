@@ -1,0 +1,70 @@
+"""Ctrl-C (SIGINT) stops a `prov` command with exit 130 and says so; `prov scan` also
+says that its rows are kept and that --resume continues. Before, Typer turned the
+KeyboardInterrupt into a silent exit 130: `clients.cli.main`'s "interrupted" never
+printed, and a scan stopped by Ctrl-C left no word of --resume.
+
+Real CLI processes against a real TCP socket that accepts and never answers: the
+accepted connection says the command is waiting on its call, when SIGINT is sent."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+from conftest import ROOT, SAMPLES
+
+
+def _interrupted(args: list[str], cwd: Path) -> tuple[int, str]:
+    """Run ``prov ARGS --server S`` where S accepts connections and never answers; send
+    SIGINT once the command has connected; its exit code and stderr."""
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        silent.settimeout(120)
+        server = f"127.0.0.1:{silent.getsockname()[1]}"
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "clients.cli", *args, "--server", server],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=cwd,
+            env={**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "400"},
+        )
+        try:
+            conn, _ = silent.accept()  # the command is in its call now
+            with conn:
+                proc.send_signal(signal.SIGINT)
+                _, err = proc.communicate(timeout=60)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    return proc.returncode, err
+
+
+def test_ctrl_c_says_interrupted_and_exits_130(tmp_path: Path) -> None:
+    photo = shutil.copy(SAMPLES / "rocket.jpg", tmp_path / "rocket.jpg")
+    rc, err = _interrupted(["verify", str(photo), "--no-detect"], tmp_path)
+    assert rc == 130, err
+    assert err.strip().splitlines()[-1] == "interrupted", err
+    assert "Traceback" not in err, err
+
+
+def test_an_interrupted_scan_points_to_resume(tmp_path: Path) -> None:
+    shutil.copy(SAMPLES / "rocket.jpg", tmp_path / "rocket.jpg")
+    report = tmp_path / "scan.jsonl"
+    rc, err = _interrupted(["scan", str(tmp_path), "--report", str(report), "--workers", "0"], ROOT)
+    flat = " ".join(err.split())
+    assert rc == 130, err
+    assert (
+        f"interrupted: the rows so far are kept in {report}; the same command with --resume"
+        " continues the scan" in flat
+    ), err
+    # said once: not also main's bare "interrupted" line
+    assert "interrupted" not in (line.strip() for line in err.splitlines()), err
+    assert "Traceback" not in err, err
