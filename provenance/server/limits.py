@@ -270,23 +270,32 @@ class DeviceQuota:
         self._closed = threading.Event()
 
     def _used(self, device_id: bytes, now: float) -> tuple[float, float]:
-        """(claims, bytes) the device used in the 60 s before ``now``. Call locked."""
+        """(claims, bytes) the device used in the 60 s before ``now``. The store is read
+        (when the device's stored count is older than QUOTA_SYNC_S) without `_lock` held:
+        a read that waits (PostgreSQL busy, a new SQLite reader while another process
+        holds the write lock) must not hold up `check` and `charge` of other devices on
+        the event loop. Raises StorageError."""
         minute = int(now // 60)
         windows = (minute - 1, minute)
-        at, stored = self._stored.get(device_id, (-1e18, [(0, 0), (0, 0)]))
+        with self._lock:
+            at, stored = self._stored.get(device_id, (-1e18, [(0, 0), (0, 0)]))
+        fresh = None
         if self._store is not None and now - at > QUOTA_SYNC_S:
-            stored = self._store.quota_usage(device_id, windows)
-            self._stored[device_id] = (now, stored)
-            for w in windows:  # counted here since: what is not in the store yet
-                pending = self._pending.get((device_id, w))
-                if pending is None:
-                    self._local.pop((device_id, w), None)
-                else:
-                    self._local[(device_id, w)] = list(pending)
-        counts = []
-        for w, (c, b) in zip(windows, stored, strict=True):
-            here = self._local.get((device_id, w), [0, 0])
-            counts.append((c + here[0], b + here[1]))
+            fresh = self._store.quota_usage(device_id, windows)
+        with self._lock:
+            if fresh is not None:
+                stored = fresh
+                self._stored[device_id] = (now, stored)
+                for w in windows:  # counted here since: what is not in the store yet
+                    pending = self._pending.get((device_id, w))
+                    if pending is None:
+                        self._local.pop((device_id, w), None)
+                    else:
+                        self._local[(device_id, w)] = list(pending)
+            counts = []
+            for w, (c, b) in zip(windows, stored, strict=True):
+                here = self._local.get((device_id, w), [0, 0])
+                counts.append((c + here[0], b + here[1]))
         weight = 1.0 - (now % 60) / 60
         return (
             counts[0][0] * weight + counts[1][0],
@@ -308,8 +317,7 @@ class DeviceQuota:
         per_claims, per_bytes = self._per_min
         if not (per_claims or per_bytes):
             return
-        with self._lock:
-            claims, nbytes = self._used(device_id, self._clock())
+        claims, nbytes = self._used(device_id, self._clock())
         if per_claims and claims + 1 > per_claims:
             raise LimitError(
                 f"device {device_id.hex()[:16]} sent more than {per_claims} claims in a"

@@ -218,6 +218,10 @@ class SqliteStore(SqlStore):
         self.created = bool(self._made)
         self._local = threading.local()
         self._write_lock = threading.RLock()
+        # guards `_readers` only: a thread's first read must not wait for the writer,
+        # which holds `_write_lock` while SQLite's write lock is another process's (a
+        # backup tool's BEGIN IMMEDIATE: up to the 30 s busy timeout)
+        self._readers_lock = threading.Lock()
         self._readers: list[sqlite3.Connection] = []
         try:
             self._writer = self._connect()
@@ -338,7 +342,7 @@ class SqliteStore(SqlStore):
         if conn is None:
             conn = self._connect()
             self._local.conn = conn
-            with self._write_lock:
+            with self._readers_lock:
                 self._readers.append(conn)
         yield conn
 
@@ -431,7 +435,7 @@ class SqliteStore(SqlStore):
         self._stop.set()
         if self._checkpointer is not None:
             self._checkpointer.join()
-        with self._write_lock:
+        with self._write_lock, self._readers_lock:
             self._writer.close()
             for conn in self._readers:
                 conn.close()
