@@ -46,6 +46,7 @@ without it the family is absent. It counts every gRPC server of the process (one
 
 from __future__ import annotations
 
+import asyncio
 import importlib
 import inspect
 import json
@@ -199,6 +200,23 @@ def _code(code: Any, unset: str) -> str:
     return unset if code is None else str(code.name)
 
 
+#: A call cancelled this close to its deadline (seconds) counts as DEADLINE_EXCEEDED: the
+#: client's own timer ends it a little before the server's (7-8 ms on loopback, idle).
+DEADLINE_SLACK_S = 0.25
+
+
+def _ended(context: Any, error: BaseException) -> str:
+    """The status code of an asyncio handler that raised ``error``: the one it set
+    (context.abort), else, when grpc cancelled it, DEADLINE_EXCEEDED (its deadline
+    passed, or is within DEADLINE_SLACK_S) or CANCELLED (its client went away); UNKNOWN
+    otherwise."""
+    code = context.code()
+    if code is not None or not isinstance(error, asyncio.CancelledError):
+        return _code(code, "UNKNOWN")
+    left = context.time_remaining()
+    return "DEADLINE_EXCEEDED" if left is not None and left <= DEADLINE_SLACK_S else "CANCELLED"
+
+
 class _Recorder:
     """A sync handler's context that remembers the status code it set (the asyncio
     server's context for sync handlers cannot report it)."""
@@ -244,8 +262,8 @@ def _timed(behavior: Callable[..., Any], rpc: str) -> Callable[..., Any]:
                 async for reply in behavior(request, context):
                     yield reply
                 code = _code(context.code(), "OK")
-            except BaseException:  # context.abort raises after setting the code
-                code = _code(context.code(), "UNKNOWN")
+            except BaseException as e:  # context.abort raises after setting the code
+                code = _ended(context, e)
                 raise
             finally:
                 _leave()
@@ -262,8 +280,8 @@ def _timed(behavior: Callable[..., Any], rpc: str) -> Callable[..., Any]:
                 reply = await behavior(request, context)
                 code = _code(context.code(), "OK")
                 return reply
-            except BaseException:  # context.abort raises after setting the code
-                code = _code(context.code(), "UNKNOWN")
+            except BaseException as e:  # context.abort raises after setting the code
+                code = _ended(context, e)
                 raise
             finally:
                 _leave()

@@ -158,7 +158,7 @@ def test_honest_submissions_whose_callers_gave_up_spend_no_forgery_token(tmp_pat
     signatures did not verify'). The calls waiting behind them for a token are told the
     deadline passed, not that they forged anything."""
     db = tmp_path / "p.db"
-    server, _ = _start(db)
+    server, metrics = _start(db)
     try:
         with ProvenanceClient(_on(server, "[::1]"), admin_token=ADMIN_TOKEN) as c:
             honest = [enroll_key(c) for _ in range(2 * BUDGET + 1)]
@@ -201,6 +201,8 @@ def test_honest_submissions_whose_callers_gave_up_spend_no_forgery_token(tmp_pat
                     break
                 time.sleep(0.1)
             assert _size(c) == size + BUDGET
+            # the server's metrics name how the ten calls ended (before: UNKNOWN)
+            assert _answered(metrics)["DEADLINE_EXCEEDED"] == 2 * BUDGET, _answered(metrics)
             logged = [c.submit(claim)[1] for claim in claims]
             assert logged.count(True) == BUDGET, logged
             assert c.submit(signed_claim(honest[0], 2))[1] is False
