@@ -405,6 +405,30 @@ def test_another_clients_replay_is_read_in_its_turn_not_after_a_flood(tmp_path: 
     assert order.index("own") < FLOOD // 4, order.index("own")
 
 
+class _Held:
+    """Reads for `FairReads` tests: ``hold`` keeps its worker busy until ``gate`` is set
+    (``started`` once inside), ``read`` notes its name in ``ran``."""
+
+    def __init__(self) -> None:
+        self.gate, self.started = threading.Event(), threading.Event()
+        self.ran: list[str] = []
+
+    def hold(self) -> None:
+        self.started.set()
+        self.gate.wait(60)
+
+    def read(self, name: str) -> str:
+        self.ran.append(name)
+        return name
+
+    async def held(self, reads: FairReads) -> asyncio.Future[None]:
+        """A first read holding the (one) worker of ``reads``, once it is inside it."""
+        held = asyncio.ensure_future(reads.run("ipv4:192.0.2.9:1", self.hold))
+        while not self.started.is_set():
+            await asyncio.sleep(0.01)
+        return held
+
+
 def test_fair_reads_take_each_client_in_turn_and_bound_its_queue() -> None:
     """`FairReads` with one worker held by a first read: one client queues 50 reads,
     another 2, a third 1; once released they run in turns (A, B, C, A, B, A, A, ...), not
@@ -417,21 +441,11 @@ def test_fair_reads_take_each_client_in_turn_and_bound_its_queue() -> None:
         return [t for t in threading.enumerate() if t.name.startswith("test-reads")]
 
     assert workers() == []  # none before the first read (a failed start leaves none)
-    gate, started = threading.Event(), threading.Event()
-    ran: list[str] = []
-
-    def hold() -> None:
-        started.set()
-        gate.wait(60)
-
-    def read(name: str) -> str:
-        ran.append(name)
-        return name
+    h = _Held()
+    ran, read, gate = h.ran, h.read, h.gate
 
     async def run() -> None:
-        held = asyncio.ensure_future(reads.run("ipv4:192.0.2.9:1", hold))
-        while not started.is_set():  # the worker is inside the held read
-            await asyncio.sleep(0.01)
+        held = await h.held(reads)  # the worker is inside the held read
         a = [
             asyncio.ensure_future(reads.run(f"ipv4:192.0.2.1:{port}", functools.partial(read, "A")))
             for port in range(50)  # many connections of one address: one client
@@ -457,3 +471,47 @@ def test_fair_reads_take_each_client_in_turn_and_bound_its_queue() -> None:
     assert workers() == []
     assert ran[:6] == ["A", "B", "C", "A", "B", "A"], ran[:8]
     assert ran.count("A") == 50 and "gone" not in ran
+
+
+def test_fair_reads_full_queue_drops_the_longest_queues_read_not_a_new_clients() -> None:
+    """With every queued slot taken by two flooding addresses (``in_all`` reads waiting,
+    each at its own bound), a third address's read is still queued and read: the newest
+    read of the longest queue makes room (its caller refused with LimitError) instead of
+    the newcomer (before: LimitError for every other client while the flood held the
+    queue, so 16 addresses, an IPv6 /60, shut every honest device's replay out). A client
+    already holding as many as the longest queue is refused as before."""
+    reads = FairReads(1, "test-full", per_client=4, in_all=8)
+    h = _Held()
+    ran, read, gate = h.ran, h.read, h.gate
+
+    async def run() -> None:
+        held = await h.held(reads)
+        flood = [
+            asyncio.ensure_future(
+                reads.run(f"ipv6:[2001:db8:0:{net}::1]:{i}", functools.partial(read, str(net)))
+            )
+            for net in (1, 2)
+            for i in range(4)
+        ]
+        await asyncio.sleep(0)  # all 8 queued: the bound of all clients together
+        honest = asyncio.ensure_future(reads.run("ipv4:198.51.100.7:5", lambda: read("honest")))
+        # the longest queue's newest read made room: refused, its read never runs
+        await asyncio.wait(flood, timeout=10, return_when=asyncio.FIRST_COMPLETED)
+        dropped = [f for f in flood if f.done()]
+        assert len(dropped) == 1
+        with pytest.raises(LimitError, match="most"):
+            dropped[0].result()
+        # the newcomer now holds 1, the longest 4: a second newcomer takes another slot,
+        # but a flooder at the longest queue's length is refused at once
+        with pytest.raises(LimitError):
+            await reads.run("ipv6:[2001:db8:0:2::1]:99", lambda: read("2"))
+        gate.set()
+        assert await honest == "honest"
+        await asyncio.gather(held, *(f for f in flood if f is not dropped[0]))
+
+    try:
+        asyncio.run(run())
+    finally:
+        gate.set()
+        reads.close()
+    assert "honest" in ran and len(ran) == 8
