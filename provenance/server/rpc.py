@@ -924,13 +924,16 @@ def create_server(
         )
         rpc.add_VerificationServicer_to_server(verification, registry)
         rpc.add_LogServicer_to_server(LogServicer(service), registry)
-        health_servicer = health.HealthServicer()
+        # grpc's asyncio health servicer: a Watch stream waits on the loop (the sync one,
+        # run on grpc.aio, held an RPC thread per open stream, also past its client's
+        # cancel: 32 streams left every call served in a thread waiting for good)
+        health_servicer = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, registry)
         names = [
             pb.DESCRIPTOR.services_by_name[n].full_name for n in pb.DESCRIPTOR.services_by_name
         ]
         for name in ["", *names]:
-            health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+            await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
         reflection.enable_server_reflection(
             [*names, health.SERVICE_NAME, reflection.SERVICE_NAME], registry
         )
