@@ -13,7 +13,9 @@ import re
 import threading
 import urllib.request
 from collections import Counter
+from concurrent import futures
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -32,8 +34,8 @@ from provenance.core.claims import SignedClaim
 from provenance.core.envelope import PAYLOAD_TYPE_CLAIM, sign_payload
 from provenance.core.errors import LimitError, StorageError, TransportError
 from provenance.core.keys import DeviceKey
-from provenance.server.limits import FairReads
-from provenance.server.rpc import REPLAYS_KEPT
+from provenance.server.limits import DeviceQuota, FairReads, ForgeryPenalty, ServerLimits
+from provenance.server.rpc import REPLAYS_KEPT, CapturesServicer, envelope_digest
 from provenance.v1 import provenance_pb2 as pb
 from provenance.v1 import provenance_pb2_grpc as rpc
 from provenance.wire import convert as wire
@@ -515,3 +517,46 @@ def test_fair_reads_full_queue_drops_the_longest_queues_read_not_a_new_clients()
         gate.set()
         reads.close()
     assert "honest" in ran and len(ran) == 8
+
+
+def test_a_flood_of_distinct_replays_does_not_evict_the_receipts_of_new_claims(
+    tmp_path: Path,
+) -> None:
+    """The servicer's kept receipts (`CapturesServicer`, on a real service over SQLite,
+    real keys): an honest device's claim just logged stays kept (its retry answered at
+    once, without a read) while one client replays more than REPLAYS_KEPT distinct
+    logged envelopes, each answered from a read and kept apart, its own bounded room
+    (before: one room of REPLAYS_KEPT, which the flood's answers filled, evicting the
+    honest receipt, so every honest retry became a store read waiting its turn)."""
+    rig = open_inproc(tmp_path)
+    flooder, honest = rig.enroll(), rig.enroll()
+    flood = [flooder.next_claim() for _ in range(REPLAYS_KEPT + 10)]
+
+    async def log_all() -> None:
+        await asyncio.gather(*(rig.service.submit_async(s) for s in flood))
+
+    asyncio.run(log_all())
+    pool = futures.ThreadPoolExecutor(2)
+    quota = DeviceQuota(ServerLimits(quota_claims_per_minute=0), rig.service.store)
+    servicer = CapturesServicer(rig.service, quota, pool, ForgeryPenalty(0))
+
+    def request(signed: SignedClaim) -> pb.SubmitCaptureRequest:
+        return pb.SubmitCaptureRequest(signed_claim=wire.signed_to_pb(signed))
+
+    own = honest.next_claim()
+
+    async def run() -> tuple[Any, list[Any], bool, Any]:
+        first = await servicer._submit(request(own), "ipv4:198.51.100.7:5")
+        replies = [await servicer._submit(request(s), "ipv4:192.0.2.1:9") for s in flood]
+        kept = envelope_digest(own) in servicer._replays
+        return first, replies, kept, await servicer._submit(request(own), "ipv4:198.51.100.7:5")
+
+    try:
+        first, replies, kept, again = asyncio.run(run())
+    finally:
+        pool.shutdown()
+        quota.close()
+        rig.service.close()
+    assert not first.duplicate and all(r.duplicate for r in replies)
+    assert kept  # after the flood, before its retry
+    assert again.duplicate and again.receipt == first.receipt
