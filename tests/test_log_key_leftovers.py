@@ -18,6 +18,7 @@ from pathlib import Path
 from conftest import ROOT, start_server
 
 from provenance.log.checkpoint import KEY_LEFTOVER_AGE_S, remove_key_leftovers
+from provenance.server.rollback import remember_checkpoint
 
 #: a writer that stops at its hard link, the temporary copy written, synced and locked
 _STOPPED_WRITER = textwrap.dedent(
@@ -95,3 +96,47 @@ def test_a_killed_writers_copy_is_kept_while_it_lives_and_removed_at_the_next_st
     assert f"removed {copy}" in server.proc.stderr.read()
     assert young.exists() and link.is_symlink() and target.exists()
     assert all(p.exists() for p in others)
+
+
+def test_the_checkpoint_memo_is_written_afresh_and_killed_starts_copies_removed(
+    tmp_path: Path,
+) -> None:
+    """The remembered checkpoint (``KEY.checkpoint``) is written through a new file of a
+    random name, created exclusively and never through a link: a link planted at the
+    name an older version used (``.NAME.tmp<pid>``, predictable) is not written through
+    (before: its target truncated and overwritten, and the link renamed over the memo).
+    The copies killed starts left (one per process before, ``.NAME.tmp<pid>``; now
+    ``.NAME.<16 hex>.tmp``) are removed by the next real `prov serve` once old, young
+    ones and other names kept (before: kept for good)."""
+    memo = tmp_path / "m.pem.checkpoint"
+    target = tmp_path / "victim.txt"
+    target.write_text("not the memo's")
+    (tmp_path / f".m.pem.checkpoint.tmp{os.getpid()}").symlink_to(target)
+    remember_checkpoint(memo, "a checkpoint\n")
+    assert target.read_text() == "not the memo's"
+    assert memo.read_text() == "a checkpoint\n" and not memo.is_symlink()
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".m.pem")) == [
+        f".m.pem.checkpoint.tmp{os.getpid()}"  # nothing of the write left
+    ]
+
+    db = tmp_path / "k.db"
+    prefix = ".k.db.logkey.pem.checkpoint"
+    old = [tmp_path / f"{prefix}.tmp4242", tmp_path / f"{prefix}.0123456789abcdef.tmp"]
+    kept = [
+        tmp_path / f"{prefix}.tmp4243",  # young
+        tmp_path / f"{prefix}.tmpx1",  # not a pid
+        tmp_path / ".k.db.logkey.pem.tmp4244",  # another file's
+    ]
+    for p in old + kept:
+        p.write_text("a killed start's copy")
+        _age(p, 0 if p == kept[0] else 2 * KEY_LEFTOVER_AGE_S)
+    server = start_server(db)
+    try:
+        assert (tmp_path / "k.db.logkey.pem").exists()
+    finally:
+        assert server.stop() == 0
+    assert server.proc.stderr is not None
+    err = server.proc.stderr.read()
+    assert not any(p.exists() for p in old), err
+    assert all(f"removed {p}" in err for p in old), err
+    assert all(p.exists() for p in kept)

@@ -13,7 +13,9 @@ import re
 import threading
 import urllib.request
 from collections import Counter
+from concurrent import futures
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -32,8 +34,8 @@ from provenance.core.claims import SignedClaim
 from provenance.core.envelope import PAYLOAD_TYPE_CLAIM, sign_payload
 from provenance.core.errors import LimitError, StorageError, TransportError
 from provenance.core.keys import DeviceKey
-from provenance.server.limits import FairReads
-from provenance.server.rpc import REPLAYS_KEPT
+from provenance.server.limits import DeviceQuota, FairReads, ForgeryPenalty, ServerLimits
+from provenance.server.rpc import REPLAYS_KEPT, CapturesServicer, envelope_digest
 from provenance.v1 import provenance_pb2 as pb
 from provenance.v1 import provenance_pb2_grpc as rpc
 from provenance.wire import convert as wire
@@ -405,6 +407,30 @@ def test_another_clients_replay_is_read_in_its_turn_not_after_a_flood(tmp_path: 
     assert order.index("own") < FLOOD // 4, order.index("own")
 
 
+class _Held:
+    """Reads for `FairReads` tests: ``hold`` keeps its worker busy until ``gate`` is set
+    (``started`` once inside), ``read`` notes its name in ``ran``."""
+
+    def __init__(self) -> None:
+        self.gate, self.started = threading.Event(), threading.Event()
+        self.ran: list[str] = []
+
+    def hold(self) -> None:
+        self.started.set()
+        self.gate.wait(60)
+
+    def read(self, name: str) -> str:
+        self.ran.append(name)
+        return name
+
+    async def held(self, reads: FairReads) -> asyncio.Future[None]:
+        """A first read holding the (one) worker of ``reads``, once it is inside it."""
+        held = asyncio.ensure_future(reads.run("ipv4:192.0.2.9:1", self.hold))
+        while not self.started.is_set():
+            await asyncio.sleep(0.01)
+        return held
+
+
 def test_fair_reads_take_each_client_in_turn_and_bound_its_queue() -> None:
     """`FairReads` with one worker held by a first read: one client queues 50 reads,
     another 2, a third 1; once released they run in turns (A, B, C, A, B, A, A, ...), not
@@ -417,21 +443,11 @@ def test_fair_reads_take_each_client_in_turn_and_bound_its_queue() -> None:
         return [t for t in threading.enumerate() if t.name.startswith("test-reads")]
 
     assert workers() == []  # none before the first read (a failed start leaves none)
-    gate, started = threading.Event(), threading.Event()
-    ran: list[str] = []
-
-    def hold() -> None:
-        started.set()
-        gate.wait(60)
-
-    def read(name: str) -> str:
-        ran.append(name)
-        return name
+    h = _Held()
+    ran, read, gate = h.ran, h.read, h.gate
 
     async def run() -> None:
-        held = asyncio.ensure_future(reads.run("ipv4:192.0.2.9:1", hold))
-        while not started.is_set():  # the worker is inside the held read
-            await asyncio.sleep(0.01)
+        held = await h.held(reads)  # the worker is inside the held read
         a = [
             asyncio.ensure_future(reads.run(f"ipv4:192.0.2.1:{port}", functools.partial(read, "A")))
             for port in range(50)  # many connections of one address: one client
@@ -457,3 +473,90 @@ def test_fair_reads_take_each_client_in_turn_and_bound_its_queue() -> None:
     assert workers() == []
     assert ran[:6] == ["A", "B", "C", "A", "B", "A"], ran[:8]
     assert ran.count("A") == 50 and "gone" not in ran
+
+
+def test_fair_reads_full_queue_drops_the_longest_queues_read_not_a_new_clients() -> None:
+    """With every queued slot taken by two flooding addresses (``in_all`` reads waiting,
+    each at its own bound), a third address's read is still queued and read: the newest
+    read of the longest queue makes room (its caller refused with LimitError) instead of
+    the newcomer (before: LimitError for every other client while the flood held the
+    queue, so 16 addresses, an IPv6 /60, shut every honest device's replay out). A client
+    already holding as many as the longest queue is refused as before."""
+    reads = FairReads(1, "test-full", per_client=4, in_all=8)
+    h = _Held()
+    ran, read, gate = h.ran, h.read, h.gate
+
+    async def run() -> None:
+        held = await h.held(reads)
+        flood = [
+            asyncio.ensure_future(
+                reads.run(f"ipv6:[2001:db8:0:{net}::1]:{i}", functools.partial(read, str(net)))
+            )
+            for net in (1, 2)
+            for i in range(4)
+        ]
+        await asyncio.sleep(0)  # all 8 queued: the bound of all clients together
+        honest = asyncio.ensure_future(reads.run("ipv4:198.51.100.7:5", lambda: read("honest")))
+        # the longest queue's newest read made room: refused, its read never runs
+        await asyncio.wait(flood, timeout=10, return_when=asyncio.FIRST_COMPLETED)
+        dropped = [f for f in flood if f.done()]
+        assert len(dropped) == 1
+        with pytest.raises(LimitError, match="most"):
+            dropped[0].result()
+        # the newcomer now holds 1, the longest 4: a second newcomer takes another slot,
+        # but a flooder at the longest queue's length is refused at once
+        with pytest.raises(LimitError):
+            await reads.run("ipv6:[2001:db8:0:2::1]:99", lambda: read("2"))
+        gate.set()
+        assert await honest == "honest"
+        await asyncio.gather(held, *(f for f in flood if f is not dropped[0]))
+
+    try:
+        asyncio.run(run())
+    finally:
+        gate.set()
+        reads.close()
+    assert "honest" in ran and len(ran) == 8
+
+
+def test_a_flood_of_distinct_replays_does_not_evict_the_receipts_of_new_claims(
+    tmp_path: Path,
+) -> None:
+    """The servicer's kept receipts (`CapturesServicer`, on a real service over SQLite,
+    real keys): an honest device's claim just logged stays kept (its retry answered at
+    once, without a read) while one client replays more than REPLAYS_KEPT distinct
+    logged envelopes, each answered from a read and kept apart, its own bounded room
+    (before: one room of REPLAYS_KEPT, which the flood's answers filled, evicting the
+    honest receipt, so every honest retry became a store read waiting its turn)."""
+    rig = open_inproc(tmp_path)
+    flooder, honest = rig.enroll(), rig.enroll()
+    flood = [flooder.next_claim() for _ in range(REPLAYS_KEPT + 10)]
+
+    async def log_all() -> None:
+        await asyncio.gather(*(rig.service.submit_async(s) for s in flood))
+
+    asyncio.run(log_all())
+    pool = futures.ThreadPoolExecutor(2)
+    quota = DeviceQuota(ServerLimits(quota_claims_per_minute=0), rig.service.store)
+    servicer = CapturesServicer(rig.service, quota, pool, ForgeryPenalty(0))
+
+    def request(signed: SignedClaim) -> pb.SubmitCaptureRequest:
+        return pb.SubmitCaptureRequest(signed_claim=wire.signed_to_pb(signed))
+
+    own = honest.next_claim()
+
+    async def run() -> tuple[Any, list[Any], bool, Any]:
+        first = await servicer._submit(request(own), "ipv4:198.51.100.7:5")
+        replies = [await servicer._submit(request(s), "ipv4:192.0.2.1:9") for s in flood]
+        kept = envelope_digest(own) in servicer._replays
+        return first, replies, kept, await servicer._submit(request(own), "ipv4:198.51.100.7:5")
+
+    try:
+        first, replies, kept, again = asyncio.run(run())
+    finally:
+        pool.shutdown()
+        quota.close()
+        rig.service.close()
+    assert not first.duplicate and all(r.duplicate for r in replies)
+    assert kept  # after the flood, before its retry
+    assert again.duplicate and again.receipt == first.receipt

@@ -371,7 +371,9 @@ def generate_log_key(path: Path, origin: str) -> LogSigner:
 KEY_LEFTOVER_AGE_S = 60.0
 
 
-def remove_key_leftovers(path: Path, now: float | None = None) -> list[Path]:
+def remove_key_leftovers(
+    path: Path, now: float | None = None, names: str | None = None
+) -> list[Path]:
     """Remove the temporary copies of the log key ``path`` that a `generate_log_key`
     killed mid-way left beside it (``.NAME.<16 hex digits>.tmp``, mode 0600, each a
     private key: the one it was writing, linked to ``path`` or never used); returns those
@@ -379,16 +381,18 @@ def remove_key_leftovers(path: Path, now: float | None = None) -> list[Path]:
     user, last changed at least `KEY_LEFTOVER_AGE_S` before ``now`` (``time.time()``
     when None), and only while no process holds its lock (a live writer holds it until
     the copy is gone); anything else is left as it is. A copy that cannot be removed is
-    left too (the start goes on: the key itself is ``path``).
+    left too (the start goes on: the key itself is ``path``). ``names``: a regular
+    expression the whole name must match instead (`rollback.CheckpointMemo`'s
+    temporary copies).
     Source: flock(2), a lock released when its holder dies."""
-    pattern = re.compile(rf"\.{re.escape(path.name)}\.[0-9a-f]{{16}}\.tmp")
+    pattern = re.compile(names or rf"\.{re.escape(path.name)}\.[0-9a-f]{{16}}\.tmp")
     when = time.time() if now is None else now
     removed: list[Path] = []
     try:
-        names = os.listdir(path.parent)
+        entries = os.listdir(path.parent)
     except OSError:
         return removed
-    for name in names:
+    for name in entries:
         if not pattern.fullmatch(name):
             continue
         leftover = path.parent / name

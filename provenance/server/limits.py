@@ -616,10 +616,16 @@ class FairReads:
     replays, p50 1.3 -> 116 ms). A client is `peer_client` of the gRPC peer (an IPv4
     address or IPv6 /64), as for `ForgeryPenalty`: a flood cannot buy more turns with
     more connections. Each client queues at most ``per_client`` reads and all clients
-    together ``in_all``; past either `run` raises LimitError at once (no queue grows
-    without bound). A caller that stops waiting (cancelled: its timeout) leaves the
-    queue; a read already running finishes in its thread and its result is dropped.
-    Thread-safe; callers may be on any event loop."""
+    together ``in_all``; past its own bound `run` raises LimitError at once. With all
+    ``in_all`` taken, a client with fewer reads waiting than the longest queue less one
+    still gets its read queued: the longest queue's newest read makes room, its caller
+    refused with LimitError (longest queue drop, as fq_codel's; before: every other
+    client refused while a flood from ``in_all / per_client`` addresses, 16, an IPv6
+    /60, held the queue); a client as long as the longest is refused. So no queue grows
+    without bound and a flood cannot shut another client out. A caller that stops
+    waiting (cancelled: its timeout) leaves the queue; a read already running finishes
+    in its thread and its result is dropped. Thread-safe; callers may be on any event
+    loop."""
 
     def __init__(
         self,
@@ -636,6 +642,10 @@ class FairReads:
         # client -> its reads waiting, oldest first; dict order is the turn order
         self._queues: dict[str, deque[_Read]] = {}
         self._queued = 0
+        # queue length -> the clients with that many reads waiting (insertion-ordered),
+        # and the longest length: the queue that makes room when all are taken
+        self._by_length: dict[int, dict[str, None]] = {}
+        self._longest = 0
         self._closed = False
         # gRPC peer (address and port: one per connection) -> its client, as parsed
         self._clients: dict[str, str] = {}
@@ -652,12 +662,52 @@ class FairReads:
             client = self._clients[peer] = peer_client(peer)
         return client
 
+    def _resized(self, client: str, before: int, after: int) -> None:
+        """Book ``client``'s queue going from ``before`` reads to ``after`` (lock held)."""
+        if before:
+            same = self._by_length[before]
+            del same[client]
+            if not same:
+                del self._by_length[before]
+        if after:
+            self._by_length.setdefault(after, {})[client] = None
+            self._longest = max(self._longest, after)
+        while self._longest and self._longest not in self._by_length:
+            self._longest -= 1
+
+    def _make_room(self, mine: int) -> None:
+        """All ``in_all`` slots are taken and a client with ``mine`` reads waiting asks for
+        one (lock held): drop the newest read of the longest queue, its caller refused
+        with LimitError, when that queue is longer than ``mine + 1``; else raise
+        LimitError."""
+        if self._longest <= mine + 1:
+            raise LimitError(
+                f"{self._queued} replays of already logged claims are waiting to be read,"
+                " the most the server queues: submit it again later"
+            )
+        victim = next(iter(self._by_length[self._longest]))
+        queue = self._queues[victim]
+        dropped = queue.pop()
+        self._queued -= 1
+        self._resized(victim, len(queue) + 1, len(queue))
+        refused = LimitError(
+            f"{self._queued} replays of already logged claims are waiting to be read, the"
+            " most the server queues, and this client address has the most of them: send"
+            " fewer at once"
+        )
+        try:
+            dropped.loop.call_soon_threadsafe(_settle_read, dropped.future, None, refused)
+        except RuntimeError:  # the caller's loop is closed: nobody waits for it
+            pass
+
     async def run(self, peer: str, fn: Callable[[], T]) -> T:
         """``fn()`` in a worker thread, in ``peer``'s turn (``peer``: gRPC's
         ``context.peer()``; "" for a caller without one, all such callers one client);
         returns its result or raises its error. Raises LimitError when the client already
-        has ``per_client`` reads queued or all clients ``in_all`` (nothing is queued),
-        StorageError when the reads were closed (the server stopping)."""
+        has ``per_client`` reads queued, or all clients ``in_all`` and none has more than
+        this one plus one (nothing is queued), also when this read was queued and then
+        dropped to make room for another client's (`_make_room`); StorageError when the
+        reads were closed (the server stopping)."""
         loop = asyncio.get_running_loop()
         read = _Read(fn, loop, loop.create_future())
         with self._lock:
@@ -672,10 +722,7 @@ class FairReads:
                     " at once"
                 )
             if self._queued >= self._in_all:
-                raise LimitError(
-                    f"{self._queued} replays of already logged claims are waiting to be read,"
-                    " the most the server queues: submit it again later"
-                )
+                self._make_room(0 if queue is None else len(queue))
             if not self._threads:
                 self._threads = [
                     threading.Thread(target=self._work, name=f"{self._name}-{i}", daemon=True)
@@ -687,6 +734,7 @@ class FairReads:
                 queue = self._queues[client] = deque()
             queue.append(read)
             self._queued += 1
+            self._resized(client, len(queue) - 1, len(queue))
             self._lock.notify()
         try:
             return await read.future  # type: ignore[no-any-return]
@@ -696,6 +744,7 @@ class FairReads:
                 if queue is not None and read in queue:
                     queue.remove(read)
                     self._queued -= 1
+                    self._resized(client, len(queue) + 1, len(queue))
                     if not queue:
                         del self._queues[client]
             raise
@@ -712,6 +761,7 @@ class FairReads:
             queue = self._queues.pop(client)
             read = queue.popleft()
             self._queued -= 1
+            self._resized(client, len(queue) + 1, len(queue))
             if queue:
                 self._queues[client] = queue
             return read
@@ -737,6 +787,8 @@ class FairReads:
             waiting = [r for q in self._queues.values() for r in q]
             self._queues.clear()
             self._queued = 0
+            self._by_length.clear()
+            self._longest = 0
             self._lock.notify_all()
             started = list(self._threads)
         for t in started:

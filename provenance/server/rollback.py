@@ -17,9 +17,12 @@ the advice to run ``prov device sync``, which cannot help.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
+import re
+import secrets
 import threading
 import time
 from dataclasses import replace
@@ -29,7 +32,7 @@ from provenance.core import merkle
 from provenance.core.claims import Receipt, SignedClaim
 from provenance.core.errors import ConfigError, LogIntegrityError, ProvenanceError
 from provenance.core.verify import UNLOGGED_SIDECAR_REASON, VerificationReport
-from provenance.log.checkpoint import NoteVerifier, open_checkpoint
+from provenance.log.checkpoint import NoteVerifier, open_checkpoint, remove_key_leftovers
 from provenance.log.receipt import verify_receipt
 
 log = logging.getLogger(__name__)
@@ -44,21 +47,37 @@ def memo_path(log_key: Path) -> Path:
 
 
 def remember_checkpoint(path: Path, note: str) -> None:
-    """Replace ``path`` atomically with the signed checkpoint ``note`` (write a temporary
-    file, fsync, rename). A crash leaves the previous (older) copy, which is safe: only a
-    database behind the remembered checkpoint is refused. Raises ConfigError when the
-    file cannot be written."""
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    """Replace ``path`` atomically with the signed checkpoint ``note`` (write a new
+    temporary file ``.NAME.<16 hex digits>.tmp``, created exclusively, never through a
+    link, fsync, rename). A crash leaves the previous (older) copy, which is safe: only a
+    database behind the remembered checkpoint is refused; and its temporary file, which
+    `remove_memo_leftovers` removes at the next start. Raises ConfigError when the file
+    cannot be written."""
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
     try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
         try:
-            os.write(fd, note.encode())
+            left = memoryview(note.encode())
+            while left:
+                left = left[os.write(fd, left) :]
             os.fsync(fd)
         finally:
             os.close(fd)
         os.replace(tmp, path)
     except OSError as e:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
         raise ConfigError(f"cannot write the remembered checkpoint {path}: {e.strerror}") from e
+
+
+def remove_memo_leftovers(path: Path) -> list[Path]:
+    """Remove the temporary copies of the remembered checkpoint ``path`` that writers
+    killed mid-way left (``.NAME.<16 hex digits>.tmp``, and ``.NAME.tmp<pid>`` of older
+    versions, one per killed process): regular files of this user unchanged for
+    `KEY_LEFTOVER_AGE_S` (a live write takes milliseconds), as `remove_key_leftovers`
+    checks them; returns those removed."""
+    name = re.escape(path.name)
+    return remove_key_leftovers(path, names=rf"\.{name}\.(?:[0-9a-f]{{16}}\.tmp|tmp[0-9]+)")
 
 
 #: Least time between two writes of the remembered checkpoint, in seconds: under a
@@ -76,6 +95,10 @@ class CheckpointMemo:
 
     def __init__(self, path: Path, interval_s: float = MEMO_INTERVAL_S) -> None:
         self.path = path
+        for leftover in remove_memo_leftovers(path):
+            log.warning(
+                "removed %s, a copy of the remembered checkpoint left by a killed start", leftover
+            )
         self._interval_s = interval_s
         self._cond = threading.Condition()
         self._pending: tuple[int, str] | None = None

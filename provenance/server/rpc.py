@@ -250,10 +250,13 @@ class RegistryServicer(rpc.DeviceRegistryServicer):
         return wire.device_to_pb(self.s.get_device(bytes(request.device_id)))
 
 
-#: Receipts of recently logged (or replayed) signed claims kept on the event loop, by
-#: envelope digest (`envelope_digest`): a replay of one is answered without the writer.
-#: About 1 KB each (a receipt), so about 4 MB.
+#: Receipts of recently logged signed claims kept on the event loop, by envelope digest
+#: (`envelope_digest`): a replay of one is answered without the writer. About 1 KB each
+#: (a receipt), so about 4 MB.
 REPLAYS_KEPT = 4096
+#: Receipts of replays answered from a read (the envelope logged before), kept apart
+#: from `REPLAYS_KEPT` so that a flood of distinct replays evicts only its own kind.
+READ_REPLAYS_KEPT = 1024
 
 
 def envelope_digest(signed: SignedClaim) -> bytes:
@@ -285,8 +288,9 @@ class CapturesServicer(rpc.CapturesServicer):
     each answer held back `FORGERY_HOLD_S`.
 
     Replays are answered on the loop where they can be: the receipts of the last
-    `REPLAYS_KEPT` envelopes the writer verified and logged (or found logged) are kept by
-    envelope digest, and a byte-identical envelope gets its receipt back at once (no
+    `REPLAYS_KEPT` envelopes the writer verified and logged, and apart from them those
+    of the last `READ_REPLAYS_KEPT` replays answered from a read, are kept by envelope
+    digest, and a byte-identical envelope gets its receipt back at once (no
     signature check, no store read, no quota check: a replay is never charged); an
     envelope arriving while the same one is still with the writer waits for that
     submission's outcome instead of entering the writer's queue again. So a flood of
@@ -305,8 +309,10 @@ class CapturesServicer(rpc.CapturesServicer):
         self.quota = quota
         self.pool = pool
         self.penalty = penalty
-        # envelope digest -> its receipt, oldest first (the event loop's thread only)
+        # envelope digest -> its receipt, oldest first (the event loop's thread only):
+        # claims logged by this server, and replays answered from a read
         self._replays: dict[bytes, Any] = {}
+        self._read_replays: dict[bytes, Any] = {}
         # envelope digest -> the submission of it now with the writer
         self._in_flight: dict[bytes, asyncio.Future[Any]] = {}
 
@@ -352,6 +358,8 @@ class CapturesServicer(rpc.CapturesServicer):
         signed = wire.signed_from_pb(request.signed_claim)
         digest = envelope_digest(signed)
         kept = self._replays.get(digest)
+        if kept is None:
+            kept = self._read_replays.get(digest)
         if kept is not None:
             return pb.SubmitCaptureResponse(receipt=kept, duplicate=True)
         pending = self._in_flight.get(digest)
@@ -371,9 +379,17 @@ class CapturesServicer(rpc.CapturesServicer):
                 outcome.exception()  # retrieved: only copies waiting on it raise it
             raise
         del self._in_flight[digest]
-        if len(self._replays) >= REPLAYS_KEPT:  # the oldest kept goes
-            del self._replays[next(iter(self._replays))]
-        self._replays[digest] = reply.receipt
+        # a replay's answer kept apart: a flood of distinct replays (each a read) does not
+        # evict the receipts of new claims, whose devices retry lost answers (before: it
+        # did, and every such retry became a read waiting its turn)
+        room, most = (
+            (self._read_replays, READ_REPLAYS_KEPT)
+            if reply.duplicate
+            else (self._replays, REPLAYS_KEPT)
+        )
+        if len(room) >= most:  # the oldest kept goes
+            del room[next(iter(room))]
+        room[digest] = reply.receipt
         outcome.set_result(reply)
         return reply
 
@@ -936,13 +952,16 @@ def create_server(
         )
         rpc.add_VerificationServicer_to_server(verification, registry)
         rpc.add_LogServicer_to_server(LogServicer(service), registry)
-        health_servicer = health.HealthServicer()
+        # grpc's asyncio health servicer: a Watch stream waits on the loop (the sync one,
+        # run on grpc.aio, held an RPC thread per open stream, also past its client's
+        # cancel: 32 streams left every call served in a thread waiting for good)
+        health_servicer = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, registry)
         names = [
             pb.DESCRIPTOR.services_by_name[n].full_name for n in pb.DESCRIPTOR.services_by_name
         ]
         for name in ["", *names]:
-            health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+            await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
         reflection.enable_server_reflection(
             [*names, health.SERVICE_NAME, reflection.SERVICE_NAME], registry
         )

@@ -1,0 +1,66 @@
+"""grpc health ``Watch`` streams against a real `prov serve` on a loopback port: a
+stream waits on the event loop, not in an RPC thread, so a client holding many open
+cannot stop the server's other calls, and open streams are not counted as calls grpc
+core dropped."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import grpc
+from conftest import read_line, start_server
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from test_burst_limits import _unanswered
+
+from provenance.v1 import provenance_pb2 as pb
+from provenance.v1 import provenance_pb2_grpc as rpc
+
+#: RPC threads of the server under test, and Watch streams opened: more than them
+THREADS = 12
+WATCHES = 2 * THREADS
+
+
+def _get_unknown_device(channel: grpc.Channel) -> grpc.StatusCode:
+    """A GetDevice of a device nobody enrolled (answered in an RPC thread): its code."""
+    try:
+        rpc.DeviceRegistryStub(channel).GetDevice(
+            pb.GetDeviceRequest(device_id=b"\x01" * 32), timeout=30
+        )
+    except grpc.RpcError as e:
+        return e.code()
+    return grpc.StatusCode.OK
+
+
+def test_open_health_watches_hold_no_rpc_thread(tmp_path: Path) -> None:
+    """WATCHES open ``Watch`` streams (twice the RPC threads) from one client: a call
+    served in an RPC thread is still answered (NOT_FOUND for an unknown device) while
+    they are open and after they are cancelled, each stream got SERVING, and /metrics
+    counts none of them as unanswered (before: grpc's sync health servicer held an RPC
+    thread per stream for the stream's life and past its cancellation, so 32 streams,
+    the default --rpc-threads, left every registry, log and verification call waiting
+    for good: DEADLINE_EXCEEDED; each open stream also read as a dropped call)."""
+    server = start_server(
+        tmp_path / "w.db", "--rpc-threads", str(THREADS), "--metrics-listen", "127.0.0.1:0"
+    )
+    try:
+        url = read_line(server.proc, "metrics on ")
+        with grpc.insecure_channel(server.address) as channel:
+            assert _get_unknown_device(channel) == grpc.StatusCode.NOT_FOUND
+            health: Any = health_pb2_grpc.HealthStub(channel)
+            streams = [
+                health.Watch(health_pb2.HealthCheckRequest(service=""), timeout=120)
+                for _ in range(WATCHES)
+            ]
+            first = next(streams[0])
+            assert first.status == health_pb2.HealthCheckResponse.SERVING
+            time.sleep(1)  # the others reach the server (calls on one connection, in order)
+            assert _get_unknown_device(channel) == grpc.StatusCode.NOT_FOUND
+            assert [next(s).status for s in streams[1:]] == [first.status] * (WATCHES - 1)
+            assert _unanswered(url) == 0
+            for s in streams:
+                s.cancel()
+            assert _get_unknown_device(channel) == grpc.StatusCode.NOT_FOUND
+    finally:
+        server.stop()
