@@ -99,6 +99,8 @@ out = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
 
 #: Said before the passphrase prompt comes again after an empty answer.
+#: `prov admin revoke` of a key already revoked no later than asked: nothing changed.
+EXIT_ALREADY_REVOKED = 3
 EMPTY_PASSPHRASE = "the passphrase cannot be empty: the device key is encrypted with it"
 
 
@@ -204,7 +206,15 @@ def revoke(
         typer.Option(help="When the key stopped being trustworthy (ISO 8601, UTC). Default: now."),
     ] = None,
 ) -> None:
-    """Revoke a device key. Claims logged at or after --since report REVOKED_KEY."""
+    """Revoke a device key. Claims logged at or after --since report REVOKED_KEY.
+
+    Revoking an already revoked key keeps the earlier time and its reason: a --since
+    before it moves the revocation earlier (exit 0); otherwise nothing changes, and
+    the command says "already revoked at T (reason R); nothing changed" and exits 3.
+
+    Exit codes: 0 revoked (or moved earlier); 3 already revoked, nothing changed;
+    1 the server could not be reached or refused; 2 usage errors.
+    """
     try:
         dev = bytes.fromhex(device_id)
     except ValueError:
@@ -232,10 +242,20 @@ def revoke(
                 param_hint="--since",
             )
     with _admin_client(server) as c:
+        before = c.get_device(dev).revoked_at
         d = c.revoke(dev, reason, when)
     assert d.revoked_at is not None
+    at = f"{d.revoked_at:%Y-%m-%d %H:%M:%S} UTC"
+    if before is not None and d.revoked_at == before:  # the earlier revocation stands
+        out.print(
+            f"{d.device_id.hex()} was already revoked at {at} (reason: {d.revocation_reason});"
+            " nothing changed",
+            highlight=False,
+            markup=False,
+        )
+        raise typer.Exit(EXIT_ALREADY_REVOKED)
     out.print(
-        f"revoked {d.device_id.hex()} at {d.revoked_at:%Y-%m-%d %H:%M:%S} UTC: {d.revocation_reason}"
+        f"revoked {d.device_id.hex()} at {at}: {d.revocation_reason}", highlight=False, markup=False
     )
 
 
