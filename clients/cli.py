@@ -98,26 +98,26 @@ app.add_typer(detector_cli.app, name="detector", help="Train and evaluate the ad
 out = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
 
-#: Said before the passphrase prompt comes again after an empty answer.
 #: `prov admin revoke` of a key already revoked no later than asked: nothing changed.
 EXIT_ALREADY_REVOKED = 3
+#: Said before the passphrase prompt comes again after an empty answer.
 EMPTY_PASSPHRASE = "the passphrase cannot be empty: the device key is encrypted with it"
 
 
 def _passphrase(confirm: bool = False) -> bytes:
     """PROV_PASSPHRASE, else a hidden prompt, asked again (saying why) while the answer is
     empty; ``confirm``: typed twice, asked again from the start when the two differ.
-    Raises ConfigError when neither is possible (no variable, no terminal)."""
+    Raises UsageError (exit 2) when neither is possible (no variable, no terminal)."""
     env = os.environ.get("PROV_PASSPHRASE")
     if env:
         return env.encode()
     if not sys.stdin.isatty():
         if env is not None:  # set, but to nothing
-            raise ConfigError(
+            raise UsageError(
                 "PROV_PASSPHRASE is set but empty: set it to the device key's passphrase, or"
                 " unset it and run in a terminal to be prompted"
             )
-        raise ConfigError("no passphrase: set PROV_PASSPHRASE or run in a terminal to be prompted")
+        raise UsageError("no passphrase: set PROV_PASSPHRASE or run in a terminal to be prompted")
 
     def ask(prompt: str) -> str:
         while True:
