@@ -774,7 +774,7 @@ def detect(
                 highlight=False,
             )
             out.print(f"  {threshold_words(r)}", highlight=False)
-    if not as_json:
+    if not as_json and any("band" in r for r in results):  # under a score, not an error
         out.print(
             "advisory only: a learned estimate, never proof; only `prov verify` checks signatures"
         )
