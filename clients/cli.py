@@ -9,6 +9,7 @@ PROV_ADMIN_TOKEN (admin credential).
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import logging
 import os
@@ -85,6 +86,31 @@ admin_app = typer.Typer(
 device_app = typer.Typer(
     help="This device's key, enrollment and offline queue.", no_args_is_help=True
 )
+
+
+def _version(value: bool) -> None:
+    """``--version``: print the installed package's version and stop."""
+    if value:
+        try:
+            number = importlib.metadata.version("media-provenance")
+        except importlib.metadata.PackageNotFoundError:  # run from a checkout not installed
+            number = "unknown (not installed: `make env` installs it)"
+        print(f"prov {number}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", help="Print the version and exit.", callback=_version, is_eager=True
+        ),
+    ] = False,
+) -> None:
+    """Options of `prov` itself (the commands have their own)."""
+
+
 app.add_typer(admin_app, name="admin")
 app.add_typer(device_app, name="device")
 app.add_typer(logcmd.log_app, name="log")
