@@ -28,7 +28,7 @@ from rich.progress import Progress
 from typer.core import TyperCommand
 
 from clients import logcmd, witnesscmd
-from clients.api import ProvenanceClient, default_server
+from clients.api import CANNOT_REACH, ProvenanceClient, default_server
 from clients.cosigned import WitnessCheck, check_witnesses, policy_key
 from clients.device import (
     DeviceHome,
@@ -56,6 +56,7 @@ from provenance.core.errors import (
     LogIntegrityError,
     ProvenanceError,
     TimestampError,
+    TransportError,
     WitnessQuorumError,
 )
 from provenance.core.keys import KEY_ID_BYTES, DeviceKey
@@ -124,6 +125,12 @@ app.add_typer(detector_cli.app, name="detector", help="Train and evaluate the ad
 out = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
 
+#: Said under "cannot reach the server at HOST:PORT (...)" (`clients.api`).
+UNREACHABLE_HINT = (
+    "hint: no server answers there. Start one with `prov serve --db FILE` (it prints"
+    " 'listening on HOST:PORT'), or give the address of a running one with --server"
+    " HOST:PORT or $PROV_SERVER"
+)
 #: `prov admin revoke` of a key already revoked no later than asked: nothing changed.
 EXIT_ALREADY_REVOKED = 3
 #: Said before the passphrase prompt comes again after an empty answer.
@@ -891,6 +898,8 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_WITNESS_QUORUM
     except ProvenanceError as e:
         err.print(f"[red]error:[/] {e}", highlight=False)
+        if isinstance(e, TransportError) and str(e).startswith(CANNOT_REACH):
+            err.print(UNREACHABLE_HINT, highlight=False, markup=False)
         return 1
     except OSError as e:  # the machine's, not the user's: a full disk, a folder gone
         where = f": {e.filename}" if e.filename else ""

@@ -52,6 +52,9 @@ def test_a_server_address_that_is_not_host_port_is_a_usage_error(
     monkeypatch.delenv("PROV_SERVER")
     rc, err = _run(capsys, "verify", str(photo), "--server", closed_port(), "--no-detect")
     assert rc == 1 and "cannot reach the server" in err, err
+    # with where to go from there (before: the error alone)
+    said = " ".join(err.split())
+    assert "Start one with `prov serve --db FILE`" in said and "--server HOST:PORT" in said, err
 
 
 def test_a_log_key_that_is_no_verifier_key_is_a_usage_error(
