@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -30,8 +31,9 @@ def _prov(*args: str) -> tuple[int, str]:
 
 @pytest.fixture
 def two_logs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Path, str]]:
-    """rocket.jpg signed with a device enrolled on one server, and the address of another
-    server (its own log) that has never seen that device."""
+    """rocket.jpg and fabric.mp4 signed with a device enrolled on one server
+    ($PROV_SERVER), and the address of another server (its own log) that has never seen
+    that device."""
     first = start_server(tmp_path / "first.db")
     other: ServerProc | None = None
     try:
@@ -47,7 +49,8 @@ def two_logs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[
         assert rc == 0
         assert _prov("device", "enroll", "--token", token.strip())[0] == 0
         photo = Path(shutil.copy(SAMPLES / "rocket.jpg", tmp_path / "rocket.jpg"))
-        assert _prov("sign", str(photo))[0] == 0
+        video = Path(shutil.copy(SAMPLES / "fabric_pattern.mp4", tmp_path / "fabric.mp4"))
+        assert _prov("sign", str(photo), str(video))[0] == 0
         other = start_server(tmp_path / "other.db")
         yield photo, other.address
     finally:
@@ -73,3 +76,27 @@ def test_a_sidecar_from_another_log_reads_as_prov_verify_says(
     assert row["status"] == "UNSIGNED"
     assert said in row["reasons"], row["reasons"]
     assert not any("carrying no public key" in r for r in row["reasons"])
+
+
+def test_a_damaged_video_row_names_its_damaged_ranges_as_prov_verify_does(
+    two_logs: tuple[Path, str], tmp_path: Path
+) -> None:
+    photo, _ = two_logs
+    video = photo.with_name("fabric.mp4")
+    data = bytearray(video.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # one byte of the signed video changed
+    desk = tmp_path / "desk"
+    desk.mkdir()
+    damaged = desk / "fabric.mp4"
+    damaged.write_bytes(bytes(data))
+    shutil.copy(f"{video}.prov", f"{damaged}.prov")
+    out = tmp_path / "scan.jsonl"
+    run_scan([str(desk)], out, ScanConfig(server=os.environ["PROV_SERVER"]), LocalEngine(0))
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    [row] = [r for r in rows if r["path"].endswith("fabric.mp4")]
+    rc, text = _prov("verify", str(damaged), "--json", "--no-detect")
+    verified = json.loads(text)
+    [said] = [r for r in verified["reasons"] if "differ from the signed file (" in r]
+    # before: the scan sent no chunk hashes, and its row could not name the range
+    assert row["status"] == verified["status"] == "TAMPERED", (row, verified)
+    assert said in row["reasons"], row["reasons"]
