@@ -398,6 +398,10 @@ def _retry_after(trailing: dict[str, str]) -> float | None:
     return value if 0 <= value < float("inf") else None
 
 
+#: How the error of a call that found no server begins (`_transport_error`).
+CANNOT_REACH = "cannot reach the server"
+
+
 def _transport_error(e: grpc.RpcError, address: str) -> TransportError:
     """Our error for a failed call: the server's own sentence when it sent one (its code
     kept, so `is_unreachable` still says UNAVAILABLE and DEADLINE_EXCEEDED are worth a
@@ -407,9 +411,7 @@ def _transport_error(e: grpc.RpcError, address: str) -> TransportError:
     trailing = _trailing(e)
     # our server's own error (`SERVER_ERROR_KEY`), not gRPC failing to reach it in time
     if code in _UNREACHABLE and SERVER_ERROR_KEY not in trailing:
-        return TransportError(
-            f"cannot reach the server at {address} ({code.name}: {details})", code.name
-        )
+        return TransportError(f"{CANNOT_REACH} at {address} ({code.name}: {details})", code.name)
     return TransportError(f"{details} [{code.name}]", code.name, _retry_after(trailing))
 
 

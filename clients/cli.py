@@ -9,6 +9,7 @@ PROV_ADMIN_TOKEN (admin credential).
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import logging
 import os
@@ -27,7 +28,7 @@ from rich.progress import Progress
 from typer.core import TyperCommand
 
 from clients import logcmd, witnesscmd
-from clients.api import ProvenanceClient, default_server
+from clients.api import CANNOT_REACH, ProvenanceClient, default_server
 from clients.cosigned import WitnessCheck, check_witnesses, policy_key
 from clients.device import (
     DeviceHome,
@@ -55,6 +56,7 @@ from provenance.core.errors import (
     LogIntegrityError,
     ProvenanceError,
     TimestampError,
+    TransportError,
     WitnessQuorumError,
 )
 from provenance.core.keys import KEY_ID_BYTES, DeviceKey
@@ -85,6 +87,31 @@ admin_app = typer.Typer(
 device_app = typer.Typer(
     help="This device's key, enrollment and offline queue.", no_args_is_help=True
 )
+
+
+def _version(value: bool) -> None:
+    """``--version``: print the installed package's version and stop."""
+    if value:
+        try:
+            number = importlib.metadata.version("media-provenance")
+        except importlib.metadata.PackageNotFoundError:  # run from a checkout not installed
+            number = "unknown (not installed: `make env` installs it)"
+        print(f"prov {number}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", help="Print the version and exit.", callback=_version, is_eager=True
+        ),
+    ] = False,
+) -> None:
+    """Options of `prov` itself (the commands have their own)."""
+
+
 app.add_typer(admin_app, name="admin")
 app.add_typer(device_app, name="device")
 app.add_typer(logcmd.log_app, name="log")
@@ -98,6 +125,14 @@ app.add_typer(detector_cli.app, name="detector", help="Train and evaluate the ad
 out = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
 
+#: Said under "cannot reach the server at HOST:PORT (...)" (`clients.api`).
+UNREACHABLE_HINT = (
+    "hint: no server answers there. Start one with `prov serve --db FILE` (it prints"
+    " 'listening on HOST:PORT'), or give the address of a running one with --server"
+    " HOST:PORT or $PROV_SERVER"
+)
+#: `prov admin revoke` of a key already revoked no later than asked: nothing changed.
+EXIT_ALREADY_REVOKED = 3
 #: Said before the passphrase prompt comes again after an empty answer.
 EMPTY_PASSPHRASE = "the passphrase cannot be empty: the device key is encrypted with it"
 
@@ -105,17 +140,17 @@ EMPTY_PASSPHRASE = "the passphrase cannot be empty: the device key is encrypted 
 def _passphrase(confirm: bool = False) -> bytes:
     """PROV_PASSPHRASE, else a hidden prompt, asked again (saying why) while the answer is
     empty; ``confirm``: typed twice, asked again from the start when the two differ.
-    Raises ConfigError when neither is possible (no variable, no terminal)."""
+    Raises UsageError (exit 2) when neither is possible (no variable, no terminal)."""
     env = os.environ.get("PROV_PASSPHRASE")
     if env:
         return env.encode()
     if not sys.stdin.isatty():
         if env is not None:  # set, but to nothing
-            raise ConfigError(
+            raise UsageError(
                 "PROV_PASSPHRASE is set but empty: set it to the device key's passphrase, or"
                 " unset it and run in a terminal to be prompted"
             )
-        raise ConfigError("no passphrase: set PROV_PASSPHRASE or run in a terminal to be prompted")
+        raise UsageError("no passphrase: set PROV_PASSPHRASE or run in a terminal to be prompted")
 
     def ask(prompt: str) -> str:
         while True:
@@ -204,7 +239,15 @@ def revoke(
         typer.Option(help="When the key stopped being trustworthy (ISO 8601, UTC). Default: now."),
     ] = None,
 ) -> None:
-    """Revoke a device key. Claims logged at or after --since report REVOKED_KEY."""
+    """Revoke a device key. Claims logged at or after --since report REVOKED_KEY.
+
+    Revoking an already revoked key keeps the earlier time and its reason: a --since
+    before it moves the revocation earlier (exit 0); otherwise nothing changes, and
+    the command says "already revoked at T (reason R); nothing changed" and exits 3.
+
+    Exit codes: 0 revoked (or moved earlier); 3 already revoked, nothing changed;
+    1 the server could not be reached or refused; 2 usage errors.
+    """
     try:
         dev = bytes.fromhex(device_id)
     except ValueError:
@@ -232,10 +275,20 @@ def revoke(
                 param_hint="--since",
             )
     with _admin_client(server) as c:
+        before = c.get_device(dev).revoked_at
         d = c.revoke(dev, reason, when)
     assert d.revoked_at is not None
+    at = f"{d.revoked_at:%Y-%m-%d %H:%M:%S} UTC"
+    if before is not None and d.revoked_at == before:  # the earlier revocation stands
+        out.print(
+            f"{d.device_id.hex()} was already revoked at {at} (reason: {d.revocation_reason});"
+            " nothing changed",
+            highlight=False,
+            markup=False,
+        )
+        raise typer.Exit(EXIT_ALREADY_REVOKED)
     out.print(
-        f"revoked {d.device_id.hex()} at {d.revoked_at:%Y-%m-%d %H:%M:%S} UTC: {d.revocation_reason}"
+        f"revoked {d.device_id.hex()} at {at}: {d.revocation_reason}", highlight=False, markup=False
     )
 
 
@@ -754,7 +807,7 @@ def detect(
                 highlight=False,
             )
             out.print(f"  {threshold_words(r)}", highlight=False)
-    if not as_json:
+    if not as_json and any("band" in r for r in results):  # under a score, not an error
         out.print(
             "advisory only: a learned estimate, never proof; only `prov verify` checks signatures"
         )
@@ -845,6 +898,8 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_WITNESS_QUORUM
     except ProvenanceError as e:
         err.print(f"[red]error:[/] {e}", highlight=False)
+        if isinstance(e, TransportError) and str(e).startswith(CANNOT_REACH):
+            err.print(UNREACHABLE_HINT, highlight=False, markup=False)
         return 1
     except OSError as e:  # the machine's, not the user's: a full disk, a folder gone
         where = f": {e.filename}" if e.filename else ""

@@ -19,6 +19,7 @@ from clients.files import read_bounded
 from clients.options import (
     HomeOpt,
     ServerOpt,
+    UsageError,
     WitnessOpt,
     WitnessQuorumOpt,
     in_existing_folder,
@@ -505,16 +506,19 @@ def _no_receipt(path: Path, sc: Sidecar, home: Path) -> str:
 
 
 def _read_sidecar(path: Path) -> Sidecar:
+    """The sidecar named on the command line. Raises UsageError (exit 2, as for `prov
+    verify --sidecar`) when it cannot be read or decoded."""
     try:
         return _decode_named(path, read_bounded(path, MAX_SIDECAR_BYTES, "sidecar"))
     except OSError as e:
-        raise ConfigError(f"cannot read sidecar {path}: {e.strerror or e}") from e
+        raise UsageError(f"cannot read sidecar {path}: {e.strerror or e}") from e
 
 
 def _decode_named(path: Path, data: bytes) -> Sidecar:
-    """`decode_sidecar` of ``data`` read from ``path``; its ClaimError names the file. When
-    ``path`` is a media file (the common slip of naming the photo instead of its sidecar)
-    it is a usage error (typer.BadParameter, exit 2) that names the sidecar to give."""
+    """`decode_sidecar` of ``data`` read from ``path``. A sidecar named on the command line
+    that does not decode is a usage error (UsageError, exit 2, as for `prov verify
+    --sidecar`) naming the file; when ``path`` is a media file (the common slip of naming
+    the photo instead of its sidecar) it names the sidecar to give."""
     try:
         return decode_sidecar(data)
     except ClaimError as e:
@@ -522,7 +526,7 @@ def _decode_named(path: Path, data: bytes) -> Sidecar:
         hint = f": give its sidecar, {beside}" if beside.is_file() else ""
         kind = sniff_media_type(data[:SNIFF_BYTES])
         if kind is None:
-            raise ClaimError(f"{path} is not a usable sidecar ({e}){hint}") from e
+            raise UsageError(f"{path} is not a usable sidecar ({e}){hint}") from None
         raise typer.BadParameter(  # the photo named instead of its sidecar: a usage error
             f"{path} is not a usable sidecar: it is the media file itself ({kind})"
             + (hint or f"; give its sidecar {beside.name} (`prov sign` writes it beside the file)"),
@@ -577,7 +581,7 @@ def receipt_verify(
     try:
         data = read_bounded(sidecar, max(MAX_SIDECAR_BYTES, MAX_PROOF_BYTES), "receipt")
     except OSError as e:
-        raise ConfigError(f"cannot read {sidecar}: {e.strerror or e}") from e
+        raise UsageError(f"cannot read {sidecar}: {e.strerror or e}") from e
     if is_tlog_proof(data):
         note = _verify_tlog_proof(data, read_key_text(log_key), with_sidecar)
         _print_witnesses(note, witnesses, quorum)

@@ -9,6 +9,7 @@ runs until Ctrl-C.
 from __future__ import annotations
 
 import argparse
+import fcntl
 import os
 import secrets
 import shutil
@@ -23,12 +24,36 @@ ROOT = Path(__file__).resolve().parent.parent
 MARKER = ".prov-web-demo"
 
 
+def _in_use(lock: Path) -> bool:
+    """Whether a live server holds ``lock`` (the ``DB.lock`` file that
+    `provenance.store.sqlite` locks exclusively with flock for as long as it runs)."""
+    try:
+        handle = lock.open("rb")
+    except FileNotFoundError:
+        return False
+    with handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(handle, fcntl.LOCK_UN)
+        return False
+
+
 def _fresh(work: Path) -> None:
-    """Empty ``work`` if an earlier run made it; refuse to touch any other folder."""
+    """Empty ``work`` if an earlier run made it; refuse to touch any other folder, or
+    one whose database a running server (an earlier `make web`) still holds."""
     if work.exists():
         if not (work / MARKER).exists():
             raise SystemExit(
                 f"make web: {work} exists and was not made by `make web`; move it away"
+            )
+        lock = work / "provenance.db.lock"
+        if _in_use(lock):
+            raise SystemExit(
+                f"make web: another `make web` (or `prov serve`) is running on {work}"
+                f" (its database lock {lock} is held); stop it first (Ctrl-C), or run this"
+                " one elsewhere: python -m clients.webdemo --dir DIR --listen HOST:PORT"
             )
         shutil.rmtree(work)
     work.mkdir(parents=True)

@@ -97,6 +97,7 @@ def test_verify_and_detect_through_the_server(
     _thresholds_match(json.loads(out)["detector"], calibration)
     rc, out, err = _prov("detect", str(CAT), server=srv.address)
     assert rc == 0 and f"  {_words(calibration)}\n" in out, out + err
+    assert out.rstrip().endswith("only `prov verify` checks signatures"), out  # under a score
     rc, out, err = _prov("detect", str(CAT), "--json", server=srv.address)
     (block,) = json.loads(out)["results"]
     _thresholds_match(block, calibration)

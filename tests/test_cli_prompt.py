@@ -121,11 +121,17 @@ def test_an_empty_passphrase_variable_is_named_without_a_terminal(
 ) -> None:
     """PROV_PASSPHRASE set to nothing (``PROV_PASSPHRASE= prov device init`` in a script):
     the error says it is empty (before: "no passphrase: set PROV_PASSPHRASE ...", though it
-    was set); exit 1, no key made."""
+    was set); a usage error, exit 2 (before: 1), no key made. Unset, without a terminal,
+    it is the same usage error."""
     monkeypatch.setenv("PROV_PASSPHRASE", "")  # no terminal either: stdin is not one
     home = tmp_path / "device"
     capsys.readouterr()
     rc = prov_main(["device", "init", "--home", str(home)])
     err = " ".join(capsys.readouterr().err.split())
-    assert rc == 1 and "PROV_PASSPHRASE is set but empty" in err, err
+    assert rc == 2 and "PROV_PASSPHRASE is set but empty" in err, err
+    assert not (home / "device_key.pem").exists()
+    monkeypatch.delenv("PROV_PASSPHRASE")
+    rc = prov_main(["device", "init", "--home", str(home)])
+    err = " ".join(capsys.readouterr().err.split())
+    assert rc == 2 and "no passphrase: set PROV_PASSPHRASE or run in a terminal" in err, err
     assert not (home / "device_key.pem").exists()

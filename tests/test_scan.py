@@ -374,6 +374,20 @@ def test_progress_line_redraws_twice_a_second() -> None:
     assert 1 <= frames <= 4, frames
 
 
+def test_progress_to_a_file_is_one_whole_final_line() -> None:
+    """stderr sent to a file: one final line, whole and ending in a newline (before: the
+    live display's last frame, cut at the console's 80 columns), and '1 file'."""
+    statuses = ["SIGNED_ORIGINAL", "DERIVED", "UNSIGNED", "REVOKED_KEY", "TAMPERED"]
+    for n in (1, 5):
+        out = io.StringIO()
+        with ScanProgress(Console(file=out, width=80)) as progress:
+            progress.update([{"status": s, "kind": "media", "size": 1000} for s in statuses[:n]])
+        text = out.getvalue()
+        assert text.count("\n") == 1 and text.endswith("\n"), repr(text)
+        assert text.startswith("1 file  " if n == 1 else f"{n} files  "), repr(text)
+        assert all(f"{s} 1" in text for s in statuses[:n]), repr(text)
+
+
 def test_pool_workers_start_with_the_decoder_and_grpc_loaded(tmp_path: Path) -> None:
     """The fork server pays what each worker paid on its first image and first channel
     (`clients.scan.preload`): a worker forked from it has Pillow's plugins initialised and

@@ -52,6 +52,9 @@ def test_a_server_address_that_is_not_host_port_is_a_usage_error(
     monkeypatch.delenv("PROV_SERVER")
     rc, err = _run(capsys, "verify", str(photo), "--server", closed_port(), "--no-detect")
     assert rc == 1 and "cannot reach the server" in err, err
+    # with where to go from there (before: the error alone)
+    said = " ".join(err.split())
+    assert "Start one with `prov serve --db FILE`" in said and "--server HOST:PORT" in said, err
 
 
 def test_a_log_key_that_is_no_verifier_key_is_a_usage_error(
@@ -73,10 +76,11 @@ def test_a_log_key_that_is_no_verifier_key_is_a_usage_error(
                 err,
             )
             assert "prov log key" in err  # where the right value comes from
-    # a well-formed key passes: the command goes on (to a sidecar without a receipt: 1)
+    # a well-formed key passes: the command goes on (to the sidecar, "{}": not usable)
     other = generate_log_key(tmp_path / "other.pem", "other.example/log").verifier_key()
     rc, err = _run(capsys, "receipt", "verify", str(side), "--log-key", other)
-    assert rc == 1, err
+    assert rc == 2 and "is not a usable sidecar" in err, err
+    assert "is not a log verifier key" not in err
 
 
 def test_a_witness_that_is_no_cosigner_key_is_a_usage_error(
@@ -130,10 +134,16 @@ def test_receipt_commands_given_the_photo_name_its_sidecar(
     (tmp_path / "rocket.jpg.prov").write_text("{}")
     rc, err = _run(capsys, "receipt", "verify", str(photo), "--log-key", log_key)
     assert rc == 2 and f"give its sidecar, {photo}.prov" in err, err
-    junk = tmp_path / "junk.prov"  # not media and not a sidecar: a runtime failure, as before
+    # not media and not a sidecar: a usage error (exit 2; before: 1), as `prov verify
+    # --sidecar` has it, whichever command is given the damaged sidecar
+    junk = tmp_path / "junk.prov"
     junk.write_text("not json")
     rc, err = _run(capsys, "receipt", "verify", str(junk), "--log-key", log_key)
-    assert rc == 1 and "is not a usable sidecar (" in err, err
+    assert rc == 2 and "is not a usable sidecar (" in err, err
+    rc, err = _run(capsys, "receipt", "refresh", str(junk), "--server", closed_port())
+    assert rc == 2 and "is not a usable sidecar (" in err, err
+    rc, err = _run(capsys, "verify", str(photo), "--sidecar", str(junk), "--server", closed_port())
+    assert rc == 2 and "not a usable sidecar" in err, err
 
 
 def test_a_missing_audit_database_is_a_usage_error(

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import ROOT, read_line
+from conftest import ROOT, read_line, start_server
 
 pytestmark = pytest.mark.slow
 
@@ -74,3 +74,40 @@ def test_make_web_serves_the_demo_captures(tmp_path: Path) -> None:
         timeout=60,
     )
     assert res.returncode != 0 and "was not made by `make web`" in res.stderr
+
+
+def test_second_make_web_leaves_a_running_one_alone(tmp_path: Path) -> None:
+    """A second `make web` on the folder of a running one refuses before touching it:
+    before, it deleted the folder, and the first server went on running on a deleted database."""
+    from clients.webdemo import MARKER
+
+    work = tmp_path / "web-demo"
+    work.mkdir()
+    (work / MARKER).write_text("made by `make web`\n")
+    srv = start_server(work / "provenance.db")  # holds provenance.db.lock, as make web's does
+    try:
+        second = subprocess.Popen(
+            [sys.executable, "-m", "clients.webdemo", "--dir", str(work), "--no-detector"]
+            + ["--listen", "127.0.0.1:0"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=ROOT,
+            start_new_session=True,
+        )
+        try:
+            out, err = second.communicate(timeout=60)
+        finally:
+            _kill_group(second.pid)  # before the fix it ran a server of its own
+        assert second.returncode != 0, out
+        assert "another `make web` (or `prov serve`) is running on" in err
+        assert "provenance.db.lock" in err
+        assert (work / "provenance.db").exists() and (work / MARKER).exists()
+        assert srv.proc.poll() is None
+    finally:
+        srv.stop()
+    # once that server has stopped, its lock is free again: the folder is ours to replace
+    from clients.webdemo import _fresh
+
+    _fresh(work)
+    assert sorted(p.name for p in work.iterdir()) == [MARKER]

@@ -29,12 +29,21 @@ def _mb(n: int) -> float:
     return n / 1e6
 
 
+def _files(n: int) -> str:
+    return f"{n} file" if n == 1 else f"{n} files"
+
+
 class ScanProgress:
     """A live line on ``console``: files, files/s, MB/s and the count of each verdict in
-    this run. Use as a context manager; feed it each batch's rows with `update`."""
+    this run. Use as a context manager; feed it each batch's rows with `update`. On a
+    console that is not a terminal (stderr sent to a file or a pipe) nothing is drawn
+    live: the final line is written once, whole (not cut to the console's width), with
+    its newline."""
 
     def __init__(self, console: Console, clock: Callable[[], float] = time.monotonic) -> None:
         self._clock = clock
+        self._console = console
+        self._live = console.is_terminal
         self._progress = Progress(
             SpinnerColumn(),
             BarColumn(),
@@ -51,18 +60,22 @@ class ScanProgress:
 
     def __enter__(self) -> ScanProgress:
         self._start = self._clock()
-        self._progress.start()
+        if self._live:
+            self._progress.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._progress.stop()
+        if self._live:
+            self._progress.stop()
+        else:
+            self._console.print(self.describe(), soft_wrap=True, highlight=False, markup=False)
 
     def describe(self) -> str:
         """The progress text: 'N files  F files/s  M MB/s  STATUS n ...'."""
         dt = max(self._clock() - self._start, 1e-9)
         counts = "  ".join(f"{k} {self.counts[k]}" for k in _ORDER if self.counts[k])
         return (
-            f"{self.files} files  {self.files / dt:.1f} files/s  {_mb(self.bytes) / dt:.1f} MB/s"
+            f"{_files(self.files)}  {self.files / dt:.1f} files/s  {_mb(self.bytes) / dt:.1f} MB/s"
             f"  {counts}"
         )
 
@@ -76,7 +89,7 @@ class ScanProgress:
 def summary_table(result: ScanResult, report: Path) -> Table:
     """The final table: counts per verdict over the whole report, then this run's figures."""
     s = result.summary
-    t = Table(title=f"scan report {report} ({s.rows} files, {_mb(s.bytes):,.1f} MB)")
+    t = Table(title=f"scan report {report} ({_files(s.rows)}, {_mb(s.bytes):,.1f} MB)")
     t.add_column("status")
     t.add_column("files", justify="right")
     for key in _ORDER:

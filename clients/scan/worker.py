@@ -30,7 +30,7 @@ from clients.scan.hashing import Measured, measure, read_ahead
 from clients.scan.rows import error_row, measured_row
 from clients.scan.runs import runs
 from clients.scan.sources import EntryItem, FileItem, Item, RefusedItem, ScanLimits
-from provenance.core.claims import SignedClaim, Verdict
+from provenance.core.claims import Verdict
 from provenance.core.errors import (
     ClaimError,
     DetectorError,
@@ -43,7 +43,7 @@ from provenance.media.image import decode_image
 from provenance.v1 import provenance_pb2 as pb
 from provenance.wire import convert as wire
 from provenance.wire.contract import DENSE_PASS_NEEDS_BYTES, MAX_LOOKUP_HASHES, MAX_LOOKUP_QUERIES
-from provenance.wire.sidecar import MAX_SIDECAR_BYTES, decode_sidecar
+from provenance.wire.sidecar import MAX_SIDECAR_BYTES, Sidecar, decode_sidecar
 
 #: Waits between tries of a Lookup when the server is unreachable, in seconds.
 RETRY_DELAYS_S = (1.0, 4.0)
@@ -211,28 +211,40 @@ def _check_sidecar(
         return report, None
     try:
         data = read_bounded(item.sidecar, MAX_SIDECAR_BYTES, "sidecar")
-        signed = decode_sidecar(data).signed_claim
+        found = decode_sidecar(data)
     except OSError as e:
         msg = e.strerror or str(e)
         return report, f"sidecar {os.path.basename(item.sidecar)} not usable: {msg}"
     except (ClaimError, MediaError) as e:
         return report, f"sidecar {os.path.basename(item.sidecar)} not usable: {e}"
     return _verify_file(
-        client, item, signed, report, f"sidecar {os.path.basename(item.sidecar)} not checked"
+        client, item, found, report, f"sidecar {os.path.basename(item.sidecar)} not checked"
     )
 
 
 def _verify_file(
     client: ProvenanceClient,
     item: FileItem,
-    signed: SignedClaim | None,
+    found: Sidecar | None,
     report: VerificationReport,
     failed: str,
 ) -> tuple[VerificationReport, str | None]:
     """The server's report on the uploaded file, or ``report`` and the note ``failed``
-    with the error when the server refused it. Raises TransportError when unreachable."""
+    with the error when the server refused it. ``found``: the file's sidecar, sent whole
+    as `prov verify` sends it (its claim, the public key it carries, its receipt and a
+    video's chunk hashes), so the row gives `prov verify`'s reasons. Raises
+    TransportError when unreachable."""
     try:
-        return client.verify_file(Path(item.path), signed, detect=False), None
+        if found is None:
+            return client.verify_file(Path(item.path), None, detect=False), None
+        return client.verify_file(
+            Path(item.path),
+            found.signed_claim,
+            detect=False,
+            chunk_hashes=found.chunk_hashes,
+            receipt=found.receipt,
+            public_key=found.public_key,
+        ), None
     except TransportError as e:
         if is_unreachable(e):
             raise

@@ -8,7 +8,8 @@ Rules, in order (DESIGN.md, "The verdict"):
 
 0. Exact bytes in the log decide first: a logged, validly signed claim whose hard
    binding covers the file gives ``SIGNED_ORIGINAL`` (or ``REVOKED_KEY``) whatever
-   sidecar comes with it (the report notes a sidecar for another claim). When several
+   sidecar comes with it (the report notes a sidecar for another claim, or one whose
+   signature does not verify under the enrolled key: it is ignored). When several
    such claims bind the bytes, the best-standing one decides (`rank_exact`: a claim its
    key's revocation does not cover before one it covers, then the lowest log index); the
    others are reported as evidence (``Evidence.other_claims``, same order, each with a
@@ -442,6 +443,12 @@ def _exact_verdict(
         if not held:
             reasons.append(
                 "a sidecar came with the file but describes another claim; it was not used"
+            )
+        elif sidecar != held[0].signed_claim and not signature_ok(sidecar, held[0].device):
+            reasons.append(
+                "note: a sidecar came with the file, but its signature does not verify under"
+                " the enrolled device key, so it was ignored: the logged claim of these exact"
+                " bytes decides"
             )
         elif held[0] is not best:
             reasons.append(

@@ -28,6 +28,7 @@ import contextlib
 import http.client
 import logging
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Callable
@@ -422,7 +423,18 @@ class Cosigner:
                 peer.conn = cls(parts.hostname or "", parts.port, timeout=self._timeout_s)
             try:
                 if peer.conn.sock is None:
-                    peer.conn.connect()
+                    try:
+                        peer.conn.connect()
+                    except OSError as e:
+                        if isinstance(e, ssl.SSLError):  # it answered: TLS failed
+                            raise
+                        # refused, no such host, no route, no answer: say so plainly
+                        peer.conn.close()  # the next round connects again
+                        port = parts.port or (443 if parts.scheme == "https" else 80)
+                        why = e.strerror or str(e) or type(e).__name__
+                        raise WitnessError(
+                            f"witness at {parts.hostname}:{port} is not reachable: {why}"
+                        ) from e
                 sockets.append(peer.conn.sock)
                 peer.conn.request(
                     "POST",
