@@ -203,10 +203,11 @@ class Peer:
 
 
 def _cpu_s(proc: psutil.Process) -> float:
-    """CPU seconds (user + system) of ``proc`` and its live child processes: a server's
-    work done in its children counts as its own (`prov serve`'s video decoder and C2PA
-    readers; a log writer in a child process, as tried in /work/team/writer_process.patch)."""
-    own = sum(proc.cpu_times()[:2])
+    """CPU seconds (user + system) of ``proc``, its live child processes and its children
+    that exited and were waited for: a server's work done in its children counts as its
+    own (`prov serve`'s video decoder and C2PA readers, a log writer in a child process)."""
+    t = proc.cpu_times()
+    own = t.user + t.system + t.children_user + t.children_system
     for child in proc.children(recursive=True):
         try:
             own += sum(child.cpu_times()[:2])

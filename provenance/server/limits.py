@@ -84,14 +84,16 @@ class ServerLimits:
     bytes per device per minute, bursts up to one minute's worth
     [--quota-claims-per-minute, --quota-claim-kb-per-minute]; 0 turns a quota off;
     forgeries_per_minute: submissions with a signature that does not verify, or naming a
-    device nobody enrolled, that one client (IPv4 address, IPv6 /64) may send per minute, bursts up to one minute's worth, before its
-    submissions are refused (`ForgeryPenalty`) [--forgeries-per-minute]; 0: no limit;
+    device nobody enrolled, that one client (IPv4 address, IPv6 /64) may send per minute,
+    bursts up to one minute's worth, before its submissions are refused
+    (`ForgeryPenalty`) [--forgeries-per-minute]; 0: no limit;
     max_pending_calls: calls of one method that have arrived and that the event loop has
     not taken up yet, queued by grpc core (``grpc.server.max_pending_requests``, its hard
     limit set to the same, so none is dropped below it) [--max-pending-calls]. Past its
     queue grpc core drops calls, and their clients get a bare CANCELLED that no handler
-    sees (counted by /metrics ``prov_grpc_calls_unanswered``, from grpc's channelz); with grpc's defaults (grpcio 1.85: random drops from 1,000 pending calls
-    of a method, all from 3,000) a burst of 3,000-4,000 calls from one client lost 2-9%.
+    sees (counted by /metrics ``prov_grpc_calls_unanswered``, from grpc's channelz); with
+    grpc's defaults (grpcio 1.85: random drops from 1,000 pending calls of a method, all
+    from 3,000) a burst of 3,000-4,000 calls from one client lost 2-9%.
     The bound: 10,000 small calls hold about 10,000 x `PENDING_CALL_BYTES`, 110 MiB, per
     method flooded (a large request holds its bytes on top, up to the message cap).
     grpc.aio's ``maximum_concurrent_rpcs`` is not used: in grpcio 1.85 a server at that
