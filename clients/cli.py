@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.console import Console
 from rich.progress import Progress
+from rich.text import Text
 from typer.core import TyperCommand
 
 from clients import logcmd, witnesscmd
@@ -122,8 +123,12 @@ app.command("serve")(server_cli.serve)
 app.command("web")(web_cli.web)
 app.add_typer(detector_cli.app, name="detector", help="Train and evaluate the advisory detector.")
 
-out = Console(soft_wrap=True)
-err = Console(stderr=True, soft_wrap=True)
+# Text that is not ours (file names, server addresses and answers, error messages) is
+# never read as markup: lines holding it print with markup=False, or as Text when a
+# label is styled ("[foo].jpg" would lose "[foo]", "[/red]x.jpg" raise MarkupError);
+# emoji=False: ":smile:.jpg" is printed as it is (markup=False does not stop emoji codes)
+out = Console(soft_wrap=True, emoji=False)
+err = Console(stderr=True, soft_wrap=True, emoji=False)
 
 #: Said under "cannot reach the server at HOST:PORT (...)" (`clients.api`).
 UNREACHABLE_HINT = (
@@ -225,7 +230,7 @@ def ca_init(
     from provenance.c2pa.authority import init_authority
 
     auth = init_authority(dir, now=datetime.now(UTC), name=name, organization=organization)
-    err.print(f"enrollment authority created in {dir}")
+    err.print(f"enrollment authority created in {dir}", markup=False)
     print(auth.certificate_pem.decode(), end="")
 
 
@@ -307,7 +312,7 @@ def device_init(
     h = DeviceHome(home)
     h.check_init(force)  # before the prompt
     state = h.init(_passphrase(confirm=True), force=force)
-    out.print(f"device key created in {home}")
+    out.print(f"device key created in {home}", markup=False)
     print(state.device_id)
 
 
@@ -336,7 +341,7 @@ def device_enroll(
     with ProvenanceClient(server) as c:
         state = h.enroll(c, token, _passphrase(), chain)
     extra = f"; certificate saved in {h.cert_path}" if h.cert_path.exists() else ""
-    out.print(f"device {state.device_id} enrolled with {server}{extra}")
+    out.print(f"device {state.device_id} enrolled with {server}{extra}", markup=False)
 
 
 @device_app.command("show")
@@ -400,23 +405,26 @@ def _print_sync_problems(h: DeviceHome, done: SyncResult, server: str, stops: bo
     """Say what a sync could not do, and where the claims concerned are (``stops``: also
     why it stopped early; `prov sign` says that on each file's line instead)."""
     for note in done.notes.values():
-        err.print(f"[yellow]note:[/] {note}", highlight=False)
+        err.print(Text.assemble(("note:", "yellow"), f" {note}"))
     for reason in (*done.refused.values(), *done.set_aside.values()):
-        err.print(f"[red]set aside:[/] {reason}", highlight=False)
+        err.print(Text.assemble(("set aside:", "red"), f" {reason}"))
     if done.refused or done.set_aside:
         err.print(
             f"claims set aside are kept in {h.set_aside_dir} (`prov device show` lists them);"
             " sign the file again for a new claim, or `prov device sync --retry-set-aside`"
-            " once the cause is fixed"
+            " once the cause is fixed",
+            markup=False,
         )
     if stops and done.unreachable:
-        err.print(f"[red]stopped:[/] {done.unreachable}; the rest stays queued", highlight=False)
+        err.print(Text.assemble(("stopped:", "red"), f" {done.unreachable}; the rest stays queued"))
     if stops and done.not_enrolled:
-        err.print(f"[red]stopped:[/] {_not_enrolled(h, server)}", highlight=False)
+        err.print(Text.assemble(("stopped:", "red"), f" {_not_enrolled(h, server)}"))
     elif stops and done.deferred:
         err.print(
-            f"[red]stopped:[/] {done.deferred}; it and the rest stay queued for the next sync",
-            highlight=False,
+            Text.assemble(
+                ("stopped:", "red"),
+                f" {done.deferred}; it and the rest stay queued for the next sync",
+            )
         )
 
 
@@ -512,23 +520,26 @@ def sign(
             try:
                 signed = h.sign_file(key, f, force=force)
             except SidecarExistsError as e:
-                err.print(f"[red]{f}: not signed:[/] {e}", highlight=False)
+                err.print(Text.assemble((f"{f}: not signed:", "red"), f" {e}"))
                 refused += 1
                 tally[KEPT] += 1
                 continue
             except ProvenanceError as e:
-                err.print(f"[red]{f}: not signed:[/] {e}", highlight=False)
+                err.print(Text.assemble((f"{f}: not signed:", "red"), f" {e}"))
                 failed += 1
                 tally[FAILED] += 1
                 continue
             sidecar, spath = signed.sidecar, signed.sidecar_path
             verb = "already signed" if signed.already else "signed"
             if signed.backup:
-                err.print(f"[yellow]{f}: the old sidecar is kept as {signed.backup}[/]")
+                err.print(
+                    f"{f}: the old sidecar is kept as {signed.backup}", style="yellow", markup=False
+                )
             if signed.already and sidecar.receipt is not None:
                 out.print(
                     f"{f}: already signed (#{sidecar.claim.sequence}) and logged at leaf"
-                    f" {sidecar.receipt.leaf_index} -> {spath.name}; not signed again"
+                    f" {sidecar.receipt.leaf_index} -> {spath.name}; not signed again",
+                    markup=False,
                 )
                 tally[ALREADY] += 1
                 if c2pa and not _embed_c2pa(h, key, f, spath, chain, tsa):
@@ -537,8 +548,10 @@ def sign(
                 continue
             if signed.sidecar_problem:
                 err.print(
-                    f"[yellow]{f}: {signed.sidecar_problem}; the sidecar is kept at {spath}[/]",
+                    f"{f}: {signed.sidecar_problem}; the sidecar is kept at {spath}",
+                    style="yellow",
                     highlight=False,
+                    markup=False,
                 )
             seq, ch = sidecar.claim.sequence, sidecar.signed_claim.claim_hash
             if not stopped:
@@ -552,10 +565,13 @@ def sign(
                     stopped = f"the server deferred {done.deferred}"
                 if ch in done.logged:
                     leaf = done.logged[ch].leaf_index
-                    out.print(f"{f}: {verb} (#{seq}) and logged at leaf {leaf} -> {spath.name}")
+                    out.print(
+                        f"{f}: {verb} (#{seq}) and logged at leaf {leaf} -> {spath.name}",
+                        markup=False,
+                    )
                     tally[ALREADY if signed.already else LOGGED] += 1
                     if ch in done.notes:
-                        err.print(f"[yellow]note:[/] {done.notes.pop(ch)}", highlight=False)
+                        err.print(Text.assemble(("note:", "yellow"), f" {done.notes.pop(ch)}"))
                     if c2pa and not _embed_c2pa(h, key, f, spath, chain, tsa):
                         failed += 1
                         tally[NO_C2PA] += 1
@@ -563,9 +579,10 @@ def sign(
                     continue
                 if ch in done.refused:
                     err.print(
-                        f"[red]{f}: {verb} (#{seq}) but refused by the server:[/] {done.refused.pop(ch)}"
-                        f" (set aside in {h.set_aside_dir})",
-                        highlight=False,
+                        Text.assemble(
+                            (f"{f}: {verb} (#{seq}) but refused by the server:", "red"),
+                            f" {done.refused.pop(ch)} (set aside in {h.set_aside_dir})",
+                        )
                     )
                     failed += 1
                     tally[REFUSED] += 1
@@ -573,12 +590,16 @@ def sign(
                     continue
                 _print_sync_problems(h, done, server, stops=False)
             later = "enroll it (below)" if not_enrolled else "run `prov device sync` later"
-            out.print(f"{f}: {verb} (#{seq}), queued: {stopped}; {later} -> {spath.name}")
+            out.print(
+                f"{f}: {verb} (#{seq}), queued: {stopped}; {later} -> {spath.name}", markup=False
+            )
             tally[QUEUED] += 1
             if c2pa:
-                err.print(f"{f}: C2PA manifest not embedded: it needs the log receipt")
+                err.print(
+                    f"{f}: C2PA manifest not embedded: it needs the log receipt", markup=False
+                )
     if not_enrolled:
-        err.print(f"[red]not logged:[/] {_not_enrolled(h, server)}", highlight=False)
+        err.print(Text.assemble(("not logged:", "red"), f" {_not_enrolled(h, server)}"))
     if len(files) > 1:
         err.print(sign_summary(len(files), tally), highlight=False, markup=False)
     if failed:
@@ -628,15 +649,19 @@ def _embed_c2pa(
         except TimestampError as e:
             h.embed_c2pa(key, f, spath, chain, None)
             err.print(
-                f"[yellow]{f}: C2PA manifest embedded WITHOUT a timestamp:[/] {e}; its"
-                " signing time rests on the log receipt inside it",
-                highlight=False,
+                Text.assemble(
+                    (f"{f}: C2PA manifest embedded WITHOUT a timestamp:", "yellow"),
+                    f" {e}; its signing time rests on the log receipt inside it",
+                )
             )
             return False
     except ProvenanceError as e:
-        err.print(f"[red]{f}: C2PA manifest not embedded:[/] {e}", highlight=False)
+        err.print(Text.assemble((f"{f}: C2PA manifest not embedded:", "red"), f" {e}"))
         return False
-    out.print(f"{f}: C2PA manifest embedded (Content Credentials signed by this device{stamped})")
+    out.print(
+        f"{f}: C2PA manifest embedded (Content Credentials signed by this device{stamped})",
+        markup=False,
+    )
     return True
 
 
@@ -797,14 +822,15 @@ def detect(
         print(json.dumps({"results": results}, indent=2))
     for r in results if not as_json else []:
         if "error" in r:
-            err.print(f"[red]{r['file']}: {r['error']}[/]", highlight=False)
+            err.print(f"{r['file']}: {r['error']}", style="red", highlight=False, markup=False)
         elif not r.get("available", True):
-            out.print(f"{r['file']}: not scored: {r.get('note')}", highlight=False)
+            out.print(f"{r['file']}: not scored: {r.get('note')}", highlight=False, markup=False)
         else:
             out.print(
                 f"{r['file']}: {r['band']} (score {r['score']:.3f}, band {r['band_low']:.2f}-"
                 f"{r['band_high']:.2f}, {r['model_id']} {r['model_version']})",
                 highlight=False,
+                markup=False,
             )
             out.print(f"  {threshold_words(r)}", highlight=False)
     if not as_json and any("band" in r for r in results):  # under a score, not an error
@@ -891,19 +917,19 @@ def main(argv: list[str] | None = None) -> int:
             err.print("interrupted")
         return e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
     except LogIntegrityError as e:
-        err.print(f"[bold red]LOG INTEGRITY FAILURE:[/] {e}", highlight=False)
+        err.print(Text.assemble(("LOG INTEGRITY FAILURE:", "bold red"), f" {e}"))
         return 3
     except WitnessQuorumError as e:
-        err.print(f"[bold red]WITNESS POLICY NOT MET:[/] {e}", highlight=False)
+        err.print(Text.assemble(("WITNESS POLICY NOT MET:", "bold red"), f" {e}"))
         return EXIT_WITNESS_QUORUM
     except ProvenanceError as e:
-        err.print(f"[red]error:[/] {e}", highlight=False)
+        err.print(Text.assemble(("error:", "red"), f" {e}"))
         if isinstance(e, TransportError) and str(e).startswith(CANNOT_REACH):
             err.print(UNREACHABLE_HINT, highlight=False, markup=False)
         return 1
     except OSError as e:  # the machine's, not the user's: a full disk, a folder gone
         where = f": {e.filename}" if e.filename else ""
-        err.print(f"[red]error:[/] {e.strerror or e}{where}", highlight=False)
+        err.print(Text.assemble(("error:", "red"), f" {e.strerror or e}{where}"))
         return 1
     except KeyboardInterrupt:
         err.print("interrupted")

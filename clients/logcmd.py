@@ -73,8 +73,9 @@ receipt_app = typer.Typer(
     " as a C2SP tlog-proof, refresh it to the newest witness-cosigned checkpoint.",
     no_args_is_help=True,
 )
-out = Console(soft_wrap=True)
-err = Console(stderr=True, soft_wrap=True)
+# lines holding a path, key or name print with markup=False: "[foo]" in them is no tag
+out = Console(soft_wrap=True, emoji=False)
+err = Console(stderr=True, soft_wrap=True, emoji=False)
 
 
 @log_app.command("key")
@@ -178,7 +179,7 @@ def audit(
         server_vkey, _ = c.log_key()
         vkey = read_key_text(log_key) if log_key else (saved.verifier_key if saved else server_vkey)
         if saved is None and log_key is None:
-            err.print(f"first audit: trusting the server's log key {server_vkey}")
+            err.print(f"first audit: trusting the server's log key {server_vkey}", markup=False)
         if server_vkey != vkey:
             raise LogIntegrityError(
                 f"the server now presents log key {server_vkey}, not the trusted {vkey}"
@@ -454,7 +455,8 @@ def export_tiles_command(
                 out.print(
                     f"exported {counted(result.size, 'entry', 'entries')} to {directory}:"
                     f" {counted(result.tiles_written, 'tile')} and"
-                    f" {counted(result.bundles_written, 'entry bundle')} written"
+                    f" {counted(result.bundles_written, 'entry bundle')} written",
+                    markup=False,
                 )
                 last = result.size
             polls += 1
@@ -495,7 +497,7 @@ def receipt_export(
     target = output or sidecar.with_name(sidecar.name.removesuffix(".prov") + FILE_SUFFIX)
     in_existing_folder(target, "--output")
     atomic_write(target, encode_tlog_proof(sc.receipt).encode())
-    out.print(f"wrote {target} ({format.value}, leaf {sc.receipt.leaf_index})")
+    out.print(f"wrote {target} ({format.value}, leaf {sc.receipt.leaf_index})", markup=False)
 
 
 def _no_receipt(path: Path, sc: Sidecar, home: Path) -> str:
@@ -594,7 +596,8 @@ def receipt_verify(
     out.print(
         f"receipt OK: leaf {sc.receipt.leaf_index} of {cp.size} in log {cp.origin},"
         f" logged {sc.receipt.integrated_at:%Y-%m-%d %H:%M:%S} UTC; claim by device"
-        f" {sc.signed_claim.key_id.hex()[:16]}… (signature verified with the sidecar's key)"
+        f" {sc.signed_claim.key_id.hex()[:16]}… (signature verified with the sidecar's key)",
+        markup=False,
     )
     try:
         _print_witnesses(sc.receipt.checkpoint, witnesses, quorum)
@@ -649,13 +652,16 @@ def receipt_refresh(
     names = ", ".join(cosigner_names(receipt.checkpoint))
     _print_witnesses(receipt.checkpoint, witnesses, quorum)
     if receipt == sc.receipt:
-        out.print(f"{sidecar}: the receipt already carries the newest cosigned checkpoint")
+        out.print(
+            f"{sidecar}: the receipt already carries the newest cosigned checkpoint", markup=False
+        )
         return
     atomic_write(sidecar, encode_sidecar(sc.with_receipt(receipt, vkey)))
     out.print(
         f"{sidecar}: receipt of leaf {receipt.leaf_index} now proven against checkpoint"
         f" {size}, with cosignature lines by {names or 'no witness'} (check them with"
-        " `prov receipt verify --witness KEY`)"
+        " `prov receipt verify --witness KEY`)",
+        markup=False,
     )
 
 
@@ -665,7 +671,10 @@ def _print_witnesses(note: str, witnesses: list[str], quorum: int) -> None:
         return
     signed = check_quorum(note, witnesses, quorum)
     names = ", ".join(f"{c.name} at {c.timestamp:%Y-%m-%d %H:%M:%S} UTC" for c in signed)
-    out.print(f"cosigned by {len(signed)} of {len(witnesses)} witnesses: {names or 'none'}")
+    out.print(
+        f"cosigned by {len(signed)} of {len(witnesses)} witnesses: {names or 'none'}",
+        markup=False,
+    )
 
 
 def _verify_tlog_proof(data: bytes, vkey: str, sidecar: Path | None) -> str:
@@ -687,6 +696,7 @@ def _verify_tlog_proof(data: bytes, vkey: str, sidecar: Path | None) -> str:
     out.print(
         f"tlog-proof OK: leaf {receipt.leaf_index} of {cp.size} in log {cp.origin},"
         f" logged {receipt.integrated_at:%Y-%m-%d %H:%M:%S} UTC; claim by device"
-        f" {signed.key_id.hex()[:16]}… ({how})"
+        f" {signed.key_id.hex()[:16]}… ({how})",
+        markup=False,
     )
     return receipt.checkpoint

@@ -27,6 +27,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 from rich.table import Table
+from rich.text import Text
 
 from detector.bands import threshold_words
 from detector.transforms import CONDITIONS
@@ -46,8 +47,10 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
 )
-_err = Console(stderr=True)
-_out = Console()
+# file names and messages are never read as markup (markup=False, or Text); emoji=False:
+# ":smile:" in a name is printed as it is
+_err = Console(stderr=True, emoji=False)
+_out = Console(emoji=False)
 
 DEFAULT_DATA = [
     Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "detector",
@@ -61,7 +64,7 @@ def _clean_errors() -> Iterator[None]:
     try:
         yield
     except ProvenanceError as e:
-        _err.print(f"[red]error:[/red] {type(e).__name__}: {e}", highlight=False)
+        _err.print(Text.assemble(("error:", "red"), f" {type(e).__name__}: {e}"))
         raise typer.Exit(2) from None
 
 
@@ -248,12 +251,15 @@ def evaluate(
                 report = leave_one_family_out(samples, config, dev, update, _print_fold)
         out.write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
         _print_eval(report)
-        _out.print(f"report saved to {out}")
+        _out.print(f"report saved to {out}", markup=False)
 
 
 def _print_fold(family: str, fold: dict[str, Any]) -> None:
     cells = ", ".join(f"{c} {m['auc']:.3f}" for c, m in fold["conditions"].items())
-    _err.print(f"held out {family} ({fold['kind']}, {fold['test_generated']} images): AUC {cells}")
+    _err.print(
+        f"held out {family} ({fold['kind']}, {fold['test_generated']} images): AUC {cells}",
+        markup=False,
+    )
 
 
 def _print_eval(report: dict[str, Any]) -> None:
@@ -267,7 +273,10 @@ def _print_eval(report: dict[str, Any]) -> None:
         aucs = [f"{m[c]['auc']:.3f}" if c in m else "-" for c in conds]
         h = m.get("harmonised", {})
         table.add_row(
-            fam, *aucs, f"{h.get('ap', float('nan')):.3f}", f"{h.get('ece', float('nan')):.3f}"
+            Text(fam),
+            *aucs,
+            f"{h.get('ap', float('nan')):.3f}",
+            f"{h.get('ece', float('nan')):.3f}",
         )
     _out.print(table)
     if "summary" in report:
@@ -316,18 +325,18 @@ def detect(
     else:
         for r in results:
             if "error" in r:
-                _err.print(f"[red]{r['file']}: {r['error']}[/red]", highlight=False)
+                _err.print(f"{r['file']}: {r['error']}", style="red", highlight=False, markup=False)
             else:
                 _out.print(
                     f"{r['file']}: {r['band']} (score {r['score']:.3f}, band {r['band_low']:.2f}-"
                     f"{r['band_high']:.2f}, {r['model_id']} {r['model_version']}, "
                     f"{len(r['crops'])} crops)",
                     highlight=False,
+                    markup=False,
                 )
                 _out.print(f"  {threshold_words(r)}", highlight=False)
-        _out.print(
-            f"[dim]{results[0]['advisory'] if results and 'advisory' in results[0] else ''}[/dim]"
-        )
+        advisory = results[0].get("advisory", "") if results else ""
+        _out.print(advisory, style="dim", markup=False)
     if failed:
         raise typer.Exit(2)
 

@@ -11,6 +11,7 @@ from typing import Any
 from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
 
 from clients.scan.pipeline import ScanResult
 from clients.scan.report import EMPTY, ERROR, SIDECAR, hashed_bytes, row_key
@@ -89,7 +90,8 @@ class ScanProgress:
 def summary_table(result: ScanResult, report: Path) -> Table:
     """The final table: counts per verdict over the whole report, then this run's figures."""
     s = result.summary
-    t = Table(title=f"scan report {report} ({_files(s.rows)}, {_mb(s.bytes):,.1f} MB)")
+    title = f"scan report {report} ({_files(s.rows)}, {_mb(s.bytes):,.1f} MB)"
+    t = Table(title=Text(title, style="table.title"))  # Text: the path is not markup
     t.add_column("status")
     t.add_column("files", justify="right")
     for key in _ORDER:

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
+from rich.text import Text
 
 from clients.options import check_can_listen, in_existing_folder
 from provenance.core.errors import (
@@ -22,7 +23,7 @@ if TYPE_CHECKING:  # imported when used: torch and the web stack load only on de
     from detector.serving import ServerDetector
     from provenance.web.serve import WebServer
 
-err = Console(stderr=True, soft_wrap=True)
+err = Console(stderr=True, soft_wrap=True, emoji=False)
 
 #: ``--db`` of the in-memory store (`provenance.store.open_store`): it writes no file.
 IN_MEMORY = ":memory:"
@@ -447,5 +448,7 @@ def _load_detector(
 
         return server_detector(model, device, secret_file)
     except (ImportError, ProvenanceError) as e:
-        err.print(f"[yellow]note:[/] detector not loaded ({e}); reports will say so")
+        err.print(
+            Text.assemble(("note:", "yellow"), f" detector not loaded ({e}); reports will say so")
+        )
         return None
