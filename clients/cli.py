@@ -23,7 +23,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.progress import Progress
 from rich.text import Text
 from typer.core import TyperCommand
@@ -63,6 +62,7 @@ from provenance.core.errors import (
 from provenance.core.keys import KEY_ID_BYTES, DeviceKey
 from provenance.media.image import sniff_media_type
 from provenance.server import cli as server_cli
+from provenance.terminal import SafeConsole, protect_typer, shown
 from provenance.web import cli as web_cli
 from provenance.wire.sidecar import MAX_SIDECAR_BYTES, Sidecar, decode_sidecar
 
@@ -127,14 +127,24 @@ app.add_typer(detector_cli.app, name="detector", help="Train and evaluate the ad
 # never read as markup: lines holding it print with markup=False, or as Text when a
 # label is styled ("[foo].jpg" would lose "[foo]", "[/red]x.jpg" raise MarkupError);
 # emoji=False: ":smile:.jpg" is printed as it is (markup=False does not stop emoji codes)
-out = Console(soft_wrap=True, emoji=False)
-err = Console(stderr=True, soft_wrap=True, emoji=False)
+out = SafeConsole(soft_wrap=True, emoji=False)
+err = SafeConsole(stderr=True, soft_wrap=True, emoji=False)
+protect_typer()  # Typer's usage errors name files too
 
 #: Said under "cannot reach the server at HOST:PORT (...)" (`clients.api`).
 UNREACHABLE_HINT = (
     "hint: no server answers there. Start one with `prov serve --db FILE` (it prints"
     " 'listening on HOST:PORT'), or give the address of a running one with --server"
     " HOST:PORT or $PROV_SERVER"
+)
+#: Said instead when the call found no answer in its time (DEADLINE_EXCEEDED): a server
+#: may be there, busy or waiting for its database (another process holding SQLite's
+#: write lock), so "no server answers there" would send its user to start a second one.
+SLOW_HINT = (
+    "hint: nothing answered in time. A server may be there but busy, or waiting for its"
+    " database (a backup or another program holding the SQLite file's write lock): try"
+    " again shortly. Else start one with `prov serve --db FILE`, or give the address of a"
+    " running one with --server HOST:PORT or $PROV_SERVER"
 )
 #: `prov admin revoke` of a key already revoked no later than asked: nothing changed.
 EXIT_ALREADY_REVOKED = 3
@@ -203,7 +213,7 @@ def enroll_token(
     with _admin_client(server) as c:
         token, expires = c.create_enrollment_token(ttl, label)
     err.print(f"token valid until {expires:%Y-%m-%d %H:%M:%S} UTC; it can be used once")
-    print(token)
+    print(shown(token))  # the server's answer
 
 
 ca_app = typer.Typer(
@@ -925,7 +935,8 @@ def main(argv: list[str] | None = None) -> int:
     except ProvenanceError as e:
         err.print(Text.assemble(("error:", "red"), f" {e}"))
         if isinstance(e, TransportError) and str(e).startswith(CANNOT_REACH):
-            err.print(UNREACHABLE_HINT, highlight=False, markup=False)
+            slow = e.code == "DEADLINE_EXCEEDED"
+            err.print(SLOW_HINT if slow else UNREACHABLE_HINT, highlight=False, markup=False)
         return 1
     except OSError as e:  # the machine's, not the user's: a full disk, a folder gone
         where = f": {e.filename}" if e.filename else ""

@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.progress import Progress
 
 from clients.api import ProvenanceClient, default_server
@@ -54,6 +53,7 @@ from provenance.log.tlogproof import (
 from provenance.media.image import SNIFF_BYTES, sniff_media_type
 from provenance.store import Store, is_postgres_url, open_store
 from provenance.store.sql import SqlStore
+from provenance.terminal import SafeConsole, shown
 from provenance.wire.convert import decode_log_entry
 from provenance.wire.sidecar import (
     MAX_SIDECAR_BYTES,
@@ -74,8 +74,8 @@ receipt_app = typer.Typer(
     no_args_is_help=True,
 )
 # lines holding a path, key or name print with markup=False: "[foo]" in them is no tag
-out = Console(soft_wrap=True, emoji=False)
-err = Console(stderr=True, soft_wrap=True, emoji=False)
+out = SafeConsole(soft_wrap=True, emoji=False)
+err = SafeConsole(stderr=True, soft_wrap=True, emoji=False)
 
 
 @log_app.command("key")
@@ -99,7 +99,7 @@ def log_key(
         return
     with ProvenanceClient(server) as c:
         vkey, _ = c.log_key()
-    print(vkey)
+    print(shown(vkey))  # the server's answer
 
 
 def _entries(c: ProvenanceClient, start: int, end: int) -> Iterator[bytes]:

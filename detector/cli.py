@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -32,6 +31,7 @@ from rich.text import Text
 from detector.bands import threshold_words
 from detector.transforms import CONDITIONS
 from provenance.core.errors import ProvenanceError
+from provenance.terminal import SafeConsole
 
 if TYPE_CHECKING:
     import torch
@@ -49,8 +49,8 @@ app = typer.Typer(
 )
 # file names and messages are never read as markup (markup=False, or Text); emoji=False:
 # ":smile:" in a name is printed as it is
-_err = Console(stderr=True, emoji=False)
-_out = Console(emoji=False)
+_err = SafeConsole(stderr=True, emoji=False)
+_out = SafeConsole(emoji=False)
 
 DEFAULT_DATA = [
     Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "detector",

@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 
 from clients.api import default_server
 from clients.options import ServerOpt, in_existing_folder
@@ -18,6 +17,7 @@ from clients.scan.progress import ScanProgress, summary_table
 from clients.scan.report import csv_path, html_path
 from clients.scan.resume import holds_rows
 from clients.scan.worker import ScanConfig
+from provenance.terminal import SafeConsole
 from provenance.wire.contract import MAX_LOOKUP_QUERIES
 
 
@@ -90,7 +90,7 @@ def scan(
     _check_report(report, resume)  # the arguments first, then the progress bar
     chosen = make_engine(engine, workers)
     config = ScanConfig(server=server, detect=detect, detector_secret=os.urandom(32))
-    err = Console(stderr=True, emoji=False)
+    err = SafeConsole(stderr=True, emoji=False)
     try:
         with ScanProgress(err) as progress:
             result = run_scan(
@@ -110,7 +110,7 @@ def scan(
             markup=False,
         )
         raise typer.Exit(130) from None
-    out = Console(emoji=False)
+    out = SafeConsole(emoji=False)
     out.print(summary_table(result, report))
     out.print(
         f"reports: {report}, {csv_path(report)}, {html_path(report)}",

@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.console import Console
 from rich.text import Text
 
 from clients.options import check_can_listen, in_existing_folder
@@ -18,12 +17,13 @@ from provenance.core.errors import (
     ConfigError,
     ProvenanceError,
 )
+from provenance.terminal import SafeConsole
 
 if TYPE_CHECKING:  # imported when used: torch and the web stack load only on demand
     from detector.serving import ServerDetector
     from provenance.web.serve import WebServer
 
-err = Console(stderr=True, soft_wrap=True, emoji=False)
+err = SafeConsole(stderr=True, soft_wrap=True, emoji=False)
 
 #: ``--db`` of the in-memory store (`provenance.store.open_store`): it writes no file.
 IN_MEMORY = ":memory:"

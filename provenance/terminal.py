@@ -1,0 +1,76 @@
+"""Terminal output that never passes control characters from text that is not ours.
+
+File names, archive entries, server answers and error messages reach the terminal
+through Rich consoles. Rich removes BEL, BS, CR, VT and FF from text but keeps ESC and
+the other C0 and C1 controls, so a file named ``$'x\\e[2J.jpg'`` cleared the screen when
+`prov sign` or `prov verify` printed its name, and ``$'x\\e]0;TITLE\\a.jpg'`` set the
+window title (terminal injection: a name can also move the cursor and overwrite a
+verdict already printed). `SafeConsole` shows each such character as its escape
+(``\\x1b``, ``\\u202e``), as Python's repr does; the console's own styles and cursor
+moves (Rich's control segments) are written as before. Bidirectional overrides and
+isolates (U+202A-U+202E, U+2066-U+2069) are shown so too: they reorder what follows on
+the line ("photo\\u202egpj.exe" reads "photoexe.jpg")."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+
+from rich.console import Console, ConsoleOptions, RenderableType
+from rich.segment import Segment
+from rich.text import Span, Text
+
+#: What is never written as it is: C0 controls but tab and newline, DEL, C1 controls,
+#: and the bidirectional overrides and isolates.
+UNSAFE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+
+
+def _escape(m: re.Match[str]) -> str:
+    c = ord(m.group())
+    return f"\\x{c:02x}" if c < 0x100 else f"\\u{c:04x}"
+
+
+def shown(text: str) -> str:
+    """``text`` with every `UNSAFE` character written as its escape (``\\x1b``)."""
+    return UNSAFE.sub(_escape, text)
+
+
+def _safe_text(text: Text) -> Text:
+    """A copy of ``text`` with each `UNSAFE` character written as its escape, in the
+    styles of the character it stands for (escaped before the text is wrapped, so the
+    lines are measured with the escapes' widths)."""
+    safe = text.blank_copy()
+    at = 0
+    for m in UNSAFE.finditer(text.plain):
+        safe.append_text(text[at : m.start()])
+        esc = _escape(m)
+        styles = text[m.start() : m.end()].spans
+        safe.append_text(Text(esc, spans=[Span(0, len(esc), s.style) for s in styles]))
+        at = m.end()
+    safe.append_text(text[at:])
+    return safe
+
+
+class SafeConsole(Console):
+    """A Rich console whose text segments never carry `UNSAFE` characters (see the
+    module's docstring); everything else as Rich's Console."""
+
+    def render(
+        self, renderable: RenderableType, options: ConsoleOptions | None = None
+    ) -> Iterable[Segment]:
+        if isinstance(renderable, Text) and UNSAFE.search(renderable.plain):
+            renderable = _safe_text(renderable)
+        for segment in super().render(renderable, options):
+            if segment.control is None and UNSAFE.search(segment.text):
+                yield Segment(shown(segment.text), segment.style)
+            else:
+                yield segment
+
+
+def protect_typer() -> None:
+    """Typer's usage errors (``Invalid value for FILE: NAME ...``) print through a console
+    of its own: make it a `SafeConsole` too."""
+    import typer.rich_utils
+
+    if getattr(typer.rich_utils, "Console", None) is Console:
+        typer.rich_utils.Console = SafeConsole  # type: ignore[attr-defined]
