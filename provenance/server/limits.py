@@ -624,7 +624,9 @@ class FairReads:
     refused with LimitError (longest queue drop, as fq_codel's; before: every other
     client refused while a flood from ``in_all / per_client`` addresses, 16, an IPv6
     /60, held the queue); a client as long as the longest is refused. So no queue grows
-    without bound and a flood cannot shut another client out. A caller that stops
+    without bound, and a flood from fewer than ``in_all`` clients cannot shut another
+    client out; one from ``in_all`` clients (16,384 IPv6 /64s, one /50) holding a read
+    each can, for as long as it holds them (each is a call in flight). A caller that stops
     waiting (cancelled: its timeout) leaves the queue; a read already running finishes
     in its thread and its result is dropped. Thread-safe; callers may be on any event
     loop."""
