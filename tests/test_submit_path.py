@@ -127,9 +127,7 @@ def test_submissions_are_answered_from_a_uvloop_event_loop(inproc: InProc) -> No
         devices = [inproc.enroll() for _ in range(16)]
         with ProvenanceClient(f"127.0.0.1:{port}") as c:
             claims = [d.next_claim() for d in devices]  # one each: no chain order to keep
-            threads = [
-                threading.Thread(target=lambda s=s: got.append(c.submit(s))) for s in claims
-            ]
+            threads = [threading.Thread(target=lambda s=s: got.append(c.submit(s))) for s in claims]
             got: list[tuple[Any, bool]] = []
             for t in threads:
                 t.start()
