@@ -8,6 +8,7 @@ import hashlib
 import io
 import os
 import resource
+import sqlite3
 import struct
 import subprocess
 import sys
@@ -42,6 +43,7 @@ from provenance.server.limits import DeviceQuota, ServerLimits
 from provenance.server.rpc import MAX_MESSAGE_BYTES
 from provenance.v1 import provenance_pb2 as pb
 from provenance.v1 import provenance_pb2_grpc as rpc
+from provenance.wire import convert as wire
 from tests.conftest import (
     ADMIN_TOKEN,
     ROOT,
@@ -518,6 +520,55 @@ def test_per_device_quota_refuses_a_flooding_device(
         c.submit(signed_claim(other, 1))
 
 
+def test_a_burst_of_one_device_is_held_to_its_quota(
+    tmp_path: Path, srv_factory: list[ServerProc]
+) -> None:
+    """40 submissions of one device at once against a quota of 5 a minute, while a real
+    second SQLite connection holds the write lock (so none is logged before all are
+    admitted): 5 are logged, the others get RESOURCE_EXHAUSTED naming the quota (before:
+    every one passed the check before any was counted, and all 40 were logged)."""
+    db = tmp_path / "p.db"
+    srv = _start(srv_factory, db, "--quota-claims-per-minute", "5", "--forgeries-per-minute", "0")
+    with ProvenanceClient(srv.address, ADMIN_TOKEN) as c:
+        key = enroll_key(c)
+        size = int(c.checkpoint().splitlines()[1])
+    blocker = sqlite3.connect(db, isolation_level=None)
+    channel = grpc.insecure_channel(srv.address)
+    try:
+        stub = rpc.CapturesStub(channel)
+        blocker.execute("BEGIN IMMEDIATE")
+        calls = [
+            stub.SubmitCapture.future(
+                pb.SubmitCaptureRequest(signed_claim=wire.signed_to_pb(signed_claim(key, seq))),
+                timeout=60,
+            )
+            for seq in range(1, 41)
+        ]
+        # the refusals come back while the lock is held: nothing of the device was logged
+        give_up = time.monotonic() + 30
+        while sum(call.done() for call in calls) < 35 and time.monotonic() < give_up:
+            time.sleep(0.05)
+        blocker.execute("ROLLBACK")
+        codes = []
+        for call in calls:
+            try:
+                call.result()
+                codes.append("OK")
+            except grpc.RpcError as e:
+                codes.append(e.code().name)
+    finally:
+        channel.close()
+        if blocker.in_transaction:
+            blocker.execute("ROLLBACK")
+        blocker.close()
+    # the 5 admitted are logged or refused for their order (a later sequence number
+    # logged first): never more than the quota
+    assert codes.count("RESOURCE_EXHAUSTED") == 35, codes
+    assert codes.count("OK") + codes.count("FAILED_PRECONDITION") == 5, codes
+    with ProvenanceClient(srv.address) as c:
+        assert int(c.checkpoint().splitlines()[1]) == size + codes.count("OK")
+
+
 def test_per_device_quota_counts_claim_bytes(tmp_path: Path, srv_factory: list[ServerProc]) -> None:
     """Past its claim-bytes-per-minute quota a device gets RESOURCE_EXHAUSTED."""
     srv = _start(srv_factory, tmp_path / "p.db", "--quota-claim-kb-per-minute", "8")
@@ -546,16 +597,16 @@ def test_device_quota_refills_over_a_minute() -> None:
     quota = DeviceQuota(ServerLimits(quota_claims_per_minute=2), clock=lambda: now[0])
     dev = b"d" * 32
     for _ in range(2):
-        quota.check(dev, 100)
-        quota.charge(dev, 100)
+        quota.admit(dev, 100)
+        quota.settle(dev, 100, logged=True)
     with pytest.raises(LimitError):
-        quota.check(dev, 100)
+        quota.admit(dev, 100)
     now[0] = 150.0  # half of the spending minute is still inside the last 60 s: one back
-    quota.check(dev, 100)
-    quota.charge(dev, 100)
+    quota.admit(dev, 100)
+    quota.settle(dev, 100, logged=True)
     with pytest.raises(LimitError):
-        quota.check(dev, 100)
-    quota.check(b"e" * 32, 100)
+        quota.admit(dev, 100)
+    quota.admit(b"e" * 32, 100)
 
 
 def test_concurrent_lookups_past_the_cap_are_refused_and_cheap_calls_still_answer(

@@ -88,14 +88,14 @@ def test_a_slow_quota_read_of_one_device_does_not_hold_up_the_others() -> None:
     store = _SlowStore(slow=b"s" * 32)
     quota = DeviceQuota(ServerLimits(quota_claims_per_minute=5), store)
     try:
-        quota.check(DEV, 10)  # its count read and fresh for QUOTA_SYNC_S
+        quota.admit(DEV, 10)  # its count read and fresh for QUOTA_SYNC_S
         assert not quota.reads_store(DEV)
-        slow = _run(lambda: quota.check(store.slow, 10))
+        slow = _run(lambda: quota.admit(store.slow, 10))
         assert store.reading.wait(10)
 
         def fresh_device() -> None:
-            quota.check(DEV, 10)
-            quota.charge(DEV, 10)
+            quota.admit(DEV, 10)
+            quota.settle(DEV, 10, logged=True)
 
         fast = _run(fresh_device)
         fast.join(10)

@@ -245,8 +245,9 @@ class DeviceQuota:
 
     A sliding-window counter (as in Cloudflare's and nginx's rate limiters): the count
     of the current minute plus the previous minute's weighted by the part of it still
-    inside the last 60 s. `check` refuses a device at its quota; `charge` counts an
-    accepted submission here at once and in the store within QUOTA_SYNC_S (a thread
+    inside the last 60 s. `admit` refuses a device at its quota, counting the
+    submissions it has in flight in this server (held until `settle`); `settle` counts a
+    logged submission here at once and in the store within QUOTA_SYNC_S (a thread
     flushes the counts; each device's stored count is read at most once per
     QUOTA_SYNC_S). Only verified submissions are charged, so nobody can spend another
     device's quota with forged requests. ``store`` None counts in this process only;
@@ -268,6 +269,8 @@ class DeviceQuota:
         # (device, minute) -> [claims, bytes] counted here since the stored count was read
         self._local: dict[tuple[bytes, int], list[int]] = {}
         self._stored: dict[bytes, tuple[float, list[tuple[int, int]]]] = {}
+        # device -> (submissions, bytes) admitted here and not yet settled
+        self._held: dict[bytes, tuple[int, int]] = {}
         self._flusher: threading.Thread | None = None
         self._closed = threading.Event()
 
@@ -275,7 +278,7 @@ class DeviceQuota:
         """(claims, bytes) the device used in the 60 s before ``now``. The store is read
         (when the device's stored count is older than QUOTA_SYNC_S) without `_lock` held:
         a read that waits (PostgreSQL busy, a new SQLite reader while another process
-        holds the write lock) must not hold up `check` and `charge` of other devices on
+        holds the write lock) must not hold up `admit` and `settle` of other devices on
         the event loop. Raises StorageError."""
         minute = int(now // 60)
         windows = (minute - 1, minute)
@@ -305,7 +308,7 @@ class DeviceQuota:
         )
 
     def reads_store(self, device_id: bytes) -> bool:
-        """Whether `check` of this device would read the store now (its stored count is
+        """Whether `admit` of this device would read the store now (its stored count is
         older than QUOTA_SYNC_S): an asyncio caller then runs it off the event loop."""
         if self._store is None or not any(self._per_min):
             return False
@@ -313,25 +316,47 @@ class DeviceQuota:
             at = self._stored.get(device_id, (-1e18, None))[0]
         return self._clock() - at > QUOTA_SYNC_S
 
-    def check(self, device_id: bytes, size: int) -> None:
-        """Raises LimitError when the device has used up a quota for now (StorageError
-        when the store cannot be read)."""
+    def admit(self, device_id: bytes, size: int) -> None:
+        """Hold room for one submission of ``size`` bytes from the device until `settle`
+        is called with its outcome; raises LimitError when its count in the last minute
+        plus the submissions it has in flight here leave no room (StorageError when the
+        store cannot be read). Before: checked, not held, so a burst of a device's
+        concurrent submissions all passed before any was counted (40 at once against a
+        quota of 5 were all logged)."""
         per_claims, per_bytes = self._per_min
         if not (per_claims or per_bytes):
             return
-        claims, nbytes = self._used(device_id, self._clock())
-        if per_claims and claims + 1 > per_claims:
-            raise LimitError(
-                f"device {device_id.hex()[:16]} sent more than {per_claims} claims in a"
-                " minute, its quota (--quota-claims-per-minute): retry later"
-            )
-        if per_bytes and nbytes + min(size, per_bytes) > per_bytes:
-            raise LimitError(
-                f"device {device_id.hex()[:16]} sent more than {per_bytes / 1024:.0f} KiB of"
-                " claims in a minute, its quota (--quota-claim-kb-per-minute): retry later"
-            )
+        now = self._clock()
+        claims, nbytes = self._used(device_id, now)
+        with self._lock:
+            held = self._held.get(device_id, (0, 0))
+            if per_claims and claims + held[0] + 1 > per_claims:
+                raise LimitError(
+                    f"device {device_id.hex()[:16]} sent more than {per_claims} claims in a"
+                    " minute, its quota (--quota-claims-per-minute): retry later"
+                )
+            if per_bytes and nbytes + held[1] + min(size, per_bytes) > per_bytes:
+                raise LimitError(
+                    f"device {device_id.hex()[:16]} sent more than {per_bytes / 1024:.0f} KiB"
+                    " of claims in a minute, its quota (--quota-claim-kb-per-minute): retry"
+                    " later"
+                )
+            self._held[device_id] = (held[0] + 1, held[1] + size)
 
-    def charge(self, device_id: bytes, size: int) -> None:
+    def settle(self, device_id: bytes, size: int, logged: bool) -> None:
+        """The outcome of a submission `admit` let in: its held room is given back, and it
+        is counted when ``logged`` (a new claim the log took; not a replay, not one the
+        log refused)."""
+        if not any(self._per_min):
+            return
+        with self._lock:
+            claims, nbytes = self._held.pop(device_id, (1, size))
+            if claims > 1:
+                self._held[device_id] = (claims - 1, nbytes - size)
+        if logged:
+            self._charge(device_id, size)
+
+    def _charge(self, device_id: bytes, size: int) -> None:
         """Count one accepted claim of ``size`` bytes for the device."""
         if not any(self._per_min):
             return

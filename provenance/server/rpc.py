@@ -405,9 +405,9 @@ class CapturesServicer(rpc.CapturesServicer):
                 await loop.run_in_executor(self.pool, self._first_sight, signed, size)
             elif self.quota.reads_store(signed.key_id):
                 loop = asyncio.get_running_loop()
-                await loop.run_in_executor(self.pool, self.quota.check, signed.key_id, size)
+                await loop.run_in_executor(self.pool, self.quota.admit, signed.key_id, size)
             else:
-                self.quota.check(signed.key_id, size)
+                self.quota.admit(signed.key_id, size)
         except LimitError:
             # over its quota: a replay of a logged claim (a device retrying a lost answer)
             # still gets its receipt, as it would below the quota; a new claim is refused
@@ -416,18 +416,23 @@ class CapturesServicer(rpc.CapturesServicer):
                 raise
             res = replayed
         else:
-            res = await self.s.submit_async(signed, reads=self.pool, peer=peer)
-        if not res.duplicate:  # charged once verified and logged: forgeries cost nothing
-            self.quota.charge(signed.key_id, size)
+            # its quota room is held until the outcome; counted once verified and logged
+            # (forgeries and replays cost nothing)
+            try:
+                res = await self.s.submit_async(signed, reads=self.pool, peer=peer)
+            except BaseException:
+                self.quota.settle(signed.key_id, size, logged=False)
+                raise
+            self.quota.settle(signed.key_id, size, logged=not res.duplicate)
         return pb.SubmitCaptureResponse(
             receipt=wire.receipt_to_pb(res.receipt), duplicate=res.duplicate
         )
 
     def _first_sight(self, signed: SignedClaim, size: int) -> None:
         """A submission from a device whose key is not kept (in a pool thread): read the
-        key, then check the quota. Raises ClaimError, UnknownDeviceError, LimitError."""
+        key, then admit it to its quota. Raises ClaimError, UnknownDeviceError, LimitError."""
         self.s.read_device_key(signed)
-        self.quota.check(signed.key_id, size)
+        self.quota.admit(signed.key_id, size)
 
 
 #: Files of a Lookup found together (one store read, one index search); its time budget
