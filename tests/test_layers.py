@@ -15,6 +15,7 @@ ROOT = Path(__file__).resolve().parents[1]
 LAYERS = [
     "core",  # pure: keys, claims, bindings, Merkle math, the verdict
     "metrics",
+    "terminal",  # CLI consoles that escape control characters (Rich only)
     "v1",  # generated protobuf modules
     "wire",
     "store",
