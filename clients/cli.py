@@ -123,12 +123,10 @@ app.command("serve")(server_cli.serve)
 app.command("web")(web_cli.web)
 app.add_typer(detector_cli.app, name="detector", help="Train and evaluate the advisory detector.")
 
-# Text that is not ours (file names, server addresses and answers, error messages) is
-# never read as markup: lines holding it print with markup=False, or as Text when a
-# label is styled ("[foo].jpg" would lose "[foo]", "[/red]x.jpg" raise MarkupError);
-# emoji=False: ":smile:.jpg" is printed as it is (markup=False does not stop emoji codes)
-out = SafeConsole(soft_wrap=True, emoji=False)
-err = SafeConsole(stderr=True, soft_wrap=True, emoji=False)
+# text that is not ours is never read as markup or emoji codes (`SafeConsole`); a styled
+# label is given as Text
+out = SafeConsole(soft_wrap=True)
+err = SafeConsole(stderr=True, soft_wrap=True)
 protect_typer()  # Typer's usage errors name files too
 
 #: Said under "cannot reach the server at HOST:PORT (...)" (`clients.api`).
@@ -240,7 +238,7 @@ def ca_init(
     from provenance.c2pa.authority import init_authority
 
     auth = init_authority(dir, now=datetime.now(UTC), name=name, organization=organization)
-    err.print(f"enrollment authority created in {dir}", markup=False)
+    err.print(f"enrollment authority created in {dir}")
     print(auth.certificate_pem.decode(), end="")
 
 
@@ -299,12 +297,9 @@ def revoke(
             f"{d.device_id.hex()} was already revoked at {at} (reason: {d.revocation_reason});"
             " nothing changed",
             highlight=False,
-            markup=False,
         )
         raise typer.Exit(EXIT_ALREADY_REVOKED)
-    out.print(
-        f"revoked {d.device_id.hex()} at {at}: {d.revocation_reason}", highlight=False, markup=False
-    )
+    out.print(f"revoked {d.device_id.hex()} at {at}: {d.revocation_reason}", highlight=False)
 
 
 # ---------------------------------------------------------------- device
@@ -322,7 +317,7 @@ def device_init(
     h = DeviceHome(home)
     h.check_init(force)  # before the prompt
     state = h.init(_passphrase(confirm=True), force=force)
-    out.print(f"device key created in {home}", markup=False)
+    out.print(f"device key created in {home}")
     print(state.device_id)
 
 
@@ -351,7 +346,7 @@ def device_enroll(
     with ProvenanceClient(server) as c:
         state = h.enroll(c, token, _passphrase(), chain)
     extra = f"; certificate saved in {h.cert_path}" if h.cert_path.exists() else ""
-    out.print(f"device {state.device_id} enrolled with {server}{extra}", markup=False)
+    out.print(f"device {state.device_id} enrolled with {server}{extra}")
 
 
 @device_app.command("show")
@@ -423,7 +418,6 @@ def _print_sync_problems(h: DeviceHome, done: SyncResult, server: str, stops: bo
             f"claims set aside are kept in {h.set_aside_dir} (`prov device show` lists them);"
             " sign the file again for a new claim, or `prov device sync --retry-set-aside`"
             " once the cause is fixed",
-            markup=False,
         )
     if stops and done.unreachable:
         err.print(Text.assemble(("stopped:", "red"), f" {done.unreachable}; the rest stays queued"))
@@ -542,14 +536,11 @@ def sign(
             sidecar, spath = signed.sidecar, signed.sidecar_path
             verb = "already signed" if signed.already else "signed"
             if signed.backup:
-                err.print(
-                    f"{f}: the old sidecar is kept as {signed.backup}", style="yellow", markup=False
-                )
+                err.print(f"{f}: the old sidecar is kept as {signed.backup}", style="yellow")
             if signed.already and sidecar.receipt is not None:
                 out.print(
                     f"{f}: already signed (#{sidecar.claim.sequence}) and logged at leaf"
                     f" {sidecar.receipt.leaf_index} -> {spath.name}; not signed again",
-                    markup=False,
                 )
                 tally[ALREADY] += 1
                 if c2pa and not _embed_c2pa(h, key, f, spath, chain, tsa):
@@ -561,7 +552,6 @@ def sign(
                     f"{f}: {signed.sidecar_problem}; the sidecar is kept at {spath}",
                     style="yellow",
                     highlight=False,
-                    markup=False,
                 )
             seq, ch = sidecar.claim.sequence, sidecar.signed_claim.claim_hash
             if not stopped:
@@ -577,7 +567,6 @@ def sign(
                     leaf = done.logged[ch].leaf_index
                     out.print(
                         f"{f}: {verb} (#{seq}) and logged at leaf {leaf} -> {spath.name}",
-                        markup=False,
                     )
                     tally[ALREADY if signed.already else LOGGED] += 1
                     if ch in done.notes:
@@ -600,18 +589,14 @@ def sign(
                     continue
                 _print_sync_problems(h, done, server, stops=False)
             later = "enroll it (below)" if not_enrolled else "run `prov device sync` later"
-            out.print(
-                f"{f}: {verb} (#{seq}), queued: {stopped}; {later} -> {spath.name}", markup=False
-            )
+            out.print(f"{f}: {verb} (#{seq}), queued: {stopped}; {later} -> {spath.name}")
             tally[QUEUED] += 1
             if c2pa:
-                err.print(
-                    f"{f}: C2PA manifest not embedded: it needs the log receipt", markup=False
-                )
+                err.print(f"{f}: C2PA manifest not embedded: it needs the log receipt")
     if not_enrolled:
         err.print(Text.assemble(("not logged:", "red"), f" {_not_enrolled(h, server)}"))
     if len(files) > 1:
-        err.print(sign_summary(len(files), tally), highlight=False, markup=False)
+        err.print(sign_summary(len(files), tally), highlight=False)
     if failed:
         raise typer.Exit(1)
     if refused:
@@ -670,7 +655,6 @@ def _embed_c2pa(
         return False
     out.print(
         f"{f}: C2PA manifest embedded (Content Credentials signed by this device{stamped})",
-        markup=False,
     )
     return True
 
@@ -779,9 +763,9 @@ def verify(
             doc["witnesses"] = cosigned.to_json()
         print(json.dumps(doc, indent=2))
     else:
-        out.print(report_to_text(report, str(file)), highlight=False, markup=False)
+        out.print(report_to_text(report, str(file)), highlight=False)
         if cosigned is not None:
-            (err if cosigned.error else out).print(cosigned.text(), highlight=False, markup=False)
+            (err if cosigned.error else out).print(cosigned.text(), highlight=False)
     if cosigned is not None and cosigned.error:
         raise typer.Exit(EXIT_WITNESS_QUORUM)
     raise typer.Exit(EXIT_CODES[report.status])
@@ -832,15 +816,14 @@ def detect(
         print(json.dumps({"results": results}, indent=2))
     for r in results if not as_json else []:
         if "error" in r:
-            err.print(f"{r['file']}: {r['error']}", style="red", highlight=False, markup=False)
+            err.print(f"{r['file']}: {r['error']}", style="red", highlight=False)
         elif not r.get("available", True):
-            out.print(f"{r['file']}: not scored: {r.get('note')}", highlight=False, markup=False)
+            out.print(f"{r['file']}: not scored: {r.get('note')}", highlight=False)
         else:
             out.print(
                 f"{r['file']}: {r['band']} (score {r['score']:.3f}, band {r['band_low']:.2f}-"
                 f"{r['band_high']:.2f}, {r['model_id']} {r['model_version']})",
                 highlight=False,
-                markup=False,
             )
             out.print(f"  {threshold_words(r)}", highlight=False)
     if not as_json and any("band" in r for r in results):  # under a score, not an error
@@ -936,7 +919,7 @@ def main(argv: list[str] | None = None) -> int:
         err.print(Text.assemble(("error:", "red"), f" {e}"))
         if isinstance(e, TransportError) and str(e).startswith(CANNOT_REACH):
             slow = e.code == "DEADLINE_EXCEEDED"
-            err.print(SLOW_HINT if slow else UNREACHABLE_HINT, highlight=False, markup=False)
+            err.print(SLOW_HINT if slow else UNREACHABLE_HINT, highlight=False)
         return 1
     except OSError as e:  # the machine's, not the user's: a full disk, a folder gone
         where = f": {e.filename}" if e.filename else ""

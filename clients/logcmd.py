@@ -73,9 +73,8 @@ receipt_app = typer.Typer(
     " as a C2SP tlog-proof, refresh it to the newest witness-cosigned checkpoint.",
     no_args_is_help=True,
 )
-# lines holding a path, key or name print with markup=False: "[foo]" in them is no tag
-out = SafeConsole(soft_wrap=True, emoji=False)
-err = SafeConsole(stderr=True, soft_wrap=True, emoji=False)
+out = SafeConsole(soft_wrap=True)
+err = SafeConsole(stderr=True, soft_wrap=True)
 
 
 @log_app.command("key")
@@ -179,7 +178,7 @@ def audit(
         server_vkey, _ = c.log_key()
         vkey = read_key_text(log_key) if log_key else (saved.verifier_key if saved else server_vkey)
         if saved is None and log_key is None:
-            err.print(f"first audit: trusting the server's log key {server_vkey}", markup=False)
+            err.print(f"first audit: trusting the server's log key {server_vkey}")
         if server_vkey != vkey:
             raise LogIntegrityError(
                 f"the server now presents log key {server_vkey}, not the trusted {vkey}"
@@ -456,7 +455,6 @@ def export_tiles_command(
                     f"exported {counted(result.size, 'entry', 'entries')} to {directory}:"
                     f" {counted(result.tiles_written, 'tile')} and"
                     f" {counted(result.bundles_written, 'entry bundle')} written",
-                    markup=False,
                 )
                 last = result.size
             polls += 1
@@ -497,7 +495,7 @@ def receipt_export(
     target = output or sidecar.with_name(sidecar.name.removesuffix(".prov") + FILE_SUFFIX)
     in_existing_folder(target, "--output")
     atomic_write(target, encode_tlog_proof(sc.receipt).encode())
-    out.print(f"wrote {target} ({format.value}, leaf {sc.receipt.leaf_index})", markup=False)
+    out.print(f"wrote {target} ({format.value}, leaf {sc.receipt.leaf_index})")
 
 
 def _no_receipt(path: Path, sc: Sidecar, home: Path) -> str:
@@ -597,7 +595,6 @@ def receipt_verify(
         f"receipt OK: leaf {sc.receipt.leaf_index} of {cp.size} in log {cp.origin},"
         f" logged {sc.receipt.integrated_at:%Y-%m-%d %H:%M:%S} UTC; claim by device"
         f" {sc.signed_claim.key_id.hex()[:16]}… (signature verified with the sidecar's key)",
-        markup=False,
     )
     try:
         _print_witnesses(sc.receipt.checkpoint, witnesses, quorum)
@@ -652,16 +649,13 @@ def receipt_refresh(
     names = ", ".join(cosigner_names(receipt.checkpoint))
     _print_witnesses(receipt.checkpoint, witnesses, quorum)
     if receipt == sc.receipt:
-        out.print(
-            f"{sidecar}: the receipt already carries the newest cosigned checkpoint", markup=False
-        )
+        out.print(f"{sidecar}: the receipt already carries the newest cosigned checkpoint")
         return
     atomic_write(sidecar, encode_sidecar(sc.with_receipt(receipt, vkey)))
     out.print(
         f"{sidecar}: receipt of leaf {receipt.leaf_index} now proven against checkpoint"
         f" {size}, with cosignature lines by {names or 'no witness'} (check them with"
         " `prov receipt verify --witness KEY`)",
-        markup=False,
     )
 
 
@@ -673,7 +667,6 @@ def _print_witnesses(note: str, witnesses: list[str], quorum: int) -> None:
     names = ", ".join(f"{c.name} at {c.timestamp:%Y-%m-%d %H:%M:%S} UTC" for c in signed)
     out.print(
         f"cosigned by {len(signed)} of {len(witnesses)} witnesses: {names or 'none'}",
-        markup=False,
     )
 
 
@@ -697,6 +690,5 @@ def _verify_tlog_proof(data: bytes, vkey: str, sidecar: Path | None) -> str:
         f"tlog-proof OK: leaf {receipt.leaf_index} of {cp.size} in log {cp.origin},"
         f" logged {receipt.integrated_at:%Y-%m-%d %H:%M:%S} UTC; claim by device"
         f" {signed.key_id.hex()[:16]}… ({how})",
-        markup=False,
     )
     return receipt.checkpoint

@@ -47,10 +47,8 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
 )
-# file names and messages are never read as markup (markup=False, or Text); emoji=False:
-# ":smile:" in a name is printed as it is
-_err = SafeConsole(stderr=True, emoji=False)
-_out = SafeConsole(emoji=False)
+_err = SafeConsole(stderr=True)
+_out = SafeConsole()
 
 DEFAULT_DATA = [
     Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "detector",
@@ -251,14 +249,13 @@ def evaluate(
                 report = leave_one_family_out(samples, config, dev, update, _print_fold)
         out.write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
         _print_eval(report)
-        _out.print(f"report saved to {out}", markup=False)
+        _out.print(f"report saved to {out}")
 
 
 def _print_fold(family: str, fold: dict[str, Any]) -> None:
     cells = ", ".join(f"{c} {m['auc']:.3f}" for c, m in fold["conditions"].items())
     _err.print(
         f"held out {family} ({fold['kind']}, {fold['test_generated']} images): AUC {cells}",
-        markup=False,
     )
 
 
@@ -325,18 +322,17 @@ def detect(
     else:
         for r in results:
             if "error" in r:
-                _err.print(f"{r['file']}: {r['error']}", style="red", highlight=False, markup=False)
+                _err.print(f"{r['file']}: {r['error']}", style="red", highlight=False)
             else:
                 _out.print(
                     f"{r['file']}: {r['band']} (score {r['score']:.3f}, band {r['band_low']:.2f}-"
                     f"{r['band_high']:.2f}, {r['model_id']} {r['model_version']}, "
                     f"{len(r['crops'])} crops)",
                     highlight=False,
-                    markup=False,
                 )
                 _out.print(f"  {threshold_words(r)}", highlight=False)
         advisory = results[0].get("advisory", "") if results else ""
-        _out.print(advisory, style="dim", markup=False)
+        _out.print(advisory, style="dim")
     if failed:
         raise typer.Exit(2)
 

@@ -9,12 +9,18 @@ verdict already printed). `SafeConsole` shows each such character as its escape
 (``\\x1b``, ``\\u202e``), as Python's repr does; the console's own styles and cursor
 moves (Rich's control segments) are written as before. Bidirectional overrides and
 isolates (U+202A-U+202E, U+2066-U+2069) are shown so too: they reorder what follows on
-the line ("photo\\u202egpj.exe" reads "photoexe.jpg")."""
+the line ("photo\\u202egpj.exe" reads "photoexe.jpg").
+
+Its markup and emoji codes are off unless asked for: a file named ``[foo].jpg`` printed
+as ``.jpg``, ``[/red]x.jpg`` raised MarkupError and ``:smile:z.jpg`` became an emoji; a
+styled label is given as `rich.text.Text` (``Text.assemble(("error:", "red"), ...)``)."""
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterable
+from typing import Any
 
 from rich.console import Console, ConsoleOptions, RenderableType
 from rich.segment import Segment
@@ -52,8 +58,12 @@ def _safe_text(text: Text) -> Text:
 
 
 class SafeConsole(Console):
-    """A Rich console whose text segments never carry `UNSAFE` characters (see the
+    """A Rich console whose text segments never carry `UNSAFE` characters, and that reads
+    strings as neither markup nor emoji codes unless ``markup``/``emoji`` say so (see the
     module's docstring); everything else as Rich's Console."""
+
+    def __init__(self, *args: Any, markup: bool = False, emoji: bool = False, **kw: Any) -> None:
+        super().__init__(*args, markup=markup, emoji=emoji, **kw)
 
     def render(
         self, renderable: RenderableType, options: ConsoleOptions | None = None
@@ -69,8 +79,11 @@ class SafeConsole(Console):
 
 def protect_typer() -> None:
     """Typer's usage errors (``Invalid value for FILE: NAME ...``) print through a console
-    of its own: make it a `SafeConsole` too."""
+    of its own: make it a `SafeConsole` too (with markup and emoji codes, as Typer writes
+    its help with them)."""
     import typer.rich_utils
 
     if getattr(typer.rich_utils, "Console", None) is Console:
-        typer.rich_utils.Console = SafeConsole  # type: ignore[attr-defined]
+        typer.rich_utils.Console = functools.partial(  # type: ignore[assignment, attr-defined]
+            SafeConsole, markup=True, emoji=True
+        )

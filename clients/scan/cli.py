@@ -90,7 +90,7 @@ def scan(
     _check_report(report, resume)  # the arguments first, then the progress bar
     chosen = make_engine(engine, workers)
     config = ScanConfig(server=server, detect=detect, detector_secret=os.urandom(32))
-    err = SafeConsole(stderr=True, emoji=False)
+    err = SafeConsole(stderr=True)
     try:
         with ScanProgress(err) as progress:
             result = run_scan(
@@ -107,15 +107,13 @@ def scan(
             f"interrupted: the rows so far are kept in {report}; the same command with"
             " --resume continues the scan",
             highlight=False,
-            markup=False,
         )
         raise typer.Exit(130) from None
-    out = SafeConsole(emoji=False)
+    out = SafeConsole()
     out.print(summary_table(result, report))
     out.print(
         f"reports: {report}, {csv_path(report)}, {html_path(report)}",
         highlight=False,
-        markup=False,
     )
 
 

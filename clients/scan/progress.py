@@ -69,7 +69,7 @@ class ScanProgress:
         if self._live:
             self._progress.stop()
         else:
-            self._console.print(self.describe(), soft_wrap=True, highlight=False, markup=False)
+            self._console.print(self.describe(), soft_wrap=True, highlight=False)
 
     def describe(self) -> str:
         """The progress text: 'N files  F files/s  M MB/s  STATUS n ...'."""

@@ -23,7 +23,7 @@ if TYPE_CHECKING:  # imported when used: torch and the web stack load only on de
     from detector.serving import ServerDetector
     from provenance.web.serve import WebServer
 
-err = SafeConsole(stderr=True, soft_wrap=True, emoji=False)
+err = SafeConsole(stderr=True, soft_wrap=True)
 
 #: ``--db`` of the in-memory store (`provenance.store.open_store`): it writes no file.
 IN_MEMORY = ":memory:"
@@ -297,7 +297,10 @@ def serve(
             ) from e
     if not token:
         err.print(
-            "[yellow]warning:[/] no admin token configured: enrollment tokens and revocations are refused"
+            Text.assemble(
+                ("warning:", "yellow"),
+                " no admin token configured: enrollment tokens and revocations are refused",
+            )
         )
     if is_postgres_url(db):
         if log_key is None:
