@@ -274,33 +274,27 @@ class DeviceQuota:
         self._flusher: threading.Thread | None = None
         self._closed = threading.Event()
 
-    def _used(self, device_id: bytes, now: float) -> tuple[float, float]:
-        """(claims, bytes) the device used in the 60 s before ``now``. The store is read
-        (when the device's stored count is older than QUOTA_SYNC_S) without `_lock` held:
-        a read that waits (PostgreSQL busy, a new SQLite reader while another process
-        holds the write lock) must not hold up `admit` and `settle` of other devices on
-        the event loop. Raises StorageError."""
+    def _used(
+        self, device_id: bytes, now: float, fresh: list[tuple[int, int]] | None
+    ) -> tuple[float, float]:
+        """(claims, bytes) the device used in the 60 s before ``now``, its stored count
+        replaced by ``fresh`` when given (just read from the store). Call locked."""
         minute = int(now // 60)
         windows = (minute - 1, minute)
-        with self._lock:
-            at, stored = self._stored.get(device_id, (-1e18, [(0, 0), (0, 0)]))
-        fresh = None
-        if self._store is not None and now - at > QUOTA_SYNC_S:
-            fresh = self._store.quota_usage(device_id, windows)
-        with self._lock:
-            if fresh is not None:
-                stored = fresh
-                self._stored[device_id] = (now, stored)
-                for w in windows:  # counted here since: what is not in the store yet
-                    pending = self._pending.get((device_id, w))
-                    if pending is None:
-                        self._local.pop((device_id, w), None)
-                    else:
-                        self._local[(device_id, w)] = list(pending)
-            counts = []
-            for w, (c, b) in zip(windows, stored, strict=True):
-                here = self._local.get((device_id, w), [0, 0])
-                counts.append((c + here[0], b + here[1]))
+        stored = self._stored.get(device_id, (0.0, [(0, 0), (0, 0)]))[1]
+        if fresh is not None:
+            stored = fresh
+            self._stored[device_id] = (now, stored)
+            for w in windows:  # counted here since: what is not in the store yet
+                pending = self._pending.get((device_id, w))
+                if pending is None:
+                    self._local.pop((device_id, w), None)
+                else:
+                    self._local[(device_id, w)] = list(pending)
+        counts = []
+        for w, (c, b) in zip(windows, stored, strict=True):
+            here = self._local.get((device_id, w), [0, 0])
+            counts.append((c + here[0], b + here[1]))
         weight = 1.0 - (now % 60) / 60
         return (
             counts[0][0] * weight + counts[1][0],
@@ -327,8 +321,16 @@ class DeviceQuota:
         if not (per_claims or per_bytes):
             return
         now = self._clock()
-        claims, nbytes = self._used(device_id, now)
-        with self._lock:
+        # the store read (when the stored count is older than QUOTA_SYNC_S) without `_lock`
+        # held: a read that waits (PostgreSQL busy, a new SQLite reader while another
+        # process holds the write lock) must not hold up `admit` and `settle` of other
+        # devices on the event loop
+        fresh = None
+        if self._store is not None and self.reads_store(device_id):
+            minute = int(now // 60)
+            fresh = self._store.quota_usage(device_id, (minute - 1, minute))
+        with self._lock:  # counted, checked and held at once
+            claims, nbytes = self._used(device_id, now, fresh)
             held = self._held.get(device_id, (0, 0))
             if per_claims and claims + held[0] + 1 > per_claims:
                 raise LimitError(
