@@ -9,7 +9,6 @@ runs until Ctrl-C.
 from __future__ import annotations
 
 import argparse
-import fcntl
 import os
 import secrets
 import shutil
@@ -18,26 +17,11 @@ import sys
 from pathlib import Path
 
 from clients.demo import prepare, start_server
+from provenance.store.sqlite import held_by_a_server
 
 ROOT = Path(__file__).resolve().parent.parent
 #: Marker file that makes a folder ours to replace on the next run.
 MARKER = ".prov-web-demo"
-
-
-def _in_use(lock: Path) -> bool:
-    """Whether a live server holds ``lock`` (the ``DB.lock`` file that
-    `provenance.store.sqlite` locks exclusively with flock for as long as it runs)."""
-    try:
-        handle = lock.open("rb")
-    except FileNotFoundError:
-        return False
-    with handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return True
-        fcntl.flock(handle, fcntl.LOCK_UN)
-        return False
 
 
 def _fresh(work: Path) -> None:
@@ -48,11 +32,11 @@ def _fresh(work: Path) -> None:
             raise SystemExit(
                 f"make web: {work} exists and was not made by `make web`; move it away"
             )
-        lock = work / "provenance.db.lock"
-        if _in_use(lock):
+        if held_by_a_server(work / "provenance.db"):
             raise SystemExit(
                 f"make web: another `make web` (or `prov serve`) is running on {work}"
-                f" (its database lock {lock} is held); stop it first (Ctrl-C), or run this"
+                f" (its database lock {work / 'provenance.db.lock'} is held); stop it first"
+                " (Ctrl-C), or run this"
                 " one elsewhere: python -m clients.webdemo --dir DIR --listen HOST:PORT"
             )
         shutil.rmtree(work)

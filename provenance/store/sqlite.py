@@ -170,10 +170,14 @@ WAL_CHECKPOINT_PAGES = 16_384
 CHECKPOINT_INTERVAL_S = 0.5
 
 
+def _lock_path(db: Path) -> Path:
+    return db.with_name(db.name + ".lock")
+
+
 def _lock_file(db: Path) -> IO[bytes]:
     """Hold an exclusive lock on ``DB.lock`` until the handle is closed: the log has one
     writer, so a second server on the same database is refused. Raises ConfigError."""
-    path = db.with_name(db.name + ".lock")
+    path = _lock_path(db)
     try:
         handle = path.open("ab")
     except OSError as e:
@@ -187,6 +191,23 @@ def _lock_file(db: Path) -> IO[bytes]:
             " database (several servers need PostgreSQL)"
         ) from e
     return handle
+
+
+def held_by_a_server(db: Path) -> bool:
+    """Whether a running server (an exclusive `SqliteStore`) holds the database ``db``:
+    its ``DB.lock`` is locked (flock). Raises OSError when the lock file exists but
+    cannot be opened."""
+    try:
+        handle = _lock_path(db).open("rb")
+    except FileNotFoundError:
+        return False
+    with handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(handle, fcntl.LOCK_UN)
+        return False
 
 
 class SqliteStore(SqlStore):
