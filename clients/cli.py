@@ -565,9 +565,7 @@ def sign(
                     stopped = f"the server deferred {done.deferred}"
                 if ch in done.logged:
                     leaf = done.logged[ch].leaf_index
-                    out.print(
-                        f"{f}: {verb} (#{seq}) and logged at leaf {leaf} -> {spath.name}",
-                    )
+                    out.print(f"{f}: {verb} (#{seq}) and logged at leaf {leaf} -> {spath.name}")
                     tally[ALREADY if signed.already else LOGGED] += 1
                     if ch in done.notes:
                         err.print(Text.assemble(("note:", "yellow"), f" {done.notes.pop(ch)}"))
@@ -653,9 +651,7 @@ def _embed_c2pa(
     except ProvenanceError as e:
         err.print(Text.assemble((f"{f}: C2PA manifest not embedded:", "red"), f" {e}"))
         return False
-    out.print(
-        f"{f}: C2PA manifest embedded (Content Credentials signed by this device{stamped})",
-    )
+    out.print(f"{f}: C2PA manifest embedded (Content Credentials signed by this device{stamped})")
     return True
 
 

@@ -665,9 +665,7 @@ def _print_witnesses(note: str, witnesses: list[str], quorum: int) -> None:
         return
     signed = check_quorum(note, witnesses, quorum)
     names = ", ".join(f"{c.name} at {c.timestamp:%Y-%m-%d %H:%M:%S} UTC" for c in signed)
-    out.print(
-        f"cosigned by {len(signed)} of {len(witnesses)} witnesses: {names or 'none'}",
-    )
+    out.print(f"cosigned by {len(signed)} of {len(witnesses)} witnesses: {names or 'none'}")
 
 
 def _verify_tlog_proof(data: bytes, vkey: str, sidecar: Path | None) -> str:

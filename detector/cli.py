@@ -254,9 +254,7 @@ def evaluate(
 
 def _print_fold(family: str, fold: dict[str, Any]) -> None:
     cells = ", ".join(f"{c} {m['auc']:.3f}" for c, m in fold["conditions"].items())
-    _err.print(
-        f"held out {family} ({fold['kind']}, {fold['test_generated']} images): AUC {cells}",
-    )
+    _err.print(f"held out {family} ({fold['kind']}, {fold['test_generated']} images): AUC {cells}")
 
 
 def _print_eval(report: dict[str, Any]) -> None:
