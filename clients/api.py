@@ -30,6 +30,7 @@ from provenance.wire.contract import (
     SERVER_ERROR_KEY,
     UPLOAD_CHUNK_BYTES,
 )
+from provenance.wire.sidecar import Sidecar
 from provenance.witness import WitnessStatus
 
 DEFAULT_SERVER = "127.0.0.1:50051"
@@ -247,6 +248,23 @@ class ProvenanceClient:
         )
         return wire.report_from_pb(
             self._call(self._verification.VerifyFile, stream, timeout=timeout)
+        )
+
+    def verify_with_sidecar(
+        self, path: Path, sidecar: Sidecar | None, detect: bool = False
+    ) -> VerificationReport:
+        """`verify_file` with a whole FILE.prov sidecar (None: without one): its claim, the
+        public key it carries, its receipt and a video's chunk hashes, as `prov verify`
+        and `prov scan` send them. Raises as `verify_file`."""
+        if sidecar is None:
+            return self.verify_file(path, None, detect=detect)
+        return self.verify_file(
+            path,
+            sidecar.signed_claim,
+            detect=detect,
+            chunk_hashes=sidecar.chunk_hashes,
+            receipt=sidecar.receipt,
+            public_key=sidecar.public_key,
         )
 
     def verify_stream(

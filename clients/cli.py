@@ -737,14 +737,7 @@ def verify(
     cosigned: WitnessCheck | None = None
     try:
         with ProvenanceClient(server) as c:
-            report = c.verify_file(
-                file,
-                found.signed_claim if found else None,
-                detect=detect,
-                chunk_hashes=found.chunk_hashes if found else (),
-                receipt=found.receipt if found else None,
-                public_key=found.public_key if found else b"",
-            )
+            report = c.verify_with_sidecar(file, found, detect=detect)
             if policy:
                 cosigned = check_witnesses(c, report, found, policy, quorum)
     except ProvenanceError as e:

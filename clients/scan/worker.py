@@ -235,16 +235,7 @@ def _verify_file(
     video's chunk hashes), so the row gives `prov verify`'s reasons. Raises
     TransportError when unreachable."""
     try:
-        if found is None:
-            return client.verify_file(Path(item.path), None, detect=False), None
-        return client.verify_file(
-            Path(item.path),
-            found.signed_claim,
-            detect=False,
-            chunk_hashes=found.chunk_hashes,
-            receipt=found.receipt,
-            public_key=found.public_key,
-        ), None
+        return client.verify_with_sidecar(Path(item.path), found), None
     except TransportError as e:
         if is_unreachable(e):
             raise
