@@ -242,12 +242,28 @@ class RegistryServicer(rpc.DeviceRegistryServicer):
             if request.HasField("effective_at")
             else None
         )
-        d = self.s.revoke(bytes(request.device_id), request.reason, when)
+        d = self.s.revoke(_device_id(request.device_id), request.reason, when)
         return pb.RevokeResponse(device=wire.device_to_pb(d))
 
     @_rpc
     def GetDevice(self, request: Any, context: grpc.ServicerContext) -> Any:
-        return wire.device_to_pb(self.s.get_device(bytes(request.device_id)))
+        return wire.device_to_pb(self.s.get_device(_device_id(request.device_id)))
+
+
+#: Bytes of a device id (the SHA-256 of the device's raw public key).
+DEVICE_ID_BYTES = 32
+
+
+def _device_id(raw: bytes) -> bytes:
+    """A request's device id; ClaimError (INVALID_ARGUMENT) unless it is 32 bytes. Before,
+    an empty or 1 MiB id was looked up and answered NOT_FOUND "device  is not enrolled"
+    (or with a 2,000-digit id in the message)."""
+    if len(raw) != DEVICE_ID_BYTES:
+        raise ClaimError(
+            f"a device id is {DEVICE_ID_BYTES} bytes (the SHA-256 of the device's public key),"
+            f" got {len(raw)}"
+        )
+    return bytes(raw)
 
 
 #: Receipts of recently logged signed claims kept on the event loop, by envelope digest
