@@ -8,6 +8,7 @@ import hashlib
 import io
 import os
 import resource
+import socket
 import sqlite3
 import struct
 import subprocess
@@ -189,6 +190,54 @@ def test_stalled_upload_is_cut_by_idle_timeout_and_deadline(
         release.set()
     with ProvenanceClient(srv.address) as c:
         assert c.verify_file(SAMPLES / "chelsea.png").status.value == "UNSIGNED"
+
+
+def test_one_client_cannot_hold_every_upload_slot(
+    tmp_path: Path, srv_factory: list[ServerProc]
+) -> None:
+    """The upload slots are shared fairly between clients: one client's stalled streams
+    in every slot are cut one at a time, newest first, when another client's upload
+    arrives (RESOURCE_EXHAUSTED, "try again"), and that upload is verified. Before, 8
+    streams from one address, each sending 64 KiB every 29 s (18 KiB/s in all), kept every
+    other caller (the web front-end's uploads included) refused for 600 s at a time. The
+    server listens on both stacks: the hog comes over IPv4, the other client from ::1."""
+    probe = socket.socket(socket.AF_INET6)
+    try:
+        probe.bind(("::1", 0))
+    except OSError:
+        pytest.skip("no IPv6 loopback")
+    finally:
+        probe.close()
+    srv = _start(srv_factory, tmp_path / "p.db", "--listen", "[::]:0", "--max-uploads", "4")
+    port = srv.address.rsplit(":", 1)[1]
+    hog, other = _stub(f"127.0.0.1:{port}"), _stub(f"[::1]:{port}")
+    release = threading.Event()
+    data = (SAMPLES / "chelsea.png").read_bytes()
+
+    def whole() -> Iterator[pb.VerifyFileChunk]:
+        yield pb.VerifyFileChunk(header=pb.VerifyFileHeader(size_bytes=len(data)))
+        yield pb.VerifyFileChunk(data=data)
+
+    try:
+        held = [hog.VerifyFile.future(_stalled(release), timeout=90) for _ in range(4)]
+        time.sleep(1.0)
+        assert not any(f.done() for f in held)
+        with pytest.raises(grpc.RpcError) as more:  # the hog asks for a fifth: refused
+            hog.VerifyFile(whole(), timeout=30)
+        assert more.value.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
+        for _ in range(2):  # the other client is served, each time
+            report = other.VerifyFile(whole(), timeout=30)
+            assert report.status == pb.Verdict.Value("UNSIGNED")
+        done = [f for f in held if f.done()]
+        assert len(done) == 1  # one slot taken from the hog, then given back to the pool
+        err = done[0].exception()
+        assert err.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert "upload cut" in err.details() and "try again" in err.details()
+        assert not held[0].done()  # the newest was cut, the oldest kept
+    finally:
+        release.set()
+    for f in held:
+        f.exception(timeout=30)
 
 
 # ---------------------------------------------------------------- High 2

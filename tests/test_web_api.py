@@ -239,6 +239,41 @@ def test_bad_uploads_get_clear_errors_and_the_server_stays_up(
     assert _verify(http, site.files.hopper).json()["status"] == "SIGNED_ORIGINAL"
 
 
+def test_a_form_split_inside_a_part_header_is_read_whole(
+    site: DemoSite, http: httpx.Client
+) -> None:
+    """A form's bytes arrive in whatever pieces the network makes. Before, a piece that
+    ended inside a part's header name (``Content-Dispo`` | ``sition: ...``) lost the
+    name's start: the part lost its name and a valid upload got 413 "the form field ``
+    is larger than 1,024 bytes"."""
+    jpeg = site.files.hopper.read_bytes()
+    sidecar = Path(f"{site.files.hopper}.prov").read_bytes()
+    form = (
+        b'--XyZ\r\nContent-Disposition: form-data; name="sidecar"; filename="h.prov"\r\n\r\n'
+        + sidecar
+        + b'\r\n--XyZ\r\nContent-Disposition: form-data; name="file"; filename="h.jpg"\r\n'
+        b"Content-Type: image/jpeg\r\n\r\n" + jpeg + b"\r\n--XyZ--\r\n"
+    )
+    head = (
+        b"Content-Type: multipart/form-data; boundary=XyZ\r\nConnection: close\r\n"
+        b"Content-Length: %d\r\n" % len(form)
+    )
+    first = form.index(b"Content-Disposition")
+    second = form.index(b"Content-Disposition", first + 1)
+    for cut in (first + 7, second + 7, second + 14, form.index(b"Content-Type") + 8):
+
+        def pieces(cut: int = cut) -> Iterator[bytes]:
+            yield form[:cut]
+            time.sleep(0.3)  # the server reads the first piece alone
+            yield form[cut:]
+
+        answer = _raw_post(site.web, head, pieces())
+        assert answer.startswith("HTTP/1.1 200 "), (cut, answer[-300:])
+        body = json.loads(answer.partition("\r\n\r\n")[2])
+        assert body["status"] == "SIGNED_ORIGINAL" and body["path"] == "h.jpg", body
+    _alive(site, http)
+
+
 def _raw_post(url: str, head: bytes, body: Iterator[bytes]) -> str:
     """POST over a plain socket, stop sending when the server stops reading (it may
     answer before the body ends), and return the status line and headers."""

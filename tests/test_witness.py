@@ -154,3 +154,35 @@ def test_witness_cosigns_a_growing_log_and_refuses_rollback_and_forks(
     again = Witness(signer, [log_vkey], tmp_path / "wstate")
     latest = again.latest(cp.origin)
     assert latest is not None and latest.size == 10
+
+
+def test_witness_refuses_sizes_too_long_for_a_uint64(tmp_path: Path) -> None:
+    """An ``old`` size or a checkpoint size of more than 20 digits (a tree size is a
+    uint64) is a malformed request: 400 saying so. Before, ``old`` followed by 5,000
+    digits raised ValueError (Python's int conversion limit) in the witness and it
+    answered 500 Internal Server Error; a 25-digit one was read as a number."""
+    from provenance.log.checkpoint import generate_log_key
+
+    signer = generate_log_key(tmp_path / "log.pem", "log.test/big")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "clients.cli", "witness", "serve", "--key",
+         str(tmp_path / "witness.pem"), "--log-key", signer.verifier_key(), "--state",
+         str(tmp_path / "wstate"), "--name", "witness.test/w1", "--listen", "127.0.0.1:0"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+    )  # fmt: skip
+    try:
+        read_line(proc, "witness key ")
+        url = read_line(proc, "witness on ")
+        note = signer.sign(Checkpoint("log.test/big", 3, bytes(32)))
+        for old in ("9" * 5000, "1" * 21):
+            status, text, _ = _post(url, f"old {old}\n\n{note}")
+            assert status == 400, text
+            assert "'old <size>' (decimal of at most 20 digits" in text
+        body = "log.test/big\n" + "9" * 5000 + "\n" + base64.b64encode(bytes(32)).decode() + "\n"
+        status, text, _ = _post(url, f"old 0\n\n{signer.sign_text(body)}")  # signed by the log
+        assert status == 400 and "(at most 20 digits)" in text, text
+        status, text, _ = _post(url, f"old 0\n\n{note}")  # still cosigning
+        assert status == 200, text
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)

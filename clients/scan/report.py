@@ -97,9 +97,27 @@ def _score(row: dict[str, Any]) -> float | None:
     return float(s) if isinstance(s, int | float) else None
 
 
+#: First characters that make a spreadsheet read a cell as a formula (OWASP "CSV Injection").
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_cell(value: Any) -> Any:
+    """``value`` as a CSV cell that a spreadsheet shows as text: a string starting with
+    one of FORMULA_START (a file named ``=HYPERLINK(...).jpg``, given as ``prov scan *``)
+    gets a leading ``'``; anything else is unchanged (the JSON Lines report keeps the
+    exact value)."""
+    if isinstance(value, str) and value.startswith(FORMULA_START):
+        return "'" + value
+    return value
+
+
 def csv_row(row: dict[str, Any]) -> list[Any]:
     """The flat CSV record of a row (first perceptual hash, claim and detector fields), its
-    values in the order of CSV_FIELDS."""
+    values in the order of CSV_FIELDS, each a `csv_cell`."""
+    return [csv_cell(v) for v in _csv_values(row)]
+
+
+def _csv_values(row: dict[str, Any]) -> list[Any]:
     soft = row.get("soft_bindings") or [{}]
     ev = row.get("evidence") or {}
     claim = ev.get("claim") or {}

@@ -53,7 +53,8 @@ MAX_SIGNATURES = 100
 
 _EM_DASH = "\u2014"
 _TIME_PREFIX = "time "
-_SIZE_RE = re.compile(r"0|[1-9][0-9]*")
+#: A tree size: a uint64 in decimal (at most 20 digits), no leading zeros.
+_SIZE_RE = re.compile(r"0|[1-9][0-9]{0,19}")
 _TIME_RE = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{6})?Z")
 _KEY_ID_RE = re.compile(r"[0-9a-f]{8}")
 # a control character other than newline (U+0000..U+001F but U+000A)
@@ -147,7 +148,10 @@ class Checkpoint:
             raise LogError("checkpoint text needs origin, size and root lines, none empty")
         origin, size_text, root_text, *extensions = lines
         if not _SIZE_RE.fullmatch(size_text):
-            raise LogError(f"checkpoint size {size_text!r} is not a decimal without leading zeros")
+            raise LogError(
+                f"checkpoint size {size_text[:40]!r} is not a decimal without leading zeros"
+                " (at most 20 digits)"
+            )
         root_hash = b64decode_strict(root_text, "checkpoint root")
         timestamp = None
         if extensions:

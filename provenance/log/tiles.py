@@ -54,8 +54,12 @@ Fetch = Callable[[str], bytes]
 Raises TileMissingError when the log does not serve a file, LogIntegrityError when the
 file is too large, TransportError / ConfigError when it cannot be reached."""
 
-_INDEX_RE = re.compile(r"(?:x\d{3}/)*\d{3}")
-_DECIMAL_RE = re.compile(r"0|[1-9][0-9]*")
+MAX_INDEX_GROUPS = 7
+"""Most 3-digit groups of a tile index: 7 hold any index below 10^21 (a uint64 is below
+2^64, about 1.8 * 10^19). A longer path is refused before its digits are read as an int."""
+
+_INDEX_RE = re.compile(rf"(?:x\d{{3}}/){{0,{MAX_INDEX_GROUPS - 1}}}\d{{3}}")
+_DECIMAL_RE = re.compile(r"0|[1-9][0-9]{0,2}")
 
 
 def encode_index(index: int) -> str:
@@ -79,7 +83,8 @@ def decode_index(text: str) -> int:
     """Inverse of `encode_index`; raises LogError unless ``text`` is in canonical form."""
     if not _INDEX_RE.fullmatch(text):
         raise LogError(
-            f"{text!r} is not a tile index (3-digit groups, all but the last x-prefixed)"
+            f"{text[:100]!r} is not a tile index (at most {MAX_INDEX_GROUPS} 3-digit groups,"
+            " all but the last x-prefixed)"
         )
     index = int(text.replace("x", "").replace("/", ""))
     if encode_index(index) != text:
@@ -141,15 +146,18 @@ def parse_path(path: str) -> tuple[bool, Tile]:
     """
     parts = path.split("/")
     if len(parts) < 3 or parts[0] != "tile":
-        raise LogError(f"{path!r} is not a tile path (tile/<L>/<N>[.p/<W>])")
+        raise LogError(f"{path[:100]!r} is not a tile path (tile/<L>/<N>[.p/<W>])")
     bundle = parts[1] == "entries"
     if not bundle and not _DECIMAL_RE.fullmatch(parts[1]):
-        raise LogError(f"tile level {parts[1]!r} is not a decimal without leading zeros")
+        raise LogError(
+            f"tile level {parts[1][:100]!r} is not a decimal in 0..{MAX_LEVEL} without"
+            " leading zeros"
+        )
     rest = parts[2:]
     width = TILE_WIDTH
     if len(rest) >= 2 and rest[-2].endswith(".p"):
         if not _DECIMAL_RE.fullmatch(rest[-1]) or not 1 <= int(rest[-1]) < TILE_WIDTH:
-            raise LogError(f"partial tile width {rest[-1]!r} is not a decimal in 1..255")
+            raise LogError(f"partial tile width {rest[-1][:100]!r} is not a decimal in 1..255")
         width = int(rest[-1])
         rest = [*rest[:-2], rest[-2][:-2]]
     level = 0 if bundle else int(parts[1])

@@ -150,36 +150,95 @@ class ServerLimits:
                 raise ConfigError(f"{name} cannot be negative, got {getattr(self, name)}")
 
 
+@dataclass(eq=False)
+class UploadSlot:
+    """One upload's hold on an `UploadGate` slot: its client (`peer_client`), whether it
+    is still receiving, and whether another client's upload took its slot (it is then
+    cut: `UploadGate.messages` raises LimitError)."""
+
+    client: str
+    receiving: bool = True
+    evicted: bool = False
+    _evict: Callable[[], None] | None = None
+
+
 class UploadGate:
     """Admission of upload streams, their idle timeout and deadline, and slots for decodes.
 
     Uploads are received on the asyncio server's event loop, where a stalled stream
     holds no thread; a decode (run in the RPC thread pool) waits for one of
     ``max_decodes`` slots.
+
+    The ``max_uploads`` slots are shared fairly between clients (`peer_client`: an IPv4
+    address, an IPv6 /64): a lone client may take them all, but when they are all taken
+    and an upload arrives from a client holding at least two fewer than the client
+    holding the most, that client's newest upload still receiving is cut (LimitError,
+    "try again") and its slot goes to the newcomer. Before, one client's 8 streams, each
+    sending 64 KiB every 29 s (18 KiB/s in all), held every slot for their 600 s and
+    again, and every other caller, the web front-end's uploads included, was refused.
     """
 
     def __init__(self, limits: ServerLimits) -> None:
         self.limits = limits
-        self._uploads = threading.BoundedSemaphore(limits.max_uploads)
         self._decodes = threading.BoundedSemaphore(limits.max_decodes)
+        self._lock = threading.Lock()  # a slot is taken on the loop, given back in a thread
+        self._held = 0  # slots taken (an evicted upload's counts for its successor)
+        self._slots: dict[str, list[UploadSlot]] = {}  # each client's, oldest first
+
+    def _victim(self, client: str) -> UploadSlot | None:
+        """The newest upload still receiving of the client holding the most slots, when
+        that is at least two more than ``client`` holds; else None. Under ``_lock``."""
+        mine = len(self._slots.get(client, ()))
+        for slots in sorted(self._slots.values(), key=len, reverse=True):
+            if len(slots) < mine + 2:
+                return None
+            for slot in reversed(slots):
+                if slot.receiving and not slot.evicted:
+                    return slot
+        return None
 
     @contextmanager
-    def upload(self) -> Iterator[None]:
-        """Hold an upload slot for the block; raises LimitError when all are taken."""
-        if not self._uploads.acquire(blocking=False):
-            raise LimitError(
-                f"the server is already receiving {self.limits.max_uploads} uploads, its limit"
-                " (--max-uploads): try again shortly"
-            )
+    def upload(self, client: str = "") -> Iterator[UploadSlot]:
+        """Hold an upload slot for the block, for ``client`` (`peer_client`); raises
+        LimitError when all are taken and none can be taken from a client holding more
+        (see the class docstring)."""
+        slot = UploadSlot(client)
+        with self._lock:
+            victim = None
+            if self._held >= self.limits.max_uploads:
+                victim = self._victim(client)
+                if victim is None:
+                    raise LimitError(
+                        f"the server is already receiving {self.limits.max_uploads} uploads,"
+                        " its limit (--max-uploads): try again shortly"
+                    )
+                victim.evicted = True  # its slot is this upload's now
+                self._slots[victim.client].remove(victim)
+                if not self._slots[victim.client]:
+                    del self._slots[victim.client]
+            else:
+                self._held += 1
+            self._slots.setdefault(client, []).append(slot)
+        if victim is not None and victim._evict is not None:
+            victim._evict()
         try:
-            yield
+            yield slot
         finally:
-            self._uploads.release()
+            with self._lock:
+                if not slot.evicted:
+                    self._held -= 1
+                    mine = self._slots[client]
+                    mine.remove(slot)
+                    if not mine:
+                        del self._slots[client]
 
-    async def messages(self, requests: AsyncIterator[Any]) -> AsyncGenerator[Any, None]:
+    async def messages(
+        self, requests: AsyncIterator[Any], slot: UploadSlot | None = None
+    ) -> AsyncGenerator[Any, None]:
         """The stream's messages, each within ``upload_idle_s`` of the one before and all
         within ``upload_deadline_s`` of the call's start. Raises UploadTimeoutError when a
-        message is late (the caller aborts the call with DEADLINE_EXCEEDED).
+        message is late (the caller aborts the call with DEADLINE_EXCEEDED), LimitError
+        when another client's upload took ``slot`` (see `upload`).
 
         The caller must not await anything else between messages (the timer cancels
         whatever the task awaits), and closes the generator when it stops early
@@ -190,12 +249,36 @@ class UploadGate:
         it = aiter(requests)
         # one timer, moved on by each message (no task per message)
         timer = asyncio.timeout(min(end, loop.time() + lim.upload_idle_s))
+        waiting = False  # awaiting the next message: the timer may fire now
+
+        def evict() -> None:
+            if waiting:  # else the check before the next wait sees it
+                timer.reschedule(loop.time())
+
+        if slot is not None:
+            slot._evict = evict
+        cut = LimitError(
+            f"upload cut: the server's {lim.max_uploads} upload slots (--max-uploads) are"
+            " all taken and this client held the most, so another client's upload took"
+            " one: try again shortly"
+        )
         try:
             async with timer:
-                async for msg in it:
+                while True:
+                    if slot is not None and slot.evicted:
+                        raise cut
+                    waiting = True
+                    try:
+                        msg = await anext(it)
+                    except StopAsyncIteration:
+                        break
+                    finally:
+                        waiting = False
                     yield msg
                     timer.reschedule(min(end, loop.time() + lim.upload_idle_s))
         except TimeoutError as e:
+            if slot is not None and slot.evicted:
+                raise cut from e
             if loop.time() < end - 1e-3:
                 raise UploadTimeoutError(
                     f"upload idle for more than {lim.upload_idle_s:g} s"
@@ -205,6 +288,10 @@ class UploadGate:
                 f"upload still arriving after {lim.upload_deadline_s:g} s,"
                 " the server's limit per upload (--upload-deadline-seconds)"
             ) from e
+        finally:
+            if slot is not None:
+                slot.receiving = False
+                slot._evict = None
 
     @contextmanager
     def decode(self, time_left: float | None) -> Iterator[None]:

@@ -66,6 +66,8 @@ from provenance.server.limits import (
     ForgeryPenalty,
     ServerLimits,
     UploadGate,
+    UploadSlot,
+    peer_client,
 )
 from provenance.server.pipeline import (
     DetectorBackend,
@@ -240,12 +242,28 @@ class RegistryServicer(rpc.DeviceRegistryServicer):
             if request.HasField("effective_at")
             else None
         )
-        d = self.s.revoke(bytes(request.device_id), request.reason, when)
+        d = self.s.revoke(_device_id(request.device_id), request.reason, when)
         return pb.RevokeResponse(device=wire.device_to_pb(d))
 
     @_rpc
     def GetDevice(self, request: Any, context: grpc.ServicerContext) -> Any:
-        return wire.device_to_pb(self.s.get_device(bytes(request.device_id)))
+        return wire.device_to_pb(self.s.get_device(_device_id(request.device_id)))
+
+
+#: Bytes of a device id (the SHA-256 of the device's raw public key).
+DEVICE_ID_BYTES = 32
+
+
+def _device_id(raw: bytes) -> bytes:
+    """A request's device id; ClaimError (INVALID_ARGUMENT) unless it is 32 bytes. Before,
+    an empty or 1 MiB id was looked up and answered NOT_FOUND "device  is not enrolled"
+    (or with a 2,000-digit id in the message)."""
+    if len(raw) != DEVICE_ID_BYTES:
+        raise ClaimError(
+            f"a device id is {DEVICE_ID_BYTES} bytes (the SHA-256 of the device's public key),"
+            f" got {len(raw)}"
+        )
+    return bytes(raw)
 
 
 #: Receipts of recently logged signed claims kept on the event loop, by envelope digest
@@ -483,7 +501,9 @@ class VerificationServicer(rpc.VerificationServicer):
         )
         self.lookups_admitted = 0  # running or queued; touched on the event loop only
 
-    async def _receive(self, requests: AsyncIterator[Any], upload: Upload) -> Any:
+    async def _receive(
+        self, requests: AsyncIterator[Any], upload: Upload, slot: UploadSlot | None = None
+    ) -> Any:
         """Read the header and every data chunk into ``upload``; return the header.
 
         Call inside an upload slot (`UploadGate.upload`): the stream is cut when it goes
@@ -492,7 +512,7 @@ class VerificationServicer(rpc.VerificationServicer):
         announced or received size passes the image limit. When the header's sidecar
         claims a chunked (video) binding with chunks of at least ``min_chunk_bytes``, the
         chunk hashes are computed as the bytes arrive."""
-        async with aclosing(self.gate.messages(requests)) as it:
+        async with aclosing(self.gate.messages(requests, slot)) as it:
             return await self._read(it, upload)
 
     async def _read(self, it: AsyncIterator[Any], upload: Upload) -> Any:
@@ -542,14 +562,17 @@ class VerificationServicer(rpc.VerificationServicer):
             )
         return header
 
-    async def _uploaded(self, requests: AsyncIterator[Any], work: Callable[[Upload, Any], T]) -> T:
-        """Receive an upload in an upload slot, then ``work(upload, header)`` in a pool
-        thread. The thread owns the slot and the upload until it finishes, even when the
-        client goes away meanwhile, so cancelled calls never pile up past the limits."""
+    async def _uploaded(
+        self, requests: AsyncIterator[Any], work: Callable[[Upload, Any], T], peer: str
+    ) -> T:
+        """Receive an upload from ``peer`` (gRPC's ``context.peer()``) in an upload slot
+        (shared fairly between clients: `UploadGate`), then ``work(upload, header)`` in a
+        pool thread. The thread owns the slot and the upload until it finishes, even when
+        the client goes away meanwhile, so cancelled calls never pile up past the limits."""
         with ExitStack() as held:
-            held.enter_context(self.gate.upload())
+            slot = held.enter_context(self.gate.upload(peer_client(peer)))
             upload = held.enter_context(Upload(self.c.inspect.limits.max_bytes))
-            header = await self._receive(requests, upload)
+            header = await self._receive(requests, upload, slot)
             owned = held.pop_all()
 
         def job() -> T:
@@ -563,7 +586,9 @@ class VerificationServicer(rpc.VerificationServicer):
         self, requests: AsyncIterator[Any], context: grpc.aio.ServicerContext[Any, Any]
     ) -> Any:
         report = await self._uploaded(
-            requests, lambda upload, header: self._verify(upload, header, context.time_remaining)
+            requests,
+            lambda upload, header: self._verify(upload, header, context.time_remaining),
+            context.peer(),
         )
         return wire.report_to_pb(report)
 
@@ -606,7 +631,9 @@ class VerificationServicer(rpc.VerificationServicer):
         self, requests: AsyncIterator[Any], context: grpc.aio.ServicerContext[Any, Any]
     ) -> Any:
         block = await self._uploaded(
-            requests, lambda upload, _: self._detect(upload, context.time_remaining())
+            requests,
+            lambda upload, _: self._detect(upload, context.time_remaining()),
+            context.peer(),
         )
         return wire.detector_to_pb(block)
 

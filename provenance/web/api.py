@@ -25,6 +25,7 @@ from provenance.core.binding import PDQ_ALGORITHM, PerceptualHash
 from provenance.core.errors import ProvenanceError
 from provenance.web import logviews
 from provenance.web.errors import WebError, error_response
+from provenance.web.guard import client_key
 from provenance.web.openapi import openapi_document
 
 if TYPE_CHECKING:
@@ -46,8 +47,11 @@ def state(request: Request) -> WebState:
 
 
 def client_address(request: Request) -> str:
-    """The peer address the rate limit counts against (proxies are not trusted)."""
-    return request.client.host if request.client else "unknown"
+    """The client the upload limits count against (proxies are not trusted): its
+    `guard.client_key`, an IPv4 address or an IPv6 /64, as the connection cap counts, so
+    a host cannot take every upload slot or reset its rate limit from its /64's other
+    addresses."""
+    return client_key(request.client.host) if request.client else "unknown"
 
 
 def json_errors(fn: Handler) -> Handler:

@@ -184,6 +184,7 @@ class _Form:
             "on_part_begin": self._part_begin,
             "on_header_field": self._header_field,
             "on_header_value": self._header_value,
+            "on_header_end": self._header_end,
             "on_headers_finished": self._headers_finished,
             "on_part_data": self._part_data,
             "on_part_end": self._part_end,
@@ -195,10 +196,16 @@ class _Form:
         if self.parts > MAX_PARTS:
             raise WebError(f"the form has more than {MAX_PARTS} parts")
         self.headers = {}
+        self.header_name = b""
         self.current = ""
 
     def _header_field(self, data: bytes, start: int, end: int) -> None:
-        self.header_name = data[start:end].lower()
+        # a name may come in pieces (it spans two reads of the body): join them until
+        # the header ends (the parser bounds a header line's length)
+        self.header_name += data[start:end].lower()
+
+    def _header_end(self) -> None:
+        self.header_name = b""
 
     def _header_value(self, data: bytes, start: int, end: int) -> None:
         value = self.headers.get(self.header_name, b"") + data[start:end]

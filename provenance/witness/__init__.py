@@ -62,7 +62,8 @@ MAX_BODY_BYTES = 64 * 1024
 SIZE_CONTENT_TYPE = "text/x.tlog.size"
 """Content-Type of a 409 answer carrying the witness's size."""
 
-_SIZE_RE = re.compile(r"0|[1-9][0-9]*")
+#: A tree size: a uint64 in decimal (at most 20 digits), no leading zeros.
+_SIZE_RE = re.compile(r"0|[1-9][0-9]{0,19}")
 _EM_DASH = "\u2014"
 
 
@@ -207,7 +208,9 @@ def _parse_request(text: str) -> _Request:
         raise _BadRequest("the body has no empty line before the checkpoint")
     lines = head.split("\n")
     if not lines[0].startswith("old ") or not _SIZE_RE.fullmatch(lines[0][4:]):
-        raise _BadRequest("the first line is not 'old <size>' (decimal, no leading zeros)")
+        raise _BadRequest(
+            "the first line is not 'old <size>' (decimal of at most 20 digits, no leading zeros)"
+        )
     if len(lines) - 1 > MAX_PROOF_LINES:
         raise _BadRequest(f"more than {MAX_PROOF_LINES} consistency proof lines")
     proof = []
