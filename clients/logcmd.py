@@ -27,19 +27,26 @@ from clients.options import (
 )
 from clients.report import counted
 from provenance.core import merkle
-from provenance.core.claims import Device
+from provenance.core.claims import Device, Receipt, SignedClaim
 from provenance.core.errors import (
     ClaimError,
     ConfigError,
     LogError,
     LogIntegrityError,
+    SignatureError,
     TransportError,
     WitnessQuorumError,
 )
 from provenance.core.keyhistory import KeyEventKind, registry_problems, replay
 from provenance.index.audit import IndexAuditor
 from provenance.log.audit import AuditState, KeyHistoryReader, audit_step
-from provenance.log.checkpoint import NoteVerifier, load_log_signer, open_checkpoint
+from provenance.log.checkpoint import (
+    Checkpoint,
+    NoteVerifier,
+    load_log_signer,
+    note_signers,
+    open_checkpoint,
+)
 from provenance.log.receipt import verify_receipt
 from provenance.log.tiledir import ExportResult, export_tiles, fetcher
 from provenance.log.tiles import audit_tiles
@@ -569,7 +576,11 @@ def receipt_verify(
     signature, then the checkpoint signature, leaf and inclusion proof. A tlog-proof is
     verified the same way against the claim in its leaf data. With --witness, also the
     witnesses' cosignatures on its checkpoint (exit 14 below the quorum; a receipt issued
-    before its checkpoint was cosigned gets the cosignatures with `prov receipt refresh`)."""
+    before its checkpoint was cosigned gets the cosignatures with `prov receipt refresh`).
+
+    Exit codes: 0 the receipt verifies; 1 it does not (another log's key, a failed proof
+    or signature) or the sidecar holds no receipt yet; 2 usage errors; 14 below the
+    witness quorum."""
     if log_key is None:
         raise typer.BadParameter(
             "missing: a receipt is verified against the log's verifier key; `prov log key"
@@ -590,7 +601,7 @@ def receipt_verify(
     if sc.receipt is None:
         raise ConfigError(_no_receipt(sidecar, sc, home))
     check_sidecar_key(sc)
-    cp = verify_receipt(sc.receipt, sc.signed_claim, NoteVerifier.from_vkey(read_key_text(log_key)))
+    cp = _checked_receipt(sc.receipt, sc.signed_claim, read_key_text(log_key), sc.log_verifier_key)
     out.print(
         f"receipt OK: leaf {sc.receipt.leaf_index} of {cp.size} in log {cp.origin},"
         f" logged {sc.receipt.integrated_at:%Y-%m-%d %H:%M:%S} UTC; claim by device"
@@ -603,6 +614,31 @@ def receipt_verify(
             f"{e} (a receipt is issued before its checkpoint is cosigned: `prov receipt"
             f" refresh {sidecar}` brings it to the newest cosigned checkpoint)"
         ) from e
+
+
+def _checked_receipt(
+    receipt: Receipt, signed: SignedClaim, vkey: str, logged_by: str = ""
+) -> Checkpoint:
+    """`verify_receipt` against the log key ``vkey`` (`prov receipt verify`). A checkpoint
+    without any signature line of that key, from another log or checked with another
+    log's key, is said as such in words, naming the log the sidecar says it was logged by
+    (``logged_by``, its `log_verifier_key`: unauthenticated, so only a hint) or else the
+    keys that did sign it. Raises SignatureError, LogError or ProofError."""
+    verifier = NoteVerifier.from_vkey(vkey)
+    wanted = f"{verifier.name}+{verifier.key_id.hex()}"
+    signers = note_signers(receipt.checkpoint)
+    if wanted not in signers:
+        by = (
+            f"the sidecar says it was logged by {logged_by}"
+            if logged_by and logged_by != vkey
+            else f"it is signed by {', '.join(signers)}"
+        )
+        raise SignatureError(
+            f"the receipt is not from the log of --log-key {wanted}: its checkpoint carries no"
+            f" signature by that key ({by}); give the key of the log that issued it (`prov log"
+            " key --server HOST:PORT` prints a server's)"
+        )
+    return verify_receipt(receipt, signed, verifier)
 
 
 @receipt_app.command("refresh")
@@ -683,7 +719,7 @@ def _verify_tlog_proof(data: bytes, vkey: str, sidecar: Path | None) -> str:
         check_sidecar_key(sc)
         signed = sc.signed_claim
         how = "signature verified with the sidecar's key"
-    cp = verify_receipt(receipt, signed, NoteVerifier.from_vkey(vkey))
+    cp = _checked_receipt(receipt, signed, vkey)
     out.print(
         f"tlog-proof OK: leaf {receipt.leaf_index} of {cp.size} in log {cp.origin},"
         f" logged {receipt.integrated_at:%Y-%m-%d %H:%M:%S} UTC; claim by device"
