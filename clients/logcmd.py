@@ -186,9 +186,11 @@ def audit(
         vkey = read_key_text(log_key) if log_key else (saved.verifier_key if saved else server_vkey)
         if saved is None and log_key is None:
             err.print(f"first audit: trusting the server's log key {server_vkey}")
-        if server_vkey != vkey:
+        if server_vkey != vkey:  # the trusted key named by where it came from
+            trusted = "the --log-key given" if log_key else f"the key saved in {state}"
             raise LogIntegrityError(
-                f"the server now presents log key {server_vkey}, not the trusted {vkey}"
+                f"the server {'presents' if log_key else 'now presents'} log key {server_vkey},"
+                f" not {trusted}, {vkey}: another log, or the log's key changed"
             )
         note = c.checkpoint()
         new_size = int(note.split("\n")[1]) if note.count("\n") >= 2 else 0

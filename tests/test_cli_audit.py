@@ -5,9 +5,12 @@ a real device, the server's real SQLite file."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from conftest import Cli, ServerProc, sign_sample
+
+from provenance.log.checkpoint import generate_log_key
 
 
 def _audit(cli: Cli, *args: str) -> list[str]:
@@ -50,3 +53,29 @@ def test_online_and_database_audits_word_the_same_log_alike(
     assert by_tiles == [
         "tiled log OK: has 3 entries; 1 tile and 3 entries checked against the signed root"
     ], by_tiles
+
+
+def test_an_audit_against_another_logs_key_names_where_that_key_came_from(
+    enrolled: Cli, tmp_path: Path
+) -> None:
+    """A first audit given the wrong --log-key was told "the server now presents log key
+    X, not the trusted Y", as if the log had changed its key; it names the --log-key (or
+    the STATE file) the trusted key came from. Still exit 3: the audit cannot tell a
+    wrong key from a swapped one."""
+    rc, vkey, err = enrolled("log", "key")
+    assert rc == 0, err
+    vkey = vkey.strip()
+    other = generate_log_key(tmp_path / "other.pem", vkey.split("+")[0]).verifier_key()
+    state = tmp_path / "s.json"
+    rc, _, err = enrolled("log", "audit", "--state", str(state), "--log-key", other)
+    text = " ".join(err.split())
+    assert rc == 3 and not state.exists(), err
+    assert (
+        f"LOG INTEGRITY FAILURE: the server presents log key {vkey}, not the --log-key"
+        f" given, {other}: another log, or the log's key changed"
+    ) in text, text
+    # a STATE saved with another key: that file is named
+    state.write_text(json.dumps({"verifier_key": other, "checkpoint": "", "frontier": []}))
+    rc, _, err = enrolled("log", "audit", "--state", str(state))
+    text = " ".join(err.split())
+    assert rc == 3 and f"now presents log key {vkey}, not the key saved in {state}" in text, text
