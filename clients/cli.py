@@ -288,8 +288,12 @@ def revoke(
                 param_hint="--since",
             )
     with _admin_client(server) as c:
-        before = c.get_device(dev).revoked_at
-        d = c.revoke(dev, reason, when)
+        d = c.get_device(dev)
+        before = d.revoked_at
+        # revoked no later than asked: no call, so no revocation entry that changes nothing
+        # joins the log (the server logs every Revoke; the earliest one counts)
+        if before is None or (when is not None and when < before):
+            d = c.revoke(dev, reason, when)
     assert d.revoked_at is not None
     at = f"{d.revoked_at:%Y-%m-%d %H:%M:%S} UTC"
     if before is not None and d.revoked_at == before:  # the earlier revocation stands
