@@ -202,15 +202,25 @@ def audit(
                 proof = c.consistency_proof(old_size, new_size)
         start = 0 if (full or saved is None) else old_size
         history = KeyHistoryReader() if start == 0 else None
-        entries = _entries(c, start, new_size)
-        new_state, cp, checked = audit_step(
-            saved,
-            vkey,
-            note,
-            proof,
-            history.tap(entries) if history else entries,
-            from_start=start == 0,
-        )
+        # a bar on stderr (a terminal's only), as with --db: 10^6 entries take minutes
+        with Progress(console=err, transient=True) as bar:
+            task = bar.add_task("re-hashing entries", total=new_size - start)
+
+            def counted() -> Iterator[bytes]:
+                for i, entry in enumerate(_entries(c, start, new_size)):
+                    if i % 1_000 == 0:
+                        bar.update(task, completed=i)
+                    yield entry
+
+            entries = counted()
+            new_state, cp, checked = audit_step(
+                saved,
+                vkey,
+                note,
+                proof,
+                history.tap(entries) if history else entries,
+                from_start=start == 0,
+            )
         problems = _key_history_problems(history, _server_device(c)) if history else []
     atomic_write(state, new_state.to_json().encode())
     out.print(_log_ok(saved, old_size, cp.size, checked))

@@ -6,6 +6,9 @@ a real device, the server's real SQLite file."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 from conftest import Cli, ServerProc, sign_sample
@@ -79,3 +82,24 @@ def test_an_audit_against_another_logs_key_names_where_that_key_came_from(
     rc, _, err = enrolled("log", "audit", "--state", str(state))
     text = " ".join(err.split())
     assert rc == 3 and f"now presents log key {vkey}, not the key saved in {state}" in text, text
+
+
+def test_an_online_audit_shows_its_progress_on_a_terminal(
+    enrolled: Cli, server: ServerProc, tmp_path: Path
+) -> None:
+    """`prov log audit` against the server re-hashes every entry, minutes at 10^6: on a
+    terminal it shows a bar as the --db audit does (before: nothing until the end). Rich
+    takes TTY_COMPATIBLE=1 for a terminal; a pipe without it gets no bar."""
+    sign_sample(enrolled, tmp_path)
+    args = ["log", "audit", "--state", str(tmp_path / "s.json"), "--server", server.address]
+    for tty, bar in (("1", True), ("0", False)):
+        (tmp_path / "s.json").unlink(missing_ok=True)
+        run = subprocess.run(
+            [sys.executable, "-m", "clients.cli", *args],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env={**os.environ, "TTY_COMPATIBLE": tty},
+        )
+        assert run.returncode == 0 and "log OK: has " in run.stdout, run.stderr
+        assert ("re-hashing entries" in run.stderr) is bar, run.stderr
