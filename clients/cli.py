@@ -579,10 +579,12 @@ def sign(
                     _print_sync_problems(h, done, server, stops=False)
                     continue
                 if ch in done.refused:
+                    # the reason starts with the file's name, as `prov device sync` says it
+                    reason = done.refused.pop(ch).removeprefix(f"{f.name}: ")
                     err.print(
                         Text.assemble(
                             (f"{f}: {verb} (#{seq}) but refused by the server:", "red"),
-                            f" {done.refused.pop(ch)} (set aside in {h.set_aside_dir})",
+                            f" {reason} (set aside in {h.set_aside_dir})",
                         )
                     )
                     failed += 1
