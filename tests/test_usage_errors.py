@@ -408,3 +408,28 @@ def test_an_audit_state_that_is_a_folder_is_a_usage_error(
         rc, err = _run(capsys, "log", "audit", "--state", str(tmp_path), *args)
         assert rc == 2 and "--state" in err, (args, err)
         assert f"{tmp_path} is a folder; name the file that keeps this auditor's" in err, err
+
+
+def test_serve_witness_options_are_usage_errors(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`prov serve` with a --witness that is not URL=KEY, a KEY that is no cosigner key, or
+    a --witness-quorum above the --witness given exits 2 before any file is made, as the
+    clients' --witness and --witness-quorum do (before: exit 1, "error: ...")."""
+    w = cosigner_vkey("witness.example/w1", bytes(range(32)))
+    db = tmp_path / "prov.db"
+    serve = ("serve", "--db", str(db), "--listen", "127.0.0.1:0")
+    for extra, words in (
+        (("--witness", "garbage"), "Invalid value for --witness: 'garbage' is not URL=KEY"),
+        (
+            ("--witness", "http://127.0.0.1:8090=nokey"),
+            "Invalid value for --witness: http://127.0.0.1:8090: witness key 'nokey'",
+        ),
+        (
+            ("--witness", f"http://127.0.0.1:8090={w}", "--witness-quorum", "2"),
+            "Invalid value for --witness-quorum: 2 is more than the 1 --witness given",
+        ),
+    ):
+        rc, err = _run(capsys, *serve, *extra)
+        assert rc == 2 and words in err, (extra, err)
+    assert list(tmp_path.iterdir()) == [], list(tmp_path.iterdir())

@@ -262,12 +262,16 @@ def serve(
     from provenance.store import is_postgres_url
     from provenance.witness.client import parse_witness_option
 
-    keep_freed_memory()  # upload buffers reused instead of faulted in again
-    witnesses = tuple(parse_witness_option(w) for w in witness or [])
+    try:  # usage errors (exit 2), as the same options of the clients'
+        witnesses = tuple(parse_witness_option(w) for w in witness or [])
+    except ConfigError as e:
+        raise typer.BadParameter(str(e).removeprefix("--witness "), param_hint="--witness") from e
     if witness_quorum > len(witnesses):
-        raise ConfigError(
-            f"--witness-quorum {witness_quorum} is more than the {len(witnesses)} --witness given"
+        raise typer.BadParameter(
+            f"{witness_quorum} is more than the {len(witnesses)} --witness given",
+            param_hint="--witness-quorum",
         )
+    keep_freed_memory()  # upload buffers reused instead of faulted in again
     limits = ServerLimits(
         rpc_threads=rpc_threads,
         max_uploads=max_uploads,
