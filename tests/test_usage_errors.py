@@ -433,3 +433,27 @@ def test_serve_witness_options_are_usage_errors(
         rc, err = _run(capsys, *serve, *extra)
         assert rc == 2 and words in err, (extra, err)
     assert list(tmp_path.iterdir()) == [], list(tmp_path.iterdir())
+
+
+def test_serve_files_that_do_not_exist_are_usage_errors(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`prov serve` naming an admin token file, an enrollment authority folder or a C2PA or
+    TSA trust file that does not exist exits 2 before anything is made (before: exit 1
+    after the database's lock file was made, the trust files' only after the database and
+    its index were opened)."""
+    serve = ("serve", "--db", str(tmp_path / "prov.db"), "--listen", "127.0.0.1:0")
+    gone = str(tmp_path / "gone")
+    for option in (
+        "--admin-token-file",
+        "--ca",
+        "--c2pa-trust-anchors",
+        "--c2pa-trust-config",
+        "--tsa-trust-anchors",
+    ):
+        rc, err = _run(capsys, *serve, option, gone)
+        assert rc == 2 and f"Invalid value for '{option}'" in err and "does not exist" in err, (
+            option,
+            err,
+        )
+    assert list(tmp_path.iterdir()) == [], list(tmp_path.iterdir())
