@@ -23,7 +23,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.progress import Progress
 from rich.text import Text
 from typer.core import TyperCommand
 
@@ -62,7 +61,7 @@ from provenance.core.errors import (
 from provenance.core.keys import KEY_ID_BYTES, DeviceKey
 from provenance.media.image import sniff_media_type
 from provenance.server import cli as server_cli
-from provenance.terminal import SafeConsole, protect_typer, shown
+from provenance.terminal import SafeConsole, protect_typer, shown, transient_bar
 from provenance.web import cli as web_cli
 from provenance.wire.sidecar import MAX_SIDECAR_BYTES, Sidecar, decode_sidecar
 
@@ -401,7 +400,7 @@ def device_sync(
         if not pending:
             out.print("nothing queued")
             return
-        with ProvenanceClient(server) as c, Progress(console=err, transient=True) as bar:
+        with ProvenanceClient(server) as c, transient_bar(err) as bar:
             task = bar.add_task("submitting", total=pending)
             done = h.sync(c, lambda i, n: bar.update(task, completed=i))
     out.print(f"submitted {len(done.logged)} of {pending} queued claim(s)")

@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.progress import Progress
 
 from clients.api import ProvenanceClient, default_server
 from clients.cosigned import cosigned_receipt, cosigner_names, policy_key
@@ -60,7 +59,7 @@ from provenance.log.tlogproof import (
 from provenance.media.image import SNIFF_BYTES, sniff_media_type
 from provenance.store import Store, is_postgres_url, open_store
 from provenance.store.sql import SqlStore
-from provenance.terminal import SafeConsole, shown
+from provenance.terminal import SafeConsole, shown, transient_bar
 from provenance.wire.convert import decode_log_entry
 from provenance.wire.sidecar import (
     MAX_SIDECAR_BYTES,
@@ -203,7 +202,7 @@ def audit(
         start = 0 if (full or saved is None) else old_size
         history = KeyHistoryReader() if start == 0 else None
         # a bar on stderr (a terminal's only), as with --db: 10^6 entries take minutes
-        with Progress(console=err, transient=True) as bar:
+        with transient_bar(err) as bar:
             task = bar.add_task("re-hashing entries", total=new_size - start)
 
             def counted() -> Iterator[bytes]:
@@ -357,7 +356,7 @@ def _audit_db(
         # an older schema lacks the tables the key history and index checks read
         index = IndexAuditor(store) if start == 0 and not outdated else None
         history = KeyHistoryReader()
-        with Progress(console=err, transient=True) as bar:
+        with transient_bar(err) as bar:
             task = bar.add_task("re-hashing entries", total=size - start)
 
             def counted() -> Iterator[tuple[int, bytes]]:
@@ -427,7 +426,7 @@ def _audit_tiles(
 
 def _export_once(store: Store, directory: Path) -> ExportResult:
     """One `export_tiles` run with a progress bar over the level-0 tiles on stderr."""
-    with Progress(console=err, transient=True) as bar:
+    with transient_bar(err) as bar:
         task = bar.add_task("exporting tiles", total=None)
         return export_tiles(store, directory, lambda d, t: bar.update(task, completed=d, total=t))
 
