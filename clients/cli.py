@@ -741,8 +741,17 @@ def verify(
     found, unread = (None, None) if no_sidecar else _read_sidecar(file, sidecar)
     cosigned: WitnessCheck | None = None
     try:
-        with ProvenanceClient(server) as c:
-            report = c.verify_with_sidecar(file, found, detect=detect)
+        # on a terminal, a bar (stderr) while a large file goes up and the server checks it
+        with ProvenanceClient(server) as c, transient_bar(err) as bar:
+            task = bar.add_task("uploading", total=None)
+
+            def sent(done: int, size: int) -> None:
+                if done < size:
+                    bar.update(task, completed=done, total=size)
+                else:  # all sent: the server's part, of unknown length
+                    bar.update(task, total=None, description="checking (the server decodes it)")
+
+            report = c.verify_with_sidecar(file, found, detect=detect, progress=sent)
             if policy:
                 cosigned = check_witnesses(c, report, found, policy, quorum)
     except ProvenanceError as e:
