@@ -173,6 +173,11 @@ def audit(
             f" (created on the first audit), e.g. --state {state / 'audit-state.json'}",
             param_hint="--state",
         )
+    if tiles is not None and db is not None:
+        raise UsageError(
+            "give one of --tiles and --db: each audits its own copy of the log (without"
+            " either, the server's)"
+        )
     saved = AuditState.from_json(state.read_text()) if state.exists() else None
     if tiles is not None:
         _audit_tiles(tiles, state, saved, log_key, full)
@@ -277,16 +282,18 @@ def _server_device(c: ProvenanceClient) -> Callable[[bytes], Device | None]:
 
 def _pinned_key(state: Path, saved: AuditState | None, log_key: str | None, what: str) -> str:
     """The log key an audit of ``what`` (tiles, a database) trusts: --log-key, else the
-    one saved in STATE. Raises ConfigError when neither is given, LogIntegrityError when
-    they differ."""
+    one saved in STATE. Raises typer.BadParameter (a usage error, exit 2, as a missing
+    `prov receipt verify --log-key`) when neither is given, LogIntegrityError when they
+    differ."""
     if log_key:
         vkey = read_key_text(log_key)
     elif saved is not None:
         vkey = saved.verifier_key
     else:
-        raise ConfigError(
-            f"auditing {what} needs the log's verifier key: pass --log-key (text or a file),"
-            " e.g. from `prov log key`"
+        raise typer.BadParameter(
+            f"missing: auditing {what} needs the log's verifier key (text or a file), e.g."
+            " from `prov log key`, until STATE holds it",
+            param_hint="--log-key",
         )
     if saved is not None and saved.verifier_key != vkey:
         raise LogIntegrityError(

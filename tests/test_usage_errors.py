@@ -457,3 +457,25 @@ def test_serve_files_that_do_not_exist_are_usage_errors(
             err,
         )
     assert list(tmp_path.iterdir()) == [], list(tmp_path.iterdir())
+
+
+def test_audit_of_tiles_or_a_database_without_a_key_and_with_both_are_usage_errors(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`prov log audit --tiles DIR` or `--db FILE` with neither --log-key nor a STATE that
+    holds the key exits 2, as a missing `prov receipt verify --log-key` does (before: exit
+    1); --tiles with --db exits 2 naming both (before: the tiles were audited and --db
+    silently ignored). Nothing is read or written."""
+    (tmp_path / "tiles").mkdir()
+    db = tmp_path / "prov.db"
+    db.write_bytes(b"")
+    state = tmp_path / "s.json"
+    for copy, what in (("--tiles", "tiles"), ("--db", "a database")):
+        where = str(tmp_path / "tiles") if copy == "--tiles" else str(db)
+        rc, err = _run(capsys, "log", "audit", "--state", str(state), copy, where)
+        assert rc == 2 and "--log-key" in err and f"auditing {what} needs the log's" in err, err
+    key = generate_log_key(tmp_path / "log.pem", "example.org/log").verifier_key()
+    both = ("--tiles", str(tmp_path / "tiles"), "--db", str(db), "--log-key", key)
+    rc, err = _run(capsys, "log", "audit", "--state", str(state), *both)
+    assert rc == 2 and "give one of --tiles and --db" in err, err
+    assert not state.exists() and db.read_bytes() == b""
