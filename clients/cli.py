@@ -736,6 +736,11 @@ def verify(
     cosigned the receipt's checkpoint; 1 when the file or server could not be checked;
     2 usage errors.
     """
+    if no_sidecar and sidecar is not None:
+        raise UsageError(
+            "--no-sidecar judges the file without any sidecar, and --sidecar names one to"
+            " check: give one of them"
+        )
     policy = [policy_key(w) for w in witness or []]
     quorum = witness_quorum_of(len(policy), witness_quorum)
     found, unread = (None, None) if no_sidecar else _read_sidecar(file, sidecar)

@@ -479,3 +479,15 @@ def test_audit_of_tiles_or_a_database_without_a_key_and_with_both_are_usage_erro
     rc, err = _run(capsys, "log", "audit", "--state", str(state), *both)
     assert rc == 2 and "give one of --tiles and --db" in err, err
     assert not state.exists() and db.read_bytes() == b""
+
+
+def test_verify_with_no_sidecar_and_a_sidecar_is_a_usage_error(
+    photo: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`prov verify F --no-sidecar --sidecar S` exits 2 before any call (before: S was
+    silently ignored and the file judged without it, a different verdict)."""
+    sidecar = photo.with_name("other.prov")
+    sidecar.write_text("{}")
+    args = ("verify", str(photo), "--no-sidecar", "--sidecar", str(sidecar))
+    rc, err = _run(capsys, *args, "--server", closed_port())
+    assert rc == 2 and "--no-sidecar" in err and "give one of them" in err, err
