@@ -800,6 +800,18 @@ def detect(
     """The detector's advisory score for generated images (and video frames), without a
     provenance verdict. Advisory only: a score never proves a file authentic or fake;
     only `prov verify` checks signatures."""
+    local_only = [
+        name
+        for name, given in (
+            ("--model", model != "default"),
+            ("--seed", seed is not None),
+            ("--weights", weights is not None),
+            ("--device", device is not None),
+        )
+        if given
+    ]
+    if local_only and not local:  # the server runs its own model: they would do nothing
+        raise UsageError(f"{', '.join(local_only)} choose the model run here: add --local")
     if local:
         for f in files:
             try:

@@ -491,3 +491,13 @@ def test_verify_with_no_sidecar_and_a_sidecar_is_a_usage_error(
     args = ("verify", str(photo), "--no-sidecar", "--sidecar", str(sidecar))
     rc, err = _run(capsys, *args, "--server", closed_port())
     assert rc == 2 and "--no-sidecar" in err and "give one of them" in err, err
+
+
+def test_detect_options_of_the_local_model_need_local(
+    photo: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`prov detect --seed/--model/--weights/--device` without --local exits 2 before any
+    call (before: the server's model scored the file and the option did nothing)."""
+    for extra in (("--seed", "3"), ("--model", "other"), ("--device", "cpu")):
+        rc, err = _run(capsys, "detect", str(photo), *extra, "--server", closed_port())
+        assert rc == 2 and f"{extra[0]} choose the model run here: add --local" in err, err
