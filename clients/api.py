@@ -8,7 +8,7 @@ Files are uploaded in 1 MiB chunks, never read whole.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -196,9 +196,13 @@ class ProvenanceClient:
     # ---------------------------------------------------------------- verification
 
     def _upload(
-        self, path: Path, header: pb.VerifyFileHeader
+        self,
+        path: Path,
+        header: pb.VerifyFileHeader,
+        progress: Callable[[int, int], None] | None = None,
     ) -> tuple[Iterator[pb.VerifyFileChunk], float]:
-        """The chunk stream for ``path`` (header first) and a deadline sized to it.
+        """The chunk stream for ``path`` (header first) and a deadline sized to it;
+        ``progress(sent, size)`` is called as each chunk is taken (in gRPC's thread).
 
         The file is opened here (a FIFO or device raises NotRegularFileError at once,
         never blocks) and exactly the size found then is sent, so a file growing during
@@ -219,6 +223,8 @@ class ProvenanceClient:
                 while left > 0 and (block := f.read(min(UPLOAD_CHUNK_BYTES, left))):
                     left -= len(block)
                     yield pb.VerifyFileChunk(data=block)
+                    if progress is not None:
+                        progress(size - left, size)
 
         return chunks(), self.timeout + VERIFY_DECODE_SECONDS + size / MIN_UPLOAD_RATE
 
@@ -230,12 +236,14 @@ class ProvenanceClient:
         chunk_hashes: Sequence[bytes] = (),
         receipt: Receipt | None = None,
         public_key: bytes = b"",
+        progress: Callable[[int, int], None] | None = None,
     ) -> VerificationReport:
         """Upload ``path`` in chunks and return the server's report (``chunk_hashes``: a
         video sidecar's chunk list, so the server can name damaged byte ranges;
         ``receipt``: the sidecar's log receipt, so a log rollback can be named;
         ``public_key``: the raw key the sidecar carries, so a sidecar whose key the log
-        has not enrolled can be told apart from a bad signature)."""
+        has not enrolled can be told apart from a bad signature; ``progress(sent,
+        size)``: called as the bytes go out)."""
         stream, timeout = self._upload(
             path,
             pb.VerifyFileHeader(
@@ -245,19 +253,24 @@ class ProvenanceClient:
                 sidecar_receipt=wire.receipt_to_pb(receipt) if sidecar and receipt else None,
                 sidecar_public_key=public_key if sidecar else b"",
             ),
+            progress,
         )
         return wire.report_from_pb(
             self._call(self._verification.VerifyFile, stream, timeout=timeout)
         )
 
     def verify_with_sidecar(
-        self, path: Path, sidecar: Sidecar | None, detect: bool = False
+        self,
+        path: Path,
+        sidecar: Sidecar | None,
+        detect: bool = False,
+        progress: Callable[[int, int], None] | None = None,
     ) -> VerificationReport:
         """`verify_file` with a whole FILE.prov sidecar (None: without one): its claim, the
         public key it carries, its receipt and a video's chunk hashes, as `prov verify`
         and `prov scan` send them. Raises as `verify_file`."""
         if sidecar is None:
-            return self.verify_file(path, None, detect=detect)
+            return self.verify_file(path, None, detect=detect, progress=progress)
         return self.verify_file(
             path,
             sidecar.signed_claim,
@@ -265,6 +278,7 @@ class ProvenanceClient:
             chunk_hashes=sidecar.chunk_hashes,
             receipt=sidecar.receipt,
             public_key=sidecar.public_key,
+            progress=progress,
         )
 
     def verify_stream(

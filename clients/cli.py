@@ -23,7 +23,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.progress import Progress
 from rich.text import Text
 from typer.core import TyperCommand
 
@@ -62,7 +61,7 @@ from provenance.core.errors import (
 from provenance.core.keys import KEY_ID_BYTES, DeviceKey
 from provenance.media.image import sniff_media_type
 from provenance.server import cli as server_cli
-from provenance.terminal import SafeConsole, protect_typer, shown
+from provenance.terminal import SafeConsole, protect_typer, shown, transient_bar
 from provenance.web import cli as web_cli
 from provenance.wire.sidecar import MAX_SIDECAR_BYTES, Sidecar, decode_sidecar
 
@@ -288,8 +287,12 @@ def revoke(
                 param_hint="--since",
             )
     with _admin_client(server) as c:
-        before = c.get_device(dev).revoked_at
-        d = c.revoke(dev, reason, when)
+        d = c.get_device(dev)
+        before = d.revoked_at
+        # revoked no later than asked: no call, so no revocation entry that changes nothing
+        # joins the log (the server logs every Revoke; the earliest one counts)
+        if before is None or (when is not None and when < before):
+            d = c.revoke(dev, reason, when)
     assert d.revoked_at is not None
     at = f"{d.revoked_at:%Y-%m-%d %H:%M:%S} UTC"
     if before is not None and d.revoked_at == before:  # the earlier revocation stands
@@ -397,7 +400,7 @@ def device_sync(
         if not pending:
             out.print("nothing queued")
             return
-        with ProvenanceClient(server) as c, Progress(console=err, transient=True) as bar:
+        with ProvenanceClient(server) as c, transient_bar(err) as bar:
             task = bar.add_task("submitting", total=pending)
             done = h.sync(c, lambda i, n: bar.update(task, completed=i))
     out.print(f"submitted {len(done.logged)} of {pending} queued claim(s)")
@@ -575,10 +578,12 @@ def sign(
                     _print_sync_problems(h, done, server, stops=False)
                     continue
                 if ch in done.refused:
+                    # the reason starts with the file's name, as `prov device sync` says it
+                    reason = done.refused.pop(ch).removeprefix(f"{f.name}: ")
                     err.print(
                         Text.assemble(
                             (f"{f}: {verb} (#{seq}) but refused by the server:", "red"),
-                            f" {done.refused.pop(ch)} (set aside in {h.set_aside_dir})",
+                            f" {reason} (set aside in {h.set_aside_dir})",
                         )
                     )
                     failed += 1
@@ -731,13 +736,27 @@ def verify(
     cosigned the receipt's checkpoint; 1 when the file or server could not be checked;
     2 usage errors.
     """
+    if no_sidecar and sidecar is not None:
+        raise UsageError(
+            "--no-sidecar judges the file without any sidecar, and --sidecar names one to"
+            " check: give one of them"
+        )
     policy = [policy_key(w) for w in witness or []]
     quorum = witness_quorum_of(len(policy), witness_quorum)
     found, unread = (None, None) if no_sidecar else _read_sidecar(file, sidecar)
     cosigned: WitnessCheck | None = None
     try:
-        with ProvenanceClient(server) as c:
-            report = c.verify_with_sidecar(file, found, detect=detect)
+        # on a terminal, a bar (stderr) while a large file goes up and the server checks it
+        with ProvenanceClient(server) as c, transient_bar(err) as bar:
+            task = bar.add_task("uploading", total=None)
+
+            def sent(done: int, size: int) -> None:
+                if done < size:
+                    bar.update(task, completed=done, total=size)
+                else:  # all sent: the server's part, of unknown length
+                    bar.update(task, total=None, description="checking (the server decodes it)")
+
+            report = c.verify_with_sidecar(file, found, detect=detect, progress=sent)
             if policy:
                 cosigned = check_witnesses(c, report, found, policy, quorum)
     except ProvenanceError as e:
@@ -781,6 +800,18 @@ def detect(
     """The detector's advisory score for generated images (and video frames), without a
     provenance verdict. Advisory only: a score never proves a file authentic or fake;
     only `prov verify` checks signatures."""
+    local_only = [
+        name
+        for name, given in (
+            ("--model", model != "default"),
+            ("--seed", seed is not None),
+            ("--weights", weights is not None),
+            ("--device", device is not None),
+        )
+        if given
+    ]
+    if local_only and not local:  # the server runs its own model: they would do nothing
+        raise UsageError(f"{', '.join(local_only)} choose the model run here: add --local")
     if local:
         for f in files:
             try:

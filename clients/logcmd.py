@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.progress import Progress
 
 from clients.api import ProvenanceClient, default_server
 from clients.cosigned import cosigned_receipt, cosigner_names, policy_key
@@ -27,19 +26,26 @@ from clients.options import (
 )
 from clients.report import counted
 from provenance.core import merkle
-from provenance.core.claims import Device
+from provenance.core.claims import Device, Receipt, SignedClaim
 from provenance.core.errors import (
     ClaimError,
     ConfigError,
     LogError,
     LogIntegrityError,
+    SignatureError,
     TransportError,
     WitnessQuorumError,
 )
 from provenance.core.keyhistory import KeyEventKind, registry_problems, replay
 from provenance.index.audit import IndexAuditor
 from provenance.log.audit import AuditState, KeyHistoryReader, audit_step
-from provenance.log.checkpoint import NoteVerifier, load_log_signer, open_checkpoint
+from provenance.log.checkpoint import (
+    Checkpoint,
+    NoteVerifier,
+    load_log_signer,
+    note_signers,
+    open_checkpoint,
+)
 from provenance.log.receipt import verify_receipt
 from provenance.log.tiledir import ExportResult, export_tiles, fetcher
 from provenance.log.tiles import audit_tiles
@@ -53,7 +59,7 @@ from provenance.log.tlogproof import (
 from provenance.media.image import SNIFF_BYTES, sniff_media_type
 from provenance.store import Store, is_postgres_url, open_store
 from provenance.store.sql import SqlStore
-from provenance.terminal import SafeConsole, shown
+from provenance.terminal import SafeConsole, shown, transient_bar
 from provenance.wire.convert import decode_log_entry
 from provenance.wire.sidecar import (
     MAX_SIDECAR_BYTES,
@@ -167,6 +173,11 @@ def audit(
             f" (created on the first audit), e.g. --state {state / 'audit-state.json'}",
             param_hint="--state",
         )
+    if tiles is not None and db is not None:
+        raise UsageError(
+            "give one of --tiles and --db: each audits its own copy of the log (without"
+            " either, the server's)"
+        )
     saved = AuditState.from_json(state.read_text()) if state.exists() else None
     if tiles is not None:
         _audit_tiles(tiles, state, saved, log_key, full)
@@ -179,9 +190,11 @@ def audit(
         vkey = read_key_text(log_key) if log_key else (saved.verifier_key if saved else server_vkey)
         if saved is None and log_key is None:
             err.print(f"first audit: trusting the server's log key {server_vkey}")
-        if server_vkey != vkey:
+        if server_vkey != vkey:  # the trusted key named by where it came from
+            trusted = "the --log-key given" if log_key else f"the key saved in {state}"
             raise LogIntegrityError(
-                f"the server now presents log key {server_vkey}, not the trusted {vkey}"
+                f"the server {'presents' if log_key else 'now presents'} log key {server_vkey},"
+                f" not {trusted}, {vkey}: another log, or the log's key changed"
             )
         note = c.checkpoint()
         new_size = int(note.split("\n")[1]) if note.count("\n") >= 2 else 0
@@ -193,15 +206,25 @@ def audit(
                 proof = c.consistency_proof(old_size, new_size)
         start = 0 if (full or saved is None) else old_size
         history = KeyHistoryReader() if start == 0 else None
-        entries = _entries(c, start, new_size)
-        new_state, cp, checked = audit_step(
-            saved,
-            vkey,
-            note,
-            proof,
-            history.tap(entries) if history else entries,
-            from_start=start == 0,
-        )
+        # a bar on stderr (a terminal's only), as with --db: 10^6 entries take minutes
+        with transient_bar(err) as bar:
+            task = bar.add_task("re-hashing entries", total=new_size - start)
+
+            def counted() -> Iterator[bytes]:
+                for i, entry in enumerate(_entries(c, start, new_size)):
+                    if i % 1_000 == 0:
+                        bar.update(task, completed=i)
+                    yield entry
+
+            entries = counted()
+            new_state, cp, checked = audit_step(
+                saved,
+                vkey,
+                note,
+                proof,
+                history.tap(entries) if history else entries,
+                from_start=start == 0,
+            )
         problems = _key_history_problems(history, _server_device(c)) if history else []
     atomic_write(state, new_state.to_json().encode())
     out.print(_log_ok(saved, old_size, cp.size, checked))
@@ -259,16 +282,18 @@ def _server_device(c: ProvenanceClient) -> Callable[[bytes], Device | None]:
 
 def _pinned_key(state: Path, saved: AuditState | None, log_key: str | None, what: str) -> str:
     """The log key an audit of ``what`` (tiles, a database) trusts: --log-key, else the
-    one saved in STATE. Raises ConfigError when neither is given, LogIntegrityError when
-    they differ."""
+    one saved in STATE. Raises typer.BadParameter (a usage error, exit 2, as a missing
+    `prov receipt verify --log-key`) when neither is given, LogIntegrityError when they
+    differ."""
     if log_key:
         vkey = read_key_text(log_key)
     elif saved is not None:
         vkey = saved.verifier_key
     else:
-        raise ConfigError(
-            f"auditing {what} needs the log's verifier key: pass --log-key (text or a file),"
-            " e.g. from `prov log key`"
+        raise typer.BadParameter(
+            f"missing: auditing {what} needs the log's verifier key (text or a file), e.g."
+            " from `prov log key`, until STATE holds it",
+            param_hint="--log-key",
         )
     if saved is not None and saved.verifier_key != vkey:
         raise LogIntegrityError(
@@ -338,7 +363,7 @@ def _audit_db(
         # an older schema lacks the tables the key history and index checks read
         index = IndexAuditor(store) if start == 0 and not outdated else None
         history = KeyHistoryReader()
-        with Progress(console=err, transient=True) as bar:
+        with transient_bar(err) as bar:
             task = bar.add_task("re-hashing entries", total=size - start)
 
             def counted() -> Iterator[tuple[int, bytes]]:
@@ -408,7 +433,7 @@ def _audit_tiles(
 
 def _export_once(store: Store, directory: Path) -> ExportResult:
     """One `export_tiles` run with a progress bar over the level-0 tiles on stderr."""
-    with Progress(console=err, transient=True) as bar:
+    with transient_bar(err) as bar:
         task = bar.add_task("exporting tiles", total=None)
         return export_tiles(store, directory, lambda d, t: bar.update(task, completed=d, total=t))
 
@@ -569,7 +594,11 @@ def receipt_verify(
     signature, then the checkpoint signature, leaf and inclusion proof. A tlog-proof is
     verified the same way against the claim in its leaf data. With --witness, also the
     witnesses' cosignatures on its checkpoint (exit 14 below the quorum; a receipt issued
-    before its checkpoint was cosigned gets the cosignatures with `prov receipt refresh`)."""
+    before its checkpoint was cosigned gets the cosignatures with `prov receipt refresh`).
+
+    Exit codes: 0 the receipt verifies; 1 it does not (another log's key, a failed proof
+    or signature) or the sidecar holds no receipt yet; 2 usage errors; 14 below the
+    witness quorum."""
     if log_key is None:
         raise typer.BadParameter(
             "missing: a receipt is verified against the log's verifier key; `prov log key"
@@ -590,7 +619,7 @@ def receipt_verify(
     if sc.receipt is None:
         raise ConfigError(_no_receipt(sidecar, sc, home))
     check_sidecar_key(sc)
-    cp = verify_receipt(sc.receipt, sc.signed_claim, NoteVerifier.from_vkey(read_key_text(log_key)))
+    cp = _checked_receipt(sc.receipt, sc.signed_claim, read_key_text(log_key), sc.log_verifier_key)
     out.print(
         f"receipt OK: leaf {sc.receipt.leaf_index} of {cp.size} in log {cp.origin},"
         f" logged {sc.receipt.integrated_at:%Y-%m-%d %H:%M:%S} UTC; claim by device"
@@ -603,6 +632,31 @@ def receipt_verify(
             f"{e} (a receipt is issued before its checkpoint is cosigned: `prov receipt"
             f" refresh {sidecar}` brings it to the newest cosigned checkpoint)"
         ) from e
+
+
+def _checked_receipt(
+    receipt: Receipt, signed: SignedClaim, vkey: str, logged_by: str = ""
+) -> Checkpoint:
+    """`verify_receipt` against the log key ``vkey`` (`prov receipt verify`). A checkpoint
+    without any signature line of that key, from another log or checked with another
+    log's key, is said as such in words, naming the log the sidecar says it was logged by
+    (``logged_by``, its `log_verifier_key`: unauthenticated, so only a hint) or else the
+    keys that did sign it. Raises SignatureError, LogError or ProofError."""
+    verifier = NoteVerifier.from_vkey(vkey)
+    wanted = f"{verifier.name}+{verifier.key_id.hex()}"
+    signers = note_signers(receipt.checkpoint)
+    if wanted not in signers:
+        by = (
+            f"the sidecar says it was logged by {logged_by}"
+            if logged_by and logged_by != vkey
+            else f"it is signed by {', '.join(signers)}"
+        )
+        raise SignatureError(
+            f"the receipt is not from the log of --log-key {wanted}: its checkpoint carries no"
+            f" signature by that key ({by}); give the key of the log that issued it (`prov log"
+            " key --server HOST:PORT` prints a server's)"
+        )
+    return verify_receipt(receipt, signed, verifier)
 
 
 @receipt_app.command("refresh")
@@ -683,7 +737,7 @@ def _verify_tlog_proof(data: bytes, vkey: str, sidecar: Path | None) -> str:
         check_sidecar_key(sc)
         signed = sc.signed_claim
         how = "signature verified with the sidecar's key"
-    cp = verify_receipt(receipt, signed, NoteVerifier.from_vkey(vkey))
+    cp = _checked_receipt(receipt, signed, vkey)
     out.print(
         f"tlog-proof OK: leaf {receipt.leaf_index} of {cp.size} in log {cp.origin},"
         f" logged {receipt.integrated_at:%Y-%m-%d %H:%M:%S} UTC; claim by device"

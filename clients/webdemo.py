@@ -16,7 +16,7 @@ import signal
 import sys
 from pathlib import Path
 
-from clients.demo import prepare, start_server
+from clients.demo import DemoFiles, prepare, start_server
 from provenance.store.sqlite import held_by_a_server
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -42,6 +42,21 @@ def _fresh(work: Path) -> None:
         shutil.rmtree(work)
     work.mkdir(parents=True)
     (work / MARKER).write_text("made by `make web`; replaced on the next run\n")
+
+
+def drop_list(files: DemoFiles) -> str:
+    """The files to drop on the page, one a line with its verdict in a column (padded to
+    the longest path: the signed original lies in captures/, the copies in newsroom/)."""
+    rows = (
+        (files.hopper, "SIGNED_ORIGINAL"),
+        (files.derived, "DERIVED"),
+        (files.tampered, "TAMPERED, with its .prov sidecar"),
+        (files.unsigned, "UNSIGNED"),
+        (files.generated, "UNSIGNED, the detector's score"),
+        (files.small_video, "DERIVED video, with its time range"),
+    )
+    width = max(len(str(path)) for path, _ in rows)
+    return "".join(f"    {str(path).ljust(width)}  ({what})\n" for path, what in rows)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -81,13 +96,7 @@ def main(argv: list[str] | None = None) -> None:
         files = prepare(work)
         print(
             f"\nThe verification page is at {url}\n"
-            f"  drop any of these on it:\n"
-            f"    {files.hopper}        (SIGNED_ORIGINAL)\n"
-            f"    {files.derived}   (DERIVED)\n"
-            f"    {files.tampered}  (TAMPERED, with its .prov sidecar)\n"
-            f"    {files.unsigned}             (UNSIGNED)\n"
-            f"    {files.generated}       (UNSIGNED, the detector's score)\n"
-            f"    {files.small_video}    (DERIVED video, with its time range)\n"
+            f"  drop any of these on it:\n{drop_list(files)}"
             f"  log explorer: {url}/log   API: {url}/api   gRPC: {address}\n"
             f"  log key (`prov receipt verify FILE.prov --log-key KEY`; `prov log key --server"
             f" {address}` prints it again): {log_key}\n"

@@ -23,6 +23,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from rich.console import Console, ConsoleOptions, RenderableType
+from rich.progress import Progress
 from rich.segment import Segment
 from rich.text import Span, Text
 
@@ -87,3 +88,10 @@ def protect_typer() -> None:
         typer.rich_utils.Console = functools.partial(  # type: ignore[assignment, attr-defined]
             SafeConsole, markup=True, emoji=True
         )
+
+
+def transient_bar(console: Console) -> Progress:
+    """A progress bar on ``console`` that is drawn on a terminal only and gone when done.
+    Elsewhere it writes nothing at all: Rich's transient bar still ends with an empty
+    line on a file or pipe, so every `prov log audit` from cron wrote one to stderr."""
+    return Progress(console=console, transient=True, disable=not console.is_terminal)

@@ -5,9 +5,15 @@ a real device, the server's real SQLite file."""
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 from conftest import Cli, ServerProc, sign_sample
+
+from provenance.log.checkpoint import generate_log_key
 
 
 def _audit(cli: Cli, *args: str) -> list[str]:
@@ -50,3 +56,77 @@ def test_online_and_database_audits_word_the_same_log_alike(
     assert by_tiles == [
         "tiled log OK: has 3 entries; 1 tile and 3 entries checked against the signed root"
     ], by_tiles
+
+
+def test_an_audit_against_another_logs_key_names_where_that_key_came_from(
+    enrolled: Cli, tmp_path: Path
+) -> None:
+    """A first audit given the wrong --log-key was told "the server now presents log key
+    X, not the trusted Y", as if the log had changed its key; it names the --log-key (or
+    the STATE file) the trusted key came from. Still exit 3: the audit cannot tell a
+    wrong key from a swapped one."""
+    rc, vkey, err = enrolled("log", "key")
+    assert rc == 0, err
+    vkey = vkey.strip()
+    other = generate_log_key(tmp_path / "other.pem", vkey.split("+")[0]).verifier_key()
+    state = tmp_path / "s.json"
+    rc, _, err = enrolled("log", "audit", "--state", str(state), "--log-key", other)
+    text = " ".join(err.split())
+    assert rc == 3 and not state.exists(), err
+    assert (
+        f"LOG INTEGRITY FAILURE: the server presents log key {vkey}, not the --log-key"
+        f" given, {other}: another log, or the log's key changed"
+    ) in text, text
+    # a STATE saved with another key: that file is named
+    state.write_text(json.dumps({"verifier_key": other, "checkpoint": "", "frontier": []}))
+    rc, _, err = enrolled("log", "audit", "--state", str(state))
+    text = " ".join(err.split())
+    assert rc == 3 and f"now presents log key {vkey}, not the key saved in {state}" in text, text
+
+
+def _prov(*args: str, tty: str) -> subprocess.CompletedProcess[str]:
+    """`prov ARGS` in a child process; Rich takes TTY_COMPATIBLE=1 for a terminal."""
+    return subprocess.run(
+        [sys.executable, "-m", "clients.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "TTY_COMPATIBLE": tty},
+    )
+
+
+def test_an_online_audit_shows_its_progress_on_a_terminal(
+    enrolled: Cli, server: ServerProc, tmp_path: Path
+) -> None:
+    """`prov log audit` against the server re-hashes every entry, minutes at 10^6: on a
+    terminal it shows a bar as the --db audit does (before: nothing until the end)."""
+    sign_sample(enrolled, tmp_path)
+    args = ["log", "audit", "--state", str(tmp_path / "s.json"), "--server", server.address]
+    for tty, bar in (("1", True), ("0", False)):
+        (tmp_path / "s.json").unlink(missing_ok=True)
+        run = _prov(*args, tty=tty)
+        assert run.returncode == 0 and "log OK: has " in run.stdout, run.stderr
+        assert ("re-hashing entries" in run.stderr) is bar, run.stderr
+
+
+def test_audits_and_exports_write_nothing_to_stderr_off_a_terminal(
+    enrolled: Cli, server: ServerProc, tmp_path: Path
+) -> None:
+    """Off a terminal (cron, a pipe) an audit that passed, a tile export and a verdict
+    leave stderr empty: Rich's transient bar still wrote an empty line there, so cron
+    mailed every scheduled `prov log audit`."""
+    photo, _ = sign_sample(enrolled, tmp_path)
+    rc, vkey, _ = enrolled("log", "key")
+    state, db = str(tmp_path / "s.json"), str(server.db)
+    key = ("--log-key", vkey.strip())
+    online = ("log", "audit", "--state", state, "--server", server.address, *key)
+    for args in (
+        online,
+        online,  # a second audit: against the saved checkpoint
+        ("log", "audit", "--state", str(tmp_path / "d.json"), "--db", db, *key),
+        ("log", "export-tiles", str(tmp_path / "tiles"), "--db", db),
+        ("verify", str(photo), "--no-detect", "--server", server.address),
+    ):
+        run = _prov(*args, tty="0")
+        assert run.returncode == 0 and run.stdout, (args, run.stderr)
+        assert run.stderr == "", (args, run.stderr)

@@ -9,7 +9,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from conftest import PASSPHRASE, SAMPLES, closed_port
+from conftest import PASSPHRASE, SAMPLES, Cli, closed_port, sign_sample
 
 from clients.cli import main as prov_main
 from provenance.log.checkpoint import generate_log_key
@@ -50,3 +50,33 @@ def test_receipt_commands_read_the_device_folder_given_by_home(
         rc, text = _run(capsys, *args)
         assert rc == 1 and "the claim is queued on this device" in text, (args, text)
         monkeypatch.delenv("PROV_HOME")
+
+
+def test_receipt_verify_with_another_logs_key_says_so(enrolled: Cli, tmp_path: Path) -> None:
+    """A new user who gives another log's key (a second server's, an old database's) is
+    told that the receipt is not from that log and which log the sidecar names, not
+    "note has no signature by NAME+ID"."""
+    photo, _ = sign_sample(enrolled, tmp_path)
+    rc, vkey, _ = enrolled("log", "key")
+    vkey = vkey.strip()
+    other = generate_log_key(tmp_path / "other.pem", vkey.split("+")[0]).verifier_key()
+    other_id = "+".join(other.split("+")[:2])
+    rc, _, err = enrolled("receipt", "verify", f"{photo}.prov", "--log-key", other)
+    text = " ".join(err.split())
+    assert rc == 1 and "Traceback" not in err, err
+    assert text.startswith(
+        f"error: the receipt is not from the log of --log-key {other_id}: its checkpoint"
+        f" carries no signature by that key (the sidecar says it was logged by {vkey});"
+    ), text
+    assert "`prov log key --server HOST:PORT`" in text
+    # a tlog-proof records no log key: the keys that signed its checkpoint are named
+    rc, _, err = enrolled("receipt", "export", f"{photo}.prov", "--format", "tlog-proof")
+    assert rc == 0, err
+    proof = photo.with_name(photo.name + ".tlog-proof")
+    rc, _, err = enrolled("receipt", "verify", str(proof), "--log-key", other)
+    signer = "+".join(vkey.split("+")[:2])
+    assert rc == 1 and f"(it is signed by {signer})" in " ".join(err.split()), err
+    # the right key still verifies both
+    for path in (f"{photo}.prov", str(proof)):
+        rc, out, err = enrolled("receipt", "verify", path, "--log-key", vkey)
+        assert rc == 0 and " OK: leaf " in out, err

@@ -25,9 +25,14 @@ def test_revoking_twice_says_nothing_changed(enrolled: Cli, tmp_path: Path) -> N
     ), again
     with ProvenanceClient(enrolled.server) as c:
         assert c.get_device(bytes.fromhex(device_id)).revocation_reason == "R1"
+    # nothing changed in the log either: no second revocation entry (before: one with R2)
+    rc, audit, err = enrolled("log", "audit", "--state", str(tmp_path / "audit.json"))
+    assert rc == 0 and "1 enrollment and 1 revocation in the log" in audit, (audit, err)
     # a --since before the revocation does change it: the earlier time, its reason
     rc, moved, err = enrolled(
         "admin", "revoke", device_id, "--reason", "R3", "--since", "2026-01-01T00:00:00Z"
     )
     assert rc == 0, (moved, err)
     assert moved.strip() == f"revoked {device_id} at 2026-01-01 00:00:00 UTC: R3"
+    rc, audit, err = enrolled("log", "audit", "--state", str(tmp_path / "audit.json"))
+    assert rc == 0 and "1 enrollment and 2 revocations in the log" in audit, (audit, err)

@@ -8,6 +8,8 @@ from pathlib import Path
 
 from conftest import SAMPLES, Cli
 
+from clients.device import DeviceHome
+
 
 def test_sign_over_several_files_ends_with_a_summary(enrolled: Cli, tmp_path: Path) -> None:
     old = Path(shutil.copy(SAMPLES / "chelsea.png", tmp_path / "old.png"))
@@ -25,3 +27,18 @@ def test_sign_over_several_files_ends_with_a_summary(enrolled: Cli, tmp_path: Pa
     ), err
     rc, out, err = enrolled("sign", str(new), str(old))
     assert rc == 0 and err.strip().endswith("summary of 2 files: 2 already signed"), err
+
+
+def test_a_refused_signature_names_the_file_once(enrolled: Cli, tmp_path: Path) -> None:
+    """A claim the server refuses (here: the key was revoked) reads "FILE: signed (#N) but
+    refused by the server: <why>", the file named once (before: "cat.png: signed (#1) but
+    refused by the server: cat.png: device ... was revoked ...")."""
+    photo = Path(shutil.copy(SAMPLES / "chelsea.png", tmp_path / "cat.png"))
+    device_id = DeviceHome(enrolled.home).state().device_id
+    rc, _, err = enrolled("admin", "revoke", device_id, "--reason", "lost")
+    assert rc == 0, err
+    rc, _, err = enrolled("sign", str(photo))
+    text = " ".join(err.split())
+    assert rc == 1, err
+    assert f"{photo}: signed (#1) but refused by the server: device {device_id[:16]}" in text, text
+    assert "was revoked" in text and "(set aside in " in text, text

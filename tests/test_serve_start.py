@@ -66,11 +66,20 @@ def test_metrics_port_in_use_is_checked_before_the_store_opens(tmp_path: Path) -
     assert list(tmp_path.iterdir()) == []
 
 
+def _not_pem(tmp_path: Path) -> str:
+    """A trust anchors file that exists (a missing one is a usage error, found first) but
+    holds no PEM certificate, beside ``tmp_path``: a start fails when it reads it."""
+    bad = tmp_path.parent / f"{tmp_path.name}-anchors.pem"
+    bad.write_text("not a certificate\n")
+    return str(bad)
+
+
 def test_a_start_that_fails_later_removes_what_it_created(tmp_path: Path) -> None:
     # the trust anchors are read after the store and the log key were made
-    run = _serve(tmp_path, "--listen", "127.0.0.1:0", "--c2pa-trust-anchors", "missing.pem")
+    bad = _not_pem(tmp_path)
+    run = _serve(tmp_path, "--listen", "127.0.0.1:0", "--c2pa-trust-anchors", bad)
     assert run.returncode == 1, run.stderr
-    assert "missing.pem" in run.stderr
+    assert "C2PA trust anchors are not PEM certificates" in run.stderr, run.stderr
     # the lock file stays: another server may have it open (see the race test below)
     assert [p.name for p in tmp_path.iterdir()] == ["prov.db.lock"]
     (tmp_path / "prov.db.lock").unlink()
@@ -79,7 +88,7 @@ def test_a_start_that_fails_later_removes_what_it_created(tmp_path: Path) -> Non
     # prov.db.logkey.pem is not the key this database was created with'), only the rest
     # of what this start added beside it
     (tmp_path / "prov.db").write_bytes(b"")
-    run = _serve(tmp_path, "--listen", "127.0.0.1:0", "--c2pa-trust-anchors", "missing.pem")
+    run = _serve(tmp_path, "--listen", "127.0.0.1:0", "--c2pa-trust-anchors", bad)
     assert run.returncode == 1, run.stderr
     assert {p.name for p in tmp_path.iterdir()} <= {
         "prov.db",
@@ -212,8 +221,10 @@ def test_a_failed_start_removes_only_its_own_files_and_never_a_held_lock(
         assert a.returncode == 1, a_err
         assert "C2PA trust anchors are not PEM certificates" in a_err, a_err
         assert waiter.stdout.readline() == "locked\n"
-        # a start that got past the lock would fail on missing.pem instead
-        fourth = _serve(tmp_path, "--listen", "127.0.0.1:0", "--c2pa-trust-anchors", "missing.pem")
+        # a start that got past the lock would fail on the anchors instead
+        fourth = _serve(
+            tmp_path, "--listen", "127.0.0.1:0", "--c2pa-trust-anchors", _not_pem(tmp_path)
+        )
         assert fourth.returncode == 1, fourth.stderr
         assert "another server is already using" in fourth.stderr, fourth.stderr
         assert {p.name for p in tmp_path.iterdir()} == {"anchors.pem", "prov.db.lock"}

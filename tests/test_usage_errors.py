@@ -408,3 +408,96 @@ def test_an_audit_state_that_is_a_folder_is_a_usage_error(
         rc, err = _run(capsys, "log", "audit", "--state", str(tmp_path), *args)
         assert rc == 2 and "--state" in err, (args, err)
         assert f"{tmp_path} is a folder; name the file that keeps this auditor's" in err, err
+
+
+def test_serve_witness_options_are_usage_errors(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`prov serve` with a --witness that is not URL=KEY, a KEY that is no cosigner key, or
+    a --witness-quorum above the --witness given exits 2 before any file is made, as the
+    clients' --witness and --witness-quorum do (before: exit 1, "error: ...")."""
+    w = cosigner_vkey("witness.example/w1", bytes(range(32)))
+    db = tmp_path / "prov.db"
+    serve = ("serve", "--db", str(db), "--listen", "127.0.0.1:0")
+    for extra, words in (
+        (("--witness", "garbage"), "Invalid value for --witness: 'garbage' is not URL=KEY"),
+        (
+            ("--witness", "http://127.0.0.1:8090=nokey"),
+            "Invalid value for --witness: http://127.0.0.1:8090: witness key 'nokey'",
+        ),
+        (
+            ("--witness", f"http://127.0.0.1:8090={w}", "--witness-quorum", "2"),
+            "Invalid value for --witness-quorum: 2 is more than the 1 --witness given",
+        ),
+    ):
+        rc, err = _run(capsys, *serve, *extra)
+        assert rc == 2 and words in err, (extra, err)
+    assert list(tmp_path.iterdir()) == [], list(tmp_path.iterdir())
+
+
+def test_serve_files_that_do_not_exist_are_usage_errors(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`prov serve` naming an admin token file, an enrollment authority folder or a C2PA or
+    TSA trust file that does not exist exits 2 before anything is made (before: exit 1
+    after the database's lock file was made, the trust files' only after the database and
+    its index were opened)."""
+    serve = ("serve", "--db", str(tmp_path / "prov.db"), "--listen", "127.0.0.1:0")
+    gone = str(tmp_path / "gone")
+    for option in (
+        "--admin-token-file",
+        "--ca",
+        "--c2pa-trust-anchors",
+        "--c2pa-trust-config",
+        "--tsa-trust-anchors",
+    ):
+        rc, err = _run(capsys, *serve, option, gone)
+        assert rc == 2 and f"Invalid value for '{option}'" in err and "does not exist" in err, (
+            option,
+            err,
+        )
+    assert list(tmp_path.iterdir()) == [], list(tmp_path.iterdir())
+
+
+def test_audit_of_tiles_or_a_database_without_a_key_and_with_both_are_usage_errors(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`prov log audit --tiles DIR` or `--db FILE` with neither --log-key nor a STATE that
+    holds the key exits 2, as a missing `prov receipt verify --log-key` does (before: exit
+    1); --tiles with --db exits 2 naming both (before: the tiles were audited and --db
+    silently ignored). Nothing is read or written."""
+    (tmp_path / "tiles").mkdir()
+    db = tmp_path / "prov.db"
+    db.write_bytes(b"")
+    state = tmp_path / "s.json"
+    for copy, what in (("--tiles", "tiles"), ("--db", "a database")):
+        where = str(tmp_path / "tiles") if copy == "--tiles" else str(db)
+        rc, err = _run(capsys, "log", "audit", "--state", str(state), copy, where)
+        assert rc == 2 and "--log-key" in err and f"auditing {what} needs the log's" in err, err
+    key = generate_log_key(tmp_path / "log.pem", "example.org/log").verifier_key()
+    both = ("--tiles", str(tmp_path / "tiles"), "--db", str(db), "--log-key", key)
+    rc, err = _run(capsys, "log", "audit", "--state", str(state), *both)
+    assert rc == 2 and "give one of --tiles and --db" in err, err
+    assert not state.exists() and db.read_bytes() == b""
+
+
+def test_verify_with_no_sidecar_and_a_sidecar_is_a_usage_error(
+    photo: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`prov verify F --no-sidecar --sidecar S` exits 2 before any call (before: S was
+    silently ignored and the file judged without it, a different verdict)."""
+    sidecar = photo.with_name("other.prov")
+    sidecar.write_text("{}")
+    args = ("verify", str(photo), "--no-sidecar", "--sidecar", str(sidecar))
+    rc, err = _run(capsys, *args, "--server", closed_port())
+    assert rc == 2 and "--no-sidecar" in err and "give one of them" in err, err
+
+
+def test_detect_options_of_the_local_model_need_local(
+    photo: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`prov detect --seed/--model/--weights/--device` without --local exits 2 before any
+    call (before: the server's model scored the file and the option did nothing)."""
+    for extra in (("--seed", "3"), ("--model", "other"), ("--device", "cpu")):
+        rc, err = _run(capsys, "detect", str(photo), *extra, "--server", closed_port())
+        assert rc == 2 and f"{extra[0]} choose the model run here: add --local" in err, err

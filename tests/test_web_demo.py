@@ -15,6 +15,9 @@ import httpx
 import pytest
 from conftest import ROOT, read_line, start_server
 
+from clients.demo import DemoFiles
+from clients.webdemo import drop_list
+
 pytestmark = pytest.mark.slow
 
 
@@ -111,3 +114,26 @@ def test_second_make_web_leaves_a_running_one_alone(tmp_path: Path) -> None:
 
     _fresh(work)
     assert sorted(p.name for p in work.iterdir()) == [MARKER]
+
+
+def test_the_files_to_drop_line_up_with_their_verdicts(tmp_path: Path) -> None:
+    """`make web` lists the files to try with their verdicts in one column (before: padded
+    by hand for names in one folder, so captures/hopper.jpg's verdict stood 8 columns
+    left of the newsroom copies')."""
+    cap, news = tmp_path / "captures", tmp_path / "newsroom"
+    files = DemoFiles(
+        hopper=cap / "hopper.jpg",
+        rocket=cap / "rocket.jpg",
+        video=cap / "fabric.mp4",
+        derived=news / "rocket_resized.jpg",
+        tampered=news / "hopper_edited.jpg",
+        small_video=news / "fabric_small.mp4",
+        unsigned=news / "cat.png",
+        generated=news / "generated.png",
+    )
+    lines = drop_list(files).splitlines()
+    assert len(lines) == 6 and lines[0].startswith(f"    {cap / 'hopper.jpg'} "), lines
+    assert len({line.index("(") for line in lines}) == 1, lines
+    assert lines[0].endswith("(SIGNED_ORIGINAL)") and lines[2].endswith(
+        "(TAMPERED, with its .prov sidecar)"
+    ), lines

@@ -13,7 +13,7 @@ from clients.api import default_server
 from clients.options import ServerOpt, in_existing_folder
 from clients.scan.engines import Engine, LocalEngine, RayEngine
 from clients.scan.pipeline import DEFAULT_BATCH, run_scan
-from clients.scan.progress import ScanProgress, summary_table
+from clients.scan.progress import ScanProgress, summary_table, summary_title
 from clients.scan.report import csv_path, html_path
 from clients.scan.resume import holds_rows
 from clients.scan.worker import ScanConfig
@@ -110,6 +110,7 @@ def scan(
         )
         raise typer.Exit(130) from None
     out = SafeConsole()
+    out.print(summary_title(result, report), soft_wrap=True)  # whole, however long its path
     out.print(summary_table(result, report))
     out.print(
         f"reports: {report}, {csv_path(report)}, {html_path(report)}",

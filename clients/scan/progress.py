@@ -87,11 +87,19 @@ class ScanProgress:
         self._progress.update(self._task, description=self.describe())
 
 
+def summary_title(result: ScanResult, report: Path) -> Text:
+    """The line above `summary_table`: the report, its files and bytes. A line of its own:
+    as the table's title it was folded to the table's width ("scan report scan.jsonl (16"
+    over "files, 1.4 MB)"), a long report path over several lines. Text: the path is not
+    markup."""
+    s = result.summary
+    return Text(f"scan report {report} ({_files(s.rows)}, {_mb(s.bytes):,.1f} MB)", style="bold")
+
+
 def summary_table(result: ScanResult, report: Path) -> Table:
     """The final table: counts per verdict over the whole report, then this run's figures."""
     s = result.summary
-    title = f"scan report {report} ({_files(s.rows)}, {_mb(s.bytes):,.1f} MB)"
-    t = Table(title=Text(title, style="table.title"))  # Text: the path is not markup
+    t = Table()
     t.add_column("status")
     t.add_column("files", justify="right")
     for key in _ORDER:

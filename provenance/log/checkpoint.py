@@ -240,6 +240,13 @@ def _split_note(note: str) -> tuple[str, list[_SignatureLine]]:
     return text, signatures
 
 
+def note_signers(note: str) -> list[str]:
+    """``NAME+KEYID`` (key id in hex) of each signature line of ``note``, in order, whether
+    or not it verifies: what a check against the wrong key can name instead. Raises
+    LogError for a malformed note."""
+    return [f"{s.name}+{s.key_id.hex()}" for s in _split_note(note)[1]]
+
+
 class NoteVerifier:
     """Verifies note signatures by one Ed25519 key, identified by name and key id."""
 

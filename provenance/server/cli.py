@@ -45,7 +45,9 @@ def serve(
     admin_token_file: Annotated[
         Path | None,
         typer.Option(
-            help="File holding the admin token (else $PROV_ADMIN_TOKEN; else admin calls are refused)."
+            help="File holding the admin token (else $PROV_ADMIN_TOKEN; else admin calls are refused).",
+            exists=True,
+            dir_okay=False,
         ),
     ] = None,
     log_key: Annotated[
@@ -94,17 +96,26 @@ def serve(
     ca: Annotated[
         Path | None,
         typer.Option(
-            help="Enrollment authority folder (`prov admin ca init`): certify enrolled keys for C2PA export."
+            help="Enrollment authority folder (`prov admin ca init`): certify enrolled keys for C2PA export.",
+            exists=True,
+            file_okay=False,
         ),
     ] = None,
     c2pa_trust_anchors: Annotated[
         Path | None,
         typer.Option(
-            help="PEM bundle of C2PA trust anchors for verification (default: the --ca root, if any)."
+            help="PEM bundle of C2PA trust anchors for verification (default: the --ca root, if any).",
+            exists=True,
+            dir_okay=False,
         ),
     ] = None,
     c2pa_trust_config: Annotated[
-        Path | None, typer.Option(help="Allowed signer EKUs for C2PA (c2pa-rs store.cfg format).")
+        Path | None,
+        typer.Option(
+            help="Allowed signer EKUs for C2PA (c2pa-rs store.cfg format).",
+            exists=True,
+            dir_okay=False,
+        ),
     ] = None,
     c2pa_workers: Annotated[
         int, typer.Option(help="Processes reading C2PA manifests (0: do not read C2PA).")
@@ -114,7 +125,9 @@ def serve(
         typer.Option(
             help="PEM bundle of the RFC 3161 timestamp authorities trusted to date C2PA"
             " signatures (`prov sign --c2pa --tsa-url`). Without it timestamps are reported"
-            " as untrusted and the log receipt or the current time is used."
+            " as untrusted and the log receipt or the current time is used.",
+            exists=True,
+            dir_okay=False,
         ),
     ] = None,
     max_image_mb: Annotated[
@@ -236,7 +249,8 @@ def serve(
     status codes, in the README's "Limits and errors" table.
 
     An address it cannot listen on is refused before anything is created (exit 2 for
-    one that is not HOST:PORT, 1 for one in use or not this machine's); a start that
+    one that is not HOST:PORT, 1 for one in use or not this machine's), as are a file or
+    folder option naming nothing and a bad --witness (exit 2); a start that
     fails later removes the files it created itself (a new SQLite database, its log key
     and detector secret), never another server's, and leaves the database's lock file
     (harmless, and another server may hold it).
@@ -262,12 +276,16 @@ def serve(
     from provenance.store import is_postgres_url
     from provenance.witness.client import parse_witness_option
 
-    keep_freed_memory()  # upload buffers reused instead of faulted in again
-    witnesses = tuple(parse_witness_option(w) for w in witness or [])
+    try:  # usage errors (exit 2), as the same options of the clients'
+        witnesses = tuple(parse_witness_option(w) for w in witness or [])
+    except ConfigError as e:
+        raise typer.BadParameter(str(e).removeprefix("--witness "), param_hint="--witness") from e
     if witness_quorum > len(witnesses):
-        raise ConfigError(
-            f"--witness-quorum {witness_quorum} is more than the {len(witnesses)} --witness given"
+        raise typer.BadParameter(
+            f"{witness_quorum} is more than the {len(witnesses)} --witness given",
+            param_hint="--witness-quorum",
         )
+    keep_freed_memory()  # upload buffers reused instead of faulted in again
     limits = ServerLimits(
         rpc_threads=rpc_threads,
         max_uploads=max_uploads,
