@@ -168,7 +168,13 @@ class ProvenanceClient:
         )
         return wire.device_from_pb(r.device), r.certificate_chain_pem
 
-    def revoke(self, device_id: bytes, reason: str, effective_at: datetime | None = None) -> Device:
+    def revoke(
+        self, device_id: bytes, reason: str, effective_at: datetime | None = None
+    ) -> tuple[Device, bool]:
+        """Revoke a device key from ``effective_at`` (None: the server's now); returns
+        (the device after the call, already_revoked): already_revoked is True when the
+        key was already revoked at or before that time, so the server logged nothing and
+        the device holds the standing revocation (a Revoke is idempotent)."""
         r = self._call(
             self._registry.Revoke,
             pb.RevokeRequest(
@@ -176,7 +182,7 @@ class ProvenanceClient:
             ),
             admin=True,
         )
-        return wire.device_from_pb(r.device)
+        return wire.device_from_pb(r.device), r.already_revoked
 
     def get_device(self, device_id: bytes) -> Device:
         return wire.device_from_pb(

@@ -288,14 +288,14 @@ def revoke(
             )
     with _admin_client(server) as c:
         d = c.get_device(dev)
-        before = d.revoked_at
-        # revoked no later than asked: no call, so no revocation entry that changes nothing
-        # joins the log (the server logs every Revoke; the earliest one counts)
-        if before is None or (when is not None and when < before):
-            d = c.revoke(dev, reason, when)
+        # revoked no later than asked: no call needed (the server would log nothing)
+        unchanged = d.revoked_at is not None and (when is None or when >= d.revoked_at)
+        if not unchanged:
+            # already_revoked: another admin revoked it meanwhile, no later than asked
+            d, unchanged = c.revoke(dev, reason, when)
     assert d.revoked_at is not None
     at = f"{d.revoked_at:%Y-%m-%d %H:%M:%S} UTC"
-    if before is not None and d.revoked_at == before:  # the earlier revocation stands
+    if unchanged:  # the earlier revocation stands
         out.print(
             f"{d.device_id.hex()} was already revoked at {at} (reason: {d.revocation_reason});"
             " nothing changed",

@@ -1,14 +1,29 @@
 """`prov admin revoke` of a key that is already revoked says so and exits 3 instead of
 printing the earlier revocation as if it had just been made; an earlier --since still
-moves the revocation earlier (exit 0). A real server, a real device key."""
+moves the revocation earlier (exit 0). The server's Revoke is idempotent: a key already
+revoked at or before the asked time gets no second log entry, however many admins call
+at once. A real server, a real device key."""
 
 from __future__ import annotations
 
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor
+from datetime import timedelta
 from pathlib import Path
 
-from conftest import Cli, sign_sample
+from conftest import ADMIN_TOKEN, Cli, ServerProc, enroll_key, sign_sample
+from inproc import InProc
 
 from clients.api import ProvenanceClient
+from provenance.core.keyhistory import KeyEvent, KeyEventKind, KeySigner, sign_key_event
+from provenance.core.keys import DeviceKey
+from provenance.server.writer import KeyAppended, PendingKeyEvent, _Item
+from provenance.wire import convert as wire
+
+
+def checkpoint_size(note: str) -> int:
+    """The tree size of a C2SP checkpoint note (its second line)."""
+    return int(note.splitlines()[1])
 
 
 def test_revoking_twice_says_nothing_changed(enrolled: Cli, tmp_path: Path) -> None:
@@ -36,3 +51,72 @@ def test_revoking_twice_says_nothing_changed(enrolled: Cli, tmp_path: Path) -> N
     assert moved.strip() == f"revoked {device_id} at 2026-01-01 00:00:00 UTC: R3"
     rc, audit, err = enrolled("log", "audit", "--state", str(tmp_path / "audit.json"))
     assert rc == 0 and "1 enrollment and 2 revocations in the log" in audit, (audit, err)
+
+
+def _revocations_logged(cli: Cli, state: Path) -> str:
+    rc, audit, err = cli("log", "audit", "--state", str(state))
+    assert rc == 0, (audit, err)
+    return audit
+
+
+def test_the_server_logs_no_second_revocation(server: ServerProc, tmp_path: Path) -> None:
+    """A Revoke of a key already revoked (at or before the asked time) appends nothing
+    and says so (``already_revoked``), whoever calls: before, the server logged a second
+    REVOCATION entry that the earliest-counts rule then ignored."""
+    with ProvenanceClient(server.address, admin_token=ADMIN_TOKEN) as c:
+        key = enroll_key(c)
+        first, again = c.revoke(key.key_id, "R1")
+        size = checkpoint_size(c.checkpoint())
+        second, again2 = c.revoke(key.key_id, "R2")
+        assert (again, again2) == (False, True)
+        assert checkpoint_size(c.checkpoint()) == size  # nothing appended
+        assert (second.revoked_at, second.revocation_reason) == (first.revoked_at, "R1")
+        # an earlier time does change the revocation: logged
+        assert first.revoked_at is not None
+        moved, again3 = c.revoke(key.key_id, "R3", first.revoked_at - timedelta(hours=1))
+        assert not again3 and moved.revocation_reason == "R3"
+        assert checkpoint_size(c.checkpoint()) == size + 1
+
+
+def test_concurrent_revokes_log_one_entry(enrolled: Cli, tmp_path: Path) -> None:
+    """Eight admins revoking one key at once: exactly one REVOCATION entry, and exactly
+    one of them is told its call revoked the key (the writer decides under the append
+    lock, whatever batches the calls land in)."""
+    _, device_id = sign_sample(enrolled, tmp_path)
+    dev = bytes.fromhex(device_id)
+    with ProvenanceClient(enrolled.server, admin_token=ADMIN_TOKEN) as c:
+        start = threading.Barrier(8)
+
+        def revoke(n: int) -> bool:
+            start.wait()
+            return c.revoke(dev, f"R{n}")[1]
+
+        with ThreadPoolExecutor(8) as pool:
+            flags = list(pool.map(revoke, range(8)))
+    assert flags.count(False) == 1, flags
+    audit = _revocations_logged(enrolled, tmp_path / "audit.json")
+    assert "1 enrollment and 1 revocation in the log" in audit, audit
+    rc, out, err = enrolled("admin", "revoke", device_id, "--reason", "late")
+    assert rc == 3 and "nothing changed" in out, (out, err)
+
+
+def test_two_revocations_in_one_batch_log_one_entry(inproc: InProc) -> None:
+    """The same, made deterministic: two revocations of one key committed in one batch
+    (as concurrent calls are) give one leaf; the second is answered as already revoked,
+    with the first one's reason."""
+    dev = inproc.enroll()
+    admin = KeySigner.of(DeviceKey.generate())
+    items: list[_Item] = []
+    futures: list[Future[KeyAppended]] = []
+    for reason in ("lost", "stolen"):
+        ev = KeyEvent(KeyEventKind.REVOCATION, dev.device_id, inproc.clock.now, reason=reason)
+        pending = PendingKeyEvent(sign_key_event(admin, wire.encode_key_event(ev)), ev)
+        futures.append(Future())
+        items.append(_Item(pending, futures[-1]))
+    size = inproc.service.store.tree_size()
+    inproc.service.writer._commit(items)
+    first, second = (f.result(5) for f in futures)
+    assert isinstance(first, KeyAppended) and first.receipt is not None
+    assert isinstance(second, KeyAppended) and second.receipt is None
+    assert second.device.revocation_reason == "lost"
+    assert inproc.service.store.tree_size() == size + 1

@@ -242,8 +242,10 @@ class RegistryServicer(rpc.DeviceRegistryServicer):
             if request.HasField("effective_at")
             else None
         )
-        d = self.s.revoke(_device_id(request.device_id), request.reason, when)
-        return pb.RevokeResponse(device=wire.device_to_pb(d))
+        got = self.s.revoke_outcome(_device_id(request.device_id), request.reason, when)
+        return pb.RevokeResponse(
+            device=wire.device_to_pb(got.device), already_revoked=got.receipt is None
+        )
 
     @_rpc
     def GetDevice(self, request: Any, context: grpc.ServicerContext) -> Any:

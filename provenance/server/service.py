@@ -90,7 +90,13 @@ from provenance.server.rollback import (
     with_lost_receipt,
 )
 from provenance.server.startup import advance_mark, check_log_at_start
-from provenance.server.writer import Appended, GroupCommitWriter, PendingClaim, PendingKeyEvent
+from provenance.server.writer import (
+    Appended,
+    GroupCommitWriter,
+    KeyAppended,
+    PendingClaim,
+    PendingKeyEvent,
+)
 from provenance.store import AppendTxn, LeafRecord, Store, open_store
 from provenance.store.sqlite import SqliteStore
 from provenance.wire import convert as wire
@@ -633,9 +639,20 @@ class ProvenanceService:
         return got.device, chain
 
     def revoke(self, device_id: bytes, reason: str, effective_at: datetime | None) -> Device:
-        """Revoke a device key from ``effective_at`` (None: now). Raises ClaimError for a
-        time more than REVOCATION_CLOCK_SKEW ahead of the server's clock (a revocation
-        takes effect now or earlier) and UnknownDeviceError for an unknown device."""
+        """`revoke_outcome`'s device: the key as revoked (or as it already stood)."""
+        return self.revoke_outcome(device_id, reason, effective_at).device
+
+    def revoke_outcome(
+        self, device_id: bytes, reason: str, effective_at: datetime | None
+    ) -> KeyAppended:
+        """Revoke a device key from ``effective_at`` (None: now): the registry row after
+        it and the receipt of its log entry. Idempotent: when the log already revokes the
+        key at or before that time (the earliest time counts), nothing is logged, the
+        receipt is None and the device is returned as it stands (`GroupCommitWriter`
+        decides under the append lock, so concurrent calls log one entry). Raises
+        ClaimError for a time more than REVOCATION_CLOCK_SKEW ahead of the server's
+        clock (a revocation takes effect now or earlier) and UnknownDeviceError for an
+        unknown device."""
         now = self.clock()
         check_revocation_time(effective_at, now)
         ev = KeyEvent(
@@ -646,7 +663,7 @@ class ProvenanceService:
             authorised_by="admin",
         )
         signed = sign_key_event(self._admin, wire.encode_key_event(ev))
-        return self.writer.submit_key_event(PendingKeyEvent(signed, ev)).device
+        return self.writer.submit_key_event(PendingKeyEvent(signed, ev))
 
     def get_device(self, device_id: bytes) -> Device:
         """The registry row as stored (`prov log audit` compares it with the log)."""

@@ -32,7 +32,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, cast
 
@@ -94,10 +94,14 @@ class PendingKeyEvent:
 
 @dataclass(frozen=True)
 class KeyAppended:
-    """The outcome for one key event: the registry row after it, and its receipt."""
+    """The outcome for one key event: the registry row after it, and its receipt; None
+    when nothing was logged: a revocation of a key whose logged revocation (or one
+    earlier in the same batch) takes effect at or before the asked time changes nothing
+    (the earliest time counts, DESIGN.md "Devices"), so no second entry is appended and
+    ``device`` is the key as it stands."""
 
     device: Device
-    receipt: Receipt
+    receipt: Receipt | None
 
 
 @dataclass
@@ -479,6 +483,37 @@ class GroupCommitWriter:
             return txn.enroll(p.token_hash, device, ev.effective_at, p.certificate_pem)
         return txn.revoke(ev.device_id, ev.effective_at, ev.reason)
 
+    def _standing_revocation(
+        self, txn: AppendTxn, p: PendingKeyEvent, revoked_here: Mapping[bytes, datetime]
+    ) -> Device | None:
+        """For a revocation (not a backfill): the device as it stands when the log, or an
+        earlier revocation in this batch (``revoked_here``: device id -> time), already
+        revokes the key at or before the asked time, so that logging it would change
+        nothing; else None. Decided here, in the append transaction that holds the log's
+        append lock, so concurrent Revokes of one key log one entry whatever their
+        batches. Without an ``in_force`` hook the registry row decides. A damaged logged
+        revocation counts as none: the new one is logged (refusing to revoke would be
+        the worse failure)."""
+        ev = p.event
+        if p.backfill or ev.kind is not KeyEventKind.REVOCATION:
+            return None
+        row = txn.find_devices([ev.device_id]).get(ev.device_id)
+        if row is None:
+            return None  # `_apply` refuses it: UnknownDeviceError
+        logged = row.revoked_at
+        if self._in_force is not None:
+            # the log's revocation alone: a row without one, merged with the log's
+            bare = replace(row, revoked_at=None, revocation_reason="")
+            got = self._in_force(txn, {ev.device_id: bare})[ev.device_id]
+            logged = None if isinstance(got, Exception) else got.revoked_at
+        times = [t for t in (logged, revoked_here.get(ev.device_id)) if t is not None]
+        if not times or min(times) > ev.effective_at:
+            return None
+        if self._in_force is None:
+            return row
+        stands = self._in_force(txn, {ev.device_id: row})[ev.device_id]
+        return row if isinstance(stands, Exception) else stands
+
     def _frontier(
         self, txn: AppendTxn, start: int, latest: tuple[int, str] | None
     ) -> merkle.CompactRange:
@@ -516,13 +551,23 @@ class GroupCommitWriter:
             # (a claim meeting its key's revocation in one batch is refused); their leaves
             # follow the batch's claims
             keyed: list[tuple[int, NewKeyLeaf, Device]] = []
+            revoked_here: dict[bytes, datetime] = {}  # this batch's revocations
             for i, item in enumerate(batch):
                 if isinstance(item.pending, PendingKeyEvent):
                     try:
+                        standing = self._standing_revocation(txn, item.pending, revoked_here)
+                        if standing is not None:
+                            results[i] = KeyAppended(standing, None)
+                            continue
                         dev_row = self._apply(txn, item.pending)
                     except ProvenanceError as e:
                         results[i] = e
                         continue
+                    ev = item.pending.event
+                    if ev.kind is KeyEventKind.REVOCATION:
+                        revoked_here[ev.device_id] = min(
+                            ev.effective_at, revoked_here.get(ev.device_id, ev.effective_at)
+                        )
                     entry = wire.encode_key_event_entry(item.pending.signed, now)
                     keyed.append(
                         (

@@ -229,10 +229,12 @@ class RevokeRequest(_message.Message):
     def __init__(self, device_id: _Optional[bytes] = ..., reason: _Optional[str] = ..., effective_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class RevokeResponse(_message.Message):
-    __slots__ = ("device",)
+    __slots__ = ("device", "already_revoked")
     DEVICE_FIELD_NUMBER: _ClassVar[int]
+    ALREADY_REVOKED_FIELD_NUMBER: _ClassVar[int]
     device: Device
-    def __init__(self, device: _Optional[_Union[Device, _Mapping]] = ...) -> None: ...
+    already_revoked: bool
+    def __init__(self, device: _Optional[_Union[Device, _Mapping]] = ..., already_revoked: _Optional[bool] = ...) -> None: ...
 
 class GetDeviceRequest(_message.Message):
     __slots__ = ("device_id",)

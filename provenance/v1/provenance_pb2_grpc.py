@@ -74,7 +74,7 @@ class DeviceRegistryServicer:
         raise NotImplementedError('Method not implemented!')
 
     def Revoke(self, request, context):
-        """Admin: revoke a device key.
+        """Admin: revoke a device key (idempotent: see RevokeResponse.already_revoked).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
