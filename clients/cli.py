@@ -638,12 +638,16 @@ def _embed_c2pa(
     tsa: TimestampAuthority | None,
 ) -> bool:
     """Embed the C2PA manifest into a logged capture; report a failure (a file that
-    already carries a manifest, say) and return False so a batch goes on. When the
-    timestamp authority fails, embed without a timestamp, warn, and return False."""
+    already carries another manifest, say) and return False so a batch goes on. A file
+    that already carries this claim's manifest (a second run) is left as it is: True.
+    When the timestamp authority fails, embed without a timestamp, warn, and return
+    False."""
     stamped = ", timestamped by the TSA" if tsa else ""
     try:
         try:
-            h.embed_c2pa(key, f, spath, chain, tsa)
+            if not h.embed_c2pa(key, f, spath, chain, tsa):
+                out.print(f"{f}: C2PA manifest already embedded for this claim; left as it is")
+                return True
         except TimestampError as e:
             h.embed_c2pa(key, f, spath, chain, None)
             err.print(

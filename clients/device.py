@@ -431,14 +431,18 @@ class DeviceHome:
         side_path: Path,
         chain: bytes,
         tsa: TimestampAuthority | None = None,
-    ) -> None:
+    ) -> bool:
         """Embed a C2PA manifest into ``path`` in place, signed with the device key, with
         our sidecar (claim and receipt) as a custom assertion and the log checkpoint, and
-        with an RFC 3161 timestamp from ``tsa`` when given.
+        with an RFC 3161 timestamp from ``tsa`` when given. Returns True when embedded;
+        False, writing nothing, when ``path`` already carries a valid manifest holding
+        this sidecar's signed claim (a second ``prov sign --c2pa`` of the file).
 
         The claim's SHA-256 stays valid: it covers the bytes with the manifest store
-        removed (docs/c2pa.md). Raises ConfigError if the claim is not yet logged, and
-        TimestampError (file untouched) when the TSA fails; otherwise as `embed_manifest`.
+        removed (docs/c2pa.md). Raises ConfigError if the claim is not yet logged,
+        MediaError when the file carries another manifest store (another claim's, or
+        one that does not validate: it is never replaced), and TimestampError (file
+        untouched) when the TSA fails; otherwise as `embed_manifest`.
         """
         from provenance.c2pa.writer import embed_manifest
 
@@ -447,6 +451,8 @@ class DeviceHome:
             raise ConfigError(
                 f"{path.name}: the claim is not logged yet; C2PA export needs the receipt"
             )
+        if _carries_manifest_of(path, sidecar.claim.media_type, sidecar.signed_claim):
+            return False
         embed_manifest(
             path,
             path,
@@ -458,6 +464,7 @@ class DeviceHome:
             title=path.name,
             tsa=tsa,
         )
+        return True
 
     def sync(
         self,
@@ -552,6 +559,57 @@ def _binds(old: Sidecar, path: Path, fields: ClaimFields, limits: AssetLimits) -
     try:
         return content_sha256(data, media_type) == bound.sha256
     except ProvenanceError:  # a store that cannot be removed: not what was signed
+        return False
+
+
+def _carries_manifest_of(path: Path, media_type: str, signed: SignedClaim) -> bool:
+    """Whether ``path`` already carries a valid C2PA manifest holding ``signed`` (the one
+    `DeviceHome.embed_c2pa` wrote for this claim); False when it carries none (or its
+    type takes none). Raises MediaError when it carries another manifest store: another
+    claim's, another tool's, or one that does not validate (never replaced). The file is
+    read here and let go before the export reads it again."""
+    from provenance.c2pa.container import may_hold_manifest_store, strip_manifest_store
+    from provenance.c2pa.reader import read_c2pa
+    from provenance.c2pa.writer import WRITABLE_TYPES
+
+    if media_type not in WRITABLE_TYPES:
+        return False  # `embed_manifest` refuses the type, saying which it takes
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise MediaError(f"cannot read {path.name}: {e.strerror or e}") from e
+    if not may_hold_manifest_store(data, media_type):
+        return False
+    if strip_manifest_store(data, media_type) == data:
+        return False
+    del data
+    found = read_c2pa(path, media_type)
+    valid = found.present and found.validation_state in ("Valid", "Trusted")
+    if valid and _holds_claim(found.provenance_assertion, signed):
+        return True
+    if not found.present:
+        what = f"a C2PA manifest store that cannot be read ({found.error})"
+    elif not valid:
+        codes = ", ".join(found.validation_codes) or found.validation_state
+        what = f"a C2PA manifest store that does not validate ({codes})"
+    else:
+        what = "another C2PA manifest store (not this claim's)"
+    raise MediaError(
+        f"{path.name} already carries {what}; it is never replaced, so the file is left"
+        " as it is (its sidecar still proves the capture)"
+    )
+
+
+def _holds_claim(assertion: Mapping[str, object] | None, signed: SignedClaim) -> bool:
+    """Whether a C2PA manifest's provenance assertion (`C2paResult.provenance_assertion`)
+    carries ``signed`` as its evidence: the manifest `DeviceHome.embed_c2pa` wrote for
+    this claim (its receipt may be older than the sidecar's)."""
+    evidence = assertion.get("evidence") if assertion is not None else None
+    if not isinstance(evidence, Mapping):
+        return False
+    try:
+        return decode_sidecar(json.dumps(evidence).encode()).signed_claim == signed
+    except (ProvenanceError, ValueError, RecursionError):
         return False
 
 

@@ -119,19 +119,42 @@ def test_plain_photo_has_no_credentials(server: ServerProc, cli: Cli, tmp_path: 
     assert report["c2pa"]["present"] is False and report["c2pa"]["error"] is None
 
 
+def test_sign_c2pa_twice_keeps_the_manifest(
+    ca_server: ServerProc, cli: Cli, tmp_path: Path
+) -> None:
+    """A second `prov sign --c2pa` of a file already exported is a no-op that says so and
+    exits 0 (before: exit 1, "C2PA manifest not embedded: ... already carries a C2PA
+    manifest store", though the manifest was the one this claim's first run wrote)."""
+    photo = Path(shutil.copy(SAMPLES / "grace_hopper.jpg", tmp_path / "photo.jpg"))
+    assert cli("sign", "--c2pa", str(photo))[0] == 0
+    exported = photo.read_bytes()
+    rc, out, err = cli("sign", "--c2pa", str(photo))
+    assert rc == 0, (out, err)
+    assert f"{photo}: already signed (#1) and logged at leaf 1" in out, out
+    assert f"{photo}: C2PA manifest already embedded for this claim; left as it is" in out
+    assert photo.read_bytes() == exported
+    rc, report = _verify(cli, photo)
+    assert (rc, report["c2pa"]["validation_state"]) == (0, "Trusted")
+
+
 def test_sign_c2pa_batch_goes_on_past_a_file_with_a_manifest(
     ca_server: ServerProc, cli: Cli, tmp_path: Path
 ) -> None:
     first = Path(shutil.copy(SAMPLES / "grace_hopper.jpg", tmp_path / "first.jpg"))
     assert cli("sign", "--c2pa", str(first))[0] == 0  # first.jpg now carries a manifest
+    adobe = FIXTURES / "c2pa" / "third_party" / "public-testfiles" / "adobe-20220124-C.jpg"
+    other = Path(shutil.copy(adobe, tmp_path / "other.jpg"))  # another tool's manifest
     later = Path(shutil.copy(SAMPLES / "rocket.jpg", tmp_path / "later.jpg"))
-    rc, out, err = cli("sign", "--c2pa", str(first), str(later))
+    rc, out, err = cli("sign", "--c2pa", str(first), str(other), str(later))
     assert rc == 1, (out, err)  # one file failed ...
-    assert "first.jpg: C2PA manifest not embedded" in err and "already carries" in err
-    # its sidecar still binds it (the claim covers the bytes without the manifest store):
-    # not signed again, so no second claim is logged for it (before: a new claim, or,
-    # once sidecars holding a receipt were kept, "other content" and exit 2)
+    assert "other.jpg: C2PA manifest not embedded" in err
+    assert "already carries another C2PA manifest store (not this claim's)" in err, err
+    assert other.read_bytes() == adobe.read_bytes()  # never replaced
+    # first.jpg's sidecar still binds it (the claim covers the bytes without the manifest
+    # store): not signed again, so no second claim is logged for it; its manifest is
+    # this claim's and stays
     assert f"{first}: already signed (#1) and logged at leaf 1" in out, out
+    assert f"{first}: C2PA manifest already embedded for this claim" in out, out
     assert f"{later}: C2PA manifest embedded" in out  # ... and the batch went on
     rc, report = _verify(cli, later)
     assert (rc, report["c2pa"]["validation_state"]) == (0, "Trusted")
