@@ -4,18 +4,29 @@ evidence, third-party and hostile files handled."""
 
 from __future__ import annotations
 
+import io
 import json
 import shutil
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import c2pa
 import grpc
 import pytest
 from conftest import FIXTURES, SAMPLES, Cli, ServerProc, start_server
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from cryptography.x509.oid import NameOID, ObjectIdentifier
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from PIL import Image
 
 from clients.api import ProvenanceClient
+from provenance.c2pa.authority import load_authority
+from provenance.c2pa.reader import C2paTrust, read_c2pa
+from provenance.c2pa.writer import DIGITAL_CAPTURE
 from provenance.core.errors import TransportError
+from provenance.core.keys import DeviceKey
 
 HOSTILE = [
     "third_party/c2pa-rs/malformed/nested_moov_1000.mp4",
@@ -158,3 +169,75 @@ def test_sign_c2pa_batch_goes_on_past_a_file_with_a_manifest(
     assert f"{later}: C2PA manifest embedded" in out  # ... and the batch went on
     rc, report = _verify(cli, later)
     assert (rc, report["c2pa"]["validation_state"]) == (0, "Trusted")
+
+
+#: An extended key usage no C2PA reader accepts by default (a private arc).
+CUSTOM_EKU = "1.3.6.1.4.1.99999.1"
+
+
+def _signed_with_custom_eku(ca: Path, out: Path) -> None:
+    """``out``: rocket.jpg with a C2PA manifest whose signer, certified by the authority
+    in ``ca``, carries only `CUSTOM_EKU` (signed straight with c2pa, told of the EKU)."""
+    authority = load_authority(ca)
+    key = DeviceKey.generate()
+    public = Ed25519PublicKey.from_public_bytes(key.public_key)
+    now = datetime.now(UTC)
+    leaf = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "custom-eku")]))
+        .issuer_name(authority.certificate.subject)
+        .public_key(public)
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(hours=1))
+        .not_valid_after(now + timedelta(days=10))
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(
+            x509.KeyUsage(True, False, False, False, False, False, False, False, False),
+            critical=True,
+        )  # digitalSignature only
+        .add_extension(x509.ExtendedKeyUsage([ObjectIdentifier(CUSTOM_EKU)]), critical=False)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(public), critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(authority.private_key.public_key()),
+            critical=False,
+        )
+        .sign(authority.private_key, None)
+    )
+    chain = leaf.public_bytes(serialization.Encoding.PEM) + authority.certificate_pem
+    settings = {
+        "trust": {"trust_anchors": authority.certificate_pem.decode(), "trust_config": CUSTOM_EKU}
+    }
+    signer = c2pa.Signer.from_callback(key.sign, c2pa.C2paSigningAlg.ED25519, chain.decode(), None)
+    manifest = {"claim_generator_info": [{"name": "test", "version": "1"}], "assertions": []}
+    output = io.BytesIO()
+    with signer, c2pa.Builder(manifest, context=c2pa.Context.from_dict(settings)) as b:
+        b.add_action({"action": "c2pa.created", "digitalSourceType": DIGITAL_CAPTURE})
+        b.sign(signer, "image/jpeg", io.BytesIO((SAMPLES / "rocket.jpg").read_bytes()), output)
+    out.write_bytes(output.getvalue())
+
+
+def test_c2pa_trust_config_applies_to_the_ca_root(
+    server: ServerProc, cli: Cli, tmp_path: Path
+) -> None:
+    """`prov serve --ca DIR --c2pa-trust-config CFG` (no --c2pa-trust-anchors) reads with
+    CFG's extra EKUs under the --ca root: a signer carrying only such an EKU reads
+    Trusted (before: CFG was silently dropped, and the file read Invalid)."""
+    server.stop()
+    ca = tmp_path / "ca"
+    assert cli("admin", "ca", "init", "--dir", str(ca))[0] == 0
+    photo = tmp_path / "custom.jpg"
+    _signed_with_custom_eku(ca, photo)
+    root = (ca / "ca.cert.pem").read_bytes()
+    assert read_c2pa(photo, "image/jpeg", trust=C2paTrust(root)).validation_state == "Invalid"
+    config = tmp_path / "store.cfg"
+    config.write_text(f"// our cameras' EKU\n{CUSTOM_EKU}\n")
+    srv = start_server(tmp_path / "ca.db", "--ca", str(ca), "--c2pa-trust-config", str(config))
+    try:
+        cli.server = srv.address
+        rc, out, err = cli("verify", str(photo), "--json", "--no-detect", "--server", srv.address)
+        assert out, err
+        c2pa_result = json.loads(out)["c2pa"]
+        assert c2pa_result["validation_state"] == "Trusted", c2pa_result
+        assert c2pa_result["trusted_anchor"] is True
+    finally:
+        srv.stop()

@@ -459,6 +459,30 @@ def test_serve_files_that_do_not_exist_are_usage_errors(
     assert list(tmp_path.iterdir()) == [], list(tmp_path.iterdir())
 
 
+def test_serve_c2pa_trust_config_without_anchors_is_a_usage_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`prov serve --c2pa-trust-config CFG` with neither --c2pa-trust-anchors nor --ca
+    exits 2 before anything is made: CFG widens the EKUs accepted under the trust
+    anchors, and there are none (before: the server started and CFG did nothing)."""
+    config = tmp_path / "store.cfg"
+    config.write_text("1.3.6.1.4.1.99999.1\n")
+    db = tmp_path / "missing" / "prov.db"  # a later usage error: never a running server
+    rc, err = _run(
+        capsys,
+        "serve",
+        "--db",
+        str(db),
+        "--listen",
+        "127.0.0.1:0",
+        "--c2pa-trust-config",
+        str(config),
+    )
+    assert rc == 2 and "Invalid value for --c2pa-trust-config" in err, err
+    assert "add --c2pa-trust-anchors PEM (or --ca DIR" in err, err
+    assert list(tmp_path.iterdir()) == [config], list(tmp_path.iterdir())
+
+
 def test_audit_of_tiles_or_a_database_without_a_key_and_with_both_are_usage_errors(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -112,7 +112,9 @@ def serve(
     c2pa_trust_config: Annotated[
         Path | None,
         typer.Option(
-            help="Allowed signer EKUs for C2PA (c2pa-rs store.cfg format).",
+            help="Extra signer EKUs (one OID per line, c2pa-rs store.cfg format) accepted,"
+            " beside the reader's defaults, for signers chaining to the C2PA trust anchors:"
+            " --c2pa-trust-anchors, else the --ca root (one of them is needed).",
             exists=True,
             dir_okay=False,
         ),
@@ -261,6 +263,12 @@ def serve(
         check_can_listen(metrics_listen, "--metrics-listen")
     if http is not None:
         check_can_listen(http, "--http")
+    if c2pa_trust_config is not None and c2pa_trust_anchors is None and ca is None:
+        raise typer.BadParameter(
+            "it lists extra signer EKUs for the C2PA trust anchors, and there are none: add"
+            " --c2pa-trust-anchors PEM (or --ca DIR, whose root is then the anchor)",
+            param_hint="--c2pa-trust-config",
+        )
     from provenance.c2pa.pool import ReaderPool
     from provenance.c2pa.reader import C2paTrust, with_tsa_roots
     from provenance.c2pa.signing_time import SigningTimePolicy
@@ -376,7 +384,7 @@ def serve(
         if c2pa_trust_anchors is not None:
             trust = C2paTrust.from_files(c2pa_trust_anchors, c2pa_trust_config)
         elif service.authority is not None:
-            trust = C2paTrust(service.authority.certificate_pem)
+            trust = C2paTrust(service.authority.certificate_pem, _read_text(c2pa_trust_config))
         tsa_trust = TsaTrust.from_file(tsa_trust_anchors) if tsa_trust_anchors else None
         trust = with_tsa_roots(trust, tsa_trust)
         signing_time = SigningTimePolicy(tsa_trust=tsa_trust, log_verifier=service.verifier)
@@ -444,6 +452,17 @@ def serve(
     service.close()
     if pool is not None:
         pool.close()
+
+
+def _read_text(path: Path | None) -> str | None:
+    """The text of a C2PA trust settings file (None: none given). Raises ConfigError when
+    it cannot be read."""
+    if path is None:
+        return None
+    try:
+        return path.read_text()
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"cannot read C2PA trust settings {path}: {e}") from e
 
 
 def _start_web(listen: str, grpc_host: str, grpc_port: int, max_upload_mb: int) -> WebServer:
