@@ -460,6 +460,10 @@ def _not_enrolled(h: DeviceHome, server: str) -> str:
     )
 
 
+#: Seconds `prov sign --tsa-url` waits for the timestamp authority unless --tsa-timeout.
+TSA_TIMEOUT_S = 10.0
+
+
 @app.command()
 def sign(
     files: Annotated[
@@ -484,8 +488,13 @@ def sign(
         ),
     ] = None,
     tsa_timeout: Annotated[
-        float, typer.Option(help="With --tsa-url: seconds to wait for the TSA.", min=0.1)
-    ] = 10.0,
+        float | None,
+        typer.Option(
+            help=f"With --tsa-url: seconds to wait for the TSA [default: {TSA_TIMEOUT_S:g}].",
+            min=0.1,
+            show_default=False,
+        ),
+    ] = None,
     force: Annotated[
         bool,
         typer.Option(
@@ -511,9 +520,15 @@ def sign(
     """
     if tsa_url is not None and not c2pa:
         raise typer.BadParameter("--tsa-url timestamps the C2PA manifest: add --c2pa")
+    if tsa_timeout is not None and tsa_url is None:
+        raise typer.BadParameter(
+            "it bounds the wait for the timestamp authority, and none is asked: add"
+            " --tsa-url URL (with --c2pa), or drop --tsa-timeout",
+            param_hint="--tsa-timeout",
+        )
     from provenance.c2pa.timestamp import TimestampAuthority
 
-    tsa = TimestampAuthority(tsa_url, tsa_timeout) if tsa_url else None
+    tsa = TimestampAuthority(tsa_url, tsa_timeout or TSA_TIMEOUT_S) if tsa_url else None
     h = DeviceHome(home)
     h.require_key()  # before the prompt
     key = h.load_key(_passphrase())

@@ -459,6 +459,22 @@ def test_serve_files_that_do_not_exist_are_usage_errors(
     assert list(tmp_path.iterdir()) == [], list(tmp_path.iterdir())
 
 
+def test_sign_tsa_timeout_without_tsa_url_is_a_usage_error(
+    photo: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`prov sign --tsa-timeout S FILE` (with or without --c2pa) and no --tsa-url exits 2
+    before any file is made (before: S was silently ignored and FILE signed)."""
+    monkeypatch.setenv("PROV_HOME", str(tmp_path / "home"))
+    for extra in ((), ("--c2pa",)):
+        rc, err = _run(capsys, "sign", *extra, "--tsa-timeout", "3", str(photo))
+        assert rc == 2 and "Invalid value for --tsa-timeout" in err, (extra, err)
+        assert "none is asked: add --tsa-url URL (with --c2pa)" in err, err
+    assert list(tmp_path.iterdir()) == [photo], list(tmp_path.iterdir())
+
+
 def test_serve_c2pa_trust_config_without_anchors_is_a_usage_error(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
