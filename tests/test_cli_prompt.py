@@ -135,3 +135,26 @@ def test_an_empty_passphrase_variable_is_named_without_a_terminal(
     err = " ".join(capsys.readouterr().err.split())
     assert rc == 2 and "no passphrase: set PROV_PASSPHRASE or run in a terminal" in err, err
     assert not (home / "device_key.pem").exists()
+
+
+def test_a_wrong_passphrase_is_one_sentence(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`prov sign` with the wrong PROV_PASSPHRASE: exit 1 and one line that says it once
+    (before: "cannot decrypt the private key (wrong passphrase or corrupt PEM): Incorrect
+    password, could not decrypt key"). Nothing is signed."""
+    home = tmp_path / "device"
+    monkeypatch.setenv("PROV_PASSPHRASE", "the right one")
+    assert prov_main(["device", "init", "--home", str(home)]) == 0
+    photo = tmp_path / "rocket.jpg"
+    photo.write_bytes((SAMPLES / "rocket.jpg").read_bytes())
+    monkeypatch.setenv("PROV_PASSPHRASE", "a wrong one")
+    capsys.readouterr()
+    rc = prov_main(["sign", "--home", str(home), "--server", closed_port(), str(photo)])
+    err = capsys.readouterr().err
+    assert (rc, err) == (
+        1,
+        "error: cannot decrypt the private key: the passphrase is wrong, or the key file is"
+        " damaged\n",
+    ), err
+    assert not (tmp_path / "rocket.jpg.prov").exists()

@@ -227,11 +227,22 @@ class DeviceKey:
         """
         if not passphrase:
             raise KeyMaterialError("a non-empty passphrase is required to decrypt the key")
+        # one sentence each, without cryptography's own text: "Incorrect password, could
+        # not decrypt key" only said again what the wrong passphrase had already said
         try:
             private = serialization.load_pem_private_key(pem, password=passphrase)
-        except (ValueError, TypeError, UnsupportedAlgorithm) as e:
+        except TypeError as e:  # "Password was given but private key is not encrypted."
             raise KeyMaterialError(
-                f"cannot decrypt the private key (wrong passphrase or corrupt PEM): {e}"
+                "the private key file is not encrypted; a passphrase-protected key is expected"
+            ) from e
+        except UnsupportedAlgorithm as e:
+            raise KeyMaterialError(
+                f"the private key is encrypted with an algorithm this program does not support ({e})"
+            ) from e
+        except ValueError as e:  # a wrong passphrase and a damaged file look the same
+            raise KeyMaterialError(
+                "cannot decrypt the private key: the passphrase is wrong, or the key file is"
+                " damaged"
             ) from e
         if not isinstance(private, Ed25519PrivateKey):
             raise KeyMaterialError(f"expected an Ed25519 private key, got {type(private).__name__}")
