@@ -45,6 +45,7 @@ from provenance.log.checkpoint import (
     load_log_signer,
     note_signers,
     open_checkpoint,
+    parse_tree_size,
 )
 from provenance.log.receipt import verify_receipt
 from provenance.log.tiledir import ExportResult, export_tiles, fetcher
@@ -197,11 +198,11 @@ def audit(
                 f" not {trusted}, {vkey}: another log, or the log's key changed"
             )
         note = c.checkpoint()
-        new_size = int(note.split("\n")[1]) if note.count("\n") >= 2 else 0
+        new_size = _note_size(note, "the server's checkpoint")
         old_size = 0
         proof: list[bytes] = []
         if saved is not None:
-            old_size = int(saved.checkpoint.split("\n")[1])
+            old_size = _note_size(saved.checkpoint, f"the checkpoint saved in {state}")
             if 0 < old_size < new_size:
                 proof = c.consistency_proof(old_size, new_size)
         start = 0 if (full or saved is None) else old_size
@@ -237,6 +238,13 @@ def audit(
             " log:\n  " + "\n  ".join(problems)
         )
     out.print(_key_history_ok(history))
+
+
+def _note_size(note: str, what: str) -> int:
+    """The tree size on the second line of ``what``, a checkpoint note not verified yet
+    (0 when it has none). Raises LogError unless it is ASCII digits (`parse_tree_size`)."""
+    lines = note.split("\n")
+    return parse_tree_size(lines[1], f"the tree size of {what}") if len(lines) > 2 else 0
 
 
 def _log_ok(saved: AuditState | None, old_size: int, size: int, checked: int) -> str:
@@ -355,7 +363,7 @@ def _audit_db(
         if latest is None:
             raise LogIntegrityError(f"the database {db} has no signed checkpoint")
         size, note = latest
-        old_size = int(saved.checkpoint.split("\n")[1]) if saved is not None else 0
+        old_size = _note_size(saved.checkpoint, f"the checkpoint saved in {state}") if saved else 0
         proof: list[bytes] = []
         if 0 < old_size < size:
             proof = merkle.consistency_proof(old_size, size, store.get_nodes)
@@ -423,7 +431,7 @@ def _audit_tiles(
     vkey = _pinned_key(state, saved, log_key, "tiles")
     result = audit_tiles(fetcher(location), vkey, saved, full=full)
     atomic_write(state, result.state.to_json().encode())
-    old_size = int(saved.checkpoint.split("\n")[1]) if saved is not None else 0
+    old_size = _note_size(saved.checkpoint, f"the checkpoint saved in {state}") if saved else 0
     out.print(
         f"tiled log OK: {_grew(saved, old_size, result.checkpoint.size)};"
         f" {counted(result.tiles_read, 'tile')} and {counted(result.entries_checked, 'entry', 'entries')}"

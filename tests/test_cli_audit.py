@@ -130,3 +130,25 @@ def test_audits_and_exports_write_nothing_to_stderr_off_a_terminal(
         run = _prov(*args, tty="0")
         assert run.returncode == 0 and run.stdout, (args, run.stderr)
         assert run.stderr == "", (args, run.stderr)
+
+
+def test_a_saved_size_that_is_not_ascii_digits_is_one_error_line(
+    enrolled: Cli, tmp_path: Path
+) -> None:
+    """A state file whose saved checkpoint has a size int() does not take ("²") or takes
+    though it is no C2SP size (a fullwidth "３"): exit 1 with one line naming the file
+    (before: a ValueError traceback for "²"; "３" was read as 3)."""
+    sign_sample(enrolled, tmp_path)
+    state = tmp_path / "audit.json"
+    _audit(enrolled, "--state", str(state))
+    doc = json.loads(state.read_text())
+    for size in ("\u00b2", "\uff13"):
+        lines = doc["checkpoint"].split("\n")
+        lines[1] = size
+        state.write_text(json.dumps({**doc, "checkpoint": "\n".join(lines)}))
+        rc, out, err = enrolled("log", "audit", "--state", str(state))
+        assert (rc, out) == (1, ""), (out, err)
+        assert err == (
+            f"error: the tree size of the checkpoint saved in {state} {size!r} is not a"
+            " decimal without leading zeros (at most 20 digits); only ASCII digits 0-9 count\n"
+        ), err

@@ -29,6 +29,8 @@ from provenance.log.checkpoint import (
     open_checkpoint,
 )
 from provenance.witness import (
+    SIZE_CONTENT_TYPE,
+    Answer,
     Witness,
     check_quorum,
     cosignature_key_id,
@@ -54,6 +56,7 @@ class Served:
     mangle: Mangle | None = None
     other_vkey: str = ""
     drip_s: float = 0.0
+    conflict: str | None = None  # when set, every answer is 409 with this body
 
     @property
     def spec(self) -> WitnessSpec:
@@ -73,6 +76,8 @@ def serve(witness: Witness) -> Served:
     class Handler(BaseHTTPRequestHandler):
         def do_POST(self) -> None:  # noqa: N802 (http.server's name)
             answer = witness.add_checkpoint(self.rfile.read(int(self.headers["Content-Length"])))
+            if served.conflict is not None:
+                answer = Answer(409, served.conflict, SIZE_CONTENT_TYPE)
             text = answer.body
             if answer.status == 200 and served.mangle is not None:
                 text = served.mangle(text, served.other_vkey)
@@ -196,4 +201,32 @@ def test_a_witness_dripping_its_answer_does_not_stall_the_others(
         assert status.size == 0 and status.problem
     finally:
         slow.stop.set()
+        cosigner.close()
+
+
+@pytest.mark.parametrize(
+    "body", ["\u00b2\n", "\u0663\n", "\uff13\n", "03\n", "-3\n", "3 entries\n", "\n"]
+)
+def test_a_409_size_that_is_not_ascii_digits_is_reported_as_such(setup: Setup, body: str) -> None:
+    """A witness answering 409 with a "size" Python's int() or str.isdigit() takes but that
+    is not ASCII decimal (a superscript two, an Arabic-Indic or fullwidth three) or is
+    malformed: the round reports the witness with a sentence quoting the body (before:
+    "failed on checkpoint 3: ValueError(\"invalid literal for int() ...\")" for "²", and
+    "٣" read as 3) and the honest witness's cosignature is published (1 of 2)."""
+    setup.served[0].conflict = body
+    cosigner = setup.cosigner(1)
+    try:
+        for _ in range(3):
+            size, note = setup.grow()
+        cosigner.submit(size, note)
+        assert cosigner.wait_cosigned(size, 8), "the honest witness's cosignature is missing"
+        deadline = time.monotonic() + 8
+        while time.monotonic() < deadline and not cosigner.statuses()[0].problem:
+            time.sleep(0.02)
+        problem = cosigner.statuses()[0].problem
+        assert problem == (
+            f"did not cosign checkpoint {size}: its 409 answer carries no tree size:"
+            f" {body!r} (want ASCII decimal digits)"
+        ), problem
+    finally:
         cosigner.close()

@@ -38,6 +38,11 @@ def test_index_encoding_follows_the_spec() -> None:
     for bad in ("x000/123", "1234", "x1/234", "12", "x001"):
         with pytest.raises(LogError):
             tiles.decode_index(bad)
+    # other scripts' digits are no tile index (before: "not in canonical form", after
+    # int() had read "١٢٣" as 123)
+    for bad in ("\u0661\u0662\u0663", "x001/\uff10\uff10\uff10"):
+        with pytest.raises(LogError, match="is not a tile index"):
+            tiles.decode_index(bad)
 
 
 def test_paths_parse_back() -> None:

@@ -55,7 +55,7 @@ _EM_DASH = "\u2014"
 _TIME_PREFIX = "time "
 #: A tree size: a uint64 in decimal (at most 20 digits), no leading zeros.
 _SIZE_RE = re.compile(r"0|[1-9][0-9]{0,19}")
-_TIME_RE = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{6})?Z")
+_TIME_RE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{6})?Z")
 _KEY_ID_RE = re.compile(r"[0-9a-f]{8}")
 # a control character other than newline (U+0000..U+001F but U+000A)
 _CONTROL_RE = re.compile(r"[\x00-\x09\x0b-\x1f]")
@@ -147,18 +147,28 @@ class Checkpoint:
         if len(lines) < 3 or any(not line for line in lines):
             raise LogError("checkpoint text needs origin, size and root lines, none empty")
         origin, size_text, root_text, *extensions = lines
-        if not _SIZE_RE.fullmatch(size_text):
-            raise LogError(
-                f"checkpoint size {size_text[:40]!r} is not a decimal without leading zeros"
-                " (at most 20 digits)"
-            )
+        size = parse_tree_size(size_text, "checkpoint size")
         root_hash = b64decode_strict(root_text, "checkpoint root")
         timestamp = None
         if extensions:
             if len(extensions) > 1 or not extensions[0].startswith(_TIME_PREFIX):
                 raise LogError(f"unknown checkpoint extension lines {extensions!r}")
             timestamp = _parse_time(extensions[0][len(_TIME_PREFIX) :])
-        return cls(origin, int(size_text), root_hash, timestamp)
+        return cls(origin, size, root_hash, timestamp)
+
+
+def parse_tree_size(text: str, what: str = "tree size") -> int:
+    """A tree size as C2SP checkpoints and tlog-witness write it: ASCII decimal digits
+    (at most 20, no sign, no leading zeros). Python's `int` and `str.isdigit` also take
+    other scripts' digits ("٣") and superscripts ("²", which `int` then refuses with a
+    ValueError), so every size read from a witness, a client or a note goes through here.
+    Raises LogError naming ``what``."""
+    if not _SIZE_RE.fullmatch(text):
+        raise LogError(
+            f"{what} {text[:40]!r} is not a decimal without leading zeros (at most 20"
+            " digits); only ASCII digits 0-9 count"
+        )
+    return int(text)
 
 
 def _raw_public_key(public_key: Ed25519PublicKey) -> bytes:

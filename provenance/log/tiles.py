@@ -58,7 +58,8 @@ MAX_INDEX_GROUPS = 7
 """Most 3-digit groups of a tile index: 7 hold any index below 10^21 (a uint64 is below
 2^64, about 1.8 * 10^19). A longer path is refused before its digits are read as an int."""
 
-_INDEX_RE = re.compile(rf"(?:x\d{{3}}/){{0,{MAX_INDEX_GROUPS - 1}}}\d{{3}}")
+# [0-9], not \d: a str pattern's \d also matches other scripts' digits ("١٢٣")
+_INDEX_RE = re.compile(rf"(?:x[0-9]{{3}}/){{0,{MAX_INDEX_GROUPS - 1}}}[0-9]{{3}}")
 _DECIMAL_RE = re.compile(r"0|[1-9][0-9]{0,2}")
 
 

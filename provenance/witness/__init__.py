@@ -29,7 +29,6 @@ import base64
 import hashlib
 import json
 import os
-import re
 import secrets
 import threading
 from collections.abc import Callable
@@ -48,6 +47,7 @@ from provenance.log.checkpoint import (
     NoteVerifier,
     b64decode_strict,
     open_checkpoint,
+    parse_tree_size,
 )
 
 COSIGNATURE_TYPE_ED25519 = 0x04
@@ -62,8 +62,6 @@ MAX_BODY_BYTES = 64 * 1024
 SIZE_CONTENT_TYPE = "text/x.tlog.size"
 """Content-Type of a 409 answer carrying the witness's size."""
 
-#: A tree size: a uint64 in decimal (at most 20 digits), no leading zeros.
-_SIZE_RE = re.compile(r"0|[1-9][0-9]{0,19}")
 _EM_DASH = "\u2014"
 
 
@@ -207,10 +205,13 @@ def _parse_request(text: str) -> _Request:
     if not sep:
         raise _BadRequest("the body has no empty line before the checkpoint")
     lines = head.split("\n")
-    if not lines[0].startswith("old ") or not _SIZE_RE.fullmatch(lines[0][4:]):
+    try:
+        old = parse_tree_size(lines[0][4:] if lines[0].startswith("old ") else "")
+    except LogError:
         raise _BadRequest(
-            "the first line is not 'old <size>' (decimal of at most 20 digits, no leading zeros)"
-        )
+            "the first line is not 'old <size>' (decimal of at most 20 digits, no leading"
+            " zeros; only ASCII digits 0-9 count)"
+        ) from None
     if len(lines) - 1 > MAX_PROOF_LINES:
         raise _BadRequest(f"more than {MAX_PROOF_LINES} consistency proof lines")
     proof = []
@@ -222,7 +223,7 @@ def _parse_request(text: str) -> _Request:
         if len(value) != merkle.HASH_SIZE:
             raise _BadRequest(f"consistency proof line {n} is not a SHA-256 hash")
         proof.append(value)
-    return _Request(int(lines[0][4:]), proof, note)
+    return _Request(old, proof, note)
 
 
 def _conflict(size: int) -> Answer:

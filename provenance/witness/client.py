@@ -39,6 +39,7 @@ from urllib.parse import urlsplit
 
 from provenance import metrics
 from provenance.core.errors import ConfigError, LogError, ProvenanceError, WitnessError
+from provenance.log.checkpoint import parse_tree_size
 from provenance.witness import (
     SIZE_CONTENT_TYPE,
     WitnessStatus,
@@ -480,7 +481,11 @@ def _b64(h: bytes) -> str:
 
 
 def _size_hint(text: str) -> int:
-    value = text.strip()
-    if not value.isdigit() or (len(value) > 1 and value[0] == "0"):
-        raise WitnessError(f"a 409 answer without a size: {text[:100]!r}")
-    return int(value)
+    """The witness's own tree size in a 409 answer's body (``<size>\\n``, ASCII digits:
+    `parse_tree_size`). Raises WitnessError quoting the body otherwise."""
+    try:
+        return parse_tree_size(text.strip(" \t\r\n"))
+    except LogError:
+        raise WitnessError(
+            f"its 409 answer carries no tree size: {text[:100]!r} (want ASCII decimal digits)"
+        ) from None
