@@ -8,8 +8,10 @@ window title (terminal injection: a name can also move the cursor and overwrite 
 verdict already printed). `SafeConsole` shows each such character as its escape
 (``\\x1b``, ``\\u202e``), as Python's repr does; the console's own styles and cursor
 moves (Rich's control segments) are written as before. Bidirectional overrides and
-isolates (U+202A-U+202E, U+2066-U+2069) are shown so too: they reorder what follows on
-the line ("photo\\u202egpj.exe" reads "photoexe.jpg").
+isolates (U+202A-U+202E, U+2066-U+2069) and the direction marks (U+200E, U+200F,
+U+061C) are shown so too: they reorder what follows on the line ("photo\\u202egpj.exe"
+reads "photoexe.jpg"). `shown` does the same for other human-readable text (the scan's
+HTML and CSV reports).
 
 Its markup and emoji codes are off unless asked for: a file named ``[foo].jpg`` printed
 as ``.jpg``, ``[/red]x.jpg`` raised MarkupError and ``:smile:z.jpg`` became an emoji; a
@@ -28,8 +30,9 @@ from rich.segment import Segment
 from rich.text import Span, Text
 
 #: What is never written as it is: C0 controls but tab and newline, DEL, C1 controls,
-#: and the bidirectional overrides and isolates.
-UNSAFE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+#: the bidirectional embeddings, overrides and isolates, and the invisible direction
+#: marks (LRM, RLM, ALM), which reorder neutral characters around them.
+UNSAFE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
 
 
 def _escape(m: re.Match[str]) -> str:

@@ -311,3 +311,43 @@ def test_scan_bytes_produced_by_an_archive_are_bounded(tmp_path: Path) -> None:
     assert isinstance(items[-1], RefusedItem) and items[-1].ref == str(archive)
     assert "decompression ratio over 50:1" in items[-1].error
     assert len(items) <= 4
+
+
+#: The bidirectional controls a name may carry: embeddings and overrides, isolates, and
+#: the invisible direction marks (LRM, RLM, ALM).
+BIDI = "\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069\u200e\u200f\u061c"
+
+
+def test_scan_reports_show_bidi_controls_of_names_escaped(srv: ServerProc, tmp_path: Path) -> None:
+    """Names with a right-to-left override ("cat\\u202egnp.exe" reads "catexe.png") or
+    another bidirectional control, on disk and inside a zip, in rows of every kind the
+    HTML page lists (an unsigned image, a refused archive): the HTML and CSV reports show
+    each control as its escape (``\\u202e``) and carry none of them; the JSON Lines report
+    keeps the exact names. Before, both reports carried the raw U+202E (and the CSV the
+    others)."""
+    d = tmp_path / "delivery"
+    d.mkdir()
+    unsigned = "cat\u202egnp.exe"
+    (d / unsigned).write_bytes(PNG)
+    refused = "bad\u202epiz.txt.zip"
+    (d / refused).write_bytes(b"PK\x03\x04 not really a zip archive")
+    (d / "note\u200ftxt.jpg").write_bytes(JPEG + b"\x00")
+    with zipfile.ZipFile(d / "a.zip", "w") as z:
+        z.writestr(
+            "in\u2067side\u2069\u061c\u202a\u202b\u202c\u202d\u2066\u2068\u200e.png", PNG + b"\x01"
+        )
+    report = tmp_path / "scan.jsonl"
+    rc = prov_main(
+        ["scan", str(d), "--report", str(report), "--server", srv.address, "--workers", "0"]
+    )
+    assert rc == 0
+    rows = [json.loads(line) for line in report.read_text().splitlines()]
+    exact = {Path(r["path"]).name for r in rows}
+    assert {unsigned, refused} <= exact and any("\u2067" in p for p in exact), exact
+    page = report.with_suffix(".html").read_text(encoding="utf-8")
+    table = report.with_suffix(".csv").read_text(encoding="utf-8")
+    for text in (page, table):
+        assert not any(c in text for c in BIDI), [hex(ord(c)) for c in text if c in BIDI]
+    assert "cat\\u202egnp.exe" in page and "bad\\u202epiz.txt.zip" in page
+    assert "cat\\u202egnp.exe" in table and "note\\u200ftxt.jpg" in table
+    assert "a.zip!in\\u2067side\\u2069\\u061c\\u202a" in table, table

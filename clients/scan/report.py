@@ -9,7 +9,9 @@ advisory score, those with a score with inline JPEG thumbnails (base64
 ``data:`` URLs, at most THUMBNAIL_SIDE pixels a side), and the refused entries with their
 reasons. When no detector ran (a scan without ``--detect``, and no row of the report
 scored) the page says so and leaves out the score and band columns. Every string that
-comes from a file name or a file is HTML-escaped.
+comes from a file name or a file is HTML-escaped, its control and bidirectional control
+characters (U+202A-U+202E, U+2066-U+2069, U+200E, U+200F, U+061C) shown as escapes
+(``\\u202e``), in the CSV too; the JSON Lines journal keeps every name exact.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from PIL import Image
 from provenance.core.claims import Verdict
 from provenance.core.errors import MediaError
 from provenance.media.image import decode_image
+from provenance.terminal import shown
 
 #: Largest side of a thumbnail, in pixels.
 THUMBNAIL_SIDE = 96
@@ -102,13 +105,16 @@ FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
 
 def csv_cell(value: Any) -> Any:
-    """``value`` as a CSV cell that a spreadsheet shows as text: a string starting with
-    one of FORMULA_START (a file named ``=HYPERLINK(...).jpg``, given as ``prov scan *``)
-    gets a leading ``'``; anything else is unchanged (the JSON Lines report keeps the
-    exact value)."""
-    if isinstance(value, str) and value.startswith(FORMULA_START):
-        return "'" + value
-    return value
+    """``value`` as a CSV cell that a spreadsheet shows as text: in a string, control
+    characters and bidirectional controls are written as their escapes (`shown`:
+    ``\\u202e``, which would otherwise reorder the cell), and one starting with one of
+    FORMULA_START (a file named ``=HYPERLINK(...).jpg``, given as ``prov scan *``) gets a
+    leading ``'``; anything else is unchanged (the JSON Lines report keeps the exact
+    value)."""
+    if not isinstance(value, str):
+        return value
+    value = shown(value)
+    return "'" + value if value.startswith(FORMULA_START) else value
 
 
 def csv_row(row: dict[str, Any]) -> list[Any]:
@@ -283,7 +289,10 @@ th{background:#f3f3f3}td.n{text-align:right}img{display:block}.note{color:#666;f
 
 
 def _e(value: object) -> str:
-    return html.escape(str(value), quote=True)
+    """``value`` as HTML text: control characters and bidirectional controls written as
+    their escapes (`provenance.terminal.shown`: a name "photo\\u202egpj.exe" would read
+    "photoexe.jpg"), then HTML-escaped."""
+    return html.escape(shown(str(value)), quote=True)
 
 
 #: The HTML page's header line when no detector ran.
