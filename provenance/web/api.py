@@ -19,7 +19,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from clients.api import Query
+from clients.api import ProvenanceClient, Query
 from clients.report import report_to_json
 from provenance.core.binding import PDQ_ALGORITHM, PerceptualHash
 from provenance.core.errors import ProvenanceError
@@ -102,8 +102,8 @@ async def verify(request: Request) -> Response:
     return JSONResponse(body)
 
 
-async def read_json(request: Request) -> Any:
-    """The request's JSON body, at most `MAX_JSON_BYTES`; raises WebError."""
+async def read_body(request: Request) -> bytes:
+    """The request's body, at most `MAX_JSON_BYTES`; raises WebError (413) past it."""
     data = bytearray()
     async for chunk in request.stream():
         data += chunk
@@ -111,12 +111,24 @@ async def read_json(request: Request) -> Any:
             raise WebError(
                 f"the JSON body is larger than {MAX_JSON_BYTES:,} bytes", "RESOURCE_EXHAUSTED"
             )
+    return bytes(data)
+
+
+def parse_json(data: bytes) -> Any:
+    """``data`` parsed as JSON; raises WebError (400) saying why not. Up to about 0.1 s
+    for a 4 MB body: call it off the event loop (`read_json`)."""
     try:
         return json.loads(data)
     except (ValueError, UnicodeDecodeError) as e:
         raise WebError(f"the body is not valid JSON: {e}") from e
     except RecursionError as e:
         raise WebError("the JSON body is nested too deeply") from e
+
+
+async def read_json(request: Request) -> Any:
+    """The request's JSON body (at most `MAX_JSON_BYTES`), parsed on a worker thread so
+    the event loop serves other requests meanwhile; raises WebError."""
+    return await run_in_threadpool(parse_json, await read_body(request))
 
 
 def pdq_hash(item: Any, where: str) -> PerceptualHash:
@@ -171,16 +183,33 @@ def lookup_query(item: Any, i: int) -> Query:
     )
 
 
-@json_errors
-async def lookup(request: Request) -> Response:
-    """``POST /api/v1/lookup``: reports for files described by SHA-256 and PDQ hashes."""
-    body = await read_json(request)
+def lookup_queries(data: bytes) -> list[Query]:
+    """A lookup request body (``{"queries": [...]}``, see the OpenAPI description) parsed
+    and checked: one `Query` per object. Raises WebError (400) naming what is wrong. Its
+    cost grows with the body: about 0.3 s of CPU for 4 MB of small queries, so it runs
+    off the event loop (`lookup`)."""
+    body = parse_json(data)
     queries = body.get("queries") if isinstance(body, dict) else None
     if not isinstance(queries, list) or not queries:
         raise WebError('send {"queries": [{"sha256": "...", "pdq": [...]}, ...]}')
-    parsed = [lookup_query(q, i) for i, q in enumerate(queries)]
-    found = await run_in_threadpool(state(request).client.lookup, parsed)
+    return [lookup_query(q, i) for i, q in enumerate(queries)]
+
+
+def _lookup_answer(client: ProvenanceClient, data: bytes) -> JSONResponse:
+    """Parse and check a lookup body, ask the service, and render the answer (each step's
+    cost grows with the batch; none of it belongs on the event loop)."""
+    found = client.lookup(lookup_queries(data))
     return JSONResponse({"results": [{"ref": ref, **report_to_json(r)} for ref, r in found]})
+
+
+@json_errors
+async def lookup(request: Request) -> Response:
+    """``POST /api/v1/lookup``: reports for files described by SHA-256 and PDQ hashes.
+    Only the body's bytes are read on the event loop; parsing, checking, the call and
+    the answer's JSON run on a worker thread (before, a 4 MB body held the loop for
+    about 0.2 s while other requests waited)."""
+    data = await read_body(request)
+    return await run_in_threadpool(_lookup_answer, state(request).client, data)
 
 
 @json_errors
