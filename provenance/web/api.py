@@ -63,6 +63,10 @@ def json_errors(fn: Handler) -> Handler:
         try:
             return await fn(request)
         except ProvenanceError as e:
+            # its traceback's frames hold the call's arguments (a refused lookup's whole
+            # batch) in a reference cycle through the worker thread's future: dropped
+            # here, the refcount frees them now instead of a full collection later
+            e.__traceback__ = None
             return error_response(e)
         except Exception:
             log.exception("unexpected error answering %s", request.url.path)
