@@ -436,12 +436,14 @@ class DeviceHome:
         our sidecar (claim and receipt) as a custom assertion and the log checkpoint, and
         with an RFC 3161 timestamp from ``tsa`` when given. Returns True when embedded;
         False, writing nothing, when ``path`` already carries a valid manifest holding
-        this sidecar's signed claim (a second ``prov sign --c2pa`` of the file).
+        this sidecar's signed claim, signed by this device's certificate (a second
+        ``prov sign --c2pa`` of the file).
 
         The claim's SHA-256 stays valid: it covers the bytes with the manifest store
         removed (docs/c2pa.md). Raises ConfigError if the claim is not yet logged,
-        MediaError when the file carries another manifest store (another claim's, or
-        one that does not validate: it is never replaced), and TimestampError (file
+        MediaError when the file carries another manifest store (another claim's,
+        another signer's, or one that does not validate: it is never replaced),
+        ConfigError when ``chain`` holds no certificate, and TimestampError (file
         untouched) when the TSA fails; otherwise as `embed_manifest`.
         """
         from provenance.c2pa.writer import embed_manifest
@@ -451,7 +453,7 @@ class DeviceHome:
             raise ConfigError(
                 f"{path.name}: the claim is not logged yet; C2PA export needs the receipt"
             )
-        if _carries_manifest_of(path, sidecar.claim.media_type, sidecar.signed_claim):
+        if _carries_manifest_of(path, sidecar.claim.media_type, sidecar.signed_claim, chain):
             return False
         embed_manifest(
             path,
@@ -562,14 +564,22 @@ def _binds(old: Sidecar, path: Path, fields: ClaimFields, limits: AssetLimits) -
         return False
 
 
-def _carries_manifest_of(path: Path, media_type: str, signed: SignedClaim) -> bool:
-    """Whether ``path`` already carries a valid C2PA manifest holding ``signed`` (the one
-    `DeviceHome.embed_c2pa` wrote for this claim); False when it carries none (or its
-    type takes none). Raises MediaError when it carries another manifest store: another
-    claim's, another tool's, or one that does not validate (never replaced). The file is
-    read here and let go before the export reads it again."""
+def _carries_manifest_of(path: Path, media_type: str, signed: SignedClaim, chain: bytes) -> bool:
+    """Whether ``path`` already carries a valid C2PA manifest holding ``signed`` and
+    signed by this device (the one `DeviceHome.embed_c2pa` wrote for this claim); False
+    when it carries none (or its type takes none). This device's signer: the manifest's
+    chains to a certificate of ``chain`` (the device's PEM chain, leaf first) and bears
+    the leaf's common name, the device id its authority certified; a sidecar is public,
+    so its claim alone proves nothing of who signed the manifest. Raises MediaError when
+    the file carries another manifest store: another claim's, another signer's, another
+    tool's, or one that does not validate (never replaced); ConfigError when ``chain``
+    holds no certificate. The file is read here and let go before the export reads it
+    again."""
+    from cryptography import x509
+    from cryptography.x509.oid import NameOID
+
     from provenance.c2pa.container import may_hold_manifest_store, strip_manifest_store
-    from provenance.c2pa.reader import read_c2pa
+    from provenance.c2pa.reader import C2paTrust, read_c2pa
     from provenance.c2pa.writer import WRITABLE_TYPES
 
     if media_type not in WRITABLE_TYPES:
@@ -583,17 +593,26 @@ def _carries_manifest_of(path: Path, media_type: str, signed: SignedClaim) -> bo
     if strip_manifest_store(data, media_type) == data:
         return False
     del data
-    found = read_c2pa(path, media_type)
+    trust = C2paTrust(chain)  # ConfigError: no certificate
+    leaf = x509.load_pem_x509_certificates(chain)[0]
+    names = leaf.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    found = read_c2pa(path, media_type, trust=trust)
     valid = found.present and found.validation_state in ("Valid", "Trusted")
-    if valid and _holds_claim(found.provenance_assertion, signed):
+    ours = found.trusted_anchor and [str(n.value) for n in names] == [found.signer]
+    if valid and ours and _holds_claim(found.provenance_assertion, signed):
         return True
     if not found.present:
         what = f"a C2PA manifest store that cannot be read ({found.error})"
     elif not valid:
         codes = ", ".join(found.validation_codes) or found.validation_state
         what = f"a C2PA manifest store that does not validate ({codes})"
-    else:
+    elif not _holds_claim(found.provenance_assertion, signed):
         what = "another C2PA manifest store (not this claim's)"
+    else:
+        what = (
+            f"a C2PA manifest store with this claim not signed by this device (its signer"
+            f" {found.signer!r} does not chain to this device's certificate)"
+        )
     raise MediaError(
         f"{path.name} already carries {what}; it is never replaced, so the file is left"
         " as it is (its sidecar still proves the capture)"

@@ -22,9 +22,9 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from PIL import Image
 
 from clients.api import ProvenanceClient
-from provenance.c2pa.authority import load_authority
+from provenance.c2pa.authority import init_authority, issue_device_certificate, load_authority
 from provenance.c2pa.reader import C2paTrust, read_c2pa
-from provenance.c2pa.writer import DIGITAL_CAPTURE
+from provenance.c2pa.writer import DIGITAL_CAPTURE, embed_manifest
 from provenance.core.errors import TransportError
 from provenance.core.keys import DeviceKey
 
@@ -146,6 +146,36 @@ def test_sign_c2pa_twice_keeps_the_manifest(
     assert photo.read_bytes() == exported
     rc, report = _verify(cli, photo)
     assert (rc, report["c2pa"]["validation_state"]) == (0, "Trusted")
+
+
+def test_sign_c2pa_never_takes_another_signers_manifest_for_its_own(
+    ca_server: ServerProc, cli: Cli, tmp_path: Path
+) -> None:
+    """A manifest that validates and carries this sidecar's claim (a sidecar is public)
+    but is signed by another key, certified by another authority under this device's
+    own id, is not "already embedded": exit 1, the file left as it is (before: exit 0,
+    "C2PA manifest already embedded for this claim", the stranger's manifest kept as if
+    this device had signed it)."""
+    photo = Path(shutil.copy(SAMPLES / "grace_hopper.jpg", tmp_path / "photo.jpg"))
+    assert cli("sign", str(photo))[0] == 0  # logged, no manifest yet
+    sidecar = Path(f"{photo}.prov")
+    rc, shown, err = cli("device", "show")
+    assert rc == 0, err
+    device_id = json.loads(shown)["device_id"]
+    other = init_authority(tmp_path / "other-ca", now=datetime.now(UTC))
+    stranger = DeviceKey.generate()
+    chain = issue_device_certificate(other, stranger.public_key, device_id, now=datetime.now(UTC))
+    embed_manifest(
+        photo, photo, "image/jpeg", stranger, chain, json.loads(sidecar.read_bytes()), None
+    )
+    planted = photo.read_bytes()
+    assert read_c2pa(photo, "image/jpeg").validation_state == "Valid"
+    rc, out, err = cli("sign", "--c2pa", str(photo))
+    assert rc == 1, (out, err)
+    assert "already embedded" not in out, out
+    assert "photo.jpg: C2PA manifest not embedded" in err, err
+    assert "not signed by this device" in err, err
+    assert photo.read_bytes() == planted
 
 
 def test_sign_c2pa_batch_goes_on_past_a_file_with_a_manifest(
