@@ -499,6 +499,39 @@ def test_serve_c2pa_trust_config_without_anchors_is_a_usage_error(
     assert list(tmp_path.iterdir()) == [config], list(tmp_path.iterdir())
 
 
+def test_serve_c2pa_trust_config_that_is_not_text_is_one_error_line(tmp_path: Path) -> None:
+    """A --c2pa-trust-config that is not UTF-8 text is a file that cannot be read: exit 1
+    and one `error:` line naming it, with --c2pa-trust-anchors as with --ca (before,
+    beside --c2pa-trust-anchors: a UnicodeDecodeError traceback)."""
+    import os
+    import subprocess
+    import sys
+
+    from conftest import ADMIN_TOKEN, ROOT
+
+    assert prov_main(["admin", "ca", "init", "--dir", str(tmp_path / "ca")]) == 0
+    config = tmp_path / "store.cfg"
+    config.write_bytes(b"1.3.6.1.4.1.99999.1\n\xff\xfe\n")
+    for n, anchor in enumerate(
+        (
+            ["--c2pa-trust-anchors", str(tmp_path / "ca" / "ca.cert.pem")],
+            ["--ca", str(tmp_path / "ca")],
+        )
+    ):
+        run = subprocess.run(
+            [sys.executable, "-m", "clients.cli", "serve", "--db", str(tmp_path / f"{n}.db")]
+            + ["--listen", "127.0.0.1:0", "--c2pa-trust-config", str(config), *anchor],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            cwd=ROOT,
+            env={**os.environ, "PROV_ADMIN_TOKEN": ADMIN_TOKEN, "COLUMNS": "200"},
+        )
+        assert run.returncode == 1, (anchor, run.stderr)
+        assert "Traceback" not in run.stderr, (anchor, run.stderr)
+        assert f"error: cannot read C2PA trust settings {config}" in _flat(run.stderr), anchor
+
+
 def test_audit_of_tiles_or_a_database_without_a_key_and_with_both_are_usage_errors(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

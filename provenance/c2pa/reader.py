@@ -55,14 +55,24 @@ class C2paTrust:
 
     @classmethod
     def from_files(cls, anchors: Path, trust_config: Path | None = None) -> C2paTrust:
-        """Load anchors (PEM bundle) and an optional EKU list; ConfigError if unreadable."""
+        """Load anchors (PEM bundle) and an optional EKU list (`read_trust_config`);
+        ConfigError if either cannot be read."""
         try:
-            return cls(
-                anchors_pem=anchors.read_bytes(),
-                trust_config=trust_config.read_text() if trust_config else None,
-            )
+            anchors_pem = anchors.read_bytes()
         except OSError as e:
             raise ConfigError(f"cannot read C2PA trust settings: {e}") from e
+        return cls(anchors_pem=anchors_pem, trust_config=read_trust_config(trust_config))
+
+
+def read_trust_config(path: Path | None) -> str | None:
+    """The text of a C2PA EKU list file (`C2paTrust.trust_config`; None: none given).
+    Raises ConfigError, naming the file, when it cannot be read or is not UTF-8 text."""
+    if path is None:
+        return None
+    try:
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"cannot read C2PA trust settings {path}: {e}") from e
 
 
 def with_tsa_roots(trust: C2paTrust | None, tsa: TsaTrust | None) -> C2paTrust | None:

@@ -270,7 +270,7 @@ def serve(
             param_hint="--c2pa-trust-config",
         )
     from provenance.c2pa.pool import ReaderPool
-    from provenance.c2pa.reader import C2paTrust, with_tsa_roots
+    from provenance.c2pa.reader import C2paTrust, read_trust_config, with_tsa_roots
     from provenance.c2pa.signing_time import SigningTimePolicy
     from provenance.c2pa.timestamp import TsaTrust
     from provenance.media.assets import AssetLimits
@@ -384,7 +384,9 @@ def serve(
         if c2pa_trust_anchors is not None:
             trust = C2paTrust.from_files(c2pa_trust_anchors, c2pa_trust_config)
         elif service.authority is not None:
-            trust = C2paTrust(service.authority.certificate_pem, _read_text(c2pa_trust_config))
+            trust = C2paTrust(
+                service.authority.certificate_pem, read_trust_config(c2pa_trust_config)
+            )
         tsa_trust = TsaTrust.from_file(tsa_trust_anchors) if tsa_trust_anchors else None
         trust = with_tsa_roots(trust, tsa_trust)
         signing_time = SigningTimePolicy(tsa_trust=tsa_trust, log_verifier=service.verifier)
@@ -452,17 +454,6 @@ def serve(
     service.close()
     if pool is not None:
         pool.close()
-
-
-def _read_text(path: Path | None) -> str | None:
-    """The text of a C2PA trust settings file (None: none given). Raises ConfigError when
-    it cannot be read."""
-    if path is None:
-        return None
-    try:
-        return path.read_text()
-    except (OSError, UnicodeDecodeError) as e:
-        raise ConfigError(f"cannot read C2PA trust settings {path}: {e}") from e
 
 
 def _start_web(listen: str, grpc_host: str, grpc_port: int, max_upload_mb: int) -> WebServer:
