@@ -93,6 +93,11 @@ def test_export_and_verify_against_a_real_server(
         ("c2sp.org/tlog-proof@v2\nextra AA==\nindex 0\n\ncp\n", "first line"),
         (HEADER + "\nindex 0\n\ncp\n", "no 'extra' line"),
         (HEADER + "\nextra AA==\nindex 01\n\ncp\n", "index N"),
+        # before: ValueError from int() (over 4,300 digits), a traceback in prov receipt
+        (HEADER + "\nextra AA==\nindex 1" + "0" * 5000 + "\n\ncp\n", "index N"),
+        (HEADER + "\nextra AA==\nindex \u0661\n\ncp\n", "index N"),  # Arabic-Indic 1
+        (HEADER + "\nextra AA==\nindex 1_000\n\ncp\n", "index N"),
+        (HEADER + "\nextra AA==\nindex 9223372036854775808\n\ncp\n", "out of range"),
         (HEADER + "\nextra AA==\nindex 0\nAAAA\n\ncp\n", "not a SHA-256 hash"),
         (HEADER + "\nextra AA==\nindex 0\n", "no blank line"),
         (HEADER + "\nextra A==\nindex 0\n\ncp\n", "not base64"),

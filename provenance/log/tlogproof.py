@@ -39,7 +39,7 @@ FILE_SUFFIX = ".tlog-proof"
 MAX_PROOF_BYTES = 1 << 20
 """Largest tlog-proof read (a receipt is a few KiB; the checkpoint may carry cosignatures)."""
 
-_INDEX_RE = re.compile(r"0|[1-9][0-9]*")
+_INDEX_RE = re.compile(r"0|[1-9][0-9]{0,19}")  # bounded: int() refuses 4,300 digits
 _EXTRA = "extra "
 _INDEX = "index "
 
@@ -84,7 +84,10 @@ def decode_tlog_proof(text: str) -> Receipt:
         )
     log_entry = b64decode_strict(lines[1][len(_EXTRA) :], "tlog-proof extra data")
     if not lines[2].startswith(_INDEX) or not _INDEX_RE.fullmatch(lines[2][len(_INDEX) :]):
-        raise LogError("tlog-proof's third line is not 'index N' (decimal, no leading zeros)")
+        raise LogError(
+            "tlog-proof's third line is not 'index N' (ASCII decimal, no leading zeros, at"
+            " most 20 digits)"
+        )
     index = int(lines[2][len(_INDEX) :])
     if index >= 2**63:
         raise LogError(f"tlog-proof index {index} is out of range")
