@@ -16,6 +16,7 @@ import gc
 import json
 import threading
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from typing import Any
 
 import httpx
@@ -23,7 +24,9 @@ import pytest
 from conftest import ServerProc
 
 from clients.api import Query
+from provenance.web.api import JSON_WORKERS
 from provenance.web.app import WebConfig
+from provenance.web.guard import DEFAULT_LIMITS
 from provenance.web.serve import WebServer
 from provenance.web.serve import start_web as start_web_app
 
@@ -103,3 +106,62 @@ def test_a_refused_lookup_leaves_no_cycle_holding_its_batch(web: WebServer) -> N
         finally:
             gc.enable()
     assert left == 0, f"{left} queries of the refused batch are still held"
+
+
+def test_lookups_past_the_json_workers_wait_and_leave_other_routes_their_threads(
+    server: ServerProc, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """At most `JSON_WORKERS` lookup bodies are parsed (and looked up) at once; the rest
+    wait, holding no thread, and the threads the other routes use stay free: with 41
+    lookups held in their parse (more than the 40 threads Starlette's routes share), GET
+    /api/v1/checkpoint is still answered. Before, each lookup took one of those threads:
+    41 held parses left none to the checkpoint (and 32 concurrent 4 MB lookups from one
+    client kept another client's checkpoint waiting 6-9 s, measured)."""
+    real_loads: Callable[..., Any] = json.loads
+    lock = threading.Lock()
+    inside = [0, 0]  # parses held now, the most at once
+    parsing, answered = threading.Event(), threading.Event()
+    released: list[bool] = []
+
+    def gated_loads(s: Any, *args: Any, **kwargs: Any) -> Any:
+        if isinstance(s, bytes | bytearray) and MARK.encode() in s:
+            with lock:
+                inside[0] += 1
+                inside[1] = max(inside)
+                if inside[0] >= JSON_WORKERS:
+                    parsing.set()
+            released.append(answered.wait(GATE_S))
+            with lock:
+                inside[0] -= 1
+        return real_loads(s, *args, **kwargs)
+
+    monkeypatch.setattr(json, "loads", gated_loads)
+    w = start_web_app(
+        "127.0.0.1:0", WebConfig(server.address), replace(DEFAULT_LIMITS, per_client=64)
+    )
+    codes: list[int] = []
+
+    def post() -> None:
+        with httpx.Client(base_url=f"http://{w.address}", timeout=4 * GATE_S) as c:
+            codes.append(c.post("/api/v1/lookup", content=_body(5, MARK)).status_code)
+
+    posters = [threading.Thread(target=post) for _ in range(41)]
+    try:
+        for t in posters:
+            t.start()
+        assert parsing.wait(GATE_S), "no lookup body was parsed"
+        with httpx.Client(base_url=f"http://{w.address}", timeout=4 * GATE_S) as c:
+            for _ in range(3):  # the loop takes in the other lookups meanwhile
+                assert c.get("/services/supportedAlgorithms").status_code == 200
+            other = c.get("/api/v1/checkpoint")
+        answered.set()
+    finally:
+        answered.set()
+        for t in posters:
+            t.join()
+        w.stop()
+    # the service's answer (on a worker thread): nothing is logged on this server yet
+    assert other.status_code == 404 and "the log is empty" in other.text, other.text
+    assert all(released), "the checkpoint waited for the held lookups' threads"
+    assert inside[1] <= JSON_WORKERS, f"{inside[1]} lookup bodies were parsed at once"
+    assert codes == [200] * 41, codes

@@ -12,8 +12,9 @@ import functools
 import json
 import logging
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
+import anyio.to_thread
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -39,6 +40,7 @@ NO_SHA256 = bytes(32)
 MAX_JSON_BYTES = 4 * 1024 * 1024
 
 Handler = Callable[[Request], Awaitable[Response]]
+T = TypeVar("T")
 
 
 def state(request: Request) -> WebState:
@@ -129,10 +131,26 @@ def parse_json(data: bytes) -> Any:
         raise WebError("the JSON body is nested too deeply") from e
 
 
+#: Worker threads that parse JSON bodies and run lookups at once: more wait their turn,
+#: holding no thread. Apart from the 40 threads the other routes share, and few, since
+#: a parse holds the GIL: 32 concurrent 4 MB lookups from one client (bench-less probe,
+#: 3 runs of 20 s at load 1.3-2.1) kept another client's GET /api/v1/checkpoint waiting
+#: 6.0-9.4 s (medians; 1-2 answered per run) when each took one of those threads; with
+#: 2 of these, 0.18-0.58 s (9-26 answered); with 4, 2.5-4.3 s.
+JSON_WORKERS = 2
+
+
+async def json_work(request: Request, fn: Callable[..., T], *args: Any) -> T:
+    """``fn(*args)`` on one of the `JSON_WORKERS` threads (the app's ``json_workers``),
+    waiting for one while they are all busy."""
+    return await anyio.to_thread.run_sync(fn, *args, limiter=state(request).json_workers)
+
+
 async def read_json(request: Request) -> Any:
-    """The request's JSON body (at most `MAX_JSON_BYTES`), parsed on a worker thread so
-    the event loop serves other requests meanwhile; raises WebError."""
-    return await run_in_threadpool(parse_json, await read_body(request))
+    """The request's JSON body (at most `MAX_JSON_BYTES`), parsed on a worker thread
+    (`json_work`) so the event loop serves other requests meanwhile; raises WebError."""
+    data = await read_body(request)
+    return await json_work(request, parse_json, data)
 
 
 def pdq_hash(item: Any, where: str) -> PerceptualHash:
@@ -211,9 +229,9 @@ async def lookup(request: Request) -> Response:
     """``POST /api/v1/lookup``: reports for files described by SHA-256 and PDQ hashes.
     Only the body's bytes are read on the event loop; parsing, checking, the call and
     the answer's JSON run on a worker thread (before, a 4 MB body held the loop for
-    about 0.2 s while other requests waited)."""
+    about 0.2 s while other requests waited), at most `JSON_WORKERS` at once."""
     data = await read_body(request)
-    return await run_in_threadpool(_lookup_answer, state(request).client, data)
+    return await json_work(request, _lookup_answer, state(request).client, data)
 
 
 @json_errors

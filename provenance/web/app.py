@@ -13,6 +13,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import anyio
 import jinja2
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -68,6 +69,8 @@ class WebState:
     relayer: Relayer
     limiter: RateLimiter
     templates: Jinja2Templates
+    #: the worker threads that parse JSON bodies and run lookups (`api.JSON_WORKERS`)
+    json_workers: anyio.CapacityLimiter
 
 
 def create_app(config: WebConfig) -> Starlette:
@@ -95,6 +98,7 @@ def create_app(config: WebConfig) -> Starlette:
         ),
         limiter=RateLimiter(config.uploads_per_minute),
         templates=templates,
+        json_workers=anyio.CapacityLimiter(api.JSON_WORKERS),
     )
 
     @asynccontextmanager
