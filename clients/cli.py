@@ -654,13 +654,23 @@ def _embed_c2pa(
 ) -> bool:
     """Embed the C2PA manifest into a logged capture; report a failure (a file that
     already carries another manifest, say) and return False so a batch goes on. A file
-    that already carries this claim's manifest (a second run) is left as it is: True.
+    that already carries this claim's manifest (a second run) is left as it is: True,
+    or False with a warning when ``tsa`` asked for a timestamp that manifest lacks.
     When the timestamp authority fails, embed without a timestamp, warn, and return
     False."""
     stamped = ", timestamped by the TSA" if tsa else ""
     try:
         try:
-            if not h.embed_c2pa(key, f, spath, chain, tsa):
+            if (found := h.embed_c2pa(key, f, spath, chain, tsa)) is not None:
+                if tsa is not None and found.signed_at is None:
+                    err.print(
+                        Text.assemble(
+                            (f"{f}: C2PA manifest already embedded WITHOUT a timestamp;", "yellow"),
+                            " left as it is: --tsa-url timestamps a new export only, and"
+                            " this claim's manifest is never replaced",
+                        )
+                    )
+                    return False
                 out.print(f"{f}: C2PA manifest already embedded for this claim; left as it is")
                 return True
         except TimestampError as e:

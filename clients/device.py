@@ -66,6 +66,7 @@ from provenance.wire import convert as wire
 from provenance.wire.sidecar import MAX_SIDECAR_BYTES, Sidecar, decode_sidecar, encode_sidecar
 
 if TYPE_CHECKING:
+    from provenance.c2pa.result import C2paResult
     from provenance.c2pa.timestamp import TimestampAuthority
 
 SIDECAR_SUFFIX = ".prov"
@@ -431,13 +432,14 @@ class DeviceHome:
         side_path: Path,
         chain: bytes,
         tsa: TimestampAuthority | None = None,
-    ) -> bool:
+    ) -> C2paResult | None:
         """Embed a C2PA manifest into ``path`` in place, signed with the device key, with
         our sidecar (claim and receipt) as a custom assertion and the log checkpoint, and
-        with an RFC 3161 timestamp from ``tsa`` when given. Returns True when embedded;
-        False, writing nothing, when ``path`` already carries a valid manifest holding
-        this sidecar's signed claim, signed by this device's certificate (a second
-        ``prov sign --c2pa`` of the file).
+        with an RFC 3161 timestamp from ``tsa`` when given. Returns None when embedded;
+        writing nothing, the manifest as read when ``path`` already carries a valid one
+        holding this sidecar's signed claim, signed by this device's certificate (a
+        second ``prov sign --c2pa`` of the file; its ``signed_at`` is None when it has no
+        timestamp, whatever ``tsa`` is now).
 
         The claim's SHA-256 stays valid: it covers the bytes with the manifest store
         removed (docs/c2pa.md). Raises ConfigError if the claim is not yet logged,
@@ -453,8 +455,9 @@ class DeviceHome:
             raise ConfigError(
                 f"{path.name}: the claim is not logged yet; C2PA export needs the receipt"
             )
-        if _carries_manifest_of(path, sidecar.claim.media_type, sidecar.signed_claim, chain):
-            return False
+        found = _own_manifest(path, sidecar.claim.media_type, sidecar.signed_claim, chain)
+        if found is not None:
+            return found
         embed_manifest(
             path,
             path,
@@ -466,7 +469,7 @@ class DeviceHome:
             title=path.name,
             tsa=tsa,
         )
-        return True
+        return None
 
     def sync(
         self,
@@ -564,9 +567,11 @@ def _binds(old: Sidecar, path: Path, fields: ClaimFields, limits: AssetLimits) -
         return False
 
 
-def _carries_manifest_of(path: Path, media_type: str, signed: SignedClaim, chain: bytes) -> bool:
-    """Whether ``path`` already carries a valid C2PA manifest holding ``signed`` and
-    signed by this device (the one `DeviceHome.embed_c2pa` wrote for this claim); False
+def _own_manifest(
+    path: Path, media_type: str, signed: SignedClaim, chain: bytes
+) -> C2paResult | None:
+    """The C2PA manifest ``path`` already carries when it is valid, holds ``signed`` and
+    is signed by this device (the one `DeviceHome.embed_c2pa` wrote for this claim); None
     when it carries none (or its type takes none). This device's signer: the manifest's
     chains to a certificate of ``chain`` (the device's PEM chain, leaf first) and bears
     the leaf's common name, the device id its authority certified; a sidecar is public,
@@ -583,15 +588,15 @@ def _carries_manifest_of(path: Path, media_type: str, signed: SignedClaim, chain
     from provenance.c2pa.writer import WRITABLE_TYPES
 
     if media_type not in WRITABLE_TYPES:
-        return False  # `embed_manifest` refuses the type, saying which it takes
+        return None  # `embed_manifest` refuses the type, saying which it takes
     try:
         data = path.read_bytes()
     except OSError as e:
         raise MediaError(f"cannot read {path.name}: {e.strerror or e}") from e
     if not may_hold_manifest_store(data, media_type):
-        return False
+        return None
     if strip_manifest_store(data, media_type) == data:
-        return False
+        return None
     del data
     trust = C2paTrust(chain)  # ConfigError: no certificate
     leaf = x509.load_pem_x509_certificates(chain)[0]
@@ -600,7 +605,7 @@ def _carries_manifest_of(path: Path, media_type: str, signed: SignedClaim, chain
     valid = found.present and found.validation_state in ("Valid", "Trusted")
     ours = found.trusted_anchor and [str(n.value) for n in names] == [found.signer]
     if valid and ours and _holds_claim(found.provenance_assertion, signed):
-        return True
+        return found
     if not found.present:
         what = f"a C2PA manifest store that cannot be read ({found.error})"
     elif not valid:

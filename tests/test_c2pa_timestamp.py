@@ -378,6 +378,17 @@ def test_sign_with_tsa_url_and_verify_says_which_time_it_used(
         rc, out, err = cli("verify", str(plain), "--json", "--no-detect")
         st = json.loads(out)["c2pa"]["signing_time"]
         assert (st["source"], st["description"]) == ("log_receipt", "time from the log receipt")
+        # run again: a stamped export is left as it is (exit 0); an unstamped one asked for
+        # a timestamp now cannot get it (its manifest is never replaced): said, exit 1
+        # (before: exit 0, "already embedded ...; left as it is", no word of the timestamp)
+        rc, out, err = cli("sign", "--c2pa", "--tsa-url", tsa.url, str(stamped))
+        assert rc == 0 and "C2PA manifest already embedded for this claim" in out, (out, err)
+        exported = plain.read_bytes()
+        rc, out, err = cli("sign", "--c2pa", "--tsa-url", tsa.url, str(plain))
+        assert rc == 1, (out, err)
+        assert "C2PA manifest already embedded WITHOUT a timestamp; left as it is" in err, err
+        assert "already embedded for this claim" not in out, out
+        assert plain.read_bytes() == exported
 
         with LocalTsa() as gone:
             dead = gone.url
