@@ -8,16 +8,18 @@ from __future__ import annotations
 
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from conftest import ADMIN_TOKEN, Cli, ServerProc, enroll_key, sign_sample
+from conftest import ADMIN_TOKEN, Cli, ServerProc, enroll_key, sign_sample, start_server
 from inproc import InProc
 
 from clients.api import ProvenanceClient
+from provenance.core.claims import Device
 from provenance.core.keyhistory import KeyEvent, KeyEventKind, KeySigner, sign_key_event
 from provenance.core.keys import DeviceKey
 from provenance.server.writer import KeyAppended, PendingKeyEvent, _Item
+from provenance.store import open_store
 from provenance.wire import convert as wire
 
 
@@ -120,3 +122,44 @@ def test_two_revocations_in_one_batch_log_one_entry(inproc: InProc) -> None:
     assert isinstance(second, KeyAppended) and second.receipt is None
     assert second.device.revocation_reason == "lost"
     assert inproc.service.store.tree_size() == size + 1
+
+
+def test_concurrent_revokes_through_two_servers_on_postgresql_log_one_entry(
+    pg_url: str,
+) -> None:
+    """Two `prov serve` over one PostgreSQL database (DESIGN.md "Scale"), eight admins
+    revoking one key at one time through either: one of them revokes it, the seven others
+    are told it already was, all get the same standing revocation, and later Revokes
+    through either server (the same time, later, none) log nothing. The append lock is
+    the database's, so the writers of both servers decide alike."""
+    a, b = start_server(pg_url), start_server(pg_url)
+    try:
+        with (
+            ProvenanceClient(a.address, admin_token=ADMIN_TOKEN) as ca,
+            ProvenanceClient(b.address, admin_token=ADMIN_TOKEN) as cb,
+        ):
+            key = enroll_key(ca)
+            when = datetime.now(UTC) - timedelta(minutes=1)
+            start = threading.Barrier(8)
+
+            def revoke(n: int) -> tuple[Device, bool]:
+                start.wait()
+                return (ca, cb)[n % 2].revoke(key.key_id, f"R{n}", when)
+
+            with ThreadPoolExecutor(8) as pool:
+                got = list(pool.map(revoke, range(8)))
+            assert [again for _, again in got].count(False) == 1, got
+            standing = {(d.revoked_at, d.revocation_reason) for d, _ in got}
+            assert len(standing) == 1 and next(iter(standing))[0] == when, standing
+            for c, at in ((ca, when), (cb, when + timedelta(seconds=30)), (cb, None)):
+                d, again = c.revoke(key.key_id, "late", at)
+                assert again and (d.revoked_at, d.revocation_reason) in standing
+        store = open_store(pg_url, read_only=True)
+        try:
+            entries = store.key_event_entries(key.key_id)  # the enrollment, one revocation
+        finally:
+            store.close()
+        assert len(entries) == 2, entries
+    finally:
+        a.stop()
+        b.stop()
