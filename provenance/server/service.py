@@ -647,9 +647,10 @@ class ProvenanceService:
     ) -> KeyAppended:
         """Revoke a device key from ``effective_at`` (None: now): the registry row after
         it and the receipt of its log entry. Idempotent: when the log already revokes the
-        key at or before that time (the earliest time counts), nothing is logged, the
-        receipt is None and the device is returned as it stands (`GroupCommitWriter`
-        decides under the append lock, so concurrent calls log one entry). Raises
+        key at or before that time (the earliest time counts; for None, at or before the
+        commit), nothing is logged, the receipt is None and the device is returned as it
+        stands (`GroupCommitWriter` decides under the append lock, so concurrent calls log
+        one entry, whichever read the clock first). Raises
         ClaimError for a time more than REVOCATION_CLOCK_SKEW ahead of the server's
         clock (a revocation takes effect now or earlier) and UnknownDeviceError for an
         unknown device."""
@@ -663,7 +664,8 @@ class ProvenanceService:
             authorised_by="admin",
         )
         signed = sign_key_event(self._admin, wire.encode_key_event(ev))
-        return self.writer.submit_key_event(PendingKeyEvent(signed, ev))
+        pending = PendingKeyEvent(signed, ev, as_of_now=effective_at is None)
+        return self.writer.submit_key_event(pending)
 
     def get_device(self, device_id: bytes) -> Device:
         """The registry row as stored (`prov log audit` compares it with the log)."""

@@ -82,7 +82,10 @@ class PendingKeyEvent:
     """A signed enrollment or revocation waiting for the log, with the registry change it
     makes in the same transaction: enroll (spending ``token_hash``; None when a
     certificate authorised it) with ``label`` and ``certificate_pem``, or revoke.
-    ``backfill``: the registry row exists already (an upgraded database); log only."""
+    ``backfill``: the registry row exists already (an upgraded database); log only.
+    ``as_of_now``: a revocation asked for "now" (no time given; the event carries the
+    server's time of the call): a revocation standing at the commit satisfies it, even
+    one a concurrent call made a moment after this event's time."""
 
     signed: SignedKeyEvent
     event: KeyEvent
@@ -90,6 +93,7 @@ class PendingKeyEvent:
     label: str = ""
     certificate_pem: str = ""
     backfill: bool = False
+    as_of_now: bool = False
 
 
 @dataclass(frozen=True)
@@ -484,12 +488,17 @@ class GroupCommitWriter:
         return txn.revoke(ev.device_id, ev.effective_at, ev.reason)
 
     def _standing_revocation(
-        self, txn: AppendTxn, p: PendingKeyEvent, revoked_here: Mapping[bytes, datetime]
+        self,
+        txn: AppendTxn,
+        p: PendingKeyEvent,
+        revoked_here: Mapping[bytes, datetime],
+        now: datetime,
     ) -> Device | None:
         """For a revocation (not a backfill): the device as it stands when the log, or an
         earlier revocation in this batch (``revoked_here``: device id -> time), already
-        revokes the key at or before the asked time, so that logging it would change
-        nothing; else None. Decided here, in the append transaction that holds the log's
+        revokes the key at or before the asked time (for one asked ``as_of_now``: at or
+        before ``now``, the commit's time), so that logging it would change nothing; else
+        None. Decided here, in the append transaction that holds the log's
         append lock, so concurrent Revokes of one key log one entry whatever their
         batches. Without an ``in_force`` hook the registry row decides. A damaged logged
         revocation counts as none: the new one is logged (refusing to revoke would be
@@ -507,7 +516,7 @@ class GroupCommitWriter:
             got = self._in_force(txn, {ev.device_id: bare})[ev.device_id]
             logged = None if isinstance(got, Exception) else got.revoked_at
         times = [t for t in (logged, revoked_here.get(ev.device_id)) if t is not None]
-        if not times or min(times) > ev.effective_at:
+        if not times or min(times) > (now if p.as_of_now else ev.effective_at):
             return None
         if self._in_force is None:
             return row
@@ -555,7 +564,7 @@ class GroupCommitWriter:
             for i, item in enumerate(batch):
                 if isinstance(item.pending, PendingKeyEvent):
                     try:
-                        standing = self._standing_revocation(txn, item.pending, revoked_here)
+                        standing = self._standing_revocation(txn, item.pending, revoked_here, now)
                         if standing is not None:
                             results[i] = KeyAppended(standing, None)
                             continue
