@@ -192,15 +192,11 @@ def test_stalled_upload_is_cut_by_idle_timeout_and_deadline(
         assert c.verify_file(SAMPLES / "chelsea.png").status.value == "UNSIGNED"
 
 
-def test_one_client_cannot_hold_every_upload_slot(
-    tmp_path: Path, srv_factory: list[ServerProc]
-) -> None:
-    """The upload slots are shared fairly between clients: one client's stalled streams
-    in every slot are cut one at a time, newest first, when another client's upload
-    arrives (RESOURCE_EXHAUSTED, "try again"), and that upload is verified. Before, 8
-    streams from one address, each sending 64 KiB every 29 s (18 KiB/s in all), kept every
-    other caller (the web front-end's uploads included) refused for 600 s at a time. The
-    server listens on both stacks: the hog comes over IPv4, the other client from ::1."""
+def _two_clients(
+    tmp_path: Path, srv_factory: list[ServerProc], max_uploads: int
+) -> tuple[rpc.VerificationStub, rpc.VerificationStub]:
+    """Stubs of two clients of one server with ``max_uploads`` upload slots: the server
+    listens on both stacks, the first client comes over IPv4, the second from ::1."""
     probe = socket.socket(socket.AF_INET6)
     try:
         probe.bind(("::1", 0))
@@ -208,15 +204,33 @@ def test_one_client_cannot_hold_every_upload_slot(
         pytest.skip("no IPv6 loopback")
     finally:
         probe.close()
-    srv = _start(srv_factory, tmp_path / "p.db", "--listen", "[::]:0", "--max-uploads", "4")
+    srv = _start(
+        srv_factory, tmp_path / "p.db", "--listen", "[::]:0", "--max-uploads", str(max_uploads)
+    )
     port = srv.address.rsplit(":", 1)[1]
-    hog, other = _stub(f"127.0.0.1:{port}"), _stub(f"[::1]:{port}")
+    return _stub(f"127.0.0.1:{port}"), _stub(f"[::1]:{port}")
+
+
+def _whole(data: bytes) -> Iterator[pb.VerifyFileChunk]:
+    yield pb.VerifyFileChunk(header=pb.VerifyFileHeader(size_bytes=len(data)))
+    yield pb.VerifyFileChunk(data=data)
+
+
+def test_one_client_cannot_hold_every_upload_slot(
+    tmp_path: Path, srv_factory: list[ServerProc]
+) -> None:
+    """The upload slots are shared fairly between clients: one client's stalled streams
+    in every slot are cut one at a time (of equals, the newest first) when another
+    client's upload arrives (RESOURCE_EXHAUSTED, "try again"), and that upload is
+    verified. Before, 8 streams from one address, each sending 64 KiB every 29 s (18 KiB/s
+    in all), kept every other caller (the web front-end's uploads included) refused for
+    600 s at a time."""
+    hog, other = _two_clients(tmp_path, srv_factory, 4)
     release = threading.Event()
     data = (SAMPLES / "chelsea.png").read_bytes()
 
     def whole() -> Iterator[pb.VerifyFileChunk]:
-        yield pb.VerifyFileChunk(header=pb.VerifyFileHeader(size_bytes=len(data)))
-        yield pb.VerifyFileChunk(data=data)
+        return _whole(data)
 
     try:
         held = [hog.VerifyFile.future(_stalled(release), timeout=90) for _ in range(4)]
@@ -237,6 +251,49 @@ def test_one_client_cannot_hold_every_upload_slot(
     finally:
         release.set()
     for f in held:
+        f.exception(timeout=30)
+
+
+def test_upload_cut_spares_the_one_furthest_along(
+    tmp_path: Path, srv_factory: list[ServerProc]
+) -> None:
+    """Of the biggest holder's uploads, the cut takes the one that has received the
+    fewest bytes, not the newest: the web front-end relays every user's upload as one
+    client, and its large file in flight was its newest upload still arriving whenever
+    the later small ones had arrived, so each upload from another address cut it and it
+    never got through. Here the holder's newest upload has sent 2 MiB of 3 (random bytes,
+    judged no media once whole), its three older ones nothing: another client's upload
+    cuts an older one."""
+    front, other = _two_clients(tmp_path, srv_factory, 4)
+    release = threading.Event()
+
+    def large() -> Iterator[pb.VerifyFileChunk]:
+        yield pb.VerifyFileChunk(header=pb.VerifyFileHeader(size_bytes=3 << 20))
+        for _ in range(2):
+            yield pb.VerifyFileChunk(data=os.urandom(1 << 20))
+        release.wait(60)
+        yield pb.VerifyFileChunk(data=os.urandom(1 << 20))
+
+    try:
+        waiting = []
+        for _ in range(3):  # one after the other: the newest is known
+            waiting.append(front.VerifyFile.future(_stalled(release), timeout=90))
+            time.sleep(0.3)
+        far = front.VerifyFile.future(large(), timeout=90)
+        time.sleep(1.5)
+        assert not far.done() and not any(f.done() for f in waiting)
+        data = (SAMPLES / "chelsea.png").read_bytes()
+        assert other.VerifyFile(_whole(data), timeout=30).status == pb.Verdict.Value("UNSIGNED")
+        cut = [f for f in waiting if f.done()]
+        assert len(cut) == 1 and "upload cut" in cut[0].exception().details()
+        assert not far.done()
+        assert cut[0] is waiting[-1]  # of the three equals, the newest
+    finally:
+        release.set()
+    # received whole and judged (random bytes: no media), not cut
+    assert far.exception(timeout=30).code() is grpc.StatusCode.INVALID_ARGUMENT
+    assert "unrecognised file format" in far.exception().details()
+    for f in waiting:
         f.exception(timeout=30)
 
 

@@ -153,13 +153,16 @@ class ServerLimits:
 @dataclass(eq=False)
 class UploadSlot:
     """One upload's hold on an `UploadGate` slot: its client (`peer_client`), whether it
-    is still receiving, and whether another client's upload took its slot (it is then
-    cut: `UploadGate.messages` raises LimitError)."""
+    is still receiving, how many of the file's bytes it has received, and whether another
+    client's upload took its slot (it is then cut: `UploadGate.messages` raises
+    LimitError)."""
 
     client: str
     receiving: bool = True
     evicted: bool = False
     _evict: Callable[[], None] | None = None
+    #: bytes of the file received so far (set by the caller: the upload's size)
+    received: Callable[[], int] = lambda: 0
 
 
 class UploadGate:
@@ -172,10 +175,16 @@ class UploadGate:
     The ``max_uploads`` slots are shared fairly between clients (`peer_client`: an IPv4
     address, an IPv6 /64): a lone client may take them all, but when they are all taken
     and an upload arrives from a client holding at least two fewer than the client
-    holding the most, that client's newest upload still receiving is cut (LimitError,
-    "try again") and its slot goes to the newcomer. Before, one client's 8 streams, each
-    sending 64 KiB every 29 s (18 KiB/s in all), held every slot for their 600 s and
+    holding the most, the upload of that client still receiving that has received the
+    fewest bytes (the newest of those) is cut (LimitError, "try again") and its slot goes
+    to the newcomer; a client's last upload is never cut. Before, one client's 8 streams,
+    each sending 64 KiB every 29 s (18 KiB/s in all), held every slot for their 600 s and
     again, and every other caller, the web front-end's uploads included, was refused.
+    The fewest bytes, not the newest: the web front-end relays all its users' uploads as
+    one client, and a large file it relayed was its newest upload still receiving
+    whenever the small ones it started later had arrived, so every newcomer from another
+    address cut it (retried, it was the newest again); the upload that has received the
+    least loses the least work.
     """
 
     def __init__(self, limits: ServerLimits) -> None:
@@ -186,15 +195,16 @@ class UploadGate:
         self._slots: dict[str, list[UploadSlot]] = {}  # each client's, oldest first
 
     def _victim(self, client: str) -> UploadSlot | None:
-        """The newest upload still receiving of the client holding the most slots, when
-        that is at least two more than ``client`` holds; else None. Under ``_lock``."""
+        """Of the client holding the most slots, when that is at least two more than
+        ``client`` holds, the upload still receiving that has received the fewest bytes
+        (the newest of those); else None. Under ``_lock``."""
         mine = len(self._slots.get(client, ()))
         for slots in sorted(self._slots.values(), key=len, reverse=True):
             if len(slots) < mine + 2:
                 return None
-            for slot in reversed(slots):
-                if slot.receiving and not slot.evicted:
-                    return slot
+            receiving = [s for s in reversed(slots) if s.receiving and not s.evicted]
+            if receiving:  # min keeps the first of equals: the newest
+                return min(receiving, key=lambda s: s.received())
         return None
 
     @contextmanager

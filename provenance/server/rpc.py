@@ -572,6 +572,7 @@ class VerificationServicer(rpc.VerificationServicer):
         with ExitStack() as held:
             slot = held.enter_context(self.gate.upload(peer_client(peer)))
             upload = held.enter_context(Upload(self.c.inspect.limits.max_bytes))
+            slot.received = lambda: upload.size
             header = await self._receive(requests, upload, slot)
             owned = held.pop_all()
 
