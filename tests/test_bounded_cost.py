@@ -4,6 +4,7 @@ disk and a flooding device, each against a real `prov serve` on loopback."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import io
 import os
@@ -16,7 +17,8 @@ import sys
 import threading
 import time
 import zlib
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import aclosing
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -40,7 +42,7 @@ from provenance.core.errors import (
 from provenance.core.keys import DeviceKey
 from provenance.media.image import decode_image
 from provenance.media.inspect import MEMORY_DIR, Upload
-from provenance.server.limits import DeviceQuota, ServerLimits
+from provenance.server.limits import DeviceQuota, ServerLimits, UploadGate
 from provenance.server.rpc import MAX_MESSAGE_BYTES
 from provenance.v1 import provenance_pb2 as pb
 from provenance.v1 import provenance_pb2_grpc as rpc
@@ -295,6 +297,38 @@ def test_upload_cut_spares_the_one_furthest_along(
     assert "unrecognised file format" in far.exception().details()
     for f in waiting:
         f.exception(timeout=30)
+
+
+def test_upload_cut_as_its_stream_ends_is_still_cut() -> None:
+    """An upload cut in the event loop's turn in which its last message arrives (its
+    stream ends before the cut's timer fires) is still cut: its slot is the newcomer's,
+    and it went on to be decoded beside it, one upload past --max-uploads (and past the
+    RPC threads kept for cheap calls, once per such race). The gate of `prov serve`
+    itself; the stream is the one the loop would hand it."""
+
+    async def run() -> None:
+        gate = UploadGate(ServerLimits(max_uploads=2))
+        ended = asyncio.Event()
+
+        async def stream() -> AsyncIterator[str]:
+            yield "header"
+            await ended.wait()
+
+        with gate.upload("front"), gate.upload("front") as last:
+
+            async def receive() -> list[str]:
+                async with aclosing(gate.messages(stream(), last)) as it:
+                    return [m async for m in it]
+
+            task = asyncio.create_task(receive())
+            await asyncio.sleep(0.05)  # waiting for the next message
+            ended.set()  # the stream ends, and in the same turn another client comes
+            with gate.upload("other"):
+                assert last.evicted
+                with pytest.raises(LimitError, match="upload cut"):
+                    await task
+
+    asyncio.run(run())
 
 
 # ---------------------------------------------------------------- High 2

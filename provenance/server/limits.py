@@ -286,6 +286,10 @@ class UploadGate:
                         waiting = False
                     yield msg
                     timer.reschedule(min(end, loop.time() + lim.upload_idle_s))
+            # the stream may end in the loop turn between the cut and its timer: its slot
+            # is the newcomer's now, so it must not go on to be decoded beside it
+            if slot is not None and slot.evicted:
+                raise cut
         except TimeoutError as e:
             if slot is not None and slot.evicted:
                 raise cut from e
