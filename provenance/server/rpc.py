@@ -28,6 +28,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from provenance import metrics
+from provenance.core import merkle
 from provenance.core.claims import MAX_SOFT_BINDINGS, SignedClaim
 from provenance.core.dihedral import DIHEDRAL_TURNS
 from provenance.core.errors import (
@@ -784,6 +785,11 @@ class LogServicer(rpc.LogServicer):
         which = request.WhichOneof("leaf")
         if which is None:
             raise ClaimError("give a leaf index or a leaf hash")
+        if which == "leaf_hash" and len(request.leaf_hash) != merkle.HASH_SIZE:
+            raise ClaimError(
+                f"a leaf hash is {merkle.HASH_SIZE} bytes (RFC 6962's SHA-256 of 0x00 and the"
+                f" entry), got {len(request.leaf_hash)}"
+            )
         idx, size, proof, lh = self.s.inclusion_proof(
             request.tree_size,
             index=request.leaf_index if which == "leaf_index" else None,
