@@ -195,10 +195,11 @@ def test_stalled_upload_is_cut_by_idle_timeout_and_deadline(
 
 
 def _two_clients(
-    tmp_path: Path, srv_factory: list[ServerProc], max_uploads: int
+    tmp_path: Path, srv_factory: list[ServerProc], max_uploads: int, *flags: str
 ) -> tuple[rpc.VerificationStub, rpc.VerificationStub]:
-    """Stubs of two clients of one server with ``max_uploads`` upload slots: the server
-    listens on both stacks, the first client comes over IPv4, the second from ::1."""
+    """Stubs of two clients of one server with ``max_uploads`` upload slots (and
+    ``flags``): the server listens on both stacks, the first client comes over IPv4, the
+    second from ::1."""
     probe = socket.socket(socket.AF_INET6)
     try:
         probe.bind(("::1", 0))
@@ -207,7 +208,13 @@ def _two_clients(
     finally:
         probe.close()
     srv = _start(
-        srv_factory, tmp_path / "p.db", "--listen", "[::]:0", "--max-uploads", str(max_uploads)
+        srv_factory,
+        tmp_path / "p.db",
+        "--listen",
+        "[::]:0",
+        "--max-uploads",
+        str(max_uploads),
+        *flags,
     )
     port = srv.address.rsplit(":", 1)[1]
     return _stub(f"127.0.0.1:{port}"), _stub(f"[::1]:{port}")
@@ -297,6 +304,44 @@ def test_upload_cut_spares_the_one_furthest_along(
     assert "unrecognised file format" in far.exception().details()
     for f in waiting:
         f.exception(timeout=30)
+
+
+def test_an_upload_under_the_minimum_pace_yields_its_slot(
+    tmp_path: Path, srv_factory: list[ServerProc]
+) -> None:
+    """With every slot taken and no client holding two more than the newcomer's, the
+    slowest upload that has run past --upload-idle-seconds averaging under
+    --upload-min-rate-kb is cut for the newcomer (RESOURCE_EXHAUSTED "send it faster"),
+    whoever's it is; a faster one is not. Before, shares alone decided: a client on 8
+    addresses (or 8 IPv6 /64s) held all 8 slots with one stalled stream each, 26 KiB/s in
+    all, and every other upload was refused. Here 2 slots, one upload from each client,
+    one at about 3 KiB/s, the other at about 200 KiB/s."""
+    first, second = _two_clients(
+        tmp_path, srv_factory, 2, "--upload-idle-seconds", "1", "--min-chunk-kb", "1"
+    )
+    release = threading.Event()
+
+    def paced(size: int) -> Iterator[pb.VerifyFileChunk]:
+        yield pb.VerifyFileChunk(header=pb.VerifyFileHeader())
+        while not release.wait(0.3):
+            yield pb.VerifyFileChunk(data=b"\0" * size)
+
+    try:
+        slow = first.VerifyFile.future(paced(1024), timeout=60)
+        fast = second.VerifyFile.future(paced(64 * 1024), timeout=60)
+        time.sleep(2.0)  # both past their first second
+        assert not slow.done() and not fast.done()
+        data = (SAMPLES / "chelsea.png").read_bytes()
+        report = second.VerifyFile(_whole(data), timeout=30)  # holds as much as the other
+        assert report.status == pb.Verdict.Value("UNSIGNED")
+        err = slow.exception(timeout=10)
+        assert err.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert "upload cut" in err.details() and "send it faster" in err.details()
+        assert "--upload-min-rate-kb" in err.details()
+        assert not fast.done()
+    finally:
+        release.set()
+    assert fast.exception(timeout=30).code() is grpc.StatusCode.INVALID_ARGUMENT  # zeros
 
 
 def test_upload_cut_as_its_stream_ends_is_still_cut() -> None:
