@@ -211,6 +211,8 @@ class UploadGate:
         self._lock = threading.Lock()  # a slot is taken on the loop, given back in a thread
         self._held = 0  # slots taken (an evicted upload's counts for its successor)
         self._slots: dict[str, list[UploadSlot]] = {}  # each client's, oldest first
+        # uploads refused a slot waiting for one to be given back (`wait_release`)
+        self._waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
 
     def _victim(self, client: str) -> UploadSlot | None:
         """Of the client holding the most slots, when that is at least two more than
@@ -269,6 +271,7 @@ class UploadGate:
         try:
             yield slot
         finally:
+            waiters = []
             with self._lock:
                 if not slot.evicted:
                     self._held -= 1
@@ -276,6 +279,28 @@ class UploadGate:
                     mine.remove(slot)
                     if not mine:
                         del self._slots[client]
+                    waiters, self._waiters = self._waiters, []
+            for loop, fut in waiters:  # given back in a pool thread, or on the loop
+                try:
+                    loop.call_soon_threadsafe(_wake, fut)
+                except RuntimeError:  # that loop is closed: nobody waits
+                    pass
+
+    async def wait_release(self, timeout: float) -> None:
+        """Return once an upload slot is given back (at once if one is free), or after
+        ``timeout`` seconds, whichever is first. Call on the event loop."""
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[None] = loop.create_future()
+        with self._lock:
+            if self._held < self.limits.max_uploads:
+                return
+            self._waiters.append((loop, fut))
+        try:
+            await asyncio.wait([fut], timeout=timeout)
+        finally:
+            with self._lock:
+                if (loop, fut) in self._waiters:
+                    self._waiters.remove((loop, fut))
 
     async def messages(
         self, requests: AsyncIterator[Any], slot: UploadSlot | None = None
@@ -580,7 +605,8 @@ FORGERY_PEERS_KEPT = 4096
 
 
 def _wake(waiter: asyncio.Future[None]) -> None:
-    """Let a submission waiting for a forgery token look again (its timer ran out)."""
+    """Let a waiter look again: a submission waiting for a forgery token (its timer ran
+    out), an upload waiting for a slot (`UploadGate.wait_release`)."""
     if not waiter.done():
         waiter.set_result(None)
 
