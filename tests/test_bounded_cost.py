@@ -381,6 +381,32 @@ def test_an_upload_right_after_an_abandoned_one_gets_its_slot(
     other.exception(timeout=30)
 
 
+def test_the_idle_timer_waits_while_the_server_works_on_a_message() -> None:
+    """The idle timer counts the client's silence, not the server's own work between
+    messages: the upload handler awaits the hashing of earlier bytes when it falls
+    behind, and a timer firing then cancelled that wait: the handler ended in
+    CancelledError, which grpc.aio answers with no status at all, so the client waited
+    until its own deadline (DEADLINE_EXCEEDED, grpcio 1.85). The gate of `prov serve`
+    itself, with an idle limit of 0.1 s and 0.3 s of work per message."""
+
+    async def run() -> list[int]:
+        gate = UploadGate(ServerLimits(upload_idle_s=0.1))
+
+        async def stream() -> AsyncIterator[int]:
+            for i in range(3):
+                yield i
+
+        got = []
+        with gate.upload("one") as slot:
+            async with aclosing(gate.messages(stream(), slot)) as it:
+                async for m in it:
+                    await asyncio.sleep(0.3)  # the server's work on the message
+                    got.append(m)
+        return got
+
+    assert asyncio.run(run()) == [0, 1, 2]
+
+
 def test_upload_cut_as_its_stream_ends_is_still_cut() -> None:
     """An upload cut in the event loop's turn in which its last message arrives (its
     stream ends before the cut's timer fires) is still cut: its slot is the newcomer's,

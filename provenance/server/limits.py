@@ -310,9 +310,9 @@ class UploadGate:
         message is late (the caller aborts the call with DEADLINE_EXCEEDED), LimitError
         when another client's upload took ``slot`` (see `upload`).
 
-        The caller must not await anything else between messages (the timer cancels
-        whatever the task awaits), and closes the generator when it stops early
-        (`contextlib.aclosing`)."""
+        The timer runs only while the stream is awaited: the caller may await other
+        things between messages (`VerificationServicer` waits for the hashing to catch
+        up); it closes the generator when it stops early (`contextlib.aclosing`)."""
         lim = self.limits
         loop = asyncio.get_running_loop()
         end = loop.time() + lim.upload_deadline_s
@@ -354,6 +354,10 @@ class UploadGate:
                         break
                     finally:
                         waiting = False
+                    # paused while the caller has the message: else it cancelled whatever
+                    # the caller awaited then, and grpc.aio answers a handler ending in
+                    # CancelledError with no status: its client waited for its deadline
+                    timer.reschedule(None)
                     yield msg
                     timer.reschedule(min(end, loop.time() + lim.upload_idle_s))
             # the stream may end in the loop turn between the cut and its timer: its slot
