@@ -4,6 +4,7 @@ disk and a flooding device, each against a real `prov serve` on loopback."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import io
 import os
@@ -16,7 +17,8 @@ import sys
 import threading
 import time
 import zlib
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import aclosing
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -40,7 +42,7 @@ from provenance.core.errors import (
 from provenance.core.keys import DeviceKey
 from provenance.media.image import decode_image
 from provenance.media.inspect import MEMORY_DIR, Upload
-from provenance.server.limits import DeviceQuota, ServerLimits
+from provenance.server.limits import DeviceQuota, ServerLimits, UploadGate
 from provenance.server.rpc import MAX_MESSAGE_BYTES
 from provenance.v1 import provenance_pb2 as pb
 from provenance.v1 import provenance_pb2_grpc as rpc
@@ -192,15 +194,12 @@ def test_stalled_upload_is_cut_by_idle_timeout_and_deadline(
         assert c.verify_file(SAMPLES / "chelsea.png").status.value == "UNSIGNED"
 
 
-def test_one_client_cannot_hold_every_upload_slot(
-    tmp_path: Path, srv_factory: list[ServerProc]
-) -> None:
-    """The upload slots are shared fairly between clients: one client's stalled streams
-    in every slot are cut one at a time, newest first, when another client's upload
-    arrives (RESOURCE_EXHAUSTED, "try again"), and that upload is verified. Before, 8
-    streams from one address, each sending 64 KiB every 29 s (18 KiB/s in all), kept every
-    other caller (the web front-end's uploads included) refused for 600 s at a time. The
-    server listens on both stacks: the hog comes over IPv4, the other client from ::1."""
+def _two_clients(
+    tmp_path: Path, srv_factory: list[ServerProc], max_uploads: int, *flags: str
+) -> tuple[rpc.VerificationStub, rpc.VerificationStub]:
+    """Stubs of two clients of one server with ``max_uploads`` upload slots (and
+    ``flags``): the server listens on both stacks, the first client comes over IPv4, the
+    second from ::1."""
     probe = socket.socket(socket.AF_INET6)
     try:
         probe.bind(("::1", 0))
@@ -208,15 +207,39 @@ def test_one_client_cannot_hold_every_upload_slot(
         pytest.skip("no IPv6 loopback")
     finally:
         probe.close()
-    srv = _start(srv_factory, tmp_path / "p.db", "--listen", "[::]:0", "--max-uploads", "4")
+    srv = _start(
+        srv_factory,
+        tmp_path / "p.db",
+        "--listen",
+        "[::]:0",
+        "--max-uploads",
+        str(max_uploads),
+        *flags,
+    )
     port = srv.address.rsplit(":", 1)[1]
-    hog, other = _stub(f"127.0.0.1:{port}"), _stub(f"[::1]:{port}")
+    return _stub(f"127.0.0.1:{port}"), _stub(f"[::1]:{port}")
+
+
+def _whole(data: bytes) -> Iterator[pb.VerifyFileChunk]:
+    yield pb.VerifyFileChunk(header=pb.VerifyFileHeader(size_bytes=len(data)))
+    yield pb.VerifyFileChunk(data=data)
+
+
+def test_one_client_cannot_hold_every_upload_slot(
+    tmp_path: Path, srv_factory: list[ServerProc]
+) -> None:
+    """The upload slots are shared fairly between clients: one client's stalled streams
+    in every slot are cut one at a time (of equals, the newest first) when another
+    client's upload arrives (RESOURCE_EXHAUSTED, "try again"), and that upload is
+    verified. Before, 8 streams from one address, each sending 64 KiB every 29 s (18 KiB/s
+    in all), kept every other caller (the web front-end's uploads included) refused for
+    600 s at a time."""
+    hog, other = _two_clients(tmp_path, srv_factory, 4)
     release = threading.Event()
     data = (SAMPLES / "chelsea.png").read_bytes()
 
     def whole() -> Iterator[pb.VerifyFileChunk]:
-        yield pb.VerifyFileChunk(header=pb.VerifyFileHeader(size_bytes=len(data)))
-        yield pb.VerifyFileChunk(data=data)
+        return _whole(data)
 
     try:
         held = [hog.VerifyFile.future(_stalled(release), timeout=90) for _ in range(4)]
@@ -238,6 +261,182 @@ def test_one_client_cannot_hold_every_upload_slot(
         release.set()
     for f in held:
         f.exception(timeout=30)
+
+
+def test_upload_cut_spares_the_one_furthest_along(
+    tmp_path: Path, srv_factory: list[ServerProc]
+) -> None:
+    """Of the biggest holder's uploads, the cut takes the one that has received the
+    fewest bytes, not the newest: the web front-end relays every user's upload as one
+    client, and its large file in flight was its newest upload still arriving whenever
+    the later small ones had arrived, so each upload from another address cut it and it
+    never got through. Here the holder's newest upload has sent 2 MiB of 3 (random bytes,
+    judged no media once whole), its three older ones nothing: another client's upload
+    cuts an older one."""
+    front, other = _two_clients(tmp_path, srv_factory, 4)
+    release = threading.Event()
+
+    def large() -> Iterator[pb.VerifyFileChunk]:
+        yield pb.VerifyFileChunk(header=pb.VerifyFileHeader(size_bytes=3 << 20))
+        for _ in range(2):
+            yield pb.VerifyFileChunk(data=os.urandom(1 << 20))
+        release.wait(60)
+        yield pb.VerifyFileChunk(data=os.urandom(1 << 20))
+
+    try:
+        waiting = []
+        for _ in range(3):  # one after the other: the newest is known
+            waiting.append(front.VerifyFile.future(_stalled(release), timeout=90))
+            time.sleep(0.3)
+        far = front.VerifyFile.future(large(), timeout=90)
+        time.sleep(1.5)
+        assert not far.done() and not any(f.done() for f in waiting)
+        data = (SAMPLES / "chelsea.png").read_bytes()
+        assert other.VerifyFile(_whole(data), timeout=30).status == pb.Verdict.Value("UNSIGNED")
+        cut = [f for f in waiting if f.done()]
+        assert len(cut) == 1 and "upload cut" in cut[0].exception().details()
+        assert not far.done()
+        assert cut[0] is waiting[-1]  # of the three equals, the newest
+    finally:
+        release.set()
+    # received whole and judged (random bytes: no media), not cut
+    assert far.exception(timeout=30).code() is grpc.StatusCode.INVALID_ARGUMENT
+    assert "unrecognised file format" in far.exception().details()
+    for f in waiting:
+        f.exception(timeout=30)
+
+
+def test_an_upload_under_the_minimum_pace_yields_its_slot(
+    tmp_path: Path, srv_factory: list[ServerProc]
+) -> None:
+    """With every slot taken and no client holding two more than the newcomer's, the
+    slowest upload that has run past --upload-idle-seconds averaging under
+    --upload-min-rate-kb is cut for the newcomer (RESOURCE_EXHAUSTED "send it faster"),
+    whoever's it is; a faster one is not. Before, shares alone decided: a client on 8
+    addresses (or 8 IPv6 /64s) held all 8 slots with one stalled stream each, 26 KiB/s in
+    all, and every other upload was refused. Here 2 slots, one upload from each client,
+    one at about 3 KiB/s, the other at about 200 KiB/s."""
+    first, second = _two_clients(
+        tmp_path, srv_factory, 2, "--upload-idle-seconds", "1", "--min-chunk-kb", "1"
+    )
+    release = threading.Event()
+
+    def paced(size: int) -> Iterator[pb.VerifyFileChunk]:
+        yield pb.VerifyFileChunk(header=pb.VerifyFileHeader())
+        while not release.wait(0.3):
+            yield pb.VerifyFileChunk(data=b"\0" * size)
+
+    try:
+        slow = first.VerifyFile.future(paced(1024), timeout=60)
+        fast = second.VerifyFile.future(paced(64 * 1024), timeout=60)
+        time.sleep(2.0)  # both past their first second
+        assert not slow.done() and not fast.done()
+        data = (SAMPLES / "chelsea.png").read_bytes()
+        report = second.VerifyFile(_whole(data), timeout=30)  # holds as much as the other
+        assert report.status == pb.Verdict.Value("UNSIGNED")
+        err = slow.exception(timeout=10)
+        assert err.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert "upload cut" in err.details() and "send it faster" in err.details()
+        assert "--upload-min-rate-kb" in err.details()
+        assert not fast.done()
+    finally:
+        release.set()
+    assert fast.exception(timeout=30).code() is grpc.StatusCode.INVALID_ARGUMENT  # zeros
+
+
+def test_an_upload_right_after_an_abandoned_one_gets_its_slot(
+    tmp_path: Path, srv_factory: list[ServerProc]
+) -> None:
+    """A client that abandons an upload (its request stream raises: grpc cancels the
+    call) and at once starts another is admitted to the slot the first held, as `prov
+    web` does when a relay it cut makes way for another's. Before, the server gave the
+    slot back only after the next upload had been refused (grpc's cancellation runs a
+    loop turn or two later): 6 to 8 of 10 were refused "already receiving 2 uploads".
+    Five rounds here, with the other slot held throughout."""
+    srv = _start(srv_factory, tmp_path / "p.db", "--max-uploads", "2")
+    stub = _stub(srv.address)
+    release = threading.Event()
+    block = os.urandom(1 << 20)
+
+    def abandoned(gone: threading.Event) -> Iterator[pb.VerifyFileChunk]:
+        yield pb.VerifyFileChunk(header=pb.VerifyFileHeader())
+        for _ in range(9):
+            yield pb.VerifyFileChunk(data=block)
+        gone.wait(60)
+        raise RuntimeError("abandoned by its client")
+
+    data = (SAMPLES / "chelsea.png").read_bytes()
+    other = stub.VerifyFile.future(_stalled(release), timeout=90)
+    try:
+        for _ in range(5):
+            gone = threading.Event()
+            first = stub.VerifyFile.future(abandoned(gone), timeout=60)
+            time.sleep(0.5)  # its 9 MiB received
+            gone.set()
+            assert first.exception(timeout=30) is not None
+            report = stub.VerifyFile(_whole(data), timeout=30)
+            assert report.status == pb.Verdict.Value("UNSIGNED")
+    finally:
+        release.set()
+    other.exception(timeout=30)
+
+
+def test_the_idle_timer_waits_while_the_server_works_on_a_message() -> None:
+    """The idle timer counts the client's silence, not the server's own work between
+    messages: the upload handler awaits the hashing of earlier bytes when it falls
+    behind, and a timer firing then cancelled that wait: the handler ended in
+    CancelledError, which grpc.aio answers with no status at all, so the client waited
+    until its own deadline (DEADLINE_EXCEEDED, grpcio 1.85). The gate of `prov serve`
+    itself, with an idle limit of 0.1 s and 0.3 s of work per message."""
+
+    async def run() -> list[int]:
+        gate = UploadGate(ServerLimits(upload_idle_s=0.1))
+
+        async def stream() -> AsyncIterator[int]:
+            for i in range(3):
+                yield i
+
+        got = []
+        with gate.upload("one") as slot:
+            async with aclosing(gate.messages(stream(), slot)) as it:
+                async for m in it:
+                    await asyncio.sleep(0.3)  # the server's work on the message
+                    got.append(m)
+        return got
+
+    assert asyncio.run(run()) == [0, 1, 2]
+
+
+def test_upload_cut_as_its_stream_ends_is_still_cut() -> None:
+    """An upload cut in the event loop's turn in which its last message arrives (its
+    stream ends before the cut's timer fires) is still cut: its slot is the newcomer's,
+    and it went on to be decoded beside it, one upload past --max-uploads (and past the
+    RPC threads kept for cheap calls, once per such race). The gate of `prov serve`
+    itself; the stream is the one the loop would hand it."""
+
+    async def run() -> None:
+        gate = UploadGate(ServerLimits(max_uploads=2))
+        ended = asyncio.Event()
+
+        async def stream() -> AsyncIterator[str]:
+            yield "header"
+            await ended.wait()
+
+        with gate.upload("front"), gate.upload("front") as last:
+
+            async def receive() -> list[str]:
+                async with aclosing(gate.messages(stream(), last)) as it:
+                    return [m async for m in it]
+
+            task = asyncio.create_task(receive())
+            await asyncio.sleep(0.05)  # waiting for the next message
+            ended.set()  # the stream ends, and in the same turn another client comes
+            with gate.upload("other"):
+                assert last.evicted
+                with pytest.raises(LimitError, match="upload cut"):
+                    await task
+
+    asyncio.run(run())
 
 
 # ---------------------------------------------------------------- High 2

@@ -290,3 +290,19 @@ def test_a_device_id_that_is_not_32_bytes_is_malformed(server: ServerProc) -> No
         stub.GetDevice(pb.GetDeviceRequest(device_id=b"\x01" * 32), timeout=20)
     assert got.value.code() is grpc.StatusCode.NOT_FOUND
     channel.close()
+
+
+def test_a_leaf_hash_that_is_not_32_bytes_is_malformed(server: ServerProc) -> None:
+    """GetInclusionProof by leaf hash: any length but 32 bytes is a malformed request
+    (INVALID_ARGUMENT saying so), as a device id of the wrong length is. Before, an empty
+    or 1 MiB hash was looked up in the store and answered OUT_OF_RANGE "no such leaf in
+    the log"."""
+    channel = grpc.insecure_channel(server.address)
+    stub = rpc.LogStub(channel)
+    for raw in (b"", b"\x01" * 31, b"x" * (1 << 20)):
+        with pytest.raises(grpc.RpcError) as got:
+            stub.GetInclusionProof(pb.GetInclusionProofRequest(leaf_hash=raw), timeout=20)
+        assert got.value.code() is grpc.StatusCode.INVALID_ARGUMENT, got.value.details()
+        assert "a leaf hash is 32 bytes" in str(got.value.details())
+        assert f"got {len(raw)}" in str(got.value.details())
+    channel.close()

@@ -494,27 +494,14 @@ def test_ipv6_clients_of_one_64_share_one_connection_cap() -> None:
 #: (each holds its slot; two per client), then one taking two uploads a minute per client
 #: (each upload an empty file, refused at once). Prints the answers' first lines.
 _NETNS_UPLOADS = """
-import json, socket, sys
+import json, sys
 sys.path.insert(0, "tests")
 from conftest import start_web
-HEAD = (b"POST /api/v1/verify HTTP/1.1\\r\\nHost: x\\r\\nConnection: close\\r\\n"
-        b"Content-Type: multipart/form-data; boundary=B\\r\\nContent-Length: %d\\r\\n\\r\\n")
-PART = b'--B\\r\\nContent-Disposition: form-data; name="file"; filename="a.jpg"\\r\\n\\r\\n'
+from test_http_slow_clients import PART, _answer, _upload_from
 def upload(port, source, body, whole):
-    s = socket.socket(socket.AF_INET6)
-    s.bind((source, 0))
-    s.connect(("fd00:1::1", port))
-    s.sendall(HEAD % (len(body) + (0 if whole else 10**6)) + body)
-    s.settimeout(3.0)
-    return s
+    return _upload_from(port, source, body, whole, "fd00:1::1")
 def answer(s):
-    data = b""
-    try:
-        while chunk := s.recv(4096):
-            data += chunk
-    except TimeoutError:
-        pass
-    return data.decode() or None
+    return _answer(s, 3.0)
 sources = ("fd00:1::a", "fd00:1::b", "fd00:1::c", "fd00:2::a")
 out = {}
 proc = start_web("127.0.0.1:1", "--listen", "[fd00:1::1]:0")
@@ -568,3 +555,63 @@ def test_ipv6_clients_of_one_64_share_the_upload_limits() -> None:
         "HTTP/1.1 400 Bad Request",
     ], rate
     assert "too many uploads from fd00:1::/64: at most 2 a minute" in rate[2]
+
+
+#: The head of a multipart form's file part (boundary B), for `_upload_from`.
+PART = b'--B\r\nContent-Disposition: form-data; name="file"; filename="a.jpg"\r\n\r\n'
+
+
+def _upload_from(
+    port: int, source: str, body: bytes, whole: bool, host: str = "127.0.0.1"
+) -> socket.socket:
+    """An upload to `prov web` on ``host``:``port`` from ``source`` (another address of
+    this machine) sending ``body``, a multipart form (boundary B); unless ``whole``,
+    announcing a megabyte more (it stalls)."""
+    head = (
+        b"POST /api/v1/verify HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+        b"Content-Type: multipart/form-data; boundary=B\r\nContent-Length: %d\r\n\r\n"
+    )
+    s = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+    s.bind((source, 0))
+    s.connect((host, port))
+    s.sendall(head % (len(body) + (0 if whole else 10**6)) + body)
+    return s
+
+
+def _answer(s: socket.socket, wait: float) -> str | None:
+    """The answer on ``s`` (the server closes it after), or None if none within ``wait``."""
+    got = _read_until_closed(s, wait)
+    return got.decode() if got else None
+
+
+def test_web_upload_slots_are_shared_fairly_between_clients() -> None:
+    """`prov web`'s 8 relay slots are shared as the service's are: four addresses holding
+    two stalled uploads each no longer shut out a fifth, whose upload takes the slot of
+    one of theirs (here an empty file, refused at once with 400, so no service is
+    needed); that one is answered 503 "upload cut" at its next piece, the others go on.
+    Before, the fifth got 503 for as long as the four kept their bodies coming at the
+    slowest pace allowed (256 KiB/s in all)."""
+    proc = start_web("127.0.0.1:1")
+    try:
+        port = int(proc.address.rsplit(":", 1)[1])
+        held = [
+            _upload_from(port, f"127.0.0.{2 + i // 2}", PART + b"\xff\xd8", whole=False)
+            for i in range(8)
+        ]
+        time.sleep(0.5)
+        newcomer = _upload_from(port, "127.0.0.9", PART + b"\r\n--B--\r\n", whole=True)
+        first = _answer(newcomer, 5.0)
+        assert first is not None and first.startswith("HTTP/1.1 400 Bad Request\r\n"), first
+        assert "empty file" in first
+        for s in held:
+            s.sendall(b"\0" * 1000)
+        answers = [_answer(s, 1.0) for s in held]
+        cut = [a for a in answers if a is not None]
+        assert len(cut) == 1, answers
+        assert cut[0].startswith("HTTP/1.1 503 Service Unavailable\r\n"), cut[0]
+        assert "upload cut" in cut[0] and "retry-after: 5" in cut[0].lower()
+        assert answers.index(cut[0]) == 1  # the first address's newest of its two
+        for s in held:
+            s.close()
+    finally:
+        proc.stop()

@@ -16,7 +16,7 @@ from provenance.core import merkle
 from provenance.core.binding import PerceptualHash
 from provenance.core.claims import Claim, HardBinding, SignedClaim, Verdict
 from provenance.core.envelope import PAYLOAD_TYPE_CLAIM, PAYLOAD_TYPE_ENROLL, sign_payload
-from provenance.core.errors import LogIntegrityError, SequenceError, StorageError
+from provenance.core.errors import ClaimError, LogIntegrityError, SequenceError, StorageError
 from provenance.core.keys import DeviceKey
 from provenance.core.verify import FileFacts
 from provenance.log.checkpoint import open_checkpoint
@@ -128,6 +128,26 @@ def test_service_on_every_backend(db: Path | str, tmp_path: Path) -> None:
     last = _service(db, tmp_path)
     assert last.startup.rehashed_from == 8
     last.close()
+
+
+def test_text_with_a_nul_is_refused_alike_on_every_backend(db: Path | str, tmp_path: Path) -> None:
+    """A token label or a revocation reason holding a NUL character (U+0000) is a
+    ClaimError (INVALID_ARGUMENT) naming the field on every backend, and nothing is
+    changed: PostgreSQL's text cannot hold one, and its refusal was a LogIntegrityError
+    (DATA_LOSS "the log database is damaged"; a revocation's failed its whole group
+    commit, which the writer then retried one by one), while SQLite kept the NUL."""
+    s = _service(db, tmp_path)
+    try:
+        with pytest.raises(ClaimError, match="enrollment token's label holds a NUL"):
+            s.create_enrollment_token(label="night\x00shift")
+        key = _enroll(s)
+        s.submit(_claim(key, 1))
+        with pytest.raises(ClaimError, match="revocation reason holds a NUL"):
+            s.revoke(key.key_id, "lost\x00", None)
+        assert not s.get_device(key.key_id).revoked
+        assert s.submit(_claim(key, 2)).receipt.leaf_index == 2  # nothing else logged
+    finally:
+        s.close()
 
 
 def test_two_services_share_one_postgresql_log(pg_url: str, tmp_path: Path) -> None:

@@ -162,6 +162,13 @@ def serve(
     upload_deadline_seconds: Annotated[
         float, typer.Option(help="An upload still arriving after this long is cut.")
     ] = 600.0,
+    upload_min_rate_kb: Annotated[
+        int,
+        typer.Option(
+            help="KiB/s an upload must average, after its first --upload-idle-seconds, to"
+            " keep its slot when all --max-uploads are taken and another arrives; 0: none."
+        ),
+    ] = 32,
     min_chunk_kb: Annotated[
         int,
         typer.Option(
@@ -301,6 +308,7 @@ def serve(
         decode_wait_s=decode_wait_seconds,
         upload_idle_s=upload_idle_seconds,
         upload_deadline_s=upload_deadline_seconds,
+        upload_min_rate=upload_min_rate_kb * 1024,
         min_chunk_bytes=min_chunk_kb * 1024,
         max_lookups=max_lookups,
         max_lookup_queries=max_lookup_queries,

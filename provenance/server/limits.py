@@ -30,7 +30,7 @@ import urllib.parse
 from collections import deque
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
 from provenance.core.errors import (
@@ -72,6 +72,9 @@ class ServerLimits:
     [--decode-wait-seconds]; upload_idle_s: seconds
     an upload stream may go without a message [--upload-idle-seconds]; upload_deadline_s:
     seconds from the call's start to its last message [--upload-deadline-seconds];
+    upload_min_rate: bytes a second an upload must average, once it has run for
+    ``upload_idle_s``, to keep its slot while every slot is taken and another upload
+    arrives (`UploadGate`) [--upload-min-rate-kb]; 0: none;
     min_chunk_bytes: smallest upload message except the last, and smallest chunk size of a
     sidecar's chunked binding the server hashes chunk by chunk [--min-chunk-kb];
     max_lookups: Lookup calls served at once, the rest refused, each in its own thread
@@ -110,6 +113,7 @@ class ServerLimits:
     decode_wait_s: float = 10.0
     upload_idle_s: float = 30.0
     upload_deadline_s: float = 600.0
+    upload_min_rate: int = 32 * 1024
     min_chunk_bytes: int = 64 * 1024
     max_lookups: int = 4
     max_lookup_queries: int = MAX_LOOKUP_QUERIES
@@ -142,6 +146,7 @@ class ServerLimits:
                 raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
         for name in (
             "min_chunk_bytes",
+            "upload_min_rate",
             "quota_claims_per_minute",
             "quota_bytes_per_minute",
             "forgeries_per_minute",
@@ -152,14 +157,20 @@ class ServerLimits:
 
 @dataclass(eq=False)
 class UploadSlot:
-    """One upload's hold on an `UploadGate` slot: its client (`peer_client`), whether it
-    is still receiving, and whether another client's upload took its slot (it is then
-    cut: `UploadGate.messages` raises LimitError)."""
+    """One upload's hold on an `UploadGate` slot: its client (`peer_client`), when it
+    started (`time.monotonic`), whether it is still receiving, how many of the file's
+    bytes it has received, and whether another upload took its slot (it is then cut:
+    `UploadGate.messages` raises LimitError), and if so for its pace (``slow``, bytes a
+    second) rather than its client's share."""
 
     client: str
+    started: float = field(default_factory=time.monotonic)
     receiving: bool = True
     evicted: bool = False
+    slow: float | None = None
     _evict: Callable[[], None] | None = None
+    #: bytes of the file received so far (set by the caller: the upload's size)
+    received: Callable[[], int] = lambda: 0
 
 
 class UploadGate:
@@ -172,10 +183,26 @@ class UploadGate:
     The ``max_uploads`` slots are shared fairly between clients (`peer_client`: an IPv4
     address, an IPv6 /64): a lone client may take them all, but when they are all taken
     and an upload arrives from a client holding at least two fewer than the client
-    holding the most, that client's newest upload still receiving is cut (LimitError,
-    "try again") and its slot goes to the newcomer. Before, one client's 8 streams, each
-    sending 64 KiB every 29 s (18 KiB/s in all), held every slot for their 600 s and
-    again, and every other caller, the web front-end's uploads included, was refused.
+    holding the most, the upload of that client still receiving that has received the
+    fewest bytes (the newest of those) is cut (LimitError, "try again") and its slot goes
+    to the newcomer; a client's last upload is never cut for its share. Before, one
+    client's 8 streams, each sending 64 KiB every 29 s (18 KiB/s in all), held every slot
+    for their 600 s and again, and every other caller, the web front-end's uploads
+    included, was refused.
+    The fewest bytes, not the newest: the web front-end relays all its users' uploads as
+    one client, and a large file it relayed was its newest upload still receiving
+    whenever the small ones it started later had arrived, so every newcomer from another
+    address cut it (retried, it was the newest again); the upload that has received the
+    least loses the least work.
+
+    Failing that, the newcomer takes the slot of the slowest upload still receiving that
+    has run for more than ``upload_idle_s`` and averaged under ``upload_min_rate`` bytes
+    a second since its start, whoever's it is. Before, the shares alone let a client with
+    8 addresses (8 IPv4 addresses, or 8 IPv6 /64s: a home's /56 has 256) hold every slot
+    with one stalled stream each, 64 KiB every 20 s (26 KiB/s in all), and every other
+    upload, the web front-end's included, was refused for their 600 s and again; now each
+    slot costs it ``upload_min_rate`` (256 KiB/s for all 8 at the default 32 KiB/s, the
+    pace the web front-end asks of its own uploaders).
     """
 
     def __init__(self, limits: ServerLimits) -> None:
@@ -184,18 +211,38 @@ class UploadGate:
         self._lock = threading.Lock()  # a slot is taken on the loop, given back in a thread
         self._held = 0  # slots taken (an evicted upload's counts for its successor)
         self._slots: dict[str, list[UploadSlot]] = {}  # each client's, oldest first
+        # uploads refused a slot waiting for one to be given back (`wait_release`)
+        self._waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
 
     def _victim(self, client: str) -> UploadSlot | None:
-        """The newest upload still receiving of the client holding the most slots, when
-        that is at least two more than ``client`` holds; else None. Under ``_lock``."""
+        """Of the client holding the most slots, when that is at least two more than
+        ``client`` holds, the upload still receiving that has received the fewest bytes
+        (the newest of those); else the slowest upload under the minimum pace (its
+        ``slow`` set); else None. Under ``_lock``."""
         mine = len(self._slots.get(client, ()))
         for slots in sorted(self._slots.values(), key=len, reverse=True):
             if len(slots) < mine + 2:
-                return None
-            for slot in reversed(slots):
-                if slot.receiving and not slot.evicted:
-                    return slot
-        return None
+                break
+            receiving = [s for s in reversed(slots) if s.receiving and not s.evicted]
+            if receiving:  # min keeps the first of equals: the newest
+                return min(receiving, key=lambda s: s.received())
+        return self._slowest()
+
+    def _slowest(self) -> UploadSlot | None:
+        """The upload still receiving, older than ``upload_idle_s``, with the lowest
+        average pace under ``upload_min_rate``, its ``slow`` set to that pace; else None."""
+        lim = self.limits
+        now = time.monotonic()
+        victim, pace = None, float(lim.upload_min_rate)
+        for slots in self._slots.values():
+            for s in slots:
+                age = now - s.started
+                if s.receiving and not s.evicted and age > lim.upload_idle_s:
+                    if (rate := s.received() / age) < pace:
+                        victim, pace = s, rate
+        if victim is not None:
+            victim.slow = pace
+        return victim
 
     @contextmanager
     def upload(self, client: str = "") -> Iterator[UploadSlot]:
@@ -224,6 +271,7 @@ class UploadGate:
         try:
             yield slot
         finally:
+            waiters = []
             with self._lock:
                 if not slot.evicted:
                     self._held -= 1
@@ -231,6 +279,28 @@ class UploadGate:
                     mine.remove(slot)
                     if not mine:
                         del self._slots[client]
+                    waiters, self._waiters = self._waiters, []
+            for loop, fut in waiters:  # given back in a pool thread, or on the loop
+                try:
+                    loop.call_soon_threadsafe(_wake, fut)
+                except RuntimeError:  # that loop is closed: nobody waits
+                    pass
+
+    async def wait_release(self, timeout: float) -> None:
+        """Return once an upload slot is given back (at once if one is free), or after
+        ``timeout`` seconds, whichever is first. Call on the event loop."""
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[None] = loop.create_future()
+        with self._lock:
+            if self._held < self.limits.max_uploads:
+                return
+            self._waiters.append((loop, fut))
+        try:
+            await asyncio.wait([fut], timeout=timeout)
+        finally:
+            with self._lock:
+                if (loop, fut) in self._waiters:
+                    self._waiters.remove((loop, fut))
 
     async def messages(
         self, requests: AsyncIterator[Any], slot: UploadSlot | None = None
@@ -240,9 +310,9 @@ class UploadGate:
         message is late (the caller aborts the call with DEADLINE_EXCEEDED), LimitError
         when another client's upload took ``slot`` (see `upload`).
 
-        The caller must not await anything else between messages (the timer cancels
-        whatever the task awaits), and closes the generator when it stops early
-        (`contextlib.aclosing`)."""
+        The timer runs only while the stream is awaited: the caller may await other
+        things between messages (`VerificationServicer` waits for the hashing to catch
+        up); it closes the generator when it stops early (`contextlib.aclosing`)."""
         lim = self.limits
         loop = asyncio.get_running_loop()
         end = loop.time() + lim.upload_deadline_s
@@ -257,16 +327,26 @@ class UploadGate:
 
         if slot is not None:
             slot._evict = evict
-        cut = LimitError(
-            f"upload cut: the server's {lim.max_uploads} upload slots (--max-uploads) are"
-            " all taken and this client held the most, so another client's upload took"
-            " one: try again shortly"
-        )
+
+        def cut() -> LimitError:
+            why = (
+                f"this upload averaged {slot.slow / 1024:.1f} KiB/s, under the server's"
+                f" minimum of {lim.upload_min_rate / 1024:g} KiB/s (--upload-min-rate-kb),"
+                " so another upload took its slot: send it faster, or try again later"
+                if slot is not None and slot.slow is not None
+                else "this client held the most, so another client's upload took one:"
+                " try again shortly"
+            )
+            return LimitError(
+                f"upload cut: the server's {lim.max_uploads} upload slots (--max-uploads)"
+                f" are all taken and {why}"
+            )
+
         try:
             async with timer:
                 while True:
                     if slot is not None and slot.evicted:
-                        raise cut
+                        raise cut()
                     waiting = True
                     try:
                         msg = await anext(it)
@@ -274,11 +354,19 @@ class UploadGate:
                         break
                     finally:
                         waiting = False
+                    # paused while the caller has the message: else it cancelled whatever
+                    # the caller awaited then, and grpc.aio answers a handler ending in
+                    # CancelledError with no status: its client waited for its deadline
+                    timer.reschedule(None)
                     yield msg
                     timer.reschedule(min(end, loop.time() + lim.upload_idle_s))
+            # the stream may end in the loop turn between the cut and its timer: its slot
+            # is the newcomer's now, so it must not go on to be decoded beside it
+            if slot is not None and slot.evicted:
+                raise cut()
         except TimeoutError as e:
             if slot is not None and slot.evicted:
-                raise cut from e
+                raise cut() from e
             if loop.time() < end - 1e-3:
                 raise UploadTimeoutError(
                     f"upload idle for more than {lim.upload_idle_s:g} s"
@@ -521,7 +609,8 @@ FORGERY_PEERS_KEPT = 4096
 
 
 def _wake(waiter: asyncio.Future[None]) -> None:
-    """Let a submission waiting for a forgery token look again (its timer ran out)."""
+    """Let a waiter look again: a submission waiting for a forgery token (its timer ran
+    out), an upload waiting for a slot (`UploadGate.wait_release`)."""
     if not waiter.done():
         waiter.set_result(None)
 

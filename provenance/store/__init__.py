@@ -32,7 +32,7 @@ import numpy as np
 
 from provenance.core.binding import PerceptualHash
 from provenance.core.claims import Device, SignedClaim
-from provenance.core.errors import ConfigError
+from provenance.core.errors import ClaimError, ConfigError
 from provenance.core.keyhistory import KeyEvent, SignedKeyEvent
 
 __all__ = [
@@ -46,8 +46,23 @@ __all__ = [
     "from_us",
     "is_postgres_url",
     "open_store",
+    "storable_text",
     "to_us",
 ]
+
+
+def storable_text(value: str, what: str) -> str:
+    """``value``, a text field a store keeps (a token's label, a revocation reason, a
+    device's certificate chain), when every backend can keep it: PostgreSQL's text
+    cannot hold the NUL character (U+0000). Raises ClaimError (INVALID_ARGUMENT) naming
+    ``what`` otherwise, on every backend alike; before, PostgreSQL's refusal was taken
+    for a damaged database (DATA_LOSS "the log database is damaged") and SQLite kept it."""
+    if "\x00" in value:
+        raise ClaimError(
+            f"the {what} holds a NUL character (U+0000), which the log's database cannot"
+            " store: send it without one"
+        )
+    return value
 
 
 def to_us(when: datetime) -> int:

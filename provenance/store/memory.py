@@ -29,6 +29,7 @@ from provenance.store import (
     add_usage,
     parse_usage,
     quota_key,
+    storable_text,
     to_us,
 )
 
@@ -73,6 +74,7 @@ def _enroll(
     state: _State, token_hash: bytes | None, device: Device, now: datetime, certificate_pem: str
 ) -> Device:
     label = device.label
+    storable_text(certificate_pem, "device certificate chain")
     token = None
     if token_hash is not None:
         token = state.tokens.get(token_hash)
@@ -94,6 +96,7 @@ def _enroll(
 
 
 def _revoke(state: _State, device_id: bytes, effective_at: datetime, reason: str) -> Device:
+    storable_text(reason, "revocation reason")
     d = state.devices.get(device_id)
     if d is None:
         raise UnknownDeviceError(f"device {device_id.hex()} is not enrolled")
@@ -263,6 +266,7 @@ class MemoryStore:
         return d
 
     def add_token(self, token_hash: bytes, label: str, now: datetime, expires: datetime) -> None:
+        storable_text(label, "enrollment token's label")
         with self._lock:
             self._state.tokens[token_hash] = _Token(label, expires)
 

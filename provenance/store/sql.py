@@ -39,6 +39,7 @@ from provenance.store import (
     from_us,
     parse_usage,
     quota_key,
+    storable_text,
     to_us,
 )
 
@@ -167,6 +168,7 @@ def enroll(
 ) -> Device:
     """`Store.enroll` on a connection inside a write transaction."""
     label = device.label
+    storable_text(certificate_pem, "device certificate chain")
     if token_hash is not None:
         row = c.execute(
             "SELECT label, expires_at, used_at FROM enrollment_tokens WHERE token_hash=?",
@@ -199,6 +201,7 @@ def enroll(
 
 def revoke(c: Conn, device_id: bytes, effective_at: datetime, reason: str) -> Device:
     """`Store.revoke` on a connection inside a write transaction."""
+    storable_text(reason, "revocation reason")
     d = find_device(c, device_id)
     if d is None:
         raise UnknownDeviceError(f"device {device_id.hex()} is not enrolled")
@@ -544,6 +547,7 @@ class SqlStore(ABC):
         return d
 
     def add_token(self, token_hash: bytes, label: str, now: datetime, expires: datetime) -> None:
+        storable_text(label, "enrollment token's label")
         with self._errors(), self._write() as c:
             c.execute(
                 "INSERT INTO enrollment_tokens(token_hash, label, created_at, expires_at)"

@@ -148,17 +148,52 @@ class _Relay:
         await anyio.to_thread.run_sync(self._put, None)
         return await self.future
 
-    async def abort(self) -> None:
-        """Cancel the call (the client went away or the form was bad)."""
+    def stop(self) -> None:
+        """Have the call end soon (its worker thread then leaves) without waiting."""
         self._stop.set()
         try:
             self._queue.put_nowait(b"")
         except queue.Full:
             pass
+
+    async def abort(self) -> None:
+        """Cancel the call (the client went away or the form was bad)."""
+        self.stop()
         try:
             await self.future
         except (ProvenanceError, OSError):
             pass
+
+
+@dataclass(eq=False)
+class _Hold:
+    """One upload's hold on a relay slot: its client, the body bytes received so far,
+    whether the body is still arriving, its relay once started, and whether another
+    client's upload took its slot (``cut``: it is answered 503 at its next piece)."""
+
+    peer: str
+    received: int = 0
+    arriving: bool = True
+    relay: _Relay | None = None
+    cut: bool = False
+    #: the relay of the upload whose slot this one took, which must end before this
+    #: one's starts (else the service may still count it and refuse this one)
+    after: _Relay | None = None
+
+    def got(self, chunk: bytes) -> None:
+        """Count ``chunk``; raises WebError (503) when the slot was taken (`Relayer`)."""
+        self.received += len(chunk)
+        if self.cut:
+            raise _cut_error()
+
+
+def _cut_error() -> WebError:
+    return WebError(
+        "upload cut: this page's upload slots were all taken and your address had the"
+        " most of them, so another client's upload took one: try again in a few seconds",
+        "UNAVAILABLE",
+        retry_after=5,
+    )
 
 
 @dataclass
@@ -351,44 +386,84 @@ def _check_length(request: Request, limit: int) -> None:
 
 class Relayer:
     """Relays uploads to the service, each in its own worker thread: at most
-    ``max_concurrent`` at once (more get a 503 with Retry-After), and at most
-    ``limits.per_client`` from one client address (more get a 429)."""
+    ``max_concurrent`` at once, and at most ``limits.per_client`` from one client
+    address (more get a 429).
+
+    The slots are shared fairly between clients, as the service's are: when all are
+    taken, an upload from a client holding at least two fewer than the client holding
+    the most takes the slot of that client's upload whose body is still arriving and has
+    arrived the least (the newest of equals), which is answered 503 "upload cut ... try
+    again" at its next piece; a client's last upload is never cut. Otherwise one more is
+    answered 503 with Retry-After. Before, four addresses each holding two uploads that
+    sent their body at the slowest pace allowed (nothing for the first 120 s, then
+    32 KiB/s: 256 KiB/s in all) kept every other caller's upload answered 503."""
 
     def __init__(self, client: ProvenanceClient, limits: UploadLimits, max_concurrent: int) -> None:
         self.client = client
         self.limits = limits
-        self._slots = threading.BoundedSemaphore(max_concurrent)
+        self._max = max_concurrent
         self._executor = ThreadPoolExecutor(max_concurrent, thread_name_prefix="relay")
-        self._running: dict[str, int] = {}
+        # touched on the event loop only: slots taken (a cut upload's counts for its
+        # successor) and each client's uploads, oldest first
+        self._held = 0
+        self._holds: dict[str, list[_Hold]] = {}
 
     def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
 
+    def _victim(self, mine: int) -> _Hold | None:
+        """Of the client holding the most slots, when that is at least ``mine`` + 2, the
+        upload whose body is still arriving and has arrived the least (the newest of
+        equals); else None."""
+        for holds in sorted(self._holds.values(), key=len, reverse=True):
+            if len(holds) < mine + 2:
+                return None
+            arriving = [h for h in reversed(holds) if h.arriving]
+            if arriving:  # min keeps the first of equals: the newest
+                return min(arriving, key=lambda h: h.received)
+        return None
+
     @contextmanager
-    def _slot(self, peer: str) -> Iterator[None]:
-        """Hold one relay slot for ``peer`` (runs on the event loop: no lock needed for
-        the per-client counts)."""
-        if self._running.get(peer, 0) >= self.limits.per_client:
+    def _slot(self, peer: str) -> Iterator[_Hold]:
+        """Hold one relay slot for ``peer`` (see the class docstring; runs on the event
+        loop: no lock needed)."""
+        mine = self._holds.get(peer, [])
+        if len(mine) >= self.limits.per_client:
             raise WebError(
                 f"{self.limits.per_client} uploads from {peer} are already running;"
                 " wait for one to finish",
                 "RATE_LIMITED",
                 retry_after=5,
             )
-        if not self._slots.acquire(blocking=False):
-            raise WebError(
-                "the server is verifying as many files as it can; try again in a few seconds",
-                "UNAVAILABLE",
-                retry_after=5,
-            )
-        self._running[peer] = self._running.get(peer, 0) + 1
+        if self._held >= self._max:
+            victim = self._victim(len(mine))
+            if victim is None:
+                raise WebError(
+                    "the server is verifying as many files as it can; try again in a few seconds",
+                    "UNAVAILABLE",
+                    retry_after=5,
+                )
+            victim.cut = True  # its slot is this upload's now
+            self._release(victim)
+            if victim.relay is not None:
+                victim.relay.stop()  # its worker thread is free for this upload's relay
+        else:
+            victim = None
+            self._held += 1
+        hold = _Hold(peer, after=victim.relay if victim is not None else None)
+        self._holds.setdefault(peer, []).append(hold)
         try:
-            yield
+            yield hold
         finally:
-            self._slots.release()
-            self._running[peer] -= 1
-            if not self._running[peer]:
-                del self._running[peer]
+            if not hold.cut:
+                self._held -= 1
+                self._release(hold)
+
+    def _release(self, hold: _Hold) -> None:
+        holds = self._holds[hold.peer]
+        holds.remove(hold)
+        if not holds:
+            del self._holds[hold.peer]
 
     async def verify_form(self, request: Request, detect: bool, peer: str) -> Verified:
         """Verify the ``file`` field of a multipart request (with its optional
@@ -397,18 +472,21 @@ class Relayer:
         sidecar, and TransportError with the service's status."""
         boundary = _boundary(request)
         _check_length(request, self.limits.max_file_bytes + MAX_SIDECAR_BYTES + 64 * 1024)
-        with self._slot(peer):
-            return await self._verify_form(request, boundary, detect)
+        with self._slot(peer) as hold:
+            return await self._verify_form(request, boundary, detect, hold)
 
-    async def _verify_form(self, request: Request, boundary: bytes, detect: bool) -> Verified:
+    async def _verify_form(
+        self, request: Request, boundary: bytes, detect: bool, hold: _Hold
+    ) -> Verified:
         form = _Form(self.limits.max_file_bytes)
         parser = MultipartParser(boundary, form.callbacks())
         relay: _Relay | None = None
         try:
             async for chunk in _body(request, self.limits):
+                hold.got(chunk)
                 _write(parser, chunk)
                 if relay is None and len(form.held) > self.limits.hold_bytes:
-                    relay = self._start(form.filename, 0, form.sidecar(), detect)
+                    relay = await self._start(hold, form.filename, 0, form.sidecar(), detect)
                 if relay is not None:
                     if relay.done.is_set():
                         break  # the service answered early (an error): stop reading
@@ -417,14 +495,19 @@ class Relayer:
             else:
                 parser.finalize()
                 self._check_complete(form, relay is not None)
+            hold.arriving = False  # whole: never cut from here on
             if relay is None:
-                relay = self._start(form.filename, form.file_size, form.sidecar(), detect)
+                relay = await self._start(
+                    hold, form.filename, form.file_size, form.sidecar(), detect
+                )
             if block := form.take(1):
                 await relay.send(block)
             return Verified(await relay.finish(), form.filename)
-        except BaseException:
+        except BaseException as e:
             if relay is not None:
                 await relay.abort()
+            if hold.cut and isinstance(e, ProvenanceError):
+                raise _cut_error() from e  # e.g. its idle timeout, or its aborted relay
             raise
 
     def _check_complete(self, form: _Form, streaming: bool) -> None:
@@ -442,29 +525,42 @@ class Relayer:
                 f" {self.limits.hold_bytes:,} bytes: send the sidecar field before the file"
             )
 
-    def _start(
+    async def _start(
         self,
+        hold: _Hold,
         filename: str,
         size: int,
         sidecar: Sidecar | None,
         detect: bool,
     ) -> _Relay:
-        return _Relay(self._executor, self.client, filename, size, sidecar, detect, self.limits)
+        """Start ``hold``'s relay, once the relay of the upload it took the slot of (if
+        any) has ended."""
+        if hold.after is not None:
+            await asyncio.wait([hold.after.future])  # its outcome is its own caller's
+            if hold.cut:  # cut in turn while it waited: no relay of its own then
+                raise _cut_error()
+        hold.relay = _Relay(
+            self._executor, self.client, filename, size, sidecar, detect, self.limits
+        )
+        return hold.relay
 
     async def verify_body(self, request: Request, filename: str, peer: str) -> Verified:
         """Verify a request whose whole body is the file (the C2PA ``/matches/byContent``
         shape). Raises WebError and TransportError as `verify_form` does."""
         _check_length(request, self.limits.max_file_bytes)
-        with self._slot(peer):
+        with self._slot(peer) as hold:
             body = _body(request, self.limits)
-            return Verified(await self._verify_body(body, filename), filename)
+            return Verified(await self._verify_body(body, filename, hold), filename)
 
-    async def _verify_body(self, body: AsyncIterator[bytes], filename: str) -> VerificationReport:
-        relay = self._start(filename, 0, None, False)
+    async def _verify_body(
+        self, body: AsyncIterator[bytes], filename: str, hold: _Hold
+    ) -> VerificationReport:
+        relay = await self._start(hold, filename, 0, None, False)
         size = 0
         pending = bytearray()
         try:
             async for chunk in body:
+                hold.got(chunk)
                 size += len(chunk)
                 if size > self.limits.max_file_bytes:
                     raise WebError(
@@ -479,9 +575,12 @@ class Relayer:
                     pending.clear()
             if size == 0 and not relay.done.is_set():
                 raise WebError("empty body: send the file's bytes as the request body")
+            hold.arriving = False
             if pending:
                 await relay.send(bytes(pending))
             return await relay.finish()
-        except BaseException:
+        except BaseException as e:
             await relay.abort()
+            if hold.cut and isinstance(e, ProvenanceError):
+                raise _cut_error() from e
             raise
