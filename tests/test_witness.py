@@ -146,6 +146,13 @@ def test_witness_cosigns_a_growing_log_and_refuses_rollback_and_forks(
         third = submit(2)
         status, _, _ = _post(url, _body(8, c.consistency_proof(8, 10), third))
         assert status == 200
+        # the same checkpoint again (anyone can replay the public one) is cosigned, but the
+        # state file is not rewritten: no fsync per replay
+        (state,) = (tmp_path / "wstate").glob("*.json")
+        inode = state.stat().st_ino
+        status, cosig3, _ = _post(url, _body(10, [], third))
+        assert status == 200 and verify_cosignature(third + cosig3, wkey)
+        assert state.stat().st_ino == inode
         # this server was started without --witness: it has no cosigned checkpoint to give
         with pytest.raises(TransportError, match="requests no witness cosignatures") as e:
             c.cosigned_checkpoint()

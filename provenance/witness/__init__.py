@@ -11,7 +11,8 @@ signed checkpoint. The witness answers:
   when the old size is not the size it last cosigned (a rolled-back or stale client),
   or when the size is the same and the root differs (a fork);
 - 422 when the consistency proof (RFC 9162 2.1.4.2) does not verify;
-- else 200 and one cosignature line, after persisting the new checkpoint; the check
+- else 200 and one cosignature line, after persisting the new checkpoint (a checkpoint of
+  the size already cosigned, which anyone can replay, is cosigned without a save); the check
   and the update are atomic (one lock per witness, the tlog-witness race).
 
 A cosignature (c2sp.org/tlog-cosignature "Format", "Ed25519 signed message") is a note
@@ -323,7 +324,8 @@ class Witness:
                     )
                 except LogError as e:
                     return Answer(422, f"the consistency proof does not verify: {e}\n")
-            self._save(new, request.note)
+            if old is None or old.size != new.size:  # the same tree again: nothing to save
+                self._save(new, request.note)
             timestamp = int(self._clock().timestamp())
             body_text = request.note[: request.note.rfind("\n\n") + 1].encode()
             return Answer(200, cosign(self.signer, body_text, timestamp))
