@@ -6,6 +6,8 @@ if a fix regressed runs in a subprocess with a timeout."""
 from __future__ import annotations
 
 import csv
+import hashlib
+import io
 import json
 import os
 import subprocess
@@ -21,7 +23,19 @@ import pytest
 from conftest import ADMIN_TOKEN, ROOT, SAMPLES, ServerProc, start_server
 
 from clients.cli import main as prov_main
-from clients.scan.sources import HashedItem, RefusedItem, ScanLimits, iter_items
+from clients.scan.engines import LocalEngine
+from clients.scan.pipeline import fetch_bytes, run_scan
+from clients.scan.sources import (
+    EntryItem,
+    FileItem,
+    HashedItem,
+    RefusedItem,
+    ScanLimits,
+    escape_name,
+    iter_items,
+    unescape_name,
+)
+from clients.scan.worker import ScanConfig
 
 DEEP_JSON = b"[" * 200_000
 JPEG = (SAMPLES / "rocket.jpg").read_bytes()
@@ -351,3 +365,105 @@ def test_scan_reports_show_bidi_controls_of_names_escaped(srv: ServerProc, tmp_p
     assert "cat\\u202egnp.exe" in page and "bad\\u202epiz.txt.zip" in page
     assert "cat\\u202egnp.exe" in table and "note\\u200ftxt.jpg" in table
     assert "a.zip!in\\u2067side\\u2069\\u061c\\u202a" in table, table
+
+
+#: A byte that is not UTF-8, as the operating system and `tarfile` hand it over.
+FF = os.fsdecode(b"\xff")
+#: One name in Unicode's composed (NFC) and decomposed (NFD) forms: two names on Linux.
+NFC, NFD = "\u00e9.jpg", "e\u0301.jpg"
+
+
+def _lookalikes(d: Path) -> dict[str, bytes]:
+    """Pairs of files whose refs were one before session 28, in a real folder, a tar and
+    a zip; each file's bytes (a JPEG made distinct) by the ref it must get now.
+
+    ``bad<0xFF>.jpg`` and ``bad\\xff.jpg`` (backslash, x, f, f) were both written
+    ``bad\\xff.jpg``; a file named ``a.zip!x.jpg`` beside ``a.zip`` holding ``x.jpg``,
+    and an entry ``d.zip!y.jpg`` beside a nested ``d.zip`` holding ``y.jpg``, both were
+    ``...a.zip!x.jpg`` and ``...c.zip!d.zip!y.jpg``. Names that differ only in case or
+    Unicode normalisation are there too (they never shared a ref)."""
+    d.mkdir()
+    n = iter(range(1, 100))
+
+    def body() -> bytes:
+        return JPEG + bytes([next(n)])
+
+    want: dict[str, bytes] = {}
+    for name, ref in ((f"bad{FF}.jpg", "bad\\xff.jpg"), ("bad\\xff.jpg", "bad\\\\xff.jpg")):
+        want[f"{d}/{ref}"] = data = body()
+        (d / name).write_bytes(data)
+    for name in (NFC, NFD, "A.jpg", "a.jpg"):  # distinct names, never folded together
+        want[f"{d}/{name}"] = data = body()
+        (d / name).write_bytes(data)
+    with zipfile.ZipFile(d / "a.zip", "w") as z:
+        for name in ("x.jpg", NFC, NFD):
+            want[f"{d}/a.zip!{name}"] = data = body()
+            z.writestr(name, data)
+    want[f"{d}/a.zip\\!x.jpg"] = data = body()
+    (d / "a.zip!x.jpg").write_bytes(data)
+    with tarfile.open(d / "t.tar", "w", format=tarfile.GNU_FORMAT) as t:
+        for name, ref in ((f"bad{FF}.jpg", "bad\\xff.jpg"), ("bad\\xff.jpg", "bad\\\\xff.jpg")):
+            want[f"{d}/t.tar!{ref}"] = data = body()
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            t.addfile(info, io.BytesIO(data))
+    inner = io.BytesIO()
+    with zipfile.ZipFile(inner, "w") as z:
+        want[f"{d}/c.zip!d.zip!y.jpg"] = data = body()
+        z.writestr("y.jpg", data)
+    with zipfile.ZipFile(d / "c.zip", "w") as z:
+        want[f"{d}/c.zip!d.zip\\!y.jpg"] = data = body()
+        z.writestr("d.zip!y.jpg", data)
+        z.writestr("d.zip", inner.getvalue())
+    return want
+
+
+def test_names_that_escaped_alike_get_a_ref_each(tmp_path: Path) -> None:
+    """Every file of `_lookalikes` is one item under its own ref (on the code of 640fea8,
+    the two folder files shared a ref, and so did each pair on either side of a ``!``),
+    and a folder file's ref unescapes to its path."""
+    want = _lookalikes(tmp_path / "d")
+    items = list(iter_items([str(tmp_path / "d")], ScanLimits()))
+    got: dict[str, bytes] = {}
+    for item in items:
+        if isinstance(item, FileItem):
+            assert unescape_name(item.ref) == item.path
+            got[item.ref] = Path(item.path).read_bytes()
+        else:
+            assert isinstance(item, EntryItem), item
+            got[item.ref] = item.data
+    assert len(items) == len(got) == 14
+    assert got == want
+
+
+def test_escape_name_is_injective_and_undone() -> None:
+    """Names that differ only in backslashes, ``!`` and undecodable bytes get refs that
+    differ, and `unescape_name` gives each back; a valid UTF-8 name without ``\\`` or
+    ``!`` is its own ref."""
+    parts = ["a", "\\", "!", "x", "ff", FF, os.fsdecode(b"\x80"), "é", "\\x", " #2"]
+    names = {a + b + c for a in parts for b in parts for c in parts}
+    refs = {escape_name(n): n for n in names}
+    assert len(refs) == len(names)
+    assert all(unescape_name(r) == n for r, n in refs.items())
+    assert escape_name("photos/été 2024/IMG 1.jpg") == "photos/été 2024/IMG 1.jpg"
+
+
+def test_scan_gives_lookalike_names_a_row_each_and_resumes(srv: ServerProc, tmp_path: Path) -> None:
+    """A scan of `_lookalikes` against a real server writes one row per file, under its
+    own path, with that file's SHA-256 (on the code of 640fea8, ``bad<0xFF>.jpg`` and
+    ``a.zip!x.jpg`` had no row and no warning); --resume scans none of them again; the
+    bytes read again for a thumbnail are each row's own file's."""
+    want = _lookalikes(tmp_path / "d")
+    report = tmp_path / "scan.jsonl"
+    config = ScanConfig(server=srv.address)
+    first = run_scan([str(tmp_path / "d")], report, config, LocalEngine(0))
+    rows = [json.loads(line) for line in report.read_text().splitlines()]
+    assert first.scanned == len(rows) == len(want)
+    assert {r["path"]: r["sha256"] for r in rows} == {
+        ref: hashlib.sha256(data).hexdigest() for ref, data in want.items()
+    }
+    text = report.read_text()
+    again = run_scan([str(tmp_path / "d")], report, config, LocalEngine(0), resume=True)
+    assert (again.scanned, again.skipped) == (0, len(want))
+    assert report.read_text() == text
+    assert fetch_bytes(rows, ScanLimits()) == want

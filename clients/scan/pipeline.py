@@ -22,7 +22,7 @@ from clients.scan.engines import Engine
 from clients.scan.report import ReportWriter, Summary, hashed_bytes
 from clients.scan.resume import Journal, RefSet
 from clients.scan.runs import runs
-from clients.scan.sources import EntryItem, Item, ScanLimits, iter_items
+from clients.scan.sources import EntryItem, Item, ScanLimits, iter_items, unescape_name
 from clients.scan.worker import ScanConfig
 
 #: Default items per batch (one Lookup call each). A call costs the server about 1.6 ms
@@ -77,7 +77,7 @@ def fetch_bytes(rows: list[dict[str, Any]], limits: ScanLimits) -> dict[str, byt
             by_archive.setdefault(row["archive"], set()).add(row["path"])
             continue
         try:
-            with open(row["path"], "rb") as f:
+            with open(unescape_name(row["path"]), "rb") as f:
                 data = f.read(limits.assets.max_image_bytes + 1)
         except OSError:
             continue
