@@ -213,6 +213,8 @@ def _archives() -> Iterator[bytes]:
     entries = [("a.jpg", images[0]), ("a.jpg.prov", side), ("dir/b.png", images[1])]
     yield _zip(entries)
     yield _zip(entries + [("../evil.jpg", images[0]), ("inner.zip", _zip(entries[:1]))])
+    # a look-alike: an entry named as the nested archive's entry's ref would be
+    yield _zip(entries + [("inner.zip", _zip(entries[:1])), ("inner.zip!a.jpg", images[1])])
     yield _zip(entries, zipfile.ZIP_STORED)
     yield _zip(entries[:1], zipfile.ZIP_BZIP2)
     yield _zip(entries[:1], zipfile.ZIP_LZMA)

@@ -222,10 +222,15 @@ atexit.register(shutil.rmtree, _ARCHIVE_DIR, True)
 
 def fuzz_archive(data: bytes) -> None:
     """The scanner's archive reader on a file holding ``data`` (zip, tar, compressed tar):
-    it must yield items and never raise; a refused entry is an item with a reason."""
+    it must yield items and never raise; a refused entry is an item with a reason; no two
+    items share a ref (a shared ref would hide one of them from the scan's report)."""
     path = _ARCHIVE_DIR / "input.zip"
     path.write_bytes(data)
+    refs: set[str] = set()
     for item in iter_items([os.fspath(path)], FUZZ_SCAN_LIMITS):
+        if item.ref in refs:
+            raise AssertionError(f"two items share the ref {item.ref!r}")
+        refs.add(item.ref)
         if not isinstance(item, FileItem | EntryItem | HashedItem | RefusedItem):
             raise AssertionError(f"unexpected item {item!r}")
         if isinstance(item, RefusedItem) and not item.error:
