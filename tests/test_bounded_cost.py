@@ -29,6 +29,7 @@ import pytest
 from PIL import Image
 
 from clients.api import ProvenanceClient, Query
+from clients.cli import main as prov_main
 from clients.scan.worker import _lookup_part
 from provenance.core.binding import PerceptualHash
 from provenance.core.claims import Claim, HardBinding, SignedClaim
@@ -342,6 +343,18 @@ def test_an_upload_under_the_minimum_pace_yields_its_slot(
     finally:
         release.set()
     assert fast.exception(timeout=30).code() is grpc.StatusCode.INVALID_ARGUMENT  # zeros
+
+
+def test_a_negative_minimum_pace_is_a_usage_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``prov serve --upload-min-rate-kb -1`` exits 2 naming the flag (before: exit 1,
+    "upload_min_rate cannot be negative, got -1024", the field's name and bytes)."""
+    db = tmp_path / "prov.db"
+    args = ["serve", "--db", str(db), "--listen", "127.0.0.1:0", "--no-detector"]
+    rc = prov_main([*args, "--upload-min-rate-kb", "-1"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "--upload-min-rate-kb" in err and "Traceback" not in err, err
 
 
 def test_an_upload_right_after_an_abandoned_one_gets_its_slot(

@@ -166,7 +166,8 @@ def serve(
         int,
         typer.Option(
             help="KiB/s an upload must average, after its first --upload-idle-seconds, to"
-            " keep its slot when all --max-uploads are taken and another arrives; 0: none."
+            " keep its slot when all --max-uploads are taken and another arrives; 0: none.",
+            min=0,
         ),
     ] = 32,
     min_chunk_kb: Annotated[
