@@ -467,3 +467,32 @@ def test_scan_gives_lookalike_names_a_row_each_and_resumes(srv: ServerProc, tmp_
     assert (again.scanned, again.skipped) == (0, len(want))
     assert report.read_text() == text
     assert fetch_bytes(rows, ScanLimits()) == want
+
+
+def test_an_archive_with_an_odd_name_is_named_as_its_refs_are(
+    srv: ServerProc, tmp_path: Path
+) -> None:
+    """A zip named ``p!\\<0xFF>.zip`` (a ``!``, a backslash, an undecodable byte): its
+    entries' rows give it as their ``archive`` escaped as in their ``path``
+    (``p\\!\\\\\\xff.zip``), in the JSON Lines report and the CSV, and the thumbnail
+    fetch reads the entry again from it. Before, ``archive`` was the raw name: a lone
+    surrogate ``\\udcff`` in the JSON (jq reads U+FFFD) and the CSV, ``!`` and ``\\``
+    unescaped beside the escaped ``path``."""
+    d = tmp_path / "d"
+    d.mkdir()
+    zpath = d / f"p!\\{FF}.zip"
+    with zipfile.ZipFile(zpath, "w") as z:
+        z.writestr("in!.jpg", JPEG + b"\x02")
+    report = tmp_path / "scan.jsonl"
+    rc = prov_main(
+        ["scan", str(d), "--report", str(report), "--server", srv.address, "--workers", "0"]
+    )
+    assert rc == 0
+    text = report.read_text(encoding="utf-8")
+    assert "\\udc" not in text, text
+    (row,) = [json.loads(line) for line in text.splitlines()]
+    escaped = f"{d}/p\\!\\\\\\xff.zip"
+    assert row["archive"] == escaped and row["path"] == f"{escaped}!in\\!.jpg", row
+    (cells,) = list(csv.reader(io.StringIO(report.with_suffix(".csv").read_text())))[1:]
+    assert cells[1] == escaped, cells
+    assert fetch_bytes([row], ScanLimits()) == {row["path"]: JPEG + b"\x02"}

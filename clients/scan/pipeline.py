@@ -88,7 +88,7 @@ def fetch_bytes(rows: list[dict[str, Any]], limits: ScanLimits) -> dict[str, byt
         def skip(ref: str, w: set[str] = wanted) -> bool:
             return ref not in w
 
-        for item in iter_items([archive], limits, skip=skip):
+        for item in iter_items([unescape_name(archive)], limits, skip=skip):
             if isinstance(item, EntryItem) and item.ref in wanted:
                 out[item.ref] = item.data
     return out

@@ -97,7 +97,8 @@ class FileItem:
 
 @dataclass(frozen=True)
 class EntryItem:
-    """An archive entry held in memory. archive: the outermost archive file on disk."""
+    """An archive entry held in memory. archive: the outermost archive file on disk, its
+    path escaped as a ref is (`escape_name`; `unescape_name` gives the path back)."""
 
     ref: str
     data: bytes = field(repr=False)
@@ -292,7 +293,8 @@ class Walker:
                     kind = archive_kind(f.read(_HEAD_BYTES))
                     if kind is not None:
                         f.seek(0)
-                        yield from self._archive(kind, f, escape_name(path), path, 1)
+                        ref = escape_name(path)  # also the rows' archive: valid UTF-8
+                        yield from self._archive(kind, f, ref, ref, 1)
                         return
             except (OSError, NotRegularFileError) as e:
                 msg = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
