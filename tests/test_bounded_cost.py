@@ -307,6 +307,14 @@ def test_upload_cut_spares_the_one_furthest_along(
         f.exception(timeout=30)
 
 
+def _paced(release: threading.Event, size: int) -> Iterator[pb.VerifyFileChunk]:
+    """An upload's messages: a header, then ``size`` zero bytes every 0.3 s until
+    ``release`` is set."""
+    yield pb.VerifyFileChunk(header=pb.VerifyFileHeader())
+    while not release.wait(0.3):
+        yield pb.VerifyFileChunk(data=b"\0" * size)
+
+
 def test_an_upload_under_the_minimum_pace_yields_its_slot(
     tmp_path: Path, srv_factory: list[ServerProc]
 ) -> None:
@@ -321,15 +329,9 @@ def test_an_upload_under_the_minimum_pace_yields_its_slot(
         tmp_path, srv_factory, 2, "--upload-idle-seconds", "1", "--min-chunk-kb", "1"
     )
     release = threading.Event()
-
-    def paced(size: int) -> Iterator[pb.VerifyFileChunk]:
-        yield pb.VerifyFileChunk(header=pb.VerifyFileHeader())
-        while not release.wait(0.3):
-            yield pb.VerifyFileChunk(data=b"\0" * size)
-
     try:
-        slow = first.VerifyFile.future(paced(1024), timeout=60)
-        fast = second.VerifyFile.future(paced(64 * 1024), timeout=60)
+        slow = first.VerifyFile.future(_paced(release, 1024), timeout=60)
+        fast = second.VerifyFile.future(_paced(release, 64 * 1024), timeout=60)
         time.sleep(2.0)  # both past their first second
         assert not slow.done() and not fast.done()
         data = (SAMPLES / "chelsea.png").read_bytes()
@@ -343,6 +345,38 @@ def test_an_upload_under_the_minimum_pace_yields_its_slot(
     finally:
         release.set()
     assert fast.exception(timeout=30).code() is grpc.StatusCode.INVALID_ARGUMENT  # zeros
+
+
+@pytest.mark.parametrize(
+    ("flags", "chunk"),
+    [((), 4 * 1024), (("--upload-min-rate-kb", "0"),  1024)],
+    ids=["default-8-kib-s", "rule-off"],
+)
+def test_an_upload_at_or_over_the_minimum_pace_keeps_its_slot(
+    tmp_path: Path, srv_factory: list[ServerProc], flags: tuple[str, ...], chunk: int
+) -> None:
+    """An upload at about 13 KiB/s keeps its slot under the default minimum pace (8 KiB/s;
+    at 32, the first default, honest 25 KiB/s phones cut each other when the server was
+    full), and with --upload-min-rate-kb 0 even one at about 3 KiB/s does: the newcomer,
+    whose client already holds as many slots as the other, is refused instead."""
+    first, second = _two_clients(
+        tmp_path, srv_factory, 2, "--upload-idle-seconds", "1", "--min-chunk-kb", "1", *flags
+    )
+    release = threading.Event()
+    try:
+        slow = first.VerifyFile.future(_paced(release, chunk), timeout=60)
+        fast = second.VerifyFile.future(_paced(release, 64 * 1024), timeout=60)
+        time.sleep(2.0)  # both past their first second
+        assert not slow.done() and not fast.done()
+        data = (SAMPLES / "chelsea.png").read_bytes()
+        with pytest.raises(grpc.RpcError) as refused:
+            second.VerifyFile(_whole(data), timeout=30)
+        assert refused.value.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert "upload cut" not in (refused.value.details() or "")
+        assert not slow.done() and not fast.done()
+    finally:
+        release.set()
+    assert slow.exception(timeout=30).code() is grpc.StatusCode.INVALID_ARGUMENT  # zeros
 
 
 def test_a_negative_minimum_pace_is_a_usage_error(

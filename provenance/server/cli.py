@@ -169,7 +169,7 @@ def serve(
             " keep its slot when all --max-uploads are taken and another arrives; 0: none.",
             min=0,
         ),
-    ] = 32,
+    ] = 8,
     min_chunk_kb: Annotated[
         int,
         typer.Option(
