@@ -349,7 +349,7 @@ def test_an_upload_under_the_minimum_pace_yields_its_slot(
 
 @pytest.mark.parametrize(
     ("flags", "chunk"),
-    [((), 4 * 1024), (("--upload-min-rate-kb", "0"),  1024)],
+    [((), 4 * 1024), (("--upload-min-rate-kb", "0"), 1024)],
     ids=["default-8-kib-s", "rule-off"],
 )
 def test_an_upload_at_or_over_the_minimum_pace_keeps_its_slot(
