@@ -379,16 +379,33 @@ def test_an_upload_at_or_over_the_minimum_pace_keeps_its_slot(
     assert slow.exception(timeout=30).code() is grpc.StatusCode.INVALID_ARGUMENT  # zeros
 
 
-def test_a_negative_minimum_pace_is_a_usage_error(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+@pytest.mark.parametrize(
+    ("flag", "value"),
+    [
+        ("--upload-min-rate-kb", "-1"),
+        ("--max-uploads", "0"),
+        ("--min-chunk-kb", "-1"),
+        ("--upload-idle-seconds", "-1"),
+        ("--upload-deadline-seconds", "0"),
+        ("--lookup-seconds", "0"),
+        ("--forgeries-per-minute", "-1"),
+        ("--quota-claim-kb-per-minute", "-1"),
+        ("--max-pending-calls", "0"),
+    ],
+)
+def test_a_limit_out_of_range_is_a_usage_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], flag: str, value: str
 ) -> None:
-    """``prov serve --upload-min-rate-kb -1`` exits 2 naming the flag (before: exit 1,
-    "upload_min_rate cannot be negative, got -1024", the field's name and bytes)."""
+    """``prov serve`` with a limit out of its range exits 2 naming the flag, before the
+    database is made (before: exit 1 with the field's name, "upload_min_rate cannot be
+    negative, got -1024", "max_uploads must be at least 1, got 0")."""
     db = tmp_path / "prov.db"
     args = ["serve", "--db", str(db), "--listen", "127.0.0.1:0", "--no-detector"]
-    rc = prov_main([*args, "--upload-min-rate-kb", "-1"])
+    rc = prov_main([*args, flag, value])
     err = capsys.readouterr().err
-    assert rc == 2 and "--upload-min-rate-kb" in err and "Traceback" not in err, err
+    assert rc == 2 and flag in err and "Traceback" not in err, err
+    assert "_" not in err.split("Invalid value")[-1].split("got")[0], err  # no field names
+    assert not db.exists()
 
 
 def test_an_upload_right_after_an_abandoned_one_gets_its_slot(

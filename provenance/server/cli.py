@@ -29,6 +29,35 @@ err = SafeConsole(stderr=True, soft_wrap=True)
 IN_MEMORY = ":memory:"
 
 
+#: `ServerLimits` fields and the `prov serve` flags that set them (a KiB flag's field is in
+#: bytes, but its flag is declared min=0, so no byte value reaches a message)
+_LIMIT_FLAGS = {
+    "rpc_threads": "--rpc-threads",
+    "max_uploads": "--max-uploads",
+    "max_decodes": "--max-decodes",
+    "decode_wait_s": "--decode-wait-seconds",
+    "upload_idle_s": "--upload-idle-seconds",
+    "upload_deadline_s": "--upload-deadline-seconds",
+    "upload_min_rate": "--upload-min-rate-kb",
+    "min_chunk_bytes": "--min-chunk-kb",
+    "max_lookups": "--max-lookups",
+    "max_lookup_queries": "--max-lookup-queries",
+    "max_lookup_hashes": "--max-lookup-hashes",
+    "lookup_s": "--lookup-seconds",
+    "quota_claims_per_minute": "--quota-claims-per-minute",
+    "quota_bytes_per_minute": "--quota-claim-kb-per-minute",
+    "forgeries_per_minute": "--forgeries-per-minute",
+    "max_pending_calls": "--max-pending-calls",
+}
+
+
+def _flag_named(message: str) -> str:
+    """A `ServerLimits` ConfigError message ("max_uploads must be at least 1, got 0") with
+    its field named by the flag the user typed ("--max-uploads must be ...")."""
+    field, _, rest = message.partition(" ")
+    return f"{_LIMIT_FLAGS[field]} {rest}" if field in _LIMIT_FLAGS else message
+
+
 def serve(
     db: Annotated[
         str,
@@ -174,7 +203,8 @@ def serve(
         int,
         typer.Option(
             help="Smallest upload message but the last, KiB; also the smallest chunk of a"
-            " sidecar's chunked binding the server hashes chunk by chunk."
+            " sidecar's chunked binding the server hashes chunk by chunk.",
+            min=0,
         ),
     ] = 64,
     max_lookups: Annotated[
@@ -200,7 +230,7 @@ def serve(
     ] = 600,
     quota_claim_kb_per_minute: Annotated[
         int,
-        typer.Option(help="Signed-claim KiB accepted per device per minute (0: no quota)."),
+        typer.Option(help="Signed-claim KiB accepted per device per minute (0: no quota).", min=0),
     ] = 32768,
     forgeries_per_minute: Annotated[
         int,
@@ -302,24 +332,27 @@ def serve(
             param_hint="--witness-quorum",
         )
     keep_freed_memory()  # upload buffers reused instead of faulted in again
-    limits = ServerLimits(
-        rpc_threads=rpc_threads,
-        max_uploads=max_uploads,
-        max_decodes=max_decodes,
-        decode_wait_s=decode_wait_seconds,
-        upload_idle_s=upload_idle_seconds,
-        upload_deadline_s=upload_deadline_seconds,
-        upload_min_rate=upload_min_rate_kb * 1024,
-        min_chunk_bytes=min_chunk_kb * 1024,
-        max_lookups=max_lookups,
-        max_lookup_queries=max_lookup_queries,
-        max_lookup_hashes=max_lookup_hashes,
-        lookup_s=lookup_seconds,
-        quota_claims_per_minute=quota_claims_per_minute,
-        quota_bytes_per_minute=quota_claim_kb_per_minute * 1024,
-        forgeries_per_minute=forgeries_per_minute,
-        max_pending_calls=max_pending_calls,
-    )
+    try:
+        limits = ServerLimits(
+            rpc_threads=rpc_threads,
+            max_uploads=max_uploads,
+            max_decodes=max_decodes,
+            decode_wait_s=decode_wait_seconds,
+            upload_idle_s=upload_idle_seconds,
+            upload_deadline_s=upload_deadline_seconds,
+            upload_min_rate=upload_min_rate_kb * 1024,
+            min_chunk_bytes=min_chunk_kb * 1024,
+            max_lookups=max_lookups,
+            max_lookup_queries=max_lookup_queries,
+            max_lookup_hashes=max_lookup_hashes,
+            lookup_s=lookup_seconds,
+            quota_claims_per_minute=quota_claims_per_minute,
+            quota_bytes_per_minute=quota_claim_kb_per_minute * 1024,
+            forgeries_per_minute=forgeries_per_minute,
+            max_pending_calls=max_pending_calls,
+        )
+    except ConfigError as e:  # a flag's value out of range: a usage error (exit 2)
+        raise typer.BadParameter(_flag_named(str(e))) from e
     if log_key is not None:
         in_existing_folder(log_key, "--log-key")
     token = os.environ.get("PROV_ADMIN_TOKEN")
