@@ -214,7 +214,7 @@ def test_a_database_on_read_only_media_is_audited(inproc: InProc, tmp_path: Path
         ["mount", "--bind", "-o", "ro", str(inproc.db.parent), str(ro)], capture_output=True
     )
     if mounted.returncode != 0:
-        pytest.skip(f"cannot make a read-only bind mount here: {mounted.stderr!r}")
+        pytest.fail(f"cannot make a read-only bind mount (needs root): {mounted.stderr!r}")
     try:
         store = SqliteStore(ro / inproc.db.name, read_only=True)
         try:
@@ -252,7 +252,7 @@ def test_a_backup_with_a_wal_but_no_shm_on_read_only_media_is_refused_clearly(
         ["mount", "--bind", "-o", "ro", str(backup), str(ro)], capture_output=True
     )
     if mounted.returncode != 0:
-        pytest.skip(f"cannot make a read-only bind mount here: {mounted.stderr!r}")
+        pytest.fail(f"cannot make a read-only bind mount (needs root): {mounted.stderr!r}")
     try:
         with pytest.raises(LogError) as refused:
             SqliteStore(ro / "prov.db", read_only=True)

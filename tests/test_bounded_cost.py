@@ -205,7 +205,7 @@ def _two_clients(
     try:
         probe.bind(("::1", 0))
     except OSError:
-        pytest.skip("no IPv6 loopback")
+        pytest.fail("these tests need an IPv6 loopback (::1) to come from a second client")
     finally:
         probe.close()
     srv = _start(

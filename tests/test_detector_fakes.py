@@ -4,19 +4,18 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
-torch = pytest.importorskip("torch")
-
-from detector.fakes import TOOLS, UPSAMPLERS, TinyAutoencoder, random_upsampler  # noqa: E402
-from detector.model import (  # noqa: E402
+from detector.fakes import UPSAMPLERS, TinyAutoencoder, random_upsampler
+from detector.model import (
     HybridDetector,
     NormalisedCooccurrence,
     ResidualCooccurrence,
     SpectralFeatures,
     SpectralLogistic,
 )
-from detector.transforms import clean_downscale, low_light_capture  # noqa: E402
-from provenance.core.errors import DetectorError  # noqa: E402
+from detector.transforms import clean_downscale, low_light_capture
+from provenance.core.errors import DetectorError
 
 
 def _smooth_image(seed: int, size: int = 64) -> np.ndarray:
@@ -28,7 +27,6 @@ def _smooth_image(seed: int, size: int = 64) -> np.ndarray:
     return np.clip(img, 0, 255).astype(np.uint8)
 
 
-@pytest.mark.skipif(not (TOOLS / "taef2_decoder.pth").is_file(), reason="no shared tools")
 def test_tiny_autoencoder_reconstructs_the_same_picture() -> None:
     torch.set_num_threads(1)
     ae = TinyAutoencoder.load()

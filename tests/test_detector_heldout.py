@@ -18,13 +18,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-pytest.importorskip("torch")
-
-from detector.calibrate import likely_generated  # noqa: E402
-from detector.data import is_held_out_source, load_samples, source_of  # noqa: E402
-from detector.metrics import roc_auc  # noqa: E402
-from detector.policy import score_files  # noqa: E402
-from detector.registry import load_model  # noqa: E402
+from detector.calibrate import likely_generated
+from detector.data import is_held_out_source, load_samples, source_of
+from detector.metrics import roc_auc
+from detector.policy import score_files
+from detector.registry import load_model
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = ROOT.parent / "shared" / "fixtures"
@@ -51,7 +49,6 @@ def _sha(path: Path) -> str:
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not SETS[0].is_dir(), reason="shared fixtures not present")
 def test_shipped_model_on_held_out_fixtures() -> None:
     model = load_model("default")
     listed = json.loads((ROOT / "detector/weights/default-trainfiles.json").read_text())

@@ -476,7 +476,10 @@ def test_ipv6_clients_of_one_64_share_one_connection_cap() -> None:
     )
     probe = subprocess.run(["unshare", "-n", "sh", "-c", setup], capture_output=True)
     if probe.returncode != 0:
-        pytest.skip(f"no network namespace to add IPv6 addresses in: {probe.stderr!r}")
+        pytest.fail(
+            f"no network namespace to add IPv6 addresses in (needs root and"
+            f" unshare): {probe.stderr!r}"
+        )
     done = subprocess.run(
         ["unshare", "-n", "sh", "-c", f'{setup} && exec "$0" -c "$1"', sys.executable,
          _NETNS_SCRIPT],
@@ -535,7 +538,10 @@ def test_ipv6_clients_of_one_64_share_the_upload_limits() -> None:
     )
     probe = subprocess.run(["unshare", "-n", "sh", "-c", setup], capture_output=True)
     if probe.returncode != 0:
-        pytest.skip(f"no network namespace to add IPv6 addresses in: {probe.stderr!r}")
+        pytest.fail(
+            f"no network namespace to add IPv6 addresses in (needs root and"
+            f" unshare): {probe.stderr!r}"
+        )
     done = subprocess.run(
         ["unshare", "-n", "sh", "-c", f'{setup} && exec "$0" -c "$1"', sys.executable,
          _NETNS_UPLOADS],

@@ -2,8 +2,9 @@
 Selenium through /usr/bin/chromedriver, against a real `prov serve` and a separate
 `prov web`, uploading each of the demo's files.
 
-Screenshots go to tests/output/web/ (git-ignored). Skipped, saying why, only when the
-chromium and chromium-driver packages are not installed (`.ci/run` installs them).
+Screenshots go to tests/output/web/ (git-ignored). The tests fail, saying what to
+install, when the chromium and chromium-driver packages are missing (`.ci/run` installs
+them).
 """
 
 from __future__ import annotations
@@ -18,25 +19,26 @@ from pathlib import Path
 
 import pytest
 from conftest import ROOT, DemoSite, demo_site
+from selenium import webdriver
+from selenium.webdriver.common.action_chains import ActionChains
+from selenium.webdriver.common.by import By
+from selenium.webdriver.common.keys import Keys
+from selenium.webdriver.support import expected_conditions as EC
+from selenium.webdriver.support.ui import WebDriverWait
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
 SHOTS = ROOT / "tests" / "output" / "web"
 
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(
-        not (CHROMIUM.exists() and CHROMEDRIVER.exists()),
-        reason="headless Chromium is not installed: apt-get install -y chromium chromium-driver",
-    ),
-]
+pytestmark = pytest.mark.slow
 
-webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed")
-from selenium.webdriver.common.action_chains import ActionChains  # noqa: E402
-from selenium.webdriver.common.by import By  # noqa: E402
-from selenium.webdriver.common.keys import Keys  # noqa: E402
-from selenium.webdriver.support import expected_conditions as EC  # noqa: E402
-from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
+
+@pytest.fixture(autouse=True, scope="module")
+def _chromium_installed() -> None:
+    """These tests fail, saying what to install, where headless Chromium is missing
+    (`.ci/run` installs it)."""
+    if not (CHROMIUM.exists() and CHROMEDRIVER.exists()):
+        pytest.fail("headless Chromium is not installed: apt-get install chromium chromium-driver")
 
 
 @pytest.fixture(scope="module")
