@@ -61,7 +61,6 @@ def test_model_reports_name_the_shipped_tensors() -> None:
 
 
 def test_shipped_weights_hash_to_the_reports_digest() -> None:
-    pytest.importorskip("torch")
     from detector.weights import load_weights, tensors_digest
 
     state, meta = load_weights(WEIGHTS / "default.safetensors")

@@ -161,9 +161,10 @@ def test_a_lookup_of_a_video_says_nothing_when_no_video_is_logged(served: Served
 
 @pytest.fixture(scope="module")
 def real_detector() -> Any:
-    serving = pytest.importorskip("detector.serving")
-    infer = pytest.importorskip("detector.infer")
-    return serving.ServerDetector(infer.Detector.load(device="cpu", secret=b"\x07" * 32))
+    from detector.infer import Detector
+    from detector.serving import ServerDetector
+
+    return ServerDetector(Detector.load(device="cpu", secret=b"\x07" * 32))
 
 
 @pytest.mark.slow

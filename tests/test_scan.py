@@ -465,7 +465,8 @@ def _start_ray(ray: Any) -> None:
 
 @pytest.mark.slow
 def test_ray_engine_gives_the_same_report(desk: Desk) -> None:
-    ray = pytest.importorskip("ray")
+    import ray
+
     _start_ray(ray)
     try:
         rows = _scan(
@@ -728,7 +729,8 @@ def test_a_ray_node_that_cannot_start_is_our_error_with_a_way_out(
 ) -> None:
     """Ray's start-up deadlines on a busy host surface as a bare Exception from ray.init;
     the engine says what failed and how to go on instead of a traceback."""
-    ray = pytest.importorskip("ray")
+    import ray
+
     from provenance.core.errors import WorkerError
 
     def late(*_a: object, **_k: object) -> None:
