@@ -42,6 +42,7 @@ from provenance.core.errors import (
     StorageError,
     UploadTimeoutError,
 )
+from provenance.core.fair_share import share_victim
 from provenance.web.guard import client_key
 from provenance.wire.contract import MAX_LOOKUP_HASHES, MAX_LOOKUP_QUERIES
 
@@ -224,13 +225,13 @@ class UploadGate:
         (the newest of those); else the slowest upload under the minimum pace (its
         ``slow`` set); else None. Under ``_lock``."""
         mine = len(self._slots.get(client, ()))
-        for slots in sorted(self._slots.values(), key=len, reverse=True):
-            if len(slots) < mine + 2:
-                break
-            receiving = [s for s in reversed(slots) if s.receiving and not s.evicted]
-            if receiving:  # min keeps the first of equals: the newest
-                return min(receiving, key=lambda s: s.received())
-        return self._slowest()
+        by_share = share_victim(
+            self._slots.values(),
+            mine,
+            arriving=lambda s: s.receiving and not s.evicted,
+            received=lambda s: s.received(),
+        )
+        return by_share if by_share is not None else self._slowest()
 
     def _slowest(self) -> UploadSlot | None:
         """The upload still receiving, older than ``upload_idle_s``, with the lowest

@@ -30,6 +30,7 @@ from starlette.requests import ClientDisconnect, Request
 
 from clients.api import MIN_UPLOAD_RATE, VERIFY_DECODE_SECONDS, ProvenanceClient
 from provenance.core.errors import ClaimError, ProvenanceError
+from provenance.core.fair_share import share_victim
 from provenance.core.verify import VerificationReport
 from provenance.web.errors import WebError
 from provenance.web.logviews import is_number
@@ -414,14 +415,10 @@ class Relayer:
     def _victim(self, mine: int) -> _Hold | None:
         """Of the client holding the most slots, when that is at least ``mine`` + 2, the
         upload whose body is still arriving and has arrived the least (the newest of
-        equals); else None."""
-        for holds in sorted(self._holds.values(), key=len, reverse=True):
-            if len(holds) < mine + 2:
-                return None
-            arriving = [h for h in reversed(holds) if h.arriving]
-            if arriving:  # min keeps the first of equals: the newest
-                return min(arriving, key=lambda h: h.received)
-        return None
+        equals); else None (`share_victim`)."""
+        return share_victim(
+            self._holds.values(), mine, arriving=lambda h: h.arriving, received=lambda h: h.received
+        )
 
     @contextmanager
     def _slot(self, peer: str) -> Iterator[_Hold]:
