@@ -14,6 +14,7 @@ from clients.options import (
     HeaderSecondsOpt,
     MaxConnectionsOpt,
     ServerOpt,
+    listen_address,
 )
 
 
@@ -52,6 +53,7 @@ def web(
     from provenance.web.guard import HttpLimits
     from provenance.web.serve import run_web
 
+    listen_address(listen, "--listen")  # a usage error (exit 2) before the probe below
     _warn_if_unreachable(server)
     run_web(
         listen,
