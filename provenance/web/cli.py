@@ -35,6 +35,15 @@ def web(
     upload_idle_seconds: Annotated[
         float, typer.Option(help="Refuse an upload (408) that sends nothing for this long.")
     ] = 60.0,
+    upload_min_rate_kb: Annotated[
+        int,
+        typer.Option(
+            help="KiB/s an upload must average, after its first --upload-idle-seconds, to"
+            " keep its slot when all 8 are taken and another arrives (503 'upload cut');"
+            " 0: none.",
+            min=0,
+        ),
+    ] = 8,
     tiles_dir: Annotated[
         Path | None,
         typer.Option(
@@ -62,6 +71,7 @@ def web(
             max_upload_bytes=max_upload_mb * 1024 * 1024,
             uploads_per_minute=uploads_per_minute,
             upload_idle_seconds=upload_idle_seconds,
+            upload_cut_rate=upload_min_rate_kb * 1024,
             tiles_dir=tiles_dir,
         ),
         limits=HttpLimits(
