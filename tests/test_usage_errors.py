@@ -81,6 +81,24 @@ def test_a_port_of_other_scripts_digits_is_a_usage_error(
             ProvenanceClient(address)
 
 
+def test_prov_web_limits_out_of_range_are_usage_errors(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Before, `prov web` started with these: --max-upload-mb 0 refused every file,
+    --upload-idle-seconds -1 answered every upload 408 at once, and a negative
+    --uploads-per-minute was taken. (--listen is malformed too, so the old code stops
+    with that error rather than serving: the flag named must be the limit's.)"""
+    for flag, value in (
+        ("--max-upload-mb", "0"),
+        ("--upload-idle-seconds", "-1"),
+        ("--upload-idle-seconds", "0"),
+        ("--uploads-per-minute", "-1"),
+    ):
+        args = ("web", "--server", closed_port(), "--listen", "127.0.0.1:99999", flag, value)
+        rc, err = _run(capsys, *args)
+        assert rc == 2 and flag in err and "--listen" not in err, (flag, value, err)
+
+
 def test_a_log_key_that_is_no_verifier_key_is_a_usage_error(
     photo: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -26,14 +26,17 @@ def web(
     max_upload_mb: Annotated[
         int,
         typer.Option(
-            help="Largest file relayed for verification, MiB (the service has its own limit)."
+            help="Largest file relayed for verification, MiB (the service has its own limit).",
+            min=1,
         ),
     ] = 2048,
     uploads_per_minute: Annotated[
-        int, typer.Option(help="Uploads each client address may start a minute (0: no limit).")
+        int,
+        typer.Option(help="Uploads each client address may start a minute (0: no limit).", min=0),
     ] = 30,
     upload_idle_seconds: Annotated[
-        float, typer.Option(help="Refuse an upload (408) that sends nothing for this long.")
+        float,
+        typer.Option(help="Refuse an upload (408) that sends nothing for this long.", min=0.1),
     ] = 60.0,
     upload_min_rate_kb: Annotated[
         int,
