@@ -20,6 +20,7 @@ from clients.files import open_regular
 from provenance.core.binding import PerceptualHash
 from provenance.core.claims import Device, Receipt, SignedClaim
 from provenance.core.errors import ConfigError, MediaError, TransportError
+from provenance.core.ports import port_number
 from provenance.core.verify import VerificationReport
 from provenance.v1 import provenance_pb2 as pb
 from provenance.v1 import provenance_pb2_grpc as rpc
@@ -43,9 +44,11 @@ VERIFY_DECODE_SECONDS = 180.0
 
 
 def check_address(address: str) -> str:
-    """``address`` if it is HOST:PORT with a port in 1..65535; raises ConfigError."""
+    """``address`` if it is HOST:PORT with a port in 1..65535 (ASCII digits, see
+    `port_number`); raises ConfigError."""
     host, sep, port = address.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+    number = port_number(port)
+    if not sep or not host or number is None or not 0 < number < 65536:
         raise ConfigError(f"server address {address!r} is not HOST:PORT (port 1-65535)")
     return address
 

@@ -770,7 +770,7 @@ def _read_entry(file: Path) -> QueueEntry:
     """One queue entry from disk; an unreadable one comes back with ``problem`` set (and
     its text in ``raw``, so setting it aside keeps it)."""
     stem = file.name.removesuffix(".json")
-    seq = int(stem) if stem.isdigit() else 0
+    seq = int(stem) if stem.isascii() and stem.isdigit() else 0  # not "²" (ValueError), "٣"
     try:
         raw = read_bounded(file, MAX_QUEUE_ENTRY_BYTES, "queue entry")
     except (OSError, ProvenanceError) as e:

@@ -9,6 +9,8 @@ from typing import Annotated
 
 import typer
 
+from provenance.core.ports import port_number
+
 
 class UsageError(typer.BadParameter):
     """A usage error (exit 2, before any call) about the command line as a whole rather
@@ -31,7 +33,8 @@ def server_address(value: str) -> str:
             param_hint="--server (or $PROV_SERVER)",
         )
     host, sep, port = value.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+    number = port_number(port)
+    if not sep or not host or number is None or not 0 < number < 65536:
         raise typer.BadParameter(
             f"{value!r} is not HOST:PORT with a port 1-65535 (e.g. 127.0.0.1:50051, the"
             " address `prov serve` prints in its 'listening on' line)",
@@ -198,7 +201,8 @@ def listen_address(value: str, option: str) -> tuple[str, int]:
     without brackets. Raises typer.BadParameter."""
     host, sep, port = value.rpartition(":")
     bare = host[1:-1] if host.startswith("[") and host.endswith("]") else host
-    if not sep or not port.isdigit() or int(port) > 65535 or ("[" in bare or "]" in bare):
+    number = port_number(port)
+    if not sep or number is None or number > 65535 or ("[" in bare or "]" in bare):
         raise typer.BadParameter(
             f"{value!r} is not HOST:PORT with a port 0-65535 (e.g. 127.0.0.1:50051,"
             " [::1]:50051, 0.0.0.0:50051)",
@@ -209,7 +213,7 @@ def listen_address(value: str, option: str) -> tuple[str, int]:
             f"{value!r}: put an IPv6 address in brackets, e.g. [{host}]:{port}",
             param_hint=option,
         )
-    return bare, int(port)
+    return bare, number
 
 
 def check_can_listen(value: str, option: str) -> None:

@@ -192,3 +192,16 @@ def test_a_device_enrolled_elsewhere_is_told_where(
         other.stop()
     rc, out, err = enrolled("device", "sync")  # its own server logs it
     assert rc == 0 and "submitted 1 of 1" in out, err
+
+
+def test_an_entry_named_with_other_scripts_digits_is_read_as_unnumbered(tmp_path: Path) -> None:
+    """A queue file whose name `str.isdigit` takes but `int` refuses ("²") or reads as
+    another script's digits ("٣" is 3 to `int`) jammed the queue listing with a
+    ValueError, or took that sequence number; it is an unreadable entry (sequence 0)."""
+    home = DeviceHome(tmp_path)
+    home.queue_dir.mkdir()
+    for name in ("².json", "٣.json"):
+        (home.queue_dir / name).write_text("{not json")
+    entries = home.pending()
+    assert [(e.file.name, e.sequence) for e in entries] == [("².json", 0), ("٣.json", 0)]
+    assert all("not valid JSON" in e.problem for e in entries)

@@ -282,9 +282,7 @@ def test_a_device_id_that_is_not_32_bytes_is_malformed(server: ServerProc) -> No
             f"a device id is 32 bytes (the SHA-256 of the device's public key), got {len(raw)}"
         )
         with pytest.raises(grpc.RpcError) as got:
-            stub.Revoke(
-                pb.RevokeRequest(device_id=raw, reason="lost"), timeout=20, metadata=admin
-            )
+            stub.Revoke(pb.RevokeRequest(device_id=raw, reason="lost"), timeout=20, metadata=admin)
         assert got.value.code() is grpc.StatusCode.INVALID_ARGUMENT, got.value.details()
     with pytest.raises(grpc.RpcError) as got:  # a well-formed id nobody enrolled
         stub.GetDevice(pb.GetDeviceRequest(device_id=b"\x01" * 32), timeout=20)

@@ -21,7 +21,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, ServerProc, read_line, start_web
+from conftest import ROOT, SAMPLES, ServerProc, read_line, start_server, start_web
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse
@@ -568,11 +568,16 @@ PART = b'--B\r\nContent-Disposition: form-data; name="file"; filename="a.jpg"\r\
 
 
 def _upload_from(
-    port: int, source: str, body: bytes, whole: bool, host: str = "127.0.0.1"
+    port: int,
+    source: str,
+    body: bytes,
+    whole: bool,
+    host: str = "127.0.0.1",
+    more: int = 10**6,
 ) -> socket.socket:
     """An upload to `prov web` on ``host``:``port`` from ``source`` (another address of
     this machine) sending ``body``, a multipart form (boundary B); unless ``whole``,
-    announcing a megabyte more (it stalls)."""
+    announcing ``more`` bytes more (it stalls, or the caller sends them)."""
     head = (
         b"POST /api/v1/verify HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
         b"Content-Type: multipart/form-data; boundary=B\r\nContent-Length: %d\r\n\r\n"
@@ -580,7 +585,7 @@ def _upload_from(
     s = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
     s.bind((source, 0))
     s.connect((host, port))
-    s.sendall(head % (len(body) + (0 if whole else 10**6)) + body)
+    s.sendall(head % (len(body) + (0 if whole else more)) + body)
     return s
 
 
@@ -621,3 +626,115 @@ def test_web_upload_slots_are_shared_fairly_between_clients() -> None:
             s.close()
     finally:
         proc.stop()
+
+
+def _photo_form() -> bytes:
+    """A whole multipart form (boundary B) whose ``file`` is a real JPEG (112 KB)."""
+    return PART + (SAMPLES / "rocket.jpg").read_bytes() + b"\r\n--B--\r\n"
+
+
+class Drip:
+    """Sends one byte on each socket every ``every`` seconds, from a thread: enough to
+    stay under an idle limit of a few seconds, far under any pace (about 2 B/s)."""
+
+    def __init__(self, socks: list[socket.socket], every: float = 0.5) -> None:
+        self.socks = socks
+        self.every = every
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        while not self.stop.wait(self.every):
+            for s in self.socks:
+                try:
+                    s.sendall(b"\0")
+                except OSError:  # answered (cut) and closed by the server
+                    pass
+
+    def close(self) -> None:
+        self.stop.set()
+        self.thread.join()
+
+
+def _cut_for_pace(answers: list[str | None]) -> int:
+    """How many of ``answers`` are the 503 of an upload cut for its pace."""
+    return sum(
+        a is not None
+        and a.startswith("HTTP/1.1 503 Service Unavailable\r\n")
+        and "send it faster" in a
+        and "--upload-min-rate-kb" in a
+        for a in answers
+    )
+
+
+def test_web_upload_slots_go_to_uploads_that_keep_a_pace(tmp_path: Path) -> None:
+    """`prov web`'s relay slots have the service's pace rule: 8 addresses each holding
+    one stalled upload (a byte every 0.5 s) no longer shut every other upload out. With
+    every slot taken and no share-based cut possible, the slowest upload that has run past
+    --upload-idle-seconds averaging under --upload-min-rate-kb (default 8 KiB/s) is cut
+    (503 "send it faster") and honest uploads from 8 other addresses get their report.
+    An upload at about 16 KiB/s, over the pace, keeps its slot even when that leaves a
+    newcomer 503. Before, all 8 honest uploads got 503 "verifying as many files as it
+    can" for the stalled uploads' 120 s of grace, and again after each reconnection.
+    Real `prov serve` and `prov web`, loopback addresses 127.0.0.x, a real JPEG."""
+    srv = start_server(tmp_path / "prov.db")
+    web = start_web(srv.address, "--upload-idle-seconds", "2")
+    port = int(web.address.rsplit(":", 1)[1])
+    drip: Drip | None = None
+    try:
+        stalled = [
+            _upload_from(port, f"127.0.0.{2 + i}", PART + b"\xff\xd8", False) for i in range(8)
+        ]
+        drip = Drip(stalled)
+        time.sleep(3)  # past the 2 s idle window: their pace counts now
+        # all 8 arrive before any is whole (so none ends and frees a slot early)
+        form = _photo_form()
+        honest = [
+            _upload_from(port, f"127.0.0.{20 + i}", form[:-8], False, more=8) for i in range(8)
+        ]
+        time.sleep(0.5)
+        for s in honest:
+            s.sendall(form[-8:])
+        answers = [_answer(s, 60) for s in honest]
+        for a in answers:
+            assert a is not None and a.startswith("HTTP/1.1 200 OK\r\n"), a
+            assert json.loads(a.split("\r\n\r\n", 1)[1])["path"] == "a.jpg", a
+        cut = [_answer(s, 5) for s in stalled]  # each answered at its next byte
+        assert _cut_for_pace(cut) == 8, cut
+        drip.close()
+
+        # 7 stalled uploads and one steady at about 16 KiB/s hold the 8 slots
+        stalled = [
+            _upload_from(port, f"127.0.0.{40 + i}", PART + b"\xff\xd8", False) for i in range(7)
+        ]
+        drip = Drip(stalled)
+        steady = _upload_from(port, "127.0.0.50", form[:4096], False, more=len(form) - 4096)
+        sent = threading.Thread(target=_send_paced, args=(steady, form[4096:]), daemon=True)
+        sent.start()
+        time.sleep(3)
+        # 7 newcomers that stay young take the 7 stalled uploads' slots; the eighth finds
+        # only the steady upload past the idle window, over the pace: it is refused
+        young = [_upload_from(port, f"127.0.0.{60 + i}", PART, False) for i in range(7)]
+        time.sleep(0.3)
+        late = _answer(_upload_from(port, "127.0.0.70", PART, False), 10)
+        assert late is not None and "verifying as many files as it can" in late, late
+        assert _cut_for_pace([_answer(s, 5) for s in stalled]) == 7
+        sent.join()
+        whole = _answer(steady, 60)
+        assert whole is not None and whole.startswith("HTTP/1.1 200 OK\r\n"), whole
+        for s in young:
+            s.close()
+    finally:
+        if drip is not None:
+            drip.close()
+        web.stop()
+        srv.stop()
+
+
+def _send_paced(s: socket.socket, data: bytes, block: int = 4096, every: float = 0.25) -> None:
+    """Send ``data`` on ``s`` in ``block``-byte pieces, one each ``every`` seconds
+    (16 KiB/s by default)."""
+    for i in range(0, len(data), block):
+        time.sleep(every)
+        s.sendall(data[i : i + block])

@@ -12,6 +12,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 from conftest import ADMIN_TOKEN, ROOT, start_server
 
 
@@ -52,6 +53,26 @@ def test_a_malformed_listen_address_is_a_usage_error(tmp_path: Path) -> None:
         run = _serve(tmp_path, "--listen", bad)
         assert run.returncode == 2, (bad, run.stderr)
         assert "--listen" in run.stderr and "Traceback" not in run.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_port_of_other_scripts_digits_is_a_usage_error(tmp_path: Path) -> None:
+    from provenance.core.errors import ConfigError
+    from provenance.metrics import serve_metrics
+
+    # str.isdigit takes these; int refuses "²" and 5,000 digits (a ValueError traceback
+    # before) and reads "٥٠٠٥١" as 50051 (before: metrics were served on port 50051)
+    odd = ("²", "٥٠٠٥١", "9" * 5000)
+    for flag, port in [("--listen", "²"), ("--http", "9" * 5000)] + [
+        ("--metrics-listen", p) for p in odd
+    ]:
+        args = {"--listen": "127.0.0.1:0", flag: f"127.0.0.1:{port}"}
+        run = _serve(tmp_path, *(x for kv in args.items() for x in kv))
+        assert run.returncode == 2, (flag, port[:9], run.stderr)
+        assert flag in run.stderr and "Traceback" not in run.stderr, run.stderr
+    for port in odd:
+        with pytest.raises(ConfigError, match="is not HOST:PORT"):
+            serve_metrics(f"127.0.0.1:{port}")
     assert list(tmp_path.iterdir()) == []
 
 

@@ -57,6 +57,48 @@ def test_a_server_address_that_is_not_host_port_is_a_usage_error(
     assert "Start one with `prov serve --db FILE`" in said and "--server HOST:PORT" in said, err
 
 
+#: Ports `str.isdigit` takes but `int` refuses ("²", 5,000 digits) or reads as another
+#: script's digits ("٥٠٠٥١" is 50051 to `int`, but no resolver reads it).
+ODD_PORTS = ("²", "٥٠٠٥١", "１２３", "9" * 5000)
+
+
+def test_a_port_of_other_scripts_digits_is_a_usage_error(
+    photo: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from clients.api import ProvenanceClient
+    from provenance.core.errors import ConfigError
+
+    for port in ODD_PORTS:
+        address = f"127.0.0.1:{port}"
+        # before: a ValueError traceback ("²"), or "cannot reach the server" (exit 1)
+        rc, err = _run(capsys, "log", "key", "--server", address)
+        assert rc == 2 and "--server" in err and "is not HOST:PORT" in err, (port, err)
+        # prov web's own address: before, "²" was exit 1 after the probe of the service
+        rc, err = _run(capsys, "web", "--server", closed_port(), "--listen", address)
+        assert rc == 2 and "--listen" in err and "is not HOST:PORT" in err, (port, err)
+        assert "does not answer" not in err  # refused before the service is probed
+        with pytest.raises(ConfigError, match="is not HOST:PORT"):
+            ProvenanceClient(address)
+
+
+def test_prov_web_limits_out_of_range_are_usage_errors(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Before, `prov web` started with these: --max-upload-mb 0 refused every file,
+    --upload-idle-seconds -1 answered every upload 408 at once, and a negative
+    --uploads-per-minute was taken. (--listen is malformed too, so the old code stops
+    with that error rather than serving: the flag named must be the limit's.)"""
+    for flag, value in (
+        ("--max-upload-mb", "0"),
+        ("--upload-idle-seconds", "-1"),
+        ("--upload-idle-seconds", "0"),
+        ("--uploads-per-minute", "-1"),
+    ):
+        args = ("web", "--server", closed_port(), "--listen", "127.0.0.1:99999", flag, value)
+        rc, err = _run(capsys, *args)
+        assert rc == 2 and flag in err and "--listen" not in err, (flag, value, err)
+
+
 def test_a_log_key_that_is_no_verifier_key_is_a_usage_error(
     photo: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -220,6 +220,52 @@ def test_indexes_are_ascii_digits_of_bounded_length(text: str) -> None:
     assert not is_number(text)
 
 
+#: Numbers an index parser must refuse though `int` reads them: leading zeros, spaces
+#: around (`int` strips them), a trailing newline, underscores, a sign.
+NOT_CANONICAL = ["01", "00", "007", " 1", "1 ", " 1 ", "1\n", "\t0", "1_0", "+0", "-0"]
+
+
+@pytest.mark.parametrize("text", NOT_CANONICAL)
+def test_indexes_are_canonical_decimals(text: str) -> None:
+    with pytest.raises(WebError, match="without leading zeros"):
+        parse_index(text, "start")
+    assert [parse_index(t) for t in ("0", "1", "10", str(2**63 - 1))] == [0, 1, 10, 2**63 - 1]
+    with pytest.raises(WebError, match="below 2"):
+        parse_index(str(2**63))
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/api/v1/entries/01",
+        "/api/v1/entries/%201%20",
+        "/api/v1/entries?start=01",
+        "/api/v1/entries?start=0&limit=%2010",
+        "/api/v1/proofs/inclusion?index=01&tree_size=5",
+        "/api/v1/proofs/inclusion?index=1&tree_size=05",
+        "/api/v1/proofs/consistency?first=1&second=1_0",
+        "/manifests/01",
+        "/matches/byBinding?alg=pdq&value=AAAA&maxResults=010",
+        "/matches/byBinding?alg=pdq&value=AAAA&maxResults=%201",
+    ],
+)
+def test_numbers_not_in_canonical_form_get_400_saying_so(app_client: TestClient, path: str) -> None:
+    r = app_client.get(path)
+    assert r.status_code == 400, (path, r.status_code)
+    assert "without leading zeros" in r.json()["error"]["message"], r.text
+
+
+@pytest.mark.parametrize(
+    "path", ["/log/entries/01", "/log/consistency?first=01", "/log?before=%2010", "/log/find?q=007"]
+)
+def test_pages_answer_400_to_numbers_not_in_canonical_form(
+    app_client: TestClient, path: str
+) -> None:
+    r = app_client.get(path, follow_redirects=False)
+    assert r.status_code == 400, (path, r.status_code)
+    assert "without leading zeros" in r.text
+
+
 def test_hashes_are_strict_hex() -> None:
     good = "ab" * 32
     assert parse_hash(good.upper(), "h") == bytes.fromhex(good)

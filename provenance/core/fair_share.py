@@ -2,12 +2,14 @@
 
 Both upload gates use it: the service's (`provenance.server.limits.UploadGate`, gRPC
 uploads) and the web front-end's relay (`provenance.web.upload.Relayer`), which relays
-all its users' uploads to the service as one client.
+all its users' uploads to the service as one client. Both call `take_victim`: first by
+share (`share_victim`), then by pace, since shares alone let a client on many addresses
+hold every slot with one stalled upload each.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from typing import TypeVar
 
 H = TypeVar("H")
@@ -36,3 +38,37 @@ def share_victim(
         if candidates:  # min keeps the first of equals: the newest
             return min(candidates, key=received)
     return None
+
+
+def take_victim(
+    holds: Collection[Sequence[H]],
+    mine: int,
+    now: float,
+    min_age: float,
+    min_rate: float,
+    arriving: Callable[[H], bool],
+    received: Callable[[H], int],
+    started: Callable[[H], float],
+) -> tuple[H, float | None] | None:
+    """The hold a newcomer takes when every slot is taken, with its pace when it is
+    taken for its pace; None when none is (the newcomer is refused).
+
+    First by share (`share_victim`; pace None). Failing that, by pace: of the holds
+    still ``arriving`` that started (``started``, seconds on the clock of ``now``,
+    `time.monotonic`) more than ``min_age`` seconds ago (the idle window: a new upload
+    has sent little yet), the one with the lowest average pace since its start
+    (``received`` bytes over its age, bytes a second), when that is under ``min_rate``
+    (0 turns this off); the first found of equals. Whoever's it is, its client's last
+    hold included: each slot then costs the client holding it ``min_rate``, so clients
+    on 8 addresses with one stalled upload each no longer shut every other upload out.
+    """
+    by_share = share_victim(holds, mine, arriving, received)
+    if by_share is not None:
+        return by_share, None
+    victim, pace = None, float(min_rate)
+    for client_holds in holds:
+        for h in client_holds:
+            age = now - started(h)
+            if arriving(h) and age > min_age and (rate := received(h) / age) < pace:
+                victim, pace = h, rate
+    return None if victim is None else (victim, pace)

@@ -42,7 +42,7 @@ from provenance.core.errors import (
     StorageError,
     UploadTimeoutError,
 )
-from provenance.core.fair_share import share_victim
+from provenance.core.fair_share import take_victim
 from provenance.web.guard import client_key
 from provenance.wire.contract import MAX_LOOKUP_HASHES, MAX_LOOKUP_QUERIES
 
@@ -223,30 +223,21 @@ class UploadGate:
         """Of the client holding the most slots, when that is at least two more than
         ``client`` holds, the upload still receiving that has received the fewest bytes
         (the newest of those); else the slowest upload under the minimum pace (its
-        ``slow`` set); else None. Under ``_lock``."""
-        mine = len(self._slots.get(client, ()))
-        by_share = share_victim(
+        ``slow`` set to its pace); else None (`take_victim`). Under ``_lock``."""
+        found = take_victim(
             self._slots.values(),
-            mine,
+            len(self._slots.get(client, ())),
+            time.monotonic(),
+            self.limits.upload_idle_s,
+            self.limits.upload_min_rate,
             arriving=lambda s: s.receiving and not s.evicted,
             received=lambda s: s.received(),
+            started=lambda s: s.started,
         )
-        return by_share if by_share is not None else self._slowest()
-
-    def _slowest(self) -> UploadSlot | None:
-        """The upload still receiving, older than ``upload_idle_s``, with the lowest
-        average pace under ``upload_min_rate``, its ``slow`` set to that pace; else None."""
-        lim = self.limits
-        now = time.monotonic()
-        victim, pace = None, float(lim.upload_min_rate)
-        for slots in self._slots.values():
-            for s in slots:
-                age = now - s.started
-                if s.receiving and not s.evicted and age > lim.upload_idle_s:
-                    if (rate := s.received() / age) < pace:
-                        victim, pace = s, rate
-        if victim is not None:
-            victim.slow = pace
+        if found is None:
+            return None
+        victim, pace = found
+        victim.slow = pace  # None when taken by share
         return victim
 
     @contextmanager

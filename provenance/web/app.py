@@ -44,6 +44,10 @@ class WebConfig:
     ``upload_grace_seconds``, ``upload_min_rate``: a body must arrive within the grace
     plus one second per ``upload_min_rate`` bytes received, or it gets 408 (a client
     dripping bytes cannot hold an upload slot);
+    ``upload_cut_rate``: bytes a second an upload must average, once it has run for
+    ``upload_idle_seconds``, to keep its slot when every slot is taken and another
+    arrives (`provenance.web.upload.Relayer`; ``--upload-min-rate-kb``, as the
+    service's); 0: none;
     ``upload_hold_bytes``: a file up to this size is held in memory until its form ends
     (larger ones are relayed as they arrive);
     ``tiles_dir``: a `prov log export-tiles` folder served read-only under /tlog/."""
@@ -56,6 +60,7 @@ class WebConfig:
     upload_idle_seconds: float = 60.0
     upload_grace_seconds: float = 120.0
     upload_min_rate: float = 32 * 1024
+    upload_cut_rate: float = 8 * 1024
     tiles_dir: Path | None = None
     upload_hold_bytes: int = 8 * 1024 * 1024
 
@@ -93,6 +98,7 @@ def create_app(config: WebConfig) -> Starlette:
                 per_client=config.uploads_per_client,
                 grace_s=config.upload_grace_seconds,
                 min_rate=config.upload_min_rate,
+                cut_rate=config.upload_cut_rate,
             ),
             config.max_concurrent_uploads,
         ),

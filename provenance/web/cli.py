@@ -14,6 +14,7 @@ from clients.options import (
     HeaderSecondsOpt,
     MaxConnectionsOpt,
     ServerOpt,
+    listen_address,
 )
 
 
@@ -25,15 +26,27 @@ def web(
     max_upload_mb: Annotated[
         int,
         typer.Option(
-            help="Largest file relayed for verification, MiB (the service has its own limit)."
+            help="Largest file relayed for verification, MiB (the service has its own limit).",
+            min=1,
         ),
     ] = 2048,
     uploads_per_minute: Annotated[
-        int, typer.Option(help="Uploads each client address may start a minute (0: no limit).")
+        int,
+        typer.Option(help="Uploads each client address may start a minute (0: no limit).", min=0),
     ] = 30,
     upload_idle_seconds: Annotated[
-        float, typer.Option(help="Refuse an upload (408) that sends nothing for this long.")
+        float,
+        typer.Option(help="Refuse an upload (408) that sends nothing for this long.", min=0.1),
     ] = 60.0,
+    upload_min_rate_kb: Annotated[
+        int,
+        typer.Option(
+            help="KiB/s an upload must average, after its first --upload-idle-seconds, to"
+            " keep its slot when all 8 are taken and another arrives (503 'upload cut');"
+            " 0: none.",
+            min=0,
+        ),
+    ] = 8,
     tiles_dir: Annotated[
         Path | None,
         typer.Option(
@@ -52,6 +65,7 @@ def web(
     from provenance.web.guard import HttpLimits
     from provenance.web.serve import run_web
 
+    listen_address(listen, "--listen")  # a usage error (exit 2) before the probe below
     _warn_if_unreachable(server)
     run_web(
         listen,
@@ -60,6 +74,7 @@ def web(
             max_upload_bytes=max_upload_mb * 1024 * 1024,
             uploads_per_minute=uploads_per_minute,
             upload_idle_seconds=upload_idle_seconds,
+            upload_cut_rate=upload_min_rate_kb * 1024,
             tiles_dir=tiles_dir,
         ),
         limits=HttpLimits(

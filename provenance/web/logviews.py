@@ -26,6 +26,9 @@ HASH_HEX = 64
 #: Most digits accepted in an index or size (2^63 has 19).
 MAX_DIGITS = 20
 _DIGITS = re.compile(rf"[0-9]{{1,{MAX_DIGITS}}}")
+#: Canonical decimal, as C2SP checkpoints and tlog-tiles write numbers: one spelling per
+#: number, so one entry has one URL.
+_CANONICAL = re.compile(rf"0|[1-9][0-9]{{0,{MAX_DIGITS - 1}}}")
 _HEX = re.compile(rf"[0-9a-fA-F]{{{HASH_HEX}}}")
 
 
@@ -48,10 +51,14 @@ def parse_hash(text: object, what: str) -> bytes:
 
 
 def parse_index(text: str, what: str = "index") -> int:
-    """A non-negative integer below 2^63; raises WebError (400)."""
-    text = text.strip()
-    if not is_number(text) or int(text) >= 2**63:
-        raise WebError(f"{what} must be a whole number from 0 below 2^63, got {text[:40]!r}")
+    """A non-negative integer below 2^63 written in canonical decimal: ASCII digits, no
+    leading zero (but "0" itself), sign, spaces or underscores, all of which `int` takes
+    ("01", " 1 ", "1_0", "+1"). Raises WebError (400) naming ``what``."""
+    if not _CANONICAL.fullmatch(text) or int(text) >= 2**63:
+        raise WebError(
+            f"{what} must be a whole number from 0 below 2^63 in decimal digits 0-9, without"
+            f" leading zeros, sign or spaces; got {text[:40]!r}"
+        )
     return int(text)
 
 

@@ -107,6 +107,8 @@ async def verify(request: Request) -> Response:
 async def explorer(request: Request) -> Response:
     """``GET /log``: the newest checkpoint, the log key and the newest entries."""
     client = state(request).client
+    before = request.query_params.get("before")
+    end = logviews.parse_index(before, "before") if before else None  # 400 before any call
     try:
         cp = await run_in_threadpool(logviews.checkpoint_view, client)
     except WebError as e:
@@ -114,8 +116,7 @@ async def explorer(request: Request) -> Response:
             raise
         return render(request, "log.html", checkpoint=None, recent=[], empty=str(e))
     size = cp["size"]
-    end = logviews.parse_index(request.query_params.get("before") or str(size), "before")
-    end = min(end, size)
+    end = size if end is None else min(end, size)
     start = max(0, end - PAGE)
     page = await run_in_threadpool(logviews.entries_view, client, start, end - start)
     return render(

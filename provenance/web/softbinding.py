@@ -50,8 +50,8 @@ def _alg(alg: Any) -> None:
 def _max_results(request: Request) -> int:
     """The ``maxResults`` query parameter (default 10); raises WebError."""
     text = request.query_params.get("maxResults", "10")
-    if not logviews.is_number(text) or int(text) < 1:
-        raise WebError(f"maxResults must be a whole number from 1, got {text[:20]!r}")
+    if logviews.parse_index(text, "maxResults") < 1:
+        raise WebError(f"maxResults must be a whole number from 1, got {text!r}")
     return int(text)
 
 

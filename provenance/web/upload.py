@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import queue
 import threading
+import time
 from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -30,7 +31,7 @@ from starlette.requests import ClientDisconnect, Request
 
 from clients.api import MIN_UPLOAD_RATE, VERIFY_DECODE_SECONDS, ProvenanceClient
 from provenance.core.errors import ClaimError, ProvenanceError
-from provenance.core.fair_share import share_victim
+from provenance.core.fair_share import take_victim
 from provenance.core.verify import VerificationReport
 from provenance.web.errors import WebError
 from provenance.web.logviews import is_number
@@ -65,7 +66,10 @@ class UploadLimits:
     ``grace_s`` and ``min_rate``: a body must arrive within ``grace_s`` seconds plus
     one second per ``min_rate`` bytes received (an average of at least ``min_rate``
     bytes a second once the grace has passed), so a client dripping a byte at a time
-    cannot hold a relay slot for ever."""
+    cannot hold a relay slot for ever;
+    ``cut_rate``: bytes a second a body must average, once it has arrived for
+    ``idle_s``, to keep its slot while every slot is taken and another upload arrives
+    (`Relayer`; ``prov web --upload-min-rate-kb``); 0: none."""
 
     max_file_bytes: int
     hold_bytes: int = 8 * 1024 * 1024
@@ -74,6 +78,7 @@ class UploadLimits:
     per_client: int = 2
     grace_s: float = 120.0
     min_rate: float = 32 * 1024
+    cut_rate: float = 8 * 1024
 
     def deadline(self, size: int) -> float:
         """Seconds the service call may take for a file of ``size`` bytes (0: unknown)."""
@@ -168,15 +173,19 @@ class _Relay:
 
 @dataclass(eq=False)
 class _Hold:
-    """One upload's hold on a relay slot: its client, the body bytes received so far,
-    whether the body is still arriving, its relay once started, and whether another
-    client's upload took its slot (``cut``: it is answered 503 at its next piece)."""
+    """One upload's hold on a relay slot: its client, when it started (`time.monotonic`),
+    the body bytes received so far, whether the body is still arriving, its relay once
+    started, and whether another upload took its slot (``cut``: it is answered 503 at its
+    next piece), and if so for its pace (``slow``, bytes a second) rather than its
+    client's share."""
 
     peer: str
+    started: float = field(default_factory=time.monotonic)
     received: int = 0
     arriving: bool = True
     relay: _Relay | None = None
     cut: bool = False
+    slow: float | None = None
     #: the relay of the upload whose slot this one took, which must end before this
     #: one's starts (else the service may still count it and refuse this one)
     after: _Relay | None = None
@@ -185,16 +194,23 @@ class _Hold:
         """Count ``chunk``; raises WebError (503) when the slot was taken (`Relayer`)."""
         self.received += len(chunk)
         if self.cut:
-            raise _cut_error()
+            raise self.cut_error()
 
-
-def _cut_error() -> WebError:
-    return WebError(
-        "upload cut: this page's upload slots were all taken and your address had the"
-        " most of them, so another client's upload took one: try again in a few seconds",
-        "UNAVAILABLE",
-        retry_after=5,
-    )
+    def cut_error(self) -> WebError:
+        """The 503 of an upload whose slot another took, saying why."""
+        why = (
+            f"this upload averaged {self.slow / 1024:.1f} KiB/s, under this page's minimum"
+            " (prov web --upload-min-rate-kb), so another upload took its slot: send it"
+            " faster, or try again later"
+            if self.slow is not None
+            else "your address had the most of them, so another client's upload took one:"
+            " try again in a few seconds"
+        )
+        return WebError(
+            f"upload cut: this page's upload slots were all taken and {why}",
+            "UNAVAILABLE",
+            retry_after=5,
+        )
 
 
 @dataclass
@@ -397,7 +413,16 @@ class Relayer:
     again" at its next piece; a client's last upload is never cut. Otherwise one more is
     answered 503 with Retry-After. Before, four addresses each holding two uploads that
     sent their body at the slowest pace allowed (nothing for the first 120 s, then
-    32 KiB/s: 256 KiB/s in all) kept every other caller's upload answered 503."""
+    32 KiB/s: 256 KiB/s in all) kept every other caller's upload answered 503.
+
+    Failing that, as the service does (`take_victim`), the newcomer takes the slot of the
+    slowest upload whose body is still arriving, has arrived for more than
+    ``limits.idle_s`` and averaged under ``limits.cut_rate`` bytes a second since it
+    started, whoever's it is ("upload cut ... send it faster"). Before, 8 addresses each
+    holding one upload that sent a byte now and then kept every other upload answered
+    503 for the first 120 s of theirs (the grace before the 32 KiB/s floor of
+    `UploadLimits`), and again after each reconnection; now each slot costs its holder
+    ``cut_rate`` (8 KiB/s by default, the service's)."""
 
     def __init__(self, client: ProvenanceClient, limits: UploadLimits, max_concurrent: int) -> None:
         self.client = client
@@ -415,10 +440,23 @@ class Relayer:
     def _victim(self, mine: int) -> _Hold | None:
         """Of the client holding the most slots, when that is at least ``mine`` + 2, the
         upload whose body is still arriving and has arrived the least (the newest of
-        equals); else None (`share_victim`)."""
-        return share_victim(
-            self._holds.values(), mine, arriving=lambda h: h.arriving, received=lambda h: h.received
+        equals, `share_victim`); else the slowest under the minimum pace, its ``slow``
+        set to its pace; else None (`take_victim`)."""
+        found = take_victim(
+            self._holds.values(),
+            mine,
+            time.monotonic(),
+            self.limits.idle_s,
+            self.limits.cut_rate,
+            arriving=lambda h: h.arriving,
+            received=lambda h: h.received,
+            started=lambda h: h.started,
         )
+        if found is None:
+            return None
+        victim, pace = found
+        victim.slow = pace  # None when taken by share
+        return victim
 
     @contextmanager
     def _slot(self, peer: str) -> Iterator[_Hold]:
@@ -504,7 +542,7 @@ class Relayer:
             if relay is not None:
                 await relay.abort()
             if hold.cut and isinstance(e, ProvenanceError):
-                raise _cut_error() from e  # e.g. its idle timeout, or its aborted relay
+                raise hold.cut_error() from e  # e.g. its idle timeout, or its aborted relay
             raise
 
     def _check_complete(self, form: _Form, streaming: bool) -> None:
@@ -535,7 +573,7 @@ class Relayer:
         if hold.after is not None:
             await asyncio.wait([hold.after.future])  # its outcome is its own caller's
             if hold.cut:  # cut in turn while it waited: no relay of its own then
-                raise _cut_error()
+                raise hold.cut_error()
         hold.relay = _Relay(
             self._executor, self.client, filename, size, sidecar, detect, self.limits
         )
@@ -579,5 +617,5 @@ class Relayer:
         except BaseException as e:
             await relay.abort()
             if hold.cut and isinstance(e, ProvenanceError):
-                raise _cut_error() from e
+                raise hold.cut_error() from e
             raise
