@@ -216,14 +216,20 @@ class LogSigner:
 
 
 @dataclass(frozen=True)
-class _SignatureLine:
+class SignatureLine:
+    """One signature line of a signed note: key name, 4-byte key id, signature bytes."""
+
     name: str
     key_id: bytes
     signature: bytes
 
 
-def _split_note(note: str) -> tuple[str, list[_SignatureLine]]:
-    """Split a signed note into its text and signature lines. LogError if malformed."""
+def split_note(note: str) -> tuple[str, list[SignatureLine]]:
+    """Split a signed note into its text (ending in a newline) and signature lines, as
+    c2sp.org/signed-note reads them: only U+000A ends a line, the text ends at the last
+    blank line, every line after it is ``— <name> base64(key id || signature)``, at most
+    `MAX_SIGNATURES` of them, and no control character but U+000A anywhere. Nothing is
+    verified. Raises LogError if malformed."""
     if _has_control(note):
         raise LogError("signed note has control characters")
     split = note.rfind("\n\n")
@@ -246,7 +252,7 @@ def _split_note(note: str) -> tuple[str, list[_SignatureLine]]:
         raw = b64decode_strict(blob, f"signature of {name}")
         if len(raw) < 5:
             raise LogError(f"signature of {name} is {len(raw)} bytes, too short")
-        signatures.append(_SignatureLine(name, raw[:4], raw[4:]))
+        signatures.append(SignatureLine(name, raw[:4], raw[4:]))
     return text, signatures
 
 
@@ -254,7 +260,7 @@ def note_signers(note: str) -> list[str]:
     """``NAME+KEYID`` (key id in hex) of each signature line of ``note``, in order, whether
     or not it verifies: what a check against the wrong key can name instead. Raises
     LogError for a malformed note."""
-    return [f"{s.name}+{s.key_id.hex()}" for s in _split_note(note)[1]]
+    return [f"{s.name}+{s.key_id.hex()}" for s in split_note(note)[1]]
 
 
 class NoteVerifier:
@@ -301,7 +307,7 @@ class NoteVerifier:
         a malformed note and SignatureError when no signature of this key is present or
         one fails to verify.
         """
-        text, signatures = _split_note(note)
+        text, signatures = split_note(note)
         found = False
         for line in signatures:
             if line.name != self.name or line.key_id != self.key_id:

@@ -49,6 +49,7 @@ from provenance.log.checkpoint import (
     b64decode_strict,
     open_checkpoint,
     parse_tree_size,
+    split_note,
 )
 
 COSIGNATURE_TYPE_ED25519 = 0x04
@@ -121,27 +122,24 @@ class Cosignature:
 def verify_cosignature(note: str, vkey: str) -> Cosignature:
     """Find and verify the cosignature of witness ``vkey`` on the signed checkpoint ``note``.
 
-    Lines by other names or key ids are ignored (tlog-cosignature "Format"). Raises
-    LogError for a malformed key or note and SignatureError when this witness has no
-    valid cosignature on it.
+    The note is read as c2sp.org/signed-note reads it (`split_note`: only U+000A ends a
+    line, no control characters), the reading `open_checkpoint` gives the log's
+    signature: a line that counts here is one that also parses there. Lines by other
+    names or key ids are ignored (tlog-cosignature "Format"). Raises LogError for a
+    malformed key or note and SignatureError when this witness has no valid cosignature
+    on it.
     """
     name, raw = parse_cosigner_vkey(vkey)
     kid = cosignature_key_id(name, raw)
-    split = note.rfind("\n\n")
-    if split < 0:
-        raise LogError("signed note has no blank line before its signatures")
-    body = note[: split + 1].encode()
+    text, lines = split_note(note)
+    body = text.encode()
     public = Ed25519PublicKey.from_public_bytes(raw)
-    for line in note[split + 2 :].splitlines():
-        line_name, _, blob = line.removeprefix(_EM_DASH + " ").partition(" ")
-        if line_name != name:
+    for line in lines:
+        if line.name != name or line.key_id != kid or len(line.signature) != 8 + 64:
             continue
-        data = b64decode_strict(blob, f"cosignature of {name}")
-        if len(data) != 4 + 8 + 64 or data[:4] != kid:
-            continue
-        timestamp = int.from_bytes(data[4:12], "big")
+        timestamp = int.from_bytes(line.signature[:8], "big")
         try:
-            public.verify(data[12:], cosigned_message(body, timestamp))
+            public.verify(line.signature[8:], cosigned_message(body, timestamp))
         except InvalidSignature as e:
             raise SignatureError(f"the cosignature by {name} does not verify") from e
         return Cosignature(name, datetime.fromtimestamp(timestamp, UTC))
