@@ -127,7 +127,8 @@ def verify_cosignature(note: str, vkey: str) -> Cosignature:
     signature: a line that counts here is one that also parses there. Lines by other
     names or key ids are ignored (tlog-cosignature "Format"). Raises LogError for a
     malformed key or note and SignatureError when this witness has no valid cosignature
-    on it.
+    on it (its first line fails, or carries a time after year 9999, which a datetime
+    cannot hold).
     """
     name, raw = parse_cosigner_vkey(vkey)
     kid = cosignature_key_id(name, raw)
@@ -142,7 +143,15 @@ def verify_cosignature(note: str, vkey: str) -> Cosignature:
             public.verify(line.signature[8:], cosigned_message(body, timestamp))
         except InvalidSignature as e:
             raise SignatureError(f"the cosignature by {name} does not verify") from e
-        return Cosignature(name, datetime.fromtimestamp(timestamp, UTC))
+        try:
+            return Cosignature(name, datetime.fromtimestamp(timestamp, UTC))
+        except (ValueError, OverflowError, OSError):
+            # past year 9999: tlog-cosignature allows up to 2^63 - 1 but lets verifiers
+            # refuse times in the future
+            raise SignatureError(
+                f"the cosignature by {name} has timestamp {timestamp}, past any date (the"
+                " end of year 9999 is the latest taken)"
+            ) from None
     raise SignatureError(f"the checkpoint has no cosignature by witness {name}")
 
 

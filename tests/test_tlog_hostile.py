@@ -1,0 +1,67 @@
+"""An attacker's review of the log's offline side (session 29): receipts as C2SP
+tlog-proofs checked by `prov receipt verify` against witness policies, witness state,
+and tree sizes at the edge of a uint64.
+
+Real things throughout: a `ProvenanceService` on a SQLite file issues the receipt with
+its own log key; witness keys are real Ed25519 keys and their lines are made by the
+witness's own `cosign`; the CLI runs in-process as `prov`."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+from inproc import InProc
+
+from clients.cli import main as prov_main
+from provenance.core.claims import Receipt
+from provenance.log.checkpoint import LogSigner, generate_log_key
+from provenance.log.tlogproof import encode_tlog_proof
+from provenance.witness import cosign, cosigner_vkey
+
+
+def _witness(tmp_path: Path, name: str) -> tuple[LogSigner, str]:
+    """A witness key (file in ``tmp_path``) and its cosigner verifier key."""
+    signer = generate_log_key(tmp_path / f"{name.replace('/', '_')}.pem", name)
+    return signer, cosigner_vkey(signer.name, signer.public_key)
+
+
+def _receipt(inproc: InProc) -> tuple[Receipt, bytes]:
+    """The receipt of a freshly logged claim, and the note text of its checkpoint (what
+    a witness cosigns)."""
+    receipt = inproc.submit(inproc.enroll().next_claim()).receipt
+    return receipt, receipt.checkpoint[: receipt.checkpoint.rfind("\n\n") + 1].encode()
+
+
+def _proof_file(tmp_path: Path, receipt: Receipt, lines: str) -> Path:
+    """``receipt`` as a tlog-proof file whose checkpoint also carries the cosignature
+    ``lines``."""
+    path = tmp_path / "leaf.tlog-proof"
+    path.write_text(encode_tlog_proof(replace(receipt, checkpoint=receipt.checkpoint + lines)))
+    return path
+
+
+@pytest.mark.parametrize("timestamp", [2**40, 2**63 - 1, 2**64 - 1])
+def test_a_cosignature_time_past_any_date_counts_as_no_cosignature(
+    inproc: InProc, tmp_path: Path, capsys: pytest.CaptureFixture[str], timestamp: int
+) -> None:
+    """A policy of 2 witnesses, quorum 1: w1 cosigned properly, w2 with a timestamp no
+    date holds (year 36812; 2^63 - 1; 2^64 - 1, above the 2^63 - 1 tlog-cosignature
+    allows). w1 meets the policy and w2 counts as not having cosigned. Before, reading
+    w2's time raised ValueError (a traceback), OSError or OverflowError out of
+    `prov receipt verify`: one witness could make every check of the policy fail."""
+    w1, k1 = _witness(tmp_path, "witness.test/w1")
+    w2, k2 = _witness(tmp_path, "witness.test/w2")
+    receipt, body = _receipt(inproc)
+    lines = cosign(w1, body, int(time.time())) + cosign(w2, body, timestamp)
+    path = _proof_file(tmp_path, receipt, lines)
+    vkey = inproc.service.signer.verifier_key()
+    verify = ["receipt", "verify", str(path), "--log-key", vkey, "--witness", k1, "--witness", k2]
+    assert prov_main([*verify, "--witness-quorum", "1"]) == 0
+    assert "cosigned by 1 of 2 witnesses: witness.test/w1 at" in capsys.readouterr().out
+    assert prov_main(verify) == 14
+    err = capsys.readouterr().err
+    assert "1 of the 2 witness cosignatures required" in err
+    assert f"timestamp {timestamp}" in err
