@@ -8,6 +8,7 @@ witness's own `cosign`; the CLI runs in-process as `prov`."""
 
 from __future__ import annotations
 
+import base64
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -17,9 +18,11 @@ from inproc import InProc
 
 from clients.cli import main as prov_main
 from provenance.core.claims import Receipt
+from provenance.core.errors import ConfigError, LogError
 from provenance.log.checkpoint import LogSigner, generate_log_key
 from provenance.log.tlogproof import encode_tlog_proof
-from provenance.witness import cosign, cosigner_vkey
+from provenance.witness import check_quorum, cosign, cosignature_key_id, cosigner_vkey
+from provenance.witness.client import Cosigner, WitnessSpec
 
 
 def _witness(tmp_path: Path, name: str) -> tuple[LogSigner, str]:
@@ -65,3 +68,37 @@ def test_a_cosignature_time_past_any_date_counts_as_no_cosignature(
     err = capsys.readouterr().err
     assert "1 of the 2 witness cosignatures required" in err
     assert f"timestamp {timestamp}" in err
+
+
+def test_one_witness_cannot_fill_two_places_of_a_policy(
+    inproc: InProc, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A 2-of-2 policy must take two witnesses. Before, the same key given twice counted
+    its one cosignature twice; and one key under two names (an Ed25519 cosignature does
+    not commit to the name, tlog-cosignature "Ed25519 signed message") let anyone copy
+    w1's line under the second name with that name's key id, and pass as two. Both are
+    now a usage error naming the key; `check_quorum` refuses such a policy."""
+    w1, k1 = _witness(tmp_path, "witness.test/w1")
+    receipt, body = _receipt(inproc)
+    line = cosign(w1, body, int(time.time()))
+    alias = "witness.test/w1-again"
+    raw = base64.b64decode(line.split(" ")[2])
+    copied = cosignature_key_id(alias, w1.public_key) + raw[4:]
+    relabelled = f"\u2014 {alias} {base64.b64encode(copied).decode()}\n"
+    k_alias = cosigner_vkey(alias, w1.public_key)
+    note = receipt.checkpoint + line + relabelled
+    path = _proof_file(tmp_path, receipt, line + relabelled)
+    vkey = inproc.service.signer.verifier_key()
+    for policy in ([k1, k1], [k1, k_alias]):
+        with pytest.raises(LogError, match="the same public key"):
+            check_quorum(note, policy, 2)
+        args = ["receipt", "verify", str(path), "--log-key", vkey]
+        for k in policy:
+            args += ["--witness", k]
+        assert prov_main(args) == 2
+        err = " ".join(w for w in capsys.readouterr().err.split() if w != "\u2502")  # unboxed
+        assert "witness.test/w1 and witness.test/w1" in err and "the same public key" in err
+    # the log server's own policy (prov serve --witness URL=KEY) is refused the same way
+    specs = [WitnessSpec("http://127.0.0.1:1", k) for k in (k1, k_alias)]
+    with pytest.raises(ConfigError, match="the same public key"):
+        Cosigner(specs, 2, lambda old, new: [], lambda: None)

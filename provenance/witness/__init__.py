@@ -155,10 +155,29 @@ def verify_cosignature(note: str, vkey: str) -> Cosignature:
     raise SignatureError(f"the checkpoint has no cosignature by witness {name}")
 
 
+def check_policy(witness_keys: list[str]) -> None:
+    """Raise LogError unless the cosigner keys ``witness_keys`` are of distinct public
+    keys: an Ed25519 cosignature does not commit to the witness's name (tlog-cosignature
+    "Ed25519 signed message"), so one key listed twice, or under two names (anyone can
+    copy its line under the other name's key id), would count one witness twice towards
+    a quorum. Also LogError for a malformed key."""
+    seen: dict[bytes, str] = {}
+    for vkey in witness_keys:
+        name, raw = parse_cosigner_vkey(vkey)
+        if raw in seen:
+            raise LogError(
+                f"the witness keys of {seen[raw]} and {name} have the same public key: one"
+                " witness cannot count twice towards a quorum"
+            )
+        seen[raw] = name
+
+
 def check_quorum(note: str, witness_keys: list[str], quorum: int) -> list[Cosignature]:
     """The valid cosignatures on ``note`` by the witnesses ``witness_keys``; raises
     WitnessQuorumError when fewer than ``quorum`` of them cosigned it (naming those that
-    did not), LogError for a malformed key or note."""
+    did not), LogError for a malformed key or note, or a policy that lists one public
+    key twice (`check_policy`)."""
+    check_policy(witness_keys)
     signed: list[Cosignature] = []
     missing: list[str] = []
     for vkey in witness_keys:
