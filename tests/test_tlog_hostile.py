@@ -10,16 +10,19 @@ from __future__ import annotations
 
 import base64
 import time
+import urllib.error
+import urllib.request
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from conftest import witness_serve
 from inproc import InProc
 
 from clients.cli import main as prov_main
 from provenance.core.claims import Receipt
 from provenance.core.errors import ConfigError, LogError
-from provenance.log.checkpoint import LogSigner, generate_log_key
+from provenance.log.checkpoint import Checkpoint, LogSigner, generate_log_key, parse_tree_size
 from provenance.log.tlogproof import encode_tlog_proof
 from provenance.witness import check_quorum, cosign, cosignature_key_id, cosigner_vkey
 from provenance.witness.client import Cosigner, WitnessSpec
@@ -102,3 +105,37 @@ def test_one_witness_cannot_fill_two_places_of_a_policy(
     specs = [WitnessSpec("http://127.0.0.1:1", k) for k in (k1, k_alias)]
     with pytest.raises(ConfigError, match="the same public key"):
         Cosigner(specs, 2, lambda old, new: [], lambda: None)
+
+
+def _post(url: str, body: str) -> tuple[int, str]:
+    request = urllib.request.Request(f"{url}/add-checkpoint", body.encode(), method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=30) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
+
+
+def test_tree_sizes_above_a_uint64_are_malformed(tmp_path: Path) -> None:
+    """A tree size is a uint64 (tlog-checkpoint; Go's note readers use ParseUint(64)).
+    20 digits were taken whatever their value, so a checkpoint of 2^64 leaves (signed
+    by the log) was cosigned by `prov witness serve` and kept as its state, and an
+    ``old`` size of 2^64 read as a number: both are now 400, malformed. 2^64 - 1 is
+    still a size."""
+    assert parse_tree_size(str(2**64 - 1)) == 2**64 - 1
+    for text in (str(2**64), "9" * 20):
+        with pytest.raises(LogError, match="at most 2\\^64 - 1"):
+            parse_tree_size(text)
+    with pytest.raises(LogError, match="at most 2\\^64 - 1"):
+        Checkpoint("log.test/big", 2**64, bytes(32))
+    signer = generate_log_key(tmp_path / "log.pem", "log.test/big")
+    with witness_serve(tmp_path, signer.verifier_key()) as (url, _):
+        root = base64.b64encode(bytes(32)).decode()
+        huge = signer.sign_text(f"log.test/big\n{2**64}\n{root}\n")  # signed by the log
+        status, text = _post(url, f"old 0\n\n{huge}")
+        assert status == 400 and "at most 2^64 - 1" in text, (status, text)
+        top = signer.sign(Checkpoint("log.test/big", 2**64 - 1, bytes(32)))
+        status, text = _post(url, f"old {2**64}\n\n{top}")
+        assert status == 400 and "'old <size>'" in text, (status, text)
+        status, text = _post(url, f"old 0\n\n{top}")
+        assert status == 200, text

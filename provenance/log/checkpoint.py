@@ -48,6 +48,9 @@ ROOT_HASH_SIZE = 32
 SIGNATURE_TYPE_ED25519 = 0x01
 """Signature type byte of Ed25519 in c2sp.org/signed-note."""
 
+MAX_TREE_SIZE = 2**64 - 1
+"""Largest tree size: a uint64 (tlog-checkpoint; Go's readers parse it as one)."""
+
 MAX_SIGNATURES = 100
 """Most signature lines a note may carry (the spec asks verifiers for a limit of >= 16)."""
 
@@ -124,8 +127,8 @@ class Checkpoint:
     def __post_init__(self) -> None:
         if not self.origin or "\n" in self.origin or _has_control(self.origin):
             raise LogError(f"checkpoint origin {self.origin!r} is empty or has control characters")
-        if self.size < 0:
-            raise LogError(f"checkpoint size {self.size} is negative")
+        if not 0 <= self.size <= MAX_TREE_SIZE:
+            raise LogError(f"checkpoint size {self.size} is not a uint64 (0, at most 2^64 - 1)")
         if len(self.root_hash) != ROOT_HASH_SIZE:
             raise LogError(f"checkpoint root is {len(self.root_hash)} bytes, want {ROOT_HASH_SIZE}")
         if self.timestamp is not None and self.timestamp.utcoffset() != timedelta(0):
@@ -158,17 +161,20 @@ class Checkpoint:
 
 
 def parse_tree_size(text: str, what: str = "tree size") -> int:
-    """A tree size as C2SP checkpoints and tlog-witness write it: ASCII decimal digits
-    (at most 20, no sign, no leading zeros). Python's `int` and `str.isdigit` also take
-    other scripts' digits ("٣") and superscripts ("²", which `int` then refuses with a
-    ValueError), so every size read from a witness, a client or a note goes through here.
-    Raises LogError naming ``what``."""
+    """A tree size as C2SP checkpoints and tlog-witness write it: a uint64 in ASCII
+    decimal digits (no sign, no leading zeros, at most `MAX_TREE_SIZE`). Python's `int`
+    and `str.isdigit` also take other scripts' digits ("٣") and superscripts ("²", which
+    `int` then refuses with a ValueError), so every size read from a witness, a client or
+    a note goes through here. Raises LogError naming ``what``."""
     if not _SIZE_RE.fullmatch(text):
         raise LogError(
             f"{what} {text[:40]!r} is not a decimal without leading zeros (at most 20"
             " digits); only ASCII digits 0-9 count"
         )
-    return int(text)
+    size = int(text)
+    if size > MAX_TREE_SIZE:
+        raise LogError(f"{what} {text} is more than a uint64 holds (at most 2^64 - 1)")
+    return size
 
 
 def _raw_public_key(public_key: Ed25519PublicKey) -> bytes:
