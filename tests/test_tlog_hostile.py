@@ -9,6 +9,8 @@ witness's own `cosign`; the CLI runs in-process as `prov`."""
 from __future__ import annotations
 
 import base64
+import os
+import stat
 import time
 import urllib.error
 import urllib.request
@@ -24,7 +26,13 @@ from provenance.core.claims import Receipt
 from provenance.core.errors import ConfigError, LogError
 from provenance.log.checkpoint import Checkpoint, LogSigner, generate_log_key, parse_tree_size
 from provenance.log.tlogproof import encode_tlog_proof
-from provenance.witness import check_quorum, cosign, cosignature_key_id, cosigner_vkey
+from provenance.witness import (
+    Witness,
+    check_quorum,
+    cosign,
+    cosignature_key_id,
+    cosigner_vkey,
+)
 from provenance.witness.client import Cosigner, WitnessSpec
 
 
@@ -139,3 +147,36 @@ def test_tree_sizes_above_a_uint64_are_malformed(tmp_path: Path) -> None:
         assert status == 400 and "'old <size>'" in text, (status, text)
         status, text = _post(url, f"old 0\n\n{top}")
         assert status == 200, text
+
+
+def test_a_witness_makes_its_new_state_durable_before_it_cosigns(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The witness must persist a new checkpoint before it answers (tlog-witness
+    "add-checkpoint"): its state file is written, fsynced and renamed into place, and
+    the rename itself is only durable once the folder is fsynced. Without that, a power
+    cut after the answer could bring back the older state, and the witness would then
+    cosign a fork of the tree it had cosigned (a rolled-back witness). The real
+    `os.fsync` and `os.replace` run; the test only records what was synced, in order."""
+    log = generate_log_key(tmp_path / "log.pem", "log.test/w")
+    w, _ = _witness(tmp_path, "witness.test/w1")
+    state_dir = tmp_path / "wstate"
+    witness = Witness(w, [log.verifier_key()], state_dir)
+    events: list[str] = []
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync(fd: int) -> None:
+        st = os.fstat(fd)
+        folder = stat.S_ISDIR(st.st_mode) and os.path.samestat(st, os.stat(state_dir))
+        events.append("fsync state folder" if folder else "fsync file")
+        real_fsync(fd)
+
+    def replace_(src: str | Path, dst: str | Path) -> None:
+        events.append("rename")
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "replace", replace_)
+    note = log.sign(Checkpoint("log.test/w", 1, bytes(32)))
+    assert witness.add_checkpoint(f"old 0\n\n{note}".encode()).status == 200
+    assert events == ["fsync file", "rename", "fsync state folder"]

@@ -21,7 +21,8 @@ over ``cosignature/v1\\ntime <timestamp>\\n`` followed by the checkpoint body; t
 is SHA-256(name || 0x0A || 0x04 || public key)[:4].
 
 State: one JSON file per log origin in the state directory (the last cosigned size,
-root and note), replaced atomically.
+root and note), replaced atomically and durably (file and folder fsynced) before the
+answer.
 """
 
 from __future__ import annotations
@@ -311,6 +312,14 @@ class Witness:
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
+        # the rename is durable only once the folder is: without this a power cut after
+        # the answer could bring back the older state, and a fork of what was cosigned
+        # would then be cosigned too
+        folder = os.open(self.state_dir, os.O_RDONLY)
+        try:
+            os.fsync(folder)
+        finally:
+            os.close(folder)
 
     def add_checkpoint(self, body: bytes) -> Answer:
         """Handle one add-checkpoint request body (see module docstring for the answers)."""
