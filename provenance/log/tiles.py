@@ -284,8 +284,10 @@ class TileNodes:
                 if not tile.partial:
                     raise
                 # the log may delete a partial tile once the full one exists: its first
-                # hashes are the partial tile's (tlog-tiles "Partial Tiles")
-                data = self._fetch(Tile(level, index, TILE_WIDTH).path)[: tile.width * 32]
+                # hashes are the partial tile's (tlog-tiles "Partial Tiles"); a "full"
+                # tile of another length is malformed here too
+                whole = Tile(level, index, TILE_WIDTH)
+                data = b"".join(split_hashes(self._fetch(whole.path), whole)[: tile.width])
             self._tiles[key] = split_hashes(data, tile)
         return tile, self._tiles[key]
 
