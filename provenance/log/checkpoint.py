@@ -309,21 +309,25 @@ class NoteVerifier:
     def open(self, note: str) -> str:
         """Verify ``note`` and return its text (ending in a newline).
 
-        Signatures by other keys (another name or key id) are ignored. Raises LogError for
-        a malformed note and SignatureError when no signature of this key is present or
-        one fails to verify.
+        Signatures by other keys (another name or key id) are ignored. Every signature of
+        this key must verify; one repeated verbatim is checked once (a public note with
+        its log line repeated up to `MAX_SIGNATURES` times cost a witness 100
+        verifications). Raises LogError for a malformed note and SignatureError when no
+        signature of this key is present or one fails to verify.
         """
         text, signatures = split_note(note)
-        found = False
+        verified: set[bytes] = set()
         for line in signatures:
             if line.name != self.name or line.key_id != self.key_id:
+                continue
+            if line.signature in verified:
                 continue
             try:
                 self._public_key.verify(line.signature, text.encode())
             except InvalidSignature as e:
                 raise SignatureError(f"note signature by {self.name} does not verify") from e
-            found = True
-        if not found:
+            verified.add(line.signature)
+        if not verified:
             raise SignatureError(f"note has no signature by {self.name}+{self.key_id.hex()}")
         return text
 
