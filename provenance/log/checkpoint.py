@@ -127,8 +127,10 @@ class Checkpoint:
     def __post_init__(self) -> None:
         if not self.origin or "\n" in self.origin or _has_control(self.origin):
             raise LogError(f"checkpoint origin {self.origin!r} is empty or has control characters")
-        if not 0 <= self.size <= MAX_TREE_SIZE:
-            raise LogError(f"checkpoint size {self.size} is not a uint64 (0, at most 2^64 - 1)")
+        if self.size < 0:
+            raise LogError(f"checkpoint size {self.size} is negative")
+        if self.size > MAX_TREE_SIZE:
+            raise LogError(f"checkpoint size {self.size} is more than a uint64 (at most 2^64 - 1)")
         if len(self.root_hash) != ROOT_HASH_SIZE:
             raise LogError(f"checkpoint root is {len(self.root_hash)} bytes, want {ROOT_HASH_SIZE}")
         if self.timestamp is not None and self.timestamp.utcoffset() != timedelta(0):
