@@ -17,15 +17,20 @@ import urllib.request
 from dataclasses import replace
 from pathlib import Path
 
+import av
+import numpy as np
 import pytest
 from conftest import witness_serve
 from inproc import InProc
 
 from clients.cli import main as prov_main
-from provenance.core.claims import Receipt
-from provenance.core.errors import ConfigError, LogError
+from provenance.core.binding import PDQ_ALGORITHM, PerceptualHash
+from provenance.core.claims import Receipt, SignedClaim
+from provenance.core.errors import ClaimError, ConfigError, LogError
 from provenance.log.checkpoint import Checkpoint, LogSigner, generate_log_key, parse_tree_size
+from provenance.log.tiledir import export_tiles
 from provenance.log.tlogproof import encode_tlog_proof
+from provenance.wire import convert as wire
 from provenance.witness import (
     Witness,
     check_quorum,
@@ -180,3 +185,64 @@ def test_a_witness_makes_its_new_state_durable_before_it_cosigns(
     note = log.sign(Checkpoint("log.test/w", 1, bytes(32)))
     assert witness.add_checkpoint(f"old 0\n\n{note}".encode()).status == 200
     assert events == ["fsync file", "rename", "fsync state folder"]
+
+
+def test_a_claim_too_large_for_an_entry_bundle_is_refused_before_the_log(
+    inproc: InProc, tmp_path: Path
+) -> None:
+    """tlog-tiles entry bundles prefix each entry with a uint16 length, so an entry over
+    65,535 bytes can never be exported. A claim of 4,096 video frame hashes (what
+    `prov sign` made of a 68-minute video; 213 KB) was logged, and from then on
+    `prov log export-tiles` failed on it at every run: the log is append-only, so its
+    tiled copy stopped there for good. A claim carries at most 1,000 frames now, and
+    one whose entry would be too large for another reason (a 64 KiB media type) is
+    refused too (ClaimError), before the writer; 1,000 frames are logged and exported."""
+    dev = inproc.enroll()
+
+    def claim(frames: int, media_type: str = "video/mp4") -> SignedClaim:
+        soft = tuple(PerceptualHash(PDQ_ALGORITHM, os.urandom(32), 100, float(i)) for i in
+                     range(frames))  # fmt: skip
+        return dev.next_claim(media_type=media_type, soft_bindings=soft)
+
+    for refused, why in (
+        (lambda: claim(4096), "claim has 4096 soft bindings; the limit is 1000"),
+        (lambda: claim(10, "video/" + "x" * 65_536), "the log holds entries of at most 65,535"),
+    ):
+        seq, last = dev.seq, dev.last
+        with pytest.raises(ClaimError, match=why):
+            inproc.submit(refused())
+        dev.seq, dev.last = seq, last  # the refused claim's number is free again
+    fits = inproc.submit(claim(1000)).receipt
+    assert 50_000 < len(fits.log_entry) <= 65_535
+    result = export_tiles(inproc.service.store, tmp_path / "tiles")
+    assert (result.size, result.bundles_written) == (2, 1)  # the enrollment and the claim
+
+
+def test_a_long_video_is_sampled_sparsely_enough_to_be_logged(
+    inproc: InProc, tmp_path: Path
+) -> None:
+    """`prov sign` of a video of more than 1,000 seconds: its 1 Hz samples would be more
+    frames than a claim carries (and, before, a log entry too large for the tiles), so
+    every k-th sample is kept (here every 2nd of 1,201: the samples of 0.5 Hz) and the
+    claim says that rate. A real 1,201-second video (16x16 pixels, one frame a second,
+    each a different grey) measured as `prov sign` does, logged and exported."""
+    path = tmp_path / "long.mp4"
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("libx264", rate=1, options={"crf": "30", "preset": "ultrafast"})
+        stream.width, stream.height, stream.pix_fmt = 16, 16, "yuv420p"
+        for i in range(1201):
+            pixels = np.full((16, 16, 3), (i * 37) % 256, dtype=np.uint8)
+            pixels[: i % 16] = 255 - pixels[0, 0]  # a bar that moves: frames differ
+            for packet in stream.encode(av.VideoFrame.from_ndarray(pixels, format="rgb24")):
+                out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+    dev = inproc.enroll()
+    signed = dev.claim_for_file(path)
+    claim = wire.decode_claim(signed.claim_bytes)
+    assert len(claim.soft_bindings) == 601  # samples 0, 2, ..., 1200
+    assert claim.frame_sample_rate == 0.5
+    times = [h.timestamp_seconds for h in claim.soft_bindings]
+    assert times == [2.0 * i for i in range(601)]
+    inproc.submit(signed)
+    assert export_tiles(inproc.service.store, tmp_path / "tiles").size == 2

@@ -29,6 +29,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 from provenance.core import merkle
+from provenance.core.claims import MAX_LOG_ENTRY_BYTES
 from provenance.core.errors import LogError, LogIntegrityError, TileMissingError
 from provenance.log.audit import AuditState, audit_step, open_trusted
 from provenance.log.checkpoint import Checkpoint, NoteVerifier
@@ -39,7 +40,7 @@ TILE_HEIGHT = 8
 TILE_WIDTH = 1 << TILE_HEIGHT
 """Hashes in a full tile, and entries in a full entry bundle (256)."""
 
-MAX_ENTRY_SIZE = 0xFFFF
+MAX_ENTRY_SIZE = MAX_LOG_ENTRY_BYTES
 """Largest entry an entry bundle can hold: its length prefix is a big-endian uint16."""
 
 MAX_LEVEL = 63
