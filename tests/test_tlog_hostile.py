@@ -246,3 +246,20 @@ def test_a_long_video_is_sampled_sparsely_enough_to_be_logged(
     assert times == [2.0 * i for i in range(601)]
     inproc.submit(signed)
     assert export_tiles(inproc.service.store, tmp_path / "tiles").size == 2
+
+
+def test_a_revocation_reason_too_long_for_an_entry_bundle_is_refused(
+    inproc: InProc, tmp_path: Path
+) -> None:
+    """A revocation is logged as a key-history entry, with its reason: a 70,000-character
+    reason (a pasted document) made an entry no tlog-tiles bundle holds, and the tiled
+    copy of the log stopped at it for good. Reasons are at most 1,024 bytes (UTF-8),
+    refused before anything is logged; one of 1,024 is logged and exported."""
+    dev = inproc.enroll()
+    with pytest.raises(ClaimError, match="reason is 70,000 bytes; at most 1,024"):
+        inproc.service.revoke(dev.device_id, "x" * 70_000, None)
+    with pytest.raises(ClaimError, match="reason is 1,026 bytes"):
+        inproc.service.revoke(dev.device_id, "é" * 513, None)
+    assert not inproc.service.get_device(dev.device_id).revoked
+    inproc.service.revoke(dev.device_id, "é" * 512, None)
+    assert export_tiles(inproc.service.store, tmp_path / "tiles").size == 2
