@@ -39,6 +39,7 @@ PLAN: list[tuple[str, list[str], int]] = [
     ("bench_store.py", ["--leaves", "1000000", "--appends", "6000", "--repeat", "3"], 720),
     ("bench_cosign.py", ["--submitters", "16", "--seconds", "4", "--batches", "50"], 120),
     ("bench_note_open.py", ["--calls", "200"], 60),
+    ("bench_tlog_serve.py", ["--seconds", "5"], 120),
 ]
 
 
