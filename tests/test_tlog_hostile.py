@@ -9,8 +9,10 @@ witness's own `cosign`; the CLI runs in-process as `prov`."""
 from __future__ import annotations
 
 import base64
+import fcntl
 import os
 import stat
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -263,3 +265,35 @@ def test_a_revocation_reason_too_long_for_an_entry_bundle_is_refused(
     assert not inproc.service.get_device(dev.device_id).revoked
     inproc.service.revoke(dev.device_id, "é" * 512, None)
     assert export_tiles(inproc.service.store, tmp_path / "tiles").size == 2
+
+
+def test_two_witness_processes_on_one_state_folder_take_turns(tmp_path: Path) -> None:
+    """The check of the old size and the save of the new checkpoint must be one atomic
+    step (tlog-witness "add-checkpoint", the race of steps 1-6), also between two
+    `prov witness serve` of one --state folder (a restart that overlaps the old
+    process, two ports for one witness): each took only its own thread lock, so one
+    could check size N, the other save N+K and cosign it, and the first then save N
+    over it, rolling the witness back K leaves. The step now holds an flock on the
+    folder's lock file: while another holder has it, a request waits and saves
+    nothing."""
+    log = generate_log_key(tmp_path / "log.pem", "log.test/w")
+    w, _ = _witness(tmp_path, "witness.test/w1")
+    state_dir = tmp_path / "wstate"
+    witness = Witness(w, [log.verifier_key()], state_dir)
+    note = log.sign(Checkpoint("log.test/w", 1, bytes(32)))
+    answers: list[int] = []
+    with open(state_dir / ".lock", "a") as other:  # what the other process holds
+        fcntl.flock(other.fileno(), fcntl.LOCK_EX)
+        asking = threading.Thread(
+            target=lambda: answers.append(
+                witness.add_checkpoint(f"old 0\n\n{note}".encode()).status
+            )
+        )
+        asking.start()
+        asking.join(1.0)
+        assert asking.is_alive() and not answers and witness.latest("log.test/w") is None
+        fcntl.flock(other.fileno(), fcntl.LOCK_UN)
+    asking.join(30)
+    assert answers == [200]
+    latest = witness.latest("log.test/w")
+    assert latest is not None and latest.size == 1

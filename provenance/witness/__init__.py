@@ -13,7 +13,8 @@ signed checkpoint. The witness answers:
 - 422 when the consistency proof (RFC 9162 2.1.4.2) does not verify;
 - else 200 and one cosignature line, after persisting the new checkpoint (a checkpoint of
   the size already cosigned, which anyone can replay, is cosigned without a save); the check
-  and the update are atomic (one lock per witness, the tlog-witness race).
+  and the update are atomic (the tlog-witness race: a thread lock, and an flock on the
+  state folder's lock file for other processes of the same folder).
 
 A cosignature (c2sp.org/tlog-cosignature "Format", "Ed25519 signed message") is a note
 signature line ``— <witness name> base64(key id || u64 timestamp || Ed25519 signature)``
@@ -28,12 +29,14 @@ answer.
 from __future__ import annotations
 
 import base64
+import contextlib
+import fcntl
 import hashlib
 import json
 import os
 import secrets
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -254,6 +257,20 @@ def _parse_request(text: str) -> _Request:
     return _Request(old, proof, note)
 
 
+#: The file in a witness's state folder whose flock makes each check-and-save atomic.
+LOCK_FILE = ".lock"
+
+
+@contextlib.contextmanager
+def _flocked(fd: int) -> Iterator[None]:
+    """Hold an exclusive flock(2) on ``fd`` (waiting for it) for the block."""
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    try:
+        yield
+    finally:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+
+
 def _conflict(size: int) -> Answer:
     return Answer(409, f"{size}\n", SIZE_CONTENT_TYPE)
 
@@ -279,6 +296,9 @@ class Witness:
         state_dir.mkdir(parents=True, exist_ok=True)
         self._clock = clock
         self._lock = threading.Lock()
+        # the check and the save are atomic across processes too (two witnesses of one
+        # folder): an flock on this file, taken after the thread lock
+        self._folder_lock = open(state_dir / LOCK_FILE, "a")  # held for the witness's life
 
     def vkey(self) -> str:
         """This witness's cosigner verifier key (type 0x04)."""
@@ -345,7 +365,7 @@ class Witness:
             )
         if request.old_size == 0 and request.proof:
             return Answer(400, "the consistency proof must be empty when the old size is 0\n")
-        with self._lock:
+        with self._lock, _flocked(self._folder_lock.fileno()):
             old = self.latest(origin)
             old_size = old.size if old is not None else 0
             if request.old_size != old_size:
