@@ -29,9 +29,12 @@ from clients.cli import main as prov_main
 from provenance.core.binding import PDQ_ALGORITHM, PerceptualHash
 from provenance.core.claims import Receipt, SignedClaim
 from provenance.core.errors import ClaimError, ConfigError, LogError
+from provenance.core.video_match import QUERY_RATE_HZ, match_video
 from provenance.log.checkpoint import Checkpoint, LogSigner, generate_log_key, parse_tree_size
 from provenance.log.tiledir import export_tiles
 from provenance.log.tlogproof import encode_tlog_proof
+from provenance.media.video.decode import sample_frames
+from provenance.media.video.transcode import transcode
 from provenance.wire import convert as wire
 from provenance.witness import (
     Witness,
@@ -297,3 +300,25 @@ def test_two_witness_processes_on_one_state_folder_take_turns(tmp_path: Path) ->
     assert answers == [200]
     latest = witness.latest("log.test/w")
     assert latest is not None and latest.size == 1
+
+
+@pytest.mark.parametrize("every", [2, 3])
+def test_a_sparser_claim_still_matches_re_encoded_trimmed_and_converted_copies(
+    tmp_path: Path, every: int
+) -> None:
+    """What the sparser sampling of a long video gives up: the real sample clip's 1 Hz
+    frames thinned to every 2nd or 3rd (0.5 or 0.33 Hz, as `prov sign` does past 1,000
+    s) still match its smaller re-encode, a 3 s trim and a 25 fps conversion, hashed
+    at every frame as a verifier does (`match_video`)."""
+    sample = Path(__file__).resolve().parents[1] / "clients" / "samples" / "fabric_pattern.mp4"
+    claim = [f.pdq for f in sample_frames(sample).frames][::every]
+    for name, kwargs in {
+        "small": dict(width=180, height=320, crf=34),
+        "trim": dict(width=180, height=320, start_s=2.1, end_s=5.0, crf=30),
+        "fps25": dict(width=180, height=320, crf=30, frame_rate=25),
+    }.items():
+        copy = tmp_path / f"{name}.mp4"
+        transcode(sample, copy, encoder_options={"preset": "ultrafast"}, **kwargs)  # type: ignore[arg-type]
+        query = [f.pdq for f in sample_frames(copy, rate_hz=QUERY_RATE_HZ).frames]
+        found = match_video(query, claim)
+        assert found.matched and found.coverage == 1.0, (name, found)
