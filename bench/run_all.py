@@ -38,6 +38,8 @@ PLAN: list[tuple[str, list[str], int]] = [
     # out/biglog/; 6,000 appends from 256 submitters, 3 runs; start-up also estimated at 10^7
     ("bench_store.py", ["--leaves", "1000000", "--appends", "6000", "--repeat", "3"], 720),
     ("bench_cosign.py", ["--submitters", "16", "--seconds", "4", "--batches", "50"], 120),
+    ("bench_note_open.py", ["--calls", "200"], 60),
+    ("bench_tlog_serve.py", ["--seconds", "5"], 120),
 ]
 
 

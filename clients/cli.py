@@ -28,7 +28,7 @@ from typer.core import TyperCommand
 
 from clients import logcmd, witnesscmd
 from clients.api import CANNOT_REACH, ProvenanceClient, default_server
-from clients.cosigned import WitnessCheck, check_witnesses, policy_key
+from clients.cosigned import WitnessCheck, check_witnesses, policy_keys
 from clients.device import (
     DeviceHome,
     SidecarExistsError,
@@ -770,7 +770,7 @@ def verify(
             "--no-sidecar judges the file without any sidecar, and --sidecar names one to"
             " check: give one of them"
         )
-    policy = [policy_key(w) for w in witness or []]
+    policy = policy_keys(witness or [])
     quorum = witness_quorum_of(len(policy), witness_quorum)
     found, unread = (None, None) if no_sidecar else _read_sidecar(file, sidecar)
     cosigned: WitnessCheck | None = None

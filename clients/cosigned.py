@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from clients.api import ProvenanceClient
+from clients.options import UsageError
 from provenance.core import merkle
 from provenance.core.claims import Receipt, SignedClaim
 from provenance.core.errors import LogError, LogIntegrityError, TransportError, WitnessQuorumError
@@ -26,7 +27,13 @@ from provenance.core.verify import VerificationReport
 from provenance.log.checkpoint import NoteVerifier, open_checkpoint
 from provenance.log.receipt import verify_receipt
 from provenance.wire.sidecar import Sidecar
-from provenance.witness import Cosignature, WitnessStatus, check_quorum, parse_cosigner_vkey
+from provenance.witness import (
+    Cosignature,
+    WitnessStatus,
+    check_policy,
+    check_quorum,
+    parse_cosigner_vkey,
+)
 from provenance.witness.client import read_key_text
 
 
@@ -44,6 +51,18 @@ def policy_key(value: str) -> str:
             f"--witness {head}=...: that key belongs to the witness named {name}, not {head}"
         )
     return vkey
+
+
+def policy_keys(values: list[str]) -> list[str]:
+    """The ``--witness`` values of a command as cosigner keys (`policy_key`). Raises
+    UsageError (exit 2) when two are of one public key (`check_policy`: one witness
+    would count twice), LogError when one is malformed."""
+    keys = [policy_key(v) for v in values]
+    try:
+        check_policy(keys)
+    except LogError as e:
+        raise UsageError(f"--witness: {e}") from None
+    return keys
 
 
 def cosigner_names(note: str) -> list[str]:

@@ -48,7 +48,14 @@ from typing import TYPE_CHECKING, BinaryIO, NotRequired, TypedDict
 from clients.api import ProvenanceClient, is_unreachable
 from clients.files import open_regular, read_bounded
 from provenance.core.binding import PerceptualHash
-from provenance.core.claims import MAX_SOFT_BINDINGS, Claim, HardBinding, Receipt, SignedClaim
+from provenance.core.claims import (
+    MAX_CLAIM_SOFT_BINDINGS,
+    MAX_SOFT_BINDINGS,
+    Claim,
+    HardBinding,
+    Receipt,
+    SignedClaim,
+)
 from provenance.core.envelope import PAYLOAD_TYPE_CLAIM, PAYLOAD_TYPE_ENROLL, sign_payload
 from provenance.core.errors import (
     BindingError,
@@ -852,7 +859,9 @@ def measure(
     per-chunk leaf hashes for the sidecar.
 
     Images: SHA-256 and one PDQ hash. Video: SHA-256 and an RFC 9162 Merkle root over
-    1 MiB chunks, streamed; PDQ hashes of frames sampled at 1 Hz in a sandboxed decoder.
+    1 MiB chunks, streamed; PDQ hashes of frames sampled at 1 Hz in a sandboxed decoder
+    (at 1/k Hz for a video of more than `MAX_CLAIM_SOFT_BINDINGS` seconds, so that the
+    claim carries at most that many).
     Sizes are checked before anything is read: an image over ``limits.max_image_bytes``
     is refused from its size and first bytes, never read whole. FIFOs, devices and
     sockets are refused without blocking (`clients.files.open_regular`).
@@ -902,14 +911,18 @@ def _measure_video(
     except BindingError as e:  # it changed while it was read
         raise MediaError(f"{path.name}: {e}") from e
     info = sample_frames(path, rate_hz=DEFAULT_RATE_HZ, max_frames=MAX_SOFT_BINDINGS)
+    # a claim carries at most MAX_CLAIM_SOFT_BINDINGS frames (its log entry must fit a
+    # tlog-tiles entry bundle): of a longer video, every k-th sample, the samples of rate/k
+    # (slot j of rate/k starts where slot j*k of the rate does)
+    every = max(1, -(-len(info.frames) // MAX_CLAIM_SOFT_BINDINGS))
     fields: ClaimFields = {
         "media_type": info.media_type or media_type,
         "size_bytes": digest.size,
         "hard_binding": digest.hard_binding(),
-        "soft_bindings": tuple(fr.pdq for fr in info.frames),
+        "soft_bindings": tuple(fr.pdq for fr in info.frames[::every]),
         "width": info.width,
         "height": info.height,
         "duration_seconds": info.duration_seconds,
-        "frame_sample_rate": info.rate_hz,
+        "frame_sample_rate": info.rate_hz / every,
     }
     return fields, digest.chunk_hashes

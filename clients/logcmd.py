@@ -11,7 +11,7 @@ from typing import Annotated
 import typer
 
 from clients.api import ProvenanceClient, default_server
-from clients.cosigned import cosigned_receipt, cosigner_names, policy_key
+from clients.cosigned import cosigned_receipt, cosigner_names, policy_keys
 from clients.device import DeviceHome, atomic_write, default_home
 from clients.files import read_bounded
 from clients.options import (
@@ -613,7 +613,7 @@ def receipt_verify(
             " --server HOST:PORT` prints it (as does `prov serve` in its 'log key:' line)",
             param_hint="--log-key",
         )
-    witnesses = [policy_key(w) for w in witness or []]
+    witnesses = policy_keys(witness or [])
     quorum = witness_quorum_of(len(witnesses), witness_quorum)
     try:
         data = read_bounded(sidecar, max(MAX_SIDECAR_BYTES, MAX_PROOF_BYTES), "receipt")
@@ -691,7 +691,7 @@ def receipt_refresh(
     rewritten (atomically); with --witness, also the policy's cosignatures. Exit 14 when
     no cosigned checkpoint covers the receipt yet (each witness's status is printed:
     unreachable, or refused, as for a forked log) or the policy is not met."""
-    witnesses = [policy_key(w) for w in witness or []]
+    witnesses = policy_keys(witness or [])
     quorum = witness_quorum_of(len(witnesses), witness_quorum)
     sc = _read_sidecar(sidecar)
     if sc.receipt is None:

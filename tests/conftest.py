@@ -265,6 +265,24 @@ def read_line(proc: subprocess.Popen[str], prefix: str, timeout: float = 90) -> 
     raise RuntimeError(f"no {prefix!r} line in {timeout} s")
 
 
+@contextmanager
+def witness_serve(tmp_path: Path, log_vkey: str) -> Iterator[tuple[str, str]]:
+    """A `prov witness serve` (named witness.test/w1, key and state in ``tmp_path``) of
+    the log ``log_vkey`` on a loopback port: (its URL, its cosigner key); stopped after."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "clients.cli", "witness", "serve", "--key",
+         str(tmp_path / "witness.pem"), "--log-key", log_vkey, "--state",
+         str(tmp_path / "wstate"), "--name", "witness.test/w1", "--listen", "127.0.0.1:0"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+    )  # fmt: skip
+    try:
+        vkey = read_line(proc, "witness key ")
+        yield read_line(proc, "witness on "), vkey
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
+
+
 def start_web(server: str, *extra: str) -> ServerProc:
     """Start `prov web --server SERVER --listen 127.0.0.1:0`; its address is http://HOST:PORT."""
     proc = subprocess.Popen(

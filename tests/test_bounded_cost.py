@@ -32,7 +32,7 @@ from clients.api import ProvenanceClient, Query
 from clients.cli import main as prov_main
 from clients.scan.worker import _lookup_part
 from provenance.core.binding import PerceptualHash
-from provenance.core.claims import Claim, HardBinding, SignedClaim
+from provenance.core.claims import MAX_CLAIM_SOFT_BINDINGS, Claim, HardBinding, SignedClaim
 from provenance.core.errors import (
     ConfigError,
     LimitError,
@@ -690,9 +690,12 @@ def test_a_lookups_dihedral_hashes_count_toward_its_hash_limit(server: ServerPro
 
 
 def test_lookup_reply_never_outgrows_the_message_limit(server: ServerProc) -> None:
-    """24 copies of a signed 4,000-frame video: one Lookup would answer more than 8 MiB, so
-    the server refuses it clearly, and the scanner splits the batch and gets every row."""
-    frames = tuple(PerceptualHash("pdq", os.urandom(32), 90, float(t)) for t in range(4000))
+    """200 copies of a signed 1,000-frame video (the most a claim carries): one Lookup
+    would answer more than 8 MiB, so the server refuses it clearly, and the scanner
+    splits the batch and gets every row."""
+    frames = tuple(
+        PerceptualHash("pdq", os.urandom(32), 90, float(t)) for t in range(MAX_CLAIM_SOFT_BINDINGS)
+    )
     sha = os.urandom(32)
     with ProvenanceClient(server.address, ADMIN_TOKEN) as c:
         key = enroll_key(c)
@@ -706,7 +709,7 @@ def test_lookup_reply_never_outgrows_the_message_limit(server: ServerProc) -> No
             soft_bindings=frames,
         )
         c.submit(sign_claim(key, claim))
-        queries = [Query(f"copy{i}.mp4", sha, (), "video/mp4") for i in range(24)]
+        queries = [Query(f"copy{i}.mp4", sha, (), "video/mp4") for i in range(200)]
         with pytest.raises(TransportError) as e:
             c.lookup(queries)
         assert e.value.code == "RESOURCE_EXHAUSTED"
@@ -719,21 +722,24 @@ def test_lookup_reply_never_outgrows_the_message_limit(server: ServerProc) -> No
 
 @pytest.mark.slow
 def test_get_entries_reply_never_outgrows_the_message_limit(server: ServerProc) -> None:
-    """50 logged claims of 4,096 frames each (about 9 MB): GetEntries answers a page that
-    fits one reply, and paging with `next` reaches every entry."""
+    """200 logged claims of 1,000 frames each (the most a claim carries; about 10 MB):
+    GetEntries answers a page that fits one reply, and paging with `next` reaches every
+    entry."""
     with ProvenanceClient(server.address, ADMIN_TOKEN) as c:
         key = enroll_key(c)
-        frames = tuple(PerceptualHash("pdq", bytes(32), 90, float(t)) for t in range(4096))
-        for seq in range(1, 51):
+        frames = tuple(
+            PerceptualHash("pdq", bytes(32), 90, float(t)) for t in range(MAX_CLAIM_SOFT_BINDINGS)
+        )
+        for seq in range(1, 201):
             claim = replace(_claim(key, seq, ""), soft_bindings=frames, metadata={})
             c.submit(sign_claim(key, claim))
         first, nxt = c.entries(0, 1000)
-        assert 0 < len(first) == nxt < 51
+        assert 0 < len(first) == nxt < 201
         got = list(first)
-        while nxt < 51:  # the enrollment and 50 claims
+        while nxt < 201:  # the enrollment and 200 claims
             page, nxt = c.entries(nxt, 1000)
             got += page
-    assert len(got) == 51 and sum(map(len, first)) < MAX_MESSAGE_BYTES
+    assert len(got) == 201 and sum(map(len, first)) < MAX_MESSAGE_BYTES
 
 
 def test_second_serve_on_a_port_in_use_fails_clearly(tmp_path: Path, server: ServerProc) -> None:

@@ -18,6 +18,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from provenance.core import merkle
 from provenance.core.errors import ConfigError, KeyMaterialError, LogError, SignatureError
 from provenance.log.checkpoint import (
+    MAX_SIGNATURES,
     Checkpoint,
     LogSigner,
     NoteVerifier,
@@ -200,6 +201,25 @@ def test_truncated_signature_fails(signer: LogSigner) -> None:
         verifier.open(head + " " + blob[:-3] + "\n")
     with pytest.raises(LogError, match="too short"):
         verifier.open(head + " " + base64.b64encode(raw[:4]).decode() + "\n")
+
+
+def test_a_signature_line_repeated_is_one_signature(signer: LogSigner) -> None:
+    """The log's line repeated up to the note limit still opens (it is checked once: see
+    bench/bench_note_open.py); a second line of the log's key that differs from the
+    first must still verify, or the note is refused; over the limit, it is malformed."""
+    verifier = NoteVerifier.from_vkey(signer.verifier_key())
+    note = signer.sign(_checkpoint())
+    line = note.rpartition("\n\n")[2]
+    assert open_checkpoint(note + line * (MAX_SIGNATURES - 1), verifier) == _checkpoint()
+    head, blob = line[:-1].rsplit(" ", 1)
+    raw = bytearray(base64.b64decode(blob))
+    raw[-1] ^= 1
+    other = f"{head} {base64.b64encode(bytes(raw)).decode()}\n"
+    for bad in (note + other, note + line + other + line):
+        with pytest.raises(SignatureError, match="does not verify"):
+            open_checkpoint(bad, verifier)
+    with pytest.raises(LogError, match="more than 100"):
+        open_checkpoint(note + line * MAX_SIGNATURES, verifier)
 
 
 def test_other_signatures_are_ignored(signer: LogSigner) -> None:

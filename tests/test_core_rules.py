@@ -22,8 +22,8 @@ from provenance.core import keys as keys_module
 from provenance.core import merkle
 from provenance.core.binding import PerceptualHash
 from provenance.core.claims import (
+    MAX_CLAIM_SOFT_BINDINGS,
     MAX_METADATA_BYTES,
-    MAX_SOFT_BINDINGS,
     MAX_STORED_INT,
     Claim,
     Device,
@@ -151,7 +151,7 @@ def test_enrollment_refuses_weak_keys_before_the_proof() -> None:
 def test_a_well_formed_claim_passes_every_shape_rule() -> None:
     claim = _claim(metadata={"a": "x" * (MAX_METADATA_BYTES - 1)})
     check_claim_shape(_sign(claim), claim)
-    many = _claim(soft_bindings=(PerceptualHash("pdq", bytes(32), 100),) * MAX_SOFT_BINDINGS)
+    many = _claim(soft_bindings=(PerceptualHash("pdq", bytes(32), 100),) * MAX_CLAIM_SOFT_BINDINGS)
     check_claim_shape(_sign(many), many)
 
 
@@ -178,10 +178,17 @@ def test_a_well_formed_claim_passes_every_shape_rule() -> None:
         ),
         (
             _claim(
-                soft_bindings=(PerceptualHash("pdq", bytes(32), 100),) * (MAX_SOFT_BINDINGS + 1)
+                soft_bindings=(PerceptualHash("pdq", bytes(32), 100),)
+                * (MAX_CLAIM_SOFT_BINDINGS + 1)
             ),
             PAYLOAD_TYPE_CLAIM,
-            f"{MAX_SOFT_BINDINGS + 1} soft bindings; the limit is {MAX_SOFT_BINDINGS}",
+            f"{MAX_CLAIM_SOFT_BINDINGS + 1} soft bindings; the limit is {MAX_CLAIM_SOFT_BINDINGS}",
+        ),
+        (
+            # within every count, but its log entry could not fit a tlog-tiles entry bundle
+            _claim(media_type="video/" + "x" * 65_535),
+            PAYLOAD_TYPE_CLAIM,
+            "the log holds entries of at most 65,535",
         ),
         (_claim(duration_seconds=float("nan")), PAYLOAD_TYPE_CLAIM, "duration_seconds is nan"),
         (_claim(duration_seconds=float("inf")), PAYLOAD_TYPE_CLAIM, "duration_seconds is inf"),

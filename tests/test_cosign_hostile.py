@@ -151,6 +151,13 @@ MANGLES: dict[str, Mangle] = {
     "after a forged line of the other witness": lambda line, other: _forged_line(other) + line,
     "twice with a blank line between": lambda line, other: line + "\n" + line,
     "without its leading dash": lambda line, other: line.removeprefix("\u2014 "),
+    # line breaks that str.splitlines() honours but a signed note does not (only U+000A
+    # ends a line): the line carrying them must not be published, or no one could open
+    # the cosigned checkpoint (a control character, or a signature that is not base64)
+    "ending in CR LF": lambda line, other: line.replace("\n", "\r\n"),
+    "with U+2028 and text before its newline": lambda line, other: line[:-1] + "\u2028x\n",
+    "with NEL (U+0085) before its newline": lambda line, other: line[:-1] + "\x85\n",
+    "with a form feed before its newline": lambda line, other: line[:-1] + "\x0c\n",
 }
 
 

@@ -19,7 +19,7 @@ from PIL import Image
 
 from provenance.core import merkle
 from provenance.core.binding import PerceptualHash
-from provenance.core.claims import MAX_METADATA_BYTES, MAX_SOFT_BINDINGS, HardBinding, Verdict
+from provenance.core.claims import MAX_CLAIM_SOFT_BINDINGS, MAX_METADATA_BYTES, HardBinding, Verdict
 from provenance.core.envelope import PAYLOAD_TYPE_CLAIM, PAYLOAD_TYPE_ENROLL, sign_payload
 from provenance.core.errors import (
     ClaimError,
@@ -127,10 +127,10 @@ def test_claim_shape_metadata_size_limit(inproc: InProc) -> None:
 def test_claim_shape_soft_binding_count(inproc: InProc) -> None:
     dev = inproc.enroll()
     h = PerceptualHash("pdq", b"\x00" * 32, 100)
-    ok = make_claim(dev.key, 1, soft_bindings=(h,) * MAX_SOFT_BINDINGS)
+    ok = make_claim(dev.key, 1, soft_bindings=(h,) * MAX_CLAIM_SOFT_BINDINGS)
     inproc.submit(sign(dev.key, ok))
-    over = make_claim(dev.key, 2, soft_bindings=(h,) * (MAX_SOFT_BINDINGS + 1))
-    with pytest.raises(ClaimError, match=f"limit is {MAX_SOFT_BINDINGS}"):
+    over = make_claim(dev.key, 2, soft_bindings=(h,) * (MAX_CLAIM_SOFT_BINDINGS + 1))
+    with pytest.raises(ClaimError, match=f"limit is {MAX_CLAIM_SOFT_BINDINGS}"):
         inproc.submit(sign(dev.key, over))
 
 

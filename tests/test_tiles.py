@@ -370,3 +370,29 @@ def test_a_server_dripping_a_file_cannot_hold_an_audit() -> None:
         stop.set()
         server.shutdown()
         server.server_close()
+
+
+def test_a_partial_tile_served_as_full_is_refused(tmp_path: Path) -> None:
+    """A reader of an older checkpoint whose partial tile the log has deleted falls back
+    to the full tile's first hashes (tlog-tiles "Partial Tiles"); a "full" tile of fewer
+    than 256 hashes is malformed there as everywhere else (LogIntegrityError), as the
+    entry bundle already was. Before, its first hashes were taken whatever its length."""
+    signer = LogSigner(Ed25519PrivateKey.generate(), ORIGIN)
+    store = open_store(tmp_path / "log.db")
+    _fill(store, signer, 300, seed=1)
+    out = tmp_path / "tiles"
+    export_tiles(store, out)
+    partial = (out / "tile/0/001.p/44").read_bytes()
+    _fill(store, signer, 212, seed=2)  # 512: tile 0/001 is full, its partial one deleted
+    export_tiles(store, out)
+    expected = merkle.root(300, store.get_nodes)
+    store.close()
+    assert not (out / "tile/0/001.p").exists()
+    # through the full tile's first 44 hashes
+    assert merkle.root(300, tiles.TileNodes(300, fetcher(str(out)))) == expected
+    (out / "tile/0/001").write_bytes(partial)  # the partial tile, served as the full one
+    with pytest.raises(LogIntegrityError, match="tile/0/001 is 1408 bytes, not 256 hashes"):
+        merkle.root(300, tiles.TileNodes(300, fetcher(str(out))))
+    (out / "tile/0/001").write_bytes(partial + bytes(32))  # one hash more: still not full
+    with pytest.raises(LogIntegrityError, match="not 256 hashes"):
+        merkle.root(300, tiles.TileNodes(300, fetcher(str(out))))

@@ -4,8 +4,6 @@ rolled-back, forked and inconsistent ones."""
 from __future__ import annotations
 
 import base64
-import subprocess
-import sys
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -13,7 +11,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from conftest import ADMIN_TOKEN, ROOT, ServerProc, enroll_key, read_line, signed_claim
+from conftest import ADMIN_TOKEN, ServerProc, enroll_key, signed_claim, witness_serve
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from clients.api import ProvenanceClient
@@ -35,19 +33,8 @@ def witness(tmp_path: Path, server: ServerProc) -> Iterator[tuple[str, str]]:
     """A `prov witness serve` of the `server` log: (its URL, its verifier key)."""
     with ProvenanceClient(server.address) as c:
         log_vkey, _ = c.log_key()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "clients.cli", "witness", "serve", "--key",
-         str(tmp_path / "witness.pem"), "--log-key", log_vkey, "--state",
-         str(tmp_path / "wstate"), "--name", "witness.test/w1", "--listen", "127.0.0.1:0"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
-    )  # fmt: skip
-    try:
-        vkey = read_line(proc, "witness key ")
-        url = read_line(proc, "witness on ")
-        yield url, vkey
-    finally:
-        proc.terminate()
-        proc.wait(timeout=20)
+    with witness_serve(tmp_path, log_vkey) as served:
+        yield served
 
 
 def _post(url: str, body: str) -> tuple[int, str, str]:
@@ -171,15 +158,7 @@ def test_witness_refuses_sizes_too_long_for_a_uint64(tmp_path: Path) -> None:
     from provenance.log.checkpoint import generate_log_key
 
     signer = generate_log_key(tmp_path / "log.pem", "log.test/big")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "clients.cli", "witness", "serve", "--key",
-         str(tmp_path / "witness.pem"), "--log-key", signer.verifier_key(), "--state",
-         str(tmp_path / "wstate"), "--name", "witness.test/w1", "--listen", "127.0.0.1:0"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
-    )  # fmt: skip
-    try:
-        read_line(proc, "witness key ")
-        url = read_line(proc, "witness on ")
+    with witness_serve(tmp_path, signer.verifier_key()) as (url, _):
         note = signer.sign(Checkpoint("log.test/big", 3, bytes(32)))
         for old in ("9" * 5000, "1" * 21):
             status, text, _ = _post(url, f"old {old}\n\n{note}")
@@ -190,6 +169,3 @@ def test_witness_refuses_sizes_too_long_for_a_uint64(tmp_path: Path) -> None:
         assert status == 400 and "(at most 20 digits)" in text, text
         status, text, _ = _post(url, f"old 0\n\n{note}")  # still cosigning
         assert status == 200, text
-    finally:
-        proc.terminate()
-        proc.wait(timeout=20)

@@ -18,8 +18,20 @@ from provenance.core.binding import PerceptualHash
 CLAIM_VERSION = 1
 #: Largest metadata map a claim may carry, in bytes of keys plus values (UTF-8).
 MAX_METADATA_BYTES = 4096
-#: Largest number of soft bindings (sampled video frames) in one claim.
+#: Largest number of perceptual hashes (sampled video frames) of one file in a query or
+#: an inspection: a video of up to 68 minutes at 1 Hz.
 MAX_SOFT_BINDINGS = 4096
+#: Largest number of soft bindings (sampled video frames) in one claim: 1,000 PDQ hashes
+#: (about 52 bytes each) keep its log entry within `MAX_LOG_ENTRY_BYTES`; a device samples
+#: a longer video more sparsely (`clients.device`).
+MAX_CLAIM_SOFT_BINDINGS = 1000
+#: Largest log entry (a signed claim or key event with its integration time), in bytes:
+#: C2SP tlog-tiles entry bundles prefix each entry with a big-endian uint16 length, so a
+#: larger one could never be published as tiles.
+MAX_LOG_ENTRY_BYTES = 0xFFFF
+#: Bytes a log entry adds to its signed claim's fields (payload type, claim, key id,
+#: signature): protobuf tags and lengths, and the integration time (an upper bound).
+LOG_ENTRY_FRAMING_BYTES = 40
 #: Largest value of an integer claim field that the log stores (sequence, sizes, counts):
 #: a signed 64-bit integer, what SQLite INTEGER and PostgreSQL BIGINT hold.
 MAX_STORED_INT = 2**63 - 1

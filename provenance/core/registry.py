@@ -12,8 +12,10 @@ from datetime import datetime
 
 from provenance.core.claims import (
     CLAIM_VERSION,
+    LOG_ENTRY_FRAMING_BYTES,
+    MAX_CLAIM_SOFT_BINDINGS,
+    MAX_LOG_ENTRY_BYTES,
     MAX_METADATA_BYTES,
-    MAX_SOFT_BINDINGS,
     MAX_STORED_INT,
     Claim,
     Device,
@@ -63,6 +65,9 @@ def check_enrollment(public_key: bytes, token: str, proof_of_possession: bytes) 
 def check_claim_shape(signed: SignedClaim, claim: Claim) -> None:
     """Structural limits on a submitted claim; raises ClaimError.
 
+    Its log entry must fit a C2SP tlog-tiles entry bundle (`MAX_LOG_ENTRY_BYTES`), or the
+    log could never be exported as tiles past it.
+
     Every integer the log stores (sequence, size, chunk count) must fit a signed 64-bit
     integer (`MAX_STORED_INT`): a larger one is refused here, before the writer, so it
     can never fail a commit batch shared with other devices' claims.
@@ -95,9 +100,23 @@ def check_claim_shape(signed: SignedClaim, claim: Claim) -> None:
     meta = sum(len(k.encode()) + len(v.encode()) for k, v in claim.metadata.items())
     if meta > MAX_METADATA_BYTES:
         raise ClaimError(f"claim metadata is {meta} bytes; the limit is {MAX_METADATA_BYTES}")
-    if len(claim.soft_bindings) > MAX_SOFT_BINDINGS:
+    if len(claim.soft_bindings) > MAX_CLAIM_SOFT_BINDINGS:
         raise ClaimError(
-            f"claim has {len(claim.soft_bindings)} soft bindings; the limit is {MAX_SOFT_BINDINGS}"
+            f"claim has {len(claim.soft_bindings)} soft bindings; the limit is"
+            f" {MAX_CLAIM_SOFT_BINDINGS}"
+        )
+    entry = (
+        len(signed.payload_type.encode())
+        + len(signed.claim_bytes)
+        + len(signed.key_id)
+        + len(signed.signature)
+        + LOG_ENTRY_FRAMING_BYTES
+    )
+    if entry > MAX_LOG_ENTRY_BYTES:
+        raise ClaimError(
+            f"the claim would make a log entry of about {entry:,} bytes; the log holds entries"
+            f" of at most {MAX_LOG_ENTRY_BYTES:,} (C2SP tlog-tiles entry bundles): fewer soft"
+            f" bindings ({len(claim.soft_bindings)} here) or less metadata"
         )
 
 

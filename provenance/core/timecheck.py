@@ -99,6 +99,21 @@ def with_time_flags(report: VerificationReport) -> VerificationReport:
     )
 
 
+#: Longest revocation reason, in bytes of UTF-8: it is logged in the key-history entry,
+#: which must fit a C2SP tlog-tiles entry bundle (`claims.MAX_LOG_ENTRY_BYTES`).
+MAX_REVOCATION_REASON_BYTES = 1024
+
+
+def check_revocation_reason(reason: str) -> None:
+    """Raises ClaimError when ``reason`` is longer than `MAX_REVOCATION_REASON_BYTES`."""
+    size = len(reason.encode())
+    if size > MAX_REVOCATION_REASON_BYTES:
+        raise ClaimError(
+            f"the revocation reason is {size:,} bytes; at most {MAX_REVOCATION_REASON_BYTES:,}"
+            " are logged (say more elsewhere and refer to it)"
+        )
+
+
 def check_revocation_time(effective_at: datetime | None, now: datetime) -> None:
     """Raises ClaimError when an operator's revocation time lies more than
     `REVOCATION_CLOCK_SKEW` after ``now`` (None means now and is always fine)."""

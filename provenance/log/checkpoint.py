@@ -48,6 +48,9 @@ ROOT_HASH_SIZE = 32
 SIGNATURE_TYPE_ED25519 = 0x01
 """Signature type byte of Ed25519 in c2sp.org/signed-note."""
 
+MAX_TREE_SIZE = 2**64 - 1
+"""Largest tree size: a uint64 (tlog-checkpoint; Go's readers parse it as one)."""
+
 MAX_SIGNATURES = 100
 """Most signature lines a note may carry (the spec asks verifiers for a limit of >= 16)."""
 
@@ -126,6 +129,8 @@ class Checkpoint:
             raise LogError(f"checkpoint origin {self.origin!r} is empty or has control characters")
         if self.size < 0:
             raise LogError(f"checkpoint size {self.size} is negative")
+        if self.size > MAX_TREE_SIZE:
+            raise LogError(f"checkpoint size {self.size} is more than a uint64 (at most 2^64 - 1)")
         if len(self.root_hash) != ROOT_HASH_SIZE:
             raise LogError(f"checkpoint root is {len(self.root_hash)} bytes, want {ROOT_HASH_SIZE}")
         if self.timestamp is not None and self.timestamp.utcoffset() != timedelta(0):
@@ -158,17 +163,20 @@ class Checkpoint:
 
 
 def parse_tree_size(text: str, what: str = "tree size") -> int:
-    """A tree size as C2SP checkpoints and tlog-witness write it: ASCII decimal digits
-    (at most 20, no sign, no leading zeros). Python's `int` and `str.isdigit` also take
-    other scripts' digits ("٣") and superscripts ("²", which `int` then refuses with a
-    ValueError), so every size read from a witness, a client or a note goes through here.
-    Raises LogError naming ``what``."""
+    """A tree size as C2SP checkpoints and tlog-witness write it: a uint64 in ASCII
+    decimal digits (no sign, no leading zeros, at most `MAX_TREE_SIZE`). Python's `int`
+    and `str.isdigit` also take other scripts' digits ("٣") and superscripts ("²", which
+    `int` then refuses with a ValueError), so every size read from a witness, a client or
+    a note goes through here. Raises LogError naming ``what``."""
     if not _SIZE_RE.fullmatch(text):
         raise LogError(
             f"{what} {text[:40]!r} is not a decimal without leading zeros (at most 20"
             " digits); only ASCII digits 0-9 count"
         )
-    return int(text)
+    size = int(text)
+    if size > MAX_TREE_SIZE:
+        raise LogError(f"{what} {text} is more than a uint64 holds (at most 2^64 - 1)")
+    return size
 
 
 def _raw_public_key(public_key: Ed25519PublicKey) -> bytes:
@@ -216,14 +224,20 @@ class LogSigner:
 
 
 @dataclass(frozen=True)
-class _SignatureLine:
+class SignatureLine:
+    """One signature line of a signed note: key name, 4-byte key id, signature bytes."""
+
     name: str
     key_id: bytes
     signature: bytes
 
 
-def _split_note(note: str) -> tuple[str, list[_SignatureLine]]:
-    """Split a signed note into its text and signature lines. LogError if malformed."""
+def split_note(note: str) -> tuple[str, list[SignatureLine]]:
+    """Split a signed note into its text (ending in a newline) and signature lines, as
+    c2sp.org/signed-note reads them: only U+000A ends a line, the text ends at the last
+    blank line, every line after it is ``— <name> base64(key id || signature)``, at most
+    `MAX_SIGNATURES` of them, and no control character but U+000A anywhere. Nothing is
+    verified. Raises LogError if malformed."""
     if _has_control(note):
         raise LogError("signed note has control characters")
     split = note.rfind("\n\n")
@@ -246,7 +260,7 @@ def _split_note(note: str) -> tuple[str, list[_SignatureLine]]:
         raw = b64decode_strict(blob, f"signature of {name}")
         if len(raw) < 5:
             raise LogError(f"signature of {name} is {len(raw)} bytes, too short")
-        signatures.append(_SignatureLine(name, raw[:4], raw[4:]))
+        signatures.append(SignatureLine(name, raw[:4], raw[4:]))
     return text, signatures
 
 
@@ -254,7 +268,7 @@ def note_signers(note: str) -> list[str]:
     """``NAME+KEYID`` (key id in hex) of each signature line of ``note``, in order, whether
     or not it verifies: what a check against the wrong key can name instead. Raises
     LogError for a malformed note."""
-    return [f"{s.name}+{s.key_id.hex()}" for s in _split_note(note)[1]]
+    return [f"{s.name}+{s.key_id.hex()}" for s in split_note(note)[1]]
 
 
 class NoteVerifier:
@@ -297,21 +311,25 @@ class NoteVerifier:
     def open(self, note: str) -> str:
         """Verify ``note`` and return its text (ending in a newline).
 
-        Signatures by other keys (another name or key id) are ignored. Raises LogError for
-        a malformed note and SignatureError when no signature of this key is present or
-        one fails to verify.
+        Signatures by other keys (another name or key id) are ignored. Every signature of
+        this key must verify; one repeated verbatim is checked once (a public note with
+        its log line repeated up to `MAX_SIGNATURES` times cost a witness 100
+        verifications). Raises LogError for a malformed note and SignatureError when no
+        signature of this key is present or one fails to verify.
         """
-        text, signatures = _split_note(note)
-        found = False
+        text, signatures = split_note(note)
+        verified: set[bytes] = set()
         for line in signatures:
             if line.name != self.name or line.key_id != self.key_id:
+                continue
+            if line.signature in verified:
                 continue
             try:
                 self._public_key.verify(line.signature, text.encode())
             except InvalidSignature as e:
                 raise SignatureError(f"note signature by {self.name} does not verify") from e
-            found = True
-        if not found:
+            verified.add(line.signature)
+        if not verified:
             raise SignatureError(f"note has no signature by {self.name}+{self.key_id.hex()}")
         return text
 

@@ -29,6 +29,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 from provenance.core import merkle
+from provenance.core.claims import MAX_LOG_ENTRY_BYTES
 from provenance.core.errors import LogError, LogIntegrityError, TileMissingError
 from provenance.log.audit import AuditState, audit_step, open_trusted
 from provenance.log.checkpoint import Checkpoint, NoteVerifier
@@ -39,7 +40,7 @@ TILE_HEIGHT = 8
 TILE_WIDTH = 1 << TILE_HEIGHT
 """Hashes in a full tile, and entries in a full entry bundle (256)."""
 
-MAX_ENTRY_SIZE = 0xFFFF
+MAX_ENTRY_SIZE = MAX_LOG_ENTRY_BYTES
 """Largest entry an entry bundle can hold: its length prefix is a big-endian uint16."""
 
 MAX_LEVEL = 63
@@ -284,8 +285,10 @@ class TileNodes:
                 if not tile.partial:
                     raise
                 # the log may delete a partial tile once the full one exists: its first
-                # hashes are the partial tile's (tlog-tiles "Partial Tiles")
-                data = self._fetch(Tile(level, index, TILE_WIDTH).path)[: tile.width * 32]
+                # hashes are the partial tile's (tlog-tiles "Partial Tiles"); a "full"
+                # tile of another length is malformed here too
+                whole = Tile(level, index, TILE_WIDTH)
+                data = b"".join(split_hashes(self._fetch(whole.path), whole)[: tile.width])
             self._tiles[key] = split_hashes(data, tile)
         return tile, self._tiles[key]
 

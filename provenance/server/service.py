@@ -63,7 +63,11 @@ from provenance.core.registry import (
     new_token,
     token_hash,
 )
-from provenance.core.timecheck import check_revocation_time, with_time_flags
+from provenance.core.timecheck import (
+    check_revocation_reason,
+    check_revocation_time,
+    with_time_flags,
+)
 from provenance.core.verify import (
     MAX_EXACT_CLAIMS,
     FileFacts,
@@ -652,10 +656,12 @@ class ProvenanceService:
         stands (`GroupCommitWriter` decides under the append lock, so concurrent calls log
         one entry, whichever read the clock first). Raises
         ClaimError for a time more than REVOCATION_CLOCK_SKEW ahead of the server's
-        clock (a revocation takes effect now or earlier) and UnknownDeviceError for an
-        unknown device."""
+        clock (a revocation takes effect now or earlier) or a reason over
+        MAX_REVOCATION_REASON_BYTES (the logged entry must fit a tlog-tiles bundle), and
+        UnknownDeviceError for an unknown device."""
         now = self.clock()
         check_revocation_time(effective_at, now)
+        check_revocation_reason(reason)
         ev = KeyEvent(
             KeyEventKind.REVOCATION,
             device_id,

@@ -15,6 +15,7 @@ from __future__ import annotations
 import gzip
 from pathlib import Path
 
+import anyio.to_thread
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -34,8 +35,21 @@ def _not_found(what: str) -> Response:
     return Response(f"{what} not found\n", 404, media_type="text/plain; charset=utf-8")
 
 
+#: Tile files read (and bundles compressed) at once, on worker threads; more wait.
+FILE_WORKERS = 2
+
+
+def _read(path: Path, gzipped: bool) -> bytes:
+    """The file at ``path``, gzip-compressed when ``gzipped``. Raises OSError."""
+    body = path.read_bytes()
+    return gzip.compress(body, compresslevel=6, mtime=0) if gzipped else body
+
+
 def routes(directory: Path) -> list[Route]:
-    """Routes serving the tiled log in ``directory`` read-only (see module docstring)."""
+    """Routes serving the tiled log in ``directory`` read-only (see module docstring).
+    Tiles and bundles are read and compressed on at most `FILE_WORKERS` worker threads,
+    never on the event loop."""
+    file_workers = anyio.CapacityLimiter(FILE_WORKERS)
 
     async def checkpoint(request: Request) -> Response:
         try:
@@ -54,15 +68,20 @@ def routes(directory: Path) -> list[Route]:
             bundle, parsed = tiles.parse_path(path)
         except LogError:
             return _not_found(f"/tlog/{path[:200]}")
+        gzipped = bundle and "gzip" in request.headers.get("accept-encoding", "")
         try:
-            body = (directory / path).read_bytes()
+            # off the event loop, a few at a time: a full bundle may be 16 MiB, and
+            # compressing it took the loop 0.3 s, during which no other request of the
+            # web front (pages, API, uploads) was answered
+            body = await anyio.to_thread.run_sync(
+                _read, directory / path, gzipped, limiter=file_workers
+            )
         except (FileNotFoundError, NotADirectoryError):
             return _not_found(f"/tlog/{path}")
         headers = {"Cache-Control": PARTIAL_CACHE if parsed.partial else FULL_CACHE}
         if bundle:
             headers["Vary"] = "Accept-Encoding"
-            if "gzip" in request.headers.get("accept-encoding", ""):
-                body = gzip.compress(body, compresslevel=6, mtime=0)
+            if gzipped:
                 headers["Content-Encoding"] = "gzip"
         return Response(body, media_type="application/octet-stream", headers=headers)
 

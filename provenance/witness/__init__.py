@@ -13,7 +13,8 @@ signed checkpoint. The witness answers:
 - 422 when the consistency proof (RFC 9162 2.1.4.2) does not verify;
 - else 200 and one cosignature line, after persisting the new checkpoint (a checkpoint of
   the size already cosigned, which anyone can replay, is cosigned without a save); the check
-  and the update are atomic (one lock per witness, the tlog-witness race).
+  and the update are atomic (the tlog-witness race: a thread lock, and an flock on the
+  state folder's lock file for other processes of the same folder).
 
 A cosignature (c2sp.org/tlog-cosignature "Format", "Ed25519 signed message") is a note
 signature line ``— <witness name> base64(key id || u64 timestamp || Ed25519 signature)``
@@ -21,18 +22,21 @@ over ``cosignature/v1\\ntime <timestamp>\\n`` followed by the checkpoint body; t
 is SHA-256(name || 0x0A || 0x04 || public key)[:4].
 
 State: one JSON file per log origin in the state directory (the last cosigned size,
-root and note), replaced atomically.
+root and note), replaced atomically and durably (file and folder fsynced) before the
+answer.
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
+import fcntl
 import hashlib
 import json
 import os
 import secrets
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -49,6 +53,7 @@ from provenance.log.checkpoint import (
     b64decode_strict,
     open_checkpoint,
     parse_tree_size,
+    split_note,
 )
 
 COSIGNATURE_TYPE_ED25519 = 0x04
@@ -121,37 +126,62 @@ class Cosignature:
 def verify_cosignature(note: str, vkey: str) -> Cosignature:
     """Find and verify the cosignature of witness ``vkey`` on the signed checkpoint ``note``.
 
-    Lines by other names or key ids are ignored (tlog-cosignature "Format"). Raises
-    LogError for a malformed key or note and SignatureError when this witness has no
-    valid cosignature on it.
+    The note is read as c2sp.org/signed-note reads it (`split_note`: only U+000A ends a
+    line, no control characters), the reading `open_checkpoint` gives the log's
+    signature: a line that counts here is one that also parses there. Lines by other
+    names or key ids are ignored (tlog-cosignature "Format"). Raises LogError for a
+    malformed key or note and SignatureError when this witness has no valid cosignature
+    on it (its first line fails, or carries a time after year 9999, which a datetime
+    cannot hold).
     """
     name, raw = parse_cosigner_vkey(vkey)
     kid = cosignature_key_id(name, raw)
-    split = note.rfind("\n\n")
-    if split < 0:
-        raise LogError("signed note has no blank line before its signatures")
-    body = note[: split + 1].encode()
+    text, lines = split_note(note)
+    body = text.encode()
     public = Ed25519PublicKey.from_public_bytes(raw)
-    for line in note[split + 2 :].splitlines():
-        line_name, _, blob = line.removeprefix(_EM_DASH + " ").partition(" ")
-        if line_name != name:
+    for line in lines:
+        if line.name != name or line.key_id != kid or len(line.signature) != 8 + 64:
             continue
-        data = b64decode_strict(blob, f"cosignature of {name}")
-        if len(data) != 4 + 8 + 64 or data[:4] != kid:
-            continue
-        timestamp = int.from_bytes(data[4:12], "big")
+        timestamp = int.from_bytes(line.signature[:8], "big")
         try:
-            public.verify(data[12:], cosigned_message(body, timestamp))
+            public.verify(line.signature[8:], cosigned_message(body, timestamp))
         except InvalidSignature as e:
             raise SignatureError(f"the cosignature by {name} does not verify") from e
-        return Cosignature(name, datetime.fromtimestamp(timestamp, UTC))
+        try:
+            return Cosignature(name, datetime.fromtimestamp(timestamp, UTC))
+        except (ValueError, OverflowError, OSError):
+            # past year 9999: tlog-cosignature allows up to 2^63 - 1 but lets verifiers
+            # refuse times in the future
+            raise SignatureError(
+                f"the cosignature by {name} has timestamp {timestamp}, past any date (the"
+                " end of year 9999 is the latest taken)"
+            ) from None
     raise SignatureError(f"the checkpoint has no cosignature by witness {name}")
+
+
+def check_policy(witness_keys: list[str]) -> None:
+    """Raise LogError unless the cosigner keys ``witness_keys`` are of distinct public
+    keys: an Ed25519 cosignature does not commit to the witness's name (tlog-cosignature
+    "Ed25519 signed message"), so one key listed twice, or under two names (anyone can
+    copy its line under the other name's key id), would count one witness twice towards
+    a quorum. Also LogError for a malformed key."""
+    seen: dict[bytes, str] = {}
+    for vkey in witness_keys:
+        name, raw = parse_cosigner_vkey(vkey)
+        if raw in seen:
+            raise LogError(
+                f"the witness keys of {seen[raw]} and {name} have the same public key: one"
+                " witness cannot count twice towards a quorum"
+            )
+        seen[raw] = name
 
 
 def check_quorum(note: str, witness_keys: list[str], quorum: int) -> list[Cosignature]:
     """The valid cosignatures on ``note`` by the witnesses ``witness_keys``; raises
     WitnessQuorumError when fewer than ``quorum`` of them cosigned it (naming those that
-    did not), LogError for a malformed key or note."""
+    did not), LogError for a malformed key or note, or a policy that lists one public
+    key twice (`check_policy`)."""
+    check_policy(witness_keys)
     signed: list[Cosignature] = []
     missing: list[str] = []
     for vkey in witness_keys:
@@ -227,6 +257,20 @@ def _parse_request(text: str) -> _Request:
     return _Request(old, proof, note)
 
 
+#: The file in a witness's state folder whose flock makes each check-and-save atomic.
+LOCK_FILE = ".lock"
+
+
+@contextlib.contextmanager
+def _flocked(fd: int) -> Iterator[None]:
+    """Hold an exclusive flock(2) on ``fd`` (waiting for it) for the block."""
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    try:
+        yield
+    finally:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+
+
 def _conflict(size: int) -> Answer:
     return Answer(409, f"{size}\n", SIZE_CONTENT_TYPE)
 
@@ -252,6 +296,9 @@ class Witness:
         state_dir.mkdir(parents=True, exist_ok=True)
         self._clock = clock
         self._lock = threading.Lock()
+        # the check and the save are atomic across processes too (two witnesses of one
+        # folder): an flock on this file, taken after the thread lock
+        self._folder_lock = open(state_dir / LOCK_FILE, "a")  # held for the witness's life
 
     def vkey(self) -> str:
         """This witness's cosigner verifier key (type 0x04)."""
@@ -285,6 +332,14 @@ class Witness:
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
+        # the rename is durable only once the folder is: without this a power cut after
+        # the answer could bring back the older state, and a fork of what was cosigned
+        # would then be cosigned too
+        folder = os.open(self.state_dir, os.O_RDONLY)
+        try:
+            os.fsync(folder)
+        finally:
+            os.close(folder)
 
     def add_checkpoint(self, body: bytes) -> Answer:
         """Handle one add-checkpoint request body (see module docstring for the answers)."""
@@ -310,7 +365,7 @@ class Witness:
             )
         if request.old_size == 0 and request.proof:
             return Answer(400, "the consistency proof must be empty when the old size is 0\n")
-        with self._lock:
+        with self._lock, _flocked(self._folder_lock.fileno()):
             old = self.latest(origin)
             old_size = old.size if old is not None else 0
             if request.old_size != old_size:

@@ -43,6 +43,7 @@ from provenance.log.checkpoint import parse_tree_size
 from provenance.witness import (
     SIZE_CONTENT_TYPE,
     WitnessStatus,
+    check_policy,
     parse_cosigner_vkey,
     verify_cosignature,
 )
@@ -132,7 +133,8 @@ class Cosigner:
     in the store, which may be newer than what this process committed when several
     servers share the database; ``timeout_s``: per request; ``interval_s``:
     least time between two rounds (batches in between coalesce). Raises ConfigError for
-    an empty policy or a quorum out of range.
+    an empty policy, two witnesses of one name or one public key, or a quorum out of
+    range.
     """
 
     def __init__(
@@ -153,6 +155,10 @@ class Cosigner:
                 f"two witnesses of the policy share a name: {names} (each `prov witness"
                 " serve` needs its own --name; its key changes with the name)"
             )
+        try:
+            check_policy([w.vkey for w in witnesses])
+        except LogError as e:
+            raise ConfigError(f"--witness: {e}") from e
         if not 1 <= quorum <= len(witnesses):
             raise ConfigError(
                 f"--witness-quorum {quorum} is not between 1 and the {len(witnesses)} witnesses"
