@@ -13,7 +13,10 @@ from PIL import Image
 from provenance.core.binding import PDQ_MIN_QUALITY, hamming
 from provenance.core.pdq_core import (
     _CORE,
+    _bits,
+    _dct16,
     _down_rows,
+    _hashes,
     _luma_rows,
     _tent,
     pdq_dihedral256,
@@ -84,3 +87,43 @@ def test_strips_give_the_whole_plane_filter_bit_for_bit(shape: tuple[int, int]) 
     rgb = np.ascontiguousarray(rgb)
     whole = _luma_rows(_CORE.luma, rgb, 0, np.empty(shape, dtype=np.float32))
     assert np.array_equal(_down_rows(_CORE.luma, rgb), _tent(shape[0]).apply(whole))
+
+
+def _cpp_hashes(block: np.ndarray) -> list[bytes]:
+    """The 8 dihedral hashes of a 16 x 16 DCT block by the C++ core's own transforms and
+    `pdqBuffer16x16ToBits` (torben's median)."""
+    assert _CORE is not None
+    block = np.ascontiguousarray(block, dtype=np.float32)
+    turned = np.empty_like(block)
+    out = [_bits(_CORE, block)]
+    for transform in _CORE.dihedral:
+        transform(block.ctypes.data, turned.ctypes.data)
+        out.append(_bits(_CORE, turned))
+    return out
+
+
+def test_numpy_bits_equal_the_cpp_transforms_and_median() -> None:
+    """The 8 hashes of a DCT block made in one NumPy pass equal the C++ core's, bit for
+    bit: on random blocks, blocks full of ties at the median (few distinct values, zeros of
+    both signs), constant blocks and real images' blocks."""
+    rng = np.random.default_rng(11)
+    blocks = [rng.normal(0, 50, (16, 16)).astype(np.float32) for _ in range(300)]
+    blocks += [rng.integers(-3, 4, (16, 16)).astype(np.float32) for _ in range(300)]
+    blocks += [np.where(rng.random((16, 16)) < 0.5, -0.0, 0.0).astype(np.float32)]
+    blocks += [np.full((16, 16), v, dtype=np.float32) for v in (0.0, -1.5, 7.0)]
+    assert _CORE is not None
+    for name in IMAGES[:10]:
+        with Image.open(PHASH / name) as im:
+            found = _dct16(_CORE, np.ascontiguousarray(np.asarray(im.convert("RGB"))))
+        assert found is not None
+        blocks.append(found[0])
+    for block in blocks:
+        assert _hashes(block, 8) == _cpp_hashes(block)
+        assert _hashes(block, 1) == _cpp_hashes(block)[:1]
+
+
+def test_a_block_that_is_not_finite_goes_through_the_cpp_core() -> None:
+    block = np.random.default_rng(3).normal(0, 9, (16, 16)).astype(np.float32)
+    block[2, 5] = np.nan
+    block[7, 1] = np.inf
+    assert _hashes(block, 8) == _cpp_hashes(block)

@@ -344,7 +344,8 @@ def test_pool_workers_inherit_what_the_main_script_imported(tmp_path: Path) -> N
         "from concurrent.futures import ProcessPoolExecutor\n"
         "import imported_by_main\n"
         "import sibling\n"
-        "from clients.scan.engines import _worker_context\n\n"
+        "from clients.scan.engines import _worker_context\n"
+        "from clients.scan.worker import GC_YOUNG_THRESHOLD\n\n"
         "def where() -> tuple[int, int, int]:\n"
         "    return os.getpid(), imported_by_main.PID, sibling.imported_by_sibling.PID\n\n"
         "if __name__ == '__main__':\n"
@@ -393,13 +394,15 @@ def test_pool_workers_start_with_the_decoder_and_grpc_loaded(tmp_path: Path) -> 
     (`clients.scan.preload`): a worker forked from it has Pillow's plugins initialised and
     gRPC's channel module imported before its first task, though the main script imports
     neither; and what it inherited is frozen out of the garbage collector's full passes
-    (gc.freeze, so a full pass walks only the worker's own objects)."""
+    (gc.freeze, so a full pass walks only the worker's own objects), and its young
+    objects are collected every GC_YOUNG_THRESHOLD allocations, not 700."""
     script = tmp_path / "main.py"
     script.write_text(
         "import gc\n"
         "import sys\n"
         "from concurrent.futures import ProcessPoolExecutor\n"
-        "from clients.scan.engines import _worker_context\n\n"
+        "from clients.scan.engines import _worker_context\n"
+        "from clients.scan.worker import GC_YOUNG_THRESHOLD\n\n"
         "def loaded() -> list[bool]:\n"
         "    image = sys.modules.get('PIL.Image')\n"
         "    return [\n"
@@ -407,6 +410,7 @@ def test_pool_workers_start_with_the_decoder_and_grpc_loaded(tmp_path: Path) -> 
         "        'PIL.JpegImagePlugin' in sys.modules,\n"
         "        'grpc._channel' in sys.modules,\n"
         "        gc.get_freeze_count() > 10000,\n"
+        "        gc.get_threshold()[0] == GC_YOUNG_THRESHOLD,\n"
         "    ]\n\n"
         "if __name__ == '__main__':\n"
         "    assert 'grpc._channel' not in sys.modules\n"
@@ -421,7 +425,7 @@ def test_pool_workers_start_with_the_decoder_and_grpc_loaded(tmp_path: Path) -> 
         text=True,
         timeout=120,
     )
-    assert out.stdout.strip() == "[True, True, True, True]", out.stderr
+    assert out.stdout.strip() == "[True, True, True, True, True]", out.stderr
 
 
 #: How long a failed Ray start waits for the machine's run queue to drain before its one
@@ -648,19 +652,28 @@ def test_the_driver_freezes_its_objects_for_the_scan_only(
     desk: Desk, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """run_scan keeps the objects that existed before it out of the garbage collector's
-    full passes while it runs (gc.freeze) and hands them back at its end, even when the
-    scan fails; a caller that froze objects itself keeps them frozen."""
+    full passes while it runs (gc.freeze), collects young objects every
+    GC_YOUNG_THRESHOLD allocations, and hands both back at its end, even when the scan
+    fails; a caller that froze objects itself keeps them frozen."""
     assert gc.get_freeze_count() == 0
+    before = gc.get_threshold()
+    assert before[0] < worker.GC_YOUNG_THRESHOLD
     during: list[int] = []
+    young: list[int] = []
     _scan(
         [desk.folder],
         tmp_path / "a.jsonl",
         LocalEngine(0),
         server=desk.server.address,
-        on_rows=lambda rows: during.append(gc.get_freeze_count()),
+        on_rows=lambda rows: (
+            during.append(gc.get_freeze_count()),
+            young.append(gc.get_threshold()[0]),
+        ),
     )
     assert during and min(during) > 10000  # the imports, at least
+    assert set(young) == {worker.GC_YOUNG_THRESHOLD}
     assert gc.get_freeze_count() == 0
+    assert gc.get_threshold() == before
     monkeypatch.setattr(worker, "RETRY_DELAYS_S", (0.01,))
     with pytest.raises(TransportError):
         run_scan(
@@ -670,6 +683,7 @@ def test_the_driver_freezes_its_objects_for_the_scan_only(
             LocalEngine(0),
         )
     assert gc.get_freeze_count() == 0
+    assert gc.get_threshold() == before
     gc.freeze()
     try:
         frozen = gc.get_freeze_count()

@@ -71,3 +71,31 @@ def test_a_report_with_more_than_the_usual_fields_goes_the_long_way() -> None:
     m = wire.report_to_pb(report)
     full = report_to_json(wire.report_from_pb(m))
     assert report_json(m) == {k: full[k] for k in ("status", "reasons", "evidence", "verified_at")}
+
+
+def test_shared_parts_follow_every_field_of_the_report() -> None:
+    """Equal plain reports share their reasons and evidence, and a report differing in any
+    one field (a reason, the sidecar, the hash match, the distance, the threshold, the
+    transform) gets its own, equal to the domain report's; more kinds of answer than the
+    cache holds are all still right."""
+    when = datetime(2026, 12, 2, 7, 0, 1, tzinfo=UTC)
+    variants = [
+        (("no match",), Evidence(_FACTS)),
+        (("no match", "and another"), Evidence(_FACTS)),
+        (("no match",), Evidence(_FACTS, sidecar_present=True)),
+        (("no match",), Evidence(_FACTS, hash_match=True)),
+        (("no match",), Evidence(_FACTS, pdq_distance=3)),
+        (("no match",), Evidence(_FACTS, pdq_distance=3, pdq_threshold=20)),
+        (("no match",), Evidence(_FACTS, pdq_distance=3, pdq_transform="flip_x")),
+    ]
+    variants += [((f"reason {k}",), Evidence(_FACTS, pdq_distance=k % 40)) for k in range(150)]
+    for _ in range(2):
+        for reasons, evidence in variants:
+            m = wire.report_to_pb(VerificationReport(Verdict.UNSIGNED, reasons, evidence, when))
+            full = report_to_json(wire.report_from_pb(m))
+            assert report_json(m) == {
+                k: full[k] for k in ("status", "reasons", "evidence", "verified_at")
+            }
+    m = wire.report_to_pb(VerificationReport(Verdict.UNSIGNED, ("x",), Evidence(_FACTS), when))
+    first, second = report_json(m), report_json(m)
+    assert first["evidence"] is second["evidence"] and first["reasons"] is second["reasons"]

@@ -23,7 +23,7 @@ from clients.scan.report import ReportWriter, Summary, hashed_bytes
 from clients.scan.resume import Journal, RefSet
 from clients.scan.runs import runs
 from clients.scan.sources import EntryItem, Item, ScanLimits, iter_items, unescape_name
-from clients.scan.worker import ScanConfig
+from clients.scan.worker import GC_YOUNG_THRESHOLD, ScanConfig
 
 #: Default items per batch (one Lookup call each). A call costs the server about 1.6 ms
 #: and the worker 0.7 ms of CPU whatever its size (gRPC, the pool's task): at 256 files a
@@ -121,6 +121,8 @@ def run_scan(
     frozen = gc.get_freeze_count() == 0
     if frozen:
         gc.freeze()
+    thresholds = gc.get_threshold()  # and young collections made rarer (GC_YOUNG_THRESHOLD)
+    gc.set_threshold(max(GC_YOUNG_THRESHOLD, thresholds[0]), *thresholds[1:])
 
     def add_row(row: dict[str, Any]) -> None:
         nonlocal writer
@@ -149,6 +151,7 @@ def run_scan(
     finally:
         if writer is not None:
             writer.discard()
+        gc.set_threshold(*thresholds)
         if frozen:
             gc.unfreeze()
     return ScanResult(scanned, scanned_bytes, skipped, clock() - start, summary)

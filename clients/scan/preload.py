@@ -15,7 +15,8 @@ collector's permanent generation (`gc.freeze`, as the Python documentation advis
 forking): a worker's full collections then walk only the objects it made itself, not the
 ~80,000 it inherited, and no longer write into (and so copy) every inherited page. A
 worker's rows, kept for a whole batch, brought on a full collection about every 2,000
-files, each about 50 ms of CPU on this machine (about 25 us per file).
+files, each about 50 ms of CPU on this machine (about 25 us per file). The youngest
+generation is collected less often too (`clients.scan.worker.GC_YOUNG_THRESHOLD`).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import io
 import grpc._channel  # noqa: F401  # imported by grpc.insecure_channel on first use
 from PIL import Image
 
+from clients.scan.worker import GC_YOUNG_THRESHOLD
 from provenance.media.assets import AssetLimits, inspect_image
 
 
@@ -50,3 +52,4 @@ except Exception:
 
 # after every import of the preload list (this module is its last): see the module docstring
 gc.freeze()
+gc.set_threshold(GC_YOUNG_THRESHOLD, *gc.get_threshold()[1:])

@@ -113,7 +113,8 @@ def csv_cell(value: Any) -> Any:
     value)."""
     if not isinstance(value, str):
         return value
-    value = shown(value)
+    if not value.isprintable():  # every character `shown` escapes is unprintable (Cc, Cf)
+        value = shown(value)
     return "'" + value if value.startswith(FORMULA_START) else value
 
 
