@@ -8,6 +8,8 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -281,6 +283,17 @@ def witness_serve(tmp_path: Path, log_vkey: str) -> Iterator[tuple[str, str]]:
     finally:
         proc.terminate()
         proc.wait(timeout=20)
+
+
+def post_checkpoint(url: str, body: str) -> tuple[int, str]:
+    """POST ``body`` to the witness at ``url`` (its /add-checkpoint): (status, reply text),
+    an HTTP error's too."""
+    request = urllib.request.Request(f"{url}/add-checkpoint", body.encode(), method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=30) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
 
 
 def start_web(server: str, *extra: str) -> ServerProc:

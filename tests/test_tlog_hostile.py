@@ -14,15 +14,13 @@ import os
 import stat
 import threading
 import time
-import urllib.error
-import urllib.request
 from dataclasses import replace
 from pathlib import Path
 
 import av
 import numpy as np
 import pytest
-from conftest import witness_serve
+from conftest import post_checkpoint, witness_serve
 from inproc import InProc
 
 from clients.cli import main as prov_main
@@ -125,15 +123,6 @@ def test_one_witness_cannot_fill_two_places_of_a_policy(
         Cosigner(specs, 2, lambda old, new: [], lambda: None)
 
 
-def _post(url: str, body: str) -> tuple[int, str]:
-    request = urllib.request.Request(f"{url}/add-checkpoint", body.encode(), method="POST")
-    try:
-        with urllib.request.urlopen(request, timeout=30) as r:
-            return r.status, r.read().decode()
-    except urllib.error.HTTPError as e:
-        return e.code, e.read().decode()
-
-
 def test_tree_sizes_above_a_uint64_are_malformed(tmp_path: Path) -> None:
     """A tree size is a uint64 (tlog-checkpoint; Go's note readers use ParseUint(64)).
     20 digits were taken whatever their value, so a checkpoint of 2^64 leaves (signed
@@ -150,12 +139,12 @@ def test_tree_sizes_above_a_uint64_are_malformed(tmp_path: Path) -> None:
     with witness_serve(tmp_path, signer.verifier_key()) as (url, _):
         root = base64.b64encode(bytes(32)).decode()
         huge = signer.sign_text(f"log.test/big\n{2**64}\n{root}\n")  # signed by the log
-        status, text = _post(url, f"old 0\n\n{huge}")
+        status, text = post_checkpoint(url, f"old 0\n\n{huge}")
         assert status == 400 and "at most 2^64 - 1" in text, (status, text)
         top = signer.sign(Checkpoint("log.test/big", 2**64 - 1, bytes(32)))
-        status, text = _post(url, f"old {2**64}\n\n{top}")
+        status, text = post_checkpoint(url, f"old {2**64}\n\n{top}")
         assert status == 400 and "'old <size>'" in text, (status, text)
-        status, text = _post(url, f"old 0\n\n{top}")
+        status, text = post_checkpoint(url, f"old 0\n\n{top}")
         assert status == 200, text
 
 

@@ -6,7 +6,8 @@ signed checkpoint. The witness answers:
 
 - 404 when the checkpoint's origin is not a log it witnesses;
 - 403 when no signature by that log's key verifies;
-- 400 for a malformed body, or an old size above the checkpoint's size;
+- 400 for a malformed body, an old size above the checkpoint's size, or a checkpoint of
+  size 0 whose root is not the empty tree's (RFC 9162 2.1.1: SHA-256 of nothing);
 - 409 Conflict, with its own size as ``<size>\\n`` (``Content-Type: text/x.tlog.size``),
   when the old size is not the size it last cosigned (a rolled-back or stale client),
   or when the size is the same and the root differs (a fork);
@@ -359,6 +360,9 @@ class Witness:
             return Answer(403, f"{e}\n")
         except LogError as e:
             return Answer(400, f"malformed checkpoint: {e}\n")
+        if new.size == 0 and new.root_hash != merkle.EMPTY_ROOT:
+            empty = "a tree of size 0 has the empty root, SHA-256 of nothing"
+            return Answer(400, f"malformed checkpoint: {empty}\n")
         if request.old_size > new.size:
             return Answer(
                 400, f"old size {request.old_size} is above the checkpoint's {new.size}\n"
