@@ -281,7 +281,8 @@ class Witness:
     key name), cosigning with ``signer`` and keeping its state in ``state_dir``.
 
     ``clock`` gives the cosignature time. Thread-safe. Raises LogError for a malformed
-    log key, OSError when the state directory cannot be created.
+    log key or two different keys of one log, OSError when the state directory cannot be
+    created.
     """
 
     def __init__(
@@ -292,7 +293,15 @@ class Witness:
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self.signer = signer
-        self.logs = {v.name: v for v in map(NoteVerifier.from_vkey, log_keys)}
+        self.logs: dict[str, NoteVerifier] = {}
+        for key in log_keys:
+            verifier = NoteVerifier.from_vkey(key)
+            known = self.logs.setdefault(verifier.name, verifier)
+            if known.public_key != verifier.public_key:
+                raise LogError(
+                    f"two different log keys for the log {verifier.name!r}: a witness checks"
+                    " one key per log (give only the log's current key)"
+                )
         self.state_dir = state_dir
         state_dir.mkdir(parents=True, exist_ok=True)
         self._clock = clock
