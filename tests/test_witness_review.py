@@ -4,14 +4,18 @@ witness serve` processes on loopback ports, real keys, real files and locks."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from conftest import ROOT, post_checkpoint, read_line, witness_serve
 
 from provenance.core import merkle
+from provenance.core.errors import ConfigError
 from provenance.log.checkpoint import Checkpoint, generate_log_key
+from provenance.witness import LOCK_FILE, Witness
 
 
 def _serve(tmp_path: Path, *log_keys: str) -> subprocess.Popen[str]:
@@ -58,3 +62,80 @@ def test_two_different_keys_for_one_log_are_a_usage_error(tmp_path: Path) -> Non
     finally:
         proc.terminate()
         proc.wait(timeout=20)
+
+
+@pytest.mark.parametrize("kind", ["fifo", "folder", "symlink"])
+def test_a_lock_file_that_is_not_a_regular_file_is_refused_at_start(
+    tmp_path: Path, kind: str
+) -> None:
+    """The state folder's lock file was opened with open(path, "a"): a FIFO there made
+    `prov witness serve` hang at start for ever (no reader), a symbolic link was
+    followed (a file elsewhere created or appended to), a folder gave a bare 'Is a
+    directory'. Each is now refused at start, exit 1, naming the lock file."""
+    log = generate_log_key(tmp_path / "log.pem", "log.test/lock").verifier_key()
+    state = tmp_path / "wstate"
+    state.mkdir()
+    target = tmp_path / "elsewhere"
+    if kind == "fifo":
+        os.mkfifo(state / LOCK_FILE)
+    elif kind == "folder":
+        (state / LOCK_FILE).mkdir()
+    else:
+        (state / LOCK_FILE).symlink_to(target)
+    proc = _serve(tmp_path, log)
+    try:
+        _, err = proc.communicate(timeout=90)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 1, err
+    assert f"the witness lock file {state / LOCK_FILE}" in " ".join(err.split()), err
+    assert not target.exists()
+
+
+def test_a_lock_held_by_a_hung_process_is_answered_503_not_waited_on_for_ever(
+    tmp_path: Path,
+) -> None:
+    """Another process of the same state folder that holds the lock and hangs (stopped,
+    stuck on a dead disk) made every add-checkpoint wait for ever, each holding one of
+    the server's worker threads: the witness was jammed. A request now waits at most
+    `lock_wait_s`, then is answered 503 and saves nothing; once the holder dies (the
+    kernel drops its flock) the witness cosigns again."""
+    log = generate_log_key(tmp_path / "log.pem", "log.test/hung")
+    signer = generate_log_key(tmp_path / "w.pem", "witness.test/w1")
+    state = tmp_path / "wstate"
+    witness = Witness(signer, [log.verifier_key()], state, lock_wait_s=0.5)
+    holder = subprocess.Popen(
+        [sys.executable, "-c",
+         "import fcntl, sys, time\n"
+         f"f = open({str(state / LOCK_FILE)!r}, 'a')\n"
+         "fcntl.flock(f, fcntl.LOCK_EX)\nprint('held', flush=True)\ntime.sleep(600)\n"],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "held\n"
+        note = log.sign(Checkpoint("log.test/hung", 1, bytes(32)))
+        answer = witness.add_checkpoint(f"old 0\n\n{note}".encode())
+        assert answer.status == 503 and "stayed locked" in answer.body, answer
+        assert witness.latest("log.test/hung") is None
+    finally:
+        holder.kill()
+        holder.wait()
+    answer = witness.add_checkpoint(f"old 0\n\n{note}".encode())
+    assert answer.status == 200, answer
+    latest = witness.latest("log.test/hung")
+    assert latest is not None and latest.size == 1
+
+
+def test_the_lock_file_is_checked_when_the_witness_is_made(tmp_path: Path) -> None:
+    """The library refuses the same: a `Witness` over a folder whose lock file is a
+    symbolic link raises ConfigError and creates nothing at the link's target."""
+    signer = generate_log_key(tmp_path / "w.pem", "witness.test/w1")
+    log = generate_log_key(tmp_path / "log.pem", "log.test/lib").verifier_key()
+    state = tmp_path / "wstate"
+    state.mkdir()
+    (state / LOCK_FILE).symlink_to(tmp_path / "target")
+    with pytest.raises(ConfigError, match="is a symbolic link"):
+        Witness(signer, [log], state)
+    assert not (tmp_path / "target").exists()
