@@ -5,13 +5,15 @@ from __future__ import annotations
 import gzip
 import hashlib
 import random
+import subprocess
+import sys
 import urllib.error
 import urllib.request
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from conftest import ADMIN_TOKEN, ServerProc, enroll_key, signed_claim, start_web
+from conftest import ADMIN_TOKEN, ROOT, ServerProc, enroll_key, signed_claim, start_web
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from clients.api import ProvenanceClient
@@ -396,3 +398,35 @@ def test_a_partial_tile_served_as_full_is_refused(tmp_path: Path) -> None:
     (out / "tile/0/001").write_bytes(partial + bytes(32))  # one hash more: still not full
     with pytest.raises(LogIntegrityError, match="not 256 hashes"):
         merkle.root(300, tiles.TileNodes(300, fetcher(str(out))))
+
+
+def test_an_audit_of_an_absurd_tree_size_fails_on_its_first_missing_tile(
+    tmp_path: Path,
+) -> None:
+    """A log-signed checkpoint of 2^63 - 1 entries over a real 300-entry export: the
+    audit listed every tile of that size before fetching one (2^55 of level 0, in
+    memory), so `prov log audit --tiles` ran out of memory instead of reporting the
+    first tile that is not there. Tiles are now walked lazily, level by level: the audit
+    says which tile is missing (a log integrity failure, exit 3) within an address-space
+    limit of 3 GiB."""
+    signer = LogSigner(Ed25519PrivateKey.generate(), ORIGIN)
+    store = open_store(tmp_path / "log.db")
+    _fill(store, signer, 300, seed=3)
+    export_tiles(store, tmp_path / "tiles")
+    store.close()
+    huge = signer.sign(Checkpoint(ORIGIN, 2**63 - 1, bytes(32)))
+    (tmp_path / "tiles" / tiles.CHECKPOINT_PATH).write_text(huge)
+    code = (
+        "import resource, sys\n"
+        "resource.setrlimit(resource.RLIMIT_AS, (3 << 30, 3 << 30))\n"
+        "from clients.cli import main\n"
+        "sys.exit(main(sys.argv[1:]))\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code, "log", "audit", "--tiles", str(tmp_path / "tiles"),
+         "--log-key", signer.verifier_key(), "--state", str(tmp_path / "state.json")],
+        capture_output=True, text=True, cwd=ROOT, timeout=300,
+    )  # fmt: skip
+    said = " ".join(proc.stderr.split())
+    assert proc.returncode == 3 and "has no tile/1/000" in said, proc.stderr
+    assert "MemoryError" not in proc.stderr
