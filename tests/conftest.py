@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import shutil
 import socket
@@ -10,13 +11,15 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import av
+import numpy as np
 import pytest
 from pgserver import PgServer
 from pgserver import missing_reason as pg_missing_reason
@@ -283,6 +286,23 @@ def witness_serve(tmp_path: Path, log_vkey: str) -> Iterator[tuple[str, str]]:
     finally:
         proc.terminate()
         proc.wait(timeout=20)
+
+
+def write_video(path: Path, frames: Iterable[np.ndarray], fps: int = 1, crf: int = 30) -> None:
+    """Encode RGB ``frames`` ((H, W, 3) uint8, all one size) as H.264 MP4 at ``fps``
+    frames a second (libx264 ultrafast, ``crf``)."""
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream(
+            "libx264", rate=fps, options={"crf": str(crf), "preset": "ultrafast"}
+        )
+        rest = iter(frames)
+        first = next(rest)
+        stream.width, stream.height, stream.pix_fmt = first.shape[1], first.shape[0], "yuv420p"
+        for pixels in itertools.chain([first], rest):
+            for packet in stream.encode(av.VideoFrame.from_ndarray(pixels, format="rgb24")):
+                out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
 
 
 def post_checkpoint(url: str, body: str) -> tuple[int, str]:

@@ -17,10 +17,9 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-import av
 import numpy as np
 import pytest
-from conftest import post_checkpoint, witness_serve
+from conftest import post_checkpoint, witness_serve, write_video
 from inproc import InProc
 
 from clients.cli import main as prov_main
@@ -221,16 +220,13 @@ def test_a_long_video_is_sampled_sparsely_enough_to_be_logged(
     claim says that rate. A real 1,201-second video (16x16 pixels, one frame a second,
     each a different grey) measured as `prov sign` does, logged and exported."""
     path = tmp_path / "long.mp4"
-    with av.open(str(path), "w") as out:
-        stream = out.add_stream("libx264", rate=1, options={"crf": "30", "preset": "ultrafast"})
-        stream.width, stream.height, stream.pix_fmt = 16, 16, "yuv420p"
-        for i in range(1201):
-            pixels = np.full((16, 16, 3), (i * 37) % 256, dtype=np.uint8)
-            pixels[: i % 16] = 255 - pixels[0, 0]  # a bar that moves: frames differ
-            for packet in stream.encode(av.VideoFrame.from_ndarray(pixels, format="rgb24")):
-                out.mux(packet)
-        for packet in stream.encode():
-            out.mux(packet)
+
+    def grey(i: int) -> np.ndarray:
+        pixels = np.full((16, 16, 3), (i * 37) % 256, dtype=np.uint8)
+        pixels[: i % 16] = 255 - pixels[0, 0]  # a bar that moves: frames differ
+        return pixels
+
+    write_video(path, map(grey, range(1201)))
     dev = inproc.enroll()
     signed = dev.claim_for_file(path)
     claim = wire.decode_claim(signed.claim_bytes)

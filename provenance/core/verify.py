@@ -558,10 +558,13 @@ def _decide_video_near(
         pdq_distance=None if m.median_distance is None else int(round(m.median_distance)),
         video_match=m,
     )
+    rate = lc.claim.frame_sample_rate
+    # a long video's claim samples more sparsely than 1 Hz (clients.device): say so
+    sampled = f"frames, sampled one every {1 / rate:.3g} s," if 0 < rate < 1 else "sampled frames"
     near_by = (
         f"no exact match; the frames match seconds {m.original_start_s:.1f}-{m.original_end_s:.1f}"
         f" of the signed video at log index {lc.receipt.leaf_index} ({m.coverage:.0%} of its"
-        f" sampled frames in that stretch, {m.matched_share_query:.0%} of this file's)"
+        f" {sampled} in that stretch, {m.matched_share_query:.0%} of this file's)"
     )
     if best[0] is None:
         return _revoked_source(near_by, (), lc, ev, now)
