@@ -4,6 +4,7 @@ witness serve` processes on loopback ports, real keys, real files and locks."""
 
 from __future__ import annotations
 
+import base64
 import os
 import subprocess
 import sys
@@ -139,3 +140,37 @@ def test_the_lock_file_is_checked_when_the_witness_is_made(tmp_path: Path) -> No
     with pytest.raises(ConfigError, match="is a symbolic link"):
         Witness(signer, [log], state)
     assert not (tmp_path / "target").exists()
+
+
+def test_two_witness_servers_of_one_state_folder_share_one_state(tmp_path: Path) -> None:
+    """Two `prov witness serve` processes of one --state folder (two ports, or a restart
+    overlapping the old process) must act as one witness: what one cosigned, the other
+    reads from the folder before it answers, so a client still at the old size is
+    refused by both (409 with the size cosigned), and the tree grows through either."""
+    log = generate_log_key(tmp_path / "log.pem", "log.test/two")
+    tree = merkle.MemoryTree()
+
+    def grow(n: int) -> str:
+        for _ in range(n):
+            tree.append(os.urandom(16))
+        return log.sign(Checkpoint("log.test/two", tree.size, tree.root()))
+
+    def body(old: int, note: str) -> str:
+        proof = merkle.consistency_proof(old, tree.size, tree.get_nodes) if old else []
+        return "\n".join([f"old {old}", *(base64.b64encode(h).decode() for h in proof)]) + (
+            f"\n\n{note}"
+        )
+
+    with (
+        witness_serve(tmp_path, log.verifier_key()) as (first, key),
+        witness_serve(tmp_path, log.verifier_key()) as (second, same_key),
+    ):
+        assert first != second and key == same_key
+        note = grow(3)
+        assert post_checkpoint(first, body(0, note))[0] == 200
+        assert post_checkpoint(second, body(0, note)) == (409, "3\n")
+        note = grow(2)
+        assert post_checkpoint(second, body(3, note))[0] == 200
+        assert post_checkpoint(first, body(3, note)) == (409, "5\n")
+        note = grow(1)
+        assert post_checkpoint(first, body(5, note))[0] == 200
