@@ -8,6 +8,7 @@ import hashlib
 from pathlib import Path
 
 import av
+import numpy as np
 import pytest
 from conftest import SAMPLES, Cli, write_video
 from inproc import InProc
@@ -80,3 +81,28 @@ def test_a_long_video_signed_by_the_previous_prov_sign_is_refused_with_a_way_out
     assert rc == 0 and "logged at leaf" in out, err
     rc, out, _ = enrolled("verify", str(video))
     assert rc == 0 and "SIGNED_ORIGINAL" in out, out
+
+
+def test_a_video_longer_than_any_claim_samples_is_refused_saying_so(
+    enrolled: Cli, tmp_path: Path
+) -> None:
+    """A video of more than 4,096 one-second samples (68 minutes) is neither signed nor
+    verified; `prov sign` said only 'more than 4096 frames would be sampled at 1.0 Hz'
+    and a verification 'the file looks like video/mp4 but is not a decodable video',
+    which it is. Both now say the video is longer than 4,096 s. A real 4,200 s video
+    (16x16 pixels, one frame a second), a real server."""
+
+    def grey(i: int) -> np.ndarray:
+        pixels = np.full((16, 16, 3), (i * 37) % 256, dtype=np.uint8)
+        pixels[: i % 16] = 255 - pixels[0, 0]
+        return pixels
+
+    video = tmp_path / "very_long.mp4"
+    write_video(video, map(grey, range(4200)))
+    rc, _, err = enrolled("sign", str(video))
+    said = " ".join(err.split())
+    assert rc == 1 and "not signed" in said and "a video longer than 4,096 s" in said, err
+    rc, out, err = enrolled("verify", str(video))
+    said = " ".join((out + err).split())
+    assert rc == 1 and "a video longer than 4,096 s" in said, (out, err)
+    assert "not a decodable video" not in said, (out, err)
