@@ -4,7 +4,9 @@ A `prov web` subprocess serves a tiled log whose one full entry bundle holds 256
 of --entry-kb KiB each (about the largest a log entry may be: 1,000 video frames),
 incompressible as PDQ hashes are. Phase 1 (the baseline): one client fetches
 ``/tlog/checkpoint`` in a loop for --seconds. Phase 2: the same, while --hostile clients
-fetch the bundle with ``Accept-Encoding: gzip`` in a loop (each answer compressed anew).
+fetch the bundle with ``Accept-Encoding: gzip`` in a loop (compressed anew each time up
+to the bundle size `tlogtiles.GZIP_MAX_BYTES`; this one, larger, is sent as it is, as to
+any client that does not ask for gzip).
 Prints the checkpoint fetches per second and their p50/p99 in each phase, and the ratio
 of phase 2 to phase 1 (1.0: the bundles cost the other client nothing), and writes it as
 JSON (out/bench/tlog_serve.json).

@@ -51,6 +51,7 @@ from clients.scan.cli import scan as scan_command
 from detector import cli as detector_cli
 from detector.bands import threshold_words
 from provenance.core.errors import (
+    ClaimError,
     ConfigError,
     LogIntegrityError,
     ProvenanceError,
@@ -59,6 +60,7 @@ from provenance.core.errors import (
     WitnessQuorumError,
 )
 from provenance.core.keys import KEY_ID_BYTES, DeviceKey
+from provenance.core.timecheck import check_revocation_reason
 from provenance.media.image import sniff_media_type
 from provenance.server import cli as server_cli
 from provenance.terminal import SafeConsole, protect_typer, shown, transient_bar
@@ -270,6 +272,10 @@ def revoke(
             f" it), got {device_id!r}",
             param_hint="DEVICE_ID",
         )
+    try:  # the server refuses it too; said here before any request, as a usage error
+        check_revocation_reason(reason)
+    except ClaimError as e:
+        raise typer.BadParameter(str(e), param_hint="--reason") from e
     when = None
     if since:
         try:

@@ -66,6 +66,9 @@ def claim_to_json(c: Claim) -> dict[str, Any]:
         "width": c.width,
         "height": c.height,
         "duration_seconds": c.duration_seconds or None,
+        # a video's frames sampled in the claim, and their rate (below 1 Hz for a long one)
+        "frames": len(c.soft_bindings) if c.frame_sample_rate else None,
+        "frame_sample_rate": c.frame_sample_rate or None,
         "sha256": c.hard_binding.sha256.hex(),
         "metadata": dict(c.metadata),
     }

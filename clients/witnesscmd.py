@@ -13,7 +13,7 @@ from clients.options import (
     MaxConnectionsOpt,
     verifier_keys,
 )
-from provenance.core.errors import ConfigError
+from provenance.core.errors import ConfigError, LogError
 from provenance.log.checkpoint import generate_log_key, load_log_signer
 from provenance.witness import Witness
 from provenance.witness.client import read_key_text
@@ -64,7 +64,10 @@ def serve(
     if not key.parent.is_dir():
         raise ConfigError(f"{key}: the folder {key.parent} does not exist")
     signer = load_log_signer(key, name) if key.exists() else generate_log_key(key, name)
-    witness = Witness(signer, [read_key_text(v) for v in log_key], state)
+    try:
+        witness = Witness(signer, [read_key_text(v) for v in log_key], state)
+    except LogError as e:  # two different keys of one log
+        raise typer.BadParameter(str(e), param_hint="--log-key") from e
     print(f"witness key {witness.vkey()}", flush=True)
     limits = HttpLimits(
         header_seconds=header_seconds,

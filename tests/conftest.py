@@ -2,19 +2,24 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import shutil
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+import urllib.error
+import urllib.request
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import av
+import numpy as np
 import pytest
 from pgserver import PgServer
 from pgserver import missing_reason as pg_missing_reason
@@ -281,6 +286,34 @@ def witness_serve(tmp_path: Path, log_vkey: str) -> Iterator[tuple[str, str]]:
     finally:
         proc.terminate()
         proc.wait(timeout=20)
+
+
+def write_video(path: Path, frames: Iterable[np.ndarray], fps: int = 1, crf: int = 30) -> None:
+    """Encode RGB ``frames`` ((H, W, 3) uint8, all one size) as H.264 MP4 at ``fps``
+    frames a second (libx264 ultrafast, ``crf``)."""
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream(
+            "libx264", rate=fps, options={"crf": str(crf), "preset": "ultrafast"}
+        )
+        rest = iter(frames)
+        first = next(rest)
+        stream.width, stream.height, stream.pix_fmt = first.shape[1], first.shape[0], "yuv420p"
+        for pixels in itertools.chain([first], rest):
+            for packet in stream.encode(av.VideoFrame.from_ndarray(pixels, format="rgb24")):
+                out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+
+
+def post_checkpoint(url: str, body: str) -> tuple[int, str]:
+    """POST ``body`` to the witness at ``url`` (its /add-checkpoint): (status, reply text),
+    an HTTP error's too."""
+    request = urllib.request.Request(f"{url}/add-checkpoint", body.encode(), method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=30) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
 
 
 def start_web(server: str, *extra: str) -> ServerProc:

@@ -55,6 +55,21 @@ def test_revoking_twice_says_nothing_changed(enrolled: Cli, tmp_path: Path) -> N
     assert rc == 0 and "1 enrollment and 2 revocations in the log" in audit, (audit, err)
 
 
+def test_a_reason_too_long_to_log_is_a_usage_error(enrolled: Cli, tmp_path: Path) -> None:
+    """A revocation reason is logged and at most 1,024 bytes (UTF-8): a longer one went
+    to the server and came back as 'error: ... [INVALID_ARGUMENT]', exit 1, as if the
+    server had failed. It is now a usage error (exit 2) naming the limit, before any
+    request; 1,024 bytes are revoked."""
+    _, device_id = sign_sample(enrolled, tmp_path)
+    rc, _, err = enrolled("admin", "revoke", device_id, "--reason", "é" * 513)
+    said = " ".join(err.replace("│", " ").split())  # Typer's usage-error box
+    assert rc == 2 and "1,026 bytes; at most 1,024" in said, err
+    with ProvenanceClient(enrolled.server) as c:
+        assert not c.get_device(bytes.fromhex(device_id)).revoked
+    rc, out, err = enrolled("admin", "revoke", device_id, "--reason", "é" * 512)
+    assert rc == 0 and out.startswith(f"revoked {device_id} at "), err
+
+
 def _revocations_logged(cli: Cli, state: Path) -> str:
     rc, audit, err = cli("log", "audit", "--state", str(state))
     assert rc == 0, (audit, err)

@@ -15,9 +15,10 @@ import pytest
 from conftest import ADMIN_TOKEN, SAMPLES, Cli, ServerProc, sign_sample
 from inproc import T0, Clock, InProc
 
+from provenance.core.binding import PDQ_ALGORITHM, PerceptualHash
 from provenance.core.claims import Device
 from provenance.core.envelope import PAYLOAD_TYPE_ENROLL, sign_payload
-from provenance.core.errors import EnrollmentError, RevokedKeyError
+from provenance.core.errors import ClaimError, EnrollmentError, RevokedKeyError
 from provenance.core.keyhistory import (
     KeyEvent,
     KeyEventKind,
@@ -29,6 +30,7 @@ from provenance.core.keyhistory import (
 )
 from provenance.core.keys import DeviceKey
 from provenance.log.audit import KeyHistoryReader
+from provenance.log.tiledir import export_tiles
 from provenance.server.service import KEY_HISTORY_META, ProvenanceService, ServiceConfig
 from provenance.server.writer import KeyAppended, PendingClaim, PendingKeyEvent, _Item
 from provenance.store import open_store, to_us
@@ -243,3 +245,52 @@ def test_a_claim_meeting_its_keys_revocation_in_one_batch_is_refused(inproc: InP
     logged = items[1].future.result(5)
     assert isinstance(logged, KeyAppended) and logged.device.revocation_reason == "lost"
     assert inproc.service.store.tree_size() == 2  # the enrollment and the revocation
+
+
+def test_a_backfilled_entry_too_large_for_an_entry_bundle_is_not_logged(tmp_path: Path) -> None:
+    """The key history of a database from before key history is logged at the first
+    start (backfill) without the service's checks: a revocation reason of 70,000
+    characters, accepted before reasons were capped, became a 70 KB log entry, and the
+    log's tiled copy (`prov log export-tiles`) stopped at it for good. The writer now
+    refuses any entry over 65,535 bytes (a tlog-tiles bundle's uint16 length) on every
+    path, naming the device: the server does not start, and nothing is logged, so the
+    operator can shorten the reason first."""
+    db = tmp_path / "prov.db"
+    key = DeviceKey.generate()
+    store = open_store(db)
+    try:
+        store.enroll(None, Device(key.key_id, key.public_key, T0), T0)
+        store.revoke(key.key_id, T0 + timedelta(hours=1), "x" * 70_000)
+    finally:
+        store.close()
+    cfg = ServiceConfig(db=db, log_key=tmp_path / "log.key")
+    with pytest.raises(ClaimError, match=f"device {key.key_id.hex()[:16]}.*65,535"):
+        ProvenanceService(cfg, Clock(T0 + timedelta(days=1)))
+    store = open_store(db)
+    try:
+        assert store.tree_size() == 0 and store.get_meta(KEY_HISTORY_META) is None
+        with sqlite3.connect(db) as con:  # what the operator does: a shorter reason
+            con.execute("UPDATE devices SET revocation_reason = 'lost'")
+    finally:
+        store.close()
+    service = ProvenanceService(cfg, Clock(T0 + timedelta(days=1)))
+    try:
+        assert service.store.tree_size() == 2
+        export_tiles(service.store, tmp_path / "tiles")
+    finally:
+        service.close()
+
+
+def test_the_writer_refuses_an_entry_too_large_on_any_path(inproc: InProc) -> None:
+    """The writer is the one path every entry takes: a claim handed to it without the
+    service's check_claim_shape (as a future import or batch path might) is refused
+    there too when its entry is over 65,535 bytes, and nothing is logged."""
+    dev = inproc.enroll()
+    soft = tuple(PerceptualHash(PDQ_ALGORITHM, bytes([i % 256]) * 32, 100, float(i)) for i in
+                 range(1300))  # fmt: skip
+    signed = dev.next_claim(media_type="video/mp4", soft_bindings=soft)
+    size = inproc.service.store.tree_size()
+    pending = PendingClaim(signed, wire.decode_claim(signed.claim_bytes), dev.key.public_key)
+    with pytest.raises(ClaimError, match="at most 65,535"):
+        inproc.service.writer.submit(pending)
+    assert inproc.service.store.tree_size() == size

@@ -14,15 +14,12 @@ import os
 import stat
 import threading
 import time
-import urllib.error
-import urllib.request
 from dataclasses import replace
 from pathlib import Path
 
-import av
 import numpy as np
 import pytest
-from conftest import witness_serve
+from conftest import post_checkpoint, witness_serve, write_video
 from inproc import InProc
 
 from clients.cli import main as prov_main
@@ -125,15 +122,6 @@ def test_one_witness_cannot_fill_two_places_of_a_policy(
         Cosigner(specs, 2, lambda old, new: [], lambda: None)
 
 
-def _post(url: str, body: str) -> tuple[int, str]:
-    request = urllib.request.Request(f"{url}/add-checkpoint", body.encode(), method="POST")
-    try:
-        with urllib.request.urlopen(request, timeout=30) as r:
-            return r.status, r.read().decode()
-    except urllib.error.HTTPError as e:
-        return e.code, e.read().decode()
-
-
 def test_tree_sizes_above_a_uint64_are_malformed(tmp_path: Path) -> None:
     """A tree size is a uint64 (tlog-checkpoint; Go's note readers use ParseUint(64)).
     20 digits were taken whatever their value, so a checkpoint of 2^64 leaves (signed
@@ -150,12 +138,12 @@ def test_tree_sizes_above_a_uint64_are_malformed(tmp_path: Path) -> None:
     with witness_serve(tmp_path, signer.verifier_key()) as (url, _):
         root = base64.b64encode(bytes(32)).decode()
         huge = signer.sign_text(f"log.test/big\n{2**64}\n{root}\n")  # signed by the log
-        status, text = _post(url, f"old 0\n\n{huge}")
+        status, text = post_checkpoint(url, f"old 0\n\n{huge}")
         assert status == 400 and "at most 2^64 - 1" in text, (status, text)
         top = signer.sign(Checkpoint("log.test/big", 2**64 - 1, bytes(32)))
-        status, text = _post(url, f"old {2**64}\n\n{top}")
+        status, text = post_checkpoint(url, f"old {2**64}\n\n{top}")
         assert status == 400 and "'old <size>'" in text, (status, text)
-        status, text = _post(url, f"old 0\n\n{top}")
+        status, text = post_checkpoint(url, f"old 0\n\n{top}")
         assert status == 200, text
 
 
@@ -232,16 +220,13 @@ def test_a_long_video_is_sampled_sparsely_enough_to_be_logged(
     claim says that rate. A real 1,201-second video (16x16 pixels, one frame a second,
     each a different grey) measured as `prov sign` does, logged and exported."""
     path = tmp_path / "long.mp4"
-    with av.open(str(path), "w") as out:
-        stream = out.add_stream("libx264", rate=1, options={"crf": "30", "preset": "ultrafast"})
-        stream.width, stream.height, stream.pix_fmt = 16, 16, "yuv420p"
-        for i in range(1201):
-            pixels = np.full((16, 16, 3), (i * 37) % 256, dtype=np.uint8)
-            pixels[: i % 16] = 255 - pixels[0, 0]  # a bar that moves: frames differ
-            for packet in stream.encode(av.VideoFrame.from_ndarray(pixels, format="rgb24")):
-                out.mux(packet)
-        for packet in stream.encode():
-            out.mux(packet)
+
+    def grey(i: int) -> np.ndarray:
+        pixels = np.full((16, 16, 3), (i * 37) % 256, dtype=np.uint8)
+        pixels[: i % 16] = 255 - pixels[0, 0]  # a bar that moves: frames differ
+        return pixels
+
+    write_video(path, map(grey, range(1201)))
     dev = inproc.enroll()
     signed = dev.claim_for_file(path)
     claim = wire.decode_claim(signed.claim_bytes)

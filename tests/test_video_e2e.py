@@ -38,6 +38,8 @@ def test_signed_video_and_its_copies(signed_clip: Path, enrolled: Cli, tmp_path:
     assert (rc, report["status"]) == (0, "SIGNED_ORIGINAL")
     claim = report["evidence"]["claim"]
     assert claim["media_type"] == "video/mp4" and 6.5 < claim["duration_seconds"] < 7.5
+    # what the claim sampled: a long video's is sparser (the reason of a copy says it too)
+    assert (claim["frames"], claim["frame_sample_rate"]) == (7, 1.0)
     rc, out, _ = enrolled("verify", str(signed_clip), "--json")  # detector asked, none running
     det = json.loads(out)["detector"]
     assert det["available"] is False and "timeline carries no scores" in det["note"]

@@ -103,7 +103,9 @@ def check_claim_shape(signed: SignedClaim, claim: Claim) -> None:
     if len(claim.soft_bindings) > MAX_CLAIM_SOFT_BINDINGS:
         raise ClaimError(
             f"claim has {len(claim.soft_bindings)} soft bindings; the limit is"
-            f" {MAX_CLAIM_SOFT_BINDINGS}"
+            f" {MAX_CLAIM_SOFT_BINDINGS} (a video of more than {MAX_CLAIM_SOFT_BINDINGS:,} s"
+            " signed by an older prov sign: sign it again, the frames are now sampled more"
+            " sparsely)"
         )
     entry = (
         len(signed.payload_type.encode())

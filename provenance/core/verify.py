@@ -57,8 +57,9 @@ from provenance.core.binding import PDQ_MATCH_THRESHOLD, PDQ_MIN_QUALITY, Percep
 from provenance.core.claims import Claim, Device, Receipt, SignedClaim, TimeFlag, Verdict
 from provenance.core.dihedral import best_dihedral_distance, turn_notes
 from provenance.core.envelope import PAYLOAD_TYPE_CLAIM, verify_payload
-from provenance.core.errors import BindingError, KeyMaterialError, SignatureError
+from provenance.core.errors import BindingError, ClaimError, KeyMaterialError, SignatureError
 from provenance.core.keys import check_public_key, key_id
+from provenance.core.registry import check_claim_shape
 from provenance.core.video_binding import check_chunk_hashes, locate_damage
 from provenance.core.video_match import VideoMatch, match_video
 
@@ -558,10 +559,13 @@ def _decide_video_near(
         pdq_distance=None if m.median_distance is None else int(round(m.median_distance)),
         video_match=m,
     )
+    rate = lc.claim.frame_sample_rate
+    # a long video's claim samples more sparsely than 1 Hz (clients.device): say so
+    sampled = f"frames, sampled one every {1 / rate:.3g} s," if 0 < rate < 1 else "sampled frames"
     near_by = (
         f"no exact match; the frames match seconds {m.original_start_s:.1f}-{m.original_end_s:.1f}"
         f" of the signed video at log index {lc.receipt.leaf_index} ({m.coverage:.0%} of its"
-        f" sampled frames in that stretch, {m.matched_share_query:.0%} of this file's)"
+        f" {sampled} in that stretch, {m.matched_share_query:.0%} of this file's)"
     )
     if best[0] is None:
         return _revoked_source(near_by, (), lc, ev, now)
@@ -730,7 +734,22 @@ def _decide_with_sidecar(
             ev,
             now,
         )
+    try:  # a claim the log refuses (one made by an older `prov sign`) cannot be submitted
+        check_claim_shape(sidecar, claim)
+    except ClaimError as e:
+        return VerificationReport(Verdict.UNSIGNED, (unloggable_sidecar_reason(e),), ev, now)
     return VerificationReport(Verdict.UNSIGNED, (UNLOGGED_SIDECAR_REASON,), ev, now)
+
+
+def unloggable_sidecar_reason(refusal: ClaimError) -> str:
+    """The reason of an UNSIGNED verdict on a valid sidecar claim that is not in the log
+    and that the log refuses (``refusal``, `registry.check_claim_shape`): submitting it
+    again cannot help, signing the file again can."""
+    return (
+        "the sidecar's signature is valid and matches the bytes, but the claim is not in"
+        f" the log, and the log refuses it ({refusal}): `prov device sync` cannot log it;"
+        " sign the file again with a current `prov sign`"
+    )
 
 
 def with_c2pa(report: VerificationReport, c2pa: dict[str, Any] | None) -> VerificationReport:

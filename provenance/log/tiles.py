@@ -166,24 +166,33 @@ def parse_path(path: str) -> tuple[bool, Tile]:
     return bundle, Tile(level, decode_index("/".join(rest)), width)
 
 
+def level_tiles(size: int, level: int, first: int = 0) -> Iterator[Tile]:
+    """The tiles of ``level`` of a tree of ``size`` leaves from tile index ``first`` on,
+    made one at a time (a tree size is attacker-chosen up to 2^64 - 1; its tiles are never
+    all listed): the full tiles, then the partial tile of width
+    ``floor(size / 256**level) mod 256`` when not zero (tlog-tiles "Partial Tiles")."""
+    hashes = size >> (TILE_HEIGHT * level)
+    full = hashes // TILE_WIDTH
+    for n in range(first, full):
+        yield Tile(level, n, TILE_WIDTH)
+    if hashes % TILE_WIDTH and first <= full:
+        yield Tile(level, full, hashes % TILE_WIDTH)
+
+
+def _levels(size: int) -> range:
+    """The tile levels of a tree of ``size`` leaves (none for an empty tree)."""
+    return range(min(MAX_LEVEL + 1, (size.bit_length() + TILE_HEIGHT - 1) // TILE_HEIGHT))
+
+
 def tiles_for_size(size: int) -> list[Tile]:
     """Every tile a tree of ``size`` leaves has, level by level: its full tiles, then the
     partial tile of width ``floor(size / 256**L) mod 256`` when not zero (tlog-tiles
-    "Partial Tiles"). Raises LogError for a negative size.
+    "Partial Tiles"). A list of about size / 255 tiles: only for a size one trusts (a
+    store's own); `level_tiles` walks them lazily. Raises LogError for a negative size.
     """
     if size < 0:
         raise LogError(f"tree size {size} is negative")
-    tiles: list[Tile] = []
-    level = 0
-    span = 1  # leaves under one hash of this tile level: 256**level
-    while size >= span and level <= MAX_LEVEL:
-        hashes = size // span
-        tiles.extend(Tile(level, n, TILE_WIDTH) for n in range(hashes // TILE_WIDTH))
-        if hashes % TILE_WIDTH:
-            tiles.append(Tile(level, hashes // TILE_WIDTH, hashes % TILE_WIDTH))
-        level += 1
-        span *= TILE_WIDTH
-    return tiles
+    return [tile for level in _levels(size) for tile in level_tiles(size, level)]
 
 
 def tile_hashes(tile: Tile, get_nodes: merkle.NodeReader) -> bytes:
@@ -309,9 +318,7 @@ def check_tile_hashes(nodes: TileNodes) -> None:
     """Check that each hash of every tile at level >= 1 is the root of the full tile below
     it (tlog-tiles: "each hash in a tile is the Merkle Tree Hash of a full tile at the
     level below"). Raises LogIntegrityError naming the first tile that disagrees."""
-    for tile in tiles_for_size(nodes.size):
-        if tile.level == 0:
-            continue
+    for tile in (t for level in _levels(nodes.size)[1:] for t in level_tiles(nodes.size, level)):
         _, hashes = nodes.tile(tile.level, tile.index)
         for i, value in enumerate(hashes):
             child, child_hashes = nodes.tile(tile.level - 1, tile.index * TILE_WIDTH + i)
@@ -323,9 +330,7 @@ def check_tile_hashes(nodes: TileNodes) -> None:
 
 def _checked_entries(nodes: TileNodes, fetch: Fetch, start: int) -> Iterator[bytes]:
     """Entries from index ``start`` to the tree size, each checked against its leaf hash."""
-    for tile in tiles_for_size(nodes.size):
-        if tile.level != 0 or (tile.index + 1) * TILE_WIDTH <= start:
-            continue
+    for tile in level_tiles(nodes.size, 0, start // TILE_WIDTH):
         _, leaves = nodes.tile(0, tile.index)
         try:
             entries = decode_bundle(fetch(tile.entries_path), tile)

@@ -360,6 +360,8 @@ def inspect_upload(upload: Upload, cfg: InspectConfig, lenient: bool) -> Inspect
                 return Inspection(
                     replace(base, notes=(f"could not decode the video: {why}",)), None, c2pa
                 )
+            if isinstance(e, MediaTooLargeError):  # decodable, but over a limit
+                raise MediaTooLargeError(f"the {media_type} file is over a limit: {why}") from e
             raise type(e)(
                 f"the file looks like {media_type} but is not a decodable video: {why}"
             ) from e

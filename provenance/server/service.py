@@ -100,6 +100,7 @@ from provenance.server.writer import (
     KeyAppended,
     PendingClaim,
     PendingKeyEvent,
+    check_entry_size,
 )
 from provenance.store import AppendTxn, LeafRecord, Store, open_store
 from provenance.store.sqlite import SqliteStore
@@ -416,6 +417,11 @@ class ProvenanceService:
             for ev in events:
                 signed = sign_key_event(self._admin, wire.encode_key_event(ev))
                 pending.append(PendingKeyEvent(signed, ev, backfill=True))
+        # all or nothing: a device whose enrollment alone were logged would never get its
+        # revocation backfilled (an entry of the latest time, nanoseconds of the most bytes)
+        at = self.clock().replace(microsecond=999_999)
+        for p in pending:
+            check_entry_size(wire.encode_key_event_entry(p.signed, at), p.event.device_id)
         if pending:
             self.writer.submit_key_events(pending)
             log.info("logged the key history of %d existing devices", len(rows))

@@ -38,8 +38,9 @@ from typing import Any, cast
 
 from provenance import metrics
 from provenance.core import merkle
-from provenance.core.claims import Claim, Device, Receipt, SignedClaim
+from provenance.core.claims import MAX_LOG_ENTRY_BYTES, Claim, Device, Receipt, SignedClaim
 from provenance.core.errors import (
+    ClaimError,
     LogError,
     LogIntegrityError,
     ProvenanceError,
@@ -131,6 +132,19 @@ def _check_signatures(batch: Sequence[_Item]) -> None:
                 check_claim_signature(p.signed_claim, p.verify_under, release_gil=True)
             except ProvenanceError as e:
                 item.refused = e
+
+
+def check_entry_size(entry: bytes, device_id: bytes) -> None:
+    """Raises ClaimError, naming the device, for a log entry over `MAX_LOG_ENTRY_BYTES`:
+    no C2SP tlog-tiles entry bundle could hold it, so the log's tiled copy would stop
+    there for good."""
+    if len(entry) > MAX_LOG_ENTRY_BYTES:
+        raise ClaimError(
+            f"device {device_id.hex()[:16]}…: its log entry would be {len(entry):,} bytes;"
+            f" the log holds entries of at most {MAX_LOG_ENTRY_BYTES:,} (C2SP tlog-tiles"
+            " entry bundles), so it is not logged (a revocation reason is at most 1,024"
+            " bytes: shorten it)"
+        )
 
 
 def _unconfirmed(timeout: float) -> StorageError:
@@ -563,7 +577,9 @@ class GroupCommitWriter:
             revoked_here: dict[bytes, datetime] = {}  # this batch's revocations
             for i, item in enumerate(batch):
                 if isinstance(item.pending, PendingKeyEvent):
+                    entry = wire.encode_key_event_entry(item.pending.signed, now)
                     try:
+                        check_entry_size(entry, item.pending.event.device_id)
                         standing = self._standing_revocation(txn, item.pending, revoked_here, now)
                         if standing is not None:
                             results[i] = KeyAppended(standing, None)
@@ -577,7 +593,6 @@ class GroupCommitWriter:
                         revoked_here[ev.device_id] = min(
                             ev.effective_at, revoked_here.get(ev.device_id, ev.effective_at)
                         )
-                    entry = wire.encode_key_event_entry(item.pending.signed, now)
                     keyed.append(
                         (
                             i,
@@ -615,6 +630,12 @@ class GroupCommitWriter:
                     results[i] = seen[ch]
                     continue
                 dev = p.claim.device_id
+                entry = wire.encode_log_entry(p.signed_claim, now, integrated_at)
+                try:  # check_claim_shape's bound, made sure on every path
+                    check_entry_size(entry, dev)
+                except ClaimError as e:
+                    results[i] = e
+                    continue
                 if dev not in state:
                     d = devices.get(dev)
                     if d is None:
@@ -636,7 +657,6 @@ class GroupCommitWriter:
                     results[i] = e
                     continue
                 state[dev] = (p.claim.sequence, ch)
-                entry = wire.encode_log_entry(p.signed_claim, now, integrated_at)
                 leaf = NewLeaf(
                     leaf_hash=merkle.leaf_hash(entry),
                     signed_claim=p.signed_claim,

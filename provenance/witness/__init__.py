@@ -6,7 +6,8 @@ signed checkpoint. The witness answers:
 
 - 404 when the checkpoint's origin is not a log it witnesses;
 - 403 when no signature by that log's key verifies;
-- 400 for a malformed body, or an old size above the checkpoint's size;
+- 400 for a malformed body, an old size above the checkpoint's size, or a checkpoint of
+  size 0 whose root is not the empty tree's (RFC 9162 2.1.1: SHA-256 of nothing);
 - 409 Conflict, with its own size as ``<size>\\n`` (``Content-Type: text/x.tlog.size``),
   when the old size is not the size it last cosigned (a rolled-back or stale client),
   or when the size is the same and the root differs (a fork);
@@ -14,7 +15,9 @@ signed checkpoint. The witness answers:
 - else 200 and one cosignature line, after persisting the new checkpoint (a checkpoint of
   the size already cosigned, which anyone can replay, is cosigned without a save); the check
   and the update are atomic (the tlog-witness race: a thread lock, and an flock on the
-  state folder's lock file for other processes of the same folder).
+  state folder's lock file for other processes of the same folder);
+- 503 when another process of the same state folder holds its lock for more than
+  `LOCK_WAIT_S` (a hung or stopped process): the request is not left waiting for ever.
 
 A cosignature (c2sp.org/tlog-cosignature "Format", "Ed25519 signed message") is a note
 signature line ``— <witness name> base64(key id || u64 timestamp || Ed25519 signature)``
@@ -35,7 +38,9 @@ import hashlib
 import json
 import os
 import secrets
+import stat
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -45,7 +50,13 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from provenance.core import merkle
-from provenance.core.errors import LogError, ProvenanceError, SignatureError, WitnessQuorumError
+from provenance.core.errors import (
+    ConfigError,
+    LogError,
+    ProvenanceError,
+    SignatureError,
+    WitnessQuorumError,
+)
 from provenance.log.checkpoint import (
     Checkpoint,
     LogSigner,
@@ -261,14 +272,56 @@ def _parse_request(text: str) -> _Request:
 LOCK_FILE = ".lock"
 
 
+#: Longest wait, in seconds, for the state folder's lock before a request is answered 503.
+LOCK_WAIT_S = 10.0
+# Interval, in seconds, between tries of a lock another process holds.
+_LOCK_POLL_S = 0.01
+
+
+class _Busy(Exception):
+    """The state folder's lock was not free within the wait."""
+
+
 @contextlib.contextmanager
-def _flocked(fd: int) -> Iterator[None]:
-    """Hold an exclusive flock(2) on ``fd`` (waiting for it) for the block."""
-    fcntl.flock(fd, fcntl.LOCK_EX)
+def _locked(thread_lock: threading.Lock, fd: int, wait_s: float) -> Iterator[None]:
+    """Hold ``thread_lock`` and an exclusive flock(2) on ``fd`` for the block, waiting at
+    most ``wait_s`` seconds for both together; raises _Busy when they stay taken."""
+    deadline = time.monotonic() + wait_s
+    if not thread_lock.acquire(timeout=wait_s):
+        raise _Busy
     try:
-        yield
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    raise _Busy from None
+                time.sleep(_LOCK_POLL_S)
+        try:
+            yield
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
     finally:
-        fcntl.flock(fd, fcntl.LOCK_UN)
+        thread_lock.release()
+
+
+def _open_lock_file(path: Path) -> int:
+    """A descriptor of the regular file ``path`` (created if missing), opened without
+    following a symbolic link and without blocking (a FIFO there would hang the open).
+    Raises ConfigError when it is a symbolic link, a folder, a FIFO or any other
+    non-regular file, or cannot be opened."""
+    flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+    hint = "it must be a regular file; remove it and start the witness again"
+    try:
+        fd = os.open(path, flags, 0o600)
+    except OSError as e:
+        what = "is a symbolic link" if os.path.islink(path) else f"cannot be opened: {e.strerror}"
+        raise ConfigError(f"the witness lock file {path} {what} ({hint})") from e
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise ConfigError(f"the witness lock file {path} is not a regular file ({hint})")
+    return fd
 
 
 def _conflict(size: int) -> Answer:
@@ -279,8 +332,11 @@ class Witness:
     """A witness of the logs ``log_keys`` (note verifier keys; each log's origin is its
     key name), cosigning with ``signer`` and keeping its state in ``state_dir``.
 
-    ``clock`` gives the cosignature time. Thread-safe. Raises LogError for a malformed
-    log key, OSError when the state directory cannot be created.
+    ``clock`` gives the cosignature time; ``lock_wait_s``: longest wait, in seconds, for
+    the state folder's lock (another process of the folder holding it) before a request
+    is answered 503. Thread-safe. Raises LogError for a malformed log key or two
+    different keys of one log, ConfigError when the folder's lock file is not a regular
+    file, OSError when the state directory cannot be created.
     """
 
     def __init__(
@@ -289,16 +345,27 @@ class Witness:
         log_keys: list[str],
         state_dir: Path,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        lock_wait_s: float = LOCK_WAIT_S,
     ) -> None:
         self.signer = signer
-        self.logs = {v.name: v for v in map(NoteVerifier.from_vkey, log_keys)}
+        self.logs: dict[str, NoteVerifier] = {}
+        for key in log_keys:
+            verifier = NoteVerifier.from_vkey(key)
+            known = self.logs.setdefault(verifier.name, verifier)
+            if known.public_key != verifier.public_key:
+                raise LogError(
+                    f"two different log keys for the log {verifier.name!r}: a witness checks"
+                    " one key per log (give only the log's current key)"
+                )
         self.state_dir = state_dir
         state_dir.mkdir(parents=True, exist_ok=True)
         self._clock = clock
+        self.lock_wait_s = lock_wait_s
         self._lock = threading.Lock()
         # the check and the save are atomic across processes too (two witnesses of one
-        # folder): an flock on this file, taken after the thread lock
-        self._folder_lock = open(state_dir / LOCK_FILE, "a")  # held for the witness's life
+        # folder): an flock on this file, taken after the thread lock; held for the
+        # witness's life
+        self._folder_lock = _open_lock_file(state_dir / LOCK_FILE)
 
     def vkey(self) -> str:
         """This witness's cosigner verifier key (type 0x04)."""
@@ -359,28 +426,43 @@ class Witness:
             return Answer(403, f"{e}\n")
         except LogError as e:
             return Answer(400, f"malformed checkpoint: {e}\n")
+        if new.size == 0 and new.root_hash != merkle.EMPTY_ROOT:
+            empty = "a tree of size 0 has the empty root, SHA-256 of nothing"
+            return Answer(400, f"malformed checkpoint: {empty}\n")
         if request.old_size > new.size:
             return Answer(
                 400, f"old size {request.old_size} is above the checkpoint's {new.size}\n"
             )
         if request.old_size == 0 and request.proof:
             return Answer(400, "the consistency proof must be empty when the old size is 0\n")
-        with self._lock, _flocked(self._folder_lock.fileno()):
-            old = self.latest(origin)
-            old_size = old.size if old is not None else 0
-            if request.old_size != old_size:
-                return _conflict(old_size)
-            if old is not None and old.size == new.size and old.root_hash != new.root_hash:
-                return _conflict(old_size)
-            if old is not None and 0 < old.size < new.size:
-                try:
-                    merkle.verify_consistency(
-                        old.size, new.size, request.proof, old.root_hash, new.root_hash
-                    )
-                except LogError as e:
-                    return Answer(422, f"the consistency proof does not verify: {e}\n")
-            if old is None or old.size != new.size:  # the same tree again: nothing to save
-                self._save(new, request.note)
-            timestamp = int(self._clock().timestamp())
-            body_text = request.note[: request.note.rfind("\n\n") + 1].encode()
-            return Answer(200, cosign(self.signer, body_text, timestamp))
+        try:
+            with _locked(self._lock, self._folder_lock, self.lock_wait_s):
+                return self._check_and_save(request, origin, new)
+        except _Busy:
+            return Answer(
+                503,
+                f"the witness state {self.state_dir} stayed locked for {self.lock_wait_s:g} s"
+                " (another process of the folder holds it); try again\n",
+            )
+
+    def _check_and_save(self, request: _Request, origin: str, new: Checkpoint) -> Answer:
+        """The add-checkpoint steps under the state lock: compare with the saved state,
+        check the consistency proof, save, cosign."""
+        old = self.latest(origin)
+        old_size = old.size if old is not None else 0
+        if request.old_size != old_size:
+            return _conflict(old_size)
+        if old is not None and old.size == new.size and old.root_hash != new.root_hash:
+            return _conflict(old_size)
+        if old is not None and 0 < old.size < new.size:
+            try:
+                merkle.verify_consistency(
+                    old.size, new.size, request.proof, old.root_hash, new.root_hash
+                )
+            except LogError as e:
+                return Answer(422, f"the consistency proof does not verify: {e}\n")
+        if old is None or old.size != new.size:  # the same tree again: nothing to save
+            self._save(new, request.note)
+        timestamp = int(self._clock().timestamp())
+        body_text = request.note[: request.note.rfind("\n\n") + 1].encode()
+        return Answer(200, cosign(self.signer, body_text, timestamp))

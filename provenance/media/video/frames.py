@@ -301,7 +301,8 @@ def _sample(
                 continue
             if sampled >= max_frames:
                 raise MediaTooLargeError(
-                    f"more than {max_frames} frames would be sampled at {rate_hz} Hz"
+                    f"more than {max_frames} frames would be sampled at {rate_hz:g} Hz (a video"
+                    f" longer than {max_frames / rate_hz:,.0f} s)"
                 )
             transform = _frame_transform(frame)
             rgb = apply_display_transform(converter.rgb(frame), transform)
