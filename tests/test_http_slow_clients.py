@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import select
 import socket
 import subprocess
 import sys
@@ -634,12 +635,14 @@ def _photo_form() -> bytes:
 
 
 class Drip:
-    """Sends one byte on each socket every ``every`` seconds, from a thread: enough to
-    stay under an idle limit of a few seconds, far under any pace (about 2 B/s)."""
+    """Sends ``data`` (one byte by default) on each socket every ``every`` seconds, from a
+    thread: by default enough to stay under an idle limit of a few seconds, far under any
+    pace (about 2 B/s)."""
 
-    def __init__(self, socks: list[socket.socket], every: float = 0.5) -> None:
+    def __init__(self, socks: list[socket.socket], every: float = 0.5, data: bytes = b"\0"):
         self.socks = socks
         self.every = every
+        self.data = data
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.thread.start()
@@ -648,7 +651,7 @@ class Drip:
         while not self.stop.wait(self.every):
             for s in self.socks:
                 try:
-                    s.sendall(b"\0")
+                    s.sendall(self.data)
                 except OSError:  # answered (cut) and closed by the server
                     pass
 
@@ -738,3 +741,34 @@ def _send_paced(s: socket.socket, data: bytes, block: int = 4096, every: float =
     for i in range(0, len(data), block):
         time.sleep(every)
         s.sendall(data[i : i + block])
+
+
+@pytest.mark.slow
+def test_serve_http_page_takes_the_servers_upload_min_rate(tmp_path: Path) -> None:
+    """`prov serve --http` runs its page with the server's --upload-min-rate-kb. Here 64:
+    8 uploads at about 16 KiB/s from 8 addresses, past the page's 60 s idle window, are
+    under it, so a newcomer takes the slot of one of them (503 "send it faster") and gets
+    its report. Before, the page kept its default 8 KiB/s whatever the flag said, the 8
+    kept their slots and the newcomer got 503 "verifying as many files as it can".
+    Real `prov serve --http`, loopback addresses 127.0.0.x, a real JPEG."""
+    srv = start_server(tmp_path / "prov.db", "--http", "127.0.0.1:0", "--upload-min-rate-kb", "64")
+    steady: Drip | None = None
+    try:
+        port = int(read_line(srv.proc, "web on ").rsplit(":", 1)[1])
+        held = [
+            _upload_from(port, f"127.0.0.{2 + i}", PART + b"\xff\xd8", False, more=4 << 20)
+            for i in range(8)
+        ]
+        steady = Drip(held, 0.25, bytes(4096))  # 16 KiB/s each
+        time.sleep(61.5)  # past the page's --upload-idle-seconds (60): their pace counts
+        newcomer = _answer(_upload_from(port, "127.0.0.20", _photo_form(), True), 60)
+        assert newcomer is not None and newcomer.startswith("HTTP/1.1 200 OK\r\n"), newcomer
+        steady.close()
+        time.sleep(1)
+        answered, _, _ = select.select(held, [], [], 0)  # one was answered, 7 go on
+        assert len(answered) == 1, answered
+        assert _cut_for_pace([_answer(answered[0], 5)]) == 1
+    finally:
+        if steady is not None:
+            steady.close()
+        srv.stop()
