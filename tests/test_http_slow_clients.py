@@ -14,6 +14,7 @@ import select
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import urllib.error
@@ -712,20 +713,13 @@ def test_web_upload_slots_go_to_uploads_that_keep_a_pace(tmp_path: Path) -> None
             _upload_from(port, f"127.0.0.{40 + i}", PART + b"\xff\xd8", False) for i in range(7)
         ]
         drip = Drip(stalled)
-        steady = _upload_from(port, "127.0.0.50", form[:4096], False, more=len(form) - 4096)
-        sent = threading.Thread(target=_send_paced, args=(steady, form[4096:]), daemon=True)
-        sent.start()
+        steady, sent = _paced_upload(port, "127.0.0.50", form)
         time.sleep(3)
         # 7 newcomers that stay young take the 7 stalled uploads' slots; the eighth finds
         # only the steady upload past the idle window, over the pace: it is refused
-        young = [_upload_from(port, f"127.0.0.{60 + i}", PART, False) for i in range(7)]
-        time.sleep(0.3)
-        late = _answer(_upload_from(port, "127.0.0.70", PART, False), 10)
-        assert late is not None and "verifying as many files as it can" in late, late
+        young = _young_then_refused(port, 60)
         assert _cut_for_pace([_answer(s, 5) for s in stalled]) == 7
-        sent.join()
-        whole = _answer(steady, 60)
-        assert whole is not None and whole.startswith("HTTP/1.1 200 OK\r\n"), whole
+        _whole_at_last(steady, sent)
         for s in young:
             s.close()
     finally:
@@ -733,6 +727,33 @@ def test_web_upload_slots_go_to_uploads_that_keep_a_pace(tmp_path: Path) -> None
             drip.close()
         web.stop()
         srv.stop()
+
+
+def _paced_upload(port: int, source: str, form: bytes) -> tuple[socket.socket, threading.Thread]:
+    """An upload of ``form`` from ``source`` at about 16 KiB/s, begun: its socket and the
+    thread sending it (`_send_paced`)."""
+    steady = _upload_from(port, source, form[:4096], False, more=len(form) - 4096)
+    sent = threading.Thread(target=_send_paced, args=(steady, form[4096:]), daemon=True)
+    sent.start()
+    return steady, sent
+
+
+def _young_then_refused(port: int, first: int) -> list[socket.socket]:
+    """7 newcomers from 127.0.0.FIRST on, each a stalled upload (their sockets), then one
+    more from 127.0.0.(FIRST + 10), which must get 503 "verifying as many files as it
+    can": no slot left to take."""
+    young = [_upload_from(port, f"127.0.0.{first + i}", PART, False) for i in range(7)]
+    time.sleep(0.3)
+    late = _answer(_upload_from(port, f"127.0.0.{first + 10}", PART, False), 10)
+    assert late is not None and "verifying as many files as it can" in late, late
+    return young
+
+
+def _whole_at_last(steady: socket.socket, sent: threading.Thread) -> None:
+    """`_paced_upload`'s upload, once all sent, is answered 200."""
+    sent.join()
+    whole = _answer(steady, 60)
+    assert whole is not None and whole.startswith("HTTP/1.1 200 OK\r\n"), whole
 
 
 def _send_paced(s: socket.socket, data: bytes, block: int = 4096, every: float = 0.25) -> None:
@@ -772,3 +793,94 @@ def test_serve_http_page_takes_the_servers_upload_min_rate(tmp_path: Path) -> No
         if steady is not None:
             steady.close()
         srv.stop()
+
+
+class Reconnect:
+    """From each of ``sources``, one stalled upload to `prov web` on ``port`` (a byte every
+    0.5 s), closed and opened again every ``every`` seconds, from a thread: each is always
+    younger than an idle window longer than ``every``, so the pace rule alone never
+    measures it."""
+
+    def __init__(self, port: int, sources: list[str], every: float) -> None:
+        self.port = port
+        self.sources = sources
+        self.every = every
+        self.cycles = 0
+        self.stop = threading.Event()
+        self.socks = [self._open(src) for src in sources]
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _open(self, source: str) -> socket.socket:
+        return _upload_from(self.port, source, PART + b"\xff\xd8", False)
+
+    def _run(self) -> None:
+        ticks = 0
+        while not self.stop.wait(0.5):
+            ticks += 1
+            if ticks % round(self.every / 0.5):
+                for s in self.socks:
+                    try:
+                        s.sendall(b"\0")
+                    except OSError:  # answered (cut) and closed by the server
+                        pass
+                continue
+            for i, s in enumerate(self.socks):
+                s.close()
+                self.socks[i] = self._open(self.sources[i])
+            self.cycles += 1
+
+    def close(self) -> None:
+        self.stop.set()
+        self.thread.join()
+        for s in self.socks:
+            s.close()
+
+
+def test_web_upload_slots_cannot_be_held_by_reconnecting_before_the_idle_window() -> None:
+    """An address whose upload ended unfinished under the pace is on notice: its next
+    uploads are measured at once, not after --upload-idle-seconds, so reconnecting does not
+    restart the clock. Here 8 addresses each hold one stalled upload, closed and opened
+    again every 1.5 s, always younger than the 2 s idle window; 8 honest uploads from
+    other addresses, sent between two reconnections, take their slots and get their
+    report. Before, each got 503 "verifying as many files as it can" for as long as the
+    reconnections went on (the pace rule measured none of the 8 stalled uploads).
+    Real `prov serve` and `prov web`, loopback addresses 127.0.0.x, a real JPEG."""
+    with tempfile.TemporaryDirectory() as tmp:
+        srv = start_server(Path(tmp) / "prov.db")
+        web = start_web(srv.address, "--upload-idle-seconds", "2")
+        port = int(web.address.rsplit(":", 1)[1])
+        jam: Reconnect | None = None
+        try:
+            jam = Reconnect(port, [f"127.0.0.{2 + i}" for i in range(8)], 1.5)
+            while jam.cycles < 2:  # each address has had an upload end, stalled
+                time.sleep(0.1)
+            start = jam.cycles
+            while jam.cycles == start:  # just reconnected: 1.5 s to the next time
+                time.sleep(0.05)
+            time.sleep(0.5)
+            form = _photo_form()
+            honest = [_upload_from(port, f"127.0.0.{20 + i}", form, True) for i in range(8)]
+            answers = [_answer(s, 60) for s in honest]
+            for a in answers:
+                assert a is not None and a.startswith("HTTP/1.1 200 OK\r\n"), a
+            jam.close()  # their last uploads end stalled too
+            time.sleep(0.5)
+
+            # on notice, an upload that keeps the pace keeps its slot: 7 stalled uploads
+            # and one at about 16 KiB/s from those addresses; 7 newcomers take the
+            # stalled ones' slots before the idle window has passed, the 8th is refused
+            stalled = [
+                _upload_from(port, f"127.0.0.{3 + i}", PART + b"\xff\xd8", False) for i in range(7)
+            ]
+            steady, sent = _paced_upload(port, "127.0.0.2", form)
+            time.sleep(1.2)
+            young = _young_then_refused(port, 40)
+            _whole_at_last(steady, sent)
+            for s in stalled + young:
+                s.close()
+        finally:
+            if jam is not None:
+                jam.close()
+            web.stop()
+            srv.stop()

@@ -49,6 +49,7 @@ def take_victim(
     arriving: Callable[[H], bool],
     received: Callable[[H], int],
     started: Callable[[H], float],
+    on_notice: Callable[[H], bool] = lambda h: False,
 ) -> tuple[H, float | None] | None:
     """The hold a newcomer takes when every slot is taken, with its pace when it is
     taken for its pace; None when none is (the newcomer is refused).
@@ -61,6 +62,12 @@ def take_victim(
     (0 turns this off); the first found of equals. Whoever's it is, its client's last
     hold included: each slot then costs the client holding it ``min_rate``, so clients
     on 8 addresses with one stalled upload each no longer shut every other upload out.
+
+    A hold ``on_notice`` (its client's last upload ended unfinished under the pace: see
+    `provenance.web.upload.Relayer`) is measured without the idle window, its pace over
+    its age but at least ``min(1, min_age)`` seconds (a hold that has just begun is not
+    measured over a millisecond): else a client reconnecting within the window would
+    never be measured at all.
     """
     by_share = share_victim(holds, mine, arriving, received)
     if by_share is not None:
@@ -69,6 +76,9 @@ def take_victim(
     for client_holds in holds:
         for h in client_holds:
             age = now - started(h)
-            if arriving(h) and age > min_age and (rate := received(h) / age) < pace:
+            if not arriving(h) or not (age > min_age or on_notice(h)):
+                continue
+            span = age if age > min_age else max(age, min(1.0, min_age), 1e-3)
+            if (rate := received(h) / span) < pace:
                 victim, pace = h, rate
     return None if victim is None else (victim, pace)
