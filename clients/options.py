@@ -4,6 +4,7 @@ checks of option values that Typer cannot express."""
 from __future__ import annotations
 
 import errno
+import math
 from pathlib import Path
 from typing import Annotated
 
@@ -179,12 +180,22 @@ def in_existing_folder(path: Path, option: str) -> Path:
 #: ``--header-seconds``, ``--connections-per-client``, ``--max-connections``: the
 #: connection limits of an HTTP server (`prov web`, `prov witness serve`; see
 #: `provenance.web.guard`).
+def finite(value: float) -> float:
+    """``value`` if it is a finite number; else a usage error (exit 2). Typer callback of
+    float options with a ``min``, which lets "inf" and "1e309" (read as inf) through: a
+    time limit of inf is none at all. Raises typer.BadParameter."""
+    if not math.isfinite(value):
+        raise typer.BadParameter(f"{value} is not a finite number")
+    return value
+
+
 HeaderSecondsOpt = Annotated[
     float,
     typer.Option(
         help="Close a connection whose request line and headers have not all arrived within"
         " this many seconds (408 if part came).",
         min=0.1,
+        callback=finite,
     ),
 ]
 ConnectionsPerClientOpt = Annotated[

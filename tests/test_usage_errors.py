@@ -93,6 +93,12 @@ def test_prov_web_limits_out_of_range_are_usage_errors(
         ("--upload-idle-seconds", "-1"),
         ("--upload-idle-seconds", "0"),
         ("--uploads-per-minute", "-1"),
+        # the option's min lets these through: they turned the idle limit (and with it
+        # the relay slots' pace rule) off
+        ("--upload-idle-seconds", "inf"),
+        ("--upload-idle-seconds", "1e309"),
+        ("--header-seconds", "inf"),
+        ("--upload-idle-seconds", "nan"),  # refused by the min already
     ):
         args = ("web", "--server", closed_port(), "--listen", "127.0.0.1:99999", flag, value)
         rc, err = _run(capsys, *args)
