@@ -31,7 +31,7 @@ from starlette.requests import ClientDisconnect, Request
 
 from clients.api import MIN_UPLOAD_RATE, VERIFY_DECODE_SECONDS, ProvenanceClient
 from provenance.core.errors import ClaimError, ProvenanceError
-from provenance.core.fair_share import take_victim
+from provenance.core.fair_share import NOTICE_WINDOWS, Notice, ended_slow, take_victim
 from provenance.core.verify import VerificationReport
 from provenance.web.errors import WebError
 from provenance.web.logviews import is_number
@@ -54,12 +54,6 @@ MAX_HEADER = 8 * 1024
 MAX_NAME = 255
 #: Longest multipart boundary accepted, in bytes.
 MAX_BOUNDARY = 256
-#: How long an address stays on notice (`Relayer`) after an upload of its ended
-#: unfinished under the pace, in idle windows (``UploadLimits.idle_s``): 10 min by default.
-NOTICE_WINDOWS = 10
-#: Most addresses on notice remembered at once (the oldest are forgotten first): about
-#: 100 bytes each.
-MAX_ON_NOTICE = 65536
 
 
 @dataclass(frozen=True)
@@ -448,8 +442,7 @@ class Relayer:
         # successor) and each client's uploads, oldest first
         self._held = 0
         self._holds: dict[str, list[_Hold]] = {}
-        # addresses on notice: when their notice ends (`time.monotonic`), oldest first
-        self._notice: dict[str, float] = {}
+        self._notice = Notice()
 
     def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
@@ -506,7 +499,7 @@ class Relayer:
         hold = _Hold(
             peer,
             after=victim.relay if victim is not None else None,
-            on_notice=self._notice.get(peer, 0.0) > time.monotonic(),
+            on_notice=self._notice.on(peer, time.monotonic()),
         )
         self._holds.setdefault(peer, []).append(hold)
         try:
@@ -525,14 +518,9 @@ class Relayer:
         if not holds:
             del self._holds[hold.peer]
         now = time.monotonic()
-        if hold.arriving and hold.received < self.limits.cut_rate * (now - hold.started):
-            self._notice.pop(hold.peer, None)  # to the end: the oldest stay first
-            self._notice[hold.peer] = now + NOTICE_WINDOWS * self.limits.idle_s
-            while self._notice:  # the expired, and any past the most kept (oldest first)
-                peer, until = next(iter(self._notice.items()))
-                if until > now and len(self._notice) <= MAX_ON_NOTICE:
-                    break
-                del self._notice[peer]
+        lim = self.limits
+        if ended_slow(hold.arriving, hold.received, now - hold.started, lim.cut_rate, lim.idle_s):
+            self._notice.put(hold.peer, now, now + NOTICE_WINDOWS * lim.idle_s)
 
     async def verify_form(self, request: Request, detect: bool, peer: str) -> Verified:
         """Verify the ``file`` field of a multipart request (with its optional
