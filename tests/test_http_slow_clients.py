@@ -784,9 +784,10 @@ def test_serve_http_page_takes_the_servers_upload_min_rate(tmp_path: Path) -> No
         time.sleep(61.5)  # past the page's --upload-idle-seconds (60): their pace counts
         newcomer = _answer(_upload_from(port, "127.0.0.20", _photo_form(), True), 60)
         assert newcomer is not None and newcomer.startswith("HTTP/1.1 200 OK\r\n"), newcomer
-        steady.close()
+        answered, _, _ = select.select(held, [], [], 10)  # at its next block
         time.sleep(1)
         answered, _, _ = select.select(held, [], [], 0)  # one was answered, 7 go on
+        steady.close()
         assert len(answered) == 1, answered
         assert _cut_for_pace([_answer(answered[0], 5)]) == 1
     finally:
