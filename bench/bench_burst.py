@@ -34,6 +34,7 @@ from bench_service import _claim, _request  # next to this script
 from prov_server import PeakRss
 
 from clients.api import ProvenanceClient
+from provenance.core.argtypes import positive_ints
 from provenance.core.envelope import PAYLOAD_TYPE_ENROLL, sign_payload
 from provenance.core.keys import DeviceKey
 from provenance.v1 import provenance_pb2 as pb
@@ -122,7 +123,9 @@ async def burst(
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--sizes", default="500,1000,2000,4000", help="calls per burst")
+    ap.add_argument(
+        "--sizes", type=positive_ints, default="500,1000,2000,4000", help="calls per burst"
+    )
     ap.add_argument("--channels", type=int, default=8)
     ap.add_argument("--repeat", type=int, default=1, help="bursts of each size")
     ap.add_argument("--timeout", type=float, default=60.0, help="each call's deadline, s")
@@ -132,7 +135,7 @@ def main() -> None:
     )
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
-    sizes = [int(s) for s in args.sizes.split(",")]
+    sizes: tuple[int, ...] = args.sizes
     devices = max(sizes) // 2
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory() as tmp:

@@ -166,15 +166,23 @@ def build_log(store: SqlStore, signer: LogSigner, leaves: int, batch: int = 20_0
     store.set_meta(MARK_KEY, sign_mark(signer, leaves, frontier.root()))
 
 
+def cached_schema(name: str, leaves: int) -> int | None:
+    """The schema of the cached log of ``leaves`` captures named ``name``
+    (log-LEAVES-sSCHEMA-rRECIPE.db), or None when ``name`` is not one: the schema in
+    ASCII digits only (a bare ``\\d`` also took "٣", which `int` reads as 3)."""
+    m = re.fullmatch(rf"log-{leaves}-s([0-9]{{1,9}})-r{RECIPE}\.db", name, re.ASCII)
+    return int(m.group(1)) if m else None
+
+
 def _migrated(leaves: int, db: Path, key: Path) -> bool:
     """Make ``db`` (schema `SCHEMA_VERSION`) from the newest cached log of ``leaves``
     captures under an older schema, if there is one: a copy migrated as `prov serve`
     migrates it (at 10^7 a few minutes instead of the build's 40). The older file stays."""
     older = [
-        (int(m.group(1)), p)
+        (schema, p)
         for p in CACHE.glob(f"log-{leaves}-s*-r{RECIPE}.db")
-        if (m := re.fullmatch(rf"log-{leaves}-s(\d+)-r{RECIPE}\.db", p.name))
-        and int(m.group(1)) < SCHEMA_VERSION
+        if (schema := cached_schema(p.name, leaves)) is not None
+        and schema < SCHEMA_VERSION
         and p.with_suffix(".logkey.pem").exists()
     ]
     if not older:

@@ -20,7 +20,7 @@ from clients.files import open_regular
 from provenance.core.binding import PerceptualHash
 from provenance.core.claims import Device, Receipt, SignedClaim
 from provenance.core.errors import ConfigError, MediaError, TransportError
-from provenance.core.ports import port_number
+from provenance.core.ports import bare_host, port_number
 from provenance.core.verify import VerificationReport
 from provenance.v1 import provenance_pb2 as pb
 from provenance.v1 import provenance_pb2_grpc as rpc
@@ -45,11 +45,15 @@ VERIFY_DECODE_SECONDS = 180.0
 
 def check_address(address: str) -> str:
     """``address`` if it is HOST:PORT with a port in 1..65535 (ASCII digits, see
-    `port_number`); raises ConfigError."""
+    `port_number`) and a host (an IPv6 one in brackets, see `bare_host`); raises
+    ConfigError."""
     host, sep, port = address.rpartition(":")
     number = port_number(port)
-    if not sep or not host or number is None or not 0 < number < 65536:
-        raise ConfigError(f"server address {address!r} is not HOST:PORT (port 1-65535)")
+    if not sep or not bare_host(host) or number is None or not 0 < number < 65536:
+        raise ConfigError(
+            f"server address {address!r} is not HOST:PORT (port 1-65535; an IPv6 address"
+            " in brackets, [::1]:50051)"
+        )
     return address
 
 

@@ -4,12 +4,13 @@ checks of option values that Typer cannot express."""
 from __future__ import annotations
 
 import errno
+import math
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from provenance.core.ports import port_number
+from provenance.core.ports import bare_host, needs_brackets, port_number
 
 
 class UsageError(typer.BadParameter):
@@ -33,8 +34,14 @@ def server_address(value: str) -> str:
             param_hint="--server (or $PROV_SERVER)",
         )
     host, sep, port = value.rpartition(":")
+    if sep and needs_brackets(host):
+        raise typer.BadParameter(
+            f"{value!r}: put an IPv6 address in brackets, e.g. [::1]:50051 (unbracketed, it"
+            " is read as a host without a port)",
+            param_hint="--server (or $PROV_SERVER)",
+        )
     number = port_number(port)
-    if not sep or not host or number is None or not 0 < number < 65536:
+    if not sep or not bare_host(host) or number is None or not 0 < number < 65536:
         raise typer.BadParameter(
             f"{value!r} is not HOST:PORT with a port 1-65535 (e.g. 127.0.0.1:50051, the"
             " address `prov serve` prints in its 'listening on' line)",
@@ -173,12 +180,22 @@ def in_existing_folder(path: Path, option: str) -> Path:
 #: ``--header-seconds``, ``--connections-per-client``, ``--max-connections``: the
 #: connection limits of an HTTP server (`prov web`, `prov witness serve`; see
 #: `provenance.web.guard`).
+def finite(value: float) -> float:
+    """``value`` if it is a finite number; else a usage error (exit 2). Typer callback of
+    float options with a ``min``, which lets "inf" and "1e309" (read as inf) through: a
+    time limit of inf is none at all. Raises typer.BadParameter."""
+    if not math.isfinite(value):
+        raise typer.BadParameter(f"{value} is not a finite number")
+    return value
+
+
 HeaderSecondsOpt = Annotated[
     float,
     typer.Option(
         help="Close a connection whose request line and headers have not all arrived within"
         " this many seconds (408 if part came).",
         min=0.1,
+        callback=finite,
     ),
 ]
 ConnectionsPerClientOpt = Annotated[
@@ -200,17 +217,17 @@ def listen_address(value: str, option: str) -> tuple[str, int]:
     interface); else a usage error (exit 2) naming ``option``. The host is returned
     without brackets. Raises typer.BadParameter."""
     host, sep, port = value.rpartition(":")
-    bare = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    if sep and needs_brackets(host):
+        raise typer.BadParameter(
+            f"{value!r}: put an IPv6 address in brackets, e.g. [{host}]:{port}",
+            param_hint=option,
+        )
+    bare = bare_host(host)
     number = port_number(port)
-    if not sep or number is None or number > 65535 or ("[" in bare or "]" in bare):
+    if not sep or bare is None or number is None or number > 65535:
         raise typer.BadParameter(
             f"{value!r} is not HOST:PORT with a port 0-65535 (e.g. 127.0.0.1:50051,"
             " [::1]:50051, 0.0.0.0:50051)",
-            param_hint=option,
-        )
-    if ":" in bare and bare == host:
-        raise typer.BadParameter(
-            f"{value!r}: put an IPv6 address in brackets, e.g. [{host}]:{port}",
             param_hint=option,
         )
     return bare, number

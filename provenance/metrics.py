@@ -62,7 +62,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from provenance.core.errors import ConfigError
-from provenance.core.ports import port_number
+from provenance.core.ports import bare_host, port_number
 
 _LATENCY = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 120)
 _SIZES = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
@@ -187,11 +187,15 @@ def serve_metrics(listen: str) -> int:
     """Serve ``/metrics`` on ``listen`` (HOST:PORT, port 0 picks one) from a daemon
     thread; returns the bound port. Raises ConfigError when it cannot listen."""
     host, sep, port = listen.rpartition(":")
+    bare = bare_host(host)
     number = port_number(port)
-    if not sep or number is None or number > 65535:
-        raise ConfigError(f"--metrics-listen {listen!r} is not HOST:PORT (port 0-65535)")
+    if not sep or bare is None or number is None or number > 65535:
+        raise ConfigError(
+            f"--metrics-listen {listen!r} is not HOST:PORT (port 0-65535; an IPv6 address"
+            " in brackets, [::1]:9464)"
+        )
     try:
-        httpd, _ = start_http_server(number, addr=host.strip("[]") or "0.0.0.0")
+        httpd, _ = start_http_server(number, addr=bare or "0.0.0.0")
     except OSError as e:
         raise ConfigError(f"cannot serve metrics on {listen}: {e.strerror or e}") from e
     return int(httpd.server_port)

@@ -112,6 +112,7 @@ from detector.transforms import (
     resize,
 )
 from detector.weights import save_weights
+from provenance.core.argtypes import positive_ints
 from provenance.core.errors import MediaError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -1064,7 +1065,7 @@ def stage_run(args: argparse.Namespace) -> None:
             z = net.fc((torch.from_numpy(x) - net.feat_mean) / net.feat_std).squeeze(1).numpy()
         return image_means(z, owner, ids)
 
-    widths = tuple(int(w) for w in args.widths.split(","))
+    widths: tuple[int, ...] = args.widths
 
     def cnn_scores(net: torch.nn.Module, cond: str, ids: list[int]) -> np.ndarray:
         x, owner = pt.stack((cond,), ids)
@@ -2343,7 +2344,7 @@ def stage_ship(args: argparse.Namespace) -> None:
     real = [i for i in idx if all_samples[i].label == 0]
     gen = [i for i in idx if all_samples[i].label == 1]
     ae_idx = [i for i in sorted(pt.where["ae"]) if i in set(real)]
-    widths = tuple(int(w) for w in args.widths.split(","))
+    widths: tuple[int, ...] = args.widths
     t0 = time.monotonic()
 
     def data(ids: list[int], feats: bool, patches: bool = False) -> tuple[np.ndarray, np.ndarray]:
@@ -2450,7 +2451,7 @@ def stage_ship(args: argparse.Namespace) -> None:
             + (" --resized" if args.resized else "")
             + (" --low" if args.low else "")
             + (" --clean" if args.clean else "")
-            + f" --epochs {args.epochs} --widths {args.widths}",
+            + f" --epochs {args.epochs} --widths {','.join(map(str, args.widths))}",
             "split": "sources held out: detector.data.in_split(repo or group, 0.3, 'det-eval')",
             "harmonisation": "harm: centre crop 256, JPEG q90; aug: random crop 256, "
             "p=0.15 downscale 0.5-0.9, p=0.2 blur 0.3-1.5 px, JPEG 65-100; both classes"
@@ -2566,7 +2567,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--folds", type=int, default=4, help="folds of cv; family groups of the CNN")
     ap.add_argument("--variants", default="v5", help="cv: comma-separated CV_VARIANTS names")
     ap.add_argument("--epochs", type=int, default=2, help="CNN epochs")
-    ap.add_argument("--widths", default="16,32,64,128", help="PatchResNet widths")
+    ap.add_argument(
+        "--widths", type=positive_ints, default="16,32,64,128", help="PatchResNet widths"
+    )
     ap.add_argument("--threads", type=int, default=1, help="torch threads")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)

@@ -967,3 +967,50 @@ def test_upload_of_non_media_bytes_keeps_only_its_head() -> None:
         assert Path(path).read_bytes() == mp4
         if MEMORY_DIR is not None:
             assert path.startswith(MEMORY_DIR)
+
+
+def _reconnecting(
+    stub: rpc.VerificationStub, stop: threading.Event, every: float, cycles: list[int]
+) -> None:
+    """Keeps one stalled upload open on ``stub`` (a header, then nothing), cancelled by
+    its client and begun again every ``every`` seconds, until ``stop`` is set."""
+    while not stop.is_set():
+        fut = stub.VerifyFile.future(_stalled(stop), timeout=60)
+        stop.wait(every)
+        fut.cancel()
+        cycles.append(1)
+
+
+def test_an_upload_slot_cannot_be_held_by_reconnecting_before_the_idle_window(
+    tmp_path: Path, srv_factory: list[ServerProc]
+) -> None:
+    """A client whose upload ended unfinished under --upload-min-rate-kb is on notice: its
+    next uploads are measured at once, not after --upload-idle-seconds, so beginning again
+    does not restart the clock. Here 2 slots, each client holding one with a stalled
+    upload that it cancels and begins again every 1.5 s, always younger than the 2 s idle
+    window; a newcomer's upload takes one of their slots and is verified. Before, it was
+    refused "already receiving 2 uploads" for as long as they kept it up (the pace rule
+    measured neither), as 8 addresses could hold all 8 slots of a default server."""
+    first, second = _two_clients(tmp_path, srv_factory, 2, "--upload-idle-seconds", "2")
+    stop = threading.Event()
+    cycles: list[int] = []
+    threads = [
+        threading.Thread(target=_reconnecting, args=(stub, stop, 1.5, cycles), daemon=True)
+        for stub in (first, second)
+    ]
+    for t in threads:
+        t.start()
+    try:
+        while len(cycles) < 4:  # each client has cancelled a stalled upload
+            time.sleep(0.05)
+        seen = len(cycles)
+        while len(cycles) == seen:  # both just began again: 1.5 s to the next time
+            time.sleep(0.01)
+        time.sleep(0.3)
+        data = (SAMPLES / "chelsea.png").read_bytes()
+        report = second.VerifyFile(_whole(data), timeout=30)
+        assert report.status == pb.Verdict.Value("UNSIGNED")
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()

@@ -10,9 +10,11 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import select
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import urllib.error
@@ -634,12 +636,14 @@ def _photo_form() -> bytes:
 
 
 class Drip:
-    """Sends one byte on each socket every ``every`` seconds, from a thread: enough to
-    stay under an idle limit of a few seconds, far under any pace (about 2 B/s)."""
+    """Sends ``data`` (one byte by default) on each socket every ``every`` seconds, from a
+    thread: by default enough to stay under an idle limit of a few seconds, far under any
+    pace (about 2 B/s)."""
 
-    def __init__(self, socks: list[socket.socket], every: float = 0.5) -> None:
+    def __init__(self, socks: list[socket.socket], every: float = 0.5, data: bytes = b"\0"):
         self.socks = socks
         self.every = every
+        self.data = data
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.thread.start()
@@ -648,7 +652,7 @@ class Drip:
         while not self.stop.wait(self.every):
             for s in self.socks:
                 try:
-                    s.sendall(b"\0")
+                    s.sendall(self.data)
                 except OSError:  # answered (cut) and closed by the server
                     pass
 
@@ -709,20 +713,13 @@ def test_web_upload_slots_go_to_uploads_that_keep_a_pace(tmp_path: Path) -> None
             _upload_from(port, f"127.0.0.{40 + i}", PART + b"\xff\xd8", False) for i in range(7)
         ]
         drip = Drip(stalled)
-        steady = _upload_from(port, "127.0.0.50", form[:4096], False, more=len(form) - 4096)
-        sent = threading.Thread(target=_send_paced, args=(steady, form[4096:]), daemon=True)
-        sent.start()
+        steady, sent = _paced_upload(port, "127.0.0.50", form)
         time.sleep(3)
         # 7 newcomers that stay young take the 7 stalled uploads' slots; the eighth finds
         # only the steady upload past the idle window, over the pace: it is refused
-        young = [_upload_from(port, f"127.0.0.{60 + i}", PART, False) for i in range(7)]
-        time.sleep(0.3)
-        late = _answer(_upload_from(port, "127.0.0.70", PART, False), 10)
-        assert late is not None and "verifying as many files as it can" in late, late
+        young = _young_then_refused(port, 60)
         assert _cut_for_pace([_answer(s, 5) for s in stalled]) == 7
-        sent.join()
-        whole = _answer(steady, 60)
-        assert whole is not None and whole.startswith("HTTP/1.1 200 OK\r\n"), whole
+        _whole_at_last(steady, sent)
         for s in young:
             s.close()
     finally:
@@ -732,9 +729,159 @@ def test_web_upload_slots_go_to_uploads_that_keep_a_pace(tmp_path: Path) -> None
         srv.stop()
 
 
+def _paced_upload(port: int, source: str, form: bytes) -> tuple[socket.socket, threading.Thread]:
+    """An upload of ``form`` from ``source`` at about 16 KiB/s, begun: its socket and the
+    thread sending it (`_send_paced`)."""
+    steady = _upload_from(port, source, form[:4096], False, more=len(form) - 4096)
+    sent = threading.Thread(target=_send_paced, args=(steady, form[4096:]), daemon=True)
+    sent.start()
+    return steady, sent
+
+
+def _young_then_refused(port: int, first: int) -> list[socket.socket]:
+    """7 newcomers from 127.0.0.FIRST on, each a stalled upload (their sockets), then one
+    more from 127.0.0.(FIRST + 10), which must get 503 "verifying as many files as it
+    can": no slot left to take."""
+    young = [_upload_from(port, f"127.0.0.{first + i}", PART, False) for i in range(7)]
+    time.sleep(0.3)
+    late = _answer(_upload_from(port, f"127.0.0.{first + 10}", PART, False), 10)
+    assert late is not None and "verifying as many files as it can" in late, late
+    return young
+
+
+def _whole_at_last(steady: socket.socket, sent: threading.Thread) -> None:
+    """`_paced_upload`'s upload, once all sent, is answered 200."""
+    sent.join()
+    whole = _answer(steady, 60)
+    assert whole is not None and whole.startswith("HTTP/1.1 200 OK\r\n"), whole
+
+
 def _send_paced(s: socket.socket, data: bytes, block: int = 4096, every: float = 0.25) -> None:
     """Send ``data`` on ``s`` in ``block``-byte pieces, one each ``every`` seconds
     (16 KiB/s by default)."""
     for i in range(0, len(data), block):
         time.sleep(every)
         s.sendall(data[i : i + block])
+
+
+@pytest.mark.slow
+def test_serve_http_page_takes_the_servers_upload_min_rate(tmp_path: Path) -> None:
+    """`prov serve --http` runs its page with the server's --upload-min-rate-kb. Here 64:
+    8 uploads at about 16 KiB/s from 8 addresses, past the page's 60 s idle window, are
+    under it, so a newcomer takes the slot of one of them (503 "send it faster") and gets
+    its report. Before, the page kept its default 8 KiB/s whatever the flag said, the 8
+    kept their slots and the newcomer got 503 "verifying as many files as it can".
+    Real `prov serve --http`, loopback addresses 127.0.0.x, a real JPEG."""
+    srv = start_server(tmp_path / "prov.db", "--http", "127.0.0.1:0", "--upload-min-rate-kb", "64")
+    steady: Drip | None = None
+    try:
+        port = int(read_line(srv.proc, "web on ").rsplit(":", 1)[1])
+        held = [
+            _upload_from(port, f"127.0.0.{2 + i}", PART + b"\xff\xd8", False, more=4 << 20)
+            for i in range(8)
+        ]
+        steady = Drip(held, 0.25, bytes(4096))  # 16 KiB/s each
+        time.sleep(61.5)  # past the page's --upload-idle-seconds (60): their pace counts
+        newcomer = _answer(_upload_from(port, "127.0.0.20", _photo_form(), True), 60)
+        assert newcomer is not None and newcomer.startswith("HTTP/1.1 200 OK\r\n"), newcomer
+        answered, _, _ = select.select(held, [], [], 10)  # at its next block
+        time.sleep(1)
+        answered, _, _ = select.select(held, [], [], 0)  # one was answered, 7 go on
+        steady.close()
+        assert len(answered) == 1, answered
+        assert _cut_for_pace([_answer(answered[0], 5)]) == 1
+    finally:
+        if steady is not None:
+            steady.close()
+        srv.stop()
+
+
+class Reconnect:
+    """From each of ``sources``, one stalled upload to `prov web` on ``port`` (a byte every
+    0.5 s), closed and opened again every ``every`` seconds, from a thread: each is always
+    younger than an idle window longer than ``every``, so the pace rule alone never
+    measures it."""
+
+    def __init__(self, port: int, sources: list[str], every: float) -> None:
+        self.port = port
+        self.sources = sources
+        self.every = every
+        self.cycles = 0
+        self.stop = threading.Event()
+        self.socks = [self._open(src) for src in sources]
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _open(self, source: str) -> socket.socket:
+        return _upload_from(self.port, source, PART + b"\xff\xd8", False)
+
+    def _run(self) -> None:
+        ticks = 0
+        while not self.stop.wait(0.5):
+            ticks += 1
+            if ticks % round(self.every / 0.5):
+                for s in self.socks:
+                    try:
+                        s.sendall(b"\0")
+                    except OSError:  # answered (cut) and closed by the server
+                        pass
+                continue
+            for i, s in enumerate(self.socks):
+                s.close()
+                self.socks[i] = self._open(self.sources[i])
+            self.cycles += 1
+
+    def close(self) -> None:
+        self.stop.set()
+        self.thread.join()
+        for s in self.socks:
+            s.close()
+
+
+def test_web_upload_slots_cannot_be_held_by_reconnecting_before_the_idle_window() -> None:
+    """An address whose upload ended unfinished under the pace is on notice: its next
+    uploads are measured at once, not after --upload-idle-seconds, so reconnecting does not
+    restart the clock. Here 8 addresses each hold one stalled upload, closed and opened
+    again every 1.5 s, always younger than the 2 s idle window; 8 honest uploads from
+    other addresses, sent between two reconnections, take their slots and get their
+    report. Before, each got 503 "verifying as many files as it can" for as long as the
+    reconnections went on (the pace rule measured none of the 8 stalled uploads).
+    Real `prov serve` and `prov web`, loopback addresses 127.0.0.x, a real JPEG."""
+    with tempfile.TemporaryDirectory() as tmp:
+        srv = start_server(Path(tmp) / "prov.db")
+        web = start_web(srv.address, "--upload-idle-seconds", "2")
+        port = int(web.address.rsplit(":", 1)[1])
+        jam: Reconnect | None = None
+        try:
+            jam = Reconnect(port, [f"127.0.0.{2 + i}" for i in range(8)], 1.5)
+            while jam.cycles < 2:  # each address has had an upload end, stalled
+                time.sleep(0.1)
+            start = jam.cycles
+            while jam.cycles == start:  # just reconnected: 1.5 s to the next time
+                time.sleep(0.05)
+            time.sleep(0.5)
+            form = _photo_form()
+            honest = [_upload_from(port, f"127.0.0.{20 + i}", form, True) for i in range(8)]
+            answers = [_answer(s, 60) for s in honest]
+            for a in answers:
+                assert a is not None and a.startswith("HTTP/1.1 200 OK\r\n"), a
+            jam.close()  # their last uploads end stalled too
+            time.sleep(0.5)
+
+            # on notice, an upload that keeps the pace keeps its slot: 7 stalled uploads
+            # and one at about 16 KiB/s from those addresses; 7 newcomers take the
+            # stalled ones' slots before the idle window has passed, the 8th is refused
+            stalled = [
+                _upload_from(port, f"127.0.0.{3 + i}", PART + b"\xff\xd8", False) for i in range(7)
+            ]
+            steady, sent = _paced_upload(port, "127.0.0.2", form)
+            time.sleep(1.2)
+            young = _young_then_refused(port, 40)
+            _whole_at_last(steady, sent)
+            for s in stalled + young:
+                s.close()
+        finally:
+            if jam is not None:
+                jam.close()
+            web.stop()
+            srv.stop()

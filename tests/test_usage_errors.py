@@ -93,10 +93,43 @@ def test_prov_web_limits_out_of_range_are_usage_errors(
         ("--upload-idle-seconds", "-1"),
         ("--upload-idle-seconds", "0"),
         ("--uploads-per-minute", "-1"),
+        # the option's min lets these through: they turned the idle limit (and with it
+        # the relay slots' pace rule) off
+        ("--upload-idle-seconds", "inf"),
+        ("--upload-idle-seconds", "1e309"),
+        ("--header-seconds", "inf"),
+        ("--upload-idle-seconds", "nan"),  # refused by the min already
     ):
         args = ("web", "--server", closed_port(), "--listen", "127.0.0.1:99999", flag, value)
         rc, err = _run(capsys, *args)
         assert rc == 2 and flag in err and "--listen" not in err, (flag, value, err)
+
+
+def test_an_ipv6_server_address_without_brackets_is_a_usage_error(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from clients.api import ProvenanceClient
+    from provenance.core.errors import ConfigError
+    from provenance.metrics import serve_metrics
+
+    # before: taken, and gRPC read each whole as a host without a port: "::1:50051" a
+    # misformatted name, "::1:80" the address ::1:80 on port 443, "::1" host "::" port 1
+    # ([::1]:443); each exit 1 "cannot reach the server" after the call
+    for address in ("::1:50051", "::1:80", "::1"):
+        rc, err = _run(capsys, "log", "key", "--server", address)
+        assert rc == 2 and "--server" in err and "put an IPv6 address in brackets" in err, err
+        with pytest.raises(ConfigError, match=r"IPv6 address in brackets, \[::1\]:50051"):
+            ProvenanceClient(address)
+    # empty or stray brackets are no host (before: taken, then a resolver error)
+    for address in ("[]:50051", "[::1]x:50051", "[[::1]]:50051"):
+        rc, err = _run(capsys, "log", "key", "--server", address)
+        assert rc == 2 and "is not HOST:PORT" in err, (address, err)
+        with pytest.raises(ConfigError, match="is not HOST:PORT"):
+            ProvenanceClient(address)
+        with pytest.raises(ConfigError, match="is not HOST:PORT"):
+            serve_metrics(address)  # before: "[]" was every interface, "[::1]x" an error
+    with pytest.raises(ConfigError, match="in brackets"):
+        serve_metrics("::1:0")  # before: served on ::1, unlike --listen and --http
 
 
 def test_a_log_key_that_is_no_verifier_key_is_a_usage_error(

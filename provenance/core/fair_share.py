@@ -14,6 +14,12 @@ from typing import TypeVar
 
 H = TypeVar("H")
 
+#: How long a client stays on notice (`Notice`) after an upload of its ended unfinished
+#: under the minimum pace, in idle windows (10 min for `prov web`, 5 for `prov serve`, by
+#: default): a client on many addresses must leave each unused that long between two
+#: uploads that are not measured at once.
+NOTICE_WINDOWS = 10
+
 
 def share_victim(
     holds: Iterable[Sequence[H]],
@@ -49,6 +55,7 @@ def take_victim(
     arriving: Callable[[H], bool],
     received: Callable[[H], int],
     started: Callable[[H], float],
+    on_notice: Callable[[H], bool] = lambda h: False,
 ) -> tuple[H, float | None] | None:
     """The hold a newcomer takes when every slot is taken, with its pace when it is
     taken for its pace; None when none is (the newcomer is refused).
@@ -61,6 +68,12 @@ def take_victim(
     (0 turns this off); the first found of equals. Whoever's it is, its client's last
     hold included: each slot then costs the client holding it ``min_rate``, so clients
     on 8 addresses with one stalled upload each no longer shut every other upload out.
+
+    A hold ``on_notice`` (an upload of its client ended under the pace lately: `Notice`,
+    as `provenance.web.upload.Relayer` and `UploadGate` keep it) is measured without the
+    idle window, its pace over its age but at least ``min(1, min_age)`` seconds (a hold
+    that has just begun is not measured over a millisecond): else a client reconnecting
+    within the window would never be measured at all.
     """
     by_share = share_victim(holds, mine, arriving, received)
     if by_share is not None:
@@ -69,6 +82,44 @@ def take_victim(
     for client_holds in holds:
         for h in client_holds:
             age = now - started(h)
-            if arriving(h) and age > min_age and (rate := received(h) / age) < pace:
+            if not arriving(h) or not (age > min_age or on_notice(h)):
+                continue
+            span = age if age > min_age else max(age, min(1.0, min_age), 1e-3)
+            if (rate := received(h) / span) < pace:
                 victim, pace = h, rate
     return None if victim is None else (victim, pace)
+
+
+class Notice:
+    """Clients on notice (`take_victim`'s ``on_notice``): those whose upload ended
+    under the minimum pace lately (`ended_slow`), each until a time on the
+    caller's clock (`time.monotonic`). At most ``most`` are kept, the oldest forgotten
+    first (about 100 bytes each), so clients on many addresses cost a bounded memory.
+    Not thread-safe: the service calls it under its gate's lock."""
+
+    def __init__(self, most: int = 65536) -> None:
+        self.most = most
+        self._until: dict[str, float] = {}  # oldest first
+
+    def on(self, client: str, now: float) -> bool:
+        """Whether ``client`` is on notice at ``now``."""
+        return self._until.get(client, now) > now
+
+    def put(self, client: str, now: float, until: float) -> None:
+        """Put ``client`` on notice until ``until``; forget those expired at ``now``."""
+        self._until.pop(client, None)  # to the end: the oldest stay first
+        self._until[client] = until
+        while self._until:  # the expired, and any past the most kept (the oldest first)
+            first, end = next(iter(self._until.items()))
+            if end > now and len(self._until) <= self.most:
+                break
+            del self._until[first]
+
+
+def ended_slow(arriving: bool, received: int, age: float, min_rate: float, min_age: float) -> bool:
+    """Whether an upload that ended (or lost its slot) ``age`` seconds after it began,
+    having received ``received`` bytes, puts its client on notice (`Notice`): its body was
+    still ``arriving`` (abandoned, stalled or cut) after ``min(1, min_age)`` seconds or
+    more (the idle window; not one refused at once for a bad header or form), at an
+    average under ``min_rate`` bytes a second (0: never)."""
+    return arriving and age >= min(1.0, min_age) and received < min_rate * age

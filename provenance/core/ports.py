@@ -1,4 +1,4 @@
-"""The port of a HOST:PORT address, read as a resolver reads it."""
+"""The port and host of a HOST:PORT address, read as a resolver reads them."""
 
 from __future__ import annotations
 
@@ -15,3 +15,22 @@ def port_number(text: str) -> int | None:
     if not (text.isascii() and text.isdigit() and len(text) <= PORT_DIGITS):
         return None
     return int(text)
+
+
+def bare_host(host: str) -> str | None:
+    """The HOST of HOST:PORT without the brackets of an IPv6 address ("[::1]" gives
+    "::1"; "" stays ""), or None when it is malformed: a bracket other than around the
+    whole host, empty brackets, or an IPv6 address (a colon) without its brackets, which
+    gRPC and resolvers read whole as a host with no port (RFC 3986 section 3.2.2):
+    ``::1:80`` is the address ::1:80 on port 443, and ``::1`` split at its last colon
+    would be host "::" port 1. Callers say which: see `needs_brackets`."""
+    bare = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    if "[" in bare or "]" in bare or (bare != host and not bare) or needs_brackets(host):
+        return None
+    return bare
+
+
+def needs_brackets(host: str) -> bool:
+    """Whether ``host`` is an IPv6 address (it has a colon) written without brackets (a
+    host with a stray bracket is malformed instead: `bare_host`)."""
+    return ":" in host and "[" not in host and "]" not in host

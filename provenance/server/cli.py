@@ -463,7 +463,7 @@ def serve(
         server, port = create_server(listen, service, config)
         host = listen.rsplit(":", 1)[0]
         try:  # the web app last: a failure here (its port taken since the check) ends it all
-            web = _start_web(http, host, port, max_upload_mb) if http else None
+            web = _start_web(http, host, port, max_upload_mb, upload_min_rate_kb) if http else None
         except BaseException:
             server.stop(grace=None)
             raise
@@ -498,14 +498,23 @@ def serve(
         pool.close()
 
 
-def _start_web(listen: str, grpc_host: str, grpc_port: int, max_upload_mb: int) -> WebServer:
-    """`prov serve --http`: the web app in a thread, a client of this process's gRPC port."""
+def _start_web(
+    listen: str, grpc_host: str, grpc_port: int, max_upload_mb: int, upload_min_rate_kb: int
+) -> WebServer:
+    """`prov serve --http`: the web app in a thread, a client of this process's gRPC port,
+    with this server's --max-upload-mb and --upload-min-rate-kb (its relay slots' pace,
+    `provenance.web.upload.Relayer`)."""
     from provenance.web.app import WebConfig
     from provenance.web.serve import start_web
 
     local = "127.0.0.1" if grpc_host in ("0.0.0.0", "", "[::]") else grpc_host
     web = start_web(
-        listen, WebConfig(f"{local}:{grpc_port}", max_upload_bytes=max_upload_mb * 1024 * 1024)
+        listen,
+        WebConfig(
+            f"{local}:{grpc_port}",
+            max_upload_bytes=max_upload_mb * 1024 * 1024,
+            upload_cut_rate=upload_min_rate_kb * 1024,
+        ),
     )
     return web
 

@@ -42,7 +42,7 @@ from provenance.core.errors import (
     StorageError,
     UploadTimeoutError,
 )
-from provenance.core.fair_share import take_victim
+from provenance.core.fair_share import NOTICE_WINDOWS, Notice, ended_slow, take_victim
 from provenance.web.guard import client_key
 from provenance.wire.contract import MAX_LOOKUP_HASHES, MAX_LOOKUP_QUERIES
 
@@ -169,6 +169,8 @@ class UploadSlot:
     receiving: bool = True
     evicted: bool = False
     slow: float | None = None
+    #: its client was on notice when it began (`UploadGate`): measured at once
+    on_notice: bool = False
     _evict: Callable[[], None] | None = None
     #: bytes of the file received so far (set by the caller: the upload's size)
     received: Callable[[], int] = lambda: 0
@@ -208,6 +210,13 @@ class UploadGate:
     each other about 140 times in 800 s and finished 26 uploads against 80 with the rule
     off (a simulation at 1/100 time scale, 2 runs); an upload slower than the floor still
     loses its slot whenever the server is full.
+
+    Starting again does not restart that clock: a client whose stream averaged under
+    ``upload_min_rate`` (after its first second; cancelled, cut or whole: `_note`) is on
+    notice for `NOTICE_WINDOWS` idle windows, and its uploads begun meanwhile are
+    measured at once (`take_victim`'s ``on_notice``). Before, 2 clients each cancelling
+    a stalled stream and starting another every 1.5 s, within a 2 s window, held both
+    slots of a server for as long as they kept it up.
     """
 
     def __init__(self, limits: ServerLimits) -> None:
@@ -216,6 +225,7 @@ class UploadGate:
         self._lock = threading.Lock()  # a slot is taken on the loop, given back in a thread
         self._held = 0  # slots taken (an evicted upload's counts for its successor)
         self._slots: dict[str, list[UploadSlot]] = {}  # each client's, oldest first
+        self._notice = Notice()  # clients whose upload ended unfinished under the pace
         # uploads refused a slot waiting for one to be given back (`wait_release`)
         self._waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
 
@@ -233,12 +243,27 @@ class UploadGate:
             arriving=lambda s: s.receiving and not s.evicted,
             received=lambda s: s.received(),
             started=lambda s: s.started,
+            on_notice=lambda s: s.on_notice,
         )
         if found is None:
             return None
         victim, pace = found
         victim.slow = pace  # None when taken by share
         return victim
+
+    def _note(self, slot: UploadSlot) -> None:
+        """Put ``slot``'s client on notice if its stream, ending now or losing its slot,
+        averaged under the pace (`ended_slow`). Under ``_lock``.
+
+        Whole or not: grpc.aio ends a stream its client cancelled as if it were whole,
+        so a slow stream whose client cancels it counts the same as one that ends, and
+        so does an honest upload slower than the pace (it loses the idle window's grace
+        for its client's next uploads, no more)."""
+        now = time.monotonic()
+        lim = self.limits
+        age = now - slot.started
+        if ended_slow(True, slot.received(), age, lim.upload_min_rate, lim.upload_idle_s):
+            self._notice.put(slot.client, now, now + NOTICE_WINDOWS * lim.upload_idle_s)
 
     @contextmanager
     def upload(self, client: str = "") -> Iterator[UploadSlot]:
@@ -247,6 +272,7 @@ class UploadGate:
         (see the class docstring)."""
         slot = UploadSlot(client)
         with self._lock:
+            slot.on_notice = self._notice.on(client, time.monotonic())
             victim = None
             if self._held >= self.limits.max_uploads:
                 victim = self._victim(client)
@@ -256,6 +282,7 @@ class UploadGate:
                         " its limit (--max-uploads): try again shortly"
                     )
                 victim.evicted = True  # its slot is this upload's now
+                self._note(victim)
                 self._slots[victim.client].remove(victim)
                 if not self._slots[victim.client]:
                     del self._slots[victim.client]
@@ -375,6 +402,8 @@ class UploadGate:
         finally:
             if slot is not None:
                 slot.receiving = False
+                with self._lock:
+                    self._note(slot)
                 slot._evict = None
 
     @contextmanager

@@ -14,6 +14,7 @@ from clients.options import (
     HeaderSecondsOpt,
     MaxConnectionsOpt,
     ServerOpt,
+    finite,
     listen_address,
 )
 
@@ -36,7 +37,11 @@ def web(
     ] = 30,
     upload_idle_seconds: Annotated[
         float,
-        typer.Option(help="Refuse an upload (408) that sends nothing for this long.", min=0.1),
+        typer.Option(
+            help="Refuse an upload (408) that sends nothing for this long.",
+            min=0.1,
+            callback=finite,
+        ),
     ] = 60.0,
     upload_min_rate_kb: Annotated[
         int,

@@ -31,7 +31,7 @@ from starlette.requests import ClientDisconnect, Request
 
 from clients.api import MIN_UPLOAD_RATE, VERIFY_DECODE_SECONDS, ProvenanceClient
 from provenance.core.errors import ClaimError, ProvenanceError
-from provenance.core.fair_share import take_victim
+from provenance.core.fair_share import NOTICE_WINDOWS, Notice, ended_slow, take_victim
 from provenance.core.verify import VerificationReport
 from provenance.web.errors import WebError
 from provenance.web.logviews import is_number
@@ -186,6 +186,8 @@ class _Hold:
     relay: _Relay | None = None
     cut: bool = False
     slow: float | None = None
+    #: its address was on notice when it began: measured without the idle window
+    on_notice: bool = False
     #: the relay of the upload whose slot this one took, which must end before this
     #: one's starts (else the service may still count it and refuse this one)
     after: _Relay | None = None
@@ -422,7 +424,14 @@ class Relayer:
     holding one upload that sent a byte now and then kept every other upload answered
     503 for the first 120 s of theirs (the grace before the 32 KiB/s floor of
     `UploadLimits`), and again after each reconnection; now each slot costs its holder
-    ``cut_rate`` (8 KiB/s by default, the service's)."""
+    ``cut_rate`` (8 KiB/s by default, the service's).
+
+    Reconnecting does not restart that clock: an address whose upload ended with its body
+    still arriving at an average under ``cut_rate`` (abandoned, stalled, cut) is on
+    notice for `NOTICE_WINDOWS` idle windows, and its uploads begun meanwhile are
+    measured at once, without the idle window (`take_victim`'s ``on_notice``). Before,
+    8 addresses each reopening a stalled upload every 50 s (within the 60 s window) held
+    every slot for as long as they kept it up, and every other upload got 503."""
 
     def __init__(self, client: ProvenanceClient, limits: UploadLimits, max_concurrent: int) -> None:
         self.client = client
@@ -433,6 +442,7 @@ class Relayer:
         # successor) and each client's uploads, oldest first
         self._held = 0
         self._holds: dict[str, list[_Hold]] = {}
+        self._notice = Notice()
 
     def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
@@ -451,6 +461,7 @@ class Relayer:
             arriving=lambda h: h.arriving,
             received=lambda h: h.received,
             started=lambda h: h.started,
+            on_notice=lambda h: h.on_notice,
         )
         if found is None:
             return None
@@ -485,7 +496,11 @@ class Relayer:
         else:
             victim = None
             self._held += 1
-        hold = _Hold(peer, after=victim.relay if victim is not None else None)
+        hold = _Hold(
+            peer,
+            after=victim.relay if victim is not None else None,
+            on_notice=self._notice.on(peer, time.monotonic()),
+        )
         self._holds.setdefault(peer, []).append(hold)
         try:
             yield hold
@@ -495,10 +510,17 @@ class Relayer:
                 self._release(hold)
 
     def _release(self, hold: _Hold) -> None:
+        """Give back ``hold``'s slot (it ended, or another took it); its address goes on
+        notice when its body was still arriving under the pace (see the class
+        docstring)."""
         holds = self._holds[hold.peer]
         holds.remove(hold)
         if not holds:
             del self._holds[hold.peer]
+        now = time.monotonic()
+        lim = self.limits
+        if ended_slow(hold.arriving, hold.received, now - hold.started, lim.cut_rate, lim.idle_s):
+            self._notice.put(hold.peer, now, now + NOTICE_WINDOWS * lim.idle_s)
 
     async def verify_form(self, request: Request, detect: bool, peer: str) -> Verified:
         """Verify the ``file`` field of a multipart request (with its optional

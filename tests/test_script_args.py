@@ -1,0 +1,57 @@
+"""The bench and script command lines read numbers in ASCII digits only: a list such as
+``--sizes`` or ``--widths`` of other scripts' digits is a usage error (exit 2, naming the
+option), not a traceback or a misread number; a cache file named with them is not one."""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+
+import pytest
+from conftest import ROOT
+
+from provenance.core.argtypes import positive_ints
+
+#: `int` refuses "²" (a ValueError traceback before), reads "٥٠٠" as 500 and "１２" as 12,
+#: and takes " 1", "1_0"; none is a list of whole numbers from 1 in digits 0-9.
+ODD = ("²", "٥٠٠", "１２", "500,٥", " 1", "1_0", "1,,2", "", "0", "-1", "+1", "9" * 5000)
+
+
+def test_positive_ints_takes_ascii_digits_only() -> None:
+    assert positive_ints("500,1000,16") == (500, 1000, 16)
+    assert positive_ints("7") == (7,)
+    for text in ODD:
+        with pytest.raises(argparse.ArgumentTypeError, match="digits 0-9"):
+            positive_ints(text)
+
+
+@pytest.mark.parametrize(
+    ("script", "args"),
+    [
+        ("bench/bench_burst.py", ["--sizes"]),
+        ("scripts/detector_candidates.py", ["cv", "--widths"]),
+    ],
+)
+def test_a_list_of_other_scripts_digits_is_a_usage_error(script: str, args: list[str]) -> None:
+    for text in ("²", "٥٠٠"):  # before: a ValueError traceback; 500 read and run
+        run = subprocess.run(
+            [sys.executable, script, *args, text],
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
+            timeout=300,
+        )
+        assert run.returncode == 2, run.stderr
+        assert args[-1] in run.stderr and "digits 0-9" in run.stderr, run.stderr
+        assert "Traceback" not in run.stderr, run.stderr
+
+
+def test_a_cache_file_named_with_other_scripts_digits_is_not_a_cached_log() -> None:
+    sys.path.insert(0, str(ROOT / "bench"))
+    from biglog import RECIPE, cached_schema
+
+    assert cached_schema(f"log-1000-s12-r{RECIPE}.db", 1000) == 12
+    for name in (f"log-1000-s٣-r{RECIPE}.db", f"log-1000-s１２-r{RECIPE}.db"):
+        assert cached_schema(name, 1000) is None  # before: schema 3, schema 12
+    assert cached_schema(f"log-100-s12-r{RECIPE}.db", 1000) is None
