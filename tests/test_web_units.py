@@ -256,7 +256,7 @@ def test_numbers_not_in_canonical_form_get_400_saying_so(app_client: TestClient,
 
 
 @pytest.mark.parametrize(
-    "path", ["/log/entries/01", "/log/consistency?first=01", "/log?before=%2010", "/log/find?q=007"]
+    "path", ["/log/entries/01", "/log/consistency?first=01", "/log?before=%2010"]
 )
 def test_pages_answer_400_to_numbers_not_in_canonical_form(
     app_client: TestClient, path: str
@@ -264,6 +264,14 @@ def test_pages_answer_400_to_numbers_not_in_canonical_form(
     r = app_client.get(path, follow_redirects=False)
     assert r.status_code == 400, (path, r.status_code)
     assert "without leading zeros" in r.text
+
+
+@pytest.mark.parametrize(("typed", "index"), [("007", 7), (" 0010 ", 10), ("000", 0)])
+def test_the_search_box_sends_a_typed_index_to_its_one_canonical_url(
+    app_client: TestClient, typed: str, index: int
+) -> None:
+    r = app_client.get("/log/find", params={"q": typed}, follow_redirects=False)
+    assert r.status_code == 303 and r.headers["location"] == f"/log/entries/{index}"
 
 
 def test_hashes_are_strict_hex() -> None:

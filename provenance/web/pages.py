@@ -139,10 +139,12 @@ async def entry(request: Request) -> Response:
 
 @html_errors
 async def goto_entry(request: Request) -> Response:
-    """The explorer's search form: an index, or a file's SHA-256."""
+    """The explorer's search form: an index, or a file's SHA-256. A person may type an
+    index with leading zeros ("007"): the form sends them on to the one canonical URL."""
     q = request.query_params.get("q", "").strip()
     if logviews.is_number(q):
-        return RedirectResponse(f"/log/entries/{logviews.parse_index(q)}", 303)
+        index = logviews.parse_index(q.lstrip("0") or "0", "an entry index")
+        return RedirectResponse(f"/log/entries/{index}", 303)
     sha = logviews.parse_hash(q, "a file's SHA-256 (or an entry index)")
     found = await run_in_threadpool(logviews.find_by_sha256, state(request).client, sha)
     if not found:
