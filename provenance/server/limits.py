@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import threading
 import time
 import urllib.parse
@@ -143,8 +144,10 @@ class ServerLimits:
                 f" {MIN_FREE_THREADS} are kept for other calls"
             )
         for name in ("upload_idle_s", "upload_deadline_s", "decode_wait_s", "lookup_s"):
-            if not getattr(self, name) > 0:
-                raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
+            if not 0 < getattr(self, name) < math.inf:  # inf would be no limit at all
+                raise ConfigError(
+                    f"{name} must be a positive finite number, got {getattr(self, name)}"
+                )
         for name in (
             "min_chunk_bytes",
             "upload_min_rate",
