@@ -299,15 +299,21 @@ class _Reader:
             remaining = self._deadline - time.monotonic()
             ready, _, _ = select.select([self._fd], [], [], max(0.0, remaining))
             if not ready:
-                raise MediaError(
-                    f"decoding did not finish within {self._timeout_s:g} s; the decoder was stopped"
-                )
+                raise self._overdue()
             chunk = os.read(self._fd, min(n - len(buf), 1 << 20))
             if not chunk:
                 self._eof = True
-                raise MediaError(f"the decoder process died ({self._exit(1.0)})")
+                how = self._exit(1.0)
+                if how == "killed by SIGALRM":  # the child's own timer: the same deadline
+                    raise self._overdue()
+                raise MediaError(f"the decoder process died ({how})")
             buf += chunk
         return bytes(buf)
+
+    def _overdue(self) -> MediaError:
+        return MediaError(
+            f"decoding did not finish within {self._timeout_s:g} s; the decoder was stopped"
+        )
 
     def _exit(self, wait_s: float) -> str:
         """How the child ended, from the wait status the decoder process reports."""
