@@ -13,6 +13,8 @@ calls before and after a restart score the same crops.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import math
 import os
 import stat
@@ -88,24 +90,17 @@ class ServerDetector:
 
 def load_or_create_secret(path: Path) -> bytes:
     """The server's crop secret (32 bytes) kept in `path`; created on first use with mode
-    0600 (os.urandom), read back unchanged on every later start.
+    0600 (os.urandom), read back unchanged on every later start. The file appears whole or
+    not at all (written to a temporary file, then linked), so servers starting together
+    (several on one PostgreSQL database) or a start killed mid-write never leave or read
+    a short one; of two created at once, the first linked is kept and read by both.
 
     Raises DetectorError if the file cannot be created or read, does not hold exactly
     32 bytes, or can be read or written by group or others (a leaked secret lets an
     attacker predict the crops).
     """
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        pass
-    except OSError as e:
-        raise DetectorError(f"cannot create the detector secret {path}: {e.strerror}") from e
-    else:
-        try:
-            os.write(fd, os.urandom(SECRET_BYTES))
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+    if not os.path.lexists(path):
+        _create_secret(path)
     try:
         mode = path.stat().st_mode
         secret = path.read_bytes()
@@ -122,6 +117,48 @@ def load_or_create_secret(path: Path) -> bytes:
             "delete it to draw a new one (scores of earlier calls will then differ)"
         )
     return secret
+
+
+#: link(2) errors of a file system without hard links (FAT, some network shares).
+_NO_HARD_LINKS = frozenset({errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.ENOSYS})
+
+
+def _create_secret(path: Path) -> None:
+    """Write a fresh secret to a temporary 0600 file beside path, fsync it, and hard-link
+    it to path unless path exists by then (os.link never replaces); on a file system
+    without hard links, create path exclusively and write it in place (as before). Raises
+    DetectorError if the files cannot be written or linked."""
+    secret = os.urandom(SECRET_BYTES)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{os.urandom(4).hex()}.tmp")
+    try:
+        _write_new(tmp, secret)
+        try:
+            os.link(tmp, path)
+        except OSError as e:
+            if e.errno not in _NO_HARD_LINKS:
+                raise
+            _write_new(path, secret)
+        dirfd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dirfd)
+        finally:
+            os.close(dirfd)
+    except FileExistsError:
+        return  # another start made it first: every start reads that one
+    except OSError as e:
+        raise DetectorError(f"cannot create the detector secret {path}: {e.strerror}") from e
+    finally:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+
+
+def _write_new(path: Path, data: bytes) -> None:
+    """Create path exclusively (mode 0600), write data, fsync. Raises OSError."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
 
 
 def server_detector(

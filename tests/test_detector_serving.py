@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import threading
 from pathlib import Path
 
 import pytest
@@ -104,3 +105,28 @@ def test_secret_file_is_created_private_and_checked(tmp_path: Path) -> None:
     path.write_bytes(b"short")
     with pytest.raises(DetectorError, match="5 bytes, not 32"):
         load_or_create_secret(path)
+
+
+def test_secret_file_created_by_two_starts_at_once_is_one_secret(tmp_path: Path) -> None:
+    """Two servers of one PostgreSQL database share the secret beside the log key; started
+    together, one created the file and the other read it before the 32 bytes were written
+    ("holds 0 bytes"), so it served without a detector (157 of 300 pairs failed)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from detector.serving import load_or_create_secret
+    from provenance.core.errors import DetectorError
+
+    def start(path: Path, barrier: threading.Barrier) -> bytes | DetectorError:
+        barrier.wait()
+        try:
+            return load_or_create_secret(path)
+        except DetectorError as e:
+            return e
+
+    with ThreadPoolExecutor(2) as pool:
+        for i in range(100):
+            path = tmp_path / f"{i}.detector-secret"
+            barrier = threading.Barrier(2)
+            got = list(pool.map(start, [path, path], [barrier, barrier]))
+            assert got[0] == got[1] == path.read_bytes(), got
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
