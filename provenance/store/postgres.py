@@ -16,6 +16,7 @@ migrations run under another advisory lock, so servers starting together do not 
 from __future__ import annotations
 
 import re
+import select
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -145,6 +146,24 @@ def redact(url: str) -> str:
     return re.sub(r"(://[^:/@]*):[^@]*@", r"\1:***@", url)
 
 
+def _dropped(conn: psycopg.Connection[Any]) -> bool:
+    """Whether an idle pooled connection was closed by the server. An idle connection's
+    socket has nothing to read unless the server closed it or sent a notice, so only then
+    is the server asked (an empty query, one round trip); a connection the server dropped
+    silently (a network cut) is found by the call that uses it, as before."""
+    if conn.closed or conn.broken:
+        return True
+    poller = select.poll()
+    poller.register(conn.pgconn.socket, select.POLLIN | select.POLLERR | select.POLLHUP)
+    if not poller.poll(0):
+        return False
+    try:
+        conn.execute("")
+    except psycopg.Error:
+        return True
+    return False
+
+
 class _PgConn:
     """A psycopg connection speaking the shared SQL's ``?`` placeholders."""
 
@@ -179,6 +198,7 @@ class PostgresStore(SqlStore):
     ) -> None:
         self.location = redact(url)
         self.read_only = read_only
+        self._max_connections = max_connections
         try:  # one plain connection first: libpq's own reason when the database is not there
             psycopg.connect(url, connect_timeout=max(1, int(connect_timeout_s))).close()
         except psycopg.Error as e:
@@ -220,13 +240,28 @@ class PostgresStore(SqlStore):
         return None
 
     @contextmanager
+    def _connection(self) -> Iterator[psycopg.Connection[Any]]:
+        """A pooled connection that the server has not closed: one it dropped (a restart,
+        a failover, pg_terminate_backend) is closed here, so the pool discards it, and
+        the next is taken. Without this each dead pooled connection failed one call."""
+        for _ in range(self._max_connections):
+            with self._pool.connection() as conn:
+                if _dropped(conn):
+                    conn.close()  # the pool discards a closed connection when it comes back
+                    continue
+                yield conn
+                return
+        with self._pool.connection() as conn:  # all dropped: a fresh one, or its error
+            yield conn
+
+    @contextmanager
     def _read(self) -> Iterator[Conn]:
-        with self._pool.connection() as conn:
+        with self._connection() as conn:
             yield _PgConn(conn)
 
     @contextmanager
     def _write(self) -> Iterator[Conn]:
-        with self._pool.connection() as conn, conn.transaction():
+        with self._connection() as conn, conn.transaction():
             yield _PgConn(conn)
 
     def _first_leaves(self, hashes: Sequence[bytes], limit: int) -> tuple[str, list[Any]]:
