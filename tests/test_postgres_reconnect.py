@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import threading
 import time
+from datetime import UTC, datetime
 
 import psycopg
 
+from provenance.core.errors import StorageError
 from provenance.store.postgres import PostgresStore
 
 
@@ -60,3 +62,48 @@ def test_dropped_connections_are_replaced_not_failed(pg_url: str) -> None:
         assert store.get_meta("before") == "1"
     finally:
         store.close()
+
+
+def test_a_frozen_append_lock_holder_does_not_stall_other_servers(pg_url: str) -> None:
+    """A server that froze (SIGSTOP, a paused VM, a network cut) inside its group-commit
+    transaction held the append lock of every server of the database until PostgreSQL
+    noticed the dead connection (TCP keepalive: hours). Its session is now ended after
+    ``idle_in_transaction_s`` without a statement, its transaction rolled back."""
+    frozen = PostgresStore(pg_url, max_connections=2, idle_in_transaction_s=1.0)
+    other = PostgresStore(pg_url, max_connections=2, idle_in_transaction_s=1.0)
+    inside = threading.Event()
+    resume = threading.Event()
+    failed: list[BaseException] = []
+
+    def freeze() -> None:
+        try:
+            with frozen.append() as txn:
+                txn.put_checkpoint(7, "half-written", datetime.now(UTC))
+                inside.set()
+                resume.wait(timeout=60)  # sends nothing meanwhile, as a stopped process
+        except BaseException as e:
+            failed.append(e)
+
+    try:
+        holder = threading.Thread(target=freeze)
+        holder.start()
+        assert inside.wait(timeout=30)
+        done = threading.Event()
+
+        def append() -> None:
+            with other.append() as txn:
+                assert txn.tree_size() == 0
+            done.set()
+
+        t = threading.Thread(target=append, daemon=True)
+        t.start()
+        assert done.wait(timeout=30), "the other server waited on the frozen one's lock"
+        resume.set()
+        holder.join(timeout=30)
+        # the frozen transaction was rolled back and says so when it resumes
+        assert len(failed) == 1 and isinstance(failed[0], StorageError), failed
+        assert other.latest_checkpoint() is None
+    finally:
+        resume.set()
+        frozen.close()
+        other.close()

@@ -38,6 +38,9 @@ from provenance.store.sql import (
 #: Advisory lock keys (any 64-bit numbers no other user of the database takes).
 APPEND_LOCK = 0x70726F765F6C6F67  # "prov_log"
 MIGRATE_LOCK = 0x70726F765F736368  # "prov_sch"
+#: Seconds a session may sit inside a transaction without a statement before PostgreSQL
+#: ends it (see `PostgresStore`).
+IDLE_IN_TRANSACTION_S = 60.0
 
 _MIGRATIONS: dict[int, str] = {
     1: """
@@ -182,6 +185,11 @@ class PostgresStore(SqlStore):
     """The database at ``url`` (``postgresql://USER@HOST:PORT/DB``), see module docstring.
 
     ``max_connections``: the pool's size (RPC threads + writer + index follower).
+    ``idle_in_transaction_s``: PostgreSQL ends a session of this store that sits this long
+    inside a transaction without a statement (``idle_in_transaction_session_timeout``),
+    rolling it back: a server frozen or cut off while it holds the append lock releases it
+    to the other servers of the database then, not when TCP keepalive gives up (hours).
+    A group commit runs its statements milliseconds apart.
     Raises StorageError when the database cannot be reached within ``connect_timeout_s``,
     LogError when its schema is newer than this code.
     """
@@ -195,10 +203,12 @@ class PostgresStore(SqlStore):
         max_connections: int = 24,
         connect_timeout_s: float = 15.0,
         read_only: bool = False,
+        idle_in_transaction_s: float = IDLE_IN_TRANSACTION_S,
     ) -> None:
         self.location = redact(url)
         self.read_only = read_only
         self._max_connections = max_connections
+        idle_ms = max(1, round(idle_in_transaction_s * 1000))
         try:  # one plain connection first: libpq's own reason when the database is not there
             psycopg.connect(url, connect_timeout=max(1, int(connect_timeout_s))).close()
         except psycopg.Error as e:
@@ -208,8 +218,11 @@ class PostgresStore(SqlStore):
             min_size=1,
             max_size=max_connections,
             # read-only (an audit): every transaction of the session is READ ONLY
-            kwargs={"autocommit": True}
-            | ({"options": "-c default_transaction_read_only=on"} if read_only else {}),
+            kwargs={
+                "autocommit": True,
+                "options": f"-c idle_in_transaction_session_timeout={idle_ms}"
+                + (" -c default_transaction_read_only=on" if read_only else ""),
+            },
             timeout=30.0,
             open=False,
             name="provenance",
