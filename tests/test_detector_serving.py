@@ -130,3 +130,55 @@ def test_secret_file_created_by_two_starts_at_once_is_one_secret(tmp_path: Path)
             got = list(pool.map(start, [path, path], [barrier, barrier]))
             assert got[0] == got[1] == path.read_bytes(), got
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+@pytest.mark.slow
+def test_servers_of_one_postgresql_database_score_a_file_alike(
+    tmp_path: Path, pg_url: str, cli: Cli, server: ServerProc, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two `prov serve` on two machines (each its own copy of the shared log key, as the
+    deployment guide says) behind one load balancer: the same file must get the same
+    crops and score from either. The secret was drawn per machine, beside the log key,
+    so the two answered differently and a client saw the score change between calls."""
+    from conftest import PG_LOG_KEYS
+
+    server.stop()
+    photo = Path(shutil.copy(SAMPLES / "chelsea.png", tmp_path / "cat.png"))
+    results = []
+    for machine in ("a", "b"):
+        key = tmp_path / machine / "log.pem"
+        key.parent.mkdir()
+        if machine == "b":  # the operator copies the log key made by the first server
+            shutil.copy(PG_LOG_KEYS[pg_url], key)
+        srv = start_server(pg_url, "--log-key", str(key), "--detector", "--detector-device", "cpu")
+        if machine == "a":
+            shutil.copy(key, PG_LOG_KEYS[pg_url])
+        monkeypatch.setenv("PROV_SERVER", srv.address)
+        try:
+            results.append(_detect(cli, photo))
+        finally:
+            srv.stop()
+    first, second = results
+    for field in ("score", "band", "band_low", "band_high", "crops"):
+        assert first[field] == second[field], field
+
+
+def test_shared_secret_is_seeded_once_from_an_existing_file(tmp_path: Path, pg_url: str) -> None:
+    """A database whose first server kept its secret beside the log key (before the
+    secret moved into the database) keeps that server's scores; every later server,
+    with its own file or none, takes the stored one."""
+    from detector.serving import load_or_create_secret, shared_secret
+    from provenance.store.postgres import PostgresStore
+
+    kept = load_or_create_secret(tmp_path / "a.detector-secret")
+    other = load_or_create_secret(tmp_path / "b.detector-secret")
+    store = PostgresStore(pg_url, max_connections=2)
+    try:
+        assert shared_secret(store.setdefault_meta, tmp_path / "a.detector-secret") == kept
+        assert shared_secret(store.setdefault_meta, tmp_path / "b.detector-secret") == kept
+        assert shared_secret(store.setdefault_meta, None) == kept != other
+        assert not (tmp_path / "c.detector-secret").exists()
+        assert shared_secret(store.setdefault_meta, tmp_path / "c.detector-secret") == kept
+        assert not (tmp_path / "c.detector-secret").exists()  # no file made for a shared one
+    finally:
+        store.close()
