@@ -182,3 +182,34 @@ def test_shared_secret_is_seeded_once_from_an_existing_file(tmp_path: Path, pg_u
         assert not (tmp_path / "c.detector-secret").exists()  # no file made for a shared one
     finally:
         store.close()
+
+
+@pytest.mark.slow
+def test_an_image_over_the_decode_budget_is_not_scored_downscaled(
+    tmp_path: Path, cli: Cli, server: ServerProc, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The detector reads native pixels (resizing destroys the traces it looks for). A JPEG
+    whose full-size decode is over --decode-budget-mb (384 MiB by default: about 13 MP,
+    under a 24 MP camera's photos) was decoded at 1/2-1/8 scale and scored so, silently,
+    its crops placed in the reduced image. It is now not scored, saying why; the verdict
+    is as before."""
+    from PIL import Image
+
+    server.stop()
+    big = tmp_path / "big.jpg"  # 3 MP: over a 64 MiB budget at full size (~30 B/px)
+    with Image.open(SAMPLES / "rocket.jpg") as im:
+        im.convert("RGB").resize((2000, 1500)).save(big, quality=92)
+    srv = start_server(
+        tmp_path / "det.db", "--detector", "--detector-device", "cpu", "--decode-budget-mb", "64"
+    )
+    monkeypatch.setenv("PROV_SERVER", srv.address)
+    try:
+        rc, out, err = cli("verify", str(big), "--json")
+    finally:
+        srv.stop()
+    assert rc == 11, err
+    report = json.loads(out)
+    assert report["status"] == "UNSIGNED"
+    det = report["detector"]
+    assert det["available"] is False and "crops" not in det, det
+    assert "native" in det["note"] and "--decode-budget-mb" in det["note"], det
