@@ -8,16 +8,20 @@ per-frame timeline. Every block says it is advisory.
 
 Same file, same band: the crop draws are keyed by the server's secret and the file's
 SHA-256, and `load_or_create_secret` keeps the secret in a file beside the database, so
-calls before and after a restart score the same crops.
+calls before and after a restart score the same crops; the servers of one PostgreSQL
+database share theirs through the database (`shared_secret`), so every server of it
+scores a file alike.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import math
 import os
 import stat
 import struct
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -88,24 +92,17 @@ class ServerDetector:
 
 def load_or_create_secret(path: Path) -> bytes:
     """The server's crop secret (32 bytes) kept in `path`; created on first use with mode
-    0600 (os.urandom), read back unchanged on every later start.
+    0600 (os.urandom), read back unchanged on every later start. The file appears whole or
+    not at all (written to a temporary file, then linked), so servers starting together
+    (several on one PostgreSQL database) or a start killed mid-write never leave or read
+    a short one; of two created at once, the first linked is kept and read by both.
 
     Raises DetectorError if the file cannot be created or read, does not hold exactly
     32 bytes, or can be read or written by group or others (a leaked secret lets an
     attacker predict the crops).
     """
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        pass
-    except OSError as e:
-        raise DetectorError(f"cannot create the detector secret {path}: {e.strerror}") from e
-    else:
-        try:
-            os.write(fd, os.urandom(SECRET_BYTES))
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+    if not os.path.lexists(path):
+        _create_secret(path)
     try:
         mode = path.stat().st_mode
         secret = path.read_bytes()
@@ -124,13 +121,93 @@ def load_or_create_secret(path: Path) -> bytes:
     return secret
 
 
+#: link(2) errors of a file system without hard links (FAT, some network shares).
+_NO_HARD_LINKS = frozenset({errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.ENOSYS})
+
+
+def _create_secret(path: Path) -> None:
+    """Write a fresh secret to a temporary 0600 file beside path, fsync it, and hard-link
+    it to path unless path exists by then (os.link never replaces); on a file system
+    without hard links, create path exclusively and write it in place (as before). Raises
+    DetectorError if the files cannot be written or linked."""
+    secret = os.urandom(SECRET_BYTES)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{os.urandom(4).hex()}.tmp")
+    try:
+        _write_new(tmp, secret)
+        try:
+            os.link(tmp, path)
+        except OSError as e:
+            if e.errno not in _NO_HARD_LINKS:
+                raise
+            _write_new(path, secret)
+        dirfd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dirfd)
+        finally:
+            os.close(dirfd)
+    except FileExistsError:
+        return  # another start made it first: every start reads that one
+    except OSError as e:
+        raise DetectorError(f"cannot create the detector secret {path}: {e.strerror}") from e
+    finally:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+
+
+def _write_new(path: Path, data: bytes) -> None:
+    """Create path exclusively (mode 0600), write data, fsync. Raises OSError."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+#: The meta key of the crop secret shared by the servers of one database (hex).
+SHARED_SECRET_META = "detector_crop_secret"
+
+
+def shared_secret(setdefault_meta: Callable[[str, str], str], seed_file: Path | None) -> bytes:
+    """The crop secret of every server of a shared (PostgreSQL) database, kept in its meta
+    table (SHARED_SECRET_META) so that servers on different machines, behind one load
+    balancer, give a file the same crops and score. The first server to start stores it:
+    the secret in seed_file where one exists (a server that kept it beside the log key
+    before), else a fresh one; setdefault_meta(key, value) stores value unless the key
+    has one and returns the stored value (atomic in the database). Whoever can read the
+    database can predict the crops (as whoever reads the secret file could).
+
+    Raises DetectorError if seed_file is unusable (`load_or_create_secret`) or the stored
+    value is not 32 bytes in hex; the store's StorageError if it cannot be reached."""
+    seed = (
+        load_or_create_secret(seed_file)
+        if seed_file is not None and os.path.lexists(seed_file)
+        else os.urandom(SECRET_BYTES)
+    )
+    stored = setdefault_meta(SHARED_SECRET_META, seed.hex())
+    try:
+        secret = bytes.fromhex(stored)
+    except ValueError:
+        secret = b""
+    if len(secret) != SECRET_BYTES:
+        raise DetectorError(
+            f"the database's detector secret (meta {SHARED_SECRET_META!r}) is not"
+            f" {SECRET_BYTES} bytes in hex"
+        )
+    return secret
+
+
 def server_detector(
-    name: str = "default", device: str | None = None, secret_file: Path | None = None
+    name: str = "default",
+    device: str | None = None,
+    secret_file: Path | None = None,
+    secret: bytes | None = None,
 ) -> ServerDetector:
     """Load registry model ``name`` for serving (CUDA when available, else the CPU).
 
-    secret_file: where the crop secret lives (see `load_or_create_secret`), so a file
-    gets the same score on every call and across restarts; None draws a random secret
-    per process (scores then differ between processes). Raises DetectorError."""
-    secret = load_or_create_secret(secret_file) if secret_file is not None else None
+    secret: the crop secret (e.g. `shared_secret`); else secret_file, where it lives (see
+    `load_or_create_secret`), so a file gets the same score on every call and across
+    restarts; neither draws a random secret per process (scores then differ between
+    processes). Raises DetectorError."""
+    if secret is None and secret_file is not None:
+        secret = load_or_create_secret(secret_file)
     return ServerDetector(Detector.load(name, device=device, secret=secret))

@@ -49,16 +49,20 @@ from __future__ import annotations
 import asyncio
 import importlib
 import inspect
+import io
 import json
 import logging
+import socket
 import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, make_server
 
 import grpc
-from prometheus_client import REGISTRY, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import REGISTRY, Counter, Gauge, Histogram, make_wsgi_app
 from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.exposition import ThreadingWSGIServer
 from prometheus_client.registry import Collector
 
 from provenance.core.errors import ConfigError
@@ -183,9 +187,81 @@ class GrpcCoreCollector(Collector):
 REGISTRY.register(GrpcCoreCollector())
 
 
+#: Connections the /metrics port serves at once; one more is closed on arrival.
+METRICS_MAX_CONNECTIONS = 16
+#: Seconds a /metrics connection has to send its request and read the answer (the
+#: request's reads and the reply's writes each get what is left of it).
+METRICS_REQUEST_TIMEOUT_S = 10.0
+
+
+class _DeadlineSocket(io.RawIOBase):
+    """A connection's bytes in, each receive waiting only for what is left of the
+    connection's deadline (a client sending a byte now and then cannot hold it open)."""
+
+    def __init__(self, sock: socket.socket, deadline: float) -> None:
+        super().__init__()
+        self._sock = sock
+        self._deadline = deadline
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        left = self._deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError("the /metrics request took too long")
+        self._sock.settimeout(left)
+        return self._sock.recv_into(buffer)
+
+
+class _MetricsHandler(WSGIRequestHandler):
+    """One request per connection, read and answered within METRICS_REQUEST_TIMEOUT_S;
+    nothing logged."""
+
+    timeout = METRICS_REQUEST_TIMEOUT_S  # the socket's first timeout (connect to first read)
+
+    def setup(self) -> None:
+        super().setup()
+        deadline = time.monotonic() + METRICS_REQUEST_TIMEOUT_S
+        self.rfile.close()
+        self.rfile = io.BufferedReader(_DeadlineSocket(self.connection, deadline))
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002  # the base's name
+        """Log nothing."""
+
+
+class _MetricsServer(ThreadingWSGIServer):
+    """prometheus_client's thread-per-connection server with at most
+    METRICS_MAX_CONNECTIONS threads: one connection more is closed at once, so idle or
+    slow clients cannot take the process's threads and memory (prometheus_client's own
+    server starts a thread per connection and waits on each forever)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self._slots = threading.BoundedSemaphore(METRICS_MAX_CONNECTIONS)
+        super().__init__(*args, **kwargs)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self._slots.acquire(blocking=False):
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self._slots.release()
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
+
+
 def serve_metrics(listen: str) -> int:
     """Serve ``/metrics`` on ``listen`` (HOST:PORT, port 0 picks one) from a daemon
-    thread; returns the bound port. Raises ConfigError when it cannot listen."""
+    thread; returns the bound port. At most METRICS_MAX_CONNECTIONS connections are
+    served at once, each within METRICS_REQUEST_TIMEOUT_S. Raises ConfigError when it
+    cannot listen."""
     host, sep, port = listen.rpartition(":")
     bare = bare_host(host)
     number = port_number(port)
@@ -194,10 +270,20 @@ def serve_metrics(listen: str) -> int:
             f"--metrics-listen {listen!r} is not HOST:PORT (port 0-65535; an IPv6 address"
             " in brackets, [::1]:9464)"
         )
+    addr = bare or "0.0.0.0"
     try:
-        httpd, _ = start_http_server(number, addr=bare or "0.0.0.0")
+        found = socket.getaddrinfo(addr, number, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+        family = found[0][0]
+
+        class Server(_MetricsServer):
+            address_family = family
+
+        httpd = make_server(
+            addr, number, make_wsgi_app(REGISTRY), Server, handler_class=_MetricsHandler
+        )
     except OSError as e:
         raise ConfigError(f"cannot serve metrics on {listen}: {e.strerror or e}") from e
+    threading.Thread(target=httpd.serve_forever, name="metrics-http", daemon=True).start()
     return int(httpd.server_port)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import threading
 from pathlib import Path
 
 import pytest
@@ -104,3 +105,111 @@ def test_secret_file_is_created_private_and_checked(tmp_path: Path) -> None:
     path.write_bytes(b"short")
     with pytest.raises(DetectorError, match="5 bytes, not 32"):
         load_or_create_secret(path)
+
+
+def test_secret_file_created_by_two_starts_at_once_is_one_secret(tmp_path: Path) -> None:
+    """Two servers of one PostgreSQL database share the secret beside the log key; started
+    together, one created the file and the other read it before the 32 bytes were written
+    ("holds 0 bytes"), so it served without a detector (157 of 300 pairs failed)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from detector.serving import load_or_create_secret
+    from provenance.core.errors import DetectorError
+
+    def start(path: Path, barrier: threading.Barrier) -> bytes | DetectorError:
+        barrier.wait()
+        try:
+            return load_or_create_secret(path)
+        except DetectorError as e:
+            return e
+
+    with ThreadPoolExecutor(2) as pool:
+        for i in range(100):
+            path = tmp_path / f"{i}.detector-secret"
+            barrier = threading.Barrier(2)
+            got = list(pool.map(start, [path, path], [barrier, barrier]))
+            assert got[0] == got[1] == path.read_bytes(), got
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+@pytest.mark.slow
+def test_servers_of_one_postgresql_database_score_a_file_alike(
+    tmp_path: Path, pg_url: str, cli: Cli, server: ServerProc, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two `prov serve` on two machines (each its own copy of the shared log key, as the
+    deployment guide says) behind one load balancer: the same file must get the same
+    crops and score from either. The secret was drawn per machine, beside the log key,
+    so the two answered differently and a client saw the score change between calls."""
+    from conftest import PG_LOG_KEYS
+
+    server.stop()
+    photo = Path(shutil.copy(SAMPLES / "chelsea.png", tmp_path / "cat.png"))
+    results = []
+    for machine in ("a", "b"):
+        key = tmp_path / machine / "log.pem"
+        key.parent.mkdir()
+        if machine == "b":  # the operator copies the log key made by the first server
+            shutil.copy(PG_LOG_KEYS[pg_url], key)
+        srv = start_server(pg_url, "--log-key", str(key), "--detector", "--detector-device", "cpu")
+        if machine == "a":
+            shutil.copy(key, PG_LOG_KEYS[pg_url])
+        monkeypatch.setenv("PROV_SERVER", srv.address)
+        try:
+            results.append(_detect(cli, photo))
+        finally:
+            srv.stop()
+    first, second = results
+    for field in ("score", "band", "band_low", "band_high", "crops"):
+        assert first[field] == second[field], field
+
+
+def test_shared_secret_is_seeded_once_from_an_existing_file(tmp_path: Path, pg_url: str) -> None:
+    """A database whose first server kept its secret beside the log key (before the
+    secret moved into the database) keeps that server's scores; every later server,
+    with its own file or none, takes the stored one."""
+    from detector.serving import load_or_create_secret, shared_secret
+    from provenance.store.postgres import PostgresStore
+
+    kept = load_or_create_secret(tmp_path / "a.detector-secret")
+    other = load_or_create_secret(tmp_path / "b.detector-secret")
+    store = PostgresStore(pg_url, max_connections=2)
+    try:
+        assert shared_secret(store.setdefault_meta, tmp_path / "a.detector-secret") == kept
+        assert shared_secret(store.setdefault_meta, tmp_path / "b.detector-secret") == kept
+        assert shared_secret(store.setdefault_meta, None) == kept != other
+        assert not (tmp_path / "c.detector-secret").exists()
+        assert shared_secret(store.setdefault_meta, tmp_path / "c.detector-secret") == kept
+        assert not (tmp_path / "c.detector-secret").exists()  # no file made for a shared one
+    finally:
+        store.close()
+
+
+@pytest.mark.slow
+def test_an_image_over_the_decode_budget_is_not_scored_downscaled(
+    tmp_path: Path, cli: Cli, server: ServerProc, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The detector reads native pixels (resizing destroys the traces it looks for). A JPEG
+    whose full-size decode is over --decode-budget-mb (384 MiB by default: about 13 MP,
+    under a 24 MP camera's photos) was decoded at 1/2-1/8 scale and scored so, silently,
+    its crops placed in the reduced image. It is now not scored, saying why; the verdict
+    is as before."""
+    from PIL import Image
+
+    server.stop()
+    big = tmp_path / "big.jpg"  # 3 MP: over a 64 MiB budget at full size (~30 B/px)
+    with Image.open(SAMPLES / "rocket.jpg") as im:
+        im.convert("RGB").resize((2000, 1500)).save(big, quality=92)
+    srv = start_server(
+        tmp_path / "det.db", "--detector", "--detector-device", "cpu", "--decode-budget-mb", "64"
+    )
+    monkeypatch.setenv("PROV_SERVER", srv.address)
+    try:
+        rc, out, err = cli("verify", str(big), "--json")
+    finally:
+        srv.stop()
+    assert rc == 11, err
+    report = json.loads(out)
+    assert report["status"] == "UNSIGNED"
+    det = report["detector"]
+    assert det["available"] is False and "crops" not in det, det
+    assert "native" in det["note"] and "--decode-budget-mb" in det["note"], det

@@ -105,8 +105,16 @@ MAX_REVOCATION_REASON_BYTES = 1024
 
 
 def check_revocation_reason(reason: str) -> None:
-    """Raises ClaimError when ``reason`` is longer than `MAX_REVOCATION_REASON_BYTES`."""
-    size = len(reason.encode())
+    """Raises ClaimError when ``reason`` is longer than `MAX_REVOCATION_REASON_BYTES` or is
+    not valid UTF-8 text (a lone surrogate: a byte a terminal's encoding could not
+    decode)."""
+    try:
+        size = len(reason.encode())
+    except UnicodeEncodeError as e:
+        raise ClaimError(
+            f"the revocation reason is not valid UTF-8 text (character {e.start + 1} is an"
+            " undecodable byte): type it in a UTF-8 terminal"
+        ) from e
     if size > MAX_REVOCATION_REASON_BYTES:
         raise ClaimError(
             f"the revocation reason is {size:,} bytes; at most {MAX_REVOCATION_REASON_BYTES:,}"

@@ -14,8 +14,9 @@ import numpy as np
 
 from provenance.core.binding import PerceptualHash
 from provenance.core.dihedral import pdq_dihedral
-from provenance.core.errors import MediaError, MediaTooLargeError
+from provenance.core.errors import DecodeBudgetError, MediaError, MediaTooLargeError
 from provenance.core.verify import FileFacts
+from provenance.media.budget import decode_bytes
 from provenance.media.image import (
     DEFAULT_MAX_PIXELS,
     PDQ_MIN_SIDE,
@@ -66,10 +67,20 @@ class ImageAsset:
     def rgb(self) -> np.ndarray:
         """(height, width, 3) uint8 pixels as displayed at full size (what the detector
         reads): the hashed pixels when they are full size, else a second decode of the
-        file within the same limits. Raises MediaError as `provenance.media.image.decode_image`."""
+        file within the same limits. Raises DecodeBudgetError when the full-size decode is
+        over the decode budget (never smaller pixels: resizing destroys what the detector
+        looks for), MediaError as `provenance.media.image.decode_image`."""
         if self.hashed.scale == 1:
             return self.hashed.rgb
-        return decode_image(self.data, self.limits.max_pixels, self.limits.max_decode_bytes).rgb
+        budget = self.limits.max_decode_bytes
+        need = decode_bytes(self.width, self.height, self.hashed.media_type)
+        if budget is not None and need > budget:
+            raise DecodeBudgetError(
+                f"the detector reads native pixels, and decoding this {self.width}x"
+                f"{self.height} image at full size needs about {need >> 20} MiB, over the"
+                f" server's decode budget of {budget >> 20} MiB (--decode-budget-mb)"
+            )
+        return decode_image(self.data, self.limits.max_pixels, budget).rgb
 
 
 def check_size(size: int, limits: AssetLimits) -> None:

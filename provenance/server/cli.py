@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import signal
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -442,7 +443,16 @@ def serve(
             and not service.store.shared
             and not os.path.lexists(secret_file)
         )
-        det = _load_detector(detector_model, detector_device, secret_file) if detector else None
+        det = (
+            _load_detector(
+                detector_model,
+                detector_device,
+                secret_file,
+                service.store.setdefault_meta if service.store.shared else None,
+            )
+            if detector
+            else None
+        )
         config = ServerConfig(
             admin_token=token,
             inspect=InspectConfig(
@@ -520,14 +530,21 @@ def _start_web(
 
 
 def _load_detector(
-    model: str, device: str | None, secret_file: Path | None
+    model: str,
+    device: str | None,
+    secret_file: Path | None,
+    shared_meta: Callable[[str, str], str] | None = None,
 ) -> ServerDetector | None:
     """The server's detector, or None (with a notice) when torch or the weights are missing.
     Its crop secret lives in secret_file (created on first start, mode 0600); None: a
-    random secret for this process."""
+    random secret for this process. shared_meta: a shared database's setdefault_meta, which
+    keeps the secret of all its servers (`detector.serving.shared_secret`; secret_file,
+    where it exists, seeds it)."""
     try:
-        from detector.serving import server_detector
+        from detector.serving import server_detector, shared_secret
 
+        if shared_meta is not None:
+            return server_detector(model, device, secret=shared_secret(shared_meta, secret_file))
         return server_detector(model, device, secret_file)
     except (ImportError, ProvenanceError) as e:
         err.print(

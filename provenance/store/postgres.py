@@ -16,6 +16,7 @@ migrations run under another advisory lock, so servers starting together do not 
 from __future__ import annotations
 
 import re
+import select
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -37,6 +38,9 @@ from provenance.store.sql import (
 #: Advisory lock keys (any 64-bit numbers no other user of the database takes).
 APPEND_LOCK = 0x70726F765F6C6F67  # "prov_log"
 MIGRATE_LOCK = 0x70726F765F736368  # "prov_sch"
+#: Seconds a session may sit inside a transaction without a statement before PostgreSQL
+#: ends it (see `PostgresStore`).
+IDLE_IN_TRANSACTION_S = 60.0
 
 _MIGRATIONS: dict[int, str] = {
     1: """
@@ -145,6 +149,24 @@ def redact(url: str) -> str:
     return re.sub(r"(://[^:/@]*):[^@]*@", r"\1:***@", url)
 
 
+def _dropped(conn: psycopg.Connection[Any]) -> bool:
+    """Whether an idle pooled connection was closed by the server. An idle connection's
+    socket has nothing to read unless the server closed it or sent a notice, so only then
+    is the server asked (an empty query, one round trip); a connection the server dropped
+    silently (a network cut) is found by the call that uses it, as before."""
+    if conn.closed or conn.broken:
+        return True
+    poller = select.poll()
+    poller.register(conn.pgconn.socket, select.POLLIN | select.POLLERR | select.POLLHUP)
+    if not poller.poll(0):
+        return False
+    try:
+        conn.execute("")
+    except psycopg.Error:
+        return True
+    return False
+
+
 class _PgConn:
     """A psycopg connection speaking the shared SQL's ``?`` placeholders."""
 
@@ -163,6 +185,11 @@ class PostgresStore(SqlStore):
     """The database at ``url`` (``postgresql://USER@HOST:PORT/DB``), see module docstring.
 
     ``max_connections``: the pool's size (RPC threads + writer + index follower).
+    ``idle_in_transaction_s``: PostgreSQL ends a session of this store that sits this long
+    inside a transaction without a statement (``idle_in_transaction_session_timeout``),
+    rolling it back: a server frozen or cut off while it holds the append lock releases it
+    to the other servers of the database then, not when TCP keepalive gives up (hours).
+    A group commit runs its statements milliseconds apart.
     Raises StorageError when the database cannot be reached within ``connect_timeout_s``,
     LogError when its schema is newer than this code.
     """
@@ -176,9 +203,12 @@ class PostgresStore(SqlStore):
         max_connections: int = 24,
         connect_timeout_s: float = 15.0,
         read_only: bool = False,
+        idle_in_transaction_s: float = IDLE_IN_TRANSACTION_S,
     ) -> None:
         self.location = redact(url)
         self.read_only = read_only
+        self._max_connections = max_connections
+        idle_ms = max(1, round(idle_in_transaction_s * 1000))
         try:  # one plain connection first: libpq's own reason when the database is not there
             psycopg.connect(url, connect_timeout=max(1, int(connect_timeout_s))).close()
         except psycopg.Error as e:
@@ -188,8 +218,11 @@ class PostgresStore(SqlStore):
             min_size=1,
             max_size=max_connections,
             # read-only (an audit): every transaction of the session is READ ONLY
-            kwargs={"autocommit": True}
-            | ({"options": "-c default_transaction_read_only=on"} if read_only else {}),
+            kwargs={
+                "autocommit": True,
+                "options": f"-c idle_in_transaction_session_timeout={idle_ms}"
+                + (" -c default_transaction_read_only=on" if read_only else ""),
+            },
             timeout=30.0,
             open=False,
             name="provenance",
@@ -220,13 +253,28 @@ class PostgresStore(SqlStore):
         return None
 
     @contextmanager
+    def _connection(self) -> Iterator[psycopg.Connection[Any]]:
+        """A pooled connection that the server has not closed: one it dropped (a restart,
+        a failover, pg_terminate_backend) is closed here, so the pool discards it, and
+        the next is taken. Without this each dead pooled connection failed one call."""
+        for _ in range(self._max_connections):
+            with self._pool.connection() as conn:
+                if _dropped(conn):
+                    conn.close()  # the pool discards a closed connection when it comes back
+                    continue
+                yield conn
+                return
+        with self._pool.connection() as conn:  # all dropped: a fresh one, or its error
+            yield conn
+
+    @contextmanager
     def _read(self) -> Iterator[Conn]:
-        with self._pool.connection() as conn:
+        with self._connection() as conn:
             yield _PgConn(conn)
 
     @contextmanager
     def _write(self) -> Iterator[Conn]:
-        with self._pool.connection() as conn, conn.transaction():
+        with self._connection() as conn, conn.transaction():
             yield _PgConn(conn)
 
     def _first_leaves(self, hashes: Sequence[bytes], limit: int) -> tuple[str, list[Any]]:

@@ -1,0 +1,109 @@
+"""PostgreSQL connections dropped under the store (a database restart, a failover, an
+administrator's pg_terminate_backend): the next calls get fresh connections instead of
+failing once per dead connection in the pool."""
+
+from __future__ import annotations
+
+import threading
+import time
+from datetime import UTC, datetime
+
+import psycopg
+
+from provenance.core.errors import StorageError
+from provenance.store.postgres import PostgresStore
+
+
+def _fill_pool(store: PostgresStore, connections: int) -> None:
+    """Make the pool open `connections` connections (held together, then returned)."""
+    held = threading.Barrier(connections)
+
+    def hold() -> None:
+        with store._pool.connection():
+            held.wait(timeout=30)
+
+    threads = [threading.Thread(target=hold) for _ in range(connections)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+
+
+_OTHERS = "FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
+
+
+def _drop_connections(url: str) -> int:
+    """Terminate every other connection to the database and wait until they are gone;
+    returns how many there were."""
+    with psycopg.connect(url, autocommit=True) as c:
+        row = c.execute(f"SELECT count(pg_terminate_backend(pid)) {_OTHERS}").fetchone()
+        assert row is not None
+        for _ in range(200):
+            left = c.execute(f"SELECT count(*) {_OTHERS}").fetchone()
+            if left is not None and left[0] == 0:
+                break
+            time.sleep(0.05)
+    return int(row[0])
+
+
+def test_dropped_connections_are_replaced_not_failed(pg_url: str) -> None:
+    store = PostgresStore(pg_url, max_connections=6)
+    try:
+        store.set_meta("before", "1")
+        _fill_pool(store, 6)
+        assert _drop_connections(pg_url) == 6
+        # every call after the drop succeeds: before, each of the 6 dead pooled
+        # connections failed one call with "terminating connection due to administrator
+        # command" (StorageError, UNAVAILABLE to the client)
+        for i in range(8):
+            assert store.tree_size() == 0
+            store.set_meta(f"after{i}", str(i))  # a write transaction
+        assert [store.get_meta(f"after{i}") for i in range(8)] == [str(i) for i in range(8)]
+        assert store.get_meta("before") == "1"
+    finally:
+        store.close()
+
+
+def test_a_frozen_append_lock_holder_does_not_stall_other_servers(pg_url: str) -> None:
+    """A server that froze (SIGSTOP, a paused VM, a network cut) inside its group-commit
+    transaction held the append lock of every server of the database until PostgreSQL
+    noticed the dead connection (TCP keepalive: hours). Its session is now ended after
+    ``idle_in_transaction_s`` without a statement, its transaction rolled back."""
+    frozen = PostgresStore(pg_url, max_connections=2, idle_in_transaction_s=1.0)
+    other = PostgresStore(pg_url, max_connections=2, idle_in_transaction_s=1.0)
+    inside = threading.Event()
+    resume = threading.Event()
+    failed: list[BaseException] = []
+
+    def freeze() -> None:
+        try:
+            with frozen.append() as txn:
+                txn.put_checkpoint(7, "half-written", datetime.now(UTC))
+                inside.set()
+                resume.wait(timeout=60)  # sends nothing meanwhile, as a stopped process
+        except BaseException as e:
+            failed.append(e)
+
+    try:
+        holder = threading.Thread(target=freeze)
+        holder.start()
+        assert inside.wait(timeout=30)
+        done = threading.Event()
+
+        def append() -> None:
+            with other.append() as txn:
+                assert txn.tree_size() == 0
+            done.set()
+
+        t = threading.Thread(target=append, daemon=True)
+        t.start()
+        assert done.wait(timeout=30), "the other server waited on the frozen one's lock"
+        resume.set()
+        holder.join(timeout=30)
+        # the frozen transaction was rolled back and says so when it resumes
+        assert len(failed) == 1 and isinstance(failed[0], StorageError), failed
+        assert other.latest_checkpoint() is None
+    finally:
+        resume.set()
+        frozen.close()
+        other.close()
