@@ -49,7 +49,7 @@ from clients.options import (
 from clients.report import EXIT_CODES, EXIT_WITNESS_QUORUM, report_to_json, report_to_text
 from clients.scan.cli import scan as scan_command
 from detector import cli as detector_cli
-from detector.bands import threshold_words
+from detector.bands import threshold_words, unscored_reason
 from provenance.core.errors import (
     ClaimError,
     ConfigError,
@@ -881,7 +881,7 @@ def detect(
         if "error" in r:
             err.print(f"{r['file']}: {r['error']}", style="red", highlight=False)
         elif not r.get("available", True):
-            out.print(f"{r['file']}: not scored: {r.get('note')}", highlight=False)
+            out.print(f"{r['file']}: not scored: {unscored_reason(r)}", highlight=False)
         else:
             out.print(
                 f"{r['file']}: {r['band']} (score {r['score']:.3f}, band {r['band_low']:.2f}-"

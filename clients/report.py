@@ -22,7 +22,7 @@ from __future__ import annotations
 from dataclasses import asdict
 from typing import Any
 
-from detector.bands import threshold_words
+from detector.bands import threshold_words, unscored_reason
 from provenance.core.claims import Claim, Device, Verdict
 from provenance.core.verify import ClaimEvidence, VerificationReport
 
@@ -269,6 +269,6 @@ def report_to_text(r: VerificationReport, path: str) -> str:
             )
             lines.append(f"             {threshold_words(d)}")
         else:
-            lines.append(f"  detector   not run: {d.get('note', '')}")
+            lines.append(f"  detector   not scored: {unscored_reason(d)}")
         lines.append(f"             {_ADVISORY}")
     return "\n".join(lines)

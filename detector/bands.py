@@ -53,6 +53,15 @@ def threshold_words(block: Mapping[str, Any]) -> str:
     )
 
 
+def unscored_reason(block: Mapping[str, Any]) -> str:
+    """Why an unscored block (``available`` false) has no score, without a leading "not
+    scored: " (the server's notes start so; the readers print their own prefix), e.g.
+    "this server runs no detector"."""
+    note = str(block.get("note") or "no reason given")
+    prefix = "not scored: "
+    return note[len(prefix) :] if note.lower().startswith(prefix) else note
+
+
 def crop_tone(score: float, block: Mapping[str, Any]) -> str:
     """The tone of one crop's score (one of `CROP_TONES`) by the image's thresholds: a
     crop is coloured as an image with that score would be banded, without the noise term

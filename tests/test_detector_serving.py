@@ -205,11 +205,31 @@ def test_an_image_over_the_decode_budget_is_not_scored_downscaled(
     monkeypatch.setenv("PROV_SERVER", srv.address)
     try:
         rc, out, err = cli("verify", str(big), "--json")
+        text_rc, text, _ = cli("verify", str(big))
     finally:
         srv.stop()
     assert rc == 11, err
+    # the person's report says it once, with the reason (before: "not run: not scored: ...")
+    assert text_rc == 11 and "detector   not scored: the detector reads native" in text, text
+    assert "not scored: not scored" not in text
     report = json.loads(out)
     assert report["status"] == "UNSIGNED"
     det = report["detector"]
     assert det["available"] is False and "crops" not in det, det
     assert "native" in det["note"] and "--decode-budget-mb" in det["note"], det
+
+
+@pytest.mark.parametrize(
+    ("note", "reason"),
+    [
+        ("not scored: the detector failed (logged)", "the detector failed (logged)"),
+        ("this server runs no detector", "this server runs no detector"),
+        ("", "no reason given"),
+    ],
+)
+def test_an_unscored_block_gives_its_reason_once(note: str, reason: str) -> None:
+    """Readers print "not scored: " themselves; the server's notes already start so, and
+    the web page and `prov detect` said "Not scored: not scored: ..."."""
+    from detector.bands import unscored_reason
+
+    assert unscored_reason({"available": False, "note": note}) == reason

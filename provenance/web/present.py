@@ -15,7 +15,14 @@ from typing import Any
 
 from jinja2 import Environment
 
-from detector.bands import CROP_TONES, LIKELY_GENERATED, crop_tone, threshold_words, thresholds
+from detector.bands import (
+    CROP_TONES,
+    LIKELY_GENERATED,
+    crop_tone,
+    threshold_words,
+    thresholds,
+    unscored_reason,
+)
 
 
 @dataclass(frozen=True)
@@ -281,4 +288,5 @@ def install(env: Environment) -> None:
         json_data_url=json_data_url,
         download_name=download_name,
         threshold_words=threshold_words,
+        unscored_reason=unscored_reason,
     )
