@@ -756,3 +756,29 @@ def test_a_ray_node_that_cannot_start_is_our_error_with_a_way_out(
         WorkerError, match=r"timed out during startup.*ray start --head.*--engine process"
     ):
         next(iter(RayEngine().map(iter([]), ScanConfig(server="127.0.0.1:9"))))
+
+
+def test_two_scans_score_a_file_alike_with_the_secret_kept_in_prov_home(
+    desk: Desk, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`prov scan --detect` keeps its local detector's crop secret in PROV_HOME (0600), so a
+    re-scan (or the rest of a resumed one) scores each file as before; each run drew its own
+    secret, and the same image got another score in every scan."""
+    home = tmp_path / "home"
+    monkeypatch.setenv("PROV_HOME", str(home))
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for p in sorted(REAL.glob("*.jpg"))[-3:]:  # none of them signed on the desk
+        (folder / p.name).write_bytes(p.read_bytes())
+    scores = []
+    for run in ("a", "b"):
+        report = tmp_path / f"{run}.jsonl"
+        args = [sys.executable, "-m", "clients.cli", "scan", str(folder), "--report", str(report)]
+        args += ["--server", desk.server.address, "--workers", "0", "--detect"]
+        done = subprocess.run(args, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr
+        rows = [json.loads(line) for line in report.read_text().splitlines()]
+        scores.append({r["path"]: r["detector"]["score"] for r in rows})
+    assert len(scores[0]) == 3 and scores[0] == scores[1], scores
+    secret = home / "scan-detector-secret"
+    assert len(secret.read_bytes()) == 32 and secret.stat().st_mode & 0o077 == 0

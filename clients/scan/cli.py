@@ -10,6 +10,7 @@ from typing import Annotated
 import typer
 
 from clients.api import default_server
+from clients.device import default_home
 from clients.options import ServerOpt, in_existing_folder
 from clients.scan.engines import Engine, LocalEngine, RayEngine
 from clients.scan.pipeline import DEFAULT_BATCH, run_scan
@@ -17,6 +18,7 @@ from clients.scan.progress import ScanProgress, summary_table, summary_title
 from clients.scan.report import csv_path, html_path
 from clients.scan.resume import holds_rows
 from clients.scan.worker import ScanConfig
+from provenance.core.errors import DetectorError
 from provenance.terminal import SafeConsole
 from provenance.wire.contract import MAX_LOOKUP_QUERIES
 
@@ -89,7 +91,7 @@ def scan(
     """
     _check_report(report, resume)  # the arguments first, then the progress bar
     chosen = make_engine(engine, workers)
-    config = ScanConfig(server=server, detect=detect, detector_secret=os.urandom(32))
+    config = ScanConfig(server=server, detect=detect, detector_secret=_detector_secret(detect))
     err = SafeConsole(stderr=True)
     try:
         with ScanProgress(err) as progress:
@@ -116,6 +118,32 @@ def scan(
         f"reports: {report}, {csv_path(report)}, {html_path(report)}",
         highlight=False,
     )
+
+
+#: The local detector's crop secret, in PROV_HOME (~/.prov).
+SCAN_SECRET_NAME = "scan-detector-secret"
+
+
+def _detector_secret(detect: bool) -> bytes:
+    """The crop secret of the local detector (32 bytes), kept in PROV_HOME (default
+    ~/.prov) as `SCAN_SECRET_NAME` (mode 0600, made on first use): the same file gets the
+    same score in every scan on this account and in every part of a resumed one (before, each
+    run drew its own). b"" without --detect, or when the detector package cannot load (the
+    server's detector then scores, with the server's secret). Raises DetectorError if the
+    file is unreadable, of the wrong size or readable by others (the message says what to
+    do)."""
+    if not detect:
+        return b""
+    try:
+        from detector.serving import load_or_create_secret  # torch: only when scoring
+    except ImportError:
+        return b""
+    home = default_home()
+    try:
+        home.mkdir(mode=0o700, parents=True, exist_ok=True)
+    except OSError as e:
+        raise DetectorError(f"cannot make {home} for the detector secret: {e.strerror}") from e
+    return load_or_create_secret(home / SCAN_SECRET_NAME)
 
 
 def _check_report(report: Path, resume: bool) -> None:
