@@ -112,8 +112,9 @@ def test_a_lookup_stops_at_its_time_budget(inproc: InProc, address: str) -> None
 def test_lookup_seconds_must_be_positive() -> None:
     from provenance.core.errors import ConfigError
 
-    with pytest.raises(ConfigError, match="lookup_s must be positive"):
-        ServerLimits(lookup_s=0)
+    for bad in (0, -1, float("inf")):  # inf would be no deadline at all
+        with pytest.raises(ConfigError, match="lookup_s must be a positive finite number"):
+            ServerLimits(lookup_s=bad)
 
 
 @pytest.mark.slow
