@@ -174,11 +174,11 @@ def test_shared_secret_is_seeded_once_from_an_existing_file(tmp_path: Path, pg_u
     other = load_or_create_secret(tmp_path / "b.detector-secret")
     store = PostgresStore(pg_url, max_connections=2)
     try:
-        assert shared_secret(store.setdefault_meta, tmp_path / "a.detector-secret") == kept
-        assert shared_secret(store.setdefault_meta, tmp_path / "b.detector-secret") == kept
-        assert shared_secret(store.setdefault_meta, None) == kept != other
+        assert shared_secret(store, tmp_path / "a.detector-secret") == kept
+        assert shared_secret(store, tmp_path / "b.detector-secret") == kept
+        assert shared_secret(store, None) == kept != other
         assert not (tmp_path / "c.detector-secret").exists()
-        assert shared_secret(store.setdefault_meta, tmp_path / "c.detector-secret") == kept
+        assert shared_secret(store, tmp_path / "c.detector-secret") == kept
         assert not (tmp_path / "c.detector-secret").exists()  # no file made for a shared one
     finally:
         store.close()
@@ -233,3 +233,29 @@ def test_an_unscored_block_gives_its_reason_once(note: str, reason: str) -> None
     from detector.bands import unscored_reason
 
     assert unscored_reason({"available": False, "note": note}) == reason
+
+
+def test_a_stale_seed_file_does_not_matter_once_the_database_holds_the_secret(
+    tmp_path: Path, pg_url: str
+) -> None:
+    """A server whose old secret file beside the log key is unusable (empty, left by a
+    start killed mid-write in an earlier version; or readable by others) still takes the
+    database's secret: the file is read only to seed an empty database."""
+    import os
+
+    from detector.serving import shared_secret
+    from provenance.store.postgres import PostgresStore
+
+    store = PostgresStore(pg_url, max_connections=2)
+    try:
+        kept = shared_secret(store, None)
+        empty = tmp_path / "empty.detector-secret"
+        empty.write_bytes(b"")
+        empty.chmod(0o600)
+        shared = tmp_path / "shared.detector-secret"
+        shared.write_bytes(os.urandom(32))
+        shared.chmod(0o644)
+        assert shared_secret(store, empty) == kept  # was DetectorError: holds 0 bytes
+        assert shared_secret(store, shared) == kept  # was DetectorError: readable by others
+    finally:
+        store.close()
