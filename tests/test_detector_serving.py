@@ -192,13 +192,17 @@ def test_an_image_over_the_decode_budget_is_not_scored_downscaled(
     whose full-size decode is over --decode-budget-mb (384 MiB by default: about 13 MP,
     under a 24 MP camera's photos) was decoded at 1/2-1/8 scale and scored so, silently,
     its crops placed in the reduced image. It is now not scored, saying why; the verdict
-    is as before."""
+    is as before. The detector's own estimate (16 B/px for a JPEG, no PDQ) scores one
+    whose decode + PDQ estimate (30 B/px) is over the budget at full size: 24 MP camera
+    photos under the default budget, here 3 MP under 64 MiB."""
     from PIL import Image
 
     server.stop()
-    big = tmp_path / "big.jpg"  # 3 MP: over a 64 MiB budget at full size (~30 B/px)
+    big = tmp_path / "big.jpg"  # 4.7 MP: over a 64 MiB budget at full size (~16 B/px)
+    mid = tmp_path / "mid.jpg"  # 3 MP: 46 MiB at 16 B/px, 86 MiB at decode + PDQ's 30
     with Image.open(SAMPLES / "rocket.jpg") as im:
-        im.convert("RGB").resize((2000, 1500)).save(big, quality=92)
+        im.convert("RGB").resize((2600, 1800)).save(big, quality=92)
+        im.convert("RGB").resize((2000, 1500)).save(mid, quality=92)
     srv = start_server(
         tmp_path / "det.db", "--detector", "--detector-device", "cpu", "--decode-budget-mb", "64"
     )
@@ -206,6 +210,7 @@ def test_an_image_over_the_decode_budget_is_not_scored_downscaled(
     try:
         rc, out, err = cli("verify", str(big), "--json")
         text_rc, text, _ = cli("verify", str(big))
+        mid_rc, mid_out, mid_err = cli("verify", str(mid), "--json")
     finally:
         srv.stop()
     assert rc == 11, err
@@ -217,6 +222,12 @@ def test_an_image_over_the_decode_budget_is_not_scored_downscaled(
     det = report["detector"]
     assert det["available"] is False and "crops" not in det, det
     assert "native" in det["note"] and "--decode-budget-mb" in det["note"], det
+    assert mid_rc == 11, mid_err
+    det = json.loads(mid_out)["detector"]
+    assert "score" in det, det  # was not scored: "needs about 85 MiB"
+    # crops placed in the native 2000x1500 pixels, not a reduced decode's
+    assert max(c["x"] + c["width"] for c in det["crops"]) > 1000, det["crops"]
+    assert all(c["x"] + c["width"] <= 2000 and c["y"] + c["height"] <= 1500 for c in det["crops"])
 
 
 @pytest.mark.parametrize(
