@@ -86,8 +86,9 @@ class ImageAsset:
 
 
 #: Peak bytes per pixel of a JPEG's full-size decode for the detector and its scoring
-#: (no PDQ hash): measured as peak RSS growth on a 24 MP JPEG (6000x4000, CPU, 2 runs):
-#: the decode peaks at 14.8-14.9 B/px, the detector's JPEG re-encode, crops and batches
+#: (no PDQ hash): measured as peak RSS growth on 24 MP JPEGs (6000x4000, CPU; baseline
+#: 4:2:0, EXIF-rotated 6 and 3, progressive 4:4:4, CMYK) and a 20 MP one (5472x3648):
+#: the decode peaks at 14.7-14.9 B/px, the detector's JPEG re-encode, crops and batches
 #: at 12.8 over the same baseline, the decoded array included (16.8 before
 #: `detector.transforms.jpeg_roundtrip` dropped its copy); 16 adds about 7% to the
 #: highest. So a 24 MP camera photo (366 MiB) is scored under the default 384 MiB.
