@@ -21,9 +21,9 @@ import math
 import os
 import stat
 import struct
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -167,23 +167,41 @@ def _write_new(path: Path, data: bytes) -> None:
 SHARED_SECRET_META = "detector_crop_secret"
 
 
-def shared_secret(setdefault_meta: Callable[[str, str], str], seed_file: Path | None) -> bytes:
+class SharedMeta(Protocol):
+    """The meta table of a shared database (the store's get_meta and setdefault_meta)."""
+
+    def get_meta(self, key: str) -> str | None: ...
+
+    def setdefault_meta(self, key: str, value: str) -> str: ...
+
+
+def shared_secret(meta: SharedMeta, seed_file: Path | None) -> bytes:
     """The crop secret of every server of a shared (PostgreSQL) database, kept in its meta
     table (SHARED_SECRET_META) so that servers on different machines, behind one load
     balancer, give a file the same crops and score. The first server to start stores it:
     the secret in seed_file where one exists (a server that kept it beside the log key
-    before), else a fresh one; setdefault_meta(key, value) stores value unless the key
-    has one and returns the stored value (atomic in the database). Whoever can read the
-    database can predict the crops (as whoever reads the secret file could).
+    before), else a fresh one; meta.setdefault_meta(key, value) stores value unless the
+    key has one and returns the stored value (atomic in the database). Once the database
+    holds a secret, seed_file is not read (a stale or unusable one does not matter).
+    Whoever can read the database can predict the crops (as whoever reads the secret
+    file could).
 
-    Raises DetectorError if seed_file is unusable (`load_or_create_secret`) or the stored
-    value is not 32 bytes in hex; the store's StorageError if it cannot be reached."""
+    Raises DetectorError if seed_file is needed and unusable (`load_or_create_secret`)
+    or the stored value is not 32 bytes in hex; the store's StorageError if it cannot be
+    reached."""
+    stored_before = meta.get_meta(SHARED_SECRET_META)
+    if stored_before is not None:
+        return _stored_secret(stored_before)
     seed = (
         load_or_create_secret(seed_file)
         if seed_file is not None and os.path.lexists(seed_file)
         else os.urandom(SECRET_BYTES)
     )
-    stored = setdefault_meta(SHARED_SECRET_META, seed.hex())
+    return _stored_secret(meta.setdefault_meta(SHARED_SECRET_META, seed.hex()))
+
+
+def _stored_secret(stored: str) -> bytes:
+    """The 32 bytes of a stored hex secret; raises DetectorError otherwise."""
     try:
         secret = bytes.fromhex(stored)
     except ValueError:

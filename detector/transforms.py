@@ -28,8 +28,12 @@ def jpeg_roundtrip(rgb: np.ndarray, quality: int) -> np.ndarray:
     """Encode as baseline JPEG at `quality` (1-100, 4:2:0) with Pillow and decode again."""
     buf = io.BytesIO()
     Image.fromarray(rgb).save(buf, format="JPEG", quality=int(quality), subsampling="4:2:0")
-    with Image.open(io.BytesIO(buf.getvalue())) as im:
-        return np.asarray(im.convert("RGB"), dtype=np.uint8)
+    buf.seek(0)
+    with Image.open(buf) as im:
+        im.load()
+        # an RGB JPEG decodes as RGB: convert("RGB") would only copy it (4 B/px more at
+        # the peak, where the server's detector decode budget counts every byte)
+        return np.asarray(im if im.mode == "RGB" else im.convert("RGB"), dtype=np.uint8)
 
 
 def gaussian_blur(rgb: np.ndarray, sigma: float) -> np.ndarray:

@@ -189,6 +189,9 @@ REGISTRY.register(GrpcCoreCollector())
 
 #: Connections the /metrics port serves at once; one more is closed on arrival.
 METRICS_MAX_CONNECTIONS = 16
+#: Connections one client address holds at once, so one host's idle connections leave
+#: the others' scrapes room (one more from it is closed on arrival).
+METRICS_MAX_PER_ADDRESS = 4
 #: Seconds a /metrics connection has to send its request and read the answer (the
 #: request's reads and the reply's writes each get what is left of it).
 METRICS_REQUEST_TIMEOUT_S = 10.0
@@ -232,35 +235,58 @@ class _MetricsHandler(WSGIRequestHandler):
 
 class _MetricsServer(ThreadingWSGIServer):
     """prometheus_client's thread-per-connection server with at most
-    METRICS_MAX_CONNECTIONS threads: one connection more is closed at once, so idle or
-    slow clients cannot take the process's threads and memory (prometheus_client's own
+    METRICS_MAX_CONNECTIONS threads, METRICS_MAX_PER_ADDRESS of them for one client
+    address: one connection more is closed at once, so idle or slow clients cannot take
+    the process's threads and memory, nor one host every slot from the scraper (prometheus_client's own
     server starts a thread per connection and waits on each forever)."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         self._slots = threading.BoundedSemaphore(METRICS_MAX_CONNECTIONS)
+        self._per_address: dict[str, int] = {}
+        self._lock = threading.Lock()
         super().__init__(*args, **kwargs)
 
+    def _take(self, host: str) -> bool:
+        with self._lock:
+            if self._per_address.get(host, 0) >= METRICS_MAX_PER_ADDRESS:
+                return False
+            if not self._slots.acquire(blocking=False):
+                return False
+            self._per_address[host] = self._per_address.get(host, 0) + 1
+            return True
+
+    def _give(self, host: str) -> None:
+        with self._lock:
+            left = self._per_address[host] - 1
+            if left:
+                self._per_address[host] = left
+            else:
+                del self._per_address[host]
+            self._slots.release()
+
     def process_request(self, request: Any, client_address: Any) -> None:
-        if not self._slots.acquire(blocking=False):
+        host = str(client_address[0])
+        if not self._take(host):
             self.shutdown_request(request)
             return
         try:
             super().process_request(request, client_address)
         except BaseException:
-            self._slots.release()
+            self._give(host)
             raise
 
     def process_request_thread(self, request: Any, client_address: Any) -> None:
         try:
             super().process_request_thread(request, client_address)
         finally:
-            self._slots.release()
+            self._give(str(client_address[0]))
 
 
 def serve_metrics(listen: str) -> int:
     """Serve ``/metrics`` on ``listen`` (HOST:PORT, port 0 picks one) from a daemon
     thread; returns the bound port. At most METRICS_MAX_CONNECTIONS connections are
-    served at once, each within METRICS_REQUEST_TIMEOUT_S. Raises ConfigError when it
+    served at once (METRICS_MAX_PER_ADDRESS from one address), each within
+    METRICS_REQUEST_TIMEOUT_S. Raises ConfigError when it
     cannot listen."""
     host, sep, port = listen.rpartition(":")
     bare = bare_host(host)

@@ -392,6 +392,8 @@ def test_an_upload_at_or_over_the_minimum_pace_keeps_its_slot(
         ("--upload-deadline-seconds", "1e309"),
         ("--decode-wait-seconds", "inf"),
         ("--lookup-seconds", "inf"),
+        ("--decode-wait-seconds", "1e10"),  # finite, but a busy slot's wait overflowed
+        ("--upload-deadline-seconds", "604801"),
         ("--forgeries-per-minute", "-1"),
         ("--quota-claim-kb-per-minute", "-1"),
         ("--max-pending-calls", "0"),

@@ -174,11 +174,11 @@ def test_shared_secret_is_seeded_once_from_an_existing_file(tmp_path: Path, pg_u
     other = load_or_create_secret(tmp_path / "b.detector-secret")
     store = PostgresStore(pg_url, max_connections=2)
     try:
-        assert shared_secret(store.setdefault_meta, tmp_path / "a.detector-secret") == kept
-        assert shared_secret(store.setdefault_meta, tmp_path / "b.detector-secret") == kept
-        assert shared_secret(store.setdefault_meta, None) == kept != other
+        assert shared_secret(store, tmp_path / "a.detector-secret") == kept
+        assert shared_secret(store, tmp_path / "b.detector-secret") == kept
+        assert shared_secret(store, None) == kept != other
         assert not (tmp_path / "c.detector-secret").exists()
-        assert shared_secret(store.setdefault_meta, tmp_path / "c.detector-secret") == kept
+        assert shared_secret(store, tmp_path / "c.detector-secret") == kept
         assert not (tmp_path / "c.detector-secret").exists()  # no file made for a shared one
     finally:
         store.close()
@@ -192,13 +192,17 @@ def test_an_image_over_the_decode_budget_is_not_scored_downscaled(
     whose full-size decode is over --decode-budget-mb (384 MiB by default: about 13 MP,
     under a 24 MP camera's photos) was decoded at 1/2-1/8 scale and scored so, silently,
     its crops placed in the reduced image. It is now not scored, saying why; the verdict
-    is as before."""
+    is as before. The detector's own estimate (16 B/px for a JPEG, no PDQ) scores one
+    whose decode + PDQ estimate (30 B/px) is over the budget at full size: 24 MP camera
+    photos under the default budget, here 3 MP under 64 MiB."""
     from PIL import Image
 
     server.stop()
-    big = tmp_path / "big.jpg"  # 3 MP: over a 64 MiB budget at full size (~30 B/px)
+    big = tmp_path / "big.jpg"  # 4.7 MP: over a 64 MiB budget at full size (~16 B/px)
+    mid = tmp_path / "mid.jpg"  # 3 MP: 46 MiB at 16 B/px, 86 MiB at decode + PDQ's 30
     with Image.open(SAMPLES / "rocket.jpg") as im:
-        im.convert("RGB").resize((2000, 1500)).save(big, quality=92)
+        im.convert("RGB").resize((2600, 1800)).save(big, quality=92)
+        im.convert("RGB").resize((2000, 1500)).save(mid, quality=92)
     srv = start_server(
         tmp_path / "det.db", "--detector", "--detector-device", "cpu", "--decode-budget-mb", "64"
     )
@@ -206,6 +210,7 @@ def test_an_image_over_the_decode_budget_is_not_scored_downscaled(
     try:
         rc, out, err = cli("verify", str(big), "--json")
         text_rc, text, _ = cli("verify", str(big))
+        mid_rc, mid_out, mid_err = cli("verify", str(mid), "--json")
     finally:
         srv.stop()
     assert rc == 11, err
@@ -217,6 +222,12 @@ def test_an_image_over_the_decode_budget_is_not_scored_downscaled(
     det = report["detector"]
     assert det["available"] is False and "crops" not in det, det
     assert "native" in det["note"] and "--decode-budget-mb" in det["note"], det
+    assert mid_rc == 11, mid_err
+    det = json.loads(mid_out)["detector"]
+    assert "score" in det, det  # was not scored: "needs about 85 MiB"
+    # crops placed in the native 2000x1500 pixels, not a reduced decode's
+    assert max(c["x"] + c["width"] for c in det["crops"]) > 1000, det["crops"]
+    assert all(c["x"] + c["width"] <= 2000 and c["y"] + c["height"] <= 1500 for c in det["crops"])
 
 
 @pytest.mark.parametrize(
@@ -233,3 +244,29 @@ def test_an_unscored_block_gives_its_reason_once(note: str, reason: str) -> None
     from detector.bands import unscored_reason
 
     assert unscored_reason({"available": False, "note": note}) == reason
+
+
+def test_a_stale_seed_file_does_not_matter_once_the_database_holds_the_secret(
+    tmp_path: Path, pg_url: str
+) -> None:
+    """A server whose old secret file beside the log key is unusable (empty, left by a
+    start killed mid-write in an earlier version; or readable by others) still takes the
+    database's secret: the file is read only to seed an empty database."""
+    import os
+
+    from detector.serving import shared_secret
+    from provenance.store.postgres import PostgresStore
+
+    store = PostgresStore(pg_url, max_connections=2)
+    try:
+        kept = shared_secret(store, None)
+        empty = tmp_path / "empty.detector-secret"
+        empty.write_bytes(b"")
+        empty.chmod(0o600)
+        shared = tmp_path / "shared.detector-secret"
+        shared.write_bytes(os.urandom(32))
+        shared.chmod(0o644)
+        assert shared_secret(store, empty) == kept  # was DetectorError: holds 0 bytes
+        assert shared_secret(store, shared) == kept  # was DetectorError: readable by others
+    finally:
+        store.close()

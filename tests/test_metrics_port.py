@@ -65,3 +65,34 @@ def test_a_byte_at_a_time_request_is_cut_at_the_deadline() -> None:
         assert time.monotonic() - t0 < metrics.METRICS_REQUEST_TIMEOUT_S + 3
     finally:
         s.close()
+
+
+def _connect(source: str, port: int) -> socket.socket:
+    s = socket.socket()
+    s.bind((source, 0))
+    s.settimeout(10)
+    s.connect(("127.0.0.1", port))
+    return s
+
+
+def test_one_address_cannot_take_every_slot_from_the_scraper() -> None:
+    port = metrics.serve_metrics("0.0.0.0:0")
+    # one host (127.0.0.2) holds as many idle half-requests as the port serves at once
+    socks = [_connect("127.0.0.2", port) for _ in range(metrics.METRICS_MAX_CONNECTIONS)]
+    try:
+        for s in socks:
+            s.sendall(b"GET /metrics HTTP/1.1\r\n")
+        time.sleep(0.5)
+        scraper = _connect("127.0.0.3", port)  # the scraper, from another address
+        try:
+            scraper.sendall(b"GET /metrics HTTP/1.0\r\n\r\n")
+            answer = b""
+            while chunk := scraper.recv(65536):
+                answer += chunk
+        finally:
+            scraper.close()
+        assert answer.startswith(b"HTTP/1.0 200"), answer[:80]  # was b"": closed on arrival
+        assert b"prov_rpc_requests" in answer
+    finally:
+        for s in socks:
+            s.close()

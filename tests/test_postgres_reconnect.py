@@ -7,6 +7,7 @@ from __future__ import annotations
 import threading
 import time
 from datetime import UTC, datetime
+from urllib.parse import quote
 
 import psycopg
 
@@ -107,3 +108,40 @@ def test_a_frozen_append_lock_holder_does_not_stall_other_servers(pg_url: str) -
         resume.set()
         frozen.close()
         other.close()
+
+
+def test_the_urls_own_session_options_are_kept(pg_url: str) -> None:
+    """A log kept in its own schema (``?options=-c search_path=prov``) is opened there, with
+    the store's idle-in-transaction timeout added: the store's options used to replace
+    the URL's, so the server made a new empty log in ``public``."""
+    with psycopg.connect(pg_url, autocommit=True) as c:
+        c.execute("CREATE SCHEMA prov")
+    options = quote("-c search_path=prov -c statement_timeout=12345")
+    url = f"{pg_url}{'&' if '?' in pg_url else '?'}options={options}"
+    store = PostgresStore(url, max_connections=2)
+    try:
+        store.set_meta("where", "prov")
+        with store._read() as c:
+            shown = [
+                c.execute(f"SHOW {name}").fetchone()
+                for name in (
+                    "search_path",
+                    "statement_timeout",
+                    "idle_in_transaction_session_timeout",
+                )
+            ]
+    finally:
+        store.close()
+    assert shown == [("prov",), ("12345ms",), ("1min",)], shown  # was "$user", public; 0
+    with psycopg.connect(pg_url, autocommit=True) as c:
+        found = c.execute(
+            "SELECT table_schema FROM information_schema.tables WHERE table_name = 'leaves'"
+        ).fetchall()
+    assert found == [("prov",)], found  # was [("public",)]: a second, empty log
+    reader = PostgresStore(url, max_connections=2, read_only=True)
+    try:
+        assert reader.get_meta("where") == "prov"
+        with reader._read() as c:
+            assert c.execute("SHOW default_transaction_read_only").fetchone() == ("on",)
+    finally:
+        reader.close()

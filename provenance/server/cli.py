@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import signal
 import threading
-from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -21,7 +20,7 @@ from provenance.core.errors import (
 from provenance.terminal import SafeConsole
 
 if TYPE_CHECKING:  # imported when used: torch and the web stack load only on demand
-    from detector.serving import ServerDetector
+    from detector.serving import ServerDetector, SharedMeta
     from provenance.web.serve import WebServer
 
 err = SafeConsole(stderr=True, soft_wrap=True)
@@ -448,7 +447,7 @@ def serve(
                 detector_model,
                 detector_device,
                 secret_file,
-                service.store.setdefault_meta if service.store.shared else None,
+                service.store if service.store.shared else None,
             )
             if detector
             else None
@@ -533,11 +532,11 @@ def _load_detector(
     model: str,
     device: str | None,
     secret_file: Path | None,
-    shared_meta: Callable[[str, str], str] | None = None,
+    shared_meta: SharedMeta | None = None,
 ) -> ServerDetector | None:
     """The server's detector, or None (with a notice) when torch or the weights are missing.
     Its crop secret lives in secret_file (created on first start, mode 0600); None: a
-    random secret for this process. shared_meta: a shared database's setdefault_meta, which
+    random secret for this process. shared_meta: a shared database's store, whose meta table
     keeps the secret of all its servers (`detector.serving.shared_secret`; secret_file,
     where it exists, seeds it)."""
     try:

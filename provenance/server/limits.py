@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import threading
 import time
 import urllib.parse
@@ -53,6 +52,8 @@ T = TypeVar("T")
 
 #: RPC threads kept free of uploads whatever the configuration, so cheap calls always run.
 MIN_FREE_THREADS = 4
+#: The longest wait or deadline a limit in seconds takes (a week).
+MAX_SECONDS = 7 * 24 * 3600
 
 
 #: What one call held by the server costs in memory (grpc core's call state, grpc.aio's
@@ -144,9 +145,12 @@ class ServerLimits:
                 f" {MIN_FREE_THREADS} are kept for other calls"
             )
         for name in ("upload_idle_s", "upload_deadline_s", "decode_wait_s", "lookup_s"):
-            if not 0 < getattr(self, name) < math.inf:  # inf would be no limit at all
+            # inf would be no limit at all; past MAX_SECONDS a lock's or select's wait
+            # raises OverflowError (1e10 s: "timestamp out of range") when it has to wait
+            if not 0 < getattr(self, name) <= MAX_SECONDS:
                 raise ConfigError(
-                    f"{name} must be a positive finite number, got {getattr(self, name)}"
+                    f"{name} must be more than 0 and at most {MAX_SECONDS} seconds (a week),"
+                    f" got {getattr(self, name)}"
                 )
         for name in (
             "min_chunk_bytes",

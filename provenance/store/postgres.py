@@ -15,6 +15,7 @@ migrations run under another advisory lock, so servers starting together do not 
 
 from __future__ import annotations
 
+import os
 import re
 import select
 from collections.abc import Iterable, Iterator, Sequence
@@ -144,6 +145,26 @@ _MIGRATIONS: dict[int, str] = {
 SCHEMA_VERSION = max(_MIGRATIONS)
 
 
+def session_options(url: str, idle_in_transaction_s: float, read_only: bool) -> str:
+    """libpq ``options`` for the store's sessions: idle_in_transaction_session_timeout,
+    then the URL's own ``options`` (else the PGOPTIONS environment variable, which libpq
+    reads only when none is given), so an operator's search_path, statement_timeout or
+    own idle timeout are kept (a later ``-c`` wins), then, for a read-only store,
+    default_transaction_read_only=on. Without the merge, the store's options replaced the
+    URL's: a log kept in schema ``prov`` (``?options=-c search_path=prov``) was opened as a
+    new empty log in ``public``."""
+    idle_ms = max(1, round(idle_in_transaction_s * 1000))
+    try:
+        given = psycopg.conninfo.conninfo_to_dict(url).get("options")
+    except psycopg.ProgrammingError:
+        given = None  # a malformed URL: the connection reports it
+    own = given if given is not None else os.environ.get("PGOPTIONS", "")
+    parts = [f"-c idle_in_transaction_session_timeout={idle_ms}", str(own).strip()]
+    if read_only:
+        parts.append("-c default_transaction_read_only=on")
+    return " ".join(p for p in parts if p)
+
+
 def redact(url: str) -> str:
     """``url`` without its password, for messages and logs."""
     return re.sub(r"(://[^:/@]*):[^@]*@", r"\1:***@", url)
@@ -208,7 +229,6 @@ class PostgresStore(SqlStore):
         self.location = redact(url)
         self.read_only = read_only
         self._max_connections = max_connections
-        idle_ms = max(1, round(idle_in_transaction_s * 1000))
         try:  # one plain connection first: libpq's own reason when the database is not there
             psycopg.connect(url, connect_timeout=max(1, int(connect_timeout_s))).close()
         except psycopg.Error as e:
@@ -220,8 +240,7 @@ class PostgresStore(SqlStore):
             # read-only (an audit): every transaction of the session is READ ONLY
             kwargs={
                 "autocommit": True,
-                "options": f"-c idle_in_transaction_session_timeout={idle_ms}"
-                + (" -c default_transaction_read_only=on" if read_only else ""),
+                "options": session_options(url, idle_in_transaction_s, read_only),
             },
             timeout=30.0,
             open=False,
