@@ -112,8 +112,8 @@ def test_a_lookup_stops_at_its_time_budget(inproc: InProc, address: str) -> None
 def test_lookup_seconds_must_be_positive() -> None:
     from provenance.core.errors import ConfigError
 
-    for bad in (0, -1, float("inf")):  # inf would be no deadline at all
-        with pytest.raises(ConfigError, match="lookup_s must be a positive finite number"):
+    for bad in (0, -1, 1e10, float("inf")):  # inf would be no deadline at all
+        with pytest.raises(ConfigError, match="lookup_s must be more than 0 and at most"):
             ServerLimits(lookup_s=bad)
 
 
