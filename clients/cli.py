@@ -242,8 +242,9 @@ def ca_init(
     ] = "Media Provenance",
 ) -> None:
     """Create an Ed25519 root CA on this machine; run the server with `--ca DIR` to
-    issue a certificate to every device it enrolls. Prints the root certificate, which
-    verifiers configure as a C2PA trust anchor."""
+    issue a certificate to every device it enrolls from then on (a device enrolled before
+    has none and its key cannot enroll again: `prov sign --c2pa` needs a new key). Prints
+    the root certificate, which verifiers configure as a C2PA trust anchor."""
     from provenance.c2pa.authority import init_authority
 
     auth = init_authority(dir, now=datetime.now(UTC), name=name, organization=organization)

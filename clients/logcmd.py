@@ -73,7 +73,9 @@ from provenance.witness import check_quorum
 from provenance.witness.client import read_key_text
 
 log_app = typer.Typer(
-    help="Audit the transparency log (checkpoints, consistency).", no_args_is_help=True
+    help="The transparency log: its verifier key, audits (consistency, re-hashed entries,"
+    " key history) and C2SP tlog-tiles export.",
+    no_args_is_help=True,
 )
 receipt_app = typer.Typer(
     help="A sidecar's log receipt: verify it offline with the log's public key, export it"
@@ -99,7 +101,7 @@ def log_key(
         str, typer.Option(help="Log origin, with --key-file.")
     ] = "media-provenance.local/log",
 ) -> None:
-    """Print the log's public verifier key (note format NAME+HASH+KEY)."""
+    """Print the log's public verifier key (note format NAME+ID+KEY)."""
     if key_file is not None:
         print(load_log_signer(key_file, origin).verifier_key())
         return
@@ -162,7 +164,7 @@ def audit(
     ] = True,
 ) -> None:
     """Fetch the newest checkpoint, prove it consistent with the saved one, re-hash the
-    entries against it, and save it; with --full, also replay the enrollments and
+    entries against it, and save it; with --full (the default), also replay the enrollments and
     revocations logged and compare every device's registry row with them. Exit 3 on a
     fork, a rollback, a changed log key, entries edited or deleted behind the log's back,
     or a registry row that differs from the logged key history (an edited, back-dated or
