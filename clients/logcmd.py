@@ -33,6 +33,7 @@ from provenance.core.errors import (
     LogError,
     LogIntegrityError,
     SignatureError,
+    TileMissingError,
     TransportError,
     WitnessQuorumError,
 )
@@ -49,7 +50,7 @@ from provenance.log.checkpoint import (
 )
 from provenance.log.receipt import verify_receipt
 from provenance.log.tiledir import ExportResult, export_tiles, fetcher
-from provenance.log.tiles import audit_tiles
+from provenance.log.tiles import CHECKPOINT_PATH, audit_tiles
 from provenance.log.tlogproof import (
     FILE_SUFFIX,
     MAX_PROOF_BYTES,
@@ -181,6 +182,11 @@ def audit(
             "give one of --tiles and --db: each audits its own copy of the log (without"
             " either, the server's)"
         )
+    if tiles is not None and not tiles.startswith(("http://", "https://")):
+        if not Path(tiles).is_dir():  # a typo, not a log that lost its files
+            raise typer.BadParameter(
+                f"{tiles} is neither an http(s):// URL nor a folder", param_hint="--tiles"
+            )
     saved = AuditState.from_json(state.read_text()) if state.exists() else None
     if tiles is not None:
         _audit_tiles(tiles, state, saved, log_key, full)
@@ -431,7 +437,22 @@ def _audit_tiles(
 ) -> None:
     """`prov log audit --tiles`: audit from the tiles alone (see `audit_tiles`)."""
     vkey = _pinned_key(state, saved, log_key, "tiles")
-    result = audit_tiles(fetcher(location), vkey, saved, full=full)
+    files = fetcher(location)
+
+    def fetch(path: str) -> bytes:
+        try:
+            return files(path)
+        except TileMissingError as e:
+            if path != CHECKPOINT_PATH:  # a file the signed checkpoint commits to
+                raise
+            # nothing signed there: a wrong place, not a broken log (was exit 3)
+            raise LogError(
+                f"no tiled log at {location}: {e}. Give the prefix under which `prov log"
+                " export-tiles` or `prov web --tiles-dir` serves the files `checkpoint` and"
+                " `tile/` (e.g. http://HOST:8080/tlog/ or the export's folder)"
+            ) from e
+
+    result = audit_tiles(fetch, vkey, saved, full=full)
     atomic_write(state, result.state.to_json().encode())
     old_size = _note_size(saved.checkpoint, f"the checkpoint saved in {state}") if saved else 0
     out.print(

@@ -301,6 +301,21 @@ def test_real_server_exported_served_and_audited_over_http(
                 == 0
             )
             assert "has 6 entries" in capsys.readouterr().out
+            # a wrong place is not a broken log: no alarm (exit 3), a hint (exit 1); a
+            # folder that does not exist is a usage error (before: 3, 3 and 1)
+            empty = tmp_path / "empty"
+            empty.mkdir()
+            for where in (web.address, str(empty)):
+                fresh = str(tmp_path / "fresh.json")
+                rc = prov_main(
+                    ["log", "audit", "--state", fresh, "--tiles", where, "--log-key", vkey]
+                )
+                err = capsys.readouterr().err
+                assert rc == 1 and "no tiled log at" in err and "INTEGRITY" not in err, err
+            missing = str(tmp_path / "nowhere")
+            rc = prov_main(["log", "audit", "--state", state, "--tiles", missing])
+            assert rc == 2
+            assert "neither an http(s):// URL nor a folder" in capsys.readouterr().err
             with urllib.request.urlopen(f"{base}/checkpoint") as r:
                 assert r.headers["Content-Type"] == "text/plain; charset=utf-8"
                 assert r.headers["Cache-Control"] == "public, max-age=5"
