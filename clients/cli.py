@@ -624,8 +624,16 @@ def sign(
             later = "enroll it (below)" if not_enrolled else "run `prov device sync` later"
             out.print(f"{f}: {verb} (#{seq}), queued: {stopped}; {later} -> {spath.name}")
             tally[QUEUED] += 1
-            if c2pa:
-                err.print(f"{f}: C2PA manifest not embedded: it needs the log receipt")
+            if c2pa:  # asked for and not made: a failure, though the claim is safe in the queue
+                err.print(
+                    Text.assemble(
+                        (f"{f}: C2PA manifest not embedded:", "red"),
+                        " it needs the log receipt; once the claim is logged (`prov device"
+                        " sync`), run `prov sign --c2pa` on the file again",
+                    )
+                )
+                failed += 1
+                tally[NO_C2PA] += 1
     if not_enrolled:
         err.print(Text.assemble(("not logged:", "red"), f" {_not_enrolled(h, server)}"))
     if len(files) > 1:

@@ -130,6 +130,31 @@ def test_plain_photo_has_no_credentials(server: ServerProc, cli: Cli, tmp_path: 
     assert report["c2pa"]["present"] is False and report["c2pa"]["error"] is None
 
 
+def test_sign_c2pa_of_a_queued_claim_fails_and_says_how_to_finish(
+    ca_server: ServerProc, cli: Cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`prov sign --c2pa` with the server away queues the claim but cannot embed the
+    manifest (it holds the receipt): exit 1 saying what to do (before: exit 0, so a
+    script took the file for exported). Doing what it says embeds it."""
+    photo = Path(shutil.copy(SAMPLES / "grace_hopper.jpg", tmp_path / "photo.jpg"))
+    ca_server.stop()
+    rc, out, err = cli("sign", "--c2pa", str(photo))
+    assert rc == 1 and "queued" in out, (out, err)
+    assert "C2PA manifest not embedded" in err and "run `prov sign --c2pa`" in err, err
+    assert photo.read_bytes() == (SAMPLES / "grace_hopper.jpg").read_bytes()
+    again = start_server(ca_server.db, "--ca", str(tmp_path / "ca"))  # on a new port
+    monkeypatch.setenv("PROV_SERVER", again.address)
+    cli.server = again.address
+    try:
+        assert cli("device", "sync")[0] == 0
+        rc, out, err = cli("sign", "--c2pa", str(photo))
+        assert rc == 0 and "C2PA manifest embedded" in out, (out, err)
+        rc, report = _verify(cli, photo)
+        assert (rc, report["c2pa"]["validation_state"]) == (0, "Trusted")
+    finally:
+        again.stop()
+
+
 def test_sign_c2pa_twice_keeps_the_manifest(
     ca_server: ServerProc, cli: Cli, tmp_path: Path
 ) -> None:
