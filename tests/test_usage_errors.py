@@ -183,6 +183,14 @@ def test_a_witness_that_is_no_cosigner_key_is_a_usage_error(
         ):
             rc, err = _run(capsys, *args)
             assert rc == 2 and "--witness" in err and "prov witness serve" in err, (args, err)
+    # the whole line `prov witness serve` prints, saved to a file: what to drop, in words
+    # (before: "witness key id ... does not match the key", the name taken as "witness key w1")
+    line = tmp_path / "w1.vkey"
+    line.write_text(f"witness key {real}\n")
+    rc, err = _run(
+        capsys, "receipt", "verify", str(side), "--log-key", log_key, "--witness", str(line)
+    )
+    assert rc == 2 and "without the 'witness key '" in " ".join(err.split()), err
     # a well-formed key passes: the command goes on to its runtime failure (exit 1)
     rc, err = _run(capsys, "verify", str(photo), "--witness", real, "--server", closed)
     assert rc == 1 and "cannot reach the server" in err, err

@@ -113,6 +113,11 @@ def parse_cosigner_vkey(vkey: str) -> tuple[str, bytes]:
     ``<name>+<hex key id>+base64(0x04 || key)`` (what `cosigner_vkey` writes and
     ``prov witness serve`` prints). Raises LogError when it is malformed or its key id
     does not match."""
+    if vkey.startswith("witness key "):  # the whole line `prov witness serve` prints
+        raise LogError(
+            "give the key alone, without the 'witness key ' that `prov witness serve` prints"
+            f" before it: {vkey.removeprefix('witness key ')[:120]!r}"
+        )
     parts = vkey.split("+", 2)
     if len(parts) != 3 or not parts[0]:
         raise LogError(f"witness key {vkey!r} is not <name>+<key id>+<key>")
