@@ -499,8 +499,9 @@ def test_a_large_entry_bundle_is_served_without_gzip(tmp_path: Path) -> None:
 #: entry bundle and a hash tile. One address of one host's /64 asks for the bundle and
 #: does not read it (its answer stays in flight). Meanwhile another /64 asks for the
 #: bundle; another address of the first /64 for the hash tile (timed); a third address
-#: of it for the hash tile again, answered after the first has read its bundle. Prints
-#: each answer's status line, Retry-After, body length and text, and the timed wait.
+#: of it for the hash tile again, answered after the first has read its bundle; then the
+#: bundle asked for and hung up on unread, and the hash tile again (timed). Prints each
+#: answer's status line, Retry-After, body length and text, and the timed waits.
 _NETNS_TILES = """
 import json, socket, sys, time
 sys.path.insert(0, "tests")
@@ -535,6 +536,12 @@ try:
     time.sleep(0.5)
     out["first"] = answer(held)
     out["after"] = answer(waiting)
+    gone = ask(NETNS_ONE_HOST[0], "tile/entries/000", rcvbuf=16384)
+    time.sleep(0.5)
+    gone.close()  # unread: its share is given back as the connection is lost
+    t0 = time.monotonic()
+    out["after_gone"] = answer(ask(NETNS_ONE_HOST[1], "tile/0/000"))
+    out["waited_gone"] = time.monotonic() - t0
     print(json.dumps(out))
 finally:
     proc.stop()
@@ -548,8 +555,9 @@ def test_one_ipv6_host_gets_one_share_of_tile_bytes_in_flight(tmp_path: Path) ->
     or one tile of any size; a request past that waits for them, then gets 429 with
     Retry-After. While one address of a /64 leaves a 15 MB bundle unread, another /64 gets
     the bundle whole, another address of the same /64 waits `TILE_WAIT_S` and gets 429,
-    and a third is answered once the first has read its bundle. Real sockets, a real
-    `prov web`, in a network namespace."""
+    and a third is answered once the first has read its bundle; a client that hangs up
+    with its bundle unread holds nothing. Real sockets, a real `prov web`, in a network
+    namespace."""
     from provenance.web.tlogtiles import TILE_BYTES_PER_CLIENT, TILE_RETRY_AFTER_S, TILE_WAIT_S
 
     (tmp_path / "tile/entries").mkdir(parents=True)
@@ -568,3 +576,5 @@ def test_one_ipv6_host_gets_one_share_of_tile_bytes_in_flight(tmp_path: Path) ->
     assert TILE_WAIT_S - 0.5 < out["waited"] < TILE_WAIT_S + 5
     assert out["first"][:3] == ["HTTP/1.1 200 OK", None, len(bundle)]
     assert out["after"][:3] == ["HTTP/1.1 200 OK", None, 256 * 32]
+    assert out["after_gone"][:3] == ["HTTP/1.1 200 OK", None, 256 * 32]
+    assert out["waited_gone"] < TILE_WAIT_S - 1  # a client that hung up holds nothing
