@@ -9,7 +9,10 @@ to the bundle size `tlogtiles.GZIP_MAX_BYTES`; this one, larger, is sent as it i
 any client that does not ask for gzip).
 Prints the checkpoint fetches per second and their p50/p99 in each phase, and the ratio
 of phase 2 to phase 1 (1.0: the bundles cost the other client nothing), and writes it as
-JSON (out/bench/tlog_serve.json).
+JSON (out/bench/tlog_serve.json); and the bundles the flooding clients got a second and
+the refusals (429: over their client's share of tile bytes in flight, `TileShares`; all
+of them and the checkpoint client are one client, 127.0.0.1), which they retry at once,
+ignoring Retry-After, as a hostile client would.
 
 Usage: nice -n 5 python bench/bench_tlog_serve.py [--seconds 5] [--hostile 4]
 """
@@ -25,6 +28,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -47,14 +51,22 @@ def _fetch(url: str, gzip: bool = False) -> None:
         r.read()
 
 
-def _phase(base: str, seconds: float, hostile: int) -> list[float]:
+def _phase(base: str, seconds: float, hostile: int) -> tuple[list[float], int, int]:
     """Latencies (s) of the checkpoint fetches of one client for ``seconds``, with
-    ``hostile`` clients fetching the gzipped bundle meanwhile."""
+    ``hostile`` clients fetching the gzipped bundle meanwhile; and the bundles they got
+    and the refusals (429 or 503) they met."""
     stop = threading.Event()
+    counts = {"got": 0, "refused": 0}
 
     def flood() -> None:
         while not stop.is_set():
-            _fetch(f"{base}/tlog/tile/entries/000", gzip=True)
+            try:
+                _fetch(f"{base}/tlog/tile/entries/000", gzip=True)
+                counts["got"] += 1
+            except urllib.error.HTTPError as e:
+                if e.code not in (429, 503):
+                    raise
+                counts["refused"] += 1
 
     threads = [threading.Thread(target=flood, daemon=True) for _ in range(hostile)]
     for t in threads:
@@ -69,7 +81,7 @@ def _phase(base: str, seconds: float, hostile: int) -> list[float]:
     stop.set()
     for t in threads:
         t.join()
-    return took
+    return took, counts["got"], counts["refused"]
 
 
 def main() -> None:
@@ -97,8 +109,8 @@ def main() -> None:
                 if not line:
                     raise SystemExit(f"prov web did not start: {proc.stderr.read()}")  # type: ignore[union-attr]
             base = line.split()[-1]
-            alone = _phase(base, args.seconds, 0)
-            flooded = _phase(base, args.seconds, args.hostile)
+            alone, _, _ = _phase(base, args.seconds, 0)
+            flooded, got, refused = _phase(base, args.seconds, args.hostile)
         finally:
             proc.terminate()
             proc.wait(timeout=20)
@@ -108,6 +120,10 @@ def main() -> None:
             f"{name}: {len(took) / args.seconds:.0f} checkpoint fetches/s,"
             f" p50 {q[49] * 1000:.1f} ms, p99 {q[98] * 1000:.1f} ms"
         )
+    print(
+        f"flooding clients: {got / args.seconds:.1f} bundles/s,"
+        f" {refused / args.seconds:.0f} refusals/s"
+    )
     write_results(
         "tlog_serve",
         [

@@ -66,6 +66,7 @@ from prometheus_client.exposition import ThreadingWSGIServer
 from prometheus_client.registry import Collector
 
 from provenance.core.errors import ConfigError
+from provenance.core.fair_share import client_key
 from provenance.core.ports import bare_host, port_number
 
 _LATENCY = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 120)
@@ -189,8 +190,9 @@ REGISTRY.register(GrpcCoreCollector())
 
 #: Connections the /metrics port serves at once; one more is closed on arrival.
 METRICS_MAX_CONNECTIONS = 16
-#: Connections one client address holds at once, so one host's idle connections leave
-#: the others' scrapes room (one more from it is closed on arrival).
+#: Connections one client (`client_key`: an IPv4 address, an IPv6 /64) holds at once, so
+#: one host's idle connections leave the others' scrapes room (one more from it is
+#: closed on arrival).
 METRICS_MAX_PER_ADDRESS = 4
 #: Seconds a /metrics connection has to send its request and read the answer (the
 #: request's reads and the reply's writes each get what is left of it).
@@ -236,7 +238,7 @@ class _MetricsHandler(WSGIRequestHandler):
 class _MetricsServer(ThreadingWSGIServer):
     """prometheus_client's thread-per-connection server with at most
     METRICS_MAX_CONNECTIONS threads, METRICS_MAX_PER_ADDRESS of them for one client
-    address: one connection more is closed at once, so idle or slow clients cannot take
+    (`client_key`: an IPv4 address, an IPv6 /64): one connection more is closed at once, so idle or slow clients cannot take
     the process's threads and memory, nor one host every slot from the scraper (prometheus_client's own
     server starts a thread per connection and waits on each forever)."""
 
@@ -265,7 +267,7 @@ class _MetricsServer(ThreadingWSGIServer):
             self._slots.release()
 
     def process_request(self, request: Any, client_address: Any) -> None:
-        host = str(client_address[0])
+        host = client_key(str(client_address[0]))
         if not self._take(host):
             self.shutdown_request(request)
             return
@@ -279,13 +281,14 @@ class _MetricsServer(ThreadingWSGIServer):
         try:
             super().process_request_thread(request, client_address)
         finally:
-            self._give(str(client_address[0]))
+            self._give(client_key(str(client_address[0])))
 
 
 def serve_metrics(listen: str) -> int:
     """Serve ``/metrics`` on ``listen`` (HOST:PORT, port 0 picks one) from a daemon
     thread; returns the bound port. At most METRICS_MAX_CONNECTIONS connections are
-    served at once (METRICS_MAX_PER_ADDRESS from one address), each within
+    served at once (METRICS_MAX_PER_ADDRESS from one client: an IPv4 address, an IPv6
+    /64), each within
     METRICS_REQUEST_TIMEOUT_S. Raises ConfigError when it
     cannot listen."""
     host, sep, port = listen.rpartition(":")

@@ -329,6 +329,38 @@ def start_web(server: str, *extra: str) -> ServerProc:
     return ServerProc(proc, read_line(proc, "web on "), Path())
 
 
+#: Addresses `run_in_netns` gives its namespace's loopback, each in its /64: the
+#: server's, three more of the same /64 (one host's, as its SLAAC and privacy addresses
+#: are) and one of another /64 (another host).
+NETNS_SERVER = "fd00:1::1"
+NETNS_ONE_HOST = ("fd00:1::a", "fd00:1::b", "fd00:1::c")
+NETNS_OTHER_HOST = "fd00:2::a"
+
+
+def run_in_netns(script: str, timeout: float = 120) -> str:
+    """Run ``script`` (Python source, run from the repository root) with this interpreter
+    in a fresh network namespace (``unshare -n``: needs root) whose loopback holds
+    `NETNS_SERVER`, `NETNS_ONE_HOST` and `NETNS_OTHER_HOST`; returns the last line it
+    printed. Fails the test when no namespace can be made (a skip would pass CI as if the
+    test had run) or the script exits non-zero."""
+    addresses = (NETNS_SERVER, *NETNS_ONE_HOST, NETNS_OTHER_HOST)
+    setup = "ip link set lo up" + "".join(
+        f" && ip -6 addr add {a}/64 dev lo nodad" for a in addresses
+    )
+    probe = subprocess.run(["unshare", "-n", "sh", "-c", setup], capture_output=True)
+    if probe.returncode != 0:
+        pytest.fail(
+            f"no network namespace to add IPv6 addresses in (needs root and"
+            f" unshare): {probe.stderr!r}"
+        )
+    done = subprocess.run(
+        ["unshare", "-n", "sh", "-c", f'{setup} && exec "$0" -c "$1"', sys.executable, script],
+        capture_output=True, text=True, cwd=ROOT, timeout=timeout,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip().splitlines()[-1]
+
+
 @dataclass
 class DemoSite:
     """A `prov serve` holding the demo's signed captures, a web front-end to it, and

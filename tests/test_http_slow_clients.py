@@ -23,14 +23,15 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, SAMPLES, ServerProc, read_line, start_server, start_web
+from conftest import ROOT, SAMPLES, ServerProc, read_line, run_in_netns, start_server, start_web
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 
+from provenance.core.fair_share import client_key
 from provenance.log.checkpoint import generate_log_key
-from provenance.web.guard import LINGER_SECONDS, RETRY_AFTER_SECONDS, HttpLimits, client_key
+from provenance.web.guard import LINGER_SECONDS, RETRY_AFTER_SECONDS, HttpLimits
 from provenance.web.serve import bind, uvicorn_server
 
 HEADER_SECONDS = 2.0
@@ -471,24 +472,7 @@ finally:
 def test_ipv6_clients_of_one_64_share_one_connection_cap() -> None:
     """One host with a /64 cannot open a connection from each of its addresses: three
     addresses of fd00:1::/64 hold 2 connections between them; fd00:2::/64 is apart."""
-    setup = (
-        "ip link set lo up && ip -6 addr add fd00:1::1/64 dev lo nodad"
-        " && for a in fd00:1::a fd00:1::b fd00:1::c fd00:2::a; do"
-        " ip -6 addr add $a/64 dev lo nodad; done"
-    )
-    probe = subprocess.run(["unshare", "-n", "sh", "-c", setup], capture_output=True)
-    if probe.returncode != 0:
-        pytest.fail(
-            f"no network namespace to add IPv6 addresses in (needs root and"
-            f" unshare): {probe.stderr!r}"
-        )
-    done = subprocess.run(
-        ["unshare", "-n", "sh", "-c", f'{setup} && exec "$0" -c "$1"', sys.executable,
-         _NETNS_SCRIPT],
-        capture_output=True, text=True, cwd=ROOT, timeout=120,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stderr
-    third, other = json.loads(done.stdout.strip().splitlines()[-1])
+    third, other = json.loads(run_in_netns(_NETNS_SCRIPT))
     assert third is not None and third.startswith("HTTP/1.1 503 Service Unavailable\r\n")
     assert "too many connections from fd00:1::/64: at most 2 at once" in third
     assert other is None  # still open, waiting for its request: not refused
@@ -533,24 +517,7 @@ def test_ipv6_clients_of_one_64_share_the_upload_limits() -> None:
     from four addresses of its /64 (two each) and every other caller got 503, and could
     reset its per-minute budget by changing address. Now three addresses of fd00:1::/64
     share two running uploads and one budget; fd00:2::/64 is apart."""
-    setup = (
-        "ip link set lo up && ip -6 addr add fd00:1::1/64 dev lo nodad"
-        " && for a in fd00:1::a fd00:1::b fd00:1::c fd00:2::a; do"
-        " ip -6 addr add $a/64 dev lo nodad; done"
-    )
-    probe = subprocess.run(["unshare", "-n", "sh", "-c", setup], capture_output=True)
-    if probe.returncode != 0:
-        pytest.fail(
-            f"no network namespace to add IPv6 addresses in (needs root and"
-            f" unshare): {probe.stderr!r}"
-        )
-    done = subprocess.run(
-        ["unshare", "-n", "sh", "-c", f'{setup} && exec "$0" -c "$1"', sys.executable,
-         _NETNS_UPLOADS],
-        capture_output=True, text=True, cwd=ROOT, timeout=120,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stderr
-    out = json.loads(done.stdout.strip().splitlines()[-1])
+    out = json.loads(run_in_netns(_NETNS_UPLOADS))
     third, other = out["slots"]
     assert third is not None and third.startswith("HTTP/1.1 429 Too Many Requests\r\n"), third
     assert "2 uploads from fd00:1::/64 are already running" in third

@@ -3,10 +3,13 @@ never read cannot hold the process's threads, and a scrape still gets through.""
 
 from __future__ import annotations
 
+import json
 import socket
 import threading
 import time
 import urllib.request
+
+from conftest import run_in_netns
 
 from provenance import metrics
 
@@ -96,3 +99,55 @@ def test_one_address_cannot_take_every_slot_from_the_scraper() -> None:
     finally:
         for s in socks:
             s.close()
+
+
+#: Run in `run_in_netns`: a /metrics port on NETNS_SERVER, four idle half-requests from
+#: each of the four addresses of one host's /64 (as many as the port serves at once),
+#: then a scrape from the other /64. Prints how many of the host's connections were left
+#: open and the scrape's first line.
+_NETNS_METRICS = """
+import json, socket, sys, time
+sys.path.insert(0, "tests")
+from conftest import NETNS_ONE_HOST, NETNS_OTHER_HOST, NETNS_SERVER
+from provenance import metrics
+port = metrics.serve_metrics(f"[{NETNS_SERVER}]:0")
+def connect(source):
+    s = socket.socket(socket.AF_INET6)
+    s.bind((source, 0))
+    s.settimeout(5)
+    s.connect((NETNS_SERVER, port))
+    return s
+per = metrics.METRICS_MAX_PER_ADDRESS
+host = [connect(a) for a in (NETNS_SERVER, *NETNS_ONE_HOST) for _ in range(per)]
+for s in host:
+    s.sendall(b"GET /metrics HTTP/1.1\\r\\n")
+time.sleep(0.5)
+held = 0
+for s in host:
+    s.settimeout(0.2)
+    try:
+        held += s.recv(1) != b""
+    except TimeoutError:
+        held += 1
+    except ConnectionError:
+        pass
+scraper = connect(NETNS_OTHER_HOST)
+scraper.sendall(b"GET /metrics HTTP/1.0\\r\\n\\r\\n")
+answer = b""
+try:
+    while chunk := scraper.recv(65536):
+        answer += chunk
+except ConnectionError:
+    pass
+print(json.dumps([held, answer.split(b"\\r\\n", 1)[0].decode()]))
+"""
+
+
+def test_one_ipv6_host_cannot_take_every_slot_from_the_scraper() -> None:
+    """The per-client cap counts an IPv6 client by its /64: before, it counted each
+    address, so one host held all 16 connections from four addresses of its /64 and the
+    scraper's connection was closed on arrival. Now the host holds 4 between them and a
+    scrape from another /64 is answered."""
+    held, first = json.loads(run_in_netns(_NETNS_METRICS))
+    assert first == "HTTP/1.0 200 OK", first  # was "": closed on arrival
+    assert held == metrics.METRICS_MAX_PER_ADDRESS  # was 16

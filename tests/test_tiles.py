@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import json
 import random
 import subprocess
 import sys
@@ -13,7 +14,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from conftest import ADMIN_TOKEN, ROOT, ServerProc, enroll_key, signed_claim, start_web
+from conftest import (
+    ADMIN_TOKEN,
+    ROOT,
+    ServerProc,
+    enroll_key,
+    run_in_netns,
+    signed_claim,
+    start_web,
+)
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from clients.api import ProvenanceClient
@@ -484,3 +493,88 @@ def test_a_large_entry_bundle_is_served_without_gzip(tmp_path: Path) -> None:
                 assert (gzip.decompress(body) if gzipped else body) == data
     finally:
         web.stop()
+
+
+#: Run in `run_in_netns`: a `prov web --tiles-dir` on NETNS_SERVER serving a 15 MB
+#: entry bundle and a hash tile. One address of one host's /64 asks for the bundle and
+#: does not read it (its answer stays in flight). Meanwhile another /64 asks for the
+#: bundle; another address of the first /64 for the hash tile (timed); a third address
+#: of it for the hash tile again, answered after the first has read its bundle; then the
+#: bundle asked for and hung up on unread, and the hash tile again (timed). Prints each
+#: answer's status line, Retry-After, body length and text, and the timed waits.
+_NETNS_TILES = """
+import json, socket, sys, time
+sys.path.insert(0, "tests")
+from conftest import NETNS_ONE_HOST, NETNS_OTHER_HOST, NETNS_SERVER, start_web
+proc = start_web("127.0.0.1:1", "--tiles-dir", FOLDER, "--listen", f"[{NETNS_SERVER}]:0")
+port = int(proc.address.rsplit(":", 1)[1])
+def ask(source, path, rcvbuf=0):
+    s = socket.socket(socket.AF_INET6)
+    if rcvbuf:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+    s.bind((source, 0))
+    s.settimeout(30)
+    s.connect((NETNS_SERVER, port))
+    s.sendall(f"GET /tlog/{path} HTTP/1.1\\r\\nHost: x\\r\\nConnection: close\\r\\n\\r\\n".encode())
+    return s
+def answer(s):
+    data = b""
+    while chunk := s.recv(1 << 20):
+        data += chunk
+    head, _, body = data.partition(b"\\r\\n\\r\\n")
+    lines = head.decode().split("\\r\\n")
+    retry = [h.split(":", 1)[1].strip() for h in lines if h.lower().startswith("retry-after:")]
+    return [lines[0], retry[0] if retry else None, len(body), body.decode(errors="replace")[:400]]
+try:
+    held = ask(NETNS_ONE_HOST[0], "tile/entries/000", rcvbuf=16384)
+    time.sleep(1.0)
+    out = {"other": answer(ask(NETNS_OTHER_HOST, "tile/entries/000"))}
+    t0 = time.monotonic()
+    out["same"] = answer(ask(NETNS_ONE_HOST[1], "tile/0/000"))
+    out["waited"] = time.monotonic() - t0
+    waiting = ask(NETNS_ONE_HOST[2], "tile/0/000")
+    time.sleep(0.5)
+    out["first"] = answer(held)
+    out["after"] = answer(waiting)
+    gone = ask(NETNS_ONE_HOST[0], "tile/entries/000", rcvbuf=16384)
+    time.sleep(0.5)
+    gone.close()  # unread: its share is given back as the connection is lost
+    t0 = time.monotonic()
+    out["after_gone"] = answer(ask(NETNS_ONE_HOST[1], "tile/0/000"))
+    out["waited_gone"] = time.monotonic() - t0
+    print(json.dumps(out))
+finally:
+    proc.stop()
+"""
+
+
+def test_one_ipv6_host_gets_one_share_of_tile_bytes_in_flight(tmp_path: Path) -> None:
+    """Clients looping over a 13 MiB entry bundle of `prov web --tiles-dir` each had as
+    many in flight as they had connections (and addresses of their /64). Now a client
+    (an IPv4 address, an IPv6 /64) has at most `TILE_BYTES_PER_CLIENT` of tiles in flight,
+    or one tile of any size; a request past that waits for them, then gets 429 with
+    Retry-After. While one address of a /64 leaves a 15 MB bundle unread, another /64 gets
+    the bundle whole, another address of the same /64 waits `TILE_WAIT_S` and gets 429,
+    and a third is answered once the first has read its bundle; a client that hangs up
+    with its bundle unread holds nothing. Real sockets, a real `prov web`, in a network
+    namespace."""
+    from provenance.web.tlogtiles import TILE_BYTES_PER_CLIENT, TILE_RETRY_AFTER_S, TILE_WAIT_S
+
+    (tmp_path / "tile/entries").mkdir(parents=True)
+    (tmp_path / "tile/0").mkdir()
+    bundle = tiles.encode_bundle([bytes([i]) * 60_000 for i in range(256)])
+    assert len(bundle) > TILE_BYTES_PER_CLIENT
+    (tmp_path / "tile/entries/000").write_bytes(bundle)
+    (tmp_path / "tile/0/000").write_bytes(bytes(range(256)) * 32)
+    (tmp_path / "checkpoint").write_text(f"{ORIGIN}\n256\n" + "A" * 43 + "=\n")
+    out = json.loads(run_in_netns(_NETNS_TILES.replace("FOLDER", repr(str(tmp_path)))))
+    assert out["other"][:3] == ["HTTP/1.1 200 OK", None, len(bundle)]
+    status, retry, _, text = out["same"]
+    assert status == "HTTP/1.1 429 Too Many Requests", out["same"]  # was 200 at once
+    assert retry == str(TILE_RETRY_AFTER_S)
+    assert "fd00:1::/64 already has" in text and "tiles in flight" in text, text
+    assert TILE_WAIT_S - 0.5 < out["waited"] < TILE_WAIT_S + 5
+    assert out["first"][:3] == ["HTTP/1.1 200 OK", None, len(bundle)]
+    assert out["after"][:3] == ["HTTP/1.1 200 OK", None, 256 * 32]
+    assert out["after_gone"][:3] == ["HTTP/1.1 200 OK", None, 256 * 32]
+    assert out["waited_gone"] < TILE_WAIT_S - 1  # a client that hung up holds nothing

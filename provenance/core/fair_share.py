@@ -5,14 +5,60 @@ uploads) and the web front-end's relay (`provenance.web.upload.Relayer`), which 
 all its users' uploads to the service as one client. Both call `take_victim`: first by
 share (`share_victim`), then by pace, since shares alone let a client on many addresses
 hold every slot with one stalled upload each.
+
+Every per-client share (upload slots, pace notices, the forgery budget, replay reads,
+connection caps, tile bytes in flight, the metrics port's connections) counts a client
+by `client_key`: an IPv4 address, or an IPv6 /64.
 """
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Callable, Collection, Iterable, Sequence
 from typing import TypeVar
 
 H = TypeVar("H")
+
+#: NAT64's well-known prefix (RFC 6052 §2.1): each address stands for one IPv4 host.
+_NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
+
+
+def client_key(host: str) -> str:
+    """The client a peer address (``host``: text, as a socket gives it) is counted as
+    by every per-client share: an IPv4 address as it is; an IPv6 address as its /64
+    (``2001:db8:1:2::/64``); an IPv4-mapped IPv6 address (``::ffff:192.0.2.1``, from a
+    dual-stack socket) as the IPv4 address, so one host is one client whichever socket
+    it reached.
+
+    Why a /64: a global unicast IPv6 address is a 64-bit subnet prefix and a 64-bit
+    interface identifier (RFC 4291 §2.5.1, §2.5.4), so a /64 is the smallest network
+    that is handed out, and one host or home is given at least a whole /64 (RFC 6177:
+    a /48 or /56 to an end site, a /64 when one subnet is known to be enough; SLAAC
+    and privacy addresses, RFC 8981, pick the low 64 bits at will). Counted one address
+    each, such a host could open a connection or take a share from each of its 2^64
+    addresses and starve every other client. A home's /56 still counts as 256 clients:
+    a share that must hold against that needs its own bound (see `take_victim`'s pace).
+
+    Addresses where a /64 is not one host are counted one by one: link-local
+    (``fe80::/10``, every host of a link shares ``fe80::/64``; with its zone index,
+    ``fe80::1%eth0``), loopback, and IPv4 hosts seen through NAT64's well-known prefix
+    ``64:ff9b::/96`` (RFC 6052). Anything else (a Unix socket's name, "") as it is.
+    Never raises."""
+    bare, _, zone = host.partition("%")
+    try:
+        address = ipaddress.ip_address(bare)
+    except ValueError:
+        return host
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            return str(address.ipv4_mapped)
+        if address.is_link_local:
+            return f"{address}%{zone}" if zone else str(address)
+        if address.is_loopback or address in _NAT64:
+            return str(address)
+        return str(ipaddress.IPv6Network((address, 64), strict=False))
+    return str(address)
+
 
 #: How long a client stays on notice (`Notice`) after an upload of its ended unfinished
 #: under the minimum pace, in idle windows (10 min for `prov web`, 5 for `prov serve`, by

@@ -42,8 +42,7 @@ from provenance.core.errors import (
     StorageError,
     UploadTimeoutError,
 )
-from provenance.core.fair_share import NOTICE_WINDOWS, Notice, ended_slow, take_victim
-from provenance.web.guard import client_key
+from provenance.core.fair_share import NOTICE_WINDOWS, Notice, client_key, ended_slow, take_victim
 from provenance.wire.contract import MAX_LOOKUP_HASHES, MAX_LOOKUP_QUERIES
 
 log = logging.getLogger(__name__)

@@ -24,9 +24,9 @@ from clients.api import ProvenanceClient, Query
 from clients.report import report_to_json
 from provenance.core.binding import PDQ_ALGORITHM, PerceptualHash
 from provenance.core.errors import ProvenanceError
+from provenance.core.fair_share import client_key
 from provenance.web import logviews
 from provenance.web.errors import WebError, error_response
-from provenance.web.guard import client_key
 from provenance.web.openapi import openapi_document
 
 if TYPE_CHECKING:

@@ -29,13 +29,14 @@ slots (``limit_concurrency``) and every other caller got 503 for as long as they
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 from collections import Counter
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import h11
 from uvicorn.protocols.http.h11_impl import H11Protocol
+
+from provenance.core.fair_share import client_key
 
 #: How long a refused connection is kept half-closed, its input read and dropped, so that
 #: the client reads the 503 rather than a reset (a "lingering close", as Apache's).
@@ -62,36 +63,6 @@ class HttpLimits:
 
 #: The defaults, for a server started without its own limits.
 DEFAULT_LIMITS = HttpLimits()
-
-
-#: NAT64's well-known prefix (RFC 6052 §2.1): each address stands for one IPv4 host.
-_NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
-
-
-def client_key(host: str) -> str:
-    """What the per-client connection cap counts by, for a client address: an IPv4
-    address as it is; an IPv6 address as its /64 (``2001:db8:1:2::/64``), since one host
-    or home is commonly given a whole /64 (RFC 6177) and could otherwise open a
-    connection from each of its 2^64 addresses; an IPv4-mapped IPv6 address
-    (``::ffff:192.0.2.1``, from a dual-stack socket) as the IPv4 address. Addresses where
-    a /64 is not one host are counted one by one: link-local (``fe80::/10``, every host
-    of a link shares ``fe80::/64``; with its zone index, ``fe80::1%eth0``), loopback, and
-    IPv4 hosts seen through NAT64's well-known prefix ``64:ff9b::/96`` (RFC 6052).
-    Anything else (a Unix socket's name) as it is."""
-    bare, _, zone = host.partition("%")
-    try:
-        address = ipaddress.ip_address(bare)
-    except ValueError:
-        return host
-    if isinstance(address, ipaddress.IPv6Address):
-        if address.ipv4_mapped is not None:
-            return str(address.ipv4_mapped)
-        if address.is_link_local:
-            return f"{address}%{zone}" if zone else str(address)
-        if address.is_loopback or address in _NAT64:
-            return str(address)
-        return str(ipaddress.IPv6Network((address, 64), strict=False))
-    return str(address)
 
 
 def _client(connection: object) -> str | None:

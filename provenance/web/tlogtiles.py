@@ -10,19 +10,33 @@ up to `GZIP_MAX_BYTES` (a larger one, of large entries, is sent as it is: compre
 at each request cost more CPU than it saved bytes). Only canonical
 tile paths are answered (`provenance.log.tiles.parse_path`), so no other file of the
 directory can be named; anything else is 404.
+
+Each client (`provenance.core.fair_share.client_key`: an IPv4 address, an IPv6 /64) may
+have `TILE_BYTES_PER_CLIENT` bytes of tiles in flight at once (`TileShares`), or one tile
+of any size when it has none: a tile is in flight from its read until its socket has
+taken all but the last of it (the body goes out in `SEND_CHUNK` pieces, each once the
+socket's buffer has room). A request past that waits for the client's own tiles to go,
+up to `TILE_WAIT_S`, then gets 429 with ``Retry-After: TILE_RETRY_AFTER_S``. So a client
+(on any number of connections or addresses of its /64) has one share of the file workers,
+of the sending and of the memory holding answers, however many tiles it asks for at once;
+it does not bound how fast one client with a fast link fetches tile after tile.
 """
 
 from __future__ import annotations
 
+import asyncio
 import gzip
+from collections.abc import Callable
 from pathlib import Path
 
 import anyio.to_thread
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
 
 from provenance.core.errors import LogError
+from provenance.core.fair_share import client_key
 from provenance.log import tiles
 
 PREFIX = "/tlog"
@@ -46,6 +60,120 @@ FILE_WORKERS = 2
 GZIP_MAX_BYTES = 1 << 20
 
 
+#: Tile bytes one client may have in flight at once (`TileShares`): 512 hash tiles, or a
+#: few bundles of small entries; a larger tile (a bundle of large entries, up to 16 MiB)
+#: is still served, alone.
+TILE_BYTES_PER_CLIENT = 4 << 20
+#: Seconds a request past its client's share waits for the share to come free before it
+#: is refused (429): the client's tiles are then served one after another, and a client
+#: that asks again at once costs a waiting connection (at most --connections-per-client
+#: of them), not a refusal's work each time.
+TILE_WAIT_S = 5.0
+#: The ``Retry-After`` (seconds) of that 429.
+TILE_RETRY_AFTER_S = 1
+#: Bytes of a tile handed to the socket at a time; each piece waits while the socket's
+#: buffer is full, so a client that reads slowly holds its own share, not the server's
+#: memory and sending.
+SEND_CHUNK = 256 * 1024
+
+
+class TileShares:
+    """Tile bytes in flight per client (keys: `client_key`), at most ``per_client``
+    bytes each, or one tile of any size when the client has none in flight; a request
+    past that waits up to ``wait`` seconds for the client's own tiles to be sent. For one
+    event loop (no lock); a client is forgotten once it has nothing in flight nor
+    waiting, so it holds one entry per client with a tile in flight or waiting."""
+
+    def __init__(self, per_client: int = TILE_BYTES_PER_CLIENT, wait: float = TILE_WAIT_S) -> None:
+        self.per_client = per_client
+        self.wait = wait
+        self._held: dict[str, int] = {}
+        self._waiters: dict[str, list[asyncio.Future[None]]] = {}
+
+    def held(self, client: str) -> int:
+        """Bytes ``client`` has in flight now."""
+        return self._held.get(client, 0)
+
+    def _fits(self, client: str, size: int) -> bool:
+        held = self._held.get(client, 0)
+        return not held or held + size <= self.per_client
+
+    async def take(self, client: str, size: int) -> bool:
+        """Count ``size`` more bytes in flight for ``client``, once that fits its share
+        (waiting up to ``wait`` seconds for its tiles in flight to be sent); False
+        (nothing counted) when it still does not fit then."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.wait
+        while not self._fits(client, size):
+            left = deadline - loop.time()
+            if left <= 0:
+                return False
+            waiter = loop.create_future()
+            waiters = self._waiters.setdefault(client, [])
+            waiters.append(waiter)
+            try:
+                await asyncio.wait_for(waiter, left)
+            except TimeoutError:
+                pass
+            finally:
+                if waiter in waiters:
+                    waiters.remove(waiter)
+                if not waiters:
+                    self._waiters.pop(client, None)
+        self._held[client] = self._held.get(client, 0) + size
+        return True
+
+    def give(self, client: str, size: int) -> None:
+        """Give back ``size`` bytes that `take` counted for ``client``, waking its
+        requests that wait (each checks again whether it now fits)."""
+        left = self._held.get(client, 0) - size
+        if left > 0:
+            self._held[client] = left
+        else:
+            self._held.pop(client, None)
+        for waiter in self._waiters.get(client, ()):
+            if not waiter.done():
+                waiter.set_result(None)
+
+
+class _ChunkedResponse(Response):
+    """A `Response` whose body goes to the server in `SEND_CHUNK` pieces (uvicorn waits
+    while its socket's buffer is full before taking each), calling ``done`` once all is
+    sent, the client has gone or the sending failed."""
+
+    def __init__(self, body: bytes, done: Callable[[], None], headers: dict[str, str]) -> None:
+        super().__init__(body, media_type="application/octet-stream", headers=headers)
+        self._done = done
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await send(
+                {"type": "http.response.start", "status": self.status_code,
+                 "headers": self.raw_headers}
+            )  # fmt: skip
+            body = bytes(self.body)
+            for at in range(0, len(body), SEND_CHUNK):
+                piece = body[at : at + SEND_CHUNK]
+                await send({"type": "http.response.body", "body": piece, "more_body": True})
+            await send({"type": "http.response.body", "body": b""})
+        finally:
+            self._done()
+
+
+def _refused(client: str, held: int, shares: TileShares) -> Response:
+    """429 for a client whose tiles in flight (``held`` bytes) still filled its share
+    after the wait."""
+    return Response(
+        f"{client} already has {held:,} bytes of tiles in flight, the most one client"
+        f" (an IPv4 address, an IPv6 /64) may have at once ({shares.per_client:,} bytes,"
+        f" or one tile of any size), and they were not sent within {shares.wait:g} s;"
+        f" retry in {TILE_RETRY_AFTER_S} s\n",
+        429,
+        media_type="text/plain; charset=utf-8",
+        headers={"Retry-After": str(TILE_RETRY_AFTER_S)},
+    )
+
+
 def _read(path: Path, gzip_ok: bool) -> tuple[bytes, bool]:
     """The file at ``path``, gzip-compressed when ``gzip_ok`` and it is at most
     `GZIP_MAX_BYTES`; and whether it was. Raises OSError."""
@@ -55,11 +183,13 @@ def _read(path: Path, gzip_ok: bool) -> tuple[bytes, bool]:
     return body, False
 
 
-def routes(directory: Path) -> list[Route]:
+def routes(directory: Path, shares: TileShares | None = None) -> list[Route]:
     """Routes serving the tiled log in ``directory`` read-only (see module docstring).
     Tiles and bundles are read and compressed on at most `FILE_WORKERS` worker threads,
-    never on the event loop."""
+    never on the event loop, each client within its share of ``shares`` (default: a new
+    `TileShares` of `TILE_BYTES_PER_CLIENT`)."""
     file_workers = anyio.CapacityLimiter(FILE_WORKERS)
+    shares = shares if shares is not None else TileShares()
 
     async def checkpoint(request: Request) -> Response:
         try:
@@ -79,6 +209,13 @@ def routes(directory: Path) -> list[Route]:
         except LogError:
             return _not_found(f"/tlog/{path[:200]}")
         gzipped = bundle and "gzip" in request.headers.get("accept-encoding", "")
+        client = client_key(request.client.host) if request.client else ""
+        try:
+            size = (directory / path).stat().st_size
+        except (FileNotFoundError, NotADirectoryError):
+            return _not_found(f"/tlog/{path}")
+        if not await shares.take(client, size):
+            return _refused(client, shares.held(client), shares)
         try:
             # off the event loop, a few at a time: a full bundle may be 16 MiB, and
             # compressing it took the loop 0.3 s, during which no other request of the
@@ -87,13 +224,17 @@ def routes(directory: Path) -> list[Route]:
                 _read, directory / path, gzipped, limiter=file_workers
             )
         except (FileNotFoundError, NotADirectoryError):
+            shares.give(client, size)
             return _not_found(f"/tlog/{path}")
+        except BaseException:
+            shares.give(client, size)
+            raise
         headers = {"Cache-Control": PARTIAL_CACHE if parsed.partial else FULL_CACHE}
         if bundle:
             headers["Vary"] = "Accept-Encoding"
             if gzipped:
                 headers["Content-Encoding"] = "gzip"
-        return Response(body, media_type="application/octet-stream", headers=headers)
+        return _ChunkedResponse(body, lambda: shares.give(client, size), headers)
 
     return [
         Route(f"{PREFIX}/checkpoint", checkpoint, methods=["GET", "HEAD"]),
