@@ -48,6 +48,7 @@ _LIMIT_FLAGS = {
     "quota_bytes_per_minute": "--quota-claim-kb-per-minute",
     "forgeries_per_minute": "--forgeries-per-minute",
     "max_pending_calls": "--max-pending-calls",
+    "detector_timeout_s": "--detector-timeout",
 }
 
 
@@ -103,6 +104,14 @@ def serve(
         str | None,
         typer.Option(help="Detector device: cpu, cuda, cuda:1 (default: CUDA if present)."),
     ] = None,
+    detector_timeout: Annotated[
+        float,
+        typer.Option(
+            help="Seconds the detector may take to score one file (less if the call's"
+            " deadline is sooner); past it the verdict is returned without a score, saying"
+            " why, and the file's queued detector work is dropped.",
+        ),
+    ] = 30.0,
     fast_start: Annotated[
         bool,
         typer.Option(
@@ -350,6 +359,7 @@ def serve(
             quota_bytes_per_minute=quota_claim_kb_per_minute * 1024,
             forgeries_per_minute=forgeries_per_minute,
             max_pending_calls=max_pending_calls,
+            detector_timeout_s=detector_timeout,
         )
     except ConfigError as e:  # a flag's value out of range: a usage error (exit 2)
         raise typer.BadParameter(_flag_named(str(e))) from e
