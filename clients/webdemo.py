@@ -16,7 +16,11 @@ import signal
 import sys
 from pathlib import Path
 
+import typer
+
 from clients.demo import DemoFiles, prepare, start_server
+from clients.options import check_can_listen
+from provenance.core.errors import ConfigError
 from provenance.store.sqlite import held_by_a_server
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -71,6 +75,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--no-detector", action="store_true", help="skip loading the detector")
     args = parser.parse_args(argv)
     work = args.dir.resolve()
+    # an address the server would refuse is refused before the previous run's folder
+    # is emptied (exit 2 for one that is not HOST:PORT, 1 for one this machine cannot
+    # listen on), as `prov serve --http` refuses it
+    try:
+        check_can_listen(args.listen, "--listen")
+    except typer.BadParameter as e:
+        parser.error(f"argument --listen: {e.message}")
+    except ConfigError as e:
+        raise SystemExit(f"make web: {e}") from e
     _fresh(work)
     os.environ["PROV_ADMIN_TOKEN"] = secrets.token_urlsafe(24)
     os.environ["PROV_HOME"] = str(work / "device")

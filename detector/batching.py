@@ -6,6 +6,10 @@ takes the oldest request, keeps collecting until the queued patches reach `max_b
 request alone is larger), and resolves each Future with its slice of the output. On a GPU
 this turns many small requests into few large kernels; on a CPU (max_wait_s = 0) it runs
 whatever is already queued, through the same code.
+
+A caller that stops waiting (its deadline passed) cancels its Futures: a request not yet
+taken into a batch is then dropped, never run; `running_for` says how long the batch in
+hand has been running, so callers can tell a stuck worker from a busy one.
 """
 
 from __future__ import annotations
@@ -42,6 +46,7 @@ class BatchQueue:
         self._queue: queue.Queue[_Job | None] = queue.Queue()  # None: stop
         self._closed = False
         self._lock = threading.Lock()
+        self._running_since: float | None = None  # time.monotonic() of the batch in hand
         self._worker = threading.Thread(target=self._loop, name="detector-batch", daemon=True)
         self._worker.start()
 
@@ -57,6 +62,12 @@ class BatchQueue:
             self._queue.put((rows, fut))
             metrics.DETECTOR_QUEUE.set(self._queue.qsize())
         return fut
+
+    def running_for(self) -> float:
+        """Seconds the batch in hand has been running (0 when the worker is idle or
+        collecting a batch)."""
+        since = self._running_since
+        return 0.0 if since is None else max(0.0, time.monotonic() - since)
 
     def close(self) -> None:
         """Finish queued work, then stop the worker thread (idempotent)."""
@@ -93,7 +104,6 @@ class BatchQueue:
                 pending.append(item)
                 rows += len(item[0])
             metrics.DETECTOR_QUEUE.set(self._queue.qsize())
-            metrics.DETECTOR_BATCH.observe(rows)
             self._run_batch(pending)
 
     def _run_batch(self, pending: list[tuple[np.ndarray, Future[np.ndarray]]]) -> None:
@@ -102,12 +112,17 @@ class BatchQueue:
         for rows, fut in live:
             groups.setdefault(rows.shape[1:], []).append((rows, fut))
         for group in groups.values():  # one run per row shape (crops of small images differ)
+            batch = np.concatenate([rows for rows, _ in group])
+            metrics.DETECTOR_BATCH.observe(len(batch))  # cancelled requests not counted
+            self._running_since = time.monotonic()
             try:
-                out = self._run(np.concatenate([rows for rows, _ in group]))
+                out = self._run(batch)
             except Exception as e:  # the batch's callers get the failure, the worker lives on
                 for _, fut in group:
                     fut.set_exception(e)
                 continue
+            finally:
+                self._running_since = None
             start = 0
             for rows, fut in group:
                 fut.set_result(out[start : start + len(rows)])

@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import math
 import os
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,7 +35,7 @@ from detector.crops import plan_crops
 from detector.features import harmonise, patch_logits, prepare_network
 from detector.noise import log_noise
 from detector.registry import LoadedModel, load_model
-from provenance.core.errors import DetectorError, MediaError
+from provenance.core.errors import DetectorError, DetectorTimeoutError, MediaError
 from provenance.media.image import DEFAULT_MAX_PIXELS, decode_image
 
 ADVISORY = (
@@ -191,19 +192,33 @@ class Detector:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def score_image(self, rgb: np.ndarray, request_key: bytes) -> DetectorReport:
+    def score_image(
+        self, rgb: np.ndarray, request_key: bytes, timeout_s: float | None = None
+    ) -> DetectorReport:
         """Score one image: rgb (H, W, 3) uint8, H and W >= MIN_SIDE pixels.
 
         request_key: bytes identifying the request (e.g. the file's SHA-256); with the
-        secret it fixes the crops. Raises MediaError for a wrong shape or dtype or a too
-        small image, DetectorError if the model fails.
+        secret it fixes the crops. timeout_s: as in `score_images`. Raises MediaError for
+        a wrong shape or dtype or a too small image, DetectorError if the model fails,
+        DetectorTimeoutError past timeout_s.
         """
-        return self.score_images([rgb], [request_key])[0]
+        return self.score_images([rgb], [request_key], timeout_s)[0]
 
     def score_images(
-        self, images: Sequence[np.ndarray], request_keys: Sequence[bytes]
+        self,
+        images: Sequence[np.ndarray],
+        request_keys: Sequence[bytes],
+        timeout_s: float | None = None,
     ) -> list[DetectorReport]:
-        """Score several images (each as in score_image) in shared batches."""
+        """Score several images (each as in score_image) in shared batches.
+
+        timeout_s: seconds the whole call may take (None: no limit). Past it the call
+        raises DetectorTimeoutError and cancels its crops still queued, so they are never
+        run (the batch already running on the device cannot be stopped and is left to
+        finish); it also raises at once, queuing nothing, when the batch in hand has been
+        running longer than timeout_s (a stuck device: later calls do not each wait out
+        their deadline behind it)."""
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
         if len(images) != len(request_keys):
             raise DetectorError(f"{len(images)} images but {len(request_keys)} request keys")
         pre = self.model.meta.preprocess
@@ -230,15 +245,24 @@ class Detector:
         by_shape: dict[tuple[int, ...], list[int]] = {}
         for i, r in enumerate(rows):
             by_shape.setdefault(r.shape, []).append(i)
+        if timeout_s is not None and deadline is not None:
+            self._check_in_time(timeout_s, deadline, len(rows))
         pending = [
             (idx, self._queue.submit(np.stack([rows[i] for i in idx]))) for idx in by_shape.values()
         ]
         logits = np.zeros(len(rows), np.float32)
         try:
             for idx, fut in pending:
-                logits[idx] = fut.result()
+                left = None if deadline is None else max(0.0, deadline - time.monotonic())
+                logits[idx] = fut.result(timeout=left)
         except DetectorError:
             raise
+        except TimeoutError:  # (concurrent.futures.TimeoutError is TimeoutError)
+            for _, fut in pending:
+                fut.cancel()  # dropped unless already taken into a batch
+            raise DetectorTimeoutError(
+                f"the detector did not answer within {timeout_s:g} s ({len(rows)} crops)"
+            ) from None
         except Exception as e:  # a torch failure on the worker thread
             raise DetectorError(f"detector inference failed: {e}") from e
         reports = []
@@ -254,6 +278,22 @@ class Detector:
             )
             reports.append(self._report(zs, crops, offset))
         return reports
+
+    def _check_in_time(self, timeout_s: float, deadline: float, crops: int) -> None:
+        """Before queuing ``crops`` crops: raise DetectorTimeoutError when the call's
+        ``deadline`` (`time.monotonic`) has passed while cutting them, or when the batch in
+        hand has run longer than timeout_s."""
+        if time.monotonic() >= deadline:
+            raise DetectorTimeoutError(
+                f"the detector did not answer within {timeout_s:g} s (preparing its"
+                f" {crops} crops took longer)"
+            )
+        busy = self._queue.running_for()
+        if busy > timeout_s:
+            raise DetectorTimeoutError(
+                f"the detector has been running one batch for {busy:.0f} s, longer than its"
+                f" {timeout_s:g} s deadline (a stuck device?)"
+            )
 
     def score_bytes(
         self, data: bytes, request_key: bytes | None = None, max_pixels: int = DEFAULT_MAX_PIXELS

@@ -51,21 +51,29 @@ class ServerDetector:
     def __init__(self, detector: Detector) -> None:
         self.detector = detector
 
-    def score_image(self, rgb: np.ndarray, request_key: bytes) -> dict[str, Any]:
-        """rgb: (H, W, 3) uint8; request_key: bytes naming the request (crop draws)."""
-        return self.detector.score_image(rgb, request_key).to_dict()
+    def score_image(
+        self, rgb: np.ndarray, request_key: bytes, timeout_s: float | None = None
+    ) -> dict[str, Any]:
+        """rgb: (H, W, 3) uint8; request_key: bytes naming the request (crop draws);
+        timeout_s: seconds it may take (None: no limit), past them DetectorTimeoutError
+        (`Detector.score_images`)."""
+        return self.detector.score_image(rgb, request_key, timeout_s).to_dict()
 
     def score_video(
-        self, frames: Sequence[tuple[float, np.ndarray]], request_key: bytes
+        self,
+        frames: Sequence[tuple[float, np.ndarray]],
+        request_key: bytes,
+        timeout_s: float | None = None,
     ) -> dict[str, Any]:
-        """frames: (timestamp in seconds, (H, W, 3) uint8 pixels), in time order.
+        """frames: (timestamp in seconds, (H, W, 3) uint8 pixels), in time order;
+        timeout_s: as in `score_image`, for all the frames together.
 
         Returns the aggregate block with a ``timeline`` of {"timestamp_seconds", "score"}
         and the crops of every frame (with their timestamps)."""
         if not frames:
             return {"available": False, "note": "no video frame could be decoded for the detector"}
         keys = [request_key + struct.pack(">d", t) for t, _ in frames]
-        reports = self.detector.score_images([rgb for _, rgb in frames], keys)
+        reports = self.detector.score_images([rgb for _, rgb in frames], keys, timeout_s)
         zs = np.array([_logit(r.score) for r in reports])
         mean = float(zs.mean())
         half = _Z95 * float(zs.std(ddof=1)) / math.sqrt(len(zs)) if len(zs) > 1 else 0.0

@@ -101,6 +101,10 @@ DETECTOR_QUEUE = Gauge("prov_detector_queue_depth", "Detector requests waiting f
 DETECTOR_BATCH = Histogram(
     "prov_detector_batch_size", "Crops per detector forward pass", buckets=_SIZES
 )
+DETECTOR_TIMEOUTS = Counter(
+    "prov_detector_timeouts",
+    "Detector requests given up at their deadline (reports say not scored)",
+)
 C2PA_BUSY = Gauge("prov_c2pa_workers_busy", "C2PA reader processes reading now")
 C2PA_READS = Counter("prov_c2pa_reads", "C2PA reads done by the worker pool")
 WITNESS_REQUESTS = Counter(

@@ -397,6 +397,11 @@ def test_an_upload_at_or_over_the_minimum_pace_keeps_its_slot(
         ("--forgeries-per-minute", "-1"),
         ("--quota-claim-kb-per-minute", "-1"),
         ("--max-pending-calls", "0"),
+        ("--detector-timeout", "0"),
+        ("--detector-timeout", "-1"),
+        ("--detector-timeout", "nan"),
+        ("--detector-timeout", "inf"),
+        ("--detector-timeout", "604801"),
     ],
 )
 def test_a_limit_out_of_range_is_a_usage_error(

@@ -291,3 +291,44 @@ def test_an_image_wider_than_a_jpeg_can_be_is_not_scored_with_a_reason(det: Dete
     with pytest.raises(MediaError, match="65500"):
         det.score_image(np.zeros((65_501, 64, 3), np.uint8), b"k")
     assert det.score_image(np.zeros((64, 65_500, 3), np.uint8), b"k").band
+
+
+def test_a_call_past_its_deadline_is_dropped_not_run(det: Detector) -> None:
+    """A call behind a long batch (here: another caller's 24 photos, seconds of CPU) gives
+    up at its deadline with DetectorTimeoutError, and its crops, still queued, are dropped:
+    the worker never runs them once it is free. While the batch in hand has run past the
+    deadline (a stuck device looks the same), the next call is refused at once, queuing
+    nothing. Before, a caller waited for its result without a deadline."""
+    import time
+
+    from prometheus_client import REGISTRY
+
+    from provenance.core.errors import DetectorTimeoutError
+
+    def batch_stat(name: str) -> float:
+        return REGISTRY.get_sample_value(f"prov_detector_batch_size_{name}") or 0.0
+
+    with Image.open(FIXTURES / GOLDEN[0][0]) as im:
+        rgb = np.asarray(im.convert("RGB"))
+    crops = det.model.meta.preprocess.crops
+    rows_before, batches_before = batch_stat("sum"), batch_stat("count")
+    big = threading.Thread(
+        target=det.score_images, args=([rgb] * 24, [bytes([i]) for i in range(24)])
+    )
+    big.start()
+    try:
+        limit = time.monotonic() + 30
+        while batch_stat("count") == batches_before and time.monotonic() < limit:
+            time.sleep(0.005)  # until the worker has taken the big batch
+        start = time.monotonic()
+        with pytest.raises(DetectorTimeoutError, match="did not answer within 0.5 s"):
+            det.score_image(rgb, b"late", timeout_s=0.5)
+        waited = time.monotonic() - start
+        with pytest.raises(DetectorTimeoutError, match="running one batch for"):
+            det.score_image(rgb, b"later", timeout_s=0.5)
+    finally:
+        big.join()
+    assert 0.5 <= waited < 5, waited
+    assert det.score_image(rgb, b"after", timeout_s=60).crops  # on time again
+    # the worker ran the big call's crops and the last call's, never the late one's
+    assert batch_stat("sum") - rows_before == 24 * crops + crops

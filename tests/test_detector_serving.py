@@ -270,3 +270,70 @@ def test_a_stale_seed_file_does_not_matter_once_the_database_holds_the_secret(
         assert shared_secret(store, shared) == kept  # was DetectorError: readable by others
     finally:
         store.close()
+
+
+@pytest.mark.slow
+def test_a_detector_slower_than_its_deadline_costs_the_score_not_the_verdict(
+    tmp_path: Path, cli: Cli, server: ServerProc, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The server waited for the detector's score without a deadline: a stuck device or a
+    wedged worker held the call and its decode slot for good, and a few such calls starved
+    every upload. With `--detector-timeout` the verdict comes back without a score, the
+    block saying why, and the slot is given back. The detector is made slower than its
+    deadline honestly: a real 12 MP photo (cutting its crops alone takes longer) against
+    a 1 ms deadline. With one decode slot, the calls after it (gRPC and the web page's
+    POST /api/v1/verify) are answered too, and a video is not scored either."""
+    import time
+
+    import httpx
+    from conftest import read_line
+    from PIL import Image
+
+    server.stop()
+    big = tmp_path / "big.jpg"  # 12 MP
+    with Image.open(SAMPLES / "rocket.jpg") as im:
+        im.convert("RGB").resize((4000, 3000)).save(big, quality=92)
+    clip = Path(shutil.copy(SAMPLES / "fabric_pattern.mp4", tmp_path / "clip.mp4"))
+    srv = start_server(
+        tmp_path / "det.db",
+        "--detector",
+        "--detector-device",
+        "cpu",
+        "--detector-timeout",
+        "0.001",
+        "--max-decodes",
+        "1",
+        "--decode-wait-seconds",
+        "60",
+        "--http",
+        "127.0.0.1:0",
+    )
+    monkeypatch.setenv("PROV_SERVER", srv.address)
+    try:
+        web = read_line(srv.proc, "web on ", timeout=60)
+        start = time.monotonic()
+        rc, out, err = cli("verify", str(big), "--json")
+        text_rc, text, _ = cli("verify", str(big))
+        vid_rc, vid_out, vid_err = cli("verify", str(clip), "--json")
+        with httpx.Client(base_url=web, timeout=120) as c:
+            r = c.post("/api/v1/verify", files={"file": (big.name, big.read_bytes())})
+        took = time.monotonic() - start
+    finally:
+        srv.stop()
+    assert rc == 11, err
+    report = json.loads(out)
+    assert report["status"] == "UNSIGNED"  # the verdict stands
+    det = report["detector"]
+    assert det["available"] is False and "score" not in det, det
+    assert "did not answer within 0.001 s" in det["note"], det
+    assert "--detector-timeout" in det["note"], det
+    assert text_rc == 11 and "detector   not scored: the detector did not answer" in text, text
+    assert vid_rc == 11, vid_err
+    vid = json.loads(vid_out)["detector"]
+    assert "did not answer within 0.001 s" in vid["note"], vid
+    assert all(f["score"] is None for f in vid.get("timeline", [])), vid
+    assert r.status_code == 200, r.text[:400]
+    assert r.json()["status"] == "UNSIGNED"
+    assert "did not answer within 0.001 s" in r.json()["detector"]["note"], r.json()["detector"]
+    # four calls in turn through one decode slot: each was answered and gave it back
+    assert took < 60, took

@@ -468,6 +468,48 @@ def test_restored_older_database_is_detected(tmp_path: Path) -> None:
         s.close()
 
 
+def test_rolled_back_claim_the_log_now_refuses_gets_only_the_rollback_advice(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A claim an older server logged (and signed a receipt for) under a looser limit, lost
+    by a rollback, and refused by today's log: the verdict's reasons give the rollback
+    alone. Before, they also kept "the log refuses it ... sign the file again", which
+    contradicts "tell the log's operator" (only the plain "run `prov device sync`" reason
+    was replaced)."""
+    import shutil
+
+    from provenance.core import registry
+    from provenance.core.verify import FileFacts
+    from provenance.server.rollback import memo_path
+
+    cfg = ServiceConfig(tmp_path / "prov.db", tmp_path / "log.key")
+    s = ProvenanceService(cfg)
+    key = enroll(s)
+    s.close()
+    shutil.copyfile(cfg.db, tmp_path / "backup.db")
+    # an older server, whose metadata limit was twice today's, logs a claim over today's
+    big = {"note": "x" * (registry.MAX_METADATA_BYTES + 100)}
+    lost = sign(key, make_claim(key, 1, metadata=big))
+    with monkeypatch.context() as older:
+        older.setattr(registry, "MAX_METADATA_BYTES", 2 * registry.MAX_METADATA_BYTES)
+        s = ProvenanceService(cfg)
+        receipt = s.submit(lost).receipt
+        s.close()
+    _restore(cfg.db, tmp_path / "backup.db")
+    memo_path(cfg.log_key).unlink()  # the operator accepts the loss
+    s = ProvenanceService(cfg)
+    try:
+        facts = FileFacts(sha256=(1).to_bytes(32, "big"), size=10, media_type="image/jpeg")
+        plain = s.verify(facts, lost)  # without the receipt: the log refuses it today
+        assert any("the log refuses it" in r for r in plain.reasons), plain.reasons
+        report = s.verify(facts, lost, sidecar_receipt=receipt)
+    finally:
+        s.close()
+    assert report.status.value == "UNSIGNED"
+    assert report.reasons[0].startswith("LOG ROLLBACK"), report.reasons
+    assert len(report.reasons) == 1, report.reasons
+
+
 def test_restored_database_that_grew_again_is_a_fork(tmp_path: Path) -> None:
     import shutil
 

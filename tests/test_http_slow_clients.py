@@ -734,7 +734,7 @@ def _send_paced(s: socket.socket, data: bytes, block: int = 4096, every: float =
 @pytest.mark.slow
 def test_serve_http_page_takes_the_servers_upload_min_rate(tmp_path: Path) -> None:
     """`prov serve --http` runs its page with the server's --upload-min-rate-kb. Here 64:
-    8 uploads at about 16 KiB/s from 8 addresses, past the page's 60 s idle window, are
+    8 uploads at about 16 KiB/s from 8 addresses, past the page's 30 s idle window, are
     under it, so a newcomer takes the slot of one of them (503 "send it faster") and gets
     its report. Before, the page kept its default 8 KiB/s whatever the flag said, the 8
     kept their slots and the newcomer got 503 "verifying as many files as it can".
@@ -748,7 +748,7 @@ def test_serve_http_page_takes_the_servers_upload_min_rate(tmp_path: Path) -> No
             for i in range(8)
         ]
         steady = Drip(held, 0.25, bytes(4096))  # 16 KiB/s each
-        time.sleep(61.5)  # past the page's --upload-idle-seconds (60): their pace counts
+        time.sleep(31.5)  # past the page's --upload-idle-seconds (the server's, 30): pace counts
         newcomer = _answer(_upload_from(port, "127.0.0.20", _photo_form(), True), 60)
         assert newcomer is not None and newcomer.startswith("HTTP/1.1 200 OK\r\n"), newcomer
         answered, _, _ = select.select(held, [], [], 10)  # at its next block
@@ -852,3 +852,47 @@ def test_web_upload_slots_cannot_be_held_by_reconnecting_before_the_idle_window(
                 jam.close()
             web.stop()
             srv.stop()
+
+
+def test_serve_http_page_takes_the_web_limit_flags(tmp_path: Path) -> None:
+    """`prov serve --http` takes `prov web`'s limit flags under the same names, and its
+    page obeys them: --upload-idle-seconds is the page's idle window too (a stalled upload
+    gets 408 after 2 s; before, the page kept a fixed 60 s whatever the flag said),
+    --uploads-per-minute, --header-seconds and --connections-per-client (before: no such
+    options, so the page always ran with `prov web`'s defaults). Real `prov serve --http`,
+    loopback addresses 127.0.0.x."""
+    srv = start_server(
+        tmp_path / "prov.db",
+        "--http", "127.0.0.1:0", "--upload-idle-seconds", "2",
+        "--uploads-per-minute", "2", "--header-seconds", "2",
+        "--connections-per-client", "3", "--max-connections", "64",
+    )  # fmt: skip
+    try:
+        web = read_line(srv.proc, "web on ")
+        port = int(web.rsplit(":", 1)[1])
+        start = time.monotonic()
+        stalled = _answer(_upload_from(port, "127.0.0.2", PART + b"\xff\xd8", False), 20)
+        took = time.monotonic() - start
+        assert stalled is not None and stalled.startswith("HTTP/1.1 408 "), stalled
+        assert "nothing arrived for 2 s" in stalled, stalled
+        assert took < 10, took
+        empty = PART + b"\r\n--B--\r\n"  # refused at once (400), but counted as started
+        rate = [_answer(_upload_from(port, "127.0.0.3", empty, True), 10) for _ in range(3)]
+        assert [(a or "").split("\r\n")[0] for a in rate] == [
+            "HTTP/1.1 400 Bad Request",
+            "HTTP/1.1 400 Bad Request",
+            "HTTP/1.1 429 Too Many Requests",
+        ], rate
+        head = _connect(web, "127.0.0.4")
+        head.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n")  # the rest of the head never comes
+        start = time.monotonic()
+        cut = _read_until_closed(head, 20)
+        assert cut is not None and cut.startswith(b"HTTP/1.1 408 "), cut
+        assert time.monotonic() - start < 8
+        held = [_connect(web, "127.0.0.5") for _ in range(3)]
+        fourth = _connect(web, "127.0.0.5")
+        _assert_too_many(_read_until_closed(fourth, 10), "127.0.0.5", 3)
+        for s in [head, fourth, *held]:
+            s.close()
+    finally:
+        srv.stop()

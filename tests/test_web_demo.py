@@ -137,3 +137,36 @@ def test_the_files_to_drop_line_up_with_their_verdicts(tmp_path: Path) -> None:
     assert lines[0].endswith("(SIGNED_ORIGINAL)") and lines[2].endswith(
         "(TAMPERED, with its .prov sidecar)"
     ), lines
+
+
+@pytest.mark.parametrize(
+    ("listen", "code", "said"),
+    [
+        ("::1:8096", 2, "put an IPv6 address in brackets"),
+        ("127.0.0.1:99999", 2, "is not HOST:PORT"),
+        ("192.0.2.1:0", 1, "not an address of this machine"),
+    ],
+)
+def test_make_web_refuses_a_bad_address_before_touching_its_folder(
+    tmp_path: Path, listen: str, code: int, said: str
+) -> None:
+    """`make web WEB=::1:8096` (an address the server refuses) leaves the previous run's
+    folder as it was: before, `_fresh` deleted it and only then did the server refuse."""
+    from clients.webdemo import MARKER
+
+    work = tmp_path / "web-demo"
+    work.mkdir()
+    (work / MARKER).write_text("made by `make web`\n")
+    (work / "provenance.db").write_bytes(b"the previous run's log")
+    res = subprocess.run(
+        [sys.executable, "-m", "clients.webdemo", "--dir", str(work), "--no-detector"]
+        + ["--listen", listen],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=60,
+    )
+    assert res.returncode == code, (res.stdout, res.stderr)
+    assert said in res.stderr, res.stderr
+    assert (work / "provenance.db").read_bytes() == b"the previous run's log"
+    assert "working in" not in res.stdout

@@ -88,6 +88,11 @@ class DetectorError(ProvenanceError):
     """The detector cannot load its model or score an input."""
 
 
+class DetectorTimeoutError(DetectorError):
+    """The detector did not score an input within its deadline (a stuck device, a wedged
+    worker, or more work than the deadline allows); the work was dropped, not retried."""
+
+
 class WorkerError(ProvenanceError):
     """A worker process died while working (killed, out of memory): what it did is lost."""
 

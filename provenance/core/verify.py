@@ -68,6 +68,19 @@ UNLOGGED_SIDECAR_REASON = (
     "the sidecar's signature is valid and matches the bytes, but the claim is not in"
     " the log: nothing proves when it was made (submit it with `prov device sync`)"
 )
+#: How the reason of an UNSIGNED verdict on a valid sidecar claim that is not in the log
+#: and that the log refuses begins (`unloggable_sidecar_reason`; the refusal follows).
+UNLOGGABLE_SIDECAR_PREFIX = (
+    "the sidecar's signature is valid and matches the bytes, but the claim is not in"
+    " the log, and the log refuses it ("
+)
+
+
+def is_unlogged_sidecar_reason(reason: str) -> bool:
+    """Whether ``reason`` is one of the advice reasons of a valid sidecar claim missing from
+    the log: `UNLOGGED_SIDECAR_REASON` ("submit it with `prov device sync`") or an
+    `unloggable_sidecar_reason` ("the log refuses it ... sign the file again")."""
+    return reason == UNLOGGED_SIDECAR_REASON or reason.startswith(UNLOGGABLE_SIDECAR_PREFIX)
 
 
 @dataclass(frozen=True)
@@ -746,8 +759,7 @@ def unloggable_sidecar_reason(refusal: ClaimError) -> str:
     and that the log refuses (``refusal``, `registry.check_claim_shape`): submitting it
     again cannot help, signing the file again can."""
     return (
-        "the sidecar's signature is valid and matches the bytes, but the claim is not in"
-        f" the log, and the log refuses it ({refusal}): `prov device sync` cannot log it;"
+        f"{UNLOGGABLE_SIDECAR_PREFIX}{refusal}): `prov device sync` cannot log it;"
         " sign the file again with a current `prov sign`"
     )
 

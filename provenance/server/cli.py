@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.text import Text
 
-from clients.options import check_can_listen, in_existing_folder
+from clients.options import check_can_listen, finite, in_existing_folder
 from provenance.core.errors import (
     ConfigError,
     ProvenanceError,
@@ -48,6 +48,7 @@ _LIMIT_FLAGS = {
     "quota_bytes_per_minute": "--quota-claim-kb-per-minute",
     "forgeries_per_minute": "--forgeries-per-minute",
     "max_pending_calls": "--max-pending-calls",
+    "detector_timeout_s": "--detector-timeout",
 }
 
 
@@ -103,6 +104,14 @@ def serve(
         str | None,
         typer.Option(help="Detector device: cpu, cuda, cuda:1 (default: CUDA if present)."),
     ] = None,
+    detector_timeout: Annotated[
+        float,
+        typer.Option(
+            help="Seconds the detector may take to score one file (less if the call's"
+            " deadline is sooner); past it the verdict is returned without a score, saying"
+            " why, and the file's queued detector work is dropped.",
+        ),
+    ] = 30.0,
     fast_start: Annotated[
         bool,
         typer.Option(
@@ -253,9 +262,44 @@ def serve(
     http: Annotated[
         str | None,
         typer.Option(
-            help="Also serve the web page, log explorer and HTTP API on HOST:PORT (as `prov web`)."
+            help="Also serve the web page, log explorer and HTTP API on HOST:PORT (as `prov"
+            " web`), its uploads under --max-upload-mb, --upload-idle-seconds and"
+            " --upload-min-rate-kb as the service's, and the options below."
         ),
     ] = None,
+    uploads_per_minute: Annotated[
+        int,
+        typer.Option(
+            help="With --http: uploads each client address may start a minute on the page"
+            " (0: no limit), as `prov web`'s.",
+            min=0,
+        ),
+    ] = 30,
+    header_seconds: Annotated[
+        float,
+        typer.Option(
+            help="With --http: close a page connection whose request line and headers have"
+            " not all arrived within this many seconds (408 if part came), as `prov web`'s.",
+            min=0.1,
+            callback=finite,
+        ),
+    ] = 10.0,
+    connections_per_client: Annotated[
+        int,
+        typer.Option(
+            help="With --http: page connections one client (IPv4 address, IPv6 /64) may"
+            " hold open; more get 503. As `prov web`'s.",
+            min=1,
+        ),
+    ] = 32,
+    max_connections: Annotated[
+        int,
+        typer.Option(
+            help="With --http: page connections open at once in all; more get 503. As"
+            " `prov web`'s.",
+            min=1,
+        ),
+    ] = 256,
     witness: Annotated[
         list[str] | None,
         typer.Option(
@@ -350,6 +394,7 @@ def serve(
             quota_bytes_per_minute=quota_claim_kb_per_minute * 1024,
             forgeries_per_minute=forgeries_per_minute,
             max_pending_calls=max_pending_calls,
+            detector_timeout_s=detector_timeout,
         )
     except ConfigError as e:  # a flag's value out of range: a usage error (exit 2)
         raise typer.BadParameter(_flag_named(str(e))) from e
@@ -472,7 +517,22 @@ def serve(
         server, port = create_server(listen, service, config)
         host = listen.rsplit(":", 1)[0]
         try:  # the web app last: a failure here (its port taken since the check) ends it all
-            web = _start_web(http, host, port, max_upload_mb, upload_min_rate_kb) if http else None
+            web = (
+                _start_web(
+                    http,
+                    host,
+                    port,
+                    max_upload_mb=max_upload_mb,
+                    uploads_per_minute=uploads_per_minute,
+                    upload_idle_seconds=upload_idle_seconds,
+                    upload_min_rate_kb=upload_min_rate_kb,
+                    header_seconds=header_seconds,
+                    connections_per_client=connections_per_client,
+                    max_connections=max_connections,
+                )
+                if http
+                else None
+            )
         except BaseException:
             server.stop(grace=None)
             raise
@@ -508,24 +568,46 @@ def serve(
 
 
 def _start_web(
-    listen: str, grpc_host: str, grpc_port: int, max_upload_mb: int, upload_min_rate_kb: int
+    listen: str,
+    grpc_host: str,
+    grpc_port: int,
+    *,
+    max_upload_mb: int,
+    uploads_per_minute: int,
+    upload_idle_seconds: float,
+    upload_min_rate_kb: int,
+    header_seconds: float,
+    connections_per_client: int,
+    max_connections: int,
 ) -> WebServer:
     """`prov serve --http`: the web app in a thread, a client of this process's gRPC port,
-    with this server's --max-upload-mb and --upload-min-rate-kb (its relay slots' pace,
-    `provenance.web.upload.Relayer`)."""
+    under the limits `prov web` takes as flags of the same names: this server's
+    --max-upload-mb, --upload-idle-seconds (the page's idle window, as the service's
+    streams': before, the page kept `prov web`'s 60 s whatever the flag said) and
+    --upload-min-rate-kb (its relay slots' pace, `provenance.web.upload.Relayer`), and the
+    page's own --uploads-per-minute, --header-seconds, --connections-per-client and
+    --max-connections (`provenance.web.guard.HttpLimits`). Raises ConfigError when
+    ``listen`` cannot be bound."""
     from provenance.web.app import WebConfig
+    from provenance.web.guard import HttpLimits
     from provenance.web.serve import start_web
 
     local = "127.0.0.1" if grpc_host in ("0.0.0.0", "", "[::]") else grpc_host
-    web = start_web(
+    return start_web(
         listen,
         WebConfig(
             f"{local}:{grpc_port}",
             max_upload_bytes=max_upload_mb * 1024 * 1024,
+            uploads_per_minute=uploads_per_minute,
+            upload_idle_seconds=upload_idle_seconds,
             upload_cut_rate=upload_min_rate_kb * 1024,
         ),
+        HttpLimits(
+            header_seconds=header_seconds,
+            per_client=connections_per_client,
+            max_connections=max_connections,
+        ),
     )
-    return web
 
 
 def _load_detector(

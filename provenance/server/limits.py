@@ -53,6 +53,9 @@ T = TypeVar("T")
 MIN_FREE_THREADS = 4
 #: The longest wait or deadline a limit in seconds takes (a week).
 MAX_SECONDS = 7 * 24 * 3600
+#: Seconds the advisory detector may take to score one file, by default: a still image
+#: on a CPU takes about a second, a video's 16 frames about 10 (a GPU: milliseconds).
+DETECTOR_TIMEOUT_S = 30.0
 
 
 #: What one call held by the server costs in memory (grpc core's call state, grpc.aio's
@@ -92,6 +95,11 @@ class ServerLimits:
     device nobody enrolled, that one client (IPv4 address, IPv6 /64) may send per minute,
     bursts up to one minute's worth, before its submissions are refused
     (`ForgeryPenalty`) [--forgeries-per-minute]; 0: no limit;
+    detector_timeout_s: seconds the advisory detector may take to score one file (an
+    image, or a video's sampled frames), counted from when scoring starts, or less when the
+    call's deadline is sooner; past it the verdict is returned without a score (the block
+    says why), the decode slot is given back, and the file's crops still queued are
+    dropped [--detector-timeout];
     max_pending_calls: calls of one method that have arrived and that the event loop has
     not taken up yet, queued by grpc core (``grpc.server.max_pending_requests``, its hard
     limit set to the same, so none is dropped below it) [--max-pending-calls]. Past its
@@ -125,6 +133,7 @@ class ServerLimits:
     quota_bytes_per_minute: int = 32 * 1024 * 1024
     forgeries_per_minute: int = 60
     max_pending_calls: int = 10_000
+    detector_timeout_s: float = DETECTOR_TIMEOUT_S
 
     def __post_init__(self) -> None:
         for name in (
@@ -143,7 +152,13 @@ class ServerLimits:
                 f" {self.max_uploads + MIN_FREE_THREADS} RPC threads (got {self.rpc_threads}):"
                 f" {MIN_FREE_THREADS} are kept for other calls"
             )
-        for name in ("upload_idle_s", "upload_deadline_s", "decode_wait_s", "lookup_s"):
+        for name in (
+            "upload_idle_s",
+            "upload_deadline_s",
+            "decode_wait_s",
+            "lookup_s",
+            "detector_timeout_s",
+        ):
             # inf would be no limit at all; past MAX_SECONDS a lock's or select's wait
             # raises OverflowError (1e10 s: "timestamp out of range") when it has to wait
             if not 0 < getattr(self, name) <= MAX_SECONDS:

@@ -10,7 +10,8 @@ A file's bytes (an `Upload`) go through, in order:
 3. for a video still UNSIGNED while the log holds video claims, the dense second pass
    that finds trimmed clips (every frame hashed, within the call's deadline);
 4. the Content Credentials block attached (`provenance.core.verify.with_c2pa`);
-5. the advisory detector, when asked.
+5. the advisory detector, when asked, within its deadline (``detector_timeout_s``, or the
+   call's if sooner): past it the report says it was not scored and why.
 
 Only the cryptographic verdict can fail the call. Steps 3-5 are optional evidence: when
 one of them cannot run (no detector, an image too small for it, a decoder error, a
@@ -29,8 +30,14 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from provenance import metrics
 from provenance.core.claims import Receipt, SignedClaim, Verdict
-from provenance.core.errors import LogIntegrityError, MediaError, ProvenanceError
+from provenance.core.errors import (
+    DetectorTimeoutError,
+    LogIntegrityError,
+    MediaError,
+    ProvenanceError,
+)
 from provenance.core.verify import FileFacts, VerificationReport, with_c2pa
 from provenance.core.video_binding import MAX_VIDEO_CHUNK
 from provenance.media.inspect import (
@@ -41,6 +48,7 @@ from provenance.media.inspect import (
     resample_dense,
 )
 from provenance.media.video.decode import sample_frames
+from provenance.server.limits import DETECTOR_TIMEOUT_S
 from provenance.server.service import ProvenanceService
 from provenance.wire import convert as wire
 from provenance.wire.contract import DENSE_PASS_NEEDS_BYTES
@@ -61,14 +69,21 @@ class DetectorBackend(Protocol):
     Blocks are JSON-able dicts in `DetectorReport.to_dict()` shape; a video block adds
     a ``timeline`` of {"timestamp_seconds", "score"} per sampled frame."""
 
-    def score_image(self, rgb: np.ndarray, request_key: bytes) -> dict[str, Any]:
-        """rgb: (H, W, 3) uint8 pixels; request_key: bytes naming the request."""
+    def score_image(
+        self, rgb: np.ndarray, request_key: bytes, timeout_s: float | None = None
+    ) -> dict[str, Any]:
+        """rgb: (H, W, 3) uint8 pixels; request_key: bytes naming the request;
+        timeout_s: seconds it may take, past them DetectorTimeoutError (None: no limit)."""
         ...
 
     def score_video(
-        self, frames: Sequence[tuple[float, np.ndarray]], request_key: bytes
+        self,
+        frames: Sequence[tuple[float, np.ndarray]],
+        request_key: bytes,
+        timeout_s: float | None = None,
     ) -> dict[str, Any]:
-        """frames: (timestamp in seconds, (H, W, 3) uint8 pixels) in time order."""
+        """frames: (timestamp in seconds, (H, W, 3) uint8 pixels) in time order;
+        timeout_s: as in score_image, for all the frames."""
         ...
 
 
@@ -99,11 +114,15 @@ def _note(report: VerificationReport, note: str) -> VerificationReport:
 @dataclass
 class VerificationPipeline:
     """See module docstring. ``inspect``: limits, the C2PA reader and video decoding;
-    ``detector``: the advisory detector, or None when the server runs none."""
+    ``detector``: the advisory detector, or None when the server runs none;
+    ``detector_timeout_s``: seconds its scoring of one file may take (``prov serve
+    --detector-timeout``; None: no limit), after which the report is returned without a
+    score and the detector's queued work for it is dropped."""
 
     service: ProvenanceService
     inspect: InspectConfig = InspectConfig()
     detector: DetectorBackend | None = None
+    detector_timeout_s: float | None = DETECTOR_TIMEOUT_S
 
     # ---------------------------------------------------------------- entry points
 
@@ -143,7 +162,8 @@ class VerificationPipeline:
             report = self._dense_pass(upload, found, report, time_left)
         report = with_c2pa(report, found.c2pa)
         if detect:
-            report = replace(report, detector=self.detect(found, upload))
+            left = time_left() if time_left is not None else None
+            report = replace(report, detector=self.detect(found, upload, left))
         return report
 
     def verify_file(
@@ -225,12 +245,19 @@ class VerificationPipeline:
             return _note(report, f"the dense frame pass for trimmed clips did not finish: {e}")
         return self.service.verify(dense.facts)
 
-    def detect(self, found: Inspection, upload: Upload) -> dict[str, Any]:
-        """The advisory block: an image's score, or a video's per-frame timeline. Never
-        raises: what the detector cannot score is reported in the block as not scored."""
+    def detect(
+        self, found: Inspection, upload: Upload, time_left: float | None = None
+    ) -> dict[str, Any]:
+        """The advisory block: an image's score, or a video's per-frame timeline.
+        time_left: seconds left before the caller's deadline (None: none); the detector
+        gets ``detector_timeout_s`` or that, whichever is less. Never raises: what the
+        detector cannot score, or not in time, is reported in the block as not scored."""
+        timeout = self.detector_timeout_s
+        if time_left is not None:
+            timeout = max(0.0, time_left) if timeout is None else min(timeout, max(0.0, time_left))
         try:
             if found.video is not None:
-                return self._detect_video(found, upload)
+                return self._detect_video(found, upload, timeout)
             if self.detector is None:
                 return {"available": False, "note": "this server runs no detector"}
             if found.image is None:
@@ -238,14 +265,28 @@ class VerificationPipeline:
                     "available": False,
                     "note": "not scored: the detector scores images and video frames only",
                 }
-            return self.detector.score_image(found.image.rgb, upload.sha256)
+            return self.detector.score_image(found.image.rgb, upload.sha256, timeout)
+        except DetectorTimeoutError as e:
+            metrics.DETECTOR_TIMEOUTS.inc()
+            log.warning("detector not scored in time: %s", e)
+            by = (
+                "the server's --detector-timeout"
+                if timeout == self.detector_timeout_s
+                else "the call's deadline"
+            )
+            return {
+                "available": False,
+                "note": f"not scored: {e}, the limit set by {by}; the verdict did not wait",
+            }
         except ProvenanceError as e:
             return {"available": False, "note": f"not scored: {e}"}
         except Exception:  # advisory only: a detector fault never costs the verdict
             log.exception("the detector failed")
             return {"available": False, "note": "not scored: the detector failed (logged)"}
 
-    def _detect_video(self, found: Inspection, upload: Upload) -> dict[str, Any]:
+    def _detect_video(
+        self, found: Inspection, upload: Upload, timeout: float | None
+    ) -> dict[str, Any]:
         assert found.video is not None
         n = len(found.video.frames)
         if self.detector is None:
@@ -267,10 +308,10 @@ class VerificationPipeline:
             timeout_s=self.inspect.video_timeout_s,
         )
         frames = [(f.timestamp_seconds, f.rgb) for f in info.frames if f.rgb is not None]
-        return self.detector.score_video(frames, upload.sha256)
+        return self.detector.score_video(frames, upload.sha256, timeout)
 
-    def detect_upload(self, upload: Upload) -> dict[str, Any]:
-        """Only the advisory block of an upload (DetectFile): C2PA is not read. Raises
-        MediaError for a file that is not decodable media."""
+    def detect_upload(self, upload: Upload, time_left: float | None = None) -> dict[str, Any]:
+        """Only the advisory block of an upload (DetectFile): C2PA is not read; time_left
+        as in `detect`. Raises MediaError for a file that is not decodable media."""
         found = inspect_upload(upload, replace(self.inspect, c2pa_pool=None), False)
-        return self.detect(found, upload)
+        return self.detect(found, upload, time_left)

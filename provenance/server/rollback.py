@@ -31,7 +31,7 @@ from pathlib import Path
 from provenance.core import merkle
 from provenance.core.claims import Receipt, SignedClaim
 from provenance.core.errors import ConfigError, LogIntegrityError, ProvenanceError
-from provenance.core.verify import UNLOGGED_SIDECAR_REASON, VerificationReport
+from provenance.core.verify import VerificationReport, is_unlogged_sidecar_reason
 from provenance.log.checkpoint import NoteVerifier, open_checkpoint, remove_key_leftovers
 from provenance.log.receipt import verify_receipt
 
@@ -197,7 +197,8 @@ def with_lost_receipt(
 ) -> VerificationReport:
     """``report`` for a sidecar claim the log does not hold, given the sidecar's
     ``receipt``: when this log's key signed that receipt, the log lost an entry it had
-    acknowledged, and the first reason says so (the status is kept: the log no longer
+    acknowledged, and the first reason says so, in place of the advice to submit the
+    claim again or to sign the file again (the status is kept: the log no longer
     vouches for the claim; the receipt still verifies offline). A receipt that does not
     verify is noted and not used. Reports resting on a logged claim are returned as is.
     """
@@ -221,6 +222,9 @@ def with_lost_receipt(
         " rolled back; `prov device sync` cannot fix this: tell the log's operator (the"
         " receipt still verifies offline with `prov receipt verify`)"
     )
-    rest = tuple(r for r in report.reasons if r != UNLOGGED_SIDECAR_REASON)
+    # the rollback replaces the advice of a claim merely missing from the log ("run `prov
+    # device sync`") and that of one the log refuses today ("sign the file again"): an
+    # older server logged this one, and only the log's operator can bring it back
+    rest = tuple(r for r in report.reasons if not is_unlogged_sidecar_reason(r))
     ev = replace(report.evidence, claim=replace(c, receipt=receipt, receipt_verified=True))
     return replace(report, reasons=(reason, *rest), evidence=ev)

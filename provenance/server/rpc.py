@@ -501,7 +501,9 @@ class VerificationServicer(rpc.VerificationServicer):
     ) -> None:
         self.s = service
         self.c = config
-        self.p = VerificationPipeline(service, config.inspect, config.detector)
+        self.p = VerificationPipeline(
+            service, config.inspect, config.detector, config.limits.detector_timeout_s
+        )
         self.gate = UploadGate(config.limits)
         self.pool = pool
         self.lookups = futures.ThreadPoolExecutor(
@@ -659,7 +661,7 @@ class VerificationServicer(rpc.VerificationServicer):
     def _detect(self, upload: Upload, time_left: float | None) -> dict[str, Any]:
         """The detector block of a received upload (in a pool thread, in a decode slot)."""
         with self.gate.decode(time_left):
-            return self.p.detect_upload(upload)
+            return self.p.detect_upload(upload, time_left)
 
     @_rpc
     async def Lookup(self, request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
