@@ -358,8 +358,17 @@ class DeviceHome:
         return failed
 
     def _set_entry_aside(self, entry: QueueEntry, reason: str) -> Path:
-        """Move a queue entry to ``set_aside/`` with the reason; returns its new path."""
+        """Move a queue entry to ``set_aside/`` with the reason; returns its new path.
+
+        An entry that cannot be read (``sidecar`` None: over the size limit, not JSON,
+        a folder, a FIFO, a read error) is moved as it is, byte for byte (its reason is
+        the read problem, found again whenever it is listed): nothing of it is lost.
+        Raises OSError when it cannot be moved (it then stays queued)."""
         self.set_aside_dir.mkdir(parents=True, exist_ok=True)
+        target = self.set_aside_dir / entry.file.name
+        if entry.sidecar is None:
+            os.replace(entry.file, target)
+            return target
         now = datetime.now(UTC).isoformat(timespec="seconds")
         aside = replace(
             entry,
@@ -368,10 +377,21 @@ class DeviceHome:
             last_attempt=now,
             set_aside_at=now,
         )
-        target = self.set_aside_dir / entry.file.name
         atomic_write(target, aside.to_json())
         entry.file.unlink(missing_ok=True)
         return target
+
+    def _aside(self, entry: QueueEntry, reason: str) -> str:
+        """`_set_entry_aside` for `sync`, which goes on either way: ``reason``, with what
+        went wrong added when the entry could not be moved (it then stays queued)."""
+        try:
+            self._set_entry_aside(entry, reason)
+        except OSError as e:
+            return (
+                f"{reason}; it could not be moved to {self.set_aside_dir}"
+                f" ({e.strerror or e}) and stays queued"
+            )
+        return reason
 
     def retry_set_aside(self) -> int:
         """Queue every set-aside entry again (after the cause was fixed, e.g. a server
@@ -498,8 +518,7 @@ class DeviceHome:
             label = entry.label
             if entry.sidecar is None:
                 reason = f"{label}: queue entry cannot be read: {entry.problem}"
-                result.set_aside[entry.file.name] = reason
-                self._set_entry_aside(entry, reason)
+                result.set_aside[entry.file.name] = self._aside(entry, reason)
             else:
                 ch = entry.sidecar.signed_claim.claim_hash
                 try:
@@ -515,8 +534,7 @@ class DeviceHome:
                     ):
                         if e.code in ENTRY_FAILURE_CODES:
                             reason += f" (failed {tries} times)"
-                        result.refused[ch] = reason
-                        self._set_entry_aside(entry, reason)
+                        result.refused[ch] = self._aside(entry, reason)
                     else:
                         self._record_failure(entry, reason)
                         if is_unreachable(e):
@@ -527,9 +545,7 @@ class DeviceHome:
                             result.not_enrolled = e.code == "NOT_FOUND"
                         break
                 except ProvenanceError as e:  # e.g. a claim this client cannot encode
-                    reason = f"{label}: {e}"
-                    result.refused[ch] = reason
-                    self._set_entry_aside(entry, reason)
+                    result.refused[ch] = self._aside(entry, f"{label}: {e}")
             if progress:
                 progress(i + 1, len(items))
         return result
@@ -764,7 +780,8 @@ class QueueEntry:
             "sequence": self.sequence,
             "file": str(self.sidecar_path.with_name(self.label)) if self.sidecar_path else None,
             "attempts": self.attempts,
-            "last_error": self.last_error or self.problem or None,
+            "last_error": self.last_error
+            or (f"queue entry cannot be read: {self.problem}" if self.problem else None),
             "last_attempt": self.last_attempt or None,
         }
         if self.set_aside_at:
