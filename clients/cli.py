@@ -327,15 +327,28 @@ def revoke(
 def device_init(
     home: HomeOpt = default_home(),
     force: Annotated[
-        bool, typer.Option(help="Replace an existing key (its identity is lost).")
+        bool,
+        typer.Option(
+            help="Replace an existing key (its identity is lost; the old device's queue,"
+            " set-aside claims, certificate and state move to replaced/DEVICE_ID/ in --home)."
+        ),
     ] = False,
 ) -> None:
     """Create this device's Ed25519 key, encrypted with a passphrase (prompted, or taken
     from PROV_PASSPHRASE for scripts), in --home (default: $PROV_HOME or ~/.prov)."""
     h = DeviceHome(home)
     h.check_init(force)  # before the prompt
-    state = h.init(_passphrase(confirm=True), force=force)
+    passphrase = _passphrase(confirm=True)
+    with h.locked():  # not while a `prov sign` or `prov device sync` uses the old key
+        state, old = h.init(passphrase, force=force)
     out.print(f"device key created in {home}")
+    if old is not None:
+        queued = len(DeviceHome(old).pending())
+        err.print(
+            f"the replaced device's state, certificate and claims ({queued} still queued) are"
+            f" kept in {old}; `prov device sync --home {old}` submits what it queued",
+            highlight=False,
+        )
     print(state.device_id)
 
 
@@ -361,8 +374,10 @@ def device_enroll(
     chain = certificate.read_text() if certificate is not None else ""
     h = DeviceHome(home)
     h.require_key()  # before the prompt
-    with ProvenanceClient(server) as c:
-        state = h.enroll(c, token, _passphrase(), chain)
+    passphrase = _passphrase()
+    # its state is read and written again: not while a `prov sign` numbers a claim
+    with h.locked(), ProvenanceClient(server) as c:
+        state = h.enroll(c, token, passphrase, chain)
     extra = f"; certificate saved in {h.cert_path}" if h.cert_path.exists() else ""
     out.print(f"device {state.device_id} enrolled with {server}{extra}")
 

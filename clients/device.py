@@ -12,6 +12,8 @@ Layout of the device home (``PROV_HOME``, default ``~/.prov``)::
                      --retry-set-aside`` queues them again)
     sidecars/        sidecars that could not be written beside their file (folder gone,
                      name too long, read-only), named by sequence
+    replaced/ID/     a device replaced by a new key (`prov device init --force`): all the
+                     above but its key, a device folder of its own
 
 Order of writes when signing (each file written atomically and fsynced): the state
 (sequence reserved) first, then the queue entry, then the sidecar. A crash can leave
@@ -170,17 +172,54 @@ class DeviceHome:
                 " (the old key's device identity is then lost)"
             )
 
-    def init(self, passphrase: bytes, force: bool = False) -> DeviceState:
+    def init(self, passphrase: bytes, force: bool = False) -> tuple[DeviceState, Path | None]:
         """Create a new device key. Refuses to overwrite one unless ``force`` (ConfigError,
-        see `check_init`)."""
+        see `check_init`). Returns the new device's state and, when it replaced a device
+        (with ``force``, or one whose key was deleted), the folder that device's files
+        other than the key were moved to (`set_old_device_aside`). Hold `locked` around it. Raises OSError."""
         self.check_init(force)
         self.root.mkdir(parents=True, exist_ok=True)
-        self.queue_dir.mkdir(exist_ok=True)
         key = DeviceKey.generate()
+        old = self.set_old_device_aside()  # a key lost by hand leaves its device too
+        self.queue_dir.mkdir(exist_ok=True)
         atomic_write(self.key_path, key.to_encrypted_pem(passphrase), mode=0o600)
         state = DeviceState(device_id=key.key_id.hex(), public_key=key.public_key.hex())
         self.save_state(state)
-        return state
+        return state, old
+
+    def set_old_device_aside(self) -> Path | None:
+        """Move this folder's device, all but its key, to ``replaced/DEVICE_ID/`` (a device
+        folder of its own: `prov device sync --home` submits its queue there): its state,
+        certificate, queue, set-aside claims and kept sidecars. The new key's claims are
+        numbered from 1 again, so left here they would be overwritten by its entries of
+        the same numbers, and the old certificate would be taken for the new key's.
+        Returns that folder, or None when there is no device state here. Raises OSError."""
+        try:
+            old_id = self.state().device_id
+        except ConfigError:  # no state (or damaged): name the folder by the time instead
+            if not any(p.exists() for p in self._device_files()):
+                return None
+            old_id = "unknown-" + datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+        target = self.root / "replaced" / old_id
+        n = 1
+        while target.exists():
+            n += 1
+            target = target.with_name(f"{old_id}.{n}")
+        target.mkdir(parents=True)
+        for p in self._device_files():
+            if p.exists():
+                os.replace(p, target / p.name)
+        return target
+
+    def _device_files(self) -> tuple[Path, ...]:
+        """What belongs to the device of this folder, besides its key and lock."""
+        return (
+            self.state_path,
+            self.cert_path,
+            self.queue_dir,
+            self.set_aside_dir,
+            self.sidecar_dir,
+        )
 
     def require_key(self) -> None:
         """Raise ConfigError when this folder holds no device key (asked before the

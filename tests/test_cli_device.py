@@ -3,12 +3,17 @@ says so instead of answering as if the device had nothing to do. The real CLI.""
 
 from __future__ import annotations
 
+import fcntl
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
-from conftest import closed_port
+from conftest import PASSPHRASE, closed_port
 
 from clients.cli import main as prov_main
+from clients.device import DeviceHome
 
 
 def test_sync_in_a_folder_without_a_device_says_there_is_none(
@@ -23,3 +28,37 @@ def test_sync_in_a_folder_without_a_device_says_there_is_none(
         err = " ".join(got.err.split())
         assert rc == 1 and f"no device at {home}: run `prov device init` first" in err, err
         assert "nothing queued" not in got.out and not home.exists()
+
+
+def test_init_and_enroll_wait_for_a_command_using_the_device(tmp_path: Path) -> None:
+    """`prov device init --force` and `prov device enroll` rewrite the device's state
+    (its sequence) as `prov sign` does: they wait for the device folder's lock like it
+    (before: the key was replaced, or the state written back, under a running sign)."""
+    home = DeviceHome(tmp_path / "dev")
+    home.init(PASSPHRASE.encode())
+    key = home.key_path.read_bytes()
+    env = {**os.environ, "PROV_HOME": str(home.root), "PROV_PASSPHRASE": PASSPHRASE}
+    with (home.root / ".lock").open("ab") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)  # as a running `prov sign` holds it
+        procs = [
+            subprocess.Popen(
+                [sys.executable, "-m", "clients.cli", "device", *args],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+                env=env,
+            )
+            for args in (
+                ("init", "--force"),
+                ("enroll", "--token", "t", "--server", closed_port()),
+            )
+        ]
+        for p in procs:
+            assert p.stderr is not None
+            line = p.stderr.readline()
+            assert line.startswith("waiting for another prov command"), line + p.stderr.read()
+        assert home.key_path.read_bytes() == key and all(p.poll() is None for p in procs)
+        fcntl.flock(held, fcntl.LOCK_UN)
+    init, enroll = (p.communicate(timeout=60) for p in procs)
+    assert procs[0].returncode == 0 and home.key_path.read_bytes() != key, init
+    assert procs[1].returncode == 1 and "cannot reach the server" in enroll[1], enroll

@@ -13,6 +13,7 @@ import pytest
 from conftest import SAMPLES, Cli, ServerProc, start_server
 
 from clients.device import MAX_QUEUE_ENTRY_BYTES, DeviceHome
+from provenance.wire.sidecar import decode_sidecar
 
 pytestmark = pytest.mark.slow  # each test starts one or two `prov serve` processes
 
@@ -248,5 +249,59 @@ def test_an_entry_that_cannot_be_read_is_set_aside_whole_and_never_jams(
         assert "over the" in shown[1] and "folder" in shown[2] and "FIFO" in shown[0], shown
         rc, out, err = enrolled("device", "sync")
         assert rc == 0 and "nothing queued" in out, err
+    finally:
+        srv.stop()
+
+
+def test_a_key_replaced_with_force_keeps_the_old_devices_claims_and_certificate(
+    cli: Cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`prov device init --force` numbers the new key's claims from 1 again: the old
+    key's queued claim #1 was overwritten by the new key's #1 (a signed capture lost),
+    and the old key's certificate stayed, taken for the new key's. The old device's
+    files move to replaced/DEVICE_ID/, whence `prov device sync --home` submits them."""
+    assert cli("admin", "ca", "init", "--dir", str(tmp_path / "ca"))[0] == 0
+    srv = start_server(tmp_path / "ca.db", "--ca", str(tmp_path / "ca"))
+    monkeypatch.setenv("PROV_SERVER", srv.address)
+    try:
+        assert cli("device", "init")[0] == 0
+        rc, token, err = cli("admin", "enroll-token")
+        assert rc == 0, err
+        assert cli("device", "enroll", "--token", token.strip())[0] == 0
+        home = DeviceHome(cli.home)
+        old_id = home.state().device_id
+        assert home.cert_path.exists()
+        first = Path(shutil.copy(SAMPLES / "rocket.jpg", tmp_path / "first.jpg"))
+        srv.stop()
+        rc, out, err = cli("sign", str(first))
+        assert rc == 0 and "queued" in out, err
+        rc, out, said = cli("device", "init", "--force")
+        assert rc == 0, said
+        second = Path(shutil.copy(SAMPLES / "chelsea.png", tmp_path / "second.png"))
+        rc, out, err = cli("sign", str(second))  # the new key's claim #1
+        assert rc == 0 and "(#1), queued" in out, err
+        queued = [
+            e.sidecar.signed_claim
+            for h in (home, *map(DeviceHome, cli.home.glob("replaced/*")))
+            for e in h.pending()
+            if e.sidecar
+        ]
+        old_claim = decode_sidecar(Path(f"{first}.prov").read_bytes()).signed_claim
+        assert old_claim in queued  # (before: overwritten by the new key's #1)
+        kept = cli.home / "replaced" / old_id
+        assert f"kept in {kept}" in " ".join(said.split()) and "1 still queued" in said, said
+        assert not home.cert_path.exists()  # the new key has no certificate yet
+        assert [e.sidecar.signed_claim.key_id.hex() for e in home.pending() if e.sidecar] == [
+            home.state().device_id
+        ]
+
+        again = start_server(srv.db, "--ca", str(tmp_path / "ca"))
+        try:
+            monkeypatch.setenv("PROV_SERVER", again.address)
+            rc, out, err = cli("device", "sync", "--home", str(kept))
+            assert rc == 0 and "submitted 1 of 1" in out, err
+            assert _verify(cli, first) == "SIGNED_ORIGINAL"
+        finally:
+            again.stop()
     finally:
         srv.stop()
