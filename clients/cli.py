@@ -199,12 +199,20 @@ def _admin_client(server: str) -> ProvenanceClient:
 # ---------------------------------------------------------------- admin
 
 
+#: Largest `prov admin enroll-token --ttl`: the request carries it as a uint32.
+MAX_TOKEN_TTL_S = 2**32 - 1
+
+
 @admin_app.command("enroll-token")
 def enroll_token(
     server: ServerOpt = default_server(),
     ttl: Annotated[
         int,
-        typer.Option(help="Seconds the token stays valid (0: server default, 24 h).", min=0),
+        typer.Option(
+            help="Seconds the token stays valid (0: server default, 24 h).",
+            min=0,
+            max=MAX_TOKEN_TTL_S,
+        ),
     ] = 0,
     label: Annotated[str, typer.Option(help="A name for the device, kept in the registry.")] = "",
 ) -> None:
@@ -280,6 +288,11 @@ def revoke(
             f"a device id is {2 * KEY_ID_BYTES} hex digits (`prov device show` prints"
             f" it), got {device_id!r}",
             param_hint="DEVICE_ID",
+        )
+    if not reason.strip():  # the server refuses it too; said before any request
+        raise typer.BadParameter(
+            "a revocation needs a reason (key compromised, device lost, ...): it is logged",
+            param_hint="--reason",
         )
     try:  # the server refuses it too; said here before any request, as a usage error
         check_revocation_reason(reason)

@@ -373,6 +373,25 @@ def test_an_admin_command_without_the_admin_token_is_a_usage_error(
     assert rc == 1 and "cannot reach the server" in err, err
 
 
+def test_admin_arguments_the_server_would_refuse_are_usage_errors(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A --ttl over what the request can carry (2^32 - 1 s) ended in a Python traceback
+    ("ValueError: Value out of range"), and a blank --reason was sent and refused by the
+    server (exit 1, "a revocation needs a reason [INVALID_ARGUMENT]"): exit 2 before any
+    call, naming the option."""
+    monkeypatch.setenv("PROV_ADMIN_TOKEN", "some-token")
+    server = ("--server", closed_port())
+    rc, err = _run(capsys, "admin", "enroll-token", "--ttl", str(2**32), *server)
+    assert rc == 2 and "--ttl" in err and "4294967295" in err, err
+    rc, err = _run(capsys, "admin", "enroll-token", "--ttl", str(2**32 - 1), *server)
+    assert rc == 1 and "cannot reach the server" in err, err  # the largest goes on
+    for blank in ("", "   "):
+        rc, err = _run(capsys, "admin", "revoke", "ab" * 32, "--reason", blank, *server)
+        assert rc == 2 and "--reason" in err and "needs a reason" in err, (blank, err)
+        assert "cannot reach" not in err
+
+
 def test_device_enroll_without_a_token_or_certificate_is_a_usage_error(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
