@@ -3,7 +3,8 @@ signing captures into sidecars, and an on-disk queue so no signed capture is los
 
 Layout of the device home (``PROV_HOME``, default ``~/.prov``)::
 
-    device_key.pem   the Ed25519 private key, encrypted PKCS#8 PEM (mode 0600)
+    device_key.pem   the Ed25519 private key, encrypted PKCS#8 PEM (mode 0600; PBKDF2 at
+                     600,000 iterations, `provenance.core.keyfile`)
     device.json      device id, enrolled server, last sequence, last claim hash
     queue/           signed claims not yet acknowledged by the log, one JSON each, named
                      by sequence (``000000000001.json``), with attempts and last error
