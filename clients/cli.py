@@ -149,6 +149,11 @@ SLOW_HINT = (
 EXIT_ALREADY_REVOKED = 3
 #: Said before the passphrase prompt comes again after an empty answer.
 EMPTY_PASSPHRASE = "the passphrase cannot be empty: the device key is encrypted with it"
+#: Said of a passphrase holding a byte that is not UTF-8 (the byte itself is never shown).
+NOT_UTF8_PASSPHRASE = (
+    "the passphrase is not valid UTF-8 text (a byte this terminal's encoding could not"
+    " decode): type it in a UTF-8 terminal"
+)
 
 
 def _passphrase(confirm: bool = False) -> bytes:
@@ -157,7 +162,10 @@ def _passphrase(confirm: bool = False) -> bytes:
     Raises UsageError (exit 2) when neither is possible (no variable, no terminal)."""
     env = os.environ.get("PROV_PASSPHRASE")
     if env:
-        return env.encode()
+        try:
+            return env.encode()
+        except UnicodeEncodeError:  # a byte that is not UTF-8; never shown, not even its place
+            raise UsageError(f"PROV_PASSPHRASE: {NOT_UTF8_PASSPHRASE}") from None
     if not sys.stdin.isatty():
         if env is not None:  # set, but to nothing
             raise UsageError(
@@ -168,7 +176,11 @@ def _passphrase(confirm: bool = False) -> bytes:
 
     def ask(prompt: str) -> str:
         while True:
-            value = str(typer.prompt(prompt, hide_input=True, default="", show_default=False))
+            try:
+                value = str(typer.prompt(prompt, hide_input=True, default="", show_default=False))
+            except UnicodeDecodeError:  # its message shows the byte and its place: not said
+                err.print(NOT_UTF8_PASSPHRASE, highlight=False)
+                continue
             if value:
                 return value
             err.print(EMPTY_PASSPHRASE, highlight=False)

@@ -158,3 +158,39 @@ def test_a_wrong_passphrase_is_one_sentence(
         " damaged\n",
     ), err
     assert not (tmp_path / "rocket.jpg.prov").exists()
+
+
+#: Said when a passphrase is not UTF-8 text (its bytes are never shown).
+NOT_UTF8 = "the passphrase is not valid UTF-8 text"
+
+
+def test_a_passphrase_that_is_not_utf8_is_refused_without_showing_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A passphrase with a byte that is not UTF-8 (typed in a Latin-1 terminal, or in
+    PROV_PASSPHRASE) ended in a Python traceback whose last line showed that byte and its
+    place in the passphrase ("can't decode byte 0xff in position 0"). Typed: said in
+    words, asked again; in the variable: a usage error (exit 2). No key is made."""
+    env = {k: v for k, v in os.environ.items() if k not in ("PROV_PASSPHRASE", "PROV_HOME")}
+    env.update(COLUMNS="200", TERM="dumb", NO_COLOR="1")
+    home = tmp_path / "device"
+    term = Terminal(["-m", "clients.cli", "device", "init", "--home", str(home)], env)
+    prompt, again = "Device key passphrase: ", "Repeat for confirmation: "
+    term.expect(prompt)
+    os.write(term.fd, b"s\xffcret\n")
+    said = term.expect(prompt)
+    assert NOT_UTF8 in said and "Traceback" not in said and "xff" not in said, said
+    term.type("secret")
+    term.expect(again)
+    term.type("secret")
+    rc, said = term.finish()
+    assert rc == 0 and f"device key created in {home}" in said, said
+
+    other = tmp_path / "other"
+    monkeypatch.setenv("PROV_PASSPHRASE", "s\udcffcret")  # the byte 0xff, as Python reads it
+    capsys.readouterr()
+    rc = prov_main(["device", "init", "--home", str(other)])
+    err = " ".join(capsys.readouterr().err.split())
+    assert rc == 2 and f"PROV_PASSPHRASE: {NOT_UTF8}" in err, err
+    assert "xff" not in err and "\udcff" not in err and "position" not in err, err
+    assert not (other / "device_key.pem").exists()
