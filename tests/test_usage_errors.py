@@ -537,6 +537,28 @@ def test_serve_witness_options_are_usage_errors(
     assert list(tmp_path.iterdir()) == [], list(tmp_path.iterdir())
 
 
+def test_serve_refuses_an_admin_token_that_can_be_guessed_offline(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The admin key is HKDF of the admin token and its public half is in every logged
+    enrollment and revocation: `prov serve` took "admin123", found from the public log
+    with a word list at about 17,000 guesses a second on one core (then anyone could make
+    enrollment tokens and revoke keys). Under 22 characters: exit 2 before anything is
+    made, naming where the token came from, never the token."""
+    db = tmp_path / "prov.db"
+    serve = ("serve", "--db", str(db), "--listen", "127.0.0.1:0", "--no-detector")
+    monkeypatch.setenv("PROV_ADMIN_TOKEN", "admin123")
+    rc, err = _run(capsys, *serve)
+    assert rc == 2 and "$PROV_ADMIN_TOKEN" in err and "at least 22" in err, err
+    assert "admin123" not in err and "token_urlsafe" in err and not db.exists()
+    monkeypatch.delenv("PROV_ADMIN_TOKEN")
+    short = tmp_path / "admin-token"
+    short.write_text("x" * 21 + "\n")
+    rc, err = _run(capsys, *serve, "--admin-token-file", str(short))
+    assert rc == 2 and "--admin-token-file" in err and "21 characters" in err, err
+    assert not db.exists()
+
+
 def test_serve_files_that_do_not_exist_are_usage_errors(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
