@@ -59,6 +59,7 @@ from provenance.core.errors import (
     TransportError,
     WitnessQuorumError,
 )
+from provenance.core.keyhistory import check_admin_token_text
 from provenance.core.keys import KEY_ID_BYTES, DeviceKey
 from provenance.core.timecheck import check_revocation_reason
 from provenance.media.image import sniff_media_type
@@ -202,6 +203,10 @@ def _admin_client(server: str) -> ProvenanceClient:
             " server's admin token (the one `prov serve` was started with, from its own"
             " $PROV_ADMIN_TOKEN or its --admin-token-file FILE)"
         )
+    try:
+        check_admin_token_text(token)
+    except ConfigError as e:
+        raise UsageError(f"PROV_ADMIN_TOKEN: {e}") from None
     return ProvenanceClient(server, admin_token=token)
 
 

@@ -559,6 +559,26 @@ def test_serve_refuses_an_admin_token_that_can_be_guessed_offline(
     assert not db.exists()
 
 
+def test_an_admin_token_grpc_cannot_carry_is_a_usage_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A token with a character that is not visible ASCII cannot travel as gRPC metadata:
+    `prov serve` took one (then no admin call could ever reach it), `prov admin` with a
+    byte that is not UTF-8 ended in a traceback showing that character and its place,
+    and with an accented letter said "Invalid metadata [INTERNAL]" with grpc's source
+    trace. Exit 2 on both sides, before any call, never showing the token."""
+    db = tmp_path / "prov.db"
+    serve = ("serve", "--db", str(db), "--listen", "127.0.0.1:0", "--no-detector")
+    enroll = ("admin", "enroll-token", "--server", closed_port())
+    for token in ("é" + "a" * 30, "\udcff" + "a" * 30, "a" * 15 + " " + "a" * 15):
+        monkeypatch.setenv("PROV_ADMIN_TOKEN", token)
+        for args in (serve, enroll):
+            rc, err = _run(capsys, *args)
+            assert rc == 2 and "not visible ASCII" in err and "PROV_ADMIN_TOKEN" in err, err
+            assert "aaaa" not in err and "position" not in err and "Traceback" not in err
+        assert not db.exists()
+
+
 def test_serve_files_that_do_not_exist_are_usage_errors(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

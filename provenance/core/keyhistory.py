@@ -106,13 +106,23 @@ class KeyState:
 MIN_ADMIN_TOKEN_CHARS = 22
 
 
+def check_admin_token_text(admin_token: str) -> None:
+    """Raises ConfigError (naming no part of it) unless ``admin_token`` is made of visible
+    ASCII characters (``!`` to ``~``): it travels as a gRPC metadata value, which takes
+    no other, so a server holding another could never be called."""
+    if not all("!" <= c <= "~" for c in admin_token):
+        raise ConfigError(
+            "the admin token holds a character that is not visible ASCII (a space, a"
+            " control character, a letter with an accent, a byte that is not UTF-8): gRPC"
+            " cannot carry it; use letters, digits and punctuation, as"
+            " secrets.token_urlsafe(32) makes"
+        )
+
+
 def check_admin_token(admin_token: str) -> None:
     """Raises ConfigError (naming no part of it) when ``admin_token`` is shorter than
-    `MIN_ADMIN_TOKEN_CHARS` or is not UTF-8 text."""
-    try:
-        admin_token.encode()
-    except UnicodeEncodeError:
-        raise ConfigError("the admin token is not valid UTF-8 text") from None
+    `MIN_ADMIN_TOKEN_CHARS` or fails `check_admin_token_text`."""
+    check_admin_token_text(admin_token)
     if len(admin_token) < MIN_ADMIN_TOKEN_CHARS:
         raise ConfigError(
             f"the admin token is {len(admin_token)} characters; at least"
