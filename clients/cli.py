@@ -13,6 +13,7 @@ import importlib.metadata
 import json
 import logging
 import os
+import re
 import shlex
 import sys
 import time
@@ -382,6 +383,10 @@ def device_init(
     print(state.device_id)
 
 
+#: What an enrollment token is made of (`secrets.token_urlsafe`, `registry.new_token`).
+TOKEN_TEXT = re.compile(r"[A-Za-z0-9_-]+")
+
+
 @device_app.command("enroll")
 def device_enroll(
     token: Annotated[str, typer.Option(help="One-time token from `prov admin enroll-token`.")] = "",
@@ -400,6 +405,12 @@ def device_enroll(
         raise UsageError(
             "give --token TOKEN (the one-time token `prov admin enroll-token` prints) or"
             " --certificate FILE (a chain from the server's enrollment authority)"
+        )
+    if token and not TOKEN_TEXT.fullmatch(token):
+        raise typer.BadParameter(
+            "an enrollment token is letters, digits, '-' and '_' (the line `prov admin"
+            f" enroll-token` prints); this one ({len(token)} characters) holds others",
+            param_hint="--token",
         )
     chain = certificate.read_text() if certificate is not None else ""
     h = DeviceHome(home)

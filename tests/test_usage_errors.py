@@ -13,6 +13,7 @@ import pytest
 from conftest import SAMPLES, closed_port
 
 from clients.cli import main as prov_main
+from clients.device import DeviceHome
 from provenance.log.checkpoint import generate_log_key
 from provenance.witness import cosigner_vkey
 
@@ -402,6 +403,13 @@ def test_device_enroll_without_a_token_or_certificate_is_a_usage_error(
     assert rc == 2 and "--token TOKEN" in err and "--certificate FILE" in err, err
     rc, err = _run(capsys, "device", "enroll", "--token", "t", *home)  # goes on: no key here
     assert rc == 1 and "prov device init" in err, err
+    # not what `prov admin enroll-token` prints: before, a byte that is not UTF-8 ended in
+    # a traceback ("can't encode character '\udcff' in position 0")
+    keyed = ("--home", str(tmp_path / "keyed"), "--server", closed_port())
+    DeviceHome(tmp_path / "keyed").init(b"pw")
+    for token in ("\udcffabc", "abc def", "tok\u00e9n"):
+        rc, err = _run(capsys, "device", "enroll", "--token", token, *keyed)
+        assert rc == 2 and "--token" in err and "letters, digits, '-' and '_'" in err, err
 
 
 def test_verify_given_several_files_points_to_scan(
