@@ -487,7 +487,14 @@ def _print_sync_problems(h: DeviceHome, done: SyncResult, server: str, stops: bo
         err.print(Text.assemble(("note:", "yellow"), f" {note}"))
     for reason in (*done.refused.values(), *done.set_aside.values()):
         err.print(Text.assemble(("set aside:", "red"), f" {reason}"))
-    if done.refused or done.set_aside:
+    if done.revoked:  # signing again with this key is refused as well
+        err.print(
+            f"claims set aside are kept in {h.set_aside_dir} (`prov device show` lists them);"
+            " this device's key is revoked, so the log takes none of its claims, old or new:"
+            " make a new key (`prov device init --force`; this device's claims are kept),"
+            " enroll it with a new token from the operator, and sign the files again",
+        )
+    elif done.refused or done.set_aside:
         err.print(
             f"claims set aside are kept in {h.set_aside_dir} (`prov device show` lists them);"
             " sign the file again for a new claim, or `prov device sync --retry-set-aside`"

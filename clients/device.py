@@ -575,6 +575,8 @@ class DeviceHome:
                         if e.code in ENTRY_FAILURE_CODES:
                             reason += f" (failed {tries} times)"
                         result.refused[ch] = self._aside(entry, reason)
+                        # SubmitCapture's PERMISSION_DENIED: this device's key is revoked
+                        result.revoked = result.revoked or e.code == "PERMISSION_DENIED"
                     else:
                         self._record_failure(entry, reason)
                         if is_unreachable(e):
@@ -883,7 +885,8 @@ class SyncResult:
     by claim hash (with the reason); unreadable entries set aside, by entry file name;
     notes (a sidecar kept in the device folder, ...) by claim hash; and why it stopped
     early: the server unreachable, or a transient refusal (``deferred``; with
-    ``not_enrolled`` when it is that the server has no such device enrolled)."""
+    ``not_enrolled`` when it is that the server has no such device enrolled);
+    ``revoked``: a claim was refused because the device's key is revoked."""
 
     logged: dict[bytes, Receipt] = field(default_factory=dict)
     refused: dict[bytes, str] = field(default_factory=dict)
@@ -892,6 +895,7 @@ class SyncResult:
     unreachable: str | None = None
     deferred: str | None = None
     not_enrolled: bool = False
+    revoked: bool = False
 
 
 class ClaimFields(TypedDict):
