@@ -383,6 +383,33 @@ def device_init(
     print(state.device_id)
 
 
+#: Largest `prov device enroll --certificate` file read (a chain of a few certificates
+#: is a few KiB).
+MAX_CERTIFICATE_CHAIN_BYTES = 256 * 1024
+
+
+def _certificate_chain(path: Path) -> str:
+    """The PEM text of a `--certificate` FILE. Raises BadParameter (exit 2) when it is a
+    FIFO or device, over `MAX_CERTIFICATE_CHAIN_BYTES`, unreadable, or not PEM text
+    holding a certificate; the server checks the chain itself."""
+    try:
+        data = read_bounded(path, MAX_CERTIFICATE_CHAIN_BYTES, "certificate chain")
+    except OSError as e:
+        raise typer.BadParameter(
+            f"cannot read {path}: {e.strerror or e}", param_hint="--certificate"
+        ) from None
+    except ProvenanceError as e:  # a FIFO or device, or too large
+        raise typer.BadParameter(str(e), param_hint="--certificate") from None
+    text = data.decode("ascii", "replace")
+    if "-----BEGIN CERTIFICATE-----" not in text or "\ufffd" in text:
+        raise typer.BadParameter(
+            f"{path} is not a PEM certificate chain (-----BEGIN CERTIFICATE----- text):"
+            " give the chain the server's enrollment authority issued for this key",
+            param_hint="--certificate",
+        )
+    return text
+
+
 #: What an enrollment token is made of (`secrets.token_urlsafe`, `registry.new_token`).
 TOKEN_TEXT = re.compile(r"[A-Za-z0-9_-]+")
 
@@ -393,7 +420,9 @@ def device_enroll(
     certificate: Annotated[
         Path | None,
         typer.Option(
-            help="Enroll with an X.509 chain for this key from the server's authority instead of a token."
+            help="Enroll with an X.509 chain for this key from the server's authority instead of a token.",
+            exists=True,
+            dir_okay=False,
         ),
     ] = None,
     server: ServerOpt = default_server(),
@@ -412,7 +441,7 @@ def device_enroll(
             f" enroll-token` prints); this one ({len(token)} characters) holds others",
             param_hint="--token",
         )
-    chain = certificate.read_text() if certificate is not None else ""
+    chain = _certificate_chain(certificate) if certificate is not None else ""
     h = DeviceHome(home)
     h.require_key()  # before the prompt
     passphrase = _passphrase()

@@ -7,13 +7,15 @@ import fcntl
 import os
 import subprocess
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from conftest import PASSPHRASE, closed_port
+from conftest import PASSPHRASE, closed_port, start_server
 
 from clients.cli import main as prov_main
 from clients.device import DeviceHome
+from provenance.c2pa.authority import init_authority, issue_device_certificate, load_authority
 
 
 def test_sync_in_a_folder_without_a_device_says_there_is_none(
@@ -62,3 +64,30 @@ def test_init_and_enroll_wait_for_a_command_using_the_device(tmp_path: Path) -> 
     init, enroll = (p.communicate(timeout=60) for p in procs)
     assert procs[0].returncode == 0 and home.key_path.read_bytes() != key, init
     assert procs[1].returncode == 1 and "cannot reach the server" in enroll[1], enroll
+
+
+def test_enroll_with_a_certificate_file_from_the_authority(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`prov device enroll --certificate FILE` (read bounded, as PEM text) enrolls a key
+    the server's authority certified, over a real `prov serve --ca`."""
+    init_authority(tmp_path / "ca", now=datetime.now(UTC))
+    srv = start_server(tmp_path / "p.db", "--ca", str(tmp_path / "ca"))
+    try:
+        home = DeviceHome(tmp_path / "dev")
+        state, _ = home.init(PASSPHRASE.encode())
+        chain = issue_device_certificate(
+            load_authority(tmp_path / "ca"),
+            bytes.fromhex(state.public_key),
+            state.device_id,
+            now=datetime.now(UTC),
+        )
+        (tmp_path / "chain.pem").write_bytes(chain)
+        monkeypatch.setenv("PROV_PASSPHRASE", PASSPHRASE)
+        args = ["--certificate", str(tmp_path / "chain.pem"), "--server", srv.address]
+        rc = prov_main(["device", "enroll", "--home", str(home.root), *args])
+        out = capsys.readouterr().out
+        assert rc == 0 and f"device {state.device_id} enrolled" in out, out
+        assert home.cert_path.read_bytes() == chain
+    finally:
+        srv.stop()

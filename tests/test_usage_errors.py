@@ -5,6 +5,7 @@ files; the server address given to a runtime failure is a real closed loopback p
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 from pathlib import Path
@@ -410,6 +411,18 @@ def test_device_enroll_without_a_token_or_certificate_is_a_usage_error(
     for token in ("\udcffabc", "abc def", "tok\u00e9n"):
         rc, err = _run(capsys, "device", "enroll", "--token", token, *keyed)
         assert rc == 2 and "--token" in err and "letters, digits, '-' and '_'" in err, err
+    # a --certificate that does not exist (before: exit 1), is a FIFO (before: waited for a
+    # writer for ever) or is no PEM text (before: a UnicodeDecodeError traceback)
+    fifo = tmp_path / "chain.fifo"
+    os.mkfifo(fifo)
+    for chain, said in (
+        (tmp_path / "gone.pem", "does not exist"),
+        (fifo, "FIFO"),
+        (SAMPLES / "rocket.jpg", "is not a PEM certificate chain"),
+        (SAMPLES.parent / "cli.py", "is not a PEM certificate chain"),
+    ):
+        rc, err = _run(capsys, "device", "enroll", "--certificate", str(chain), *keyed)
+        assert rc == 2 and "--certificate" in err and said in err, (chain, err)
 
 
 def test_verify_given_several_files_points_to_scan(
