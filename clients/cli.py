@@ -416,7 +416,16 @@ TOKEN_TEXT = re.compile(r"[A-Za-z0-9_-]+")
 
 @device_app.command("enroll")
 def device_enroll(
-    token: Annotated[str, typer.Option(help="One-time token from `prov admin enroll-token`.")] = "",
+    token: Annotated[
+        str,
+        typer.Option(
+            help="One-time token from `prov admin enroll-token`. Prefer $PROV_ENROLL_TOKEN:"
+            " a command line can be read by every user of the machine (ps) while the"
+            " passphrase is asked, and a token read there can be spent first.",
+            envvar="PROV_ENROLL_TOKEN",
+            show_envvar=True,
+        ),
+    ] = "",
     certificate: Annotated[
         Path | None,
         typer.Option(
@@ -432,8 +441,9 @@ def device_enroll(
     certificate issued by the server's enrollment authority)."""
     if not token and certificate is None:
         raise UsageError(
-            "give --token TOKEN (the one-time token `prov admin enroll-token` prints) or"
-            " --certificate FILE (a chain from the server's enrollment authority)"
+            "give --token TOKEN or $PROV_ENROLL_TOKEN (the one-time token `prov admin"
+            " enroll-token` prints) or --certificate FILE (a chain from the server's"
+            " enrollment authority)"
         )
     if token and not TOKEN_TEXT.fullmatch(token):
         raise typer.BadParameter(

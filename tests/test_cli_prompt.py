@@ -14,9 +14,11 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, SAMPLES, closed_port
+from conftest import ADMIN_TOKEN, ROOT, SAMPLES, closed_port, start_server
 
+from clients.api import ProvenanceClient
 from clients.cli import main as prov_main
+from clients.device import DeviceHome
 
 #: The line said before the prompt comes again after an empty answer.
 EMPTY = "the passphrase cannot be empty: the device key is encrypted with it"
@@ -194,3 +196,30 @@ def test_a_passphrase_that_is_not_utf8_is_refused_without_showing_it(
     assert rc == 2 and f"PROV_PASSPHRASE: {NOT_UTF8}" in err, err
     assert "xff" not in err and "\udcff" not in err and "position" not in err, err
     assert not (other / "device_key.pem").exists()
+
+
+def test_an_enrollment_token_from_the_environment_is_not_on_the_command_line(
+    tmp_path: Path,
+) -> None:
+    """`prov device enroll --token TOKEN` waits at the passphrase prompt with the token in
+    its command line, which every user of the machine can read (/proc/PID/cmdline, ps)
+    and spend first with a key of their own. $PROV_ENROLL_TOKEN (readable by the same
+    user alone) gives it instead (before: ignored, "give --token TOKEN")."""
+    srv = start_server(tmp_path / "p.db")
+    try:
+        with ProvenanceClient(srv.address, admin_token=ADMIN_TOKEN) as c:
+            token, _ = c.create_enrollment_token()
+        home = tmp_path / "device"
+        DeviceHome(home).init(b"secret")
+        env = {k: v for k, v in os.environ.items() if k not in ("PROV_PASSPHRASE", "PROV_HOME")}
+        env.update(COLUMNS="200", TERM="dumb", NO_COLOR="1", PROV_ENROLL_TOKEN=token)
+        argv = ["-m", "clients.cli", "device", "enroll", "--home", str(home)]
+        term = Terminal([*argv, "--server", srv.address], env)
+        term.expect("Device key passphrase: ")
+        cmdline = Path(f"/proc/{term.pid}/cmdline").read_bytes()
+        assert token.encode() not in cmdline and b"enroll" in cmdline
+        term.type("secret")
+        rc, said = term.finish()
+        assert rc == 0 and "enrolled with" in said, said
+    finally:
+        srv.stop()
