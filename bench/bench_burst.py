@@ -39,7 +39,7 @@ from provenance.core.envelope import PAYLOAD_TYPE_ENROLL, sign_payload
 from provenance.core.keys import DeviceKey
 from provenance.v1 import provenance_pb2 as pb
 
-ADMIN = "bench-burst-admin"
+ADMIN = "bench-burst-admin-token-0123456789"
 ROOT = Path(__file__).resolve().parents[1]
 SUBMIT = "/provenance.v1.Captures/SubmitCapture"
 CHECKPOINT = "/provenance.v1.Log/GetCheckpoint"

@@ -40,7 +40,7 @@ from provenance.core.keys import DeviceKey
 
 ROOT = Path(__file__).resolve().parents[1]
 PHOTO = ROOT / "clients" / "samples" / "rocket.jpg"
-TOKEN = "bench-token"
+TOKEN = "bench-admin-token-0123456789"
 
 
 def _serve(root: Path, db: Path | str, *extra: str) -> tuple[subprocess.Popen[str], str]:

@@ -61,7 +61,7 @@ from provenance.v1 import provenance_pb2 as pb
 from provenance.wire import convert as wire
 from provenance.wire.contract import UPLOAD_CHUNK_BYTES
 
-ADMIN = "bench-admin-token"
+ADMIN = "bench-admin-token-0123456789"
 ROOT = Path(__file__).resolve().parents[1]
 SUBMIT = "/provenance.v1.Captures/SubmitCapture"
 VERIFY = "/provenance.v1.Verification/VerifyFile"

@@ -42,13 +42,15 @@ def start_server(db: Path) -> tuple[subprocess.Popen[str], str]:
 def enrolled_server(work: Path) -> Iterator[tuple[subprocess.Popen[str], str]]:
     """Yield (the server process, its HOST:PORT); terminate it on exit."""
     os.environ.update(
-        PROV_ADMIN_TOKEN="bench-token", PROV_HOME=str(work / "dev"), PROV_PASSPHRASE="bench"
+        PROV_ADMIN_TOKEN="bench-admin-token-0123456789",
+        PROV_HOME=str(work / "dev"),
+        PROV_PASSPHRASE="bench",
     )
     proc, address = start_server(work / "bench.db")
     try:
         os.environ["PROV_SERVER"] = address
         assert prov(["device", "init"]) == 0
-        with ProvenanceClient(address, admin_token="bench-token") as c:
+        with ProvenanceClient(address, admin_token="bench-admin-token-0123456789") as c:
             token, _ = c.create_enrollment_token()
         assert prov(["device", "enroll", "--token", token]) == 0
         yield proc, address

@@ -13,6 +13,7 @@ import importlib.metadata
 import json
 import logging
 import os
+import re
 import shlex
 import sys
 import time
@@ -59,6 +60,7 @@ from provenance.core.errors import (
     TransportError,
     WitnessQuorumError,
 )
+from provenance.core.keyhistory import check_admin_token_text
 from provenance.core.keys import KEY_ID_BYTES, DeviceKey
 from provenance.core.timecheck import check_revocation_reason
 from provenance.media.image import sniff_media_type
@@ -149,6 +151,11 @@ SLOW_HINT = (
 EXIT_ALREADY_REVOKED = 3
 #: Said before the passphrase prompt comes again after an empty answer.
 EMPTY_PASSPHRASE = "the passphrase cannot be empty: the device key is encrypted with it"
+#: Said of a passphrase holding a byte that is not UTF-8 (the byte itself is never shown).
+NOT_UTF8_PASSPHRASE = (
+    "the passphrase is not valid UTF-8 text (a byte this terminal's encoding could not"
+    " decode): type it in a UTF-8 terminal"
+)
 
 
 def _passphrase(confirm: bool = False) -> bytes:
@@ -157,7 +164,10 @@ def _passphrase(confirm: bool = False) -> bytes:
     Raises UsageError (exit 2) when neither is possible (no variable, no terminal)."""
     env = os.environ.get("PROV_PASSPHRASE")
     if env:
-        return env.encode()
+        try:
+            return env.encode()
+        except UnicodeEncodeError:  # a byte that is not UTF-8; never shown, not even its place
+            raise UsageError(f"PROV_PASSPHRASE: {NOT_UTF8_PASSPHRASE}") from None
     if not sys.stdin.isatty():
         if env is not None:  # set, but to nothing
             raise UsageError(
@@ -168,7 +178,11 @@ def _passphrase(confirm: bool = False) -> bytes:
 
     def ask(prompt: str) -> str:
         while True:
-            value = str(typer.prompt(prompt, hide_input=True, default="", show_default=False))
+            try:
+                value = str(typer.prompt(prompt, hide_input=True, default="", show_default=False))
+            except UnicodeDecodeError:  # its message shows the byte and its place: not said
+                err.print(NOT_UTF8_PASSPHRASE, highlight=False)
+                continue
             if value:
                 return value
             err.print(EMPTY_PASSPHRASE, highlight=False)
@@ -190,6 +204,10 @@ def _admin_client(server: str) -> ProvenanceClient:
             " server's admin token (the one `prov serve` was started with, from its own"
             " $PROV_ADMIN_TOKEN or its --admin-token-file FILE)"
         )
+    try:
+        check_admin_token_text(token)
+    except ConfigError as e:
+        raise UsageError(f"PROV_ADMIN_TOKEN: {e}") from None
     return ProvenanceClient(server, admin_token=token)
 
 
@@ -199,12 +217,20 @@ def _admin_client(server: str) -> ProvenanceClient:
 # ---------------------------------------------------------------- admin
 
 
+#: Largest `prov admin enroll-token --ttl`: the request carries it as a uint32.
+MAX_TOKEN_TTL_S = 2**32 - 1
+
+
 @admin_app.command("enroll-token")
 def enroll_token(
     server: ServerOpt = default_server(),
     ttl: Annotated[
         int,
-        typer.Option(help="Seconds the token stays valid (0: server default, 24 h).", min=0),
+        typer.Option(
+            help="Seconds the token stays valid (0: server default, 24 h).",
+            min=0,
+            max=MAX_TOKEN_TTL_S,
+        ),
     ] = 0,
     label: Annotated[str, typer.Option(help="A name for the device, kept in the registry.")] = "",
 ) -> None:
@@ -281,6 +307,11 @@ def revoke(
             f" it), got {device_id!r}",
             param_hint="DEVICE_ID",
         )
+    if not reason.strip():  # the server refuses it too; said before any request
+        raise typer.BadParameter(
+            "a revocation needs a reason (key compromised, device lost, ...): it is logged",
+            param_hint="--reason",
+        )
     try:  # the server refuses it too; said here before any request, as a usage error
         check_revocation_reason(reason)
     except ClaimError as e:
@@ -327,25 +358,80 @@ def revoke(
 def device_init(
     home: HomeOpt = default_home(),
     force: Annotated[
-        bool, typer.Option(help="Replace an existing key (its identity is lost).")
+        bool,
+        typer.Option(
+            help="Replace an existing key (its identity is lost; the old device's queue,"
+            " set-aside claims, certificate and state move to replaced/DEVICE_ID/ in --home)."
+        ),
     ] = False,
 ) -> None:
     """Create this device's Ed25519 key, encrypted with a passphrase (prompted, or taken
     from PROV_PASSPHRASE for scripts), in --home (default: $PROV_HOME or ~/.prov)."""
     h = DeviceHome(home)
     h.check_init(force)  # before the prompt
-    state = h.init(_passphrase(confirm=True), force=force)
+    passphrase = _passphrase(confirm=True)
+    with h.locked():  # not while a `prov sign` or `prov device sync` uses the old key
+        state, old = h.init(passphrase, force=force)
     out.print(f"device key created in {home}")
+    if old is not None:
+        queued = len(DeviceHome(old).pending())
+        err.print(
+            f"the replaced device's state, certificate and claims ({queued} still queued) are"
+            f" kept in {old}; `prov device sync --home {old}` submits what it queued",
+            highlight=False,
+        )
     print(state.device_id)
+
+
+#: Largest `prov device enroll --certificate` file read (a chain of a few certificates
+#: is a few KiB).
+MAX_CERTIFICATE_CHAIN_BYTES = 256 * 1024
+
+
+def _certificate_chain(path: Path) -> str:
+    """The PEM text of a `--certificate` FILE. Raises BadParameter (exit 2) when it is a
+    FIFO or device, over `MAX_CERTIFICATE_CHAIN_BYTES`, unreadable, or not PEM text
+    holding a certificate; the server checks the chain itself."""
+    try:
+        data = read_bounded(path, MAX_CERTIFICATE_CHAIN_BYTES, "certificate chain")
+    except OSError as e:
+        raise typer.BadParameter(
+            f"cannot read {path}: {e.strerror or e}", param_hint="--certificate"
+        ) from None
+    except ProvenanceError as e:  # a FIFO or device, or too large
+        raise typer.BadParameter(str(e), param_hint="--certificate") from None
+    text = data.decode("ascii", "replace")
+    if "-----BEGIN CERTIFICATE-----" not in text or "\ufffd" in text:
+        raise typer.BadParameter(
+            f"{path} is not a PEM certificate chain (-----BEGIN CERTIFICATE----- text):"
+            " give the chain the server's enrollment authority issued for this key",
+            param_hint="--certificate",
+        )
+    return text
+
+
+#: What an enrollment token is made of (`secrets.token_urlsafe`, `registry.new_token`).
+TOKEN_TEXT = re.compile(r"[A-Za-z0-9_-]+")
 
 
 @device_app.command("enroll")
 def device_enroll(
-    token: Annotated[str, typer.Option(help="One-time token from `prov admin enroll-token`.")] = "",
+    token: Annotated[
+        str,
+        typer.Option(
+            help="One-time token from `prov admin enroll-token`. Prefer $PROV_ENROLL_TOKEN:"
+            " a command line can be read by every user of the machine (ps) while the"
+            " passphrase is asked, and a token read there can be spent first.",
+            envvar="PROV_ENROLL_TOKEN",
+            show_envvar=True,
+        ),
+    ] = "",
     certificate: Annotated[
         Path | None,
         typer.Option(
-            help="Enroll with an X.509 chain for this key from the server's authority instead of a token."
+            help="Enroll with an X.509 chain for this key from the server's authority instead of a token.",
+            exists=True,
+            dir_okay=False,
         ),
     ] = None,
     server: ServerOpt = default_server(),
@@ -355,14 +441,23 @@ def device_enroll(
     certificate issued by the server's enrollment authority)."""
     if not token and certificate is None:
         raise UsageError(
-            "give --token TOKEN (the one-time token `prov admin enroll-token` prints) or"
-            " --certificate FILE (a chain from the server's enrollment authority)"
+            "give --token TOKEN or $PROV_ENROLL_TOKEN (the one-time token `prov admin"
+            " enroll-token` prints) or --certificate FILE (a chain from the server's"
+            " enrollment authority)"
         )
-    chain = certificate.read_text() if certificate is not None else ""
+    if token and not TOKEN_TEXT.fullmatch(token):
+        raise typer.BadParameter(
+            "an enrollment token is letters, digits, '-' and '_' (the line `prov admin"
+            f" enroll-token` prints); this one ({len(token)} characters) holds others",
+            param_hint="--token",
+        )
+    chain = _certificate_chain(certificate) if certificate is not None else ""
     h = DeviceHome(home)
     h.require_key()  # before the prompt
-    with ProvenanceClient(server) as c:
-        state = h.enroll(c, token, _passphrase(), chain)
+    passphrase = _passphrase()
+    # its state is read and written again: not while a `prov sign` numbers a claim
+    with h.locked(), ProvenanceClient(server) as c:
+        state = h.enroll(c, token, passphrase, chain)
     extra = f"; certificate saved in {h.cert_path}" if h.cert_path.exists() else ""
     out.print(f"device {state.device_id} enrolled with {server}{extra}")
 
@@ -431,7 +526,14 @@ def _print_sync_problems(h: DeviceHome, done: SyncResult, server: str, stops: bo
         err.print(Text.assemble(("note:", "yellow"), f" {note}"))
     for reason in (*done.refused.values(), *done.set_aside.values()):
         err.print(Text.assemble(("set aside:", "red"), f" {reason}"))
-    if done.refused or done.set_aside:
+    if done.revoked:  # signing again with this key is refused as well
+        err.print(
+            f"claims set aside are kept in {h.set_aside_dir} (`prov device show` lists them);"
+            " this device's key is revoked, so the log takes none of its claims, old or new:"
+            " make a new key (`prov device init --force`; this device's claims are kept),"
+            " enroll it with a new token from the operator, and sign the files again",
+        )
+    elif done.refused or done.set_aside:
         err.print(
             f"claims set aside are kept in {h.set_aside_dir} (`prov device show` lists them);"
             " sign the file again for a new claim, or `prov device sync --retry-set-aside`"

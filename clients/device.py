@@ -3,7 +3,8 @@ signing captures into sidecars, and an on-disk queue so no signed capture is los
 
 Layout of the device home (``PROV_HOME``, default ``~/.prov``)::
 
-    device_key.pem   the Ed25519 private key, encrypted PKCS#8 PEM (mode 0600)
+    device_key.pem   the Ed25519 private key, encrypted PKCS#8 PEM (mode 0600; PBKDF2 at
+                     600,000 iterations, `provenance.core.keyfile`)
     device.json      device id, enrolled server, last sequence, last claim hash
     queue/           signed claims not yet acknowledged by the log, one JSON each, named
                      by sequence (``000000000001.json``), with attempts and last error
@@ -12,6 +13,8 @@ Layout of the device home (``PROV_HOME``, default ``~/.prov``)::
                      --retry-set-aside`` queues them again)
     sidecars/        sidecars that could not be written beside their file (folder gone,
                      name too long, read-only), named by sequence
+    replaced/ID/     a device replaced by a new key (`prov device init --force`): all the
+                     above but its key, a device folder of its own
 
 Order of writes when signing (each file written atomically and fsynced): the state
 (sequence reserved) first, then the queue entry, then the sidecar. A crash can leave
@@ -170,17 +173,54 @@ class DeviceHome:
                 " (the old key's device identity is then lost)"
             )
 
-    def init(self, passphrase: bytes, force: bool = False) -> DeviceState:
+    def init(self, passphrase: bytes, force: bool = False) -> tuple[DeviceState, Path | None]:
         """Create a new device key. Refuses to overwrite one unless ``force`` (ConfigError,
-        see `check_init`)."""
+        see `check_init`). Returns the new device's state and, when it replaced a device
+        (with ``force``, or one whose key was deleted), the folder that device's files
+        other than the key were moved to (`set_old_device_aside`). Hold `locked` around it. Raises OSError."""
         self.check_init(force)
         self.root.mkdir(parents=True, exist_ok=True)
-        self.queue_dir.mkdir(exist_ok=True)
         key = DeviceKey.generate()
+        old = self.set_old_device_aside()  # a key lost by hand leaves its device too
+        self.queue_dir.mkdir(exist_ok=True)
         atomic_write(self.key_path, key.to_encrypted_pem(passphrase), mode=0o600)
         state = DeviceState(device_id=key.key_id.hex(), public_key=key.public_key.hex())
         self.save_state(state)
-        return state
+        return state, old
+
+    def set_old_device_aside(self) -> Path | None:
+        """Move this folder's device, all but its key, to ``replaced/DEVICE_ID/`` (a device
+        folder of its own: `prov device sync --home` submits its queue there): its state,
+        certificate, queue, set-aside claims and kept sidecars. The new key's claims are
+        numbered from 1 again, so left here they would be overwritten by its entries of
+        the same numbers, and the old certificate would be taken for the new key's.
+        Returns that folder, or None when there is no device state here. Raises OSError."""
+        try:
+            old_id = self.state().device_id
+        except ConfigError:  # no state (or damaged): name the folder by the time instead
+            if not any(p.exists() for p in self._device_files()):
+                return None
+            old_id = "unknown-" + datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+        target = self.root / "replaced" / old_id
+        n = 1
+        while target.exists():
+            n += 1
+            target = target.with_name(f"{old_id}.{n}")
+        target.mkdir(parents=True)
+        for p in self._device_files():
+            if p.exists():
+                os.replace(p, target / p.name)
+        return target
+
+    def _device_files(self) -> tuple[Path, ...]:
+        """What belongs to the device of this folder, besides its key and lock."""
+        return (
+            self.state_path,
+            self.cert_path,
+            self.queue_dir,
+            self.set_aside_dir,
+            self.sidecar_dir,
+        )
 
     def require_key(self) -> None:
         """Raise ConfigError when this folder holds no device key (asked before the
@@ -358,8 +398,17 @@ class DeviceHome:
         return failed
 
     def _set_entry_aside(self, entry: QueueEntry, reason: str) -> Path:
-        """Move a queue entry to ``set_aside/`` with the reason; returns its new path."""
+        """Move a queue entry to ``set_aside/`` with the reason; returns its new path.
+
+        An entry that cannot be read (``sidecar`` None: over the size limit, not JSON,
+        a folder, a FIFO, a read error) is moved as it is, byte for byte (its reason is
+        the read problem, found again whenever it is listed): nothing of it is lost.
+        Raises OSError when it cannot be moved (it then stays queued)."""
         self.set_aside_dir.mkdir(parents=True, exist_ok=True)
+        target = self.set_aside_dir / entry.file.name
+        if entry.sidecar is None:
+            os.replace(entry.file, target)
+            return target
         now = datetime.now(UTC).isoformat(timespec="seconds")
         aside = replace(
             entry,
@@ -368,10 +417,21 @@ class DeviceHome:
             last_attempt=now,
             set_aside_at=now,
         )
-        target = self.set_aside_dir / entry.file.name
         atomic_write(target, aside.to_json())
         entry.file.unlink(missing_ok=True)
         return target
+
+    def _aside(self, entry: QueueEntry, reason: str) -> str:
+        """`_set_entry_aside` for `sync`, which goes on either way: ``reason``, with what
+        went wrong added when the entry could not be moved (it then stays queued)."""
+        try:
+            self._set_entry_aside(entry, reason)
+        except OSError as e:
+            return (
+                f"{reason}; it could not be moved to {self.set_aside_dir}"
+                f" ({e.strerror or e}) and stays queued"
+            )
+        return reason
 
     def retry_set_aside(self) -> int:
         """Queue every set-aside entry again (after the cause was fixed, e.g. a server
@@ -498,8 +558,7 @@ class DeviceHome:
             label = entry.label
             if entry.sidecar is None:
                 reason = f"{label}: queue entry cannot be read: {entry.problem}"
-                result.set_aside[entry.file.name] = reason
-                self._set_entry_aside(entry, reason)
+                result.set_aside[entry.file.name] = self._aside(entry, reason)
             else:
                 ch = entry.sidecar.signed_claim.claim_hash
                 try:
@@ -515,8 +574,9 @@ class DeviceHome:
                     ):
                         if e.code in ENTRY_FAILURE_CODES:
                             reason += f" (failed {tries} times)"
-                        result.refused[ch] = reason
-                        self._set_entry_aside(entry, reason)
+                        result.refused[ch] = self._aside(entry, reason)
+                        # SubmitCapture's PERMISSION_DENIED: this device's key is revoked
+                        result.revoked = result.revoked or e.code == "PERMISSION_DENIED"
                     else:
                         self._record_failure(entry, reason)
                         if is_unreachable(e):
@@ -527,9 +587,7 @@ class DeviceHome:
                             result.not_enrolled = e.code == "NOT_FOUND"
                         break
                 except ProvenanceError as e:  # e.g. a claim this client cannot encode
-                    reason = f"{label}: {e}"
-                    result.refused[ch] = reason
-                    self._set_entry_aside(entry, reason)
+                    result.refused[ch] = self._aside(entry, f"{label}: {e}")
             if progress:
                 progress(i + 1, len(items))
         return result
@@ -764,7 +822,8 @@ class QueueEntry:
             "sequence": self.sequence,
             "file": str(self.sidecar_path.with_name(self.label)) if self.sidecar_path else None,
             "attempts": self.attempts,
-            "last_error": self.last_error or self.problem or None,
+            "last_error": self.last_error
+            or (f"queue entry cannot be read: {self.problem}" if self.problem else None),
             "last_attempt": self.last_attempt or None,
         }
         if self.set_aside_at:
@@ -826,7 +885,8 @@ class SyncResult:
     by claim hash (with the reason); unreadable entries set aside, by entry file name;
     notes (a sidecar kept in the device folder, ...) by claim hash; and why it stopped
     early: the server unreachable, or a transient refusal (``deferred``; with
-    ``not_enrolled`` when it is that the server has no such device enrolled)."""
+    ``not_enrolled`` when it is that the server has no such device enrolled);
+    ``revoked``: a claim was refused because the device's key is revoked."""
 
     logged: dict[bytes, Receipt] = field(default_factory=dict)
     refused: dict[bytes, str] = field(default_factory=dict)
@@ -835,6 +895,7 @@ class SyncResult:
     unreachable: str | None = None
     deferred: str | None = None
     not_enrolled: bool = False
+    revoked: bool = False
 
 
 class ClaimFields(TypedDict):

@@ -98,6 +98,7 @@ EXAMPLES: dict[str, tuple[str, ...]] = {
     ),
     "device enroll": (
         "prov device enroll --server 127.0.0.1:50051 --token TOKEN",
+        "PROV_ENROLL_TOKEN=TOKEN prov device enroll  # not in the command line (ps)",
         "prov device enroll --server 127.0.0.1:50051 --certificate chain.pem",
     ),
     "device show": (

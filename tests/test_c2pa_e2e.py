@@ -296,3 +296,16 @@ def test_c2pa_trust_config_applies_to_the_ca_root(
         assert c2pa_result["trusted_anchor"] is True
     finally:
         srv.stop()
+
+
+def test_sign_c2pa_keeps_the_files_mode(ca_server: ServerProc, cli: Cli, tmp_path: Path) -> None:
+    """The manifest is embedded by writing a new file and renaming it over the capture:
+    that file was made by `mkstemp`, mode 0600, so a photo others could read (0644, a
+    web server's, a shared folder's) was readable by its owner alone after `prov sign
+    --c2pa`. The capture keeps its mode."""
+    photo = Path(shutil.copy(SAMPLES / "grace_hopper.jpg", tmp_path / "shared.jpg"))
+    photo.chmod(0o664)
+    rc, out, err = cli("sign", "--c2pa", str(photo))
+    assert rc == 0 and "C2PA manifest embedded" in out, err
+    assert oct(photo.stat().st_mode & 0o777) == oct(0o664)
+    assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".shared.jpg.")]

@@ -3,12 +3,19 @@ says so instead of answering as if the device had nothing to do. The real CLI.""
 
 from __future__ import annotations
 
+import fcntl
+import os
+import subprocess
+import sys
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from conftest import closed_port
+from conftest import PASSPHRASE, closed_port, start_server
 
 from clients.cli import main as prov_main
+from clients.device import DeviceHome
+from provenance.c2pa.authority import init_authority, issue_device_certificate, load_authority
 
 
 def test_sync_in_a_folder_without_a_device_says_there_is_none(
@@ -23,3 +30,64 @@ def test_sync_in_a_folder_without_a_device_says_there_is_none(
         err = " ".join(got.err.split())
         assert rc == 1 and f"no device at {home}: run `prov device init` first" in err, err
         assert "nothing queued" not in got.out and not home.exists()
+
+
+def test_init_and_enroll_wait_for_a_command_using_the_device(tmp_path: Path) -> None:
+    """`prov device init --force` and `prov device enroll` rewrite the device's state
+    (its sequence) as `prov sign` does: they wait for the device folder's lock like it
+    (before: the key was replaced, or the state written back, under a running sign)."""
+    home = DeviceHome(tmp_path / "dev")
+    home.init(PASSPHRASE.encode())
+    key = home.key_path.read_bytes()
+    env = {**os.environ, "PROV_HOME": str(home.root), "PROV_PASSPHRASE": PASSPHRASE}
+    with (home.root / ".lock").open("ab") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)  # as a running `prov sign` holds it
+        procs = [
+            subprocess.Popen(
+                [sys.executable, "-m", "clients.cli", "device", *args],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+                env=env,
+            )
+            for args in (
+                ("init", "--force"),
+                ("enroll", "--token", "t", "--server", closed_port()),
+            )
+        ]
+        for p in procs:
+            assert p.stderr is not None
+            line = p.stderr.readline()
+            assert line.startswith("waiting for another prov command"), line + p.stderr.read()
+        assert home.key_path.read_bytes() == key and all(p.poll() is None for p in procs)
+        fcntl.flock(held, fcntl.LOCK_UN)
+    init, enroll = (p.communicate(timeout=60) for p in procs)
+    assert procs[0].returncode == 0 and home.key_path.read_bytes() != key, init
+    assert procs[1].returncode == 1 and "cannot reach the server" in enroll[1], enroll
+
+
+def test_enroll_with_a_certificate_file_from_the_authority(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`prov device enroll --certificate FILE` (read bounded, as PEM text) enrolls a key
+    the server's authority certified, over a real `prov serve --ca`."""
+    init_authority(tmp_path / "ca", now=datetime.now(UTC))
+    srv = start_server(tmp_path / "p.db", "--ca", str(tmp_path / "ca"))
+    try:
+        home = DeviceHome(tmp_path / "dev")
+        state, _ = home.init(PASSPHRASE.encode())
+        chain = issue_device_certificate(
+            load_authority(tmp_path / "ca"),
+            bytes.fromhex(state.public_key),
+            state.device_id,
+            now=datetime.now(UTC),
+        )
+        (tmp_path / "chain.pem").write_bytes(chain)
+        monkeypatch.setenv("PROV_PASSPHRASE", PASSPHRASE)
+        args = ["--certificate", str(tmp_path / "chain.pem"), "--server", srv.address]
+        rc = prov_main(["device", "enroll", "--home", str(home.root), *args])
+        out = capsys.readouterr().out
+        assert rc == 0 and f"device {state.device_id} enrolled" in out, out
+        assert home.cert_path.read_bytes() == chain
+    finally:
+        srv.stop()

@@ -14,9 +14,11 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, SAMPLES, closed_port
+from conftest import ADMIN_TOKEN, ROOT, SAMPLES, closed_port, start_server
 
+from clients.api import ProvenanceClient
 from clients.cli import main as prov_main
+from clients.device import DeviceHome
 
 #: The line said before the prompt comes again after an empty answer.
 EMPTY = "the passphrase cannot be empty: the device key is encrypted with it"
@@ -158,3 +160,66 @@ def test_a_wrong_passphrase_is_one_sentence(
         " damaged\n",
     ), err
     assert not (tmp_path / "rocket.jpg.prov").exists()
+
+
+#: Said when a passphrase is not UTF-8 text (its bytes are never shown).
+NOT_UTF8 = "the passphrase is not valid UTF-8 text"
+
+
+def test_a_passphrase_that_is_not_utf8_is_refused_without_showing_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A passphrase with a byte that is not UTF-8 (typed in a Latin-1 terminal, or in
+    PROV_PASSPHRASE) ended in a Python traceback whose last line showed that byte and its
+    place in the passphrase ("can't decode byte 0xff in position 0"). Typed: said in
+    words, asked again; in the variable: a usage error (exit 2). No key is made."""
+    env = {k: v for k, v in os.environ.items() if k not in ("PROV_PASSPHRASE", "PROV_HOME")}
+    env.update(COLUMNS="200", TERM="dumb", NO_COLOR="1")
+    home = tmp_path / "device"
+    term = Terminal(["-m", "clients.cli", "device", "init", "--home", str(home)], env)
+    prompt, again = "Device key passphrase: ", "Repeat for confirmation: "
+    term.expect(prompt)
+    os.write(term.fd, b"s\xffcret\n")
+    said = term.expect(prompt)
+    assert NOT_UTF8 in said and "Traceback" not in said and "xff" not in said, said
+    term.type("secret")
+    term.expect(again)
+    term.type("secret")
+    rc, said = term.finish()
+    assert rc == 0 and f"device key created in {home}" in said, said
+
+    other = tmp_path / "other"
+    monkeypatch.setenv("PROV_PASSPHRASE", "s\udcffcret")  # the byte 0xff, as Python reads it
+    capsys.readouterr()
+    rc = prov_main(["device", "init", "--home", str(other)])
+    err = " ".join(capsys.readouterr().err.split())
+    assert rc == 2 and f"PROV_PASSPHRASE: {NOT_UTF8}" in err, err
+    assert "xff" not in err and "\udcff" not in err and "position" not in err, err
+    assert not (other / "device_key.pem").exists()
+
+
+def test_an_enrollment_token_from_the_environment_is_not_on_the_command_line(
+    tmp_path: Path,
+) -> None:
+    """`prov device enroll --token TOKEN` waits at the passphrase prompt with the token in
+    its command line, which every user of the machine can read (/proc/PID/cmdline, ps)
+    and spend first with a key of their own. $PROV_ENROLL_TOKEN (readable by the same
+    user alone) gives it instead (before: ignored, "give --token TOKEN")."""
+    srv = start_server(tmp_path / "p.db")
+    try:
+        with ProvenanceClient(srv.address, admin_token=ADMIN_TOKEN) as c:
+            token, _ = c.create_enrollment_token()
+        home = tmp_path / "device"
+        DeviceHome(home).init(b"secret")
+        env = {k: v for k, v in os.environ.items() if k not in ("PROV_PASSPHRASE", "PROV_HOME")}
+        env.update(COLUMNS="200", TERM="dumb", NO_COLOR="1", PROV_ENROLL_TOKEN=token)
+        argv = ["-m", "clients.cli", "device", "enroll", "--home", str(home)]
+        term = Terminal([*argv, "--server", srv.address], env)
+        term.expect("Device key passphrase: ")
+        cmdline = Path(f"/proc/{term.pid}/cmdline").read_bytes()
+        assert token.encode() not in cmdline and b"enroll" in cmdline
+        term.type("secret")
+        rc, said = term.finish()
+        assert rc == 0 and "enrolled with" in said, said
+    finally:
+        srv.stop()

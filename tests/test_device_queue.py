@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import shutil
 from pathlib import Path
 
 import pytest
 from conftest import SAMPLES, Cli, ServerProc, start_server
 
-from clients.device import DeviceHome
+from clients.device import MAX_QUEUE_ENTRY_BYTES, DeviceHome
+from provenance.wire.sidecar import decode_sidecar
 
 pytestmark = pytest.mark.slow  # each test starts one or two `prov serve` processes
 
@@ -26,6 +28,19 @@ def _show(cli: Cli) -> dict:
     rc, out, err = cli("device", "show")
     assert rc == 0, err
     return json.loads(out)
+
+
+def _queue_three(cli: Cli, server: ServerProc, folder: Path) -> list[Path]:
+    """Three samples copied into ``folder`` and signed with ``server`` stopped: queued
+    as claims 1, 2 and 3."""
+    files = [
+        Path(shutil.copy(SAMPLES / n, folder / n))
+        for n in ("rocket.jpg", "chelsea.png", "grace_hopper.jpg")
+    ]
+    server.stop()
+    rc, out, err = cli("sign", *map(str, files))
+    assert rc == 0 and out.count("queued") == 3, err
+    return files
 
 
 def test_queue_survives_deleted_media(
@@ -96,13 +111,7 @@ def test_queue_survives_long_file_name(
 def test_queue_sets_aside_refused_and_unreadable_entries(
     enrolled: Cli, server: ServerProc, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    files = [
-        Path(shutil.copy(SAMPLES / n, tmp_path / n))
-        for n in ("rocket.jpg", "chelsea.png", "grace_hopper.jpg")
-    ]
-    server.stop()
-    rc, out, err = enrolled("sign", *map(str, files))
-    assert rc == 0 and out.count("queued") == 3, err
+    files = _queue_three(enrolled, server, tmp_path)
     home = DeviceHome(enrolled.home)
     first = home.queue_dir / "000000000001.json"
     doc = json.loads(first.read_text())
@@ -205,3 +214,94 @@ def test_an_entry_named_with_other_scripts_digits_is_read_as_unnumbered(tmp_path
     entries = home.pending()
     assert [(e.file.name, e.sequence) for e in entries] == [("².json", 0), ("٣.json", 0)]
     assert all("not valid JSON" in e.problem for e in entries)
+
+
+def test_an_entry_that_cannot_be_read_is_set_aside_whole_and_never_jams(
+    enrolled: Cli, server: ServerProc, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A queue entry that could not be read at all (over the size limit, a folder, a
+    FIFO) is moved to set_aside/ as it is: an oversized one kept its 417-byte note and
+    lost its bytes, and a folder made every sync fail with "Is a directory" before the
+    captures after it, for ever."""
+    files = _queue_three(enrolled, server, tmp_path)
+    home = DeviceHome(enrolled.home)
+    big = home.queue_dir / "000000000001.json"
+    damaged = b"\x00garbage" * (MAX_QUEUE_ENTRY_BYTES // 8 + 1)  # over the limit
+    big.write_bytes(damaged)
+    folder = home.queue_dir / "000000000002.json"
+    folder.unlink()
+    folder.mkdir()
+    (folder / "inside").write_text("kept")
+    os.mkfifo(home.queue_dir / "000000000000.json")
+
+    srv = start_server(server.db)
+    try:
+        monkeypatch.setenv("PROV_SERVER", srv.address)
+        rc, out, err = enrolled("device", "sync")
+        assert rc == 1 and "submitted 1 of 4" in out, (out, err)
+        assert err.count("cannot be read") == 3, err
+        assert _verify(enrolled, files[2]) == "SIGNED_ORIGINAL"  # #3 went on
+        assert home.pending() == []
+        assert (home.set_aside_dir / big.name).read_bytes() == damaged
+        assert (home.set_aside_dir / folder.name / "inside").read_text() == "kept"
+        assert (home.set_aside_dir / "000000000000.json").is_fifo()
+        shown = {e["sequence"]: e["last_error"] for e in _show(enrolled)["set_aside"]}
+        assert "over the" in shown[1] and "folder" in shown[2] and "FIFO" in shown[0], shown
+        rc, out, err = enrolled("device", "sync")
+        assert rc == 0 and "nothing queued" in out, err
+    finally:
+        srv.stop()
+
+
+def test_a_key_replaced_with_force_keeps_the_old_devices_claims_and_certificate(
+    cli: Cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`prov device init --force` numbers the new key's claims from 1 again: the old
+    key's queued claim #1 was overwritten by the new key's #1 (a signed capture lost),
+    and the old key's certificate stayed, taken for the new key's. The old device's
+    files move to replaced/DEVICE_ID/, whence `prov device sync --home` submits them."""
+    assert cli("admin", "ca", "init", "--dir", str(tmp_path / "ca"))[0] == 0
+    srv = start_server(tmp_path / "ca.db", "--ca", str(tmp_path / "ca"))
+    monkeypatch.setenv("PROV_SERVER", srv.address)
+    try:
+        assert cli("device", "init")[0] == 0
+        rc, token, err = cli("admin", "enroll-token")
+        assert rc == 0, err
+        assert cli("device", "enroll", "--token", token.strip())[0] == 0
+        home = DeviceHome(cli.home)
+        old_id = home.state().device_id
+        assert home.cert_path.exists()
+        first = Path(shutil.copy(SAMPLES / "rocket.jpg", tmp_path / "first.jpg"))
+        srv.stop()
+        rc, out, err = cli("sign", str(first))
+        assert rc == 0 and "queued" in out, err
+        rc, out, said = cli("device", "init", "--force")
+        assert rc == 0, said
+        second = Path(shutil.copy(SAMPLES / "chelsea.png", tmp_path / "second.png"))
+        rc, out, err = cli("sign", str(second))  # the new key's claim #1
+        assert rc == 0 and "(#1), queued" in out, err
+        queued = [
+            e.sidecar.signed_claim
+            for h in (home, *map(DeviceHome, cli.home.glob("replaced/*")))
+            for e in h.pending()
+            if e.sidecar
+        ]
+        old_claim = decode_sidecar(Path(f"{first}.prov").read_bytes()).signed_claim
+        assert old_claim in queued  # (before: overwritten by the new key's #1)
+        kept = cli.home / "replaced" / old_id
+        assert f"kept in {kept}" in " ".join(said.split()) and "1 still queued" in said, said
+        assert not home.cert_path.exists()  # the new key has no certificate yet
+        assert [e.sidecar.signed_claim.key_id.hex() for e in home.pending() if e.sidecar] == [
+            home.state().device_id
+        ]
+
+        again = start_server(srv.db, "--ca", str(tmp_path / "ca"))
+        try:
+            monkeypatch.setenv("PROV_SERVER", again.address)
+            rc, out, err = cli("device", "sync", "--home", str(kept))
+            assert rc == 0 and "submitted 1 of 1" in out, err
+            assert _verify(cli, first) == "SIGNED_ORIGINAL"
+        finally:
+            again.stop()
+    finally:
+        srv.stop()

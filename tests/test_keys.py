@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import base64
+from pathlib import Path
+
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from clients.device import DeviceHome
 from provenance.core.errors import KeyMaterialError, SignatureError
+from provenance.core.keyfile import PBKDF2_ITERATIONS
 from provenance.core.keys import DeviceKey, key_id, verify_strict
 
 # RFC 8032 section 7.1, TEST 1 (empty message).
@@ -81,6 +86,39 @@ def test_encrypted_pem_round_trip() -> None:
     loaded = DeviceKey.from_encrypted_pem(pem, b"correct horse")
     assert loaded.public_key == key.public_key
     verify_strict(key.public_key, b"m", loaded.sign(b"m"))
+
+
+def _pbkdf2_iterations(pem: bytes) -> int:
+    """The PBKDF2 iteration count of an encrypted PKCS#8 PEM (RFC 8018 PBKDF2-params:
+    after the PBKDF2 OID, SEQUENCE { OCTET STRING salt, INTEGER iterationCount, ... })."""
+    der = base64.b64decode(b"".join(pem.splitlines()[1:-1]))
+    at = der.index(bytes.fromhex("06092a864886f70d01050c")) + 11  # the PBKDF2 OID
+    assert der[at] == 0x30 and der[at + 2] == 0x04  # short lengths, as written
+    at += 4 + der[at + 3]  # past the salt
+    assert der[at] == 0x02
+    return int.from_bytes(der[at + 2 : at + 2 + der[at + 1]], "big")
+
+
+def test_a_device_key_file_costs_600000_pbkdf2_iterations_per_guess(tmp_path: Path) -> None:
+    """`prov device init` wrote its key with cryptography's BestAvailableEncryption:
+    PBKDF2-HMAC-SHA256 at 2,048 iterations, so a copied key file cost about 1 µs per
+    guessed passphrase. It is written with 600,000 (OWASP 2023), a PKCS#8 any reader
+    loads; a file written the old way still loads."""
+    home = DeviceHome(tmp_path / "dev")
+    state, _ = home.init(b"correct horse")
+    pem = home.key_path.read_bytes()
+    assert _pbkdf2_iterations(pem) == PBKDF2_ITERATIONS == 600_000
+    assert home.load_key(b"correct horse").key_id.hex() == state.device_id
+    loaded = serialization.load_pem_private_key(pem, b"correct horse")  # a plain reader
+    assert isinstance(loaded, Ed25519PrivateKey)
+    old = loaded.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.BestAvailableEncryption(b"correct horse"),
+    )
+    assert _pbkdf2_iterations(old) == 2048
+    home.key_path.write_bytes(old)
+    assert home.load_key(b"correct horse").key_id.hex() == state.device_id
 
 
 def test_encrypted_pem_refuses_empty_passphrase() -> None:

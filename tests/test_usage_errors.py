@@ -5,6 +5,7 @@ files; the server address given to a runtime failure is a real closed loopback p
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 from pathlib import Path
@@ -13,6 +14,7 @@ import pytest
 from conftest import SAMPLES, closed_port
 
 from clients.cli import main as prov_main
+from clients.device import DeviceHome
 from provenance.log.checkpoint import generate_log_key
 from provenance.witness import cosigner_vkey
 
@@ -373,6 +375,25 @@ def test_an_admin_command_without_the_admin_token_is_a_usage_error(
     assert rc == 1 and "cannot reach the server" in err, err
 
 
+def test_admin_arguments_the_server_would_refuse_are_usage_errors(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A --ttl over what the request can carry (2^32 - 1 s) ended in a Python traceback
+    ("ValueError: Value out of range"), and a blank --reason was sent and refused by the
+    server (exit 1, "a revocation needs a reason [INVALID_ARGUMENT]"): exit 2 before any
+    call, naming the option."""
+    monkeypatch.setenv("PROV_ADMIN_TOKEN", "some-token")
+    server = ("--server", closed_port())
+    rc, err = _run(capsys, "admin", "enroll-token", "--ttl", str(2**32), *server)
+    assert rc == 2 and "--ttl" in err and "4294967295" in err, err
+    rc, err = _run(capsys, "admin", "enroll-token", "--ttl", str(2**32 - 1), *server)
+    assert rc == 1 and "cannot reach the server" in err, err  # the largest goes on
+    for blank in ("", "   "):
+        rc, err = _run(capsys, "admin", "revoke", "ab" * 32, "--reason", blank, *server)
+        assert rc == 2 and "--reason" in err and "needs a reason" in err, (blank, err)
+        assert "cannot reach" not in err
+
+
 def test_device_enroll_without_a_token_or_certificate_is_a_usage_error(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -383,6 +404,25 @@ def test_device_enroll_without_a_token_or_certificate_is_a_usage_error(
     assert rc == 2 and "--token TOKEN" in err and "--certificate FILE" in err, err
     rc, err = _run(capsys, "device", "enroll", "--token", "t", *home)  # goes on: no key here
     assert rc == 1 and "prov device init" in err, err
+    # not what `prov admin enroll-token` prints: before, a byte that is not UTF-8 ended in
+    # a traceback ("can't encode character '\udcff' in position 0")
+    keyed = ("--home", str(tmp_path / "keyed"), "--server", closed_port())
+    DeviceHome(tmp_path / "keyed").init(b"pw")
+    for token in ("\udcffabc", "abc def", "tok\u00e9n"):
+        rc, err = _run(capsys, "device", "enroll", "--token", token, *keyed)
+        assert rc == 2 and "--token" in err and "letters, digits, '-' and '_'" in err, err
+    # a --certificate that does not exist (before: exit 1), is a FIFO (before: waited for a
+    # writer for ever) or is no PEM text (before: a UnicodeDecodeError traceback)
+    fifo = tmp_path / "chain.fifo"
+    os.mkfifo(fifo)
+    for chain, said in (
+        (tmp_path / "gone.pem", "does not exist"),
+        (fifo, "FIFO"),
+        (SAMPLES / "rocket.jpg", "is not a PEM certificate chain"),
+        (SAMPLES.parent / "cli.py", "is not a PEM certificate chain"),
+    ):
+        rc, err = _run(capsys, "device", "enroll", "--certificate", str(chain), *keyed)
+        assert rc == 2 and "--certificate" in err and said in err, (chain, err)
 
 
 def test_verify_given_several_files_points_to_scan(
@@ -516,6 +556,48 @@ def test_serve_witness_options_are_usage_errors(
         rc, err = _run(capsys, *serve, *extra)
         assert rc == 2 and words in err, (extra, err)
     assert list(tmp_path.iterdir()) == [], list(tmp_path.iterdir())
+
+
+def test_serve_refuses_an_admin_token_that_can_be_guessed_offline(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The admin key is HKDF of the admin token and its public half is in every logged
+    enrollment and revocation: `prov serve` took "admin123", found from the public log
+    with a word list at about 17,000 guesses a second on one core (then anyone could make
+    enrollment tokens and revoke keys). Under 22 characters: exit 2 before anything is
+    made, naming where the token came from, never the token."""
+    db = tmp_path / "prov.db"
+    serve = ("serve", "--db", str(db), "--listen", "127.0.0.1:0", "--no-detector")
+    monkeypatch.setenv("PROV_ADMIN_TOKEN", "admin123")
+    rc, err = _run(capsys, *serve)
+    assert rc == 2 and "$PROV_ADMIN_TOKEN" in err and "at least 22" in err, err
+    assert "admin123" not in err and "token_urlsafe" in err and not db.exists()
+    monkeypatch.delenv("PROV_ADMIN_TOKEN")
+    short = tmp_path / "admin-token"
+    short.write_text("x" * 21 + "\n")
+    rc, err = _run(capsys, *serve, "--admin-token-file", str(short))
+    assert rc == 2 and "--admin-token-file" in err and "21 characters" in err, err
+    assert not db.exists()
+
+
+def test_an_admin_token_grpc_cannot_carry_is_a_usage_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A token with a character that is not visible ASCII cannot travel as gRPC metadata:
+    `prov serve` took one (then no admin call could ever reach it), `prov admin` with a
+    byte that is not UTF-8 ended in a traceback showing that character and its place,
+    and with an accented letter said "Invalid metadata [INTERNAL]" with grpc's source
+    trace. Exit 2 on both sides, before any call, never showing the token."""
+    db = tmp_path / "prov.db"
+    serve = ("serve", "--db", str(db), "--listen", "127.0.0.1:0", "--no-detector")
+    enroll = ("admin", "enroll-token", "--server", closed_port())
+    for token in ("é" + "a" * 30, "\udcff" + "a" * 30, "a" * 15 + " " + "a" * 15):
+        monkeypatch.setenv("PROV_ADMIN_TOKEN", token)
+        for args in (serve, enroll):
+            rc, err = _run(capsys, *args)
+            assert rc == 2 and "not visible ASCII" in err and "PROV_ADMIN_TOKEN" in err, err
+            assert "aaaa" not in err and "position" not in err and "Traceback" not in err
+        assert not db.exists()
 
 
 def test_serve_files_that_do_not_exist_are_usage_errors(

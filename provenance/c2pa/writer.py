@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import stat
 import tempfile
 from collections.abc import Mapping
 from importlib import metadata
@@ -156,17 +157,41 @@ def _check_leaf_key(cert_chain_pem: bytes, public_key: bytes) -> None:
 
 
 def _write_atomically(path: Path, data: bytes) -> None:
+    """Replace ``path`` with ``data``: a temporary file beside it, given the mode of the
+    file it replaces (`mkstemp` makes it 0600, which a capture others could read must
+    not become), written and fsynced, renamed over it, and the folder fsynced, so a crash
+    leaves the old file or the new one whole, never a truncated capture. A new ``path``
+    gets 0666 less the umask. Raises MediaError."""
     try:
+        try:
+            mode = stat.S_IMODE(os.stat(path).st_mode)
+        except FileNotFoundError:
+            mode = 0o666 & ~_umask()
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
         try:
             with os.fdopen(fd, "wb") as f:
+                os.fchmod(f.fileno(), mode)
                 f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
             os.replace(tmp, path)
         except BaseException:
             os.unlink(tmp)
             raise
+        dfd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
     except OSError as e:
         raise MediaError(f"cannot write {str(path)!r}: {e.strerror or e}") from e
+
+
+def _umask() -> int:
+    """The process's umask (read by setting it, then setting it back)."""
+    mask = os.umask(0o077)
+    os.umask(mask)
+    return mask
 
 
 def _version() -> str:

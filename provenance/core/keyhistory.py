@@ -24,7 +24,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from provenance.core.claims import Device
 from provenance.core.envelope import PAYLOAD_TYPE_KEY_EVENT, pae, verify_payload
-from provenance.core.errors import SignatureError
+from provenance.core.errors import ConfigError, SignatureError
 from provenance.core.keys import DeviceKey, key_id
 
 #: HKDF-SHA256 (RFC 5869) salt and info deriving the admin key from the admin credential.
@@ -97,6 +97,40 @@ class KeyState:
     revoked_at: datetime | None = None
     revocation_reason: str = ""
     revocation_index: int | None = None
+
+
+#: Fewest characters of an admin credential `prov serve` takes: 128 bits as base64url
+#: (`secrets.token_urlsafe(16)`). The admin key's public half is in every key-history entry
+#: of the public log and HKDF costs nothing to repeat, so a short or guessable credential
+#: is found offline (a word list: about 17,000 guesses a second on one core).
+MIN_ADMIN_TOKEN_CHARS = 22
+
+
+def check_admin_token_text(admin_token: str) -> None:
+    """Raises ConfigError (naming no part of it) unless ``admin_token`` is made of visible
+    ASCII characters (``!`` to ``~``): it travels as a gRPC metadata value, which takes
+    no other, so a server holding another could never be called."""
+    if not all("!" <= c <= "~" for c in admin_token):
+        raise ConfigError(
+            "the admin token holds a character that is not visible ASCII (a space, a"
+            " control character, a letter with an accent, a byte that is not UTF-8): gRPC"
+            " cannot carry it; use letters, digits and punctuation, as"
+            " secrets.token_urlsafe(32) makes"
+        )
+
+
+def check_admin_token(admin_token: str) -> None:
+    """Raises ConfigError (naming no part of it) when ``admin_token`` is shorter than
+    `MIN_ADMIN_TOKEN_CHARS` or fails `check_admin_token_text`."""
+    check_admin_token_text(admin_token)
+    if len(admin_token) < MIN_ADMIN_TOKEN_CHARS:
+        raise ConfigError(
+            f"the admin token is {len(admin_token)} characters; at least"
+            f" {MIN_ADMIN_TOKEN_CHARS} are needed: the admin key is derived from it and its"
+            " public half is in every enrollment and revocation of the public log, so a"
+            " short one can be guessed offline. Make one with: python3 -c 'import secrets;"
+            " print(secrets.token_urlsafe(32))'"
+        )
 
 
 def admin_key(admin_token: str) -> DeviceKey:

@@ -28,6 +28,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
 )
 
 from provenance.core.errors import KeyMaterialError, SignatureError
+from provenance.core.keyfile import encrypt_pkcs8_pem
 
 PUBLIC_KEY_SIZE = 32
 PRIVATE_KEY_SIZE = 32
@@ -263,14 +264,17 @@ class DeviceKey:
         return self._private.sign(message)
 
     def to_encrypted_pem(self, passphrase: bytes) -> bytes:
-        """Serialize as PKCS#8 PEM encrypted under passphrase; KeyMaterialError if empty."""
+        """Serialize as PKCS#8 PEM encrypted under passphrase (PBES2, PBKDF2-HMAC-SHA256
+        at `keyfile.PBKDF2_ITERATIONS`, AES-256-CBC: about 0.2 s to write or load);
+        KeyMaterialError if empty."""
         if not passphrase:
             raise KeyMaterialError("refusing to write a private key with an empty passphrase")
-        return self._private.private_bytes(
-            serialization.Encoding.PEM,
+        info = self._private.private_bytes(
+            serialization.Encoding.DER,
             serialization.PrivateFormat.PKCS8,
-            serialization.BestAvailableEncryption(passphrase),
+            serialization.NoEncryption(),
         )
+        return encrypt_pkcs8_pem(info, passphrase)
 
     def __repr__(self) -> str:
         return f"DeviceKey(key_id={self.key_id.hex()})"

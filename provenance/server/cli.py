@@ -17,6 +17,7 @@ from provenance.core.errors import (
     ConfigError,
     ProvenanceError,
 )
+from provenance.core.keyhistory import check_admin_token
 from provenance.terminal import SafeConsole
 
 if TYPE_CHECKING:  # imported when used: torch and the web stack load only on demand
@@ -415,6 +416,14 @@ def serve(
                 " no admin token configured: enrollment tokens and revocations are refused",
             )
         )
+    else:
+        try:
+            check_admin_token(token)
+        except ConfigError as e:
+            raise typer.BadParameter(
+                str(e),
+                param_hint="--admin-token-file" if admin_token_file else "$PROV_ADMIN_TOKEN",
+            ) from None
     if is_postgres_url(db):
         if log_key is None:
             raise ConfigError(
