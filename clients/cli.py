@@ -302,12 +302,10 @@ def revoke(
                 param_hint="--since",
             )
     with _admin_client(server) as c:
-        d = c.get_device(dev)
-        # revoked no later than asked: no call needed (the server would log nothing)
-        unchanged = d.revoked_at is not None and (when is None or when >= d.revoked_at)
-        if not unchanged:
-            # already_revoked: another admin revoked it meanwhile, no later than asked
-            d, unchanged = c.revoke(dev, reason, when)
+        # always the authenticated call, never a read first: a wrong admin token must be
+        # told as such, not as "already revoked". The server's Revoke is idempotent:
+        # already_revoked when the key stands revoked no later than asked (nothing logged)
+        d, unchanged = c.revoke(dev, reason, when)
     assert d.revoked_at is not None
     at = f"{d.revoked_at:%Y-%m-%d %H:%M:%S} UTC"
     if unchanged:  # the earlier revocation stands
