@@ -149,6 +149,8 @@ SLOW_HINT = (
 )
 #: `prov admin revoke` of a key already revoked no later than asked: nothing changed.
 EXIT_ALREADY_REVOKED = 3
+#: A command stopped by Ctrl-C (SIGINT).
+EXIT_INTERRUPTED = 130
 #: Said before the passphrase prompt comes again after an empty answer.
 EMPTY_PASSPHRASE = "the passphrase cannot be empty: the device key is encrypted with it"
 #: Said of a passphrase holding a byte that is not UTF-8 (the byte itself is never shown).
@@ -333,12 +335,10 @@ def revoke(
                 param_hint="--since",
             )
     with _admin_client(server) as c:
-        d = c.get_device(dev)
-        # revoked no later than asked: no call needed (the server would log nothing)
-        unchanged = d.revoked_at is not None and (when is None or when >= d.revoked_at)
-        if not unchanged:
-            # already_revoked: another admin revoked it meanwhile, no later than asked
-            d, unchanged = c.revoke(dev, reason, when)
+        # always the authenticated call, never a read first: a wrong admin token must be
+        # told as such, not as "already revoked". The server's Revoke is idempotent:
+        # already_revoked when the key stands revoked no later than asked (nothing logged)
+        d, unchanged = c.revoke(dev, reason, when)
     assert d.revoked_at is not None
     at = f"{d.revoked_at:%Y-%m-%d %H:%M:%S} UTC"
     if unchanged:  # the earlier revocation stands
@@ -652,90 +652,94 @@ def sign(
     chain = h.certificate() if c2pa else b""
     failed = refused = 0
     tally: Counter[str] = Counter()  # each file's outcome, for the closing summary
-    with h.locked(), ProvenanceClient(server) as c:
-        stopped = ""  # why claims stay queued (server unreachable, a transient refusal)
-        not_enrolled = False
-        for f in files:
-            try:
-                signed = h.sign_file(key, f, force=force)
-            except SidecarExistsError as e:
-                err.print(Text.assemble((f"{f}: not signed:", "red"), f" {e}"))
-                refused += 1
-                tally[KEPT] += 1
-                continue
-            except ProvenanceError as e:
-                err.print(Text.assemble((f"{f}: not signed:", "red"), f" {e}"))
-                failed += 1
-                tally[FAILED] += 1
-                continue
-            sidecar, spath = signed.sidecar, signed.sidecar_path
-            verb = "already signed" if signed.already else "signed"
-            if signed.backup:
-                err.print(f"{f}: the old sidecar is kept as {signed.backup}", style="yellow")
-            if signed.already and sidecar.receipt is not None:
-                out.print(
-                    f"{f}: already signed (#{sidecar.claim.sequence}) and logged at leaf"
-                    f" {sidecar.receipt.leaf_index} -> {spath.name}; not signed again",
-                )
-                tally[ALREADY] += 1
-                if c2pa and not _embed_c2pa(h, key, f, spath, chain, tsa):
+    not_enrolled = False
+    try:
+        with h.locked(), ProvenanceClient(server) as c:
+            stopped = ""  # why claims stay queued (server unreachable, a transient refusal)
+            for f in files:
+                try:
+                    signed = h.sign_file(key, f, force=force)
+                except SidecarExistsError as e:
+                    err.print(Text.assemble((f"{f}: not signed:", "red"), f" {e}"))
+                    refused += 1
+                    tally[KEPT] += 1
+                    continue
+                except ProvenanceError as e:
+                    err.print(Text.assemble((f"{f}: not signed:", "red"), f" {e}"))
                     failed += 1
-                    tally[NO_C2PA] += 1
-                continue
-            if signed.sidecar_problem:
-                err.print(
-                    f"{f}: {signed.sidecar_problem}; the sidecar is kept at {spath}",
-                    style="yellow",
-                    highlight=False,
-                )
-            seq, ch = sidecar.claim.sequence, sidecar.signed_claim.claim_hash
-            if not stopped:
-                done = h.sync(c)  # earlier queued claims first, then this one
-                if done.unreachable:
-                    stopped = "server unreachable"
-                elif done.not_enrolled:
-                    stopped = "this device is not enrolled with the server"
-                    not_enrolled = True
-                elif done.deferred:
-                    stopped = f"the server deferred {done.deferred}"
-                if ch in done.logged:
-                    leaf = done.logged[ch].leaf_index
-                    out.print(f"{f}: {verb} (#{seq}) and logged at leaf {leaf} -> {spath.name}")
-                    tally[ALREADY if signed.already else LOGGED] += 1
-                    if ch in done.notes:
-                        err.print(Text.assemble(("note:", "yellow"), f" {done.notes.pop(ch)}"))
+                    tally[FAILED] += 1
+                    continue
+                sidecar, spath = signed.sidecar, signed.sidecar_path
+                verb = "already signed" if signed.already else "signed"
+                if signed.backup:
+                    err.print(f"{f}: the old sidecar is kept as {signed.backup}", style="yellow")
+                if signed.already and sidecar.receipt is not None:
+                    out.print(
+                        f"{f}: already signed (#{sidecar.claim.sequence}) and logged at leaf"
+                        f" {sidecar.receipt.leaf_index} -> {spath.name}; not signed again",
+                    )
+                    tally[ALREADY] += 1
                     if c2pa and not _embed_c2pa(h, key, f, spath, chain, tsa):
                         failed += 1
                         tally[NO_C2PA] += 1
-                    _print_sync_problems(h, done, server, stops=False)
                     continue
-                if ch in done.refused:
-                    # the reason starts with the file's name, as `prov device sync` says it
-                    reason = done.refused.pop(ch).removeprefix(f"{f.name}: ")
+                if signed.sidecar_problem:
+                    err.print(
+                        f"{f}: {signed.sidecar_problem}; the sidecar is kept at {spath}",
+                        style="yellow",
+                        highlight=False,
+                    )
+                seq, ch = sidecar.claim.sequence, sidecar.signed_claim.claim_hash
+                if not stopped:
+                    done = h.sync(c)  # earlier queued claims first, then this one
+                    if done.unreachable:
+                        stopped = "server unreachable"
+                    elif done.not_enrolled:
+                        stopped = "this device is not enrolled with the server"
+                        not_enrolled = True
+                    elif done.deferred:
+                        stopped = f"the server deferred {done.deferred}"
+                    if ch in done.logged:
+                        leaf = done.logged[ch].leaf_index
+                        out.print(f"{f}: {verb} (#{seq}) and logged at leaf {leaf} -> {spath.name}")
+                        tally[ALREADY if signed.already else LOGGED] += 1
+                        if ch in done.notes:
+                            err.print(Text.assemble(("note:", "yellow"), f" {done.notes.pop(ch)}"))
+                        if c2pa and not _embed_c2pa(h, key, f, spath, chain, tsa):
+                            failed += 1
+                            tally[NO_C2PA] += 1
+                        _print_sync_problems(h, done, server, stops=False)
+                        continue
+                    if ch in done.refused:
+                        # the reason starts with the file's name, as `prov device sync` says it
+                        reason = done.refused.pop(ch).removeprefix(f"{f.name}: ")
+                        err.print(
+                            Text.assemble(
+                                (f"{f}: {verb} (#{seq}) but refused by the server:", "red"),
+                                f" {reason} (set aside in {h.set_aside_dir})",
+                            )
+                        )
+                        failed += 1
+                        tally[REFUSED] += 1
+                        _print_sync_problems(h, done, server, stops=False)
+                        continue
+                    _print_sync_problems(h, done, server, stops=False)
+                later = "enroll it (below)" if not_enrolled else "run `prov device sync` later"
+                out.print(f"{f}: {verb} (#{seq}), queued: {stopped}; {later} -> {spath.name}")
+                tally[QUEUED] += 1
+                if c2pa:  # asked for and not made: a failure, though the claim is safe in the queue
                     err.print(
                         Text.assemble(
-                            (f"{f}: {verb} (#{seq}) but refused by the server:", "red"),
-                            f" {reason} (set aside in {h.set_aside_dir})",
+                            (f"{f}: C2PA manifest not embedded:", "red"),
+                            " it needs the log receipt; once the claim is logged (`prov device"
+                            " sync`), run `prov sign --c2pa` on the file again",
                         )
                     )
                     failed += 1
-                    tally[REFUSED] += 1
-                    _print_sync_problems(h, done, server, stops=False)
-                    continue
-                _print_sync_problems(h, done, server, stops=False)
-            later = "enroll it (below)" if not_enrolled else "run `prov device sync` later"
-            out.print(f"{f}: {verb} (#{seq}), queued: {stopped}; {later} -> {spath.name}")
-            tally[QUEUED] += 1
-            if c2pa:  # asked for and not made: a failure, though the claim is safe in the queue
-                err.print(
-                    Text.assemble(
-                        (f"{f}: C2PA manifest not embedded:", "red"),
-                        " it needs the log receipt; once the claim is logged (`prov device"
-                        " sync`), run `prov sign --c2pa` on the file again",
-                    )
-                )
-                failed += 1
-                tally[NO_C2PA] += 1
+                    tally[NO_C2PA] += 1
+    except KeyboardInterrupt:  # Ctrl-C: what was done, what is queued, what is left
+        err.print(_sign_interrupted(h, files, tally), highlight=False)
+        raise typer.Exit(EXIT_INTERRUPTED) from None
     if not_enrolled:
         err.print(Text.assemble(("not logged:", "red"), f" {_not_enrolled(h, server)}"))
     if len(files) > 1:
@@ -744,6 +748,26 @@ def sign(
         raise typer.Exit(1)
     if refused:
         raise typer.Exit(2)
+
+
+def _sign_interrupted(h: DeviceHome, files: list[Path], tally: Counter[str]) -> str:
+    """The last line of a `prov sign` stopped by Ctrl-C: how many files were done (with
+    the summary's counts), how many signed claims wait in the device queue for `prov
+    device sync` (a claim signed when Ctrl-C came is queued, its sidecar written), and
+    that the same command signs the rest without signing a file twice."""
+    done = sum(n for outcome, n in tally.items() if outcome != NO_C2PA)
+    counts = sign_summary(len(files), tally).split(": ", 1)[1] if tally else "none signed"
+    queued = len(h.pending())
+    waiting = (
+        f"; {queued} signed claim{'s' if queued != 1 else ''} queued on this device:"
+        " `prov device sync` submits them"
+        if queued
+        else ""
+    )
+    return (
+        f"interrupted after {done} of {len(files)} files ({counts}){waiting}; the same"
+        " command signs the rest (a file already signed is not signed again)"
+    )
 
 
 #: The outcomes `prov sign` counts, in the order its summary names them.

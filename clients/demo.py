@@ -25,6 +25,9 @@ from PIL import Image
 from clients.cli import main as prov
 from provenance.media.video.transcode import transcode
 
+#: The exit code of a command stopped by Ctrl-C (README, "Exit codes"), and the demo's.
+EXIT_INTERRUPTED = 130
+
 SAMPLES = Path(__file__).resolve().parent / "samples"
 
 
@@ -32,6 +35,8 @@ def run(*args: str, expect: int = 0) -> str:
     """Print and run one `prov` command in-process; fail the demo on a surprise exit code."""
     print(f"\n$ prov {shlex.join(args)}", flush=True)
     rc = prov(list(args))
+    if rc == EXIT_INTERRUPTED:  # Ctrl-C: the command said "interrupted"; stop the demo
+        raise KeyboardInterrupt
     if rc != expect:
         raise SystemExit(f"demo: `prov {shlex.join(args)}` exited {rc}, expected {expect}")
     if args[0] == "verify":  # the exit code is the verdict for scripts (README table)
@@ -46,6 +51,8 @@ def capture(*args: str) -> str:
         [sys.executable, "-m", "clients.cli", *args], capture_output=True, text=True, check=False
     )
     sys.stderr.write(res.stderr)
+    if res.returncode == EXIT_INTERRUPTED:
+        raise KeyboardInterrupt
     if res.returncode != 0:
         raise SystemExit(f"demo: `prov {shlex.join(args)}` failed: {res.stderr}")
     print(res.stdout.strip())
@@ -62,10 +69,15 @@ def start_server(db: Path, *extra: str) -> tuple[subprocess.Popen[str], str]:
         text=True,
     )
     assert proc.stdout is not None
-    for line in proc.stdout:
-        print(f"  [server] {line.rstrip()}", flush=True)
-        if line.startswith("listening on "):
-            return proc, line.split()[-1]
+    try:
+        for line in proc.stdout:
+            print(f"  [server] {line.rstrip()}", flush=True)
+            if line.startswith("listening on "):
+                return proc, line.split()[-1]
+    except BaseException:  # Ctrl-C while it starts: it is not left running
+        proc.terminate()
+        proc.wait(timeout=30)
+        raise
     raise SystemExit("demo: the server did not start")
 
 
@@ -137,10 +149,11 @@ def main() -> None:
     os.environ["PROV_HOME"] = str(work / "device")
     os.environ["PROV_PASSPHRASE"] = "demo passphrase, use a prompt in real life"
     print(f"# working in {work}\n# 1. the server, with its embedded SQLite database")
-    server, address = start_server(work / "provenance.db")
-    os.environ["PROV_SERVER"] = address
-    finished = False
+    server: subprocess.Popen[str] | None = None
+    finished = interrupted = False
     try:
+        server, address = start_server(work / "provenance.db")
+        os.environ["PROV_SERVER"] = address
         f = prepare(work)
         hopper, derived, tampered, unsigned = f.hopper, f.derived, f.tampered, f.unsigned
         generated, video, small_video = f.generated, f.video, f.small_video
@@ -169,18 +182,24 @@ def main() -> None:
         run("log", "audit", "--state", str(work / "audit-state.json"))
         print("\ndemo finished: every verdict was the expected one")
         finished = True
+    except KeyboardInterrupt:
+        interrupted = True
     finally:
-        server.terminate()
-        server.wait(timeout=30)
-        print("  [server] stopped")
-        if finished:  # nothing to look into: the database, device key and files go
+        if server is not None:
+            server.terminate()
+            server.wait(timeout=30)
+            print("  [server] stopped")
+        if finished or interrupted:  # nothing to look into: the key and files go
             shutil.rmtree(work, ignore_errors=True)
-            print(f"removed {work} (the demo's database, device key and files)")
+            said = "interrupted: " if interrupted else ""
+            print(f"{said}removed {work} (the demo's database, device key and files)")
         else:
             print(
                 f"kept {work} (the demo's database, device key and files) to look into;"
                 f" remove it when done: rm -rf {shlex.quote(str(work))}"
             )
+    if interrupted:
+        raise SystemExit(EXIT_INTERRUPTED)
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pytest
 from conftest import ADMIN_TOKEN, Cli, ServerProc, enroll_key, sign_sample, start_server
 from inproc import InProc
 
@@ -53,6 +54,25 @@ def test_revoking_twice_says_nothing_changed(enrolled: Cli, tmp_path: Path) -> N
     assert moved.strip() == f"revoked {device_id} at 2026-01-01 00:00:00 UTC: R3"
     rc, audit, err = enrolled("log", "audit", "--state", str(tmp_path / "audit.json"))
     assert rc == 0 and "1 enrollment and 2 revocations in the log" in audit, (audit, err)
+
+
+def test_a_wrong_admin_token_is_refused_even_for_a_revoked_key(
+    enrolled: Cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`prov admin revoke` with a wrong PROV_ADMIN_TOKEN exits 1 saying the credential is
+    wrong, whatever the key's state. Before, the command read the device first (a public
+    call) and, the key being revoked already, said "already revoked ...; nothing changed"
+    and exited 3 without ever presenting the credential; for a device not enrolled it
+    said "not enrolled": the operator never learnt the token was wrong."""
+    _, device_id = sign_sample(enrolled, tmp_path)
+    rc, _, err = enrolled("admin", "revoke", device_id, "--reason", "R1")
+    assert rc == 0, err
+    monkeypatch.setenv("PROV_ADMIN_TOKEN", "not-the-token")
+    rc, out, err = enrolled("admin", "revoke", device_id, "--reason", "R2")
+    assert rc == 1 and out == "", (out, err)
+    assert "admin credential is wrong" in err, err
+    rc, out, err = enrolled("admin", "revoke", "ab" * 32, "--reason", "R2")
+    assert rc == 1 and "admin credential is wrong" in err, (out, err)
 
 
 def test_a_reason_too_long_to_log_is_a_usage_error(enrolled: Cli, tmp_path: Path) -> None:

@@ -3,10 +3,15 @@ real CLI against a real `prov serve`; the exit code rule stays (1 when a file fa
 
 from __future__ import annotations
 
+import os
 import shutil
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
-from conftest import SAMPLES, Cli
+from conftest import ROOT, SAMPLES, Cli
 
 from clients.device import DeviceHome
 
@@ -42,3 +47,44 @@ def test_a_refused_signature_names_the_file_once(enrolled: Cli, tmp_path: Path) 
     assert rc == 1, err
     assert f"{photo}: signed (#1) but refused by the server: device {device_id[:16]}" in text, text
     assert "was revoked" in text and "(set aside in " in text, text
+
+
+def test_ctrl_c_says_what_was_signed_and_what_is_queued(enrolled: Cli, tmp_path: Path) -> None:
+    """Ctrl-C in the middle of `prov sign` over many files: exit 130 and a last line
+    saying how many files were done, how many signed claims wait in the queue for `prov
+    device sync`, and that the same command signs the rest. Before: a bare
+    "interrupted", though a claim signed when Ctrl-C came stays queued, unsubmitted."""
+    folder = tmp_path / "many"
+    folder.mkdir()
+    files = [
+        Path(shutil.copy(SAMPLES / "rocket.jpg", folder / f"r{k:03d}.jpg")) for k in range(300)
+    ]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "clients.cli", "sign", *map(str, files)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "400"},
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while len(list(folder.glob("*.prov"))) < 5 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130, err[-2000:]
+    last = err.strip().splitlines()[-1]
+    done = int(last.removeprefix("interrupted after ").split(" ", 1)[0])
+    assert 5 <= done < 300, err[-2000:]
+    assert last.startswith(f"interrupted after {done} of 300 files (") and last.endswith(
+        "the same command signs the rest (a file already signed is not signed again)"
+    ), last
+    queued = len(DeviceHome(enrolled.home).pending())
+    if queued:
+        assert f"{queued} signed claim" in last and "`prov device sync` submits" in last, last
+    assert "Traceback" not in err and "interrupted" not in err.splitlines(), err[-2000:]

@@ -5,8 +5,10 @@ its temporary folder, which holds a device key, is removed, and the last line sa
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -29,3 +31,54 @@ def test_make_demo_removes_its_folder_and_says_so(tmp_path: Path) -> None:
     last = res.stdout.rstrip().splitlines()[-1]
     assert last.startswith(f"removed {tmp_path}/prov-demo-"), last
     assert list(tmp_path.iterdir()) == []
+
+
+def test_ctrl_c_while_the_demo_starts_its_server_leaves_nothing(tmp_path: Path) -> None:
+    """Ctrl-C (SIGINT to the whole group, as a terminal sends it) while the demo waits for
+    its server: exit 130, no traceback, the folder (a device key) removed and the last
+    line saying so, no process left. Before: a KeyboardInterrupt traceback from
+    `start_server`, and /tmp/prov-demo-* kept without a word; later in the demo, a
+    command's exit 130 read as 'exited 130, expected 0'."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "clients.demo"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+        env={**os.environ, "TMPDIR": str(tmp_path)},
+        start_new_session=True,
+    )
+    try:
+        assert proc.stdout is not None
+        lines = []
+        for line in proc.stdout:
+            lines.append(line)
+            if line.startswith("$ prov serve "):  # the server is starting (1-2 s)
+                os.killpg(proc.pid, signal.SIGINT)
+                break
+        out = "".join(lines) + proc.stdout.read()
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert proc.returncode == 130, out[-2000:] + err[-2000:]
+    assert "Traceback" not in err + out, err
+    last = out.rstrip().splitlines()[-1]
+    assert last.startswith(f"interrupted: removed {tmp_path}/prov-demo-"), out[-2000:]
+    assert list(tmp_path.iterdir()) == []
+    assert _group_gone(proc.pid, 15), "a process of the demo is still running"
+
+
+def _group_gone(pgid: int, seconds: float) -> bool:
+    """Whether process group ``pgid`` has no process left within ``seconds`` (any left
+    are then killed)."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return True
+        time.sleep(0.1)
+    os.killpg(pgid, signal.SIGKILL)
+    return False

@@ -22,12 +22,17 @@ that reading an archive never runs far ahead of hashing (memory stays at about
 from __future__ import annotations
 
 import multiprocessing
+import multiprocessing.connection
+import multiprocessing.forkserver
 import os
+import signal
 import sys
+import threading
 import types
 from collections.abc import Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
+from contextlib import contextmanager
 from typing import Any, Protocol
 
 from clients.scan.sources import Item
@@ -95,7 +100,70 @@ def _worker_context() -> multiprocessing.context.BaseContext:
         # clients.scan.preload last: it freezes what the imports before it made
         ["__main__", "clients.scan.worker", *_main_imports(), "clients.scan.preload"]
     )
+    _start_fork_server()
     return ctx
+
+
+def _start_fork_server() -> None:
+    """Start the fork server (if not running) with SIGINT ignored, so that a Ctrl-C while
+    it imports the preload list (1-2 s) does not print its KeyboardInterrupt traceback:
+    `clients.scan.preload`, last of that list, gives it Python's SIGINT handler back, which
+    the fork server saves for the workers it forks (ignoring SIGINT itself afterwards, as
+    it always does). This process ignores SIGINT only while the fork server is spawned (a
+    fork and exec, a few milliseconds), and only from the main thread, where signal
+    handlers can be set."""
+    if threading.current_thread() is not threading.main_thread():
+        multiprocessing.forkserver.ensure_running()
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        multiprocessing.forkserver.ensure_running()
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+@contextmanager
+def _interrupt_after() -> Iterator[None]:
+    """Holds a Ctrl-C (SIGINT) that arrives in the block until the block ends, then raises
+    it (KeyboardInterrupt). Around `ProcessPoolExecutor.submit`, which starts a worker
+    when the pool has none idle: interrupted half-way, the pool did not know its worker,
+    which then failed at start with a traceback (this process, exiting, had removed its
+    semaphores) or waited for ever. Starting a worker waits for the fork server's imports
+    the first time (1-2 s), so a Ctrl-C then takes effect that much later. Outside the
+    main thread, or when SIGINT is not Python's default handler, the block runs as is."""
+    if (
+        threading.current_thread() is not threading.main_thread()
+        or signal.getsignal(signal.SIGINT) is not signal.default_int_handler
+    ):
+        yield
+        return
+    held: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, _frame: held.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if held:
+        raise KeyboardInterrupt
+
+
+def _exit_with_parent() -> None:
+    """A pool worker's initializer: a daemon thread ends the worker (exit 1) once the scan
+    process that started it is gone. Without it, a scan killed (or interrupted while its
+    pool started a worker) left its workers blocked for ever, in their call and then
+    waiting for a batch, and the fork server, which lives while any of them does.
+    `multiprocessing.parent_process().sentinel` is a pipe end that the scan process holds
+    open: it becomes readable when that process ends."""
+    parent = multiprocessing.parent_process()
+    sentinel = parent.sentinel if parent is not None else None
+    if sentinel is None:
+        return
+
+    def watch() -> None:
+        multiprocessing.connection.wait([sentinel])
+        os._exit(1)
+
+    threading.Thread(target=watch, name="exit-with-scan", daemon=True).start()
 
 
 def _rows(fut: Future[Rows]) -> Rows:
@@ -122,11 +190,14 @@ class LocalEngine:
             for batch in batches:
                 yield process_batch(batch, config)
             return
-        pool = ProcessPoolExecutor(self.workers, mp_context=_worker_context())
+        pool = ProcessPoolExecutor(
+            self.workers, mp_context=_worker_context(), initializer=_exit_with_parent
+        )
         pending: set[Future[Rows]] = set()
         try:
             for batch in batches:
-                pending.add(pool.submit(process_batch, batch, config))
+                with _interrupt_after():  # it may start a worker: not cut half-way
+                    pending.add(pool.submit(process_batch, batch, config))
                 while len(pending) >= 2 * self.workers:
                     done, pending = wait(pending, return_when=FIRST_COMPLETED)
                     for fut in done:

@@ -1,0 +1,143 @@
+"""`prov scan` with its process pool leaves nothing running when it is stopped, and an
+early Ctrl-C prints no traceback.
+
+Before: a scan process that died (killed, or interrupted while its pool was starting a
+worker) left its workers blocked for ever (in their call, then waiting for a batch that
+never comes) and, held by them, the fork server and the resource tracker; and a Ctrl-C
+in the first second or two, while the fork server imported the worker's modules, printed
+the fork server's KeyboardInterrupt traceback under the "interrupted" line.
+
+Real CLI processes in a session of their own; the server is a real TCP socket that
+accepts and never answers, so the workers are in their call when the scan is stopped.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from conftest import ROOT, SAMPLES
+
+
+def _session(sid: int) -> list[int]:
+    """Pids of the live (not zombie) processes of session ``sid``."""
+    pids = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        fields = stat.rsplit(")", 1)[1].split()  # after "pid (comm)": state ppid pgrp session
+        if fields[0] != "Z" and int(fields[3]) == sid:
+            pids.append(int(entry))
+    return pids
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""
+
+
+def _gone_within(sid: int, seconds: float) -> list[str]:
+    """Waits until session ``sid`` has no live process; the command lines of those
+    still there after ``seconds`` (then killed, so that no test leaves them behind)."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        left = _session(sid)
+        if not left:
+            return []
+        time.sleep(0.1)
+    left = _session(sid)
+    lines = [_cmdline(pid)[:160] for pid in left]
+    for pid in left:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    return lines
+
+
+@contextmanager
+def _scan(folder: Path, report: Path) -> Iterator[tuple[subprocess.Popen[str], socket.socket]]:
+    """`prov scan FOLDER --workers 2` against a server that accepts and never answers,
+    in a session of its own; yields the process and the silent listening socket."""
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(16)
+        silent.settimeout(120)
+        server = f"127.0.0.1:{silent.getsockname()[1]}"
+        args = ["scan", str(folder), "--report", str(report), "--workers", "2"]
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "clients.cli", *args, "--server", server],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=ROOT,
+            env={**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "400"},
+            start_new_session=True,
+        )
+        try:
+            yield proc, silent
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.communicate()
+            _gone_within(proc.pid, 5)
+
+
+def _photos(tmp_path: Path) -> Path:
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for k in range(4):
+        shutil.copy(SAMPLES / "rocket.jpg", folder / f"r{k}.jpg")
+    return folder
+
+
+def test_workers_exit_when_the_scan_process_dies(tmp_path: Path) -> None:
+    with _scan(_photos(tmp_path), tmp_path / "scan.jsonl") as (proc, silent):
+        conn, _ = silent.accept()  # a worker is in its call now
+        with conn:
+            assert len(_session(proc.pid)) >= 3  # the scan, the fork server, a worker
+            os.kill(proc.pid, signal.SIGKILL)  # the scan alone, as the OOM killer would
+            proc.wait()
+            left = _gone_within(proc.pid, 20)
+            # before: the workers stayed blocked, and the fork server with them, for ever
+            assert left == [], left
+
+
+def test_ctrl_c_while_the_fork_server_starts_prints_no_traceback(tmp_path: Path) -> None:
+    """The Ctrl-C is held until the worker being started has started (then the pool
+    knows it and stops it); the scan's calls fail at once here (a listening socket closed
+    at once), so the test does not wait for a call's deadline."""
+    with _scan(_photos(tmp_path), tmp_path / "scan.jsonl") as (proc, silent):
+        silent.close()  # nothing listens there now: a worker's call fails at once
+        deadline = time.monotonic() + 60
+        server = None
+        while server is None and time.monotonic() < deadline and proc.poll() is None:
+            server = next(
+                (p for p in _session(proc.pid) if "forkserver" in _cmdline(p)),
+                None,
+            )
+            time.sleep(0.005)
+        assert server is not None, "the scan never started its fork server"
+        time.sleep(0.3)  # importing the preload list (about 1-2 s)
+        os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C: the whole foreground group
+        _, err = proc.communicate(timeout=60)
+        assert proc.returncode == 130, err
+        # before: the fork server's "Traceback ... KeyboardInterrupt" under this line
+        assert "Traceback" not in err and "KeyboardInterrupt" not in err, err
+        assert "--resume continues the scan" in " ".join(err.split()), err
+        left = _gone_within(proc.pid, 20)
+        assert left == [], left
