@@ -13,7 +13,6 @@ from pathlib import Path
 import c2pa
 import grpc
 import pytest
-from conftest import FIXTURES, SAMPLES, Cli, ServerProc, start_server
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -27,6 +26,7 @@ from provenance.c2pa.reader import C2paTrust, read_c2pa
 from provenance.c2pa.writer import DIGITAL_CAPTURE, embed_manifest
 from provenance.core.errors import TransportError
 from provenance.core.keys import DeviceKey
+from tests.conftest import FIXTURES, SAMPLES, Cli, ServerProc, start_server
 
 HOSTILE = [
     "third_party/c2pa-rs/malformed/nested_moov_1000.mp4",

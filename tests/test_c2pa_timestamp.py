@@ -23,24 +23,10 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from conftest import SAMPLES, Cli, ServerProc, start_server
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
-from inproc import Clock, open_inproc
 from rfc3161_client import HashAlgorithm, TimestampRequestBuilder, decode_timestamp_response
-from test_c2pa_writer import (  # noqa: F401 (pool, authority, device, chain: fixtures)
-    CHECKPOINT,
-    EVIDENCE,
-    FIXTURES,
-    MEDIA,
-    authority,
-    chain,
-    device,
-    make_capture,
-    pool,
-)
-from tsa_server import LocalTsa
 
 from provenance.c2pa import C2paResult, C2paTrust, ReaderPool, content_sha256, read_c2pa
 from provenance.c2pa.authority import Authority, issue_device_certificate
@@ -64,6 +50,20 @@ from provenance.core.keys import DeviceKey
 from provenance.media.inspect import InspectConfig
 from provenance.server.pipeline import VerificationPipeline
 from provenance.wire.sidecar import Sidecar, encode_sidecar
+from tests.conftest import SAMPLES, Cli, ServerProc, start_server
+from tests.inproc import Clock, open_inproc
+from tests.test_c2pa_writer import (  # noqa: F401 (pool, authority, device, chain: fixtures)
+    CHECKPOINT,
+    EVIDENCE,
+    FIXTURES,
+    MEDIA,
+    authority,
+    chain,
+    device,
+    make_capture,
+    pool,
+)
+from tests.tsa_server import LocalTsa
 
 AHEAD = timedelta(days=400)
 

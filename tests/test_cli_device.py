@@ -6,9 +6,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from conftest import closed_port
 
 from clients.cli import main as prov_main
+from tests.conftest import closed_port
 
 
 def test_sync_in_a_folder_without_a_device_says_there_is_none(

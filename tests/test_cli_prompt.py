@@ -14,9 +14,9 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, SAMPLES, closed_port
 
 from clients.cli import main as prov_main
+from tests.conftest import ROOT, SAMPLES, closed_port
 
 #: The line said before the prompt comes again after an empty answer.
 EMPTY = "the passphrase cannot be empty: the device key is encrypted with it"

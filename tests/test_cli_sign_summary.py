@@ -6,9 +6,8 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from conftest import SAMPLES, Cli
-
 from clients.device import DeviceHome
+from tests.conftest import SAMPLES, Cli
 
 
 def test_sign_over_several_files_ends_with_a_summary(enrolled: Cli, tmp_path: Path) -> None:

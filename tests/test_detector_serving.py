@@ -9,7 +9,8 @@ import threading
 from pathlib import Path
 
 import pytest
-from conftest import SAMPLES, Cli, ServerProc, start_server
+
+from tests.conftest import SAMPLES, Cli, ServerProc, start_server
 
 
 @pytest.fixture
@@ -140,7 +141,7 @@ def test_servers_of_one_postgresql_database_score_a_file_alike(
     deployment guide says) behind one load balancer: the same file must get the same
     crops and score from either. The secret was drawn per machine, beside the log key,
     so the two answered differently and a client saw the score change between calls."""
-    from conftest import PG_LOG_KEYS
+    from tests.conftest import PG_LOG_KEYS
 
     server.stop()
     photo = Path(shutil.copy(SAMPLES / "chelsea.png", tmp_path / "cat.png"))
@@ -286,8 +287,9 @@ def test_a_detector_slower_than_its_deadline_costs_the_score_not_the_verdict(
     import time
 
     import httpx
-    from conftest import read_line
     from PIL import Image
+
+    from tests.conftest import read_line
 
     server.stop()
     big = tmp_path / "big.jpg"  # 12 MP

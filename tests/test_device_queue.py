@@ -9,9 +9,9 @@ import shutil
 from pathlib import Path
 
 import pytest
-from conftest import SAMPLES, Cli, ServerProc, start_server
 
 from clients.device import DeviceHome
+from tests.conftest import SAMPLES, Cli, ServerProc, start_server
 
 pytestmark = pytest.mark.slow  # each test starts one or two `prov serve` processes
 

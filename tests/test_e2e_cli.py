@@ -8,8 +8,9 @@ import json
 import shutil
 from pathlib import Path
 
-from conftest import SAMPLES, Cli
 from PIL import Image
+
+from tests.conftest import SAMPLES, Cli
 
 
 def _reencode(src: Path, dst: Path, scale: float = 0.75, quality: int = 80) -> Path:

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import grpc
 import pytest
-from conftest import ADMIN_TOKEN, SAMPLES, Cli, ServerProc, enroll_key, signed_claim
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from clients.api import ProvenanceClient
@@ -20,6 +19,7 @@ from provenance.core.errors import TransportError
 from provenance.core.keys import DeviceKey
 from provenance.v1 import provenance_pb2 as pb
 from provenance.v1 import provenance_pb2_grpc as rpc
+from tests.conftest import ADMIN_TOKEN, SAMPLES, Cli, ServerProc, enroll_key, signed_claim
 
 
 def _code(exc: pytest.ExceptionInfo[TransportError]) -> str:
@@ -64,7 +64,7 @@ def test_bad_files_are_refused_clearly(
 
 
 def test_oversized_upload_refused(tmp_path: Path) -> None:
-    from conftest import start_server
+    from tests.conftest import start_server
 
     srv = start_server(tmp_path / "small.db", "--max-upload-mb", "1")
     try:

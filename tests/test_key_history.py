@@ -12,8 +12,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from conftest import ADMIN_TOKEN, SAMPLES, Cli, ServerProc, sign_sample
-from inproc import T0, Clock, InProc
 
 from provenance.core.binding import PDQ_ALGORITHM, PerceptualHash
 from provenance.core.claims import Device
@@ -35,6 +33,8 @@ from provenance.server.service import KEY_HISTORY_META, ProvenanceService, Servi
 from provenance.server.writer import KeyAppended, PendingClaim, PendingKeyEvent, _Item
 from provenance.store import open_store, to_us
 from provenance.wire import convert as wire
+from tests.conftest import ADMIN_TOKEN, SAMPLES, Cli, ServerProc, sign_sample
+from tests.inproc import T0, Clock, InProc
 
 
 @pytest.fixture

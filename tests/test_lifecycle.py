@@ -13,9 +13,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from conftest import SAMPLES, Cli, ServerProc, start_server
 
 from clients.device import DeviceHome
+from tests.conftest import SAMPLES, Cli, ServerProc, start_server
 
 
 @pytest.fixture
@@ -170,7 +170,7 @@ def test_two_commands_on_one_device_never_reuse_a_sequence(enrolled: Cli, tmp_pa
     import subprocess
     import sys
 
-    from conftest import ROOT
+    from tests.conftest import ROOT
 
     files = [Path(shutil.copy(SAMPLES / "rocket.jpg", tmp_path / f"c{i}.jpg")) for i in range(6)]
     for i, f in enumerate(files):  # distinct bytes per file

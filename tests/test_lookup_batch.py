@@ -14,8 +14,6 @@ from pathlib import Path
 
 import grpc
 import pytest
-from conftest import ADMIN_TOKEN, FIXTURES, SAMPLES
-from inproc import InProc
 from PIL import Image
 
 from clients.api import ProvenanceClient, Query
@@ -35,6 +33,8 @@ from provenance.store.memory import MemoryStore
 from provenance.v1 import provenance_pb2 as pb
 from provenance.v1 import provenance_pb2_grpc as rpc
 from provenance.wire import convert as wire
+from tests.conftest import ADMIN_TOKEN, FIXTURES, SAMPLES
+from tests.inproc import InProc
 
 REAL = FIXTURES / "detector" / "real" / "afhq"
 

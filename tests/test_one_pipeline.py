@@ -17,8 +17,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import ADMIN_TOKEN, PASSPHRASE, SAMPLES
-from inproc import Device, InProc, make_claim, sign
 from PIL import Image
 
 from clients.api import ProvenanceClient, Query
@@ -29,6 +27,8 @@ from provenance.media.video.transcode import transcode
 from provenance.server.pipeline import VerificationPipeline
 from provenance.server.rpc import ServerConfig, create_server
 from provenance.wire.contract import DENSE_PASS_NEEDS_BYTES
+from tests.conftest import ADMIN_TOKEN, PASSPHRASE, SAMPLES
+from tests.inproc import Device, InProc, make_claim, sign
 
 PHOTO = SAMPLES / "grace_hopper.jpg"
 OTHER_PHOTO = SAMPLES / "rocket.jpg"

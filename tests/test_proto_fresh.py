@@ -7,8 +7,9 @@ import sys
 from pathlib import Path
 
 import grpc
-from conftest import ROOT, ServerProc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+from tests.conftest import ROOT, ServerProc
 
 
 def test_generated_code_is_fresh(tmp_path: Path) -> None:

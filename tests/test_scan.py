@@ -27,7 +27,6 @@ from typing import Any
 import numpy as np
 import pytest
 import typer
-from conftest import ADMIN_TOKEN, FIXTURES, PASSPHRASE, ROOT, SAMPLES, ServerProc, start_server
 from PIL import Image, ImageDraw
 from rich.console import Console
 from typer.testing import CliRunner
@@ -42,6 +41,15 @@ from clients.scan.report import csv_path, html_path
 from clients.scan.rows import VOLATILE_FIELDS
 from clients.scan.worker import ScanConfig
 from provenance.core.errors import TransportError
+from tests.conftest import (
+    ADMIN_TOKEN,
+    FIXTURES,
+    PASSPHRASE,
+    ROOT,
+    SAMPLES,
+    ServerProc,
+    start_server,
+)
 
 REAL = FIXTURES / "detector" / "real" / "afhq"
 SECRET = b"k" * 32

@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import ADMIN_TOKEN, ROOT, SAMPLES, ServerProc, start_server
 
 from clients.cli import main as prov_main
 from clients.scan.engines import LocalEngine
@@ -36,6 +35,7 @@ from clients.scan.sources import (
     unescape_name,
 )
 from clients.scan.worker import ScanConfig
+from tests.conftest import ADMIN_TOKEN, ROOT, SAMPLES, ServerProc, start_server
 
 DEEP_JSON = b"[" * 200_000
 JPEG = (SAMPLES / "rocket.jpg").read_bytes()

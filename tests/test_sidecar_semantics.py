@@ -15,8 +15,9 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import SAMPLES, Cli, ServerProc, start_server, start_web
 from PIL import Image
+
+from tests.conftest import SAMPLES, Cli, ServerProc, start_server, start_web
 
 
 @pytest.fixture

@@ -15,8 +15,6 @@ from typing import Any
 import grpc
 import pytest
 import uvloop
-from conftest import ADMIN_TOKEN, ServerProc, enroll_key, signed_claim, start_server
-from inproc import InProc
 
 from clients.api import ProvenanceClient
 from provenance.core.errors import RevokedKeyError, TransportError, UnknownDeviceError
@@ -24,6 +22,8 @@ from provenance.server.rollback import CheckpointMemo, memo_path
 from provenance.server.rpc import HandlersWrapped, ServerConfig, create_server
 from provenance.v1 import provenance_pb2 as pb
 from provenance.v1 import provenance_pb2_grpc as rpc
+from tests.conftest import ADMIN_TOKEN, ServerProc, enroll_key, signed_claim, start_server
+from tests.inproc import InProc
 
 
 @pytest.mark.slow
@@ -103,9 +103,8 @@ def test_the_writer_refuses_a_revoked_device_the_signature_check_let_through(
     inproc.service.revoke(dev.device_id, "lost", None)
     with pytest.raises(RevokedKeyError, match="lost"):
         inproc.submit(dev.next_claim())
-    from inproc import Device
-
     from provenance.core.keys import DeviceKey
+    from tests.inproc import Device
 
     with pytest.raises(UnknownDeviceError):
         inproc.submit(Device(DeviceKey.generate()).next_claim())

@@ -14,15 +14,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from conftest import (
-    ADMIN_TOKEN,
-    ROOT,
-    ServerProc,
-    enroll_key,
-    run_in_netns,
-    signed_claim,
-    start_web,
-)
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from clients.api import ProvenanceClient
@@ -34,6 +25,15 @@ from provenance.log import tiles
 from provenance.log.checkpoint import Checkpoint, LogSigner
 from provenance.log.tiledir import export_tiles, fetcher
 from provenance.store import NewLeaf, Store, open_store
+from tests.conftest import (
+    ADMIN_TOKEN,
+    ROOT,
+    ServerProc,
+    enroll_key,
+    run_in_netns,
+    signed_claim,
+    start_web,
+)
 
 ORIGIN = "tiles.test/log"
 DEVICE_KEY = bytes(range(32))
@@ -504,8 +504,7 @@ def test_a_large_entry_bundle_is_served_without_gzip(tmp_path: Path) -> None:
 #: answer's status line, Retry-After, body length and text, and the timed waits.
 _NETNS_TILES = """
 import json, socket, sys, time
-sys.path.insert(0, "tests")
-from conftest import NETNS_ONE_HOST, NETNS_OTHER_HOST, NETNS_SERVER, start_web
+from tests.conftest import NETNS_ONE_HOST, NETNS_OTHER_HOST, NETNS_SERVER, start_web
 proc = start_web("127.0.0.1:1", "--tiles-dir", FOLDER, "--listen", f"[{NETNS_SERVER}]:0")
 port = int(proc.address.rsplit(":", 1)[1])
 def ask(source, path, rcvbuf=0):

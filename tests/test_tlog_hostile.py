@@ -19,8 +19,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import post_checkpoint, witness_serve, write_video
-from inproc import InProc
 
 from clients.cli import main as prov_main
 from provenance.core.binding import PDQ_ALGORITHM, PerceptualHash
@@ -41,6 +39,8 @@ from provenance.witness import (
     cosigner_vkey,
 )
 from provenance.witness.client import Cosigner, WitnessSpec
+from tests.conftest import post_checkpoint, witness_serve, write_video
+from tests.inproc import InProc
 
 
 def _witness(tmp_path: Path, name: str) -> tuple[LogSigner, str]:

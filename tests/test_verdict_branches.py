@@ -9,7 +9,6 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from inproc import device_record, flip_bits
 
 from provenance.core.binding import PerceptualHash
 from provenance.core.claims import Claim, Device, HardBinding, Receipt, SignedClaim, Verdict
@@ -17,6 +16,7 @@ from provenance.core.envelope import PAYLOAD_TYPE_CLAIM, sign_payload
 from provenance.core.keys import DeviceKey
 from provenance.core.verify import FileFacts, LoggedClaim, decide, signature_ok
 from provenance.wire import convert as wire
+from tests.inproc import device_record, flip_bits
 
 NOW = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
 SHA = hashlib.sha256(b"the capture").digest()

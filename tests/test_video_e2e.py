@@ -8,11 +8,11 @@ import shutil
 from pathlib import Path
 
 import pytest
-from conftest import SAMPLES, Cli, ServerProc
 
 from clients.api import ProvenanceClient
 from provenance.core.errors import TransportError
 from provenance.media.video.transcode import transcode
+from tests.conftest import SAMPLES, Cli, ServerProc
 
 CLIP = SAMPLES / "fabric_pattern.mp4"
 

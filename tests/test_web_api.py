@@ -21,7 +21,6 @@ from urllib.parse import urlsplit
 import httpx
 import numpy as np
 import pytest
-from conftest import ADMIN_TOKEN, FIXTURES, DemoSite, demo_site, start_server, start_web
 from PIL import Image
 
 from clients.cli import main as prov_main
@@ -34,6 +33,7 @@ from provenance.media.video.frames import DEMUXERS
 from provenance.web.app import WebConfig
 from provenance.web.serve import bind
 from provenance.web.serve import start_web as start_web_app
+from tests.conftest import ADMIN_TOKEN, FIXTURES, DemoSite, demo_site, start_server, start_web
 
 pytestmark = pytest.mark.slow
 

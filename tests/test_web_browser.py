@@ -18,13 +18,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, DemoSite, demo_site
 from selenium import webdriver
 from selenium.webdriver.common.action_chains import ActionChains
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support import expected_conditions as EC
 from selenium.webdriver.support.ui import WebDriverWait
+
+from tests.conftest import ROOT, DemoSite, demo_site
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
@@ -188,7 +189,7 @@ def test_crop_overlay_is_marked_by_the_image_thresholds(
     """The cat photo through a server running the shipped detector: each crop drawn over
     the thumbnail is styled by its band (colour and a stroke pattern, so not by colour
     alone), and the legend's counts are the boxes drawn."""
-    from conftest import SAMPLES, read_line, start_server
+    from tests.conftest import SAMPLES, read_line, start_server
 
     srv = start_server(
         tmp_path / "det.db", "--detector", "--detector-device", "cpu", "--http", "127.0.0.1:0"

@@ -11,7 +11,6 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from conftest import ADMIN_TOKEN, ServerProc, enroll_key, signed_claim, witness_serve
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from clients.api import ProvenanceClient
@@ -26,6 +25,7 @@ from provenance.log.checkpoint import (
 )
 from provenance.log.tlogproof import encode_tlog_proof
 from provenance.witness import Witness, cosigner_vkey, verify_cosignature
+from tests.conftest import ADMIN_TOKEN, ServerProc, enroll_key, signed_claim, witness_serve
 
 
 @pytest.fixture
