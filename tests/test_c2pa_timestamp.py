@@ -35,6 +35,7 @@ from provenance.c2pa.signing_time import SigningTimePolicy, TimeSource, assess_s
 from provenance.c2pa.timestamp import (
     MAX_TOKEN_BYTES,
     MAX_TOKEN_CERTIFICATES,
+    ClaimSignature,
     TimestampAuthority,
     TsaTrust,
     attach_token,
@@ -66,6 +67,13 @@ from tests.test_c2pa_writer import (  # noqa: F401 (pool, authority, device, cha
 from tests.tsa_server import LocalTsa
 
 AHEAD = timedelta(days=400)
+
+
+def _token(sig: ClaimSignature) -> tuple[str, bytes]:
+    """The (header label, token) of a claim signature that must carry a timestamp token."""
+    token = sig.token()
+    assert token is not None, "the claim signature carries no timestamp token"
+    return token
 
 
 @pytest.fixture(scope="module")
@@ -127,7 +135,7 @@ def test_timestamped_export_reads_valid_in_c2pa_rs_and_keeps_our_binding(
     dst = _export(tmp_path, device, chain, TimestampAuthority(tsa.url, 5), ext, media_type)
     data = dst.read_bytes()
     sig = read_claim_signature(data, media_type)
-    assert sig.token() is not None and sig.token()[0] == "sigTst2"  # type: ignore[index]
+    assert _token(sig)[0] == "sigTst2"
     assert "pad" in sig.unprotected  # the token took part of the reserved room
     assert content_sha256(data, media_type) == content_sha256(
         (tmp_path / f"capture.{ext}").read_bytes(), media_type
@@ -215,7 +223,7 @@ def test_token_over_other_bytes_is_refused(
     (a := tmp_path / "a").mkdir()
     (b := tmp_path / "b").mkdir()
     stamped = _export(a, device, chain, TimestampAuthority(tsa.url, 5)).read_bytes()
-    token = read_claim_signature(stamped, "image/jpeg").token()[1]  # type: ignore[index]
+    token = _token(read_claim_signature(stamped, "image/jpeg"))[1]
     other = _export(b, device, chain, None).read_bytes()
     moved = tmp_path / "moved.jpg"
     moved.write_bytes(
@@ -458,7 +466,7 @@ def test_damaged_tokens_and_signature_boxes_give_reasons_not_crashes(
     MediaError naming the problem, never another exception (seeded byte mutations)."""
     data = _export(tmp_path, device, chain, TimestampAuthority(tsa.url, 5)).read_bytes()
     sig = read_claim_signature(data, "image/jpeg")
-    token = sig.token()[1]  # type: ignore[index]
+    token = _token(sig)[1]
     trust = TsaTrust(tsa.root_pem)
     rng = random.Random(16)
     outcomes = set()
@@ -487,6 +495,7 @@ def test_damaged_tokens_and_signature_boxes_give_reasons_not_crashes(
             outcomes.add("not a TSA's")
     assert "not a TSA's" in outcomes
     policy = _ahead(trust)
+    assert sig.start is not None and sig.end is not None  # read from the file: a byte range
     for _ in range(200):
         damaged = bytearray(data)
         for _ in range(rng.randint(1, 6)):

@@ -6,7 +6,9 @@ from __future__ import annotations
 import json
 import shutil
 import threading
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -14,7 +16,9 @@ from tests.conftest import SAMPLES, Cli, ServerProc, start_server
 
 
 @pytest.fixture
-def detecting(tmp_path: Path, cli: Cli, server: ServerProc, monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
+def detecting(
+    tmp_path: Path, cli: Cli, server: ServerProc, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[ServerProc]:
     server.stop()
     srv = start_server(tmp_path / "det.db", "--detector", "--detector-device", "cpu")
     monkeypatch.setenv("PROV_SERVER", srv.address)
@@ -49,11 +53,12 @@ def test_verify_reports_the_advisory_block(detecting: ServerProc, cli: Cli, tmp_
     assert "timeline" in results[1] and "timeline" not in results[0]
 
 
-def _detect(cli: Cli, path: Path) -> dict:  # type: ignore[type-arg]
+def _detect(cli: Cli, path: Path) -> dict[str, Any]:
     rc, out, err = cli("detect", str(path), "--json")
     assert rc == 0, err
+    result: dict[str, Any]
     (result,) = json.loads(out)["results"]
-    return result  # type: ignore[no-any-return]
+    return result
 
 
 @pytest.mark.slow

@@ -7,6 +7,7 @@ import base64
 import json
 import shutil
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -22,10 +23,11 @@ def _verify(cli: Cli, path: Path) -> str:
     return str(json.loads(out)["status"])
 
 
-def _show(cli: Cli) -> dict:
+def _show(cli: Cli) -> dict[str, Any]:
     rc, out, err = cli("device", "show")
     assert rc == 0, err
-    return json.loads(out)
+    shown: dict[str, Any] = json.loads(out)
+    return shown
 
 
 def test_queue_survives_deleted_media(

@@ -84,7 +84,7 @@ def test_malformed_uploads(server: ServerProc) -> None:
     with pytest.raises(grpc.RpcError) as exc:
         stub.VerifyFile(iter([pb.VerifyFileChunk(data=b"\xff\xd8\xff")]), timeout=10)
     assert exc.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert "header" in exc.value.details()
+    assert "header" in str(exc.value.details())
     data = (SAMPLES / "rocket.jpg").read_bytes()
     msgs = [
         pb.VerifyFileChunk(header=pb.VerifyFileHeader(size_bytes=len(data) + 100)),
@@ -93,7 +93,7 @@ def test_malformed_uploads(server: ServerProc) -> None:
     with pytest.raises(grpc.RpcError) as exc:
         stub.VerifyFile(iter(msgs), timeout=10)
     assert exc.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert "truncated upload" in exc.value.details()
+    assert "truncated upload" in str(exc.value.details())
     chan.close()
 
 
@@ -184,7 +184,9 @@ def test_server_survives_and_stays_consistent(
         with pytest.raises(TransportError):
             client.verify_file(f)
     chan = grpc.insecure_channel(server.address)
-    health = health_pb2_grpc.HealthStub(chan).Check(health_pb2.HealthCheckRequest(), timeout=10)
+    health = health_pb2_grpc.HealthStub(chan).Check(  # type: ignore[attr-defined]  # stub declares no methods
+        health_pb2.HealthCheckRequest(), timeout=10
+    )
     assert health.status == health_pb2.HealthCheckResponse.SERVING
     chan.close()
     rc, out, err = cli("log", "audit", "--state", str(tmp_path / "state.json"))

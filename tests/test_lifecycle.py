@@ -11,6 +11,7 @@ import signal
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -24,7 +25,7 @@ def server_db(any_db: Path | str) -> Path | str:
     return any_db
 
 
-def _status(cli: Cli, path: Path, *extra: str) -> tuple[int, dict]:
+def _status(cli: Cli, path: Path, *extra: str) -> tuple[int, dict[str, Any]]:
     rc, out, err = cli("verify", str(path), "--json", "--no-detect", *extra)
     assert out, err
     return rc, json.loads(out)

@@ -23,8 +23,9 @@ from clients.scan.pipeline import run_scan
 from clients.scan.sources import FileItem
 from clients.scan.worker import ScanConfig
 from provenance.core.binding import PerceptualHash
+from provenance.core.claims import Verdict
 from provenance.core.errors import LogIntegrityError
-from provenance.core.verify import FileFacts, Verdict
+from provenance.core.verify import FileFacts
 from provenance.index.mih import MihIndex
 from provenance.media.assets import AssetLimits
 from provenance.server.pipeline import VerificationPipeline

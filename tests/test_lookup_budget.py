@@ -22,8 +22,8 @@ import pytest
 
 from clients.api import ProvenanceClient, Query
 from provenance.core.binding import PerceptualHash
+from provenance.core.claims import Verdict
 from provenance.core.errors import TransportError
-from provenance.core.verify import Verdict
 from provenance.server.limits import ServerLimits
 from provenance.server.rpc import ServerConfig, create_server
 from tests.conftest import ADMIN_TOKEN

@@ -104,8 +104,8 @@ def test_issue11_medium_unrelated_valid_sidecar_keeps_a_resized_copy_derived(
     assert alone.status is Verdict.DERIVED
     with_other = served.pipeline.verify_file(copy, other)
     assert with_other.status is Verdict.DERIVED
-    assert with_other.evidence.claim is not None
-    assert with_other.evidence.claim.claim == alone.evidence.claim.claim  # type: ignore[union-attr]
+    assert with_other.evidence.claim is not None and alone.evidence.claim is not None
+    assert with_other.evidence.claim.claim == alone.evidence.claim.claim
     assert with_other.evidence.sidecar_present
     assert "different picture" in with_other.reasons[-1]
     assert served.client.verify_file(copy, other).status is Verdict.DERIVED

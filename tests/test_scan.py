@@ -669,15 +669,17 @@ def test_the_driver_freezes_its_objects_for_the_scan_only(
     assert before[0] < worker.GC_YOUNG_THRESHOLD
     during: list[int] = []
     young: list[int] = []
+
+    def on_rows(rows: list[dict[str, Any]]) -> None:
+        during.append(gc.get_freeze_count())
+        young.append(gc.get_threshold()[0])
+
     _scan(
         [desk.folder],
         tmp_path / "a.jsonl",
         LocalEngine(0),
         server=desk.server.address,
-        on_rows=lambda rows: (
-            during.append(gc.get_freeze_count()),
-            young.append(gc.get_threshold()[0]),
-        ),
+        on_rows=on_rows,
     )
     assert during and min(during) > 10000  # the imports, at least
     assert set(young) == {worker.GC_YOUNG_THRESHOLD}

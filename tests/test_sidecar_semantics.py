@@ -12,6 +12,7 @@ import json
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -57,7 +58,7 @@ def foreign(tmp_path: Path, enrolled: Cli, monkeypatch: pytest.MonkeyPatch) -> I
         other.stop()
 
 
-def _json(cli: Cli, *args: str) -> tuple[int, dict]:  # type: ignore[type-arg]
+def _json(cli: Cli, *args: str) -> tuple[int, dict[str, Any]]:
     rc, out, err = cli("verify", *args, "--json", "--no-detect")
     return rc, json.loads(out)
 

@@ -7,6 +7,7 @@ import hashlib
 import os
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 
@@ -29,9 +30,9 @@ def key() -> DeviceKey:
     return DeviceKey.generate()
 
 
-def _claim(key: DeviceKey, sha: bytes = SHA, **kw: object) -> Claim:
+def _claim(key: DeviceKey, sha: bytes = SHA, **kw: Any) -> Claim:
     base = Claim(key.key_id, 1, NOW, "image/jpeg", 11, HardBinding(sha), (PDQ,))
-    return replace(base, **kw)  # type: ignore[arg-type]
+    return replace(base, **kw)
 
 
 def _sign(key: DeviceKey, claim: Claim) -> SignedClaim:

@@ -36,7 +36,7 @@ def _sign(key: DeviceKey, claim: Claim) -> SignedClaim:
     )
 
 
-def _claim(key: DeviceKey, data: bytes, **kw: object) -> Claim:
+def _claim(key: DeviceKey, data: bytes, **kw: Any) -> Claim:
     base = Claim(
         key.key_id,
         1,
@@ -46,7 +46,7 @@ def _claim(key: DeviceKey, data: bytes, **kw: object) -> Claim:
         HardBinding(hashlib.sha256(data).digest()),
         (PDQ,),
     )
-    return replace(base, **kw)  # type: ignore[arg-type]
+    return replace(base, **kw)
 
 
 def _logged(

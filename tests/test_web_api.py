@@ -16,6 +16,7 @@ import time
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
@@ -66,10 +67,8 @@ def limited_web(site: DemoSite) -> Iterator[str]:
     web.stop()
 
 
-def _verify(
-    http: httpx.Client, path: Path, name: str | None = None, **kw: object
-) -> httpx.Response:
-    return http.post("/api/v1/verify", files={"file": (name or path.name, path.read_bytes())}, **kw)  # type: ignore[arg-type]
+def _verify(http: httpx.Client, path: Path, name: str | None = None, **kw: Any) -> httpx.Response:
+    return http.post("/api/v1/verify", files={"file": (name or path.name, path.read_bytes())}, **kw)
 
 
 def _error(r: httpx.Response, code: int, words: str) -> None:

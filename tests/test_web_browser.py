@@ -219,7 +219,9 @@ def test_crop_overlay_is_marked_by_the_image_thresholds(
     assert len(boxes) == 64 and "likely generated from 0." in thresholds, thresholds
     styles = {tone: {(c, d) for t, c, d in boxes if t == tone} for tone in ("high", "mid", "low")}
     for tone, words in (("high", "red, solid"), ("mid", "grey, dashed"), ("low", "green, dotted")):
-        n = int(re.search(rf"{words}: (\d+)", key).group(1))  # type: ignore[union-attr]
+        found = re.search(rf"{words}: (\d+)", key)
+        assert found, (words, key)
+        n = int(found.group(1))
         assert n == sum(1 for t, _, _ in boxes if t == tone), (tone, key)
         assert len(styles[tone]) <= 1, styles  # one style per band
     drawn = [s for tone in ("high", "mid", "low") for s in styles[tone]]

@@ -64,18 +64,18 @@ def test_witness_cosigns_a_growing_log_and_refuses_rollback_and_forks(
         key = enroll_key(c)
         prev = b""
 
+        seq = 1
         receipts = []
 
         def submit(n: int) -> str:
-            nonlocal prev
+            nonlocal prev, seq
             for _ in range(n):
-                signed = signed_claim(key, submit.seq, prev=prev)  # type: ignore[attr-defined]
-                submit.seq += 1  # type: ignore[attr-defined]
+                signed = signed_claim(key, seq, prev=prev)
+                seq += 1
                 receipts.append(c.submit(signed)[0])
                 prev = signed.claim_hash
             return c.checkpoint()
 
-        submit.seq = 1  # type: ignore[attr-defined]
         first = submit(3)
         status, cosig, _ = _post(url, _body(0, [], first))
         assert status == 200, cosig
