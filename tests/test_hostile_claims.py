@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from provenance.core.claims import Claim, HardBinding, Receipt, SignedClaim
+from provenance.core.claims import MAX_METADATA_BYTES, Claim, HardBinding, Receipt, SignedClaim
 from provenance.core.envelope import PAYLOAD_TYPE_CLAIM, PAYLOAD_TYPE_ENROLL, sign_payload
 from provenance.core.errors import ClaimError
 from provenance.core.keys import DeviceKey
@@ -497,20 +497,21 @@ def test_rolled_back_claim_the_log_now_refuses_gets_only_the_rollback_advice(
     from provenance.server.rollback import memo_path
 
     cfg = ServiceConfig(tmp_path / "prov.db", tmp_path / "log.key")
+    db, key_path = _paths(cfg)
     s = ProvenanceService(cfg)
     key = enroll(s)
     s.close()
-    shutil.copyfile(cfg.db, tmp_path / "backup.db")
+    shutil.copyfile(db, tmp_path / "backup.db")
     # an older server, whose metadata limit was twice today's, logs a claim over today's
-    big = {"note": "x" * (registry.MAX_METADATA_BYTES + 100)}
+    big = {"note": "x" * (MAX_METADATA_BYTES + 100)}
     lost = sign(key, make_claim(key, 1, metadata=big))
     with monkeypatch.context() as older:
-        older.setattr(registry, "MAX_METADATA_BYTES", 2 * registry.MAX_METADATA_BYTES)
+        older.setattr(registry, "MAX_METADATA_BYTES", 2 * MAX_METADATA_BYTES)  # registry's copy
         s = ProvenanceService(cfg)
         receipt = s.submit(lost).receipt
         s.close()
-    _restore(cfg.db, tmp_path / "backup.db")
-    memo_path(cfg.log_key).unlink()  # the operator accepts the loss
+    _restore(db, tmp_path / "backup.db")
+    memo_path(key_path).unlink()  # the operator accepts the loss
     s = ProvenanceService(cfg)
     try:
         facts = FileFacts(sha256=(1).to_bytes(32, "big"), size=10, media_type="image/jpeg")
