@@ -38,7 +38,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	# formatting too (ruff also formats the Python blocks of docs/*.md)
 	$(BIN)/ruff format --check .
-	# strict typing of the product, scripts/ and bench/; configured in pyproject.toml [tool.mypy]
+	# strict typing of the product, scripts/, bench/ and tests/; configured in pyproject.toml [tool.mypy]
 	$(BIN)/mypy
 
 clean:

@@ -98,8 +98,8 @@ def main() -> None:
         db: Path | str = Path(work) / "exact.db"
         keys: list[str] = []
         if args.postgresql:
-            sys.path.insert(0, str(ROOT / "tests"))
-            from pgserver import PgServer  # tests/pgserver.py
+            sys.path.insert(0, str(ROOT))
+            from tests.pgserver import PgServer
 
             pg = PgServer.start()
             stack.callback(pg.stop)

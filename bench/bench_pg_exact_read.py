@@ -102,8 +102,8 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=4)
     ap.add_argument("--calls", type=int, default=30)
     args = ap.parse_args()
-    sys.path.insert(0, str(ROOT / "tests"))
-    from pgserver import PgServer  # tests/pgserver.py
+    sys.path.insert(0, str(ROOT))
+    from tests.pgserver import PgServer
 
     pg = PgServer.start()
     rows: list[Ratio] = []

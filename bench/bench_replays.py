@@ -46,17 +46,7 @@ from typing import Any
 import grpc
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests"))
-
-from conftest import (  # noqa: E402
-    ADMIN_TOKEN,
-    PG_LOG_KEYS,
-    enroll_key,
-    read_line,
-    signed_claim,
-    start_server,
-)
-from pgserver import PgServer  # noqa: E402
+sys.path.insert(0, str(ROOT))
 
 from clients.api import ProvenanceClient  # noqa: E402
 from provenance.core.claims import SignedClaim  # noqa: E402
@@ -64,6 +54,15 @@ from provenance.core.keys import DeviceKey  # noqa: E402
 from provenance.v1 import provenance_pb2 as pb  # noqa: E402
 from provenance.v1 import provenance_pb2_grpc as rpc  # noqa: E402
 from provenance.wire import convert as wire  # noqa: E402
+from tests.conftest import (  # noqa: E402
+    ADMIN_TOKEN,
+    PG_LOG_KEYS,
+    enroll_key,
+    read_line,
+    signed_claim,
+    start_server,
+)
+from tests.pgserver import PgServer  # noqa: E402
 
 
 def writer_work(metrics_url: str) -> tuple[int, float]:

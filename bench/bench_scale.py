@@ -35,11 +35,9 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT))
 
 from bench_log import writer_rate  # noqa: E402
-from conftest import ADMIN_TOKEN, PG_LOG_KEYS, enroll_key, signed_claim, start_server  # noqa: E402
-from pgserver import PgServer  # noqa: E402
 
 from clients.api import ProvenanceClient  # noqa: E402
 from provenance.core import merkle  # noqa: E402
@@ -58,6 +56,8 @@ from provenance.store import NewLeaf  # noqa: E402
 from provenance.store.postgres import PostgresStore  # noqa: E402
 from provenance.store.sqlite import SqliteStore  # noqa: E402
 from provenance.wire import convert as wire  # noqa: E402
+from tests.conftest import ADMIN_TOKEN, PG_LOG_KEYS, enroll_key, signed_claim, start_server  # noqa: E402
+from tests.pgserver import PgServer  # noqa: E402
 
 
 def bench_appends(work: Path, new_db: Any, submitters: int, total: int) -> dict[str, float]:

@@ -115,11 +115,10 @@ def bench_size(db: Path, key: Path, leaves: int, work: Path) -> tuple[list[Ratio
 
 
 def bench_pg_size(leaves: int, work: Path) -> dict[str, Any]:
-    sys.path.insert(0, str(ROOT / "tests"))
-    from pgserver import PgServer  # tests/pgserver.py
-
+    sys.path.insert(0, str(ROOT))
     from provenance.log.checkpoint import generate_log_key
     from provenance.store.postgres import PostgresStore
+    from tests.pgserver import PgServer
 
     pg = PgServer.start()
     try:

@@ -21,8 +21,6 @@ from typing import TYPE_CHECKING
 import av
 import numpy as np
 import pytest
-from pgserver import PgServer
-from pgserver import missing_reason as pg_missing_reason
 
 from clients.api import ProvenanceClient
 from clients.cli import main as prov_main
@@ -32,6 +30,8 @@ from provenance.core.claims import Claim, HardBinding, SignedClaim
 from provenance.core.envelope import PAYLOAD_TYPE_CLAIM, PAYLOAD_TYPE_ENROLL, sign_payload
 from provenance.core.keys import DeviceKey
 from provenance.wire import convert as wire
+from tests.pgserver import PgServer
+from tests.pgserver import missing_reason as pg_missing_reason
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = ROOT.parent / "shared" / "fixtures"
@@ -232,13 +232,13 @@ def any_db(request: pytest.FixtureRequest, tmp_path: Path) -> Path | str:
 
 
 if TYPE_CHECKING:
-    from inproc import InProc
+    from tests.inproc import InProc
 
 
 @pytest.fixture
 def inproc(tmp_path: Path) -> Iterator[InProc]:
     """`ProvenanceService` in-process on a temporary SQLite store (tests/inproc.py)."""
-    from inproc import open_inproc
+    from tests.inproc import open_inproc
 
     h = open_inproc(tmp_path)
     yield h

@@ -13,13 +13,13 @@ import sqlite3
 from pathlib import Path
 
 import pytest
-from inproc import InProc
 
 from clients.cli import main as prov_main
 from provenance.core.errors import LogError, StorageError
 from provenance.store import open_store
 from provenance.store.sql import SqlStore
 from provenance.store.sqlite import SCHEMA_VERSION, SqliteStore
+from tests.inproc import InProc
 
 
 def _logged(inproc: InProc) -> str:

@@ -16,10 +16,10 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import ADMIN_TOKEN, ROOT, SAMPLES, ServerProc, read_line, start_server
 
 from detector.bands import crop_tone, threshold_words
 from provenance.web.present import crop_marks
+from tests.conftest import ADMIN_TOKEN, ROOT, SAMPLES, ServerProc, read_line, start_server
 
 CAT = SAMPLES / "chelsea.png"
 

@@ -22,6 +22,7 @@ from contextlib import aclosing
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import grpc
 import psutil
@@ -44,10 +45,10 @@ from provenance.core.keys import DeviceKey
 from provenance.media.image import decode_image
 from provenance.media.inspect import MEMORY_DIR, Upload
 from provenance.server.limits import DeviceQuota, ServerLimits, UploadGate
-from provenance.server.rpc import MAX_MESSAGE_BYTES
 from provenance.v1 import provenance_pb2 as pb
 from provenance.v1 import provenance_pb2_grpc as rpc
 from provenance.wire import convert as wire
+from provenance.wire.contract import MAX_MESSAGE_BYTES
 from tests.conftest import (
     ADMIN_TOKEN,
     ROOT,
@@ -97,9 +98,13 @@ def _stalled(release: threading.Event, size: int = 1000) -> Iterator[pb.VerifyFi
     release.wait(60)
 
 
-def _code(fut: grpc.Future) -> grpc.StatusCode:
+def _code(fut: grpc.Future[Any]) -> grpc.StatusCode:
+    """The status of a finished call's future: OK, or the code of its error (the call)."""
     err = fut.exception()
-    return grpc.StatusCode.OK if err is None else err.code()
+    if err is None:
+        return grpc.StatusCode.OK
+    assert isinstance(err, grpc.Call), err
+    return err.code()
 
 
 @pytest.fixture
@@ -188,7 +193,7 @@ def test_stalled_upload_is_cut_by_idle_timeout_and_deadline(
         with pytest.raises(grpc.RpcError) as slow:
             stub.VerifyFile(trickle(), timeout=30)
         assert slow.value.code() is grpc.StatusCode.DEADLINE_EXCEEDED
-        assert "--upload-deadline-seconds" in slow.value.details()
+        assert "--upload-deadline-seconds" in str(slow.value.details())
     finally:
         release.set()
     with ProvenanceClient(srv.address) as c:
@@ -535,6 +540,7 @@ def test_chunk_size_1_sidecar_upload_is_not_hashed_byte_by_byte(server: ServerPr
             chunk_merkle_root=os.urandom(32),
         ),
     )
+    assert isinstance(server.db, Path)  # conftest's server_db: a SQLite file
     path = server.db.with_name("clip.bin")
     path.write_bytes(data)
     with ProvenanceClient(server.address) as c:
@@ -554,7 +560,7 @@ def test_tiny_upload_chunks_are_refused(server: ServerProc) -> None:
     with pytest.raises(grpc.RpcError) as e:
         _stub(server.address).VerifyFile(tiny(), timeout=60)
     assert e.value.code() is grpc.StatusCode.INVALID_ARGUMENT
-    assert "at least 65536 bytes" in e.value.details()
+    assert "at least 65536 bytes" in str(e.value.details())
 
 
 # ---------------------------------------------------------------- High 3
@@ -618,7 +624,7 @@ def test_oversized_jpeg_is_refused_before_it_is_read(server: ServerProc) -> None
     finally:
         release.set()
     assert e.value.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
-    assert "limit for images" in e.value.details()
+    assert "limit for images" in str(e.value.details())
     assert sent < 64
 
 
@@ -684,7 +690,7 @@ def test_7mb_lookup_is_refused_by_its_hash_count(server: ServerProc) -> None:
     with pytest.raises(grpc.RpcError) as e:
         _stub(server.address).Lookup(req, timeout=60)
     assert e.value.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
-    assert "--max-lookup-hashes" in e.value.details()
+    assert "--max-lookup-hashes" in str(e.value.details())
 
 
 def test_a_lookups_dihedral_hashes_count_toward_its_hash_limit(server: ServerProc) -> None:
@@ -697,7 +703,7 @@ def test_a_lookups_dihedral_hashes_count_toward_its_hash_limit(server: ServerPro
     with pytest.raises(grpc.RpcError) as e:
         _stub(server.address).Lookup(pb.LookupRequest(queries=queries), timeout=60)
     assert e.value.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
-    assert "17000 perceptual hashes" in e.value.details()
+    assert "17000 perceptual hashes" in str(e.value.details())
 
 
 def test_lookup_reply_never_outgrows_the_message_limit(server: ServerProc) -> None:
@@ -728,7 +734,11 @@ def test_lookup_reply_never_outgrows_the_message_limit(server: ServerProc) -> No
         got = _lookup_part(c, queries)
     assert sorted(got) == sorted(q.ref for q in queries)
     # the scanner reads the Lookup's wire reports as they came (`clients.scan.rows`)
-    assert {pb.Verdict.Name(r.status) for r in got.values()} == {"SIGNED_ORIGINAL"}  # type: ignore[union-attr]
+    statuses = {
+        pb.Verdict.Name(r.status) if isinstance(r, pb.VerificationReport) else repr(r)
+        for r in got.values()
+    }
+    assert statuses == {"SIGNED_ORIGINAL"}
 
 
 @pytest.mark.slow
@@ -796,7 +806,9 @@ def test_full_disk_answers_storage_unavailable_and_loses_nothing(server: ServerP
     UNAVAILABLE naming the disk (not "cannot rollback"); every acknowledged capture stays, and once space is
     back the refused one is logged."""
     pid = server.proc.pid
-    db, wal = server.db, server.db.with_name(server.db.name + "-wal")
+    db = server.db
+    assert isinstance(db, Path)  # conftest's server_db: a SQLite file
+    wal = db.with_name(db.name + "-wal")
     with ProvenanceClient(server.address, ADMIN_TOKEN) as c:
         key = enroll_key(c)
         cap = max(db.stat().st_size, wal.stat().st_size if wal.exists() else 0) + (256 << 10)

@@ -76,7 +76,10 @@ def test_build_verifies_crops_skips_and_records(tmp_path: Path) -> None:
     gcommit = _mirror(tmp_path, "gen/samples", {"grid.png": grid})
     recipes = tmp_path / "recipes"
     recipes.mkdir()
-    sha = lambda b: hashlib.sha256(b).hexdigest()  # noqa: E731
+
+    def sha(b: bytes) -> str:
+        return hashlib.sha256(b).hexdigest()
+
     real = [
         {"file": "real/camera_exif/p1.png", "label": "real", "repo": "cam/photos",
          "commit": commit, "path": "a b/photo 1.png", "bytes": str(len(photo)),

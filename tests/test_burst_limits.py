@@ -14,13 +14,20 @@ from pathlib import Path
 
 import grpc
 import pytest
-from conftest import ADMIN_TOKEN, ServerProc, enroll_key, read_line, signed_claim, start_server
 from prometheus_client.parser import text_string_to_metric_families
 
 from clients.api import ProvenanceClient
 from provenance.core.errors import TransportError
 from provenance.v1 import provenance_pb2 as pb
 from provenance.wire import convert as wire
+from tests.conftest import (
+    ADMIN_TOKEN,
+    ServerProc,
+    enroll_key,
+    read_line,
+    signed_claim,
+    start_server,
+)
 
 SUBMIT = "/provenance.v1.Captures/SubmitCapture"
 CHECKPOINT = "/provenance.v1.Log/GetCheckpoint"

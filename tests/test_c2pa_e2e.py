@@ -7,13 +7,14 @@ from __future__ import annotations
 import io
 import json
 import shutil
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import c2pa
 import grpc
 import pytest
-from conftest import FIXTURES, SAMPLES, Cli, ServerProc, start_server
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -27,6 +28,7 @@ from provenance.c2pa.reader import C2paTrust, read_c2pa
 from provenance.c2pa.writer import DIGITAL_CAPTURE, embed_manifest
 from provenance.core.errors import TransportError
 from provenance.core.keys import DeviceKey
+from tests.conftest import FIXTURES, SAMPLES, Cli, ServerProc, start_server
 
 HOSTILE = [
     "third_party/c2pa-rs/malformed/nested_moov_1000.mp4",
@@ -37,7 +39,9 @@ HOSTILE = [
 
 
 @pytest.fixture
-def ca_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cli: Cli, server: ServerProc):  # type: ignore[no-untyped-def]
+def ca_server(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cli: Cli, server: ServerProc
+) -> Iterator[ServerProc]:
     """A server with an enrollment authority, and a device enrolled with it."""
     server.stop()
     rc, pem, err = cli("admin", "ca", "init", "--dir", str(tmp_path / "ca"))
@@ -54,7 +58,7 @@ def ca_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cli: Cli, server:
     srv.stop()
 
 
-def _verify(cli: Cli, path: Path) -> tuple[int, dict]:
+def _verify(cli: Cli, path: Path) -> tuple[int, dict[str, Any]]:
     rc, out, err = cli("verify", str(path), "--json", "--no-detect")
     assert out, err
     return rc, json.loads(out)
@@ -116,7 +120,9 @@ def test_hostile_files_never_take_the_server_down(server: ServerProc, cli: Cli) 
             else:
                 assert report.status.value == "UNSIGNED"
     chan = grpc.insecure_channel(server.address)
-    health = health_pb2_grpc.HealthStub(chan).Check(health_pb2.HealthCheckRequest(), timeout=10)
+    health = health_pb2_grpc.HealthStub(chan).Check(  # type: ignore[attr-defined]  # stub declares no methods
+        health_pb2.HealthCheckRequest(), timeout=10
+    )
     chan.close()
     assert health.status == health_pb2.HealthCheckResponse.SERVING
     assert server.proc.poll() is None

@@ -23,24 +23,10 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from conftest import SAMPLES, Cli, ServerProc, start_server
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
-from inproc import Clock, open_inproc
 from rfc3161_client import HashAlgorithm, TimestampRequestBuilder, decode_timestamp_response
-from test_c2pa_writer import (  # noqa: F401 (pool, authority, device, chain: fixtures)
-    CHECKPOINT,
-    EVIDENCE,
-    FIXTURES,
-    MEDIA,
-    authority,
-    chain,
-    device,
-    make_capture,
-    pool,
-)
-from tsa_server import LocalTsa
 
 from provenance.c2pa import C2paResult, C2paTrust, ReaderPool, content_sha256, read_c2pa
 from provenance.c2pa.authority import Authority, issue_device_certificate
@@ -49,6 +35,7 @@ from provenance.c2pa.signing_time import SigningTimePolicy, TimeSource, assess_s
 from provenance.c2pa.timestamp import (
     MAX_TOKEN_BYTES,
     MAX_TOKEN_CERTIFICATES,
+    ClaimSignature,
     TimestampAuthority,
     TsaTrust,
     attach_token,
@@ -64,8 +51,29 @@ from provenance.core.keys import DeviceKey
 from provenance.media.inspect import InspectConfig
 from provenance.server.pipeline import VerificationPipeline
 from provenance.wire.sidecar import Sidecar, encode_sidecar
+from tests.conftest import SAMPLES, Cli, ServerProc, start_server
+from tests.inproc import Clock, open_inproc
+from tests.test_c2pa_writer import (  # noqa: F401 (pool, authority, device, chain: fixtures)
+    CHECKPOINT,
+    EVIDENCE,
+    FIXTURES,
+    MEDIA,
+    authority,
+    chain,
+    device,
+    make_capture,
+    pool,
+)
+from tests.tsa_server import LocalTsa
 
 AHEAD = timedelta(days=400)
+
+
+def _token(sig: ClaimSignature) -> tuple[str, bytes]:
+    """The (header label, token) of a claim signature that must carry a timestamp token."""
+    token = sig.token()
+    assert token is not None, "the claim signature carries no timestamp token"
+    return token
 
 
 @pytest.fixture(scope="module")
@@ -127,7 +135,7 @@ def test_timestamped_export_reads_valid_in_c2pa_rs_and_keeps_our_binding(
     dst = _export(tmp_path, device, chain, TimestampAuthority(tsa.url, 5), ext, media_type)
     data = dst.read_bytes()
     sig = read_claim_signature(data, media_type)
-    assert sig.token() is not None and sig.token()[0] == "sigTst2"  # type: ignore[index]
+    assert _token(sig)[0] == "sigTst2"
     assert "pad" in sig.unprotected  # the token took part of the reserved room
     assert content_sha256(data, media_type) == content_sha256(
         (tmp_path / f"capture.{ext}").read_bytes(), media_type
@@ -215,7 +223,7 @@ def test_token_over_other_bytes_is_refused(
     (a := tmp_path / "a").mkdir()
     (b := tmp_path / "b").mkdir()
     stamped = _export(a, device, chain, TimestampAuthority(tsa.url, 5)).read_bytes()
-    token = read_claim_signature(stamped, "image/jpeg").token()[1]  # type: ignore[index]
+    token = _token(read_claim_signature(stamped, "image/jpeg"))[1]
     other = _export(b, device, chain, None).read_bytes()
     moved = tmp_path / "moved.jpg"
     moved.write_bytes(
@@ -458,7 +466,7 @@ def test_damaged_tokens_and_signature_boxes_give_reasons_not_crashes(
     MediaError naming the problem, never another exception (seeded byte mutations)."""
     data = _export(tmp_path, device, chain, TimestampAuthority(tsa.url, 5)).read_bytes()
     sig = read_claim_signature(data, "image/jpeg")
-    token = sig.token()[1]  # type: ignore[index]
+    token = _token(sig)[1]
     trust = TsaTrust(tsa.root_pem)
     rng = random.Random(16)
     outcomes = set()
@@ -487,6 +495,7 @@ def test_damaged_tokens_and_signature_boxes_give_reasons_not_crashes(
             outcomes.add("not a TSA's")
     assert "not a TSA's" in outcomes
     policy = _ahead(trust)
+    assert sig.start is not None and sig.end is not None  # read from the file: a byte range
     for _ in range(200):
         damaged = bytearray(data)
         for _ in range(rng.randint(1, 6)):

@@ -9,6 +9,7 @@ import hashlib
 import os
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
+from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives import serialization
@@ -62,15 +63,15 @@ def _root() -> bytes:
     return tree.root()
 
 
-def _checkpoint(**changes: object) -> Checkpoint:
-    fields: dict[str, object] = {
+def _checkpoint(**changes: Any) -> Checkpoint:
+    fields: dict[str, Any] = {
         "origin": ORIGIN,
         "size": 5,
         "root_hash": _root(),
         "timestamp": WHEN,
     }
     fields.update(changes)
-    return Checkpoint(**fields)  # type: ignore[arg-type]
+    return Checkpoint(**fields)
 
 
 @pytest.fixture(scope="module")

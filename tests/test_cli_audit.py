@@ -11,9 +11,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from conftest import Cli, ServerProc, sign_sample
-
 from provenance.log.checkpoint import generate_log_key
+from tests.conftest import Cli, ServerProc, sign_sample
 
 
 def _audit(cli: Cli, *args: str) -> list[str]:

@@ -15,12 +15,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, SAMPLES, Cli, ServerProc, start_server
 from rich.text import Text
 
 from clients.api import ProvenanceClient
 from clients.cli import main as prov_main
 from provenance.core.errors import TransportError
+from tests.conftest import ROOT, SAMPLES, Cli, ServerProc, start_server
 
 #: Names with a CSI (clear screen), an OSC (window title), a C1 CSI and a right-to-left
 #: override ("photo\u202egpj.exe" reads "photoexe.jpg").

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from conftest import Cli
+from tests.conftest import Cli
 
 FOOTER = "advisory only"
 

@@ -11,11 +11,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from conftest import PASSPHRASE, closed_port, start_server
 
 from clients.cli import main as prov_main
 from clients.device import DeviceHome
 from provenance.c2pa.authority import init_authority, issue_device_certificate, load_authority
+from tests.conftest import PASSPHRASE, closed_port, start_server
 
 
 def test_sync_in_a_folder_without_a_device_says_there_is_none(

@@ -12,10 +12,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import ADMIN_TOKEN, PASSPHRASE, ROOT, ServerProc, start_server
 
 from clients.cli import main as prov_main
 from clients.device import DeviceHome
+from tests.conftest import ADMIN_TOKEN, PASSPHRASE, ROOT, ServerProc, start_server
 
 
 def _flat(text: str) -> str:

@@ -16,7 +16,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from conftest import ROOT, SAMPLES
+from tests.conftest import ROOT, SAMPLES
 
 
 def _interrupted(args: list[str], cwd: Path) -> tuple[int, str]:

@@ -7,9 +7,9 @@ import re
 from pathlib import Path
 
 import pytest
-from conftest import start_server
 
 from clients.cli import main as prov_main
+from tests.conftest import start_server
 
 LINE = re.compile(
     r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z INFO provenance\.server\.service: near-duplicate index: "

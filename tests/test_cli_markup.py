@@ -14,9 +14,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import ADMIN_TOKEN, ROOT, SAMPLES, Cli, ServerProc, start_server
 
 from clients.cli import main as prov_main
+from tests.conftest import ADMIN_TOKEN, ROOT, SAMPLES, Cli, ServerProc, start_server
 
 #: Paths Rich would read as markup (a closing tag: the folder "[" holding "red]x.jpg"; a
 #: style; an unknown tag), an emoji code, and a backslash before a tag.

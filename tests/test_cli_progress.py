@@ -11,7 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from conftest import Cli, ServerProc, sign_sample
+from tests.conftest import Cli, ServerProc, sign_sample
 
 
 def test_verify_shows_the_upload_and_the_check_on_a_terminal(

@@ -14,11 +14,11 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import ADMIN_TOKEN, ROOT, SAMPLES, closed_port, start_server
 
 from clients.api import ProvenanceClient
 from clients.cli import main as prov_main
 from clients.device import DeviceHome
+from tests.conftest import ADMIN_TOKEN, ROOT, SAMPLES, closed_port, start_server
 
 #: The line said before the prompt comes again after an empty answer.
 EMPTY = "the passphrase cannot be empty: the device key is encrypted with it"

@@ -9,10 +9,10 @@ import shutil
 from pathlib import Path
 
 import pytest
-from conftest import PASSPHRASE, SAMPLES, Cli, closed_port, sign_sample
 
 from clients.cli import main as prov_main
 from provenance.log.checkpoint import generate_log_key
+from tests.conftest import PASSPHRASE, SAMPLES, Cli, closed_port, sign_sample
 
 
 def _run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str]:

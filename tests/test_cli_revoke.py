@@ -12,8 +12,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from conftest import ADMIN_TOKEN, Cli, ServerProc, enroll_key, sign_sample, start_server
-from inproc import InProc
 
 from clients.api import ProvenanceClient
 from provenance.core.claims import Device
@@ -22,6 +20,8 @@ from provenance.core.keys import DeviceKey
 from provenance.server.writer import KeyAppended, PendingKeyEvent, _Item
 from provenance.store import open_store
 from provenance.wire import convert as wire
+from tests.conftest import ADMIN_TOKEN, Cli, ServerProc, enroll_key, sign_sample, start_server
+from tests.inproc import InProc
 
 
 def checkpoint_size(note: str) -> int:

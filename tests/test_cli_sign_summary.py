@@ -11,9 +11,8 @@ import sys
 import time
 from pathlib import Path
 
-from conftest import ROOT, SAMPLES, Cli
-
 from clients.device import DeviceHome
+from tests.conftest import ROOT, SAMPLES, Cli
 
 
 def test_sign_over_several_files_ends_with_a_summary(enrolled: Cli, tmp_path: Path) -> None:

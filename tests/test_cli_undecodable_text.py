@@ -9,7 +9,7 @@ import os
 import subprocess
 import sys
 
-from conftest import ADMIN_TOKEN, ROOT, ServerProc
+from tests.conftest import ADMIN_TOKEN, ROOT, ServerProc
 
 
 def _prov(*args: bytes | str, server: str) -> subprocess.CompletedProcess[bytes]:

@@ -6,7 +6,7 @@ import importlib.metadata
 import subprocess
 import sys
 
-from conftest import ROOT
+from tests.conftest import ROOT
 
 
 def test_prov_version() -> None:

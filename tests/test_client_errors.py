@@ -12,14 +12,14 @@ import os
 import socket
 
 import pytest
-from conftest import ADMIN_TOKEN
-from inproc import InProc
 
 from clients.api import ProvenanceClient, Query, is_unreachable
 from provenance.core.binding import PerceptualHash
 from provenance.core.errors import TransportError
 from provenance.server.limits import ServerLimits
 from provenance.server.rpc import ServerConfig, create_server
+from tests.conftest import ADMIN_TOKEN
+from tests.inproc import InProc
 
 
 def _photo(ref: str) -> Query:

@@ -14,6 +14,7 @@ import time
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
@@ -86,7 +87,7 @@ VERIFIER = NoteVerifier(ORIGIN, SIGNER.public_key)
 SMALL_ORDER_KEY = bytes([1]) + bytes(31)
 
 
-def _claim(**changes: object) -> Claim:
+def _claim(**changes: Any) -> Claim:
     base = Claim(
         device_id=KEY.key_id,
         sequence=1,
@@ -95,7 +96,7 @@ def _claim(**changes: object) -> Claim:
         size_bytes=10,
         hard_binding=HardBinding(hashlib.sha256(b"capture").digest()),
     )
-    return replace(base, **changes)  # type: ignore[arg-type]
+    return replace(base, **changes)
 
 
 def _sign(
@@ -105,8 +106,8 @@ def _sign(
     return SignedClaim(payload_type, data, key.key_id, sign_payload(key, payload_type, data))
 
 
-def _device(key: DeviceKey = KEY, **changes: object) -> Device:
-    return replace(Device(key.key_id, key.public_key, NOW - timedelta(days=1)), **changes)  # type: ignore[arg-type]
+def _device(key: DeviceKey = KEY, **changes: Any) -> Device:
+    return replace(Device(key.key_id, key.public_key, NOW - timedelta(days=1)), **changes)
 
 
 # ---------------------------------------------------------------- registry

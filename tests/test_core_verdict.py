@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from provenance.core.binding import PDQ_MATCH_THRESHOLD, PDQ_MIN_QUALITY, PerceptualHash
 from provenance.core.claims import Claim, Device, HardBinding, Receipt, SignedClaim, Verdict
@@ -20,6 +21,7 @@ from provenance.core.verify import (
     Evidence,
     FileFacts,
     LoggedClaim,
+    VerificationReport,
     best_pdq_distance,
     decide,
     signature_ok,
@@ -50,9 +52,9 @@ def _signed(claim: Claim, key: DeviceKey = KEY) -> SignedClaim:
     )
 
 
-def _claim(sha: bytes = SHA, soft: tuple[PerceptualHash, ...] = (PDQ,), **changes: object) -> Claim:
+def _claim(sha: bytes = SHA, soft: tuple[PerceptualHash, ...] = (PDQ,), **changes: Any) -> Claim:
     claim = Claim(KEY.key_id, 1, LOGGED_AT, "image/jpeg", 11, HardBinding(sha), soft)
-    return replace(claim, **changes)  # type: ignore[arg-type]
+    return replace(claim, **changes)
 
 
 def _device(revoked_at: datetime | None = None, key: DeviceKey = KEY) -> Device:
@@ -297,7 +299,8 @@ def test_the_better_covered_video_wins() -> None:
     facts = FileFacts(OTHER_SHA, 99, "video/mp4", _frames(12))
     for near in ([partial, full], [full, partial]):
         r = decide(facts, NOW, near=near)
-        assert r.evidence.claim is not None and r.evidence.claim.receipt.leaf_index == 2
+        assert r.evidence.claim is not None and r.evidence.claim.receipt is not None
+        assert r.evidence.claim.receipt.leaf_index == 2
 
 
 # ---------------------------------------------------------------- sidecars
@@ -311,7 +314,7 @@ def _sidecar_case(
     claim: Claim | None = None,
     signed: SignedClaim | None = None,
     chunks: tuple[bytes, ...] = (),
-):  # type: ignore[no-untyped-def]
+) -> tuple[VerificationReport, SignedClaim, Claim]:
     claim = claim or _claim()
     signed = signed or _signed(claim)
     return (
@@ -535,14 +538,16 @@ def test_c2pa_credentials_add_a_reason_only_to_unsigned_files() -> None:
 # ---------------------------------------------------------------- damage notes, ties
 
 
-def _video_case(original: bytes, received: bytes, **kw: object):  # type: ignore[no-untyped-def]
+def _video_case(
+    original: bytes, received: bytes, **kw: Any
+) -> tuple[FileFacts, Claim, tuple[bytes, ...]]:
     signed_digest = hash_chunked(original, 64)
     claim = _claim(
         media_type="video/mp4", hard_binding=signed_digest.hard_binding(), size_bytes=len(original)
     )
     got = hash_chunked(received, 64)
     facts = FileFacts(got.sha256, len(received), "video/mp4", chunk_hashes=got.chunk_hashes)
-    facts = replace(facts, **kw)  # type: ignore[arg-type]
+    facts = replace(facts, **kw)
     return facts, claim, signed_digest.chunk_hashes
 
 
@@ -621,7 +626,8 @@ def test_equally_covered_videos_keep_the_first_found() -> None:
     second = _logged(_claim(soft=_frames(12), media_type="video/mp4"), index=2)
     facts = FileFacts(OTHER_SHA, 99, "video/mp4", _frames(12))
     r = decide(facts, NOW, near=[first, second])
-    assert r.evidence.claim is not None and r.evidence.claim.receipt.leaf_index == 1
+    assert r.evidence.claim is not None and r.evidence.claim.receipt is not None
+    assert r.evidence.claim.receipt.leaf_index == 1
     assert r.evidence.file == facts
     unrelated = _claim(soft=_frames(12, changed=tuple(range(12))), media_type="video/mp4")
     nothing = decide(facts, NOW, near=[_logged(unrelated, index=3)])

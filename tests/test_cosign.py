@@ -18,17 +18,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from conftest import (
-    ADMIN_TOKEN,
-    ROOT,
-    SAMPLES,
-    Cli,
-    ServerProc,
-    enroll_key,
-    read_line,
-    signed_claim,
-    start_server,
-)
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from prometheus_client import REGISTRY
 
@@ -43,6 +32,17 @@ from provenance.log.checkpoint import Checkpoint, NoteVerifier, generate_log_key
 from provenance.wire.sidecar import Sidecar, encode_sidecar
 from provenance.witness import WitnessStatus, cosigner_vkey, verify_cosignature
 from provenance.witness.client import Cosigner, WitnessSpec, parse_witness_option
+from tests.conftest import (
+    ADMIN_TOKEN,
+    ROOT,
+    SAMPLES,
+    Cli,
+    ServerProc,
+    enroll_key,
+    read_line,
+    signed_claim,
+    start_server,
+)
 
 ORIGIN = "media-provenance.local/log"
 

@@ -186,7 +186,8 @@ def test_batch_queue_merges_concurrent_requests() -> None:
 
     def run(rows: np.ndarray) -> np.ndarray:
         calls.append(len(rows))
-        return rows.reshape(len(rows), -1).sum(axis=1).astype(np.float32)
+        sums: np.ndarray = rows.reshape(len(rows), -1).sum(axis=1).astype(np.float32)
+        return sums
 
     q = BatchQueue(run, max_batch=64, max_wait_s=0.2)
     inputs = [np.full((4, 2, 2), i, np.uint8) for i in range(16)]

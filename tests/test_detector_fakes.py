@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -23,8 +25,8 @@ def _smooth_image(seed: int, size: int = 64) -> np.ndarray:
     rng = np.random.default_rng(seed)
     coarse = torch.from_numpy(rng.random((1, 3, size // 8, size // 8))).float()
     img = torch.nn.functional.interpolate(coarse, size=(size, size), mode="bicubic")[0]
-    img = img.permute(1, 2, 0).numpy() * 200 + 20 + rng.normal(0, 3, (size, size, 3))
-    return np.clip(img, 0, 255).astype(np.uint8)
+    rgb = img.permute(1, 2, 0).numpy() * 200 + 20 + rng.normal(0, 3, (size, size, 3))
+    return np.clip(rgb, 0, 255).astype(np.uint8)
 
 
 def test_tiny_autoencoder_reconstructs_the_same_picture() -> None:
@@ -37,7 +39,7 @@ def test_tiny_autoencoder_reconstructs_the_same_picture() -> None:
     assert 0 < err < 25, err  # the same picture, not a copy
 
 
-def test_tiny_autoencoder_missing_weights_is_a_detector_error(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_tiny_autoencoder_missing_weights_is_a_detector_error(tmp_path: Path) -> None:
     with pytest.raises(DetectorError, match="tiny autoencoder"):
         TinyAutoencoder.load(tmp_path)
 

@@ -7,6 +7,7 @@ import json
 import struct
 import threading
 import zlib
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -44,7 +45,7 @@ GOLDEN_TOL = 1e-4
 
 
 @pytest.fixture(scope="module")
-def det() -> Detector:
+def det() -> Iterator[Detector]:
     d = Detector.load("default", device="cpu", secret=SECRET)
     yield d
     d.close()

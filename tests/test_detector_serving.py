@@ -6,14 +6,19 @@ from __future__ import annotations
 import json
 import shutil
 import threading
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
-from conftest import SAMPLES, Cli, ServerProc, start_server
+
+from tests.conftest import SAMPLES, Cli, ServerProc, start_server
 
 
 @pytest.fixture
-def detecting(tmp_path: Path, cli: Cli, server: ServerProc, monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
+def detecting(
+    tmp_path: Path, cli: Cli, server: ServerProc, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[ServerProc]:
     server.stop()
     srv = start_server(tmp_path / "det.db", "--detector", "--detector-device", "cpu")
     monkeypatch.setenv("PROV_SERVER", srv.address)
@@ -48,11 +53,12 @@ def test_verify_reports_the_advisory_block(detecting: ServerProc, cli: Cli, tmp_
     assert "timeline" in results[1] and "timeline" not in results[0]
 
 
-def _detect(cli: Cli, path: Path) -> dict:  # type: ignore[type-arg]
+def _detect(cli: Cli, path: Path) -> dict[str, Any]:
     rc, out, err = cli("detect", str(path), "--json")
     assert rc == 0, err
+    result: dict[str, Any]
     (result,) = json.loads(out)["results"]
-    return result  # type: ignore[no-any-return]
+    return result
 
 
 @pytest.mark.slow
@@ -140,7 +146,7 @@ def test_servers_of_one_postgresql_database_score_a_file_alike(
     deployment guide says) behind one load balancer: the same file must get the same
     crops and score from either. The secret was drawn per machine, beside the log key,
     so the two answered differently and a client saw the score change between calls."""
-    from conftest import PG_LOG_KEYS
+    from tests.conftest import PG_LOG_KEYS
 
     server.stop()
     photo = Path(shutil.copy(SAMPLES / "chelsea.png", tmp_path / "cat.png"))
@@ -286,8 +292,9 @@ def test_a_detector_slower_than_its_deadline_costs_the_score_not_the_verdict(
     import time
 
     import httpx
-    from conftest import read_line
     from PIL import Image
+
+    from tests.conftest import read_line
 
     server.stop()
     big = tmp_path / "big.jpg"  # 12 MP

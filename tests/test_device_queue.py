@@ -8,12 +8,13 @@ import json
 import os
 import shutil
 from pathlib import Path
+from typing import Any
 
 import pytest
-from conftest import SAMPLES, Cli, ServerProc, start_server
 
 from clients.device import MAX_QUEUE_ENTRY_BYTES, DeviceHome
 from provenance.wire.sidecar import decode_sidecar
+from tests.conftest import SAMPLES, Cli, ServerProc, start_server
 
 pytestmark = pytest.mark.slow  # each test starts one or two `prov serve` processes
 
@@ -24,10 +25,11 @@ def _verify(cli: Cli, path: Path) -> str:
     return str(json.loads(out)["status"])
 
 
-def _show(cli: Cli) -> dict:
+def _show(cli: Cli) -> dict[str, Any]:
     rc, out, err = cli("device", "show")
     assert rc == 0, err
-    return json.loads(out)
+    shown: dict[str, Any] = json.loads(out)
+    return shown
 
 
 def _queue_three(cli: Cli, server: ServerProc, folder: Path) -> list[Path]:

@@ -8,13 +8,14 @@ import json
 import shutil
 from pathlib import Path
 
-from conftest import SAMPLES, Cli
 from PIL import Image
+
+from tests.conftest import SAMPLES, Cli
 
 
 def _reencode(src: Path, dst: Path, scale: float = 0.75, quality: int = 80) -> Path:
     img = Image.open(src).convert("RGB")
-    img = img.resize((int(img.width * scale), int(img.height * scale)), Image.LANCZOS)
+    img = img.resize((int(img.width * scale), int(img.height * scale)), Image.Resampling.LANCZOS)
     img.save(dst, "JPEG", quality=quality)
     return dst
 
@@ -31,7 +32,8 @@ def _edit_pixels(src: Path, dst: Path) -> Path:
 
 
 def test_sign_and_verify_all_verdicts(enrolled: Cli, tmp_path: Path) -> None:
-    photo = shutil.copy(SAMPLES / "grace_hopper.jpg", tmp_path / "hopper.jpg")
+    photo = tmp_path / "hopper.jpg"
+    shutil.copy(SAMPLES / "grace_hopper.jpg", photo)
     rc, out, err = enrolled("sign", str(photo))
     assert rc == 0, err
     assert "logged at leaf 1" in out  # leaf 0: the device's enrollment

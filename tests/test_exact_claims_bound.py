@@ -12,7 +12,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from conftest import ADMIN_TOKEN, SAMPLES, enroll_key, signed_claim, start_server
 
 from clients.api import ProvenanceClient, Query
 from provenance.core.claims import Device, SignedClaim, Verdict
@@ -22,6 +21,7 @@ from provenance.core.verify import EXACT_BOUND_NOTE, MAX_EXACT_CLAIMS, Verificat
 from provenance.store import NewLeaf, Store
 from provenance.store.memory import MemoryStore
 from provenance.store.sqlite import SqliteStore
+from tests.conftest import ADMIN_TOKEN, SAMPLES, enroll_key, signed_claim, start_server
 
 NOW = datetime(2026, 12, 2, tzinfo=UTC)
 

@@ -16,7 +16,6 @@ from pathlib import Path
 
 import grpc
 import pytest
-from conftest import ADMIN_TOKEN, ServerProc, enroll_key, sign_claim, signed_claim, start_server
 
 from clients.api import ProvenanceClient
 from provenance.core.claims import SignedClaim
@@ -24,6 +23,14 @@ from provenance.core.keys import DeviceKey
 from provenance.v1 import provenance_pb2 as pb
 from provenance.v1 import provenance_pb2_grpc as rpc
 from provenance.wire import convert as wire
+from tests.conftest import (
+    ADMIN_TOKEN,
+    ServerProc,
+    enroll_key,
+    sign_claim,
+    signed_claim,
+    start_server,
+)
 
 BUDGET = 5
 #: forged submissions sent at once

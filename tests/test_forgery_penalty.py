@@ -11,7 +11,6 @@ from pathlib import Path
 
 import grpc
 import pytest
-from conftest import ServerProc, enroll_key, sign_claim, signed_claim, start_server
 
 from clients.api import ProvenanceClient
 from provenance.core.claims import SignedClaim
@@ -22,6 +21,7 @@ from provenance.v1 import provenance_pb2 as pb
 from provenance.v1 import provenance_pb2_grpc as rpc
 from provenance.wire import convert as wire
 from provenance.wire.contract import RETRY_AFTER_KEY
+from tests.conftest import ServerProc, enroll_key, sign_claim, signed_claim, start_server
 
 
 @pytest.fixture

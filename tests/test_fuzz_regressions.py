@@ -7,8 +7,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from fuzz.seeds import MAX_LEN, SEEDS
-from fuzz.targets import TARGETS, run_target
+
+from tests.fuzz.seeds import MAX_LEN, SEEDS
+from tests.fuzz.targets import TARGETS, run_target
 
 DATA = Path(__file__).resolve().parent / "data" / "fuzz"
 CASES = sorted(DATA.glob("*/*"))

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import grpc
 import pytest
-from conftest import ADMIN_TOKEN, SAMPLES, Cli, ServerProc, enroll_key, signed_claim
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from clients.api import ProvenanceClient
@@ -20,6 +19,7 @@ from provenance.core.errors import TransportError
 from provenance.core.keys import DeviceKey
 from provenance.v1 import provenance_pb2 as pb
 from provenance.v1 import provenance_pb2_grpc as rpc
+from tests.conftest import ADMIN_TOKEN, SAMPLES, Cli, ServerProc, enroll_key, signed_claim
 
 
 def _code(exc: pytest.ExceptionInfo[TransportError]) -> str:
@@ -64,7 +64,7 @@ def test_bad_files_are_refused_clearly(
 
 
 def test_oversized_upload_refused(tmp_path: Path) -> None:
-    from conftest import start_server
+    from tests.conftest import start_server
 
     srv = start_server(tmp_path / "small.db", "--max-upload-mb", "1")
     try:
@@ -84,7 +84,7 @@ def test_malformed_uploads(server: ServerProc) -> None:
     with pytest.raises(grpc.RpcError) as exc:
         stub.VerifyFile(iter([pb.VerifyFileChunk(data=b"\xff\xd8\xff")]), timeout=10)
     assert exc.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert "header" in exc.value.details()
+    assert "header" in str(exc.value.details())
     data = (SAMPLES / "rocket.jpg").read_bytes()
     msgs = [
         pb.VerifyFileChunk(header=pb.VerifyFileHeader(size_bytes=len(data) + 100)),
@@ -93,7 +93,7 @@ def test_malformed_uploads(server: ServerProc) -> None:
     with pytest.raises(grpc.RpcError) as exc:
         stub.VerifyFile(iter(msgs), timeout=10)
     assert exc.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert "truncated upload" in exc.value.details()
+    assert "truncated upload" in str(exc.value.details())
     chan.close()
 
 
@@ -184,7 +184,9 @@ def test_server_survives_and_stays_consistent(
         with pytest.raises(TransportError):
             client.verify_file(f)
     chan = grpc.insecure_channel(server.address)
-    health = health_pb2_grpc.HealthStub(chan).Check(health_pb2.HealthCheckRequest(), timeout=10)
+    health = health_pb2_grpc.HealthStub(chan).Check(  # type: ignore[attr-defined]  # stub declares no methods
+        health_pb2.HealthCheckRequest(), timeout=10
+    )
     assert health.status == health_pb2.HealthCheckResponse.SERVING
     chan.close()
     rc, out, err = cli("log", "audit", "--state", str(tmp_path / "state.json"))

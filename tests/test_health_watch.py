@@ -10,12 +10,12 @@ from pathlib import Path
 from typing import Any
 
 import grpc
-from conftest import read_line, start_server
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from test_burst_limits import _unanswered
 
 from provenance.v1 import provenance_pb2 as pb
 from provenance.v1 import provenance_pb2_grpc as rpc
+from tests.conftest import read_line, start_server
+from tests.test_burst_limits import _unanswered
 
 #: RPC threads of the server under test, and Watch streams opened: more than them
 THREADS = 12

@@ -7,20 +7,23 @@ In-process: a real `ProvenanceService` on a temporary SQLite database, real keys
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from provenance.core.claims import Claim, HardBinding, Receipt, SignedClaim
+from provenance.core.claims import MAX_METADATA_BYTES, Claim, HardBinding, Receipt, SignedClaim
 from provenance.core.envelope import PAYLOAD_TYPE_CLAIM, PAYLOAD_TYPE_ENROLL, sign_payload
 from provenance.core.errors import ClaimError
 from provenance.core.keys import DeviceKey
+from provenance.core.verify import FileFacts, VerificationReport
 from provenance.server.service import ProvenanceService, ServiceConfig
 from provenance.server.writer import Appended, PendingClaim, _Item
 from provenance.wire import convert as wire
+from tests.conftest import ServerProc
 
 
 @pytest.fixture
@@ -37,7 +40,7 @@ def enroll(service: ProvenanceService) -> DeviceKey:
     return key
 
 
-def make_claim(key: DeviceKey, seq: int, **changes: object) -> Claim:
+def make_claim(key: DeviceKey, seq: int, **changes: Any) -> Claim:
     claim = Claim(
         device_id=key.key_id,
         sequence=seq,
@@ -46,7 +49,7 @@ def make_claim(key: DeviceKey, seq: int, **changes: object) -> Claim:
         size_bytes=10,
         hard_binding=HardBinding(sha256=bytes(32) if seq == 0 else seq.to_bytes(32, "big")),
     )
-    return dataclasses.replace(claim, **changes)  # type: ignore[arg-type]
+    return dataclasses.replace(claim, **changes)
 
 
 def sign(key: DeviceKey, claim: Claim) -> SignedClaim:
@@ -86,12 +89,15 @@ def test_sequence_2_63_one_bad_claim_never_fails_its_batch(service: ProvenanceSe
     huge = make_claim(bad_key, 2**63)
     bad = PendingClaim(sign(bad_key, huge), huge)
     good = [PendingClaim(sign(k, c := make_claim(k, 1)), c) for k in keys]
-    items = [_Item(p, Future()) for p in (good[0], good[1], bad, good[2], good[3])]
+    futures: list[Future[Appended]] = [Future() for _ in range(5)]
+    items = [
+        _Item(p, f) for p, f in zip((good[0], good[1], bad, good[2], good[3]), futures, strict=True)
+    ]
     service.writer._commit(items)
     results: list[Appended | BaseException] = []
-    for it in items:
-        exc = it.future.exception(timeout=5)
-        results.append(exc if exc is not None else it.future.result())
+    for f in futures:
+        exc = f.exception(timeout=5)
+        results.append(exc if exc is not None else f.result())
     assert isinstance(results[2], Exception)
     ok = [r for r in results if isinstance(r, Appended)]
     assert len(ok) == 4
@@ -102,10 +108,10 @@ def test_sequence_2_63_one_bad_claim_never_fails_its_batch(service: ProvenanceSe
 # ------------------------------------------------------------ INTERNAL -> INVALID_ARGUMENT
 
 
-def _claim_msg(**fields: object) -> bytes:
+def _claim_msg(**fields: Any) -> bytes:
     from google.protobuf.timestamp_pb2 import Timestamp
 
-    base: dict[str, object] = {
+    base: dict[str, Any] = {
         "version": 1,
         "device_id": bytes(32),
         "sequence": 1,
@@ -176,7 +182,7 @@ def test_timestamps_decode_as_protobuf_converts_them(seconds: int, nanos: int) -
         {"algorithm": "pdq", "hash": bytes(32), "quality": 90, "timestamp_seconds": float("nan")},
     ],
 )
-def test_malformed_soft_bindings_are_claim_errors(soft: dict[str, object]) -> None:
+def test_malformed_soft_bindings_are_claim_errors(soft: dict[str, Any]) -> None:
     data = _claim_msg(soft_bindings=[wire.pb.SoftBinding(**soft)])
     with pytest.raises(ClaimError, match="malformed soft binding"):
         wire.decode_claim(data)
@@ -268,9 +274,7 @@ def test_receipt_verify_checks_sidecar_public_key(
 # ------------------------------------------------------------ time sanity
 
 
-def _verify_exact(service: ProvenanceService, claim: Claim):  # type: ignore[no-untyped-def]
-    from provenance.core.verify import FileFacts
-
+def _verify_exact(service: ProvenanceService, claim: Claim) -> VerificationReport:
     facts = FileFacts(sha256=claim.hard_binding.sha256, size=10, media_type="image/jpeg")
     return service.verify(facts)
 
@@ -321,7 +325,7 @@ def test_capture_time_before_enrollment_is_flagged(service: ProvenanceService) -
 # ------------------------------------------------------------ status codes on the wire
 
 
-def test_hostile_requests_get_specific_status_codes_on_the_wire(server) -> None:  # type: ignore[no-untyped-def]
+def test_hostile_requests_get_specific_status_codes_on_the_wire(server: ServerProc) -> None:
     """A real `prov serve`: the status codes clients see for each hostile request."""
     from datetime import timedelta
 
@@ -338,10 +342,12 @@ def test_hostile_requests_get_specific_status_codes_on_the_wire(server) -> None:
         key = enroll_key(client)
     channel = grpc.insecure_channel(server.address)
 
-    def code(call, request, **kw):  # type: ignore[no-untyped-def]
+    def code(
+        call: Callable[..., object], request: object, **kw: Any
+    ) -> tuple[grpc.StatusCode, str]:
         with pytest.raises(grpc.RpcError) as e:
             call(request, timeout=30, **kw)
-        return e.value.code(), e.value.details()
+        return e.value.code(), str(e.value.details())
 
     captures = rpc.CapturesStub(channel)
     huge = sign(key, make_claim(key, 2**63))
@@ -382,9 +388,11 @@ def test_hostile_requests_get_specific_status_codes_on_the_wire(server) -> None:
         == grpc.StatusCode.OUT_OF_RANGE
     )
 
+    raw: grpc.UnaryUnaryMultiCallable[bytes, bytes]
     raw = channel.unary_unary("/provenance.v1.Log/GetEntries")
     got = code(raw, b"\xff\xff\xff\xff")
     assert got[0] == grpc.StatusCode.INVALID_ARGUMENT and "malformed request" in got[1]
+    upload: grpc.StreamUnaryMultiCallable[bytes, bytes]
     upload = channel.stream_unary("/provenance.v1.Verification/VerifyFile")
     got = code(upload, iter([b"\x0a\x03\x0a\x01\xff"]))  # header.filename with bad UTF-8
     assert got[0] == grpc.StatusCode.INVALID_ARGUMENT and "malformed request" in got[1]
@@ -435,6 +443,12 @@ def _backup_after_one_then_log_another(
     return cfg, key, second, receipt
 
 
+def _paths(cfg: ServiceConfig) -> tuple[Path, Path]:
+    """The database file and log key of `_backup_after_one_then_log_another`'s config."""
+    assert isinstance(cfg.db, Path) and cfg.log_key is not None
+    return cfg.db, cfg.log_key
+
+
 def test_restored_older_database_is_detected(tmp_path: Path) -> None:
     """An operator restores yesterday's database: the server refuses to start (it
     remembers the newest checkpoint it signed beside the log key), and once the operator
@@ -445,8 +459,8 @@ def test_restored_older_database_is_detected(tmp_path: Path) -> None:
     from provenance.server.rollback import memo_path
 
     cfg, _, lost, receipt = _backup_after_one_then_log_another(tmp_path)
-    key_path = cfg.log_key
-    _restore(cfg.db, tmp_path / "backup.db")
+    db, key_path = _paths(cfg)
+    _restore(db, tmp_path / "backup.db")
     with pytest.raises(LogIntegrityError, match="restored from an older backup") as e:
         ProvenanceService(cfg)
     assert str(memo_path(key_path)) in str(e.value)
@@ -483,20 +497,21 @@ def test_rolled_back_claim_the_log_now_refuses_gets_only_the_rollback_advice(
     from provenance.server.rollback import memo_path
 
     cfg = ServiceConfig(tmp_path / "prov.db", tmp_path / "log.key")
+    db, key_path = _paths(cfg)
     s = ProvenanceService(cfg)
     key = enroll(s)
     s.close()
-    shutil.copyfile(cfg.db, tmp_path / "backup.db")
+    shutil.copyfile(db, tmp_path / "backup.db")
     # an older server, whose metadata limit was twice today's, logs a claim over today's
-    big = {"note": "x" * (registry.MAX_METADATA_BYTES + 100)}
+    big = {"note": "x" * (MAX_METADATA_BYTES + 100)}
     lost = sign(key, make_claim(key, 1, metadata=big))
     with monkeypatch.context() as older:
-        older.setattr(registry, "MAX_METADATA_BYTES", 2 * registry.MAX_METADATA_BYTES)
+        older.setattr(registry, "MAX_METADATA_BYTES", 2 * MAX_METADATA_BYTES)  # registry's copy
         s = ProvenanceService(cfg)
         receipt = s.submit(lost).receipt
         s.close()
-    _restore(cfg.db, tmp_path / "backup.db")
-    memo_path(cfg.log_key).unlink()  # the operator accepts the loss
+    _restore(db, tmp_path / "backup.db")
+    memo_path(key_path).unlink()  # the operator accepts the loss
     s = ProvenanceService(cfg)
     try:
         facts = FileFacts(sha256=(1).to_bytes(32, "big"), size=10, media_type="image/jpeg")
@@ -517,7 +532,7 @@ def test_restored_database_that_grew_again_is_a_fork(tmp_path: Path) -> None:
     from provenance.server.rollback import memo_path
 
     cfg, key, _, _ = _backup_after_one_then_log_another(tmp_path)
-    db, key_path = cfg.db, cfg.log_key
+    db, key_path = _paths(cfg)
     shutil.copyfile(memo_path(key_path), tmp_path / "size2.checkpoint")
     _restore(db, tmp_path / "backup.db")
     memo_path(key_path).unlink()
@@ -552,7 +567,7 @@ def test_restored_database_prov_serve_refuses_to_start(tmp_path: Path) -> None:
     photo = tmp_path / "photo.jpg"
     shutil.copyfile(SAMPLES / "rocket.jpg", photo)
     fields, _ = measure(photo)
-    lost = sign(key, Claim(key.key_id, 2, datetime.now(UTC), **fields))  # type: ignore[arg-type]
+    lost = sign(key, Claim(key.key_id, 2, datetime.now(UTC), **fields))
     srv = start_server(db)
     try:
         with ProvenanceClient(srv.address, admin_token=ADMIN_TOKEN) as c:

@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import io
 import tempfile
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pillow_heif
@@ -18,6 +20,14 @@ from provenance.core.errors import MediaError
 from provenance.media.assets import AssetLimits, inspect_image
 from provenance.media.image import decode_image, sniff_media_type
 from provenance.media.video.decode import sample_frames
+
+if TYPE_CHECKING:
+    from provenance.core.claims import Claim
+    from provenance.core.verify import VerificationReport
+    from provenance.server.service import ProvenanceService
+
+    #: The `signed_photo` fixture: the service that logged it, the photo's bytes, its claim.
+    SignedPhoto = tuple[ProvenanceService, bytes, Claim]
 
 SAMPLES = Path(__file__).resolve().parents[1] / "clients" / "samples"
 
@@ -119,7 +129,7 @@ def _with_orientation_tag(jpeg: bytes, orientation: int) -> bytes:
 
 
 @pytest.fixture
-def signed_photo(tmp_path: Path):  # type: ignore[no-untyped-def]
+def signed_photo(tmp_path: Path) -> Iterator[SignedPhoto]:
     """A real photo signed by an enrolled device and logged by an in-process service."""
     from datetime import UTC, datetime
 
@@ -137,7 +147,7 @@ def signed_photo(tmp_path: Path):  # type: ignore[no-untyped-def]
     photo = tmp_path / "photo.jpg"
     photo.write_bytes(_with_orientation_tag((SAMPLES / "grace_hopper.jpg").read_bytes(), 1))
     fields, _ = measure(photo)
-    claim = Claim(device_id=key.key_id, sequence=1, captured_at=datetime.now(UTC), **fields)  # type: ignore[arg-type]
+    claim = Claim(device_id=key.key_id, sequence=1, captured_at=datetime.now(UTC), **fields)
     data = wire.encode_claim(claim)
     service.submit(
         SignedClaim(
@@ -148,14 +158,14 @@ def signed_photo(tmp_path: Path):  # type: ignore[no-untyped-def]
     service.close()
 
 
-def _verify_bytes(service, data: bytes):  # type: ignore[no-untyped-def]
+def _verify_bytes(service: ProvenanceService, data: bytes) -> VerificationReport:
     import hashlib
 
     facts = inspect_image(hashlib.sha256(data).digest(), data, AssetLimits()).facts
     return service.verify(facts)
 
 
-def test_orientation_is_recorded_in_the_claim(signed_photo) -> None:  # type: ignore[no-untyped-def]
+def test_orientation_is_recorded_in_the_claim(signed_photo: SignedPhoto) -> None:
     from provenance.wire import convert as wire
 
     _, _, claim = signed_photo
@@ -174,7 +184,9 @@ def test_orientation_is_recorded_in_the_claim(signed_photo) -> None:  # type: ig
         (lambda a: a.transpose(1, 0, 2), "transpose"),
     ],
 )
-def test_rotated_and_mirrored_copies_read_derived(signed_photo, turn, expected) -> None:  # type: ignore[no-untyped-def]
+def test_rotated_and_mirrored_copies_read_derived(
+    signed_photo: SignedPhoto, turn: Callable[[np.ndarray], np.ndarray], expected: str
+) -> None:
     service, _, claim = signed_photo
     pixels = np.ascontiguousarray(turn(_photo()))
     copy = _encode(Image.fromarray(pixels), "JPEG", quality=85)
@@ -185,7 +197,7 @@ def test_rotated_and_mirrored_copies_read_derived(signed_photo, turn, expected) 
     assert any("this file is the signed capture" in r for r in report.reasons)
 
 
-def test_exif_orientation_tag_change_alone_reads_derived(signed_photo) -> None:  # type: ignore[no-untyped-def]
+def test_exif_orientation_tag_change_alone_reads_derived(signed_photo: SignedPhoto) -> None:
     from clients.report import report_to_text
     from provenance.wire import convert as wire
 
@@ -204,7 +216,7 @@ def test_exif_orientation_tag_change_alone_reads_derived(signed_photo) -> None: 
     assert "file rotate 90 cw relative to the capture" in report_to_text(back, "x.jpg")
 
 
-def test_rotated_copy_found_by_lookup_with_dihedral_hashes(signed_photo) -> None:  # type: ignore[no-untyped-def]
+def test_rotated_copy_found_by_lookup_with_dihedral_hashes(signed_photo: SignedPhoto) -> None:
     """The scanner's path: Lookup with the 7 turned hashes finds a rotated copy (8 index
     queries per image); without them it cannot."""
     import hashlib

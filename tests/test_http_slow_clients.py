@@ -23,7 +23,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, SAMPLES, ServerProc, read_line, run_in_netns, start_server, start_web
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse
@@ -33,6 +32,15 @@ from provenance.core.fair_share import client_key
 from provenance.log.checkpoint import generate_log_key
 from provenance.web.guard import LINGER_SECONDS, RETRY_AFTER_SECONDS, HttpLimits
 from provenance.web.serve import bind, uvicorn_server
+from tests.conftest import (
+    ROOT,
+    SAMPLES,
+    ServerProc,
+    read_line,
+    run_in_netns,
+    start_server,
+    start_web,
+)
 
 HEADER_SECONDS = 2.0
 #: The answer of each server to `_normal_request`.
@@ -445,9 +453,8 @@ def test_a_client_gets_its_connection_share_back_when_its_connections_close() ->
 #: two /64s: three connections from three addresses of one /64 to a `prov web` allowing
 #: two per client, and one from the other /64; prints the first bytes each one got.
 _NETNS_SCRIPT = """
-import json, socket, sys
-sys.path.insert(0, "tests")
-from conftest import start_web
+import json, socket
+from tests.conftest import start_web
 proc = start_web("127.0.0.1:1", "--connections-per-client", "2", "--listen", "[fd00:1::1]:0")
 port = int(proc.address.rsplit(":", 1)[1])
 def connect(source):
@@ -483,10 +490,9 @@ def test_ipv6_clients_of_one_64_share_one_connection_cap() -> None:
 #: (each holds its slot; two per client), then one taking two uploads a minute per client
 #: (each upload an empty file, refused at once). Prints the answers' first lines.
 _NETNS_UPLOADS = """
-import json, sys
-sys.path.insert(0, "tests")
-from conftest import start_web
-from test_http_slow_clients import PART, _answer, _upload_from
+import json
+from tests.conftest import start_web
+from tests.test_http_slow_clients import PART, _answer, _upload_from
 def upload(port, source, body, whole):
     return _upload_from(port, source, body, whole, "fd00:1::1")
 def answer(s):

@@ -10,10 +10,9 @@ import time
 from concurrent.futures import Future
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
-from conftest import ADMIN_TOKEN, SAMPLES, Cli, ServerProc, sign_sample
-from inproc import T0, Clock, InProc
 
 from provenance.core.binding import PDQ_ALGORITHM, PerceptualHash
 from provenance.core.claims import Device
@@ -35,6 +34,8 @@ from provenance.server.service import KEY_HISTORY_META, ProvenanceService, Servi
 from provenance.server.writer import KeyAppended, PendingClaim, PendingKeyEvent, _Item
 from provenance.store import open_store, to_us
 from provenance.wire import convert as wire
+from tests.conftest import ADMIN_TOKEN, SAMPLES, Cli, ServerProc, sign_sample
+from tests.inproc import T0, Clock, InProc
 
 
 @pytest.fixture
@@ -154,7 +155,7 @@ def _edit_registry(db: Path | str, device_id: bytes, revoked_us: int | None, rea
         c.execute(sql.replace("?", "%s"), (revoked_us, reason, device_id))
 
 
-def _verify(cli: Cli, path: Path) -> tuple[int, dict]:
+def _verify(cli: Cli, path: Path) -> tuple[int, dict[str, Any]]:
     rc, out, err = cli("verify", str(path), "--json", "--no-detect")
     assert out, err
     return rc, json.loads(out)
@@ -235,14 +236,16 @@ def test_a_claim_meeting_its_keys_revocation_in_one_batch_is_refused(inproc: InP
     ev = KeyEvent(KeyEventKind.REVOCATION, dev.device_id, inproc.clock.now, reason="lost")
     admin = KeySigner.of(DeviceKey.generate())
     revocation = PendingKeyEvent(sign_key_event(admin, wire.encode_key_event(ev)), ev)
+    claimed: Future[object] = Future()
+    revoked: Future[object] = Future()
     items = [
-        _Item(PendingClaim(signed, wire.decode_claim(signed.claim_bytes)), Future()),
-        _Item(revocation, Future()),
+        _Item(PendingClaim(signed, wire.decode_claim(signed.claim_bytes)), claimed),
+        _Item(revocation, revoked),
     ]
     inproc.service.writer._commit(items)
     with pytest.raises(RevokedKeyError):
-        items[0].future.result(5)
-    logged = items[1].future.result(5)
+        claimed.result(5)
+    logged = revoked.result(5)
     assert isinstance(logged, KeyAppended) and logged.device.revocation_reason == "lost"
     assert inproc.service.store.tree_size() == 2  # the enrollment and the revocation
 

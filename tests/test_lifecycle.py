@@ -11,11 +11,12 @@ import signal
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
-from conftest import SAMPLES, Cli, ServerProc, start_server
 
 from clients.device import DeviceHome
+from tests.conftest import SAMPLES, Cli, ServerProc, start_server
 
 
 @pytest.fixture
@@ -24,7 +25,7 @@ def server_db(any_db: Path | str) -> Path | str:
     return any_db
 
 
-def _status(cli: Cli, path: Path, *extra: str) -> tuple[int, dict]:
+def _status(cli: Cli, path: Path, *extra: str) -> tuple[int, dict[str, Any]]:
     rc, out, err = cli("verify", str(path), "--json", "--no-detect", *extra)
     assert out, err
     return rc, json.loads(out)
@@ -175,7 +176,7 @@ def test_two_commands_on_one_device_never_reuse_a_sequence(enrolled: Cli, tmp_pa
     import subprocess
     import sys
 
-    from conftest import ROOT
+    from tests.conftest import ROOT
 
     files = [Path(shutil.copy(SAMPLES / "rocket.jpg", tmp_path / f"c{i}.jpg")) for i in range(6)]
     for i, f in enumerate(files):  # distinct bytes per file

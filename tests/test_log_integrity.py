@@ -13,7 +13,6 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import ADMIN_TOKEN, Cli, ServerProc, enroll_key, signed_claim, start_server
 
 from clients.api import ProvenanceClient
 from provenance.core import merkle
@@ -21,6 +20,7 @@ from provenance.core.claims import Receipt
 from provenance.core.errors import TransportError
 from provenance.core.keys import DeviceKey
 from provenance.log.checkpoint import NoteVerifier, open_checkpoint
+from tests.conftest import ADMIN_TOKEN, Cli, ServerProc, enroll_key, signed_claim, start_server
 
 
 def _submit_some(c: ProvenanceClient, key: DeviceKey, n: int, seq0: int = 1) -> list[Receipt]:

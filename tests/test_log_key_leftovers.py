@@ -15,10 +15,9 @@ import textwrap
 import time
 from pathlib import Path
 
-from conftest import ROOT, start_server
-
 from provenance.log.checkpoint import KEY_LEFTOVER_AGE_S, remove_key_leftovers
 from provenance.server.rollback import remember_checkpoint
+from tests.conftest import ROOT, start_server
 
 #: a writer that stops at its hard link, the temporary copy written, synced and locked
 _STOPPED_WRITER = textwrap.dedent(

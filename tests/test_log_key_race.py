@@ -11,11 +11,11 @@ import time
 from pathlib import Path
 
 import psycopg
-from conftest import PG_LOG_KEYS, ServerProc, start_server
 
 from clients.api import ProvenanceClient
 from provenance.log.checkpoint import generate_log_key
 from provenance.store import open_store
+from tests.conftest import PG_LOG_KEYS, ServerProc, start_server
 
 #: servers started at once
 SERVERS = 2

@@ -8,12 +8,12 @@ import shutil
 from pathlib import Path
 
 import pytest
-from conftest import SAMPLES, Cli, ServerProc
 
 from clients.api import ProvenanceClient
 from provenance.core import merkle
 from provenance.core.errors import TransportError
 from provenance.log.checkpoint import NoteVerifier, generate_log_key, open_checkpoint
+from tests.conftest import SAMPLES, Cli, ServerProc
 
 
 @pytest.fixture

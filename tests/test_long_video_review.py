@@ -10,8 +10,6 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
-from conftest import SAMPLES, Cli, write_video
-from inproc import InProc
 
 import clients.device as device
 from provenance.core.claims import Verdict
@@ -20,6 +18,8 @@ from provenance.core.video_match import QUERY_RATE_HZ
 from provenance.media.video.decode import sample_frames
 from provenance.media.video.transcode import transcode
 from provenance.wire import convert as wire
+from tests.conftest import SAMPLES, Cli, write_video
+from tests.inproc import InProc
 
 
 def _long_video(folder: Path) -> Path:

@@ -14,8 +14,6 @@ from pathlib import Path
 
 import grpc
 import pytest
-from conftest import ADMIN_TOKEN, FIXTURES, SAMPLES
-from inproc import InProc
 from PIL import Image
 
 from clients.api import ProvenanceClient, Query
@@ -25,8 +23,9 @@ from clients.scan.pipeline import run_scan
 from clients.scan.sources import FileItem
 from clients.scan.worker import ScanConfig
 from provenance.core.binding import PerceptualHash
+from provenance.core.claims import Verdict
 from provenance.core.errors import LogIntegrityError
-from provenance.core.verify import FileFacts, Verdict
+from provenance.core.verify import FileFacts
 from provenance.index.mih import MihIndex
 from provenance.media.assets import AssetLimits
 from provenance.server.pipeline import VerificationPipeline
@@ -35,6 +34,8 @@ from provenance.store.memory import MemoryStore
 from provenance.v1 import provenance_pb2 as pb
 from provenance.v1 import provenance_pb2_grpc as rpc
 from provenance.wire import convert as wire
+from tests.conftest import ADMIN_TOKEN, FIXTURES, SAMPLES
+from tests.inproc import InProc
 
 REAL = FIXTURES / "detector" / "real" / "afhq"
 

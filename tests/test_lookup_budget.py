@@ -19,15 +19,15 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
-from conftest import ADMIN_TOKEN
-from inproc import InProc
 
 from clients.api import ProvenanceClient, Query
 from provenance.core.binding import PerceptualHash
+from provenance.core.claims import Verdict
 from provenance.core.errors import TransportError
-from provenance.core.verify import Verdict
 from provenance.server.limits import ServerLimits
 from provenance.server.rpc import ServerConfig, create_server
+from tests.conftest import ADMIN_TOKEN
+from tests.inproc import InProc
 
 
 def _add_random_codes(inproc: InProc, n: int) -> None:

@@ -7,12 +7,12 @@ from __future__ import annotations
 import os
 
 import grpc
-from test_lookup_batch import _query, desk, served  # noqa: F401  (fixtures)
 
 from clients.scan.hashing import Measured
 from provenance.server.rpc import MAX_DETAILS_CHARS
 from provenance.v1 import provenance_pb2 as pb
 from provenance.v1 import provenance_pb2_grpc as rpc
+from tests.test_lookup_batch import _query, desk, served  # noqa: F401  (fixtures)
 
 
 def test_a_malformed_content_hash_is_refused_on_its_own_row(

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from pymerkle import InmemoryTree  # type: ignore[import-untyped]
+from pymerkle import InmemoryTree
 
 from provenance.core import merkle
 from provenance.core.errors import ProofError

@@ -9,11 +9,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import SAMPLES, Cli, ServerProc, start_server
 from prometheus_client.parser import text_string_to_metric_families
 
 from clients.api import ProvenanceClient
 from provenance.core.errors import TransportError
+from tests.conftest import SAMPLES, Cli, ServerProc, start_server
 
 pytestmark = pytest.mark.slow  # the server loads the detector
 

@@ -9,9 +9,8 @@ import threading
 import time
 import urllib.request
 
-from conftest import run_in_netns
-
 from provenance import metrics
+from tests.conftest import run_in_netns
 
 
 def _threads() -> int:
@@ -107,8 +106,7 @@ def test_one_address_cannot_take_every_slot_from_the_scraper() -> None:
 #: open and the scrape's first line.
 _NETNS_METRICS = """
 import json, socket, sys, time
-sys.path.insert(0, "tests")
-from conftest import NETNS_ONE_HOST, NETNS_OTHER_HOST, NETNS_SERVER
+from tests.conftest import NETNS_ONE_HOST, NETNS_OTHER_HOST, NETNS_SERVER
 from provenance import metrics
 port = metrics.serve_metrics(f"[{NETNS_SERVER}]:0")
 def connect(source):

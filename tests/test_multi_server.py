@@ -16,16 +16,6 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import (
-    ADMIN_TOKEN,
-    ROOT,
-    SAMPLES,
-    Cli,
-    ServerProc,
-    enroll_key,
-    signed_claim,
-    start_server,
-)
 from PIL import Image
 
 from clients.api import ProvenanceClient
@@ -35,6 +25,16 @@ from provenance.core.errors import TransportError
 from provenance.core.keys import DeviceKey
 from provenance.log.checkpoint import NoteVerifier, open_checkpoint
 from provenance.server.limits import QUOTA_SYNC_S
+from tests.conftest import (
+    ADMIN_TOKEN,
+    ROOT,
+    SAMPLES,
+    Cli,
+    ServerProc,
+    enroll_key,
+    signed_claim,
+    start_server,
+)
 
 
 @pytest.fixture

@@ -17,8 +17,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import ADMIN_TOKEN, PASSPHRASE, SAMPLES
-from inproc import Device, InProc, make_claim, sign
 from PIL import Image
 
 from clients.api import ProvenanceClient, Query
@@ -29,6 +27,8 @@ from provenance.media.video.transcode import transcode
 from provenance.server.pipeline import VerificationPipeline
 from provenance.server.rpc import ServerConfig, create_server
 from provenance.wire.contract import DENSE_PASS_NEEDS_BYTES
+from tests.conftest import ADMIN_TOKEN, PASSPHRASE, SAMPLES
+from tests.inproc import Device, InProc, make_claim, sign
 
 PHOTO = SAMPLES / "grace_hopper.jpg"
 OTHER_PHOTO = SAMPLES / "rocket.jpg"
@@ -104,8 +104,8 @@ def test_issue11_medium_unrelated_valid_sidecar_keeps_a_resized_copy_derived(
     assert alone.status is Verdict.DERIVED
     with_other = served.pipeline.verify_file(copy, other)
     assert with_other.status is Verdict.DERIVED
-    assert with_other.evidence.claim is not None
-    assert with_other.evidence.claim.claim == alone.evidence.claim.claim  # type: ignore[union-attr]
+    assert with_other.evidence.claim is not None and alone.evidence.claim is not None
+    assert with_other.evidence.claim.claim == alone.evidence.claim.claim
     assert with_other.evidence.sidecar_present
     assert "different picture" in with_other.reasons[-1]
     assert served.client.verify_file(copy, other).status is Verdict.DERIVED

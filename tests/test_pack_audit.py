@@ -9,12 +9,12 @@ import sqlite3
 from pathlib import Path
 
 import pytest
-from conftest import SAMPLES
-from inproc import InProc
 from PIL import Image
 
 from clients.cli import main as prov_main
 from provenance.index import packs as index_packs
+from tests.conftest import SAMPLES
+from tests.inproc import InProc
 
 
 def _audit(inproc: InProc, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:

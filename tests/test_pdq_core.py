@@ -6,7 +6,7 @@ import csv
 from pathlib import Path
 
 import numpy as np
-import pdqhash  # type: ignore[import-untyped]
+import pdqhash
 import pytest
 from PIL import Image
 

@@ -7,8 +7,9 @@ import sys
 from pathlib import Path
 
 import grpc
-from conftest import ROOT, ServerProc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+from tests.conftest import ROOT, ServerProc
 
 
 def test_generated_code_is_fresh(tmp_path: Path) -> None:
@@ -26,7 +27,7 @@ def test_generated_code_is_fresh(tmp_path: Path) -> None:
 def test_reflection_lists_our_services(server: ServerProc) -> None:
     chan = grpc.insecure_channel(server.address)
     stub = reflection_pb2_grpc.ServerReflectionStub(chan)
-    responses = stub.ServerReflectionInfo(
+    responses = stub.ServerReflectionInfo(  # type: ignore[operator]  # the stub types it as binascii.Incomplete
         iter([reflection_pb2.ServerReflectionRequest(list_services="")]), timeout=10
     )
     names = {s.name for r in responses for s in r.list_services_response.service}

@@ -11,9 +11,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, read_line, start_server
 
 from clients.cli import main as prov_main
+from tests.conftest import ROOT, read_line, start_server
 
 
 def test_readme_says_where_logkey_comes_from() -> None:

@@ -19,15 +19,6 @@ from typing import Any
 
 import grpc
 import pytest
-from conftest import (
-    ADMIN_TOKEN,
-    ServerProc,
-    enroll_key,
-    read_line,
-    signed_claim,
-    start_server,
-)
-from inproc import open_inproc
 
 from clients.api import ProvenanceClient
 from provenance.core.claims import SignedClaim
@@ -39,6 +30,15 @@ from provenance.server.rpc import REPLAYS_KEPT, CapturesServicer, envelope_diges
 from provenance.v1 import provenance_pb2 as pb
 from provenance.v1 import provenance_pb2_grpc as rpc
 from provenance.wire import convert as wire
+from tests.conftest import (
+    ADMIN_TOKEN,
+    ServerProc,
+    enroll_key,
+    read_line,
+    signed_claim,
+    start_server,
+)
+from tests.inproc import open_inproc
 
 #: replays sent at once (the reviewer's flood)
 N = 2000

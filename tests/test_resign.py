@@ -9,9 +9,9 @@ import shutil
 from pathlib import Path
 
 import pytest
-from conftest import SAMPLES, Cli, ServerProc
 
 from clients.device import DeviceHome
+from tests.conftest import SAMPLES, Cli, ServerProc
 
 pytestmark = pytest.mark.slow  # each test starts a `prov serve` process
 

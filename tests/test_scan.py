@@ -27,7 +27,6 @@ from typing import Any
 import numpy as np
 import pytest
 import typer
-from conftest import ADMIN_TOKEN, FIXTURES, PASSPHRASE, ROOT, SAMPLES, ServerProc, start_server
 from PIL import Image, ImageDraw
 from rich.console import Console
 from typer.testing import CliRunner
@@ -42,6 +41,15 @@ from clients.scan.report import csv_path, html_path
 from clients.scan.rows import VOLATILE_FIELDS
 from clients.scan.worker import ScanConfig
 from provenance.core.errors import TransportError
+from tests.conftest import (
+    ADMIN_TOKEN,
+    FIXTURES,
+    PASSPHRASE,
+    ROOT,
+    SAMPLES,
+    ServerProc,
+    start_server,
+)
 
 REAL = FIXTURES / "detector" / "real" / "afhq"
 SECRET = b"k" * 32
@@ -665,15 +673,17 @@ def test_the_driver_freezes_its_objects_for_the_scan_only(
     assert before[0] < worker.GC_YOUNG_THRESHOLD
     during: list[int] = []
     young: list[int] = []
+
+    def on_rows(rows: list[dict[str, Any]]) -> None:
+        during.append(gc.get_freeze_count())
+        young.append(gc.get_threshold()[0])
+
     _scan(
         [desk.folder],
         tmp_path / "a.jsonl",
         LocalEngine(0),
         server=desk.server.address,
-        on_rows=lambda rows: (
-            during.append(gc.get_freeze_count()),
-            young.append(gc.get_threshold()[0]),
-        ),
+        on_rows=on_rows,
     )
     assert during and min(during) > 10000  # the imports, at least
     assert set(young) == {worker.GC_YOUNG_THRESHOLD}

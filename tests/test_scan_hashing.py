@@ -7,11 +7,10 @@ import os
 import shutil
 from pathlib import Path
 
-from conftest import SAMPLES
-
 from clients.scan.hashing import measure, read_ahead
 from clients.scan.sources import FileItem, RefusedItem
 from provenance.media.assets import AssetLimits
+from tests.conftest import SAMPLES
 
 
 def _item(path: Path) -> FileItem:

@@ -15,12 +15,11 @@ import sys
 import tarfile
 import zipfile
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import ADMIN_TOKEN, ROOT, SAMPLES, ServerProc, start_server
 
 from clients.cli import main as prov_main
 from clients.scan.engines import LocalEngine
@@ -36,6 +35,7 @@ from clients.scan.sources import (
     unescape_name,
 )
 from clients.scan.worker import ScanConfig
+from tests.conftest import ADMIN_TOKEN, ROOT, SAMPLES, ServerProc, start_server
 
 DEEP_JSON = b"[" * 200_000
 JPEG = (SAMPLES / "rocket.jpg").read_bytes()
@@ -107,7 +107,8 @@ def _row(hostile: dict[str, Any], name: str) -> dict[str, Any]:
     run = hostile["run"]
     assert run.returncode == 0, run.stderr[-2000:]
     assert "Traceback" not in run.stderr
-    return hostile["rows"][f"{hostile['d']}/{name}"]
+    row: dict[str, Any] = hostile["rows"][f"{hostile['d']}/{name}"]
+    return row
 
 
 def test_scan_deep_json_sidecar_is_one_bad_row(hostile: dict[str, Any]) -> None:
@@ -225,9 +226,11 @@ def _sparse_tar(path: Path, real_size: int) -> None:
     info.size = 512
     buf = bytearray(info.tobuf(format=tarfile.GNU_FORMAT))
     buf[156:157] = tarfile.GNUTYPE_SPARSE
-    buf[386:398] = tarfile.itn(0, 12, tarfile.GNU_FORMAT)  # data at offset 0 ...
-    buf[398:410] = tarfile.itn(512, 12, tarfile.GNU_FORMAT)  # ... 512 bytes long
-    buf[483:495] = tarfile.itn(real_size, 12, tarfile.GNU_FORMAT)
+    # tarfile.itn: the stdlib's encoder of tar number fields
+    itn: Callable[[int, int, int], bytes] = tarfile.itn  # type: ignore[attr-defined]  # not in typeshed
+    buf[386:398] = itn(0, 12, tarfile.GNU_FORMAT)  # data at offset 0 ...
+    buf[398:410] = itn(512, 12, tarfile.GNU_FORMAT)  # ... 512 bytes long
+    buf[483:495] = itn(real_size, 12, tarfile.GNU_FORMAT)
     buf[148:156] = b" " * 8
     buf[148:155] = b"%06o\0" % sum(buf)
     path.write_bytes(bytes(buf) + b"\xab" * 512 + bytes(1024))

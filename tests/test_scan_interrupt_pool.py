@@ -24,7 +24,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from conftest import ROOT, SAMPLES
+from tests.conftest import ROOT, SAMPLES
 
 
 def _session(sid: int) -> list[int]:

@@ -14,12 +14,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import ADMIN_TOKEN, PASSPHRASE, SAMPLES, ServerProc, start_server
 
 from clients.cli import main as prov_main
 from clients.scan.engines import LocalEngine
 from clients.scan.pipeline import run_scan
 from clients.scan.worker import ScanConfig
+from tests.conftest import ADMIN_TOKEN, PASSPHRASE, SAMPLES, ServerProc, start_server
 
 
 def _prov(*args: str) -> tuple[int, str]:

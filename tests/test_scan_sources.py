@@ -29,6 +29,18 @@ JPEG = (SAMPLES / "rocket.jpg").read_bytes()
 PNG = (SAMPLES / "chelsea.png").read_bytes()
 
 
+def _data(item: Item) -> bytes:
+    """The bytes of an archive entry (failing the test if ``item`` is another kind)."""
+    assert isinstance(item, EntryItem), item
+    return item.data
+
+
+def _error(item: Item) -> str:
+    """Why an item was refused (failing the test if ``item`` was not refused)."""
+    assert isinstance(item, RefusedItem), item
+    return item.error
+
+
 def _by_ref(items: list[Item]) -> dict[str, Item]:
     out = {i.ref: i for i in items}
     assert len(out) == len(items), "refs must be unique"
@@ -126,7 +138,7 @@ def test_hostile_tar_members_are_refused(tmp_path: Path) -> None:
         t.addfile(tarfile.TarInfo("after.txt"), io.BytesIO(b""))
     got = _by_ref(list(iter_items([str(archive)], ScanLimits())))
     a = str(archive)
-    assert isinstance(got[f"{a}!good.png"], EntryItem) and got[f"{a}!good.png"].data == PNG  # type: ignore[union-attr]
+    assert _data(got[f"{a}!good.png"]) == PNG
     errors = {ref.split("!", 1)[1]: i.error for ref, i in got.items() if isinstance(i, RefusedItem)}
     assert errors == {
         "../up.png": errors["../up.png"],
@@ -164,9 +176,9 @@ def test_entry_count_total_size_and_nesting_limits(tmp_path: Path) -> None:
             z.writestr(f"f{k}.txt", b"x" * 1000)
     items = list(iter_items([str(many)], ScanLimits(max_entries=4)))
     assert [i.ref for i in items] == [f"{many}!f{k}.txt" for k in range(4)] + [str(many)]
-    assert "more than 4 entries" in items[-1].error  # type: ignore[union-attr]
+    assert "more than 4 entries" in _error(items[-1])
     items = list(iter_items([str(many)], ScanLimits(max_total_bytes=2500)))
-    assert len(items) == 3 and "more than 2500 uncompressed bytes" in items[-1].error  # type: ignore[union-attr]
+    assert len(items) == 3 and "more than 2500 uncompressed bytes" in _error(items[-1])
 
     deep = io.BytesIO()
     with zipfile.ZipFile(deep, "w") as z:
@@ -184,8 +196,8 @@ def test_entry_count_total_size_and_nesting_limits(tmp_path: Path) -> None:
     got = _by_ref(list(iter_items([str(outer)], ScanLimits(max_depth=2))))
     o = str(outer)
     assert set(got) == {f"{o}!mid.tar.gz!inner.png", f"{o}!mid.tar.gz!deep.zip", f"{o}!top.jpg"}
-    assert got[f"{o}!mid.tar.gz!inner.png"].data == PNG  # type: ignore[union-attr]
-    assert "nested more than 2 levels" in got[f"{o}!mid.tar.gz!deep.zip"].error  # type: ignore[union-attr]
+    assert _data(got[f"{o}!mid.tar.gz!inner.png"]) == PNG
+    assert "nested more than 2 levels" in _error(got[f"{o}!mid.tar.gz!deep.zip"])
     deeper = _by_ref(list(iter_items([str(outer)], ScanLimits(max_depth=3))))
     assert f"{o}!mid.tar.gz!deep.zip!deepest.jpg" in deeper
 
@@ -245,13 +257,13 @@ def test_folders_list_files_links_sidecars_duplicates_and_skip(tmp_path: Path) -
     by = {i.ref: i for i in got}
     a = by[f"{p}/a.jpg"]
     assert isinstance(a, FileItem) and a.sidecar == f"{p}/a.jpg.prov" and a.size == len(JPEG)
-    assert by[f"{p}/link.jpg"].error == "symbolic link: not followed"  # type: ignore[union-attr]
-    assert by[f"{p}/linkdir"].error == "symbolic link: not followed"  # type: ignore[union-attr]
-    assert by[f"{tmp_path}/missing.jpg"].error.startswith("cannot open")  # type: ignore[union-attr]
-    assert [by[f"{p}/pack.zip!same.txt"].data, by[f"{p}/pack.zip!same.txt #2"].data] == [
+    assert _error(by[f"{p}/link.jpg"]) == "symbolic link: not followed"
+    assert _error(by[f"{p}/linkdir"]) == "symbolic link: not followed"
+    assert _error(by[f"{tmp_path}/missing.jpg"]).startswith("cannot open")
+    assert [_data(by[f"{p}/pack.zip!same.txt"]), _data(by[f"{p}/pack.zip!same.txt #2"])] == [
         b"one",
         b"two",
-    ]  # type: ignore[union-attr]
+    ]
     hashed = by[f"{p}/pack.zip!big.bin"]
     assert isinstance(hashed, HashedItem)
     assert (hashed.sha256, hashed.size, hashed.archive) == (
@@ -284,5 +296,5 @@ def test_entries_whose_names_look_numbered_keep_a_ref_each(tmp_path: Path) -> No
         got = list(iter_items([str(path)], ScanLimits()))
         refs = [i.ref for i in got]
         assert len(set(refs)) == 3, refs
-        data = sorted(i.data for i in got)  # type: ignore[union-attr]
+        data = sorted(_data(i) for i in got)
         assert data == [b"file 0", b"file 1", b"file 2"]

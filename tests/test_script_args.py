@@ -9,9 +9,9 @@ import subprocess
 import sys
 
 import pytest
-from conftest import ROOT
 
 from provenance.core.argtypes import positive_ints
+from tests.conftest import ROOT
 
 #: `int` refuses "²" (a ValueError traceback before), reads "٥٠٠" as 500 and "１２" as 12,
 #: and takes " 1", "1_0"; none is a list of whole numbers from 1 in digits 0-9.

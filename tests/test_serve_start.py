@@ -13,7 +13,8 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import ADMIN_TOKEN, ROOT, start_server
+
+from tests.conftest import ADMIN_TOKEN, ROOT, start_server
 
 
 def _serve(folder: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -144,10 +145,9 @@ def test_an_in_memory_log_writes_no_file(tmp_path: Path) -> None:
     keeps the log key and the secret in memory: it logs and signs checkpoints as ever,
     and the folder it ran in stays empty (before: ``:memory:.logkey.pem`` and
     ``:memory:.detector-secret`` were written into it)."""
-    from conftest import enroll_key, signed_claim
-
     from clients.api import ProvenanceClient
     from provenance.log.checkpoint import NoteVerifier, open_checkpoint
+    from tests.conftest import enroll_key, signed_claim
 
     proc = subprocess.Popen(
         [sys.executable, "-m", "clients.cli", "serve", "--db", ":memory:", "--listen"]

@@ -13,8 +13,6 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from conftest import SAMPLES
-from inproc import Device, InProc, make_claim, open_inproc, sign
 from PIL import Image
 
 from provenance.core import merkle
@@ -37,6 +35,8 @@ from provenance.core.verify import FileFacts
 from provenance.log.checkpoint import open_checkpoint
 from provenance.log.receipt import verify_receipt
 from provenance.wire import convert as wire
+from tests.conftest import SAMPLES
+from tests.inproc import Device, InProc, make_claim, open_inproc, sign
 
 PHOTO = SAMPLES / "grace_hopper.jpg"
 

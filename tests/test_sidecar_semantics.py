@@ -12,11 +12,13 @@ import json
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
-from conftest import SAMPLES, Cli, ServerProc, start_server, start_web
 from PIL import Image
+
+from tests.conftest import SAMPLES, Cli, ServerProc, start_server, start_web
 
 
 @pytest.fixture
@@ -56,7 +58,7 @@ def foreign(tmp_path: Path, enrolled: Cli, monkeypatch: pytest.MonkeyPatch) -> I
         other.stop()
 
 
-def _json(cli: Cli, *args: str) -> tuple[int, dict]:  # type: ignore[type-arg]
+def _json(cli: Cli, *args: str) -> tuple[int, dict[str, Any]]:
     rc, out, err = cli("verify", *args, "--json", "--no-detect")
     return rc, json.loads(out)
 

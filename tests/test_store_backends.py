@@ -9,12 +9,13 @@ import threading
 import time
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from provenance.core import merkle
 from provenance.core.binding import PerceptualHash
-from provenance.core.claims import Claim, HardBinding, SignedClaim, Verdict
+from provenance.core.claims import Claim, HardBinding, Receipt, SignedClaim, Verdict
 from provenance.core.envelope import PAYLOAD_TYPE_CLAIM, PAYLOAD_TYPE_ENROLL, sign_payload
 from provenance.core.errors import ClaimError, LogIntegrityError, SequenceError, StorageError
 from provenance.core.keys import DeviceKey
@@ -34,8 +35,8 @@ def db(request: pytest.FixtureRequest, tmp_path: Path) -> Path | str:
     return str(request.getfixturevalue("pg_url"))
 
 
-def _service(db: Path | str, tmp_path: Path, **kw: object) -> ProvenanceService:
-    return ProvenanceService(ServiceConfig(db=db, log_key=tmp_path / "log.pem", **kw))  # type: ignore[arg-type]
+def _service(db: Path | str, tmp_path: Path, **kw: Any) -> ProvenanceService:
+    return ProvenanceService(ServiceConfig(db=db, log_key=tmp_path / "log.pem", **kw))
 
 
 def _enroll(s: ProvenanceService) -> DeviceKey:
@@ -218,7 +219,7 @@ def test_receipts_are_rebuilt_as_issued(db: Path | str, tmp_path: Path) -> None:
     s = _service(db, tmp_path)
     try:
         keys = [_enroll(s) for _ in range(4)]
-        issued: dict[bytes, object] = {}
+        issued: dict[bytes, tuple[SignedClaim, Receipt]] = {}
         lock = threading.Lock()
 
         def burst(k: DeviceKey) -> None:
@@ -233,9 +234,9 @@ def test_receipts_are_rebuilt_as_issued(db: Path | str, tmp_path: Path) -> None:
             t.start()
         for t in threads:
             t.join()
-        sizes = {open_checkpoint(r.checkpoint, s.verifier).size for _, r in issued.values()}  # type: ignore[attr-defined]
+        sizes = {open_checkpoint(r.checkpoint, s.verifier).size for _, r in issued.values()}
         assert len(sizes) > 1  # several batches, several checkpoints
-        for ch, (c, r) in issued.items():  # type: ignore[misc]
+        for ch, (c, r) in issued.items():
             assert s.receipt_for_claim(ch) == r
             again = s.submit(c)
             assert again.duplicate and again.receipt == r
@@ -257,35 +258,40 @@ def _copy_to_old_layout(src: Path, target: Path | str, receipts: dict[int, bytes
             "SELECT idx, leaf_hash, claim_hash, device_id, sequence, file_sha256,"
             " integrated_at, chain_linked, entry FROM leaves"
         ).fetchall()
-    leaves = [(*r, receipts[r[0]]) for r in leaves]
+    inserts = [
+        (
+            f"INSERT INTO {t}({', '.join(cols[t])}) VALUES ({', '.join('?' for _ in cols[t])})",
+            rows[t],
+        )
+        for t in tables
+        if rows[t]
+    ]
+    inserts.append(
+        (
+            f"INSERT INTO leaves VALUES ({', '.join('?' for _ in range(10))})",
+            [(*r, receipts[r[0]]) for r in leaves],
+        )
+    )
     if isinstance(target, Path):
         from provenance.store.sqlite import _MIGRATIONS
 
         con = sqlite3.connect(target)
         con.executescript(_MIGRATIONS[1] + ";" + _MIGRATIONS[2] + "; PRAGMA user_version = 2;")
-        run = con.executemany
-        mark = "?"
+        for sql, values in inserts:
+            con.executemany(sql, values)
+        con.commit()
+        con.close()
     else:
         import psycopg
 
         from provenance.store.postgres import _MIGRATIONS as PG
 
-        con = psycopg.connect(target, autocommit=True)  # type: ignore[assignment]
-        con.execute(PG[1])
-        con.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
-        con.execute("INSERT INTO schema_version VALUES (1)")
-        run = con.cursor().executemany  # type: ignore[attr-defined]
-        mark = "%s"
-    for t in tables:
-        if rows[t]:
-            run(
-                f"INSERT INTO {t}({', '.join(cols[t])})"
-                f" VALUES ({', '.join(mark for _ in cols[t])})",
-                rows[t],
-            )
-    run(f"INSERT INTO leaves VALUES ({', '.join(mark for _ in range(10))})", leaves)
-    con.commit()
-    con.close()
+        with psycopg.connect(target, autocommit=True) as pg:
+            pg.execute(PG[1])
+            pg.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
+            pg.execute("INSERT INTO schema_version VALUES (1)")
+            for sql, values in inserts:
+                pg.cursor().executemany(sql.replace("?", "%s"), values)
 
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
@@ -357,8 +363,8 @@ def test_the_near_duplicate_index_starts_from_stored_packs(
     if isinstance(db, Path):  # a pack edited out of shape: not used, rows read instead
         import sqlite3
 
-        with sqlite3.connect(db) as c:
-            c.execute("UPDATE index_packs SET ids=? WHERE first=4", (b"\x00" * 8,))
+        with sqlite3.connect(db) as con:
+            con.execute("UPDATE index_packs SET ids=? WHERE first=4", (b"\x00" * 8,))
         odd = _service(db, tmp_path)
         try:
             assert odd._packed == 8  # read row by row, then stored again
@@ -414,23 +420,24 @@ def test_every_edited_index_column_is_refused_at_start(
     if backend == "sqlite":
         edits.append(("device_id", "text, not bytes"))
 
-    def run(sql: str, args: tuple[object, ...]) -> object:
+    def run(sql: str, args: tuple[object, ...]) -> tuple[object, ...] | None:
+        """Runs one statement on the log's database; returns its first row (None if none)."""
         if backend == "sqlite":
             import sqlite3
 
             with sqlite3.connect(db) as c:
-                return c.execute(sql, args).fetchone()
+                row: tuple[object, ...] | None = c.execute(sql, args).fetchone()
+                return row
         import psycopg
 
-        with psycopg.connect(str(db), autocommit=True) as c:
-            return (
-                c.execute(sql.replace("?", "%s"), args).fetchone()
-                if "SELECT" in sql
-                else c.execute(sql.replace("?", "%s"), args)
-            )
+        with psycopg.connect(str(db), autocommit=True) as pg:
+            done = pg.execute(sql.replace("?", "%s"), args)
+            return done.fetchone() if "SELECT" in sql else None
 
     for column, value in edits:
-        (old,) = run(f"SELECT {column} FROM leaves WHERE idx=1", ())  # type: ignore[misc]
+        row = run(f"SELECT {column} FROM leaves WHERE idx=1", ())
+        assert row is not None
+        (old,) = row
         run(f"UPDATE leaves SET {column}=? WHERE idx=1", (value,))
         # re-hashed only from the verified mark: check from 0 as a restart after a crash does
         with pytest.raises(LogIntegrityError, match="index columns|damaged"):

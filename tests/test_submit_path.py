@@ -15,15 +15,16 @@ from typing import Any
 import grpc
 import pytest
 import uvloop
-from conftest import ADMIN_TOKEN, ServerProc, enroll_key, signed_claim, start_server
-from inproc import InProc
 
 from clients.api import ProvenanceClient
+from provenance.core.claims import Receipt
 from provenance.core.errors import RevokedKeyError, TransportError, UnknownDeviceError
 from provenance.server.rollback import CheckpointMemo, memo_path
 from provenance.server.rpc import HandlersWrapped, ServerConfig, create_server
 from provenance.v1 import provenance_pb2 as pb
 from provenance.v1 import provenance_pb2_grpc as rpc
+from tests.conftest import ADMIN_TOKEN, ServerProc, enroll_key, signed_claim, start_server
+from tests.inproc import InProc
 
 
 @pytest.mark.slow
@@ -40,7 +41,7 @@ def test_a_device_read_stalled_in_the_database_stalls_no_other_call(pg_url: str)
     finally:
         srv.stop()
     srv = start_server(pg_url)  # a fresh server: it has not read this device's key yet
-    outcome: list[object] = []
+    outcome: list[tuple[Receipt, bool]] = []
     try:
         with psycopg.connect(pg_url) as lock, ProvenanceClient(srv.address) as c:
             lock.execute("LOCK TABLE devices IN ACCESS EXCLUSIVE MODE")
@@ -59,7 +60,7 @@ def test_a_device_read_stalled_in_the_database_stalls_no_other_call(pg_url: str)
             lock.rollback()  # releases the lock
             waiting.join(30)
         assert len(outcome) == 1
-        receipt, duplicate = outcome[0]  # type: ignore[misc]
+        receipt, duplicate = outcome[0]
         assert not duplicate and receipt.leaf_index == 1  # leaf 0: the enrollment
     finally:
         srv.stop()
@@ -103,9 +104,8 @@ def test_the_writer_refuses_a_revoked_device_the_signature_check_let_through(
     inproc.service.revoke(dev.device_id, "lost", None)
     with pytest.raises(RevokedKeyError, match="lost"):
         inproc.submit(dev.next_claim())
-    from inproc import Device
-
     from provenance.core.keys import DeviceKey
+    from tests.inproc import Device
 
     with pytest.raises(UnknownDeviceError):
         inproc.submit(Device(DeviceKey.generate()).next_claim())
@@ -170,9 +170,9 @@ def test_interceptors_wrap_each_method_once_at_registration() -> None:
         def add_generic_rpc_handlers(self, handlers: Any) -> None:
             self.generic.extend(handlers)
 
-    base = grpc.unary_unary_rpc_method_handler(lambda r, c: r)
+    base: grpc.RpcMethodHandler[bytes, bytes] = grpc.unary_unary_rpc_method_handler(lambda r, c: r)
     server = Recorder()
-    wrapping = HandlersWrapped(server)  # type: ignore[arg-type]
+    wrapping = HandlersWrapped(server)  # type: ignore[arg-type]  # a recorder, not a grpc.aio.Server
     handlers = {"One": base, "Two": base}
     wrapping.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("a.S", handlers),))
     wrapping.add_registered_method_handlers("a.S", handlers)

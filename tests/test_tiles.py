@@ -14,15 +14,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from conftest import (
-    ADMIN_TOKEN,
-    ROOT,
-    ServerProc,
-    enroll_key,
-    run_in_netns,
-    signed_claim,
-    start_web,
-)
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from clients.api import ProvenanceClient
@@ -34,6 +25,15 @@ from provenance.log import tiles
 from provenance.log.checkpoint import Checkpoint, LogSigner
 from provenance.log.tiledir import export_tiles, fetcher
 from provenance.store import NewLeaf, Store, open_store
+from tests.conftest import (
+    ADMIN_TOKEN,
+    ROOT,
+    ServerProc,
+    enroll_key,
+    run_in_netns,
+    signed_claim,
+    start_web,
+)
 
 ORIGIN = "tiles.test/log"
 DEVICE_KEY = bytes(range(32))
@@ -200,7 +200,8 @@ def test_100k_log_exported_and_audited_from_tiles(
     assert (result.size, result.bundles_written) == (size, 391)
     assert (out / "tile/0/390.p/163").stat().st_size == 163 * 32
     assert (out / "tile/1/001.p/134").is_file() and (out / "tile/2/000.p/1").is_file()
-    assert (out / "checkpoint").read_text() == store.latest_checkpoint()[1]  # type: ignore[index]
+    latest = store.latest_checkpoint()
+    assert latest is not None and (out / "checkpoint").read_text() == latest[1]
 
     # roots and proofs from the tiles alone equal the store's and an independent MTH
     nodes = tiles.TileNodes(size, fetcher(str(out)))
@@ -504,8 +505,7 @@ def test_a_large_entry_bundle_is_served_without_gzip(tmp_path: Path) -> None:
 #: answer's status line, Retry-After, body length and text, and the timed waits.
 _NETNS_TILES = """
 import json, socket, sys, time
-sys.path.insert(0, "tests")
-from conftest import NETNS_ONE_HOST, NETNS_OTHER_HOST, NETNS_SERVER, start_web
+from tests.conftest import NETNS_ONE_HOST, NETNS_OTHER_HOST, NETNS_SERVER, start_web
 proc = start_web("127.0.0.1:1", "--tiles-dir", FOLDER, "--listen", f"[{NETNS_SERVER}]:0")
 port = int(proc.address.rsplit(":", 1)[1])
 def ask(source, path, rcvbuf=0):

@@ -14,13 +14,13 @@ import os
 import stat
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
-from conftest import post_checkpoint, witness_serve, write_video
-from inproc import InProc
 
 from clients.cli import main as prov_main
 from provenance.core.binding import PDQ_ALGORITHM, PerceptualHash
@@ -41,6 +41,8 @@ from provenance.witness import (
     cosigner_vkey,
 )
 from provenance.witness.client import Cosigner, WitnessSpec
+from tests.conftest import post_checkpoint, witness_serve, write_video
+from tests.inproc import InProc
 
 
 def _witness(tmp_path: Path, name: str) -> tuple[LogSigner, str]:
@@ -197,10 +199,11 @@ def test_a_claim_too_large_for_an_entry_bundle_is_refused_before_the_log(
                      range(frames))  # fmt: skip
         return dev.next_claim(media_type=media_type, soft_bindings=soft)
 
-    for refused, why in (
+    cases: list[tuple[Callable[[], SignedClaim], str]] = [
         (lambda: claim(4096), "claim has 4096 soft bindings; the limit is 1000"),
         (lambda: claim(10, "video/" + "x" * 65_536), "the log holds entries of at most 65,535"),
-    ):
+    ]
+    for refused, why in cases:
         seq, last = dev.seq, dev.last
         with pytest.raises(ClaimError, match=why):
             inproc.submit(refused())
@@ -297,13 +300,14 @@ def test_a_sparser_claim_still_matches_re_encoded_trimmed_and_converted_copies(
     at every frame as a verifier does (`match_video`)."""
     sample = Path(__file__).resolve().parents[1] / "clients" / "samples" / "fabric_pattern.mp4"
     claim = [f.pdq for f in sample_frames(sample).frames][::every]
-    for name, kwargs in {
+    copies: dict[str, dict[str, Any]] = {
         "small": dict(width=180, height=320, crf=34),
         "trim": dict(width=180, height=320, start_s=2.1, end_s=5.0, crf=30),
         "fps25": dict(width=180, height=320, crf=30, frame_rate=25),
-    }.items():
+    }
+    for name, kwargs in copies.items():
         copy = tmp_path / f"{name}.mp4"
-        transcode(sample, copy, encoder_options={"preset": "ultrafast"}, **kwargs)  # type: ignore[arg-type]
+        transcode(sample, copy, encoder_options={"preset": "ultrafast"}, **kwargs)
         query = [f.pdq for f in sample_frames(copy, rate_hz=QUERY_RATE_HZ).frames]
         found = match_video(query, claim)
         assert found.matched and found.coverage == 1.0, (name, found)

@@ -7,13 +7,13 @@ import shutil
 from pathlib import Path
 
 import pytest
-from conftest import SAMPLES, Cli
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from provenance.core.errors import LogError
 from provenance.log.checkpoint import LogSigner
 from provenance.log.tlogproof import HEADER, decode_tlog_proof, encode_tlog_proof
 from provenance.wire.sidecar import decode_sidecar
+from tests.conftest import SAMPLES, Cli
 
 
 @pytest.fixture

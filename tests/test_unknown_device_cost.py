@@ -8,11 +8,11 @@ of the 100 reads of ``devices``."""
 from __future__ import annotations
 
 import pytest
-from conftest import signed_claim, start_server
 
 from clients.api import ProvenanceClient
 from provenance.core.errors import TransportError
 from provenance.core.keys import DeviceKey
+from tests.conftest import signed_claim, start_server
 
 SUBMISSIONS = 100
 

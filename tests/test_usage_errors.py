@@ -11,12 +11,12 @@ import shutil
 from pathlib import Path
 
 import pytest
-from conftest import SAMPLES, closed_port
 
 from clients.cli import main as prov_main
 from clients.device import DeviceHome
 from provenance.log.checkpoint import generate_log_key
 from provenance.witness import cosigner_vkey
+from tests.conftest import SAMPLES, closed_port
 
 
 def _flat(text: str) -> str:
@@ -278,7 +278,7 @@ def test_scan_checks_its_arguments_before_the_progress_bar(photo: Path, tmp_path
     import subprocess
     import sys
 
-    from conftest import ROOT
+    from tests.conftest import ROOT
 
     existing = tmp_path / "done.jsonl"
     existing.write_text('{"path": "x.jpg"}\n')  # a row: an empty report is taken over
@@ -500,9 +500,8 @@ def test_a_sidecar_missing_a_field_names_the_field(
     KeyError('payload')", Python's repr of the exception)."""
     import json
 
-    from fuzz.targets import DEVICE_KEY, SIGNED
-
     from provenance.wire.sidecar import Sidecar, encode_sidecar
+    from tests.fuzz.targets import DEVICE_KEY, SIGNED
 
     monkeypatch.setenv("COLUMNS", "400")
     for field in ("payload", "publicKey"):
@@ -672,7 +671,7 @@ def test_serve_c2pa_trust_config_that_is_not_text_is_one_error_line(tmp_path: Pa
     import subprocess
     import sys
 
-    from conftest import ADMIN_TOKEN, ROOT
+    from tests.conftest import ADMIN_TOKEN, ROOT
 
     assert prov_main(["admin", "ca", "init", "--dir", str(tmp_path / "ca")]) == 0
     config = tmp_path / "store.cfg"

@@ -7,9 +7,9 @@ import hashlib
 import os
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
-from inproc import device_record, flip_bits
 
 from provenance.core.binding import PerceptualHash
 from provenance.core.claims import Claim, Device, HardBinding, Receipt, SignedClaim, Verdict
@@ -17,6 +17,7 @@ from provenance.core.envelope import PAYLOAD_TYPE_CLAIM, sign_payload
 from provenance.core.keys import DeviceKey
 from provenance.core.verify import FileFacts, LoggedClaim, decide, signature_ok
 from provenance.wire import convert as wire
+from tests.inproc import device_record, flip_bits
 
 NOW = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
 SHA = hashlib.sha256(b"the capture").digest()
@@ -29,9 +30,9 @@ def key() -> DeviceKey:
     return DeviceKey.generate()
 
 
-def _claim(key: DeviceKey, sha: bytes = SHA, **kw: object) -> Claim:
+def _claim(key: DeviceKey, sha: bytes = SHA, **kw: Any) -> Claim:
     base = Claim(key.key_id, 1, NOW, "image/jpeg", 11, HardBinding(sha), (PDQ,))
-    return replace(base, **kw)  # type: ignore[arg-type]
+    return replace(base, **kw)
 
 
 def _sign(key: DeviceKey, claim: Claim) -> SignedClaim:

@@ -15,10 +15,10 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import SAMPLES, Cli, ServerProc, start_web
 
 from clients.device import DeviceHome
 from provenance.wire.sidecar import decode_sidecar
+from tests.conftest import SAMPLES, Cli, ServerProc, start_web
 
 
 def _device(cli: Cli, mp: pytest.MonkeyPatch, tmp_path: Path, name: str) -> Path:

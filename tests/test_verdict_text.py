@@ -14,7 +14,6 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from inproc import device_record, flip_bits
 
 from provenance.core.binding import PerceptualHash
 from provenance.core.claims import Claim, HardBinding, Receipt, SignedClaim, Verdict
@@ -23,6 +22,7 @@ from provenance.core.keys import DeviceKey
 from provenance.core.verify import FileFacts, LoggedClaim, VerificationReport, decide
 from provenance.core.video_binding import hash_chunked
 from provenance.wire import convert as wire
+from tests.inproc import device_record, flip_bits
 
 NOW = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
 PDQ = PerceptualHash("pdq", bytes.fromhex("0f0ff0cee0f4a84f06370a22038f63f0" * 2), 100)
@@ -36,7 +36,7 @@ def _sign(key: DeviceKey, claim: Claim) -> SignedClaim:
     )
 
 
-def _claim(key: DeviceKey, data: bytes, **kw: object) -> Claim:
+def _claim(key: DeviceKey, data: bytes, **kw: Any) -> Claim:
     base = Claim(
         key.key_id,
         1,
@@ -46,7 +46,7 @@ def _claim(key: DeviceKey, data: bytes, **kw: object) -> Claim:
         HardBinding(hashlib.sha256(data).digest()),
         (PDQ,),
     )
-    return replace(base, **kw)  # type: ignore[arg-type]
+    return replace(base, **kw)
 
 
 def _logged(

@@ -7,7 +7,6 @@ import hashlib
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from inproc import device_record
 
 from provenance.core.binding import PerceptualHash
 from provenance.core.claims import Claim, Device, HardBinding, Receipt, SignedClaim, Verdict
@@ -15,6 +14,7 @@ from provenance.core.envelope import PAYLOAD_TYPE_CLAIM, sign_payload
 from provenance.core.keys import DeviceKey
 from provenance.core.verify import FileFacts, LoggedClaim, decide, with_c2pa
 from provenance.wire import convert as wire
+from tests.inproc import device_record
 
 NOW = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
 SHA = hashlib.sha256(b"the capture").digest()

@@ -9,9 +9,8 @@ import json
 from dataclasses import replace
 from pathlib import Path
 
-from conftest import Cli, sign_sample
-
 from provenance.wire.sidecar import decode_sidecar, encode_sidecar
+from tests.conftest import Cli, sign_sample
 
 NOTE = "its signature does not verify under the enrolled device key, so it was ignored"
 

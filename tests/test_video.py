@@ -15,6 +15,7 @@ import time
 from collections.abc import Iterator
 from fractions import Fraction
 from pathlib import Path
+from typing import Any
 
 import av
 import numpy as np
@@ -40,7 +41,7 @@ FAST = {"preset": "ultrafast"}
 @pytest.fixture(scope="module")
 def clips(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     d = tmp_path_factory.mktemp("clips")
-    made = {
+    made: dict[str, dict[str, Any]] = {
         "small": dict(width=180, height=320, crf=34),
         "trim": dict(width=180, height=320, start_s=2.1, end_s=5.0, crf=30),
         "fps25": dict(width=180, height=320, crf=30, frame_rate=25),
@@ -54,7 +55,7 @@ def clips(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     for name, kwargs in made.items():
         suffix = ".mov" if name == "mov" else ".mp4"
         out[name] = d / f"{name}{suffix}"
-        transcode(SAMPLE, out[name], encoder_options=FAST, **kwargs)  # type: ignore[arg-type]
+        transcode(SAMPLE, out[name], encoder_options=FAST, **kwargs)
     out["webm"] = d / "clip.webm"
     transcode(
         SAMPLE,

@@ -7,12 +7,16 @@ import io
 import os
 import threading
 from pathlib import Path
+from typing import TYPE_CHECKING, BinaryIO, cast
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from provenance.core import hash_threads
+
+if TYPE_CHECKING:
+    from _typeshed import WriteableBuffer
 from provenance.core.claims import HardBinding
 from provenance.core.errors import BindingError
 from provenance.core.merkle import EMPTY_ROOT, MemoryTree, leaf_hash
@@ -100,9 +104,9 @@ class _CountedReads(io.BytesIO):
 
     reads = 0
 
-    def readinto(self, buffer: object) -> int:  # type: ignore[override]
+    def readinto(self, buffer: WriteableBuffer, /) -> int:
         self.reads += 1
-        return super().readinto(buffer)  # type: ignore[arg-type]
+        return super().readinto(buffer)
 
 
 @pytest.mark.parametrize("chunk_size", [DEFAULT_VIDEO_CHUNK, 300_000, 3 * MIB, 1000])
@@ -123,7 +127,7 @@ def test_hash_file_equals_the_streaming_hasher_for_every_kind_of_file(
             assert f.tell() == len(data)
     whole = hash_chunked(data, chunk_size)
     assert hash_file(io.BytesIO(data), chunk_size) == whole  # read once, into a ring
-    assert hash_file(_ReadOnly(data), chunk_size) == whole  # type: ignore[arg-type]
+    assert hash_file(cast(BinaryIO, _ReadOnly(data)), chunk_size) == whole  # only `read`
 
 
 def test_a_file_read_once_waits_for_the_helper_before_it_reuses_a_buffer() -> None:

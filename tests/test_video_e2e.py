@@ -6,18 +6,19 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
+from typing import Any
 
 import pytest
-from conftest import SAMPLES, Cli, ServerProc
 
 from clients.api import ProvenanceClient
 from provenance.core.errors import TransportError
 from provenance.media.video.transcode import transcode
+from tests.conftest import SAMPLES, Cli, ServerProc
 
 CLIP = SAMPLES / "fabric_pattern.mp4"
 
 
-def _verify(cli: Cli, path: Path, *extra: str) -> tuple[int, dict]:
+def _verify(cli: Cli, path: Path, *extra: str) -> tuple[int, dict[str, Any]]:
     rc, out, err = cli("verify", str(path), "--json", "--no-detect", *extra)
     assert out, err
     return rc, json.loads(out)

@@ -8,6 +8,7 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
+from av.sidedata.sidedata import Type as SideDataType
 from PIL import Image
 
 from provenance.core.binding import PDQ_MIN_QUALITY, hamming, pdq_hash
@@ -81,7 +82,7 @@ def test_display_matrix_written_by_ffmpeg_is_applied(
             out.mux(packet)
     with av.open(str(path)) as inp:
         frame = next(inp.decode(video=0))
-        side = frame.side_data.get(av.sidedata.sidedata.Type.DISPLAYMATRIX)
+        side = frame.side_data.get(SideDataType.DISPLAYMATRIX)  # type: ignore[call-overload]  # av types keys as str; the enum works (frames.py)
         decoded = frame.to_ndarray(format="rgb24")
     # FFmpeg writes no matrix for the identity.
     assert (side is None) == (degrees == 0 and not hflip and not vflip)

@@ -16,12 +16,12 @@ import time
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
 import numpy as np
 import pytest
-from conftest import ADMIN_TOKEN, FIXTURES, DemoSite, demo_site, start_server, start_web
 from PIL import Image
 
 from clients.cli import main as prov_main
@@ -34,6 +34,7 @@ from provenance.media.video.frames import DEMUXERS
 from provenance.web.app import WebConfig
 from provenance.web.serve import bind
 from provenance.web.serve import start_web as start_web_app
+from tests.conftest import ADMIN_TOKEN, FIXTURES, DemoSite, demo_site, start_server, start_web
 
 pytestmark = pytest.mark.slow
 
@@ -66,10 +67,8 @@ def limited_web(site: DemoSite) -> Iterator[str]:
     web.stop()
 
 
-def _verify(
-    http: httpx.Client, path: Path, name: str | None = None, **kw: object
-) -> httpx.Response:
-    return http.post("/api/v1/verify", files={"file": (name or path.name, path.read_bytes())}, **kw)  # type: ignore[arg-type]
+def _verify(http: httpx.Client, path: Path, name: str | None = None, **kw: Any) -> httpx.Response:
+    return http.post("/api/v1/verify", files={"file": (name or path.name, path.read_bytes())}, **kw)
 
 
 def _error(r: httpx.Response, code: int, words: str) -> None:

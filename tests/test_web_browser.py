@@ -18,13 +18,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, DemoSite, demo_site
 from selenium import webdriver
 from selenium.webdriver.common.action_chains import ActionChains
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support import expected_conditions as EC
 from selenium.webdriver.support.ui import WebDriverWait
+
+from tests.conftest import ROOT, DemoSite, demo_site
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
@@ -188,7 +189,7 @@ def test_crop_overlay_is_marked_by_the_image_thresholds(
     """The cat photo through a server running the shipped detector: each crop drawn over
     the thumbnail is styled by its band (colour and a stroke pattern, so not by colour
     alone), and the legend's counts are the boxes drawn."""
-    from conftest import SAMPLES, read_line, start_server
+    from tests.conftest import SAMPLES, read_line, start_server
 
     srv = start_server(
         tmp_path / "det.db", "--detector", "--detector-device", "cpu", "--http", "127.0.0.1:0"
@@ -218,7 +219,9 @@ def test_crop_overlay_is_marked_by_the_image_thresholds(
     assert len(boxes) == 64 and "likely generated from 0." in thresholds, thresholds
     styles = {tone: {(c, d) for t, c, d in boxes if t == tone} for tone in ("high", "mid", "low")}
     for tone, words in (("high", "red, solid"), ("mid", "grey, dashed"), ("low", "green, dotted")):
-        n = int(re.search(rf"{words}: (\d+)", key).group(1))  # type: ignore[union-attr]
+        found = re.search(rf"{words}: (\d+)", key)
+        assert found, (words, key)
+        n = int(found.group(1))
         assert n == sum(1 for t, _, _ in boxes if t == tone), (tone, key)
         assert len(styles[tone]) <= 1, styles  # one style per band
     drawn = [s for tone in ("high", "mid", "low") for s in styles[tone]]

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import ROOT, read_line, start_server
 
 from clients.demo import DemoFiles
 from clients.webdemo import drop_list
+from tests.conftest import ROOT, read_line, start_server
 
 pytestmark = pytest.mark.slow
 

@@ -21,7 +21,6 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import ServerProc
 
 from clients.api import Query
 from provenance.web.api import JSON_WORKERS
@@ -29,6 +28,7 @@ from provenance.web.app import WebConfig
 from provenance.web.guard import DEFAULT_LIMITS
 from provenance.web.serve import WebServer
 from provenance.web.serve import start_web as start_web_app
+from tests.conftest import ServerProc
 
 #: Seconds the gate holds a parse at the most (reached only when the loop is blocked).
 GATE_S = 30.0

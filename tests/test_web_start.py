@@ -4,7 +4,8 @@ up later) but says so on stderr at once, instead of serving 503s without a word.
 from __future__ import annotations
 
 import httpx
-from conftest import ServerProc, closed_port, start_web
+
+from tests.conftest import ServerProc, closed_port, start_web
 
 
 def _stderr_after_stop(web: ServerProc) -> str:

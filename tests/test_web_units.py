@@ -12,7 +12,12 @@ import pytest
 from starlette.requests import Request
 from starlette.testclient import TestClient
 
-from provenance.core.errors import MediaError, MediaTooLargeError, TransportError
+from provenance.core.errors import (
+    MediaError,
+    MediaTooLargeError,
+    ProvenanceError,
+    TransportError,
+)
 from provenance.web.errors import WebError, error_body, error_headers, http_status
 from provenance.web.logviews import is_number, parse_hash, parse_index
 from provenance.web.present import download_name, human_bytes, timeline_plot, verdict
@@ -71,9 +76,9 @@ def test_rate_limit_off_and_bounded() -> None:
         (TransportError("?", "SOMETHING_NEW"), 500),
     ],
 )
-def test_error_mapping(error: Exception, code: int) -> None:
-    assert http_status(error) == code  # type: ignore[arg-type]
-    assert error_body(error)["error"]["code"] == code  # type: ignore[arg-type]
+def test_error_mapping(error: ProvenanceError, code: int) -> None:
+    assert http_status(error) == code
+    assert error_body(error)["error"]["code"] == code
 
 
 def test_presentation_helpers() -> None:
@@ -92,7 +97,8 @@ def test_presentation_helpers() -> None:
     assert (lh, th, ll, tl) == ("0.885", "high", "0.295", "low")
     assert y1 < yh < yl < y0 and abs(yh - (y1 + (y0 - y1) * (1 - 0.885))) < 0.2
     # a block without thresholds (an older server): no lines rather than guessed ones
-    assert timeline_plot({"timeline": frames}).levels == ()  # type: ignore[union-attr]
+    bare = timeline_plot({"timeline": frames})
+    assert bare is not None and bare.levels == ()
     assert timeline_plot(None) is None and timeline_plot({"timeline": []}) is None
 
 
@@ -129,11 +135,11 @@ def test_multipart_headers_are_bounded() -> None:
     head = b'--b\r\nContent-Disposition: form-data; name="file"; filename="'
     for extra in (10, 100 * MAX_HEADER):
         form = _Form(max_file_bytes=1024)
-        parser = MultipartParser(b"b", form.callbacks())  # type: ignore[arg-type]
+        parser = MultipartParser(b"b", form.callbacks())
         with pytest.raises(WebError, match="headers are longer|malformed"):
             _write(parser, head + b"x" * (MAX_HEADER + extra) + b'"\r\n\r\n')
     form = _Form(max_file_bytes=1024)
-    parser = MultipartParser(b"b", form.callbacks())  # type: ignore[arg-type]
+    parser = MultipartParser(b"b", form.callbacks())
     with pytest.raises(WebError, match="malformed"):
         _write(parser, b"--b\r\nnot a header line at all\x00\r\n\r\n")
 
@@ -144,7 +150,7 @@ def test_multipart_form_fields_and_file() -> None:
     from provenance.web.upload import _Form
 
     form = _Form(max_file_bytes=10)
-    parser = MultipartParser(b"b", form.callbacks())  # type: ignore[arg-type]
+    parser = MultipartParser(b"b", form.callbacks())
     parser.write(
         b'--b\r\nContent-Disposition: form-data; name="file"; filename="C:\\\\dir\\\\a.jpg"\r\n\r\n'
         b"0123456789\r\n--b--\r\n"
@@ -152,7 +158,7 @@ def test_multipart_form_fields_and_file() -> None:
     assert form.ended and form.file_done and form.filename == "a.jpg"
     assert form.take(1) == b"0123456789" and form.sidecar() is None
     big = _Form(max_file_bytes=4)
-    parser = MultipartParser(b"b", big.callbacks())  # type: ignore[arg-type]
+    parser = MultipartParser(b"b", big.callbacks())
     with pytest.raises(WebError) as e:
         parser.write(b'--b\r\nContent-Disposition: form-data; name="file"\r\n\r\n0123456789')
     assert e.value.code == "RESOURCE_EXHAUSTED"

@@ -11,7 +11,6 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from conftest import ADMIN_TOKEN, ServerProc, enroll_key, signed_claim, witness_serve
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from clients.api import ProvenanceClient
@@ -26,6 +25,7 @@ from provenance.log.checkpoint import (
 )
 from provenance.log.tlogproof import encode_tlog_proof
 from provenance.witness import Witness, cosigner_vkey, verify_cosignature
+from tests.conftest import ADMIN_TOKEN, ServerProc, enroll_key, signed_claim, witness_serve
 
 
 @pytest.fixture
@@ -64,18 +64,18 @@ def test_witness_cosigns_a_growing_log_and_refuses_rollback_and_forks(
         key = enroll_key(c)
         prev = b""
 
+        seq = 1
         receipts = []
 
         def submit(n: int) -> str:
-            nonlocal prev
+            nonlocal prev, seq
             for _ in range(n):
-                signed = signed_claim(key, submit.seq, prev=prev)  # type: ignore[attr-defined]
-                submit.seq += 1  # type: ignore[attr-defined]
+                signed = signed_claim(key, seq, prev=prev)
+                seq += 1
                 receipts.append(c.submit(signed)[0])
                 prev = signed.claim_hash
             return c.checkpoint()
 
-        submit.seq = 1  # type: ignore[attr-defined]
         first = submit(3)
         status, cosig, _ = _post(url, _body(0, [], first))
         assert status == 200, cosig

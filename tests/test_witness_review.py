@@ -11,12 +11,12 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, post_checkpoint, read_line, witness_serve
 
 from provenance.core import merkle
 from provenance.core.errors import ConfigError
 from provenance.log.checkpoint import Checkpoint, generate_log_key
 from provenance.witness import LOCK_FILE, Witness
+from tests.conftest import ROOT, post_checkpoint, read_line, witness_serve
 
 
 def _serve(tmp_path: Path, *log_keys: str) -> subprocess.Popen[str]:

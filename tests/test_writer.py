@@ -18,7 +18,6 @@ from datetime import datetime
 from pathlib import Path
 
 import pytest
-from inproc import T0, make_claim, sign
 
 from provenance.core import merkle
 from provenance.core.claims import Device, SignedClaim
@@ -35,6 +34,7 @@ from provenance.log.receipt import verify_receipt
 from provenance.server.writer import SWEEP_S, Appended, GroupCommitWriter, PendingClaim
 from provenance.store import Store, open_store
 from provenance.wire import convert as wire
+from tests.inproc import T0, make_claim, sign
 
 
 @dataclass

@@ -227,6 +227,7 @@ class LocalTsa:
             }
         )
         token = cms.ContentInfo({"content_type": "signed_data", "content": signed_data})
-        return tsp.TimeStampResp(
+        der: bytes = tsp.TimeStampResp(  # asn1crypto is untyped: dump() is Any
             {"status": {"status": "granted"}, "time_stamp_token": token}
         ).dump()
+        return der

@@ -19,6 +19,7 @@ import tarfile
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Literal
 
 from PIL import Image
 
@@ -194,9 +195,11 @@ def _zip(entries: list[tuple[str, bytes]], compression: int = zipfile.ZIP_DEFLAT
     return buf.getvalue()
 
 
-def _tar(entries: list[tuple[str, bytes]], mode: str = "w") -> bytes:
+def _tar(
+    entries: list[tuple[str, bytes]], mode: Literal["w", "w:gz", "w:bz2", "w:xz"] = "w"
+) -> bytes:
     buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode=mode) as tf:  # type: ignore[call-overload]
+    with tarfile.open(fileobj=buf, mode=mode) as tf:
         for name, data in entries:
             info = tarfile.TarInfo(name)
             info.size, info.mtime = len(data), 1_700_000_000
