@@ -57,7 +57,8 @@ def serve(
     cosignature/v1 line (c2sp.org/tlog-cosignature). Refuses rolled-back or forked
     checkpoints with 409 Conflict and the witness's size. Prints the witness's verifier
     key ("witness key NAME+ID+KEY": give it to `prov serve --witness URL=KEY`), then
-    "witness on http://HOST:PORT"."""
+    "witness on http://HOST:PORT". Stops on SIGINT/SIGTERM: requests in flight are
+    answered, the state folder's lock released, "witness stopped" printed, exit 0."""
     from provenance.web.guard import HttpLimits
     from provenance.witness.http import run_witness
 
@@ -74,4 +75,7 @@ def serve(
         per_client=connections_per_client,
         max_connections=max_connections,
     )
-    run_witness(listen, witness, limits)
+    try:
+        run_witness(listen, witness, limits)
+    finally:
+        witness.close()
