@@ -11,6 +11,7 @@ from clients.options import (
     ConnectionsPerClientOpt,
     HeaderSecondsOpt,
     MaxConnectionsOpt,
+    check_can_listen,
     verifier_keys,
 )
 from provenance.core.errors import ConfigError, LogError
@@ -62,6 +63,9 @@ def serve(
     from provenance.web.guard import HttpLimits
     from provenance.witness.http import run_witness
 
+    # the address first (exit 1 "cannot listen on ..."): nothing is created for a witness
+    # that cannot start (before: the key and the state folder, and "witness key" printed)
+    check_can_listen(listen, "--listen")
     if not key.parent.is_dir():
         raise ConfigError(f"{key}: the folder {key.parent} does not exist")
     signer = load_log_signer(key, name) if key.exists() else generate_log_key(key, name)

@@ -100,3 +100,19 @@ def test_prov_web_stops_cleanly(sig: int) -> None:
     assert rc == 0, (rc, out, err)
     assert out.splitlines()[-2:] == ["shutting down", "web stopped"], out
     assert "Traceback" not in err, err
+
+
+def test_witness_serve_on_an_address_in_use_creates_nothing(tmp_path: Path) -> None:
+    """The address is checked before the key and the state folder are created: before,
+    the witness created both and printed "witness key ..." and then failed to bind."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        listen = f"127.0.0.1:{taken.getsockname()[1]}"
+        proc = _witness(tmp_path, listen)
+        out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 1, (out, err)
+    assert f"cannot listen on {listen}: address already in use" in err.lower(), err
+    assert "witness key" not in out, out
+    assert not (tmp_path / "witness.pem").exists()
+    assert not (tmp_path / "wstate").exists()
