@@ -537,10 +537,15 @@ def _revoked_source(
     return VerificationReport(Verdict.REVOKED_KEY, reasons, ev, now)
 
 
+#: UNSIGNED's first reason; with `NO_PERCEPTUAL_HASH` after it when no pixels were hashed.
+NO_MATCH_REASON = "no signed claim in the log matches these bytes or these pixels"
+NO_PERCEPTUAL_HASH = "no perceptual hash could be computed, so near copies were not searched"
+
+
 def _unsigned(facts: FileFacts, now: datetime) -> VerificationReport:
-    reasons = ["no signed claim in the log matches these bytes or these pixels"]
+    reasons = [NO_MATCH_REASON]
     if not facts.soft_bindings:
-        reasons.append("no perceptual hash could be computed, so near copies were not searched")
+        reasons.append(NO_PERCEPTUAL_HASH)
     return VerificationReport(Verdict.UNSIGNED, tuple(reasons), Evidence(file=facts), now)
 
 
