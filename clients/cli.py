@@ -63,6 +63,7 @@ from provenance.core.errors import (
 from provenance.core.keyhistory import check_admin_token_text
 from provenance.core.keys import KEY_ID_BYTES, DeviceKey
 from provenance.core.timecheck import check_revocation_reason
+from provenance.core.timetext import utc_text
 from provenance.media.image import sniff_media_type
 from provenance.server import cli as server_cli
 from provenance.terminal import SafeConsole, protect_typer, shown, transient_bar
@@ -320,15 +321,7 @@ def revoke(
         raise typer.BadParameter(str(e), param_hint="--reason") from e
     when = None
     if since:
-        try:
-            when = datetime.fromisoformat(since.replace("Z", "+00:00"))
-        except ValueError:
-            raise typer.BadParameter(
-                f"an ISO 8601 time such as 2026-11-28T09:00:00Z is needed, got {since!r}",
-                param_hint="--since",
-            ) from None
-        if when.tzinfo is None:
-            when = when.replace(tzinfo=UTC)
+        when = _revocation_time(since)
         if when > datetime.now(UTC):
             raise typer.BadParameter(
                 f"{since} is in the future; a revocation takes effect now or earlier",
@@ -340,7 +333,7 @@ def revoke(
         # already_revoked when the key stands revoked no later than asked (nothing logged)
         d, unchanged = c.revoke(dev, reason, when)
     assert d.revoked_at is not None
-    at = f"{d.revoked_at:%Y-%m-%d %H:%M:%S} UTC"
+    at = utc_text(d.revoked_at)
     if unchanged:  # the earlier revocation stands
         out.print(
             f"{d.device_id.hex()} was already revoked at {at} (reason: {d.revocation_reason});"
@@ -349,6 +342,34 @@ def revoke(
         )
         raise typer.Exit(EXIT_ALREADY_REVOKED)
     out.print(f"revoked {d.device_id.hex()} at {at}: {d.revocation_reason}", highlight=False)
+
+
+def _revocation_time(since: str) -> datetime:
+    """`prov admin revoke --since` text as an aware UTC datetime: ISO 8601, UTC unless an
+    offset is given; a date alone ("2026-11-28", "2026-11-28+05:00") is its midnight
+    (Python 3.11 reads the sign before an offset as the date/time separator, so
+    "0001-01-01+05:00" would be 05:00 UTC). Raises typer.BadParameter (exit 2, before
+    any call) for other text, and for a time outside 0001-01-01..9999-12-31 once in UTC."""
+    text = since.strip().replace("Z", "+00:00").replace("z", "+00:00")
+    if re.fullmatch(r"\d{4}-\d{2}-\d{2}([+-]\d{2}:?\d{2})?", text):
+        text = text[:10] + "T00:00:00" + text[10:]
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError:
+        raise typer.BadParameter(
+            f"an ISO 8601 time such as 2026-11-28T09:00:00Z is needed, got {since!r}",
+            param_hint="--since",
+        ) from None
+    if when.tzinfo is None:
+        return when.replace(tzinfo=UTC)
+    try:
+        return when.astimezone(UTC)
+    except OverflowError:
+        raise typer.BadParameter(
+            f"{since} is outside the times a log holds (0001-01-01 to 9999-12-31) once"
+            " converted to UTC",
+            param_hint="--since",
+        ) from None
 
 
 # ---------------------------------------------------------------- device

@@ -527,6 +527,22 @@ class ReceiptFormat(StrEnum):
     TLOG_PROOF = "tlog-proof"
 
 
+def _receipt_format(value: str) -> ReceiptFormat:
+    """The `prov receipt export --format` value as a ReceiptFormat. Raises
+    typer.BadParameter (a usage error, exit 2) naming the formats that exist: Typer's
+    own enum check says "Value error, 'nope' is not one of 'tlog-proof'"."""
+    try:
+        return ReceiptFormat(value)
+    except ValueError:
+        names = [f.value for f in ReceiptFormat]
+        which = (
+            f"the only format is {names[0]}"
+            if len(names) == 1
+            else "the formats are " + ", ".join(names)
+        )
+        raise typer.BadParameter(f"unknown format {value!r}; {which}") from None
+
+
 @receipt_app.command("export")
 def receipt_export(
     sidecar: Annotated[
@@ -534,7 +550,12 @@ def receipt_export(
     ],
     format: Annotated[
         ReceiptFormat,
-        typer.Option("--format", help="c2sp.org/tlog-proof: the standard offline proof format."),
+        typer.Option(
+            "--format",
+            parser=_receipt_format,
+            metavar="[tlog-proof]",
+            help="c2sp.org/tlog-proof: the standard offline proof format (the only one).",
+        ),
     ] = ReceiptFormat.TLOG_PROOF,
     output: Annotated[
         Path | None,

@@ -24,6 +24,7 @@ from typing import Any
 
 from detector.bands import threshold_words, unscored_reason
 from provenance.core.claims import Claim, Device, Verdict
+from provenance.core.timetext import utc_iso, utc_text
 from provenance.core.verify import ClaimEvidence, VerificationReport
 
 EXIT_CODES: dict[Verdict, int] = {
@@ -51,7 +52,7 @@ _ADVISORY = "advisory only: a learned estimate, never proof; it does not change 
 def iso_utc(dt: Any) -> str | None:
     """A UTC `datetime` as ISO 8601 with microseconds and ``Z``
     (``2026-12-02T08:16:00.000000Z``, RFC 3339); None stays None."""
-    return None if dt is None else dt.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return None if dt is None else utc_iso(dt)
 
 
 def claim_to_json(c: Claim) -> dict[str, Any]:
@@ -228,11 +229,11 @@ def report_to_text(r: VerificationReport, path: str) -> str:
             lines.append("  log        not in the log")
         if c.device is not None and c.device.revoked_at is not None:
             lines.append(
-                f"  revoked    {c.device.revoked_at:%Y-%m-%d %H:%M:%S} UTC: {c.device.revocation_reason}"
+                f"  revoked    {utc_text(c.device.revoked_at)}: {c.device.revocation_reason}"
             )
     for o in ev.other_claims:
         revoked = (
-            f", key revoked {o.device.revoked_at:%Y-%m-%d %H:%M:%S} UTC: {o.device.revocation_reason}"
+            f", key revoked {utc_text(o.device.revoked_at)}: {o.device.revocation_reason}"
             if o.device is not None and o.device.revoked_at is not None
             else ""
         )

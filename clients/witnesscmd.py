@@ -11,6 +11,7 @@ from clients.options import (
     ConnectionsPerClientOpt,
     HeaderSecondsOpt,
     MaxConnectionsOpt,
+    check_can_listen,
     verifier_keys,
 )
 from provenance.core.errors import ConfigError, LogError
@@ -57,10 +58,14 @@ def serve(
     cosignature/v1 line (c2sp.org/tlog-cosignature). Refuses rolled-back or forked
     checkpoints with 409 Conflict and the witness's size. Prints the witness's verifier
     key ("witness key NAME+ID+KEY": give it to `prov serve --witness URL=KEY`), then
-    "witness on http://HOST:PORT"."""
+    "witness on http://HOST:PORT". Stops on SIGINT/SIGTERM: requests in flight are
+    answered, the state folder's lock released, "witness stopped" printed, exit 0."""
     from provenance.web.guard import HttpLimits
     from provenance.witness.http import run_witness
 
+    # the address first (exit 1 "cannot listen on ..."): nothing is created for a witness
+    # that cannot start (before: the key and the state folder, and "witness key" printed)
+    check_can_listen(listen, "--listen")
     if not key.parent.is_dir():
         raise ConfigError(f"{key}: the folder {key.parent} does not exist")
     signer = load_log_signer(key, name) if key.exists() else generate_log_key(key, name)
@@ -74,4 +79,7 @@ def serve(
         per_client=connections_per_client,
         max_connections=max_connections,
     )
-    run_witness(listen, witness, limits)
+    try:
+        run_witness(listen, witness, limits)
+    finally:
+        witness.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import itertools
 import os
 import shutil
@@ -395,3 +396,14 @@ def demo_site(work: Path, web_separate: bool) -> Iterator[DemoSite]:
         if web is not None:
             web.stop()
         srv.stop()
+
+
+def pbkdf2_iterations(pem: bytes) -> int:
+    """The PBKDF2 iteration count of an encrypted PKCS#8 PEM (RFC 8018 PBKDF2-params:
+    after the PBKDF2 OID, SEQUENCE { OCTET STRING salt, INTEGER iterationCount, ... })."""
+    der = base64.b64decode(b"".join(pem.splitlines()[1:-1]))
+    at = der.index(bytes.fromhex("06092a864886f70d01050c")) + 11  # the PBKDF2 OID
+    assert der[at] == 0x30 and der[at + 2] == 0x04  # short lengths, as written
+    at += 4 + der[at + 3]  # past the salt
+    assert der[at] == 0x02
+    return int.from_bytes(der[at + 2 : at + 2 + der[at + 1]], "big")

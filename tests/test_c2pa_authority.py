@@ -26,7 +26,9 @@ from provenance.c2pa.authority import (
     load_authority,
 )
 from provenance.core.errors import ConfigError, EnrollmentError, KeyMaterialError
+from provenance.core.keyfile import PBKDF2_ITERATIONS
 from provenance.core.keys import DeviceKey
+from tests.conftest import pbkdf2_iterations
 
 NOW = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
 
@@ -66,6 +68,28 @@ def test_encrypted_key_needs_its_passphrase(tmp_path: Path) -> None:
         load_authority(tmp_path, b"wrong")
     with pytest.raises(ConfigError):
         load_authority(tmp_path / "absent")
+
+
+def test_an_authority_key_file_costs_600000_pbkdf2_iterations_per_guess(
+    tmp_path: Path,
+) -> None:
+    """`admin ca init --passphrase` wrote the authority key with BestAvailableEncryption
+    (PBKDF2 at 2,048 iterations); it is written as a device key is, at 600,000, and a file
+    written the old way still loads."""
+    auth = init_authority(tmp_path, now=NOW, passphrase=b"secret")
+    pem = (tmp_path / KEY_FILE).read_bytes()
+    assert pbkdf2_iterations(pem) == PBKDF2_ITERATIONS == 600_000
+    assert load_authority(tmp_path, b"secret").certificate == auth.certificate
+    with pytest.raises(KeyMaterialError):
+        load_authority(tmp_path, b"wrong")
+    old = auth.private_key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.BestAvailableEncryption(b"secret"),
+    )
+    assert pbkdf2_iterations(old) == 2048
+    (tmp_path / KEY_FILE).write_bytes(old)
+    assert load_authority(tmp_path, b"secret").certificate == auth.certificate
 
 
 def test_issued_leaf_has_the_c2pa_profile(authority: Authority) -> None:

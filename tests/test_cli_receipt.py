@@ -80,3 +80,17 @@ def test_receipt_verify_with_another_logs_key_says_so(enrolled: Cli, tmp_path: P
     for path in (f"{photo}.prov", str(proof)):
         rc, out, err = enrolled("receipt", "verify", path, "--log-key", vkey)
         assert rc == 0 and " OK: leaf " in out, err
+
+
+def test_receipt_export_unknown_format_names_the_formats(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`--format nope` is a usage error (exit 2) saying plainly which formats exist, not
+    Typer's "Value error, 'nope' is not one of 'tlog-proof'"."""
+    sidecar = tmp_path / "a.jpg.prov"
+    sidecar.write_bytes(b"not read")
+    rc, text = _run(capsys, "receipt", "export", str(sidecar), "--format", "nope")
+    text = " ".join(text.replace("│", " ").split())  # the error box's side lines
+    assert rc == 2, text
+    assert "unknown format 'nope'" in text and "the only format is tlog-proof" in text, text
+    assert "Value error" not in text and "is not one of" not in text, text

@@ -234,3 +234,33 @@ def test_revocations_asked_for_now_log_one_entry_whatever_order_they_commit_in(
     assert isinstance(moved, KeyAppended) and moved.receipt is not None
     assert moved.device.revocation_reason == "given"
     assert inproc.service.store.tree_size() == size + 2
+
+
+@pytest.mark.parametrize(
+    "since", ["0001-01-01+05:00", "0001-01-01T00:00:00+05:00", "0001-01-01T00:20+00:30"]
+)
+def test_a_since_out_of_range_in_utc_is_a_usage_error(
+    enrolled: Cli, tmp_path: Path, since: str
+) -> None:
+    """A --since that falls before 0001-01-01 UTC once converted (or is not a time at all,
+    as Python 3.11 reads "0001-01-01+05:00": the '+' as the date/time separator) is a usage
+    error (exit 2) before any call; before, the server refused it (exit 1)."""
+    _, device_id = sign_sample(enrolled, tmp_path)
+    rc, text, err = enrolled("admin", "revoke", device_id, "--reason", "R", "--since", since)
+    assert rc == 2, (text, err)
+    assert "--since" in err and "UTC" in err, err
+    with ProvenanceClient(enrolled.server) as c:  # nothing was asked of the server
+        assert c.get_device(bytes.fromhex(device_id)).revoked_at is None
+
+
+def test_a_revocation_before_year_1000_shows_four_digit_years(
+    enrolled: Cli, tmp_path: Path
+) -> None:
+    """ISO 8601 years have 4 digits: 0999-12-31, not strftime's 999-12-31 (glibc)."""
+    _, device_id = sign_sample(enrolled, tmp_path)
+    since = "0999-12-31T23:00:00Z"
+    rc, text, err = enrolled("admin", "revoke", device_id, "--reason", "R", "--since", since)
+    assert rc == 0, (text, err)
+    assert text.strip() == f"revoked {device_id} at 0999-12-31 23:00:00 UTC: R", text
+    rc, again, err = enrolled("admin", "revoke", device_id, "--reason", "R2", "--since", since)
+    assert rc == 3 and "already revoked at 0999-12-31 23:00:00 UTC" in again, (again, err)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 from pathlib import Path
 
 import pytest
@@ -14,6 +13,7 @@ from clients.device import DeviceHome
 from provenance.core.errors import KeyMaterialError, SignatureError
 from provenance.core.keyfile import PBKDF2_ITERATIONS
 from provenance.core.keys import DeviceKey, key_id, verify_strict
+from tests.conftest import pbkdf2_iterations
 
 # RFC 8032 section 7.1, TEST 1 (empty message).
 RFC8032_SECRET = bytes.fromhex("9d61b19deffd5a60ba844af492ec2cc44449c5697b326919703bac031cae7f60")
@@ -88,17 +88,6 @@ def test_encrypted_pem_round_trip() -> None:
     verify_strict(key.public_key, b"m", loaded.sign(b"m"))
 
 
-def _pbkdf2_iterations(pem: bytes) -> int:
-    """The PBKDF2 iteration count of an encrypted PKCS#8 PEM (RFC 8018 PBKDF2-params:
-    after the PBKDF2 OID, SEQUENCE { OCTET STRING salt, INTEGER iterationCount, ... })."""
-    der = base64.b64decode(b"".join(pem.splitlines()[1:-1]))
-    at = der.index(bytes.fromhex("06092a864886f70d01050c")) + 11  # the PBKDF2 OID
-    assert der[at] == 0x30 and der[at + 2] == 0x04  # short lengths, as written
-    at += 4 + der[at + 3]  # past the salt
-    assert der[at] == 0x02
-    return int.from_bytes(der[at + 2 : at + 2 + der[at + 1]], "big")
-
-
 def test_a_device_key_file_costs_600000_pbkdf2_iterations_per_guess(tmp_path: Path) -> None:
     """`prov device init` wrote its key with cryptography's BestAvailableEncryption:
     PBKDF2-HMAC-SHA256 at 2,048 iterations, so a copied key file cost about 1 µs per
@@ -107,7 +96,7 @@ def test_a_device_key_file_costs_600000_pbkdf2_iterations_per_guess(tmp_path: Pa
     home = DeviceHome(tmp_path / "dev")
     state, _ = home.init(b"correct horse")
     pem = home.key_path.read_bytes()
-    assert _pbkdf2_iterations(pem) == PBKDF2_ITERATIONS == 600_000
+    assert pbkdf2_iterations(pem) == PBKDF2_ITERATIONS == 600_000
     assert home.load_key(b"correct horse").key_id.hex() == state.device_id
     loaded = serialization.load_pem_private_key(pem, b"correct horse")  # a plain reader
     assert isinstance(loaded, Ed25519PrivateKey)
@@ -116,7 +105,7 @@ def test_a_device_key_file_costs_600000_pbkdf2_iterations_per_guess(tmp_path: Pa
         serialization.PrivateFormat.PKCS8,
         serialization.BestAvailableEncryption(b"correct horse"),
     )
-    assert _pbkdf2_iterations(old) == 2048
+    assert pbkdf2_iterations(old) == 2048
     home.key_path.write_bytes(old)
     assert home.load_key(b"correct horse").key_id.hex() == state.device_id
 

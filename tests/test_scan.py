@@ -239,6 +239,17 @@ def test_each_row_of_a_mixed_desk_is_right(desk: Desk) -> None:
             if path.startswith(f"{f}/") and "!" not in path
             else (b if path.startswith(b) else t)
         ), path
+    # a row looked up by SHA-256 only says so and why (its note), not "no ... claim
+    # matches these bytes or these pixels": no pixels were hashed
+    for path in (f"{f}/broken.jpg", f"{b}!broken.jpg", f"{f}/notes.txt", f"{b}!notes.txt"):
+        r = rows[path]
+        why = r["note"].removesuffix(": looked up by SHA-256 only")
+        assert r["reasons"] == [
+            f"no signed claim in the log matches these bytes; only their SHA-256 was looked"
+            f" up ({why})"
+        ], (path, r["reasons"])
+    assert "truncated or corrupt" in rows[f"{f}/broken.jpg"]["reasons"][0]
+    assert "pixels" not in " ".join(rows[f"{f}/notes.txt"]["reasons"])
     signed = rows[f"{b}!inner.tar.gz!hopper.jpg"]
     hopper = (SAMPLES / "grace_hopper.jpg").read_bytes()
     assert signed["sha256"] == __import__("hashlib").sha256(hopper).hexdigest()
@@ -285,6 +296,14 @@ def test_csv_and_html_reports_describe_every_row(desk: Desk) -> None:
     page = html_path(report).read_text()
     assert "<img src=x" not in page and "&lt;img src=x onerror=alert(1)&gt;.jpg" in page
     assert "<td>UNSIGNED</td><td class='n'>9</td>" in page  # empty.jpg is not looked up
+    assert (
+        "<p class='note'>5 of the UNSIGNED files were looked up by SHA-256 only (not"
+        " media, truncated or corrupt, or over a size limit): the CSV's note column says"
+        " why for each.</p>"
+    ) in page
+    notes = {r[0]: r[-2] for r in csv.reader(lines[1:])}
+    assert "truncated or corrupt" in notes[f"{desk.folder}/broken.jpg"]
+    assert notes[f"{desk.folder}/broken.jpg"].endswith("looked up by SHA-256 only")
     assert "<td>EMPTY</td><td class='n'>1</td>" in page
     assert "<td>SIGNED_ORIGINAL</td><td class='n'>4</td>" in page
     assert "<td>ERROR</td><td class='n'>9</td>" in page

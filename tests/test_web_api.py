@@ -199,11 +199,21 @@ def test_bad_uploads_get_clear_errors_and_the_server_stays_up(
         _alive(site, http)
     # not a form at all
     _error(http.post("/api/v1/verify", content=b"raw"), 400, "multipart/form-data")
-    # the file under another field name: the message says which field it belongs in
+    # the file under another field name (curl -F photo=@h.jpg): a 400 naming the field
+    # expected, whatever its size (before: 413 "larger than 1,024 bytes" for a photo)
+    for body in (jpeg, b"tiny"):
+        _error(
+            http.post("/api/v1/verify", files={"photo": ("h.jpg", body)}),
+            400,
+            r"the file came in the form field `photo`; send it in the field `file`"
+            r" \(e\.g\. curl -F file=@h\.jpg\)",
+        )
+        _alive(site, http)
+    # a large value in a field that is no file (curl -F photo=<h.jpg): 400 as well
     _error(
-        http.post("/api/v1/verify", files={"photo": ("h.jpg", jpeg)}),
-        413,
-        r"form field `photo` is larger than 1,024 bytes \(a file goes in the field `file`\)",
+        http.post("/api/v1/verify", data={"photo": jpeg.decode("latin-1")}, files={"x": b""}),
+        400,
+        r"form field `photo` is larger than 1,024 bytes; a file goes in the field `file`",
     )
     # a multipart body that stops before its closing boundary
     head = b'--XyZ\r\nContent-Disposition: form-data; name="file"; filename="a.jpg"\r\n\r\n'

@@ -157,7 +157,8 @@ class Summary:
     unsigned images (by detector score, then report order) and the first refused rows;
     ``flagged``: the first TOP_FLAGGED rows of each verdict in FLAGGED, by verdict;
     ``detected``: whether a detector ran (the scan asked for one, or a row of the report
-    carries a detector block: a resumed report's earlier rows)."""
+    carries a detector block: a resumed report's earlier rows); ``sha256_only``: how many
+    UNSIGNED rows were looked up by SHA-256 alone (kind "file": no pixels hashed)."""
 
     counts: dict[str, int]
     rows: int
@@ -166,6 +167,7 @@ class Summary:
     refused: list[dict[str, Any]]
     detected: bool = False
     flagged: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    sha256_only: int = 0
 
 
 def _rank(row: dict[str, Any]) -> float:
@@ -197,6 +199,7 @@ class ReportWriter:
         self._counts: Counter[str] = Counter()
         self._bytes = 0
         self._seen = 0
+        self._sha256_only = 0  # UNSIGNED rows looked up by SHA-256 alone (kind "file")
         self._unsigned: list[tuple[float, int, dict[str, Any]]] = []  # a min-heap
         self._refused: list[dict[str, Any]] = []
         self._flagged: dict[str, list[dict[str, Any]]] = {k: [] for k in FLAGGED}
@@ -206,6 +209,8 @@ class ReportWriter:
         self._csv.writerow(csv_row(row))
         key = row_key(row)
         self._counts[key] += 1
+        if key == Verdict.UNSIGNED.value and row.get("kind") == "file":
+            self._sha256_only += 1
         self._bytes += hashed_bytes(row)
         self._seen += 1
         self._detected = self._detected or bool(row.get("detector"))
@@ -237,6 +242,7 @@ class ReportWriter:
             list(self._refused),
             self._detected,
             {k: list(v) for k, v in self._flagged.items() if v},
+            self._sha256_only,
         )
 
     def finish(
@@ -374,6 +380,13 @@ def render_html(summary: Summary, thumbs: dict[str, str], title: str) -> str:
         if summary.counts.get(key):
             out.append(f"<tr><td>{_e(key)}</td><td class='n'>{summary.counts[key]}</td></tr>")
     out.append("</table>")
+    if summary.sha256_only:
+        out.append(
+            f"<p class='note'>{summary.sha256_only} of the UNSIGNED files"
+            f" {'was' if summary.sha256_only == 1 else 'were'} looked up by"
+            " SHA-256 only (not media, truncated or corrupt, or over a size limit): the"
+            " CSV's note column says why for each.</p>"
+        )
     out.extend(_flagged_html(summary))
     if summary.detected:
         out.append(

@@ -15,7 +15,8 @@ from typing import Any
 
 from clients.report import iso_utc, report_to_json
 from clients.scan.hashing import Measured
-from provenance.core.verify import VerificationReport
+from provenance.core.claims import Verdict
+from provenance.core.verify import NO_MATCH_REASON, NO_PERCEPTUAL_HASH, VerificationReport
 from provenance.v1 import provenance_pb2 as pb
 from provenance.wire import convert as wire
 
@@ -145,6 +146,24 @@ def report_json(m: pb.VerificationReport) -> dict[str, Any]:
     }
 
 
+#: How a row's note ends when only the SHA-256 was looked up (`clients.scan.hashing`).
+_SHA256_ONLY = ("; looked up by SHA-256 only", ": looked up by SHA-256 only")
+
+
+def sha256_only_reasons(reasons: list[str], note: str | None) -> list[str]:
+    """The ``reasons`` of an UNSIGNED row looked up by SHA-256 alone (kind "file": not
+    media, truncated or corrupt, over a limit, a video in an archive), their first saying
+    so and why (``note``, the row's note), in place of the service's "no signed claim ...
+    matches these bytes or these pixels" and "no perceptual hash could be computed": no
+    pixels were hashed. Other reasons are kept, in order; ``reasons`` is not changed."""
+    why = note or ""
+    for end in _SHA256_ONLY:
+        why = why.removesuffix(end)
+    first = "no signed claim in the log matches these bytes; only their SHA-256 was looked up"
+    rest = [r for r in reasons if r not in (NO_MATCH_REASON, NO_PERCEPTUAL_HASH)]
+    return [f"{first} ({why})" if why else first, *rest]
+
+
 def measured_row(
     m: Measured,
     archive: str | None,
@@ -161,6 +180,9 @@ def measured_row(
             if isinstance(report, VerificationReport)
             else report_json(report)
         )
+    reasons: list[str] = [] if j is None else j["reasons"]
+    if j is not None and m.kind == "file" and j["status"] == Verdict.UNSIGNED.value:
+        reasons = sha256_only_reasons(reasons, m.note)
     # one dict literal, keys in `_base`'s order (the report's JSON key order)
     return {
         "path": m.ref,
@@ -179,7 +201,7 @@ def measured_row(
             for h in m.soft
         ],
         "status": None if j is None else j["status"],
-        "reasons": [] if j is None else j["reasons"],
+        "reasons": reasons,
         "evidence": None if j is None else j["evidence"],
         "detector": detector,
         "note": m.note,

@@ -30,6 +30,7 @@ from provenance.core.errors import (
     SignatureError,
 )
 from provenance.core.keys import check_public_key, key_id
+from provenance.core.timetext import utc_text
 
 #: Enrollment tokens carry 256 bits of randomness.
 TOKEN_BYTES = 32
@@ -152,7 +153,7 @@ def check_not_revoked(device: Device, now: datetime) -> None:
     if device.revoked_at is not None and now >= device.revoked_at:
         raise RevokedKeyError(
             f"device {device.device_id.hex()[:16]}… was revoked at"
-            f" {device.revoked_at:%Y-%m-%d %H:%M:%S} UTC ({device.revocation_reason});"
+            f" {utc_text(device.revoked_at)} ({device.revocation_reason});"
             " its claims are no longer accepted"
         )
 

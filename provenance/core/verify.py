@@ -60,6 +60,7 @@ from provenance.core.envelope import PAYLOAD_TYPE_CLAIM, verify_payload
 from provenance.core.errors import BindingError, ClaimError, KeyMaterialError, SignatureError
 from provenance.core.keys import check_public_key, key_id
 from provenance.core.registry import check_claim_shape
+from provenance.core.timetext import utc_text
 from provenance.core.video_binding import check_chunk_hashes, locate_damage
 from provenance.core.video_match import VideoMatch, match_video
 
@@ -231,10 +232,8 @@ def _revoked_for(device: Device, at: datetime | None) -> bool:
 
 
 def _revocation_note(device: Device) -> str:
-    return (
-        f"the key was revoked at {device.revoked_at:%Y-%m-%d %H:%M:%S} UTC"
-        f" ({device.revocation_reason or 'no reason given'})"
-    )
+    at = "an unrecorded time" if device.revoked_at is None else utc_text(device.revoked_at)
+    return f"the key was revoked at {at} ({device.revocation_reason or 'no reason given'})"
 
 
 def _logged_verdict(
@@ -538,10 +537,15 @@ def _revoked_source(
     return VerificationReport(Verdict.REVOKED_KEY, reasons, ev, now)
 
 
+#: UNSIGNED's first reason; with `NO_PERCEPTUAL_HASH` after it when no pixels were hashed.
+NO_MATCH_REASON = "no signed claim in the log matches these bytes or these pixels"
+NO_PERCEPTUAL_HASH = "no perceptual hash could be computed, so near copies were not searched"
+
+
 def _unsigned(facts: FileFacts, now: datetime) -> VerificationReport:
-    reasons = ["no signed claim in the log matches these bytes or these pixels"]
+    reasons = [NO_MATCH_REASON]
     if not facts.soft_bindings:
-        reasons.append("no perceptual hash could be computed, so near copies were not searched")
+        reasons.append(NO_PERCEPTUAL_HASH)
     return VerificationReport(Verdict.UNSIGNED, tuple(reasons), Evidence(file=facts), now)
 
 

@@ -18,6 +18,7 @@ from clients.report import claim_to_json, device_to_json, report_to_json
 from provenance.core import merkle
 from provenance.core.errors import LogError, SignatureError, TransportError
 from provenance.core.keyhistory import SignedKeyEvent, signer_id, verify_key_event
+from provenance.core.timetext import utc_iso
 from provenance.log.checkpoint import Checkpoint, NoteVerifier, open_checkpoint
 from provenance.web.errors import WebError
 from provenance.wire import convert as wire
@@ -270,7 +271,7 @@ def key_event_to_json(signed: SignedKeyEvent) -> dict[str, Any]:
     return {
         "kind": event.kind.name.lower(),
         "device_id": event.device_id.hex(),
-        "effective_at": event.effective_at.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+        "effective_at": utc_iso(event.effective_at),
         "public_key": event.public_key.hex() or None,
         "reason": event.reason or None,
         "authorised_by": event.authorised_by,

@@ -4,6 +4,7 @@ and port 0 reports the port it got), then serve it with uvicorn, in this thread
 
 from __future__ import annotations
 
+import signal
 import socket
 import threading
 from dataclasses import dataclass, replace
@@ -112,10 +113,51 @@ def start_web(listen: str, config: WebConfig, limits: HttpLimits = DEFAULT_LIMIT
 def run_web(
     listen: str, config: WebConfig, announce: bool = True, limits: HttpLimits = DEFAULT_LIMITS
 ) -> None:
-    """Serve the web app on ``listen`` in this thread until SIGINT/SIGTERM (``prov
-    web``), each connection under ``limits``; prints ``web on http://HOST:PORT`` once
-    bound. Raises ConfigError when the address cannot be bound."""
+    """Serve the web app on ``listen`` until SIGINT/SIGTERM (``prov web``), each
+    connection under ``limits``; prints ``web on http://HOST:PORT`` once bound, and
+    "shutting down", "web stopped" when signalled (`serve_until_signalled`). Raises
+    ConfigError when the address cannot be bound."""
     sock, address = bind(listen)
-    if announce:
-        print(f"web on http://{address}", flush=True)
-    _server(config, limits).run(sockets=[sock])
+    ready = f"web on http://{address}" if announce else None
+    serve_until_signalled(_server(config, limits), sock, "web", ready)
+
+
+def serve_until_signalled(
+    server: uvicorn.Server, sock: socket.socket, what: str, ready: str | None = None
+) -> None:
+    """Run ``server`` on the bound ``sock`` until SIGINT or SIGTERM, then stop it as
+    `prov serve` stops: print "shutting down", let the requests in flight finish (a
+    second signal cuts them short) and print "WHAT stopped"; the command then exits 0.
+    ``ready``, when given, is printed once the handlers are set (a signal after it stops
+    cleanly). uvicorn run in the main thread re-raises the signal once it has shut down:
+    SIGTERM (systemd's stop) then killed the process (exit 143, no message) and SIGINT
+    ended in a KeyboardInterrupt; here it runs in a thread (where uvicorn sets no
+    handlers) while this thread waits for the signal. Raises ConfigError when the server
+    stops by itself (it could not start)."""
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: object) -> None:
+        if stop.is_set():  # a second signal: stop waiting for requests in flight
+            server.force_exit = True
+        stop.set()
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name=what)
+    try:
+        thread.start()
+        if ready is not None:
+            print(ready, flush=True)
+        while thread.is_alive() and not stop.wait(0.5):
+            pass
+        if not stop.is_set():
+            raise ConfigError(f"the {what} server stopped by itself (see the messages above)")
+        print("shutting down", flush=True)
+        server.should_exit = True
+        thread.join()
+    finally:
+        if thread.is_alive():  # an exception above: do not leave the server running
+            server.should_exit = server.force_exit = True
+            thread.join(timeout=10)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    print(f"{what} stopped", flush=True)

@@ -276,6 +276,13 @@ class _Form:
             self.file_seen = True
             raw = params.get(b"filename", b"").decode("utf-8", "replace")
             self.filename = raw.replace("\\", "/").rsplit("/", 1)[-1][:MAX_NAME] or "upload"
+        elif b"filename" in params and name != "sidecar":  # curl -F photo=@h.jpg
+            shown = params[b"filename"].decode("utf-8", "replace").replace("\\", "/")
+            shown = shown.rsplit("/", 1)[-1][:MAX_NAME] or "FILE"
+            raise WebError(
+                f"the file came in the form field `{name[:MAX_NAME]}`; send it in the field"
+                f" `file` (e.g. curl -F file=@{shown})"
+            )
         elif name in self.fields:
             raise WebError(f"the form carries the field `{name}` twice")
         else:
@@ -297,10 +304,13 @@ class _Form:
         buf = self.fields[self.current]
         limit = MAX_SIDECAR_BYTES if self.current == "sidecar" else MAX_SMALL_FIELD
         if len(buf) + end - start > limit:
-            hint = "" if self.current == "sidecar" else " (a file goes in the field `file`)"
+            if self.current != "sidecar":  # not a size limit: the wrong field (400)
+                raise WebError(
+                    f"the form field `{self.current[:MAX_NAME]}` is larger than {limit:,}"
+                    " bytes; a file goes in the field `file`"
+                )
             raise WebError(
-                f"the form field `{self.current}` is larger than {limit:,} bytes{hint}",
-                "RESOURCE_EXHAUSTED",
+                f"the form field `sidecar` is larger than {limit:,} bytes", "RESOURCE_EXHAUSTED"
             )
         buf += data[start:end]
 

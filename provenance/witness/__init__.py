@@ -372,6 +372,13 @@ class Witness:
         # witness's life
         self._folder_lock = _open_lock_file(state_dir / LOCK_FILE)
 
+    def close(self) -> None:
+        """Release the state folder's lock file (another process of the folder may then
+        take it at once); the witness answers no request after this. Idempotent."""
+        fd, self._folder_lock = self._folder_lock, -1
+        if fd >= 0:
+            os.close(fd)
+
     def vkey(self) -> str:
         """This witness's cosigner verifier key (type 0x04)."""
         return cosigner_vkey(self.signer.name, self.signer.public_key)

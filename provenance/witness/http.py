@@ -10,7 +10,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from provenance.web.guard import DEFAULT_LIMITS, HttpLimits
-from provenance.web.serve import bind, uvicorn_server
+from provenance.web.serve import bind, serve_until_signalled, uvicorn_server
 from provenance.witness import MAX_BODY_BYTES, Answer, Witness
 
 
@@ -36,7 +36,9 @@ def run_witness(listen: str, witness: Witness, limits: HttpLimits = DEFAULT_LIMI
     """Serve ``witness`` on ``listen`` (HOST:PORT, port 0 picks one) until SIGINT/SIGTERM,
     each connection under ``limits`` (a request's head and body must arrive in bounded
     time; connections per client and in all are capped); prints ``witness on
-    http://HOST:PORT`` once bound. Raises ConfigError when the address cannot be bound."""
+    http://HOST:PORT`` once bound, and "shutting down", "witness stopped" when signalled
+    (`serve_until_signalled`: requests in flight are answered first). Raises ConfigError
+    when the address cannot be bound."""
     sock, address = bind(listen)  # with TCP_NODELAY: 47 ms per add-checkpoint without, 17 with
-    print(f"witness on http://{address}", flush=True)
-    uvicorn_server(create_app(witness), limits, keep_alive=5).run(sockets=[sock])
+    server = uvicorn_server(create_app(witness), limits, keep_alive=5)
+    serve_until_signalled(server, sock, "witness", f"witness on http://{address}")

@@ -1,0 +1,118 @@
+"""`prov witness serve` and `prov web` stop cleanly on SIGTERM (systemd's stop) and
+SIGINT (Ctrl-C), as `prov serve` does: a request in flight is answered, the witness's
+state lock is released, and the process says it stopped and exits 0. Before, uvicorn
+re-raised the signal after its shutdown: SIGTERM killed the process (exit 143, no
+message) and SIGINT ended in a KeyboardInterrupt. Real processes on loopback ports."""
+
+from __future__ import annotations
+
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from provenance.log.checkpoint import generate_log_key, load_log_signer
+from tests.conftest import ROOT, closed_port, read_line
+
+LOG = "example.org/log"
+
+
+def _witness(tmp_path: Path, listen: str = "127.0.0.1:0") -> subprocess.Popen[str]:
+    log = tmp_path / "log.pem"
+    signer = load_log_signer(log, LOG) if log.exists() else generate_log_key(log, LOG)
+    vkey = signer.verifier_key()
+    return subprocess.Popen(
+        [sys.executable, "-m", "clients.cli", "witness", "serve", "--key",
+         str(tmp_path / "witness.pem"), "--log-key", vkey, "--state",
+         str(tmp_path / "wstate"), "--listen", listen],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+    )  # fmt: skip
+
+
+def _web() -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "clients.cli", "web", "--server", closed_port()]
+        + ["--listen", "127.0.0.1:0"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+    )  # fmt: skip
+
+
+def _stop(proc: subprocess.Popen[str], sig: int | None) -> tuple[int, str, str]:
+    """Send ``sig`` (None: it was sent) and wait for ``proc``: (exit status, out, err)."""
+    if sig is not None:
+        proc.send_signal(sig)
+    try:
+        out, err = proc.communicate(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, err = proc.communicate()
+    return proc.returncode, out, err
+
+
+def _in_flight(address: str, path: str) -> socket.socket:
+    """A connection to ``address`` (HOST:PORT) with a POST to ``path`` begun: its head
+    and half its 10-byte body sent."""
+    host, port = address.rsplit(":", 1)
+    conn = socket.create_connection((host, int(port)), timeout=30)
+    conn.sendall(
+        f"POST {path} HTTP/1.1\r\nHost: {address}\r\nContent-Length: 10\r\n\r\n".encode() + b"01234"
+    )
+    time.sleep(0.5)  # accepted and read by the server (one in the backlog is reset)
+    return conn
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_witness_serve_stops_cleanly(tmp_path: Path, sig: int) -> None:
+    proc = _witness(tmp_path)
+    read_line(proc, "witness key ")
+    address = read_line(proc, "witness on ").removeprefix("http://")
+    conn = _in_flight(address, "/add-checkpoint")
+    proc.send_signal(sig)
+    conn.sendall(b"56789")  # the request in flight is still answered
+    with conn:
+        head = conn.recv(4096).decode("latin-1")
+    assert head.startswith("HTTP/1.1 400"), head  # not a checkpoint: refused as such
+    rc, out, err = _stop(proc, None)
+    assert rc == 0, (rc, out, err)
+    assert out.splitlines()[-2:] == ["shutting down", "witness stopped"], out
+    assert "Traceback" not in err, err
+    # the state folder is free: another witness of it starts and stops
+    again = _witness(tmp_path)
+    read_line(again, "witness on ")
+    assert _stop(again, signal.SIGTERM)[0] == 0
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_prov_web_stops_cleanly(sig: int) -> None:
+    proc = _web()
+    address = read_line(proc, "web on ").removeprefix("http://")
+    conn = _in_flight(address, "/api/v1/verify")
+    proc.send_signal(sig)
+    conn.sendall(b"56789")
+    with conn:
+        head = conn.recv(4096).decode("latin-1")
+    assert head.startswith("HTTP/1.1 400"), head  # not a multipart form
+    rc, out, err = _stop(proc, None)
+    assert rc == 0, (rc, out, err)
+    assert out.splitlines()[-2:] == ["shutting down", "web stopped"], out
+    assert "Traceback" not in err, err
+
+
+def test_witness_serve_on_an_address_in_use_creates_nothing(tmp_path: Path) -> None:
+    """The address is checked before the key and the state folder are created: before,
+    the witness created both and printed "witness key ..." and then failed to bind."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        listen = f"127.0.0.1:{taken.getsockname()[1]}"
+        proc = _witness(tmp_path, listen)
+        out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 1, (out, err)
+    assert f"cannot listen on {listen}: address already in use" in err.lower(), err
+    assert "witness key" not in out, out
+    assert not (tmp_path / "witness.pem").exists()
+    assert not (tmp_path / "wstate").exists()
