@@ -38,6 +38,7 @@ import fcntl
 import hashlib
 import json
 import os
+import re
 import secrets
 import sys
 from collections.abc import Callable, Iterator, Mapping
@@ -194,21 +195,25 @@ class DeviceHome:
         certificate, queue, set-aside claims and kept sidecars. The new key's claims are
         numbered from 1 again, so left here they would be overwritten by its entries of
         the same numbers, and the old certificate would be taken for the new key's.
-        Returns that folder, or None when there is no device state here. Raises OSError."""
+        Returns that folder, or None when there is no device state here. Raises OSError.
+        A device id that is not 64 hexadecimal digits (a damaged or edited state file:
+        "../x" or "/x" would name a folder outside ``replaced/``) is not used as a name."""
         try:
-            old_id = self.state().device_id
+            old_id: object = self.state().device_id
         except ConfigError:  # no state (or damaged): name the folder by the time instead
-            if not any(p.exists() for p in self._device_files()):
+            if not any(os.path.lexists(p) for p in self._device_files()):
                 return None
+            old_id = None
+        if not (isinstance(old_id, str) and re.fullmatch(r"[0-9a-f]{64}", old_id)):
             old_id = "unknown-" + datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
         target = self.root / "replaced" / old_id
         n = 1
-        while target.exists():
+        while os.path.lexists(target):
             n += 1
             target = target.with_name(f"{old_id}.{n}")
         target.mkdir(parents=True)
         for p in self._device_files():
-            if p.exists():
+            if os.path.lexists(p):
                 os.replace(p, target / p.name)
         return target
 

@@ -307,3 +307,41 @@ def test_a_key_replaced_with_force_keeps_the_old_devices_claims_and_certificate(
             again.stop()
     finally:
         srv.stop()
+
+
+@pytest.mark.parametrize("device_id", ["../../escaped", "/ESCAPED", 5, ""])
+def test_init_force_names_the_replaced_folder_only_by_a_real_device_id(
+    tmp_path: Path, device_id: object
+) -> None:
+    """`prov device init --force` named the old device's folder replaced/DEVICE_ID after
+    the state file's device_id as it stood: a damaged or edited one ("../../escaped",
+    "/ESCAPED") moved the state, queue and certificate outside PROV_HOME, a number
+    ended in a TypeError traceback, "" put them in replaced/ itself. Now an id that is not
+    64 hexadecimal digits names the folder replaced/unknown-TIME, as a missing state
+    does."""
+    escaped = tmp_path / "ESCAPED"
+    home = DeviceHome(tmp_path / "a" / "b" / "dev")
+    home.init(b"pw")
+    state = json.loads(home.state_path.read_text())
+    state["device_id"] = device_id if device_id != "/ESCAPED" else str(escaped)
+    home.state_path.write_text(json.dumps(state))
+    (home.queue_dir / "000000000001.claim").write_bytes(b"a queued claim")
+    _, old = home.init(b"pw", force=True)
+    assert old is not None and old.parent == home.root / "replaced", old
+    assert old.name.startswith("unknown-"), old
+    assert (old / "queue" / "000000000001.claim").read_bytes() == b"a queued claim"
+    assert not (tmp_path / "a" / "escaped").exists() and not escaped.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a"]
+
+
+def test_init_force_steps_over_a_dangling_link_named_like_the_old_device(tmp_path: Path) -> None:
+    """replaced/DEVICE_ID a dangling symbolic link: exists() said no, and the mkdir then
+    failed (FileExistsError, the new key not made). Now the next name is taken, .2."""
+    home = DeviceHome(tmp_path / "dev")
+    state, _ = home.init(b"pw")
+    (home.root / "replaced").mkdir()
+    (home.root / "replaced" / state.device_id).symlink_to(tmp_path / "nowhere")
+    _, old = home.init(b"pw", force=True)
+    assert old == home.root / "replaced" / f"{state.device_id}.2"
+    assert json.loads((old / home.state_path.name).read_text())["device_id"] == state.device_id
+    assert not (tmp_path / "nowhere").exists()

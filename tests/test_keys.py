@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import base64
+import os
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -10,10 +15,11 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from clients.device import DeviceHome
+from provenance.core import keyfile
 from provenance.core.errors import KeyMaterialError, SignatureError
 from provenance.core.keyfile import PBKDF2_ITERATIONS
 from provenance.core.keys import DeviceKey, key_id, verify_strict
-from tests.conftest import pbkdf2_iterations
+from tests.conftest import ROOT, SAMPLES, pbkdf2_iterations
 
 # RFC 8032 section 7.1, TEST 1 (empty message).
 RFC8032_SECRET = bytes.fromhex("9d61b19deffd5a60ba844af492ec2cc44449c5697b326919703bac031cae7f60")
@@ -108,6 +114,121 @@ def test_a_device_key_file_costs_600000_pbkdf2_iterations_per_guess(tmp_path: Pa
     assert pbkdf2_iterations(old) == 2048
     home.key_path.write_bytes(old)
     assert home.load_key(b"correct horse").key_id.hex() == state.device_id
+
+
+def _crafted_pem(algorithm: bytes) -> bytes:
+    """An ENCRYPTED PRIVATE KEY PEM of ``algorithm`` (a DER AlgorithmIdentifier) over
+    48 random bytes: a reader derives the key the file asks for before it can tell."""
+    der = keyfile._seq(algorithm, keyfile._tlv(0x04, os.urandom(48)))
+    body = base64.encodebytes(der).decode()
+    return f"-----BEGIN ENCRYPTED PRIVATE KEY-----\n{body}-----END ENCRYPTED PRIVATE KEY-----\n".encode()
+
+
+def _pbes2(kdf: bytes) -> bytes:
+    aes = keyfile._seq(keyfile._AES256_CBC, keyfile._tlv(0x04, os.urandom(16)))
+    return keyfile._seq(keyfile._PBES2, keyfile._seq(kdf, aes))
+
+
+def _pbkdf2(count: int) -> bytes:
+    prf = keyfile._seq(keyfile._HMAC_SHA256, keyfile._NULL)
+    salt = keyfile._tlv(0x04, os.urandom(16))
+    return _pbes2(keyfile._seq(keyfile._PBKDF2, keyfile._seq(salt, keyfile._int(count), prf)))
+
+
+def _scrypt(n: int, r: int, p: int) -> bytes:
+    salt = keyfile._tlv(0x04, os.urandom(16))
+    ints = keyfile._int(n) + keyfile._int(r) + keyfile._int(p)
+    return _pbes2(keyfile._seq(keyfile._SCRYPT, keyfile._seq(salt, ints)))
+
+
+#: pbeWithSHAAnd3-KeyTripleDES-CBC (PKCS#12): SEQUENCE { salt, iterations }
+_PKCS12_3DES = bytes.fromhex("060a2a864886f70d010c0103")
+
+
+@pytest.mark.parametrize(
+    ("algorithm", "said"),
+    [
+        (_pbkdf2(2**31 - 1), "it asks for 2,147,483,647 PBKDF2 iterations"),
+        (_scrypt(2**20, 8, 2**20), "it asks for scrypt with N=1048576, r=8, p=1048576"),
+        (_scrypt(2**14, 1, 2**30), "it asks for scrypt with N=16384, r=1, p=1073741824"),
+        (
+            keyfile._seq(
+                _PKCS12_3DES, keyfile._seq(keyfile._tlv(0x04, b"s" * 8), keyfile._int(2**31 - 1))
+            ),
+            "it asks for 2,147,483,647 password-based encryption iterations",
+        ),
+    ],
+    ids=["pbkdf2-2^31", "scrypt-huge-n", "scrypt-huge-p", "pkcs12-2^31"],
+)
+def test_a_key_file_asking_for_minutes_of_key_derivation_is_refused_unopened(
+    tmp_path: Path, algorithm: bytes, said: str
+) -> None:
+    """The iteration count (or scrypt cost) is the key file's to say, and OpenSSL runs
+    it: a crafted device_key.pem asking 2**31 PBKDF2 iterations held prov sign on one
+    core for about ten minutes per attempt, the passphrase right or wrong, and Ctrl-C
+    does not reach OpenSSL's loop. It is refused at once, saying what it asks for. The
+    real CLI in a child process, so the code before the fix times out instead of hanging
+    the run."""
+    home = tmp_path / "device"
+    env = {**os.environ, "PROV_PASSPHRASE": "correct horse"}
+    init = subprocess.run(
+        [sys.executable, "-m", "clients.cli", "device", "init", "--home", str(home)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert init.returncode == 0, init.stderr
+    DeviceHome(home).key_path.write_bytes(_crafted_pem(algorithm))
+    photo = tmp_path / "rocket.jpg"
+    photo.write_bytes((SAMPLES / "rocket.jpg").read_bytes())
+    started = time.monotonic()
+    try:
+        done = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "clients.cli",
+                "sign",
+                "--home",
+                str(home),
+                "--server",
+                "127.0.0.1:9",
+                str(photo),
+            ],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    except subprocess.TimeoutExpired:
+        pytest.fail("prov sign was still deriving the crafted key file's key after 60 s")
+    assert done.returncode == 1, done.stderr
+    assert "the private key file is refused unopened: " + said in done.stderr
+    assert time.monotonic() - started < 30
+    assert not (tmp_path / "rocket.jpg.prov").exists()
+
+
+def test_a_key_file_at_the_caps_still_loads() -> None:
+    """The caps refuse only what no writer uses: a key file at MAX_PBKDF2_ITERATIONS,
+    one openssl pkcs8 -scrypt writes (N=16384, r=8, p=1), a PKCS#12 3DES one, and a
+    damaged one is one sentence."""
+    key = DeviceKey.generate()
+    info = key._private.private_bytes(
+        serialization.Encoding.DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    at_cap = keyfile.encrypt_pkcs8_pem(info, b"pw", iterations=keyfile.MAX_PBKDF2_ITERATIONS)
+    assert DeviceKey.from_encrypted_pem(at_cap, b"pw").public_key == key.public_key
+    keyfile.check_kdf_cost(_crafted_pem(_scrypt(16384, 8, 1)))
+    keyfile.check_kdf_cost(_crafted_pem(_pbkdf2(2048)))
+    with pytest.raises(KeyMaterialError, match="over the most this program runs"):
+        keyfile.check_kdf_cost(_crafted_pem(_pbkdf2(keyfile.MAX_PBKDF2_ITERATIONS + 1)))
+    with pytest.raises(KeyMaterialError, match="the private key file is damaged"):
+        keyfile.check_kdf_cost(
+            b"-----BEGIN ENCRYPTED PRIVATE KEY-----\nMAo=\n-----END ENCRYPTED PRIVATE KEY-----\n"
+        )
 
 
 def test_encrypted_pem_refuses_empty_passphrase() -> None:

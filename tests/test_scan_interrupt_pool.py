@@ -69,10 +69,17 @@ def _gone_within(sid: int, seconds: float) -> list[str]:
     return lines
 
 
+def _ignore_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 @contextmanager
-def _scan(folder: Path, report: Path) -> Iterator[tuple[subprocess.Popen[str], socket.socket]]:
+def _scan(
+    folder: Path, report: Path, ignore_sigint: bool = False
+) -> Iterator[tuple[subprocess.Popen[str], socket.socket]]:
     """`prov scan FOLDER --workers 2` against a server that accepts and never answers,
-    in a session of its own; yields the process and the silent listening socket."""
+    in a session of its own (``ignore_sigint``: started with SIGINT ignored, as a shell
+    script's ``prov scan ... &`` is); yields the process and the silent listening socket."""
     with socket.socket() as silent:
         silent.bind(("127.0.0.1", 0))
         silent.listen(16)
@@ -87,6 +94,7 @@ def _scan(folder: Path, report: Path) -> Iterator[tuple[subprocess.Popen[str], s
             cwd=ROOT,
             env={**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "400"},
             start_new_session=True,
+            preexec_fn=_ignore_sigint if ignore_sigint else None,
         )
         try:
             yield proc, silent
@@ -141,3 +149,24 @@ def test_ctrl_c_while_the_fork_server_starts_prints_no_traceback(tmp_path: Path)
         assert "--resume continues the scan" in " ".join(err.split()), err
         left = _gone_within(proc.pid, 20)
         assert left == [], left
+
+
+def test_a_scan_started_ignoring_ctrl_c_is_not_interrupted_by_one(tmp_path: Path) -> None:
+    """A shell runs ``prov scan ... &`` of a script with SIGINT ignored, and a Ctrl-C
+    then goes to the whole foreground group, the scan included: the scan carried on (its
+    workers ignored SIGINT as it did). Since the fork server was started ignoring SIGINT
+    and its preload gave every worker Python's handler back whatever the scan had, the
+    worker in its call took the Ctrl-C and the scan stopped as 'interrupted' (exit 130).
+    Now the workers ignore it as the scan does: the scan ends as its calls do (here they
+    fail: the server hangs up; exit 1, 'cannot reach the server')."""
+    with _scan(_photos(tmp_path), tmp_path / "scan.jsonl", ignore_sigint=True) as (proc, silent):
+        conn, _ = silent.accept()  # a worker is in its call now
+        time.sleep(0.5)
+        os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C: the whole group
+        time.sleep(1.5)
+        conn.close()
+        silent.close()
+        _, err = proc.communicate(timeout=120)
+        assert "interrupted" not in err, err  # before: exit 130, 'interrupted: ...'
+        assert proc.returncode == 1, err
+        assert "cannot reach the server" in err, err

@@ -597,6 +597,15 @@ def test_an_admin_token_grpc_cannot_carry_is_a_usage_error(
             assert rc == 2 and "not visible ASCII" in err and "PROV_ADMIN_TOKEN" in err, err
             assert "aaaa" not in err and "position" not in err and "Traceback" not in err
         assert not db.exists()
+    # in --admin-token-file, a byte that is not UTF-8 ended in a UnicodeDecodeError
+    # traceback naming the byte and its place, exit 1
+    monkeypatch.delenv("PROV_ADMIN_TOKEN")
+    token_file = tmp_path / "admin-token"
+    token_file.write_bytes(b"\xff" + b"a" * 30 + b"\n")
+    rc, err = _run(capsys, *serve, "--admin-token-file", str(token_file))
+    assert rc == 2 and "not visible ASCII" in err and "--admin-token-file" in err, err
+    assert "aaaa" not in err and "position" not in err and "0xff" not in err, err
+    assert not db.exists()
 
 
 def test_serve_files_that_do_not_exist_are_usage_errors(

@@ -104,6 +104,11 @@ def _worker_context() -> multiprocessing.context.BaseContext:
     return ctx
 
 
+#: Set (to "1") in the environment the fork server starts with when this process had a
+#: SIGINT handler: `clients.scan.preload` then gives the fork server Python's handler back.
+RESTORE_SIGINT_ENV = "PROV_SCAN_RESTORE_SIGINT"
+
+
 def _start_fork_server() -> None:
     """Start the fork server (if not running) with SIGINT ignored, so that a Ctrl-C while
     it imports the preload list (1-2 s) does not print its KeyboardInterrupt traceback:
@@ -111,15 +116,22 @@ def _start_fork_server() -> None:
     the fork server saves for the workers it forks (ignoring SIGINT itself afterwards, as
     it always does). This process ignores SIGINT only while the fork server is spawned (a
     fork and exec, a few milliseconds), and only from the main thread, where signal
-    handlers can be set."""
+    handlers can be set. The handler is given back only when this process had one
+    (`RESTORE_SIGINT_ENV` tells the fork server so): a scan started with SIGINT ignored
+    (``prov scan ... &`` in a script, where the shell ignores it for the job) keeps its
+    workers ignoring it too, as before the fork server ignored it, so a Ctrl-C meant for
+    the foreground command does not end the scan's batches as interrupted."""
     if threading.current_thread() is not threading.main_thread():
         multiprocessing.forkserver.ensure_running()
         return
     previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if previous is not signal.SIG_IGN:
+        os.environ[RESTORE_SIGINT_ENV] = "1"
     try:
         multiprocessing.forkserver.ensure_running()
     finally:
         signal.signal(signal.SIGINT, previous)
+        os.environ.pop(RESTORE_SIGINT_ENV, None)
 
 
 @contextmanager

@@ -29,7 +29,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID, ObjectIdentifier
 
 from provenance.core.errors import ConfigError, EnrollmentError, KeyMaterialError
-from provenance.core.keyfile import encrypt_pkcs8_pem
+from provenance.core.keyfile import check_kdf_cost, encrypt_pkcs8_pem
 from provenance.core.keys import check_public_key
 
 KEY_FILE = "ca.key.pem"
@@ -126,13 +126,16 @@ def load_authority(directory: Path, passphrase: bytes | None = None) -> Authorit
     """Load an authority written by `init_authority`.
 
     Raises ConfigError if the files are missing, KeyMaterialError if the key cannot be
-    decrypted, is not Ed25519, or does not match the certificate.
+    decrypted, asks for more key derivation work than `keyfile.check_kdf_cost` allows,
+    is not Ed25519, or does not match the certificate.
     """
     try:
         key_pem = (directory / KEY_FILE).read_bytes()
         cert_pem = (directory / CERT_FILE).read_bytes()
     except OSError as e:
         raise ConfigError(f"no authority in {directory}: {e}") from e
+    if passphrase is not None:
+        check_kdf_cost(key_pem)  # KeyMaterialError before a crafted count is run
     try:
         key = serialization.load_pem_private_key(key_pem, password=passphrase)
         certificate = x509.load_pem_x509_certificate(cert_pem)

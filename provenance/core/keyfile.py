@@ -7,22 +7,38 @@ structure (RFC 8018 PBES2: PBKDF2-HMAC-SHA256, AES-256-CBC; RFC 5958
 EncryptedPrivateKeyInfo) with `PBKDF2_ITERATIONS`, OWASP's figure for PBKDF2-HMAC-SHA256
 (2023), so any PKCS#8 reader (`cryptography`, ``openssl pkey``) still loads it; older
 files with fewer iterations load as before.
+
+`check_kdf_cost` reads the work factor a key file asks for before any reader derives a
+key from it: the count is the file's to choose, and OpenSSL runs whatever it says (a
+crafted file asking 2**31 PBKDF2 iterations holds a core for about ten minutes, in C,
+where Ctrl-C does not reach), so a count or scrypt cost past the caps here is refused.
 """
 
 from __future__ import annotations
 
 import base64
+import binascii
 import os
+import re
 
 from cryptography.hazmat.primitives import hashes, padding
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.kdf.pbkdf2 import PBKDF2HMAC
+
+from provenance.core.errors import KeyMaterialError
 
 #: PBKDF2-HMAC-SHA256 iterations of a key file written here (about 0.2 s on one core).
 PBKDF2_ITERATIONS = 600_000
 #: Bytes of the PBKDF2 salt and of the AES-CBC initialisation vector.
 SALT_BYTES = 16
 IV_BYTES = 16
+#: The most PBKDF2 (or PKCS#5 v1.5 / PKCS#12 PBE) iterations a key file may ask for when
+#: it is opened: ten times what is written here, about 2 s of one core.
+MAX_PBKDF2_ITERATIONS = 10 * PBKDF2_ITERATIONS
+#: The most scrypt work (N * r * p) and memory (128 * N * r bytes, 256 MiB) a key file
+#: may ask for: OpenSSL's own -scrypt default is N=16384, r=8, p=1 (N * r * p = 2**17).
+MAX_SCRYPT_WORK = 2**22
+MAX_SCRYPT_MEMORY = 256 * 1024 * 1024
 
 # DER encodings of the object identifiers used (RFC 8018, NIST CSOR)
 _PBES2 = bytes.fromhex("06092a864886f70d01050d")  # 1.2.840.113549.1.5.13
@@ -30,6 +46,14 @@ _PBKDF2 = bytes.fromhex("06092a864886f70d01050c")  # 1.2.840.113549.1.5.12
 _HMAC_SHA256 = bytes.fromhex("06082a864886f70d0209")  # 1.2.840.113549.2.9
 _AES256_CBC = bytes.fromhex("060960864801650304012a")  # 2.16.840.1.101.3.4.1.42
 _NULL = bytes.fromhex("0500")
+_SCRYPT = bytes.fromhex("06092b06010401da47040b")  # 1.3.6.1.4.1.11591.4.11
+# PKCS#5 v1.5 PBES1 (1.2.840.113549.1.5.x) and PKCS#12 PBE (1.2.840.113549.1.12.1.x):
+# both take SEQUENCE { OCTET STRING salt, INTEGER iterations }
+_PBES1_PREFIX = bytes.fromhex("06092a864886f70d0105")
+_PKCS12_PBE_PREFIX = bytes.fromhex("060a2a864886f70d010c01")
+_ENCRYPTED_PEM = re.compile(
+    rb"-----BEGIN ENCRYPTED PRIVATE KEY-----(.*?)-----END ENCRYPTED PRIVATE KEY-----", re.S
+)
 
 
 def _tlv(tag: int, body: bytes) -> bytes:
@@ -75,3 +99,115 @@ def encrypt_pkcs8_pem(
         + "".join(f"{line}\n" for line in lines)
         + "-----END ENCRYPTED PRIVATE KEY-----\n"
     ).encode()
+
+
+def _read_tlv(der: bytes, at: int, end: int) -> tuple[int, int, int]:
+    """The DER element at ``der[at:end]``: (tag, body start, body end); ValueError if
+    it is cut short or its length is not definite."""
+    if at + 2 > end:
+        raise ValueError("truncated")
+    tag, first = der[at], der[at + 1]
+    at += 2
+    if first < 0x80:
+        size = first
+    else:
+        count = first & 0x7F
+        if count == 0 or count > 4 or at + count > end:
+            raise ValueError("bad length")
+        size = int.from_bytes(der[at : at + count], "big")
+        at += count
+    if at + size > end:
+        raise ValueError("truncated")
+    return tag, at, at + size
+
+
+def _children(der: bytes, start: int, end: int) -> list[tuple[int, int, int, int]]:
+    """The elements inside a constructed body: (tag, element start, body start, body end)."""
+    out = []
+    at = start
+    while at < end:
+        tag, body, stop = _read_tlv(der, at, end)
+        out.append((tag, at, body, stop))
+        at = stop
+    return out
+
+
+def _integer(der: bytes, element: tuple[int, int, int, int]) -> int:
+    tag, _, body, stop = element
+    if tag != 0x02 or body == stop:
+        raise ValueError("not an INTEGER")
+    return int.from_bytes(der[body:stop], "big", signed=True)
+
+
+def _kdf_cost_problem(der: bytes) -> str | None:
+    """What is wrong with the work factor of one EncryptedPrivateKeyInfo (RFC 5958), or
+    None; ValueError if its structure cannot be read."""
+    tag, body, end = _read_tlv(der, 0, len(der))
+    top = _children(der, body, end) if tag == 0x30 else []
+    if not top or top[0][0] != 0x30:
+        raise ValueError("not an EncryptedPrivateKeyInfo")
+    algorithm = _children(der, top[0][2], top[0][3])
+    if len(algorithm) < 2 or algorithm[0][0] != 0x06:
+        return None
+    oid = der[algorithm[0][1] : algorithm[0][3]]
+    params = _children(der, algorithm[1][2], algorithm[1][3]) if algorithm[1][0] == 0x30 else []
+    if oid == _PBES2:
+        if not params or params[0][0] != 0x30:
+            raise ValueError("PBES2 without a key derivation")
+        kdf = _children(der, params[0][2], params[0][3])
+        if len(kdf) < 2 or kdf[1][0] != 0x30:
+            raise ValueError("PBES2 key derivation without parameters")
+        kdf_oid = der[kdf[0][1] : kdf[0][3]]
+        kdf_params = _children(der, kdf[1][2], kdf[1][3])
+        if kdf_oid == _PBKDF2:
+            return _iterations_problem(_integer(der, kdf_params[1]), "PBKDF2")
+        if kdf_oid == _SCRYPT:
+            n, r, p = (_integer(der, kdf_params[i]) for i in (1, 2, 3))
+            if n < 1 or r < 1 or p < 1:
+                return f"it asks for scrypt with N={n}, r={r}, p={p}"
+            if n * r * p > MAX_SCRYPT_WORK or 128 * n * r > MAX_SCRYPT_MEMORY:
+                return (
+                    f"it asks for scrypt with N={n}, r={r}, p={p}, more work or memory than"
+                    f" the most this program runs (N*r*p {MAX_SCRYPT_WORK:,},"
+                    f" 128*N*r {MAX_SCRYPT_MEMORY // 2**20} MiB)"
+                )
+        return None
+    if oid.startswith((_PBES1_PREFIX, _PKCS12_PBE_PREFIX)) and len(params) >= 2:
+        return _iterations_problem(_integer(der, params[1]), "password-based encryption")
+    return None
+
+
+def _iterations_problem(count: int, kdf: str) -> str | None:
+    if count < 1:
+        return f"it asks for {count} {kdf} iterations"
+    if count > MAX_PBKDF2_ITERATIONS:
+        return (
+            f"it asks for {count:,} {kdf} iterations, over the most this program runs"
+            f" ({MAX_PBKDF2_ITERATIONS:,}; a key written here uses {PBKDF2_ITERATIONS:,})"
+        )
+    return None
+
+
+def check_kdf_cost(pem: bytes) -> None:
+    """Refuse a passphrase-encrypted PEM whose key derivation would cost more than this
+    program runs, before anything derives a key from it: PBKDF2 (or PBES1 / PKCS#12 PBE)
+    over `MAX_PBKDF2_ITERATIONS` iterations, or scrypt over `MAX_SCRYPT_WORK` /
+    `MAX_SCRYPT_MEMORY`. Each ``ENCRYPTED PRIVATE KEY`` block in ``pem`` is read; other
+    PEM (unencrypted, or the traditional format, one MD5 round) passes unread.
+
+    Raises KeyMaterialError naming the count asked for and the cap, or saying that the
+    block's structure cannot be read (no reader could load it either)."""
+    for match in _ENCRYPTED_PEM.finditer(pem):
+        lines = [ln for ln in match.group(1).splitlines() if b":" not in ln]
+        try:
+            der = base64.b64decode(b"".join(b"".join(ln.split()) for ln in lines))
+            problem = _kdf_cost_problem(der)
+        except (ValueError, IndexError, binascii.Error) as e:
+            raise KeyMaterialError(
+                f"the private key file is damaged: its encrypted key cannot be read ({e})"
+            ) from e
+        if problem is not None:
+            raise KeyMaterialError(
+                f"the private key file is refused unopened: {problem} (a file made to hold"
+                " a CPU for minutes when opened)"
+            )

@@ -28,7 +28,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
 )
 
 from provenance.core.errors import KeyMaterialError, SignatureError
-from provenance.core.keyfile import encrypt_pkcs8_pem
+from provenance.core.keyfile import check_kdf_cost, encrypt_pkcs8_pem
 
 PUBLIC_KEY_SIZE = 32
 PRIVATE_KEY_SIZE = 32
@@ -224,10 +224,12 @@ class DeviceKey:
         """Load a key written by `to_encrypted_pem`.
 
         Raises KeyMaterialError if the passphrase is wrong or empty, the PEM is corrupt
-        or not encrypted, or the key is not an Ed25519 key.
+        or not encrypted, the key is not an Ed25519 key, or the file asks for more key
+        derivation work than `keyfile.check_kdf_cost` allows (refused before any is done).
         """
         if not passphrase:
             raise KeyMaterialError("a non-empty passphrase is required to decrypt the key")
+        check_kdf_cost(pem)
         # one sentence each, without cryptography's own text: "Incorrect password, could
         # not decrypt key" only said again what the wrong passphrase had already said
         try:

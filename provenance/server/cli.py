@@ -404,7 +404,8 @@ def serve(
     token = os.environ.get("PROV_ADMIN_TOKEN")
     if admin_token_file is not None:
         try:
-            token = admin_token_file.read_text().strip()
+            # bytes that are not UTF-8 are refused below (not visible ASCII), never shown
+            token = admin_token_file.read_bytes().decode(errors="surrogateescape").strip()
         except OSError as e:
             raise ConfigError(
                 f"cannot read admin token file {admin_token_file}: {e.strerror}"

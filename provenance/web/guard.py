@@ -222,10 +222,11 @@ class _GuardedH11(H11Protocol):
     def _check_writes(self, buffered: int) -> None:
         """While writing is paused (the socket's buffers are full): go on watching if the
         client took some of the answer since ``buffered`` bytes were waiting, else drop
-        the connection (the app's send then ends as on a disconnect)."""
+        the connection (the app's send then ends as on a disconnect). A closing transport
+        is watched the same: one closed after the client's FIN (or the server's last
+        answer) waits for its buffer to drain, and a client that reads none of it would
+        otherwise hold the connection for good (aborting one already gone does nothing)."""
         self._write_timer = None
-        if self.transport.is_closing():
-            return
         now = self.transport.get_write_buffer_size()
         if now < buffered:
             self._watch_writes(now)
