@@ -211,6 +211,35 @@ MaxConnectionsOpt = Annotated[
 ]
 
 
+def trusted_proxies(values: list[str] | None) -> list[str]:
+    """Check each ``--trusted-proxy`` value is an IP address or a CIDR network; returns
+    them (none: an empty list). Raises typer.BadParameter (exit 2) for the first that is
+    not (`provenance.web.proxies.parse_trusted_proxy` says why)."""
+    from provenance.core.errors import ConfigError
+    from provenance.web.proxies import parse_trusted_proxy
+
+    for value in values or []:
+        try:
+            parse_trusted_proxy(value)
+        except ConfigError as e:
+            raise typer.BadParameter(str(e)) from e
+    return list(values or [])
+
+
+TrustedProxyOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        help="A reverse proxy (IP address or CIDR network; repeat for more) whose"
+        " X-Forwarded-For names the client: the right-most address there that is not a"
+        " trusted proxy. Every per-client share of a request then counts that client;"
+        " connection caps still count the proxy's connections. Other peers' headers are"
+        " ignored.",
+        callback=trusted_proxies,
+        metavar="ADDRESS",
+    ),
+]
+
+
 def listen_address(value: str, option: str) -> tuple[str, int]:
     """``value`` as (host, port) if it reads HOST:PORT with a port in 0..65535 (0 picks
     one; an IPv6 host in brackets, ``[::]:50051``; an empty host means every

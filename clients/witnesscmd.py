@@ -11,6 +11,7 @@ from clients.options import (
     ConnectionsPerClientOpt,
     HeaderSecondsOpt,
     MaxConnectionsOpt,
+    TrustedProxyOpt,
     check_can_listen,
     verifier_keys,
 )
@@ -52,6 +53,7 @@ def serve(
     header_seconds: HeaderSecondsOpt = 10.0,
     connections_per_client: ConnectionsPerClientOpt = 32,
     max_connections: MaxConnectionsOpt = 256,
+    trusted_proxy: TrustedProxyOpt = None,
 ) -> None:
     """Serve POST /add-checkpoint (c2sp.org/tlog-witness): verify the log's signature and
     a consistency proof from the last checkpoint cosigned, then answer an Ed25519
@@ -61,6 +63,7 @@ def serve(
     "witness on http://HOST:PORT". Stops on SIGINT/SIGTERM: requests in flight are
     answered, the state folder's lock released, "witness stopped" printed, exit 0."""
     from provenance.web.guard import HttpLimits
+    from provenance.web.proxies import parse_trusted_proxy
     from provenance.witness.http import run_witness
 
     # the address first (exit 1 "cannot listen on ..."): nothing is created for a witness
@@ -78,6 +81,7 @@ def serve(
         header_seconds=header_seconds,
         per_client=connections_per_client,
         max_connections=max_connections,
+        trusted_proxies=tuple(parse_trusted_proxy(p) for p in trusted_proxy or ()),
     )
     try:
         run_witness(listen, witness, limits)

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.text import Text
 
-from clients.options import check_can_listen, finite, in_existing_folder
+from clients.options import check_can_listen, finite, in_existing_folder, trusted_proxies
 from provenance.core.errors import (
     ConfigError,
     ProvenanceError,
@@ -301,6 +301,15 @@ def serve(
             min=1,
         ),
     ] = 256,
+    trusted_proxy: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="With --http: a reverse proxy (IP address or CIDR network; repeat) whose"
+            " X-Forwarded-For names the page's client, as `prov web`'s.",
+            callback=trusted_proxies,
+            metavar="ADDRESS",
+        ),
+    ] = None,
     witness: Annotated[
         list[str] | None,
         typer.Option(
@@ -539,6 +548,7 @@ def serve(
                     header_seconds=header_seconds,
                     connections_per_client=connections_per_client,
                     max_connections=max_connections,
+                    trusted_proxy=trusted_proxy or [],
                 )
                 if http
                 else None
@@ -589,17 +599,19 @@ def _start_web(
     header_seconds: float,
     connections_per_client: int,
     max_connections: int,
+    trusted_proxy: list[str],
 ) -> WebServer:
     """`prov serve --http`: the web app in a thread, a client of this process's gRPC port,
     under the limits `prov web` takes as flags of the same names: this server's
     --max-upload-mb, --upload-idle-seconds (the page's idle window, as the service's
     streams': before, the page kept `prov web`'s 60 s whatever the flag said) and
     --upload-min-rate-kb (its relay slots' pace, `provenance.web.upload.Relayer`), and the
-    page's own --uploads-per-minute, --header-seconds, --connections-per-client and
-    --max-connections (`provenance.web.guard.HttpLimits`). Raises ConfigError when
+    page's own --uploads-per-minute, --header-seconds, --connections-per-client,
+    --max-connections and --trusted-proxy (`provenance.web.guard.HttpLimits`). Raises ConfigError when
     ``listen`` cannot be bound."""
     from provenance.web.app import WebConfig
     from provenance.web.guard import HttpLimits
+    from provenance.web.proxies import parse_trusted_proxy
     from provenance.web.serve import start_web
 
     local = "127.0.0.1" if grpc_host in ("0.0.0.0", "", "[::]") else grpc_host
@@ -616,6 +628,7 @@ def _start_web(
             header_seconds=header_seconds,
             per_client=connections_per_client,
             max_connections=max_connections,
+            trusted_proxies=tuple(parse_trusted_proxy(p) for p in trusted_proxy),
         ),
     )
 

@@ -14,6 +14,7 @@ from clients.options import (
     HeaderSecondsOpt,
     MaxConnectionsOpt,
     ServerOpt,
+    TrustedProxyOpt,
     finite,
     listen_address,
 )
@@ -62,12 +63,14 @@ def web(
     header_seconds: HeaderSecondsOpt = 10.0,
     connections_per_client: ConnectionsPerClientOpt = 32,
     max_connections: MaxConnectionsOpt = 256,
+    trusted_proxy: TrustedProxyOpt = None,
 ) -> None:
     """Serve the verification page, the public log explorer and the JSON API
     (/api/v1/, /openapi.json, C2PA soft binding resolution) over HTTP, as a client of
     the gRPC service at --server. Stores no uploaded file. Stops on SIGINT/SIGTERM."""
     from provenance.web.app import WebConfig
     from provenance.web.guard import HttpLimits
+    from provenance.web.proxies import parse_trusted_proxy
     from provenance.web.serve import run_web
 
     listen_address(listen, "--listen")  # a usage error (exit 2) before the probe below
@@ -86,6 +89,7 @@ def web(
             header_seconds=header_seconds,
             per_client=connections_per_client,
             max_connections=max_connections,
+            trusted_proxies=tuple(parse_trusted_proxy(p) for p in trusted_proxy or ()),
         ),
     )
 

@@ -37,6 +37,7 @@ import h11
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from provenance.core.fair_share import client_key
+from provenance.web.proxies import Network
 
 #: How long a refused connection is kept half-closed, its input read and dropped, so that
 #: the client reads the 503 rather than a reset (a "lingering close", as Apache's).
@@ -59,6 +60,9 @@ class HttpLimits:
     body_min_rate: float = 32 * 1024
     per_client: int = 32
     max_connections: int = 256
+    #: Reverse proxies whose X-Forwarded-For names the client of each request
+    #: (`provenance.web.proxies`); the connection caps above still count the proxy.
+    trusted_proxies: tuple[Network, ...] = ()
 
 
 #: The defaults, for a server started without its own limits.

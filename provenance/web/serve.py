@@ -16,6 +16,7 @@ from provenance.core.errors import ConfigError
 from provenance.web.app import WebConfig, create_app
 from provenance.web.guard import DEFAULT_LIMITS, HttpLimits, guarded_protocol
 from provenance.web.logviews import is_number
+from provenance.web.proxies import TrustedProxies
 
 
 def bind(address: str) -> tuple[socket.socket, str]:
@@ -63,8 +64,12 @@ class WebServer:
 
 def uvicorn_server(app: ASGIApp, limits: HttpLimits, keep_alive: int = 10) -> uvicorn.Server:
     """A uvicorn server for ``app`` (HTTP/1.1 with h11) with ``limits`` on every
-    connection (`provenance.web.guard`): the witness and the web app share it.
+    connection (`provenance.web.guard`): the witness and the web app share it. With
+    ``limits.trusted_proxies``, a request from one of them counts as from the client its
+    X-Forwarded-For names (`provenance.web.proxies.TrustedProxies`).
     ``keep_alive``: seconds an idle kept-alive connection stays open."""
+    if limits.trusted_proxies:
+        app = TrustedProxies(app, limits.trusted_proxies)
     return uvicorn.Server(
         uvicorn.Config(
             app,
@@ -72,7 +77,8 @@ def uvicorn_server(app: ASGIApp, limits: HttpLimits, keep_alive: int = 10) -> uv
             log_level="warning",
             access_log=False,
             server_header=False,
-            # The rate limit counts the peer address: never take it from X-Forwarded-For.
+            # The per-client shares count the peer address; X-Forwarded-For only from
+            # --trusted-proxy peers, read from the right (`TrustedProxies`), never uvicorn's.
             proxy_headers=False,
             timeout_keep_alive=keep_alive,
             # the guard refuses connections beyond the cap with a clear 503 first
