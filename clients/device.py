@@ -69,6 +69,7 @@ from provenance.core.errors import (
     ProvenanceError,
     TransportError,
 )
+from provenance.core.keyfile import PBKDF2_ITERATIONS, weaker_than_written_here
 from provenance.core.keys import DeviceKey
 from provenance.core.video_binding import DEFAULT_VIDEO_CHUNK, hash_file
 from provenance.media.assets import AssetLimits, check_size, inspect_image, media_type_of
@@ -236,12 +237,51 @@ class DeviceHome:
     def load_key(self, passphrase: bytes) -> DeviceKey:
         """The device key, decrypted with ``passphrase``. Raises ConfigError when there is
         none (`require_key`) or it is not this device's, KeyMaterialError for a wrong
-        passphrase or a corrupt file."""
+        passphrase or a corrupt file.
+
+        A key file cheaper to guess than one written now (`keyfile.weaker_than_written_here`:
+        an older `prov device init` wrote PBKDF2 at 2,048 iterations) is rewritten, same key
+        and passphrase, at `keyfile.PBKDF2_ITERATIONS` (`_strengthen`)."""
         self.require_key()
-        key = DeviceKey.from_encrypted_pem(self.key_path.read_bytes(), passphrase)
+        pem = self.key_path.read_bytes()
+        key = DeviceKey.from_encrypted_pem(pem, passphrase)
         if key.key_id.hex() != self.state().device_id:
             raise ConfigError(f"{self.key_path} does not belong to the device in {self.state_path}")
+        if weaker_than_written_here(pem):
+            self._strengthen(key, pem, passphrase)
         return key
+
+    def _strengthen(self, key: DeviceKey, pem: bytes, passphrase: bytes) -> None:
+        """Rewrite the key file ``pem`` (just read and decrypted) at today's work factor,
+        atomically, mode 0600, and say so on stderr. Only when no other command holds the
+        folder's lock (a `prov device init --force` may be writing a new key) and the file
+        is still ``pem``; a folder that cannot be written keeps the old file, with a line
+        saying why."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        with (self.root / ".lock").open("ab") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                return  # another command holds the folder: a later one rewrites the key
+            try:
+                if self.key_path.read_bytes() != pem:
+                    return
+                atomic_write(self.key_path, key.to_encrypted_pem(passphrase), mode=0o600)
+            except OSError as e:
+                print(
+                    f"note: {self.key_path} is encrypted with a weaker key derivation than"
+                    f" this version writes, and could not be rewritten ({e.strerror})",
+                    file=sys.stderr,
+                )
+                return
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+        print(
+            f"{self.key_path}: re-encrypted with PBKDF2 at {PBKDF2_ITERATIONS:,} iterations"
+            " (it had a cheaper key derivation, written by an older version); same key and"
+            " passphrase",
+            file=sys.stderr,
+        )
 
     def state(self) -> DeviceState:
         try:

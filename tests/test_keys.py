@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import fcntl
 import os
 import subprocess
 import sys
@@ -19,7 +20,7 @@ from provenance.core import keyfile
 from provenance.core.errors import KeyMaterialError, SignatureError
 from provenance.core.keyfile import PBKDF2_ITERATIONS
 from provenance.core.keys import DeviceKey, key_id, verify_strict
-from tests.conftest import ROOT, SAMPLES, pbkdf2_iterations
+from tests.conftest import PASSPHRASE, ROOT, SAMPLES, Cli, pbkdf2_iterations, sign_sample
 
 # RFC 8032 section 7.1, TEST 1 (empty message).
 RFC8032_SECRET = bytes.fromhex("9d61b19deffd5a60ba844af492ec2cc44449c5697b326919703bac031cae7f60")
@@ -116,6 +117,65 @@ def test_a_device_key_file_costs_600000_pbkdf2_iterations_per_guess(tmp_path: Pa
     assert home.load_key(b"correct horse").key_id.hex() == state.device_id
 
 
+def _old_format(pem: bytes, passphrase: bytes) -> bytes:
+    """The key of ``pem`` as an older `prov device init` wrote it: cryptography's
+    BestAvailableEncryption (PBKDF2 at 2,048 iterations)."""
+    loaded = serialization.load_pem_private_key(pem, passphrase)
+    old = loaded.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.BestAvailableEncryption(passphrase),
+    )
+    assert pbkdf2_iterations(old) == 2048
+    return old
+
+
+def test_an_older_key_file_is_rewritten_at_600000_iterations_when_opened(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A key file an older version wrote (2,048 iterations) stayed that cheap to guess
+    for ever: nothing rewrote it. Opening it now rewrites it, same key and passphrase, at
+    600,000, mode 0600, saying so; not while another command holds the device folder's
+    lock (a `prov device init --force` may be writing a new key), and a file already at
+    600,000, or scrypt, is left as it is."""
+    home = DeviceHome(tmp_path / "dev")
+    state, _ = home.init(b"correct horse")
+    strong = home.key_path.read_bytes()
+    home.load_key(b"correct horse")
+    assert home.key_path.read_bytes() == strong  # already at today's work factor
+    old = _old_format(strong, b"correct horse")
+    home.key_path.write_bytes(old)
+    with (home.root / ".lock").open("ab") as held:  # another command holds the folder
+        fcntl.flock(held, fcntl.LOCK_EX)
+        assert home.load_key(b"correct horse").key_id.hex() == state.device_id
+        assert home.key_path.read_bytes() == old
+    capsys.readouterr()
+    assert home.load_key(b"correct horse").key_id.hex() == state.device_id
+    assert "re-encrypted with PBKDF2 at 600,000 iterations" in capsys.readouterr().err
+    rewritten = home.key_path.read_bytes()
+    assert pbkdf2_iterations(rewritten) == 600_000
+    assert os.stat(home.key_path).st_mode & 0o777 == 0o600
+    assert home.load_key(b"correct horse").key_id.hex() == state.device_id
+    assert home.key_path.read_bytes() == rewritten  # once
+    assert not keyfile.weaker_than_written_here(rewritten)
+    assert not keyfile.weaker_than_written_here(_crafted_pem(_pbkdf2(600_000)))
+    assert not keyfile.weaker_than_written_here(_crafted_pem(_scrypt(16384, 8, 1)))
+    assert keyfile.weaker_than_written_here(_crafted_pem(_pbkdf2(599_999)))
+    assert keyfile.weaker_than_written_here(_crafted_pem(_PKCS12_3DES_2048))
+    assert keyfile.weaker_than_written_here(b"")  # no encrypted PKCS#8 block at all
+
+
+def test_prov_sign_with_an_older_key_file_signs_and_strengthens_it(enrolled: Cli) -> None:
+    """Through the real CLI and a real `prov serve`: `prov sign` with a 2,048-iteration
+    key file signs and logs as before, and leaves the file at 600,000 iterations."""
+    home = DeviceHome(enrolled.home)
+    home.key_path.write_bytes(_old_format(home.key_path.read_bytes(), PASSPHRASE.encode()))
+    folder = enrolled.home.parent / "photos"
+    folder.mkdir()
+    sign_sample(enrolled, folder)
+    assert pbkdf2_iterations(home.key_path.read_bytes()) == 600_000
+
+
 def _crafted_pem(algorithm: bytes) -> bytes:
     """An ENCRYPTED PRIVATE KEY PEM of ``algorithm`` (a DER AlgorithmIdentifier) over
     48 random bytes: a reader derives the key the file asks for before it can tell."""
@@ -143,6 +203,10 @@ def _scrypt(n: int, r: int, p: int) -> bytes:
 
 #: pbeWithSHAAnd3-KeyTripleDES-CBC (PKCS#12): SEQUENCE { salt, iterations }
 _PKCS12_3DES = bytes.fromhex("060a2a864886f70d010c0103")
+#: that scheme at 2,048 iterations
+_PKCS12_3DES_2048 = keyfile._seq(
+    _PKCS12_3DES, keyfile._seq(keyfile._tlv(0x04, os.urandom(8)), keyfile._int(2048))
+)
 
 
 @pytest.mark.parametrize(

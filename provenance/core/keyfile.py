@@ -132,6 +132,46 @@ def _children(der: bytes, start: int, end: int) -> list[tuple[int, int, int, int
     return out
 
 
+def _block_der(match: re.Match[bytes]) -> bytes:
+    """The DER inside one ``ENCRYPTED PRIVATE KEY`` PEM block (header lines dropped);
+    binascii.Error if it is not base64."""
+    lines = [ln for ln in match.group(1).splitlines() if b":" not in ln]
+    return base64.b64decode(b"".join(b"".join(ln.split()) for ln in lines))
+
+
+def _pbes2_kdf(der: bytes) -> tuple[bytes, list[tuple[int, int, int, int]]] | None:
+    """The key derivation of one EncryptedPrivateKeyInfo encrypted with PBES2 (RFC 8018
+    appendix A.4): its OID (DER, tag and length included) and its parameters' elements;
+    None for another scheme. ValueError or IndexError if it cannot be read."""
+    _, body, end = _read_tlv(der, 0, len(der))
+    algorithm = _children(der, _children(der, body, end)[0][2], end)
+    if der[algorithm[0][1] : algorithm[0][3]] != _PBES2:
+        return None
+    kdf = _children(der, _children(der, algorithm[1][2], algorithm[1][3])[0][2], end)
+    return der[kdf[0][1] : kdf[0][3]], _children(der, kdf[1][2], kdf[1][3])
+
+
+def weaker_than_written_here(pem: bytes) -> bool:
+    """Whether a passphrase-encrypted key file costs a guesser less than one this module
+    writes: anything but a single PKCS#8 ``ENCRYPTED PRIVATE KEY`` block with PBES2 and
+    either PBKDF2 at `PBKDF2_ITERATIONS` or more, or scrypt (left as it is). Weaker:
+    `cryptography`'s own files (PBKDF2 at 2,048), PBES1 and PKCS#12 schemes, the
+    traditional OpenSSL format (one MD5 round). ``pem`` has passed `check_kdf_cost` and
+    been decrypted; a block that cannot be read counts as weaker (rewriting it is
+    harmless)."""
+    blocks = list(_ENCRYPTED_PEM.finditer(pem))
+    if len(blocks) != 1:
+        return True
+    try:
+        der = _block_der(blocks[0])
+        kdf = _pbes2_kdf(der)
+        if kdf is not None and kdf[0] == _PBKDF2:
+            return _integer(der, kdf[1][1]) < PBKDF2_ITERATIONS
+    except (ValueError, IndexError, binascii.Error):
+        return True
+    return kdf is None or kdf[0] != _SCRYPT
+
+
 def _integer(der: bytes, element: tuple[int, int, int, int]) -> int:
     tag, _, body, stop = element
     if tag != 0x02 or body == stop:
@@ -198,10 +238,8 @@ def check_kdf_cost(pem: bytes) -> None:
     Raises KeyMaterialError naming the count asked for and the cap, or saying that the
     block's structure cannot be read (no reader could load it either)."""
     for match in _ENCRYPTED_PEM.finditer(pem):
-        lines = [ln for ln in match.group(1).splitlines() if b":" not in ln]
         try:
-            der = base64.b64decode(b"".join(b"".join(ln.split()) for ln in lines))
-            problem = _kdf_cost_problem(der)
+            problem = _kdf_cost_problem(_block_der(match))
         except (ValueError, IndexError, binascii.Error) as e:
             raise KeyMaterialError(
                 f"the private key file is damaged: its encrypted key cannot be read ({e})"
