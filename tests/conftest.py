@@ -12,7 +12,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -254,6 +254,27 @@ def closed_port() -> str:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return f"127.0.0.1:{s.getsockname()[1]}"
+
+
+def cli_process(
+    args: Iterable[str],
+    cwd: Path = ROOT,
+    start_new_session: bool = False,
+    preexec_fn: Callable[[], object] | None = None,
+) -> subprocess.Popen[str]:
+    """`prov ARGS` in a child process (``python -m clients.cli``, this checkout first on
+    its path, 400 columns so that no message wraps), stdout and stderr piped as text;
+    ``start_new_session`` and ``preexec_fn`` as `subprocess.Popen` takes them."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "clients.cli", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=cwd,
+        env={**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "400"},
+        start_new_session=start_new_session,
+        preexec_fn=preexec_fn,
+    )
 
 
 def read_line(proc: subprocess.Popen[str], prefix: str, timeout: float = 90) -> str:

@@ -8,15 +8,12 @@ accepted connection says the command is waiting on its call, when SIGINT is sent
 
 from __future__ import annotations
 
-import os
 import shutil
 import signal
 import socket
-import subprocess
-import sys
 from pathlib import Path
 
-from tests.conftest import ROOT, SAMPLES
+from tests.conftest import ROOT, SAMPLES, cli_process
 
 
 def _interrupted(args: list[str], cwd: Path) -> tuple[int, str]:
@@ -27,14 +24,7 @@ def _interrupted(args: list[str], cwd: Path) -> tuple[int, str]:
         silent.listen()
         silent.settimeout(120)
         server = f"127.0.0.1:{silent.getsockname()[1]}"
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "clients.cli", *args, "--server", server],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            cwd=cwd,
-            env={**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "400"},
-        )
+        proc = cli_process([*args, "--server", server], cwd)
         try:
             conn, _ = silent.accept()  # the command is in its call now
             with conn:

@@ -3,16 +3,13 @@ real CLI against a real `prov serve`; the exit code rule stays (1 when a file fa
 
 from __future__ import annotations
 
-import os
 import shutil
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 from clients.device import DeviceHome
-from tests.conftest import ROOT, SAMPLES, Cli
+from tests.conftest import SAMPLES, Cli, cli_process
 
 
 def test_sign_over_several_files_ends_with_a_summary(enrolled: Cli, tmp_path: Path) -> None:
@@ -58,14 +55,7 @@ def test_ctrl_c_says_what_was_signed_and_what_is_queued(enrolled: Cli, tmp_path:
     files = [
         Path(shutil.copy(SAMPLES / "rocket.jpg", folder / f"r{k:03d}.jpg")) for k in range(300)
     ]
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "clients.cli", "sign", *map(str, files)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "400"},
-    )
+    proc = cli_process(["sign", *map(str, files)])
     try:
         deadline = time.monotonic() + 120
         while len(list(folder.glob("*.prov"))) < 5 and time.monotonic() < deadline:

@@ -18,13 +18,12 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from tests.conftest import ROOT, SAMPLES
+from tests.conftest import SAMPLES, cli_process
 
 
 def _session(sid: int) -> list[int]:
@@ -86,13 +85,8 @@ def _scan(
         silent.settimeout(120)
         server = f"127.0.0.1:{silent.getsockname()[1]}"
         args = ["scan", str(folder), "--report", str(report), "--workers", "2"]
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "clients.cli", *args, "--server", server],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            cwd=ROOT,
-            env={**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "400"},
+        proc = cli_process(
+            [*args, "--server", server],
             start_new_session=True,
             preexec_fn=_ignore_sigint if ignore_sigint else None,
         )
