@@ -6,12 +6,14 @@ signed checkpoint. The witness answers:
 
 - 404 when the checkpoint's origin is not a log it witnesses;
 - 403 when no signature by that log's key verifies;
-- 400 for a malformed body, an old size above the checkpoint's size, or a checkpoint of
-  size 0 whose root is not the empty tree's (RFC 9162 2.1.1: SHA-256 of nothing);
+- 400 for a malformed body, or an old size above the checkpoint's size;
 - 409 Conflict, with its own size as ``<size>\\n`` (``Content-Type: text/x.tlog.size``),
-  when the old size is not the size it last cosigned (a rolled-back or stale client),
-  or when the size is the same and the root differs (a fork);
-- 422 when the consistency proof (RFC 9162 2.1.4.2) does not verify;
+  when the old size is not the size it last cosigned (a rolled-back or stale client);
+- 422 Unprocessable Entity when the checkpoint cannot be consistent with what it
+  cosigned: a checkpoint of size 0 whose root is not the empty tree's (RFC 9162 2.1.1:
+  SHA-256 of nothing), consistency-proof lines after ``old 0``, a consistency proof
+  (RFC 9162 2.1.4.2) that does not verify, or the size it cosigned with another root (a
+  fork), each as tlog-witness "add-checkpoint" says;
 - else 200 and one cosignature line, after persisting the new checkpoint (a checkpoint of
   the size already cosigned, which anyone can replay, is cosigned without a save); the check
   and the update are atomic (the tlog-witness race: a thread lock, and an flock on the
@@ -438,15 +440,10 @@ class Witness:
             return Answer(403, f"{e}\n")
         except LogError as e:
             return Answer(400, f"malformed checkpoint: {e}\n")
-        if new.size == 0 and new.root_hash != merkle.EMPTY_ROOT:
-            empty = "a tree of size 0 has the empty root, SHA-256 of nothing"
-            return Answer(400, f"malformed checkpoint: {empty}\n")
         if request.old_size > new.size:
             return Answer(
                 400, f"old size {request.old_size} is above the checkpoint's {new.size}\n"
             )
-        if request.old_size == 0 and request.proof:
-            return Answer(400, "the consistency proof must be empty when the old size is 0\n")
         try:
             with _locked(self._lock, self._folder_lock, self.lock_wait_s):
                 return self._check_and_save(request, origin, new)
@@ -458,21 +455,31 @@ class Witness:
             )
 
     def _check_and_save(self, request: _Request, origin: str, new: Checkpoint) -> Answer:
-        """The add-checkpoint steps under the state lock: compare with the saved state,
-        check the consistency proof, save, cosign."""
+        """The add-checkpoint steps under the state lock, in tlog-witness's order: the old
+        size against the saved state (409), the checkpoint's consistency with it (422:
+        the empty tree's root at size 0, no proof from 0, the proof, the same root at the
+        same size), save, cosign."""
         old = self.latest(origin)
         old_size = old.size if old is not None else 0
         if request.old_size != old_size:
             return _conflict(old_size)
-        if old is not None and old.size == new.size and old.root_hash != new.root_hash:
-            return _conflict(old_size)
-        if old is not None and 0 < old.size < new.size:
+        if new.size == 0 and new.root_hash != merkle.EMPTY_ROOT:
+            empty = "a tree of size 0 has the empty root, SHA-256 of nothing"
+            return Answer(422, f"the checkpoint cannot be: {empty}\n")
+        if old is None or old.size == 0:
+            if request.proof:
+                return Answer(422, "the consistency proof must be empty when the old size is 0\n")
+        else:  # equal sizes: an empty proof and the same root (RFC 9162 2.1.4.2)
             try:
                 merkle.verify_consistency(
                     old.size, new.size, request.proof, old.root_hash, new.root_hash
                 )
             except LogError as e:
-                return Answer(422, f"the consistency proof does not verify: {e}\n")
+                return Answer(
+                    422,
+                    f"the checkpoint is not consistent with the tree of size {old.size} this"
+                    f" witness cosigned: {e}\n",
+                )
         if old is None or old.size != new.size:  # the same tree again: nothing to save
             self._save(new, request.note)
         timestamp = int(self._clock().timestamp())
