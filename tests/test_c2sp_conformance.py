@@ -9,7 +9,11 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import time
 from pathlib import Path
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from provenance.log.checkpoint import generate_log_key
 from tests.conftest import post_checkpoint, witness_serve
@@ -77,3 +81,61 @@ def test_witness_answers_422_where_tlog_witness_says_422(tmp_path: Path) -> None
         assert post_checkpoint(url, f"old 0\n\n{fork}") == (409, "3\n")
         assert post_checkpoint(url, f"old 4\n\n{three}")[0] == 400
         assert post_checkpoint(url, f"old 3\n\n{three}")[0] == 200  # still at the tree cosigned
+
+
+# --- tlog-cosignature: the witness's cosignature line ------------------------------
+
+
+def _check_cosignature(text: str, vkey: str, body: str, key_file: Path) -> int:
+    """Check a witness's 200 answer ``text`` against tlog-cosignature "Format" and
+    "Ed25519 signed message", from the spec text alone: one line ``— <name>
+    base64(key id || u64 timestamp || 64-byte Ed25519 signature)``, the key id
+    SHA-256(name || "\\n" || 0x04 || public key)[:4], the signature over
+    ``cosignature/v1\\ntime <timestamp>\\n`` and the whole checkpoint ``body``; the
+    witness's vkey ``<name>+hex(key id)+base64(0x04 || public key)`` (signed-note "Verifier
+    keys"). The public key comes from the witness's own key file. Returns the timestamp."""
+    private = serialization.load_pem_private_key(key_file.read_bytes(), password=None)
+    assert isinstance(private, Ed25519PrivateKey)
+    public = private.public_key().public_bytes_raw()
+    assert text.endswith("\n") and text.count("\n") == 1, text
+    dash, name, blob = text[:-1].split(" ")
+    assert dash == "\u2014"
+    raw = base64.b64decode(blob, validate=True)
+    assert len(raw) == 4 + 8 + 64 and base64.b64encode(raw).decode() == blob
+    key_id = hashlib.sha256(name.encode() + b"\n\x04" + public).digest()[:4]
+    assert raw[:4] == key_id
+    assert vkey == f"{name}+{key_id.hex()}+{_b64(bytes([4]) + public)}"
+    timestamp = int.from_bytes(raw[4:12], "big")
+    assert 0 < timestamp < 2**63 and abs(timestamp - time.time()) < 600
+    message = f"cosignature/v1\ntime {timestamp}\n{body}".encode()
+    Ed25519PublicKey.from_public_bytes(public).verify(raw[12:], message)  # raises if not
+    return timestamp
+
+
+def test_witness_cosignature_is_byte_for_byte_tlog_cosignature(tmp_path: Path) -> None:
+    """The cosignature line of `prov witness serve` and its printed key, checked field by
+    field against tlog-cosignature from the spec text (see `_check_cosignature`)."""
+    origin = "conformance.test/log"
+    log = generate_log_key(tmp_path / "log.pem", origin)
+    body = _body(origin, 2, _mth([_leaf(b"a"), _leaf(b"b")]))
+    with witness_serve(tmp_path, log.verifier_key()) as (url, vkey):
+        status, text = post_checkpoint(url, f"old 0\n\n{log.sign_text(body)}")
+        assert status == 200, text
+        _check_cosignature(text, vkey, body, tmp_path / "witness.pem")
+
+
+def test_witness_cosigns_checkpoints_with_extension_lines(tmp_path: Path) -> None:
+    """tlog-checkpoint "Note text": "Any following lines are extension lines, opaque and
+    OPTIONAL", and tlog-cosignature "Ed25519 signed message": extension lines "if present
+    MUST be included in the cosigned message". The witness refused (400, "unknown
+    checkpoint extension lines") any checkpoint with an extension line other than this
+    log's own ``time``, so it could witness no other log that uses them. It now cosigns
+    them, the lines inside the signed message; the log's own checkpoints are still read
+    strictly where they are our log's (receipts, audits)."""
+    origin = "conformance.test/log"
+    log = generate_log_key(tmp_path / "log.pem", origin)
+    body = _body(origin, 1, _leaf(b"a"), "example.com/ext 12", "time 1679315147")
+    with witness_serve(tmp_path, log.verifier_key()) as (url, vkey):
+        status, text = post_checkpoint(url, f"old 0\n\n{log.sign_text(body)}")
+        assert status == 200, text
+        _check_cosignature(text, vkey, body, tmp_path / "witness.pem")

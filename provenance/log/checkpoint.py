@@ -144,8 +144,13 @@ class Checkpoint:
         return ("\n".join(lines) + "\n").encode()
 
     @classmethod
-    def parse_body(cls, text: str) -> Checkpoint:
-        """Parse a checkpoint note text (what `body` writes). Raises LogError if malformed."""
+    def parse_body(cls, text: str, *, opaque_extensions: bool = False) -> Checkpoint:
+        """Parse a checkpoint note text (what `body` writes). Raises LogError if malformed.
+
+        By default the only extension line taken is this log's ``time`` line; with
+        ``opaque_extensions`` any non-empty extension lines are taken and ignored
+        (tlog-checkpoint "Note text": "opaque and OPTIONAL"; the timestamp is then None),
+        as a witness of other logs reads their checkpoints."""
         if not text.endswith("\n") or _has_control(text):
             raise LogError("checkpoint text must end with a newline and have no control characters")
         lines = text[:-1].split("\n")
@@ -155,7 +160,7 @@ class Checkpoint:
         size = parse_tree_size(size_text, "checkpoint size")
         root_hash = b64decode_strict(root_text, "checkpoint root")
         timestamp = None
-        if extensions:
+        if extensions and not opaque_extensions:
             if len(extensions) > 1 or not extensions[0].startswith(_TIME_PREFIX):
                 raise LogError(f"unknown checkpoint extension lines {extensions!r}")
             timestamp = _parse_time(extensions[0][len(_TIME_PREFIX) :])
@@ -334,15 +339,23 @@ class NoteVerifier:
         return text
 
 
-def open_checkpoint(note: str, verifier: NoteVerifier, *, origin: str | None = None) -> Checkpoint:
+def open_checkpoint(
+    note: str,
+    verifier: NoteVerifier,
+    *,
+    origin: str | None = None,
+    opaque_extensions: bool = False,
+) -> Checkpoint:
     """Verify a signed checkpoint note and parse its body.
 
     ``origin`` is the log identity expected on the first line; by default the verifier's
-    key name (the C2SP recommendation and what `LogSigner` does). Raises SignatureError
+    key name (the C2SP recommendation and what `LogSigner` does). ``opaque_extensions``:
+    take any extension lines, ignored (`Checkpoint.parse_body`). Raises SignatureError
     (no valid signature by ``verifier``) or LogError (malformed note or body, or another
     origin).
     """
-    checkpoint = Checkpoint.parse_body(verifier.open(note))
+    text = verifier.open(note)
+    checkpoint = Checkpoint.parse_body(text, opaque_extensions=opaque_extensions)
     expected = verifier.name if origin is None else origin
     if checkpoint.origin != expected:
         raise LogError(f"checkpoint origin {checkpoint.origin!r} is not {expected!r}")

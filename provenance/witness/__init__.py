@@ -435,7 +435,9 @@ class Witness:
         if verifier is None:
             return Answer(404, f"this witness does not witness the log {origin[:100]!r}\n")
         try:
-            new = open_checkpoint(request.note, verifier)
+            # another log's extension lines are opaque (tlog-checkpoint), and cosigned as
+            # they are: the cosigned message is the note text verbatim
+            new = open_checkpoint(request.note, verifier, opaque_extensions=True)
         except SignatureError as e:
             return Answer(403, f"{e}\n")
         except LogError as e:
