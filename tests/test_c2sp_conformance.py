@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import os
 import time
 from pathlib import Path
 
@@ -137,5 +138,23 @@ def test_witness_cosigns_checkpoints_with_extension_lines(tmp_path: Path) -> Non
     body = _body(origin, 1, _leaf(b"a"), "example.com/ext 12", "time 1679315147")
     with witness_serve(tmp_path, log.verifier_key()) as (url, vkey):
         status, text = post_checkpoint(url, f"old 0\n\n{log.sign_text(body)}")
+        assert status == 200, text
+        _check_cosignature(text, vkey, body, tmp_path / "witness.pem")
+
+
+def test_witness_takes_16_post_quantum_sized_signatures(tmp_path: Path) -> None:
+    """signed-note "Format": verifiers "MUST accept at least up to 16 signatures. Remember
+    that post-quantum signatures can be up to nearly 5kB in size." A checkpoint with the
+    log's signature and 15 others of 4,900 bytes (ignored: unknown keys) is about 99 kB;
+    the witness refused any body over 64 KiB (400). It now reads up to 128 KiB."""
+    origin = "conformance.test/log"
+    log = generate_log_key(tmp_path / "log.pem", origin)
+    body = _body(origin, 1, _leaf(b"a"))
+    note = log.sign_text(body)
+    for i in range(15):
+        note += f"\u2014 pq{i}.example/witness {_b64(os.urandom(4 + 4900))}\n"
+    assert len(note.encode()) > 96_000  # 64 KiB is 65,536
+    with witness_serve(tmp_path, log.verifier_key()) as (url, vkey):
+        status, text = post_checkpoint(url, f"old 0\n\n{note}")
         assert status == 200, text
         _check_cosignature(text, vkey, body, tmp_path / "witness.pem")

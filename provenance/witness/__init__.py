@@ -75,8 +75,11 @@ COSIGNATURE_TYPE_ED25519 = 0x04
 MAX_PROOF_LINES = 63
 """Most consistency-proof lines a client may send (tlog-witness "add-checkpoint")."""
 
-MAX_BODY_BYTES = 64 * 1024
-"""Largest add-checkpoint request body read."""
+MAX_BODY_BYTES = 128 * 1024
+"""Largest add-checkpoint request body read: 63 proof lines and a checkpoint with 16
+signatures of nearly 5 kB each (c2sp.org/signed-note "Format": verifiers "MUST accept at
+least up to 16 signatures", "post-quantum signatures can be up to nearly 5kB"), about
+110 kB with their names."""
 
 SIZE_CONTENT_TYPE = "text/x.tlog.size"
 """Content-Type of a 409 answer carrying the witness's size."""
