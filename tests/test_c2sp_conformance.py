@@ -11,13 +11,26 @@ import base64
 import hashlib
 import os
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
+import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from clients.api import ProvenanceClient
+from clients.cli import main as prov_main
 from provenance.log.checkpoint import generate_log_key
-from tests.conftest import post_checkpoint, witness_serve
+from tests.conftest import (
+    ADMIN_TOKEN,
+    ServerProc,
+    enroll_key,
+    post_checkpoint,
+    signed_claim,
+    start_web,
+    witness_serve,
+)
 
 # RFC 6962 2.1: the empty tree's hash is SHA-256 of the empty string
 EMPTY_ROOT = hashlib.sha256(b"").digest()
@@ -158,3 +171,96 @@ def test_witness_takes_16_post_quantum_sized_signatures(tmp_path: Path) -> None:
         status, text = post_checkpoint(url, f"old 0\n\n{note}")
         assert status == 200, text
         _check_cosignature(text, vkey, body, tmp_path / "witness.pem")
+
+
+# --- tlog-tiles: what /tlog/ serves ---------------------------------------------------
+
+
+def _entries(bundle: bytes) -> list[bytes]:
+    """tlog-tiles "Log entries": "sequences of big-endian uint16 length-prefixed log
+    entries"."""
+    out, pos = [], 0
+    while pos < len(bundle):
+        length = int.from_bytes(bundle[pos : pos + 2], "big")
+        out.append(bundle[pos + 2 : pos + 2 + length])
+        assert len(out[-1]) == length, "a truncated entry"
+        pos += 2 + length
+    return out
+
+
+def _get(url: str) -> tuple[bytes, str, str]:
+    """GET ``url`` without compression: (body, Content-Type, Cache-Control)."""
+    with urllib.request.urlopen(url, timeout=30) as r:
+        return r.read(), r.headers["Content-Type"], r.headers["Cache-Control"]
+
+
+def test_partial_tiles_of_every_checkpoint_the_log_signed_are_served(
+    tmp_path: Path, server: ServerProc
+) -> None:
+    """tlog-tiles "Partial Tiles": "Logs MUST serve partial tiles corresponding to tree
+    sizes for which a checkpoint was produced". The log signs a checkpoint per batch and
+    hands it out in receipts, but `prov log export-tiles` writes the partial tiles of the
+    size it exports only, so a client holding a receipt's checkpoint of a smaller size got
+    404 for its partial tile and entry bundle from `prov web --tiles-dir`. Each is now
+    served, cut from the wider tile; checked from the spec alone: the bundle's uint16
+    big-endian entries hash (RFC 6962, 0x00 prefix) to the tile's hashes, whose Merkle
+    Tree Hash is the root line of the checkpoint the receipt carries."""
+    out = tmp_path / "tiles"
+    checkpoints = {}
+    with ProvenanceClient(server.address, admin_token=ADMIN_TOKEN) as client:
+        key = enroll_key(client)
+        prev = b""
+        for seq in range(1, 6):
+            signed = signed_claim(key, seq, prev=prev)
+            receipt, _ = client.submit(signed)
+            prev = signed.claim_hash
+            size = int(receipt.checkpoint.split("\n")[1])
+            checkpoints[size] = receipt.checkpoint
+    export = ["log", "export-tiles", str(out), "--db", str(server.db)]
+    assert prov_main(export) == 0
+    exported = int((out / "checkpoint").read_text().split("\n")[1])
+    assert exported == 6 and len([s for s in checkpoints if s < exported]) >= 3
+    web = start_web(server.address, "--tiles-dir", str(out))
+    try:
+        for size, note in sorted(checkpoints.items()):
+            suffix = "" if size == 256 else f".p/{size}"
+            tile, ctype, cache = _get(f"{web.address}/tlog/tile/0/000{suffix}")
+            assert ctype == "application/octet-stream" and "max-age" in cache
+            bundle, ctype, _ = _get(f"{web.address}/tlog/tile/entries/000{suffix}")
+            assert ctype == "application/octet-stream"
+            entries = _entries(bundle)
+            assert len(entries) == size and len(tile) == 32 * size
+            leaves = [_leaf(e) for e in entries]
+            assert b"".join(leaves) == tile
+            assert _b64(_mth(leaves)) == note.split("\n")[2], size
+    finally:
+        web.stop()
+
+
+def test_a_partial_tile_is_cut_from_the_full_tile_once_the_partial_is_gone(
+    tmp_path: Path,
+) -> None:
+    """The export deletes a partial tile once the full one is written (tlog-tiles: "MAY
+    delete any partial tile once the corresponding full tile is either available"); a
+    partial tile of a checkpoint below it is still served, from the full tile's first
+    hashes and entries. A file that is not a whole tile is no source: 404."""
+    entries = [b"entry %d" % i * (i % 7) for i in range(256)]
+    (tmp_path / "tile/0").mkdir(parents=True)
+    (tmp_path / "tile/entries").mkdir(parents=True)
+    (tmp_path / "tile/0/000").write_bytes(b"".join(_leaf(e) for e in entries))
+    bundle = b"".join(len(e).to_bytes(2, "big") + e for e in entries)
+    (tmp_path / "tile/entries/000").write_bytes(bundle)
+    (tmp_path / "tile/0/001").write_bytes(bytes(8191))  # a damaged full tile
+    web = start_web("127.0.0.1:1", "--tiles-dir", str(tmp_path))
+    try:
+        base = f"{web.address}/tlog/tile"
+        for width in (1, 5, 255):
+            tile, _, cache = _get(f"{base}/0/000.p/{width}")
+            assert tile == b"".join(_leaf(e) for e in entries[:width])
+            assert cache == "public, max-age=60"
+            assert _entries(_get(f"{base}/entries/000.p/{width}")[0]) == entries[:width]
+        with pytest.raises(urllib.error.HTTPError) as e:
+            urllib.request.urlopen(f"{base}/0/001.p/3")
+        assert e.value.code == 404
+    finally:
+        web.stop()
