@@ -21,7 +21,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 
 from clients.api import ProvenanceClient
 from clients.cli import main as prov_main
-from provenance.log.checkpoint import generate_log_key
+from provenance.core.errors import LogError, SignatureError
+from provenance.log.checkpoint import NoteVerifier, generate_log_key
+from provenance.witness import parse_cosigner_vkey
 from tests.conftest import (
     ADMIN_TOKEN,
     ServerProc,
@@ -264,3 +266,41 @@ def test_a_partial_tile_is_cut_from_the_full_tile_once_the_partial_is_gone(
         assert e.value.code == 404
     finally:
         web.stop()
+
+
+# --- signed-note: keys and names ------------------------------------------------------
+
+# signed-note "Verifier keys", "Example": this key verifies this note.
+SPEC_VKEY = "example.com/foo+530d903a+AekyeRrm56hApGFkyQR4ZCbV54Id2LKaANYcrnKv3U2k"
+SPEC_NOTE = (
+    "This is an example message.\n\n\u2014 example.com/foo Uw2QOkn8srV1yJGh2VYRlL1Tnagv1YEq6TfXppz"
+    "i2ONncAlTgK7Ztg1ERYNZXsYjOBH3mFXmRKuwHjG1Yu72IneyaQM=\n"
+)
+
+
+def test_the_signed_note_spec_example_verifies() -> None:
+    """The example of signed-note "Verifier keys": the vkey parses to the name, the key
+    id is SHA-256(name || 0x0A || 0x01 || key)[:4] (computed here), and the note opens to
+    its text; one changed byte of the text fails."""
+    verifier = NoteVerifier.from_vkey(SPEC_VKEY)
+    public = base64.b64decode(SPEC_VKEY.split("+")[2])
+    assert public[0] == 0x01 and len(public) == 33
+    key_id = hashlib.sha256(b"example.com/foo\n" + public).digest()[:4]
+    assert key_id.hex() == "530d903a" == verifier.key_id.hex()
+    assert verifier.open(SPEC_NOTE) == "This is an example message.\n"
+    with pytest.raises(SignatureError):
+        verifier.open(SPEC_NOTE.replace("example message", "example messagE"))
+
+
+@pytest.mark.parametrize("name", ["witness example/w1", "witness.example/\u00a0w1", ""])
+def test_a_cosigner_key_whose_name_breaks_the_name_rules_is_refused(name: str) -> None:
+    """signed-note "Format": "Key names MUST be non-empty and MUST NOT contain any Unicode
+    spaces or plus (U+002B) characters." A cosigner vkey (``prov serve --witness``,
+    ``--witness`` of the verifiers) with a space in its name, and the right key id for it,
+    was taken; its cosignature lines can never be read (a space ends the name in a
+    signature line). Now a LogError, as a log's verifier key was."""
+    public = Ed25519PrivateKey.generate().public_key().public_bytes_raw()
+    key_id = hashlib.sha256(name.encode() + b"\n\x04" + public).digest()[:4]
+    vkey = f"{name}+{key_id.hex()}+{_b64(bytes([4]) + public)}"
+    with pytest.raises(LogError, match="name"):
+        parse_cosigner_vkey(vkey)

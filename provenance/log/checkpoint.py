@@ -68,8 +68,9 @@ def _has_control(text: str) -> bool:
     return _CONTROL_RE.search(text) is not None
 
 
-def _check_key_name(name: str) -> None:
-    """Raise LogError unless ``name`` is a note key name: non-empty, no spaces, no '+'."""
+def check_key_name(name: str) -> None:
+    """Raise LogError unless ``name`` is a note key name (c2sp.org/signed-note "Format":
+    non-empty, no Unicode spaces, no '+'; and no control characters)."""
     if not name or "+" in name or any(ch.isspace() for ch in name) or _has_control(name):
         raise LogError(f"{name!r} is not a note key name (non-empty, no spaces, no '+')")
 
@@ -192,7 +193,7 @@ class LogSigner:
     """Signs checkpoints as the log: an Ed25519 key and its note key name (the origin)."""
 
     def __init__(self, private_key: Ed25519PrivateKey, name: str) -> None:
-        _check_key_name(name)
+        check_key_name(name)
         self._private_key = private_key
         self.name = name
         self.public_key = _raw_public_key(private_key.public_key())
@@ -261,7 +262,7 @@ def split_note(note: str) -> tuple[str, list[SignatureLine]]:
         name, sep, blob = line[2:].partition(" ")
         if not sep:
             raise LogError(f"signature line {line!r} is not '— <name> <base64>'")
-        _check_key_name(name)
+        check_key_name(name)
         raw = b64decode_strict(blob, f"signature of {name}")
         if len(raw) < 5:
             raise LogError(f"signature of {name} is {len(raw)} bytes, too short")
@@ -280,7 +281,7 @@ class NoteVerifier:
     """Verifies note signatures by one Ed25519 key, identified by name and key id."""
 
     def __init__(self, name: str, public_key: bytes) -> None:
-        _check_key_name(name)
+        check_key_name(name)
         check_public_key(public_key)  # small-order keys would accept forged notes
         try:
             self._public_key = Ed25519PublicKey.from_public_bytes(public_key)
@@ -300,7 +301,7 @@ class NoteVerifier:
         if len(parts) != 3:
             raise LogError(f"verifier key {vkey!r} is not <name>+<key id>+<key>")
         name, id_text, material = parts
-        _check_key_name(name)
+        check_key_name(name)
         if not _KEY_ID_RE.fullmatch(id_text):
             raise LogError(f"verifier key id {id_text!r} is not 8 lowercase hex digits")
         raw = b64decode_strict(material, "verifier key material")
@@ -374,7 +375,7 @@ def generate_log_key(path: Path, origin: str) -> LogSigner:
     still created exclusively. Raises ConfigError if it exists or cannot be written,
     LogError if ``origin`` is not a valid note key name.
     """
-    _check_key_name(origin)
+    check_key_name(origin)
     private_key = Ed25519PrivateKey.generate()
     pem = private_key.private_bytes(
         serialization.Encoding.PEM,

@@ -64,6 +64,7 @@ from provenance.log.checkpoint import (
     LogSigner,
     NoteVerifier,
     b64decode_strict,
+    check_key_name,
     open_checkpoint,
     parse_tree_size,
     split_note,
@@ -116,8 +117,8 @@ def cosign(signer: LogSigner, body: bytes, timestamp: int) -> str:
 def parse_cosigner_vkey(vkey: str) -> tuple[str, bytes]:
     """(witness name, 32-byte Ed25519 public key) of a cosigner verifier key
     ``<name>+<hex key id>+base64(0x04 || key)`` (what `cosigner_vkey` writes and
-    ``prov witness serve`` prints). Raises LogError when it is malformed or its key id
-    does not match."""
+    ``prov witness serve`` prints). Raises LogError when it is malformed (a name that is no
+    note key name, too) or its key id does not match."""
     if vkey.startswith("witness key "):  # the whole line `prov witness serve` prints
         raise LogError(
             "give the key alone, without the 'witness key ' that `prov witness serve` prints"
@@ -127,6 +128,7 @@ def parse_cosigner_vkey(vkey: str) -> tuple[str, bytes]:
     if len(parts) != 3 or not parts[0]:
         raise LogError(f"witness key {vkey!r} is not <name>+<key id>+<key>")
     name, id_text, material = parts
+    check_key_name(name)
     raw = b64decode_strict(material, "witness key material")
     if len(raw) != 33 or raw[0] != COSIGNATURE_TYPE_ED25519:
         raise LogError("witness key is not an Ed25519 cosignature/v1 key (type 0x04)")
