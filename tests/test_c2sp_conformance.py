@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
 import os
 import time
 import urllib.error
@@ -304,3 +305,59 @@ def test_a_cosigner_key_whose_name_breaks_the_name_rules_is_refused(name: str) -
     vkey = f"{name}+{key_id.hex()}+{_b64(bytes([4]) + public)}"
     with pytest.raises(LogError, match="name"):
         parse_cosigner_vkey(vkey)
+
+
+# --- tlog-witness "Monitor Retrieval Mechanism" ------------------------------------------
+
+
+def test_witness_serves_the_checkpoint_it_cosigned_to_monitors(tmp_path: Path) -> None:
+    """tlog-witness "Monitor Retrieval Mechanism": "A witness SHOULD serve a recent
+    checkpoint for each log it cosigned" at ``GET <monitoring prefix>/<origin
+    hash>/checkpoint`` (SHA-256 of the origin, lowercase hex); it "MUST include the
+    cosignature(s) from the witness's key(s) that were returned from add-checkpoint and
+    the cosignature from the log key(s) that the witness verified"; "If the witness has
+    never cosigned a checkpoint for that log, it MUST respond with a 404". The witness
+    served no such path (404 for every log). Checked here: 404 before any cosignature,
+    then the body, the log's line (verified with its public key) and the very line
+    add-checkpoint returned; a line by an unknown key in the request is not repeated."""
+    origin = "conformance.test/log"
+    log = generate_log_key(tmp_path / "log.pem", origin)
+    origin_hash = hashlib.sha256(origin.encode()).hexdigest()
+    body = _body(origin, 1, _leaf(b"a"))
+    note = log.sign_text(body)
+    stranger = f"\u2014 other.example/w9 {_b64(os.urandom(4 + 72))}\n"
+    with witness_serve(tmp_path, log.verifier_key()) as (url, vkey):
+        for path in (origin_hash, origin_hash.upper(), "00" * 32):
+            with pytest.raises(urllib.error.HTTPError) as e:
+                urllib.request.urlopen(f"{url}/{path}/checkpoint", timeout=30)
+            assert e.value.code == 404
+        status, line = post_checkpoint(url, f"old 0\n\n{note}{stranger}")
+        assert status == 200, line
+        served, ctype, _ = _get(f"{url}/{origin_hash}/checkpoint")
+        assert ctype.startswith("text/plain")
+        text, signatures = served.decode().split("\n\n")
+        assert text + "\n" == body
+        log_line, own_line, end = signatures.split("\n")
+        assert (own_line + "\n", end) == (line, "")
+        assert log_line == note.split("\n\n")[1].rstrip("\n")
+        _check_cosignature(line, vkey, body, tmp_path / "witness.pem")
+        name, blob = log_line.split(" ")[1:]
+        raw = base64.b64decode(blob)
+        private = serialization.load_pem_private_key(
+            (tmp_path / "log.pem").read_bytes(), password=None
+        )
+        assert isinstance(private, Ed25519PrivateKey)
+        public = private.public_key().public_bytes_raw()
+        assert (
+            name == origin
+            and raw[:4] == hashlib.sha256(b"%s\n\x01%s" % (name.encode(), public)).digest()[:4]
+        )
+        Ed25519PublicKey.from_public_bytes(public).verify(raw[4:], body.encode())
+        # a state saved by an older version holds no line: a cosignature made now
+        (state,) = (tmp_path / "wstate").glob("*.json")
+        doc = json.loads(state.read_text())
+        del doc["cosignature"]
+        state.write_text(json.dumps(doc))
+        served, _, _ = _get(f"{url}/{origin_hash}/checkpoint")
+        fresh = served.decode().split("\n\n")[1].split("\n")[1] + "\n"
+        _check_cosignature(fresh, vkey, body, tmp_path / "witness.pem")

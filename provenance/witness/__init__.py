@@ -26,9 +26,14 @@ signature line ``— <witness name> base64(key id || u64 timestamp || Ed25519 si
 over ``cosignature/v1\\ntime <timestamp>\\n`` followed by the checkpoint body; the key id
 is SHA-256(name || 0x0A || 0x04 || public key)[:4].
 
+`Witness.monitor_checkpoint` implements the "Monitor Retrieval Mechanism": ``GET
+<prefix>/<hex SHA-256 of the origin>/checkpoint`` answers the last checkpoint cosigned for
+that log, with the log's verified signature lines and the cosignature returned for it;
+404 when none was.
+
 State: one JSON file per log origin in the state directory (the last cosigned size,
-root and note), replaced atomically and durably (file and folder fsynced) before the
-answer.
+root and note, and the cosignature line returned), replaced atomically and durably (file
+and folder fsynced) before the answer.
 """
 
 from __future__ import annotations
@@ -39,6 +44,7 @@ import fcntl
 import hashlib
 import json
 import os
+import re
 import secrets
 import stat
 import threading
@@ -336,6 +342,9 @@ def _open_lock_file(path: Path) -> int:
     return fd
 
 
+_ORIGIN_HASH_RE = re.compile(r"[0-9a-f]{64}")
+
+
 def _conflict(size: int) -> Answer:
     return Answer(409, f"{size}\n", SIZE_CONTENT_TYPE)
 
@@ -404,12 +413,13 @@ class Witness:
         except (ValueError, KeyError, TypeError) as e:
             raise LogError(f"witness state {path} is damaged: {e}") from e
 
-    def _save(self, checkpoint: Checkpoint, note: str) -> None:
+    def _save(self, checkpoint: Checkpoint, note: str, line: str) -> None:
         doc = {
             "origin": checkpoint.origin,
             "size": checkpoint.size,
             "root": base64.b64encode(checkpoint.root_hash).decode(),
             "note": note,
+            "cosignature": line,
         }
         path = self._state_path(checkpoint.origin)
         tmp = path.with_name(f".tmp-{os.getpid()}-{secrets.token_hex(4)}")
@@ -487,8 +497,40 @@ class Witness:
                     f"the checkpoint is not consistent with the tree of size {old.size} this"
                     f" witness cosigned: {e}\n",
                 )
-        if old is None or old.size != new.size:  # the same tree again: nothing to save
-            self._save(new, request.note)
         timestamp = int(self._clock().timestamp())
         body_text = request.note[: request.note.rfind("\n\n") + 1].encode()
-        return Answer(200, cosign(self.signer, body_text, timestamp))
+        line = cosign(self.signer, body_text, timestamp)
+        if old is None or old.size != new.size:  # the same tree again: nothing to save
+            self._save(new, request.note, line)
+        return Answer(200, line)
+
+    def monitor_checkpoint(self, origin_hash: str) -> Answer:
+        """The tlog-witness "Monitor Retrieval Mechanism": ``GET <prefix>/<origin
+        hash>/checkpoint``, the origin hash SHA-256 of the log's origin in lowercase hex.
+        200: the last checkpoint cosigned for that log, with the log's signature lines
+        this witness verified and the cosignature line add-checkpoint returned for it
+        (a state saved before the line was kept gets a cosignature made now: the same
+        statement, that this is the newest tree the witness holds); 404 when the witness
+        never cosigned a checkpoint of that log. Raises LogError for a damaged state."""
+        if not _ORIGIN_HASH_RE.fullmatch(origin_hash):
+            return Answer(404, "not a lowercase hex SHA-256 of a log's origin\n")
+        path = self.state_dir / (origin_hash[:32] + ".json")
+        try:
+            doc = json.loads(path.read_text())
+            origin, note, line = doc["origin"], doc["note"], doc.get("cosignature")
+        except FileNotFoundError:
+            return Answer(404, "this witness never cosigned a checkpoint of that log\n")
+        except (ValueError, KeyError, TypeError) as e:
+            raise LogError(f"witness state {path} is damaged: {e}") from e
+        verifier = self.logs.get(origin)
+        if verifier is None or hashlib.sha256(origin.encode()).hexdigest() != origin_hash:
+            return Answer(404, "this witness never cosigned a checkpoint of that log\n")
+        text, signatures = split_note(note)
+        logs = "".join(
+            f"{_EM_DASH} {s.name} {base64.b64encode(s.key_id + s.signature).decode()}\n"
+            for s in signatures
+            if s.name == verifier.name and s.key_id == verifier.key_id
+        )
+        if not isinstance(line, str):
+            line = cosign(self.signer, text.encode(), int(self._clock().timestamp()))
+        return Answer(200, f"{text}\n{logs}{line}")
