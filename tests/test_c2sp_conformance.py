@@ -361,3 +361,51 @@ def test_witness_serves_the_checkpoint_it_cosigned_to_monitors(tmp_path: Path) -
         served, _, _ = _get(f"{url}/{origin_hash}/checkpoint")
         fresh = served.decode().split("\n\n")[1].split("\n")[1] + "\n"
         _check_cosignature(fresh, vkey, body, tmp_path / "witness.pem")
+
+
+def test_exported_log_is_byte_for_byte_tlog_tiles(tmp_path: Path, server: ServerProc) -> None:
+    """A real log of 300 entries exported and served by `prov web --tiles-dir`, read as a
+    tlog-tiles client would, from the spec alone: ``checkpoint`` as ``text/plain;
+    charset=utf-8`` cached a few seconds at most; the full level-0 tile ``tile/0/000``
+    (8,192 bytes, long-lived cache) and the partial ``tile/0/001.p/44``, each the leaf
+    hashes SHA-256(0x00 || entry) of the entries in ``tile/entries/...`` (uint16
+    big-endian lengths); the level-1 tile ``tile/1/000.p/1`` holding the Merkle Tree
+    Hash of the full level-0 tile; the checkpoint's lines origin, decimal size and base64
+    of the MTH of all 300 leaves, signed by the log's key."""
+    out = tmp_path / "tiles"
+    with ProvenanceClient(server.address, admin_token=ADMIN_TOKEN) as client:
+        key = enroll_key(client)
+        prev = b""
+        for seq in range(1, 300):  # 300 entries with the enrollment
+            signed = signed_claim(key, seq, prev=prev)
+            client.submit(signed)
+            prev = signed.claim_hash
+        vkey, origin = client.log_key()
+    assert prov_main(["log", "export-tiles", str(out), "--db", str(server.db)]) == 0
+    web = start_web(server.address, "--tiles-dir", str(out))
+    try:
+        base = f"{web.address}/tlog"
+        note, ctype, cache = _get(f"{base}/checkpoint")
+        assert ctype == "text/plain; charset=utf-8"
+        assert int(cache.split("max-age=")[1].split(",")[0]) <= 10
+        full, ctype, cache = _get(f"{base}/tile/0/000")
+        assert ctype == "application/octet-stream" and len(full) == 8192
+        assert "immutable" in cache and int(cache.split("max-age=")[1].split(",")[0]) >= 86400
+        partial = _get(f"{base}/tile/0/001.p/44")[0]
+        entries = _entries(_get(f"{base}/tile/entries/000")[0])
+        entries += _entries(_get(f"{base}/tile/entries/001.p/44")[0])
+        leaves = [_leaf(e) for e in entries]
+        assert len(entries) == 300 and full + partial == b"".join(leaves)
+        assert _get(f"{base}/tile/1/000.p/1")[0] == _mth(leaves[:256])
+        text, signature = note.decode().split("\n\n")
+        lines = text.split("\n")
+        assert lines[:3] == [origin, "300", _b64(_mth(leaves))]
+        name, blob = signature.rstrip("\n").split(" ")[1:]
+        raw = base64.b64decode(blob)
+        public = base64.b64decode(vkey.split("+")[2])
+        assert name == origin and public[0] == 0x01
+        assert raw[:4] == hashlib.sha256(name.encode() + b"\n" + public).digest()[:4]
+        assert vkey.split("+")[1] == raw[:4].hex()
+        Ed25519PublicKey.from_public_bytes(public[1:]).verify(raw[4:], (text + "\n").encode())
+    finally:
+        web.stop()
