@@ -284,7 +284,7 @@ def test_the_signed_note_spec_example_verifies() -> None:
     id is SHA-256(name || 0x0A || 0x01 || key)[:4] (computed here), and the note opens to
     its text; one changed byte of the text fails."""
     verifier = NoteVerifier.from_vkey(SPEC_VKEY)
-    public = base64.b64decode(SPEC_VKEY.split("+")[2])
+    public = base64.b64decode(SPEC_VKEY.split("+", 2)[2])
     assert public[0] == 0x01 and len(public) == 33
     key_id = hashlib.sha256(b"example.com/foo\n" + public).digest()[:4]
     assert key_id.hex() == "530d903a" == verifier.key_id.hex()
@@ -402,10 +402,10 @@ def test_exported_log_is_byte_for_byte_tlog_tiles(tmp_path: Path, server: Server
         assert lines[:3] == [origin, "300", _b64(_mth(leaves))]
         name, blob = signature.rstrip("\n").split(" ")[1:]
         raw = base64.b64decode(blob)
-        public = base64.b64decode(vkey.split("+")[2])
+        public = base64.b64decode(vkey.split("+", 2)[2])
         assert name == origin and public[0] == 0x01
         assert raw[:4] == hashlib.sha256(name.encode() + b"\n" + public).digest()[:4]
-        assert vkey.split("+")[1] == raw[:4].hex()
+        assert vkey.split("+", 2)[1] == raw[:4].hex()
         Ed25519PublicKey.from_public_bytes(public[1:]).verify(raw[4:], (text + "\n").encode())
     finally:
         web.stop()
