@@ -57,8 +57,8 @@ def serve(
 ) -> None:
     """Serve POST /add-checkpoint (c2sp.org/tlog-witness): verify the log's signature and
     a consistency proof from the last checkpoint cosigned, then answer an Ed25519
-    cosignature/v1 line (c2sp.org/tlog-cosignature). Refuses rolled-back or forked
-    checkpoints with 409 Conflict and the witness's size. Prints the witness's verifier
+    cosignature/v1 line (c2sp.org/tlog-cosignature). Answers a stale old size with 409
+    Conflict and the witness's size, a forked checkpoint with 422. Prints the witness's verifier
     key ("witness key NAME+ID+KEY": give it to `prov serve --witness URL=KEY`), then
     "witness on http://HOST:PORT". Stops on SIGINT/SIGTERM: requests in flight are
     answered, the state folder's lock released, "witness stopped" printed, exit 0."""

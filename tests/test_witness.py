@@ -116,7 +116,7 @@ def test_witness_cosigns_a_growing_log_and_refuses_rollback_and_forks(
         signer = load_log_signer(Path(f"{server.db}.logkey.pem"), verifier.name)
         cp = open_checkpoint(second, verifier)
         forked = signer.sign(Checkpoint(cp.origin, 8, bytes(32), cp.timestamp))
-        assert _post(url, _body(8, [], forked)) == (409, "8\n", "text/x.tlog.size")
+        assert _post(url, _body(8, [], forked))[0] == 422  # tlog-witness: same size, other root
         bigger = signer.sign(Checkpoint(cp.origin, 10, bytes(32), cp.timestamp))
         assert _post(url, _body(8, proof, bigger))[0] == 422
 

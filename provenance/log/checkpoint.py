@@ -68,8 +68,9 @@ def _has_control(text: str) -> bool:
     return _CONTROL_RE.search(text) is not None
 
 
-def _check_key_name(name: str) -> None:
-    """Raise LogError unless ``name`` is a note key name: non-empty, no spaces, no '+'."""
+def check_key_name(name: str) -> None:
+    """Raise LogError unless ``name`` is a note key name (c2sp.org/signed-note "Format":
+    non-empty, no Unicode spaces, no '+'; and no control characters)."""
     if not name or "+" in name or any(ch.isspace() for ch in name) or _has_control(name):
         raise LogError(f"{name!r} is not a note key name (non-empty, no spaces, no '+')")
 
@@ -144,8 +145,13 @@ class Checkpoint:
         return ("\n".join(lines) + "\n").encode()
 
     @classmethod
-    def parse_body(cls, text: str) -> Checkpoint:
-        """Parse a checkpoint note text (what `body` writes). Raises LogError if malformed."""
+    def parse_body(cls, text: str, *, opaque_extensions: bool = False) -> Checkpoint:
+        """Parse a checkpoint note text (what `body` writes). Raises LogError if malformed.
+
+        By default the only extension line taken is this log's ``time`` line; with
+        ``opaque_extensions`` any non-empty extension lines are taken and ignored
+        (tlog-checkpoint "Note text": "opaque and OPTIONAL"; the timestamp is then None),
+        as a witness of other logs reads their checkpoints."""
         if not text.endswith("\n") or _has_control(text):
             raise LogError("checkpoint text must end with a newline and have no control characters")
         lines = text[:-1].split("\n")
@@ -155,7 +161,7 @@ class Checkpoint:
         size = parse_tree_size(size_text, "checkpoint size")
         root_hash = b64decode_strict(root_text, "checkpoint root")
         timestamp = None
-        if extensions:
+        if extensions and not opaque_extensions:
             if len(extensions) > 1 or not extensions[0].startswith(_TIME_PREFIX):
                 raise LogError(f"unknown checkpoint extension lines {extensions!r}")
             timestamp = _parse_time(extensions[0][len(_TIME_PREFIX) :])
@@ -187,7 +193,7 @@ class LogSigner:
     """Signs checkpoints as the log: an Ed25519 key and its note key name (the origin)."""
 
     def __init__(self, private_key: Ed25519PrivateKey, name: str) -> None:
-        _check_key_name(name)
+        check_key_name(name)
         self._private_key = private_key
         self.name = name
         self.public_key = _raw_public_key(private_key.public_key())
@@ -256,7 +262,7 @@ def split_note(note: str) -> tuple[str, list[SignatureLine]]:
         name, sep, blob = line[2:].partition(" ")
         if not sep:
             raise LogError(f"signature line {line!r} is not '— <name> <base64>'")
-        _check_key_name(name)
+        check_key_name(name)
         raw = b64decode_strict(blob, f"signature of {name}")
         if len(raw) < 5:
             raise LogError(f"signature of {name} is {len(raw)} bytes, too short")
@@ -275,7 +281,7 @@ class NoteVerifier:
     """Verifies note signatures by one Ed25519 key, identified by name and key id."""
 
     def __init__(self, name: str, public_key: bytes) -> None:
-        _check_key_name(name)
+        check_key_name(name)
         check_public_key(public_key)  # small-order keys would accept forged notes
         try:
             self._public_key = Ed25519PublicKey.from_public_bytes(public_key)
@@ -295,7 +301,7 @@ class NoteVerifier:
         if len(parts) != 3:
             raise LogError(f"verifier key {vkey!r} is not <name>+<key id>+<key>")
         name, id_text, material = parts
-        _check_key_name(name)
+        check_key_name(name)
         if not _KEY_ID_RE.fullmatch(id_text):
             raise LogError(f"verifier key id {id_text!r} is not 8 lowercase hex digits")
         raw = b64decode_strict(material, "verifier key material")
@@ -334,15 +340,23 @@ class NoteVerifier:
         return text
 
 
-def open_checkpoint(note: str, verifier: NoteVerifier, *, origin: str | None = None) -> Checkpoint:
+def open_checkpoint(
+    note: str,
+    verifier: NoteVerifier,
+    *,
+    origin: str | None = None,
+    opaque_extensions: bool = False,
+) -> Checkpoint:
     """Verify a signed checkpoint note and parse its body.
 
     ``origin`` is the log identity expected on the first line; by default the verifier's
-    key name (the C2SP recommendation and what `LogSigner` does). Raises SignatureError
+    key name (the C2SP recommendation and what `LogSigner` does). ``opaque_extensions``:
+    take any extension lines, ignored (`Checkpoint.parse_body`). Raises SignatureError
     (no valid signature by ``verifier``) or LogError (malformed note or body, or another
     origin).
     """
-    checkpoint = Checkpoint.parse_body(verifier.open(note))
+    text = verifier.open(note)
+    checkpoint = Checkpoint.parse_body(text, opaque_extensions=opaque_extensions)
     expected = verifier.name if origin is None else origin
     if checkpoint.origin != expected:
         raise LogError(f"checkpoint origin {checkpoint.origin!r} is not {expected!r}")
@@ -361,7 +375,7 @@ def generate_log_key(path: Path, origin: str) -> LogSigner:
     still created exclusively. Raises ConfigError if it exists or cannot be written,
     LogError if ``origin`` is not a valid note key name.
     """
-    _check_key_name(origin)
+    check_key_name(origin)
     private_key = Ed25519PrivateKey.generate()
     pem = private_key.private_bytes(
         serialization.Encoding.PEM,

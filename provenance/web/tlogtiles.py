@@ -4,7 +4,13 @@ Under ``/tlog/`` (the log's tiles prefix): ``checkpoint`` as ``text/plain; chars
 with a few seconds of caching (tlog-tiles "Checkpoints": mutable), full tiles and entry
 bundles ``tile/<L>/<N>`` / ``tile/entries/<N>`` as ``application/octet-stream``, cached
 for a year and ``immutable`` (tlog-tiles "Merkle Tree", "Log entries"), partial tiles
-``.../<N>.p/<W>`` for a minute (they are superseded by the full tile). Entry bundles
+``.../<N>.p/<W>`` for a minute (they are superseded by the full tile). A partial tile or
+bundle the directory lacks is cut from the next wider one there, or the full one: the
+export writes only the partial tiles of the sizes it exported, but tlog-tiles "Partial
+Tiles" says "Logs MUST serve partial tiles corresponding to tree sizes for which a
+checkpoint was produced", and the log signs a checkpoint per batch (receipts carry them);
+the first ``W`` hashes or entries of a wider tile are the tile of width ``W``, since the
+log only appends. Entry bundles
 are gzipped for clients that accept it (tlog-tiles "Log entries": SHOULD be compressed),
 up to `GZIP_MAX_BYTES` (a larger one, of large entries, is sent as it is: compressing it
 at each request cost more CPU than it saved bytes). Only canonical
@@ -26,6 +32,8 @@ from __future__ import annotations
 
 import asyncio
 import gzip
+import os
+import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -174,10 +182,58 @@ def _refused(client: str, held: int, shares: TileShares) -> Response:
     )
 
 
-def _read(path: Path, gzip_ok: bool) -> tuple[bytes, bool]:
+def _source(directory: Path, path: str, tile: tiles.Tile) -> tuple[Path, int]:
+    """The file to serve the tile at ``path`` (its tile ``tile``) from, and its width:
+    its own file, or for a partial tile the directory lacks, the narrowest wider partial
+    one of the same index there, else the full one. Raises FileNotFoundError (or
+    NotADirectoryError) when there is none."""
+    own = directory / path
+    if not tile.partial or own.exists():
+        return own, tile.width
+    folder = own.parent  # <N>.p
+    wider = []
+    try:
+        names = os.listdir(folder)
+    except (FileNotFoundError, NotADirectoryError):
+        names = []
+    for name in names:
+        if _WIDTH_RE.fullmatch(name) and tile.width < int(name) < tiles.TILE_WIDTH:
+            wider.append(int(name))
+    for width in sorted(wider):
+        if (folder / str(width)).is_file():
+            return folder / str(width), width
+    full = folder.with_name(folder.name.removesuffix(".p"))
+    if full.is_file():
+        return full, tiles.TILE_WIDTH
+    raise FileNotFoundError(path)
+
+
+_WIDTH_RE = re.compile(r"[1-9][0-9]{0,2}")
+
+
+def _prefix(body: bytes, width: int, keep: int, bundle: bool) -> bytes:
+    """The first ``keep`` hashes (or entries, for a ``bundle``) of a tile of ``width``.
+    Raises FileNotFoundError when ``body`` is not such a tile (a damaged file is no source
+    of another tile)."""
+    try:
+        if bundle:
+            entries = tiles.decode_bundle(body, tiles.Tile(0, 0, width))
+            return tiles.encode_bundle(entries[:keep])
+        return b"".join(tiles.split_hashes(body, tiles.Tile(0, 0, width))[:keep])
+    except LogError as e:
+        raise FileNotFoundError(f"not a tile of width {width}: {e}") from e
+
+
+def _read(
+    path: Path, gzip_ok: bool, cut: tuple[int, int, bool] | None = None
+) -> tuple[bytes, bool]:
     """The file at ``path``, gzip-compressed when ``gzip_ok`` and it is at most
-    `GZIP_MAX_BYTES`; and whether it was. Raises OSError."""
+    `GZIP_MAX_BYTES`; and whether it was. ``cut``: (the file's tile width, the width to
+    serve, whether it is an entry bundle) when serving a narrower tile from it
+    (`_prefix`). Raises OSError."""
     body = path.read_bytes()
+    if cut is not None:
+        body = _prefix(body, *cut)
     if gzip_ok and len(body) <= GZIP_MAX_BYTES:
         return gzip.compress(body, compresslevel=6, mtime=0), True
     return body, False
@@ -211,9 +267,11 @@ def routes(directory: Path, shares: TileShares | None = None) -> list[Route]:
         gzipped = bundle and "gzip" in request.headers.get("accept-encoding", "")
         client = client_key(request.client.host) if request.client else ""
         try:
-            size = (directory / path).stat().st_size
+            source, width = _source(directory, path, parsed)
+            size = source.stat().st_size
         except (FileNotFoundError, NotADirectoryError):
             return _not_found(f"/tlog/{path}")
+        cut = None if width == parsed.width else (width, parsed.width, bundle)
         if not await shares.take(client, size):
             return _refused(client, shares.held(client), shares)
         try:
@@ -221,7 +279,7 @@ def routes(directory: Path, shares: TileShares | None = None) -> list[Route]:
             # compressing it took the loop 0.3 s, during which no other request of the
             # web front (pages, API, uploads) was answered
             body, gzipped = await anyio.to_thread.run_sync(
-                _read, directory / path, gzipped, limiter=file_workers
+                _read, source, gzipped, cut, limiter=file_workers
             )
         except (FileNotFoundError, NotADirectoryError):
             shares.give(client, size)

@@ -6,12 +6,14 @@ signed checkpoint. The witness answers:
 
 - 404 when the checkpoint's origin is not a log it witnesses;
 - 403 when no signature by that log's key verifies;
-- 400 for a malformed body, an old size above the checkpoint's size, or a checkpoint of
-  size 0 whose root is not the empty tree's (RFC 9162 2.1.1: SHA-256 of nothing);
+- 400 for a malformed body, or an old size above the checkpoint's size;
 - 409 Conflict, with its own size as ``<size>\\n`` (``Content-Type: text/x.tlog.size``),
-  when the old size is not the size it last cosigned (a rolled-back or stale client),
-  or when the size is the same and the root differs (a fork);
-- 422 when the consistency proof (RFC 9162 2.1.4.2) does not verify;
+  when the old size is not the size it last cosigned (a rolled-back or stale client);
+- 422 Unprocessable Entity when the checkpoint cannot be consistent with what it
+  cosigned: a checkpoint of size 0 whose root is not the empty tree's (RFC 9162 2.1.1:
+  SHA-256 of nothing), consistency-proof lines after ``old 0``, a consistency proof
+  (RFC 9162 2.1.4.2) that does not verify, or the size it cosigned with another root (a
+  fork), each as tlog-witness "add-checkpoint" says;
 - else 200 and one cosignature line, after persisting the new checkpoint (a checkpoint of
   the size already cosigned, which anyone can replay, is cosigned without a save); the check
   and the update are atomic (the tlog-witness race: a thread lock, and an flock on the
@@ -24,9 +26,14 @@ signature line ``— <witness name> base64(key id || u64 timestamp || Ed25519 si
 over ``cosignature/v1\\ntime <timestamp>\\n`` followed by the checkpoint body; the key id
 is SHA-256(name || 0x0A || 0x04 || public key)[:4].
 
+`Witness.monitor_checkpoint` implements the "Monitor Retrieval Mechanism": ``GET
+<prefix>/<hex SHA-256 of the origin>/checkpoint`` answers the last checkpoint cosigned for
+that log, with the log's verified signature lines and the cosignature returned for it;
+404 when none was.
+
 State: one JSON file per log origin in the state directory (the last cosigned size,
-root and note), replaced atomically and durably (file and folder fsynced) before the
-answer.
+root and note, and the cosignature line returned), replaced atomically and durably (file
+and folder fsynced) before the answer.
 """
 
 from __future__ import annotations
@@ -37,6 +44,7 @@ import fcntl
 import hashlib
 import json
 import os
+import re
 import secrets
 import stat
 import threading
@@ -62,6 +70,7 @@ from provenance.log.checkpoint import (
     LogSigner,
     NoteVerifier,
     b64decode_strict,
+    check_key_name,
     open_checkpoint,
     parse_tree_size,
     split_note,
@@ -73,8 +82,11 @@ COSIGNATURE_TYPE_ED25519 = 0x04
 MAX_PROOF_LINES = 63
 """Most consistency-proof lines a client may send (tlog-witness "add-checkpoint")."""
 
-MAX_BODY_BYTES = 64 * 1024
-"""Largest add-checkpoint request body read."""
+MAX_BODY_BYTES = 128 * 1024
+"""Largest add-checkpoint request body read: 63 proof lines and a checkpoint with 16
+signatures of nearly 5 kB each (c2sp.org/signed-note "Format": verifiers "MUST accept at
+least up to 16 signatures", "post-quantum signatures can be up to nearly 5kB"), about
+110 kB with their names."""
 
 SIZE_CONTENT_TYPE = "text/x.tlog.size"
 """Content-Type of a 409 answer carrying the witness's size."""
@@ -111,8 +123,8 @@ def cosign(signer: LogSigner, body: bytes, timestamp: int) -> str:
 def parse_cosigner_vkey(vkey: str) -> tuple[str, bytes]:
     """(witness name, 32-byte Ed25519 public key) of a cosigner verifier key
     ``<name>+<hex key id>+base64(0x04 || key)`` (what `cosigner_vkey` writes and
-    ``prov witness serve`` prints). Raises LogError when it is malformed or its key id
-    does not match."""
+    ``prov witness serve`` prints). Raises LogError when it is malformed (a name that is no
+    note key name, too) or its key id does not match."""
     if vkey.startswith("witness key "):  # the whole line `prov witness serve` prints
         raise LogError(
             "give the key alone, without the 'witness key ' that `prov witness serve` prints"
@@ -122,6 +134,7 @@ def parse_cosigner_vkey(vkey: str) -> tuple[str, bytes]:
     if len(parts) != 3 or not parts[0]:
         raise LogError(f"witness key {vkey!r} is not <name>+<key id>+<key>")
     name, id_text, material = parts
+    check_key_name(name)
     raw = b64decode_strict(material, "witness key material")
     if len(raw) != 33 or raw[0] != COSIGNATURE_TYPE_ED25519:
         raise LogError("witness key is not an Ed25519 cosignature/v1 key (type 0x04)")
@@ -329,6 +342,9 @@ def _open_lock_file(path: Path) -> int:
     return fd
 
 
+_ORIGIN_HASH_RE = re.compile(r"[0-9a-f]{64}")
+
+
 def _conflict(size: int) -> Answer:
     return Answer(409, f"{size}\n", SIZE_CONTENT_TYPE)
 
@@ -397,12 +413,13 @@ class Witness:
         except (ValueError, KeyError, TypeError) as e:
             raise LogError(f"witness state {path} is damaged: {e}") from e
 
-    def _save(self, checkpoint: Checkpoint, note: str) -> None:
+    def _save(self, checkpoint: Checkpoint, note: str, line: str) -> None:
         doc = {
             "origin": checkpoint.origin,
             "size": checkpoint.size,
             "root": base64.b64encode(checkpoint.root_hash).decode(),
             "note": note,
+            "cosignature": line,
         }
         path = self._state_path(checkpoint.origin)
         tmp = path.with_name(f".tmp-{os.getpid()}-{secrets.token_hex(4)}")
@@ -433,20 +450,17 @@ class Witness:
         if verifier is None:
             return Answer(404, f"this witness does not witness the log {origin[:100]!r}\n")
         try:
-            new = open_checkpoint(request.note, verifier)
+            # another log's extension lines are opaque (tlog-checkpoint), and cosigned as
+            # they are: the cosigned message is the note text verbatim
+            new = open_checkpoint(request.note, verifier, opaque_extensions=True)
         except SignatureError as e:
             return Answer(403, f"{e}\n")
         except LogError as e:
             return Answer(400, f"malformed checkpoint: {e}\n")
-        if new.size == 0 and new.root_hash != merkle.EMPTY_ROOT:
-            empty = "a tree of size 0 has the empty root, SHA-256 of nothing"
-            return Answer(400, f"malformed checkpoint: {empty}\n")
         if request.old_size > new.size:
             return Answer(
                 400, f"old size {request.old_size} is above the checkpoint's {new.size}\n"
             )
-        if request.old_size == 0 and request.proof:
-            return Answer(400, "the consistency proof must be empty when the old size is 0\n")
         try:
             with _locked(self._lock, self._folder_lock, self.lock_wait_s):
                 return self._check_and_save(request, origin, new)
@@ -458,23 +472,65 @@ class Witness:
             )
 
     def _check_and_save(self, request: _Request, origin: str, new: Checkpoint) -> Answer:
-        """The add-checkpoint steps under the state lock: compare with the saved state,
-        check the consistency proof, save, cosign."""
+        """The add-checkpoint steps under the state lock, in tlog-witness's order: the old
+        size against the saved state (409), the checkpoint's consistency with it (422:
+        the empty tree's root at size 0, no proof from 0, the proof, the same root at the
+        same size), save, cosign."""
         old = self.latest(origin)
         old_size = old.size if old is not None else 0
         if request.old_size != old_size:
             return _conflict(old_size)
-        if old is not None and old.size == new.size and old.root_hash != new.root_hash:
-            return _conflict(old_size)
-        if old is not None and 0 < old.size < new.size:
+        if new.size == 0 and new.root_hash != merkle.EMPTY_ROOT:
+            empty = "a tree of size 0 has the empty root, SHA-256 of nothing"
+            return Answer(422, f"the checkpoint cannot be: {empty}\n")
+        if old is None or old.size == 0:
+            if request.proof:
+                return Answer(422, "the consistency proof must be empty when the old size is 0\n")
+        else:  # equal sizes: an empty proof and the same root (RFC 9162 2.1.4.2)
             try:
                 merkle.verify_consistency(
                     old.size, new.size, request.proof, old.root_hash, new.root_hash
                 )
             except LogError as e:
-                return Answer(422, f"the consistency proof does not verify: {e}\n")
-        if old is None or old.size != new.size:  # the same tree again: nothing to save
-            self._save(new, request.note)
+                return Answer(
+                    422,
+                    f"the checkpoint is not consistent with the tree of size {old.size} this"
+                    f" witness cosigned: {e}\n",
+                )
         timestamp = int(self._clock().timestamp())
         body_text = request.note[: request.note.rfind("\n\n") + 1].encode()
-        return Answer(200, cosign(self.signer, body_text, timestamp))
+        line = cosign(self.signer, body_text, timestamp)
+        if old is None or old.size != new.size:  # the same tree again: nothing to save
+            self._save(new, request.note, line)
+        return Answer(200, line)
+
+    def monitor_checkpoint(self, origin_hash: str) -> Answer:
+        """The tlog-witness "Monitor Retrieval Mechanism": ``GET <prefix>/<origin
+        hash>/checkpoint``, the origin hash SHA-256 of the log's origin in lowercase hex.
+        200: the last checkpoint cosigned for that log, with the log's signature lines
+        this witness verified and the cosignature line add-checkpoint returned for it
+        (a state saved before the line was kept gets a cosignature made now: the same
+        statement, that this is the newest tree the witness holds); 404 when the witness
+        never cosigned a checkpoint of that log. Raises LogError for a damaged state."""
+        if not _ORIGIN_HASH_RE.fullmatch(origin_hash):
+            return Answer(404, "not a lowercase hex SHA-256 of a log's origin\n")
+        path = self.state_dir / (origin_hash[:32] + ".json")
+        try:
+            doc = json.loads(path.read_text())
+            origin, note, line = doc["origin"], doc["note"], doc.get("cosignature")
+        except FileNotFoundError:
+            return Answer(404, "this witness never cosigned a checkpoint of that log\n")
+        except (ValueError, KeyError, TypeError) as e:
+            raise LogError(f"witness state {path} is damaged: {e}") from e
+        verifier = self.logs.get(origin)
+        if verifier is None or hashlib.sha256(origin.encode()).hexdigest() != origin_hash:
+            return Answer(404, "this witness never cosigned a checkpoint of that log\n")
+        text, signatures = split_note(note)
+        logs = "".join(
+            f"{_EM_DASH} {s.name} {base64.b64encode(s.key_id + s.signature).decode()}\n"
+            for s in signatures
+            if s.name == verifier.name and s.key_id == verifier.key_id
+        )
+        if not isinstance(line, str):
+            line = cosign(self.signer, text.encode(), int(self._clock().timestamp()))
+        return Answer(200, f"{text}\n{logs}{line}")

@@ -361,13 +361,20 @@ class Cosigner:
                     return line
                 if status == 409 and ctype.split(";")[0].strip() == SIZE_CONTENT_TYPE:
                     hint = _size_hint(text)
-                    if hint == old:  # it holds this size already, with another root
+                    # it holds this size already, with another root: older versions of
+                    # `prov witness serve` said so with 409; tlog-witness says 422 (below)
+                    if hint == old:
                         raise _Refused(
                             f"409 Conflict: the witness cosigned another tree head of size"
                             f" {old}: this log is forked"
                         )
                     peer.known_size = hint
                     continue
+                if status == 422 and old == size:  # tlog-witness: same size, other root
+                    raise _Refused(
+                        f"422: the witness cosigned another tree head of size {old}: this"
+                        " log is forked"
+                    )
                 if status == 422:
                     raise _Refused(
                         f"422: the consistency proof from the {old} entries the witness"

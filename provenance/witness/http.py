@@ -1,5 +1,6 @@
 """The witness's HTTP interface (c2sp.org/tlog-witness "HTTP Interface"):
-``POST <prefix>/add-checkpoint``, served with uvicorn on a socket bound first."""
+``POST <prefix>/add-checkpoint`` and ``GET <prefix>/<origin hash>/checkpoint``, served
+with uvicorn on a socket bound first."""
 
 from __future__ import annotations
 
@@ -15,7 +16,8 @@ from provenance.witness import MAX_BODY_BYTES, Answer, Witness
 
 
 def create_app(witness: Witness) -> Starlette:
-    """A Starlette app answering add-checkpoint for ``witness`` (the prefix is the root)."""
+    """A Starlette app answering add-checkpoint and the monitors' ``GET /<origin
+    hash>/checkpoint`` for ``witness`` (both prefixes are the root)."""
 
     async def add_checkpoint(request: Request) -> Response:
         body = bytearray()
@@ -29,7 +31,16 @@ def create_app(witness: Witness) -> Starlette:
         # set as a header so Starlette adds no charset to text/x.tlog.size
         return Response(answer.body, answer.status, headers={"Content-Type": answer.content_type})
 
-    return Starlette(routes=[Route("/add-checkpoint", add_checkpoint, methods=["POST"])])
+    async def checkpoint(request: Request) -> Response:
+        answer = await run_in_threadpool(witness.monitor_checkpoint, request.path_params["hash"])
+        return Response(answer.body, answer.status, headers={"Content-Type": answer.content_type})
+
+    return Starlette(
+        routes=[
+            Route("/add-checkpoint", add_checkpoint, methods=["POST"]),
+            Route("/{hash}/checkpoint", checkpoint, methods=["GET", "HEAD"]),
+        ]
+    )
 
 
 def run_witness(listen: str, witness: Witness, limits: HttpLimits = DEFAULT_LIMITS) -> None:
