@@ -24,9 +24,9 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from provenance import metrics
 from provenance.c2pa.authority import (
+    Authority,
     accept_device_certificate,
     issue_device_certificate,
-    load_authority,
 )
 from provenance.core import merkle
 from provenance.core.binding import PerceptualHash
@@ -197,8 +197,9 @@ class ServiceConfig:
     name in its checkpoints;
     verify_on_start: re-hash the leaves appended since the last verified mark and
     compare with the signed checkpoint; full_check: re-hash every leaf instead (O(n)
-    hashing, O(log n) memory); authority_dir: an enrollment authority
-    (`prov admin ca init`) that certifies enrolled keys for C2PA export, or None;
+    hashing, O(log n) memory); authority: the enrollment authority
+    (`prov admin ca init`, loaded by `provenance.c2pa.authority.load_authority`) that
+    certifies enrolled keys for C2PA export, or None;
     follow_interval_s: how often a server over a shared store reads the other servers'
     appends into its near-duplicate index; mark_interval_s: how often the running server
     re-hashes what was appended and moves the verified mark (`provenance.server.startup`);
@@ -215,7 +216,7 @@ class ServiceConfig:
     log_key: Path | None
     origin: str = DEFAULT_ORIGIN
     verify_on_start: bool = True
-    authority_dir: Path | None = None
+    authority: Authority | None = None
     full_check: bool = False
     follow_interval_s: float = 0.25
     mark_interval_s: float = 60.0
@@ -269,7 +270,7 @@ class ProvenanceService:
             if config.log_key is not None and self._new_database():
                 new_memo = memo_path(config.log_key)
                 self._made += [] if os.path.lexists(new_memo) else [new_memo]
-            self.authority = load_authority(config.authority_dir) if config.authority_dir else None
+            self.authority = config.authority
             self.signer = self._open_signer()
             self.verifier = NoteVerifier.from_vkey(self.signer.verifier_key())
             #: what the start-up check of the log did
