@@ -49,6 +49,7 @@ _LIMIT_FLAGS = {
     "quota_claims_per_minute": "--quota-claims-per-minute",
     "quota_bytes_per_minute": "--quota-claim-kb-per-minute",
     "forgeries_per_minute": "--forgeries-per-minute",
+    "auth_failures_per_minute": "--auth-failures-per-minute",
     "max_pending_calls": "--max-pending-calls",
     "detector_timeout_s": "--detector-timeout",
 }
@@ -303,6 +304,15 @@ def serve(
             " (RESOURCE_EXHAUSTED) until it has waited (0: no limit).",
         ),
     ] = 60,
+    auth_failures_per_minute: Annotated[
+        int,
+        typer.Option(
+            help="Failed authentications (admin calls with a wrong or missing admin token,"
+            " refused enrollments) one client (IPv4 address, IPv6 /64) may make per minute"
+            " (bursts up to a minute's worth); past it the client's admin and Enroll calls"
+            " are refused unchecked (RESOURCE_EXHAUSTED) until it has waited (0: no limit).",
+        ),
+    ] = 20,
     max_pending_calls: Annotated[
         int,
         typer.Option(
@@ -455,6 +465,7 @@ def serve(
             quota_claims_per_minute=quota_claims_per_minute,
             quota_bytes_per_minute=quota_claim_kb_per_minute * 1024,
             forgeries_per_minute=forgeries_per_minute,
+            auth_failures_per_minute=auth_failures_per_minute,
             max_pending_calls=max_pending_calls,
             detector_timeout_s=detector_timeout,
         )
