@@ -71,6 +71,7 @@ from provenance.core.errors import (
 )
 from provenance.core.keyfile import PBKDF2_ITERATIONS, weaker_than_written_here
 from provenance.core.keys import DeviceKey
+from provenance.core.registry import certificate_enrollment_proof
 from provenance.core.video_binding import DEFAULT_VIDEO_CHUNK, hash_file
 from provenance.media.assets import AssetLimits, check_size, inspect_image, media_type_of
 from provenance.media.video.decode import DEFAULT_RATE_HZ, sample_frames
@@ -303,8 +304,20 @@ class DeviceHome:
         certificate from the server's enrollment authority); keep the X.509 chain the
         server returns, used to export captures with Content Credentials."""
         key = self.load_key(passphrase)
-        pop = sign_payload(key, PAYLOAD_TYPE_ENROLL, token.encode())
-        device, chain = client.enroll(token, key.public_key, pop, certificate_pem)
+        if token:
+            device, chain = client.enroll(
+                token,
+                key.public_key,
+                sign_payload(key, PAYLOAD_TYPE_ENROLL, token.encode()),
+                certificate_pem,
+            )
+        else:  # bound to this server's log and to now: useless to replay elsewhere
+            log_key, _ = client.log_key()
+            now = datetime.now(UTC).replace(microsecond=0)
+            pop = certificate_enrollment_proof(key, log_key, now)
+            device, chain = client.enroll(
+                "", key.public_key, pop, certificate_pem, log_key=log_key, signed_at=now
+            )
         if device.device_id != key.key_id:
             raise ConfigError("the server enrolled a different key id than this device's")
         if chain:

@@ -261,6 +261,12 @@ class RegistryServicer(rpc.DeviceRegistryServicer):
                 bytes(request.public_key),
                 bytes(request.proof_of_possession),
                 request.certificate_chain_pem,
+                request.log_key,
+                (
+                    wire.ts_from_pb(request.signed_at, "the enrollment's signing time")
+                    if request.HasField("signed_at")
+                    else None
+                ),
             )
         return pb.EnrollResponse(device=wire.device_to_pb(d), certificate_chain_pem=chain)
 

@@ -58,6 +58,7 @@ from provenance.core.keyhistory import (
 )
 from provenance.core.keys import CHECKED_KEYS_CACHED
 from provenance.core.registry import (
+    check_certificate_enrollment,
     check_claim_shape,
     check_enrollment,
     new_token,
@@ -598,17 +599,36 @@ class ProvenanceService:
         return token, now + ttl
 
     def enroll(
-        self, token: str, public_key: bytes, proof_of_possession: bytes, certificate_pem: str = ""
+        self,
+        token: str,
+        public_key: bytes,
+        proof_of_possession: bytes,
+        certificate_pem: str = "",
+        log_key: str = "",
+        signed_at: datetime | None = None,
     ) -> tuple[Device, str]:
         """Enroll ``public_key`` (raw 32 bytes); returns the device and its X.509 chain.
 
-        With a one-time ``token``; or, with no token, by a ``certificate_pem`` chain that
-        the server's enrollment authority issued (checked here). When the server runs an
-        authority and no chain is given, it issues one. Raises KeyMaterialError or
-        EnrollmentError.
+        With a one-time ``token`` (the proof signs it); or, with no token, by a
+        ``certificate_pem`` chain that the server's enrollment authority issued (checked
+        here), the proof signing ``log_key`` (this log's verifier key) and ``signed_at``
+        (`registry.check_certificate_enrollment`: a request made for another log, or
+        signed more than `registry.ENROLL_SKEW` from now, is refused). When the server
+        runs an authority and no chain is given, it issues one. Raises KeyMaterialError
+        or EnrollmentError.
         """
-        device_id = check_enrollment(public_key, token, proof_of_possession)
         now = self.clock()
+        if token:
+            device_id = check_enrollment(public_key, token, proof_of_possession)
+        else:
+            device_id = check_certificate_enrollment(
+                public_key,
+                log_key,
+                signed_at,
+                proof_of_possession,
+                self.signer.verifier_key(),
+                now,
+            )
         chain = ""
         if certificate_pem:
             if self.authority is None:
