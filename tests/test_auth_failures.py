@@ -157,3 +157,21 @@ def test_budget_counts_ipv6_per_64_and_refills() -> None:
     now[0] = 30.0
     budget.admit(same, "Enroll")  # one failure refilled
     assert AuthFailureBudget(0).admit(one, "Revoke")  # 0: no limit
+
+
+def test_admin_calls_to_a_server_without_an_admin_token_are_not_charged(tmp_path: Path) -> None:
+    """Without an admin token every admin call is refused as disabled: nobody guessed
+    anything, so nothing is charged (the caller keeps hearing why, not 'too many')."""
+    srv = start_server(
+        tmp_path / "p.db", "--auth-failures-per-minute", "2", env={"PROV_ADMIN_TOKEN": ""}
+    )
+    try:
+        channel, stub = _registry(srv, "127.0.0.1")
+        with channel:
+            for _ in range(5):
+                err = _token_call(stub, ADMIN_TOKEN)
+                assert isinstance(err, grpc.RpcError), err
+                assert err.code() is grpc.StatusCode.UNAUTHENTICATED
+                assert "admin operations are disabled" in (err.details() or "")
+    finally:
+        srv.stop()

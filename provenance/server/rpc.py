@@ -197,9 +197,8 @@ class ServerConfig:
     limits: ServerLimits = ServerLimits()
 
 
-def _require_admin(context: grpc.ServicerContext, token: str | None) -> None:
-    if not token:
-        raise AuthError("admin operations are disabled: the server has no admin token configured")
+def _require_admin(context: grpc.ServicerContext, token: str) -> None:
+    """Raise AuthError unless the call carries ``token`` as its bearer credential."""
     md = dict(context.invocation_metadata())
     got = str(md.get("authorization", ""))
     if not got.startswith("Bearer "):
@@ -223,6 +222,18 @@ class RegistryServicer(rpc.DeviceRegistryServicer):
         self.c = config
         self.budget = AuthFailureBudget(config.limits.auth_failures_per_minute)
 
+    def _admin(self, context: grpc.ServicerContext, rpc_name: str) -> None:
+        """Let an admin call through, or raise: AuthError when the server has no admin
+        token (not charged: nobody guessed anything) or the call's is wrong or missing
+        (charged to its client), AuthPenaltyError when its client has no failure left."""
+        token = self.c.admin_token
+        if not token:
+            raise AuthError(
+                "admin operations are disabled: the server has no admin token configured"
+            )
+        with self._authenticating(context, rpc_name):
+            _require_admin(context, token)
+
     @contextmanager
     def _authenticating(
         self,
@@ -243,8 +254,7 @@ class RegistryServicer(rpc.DeviceRegistryServicer):
 
     @_rpc
     def CreateEnrollmentToken(self, request: Any, context: grpc.ServicerContext) -> Any:
-        with self._authenticating(context, "CreateEnrollmentToken"):
-            _require_admin(context, self.c.admin_token)
+        self._admin(context, "CreateEnrollmentToken")
         ttl = timedelta(seconds=request.ttl_seconds) if request.ttl_seconds else None
         token, expires = (
             self.s.create_enrollment_token(ttl, request.label)
@@ -272,8 +282,7 @@ class RegistryServicer(rpc.DeviceRegistryServicer):
 
     @_rpc
     def Revoke(self, request: Any, context: grpc.ServicerContext) -> Any:
-        with self._authenticating(context, "Revoke"):
-            _require_admin(context, self.c.admin_token)
+        self._admin(context, "Revoke")
         if not request.reason.strip():
             raise ClaimError("a revocation needs a reason")
         when = (
