@@ -8,6 +8,7 @@ saying so; a key written unencrypted keeps working. The real CLI, a real server.
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from datetime import UTC, datetime
@@ -20,6 +21,7 @@ from provenance.c2pa.authority import KEY_FILE, init_authority, load_authority
 from provenance.core.envelope import PAYLOAD_TYPE_ENROLL, sign_payload
 from provenance.core.keys import DeviceKey
 from tests.conftest import ADMIN_TOKEN, ROOT, pbkdf2_iterations, start_server
+from tests.test_cli_prompt import Terminal
 
 SECRET = "correct horse battery staple"
 
@@ -129,3 +131,33 @@ def test_an_unencrypted_authority_keeps_working(tmp_path: Path) -> None:
         tmp_path / "q.db", "--ca", str(tmp_path / "ca"), "--ca-passphrase-file", str(extra)
     )
     assert "is not encrypted: it needs no passphrase" in err, err
+
+
+def test_the_passphrase_is_prompted_in_a_terminal(tmp_path: Path) -> None:
+    """In a terminal, `ca init` asks for the passphrase twice and `serve --ca` once; a
+    wrong one typed is a usage error (exit 2), the right one starts the server."""
+    env = {k: v for k, v in os.environ.items() if k != "PROV_CA_PASSPHRASE"}
+    env.update(COLUMNS="200", TERM="dumb", NO_COLOR="1")
+    ca = tmp_path / "ca"
+    term = Terminal(["-m", "clients.cli", "admin", "ca", "init", "--dir", str(ca)], env)
+    term.expect("Authority key passphrase: ")
+    term.type(SECRET)
+    term.expect("Repeat for confirmation: ")
+    term.type(SECRET)
+    rc, said = term.finish()
+    assert rc == 0 and "enrollment authority created" in said, said
+    assert load_authority(ca, SECRET.encode()).certificate is not None
+
+    serve = ["-m", "clients.cli", "serve", "--db", str(tmp_path / "p.db"), "--no-detector"]
+    serve += ["--listen", "127.0.0.1:0", "--ca", str(ca)]
+    term = Terminal(serve, env)
+    term.expect("Enrollment authority key passphrase: ")
+    term.type("wrong")
+    rc, said = term.finish()
+    assert rc == 2 and "the passphrase is wrong" in said, said
+    term = Terminal(serve, env)
+    term.expect("Enrollment authority key passphrase: ")
+    term.type(SECRET)
+    term.expect("listening on ")
+    os.kill(term.pid, signal.SIGTERM)
+    assert term.finish()[0] == 0
