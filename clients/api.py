@@ -161,9 +161,18 @@ class ProvenanceClient:
         return r.token, wire.ts_from_pb(r.expires_at)
 
     def enroll(
-        self, token: str, public_key: bytes, proof_of_possession: bytes, certificate_pem: str = ""
+        self,
+        token: str,
+        public_key: bytes,
+        proof_of_possession: bytes,
+        certificate_pem: str = "",
+        log_key: str = "",
+        signed_at: datetime | None = None,
     ) -> tuple[Device, str]:
-        """Enroll a key; returns the device and its X.509 chain (PEM, "" when none)."""
+        """Enroll a key; returns the device and its X.509 chain (PEM, "" when none).
+        A certificate enrollment (no token) names the log (``log_key``, its verifier key)
+        and the time (``signed_at``, UTC) its proof signs
+        (`provenance.core.registry.certificate_enrollment_proof`)."""
         r = self._call(
             self._registry.Enroll,
             pb.EnrollRequest(
@@ -171,6 +180,8 @@ class ProvenanceClient:
                 public_key=public_key,
                 proof_of_possession=proof_of_possession,
                 certificate_chain_pem=certificate_pem,
+                log_key=log_key,
+                signed_at=wire.ts_to_pb(signed_at),
             ),
         )
         return wire.device_from_pb(r.device), r.certificate_chain_pem

@@ -47,6 +47,7 @@ from clients.options import (
     WitnessQuorumOpt,
     witness_quorum_of,
 )
+from clients.passphrase import CA_PASSPHRASE_ENV, read_passphrase
 from clients.report import EXIT_CODES, EXIT_WITNESS_QUORUM, report_to_json, report_to_text
 from clients.scan.cli import scan as scan_command
 from detector import cli as detector_cli
@@ -152,49 +153,18 @@ SLOW_HINT = (
 EXIT_ALREADY_REVOKED = 3
 #: A command stopped by Ctrl-C (SIGINT).
 EXIT_INTERRUPTED = 130
-#: Said before the passphrase prompt comes again after an empty answer.
-EMPTY_PASSPHRASE = "the passphrase cannot be empty: the device key is encrypted with it"
-#: Said of a passphrase holding a byte that is not UTF-8 (the byte itself is never shown).
-NOT_UTF8_PASSPHRASE = (
-    "the passphrase is not valid UTF-8 text (a byte this terminal's encoding could not"
-    " decode): type it in a UTF-8 terminal"
-)
 
 
 def _passphrase(confirm: bool = False) -> bytes:
-    """PROV_PASSPHRASE, else a hidden prompt, asked again (saying why) while the answer is
-    empty; ``confirm``: typed twice, asked again from the start when the two differ.
-    Raises UsageError (exit 2) when neither is possible (no variable, no terminal)."""
-    env = os.environ.get("PROV_PASSPHRASE")
-    if env:
-        try:
-            return env.encode()
-        except UnicodeEncodeError:  # a byte that is not UTF-8; never shown, not even its place
-            raise UsageError(f"PROV_PASSPHRASE: {NOT_UTF8_PASSPHRASE}") from None
-    if not sys.stdin.isatty():
-        if env is not None:  # set, but to nothing
-            raise UsageError(
-                "PROV_PASSPHRASE is set but empty: set it to the device key's passphrase, or"
-                " unset it and run in a terminal to be prompted"
-            )
-        raise UsageError("no passphrase: set PROV_PASSPHRASE or run in a terminal to be prompted")
-
-    def ask(prompt: str) -> str:
-        while True:
-            try:
-                value = str(typer.prompt(prompt, hide_input=True, default="", show_default=False))
-            except UnicodeDecodeError:  # its message shows the byte and its place: not said
-                err.print(NOT_UTF8_PASSPHRASE, highlight=False)
-                continue
-            if value:
-                return value
-            err.print(EMPTY_PASSPHRASE, highlight=False)
-
-    while True:
-        value = ask("Device key passphrase")
-        if not confirm or ask("Repeat for confirmation") == value:
-            return value.encode()
-        err.print("the two passphrases differ; type it again", highlight=False)
+    """The device key's passphrase: PROV_PASSPHRASE, else a hidden prompt
+    (`clients.passphrase.read_passphrase`). Raises UsageError (exit 2) when neither is
+    possible (no variable, no terminal)."""
+    return read_passphrase(
+        env="PROV_PASSPHRASE",
+        what="the device key",
+        prompt="Device key passphrase",
+        confirm=confirm,
+    )
 
 
 def _admin_client(server: str) -> ProvenanceClient:
@@ -269,15 +239,55 @@ def ca_init(
     organization: Annotated[
         str, typer.Option(help="Organization of the root certificate.")
     ] = "Media Provenance",
+    passphrase_file: Annotated[
+        Path | None,
+        typer.Option(
+            help="File holding the passphrase that encrypts the authority key (default:"
+            " $PROV_CA_PASSPHRASE, else prompted). `prov serve --ca` then needs it too.",
+            dir_okay=False,
+        ),
+    ] = None,
+    no_passphrase: Annotated[
+        bool,
+        typer.Option(
+            "--no-passphrase",
+            help="Write the authority key unencrypted (anyone who reads the file can"
+            " certify devices): for tests and throwaway authorities.",
+        ),
+    ] = False,
 ) -> None:
     """Create an Ed25519 root CA on this machine; run the server with `--ca DIR` to
     issue a certificate to every device it enrolls from then on (a device enrolled before
     has none and its key cannot enroll again: `prov sign --c2pa` needs a new key). Prints
-    the root certificate, which verifiers configure as a C2PA trust anchor."""
+    the root certificate, which verifiers configure as a C2PA trust anchor.
+
+    The key is encrypted with a passphrase (PKCS#8, PBKDF2-HMAC-SHA256 at 600,000
+    iterations, AES-256), read from --passphrase-file, else $PROV_CA_PASSPHRASE, else
+    typed twice at a prompt; `prov serve --ca DIR` asks for it the same way
+    (--ca-passphrase-file, $PROV_CA_PASSPHRASE, a prompt)."""
     from provenance.c2pa.authority import init_authority
 
-    auth = init_authority(dir, now=datetime.now(UTC), name=name, organization=organization)
-    err.print(f"enrollment authority created in {dir}")
+    if no_passphrase and passphrase_file is not None:
+        raise UsageError("--no-passphrase and --passphrase-file contradict each other: give one")
+    passphrase = (
+        None
+        if no_passphrase
+        else read_passphrase(
+            env=CA_PASSPHRASE_ENV,
+            what="the authority key",
+            prompt="Authority key passphrase",
+            file=passphrase_file,
+            file_flag="--passphrase-file",
+            confirm=True,
+        )
+    )
+    auth = init_authority(
+        dir, now=datetime.now(UTC), name=name, organization=organization, passphrase=passphrase
+    )
+    err.print(
+        f"enrollment authority created in {dir}"
+        + ("" if passphrase else " (its key is not encrypted)")
+    )
     print(auth.certificate_pem.decode(), end="")
 
 

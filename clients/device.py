@@ -19,7 +19,9 @@ Layout of the device home (``PROV_HOME``, default ``~/.prov``)::
 Order of writes when signing (each file written atomically and fsynced): the state
 (sequence reserved) first, then the queue entry, then the sidecar. A crash can leave
 a gap in the sequence, never a reused number, and never a signed claim that is not
-queued.
+queued. A crash between the queue entry and the sidecar leaves a queued claim without its
+sidecar: signing the same bytes for the same sidecar path again reuses that claim
+(`DeviceHome.sign_file`), so it is not signed and logged twice.
 
 The queue never jams: an entry is the signed claim itself, so it is submitted whether
 or not the media file, its folder or its sidecar still exist; an entry the server
@@ -71,6 +73,7 @@ from provenance.core.errors import (
 )
 from provenance.core.keyfile import PBKDF2_ITERATIONS, weaker_than_written_here
 from provenance.core.keys import DeviceKey
+from provenance.core.registry import certificate_enrollment_proof
 from provenance.core.video_binding import DEFAULT_VIDEO_CHUNK, hash_file
 from provenance.media.assets import AssetLimits, check_size, inspect_image, media_type_of
 from provenance.media.video.decode import DEFAULT_RATE_HZ, sample_frames
@@ -163,6 +166,9 @@ class DeviceHome:
         self.set_aside_dir = self.root / "set_aside"
         self.sidecar_dir = self.root / "sidecars"
         self.cert_path = self.root / "device_cert.pem"
+        #: queue entry file name -> (its sidecar path, its key id), as `_queued_for`
+        #: last read them
+        self._queue_index: dict[str, tuple[str, bytes]] = {}
 
     # ---------------------------------------------------------------- key and state
 
@@ -303,8 +309,20 @@ class DeviceHome:
         certificate from the server's enrollment authority); keep the X.509 chain the
         server returns, used to export captures with Content Credentials."""
         key = self.load_key(passphrase)
-        pop = sign_payload(key, PAYLOAD_TYPE_ENROLL, token.encode())
-        device, chain = client.enroll(token, key.public_key, pop, certificate_pem)
+        if token:
+            device, chain = client.enroll(
+                token,
+                key.public_key,
+                sign_payload(key, PAYLOAD_TYPE_ENROLL, token.encode()),
+                certificate_pem,
+            )
+        else:  # bound to this server's log and to now: useless to replay elsewhere
+            log_key, _ = client.log_key()
+            now = datetime.now(UTC).replace(microsecond=0)
+            pop = certificate_enrollment_proof(key, log_key, now)
+            device, chain = client.enroll(
+                "", key.public_key, pop, certificate_pem, log_key=log_key, signed_at=now
+            )
         if device.device_id != key.key_id:
             raise ConfigError("the server enrolled a different key id than this device's")
         if chain:
@@ -368,6 +386,16 @@ class DeviceHome:
                 if not force:
                     raise SidecarExistsError(_refusal(side_path, old, same_content))
                 backup = _backup(side_path)
+        for entry in self._queued_for(side_path, key.key_id):
+            # a claim of these bytes queued for this sidecar whose sidecar is not there (a
+            # `prov sign` killed between queueing it and writing it): written now, and no
+            # second claim signed
+            assert entry.sidecar is not None
+            if _binds(entry.sidecar, path, claim_fields, limits):
+                written, problem = self._write_sidecar(entry.sequence, side_path, entry.sidecar)
+                return SignedFile(
+                    entry.sidecar, written, entry.file, problem, already=True, backup=backup
+                )
         state = self.state()
         seq = state.last_sequence + 1
         claim = Claim(
@@ -422,6 +450,46 @@ class DeviceHome:
         queued = self.queue_dir / f"{seq:012d}.json"
         atomic_write(queued, json.dumps(doc).encode())
         return queued
+
+    def _queued_for(self, side_path: Path, key_id: bytes) -> list[QueueEntry]:
+        """The queued claims signed by ``key_id`` whose sidecar belongs at ``side_path``,
+        newest first; unreadable entries left out.
+
+        Each entry file is read once per `DeviceHome` (its sidecar path and key id kept
+        by file name: an entry keeps its claim and path for as long as it is queued; a
+        name taken again by another device's entry, after `prov device init --force`,
+        is read again before it is used), so signing n files offline costs n reads of
+        the growing queue in all, not n^2/2: measured 0.14 ms a signature with 300
+        entries queued, of about 10-26 ms a signature, against 17 ms to read them all."""
+        target = str(side_path.absolute())
+        try:
+            names = [n for n in os.listdir(self.queue_dir) if n.endswith(".json")]
+        except OSError:  # no queue yet
+            return []
+        index = {}
+        for name in names:
+            known = self._queue_index.get(name)
+            if known is None:
+                entry = _read_entry(self.queue_dir / name)
+                known = (
+                    (str(entry.sidecar_path), entry.sidecar.signed_claim.key_id)
+                    if entry.sidecar is not None and entry.sidecar_path is not None
+                    else ("", b"")
+                )
+            index[name] = known
+        self._queue_index = index
+        found = []
+        for name in sorted(
+            (n for n, seen in index.items() if seen == (target, key_id)), reverse=True
+        ):
+            entry = _read_entry(self.queue_dir / name)  # again: it may have changed since
+            if (
+                entry.sidecar is not None
+                and str(entry.sidecar_path) == target
+                and entry.sidecar.signed_claim.key_id == key_id
+            ):
+                found.append(entry)
+        return found
 
     def pending(self) -> list[QueueEntry]:
         """Queued claims in sequence order (entries that cannot be read included, with

@@ -37,7 +37,7 @@ EXAMPLES: dict[str, tuple[str, ...]] = {
         "prov scan /archive/photos --report scan.jsonl  # a whole archive",
     ),
     "serve": (
-        "prov serve --db provenance.db --listen 127.0.0.1:50051",
+        "prov serve --db prov.db --ca ca/ --ca-passphrase-file /run/secrets/ca-pass",
         "prov serve --db :memory: --listen 127.0.0.1:0  # try it out: writes no file",
         "prov serve --db provenance.db --http 127.0.0.1:8080  # and the web page",
         "prov serve --db postgresql://prov@db/provenance --log-key /etc/prov/log.pem",
@@ -83,7 +83,8 @@ EXAMPLES: dict[str, tuple[str, ...]] = {
         'prov admin ca init --dir ca/ --name "Newsroom CA" --organization "Example"',
     ),
     "admin ca init": (
-        "prov admin ca init --dir ca/",
+        "prov admin ca init --dir ca/  # passphrase prompted",
+        "prov admin ca init --dir ca/ --passphrase-file /run/secrets/ca-pass",
         'prov admin ca init --dir ca/ --name "Newsroom CA" --organization "Example"',
     ),
     "device": (

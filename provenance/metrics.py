@@ -26,6 +26,7 @@ interceptor `MetricsInterceptor` (as Sunlight and grpc's own interceptors do).
 | ``prov_witness_size{witness}`` | the tree size each witness last cosigned |
 | ``prov_witness_cosigned_tree_size`` | the newest checkpoint cosigned by the witness quorum |
 | ``prov_witness_cosigned_checkpoints_total`` | checkpoints that reached the witness quorum |
+| ``prov_auth_refusals_total{rpc}`` | admin and Enroll calls refused unchecked: their client spent its failed-authentication budget |
 | ``prov_grpc_calls_unanswered`` | calls grpc core took in that no handler answered: queued now, or dropped |
 
 grpc core drops a call past ``--max-pending-calls`` (``grpc.server.max_pending_requests``)
@@ -124,6 +125,12 @@ COSIGNED_CHECKPOINTS = Counter(
 )
 COSIGNED_TREE_SIZE = Gauge(
     "prov_witness_cosigned_tree_size", "Tree size of the newest checkpoint the quorum cosigned"
+)
+AUTH_REFUSALS = Counter(
+    "prov_auth_refusals",
+    "Admin and Enroll calls refused unchecked because their client (IPv4 address, IPv6"
+    " /64) spent its budget of failed authentications (--auth-failures-per-minute)",
+    ["rpc"],
 )
 
 

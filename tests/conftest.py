@@ -26,7 +26,8 @@ import pytest
 from clients.api import ProvenanceClient
 from clients.cli import main as prov_main
 from clients.demo import DemoFiles, prepare
-from clients.device import DeviceHome
+from clients.device import DeviceHome, DeviceState
+from provenance.c2pa.authority import issue_device_certificate, load_authority
 from provenance.core.claims import Claim, HardBinding, SignedClaim
 from provenance.core.envelope import PAYLOAD_TYPE_CLAIM, PAYLOAD_TYPE_ENROLL, sign_payload
 from provenance.core.keys import DeviceKey
@@ -47,6 +48,19 @@ def enroll_key(client: ProvenanceClient) -> DeviceKey:
     token, _ = client.create_enrollment_token()
     client.enroll(token, key.public_key, sign_payload(key, PAYLOAD_TYPE_ENROLL, token.encode()))
     return key
+
+
+def certified_device(folder: Path, ca: Path) -> tuple[DeviceHome, DeviceState, bytes]:
+    """A device key made in ``folder``/dev (passphrase `PASSPHRASE`) and its PEM chain
+    from the (unencrypted) authority in ``ca``, also written to ``folder``/chain.pem, for
+    `prov device enroll --certificate`."""
+    home = DeviceHome(folder / "dev")
+    state, _ = home.init(PASSPHRASE.encode())
+    chain = issue_device_certificate(
+        load_authority(ca), bytes.fromhex(state.public_key), state.device_id, now=datetime.now(UTC)
+    )
+    (folder / "chain.pem").write_bytes(chain)
+    return home, state, chain
 
 
 def signed_claim(

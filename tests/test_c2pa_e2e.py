@@ -42,8 +42,11 @@ HOSTILE = [
 def ca_server(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cli: Cli, server: ServerProc
 ) -> Iterator[ServerProc]:
-    """A server with an enrollment authority, and a device enrolled with it."""
+    """A server with an enrollment authority (its key encrypted, the passphrase in
+    $PROV_CA_PASSPHRASE for `ca init` and every server started), and a device enrolled
+    with it."""
     server.stop()
+    monkeypatch.setenv("PROV_CA_PASSPHRASE", "the authority's passphrase")
     rc, pem, err = cli("admin", "ca", "init", "--dir", str(tmp_path / "ca"))
     assert rc == 0 and "BEGIN CERTIFICATE" in pem, err
     srv = start_server(tmp_path / "ca.db", "--ca", str(tmp_path / "ca"))
@@ -285,7 +288,7 @@ def test_c2pa_trust_config_applies_to_the_ca_root(
     Trusted (before: CFG was silently dropped, and the file read Invalid)."""
     server.stop()
     ca = tmp_path / "ca"
-    assert cli("admin", "ca", "init", "--dir", str(ca))[0] == 0
+    assert cli("admin", "ca", "init", "--dir", str(ca), "--no-passphrase")[0] == 0
     photo = tmp_path / "custom.jpg"
     _signed_with_custom_eku(ca, photo)
     root = (ca / "ca.cert.pem").read_bytes()

@@ -354,7 +354,7 @@ def test_sign_with_tsa_url_and_verify_says_which_time_it_used(
     """Through the real CLI and server: `prov sign --c2pa --tsa-url`, then `prov verify`
     names the timestamp; without a TSA (or with a dead one) it names the log receipt."""
     server.stop()
-    rc, _, err = cli("admin", "ca", "init", "--dir", str(tmp_path / "ca"))
+    rc, _, err = cli("admin", "ca", "init", "--dir", str(tmp_path / "ca"), "--no-passphrase")
     assert rc == 0, err
     anchors = tmp_path / "tsa-roots.pem"
     anchors.write_bytes(tsa.root_pem)

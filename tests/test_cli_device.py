@@ -14,8 +14,8 @@ import pytest
 
 from clients.cli import main as prov_main
 from clients.device import DeviceHome
-from provenance.c2pa.authority import init_authority, issue_device_certificate, load_authority
-from tests.conftest import PASSPHRASE, closed_port, start_server
+from provenance.c2pa.authority import init_authority
+from tests.conftest import PASSPHRASE, certified_device, closed_port, start_server
 
 
 def test_sync_in_a_folder_without_a_device_says_there_is_none(
@@ -74,15 +74,7 @@ def test_enroll_with_a_certificate_file_from_the_authority(
     init_authority(tmp_path / "ca", now=datetime.now(UTC))
     srv = start_server(tmp_path / "p.db", "--ca", str(tmp_path / "ca"))
     try:
-        home = DeviceHome(tmp_path / "dev")
-        state, _ = home.init(PASSPHRASE.encode())
-        chain = issue_device_certificate(
-            load_authority(tmp_path / "ca"),
-            bytes.fromhex(state.public_key),
-            state.device_id,
-            now=datetime.now(UTC),
-        )
-        (tmp_path / "chain.pem").write_bytes(chain)
+        home, state, chain = certified_device(tmp_path, tmp_path / "ca")
         monkeypatch.setenv("PROV_PASSPHRASE", PASSPHRASE)
         args = ["--certificate", str(tmp_path / "chain.pem"), "--server", srv.address]
         rc = prov_main(["device", "enroll", "--home", str(home.root), *args])

@@ -262,7 +262,7 @@ def test_a_key_replaced_with_force_keeps_the_old_devices_claims_and_certificate(
     key's queued claim #1 was overwritten by the new key's #1 (a signed capture lost),
     and the old key's certificate stayed, taken for the new key's. The old device's
     files move to replaced/DEVICE_ID/, whence `prov device sync --home` submits them."""
-    assert cli("admin", "ca", "init", "--dir", str(tmp_path / "ca"))[0] == 0
+    assert cli("admin", "ca", "init", "--dir", str(tmp_path / "ca"), "--no-passphrase")[0] == 0
     srv = start_server(tmp_path / "ca.db", "--ca", str(tmp_path / "ca"))
     monkeypatch.setenv("PROV_SERVER", srv.address)
     try:

@@ -682,7 +682,7 @@ def test_serve_c2pa_trust_config_that_is_not_text_is_one_error_line(tmp_path: Pa
 
     from tests.conftest import ADMIN_TOKEN, ROOT
 
-    assert prov_main(["admin", "ca", "init", "--dir", str(tmp_path / "ca")]) == 0
+    assert prov_main(["admin", "ca", "init", "--dir", str(tmp_path / "ca"), "--no-passphrase"]) == 0
     config = tmp_path / "store.cfg"
     config.write_bytes(b"1.3.6.1.4.1.99999.1\n\xff\xfe\n")
     for n, anchor in enumerate(

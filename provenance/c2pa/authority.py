@@ -20,7 +20,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import (
     Ed25519PrivateKey,
@@ -122,24 +122,60 @@ def init_authority(
     return Authority(key, certificate)
 
 
+def key_is_encrypted(pem: bytes) -> bool:
+    """Whether a private key PEM is passphrase-encrypted: PKCS#8 ``ENCRYPTED PRIVATE
+    KEY``, or the traditional OpenSSL format's ``Proc-Type: 4,ENCRYPTED`` header."""
+    return b"-----BEGIN ENCRYPTED PRIVATE KEY-----" in pem or b"Proc-Type: 4,ENCRYPTED" in pem
+
+
+def authority_key_encrypted(directory: Path) -> bool:
+    """Whether the authority key in ``directory`` (`KEY_FILE`) is passphrase-encrypted,
+    so that `load_authority` needs its passphrase. Raises ConfigError if it cannot be
+    read."""
+    try:
+        return key_is_encrypted((directory / KEY_FILE).read_bytes())
+    except OSError as e:
+        raise ConfigError(f"no authority in {directory}: {e}") from e
+
+
 def load_authority(directory: Path, passphrase: bytes | None = None) -> Authority:
     """Load an authority written by `init_authority`.
 
-    Raises ConfigError if the files are missing, KeyMaterialError if the key cannot be
-    decrypted, asks for more key derivation work than `keyfile.check_kdf_cost` allows,
-    is not Ed25519, or does not match the certificate.
+    passphrase: decrypts an encrypted key; not used for a key written unencrypted (an
+    authority made before `prov admin ca init` encrypted its key keeps working). Raises
+    ConfigError if the files are missing; KeyMaterialError if the key is encrypted and no
+    passphrase is given, the passphrase is wrong (or the file damaged), the file asks for
+    more key derivation work than `keyfile.check_kdf_cost` allows, or the key is not
+    Ed25519 or does not match the certificate.
     """
     try:
         key_pem = (directory / KEY_FILE).read_bytes()
         cert_pem = (directory / CERT_FILE).read_bytes()
     except OSError as e:
         raise ConfigError(f"no authority in {directory}: {e}") from e
-    if passphrase is not None:
+    encrypted = key_is_encrypted(key_pem)
+    if encrypted and not passphrase:
+        raise KeyMaterialError(
+            f"the enrollment authority key in {directory} is encrypted: its passphrase is needed"
+        )
+    if encrypted:
         check_kdf_cost(key_pem)  # KeyMaterialError before a crafted count is run
     try:
-        key = serialization.load_pem_private_key(key_pem, password=passphrase)
+        key = serialization.load_pem_private_key(
+            key_pem, password=passphrase if encrypted else None
+        )
+    except ValueError as e:  # a wrong passphrase and a damaged file look the same
+        raise KeyMaterialError(
+            f"cannot decrypt the enrollment authority key in {directory}: the passphrase is"
+            " wrong, or the key file is damaged"
+            if encrypted
+            else f"cannot load the enrollment authority key in {directory}: {e}"
+        ) from e
+    except (TypeError, UnsupportedAlgorithm) as e:
+        raise KeyMaterialError(f"cannot load the authority in {directory}: {e}") from e
+    try:
         certificate = x509.load_pem_x509_certificate(cert_pem)
-    except (ValueError, TypeError) as e:
+    except ValueError as e:
         raise KeyMaterialError(f"cannot load the authority in {directory}: {e}") from e
     if not isinstance(key, Ed25519PrivateKey):
         raise KeyMaterialError(f"the authority key is {type(key).__name__}, not Ed25519")

@@ -13,8 +13,13 @@ from provenance.core.keys import DeviceKey, verify_strict
 
 #: Payload type of a serialized `provenance.v1.Claim` message.
 PAYLOAD_TYPE_CLAIM = "application/vnd.provenance.claim.v1+protobuf"
-#: Payload type of the proof of possession a device signs when it enrolls.
+#: Payload type of the proof of possession a device signs when it enrolls with a token
+#: (over the one-time token, which only the server that issued it accepts, once).
 PAYLOAD_TYPE_ENROLL = "application/vnd.provenance.enroll.v1"
+#: Payload type of the proof of possession a device signs when it enrolls with a
+#: certificate (`provenance.core.registry.certificate_enrollment_statement`: the log's
+#: verifier key and the time, so that it counts for one log and a few minutes only).
+PAYLOAD_TYPE_ENROLL_CERTIFICATE = "application/vnd.provenance.enroll-certificate.v1"
 #: Payload type of a serialized `provenance.v1.KeyEvent` (a logged enrollment or
 #: revocation), signed by the admin key or the enrollment authority.
 PAYLOAD_TYPE_KEY_EVENT = "application/vnd.provenance.key-event.v1+protobuf"

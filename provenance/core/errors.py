@@ -132,6 +132,17 @@ class ForgeryPenaltyError(LimitError):
         self.retry_after_s = retry_after_s
 
 
+class AuthPenaltyError(LimitError):
+    """A client failed authentication (a wrong admin token, a refused enrollment) more
+    often than the server's budget allows (``prov serve --auth-failures-per-minute``):
+    its admin and Enroll calls are refused unchecked until ``retry_after_s`` seconds have
+    passed (also in the message)."""
+
+    def __init__(self, message: str, retry_after_s: float) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
 class UploadTimeoutError(LimitError):
     """An upload stream went idle, or ran past the server's per-upload deadline."""
 

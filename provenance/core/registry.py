@@ -8,7 +8,7 @@ from __future__ import annotations
 import hashlib
 import math
 import secrets
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from provenance.core.claims import (
     CLAIM_VERSION,
@@ -21,7 +21,13 @@ from provenance.core.claims import (
     Device,
     SignedClaim,
 )
-from provenance.core.envelope import PAYLOAD_TYPE_CLAIM, PAYLOAD_TYPE_ENROLL, verify_payload
+from provenance.core.envelope import (
+    PAYLOAD_TYPE_CLAIM,
+    PAYLOAD_TYPE_ENROLL,
+    PAYLOAD_TYPE_ENROLL_CERTIFICATE,
+    sign_payload,
+    verify_payload,
+)
 from provenance.core.errors import (
     ClaimError,
     EnrollmentError,
@@ -29,8 +35,8 @@ from provenance.core.errors import (
     SequenceError,
     SignatureError,
 )
-from provenance.core.keys import check_public_key, key_id
-from provenance.core.timetext import utc_text
+from provenance.core.keys import DeviceKey, check_public_key, key_id
+from provenance.core.timetext import utc_iso, utc_text
 
 #: Enrollment tokens carry 256 bits of randomness.
 TOKEN_BYTES = 32
@@ -59,6 +65,84 @@ def check_enrollment(public_key: bytes, token: str, proof_of_possession: bytes) 
     except SignatureError as e:
         raise EnrollmentError(
             "proof of possession does not verify: the request was not signed by this key"
+        ) from e
+    return key_id(public_key)
+
+
+#: How far the time a device signed a certificate enrollment may lie from the server's
+#: clock, either way: the request is refused outside it (a device clock off by more
+#: must be set right first).
+ENROLL_SKEW = timedelta(minutes=5)
+
+
+def certificate_enrollment_statement(log_key: str, signed_at: datetime) -> bytes:
+    """What a device signs to enroll with a certificate (under
+    PAYLOAD_TYPE_ENROLL_CERTIFICATE): the note verifier key of the log it enrolls in
+    (``<origin>+<key hash>+<key>``, `GetLogKey`) and the time, in whole seconds, each on
+    a line: ``"<log_key>\n<YYYY-MM-DDTHH:MM:SSZ>\n"``. Bound to the log, a recorded
+    request is refused by every server of another log, even one trusting the same
+    enrollment authority; bound to the time, it is refused after `ENROLL_SKEW`.
+    ``signed_at``: timezone-aware UTC."""
+    return f"{log_key}\n{utc_iso(signed_at, micro=False)}\n".encode()
+
+
+def certificate_enrollment_proof(key: DeviceKey, log_key: str, signed_at: datetime) -> bytes:
+    """The 64-byte proof of possession of a certificate enrollment: ``key``'s signature
+    over `certificate_enrollment_statement` (log_key, signed_at)."""
+    return sign_payload(
+        key,
+        PAYLOAD_TYPE_ENROLL_CERTIFICATE,
+        certificate_enrollment_statement(log_key, signed_at),
+    )
+
+
+def check_certificate_enrollment(
+    public_key: bytes,
+    log_key: str,
+    signed_at: datetime | None,
+    proof_of_possession: bytes,
+    our_log_key: str,
+    now: datetime,
+) -> bytes:
+    """Validate the proof of a certificate enrollment made for log ``log_key`` at
+    ``signed_at``, received by the server of log ``our_log_key`` at ``now`` (UTC);
+    return the device id (key id).
+
+    Raises KeyMaterialError for a malformed, non-canonical or small-order key, and
+    EnrollmentError when the request names no log or time (a client older than this
+    rule), names another log, was signed more than `ENROLL_SKEW` from ``now``, or its
+    proof does not verify over `certificate_enrollment_statement`."""
+    check_public_key(public_key)
+    if not log_key or signed_at is None:
+        raise EnrollmentError(
+            "this certificate enrollment names no log or no time: its proof of possession"
+            " must sign the log's key and the time (a client older than this server:"
+            " upgrade it)"
+        )
+    if log_key != our_log_key:
+        named = log_key if len(log_key) <= 200 and log_key.isprintable() else "unreadable"
+        raise EnrollmentError(
+            f"this enrollment request was made for another log ({named}), not this"
+            f" server's ({our_log_key}): a request made for one server cannot be replayed"
+            " to another; enroll with this one"
+        )
+    if abs(now - signed_at) > ENROLL_SKEW:
+        raise EnrollmentError(
+            f"this enrollment request was signed at {utc_text(signed_at)}, more than"
+            f" {ENROLL_SKEW.total_seconds() / 60:.0f} minutes from the server's time"
+            f" ({utc_text(now)}): make a new one, with the device's clock set right"
+        )
+    try:
+        verify_payload(
+            public_key,
+            PAYLOAD_TYPE_ENROLL_CERTIFICATE,
+            certificate_enrollment_statement(log_key, signed_at),
+            proof_of_possession,
+        )
+    except SignatureError as e:
+        raise EnrollmentError(
+            "proof of possession does not verify: the request was not signed by this key"
+            " for this log and time"
         ) from e
     return key_id(public_key)
 

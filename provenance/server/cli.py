@@ -22,6 +22,7 @@ from provenance.terminal import SafeConsole
 
 if TYPE_CHECKING:  # imported when used: torch and the web stack load only on demand
     from detector.serving import ServerDetector, SharedMeta
+    from provenance.c2pa.authority import Authority
     from provenance.web.serve import WebServer
 
 err = SafeConsole(stderr=True, soft_wrap=True)
@@ -48,9 +49,52 @@ _LIMIT_FLAGS = {
     "quota_claims_per_minute": "--quota-claims-per-minute",
     "quota_bytes_per_minute": "--quota-claim-kb-per-minute",
     "forgeries_per_minute": "--forgeries-per-minute",
+    "auth_failures_per_minute": "--auth-failures-per-minute",
     "max_pending_calls": "--max-pending-calls",
     "detector_timeout_s": "--detector-timeout",
 }
+
+
+def _load_ca(directory: Path, passphrase_file: Path | None) -> Authority:
+    """The enrollment authority of ``--ca DIR``, its key decrypted with the passphrase
+    from ``--ca-passphrase-file``, else $PROV_CA_PASSPHRASE, else a prompt in a terminal
+    (asked only when the key is encrypted; a key written unencrypted loads as before).
+    Raises typer.BadParameter (exit 2) when the key is encrypted and no passphrase can be
+    had, the passphrase is wrong, or the folder holds no usable authority."""
+    from clients.options import UsageError
+    from clients.passphrase import CA_PASSPHRASE_ENV, read_passphrase
+    from provenance.c2pa.authority import authority_key_encrypted, load_authority
+
+    try:
+        encrypted = authority_key_encrypted(directory)
+    except ConfigError as e:
+        raise typer.BadParameter(str(e), param_hint="--ca") from None
+    passphrase = None
+    hint = "--ca"
+    if encrypted:
+        hint = "--ca-passphrase-file" if passphrase_file else f"${CA_PASSPHRASE_ENV}"
+        try:
+            passphrase = read_passphrase(
+                env=CA_PASSPHRASE_ENV,
+                what="the enrollment authority key",
+                prompt="Enrollment authority key passphrase",
+                file=passphrase_file,
+                file_flag="--ca-passphrase-file",
+            )
+        except UsageError as e:
+            raise UsageError(
+                f"the enrollment authority key in {directory} is encrypted; {e.message}"
+            ) from None
+        hint = hint if passphrase_file or os.environ.get(CA_PASSPHRASE_ENV) else "the passphrase"
+    elif passphrase_file is not None:
+        raise typer.BadParameter(
+            f"the enrollment authority key in {directory} is not encrypted: it needs no passphrase",
+            param_hint="--ca-passphrase-file",
+        )
+    try:
+        return load_authority(directory, passphrase)
+    except ProvenanceError as e:
+        raise typer.BadParameter(str(e), param_hint=hint) from None
 
 
 def _flag_named(message: str) -> str:
@@ -138,6 +182,14 @@ def serve(
             help="Enrollment authority folder (`prov admin ca init`): certify enrolled keys for C2PA export.",
             exists=True,
             file_okay=False,
+        ),
+    ] = None,
+    ca_passphrase_file: Annotated[
+        Path | None,
+        typer.Option(
+            help="File holding the passphrase of the --ca authority's key when it is"
+            " encrypted (default: $PROV_CA_PASSPHRASE, else prompted in a terminal).",
+            dir_okay=False,
         ),
     ] = None,
     c2pa_trust_anchors: Annotated[
@@ -252,6 +304,15 @@ def serve(
             " (RESOURCE_EXHAUSTED) until it has waited (0: no limit).",
         ),
     ] = 60,
+    auth_failures_per_minute: Annotated[
+        int,
+        typer.Option(
+            help="Failed authentications (admin calls with a wrong or missing admin token,"
+            " refused enrollments) one client (IPv4 address, IPv6 /64) may make per minute"
+            " (bursts up to a minute's worth); past it the client's admin and Enroll calls"
+            " are refused unchecked (RESOURCE_EXHAUSTED) until it has waited (0: no limit).",
+        ),
+    ] = 20,
     max_pending_calls: Annotated[
         int,
         typer.Option(
@@ -385,6 +446,7 @@ def serve(
             f"{witness_quorum} is more than the {len(witnesses)} --witness given",
             param_hint="--witness-quorum",
         )
+    authority = _load_ca(ca, ca_passphrase_file) if ca is not None else None
     keep_freed_memory()  # upload buffers reused instead of faulted in again
     try:
         limits = ServerLimits(
@@ -403,6 +465,7 @@ def serve(
             quota_claims_per_minute=quota_claims_per_minute,
             quota_bytes_per_minute=quota_claim_kb_per_minute * 1024,
             forgeries_per_minute=forgeries_per_minute,
+            auth_failures_per_minute=auth_failures_per_minute,
             max_pending_calls=max_pending_calls,
             detector_timeout_s=detector_timeout,
         )
@@ -477,7 +540,7 @@ def serve(
                 log_key=key_file,
                 origin=origin,
                 verify_on_start=not fast_start,
-                authority_dir=ca,
+                authority=authority,
                 full_check=full_check,
                 admin_token=token or None,
                 witnesses=witnesses,

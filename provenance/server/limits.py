@@ -33,7 +33,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
+from provenance import metrics
+from provenance.core.buckets import TokenBuckets
 from provenance.core.errors import (
+    AuthPenaltyError,
     ConfigError,
     DeadlineError,
     ForgeryPenaltyError,
@@ -95,6 +98,10 @@ class ServerLimits:
     device nobody enrolled, that one client (IPv4 address, IPv6 /64) may send per minute,
     bursts up to one minute's worth, before its submissions are refused
     (`ForgeryPenalty`) [--forgeries-per-minute]; 0: no limit;
+    auth_failures_per_minute: failed authentications (admin calls with a wrong or
+    missing admin token, refused Enroll calls) one client may make per minute, bursts up
+    to one minute's worth, before its admin and Enroll calls are refused unchecked
+    (`AuthFailureBudget`) [--auth-failures-per-minute]; 0: no limit;
     detector_timeout_s: seconds the advisory detector may take to score one file (an
     image, or a video's sampled frames), counted from when scoring starts, or less when the
     call's deadline is sooner; past it the verdict is returned without a score (the block
@@ -132,6 +139,7 @@ class ServerLimits:
     quota_claims_per_minute: int = 600
     quota_bytes_per_minute: int = 32 * 1024 * 1024
     forgeries_per_minute: int = 60
+    auth_failures_per_minute: int = 20
     max_pending_calls: int = 10_000
     detector_timeout_s: float = DETECTOR_TIMEOUT_S
 
@@ -172,6 +180,7 @@ class ServerLimits:
             "quota_claims_per_minute",
             "quota_bytes_per_minute",
             "forgeries_per_minute",
+            "auth_failures_per_minute",
         ):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} cannot be negative, got {getattr(self, name)}")
@@ -681,6 +690,49 @@ def peer_client(peer: str) -> str:
         return peer
     host = urllib.parse.unquote(rest).rpartition(":")[0]
     return client_key(host[1:-1] if host.startswith("[") else host)
+
+
+class AuthFailureBudget:
+    """Per client (`peer_client`: an IPv4 address or an IPv6 /64, all its connections
+    together), a token bucket of failed authentications: ``per_minute`` tokens, refilled
+    at ``per_minute`` a minute; each admin call refused for its admin token (wrong or
+    missing) and each Enroll refused (a wrong, spent or expired enrollment token, a proof
+    of possession or certificate that does not check, a malformed key) takes one
+    (`failed`). A client with no whole token left has its admin and Enroll calls refused
+    unchecked (`admit`: AuthPenaltyError, RESOURCE_EXHAUSTED, with the seconds to wait),
+    counted by /metrics ``prov_auth_refusals_total{rpc}``; its other calls, and every
+    other client, are served as before. So guessing admin or enrollment tokens goes at
+    ``per_minute`` guesses a minute per client, however fast the server answers.
+
+    Charged after the check (the check is cheap): calls of one client in flight together
+    can overshoot the budget by their number (at most --rpc-threads); the debt is then
+    waited off. Thread-safe (the registry's handlers run in the RPC thread pool)."""
+
+    def __init__(self, per_minute: int, clock: Callable[[], float] = time.monotonic) -> None:
+        self.per_minute = per_minute
+        self._buckets = TokenBuckets(per_minute, clock)
+
+    def admit(self, peer: str, rpc: str) -> str:
+        """The client of gRPC ``peer`` (`peer_client`), to charge with `failed` if the
+        call fails authentication. Raises AuthPenaltyError when it has no failure left
+        (``rpc``: the method's name, for the metric)."""
+        client = peer_client(peer)
+        wait = self._buckets.wait(client)
+        if wait:
+            metrics.AUTH_REFUSALS.labels(rpc).inc()
+            raise AuthPenaltyError(
+                f"this client address failed authentication more than {self.per_minute}"
+                " times in a minute (a wrong admin token, or refused enrollments; the"
+                " server's limit, --auth-failures-per-minute): its admin and Enroll calls"
+                f" are refused for {wait:.1f} s; check the admin token (PROV_ADMIN_TOKEN)"
+                " or the enrollment token",
+                wait,
+            )
+        return client
+
+    def failed(self, client: str) -> None:
+        """Charge ``client`` (from `admit`) one failed authentication."""
+        self._buckets.take(client, always=True)
 
 
 class ForgeryPenalty:

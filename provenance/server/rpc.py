@@ -17,7 +17,7 @@ import threading
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Sequence
 from concurrent import futures
-from contextlib import ExitStack, aclosing
+from contextlib import ExitStack, aclosing, contextmanager
 from dataclasses import dataclass, replace
 from datetime import timedelta
 from typing import Any, TypeVar, cast
@@ -63,6 +63,7 @@ from provenance.media.image import SNIFF_BYTES, sniff_media_type
 from provenance.media.inspect import InspectConfig, Upload
 from provenance.server.limits import (
     FORGERY_HOLD_S,
+    AuthFailureBudget,
     DeviceQuota,
     ForgeryPenalty,
     ServerLimits,
@@ -196,9 +197,8 @@ class ServerConfig:
     limits: ServerLimits = ServerLimits()
 
 
-def _require_admin(context: grpc.ServicerContext, token: str | None) -> None:
-    if not token:
-        raise AuthError("admin operations are disabled: the server has no admin token configured")
+def _require_admin(context: grpc.ServicerContext, token: str) -> None:
+    """Raise AuthError unless the call carries ``token`` as its bearer credential."""
     md = dict(context.invocation_metadata())
     got = str(md.get("authorization", ""))
     if not got.startswith("Bearer "):
@@ -207,14 +207,54 @@ def _require_admin(context: grpc.ServicerContext, token: str | None) -> None:
         raise AuthError("admin credential is wrong")
 
 
+#: What an Enroll refused for its credentials raises: a wrong, spent or expired token, a
+#: proof of possession or certificate that does not check, a malformed key.
+_ENROLL_FAILURES = (EnrollmentError, KeyMaterialError, SignatureError, AuthError)
+
+
 class RegistryServicer(rpc.DeviceRegistryServicer):
+    """Enrollment and the admin calls. A client that fails authentication too often
+    (`AuthFailureBudget`, --auth-failures-per-minute) has its admin and Enroll calls
+    refused unchecked."""
+
     def __init__(self, service: ProvenanceService, config: ServerConfig) -> None:
         self.s = service
         self.c = config
+        self.budget = AuthFailureBudget(config.limits.auth_failures_per_minute)
+
+    def _admin(self, context: grpc.ServicerContext, rpc_name: str) -> None:
+        """Let an admin call through, or raise: AuthError when the server has no admin
+        token (not charged: nobody guessed anything) or the call's is wrong or missing
+        (charged to its client), AuthPenaltyError when its client has no failure left."""
+        token = self.c.admin_token
+        if not token:
+            raise AuthError(
+                "admin operations are disabled: the server has no admin token configured"
+            )
+        with self._authenticating(context, rpc_name):
+            _require_admin(context, token)
+
+    @contextmanager
+    def _authenticating(
+        self,
+        context: grpc.ServicerContext,
+        rpc_name: str,
+        failures: tuple[type[ProvenanceError], ...] = (AuthError,),
+    ) -> Iterator[None]:
+        """Run a call that authenticates its caller: refused first when the caller's
+        client has spent its failures (AuthPenaltyError); a ``failures`` error raised
+        inside is charged to it. An admin call's arguments refused after its token
+        checked (ClaimError, ...) are not failures of authentication."""
+        client = self.budget.admit(context.peer(), rpc_name)
+        try:
+            yield
+        except failures:
+            self.budget.failed(client)
+            raise
 
     @_rpc
     def CreateEnrollmentToken(self, request: Any, context: grpc.ServicerContext) -> Any:
-        _require_admin(context, self.c.admin_token)
+        self._admin(context, "CreateEnrollmentToken")
         ttl = timedelta(seconds=request.ttl_seconds) if request.ttl_seconds else None
         token, expires = (
             self.s.create_enrollment_token(ttl, request.label)
@@ -225,17 +265,24 @@ class RegistryServicer(rpc.DeviceRegistryServicer):
 
     @_rpc
     def Enroll(self, request: Any, context: grpc.ServicerContext) -> Any:
-        d, chain = self.s.enroll(
-            request.token,
-            bytes(request.public_key),
-            bytes(request.proof_of_possession),
-            request.certificate_chain_pem,
-        )
+        with self._authenticating(context, "Enroll", _ENROLL_FAILURES):
+            d, chain = self.s.enroll(
+                request.token,
+                bytes(request.public_key),
+                bytes(request.proof_of_possession),
+                request.certificate_chain_pem,
+                request.log_key,
+                (
+                    wire.ts_from_pb(request.signed_at, "the enrollment's signing time")
+                    if request.HasField("signed_at")
+                    else None
+                ),
+            )
         return pb.EnrollResponse(device=wire.device_to_pb(d), certificate_chain_pem=chain)
 
     @_rpc
     def Revoke(self, request: Any, context: grpc.ServicerContext) -> Any:
-        _require_admin(context, self.c.admin_token)
+        self._admin(context, "Revoke")
         if not request.reason.strip():
             raise ClaimError("a revocation needs a reason")
         when = (

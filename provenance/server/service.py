@@ -24,9 +24,9 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from provenance import metrics
 from provenance.c2pa.authority import (
+    Authority,
     accept_device_certificate,
     issue_device_certificate,
-    load_authority,
 )
 from provenance.core import merkle
 from provenance.core.binding import PerceptualHash
@@ -58,6 +58,7 @@ from provenance.core.keyhistory import (
 )
 from provenance.core.keys import CHECKED_KEYS_CACHED
 from provenance.core.registry import (
+    check_certificate_enrollment,
     check_claim_shape,
     check_enrollment,
     new_token,
@@ -197,8 +198,9 @@ class ServiceConfig:
     name in its checkpoints;
     verify_on_start: re-hash the leaves appended since the last verified mark and
     compare with the signed checkpoint; full_check: re-hash every leaf instead (O(n)
-    hashing, O(log n) memory); authority_dir: an enrollment authority
-    (`prov admin ca init`) that certifies enrolled keys for C2PA export, or None;
+    hashing, O(log n) memory); authority: the enrollment authority
+    (`prov admin ca init`, loaded by `provenance.c2pa.authority.load_authority`) that
+    certifies enrolled keys for C2PA export, or None;
     follow_interval_s: how often a server over a shared store reads the other servers'
     appends into its near-duplicate index; mark_interval_s: how often the running server
     re-hashes what was appended and moves the verified mark (`provenance.server.startup`);
@@ -215,7 +217,7 @@ class ServiceConfig:
     log_key: Path | None
     origin: str = DEFAULT_ORIGIN
     verify_on_start: bool = True
-    authority_dir: Path | None = None
+    authority: Authority | None = None
     full_check: bool = False
     follow_interval_s: float = 0.25
     mark_interval_s: float = 60.0
@@ -269,7 +271,7 @@ class ProvenanceService:
             if config.log_key is not None and self._new_database():
                 new_memo = memo_path(config.log_key)
                 self._made += [] if os.path.lexists(new_memo) else [new_memo]
-            self.authority = load_authority(config.authority_dir) if config.authority_dir else None
+            self.authority = config.authority
             self.signer = self._open_signer()
             self.verifier = NoteVerifier.from_vkey(self.signer.verifier_key())
             #: what the start-up check of the log did
@@ -597,17 +599,36 @@ class ProvenanceService:
         return token, now + ttl
 
     def enroll(
-        self, token: str, public_key: bytes, proof_of_possession: bytes, certificate_pem: str = ""
+        self,
+        token: str,
+        public_key: bytes,
+        proof_of_possession: bytes,
+        certificate_pem: str = "",
+        log_key: str = "",
+        signed_at: datetime | None = None,
     ) -> tuple[Device, str]:
         """Enroll ``public_key`` (raw 32 bytes); returns the device and its X.509 chain.
 
-        With a one-time ``token``; or, with no token, by a ``certificate_pem`` chain that
-        the server's enrollment authority issued (checked here). When the server runs an
-        authority and no chain is given, it issues one. Raises KeyMaterialError or
-        EnrollmentError.
+        With a one-time ``token`` (the proof signs it); or, with no token, by a
+        ``certificate_pem`` chain that the server's enrollment authority issued (checked
+        here), the proof signing ``log_key`` (this log's verifier key) and ``signed_at``
+        (`registry.check_certificate_enrollment`: a request made for another log, or
+        signed more than `registry.ENROLL_SKEW` from now, is refused). When the server
+        runs an authority and no chain is given, it issues one. Raises KeyMaterialError
+        or EnrollmentError.
         """
-        device_id = check_enrollment(public_key, token, proof_of_possession)
         now = self.clock()
+        if token:
+            device_id = check_enrollment(public_key, token, proof_of_possession)
+        else:
+            device_id = check_certificate_enrollment(
+                public_key,
+                log_key,
+                signed_at,
+                proof_of_possession,
+                self.signer.verifier_key(),
+                now,
+            )
         chain = ""
         if certificate_pem:
             if self.authority is None:

@@ -199,16 +199,20 @@ class CreateEnrollmentTokenResponse(_message.Message):
     def __init__(self, token: _Optional[str] = ..., expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class EnrollRequest(_message.Message):
-    __slots__ = ("token", "public_key", "proof_of_possession", "certificate_chain_pem")
+    __slots__ = ("token", "public_key", "proof_of_possession", "certificate_chain_pem", "log_key", "signed_at")
     TOKEN_FIELD_NUMBER: _ClassVar[int]
     PUBLIC_KEY_FIELD_NUMBER: _ClassVar[int]
     PROOF_OF_POSSESSION_FIELD_NUMBER: _ClassVar[int]
     CERTIFICATE_CHAIN_PEM_FIELD_NUMBER: _ClassVar[int]
+    LOG_KEY_FIELD_NUMBER: _ClassVar[int]
+    SIGNED_AT_FIELD_NUMBER: _ClassVar[int]
     token: str
     public_key: bytes
     proof_of_possession: bytes
     certificate_chain_pem: str
-    def __init__(self, token: _Optional[str] = ..., public_key: _Optional[bytes] = ..., proof_of_possession: _Optional[bytes] = ..., certificate_chain_pem: _Optional[str] = ...) -> None: ...
+    log_key: str
+    signed_at: _timestamp_pb2.Timestamp
+    def __init__(self, token: _Optional[str] = ..., public_key: _Optional[bytes] = ..., proof_of_possession: _Optional[bytes] = ..., certificate_chain_pem: _Optional[str] = ..., log_key: _Optional[str] = ..., signed_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class EnrollResponse(_message.Message):
     __slots__ = ("device", "certificate_chain_pem")

@@ -1,0 +1,68 @@
+"""Token buckets keyed by client: ``per_minute`` tokens in a burst, refilled at
+``per_minute`` a minute. Used by `prov web`'s upload rate (`provenance.web.ratelimit`)
+and by the server's budget of failed authentications (`provenance.server.limits`).
+
+The table of clients is bounded (the least recently charged dropped first), so a flood
+of addresses cannot grow memory without limit; a dropped client starts full again.
+Thread-safe; the clock is a parameter (seconds, monotonic), so tests need not sleep.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+
+#: Most clients remembered at once.
+MAX_CLIENTS = 10_000
+
+
+class TokenBuckets:
+    """One token bucket per client key (`provenance.core.fair_share.client_key`).
+    ``per_minute`` <= 0: no limit (every call finds a token)."""
+
+    def __init__(
+        self,
+        per_minute: int,
+        clock: Callable[[], float] = time.monotonic,
+        max_clients: int = MAX_CLIENTS,
+    ) -> None:
+        self.per_minute = per_minute
+        self._rate = per_minute / 60.0
+        self._clock = clock
+        self._max = max_clients
+        # client -> (tokens, clock() when counted), least recently charged first
+        self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def _level(self, client: str, now: float) -> float:
+        tokens, seen = self._buckets.get(client, (float(self.per_minute), now))
+        return min(float(self.per_minute), tokens + (now - seen) * self._rate)
+
+    def wait(self, client: str) -> float:
+        """Seconds until ``client`` has a whole token (0.0: it has one now); takes none."""
+        if self.per_minute <= 0:
+            return 0.0
+        with self._lock:
+            tokens = self._level(client, self._clock())
+        return 0.0 if tokens >= 1.0 else (1.0 - tokens) / self._rate
+
+    def take(self, client: str, always: bool = False) -> float:
+        """Take one token from ``client``'s bucket: 0.0 when one was there; else the
+        seconds until one will be, and none is taken unless ``always`` (the bucket then
+        goes below zero, down to at most one minute's worth of debt, so a client that
+        goes on waits longer)."""
+        if self.per_minute <= 0:
+            return 0.0
+        now = self._clock()
+        with self._lock:
+            tokens = self._level(client, now)
+            self._buckets.pop(client, None)
+            wait = 0.0 if tokens >= 1.0 else (1.0 - tokens) / self._rate
+            if not wait or always:
+                tokens = max(tokens - 1.0, -float(self.per_minute))
+            self._buckets[client] = (tokens, now)
+            while len(self._buckets) > self._max:
+                self._buckets.popitem(last=False)
+        return wait

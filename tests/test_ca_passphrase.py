@@ -1,0 +1,163 @@
+"""`prov admin ca init` encrypts the enrollment authority's key with a passphrase
+(--passphrase-file, $PROV_CA_PASSPHRASE, or a prompt), as a device key is: PBES2,
+PBKDF2-HMAC-SHA256 at 600,000 iterations. Before, the command had no such option and
+wrote the key unencrypted. `prov serve --ca DIR` decrypts it (--ca-passphrase-file,
+$PROV_CA_PASSPHRASE, a prompt); a missing or wrong passphrase is a usage error (exit 2)
+saying so; a key written unencrypted keeps working. The real CLI, a real server."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+
+from cryptography import x509
+
+from clients.api import ProvenanceClient
+from provenance.c2pa.authority import KEY_FILE, init_authority, load_authority
+from provenance.core.envelope import PAYLOAD_TYPE_ENROLL, sign_payload
+from provenance.core.keys import DeviceKey
+from tests.conftest import ADMIN_TOKEN, ROOT, pbkdf2_iterations, start_server
+from tests.test_cli_prompt import Terminal
+
+SECRET = "correct horse battery staple"
+
+
+def _run(*args: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
+    """`prov ARGS` in a child process, stdin not a terminal, PROV_CA_PASSPHRASE unset
+    unless ``env`` sets it."""
+    base = {k: v for k, v in os.environ.items() if k != "PROV_CA_PASSPHRASE"}
+    done = subprocess.run(
+        [sys.executable, "-m", "clients.cli", *args],
+        capture_output=True,
+        text=True,
+        env={**base, "PYTHONPATH": str(ROOT), "COLUMNS": "400", **(env or {})},
+        cwd=ROOT,
+        stdin=subprocess.DEVNULL,
+        timeout=120,
+    )
+    return done.returncode, done.stdout, " ".join(done.stderr.split())
+
+
+def test_ca_init_encrypts_the_key_at_600000_iterations(tmp_path: Path) -> None:
+    """From the variable and from a file: an encrypted PKCS#8 key the same passphrase
+    opens; the root certificate on stdout. Neither (and no terminal): exit 2, nothing
+    written. --no-passphrase writes it unencrypted, saying so."""
+    rc, out, err = _run("admin", "ca", "init", "--dir", str(tmp_path / "a"))
+    assert rc == 2 and "no passphrase" in err and "PROV_CA_PASSPHRASE" in err, err
+    assert "--passphrase-file" in err and not (tmp_path / "a").exists()
+
+    rc, out, err = _run(
+        "admin", "ca", "init", "--dir", str(tmp_path / "a"), env={"PROV_CA_PASSPHRASE": SECRET}
+    )
+    assert rc == 0 and out.startswith("-----BEGIN CERTIFICATE-----"), err
+    pem = (tmp_path / "a" / KEY_FILE).read_bytes()
+    assert pem.startswith(b"-----BEGIN ENCRYPTED PRIVATE KEY-----")
+    assert pbkdf2_iterations(pem) == 600_000
+    assert load_authority(tmp_path / "a", SECRET.encode()).certificate_pem == out.encode()
+
+    secret_file = tmp_path / "ca.pass"
+    secret_file.write_text("from a file\n")
+    rc, out, err = _run(
+        "admin", "ca", "init", "--dir", str(tmp_path / "b"), "--passphrase-file", str(secret_file)
+    )
+    assert rc == 0, err
+    assert load_authority(tmp_path / "b", b"from a file").certificate_pem == out.encode()
+
+    rc, out, err = _run("admin", "ca", "init", "--dir", str(tmp_path / "c"), "--no-passphrase")
+    assert rc == 0 and "not encrypted" in err, err
+    assert (tmp_path / "c" / KEY_FILE).read_bytes().startswith(b"-----BEGIN PRIVATE KEY-----")
+
+
+def _serve_refused(db: Path, *args: str, env: dict[str, str] | None = None) -> str:
+    """`prov serve ARGS` that must stop with a usage error: its stderr."""
+    rc, _, err = _run(
+        "serve", "--db", str(db), "--listen", "127.0.0.1:0", "--no-detector", *args, env=env
+    )
+    assert rc == 2, (rc, err)
+    return err
+
+
+def test_serve_decrypts_the_authority_key_or_says_why_not(tmp_path: Path) -> None:
+    """No passphrase: exit 2 naming the encrypted key and where a passphrase is read
+    from; a wrong one: exit 2, "the passphrase is wrong"; the right one (variable, file):
+    the server starts and a device it enrolls gets a certificate from that authority."""
+    ca = tmp_path / "ca"
+    env = {"PROV_CA_PASSPHRASE": SECRET}
+    assert _run("admin", "ca", "init", "--dir", str(ca), env=env)[0] == 0
+    db = tmp_path / "p.db"
+    err = _serve_refused(db, "--ca", str(ca))
+    assert f"the enrollment authority key in {ca} is encrypted" in err, err
+    assert "--ca-passphrase-file" in err and "PROV_CA_PASSPHRASE" in err, err
+    err = _serve_refused(db, "--ca", str(ca), env={"PROV_CA_PASSPHRASE": "wrong"})
+    assert "the passphrase is wrong" in err and "PROV_CA_PASSPHRASE" in err, err
+    wrong = tmp_path / "wrong.pass"
+    wrong.write_text("wrong\n")
+    err = _serve_refused(db, "--ca", str(ca), "--ca-passphrase-file", str(wrong))
+    assert "the passphrase is wrong" in err and "--ca-passphrase-file" in err, err
+    assert not db.exists()  # refused before the database was made
+
+    right = tmp_path / "right.pass"
+    right.write_text(SECRET + "\n")
+    for extra, srv_env in (
+        (("--ca-passphrase-file", str(right)), None),
+        ((), env),
+    ):
+        srv = start_server(tmp_path / f"s{len(extra)}.db", "--ca", str(ca), *extra, env=srv_env)
+        try:
+            with ProvenanceClient(srv.address, admin_token=ADMIN_TOKEN) as client:
+                key = DeviceKey.generate()
+                token, _ = client.create_enrollment_token()
+                pop = sign_payload(key, PAYLOAD_TYPE_ENROLL, token.encode())
+                _, chain = client.enroll(token, key.public_key, pop)
+            leaf = x509.load_pem_x509_certificates(chain.encode())[0]
+            assert leaf.issuer == load_authority(ca, SECRET.encode()).certificate.subject
+        finally:
+            assert srv.stop() == 0
+
+
+def test_an_unencrypted_authority_keeps_working(tmp_path: Path) -> None:
+    """A key written before (unencrypted): `prov serve --ca` starts without a
+    passphrase, and one given by file is refused as not needed (exit 2)."""
+    init_authority(tmp_path / "ca", now=datetime.now(UTC))
+    srv = start_server(tmp_path / "p.db", "--ca", str(tmp_path / "ca"))
+    assert srv.stop() == 0
+    extra = tmp_path / "x.pass"
+    extra.write_text("x\n")
+    err = _serve_refused(
+        tmp_path / "q.db", "--ca", str(tmp_path / "ca"), "--ca-passphrase-file", str(extra)
+    )
+    assert "is not encrypted: it needs no passphrase" in err, err
+
+
+def test_the_passphrase_is_prompted_in_a_terminal(tmp_path: Path) -> None:
+    """In a terminal, `ca init` asks for the passphrase twice and `serve --ca` once; a
+    wrong one typed is a usage error (exit 2), the right one starts the server."""
+    env = {k: v for k, v in os.environ.items() if k != "PROV_CA_PASSPHRASE"}
+    env.update(COLUMNS="200", TERM="dumb", NO_COLOR="1")
+    ca = tmp_path / "ca"
+    term = Terminal(["-m", "clients.cli", "admin", "ca", "init", "--dir", str(ca)], env)
+    term.expect("Authority key passphrase: ")
+    term.type(SECRET)
+    term.expect("Repeat for confirmation: ")
+    term.type(SECRET)
+    rc, said = term.finish()
+    assert rc == 0 and "enrollment authority created" in said, said
+    assert load_authority(ca, SECRET.encode()).certificate is not None
+
+    serve = ["-m", "clients.cli", "serve", "--db", str(tmp_path / "p.db"), "--no-detector"]
+    serve += ["--listen", "127.0.0.1:0", "--ca", str(ca)]
+    term = Terminal(serve, env)
+    term.expect("Enrollment authority key passphrase: ")
+    term.type("wrong")
+    rc, said = term.finish()
+    assert rc == 2 and "the passphrase is wrong" in said, said
+    term = Terminal(serve, env)
+    term.expect("Enrollment authority key passphrase: ")
+    term.type(SECRET)
+    term.expect("listening on ")
+    os.kill(term.pid, signal.SIGTERM)
+    assert term.finish()[0] == 0

@@ -1,0 +1,115 @@
+"""A certificate enrollment is bound to the log it was made for and to its time: the
+device signs (the log's verifier key, the time) instead of an empty token, so a request
+recorded on its way to server A and replayed to server B, which trusts the same
+enrollment authority, is refused, and so is one older than `ENROLL_SKEW`. Before, the
+proof of possession was a signature over an empty token, the same for every server and
+every time: the replay to B enrolled the key there. Real `prov serve` processes, the real
+CLI, a recording gRPC relay in between."""
+
+from __future__ import annotations
+
+from concurrent import futures
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+
+from clients.cli import main as prov_main
+from provenance.c2pa.authority import init_authority
+from provenance.core.errors import EnrollmentError
+from provenance.core.keys import DeviceKey
+from provenance.core.registry import (
+    ENROLL_SKEW,
+    certificate_enrollment_proof,
+    check_certificate_enrollment,
+)
+from tests.conftest import PASSPHRASE, certified_device, start_server
+
+ENROLL = "/provenance.v1.DeviceRegistry/Enroll"
+
+
+class Relay(grpc.GenericRpcHandler):
+    """Forwards every unary call to ``target`` as raw bytes, recording each request."""
+
+    def __init__(self, target: str) -> None:
+        self.channel = grpc.insecure_channel(target)
+        self.seen: list[tuple[str, bytes]] = []
+
+    def service(self, details: Any) -> grpc.RpcMethodHandler[bytes, bytes] | None:
+        method = str(details.method)
+        forward: grpc.UnaryUnaryMultiCallable[bytes, bytes] = self.channel.unary_unary(method)
+
+        def handle(request: bytes, context: grpc.ServicerContext) -> bytes:
+            self.seen.append((method, request))
+            try:
+                return bytes(forward(request, timeout=30))
+            except grpc.RpcError as e:
+                context.abort(e.code(), e.details() or "")
+                raise
+
+        return grpc.unary_unary_rpc_method_handler(handle)
+
+
+def _relay(target: str) -> tuple[grpc.Server, Relay, str]:
+    relay = Relay(target)
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=4), handlers=[relay])
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    return server, relay, f"127.0.0.1:{port}"
+
+
+def test_a_request_recorded_for_server_a_is_refused_by_server_b(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    init_authority(tmp_path / "ca", now=datetime.now(UTC))
+    a = start_server(tmp_path / "a.db", "--ca", str(tmp_path / "ca"))
+    b = start_server(tmp_path / "b.db", "--ca", str(tmp_path / "ca"))
+    relay_server, relay, via = _relay(a.address)
+    try:
+        home, state, chain = certified_device(tmp_path, tmp_path / "ca")
+        monkeypatch.setenv("PROV_PASSPHRASE", PASSPHRASE)
+        args = ["--certificate", str(tmp_path / "chain.pem"), "--server", via]
+        rc = prov_main(["device", "enroll", "--home", str(home.root), *args])
+        out = capsys.readouterr().out
+        assert rc == 0 and f"device {state.device_id} enrolled" in out, out
+        recorded = [request for method, request in relay.seen if method == ENROLL]
+        assert len(recorded) == 1
+        with grpc.insecure_channel(b.address) as channel:
+            with pytest.raises(grpc.RpcError) as refused:
+                replay: grpc.UnaryUnaryMultiCallable[bytes, bytes] = channel.unary_unary(ENROLL)
+                replay(recorded[0], timeout=30)
+        assert refused.value.code() is grpc.StatusCode.PERMISSION_DENIED
+        said = refused.value.details() or ""
+        assert "made for another log" in said, said
+    finally:
+        relay_server.stop(None)
+        a.stop()
+        b.stop()
+
+
+def test_a_stale_or_misdirected_proof_is_refused() -> None:
+    """The pure check: the right log and a time within `ENROLL_SKEW` pass; another log,
+    a time out of the window either way, or a proof over other bytes fail, each saying
+    which."""
+    key = DeviceKey.generate()
+    ours = "example.org/log+01234567+AQID"
+    theirs = "example.org/other+89abcdef+AQID"
+    now = datetime(2026, 12, 3, 12, 0, tzinfo=UTC)
+
+    def proof(log: str, at: datetime) -> bytes:
+        return certificate_enrollment_proof(key, log, at)
+
+    assert check_certificate_enrollment(key.public_key, ours, now, proof(ours, now), ours, now)
+    late = now - ENROLL_SKEW - timedelta(seconds=1)
+    cases = [
+        (theirs, now, proof(theirs, now), "made for another log"),
+        (ours, late, proof(ours, late), "signed at"),
+        (ours, now + ENROLL_SKEW * 2, proof(ours, now + ENROLL_SKEW * 2), "signed at"),
+        (ours, now, proof(ours, now - timedelta(seconds=1)), "does not verify"),
+        ("", now, proof(ours, now), "names no log"),
+    ]
+    for log, at, pop, words in cases:
+        with pytest.raises(EnrollmentError, match=words):
+            check_certificate_enrollment(key.public_key, log, at, pop, ours, now)

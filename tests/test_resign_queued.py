@@ -1,0 +1,53 @@
+"""A `prov sign` killed after it queued a claim and before it wrote the sidecar leaves a
+queued claim and no FILE.prov (the device writes the state, then the queue entry, then
+the sidecar). Signing the same file again used to sign and queue a second claim for the
+same bytes, and the next sync logged both. Now the second `prov sign` finds the queued
+claim of the same bytes for the same sidecar path, writes its sidecar, and signs nothing
+new: one claim logged. Real CLI, real server; the kill's leftover state is made by
+removing the sidecar an offline `prov sign` wrote (exactly what the kill leaves)."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from clients.device import DeviceHome
+from provenance.wire.sidecar import decode_sidecar
+from tests.conftest import SAMPLES, Cli, closed_port
+
+
+def test_signing_again_reuses_the_queued_claim_of_the_same_bytes(
+    enrolled: Cli, tmp_path: Path
+) -> None:
+    home = DeviceHome(enrolled.home)
+    photo = Path(shutil.copy(SAMPLES / "rocket.jpg", tmp_path / "rocket.jpg"))
+    side = photo.with_name(photo.name + ".prov")
+    rc, out, err = enrolled("sign", str(photo), "--server", closed_port())
+    assert rc == 0 and "queued" in out, (out, err)
+    queued = decode_sidecar(side.read_bytes())
+    side.unlink()  # the kill: the claim queued, its sidecar never written
+
+    rc, out, err = enrolled("sign", str(photo))
+    assert rc == 0, (out, err)
+    assert "already signed (#1) and logged" in out, out
+    assert home.state().last_sequence == 1  # was 2: a second claim signed
+    assert home.pending() == []
+    logged = decode_sidecar(side.read_bytes())
+    assert logged.signed_claim == queued.signed_claim and logged.receipt is not None
+
+    # a file whose bytes changed since is signed anew, as before
+    photo.write_bytes((SAMPLES / "grace_hopper.jpg").read_bytes())
+    side.unlink()
+    rc, out, err = enrolled("sign", str(photo))
+    assert rc == 0 and "signed (#2) and logged" in out, (out, err)
+
+
+def test_a_queued_claim_for_another_path_is_not_reused(enrolled: Cli, tmp_path: Path) -> None:
+    """The same bytes under another name: a claim of its own (its sidecar belongs there)."""
+    first = Path(shutil.copy(SAMPLES / "rocket.jpg", tmp_path / "a.jpg"))
+    second = Path(shutil.copy(SAMPLES / "rocket.jpg", tmp_path / "b.jpg"))
+    rc, out, _ = enrolled("sign", str(first), "--server", closed_port())
+    assert rc == 0 and "queued" in out
+    first.with_name("a.jpg.prov").unlink()
+    rc, out, err = enrolled("sign", str(second))
+    assert rc == 0 and "b.jpg: signed (#2)" in out, (out, err)
