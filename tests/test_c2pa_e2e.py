@@ -124,7 +124,7 @@ def test_an_edited_export_without_its_sidecar_is_tampered_by_its_embedded_claim(
     assert (rc, report["status"]) == (13, "TAMPERED")
     assert report["evidence"]["hash_match"] is False
     assert report["evidence"]["claim"]["signature_valid"] is True
-    assert any("read from its Content Credentials" in r for r in report["reasons"])
+    assert any("embedded in its Content Credentials" in r for r in report["reasons"])
     assert report["c2pa"]["validation_state"] == "Invalid"  # the other line of evidence
 
     rc, _, err = cli("scan", str(desk), "--report", str(tmp_path / "scan.jsonl"), "--workers", "0")

@@ -112,9 +112,9 @@ def sidecar_chunk_size(sidecar: SignedClaim | None) -> int:
 
 #: The reason added when the claim judged as a sidecar came embedded in the file.
 EMBEDDED_CLAIM_NOTE = (
-    "note: no sidecar came with the file; the signed claim above was read from its"
-    " Content Credentials (C2PA manifest, as `prov sign --c2pa` embeds it) and checked"
-    " as a sidecar is"
+    "note: no sidecar file came with the file; the sidecar claim these reasons speak of is"
+    " the one embedded in its Content Credentials (C2PA manifest, as `prov sign --c2pa`"
+    " writes it), checked as a sidecar is"
 )
 
 
