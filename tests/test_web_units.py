@@ -102,6 +102,14 @@ def test_presentation_helpers() -> None:
     assert timeline_plot(None) is None and timeline_plot({"timeline": []}) is None
 
 
+def test_the_revoked_key_meaning_covers_a_claim_never_logged() -> None:
+    """A sidecar claim that was never logged, whose key is revoked now, reads REVOKED_KEY
+    (`provenance.core.verify`, rule 1); the page's sentence said only "revoked when the
+    claim was logged", which such a claim never was."""
+    meaning = verdict("REVOKED_KEY").meaning
+    assert "when the claim was logged" in meaning and "never logged" in meaning
+
+
 def test_video_plot_draws_the_band_thresholds_not_half() -> None:
     """The video's score plot marks where the bands start (the block's thresholds), as
     the crop overlay does: a line at 0.5 read as "half generated" (the walker's finding)."""
