@@ -255,10 +255,11 @@ def _verify_file(
 
 def _may_embed_claim(m: Measured, report: VerificationReport | pb.VerificationReport) -> bool:
     """Whether a file's Content Credentials may hold a signed claim that changes its verdict:
-    it carries a C2PA manifest store (``content_sha256``) and the lookup did not find its
-    exact bytes signed. Such a claim is checked as a sidecar is (`prov verify`), which
-    needs the file's bytes."""
-    return bool(m.content_sha256) and _status(report) != Verdict.SIGNED_ORIGINAL
+    it carries a C2PA manifest store (``content_sha256``) and the lookup's verdict does not
+    rest on its exact bytes (logged exact bytes decide first, whatever claim comes with
+    them). Such a claim is checked as a sidecar is (`prov verify`), which needs the file's
+    bytes."""
+    return bool(m.content_sha256) and not report.evidence.hash_match
 
 
 def _check_embedded(
