@@ -239,7 +239,8 @@ class VerificationPipeline:
             report = _note(
                 report,
                 "the file carries Content Credentials (C2PA) that a lookup by hashes does"
-                " not validate (verify the file itself to read them)",
+                " not validate, nor checks the signed claim they may embed (verify the file"
+                " itself to read them)",
             )
         return report
 
