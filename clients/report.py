@@ -135,6 +135,7 @@ def report_to_json(r: VerificationReport, path: str | None = None) -> dict[str, 
     }
     evidence: dict[str, Any] = {
         "sidecar_present": ev.sidecar_present,
+        "claim_embedded": ev.claim_embedded,
         "hash_match": ev.hash_match,
         "pdq_distance": ev.pdq_distance,
         "pdq_threshold": ev.pdq_threshold,

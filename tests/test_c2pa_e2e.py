@@ -125,7 +125,12 @@ def test_an_edited_export_without_its_sidecar_is_tampered_by_its_embedded_claim(
     assert report["evidence"]["hash_match"] is False
     assert report["evidence"]["claim"]["signature_valid"] is True
     assert any("embedded in its Content Credentials" in r for r in report["reasons"])
+    assert report["evidence"]["claim_embedded"] is True  # not a sidecar file (gRPC: field 16)
     assert report["c2pa"]["validation_state"] == "Invalid"  # the other line of evidence
+    rc, report = _verify(cli, desk / "unedited.jpg")
+    assert (rc, report["status"]) == (0, "SIGNED_ORIGINAL")
+    assert report["evidence"]["claim_embedded"] is True
+    assert not any("sidecar" in r for r in report["reasons"])  # nothing to explain
 
     rc, _, err = cli("scan", str(desk), "--report", str(tmp_path / "scan.jsonl"), "--workers", "0")
     assert rc == 0, err

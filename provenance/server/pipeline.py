@@ -178,8 +178,10 @@ class VerificationPipeline:
         report = self.service.verify(
             found.facts, sidecar, tuple(chunk_hashes), sidecar_receipt, sidecar_public_key
         )
-        if embedded is not None:
-            report = _note(report, EMBEDDED_CLAIM_NOTE)
+        if embedded is not None and report.evidence.sidecar_present:  # the claim was read
+            report = replace(report, evidence=replace(report.evidence, claim_embedded=True))
+            if any("sidecar" in r for r in report.reasons):  # they speak of it as a sidecar
+                report = _note(report, EMBEDDED_CLAIM_NOTE)
         if (
             report.status is Verdict.UNSIGNED
             and found.video is not None
