@@ -78,7 +78,13 @@ from provenance.core.video_binding import DEFAULT_VIDEO_CHUNK, hash_file
 from provenance.media.assets import AssetLimits, check_size, inspect_image, media_type_of
 from provenance.media.video.decode import DEFAULT_RATE_HZ, sample_frames
 from provenance.wire import convert as wire
-from provenance.wire.sidecar import MAX_SIDECAR_BYTES, Sidecar, decode_sidecar, encode_sidecar
+from provenance.wire.sidecar import (
+    MAX_SIDECAR_BYTES,
+    Sidecar,
+    decode_sidecar,
+    embedded_sidecar,
+    encode_sidecar,
+)
 
 if TYPE_CHECKING:
     from provenance.c2pa.result import C2paResult
@@ -806,13 +812,8 @@ def _holds_claim(assertion: Mapping[str, object] | None, signed: SignedClaim) ->
     """Whether a C2PA manifest's provenance assertion (`C2paResult.provenance_assertion`)
     carries ``signed`` as its evidence: the manifest `DeviceHome.embed_c2pa` wrote for
     this claim (its receipt may be older than the sidecar's)."""
-    evidence = assertion.get("evidence") if assertion is not None else None
-    if not isinstance(evidence, Mapping):
-        return False
-    try:
-        return decode_sidecar(json.dumps(evidence).encode()).signed_claim == signed
-    except (ProvenanceError, ValueError, RecursionError):
-        return False
+    found = embedded_sidecar(assertion)
+    return found is not None and found.signed_claim == signed
 
 
 class SidecarExistsError(ConfigError):

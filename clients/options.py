@@ -226,6 +226,28 @@ def trusted_proxies(values: list[str] | None) -> list[str]:
     return list(values or [])
 
 
+MetricsListenOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="Serve Prometheus metrics at http://HOST:PORT/metrics (port 0 picks one): this"
+        " process's CPU, memory, open files and Python runtime."
+    ),
+]
+
+
+def start_metrics(listen: str | None) -> None:
+    """Serve this process's Prometheus metrics on ``listen`` (HOST:PORT; None: not at all)
+    from a daemon thread and print "metrics on http://HOST:PORT/metrics" (DESIGN.md,
+    "Scale": metrics on every process; `prov serve --metrics-listen` serves its own).
+    Raises ConfigError when it cannot listen."""
+    if listen is None:
+        return
+    from provenance.metrics import serve_metrics
+
+    port = serve_metrics(listen)
+    print(f"metrics on http://{listen.rsplit(':', 1)[0]}:{port}/metrics", flush=True)
+
+
 TrustedProxyOpt = Annotated[
     list[str] | None,
     typer.Option(

@@ -47,6 +47,12 @@ def counted(n: int, noun: str, plural: str = "") -> str:
 
 
 _ADVISORY = "advisory only: a learned estimate, never proof; it does not change the status above"
+#: What decides the status, said in every report (text, JSON, the web page), beside the
+#: detector's advisory block (DESIGN.md: the two halves are never mixed up).
+STATUS_BASIS = (
+    "cryptographic: the status rests on device signatures, the file's hashes and the"
+    " signed log; the detector, if asked, is advisory and never changes it"
+)
 
 
 def iso_utc(dt: Any) -> str | None:
@@ -110,9 +116,10 @@ def claim_evidence_to_json(c: ClaimEvidence) -> dict[str, Any]:
 
 
 def report_to_json(r: VerificationReport, path: str | None = None) -> dict[str, Any]:
-    """A JSON-able dict with a top-level ``status`` (one of the five verdict names)."""
+    """A JSON-able dict with a top-level ``status`` (one of the five verdict names) and
+    ``status_basis`` (`STATUS_BASIS`: what decides it, and that the detector does not)."""
     ev = r.evidence
-    out: dict[str, Any] = {"status": r.status.value}
+    out: dict[str, Any] = {"status": r.status.value, "status_basis": STATUS_BASIS}
     if path is not None:
         out["path"] = path
     out["reasons"] = list(r.reasons)
@@ -128,6 +135,7 @@ def report_to_json(r: VerificationReport, path: str | None = None) -> dict[str, 
     }
     evidence: dict[str, Any] = {
         "sidecar_present": ev.sidecar_present,
+        "claim_embedded": ev.claim_embedded,
         "hash_match": ev.hash_match,
         "pdq_distance": ev.pdq_distance,
         "pdq_threshold": ev.pdq_threshold,
@@ -193,7 +201,11 @@ def _signing_time_line(c: dict[str, Any]) -> str:
 def report_to_text(r: VerificationReport, path: str) -> str:
     """A readable multi-line report: verdict, reasons, evidence, then the advisory block."""
     ev = r.evidence
-    lines = [f"{path}", f"  status     {r.status.value}: {_STATUS_LINE[r.status]}"]
+    lines = [
+        f"{path}",
+        f"  status     {r.status.value}: {_STATUS_LINE[r.status]}",
+        f"  basis      {STATUS_BASIS}",
+    ]
     for reason in r.reasons:
         lines.append(f"  why        {reason}")
     lines.append(

@@ -11,8 +11,10 @@ from clients.options import (
     ConnectionsPerClientOpt,
     HeaderSecondsOpt,
     MaxConnectionsOpt,
+    MetricsListenOpt,
     TrustedProxyOpt,
     check_can_listen,
+    start_metrics,
     verifier_keys,
 )
 from provenance.core.errors import ConfigError, LogError
@@ -54,6 +56,7 @@ def serve(
     connections_per_client: ConnectionsPerClientOpt = 32,
     max_connections: MaxConnectionsOpt = 256,
     trusted_proxy: TrustedProxyOpt = None,
+    metrics_listen: MetricsListenOpt = None,
 ) -> None:
     """Serve POST /add-checkpoint (c2sp.org/tlog-witness): verify the log's signature and
     a consistency proof from the last checkpoint cosigned, then answer an Ed25519
@@ -69,6 +72,8 @@ def serve(
     # the address first (exit 1 "cannot listen on ..."): nothing is created for a witness
     # that cannot start (before: the key and the state folder, and "witness key" printed)
     check_can_listen(listen, "--listen")
+    if metrics_listen is not None:
+        check_can_listen(metrics_listen, "--metrics-listen")
     if not key.parent.is_dir():
         raise ConfigError(f"{key}: the folder {key.parent} does not exist")
     signer = load_log_signer(key, name) if key.exists() else generate_log_key(key, name)
@@ -77,6 +82,7 @@ def serve(
     except LogError as e:  # two different keys of one log
         raise typer.BadParameter(str(e), param_hint="--log-key") from e
     print(f"witness key {witness.vkey()}", flush=True)
+    start_metrics(metrics_listen)
     limits = HttpLimits(
         header_seconds=header_seconds,
         per_client=connections_per_client,

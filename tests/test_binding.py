@@ -21,7 +21,6 @@ from provenance.core.binding import (
     hamming,
     pdq_hash,
     pdq_match,
-    sha256_file,
 )
 from provenance.core.errors import BindingError
 
@@ -76,37 +75,35 @@ def test_sha256_stream_digest_can_be_taken_midway() -> None:
     assert stream.size == 56
 
 
+def _streamed(data: bytes, chunk_size: int) -> tuple[bytes, int]:
+    """(SHA-256, size) of ``data`` fed to a Sha256Stream ``chunk_size`` bytes at a time, as
+    a caller reading a file does (the core opens no file: tests/test_layers.py)."""
+    stream = Sha256Stream()
+    view = memoryview(data)
+    for at in range(0, len(data), chunk_size):
+        stream.update(view[at : at + chunk_size])
+    return stream.digest(), stream.size
+
+
 @pytest.mark.parametrize("chunk_size", [1, 1000, 4096, 1 << 20])
-def test_sha256_file_matches_fixture_manifest(chunk_size: int) -> None:
+def test_sha256_stream_in_chunks_matches_fixture_manifest(chunk_size: int) -> None:
     # MANIFEST.tsv records size and SHA-256 of every C2PA fixture.
-    digest, size = sha256_file(C2PA / "generated" / "gen_ed25519_capture.jpg", chunk_size)
+    data = (C2PA / "generated" / "gen_ed25519_capture.jpg").read_bytes()
+    digest, size = _streamed(data, chunk_size)
     assert size == 43180
     assert digest.hex() == "166b5d74b44208031832963a3ca396cae82f85fd02048657c78b5a3f332c2c51"
 
 
-def test_sha256_file_streams_a_large_file(tmp_path: Path) -> None:
+def test_sha256_stream_of_a_large_buffer() -> None:
     data = np.random.default_rng(7).bytes(3 * (1 << 20) + 17)
-    path = tmp_path / "big.bin"
-    path.write_bytes(data)
-    assert sha256_file(path) == (hashlib.sha256(data).digest(), len(data))
-    assert sha256_file(path, chunk_size=65536) == (hashlib.sha256(data).digest(), len(data))
+    assert _streamed(data, 1 << 20) == (hashlib.sha256(data).digest(), len(data))
+    assert _streamed(data, 65536) == (hashlib.sha256(data).digest(), len(data))
 
 
-def test_sha256_file_of_empty_file(tmp_path: Path) -> None:
-    path = tmp_path / "empty"
-    path.write_bytes(b"")
-    digest, size = sha256_file(path)
+def test_sha256_stream_of_nothing() -> None:
+    digest, size = _streamed(b"", 4096)
     assert size == 0
     assert digest.hex() == "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
-
-
-def test_sha256_file_errors(tmp_path: Path) -> None:
-    with pytest.raises(BindingError, match="cannot read"):
-        sha256_file(tmp_path / "missing.jpg")
-    with pytest.raises(BindingError, match="cannot read"):
-        sha256_file(tmp_path)
-    with pytest.raises(BindingError, match="chunk_size"):
-        sha256_file(C2PA / "generated" / "gen_ed25519_capture.jpg", chunk_size=0)
 
 
 @pytest.mark.parametrize("relative", sorted(PYPI_HASHES))

@@ -104,6 +104,44 @@ def test_sign_c2pa_reads_back_trusted_and_tamper_breaks_both(
     assert report["c2pa"]["validation_state"] == "Invalid"
 
 
+def test_an_edited_export_without_its_sidecar_is_tampered_by_its_embedded_claim(
+    ca_server: ServerProc, cli: Cli, tmp_path: Path
+) -> None:
+    """DESIGN.md, "The verdict": TAMPERED when "a sidecar or embedded claim is present but
+    the bytes or signature do not match". The claim `prov sign --c2pa` embeds travels with
+    the file; an edited copy without the sidecar read DERIVED before (its pixels are a near
+    copy of the logged capture) and the embedded claim was never looked at. `prov verify`
+    and `prov scan` of a folder agree."""
+    photo = Path(shutil.copy(SAMPLES / "grace_hopper.jpg", tmp_path / "hopper.jpg"))
+    rc, out, err = cli("sign", "--c2pa", str(photo))
+    assert rc == 0 and "C2PA manifest embedded" in out, err
+    desk = tmp_path / "desk"
+    desk.mkdir()
+    data = bytearray(photo.read_bytes())
+    data[-200] ^= 0x01  # in the scan data, after the manifest store
+    edited = desk / "hopper.jpg"
+    edited.write_bytes(bytes(data))
+    (desk / "unedited.jpg").write_bytes(photo.read_bytes())
+
+    rc, report = _verify(cli, edited)
+    assert (rc, report["status"]) == (13, "TAMPERED")
+    assert report["evidence"]["hash_match"] is False
+    assert report["evidence"]["claim"]["signature_valid"] is True
+    assert any("embedded in its Content Credentials" in r for r in report["reasons"])
+    assert report["evidence"]["claim_embedded"] is True  # not a sidecar file (gRPC: field 16)
+    assert report["c2pa"]["validation_state"] == "Invalid"  # the other line of evidence
+    rc, report = _verify(cli, desk / "unedited.jpg")
+    assert (rc, report["status"]) == (0, "SIGNED_ORIGINAL")
+    assert report["evidence"]["claim_embedded"] is True
+    assert not any("sidecar" in r for r in report["reasons"])  # nothing to explain
+
+    rc, _, err = cli("scan", str(desk), "--report", str(tmp_path / "scan.jsonl"), "--workers", "0")
+    assert rc == 0, err
+    rows = [json.loads(x) for x in (tmp_path / "scan.jsonl").read_text().splitlines()]
+    status = {Path(r["path"]).name: r["status"] for r in rows}
+    assert status == {"hopper.jpg": "TAMPERED", "unedited.jpg": "SIGNED_ORIGINAL"}
+
+
 def test_third_party_credentials_are_their_own_evidence(server: ServerProc, cli: Cli) -> None:
     signed = FIXTURES / "c2pa" / "third_party" / "public-testfiles" / "adobe-20220124-C.jpg"
     rc, report = _verify(cli, signed)

@@ -99,3 +99,55 @@ def test_the_checker_sees_a_crossing(tmp_path: Path) -> None:
         "def g():\n    from provenance.server.writer import Writer\n"
     )
     assert [_layer(m) for _, m in _imports(f)] == ["core", "metrics", "server"]
+
+
+#: Calls that open a file or a connection by name, which the pure core never makes
+#: (DESIGN.md, "Parts": "only server, store and clients touch the network and disk"; it
+#: may read an open file object a caller hands it, as `video_binding.hash_file` does).
+OPENERS = {
+    "open",
+    "os.open",
+    "io.open",
+    "read_bytes",
+    "read_text",
+    "write_bytes",
+    "write_text",
+    "urlopen",
+    "socket.socket",
+    "create_connection",
+}
+
+
+def _opens(path: Path) -> list[str]:
+    """``line: call`` for each call in ``path`` whose callee's dotted name ends in an OPENERS
+    entry (``open(...)``, ``os.open(...)``, ``p.read_bytes()``)."""
+    found = []
+    shown = path.relative_to(ROOT) if path.is_relative_to(ROOT) else path.name
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if not isinstance(node, ast.Call):
+            continue
+        parts, f = [], node.func
+        while isinstance(f, ast.Attribute):
+            parts.append(f.attr)
+            f = f.value
+        if isinstance(f, ast.Name):
+            parts.append(f.id)
+        name = ".".join(reversed(parts))
+        if any(name == o or name.endswith("." + o) for o in OPENERS):
+            found.append(f"{shown}:{node.lineno}: {name}(...)")
+    return found
+
+
+def test_the_core_opens_no_file_nor_connection() -> None:
+    wrong = [x for f in sorted((ROOT / "provenance" / "core").glob("*.py")) for x in _opens(f)]
+    assert not wrong, "the core takes bytes (or a caller's open file):\n" + "\n".join(wrong)
+
+
+def test_the_opener_check_sees_an_open(tmp_path: Path) -> None:
+    f = tmp_path / "m.py"
+    f.write_text("import os\ndef g(p):\n    open(p)\n    os.open(p, 0)\n    p.read_bytes()\n")
+    assert [x.split(": ")[1] for x in _opens(f)] == [
+        "open(...)",
+        "os.open(...)",
+        "p.read_bytes(...)",
+    ]

@@ -111,6 +111,16 @@ def test_a_damaged_log_record_fails_only_its_own_file(inproc: InProc, desk: list
             assert r == inproc.service.verify(f)
 
 
+def test_a_lookup_says_it_did_not_check_an_embedded_claim(inproc: InProc) -> None:
+    """A file carrying a C2PA manifest store may embed the claim `prov sign --c2pa` wrote,
+    which `prov verify` checks as a sidecar (an edited export reads TAMPERED); a lookup by
+    hashes cannot, and its reasons say so, as they say the manifest was not validated."""
+    facts = FileFacts(b"\x01" * 32, 10, "image/jpeg", content_sha256=b"\x02" * 32)
+    (report,) = VerificationPipeline(inproc.service).lookup_many([facts])
+    assert not isinstance(report, LogIntegrityError)
+    assert any("nor checks the signed claim they may embed" in r for r in report.reasons)
+
+
 def test_the_index_searched_once_answers_as_each_search() -> None:
     idx = MihIndex()
     codes = [os.urandom(32) for _ in range(5000)]

@@ -5,12 +5,16 @@ from __future__ import annotations
 
 import json
 import socket
+import subprocess
+import sys
 import threading
 import time
 import urllib.request
+from pathlib import Path
 
 from provenance import metrics
-from tests.conftest import run_in_netns
+from provenance.log.checkpoint import generate_log_key
+from tests.conftest import ROOT, read_line, run_in_netns
 
 
 def _threads() -> int:
@@ -149,3 +153,53 @@ def test_one_ipv6_host_cannot_take_every_slot_from_the_scraper() -> None:
     held, first = json.loads(run_in_netns(_NETNS_METRICS))
     assert first == "HTTP/1.0 200 OK", first  # was "": closed on arrival
     assert held == metrics.METRICS_MAX_PER_ADDRESS  # was 16
+
+
+def _scrape(url: str) -> str:
+    with urllib.request.urlopen(url, timeout=10) as r:
+        assert r.status == 200
+        return str(r.read().decode())
+
+
+def test_prov_web_and_prov_witness_serve_serve_metrics_too(tmp_path: Path) -> None:
+    """DESIGN.md, "Scale": Prometheus metrics on every process. Only `prov serve` had a
+    /metrics port; `prov web` and `prov witness serve` take --metrics-listen as it does,
+    print where, and serve their process's metrics there. Real children, real ports."""
+    vkey = generate_log_key(tmp_path / "log.pem", "log.test/one").verifier_key()
+    children = {
+        "web": [
+            "web",
+            "--server",
+            "127.0.0.1:9",  # none there: the page starts anyway and says so
+            "--listen",
+            "127.0.0.1:0",
+        ],
+        "witness": [
+            "witness",
+            "serve",
+            "--key",
+            str(tmp_path / "w.pem"),
+            "--log-key",
+            vkey,
+            "--state",
+            str(tmp_path / "state"),
+            "--listen",
+            "127.0.0.1:0",
+        ],
+    }
+    for what, args in children.items():
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "clients.cli", *args, "--metrics-listen", "127.0.0.1:0"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=ROOT,
+        )
+        try:
+            url = read_line(proc, "metrics on ")
+            assert read_line(proc, f"{what} on ")  # and the service itself started
+            page = _scrape(url)
+            assert "process_resident_memory_bytes" in page and "python_info" in page, what
+        finally:
+            proc.terminate()
+            proc.communicate(timeout=30)

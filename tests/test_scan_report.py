@@ -47,6 +47,9 @@ def test_top_unsigned_by_score_then_report_order(tmp_path: Path) -> None:
     assert paths == [f"img{k}.jpg" for k in range(7)] + ["bad.zip!x"]
     assert "bad.zip!x" in html_path(report).read_text()
     assert not list(tmp_path.glob("*.part"))
+    # which part is cryptographic, which advisory (README: every report says which is which)
+    page = html_path(report).read_text()
+    assert "id='status-basis'>Statuses: cryptographic: the status rests on" in page
 
 
 def test_an_unfinished_report_keeps_the_previous_csv(tmp_path: Path) -> None:

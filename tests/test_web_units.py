@@ -102,6 +102,40 @@ def test_presentation_helpers() -> None:
     assert timeline_plot(None) is None and timeline_plot({"timeline": []}) is None
 
 
+def test_the_revoked_key_meaning_covers_a_claim_never_logged() -> None:
+    """A sidecar claim that was never logged, whose key is revoked now, reads REVOKED_KEY
+    (`provenance.core.verify`, rule 1); the page's sentence said only "revoked when the
+    claim was logged", which such a claim never was."""
+    meaning = verdict("REVOKED_KEY").meaning
+    assert "when the claim was logged" in meaning and "never logged" in meaning
+
+
+def test_the_page_says_an_embedded_claim_was_no_sidecar_file() -> None:
+    """A claim read from the file's C2PA manifest (``evidence.claim_embedded``) is checked as
+    a sidecar is; the page's Sidecar row said "sent with the file", which none was."""
+    import re
+
+    import jinja2
+
+    from provenance.web import present
+    from provenance.web.app import PACKAGE
+
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(PACKAGE / "templates"), autoescape=True)
+    present.install(env)
+    file = {"media_type": "image/jpeg", "size": 10, "sha256": "00"}
+    rows = {}
+    for embedded in (False, True):
+        ev = {"sidecar_present": True, "claim_embedded": embedded}
+        page = env.get_template("_report.html").render(
+            report={"status": "TAMPERED", "evidence": ev, "file": file}, filename="x.jpg"
+        )
+        found = re.search(r'id="sidecar">([^<]*)<', page)
+        assert found is not None
+        rows[embedded] = found.group(1)
+    assert rows[False] == "sent with the file"
+    assert rows[True].startswith("none; the claim embedded in the file&#39;s Content Credentials")
+
+
 def test_video_plot_draws_the_band_thresholds_not_half() -> None:
     """The video's score plot marks where the bands start (the block's thresholds), as
     the crop overlay does: a line at 0.5 read as "half generated" (the walker's finding)."""

@@ -29,6 +29,7 @@ from typing import Any
 
 from PIL import Image
 
+from clients.report import STATUS_BASIS
 from provenance.core.claims import Verdict
 from provenance.core.errors import MediaError
 from provenance.media.image import decode_image
@@ -372,6 +373,7 @@ def render_html(summary: Summary, thumbs: dict[str, str], title: str) -> str:
         f"<title>{_e(title)}</title><style>{_CSS}</style></head><body>",
         f"<h1>{_e(title)}</h1>",
         f"<p>{summary.rows} files, {summary.bytes:,} bytes.</p>",
+        f"<p class='note' id='status-basis'>Statuses: {_e(STATUS_BASIS)}.</p>",
     ]
     if not summary.detected:
         out.append(f"<p class='note'>{NO_DETECTOR}</p>")

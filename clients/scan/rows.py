@@ -88,6 +88,7 @@ def _plain_parts(m: pb.VerificationReport) -> tuple[list[str], dict[str, Any]]:
         key = (
             tuple(m.reasons),
             e.sidecar_present,
+            e.claim_embedded,
             e.hash_match,
             e.pdq_distance,
             e.pdq_threshold,
@@ -100,6 +101,7 @@ def _plain_parts(m: pb.VerificationReport) -> tuple[list[str], dict[str, Any]]:
         list(m.reasons),
         {
             "sidecar_present": e.sidecar_present,
+            "claim_embedded": e.claim_embedded,
             "hash_match": e.hash_match,
             "pdq_distance": None if e.pdq_distance < 0 else e.pdq_distance,
             "pdq_threshold": e.pdq_threshold,

@@ -3,7 +3,9 @@
 `process_batch` measures each item (`clients.scan.hashing`), sends the hashes of the whole
 batch to the service in one batch Lookup call (only hashes travel), checks a folder file
 that has a sidecar beside it with VerifyFile when the lookup alone does not find it signed
-(as ``prov verify`` would, so a file edited after signing reads TAMPERED), sends a video
+(as ``prov verify`` would, so a file edited after signing reads TAMPERED), and so a folder
+file carrying a C2PA manifest store that the lookup does not find signed (its embedded
+claim is checked as a sidecar), sends a video
 file the lookup could not search densely through VerifyFile too (so a trimmed signed clip
 reads DERIVED, as with ``prov verify``; an archived video's row says what it lacks), and, with
 ``detect``, scores the unsigned images: with the local detector when the ``detector``
@@ -251,6 +253,29 @@ def _verify_file(
         return report, f"{failed}: {e}"
 
 
+def _may_embed_claim(m: Measured, report: VerificationReport | pb.VerificationReport) -> bool:
+    """Whether a file's Content Credentials may hold a signed claim that changes its verdict:
+    it carries a C2PA manifest store (``content_sha256``) and the lookup's verdict does not
+    rest on its exact bytes (logged exact bytes decide first, whatever claim comes with
+    them). Such a claim is checked as a sidecar is (`prov verify`), which needs the file's
+    bytes."""
+    return bool(m.content_sha256) and not report.evidence.hash_match
+
+
+def _check_embedded(
+    client: ProvenanceClient, item: FileItem, m: Measured, report: VerificationReport
+) -> tuple[VerificationReport, str | None]:
+    """Send a folder file without a sidecar that carries a C2PA manifest store, not found
+    signed by its exact bytes, through the server's whole pipeline (VerifyFile), so a
+    claim embedded by `prov sign --c2pa` is checked as `prov verify` checks it (an edited
+    export reads TAMPERED, not DERIVED). Returns the report and a note when the upload
+    failed (then the lookup's report stands). Raises TransportError only when the server
+    is unreachable."""
+    if item.sidecar is not None or not _may_embed_claim(m, report):
+        return report, None
+    return _verify_file(client, item, None, report, "its Content Credentials were not checked")
+
+
 def _check_densely(
     client: ProvenanceClient, item: FileItem, report: VerificationReport
 ) -> tuple[VerificationReport, str | None]:
@@ -321,11 +346,14 @@ def process_batch(items: Sequence[Item], config: ScanConfig) -> list[dict[str, A
         if isinstance(item, FileItem) and (
             item.sidecar is not None
             or any(r.startswith(DENSE_PASS_NEEDS_BYTES) for r in answer.reasons)
+            or _may_embed_claim(m, answer)
         ):
             report, problem = _check_sidecar(client, item, wire.report_from_pb(answer))
+            report, embedded_problem = _check_embedded(client, item, m, report)
             report, dense_problem = _check_densely(client, item, report)
-            if problem is not None or dense_problem is not None:
-                m = replace(m, note="; ".join(x for x in (m.note, problem, dense_problem) if x))
+            notes = (m.note, problem, embedded_problem, dense_problem)
+            if any(x is not None for x in notes[1:]):
+                m = replace(m, note="; ".join(x for x in notes if x))
         block = None
         if (
             config.detect

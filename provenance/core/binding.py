@@ -12,16 +12,12 @@ from __future__ import annotations
 
 import hashlib
 import math
-import os
 from dataclasses import dataclass
 
 import numpy as np
 
 from provenance.core.errors import BindingError
 from provenance.core.pdq_core import pdq_hash256
-
-#: Default read size when hashing files, in bytes (1 MiB).
-DEFAULT_CHUNK_SIZE = 1 << 20
 
 PDQ_ALGORITHM = "pdq"
 #: Size of a PDQ hash in bytes (256 bits).
@@ -56,28 +52,6 @@ class Sha256Stream:
     def size(self) -> int:
         """Number of bytes fed so far."""
         return self._size
-
-
-def sha256_file(
-    path: str | os.PathLike[str], chunk_size: int = DEFAULT_CHUNK_SIZE
-) -> tuple[bytes, int]:
-    """Return (32-byte SHA-256, size in bytes) of a file, reading chunk_size bytes at a time.
-
-    Memory use is one chunk whatever the file size. Raises BindingError if the file cannot
-    be read or chunk_size is not positive.
-    """
-    if chunk_size <= 0:
-        raise BindingError(f"chunk_size must be positive, got {chunk_size}")
-    stream = Sha256Stream()
-    buffer = bytearray(chunk_size)
-    view = memoryview(buffer)
-    try:
-        with open(path, "rb") as f:
-            while n := f.readinto(buffer):
-                stream.update(view[:n])
-    except OSError as e:
-        raise BindingError(f"cannot read {os.fspath(path)!r}: {e.strerror or e}") from e
-    return stream.digest(), stream.size
 
 
 @dataclass(frozen=True)

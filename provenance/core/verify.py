@@ -163,7 +163,8 @@ class Evidence:
     TAMPERED file whose sidecar lists its chunk hashes; implausible capture times of the
     claim, `provenance.core.timecheck`; ``other_claims``: the other logged claims that
     bind the same exact bytes when several do, best-standing first, at most
-    `MAX_OTHER_CLAIMS`)."""
+    `MAX_OTHER_CLAIMS`; ``claim_embedded``: the sidecar claim came embedded in the file's
+    C2PA manifest, no sidecar file with it, ``sidecar_present`` then true too)."""
 
     file: FileFacts
     claim: ClaimEvidence | None = None
@@ -176,6 +177,7 @@ class Evidence:
     time_flags: tuple[TimeFlag, ...] = ()
     pdq_transform: str = ""
     other_claims: tuple[ClaimEvidence, ...] = ()
+    claim_embedded: bool = False
 
 
 @dataclass(frozen=True)

@@ -13,10 +13,13 @@ from clients.options import (
     ConnectionsPerClientOpt,
     HeaderSecondsOpt,
     MaxConnectionsOpt,
+    MetricsListenOpt,
     ServerOpt,
     TrustedProxyOpt,
+    check_can_listen,
     finite,
     listen_address,
+    start_metrics,
 )
 
 
@@ -64,6 +67,7 @@ def web(
     connections_per_client: ConnectionsPerClientOpt = 32,
     max_connections: MaxConnectionsOpt = 256,
     trusted_proxy: TrustedProxyOpt = None,
+    metrics_listen: MetricsListenOpt = None,
 ) -> None:
     """Serve the verification page, the public log explorer and the JSON API
     (/api/v1/, /openapi.json, C2PA soft binding resolution) over HTTP, as a client of
@@ -74,7 +78,10 @@ def web(
     from provenance.web.serve import run_web
 
     listen_address(listen, "--listen")  # a usage error (exit 2) before the probe below
+    if metrics_listen is not None:
+        check_can_listen(metrics_listen, "--metrics-listen")
     _warn_if_unreachable(server)
+    start_metrics(metrics_listen)
     run_web(
         listen,
         WebConfig(

@@ -276,6 +276,11 @@ def openapi_document() -> dict[str, Any]:
                                 "UNSIGNED",
                             ]
                         },
+                        "status_basis": {
+                            "type": "string",
+                            "description": "what decides the status (cryptographic evidence:"
+                            " signatures, hashes, the signed log), never the detector",
+                        },
                         "path": {"type": "string"},
                         "reasons": {"type": "array", "items": {"type": "string"}},
                         "file": {"type": "object"},

@@ -62,7 +62,7 @@ VERDICTS: dict[str, VerdictText] = {
             "REVOKED_KEY",
             "Signed by a revoked key",
             "Signed, but by a device key that had been revoked when the claim was logged"
-            " (or a copy of such a capture).",
+            " (or, for a claim never logged, is revoked now), or a copy of such a capture.",
             "bad",
         ),
         VerdictText(

@@ -381,6 +381,7 @@ def report_fields(r: VerificationReport) -> dict[str, Any]:
         "damaged_ranges": [{"first_byte": a, "last_byte": b} for a, b in ev.damaged_ranges],
         "time_flags": [{"code": f.code, "detail": f.detail} for f in ev.time_flags],
         "pdq_transform": ev.pdq_transform,
+        "claim_embedded": ev.claim_embedded,
     }
     if ev.video_match is not None:
         evidence["video_match"] = video_match_to_pb(ev.video_match)
@@ -673,6 +674,7 @@ def report_from_pb(m: pb.VerificationReport) -> VerificationReport:
             time_flags=tuple(TimeFlag(f.code, f.detail) for f in e.time_flags),
             pdq_transform=e.pdq_transform,
             other_claims=tuple(claim_evidence_from_pb(c) for c in e.other_claims),
+            claim_embedded=e.claim_embedded,
         ),
         verified_at=ts_from_pb(m.verified_at),
         detector=detector_from_pb(m.detector) if m.HasField("detector") else None,

@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -139,3 +140,18 @@ def check_sidecar_key(s: Sidecar) -> None:
         raise SignatureError(
             "the sidecar's signature does not verify under its own public key"
         ) from e
+
+
+def embedded_sidecar(assertion: Mapping[str, Any] | None) -> Sidecar | None:
+    """The sidecar a C2PA manifest carries as our provenance assertion's ``evidence``
+    (``assertion``: `C2paResult.provenance_assertion`, the ``{"evidence", "checkpoint"}``
+    data `provenance.c2pa.writer.embed_manifest` writes): the claim `prov sign --c2pa`
+    embedded in the file. None when there is none or it is no sidecar (malformed, over
+    MAX_SIDECAR_BYTES, nested too deeply): what the manifest says is then no claim."""
+    evidence = assertion.get("evidence") if isinstance(assertion, Mapping) else None
+    if not isinstance(evidence, Mapping):
+        return None
+    try:
+        return decode_sidecar(json.dumps(evidence).encode())
+    except (ClaimError, ValueError, TypeError, RecursionError):
+        return None

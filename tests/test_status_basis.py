@@ -1,0 +1,66 @@
+"""Every report says which part is cryptographic and which advisory (README: "every
+report says which is which"; DESIGN.md: the two halves are never mixed up): the text
+report, the JSON of `prov verify --json` and the web API, and the web page say the
+status rests on signatures, hashes and the signed log; the detector's block says it is
+advisory and never changes the status. Before, only the detector's half was labelled."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import replace
+from datetime import UTC, datetime
+
+import jinja2
+
+from clients.report import report_to_json, report_to_text
+from provenance.core.verify import FileFacts, VerificationReport, decide
+from provenance.web import present
+from provenance.web.app import PACKAGE
+
+NOW = datetime(2026, 12, 3, 12, 0, tzinfo=UTC)
+BLOCK = {
+    "available": True,
+    "band": "likely generated",
+    "score": 0.93,
+    "band_low": 0.9,
+    "band_high": 0.95,
+    "model_id": "default",
+    "model_version": "7",
+    "crops": [],
+    "threshold_low": 0.295,
+    "threshold_high": 0.885,
+}
+
+
+def _report() -> VerificationReport:
+    data = b"not a signed file"
+    facts = FileFacts(hashlib.sha256(data).digest(), len(data), "image/png")
+    return replace(decide(facts, NOW), detector=dict(BLOCK))
+
+
+def test_the_text_report_says_the_status_is_cryptographic_and_the_detector_advisory() -> None:
+    text = report_to_text(_report(), "x.png")
+    lines = text.splitlines()
+    basis = next(i for i, line in enumerate(lines) if line.startswith("  basis "))
+    assert basis == 2 and "cryptographic" in lines[basis]  # right under the status
+    detector = next(i for i, line in enumerate(lines) if line.startswith("  detector "))
+    assert detector > basis and "advisory only" in "\n".join(lines[detector:])
+
+
+def test_the_json_report_says_the_same() -> None:
+    doc = report_to_json(_report(), "x.png")
+    assert doc["status"] == "UNSIGNED" and doc["status_basis"].startswith("cryptographic:")
+    assert "never changes it" in doc["status_basis"]
+    assert "advisory" in doc["detector"]["advisory"]
+
+
+def test_the_web_page_says_the_same() -> None:
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(PACKAGE / "templates"), autoescape=True)
+    present.install(env)
+    page = env.get_template("_report.html").render(
+        report=report_to_json(_report(), "x.png"), filename="x.png"
+    )
+    found = re.search(r'id="status-basis">([^<]*)<', page)
+    assert found is not None and found.group(1).startswith("Cryptographic: the status rests")
+    assert 'class="badge">advisory<' in page
