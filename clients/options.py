@@ -236,15 +236,17 @@ MetricsListenOpt = Annotated[
 
 
 def start_metrics(listen: str | None) -> None:
-    """Serve this process's Prometheus metrics on ``listen`` (HOST:PORT; None: not at all)
-    from a daemon thread and print "metrics on http://HOST:PORT/metrics" (DESIGN.md,
-    "Scale": metrics on every process; `prov serve --metrics-listen` serves its own).
-    Raises ConfigError when it cannot listen."""
+    """Serve this process's runtime metrics (`provenance.metrics.process_registry`: CPU,
+    memory, open files, Python; none of the ``prov_*`` families, which only `prov serve`
+    keeps) on ``listen`` (HOST:PORT; None: not at all) from a daemon thread and print
+    "metrics on http://HOST:PORT/metrics" (DESIGN.md, "Scale": metrics on every process;
+    `prov serve --metrics-listen` serves its own). Raises ConfigError when it cannot
+    listen."""
     if listen is None:
         return
-    from provenance.metrics import serve_metrics
+    from provenance.metrics import process_registry, serve_metrics
 
-    port = serve_metrics(listen)
+    port = serve_metrics(listen, process_registry())  # no `prov serve` family, at zero
     print(f"metrics on http://{listen.rsplit(':', 1)[0]}:{port}/metrics", flush=True)
 
 

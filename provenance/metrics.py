@@ -61,7 +61,17 @@ from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, make_server
 
 import grpc
-from prometheus_client import REGISTRY, Counter, Gauge, Histogram, make_wsgi_app
+from prometheus_client import (
+    GC_COLLECTOR,
+    PLATFORM_COLLECTOR,
+    PROCESS_COLLECTOR,
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    make_wsgi_app,
+)
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.exposition import ThreadingWSGIServer
 from prometheus_client.registry import Collector
@@ -295,8 +305,22 @@ class _MetricsServer(ThreadingWSGIServer):
             self._give(client_key(str(client_address[0])))
 
 
-def serve_metrics(listen: str) -> int:
-    """Serve ``/metrics`` on ``listen`` (HOST:PORT, port 0 picks one) from a daemon
+def process_registry() -> CollectorRegistry:
+    """A registry of this process's own runtime alone: CPU, memory, open files (the
+    ``process_*`` families), the Python version (``python_info``) and its garbage
+    collector (``python_gc_*``), for processes that serve none of the ``prov_*``
+    families above (`prov web`, `prov witness serve`): the default registry would
+    publish every one of those families at zero there."""
+    registry = CollectorRegistry()
+    for collector in (PROCESS_COLLECTOR, PLATFORM_COLLECTOR, GC_COLLECTOR):
+        registry.register(collector)
+    return registry
+
+
+def serve_metrics(listen: str, registry: CollectorRegistry = REGISTRY) -> int:
+    """Serve ``/metrics`` of ``registry`` (by default every family of this module and the
+    process's runtime; `process_registry`: the runtime alone) on ``listen`` (HOST:PORT,
+    port 0 picks one) from a daemon
     thread; returns the bound port. At most METRICS_MAX_CONNECTIONS connections are
     served at once (METRICS_MAX_PER_ADDRESS from one client: an IPv4 address, an IPv6
     /64), each within
@@ -319,7 +343,7 @@ def serve_metrics(listen: str) -> int:
             address_family = family
 
         httpd = make_server(
-            addr, number, make_wsgi_app(REGISTRY), Server, handler_class=_MetricsHandler
+            addr, number, make_wsgi_app(registry), Server, handler_class=_MetricsHandler
         )
     except OSError as e:
         raise ConfigError(f"cannot serve metrics on {listen}: {e.strerror or e}") from e

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from provenance import metrics
 from provenance.log.checkpoint import generate_log_key
-from tests.conftest import ROOT, read_line, run_in_netns
+from tests.conftest import ROOT, cli_process, read_line, run_in_netns
 
 
 def _threads() -> int:
@@ -203,3 +203,23 @@ def test_prov_web_and_prov_witness_serve_serve_metrics_too(tmp_path: Path) -> No
         finally:
             proc.terminate()
             proc.communicate(timeout=30)
+
+
+def test_prov_web_metrics_carry_no_server_families_at_zero() -> None:
+    """`prov web --metrics-listen` says it serves "this process's CPU, memory, open files
+    and Python runtime"; it served every `prov serve` family too, all at zero (the tree
+    size, the witness quorum's cosigned size, the commit latency...), so a dashboard or an
+    alert on those families over every scraped process read a web front (or a witness) as
+    a stalled log. Real child, real port."""
+    proc = cli_process(
+        ["web", "--server", "127.0.0.1:9", "--listen", "127.0.0.1:0"]
+        + ["--metrics-listen", "127.0.0.1:0"]
+    )
+    try:
+        page = _scrape(read_line(proc, "metrics on "))
+    finally:
+        proc.terminate()
+        proc.communicate(timeout=30)
+    assert "process_resident_memory_bytes" in page and "python_info" in page
+    families = sorted({line.split()[2] for line in page.splitlines() if line.startswith("# TYPE")})
+    assert [f for f in families if f.startswith("prov_")] == [], families

@@ -73,7 +73,8 @@ def init_authority(
     """Create a new root CA in directory: ca.key.pem (mode 0600) and ca.cert.pem.
 
     now: timezone-aware UTC time; validity: lifetime of the root; passphrase: encrypts
-    the key file when given (PKCS#8, best available encryption). Raises ConfigError if
+    the key file when given (PKCS#8 PBES2: PBKDF2-HMAC-SHA256 at
+    `keyfile.PBKDF2_ITERATIONS`, AES-256-CBC, as a device key). Raises ConfigError if
     an authority already exists there or the files cannot be written.
     """
     key = Ed25519PrivateKey.generate()

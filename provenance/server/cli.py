@@ -97,6 +97,19 @@ def _load_ca(directory: Path, passphrase_file: Path | None) -> Authority:
         raise typer.BadParameter(str(e), param_hint=hint) from None
 
 
+def _forget_secrets() -> None:
+    """Drop the secrets `prov serve` has read by now from its environment: the
+    enrollment authority key's passphrase ($PROV_CA_PASSPHRASE) and the admin token
+    ($PROV_ADMIN_TOKEN). The processes it starts next parse untrusted files (the C2PA
+    reader workers, the video frame decoder) and are kept apart so that a bug in a
+    parser cannot reach the server's secrets; they inherit this environment, and the
+    passphrase with the key file (readable by the same user) is the authority itself."""
+    from clients.passphrase import CA_PASSPHRASE_ENV
+
+    for name in (CA_PASSPHRASE_ENV, "PROV_ADMIN_TOKEN"):
+        os.environ.pop(name, None)
+
+
 def _flag_named(message: str) -> str:
     """A `ServerLimits` ConfigError message ("max_uploads must be at least 1, got 0") with
     its field named by the flag the user typed ("--max-uploads must be ...")."""
@@ -559,6 +572,7 @@ def serve(
         tsa_trust = TsaTrust.from_file(tsa_trust_anchors) if tsa_trust_anchors else None
         trust = with_tsa_roots(trust, tsa_trust)
         signing_time = SigningTimePolicy(tsa_trust=tsa_trust, log_verifier=service.verifier)
+        _forget_secrets()  # before the first child: the reader workers, the decoder
         pool = ReaderPool(workers=c2pa_workers) if c2pa_workers > 0 else None
         start_decoder()  # the video decoder process, imports done before the first upload
         # a SQLite database's secret, absent while this start holds its lock, is this

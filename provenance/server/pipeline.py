@@ -9,8 +9,9 @@ A file's bytes (an `Upload`) go through, in order:
    `provenance.core.verify.decide`: exact bytes in the log decide first); without a
    sidecar, the claim `prov sign --c2pa` embedded in the file's C2PA manifest, if any,
    is judged as its sidecar would be;
-3. for a video still UNSIGNED while the log holds video claims, the dense second pass
-   that finds trimmed clips (every frame hashed, within the call's deadline);
+3. for a video still UNSIGNED while the log holds video claims, and no sidecar came (an
+   embedded claim that leaves it UNSIGNED was not used and does not count), the dense
+   second pass that finds trimmed clips (every frame hashed, within the call's deadline);
 4. the Content Credentials block attached (`provenance.core.verify.with_c2pa`);
 5. the advisory detector, when asked, within its deadline (``detector_timeout_s``, or the
    call's if sooner): past it the report says it was not scored and why.
@@ -128,6 +129,20 @@ def _embedded_claim(c2pa: dict[str, Any] | None) -> Sidecar | None:
     return embedded_sidecar(c2pa.get("provenance_assertion"))
 
 
+def _with_claim_notes(dense: VerificationReport, before: VerificationReport) -> VerificationReport:
+    """The dense pass's report (``dense``, made from the frames alone) keeping what
+    ``before`` said of a claim embedded in the file: its reasons about it and the evidence
+    that one came. An embedded claim that leaves a video UNSIGNED (its key is not enrolled
+    here) was not used, so the clip is still searched for: before, it turned the dense
+    pass off as a sidecar does, and anyone could hide a trimmed copy's original by
+    embedding a claim under a key of their own."""
+    if not before.evidence.claim_embedded or dense is before:
+        return dense
+    said = [r for r in before.reasons if "sidecar" in r and r not in dense.reasons]
+    evidence = replace(dense.evidence, sidecar_present=True, claim_embedded=True)
+    return replace(dense, reasons=(*dense.reasons, *said), evidence=evidence)
+
+
 def _note(report: VerificationReport, note: str) -> VerificationReport:
     return replace(report, reasons=(*report.reasons, note))
 
@@ -171,7 +186,8 @@ class VerificationPipeline:
             self.service.store.leaves_by_file_sha256(upload.sha256, limit=1)
         )
         found = inspect_upload(upload, self.inspect, lenient)
-        embedded = None if sidecar is not None else _embedded_claim(found.c2pa)
+        sidecar_came = sidecar is not None
+        embedded = None if sidecar_came else _embedded_claim(found.c2pa)
         if embedded is not None:  # the claim `prov sign --c2pa` put in the file
             sidecar, sidecar_receipt = embedded.signed_claim, embedded.receipt
             sidecar_public_key = embedded.public_key
@@ -185,10 +201,10 @@ class VerificationPipeline:
         if (
             report.status is Verdict.UNSIGNED
             and found.video is not None
-            and sidecar is None
+            and not sidecar_came  # an embedded claim left UNSIGNED was not used: search on
             and self.service.has_video
         ):
-            report = self._dense_pass(upload, found, report, time_left)
+            report = _with_claim_notes(self._dense_pass(upload, found, report, time_left), report)
         report = with_c2pa(report, found.c2pa)
         if detect:
             left = time_left() if time_left is not None else None
