@@ -10,11 +10,15 @@ import shlex
 from pathlib import Path
 from typing import Any
 
+import click
 import pytest
 import typer
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from clients.cli import app
 from clients.cli import main as prov_main
+from provenance.log.checkpoint import LogSigner
+from provenance.witness import cosigner_vkey
 from tests.conftest import ROOT
 
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
@@ -96,30 +100,49 @@ def _readme_block_lines() -> list[str]:
     return lines
 
 
-def test_the_readme_usage_block_parses_as_written(tmp_path: Path) -> None:
-    """Each command of README's "Using it" block parses (click's own parser: option names,
-    arity, counts of arguments); the files it names exist here as empty files."""
+def _placeholders(folder: Path) -> dict[str, str]:
+    """Real values for the README block's placeholders: a log verifier key (``KEY``, also
+    in ``log.vkey``) and two cosigner keys (``WKEY1``, ``WKEY2``), freshly generated, so
+    that the options' own checks of their values pass as they would for a user."""
+    log_key = LogSigner(Ed25519PrivateKey.generate(), "example.com/log").verifier_key()
+    (folder / "log.vkey").write_text(log_key + "\n")
+    values = {"KEY": log_key}
+    for k in ("WKEY1", "WKEY2"):
+        public = Ed25519PrivateKey.generate().public_key().public_bytes_raw()
+        values[k] = cosigner_vkey(f"witness.example/{k.lower()}", public)
+    return values
+
+
+def test_the_readme_usage_block_parses_as_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each command of README's "Using it" block parses strictly (click's own parser and
+    the options' checks: option names, arity, counts of arguments, required options), run
+    in a folder where the files and folders it names exist (empty files, a fresh SQLite
+    file name, real keys for its placeholders)."""
     lines = _readme_block_lines()
     assert len(lines) > 25, lines
+    monkeypatch.chdir(tmp_path)
+    values = _placeholders(tmp_path)
     root = typer.main.get_command(app)
     for line in lines:
-        args = shlex.split(line)[1:]
+        args = [values.get(a, a) for a in shlex.split(line)[1:]]
         for a in args:
-            if re.fullmatch(r"[\w./-]+\.(jpg|prov|json|pem|vkey|jsonl|zip)", a) or a in (
-                "KEY",
-                "WKEY1",
-                "WKEY2",
-            ):
+            if re.fullmatch(r"[\w./-]+\.(jpg|prov|json|pem|jsonl|zip|db)", a):
                 (tmp_path / a).parent.mkdir(parents=True, exist_ok=True)
                 (tmp_path / a).touch()
-        ctx = root.make_context("prov", [*args], resilient_parsing=True)
-        cur: Any = ctx
-        rest = [*_protected(cur), *cur.args]
-        while hasattr(cur.command, "resolve_command"):
-            name, sub, rest = cur.command.resolve_command(cur, rest)
-            assert sub is not None, line
-            cur = sub.make_context(name, rest, parent=cur, resilient_parsing=True)
+            elif re.fullmatch(r"[\w.-]+/", a):
+                (tmp_path / a).mkdir(exist_ok=True)
+        try:
+            cur: Any = root.make_context("prov", [*args])
             rest = [*_protected(cur), *cur.args]
+            while hasattr(cur.command, "resolve_command"):
+                name, sub, rest = cur.command.resolve_command(cur, rest)
+                assert sub is not None, line
+                cur = sub.make_context(name, rest, parent=cur)
+                rest = [*_protected(cur), *cur.args]
+        except click.UsageError as e:
+            pytest.fail(f"{line!r}: {e.format_message()}")
         assert not cur.args, f"{line!r}: left over {cur.args}"
 
 
