@@ -265,10 +265,12 @@ def ca_init(
     iterations, AES-256), read from --passphrase-file, else $PROV_CA_PASSPHRASE, else
     typed twice at a prompt; `prov serve --ca DIR` asks for it the same way
     (--ca-passphrase-file, $PROV_CA_PASSPHRASE, a prompt)."""
-    from provenance.c2pa.authority import init_authority
+    from provenance.c2pa.authority import KEY_FILE, init_authority
 
     if no_passphrase and passphrase_file is not None:
         raise UsageError("--no-passphrase and --passphrase-file contradict each other: give one")
+    if (dir / KEY_FILE).exists():  # before asking for a passphrase that would not be used
+        raise ConfigError(f"an authority already exists in {dir}")
     passphrase = (
         None
         if no_passphrase

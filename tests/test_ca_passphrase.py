@@ -71,6 +71,11 @@ def test_ca_init_encrypts_the_key_at_600000_iterations(tmp_path: Path) -> None:
     assert rc == 0 and "not encrypted" in err, err
     assert (tmp_path / "c" / KEY_FILE).read_bytes().startswith(b"-----BEGIN PRIVATE KEY-----")
 
+    # an authority already there: said at once, before any passphrase is asked for
+    rc, out, err = _run("admin", "ca", "init", "--dir", str(tmp_path / "a"))
+    assert rc == 1 and f"an authority already exists in {tmp_path / 'a'}" in err, err
+    assert load_authority(tmp_path / "a", SECRET.encode()).certificate is not None
+
 
 def _serve_refused(db: Path, *args: str, env: dict[str, str] | None = None) -> str:
     """`prov serve ARGS` that must stop with a usage error: its stderr."""
