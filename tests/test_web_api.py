@@ -601,6 +601,33 @@ def test_web_without_its_service_answers_503(site: DemoSite) -> None:
         web.stop()
 
 
+def test_web_without_its_service_does_not_show_the_service_address() -> None:
+    """While its gRPC service is down, every visitor of `prov web` was told the service's
+    internal address and gRPC's own failure text ("cannot reach the server at
+    10.0.3.7:50051 (UNAVAILABLE: failed to connect to all addresses; last error:
+    UNKNOWN: ipv4:10.0.3.7:50051: ...)"), in the JSON API and on the pages. Now the
+    answer is still 503 saying the server cannot be reached, without either; the
+    operator reads them in the web process's log."""
+    web = start_web("127.0.0.2:1")
+    try:
+        with httpx.Client(base_url=web.address, timeout=60) as c:
+            for r in (
+                c.get("/api/v1/checkpoint"),
+                c.post("/api/v1/lookup", json={"queries": [{"sha256": "a" * 64}]}),
+            ):
+                _error(r, 503, "cannot reach the server")
+                assert "127.0.0.2" not in r.text and "ipv4" not in r.text, r.text
+            page = c.get("/log")
+            assert page.status_code == 503
+            assert "127.0.0.2" not in page.text and "ipv4" not in page.text
+    finally:
+        web.stop()
+    assert web.proc.stderr is not None
+    assert "WARNING provenance.web.errors: cannot reach the server at 127.0.0.2:1" in (
+        web.proc.stderr.read()
+    )  # the operator's log has it
+
+
 def test_stalled_uploads_time_out_and_one_client_cannot_take_every_slot(
     site: DemoSite,
 ) -> None:
