@@ -628,6 +628,57 @@ def test_web_without_its_service_does_not_show_the_service_address() -> None:
     )  # the operator's log has it
 
 
+def test_one_client_has_a_bounded_share_of_json_bodies_in_memory() -> None:
+    """One host's connections each held a 4 MiB JSON body in memory while they waited for
+    the two JSON workers (seen: 256 connections from 8 loopback addresses took `prov web`
+    from 180 MB to 1 GB). Now a client has at most `JSON_BYTES_PER_CLIENT` of JSON bodies
+    in memory, counted as they arrive: with two bodies of nearly 4 MiB still arriving, its
+    third request gets 429 with Retry-After (before: read and answered, here 503 since
+    no service runs), another address is served, and once the two are gone so is the
+    first client. A real `prov web`, real sockets."""
+    from provenance.web.api import MAX_JSON_BYTES
+
+    per_client = 2 * MAX_JSON_BYTES  # api.JSON_BYTES_PER_CLIENT
+
+    web = start_web("127.0.0.1:1")
+    host, port = urlsplit(web.address).hostname, urlsplit(web.address).port
+    assert host is not None and port is not None
+    body = b'{"queries": [{"sha256": "' + b"a" * 64 + b'"}]}'
+    arriving: list[socket.socket] = []
+    try:
+        for _ in range(2):
+            s = socket.create_connection((host, port))
+            s.sendall(
+                b"POST /api/v1/lookup HTTP/1.1\r\nHost: x\r\nContent-Type: application/json"
+                b"\r\nContent-Length: %d\r\n\r\n" % MAX_JSON_BYTES
+            )
+            s.sendall(b" " * (MAX_JSON_BYTES - 10))  # all but the end: still arriving
+            arriving.append(s)
+        time.sleep(1.0)  # read by the server
+        assert 2 * (MAX_JSON_BYTES - 10) > per_client - len(body)
+        with httpx.Client(base_url=web.address, timeout=30) as c:
+            r = c.post("/api/v1/lookup", content=body)
+            _error(r, 429, "already has .* bytes of JSON bodies")
+            assert r.headers["Retry-After"] == "1"  # api.JSON_RETRY_AFTER_S
+        other = httpx.Client(
+            base_url=web.address,
+            timeout=30,
+            transport=httpx.HTTPTransport(local_address="127.0.0.2"),
+        )
+        with other:
+            _error(other.post("/api/v1/lookup", content=body), 503, "cannot reach")
+        for s in arriving:
+            s.close()
+        arriving.clear()
+        time.sleep(1.0)
+        with httpx.Client(base_url=web.address, timeout=30) as c:
+            _error(c.post("/api/v1/lookup", content=body), 503, "cannot reach")
+    finally:
+        for s in arriving:
+            s.close()
+        web.stop()
+
+
 def test_stalled_uploads_time_out_and_one_client_cannot_take_every_slot(
     site: DemoSite,
 ) -> None:
