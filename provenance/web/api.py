@@ -50,10 +50,12 @@ def state(request: Request) -> WebState:
 
 
 def client_address(request: Request) -> str:
-    """The client the upload limits count against (proxies are not trusted): its
-    `guard.client_key`, an IPv4 address or an IPv6 /64, as the connection cap counts, so
-    a host cannot take every upload slot or reset its rate limit from its /64's other
-    addresses."""
+    """The client the upload limits and JSON shares count against: its `client_key`, an
+    IPv4 address or an IPv6 /64, as the connection cap counts, so a host cannot take
+    every upload slot or reset its rate limit from its /64's other addresses. Behind a
+    ``--trusted-proxy`` the request's client is already the one its X-Forwarded-For
+    names (`provenance.web.proxies.TrustedProxies`); any other peer's header is not
+    read."""
     return client_key(request.client.host) if request.client else "unknown"
 
 
