@@ -195,7 +195,7 @@ def routes(directory: Path, shares: TileShares | None = None) -> list[Route]:
     async def checkpoint(request: Request) -> Response:
         try:
             body = (directory / tiles.CHECKPOINT_PATH).read_bytes()
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):
             return _not_found("checkpoint (the log has not been exported yet)")
         return Response(
             body,
