@@ -268,7 +268,9 @@ class DeviceHome:
         atomically, mode 0600, and say so on stderr. Only when no other command holds the
         folder's lock (a `prov device init --force` may be writing a new key) and the file
         is still ``pem``; a folder that cannot be written keeps the old file, with a line
-        saying why."""
+        saying why. A key file that is a symbolic link (to a key kept on another volume)
+        is rewritten where it points, the link kept: replacing the link left the weaker
+        copy where the owner keeps the key, and a second copy in the device folder."""
         self.root.mkdir(parents=True, exist_ok=True)
         with (self.root / ".lock").open("ab") as handle:
             try:
@@ -278,7 +280,8 @@ class DeviceHome:
             try:
                 if self.key_path.read_bytes() != pem:
                     return
-                atomic_write(self.key_path, key.to_encrypted_pem(passphrase), mode=0o600)
+                target = self.key_path.resolve()  # the file itself, through any link
+                atomic_write(target, key.to_encrypted_pem(passphrase), mode=0o600)
             except OSError as e:
                 print(
                     f"note: {self.key_path} is encrypted with a weaker key derivation than"

@@ -57,6 +57,7 @@ import socket
 import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, make_server
 
@@ -77,7 +78,7 @@ from prometheus_client.exposition import ThreadingWSGIServer
 from prometheus_client.registry import Collector
 
 from provenance.core.errors import ConfigError
-from provenance.core.fair_share import client_key
+from provenance.core.fair_share import client_key, share_victim
 from provenance.core.ports import bare_host, port_number
 
 _LATENCY = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 120)
@@ -252,57 +253,114 @@ class _MetricsHandler(WSGIRequestHandler):
         self.rfile.close()
         self.rfile = io.BufferedReader(_DeadlineSocket(self.connection, deadline))
 
+    def parse_request(self) -> bool:
+        """Parse the request's line and headers; from here on the connection is being
+        answered, so no newcomer takes its slot (`_MetricsServer`)."""
+        parsed = super().parse_request()
+        server: _MetricsServer = self.server  # type: ignore[assignment]  # always ours
+        server.answering(self.connection)
+        return parsed
+
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002  # the base's name
         """Log nothing."""
+
+
+@dataclass(eq=False)
+class _Held:
+    """One /metrics connection's slot: its socket, whether its request is still being
+    read, and whether a newcomer took its slot (`_MetricsServer`)."""
+
+    sock: socket.socket
+    reading: bool = True
+    cut: bool = False
 
 
 class _MetricsServer(ThreadingWSGIServer):
     """prometheus_client's thread-per-connection server with at most
     METRICS_MAX_CONNECTIONS threads, METRICS_MAX_PER_ADDRESS of them for one client
-    (`client_key`: an IPv4 address, an IPv6 /64): one connection more is closed at once, so idle or slow clients cannot take
-    the process's threads and memory, nor one host every slot from the scraper (prometheus_client's own
-    server starts a thread per connection and waits on each forever)."""
+    (`client_key`: an IPv4 address, an IPv6 /64), so idle or slow clients cannot take
+    the process's threads and memory, nor one host every slot from the scraper
+    (prometheus_client's own server starts a thread per connection and waits on each
+    forever). One connection more from a client at its cap is closed at once. When every
+    slot is taken, a newcomer from a client holding at least two fewer than the client
+    holding the most takes the slot of that client's newest connection still sending its
+    request (`share_victim`), which is shut down; else it is closed at once. Before, four
+    addresses with four idle connections each (renewed every 10 s) kept every scrape
+    closed on arrival."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
-        self._slots = threading.BoundedSemaphore(METRICS_MAX_CONNECTIONS)
-        self._per_address: dict[str, int] = {}
+        self._held = 0
+        self._per_client: dict[str, list[_Held]] = {}  # oldest first
+        self._by_socket: dict[socket.socket, _Held] = {}
         self._lock = threading.Lock()
         super().__init__(*args, **kwargs)
 
-    def _take(self, host: str) -> bool:
+    def _take(self, host: str, sock: socket.socket) -> bool:
         with self._lock:
-            if self._per_address.get(host, 0) >= METRICS_MAX_PER_ADDRESS:
+            mine = self._per_client.get(host, [])
+            if len(mine) >= METRICS_MAX_PER_ADDRESS:
                 return False
-            if not self._slots.acquire(blocking=False):
-                return False
-            self._per_address[host] = self._per_address.get(host, 0) + 1
+            if self._held >= METRICS_MAX_CONNECTIONS:
+                victim = share_victim(
+                    self._per_client.values(),
+                    len(mine),
+                    arriving=lambda h: h.reading,
+                    received=lambda h: 0,
+                )
+                if victim is None:
+                    return False
+                self._forget(victim)  # its slot is this connection's now
+                victim.cut = True
+                try:
+                    victim.sock.shutdown(socket.SHUT_RDWR)  # its read ends: its thread leaves
+                except OSError:
+                    pass
+            else:
+                self._held += 1
+            held = _Held(sock)
+            self._per_client.setdefault(host, []).append(held)
+            self._by_socket[sock] = held
             return True
 
-    def _give(self, host: str) -> None:
+    def _forget(self, held: _Held) -> None:
+        """Drop ``held`` from the per-client lists (the lock held)."""
+        for host, holds in self._per_client.items():
+            if held in holds:
+                holds.remove(held)
+                if not holds:
+                    del self._per_client[host]
+                return
+
+    def _give(self, sock: socket.socket) -> None:
         with self._lock:
-            left = self._per_address[host] - 1
-            if left:
-                self._per_address[host] = left
-            else:
-                del self._per_address[host]
-            self._slots.release()
+            held = self._by_socket.pop(sock, None)
+            if held is None or held.cut:
+                return  # a cut connection's slot went to its newcomer
+            self._forget(held)
+            self._held -= 1
+
+    def answering(self, sock: socket.socket) -> None:
+        """The request on ``sock`` has been read: its slot is no longer taken by share."""
+        with self._lock:
+            held = self._by_socket.get(sock)
+            if held is not None:
+                held.reading = False
 
     def process_request(self, request: Any, client_address: Any) -> None:
-        host = client_key(str(client_address[0]))
-        if not self._take(host):
+        if not self._take(client_key(str(client_address[0])), request):
             self.shutdown_request(request)
             return
         try:
             super().process_request(request, client_address)
         except BaseException:
-            self._give(host)
+            self._give(request)
             raise
 
     def process_request_thread(self, request: Any, client_address: Any) -> None:
         try:
             super().process_request_thread(request, client_address)
         finally:
-            self._give(client_key(str(client_address[0])))
+            self._give(request)
 
 
 def process_registry() -> CollectorRegistry:

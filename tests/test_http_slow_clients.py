@@ -30,8 +30,10 @@ from starlette.routing import Route
 
 from provenance.core.fair_share import client_key
 from provenance.log.checkpoint import generate_log_key
+from provenance.web import tlogtiles
 from provenance.web.guard import LINGER_SECONDS, RETRY_AFTER_SECONDS, HttpLimits
 from provenance.web.serve import bind, uvicorn_server
+from provenance.web.tlogtiles import TileShares
 from tests.conftest import (
     ROOT,
     SAMPLES,
@@ -290,7 +292,15 @@ def body_server() -> Iterator[str]:
     limits = HttpLimits(body_idle_seconds=1.0, body_grace_seconds=1.0, body_min_rate=1 << 20)
     sock, address = bind("127.0.0.1:0")
     routes = [Route("/", _slow_reader, methods=["POST"]), Route("/big", _big)]
-    server = uvicorn_server(Starlette(routes=routes), limits)
+    yield from _serve_in_thread(Starlette(routes=routes), limits, sock, address)
+
+
+def _serve_in_thread(
+    app: Starlette, limits: HttpLimits, sock: socket.socket, address: str
+) -> Iterator[str]:
+    """Serve ``app`` under ``limits`` on the bound ``sock`` from a thread; yields its
+    http:// URL once started, stops it after."""
+    server = uvicorn_server(app, limits)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     deadline = time.monotonic() + 10
@@ -387,6 +397,85 @@ def test_an_answer_read_slowly_is_not_cut_off(body_server: str) -> None:
     finally:
         s.close()
     assert got > 0
+
+
+@pytest.fixture
+def tile_server(tmp_path: Path) -> Iterator[tuple[str, TileShares]]:
+    """(URL, shares) of a real uvicorn server in a thread serving ``/tlog/`` from a folder
+    holding a 4 MiB entry bundle and an 8 KiB hash tile, each client 1 MiB of tiles in
+    flight (waiting 0.5 s), answers to be taken at 256 KiB/s after a 1 s grace; its
+    accepted sockets have small send buffers (16 KiB asked for), so a client that reads
+    now and then shows as progress at once (as over a link whose buffers stay small)."""
+    (tmp_path / "tile/entries").mkdir(parents=True)
+    (tmp_path / "tile/0").mkdir()
+    (tmp_path / "tile/entries/000").write_bytes(os.urandom(4 << 20))
+    (tmp_path / "tile/0/000").write_bytes(bytes(range(256)) * 32)
+    shares = TileShares(per_client=1 << 20, wait=0.5)
+    limits = HttpLimits(answer_grace_seconds=1.0, answer_min_rate=256 * 1024)
+    sock, address = bind("127.0.0.1:0")
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 16 * 1024)
+    app = Starlette(routes=tlogtiles.routes(tmp_path, shares))
+    for url in _serve_in_thread(app, limits, sock, address):
+        yield url, shares
+
+
+def test_an_answer_taken_a_little_at_a_time_is_cut_off(
+    tile_server: tuple[str, TileShares],
+) -> None:
+    """A client that reads 2 KiB of a 4 MiB tile every 0.25 s (8 KiB/s) never lets its
+    answer stand still for the idle limit, so it held its connection, the app's task
+    and its client's share of tile bytes in flight for as long as it went on (seen
+    before: still open after 8 s, and the same client's next tile 429 after the 0.5 s
+    wait). Now it must take the answer at 256 KiB/s once it has held the server back for
+    the 1 s grace: it is cut off (reset) within a few seconds, its share is given back
+    and its next tile is served."""
+    url, shares = tile_server
+    host, port = url.removeprefix("http://").rsplit(":", 1)
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    s.connect((host, int(port)))
+    got, cut_after = 0, None
+    t0 = time.monotonic()
+    try:
+        s.sendall(b"GET /tlog/tile/entries/000 HTTP/1.1\r\nHost: x\r\n\r\n")
+        s.settimeout(5)
+        while time.monotonic() - t0 < 8:
+            try:
+                chunk = s.recv(2048)
+            except ConnectionResetError:
+                chunk = b""
+            if not chunk:
+                cut_after = time.monotonic() - t0
+                break
+            got += len(chunk)
+            time.sleep(0.25)
+        held = shares.held("127.0.0.1")
+        try:
+            with urllib.request.urlopen(f"{url}/tlog/tile/0/000", timeout=10) as r:
+                status = int(r.status)
+        except urllib.error.HTTPError as e:
+            status = e.code
+    finally:
+        s.close()
+    assert cut_after is not None, f"still open after 8 s, {got:,} bytes read"
+    assert cut_after < 6, cut_after
+    assert got < 1 << 20
+    assert held == 0
+    assert status == 200
+
+
+def test_a_tile_taken_at_the_pace_is_not_cut_off(tile_server: tuple[str, TileShares]) -> None:
+    """A client taking the same tile at about 1 MiB/s gets all of it."""
+    url, _ = tile_server
+    host, port = url.removeprefix("http://").rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=10) as s:
+        s.sendall(b"GET /tlog/tile/entries/000 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        data = b""
+        while chunk := s.recv(64 * 1024):
+            data += chunk
+            time.sleep(0.05)
+    assert data.startswith(b"HTTP/1.1 200 OK\r\n")
+    assert len(data.partition(b"\r\n\r\n")[2]) == 4 << 20
 
 
 # ---------------------------------------------------------------- per-client cap by /64

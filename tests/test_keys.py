@@ -165,6 +165,25 @@ def test_an_older_key_file_is_rewritten_at_600000_iterations_when_opened(
     assert keyfile.weaker_than_written_here(b"")  # no encrypted PKCS#8 block at all
 
 
+def test_an_older_key_file_behind_a_link_is_rewritten_where_it_points(tmp_path: Path) -> None:
+    """A device_key.pem that is a symbolic link to the key kept elsewhere (another
+    volume) was replaced by a regular file in the device folder: the 2,048-iteration copy
+    stayed where its owner keeps the key, and a second copy appeared beside the state.
+    Now the file it points to is rewritten and the link kept."""
+    home = DeviceHome(tmp_path / "dev")
+    state, _ = home.init(b"correct horse")
+    kept = tmp_path / "volume" / "key.pem"
+    kept.parent.mkdir()
+    kept.write_bytes(_old_format(home.key_path.read_bytes(), b"correct horse"))
+    home.key_path.unlink()
+    home.key_path.symlink_to(kept)
+    assert home.load_key(b"correct horse").key_id.hex() == state.device_id
+    assert home.key_path.is_symlink()  # was a regular file: the link replaced
+    assert pbkdf2_iterations(kept.read_bytes()) == 600_000  # was 2,048
+    assert os.stat(kept).st_mode & 0o777 == 0o600
+    assert home.load_key(b"correct horse").key_id.hex() == state.device_id
+
+
 def test_prov_sign_with_an_older_key_file_signs_and_strengthens_it(enrolled: Cli) -> None:
     """Through the real CLI and a real `prov serve`: `prov sign` with a 2,048-iteration
     key file signs and logs as before, and leaves the file at 600,000 iterations."""

@@ -3,6 +3,7 @@ never read cannot hold the process's threads, and a scrape still gets through.""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import subprocess
@@ -81,6 +82,16 @@ def _connect(source: str, port: int) -> socket.socket:
     return s
 
 
+def _scrape(source: str, port: int) -> bytes:
+    """The answer to one scrape from ``source`` (b"" when closed on arrival)."""
+    chunks = []
+    with _connect(source, port) as scraper, contextlib.suppress(ConnectionError):
+        scraper.sendall(b"GET /metrics HTTP/1.0\r\n\r\n")
+        while chunk := scraper.recv(65536):
+            chunks.append(chunk)
+    return b"".join(chunks)
+
+
 def test_one_address_cannot_take_every_slot_from_the_scraper() -> None:
     port = metrics.serve_metrics("0.0.0.0:0")
     # one host (127.0.0.2) holds as many idle half-requests as the port serves at once
@@ -89,18 +100,54 @@ def test_one_address_cannot_take_every_slot_from_the_scraper() -> None:
         for s in socks:
             s.sendall(b"GET /metrics HTTP/1.1\r\n")
         time.sleep(0.5)
-        scraper = _connect("127.0.0.3", port)  # the scraper, from another address
-        try:
-            scraper.sendall(b"GET /metrics HTTP/1.0\r\n\r\n")
-            answer = b""
-            while chunk := scraper.recv(65536):
-                answer += chunk
-        finally:
-            scraper.close()
+        answer = _scrape("127.0.0.3", port)  # the scraper, from another address
         assert answer.startswith(b"HTTP/1.0 200"), answer[:80]  # was b"": closed on arrival
         assert b"prov_rpc_requests" in answer
     finally:
         for s in socks:
+            s.close()
+
+
+def test_four_addresses_cannot_take_every_slot_from_the_scraper() -> None:
+    """Four addresses each holding their 4 connections, idle half-requests renewed every
+    10 s, filled all 16 slots, and every scrape was closed on arrival. Now a newcomer
+    from an address holding at least two fewer takes the slot of the newest such
+    connection of the address holding the most (shut down), so the scrape is answered;
+    a connection already being answered is never taken, and 16 addresses with one idle
+    connection each still fill the port (the bound the cap leaves)."""
+    port = metrics.serve_metrics("0.0.0.0:0")
+    per = metrics.METRICS_MAX_PER_ADDRESS
+    sources = [f"127.0.0.{10 + a}" for a in range(metrics.METRICS_MAX_CONNECTIONS // per)]
+    socks = [_connect(source, port) for source in sources for _ in range(per)]
+    try:
+        for s in socks:
+            s.sendall(b"GET /metrics HTTP/1.1\r\n")
+        time.sleep(0.5)
+        answer = _scrape("127.0.0.3", port)
+        assert answer.startswith(b"HTTP/1.0 200"), answer[:80]  # was b"": closed on arrival
+        assert b"prov_rpc_requests" in answer
+        cut = 0
+        for s in socks:
+            s.settimeout(0.2)
+            try:
+                cut += s.recv(1) == b""
+            except TimeoutError:
+                pass
+            except ConnectionError:
+                cut += 1
+        assert cut == 1, cut  # one idle connection gave its slot, the others still wait
+    finally:
+        for s in socks:
+            s.close()
+    time.sleep(0.5)
+    ones = [_connect(f"127.0.1.{a}", port) for a in range(metrics.METRICS_MAX_CONNECTIONS)]
+    try:
+        for s in ones:
+            s.sendall(b"GET /metrics HTTP/1.1\r\n")
+        time.sleep(0.5)
+        assert _scrape("127.0.0.3", port) == b""  # each holds one: none is taken
+    finally:
+        for s in ones:
             s.close()
 
 

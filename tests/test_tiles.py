@@ -105,6 +105,31 @@ def test_served_tiles_answer_404_to_any_path(tmp_path: Path) -> None:
         web.stop()
 
 
+def test_a_tiles_dir_that_is_a_file_is_refused_and_never_a_500(tmp_path: Path) -> None:
+    """`prov web --tiles-dir FILE` started, and every GET /tlog/checkpoint was a 500 with
+    a NotADirectoryError traceback in the log. Now a --tiles-dir that is a file is a usage
+    error (exit 2; one not there yet is still taken: the export may come later), and a
+    folder replaced by a file while serving answers 404 for the checkpoint, as for tiles."""
+    a_file = tmp_path / "tiles.txt"
+    a_file.write_text("not a folder")
+    done = subprocess.run(
+        [sys.executable, "-m", "clients.cli", "web", "--server", "127.0.0.1:1",
+         "--listen", "127.0.0.1:0", "--tiles-dir", str(a_file)],
+        capture_output=True, text=True, cwd=ROOT, timeout=30,
+    )  # fmt: skip  # before: it started serving (the timeout)
+    assert done.returncode == 2 and "--tiles-dir" in done.stderr, done
+    later = tmp_path / "later"
+    web = start_web("127.0.0.1:1", "--tiles-dir", str(later))
+    try:
+        later.write_text("now a file")
+        for path in ("checkpoint", "tile/0/000"):
+            with pytest.raises(urllib.error.HTTPError) as e:
+                urllib.request.urlopen(f"{web.address}/tlog/{path}")
+            assert e.value.code == 404, (path, e.value.code)  # was 500 for the checkpoint
+    finally:
+        web.stop()
+
+
 def test_tiles_for_size_matches_the_spec_examples() -> None:
     # tlog-tiles "Partial Tiles": a tree of 70,000 is 273 full level-0 tiles, one partial
     # of 112, one full level-1 tile, a partial level-1 of 17 and a partial level-2 of 1

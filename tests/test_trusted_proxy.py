@@ -136,6 +136,12 @@ NETS = [ipaddress.ip_network(n) for n in ("127.0.0.1/32", "10.0.0.0/8", "fd00::/
         ("::ffff:127.0.0.1", ["192.0.2.1"], "192.0.2.1"),  # a dual-stack socket's peer
         ("127.0.0.1", ["1.2.3.4:x", "[::1"], "127.0.0.1"),
         ("unix:/run/x", ["192.0.2.1"], "unix:/run/x"),
+        # a chain as long as any real one is read; past MAX_FORWARDED_HOPS trusted
+        # addresses in a row the request is the proxy's (before: thousands were walked)
+        ("127.0.0.1", [", ".join(["10.0.0.8"] + ["10.0.0.9"] * 31)], "10.0.0.8"),
+        ("127.0.0.1", [", ".join(["192.0.2.1"] + ["10.0.0.9"] * 31)], "192.0.2.1"),
+        ("127.0.0.1", [", ".join(["192.0.2.1"] + ["10.0.0.9"] * 32)], "127.0.0.1"),
+        ("127.0.0.1", [", ".join(["10.0.0.9"] * 6000)], "127.0.0.1"),
     ],
 )
 def test_forwarded_client_reads_from_the_right(peer: str, header: list[str], client: str) -> None:

@@ -601,6 +601,84 @@ def test_web_without_its_service_answers_503(site: DemoSite) -> None:
         web.stop()
 
 
+def test_web_without_its_service_does_not_show_the_service_address() -> None:
+    """While its gRPC service is down, every visitor of `prov web` was told the service's
+    internal address and gRPC's own failure text ("cannot reach the server at
+    10.0.3.7:50051 (UNAVAILABLE: failed to connect to all addresses; last error:
+    UNKNOWN: ipv4:10.0.3.7:50051: ...)"), in the JSON API and on the pages. Now the
+    answer is still 503 saying the server cannot be reached, without either; the
+    operator reads them in the web process's log."""
+    web = start_web("127.0.0.2:1")
+    try:
+        with httpx.Client(base_url=web.address, timeout=60) as c:
+            for r in (
+                c.get("/api/v1/checkpoint"),
+                c.post("/api/v1/lookup", json={"queries": [{"sha256": "a" * 64}]}),
+            ):
+                _error(r, 503, "cannot reach the server")
+                assert "127.0.0.2" not in r.text and "ipv4" not in r.text, r.text
+            page = c.get("/log")
+            assert page.status_code == 503
+            assert "127.0.0.2" not in page.text and "ipv4" not in page.text
+    finally:
+        web.stop()
+    assert web.proc.stderr is not None
+    assert "WARNING provenance.web.errors: cannot reach the server at 127.0.0.2:1" in (
+        web.proc.stderr.read()
+    )  # the operator's log has it
+
+
+def test_one_client_has_a_bounded_share_of_json_bodies_in_memory() -> None:
+    """One host's connections each held a 4 MiB JSON body in memory while they waited for
+    the two JSON workers (seen: 256 connections from 8 loopback addresses took `prov web`
+    from 180 MB to 1 GB). Now a client has at most `JSON_BYTES_PER_CLIENT` of JSON bodies
+    in memory, counted as they arrive: with two bodies of nearly 4 MiB still arriving, its
+    third request gets 429 with Retry-After (before: read and answered, here 503 since
+    no service runs), another address is served, and once the two are gone so is the
+    first client. A real `prov web`, real sockets."""
+    from provenance.web.api import MAX_JSON_BYTES
+
+    per_client = 2 * MAX_JSON_BYTES  # api.JSON_BYTES_PER_CLIENT
+
+    web = start_web("127.0.0.1:1")
+    host, port = urlsplit(web.address).hostname, urlsplit(web.address).port
+    assert host is not None and port is not None
+    body = b'{"queries": [{"sha256": "' + b"a" * 64 + b'"}]}'
+    arriving: list[socket.socket] = []
+    try:
+        for _ in range(2):
+            s = socket.create_connection((host, port))
+            s.sendall(
+                b"POST /api/v1/lookup HTTP/1.1\r\nHost: x\r\nContent-Type: application/json"
+                b"\r\nContent-Length: %d\r\n\r\n" % MAX_JSON_BYTES
+            )
+            s.sendall(b" " * (MAX_JSON_BYTES - 10))  # all but the end: still arriving
+            arriving.append(s)
+        time.sleep(1.0)  # read by the server
+        assert 2 * (MAX_JSON_BYTES - 10) > per_client - len(body)
+        with httpx.Client(base_url=web.address, timeout=30) as c:
+            r = c.post("/api/v1/lookup", content=body)
+            _error(r, 429, "already has .* bytes of JSON bodies")
+            assert r.headers["Retry-After"] == "1"  # api.JSON_RETRY_AFTER_S
+        other = httpx.Client(
+            base_url=web.address,
+            timeout=30,
+            transport=httpx.HTTPTransport(local_address="127.0.0.2"),
+        )
+        with other:
+            _error(other.post("/api/v1/lookup", content=body), 503, "cannot reach")
+        for s in arriving:
+            s.close()
+        arriving.clear()
+        time.sleep(1.0)
+        with httpx.Client(base_url=web.address, timeout=30) as c:
+            _error(c.post("/api/v1/lookup", content=body), 503, "cannot reach")
+    finally:
+        for s in arriving:
+            s.close()
+        web.stop()
+
+
 def test_stalled_uploads_time_out_and_one_client_cannot_take_every_slot(
     site: DemoSite,
 ) -> None:

@@ -11,7 +11,8 @@ from __future__ import annotations
 import functools
 import json
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import anyio.to_thread
@@ -49,10 +50,12 @@ def state(request: Request) -> WebState:
 
 
 def client_address(request: Request) -> str:
-    """The client the upload limits count against (proxies are not trusted): its
-    `guard.client_key`, an IPv4 address or an IPv6 /64, as the connection cap counts, so
-    a host cannot take every upload slot or reset its rate limit from its /64's other
-    addresses."""
+    """The client the upload limits and JSON shares count against: its `client_key`, an
+    IPv4 address or an IPv6 /64, as the connection cap counts, so a host cannot take
+    every upload slot or reset its rate limit from its /64's other addresses. Behind a
+    ``--trusted-proxy`` the request's client is already the one its X-Forwarded-For
+    names (`provenance.web.proxies.TrustedProxies`); any other peer's header is not
+    read."""
     return client_key(request.client.host) if request.client else "unknown"
 
 
@@ -108,16 +111,47 @@ async def verify(request: Request) -> Response:
     return JSONResponse(body)
 
 
-async def read_body(request: Request) -> bytes:
-    """The request's body, at most `MAX_JSON_BYTES`; raises WebError (413) past it."""
-    data = bytearray()
-    async for chunk in request.stream():
-        data += chunk
-        if len(data) > MAX_JSON_BYTES:
-            raise WebError(
-                f"the JSON body is larger than {MAX_JSON_BYTES:,} bytes", "RESOURCE_EXHAUSTED"
-            )
-    return bytes(data)
+#: Bytes of JSON bodies one client (`client_address`) may have in memory at once (read or
+#: arriving, not yet answered): two of the largest. Before, one host's 32 connections
+#: could each hold a 4 MiB body while they waited for the `JSON_WORKERS` (8 loopback
+#: addresses, 256 connections: the web process at 1 GB).
+JSON_BYTES_PER_CLIENT = 2 * MAX_JSON_BYTES
+#: The ``Retry-After`` (seconds) of the 429 past that share.
+JSON_RETRY_AFTER_S = 1
+
+
+@asynccontextmanager
+async def json_body(request: Request) -> AsyncIterator[bytes]:
+    """The request's body, at most `MAX_JSON_BYTES`, counted against its client's share of
+    JSON bytes in memory (``WebState.json_shares``, `JSON_BYTES_PER_CLIENT`) from its
+    first byte until the block using it ends. Raises WebError: 413 past the size, 429
+    (``Retry-After``) past the share."""
+    shares = state(request).json_shares
+    client = client_address(request)
+    taken = 0
+    try:
+        data = bytearray()
+        async for chunk in request.stream():
+            if len(data) + len(chunk) > MAX_JSON_BYTES:
+                raise WebError(
+                    f"the JSON body is larger than {MAX_JSON_BYTES:,} bytes", "RESOURCE_EXHAUSTED"
+                )
+            if not await shares.take(client, len(chunk)):
+                raise WebError(
+                    f"{client} already has {shares.held(client):,} bytes of JSON bodies in"
+                    f" this server's memory, the most one client (an IPv4 address, an IPv6"
+                    f" /64) may have at once ({shares.per_client:,}): wait for its requests"
+                    f" in flight, or retry in {JSON_RETRY_AFTER_S} s",
+                    "RATE_LIMITED",
+                    retry_after=JSON_RETRY_AFTER_S,
+                )
+            taken += len(chunk)
+            data += chunk
+        body = bytes(data)
+        del data
+        yield body
+    finally:
+        shares.give(client, taken)
 
 
 def parse_json(data: bytes) -> Any:
@@ -149,8 +183,8 @@ async def json_work(request: Request, fn: Callable[..., T], *args: Any) -> T:
 async def read_json(request: Request) -> Any:
     """The request's JSON body (at most `MAX_JSON_BYTES`), parsed on a worker thread
     (`json_work`) so the event loop serves other requests meanwhile; raises WebError."""
-    data = await read_body(request)
-    return await json_work(request, parse_json, data)
+    async with json_body(request) as data:
+        return await json_work(request, parse_json, data)
 
 
 def pdq_hash(item: Any, where: str) -> PerceptualHash:
@@ -230,8 +264,8 @@ async def lookup(request: Request) -> Response:
     Only the body's bytes are read on the event loop; parsing, checking, the call and
     the answer's JSON run on a worker thread (before, a 4 MB body held the loop for
     about 0.2 s while other requests waited), at most `JSON_WORKERS` at once."""
-    data = await read_body(request)
-    return await json_work(request, _lookup_answer, state(request).client, data)
+    async with json_body(request) as data:
+        return await json_work(request, _lookup_answer, state(request).client, data)
 
 
 @json_errors

@@ -76,6 +76,8 @@ class WebState:
     templates: Jinja2Templates
     #: the worker threads that parse JSON bodies and run lookups (`api.JSON_WORKERS`)
     json_workers: anyio.CapacityLimiter
+    #: each client's JSON body bytes in memory (`api.json_body`; no waiting for a share)
+    json_shares: tlogtiles.TileShares
 
 
 def create_app(config: WebConfig) -> Starlette:
@@ -105,6 +107,7 @@ def create_app(config: WebConfig) -> Starlette:
         limiter=RateLimiter(config.uploads_per_minute),
         templates=templates,
         json_workers=anyio.CapacityLimiter(api.JSON_WORKERS),
+        json_shares=tlogtiles.TileShares(api.JSON_BYTES_PER_CLIENT, wait=0.0),
     )
 
     @asynccontextmanager

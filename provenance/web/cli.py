@@ -60,7 +60,8 @@ def web(
         Path | None,
         typer.Option(
             help="Also serve this `prov log export-tiles` folder read-only as a C2SP tlog-tiles"
-            " log under /tlog/ (checkpoint, tile/...), with cache headers."
+            " log under /tlog/ (checkpoint, tile/...), with cache headers.",
+            file_okay=False,
         ),
     ] = None,
     header_seconds: HeaderSecondsOpt = 10.0,

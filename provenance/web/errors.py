@@ -11,11 +11,15 @@ UNAVAILABLE -> 503, DEADLINE_EXCEEDED -> 504, DATA_LOSS and INTERNAL -> 500.
 
 from __future__ import annotations
 
+import logging
 import re
+import threading
+import time
 from typing import Any
 
 from starlette.responses import JSONResponse
 
+from clients.api import CANNOT_REACH
 from provenance.core.errors import (
     ClaimError,
     ConfigError,
@@ -83,10 +87,36 @@ def http_status(error: ProvenanceError) -> int:
     return HTTP_STATUS.get(status_name(error), 500)
 
 
+log = logging.getLogger(__name__)
+
+#: What a visitor is told when the gRPC service cannot be reached (`message`).
+UNREACHABLE_TEXT = f"{CANNOT_REACH} behind this page right now; try again in a few seconds"
+#: Seconds between two log lines saying the service cannot be reached, so a flood of
+#: requests while it is down does not flood the log.
+UNREACHABLE_LOG_EVERY_S = 60.0
+_unreachable_logged = [float("-inf")]  # time.monotonic() of the last such line
+_unreachable_lock = threading.Lock()
+
+
+def _log_unreachable(text: str) -> None:
+    with _unreachable_lock:
+        now = time.monotonic()
+        if now - _unreachable_logged[0] < UNREACHABLE_LOG_EVERY_S:
+            return
+        _unreachable_logged[0] = now
+    log.warning("%s (said to visitors as %r; logged at most every %g s)",
+                text, UNREACHABLE_TEXT, UNREACHABLE_LOG_EVERY_S)  # fmt: skip
+
+
 def message(error: ProvenanceError) -> str:
     """The error's text for a person, without the client's trailing `` [STATUS]``
-    (the status is reported beside it)."""
+    (the status is reported beside it). A service that cannot be reached is said without
+    its address and gRPC's own failure text (`UNREACHABLE_TEXT`: both are the operator's,
+    logged here at most every `UNREACHABLE_LOG_EVERY_S`, never a visitor's)."""
     text = str(error)
+    if isinstance(error, TransportError) and text.startswith(CANNOT_REACH):
+        _log_unreachable(text)
+        return UNREACHABLE_TEXT
     suffix = f" [{getattr(error, 'code', '')}]"
     return text[: -len(suffix)] if text.endswith(suffix) else text
 

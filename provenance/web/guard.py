@@ -16,7 +16,13 @@ slots (``limit_concurrency``) and every other caller got 503 for as long as they
   (flow control, ``Expect: 100-continue``) does not count;
 - an answer deadline: a client that takes none of its answer for ``body_idle_seconds``
   while the socket's buffers are full is dropped (a client that never reads would
-  otherwise hold its connection and the app's task for ever);
+  otherwise hold its connection and the app's task for ever); and so is one that takes
+  it too slowly: counting only the time the client holds the server back (the socket's
+  buffers full), it must take ``answer_min_rate`` bytes a second after the first
+  ``answer_grace_seconds`` (else a client reading a byte now and then held its
+  connection, the app's task and, on ``/tlog/``, its share of tile bytes in flight for
+  as long as it liked); a dropped connection is reset, so the kernel lets go of the
+  answer it still held for the client too;
 - caps: at most ``per_client`` connections from one client (`client_key`: an IPv4
   address, or an IPv6 /64, the smallest block one host is usually given) and
   ``max_connections`` in all; one more is answered at once with 503, a
@@ -29,6 +35,10 @@ slots (``limit_concurrency``) and every other caller got 503 for as long as they
 from __future__ import annotations
 
 import asyncio
+import fcntl
+import socket
+import struct
+import termios
 from collections import Counter
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -47,6 +57,8 @@ LINGER_SECONDS = 2.0
 #: their connections, short enough for a person not to give up; the web app's own 503
 #: for a full upload queue asks for the same.
 RETRY_AFTER_SECONDS = 5
+#: A timer may fire this much (seconds) before its time; a deadline that close is due.
+_TIMER_SLACK = 0.005
 
 
 @dataclass(frozen=True)
@@ -60,6 +72,11 @@ class HttpLimits:
     body_min_rate: float = 32 * 1024
     per_client: int = 32
     max_connections: int = 256
+    #: The pace a client must take an answer at, counted over the time it holds the
+    #: server back (the socket's buffers full), after that much time of grace: 256 kbit/s,
+    #: as uploads must arrive (bytes/s, seconds).
+    answer_grace_seconds: float = 10.0
+    answer_min_rate: float = 32 * 1024
     #: Reverse proxies whose X-Forwarded-For names the client of each request
     #: (`provenance.web.proxies`); the connection caps above still count the proxy.
     trusted_proxies: tuple[Network, ...] = ()
@@ -106,6 +123,15 @@ class _GuardedH11(H11Protocol):
         self._received = 0  # body bytes since the body phase started
         self._last_data = 0.0
         self._write_timer: asyncio.TimerHandle | None = None
+        # the answer's pace while writing is paused (`_write_deadline`): when the current
+        # pause began and what was queued then, when the queue last shrank and to what,
+        # and the seconds and bytes of the pauses before
+        self._paused_at: float | None = None
+        self._paused_queued = 0
+        self._moved_at = 0.0
+        self._moved_queued = 0
+        self._blocked_s = 0.0
+        self._blocked_taken = 0
         self.client_key: str | None = None  # set once connected
         self._counted = False  # counted in `open_per_client`
 
@@ -203,19 +229,61 @@ class _GuardedH11(H11Protocol):
                 del self.open_per_client[self.client_key]
         super().connection_lost(exc)
 
-    # -- a client that stops reading its answer
+    # -- a client that stops reading its answer, or takes it too slowly
 
     def pause_writing(self) -> None:
         super().pause_writing()
-        self._watch_writes(self.transport.get_write_buffer_size())
+        now, queued = self.loop.time(), self._queued()
+        self._paused_at, self._paused_queued = now, queued
+        self._moved_at, self._moved_queued = now, queued
+        self._arm_writes()
 
     def resume_writing(self) -> None:
+        if self._paused_at is not None:
+            self._blocked_s += self.loop.time() - self._paused_at
+            self._blocked_taken += max(0, self._paused_queued - self._queued())
+            self._paused_at = None
         self._cancel_write_watch()
         super().resume_writing()
 
-    def _watch_writes(self, buffered: int) -> None:
-        self._write_timer = self.loop.call_later(
-            self.limits.body_idle_seconds, self._check_writes, buffered
+    def _queued(self) -> int:
+        """Bytes of answer the client has not taken yet: in the transport's buffer and
+        in the kernel's send queue (Linux's SIOCOUTQ: not yet acknowledged; 0 where it
+        cannot be read)."""
+        queued = self.transport.get_write_buffer_size()
+        sock = self.transport.get_extra_info("socket")
+        if sock is not None:
+            try:
+                out = fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, b"\0\0\0\0")
+                queued += max(0, struct.unpack("i", out)[0])
+            except (OSError, ValueError):
+                pass
+        return queued
+
+    def _taken_and_blocked(self, now: float) -> tuple[int, float]:
+        """Bytes the client has taken, and seconds it has held the server back, over
+        every pause of this connection up to ``now`` (the current pause included)."""
+        if self._paused_at is None:
+            return self._blocked_taken, self._blocked_s
+        taken = self._blocked_taken + max(0, self._paused_queued - self._queued())
+        return taken, self._blocked_s + now - self._paused_at
+
+    def _write_deadline(self, now: float) -> float:
+        """When the paused answer is dropped unless the client takes more of it (loop
+        time): ``body_idle_seconds`` after it last took some, or once its pace over the
+        time it held the server back falls under ``answer_min_rate`` after the grace."""
+        limits = self.limits
+        deadline = self._moved_at + limits.body_idle_seconds
+        if limits.answer_min_rate > 0:
+            taken, blocked = self._taken_and_blocked(now)
+            allowed = limits.answer_grace_seconds + taken / limits.answer_min_rate
+            deadline = min(deadline, now + allowed - blocked)
+        return deadline
+
+    def _arm_writes(self) -> None:
+        self._cancel_write_watch()
+        self._write_timer = self.loop.call_at(
+            self._write_deadline(self.loop.time()), self._check_writes
         )
 
     def _cancel_write_watch(self) -> None:
@@ -223,19 +291,34 @@ class _GuardedH11(H11Protocol):
             self._write_timer.cancel()
             self._write_timer = None
 
-    def _check_writes(self, buffered: int) -> None:
-        """While writing is paused (the socket's buffers are full): go on watching if the
-        client took some of the answer since ``buffered`` bytes were waiting, else drop
+    def _check_writes(self) -> None:
+        """While writing is paused (the socket's buffers are full): go on watching while
+        the client takes its answer often and fast enough (`_write_deadline`), else drop
         the connection (the app's send then ends as on a disconnect). A closing transport
         is watched the same: one closed after the client's FIN (or the server's last
         answer) waits for its buffer to drain, and a client that reads none of it would
         otherwise hold the connection for good (aborting one already gone does nothing)."""
         self._write_timer = None
-        now = self.transport.get_write_buffer_size()
-        if now < buffered:
-            self._watch_writes(now)
+        now, queued = self.loop.time(), self._queued()
+        if queued < self._moved_queued:
+            self._moved_at, self._moved_queued = now, queued
+        if self._write_deadline(now) <= now + _TIMER_SLACK:
+            self._drop()
         else:
-            self.transport.abort()
+            self._arm_writes()
+
+    def _drop(self) -> None:
+        """Close the connection at once with a reset (SO_LINGER 0): a plain close left
+        the kernel sending the answer still queued for the client (megabytes on a
+        socket whose send buffer had grown) for as long as the client went on taking
+        it, a byte now and then, outside every cap of this server."""
+        sock = self.transport.get_extra_info("socket")
+        if sock is not None:
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            except (OSError, ValueError):
+                pass
+        self.transport.abort()
 
     def _cancel(self) -> None:
         if self._timer is not None:

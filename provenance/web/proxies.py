@@ -59,6 +59,15 @@ def _address(text: str) -> Address | None:
     return address
 
 
+#: Addresses of X-Forwarded-For read from the right at most: more trusted proxies in a
+#: row than any real chain has. Past them the request counts as the proxy's own, as for
+#: a malformed header: a client inside a trusted network could otherwise send a header of
+#: thousands of trusted addresses (up to the 64 KiB a request head may hold), each parsed
+#: and matched against every trusted network on the event loop (20 ms a request with one
+#: network, against 1 ms).
+MAX_FORWARDED_HOPS = 32
+
+
 def _trusted(address: Address, networks: Sequence[Network]) -> bool:
     return any(address.version == n.version and address in n for n in networks)
 
@@ -69,13 +78,16 @@ def forwarded_client(peer: str, forwarded_for: Iterable[str], networks: Sequence
     headers read as one list): ``peer`` itself unless it is in ``networks``; else the
     right-most address of the list that is not in ``networks`` (all of them are: the
     left-most). ``peer`` when the list is empty or an element up to that one is not an
-    address (a malformed header from a proxy is not trusted in part). Never raises."""
+    address (a malformed header from a proxy is not trusted in part), and when the first
+    `MAX_FORWARDED_HOPS` from the right are all trusted and more follow. Never raises."""
     peer_address = _address(peer)
     if peer_address is None or not _trusted(peer_address, networks):
         return peer
     elements = [e for value in forwarded_for for e in value.split(",")]
     found: Address | None = None
-    for element in reversed(elements):
+    for hop, element in enumerate(reversed(elements)):
+        if hop == MAX_FORWARDED_HOPS:
+            return peer
         address = _address(element)
         if address is None:
             return peer

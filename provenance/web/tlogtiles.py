@@ -90,7 +90,8 @@ class TileShares:
     bytes each, or one tile of any size when the client has none in flight; a request
     past that waits up to ``wait`` seconds for the client's own tiles to be sent. For one
     event loop (no lock); a client is forgotten once it has nothing in flight nor
-    waiting, so it holds one entry per client with a tile in flight or waiting."""
+    waiting, so it holds one entry per client with a tile in flight or waiting. The JSON
+    API counts each client's JSON bodies in memory with one too (`api.json_body`)."""
 
     def __init__(self, per_client: int = TILE_BYTES_PER_CLIENT, wait: float = TILE_WAIT_S) -> None:
         self.per_client = per_client
@@ -250,7 +251,7 @@ def routes(directory: Path, shares: TileShares | None = None) -> list[Route]:
     async def checkpoint(request: Request) -> Response:
         try:
             body = (directory / tiles.CHECKPOINT_PATH).read_bytes()
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):
             return _not_found("checkpoint (the log has not been exported yet)")
         return Response(
             body,
