@@ -202,7 +202,7 @@ def test_one_ipv6_host_cannot_take_every_slot_from_the_scraper() -> None:
     assert held == metrics.METRICS_MAX_PER_ADDRESS  # was 16
 
 
-def _scrape(url: str) -> str:
+def _scrape_url(url: str) -> str:
     with urllib.request.urlopen(url, timeout=10) as r:
         assert r.status == 200
         return str(r.read().decode())
@@ -245,7 +245,7 @@ def test_prov_web_and_prov_witness_serve_serve_metrics_too(tmp_path: Path) -> No
         try:
             url = read_line(proc, "metrics on ")
             assert read_line(proc, f"{what} on ")  # and the service itself started
-            page = _scrape(url)
+            page = _scrape_url(url)
             assert "process_resident_memory_bytes" in page and "python_info" in page, what
         finally:
             proc.terminate()
@@ -263,7 +263,7 @@ def test_prov_web_metrics_carry_no_server_families_at_zero() -> None:
         + ["--metrics-listen", "127.0.0.1:0"]
     )
     try:
-        page = _scrape(read_line(proc, "metrics on "))
+        page = _scrape_url(read_line(proc, "metrics on "))
     finally:
         proc.terminate()
         proc.communicate(timeout=30)
