@@ -317,6 +317,11 @@ def test_oversize_uploads_are_refused(site: DemoSite, small_web: str) -> None:
     # declared too large: refused before the body is read
     answer = _raw_post(small_web, ctype + b"Content-Length: 5000000000\r\n", iter([b"--b\r\n"]))
     assert answer.startswith("HTTP/1.1 413"), answer
+    # each refusal names the limit the page states ("up to 1.0 MiB"), not the form's
+    # allowance for a sidecar and framing (it said "this page's limit is 5,308,416 bytes")
+    page = httpx.get(small_web + "/").text
+    assert "up to 1.0 MiB" in page
+    assert "limit of 1.0 MiB (1,048,576 bytes) per file" in answer, answer
 
     # streamed without a length past the limit: refused as it arrives
     def body() -> Iterator[bytes]:
@@ -333,6 +338,7 @@ def test_oversize_uploads_are_refused(site: DemoSite, small_web: str) -> None:
 
     answer = _raw_post(small_web, ctype + b"Transfer-Encoding: chunked\r\n", body())
     assert answer.startswith("HTTP/1.1 413"), answer
+    assert "limit of 1.0 MiB (1,048,576 bytes) per file" in answer, answer
     # the same file within the limit goes through
     with httpx.Client(base_url=small_web, timeout=60) as c:
         r = c.post("/api/v1/verify", files={"file": ("h.jpg", site.files.hopper.read_bytes())})
