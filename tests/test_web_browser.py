@@ -344,3 +344,24 @@ def test_an_answer_that_is_no_report_is_shown(
     assert "nothing was verified" in alert.text, shown
     assert browser.find_element(By.ID, "verify-button").is_enabled()
 
+
+def test_no_page_is_wider_than_a_375_px_phone(browser: webdriver.Chrome, site: DemoSite) -> None:
+    """At 375 CSS px (a small phone) no page scrolls sideways: the log entry's signature
+    line ("PAE(application/vnd.provenance.claim.v1+protobuf, claim)") and the API
+    page's table of endpoints ran past the right edge. Wide tables scroll in their box."""
+    metrics = {"width": 375, "height": 800, "deviceScaleFactor": 1, "mobile": True}
+    browser.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", metrics)
+    wide = {}
+    try:
+        _verify(browser, site, site.files.small_video, None)  # the longest report
+        pages = ["/", "/log", "/api", "/log/entries/1", "/log/consistency?first=1", "/nowhere"]
+        for path in ["(report)", *pages]:
+            if path != "(report)":
+                browser.get(site.web + path)
+            width = browser.execute_script("return document.documentElement.scrollWidth")
+            if width > 375:
+                wide[path] = width
+                browser.save_screenshot(str(SHOTS / f"narrow{path.replace('/', '_')}.png"))
+    finally:
+        browser.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
+    assert not wide, wide
