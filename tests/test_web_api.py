@@ -759,3 +759,25 @@ def test_a_slow_large_upload_keeps_the_service_stream_alive(tmp_path: Path) -> N
     finally:
         web.stop()
         srv.stop()
+
+
+def test_a_derived_copy_is_not_called_cryptographically_proven(
+    site: DemoSite, http: httpx.Client
+) -> None:
+    """The demo's photo with a black bar painted across, sent without its sidecar, reads
+    DERIVED (10 PDQ bits from the signed capture). Its basis, in the JSON and under the
+    page's verdict, said "cryptographic: the status rests on device signatures, the file's
+    hashes and the signed log", as for the signed original; the signature and the log
+    prove the capture, only a perceptual match links this copy to it."""
+    r = _verify(http, site.files.tampered)
+    report = r.json()
+    assert report["status"] == "DERIVED", report
+    basis = report["status_basis"]
+    assert "not for this file" in basis and "perceptual match" in basis, basis
+    assert "some edits keep too" in basis and "advisory" in basis, basis
+    files = {"file": ("e.jpg", site.files.tampered.read_bytes())}
+    page = http.post("/verify", files=files).text
+    shown = re.search(r'id="status-basis">([^<]*)<', page)
+    assert shown is not None and "not for this file" in shown.group(1), page
+    original = _verify(http, site.files.hopper).json()
+    assert original["status_basis"].startswith("cryptographic: the status rests on"), original
