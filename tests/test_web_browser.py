@@ -282,15 +282,18 @@ def test_an_upload_cancelled_mid_way_leaves_the_page_usable(
     try:
         for how in ("stop", "cancel-button"):
             browser.find_element(By.ID, "file").send_keys(str(site.files.video))  # 373 kB
-            button.click()
+            button.send_keys(Keys.ENTER)  # from the keyboard
             WebDriverWait(browser, 20).until(lambda _: text.text.startswith("Uploading "))
+            # the focus moves from the disabled Verify to Cancel (it fell to the body)
+            assert browser.switch_to.active_element.get_attribute("id") == "cancel-button"
             if how == "stop":
                 browser.execute_script("window.stop()")
             else:
-                browser.find_element(By.ID, how).click()
+                browser.switch_to.active_element.send_keys(Keys.ENTER)
             WebDriverWait(browser, 10).until(lambda _: button.is_enabled())
             assert "cancelled" in text.text and "nothing was verified" in text.text, text.text
             assert not browser.find_element(By.ID, "cancel-button").is_displayed()
+            assert browser.switch_to.active_element.get_attribute("id") == "verify-button"
     finally:
         browser.execute_cdp_cmd(
             "Network.emulateNetworkConditions", {**slow, "uploadThroughput": -1}

@@ -130,9 +130,11 @@
   // The upload ended without an answer: say why, and let the form be used again.
   function stopped(why) {
     pending = null;
+    var hadFocus = document.activeElement === cancel;
     button.disabled = false;
     cancel.hidden = true;
     text.textContent = why;
+    if (hadFocus) { button.focus(); } // not left on a hidden button
   }
 
   cancel.addEventListener("click", function () {
@@ -156,8 +158,12 @@
     xhr.open("POST", form.getAttribute("action"));
     box.hidden = false;
     bar.value = 0;
+    var hadFocus = document.activeElement === button;
     button.disabled = true;
     cancel.hidden = false;
+    // a disabled button loses the focus (to the page's body): keyboard and screen-reader
+    // users go on from the Cancel button instead
+    if (hadFocus) { cancel.focus(); }
     text.textContent = "Uploading…";
     xhr.upload.addEventListener("progress", function (e) {
       if (!e.lengthComputable) { return; }
