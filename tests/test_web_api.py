@@ -781,3 +781,41 @@ def test_a_derived_copy_is_not_called_cryptographically_proven(
     assert shown is not None and "not for this file" in shown.group(1), page
     original = _verify(http, site.files.hopper).json()
     assert original["status_basis"].startswith("cryptographic: the status rests on"), original
+
+
+def test_an_upload_cut_mid_way_logs_no_error(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A browser that stops an upload mid-way (Cancel, Stop, a closed tab) is ordinary:
+    the relay to the service ends and nothing is logged as an error. Before, each one
+    logged two tracebacks: grpc's "Exception iterating requests!" (WebError: the upload
+    was abandoned) in the web process, and asyncio's "Future exception was never
+    retrieved" (MediaError: the PNG data ends early) in the service."""
+    srv = start_server(tmp_path / "cut.db")
+    web = start_web_app("127.0.0.1:0", WebConfig(srv.address, upload_hold_bytes=64 * 1024))
+    try:
+        noise = np.random.default_rng(2).integers(0, 256, (1200, 1200, 3), dtype=np.uint8)
+        buf = io.BytesIO()
+        Image.fromarray(noise).save(buf, "PNG")
+        data = buf.getvalue()  # about 4.3 MB
+        head = (
+            b"POST /api/v1/verify HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data;"
+            b" boundary=b\r\nContent-Length: %d\r\n\r\n" % (len(data) + 200)
+        )
+        part = b'--b\r\nContent-Disposition: form-data; name="file"; filename="n.png"\r\n\r\n'
+        with caplog.at_level("WARNING"):
+            for _ in range(2):
+                host, port = web.address.rsplit(":", 1)
+                with socket.create_connection((host, int(port)), timeout=30) as s:
+                    s.sendall(head + part + data[: len(data) // 2])
+                    time.sleep(0.5)  # relayed in part, then the client goes away
+            time.sleep(3)
+    finally:
+        web.stop()
+        code = srv.stop()
+    errors = [r.getMessage() for r in caplog.records if r.levelname in ("ERROR", "CRITICAL")]
+    assert not errors, errors
+    assert srv.proc.stderr is not None
+    logged = srv.proc.stderr.read()
+    assert "Traceback" not in logged and " ERROR " not in logged, logged
+    assert code == 0

@@ -22,9 +22,10 @@ from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import anyio.to_thread
+import grpc
 from python_multipart.exceptions import ParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.requests import ClientDisconnect, Request
@@ -109,6 +110,8 @@ class _Relay:
     ) -> None:
         self._queue: queue.Queue[bytes | None] = queue.Queue(maxsize=4)
         self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._call: grpc.Future[Any] | None = None
         self.done = threading.Event()
 
         def run() -> VerificationReport:
@@ -123,19 +126,27 @@ class _Relay:
                     chunk_hashes=sidecar.chunk_hashes if sidecar else (),
                     flush_bytes=RELAY_BLOCK,
                     public_key=sidecar.public_key if sidecar else b"",
+                    on_call=self._started,
                 )
             finally:
                 self.done.set()
 
         self.future = asyncio.get_running_loop().run_in_executor(executor, run)
 
+    def _started(self, call: grpc.Future[Any]) -> None:
+        with self._lock:
+            self._call = call
+            if self._stop.is_set():
+                call.cancel()
+
     def _blocks(self) -> Iterator[bytes]:
         while True:
             item = self._queue.get()
-            if item is None:
+            if item is None or self._stop.is_set():
+                # stopped: the call is cancelled (`stop`), so ending here sends nothing
+                # more (raising would have grpc log "Exception iterating requests!"
+                # with a traceback, at ERROR, for each upload a client gave up)
                 return
-            if self._stop.is_set():
-                raise WebError("the upload was abandoned", "CANCELLED")
             yield item
 
     def _put(self, item: bytes | None) -> None:
@@ -156,8 +167,12 @@ class _Relay:
         return await self.future
 
     def stop(self) -> None:
-        """Have the call end soon (its worker thread then leaves) without waiting."""
-        self._stop.set()
+        """Have the call end soon (its worker thread then leaves) without waiting: it is
+        cancelled, so the service stops receiving (and verifies nothing)."""
+        with self._lock:
+            self._stop.set()
+            if self._call is not None:
+                self._call.cancel()
         try:
             self._queue.put_nowait(b"")
         except queue.Full:
