@@ -355,6 +355,7 @@ def test_no_page_is_wider_than_a_375_px_phone(browser: webdriver.Chrome, site: D
     metrics = {"width": 375, "height": 800, "deviceScaleFactor": 1, "mobile": True}
     browser.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", metrics)
     wide = {}
+    slow = {"offline": False, "latency": 0, "downloadThroughput": -1, "uploadThroughput": 8192}
     try:
         _verify(browser, site, site.files.small_video, None)  # the longest report
         pages = ["/", "/log", "/api", "/log/entries/1", "/log/consistency?first=1", "/nowhere"]
@@ -365,6 +366,23 @@ def test_no_page_is_wider_than_a_375_px_phone(browser: webdriver.Chrome, site: D
             if width > 375:
                 wide[path] = width
                 browser.save_screenshot(str(SHOTS / f"narrow{path.replace('/', '_')}.png"))
+        # while a file uploads, the bar keeps a visible length beside its text and the
+        # Cancel button (squeezed to 0 px before they wrapped)
+        browser.get(site.web + "/")
+        browser.execute_cdp_cmd("Network.enable", {})
+        browser.execute_cdp_cmd("Network.emulateNetworkConditions", slow)
+        browser.find_element(By.ID, "file").send_keys(str(site.files.video))
+        browser.find_element(By.ID, "verify-button").click()
+        text = browser.find_element(By.ID, "progress-text")
+        WebDriverWait(browser, 20).until(lambda _: text.text.startswith("Uploading "))
+        bar = browser.find_element(By.ID, "progress").size["width"]
+        width = browser.execute_script("return document.documentElement.scrollWidth")
+        browser.save_screenshot(str(SHOTS / "narrow_uploading.png"))
+        browser.find_element(By.ID, "cancel-button").click()
     finally:
         browser.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
+        browser.execute_cdp_cmd(
+            "Network.emulateNetworkConditions", {**slow, "uploadThroughput": -1}
+        )
     assert not wide, wide
+    assert bar >= 150 and width <= 375, (bar, width)
