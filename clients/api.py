@@ -316,6 +316,7 @@ class ProvenanceClient:
         chunk_hashes: Sequence[bytes] = (),
         flush_bytes: int = UPLOAD_CHUNK_BYTES,
         public_key: bytes = b"",
+        on_call: Callable[[grpc.Future[Any]], None] | None = None,
     ) -> VerificationReport:
         """Verify a file whose bytes arrive from ``blocks`` (any sizes), so nothing holds
         the whole file. Bytes go out as soon as ``flush_bytes`` have gathered, in messages
@@ -324,8 +325,10 @@ class ProvenanceClient:
         size (64 KiB by default) holds. ``size``: the file's length in bytes when known,
         else 0; ``timeout``: the call's deadline in seconds. Used by the web front-end,
         which relays uploads without storing them; ``public_key``: the raw key the
-        sidecar carries, as in `verify_file`. Raises TransportError with the
-        server's status code name."""
+        sidecar carries, as in `verify_file`; ``on_call``: called with the call once
+        it starts, so another thread may ``cancel()`` it (then ``blocks`` may simply
+        end: nothing more is sent). Raises TransportError with the server's status code
+        name (CANCELLED when the call was cancelled)."""
 
         def chunks() -> Iterator[pb.VerifyFileChunk]:
             yield pb.VerifyFileChunk(
@@ -348,9 +351,15 @@ class ProvenanceClient:
             if pending:
                 yield pb.VerifyFileChunk(data=bytes(pending))
 
-        return wire.report_from_pb(
-            self._call(self._verification.VerifyFile, chunks(), timeout=timeout)
-        )
+        call = self._verification.VerifyFile.future(chunks(), timeout=timeout)
+        if on_call is not None:
+            on_call(call)
+        try:
+            return wire.report_from_pb(call.result())
+        except grpc.FutureCancelledError as e:
+            raise TransportError("the upload was cancelled", "CANCELLED") from e
+        except grpc.RpcError as e:
+            raise _transport_error(e, self.address) from e
 
     def detect_file(self, path: Path) -> dict[str, Any]:
         """Upload ``path`` and return only the server's advisory detector block."""

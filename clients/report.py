@@ -53,6 +53,20 @@ STATUS_BASIS = (
     "cryptographic: the status rests on device signatures, the file's hashes and the"
     " signed log; the detector, if asked, is advisory and never changes it"
 )
+#: DERIVED's basis: the capture it resembles is proven, the resemblance is not (a copy
+#: with a black bar painted across reads DERIVED at 10 bits from the signed photo).
+DERIVED_BASIS = (
+    "cryptographic for the signed capture it resembles (its device signature and the signed"
+    " log), not for this file: that it was made from that capture rests on a perceptual"
+    " match of the pixels (PDQ) or of video frames, which re-encoding and resizing keep but"
+    " some edits keep too; the detector, if asked, is advisory and never changes it"
+)
+
+
+def status_basis(status: Verdict) -> str:
+    """What decides ``status``, in words: `DERIVED_BASIS` for DERIVED (proven for the
+    signed capture, not for the copy), `STATUS_BASIS` for the others."""
+    return DERIVED_BASIS if status is Verdict.DERIVED else STATUS_BASIS
 
 
 def iso_utc(dt: Any) -> str | None:
@@ -117,9 +131,9 @@ def claim_evidence_to_json(c: ClaimEvidence) -> dict[str, Any]:
 
 def report_to_json(r: VerificationReport, path: str | None = None) -> dict[str, Any]:
     """A JSON-able dict with a top-level ``status`` (one of the five verdict names) and
-    ``status_basis`` (`STATUS_BASIS`: what decides it, and that the detector does not)."""
+    ``status_basis`` (`status_basis`: what decides it, and that the detector does not)."""
     ev = r.evidence
-    out: dict[str, Any] = {"status": r.status.value, "status_basis": STATUS_BASIS}
+    out: dict[str, Any] = {"status": r.status.value, "status_basis": status_basis(r.status)}
     if path is not None:
         out["path"] = path
     out["reasons"] = list(r.reasons)
@@ -204,7 +218,7 @@ def report_to_text(r: VerificationReport, path: str) -> str:
     lines = [
         f"{path}",
         f"  status     {r.status.value}: {_STATUS_LINE[r.status]}",
-        f"  basis      {STATUS_BASIS}",
+        f"  basis      {status_basis(r.status)}",
     ]
     for reason in r.reasons:
         lines.append(f"  why        {reason}")

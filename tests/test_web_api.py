@@ -317,6 +317,11 @@ def test_oversize_uploads_are_refused(site: DemoSite, small_web: str) -> None:
     # declared too large: refused before the body is read
     answer = _raw_post(small_web, ctype + b"Content-Length: 5000000000\r\n", iter([b"--b\r\n"]))
     assert answer.startswith("HTTP/1.1 413"), answer
+    # each refusal names the limit the page states ("up to 1.0 MiB"), not the form's
+    # allowance for a sidecar and framing (it said "this page's limit is 5,308,416 bytes")
+    page = httpx.get(small_web + "/").text
+    assert "up to 1.0 MiB" in page
+    assert "limit of 1.0 MiB (1,048,576 bytes) per file" in answer, answer
 
     # streamed without a length past the limit: refused as it arrives
     def body() -> Iterator[bytes]:
@@ -333,6 +338,7 @@ def test_oversize_uploads_are_refused(site: DemoSite, small_web: str) -> None:
 
     answer = _raw_post(small_web, ctype + b"Transfer-Encoding: chunked\r\n", body())
     assert answer.startswith("HTTP/1.1 413"), answer
+    assert "limit of 1.0 MiB (1,048,576 bytes) per file" in answer, answer
     # the same file within the limit goes through
     with httpx.Client(base_url=small_web, timeout=60) as c:
         r = c.post("/api/v1/verify", files={"file": ("h.jpg", site.files.hopper.read_bytes())})
@@ -753,3 +759,63 @@ def test_a_slow_large_upload_keeps_the_service_stream_alive(tmp_path: Path) -> N
     finally:
         web.stop()
         srv.stop()
+
+
+def test_a_derived_copy_is_not_called_cryptographically_proven(
+    site: DemoSite, http: httpx.Client
+) -> None:
+    """The demo's photo with a black bar painted across, sent without its sidecar, reads
+    DERIVED (10 PDQ bits from the signed capture). Its basis, in the JSON and under the
+    page's verdict, said "cryptographic: the status rests on device signatures, the file's
+    hashes and the signed log", as for the signed original; the signature and the log
+    prove the capture, only a perceptual match links this copy to it."""
+    r = _verify(http, site.files.tampered)
+    report = r.json()
+    assert report["status"] == "DERIVED", report
+    basis = report["status_basis"]
+    assert "not for this file" in basis and "perceptual match" in basis, basis
+    assert "some edits keep too" in basis and "advisory" in basis, basis
+    files = {"file": ("e.jpg", site.files.tampered.read_bytes())}
+    page = http.post("/verify", files=files).text
+    shown = re.search(r'id="status-basis">([^<]*)<', page)
+    assert shown is not None and "not for this file" in shown.group(1), page
+    original = _verify(http, site.files.hopper).json()
+    assert original["status_basis"].startswith("cryptographic: the status rests on"), original
+
+
+def test_an_upload_cut_mid_way_logs_no_error(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A browser that stops an upload mid-way (Cancel, Stop, a closed tab) is ordinary:
+    the relay to the service ends and nothing is logged as an error. Before, each one
+    logged two tracebacks: grpc's "Exception iterating requests!" (WebError: the upload
+    was abandoned) in the web process, and asyncio's "Future exception was never
+    retrieved" (MediaError: the PNG data ends early) in the service."""
+    srv = start_server(tmp_path / "cut.db")
+    web = start_web_app("127.0.0.1:0", WebConfig(srv.address, upload_hold_bytes=64 * 1024))
+    try:
+        noise = np.random.default_rng(2).integers(0, 256, (1200, 1200, 3), dtype=np.uint8)
+        buf = io.BytesIO()
+        Image.fromarray(noise).save(buf, "PNG")
+        data = buf.getvalue()  # about 4.3 MB
+        head = (
+            b"POST /api/v1/verify HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data;"
+            b" boundary=b\r\nContent-Length: %d\r\n\r\n" % (len(data) + 200)
+        )
+        part = b'--b\r\nContent-Disposition: form-data; name="file"; filename="n.png"\r\n\r\n'
+        with caplog.at_level("WARNING"):
+            for _ in range(2):
+                host, port = web.address.rsplit(":", 1)
+                with socket.create_connection((host, int(port)), timeout=30) as s:
+                    s.sendall(head + part + data[: len(data) // 2])
+                    time.sleep(0.5)  # relayed in part, then the client goes away
+            time.sleep(3)
+    finally:
+        web.stop()
+        code = srv.stop()
+    errors = [r.getMessage() for r in caplog.records if r.levelname in ("ERROR", "CRITICAL")]
+    assert not errors, errors
+    assert srv.proc.stderr is not None
+    logged = srv.proc.stderr.read()
+    assert "Traceback" not in logged and " ERROR " not in logged, logged
+    assert code == 0

@@ -227,3 +227,162 @@ def test_crop_overlay_is_marked_by_the_image_thresholds(
     drawn = [s for tone in ("high", "mid", "low") for s in styles[tone]]
     # colour and stroke pattern both differ between bands: not colour alone
     assert len({c for c, _ in drawn}) == len(drawn) == len({d for _, d in drawn}), styles
+
+
+def _verify_here(driver: webdriver.Chrome, file: Path, sidecar: Path | None = None) -> str:
+    """Verify ``file`` (and ``sidecar``) with the page's script on the page as it stands,
+    without reloading it; the text of the result shown."""
+    if sidecar is not None:
+        details = driver.find_element(By.CSS_SELECTOR, "details.sidecar")
+        if details.get_attribute("open") is None:
+            details.find_element(By.TAG_NAME, "summary").click()
+        driver.find_element(By.ID, "sidecar").send_keys(str(sidecar))
+    driver.find_element(By.ID, "file").send_keys(str(file))
+    old = driver.find_element(By.ID, "result")
+    driver.find_element(By.ID, "verify-button").click()
+    WebDriverWait(driver, 240).until(EC.staleness_of(old))
+    return str(driver.find_element(By.ID, "result").text)
+
+
+def test_files_verified_one_after_another_each_get_their_own_verdict(
+    browser: webdriver.Chrome, site: DemoSite
+) -> None:
+    """With the script, the form stays on the page between files: the sidecar chosen for
+    one file must not travel with the next (it made an unrelated photo TAMPERED), while
+    the same pair may be sent again."""
+    browser.get(site.web + "/")
+    tampered = site.files.tampered
+    sidecar = Path(str(tampered) + ".prov")
+    first = _verify_here(browser, tampered, sidecar)
+    assert "TAMPERED" in first and "Sidecar\nsent with the file" in first, first
+    again = browser.find_element(By.ID, "result")
+    browser.find_element(By.ID, "verify-button").click()  # the same pair, once more
+    WebDriverWait(browser, 240).until(EC.staleness_of(again))
+    assert "Sidecar\nsent with the file" in browser.find_element(By.ID, "result").text
+    second = _verify_here(browser, site.files.unsigned)
+    assert browser.find_element(By.ID, "status").text == "UNSIGNED", second
+    assert "Sidecar\nnone" in second and "cat.png" in second, second
+    third = _verify_here(browser, site.files.derived)
+    assert browser.find_element(By.ID, "status").text == "DERIVED", third
+    assert browser.switch_to.active_element.get_attribute("id") == "verdict-title"
+
+
+def test_an_upload_cancelled_mid_way_leaves_the_page_usable(
+    browser: webdriver.Chrome, site: DemoSite
+) -> None:
+    """An upload stopped mid-way, by the browser's Stop (Esc: window.stop()) or by the
+    page's Cancel button, says so and frees the Verify button (the page stayed at
+    "Uploading 28%" with the button disabled); the next file is then verified."""
+    browser.get(site.web + "/")
+    browser.execute_cdp_cmd("Network.enable", {})
+    slow = {"offline": False, "latency": 0, "downloadThroughput": -1, "uploadThroughput": 16384}
+    browser.execute_cdp_cmd("Network.emulateNetworkConditions", slow)
+    text = browser.find_element(By.ID, "progress-text")
+    button = browser.find_element(By.ID, "verify-button")
+    try:
+        for how in ("stop", "cancel-button"):
+            browser.find_element(By.ID, "file").send_keys(str(site.files.video))  # 373 kB
+            button.send_keys(Keys.ENTER)  # from the keyboard
+            WebDriverWait(browser, 20).until(lambda _: text.text.startswith("Uploading "))
+            # the focus moves from the disabled Verify to Cancel (it fell to the body)
+            assert browser.switch_to.active_element.get_attribute("id") == "cancel-button"
+            if how == "stop":
+                browser.execute_script("window.stop()")
+            else:
+                browser.switch_to.active_element.send_keys(Keys.ENTER)
+            WebDriverWait(browser, 10).until(lambda _: button.is_enabled())
+            assert "cancelled" in text.text and "nothing was verified" in text.text, text.text
+            assert not browser.find_element(By.ID, "cancel-button").is_displayed()
+            assert browser.switch_to.active_element.get_attribute("id") == "verify-button"
+    finally:
+        browser.execute_cdp_cmd(
+            "Network.emulateNetworkConditions", {**slow, "uploadThroughput": -1}
+        )
+    _verify_here(browser, site.files.hopper)
+    assert browser.find_element(By.ID, "status").text == "SIGNED_ORIGINAL"
+
+
+def test_an_answer_that_is_no_report_is_shown(
+    browser: webdriver.Chrome, site: DemoSite, tmp_path: Path
+) -> None:
+    """Behind a reverse proxy whose upstream is down, the upload's answer is the proxy's
+    own 502 page, not one of ours: the page says so (it showed nothing at all)."""
+    import http.server
+    import threading
+    import urllib.request
+
+    class Proxy(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # the page and its files, from `prov web`
+            with urllib.request.urlopen(site.web + self.path) as up:
+                body = up.read()
+                self.send_response(up.status)
+                for name in ("Content-Type", "Content-Security-Policy"):
+                    self.send_header(name, up.headers[name])
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def do_POST(self) -> None:  # as nginx answers when its upstream is down
+            self.rfile.read(int(self.headers["Content-Length"]))
+            body = b"<html><head><title>502 Bad Gateway</title></head><body><center><h1>502 Bad Gateway</h1></center><hr><center>nginx</center></body></html>"
+            self.send_response(502)
+            self.send_header("Content-Type", "text/html")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    proxy = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Proxy)
+    threading.Thread(target=proxy.serve_forever, daemon=True).start()
+    try:
+        browser.get(f"http://127.0.0.1:{proxy.server_address[1]}/")
+        shown = _verify_here(browser, site.files.hopper)
+    finally:
+        proxy.shutdown()
+        proxy.server_close()
+    alert = browser.find_element(By.CSS_SELECTOR, "#result [role=alert]")
+    assert "HTTP 502" in alert.text and "502 Bad Gateway" in alert.text, shown
+    assert "nothing was verified" in alert.text, shown
+    assert browser.find_element(By.ID, "verify-button").is_enabled()
+
+
+def test_no_page_is_wider_than_a_375_px_phone(browser: webdriver.Chrome, site: DemoSite) -> None:
+    """At 375 CSS px (a small phone) no page scrolls sideways: the log entry's signature
+    line ("PAE(application/vnd.provenance.claim.v1+protobuf, claim)") and the API
+    page's table of endpoints ran past the right edge. Wide tables scroll in their box."""
+    metrics = {"width": 375, "height": 800, "deviceScaleFactor": 1, "mobile": True}
+    browser.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", metrics)
+    wide = {}
+    slow = {"offline": False, "latency": 0, "downloadThroughput": -1, "uploadThroughput": 8192}
+    try:
+        _verify(browser, site, site.files.small_video, None)  # the longest report
+        pages = ["/", "/log", "/api", "/log/entries/1", "/log/consistency?first=1", "/nowhere"]
+        for path in ["(report)", *pages]:
+            if path != "(report)":
+                browser.get(site.web + path)
+            width = browser.execute_script("return document.documentElement.scrollWidth")
+            if width > 375:
+                wide[path] = width
+                browser.save_screenshot(str(SHOTS / f"narrow{path.replace('/', '_')}.png"))
+        # while a file uploads, the bar keeps a visible length beside its text and the
+        # Cancel button (squeezed to 0 px before they wrapped)
+        browser.get(site.web + "/")
+        browser.execute_cdp_cmd("Network.enable", {})
+        browser.execute_cdp_cmd("Network.emulateNetworkConditions", slow)
+        browser.find_element(By.ID, "file").send_keys(str(site.files.video))
+        browser.find_element(By.ID, "verify-button").click()
+        text = browser.find_element(By.ID, "progress-text")
+        WebDriverWait(browser, 20).until(lambda _: text.text.startswith("Uploading "))
+        bar = browser.find_element(By.ID, "progress").size["width"]
+        width = browser.execute_script("return document.documentElement.scrollWidth")
+        browser.save_screenshot(str(SHOTS / "narrow_uploading.png"))
+        browser.find_element(By.ID, "cancel-button").click()
+    finally:
+        browser.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
+        browser.execute_cdp_cmd(
+            "Network.emulateNetworkConditions", {**slow, "uploadThroughput": -1}
+        )
+    assert not wide, wide
+    assert bar >= 150 and width <= 375, (bar, width)

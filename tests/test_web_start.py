@@ -20,6 +20,12 @@ def test_web_warns_when_its_grpc_service_does_not_answer() -> None:
     try:
         r = httpx.get(f"{web.address}/api/v1/checkpoint", timeout=30)
         assert r.status_code == 503, r.text
+        # README and the OpenAPI description: a 503 says when to retry (it had no
+        # Retry-After when the service could not be reached, only when it was busy)
+        assert r.headers.get("retry-after") == "5", r.headers
+        page = httpx.post(f"{web.address}/verify", files={"file": ("a.jpg", b"\xff\xd8")})
+        assert page.status_code == 503 and page.headers.get("retry-after") == "5"
+        assert "The verification service is unavailable" in page.text
     finally:
         err = _stderr_after_stop(web)
     assert f"warning: the gRPC service at {down} does not answer" in err, err

@@ -115,6 +115,12 @@ _STATUS: tuple[tuple[type[ProvenanceError], grpc.StatusCode], ...] = (
 )
 
 
+def _outcome_read(done: asyncio.Future[Any]) -> None:
+    """Mark a finished job's outcome as read (see `VerificationServicer._uploaded`)."""
+    if not done.cancelled():
+        done.exception()
+
+
 def status_for(error: ProvenanceError) -> grpc.StatusCode:
     """The gRPC status code for one of our errors (INTERNAL for any other)."""
     for cls, code in _STATUS:
@@ -647,7 +653,12 @@ class VerificationServicer(rpc.VerificationServicer):
             with owned:
                 return work(upload, header)
 
-        return await asyncio.shield(asyncio.get_running_loop().run_in_executor(self.pool, job))
+        done = asyncio.get_running_loop().run_in_executor(self.pool, job)
+        # a call cancelled meanwhile (its client gone) leaves the job's outcome to nobody:
+        # read it here, or asyncio logs "Future exception was never retrieved" with a
+        # traceback at ERROR for an ordinary abandoned upload
+        done.add_done_callback(_outcome_read)
+        return await asyncio.shield(done)
 
     @_rpc
     async def VerifyFile(

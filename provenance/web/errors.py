@@ -134,10 +134,12 @@ def error_body(error: ProvenanceError) -> dict[str, Any]:
 
 
 def error_headers(error: ProvenanceError) -> dict[str, str]:
-    """``Retry-After`` for rate-limited and busy answers."""
+    """``Retry-After`` for rate-limited, busy and unavailable answers: every 503 from
+    the service's status carries one (`BUSY_RETRY_AFTER` seconds), the service
+    unreachable as well as busy, as README and the OpenAPI description say."""
     retry = getattr(error, "retry_after", 0)
     if not retry and isinstance(error, TransportError) and status_name(error) == "UNAVAILABLE":
-        retry = BUSY_RETRY_AFTER if error.code == "RESOURCE_EXHAUSTED" else 0
+        retry = BUSY_RETRY_AFTER
     return {"Retry-After": str(retry)} if retry else {}
 
 

@@ -279,7 +279,9 @@ def openapi_document() -> dict[str, Any]:
                         "status_basis": {
                             "type": "string",
                             "description": "what decides the status (cryptographic evidence:"
-                            " signatures, hashes, the signed log), never the detector",
+                            " signatures, hashes, the signed log; for DERIVED, only of the"
+                            " signed capture, the copy's link to it being a perceptual"
+                            " match), never the detector",
                         },
                         "path": {"type": "string"},
                         "reasons": {"type": "array", "items": {"type": "string"}},

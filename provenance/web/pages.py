@@ -2,7 +2,7 @@
 
 Server-rendered with Jinja (autoescaped: file names and claim metadata are shown as
 text, never markup). Every page works without JavaScript; ``static/app.js`` only adds
-drag and drop, an upload progress bar and a local thumbnail. Errors are pages with
+drag and drop, an upload progress bar with a Cancel button and a local thumbnail. Errors are pages with
 the HTTP status of the API's JSON errors.
 """
 

@@ -22,9 +22,10 @@ from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import anyio.to_thread
+import grpc
 from python_multipart.exceptions import ParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.requests import ClientDisconnect, Request
@@ -35,6 +36,7 @@ from provenance.core.fair_share import NOTICE_WINDOWS, Notice, ended_slow, take_
 from provenance.core.verify import VerificationReport
 from provenance.web.errors import WebError
 from provenance.web.logviews import is_number
+from provenance.web.present import human_bytes
 from provenance.wire.sidecar import MAX_SIDECAR_BYTES, Sidecar, decode_sidecar
 
 if TYPE_CHECKING:
@@ -108,6 +110,8 @@ class _Relay:
     ) -> None:
         self._queue: queue.Queue[bytes | None] = queue.Queue(maxsize=4)
         self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._call: grpc.Future[Any] | None = None
         self.done = threading.Event()
 
         def run() -> VerificationReport:
@@ -122,19 +126,27 @@ class _Relay:
                     chunk_hashes=sidecar.chunk_hashes if sidecar else (),
                     flush_bytes=RELAY_BLOCK,
                     public_key=sidecar.public_key if sidecar else b"",
+                    on_call=self._started,
                 )
             finally:
                 self.done.set()
 
         self.future = asyncio.get_running_loop().run_in_executor(executor, run)
 
+    def _started(self, call: grpc.Future[Any]) -> None:
+        with self._lock:
+            self._call = call
+            if self._stop.is_set():
+                call.cancel()
+
     def _blocks(self) -> Iterator[bytes]:
         while True:
             item = self._queue.get()
-            if item is None:
+            if item is None or self._stop.is_set():
+                # stopped: the call is cancelled (`stop`), so ending here sends nothing
+                # more (raising would have grpc log "Exception iterating requests!"
+                # with a traceback, at ERROR, for each upload a client gave up)
                 return
-            if self._stop.is_set():
-                raise WebError("the upload was abandoned", "CANCELLED")
             yield item
 
     def _put(self, item: bytes | None) -> None:
@@ -155,8 +167,12 @@ class _Relay:
         return await self.future
 
     def stop(self) -> None:
-        """Have the call end soon (its worker thread then leaves) without waiting."""
-        self._stop.set()
+        """Have the call end soon (its worker thread then leaves) without waiting: it is
+        cancelled, so the service stops receiving (and verifies nothing)."""
+        with self._lock:
+            self._stop.set()
+            if self._call is not None:
+                self._call.cancel()
         try:
             self._queue.put_nowait(b"")
         except queue.Full:
@@ -296,8 +312,7 @@ class _Form:
             self.file_size += end - start
             if self.file_size > self.max_file_bytes:
                 raise WebError(
-                    f"the file is larger than this page's limit of {self.max_file_bytes:,} bytes",
-                    "RESOURCE_EXHAUSTED",
+                    f"the file is {over_limit(self.max_file_bytes)}", "RESOURCE_EXHAUSTED"
                 )
             self.held += data[start:end]
             return
@@ -402,13 +417,25 @@ def _boundary(request: Request) -> bytes:
     return boundary
 
 
-def _check_length(request: Request, limit: int) -> None:
+def over_limit(max_file_bytes: int) -> str:
+    """ "larger than this page's limit of 2.0 GiB (2,147,483,648 bytes) per file": the
+    limit as the page states it ("up to 2.0 GiB"), and exactly."""
+    return (
+        f"larger than this page's limit of {human_bytes(max_file_bytes)}"
+        f" ({max_file_bytes:,} bytes) per file"
+    )
+
+
+def _check_length(request: Request, max_file_bytes: int, allowance: int = 0) -> None:
+    """Refuse (WebError, 413) a request whose Content-Length is over ``max_file_bytes``
+    plus ``allowance`` (what a form may add: a sidecar, part headers), naming the file
+    limit, the one the page states."""
     length = request.headers.get("content-length", "").strip()
     if not is_number(length):
         length = ""  # none, or one the server (uvicorn) itself refuses
-    if length and int(length) > limit:
+    if length and int(length) > max_file_bytes + allowance:
         raise WebError(
-            f"the upload is {int(length):,} bytes; this page's limit is {limit:,} bytes",
+            f"the file is {over_limit(max_file_bytes)}: the upload is {int(length):,} bytes",
             "RESOURCE_EXHAUSTED",
         )
 
@@ -538,7 +565,7 @@ class Relayer:
         oversized or stalled form or too many uploads, ClaimError for an unreadable
         sidecar, and TransportError with the service's status."""
         boundary = _boundary(request)
-        _check_length(request, self.limits.max_file_bytes + MAX_SIDECAR_BYTES + 64 * 1024)
+        _check_length(request, self.limits.max_file_bytes, MAX_SIDECAR_BYTES + 64 * 1024)
         with self._slot(peer) as hold:
             return await self._verify_form(request, boundary, detect, hold)
 
@@ -631,7 +658,7 @@ class Relayer:
                 size += len(chunk)
                 if size > self.limits.max_file_bytes:
                     raise WebError(
-                        f"the file is larger than the limit of {self.limits.max_file_bytes:,} bytes",
+                        f"the file is {over_limit(self.limits.max_file_bytes)}",
                         "RESOURCE_EXHAUSTED",
                     )
                 pending += chunk

@@ -1,6 +1,8 @@
 /* Progressive enhancement of the verification form: drag and drop, an upload progress
-   bar (XHR), a local thumbnail of the chosen file under the detector's crops. Without
-   this file the form posts as usual and the server renders the same report. */
+   bar (XHR) with a Cancel button, a local thumbnail of the chosen file under the
+   detector's crops. Without this file the form posts as usual and the server renders
+   the same report. The form stays on the page between files, as a fresh form would:
+   a sidecar already sent is not sent again with a newly chosen file. */
 (function () {
   "use strict";
   var form = document.getElementById("verify-form");
@@ -15,7 +17,10 @@
   var bar = document.getElementById("progress");
   var text = document.getElementById("progress-text");
   var button = document.getElementById("verify-button");
+  var cancel = document.getElementById("cancel-button");
   var thumbUrl = null;
+  var pending = null; // the upload under way
+  var sidecarSent = false; // the chosen sidecar went with a verification already
 
   function size(n) {
     var units = ["bytes", "KiB", "MiB", "GiB"];
@@ -29,7 +34,21 @@
     chosen.textContent = f ? f.name + " (" + size(f.size) + ")" : "";
   }
 
-  file.addEventListener("change", showChosen);
+  // A newly chosen file is another verification: the sidecar sent with the last one
+  // belonged to that file (sent again with this one, it made an unrelated photo
+  // TAMPERED). A sidecar chosen since then stays.
+  function fileChosen() {
+    if (sidecarSent && sidecar) {
+      sidecar.value = "";
+      sidecarSent = false;
+      var details = sidecar.closest("details");
+      if (details) { details.open = false; }
+    }
+    showChosen();
+  }
+
+  file.addEventListener("change", fileChosen);
+  if (sidecar) { sidecar.addEventListener("change", function () { sidecarSent = false; }); }
   ["dragenter", "dragover"].forEach(function (name) {
     drop.addEventListener(name, function (ev) { ev.preventDefault(); drop.classList.add("over"); });
   });
@@ -40,7 +59,7 @@
     ev.preventDefault();
     if (ev.dataTransfer && ev.dataTransfer.files.length) {
       file.files = ev.dataTransfer.files;
-      showChosen();
+      fileChosen();
     }
   });
 
@@ -62,18 +81,43 @@
     img.src = thumbUrl;
   }
 
-  function finish(html, f) {
-    var doc = new DOMParser().parseFromString(html, "text/html");
-    var fresh = doc.getElementById("result");
+  // An answer that is not one of this server's pages (a reverse proxy's 502 or 413
+  // page, a refused connection's plain text): an alert saying so, in place of a report.
+  function foreignAnswer(xhr, doc) {
+    var result = document.createElement("div");
+    result.id = "result";
+    var alert = document.createElement("div");
+    alert.className = "alert";
+    alert.setAttribute("role", "alert");
+    var title = document.createElement("h2");
+    title.className = "alert-title";
+    title.textContent = "No report came back";
+    var said = ((doc.body && doc.body.textContent) || xhr.responseText || "")
+      .replace(/\s+/g, " ").trim().slice(0, 300);
+    var message = document.createElement("p");
+    message.className = "alert-message";
+    message.textContent = "The server answered HTTP " + xhr.status +
+      (xhr.statusText ? " " + xhr.statusText : "") + " instead of a report" +
+      (said ? " (\u201c" + said + "\u201d)" : "") +
+      "; nothing was verified. Try again in a moment.";
+    alert.appendChild(title);
+    alert.appendChild(message);
+    result.appendChild(alert);
+    return result;
+  }
+
+  function finish(xhr, f) {
+    var doc = new DOMParser().parseFromString(xhr.responseText, "text/html");
+    var fresh = doc.getElementById("result") || foreignAnswer(xhr, doc);
     var old = document.getElementById("result");
-    if (fresh && old) {
+    if (old) {
       old.replaceWith(fresh);
     }
     document.querySelectorAll(".intro, .legend").forEach(function (el) { el.remove(); });
     form.classList.add("again");
     var title = form.querySelector(".upload-title");
     if (title) { title.textContent = "Verify another file"; }
-    if (doc.title) { document.title = doc.title; }
+    if (doc.getElementById("result") && doc.title) { document.title = doc.title; }
     attachThumbnail(f);
     var heading = document.getElementById("verdict-title") || document.querySelector("#result [role=alert]");
     if (heading) {
@@ -83,19 +127,43 @@
     }
   }
 
+  // The upload ended without an answer: say why, and let the form be used again.
+  function stopped(why) {
+    pending = null;
+    var hadFocus = document.activeElement === cancel;
+    button.disabled = false;
+    cancel.hidden = true;
+    text.textContent = why;
+    if (hadFocus) { button.focus(); } // not left on a hidden button
+  }
+
+  cancel.addEventListener("click", function () {
+    if (pending) { pending.abort(); }
+  });
+
   form.addEventListener("submit", function (ev) {
     var f = file.files && file.files[0];
     if (!f) { return; }
     ev.preventDefault();
+    if (pending) { return; }
     var data = new FormData();
     // The sidecar goes first, so the server can relay a large file as it arrives.
-    if (sidecar && sidecar.files && sidecar.files[0]) { data.append("sidecar", sidecar.files[0]); }
+    if (sidecar && sidecar.files && sidecar.files[0]) {
+      data.append("sidecar", sidecar.files[0]);
+      sidecarSent = true;
+    }
     data.append("file", f);
     var xhr = new XMLHttpRequest();
+    pending = xhr;
     xhr.open("POST", form.getAttribute("action"));
     box.hidden = false;
     bar.value = 0;
+    var hadFocus = document.activeElement === button;
     button.disabled = true;
+    cancel.hidden = false;
+    // a disabled button loses the focus (to the page's body): keyboard and screen-reader
+    // users go on from the Cancel button instead
+    if (hadFocus) { cancel.focus(); }
     text.textContent = "Uploading…";
     xhr.upload.addEventListener("progress", function (e) {
       if (!e.lengthComputable) { return; }
@@ -106,13 +174,16 @@
         : "Checking against the log…";
     });
     xhr.addEventListener("load", function () {
-      button.disabled = false;
+      stopped("");
       box.hidden = true;
-      finish(xhr.responseText, f);
+      finish(xhr, f);
     });
     xhr.addEventListener("error", function () {
-      button.disabled = false;
-      text.textContent = "The upload failed: the connection to the server was lost.";
+      stopped("The upload failed: the connection to the server was lost; nothing was verified.");
+    });
+    // the Cancel button, or the browser's Stop (Esc), which aborts the request
+    xhr.addEventListener("abort", function () {
+      stopped("Upload cancelled: nothing was verified.");
     });
     xhr.send(data);
   });
