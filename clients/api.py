@@ -470,14 +470,20 @@ CANNOT_REACH = "cannot reach the server"
 def _transport_error(e: grpc.RpcError, address: str) -> TransportError:
     """Our error for a failed call: the server's own sentence when it sent one (its code
     kept, so `is_unreachable` still says UNAVAILABLE and DEADLINE_EXCEEDED are worth a
-    retry), else "cannot reach the server"."""
+    retry), else "cannot reach the server"; gRPC's own text for another code is kept,
+    marked ``from_grpc`` (no sentence of our server's came with it)."""
     code = e.code() if hasattr(e, "code") else grpc.StatusCode.UNKNOWN
     details = e.details() if hasattr(e, "details") else str(e)
     trailing = _trailing(e)
     # our server's own error (`SERVER_ERROR_KEY`), not gRPC failing to reach it in time
     if code in _UNREACHABLE and SERVER_ERROR_KEY not in trailing:
         return TransportError(f"{CANNOT_REACH} at {address} ({code.name}: {details})", code.name)
-    return TransportError(f"{details} [{code.name}]", code.name, _retry_after(trailing))
+    return TransportError(
+        f"{details} [{code.name}]",
+        code.name,
+        _retry_after(trailing),
+        from_grpc=SERVER_ERROR_KEY not in trailing,
+    )
 
 
 def is_unreachable(error: TransportError) -> bool:

@@ -307,9 +307,12 @@ def read_line(proc: subprocess.Popen[str], prefix: str, timeout: float = 90) -> 
 
 
 @contextmanager
-def witness_serve(tmp_path: Path, log_vkey: str) -> Iterator[tuple[str, str]]:
+def witness_serve(
+    tmp_path: Path, log_vkey: str, stderr: list[str] | None = None
+) -> Iterator[tuple[str, str]]:
     """A `prov witness serve` (named witness.test/w1, key and state in ``tmp_path``) of
-    the log ``log_vkey`` on a loopback port: (its URL, its cosigner key); stopped after."""
+    the log ``log_vkey`` on a loopback port: (its URL, its cosigner key); stopped after,
+    its whole stderr (its log) then appended to ``stderr`` when given."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "clients.cli", "witness", "serve", "--key",
          str(tmp_path / "witness.pem"), "--log-key", log_vkey, "--state",
@@ -321,7 +324,9 @@ def witness_serve(tmp_path: Path, log_vkey: str) -> Iterator[tuple[str, str]]:
         yield read_line(proc, "witness on "), vkey
     finally:
         proc.terminate()
-        proc.wait(timeout=20)
+        _, err = proc.communicate(timeout=20)
+        if stderr is not None:
+            stderr.append(err)
 
 
 def write_video(path: Path, frames: Iterable[np.ndarray], fps: int = 1, crf: int = 30) -> None:

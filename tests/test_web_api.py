@@ -15,6 +15,7 @@ import struct
 import time
 import zlib
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -632,6 +633,39 @@ def test_web_without_its_service_does_not_show_the_service_address() -> None:
     assert "WARNING provenance.web.errors: cannot reach the server at 127.0.0.2:1" in (
         web.proc.stderr.read()
     )  # the operator's log has it
+
+
+def test_grpc_s_own_failure_text_is_not_shown_to_visitors() -> None:
+    """764ed30 kept a service that cannot be reached from telling visitors its address
+    and gRPC's failure text; a gRPC failure of any other code still reached the page and
+    the JSON as gRPC wrote it, under a plain title: here `prov web` pointed at a gRPC
+    server without our services (another service on that port, or one half started),
+    each page said "Method not found!" under "Something went wrong". Now a plain
+    sentence (`errors.GRPC_FAILURE_TEXT`), the status kept; gRPC's text goes to the web
+    process's log."""
+    import grpc
+
+    from provenance.web.errors import GRPC_FAILURE_TEXT
+
+    foreign = grpc.server(ThreadPoolExecutor(max_workers=2))
+    port = foreign.add_insecure_port("127.0.0.1:0")
+    foreign.start()
+    web = start_web(f"127.0.0.1:{port}")
+    try:
+        with httpx.Client(base_url=web.address, timeout=60) as c:
+            api = c.get("/api/v1/checkpoint")
+            assert api.status_code == 501, api.text
+            assert api.json()["error"]["message"] == GRPC_FAILURE_TEXT, api.text
+            for page in (c.get("/log"), c.get("/log/entries/0")):
+                assert page.status_code == 501, page.text
+                assert GRPC_FAILURE_TEXT in page.text.replace("&#39;", "'"), page.text
+                assert "Method not found" not in page.text, page.text
+    finally:
+        web.stop()
+        foreign.stop(None)
+    assert web.proc.stderr is not None
+    log_text = web.proc.stderr.read()
+    assert "WARNING provenance.web.errors: Method not found! [UNIMPLEMENTED]" in log_text, log_text
 
 
 def test_one_client_has_a_bounded_share_of_json_bodies_in_memory() -> None:

@@ -103,14 +103,22 @@ class ConfigError(ProvenanceError):
 
 class TransportError(ProvenanceError):
     """The server could not be reached or answered with an error (client side).
-    ``retry_after_s``: when the server said how long to wait before trying again."""
+    ``retry_after_s``: when the server said how long to wait before trying again;
+    ``from_grpc``: the message is gRPC's own failure text, not a sentence our server
+    wrote (for an operator's log rather than a web page's visitor)."""
 
     def __init__(
-        self, message: str, code: str = "UNAVAILABLE", retry_after_s: float | None = None
+        self,
+        message: str,
+        code: str = "UNAVAILABLE",
+        retry_after_s: float | None = None,
+        *,
+        from_grpc: bool = False,
     ) -> None:
         super().__init__(message)
         self.code = code
         self.retry_after_s = retry_after_s
+        self.from_grpc = from_grpc
 
 
 class DecodeBudgetError(MediaTooLargeError):

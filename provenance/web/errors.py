@@ -98,25 +98,45 @@ _unreachable_logged = [float("-inf")]  # time.monotonic() of the last such line
 _unreachable_lock = threading.Lock()
 
 
-def _log_unreachable(text: str) -> None:
+#: What a visitor is told when a call to the service failed with gRPC's own text (no
+#: sentence from our server: another service on its port, a proxy's failure; `message`).
+GRPC_FAILURE_TEXT = (
+    "the service behind this page did not answer as expected; the page's operator can"
+    " read why in its log"
+)
+_grpc_failure_logged = [float("-inf")]
+
+
+def _log_unreachable(
+    text: str, said: str = UNREACHABLE_TEXT, last: list[float] | None = None
+) -> None:
+    """Log ``text``, told to visitors as ``said``, unless a line of its kind (``last``:
+    the time.monotonic() of the previous one) was logged in the last
+    `UNREACHABLE_LOG_EVERY_S`."""
+    last = _unreachable_logged if last is None else last
     with _unreachable_lock:
         now = time.monotonic()
-        if now - _unreachable_logged[0] < UNREACHABLE_LOG_EVERY_S:
+        if now - last[0] < UNREACHABLE_LOG_EVERY_S:
             return
-        _unreachable_logged[0] = now
+        last[0] = now
     log.warning("%s (said to visitors as %r; logged at most every %g s)",
-                text, UNREACHABLE_TEXT, UNREACHABLE_LOG_EVERY_S)  # fmt: skip
+                text, said, UNREACHABLE_LOG_EVERY_S)  # fmt: skip
 
 
 def message(error: ProvenanceError) -> str:
     """The error's text for a person, without the client's trailing `` [STATUS]``
     (the status is reported beside it). A service that cannot be reached is said without
     its address and gRPC's own failure text (`UNREACHABLE_TEXT`: both are the operator's,
-    logged here at most every `UNREACHABLE_LOG_EVERY_S`, never a visitor's)."""
+    logged here at most every `UNREACHABLE_LOG_EVERY_S`, never a visitor's); a call that
+    failed with gRPC's own text (``from_grpc``) is said as `GRPC_FAILURE_TEXT`, the text
+    logged the same way."""
     text = str(error)
     if isinstance(error, TransportError) and text.startswith(CANNOT_REACH):
         _log_unreachable(text)
         return UNREACHABLE_TEXT
+    if isinstance(error, TransportError) and error.from_grpc:
+        _log_unreachable(text, GRPC_FAILURE_TEXT, _grpc_failure_logged)
+        return GRPC_FAILURE_TEXT
     suffix = f" [{getattr(error, 'code', '')}]"
     return text[: -len(suffix)] if text.endswith(suffix) else text
 

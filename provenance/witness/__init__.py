@@ -29,7 +29,13 @@ is SHA-256(name || 0x0A || 0x04 || public key)[:4].
 `Witness.monitor_checkpoint` implements the "Monitor Retrieval Mechanism": ``GET
 <prefix>/<hex SHA-256 of the origin>/checkpoint`` answers the last checkpoint cosigned for
 that log, with the log's verified signature lines and the cosignature returned for it;
-404 when none was.
+404 when none was, or when none of the log's signature lines on it is by the log's key
+the witness now holds (a rotated key: a checkpoint without one no verifier can check).
+
+Both answer 500 with one line (`DAMAGED_STATE_TEXT`) when the log's state file is damaged
+(not JSON of the shape written here, or unreadable); the file and the error go to the
+witness's log (ERROR ``provenance.witness``), at most once a minute per file, so a flood
+of requests for that log cannot flood the log.
 
 State: one JSON file per log origin in the state directory (the last cosigned size,
 root and note, and the cosignature line returned), replaced atomically and durably (file
@@ -43,6 +49,7 @@ import contextlib
 import fcntl
 import hashlib
 import json
+import logging
 import os
 import re
 import secrets
@@ -92,6 +99,17 @@ SIZE_CONTENT_TYPE = "text/x.tlog.size"
 """Content-Type of a 409 answer carrying the witness's size."""
 
 _EM_DASH = "\u2014"
+
+log = logging.getLogger(__name__)
+
+DAMAGED_STATE_TEXT = (
+    "this witness's saved state for that log is damaged; its operator must repair it\n"
+)
+"""The one line a client gets (500) when the witness's state file for a log is damaged:
+the file's path and the error are the operator's, in the witness's log."""
+
+DAMAGED_LOG_EVERY_S = 60.0
+"""Seconds between two log lines about one damaged state file."""
 
 
 def cosignature_key_id(name: str, public_key: bytes) -> bytes:
@@ -345,6 +363,38 @@ def _open_lock_file(path: Path) -> int:
 _ORIGIN_HASH_RE = re.compile(r"[0-9a-f]{64}")
 
 
+@dataclass(frozen=True)
+class _State:
+    """A log's saved state: the last checkpoint cosigned, its signed note and the
+    cosignature line returned for it (None in a state saved before lines were kept)."""
+
+    checkpoint: Checkpoint
+    note: str
+    line: str | None
+
+
+class _DamagedState(LogError):
+    """A witness state file that cannot be read or is not what the witness writes."""
+
+    def __init__(self, path: Path, error: BaseException) -> None:
+        super().__init__(f"witness state {path} is damaged: {error}")
+        self.path = path
+
+
+def _log_lines(note: str, verifier: NoteVerifier) -> str:
+    """The signature lines of the signed ``note`` by ``verifier``'s key (name and key id),
+    as note text; empty when there are none, or when the note is malformed."""
+    try:
+        _, signatures = split_note(note)
+    except LogError:
+        return ""
+    return "".join(
+        f"{_EM_DASH} {s.name} {base64.b64encode(s.key_id + s.signature).decode()}\n"
+        for s in signatures
+        if s.name == verifier.name and s.key_id == verifier.key_id
+    )
+
+
 def _conflict(size: int) -> Answer:
     return Answer(409, f"{size}\n", SIZE_CONTENT_TYPE)
 
@@ -387,6 +437,8 @@ class Witness:
         # folder): an flock on this file, taken after the thread lock; held for the
         # witness's life
         self._folder_lock = _open_lock_file(state_dir / LOCK_FILE)
+        self._damaged_lock = threading.Lock()
+        self._damaged_logged: dict[Path, float] = {}  # time.monotonic() of the last line
 
     def close(self) -> None:
         """Release the state folder's lock file (another process of the folder may then
@@ -404,14 +456,39 @@ class Witness:
 
     def latest(self, origin: str) -> Checkpoint | None:
         """The last checkpoint cosigned for ``origin``, or None. LogError if damaged."""
-        path = self._state_path(origin)
-        if not path.exists():
-            return None
+        state = self._read_state(self._state_path(origin))
+        return None if state is None else state.checkpoint
+
+    def _read_state(self, path: Path) -> _State | None:
+        """The state saved at ``path``, or None when there is none. Raises _DamagedState
+        (a LogError naming the file) when it cannot be read or is not what `_save`
+        writes."""
         try:
             doc = json.loads(path.read_text())
-            return Checkpoint(origin, int(doc["size"]), base64.b64decode(doc["root"]))
-        except (ValueError, KeyError, TypeError) as e:
-            raise LogError(f"witness state {path} is damaged: {e}") from e
+            origin, note, line = doc["origin"], doc["note"], doc.get("cosignature")
+            if not (isinstance(origin, str) and isinstance(note, str)):
+                raise TypeError("its origin and note are not text")
+            if not isinstance(line, str | None):
+                raise TypeError("its cosignature is not text")
+            root = base64.b64decode(doc["root"], validate=True)
+            return _State(Checkpoint(origin, int(doc["size"]), root), note, line)
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise _DamagedState(path, e) from e
+
+    def _damaged(self, error: _DamagedState) -> Answer:
+        """The 500 answer for a damaged state file; logs its path and error, at most once
+        every `DAMAGED_LOG_EVERY_S` per file."""
+        now = time.monotonic()
+        with self._damaged_lock:
+            last = self._damaged_logged.get(error.path)
+            if last is None or now - last >= DAMAGED_LOG_EVERY_S:
+                self._damaged_logged[error.path] = now
+            else:
+                return Answer(500, DAMAGED_STATE_TEXT)
+        log.error("%s (answered 500; logged at most every %g s)", error, DAMAGED_LOG_EVERY_S)
+        return Answer(500, DAMAGED_STATE_TEXT)
 
     def _save(self, checkpoint: Checkpoint, note: str, line: str) -> None:
         doc = {
@@ -463,7 +540,9 @@ class Witness:
             )
         try:
             with _locked(self._lock, self._folder_lock, self.lock_wait_s):
-                return self._check_and_save(request, origin, new)
+                return self._check_and_save(request, origin, verifier, new)
+        except _DamagedState as e:
+            return self._damaged(e)
         except _Busy:
             return Answer(
                 503,
@@ -471,12 +550,15 @@ class Witness:
                 " (another process of the folder holds it); try again\n",
             )
 
-    def _check_and_save(self, request: _Request, origin: str, new: Checkpoint) -> Answer:
+    def _check_and_save(
+        self, request: _Request, origin: str, verifier: NoteVerifier, new: Checkpoint
+    ) -> Answer:
         """The add-checkpoint steps under the state lock, in tlog-witness's order: the old
         size against the saved state (409), the checkpoint's consistency with it (422:
         the empty tree's root at size 0, no proof from 0, the proof, the same root at the
-        same size), save, cosign."""
-        old = self.latest(origin)
+        same size), save, cosign. Raises _DamagedState for a damaged state file."""
+        saved = self._read_state(self._state_path(origin))
+        old = None if saved is None else saved.checkpoint
         old_size = old.size if old is not None else 0
         if request.old_size != old_size:
             return _conflict(old_size)
@@ -500,7 +582,13 @@ class Witness:
         timestamp = int(self._clock().timestamp())
         body_text = request.note[: request.note.rfind("\n\n") + 1].encode()
         line = cosign(self.signer, body_text, timestamp)
-        if old is None or old.size != new.size:  # the same tree again: nothing to save
+        # the same tree again: nothing to save, unless the saved note has no line by the
+        # log's key now held (a rotated key), which monitors could not check
+        if (
+            saved is None
+            or saved.checkpoint.size != new.size
+            or not _log_lines(saved.note, verifier)
+        ):
             self._save(new, request.note, line)
         return Answer(200, line)
 
@@ -511,26 +599,34 @@ class Witness:
         this witness verified and the cosignature line add-checkpoint returned for it
         (a state saved before the line was kept gets a cosignature made now: the same
         statement, that this is the newest tree the witness holds); 404 when the witness
-        never cosigned a checkpoint of that log. Raises LogError for a damaged state."""
+        never cosigned a checkpoint of that log, or when the checkpoint it holds has no
+        signature line by the log's key it now holds (the log's key changed since: no
+        verifier could check it); 500 with `DAMAGED_STATE_TEXT` for a damaged state file
+        (its path and error logged)."""
         if not _ORIGIN_HASH_RE.fullmatch(origin_hash):
             return Answer(404, "not a lowercase hex SHA-256 of a log's origin\n")
         path = self.state_dir / (origin_hash[:32] + ".json")
         try:
-            doc = json.loads(path.read_text())
-            origin, note, line = doc["origin"], doc["note"], doc.get("cosignature")
-        except FileNotFoundError:
-            return Answer(404, "this witness never cosigned a checkpoint of that log\n")
-        except (ValueError, KeyError, TypeError) as e:
-            raise LogError(f"witness state {path} is damaged: {e}") from e
-        verifier = self.logs.get(origin)
-        if verifier is None or hashlib.sha256(origin.encode()).hexdigest() != origin_hash:
-            return Answer(404, "this witness never cosigned a checkpoint of that log\n")
-        text, signatures = split_note(note)
-        logs = "".join(
-            f"{_EM_DASH} {s.name} {base64.b64encode(s.key_id + s.signature).decode()}\n"
-            for s in signatures
-            if s.name == verifier.name and s.key_id == verifier.key_id
-        )
+            saved = self._read_state(path)
+            if saved is None:
+                return Answer(404, "this witness never cosigned a checkpoint of that log\n")
+            origin, note, line = saved.checkpoint.origin, saved.note, saved.line
+            verifier = self.logs.get(origin)
+            if verifier is None or hashlib.sha256(origin.encode()).hexdigest() != origin_hash:
+                return Answer(404, "this witness never cosigned a checkpoint of that log\n")
+            try:
+                text, _ = split_note(note)
+            except LogError as e:
+                raise _DamagedState(path, e) from e
+        except _DamagedState as e:
+            return self._damaged(e)
+        logs = _log_lines(note, verifier)
+        if not logs:
+            return Answer(
+                404,
+                "this witness holds no checkpoint of that log signed by the log's key it now"
+                " has (the key changed since it last cosigned)\n",
+            )
         if not isinstance(line, str):
             line = cosign(self.signer, text.encode(), int(self._clock().timestamp()))
         return Answer(200, f"{text}\n{logs}{line}")

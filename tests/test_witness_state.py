@@ -1,0 +1,82 @@
+"""The witness's answers when its saved state for a log cannot be used: a damaged state
+file, and a log whose key in the witness's configuration changed since it cosigned. Real
+`prov witness serve` processes on loopback ports, real keys and state files."""
+
+from __future__ import annotations
+
+import hashlib
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from provenance.core import merkle
+from provenance.log.checkpoint import Checkpoint, generate_log_key
+from tests.conftest import post_checkpoint, witness_serve
+
+
+def _get(url: str) -> tuple[int, str, str]:
+    """(status, body, Content-Type) of GET ``url``, an HTTP error's too."""
+    try:
+        with urllib.request.urlopen(url, timeout=30) as r:
+            return r.status, r.read().decode(), r.headers["Content-Type"]
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode(), e.headers["Content-Type"]
+
+
+def test_a_damaged_state_file_is_a_plain_500_and_one_log_line(tmp_path: Path) -> None:
+    """A state file that is no JSON (a disk fault, a hand edit) made both endpoints raise
+    LogError: Starlette's bare "Internal Server Error" to the client and a traceback in
+    the log, per request. Now each answers 500 with one line saying the witness's state
+    for that log is damaged (no path, no parser error), and the log names the file and
+    the error once, without a traceback."""
+    origin = "log.test/damaged"
+    log = generate_log_key(tmp_path / "log.pem", origin)
+    origin_hash = hashlib.sha256(origin.encode()).hexdigest()
+    note = log.sign(Checkpoint(origin, 0, merkle.EMPTY_ROOT))
+    stderr: list[str] = []
+    with witness_serve(tmp_path, log.verifier_key(), stderr) as (url, _):
+        assert post_checkpoint(url, f"old 0\n\n{note}")[0] == 200
+        (state,) = (tmp_path / "wstate").glob("*.json")
+        state.write_text('{"origin": "log.test/dam')
+        answers = [
+            _get(f"{url}/{origin_hash}/checkpoint"),
+            _get(f"{url}/{origin_hash}/checkpoint"),
+            (*post_checkpoint(url, f"old 0\n\n{note}"), "text/plain; charset=utf-8"),
+        ]
+    for status, body, ctype in answers:
+        assert status == 500, (status, body)
+        assert ctype == "text/plain; charset=utf-8", ctype
+        assert body.endswith("\n") and body.count("\n") == 1, body
+        assert "state for that log is damaged" in body, body
+        assert str(state) not in body and state.name not in body and "JSON" not in body
+    (log_text,) = stderr
+    assert "Traceback" not in log_text, log_text
+    assert log_text.count(str(state)) == 1, log_text
+    assert "Expecting" in log_text or "Unterminated" in log_text, log_text  # json's error
+
+
+def test_a_log_whose_key_changed_gets_404_not_an_unsigned_checkpoint(tmp_path: Path) -> None:
+    """The witness cosigned a log's checkpoint, then was restarted with a new key for
+    that log (a key rotation). The monitor endpoint served the stored checkpoint with the
+    log's signature lines filtered by the new key: none, so a checkpoint no verifier can
+    check. tlog-witness: the answer "MUST include ... the cosignature from the log key(s)
+    that the witness verified"; the witness holds no checkpoint of that log verified
+    under its key for it, so 404, as before any cosignature."""
+    origin = "log.test/rotated"
+    old = generate_log_key(tmp_path / "old.pem", origin)
+    new = generate_log_key(tmp_path / "new.pem", origin)
+    origin_hash = hashlib.sha256(origin.encode()).hexdigest()
+    with witness_serve(tmp_path, old.verifier_key()) as (url, _):
+        note = old.sign(Checkpoint(origin, 0, merkle.EMPTY_ROOT))
+        assert post_checkpoint(url, f"old 0\n\n{note}")[0] == 200
+        status, body, _ = _get(f"{url}/{origin_hash}/checkpoint")
+        assert status == 200 and f"\u2014 {origin} " in body, body
+    with witness_serve(tmp_path, new.verifier_key()) as (url, _):
+        status, body, _ = _get(f"{url}/{origin_hash}/checkpoint")
+        assert status == 404, (status, body)
+        assert "key" in body, body
+        # the new key's checkpoint is then cosigned and served with its line
+        note = new.sign(Checkpoint(origin, 0, merkle.EMPTY_ROOT))
+        assert post_checkpoint(url, f"old 0\n\n{note}")[0] == 200
+        status, body, _ = _get(f"{url}/{origin_hash}/checkpoint")
+        assert status == 200 and f"\u2014 {origin} " in body, body
