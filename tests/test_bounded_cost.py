@@ -92,9 +92,14 @@ def _stub(address: str) -> rpc.VerificationStub:
     return rpc.VerificationStub(channel)
 
 
-def _stalled(release: threading.Event, size: int = 1000) -> Iterator[pb.VerifyFileChunk]:
-    """A header, then nothing until ``release`` is set."""
+def _stalled(
+    release: threading.Event, size: int = 1000, sent: threading.Event | None = None
+) -> Iterator[pb.VerifyFileChunk]:
+    """A header, then nothing until ``release`` is set; ``sent`` is set once gRPC has
+    taken the header and asks for the next message."""
     yield pb.VerifyFileChunk(header=pb.VerifyFileHeader(size_bytes=size))
+    if sent is not None:
+        sent.set()
     release.wait(60)
 
 
@@ -248,8 +253,12 @@ def test_one_client_cannot_hold_every_upload_slot(
         return _whole(data)
 
     try:
-        held = [hog.VerifyFile.future(_stalled(release), timeout=90) for _ in range(4)]
-        time.sleep(1.0)
+        held = []
+        for _ in range(4):  # one after another, so that the server sees them in this order
+            sent = threading.Event()
+            held.append(hog.VerifyFile.future(_stalled(release, sent=sent), timeout=90))
+            assert sent.wait(30)
+            time.sleep(0.5)  # the header on its way and admitted before the next starts
         assert not any(f.done() for f in held)
         with pytest.raises(grpc.RpcError) as more:  # the hog asks for a fifth: refused
             hog.VerifyFile(whole(), timeout=30)
