@@ -5,6 +5,7 @@ and by the server's budget of failed authentications (`provenance.server.limits`
 The table of clients is bounded (the least recently charged dropped first), so a flood
 of addresses cannot grow memory without limit; a dropped client starts full again.
 Thread-safe; the clock is a parameter (seconds, monotonic), so tests need not sleep.
+`Every` is the same idea for log lines: at most one per key and interval.
 """
 
 from __future__ import annotations
@@ -66,3 +67,27 @@ class TokenBuckets:
             while len(self._buckets) > self._max:
                 self._buckets.popitem(last=False)
         return wait
+
+
+class Every:
+    """At most one "yes" per key every ``seconds`` (monotonic clock): a gate for log lines
+    that a flood of requests would otherwise repeat (`provenance.web.errors`, the
+    witness's damaged state). Thread-safe; keys are kept for the process's life, so use
+    few (a kind of failure, a state file)."""
+
+    def __init__(self, seconds: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.seconds = seconds
+        self._clock = clock
+        self._last: dict[object, float] = {}
+        self._lock = threading.Lock()
+
+    def due(self, key: object) -> bool:
+        """True (and the key's time restarted) when ``key`` had no "yes" in the last
+        ``seconds``, else False."""
+        with self._lock:
+            now = self._clock()
+            last = self._last.get(key)
+            if last is not None and now - last < self.seconds:
+                return False
+            self._last[key] = now
+            return True

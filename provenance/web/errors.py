@@ -13,13 +13,12 @@ from __future__ import annotations
 
 import logging
 import re
-import threading
-import time
 from typing import Any
 
 from starlette.responses import JSONResponse
 
 from clients.api import CANNOT_REACH
+from provenance.core.buckets import Every
 from provenance.core.errors import (
     ClaimError,
     ConfigError,
@@ -94,8 +93,7 @@ UNREACHABLE_TEXT = f"{CANNOT_REACH} behind this page right now; try again in a f
 #: Seconds between two log lines saying the service cannot be reached, so a flood of
 #: requests while it is down does not flood the log.
 UNREACHABLE_LOG_EVERY_S = 60.0
-_unreachable_logged = [float("-inf")]  # time.monotonic() of the last such line
-_unreachable_lock = threading.Lock()
+_log_gate = Every(UNREACHABLE_LOG_EVERY_S)  # one line per kind of failure
 
 
 #: What a visitor is told when a call to the service failed with gRPC's own text (no
@@ -104,23 +102,14 @@ GRPC_FAILURE_TEXT = (
     "the service behind this page did not answer as expected; the page's operator can"
     " read why in its log"
 )
-_grpc_failure_logged = [float("-inf")]
 
 
-def _log_unreachable(
-    text: str, said: str = UNREACHABLE_TEXT, last: list[float] | None = None
-) -> None:
-    """Log ``text``, told to visitors as ``said``, unless a line of its kind (``last``:
-    the time.monotonic() of the previous one) was logged in the last
-    `UNREACHABLE_LOG_EVERY_S`."""
-    last = _unreachable_logged if last is None else last
-    with _unreachable_lock:
-        now = time.monotonic()
-        if now - last[0] < UNREACHABLE_LOG_EVERY_S:
-            return
-        last[0] = now
-    log.warning("%s (said to visitors as %r; logged at most every %g s)",
-                text, said, UNREACHABLE_LOG_EVERY_S)  # fmt: skip
+def _log_unreachable(text: str, said: str = UNREACHABLE_TEXT) -> None:
+    """Log ``text``, told to visitors as ``said``, unless a line told as ``said`` was
+    logged in the last `UNREACHABLE_LOG_EVERY_S`."""
+    if _log_gate.due(said):
+        log.warning("%s (said to visitors as %r; logged at most every %g s)",
+                    text, said, UNREACHABLE_LOG_EVERY_S)  # fmt: skip
 
 
 def message(error: ProvenanceError) -> str:
@@ -135,7 +124,7 @@ def message(error: ProvenanceError) -> str:
         _log_unreachable(text)
         return UNREACHABLE_TEXT
     if isinstance(error, TransportError) and error.from_grpc:
-        _log_unreachable(text, GRPC_FAILURE_TEXT, _grpc_failure_logged)
+        _log_unreachable(text, GRPC_FAILURE_TEXT)
         return GRPC_FAILURE_TEXT
     suffix = f" [{getattr(error, 'code', '')}]"
     return text[: -len(suffix)] if text.endswith(suffix) else text

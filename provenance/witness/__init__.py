@@ -65,6 +65,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from provenance.core import merkle
+from provenance.core.buckets import Every
 from provenance.core.errors import (
     ConfigError,
     LogError,
@@ -437,8 +438,7 @@ class Witness:
         # folder): an flock on this file, taken after the thread lock; held for the
         # witness's life
         self._folder_lock = _open_lock_file(state_dir / LOCK_FILE)
-        self._damaged_lock = threading.Lock()
-        self._damaged_logged: dict[Path, float] = {}  # time.monotonic() of the last line
+        self._damaged_log = Every(DAMAGED_LOG_EVERY_S)  # one line per state file
 
     def close(self) -> None:
         """Release the state folder's lock file (another process of the folder may then
@@ -480,13 +480,8 @@ class Witness:
     def _damaged(self, error: _DamagedState) -> Answer:
         """The 500 answer for a damaged state file; logs its path and error, at most once
         every `DAMAGED_LOG_EVERY_S` per file."""
-        now = time.monotonic()
-        with self._damaged_lock:
-            last = self._damaged_logged.get(error.path)
-            if last is None or now - last >= DAMAGED_LOG_EVERY_S:
-                self._damaged_logged[error.path] = now
-            else:
-                return Answer(500, DAMAGED_STATE_TEXT)
+        if not self._damaged_log.due(error.path):
+            return Answer(500, DAMAGED_STATE_TEXT)
         log.error("%s (answered 500; logged at most every %g s)", error, DAMAGED_LOG_EVERY_S)
         return Answer(500, DAMAGED_STATE_TEXT)
 
