@@ -12,7 +12,12 @@ import pytest
 from PIL import Image
 
 from provenance.c2pa import content_sha256, strip_manifest_store
-from provenance.c2pa.container import C2PA_BMFF_UUID, C2PA_STORE_UUID, may_hold_manifest_store
+from provenance.c2pa.container import (
+    C2PA_BMFF_UUID,
+    C2PA_STORE_UUID,
+    may_hold_manifest_store,
+    strip_and_locate,
+)
 from provenance.core.errors import BindingError, MediaError
 
 FIXTURES = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures" / "c2pa"
@@ -59,6 +64,43 @@ def test_strip_removes_exactly_the_store(name: str, media_type: str, removed: in
     assert not may_hold_manifest_store(data, "image/gif")
 
 
+@pytest.mark.parametrize(
+    ("name", "media_type", "runs"),
+    [
+        ("generated/gen_ed25519_capture.jpg", "image/jpeg", 1),
+        ("third_party/c2pa-rs/verify.jpeg", "image/jpeg", 30),  # a store over many segments
+        ("generated/gen_ed25519_capture.png", "image/png", 1),
+        ("generated/gen_ed25519_capture.mp4", "video/mp4", 1),
+        ("third_party/c2pa-rs/video1.mp4", "video/mp4", 1),  # moov before mdat
+    ],
+)
+def test_strip_and_locate_names_the_runs_it_removed(name: str, media_type: str, runs: int) -> None:
+    """The runs `strip_and_locate` reports are the bytes it took out: the file without
+    them is the stripped file (an MP4's chunk-offset table aside, rewritten in place), so
+    an offset in the stripped bytes can be named in the file (damaged video chunks)."""
+    data = (FIXTURES / name).read_bytes()
+    out = strip_and_locate(data, media_type)
+    assert out.data == strip_manifest_store(data, media_type)
+    assert len(out.removed) == runs
+    assert sum(n for _, n in out.removed) == len(data) - len(out.data)
+    kept, at = bytearray(), 0
+    for start, length in out.removed:
+        assert start >= at  # in file order, apart
+        kept += data[at:start]
+        at = start + length
+    kept += data[at:]
+    assert len(kept) == len(out.data)
+    differ = np.flatnonzero(np.frombuffer(kept, np.uint8) != np.frombuffer(out.data, np.uint8))
+    if media_type.startswith("video/"):
+        start, length = out.removed[0]
+        assert data[start + 4 : start + 8] == b"uuid" and len(data) >= start + length
+        tops = _boxes(out.data)
+        moov = sum(size for _, size in tops[: [k for k, _ in tops].index(b"moov")])
+        assert differ.size and moov <= differ.min() and differ.max() < moov + dict(tops)[b"moov"]
+    else:
+        assert not differ.size
+
+
 def test_bmff_chunk_offsets_are_shifted_back_onto_the_same_samples() -> None:
     data = (GENERATED / "gen_ed25519_capture.mp4").read_bytes()
     stripped = strip_manifest_store(data, "video/mp4")
@@ -88,6 +130,7 @@ def test_files_without_a_store_are_unchanged() -> None:
     ):
         data = (FIXTURES / name).read_bytes()
         assert strip_manifest_store(data, media_type) is data
+        assert strip_and_locate(data, media_type).removed == ()
         assert content_sha256(data, media_type) == hashlib.sha256(data).digest()
 
 

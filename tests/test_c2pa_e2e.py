@@ -12,6 +12,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import av
 import c2pa
 import grpc
 import pytest
@@ -61,8 +62,8 @@ def ca_server(
     srv.stop()
 
 
-def _verify(cli: Cli, path: Path) -> tuple[int, dict[str, Any]]:
-    rc, out, err = cli("verify", str(path), "--json", "--no-detect")
+def _verify(cli: Cli, path: Path, *extra: str) -> tuple[int, dict[str, Any]]:
+    rc, out, err = cli("verify", str(path), "--json", "--no-detect", *extra)
     assert out, err
     return rc, json.loads(out)
 
@@ -356,3 +357,50 @@ def test_sign_c2pa_keeps_the_files_mode(ca_server: ServerProc, cli: Cli, tmp_pat
     assert rc == 0 and "C2PA manifest embedded" in out, err
     assert oct(photo.stat().st_mode & 0o777) == oct(0o664)
     assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".shared.jpg.")]
+
+
+def _repeated(src: Path, dst: Path, times: int) -> None:
+    """``src``'s video stream ``times`` times over in one MP4 (its packets copied, not
+    re-encoded; each repeat starts on the key frame the source starts on)."""
+    with av.open(str(src)) as inp, av.open(str(dst), "w") as out:
+        stream = inp.streams.video[0]
+        copy = out.add_stream_from_template(stream)
+        packets = [(p, p.pts, p.dts) for p in inp.demux(stream) if p.dts is not None]
+        step = packets[1][2] - packets[0][2]
+        span = max(pts for _, pts, _ in packets if pts is not None) + step
+        for k in range(times):
+            for p, pts, dts in packets:
+                p.pts = None if pts is None else pts + k * span
+                p.dts = dts + k * span
+                p.stream = copy
+                out.mux(p)
+
+
+def test_an_edited_c2pa_export_checked_with_its_sidecar_names_the_damaged_chunk(
+    ca_server: ServerProc, cli: Cli, tmp_path: Path
+) -> None:
+    """A `--c2pa` MP4 whose media data was edited, checked with its sidecar: TAMPERED
+    and the damaged range lies around the edit. The sidecar's chunk hashes are those of
+    the signed bytes (manifest box not yet in), so the upload's chunks are hashed with the
+    box stripped and the ranges mapped back to the upload's offsets. Before: every chunk
+    of the upload was shifted by the box, and the whole file was named."""
+    video = tmp_path / "long.mp4"
+    _repeated(FIXTURES / "phash" / "video" / "pattern-hd-no-bar.mp4", video, 6)
+    rc, out, err = cli("sign", "--c2pa", str(video))
+    assert rc == 0 and "C2PA manifest embedded" in out, err
+    sidecar = Path(f"{video}.prov")
+    assert sidecar.exists()
+    data = bytearray(video.read_bytes())
+    at = len(data) // 2  # in the media data, far from the manifest box
+    assert data.index(b"mdat") < at < data.rindex(b"moov")
+    data[at : at + 4] = bytes(b ^ 0xFF for b in data[at : at + 4])
+    edited = tmp_path / "edited.mp4"
+    edited.write_bytes(bytes(data))
+    rc, report = _verify(cli, edited, "--sidecar", str(sidecar))
+    assert (rc, report["status"]) == (13, "TAMPERED")
+    ranges = [(r["first_byte"], r["last_byte"]) for r in report["evidence"]["damaged_ranges"]]
+    assert any(a <= at and at + 3 <= b for a, b in ranges), (at, ranges)
+    named = sum(b - a + 1 for a, b in ranges)
+    assert named < len(data) // 10, (named, len(data), ranges)
+    said = f"bytes {ranges[0][0]:,}-{ranges[0][1]:,} differ from the signed file"
+    assert any(r.startswith(said) for r in report["reasons"]), report["reasons"]

@@ -589,6 +589,34 @@ def test_the_damage_note_names_the_ranges() -> None:
     assert _has(r.reasons, "chunk list does not match the signed chunk root")
 
 
+def test_an_export_names_the_damage_in_the_bytes_its_claim_signed() -> None:
+    """A video exported with a manifest store (here 100 bytes put in at offset 10) after
+    it was signed: its chunks are compared with the store removed and the ranges named
+    at the export's offsets (before: every chunk of the export was shifted by the store,
+    and the whole file was named). A claim that signed the file with the store in it
+    (a third-party export signed as it is) keeps the file's own chunks."""
+    original = bytes(range(256)) * 3  # 12 chunks of 64 bytes
+    store = bytes(100)
+    export = original[:10] + store + original[10:]
+    edited = bytearray(export)
+    edited[500] ^= 0xFF  # byte 400 of the signed bytes: their chunk 384-447
+    edited[120] ^= 0xFF  # byte 20 of the signed bytes, just after the store: chunk 0-63
+    content = hash_chunked(bytes(edited[:10] + edited[110:]), 64).chunk_hashes
+    for signed_bytes, expected in (
+        (original, ((0, 163), (484, 547))),  # the first takes the store in
+        (export, ((64, 127), (448, 511))),
+    ):
+        facts, claim, chunks = _video_case(
+            signed_bytes,
+            bytes(edited),
+            content_chunk_hashes=content,
+            content_removed=((10, len(store)),),
+        )
+        r, _, _ = _sidecar_case(facts, device=_device(), claim=claim, chunks=chunks)
+        assert r.status is Verdict.TAMPERED
+        assert r.evidence.damaged_ranges == expected, signed_bytes is export
+
+
 def test_no_damage_note_without_both_chunk_lists_or_a_chunked_claim() -> None:
     original = bytes(range(256))
     facts, claim, chunks = _video_case(original, _damaged(original, (1,)))

@@ -12,6 +12,8 @@ Embedding a manifest store changes a file in a known, reversible way:
 
 `strip_manifest_store` undoes exactly that and returns the bytes the file had before
 embedding; our claim's hard binding is the SHA-256 of those bytes (`content_sha256`).
+`strip_and_locate` also says where the removed bytes were, so that a place in the
+stripped bytes can be named in the file (the damaged chunks of an edited video export).
 For a file without a manifest store it returns the input unchanged, so the binding of a
 capture is the same whether or not Content Credentials were later embedded in it.
 Everything here is pure: bytes in, bytes out.
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import struct
+from dataclasses import dataclass
 
 from provenance.core.errors import BindingError, MediaError
 
@@ -48,6 +51,18 @@ _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _BMFF_CONTAINERS = (b"trak", b"mdia", b"minf", b"stbl")
 
 
+@dataclass(frozen=True)
+class Stripped:
+    """A file's bytes with its C2PA manifest store removed (``data``) and where the store
+    was: ``removed`` holds (offset in the file, length in bytes) of each run of bytes
+    taken out, in file order, and is empty when the file held no store (``data`` is then
+    the file). Every other byte keeps its order; an MP4's chunk-offset tables are also
+    rewritten, in place, at the same length."""
+
+    data: bytes
+    removed: tuple[tuple[int, int], ...] = ()
+
+
 def strip_manifest_store(data: bytes, media_type: str) -> bytes:
     """Return the file's bytes with its embedded C2PA manifest store removed.
 
@@ -55,6 +70,14 @@ def strip_manifest_store(data: bytes, media_type: str) -> bytes:
     another media type or a file too malformed to walk (truncated segment, chunk or
     box), and BindingError if a BMFF layout cannot be restored exactly (fragmented
     files, a chunk offset pointing into the removed box).
+    """
+    return strip_and_locate(data, media_type).data
+
+
+def strip_and_locate(data: bytes, media_type: str) -> Stripped:
+    """`strip_manifest_store`, with the runs of bytes it removed (`Stripped`).
+
+    Raises as `strip_manifest_store` does.
     """
     if media_type in JPEG_TYPES:
         return _strip_jpeg(data)
@@ -84,7 +107,7 @@ def content_sha256(data: bytes, media_type: str) -> bytes:
     return hashlib.sha256(strip_manifest_store(data, media_type)).digest()
 
 
-def _strip_jpeg(data: bytes) -> bytes:
+def _strip_jpeg(data: bytes) -> Stripped:
     """Drop the APP11 JUMBF segments of every C2PA manifest store before the first scan.
 
     The walk stops at the first scan, at the end of the image, or at the first byte that
@@ -97,13 +120,16 @@ def _strip_jpeg(data: bytes) -> bytes:
         if _is_app11_jumbf(data, s, e) and _jumbf_first_is_c2pa(data, s, e)
     }
     if not c2pa_instances:
-        return data
+        return Stripped(data)
     out = bytearray(data[:2])
+    removed: list[tuple[int, int]] = []
     for s, e in segments:
         if not (_is_app11_jumbf(data, s, e) and _jumbf_instance(data, s) in c2pa_instances):
             out += data[s:e]
+        else:
+            removed.append((s, e - s))
     out += data[pos:]
-    return bytes(out)
+    return Stripped(bytes(out), tuple(removed))
 
 
 def _jpeg_segments(data: bytes) -> tuple[list[tuple[int, int]], int]:
@@ -236,7 +262,7 @@ def _jumbf_first_is_c2pa(data: bytes, start: int, end: int) -> bool:
     )
 
 
-def _strip_png(data: bytes) -> bytes:
+def _strip_png(data: bytes) -> Stripped:
     """Drop every ``caBX`` chunk (PNG 3rd edition, 5.3 chunk layout).
 
     The walk stops after IEND or at a chunk that overruns the file; what follows is kept.
@@ -245,21 +271,21 @@ def _strip_png(data: bytes) -> bytes:
         raise MediaError("not a PNG file (bad signature)")
     out = bytearray(_PNG_SIGNATURE)
     pos = len(_PNG_SIGNATURE)
-    removed = False
+    removed: list[tuple[int, int]] = []
     while pos + 12 <= len(data):
         length, kind = struct.unpack_from(">I4s", data, pos)
         end = pos + 12 + length
         if end > len(data):
             break
         if kind == b"caBX":
-            removed = True
+            removed.append((pos, end - pos))
         else:
             out += data[pos:end]
         pos = end
         if kind == b"IEND":
             break
     out += data[pos:]
-    return bytes(out) if removed else data
+    return Stripped(bytes(out), tuple(removed)) if removed else Stripped(data)
 
 
 def _boxes(
@@ -289,7 +315,7 @@ def _boxes(
     return found
 
 
-def _strip_bmff(data: bytes) -> bytes:
+def _strip_bmff(data: bytes) -> Stripped:
     """Remove top-level C2PA ``uuid`` boxes and shift chunk offsets back."""
     top = _boxes(data, 0, len(data), strict=False)
     removed = [
@@ -298,7 +324,7 @@ def _strip_bmff(data: bytes) -> bytes:
         if kind == b"uuid" and data[p : p + 16] == C2PA_BMFF_UUID
     ]
     if not removed:
-        return data
+        return Stripped(data)
     kinds = {kind for kind, _, _, _ in top}
     if b"moof" in kinds or b"meta" in kinds:
         raise BindingError(
@@ -313,7 +339,7 @@ def _strip_bmff(data: bytes) -> bytes:
         if kind == b"moov":
             _unshift_chunk_offsets(out, start + (p - s), start + (e - s), removed)
     out += data[top[-1][3] :]
-    return bytes(out)
+    return Stripped(bytes(out), tuple(removed))
 
 
 def _unshift_chunk_offsets(

@@ -61,7 +61,7 @@ from provenance.core.errors import BindingError, ClaimError, KeyMaterialError, S
 from provenance.core.keys import check_public_key, key_id
 from provenance.core.registry import check_claim_shape
 from provenance.core.timetext import utc_text
-from provenance.core.video_binding import check_chunk_hashes, locate_damage
+from provenance.core.video_binding import check_chunk_hashes, file_ranges, locate_damage
 from provenance.core.video_match import VideoMatch, match_video
 
 #: The reason of an UNSIGNED verdict on a valid sidecar claim that is not in the log.
@@ -92,7 +92,10 @@ class FileFacts:
     (``content_sha256``, what a claim binds for a capture exported with Content
     Credentials; empty otherwise). For video, the soft bindings are PDQ hashes of sampled
     frames with their times, and ``chunk_hashes`` the leaf hashes of its chunks at the
-    chunk size of the claim being checked (empty when not computed). For an image,
+    chunk size of the claim being checked (empty when not computed); for a video carrying
+    a manifest store, ``content_chunk_hashes`` are those of its bytes with the store
+    removed and ``content_removed`` the runs removed, (offset in the file, length in
+    bytes) in file order (both empty when not computed). For an image,
     ``dihedral_soft_bindings`` are the PDQ hashes of its 7 other rotations and mirror
     images (`provenance.core.dihedral`, empty when not computed) and ``orientation`` its EXIF
     orientation tag (1..8, 0 when none)."""
@@ -104,6 +107,8 @@ class FileFacts:
     notes: tuple[str, ...] = ()
     content_sha256: bytes = b""
     chunk_hashes: tuple[bytes, ...] = ()
+    content_chunk_hashes: tuple[bytes, ...] = ()
+    content_removed: tuple[tuple[int, int], ...] = ()
     dihedral_soft_bindings: tuple[PerceptualHash, ...] = ()
     orientation: int = 0
 
@@ -597,7 +602,13 @@ def _decide_video_near(
 def _damage(
     facts: FileFacts, claim: Claim, expected_chunks: Sequence[bytes]
 ) -> tuple[tuple[tuple[int, int], ...], str | None]:
-    """Damaged byte ranges of a video whose sidecar listed its chunk hashes."""
+    """Damaged byte ranges of a video whose sidecar listed its chunk hashes.
+
+    A claim binds the file as it is or with its C2PA manifest store removed
+    (`FileFacts.binds`), and an edited file matches neither: for a file carrying a store,
+    both are compared, and the one that names fewer bytes is reported (an export of ours,
+    where the store inserted before the media data shifts every chunk of the file as it
+    is, names the chunks around the edit, at their offsets in the file)."""
     hb = claim.hard_binding
     if not hb.chunk_size or not expected_chunks or not facts.chunk_hashes:
         return (), None
@@ -614,6 +625,17 @@ def _damage(
                 expected_chunks, facts.chunk_hashes, hb.chunk_size, claim.size_bytes, facts.size
             )
         )
+        if facts.content_chunk_hashes:
+            stripped = facts.size - sum(length for _, length in facts.content_removed)
+            found = locate_damage(
+                expected_chunks,
+                facts.content_chunk_hashes,
+                hb.chunk_size,
+                claim.size_bytes,
+                stripped,
+            )
+            if _bytes_in(found) < _bytes_in(ranges):
+                ranges = tuple(file_ranges(found, facts.content_removed))
     except BindingError as e:
         return (), f"the damaged byte ranges could not be located: {e}"
     if not ranges:
@@ -624,6 +646,11 @@ def _damage(
         ranges,
         f"bytes {shown}{more} differ from the signed file ({hb.chunk_size:,}-byte chunks)",
     )
+
+
+def _bytes_in(ranges: Sequence[tuple[int, int]]) -> int:
+    """How many bytes inclusive (first, last) ranges name."""
+    return sum(last - first + 1 for first, last in ranges)
 
 
 def _own_key_check(signed: SignedClaim, claim: Claim, public_key: bytes) -> str:

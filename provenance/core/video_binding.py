@@ -13,7 +13,9 @@ root, so the sidecar carries the list of chunk leaf hashes (32 bytes each, 32 Ki
 of video at the default chunk size). The list is untrusted until `check_chunk_hashes`
 shows that it rebuilds the signed root; only then may `locate_damage` compare it with the
 chunk hashes of the received file to name the damaged byte ranges. Without the list, a
-mismatch is still detected (the root differs) but cannot be located.
+mismatch is still detected (the root differs) but cannot be located. A file exported with
+a C2PA manifest store is compared with its store removed (the bytes the claim signed) and
+`file_ranges` names the ranges at their offsets in the file.
 """
 
 from __future__ import annotations
@@ -424,3 +426,25 @@ def locate_damage(
         else:
             ranges.append((first, last))
     return ranges
+
+
+def file_ranges(
+    ranges: Sequence[tuple[int, int]], removed: Sequence[tuple[int, int]]
+) -> list[tuple[int, int]]:
+    """``ranges`` (inclusive byte ranges, as `locate_damage` gives) of a file's bytes
+    with runs taken out, named by their offsets in the file itself.
+
+    removed: (offset in the file, length in bytes) of each run taken out, in file order
+    (the C2PA manifest store a claim's bytes were exported with,
+    `provenance.c2pa.container.strip_and_locate`). A range over the place of a run takes
+    the run in; a range past the end of the shorter bytes is shifted by every run.
+    """
+
+    def at(offset: int) -> int:
+        for start, length in removed:
+            if start > offset:
+                break
+            offset += length
+        return offset
+
+    return [(at(first), at(last)) for first, last in ranges]

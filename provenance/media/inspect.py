@@ -6,11 +6,13 @@ in memory, video and large images in a temporary file (memory-backed where possi
 bytes of no known media type are dropped after their first SNIFF_BYTES, so memory stays
 flat for uploads of hundreds of MB and nothing reaches the disk. `inspect_upload` runs after the last
 chunk: sniff the type, read any C2PA manifest (in a worker process, remote fetching
-off), compute the manifest-stripped content hash, and decode images for PDQ.
+off), compute the manifest-stripped content hash (and, for a video checked with its
+sidecar's chunk list, the stripped bytes' chunk hashes), and decode images for PDQ.
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
 import os
 import tempfile
@@ -18,7 +20,7 @@ import threading
 from dataclasses import dataclass, field, replace
 from typing import IO, Any
 
-from provenance.c2pa.container import STRIPPABLE_TYPES, content_sha256
+from provenance.c2pa.container import STRIPPABLE_TYPES, strip_and_locate
 from provenance.c2pa.pool import ReaderPool
 from provenance.c2pa.reader import C2paLimits, C2paTrust, read_c2pa
 from provenance.c2pa.result import failed
@@ -32,7 +34,7 @@ from provenance.core.errors import (
 )
 from provenance.core.hash_threads import BACKLOG_BYTES, BackgroundFeed, BackgroundSha256
 from provenance.core.verify import FileFacts
-from provenance.core.video_binding import ChunkLeaves
+from provenance.core.video_binding import ChunkLeaves, hash_chunked
 from provenance.core.video_match import QUERY_RATE_HZ
 from provenance.media.assets import (
     AssetLimits,
@@ -111,6 +113,11 @@ class Upload:
             raise MediaError("chunk hashing must be asked for before the upload's first byte")
         self._leaves = ChunkLeaves(chunk_size)
         self._chunks = BackgroundFeed(self._leaves.update)
+
+    @property
+    def chunk_size(self) -> int:
+        """The chunk size `hash_chunks` was given, in bytes (0 when it was not called)."""
+        return 0 if self._leaves is None else self._leaves.chunk_size
 
     @property
     def chunk_hashes(self) -> tuple[bytes, ...]:
@@ -286,11 +293,13 @@ class Inspection:
 
 
 def _c2pa(
-    upload: Upload, media_type: str, cfg: InspectConfig
-) -> tuple[dict[str, Any] | None, bytes]:
-    """(C2PA block, content SHA-256 with the manifest store removed or b"")."""
+    upload: Upload, base: FileFacts, cfg: InspectConfig
+) -> tuple[dict[str, Any] | None, FileFacts]:
+    """(C2PA block, ``base`` with what its manifest store removed gives: the content
+    SHA-256 and, when the upload hashed chunks, the chunk hashes and the runs removed)."""
+    media_type = base.media_type
     if cfg.c2pa_pool is None or media_type not in C2PA_TYPES:
-        return None, b""
+        return None, base
     path = upload.path()
     try:
         result = read_c2pa(
@@ -302,19 +311,24 @@ def _c2pa(
             signing_time=cfg.c2pa_signing_time,
         )
     except ProvenanceError as e:  # optional evidence: the verdict goes on without it
-        return failed("Unavailable", f"the Content Credentials were not read: {e}").to_dict(), b""
+        return failed("Unavailable", f"the Content Credentials were not read: {e}").to_dict(), base
     block = result.to_dict()
-    content = b""
-    if (
+    if not (
         result.present
         and media_type in STRIPPABLE_TYPES
         and upload.size <= cfg.limits.max_image_bytes
     ):
-        try:
-            content = content_sha256(upload.data(), media_type)
-        except ProvenanceError as e:
-            block["content_hash_error"] = str(e)
-    return block, content
+        return block, base
+    try:
+        stripped = strip_and_locate(upload.data(), media_type)
+    except ProvenanceError as e:
+        block["content_hash_error"] = str(e)
+        return block, base
+    facts = replace(base, content_sha256=hashlib.sha256(stripped.data).digest())
+    if stripped.removed and upload.chunk_size:  # the chunks the claim signed
+        chunks = hash_chunked(stripped.data, upload.chunk_size).chunk_hashes
+        facts = replace(facts, content_chunk_hashes=chunks, content_removed=stripped.removed)
+    return block, facts
 
 
 def inspect_upload(upload: Upload, cfg: InspectConfig, lenient: bool) -> Inspection:
@@ -339,12 +353,11 @@ def inspect_upload(upload: Upload, cfg: InspectConfig, lenient: bool) -> Inspect
                 )
             )
         raise MediaError(UNSUPPORTED_FORMAT)
-    c2pa, content = _c2pa(upload, media_type, cfg)
+    c2pa, base = _c2pa(
+        upload, FileFacts(sha, upload.size, media_type, chunk_hashes=upload.chunk_hashes), cfg
+    )
     # Content Credentials are evidence of their own: report them even when pixels fail
     lenient = lenient or bool(c2pa and (c2pa.get("present") or c2pa.get("validation_state")))
-    base = FileFacts(
-        sha, upload.size, media_type, content_sha256=content, chunk_hashes=upload.chunk_hashes
-    )
     if media_type.startswith("video/"):
         path = upload.spill()
         try:
@@ -384,7 +397,7 @@ def inspect_upload(upload: Upload, cfg: InspectConfig, lenient: bool) -> Inspect
         if not lenient:
             raise
         return Inspection(replace(base, notes=(f"could not decode the image: {e}",)), None, c2pa)
-    return Inspection(replace(image.facts, content_sha256=content), image, c2pa)
+    return Inspection(replace(image.facts, content_sha256=base.content_sha256), image, c2pa)
 
 
 def resample_dense(
