@@ -25,7 +25,9 @@ Stages (each resumable, results under ``.cache/detector-candidates/``, git-ignor
 ``lofo``
     The ``run`` candidate that retrains the shipped model's recipe (`SHIPPED_RECIPES`),
     written with the model's id, version and tensor hash to
-    ``detector/weights/eval-lofo.json`` (`stage_lofo`; eval-candidates.json untouched).
+    ``detector/weights/eval-lofo.json`` (`stage_lofo`; eval-candidates.json untouched),
+    with the library versions that made it; ``--extra-seeds 1,2`` retrains it with other
+    MLP seeds and records how far each figure moves (``seed_runs``).
 ``demo``
     The bands the demo's images get from the shipped model under 12 server secrets
     (`stage_demo`), written to ``detector/weights/eval-demo.json``.
@@ -61,7 +63,7 @@ Usage::
     nice -n 19 timeout 3000 python scripts/detector_candidates.py cache
     nice -n 19 timeout 3000 python scripts/detector_candidates.py ae --max-images 400
     nice -n 19 timeout 3000 python scripts/detector_candidates.py run
-    nice -n 10 python scripts/detector_candidates.py lofo    # ~4-5 min on the caches
+    nice -n 10 python scripts/detector_candidates.py lofo --extra-seeds 1,2  # ~4-5 min a seed
     nice -n 10 python scripts/detector_candidates.py demo    # ~20 s
 """
 
@@ -71,6 +73,7 @@ import argparse
 import hashlib
 import json
 import os
+import platform
 import sys
 import time
 from collections.abc import Callable
@@ -79,6 +82,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import PIL
 import torch
 from torch.nn import functional as F
 
@@ -1131,7 +1135,7 @@ def stage_run(args: argparse.Namespace) -> None:
     ) -> SpectralLogistic:
         if mlp:
             data = fold_features(held, mix, ft, resized, True, low, clean, famw, ae256)
-            return fit_mlp(*data, hidden=args.hidden)
+            return fit_mlp(*data, hidden=args.hidden, seed=args.seed)
         return fit_logistic(*fold_features(held, mix, ft, resized, False, low), l2=args.l2)
 
     def fold_patches(held: set[str], mix: bool) -> tuple[np.ndarray, np.ndarray]:
@@ -1401,6 +1405,44 @@ def lofo_report(
     }
 
 
+def environment() -> dict[str, str]:
+    """The versions that decide a run's figures: Python, numpy, Pillow, torch and the
+    machine's platform string, as written into the evaluation reports."""
+    return {
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "pillow": PIL.__version__,
+        "torch": torch.__version__,
+        "platform": platform.platform(),
+    }
+
+
+def seed_runs(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Each seed's headline figures from `lofo_report` outputs (each with a ``seed``), and
+    their range over the seeds (min, max) per figure: pooled AUC, GAN / diffusion / other
+    family means (harmonised) and the q75 / 0.5x drops."""
+
+    def figures(r: dict[str, Any]) -> dict[str, float]:
+        s = r["summary"]
+        return {
+            "pooled_auc": r["pooled_auc"]["harmonised"],
+            "gan_mean": s["gan_harmonised"]["mean"],
+            "diffusion_mean": s["diffusion_harmonised"]["mean"],
+            "other_mean": s["other_harmonised"]["mean"],
+            "drop_jpeg75": r["auc_drop"]["jpeg75"],
+            "drop_resize50": r["auc_drop"]["resize50"],
+        }
+
+    per = {str(r["seed"]): figures(r) for r in runs}
+    keys = next(iter(per.values())).keys()
+    return {
+        "seeds": per,
+        "range": {
+            k: [min(p[k] for p in per.values()), max(p[k] for p in per.values())] for k in keys
+        },
+    }
+
+
 def stage_lofo(args: argparse.Namespace) -> None:
     """Leave one family out of the shipped model's recipe; write eval-lofo.json.
 
@@ -1415,23 +1457,36 @@ def stage_lofo(args: argparse.Namespace) -> None:
     words = meta["training"]["recipe"].split()
     hidden = int(words[words.index("--hidden") + 1]) if "--hidden" in words else args.hidden
     run_path = CACHE / "lofo-run.json"
-    run_path.unlink(missing_ok=True)
-    stage_run(
-        argparse.Namespace(
-            **{
-                **vars(args),
-                "candidates": name,
-                "ensembles": "",
-                "hidden": hidden,
-                "report": str(run_path),
-            }
-        )
-    )
     report = args.report or str(weights / "eval-lofo.json")
     command = "python scripts/detector_candidates.py lofo" + (
         f" --model-id {args.model_id}" if args.model_id != "default" else ""
     )
-    out = lofo_report(json.loads(run_path.read_text()), name, meta, command)
+    command += f" --seed {args.seed}" if args.seed else ""
+    command += f" --extra-seeds {','.join(map(str, args.extra_seeds))}" if args.extra_seeds else ""
+
+    def retrain(seed: int) -> dict[str, Any]:
+        """The recipe's leave-one-family-out run with MLP seed `seed`, as `lofo_report`."""
+        run_path.unlink(missing_ok=True)
+        stage_run(
+            argparse.Namespace(
+                **{
+                    **vars(args),
+                    "candidates": name,
+                    "ensembles": "",
+                    "hidden": hidden,
+                    "report": str(run_path),
+                    "seed": seed,
+                }
+            )
+        )
+        return {**lofo_report(json.loads(run_path.read_text()), name, meta, command), "seed": seed}
+
+    out = retrain(args.seed)
+    out["environment"] = environment()
+    # The same recipe retrained with other MLP seeds on the same caches: how far the seed
+    # alone moves each figure (the headline above is seed args.seed).
+    runs = [out, *(retrain(seed) for seed in args.extra_seeds)]
+    out["seed_runs"] = seed_runs(runs)
     out["load_average"] = [round(x, 2) for x in os.getloadavg()]  # at the end: 1, 5, 15 min
     # The same recipe's earlier runs (other caches, other days), for comparison.
     cands = weights / "eval-candidates.json"
@@ -2571,6 +2626,19 @@ def main(argv: list[str] | None = None) -> int:
         "--widths", type=positive_ints, default="16,32,64,128", help="PatchResNet widths"
     )
     ap.add_argument("--threads", type=int, default=1, help="torch threads")
+    ap.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="run, lofo: the MLP heads' seed (initial weights, batch order); 0 is the shipped one",
+    )
+    ap.add_argument(
+        "--extra-seeds",
+        type=positive_ints,
+        default=(),
+        help="lofo: also retrain with these MLP seeds (e.g. 1,2) and record each seed's "
+        "figures and their range (seed_runs)",
+    )
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     if args.stage == "cache":
