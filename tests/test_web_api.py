@@ -521,6 +521,26 @@ def test_file_names_are_escaped_in_the_report(site: DemoSite, http: httpx.Client
     assert _verify(http, site.files.unsigned, name).json()["path"] == name
 
 
+def test_a_browser_s_escapes_in_a_file_name_are_undone(site: DemoSite, http: httpx.Client) -> None:
+    """Browsers (and curl) send a file name's ``"``, LF and CR as %22, %0A and %0D in the
+    multipart header (the HTML standard's form encoding); the report named the file
+    ``say %22cheese%22.jpg``. The name is the one the sender gave, in the JSON and on
+    the page, escaped there as text; other %-sequences are left as they are."""
+    sent = b"say %22cheese%22 %3Cb%3E line%0Anext%0D.jpg"
+    body = (
+        b'--XyZ\r\nContent-Disposition: form-data; name="file"; filename="' + sent + b'"\r\n\r\n'
+        + site.files.unsigned.read_bytes() + b"\r\n--XyZ--\r\n"
+    )  # fmt: skip
+    headers = {"content-type": "multipart/form-data; boundary=XyZ"}
+    r = http.post("/api/v1/verify", content=body, headers=headers)
+    assert r.status_code == 200, r.text
+    assert r.json()["path"] == 'say "cheese" %3Cb%3E line\nnext\r.jpg'
+    page = http.post("/verify", content=body, headers=headers)
+    assert page.status_code == 200
+    assert "say &#34;cheese&#34; %3Cb%3E line" in page.text, page.text
+    assert "%22" not in page.text
+
+
 def test_explorer_pages(site: DemoSite, http: httpx.Client) -> None:
     page = http.get("/log").text
     assert "Latest checkpoint" in page and http.get("/api/v1/checkpoint").json()["log_key"] in page

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import queue
+import re
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -56,6 +57,23 @@ MAX_HEADER = 8 * 1024
 MAX_NAME = 255
 #: Longest multipart boundary accepted, in bytes.
 MAX_BOUNDARY = 256
+#: What browsers write in place of a multipart file name's LF, CR and ``"`` (the HTML
+#: standard's multipart/form-data encoding; curl does the same): undone by `part_filename`.
+FORM_ESCAPES = {"%0A": "\n", "%0D": "\r", "%22": '"'}
+_FORM_ESCAPED = re.compile("|".join(FORM_ESCAPES))
+
+
+def part_filename(raw: bytes, default: str) -> str:
+    """The file name of a multipart part's ``filename`` parameter as its sender named it:
+    UTF-8 (undecodable bytes replaced), the browser's escapes of LF, CR and ``"`` undone
+    (`FORM_ESCAPES`: Chromium sends ``a"b.jpg`` as ``a%22b.jpg``, and the page showed
+    that), any folder dropped (``\\`` counts as a separator), at most `MAX_NAME`
+    characters; ``default`` when nothing is left. The name is still text from a client
+    (templates escape it). (A name holding a literal ``%22`` reads as ``"``: the encoding
+    leaves ``%`` as it is, so the two cannot be told apart.)"""
+    name = raw.decode("utf-8", "replace")
+    name = _FORM_ESCAPED.sub(lambda m: FORM_ESCAPES[m.group()], name)
+    return name.replace("\\", "/").rsplit("/", 1)[-1][:MAX_NAME] or default
 
 
 @dataclass(frozen=True)
@@ -290,11 +308,9 @@ class _Form:
             if self.file_seen:
                 raise WebError("the form carries more than one field named `file`")
             self.file_seen = True
-            raw = params.get(b"filename", b"").decode("utf-8", "replace")
-            self.filename = raw.replace("\\", "/").rsplit("/", 1)[-1][:MAX_NAME] or "upload"
+            self.filename = part_filename(params.get(b"filename", b""), "upload")
         elif b"filename" in params and name != "sidecar":  # curl -F photo=@h.jpg
-            shown = params[b"filename"].decode("utf-8", "replace").replace("\\", "/")
-            shown = shown.rsplit("/", 1)[-1][:MAX_NAME] or "FILE"
+            shown = part_filename(params[b"filename"], "FILE")
             raise WebError(
                 f"the file came in the form field `{name[:MAX_NAME]}`; send it in the field"
                 f" `file` (e.g. curl -F file=@{shown})"

@@ -108,7 +108,8 @@
 
   function finish(xhr, f) {
     var doc = new DOMParser().parseFromString(xhr.responseText, "text/html");
-    var fresh = doc.getElementById("result") || foreignAnswer(xhr, doc);
+    var ours = doc.getElementById("result");
+    var fresh = ours || foreignAnswer(xhr, doc);
     var old = document.getElementById("result");
     if (old) {
       old.replaceWith(fresh);
@@ -117,7 +118,9 @@
     form.classList.add("again");
     var title = form.querySelector(".upload-title");
     if (title) { title.textContent = "Verify another file"; }
-    if (doc.getElementById("result") && doc.title) { document.title = doc.title; }
+    // (asked of `ours`: once moved into this page, `doc` no longer holds it, and the tab
+    // kept "Verify a file" after every report)
+    if (ours && doc.title) { document.title = doc.title; }
     attachThumbnail(f);
     var heading = document.getElementById("verdict-title") || document.querySelector("#result [role=alert]");
     if (heading) {
