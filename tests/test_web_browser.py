@@ -415,3 +415,27 @@ def test_a_file_name_with_quotes_is_shown_as_it_is(
     finally:
         if not javascript:
             driver.quit()
+
+
+def test_bidi_controls_in_a_file_name_are_shown_as_code_points(
+    browser: webdriver.Chrome, site: DemoSite, tmp_path: Path
+) -> None:
+    """A name holding bidirectional controls ("photo\\u202egpj.exe" reads
+    "photoexe.jpg") is shown with each control as its escape, as the CLI prints it
+    (`provenance.terminal.shown`): in the report, the tab's title and the line naming
+    the chosen file before it is sent."""
+    name = "photo\u202egpj.exe\u2066x\u2069\u200e\u200f.jpg"
+    file = tmp_path / name
+    shutil.copyfile(site.files.hopper, file)
+    browser.get(site.web + "/")
+    browser.find_element(By.ID, "file").send_keys(str(file))
+    escaped = "photo\\u202egpj.exe\\u2066x\\u2069\\u200e\\u200f.jpg"
+    exact = "return document.querySelector(arguments[0]).textContent"  # .text drops LRM
+    assert browser.execute_script(exact, "#chosen").startswith(escaped + " (")
+    browser.find_element(By.ID, "file").clear()
+    _verify_here(browser, file)
+    assert browser.find_element(By.ID, "status").text == "SIGNED_ORIGINAL"
+    assert browser.execute_script(exact, "#report .file-name") == escaped
+    assert browser.title.startswith(f"SIGNED_ORIGINAL: {escaped} ")
+    for text in (browser.title, browser.execute_script(exact, "#result")):
+        assert not re.search("[\u200e\u200f\u202a-\u202e\u2066-\u2069]", text), text

@@ -35,6 +35,7 @@ from clients.api import MIN_UPLOAD_RATE, VERIFY_DECODE_SECONDS, ProvenanceClient
 from provenance.core.errors import ClaimError, ProvenanceError
 from provenance.core.fair_share import NOTICE_WINDOWS, Notice, ended_slow, take_victim
 from provenance.core.verify import VerificationReport
+from provenance.terminal import shown_line
 from provenance.web.errors import WebError
 from provenance.web.logviews import is_number
 from provenance.web.present import human_bytes
@@ -69,7 +70,7 @@ def part_filename(raw: bytes, default: str) -> str:
     (`FORM_ESCAPES`: Chromium sends ``a"b.jpg`` as ``a%22b.jpg``, and the page showed
     that), any folder dropped (``\\`` counts as a separator), at most `MAX_NAME`
     characters; ``default`` when nothing is left. The name is still text from a client
-    (templates escape it). (A name holding a literal ``%22`` reads as ``"``: the encoding
+    (templates escape it, the `file_name` filter shows its controls as escapes). (A name holding a literal ``%22`` reads as ``"``: the encoding
     leaves ``%`` as it is, so the two cannot be told apart.)"""
     name = raw.decode("utf-8", "replace")
     name = _FORM_ESCAPED.sub(lambda m: FORM_ESCAPES[m.group()], name)
@@ -310,7 +311,7 @@ class _Form:
             self.file_seen = True
             self.filename = part_filename(params.get(b"filename", b""), "upload")
         elif b"filename" in params and name != "sidecar":  # curl -F photo=@h.jpg
-            shown = part_filename(params[b"filename"], "FILE")
+            shown = shown_line(part_filename(params[b"filename"], "FILE"))
             raise WebError(
                 f"the file came in the form field `{name[:MAX_NAME]}`; send it in the field"
                 f" `file` (e.g. curl -F file=@{shown})"
