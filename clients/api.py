@@ -8,6 +8,8 @@ Files are uploaded in 1 MiB chunks, never read whole.
 from __future__ import annotations
 
 import os
+import threading
+import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -143,10 +145,11 @@ class ProvenanceClient:
                     "UNAUTHENTICATED",
                 )
             md.append(("authorization", f"Bearer {self.admin_token}"))
+        timeout = timeout or self.timeout
         try:
-            return method(request, timeout=timeout or self.timeout, metadata=md or None)
+            return method(request, timeout=timeout, metadata=md or None)
         except grpc.RpcError as e:
-            raise _transport_error(e, self.address) from e
+            raise _transport_error(e, self.address, timeout) from e
 
     # ---------------------------------------------------------------- registry
 
@@ -317,6 +320,7 @@ class ProvenanceClient:
         flush_bytes: int = UPLOAD_CHUNK_BYTES,
         public_key: bytes = b"",
         on_call: Callable[[grpc.Future[Any]], None] | None = None,
+        answer_s: float | None = None,
     ) -> VerificationReport:
         """Verify a file whose bytes arrive from ``blocks`` (any sizes), so nothing holds
         the whole file. Bytes go out as soon as ``flush_bytes`` have gathered, in messages
@@ -327,39 +331,48 @@ class ProvenanceClient:
         which relays uploads without storing them; ``public_key``: the raw key the
         sidecar carries, as in `verify_file`; ``on_call``: called with the call once
         it starts, so another thread may ``cancel()`` it (then ``blocks`` may simply
-        end: nothing more is sent). Raises TransportError with the server's status code
-        name (CANCELLED when the call was cancelled)."""
+        end: nothing more is sent); ``answer_s``: the longest the server may keep the
+        call waiting, in seconds (None: only ``timeout``): to take a message ready to go
+        (time waiting for ``blocks`` is not counted, so a slow source is no stall), and
+        after the last one, to say it has received the whole file (`RECEIVED_KEY`);
+        past it the call is cancelled, DEADLINE_EXCEEDED with ``waited_s`` set. Raises
+        TransportError with the server's status code name (CANCELLED when the call was
+        cancelled)."""
+        watch = _AnswerWatch(answer_s) if answer_s else None
 
         def chunks() -> Iterator[pb.VerifyFileChunk]:
-            yield pb.VerifyFileChunk(
-                header=pb.VerifyFileHeader(
-                    filename=filename,
-                    size_bytes=size,
-                    sidecar=wire.signed_to_pb(sidecar) if sidecar else None,
-                    detect=detect,
-                    chunk_hashes=list(chunk_hashes),
-                    sidecar_public_key=public_key if sidecar else b"",
-                )
+            header = pb.VerifyFileHeader(
+                filename=filename,
+                size_bytes=size,
+                sidecar=wire.signed_to_pb(sidecar) if sidecar else None,
+                detect=detect,
+                chunk_hashes=list(chunk_hashes),
+                sidecar_public_key=public_key if sidecar else b"",
             )
+            yield from _offered(watch, pb.VerifyFileChunk(header=header))
             pending = bytearray()
             for block in blocks:
                 pending += block
                 while len(pending) >= flush_bytes:
                     n = min(len(pending), UPLOAD_CHUNK_BYTES)
-                    yield pb.VerifyFileChunk(data=bytes(pending[:n]))
+                    yield from _offered(watch, pb.VerifyFileChunk(data=bytes(pending[:n])))
                     del pending[:n]
             if pending:
-                yield pb.VerifyFileChunk(data=bytes(pending))
+                yield from _offered(watch, pb.VerifyFileChunk(data=bytes(pending)))
+            if watch is not None:
+                watch.sent_all()
 
         call = self._verification.VerifyFile.future(chunks(), timeout=timeout)
         if on_call is not None:
             on_call(call)
         try:
-            return wire.report_from_pb(call.result())
+            if watch is None:
+                return wire.report_from_pb(call.result())
+            return wire.report_from_pb(watch.result(call, self.address))
         except grpc.FutureCancelledError as e:
             raise TransportError("the upload was cancelled", "CANCELLED") from e
         except grpc.RpcError as e:
-            raise _transport_error(e, self.address) from e
+            raise _transport_error(e, self.address, timeout) from e
 
     def detect_file(self, path: Path) -> dict[str, Any]:
         """Upload ``path`` and return only the server's advisory detector block."""
@@ -447,6 +460,71 @@ class ProvenanceClient:
 
 _UNREACHABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED}
 
+#: Seconds between two looks at an upload call `_AnswerWatch` watches.
+WATCH_STEP_S = 0.25
+
+
+class _AnswerWatch:
+    """How long the server has kept one upload call waiting (`verify_stream`'s
+    ``answer_s``): since gRPC was handed a message it has not yet asked past (flow
+    control: the server is not taking what is sent), or since the last message without
+    the server saying it has received the file (`RECEIVED_KEY`) or answering."""
+
+    def __init__(self, answer_s: float) -> None:
+        self.answer_s = answer_s
+        self._offered: float | None = None  # a message handed to gRPC, not yet taken
+        self._sent_all: float | None = None
+        self._received = threading.Event()
+
+    def offer(self, pending: bool) -> None:
+        """A message was handed to gRPC (``pending``), or gRPC asked for the next one."""
+        self._offered = time.monotonic() if pending else None
+
+    def sent_all(self) -> None:
+        """gRPC asked past the last message: the server has it all but the end."""
+        self._sent_all = time.monotonic()
+
+    def _stalled(self) -> bool:
+        now = time.monotonic()
+        if self._offered is not None and now - self._offered > self.answer_s:
+            return True
+        return (
+            self._sent_all is not None
+            and not self._received.is_set()
+            and now - self._sent_all > self.answer_s
+        )
+
+    def result(self, call: Any, address: str) -> Any:
+        """``call``'s answer, waiting while the server keeps up (see the class); raises
+        grpc's errors, and TransportError (DEADLINE_EXCEEDED, ``waited_s``) when the
+        server kept the call waiting longer than ``answer_s``, the call then cancelled."""
+
+        def received() -> None:
+            call.initial_metadata()  # returns once it came, or the call ended
+            self._received.set()
+
+        threading.Thread(target=received, name="upload-received", daemon=True).start()
+        while True:
+            try:
+                return call.result(timeout=WATCH_STEP_S)
+            except grpc.FutureTimeoutError:
+                if self._stalled():
+                    call.cancel()
+                    raise TransportError(
+                        f"the server at {address} did not answer within {self.answer_s:g} s",
+                        "DEADLINE_EXCEEDED",
+                        waited_s=self.answer_s,
+                    ) from None
+
+
+def _offered(watch: _AnswerWatch | None, message: Any) -> Iterator[Any]:
+    """Yield ``message`` to gRPC, ``watch`` timing how long it takes to ask for the next."""
+    if watch is not None:
+        watch.offer(True)
+    yield message
+    if watch is not None:
+        watch.offer(False)
+
 
 def _trailing(e: grpc.RpcError) -> dict[str, str]:
     """The failed call's trailing metadata (empty when there is none)."""
@@ -467,17 +545,23 @@ def _retry_after(trailing: dict[str, str]) -> float | None:
 CANNOT_REACH = "cannot reach the server"
 
 
-def _transport_error(e: grpc.RpcError, address: str) -> TransportError:
+def _transport_error(
+    e: grpc.RpcError, address: str, timeout: float | None = None
+) -> TransportError:
     """Our error for a failed call: the server's own sentence when it sent one (its code
     kept, so `is_unreachable` still says UNAVAILABLE and DEADLINE_EXCEEDED are worth a
-    retry), else "cannot reach the server"; gRPC's own text for another code is kept,
-    marked ``from_grpc`` (no sentence of our server's came with it)."""
+    retry), else "cannot reach the server" (DEADLINE_EXCEEDED: ``waited_s`` is the call's
+    ``timeout``, seconds); gRPC's own text for another code is kept, marked ``from_grpc``
+    (no sentence of our server's came with it)."""
     code = e.code() if hasattr(e, "code") else grpc.StatusCode.UNKNOWN
     details = e.details() if hasattr(e, "details") else str(e)
     trailing = _trailing(e)
     # our server's own error (`SERVER_ERROR_KEY`), not gRPC failing to reach it in time
     if code in _UNREACHABLE and SERVER_ERROR_KEY not in trailing:
-        return TransportError(f"{CANNOT_REACH} at {address} ({code.name}: {details})", code.name)
+        waited = timeout if code == grpc.StatusCode.DEADLINE_EXCEEDED else None
+        return TransportError(
+            f"{CANNOT_REACH} at {address} ({code.name}: {details})", code.name, waited_s=waited
+        )
     return TransportError(
         f"{details} [{code.name}]",
         code.name,

@@ -11,7 +11,8 @@ moves (Rich's control segments) are written as before. Bidirectional overrides a
 isolates (U+202A-U+202E, U+2066-U+2069) and the direction marks (U+200E, U+200F,
 U+061C) are shown so too: they reorder what follows on the line ("photo\\u202egpj.exe"
 reads "photoexe.jpg"). `shown` does the same for other human-readable text (the scan's
-HTML and CSV reports).
+HTML and CSV reports), `shown_line` for text shown on one line (a file name on the web
+page and in its tab's title, tab and newline escaped too).
 
 Its markup and emoji codes are off unless asked for: a file named ``[foo].jpg`` printed
 as ``.jpg``, ``[/red]x.jpg`` raised MarkupError and ``:smile:z.jpg`` became an emoji; a
@@ -35,6 +36,11 @@ from rich.text import Span, Text
 UNSAFE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
 
 
+#: `UNSAFE`, and tab and newline too: for text shown on one line (a file name on the web
+#: page, in the tab's title, where a newline would read as a space).
+UNSAFE_IN_LINE = re.compile(UNSAFE.pattern[:-1] + "\t\n]")
+
+
 def _escape(m: re.Match[str]) -> str:
     c = ord(m.group())
     return f"\\x{c:02x}" if c < 0x100 else f"\\u{c:04x}"
@@ -43,6 +49,20 @@ def _escape(m: re.Match[str]) -> str:
 def shown(text: str) -> str:
     """``text`` with every `UNSAFE` character written as its escape (``\\x1b``)."""
     return UNSAFE.sub(_escape, text)
+
+
+def shown_line(text: str) -> str:
+    """``text`` with every `UNSAFE_IN_LINE` character written as its escape: `shown`, and
+    tab and newline as ``\\x09`` and ``\\x0a`` (a file name shown on one line)."""
+    return UNSAFE_IN_LINE.sub(_escape, text)
+
+
+def js_class(pattern: re.Pattern[str]) -> str:
+    """``pattern`` (a character class of single characters and ranges, as `UNSAFE`)
+    as JavaScript RegExp source, every character outside printable ASCII written
+    ``\\uXXXX``, so the page's script applies the same rule (`shown_line`) to a name it
+    shows before sending it."""
+    return "".join(c if " " <= c <= "~" else f"\\u{ord(c):04x}" for c in pattern.pattern)
 
 
 def _safe_text(text: Text) -> Text:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import itertools
 import os
+import resource
 import shutil
 import socket
 import subprocess
@@ -308,16 +309,26 @@ def read_line(proc: subprocess.Popen[str], prefix: str, timeout: float = 90) -> 
 
 @contextmanager
 def witness_serve(
-    tmp_path: Path, log_vkey: str, stderr: list[str] | None = None
+    tmp_path: Path,
+    log_vkey: str,
+    stderr: list[str] | None = None,
+    max_file_bytes: int | None = None,
 ) -> Iterator[tuple[str, str]]:
     """A `prov witness serve` (named witness.test/w1, key and state in ``tmp_path``) of
     the log ``log_vkey`` on a loopback port: (its URL, its cosigner key); stopped after,
-    its whole stderr (its log) then appended to ``stderr`` when given."""
+    its whole stderr (its log) then appended to ``stderr`` when given. ``max_file_bytes``:
+    the process's RLIMIT_FSIZE (a write past it fails with EFBIG, as on a full disk)."""
+
+    def limit() -> None:
+        if max_file_bytes is not None:
+            resource.setrlimit(resource.RLIMIT_FSIZE, (max_file_bytes, max_file_bytes))
+
     proc = subprocess.Popen(
         [sys.executable, "-m", "clients.cli", "witness", "serve", "--key",
          str(tmp_path / "witness.pem"), "--log-key", log_vkey, "--state",
          str(tmp_path / "wstate"), "--name", "witness.test/w1", "--listen", "127.0.0.1:0"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+        preexec_fn=limit,
     )  # fmt: skip
     try:
         vkey = read_line(proc, "witness key ")

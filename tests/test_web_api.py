@@ -14,7 +14,7 @@ import socket
 import struct
 import time
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -521,6 +521,27 @@ def test_file_names_are_escaped_in_the_report(site: DemoSite, http: httpx.Client
     assert _verify(http, site.files.unsigned, name).json()["path"] == name
 
 
+def test_a_browser_s_escapes_in_a_file_name_are_undone(site: DemoSite, http: httpx.Client) -> None:
+    """Browsers (and curl) send a file name's ``"``, LF and CR as %22, %0A and %0D in the
+    multipart header (the HTML standard's form encoding); the report named the file
+    ``say %22cheese%22.jpg``. The name is the one the sender gave, in the JSON and on
+    the page, escaped there as text; other %-sequences are left as they are."""
+    sent = b"say %22cheese%22 %3Cb%3E line%0Anext%0D.jpg"
+    body = (
+        b'--XyZ\r\nContent-Disposition: form-data; name="file"; filename="' + sent + b'"\r\n\r\n'
+        + site.files.unsigned.read_bytes() + b"\r\n--XyZ--\r\n"
+    )  # fmt: skip
+    headers = {"content-type": "multipart/form-data; boundary=XyZ"}
+    r = http.post("/api/v1/verify", content=body, headers=headers)
+    assert r.status_code == 200, r.text
+    assert r.json()["path"] == 'say "cheese" %3Cb%3E line\nnext\r.jpg'
+    page = http.post("/verify", content=body, headers=headers)
+    assert page.status_code == 200
+    # on the page the name stays on one line, LF and CR shown as escapes (`shown_line`)
+    assert "say &#34;cheese&#34; %3Cb%3E line\\x0anext\\x0d.jpg" in page.text, page.text
+    assert "%22" not in page.text
+
+
 def test_explorer_pages(site: DemoSite, http: httpx.Client) -> None:
     page = http.get("/log").text
     assert "Latest checkpoint" in page and http.get("/api/v1/checkpoint").json()["log_key"] in page
@@ -765,9 +786,12 @@ def test_content_credentials_are_their_own_line_of_evidence(
 
 def test_a_slow_large_upload_keeps_the_service_stream_alive(tmp_path: Path) -> None:
     """Relayed bytes go on every 256 KiB: a browser sending 256 KiB/s never leaves the
-    service (idle timeout 3 s here) waiting long enough to cancel the upload."""
+    service (idle timeout 3 s here) waiting long enough to cancel the upload. Nor is the
+    page's wait for the service (`--service-timeout`, 2 s here) spent by an upload that
+    takes 6 s: only the time the service keeps a piece or its receipt waiting counts."""
     srv = start_server(tmp_path / "slow.db", "--upload-idle-seconds", "3")
-    web = start_web_app("127.0.0.1:0", WebConfig(srv.address, upload_hold_bytes=64 * 1024))
+    config = WebConfig(srv.address, upload_hold_bytes=64 * 1024, service_timeout_s=2.0)
+    web = start_web_app("127.0.0.1:0", config)
     try:
         buf = io.BytesIO()
         noise = np.random.default_rng(1).integers(0, 256, (700, 700, 3), dtype=np.uint8)
@@ -853,3 +877,85 @@ def test_an_upload_cut_mid_way_logs_no_error(
     logged = srv.proc.stderr.read()
     assert "Traceback" not in logged and " ERROR " not in logged, logged
     assert code == 0
+
+
+def _stalled_answers(
+    web: str, data: bytes, timeout: float
+) -> list[tuple[str, httpx.Response, float]]:
+    """Each kind of request `prov web` relays to its (stopped) service: a small and a large
+    upload (relayed as it streams), the page's form, a checkpoint and a lookup; with the
+    answer and the seconds it took."""
+    big = data + bytes(9 * 1024 * 1024)  # past the 8 MiB held in memory: streamed
+    calls: dict[str, Callable[[httpx.Client], httpx.Response]] = {
+        "upload": lambda c: c.post("/api/v1/verify", files={"file": ("h.jpg", data)}),
+        "large upload": lambda c: c.post("/api/v1/verify", files={"file": ("b.jpg", big)}),
+        "page": lambda c: c.post("/verify", files={"file": ("h.jpg", data)}),
+        "checkpoint": lambda c: c.get("/api/v1/checkpoint"),
+        "lookup": lambda c: c.post("/api/v1/lookup", json={"queries": [{"sha256": "a" * 64}]}),
+    }
+    out = []
+    with httpx.Client(base_url=web, timeout=timeout) as c:
+        for what, call in calls.items():
+            t = time.monotonic()
+            out.append((what, call(c), time.monotonic() - t))
+    return out
+
+
+def test_a_stalled_service_is_answered_504_within_the_service_timeout(
+    tmp_path: Path, site: DemoSite
+) -> None:
+    """A service that holds its connection but never answers (here a real `prov serve`
+    stopped with SIGSTOP once `prov web` had connected) kept each upload waiting 210 s
+    (the call's deadline: 30 s plus 180 s for decoding) before a 504 saying the server
+    "cannot be reached", and each page or lookup 30 s. Now `prov web --service-timeout`
+    bounds the wait for the service (20 s by default; a slow upload is not counted: only
+    time the service keeps a piece or the answer waiting) and the 504 says so."""
+    import signal
+
+    srv = start_server(tmp_path / "stall.db")
+    web = start_web(srv.address, "--service-timeout", "3")
+    data = site.files.hopper.read_bytes()
+    try:
+        with httpx.Client(base_url=web.address, timeout=60) as c:
+            assert c.post("/api/v1/verify", files={"file": ("h.jpg", data)}).status_code == 200
+        srv.proc.send_signal(signal.SIGSTOP)
+        try:
+            answers = _stalled_answers(web.address, data, 60)
+        finally:
+            srv.proc.send_signal(signal.SIGCONT)
+        for what, r, took in answers:
+            assert r.status_code == 504, (what, r.text)
+            said = "the verification service did not answer within 3 s; try again"
+            assert said in r.text, (what, r.text)
+            assert took < 3 + 5, (what, took)
+        # the service answers again once it runs: so does the page
+        with httpx.Client(base_url=web.address, timeout=60) as c:
+            r = c.post("/api/v1/verify", files={"file": ("h.jpg", data)})
+            assert r.json()["status"] == "UNSIGNED", r.text
+    finally:
+        web.stop()
+        srv.stop()
+
+
+def test_a_service_at_work_past_the_service_timeout_still_answers(
+    site: DemoSite, tmp_path: Path
+) -> None:
+    """The service says it has the whole file (initial metadata `RECEIVED_KEY`) before
+    decoding it: decoding a video for longer than `--service-timeout` (0.3 s here) is
+    work, not a stall, and its verdict comes back."""
+    from tests.conftest import write_video
+
+    video = tmp_path / "long.mp4"
+    rng = np.random.default_rng(3)
+    write_video(video, (rng.integers(0, 256, (360, 640, 3), dtype=np.uint8) for _ in range(200)), 2)
+    web = start_web(site.grpc.address, "--service-timeout", "0.3")
+    try:
+        with httpx.Client(base_url=web.address, timeout=120) as c:
+            t = time.monotonic()
+            r = _verify(c, video, params={"detect": "false"})
+            took = time.monotonic() - t
+        assert r.status_code == 200, r.text
+        assert r.json()["status"] == "UNSIGNED"
+        assert took > 0.3 * 3, took  # it did take longer than the timeout
+    finally:
+        web.stop()

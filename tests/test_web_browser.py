@@ -386,3 +386,56 @@ def test_no_page_is_wider_than_a_375_px_phone(browser: webdriver.Chrome, site: D
         )
     assert not wide, wide
     assert bar >= 150 and width <= 375, (bar, width)
+
+
+@pytest.mark.parametrize("javascript", [True, False])
+def test_a_file_name_with_quotes_is_shown_as_it_is(
+    browser: webdriver.Chrome, site: DemoSite, tmp_path: Path, javascript: bool
+) -> None:
+    """Chromium percent-encodes ``"`` in the multipart file name (the HTML form encoding:
+    ``"`` as %22, LF as %0A, CR as %0D); the page showed ``%22``. The real name is shown,
+    as text (the ``<b>`` in it is no element), in the report and in the tab's title, by
+    the page's script and without it."""
+    name = 'say "cheese" <b>1.jpg'
+    file = tmp_path / name
+    shutil.copyfile(site.files.hopper, file)
+    if javascript:
+        driver = browser
+        browser.get(site.web + "/")
+        _verify_here(browser, file)
+    else:
+        driver = _driver(tmp_path / "profile", javascript=False)
+    try:
+        if not javascript:
+            _verify(driver, site, file, None)
+        assert driver.find_element(By.ID, "status").text == "SIGNED_ORIGINAL"
+        assert driver.find_element(By.CSS_SELECTOR, "#report .file-name").text == name
+        assert not driver.find_elements(By.CSS_SELECTOR, "#report .file-name b")
+        assert driver.title.startswith(f"SIGNED_ORIGINAL: {name} ")
+    finally:
+        if not javascript:
+            driver.quit()
+
+
+def test_bidi_controls_in_a_file_name_are_shown_as_code_points(
+    browser: webdriver.Chrome, site: DemoSite, tmp_path: Path
+) -> None:
+    """A name holding bidirectional controls ("photo\\u202egpj.exe" reads
+    "photoexe.jpg") is shown with each control as its escape, as the CLI prints it
+    (`provenance.terminal.shown`): in the report, the tab's title and the line naming
+    the chosen file before it is sent."""
+    name = "photo\u202egpj.exe\u2066x\u2069\u200e\u200f.jpg"
+    file = tmp_path / name
+    shutil.copyfile(site.files.hopper, file)
+    browser.get(site.web + "/")
+    browser.find_element(By.ID, "file").send_keys(str(file))
+    escaped = "photo\\u202egpj.exe\\u2066x\\u2069\\u200e\\u200f.jpg"
+    exact = "return document.querySelector(arguments[0]).textContent"  # .text drops LRM
+    assert browser.execute_script(exact, "#chosen").startswith(escaped + " (")
+    browser.find_element(By.ID, "file").clear()
+    _verify_here(browser, file)
+    assert browser.find_element(By.ID, "status").text == "SIGNED_ORIGINAL"
+    assert browser.execute_script(exact, "#report .file-name") == escaped
+    assert browser.title.startswith(f"SIGNED_ORIGINAL: {escaped} ")
+    for text in (browser.title, browser.execute_script(exact, "#result")):
+        assert not re.search("[\u200e\u200f\u202a-\u202e\u2066-\u2069]", text), text

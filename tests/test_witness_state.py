@@ -80,3 +80,51 @@ def test_a_log_whose_key_changed_gets_404_not_an_unsigned_checkpoint(tmp_path: P
         assert post_checkpoint(url, f"old 0\n\n{note}")[0] == 200
         status, body, _ = _get(f"{url}/{origin_hash}/checkpoint")
         assert status == 200 and f"\u2014 {origin} " in body, body
+
+
+def test_a_state_that_cannot_be_saved_is_a_503_and_nothing_is_cosigned(tmp_path: Path) -> None:
+    """Saving the state failed (a full disk; here a real EFBIG, the witness process's
+    file size limit, RLIMIT_FSIZE, under the new state file's size): Starlette's bare 500
+    and a traceback. Now 503 with Retry-After and one plain line, no cosignature, the
+    state before kept (the next checkpoint from it is cosigned) and no temporary file
+    left; the file and the error go to the log once."""
+    origin = "log.test/full"
+    log = generate_log_key(tmp_path / "log.pem", origin)
+    origin_hash = hashlib.sha256(origin.encode()).hexdigest()
+    empty = log.sign(Checkpoint(origin, 0, merkle.EMPTY_ROOT))
+    leaf = merkle.leaf_hash(b"entry")
+    big_body = Checkpoint(origin, 1, leaf).body().decode() + "".join(
+        f"extension line {i} {'x' * 60}\n" for i in range(120)
+    )  # opaque extension lines: an 9 kB note, its state file past the 4 KiB limit
+    big = log.sign_text(big_body)
+    small = log.sign(Checkpoint(origin, 1, leaf))
+    stderr: list[str] = []
+    with witness_serve(tmp_path, log.verifier_key(), stderr, max_file_bytes=4096) as (url, _):
+        assert post_checkpoint(url, f"old 0\n\n{empty}")[0] == 200
+        (state,) = (tmp_path / "wstate").glob("*.json")
+        before = state.read_text()
+        request = urllib.request.Request(
+            f"{url}/add-checkpoint", data=f"old 0\n\n{big}".encode(), method="POST"
+        )
+        try:
+            urllib.request.urlopen(request, timeout=30)
+            raise AssertionError("the witness cosigned a checkpoint it did not save")
+        except urllib.error.HTTPError as e:
+            status, body, headers = e.code, e.read().decode(), e.headers
+        assert state.read_text() == before  # the state before, kept
+        assert sorted(p.name for p in (tmp_path / "wstate").iterdir()) == [".lock", state.name]
+        assert _get(f"{url}/{origin_hash}/checkpoint")[1].startswith(f"{origin}\n0\n")
+        # the state is still size 0: the next checkpoint from it is cosigned
+        code, line = post_checkpoint(url, f"old 0\n\n{small}")
+        assert code == 200 and line.startswith("\u2014 witness.test/w1 "), (code, line)
+    assert status == 503, (status, body)
+    assert headers["Retry-After"] == "60", dict(headers)
+    assert headers["Content-Type"] == "text/plain; charset=utf-8"
+    assert body == (
+        "this witness could not save its state (File too large), so it cosigned nothing;"
+        " try again later\n"
+    ), body
+    assert "\u2014" not in body
+    (log_text,) = stderr
+    assert "Traceback" not in log_text, log_text
+    assert log_text.count(f"witness state {state} could not be saved") == 1, log_text

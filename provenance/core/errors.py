@@ -105,7 +105,9 @@ class TransportError(ProvenanceError):
     """The server could not be reached or answered with an error (client side).
     ``retry_after_s``: when the server said how long to wait before trying again;
     ``from_grpc``: the message is gRPC's own failure text, not a sentence our server
-    wrote (for an operator's log rather than a web page's visitor)."""
+    wrote (for an operator's log rather than a web page's visitor); ``waited_s``: the
+    client's own wait for the server ran out (DEADLINE_EXCEEDED) after this many seconds,
+    the server saying nothing."""
 
     def __init__(
         self,
@@ -114,11 +116,13 @@ class TransportError(ProvenanceError):
         retry_after_s: float | None = None,
         *,
         from_grpc: bool = False,
+        waited_s: float | None = None,
     ) -> None:
         super().__init__(message)
         self.code = code
         self.retry_after_s = retry_after_s
         self.from_grpc = from_grpc
+        self.waited_s = waited_s
 
 
 class DecodeBudgetError(MediaTooLargeError):

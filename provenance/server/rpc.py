@@ -82,7 +82,12 @@ from provenance.server.service import ProvenanceService
 from provenance.v1 import provenance_pb2 as pb
 from provenance.v1 import provenance_pb2_grpc as rpc
 from provenance.wire import convert as wire
-from provenance.wire.contract import MAX_MESSAGE_BYTES, RETRY_AFTER_KEY, SERVER_ERROR_KEY
+from provenance.wire.contract import (
+    MAX_MESSAGE_BYTES,
+    RECEIVED_KEY,
+    RETRY_AFTER_KEY,
+    SERVER_ERROR_KEY,
+)
 
 log = logging.getLogger(__name__)
 
@@ -626,15 +631,19 @@ class VerificationServicer(rpc.VerificationServicer):
         return header
 
     async def _uploaded(
-        self, requests: AsyncIterator[Any], work: Callable[[Upload, Any], T], peer: str
+        self,
+        requests: AsyncIterator[Any],
+        work: Callable[[Upload, Any], T],
+        context: grpc.aio.ServicerContext[Any, Any],
     ) -> T:
-        """Receive an upload from ``peer`` (gRPC's ``context.peer()``) in an upload slot
-        (shared fairly between clients: `UploadGate`), then ``work(upload, header)`` in a
-        pool thread. The thread owns the slot and the upload until it finishes, even when
+        """Receive an upload from ``context.peer()`` in an upload slot (shared fairly
+        between clients: `UploadGate`), say so in initial metadata (`RECEIVED_KEY`: a
+        client can tell a service decoding a long video from one that stalled), then
+        ``work(upload, header)`` in a pool thread. The thread owns the slot and the upload until it finishes, even when
         the client goes away meanwhile, so cancelled calls never pile up past the limits.
         Refused a slot, it tries once more when one is given back, within
         `ADMISSION_WAIT_S`."""
-        client = peer_client(peer)
+        client = peer_client(context.peer())
         with ExitStack() as held:
             try:
                 slot = held.enter_context(self.gate.upload(client))
@@ -647,6 +656,7 @@ class VerificationServicer(rpc.VerificationServicer):
             upload = held.enter_context(Upload(self.c.inspect.limits.max_bytes))
             slot.received = lambda: upload.size
             header = await self._receive(requests, upload, slot)
+            await context.send_initial_metadata(((RECEIVED_KEY, "1"),))
             owned = held.pop_all()
 
         def job() -> T:
@@ -667,7 +677,7 @@ class VerificationServicer(rpc.VerificationServicer):
         report = await self._uploaded(
             requests,
             lambda upload, header: self._verify(upload, header, context.time_remaining),
-            context.peer(),
+            context,
         )
         return wire.report_to_pb(report)
 
@@ -712,7 +722,7 @@ class VerificationServicer(rpc.VerificationServicer):
         block = await self._uploaded(
             requests,
             lambda upload, _: self._detect(upload, context.time_remaining()),
-            context.peer(),
+            context,
         )
         return wire.detector_to_pb(block)
 

@@ -27,7 +27,7 @@ from provenance.media.image import SUPPORTED_FORMATS
 from provenance.web import api, pages, present, softbinding, tlogtiles
 from provenance.web.ratelimit import RateLimiter
 from provenance.web.security import SecurityHeaders
-from provenance.web.upload import Relayer, UploadLimits
+from provenance.web.upload import SERVICE_TIMEOUT_S, Relayer, UploadLimits
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +50,10 @@ class WebConfig:
     service's); 0: none;
     ``upload_hold_bytes``: a file up to this size is held in memory until its form ends
     (larger ones are relayed as they arrive);
-    ``tiles_dir``: a `prov log export-tiles` folder served read-only under /tlog/."""
+    ``tiles_dir``: a `prov log export-tiles` folder served read-only under /tlog/;
+    ``service_timeout_s``: the longest a call to the service may wait for it, in seconds:
+    a small call's answer, an upload's next piece taken or its receipt (a slow upload is
+    not counted; `UploadLimits.answer_s`); past it, 504."""
 
     server: str
     max_upload_bytes: int = DEFAULT_MAX_BYTES
@@ -63,6 +66,7 @@ class WebConfig:
     upload_cut_rate: float = 8 * 1024
     tiles_dir: Path | None = None
     upload_hold_bytes: int = 8 * 1024 * 1024
+    service_timeout_s: float = SERVICE_TIMEOUT_S
 
 
 @dataclass
@@ -83,7 +87,7 @@ class WebState:
 def create_app(config: WebConfig) -> Starlette:
     """The web application for ``config``. Opens one gRPC channel (lazily connected) and
     closes it at shutdown. Raises ConfigError for a malformed server address."""
-    client = ProvenanceClient(config.server)
+    client = ProvenanceClient(config.server, timeout=config.service_timeout_s)
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(PACKAGE / "templates"), autoescape=True)
     present.install(env)
     env.globals["supported_formats"] = SUPPORTED_FORMATS  # the CLI's list, for the page
@@ -101,6 +105,7 @@ def create_app(config: WebConfig) -> Starlette:
                 grace_s=config.upload_grace_seconds,
                 min_rate=config.upload_min_rate,
                 cut_rate=config.upload_cut_rate,
+                answer_s=config.service_timeout_s,
             ),
             config.max_concurrent_uploads,
         ),

@@ -64,6 +64,17 @@ def web(
             file_okay=False,
         ),
     ] = None,
+    service_timeout: Annotated[
+        float,
+        typer.Option(
+            help="Answer 504 when the gRPC service keeps a call waiting this long, seconds:"
+            " to answer a page or lookup, to take the next piece of an upload, or to say"
+            " it has the whole file (a slow upload is not counted; decoding a long video"
+            " after that is).",
+            min=0.1,
+            callback=finite,
+        ),
+    ] = 20.0,
     header_seconds: HeaderSecondsOpt = 10.0,
     connections_per_client: ConnectionsPerClientOpt = 32,
     max_connections: MaxConnectionsOpt = 256,
@@ -92,6 +103,7 @@ def web(
             upload_idle_seconds=upload_idle_seconds,
             upload_cut_rate=upload_min_rate_kb * 1024,
             tiles_dir=tiles_dir,
+            service_timeout_s=service_timeout,
         ),
         limits=HttpLimits(
             header_seconds=header_seconds,

@@ -96,6 +96,10 @@ UNREACHABLE_LOG_EVERY_S = 60.0
 _log_gate = Every(UNREACHABLE_LOG_EVERY_S)  # one line per kind of failure
 
 
+#: What a visitor is told when the service kept a call waiting past its deadline
+#: (``prov web --service-timeout``; formatted with the seconds waited).
+NO_ANSWER_TEXT = "the verification service did not answer within {:g} s; try again"
+
 #: What a visitor is told when a call to the service failed with gRPC's own text (no
 #: sentence from our server: another service on its port, a proxy's failure; `message`).
 GRPC_FAILURE_TEXT = (
@@ -118,8 +122,13 @@ def message(error: ProvenanceError) -> str:
     its address and gRPC's own failure text (`UNREACHABLE_TEXT`: both are the operator's,
     logged here at most every `UNREACHABLE_LOG_EVERY_S`, never a visitor's); a call that
     failed with gRPC's own text (``from_grpc``) is said as `GRPC_FAILURE_TEXT`, the text
-    logged the same way."""
+    logged the same way; one whose wait for the service ran out (``waited_s``) as
+    `NO_ANSWER_TEXT`, logged the same way."""
     text = str(error)
+    if isinstance(error, TransportError) and error.waited_s is not None:
+        said = NO_ANSWER_TEXT.format(error.waited_s)
+        _log_unreachable(text, said)
+        return said
     if isinstance(error, TransportError) and text.startswith(CANNOT_REACH):
         _log_unreachable(text)
         return UNREACHABLE_TEXT

@@ -19,6 +19,7 @@ def _errors(*codes: int) -> dict[str, Any]:
         413: "over a size or pixel limit (RESOURCE_EXHAUSTED)",
         429: "too many uploads from this client; see Retry-After",
         503: "the service is unreachable or busy (UNAVAILABLE); see Retry-After",
+        504: "the service did not answer within prov web --service-timeout (DEADLINE_EXCEEDED)",
     }
     return {str(c): _json(ERROR, text[c]) for c in codes}
 
@@ -138,7 +139,7 @@ def openapi_document() -> dict[str, Any]:
                     "requestBody": {"required": True, "content": MULTIPART},
                     "responses": {
                         "200": _json({"$ref": "#/components/schemas/Report"}, "the report"),
-                        **_errors(400, 408, 413, 429, 503),
+                        **_errors(400, 408, 413, 429, 503, 504),
                     },
                 }
             },
@@ -151,7 +152,7 @@ def openapi_document() -> dict[str, Any]:
                     },
                     "responses": {
                         "200": _json({"type": "object"}, "{results: [{ref, ...report}]}"),
-                        **_errors(400, 413, 503),
+                        **_errors(400, 413, 503, 504),
                     },
                 }
             },

@@ -23,6 +23,7 @@ from detector.bands import (
     thresholds,
     unscored_reason,
 )
+from provenance.terminal import UNSAFE_IN_LINE, js_class, shown_line
 
 
 @dataclass(frozen=True)
@@ -279,6 +280,8 @@ def install(env: Environment) -> None:
         crop_extent=crop_extent,
         crop_marks=crop_marks,
         error_title=error_title,
+        # the rule of the `file_name` filter, for the page's script (app.js)
+        unsafe_in_name=js_class(UNSAFE_IN_LINE),
     )
     env.filters.update(
         short=short,
@@ -287,6 +290,10 @@ def install(env: Environment) -> None:
         seconds=seconds,
         json_data_url=json_data_url,
         download_name=download_name,
+        # a file name as shown on the page and in the tab's title: its control and
+        # bidirectional control characters written as escapes ("photo\\u202egpj.exe"
+        # read "photoexe.jpg"), as the CLI prints it (`provenance.terminal.shown_line`)
+        file_name=shown_line,
         threshold_words=threshold_words,
         unscored_reason=unscored_reason,
     )

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import queue
+import re
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -30,10 +31,11 @@ from python_multipart.exceptions import ParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.requests import ClientDisconnect, Request
 
-from clients.api import MIN_UPLOAD_RATE, VERIFY_DECODE_SECONDS, ProvenanceClient
+from clients.api import VERIFY_DECODE_SECONDS, ProvenanceClient
 from provenance.core.errors import ClaimError, ProvenanceError
 from provenance.core.fair_share import NOTICE_WINDOWS, Notice, ended_slow, take_victim
 from provenance.core.verify import VerificationReport
+from provenance.terminal import shown_line
 from provenance.web.errors import WebError
 from provenance.web.logviews import is_number
 from provenance.web.present import human_bytes
@@ -54,15 +56,40 @@ RELAY_BLOCK = 256 * 1024
 MAX_HEADER = 8 * 1024
 #: Longest file name kept (characters); longer names are cut.
 MAX_NAME = 255
+#: Longest the page waits for the service by default, in seconds: a call's answer, or an
+#: upload's next piece taken or its receipt (`UploadLimits.answer_s`; ``prov web
+#: --service-timeout``).
+SERVICE_TIMEOUT_S = 20.0
 #: Longest multipart boundary accepted, in bytes.
 MAX_BOUNDARY = 256
+#: What browsers write in place of a multipart file name's LF, CR and ``"`` (the HTML
+#: standard's multipart/form-data encoding; curl does the same): undone by `part_filename`.
+FORM_ESCAPES = {"%0A": "\n", "%0D": "\r", "%22": '"'}
+_FORM_ESCAPED = re.compile("|".join(FORM_ESCAPES))
+
+
+def part_filename(raw: bytes, default: str) -> str:
+    """The file name of a multipart part's ``filename`` parameter as its sender named it:
+    UTF-8 (undecodable bytes replaced), the browser's escapes of LF, CR and ``"`` undone
+    (`FORM_ESCAPES`: Chromium sends ``a"b.jpg`` as ``a%22b.jpg``, and the page showed
+    that), any folder dropped (``\\`` counts as a separator), at most `MAX_NAME`
+    characters; ``default`` when nothing is left. The name is still text from a client
+    (templates escape it, the `file_name` filter shows its controls as escapes). (A name holding a literal ``%22`` reads as ``"``: the encoding
+    leaves ``%`` as it is, so the two cannot be told apart.)"""
+    name = raw.decode("utf-8", "replace")
+    name = _FORM_ESCAPED.sub(lambda m: FORM_ESCAPES[m.group()], name)
+    return name.replace("\\", "/").rsplit("/", 1)[-1][:MAX_NAME] or default
 
 
 @dataclass(frozen=True)
 class UploadLimits:
     """``max_file_bytes``: the largest file relayed (the service has its own limit);
     ``hold_bytes``: a file up to this size is held in memory until the form ends;
-    ``timeout_s``: extra deadline of the service call beyond the upload time;
+    ``timeout_s``: the service call's deadline beyond the longest the upload may take
+    (``grace_s`` and ``min_rate``), a bound for a service at work (decoding a long
+    video); ``answer_s``: the longest the service may keep the call waiting, to take the
+    next piece or, after the last, to say it has the whole file (`ProvenanceClient.
+    verify_stream`); a slow upload is not counted (``prov web --service-timeout``);
     ``idle_s``: longest wait for the next piece of a request body, in seconds;
     ``per_client``: uploads one client address may have running at once;
     ``grace_s`` and ``min_rate``: a body must arrive within ``grace_s`` seconds plus
@@ -76,6 +103,7 @@ class UploadLimits:
     max_file_bytes: int
     hold_bytes: int = 8 * 1024 * 1024
     timeout_s: float = 30.0 + VERIFY_DECODE_SECONDS
+    answer_s: float = SERVICE_TIMEOUT_S
     idle_s: float = 60.0
     per_client: int = 2
     grace_s: float = 120.0
@@ -83,8 +111,10 @@ class UploadLimits:
     cut_rate: float = 8 * 1024
 
     def deadline(self, size: int) -> float:
-        """Seconds the service call may take for a file of ``size`` bytes (0: unknown)."""
-        return self.timeout_s + (size or self.max_file_bytes) / MIN_UPLOAD_RATE
+        """Seconds the service call may take for a file of ``size`` bytes (0: unknown):
+        as long as the upload may take at the slowest pace allowed, plus ``timeout_s``.
+        (It assumed 5 MiB/s: a slower honest upload of a large file ran out of time.)"""
+        return self.grace_s + (size or self.max_file_bytes) / self.min_rate + self.timeout_s
 
 
 @dataclass(frozen=True)
@@ -127,6 +157,7 @@ class _Relay:
                     flush_bytes=RELAY_BLOCK,
                     public_key=sidecar.public_key if sidecar else b"",
                     on_call=self._started,
+                    answer_s=limits.answer_s,
                 )
             finally:
                 self.done.set()
@@ -290,11 +321,9 @@ class _Form:
             if self.file_seen:
                 raise WebError("the form carries more than one field named `file`")
             self.file_seen = True
-            raw = params.get(b"filename", b"").decode("utf-8", "replace")
-            self.filename = raw.replace("\\", "/").rsplit("/", 1)[-1][:MAX_NAME] or "upload"
+            self.filename = part_filename(params.get(b"filename", b""), "upload")
         elif b"filename" in params and name != "sidecar":  # curl -F photo=@h.jpg
-            shown = params[b"filename"].decode("utf-8", "replace").replace("\\", "/")
-            shown = shown.rsplit("/", 1)[-1][:MAX_NAME] or "FILE"
+            shown = shown_line(part_filename(params[b"filename"], "FILE"))
             raise WebError(
                 f"the file came in the form field `{name[:MAX_NAME]}`; send it in the field"
                 f" `file` (e.g. curl -F file=@{shown})"

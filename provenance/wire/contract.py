@@ -26,3 +26,8 @@ SERVER_ERROR_KEY = "prov-error"
 #: Trailing-metadata key beside SERVER_ERROR_KEY when the server knows when to try again
 #: (value: seconds, a decimal number), e.g. while the near-duplicate index is still loading.
 RETRY_AFTER_KEY = "prov-retry-after-s"
+#: Initial-metadata key the server sends on an upload call (VerifyFile, DetectFile) once
+#: it has received the whole file, before decoding it (value "1"): a client waiting for
+#: the answer can tell a service at work from one that stalled (`prov web
+#: --service-timeout`).
+RECEIVED_KEY = "prov-received"

@@ -19,7 +19,11 @@ signed checkpoint. The witness answers:
   and the update are atomic (the tlog-witness race: a thread lock, and an flock on the
   state folder's lock file for other processes of the same folder);
 - 503 when another process of the same state folder holds its lock for more than
-  `LOCK_WAIT_S` (a hung or stopped process): the request is not left waiting for ever.
+  `LOCK_WAIT_S` (a hung or stopped process): the request is not left waiting for ever;
+- 503 with Retry-After (`SAVE_RETRY_AFTER_S`) when the new state cannot be saved (a full
+  disk, any OSError): no cosignature is returned, the state before is kept (tlog-witness:
+  the checkpoint must be persisted before the answer), and the file and the error go to
+  the witness's log at most once a minute (before: Starlette's bare 500 and a traceback).
 
 A cosignature (c2sp.org/tlog-cosignature "Format", "Ed25519 signed message") is a note
 signature line ``— <witness name> base64(key id || u64 timestamp || Ed25519 signature)``
@@ -110,7 +114,12 @@ DAMAGED_STATE_TEXT = (
 the file's path and the error are the operator's, in the witness's log."""
 
 DAMAGED_LOG_EVERY_S = 60.0
-"""Seconds between two log lines about one damaged state file."""
+"""Seconds between two log lines about one damaged state file (or one that cannot be
+saved)."""
+
+SAVE_RETRY_AFTER_S = 60
+"""Retry-After, in seconds, of the 503 answered when the state cannot be saved (a full
+disk is seldom freed within seconds)."""
 
 
 def cosignature_key_id(name: str, public_key: bytes) -> bytes:
@@ -260,11 +269,13 @@ class WitnessStatus:
 
 @dataclass(frozen=True)
 class Answer:
-    """An HTTP answer: status, body text and content type."""
+    """An HTTP answer: status, body text, content type and Retry-After seconds."""
 
     status: int
     body: str
     content_type: str = "text/plain; charset=utf-8"
+    #: seconds for a Retry-After header (0: none)
+    retry_after: int = 0
 
 
 @dataclass(frozen=True)
@@ -382,6 +393,16 @@ class _DamagedState(LogError):
         self.path = path
 
 
+class _SaveFailed(LogError):
+    """A witness state file that could not be written (a full disk, a file size limit,
+    a read-only or vanished folder): the state before stays as it was."""
+
+    def __init__(self, path: Path, error: OSError) -> None:
+        super().__init__(f"witness state {path} could not be saved: {error}")
+        self.path = path
+        self.reason = error.strerror or str(error)
+
+
 def _log_lines(note: str, verifier: NoteVerifier) -> str:
     """The signature lines of the signed ``note`` by ``verifier``'s key (name and key id),
     as note text; empty when there are none, or when the note is malformed."""
@@ -485,7 +506,37 @@ class Witness:
         log.error("%s (answered 500; logged at most every %g s)", error, DAMAGED_LOG_EVERY_S)
         return Answer(500, DAMAGED_STATE_TEXT)
 
+    def _unsaved(self, error: _SaveFailed) -> Answer:
+        """The 503 answer (with Retry-After) when the state could not be saved: nothing
+        was cosigned. Logs the file and the error, at most once every
+        `DAMAGED_LOG_EVERY_S` per file."""
+        if self._damaged_log.due(("save", error.path)):
+            log.error("%s (answered 503; logged at most every %g s)", error, DAMAGED_LOG_EVERY_S)
+        return Answer(
+            503,
+            f"this witness could not save its state ({error.reason}), so it cosigned"
+            " nothing; try again later\n",
+            retry_after=SAVE_RETRY_AFTER_S,
+        )
+
     def _save(self, checkpoint: Checkpoint, note: str, line: str) -> None:
+        """Replace the log's state file with ``checkpoint``, its signed ``note`` and the
+        cosignature ``line``, atomically and durably (a temporary file fsynced, renamed
+        over it, the folder fsynced). Raises _SaveFailed on any OSError, the temporary
+        file removed: the state before is untouched, unless only the folder's fsync
+        failed (then the new state is in place but may not survive a power cut)."""
+        path = self._state_path(checkpoint.origin)
+        tmp = path.with_name(f".tmp-{os.getpid()}-{secrets.token_hex(4)}")
+        try:
+            self._write_state(checkpoint, note, line, path, tmp)
+        except OSError as e:
+            with contextlib.suppress(OSError):
+                tmp.unlink(missing_ok=True)
+            raise _SaveFailed(path, e) from e
+
+    def _write_state(
+        self, checkpoint: Checkpoint, note: str, line: str, path: Path, tmp: Path
+    ) -> None:
         doc = {
             "origin": checkpoint.origin,
             "size": checkpoint.size,
@@ -493,8 +544,6 @@ class Witness:
             "note": note,
             "cosignature": line,
         }
-        path = self._state_path(checkpoint.origin)
-        tmp = path.with_name(f".tmp-{os.getpid()}-{secrets.token_hex(4)}")
         with open(tmp, "w") as handle:
             handle.write(json.dumps(doc, indent=2) + "\n")
             handle.flush()
@@ -538,6 +587,8 @@ class Witness:
                 return self._check_and_save(request, origin, verifier, new)
         except _DamagedState as e:
             return self._damaged(e)
+        except _SaveFailed as e:
+            return self._unsaved(e)
         except _Busy:
             return Answer(
                 503,

@@ -15,6 +15,15 @@ from provenance.web.serve import bind, serve_until_signalled, uvicorn_server
 from provenance.witness import MAX_BODY_BYTES, Answer, Witness
 
 
+def _response(answer: Answer) -> Response:
+    """``answer`` as an HTTP response: its Content-Type set as a header, so Starlette adds
+    no charset to text/x.tlog.size, and its Retry-After when it has one."""
+    headers = {"Content-Type": answer.content_type}
+    if answer.retry_after:
+        headers["Retry-After"] = str(answer.retry_after)
+    return Response(answer.body, answer.status, headers=headers)
+
+
 def create_app(witness: Witness) -> Starlette:
     """A Starlette app answering add-checkpoint and the monitors' ``GET /<origin
     hash>/checkpoint`` for ``witness`` (both prefixes are the root)."""
@@ -28,12 +37,11 @@ def create_app(witness: Witness) -> Starlette:
         # on a worker thread: a signature check, a consistency proof and an fsync'd save
         # must not hold up the event loop's other connections
         answer: Answer = await run_in_threadpool(witness.add_checkpoint, bytes(body))
-        # set as a header so Starlette adds no charset to text/x.tlog.size
-        return Response(answer.body, answer.status, headers={"Content-Type": answer.content_type})
+        return _response(answer)
 
     async def checkpoint(request: Request) -> Response:
         answer = await run_in_threadpool(witness.monitor_checkpoint, request.path_params["hash"])
-        return Response(answer.body, answer.status, headers={"Content-Type": answer.content_type})
+        return _response(answer)
 
     return Starlette(
         routes=[

@@ -29,9 +29,21 @@
     return (i === 0 ? n : n.toFixed(1)) + " " + units[i];
   }
 
+  // A file name's control and bidirectional control characters, written as escapes
+  // ("photo\u202egpj.exe" read "photoexe.jpg"): the server's rule for names it shows,
+  // given in data-unsafe (provenance.terminal.shown_line).
+  var unsafe = new RegExp(chosen.getAttribute("data-unsafe") || "[]", "g");
+  function shownName(name) {
+    return name.replace(unsafe, function (c) {
+      var n = c.charCodeAt(0);
+      return n < 0x100 ? "\\x" + ("0" + n.toString(16)).slice(-2)
+        : "\\u" + ("000" + n.toString(16)).slice(-4);
+    });
+  }
+
   function showChosen() {
     var f = file.files && file.files[0];
-    chosen.textContent = f ? f.name + " (" + size(f.size) + ")" : "";
+    chosen.textContent = f ? shownName(f.name) + " (" + size(f.size) + ")" : "";
   }
 
   // A newly chosen file is another verification: the sidecar sent with the last one
@@ -108,7 +120,8 @@
 
   function finish(xhr, f) {
     var doc = new DOMParser().parseFromString(xhr.responseText, "text/html");
-    var fresh = doc.getElementById("result") || foreignAnswer(xhr, doc);
+    var ours = doc.getElementById("result");
+    var fresh = ours || foreignAnswer(xhr, doc);
     var old = document.getElementById("result");
     if (old) {
       old.replaceWith(fresh);
@@ -117,7 +130,9 @@
     form.classList.add("again");
     var title = form.querySelector(".upload-title");
     if (title) { title.textContent = "Verify another file"; }
-    if (doc.getElementById("result") && doc.title) { document.title = doc.title; }
+    // (asked of `ours`: once moved into this page, `doc` no longer holds it, and the tab
+    // kept "Verify a file" after every report)
+    if (ours && doc.title) { document.title = doc.title; }
     attachThumbnail(f);
     var heading = document.getElementById("verdict-title") || document.querySelector("#result [role=alert]");
     if (heading) {
