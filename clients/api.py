@@ -29,6 +29,7 @@ from provenance.v1 import provenance_pb2_grpc as rpc
 from provenance.wire import convert as wire
 from provenance.wire.contract import (
     MAX_MESSAGE_BYTES,
+    RECEIVED_KEY,
     RETRY_AFTER_KEY,
     SERVER_ERROR_KEY,
     UPLOAD_CHUNK_BYTES,
@@ -321,6 +322,7 @@ class ProvenanceClient:
         public_key: bytes = b"",
         on_call: Callable[[grpc.Future[Any]], None] | None = None,
         answer_s: float | None = None,
+        work_s: float | None = None,
     ) -> VerificationReport:
         """Verify a file whose bytes arrive from ``blocks`` (any sizes), so nothing holds
         the whole file. Bytes go out as soon as ``flush_bytes`` have gathered, in messages
@@ -335,10 +337,13 @@ class ProvenanceClient:
         call waiting, in seconds (None: only ``timeout``): to take a message ready to go
         (time waiting for ``blocks`` is not counted, so a slow source is no stall), and
         after the last one, to say it has received the whole file (`RECEIVED_KEY`);
-        past it the call is cancelled, DEADLINE_EXCEEDED with ``waited_s`` set. Raises
+        past it the call is cancelled, DEADLINE_EXCEEDED with ``waited_s`` set; ``work_s``
+        (with ``answer_s``): the longest to wait for the answer once the whole file is
+        sent, seconds (None: only ``timeout``, which counts from the call's start and
+        so must allow for the slowest upload), past it the same. Raises
         TransportError with the server's status code name (CANCELLED when the call was
         cancelled)."""
-        watch = _AnswerWatch(answer_s) if answer_s else None
+        watch = _AnswerWatch(answer_s, work_s) if answer_s else None
 
         def chunks() -> Iterator[pb.VerifyFileChunk]:
             header = pb.VerifyFileHeader(
@@ -468,10 +473,13 @@ class _AnswerWatch:
     """How long the server has kept one upload call waiting (`verify_stream`'s
     ``answer_s``): since gRPC was handed a message it has not yet asked past (flow
     control: the server is not taking what is sent), or since the last message without
-    the server saying it has received the file (`RECEIVED_KEY`) or answering."""
+    the server saying it has received the file (`RECEIVED_KEY` in its initial metadata;
+    other metadata is no receipt) or answering; or, with ``work_s``, since the last
+    message without an answer."""
 
-    def __init__(self, answer_s: float) -> None:
+    def __init__(self, answer_s: float, work_s: float | None = None) -> None:
         self.answer_s = answer_s
+        self.work_s = work_s
         self._offered: float | None = None  # a message handed to gRPC, not yet taken
         self._sent_all: float | None = None
         self._received = threading.Event()
@@ -484,36 +492,41 @@ class _AnswerWatch:
         """gRPC asked past the last message: the server has it all but the end."""
         self._sent_all = time.monotonic()
 
-    def _stalled(self) -> bool:
+    def _stalled(self) -> float | None:
+        """The limit (seconds) the server has kept the call waiting past, else None."""
         now = time.monotonic()
         if self._offered is not None and now - self._offered > self.answer_s:
-            return True
-        return (
-            self._sent_all is not None
-            and not self._received.is_set()
-            and now - self._sent_all > self.answer_s
-        )
+            return self.answer_s
+        if self._sent_all is None:
+            return None
+        if not self._received.is_set() and now - self._sent_all > self.answer_s:
+            return self.answer_s
+        if self.work_s is not None and now - self._sent_all > self.work_s:
+            return self.work_s
+        return None
 
     def result(self, call: Any, address: str) -> Any:
         """``call``'s answer, waiting while the server keeps up (see the class); raises
         grpc's errors, and TransportError (DEADLINE_EXCEEDED, ``waited_s``) when the
-        server kept the call waiting longer than ``answer_s``, the call then cancelled."""
+        server kept the call waiting longer than ``answer_s`` or ``work_s`` (see the class),
+        the call then cancelled."""
 
         def received() -> None:
-            call.initial_metadata()  # returns once it came, or the call ended
-            self._received.set()
+            said = call.initial_metadata()  # returns once it came, or the call ended
+            if any(key == RECEIVED_KEY for key, _ in said or ()):
+                self._received.set()
 
         threading.Thread(target=received, name="upload-received", daemon=True).start()
         while True:
             try:
                 return call.result(timeout=WATCH_STEP_S)
             except grpc.FutureTimeoutError:
-                if self._stalled():
+                if (waited := self._stalled()) is not None:
                     call.cancel()
                     raise TransportError(
-                        f"the server at {address} did not answer within {self.answer_s:g} s",
+                        f"the server at {address} did not answer within {waited:g} s",
                         "DEADLINE_EXCEEDED",
-                        waited_s=self.answer_s,
+                        waited_s=waited,
                     ) from None
 
 

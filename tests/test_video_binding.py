@@ -6,6 +6,7 @@ import hashlib
 import io
 import os
 import threading
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO, cast
 
@@ -329,3 +330,53 @@ def test_locate_damage_rejects_lists_that_do_not_fit_their_sizes(video_bytes: by
     signed = hash_chunked(video_bytes)
     with pytest.raises(BindingError, match="expected: 3 chunk hashes for 1000 bytes"):
         locate_damage(signed.chunk_hashes, signed.chunk_hashes, MIB, 1000, signed.size)
+
+
+def _file_ranges_by_walk(
+    ranges: list[tuple[int, int]], removed: list[tuple[int, int]]
+) -> list[tuple[int, int]]:
+    """`file_ranges` as first written: each offset walks the runs (the reference)."""
+
+    def at(offset: int) -> int:
+        for start, length in removed:
+            if start > offset:
+                break
+            offset += length
+        return offset
+
+    return [(at(first), at(last)) for first, last in ranges]
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(st.tuples(st.integers(0, 50), st.integers(1, 30)), max_size=8),
+    st.lists(st.tuples(st.integers(0, 400), st.integers(0, 40)), max_size=8),
+)
+def test_file_ranges_names_the_same_bytes_as_a_walk_over_the_runs(
+    gaps: list[tuple[int, int]], spans: list[tuple[int, int]]
+) -> None:
+    from provenance.core.video_binding import file_ranges
+
+    removed, at = [], 0
+    for gap, length in gaps:  # runs in file order, apart or adjacent
+        removed.append((at + gap, length))
+        at += gap + length
+    ranges = [(first, first + span) for first, span in sorted(spans)]
+    assert file_ranges(ranges, removed) == _file_ranges_by_walk(ranges, removed)
+
+
+def test_file_ranges_of_many_runs_and_ranges_is_fast() -> None:
+    """Each offset walked every run taken out before it: an MP4 export carrying 200,000
+    empty C2PA boxes (24 bytes each, 4.8 MB) before its media, edited in 400 places,
+    walked 160,000,000 runs in all (3.4 s of CPU). Now a binary search per offset."""
+    from provenance.core.video_binding import file_ranges
+
+    removed = [(32 + 24 * i, 24) for i in range(200_000)]
+    ranges = [(i * 131_072, i * 131_072 + 65_535) for i in range(400)]
+    t = time.process_time()
+    found = file_ranges(ranges, removed)
+    took = time.process_time() - t
+    assert took < 1.0, took
+    shift = 24 * 200_000
+    assert found[0] == (0, 65_535 + shift)  # over the runs' place: takes them in
+    assert found[1] == (131_072 + shift, 131_072 + 65_535 + shift)  # after every run

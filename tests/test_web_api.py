@@ -937,6 +937,91 @@ def test_a_stalled_service_is_answered_504_within_the_service_timeout(
         srv.stop()
 
 
+class _HostileVerification:
+    """A gRPC service on a loopback port that takes a whole VerifyFile upload and never
+    answers: ``said`` is the initial metadata it sends, ``early`` whether before reading
+    the upload (else after). Not our service: one a `prov web` may be pointed at, or
+    ours wedged after its receipt (a decoder that never returns)."""
+
+    def __init__(self, said: tuple[tuple[str, str], ...], early: bool) -> None:
+        import threading
+        from concurrent import futures
+
+        import grpc
+
+        from provenance.v1 import provenance_pb2_grpc as rpc
+
+        self.release = threading.Event()
+        release = self.release
+
+        class Servicer(rpc.VerificationServicer):
+            def VerifyFile(self, requests: Any, context: Any) -> Any:
+                if early:
+                    context.send_initial_metadata(said)
+                for _ in requests:
+                    pass
+                if not early:
+                    context.send_initial_metadata(said)
+                release.wait(120)
+                context.abort(grpc.StatusCode.INTERNAL, "released")
+
+        self.server = grpc.server(futures.ThreadPoolExecutor(4))
+        rpc.add_VerificationServicer_to_server(Servicer(), self.server)
+        self.address = f"127.0.0.1:{self.server.add_insecure_port('127.0.0.1:0')}"
+        self.server.start()
+
+    def stop(self) -> None:
+        self.release.set()
+        self.server.stop(0)
+
+
+def test_initial_metadata_without_prov_received_is_no_receipt() -> None:
+    """Only `RECEIVED_KEY` says the service has the whole file: a service that sends
+    other initial metadata and then never answers is a stall, answered 504 within
+    `--service-timeout` (1 s here). Before, any initial metadata counted as the receipt
+    and the page waited for the call's deadline (no answer within 20 s)."""
+    hostile = _HostileVerification((("x-other", "1"),), early=False)
+    web = start_web(hostile.address, "--service-timeout", "1")
+    try:
+        with httpx.Client(base_url=web.address, timeout=20) as c:
+            t = time.monotonic()
+            r = c.post("/api/v1/verify", files={"file": ("h.jpg", b"\xff\xd8" * 1000)})
+            took = time.monotonic() - t
+        assert r.status_code == 504, r.text
+        assert "did not answer within 1 s" in r.text
+        assert took < 1 + 4, took
+    finally:
+        web.stop()
+        hostile.stop()
+
+
+def test_a_service_wedged_after_its_receipt_is_not_waited_on_for_hours() -> None:
+    """A service that says it has the whole file (`RECEIVED_KEY`; here at once) and then
+    never answers is waited on at most ``work_s`` past the upload's end, not the call's
+    deadline: `prov web` sizes that by the slowest upload pace of its largest file when
+    the size is not known (streamed: 120 s + 2 GiB at 32 KiB/s + 210 s, about 18 hours,
+    each holding a relay slot). Before, no answer within 20 s (work_s 2 s here)."""
+    from clients.api import ProvenanceClient
+    from provenance.core.errors import TransportError
+    from provenance.wire.contract import RECEIVED_KEY
+
+    hostile = _HostileVerification(((RECEIVED_KEY, "1"),), early=True)
+    client = ProvenanceClient(hostile.address)
+    try:
+        t = time.monotonic()
+        with pytest.raises(TransportError) as err:
+            client.verify_stream(
+                iter([b"\xff\xd8" * 1000]), "h.jpg", 20.0, answer_s=1.0, work_s=2.0
+            )
+        took = time.monotonic() - t
+        assert err.value.code == "DEADLINE_EXCEEDED", err.value
+        assert err.value.waited_s == 2.0
+        assert took < 2 + 3, took
+    finally:
+        client.close()
+        hostile.stop()
+
+
 def test_a_service_at_work_past_the_service_timeout_still_answers(
     site: DemoSite, tmp_path: Path
 ) -> None:

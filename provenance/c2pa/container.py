@@ -21,7 +21,9 @@ Everything here is pure: bytes in, bytes out.
 
 from __future__ import annotations
 
+import bisect
 import hashlib
+import itertools
 import struct
 from dataclasses import dataclass
 
@@ -331,8 +333,9 @@ def _strip_bmff(data: bytes) -> Stripped:
             "C2PA box in a fragmented or item-based BMFF file: offsets cannot be restored"
         )
     out = bytearray()
+    gone = {start for start, _ in removed}  # (a list took O(boxes x removed))
     for kind, s, p, e in top:
-        if (s, e - s) in removed:
+        if s in gone:
             continue
         start = len(out)
         out += data[s:e]
@@ -346,9 +349,15 @@ def _unshift_chunk_offsets(
     buf: bytearray, start: int, end: int, removed: list[tuple[int, int]]
 ) -> None:
     """Rewrite stco/co64 entries inside buf[start:end] (a moov payload) in place."""
+    _rewrite_chunk_offsets(buf, start, end, _OriginalOffsets(removed))
+
+
+def _rewrite_chunk_offsets(
+    buf: bytearray, start: int, end: int, original: _OriginalOffsets
+) -> None:
     for kind, s, p, e in _boxes(buf, start, end, strict=True):
         if kind in _BMFF_CONTAINERS:
-            _unshift_chunk_offsets(buf, p, e, removed)
+            _rewrite_chunk_offsets(buf, p, e, original)
         elif kind in (b"stco", b"co64"):
             fmt, width = (">I", 4) if kind == b"stco" else (">Q", 8)
             if p + 8 > e:
@@ -359,15 +368,26 @@ def _unshift_chunk_offsets(
             for i in range(count):
                 at = p + 8 + i * width
                 offset = struct.unpack_from(fmt, buf, at)[0]
-                struct.pack_into(fmt, buf, at, _original_offset(offset, removed))
+                struct.pack_into(fmt, buf, at, original(offset))
 
 
-def _original_offset(offset: int, removed: list[tuple[int, int]]) -> int:
-    """Map a file offset in the embedded file back to the file before embedding."""
-    shift = 0
-    for start, size in removed:
-        if start <= offset < start + size:
+class _OriginalOffsets:
+    """Maps a file offset in the embedded file back to the file before embedding, given
+    the removed boxes, (start, size) in file order: a binary search, so a file of many
+    boxes and many chunk offsets costs O(offsets x log boxes). (A walk over every box
+    for each offset took 22 s of CPU for 20,000 of each.)"""
+
+    def __init__(self, removed: list[tuple[int, int]]) -> None:
+        self._starts = [start for start, _ in removed]
+        self._ends = [start + size for start, size in removed]
+        self._shifts = list(itertools.accumulate(size for _, size in removed))
+
+    def __call__(self, offset: int) -> int:
+        """``offset`` less the sizes of the boxes before it; raises BindingError when it
+        points into one of them."""
+        i = bisect.bisect_right(self._starts, offset) - 1
+        if i < 0:
+            return offset
+        if offset < self._ends[i]:
             raise BindingError(f"a chunk offset ({offset}) points into the C2PA box")
-        if offset >= start + size:
-            shift += size
-    return offset - shift
+        return offset - self._shifts[i]

@@ -20,6 +20,7 @@ a C2PA manifest store is compared with its store removed (the bytes the claim si
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import hashlib
 import io
@@ -440,11 +441,18 @@ def file_ranges(
     the run in; a range past the end of the shorter bytes is shifted by every run.
     """
 
+    # run k begins, in the shorter bytes, at its file offset less the runs before it;
+    # an offset at or past that is shifted by run k and every run before it (a binary
+    # search: a walk over the runs for each offset took 3.4 s of CPU for 200,000 runs
+    # and 400 ranges)
+    begins, shifts, before = [], [], 0
+    for start, length in removed:
+        begins.append(start - before)
+        before += length
+        shifts.append(before)
+
     def at(offset: int) -> int:
-        for start, length in removed:
-            if start > offset:
-                break
-            offset += length
-        return offset
+        k = bisect.bisect_right(begins, offset)
+        return offset + (shifts[k - 1] if k else 0)
 
     return [(at(first), at(last)) for first, last in ranges]

@@ -22,6 +22,10 @@ from clients.options import (
     start_metrics,
 )
 
+#: Longest ``--service-timeout`` taken, in seconds (a day): past about 7e9 s gRPC's
+#: deadline (in nanoseconds) overflowed and every call failed at once, as if timed out.
+MAX_SERVICE_TIMEOUT_S = 86400.0
+
 
 def web(
     server: ServerOpt = default_server(),
@@ -72,6 +76,7 @@ def web(
             " it has the whole file (a slow upload is not counted; decoding a long video"
             " after that is).",
             min=0.1,
+            max=MAX_SERVICE_TIMEOUT_S,
             callback=finite,
         ),
     ] = 20.0,

@@ -85,9 +85,9 @@ def part_filename(raw: bytes, default: str) -> str:
 class UploadLimits:
     """``max_file_bytes``: the largest file relayed (the service has its own limit);
     ``hold_bytes``: a file up to this size is held in memory until the form ends;
-    ``timeout_s``: the service call's deadline beyond the longest the upload may take
-    (``grace_s`` and ``min_rate``), a bound for a service at work (decoding a long
-    video); ``answer_s``: the longest the service may keep the call waiting, to take the
+    ``timeout_s``: the longest the service may take to answer once it has the whole file
+    (decoding a long video), seconds, also the call's deadline beyond the longest the
+    upload may take (``grace_s`` and ``min_rate``); ``answer_s``: the longest the service may keep the call waiting, to take the
     next piece or, after the last, to say it has the whole file (`ProvenanceClient.
     verify_stream`); a slow upload is not counted (``prov web --service-timeout``);
     ``idle_s``: longest wait for the next piece of a request body, in seconds;
@@ -158,6 +158,7 @@ class _Relay:
                     public_key=sidecar.public_key if sidecar else b"",
                     on_call=self._started,
                     answer_s=limits.answer_s,
+                    work_s=limits.timeout_s,
                 )
             finally:
                 self.done.set()
