@@ -574,6 +574,19 @@ def test_serve_witness_options_are_usage_errors(
     assert list(tmp_path.iterdir()) == [], list(tmp_path.iterdir())
 
 
+def test_serve_witness_timeout_that_is_no_finite_time_is_a_usage_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`prov serve --witness-timeout` inf, nan or past a day exits 2 before any file is
+    made (before: inf was accepted, a wait with no limit, and values past ~7e9 s overflow
+    gRPC's nanosecond deadline as --service-timeout did)."""
+    serve = ("serve", "--db", str(tmp_path / "prov.db"), "--listen", "127.0.0.1:0")
+    for value in ("inf", "nan", "1e10", "0.05"):
+        rc, err = _run(capsys, *serve, "--witness-timeout", value)
+        assert rc == 2 and "--witness-timeout" in err, (value, err)
+    assert list(tmp_path.iterdir()) == [], list(tmp_path.iterdir())
+
+
 def test_serve_refuses_an_admin_token_that_can_be_guessed_offline(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:

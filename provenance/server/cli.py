@@ -400,7 +400,10 @@ def serve(
         ),
     ] = 0,
     witness_timeout: Annotated[
-        float, typer.Option(help="Seconds a witness may take to answer.", min=0.1)
+        float,
+        typer.Option(
+            help="Seconds a witness may take to answer.", min=0.1, max=86400, callback=finite
+        ),
     ] = 5.0,
     witness_interval_ms: Annotated[
         int,
