@@ -39,6 +39,7 @@ from clients.device import (
 )
 from clients.files import open_regular, read_bounded
 from clients.helptext import TaughtGroup
+from clients.interrupt import StopBetweenFiles
 from clients.options import (
     HomeOpt,
     ServerOpt,
@@ -686,10 +687,12 @@ def sign(
     failed = refused = 0
     tally: Counter[str] = Counter()  # each file's outcome, for the closing summary
     not_enrolled = False
+    stop = StopBetweenFiles("Ctrl-C: stopping after this file (Ctrl-C again to stop at once)")
     try:
-        with h.locked(), ProvenanceClient(server) as c:
+        with stop, h.locked(), ProvenanceClient(server) as c:
             stopped = ""  # why claims stay queued (server unreachable, a transient refusal)
             for f in files:
+                stop.check()
                 try:
                     signed = h.sign_file(key, f, force=force)
                 except SidecarExistsError as e:

@@ -46,8 +46,8 @@ def test_a_refused_signature_names_the_file_once(enrolled: Cli, tmp_path: Path) 
 
 
 def test_ctrl_c_says_what_was_signed_and_what_is_queued(enrolled: Cli, tmp_path: Path) -> None:
-    """Ctrl-C in the middle of `prov sign` over many files: exit 130 and a last line
-    saying how many files were done, how many signed claims wait in the queue for `prov
+    """Ctrl-C in the middle of `prov sign` over many files: the file in hand is finished,
+    then exit 130 and a last line saying how many files were done, how many signed claims wait in the queue for `prov
     device sync`, and that the same command signs the rest. Before: a bare
     "interrupted", though a claim signed when Ctrl-C came stays queued, unsubmitted."""
     folder = tmp_path / "many"
@@ -70,8 +70,10 @@ def test_ctrl_c_says_what_was_signed_and_what_is_queued(enrolled: Cli, tmp_path:
     last = err.strip().splitlines()[-1]
     done = int(last.removeprefix("interrupted after ").split(" ", 1)[0])
     queued = len(DeviceHome(enrolled.home).pending())
-    # 5 sidecars were written before Ctrl-C: each is a file done, or a claim still queued
-    assert 5 <= done + queued and done < 300, err[-2000:]
+    # Ctrl-C waits for the file in hand: every sidecar written is a file counted as done
+    # (before, one signed and logged as Ctrl-C came was in neither count: 4 done, 5 sidecars)
+    assert 5 <= done == len(list(folder.glob("*.prov"))) < 300, err[-2000:]
+    assert "Ctrl-C: stopping after this file" in err, err[-2000:]
     assert last.startswith(f"interrupted after {done} of 300 files (") and last.endswith(
         "the same command signs the rest (a file already signed is not signed again)"
     ), last
