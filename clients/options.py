@@ -177,6 +177,12 @@ def in_existing_folder(path: Path, option: str) -> Path:
     return path
 
 
+#: Longest time limit a seconds flag takes (a day): ``prov web --service-timeout``,
+#: ``prov serve --witness-timeout``. Past about 7e9 s gRPC's deadline (in nanoseconds)
+#: overflowed and every call failed at once, as if timed out.
+MAX_WAIT_S = 86400.0
+
+
 #: ``--header-seconds``, ``--connections-per-client``, ``--max-connections``: the
 #: connection limits of an HTTP server (`prov web`, `prov witness serve`; see
 #: `provenance.web.guard`).

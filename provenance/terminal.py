@@ -59,9 +59,9 @@ def shown_line(text: str) -> str:
 
 def js_class(pattern: re.Pattern[str]) -> str:
     """``pattern`` (a character class of single characters and ranges, as `UNSAFE`)
-    as JavaScript RegExp source, every character outside printable ASCII written
-    ``\\uXXXX``, so the page's script applies the same rule (`shown_line`) to a name it
-    shows before sending it."""
+    as JavaScript RegExp source, every character outside printable ASCII written as a
+    four-hex-digit ``\\u`` escape (``\\u202e``), so the page's script applies the same
+    rule (`shown_line`) to a name it shows before sending it."""
     return "".join(c if " " <= c <= "~" else f"\\u{ord(c):04x}" for c in pattern.pattern)
 
 

@@ -324,11 +324,15 @@ def _c2pa(
     except ProvenanceError as e:
         block["content_hash_error"] = str(e)
         return block, base
-    facts = replace(base, content_sha256=hashlib.sha256(stripped.data).digest())
-    if stripped.removed and upload.chunk_size:  # the chunks the claim signed
-        chunks = hash_chunked(stripped.data, upload.chunk_size).chunk_hashes
-        facts = replace(facts, content_chunk_hashes=chunks, content_removed=stripped.removed)
-    return block, facts
+    if not (stripped.removed and upload.chunk_size):
+        return block, replace(base, content_sha256=hashlib.sha256(stripped.data).digest())
+    digest = hash_chunked(stripped.data, upload.chunk_size)  # the chunks the claim signed
+    return block, replace(
+        base,
+        content_sha256=digest.sha256,
+        content_chunk_hashes=digest.chunk_hashes,
+        content_removed=stripped.removed,
+    )
 
 
 def inspect_upload(upload: Upload, cfg: InspectConfig, lenient: bool) -> Inspection:

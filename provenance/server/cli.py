@@ -12,7 +12,13 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.text import Text
 
-from clients.options import check_can_listen, finite, in_existing_folder, trusted_proxies
+from clients.options import (
+    MAX_WAIT_S,
+    check_can_listen,
+    finite,
+    in_existing_folder,
+    trusted_proxies,
+)
 from provenance.core.errors import (
     ConfigError,
     ProvenanceError,
@@ -402,7 +408,7 @@ def serve(
     witness_timeout: Annotated[
         float,
         typer.Option(
-            help="Seconds a witness may take to answer.", min=0.1, max=86400, callback=finite
+            help="Seconds a witness may take to answer.", min=0.1, max=MAX_WAIT_S, callback=finite
         ),
     ] = 5.0,
     witness_interval_ms: Annotated[

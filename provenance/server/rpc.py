@@ -639,8 +639,9 @@ class VerificationServicer(rpc.VerificationServicer):
         """Receive an upload from ``context.peer()`` in an upload slot (shared fairly
         between clients: `UploadGate`), say so in initial metadata (`RECEIVED_KEY`: a
         client can tell a service decoding a long video from one that stalled), then
-        ``work(upload, header)`` in a pool thread. The thread owns the slot and the upload until it finishes, even when
-        the client goes away meanwhile, so cancelled calls never pile up past the limits.
+        ``work(upload, header)`` in a pool thread. The thread owns the slot and the upload
+        until it finishes, even when the client goes away meanwhile, so cancelled calls
+        never pile up past the limits.
         Refused a slot, it tries once more when one is given back, within
         `ADMISSION_WAIT_S`."""
         client = peer_client(context.peer())

@@ -10,6 +10,7 @@ import typer
 
 from clients.api import default_server
 from clients.options import (
+    MAX_WAIT_S,
     ConnectionsPerClientOpt,
     HeaderSecondsOpt,
     MaxConnectionsOpt,
@@ -21,10 +22,6 @@ from clients.options import (
     listen_address,
     start_metrics,
 )
-
-#: Longest ``--service-timeout`` taken, in seconds (a day): past about 7e9 s gRPC's
-#: deadline (in nanoseconds) overflowed and every call failed at once, as if timed out.
-MAX_SERVICE_TIMEOUT_S = 86400.0
 
 
 def web(
@@ -76,7 +73,7 @@ def web(
             " it has the whole file (a slow upload is not counted; decoding a long video"
             " after that is).",
             min=0.1,
-            max=MAX_SERVICE_TIMEOUT_S,
+            max=MAX_WAIT_S,
             callback=finite,
         ),
     ] = 20.0,

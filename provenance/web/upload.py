@@ -74,8 +74,9 @@ def part_filename(raw: bytes, default: str) -> str:
     (`FORM_ESCAPES`: Chromium sends ``a"b.jpg`` as ``a%22b.jpg``, and the page showed
     that), any folder dropped (``\\`` counts as a separator), at most `MAX_NAME`
     characters; ``default`` when nothing is left. The name is still text from a client
-    (templates escape it, the `file_name` filter shows its controls as escapes). (A name holding a literal ``%22`` reads as ``"``: the encoding
-    leaves ``%`` as it is, so the two cannot be told apart.)"""
+    (templates escape it, the `file_name` filter shows its controls as escapes). (A name
+    holding a literal ``%22`` reads as ``"``: the encoding leaves ``%`` as it is, so the
+    two cannot be told apart.)"""
     name = raw.decode("utf-8", "replace")
     name = _FORM_ESCAPED.sub(lambda m: FORM_ESCAPES[m.group()], name)
     return name.replace("\\", "/").rsplit("/", 1)[-1][:MAX_NAME] or default
@@ -87,9 +88,10 @@ class UploadLimits:
     ``hold_bytes``: a file up to this size is held in memory until the form ends;
     ``timeout_s``: the longest the service may take to answer once it has the whole file
     (decoding a long video), seconds, also the call's deadline beyond the longest the
-    upload may take (``grace_s`` and ``min_rate``); ``answer_s``: the longest the service may keep the call waiting, to take the
-    next piece or, after the last, to say it has the whole file (`ProvenanceClient.
-    verify_stream`); a slow upload is not counted (``prov web --service-timeout``);
+    upload may take (``grace_s`` and ``min_rate``); ``answer_s``: the longest the service
+    may keep the call waiting, to take the next piece or, after the last, to say it has
+    the whole file (`ProvenanceClient.verify_stream`); a slow upload is not counted
+    (``prov web --service-timeout``);
     ``idle_s``: longest wait for the next piece of a request body, in seconds;
     ``per_client``: uploads one client address may have running at once;
     ``grace_s`` and ``min_rate``: a body must arrive within ``grace_s`` seconds plus
