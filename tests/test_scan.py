@@ -738,6 +738,31 @@ def test_names_that_are_not_utf8_are_scanned_and_reported(desk: Desk, tmp_path: 
     assert rows[0]["kind"] == "media" and rows[0]["status"] is not None
 
 
+def test_a_batch_handed_to_a_pool_whose_worker_died_is_a_worker_error() -> None:
+    """A worker killed between two batches: handing the pool the next batch raises
+    WorkerError (the scan's clear message, --resume), not BrokenProcessPool, which
+    reached the user as a traceback (1 CI run in about 40 of
+    test_a_worker_killed_midway_stops_the_scan_with_a_clear_error)."""
+    import psutil
+
+    from provenance.core.errors import WorkerError
+
+    def batches() -> Iterator[list[Any]]:
+        yield []
+        me = psutil.Process()
+        workers = [w for child in me.children() for w in child.children()]
+        assert workers, "no worker process appeared"
+        for w in workers:
+            w.kill()
+        psutil.wait_procs(workers, timeout=10)
+        time.sleep(1.0)  # the pool's manager thread marks the pool broken
+        yield []
+
+    rows = LocalEngine(1).map(batches(), ScanConfig(server="127.0.0.1:1"))
+    with pytest.raises(WorkerError, match="a scan worker process died.*--resume"):
+        list(rows)
+
+
 @pytest.mark.slow
 def test_a_worker_killed_midway_stops_the_scan_with_a_clear_error(
     desk: Desk, tmp_path: Path

@@ -178,15 +178,24 @@ def _exit_with_parent() -> None:
     threading.Thread(target=watch, name="exit-with-scan", daemon=True).start()
 
 
-def _rows(fut: Future[Rows]) -> Rows:
-    """A finished batch's rows; raises WorkerError when a worker of the pool died."""
+@contextmanager
+def _worker_died() -> Iterator[None]:
+    """Raise WorkerError for a pool a worker of which died (BrokenProcessPool), whether
+    it shows in a batch's result or in handing the pool the next batch (``submit``: a
+    worker killed between two batches gave the user a traceback)."""
     try:
-        return fut.result()
+        yield
     except BrokenProcessPool as e:
         raise WorkerError(
             "a scan worker process died (killed, or out of memory on a file); the rows"
             " finished so far are kept: run the same command with --resume to continue"
         ) from e
+
+
+def _rows(fut: Future[Rows]) -> Rows:
+    """A finished batch's rows; raises WorkerError when a worker of the pool died."""
+    with _worker_died():
+        return fut.result()
 
 
 class LocalEngine:
@@ -208,7 +217,7 @@ class LocalEngine:
         pending: set[Future[Rows]] = set()
         try:
             for batch in batches:
-                with _interrupt_after():  # it may start a worker: not cut half-way
+                with _interrupt_after(), _worker_died():  # may start a worker: not cut half-way
                     pending.add(pool.submit(process_batch, batch, config))
                 while len(pending) >= 2 * self.workers:
                     done, pending = wait(pending, return_when=FIRST_COMPLETED)
