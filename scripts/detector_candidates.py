@@ -19,6 +19,14 @@ Stages (each resumable, results under ``.cache/detector-candidates/``, git-ignor
     The same images' 256 px centre crops through the autoencoder, 9 patches each, with no
     re-encode (``aer``, ``aer_real``) and at q90 (``ae9``, ``ae9_real``) (`stage_ae256`;
     the ``cv`` variants ``aeraw``, ``ae256``, ``aeplus``).
+``low``
+    Every real photo of the training sources as a low-light, high-ISO capture (``low``,
+    `low_patches`), for recipes with the low-light captures (``_mixrl``, ship ``--low``).
+``clean``
+    Every training-source image, both classes, as a clean, strongly downscaled copy
+    (``clean``, `clean_patches`), for recipes with them (``_mixrlc``, ship ``--clean``).
+    A recipe refuses to train when a condition it names has no cached patch
+    (`Patches.require`): the shipped recipe needs ``cache``, ``ae``, ``low`` and ``clean``.
 ``run``
     Train the candidates and score them with the same protocol (below), writing
     ``detector/weights/eval-candidates.json``.
@@ -27,7 +35,11 @@ Stages (each resumable, results under ``.cache/detector-candidates/``, git-ignor
     written with the model's id, version and tensor hash to
     ``detector/weights/eval-lofo.json`` (`stage_lofo`; eval-candidates.json untouched),
     with the library versions that made it; ``--extra-seeds 1,2`` retrains it with other
-    MLP seeds and records how far each figure moves (``seed_runs``).
+    MLP seeds and records how far each figure moves (``seed_runs``), and a digest of every
+    cached array (``cache``, `cache_digests`).
+``cache-check``
+    Compare the cache with the digests a report recorded (``--report``, default the
+    leave-one-family-out report): exit 1 and one line per array that differs or is missing.
 ``demo``
     The bands the demo's images get from the shipped model under 12 server secrets
     (`stage_demo`), written to ``detector/weights/eval-demo.json``.
@@ -62,8 +74,11 @@ Usage::
 
     nice -n 19 timeout 3000 python scripts/detector_candidates.py cache
     nice -n 19 timeout 3000 python scripts/detector_candidates.py ae --max-images 400
+    nice -n 19 python scripts/detector_candidates.py low     # ~1 min
+    nice -n 19 python scripts/detector_candidates.py clean   # ~1 min
     nice -n 19 timeout 3000 python scripts/detector_candidates.py run
     nice -n 10 python scripts/detector_candidates.py lofo --extra-seeds 1,2  # ~4-5 min a seed
+    python scripts/detector_candidates.py cache-check   # the cache the report was made from?
     nice -n 10 python scripts/detector_candidates.py demo    # ~20 s
 """
 
@@ -435,6 +450,27 @@ AE_CONDS = ("ae", "ae_aug", "ae_real", "ae_real_aug")
 #: Stage ``ae256``: 256 px reconstructions without a re-encode (aer) and at q90 (ae9).
 AE256_CONDS = ("aer", "aer_real", "ae9", "ae9_real")
 LOW_CONDS = ("low", "clean", "rsc")
+#: The stage that caches each condition's patches (`cache` caches those of CONDS).
+STAGE_OF = {
+    **{c: "cache" for c in CONDS},
+    **{c: "ae" for c in AE_CONDS},
+    **{c: "ae256" for c in AE256_CONDS},
+    "low": "low",
+    "clean": "clean",
+    "rsc": "scales",
+}
+
+
+def recipe_conditions(
+    *, resized: bool, low: bool, clean: bool, mix: bool, ae256: bool = False
+) -> tuple[str, ...]:
+    """The cached conditions a recipe of `stage_run` / `stage_ship` trains on, by its flags
+    (the candidate name's ``_mixrlc...`` letters, or ship's ``--resized --low --clean
+    --mix``)."""
+    conds = ["harm", "aug"] + ["r50"] * resized + ["low"] * low + ["clean"] * clean
+    if mix:
+        conds += ["syn", "syn_aug", *(("ae9", "ae9_real") if ae256 else AE_CONDS)]
+    return tuple(conds)
 
 
 class Patches:
@@ -483,6 +519,19 @@ class Patches:
     def images(self) -> list[int]:
         """Indices of the images that were cached."""
         return sorted(self.where["harm"])
+
+    def require(self, conds: tuple[str, ...]) -> None:
+        """Refuse (SystemExit naming the stages to run) when any of ``conds`` has no cached
+        patch at all: a recipe must never train silently without one of its parts (the
+        caches rebuilt on 3 December lacked low.npz and clean.npz, and that day's
+        leave-one-family-out report trained version 7's recipe without them)."""
+        missing = [c for c in dict.fromkeys(conds) if not self.where[c]]
+        if missing:
+            stages = " ".join(dict.fromkeys(STAGE_OF[c] for c in missing))
+            raise SystemExit(
+                f"no cached patches of {', '.join(missing)} in {CACHE}: run"
+                f" `python scripts/detector_candidates.py <stage>` for each of: {stages}"
+            )
 
     def get(self, cond: str, i: int) -> np.ndarray:
         a, b = self.where[cond].get(i, (0, 0))
@@ -1176,6 +1225,7 @@ def stage_run(args: argparse.Namespace) -> None:
         ae256 = "_mixrlca" in name
         mlp = name.endswith("_mlp")
         spectral = name.startswith("sp")
+        pt.require(recipe_conditions(resized=resized, low=low, clean=clean, mix=mix, ae256=ae256))
         fts = {"spco": ft_co, "spcn": ft_cn}.get(name[:4], ft)
         cond_scores = {c: np.full(len(eval_idx), np.nan) for c in ("harm", "j75", "r50")}
         folds = [{f} for f in families] if spectral else groups
@@ -1417,6 +1467,62 @@ def environment() -> dict[str, str]:
     }
 
 
+def cache_digests(folder: Path) -> dict[str, dict[str, str]]:
+    """Per cache file of ``folder`` (every ``*.npz`` but the ``scores-*`` outputs), per
+    array: the first 16 hex digits of the SHA-256 of its dtype, shape and bytes. Written
+    into the leave-one-family-out report (``cache``) so that a rebuilt cache can be
+    compared with the one that made the figures (`stage_cache_check`)."""
+    out: dict[str, dict[str, str]] = {}
+    for path in sorted(folder.glob("*.npz")):
+        if path.name.startswith("scores-"):
+            continue
+        with np.load(path) as z:
+            out[path.name] = {
+                k: hashlib.sha256(
+                    f"{z[k].dtype.str}{z[k].shape}".encode() + np.ascontiguousarray(z[k]).tobytes()
+                ).hexdigest()[:16]
+                for k in sorted(z.files)
+            }
+    return out
+
+
+def cache_differences(
+    recorded: dict[str, dict[str, str]], now: dict[str, dict[str, str]]
+) -> list[str]:
+    """What differs between two `cache_digests`, one line per file or array, for the
+    arrays a report recorded (a file or array only in ``now`` is not a difference)."""
+    lines = []
+    for name, arrays in sorted(recorded.items()):
+        if name not in now:
+            lines.append(f"{name}: missing")
+            continue
+        lines += [
+            f"{name} {k}: " + ("missing" if k not in now[name] else "differs")
+            for k, d in sorted(arrays.items())
+            if now[name].get(k) != d
+        ]
+    return lines
+
+
+def stage_cache_check(args: argparse.Namespace) -> int:
+    """Compare the cache with the digests a report recorded (``--report``, default the
+    leave-one-family-out report): 0 when every recorded array is there unchanged, else 1
+    and one line per difference."""
+    report = Path(args.report or ROOT / "detector" / "weights" / "eval-lofo.json")
+    recorded = json.loads(report.read_text()).get("cache")
+    if not recorded:
+        raise SystemExit(f"{report} records no cache digests (written before they were)")
+    lines = cache_differences(recorded["arrays"], cache_digests(CACHE))
+    for line in lines:
+        print(line)
+    total = sum(len(a) for a in recorded["arrays"].values())
+    print(
+        f"{total - len(lines)} of {total} arrays as recorded in {report.name} ({CACHE})",
+        file=sys.stderr,
+    )
+    return 1 if lines else 0
+
+
 def seed_runs(runs: list[dict[str, Any]]) -> dict[str, Any]:
     """Each seed's headline figures from `lofo_report` outputs (each with a ``seed``), and
     their range over the seeds (min, max) per figure: pooled AUC, GAN / diffusion / other
@@ -1488,6 +1594,8 @@ def stage_lofo(args: argparse.Namespace) -> None:
     runs = [out, *(retrain(seed) for seed in args.extra_seeds)]
     out["seed_runs"] = seed_runs(runs)
     out["load_average"] = [round(x, 2) for x in os.getloadavg()]  # at the end: 1, 5, 15 min
+    # what the figures were made from, to compare a rebuilt cache with (stage cache-check)
+    out["cache"] = {"folder": str(CACHE), "arrays": cache_digests(CACHE)}
     # The same recipe's earlier runs (other caches, other days), for comparison.
     cands = weights / "eval-candidates.json"
     earlier = json.loads(cands.read_text())["candidates"] if cands.is_file() else {}
@@ -1754,6 +1862,14 @@ def stage_cv(args: argparse.Namespace) -> None:
         width = full if v.get("minmax") else base
         mode = v.get("noise", "")
         ctx, agg = v.get("context", ""), v.get("aggregate", "mean")
+        ae_pairs = v.get("ae_pairs", (("ae", "ae_aug"), ("ae_real", "ae_real_aug")))
+        pt.require(
+            ("harm", "aug", "r50", "syn", "syn_aug", *ae_pairs[0], *ae_pairs[1])
+            + ("low",) * bool(v["low"])
+            + ("rsc",) * bool(v.get("rsc"))
+            + ("clean",) * bool(v.get("clean"))
+            + tuple(c for part in v.get("ae_extra", ()) for c in part)
+        )
         t0 = time.monotonic()
         oof: dict[int, float] = {}
         oof_by: dict[str, dict[int, float]] = {c: {} for c in OOF_CONDS}
@@ -2393,6 +2509,9 @@ def stage_ship(args: argparse.Namespace) -> None:
     fitted afterwards by ``scripts/recalibrate_detector.py`` on the held-out 30%."""
     all_samples = samples()
     pt = Patches()
+    pt.require(
+        recipe_conditions(resized=args.resized, low=args.low, clean=args.clean, mix=args.mix)
+    )
     ft = Features(pt, args.model in ("spco", "spcn"), args.model == "spcn")
     demo = demo_indices(all_samples)
     idx = [i for i in pt.images() if not is_test_source(all_samples[i]) and i not in demo]
@@ -2559,6 +2678,7 @@ def main(argv: list[str] | None = None) -> int:
             "scales",
             "run",
             "lofo",
+            "cache-check",
             "demo",
             "cv",
             "noise",
@@ -2657,6 +2777,8 @@ def main(argv: list[str] | None = None) -> int:
         stage_run(args)
     elif args.stage == "lofo":
         stage_lofo(args)
+    elif args.stage == "cache-check":
+        return stage_cache_check(args)
     elif args.stage == "demo":
         stage_demo(args)
     elif args.stage == "cv":

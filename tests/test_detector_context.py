@@ -137,3 +137,39 @@ def test_savez_replaces_a_link_and_leaves_its_target(dc: ModuleType, tmp_path: P
     assert not link.is_symlink()
     with np.load(link) as z:
         assert list(z["a"]) == [0, 1, 2, 3, 4]
+
+
+def _patches(dc: ModuleType, cached: dict[str, dict[int, tuple[int, int]]]) -> object:
+    pt = object.__new__(dc.Patches)
+    every = dc.CONDS + dc.AE_CONDS + dc.AE256_CONDS + dc.LOW_CONDS
+    pt.where = {c: cached.get(c, {}) for c in every}
+    return pt
+
+
+def test_a_recipe_refuses_to_train_without_a_part_it_names(dc: ModuleType) -> None:
+    """The shipped recipe (`_mixrlc`) with no cached ``low`` or ``clean`` patches stops and
+    names the stages to run; before, it trained silently without them (the report of 3
+    December)."""
+    conds = dc.recipe_conditions(resized=True, low=True, clean=True, mix=True)
+    assert set(conds) >= {"harm", "aug", "r50", "low", "clean", "syn", "ae", "ae_real"}
+    have = {c: {0: (0, 9)} for c in conds if c not in ("low", "clean")}
+    with pytest.raises(SystemExit, match=r"no cached patches of low, clean.*: low clean"):
+        _patches(dc, have).require(conds)  # type: ignore[attr-defined]
+    _patches(dc, {**have, "low": {0: (0, 9)}, "clean": {3: (0, 9)}}).require(conds)  # type: ignore[attr-defined]
+    assert "low" not in dc.recipe_conditions(resized=True, low=False, clean=False, mix=False)
+
+
+def test_cache_digests_find_a_changed_or_missing_array(dc: ModuleType, tmp_path: Path) -> None:
+    np.savez(tmp_path / "patches-000.npz", harm=np.zeros((2, 4), np.uint8), idx=np.arange(2))
+    np.savez(tmp_path / "clean.npz", clean=np.ones(3, np.uint8))
+    np.savez(tmp_path / "scores-x.npz", harm=np.ones(3))  # an output, not a cache
+    before = dc.cache_digests(tmp_path)
+    assert set(before) == {"patches-000.npz", "clean.npz"}
+    assert dc.cache_differences(before, dc.cache_digests(tmp_path)) == []
+    # the same bytes under another dtype or shape are another array
+    np.savez(tmp_path / "patches-000.npz", harm=np.zeros((4, 2), np.uint8), idx=np.arange(2))
+    (tmp_path / "clean.npz").unlink()
+    assert dc.cache_differences(before, dc.cache_digests(tmp_path)) == [
+        "clean.npz: missing",
+        "patches-000.npz harm: differs",
+    ]

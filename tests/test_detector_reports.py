@@ -117,6 +117,26 @@ def test_lofo_report_records_its_seeds_and_libraries() -> None:
     assert set(lofo["environment"]) >= {"python", "numpy", "pillow", "torch"}
 
 
+def test_lofo_report_records_the_cache_of_every_part_of_its_recipe() -> None:
+    """The report keeps a digest of every cached array it was made from, and the
+    shipped recipe's parts are among them: the report of 3 December was made from caches
+    without the low-light and clean downscaled patches (``--low``, ``--clean``), which
+    the script then left out silently (GAN 0.792 instead of 0.745)."""
+    lofo = _load("eval-lofo.json")
+    arrays = lofo["cache"]["arrays"]
+    recipe = _load("default.json")["training"]["recipe"].split()
+    needed = {"harm": "patches-000.npz"}
+    if "--low" in recipe:
+        needed["low"] = "low.npz"
+    if "--clean" in recipe:
+        needed["clean"] = "clean.npz"
+    if "--mix" in recipe:
+        needed["ae"] = "ae.npz"
+    for cond, name in needed.items():
+        assert cond in arrays.get(name, {}), f"{name} {cond} not in the report's cache"
+    assert all(len(d) == 16 for a in arrays.values() for d in a.values())
+
+
 def test_goals_table_quotes_the_reports() -> None:
     lofo, bands = _load("eval-lofo.json"), _load("eval-bands-default.json")
     held = bands["leave_one_source_out"]
