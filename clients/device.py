@@ -15,6 +15,8 @@ Layout of the device home (``PROV_HOME``, default ``~/.prov``)::
                      name too long, read-only), named by sequence
     replaced/ID/     a device replaced by a new key (`prov device init --force`): all the
                      above but its key, a device folder of its own
+    .init-new/       a replacement decided but not finished (`prov device init` killed
+                     midway): the next command finishes it first (`DeviceHome.init`)
 
 Order of writes when signing (each file written atomically and fsynced): the state
 (sequence reserved) first, then the queue entry, then the sidecar. A crash can leave
@@ -42,6 +44,7 @@ import json
 import os
 import re
 import secrets
+import shutil
 import sys
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -161,6 +164,20 @@ class DeviceState:
     last_claim_hash: str = ""
 
 
+def _state_bytes(state: DeviceState) -> bytes:
+    """The ``device.json`` text of ``state``."""
+    return (json.dumps(asdict(state), indent=2) + "\n").encode()
+
+
+def _fsync_dir(path: Path) -> None:
+    """fsync the folder ``path`` (its entries' renames made durable). Raises OSError."""
+    dfd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(dfd)
+    finally:
+        os.close(dfd)
+
+
 class DeviceHome:
     """A device's key, state and queue on disk (see module docstring)."""
 
@@ -175,6 +192,8 @@ class DeviceHome:
         #: queue entry file name -> (its sidecar path, its key id), as `_queued_for`
         #: last read them
         self._queue_index: dict[str, tuple[str, bytes]] = {}
+        #: whether this object holds the folder's lock (`locked`)
+        self._holding = False
 
     # ---------------------------------------------------------------- key and state
 
@@ -190,27 +209,87 @@ class DeviceHome:
     def init(self, passphrase: bytes, force: bool = False) -> tuple[DeviceState, Path | None]:
         """Create a new device key. Refuses to overwrite one unless ``force`` (ConfigError,
         see `check_init`). Returns the new device's state and, when it replaced a device
-        (with ``force``, or one whose key was deleted), the folder that device's files
-        other than the key were moved to (`set_old_device_aside`). Hold `locked` around it. Raises OSError."""
+        (with ``force``, or one whose key was deleted), the folder ``replaced/DEVICE_ID/``
+        that device's files other than the key were moved to: its state, certificate,
+        queue, set-aside claims and kept sidecars, a device folder of its own (`prov device
+        sync --home` submits its queue there). The new key's claims are numbered from 1
+        again, so left here they would be overwritten by its entries of the same numbers,
+        and the old certificate would be taken for the new key's. Hold `locked` around it.
+        Raises OSError.
+
+        Crash-safe: the new key, state and empty queue are written into ``.init-new.tmp/``
+        first, which one rename makes ``.init-new/``, naming the folder the old device moves
+        to. Killed before that rename, the old device is untouched (the next `init`
+        removes the leftover folder); after it, the replacement is decided, and the next
+        command that reads the folder finishes it (`finish_init`) before anything else.
+        """
         self.check_init(force)
         self.root.mkdir(parents=True, exist_ok=True)
+        self.finish_init()  # one killed before: its replacement first
         key = DeviceKey.generate()
-        old = self.set_old_device_aside()  # a key lost by hand leaves its device too
-        self.queue_dir.mkdir(exist_ok=True)
-        atomic_write(self.key_path, key.to_encrypted_pem(passphrase), mode=0o600)
         state = DeviceState(device_id=key.key_id.hex(), public_key=key.public_key.hex())
-        self.save_state(state)
-        return state, old
+        staging = self.root / ".init-new.tmp"
+        if os.path.lexists(staging):
+            shutil.rmtree(staging)  # a replacement killed before it was decided
+        staging.mkdir()
+        (staging / "queue").mkdir()
+        atomic_write(staging / self.key_path.name, key.to_encrypted_pem(passphrase), mode=0o600)
+        atomic_write(staging / self.state_path.name, _state_bytes(state))
+        target = self._replaced_folder()
+        atomic_write(staging / "replaced", (target.name if target else "").encode())
+        os.replace(staging, self._init_journal)  # the commit point
+        _fsync_dir(self.root)
+        return state, self.finish_init()
 
-    def set_old_device_aside(self) -> Path | None:
-        """Move this folder's device, all but its key, to ``replaced/DEVICE_ID/`` (a device
-        folder of its own: `prov device sync --home` submits its queue there): its state,
-        certificate, queue, set-aside claims and kept sidecars. The new key's claims are
-        numbered from 1 again, so left here they would be overwritten by its entries of
-        the same numbers, and the old certificate would be taken for the new key's.
-        Returns that folder, or None when there is no device state here. Raises OSError.
-        A device id that is not 64 hexadecimal digits (a damaged or edited state file:
-        "../x" or "/x" would name a folder outside ``replaced/``) is not used as a name."""
+    @property
+    def _init_journal(self) -> Path:
+        """The decided, unfinished `init` (see `init`)."""
+        return self.root / ".init-new"
+
+    def finish_init(self) -> Path | None:
+        """Finish a decided `init` (``.init-new/``, left by one killed midway; none: do
+        nothing): move what is left of the old device to its replaced/ folder, then put
+        the new queue, key and state in place, the state last, and remove the journal.
+        Each step is skipped when done, so a run killed here is finished by the next.
+        Returns the replaced/ folder, or None (no journal, or no old device). Call it
+        holding the folder's lock. Raises OSError."""
+        journal = self._init_journal
+        if not os.path.lexists(journal):
+            return None
+        try:
+            name = (journal / "replaced").read_text()
+        except FileNotFoundError:  # killed after its last step but one
+            journal.rmdir()
+            return None
+        target = self.root / "replaced" / name if name else None
+        new_state = journal / self.state_path.name
+        new_queue = journal / "queue"
+        if target is not None and os.path.lexists(new_queue):
+            target.mkdir(parents=True, exist_ok=True)  # a state file here is the old one
+            for p in self._device_files():
+                if os.path.lexists(p) and not os.path.lexists(target / p.name):
+                    os.replace(p, target / p.name)
+            _fsync_dir(target)
+        for staged, final in (
+            (new_queue, self.queue_dir),
+            (journal / self.key_path.name, self.key_path),
+            (new_state, self.state_path),
+        ):
+            if os.path.lexists(staged):
+                if final == self.queue_dir and os.path.lexists(final):
+                    os.rmdir(final)  # an empty queue made meanwhile (no old device moved)
+                os.replace(staged, final)
+        _fsync_dir(self.root)
+        (journal / "replaced").unlink()
+        journal.rmdir()
+        _fsync_dir(self.root)
+        return target
+
+    def _replaced_folder(self) -> Path | None:
+        """A free ``replaced/DEVICE_ID`` (``.2``, ...) for this folder's device, not made
+        yet; None when there is no device here. A device id that is not 64 hexadecimal
+        digits (a damaged or edited state file: "../x" or "/x" would name a folder outside
+        ``replaced/``) names it ``unknown-TIME`` instead."""
         try:
             old_id: object = self.state().device_id
         except ConfigError:  # no state (or damaged): name the folder by the time instead
@@ -224,10 +303,6 @@ class DeviceHome:
         while os.path.lexists(target):
             n += 1
             target = target.with_name(f"{old_id}.{n}")
-        target.mkdir(parents=True)
-        for p in self._device_files():
-            if os.path.lexists(p):
-                os.replace(p, target / p.name)
         return target
 
     def _device_files(self) -> tuple[Path, ...]:
@@ -299,6 +374,15 @@ class DeviceHome:
         )
 
     def state(self) -> DeviceState:
+        """The device's state (``device.json``), after finishing a `prov device init` that
+        was killed once decided (`finish_init`, under the folder's lock). Raises
+        ConfigError when there is none or it is damaged, OSError."""
+        if os.path.lexists(self._init_journal):
+            if self._holding:
+                self.finish_init()
+            else:
+                with self.locked():  # finishes it
+                    pass
         try:
             return DeviceState(**json.loads(self.state_path.read_text()))
         except FileNotFoundError as e:
@@ -307,7 +391,7 @@ class DeviceHome:
             raise ConfigError(f"{self.state_path} is damaged: {e}") from e
 
     def save_state(self, state: DeviceState) -> None:
-        atomic_write(self.state_path, (json.dumps(asdict(state), indent=2) + "\n").encode())
+        atomic_write(self.state_path, _state_bytes(state))
 
     # ---------------------------------------------------------------- enrollment
 
@@ -717,7 +801,8 @@ class DeviceHome:
     @contextmanager
     def locked(self) -> Iterator[None]:
         """Hold the device folder's lock: one command at a time signs or submits, so
-        sequence numbers are never reused. Waits for another running command."""
+        sequence numbers are never reused. Waits for another running command; then
+        finishes a `prov device init` killed midway (`finish_init`)."""
         self.root.mkdir(parents=True, exist_ok=True)
         with (self.root / ".lock").open("ab") as handle:
             try:
@@ -725,9 +810,12 @@ class DeviceHome:
             except OSError:
                 print(f"waiting for another prov command using {self.root} ...", file=sys.stderr)
                 fcntl.flock(handle, fcntl.LOCK_EX)
+            self._holding = True
             try:
+                self.finish_init()  # a `prov device init` killed midway, first
                 yield
             finally:
+                self._holding = False
                 fcntl.flock(handle, fcntl.LOCK_UN)
 
 

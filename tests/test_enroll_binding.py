@@ -8,6 +8,7 @@ CLI, a recording gRPC relay in between."""
 
 from __future__ import annotations
 
+import sqlite3
 from concurrent import futures
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -16,6 +17,7 @@ from typing import Any
 import grpc
 import pytest
 
+from clients.api import ProvenanceClient
 from clients.cli import main as prov_main
 from provenance.c2pa.authority import init_authority
 from provenance.core.errors import EnrollmentError
@@ -25,7 +27,7 @@ from provenance.core.registry import (
     certificate_enrollment_proof,
     check_certificate_enrollment,
 )
-from tests.conftest import PASSPHRASE, certified_device, start_server
+from tests.conftest import ADMIN_TOKEN, PASSPHRASE, certified_device, start_server
 
 ENROLL = "/provenance.v1.DeviceRegistry/Enroll"
 
@@ -36,6 +38,7 @@ class Relay(grpc.GenericRpcHandler):
     def __init__(self, target: str) -> None:
         self.channel = grpc.insecure_channel(target)
         self.seen: list[tuple[str, bytes]] = []
+        self.answers: list[tuple[str, bytes]] = []
 
     def service(self, details: Any) -> grpc.RpcMethodHandler[bytes, bytes] | None:
         method = str(details.method)
@@ -44,7 +47,9 @@ class Relay(grpc.GenericRpcHandler):
         def handle(request: bytes, context: grpc.ServicerContext) -> bytes:
             self.seen.append((method, request))
             try:
-                return bytes(forward(request, timeout=30))
+                answer = bytes(forward(request, timeout=30))
+                self.answers.append((method, answer))
+                return answer
             except grpc.RpcError as e:
                 context.abort(e.code(), e.details() or "")
                 raise
@@ -113,3 +118,88 @@ def test_a_stale_or_misdirected_proof_is_refused() -> None:
     for log, at, pop, words in cases:
         with pytest.raises(EnrollmentError, match=words):
             check_certificate_enrollment(key.public_key, log, at, pop, ours, now)
+
+
+def _rows(db: Path) -> tuple[int, int, int]:
+    """(devices, key events, leaves) in the server's SQLite database."""
+    c = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    try:
+        devices, events, leaves = (
+            int(c.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0])
+            for table in ("devices", "key_events", "leaves")
+        )
+    finally:
+        c.close()
+    return devices, events, leaves
+
+
+def test_a_replayed_certificate_enrollment_answers_as_the_first_and_changes_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same signed certificate enrollment sent again within its 5 minutes (a replay,
+    or the device's retry after a lost answer) gets the first answer byte for byte, with
+    no second registry row or log entry and nothing charged to the failed-authentication
+    budget; copies sent at once enroll once; a new request of the enrolled key answers
+    the same; a replay after the key's revocation is refused, naming it. Before: every
+    replay was refused PERMISSION_DENIED "device ... is already enrolled" and charged as
+    a failed authentication (past 20, the client's Enroll calls were refused unchecked)."""
+    init_authority(tmp_path / "ca", now=datetime.now(UTC))
+    db = tmp_path / "a.db"
+    a = start_server(db, "--ca", str(tmp_path / "ca"))
+    relay_server, relay, via = _relay(a.address)
+    monkeypatch.setenv("PROV_PASSPHRASE", PASSPHRASE)
+    try:
+        home, state, _ = certified_device(tmp_path, tmp_path / "ca")
+        args = ["--certificate", str(tmp_path / "chain.pem"), "--server", via]
+        assert prov_main(["device", "enroll", "--home", str(home.root), *args]) == 0
+        [request] = [r for m, r in relay.seen if m == ENROLL]
+        [first] = [r for m, r in relay.answers if m == ENROLL]
+        enrolled = _rows(db)
+        with grpc.insecure_channel(a.address) as channel:
+            enroll: grpc.UnaryUnaryMultiCallable[bytes, bytes] = channel.unary_unary(ENROLL)
+            for _ in range(25):  # past the 20 failed authentications a minute
+                assert enroll(request, timeout=30) == first
+            assert _rows(db) == enrolled
+
+            # a second device's first request, sent 8 times at once: one row, one entry
+            other = tmp_path / "other"
+            other.mkdir()
+            home2, _, chain2 = certified_device(other, tmp_path / "ca")
+            key2 = home2.load_key(PASSPHRASE.encode())
+            with ProvenanceClient(a.address) as client:
+                log_key, _ = client.log_key()
+                at = datetime.now(UTC).replace(microsecond=0)
+                proof = certificate_enrollment_proof(key2, log_key, at)
+                with futures.ThreadPoolExecutor(8) as pool:
+                    answers = list(
+                        pool.map(
+                            lambda _: client.enroll(
+                                "", key2.public_key, proof, chain2.decode(), log_key, at
+                            ),
+                            range(8),
+                        )
+                    )
+            assert answers[0][0].device_id == key2.key_id and answers[0][1] == chain2.decode()
+            assert answers == [answers[0]] * 8
+            devices, events, leaves = _rows(db)
+            assert (devices, events, leaves) == (enrolled[0] + 1, enrolled[1] + 1, enrolled[2] + 1)
+
+            # a new request (a new time, a new proof) of the enrolled key: the same answer
+            capsys.readouterr()
+            assert prov_main(["device", "enroll", "--home", str(home.root), *args]) == 0
+            assert f"device {state.device_id} enrolled" in capsys.readouterr().out
+            assert _rows(db) == (devices, events, leaves)
+
+            monkeypatch.setenv("PROV_ADMIN_TOKEN", ADMIN_TOKEN)
+            rc = prov_main(
+                ["admin", "revoke", state.device_id, "--reason", "lost", "--server", a.address]
+            )
+            assert rc == 0
+            with pytest.raises(grpc.RpcError) as refused:
+                enroll(request, timeout=30)
+        assert refused.value.code() is grpc.StatusCode.PERMISSION_DENIED
+        said = refused.value.details() or ""
+        assert f"device {state.device_id} was enrolled" in said and "revoked" in said, said
+    finally:
+        relay_server.stop(None)
+        a.stop()

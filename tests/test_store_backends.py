@@ -7,18 +7,27 @@ from __future__ import annotations
 import os
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from provenance.c2pa.authority import init_authority, issue_device_certificate
 from provenance.core import merkle
 from provenance.core.binding import PerceptualHash
 from provenance.core.claims import Claim, HardBinding, Receipt, SignedClaim, Verdict
 from provenance.core.envelope import PAYLOAD_TYPE_CLAIM, PAYLOAD_TYPE_ENROLL, sign_payload
-from provenance.core.errors import ClaimError, LogIntegrityError, SequenceError, StorageError
+from provenance.core.errors import (
+    ClaimError,
+    EnrollmentError,
+    LogIntegrityError,
+    SequenceError,
+    StorageError,
+)
 from provenance.core.keys import DeviceKey
+from provenance.core.registry import certificate_enrollment_proof
 from provenance.core.verify import FileFacts
 from provenance.log.checkpoint import open_checkpoint
 from provenance.server.service import ProvenanceService, ServiceConfig
@@ -147,6 +156,38 @@ def test_text_with_a_nul_is_refused_alike_on_every_backend(db: Path | str, tmp_p
             s.revoke(key.key_id, "lost\x00", None)
         assert not s.get_device(key.key_id).revoked
         assert s.submit(_claim(key, 2)).receipt.leaf_index == 2  # nothing else logged
+    finally:
+        s.close()
+
+
+def test_a_certificate_enrollment_replayed_is_answered_once_on_every_backend(
+    db: Path | str, tmp_path: Path
+) -> None:
+    """The service with an enrollment authority: the same certificate enrollment sent
+    again (in one writer batch and after it) gets the first answer and logs one entry;
+    after a revocation it is refused, naming it (`registry.answer_enrollment_again`, the
+    store's AlreadyEnrolledError carrying the row and its chain on each backend)."""
+    now = datetime.now(UTC).replace(microsecond=0)
+    authority = init_authority(tmp_path / "ca", now=now)
+    s = _service(db, tmp_path, authority=authority)
+    try:
+        key = DeviceKey.generate()
+        chain = issue_device_certificate(authority, key.public_key, key.key_id.hex(), now=now)
+        log_key = s.signer.verifier_key()
+        proof = certificate_enrollment_proof(key, log_key, now)
+
+        def enroll() -> tuple[Any, str]:
+            return s.enroll("", key.public_key, proof, chain.decode(), log_key, now)
+
+        size = s.store.tree_size()
+        with ThreadPoolExecutor(4) as pool:
+            answers = list(pool.map(lambda _: enroll(), range(4)))
+        answers.append(enroll())
+        assert answers == [answers[0]] * 5 and answers[0][1] == chain.decode()
+        assert s.store.tree_size() == size + 1
+        s.revoke(key.key_id, "lost", None)
+        with pytest.raises(EnrollmentError, match="revoked at"):
+            enroll()
     finally:
         s.close()
 

@@ -156,7 +156,7 @@ def test_bundles_round_trip_and_refuse_damage() -> None:
     for bad in (data[:-1], data + b"\x00", data[:1]):
         with pytest.raises(LogIntegrityError):
             tiles.decode_bundle(bad, tile)
-    with pytest.raises(LogError, match="does not fit"):
+    with pytest.raises(LogError, match="entry 0 of the log is 65,536 bytes"):
         tiles.encode_bundle([b"x" * (tiles.MAX_ENTRY_SIZE + 1)])
 
 
@@ -172,20 +172,32 @@ def _fill(store: Store, signer: LogSigner, count: int, seed: int, pad: int = 300
     """Append ``count`` entries (each a claim's bytes and up to ``pad`` random bytes)
     through the store's append transaction, as the group-commit writer does (nodes,
     checkpoint, leaves), without the RPC path. Returns the leaf hashes."""
-    now = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
     rng = random.Random(seed)
+    start = store.tree_size()
+    # opaque leaf data of varying length (tiles do not parse entries)
+    return _append(
+        store,
+        signer,
+        [
+            f"claim {seed} {i}".encode() + rng.randbytes(rng.randrange(pad))
+            for i in range(start, start + count)
+        ],
+    )
+
+
+def _append(store: Store, signer: LogSigner, entries: list[bytes]) -> list[bytes]:
+    """Append these leaf entries as `_fill` does (no size check: a log written before the
+    writer refused entries over 65,535 bytes). Returns the leaf hashes."""
+    now = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
+    rng = random.Random(len(entries))
     device = Device(DEVICE_KEY, DEVICE_KEY, now)
     if store.find_device(DEVICE_KEY) is None:
         store.enroll(None, device, now)
     with store.append() as txn:
         start = txn.tree_size()
         leaves = []
-        for i in range(start, start + count):
-            claim = SignedClaim(
-                "application/vnd.test", f"claim {seed} {i}".encode(), DEVICE_KEY, b"s" * 64
-            )
-            # opaque leaf data of varying length (tiles do not parse entries)
-            entry = claim.claim_bytes + rng.randbytes(rng.randrange(pad))
+        for i, entry in enumerate(entries, start):
+            claim = SignedClaim("application/vnd.test", entry[:40], DEVICE_KEY, b"s" * 64)
             leaves.append(
                 NewLeaf(
                     merkle.leaf_hash(entry), claim, DEVICE_KEY, i + 1, rng.randbytes(32), now,
@@ -194,7 +206,7 @@ def _fill(store: Store, signer: LogSigner, count: int, seed: int, pad: int = 300
             )  # fmt: skip
         hashes = [lf.leaf_hash for lf in leaves]
         txn.put_nodes(merkle.append_batch(start, hashes, txn.get_nodes))
-        size = start + count
+        size = start + len(entries)
         root = merkle.root(size, txn.get_nodes)
         txn.put_checkpoint(size, signer.sign(Checkpoint(ORIGIN, size, root, now)), now)
         txn.insert_leaves(start, leaves)
@@ -603,3 +615,31 @@ def test_one_ipv6_host_gets_one_share_of_tile_bytes_in_flight(tmp_path: Path) ->
     assert out["after"][:3] == ["HTTP/1.1 200 OK", None, 256 * 32]
     assert out["after_gone"][:3] == ["HTTP/1.1 200 OK", None, 256 * 32]
     assert out["waited_gone"] < TILE_WAIT_S - 1  # a client that hung up holds nothing
+
+
+def test_an_entry_too_large_for_a_bundle_stops_the_export_naming_its_index(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A log written before the writer refused entries over 65,535 bytes (the 16-bit
+    length prefix of a C2SP tlog-tiles entry bundle) may hold one: its export stops with
+    a clear error naming the entry's index and size, exit 1, and writes no checkpoint and
+    no bundle holding it, so the folder never shows a tree it cannot serve; what was
+    written before it stays valid, and the tiles of the entries before are kept. (Before:
+    "a log entry of 70000 bytes does not fit an entry bundle (at most 65535)", no index,
+    no way to find the entry among millions.) New entries can never be that large: the
+    writer refuses them (tests/test_tlog_hostile.py)."""
+    signer = LogSigner(Ed25519PrivateKey.generate(), ORIGIN)
+    store = open_store(tmp_path / "a.db")
+    _fill(store, signer, 300, seed=1)
+    _append(store, signer, [b"old entry " + b"x" * 70_000, b"after it"])
+    store.close()
+    out = tmp_path / "tiles"
+    capsys.readouterr()
+    rc = prov_main(["log", "export-tiles", str(out), "--db", str(tmp_path / "a.db")])
+    err = " ".join(capsys.readouterr().err.split())
+    assert rc == 1, err
+    assert "entry 300 of the log is 70,010 bytes" in err and "65,535" in err, err
+    assert "Traceback" not in err
+    assert not (out / tiles.CHECKPOINT_PATH).exists()
+    assert (out / "tile" / "entries" / "000").exists()  # entries 0..255: written and valid
+    assert not list((out / "tile" / "entries").glob("001*"))  # none holding entry 300

@@ -9,6 +9,11 @@ root once and prints a clean message.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from provenance.core.claims import Device
+
 
 class ProvenanceError(Exception):
     """Root of every error the project raises on purpose."""
@@ -70,6 +75,18 @@ class RevokedKeyError(RegistryError):
 
 class EnrollmentError(RegistryError):
     """An enrollment token is unknown, expired or already used, or the proof is wrong."""
+
+
+class AlreadyEnrolledError(EnrollmentError):
+    """The key is enrolled already: ``device`` is its registry row and
+    ``certificate_pem`` the chain stored with it ("" when none), so that a replayed
+    certificate enrollment can be answered as the first was
+    (`provenance.core.registry.answer_enrollment_again`)."""
+
+    def __init__(self, message: str, device: Device, certificate_pem: str) -> None:
+        super().__init__(message)
+        self.device = device
+        self.certificate_pem = certificate_pem
 
 
 class SequenceError(RegistryError):

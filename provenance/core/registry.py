@@ -29,6 +29,7 @@ from provenance.core.envelope import (
     verify_payload,
 )
 from provenance.core.errors import (
+    AlreadyEnrolledError,
     ClaimError,
     EnrollmentError,
     RevokedKeyError,
@@ -145,6 +146,28 @@ def check_certificate_enrollment(
             " for this log and time"
         ) from e
     return key_id(public_key)
+
+
+def answer_enrollment_again(enrolled: AlreadyEnrolledError, certificate_pem: str) -> Device:
+    """The answer to a certificate enrollment (already checked: a fresh proof by the key,
+    a chain from the server's authority) of a key the registry holds, ``enrolled``:
+    the device as it stands, when it was enrolled with this same chain
+    ``certificate_pem`` (a replay of the request, or the device's retry after a lost
+    answer), so the call is idempotent and nothing is logged or stored again.
+
+    Raises ``enrolled`` itself when the key was enrolled otherwise (no chain, or another
+    one), and EnrollmentError, naming the revocation, when the key was revoked since: a
+    revoked key never enrolls again."""
+    if not enrolled.certificate_pem or enrolled.certificate_pem != certificate_pem:
+        raise enrolled
+    device = enrolled.device
+    if device.revoked_at is not None:
+        raise EnrollmentError(
+            f"device {device.device_id.hex()} was enrolled at {utc_text(device.enrolled_at)}"
+            f" and its key revoked at {utc_text(device.revoked_at)}: a revoked key cannot"
+            " enroll again; enroll a new key"
+        )
+    return device
 
 
 def check_claim_shape(signed: SignedClaim, claim: Claim) -> None:

@@ -109,8 +109,9 @@ def export_tiles(
     is written. ``progress(done, total)`` is called per level-0 tile. Raises ConfigError
     when ``directory`` holds a checkpoint of a larger tree (another log, or a rollback),
     LogIntegrityError when the store's entries do not match its Merkle nodes, LogError
-    for an entry too large for a bundle, OSError when a file cannot be written, and the
-    store's errors.
+    for an entry too large for a bundle (naming its index; no bundle holding it and no
+    checkpoint are written), OSError when a file cannot be written, and the store's
+    errors.
     """
     latest = store.latest_checkpoint()
     if latest is None:
@@ -149,7 +150,7 @@ def export_tiles(
                     f"the store's entries {first}..{first + tile.width - 1} do not hash to its"
                     " Merkle leaves: rows were edited behind the log's back; not exporting"
                 )
-            _write(bundle_path, tiles.encode_bundle(entries))
+            _write(bundle_path, tiles.encode_bundle(entries, first))
             bundles += 1
             if not tile.partial:
                 _drop_partials(bundle_path)

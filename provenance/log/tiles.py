@@ -221,19 +221,25 @@ def _perfect_root(hashes: Sequence[bytes]) -> bytes:
     return level[0]
 
 
-def encode_bundle(entries: Sequence[bytes]) -> bytes:
+def encode_bundle(entries: Sequence[bytes], first: int = 0) -> bytes:
     """An entry bundle: each entry as a big-endian uint16 length then its bytes.
+    ``first``: the log index of ``entries[0]``, named in the error.
 
-    Raises LogError for more than 256 entries or an entry over 65,535 bytes.
+    Raises LogError for more than 256 entries or an entry over 65,535 bytes (naming its
+    index: a log written before the server refused such entries may hold one, and it
+    can never be exported as tiles, as the length prefix cannot say its size).
     """
     if len(entries) > TILE_WIDTH:
         raise LogError(f"an entry bundle holds at most {TILE_WIDTH} entries, not {len(entries)}")
     out = bytearray()
-    for entry in entries:
+    for index, entry in enumerate(entries, first):
         if len(entry) > MAX_ENTRY_SIZE:
             raise LogError(
-                f"a log entry of {len(entry)} bytes does not fit an entry bundle"
-                f" (at most {MAX_ENTRY_SIZE})"
+                f"entry {index} of the log is {len(entry):,} bytes, over the"
+                f" {MAX_ENTRY_SIZE:,} a C2SP tlog-tiles entry bundle can hold (a 16-bit"
+                " length): this log cannot be exported as tiles up to or past it, and"
+                " nothing holding it was written (it was logged before the server refused"
+                " entries this large)"
             )
         out += len(entry).to_bytes(2, "big") + entry
     return bytes(out)

@@ -32,6 +32,7 @@ from provenance.core import merkle
 from provenance.core.binding import PerceptualHash
 from provenance.core.claims import Claim, Device, Receipt, SignedClaim
 from provenance.core.errors import (
+    AlreadyEnrolledError,
     ClaimError,
     ConfigError,
     EnrollmentError,
@@ -58,6 +59,7 @@ from provenance.core.keyhistory import (
 )
 from provenance.core.keys import CHECKED_KEYS_CACHED
 from provenance.core.registry import (
+    answer_enrollment_again,
     check_certificate_enrollment,
     check_claim_shape,
     check_enrollment,
@@ -614,8 +616,11 @@ class ProvenanceService:
         here), the proof signing ``log_key`` (this log's verifier key) and ``signed_at``
         (`registry.check_certificate_enrollment`: a request made for another log, or
         signed more than `registry.ENROLL_SKEW` from now, is refused). When the server
-        runs an authority and no chain is given, it issues one. Raises KeyMaterialError
-        or EnrollmentError.
+        runs an authority and no chain is given, it issues one. A certificate enrollment
+        of a key already enrolled with that chain (a replay within the window, or the
+        device's retry) is answered with the device as it stands and the chain, and
+        logs and stores nothing (`registry.answer_enrollment_again`; its revocation
+        since is refused, naming it). Raises KeyMaterialError or EnrollmentError.
         """
         now = self.clock()
         if token:
@@ -639,6 +644,15 @@ class ProvenanceService:
                 certificate_pem.encode(), public_key, [self.authority.certificate], now=now
             )
             chain = certificate_pem
+            found = self.store.find_device(device_id)
+            if found is not None:  # a replay, or a retry after a lost answer: no writer
+                again = AlreadyEnrolledError(
+                    "", self.device_in_force(found), self.store.device_certificate(device_id)
+                )
+                try:
+                    return answer_enrollment_again(again, chain), chain
+                except AlreadyEnrolledError:
+                    pass  # enrolled otherwise: the writer refuses it, as before
         elif not token:
             raise EnrollmentError("enrollment needs a one-time token or a device certificate")
         elif self.authority is not None:

@@ -40,6 +40,7 @@ from provenance import metrics
 from provenance.core import merkle
 from provenance.core.claims import MAX_LOG_ENTRY_BYTES, Claim, Device, Receipt, SignedClaim
 from provenance.core.errors import (
+    AlreadyEnrolledError,
     ClaimError,
     LogError,
     LogIntegrityError,
@@ -48,7 +49,12 @@ from provenance.core.errors import (
     StorageError,
 )
 from provenance.core.keyhistory import KeyEvent, KeyEventKind, SignedKeyEvent
-from provenance.core.registry import chain_link, check_claim_signature, check_not_revoked
+from provenance.core.registry import (
+    answer_enrollment_again,
+    chain_link,
+    check_claim_signature,
+    check_not_revoked,
+)
 from provenance.log.checkpoint import Checkpoint, LogSigner
 from provenance.log.receipt import build_receipt
 from provenance.store import AppendTxn, NewKeyLeaf, NewLeaf, Store
@@ -501,6 +507,27 @@ class GroupCommitWriter:
             return txn.enroll(p.token_hash, device, ev.effective_at, p.certificate_pem)
         return txn.revoke(ev.device_id, ev.effective_at, ev.reason)
 
+    def _enrolled_again(
+        self, txn: AppendTxn, p: PendingKeyEvent, enrolled: AlreadyEnrolledError
+    ) -> KeyAppended | Exception:
+        """The outcome of an enrollment of a key the registry (or this batch) already
+        holds: for a certificate enrollment with the chain it was enrolled with, the
+        device as it stands and no receipt, nothing logged (`registry.answer_enrollment_again`;
+        decided here, under the append lock, so copies of one request sent at once enroll
+        once and all get that answer); else the refusal."""
+        if p.token_hash is not None or p.event.kind is not KeyEventKind.ENROLLMENT:
+            return enrolled
+        row = enrolled.device
+        if self._in_force is not None:
+            stands = self._in_force(txn, {row.device_id: row})[row.device_id]
+            if isinstance(stands, Exception):
+                return stands
+            enrolled = AlreadyEnrolledError(str(enrolled), stands, enrolled.certificate_pem)
+        try:
+            return KeyAppended(answer_enrollment_again(enrolled, p.certificate_pem), None)
+        except ProvenanceError as e:
+            return e
+
     def _standing_revocation(
         self,
         txn: AppendTxn,
@@ -585,6 +612,9 @@ class GroupCommitWriter:
                             results[i] = KeyAppended(standing, None)
                             continue
                         dev_row = self._apply(txn, item.pending)
+                    except AlreadyEnrolledError as e:  # a copy of one logged (maybe here)
+                        results[i] = self._enrolled_again(txn, item.pending, e)
+                        continue
                     except ProvenanceError as e:
                         results[i] = e
                         continue

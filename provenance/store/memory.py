@@ -16,7 +16,12 @@ import numpy as np
 
 from provenance.core.binding import PDQ_HASH_SIZE, PDQ_MIN_QUALITY, PerceptualHash
 from provenance.core.claims import Device
-from provenance.core.errors import EnrollmentError, LogError, UnknownDeviceError
+from provenance.core.errors import (
+    AlreadyEnrolledError,
+    EnrollmentError,
+    LogError,
+    UnknownDeviceError,
+)
 from provenance.core.registry import merged_revocation
 from provenance.store import (
     QUOTA_PREFIX,
@@ -85,8 +90,13 @@ def _enroll(
         if now > token.expires:
             raise EnrollmentError(f"this enrollment token expired at {token.expires}")
         label = token.label or label
-    if device.device_id in state.devices:
-        raise EnrollmentError(f"device {device.device_id.hex()} is already enrolled")
+    found = state.devices.get(device.device_id)
+    if found is not None:
+        raise AlreadyEnrolledError(
+            f"device {device.device_id.hex()} is already enrolled",
+            found,
+            state.certificates.get(device.device_id, ""),
+        )
     if token is not None:
         token.used = True
     stored = Device(device.device_id, device.public_key, now, label=label)

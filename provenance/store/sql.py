@@ -20,6 +20,7 @@ import numpy as np
 from provenance.core.binding import PDQ_HASH_SIZE, PDQ_MIN_QUALITY
 from provenance.core.claims import Device
 from provenance.core.errors import (
+    AlreadyEnrolledError,
     EnrollmentError,
     LogError,
     LogIntegrityError,
@@ -182,8 +183,14 @@ def enroll(
         if to_us(now) > int(expires):
             raise EnrollmentError(f"this enrollment token expired at {from_us(int(expires))}")
         label = token_label or label
-    if find_device(c, device.device_id) is not None:
-        raise EnrollmentError(f"device {device.device_id.hex()} is already enrolled")
+    found = find_device(c, device.device_id)
+    if found is not None:
+        (chain,) = c.execute(
+            "SELECT certificate_pem FROM devices WHERE device_id=?", (device.device_id,)
+        ).fetchone()
+        raise AlreadyEnrolledError(
+            f"device {device.device_id.hex()} is already enrolled", found, str(chain)
+        )
     c.execute(
         f"INSERT INTO devices({_DEVICE_COLS}, certificate_pem)"
         " VALUES (?, ?, ?, ?, 0, ?, NULL, '', ?)",

@@ -68,6 +68,14 @@ FORM_ESCAPES = {"%0A": "\n", "%0D": "\r", "%22": '"'}
 _FORM_ESCAPED = re.compile("|".join(FORM_ESCAPES))
 
 
+def _shown_field(name: str) -> str:
+    """A form field's ``name`` as an error message shows it: its first `MAX_NAME`
+    characters, each bidi control (U+202E would reorder the message around it), terminal
+    escape or other unsafe character written as its code point (``\\u202e``), by the rule
+    file names follow (`provenance.terminal.shown_line`)."""
+    return shown_line(name[:MAX_NAME])
+
+
 def part_filename(raw: bytes, default: str) -> str:
     """The file name of a multipart part's ``filename`` parameter as its sender named it:
     UTF-8 (undecodable bytes replaced), the browser's escapes of LF, CR and ``"`` undone
@@ -328,11 +336,11 @@ class _Form:
         elif b"filename" in params and name != "sidecar":  # curl -F photo=@h.jpg
             shown = shown_line(part_filename(params[b"filename"], "FILE"))
             raise WebError(
-                f"the file came in the form field `{name[:MAX_NAME]}`; send it in the field"
+                f"the file came in the form field `{_shown_field(name)}`; send it in the field"
                 f" `file` (e.g. curl -F file=@{shown})"
             )
         elif name in self.fields:
-            raise WebError(f"the form carries the field `{name}` twice")
+            raise WebError(f"the form carries the field `{_shown_field(name)}` twice")
         else:
             self.fields[name] = bytearray()
             if self.file_seen:
@@ -353,7 +361,7 @@ class _Form:
         if len(buf) + end - start > limit:
             if self.current != "sidecar":  # not a size limit: the wrong field (400)
                 raise WebError(
-                    f"the form field `{self.current[:MAX_NAME]}` is larger than {limit:,}"
+                    f"the form field `{_shown_field(self.current)}` is larger than {limit:,}"
                     " bytes; a file goes in the field `file`"
                 )
             raise WebError(
