@@ -780,6 +780,8 @@ class DeviceHome:
                     ):
                         if e.code in ENTRY_FAILURE_CODES:
                             reason += f" (failed {tries} times)"
+                        if e.code == "FAILED_PRECONDITION":
+                            reason += self._catch_up(client, entry)
                         result.refused[ch] = self._aside(entry, reason)
                         # SubmitCapture's PERMISSION_DENIED: this device's key is revoked
                         result.revoked = result.revoked or e.code == "PERMISSION_DENIED"
@@ -797,6 +799,29 @@ class DeviceHome:
             if progress:
                 progress(i + 1, len(items))
         return result
+
+    def _catch_up(self, client: ProvenanceClient, entry: QueueEntry) -> str:
+        """After ``entry`` was refused as not advancing the device's sequence: when the
+        log already holds this key's claims up to a sequence at or past the entry's and
+        past this folder's last (a folder restored from a backup, or the key used by a
+        copy of it elsewhere), number the next claim after the log's last, so one refusal
+        is all it costs (before, one per claim the folder was behind). Returns what to
+        add to the refusal's reason ("" when nothing changed, or the log cannot say)."""
+        assert entry.sidecar is not None
+        try:
+            device = client.get_device(entry.sidecar.signed_claim.key_id)
+        except ProvenanceError:
+            return ""
+        state = self.state()
+        last = device.last_sequence
+        if last < entry.sequence or last <= state.last_sequence:
+            return ""
+        self.save_state(replace(state, last_sequence=last))
+        return (
+            f"; this device folder is behind the log, which holds this key's claims up to"
+            f" sequence {last} (a folder restored from a backup, or this key also signing"
+            f" elsewhere): its next claim is numbered {last + 1}; sign the file again"
+        )
 
     @contextmanager
     def locked(self) -> Iterator[None]:

@@ -1011,3 +1011,59 @@ def test_serve_http_page_takes_the_web_limit_flags(tmp_path: Path) -> None:
             s.close()
     finally:
         srv.stop()
+
+
+def _answered_early(kind: str) -> tuple[bytes, tuple[bytes, ...]]:
+    """(request, the starts its answer may have) for a request the server answers
+    before reading its whole body (1 MB of it still to come): a form of more than 8
+    parts to `prov web` (400 at the ninth part's head, or 429 while two of the client's
+    uploads are still running), a body over 128 KiB to the witness (400)."""
+    if kind == "web":
+        parts = b"".join(
+            b'--B\r\ncontent-disposition: form-data; name="f%d"\r\n\r\nx\r\n' % i for i in range(9)
+        )
+        body = parts + b'--B\r\ncontent-disposition: form-data; name="pad"\r\n\r\n'
+        body += b"y" * 1_000_000 + b"\r\n--B--\r\n"
+        head = b"POST /api/v1/verify HTTP/1.1\r\nhost: t\r\n"
+        head += b"content-type: multipart/form-data; boundary=B\r\n"
+        answers: tuple[bytes, ...] = (
+            b"HTTP/1.1 400 Bad Request\r\n",
+            b"HTTP/1.1 429 Too Many Requests\r\n",
+        )
+    else:
+        body = b"old 0\n" + b"x" * 1_000_000
+        head = b"POST /add-checkpoint HTTP/1.1\r\nhost: t\r\n"
+        answers = (b"HTTP/1.1 400 Bad Request\r\n",)
+    return head + b"content-length: %d\r\n\r\n" % len(body) + body, answers
+
+
+def test_a_connection_answered_before_its_body_ended_is_closed_once_idle(
+    http_server: tuple[str, str],
+) -> None:
+    """A request answered before its whole body came (a 400 or 413 for a form or body
+    over a limit), whose client then sends the rest and waits, is closed when idle as
+    any kept-alive connection is (`prov web` 10 s, the witness 5 s), so the client's
+    connection share comes back. Before: uvicorn's keep-alive timer, cancelled by the
+    body's remaining bytes (read and dropped), was never set again, and the guard left
+    an idle connection to it: each such connection stayed open for good (seen: 300 s),
+    so 8 of them (32 by default) took the client's share for good, and 8 clients (256)
+    every connection of the server."""
+    kind, url = http_server
+    request, answers = _answered_early(kind)
+    socks = [_connect(url, "127.0.0.3") for _ in range(8)]  # the fixture's share
+    try:
+        for s in socks:
+            s.sendall(request)
+        start = time.monotonic()
+        closed = [_read_until_closed(s, max(0.1, start + 20 - time.monotonic())) for s in socks]
+        waited = time.monotonic() - start
+        for got in closed:
+            assert got is not None, "a connection answered early was still open after 20 s"
+            assert got.startswith(answers)
+        assert waited < 15
+        with _connect(url, "127.0.0.3") as again:  # the share is back
+            got = _get_favicon(again)
+        assert got is not None and not got.startswith(b"HTTP/1.1 503")
+    finally:
+        for s in socks:
+            s.close()

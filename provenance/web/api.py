@@ -9,7 +9,6 @@ endpoints answer the views of `provenance.web.logviews`; every error is
 from __future__ import annotations
 
 import functools
-import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -29,6 +28,7 @@ from provenance.core.fair_share import client_key
 from provenance.web import logviews
 from provenance.web.errors import WebError, error_response
 from provenance.web.openapi import openapi_document
+from provenance.wire.jsontext import loads_text
 
 if TYPE_CHECKING:
     from provenance.web.app import WebState
@@ -155,10 +155,11 @@ async def json_body(request: Request) -> AsyncIterator[bytes]:
 
 
 def parse_json(data: bytes) -> Any:
-    """``data`` parsed as JSON; raises WebError (400) saying why not. Up to about 0.1 s
-    for a 4 MB body: call it off the event loop (`read_json`)."""
+    """``data`` parsed as JSON (a string holding a lone surrogate refused, as
+    `provenance.wire.jsontext.loads_text` does); raises WebError (400) saying why not.
+    Up to about 0.1 s for a 4 MB body: call it off the event loop (`read_json`)."""
     try:
-        return json.loads(data)
+        return loads_text(data)
     except (ValueError, UnicodeDecodeError) as e:
         raise WebError(f"the body is not valid JSON: {e}") from e
     except RecursionError as e:

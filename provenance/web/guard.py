@@ -207,6 +207,14 @@ class _GuardedH11(H11Protocol):
                 # the first byte of the next request starts its head deadline
                 buffered, _ = self.conn.trailing_data
                 self._phase, self._phase_start = ("head", now) if buffered else ("", now)
+                if not buffered and self.timeout_keep_alive_task is None:
+                    # the rest of a body the app had answered before it ended: uvicorn
+                    # drops those bytes and starts the next cycle, but each byte cancelled
+                    # its keep-alive timer, set only when an answer completes, so the
+                    # connection stayed open for good
+                    self.timeout_keep_alive_task = self.loop.call_later(
+                        self.timeout_keep_alive, self.timeout_keep_alive_handler
+                    )
         elif state is h11.SEND_BODY:
             if self._phase != "body":
                 self._phase, self._phase_start, self._received = "body", now, 0

@@ -20,6 +20,7 @@ from provenance.core.envelope import verify_payload
 from provenance.core.errors import ClaimError, SignatureError
 from provenance.core.keys import check_public_key, key_id
 from provenance.wire.convert import decode_claim, decode_receipt, encode_receipt
+from provenance.wire.jsontext import loads_text
 
 SIDECAR_FORMAT = "application/vnd.provenance.sidecar.v1+json"
 #: Largest sidecar accepted, in bytes.
@@ -71,14 +72,15 @@ def encode_sidecar(s: Sidecar) -> bytes:
 
 def decode_sidecar(data: bytes) -> Sidecar:
     """Parse sidecar bytes; raises ClaimError naming what is wrong (over
-    MAX_SIDECAR_BYTES, not JSON, nested too deeply, fields missing or malformed)."""
+    MAX_SIDECAR_BYTES, not JSON, nested too deeply, a string holding a lone surrogate,
+    fields missing or malformed)."""
     if len(data) > MAX_SIDECAR_BYTES:
         raise ClaimError(f"sidecar is {len(data)} bytes; the limit is {MAX_SIDECAR_BYTES}")
     try:
-        doc = json.loads(data)
+        doc = loads_text(data)
     except RecursionError as e:  # "[[[[..." deeper than the interpreter's stack allows
         raise ClaimError("sidecar is not valid JSON: nested too deeply") from e
-    except ValueError as e:  # not UTF-8, not JSON, or an integer of over 4300 digits
+    except ValueError as e:  # not UTF-8 or JSON, an integer of over 4300 digits, a lone surrogate
         raise ClaimError(f"sidecar is not valid JSON: {e}") from e
     if not isinstance(doc, dict) or doc.get("format") != SIDECAR_FORMAT:
         raise ClaimError(f"not a provenance sidecar (expected format {SIDECAR_FORMAT!r})")
