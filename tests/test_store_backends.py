@@ -177,7 +177,8 @@ def test_a_certificate_enrollment_replayed_is_answered_once_on_every_backend(
         proof = certificate_enrollment_proof(key, log_key, now)
 
         def enroll() -> tuple[Any, str]:
-            return s.enroll("", key.public_key, proof, chain.decode(), log_key, now)
+            got, pem = s.enroll("", key.public_key, proof, chain.decode(), log_key, now)
+            return got.device, pem
 
         size = s.store.tree_size()
         with ThreadPoolExecutor(4) as pool:

@@ -224,9 +224,9 @@ _ENROLL_FAILURES = (EnrollmentError, KeyMaterialError, SignatureError, AuthError
 
 
 class RegistryServicer(rpc.DeviceRegistryServicer):
-    """Enrollment and the admin calls. A client that fails authentication too often
-    (`AuthFailureBudget`, --auth-failures-per-minute) has its admin and Enroll calls
-    refused unchecked."""
+    """Enrollment and the admin calls. A client that fails authentication, or has
+    enrollments answered again, too often (`AuthFailureBudget`,
+    --auth-failures-per-minute) has its admin and Enroll calls refused unchecked."""
 
     def __init__(self, service: ProvenanceService, config: ServerConfig) -> None:
         self.s = service
@@ -251,14 +251,16 @@ class RegistryServicer(rpc.DeviceRegistryServicer):
         context: grpc.ServicerContext,
         rpc_name: str,
         failures: tuple[type[ProvenanceError], ...] = (AuthError,),
-    ) -> Iterator[None]:
-        """Run a call that authenticates its caller: refused first when the caller's
-        client has spent its failures (AuthPenaltyError); a ``failures`` error raised
-        inside is charged to it. An admin call's arguments refused after its token
-        checked (ClaimError, ...) are not failures of authentication."""
+    ) -> Iterator[str]:
+        """Run a call that authenticates its caller, yielding its client (to charge an
+        enrollment answered again, `AuthFailureBudget.answered_again`): refused first
+        when the caller's client has spent its failures (AuthPenaltyError); a
+        ``failures`` error raised inside is charged to it. An admin call's arguments
+        refused after its token checked (ClaimError, ...) are not failures of
+        authentication."""
         client = self.budget.admit(context.peer(), rpc_name)
         try:
-            yield
+            yield client
         except failures:
             self.budget.failed(client)
             raise
@@ -276,8 +278,8 @@ class RegistryServicer(rpc.DeviceRegistryServicer):
 
     @_rpc
     def Enroll(self, request: Any, context: grpc.ServicerContext) -> Any:
-        with self._authenticating(context, "Enroll", _ENROLL_FAILURES):
-            d, chain = self.s.enroll(
+        with self._authenticating(context, "Enroll", _ENROLL_FAILURES) as client:
+            got, chain = self.s.enroll(
                 request.token,
                 bytes(request.public_key),
                 bytes(request.proof_of_possession),
@@ -289,7 +291,9 @@ class RegistryServicer(rpc.DeviceRegistryServicer):
                     else None
                 ),
             )
-        return pb.EnrollResponse(device=wire.device_to_pb(d), certificate_chain_pem=chain)
+            if got.receipt is None:  # a replay: its checks are paid for, nothing changed
+                self.budget.answered_again(client)
+        return pb.EnrollResponse(device=wire.device_to_pb(got.device), certificate_chain_pem=chain)
 
     @_rpc
     def Revoke(self, request: Any, context: grpc.ServicerContext) -> Any:
