@@ -4,7 +4,8 @@ recorded on its way to server A and replayed to server B, which trusts the same
 enrollment authority, is refused, and so is one older than `ENROLL_SKEW`. Before, the
 proof of possession was a signature over an empty token, the same for every server and
 every time: the replay to B enrolled the key there. Real `prov serve` processes, the real
-CLI, a recording gRPC relay in between."""
+CLI, a recording gRPC relay in between (which can also lose an answer: a token or
+certificate enrollment retried after its answer was lost is answered as the first was)."""
 
 from __future__ import annotations
 
@@ -21,7 +22,8 @@ from clients.api import ProvenanceClient
 from clients.cli import main as prov_main
 from clients.device import DeviceHome
 from provenance.c2pa.authority import init_authority
-from provenance.core.errors import EnrollmentError
+from provenance.core.envelope import PAYLOAD_TYPE_ENROLL, sign_payload
+from provenance.core.errors import EnrollmentError, TransportError
 from provenance.core.keys import DeviceKey
 from provenance.core.registry import (
     ENROLL_SKEW,
@@ -43,6 +45,8 @@ class Relay(grpc.GenericRpcHandler):
         self.channel = grpc.insecure_channel(target)
         self.seen: list[tuple[str, bytes]] = []
         self.answers: list[tuple[str, bytes]] = []
+        #: methods whose answer is recorded, then lost: the caller gets UNAVAILABLE
+        self.drop: set[str] = set()
 
     def service(self, details: Any) -> grpc.RpcMethodHandler[bytes, bytes] | None:
         method = str(details.method)
@@ -53,6 +57,8 @@ class Relay(grpc.GenericRpcHandler):
             try:
                 answer = bytes(forward(request, timeout=30))
                 self.answers.append((method, answer))
+                if method in self.drop:
+                    context.abort(grpc.StatusCode.UNAVAILABLE, "the relay lost the answer")
                 return answer
             except grpc.RpcError as e:
                 context.abort(e.code(), e.details() or "")
@@ -266,4 +272,64 @@ def test_replayed_certificate_enrollments_are_metered_per_client(tmp_path: Path)
                 assert 0 < float(trailers[RETRY_AFTER_KEY]) <= 60 / budget
         assert _rows(tmp_path / "a.db") == enrolled
     finally:
+        a.stop()
+
+
+def test_a_token_enrollment_whose_answer_was_lost_is_answered_on_retry(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`prov device enroll` with a one-time token whose answer a relay loses (the server
+    enrolled the key and spent the token) run again with the same token: the server
+    answers the device as it stands and the chain it was enrolled with, byte for byte
+    the lost answer, and logs and stores nothing. The same token with another key is
+    refused "already used", as before, and so is the retry once the key is revoked,
+    naming the revocation. Before: the retry was refused "this enrollment token was
+    already used", and the device could not learn it had been enrolled."""
+    init_authority(tmp_path / "ca", now=datetime.now(UTC))
+    db = tmp_path / "a.db"
+    a = start_server(db, "--ca", str(tmp_path / "ca"))
+    relay_server, relay, via = _relay(a.address)
+    monkeypatch.setenv("PROV_PASSPHRASE", PASSPHRASE)
+    try:
+        home = DeviceHome(tmp_path / "dev")
+        state, _ = home.init(PASSPHRASE.encode())
+        with ProvenanceClient(a.address, ADMIN_TOKEN) as admin:
+            token, _ = admin.create_enrollment_token(label="desk camera 3")
+        monkeypatch.setenv("PROV_ENROLL_TOKEN", token)
+        before = _rows(db)
+        relay.drop.add(ENROLL)
+        assert prov_main(["device", "enroll", "--home", str(home.root), "--server", via]) == 1
+        assert "the relay lost the answer" in capsys.readouterr().err
+        [lost] = [r for m, r in relay.answers if m == ENROLL]
+        enrolled = _rows(db)
+        assert enrolled == (before[0] + 1, before[1] + 1, before[2] + 1)
+        assert not home.cert_path.exists()
+
+        relay.drop.clear()
+        assert prov_main(["device", "enroll", "--home", str(home.root), "--server", via]) == 0
+        assert f"device {state.device_id} enrolled" in capsys.readouterr().out
+        [_, again] = [r for m, r in relay.answers if m == ENROLL]
+        assert again == lost
+        reply = pb.EnrollResponse.FromString(again)
+        assert reply.device.label == "desk camera 3"
+        assert home.cert_path.read_text() == reply.certificate_chain_pem != ""
+        assert _rows(db) == enrolled
+
+        other = DeviceKey.generate()
+        pop = sign_payload(other, PAYLOAD_TYPE_ENROLL, token.encode())
+        with ProvenanceClient(a.address) as client:
+            with pytest.raises(TransportError, match="already used"):
+                client.enroll(token, other.public_key, pop)
+        monkeypatch.setenv("PROV_ADMIN_TOKEN", ADMIN_TOKEN)
+        rc = prov_main(
+            ["admin", "revoke", state.device_id, "--reason", "lost", "--server", a.address]
+        )
+        assert rc == 0
+        capsys.readouterr()
+        assert prov_main(["device", "enroll", "--home", str(home.root), "--server", via]) == 1
+        said = capsys.readouterr().err
+        assert f"device {state.device_id} was enrolled" in said and "revoked" in said, said
+        assert _rows(db) == (enrolled[0], enrolled[1] + 1, enrolled[2] + 1)
+    finally:
+        relay_server.stop(None)
         a.stop()

@@ -700,11 +700,11 @@ class AuthFailureBudget:
     missing) and each Enroll refused (a wrong, spent or expired enrollment token, a proof
     of possession or certificate that does not check, a malformed key) takes one
     (`failed`), and so does each Enroll answered again (`answered_again`: a replay of a
-    logged certificate enrollment, answered as the first was; it logs nothing, but its
-    proof and chain were checked and the registry read, about 1 ms of server CPU: unmetered,
-    one client replaying one captured request, 64 calls in flight, got 809 answers a
-    second and delayed honest token enrollments from 2.6 to 91 ms, p50). A client with
-    no whole token left has its admin and Enroll calls refused
+    logged enrollment, or the device's retry, answered as the first was; it logs
+    nothing, but its proof (and chain) were checked and the registry read, about 1 ms of
+    server CPU: unmetered, one client replaying one captured request, 64 calls in
+    flight, got 809 answers a second and delayed honest token enrollments from 2.6 to
+    91 ms, p50). A client with no whole token left has its admin and Enroll calls refused
     unchecked (`admit`: AuthPenaltyError, RESOURCE_EXHAUSTED, with the seconds to wait),
     counted by /metrics ``prov_auth_refusals_total{rpc}``; its other calls, and every
     other client, are served as before. So guessing admin or enrollment tokens goes at

@@ -622,8 +622,9 @@ class ProvenanceService:
         of a key already enrolled with that chain (a replay within the window, or the
         device's retry) is answered with the device as it stands, no receipt and the
         chain, and logs and stores nothing (`registry.answer_enrollment_again`; its
-        revocation since is refused, naming it). Raises KeyMaterialError or
-        EnrollmentError.
+        revocation since is refused, naming it); so is a token enrollment whose token was
+        spent enrolling this same key (the device's retry after a lost answer), with the
+        chain stored then. Raises KeyMaterialError or EnrollmentError.
         """
         now = self.clock()
         if token:
@@ -684,6 +685,8 @@ class ProvenanceService:
             )
         )
         self._remember_key(device_id, public_key)
+        if got.receipt is None:  # answered again: the chain it was enrolled with
+            chain = self.store.device_certificate(device_id)
         return got, chain
 
     def revoke(self, device_id: bytes, reason: str, effective_at: datetime | None) -> Device:
