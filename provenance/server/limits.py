@@ -659,6 +659,7 @@ class DeviceQuota:
 #: seconds (less when the call's deadline is sooner): a client flooding forgeries with n
 #: calls in flight gets at most n answers per FORGERY_HOLD_S, so refusing it costs the
 #: server little, while an honest client that retries after ``retry_after_s`` never waits.
+#: The same for an admin or Enroll call of a client out of its `AuthFailureBudget`.
 FORGERY_HOLD_S = 1.0
 #: Clients whose forgery counts are kept; the least recently charged go first.
 FORGERY_PEERS_KEPT = 4096
@@ -705,8 +706,8 @@ class AuthFailureBudget:
     server CPU: unmetered, one client replaying one captured request, 64 calls in
     flight, got 809 answers a second and delayed honest token enrollments from 2.6 to
     91 ms, p50). A client with no whole token left has its admin and Enroll calls refused
-    unchecked (`admit`: AuthPenaltyError, RESOURCE_EXHAUSTED, with the seconds to wait),
-    counted by /metrics ``prov_auth_refusals_total{rpc}``; its other calls, and every
+    unchecked (`admit`: AuthPenaltyError, RESOURCE_EXHAUSTED, with the seconds to wait;
+    the servicer holds each answer back `FORGERY_HOLD_S`), counted by /metrics ``prov_auth_refusals_total{rpc}``; its other calls, and every
     other client, are served as before. So guessing admin or enrollment tokens goes at
     ``per_minute`` guesses a minute per client, however fast the server answers, and so
     do replayed enrollments (a device retrying after a lost answer sends a few).
