@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
@@ -160,6 +161,27 @@ def test_text_with_a_nul_is_refused_alike_on_every_backend(db: Path | str, tmp_p
         s.close()
 
 
+def _answered_once(s: ProvenanceService, enroll: Callable[[], tuple[Any, str]]) -> tuple[Any, str]:
+    """``enroll`` called 4 times at once (one writer batch, mostly) and once after: the
+    answer, the same to all 5, and one log entry appended."""
+    size = s.store.tree_size()
+    with ThreadPoolExecutor(4) as pool:
+        answers = list(pool.map(lambda _: enroll(), range(4)))
+    answers.append(enroll())
+    assert answers == [answers[0]] * 5, answers
+    assert s.store.tree_size() == size + 1
+    return answers[0]
+
+
+def _refused_once_revoked(
+    s: ProvenanceService, key_id: bytes, enroll: Callable[[], tuple[Any, str]]
+) -> None:
+    """After the key's revocation, ``enroll`` is refused, naming it."""
+    s.revoke(key_id, "lost", None)
+    with pytest.raises(EnrollmentError, match="revoked at"):
+        enroll()
+
+
 def test_a_certificate_enrollment_replayed_is_answered_once_on_every_backend(
     db: Path | str, tmp_path: Path
 ) -> None:
@@ -177,17 +199,49 @@ def test_a_certificate_enrollment_replayed_is_answered_once_on_every_backend(
         proof = certificate_enrollment_proof(key, log_key, now)
 
         def enroll() -> tuple[Any, str]:
-            return s.enroll("", key.public_key, proof, chain.decode(), log_key, now)
+            got, pem = s.enroll("", key.public_key, proof, chain.decode(), log_key, now)
+            return got.device, pem
 
+        assert _answered_once(s, enroll)[1] == chain.decode()
+        _refused_once_revoked(s, key.key_id, enroll)
+    finally:
+        s.close()
+
+
+def test_a_token_enrollment_retried_is_answered_once_on_every_backend(
+    db: Path | str, tmp_path: Path
+) -> None:
+    """The service with an enrollment authority: a token enrollment sent again with the
+    same key and token (in one writer batch and after it: the device's retry after a
+    lost answer) gets the device and the chain stored with it and logs one entry; the
+    token with another key, or a key already enrolled with a new token, is refused as
+    before; after the key's revocation the retry is refused, naming it (the store's
+    AlreadyEnrolledError.token_spent_on_it on each backend)."""
+    now = datetime.now(UTC).replace(microsecond=0)
+    s = _service(db, tmp_path, authority=init_authority(tmp_path / "ca", now=now))
+    try:
+        key = DeviceKey.generate()
+        token, _ = s.create_enrollment_token(label="desk")
+        proof = sign_payload(key, PAYLOAD_TYPE_ENROLL, token.encode())
+
+        def enroll() -> tuple[Any, str]:
+            got, pem = s.enroll(token, key.public_key, proof)
+            return got.device, pem
+
+        device, chain = _answered_once(s, enroll)
+        assert device.label == "desk"
+        assert chain == s.store.device_certificate(key.key_id) != ""
         size = s.store.tree_size()
-        with ThreadPoolExecutor(4) as pool:
-            answers = list(pool.map(lambda _: enroll(), range(4)))
-        answers.append(enroll())
-        assert answers == [answers[0]] * 5 and answers[0][1] == chain.decode()
-        assert s.store.tree_size() == size + 1
-        s.revoke(key.key_id, "lost", None)
-        with pytest.raises(EnrollmentError, match="revoked at"):
-            enroll()
+        other = DeviceKey.generate()
+        with pytest.raises(EnrollmentError, match="already used"):
+            s.enroll(
+                token, other.public_key, sign_payload(other, PAYLOAD_TYPE_ENROLL, token.encode())
+            )
+        fresh, _ = s.create_enrollment_token()
+        with pytest.raises(EnrollmentError, match="is already enrolled"):
+            s.enroll(fresh, key.public_key, sign_payload(key, PAYLOAD_TYPE_ENROLL, fresh.encode()))
+        assert s.store.tree_size() == size
+        _refused_once_revoked(s, key.key_id, enroll)
     finally:
         s.close()
 

@@ -79,14 +79,22 @@ class EnrollmentError(RegistryError):
 
 class AlreadyEnrolledError(EnrollmentError):
     """The key is enrolled already: ``device`` is its registry row and
-    ``certificate_pem`` the chain stored with it ("" when none), so that a replayed
-    certificate enrollment can be answered as the first was
-    (`provenance.core.registry.answer_enrollment_again`)."""
+    ``certificate_pem`` the chain stored with it ("" when none); ``token_spent_on_it``:
+    the request's one-time token is spent, and it was spent enrolling this same key. So a
+    replayed enrollment, or the device's retry after a lost answer, can be answered as
+    the first was (`provenance.core.registry.answer_enrollment_again`)."""
 
-    def __init__(self, message: str, device: Device, certificate_pem: str) -> None:
+    def __init__(
+        self,
+        message: str,
+        device: Device,
+        certificate_pem: str,
+        token_spent_on_it: bool = False,
+    ) -> None:
         super().__init__(message)
         self.device = device
         self.certificate_pem = certificate_pem
+        self.token_spent_on_it = token_spent_on_it
 
 
 class SequenceError(RegistryError):

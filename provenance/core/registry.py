@@ -148,17 +148,26 @@ def check_certificate_enrollment(
     return key_id(public_key)
 
 
-def answer_enrollment_again(enrolled: AlreadyEnrolledError, certificate_pem: str) -> Device:
-    """The answer to a certificate enrollment (already checked: a fresh proof by the key,
-    a chain from the server's authority) of a key the registry holds, ``enrolled``:
-    the device as it stands, when it was enrolled with this same chain
-    ``certificate_pem`` (a replay of the request, or the device's retry after a lost
-    answer), so the call is idempotent and nothing is logged or stored again.
+def answer_enrollment_again(
+    enrolled: AlreadyEnrolledError, certificate_pem: str, by_token: bool = False
+) -> Device:
+    """The answer to an enrollment (its proof of possession already checked) of a key
+    the registry holds, ``enrolled``: the device as it stands, when the request is the
+    one that enrolled it again (a replay, or the device's retry after a lost answer), so
+    the call is idempotent and nothing is logged or stored again. A certificate
+    enrollment is that when the key was enrolled with this same chain
+    ``certificate_pem`` (from the server's authority); a token enrollment (``by_token``)
+    when its one-time token was spent enrolling this same key
+    (``enrolled.token_spent_on_it``): the caller holds the token and the key, so it
+    learns nothing it did not hold or could not read (the registry row, the chain).
 
-    Raises ``enrolled`` itself when the key was enrolled otherwise (no chain, or another
-    one), and EnrollmentError, naming the revocation, when the key was revoked since: a
-    revoked key never enrolls again."""
-    if not enrolled.certificate_pem or enrolled.certificate_pem != certificate_pem:
+    Raises ``enrolled`` itself when the key was enrolled otherwise (no chain or another
+    one; another token, or none), and EnrollmentError, naming the revocation, when the
+    key was revoked since: a revoked key never enrolls again."""
+    if by_token:
+        if not enrolled.token_spent_on_it:
+            raise enrolled
+    elif not enrolled.certificate_pem or enrolled.certificate_pem != certificate_pem:
         raise enrolled
     device = enrolled.device
     if device.revoked_at is not None:

@@ -327,7 +327,8 @@ def serve(
         int,
         typer.Option(
             help="Failed authentications (admin calls with a wrong or missing admin token,"
-            " refused enrollments) one client (IPv4 address, IPv6 /64) may make per minute"
+            " refused enrollments, enrollments answered again: a replay of a logged one)"
+            " one client (IPv4 address, IPv6 /64) may make per minute"
             " (bursts up to a minute's worth); past it the client's admin and Enroll calls"
             " are refused unchecked (RESOURCE_EXHAUSTED) until it has waited (0: no limit).",
         ),

@@ -608,8 +608,10 @@ class ProvenanceService:
         certificate_pem: str = "",
         log_key: str = "",
         signed_at: datetime | None = None,
-    ) -> tuple[Device, str]:
-        """Enroll ``public_key`` (raw 32 bytes); returns the device and its X.509 chain.
+    ) -> tuple[KeyAppended, str]:
+        """Enroll ``public_key`` (raw 32 bytes); returns the outcome (the device and the
+        receipt of its log entry; None when nothing was logged: answered again, below)
+        and its X.509 chain.
 
         With a one-time ``token`` (the proof signs it); or, with no token, by a
         ``certificate_pem`` chain that the server's enrollment authority issued (checked
@@ -618,9 +620,11 @@ class ProvenanceService:
         signed more than `registry.ENROLL_SKEW` from now, is refused). When the server
         runs an authority and no chain is given, it issues one. A certificate enrollment
         of a key already enrolled with that chain (a replay within the window, or the
-        device's retry) is answered with the device as it stands and the chain, and
-        logs and stores nothing (`registry.answer_enrollment_again`; its revocation
-        since is refused, naming it). Raises KeyMaterialError or EnrollmentError.
+        device's retry) is answered with the device as it stands, no receipt and the
+        chain, and logs and stores nothing (`registry.answer_enrollment_again`; its
+        revocation since is refused, naming it); so is a token enrollment whose token was
+        spent enrolling this same key (the device's retry after a lost answer), with the
+        chain stored then. Raises KeyMaterialError or EnrollmentError.
         """
         now = self.clock()
         if token:
@@ -650,7 +654,7 @@ class ProvenanceService:
                     "", self.device_in_force(found), self.store.device_certificate(device_id)
                 )
                 try:
-                    return answer_enrollment_again(again, chain), chain
+                    return KeyAppended(answer_enrollment_again(again, chain), None), chain
                 except AlreadyEnrolledError:
                     pass  # enrolled otherwise: the writer refuses it, as before
         elif not token:
@@ -681,7 +685,9 @@ class ProvenanceService:
             )
         )
         self._remember_key(device_id, public_key)
-        return got.device, chain
+        if got.receipt is None:  # answered again: the chain it was enrolled with
+            chain = self.store.device_certificate(device_id)
+        return got, chain
 
     def revoke(self, device_id: bytes, reason: str, effective_at: datetime | None) -> Device:
         """`revoke_outcome`'s device: the key as revoked (or as it already stood)."""

@@ -514,17 +514,23 @@ class GroupCommitWriter:
         holds: for a certificate enrollment with the chain it was enrolled with, the
         device as it stands and no receipt, nothing logged (`registry.answer_enrollment_again`;
         decided here, under the append lock, so copies of one request sent at once enroll
-        once and all get that answer); else the refusal."""
-        if p.token_hash is not None or p.event.kind is not KeyEventKind.ENROLLMENT:
+        once and all get that answer); for a token enrollment whose token was spent
+        enrolling this key, the same; else the refusal."""
+        if p.event.kind is not KeyEventKind.ENROLLMENT:
             return enrolled
         row = enrolled.device
         if self._in_force is not None:
             stands = self._in_force(txn, {row.device_id: row})[row.device_id]
             if isinstance(stands, Exception):
                 return stands
-            enrolled = AlreadyEnrolledError(str(enrolled), stands, enrolled.certificate_pem)
+            enrolled = AlreadyEnrolledError(
+                str(enrolled), stands, enrolled.certificate_pem, enrolled.token_spent_on_it
+            )
         try:
-            return KeyAppended(answer_enrollment_again(enrolled, p.certificate_pem), None)
+            device = answer_enrollment_again(
+                enrolled, p.certificate_pem, by_token=p.token_hash is not None
+            )
+            return KeyAppended(device, None)
         except ProvenanceError as e:
             return e
 

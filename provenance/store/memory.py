@@ -44,6 +44,8 @@ class _Token:
     label: str
     expires: datetime
     used: bool = False
+    #: the device id of the key whose enrollment spent it
+    device_id: bytes | None = None
 
 
 @dataclass
@@ -86,6 +88,14 @@ def _enroll(
         if token is None:
             raise EnrollmentError("unknown enrollment token")
         if token.used:
+            spent_on = state.devices.get(device.device_id)
+            if spent_on is not None and token.device_id == device.device_id:
+                raise AlreadyEnrolledError(
+                    "this enrollment token was already used",
+                    spent_on,
+                    state.certificates.get(device.device_id, ""),
+                    token_spent_on_it=True,
+                )
             raise EnrollmentError("this enrollment token was already used")
         if now > token.expires:
             raise EnrollmentError(f"this enrollment token expired at {token.expires}")
@@ -99,6 +109,7 @@ def _enroll(
         )
     if token is not None:
         token.used = True
+        token.device_id = device.device_id
     stored = Device(device.device_id, device.public_key, now, label=label)
     state.devices[device.device_id] = stored
     state.certificates[device.device_id] = certificate_pem

@@ -164,6 +164,14 @@ def find_device(c: Conn, device_id: bytes) -> Device | None:
     return None if row is None else _device(row)
 
 
+def _device_chain(c: Conn, device_id: bytes) -> str:
+    """The X.509 chain stored with the enrolled device ``device_id`` ("" when none)."""
+    (chain,) = c.execute(
+        "SELECT certificate_pem FROM devices WHERE device_id=?", (device_id,)
+    ).fetchone()
+    return str(chain)
+
+
 def enroll(
     c: Conn, token_hash: bytes | None, device: Device, now: datetime, certificate_pem: str
 ) -> Device:
@@ -172,24 +180,36 @@ def enroll(
     storable_text(certificate_pem, "device certificate chain")
     if token_hash is not None:
         row = c.execute(
-            "SELECT label, expires_at, used_at FROM enrollment_tokens WHERE token_hash=?",
+            "SELECT label, expires_at, used_at, device_id FROM enrollment_tokens"
+            " WHERE token_hash=?",
             (token_hash,),
         ).fetchone()
         if row is None:
             raise EnrollmentError("unknown enrollment token")
-        token_label, expires, used = row
+        token_label, expires, used, spent_by = row
         if used is not None:
+            spent_on = find_device(c, device.device_id)
+            if (
+                spent_on is not None
+                and spent_by is not None
+                and bytes(spent_by) == device.device_id
+            ):
+                raise AlreadyEnrolledError(
+                    "this enrollment token was already used",
+                    spent_on,
+                    _device_chain(c, device.device_id),
+                    token_spent_on_it=True,
+                )
             raise EnrollmentError("this enrollment token was already used")
         if to_us(now) > int(expires):
             raise EnrollmentError(f"this enrollment token expired at {from_us(int(expires))}")
         label = token_label or label
     found = find_device(c, device.device_id)
     if found is not None:
-        (chain,) = c.execute(
-            "SELECT certificate_pem FROM devices WHERE device_id=?", (device.device_id,)
-        ).fetchone()
         raise AlreadyEnrolledError(
-            f"device {device.device_id.hex()} is already enrolled", found, str(chain)
+            f"device {device.device_id.hex()} is already enrolled",
+            found,
+            _device_chain(c, device.device_id),
         )
     c.execute(
         f"INSERT INTO devices({_DEVICE_COLS}, certificate_pem)"
