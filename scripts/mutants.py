@@ -163,6 +163,13 @@ REASONS: dict[str, str] = {
         "equivalent, only slower: the loop below halves `width` until it fits the remaining"
         " leaves, which brings any larger power of two back to the same width",
     ),
+    # provenance/core/verify.py
+    'at = "an unrecorded time" if (device.revoked_at is None) and False else'
+    " utc_text(device.revoked_at)": (
+        "unreachable: _revocation_note is only called for a revoked device (after"
+        " _revoked_for or a `revoked_at is not None` test), so its 'unrecorded time' branch"
+        " is never taken"
+    ),
 }
 
 
