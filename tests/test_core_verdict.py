@@ -20,6 +20,7 @@ from provenance.core.verify import (
     EXACT_BOUND_NOTE,
     MAX_OTHER_CLAIMS,
     NO_MATCH_REASON,
+    NO_PERCEPTUAL_HASH,
     UNLOGGED_SIDECAR_REASON,
     ClaimEvidence,
     Evidence,
@@ -1004,3 +1005,98 @@ def test_of_two_damage_readings_the_one_naming_fewer_bytes_wins_and_a_tie_keeps_
         r, _, _ = _sidecar_case(facts, device=_device(), claim=claim, chunks=chunks)
         assert r.status is Verdict.TAMPERED
         assert r.evidence.damaged_ranges == expected
+
+
+def test_the_reasons_of_each_rule_word_for_word() -> None:
+    """The reasons a person reads, pinned whole for the rules whose words the tests above
+    only sample (each is what the verdict's exit code stands for, in prose)."""
+    same, other = FileFacts(SHA, 11, "image/jpeg"), FileFacts(OTHER_SHA, 11, "image/jpeg")
+    forged = replace(_signed(_claim()), signature=bytes(64))
+    bad_sig = "the sidecar's signature does not verify under the enrolled device key"
+    assert _sidecar_case(same, device=_device(), signed=forged)[0].reasons == (bad_sig,)
+    assert _sidecar_case(other, device=_device(), signed=forged)[0].reasons == (
+        bad_sig,
+        "and the file's bytes differ from the ones the sidecar describes",
+    )
+    differ = "the file's bytes differ from the bytes the signed sidecar claim covers (SHA-256)"
+    for bits, what in ((4, "a close copy with edits"), (32, "a different picture")):
+        edited = FileFacts(OTHER_SHA, 11, "image/jpeg", (_flip(PDQ, bits),))
+        assert _sidecar_case(edited, device=_device())[0].reasons == (
+            differ,
+            f"the pixels are {bits} bits (PDQ) from the signed capture's: {what}",
+        )
+    original = bytes(range(256))
+    facts, claim, chunks = _video_case(original, _damaged(original, (1,)))
+    r, _, _ = _sidecar_case(facts, device=_device(), claim=claim, chunks=(bytes(32),) + chunks[1:])
+    assert r.reasons == (
+        differ,
+        "the sidecar's chunk list does not match the signed chunk root, so it was not used",
+    )
+    lc, later = _logged(index=3), _logged(_claim(sequence=2), index=4)
+    another = decide(
+        same, NOW, sidecar=_signed(_claim(sequence=5)), sidecar_claim=_claim(), exact=[lc]
+    )
+    assert another.reasons[1:] == (
+        "a sidecar came with the file but describes another claim; it was not used",
+    )
+    held = decide(
+        same, NOW, sidecar=later.signed_claim, sidecar_claim=later.claim, exact=[later, lc]
+    )
+    assert held.reasons[-1] == (
+        "the sidecar holds the claim at log index 4, which also binds these bytes; the verdict"
+        " rests on the best-standing claim of them, at log index 3"
+    )
+    assert decide(same, NOW, exact=[_logged(revoked_at=LOGGED_AT)]).reasons == (
+        "exact bytes match a claim at log index 7, but the key was revoked at 2026-11-27"
+        " 12:00:00 UTC (lost phone), before that claim was logged",
+    )
+    assert decide(same, NOW, exact=[_logged(chain_linked=False)]).reasons[1:] == (
+        "note: this claim does not directly follow the device's previous logged claim (a gap"
+        " or a break in its sequence chain)",
+    )
+    unexplained = replace(_device(revoked_at=LOGGED_AT), revocation_reason="")
+    lc = replace(_logged(), device=unexplained)
+    assert decide(same, NOW, exact=[lc]).reasons == (
+        "exact bytes match a claim at log index 7, but the key was revoked at 2026-11-27"
+        " 12:00:00 UTC (no reason given), before that claim was logged",
+    )
+
+
+def test_the_reasons_on_an_unknown_key_s_sidecar_word_for_word() -> None:
+    stranger = DeviceKey.from_private_bytes(hashlib.sha256(b"another log's device").digest())
+    claim = _claim(device_id=stranger.key_id)
+    signed = _signed(claim, stranger)
+    kid = f"key id {stranger.key_id.hex()[:16]}…"
+    other = FileFacts(OTHER_SHA, 11, "image/jpeg")
+    for sidecar, key, note in (
+        (
+            signed,
+            stranger.public_key,
+            f"a sidecar came with the file, signed by a key this log does not know ({kid}):"
+            " its signature verifies under the public key it carries, but that key is not"
+            " enrolled here, so it proves nothing about these bytes and was not used (it"
+            " describes other bytes)",
+        ),
+        (
+            signed,
+            KEY.public_key,
+            "a sidecar came with the file with a bad signature: the public key it carries is"
+            f" not the key that signature names ({kid}, a key this log does not know); it was"
+            " not used (it describes other bytes)",
+        ),
+        (
+            replace(signed, signature=bytes(64)),
+            stranger.public_key,
+            "a sidecar came with the file with a bad signature: its signature does not verify"
+            f" even under the public key it carries ({kid}, a key this log does not know); it"
+            " was not used (it describes other bytes)",
+        ),
+    ):
+        r = decide(other, NOW, sidecar=sidecar, sidecar_claim=claim, sidecar_public_key=key)
+        assert r.reasons == (NO_MATCH_REASON, NO_PERCEPTUAL_HASH, note)
+    unsigned = decide(other, NOW)
+    anonymous = with_c2pa(unsigned, {"present": True, "validation_state": "Valid"})
+    assert anonymous.reasons[-1] == (
+        "the file carries Content Credentials (C2PA) that validate as Valid, signed by an"
+        " unnamed signer: a separate line of evidence, not a record in this log"
+    )
