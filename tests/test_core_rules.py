@@ -309,14 +309,34 @@ def test_an_enrollment_again_with_the_same_chain_answers_the_device_as_it_stands
             answer_enrollment_again(refused, sent)
         assert info.value is refused
     revoked = _device(revoked_at=NOW, revocation_reason="stolen")
-    with pytest.raises(EnrollmentError) as err:
-        answer_enrollment_again(AlreadyEnrolledError("already", revoked, "CHAIN"), "CHAIN")
-    assert type(err.value) is EnrollmentError
-    assert str(err.value) == (
-        f"device {KEY.key_id.hex()} was enrolled at 2026-11-28 12:00:00 UTC and its key"
-        " revoked at 2026-11-29 12:00:00 UTC: a revoked key cannot enroll again; enroll a"
-        " new key"
-    )
+    for again, chain, by_token in (
+        (AlreadyEnrolledError("already", revoked, "CHAIN"), "CHAIN", False),
+        (AlreadyEnrolledError("already", revoked, "", token_spent_on_it=True), "", True),
+    ):
+        with pytest.raises(EnrollmentError) as err:
+            answer_enrollment_again(again, chain, by_token=by_token)
+        assert type(err.value) is EnrollmentError
+        assert str(err.value) == (
+            f"device {KEY.key_id.hex()} was enrolled at 2026-11-28 12:00:00 UTC and its key"
+            " revoked at 2026-11-29 12:00:00 UTC: a revoked key cannot enroll again; enroll"
+            " a new key"
+        )
+
+
+def test_a_token_enrollment_again_is_answered_only_when_its_token_enrolled_this_key() -> None:
+    """by_token: the spent token decides, whatever chain is stored or sent."""
+    device = _device(label="cam")
+    for stored, sent in (("", ""), ("CHAIN", ""), ("CHAIN", "OTHER")):
+        spent = AlreadyEnrolledError("already", device, stored, token_spent_on_it=True)
+        assert answer_enrollment_again(spent, sent, by_token=True) is device
+        other = AlreadyEnrolledError("already", device, stored, token_spent_on_it=False)
+        with pytest.raises(AlreadyEnrolledError) as info:
+            answer_enrollment_again(other, sent, by_token=True)
+        assert info.value is other
+    # a certificate enrollment is not answered by a spent token
+    spent = AlreadyEnrolledError("already", device, "", token_spent_on_it=True)
+    with pytest.raises(AlreadyEnrolledError):
+        answer_enrollment_again(spent, "")
 
 
 def test_a_well_formed_claim_passes_every_shape_rule() -> None:
