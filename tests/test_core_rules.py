@@ -10,6 +10,8 @@ from __future__ import annotations
 import base64
 import hashlib
 import re
+import sys
+import threading
 import time
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -23,7 +25,9 @@ from provenance.core import keys as keys_module
 from provenance.core import merkle
 from provenance.core.binding import PerceptualHash
 from provenance.core.claims import (
+    LOG_ENTRY_FRAMING_BYTES,
     MAX_CLAIM_SOFT_BINDINGS,
+    MAX_LOG_ENTRY_BYTES,
     MAX_METADATA_BYTES,
     MAX_STORED_INT,
     Claim,
@@ -32,8 +36,15 @@ from provenance.core.claims import (
     Receipt,
     SignedClaim,
 )
-from provenance.core.envelope import PAYLOAD_TYPE_CLAIM, PAYLOAD_TYPE_ENROLL, sign_payload
+from provenance.core.envelope import (
+    PAYLOAD_TYPE_CLAIM,
+    PAYLOAD_TYPE_ENROLL,
+    sign_payload,
+    verify_payload,
+)
+from provenance.core.envelope import PAYLOAD_TYPE_ENROLL_CERTIFICATE as CERT_ENROLL
 from provenance.core.errors import (
+    AlreadyEnrolledError,
     ClaimError,
     ConfigError,
     EnrollmentError,
@@ -55,9 +66,15 @@ from provenance.core.keyhistory import (
 )
 from provenance.core.keys import DeviceKey, verify_strict
 from provenance.core.registry import (
+    ENROLL_SKEW,
     TOKEN_BYTES,
+    answer_enrollment_again,
+    certificate_enrollment_proof,
+    certificate_enrollment_statement,
     chain_link,
+    check_certificate_enrollment,
     check_claim_shape,
+    check_claim_signature,
     check_enrollment,
     check_not_revoked,
     check_signature,
@@ -131,8 +148,11 @@ def test_enrollment_needs_a_proof_over_the_token() -> None:
     assert check_enrollment(
         KEY.public_key, "é", sign_payload(KEY, PAYLOAD_TYPE_ENROLL, "é".encode())
     )
-    with pytest.raises(EnrollmentError, match="proof of possession does not verify") as info:
+    with pytest.raises(EnrollmentError) as info:
         check_enrollment(KEY.public_key, new_token(), proof)
+    assert str(info.value) == (
+        "proof of possession does not verify: the request was not signed by this key"
+    )
     assert isinstance(info.value.__cause__, SignatureError)
     claim_type = sign_payload(KEY, PAYLOAD_TYPE_CLAIM, token.encode())
     with pytest.raises(EnrollmentError):
@@ -147,6 +167,176 @@ def test_enrollment_refuses_weak_keys_before_the_proof() -> None:
         check_enrollment(SMALL_ORDER_KEY, "t", bytes(64))
     with pytest.raises(KeyMaterialError):
         check_enrollment(b"short", "t", bytes(64))
+
+
+LOG_KEY = "example.com/log+0a1b2c3d+AbCdEfGh"
+SIGNED_AT = datetime(2026, 11, 29, 11, 58, 30, tzinfo=UTC)
+
+
+def _cert_enroll(
+    log_key: str = LOG_KEY,
+    signed_at: datetime | None = SIGNED_AT,
+    proof: bytes | None = None,
+    now: datetime = NOW,
+    public_key: bytes = KEY.public_key,
+) -> bytes:
+    if proof is None:
+        proof = certificate_enrollment_proof(KEY, LOG_KEY, SIGNED_AT)
+    return check_certificate_enrollment(public_key, log_key, signed_at, proof, LOG_KEY, now)
+
+
+def test_a_certificate_enrollment_proof_signs_the_log_key_and_the_time() -> None:
+    statement = certificate_enrollment_statement(LOG_KEY, SIGNED_AT.replace(microsecond=7))
+    assert statement == f"{LOG_KEY}\n2026-11-29T11:58:30Z\n".encode()
+    proof = certificate_enrollment_proof(KEY, LOG_KEY, SIGNED_AT)
+    assert len(proof) == 64
+    verify_payload(KEY.public_key, CERT_ENROLL, statement, proof)
+    for payload_type, other in (
+        (PAYLOAD_TYPE_ENROLL, statement),
+        (CERT_ENROLL, certificate_enrollment_statement("x", SIGNED_AT)),
+        (
+            CERT_ENROLL,
+            certificate_enrollment_statement(LOG_KEY, SIGNED_AT + timedelta(seconds=1)),
+        ),
+    ):
+        with pytest.raises(SignatureError):
+            verify_payload(KEY.public_key, payload_type, other, proof)
+    other_key = DeviceKey.from_private_bytes(hashlib.sha256(b"another device").digest())
+    assert certificate_enrollment_proof(other_key, LOG_KEY, SIGNED_AT) != proof
+    assert _cert_enroll() == KEY.key_id
+    # the time is signed in whole seconds: a fraction in signed_at changes nothing
+    assert _cert_enroll(signed_at=SIGNED_AT.replace(microsecond=999_999)) == KEY.key_id
+
+
+def test_a_certificate_enrollment_is_accepted_within_the_skew_either_way() -> None:
+    assert ENROLL_SKEW == timedelta(minutes=5)
+    for now in (SIGNED_AT + ENROLL_SKEW, SIGNED_AT - ENROLL_SKEW, SIGNED_AT):
+        assert _cert_enroll(now=now) == KEY.key_id
+    for now, words in (
+        (SIGNED_AT + ENROLL_SKEW + timedelta(microseconds=1), "12:03:30"),
+        (SIGNED_AT - ENROLL_SKEW - timedelta(microseconds=1), "11:53:29"),
+    ):
+        with pytest.raises(EnrollmentError) as info:
+            _cert_enroll(now=now)
+        assert str(info.value) == (
+            "this enrollment request was signed at 2026-11-29 11:58:30 UTC, more than 5"
+            f" minutes from the server's time (2026-11-29 {words} UTC): make a new one, with"
+            " the device's clock set right"
+        )
+
+
+@pytest.mark.parametrize(("log_key", "signed_at"), [("", SIGNED_AT), (LOG_KEY, None), ("", None)])
+def test_a_certificate_enrollment_must_name_the_log_and_the_time(
+    log_key: str, signed_at: datetime | None
+) -> None:
+    with pytest.raises(EnrollmentError) as info:
+        _cert_enroll(log_key=log_key, signed_at=signed_at)
+    assert str(info.value) == (
+        "this certificate enrollment names no log or no time: its proof of possession must"
+        " sign the log's key and the time (a client older than this server: upgrade it)"
+    )
+
+
+@pytest.mark.parametrize(
+    ("log_key", "named"),
+    [
+        ("other.example/log+01020304+AAAA", "other.example/log+01020304+AAAA"),
+        ("k" * 200, "k" * 200),
+        ("k" * 201, "unreadable"),
+        ("other\nlog", "unreadable"),
+        ("\x1b[2J", "unreadable"),
+    ],
+)
+def test_a_certificate_enrollment_for_another_log_is_refused_naming_it(
+    log_key: str, named: str
+) -> None:
+    proof = certificate_enrollment_proof(KEY, log_key, SIGNED_AT)  # a valid proof for that log
+    with pytest.raises(EnrollmentError) as info:
+        _cert_enroll(log_key=log_key, proof=proof)
+    assert str(info.value) == (
+        f"this enrollment request was made for another log ({named}), not this server's"
+        f" ({LOG_KEY}): a request made for one server cannot be replayed to another; enroll"
+        " with this one"
+    )
+
+
+def test_a_certificate_enrollment_proof_must_be_the_key_s_over_this_log_and_time() -> None:
+    other_key = DeviceKey.from_private_bytes(hashlib.sha256(b"another device").digest())
+    later = SIGNED_AT + timedelta(seconds=1)
+    for proof, public_key, signed_at in (
+        (certificate_enrollment_proof(other_key, LOG_KEY, SIGNED_AT), KEY.public_key, SIGNED_AT),
+        (certificate_enrollment_proof(KEY, LOG_KEY, SIGNED_AT), other_key.public_key, SIGNED_AT),
+        (certificate_enrollment_proof(KEY, LOG_KEY, SIGNED_AT), KEY.public_key, later),
+        (certificate_enrollment_proof(KEY, "x", SIGNED_AT), KEY.public_key, SIGNED_AT),
+        (
+            sign_payload(
+                KEY, PAYLOAD_TYPE_ENROLL, certificate_enrollment_statement(LOG_KEY, SIGNED_AT)
+            ),
+            KEY.public_key,
+            SIGNED_AT,
+        ),
+        (bytes(64), KEY.public_key, SIGNED_AT),
+    ):
+        with pytest.raises(EnrollmentError) as info:
+            _cert_enroll(proof=proof, public_key=public_key, signed_at=signed_at)
+        assert str(info.value) == (
+            "proof of possession does not verify: the request was not signed by this key for"
+            " this log and time"
+        )
+        assert isinstance(info.value.__cause__, SignatureError)
+    assert (
+        _cert_enroll(
+            proof=certificate_enrollment_proof(other_key, LOG_KEY, SIGNED_AT),
+            public_key=other_key.public_key,
+        )
+        == hashlib.sha256(other_key.public_key).digest()
+    )
+
+
+def test_a_certificate_enrollment_refuses_weak_keys_before_anything_else() -> None:
+    for public_key in (SMALL_ORDER_KEY, b"short"):
+        with pytest.raises(KeyMaterialError):
+            check_certificate_enrollment(public_key, "", None, bytes(64), LOG_KEY, NOW)
+
+
+def test_an_enrollment_again_with_the_same_chain_answers_the_device_as_it_stands() -> None:
+    device = _device(label="cam", last_sequence=9)
+    again = AlreadyEnrolledError("already enrolled", device, "CHAIN")
+    assert answer_enrollment_again(again, "CHAIN") is device
+    for stored, sent in (("CHAIN", "OTHER"), ("CHAIN", ""), ("", ""), ("", "CHAIN")):
+        refused = AlreadyEnrolledError("already enrolled", device, stored)
+        with pytest.raises(AlreadyEnrolledError) as info:
+            answer_enrollment_again(refused, sent)
+        assert info.value is refused
+    revoked = _device(revoked_at=NOW, revocation_reason="stolen")
+    for again, chain, by_token in (
+        (AlreadyEnrolledError("already", revoked, "CHAIN"), "CHAIN", False),
+        (AlreadyEnrolledError("already", revoked, "", token_spent_on_it=True), "", True),
+    ):
+        with pytest.raises(EnrollmentError) as err:
+            answer_enrollment_again(again, chain, by_token=by_token)
+        assert type(err.value) is EnrollmentError
+        assert str(err.value) == (
+            f"device {KEY.key_id.hex()} was enrolled at 2026-11-28 12:00:00 UTC and its key"
+            " revoked at 2026-11-29 12:00:00 UTC: a revoked key cannot enroll again; enroll"
+            " a new key"
+        )
+
+
+def test_a_token_enrollment_again_is_answered_only_when_its_token_enrolled_this_key() -> None:
+    """by_token: the spent token decides, whatever chain is stored or sent."""
+    device = _device(label="cam")
+    for stored, sent in (("", ""), ("CHAIN", ""), ("CHAIN", "OTHER")):
+        spent = AlreadyEnrolledError("already", device, stored, token_spent_on_it=True)
+        assert answer_enrollment_again(spent, sent, by_token=True) is device
+        other = AlreadyEnrolledError("already", device, stored, token_spent_on_it=False)
+        with pytest.raises(AlreadyEnrolledError) as info:
+            answer_enrollment_again(other, sent, by_token=True)
+        assert info.value is other
+    # a certificate enrollment is not answered by a spent token
+    spent = AlreadyEnrolledError("already", device, "", token_spent_on_it=True)
+    with pytest.raises(AlreadyEnrolledError):
+        answer_enrollment_again(spent, "")
 
 
 def test_a_well_formed_claim_passes_every_shape_rule() -> None:
@@ -203,12 +393,80 @@ def test_claim_shape_rules(claim: Claim, payload_type: str, message: str) -> Non
         check_claim_shape(signed, claim)
 
 
+def _fields_bytes(signed: SignedClaim) -> int:
+    """What a log entry holds of a signed claim besides its framing (claims.py's
+    LOG_ENTRY_FRAMING_BYTES): payload type, claim, key id and signature, in bytes."""
+    return (
+        len(signed.payload_type.encode())
+        + len(signed.claim_bytes)
+        + len(signed.key_id)
+        + len(signed.signature)
+    )
+
+
+def test_the_largest_claim_accepted_makes_a_log_entry_that_fits_a_tile_bundle() -> None:
+    """The log entry's size bound is exact: fields plus framing of MAX_LOG_ENTRY_BYTES is
+    accepted (and its real log entry fits), one byte more is refused."""
+    room = MAX_LOG_ENTRY_BYTES - LOG_ENTRY_FRAMING_BYTES
+
+    def padded(extra: int) -> tuple[SignedClaim, Claim]:
+        # grow the media type until the fields take `room + extra` bytes
+        pad = room - _fields_bytes(_sign(_claim()))
+        for _ in range(8):
+            claim = _claim(media_type="video/" + "x" * pad)
+            signed = _sign(claim)
+            missing = room + extra - _fields_bytes(signed)
+            if missing == 0:
+                return signed, claim
+            pad += missing
+        raise AssertionError(f"no media type makes the fields {room + extra} bytes")
+
+    signed, claim = padded(0)
+    check_claim_shape(signed, claim)
+    entry = wire.encode_log_entry(signed, NOW)
+    assert len(entry) <= MAX_LOG_ENTRY_BYTES
+    assert wire.decode_log_entry(entry) == (signed, NOW)
+    signed, claim = padded(1)
+    with pytest.raises(ClaimError) as info:
+        check_claim_shape(signed, claim)
+    assert str(info.value).startswith(
+        f"the claim would make a log entry of about {MAX_LOG_ENTRY_BYTES + 1:,} bytes; the"
+        f" log holds entries of at most {MAX_LOG_ENTRY_BYTES:,}"
+    )
+
+
+@pytest.mark.parametrize(
+    ("claim", "message"),
+    [
+        (_claim(device_id=bytes(32)), "the claim's device id differs from the signing key id"),
+        (
+            _claim(hard_binding=HardBinding(bytes(31))),
+            "the claim's hard binding is not a 32-byte SHA-256",
+        ),
+        (_claim(sequence=0), "claim sequence numbers start at 1"),
+        (
+            _claim(soft_bindings=(PerceptualHash("pdq", bytes(32), 100),) * 1001),
+            "claim has 1001 soft bindings; the limit is 1000 (a video of more than 1,000 s"
+            " signed by an older prov sign: sign it again, the frames are now sampled more"
+            " sparsely)",
+        ),
+    ],
+)
+def test_claim_shape_refusals_say_exactly_what_is_wrong(claim: Claim, message: str) -> None:
+    with pytest.raises(ClaimError) as info:
+        check_claim_shape(_sign(claim), claim)
+    assert str(info.value) == message
+
+
 def test_claim_signature_is_checked_under_the_device_key() -> None:
     signed = _sign(_claim())
     check_signature(signed, _device())
     tampered = replace(signed, claim_bytes=signed.claim_bytes + b"\x00")
-    with pytest.raises(SignatureError, match=KEY.key_id.hex()[:16]) as info:
+    with pytest.raises(SignatureError) as info:
         check_signature(tampered, _device())
+    assert str(info.value) == (
+        f"the claim's signature does not verify under device {KEY.key_id.hex()[:16]}…"
+    )
     assert isinstance(info.value.__cause__, SignatureError)
     with pytest.raises(SignatureError):
         check_signature(signed, _device(DeviceKey.generate()))
@@ -217,14 +475,60 @@ def test_claim_signature_is_checked_under_the_device_key() -> None:
         check_signature(replace(signed, payload_type=PAYLOAD_TYPE_ENROLL), _device())
 
 
+def _other_thread_ran_during_the_check(signed: SignedClaim, **kw: bool) -> bool:
+    """Whether another thread, waiting for the GIL, ran Python while check_claim_signature
+    ran. The switch interval is raised so that the waiting thread only gets the GIL when
+    this one gives it away (a blocking call, or C code that releases it)."""
+    ran: list[int] = []
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(100.0)
+
+    def wait_then_run() -> None:
+        time.sleep(0.02)  # gives the GIL away; then it waits for it
+        ran.append(1)
+
+    try:
+        waiter = threading.Thread(target=wait_then_run)
+        waiter.start()
+        until = time.perf_counter() + 0.1  # busy, holding the GIL: the waiter now waits for it
+        while time.perf_counter() < until:
+            pass
+        check_claim_signature(signed, KEY.public_key, **kw)
+        seen = bool(ran)
+    finally:
+        sys.setswitchinterval(interval)
+    waiter.join()
+    return seen
+
+
+def test_a_claim_signature_check_keeps_the_gil_unless_told_to_release_it() -> None:
+    """The default keeps the GIL (an event loop's caller: no thread switch for a check of
+    a small claim); release_gil=True (the writer's threads) lets other threads run Python
+    during the check. The claim is 8 MB so that the check takes milliseconds."""
+    data = bytes(8_000_000)
+    signed = SignedClaim(
+        PAYLOAD_TYPE_CLAIM, data, KEY.key_id, sign_payload(KEY, PAYLOAD_TYPE_CLAIM, data)
+    )
+    assert not _other_thread_ran_during_the_check(signed)
+    assert not _other_thread_ran_during_the_check(signed, release_gil=False)
+    # the waiter may be scheduled late on a loaded machine: a few tries
+    assert any(_other_thread_ran_during_the_check(signed, release_gil=True) for _ in range(5))
+    with pytest.raises(SignatureError, match="does not verify under device"):
+        check_claim_signature(replace(signed, claim_bytes=data + b"\0"), KEY.public_key)
+
+
 def test_revocation_is_in_force_from_its_time_on() -> None:
     check_not_revoked(_device(), NOW)
     revoked = _device(revoked_at=NOW, revocation_reason="lost phone")
     check_not_revoked(revoked, NOW - timedelta(microseconds=1))
     with pytest.raises(RevokedKeyError, match=r"revoked at 2026-11-29 12:00:00 UTC \(lost phone\)"):
         check_not_revoked(revoked, NOW)
-    with pytest.raises(RevokedKeyError, match=KEY.key_id.hex()[:16]):
+    with pytest.raises(RevokedKeyError) as info:
         check_not_revoked(revoked, NOW + timedelta(days=3))
+    assert str(info.value) == (
+        f"device {KEY.key_id.hex()[:16]}… was revoked at 2026-11-29 12:00:00 UTC (lost phone);"
+        " its claims are no longer accepted"
+    )
 
 
 def test_revoking_twice_keeps_the_earlier_time_with_its_reason() -> None:

@@ -11,12 +11,17 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from provenance.core import keys as keys_module
 from provenance.core.binding import PDQ_MATCH_THRESHOLD, PDQ_MIN_QUALITY, PerceptualHash
 from provenance.core.claims import Claim, Device, HardBinding, Receipt, SignedClaim, Verdict
-from provenance.core.envelope import PAYLOAD_TYPE_CLAIM, PAYLOAD_TYPE_ENROLL, sign_payload
+from provenance.core.envelope import PAYLOAD_TYPE_CLAIM, PAYLOAD_TYPE_ENROLL, pae, sign_payload
 from provenance.core.keys import DeviceKey
 from provenance.core.verify import (
+    EXACT_BOUND_NOTE,
     MAX_OTHER_CLAIMS,
+    NO_MATCH_REASON,
+    NO_PERCEPTUAL_HASH,
+    UNLOGGED_SIDECAR_REASON,
     ClaimEvidence,
     Evidence,
     FileFacts,
@@ -24,6 +29,7 @@ from provenance.core.verify import (
     VerificationReport,
     best_pdq_distance,
     decide,
+    is_unlogged_sidecar_reason,
     signature_ok,
     with_c2pa,
 )
@@ -775,3 +781,322 @@ def test_a_sidecar_at_exactly_the_threshold_is_an_edited_copy_not_another_pictur
     )
     assert r.status is Verdict.TAMPERED
     assert _has(r.reasons, f"{PDQ_MATCH_THRESHOLD} bits", "a close copy with edits")
+
+
+# ---------------------------------------------------------------- rules' edges
+
+
+def _reasons(report: VerificationReport, status: Verdict) -> tuple[str, ...]:
+    """The reasons of ``report``, once its status and its time (NOW) are checked."""
+    assert report.status is status and report.verified_at == NOW
+    return report.reasons
+
+
+def _second_signature(seed: bytes, message: bytes) -> bytes:
+    """Another valid Ed25519 signature of ``message`` by the key of ``seed``, made with a
+    nonce of our choosing rather than RFC 8032's deterministic one (as a hedged signer
+    would): R = [r]B, S = r + H(R || A || M) * a mod L (RFC 8032 section 5.1.6)."""
+
+    def times(n: int, point: tuple[int, int]) -> tuple[int, int]:
+        out = (0, 1)
+        while n:
+            if n & 1:
+                out = keys_module._add(out, point)
+            point, n = keys_module._add(point, point), n >> 1
+        return out
+
+    def encode(point: tuple[int, int]) -> bytes:
+        return (point[1] | (point[0] & 1) << 255).to_bytes(32, "little")
+
+    h = hashlib.sha512(seed).digest()
+    a = (int.from_bytes(h[:32], "little") & ((1 << 254) - 8)) | (1 << 254)
+    base = keys_module._decode_point(bytes.fromhex("58" + "66" * 31))
+    order = keys_module._L
+    r = int.from_bytes(hashlib.sha512(b"a hedged nonce" + message).digest(), "little") % order
+    big_r, big_a = encode(times(r, base)), encode(times(a, base))
+    k = int.from_bytes(hashlib.sha512(big_r + big_a + message).digest(), "little") % order
+    return big_r + ((r + k * a) % order).to_bytes(32, "little")
+
+
+def test_a_sidecar_of_the_logged_claim_is_ignored_only_when_its_signature_fails() -> None:
+    """Beside the exact logged bytes, a sidecar that holds the same claim is noted as
+    ignored when its signature does not verify, and not noted when it verifies: also
+    when its signature differs from the logged one (Ed25519 admits many valid ones)."""
+    facts = FileFacts(SHA, 11, "image/jpeg")
+    lc = _logged()
+    seed = hashlib.sha256(b"verdict device").digest()
+    hedged = _second_signature(seed, pae(PAYLOAD_TYPE_CLAIM, lc.signed_claim.claim_bytes))
+    assert hedged != lc.signed_claim.signature
+    alone = decide(facts, NOW, exact=[lc])
+    for signature in (lc.signed_claim.signature, hedged):
+        sidecar = replace(lc.signed_claim, signature=signature)
+        assert signature_ok(sidecar, lc.device)
+        r = decide(facts, NOW, sidecar=sidecar, sidecar_claim=lc.claim, exact=[lc])
+        assert r.status is Verdict.SIGNED_ORIGINAL and r.reasons == alone.reasons
+    forged = replace(lc.signed_claim, signature=bytes(64))
+    r = decide(facts, NOW, sidecar=forged, sidecar_claim=lc.claim, exact=[lc])
+    assert r.status is Verdict.SIGNED_ORIGINAL
+    assert r.reasons == (
+        *alone.reasons,
+        "note: a sidecar came with the file, but its signature does not verify under the"
+        " enrolled device key, so it was ignored: the logged claim of these exact bytes"
+        " decides",
+    )
+
+
+def test_claims_of_the_bytes_revoked_after_they_were_logged_rank_and_read_as_valid() -> None:
+    facts = FileFacts(SHA, 11, "image/jpeg")
+    later = LOGGED_AT + timedelta(hours=1)
+    first = _logged(_claim(sequence=1), index=1, revoked_at=later)
+    second = _logged(_claim(sequence=2), index=2, revoked_at=later)
+    unrevoked = _logged(_claim(sequence=3), index=3)
+    r = decide(facts, NOW, exact=[unrevoked, second, first])
+    assert r.status is Verdict.SIGNED_ORIGINAL
+    assert r.evidence.claim == first.evidence(True)
+    assert r.evidence.other_claims == (second.evidence(True), unrevoked.evidence(True))
+    device = KEY.key_id.hex()[:16]
+    assert r.reasons[1:3] == (
+        "note: the key was revoked at 2026-11-27 13:00:00 UTC (lost phone), after this claim"
+        " was logged",
+        f"note: the same bytes are also in a validly signed claim at log index 2 (device"
+        f" {device}), logged 2026-11-27 12:00:00 UTC",
+    )
+
+
+def test_the_note_of_claims_left_unlisted_starts_past_the_cap() -> None:
+    facts = FileFacts(SHA, 11, "image/jpeg")
+    for count, more in ((1 + MAX_OTHER_CLAIMS, None), (2 + MAX_OTHER_CLAIMS, 1)):
+        claims = [_logged(_claim(sequence=i), index=i) for i in range(1, count + 1)]
+        r = decide(facts, NOW, exact=claims)
+        assert len(r.evidence.other_claims) == MAX_OTHER_CLAIMS
+        notes = [x for x in r.reasons if "not listed" in x]
+        assert notes == (
+            [] if more is None else [f"note: and {more} more claims of the same bytes (not listed)"]
+        )
+
+
+def test_more_claims_than_examined_add_a_note_and_change_nothing_else() -> None:
+    lc = _logged()
+    exact_bytes, a_copy = FileFacts(SHA, 11, "image/jpeg"), FileFacts(OTHER_SHA, 9, "image/png")
+    for facts, exact in ((exact_bytes, [lc]), (a_copy, [])):
+        base = decide(facts, NOW, exact=exact)
+        r = decide(facts, NOW, exact=exact, exact_more=True)
+        assert r == replace(base, reasons=(*base.reasons, EXACT_BOUND_NOTE))
+        assert EXACT_BOUND_NOTE == (
+            "note: more than 64 logged claims bind these bytes; the first 64 by log index"
+            " were examined"
+        )
+
+
+def test_a_near_copy_of_a_capture_logged_after_its_key_s_revocation_says_so() -> None:
+    facts = FileFacts(OTHER_SHA, 9, "image/png", (_flip(PDQ, 3),))
+    stolen = _logged(revoked_at=LOGGED_AT)
+    r = decide(facts, NOW, near=[stolen])
+    assert _reasons(r, Verdict.REVOKED_KEY) == (
+        "no exact match; the pixels are within 3 bits (PDQ, threshold 31) of a signed capture"
+        " at log index 7, but the key was revoked at 2026-11-27 12:00:00 UTC (lost phone),"
+        " before that capture was logged: a copy of it proves nothing",
+    )
+    assert r.evidence == Evidence(
+        file=facts, claim=stolen.evidence(True), pdq_distance=3, pdq_transform="identity"
+    )
+
+
+def _video(rate: float = 0.0, *, revoked_at: datetime | None = None) -> LoggedClaim:
+    claim = _claim(soft=_frames(12), media_type="video/mp4", frame_sample_rate=rate)
+    return _logged(claim, index=5, revoked_at=revoked_at)
+
+
+def test_a_video_copy_says_how_sparsely_the_signed_video_was_sampled() -> None:
+    facts = FileFacts(OTHER_SHA, 99, "video/mp4", _frames(12))
+    for rate, sampled in (
+        (0.0, "sampled frames"),
+        (0.25, "frames, sampled one every 4 s,"),
+        (0.999, "frames, sampled one every 1 s,"),
+        (1.0, "sampled frames"),
+        (1.5, "sampled frames"),
+    ):
+        r = decide(facts, NOW, near=[_video(rate)])
+        assert r.status is Verdict.DERIVED
+        assert r.reasons == (
+            "no exact match; the frames match seconds 0.0-11.0 of the signed video at log"
+            f" index 5 (100% of its {sampled} in that stretch, 100% of this file's): a"
+            " transcoded, resized or trimmed copy of it",
+        )
+
+
+def test_a_video_copy_of_a_revoked_key_s_capture_is_derived_or_revoked_by_the_time() -> None:
+    facts = FileFacts(OTHER_SHA, 99, "video/mp4", _frames(12))
+    near_by = (
+        "no exact match; the frames match seconds 0.0-11.0 of the signed video at log index 5"
+        " (100% of its sampled frames in that stretch, 100% of this file's)"
+    )
+    after = decide(facts, NOW, near=[_video(revoked_at=LOGGED_AT + timedelta(hours=1))])
+    assert after.status is Verdict.DERIVED
+    assert after.reasons == (
+        f"{near_by}: a transcoded, resized or trimmed copy of it",
+        "note: for that capture, the key was revoked at 2026-11-27 13:00:00 UTC (lost phone)",
+    )
+    stolen = _video(revoked_at=LOGGED_AT)
+    r = decide(facts, NOW, near=[stolen])
+    assert _reasons(r, Verdict.REVOKED_KEY) == (
+        f"{near_by}, but the key was revoked at 2026-11-27 12:00:00 UTC (lost phone), before"
+        " that capture was logged: a copy of it proves nothing",
+    )
+    assert r.evidence.claim == stolen.evidence(True) and r.evidence.file == facts
+    assert r.evidence.video_match is not None and r.evidence.video_match.matched
+    assert r.evidence.pdq_distance == 0
+    # a capture the revocation does not cover wins over a covered one
+    fine = _logged(_claim(soft=_frames(12), media_type="video/mp4"), index=6)
+    both = decide(facts, NOW, near=[stolen, fine])
+    assert both.status is Verdict.DERIVED and both.evidence.claim == fine.evidence(True)
+
+
+def test_a_valid_sidecar_the_log_refuses_is_unsigned_with_the_refusal() -> None:
+    facts = FileFacts(SHA, 11, "image/jpeg")
+    claim = _claim(sequence=0)
+    r, signed, _ = _sidecar_case(facts, device=_device(), claim=claim)
+    assert _reasons(r, Verdict.UNSIGNED) == (
+        "the sidecar's signature is valid and matches the bytes, but the claim is not in the"
+        " log, and the log refuses it (claim sequence numbers start at 1): `prov device sync`"
+        " cannot log it; sign the file again with a current `prov sign`",
+    )
+    assert r.evidence == Evidence(
+        file=facts,
+        claim=ClaimEvidence(signed, claim, _device(), None, True, False, False, False),
+        sidecar_present=True,
+        hash_match=True,
+    )
+    assert is_unlogged_sidecar_reason(r.reasons[0])
+    assert is_unlogged_sidecar_reason(UNLOGGED_SIDECAR_REASON)
+    for other in (NO_MATCH_REASON, "", "note: " + UNLOGGED_SIDECAR_REASON):
+        assert not is_unlogged_sidecar_reason(other)
+
+
+def test_an_unknown_key_sidecar_is_named_by_its_key_id() -> None:
+    stranger = DeviceKey.from_private_bytes(hashlib.sha256(b"another log's device").digest())
+    claim = _claim(device_id=stranger.key_id)
+    r = decide(
+        FileFacts(SHA, 11, "image/jpeg"), NOW, sidecar=_signed(claim, stranger), sidecar_claim=claim
+    )
+    assert r.reasons[-1] == (
+        f"a sidecar came with the file, signed by a key this log does not know (key id"
+        f" {stranger.key_id.hex()[:16]}…) and carrying no public key, so its signature could"
+        " not be checked; it proves nothing about these bytes and was not used (it describes"
+        " this file's bytes)"
+    )
+
+
+def test_of_two_damage_readings_the_one_naming_fewer_bytes_wins_and_a_tie_keeps_the_file_s() -> (
+    None
+):
+    """A video with a manifest store's chunks as well: the file's own ranges stand unless
+    the stripped bytes' ranges name strictly fewer bytes (counted inclusively)."""
+    original = bytes(range(256)) * 3  # 12 chunks of 64 bytes
+    for size, content_damaged, expected in (
+        # 2 chunks as is (128 bytes) against 2 chunks stripped (128): a tie
+        (768, (5, 8), ((128, 255),)),
+        # against one full chunk and the 63-byte last one (127 bytes): fewer
+        (767, (5, 11), ((320, 383), (704, 766))),
+    ):
+        facts, claim, chunks = _video_case(original[:size], _damaged(original[:size], (2, 3)))
+        content = hash_chunked(_damaged(original[:size], content_damaged), 64).chunk_hashes
+        facts = replace(facts, content_chunk_hashes=content)
+        r, _, _ = _sidecar_case(facts, device=_device(), claim=claim, chunks=chunks)
+        assert r.status is Verdict.TAMPERED
+        assert r.evidence.damaged_ranges == expected
+
+
+def test_the_reasons_of_each_rule_word_for_word() -> None:
+    """The reasons a person reads, pinned whole for the rules whose words the tests above
+    only sample (each is what the verdict's exit code stands for, in prose)."""
+    same, other = FileFacts(SHA, 11, "image/jpeg"), FileFacts(OTHER_SHA, 11, "image/jpeg")
+    forged = replace(_signed(_claim()), signature=bytes(64))
+    bad_sig = "the sidecar's signature does not verify under the enrolled device key"
+    assert _sidecar_case(same, device=_device(), signed=forged)[0].reasons == (bad_sig,)
+    assert _sidecar_case(other, device=_device(), signed=forged)[0].reasons == (
+        bad_sig,
+        "and the file's bytes differ from the ones the sidecar describes",
+    )
+    differ = "the file's bytes differ from the bytes the signed sidecar claim covers (SHA-256)"
+    for bits, what in ((4, "a close copy with edits"), (32, "a different picture")):
+        edited = FileFacts(OTHER_SHA, 11, "image/jpeg", (_flip(PDQ, bits),))
+        assert _sidecar_case(edited, device=_device())[0].reasons == (
+            differ,
+            f"the pixels are {bits} bits (PDQ) from the signed capture's: {what}",
+        )
+    original = bytes(range(256))
+    facts, claim, chunks = _video_case(original, _damaged(original, (1,)))
+    r, _, _ = _sidecar_case(facts, device=_device(), claim=claim, chunks=(bytes(32),) + chunks[1:])
+    assert r.reasons == (
+        differ,
+        "the sidecar's chunk list does not match the signed chunk root, so it was not used",
+    )
+    lc, later = _logged(index=3), _logged(_claim(sequence=2), index=4)
+    another = decide(
+        same, NOW, sidecar=_signed(_claim(sequence=5)), sidecar_claim=_claim(), exact=[lc]
+    )
+    assert another.reasons[1:] == (
+        "a sidecar came with the file but describes another claim; it was not used",
+    )
+    held = decide(
+        same, NOW, sidecar=later.signed_claim, sidecar_claim=later.claim, exact=[later, lc]
+    )
+    assert held.reasons[-1] == (
+        "the sidecar holds the claim at log index 4, which also binds these bytes; the verdict"
+        " rests on the best-standing claim of them, at log index 3"
+    )
+    assert decide(same, NOW, exact=[_logged(revoked_at=LOGGED_AT)]).reasons == (
+        "exact bytes match a claim at log index 7, but the key was revoked at 2026-11-27"
+        " 12:00:00 UTC (lost phone), before that claim was logged",
+    )
+    assert decide(same, NOW, exact=[_logged(chain_linked=False)]).reasons[1:] == (
+        "note: this claim does not directly follow the device's previous logged claim (a gap"
+        " or a break in its sequence chain)",
+    )
+    unexplained = replace(_device(revoked_at=LOGGED_AT), revocation_reason="")
+    lc = replace(_logged(), device=unexplained)
+    assert decide(same, NOW, exact=[lc]).reasons == (
+        "exact bytes match a claim at log index 7, but the key was revoked at 2026-11-27"
+        " 12:00:00 UTC (no reason given), before that claim was logged",
+    )
+
+
+def test_the_reasons_on_an_unknown_key_s_sidecar_word_for_word() -> None:
+    stranger = DeviceKey.from_private_bytes(hashlib.sha256(b"another log's device").digest())
+    claim = _claim(device_id=stranger.key_id)
+    signed = _signed(claim, stranger)
+    kid = f"key id {stranger.key_id.hex()[:16]}…"
+    other = FileFacts(OTHER_SHA, 11, "image/jpeg")
+    for sidecar, key, note in (
+        (
+            signed,
+            stranger.public_key,
+            f"a sidecar came with the file, signed by a key this log does not know ({kid}):"
+            " its signature verifies under the public key it carries, but that key is not"
+            " enrolled here, so it proves nothing about these bytes and was not used (it"
+            " describes other bytes)",
+        ),
+        (
+            signed,
+            KEY.public_key,
+            "a sidecar came with the file with a bad signature: the public key it carries is"
+            f" not the key that signature names ({kid}, a key this log does not know); it was"
+            " not used (it describes other bytes)",
+        ),
+        (
+            replace(signed, signature=bytes(64)),
+            stranger.public_key,
+            "a sidecar came with the file with a bad signature: its signature does not verify"
+            f" even under the public key it carries ({kid}, a key this log does not know); it"
+            " was not used (it describes other bytes)",
+        ),
+    ):
+        r = decide(other, NOW, sidecar=sidecar, sidecar_claim=claim, sidecar_public_key=key)
+        assert r.reasons == (NO_MATCH_REASON, NO_PERCEPTUAL_HASH, note)
+    unsigned = decide(other, NOW)
+    anonymous = with_c2pa(unsigned, {"present": True, "validation_state": "Valid"})
+    assert anonymous.reasons[-1] == (
+        "the file carries Content Credentials (C2PA) that validate as Valid, signed by an"
+        " unnamed signer: a separate line of evidence, not a record in this log"
+    )
