@@ -157,6 +157,22 @@ REASONS: dict[str, str] = {
     ),
     **dict.fromkeys(
         (
+            f"found = dict(zip(keys, _read(get_nodes, keys), {tail}))"
+            for tail in ("strict=None", "strict=False", "")
+        ),
+        "equivalent: _read has already refused a reader that answers a different number of"
+        " hashes than keys, so zip's strictness never comes into play",
+    ),
+    **dict.fromkeys(
+        (
+            f"r: _fold([found[k] for k in tiling]) for r, tiling in zip(ranges, tilings, {tail})"
+            for tail in ("strict=None", "strict=False", "")
+        ),
+        "equivalent: `tilings` is made from `ranges`, one tiling per range, so the two"
+        " always have the same length",
+    ),
+    **dict.fromkeys(
+        (
             "width = start & -start if start else 2 << (remaining.bit_length() - 1)",
             "width = start & -start if start else 1 << (remaining.bit_length() + 1)",
         ),
