@@ -179,6 +179,12 @@ REASONS: dict[str, str] = {
         "equivalent, only slower: the loop below halves `width` until it fits the remaining"
         " leaves, which brings any larger power of two back to the same width",
     ),
+    # provenance/log/checkpoint.py
+    "fd = os.open(leftover, os.O_RDONLY & os.O_NOFOLLOW | os.O_NONBLOCK)": (
+        "equivalent in what is removed: a link is then opened through, but the samestat"
+        " check sees that the name is not the file opened and leaves it (only opening the"
+        " link's target, say a device, differs)"
+    ),
 }
 
 
