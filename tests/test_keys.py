@@ -367,3 +367,22 @@ def test_repr_shows_key_id_not_secret() -> None:
     text = repr(key)
     assert "21fe31dfa154a261" in text
     assert RFC8032_SECRET.hex() not in text
+
+
+def test_a_key_of_an_unsupported_kind_is_refused_as_such() -> None:
+    """An encrypted key of a kind `cryptography` cannot load (here an EC key on the SM2
+    curve) is refused naming what is unsupported, not as an unsupported encryption (the
+    file is encrypted as this program writes it)."""
+    der = ec.generate_private_key(ec.SECP256R1()).private_bytes(
+        serialization.Encoding.DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    p256 = bytes.fromhex("06082a8648ce3d030107")  # OID 1.2.840.10045.3.1.7
+    sm2 = bytes.fromhex("06082a811ccf5501822d")  # OID 1.2.156.10197.1.301, the same length
+    assert der.count(p256) == 1
+    pem = keyfile.encrypt_pkcs8_pem(der.replace(p256, sm2), b"pw", iterations=1000)
+    with pytest.raises(
+        KeyMaterialError,
+        match=r"^the private key uses an algorithm this program does not support \(.*"
+        r"1\.2\.156\.10197\.1\.301.*\)$",
+    ):
+        DeviceKey.from_encrypted_pem(pem, b"pw")
