@@ -185,6 +185,25 @@ REASONS: dict[str, str] = {
         " check sees that the name is not the file opened and leaves it (only opening the"
         " link's target, say a device, differs)"
     ),
+    # provenance/core/keys.py
+    "assert spec is not None or spec.origin is not None  # PyNaCl is a dependency": (
+        "equivalent: PyNaCl is a dependency, so `spec` is never None and the `or` passes"
+        " where the `and` does (an extension module's spec.origin is its file)"
+    ),
+    "fn.argtypes = None": (
+        "would take a message of 2 GiB or more to kill: without argtypes ctypes passes the"
+        " bytes as char * all the same, and the length as a C int, which libsodium's"
+        " unsigned long long reads as the same value for every shorter message"
+    ),
+    **dict.fromkeys(
+        (
+            "if verify(None, message, len(message), public_key) == 0:",
+            "if verify(signature, None, len(message), public_key) == 0:",
+            "if verify(signature, message, len(message), None) == 0:",
+        ),
+        "detected, not counted: libsodium reads through the NULL pointer and the test"
+        " process dies (mutmut calls that a segfault, not killed)",
+    ),
 }
 
 

@@ -63,7 +63,7 @@ _SODIUM_SMALL_ORDER_R = frozenset(
 )
 
 
-def _sodium_function(name: str, release_gil: bool = False) -> ctypes._NamedFuncPointer:
+def _sodium_function(name: str, release_gil: bool) -> ctypes._NamedFuncPointer:
     """A function of the libsodium inside PyNaCl, called through ctypes.PyDLL: unlike
     PyNaCl's own bindings (cffi), the call keeps the GIL; through ctypes.CDLL with
     ``release_gil``, it gives the GIL away while it runs."""
