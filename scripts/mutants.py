@@ -157,6 +157,22 @@ REASONS: dict[str, str] = {
     ),
     **dict.fromkeys(
         (
+            f"found = dict(zip(keys, _read(get_nodes, keys), {tail}))"
+            for tail in ("strict=None", "strict=False", "")
+        ),
+        "equivalent: _read has already refused a reader that answers a different number of"
+        " hashes than keys, so zip's strictness never comes into play",
+    ),
+    **dict.fromkeys(
+        (
+            f"r: _fold([found[k] for k in tiling]) for r, tiling in zip(ranges, tilings, {tail})"
+            for tail in ("strict=None", "strict=False", "")
+        ),
+        "equivalent: `tilings` is made from `ranges`, one tiling per range, so the two"
+        " always have the same length",
+    ),
+    **dict.fromkeys(
+        (
             "width = start & -start if start else 2 << (remaining.bit_length() - 1)",
             "width = start & -start if start else 1 << (remaining.bit_length() + 1)",
         ),
@@ -173,6 +189,31 @@ REASONS: dict[str, str] = {
         "unreachable: _revocation_note is only called for a revoked device (after"
         " _revoked_for or a `revoked_at is not None` test), so its 'unrecorded time' branch"
         " is never taken"
+    ),
+    # provenance/log/checkpoint.py
+    "fd = os.open(leftover, os.O_RDONLY & os.O_NOFOLLOW | os.O_NONBLOCK)": (
+        "equivalent in what is removed: a link is then opened through, but the samestat"
+        " check sees that the name is not the file opened and leaves it (only opening the"
+        " link's target, say a device, differs)"
+    ),
+    # provenance/core/keys.py
+    "assert spec is not None or spec.origin is not None  # PyNaCl is a dependency": (
+        "equivalent: PyNaCl is a dependency, so `spec` is never None and the `or` passes"
+        " where the `and` does (an extension module's spec.origin is its file)"
+    ),
+    "fn.argtypes = None": (
+        "would take a message of 2 GiB or more to kill: without argtypes ctypes passes the"
+        " bytes as char * all the same, and the length as a C int, which libsodium's"
+        " unsigned long long reads as the same value for every shorter message"
+    ),
+    **dict.fromkeys(
+        (
+            "if verify(None, message, len(message), public_key) == 0:",
+            "if verify(signature, None, len(message), public_key) == 0:",
+            "if verify(signature, message, len(message), None) == 0:",
+        ),
+        "detected, not counted: libsodium reads through the NULL pointer and the test"
+        " process dies (mutmut calls that a segfault, not killed)",
     ),
 }
 

@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import base64
 import errno
+import fcntl
 import hashlib
 import os
+import re
+import time
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -19,13 +22,17 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from provenance.core import merkle
 from provenance.core.errors import ConfigError, KeyMaterialError, LogError, SignatureError
 from provenance.log.checkpoint import (
+    KEY_LEFTOVER_AGE_S,
     MAX_SIGNATURES,
     Checkpoint,
     LogSigner,
     NoteVerifier,
     generate_log_key,
     load_log_signer,
+    note_signers,
     open_checkpoint,
+    parse_tree_size,
+    remove_key_leftovers,
 )
 
 # golang.org/x/mod/sumdb/note: the example in the package documentation and note_test.go.
@@ -419,3 +426,250 @@ def test_bad_key_files_are_refused(tmp_path: Path) -> None:
     ec_key.chmod(0o600)
     with pytest.raises(KeyMaterialError, match="Ed25519"):
         load_log_signer(ec_key, ORIGIN)
+
+
+# --- leftovers of a killed key writer --------------------------------------------------
+
+
+def _planted(path: Path, mtime: int = 1_000_000_000, mode: int = 0o600) -> Path:
+    """A file at ``path`` last changed at ``mtime`` (whole seconds, so ages are exact)."""
+    path.write_bytes(b"a private key")
+    path.chmod(mode)
+    os.utime(path, ns=(mtime * 10**9, mtime * 10**9))
+    return path
+
+
+def test_leftover_copies_of_the_key_are_removed_only_when_old_unlocked_and_ours(
+    tmp_path: Path,
+) -> None:
+    """`remove_key_leftovers` removes exactly the old, unlocked, regular files of this user
+    named like `generate_log_key`'s temporary copy, and says which; it leaves every
+    other name, a young copy (by the clock it is given), a link, a directory, a FIFO, a
+    copy a live writer locks and (as root) another user's copy."""
+    key = tmp_path / "k.db.logkey.pem"
+    then = 1_000_000_000
+    old = _planted(tmp_path / ".k.db.logkey.pem.0123456789abcdef.tmp", then)
+    kept = [
+        _planted(tmp_path / name, then)
+        for name in (
+            ".k.db.logkey.pem.0123456789abcde.tmp",  # 15 hex digits
+            ".k.db.logkey.pem.0123456789abcdef0.tmp",  # 17
+            ".k.db.logkey.pem.0123456789ABCDEF.tmp",  # not lowercase
+            ".k.db.logkey.pem.0123456789abcdef.tmp.bak",
+            "x.k.db.logkey.pem.0123456789abcdef.tmp",
+            "k.db.logkey.pem.0123456789abcdef.tmp",  # no leading dot
+            ".kXdbXlogkeyXpem.0123456789abcdef.tmp",  # the key's dots are literal
+            ".other.pem.0123456789abcdef.tmp",
+            ".k.db.logkey.pem.checkpoint.0123456789abcdef.tmp",
+        )
+    ]
+    (tmp_path / ".k.db.logkey.pem.00000000000000d1.tmp").mkdir()
+    os.mkfifo(tmp_path / ".k.db.logkey.pem.00000000000000f1.tmp")
+    target = _planted(tmp_path / "target.pem", then)
+    (tmp_path / ".k.db.logkey.pem.00000000000000e1.tmp").symlink_to(target)
+    everything = sorted(p.name for p in tmp_path.iterdir())  # before `other`
+
+    # young by the clock given: one second short of the age
+    assert remove_key_leftovers(key, now=then + KEY_LEFTOVER_AGE_S - 1) == []
+    # a live writer holds its lock (flock: per open file, so in this process too); the
+    # copies after it are still looked at
+    other = _planted(tmp_path / ".k.db.logkey.pem.2222222222222222.tmp", then)
+    with open(old, "rb") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        assert remove_key_leftovers(key, now=then + KEY_LEFTOVER_AGE_S) == [other]
+    assert sorted(p.name for p in tmp_path.iterdir()) == everything
+    # exactly the age: removed, and nothing else
+    assert remove_key_leftovers(key, now=then + KEY_LEFTOVER_AGE_S) == [old]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(set(everything) - {old.name})
+    assert all(p.read_bytes() == b"a private key" for p in [*kept, target])
+    # without a clock, now: an old copy goes, a young one stays
+    old = _planted(old, then)
+    young = _planted(tmp_path / ".k.db.logkey.pem.1111111111111111.tmp", int(time.time()))
+    assert remove_key_leftovers(key) == [old]
+    assert young.exists()
+    if os.geteuid() == 0:  # only root can give a file away
+        os.chown(_planted(old, then), 4242, 4242)
+        assert remove_key_leftovers(key, now=then + KEY_LEFTOVER_AGE_S) == []
+        assert old.exists()
+    # another pattern replaces the default one
+    memo = _planted(tmp_path / ".k.db.logkey.pem.checkpoint.tmp4242", then)
+    removed = remove_key_leftovers(
+        key, now=then + KEY_LEFTOVER_AGE_S, names=r"\.k\.db\.logkey\.pem\.checkpoint\.tmp[0-9]+"
+    )
+    assert removed == [memo] and not memo.exists() and young.exists()
+    # a directory that cannot be listed has no leftovers
+    assert remove_key_leftovers(tmp_path / "missing" / "k.pem") == []
+
+
+@pytest.mark.parametrize(
+    "kind", ["young", "directory", "fifo", "link", "locked", "stranger", "vanished", "replaced"]
+)
+def test_a_leftover_left_alone_does_not_stop_the_others(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kind: str
+) -> None:
+    """Whatever is left alone (a young copy, a directory, a FIFO, a link, a locked copy,
+    another user's, one gone or replaced between its checks and its removal: a race
+    with another process, stood in for by os.fstat doing it), the copies listed after it
+    are still removed. Each case is run with the two names swapped, so that the one left
+    alone is listed first in one of the two runs, whatever order the directory lists."""
+    if kind == "stranger" and os.geteuid() != 0:
+        pytest.skip("only root can give a file away")
+    then = 1_000_000_000
+    now = then + KEY_LEFTOVER_AGE_S
+    fstat = os.fstat
+    names = (".k.pem.aaaaaaaaaaaaaaaa.tmp", ".k.pem.bbbbbbbbbbbbbbbb.tmp")
+    for run, (alone_name, free_name) in enumerate((names, names[::-1])):
+        folder = tmp_path / str(run)
+        folder.mkdir()
+        alone, free = folder / alone_name, _planted(folder / free_name, then)
+        if kind == "young":
+            _planted(alone, int(now))
+        elif kind == "directory":
+            alone.mkdir()
+        elif kind == "fifo":
+            os.mkfifo(alone)
+        elif kind == "link":
+            alone.symlink_to(_planted(folder / "target", then))
+        elif kind == "stranger":
+            os.chown(_planted(alone, then), 4242, 4242)
+        else:
+            _planted(alone, then)
+        inode = alone.lstat().st_ino
+
+        def racing(fd: int, inode: int = inode, alone: Path = alone) -> os.stat_result:
+            st = fstat(fd)
+            if st.st_ino == inode and kind == "vanished":
+                alone.unlink()
+            elif st.st_ino == inode and kind == "replaced":
+                _planted(alone.with_name("new"), then).rename(alone)
+            return st
+
+        monkeypatch.setattr(os, "fstat", racing)
+        with open(alone, "rb") if kind == "locked" else open(free, "rb") as held:
+            if kind == "locked":
+                fcntl.flock(held, fcntl.LOCK_EX)
+            assert remove_key_leftovers(folder / "k.pem", now=now) == [free], kind
+        assert (kind == "vanished") is not os.path.lexists(alone)
+
+
+def test_the_key_writers_copy_is_named_for_remove_key_leftovers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The temporary copy `generate_log_key` writes (0600, the whole key) has the name
+    `remove_key_leftovers` removes once its writer is gone: a killed writer's copy does
+    not stay for good."""
+    path = tmp_path / "log.key"
+    seen: list[tuple[Path, int, bytes]] = []
+
+    def full(src: str | Path, dst: str | Path) -> None:
+        seen.append((Path(src), os.stat(src).st_mode & 0o777, Path(src).read_bytes()))
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(os, "link", full)
+    with pytest.raises(
+        ConfigError, match=f"^cannot create log key file {re.escape(str(path))}: No space left"
+    ):
+        generate_log_key(path, ORIGIN)
+    ((copy, mode, pem),) = seen
+    assert copy.parent == tmp_path and mode == 0o600
+    assert pem.startswith(b"-----BEGIN PRIVATE KEY-----\n")
+    assert list(tmp_path.iterdir()) == []
+    _planted(copy, 1_000_000_000)  # what a writer killed at its link leaves
+    assert remove_key_leftovers(path, now=1_000_000_000 + KEY_LEFTOVER_AGE_S) == [copy]
+
+
+def test_a_key_is_made_though_its_copy_vanished_and_not_over_a_racers_key(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A temporary copy removed by someone else once linked does not fail the new key;
+    a key file that another process made between the check and the link is kept, and
+    the refusal says so."""
+    link = os.link
+    path = tmp_path / "log.key"
+
+    def link_then_lose_copy(src: str | Path, dst: str | Path) -> None:
+        link(src, dst)
+        os.unlink(src)
+
+    monkeypatch.setattr(os, "link", link_then_lose_copy)
+    made = generate_log_key(path, ORIGIN)
+    assert load_log_signer(path, ORIGIN).verifier_key() == made.verifier_key()
+    assert [p.name for p in tmp_path.iterdir()] == ["log.key"]
+
+    racer = tmp_path / "raced.key"
+
+    def racer_first(src: str | Path, dst: str | Path) -> None:
+        Path(dst).write_bytes(b"the racer's key")
+        link(src, dst)
+
+    monkeypatch.setattr(os, "link", racer_first)
+    with pytest.raises(
+        ConfigError,
+        match=f"^log key file {re.escape(str(racer))} already exists; not overwriting it$",
+    ):
+        generate_log_key(racer, ORIGIN)
+    assert racer.read_bytes() == b"the racer's key"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["log.key", "raced.key"]
+
+
+def test_note_signers_names_each_signature_line(signer: LogSigner) -> None:
+    witness = LogSigner(Ed25519PrivateKey.generate(), "witness.example/w1")
+    note = signer.sign(_checkpoint())
+    cosigned = note + witness.sign_text(_checkpoint().body().decode()).rpartition("\n\n")[2]
+    assert note_signers(cosigned) == [
+        f"{ORIGIN}+{signer.key_id.hex()}",
+        f"witness.example/w1+{witness.key_id.hex()}",
+    ]
+    with pytest.raises(LogError, match="does not start with"):
+        note_signers(note + "not a signature\n")
+
+
+def test_opaque_extensions_are_taken_when_asked(signer: LogSigner) -> None:
+    body = _checkpoint(timestamp=None).body().decode() + "an extension\nanother one\n"
+    note = signer.sign_text(body)
+    verifier = NoteVerifier.from_vkey(signer.verifier_key())
+    assert open_checkpoint(note, verifier, opaque_extensions=True) == _checkpoint(timestamp=None)
+    with pytest.raises(LogError, match="^unknown checkpoint extension lines"):
+        open_checkpoint(note, verifier)
+
+
+def test_sizes_up_to_a_uint64_are_taken(signer: LogSigner) -> None:
+    top = 2**64 - 1
+    assert parse_tree_size(str(top)) == top
+    assert _checkpoint(size=top).size == top
+    assert Checkpoint.parse_body(_checkpoint(size=top).body().decode()).size == top
+    with pytest.raises(
+        LogError, match=f"^old size {top + 1} is more than a uint64 holds \\(at most 2\\^64 - 1\\)$"
+    ):
+        parse_tree_size(str(top + 1), "old size")
+    with pytest.raises(
+        LogError,
+        match=f"^checkpoint size {top + 1} is more than a uint64 \\(at most 2\\^64 - 1\\)$",
+    ):
+        _checkpoint(size=top + 1)
+    body = _checkpoint().body().decode().replace("\n5\n", f"\n{top + 1}\n")
+    with pytest.raises(LogError, match=f"^checkpoint size {top + 1} is more than a uint64 holds"):
+        Checkpoint.parse_body(body)
+    with pytest.raises(LogError, match="^checkpoint size '05' is not a decimal"):
+        Checkpoint.parse_body(_checkpoint().body().decode().replace("\n5\n", "\n05\n"))
+
+
+def test_a_repeated_signature_line_is_verified_once(signer: LogSigner) -> None:
+    """The same line repeated is one Ed25519 verification, however often it is repeated
+    (counted on the verifier's key)."""
+
+    class Counting:
+        def __init__(self, key: Any) -> None:
+            self.key, self.calls = key, 0
+
+        def verify(self, signature: bytes, data: bytes) -> None:
+            self.calls += 1
+            self.key.verify(signature, data)
+
+    verifier = NoteVerifier.from_vkey(signer.verifier_key())
+    counting = Counting(verifier._public_key)
+    verifier._public_key = counting  # type: ignore[assignment]
+    note = signer.sign(_checkpoint())
+    line = note.rpartition("\n\n")[2]
+    assert verifier.open(note + line * 9) == _checkpoint().body().decode()
+    assert counting.calls == 1

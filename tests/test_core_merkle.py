@@ -146,6 +146,51 @@ def test_inclusion_proofs_match_the_rfc_and_verify_only_as_given() -> None:
         merkle.verify_inclusion(0, 4, LEAVES[0], [LEAVES[1], bytes(33)], LEAVES[0])
 
 
+PATHS = [[path(i, LEAVES[:size]) for i in range(size)] for size in range(N + 1)]
+
+
+def _recording(reads: list[list[tuple[int, int]]]) -> merkle.NodeReader:
+    """`TREE`'s reader, noting each batch of keys read in ``reads``."""
+
+    def reader(keys: Sequence[tuple[int, int]]) -> list[bytes]:
+        reads.append(list(keys))
+        return TREE.get_nodes(keys)
+
+    return reader
+
+
+def test_proofs_of_a_range_are_the_rfc_paths_from_one_read() -> None:
+    """`inclusion_proofs` gives each leaf of every range of every small tree exactly its
+    RFC 9162 PATH, from one batched read of distinct nodes (none when no leaf has a
+    sibling); for a batch just appended (``end == size``) it reads only the frontier of
+    ``[0, start)`` and nodes that appending the batch completed (what the writer holds in
+    memory)."""
+    for size in range(N + 1):
+        root = mth(LEAVES[:size])
+        for start in range(size + 1):
+            for end in range(start, size + 1):
+                reads: list[list[tuple[int, int]]] = []
+                proofs = merkle.inclusion_proofs(start, end, size, _recording(reads))
+                assert proofs == PATHS[size][start:end], (start, end, size)
+                assert len(reads) == (1 if end > start and size > 1 else 0)
+                keys = reads[0] if reads else []
+                assert len(set(keys)) == len(keys)
+                if end == size:
+                    frontier = set(merkle.subtree_decomposition(0, start))
+                    for level, index in keys:
+                        completed = (index + 1) << level > start  # by appending the batch
+                        assert (level, index) in frontier or completed, (level, index)
+        for i, proof in enumerate(merkle.inclusion_proofs(0, size, size, TREE.get_nodes)):
+            merkle.verify_inclusion(i, size, LEAVES[i], proof, root)
+    for start, end, size in [(-1, 0, 1), (0, 2, 1), (2, 1, 3), (0, 0, -1), (1, 0, 0)]:
+        with pytest.raises(
+            LogError, match=rf"^leaves \[{start}, {end}\) are not in a tree of size {size}$"
+        ):
+            merkle.inclusion_proofs(start, end, size, TREE.get_nodes)
+    with pytest.raises(LogError, match="^node reader answered 1 hashes for 2 keys$"):
+        merkle.inclusion_proofs(0, 1, 3, lambda keys: [LEAVES[0]])
+
+
 def test_consistency_proofs_match_the_rfc_and_verify_only_as_given() -> None:
     for size2 in range(1, N + 1):
         root2 = mth(LEAVES[:size2])

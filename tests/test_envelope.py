@@ -13,6 +13,7 @@ from provenance.core.envelope import (
 )
 from provenance.core.errors import SignatureError
 from provenance.core.keys import DeviceKey, verify_strict
+from tests.gil import holds_the_gil
 
 KEY = DeviceKey.from_private_bytes(bytes(range(32)))
 CLAIM = b"\x08\x01\x12\x20" + bytes(range(32)) + b"\x18\x07"
@@ -94,3 +95,18 @@ def test_small_order_key_is_refused_as_signature_error() -> None:
     identity = bytes([1]) + bytes(31)
     with pytest.raises(SignatureError, match="public key refused: .*small order"):
         verify_payload(identity, PAYLOAD_TYPE_CLAIM, CLAIM, identity + bytes(32))
+
+
+def test_verification_holds_the_gil_unless_told_to_release_it() -> None:
+    """As `verify_strict`: the GIL is kept through the check by default (an event loop's
+    thread) and given away with ``release_gil`` (the log writer's thread). A 32 MiB
+    payload takes tens of milliseconds to verify, long enough to see which."""
+    payload = bytes(32 << 20)
+    signature = sign_payload(KEY, PAYLOAD_TYPE_CLAIM, payload)
+
+    def verify(**release: bool) -> None:
+        verify_payload(KEY.public_key, PAYLOAD_TYPE_CLAIM, payload, signature, **release)
+
+    assert holds_the_gil(verify)
+    assert holds_the_gil(lambda: verify(release_gil=False))
+    assert not holds_the_gil(lambda: verify(release_gil=True))

@@ -16,11 +16,12 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from clients.device import DeviceHome
-from provenance.core import keyfile
+from provenance.core import keyfile, keys
 from provenance.core.errors import KeyMaterialError, SignatureError
 from provenance.core.keyfile import PBKDF2_ITERATIONS
 from provenance.core.keys import DeviceKey, key_id, verify_strict
 from tests.conftest import PASSPHRASE, ROOT, SAMPLES, Cli, pbkdf2_iterations, sign_sample
+from tests.gil import holds_the_gil
 
 # RFC 8032 section 7.1, TEST 1 (empty message).
 RFC8032_SECRET = bytes.fromhex("9d61b19deffd5a60ba844af492ec2cc44449c5697b326919703bac031cae7f60")
@@ -367,3 +368,59 @@ def test_repr_shows_key_id_not_secret() -> None:
     text = repr(key)
     assert "21fe31dfa154a261" in text
     assert RFC8032_SECRET.hex() not in text
+
+
+@pytest.fixture(scope="module")
+def long_signed() -> tuple[bytes, bytes, bytes]:
+    """A 32 MiB message (tens of milliseconds to verify), its public key and signature."""
+    message = bytes(32 << 20)
+    key = DeviceKey.from_private_bytes(RFC8032_SECRET)
+    return message, key.public_key, key.sign(message)
+
+
+def test_verification_holds_the_gil_unless_told_to_release_it(
+    long_signed: tuple[bytes, bytes, bytes],
+) -> None:
+    """The GIL is kept through libsodium's check by default (an event loop's thread: a
+    switch would cost it up to 5 ms) and given away with ``release_gil`` (the log
+    writer's thread), so that other threads run meanwhile."""
+    message, public, signature = long_signed
+    assert holds_the_gil(lambda: verify_strict(public, message, signature))
+    assert holds_the_gil(lambda: verify_strict(public, message, signature, release_gil=False))
+    assert not holds_the_gil(lambda: verify_strict(public, message, signature, release_gil=True))
+
+
+@pytest.mark.parametrize("release_gil", [False, True], ids=["gil-held", "gil-released"])
+def test_each_libsodium_binding_verifies_and_holds_the_gil_as_asked(
+    long_signed: tuple[bytes, bytes, bytes], release_gil: bool
+) -> None:
+    """Each ctypes binding of libsodium's crypto_sign_ed25519_verify_detached, made as the
+    module makes its two at import: 0 for a valid signature and -1 for any other; the GIL
+    held through the call or given away as asked."""
+    message, public, signature = long_signed
+    verify = keys._sodium_verifier(release_gil)
+    assert verify(RFC8032_SIGNATURE, b"", 0, RFC8032_PUBLIC) == 0
+    assert verify(RFC8032_SIGNATURE, b"x", 1, RFC8032_PUBLIC) == -1
+    bad = signature[:-1] + bytes([signature[-1] ^ 1])
+    assert verify(bad, message, len(message), public) == -1
+    held = holds_the_gil(lambda: verify(signature, message, len(message), public) == 0)
+    assert held is not release_gil
+
+
+def test_a_key_of_an_unsupported_kind_is_refused_as_such() -> None:
+    """An encrypted key of a kind `cryptography` cannot load (here an EC key on the SM2
+    curve) is refused naming what is unsupported, not as an unsupported encryption (the
+    file is encrypted as this program writes it)."""
+    der = ec.generate_private_key(ec.SECP256R1()).private_bytes(
+        serialization.Encoding.DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    p256 = bytes.fromhex("06082a8648ce3d030107")  # OID 1.2.840.10045.3.1.7
+    sm2 = bytes.fromhex("06082a811ccf5501822d")  # OID 1.2.156.10197.1.301, the same length
+    assert der.count(p256) == 1
+    pem = keyfile.encrypt_pkcs8_pem(der.replace(p256, sm2), b"pw", iterations=1000)
+    with pytest.raises(
+        KeyMaterialError,
+        match=r"^the private key uses an algorithm this program does not support \(.*"
+        r"1\.2\.156\.10197\.1\.301.*\)$",
+    ):
+        DeviceKey.from_encrypted_pem(pem, b"pw")

@@ -63,7 +63,7 @@ _SODIUM_SMALL_ORDER_R = frozenset(
 )
 
 
-def _sodium_function(name: str, release_gil: bool = False) -> ctypes._NamedFuncPointer:
+def _sodium_function(name: str, release_gil: bool) -> ctypes._NamedFuncPointer:
     """A function of the libsodium inside PyNaCl, called through ctypes.PyDLL: unlike
     PyNaCl's own bindings (cffi), the call keeps the GIL; through ctypes.CDLL with
     ``release_gil``, it gives the GIL away while it runs."""
@@ -238,9 +238,9 @@ class DeviceKey:
             raise KeyMaterialError(
                 "the private key file is not encrypted; a passphrase-protected key is expected"
             ) from e
-        except UnsupportedAlgorithm as e:
+        except UnsupportedAlgorithm as e:  # a kind of key it cannot load (a curve: SM2)
             raise KeyMaterialError(
-                f"the private key is encrypted with an algorithm this program does not support ({e})"
+                f"the private key uses an algorithm this program does not support ({e})"
             ) from e
         except ValueError as e:  # a wrong passphrase and a damaged file look the same
             raise KeyMaterialError(

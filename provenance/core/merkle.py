@@ -400,8 +400,8 @@ def inclusion_proofs(start: int, end: int, size: int, get_nodes: NodeReader) -> 
     ``size`` leaves, as `inclusion_proof` gives each, with the work shared: one walk down
     the PATH recursion visiting only subtrees that hold one of the leaves, and one batched
     read of the siblings' nodes. For a batch just appended (``end == size``) those are the
-    frontier of ``[0, start)`` and nodes inside the batch, so a group commit proves its
-    leaves from memory. O(end - start + log size) hashes and reads, against
+    frontier of ``[0, start)`` and nodes that appending the batch completed, so a group
+    commit proves its leaves from memory. O(end - start + log size) hashes and reads, against
     O((end - start) log size) for one `inclusion_proof` per leaf.
 
     Raises LogError unless ``0 <= start <= end <= size``, or if the reader fails.
