@@ -13,7 +13,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -275,20 +275,31 @@ def cli_process(
     args: Iterable[str],
     cwd: Path = ROOT,
     start_new_session: bool = False,
-    preexec_fn: Callable[[], object] | None = None,
+    ignore_sigint: bool = False,
 ) -> subprocess.Popen[str]:
     """`prov ARGS` in a child process (``python -m clients.cli``, this checkout first on
     its path, 400 columns so that no message wraps), stdout and stderr piped as text;
-    ``start_new_session`` and ``preexec_fn`` as `subprocess.Popen` takes them."""
+    ``start_new_session`` as `subprocess.Popen` takes it; ``ignore_sigint``: started with
+    SIGINT ignored, as a shell starts a background job (``sh -c 'trap "" INT; exec ...'``,
+    the same pid).
+
+    Never `subprocess.Popen`'s ``preexec_fn`` in this test process: it makes Python
+    fork() instead of vfork(), grpcio's fork handlers then restart gRPC's poller in the
+    child, and closing the inherited descriptors before exec pulls its epoll descriptor
+    away: the child aborts ("epoll_wait error: Bad file descriptor") before it runs
+    anything, about 1 start in 100 once this process holds gRPC channels (grpc/grpc issue
+    43055; CI of 0b3c766 lost two witness starts so)."""
+    command = [sys.executable, "-m", "clients.cli", *args]
+    if ignore_sigint:
+        command = ["/bin/sh", "-c", 'trap "" INT; exec "$@"', "sh", *command]
     return subprocess.Popen(
-        [sys.executable, "-m", "clients.cli", *args],
+        command,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
         cwd=cwd,
         env={**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "400"},
         start_new_session=start_new_session,
-        preexec_fn=preexec_fn,
     )
 
 
@@ -319,17 +330,14 @@ def witness_serve(
     its whole stderr (its log) then appended to ``stderr`` when given. ``max_file_bytes``:
     the process's RLIMIT_FSIZE (a write past it fails with EFBIG, as on a full disk)."""
 
-    def limit() -> None:
-        if max_file_bytes is not None:
-            resource.setrlimit(resource.RLIMIT_FSIZE, (max_file_bytes, max_file_bytes))
-
     proc = subprocess.Popen(
         [sys.executable, "-m", "clients.cli", "witness", "serve", "--key",
          str(tmp_path / "witness.pem"), "--log-key", log_vkey, "--state",
          str(tmp_path / "wstate"), "--name", "witness.test/w1", "--listen", "127.0.0.1:0"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
-        preexec_fn=limit,
     )  # fmt: skip
+    if max_file_bytes is not None:  # set from here: no preexec_fn (see cli_process)
+        resource.prlimit(proc.pid, resource.RLIMIT_FSIZE, (max_file_bytes, max_file_bytes))
     try:
         vkey = read_line(proc, "witness key ")
         yield read_line(proc, "witness on "), vkey

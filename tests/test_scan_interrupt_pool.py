@@ -68,10 +68,6 @@ def _gone_within(sid: int, seconds: float) -> list[str]:
     return lines
 
 
-def _ignore_sigint() -> None:
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-
-
 @contextmanager
 def _scan(
     folder: Path, report: Path, ignore_sigint: bool = False
@@ -88,7 +84,7 @@ def _scan(
         proc = cli_process(
             [*args, "--server", server],
             start_new_session=True,
-            preexec_fn=_ignore_sigint if ignore_sigint else None,
+            ignore_sigint=ignore_sigint,
         )
         try:
             yield proc, silent
