@@ -116,3 +116,52 @@ def test_witness_serve_on_an_address_in_use_creates_nothing(tmp_path: Path) -> N
     assert "witness key" not in out, out
     assert not (tmp_path / "witness.pem").exists()
     assert not (tmp_path / "wstate").exists()
+
+
+_SIGNAL_WHILE_LOCKED = """
+import os, signal, threading
+import uvicorn
+from provenance.web.serve import bind, serve_until_signalled
+
+
+async def app(scope, receive, send):  # no request is made
+    raise AssertionError(scope)
+
+
+# A SIGTERM that lands while the main thread holds a threading.Event's own lock (as
+# Event.wait does around its wait): the handler runs right there, between two bytecodes.
+real_wait, sent = threading.Event.wait, []
+
+
+def wait(self, timeout=None):
+    # the main thread's wait with a timeout (Thread.start's own wait has none)
+    if threading.current_thread() is threading.main_thread() and timeout and not sent:
+        sent.append(True)
+        with self._cond:
+            os.kill(os.getpid(), signal.SIGTERM)
+            for _ in range(10_000):
+                pass
+    return real_wait(self, timeout)
+
+
+threading.Event.wait = wait
+sock, _ = bind("127.0.0.1:0")
+serve_until_signalled(uvicorn.Server(uvicorn.Config(app, log_level="error")), sock, "test", "ready")
+"""
+
+
+def test_a_signal_landing_while_the_main_thread_holds_a_lock_still_stops_it() -> None:
+    """The signal handler of `serve_until_signalled` takes no lock: it runs in the main
+    thread, also while that thread holds one. Before, it set the threading.Event the main
+    thread waited on, whose lock `Event.wait` holds around its wait: a SIGTERM landing
+    there blocked the process for good, no "shutting down" (a CI run of 4 December: the
+    witness outlived SIGTERM by 30 s and was killed)."""
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _SIGNAL_WHILE_LOCKED],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+    )  # fmt: skip
+    read_line(proc, "ready")
+    proc.send_signal(signal.SIGTERM)  # the handler, not the patched wait, stops it now
+    rc, out, err = _stop(proc, None)
+    assert rc == 0, (rc, out, err)
+    assert out.splitlines()[-2:] == ["shutting down", "test stopped"], out

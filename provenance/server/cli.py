@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
-import threading
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -35,6 +35,9 @@ err = SafeConsole(stderr=True, soft_wrap=True)
 
 #: ``--db`` of the in-memory store (`provenance.store.open_store`): it writes no file.
 IN_MEMORY = ":memory:"
+
+#: How often, in seconds, `prov serve` looks for a SIGINT/SIGTERM received.
+SIGNAL_POLL_S = 0.1
 
 
 #: `ServerLimits` fields and the `prov serve` flags that set them (a KiB flag's field is in
@@ -652,9 +655,12 @@ def serve(
             service.discard()
         raise
     collect_cycles_rarely()  # the started server's heap frozen; young collections rarer
-    stop = threading.Event()
+    # the handler only appends: it runs in this thread between two bytecodes, also while
+    # this thread holds a lock, and one that set a threading.Event waited on here could
+    # block for good on the Event's own lock (`serve_until_signalled`, prov web's twin)
+    signals: list[int] = []
     for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
+        signal.signal(sig, lambda signum, _frame: signals.append(signum))
     print(f"listening on {host}:{port}", flush=True)
     print(f"log key: {service.signer.verifier_key()}", flush=True)
     for w in witnesses:
@@ -664,7 +670,8 @@ def serve(
         print(f"metrics on http://{mhost}:{metrics_port}/metrics", flush=True)
     if web is not None:
         print(f"web on http://{web.address}", flush=True)
-    stop.wait()
+    while not signals:
+        time.sleep(SIGNAL_POLL_S)
     print("shutting down", flush=True)
     if web is not None:
         web.stop()

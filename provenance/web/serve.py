@@ -7,6 +7,7 @@ from __future__ import annotations
 import signal
 import socket
 import threading
+import time
 from dataclasses import dataclass, replace
 
 import uvicorn
@@ -17,6 +18,9 @@ from provenance.web.app import WebConfig, create_app
 from provenance.web.guard import DEFAULT_LIMITS, HttpLimits, guarded_protocol
 from provenance.web.logviews import is_number
 from provenance.web.proxies import TrustedProxies
+
+#: How often, in seconds, `serve_until_signalled` looks for a signal received.
+SIGNAL_POLL_S = 0.1
 
 
 def bind(address: str) -> tuple[socket.socket, str]:
@@ -139,13 +143,20 @@ def serve_until_signalled(
     SIGTERM (systemd's stop) then killed the process (exit 143, no message) and SIGINT
     ended in a KeyboardInterrupt; here it runs in a thread (where uvicorn sets no
     handlers) while this thread waits for the signal. Raises ConfigError when the server
-    stops by itself (it could not start)."""
-    stop = threading.Event()
+    stops by itself (it could not start).
+
+    The handler only sets attributes, and this thread waits in `time.sleep`: a handler
+    runs in this thread between two bytecodes, also while this thread holds a lock, so
+    one that set a `threading.Event` this thread was waiting on (as before) could block
+    for good on the Event's own lock, taken by `Event.wait` around its wait: "shutting
+    down" was never printed and the process outlived SIGTERM (once in a CI run, 4
+    December)."""
+    signals: list[int] = []  # the signals received, appended by the handler (no lock)
 
     def on_signal(signum: int, frame: object) -> None:
-        if stop.is_set():  # a second signal: stop waiting for requests in flight
+        if signals:  # a second signal: stop waiting for requests in flight
             server.force_exit = True
-        stop.set()
+        signals.append(signum)
 
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name=what)
@@ -153,9 +164,9 @@ def serve_until_signalled(
         thread.start()
         if ready is not None:
             print(ready, flush=True)
-        while thread.is_alive() and not stop.wait(0.5):
-            pass
-        if not stop.is_set():
+        while thread.is_alive() and not signals:
+            time.sleep(SIGNAL_POLL_S)
+        if not signals:
             raise ConfigError(f"the {what} server stopped by itself (see the messages above)")
         print("shutting down", flush=True)
         server.should_exit = True
