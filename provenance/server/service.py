@@ -654,9 +654,11 @@ class ProvenanceService:
                     "", self.device_in_force(found), self.store.device_certificate(device_id)
                 )
                 try:
-                    return KeyAppended(answer_enrollment_again(again, chain), None), chain
-                except AlreadyEnrolledError:
-                    pass  # enrolled otherwise: the writer refuses it, as before
+                    device: Device | None = answer_enrollment_again(again, chain)
+                except AlreadyEnrolledError:  # enrolled otherwise: the writer refuses it
+                    device = None
+                if device is not None:
+                    return KeyAppended(device, None), chain
         elif not token:
             raise EnrollmentError("enrollment needs a one-time token or a device certificate")
         elif self.authority is not None:
