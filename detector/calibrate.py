@@ -67,23 +67,60 @@ def fit_platt_noise(
 
 
 def _fit_logistic(design: np.ndarray, labels: np.ndarray, iterations: int) -> np.ndarray:
-    """Weights (K,) of sigmoid(design @ w) for design (N, K), by Newton's method on the
-    cross-entropy to Platt's smoothed targets."""
+    """Weights (K,) of sigmoid(design @ w) for design (N, K) (column 1 the constant)
+    fitted to Platt's smoothed targets of labels (N,) 0/1 by `fit_logistic`. Raises
+    DetectorError if a class is missing."""
     y = np.asarray(labels).astype(np.int64).ravel()
     n_pos, n_neg = int(y.sum()), int((1 - y).sum())
     if n_pos == 0 or n_neg == 0:
         raise DetectorError("calibration needs held-out images of both classes")
     t = np.where(y == 1, (n_pos + 1.0) / (n_pos + 2.0), 1.0 / (n_neg + 2.0))
+    return fit_logistic(design, t, iterations=iterations)
+
+
+def fit_logistic(
+    design: np.ndarray,
+    targets: np.ndarray,
+    weights: np.ndarray | None = None,
+    iterations: int = 100,
+) -> np.ndarray:
+    """Weights w (K,) float64 minimising the cross-entropy of sigmoid(design @ w) to
+    targets (N,) in [0, 1] (each row weighted by weights (N,), default 1), for design
+    (N, K) whose column 1 is the constant.
+
+    Newton's method with a backtracking line search (Armijo's condition), from w = 0 with
+    the intercept at the targets' log odds: the algorithm of H.-T. Lin, C.-J. Lin and
+    R. C. Weng, "A note on Platt's probabilistic outputs for support vector machines"
+    (Machine Learning 68, 2007), which converges for inputs of any scale. (Plain Newton
+    steps from slope 1 diverged on logits a few units wide: slopes of 1e10, either sign.)
+    """
+    v = np.ones(len(targets)) if weights is None else np.asarray(weights, dtype=np.float64)
+    t = np.asarray(targets, dtype=np.float64)
+
+    def loss(w: np.ndarray) -> float:
+        z = design @ w
+        return float(v @ (np.logaddexp(0.0, z) - t * z))  # -[t log p + (1-t) log(1-p)]
+
     w = np.zeros(design.shape[1])
-    w[0] = 1.0
+    mean = float(np.clip((v @ t) / v.sum(), 1e-6, 1 - 1e-6))
+    w[1] = np.log(mean / (1.0 - mean))
+    f = loss(w)
     for _ in range(iterations):
         p = sigmoid(design @ w)
-        grad = design.T @ (p - t)
-        h = p * (1.0 - p) + 1e-12
-        hess = design.T @ (design * h[:, None]) + 1e-9 * np.eye(len(w))
+        grad = design.T @ (v * (p - t))
+        hess = design.T @ (design * (v * p * (1.0 - p))[:, None]) + 1e-12 * np.eye(len(w))
         step = np.linalg.solve(hess, grad)
-        w = w - step
-        if np.abs(step).max() < 1e-10:
+        size = 1.0
+        while size >= 1e-10:
+            trial = w - size * step
+            f_trial = loss(trial)
+            if f_trial <= f - 1e-4 * size * float(grad @ step):
+                break
+            size /= 2
+        else:
+            break  # no step lowers the loss: at the optimum to float precision
+        w, f = trial, f_trial
+        if np.abs(size * step).max() < 1e-10 * max(1.0, float(np.abs(w).max())):
             break
     return w
 

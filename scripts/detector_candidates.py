@@ -2484,23 +2484,13 @@ def _fit_slope(z: np.ndarray, y: np.ndarray) -> float:
 
 
 def _fit_platt_weighted(z: np.ndarray, y: np.ndarray, groups: np.ndarray) -> tuple[float, float]:
-    """Platt scaling with every group (source) weighing the same in the cross-entropy,
-    by Newton's method."""
-    from detector.calibrate import sigmoid
+    """Platt scaling with every group (source) weighing the same in the cross-entropy
+    (to the 0/1 labels), by `detector.calibrate.fit_logistic`."""
+    from detector.calibrate import fit_logistic
 
     _, inverse, counts = np.unique(groups, return_inverse=True, return_counts=True)
-    w = 1.0 / counts[inverse]
-    design = np.stack([z, np.ones_like(z)], 1)
-    ab = np.array([1.0, 0.0])
-    for _ in range(100):
-        p = sigmoid(design @ ab)
-        grad = design.T @ (w * (p - y))
-        hess = design.T @ (design * (w * p * (1 - p))[:, None]) + 1e-9 * np.eye(2)
-        step = np.linalg.solve(hess, grad)
-        ab -= step
-        if np.abs(step).max() < 1e-10:
-            break
-    return float(ab[0]), float(ab[1])
+    a, b = fit_logistic(np.stack([z, np.ones_like(z)], 1), y, 1.0 / counts[inverse])
+    return float(a), float(b)
 
 
 def stage_ship(args: argparse.Namespace) -> None:

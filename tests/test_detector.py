@@ -52,6 +52,36 @@ def test_platt_recovers_a_known_logistic_model() -> None:
     assert b == pytest.approx(-0.5, abs=0.06)
 
 
+@pytest.mark.parametrize("scale", [1.0, 3.0, 10.0, 50.0])
+def test_platt_converges_on_logits_of_any_scale_and_offset(scale: float) -> None:
+    # Pure Newton from slope 1 diverged on logits a few units wide and off-centre (a
+    # PatchResNet trained on 168 images: slope 5.5e10 and thresholds 0 / 1 shipped, or a
+    # working network refused as "ranks backwards"); the fit must not depend on the
+    # logits' units: fitting c * x + d gives slope a / c, intercept b - a * d / c.
+    rng = np.random.default_rng(2)
+    y = np.r_[np.zeros(30), np.ones(24)].astype(int)
+    x = rng.normal(0, 1, 54) + 1.1 * y
+    a, b = fit_platt(x, y)
+    a2, b2 = fit_platt(scale * x - 2 * scale, y)
+    assert 0 < a < 10
+    assert a2 == pytest.approx(a / scale, rel=1e-6)
+    assert b2 == pytest.approx(b + 2 * a, rel=1e-6, abs=1e-9)
+    cal = calibrate(scale * x - 2 * scale, y)
+    assert 0 < cal.threshold_low <= cal.threshold_high < 1
+
+
+def test_weighted_logistic_fit_counts_a_row_of_weight_two_twice() -> None:
+    from detector.calibrate import fit_logistic
+
+    rng = np.random.default_rng(3)
+    z = rng.normal(0, 4, 40) + 3
+    y = (rng.random(40) < sigmoid(0.5 * z - 1)).astype(float)
+    design = np.stack([z, np.ones_like(z)], 1)
+    twice = np.r_[design, design[:10]], np.r_[y, y[:10]]
+    weights = np.r_[np.full(10, 2.0), np.ones(30)]
+    assert fit_logistic(design, y, weights) == pytest.approx(fit_logistic(*twice), rel=1e-6)
+
+
 def test_calibration_is_monotonic_and_thresholds_ordered() -> None:
     rng = np.random.default_rng(1)
     logits = np.r_[rng.normal(-1, 1, 300), rng.normal(1.5, 1, 300)]
