@@ -10,10 +10,19 @@ On a CUDA machine:
    patches/s of `Detector.score_image` with many concurrent callers (the queue batching
    across requests).
 
+Ratios (each against a baseline measured in the same run) are printed and written to
+`out/bench/detector_gpu.json`: the GPU's bare forward pass against the CPU's at the same
+batch size, and `score_image`'s end-to-end rate (crop planning, harmonisation, batching
+queue, calibration) against the GPU's bare forward pass at the queue's batch size.
+
 Exits 0 when the check passes, 1 when scores disagree, and 77 (the conventional "skipped"
 status) with a message when no CUDA device is present.
 
 Usage: python bench/detector_gpu.py [--model default] [--images 64] [--seconds 3]
+    [--fixtures DIR] [--device cuda] [--batches 64,256,1024,4096] [--queue-batch 1024]
+--fixtures: the folder holding `detector/` (default ../shared/fixtures), e.g. a copy
+carried to a GPU machine. --device cpu runs the same steps on the CPU (a dry run of the
+script on a machine without CUDA: the figures then compare the CPU with itself).
 """
 
 from __future__ import annotations
@@ -25,8 +34,10 @@ import time
 from pathlib import Path
 
 import torch
+from results import Ratio, write_results  # bench/results.py, next to this script
 
 from detector.data import load_image
+from detector.features import autocast
 from detector.infer import Detector
 
 FIXTURES = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures"
@@ -34,6 +45,35 @@ FIXTURES = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures"
 #: logits by up to about 1%; after the sigmoid the probability moves by less than 0.02.
 TOLERANCE = 0.02
 BATCH_SIZES = (64, 256, 1024, 4096)
+#: The batching queue's batch size on the GPU (`Detector.load(max_batch=...)` below).
+QUEUE_BATCH = 1024
+#: Batch size of the CPU's bare forward pass, the GPU's first baseline.
+CPU_BATCH = 256
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def bare_rate(
+    net: torch.nn.Module, device: torch.device, patch: int, batch: int, seconds: float
+) -> float:
+    """Patches/s of net's forward pass on random (batch, 3, patch, patch) float32 input
+    on device (channels-last, bf16 autocast on CUDA, as served), over about `seconds`."""
+    x = torch.randn(batch, 3, patch, patch, device=device)
+    if device.type == "cuda":
+        x = x.contiguous(memory_format=torch.channels_last)
+    with torch.inference_mode(), autocast(device):
+        for _ in range(3):
+            net(x)
+        _sync(device)
+        start, n = time.perf_counter(), 0
+        while time.perf_counter() - start < seconds:
+            net(x)
+            n += batch
+        _sync(device)
+    return n / (time.perf_counter() - start)
 
 
 def main() -> int:
@@ -41,21 +81,43 @@ def main() -> int:
     ap.add_argument("--model", default="default")
     ap.add_argument("--images", type=int, default=64, help="fixture images compared")
     ap.add_argument("--seconds", type=float, default=3.0, help="time per throughput figure")
+    ap.add_argument("--fixtures", type=Path, default=FIXTURES, help="folder holding detector/")
+    ap.add_argument("--device", default="cuda", help="cuda (default), cuda:N, or cpu (dry run)")
+    ap.add_argument(
+        "--batches",
+        type=lambda v: [int(b) for b in v.split(",")],
+        default=list(BATCH_SIZES),
+        help="bare forward batch sizes, comma-separated (default 64,256,1024,4096)",
+    )
+    ap.add_argument(
+        "--queue-batch", type=int, default=QUEUE_BATCH, help="the batching queue's batch size"
+    )
     args = ap.parse_args()
-    if not torch.cuda.is_available():
+    device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
         print(
             "no CUDA device: the GPU check did not run (CPU scoring is tested by the test suite)",
             file=sys.stderr,
         )
         return 77
-    files = sorted((FIXTURES / "detector").rglob("*.png"))[: args.images // 2]
-    files += sorted((FIXTURES / "detector").rglob("*.jpg"))[: args.images - len(files)]
+    files = sorted((args.fixtures / "detector").rglob("*.png"))[: args.images // 2]
+    files += sorted((args.fixtures / "detector").rglob("*.jpg"))[: args.images - len(files)]
+    if not files:
+        print(f"no fixture images under {args.fixtures / 'detector'}", file=sys.stderr)
+        return 2
     images = [load_image(p).rgb for p in files]
     keys = [p.name.encode() for p in files]
     with Detector.load(args.model, device="cpu", secret=b"gpu-check") as cpu:
         ref = cpu.score_images(images, keys)
-    print(f"device: {torch.cuda.get_device_name(0)}, torch {torch.__version__}")
-    with Detector.load(args.model, device="cuda", secret=b"gpu-check", max_batch=1024) as gpu:
+        pre = cpu.model.meta.preprocess
+        cpu_rate = bare_rate(cpu.model.net, cpu.device, pre.patch_size, CPU_BATCH, args.seconds)
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu (dry run)"
+    print(f"device: {name}, torch {torch.__version__}")
+    print(f"  CPU bare forward, batch {CPU_BATCH:5d}: {cpu_rate:12.0f} patches/s")
+    rows: list[Ratio] = []
+    with Detector.load(
+        args.model, device=str(device), secret=b"gpu-check", max_batch=args.queue_batch
+    ) as gpu:
         got = gpu.score_images(images, keys)
         diffs = [abs(a.score - b.score) for a, b in zip(ref, got, strict=True)]
         near = [
@@ -66,28 +128,26 @@ def main() -> int:
             a.band != b.band and not n for a, b, n in zip(ref, got, near, strict=True)
         )
         ok = max(diffs) <= TOLERANCE and band_mismatch == 0
-        print(
-            f"CPU vs GPU on {len(images)} images: max |score diff| {max(diffs):.5f}, mean "
+        agreement = (
+            f"CPU vs {name} on {len(images)} images: max |score diff| {max(diffs):.5f}, mean "
             f"{sum(diffs) / len(diffs):.5f} (tolerance {TOLERANCE}); band mismatches away "
             f"from thresholds: {band_mismatch} -> {'PASS' if ok else 'FAIL'}"
         )
+        print(agreement)
 
-        net, pre = gpu.model.net, gpu.model.meta.preprocess
-        for bs in BATCH_SIZES:
-            x = torch.randn(bs, 3, pre.patch_size, pre.patch_size, device="cuda").contiguous(
-                memory_format=torch.channels_last
+        rates = {}
+        for bs in sorted({*args.batches, args.queue_batch}):
+            rates[bs] = bare_rate(gpu.model.net, device, pre.patch_size, bs, args.seconds)
+            print(f"  bare forward, batch {bs:5d}: {rates[bs]:12.0f} patches/s")
+            rows.append(
+                Ratio(
+                    f"{device.type} bare forward, batch {bs}",
+                    rates[bs],
+                    f"CPU bare forward, batch {CPU_BATCH}",
+                    cpu_rate,
+                    "patches/s",
+                )
             )
-            with torch.inference_mode(), torch.autocast("cuda", dtype=torch.bfloat16):
-                for _ in range(3):
-                    net(x)
-                torch.cuda.synchronize()
-                start, n = time.perf_counter(), 0
-                while time.perf_counter() - start < args.seconds:
-                    net(x)
-                    n += bs
-                torch.cuda.synchronize()
-            rate = n / (time.perf_counter() - start)
-            print(f"  bare forward, batch {bs:5d}: {rate:12.0f} patches/s")
 
         for callers in (1, 16, 64):
             stop = time.perf_counter() + args.seconds
@@ -104,10 +164,18 @@ def main() -> int:
                 t.start()
             for t in threads:
                 t.join()
-            print(
-                f"  score_image, {callers:3d} concurrent callers: "
-                f"{sum(counts) / (time.perf_counter() - start):10.0f} patches/s"
+            rate = sum(counts) / (time.perf_counter() - start)
+            print(f"  score_image, {callers:3d} concurrent callers: {rate:10.0f} patches/s")
+            rows.append(
+                Ratio(
+                    f"score_image, {callers} callers",
+                    rate,
+                    f"{device.type} bare forward, batch {args.queue_batch}",
+                    rates[args.queue_batch],
+                    "patches/s",
+                )
             )
+    write_results("detector_gpu", rows, note=f"{name}, torch {torch.__version__}; {agreement}")
     return 0 if ok else 1
 
 

@@ -13,8 +13,11 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-#: Where each bench writes its JSON (git-ignored: /out/ in .gitignore).
-RESULTS_DIR = Path(__file__).resolve().parents[1] / "out" / "bench"
+#: Where each bench writes its JSON (git-ignored: /out/ in .gitignore); the environment
+#: variable PROV_BENCH_RESULTS names another folder (the tests' dry runs use one).
+RESULTS_DIR = Path(
+    os.environ.get("PROV_BENCH_RESULTS", Path(__file__).resolve().parents[1] / "out" / "bench")
+)
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,73 @@
+"""bench/detector_gpu.py, the detector's GPU check, keeps working between GPU runs.
+
+It needs a CUDA machine to mean anything, and CI has none; its ``--device cpu`` dry run
+takes every step (scoring on two devices, bare forward by batch size, concurrent callers,
+the JSON of ratios) on the CPU, so a change that breaks the script fails here and not on
+the next, rare GPU machine.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests.conftest import ROOT
+
+SCRIPT = ROOT / "bench" / "detector_gpu.py"
+
+
+def _run(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = os.environ | {"PROV_BENCH_RESULTS": str(tmp_path)}
+    return subprocess.run(
+        [sys.executable, str(SCRIPT), *args],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=env,
+        timeout=300,
+    )
+
+
+@pytest.mark.slow
+def test_the_dry_run_compares_scores_and_writes_its_ratios(tmp_path: Path) -> None:
+    done = _run(
+        tmp_path,
+        *("--device", "cpu", "--images", "4", "--seconds", "0.05"),
+        *("--batches", "8,32", "--queue-batch", "16"),
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "band mismatches away from thresholds: 0 -> PASS" in done.stdout
+    report = json.loads((tmp_path / "detector_gpu.json").read_text())
+    paths = [row["path"] for row in report["rows"]]
+    assert paths == [
+        "cpu bare forward, batch 8",
+        "cpu bare forward, batch 16",
+        "cpu bare forward, batch 32",
+        "score_image, 1 callers",
+        "score_image, 16 callers",
+        "score_image, 64 callers",
+    ]
+    assert all(row["value"] > 0 and row["baseline"] > 0 for row in report["rows"])
+    # The callers' rates are against the queue's batch size, as asked.
+    assert {row["baseline_name"] for row in report["rows"][3:]} == {"cpu bare forward, batch 16"}
+    assert "PASS" in report["note"]
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA: the check runs")
+def test_without_cuda_the_check_says_so_and_exits_77(tmp_path: Path) -> None:
+    done = _run(tmp_path, "--images", "2")
+    assert done.returncode == 77, done.stdout + done.stderr
+    assert "no CUDA device" in done.stderr
+    assert not (tmp_path / "detector_gpu.json").exists()
+
+
+def test_a_fixture_folder_without_images_is_a_usage_error(tmp_path: Path) -> None:
+    done = _run(tmp_path, "--device", "cpu", "--fixtures", str(tmp_path))
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert f"no fixture images under {tmp_path / 'detector'}" in done.stderr
