@@ -49,7 +49,14 @@ from clients.options import (
     witness_quorum_of,
 )
 from clients.passphrase import CA_PASSPHRASE_ENV, read_passphrase
-from clients.report import EXIT_CODES, EXIT_WITNESS_QUORUM, report_to_json, report_to_text
+from clients.report import (
+    EXIT_CODES,
+    EXIT_WITNESS_QUORUM,
+    path_to_json,
+    report_to_json,
+    report_to_text,
+    unicode_only,
+)
 from clients.scan.cli import scan as scan_command
 from detector import cli as detector_cli
 from detector.bands import threshold_words, unscored_reason
@@ -975,7 +982,8 @@ def verify(
                 cosigned = check_witnesses(c, report, found, policy, quorum)
     except ProvenanceError as e:
         if as_json:  # scripts always get a JSON object on stdout
-            print(json.dumps({"status": None, "path": str(file), "error": str(e)}, indent=2))
+            failed = {"status": None, **path_to_json(str(file)), "error": str(e)}
+            print(json.dumps(unicode_only(failed), indent=2))
         raise
     if unread is not None:
         report = replace(report, reasons=(*report.reasons, unread))
@@ -983,7 +991,7 @@ def verify(
         doc = report_to_json(report, str(file))
         if cosigned is not None:
             doc["witnesses"] = cosigned.to_json()
-        print(json.dumps(doc, indent=2))
+        print(json.dumps(unicode_only(doc), indent=2))  # a reason may name FILE.prov
     else:
         out.print(report_to_text(report, str(file)), highlight=False)
         if cosigned is not None:

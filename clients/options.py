@@ -1,5 +1,5 @@
-"""Command-line options shared by every `prov` command that talks to a server, and
-checks of option values that Typer cannot express."""
+"""Command-line options shared by every `prov` command that talks to a server, checks of
+option values that Typer cannot express, and the serving commands' signal poll."""
 
 from __future__ import annotations
 
@@ -181,6 +181,13 @@ def in_existing_folder(path: Path, option: str) -> Path:
 #: ``prov serve --witness-timeout``. Past about 7e9 s gRPC's deadline (in nanoseconds)
 #: overflowed and every call failed at once, as if timed out.
 MAX_WAIT_S = 86400.0
+
+#: How often, in seconds, a serving command (`prov serve`, and `prov web` and `prov
+#: witness serve` through `provenance.web.serve.serve_until_signalled`) looks for a
+#: SIGINT/SIGTERM its handler recorded: the handler only appends to a list (it takes no
+#: lock), so the main thread sleeps this long between looks. Defined here, which both
+#: import, so that `prov serve` does not load the web stack (uvicorn) to read it.
+SIGNAL_POLL_S = 0.1
 
 
 #: ``--header-seconds``, ``--connections-per-client``, ``--max-connections``: the

@@ -185,13 +185,6 @@ REASONS: dict[str, str] = {
     r'return f"{log_key}\n{utc_iso(signed_at, micro=None)}\n".encode()': (
         "equivalent: utc_iso tests `micro` only for truth, and None is false like False"
     ),
-    # provenance/core/verify.py
-    'at = "an unrecorded time" if (device.revoked_at is None) and False else'
-    " utc_text(device.revoked_at)": (
-        "unreachable: _revocation_note is only called for a revoked device (after"
-        " _revoked_for or a `revoked_at is not None` test), so its 'unrecorded time' branch"
-        " is never taken"
-    ),
     # provenance/log/checkpoint.py
     "fd = os.open(leftover, os.O_RDONLY & os.O_NOFOLLOW | os.O_NONBLOCK)": (
         "equivalent in what is removed: a link is then opened through, but the samestat"

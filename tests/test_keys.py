@@ -8,14 +8,20 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.decrepit.ciphers.algorithms import Camellia
+from cryptography.hazmat.primitives import hashes, padding, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.ciphers import BlockCipherAlgorithm, Cipher, algorithms, modes
+from cryptography.hazmat.primitives.kdf.pbkdf2 import PBKDF2HMAC
 
 from clients.device import DeviceHome
+from provenance.c2pa.authority import KEY_FILE, init_authority, load_authority
 from provenance.core import keyfile, keys
 from provenance.core.errors import KeyMaterialError, SignatureError
 from provenance.core.keyfile import PBKDF2_ITERATIONS
@@ -424,3 +430,103 @@ def test_a_key_of_an_unsupported_kind_is_refused_as_such() -> None:
         r"1\.2\.156\.10197\.1\.301.*\)$",
     ):
         DeviceKey.from_encrypted_pem(pem, b"pw")
+
+
+def _encrypted_with(
+    info: bytes,
+    passphrase: bytes,
+    prf: tuple[bytes, hashes.HashAlgorithm],
+    cipher: tuple[bytes, Callable[[bytes], BlockCipherAlgorithm]],
+) -> bytes:
+    """``info`` (PKCS#8 DER) as a genuine PBES2 ``ENCRYPTED PRIVATE KEY`` PEM with PBKDF2
+    under the PRF ``prf`` (its DER OID, its hash) and the CBC cipher ``cipher`` (its DER
+    OID, its algorithm from a key): what ``openssl pkcs8 -topk8 -v2 CIPHER -v2prf PRF``
+    writes."""
+    salt, iv = os.urandom(16), os.urandom(16)
+    key = PBKDF2HMAC(algorithm=prf[1], length=32, salt=salt, iterations=1000).derive(passphrase)
+    padder = padding.PKCS7(128).padder()
+    enc = Cipher(cipher[1](key), modes.CBC(iv)).encryptor()
+    sealed = enc.update(padder.update(info) + padder.finalize()) + enc.finalize()
+    kdf_params = keyfile._seq(
+        keyfile._tlv(0x04, salt), keyfile._int(1000), keyfile._seq(prf[0], keyfile._NULL)
+    )
+    params = keyfile._seq(
+        keyfile._seq(keyfile._PBKDF2, kdf_params),
+        keyfile._seq(cipher[0], keyfile._tlv(0x04, iv)),
+    )
+    return _pem(keyfile._seq(keyfile._seq(keyfile._PBES2, params), keyfile._tlv(0x04, sealed)))
+
+
+def _pem(der: bytes) -> bytes:
+    body = base64.encodebytes(der).decode()
+    return f"-----BEGIN ENCRYPTED PRIVATE KEY-----\n{body}-----END ENCRYPTED PRIVATE KEY-----\n".encode()
+
+
+_SHA256_PRF = (keyfile._HMAC_SHA256, hashes.SHA256())
+_AES256 = (keyfile._AES256_CBC, algorithms.AES)
+_CAMELLIA256 = (bytes.fromhex("060b2a83088c9a4b3d01010104"), Camellia)  # 1.2.392.200011.61.1.1.1.4
+_SHA512_256_PRF = (
+    bytes.fromhex("06082a864886f70d020d"),
+    hashes.SHA512_256(),
+)  # 1.2.840.113549.2.13
+
+
+@pytest.mark.parametrize(
+    ("prf", "cipher", "found"),
+    [
+        (_SHA256_PRF, _CAMELLIA256, "camellia-256-cbc (OID 1.2.392.200011.61.1.1.1.4)"),
+        (_SHA512_256_PRF, _AES256, "PBKDF2 with hmacWithSHA512-256 (OID 1.2.840.113549.2.13)"),
+    ],
+    ids=["camellia", "sha512-256-prf"],
+)
+def test_a_key_file_encrypted_with_an_unsupported_algorithm_says_which(
+    tmp_path: Path,
+    prf: tuple[bytes, hashes.HashAlgorithm],
+    cipher: tuple[bytes, Callable[[bytes], BlockCipherAlgorithm]],
+    found: str,
+) -> None:
+    """A key file `openssl pkcs8 -topk8 -v2 camellia-256-cbc` (or ``-v2prf
+    hmacWithSHA512-256``) wrote, opened with the RIGHT passphrase: before, "the passphrase
+    is wrong, or the key file is damaged" (a user then retypes a correct passphrase);
+    now the algorithm found and those this program decrypts. Device key and enrollment
+    authority key alike; a wrong passphrase on a supported file is still said so."""
+    key = DeviceKey.generate()
+    info = key._private.private_bytes(
+        serialization.Encoding.DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    pem = _encrypted_with(info, b"right", prf, cipher)
+    with pytest.raises(KeyMaterialError) as e:
+        DeviceKey.from_encrypted_pem(pem, b"right")
+    said = str(e.value)
+    assert said.startswith(
+        f"cannot decrypt the private key: it is encrypted with {found}, which this program"
+        " does not decrypt (it decrypts PBES2: PBKDF2 with HMAC-SHA1, -SHA224, -SHA256,"
+    ), said
+    assert "AES-128/192/256-CBC" in said and "openssl pkcs8 -topk8" in said, said
+    assert "passphrase is wrong" not in said, said
+    supported = _encrypted_with(info, b"right", _SHA256_PRF, _AES256)
+    assert DeviceKey.from_encrypted_pem(supported, b"right").public_key == key.public_key
+    with pytest.raises(KeyMaterialError, match="the passphrase is wrong"):
+        DeviceKey.from_encrypted_pem(supported, b"wrong")
+
+    ca = tmp_path / "ca"
+    init_authority(ca, now=datetime.now(UTC), passphrase=b"right")
+    authority = serialization.load_pem_private_key((ca / KEY_FILE).read_bytes(), b"right")
+    (ca / KEY_FILE).write_bytes(
+        _encrypted_with(
+            authority.private_bytes(
+                serialization.Encoding.DER,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            ),
+            b"right",
+            prf,
+            cipher,
+        )
+    )
+    with pytest.raises(KeyMaterialError) as e:
+        load_authority(ca, b"right")
+    said = str(e.value)
+    assert said.startswith(
+        f"cannot decrypt the enrollment authority key in {ca}: it is encrypted with {found},"
+    ), said

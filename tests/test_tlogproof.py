@@ -87,6 +87,26 @@ def test_export_and_verify_against_a_real_server(
     assert rc == 1 and "no signature by" in err
 
 
+def test_a_proof_with_crlf_line_endings_is_named_as_such(
+    signed_two: list[Path], enrolled: Cli, tmp_path: Path
+) -> None:
+    """A proof a Windows editor or git's autocrlf rewrote with CRLF: the format's lines are
+    separated by U+000A and its checkpoint was signed with them, so it is refused, saying
+    so. Before, it did not start with the header line as this log writes it and read as a
+    broken sidecar: "not a usable sidecar (... not valid JSON ...)", exit 2."""
+    rc, vkey, _ = enrolled("log", "key")
+    side = Path(f"{signed_two[1]}.prov")
+    rc, _, err = enrolled("receipt", "export", str(side), "--format", "tlog-proof")
+    assert rc == 0, err
+    proof = tmp_path / "chelsea.png.tlog-proof"
+    proof.write_bytes(proof.read_bytes().replace(b"\n", b"\r\n"))
+    rc, _, err = enrolled("receipt", "verify", str(proof), "--log-key", vkey.strip())
+    said = " ".join(err.split())
+    assert rc == 1 and "Traceback" not in err, err
+    assert "uses CRLF line endings; the tlog-proof format needs LF" in said, said
+    assert "sidecar" not in said, said
+
+
 @pytest.mark.parametrize(
     "text, message",
     [
@@ -100,6 +120,7 @@ def test_export_and_verify_against_a_real_server(
         (HEADER + "\nextra AA==\nindex 9223372036854775808\n\ncp\n", "out of range"),
         (HEADER + "\nextra AA==\nindex 0\nAAAA\n\ncp\n", "not a SHA-256 hash"),
         (HEADER + "\nextra AA==\nindex 0\n", "no blank line"),
+        (HEADER + "\r\nextra AA==\r\nindex 0\r\n\r\ncp\r\n", "uses CRLF line endings"),
         (HEADER + "\nextra A==\nindex 0\n\ncp\n", "not base64"),
         (HEADER + "\nextra AAAA\nindex 0\n\ncp\n", "not a log entry"),
     ],

@@ -29,7 +29,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID, ObjectIdentifier
 
 from provenance.core.errors import ConfigError, EnrollmentError, KeyMaterialError
-from provenance.core.keyfile import check_kdf_cost, encrypt_pkcs8_pem
+from provenance.core.keyfile import check_kdf_cost, encrypt_pkcs8_pem, unsupported_encryption
 from provenance.core.keys import check_public_key
 
 KEY_FILE = "ca.key.pem"
@@ -145,9 +145,10 @@ def load_authority(directory: Path, passphrase: bytes | None = None) -> Authorit
     passphrase: decrypts an encrypted key; not used for a key written unencrypted (an
     authority made before `prov admin ca init` encrypted its key keeps working). Raises
     ConfigError if the files are missing; KeyMaterialError if the key is encrypted and no
-    passphrase is given, the passphrase is wrong (or the file damaged), the file asks for
-    more key derivation work than `keyfile.check_kdf_cost` allows, or the key is not
-    Ed25519 or does not match the certificate.
+    passphrase is given, the passphrase is wrong (or the file damaged), it is encrypted
+    with an algorithm this program does not decrypt (`keyfile.unsupported_encryption`
+    names it), the file asks for more key derivation work than `keyfile.check_kdf_cost`
+    allows, or the key is not Ed25519 or does not match the certificate.
     """
     try:
         key_pem = (directory / KEY_FILE).read_bytes()
@@ -166,11 +167,15 @@ def load_authority(directory: Path, passphrase: bytes | None = None) -> Authorit
             key_pem, password=passphrase if encrypted else None
         )
     except ValueError as e:  # a wrong passphrase and a damaged file look the same
+        if not encrypted:
+            raise KeyMaterialError(
+                f"cannot load the enrollment authority key in {directory}: {e}"
+            ) from e
+        problem = unsupported_encryption(key_pem) or (
+            "the passphrase is wrong, or the key file is damaged"
+        )
         raise KeyMaterialError(
-            f"cannot decrypt the enrollment authority key in {directory}: the passphrase is"
-            " wrong, or the key file is damaged"
-            if encrypted
-            else f"cannot load the enrollment authority key in {directory}: {e}"
+            f"cannot decrypt the enrollment authority key in {directory}: {problem}"
         ) from e
     except (TypeError, UnsupportedAlgorithm) as e:
         raise KeyMaterialError(f"cannot load the authority in {directory}: {e}") from e

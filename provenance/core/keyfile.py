@@ -51,6 +51,52 @@ _SCRYPT = bytes.fromhex("06092b06010401da47040b")  # 1.3.6.1.4.1.11591.4.11
 # both take SEQUENCE { OCTET STRING salt, INTEGER iterations }
 _PBES1_PREFIX = bytes.fromhex("06092a864886f70d0105")
 _PKCS12_PBE_PREFIX = bytes.fromhex("060a2a864886f70d010c01")
+_HMAC_SHA1 = bytes.fromhex("06082a864886f70d0207")  # 1.2.840.113549.2.7, PBKDF2's default PRF
+
+#: What `cryptography` (50) decrypts, measured with a file of each (openssl pkcs8 -topk8):
+#: the schemes, and within PBES2 the key derivations, PBKDF2's PRFs and the ciphers.
+_SCHEMES_READ = {
+    _PBES2,
+    bytes.fromhex("06092a864886f70d010503"),  # pbeWithMD5AndDES-CBC
+    bytes.fromhex("060a2a864886f70d010c0101"),  # pbeWithSHAAnd128BitRC4
+    bytes.fromhex("060a2a864886f70d010c0103"),  # pbeWithSHAAnd3-KeyTripleDES-CBC
+    bytes.fromhex("060a2a864886f70d010c0106"),  # pbeWithSHAAnd40BitRC2-CBC
+}
+_KDFS_READ = {_PBKDF2, _SCRYPT}
+_PRFS_READ = {_HMAC_SHA1, *(bytes.fromhex(f"06082a864886f70d02{n:02x}") for n in (8, 9, 10, 11))}
+_CIPHERS_READ = {
+    bytes.fromhex("0609608648016503040102"),  # aes-128-cbc
+    bytes.fromhex("0609608648016503040116"),  # aes-192-cbc
+    _AES256_CBC,
+    bytes.fromhex("06082a864886f70d0307"),  # des-ede3-cbc
+    bytes.fromhex("06082a864886f70d0302"),  # rc2-cbc
+}
+#: Names of the algorithms `openssl pkcs8 -topk8` offers that are not read (others are
+#: named by their OID alone).
+_UNREAD_NAMES = (
+    {
+        bytes.fromhex("060b2a83088c9a4b3d010101") + bytes([n]): f"camellia-{bits}-cbc"
+        for n, bits in ((2, 128), (3, 192), (4, 256))
+    }
+    | {
+        bytes.fromhex("06092a831a8c9a6e0101") + bytes([n]): f"aria-{bits}-cbc"
+        for n, bits in ((2, 128), (7, 192), (12, 256))
+    }
+    | {
+        bytes.fromhex("06082a811ccf55016802"): "sm4-cbc",
+        bytes.fromhex("06082a864886f70d0206"): "hmacWithMD5",
+        bytes.fromhex("06082a864886f70d020c"): "hmacWithSHA512-224",
+        bytes.fromhex("06082a864886f70d020d"): "hmacWithSHA512-256",
+        bytes.fromhex("06092a864886f70d01050a"): "pbeWithSHA1AndDES-CBC",
+        bytes.fromhex("060a2a864886f70d010c0104"): "pbeWithSHAAnd2-KeyTripleDES-CBC",
+    }
+)
+#: What `unsupported_encryption` says this program decrypts.
+ENCRYPTION_READ = (
+    "PBES2: PBKDF2 with HMAC-SHA1, -SHA224, -SHA256, -SHA384 or -SHA512, or scrypt, and"
+    " AES-128/192/256-CBC, DES-EDE3-CBC or RC2-CBC; and the older pbeWithMD5AndDES-CBC and"
+    " PKCS#12 pbeWithSHAAnd3-KeyTripleDES-CBC, -40BitRC2-CBC and -128BitRC4"
+)
 _ENCRYPTED_PEM = re.compile(
     rb"-----BEGIN ENCRYPTED PRIVATE KEY-----(.*?)-----END ENCRYPTED PRIVATE KEY-----", re.S
 )
@@ -249,3 +295,78 @@ def check_kdf_cost(pem: bytes) -> None:
                 f"the private key file is refused unopened: {problem} (a file made to hold"
                 " a CPU for minutes when opened)"
             )
+
+
+def _oid_text(oid: bytes) -> str:
+    """A DER OBJECT IDENTIFIER (tag and length included) as its name where `_UNREAD_NAMES`
+    has one and its dotted form: ``camellia-256-cbc (OID 1.2.392.200011.61.1.1.1.4)``."""
+    body = oid[2:]
+    arcs = [min(body[0] // 40, 2), body[0] - 40 * min(body[0] // 40, 2)]
+    value = 0
+    for byte in body[1:]:
+        value = value << 7 | byte & 0x7F
+        if not byte & 0x80:
+            arcs.append(value)
+            value = 0
+    dotted = "OID " + ".".join(map(str, arcs))
+    name = _UNREAD_NAMES.get(oid)
+    return f"{name} ({dotted})" if name else dotted
+
+
+def _first_oid(der: bytes, element: tuple[int, int, int, int]) -> bytes:
+    """The first element inside the AlgorithmIdentifier ``element`` (DER, tag and length
+    included: its OID); ValueError or IndexError if there is none."""
+    first = _children(der, element[2], element[3])[0]
+    return der[first[1] : first[3]]
+
+
+def _unread_part(der: bytes) -> str | None:
+    """The part of one EncryptedPrivateKeyInfo's encryption that is not read (`_oid_text`,
+    PBKDF2's PRF as ``PBKDF2 with ...``), or None; ValueError or IndexError if its
+    structure cannot be read that far."""
+    _, body, end = _read_tlv(der, 0, len(der))
+    algorithm = _children(der, body, end)[0]
+    scheme = _first_oid(der, algorithm)
+    if scheme not in _SCHEMES_READ:
+        return _oid_text(scheme)
+    if scheme != _PBES2:
+        return None
+    params = _children(der, algorithm[2], algorithm[3])[1]
+    kdf, cipher = _children(der, params[2], params[3])[:2]
+    kdf_oid = _first_oid(der, kdf)
+    if kdf_oid not in _KDFS_READ:
+        return "the key derivation " + _oid_text(kdf_oid)
+    if kdf_oid == _PBKDF2:
+        kdf_params = _children(der, kdf[2], kdf[3])[1]
+        # salt, iterationCount, keyLength (optional), prf (default hmacWithSHA1)
+        prfs = [e for e in _children(der, kdf_params[2], kdf_params[3])[2:] if e[0] == 0x30]
+        prf = _first_oid(der, prfs[0]) if prfs else _HMAC_SHA1
+        if prf not in _PRFS_READ:
+            return "PBKDF2 with " + _oid_text(prf)
+    cipher_oid = _first_oid(der, cipher)
+    return None if cipher_oid in _CIPHERS_READ else _oid_text(cipher_oid)
+
+
+def unsupported_encryption(pem: bytes) -> str | None:
+    """Why a passphrase-encrypted key file that did not decrypt cannot be decrypted here
+    whatever the passphrase, or None: ``it is encrypted with camellia-256-cbc (OID ...),
+    which this program does not decrypt (it decrypts ...; ...)``, naming the first part of
+    its scheme (the scheme, PBES2's key derivation, PBKDF2's PRF, the cipher) that
+    `cryptography` does not read and `ENCRYPTION_READ`, with the openssl command that
+    re-encrypts it. None when each part is one it reads (then the passphrase is wrong or
+    the file damaged), for a file with no ``ENCRYPTED PRIVATE KEY`` block, and for a block
+    that cannot be read that far (damaged). Ask only after the reader failed: the sets
+    here only tell a failure's cause, never refuse a file the reader could open."""
+    for match in _ENCRYPTED_PEM.finditer(pem):
+        try:
+            part = _unread_part(_block_der(match))
+        except (ValueError, IndexError, binascii.Error):
+            return None
+        if part is not None:
+            return (
+                f"it is encrypted with {part}, which this program does not decrypt (it"
+                f" decrypts {ENCRYPTION_READ}; `openssl pkcs8 -topk8 -v2 aes-256-cbc -v2prf"
+                f" hmacWithSHA256 -iter {PBKDF2_ITERATIONS} -in OLD -out NEW` re-encrypts it"
+                " so)"
+            )
+    return None

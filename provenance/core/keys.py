@@ -28,7 +28,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
 )
 
 from provenance.core.errors import KeyMaterialError, SignatureError
-from provenance.core.keyfile import check_kdf_cost, encrypt_pkcs8_pem
+from provenance.core.keyfile import check_kdf_cost, encrypt_pkcs8_pem, unsupported_encryption
 
 PUBLIC_KEY_SIZE = 32
 PRIVATE_KEY_SIZE = 32
@@ -224,8 +224,10 @@ class DeviceKey:
         """Load a key written by `to_encrypted_pem`.
 
         Raises KeyMaterialError if the passphrase is wrong or empty, the PEM is corrupt
-        or not encrypted, the key is not an Ed25519 key, or the file asks for more key
-        derivation work than `keyfile.check_kdf_cost` allows (refused before any is done).
+        or not encrypted, the key is not an Ed25519 key, it is encrypted with an algorithm
+        this program does not decrypt (`keyfile.unsupported_encryption` names it and those
+        it does), or the file asks for more key derivation work than
+        `keyfile.check_kdf_cost` allows (refused before any is done).
         """
         if not passphrase:
             raise KeyMaterialError("a non-empty passphrase is required to decrypt the key")
@@ -243,10 +245,10 @@ class DeviceKey:
                 f"the private key uses an algorithm this program does not support ({e})"
             ) from e
         except ValueError as e:  # a wrong passphrase and a damaged file look the same
-            raise KeyMaterialError(
-                "cannot decrypt the private key: the passphrase is wrong, or the key file is"
-                " damaged"
-            ) from e
+            problem = unsupported_encryption(pem) or (
+                "the passphrase is wrong, or the key file is damaged"
+            )
+            raise KeyMaterialError(f"cannot decrypt the private key: {problem}") from e
         if not isinstance(private, Ed25519PrivateKey):
             raise KeyMaterialError(f"expected an Ed25519 private key, got {type(private).__name__}")
         return cls(private)

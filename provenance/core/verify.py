@@ -239,7 +239,10 @@ def _revoked_for(device: Device, at: datetime | None) -> bool:
 
 
 def _revocation_note(device: Device) -> str:
-    at = "an unrecorded time" if device.revoked_at is None else utc_text(device.revoked_at)
+    """``the key was revoked at TIME (REASON)`` for a revoked ``device``: every caller has
+    tested it, by `_revoked_for` or by ``revoked_at is not None``."""
+    assert device.revoked_at is not None
+    at = utc_text(device.revoked_at)
     return f"the key was revoked at {at} ({device.revocation_reason or 'no reason given'})"
 
 

@@ -57,8 +57,10 @@ def encode_tlog_proof(receipt: Receipt) -> str:
 
 
 def is_tlog_proof(data: bytes) -> bool:
-    """Whether ``data`` starts with the tlog-proof header line."""
-    return data.startswith((HEADER + "\n").encode())
+    """Whether ``data`` starts with the tlog-proof header line (ended by LF, or by CRLF:
+    a proof whose line endings were converted, which `decode_tlog_proof` refuses by name
+    rather than it being read as something else)."""
+    return data.startswith(((HEADER + "\n").encode(), (HEADER + "\r\n").encode()))
 
 
 def decode_tlog_proof(text: str) -> Receipt:
@@ -67,10 +69,18 @@ def decode_tlog_proof(text: str) -> Receipt:
     Returns the receipt it holds, not yet verified (use `verify_receipt`). Raises LogError
     naming what is malformed: the header, a missing ``extra`` line (our leaf data), the
     index, a proof line that is not one base64 SHA-256 hash, the blank line, or leaf data
-    that is not one of our log entries.
+    that is not one of our log entries; CRLF line endings by name (the format's lines end
+    with LF, U+000A, and the checkpoint's signature covers them: a proof converted by an
+    editor or git's autocrlf is not read as if it were the text that was signed).
     """
     if len(text) > MAX_PROOF_BYTES:
         raise LogError(f"a tlog-proof is at most {MAX_PROOF_BYTES} bytes")
+    if text.startswith(HEADER + "\r\n"):
+        raise LogError(
+            "the tlog-proof uses CRLF line endings; the tlog-proof format needs LF (U+000A),"
+            " as its checkpoint was signed with them: convert it back (dos2unix FILE, or"
+            " git with core.autocrlf off) and verify again"
+        )
     head, sep, checkpoint = text.partition("\n\n")
     if not sep:
         raise LogError("tlog-proof has no blank line before its checkpoint")

@@ -14,6 +14,7 @@ from rich.text import Text
 
 from clients.options import (
     MAX_WAIT_S,
+    SIGNAL_POLL_S,
     check_can_listen,
     finite,
     in_existing_folder,
@@ -35,9 +36,6 @@ err = SafeConsole(stderr=True, soft_wrap=True)
 
 #: ``--db`` of the in-memory store (`provenance.store.open_store`): it writes no file.
 IN_MEMORY = ":memory:"
-
-#: How often, in seconds, `prov serve` looks for a SIGINT/SIGTERM received.
-SIGNAL_POLL_S = 0.1
 
 
 #: `ServerLimits` fields and the `prov serve` flags that set them (a KiB flag's field is in

@@ -13,14 +13,12 @@ from dataclasses import dataclass, replace
 import uvicorn
 from starlette.types import ASGIApp
 
+from clients.options import SIGNAL_POLL_S
 from provenance.core.errors import ConfigError
 from provenance.web.app import WebConfig, create_app
 from provenance.web.guard import DEFAULT_LIMITS, HttpLimits, guarded_protocol
 from provenance.web.logviews import is_number
 from provenance.web.proxies import TrustedProxies
-
-#: How often, in seconds, `serve_until_signalled` looks for a signal received.
-SIGNAL_POLL_S = 0.1
 
 
 def bind(address: str) -> tuple[socket.socket, str]:
