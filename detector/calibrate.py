@@ -83,13 +83,15 @@ def fit_logistic(
     targets: np.ndarray,
     weights: np.ndarray | None = None,
     iterations: int = 100,
+    intercept: int | None = 1,
 ) -> np.ndarray:
     """Weights w (K,) float64 minimising the cross-entropy of sigmoid(design @ w) to
     targets (N,) in [0, 1] (each row weighted by weights (N,), default 1), for design
-    (N, K) whose column 1 is the constant.
+    (N, K) whose column `intercept` is the constant (None: no constant column, as in
+    temperature scaling).
 
     Newton's method with a backtracking line search (Armijo's condition), from w = 0 with
-    the intercept at the targets' log odds: the algorithm of H.-T. Lin, C.-J. Lin and
+    the intercept (if any) at the targets' log odds: the algorithm of H.-T. Lin, C.-J. Lin and
     R. C. Weng, "A note on Platt's probabilistic outputs for support vector machines"
     (Machine Learning 68, 2007), which converges for inputs of any scale. (Plain Newton
     steps from slope 1 diverged on logits a few units wide: slopes of 1e10, either sign.)
@@ -102,8 +104,9 @@ def fit_logistic(
         return float(v @ (np.logaddexp(0.0, z) - t * z))  # -[t log p + (1-t) log(1-p)]
 
     w = np.zeros(design.shape[1])
-    mean = float(np.clip((v @ t) / v.sum(), 1e-6, 1 - 1e-6))
-    w[1] = np.log(mean / (1.0 - mean))
+    if intercept is not None:
+        mean = float(np.clip((v @ t) / v.sum(), 1e-6, 1 - 1e-6))
+        w[intercept] = np.log(mean / (1.0 - mean))
     f = loss(w)
     for _ in range(iterations):
         p = sigmoid(design @ w)

@@ -2469,18 +2469,11 @@ def stage_calib(args: argparse.Namespace) -> None:
 
 
 def _fit_slope(z: np.ndarray, y: np.ndarray) -> float:
-    """Temperature scaling: the slope a of sigmoid(a * z), no intercept, by Newton's
-    method on the cross-entropy (Guo et al. 2017)."""
-    from detector.calibrate import sigmoid
+    """Temperature scaling: the slope a of sigmoid(a * z), no intercept, minimising the
+    cross-entropy (Guo et al. 2017), by `detector.calibrate.fit_logistic`."""
+    from detector.calibrate import fit_logistic
 
-    a = 1.0
-    for _ in range(100):
-        p = sigmoid(a * z)
-        step = float(z @ (p - y)) / (float((z * z) @ (p * (1 - p))) + 1e-12)
-        a -= step
-        if abs(step) < 1e-10:
-            break
-    return a
+    return float(fit_logistic(np.asarray(z, dtype=np.float64)[:, None], y, intercept=None)[0])
 
 
 def _fit_platt_weighted(z: np.ndarray, y: np.ndarray, groups: np.ndarray) -> tuple[float, float]:

@@ -82,6 +82,18 @@ def test_weighted_logistic_fit_counts_a_row_of_weight_two_twice() -> None:
     assert fit_logistic(design, y, weights) == pytest.approx(fit_logistic(*twice), rel=1e-6)
 
 
+def test_temperature_fit_without_intercept_scales_with_the_logits() -> None:
+    from detector.calibrate import fit_logistic
+
+    rng = np.random.default_rng(6)
+    z = rng.normal(0, 1, 500)
+    y = (rng.random(500) < sigmoid(1.7 * z)).astype(float)
+    (a,) = fit_logistic(z[:, None], y, intercept=None)
+    (a8,) = fit_logistic(8 * z[:, None], y, intercept=None)  # plain Newton: 1.9e15
+    assert 1.0 < a < 3.0
+    assert a8 == pytest.approx(a / 8, rel=1e-6)
+
+
 def test_calibration_is_monotonic_and_thresholds_ordered() -> None:
     rng = np.random.default_rng(1)
     logits = np.r_[rng.normal(-1, 1, 300), rng.normal(1.5, 1, 300)]
