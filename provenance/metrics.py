@@ -144,6 +144,14 @@ AUTH_REFUSALS = Counter(
     ["rpc"],
 )
 
+READ_REFUSALS = Counter(
+    "prov_read_refusals",
+    "Device look-ups (GetDevice) refused because their client (IPv4 address, IPv6 /64)"
+    " was past --device-reads-per-minute and the call would have waited for its turn past"
+    " its deadline",
+    ["rpc"],
+)
+
 
 log = logging.getLogger(__name__)
 

@@ -10,9 +10,14 @@ verdict already printed). `SafeConsole` shows each such character as its escape
 moves (Rich's control segments) are written as before. Bidirectional overrides and
 isolates (U+202A-U+202E, U+2066-U+2069) and the direction marks (U+200E, U+200F,
 U+061C) are shown so too: they reorder what follows on the line ("photo\\u202egpj.exe"
-reads "photoexe.jpg"). `shown` does the same for other human-readable text (the scan's
-HTML and CSV reports), `shown_line` for text shown on one line (a file name on the web
-page and in its tab's title, tab and newline escaped too).
+reads "photoexe.jpg"). A lone surrogate (a file name that is not UTF-8: ``caf\\xe9.jpg``
+made under Latin-1 reaches Python as ``"caf\\udce9.jpg"``) is shown as the byte it stands
+for (``\\xe9``, as `prov scan` writes it in a ref), other surrogates as ``\\udXXX``: no
+UTF-8 stream can carry one, and `prov sign` died with UnicodeEncodeError on a stdout that
+encodes strictly (Python's under a locale such as en_US.UTF-8) after writing the
+sidecar. `shown` does the same for other human-readable text (the scan's HTML and CSV
+reports), `shown_line` for text shown on one line (a file name on the web page and in
+its tab's title, tab and newline escaped too).
 
 Its markup and emoji codes are off unless asked for: a file named ``[foo].jpg`` printed
 as ``.jpg``, ``[/red]x.jpg`` raised MarkupError and ``:smile:z.jpg`` became an emoji; a
@@ -31,9 +36,13 @@ from rich.segment import Segment
 from rich.text import Span, Text
 
 #: What is never written as it is: C0 controls but tab and newline, DEL, C1 controls,
-#: the bidirectional embeddings, overrides and isolates, and the invisible direction
-#: marks (LRM, RLM, ALM), which reorder neutral characters around them.
-UNSAFE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+#: the bidirectional embeddings, overrides and isolates, the invisible direction marks
+#: (LRM, RLM, ALM), which reorder neutral characters around them, and lone surrogates
+#: (a file name that is not UTF-8 holds one for each byte that did not decode: no UTF-8
+#: stream can carry it, and a stdout that encodes strictly raised UnicodeEncodeError).
+UNSAFE = re.compile(
+    "[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069\ud800-\udfff]"
+)
 
 
 #: `UNSAFE`, and tab and newline too: for text shown on one line (a file name on the web
@@ -43,6 +52,8 @@ UNSAFE_IN_LINE = re.compile(UNSAFE.pattern[:-1] + "\t\n]")
 
 def _escape(m: re.Match[str]) -> str:
     c = ord(m.group())
+    if 0xDC80 <= c <= 0xDCFF:  # the byte that did not decode (os.fsdecode's surrogateescape)
+        c -= 0xDC00
     return f"\\x{c:02x}" if c < 0x100 else f"\\u{c:04x}"
 
 
@@ -61,7 +72,9 @@ def js_class(pattern: re.Pattern[str]) -> str:
     """``pattern`` (a character class of single characters and ranges, as `UNSAFE`)
     as JavaScript RegExp source, every character outside printable ASCII written as a
     four-hex-digit ``\\u`` escape (``\\u202e``), so the page's script applies the same
-    rule (`shown_line`) to a name it shows before sending it."""
+    rule (`shown_line`) to a name it shows before sending it. The source is for a RegExp
+    with the ``u`` flag: without it a range of surrogates (``\\ud800-\\udfff``) matches
+    each half of an emoji's surrogate pair, not only a lone surrogate."""
     return "".join(c if " " <= c <= "~" else f"\\u{ord(c):04x}" for c in pattern.pattern)
 
 

@@ -417,6 +417,19 @@ def test_a_file_name_with_quotes_is_shown_as_it_is(
             driver.quit()
 
 
+#: The exact text of the element matching a CSS selector (WebElement.text drops LRM).
+_EXACT = "return document.querySelector(arguments[0]).textContent"
+
+
+def _choose(browser: webdriver.Chrome, site: DemoSite, file: Path) -> tuple[Path, str]:
+    """``file`` (a copy of the demo's signed photo made there) chosen on a fresh page,
+    not sent; it and the exact text of the line naming it ("NAME (SIZE)")."""
+    shutil.copyfile(site.files.hopper, file)
+    browser.get(site.web + "/")
+    browser.find_element(By.ID, "file").send_keys(str(file))
+    return file, str(browser.execute_script(_EXACT, "#chosen"))
+
+
 def test_bidi_controls_in_a_file_name_are_shown_as_code_points(
     browser: webdriver.Chrome, site: DemoSite, tmp_path: Path
 ) -> None:
@@ -424,18 +437,25 @@ def test_bidi_controls_in_a_file_name_are_shown_as_code_points(
     "photoexe.jpg") is shown with each control as its escape, as the CLI prints it
     (`provenance.terminal.shown`): in the report, the tab's title and the line naming
     the chosen file before it is sent."""
-    name = "photo\u202egpj.exe\u2066x\u2069\u200e\u200f.jpg"
-    file = tmp_path / name
-    shutil.copyfile(site.files.hopper, file)
-    browser.get(site.web + "/")
-    browser.find_element(By.ID, "file").send_keys(str(file))
+    file, chosen = _choose(
+        browser, site, tmp_path / "photo\u202egpj.exe\u2066x\u2069\u200e\u200f.jpg"
+    )
     escaped = "photo\\u202egpj.exe\\u2066x\\u2069\\u200e\\u200f.jpg"
-    exact = "return document.querySelector(arguments[0]).textContent"  # .text drops LRM
-    assert browser.execute_script(exact, "#chosen").startswith(escaped + " (")
+    assert chosen.startswith(escaped + " (")
     browser.find_element(By.ID, "file").clear()
     _verify_here(browser, file)
     assert browser.find_element(By.ID, "status").text == "SIGNED_ORIGINAL"
-    assert browser.execute_script(exact, "#report .file-name") == escaped
+    assert browser.execute_script(_EXACT, "#report .file-name") == escaped
     assert browser.title.startswith(f"SIGNED_ORIGINAL: {escaped} ")
-    for text in (browser.title, browser.execute_script(exact, "#result")):
+    for text in (browser.title, browser.execute_script(_EXACT, "#result")):
         assert not re.search("[\u200e\u200f\u202a-\u202e\u2066-\u2069]", text), text
+
+
+def test_an_emoji_in_a_file_name_is_shown_as_it_is(
+    browser: webdriver.Chrome, site: DemoSite, tmp_path: Path
+) -> None:
+    """The page's rule for names (data-unsafe) escapes lone surrogates, a range
+    U+D800-U+DFFF: its RegExp has the "u" flag, so an emoji (a surrogate pair in a
+    JavaScript string) is shown as it is, not as ``\\ud83d\\udcf7``."""
+    file, chosen = _choose(browser, site, tmp_path / "caf\u00e9 \U0001f4f7.jpg")
+    assert chosen.startswith(file.name + " ("), chosen

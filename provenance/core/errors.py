@@ -180,6 +180,17 @@ class AuthPenaltyError(LimitError):
         self.retry_after_s = retry_after_s
 
 
+class ReadRateError(LimitError):
+    """A client made more device look-ups (GetDevice) than the server's per-client rate
+    allows (``prov serve --device-reads-per-minute``) and its next one would wait for its
+    turn past the call's deadline: retry after ``retry_after_s`` seconds (also in the
+    message)."""
+
+    def __init__(self, message: str, retry_after_s: float) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
 class UploadTimeoutError(LimitError):
     """An upload stream went idle, or ran past the server's per-upload deadline."""
 

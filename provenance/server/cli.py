@@ -57,6 +57,7 @@ _LIMIT_FLAGS = {
     "quota_bytes_per_minute": "--quota-claim-kb-per-minute",
     "forgeries_per_minute": "--forgeries-per-minute",
     "auth_failures_per_minute": "--auth-failures-per-minute",
+    "device_reads_per_minute": "--device-reads-per-minute",
     "max_pending_calls": "--max-pending-calls",
     "detector_timeout_s": "--detector-timeout",
 }
@@ -334,6 +335,16 @@ def serve(
             " are refused unchecked (RESOURCE_EXHAUSTED) until it has waited (0: no limit).",
         ),
     ] = 20,
+    device_reads_per_minute: Annotated[
+        int,
+        typer.Option(
+            help="Device look-ups (GetDevice) one client (IPv4 address, IPv6 /64) may make"
+            " per minute (bursts up to a minute's worth); past it its look-ups wait their"
+            " turn, and one that would wait past its deadline or 30 s is refused"
+            " (RESOURCE_EXHAUSTED) (0: no limit).",
+            min=0,
+        ),
+    ] = 6000,
     max_pending_calls: Annotated[
         int,
         typer.Option(
@@ -490,6 +501,7 @@ def serve(
             quota_bytes_per_minute=quota_claim_kb_per_minute * 1024,
             forgeries_per_minute=forgeries_per_minute,
             auth_failures_per_minute=auth_failures_per_minute,
+            device_reads_per_minute=device_reads_per_minute,
             max_pending_calls=max_pending_calls,
             detector_timeout_s=detector_timeout,
         )

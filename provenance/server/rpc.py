@@ -67,6 +67,7 @@ from provenance.server.limits import (
     AuthFailureBudget,
     DeviceQuota,
     ForgeryPenalty,
+    ReadPacer,
     ServerLimits,
     UploadGate,
     UploadSlot,
@@ -228,7 +229,8 @@ class RegistryServicer(rpc.DeviceRegistryServicer):
     """Enrollment and the admin calls. A client that fails authentication, or has
     enrollments answered again, too often (`AuthFailureBudget`,
     --auth-failures-per-minute) has its admin and Enroll calls refused unchecked, each
-    answer held back a second (`_in_pool`)."""
+    answer held back a second (`_in_pool`). Device look-ups (GetDevice) wait their
+    client's turn past --device-reads-per-minute (`ReadPacer`)."""
 
     def __init__(
         self, service: ProvenanceService, config: ServerConfig, pool: futures.Executor
@@ -237,6 +239,7 @@ class RegistryServicer(rpc.DeviceRegistryServicer):
         self.c = config
         self.pool = pool
         self.budget = AuthFailureBudget(config.limits.auth_failures_per_minute)
+        self.reads = ReadPacer(config.limits.device_reads_per_minute)
 
     async def _in_pool(
         self,
@@ -358,7 +361,15 @@ class RegistryServicer(rpc.DeviceRegistryServicer):
         )
 
     @_rpc
-    def GetDevice(self, request: Any, context: grpc.ServicerContext) -> Any:
+    async def GetDevice(self, request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+        """A device's registry record, read in the pool once its client's turn has come
+        (`ReadPacer`, --device-reads-per-minute)."""
+        await self.reads.admit(context.peer(), "GetDevice", context.time_remaining())
+        return await asyncio.get_running_loop().run_in_executor(
+            self.pool, self._get_device, request
+        )
+
+    def _get_device(self, request: Any) -> Any:
         return wire.device_to_pb(self.s.get_device(_device_id(request.device_id)))
 
 

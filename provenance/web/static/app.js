@@ -29,13 +29,15 @@
     return (i === 0 ? n : n.toFixed(1)) + " " + units[i];
   }
 
-  // A file name's control and bidirectional control characters, written as escapes
-  // ("photo\u202egpj.exe" read "photoexe.jpg"): the server's rule for names it shows,
-  // given in data-unsafe (provenance.terminal.shown_line).
-  var unsafe = new RegExp(chosen.getAttribute("data-unsafe") || "[]", "g");
+  // A file name's control and bidirectional control characters and lone surrogates,
+  // written as escapes ("photo\u202egpj.exe" read "photoexe.jpg"): the server's rule for
+  // names it shows, given in data-unsafe (provenance.terminal.shown_line). The "u" flag:
+  // its range of surrogates then matches a lone one only, never half of an emoji.
+  var unsafe = new RegExp(chosen.getAttribute("data-unsafe") || "[]", "gu");
   function shownName(name) {
     return name.replace(unsafe, function (c) {
       var n = c.charCodeAt(0);
+      if (n >= 0xdc80 && n <= 0xdcff) { n -= 0xdc00; }  // a byte that did not decode
       return n < 0x100 ? "\\x" + ("0" + n.toString(16)).slice(-2)
         : "\\u" + ("000" + n.toString(16)).slice(-4);
     });
