@@ -115,6 +115,54 @@ def test_calibration_refuses_one_class_and_inverted_models() -> None:
         calibrate(np.r_[np.full(50, 2.0), np.full(50, -2.0)], np.r_[np.zeros(50), np.ones(50)])
 
 
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        (np.nan, "2 of 100 held-out logits are not finite"),  # before: "ranks backwards"
+        (np.inf, "2 of 100 held-out logits are not finite"),
+        (-np.inf, "2 of 100 held-out logits are not finite"),
+    ],
+)
+def test_calibration_refuses_logits_that_are_not_finite(bad: float, message: str) -> None:
+    rng = np.random.default_rng(4)
+    y = np.r_[np.zeros(50), np.ones(50)].astype(int)
+    x = rng.normal(0, 1, 100) + y
+    x[[3, 70]] = bad
+    with pytest.raises(DetectorError, match=message):
+        calibrate(x, y)
+
+
+@pytest.mark.parametrize("value", [0.0, 5.0])
+def test_calibration_refuses_logits_that_are_all_equal(value: float) -> None:
+    # before: value 0 was refused as "ranks backwards"; value 5 shipped slope 0.006 and
+    # every image scored 0.5 against a threshold_high of 0.49999999999999994
+    y = np.r_[np.zeros(50), np.ones(50)].astype(int)
+    with pytest.raises(DetectorError, match="all equal"):
+        calibrate(np.full(100, value), y)
+
+
+def test_logistic_fit_refuses_weights_and_targets_it_cannot_fit() -> None:
+    from detector.calibrate import fit_logistic
+
+    design = np.stack([np.arange(6.0), np.ones(6)], 1)
+    t = np.array([0, 0, 1, 0, 1, 1.0])
+    for weights, message in [
+        (np.zeros(6), "weights"),  # before: [0, nan]
+        (-np.ones(6), "weights"),  # before: [0, 0]
+        (np.r_[np.nan, np.ones(5)], "weights"),
+    ]:
+        with pytest.raises(DetectorError, match=message):
+            fit_logistic(design, t, weights)
+    with pytest.raises(DetectorError, match="targets"):
+        fit_logistic(design, np.r_[np.nan, t[1:]])  # before: [0, nan]
+    with pytest.raises(DetectorError, match="targets"):
+        fit_logistic(design, t * 2)
+    with pytest.raises(DetectorError, match="rows"):
+        fit_logistic(design[:0], t[:0])  # before: [0, nan]
+    with pytest.raises(DetectorError, match="rows"):
+        fit_logistic(design, t[:5])  # before: ValueError from numpy
+
+
 def test_crops_are_reproducible_keyed_and_inside_the_image() -> None:
     a = plan_crops(b"secret-1", b"request", 300, 200, 64, 16)
     assert a == plan_crops(b"secret-1", b"request", 300, 200, 64, 16)
