@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.conftest import ROOT
+from tests.conftest import ROOT, SAMPLES
 
 SCRIPT = ROOT / "bench" / "detector_gpu.py"
 
@@ -71,3 +71,30 @@ def test_a_fixture_folder_without_images_is_a_usage_error(tmp_path: Path) -> Non
     done = _run(tmp_path, "--device", "cpu", "--fixtures", str(tmp_path))
     assert done.returncode == 2, done.stdout + done.stderr
     assert f"no fixture images under {tmp_path / 'detector'}" in done.stderr
+
+
+@pytest.mark.slow
+def test_the_whole_check_fails_when_no_training_run_succeeds(tmp_path: Path) -> None:
+    """scripts/gpu_check.sh's dry run on a fixture folder of two images: the score check
+    passes, and both training runs fail (too few images to split). Before, the script
+    still exited 0 (step 1's status: a GPU check that trained nothing read as passed) and
+    copied out/bench/detector_gpu.json, whichever run wrote it, into its OUT folder."""
+    fixtures = tmp_path / "fixtures"
+    for kind, name in (("real", "rocket.jpg"), ("generated", "chelsea.png")):
+        (fixtures / "detector" / kind).mkdir(parents=True)
+        (fixtures / "detector" / kind / name).write_bytes((SAMPLES / name).read_bytes())
+    out = tmp_path / "out"
+    done = subprocess.run(
+        ["bash", str(ROOT / "scripts" / "gpu_check.sh"), str(fixtures)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=os.environ | {"PY": sys.executable, "DEV": "cpu", "OUT": str(out), "EPOCHS": "1"},
+        timeout=600,
+    )
+    said = done.stdout + done.stderr
+    assert "detector_gpu: exit 0" in said, said
+    assert "train (small): exit" in said, said
+    assert done.returncode == 4, said
+    assert "no training run succeeded" in said, said
+    assert "PASS" in json.loads((out / "detector_gpu.json").read_text())["note"]
