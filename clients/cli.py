@@ -10,6 +10,7 @@ PROV_ADMIN_TOKEN (admin credential).
 from __future__ import annotations
 
 import importlib.metadata
+import io
 import json
 import logging
 import os
@@ -1137,6 +1138,22 @@ def _after_ctrl_c(e: BaseException) -> bool:
     return False
 
 
+def _write_names_as_given() -> None:
+    """Let the process's own stdout and stderr write a file name that is not UTF-8 as its
+    bytes: Python holds each such byte as a lone surrogate (U+DC80-U+DCFF), which a
+    'strict' stream (the default under en_US.UTF-8 and most desktop locales; C.UTF-8
+    already escapes) refuses with UnicodeEncodeError, a traceback in place of a report.
+    Streams a caller replaced (a test's capture) are left as they are."""
+    for stream in (sys.stdout, sys.stderr):
+        if (
+            stream is not None
+            and stream in (sys.__stdout__, sys.__stderr__)
+            and isinstance(stream, io.TextIOWrapper)
+            and stream.errors == "strict"
+        ):
+            stream.reconfigure(errors="surrogateescape")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``prov`` console script; returns the exit code.
 
@@ -1144,6 +1161,7 @@ def main(argv: list[str] | None = None) -> int:
     full disk, a folder gone), print one clean line and exit 1, or 3 for a log integrity
     failure (fork, rollback, edited entries), or 14 when a witness policy is not met.
     """
+    _write_names_as_given()
     try:
         configure_logging()
         app(args=argv, prog_name="prov")

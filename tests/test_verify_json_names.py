@@ -10,10 +10,12 @@ from __future__ import annotations
 import base64
 import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 from provenance.wire.jsontext import loads_text
-from tests.conftest import SAMPLES, Cli, closed_port
+from tests.conftest import ROOT, SAMPLES, Cli, ServerProc, closed_port
 
 RAW = b"caf\xe9.jpg"  # Latin-1, as an old camera card or archive may name it
 
@@ -53,3 +55,25 @@ def test_an_undecodable_name_gives_valid_json_with_its_exact_bytes(
     rc, out, err = enrolled("verify", str(plain), "--no-detect", "--json")
     doc = loads_text(out.encode("utf-8"))
     assert doc["path"] == str(plain) and "path_bytes_b64" not in doc, doc
+
+
+def test_the_text_report_writes_an_undecodable_name_as_its_bytes(
+    server: ServerProc, tmp_path: Path
+) -> None:
+    """`prov verify` without --json under a locale whose stdout refuses lone surrogates
+    (en_US.UTF-8: Python writes stdout 'strict'; here PYTHONIOENCODING=utf-8:strict):
+    before, a traceback ("UnicodeEncodeError: ... surrogates not allowed") and exit 1;
+    now the report, with the name's own bytes, as under C.UTF-8. A real `prov`
+    process against a real server."""
+    photo = Path(shutil.copy(SAMPLES / "rocket.jpg", tmp_path / os.fsdecode(RAW)))
+    done = subprocess.run(
+        [sys.executable, "-m", "clients.cli", "verify", str(photo), "--no-detect"],
+        capture_output=True,
+        cwd=ROOT,
+        env=os.environ
+        | {"PYTHONIOENCODING": "utf-8:strict", "PROV_SERVER": server.address, "COLUMNS": "200"},
+        timeout=120,
+    )
+    assert b"Traceback" not in done.stderr, done.stderr.decode(errors="replace")
+    assert done.returncode == 11, done.stderr.decode(errors="replace")  # UNSIGNED
+    assert os.fsencode(photo) in done.stdout, done.stdout
