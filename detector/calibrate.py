@@ -106,7 +106,9 @@ def fit_logistic(
     Newton's method with a backtracking line search (Armijo's condition), from w = 0 with
     the intercept (if any) at the targets' log odds: the algorithm of H.-T. Lin, C.-J. Lin and
     R. C. Weng, "A note on Platt's probabilistic outputs for support vector machines"
-    (Machine Learning 68, 2007), which converges for inputs of any scale. (Plain Newton
+    (Machine Learning 68, 2007), which converges for inputs of any scale (each Newton
+    system is scaled by its diagonal before its 1e-12 ridge, so the ridge does not bias a
+    column of tiny values: logits 1e-8 wide fitted a slope 0.55 of the true one before). (Plain Newton
     steps from slope 1 diverged on logits a few units wide: slopes of 1e10, either sign.)
 
     Raises DetectorError, before any fitting, for no rows or rows that do not match,
@@ -140,8 +142,11 @@ def fit_logistic(
     for _ in range(iterations):
         p = sigmoid(design @ w)
         grad = design.T @ (v * (p - t))
-        hess = design.T @ (design * (v * p * (1.0 - p))[:, None]) + 1e-12 * np.eye(len(w))
-        step = np.linalg.solve(hess, grad)
+        hess = design.T @ (design * (v * p * (1.0 - p))[:, None])
+        # Jacobi scaling before the ridge, so that the ridge is small against every
+        # column's curvature whatever the column's units (logits 1e-8 wide included)
+        d = np.sqrt(np.maximum(np.diag(hess), 1e-300))
+        step = np.linalg.solve(hess / np.outer(d, d) + 1e-12 * np.eye(len(w)), grad / d) / d
         size = 1.0
         while size >= 1e-10:
             trial = w - size * step

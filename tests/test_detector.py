@@ -52,7 +52,7 @@ def test_platt_recovers_a_known_logistic_model() -> None:
     assert b == pytest.approx(-0.5, abs=0.06)
 
 
-@pytest.mark.parametrize("scale", [1.0, 3.0, 10.0, 50.0])
+@pytest.mark.parametrize("scale", [1.0, 3.0, 10.0, 50.0, 1e-8, 1e8])
 def test_platt_converges_on_logits_of_any_scale_and_offset(scale: float) -> None:
     # Pure Newton from slope 1 diverged on logits a few units wide and off-centre (a
     # PatchResNet trained on 168 images: slope 5.5e10 and thresholds 0 / 1 shipped, or a
