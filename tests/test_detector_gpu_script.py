@@ -98,3 +98,23 @@ def test_the_whole_check_fails_when_no_training_run_succeeds(tmp_path: Path) -> 
     assert done.returncode == 4, said
     assert "no training run succeeded" in said, said
     assert "PASS" in json.loads((out / "detector_gpu.json").read_text())["note"]
+
+
+@pytest.mark.parametrize(
+    "option, value",
+    [
+        ("--queue-batch", "0"),  # before: DetectorError traceback, exit 1 ("scores disagree")
+        ("--batches", "0,8"),  # before: MKL FFT error traceback, exit 1
+        ("--batches", "-4"),  # before: RuntimeError traceback, exit 1
+        ("--seconds", "0"),  # before: every rate 0, exit 0
+        ("--images", "0"),  # before: "no fixture images under ..."
+        ("--images", "-3"),  # before: ran on some images, exit 0
+        ("--device", "cuda:x"),  # before: RuntimeError traceback, exit 1
+    ],
+)
+def test_options_out_of_range_are_usage_errors(tmp_path: Path, option: str, value: str) -> None:
+    """Exit 1 means "scores disagree" (and scripts/gpu_check.sh passes it on): an option
+    the check cannot run with is a usage error, exit 2, named, before anything is loaded."""
+    done = _run(tmp_path, "--device", "cpu", option, value)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "Traceback" not in done.stderr and option in done.stderr, done.stderr
