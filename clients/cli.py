@@ -50,14 +50,7 @@ from clients.options import (
     witness_quorum_of,
 )
 from clients.passphrase import CA_PASSPHRASE_ENV, read_passphrase
-from clients.report import (
-    EXIT_CODES,
-    EXIT_WITNESS_QUORUM,
-    path_to_json,
-    report_to_json,
-    report_to_text,
-    unicode_only,
-)
+from clients.report import EXIT_CODES, EXIT_WITNESS_QUORUM, report_to_json, report_to_text
 from clients.scan.cli import scan as scan_command
 from detector import cli as detector_cli
 from detector.bands import threshold_words, unscored_reason
@@ -78,6 +71,7 @@ from provenance.media.image import sniff_media_type
 from provenance.server import cli as server_cli
 from provenance.terminal import SafeConsole, protect_typer, shown, transient_bar
 from provenance.web import cli as web_cli
+from provenance.wire.jsontext import path_to_json, unicode_only
 from provenance.wire.sidecar import MAX_SIDECAR_BYTES, Sidecar, decode_sidecar
 
 if TYPE_CHECKING:  # imported when used: torch and the web stack load only on demand
@@ -1052,11 +1046,11 @@ def detect(
     with ProvenanceClient(server) as c:
         for f in files:
             try:
-                results.append({"file": str(f), **c.detect_file(f)})
+                results.append({**path_to_json(str(f), "file"), **c.detect_file(f)})
             except ProvenanceError as e:
-                results.append({"file": str(f), "error": str(e)})
+                results.append({**path_to_json(str(f), "file"), "error": str(e)})
     if as_json:
-        print(json.dumps({"results": results}, indent=2))
+        print(json.dumps(unicode_only({"results": results}), indent=2))
     for r in results if not as_json else []:
         if "error" in r:
             err.print(f"{r['file']}: {r['error']}", style="red", highlight=False)

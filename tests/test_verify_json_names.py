@@ -77,3 +77,22 @@ def test_the_text_report_writes_an_undecodable_name_as_its_bytes(
     assert b"Traceback" not in done.stderr, done.stderr.decode(errors="replace")
     assert done.returncode == 11, done.stderr.decode(errors="replace")  # UNSIGNED
     assert os.fsencode(photo) in done.stdout, done.stdout
+
+
+def test_prov_detect_json_of_an_undecodable_name_is_valid_json(cli: Cli, tmp_path: Path) -> None:
+    """`prov detect --json`, scored here (--local) and asked of a server (this test
+    server runs no detector: each result is an error, naming the file). Before: --local
+    wrote the name as ``"caf\\xe9.jpg"``, an escape JSON does not have (json.loads:
+    "Invalid \\escape"); the server path wrote ``"\\udce9"``. Now as `prov verify
+    --json`: ``file`` with U+FFFD, ``file_bytes_b64`` the exact name."""
+    photo = Path(shutil.copy(SAMPLES / "rocket.jpg", tmp_path / os.fsdecode(RAW)))
+    for local in (["--local", "--seed", "1", "--device", "cpu"], []):
+        rc, out, err = cli("detect", str(photo), "--json", *local)
+        (result,) = loads_text(out.encode("utf-8"))["results"]
+        assert result["file"] == str(tmp_path / "caf\ufffd.jpg"), (local, out, err)
+        assert base64.b64decode(result["file_bytes_b64"]) == os.fsencode(photo), local
+        assert ("score" in result) == bool(local), result
+    plain = Path(shutil.copy(photo, tmp_path / "café.jpg"))
+    rc, out, err = cli("detect", str(plain), "--json", "--local", "--seed", "1", "--device", "cpu")
+    (result,) = loads_text(out.encode("utf-8"))["results"]
+    assert result["file"] == str(plain) and "file_bytes_b64" not in result, result
