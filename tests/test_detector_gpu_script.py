@@ -118,3 +118,21 @@ def test_options_out_of_range_are_usage_errors(tmp_path: Path, option: str, valu
     done = _run(tmp_path, "--device", "cpu", option, value)
     assert done.returncode == 2, done.stdout + done.stderr
     assert "Traceback" not in done.stderr and option in done.stderr, done.stderr
+
+
+@pytest.mark.parametrize("value", ["", None])
+def test_an_empty_or_unset_results_variable_means_out_bench(value: str | None) -> None:
+    """PROV_BENCH_RESULTS set but empty (`PROV_BENCH_RESULTS= make bench`, clearing it):
+    before, Path("") put every bench's JSON in the current folder."""
+    env = {k: v for k, v in os.environ.items() if k != "PROV_BENCH_RESULTS"}
+    if value is not None:
+        env["PROV_BENCH_RESULTS"] = value
+    done = subprocess.run(
+        [sys.executable, "-c", "import results; print(results.RESULTS_DIR)"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT / "bench",
+        env=env,
+        timeout=60,
+    )
+    assert done.stdout.strip() == str(ROOT / "out" / "bench"), done.stdout + done.stderr
