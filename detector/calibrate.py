@@ -56,10 +56,16 @@ def fit_platt_noise(
     images cleaner than it, so that a noisy photo is never pushed up; with
     one_sided=False the term is linear, noise_coef * (noise - noise_ref) (measured by
     scripts/detector_candidates.py, not served). The same smoothed targets and Newton's
-    method as `fit_platt`. Raises DetectorError if a class is missing.
+    method as `fit_platt`. Raises DetectorError if a class is missing, or a logit or
+    noise level is NaN or infinite.
     """
     x = np.asarray(logits, dtype=np.float64).ravel()
     n = np.asarray(noise, dtype=np.float64).ravel()
+    if bad := int((~np.isfinite(n)).sum()):
+        raise DetectorError(
+            f"{bad} of {len(n)} held-out noise levels are not finite (NaN or infinite):"
+            " nothing to calibrate on"
+        )
     ref = float(np.quantile(n, ref_quantile))
     col = np.minimum(n - ref, 0.0) if one_sided else n - ref
     a, b, c = _fit_logistic(np.stack([x, np.ones_like(x), col], axis=1), labels, iterations)
@@ -70,18 +76,17 @@ def _fit_logistic(design: np.ndarray, labels: np.ndarray, iterations: int) -> np
     """Weights (K,) of sigmoid(design @ w) for design (N, K) (column 0 the logits,
     column 1 the constant, column 2 if any the noise term) fitted to Platt's smoothed
     targets of labels (N,) 0/1 by `fit_logistic`. Raises DetectorError if a class is
-    missing, a logit or noise level is NaN or infinite, or the logits are all equal
-    (no slope can be fitted: the network tells no image from another)."""
+    missing, a logit is NaN or infinite, or the logits are all equal (no slope can be
+    fitted: the network tells no image from another)."""
     y = np.asarray(labels).astype(np.int64).ravel()
     n_pos, n_neg = int(y.sum()), int((1 - y).sum())
     if n_pos == 0 or n_neg == 0:
         raise DetectorError("calibration needs held-out images of both classes")
-    for col, what in ((0, "logits"), (2, "noise levels")):
-        if col < design.shape[1] and (bad := int((~np.isfinite(design[:, col])).sum())):
-            raise DetectorError(
-                f"{bad} of {len(design)} held-out {what} are not finite (NaN or infinite):"
-                " nothing to calibrate on"
-            )
+    if bad := int((~np.isfinite(design[:, 0])).sum()):
+        raise DetectorError(
+            f"{bad} of {len(design)} held-out logits are not finite (NaN or infinite):"
+            " nothing to calibrate on"
+        )
     if design.shape[0] and np.ptp(design[:, 0]) == 0:
         raise DetectorError(
             f"the {len(design)} held-out logits are all equal ({design[0, 0]:g}): the network"

@@ -132,6 +132,17 @@ def test_calibration_refuses_logits_that_are_not_finite(bad: float, message: str
         calibrate(x, y)
 
 
+def test_noise_calibration_counts_the_noise_levels_that_are_not_finite() -> None:
+    from detector.calibrate import fit_platt_noise
+
+    rng = np.random.default_rng(5)
+    y = np.r_[np.zeros(50), np.ones(50)].astype(int)
+    noise = rng.normal(0, 1, 100)
+    noise[7] = np.nan  # before: "100 of 100" (the NaN spoilt the reference quantile)
+    with pytest.raises(DetectorError, match="1 of 100 held-out noise levels are not finite"):
+        fit_platt_noise(rng.normal(0, 1, 100) + y, noise, y)
+
+
 @pytest.mark.parametrize("value", [0.0, 5.0])
 def test_calibration_refuses_logits_that_are_all_equal(value: float) -> None:
     # before: value 0 was refused as "ranks backwards"; value 5 shipped slope 0.006 and
