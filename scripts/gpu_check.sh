@@ -5,15 +5,19 @@
 #   2. `prov detector train --device cuda` on a fixture set (falls back to a smaller
 #      network when the calibration refuses the first, as it may on a small set);
 #   3. the GPU-trained weights scored on the GPU and on the CPU, side by side.
-# Usage: scripts/gpu_check.sh [FIXTURES]   (FIXTURES holds detector/, default ../shared/fixtures)
-# Environment: PY (python, default python3), DEV (default cuda; cpu for a dry run),
+# Usage: scripts/gpu_check.sh [FIXTURES]   (FIXTURES holds detector/, default ../shared/fixtures
+# beside the repository); it runs from the repository root, wherever it is called from.
+# Environment: PY (python, default python3; a relative path is taken from the repository
+# root), DEV (default cuda; cpu for a dry run),
 # OUT (folder for the logs and JSON, default /tmp/gpu-check), EPOCHS (default 10).
 # Exit status: 3 when the detector cannot be imported, 4 when neither training run of
 # step 2 succeeds, 5 when step 3 fails; otherwise that of step 1 (0 pass, 1 scores
 # disagree, 77 no CUDA). Step 1's JSON is written straight to OUT (PROV_BENCH_RESULTS).
 set -u
-FIX=${1:-../shared/fixtures}
-PY=${PY:-python3}; DEV=${DEV:-cuda}; OUT=${OUT:-/tmp/gpu-check}; mkdir -p "$OUT"
+FIX=$(realpath -- "${1:-$(dirname -- "$0")/../../shared/fixtures}") || exit 2
+OUT=$(realpath -m -- "${OUT:-/tmp/gpu-check}") && mkdir -p "$OUT" || exit 2
+cd "$(dirname -- "$0")/.." || exit 2  # the repository root, wherever it is called from
+PY=${PY:-python3}; DEV=${DEV:-cuda}
 export PYTHONUNBUFFERED=1 PYTHONPATH=${PYTHONPATH:+$PYTHONPATH:}$PWD
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv 2>&1 | head -3
 $PY -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda, torch.cuda.is_available())"

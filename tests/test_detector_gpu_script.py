@@ -84,11 +84,12 @@ def test_the_whole_check_fails_when_no_training_run_succeeds(tmp_path: Path) -> 
         (fixtures / "detector" / kind).mkdir(parents=True)
         (fixtures / "detector" / kind / name).write_bytes((SAMPLES / name).read_bytes())
     out = tmp_path / "out"
-    done = subprocess.run(
-        ["bash", str(ROOT / "scripts" / "gpu_check.sh"), str(fixtures)],
+    done = subprocess.run(  # from another folder, FIXTURES relative to it (before: exit 2,
+        # "can't open file .../bench/detector_gpu.py", as the script ran from the caller's)
+        ["bash", str(ROOT / "scripts" / "gpu_check.sh"), "fixtures"],
         capture_output=True,
         text=True,
-        cwd=ROOT,
+        cwd=tmp_path,
         env=os.environ | {"PY": sys.executable, "DEV": "cpu", "OUT": str(out), "EPOCHS": "1"},
         timeout=600,
     )
