@@ -123,6 +123,9 @@ def test_a_proof_with_crlf_line_endings_is_named_as_such(
         (HEADER + "\r\nextra AA==\r\nindex 0\r\n\r\ncp\r\n", "uses CRLF line endings"),
         # converted past the header only (before: "no blank line before its checkpoint")
         (HEADER + "\nextra AA==\r\nindex 0\r\n\r\ncp\r\n", "uses CRLF line endings"),
+        # a UTF-8 byte order mark, as Windows Notepad saved UTF-8 (before: "the first line
+        # is not 'c2sp.org/tlog-proof@v1'", and prov receipt verify read it as a sidecar)
+        ("\ufeff" + HEADER + "\nextra AA==\nindex 0\n\ncp\n", "byte order mark"),
         # lone CR, classic Mac OS (before: "no blank line before its checkpoint")
         (HEADER + "\rextra AA==\rindex 0\r\rcp\r", "carriage returns"),
         (HEADER + "\nextra A==\nindex 0\n\ncp\n", "not base64"),
@@ -139,4 +142,5 @@ def test_a_proof_with_cr_line_endings_is_still_read_as_a_proof() -> None:
     `prov receipt verify` read it as a sidecar ("not valid JSON", exit 2)."""
     assert is_tlog_proof((HEADER + "\rextra AA==\r").encode())
     assert is_tlog_proof((HEADER + "\r\nextra AA==\r\n").encode())
+    assert is_tlog_proof(("\ufeff" + HEADER + "\nextra AA==\n").encode())
     assert not is_tlog_proof((HEADER + "x\n").encode())
