@@ -76,24 +76,53 @@ def bare_rate(
     return n / (time.perf_counter() - start)
 
 
+def _positive_int(text: str) -> int:
+    """An option's value as an int >= 1; ValueError (argparse's usage error) otherwise."""
+    value = int(text)
+    if value < 1:
+        raise ValueError(text)
+    return value
+
+
+def _positive_ints(text: str) -> list[int]:
+    """A comma-separated list of ints >= 1."""
+    return [_positive_int(b) for b in text.split(",")]
+
+
+def _positive_float(text: str) -> float:
+    """An option's value as a finite float > 0."""
+    value = float(text)
+    if not 0 < value < float("inf"):
+        raise ValueError(text)
+    return value
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", default="default")
-    ap.add_argument("--images", type=int, default=64, help="fixture images compared")
-    ap.add_argument("--seconds", type=float, default=3.0, help="time per throughput figure")
+    ap.add_argument("--images", type=_positive_int, default=64, help="fixture images compared")
+    ap.add_argument(
+        "--seconds", type=_positive_float, default=3.0, help="time per throughput figure"
+    )
     ap.add_argument("--fixtures", type=Path, default=FIXTURES, help="folder holding detector/")
     ap.add_argument("--device", default="cuda", help="cuda (default), cuda:N, or cpu (dry run)")
     ap.add_argument(
         "--batches",
-        type=lambda v: [int(b) for b in v.split(",")],
+        type=_positive_ints,
         default=list(BATCH_SIZES),
         help="bare forward batch sizes, comma-separated (default 64,256,1024,4096)",
     )
     ap.add_argument(
-        "--queue-batch", type=int, default=QUEUE_BATCH, help="the batching queue's batch size"
+        "--queue-batch",
+        type=_positive_int,
+        default=QUEUE_BATCH,
+        help="the batching queue's batch size",
     )
-    args = ap.parse_args()
-    device = torch.device(args.device)
+    args = ap.parse_args()  # a value out of range: exit 2, not 1 (scores disagree)
+    try:
+        device = torch.device(args.device)
+    except RuntimeError as e:
+        ap.error(f"argument --device: {e}")
     if device.type == "cuda" and not torch.cuda.is_available():
         print(
             "no CUDA device: the GPU check did not run (CPU scoring is tested by the test suite)",

@@ -14,9 +14,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 #: Where each bench writes its JSON (git-ignored: /out/ in .gitignore); the environment
-#: variable PROV_BENCH_RESULTS names another folder (the tests' dry runs use one).
+#: variable PROV_BENCH_RESULTS names another folder (the tests' dry runs use one; set
+#: but empty, it is ignored).
 RESULTS_DIR = Path(
-    os.environ.get("PROV_BENCH_RESULTS", Path(__file__).resolve().parents[1] / "out" / "bench")
+    os.environ.get("PROV_BENCH_RESULTS") or Path(__file__).resolve().parents[1] / "out" / "bench"
 )
 
 

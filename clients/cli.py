@@ -10,6 +10,7 @@ PROV_ADMIN_TOKEN (admin credential).
 from __future__ import annotations
 
 import importlib.metadata
+import io
 import json
 import logging
 import os
@@ -49,14 +50,7 @@ from clients.options import (
     witness_quorum_of,
 )
 from clients.passphrase import CA_PASSPHRASE_ENV, read_passphrase
-from clients.report import (
-    EXIT_CODES,
-    EXIT_WITNESS_QUORUM,
-    path_to_json,
-    report_to_json,
-    report_to_text,
-    unicode_only,
-)
+from clients.report import EXIT_CODES, EXIT_WITNESS_QUORUM, report_to_json, report_to_text
 from clients.scan.cli import scan as scan_command
 from detector import cli as detector_cli
 from detector.bands import threshold_words, unscored_reason
@@ -77,6 +71,7 @@ from provenance.media.image import sniff_media_type
 from provenance.server import cli as server_cli
 from provenance.terminal import SafeConsole, protect_typer, shown, transient_bar
 from provenance.web import cli as web_cli
+from provenance.wire.jsontext import path_to_json, unicode_only
 from provenance.wire.sidecar import MAX_SIDECAR_BYTES, Sidecar, decode_sidecar
 
 if TYPE_CHECKING:  # imported when used: torch and the web stack load only on demand
@@ -1051,11 +1046,11 @@ def detect(
     with ProvenanceClient(server) as c:
         for f in files:
             try:
-                results.append({"file": str(f), **c.detect_file(f)})
+                results.append({**path_to_json(str(f), "file"), **c.detect_file(f)})
             except ProvenanceError as e:
-                results.append({"file": str(f), "error": str(e)})
+                results.append({**path_to_json(str(f), "file"), "error": str(e)})
     if as_json:
-        print(json.dumps({"results": results}, indent=2))
+        print(json.dumps(unicode_only({"results": results}), indent=2))
     for r in results if not as_json else []:
         if "error" in r:
             err.print(f"{r['file']}: {r['error']}", style="red", highlight=False)
@@ -1137,6 +1132,22 @@ def _after_ctrl_c(e: BaseException) -> bool:
     return False
 
 
+def _write_names_as_given() -> None:
+    """Let the process's own stdout and stderr write a file name that is not UTF-8 as its
+    bytes: Python holds each such byte as a lone surrogate (U+DC80-U+DCFF), which a
+    'strict' stream (the default under en_US.UTF-8 and most desktop locales; C.UTF-8
+    already escapes) refuses with UnicodeEncodeError, a traceback in place of a report.
+    Streams a caller replaced (a test's capture) are left as they are."""
+    for stream in (sys.stdout, sys.stderr):
+        if (
+            stream is not None
+            and stream in (sys.__stdout__, sys.__stderr__)
+            and isinstance(stream, io.TextIOWrapper)
+            and stream.errors == "strict"
+        ):
+            stream.reconfigure(errors="surrogateescape")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``prov`` console script; returns the exit code.
 
@@ -1144,6 +1155,7 @@ def main(argv: list[str] | None = None) -> int:
     full disk, a folder gone), print one clean line and exit 1, or 3 for a log integrity
     failure (fork, rollback, edited entries), or 14 when a witness policy is not met.
     """
+    _write_names_as_given()
     try:
         configure_logging()
         app(args=argv, prog_name="prov")

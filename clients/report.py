@@ -19,8 +19,6 @@ code  status             meaning
 
 from __future__ import annotations
 
-import base64
-import re
 from dataclasses import asdict
 from typing import Any
 
@@ -28,6 +26,7 @@ from detector.bands import threshold_words, unscored_reason
 from provenance.core.claims import Claim, Device, Verdict
 from provenance.core.timetext import utc_iso, utc_text
 from provenance.core.verify import ClaimEvidence, VerificationReport
+from provenance.wire.jsontext import path_to_json
 
 EXIT_CODES: dict[Verdict, int] = {
     Verdict.SIGNED_ORIGINAL: 0,
@@ -36,39 +35,6 @@ EXIT_CODES: dict[Verdict, int] = {
     Verdict.REVOKED_KEY: 12,
     Verdict.TAMPERED: 13,
 }
-
-#: A lone UTF-16 surrogate: no Unicode character, but how Python holds each byte of a file
-#: name that is not UTF-8 (U+DC80-U+DCFF, the operating system's surrogateescape).
-_SURROGATE = re.compile("[\ud800-\udfff]")
-
-
-def path_to_json(path: str) -> dict[str, str]:
-    """The ``path`` field(s) of a JSON report on the file named ``path`` (as the operating
-    system gave it): ``{"path": path}`` for a name that is Unicode text. A name holding
-    bytes that are not UTF-8 holds a lone surrogate for each, which json writes as an
-    escape (``"\\udce9"``) that strict JSON readers refuse (RFC 8259 §8.2): its ``path``
-    has U+FFFD for each such byte instead, and ``path_bytes_b64`` is the name's exact bytes
-    (standard base64, padded), to open the file by. Raises UnicodeEncodeError for a
-    surrogate outside U+DC80-U+DCFF (no name from the operating system holds one)."""
-    if not _SURROGATE.search(path):
-        return {"path": path}
-    raw = path.encode("utf-8", "surrogateescape")
-    return {"path": unicode_only(path), "path_bytes_b64": base64.b64encode(raw).decode("ascii")}
-
-
-def unicode_only(value: Any) -> Any:
-    """``value`` (dicts, lists, tuples and scalars, as `json.dumps` takes them) with each
-    lone surrogate in its strings, keys included, replaced by U+FFFD: text that strict
-    JSON readers take (a reason naming a file whose name is not UTF-8). Lists and tuples
-    come back as lists; other values as they are."""
-    if isinstance(value, str):
-        return _SURROGATE.sub("\ufffd", value)
-    if isinstance(value, dict):
-        return {unicode_only(k): unicode_only(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [unicode_only(v) for v in value]
-    return value
-
 
 #: Exit code of ``prov verify`` and ``prov receipt verify``/``refresh`` when fewer
 #: witnesses than the policy's quorum cosigned the receipt's checkpoint.

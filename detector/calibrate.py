@@ -56,10 +56,16 @@ def fit_platt_noise(
     images cleaner than it, so that a noisy photo is never pushed up; with
     one_sided=False the term is linear, noise_coef * (noise - noise_ref) (measured by
     scripts/detector_candidates.py, not served). The same smoothed targets and Newton's
-    method as `fit_platt`. Raises DetectorError if a class is missing.
+    method as `fit_platt`. Raises DetectorError if a class is missing, or a logit or
+    noise level is NaN or infinite.
     """
     x = np.asarray(logits, dtype=np.float64).ravel()
     n = np.asarray(noise, dtype=np.float64).ravel()
+    if bad := int((~np.isfinite(n)).sum()):
+        raise DetectorError(
+            f"{bad} of {len(n)} held-out noise levels are not finite (NaN or infinite):"
+            " nothing to calibrate on"
+        )
     ref = float(np.quantile(n, ref_quantile))
     col = np.minimum(n - ref, 0.0) if one_sided else n - ref
     a, b, c = _fit_logistic(np.stack([x, np.ones_like(x), col], axis=1), labels, iterations)
@@ -67,13 +73,25 @@ def fit_platt_noise(
 
 
 def _fit_logistic(design: np.ndarray, labels: np.ndarray, iterations: int) -> np.ndarray:
-    """Weights (K,) of sigmoid(design @ w) for design (N, K) (column 1 the constant)
-    fitted to Platt's smoothed targets of labels (N,) 0/1 by `fit_logistic`. Raises
-    DetectorError if a class is missing."""
+    """Weights (K,) of sigmoid(design @ w) for design (N, K) (column 0 the logits,
+    column 1 the constant, column 2 if any the noise term) fitted to Platt's smoothed
+    targets of labels (N,) 0/1 by `fit_logistic`. Raises DetectorError if a class is
+    missing, a logit is NaN or infinite, or the logits are all equal (no slope can be
+    fitted: the network tells no image from another)."""
     y = np.asarray(labels).astype(np.int64).ravel()
     n_pos, n_neg = int(y.sum()), int((1 - y).sum())
     if n_pos == 0 or n_neg == 0:
         raise DetectorError("calibration needs held-out images of both classes")
+    if bad := int((~np.isfinite(design[:, 0])).sum()):
+        raise DetectorError(
+            f"{bad} of {len(design)} held-out logits are not finite (NaN or infinite):"
+            " nothing to calibrate on"
+        )
+    if design.shape[0] and np.ptp(design[:, 0]) == 0:
+        raise DetectorError(
+            f"the {len(design)} held-out logits are all equal ({design[0, 0]:g}): the network"
+            " tells no image from another, and no calibration slope can be fitted"
+        )
     t = np.where(y == 1, (n_pos + 1.0) / (n_pos + 2.0), 1.0 / (n_neg + 2.0))
     return fit_logistic(design, t, iterations=iterations)
 
@@ -93,11 +111,29 @@ def fit_logistic(
     Newton's method with a backtracking line search (Armijo's condition), from w = 0 with
     the intercept (if any) at the targets' log odds: the algorithm of H.-T. Lin, C.-J. Lin and
     R. C. Weng, "A note on Platt's probabilistic outputs for support vector machines"
-    (Machine Learning 68, 2007), which converges for inputs of any scale. (Plain Newton
+    (Machine Learning 68, 2007), which converges for inputs of any scale (each Newton
+    system is scaled by its diagonal before its 1e-12 ridge, so the ridge does not bias a
+    column of tiny values: logits 1e-8 wide fitted a slope 0.55 of the true one before). (Plain Newton
     steps from slope 1 diverged on logits a few units wide: slopes of 1e10, either sign.)
+
+    Raises DetectorError, before any fitting, for no rows or rows that do not match,
+    design values that are NaN or infinite, targets outside [0, 1], and weights that are
+    negative, not finite or all 0.
     """
-    v = np.ones(len(targets)) if weights is None else np.asarray(weights, dtype=np.float64)
+    design = np.asarray(design, dtype=np.float64)
     t = np.asarray(targets, dtype=np.float64)
+    v = np.ones(len(t)) if weights is None else np.asarray(weights, dtype=np.float64)
+    if design.ndim != 2 or not len(design) or t.shape != (len(design),) or v.shape != t.shape:
+        raise DetectorError(
+            "a logistic fit needs design (N, K), targets (N,) and weights (N,) with N >= 1"
+            f" rows; got {design.shape}, {t.shape}, {v.shape}"
+        )
+    if not np.isfinite(design).all():
+        raise DetectorError("a logistic fit needs a design of finite values (no NaN or inf)")
+    if not (np.isfinite(t).all() and t.min() >= 0 and t.max() <= 1):
+        raise DetectorError("a logistic fit needs targets in [0, 1] (no NaN)")
+    if not (np.isfinite(v).all() and v.min() >= 0 and v.sum() > 0):
+        raise DetectorError("a logistic fit needs finite weights >= 0, not all 0")
 
     def loss(w: np.ndarray) -> float:
         z = design @ w
@@ -111,8 +147,11 @@ def fit_logistic(
     for _ in range(iterations):
         p = sigmoid(design @ w)
         grad = design.T @ (v * (p - t))
-        hess = design.T @ (design * (v * p * (1.0 - p))[:, None]) + 1e-12 * np.eye(len(w))
-        step = np.linalg.solve(hess, grad)
+        hess = design.T @ (design * (v * p * (1.0 - p))[:, None])
+        # Jacobi scaling before the ridge, so that the ridge is small against every
+        # column's curvature whatever the column's units (logits 1e-8 wide included)
+        d = np.sqrt(np.maximum(np.diag(hess), 1e-300))
+        step = np.linalg.solve(hess / np.outer(d, d) + 1e-12 * np.eye(len(w)), grad / d) / d
         size = 1.0
         while size >= 1e-10:
             trial = w - size * step

@@ -32,6 +32,7 @@ from detector.bands import threshold_words
 from detector.transforms import CONDITIONS
 from provenance.core.errors import ProvenanceError
 from provenance.terminal import SafeConsole
+from provenance.wire.jsontext import path_to_json, unicode_only
 
 if TYPE_CHECKING:
     import torch
@@ -308,15 +309,19 @@ def detect(
                 report = det.score_bytes(data, hashlib.sha256(data).digest())
             except OSError as e:
                 failed = True
-                results.append({"file": str(path), "error": f"cannot read: {e.strerror}"})
+                results.append(
+                    {**path_to_json(str(path), "file"), "error": f"cannot read: {e.strerror}"}
+                )
                 continue
             except ProvenanceError as e:
                 failed = True
-                results.append({"file": str(path), "error": f"{type(e).__name__}: {e}"})
+                results.append(
+                    {**path_to_json(str(path), "file"), "error": f"{type(e).__name__}: {e}"}
+                )
                 continue
-            results.append({"file": str(path), **report.to_dict()})
-    if json_out:
-        _out.print_json(json.dumps({"results": results}))
+            results.append({**path_to_json(str(path), "file"), **report.to_dict()})
+    if json_out:  # a name that is not UTF-8: U+FFFD and file_bytes_b64, as in `prov verify`
+        _out.print_json(json.dumps(unicode_only({"results": results})))
     else:
         for r in results:
             if "error" in r:

@@ -162,7 +162,8 @@ def fit(
     Groups (tiles of one figure) go wholly to training or to calibration. The summary
     holds the held-out AUC on the calibration images (harmonised) and data counts; it is
     also saved with the arguments as JSON next to the weights (out with suffix .json).
-    Raises DetectorError / MediaError.
+    Raises DetectorError (before any training when the training or the calibration
+    split lacks a class) / MediaError.
     """
     device = device or torch.device("cpu")
     samples = load_samples(sources)
@@ -181,6 +182,15 @@ def fit(
     is_cal = [in_split(p.sample.group, config.calibration_fraction, salt) for p in prepared]
     train_set = [p for p, c in zip(prepared, is_cal, strict=True) if not c]
     cal_set = [p for p, c in zip(prepared, is_cal, strict=True) if c]
+    for name, split in (("training", train_set), ("calibration", cal_set)):
+        n_gen = sum(p.sample.label for p in split)
+        if n_gen == 0 or n_gen == len(split):
+            raise DetectorError(
+                f"the {name} split has {len(split) - n_gen} real and {n_gen} generated images"
+                f" (of {len(prepared)}; calibration_fraction {config.calibration_fraction}"
+                " of the groups are held out for calibration): it needs images of both"
+                " classes; add images"
+            )
     preprocess = Preprocess(patch_size=config.patch, crops=config.eval_crops)
     patches = np.concatenate([p.train_patches for p in train_set])
     labels = np.concatenate([np.full(len(p.train_patches), p.sample.label) for p in train_set])

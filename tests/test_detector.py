@@ -52,7 +52,7 @@ def test_platt_recovers_a_known_logistic_model() -> None:
     assert b == pytest.approx(-0.5, abs=0.06)
 
 
-@pytest.mark.parametrize("scale", [1.0, 3.0, 10.0, 50.0])
+@pytest.mark.parametrize("scale", [1.0, 3.0, 10.0, 50.0, 1e-8, 1e8])
 def test_platt_converges_on_logits_of_any_scale_and_offset(scale: float) -> None:
     # Pure Newton from slope 1 diverged on logits a few units wide and off-centre (a
     # PatchResNet trained on 168 images: slope 5.5e10 and thresholds 0 / 1 shipped, or a
@@ -113,6 +113,65 @@ def test_calibration_refuses_one_class_and_inverted_models() -> None:
         calibrate(np.zeros(5), np.zeros(5))
     with pytest.raises(DetectorError, match="backwards"):
         calibrate(np.r_[np.full(50, 2.0), np.full(50, -2.0)], np.r_[np.zeros(50), np.ones(50)])
+
+
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        (np.nan, "2 of 100 held-out logits are not finite"),  # before: "ranks backwards"
+        (np.inf, "2 of 100 held-out logits are not finite"),
+        (-np.inf, "2 of 100 held-out logits are not finite"),
+    ],
+)
+def test_calibration_refuses_logits_that_are_not_finite(bad: float, message: str) -> None:
+    rng = np.random.default_rng(4)
+    y = np.r_[np.zeros(50), np.ones(50)].astype(int)
+    x = rng.normal(0, 1, 100) + y
+    x[[3, 70]] = bad
+    with pytest.raises(DetectorError, match=message):
+        calibrate(x, y)
+
+
+def test_noise_calibration_counts_the_noise_levels_that_are_not_finite() -> None:
+    from detector.calibrate import fit_platt_noise
+
+    rng = np.random.default_rng(5)
+    y = np.r_[np.zeros(50), np.ones(50)].astype(int)
+    noise = rng.normal(0, 1, 100)
+    noise[7] = np.nan  # before: "100 of 100" (the NaN spoilt the reference quantile)
+    with pytest.raises(DetectorError, match="1 of 100 held-out noise levels are not finite"):
+        fit_platt_noise(rng.normal(0, 1, 100) + y, noise, y)
+
+
+@pytest.mark.parametrize("value", [0.0, 5.0])
+def test_calibration_refuses_logits_that_are_all_equal(value: float) -> None:
+    # before: value 0 was refused as "ranks backwards"; value 5 shipped slope 0.006 and
+    # every image scored 0.5 against a threshold_high of 0.49999999999999994
+    y = np.r_[np.zeros(50), np.ones(50)].astype(int)
+    with pytest.raises(DetectorError, match="all equal"):
+        calibrate(np.full(100, value), y)
+
+
+def test_logistic_fit_refuses_weights_and_targets_it_cannot_fit() -> None:
+    from detector.calibrate import fit_logistic
+
+    design = np.stack([np.arange(6.0), np.ones(6)], 1)
+    t = np.array([0, 0, 1, 0, 1, 1.0])
+    for weights, message in [
+        (np.zeros(6), "weights"),  # before: [0, nan]
+        (-np.ones(6), "weights"),  # before: [0, 0]
+        (np.r_[np.nan, np.ones(5)], "weights"),
+    ]:
+        with pytest.raises(DetectorError, match=message):
+            fit_logistic(design, t, weights)
+    with pytest.raises(DetectorError, match="targets"):
+        fit_logistic(design, np.r_[np.nan, t[1:]])  # before: [0, nan]
+    with pytest.raises(DetectorError, match="targets"):
+        fit_logistic(design, t * 2)
+    with pytest.raises(DetectorError, match="rows"):
+        fit_logistic(design[:0], t[:0])  # before: [0, nan]
+    with pytest.raises(DetectorError, match="rows"):
+        fit_logistic(design, t[:5])  # before: ValueError from numpy
 
 
 def test_crops_are_reproducible_keyed_and_inside_the_image() -> None:

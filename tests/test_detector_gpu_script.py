@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.conftest import ROOT
+from tests.conftest import ROOT, SAMPLES
 
 SCRIPT = ROOT / "bench" / "detector_gpu.py"
 
@@ -71,3 +71,69 @@ def test_a_fixture_folder_without_images_is_a_usage_error(tmp_path: Path) -> Non
     done = _run(tmp_path, "--device", "cpu", "--fixtures", str(tmp_path))
     assert done.returncode == 2, done.stdout + done.stderr
     assert f"no fixture images under {tmp_path / 'detector'}" in done.stderr
+
+
+@pytest.mark.slow
+def test_the_whole_check_fails_when_no_training_run_succeeds(tmp_path: Path) -> None:
+    """scripts/gpu_check.sh's dry run on a fixture folder of two images: the score check
+    passes, and both training runs fail (too few images to split). Before, the script
+    still exited 0 (step 1's status: a GPU check that trained nothing read as passed) and
+    copied out/bench/detector_gpu.json, whichever run wrote it, into its OUT folder."""
+    fixtures = tmp_path / "fixtures"
+    for kind, name in (("real", "rocket.jpg"), ("generated", "chelsea.png")):
+        (fixtures / "detector" / kind).mkdir(parents=True)
+        (fixtures / "detector" / kind / name).write_bytes((SAMPLES / name).read_bytes())
+    out = tmp_path / "out"
+    done = subprocess.run(  # from another folder, FIXTURES relative to it (before: exit 2,
+        # "can't open file .../bench/detector_gpu.py", as the script ran from the caller's)
+        ["bash", str(ROOT / "scripts" / "gpu_check.sh"), "fixtures"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=os.environ | {"PY": sys.executable, "DEV": "cpu", "OUT": str(out), "EPOCHS": "1"},
+        timeout=600,
+    )
+    said = done.stdout + done.stderr
+    assert "detector_gpu: exit 0" in said, said
+    assert "train (small): exit" in said, said
+    assert done.returncode == 4, said
+    assert "no training run succeeded" in said, said
+    assert "PASS" in json.loads((out / "detector_gpu.json").read_text())["note"]
+
+
+@pytest.mark.parametrize(
+    "option, value",
+    [
+        ("--queue-batch", "0"),  # before: DetectorError traceback, exit 1 ("scores disagree")
+        ("--batches", "0,8"),  # before: MKL FFT error traceback, exit 1
+        ("--batches", "-4"),  # before: RuntimeError traceback, exit 1
+        ("--seconds", "0"),  # before: every rate 0, exit 0
+        ("--images", "0"),  # before: "no fixture images under ..."
+        ("--images", "-3"),  # before: ran on some images, exit 0
+        ("--device", "cuda:x"),  # before: RuntimeError traceback, exit 1
+    ],
+)
+def test_options_out_of_range_are_usage_errors(tmp_path: Path, option: str, value: str) -> None:
+    """Exit 1 means "scores disagree" (and scripts/gpu_check.sh passes it on): an option
+    the check cannot run with is a usage error, exit 2, named, before anything is loaded."""
+    done = _run(tmp_path, "--device", "cpu", option, value)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "Traceback" not in done.stderr and option in done.stderr, done.stderr
+
+
+@pytest.mark.parametrize("value", ["", None])
+def test_an_empty_or_unset_results_variable_means_out_bench(value: str | None) -> None:
+    """PROV_BENCH_RESULTS set but empty (`PROV_BENCH_RESULTS= make bench`, clearing it):
+    before, Path("") put every bench's JSON in the current folder."""
+    env = {k: v for k, v in os.environ.items() if k != "PROV_BENCH_RESULTS"}
+    if value is not None:
+        env["PROV_BENCH_RESULTS"] = value
+    done = subprocess.run(
+        [sys.executable, "-c", "import results; print(results.RESULTS_DIR)"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT / "bench",
+        env=env,
+        timeout=60,
+    )
+    assert done.stdout.strip() == str(ROOT / "out" / "bench"), done.stdout + done.stderr

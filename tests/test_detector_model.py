@@ -219,3 +219,29 @@ def test_fit_writes_weights_metadata_and_arguments(tmp_path: Path) -> None:
         args["config"]["widths"] == [8, 16, 32, 64]
         and args["tensors_sha256"] == meta.tensors_sha256
     )
+
+
+@pytest.mark.parametrize(
+    "fraction, split", [(0.0, "calibration split"), (1.0, "training split"), (0.5, "split")]
+)
+def test_fit_refuses_a_split_without_both_classes_before_training(
+    tmp_path: Path, fraction: float, split: str
+) -> None:
+    """Two images (`scripts/gpu_check.sh` on a tiny fixture folder): before, an empty
+    calibration split crashed in image_logits ("ValueError: need at least one array to
+    concatenate", a traceback from `prov detector train`), an empty training split in
+    np.concatenate; now DetectorError says which split lacks what, before training."""
+    rng = np.random.default_rng(2)
+    for sub in ("real", "generated/upsampler"):
+        (tmp_path / sub).mkdir(parents=True)
+        Image.fromarray(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(
+            tmp_path / sub / "0.png"
+        )
+    config = TrainConfig(
+        patch=32, epochs=1, variants=1, per_variant=2, eval_crops=2, batch_size=8,
+        widths=(8, 8, 8, 8), calibration_fraction=fraction,
+        augment=Augment(crop=64, jpeg_quality=(95, 100), blur_prob=0.0, resize_prob=0.0),
+    )  # fmt: skip
+    with pytest.raises(DetectorError, match=f"{split} has .* it needs images of both classes"):
+        fit([tmp_path], tmp_path / "m.safetensors", config)
+    assert not (tmp_path / "m.safetensors").exists()

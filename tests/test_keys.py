@@ -530,3 +530,28 @@ def test_a_key_file_encrypted_with_an_unsupported_algorithm_says_which(
     assert said.startswith(
         f"cannot decrypt the enrollment authority key in {ca}: it is encrypted with {found},"
     ), said
+
+
+@pytest.mark.parametrize(
+    "oid, found",
+    [
+        # 2.999.1: a first subidentifier of two bytes (before: "OID 2.56.55.1")
+        (bytes.fromhex("0603883701"), "OID 2.999.1"),
+        (bytes.fromhex("06062a8648ce3d02"), "OID 1.2.840.10045.2"),
+        # an OID body of 400,002 bytes: before, 12 s of quadratic arithmetic, then "the
+        # passphrase is wrong" (the arc had more digits than Python prints)
+        (keyfile._tlv(0x06, b"\x2a" + b"\xff" * 400_000 + b"\x01"), "an OID of 400,002 bytes"),
+    ],
+    ids=["2.999.1", "ecPublicKey", "400 kB"],
+)
+def test_an_unknown_scheme_is_named_by_its_oid_quickly(oid: bytes, found: str) -> None:
+    """A key file whose encryption scheme is an OID nobody reads: named by its dotted
+    form, decoded as X.690 says (the first two arcs share the first subidentifier,
+    which may take several bytes), and an OID far longer than any real one by its size
+    alone, at once."""
+    der = keyfile._seq(keyfile._seq(oid, keyfile._seq()), keyfile._tlv(0x04, b"x" * 48))
+    start = time.perf_counter()
+    with pytest.raises(KeyMaterialError) as e:
+        DeviceKey.from_encrypted_pem(_pem(der), b"right")
+    assert time.perf_counter() - start < 3
+    assert f"it is encrypted with {found}, which this program does not decrypt" in str(e.value)

@@ -11,7 +11,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from provenance.core.errors import LogError
 from provenance.log.checkpoint import LogSigner
-from provenance.log.tlogproof import HEADER, decode_tlog_proof, encode_tlog_proof
+from provenance.log.tlogproof import HEADER, decode_tlog_proof, encode_tlog_proof, is_tlog_proof
 from provenance.wire.sidecar import decode_sidecar
 from tests.conftest import SAMPLES, Cli
 
@@ -121,6 +121,13 @@ def test_a_proof_with_crlf_line_endings_is_named_as_such(
         (HEADER + "\nextra AA==\nindex 0\nAAAA\n\ncp\n", "not a SHA-256 hash"),
         (HEADER + "\nextra AA==\nindex 0\n", "no blank line"),
         (HEADER + "\r\nextra AA==\r\nindex 0\r\n\r\ncp\r\n", "uses CRLF line endings"),
+        # converted past the header only (before: "no blank line before its checkpoint")
+        (HEADER + "\nextra AA==\r\nindex 0\r\n\r\ncp\r\n", "uses CRLF line endings"),
+        # a UTF-8 byte order mark, as Windows Notepad saved UTF-8 (before: "the first line
+        # is not 'c2sp.org/tlog-proof@v1'", and prov receipt verify read it as a sidecar)
+        ("\ufeff" + HEADER + "\nextra AA==\nindex 0\n\ncp\n", "byte order mark"),
+        # lone CR, classic Mac OS (before: "no blank line before its checkpoint")
+        (HEADER + "\rextra AA==\rindex 0\r\rcp\r", "carriage returns"),
         (HEADER + "\nextra A==\nindex 0\n\ncp\n", "not base64"),
         (HEADER + "\nextra AAAA\nindex 0\n\ncp\n", "not a log entry"),
     ],
@@ -128,3 +135,12 @@ def test_a_proof_with_crlf_line_endings_is_named_as_such(
 def test_malformed_proofs_are_refused(text: str, message: str) -> None:
     with pytest.raises(LogError, match=message):
         decode_tlog_proof(text)
+
+
+def test_a_proof_with_cr_line_endings_is_still_read_as_a_proof() -> None:
+    """Before, a proof whose header ended with a lone CR was not taken for a proof and
+    `prov receipt verify` read it as a sidecar ("not valid JSON", exit 2)."""
+    assert is_tlog_proof((HEADER + "\rextra AA==\r").encode())
+    assert is_tlog_proof((HEADER + "\r\nextra AA==\r\n").encode())
+    assert is_tlog_proof(("\ufeff" + HEADER + "\nextra AA==\n").encode())
+    assert not is_tlog_proof((HEADER + "x\n").encode())

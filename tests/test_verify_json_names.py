@@ -10,10 +10,12 @@ from __future__ import annotations
 import base64
 import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 from provenance.wire.jsontext import loads_text
-from tests.conftest import SAMPLES, Cli, closed_port
+from tests.conftest import ROOT, SAMPLES, Cli, ServerProc, closed_port
 
 RAW = b"caf\xe9.jpg"  # Latin-1, as an old camera card or archive may name it
 
@@ -53,3 +55,44 @@ def test_an_undecodable_name_gives_valid_json_with_its_exact_bytes(
     rc, out, err = enrolled("verify", str(plain), "--no-detect", "--json")
     doc = loads_text(out.encode("utf-8"))
     assert doc["path"] == str(plain) and "path_bytes_b64" not in doc, doc
+
+
+def test_the_text_report_writes_an_undecodable_name_as_its_bytes(
+    server: ServerProc, tmp_path: Path
+) -> None:
+    """`prov verify` without --json under a locale whose stdout refuses lone surrogates
+    (en_US.UTF-8: Python writes stdout 'strict'; here PYTHONIOENCODING=utf-8:strict):
+    before, a traceback ("UnicodeEncodeError: ... surrogates not allowed") and exit 1;
+    now the report, with the name's own bytes, as under C.UTF-8. A real `prov`
+    process against a real server."""
+    photo = Path(shutil.copy(SAMPLES / "rocket.jpg", tmp_path / os.fsdecode(RAW)))
+    done = subprocess.run(
+        [sys.executable, "-m", "clients.cli", "verify", str(photo), "--no-detect"],
+        capture_output=True,
+        cwd=ROOT,
+        env=os.environ
+        | {"PYTHONIOENCODING": "utf-8:strict", "PROV_SERVER": server.address, "COLUMNS": "200"},
+        timeout=120,
+    )
+    assert b"Traceback" not in done.stderr, done.stderr.decode(errors="replace")
+    assert done.returncode == 11, done.stderr.decode(errors="replace")  # UNSIGNED
+    assert os.fsencode(photo) in done.stdout, done.stdout
+
+
+def test_prov_detect_json_of_an_undecodable_name_is_valid_json(cli: Cli, tmp_path: Path) -> None:
+    """`prov detect --json`, scored here (--local) and asked of a server (this test
+    server runs no detector: each result is an error, naming the file). Before: --local
+    wrote the name as ``"caf\\xe9.jpg"``, an escape JSON does not have (json.loads:
+    "Invalid \\escape"); the server path wrote ``"\\udce9"``. Now as `prov verify
+    --json`: ``file`` with U+FFFD, ``file_bytes_b64`` the exact name."""
+    photo = Path(shutil.copy(SAMPLES / "rocket.jpg", tmp_path / os.fsdecode(RAW)))
+    for local in (["--local", "--seed", "1", "--device", "cpu"], []):
+        rc, out, err = cli("detect", str(photo), "--json", *local)
+        (result,) = loads_text(out.encode("utf-8"))["results"]
+        assert result["file"] == str(tmp_path / "caf\ufffd.jpg"), (local, out, err)
+        assert base64.b64decode(result["file_bytes_b64"]) == os.fsencode(photo), local
+        assert ("score" in result) == bool(local), result
+    plain = Path(shutil.copy(photo, tmp_path / "café.jpg"))
+    rc, out, err = cli("detect", str(plain), "--json", "--local", "--seed", "1", "--device", "cpu")
+    (result,) = loads_text(out.encode("utf-8"))["results"]
+    assert result["file"] == str(plain) and "file_bytes_b64" not in result, result

@@ -97,6 +97,8 @@ ENCRYPTION_READ = (
     " AES-128/192/256-CBC, DES-EDE3-CBC or RC2-CBC; and the older pbeWithMD5AndDES-CBC and"
     " PKCS#12 pbeWithSHAAnd3-KeyTripleDES-CBC, -40BitRC2-CBC and -128BitRC4"
 )
+#: The longest OID body `_oid_text` decodes (the longest registered are about 40 bytes).
+_MAX_OID_BYTES = 128
 _ENCRYPTED_PEM = re.compile(
     rb"-----BEGIN ENCRYPTED PRIVATE KEY-----(.*?)-----END ENCRYPTED PRIVATE KEY-----", re.S
 )
@@ -299,16 +301,25 @@ def check_kdf_cost(pem: bytes) -> None:
 
 def _oid_text(oid: bytes) -> str:
     """A DER OBJECT IDENTIFIER (tag and length included) as its name where `_UNREAD_NAMES`
-    has one and its dotted form: ``camellia-256-cbc (OID 1.2.392.200011.61.1.1.1.4)``."""
-    body = oid[2:]
-    arcs = [min(body[0] // 40, 2), body[0] - 40 * min(body[0] // 40, 2)]
-    value = 0
-    for byte in body[1:]:
+    has one and its dotted form: ``camellia-256-cbc (OID 1.2.392.200011.61.1.1.1.4)``
+    (X.690 8.19: the first subidentifier, of one byte or more, holds the first two arcs).
+    An OID body over `_MAX_OID_BYTES` is named by its size alone (``an OID of N bytes``:
+    decoding a crafted one of a megabyte would take minutes); ValueError or IndexError if
+    ``oid`` is not an OBJECT IDENTIFIER."""
+    tag, body_at, end = _read_tlv(oid, 0, len(oid))
+    body = oid[body_at:end]
+    if tag != 0x06 or not body or body[-1] & 0x80:
+        raise ValueError("not an OBJECT IDENTIFIER")
+    if len(body) > _MAX_OID_BYTES:
+        return f"an OID of {len(body):,} bytes"
+    values, value = [], 0
+    for byte in body:
         value = value << 7 | byte & 0x7F
         if not byte & 0x80:
-            arcs.append(value)
+            values.append(value)
             value = 0
-    dotted = "OID " + ".".join(map(str, arcs))
+    first = min(values[0] // 40, 2)
+    dotted = "OID " + ".".join(map(str, [first, values[0] - 40 * first, *values[1:]]))
     name = _UNREAD_NAMES.get(oid)
     return f"{name} ({dotted})" if name else dotted
 

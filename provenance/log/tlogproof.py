@@ -56,11 +56,17 @@ def encode_tlog_proof(receipt: Receipt) -> str:
     return "\n".join(lines) + "\n" + receipt.checkpoint
 
 
+#: The byte order mark some editors (Windows Notepad before 2019) put before UTF-8 text.
+_BOM = "\ufeff"
+
+
 def is_tlog_proof(data: bytes) -> bool:
-    """Whether ``data`` starts with the tlog-proof header line (ended by LF, or by CRLF:
-    a proof whose line endings were converted, which `decode_tlog_proof` refuses by name
-    rather than it being read as something else)."""
-    return data.startswith(((HEADER + "\n").encode(), (HEADER + "\r\n").encode()))
+    """Whether ``data`` starts with the tlog-proof header line (ended by LF, or by CR or
+    CRLF, or after a UTF-8 byte order mark: a proof an editor converted, which
+    `decode_tlog_proof` refuses by name rather than it being read as something else)."""
+    return data.removeprefix(_BOM.encode()).startswith(
+        ((HEADER + "\n").encode(), (HEADER + "\r").encode())
+    )
 
 
 def decode_tlog_proof(text: str) -> Receipt:
@@ -69,15 +75,23 @@ def decode_tlog_proof(text: str) -> Receipt:
     Returns the receipt it holds, not yet verified (use `verify_receipt`). Raises LogError
     naming what is malformed: the header, a missing ``extra`` line (our leaf data), the
     index, a proof line that is not one base64 SHA-256 hash, the blank line, or leaf data
-    that is not one of our log entries; CRLF line endings by name (the format's lines end
-    with LF, U+000A, and the checkpoint's signature covers them: a proof converted by an
-    editor or git's autocrlf is not read as if it were the text that was signed).
+    that is not one of our log entries; a byte order mark, and CRLF or CR line endings on
+    any line, by name (the format's lines end with LF, U+000A, the checkpoint holds no
+    other control character, and its signature covers it: a proof converted by an editor
+    or git's autocrlf is not read as if it were the text that was signed).
     """
     if len(text) > MAX_PROOF_BYTES:
         raise LogError(f"a tlog-proof is at most {MAX_PROOF_BYTES} bytes")
-    if text.startswith(HEADER + "\r\n"):
+    if text.startswith(_BOM):
         raise LogError(
-            "the tlog-proof uses CRLF line endings; the tlog-proof format needs LF (U+000A),"
+            "the tlog-proof starts with a byte order mark (U+FEFF), as some editors save"
+            " UTF-8; the tlog-proof format starts with its header line: remove the mark"
+            " (three bytes EF BB BF) and verify again"
+        )
+    if "\r" in text:
+        ends = "uses CRLF" if "\r\n" in text else "has carriage returns (U+000D) for"
+        raise LogError(
+            f"the tlog-proof {ends} line endings; the tlog-proof format needs LF (U+000A),"
             " as its checkpoint was signed with them: convert it back (dos2unix FILE, or"
             " git with core.autocrlf off) and verify again"
         )

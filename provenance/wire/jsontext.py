@@ -1,14 +1,16 @@
-"""JSON from outside read as Unicode text only.
+"""JSON read and written as Unicode text only.
 
 Python's json module takes a lone UTF-16 surrogate, spelled as an escape (``"\\ud800"``)
 or as its raw bytes, into a str that no UTF-8 encoder can write: such a string then broke
 whatever encoded it next (protobuf, DSSE's PAE), far from where the JSON was read. JSON
 is Unicode text (RFC 8259 §8.2: such a string's behaviour is unpredictable), so these
-are refused here, as malformed JSON is.
+are refused here, as malformed JSON is. The other way, `path_to_json` and `unicode_only`
+keep them out of the JSON this program writes (file names that are not UTF-8).
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 from typing import Any
@@ -33,3 +35,36 @@ def loads_text(data: bytes) -> Any:
                 " Unicode character"
             ) from None
     return doc
+
+
+#: A lone UTF-16 surrogate: no Unicode character, but how Python holds each byte of a file
+#: name that is not UTF-8 (U+DC80-U+DCFF, the operating system's surrogateescape).
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def path_to_json(path: str, key: str = "path") -> dict[str, str]:
+    """The ``key`` field(s) of a JSON report on the file named ``path`` (as the operating
+    system gave it): ``{key: path}`` for a name that is Unicode text. A name holding
+    bytes that are not UTF-8 holds a lone surrogate for each, which json writes as an
+    escape (``"\\udce9"``) that strict JSON readers refuse (RFC 8259 §8.2): its ``key``
+    has U+FFFD for each such byte instead, and ``KEY_bytes_b64`` is the name's exact bytes
+    (standard base64, padded), to open the file by. Raises UnicodeEncodeError for a
+    surrogate outside U+DC80-U+DCFF (no name from the operating system holds one)."""
+    if not _SURROGATE.search(path):
+        return {key: path}
+    raw = path.encode("utf-8", "surrogateescape")
+    return {key: unicode_only(path), f"{key}_bytes_b64": base64.b64encode(raw).decode("ascii")}
+
+
+def unicode_only(value: Any) -> Any:
+    """``value`` (dicts, lists, tuples and scalars, as `json.dumps` takes them) with each
+    lone surrogate in its strings, keys included, replaced by U+FFFD: text that strict
+    JSON readers take (a reason naming a file whose name is not UTF-8). Lists and tuples
+    come back as lists; other values as they are."""
+    if isinstance(value, str):
+        return _SURROGATE.sub("\ufffd", value)
+    if isinstance(value, dict):
+        return {unicode_only(k): unicode_only(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [unicode_only(v) for v in value]
+    return value
