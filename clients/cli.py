@@ -1042,15 +1042,18 @@ def detect(
                 )
         detector_cli.detect(files, as_json, model, seed, weights, device)
         return
-    results = []
+    results: list[dict[str, Any]] = []
     with ProvenanceClient(server) as c:
         for f in files:
             try:
-                results.append({**path_to_json(str(f), "file"), **c.detect_file(f)})
+                results.append({"file": str(f), **c.detect_file(f)})
             except ProvenanceError as e:
-                results.append({**path_to_json(str(f), "file"), "error": str(e)})
+                results.append({"file": str(f), "error": str(e)})
     if as_json:
-        print(json.dumps(unicode_only({"results": results}), indent=2))
+        # the JSON names a file as verify does ('file' in Unicode, 'file_bytes_b64'
+        # when the name is not UTF-8); the text below shows it escaped, as SafeConsole does
+        named = [{**r, **path_to_json(r["file"], "file")} for r in results]
+        print(json.dumps(unicode_only({"results": named}), indent=2))
     for r in results if not as_json else []:
         if "error" in r:
             err.print(f"{r['file']}: {r['error']}", style="red", highlight=False)

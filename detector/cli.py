@@ -301,7 +301,7 @@ def detect(
         hashlib.sha256(f"prov-detect-seed:{seed}".encode()).digest() if seed is not None else None
     )
     failed = False
-    results = []
+    results: list[dict[str, Any]] = []
     with _clean_errors(), Detector.load(model, weights, device, secret) as det:
         for path in files:
             try:
@@ -309,19 +309,16 @@ def detect(
                 report = det.score_bytes(data, hashlib.sha256(data).digest())
             except OSError as e:
                 failed = True
-                results.append(
-                    {**path_to_json(str(path), "file"), "error": f"cannot read: {e.strerror}"}
-                )
+                results.append({"file": str(path), "error": f"cannot read: {e.strerror}"})
                 continue
             except ProvenanceError as e:
                 failed = True
-                results.append(
-                    {**path_to_json(str(path), "file"), "error": f"{type(e).__name__}: {e}"}
-                )
+                results.append({"file": str(path), "error": f"{type(e).__name__}: {e}"})
                 continue
-            results.append({**path_to_json(str(path), "file"), **report.to_dict()})
+            results.append({"file": str(path), **report.to_dict()})
     if json_out:  # a name that is not UTF-8: U+FFFD and file_bytes_b64, as in `prov verify`
-        _out.print_json(json.dumps(unicode_only({"results": results})))
+        named = [{**r, **path_to_json(r["file"], "file")} for r in results]
+        _out.print_json(json.dumps(unicode_only({"results": named})))
     else:
         for r in results:
             if "error" in r:
