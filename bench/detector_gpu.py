@@ -129,6 +129,13 @@ def main() -> int:
             file=sys.stderr,
         )
         return 77
+    if device.type not in ("cpu", "cuda"):
+        ap.error(f"argument --device: {args.device!r} is neither cpu nor cuda[:N]")
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        ap.error(
+            f"argument --device: {args.device!r}, but this machine has"
+            f" {torch.cuda.device_count()} CUDA device(s)"
+        )
     files = sorted((args.fixtures / "detector").rglob("*.png"))[: args.images // 2]
     files += sorted((args.fixtures / "detector").rglob("*.jpg"))[: args.images - len(files)]
     if not files:

@@ -75,10 +75,12 @@ def fit_platt_noise(
 def _fit_logistic(design: np.ndarray, labels: np.ndarray, iterations: int) -> np.ndarray:
     """Weights (K,) of sigmoid(design @ w) for design (N, K) (column 0 the logits,
     column 1 the constant, column 2 if any the noise term) fitted to Platt's smoothed
-    targets of labels (N,) 0/1 by `fit_logistic`. Raises DetectorError if a class is
-    missing, a logit is NaN or infinite, or the logits are all equal (no slope can be
+    targets of labels (N,) 0/1 by `fit_logistic`. Raises DetectorError if labels and
+    rows differ in number, a class is missing, a logit is NaN or infinite, or the logits are all equal (no slope can be
     fitted: the network tells no image from another)."""
     y = np.asarray(labels).astype(np.int64).ravel()
+    if len(y) != len(design):
+        raise DetectorError(f"{len(design)} held-out logits but {len(y)} labels")
     n_pos, n_neg = int(y.sum()), int((1 - y).sum())
     if n_pos == 0 or n_neg == 0:
         raise DetectorError("calibration needs held-out images of both classes")

@@ -94,6 +94,11 @@ def test_temperature_fit_without_intercept_scales_with_the_logits() -> None:
     assert a8 == pytest.approx(a / 8, rel=1e-6)
 
 
+def test_calibration_refuses_logits_and_labels_of_different_lengths() -> None:
+    with pytest.raises(DetectorError, match="5 held-out logits but 4 labels"):
+        calibrate(np.arange(5.0), np.array([0, 1, 0, 1]))
+
+
 def test_calibration_is_monotonic_and_thresholds_ordered() -> None:
     rng = np.random.default_rng(1)
     logits = np.r_[rng.normal(-1, 1, 300), rng.normal(1.5, 1, 300)]

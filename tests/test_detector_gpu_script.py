@@ -111,6 +111,7 @@ def test_the_whole_check_fails_when_no_training_run_succeeds(tmp_path: Path) -> 
         ("--images", "0"),  # before: "no fixture images under ..."
         ("--images", "-3"),  # before: ran on some images, exit 0
         ("--device", "cuda:x"),  # before: RuntimeError traceback, exit 1
+        ("--device", "meta"),  # a device torch parses but cannot score on
     ],
 )
 def test_options_out_of_range_are_usage_errors(tmp_path: Path, option: str, value: str) -> None:
