@@ -49,11 +49,11 @@ from clients.options import (
     WitnessQuorumOpt,
     witness_quorum_of,
 )
-from clients.passphrase import CA_PASSPHRASE_ENV, read_passphrase
 from clients.report import EXIT_CODES, EXIT_WITNESS_QUORUM, report_to_json, report_to_text
 from clients.scan.cli import scan as scan_command
 from detector import cli as detector_cli
 from detector.bands import threshold_words, unscored_reason
+from provenance.cli.passphrase import CA_PASSPHRASE_ENV, read_passphrase
 from provenance.core.errors import (
     ClaimError,
     ConfigError,
@@ -160,7 +160,7 @@ EXIT_INTERRUPTED = 130
 
 def _passphrase(confirm: bool = False) -> bytes:
     """The device key's passphrase: PROV_PASSPHRASE, else a hidden prompt
-    (`clients.passphrase.read_passphrase`). Raises UsageError (exit 2) when neither is
+    (`provenance.cli.passphrase.read_passphrase`). Raises UsageError (exit 2) when neither is
     possible (no variable, no terminal)."""
     return read_passphrase(
         env="PROV_PASSPHRASE",

@@ -1,67 +1,31 @@
-"""Command-line options shared by every `prov` command that talks to a server, checks of
-option values that Typer cannot express, and the serving commands' signal poll."""
+"""Command-line options shared by every `prov` command that talks to a server, and checks
+of option values that Typer cannot express. Those that provenance/'s own commands (`prov
+serve`, `prov web`) share with these are defined in `provenance.cli.options` and
+re-exported here; the device folder and the log's and witnesses' keys are the clients'."""
 
 from __future__ import annotations
 
-import errno
-import math
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from provenance.core.ports import bare_host, needs_brackets, port_number
-
-
-class UsageError(typer.BadParameter):
-    """A usage error (exit 2, before any call) about the command line as a whole rather
-    than one option's value: Typer prints the message as it is, without "Invalid value
-    for ..." (Typer keeps Click's own UsageError private)."""
-
-    def format_message(self) -> str:
-        return self.message
-
-
-def server_address(value: str) -> str:
-    """``value`` if it reads HOST:PORT with a port 1..65535 (the server a client calls);
-    else a usage error (exit 2) before any call. Typer callback of ``--server``.
-    Raises typer.BadParameter."""
-    if "/" in value:  # a URL, such as the web page's: the gRPC address has no scheme
-        raise typer.BadParameter(
-            f"{value!r} is not HOST:PORT: give the gRPC address without a scheme or path"
-            " (e.g. 127.0.0.1:50051, the address `prov serve` prints in its 'listening on'"
-            " line; not the web page's http:// address)",
-            param_hint="--server (or $PROV_SERVER)",
-        )
-    host, sep, port = value.rpartition(":")
-    if sep and needs_brackets(host):
-        raise typer.BadParameter(
-            f"{value!r}: put an IPv6 address in brackets, e.g. [::1]:50051 (unbracketed, it"
-            " is read as a host without a port)",
-            param_hint="--server (or $PROV_SERVER)",
-        )
-    number = port_number(port)
-    if not sep or not bare_host(host) or number is None or not 0 < number < 65536:
-        raise typer.BadParameter(
-            f"{value!r} is not HOST:PORT with a port 1-65535 (e.g. 127.0.0.1:50051, the"
-            " address `prov serve` prints in its 'listening on' line)",
-            param_hint="--server (or $PROV_SERVER)",
-        )
-    return value
-
-
-#: ``--server HOST:PORT``, read from PROV_SERVER when not given.
-ServerOpt = Annotated[
-    str,
-    typer.Option(
-        "--server",
-        envvar="PROV_SERVER",
-        help="Server address HOST:PORT (default: $PROV_SERVER or 127.0.0.1:50051).",
-        show_default=False,
-        callback=server_address,
-    ),
-]
-
+from provenance.cli.options import MAX_WAIT_S as MAX_WAIT_S
+from provenance.cli.options import SIGNAL_POLL_S as SIGNAL_POLL_S
+from provenance.cli.options import ConnectionsPerClientOpt as ConnectionsPerClientOpt
+from provenance.cli.options import HeaderSecondsOpt as HeaderSecondsOpt
+from provenance.cli.options import MaxConnectionsOpt as MaxConnectionsOpt
+from provenance.cli.options import MetricsListenOpt as MetricsListenOpt
+from provenance.cli.options import ServerOpt as ServerOpt
+from provenance.cli.options import TrustedProxyOpt as TrustedProxyOpt
+from provenance.cli.options import UsageError as UsageError
+from provenance.cli.options import check_can_listen as check_can_listen
+from provenance.cli.options import finite as finite
+from provenance.cli.options import in_existing_folder as in_existing_folder
+from provenance.cli.options import listen_address as listen_address
+from provenance.cli.options import server_address as server_address
+from provenance.cli.options import start_metrics as start_metrics
+from provenance.cli.options import trusted_proxies as trusted_proxies
 
 #: ``--home DIR``: the device folder (key, state, queue), read from PROV_HOME when not
 #: given, else ~/.prov (`clients.device.default_home`).
@@ -163,179 +127,3 @@ def witness_quorum_of(witnesses: int, quorum: int | None) -> int:
             param_hint="--witness-quorum",
         )
     return quorum
-
-
-def in_existing_folder(path: Path, option: str) -> Path:
-    """``path`` if the folder it would be created in exists; else a usage error (exit
-    2, a clean message naming ``option``) instead of a traceback later, when the file is
-    first written. Raises typer.BadParameter."""
-    folder = path.parent
-    if not folder.is_dir():
-        raise typer.BadParameter(
-            f"{path}: the folder {folder} does not exist (create it first)", param_hint=option
-        )
-    return path
-
-
-#: Longest time limit a seconds flag takes (a day): ``prov web --service-timeout``,
-#: ``prov serve --witness-timeout``. Past about 7e9 s gRPC's deadline (in nanoseconds)
-#: overflowed and every call failed at once, as if timed out.
-MAX_WAIT_S = 86400.0
-
-#: How often, in seconds, a serving command (`prov serve`, and `prov web` and `prov
-#: witness serve` through `provenance.web.serve.serve_until_signalled`) looks for a
-#: SIGINT/SIGTERM its handler recorded: the handler only appends to a list (it takes no
-#: lock), so the main thread sleeps this long between looks. Defined here, which both
-#: import, so that `prov serve` does not load the web stack (uvicorn) to read it.
-SIGNAL_POLL_S = 0.1
-
-
-#: ``--header-seconds``, ``--connections-per-client``, ``--max-connections``: the
-#: connection limits of an HTTP server (`prov web`, `prov witness serve`; see
-#: `provenance.web.guard`).
-def finite(value: float) -> float:
-    """``value`` if it is a finite number; else a usage error (exit 2). Typer callback of
-    float options with a ``min``, which lets "inf" and "1e309" (read as inf) through: a
-    time limit of inf is none at all. Raises typer.BadParameter."""
-    if not math.isfinite(value):
-        raise typer.BadParameter(f"{value} is not a finite number")
-    return value
-
-
-HeaderSecondsOpt = Annotated[
-    float,
-    typer.Option(
-        help="Close a connection whose request line and headers have not all arrived within"
-        " this many seconds (408 if part came).",
-        min=0.1,
-        callback=finite,
-    ),
-]
-ConnectionsPerClientOpt = Annotated[
-    int,
-    typer.Option(
-        help="Connections one client may hold open (one IPv4 address, or one IPv6 /64);"
-        " more get 503.",
-        min=1,
-    ),
-]
-MaxConnectionsOpt = Annotated[
-    int, typer.Option(help="Connections open at once in all; more get 503.", min=1)
-]
-
-
-def trusted_proxies(values: list[str] | None) -> list[str]:
-    """Check each ``--trusted-proxy`` value is an IP address or a CIDR network; returns
-    them (none: an empty list). Raises typer.BadParameter (exit 2) for the first that is
-    not (`provenance.web.proxies.parse_trusted_proxy` says why)."""
-    from provenance.core.errors import ConfigError
-    from provenance.web.proxies import parse_trusted_proxy
-
-    for value in values or []:
-        try:
-            parse_trusted_proxy(value)
-        except ConfigError as e:
-            raise typer.BadParameter(str(e)) from e
-    return list(values or [])
-
-
-MetricsListenOpt = Annotated[
-    str | None,
-    typer.Option(
-        help="Serve Prometheus metrics at http://HOST:PORT/metrics (port 0 picks one): this"
-        " process's CPU, memory, open files and Python runtime."
-    ),
-]
-
-
-def start_metrics(listen: str | None) -> None:
-    """Serve this process's runtime metrics (`provenance.metrics.process_registry`: CPU,
-    memory, open files, Python; none of the ``prov_*`` families, which only `prov serve`
-    keeps) on ``listen`` (HOST:PORT; None: not at all) from a daemon thread and print
-    "metrics on http://HOST:PORT/metrics" (DESIGN.md, "Scale": metrics on every process;
-    `prov serve --metrics-listen` serves its own). Raises ConfigError when it cannot
-    listen."""
-    if listen is None:
-        return
-    from provenance.metrics import process_registry, serve_metrics
-
-    port = serve_metrics(listen, process_registry())  # no `prov serve` family, at zero
-    print(f"metrics on http://{listen.rsplit(':', 1)[0]}:{port}/metrics", flush=True)
-
-
-TrustedProxyOpt = Annotated[
-    list[str] | None,
-    typer.Option(
-        help="A reverse proxy (IP address or CIDR network; repeat for more) whose"
-        " X-Forwarded-For names the client: the right-most address there that is not a"
-        " trusted proxy. Every per-client share of a request then counts that client;"
-        " connection caps still count the proxy's connections. Other peers' headers are"
-        " ignored.",
-        callback=trusted_proxies,
-        metavar="ADDRESS",
-    ),
-]
-
-
-def listen_address(value: str, option: str) -> tuple[str, int]:
-    """``value`` as (host, port) if it reads HOST:PORT with a port in 0..65535 (0 picks
-    one; an IPv6 host in brackets, ``[::]:50051``; an empty host means every
-    interface); else a usage error (exit 2) naming ``option``. The host is returned
-    without brackets. Raises typer.BadParameter."""
-    host, sep, port = value.rpartition(":")
-    if sep and needs_brackets(host):
-        raise typer.BadParameter(
-            f"{value!r}: put an IPv6 address in brackets, e.g. [{host}]:{port}",
-            param_hint=option,
-        )
-    bare = bare_host(host)
-    number = port_number(port)
-    if not sep or bare is None or number is None or number > 65535:
-        raise typer.BadParameter(
-            f"{value!r} is not HOST:PORT with a port 0-65535 (e.g. 127.0.0.1:50051,"
-            " [::1]:50051, 0.0.0.0:50051)",
-            param_hint=option,
-        )
-    return bare, number
-
-
-def check_can_listen(value: str, option: str) -> None:
-    """Check, before anything is created, that a server could listen on ``value``
-    (HOST:PORT, as `listen_address` reads it): bind a socket to each address the host
-    resolves to, with SO_REUSEADDR as gRPC and the HTTP servers do, and close it at once.
-    One address that binds is enough (gRPC listens on every one it can). Raises
-    typer.BadParameter for malformed syntax (exit 2), ConfigError with one sentence
-    naming the address and the reason otherwise ("cannot listen on 127.0.0.1:50051:
-    address already in use"). Another process may still take the port before the
-    server binds it; the server then fails as before."""
-    import socket
-
-    from provenance.core.errors import ConfigError
-
-    host, port = listen_address(value, option)
-    try:
-        infos = socket.getaddrinfo(
-            host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
-        )
-    except socket.gaierror as e:
-        raise ConfigError(
-            f"cannot listen on {value}: no address found for the host {host!r} ({e.strerror})"
-        ) from e
-    reason = "no usable address"
-    for family, kind, proto, _, sockaddr in infos:
-        try:
-            with socket.socket(family, kind, proto) as sock:
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-                sock.bind(sockaddr)
-                return
-        except OSError as e:
-            reason = (e.strerror or str(e)).lower() + _LISTEN_HINTS.get(e.errno or 0, "")
-    raise ConfigError(f"cannot listen on {value}: {reason}")
-
-
-#: What a person can do about a failed bind, by errno.
-_LISTEN_HINTS = {
-    errno.EADDRINUSE: " (another program listens there: stop it or choose another port)",
-    errno.EADDRNOTAVAIL: " (not an address of this machine)",
-    errno.EACCES: " (ports below 1024 need privileges: choose a port from 1024)",
-}

@@ -65,8 +65,8 @@ def serve(
     key ("witness key NAME+ID+KEY": give it to `prov serve --witness URL=KEY`), then
     "witness on http://HOST:PORT". Stops on SIGINT/SIGTERM: requests in flight are
     answered, the state folder's lock released, "witness stopped" printed, exit 0."""
+    from provenance.core.ports import parse_trusted_proxy
     from provenance.web.guard import HttpLimits
-    from provenance.web.proxies import parse_trusted_proxy
     from provenance.witness.http import run_witness
 
     # the address first (exit 1 "cannot listen on ..."): nothing is created for a witness

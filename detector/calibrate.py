@@ -76,8 +76,8 @@ def _fit_logistic(design: np.ndarray, labels: np.ndarray, iterations: int) -> np
     """Weights (K,) of sigmoid(design @ w) for design (N, K) (column 0 the logits,
     column 1 the constant, column 2 if any the noise term) fitted to Platt's smoothed
     targets of labels (N,) 0/1 by `fit_logistic`. Raises DetectorError if labels and
-    rows differ in number, a class is missing, a logit is NaN or infinite, or the logits are all equal (no slope can be
-    fitted: the network tells no image from another)."""
+    rows differ in number, a class is missing, a logit is NaN or infinite, or the logits
+    are all equal (no slope can be fitted: the network tells no image from another)."""
     y = np.asarray(labels).astype(np.int64).ravel()
     if len(y) != len(design):
         raise DetectorError(f"{len(design)} held-out logits but {len(y)} labels")
@@ -89,7 +89,7 @@ def _fit_logistic(design: np.ndarray, labels: np.ndarray, iterations: int) -> np
             f"{bad} of {len(design)} held-out logits are not finite (NaN or infinite):"
             " nothing to calibrate on"
         )
-    if design.shape[0] and np.ptp(design[:, 0]) == 0:
+    if design[:, 0].min() == design[:, 0].max():  # (np.ptp overflows past 0.5 * float max)
         raise DetectorError(
             f"the {len(design)} held-out logits are all equal ({design[0, 0]:g}): the network"
             " tells no image from another, and no calibration slope can be fitted"
@@ -115,12 +115,20 @@ def fit_logistic(
     R. C. Weng, "A note on Platt's probabilistic outputs for support vector machines"
     (Machine Learning 68, 2007), which converges for inputs of any scale (each Newton
     system is scaled by its diagonal before its 1e-12 ridge, so the ridge does not bias a
-    column of tiny values: logits 1e-8 wide fitted a slope 0.55 of the true one before). (Plain Newton
-    steps from slope 1 diverged on logits a few units wide: slopes of 1e10, either sign.)
+    column of tiny values: logits 1e-8 wide fitted a slope 0.55 of the true one before).
+    (Plain Newton steps from slope 1 diverged on logits a few units wide: slopes of 1e10,
+    either sign.)
+
+    The fit runs on each column divided by the power of two just above its largest
+    magnitude (exact), and the weights are divided by the same at the end, so that
+    design @ w and the Hessian stay finite for any finite design (held-out logits of
+    1e300 overflowed the Hessian and came out as a slope of 0, "ranks backwards").
 
     Raises DetectorError, before any fitting, for no rows or rows that do not match,
     design values that are NaN or infinite, targets outside [0, 1], and weights that are
-    negative, not finite or all 0.
+    negative, not finite or all 0; after it, when a fitted weight is beyond float64's
+    range in the design's units (a column whose values are all subnormal, 1e-320 wide,
+    needs a weight of about 1e320).
     """
     design = np.asarray(design, dtype=np.float64)
     t = np.asarray(targets, dtype=np.float64)
@@ -136,6 +144,26 @@ def fit_logistic(
         raise DetectorError("a logistic fit needs targets in [0, 1] (no NaN)")
     if not (np.isfinite(v).all() and v.min() >= 0 and v.sum() > 0):
         raise DetectorError("a logistic fit needs finite weights >= 0, not all 0")
+    _, e = np.frexp(np.abs(design).max(axis=0))
+    w = _newton(np.ldexp(design, -e), t, v, iterations, intercept)
+    with np.errstate(over="ignore"):
+        out: np.ndarray = np.ldexp(w, -e)
+    lost = ~np.isfinite(out) | ((out == 0) & (w != 0))
+    if lost.any():
+        j = int(np.flatnonzero(lost)[0])
+        raise DetectorError(
+            f"the weight fitted to column {j} of the design (in calibration, column 0 holds"
+            f" the logits) is {w[j]:.3g} * 2**{-e[j]}, beyond float64's range: that column's"
+            f" values, at most {np.abs(design[:, j]).max():.3g} in magnitude, need rescaling"
+        )
+    return out
+
+
+def _newton(
+    design: np.ndarray, t: np.ndarray, v: np.ndarray, iterations: int, intercept: int | None
+) -> np.ndarray:
+    """`fit_logistic`'s Newton iterations on checked inputs: design (N, K) float64 of
+    values at most 1 in magnitude, targets t (N,), row weights v (N,); weights w (K,)."""
 
     def loss(w: np.ndarray) -> float:
         z = design @ w
@@ -227,7 +255,7 @@ def calibrate(
     slope, intercept = fit_platt(logits, labels)
     if slope <= 0:
         raise DetectorError(
-            f"calibration slope {slope:.3f} <= 0: the model ranks held-out data backwards"
+            f"calibration slope {slope:.3g} <= 0: the model ranks held-out data backwards"
         )
     y = np.asarray(labels).astype(np.int64).ravel()
     probs = sigmoid(slope * np.asarray(logits, dtype=np.float64).ravel() + intercept)

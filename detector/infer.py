@@ -3,9 +3,10 @@
 For each image the detector scores `Preprocess.crops` square crops cut at native
 resolution, at positions drawn from HMAC(secret, request key) (see `detector.crops`).
 Each crop's logit goes through the weights' calibration to a calibrated logit z; the image
-score is sigmoid(mean z). The band [band_low, band_high] is sigmoid(mean z -/+ 1.96 * std(z) / sqrt(n)): the spread the
-score would have over other crop draws. It says nothing about generators the model never
-saw; the score is advisory.
+score is sigmoid(mean z). The band [band_low, band_high] is
+sigmoid(mean z -/+ 1.96 * std(z) / sqrt(n)) (`spread`): the spread the score would have
+over other crop draws. It says nothing about generators the model never saw; the score
+is advisory.
 
 All crops of all concurrent requests go through one `BatchQueue`: on CUDA it
 waits up to `max_wait_s` (default 5 ms) to fill batches of `max_batch` crops, runs them
@@ -106,8 +107,25 @@ class DetectorReport:
         }
 
 
-def _sigmoid(x: float) -> float:
+def logistic(x: float) -> float:
+    """1 / (1 + exp(-x)) of one float, in [0, 1] for any x but NaN, +-inf included,
+    without overflow (exp is only taken of -|x|)."""
     return 1.0 / (1.0 + math.exp(-x)) if x >= 0 else math.exp(x) / (1.0 + math.exp(x))
+
+
+def spread(zs: np.ndarray) -> tuple[float, float]:
+    """(mean, half) of calibrated logits zs (n,) float64, finite, n >= 1: their mean
+    and the half-width of its 95% band, 1.959964 * std(zs, ddof=1) / sqrt(n) (0 for n = 1).
+
+    Both are computed on zs divided by the power of two just above max |zs| and scaled
+    back: exact, so the same bits as on zs itself, but logits near float64's limit
+    (1e300) neither overflow np.std's squares nor warn. Either may round to +-inf past
+    float64's limit (half: a band wider than float64, then [0, 1]); never NaN."""
+    _, e = np.frexp(np.abs(zs).max())
+    u = np.ldexp(zs, -e)
+    half = _Z95 * float(u.std(ddof=1)) / math.sqrt(len(u)) if len(u) > 1 else 0.0
+    with np.errstate(over="ignore"):
+        return float(np.ldexp(u.mean(), e)), float(np.ldexp(half, e))
 
 
 def default_device() -> torch.device:
@@ -268,12 +286,21 @@ class Detector:
         reports = []
         taken = 0
         for plan, offset in zip(plans, offsets, strict=True):
-            zs = cal.slope * logits[taken : taken + len(plan)].astype(np.float64) + cal.intercept
+            xs = logits[taken : taken + len(plan)].astype(np.float64)
             taken += len(plan)
-            if not np.all(np.isfinite(zs)):
+            if not np.all(np.isfinite(xs)):
                 raise DetectorError("the model produced a non-finite score")
+            with np.errstate(over="ignore", invalid="ignore"):
+                zs = cal.slope * xs + cal.intercept
+            if not np.all(np.isfinite(zs)):
+                x = float(xs[~np.isfinite(zs)][0])
+                raise DetectorError(
+                    f"the weights' calibration (slope {cal.slope:.3g}, intercept"
+                    f" {cal.intercept:.3g}) takes the network's logit {x:.3g} beyond float64's"
+                    " range: the calibration is unusable"
+                )
             crops = tuple(
-                DetectorCrop(c.x, c.y, c.size, c.size, _sigmoid(float(z)))
+                DetectorCrop(c.x, c.y, c.size, c.size, logistic(float(z)))
                 for c, z in zip(plan, zs, strict=True)
             )
             reports.append(self._report(zs, crops, offset))
@@ -315,21 +342,20 @@ class Detector:
         noise_offset`, 0 or negative: clean images need more evidence), NO_TRACES if the
         score < threshold_low, else UNCERTAIN. The same rule as
         `detector.calibrate.likely_generated`, which the band policy is fitted with."""
-        if _sigmoid(mean_z + noise_offset) >= self.threshold_high:
+        if logistic(mean_z + noise_offset) >= self.threshold_high:
             return LIKELY_GENERATED
-        if _sigmoid(mean_z) < self.threshold_low:
+        if logistic(mean_z) < self.threshold_low:
             return NO_TRACES
         return UNCERTAIN
 
     def _report(
         self, zs: np.ndarray, crops: tuple[DetectorCrop, ...], offset: float
     ) -> DetectorReport:
-        mean = float(zs.mean())
-        half = _Z95 * float(zs.std(ddof=1)) / math.sqrt(len(zs)) if len(zs) > 1 else 0.0
+        mean, half = spread(zs)
         return DetectorReport(
-            score=_sigmoid(mean),
-            band_low=_sigmoid(mean - half),
-            band_high=_sigmoid(mean + half),
+            score=logistic(mean),
+            band_low=logistic(mean - half),
+            band_high=logistic(mean + half),
             band=self.band_of(mean, offset),
             model_id=self.model_id,
             model_version=self.model_version,

@@ -27,22 +27,16 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from detector.infer import Detector
+from detector.infer import Detector, logistic, spread
 from provenance.core.errors import DetectorError
 
 #: Bytes of the server's crop secret.
 SECRET_BYTES = 32
 
-_Z95 = 1.959964
-
 
 def _logit(p: float) -> float:
     p = min(max(p, 1e-6), 1 - 1e-6)
     return math.log(p / (1 - p))
-
-
-def _sigmoid(x: float) -> float:
-    return 1.0 / (1.0 + math.exp(-x))
 
 
 class ServerDetector:
@@ -75,16 +69,15 @@ class ServerDetector:
         keys = [request_key + struct.pack(">d", t) for t, _ in frames]
         reports = self.detector.score_images([rgb for _, rgb in frames], keys, timeout_s)
         zs = np.array([_logit(r.score) for r in reports])
-        mean = float(zs.mean())
-        half = _Z95 * float(zs.std(ddof=1)) / math.sqrt(len(zs)) if len(zs) > 1 else 0.0
+        mean, half = spread(zs)
         # The band's noise term of the frames, averaged as their logits are.
         offset = float(np.mean([r.noise_offset for r in reports]))
         first = reports[0].to_dict()
         return {
             **first,
-            "score": _sigmoid(mean),
-            "band_low": _sigmoid(mean - half),
-            "band_high": _sigmoid(mean + half),
+            "score": logistic(mean),
+            "band_low": logistic(mean - half),
+            "band_high": logistic(mean + half),
             "band": self.detector.band_of(mean, offset),
             "crops": [
                 {**vars(c), "timestamp_seconds": t}

@@ -13,11 +13,11 @@ U+061C) are shown so too: they reorder what follows on the line ("photo\\u202egp
 reads "photoexe.jpg"). A lone surrogate (a file name that is not UTF-8: ``caf\\xe9.jpg``
 made under Latin-1 reaches Python as ``"caf\\udce9.jpg"``) is shown as the byte it stands
 for (``\\xe9``, as `prov scan` writes it in a ref), other surrogates as a four-hex-digit
-``\\u`` escape (``\\ud83d``): no UTF-8 stream can carry one, and `prov sign` died with UnicodeEncodeError on a stdout that
-encodes strictly (Python's under a locale such as en_US.UTF-8) after writing the
-sidecar. `shown` does the same for other human-readable text (the scan's HTML and CSV
-reports), `shown_line` for text shown on one line (a file name on the web page and in
-its tab's title, tab and newline escaped too).
+``\\u`` escape (``\\ud83d``): no UTF-8 stream can carry one, and `prov sign` died with
+UnicodeEncodeError on a stdout that encodes strictly (Python's under a locale such as
+en_US.UTF-8) after writing the sidecar. `shown` does the same for other human-readable
+text (the scan's HTML and CSV reports), `shown_line` for text shown on one line (a file
+name on the web page and in its tab's title, tab and newline escaped too).
 
 Its markup and emoji codes are off unless asked for: a file named ``[foo].jpg`` printed
 as ``.jpg``, ``[/red]x.jpg`` raised MarkupError and ``:smile:z.jpg`` became an emoji; a

@@ -52,12 +52,15 @@ def test_platt_recovers_a_known_logistic_model() -> None:
     assert b == pytest.approx(-0.5, abs=0.06)
 
 
-@pytest.mark.parametrize("scale", [1.0, 3.0, 10.0, 50.0, 1e-8, 1e8])
+@pytest.mark.filterwarnings("error")
+@pytest.mark.parametrize("scale", [1.0, 3.0, 10.0, 50.0, 1e-8, 1e8, 1e200, 1e300, 1e-300])
 def test_platt_converges_on_logits_of_any_scale_and_offset(scale: float) -> None:
     # Pure Newton from slope 1 diverged on logits a few units wide and off-centre (a
     # PatchResNet trained on 168 images: slope 5.5e10 and thresholds 0 / 1 shipped, or a
     # working network refused as "ranks backwards"); the fit must not depend on the
     # logits' units: fitting c * x + d gives slope a / c, intercept b - a * d / c.
+    # Logits of 1e200 and 1e300 overflowed the Hessian (RuntimeWarning) and were refused
+    # as "ranks backwards"; those of 1e-300 fitted a slope 1e-13 of the true one.
     rng = np.random.default_rng(2)
     y = np.r_[np.zeros(30), np.ones(24)].astype(int)
     x = rng.normal(0, 1, 54) + 1.1 * y
@@ -97,6 +100,31 @@ def test_temperature_fit_without_intercept_scales_with_the_logits() -> None:
 def test_calibration_refuses_logits_and_labels_of_different_lengths() -> None:
     with pytest.raises(DetectorError, match="5 held-out logits but 4 labels"):
         calibrate(np.arange(5.0), np.array([0, 1, 0, 1]))
+
+
+@pytest.mark.filterwarnings("error")
+def test_calibration_fits_logits_up_to_the_largest_float() -> None:
+    # before: np.ptp overflowed (RuntimeWarning), then the Hessian; refused as
+    # "ranks backwards"
+    y = np.r_[np.zeros(50), np.ones(50)].astype(int)
+    x = np.linspace(-1.0, 1.0, 100) + 0.5 * (np.arange(100) % 2)
+    top = np.finfo(np.float64).max
+    a, b = fit_platt(x, y)
+    a2, b2 = fit_platt(x * (top / 2), y)
+    assert a2 * (top / 2) == pytest.approx(a, rel=1e-6)
+    assert b2 == pytest.approx(b, rel=1e-6, abs=1e-9)
+    with pytest.raises(DetectorError, match=r"slope -.*e-308 <= 0: the model ranks"):
+        calibrate(-x * (top / 2), y)
+
+
+@pytest.mark.filterwarnings("error")
+def test_calibration_refuses_logits_too_close_for_a_float_slope() -> None:
+    # Logits 1e-320 apart (subnormal) need a slope of about 1e320, beyond float64: before,
+    # a slope 0.000 was refused as "ranks backwards"
+    y = np.r_[np.zeros(50), np.ones(50)].astype(int)
+    x = (np.linspace(-1.0, 1.0, 100) + y) * 1e-320
+    with pytest.raises(DetectorError, match="column 0 .* beyond float64"):
+        calibrate(x, y)
 
 
 def test_calibration_is_monotonic_and_thresholds_ordered() -> None:

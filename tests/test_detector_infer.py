@@ -195,6 +195,36 @@ def test_served_band_noise_term_is_what_the_band_policy_fits(det: Detector, tmp_
     assert bands == {0.0: LIKELY_GENERATED, 5.0: UNCERTAIN}
 
 
+@pytest.mark.filterwarnings("error")
+def test_extreme_calibrations_score_in_range_or_refuse_without_warnings(
+    det: Detector, tmp_path: Path
+) -> None:
+    # A calibration slope of 1e300 gives finite crop logits near 1e300 whose spread
+    # overflowed np.std (RuntimeWarning, band_high nan before); one of 1.7e308 takes them
+    # past float64 (RuntimeWarning, then "the model produced a non-finite score").
+    from provenance.core.errors import DetectorError
+
+    rgb = _rgb(GOLDEN[0][0])
+    cal = det.model.meta.calibration
+    for slope, intercept in ((1e300, 0.0), (1e300, -1e300), (-1e300, 1e300)):
+        path = tmp_path / "steep.safetensors"
+        meta = replace(det.model.meta, calibration=replace(cal, slope=slope, intercept=intercept))
+        save_weights(path, det.model.net, meta)
+        with Detector.load("default", weights=path, device="cpu", secret=SECRET) as d:
+            r = d.score_image(rgb, b"k")
+            video = ServerDetector(d).score_video([(0.0, rgb), (1.0, rgb)], b"v")
+        assert 0.0 <= r.band_low <= r.score <= r.band_high <= 1.0, (slope, r)
+        assert all(0.0 <= c.score <= 1.0 for c in r.crops)
+        assert 0.0 <= video["band_low"] <= video["score"] <= video["band_high"] <= 1.0
+    path = tmp_path / "past.safetensors"
+    save_weights(
+        path, det.model.net, replace(det.model.meta, calibration=replace(cal, slope=1.7e308))
+    )
+    with Detector.load("default", weights=path, device="cpu", secret=SECRET) as d:
+        with pytest.raises(DetectorError, match=r"slope 1.7e\+308.* beyond float64"):
+            d.score_image(rgb, b"k")
+
+
 def test_weights_written_before_the_noise_term_still_load() -> None:
     from detector.config import ModelMeta
 

@@ -1,6 +1,7 @@
 """The package layout is the architecture: each layer of `provenance/` imports only the
-layers below it, and the device SDK never loads the server side (issue 12, README "How it
-works"). Read from the source with `ast`, so a new import that crosses a layer fails here."""
+layers below it and nothing of clients/ but the web layer's client SDK, and the device SDK
+never loads the server side (issue 12, README "How it works"). Read from the source with
+`ast`, so a new import that crosses a layer fails here."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ LAYERS = [
     "core",  # pure: keys, claims, bindings, Merkle math, the verdict
     "metrics",
     "terminal",  # CLI consoles that escape control characters (Rich only)
+    "cli",  # what the prov commands share: options and checks, passphrases (Typer)
     "v1",  # generated protobuf modules
     "wire",
     "store",
@@ -31,21 +33,35 @@ LAYERS = [
 #: media only; the `prov` CLI and the demos may also start servers.
 CLIENT_SDK = ["clients/api.py", "clients/device.py", "clients/report.py", "clients/scan"]
 SERVER_SIDE = {"store", "index", "server"}
+#: What of clients/ provenance/ may import: the web layer is a client of the gRPC service
+#: (`clients.api`) and renders the report of ``prov verify --json`` (`clients.report`), by
+#: design (provenance/web/__init__.py); no other layer imports clients/ at all.
+CLIENTS_ALLOWED = {"web": {"clients.api", "clients.report"}}
 
 
-def _imports(path: Path) -> list[tuple[int, str]]:
-    """(line, imported module) for every `provenance.*` import in `path`, including
-    function-level ones; `from provenance import x` counts as `provenance.x`."""
+def _imports(path: Path, top: str = "provenance") -> list[tuple[int, str]]:
+    """(line, imported module) for every import of package ``top`` or a module under it
+    in `path`, including function-level ones; `from provenance import x` counts as
+    `provenance.x`."""
     found: list[tuple[int, str]] = []
     for node in ast.walk(ast.parse(path.read_text(), str(path))):
         if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            if node.module == "provenance":
-                found += [(node.lineno, f"provenance.{a.name}") for a in node.names]
-            elif node.module.startswith("provenance."):
+            if node.module == top:
+                found += [(node.lineno, f"{top}.{a.name}") for a in node.names]
+            elif node.module.startswith(f"{top}."):
                 found.append((node.lineno, node.module))
         elif isinstance(node, ast.Import):
-            found += [(node.lineno, a.name) for a in node.names if a.name.startswith("provenance.")]
+            found += [
+                (node.lineno, a.name)
+                for a in node.names
+                if a.name == top or a.name.startswith(f"{top}.")
+            ]
     return found
+
+
+def _layer_files(layer: str) -> list[Path]:
+    base = ROOT / "provenance" / layer
+    return sorted(base.rglob("*.py")) if base.is_dir() else [base.with_suffix(".py")]
 
 
 def _layer(module: str) -> str:
@@ -65,15 +81,25 @@ def test_every_provenance_module_belongs_to_a_layer() -> None:
 @pytest.mark.parametrize("layer", LAYERS)
 def test_a_layer_imports_only_the_layers_below_it(layer: str) -> None:
     allowed = set(LAYERS[: LAYERS.index(layer) + 1])
-    base = ROOT / "provenance" / layer
-    files = sorted(base.rglob("*.py")) if base.is_dir() else [base.with_suffix(".py")]
     wrong = [
         f"{f.relative_to(ROOT)}:{line} imports {mod}"
-        for f in files
+        for f in _layer_files(layer)
         for line, mod in _imports(f)
         if _layer(mod) not in allowed
     ]
     assert not wrong, f"{layer} may import only {sorted(allowed)}:\n" + "\n".join(wrong)
+
+
+@pytest.mark.parametrize("layer", LAYERS)
+def test_a_layer_imports_nothing_of_clients_but_the_webs_sdk(layer: str) -> None:
+    allowed = CLIENTS_ALLOWED.get(layer, set())
+    wrong = [
+        f"{f.relative_to(ROOT)}:{line} imports {mod}"
+        for f in _layer_files(layer)
+        for line, mod in _imports(f, "clients")
+        if mod not in allowed
+    ]
+    assert not wrong, f"{layer} may import of clients/ only {sorted(allowed)}:\n" + "\n".join(wrong)
 
 
 def test_the_client_sdk_never_imports_the_server_side() -> None:
@@ -99,6 +125,8 @@ def test_the_checker_sees_a_crossing(tmp_path: Path) -> None:
         "def g():\n    from provenance.server.writer import Writer\n"
     )
     assert [_layer(m) for _, m in _imports(f)] == ["core", "metrics", "server"]
+    f.write_text("import clients\nfrom clients import options\nimport clients.api as a\n")
+    assert [m for _, m in _imports(f, "clients")] == ["clients", "clients.options", "clients.api"]
 
 
 #: Calls that open a file or a connection by name, which the pure core never makes

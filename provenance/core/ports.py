@@ -1,6 +1,14 @@
-"""The port and host of a HOST:PORT address, read as a resolver reads them."""
+"""The port and host of a HOST:PORT address, read as a resolver reads them, and the
+networks of ``--trusted-proxy``."""
 
 from __future__ import annotations
+
+import ipaddress
+
+from provenance.core.errors import ConfigError
+
+#: A trusted proxy's network (`parse_trusted_proxy`; `provenance.web.proxies` uses them).
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 #: Most digits of a port (65535 has 5).
 PORT_DIGITS = 5
@@ -34,3 +42,16 @@ def needs_brackets(host: str) -> bool:
     """Whether ``host`` is an IPv6 address (it has a colon) written without brackets (a
     host with a stray bracket is malformed instead: `bare_host`)."""
     return ":" in host and "[" not in host and "]" not in host
+
+
+def parse_trusted_proxy(text: str) -> Network:
+    """``text``, an IP address (``127.0.0.1``, ``::1``) or a CIDR network
+    (``10.0.0.0/8``, ``fd00::/8``), as a network (an address: its /32 or /128). Raises
+    ConfigError saying why when it is neither (or a network with host bits set, such as
+    ``10.0.0.1/8``, which is probably a typo)."""
+    try:
+        return ipaddress.ip_network(text.strip(), strict=True)
+    except ValueError as e:
+        raise ConfigError(
+            f"{text!r} is not an IP address or a CIDR network (such as 10.0.0.0/8): {e}"
+        ) from e

@@ -231,19 +231,14 @@ def best_pdq_distance(a: Sequence[PerceptualHash], b: Sequence[PerceptualHash]) 
     return min(hamming(x.hash, y.hash) for x in usable_a for y in usable_b)
 
 
-def _revoked_for(device: Device, at: datetime | None) -> bool:
-    """Whether ``device``'s revocation covers a claim integrated at ``at`` (None: not logged)."""
-    if device.revoked_at is None:
-        return False
-    return at is None or at >= device.revoked_at
-
-
-def _revocation_note(device: Device) -> str:
-    """``the key was revoked at TIME (REASON)`` for a revoked ``device``: every caller has
-    tested it, by `_revoked_for` or by ``revoked_at is not None``."""
-    assert device.revoked_at is not None
-    at = utc_text(device.revoked_at)
-    return f"the key was revoked at {at} ({device.revocation_reason or 'no reason given'})"
+def _revocation(device: Device, at: datetime | None = None) -> str | None:
+    """``the key was revoked at TIME (REASON)`` when ``device``'s revocation covers a claim
+    integrated at ``at`` (None, the default: a claim never logged, which any revocation
+    covers, so the default asks whether the key is revoked at all); None when it does not."""
+    if device.revoked_at is None or (at is not None and at < device.revoked_at):
+        return None
+    when = utc_text(device.revoked_at)
+    return f"the key was revoked at {when} ({device.revocation_reason or 'no reason given'})"
 
 
 def _logged_verdict(
@@ -264,13 +259,10 @@ def _logged_verdict(
             ev,
             now,
         )
-    if _revoked_for(lc.device, lc.integrated_at):
+    if (revoked := _revocation(lc.device, lc.integrated_at)) is not None:
         return VerificationReport(
             Verdict.REVOKED_KEY,
-            (
-                f"exact bytes match a claim at {where}, but {_revocation_note(lc.device)},"
-                " before that claim was logged",
-            ),
+            (f"exact bytes match a claim at {where}, but {revoked}, before that claim was logged",),
             ev,
             now,
         )
@@ -288,8 +280,8 @@ def _logged_verdict(
             "note: this claim does not directly follow the device's previous logged claim"
             " (a gap or a break in its sequence chain)"
         )
-    if lc.device.revoked_at is not None:
-        reasons.append(f"note: {_revocation_note(lc.device)}, after this claim was logged")
+    if (revoked := _revocation(lc.device)) is not None:
+        reasons.append(f"note: {revoked}, after this claim was logged")
     return VerificationReport(Verdict.SIGNED_ORIGINAL, tuple(reasons), ev, now)
 
 
@@ -428,7 +420,10 @@ def rank_exact(facts: FileFacts, exact: Sequence[LoggedClaim]) -> list[LoggedCla
             if facts.binds(lc.claim.hard_binding.sha256)
             and signature_ok(lc.signed_claim, lc.device)
         ),
-        key=lambda lc: (_revoked_for(lc.device, lc.integrated_at), lc.receipt.leaf_index),
+        key=lambda lc: (
+            _revocation(lc.device, lc.integrated_at) is not None,
+            lc.receipt.leaf_index,
+        ),
     )
     seen: dict[bytes, LoggedClaim] = {}
     for lc in binding:
@@ -446,10 +441,10 @@ def _exact_verdict(
     reasons = list(report.reasons)
     for lc in others:
         where = f"log index {lc.receipt.leaf_index} (device {lc.claim.device_id.hex()[:16]})"
-        if _revoked_for(lc.device, lc.integrated_at):
+        if (revoked := _revocation(lc.device, lc.integrated_at)) is not None:
             reasons.append(
                 f"note: the same bytes are also in a signed claim at {where}, but"
-                f" {_revocation_note(lc.device)}, before that claim was logged"
+                f" {revoked}, before that claim was logged"
             )
         else:
             reasons.append(
@@ -507,7 +502,7 @@ def _decide_near(
             continue
         if not signature_ok(lc.signed_claim, lc.device):
             continue
-        kind = int(_revoked_for(lc.device, lc.integrated_at))
+        kind = int(_revocation(lc.device, lc.integrated_at) is not None)
         held = best[kind]
         if held is None or found[0] < held[0]:
             best[kind] = (*found, lc)
@@ -526,22 +521,23 @@ def _decide_near(
         f" {PDQ_MATCH_THRESHOLD}) of a signed capture at log index {lc.receipt.leaf_index}"
     )
     turns = turn_notes(turn, facts.orientation, lc.claim.orientation)
-    if best[0] is None:
-        return _revoked_source(near_by, turns, lc, ev, now)
+    # covered by its key's revocation only when no other capture matched (best[0] is None)
+    if (revoked := _revocation(lc.device, lc.integrated_at)) is not None:
+        return _revoked_source(near_by, turns, revoked, ev, now)
     reasons = [f"{near_by}: a re-encoded, resized or edited copy of it", *turns]
-    if lc.device.revoked_at is not None:
-        reasons.append(f"note: for that capture, {_revocation_note(lc.device)}")
+    if (revoked := _revocation(lc.device)) is not None:
+        reasons.append(f"note: for that capture, {revoked}")
     return VerificationReport(Verdict.DERIVED, tuple(reasons), ev, now)
 
 
 def _revoked_source(
-    near_by: str, notes: Sequence[str], lc: LoggedClaim, ev: Evidence, now: datetime
+    near_by: str, notes: Sequence[str], revoked: str, ev: Evidence, now: datetime
 ) -> VerificationReport:
     """REVOKED_KEY for a copy whose only matching captures were logged at or after their
-    key's revocation: ``near_by`` says what matched, ``notes`` follow the reason."""
+    key's revocation: ``near_by`` says what matched, ``revoked`` is the revocation
+    (`_revocation`), ``notes`` follow the reason."""
     reasons = (
-        f"{near_by}, but {_revocation_note(lc.device)}, before that capture was logged:"
-        " a copy of it proves nothing",
+        f"{near_by}, but {revoked}, before that capture was logged: a copy of it proves nothing",
         *notes,
     )
     return VerificationReport(Verdict.REVOKED_KEY, reasons, ev, now)
@@ -572,7 +568,7 @@ def _decide_video_near(
         if not signature_ok(lc.signed_claim, lc.device):
             continue
         m = match_video(facts.soft_bindings, lc.claim.soft_bindings)
-        kind = int(_revoked_for(lc.device, lc.integrated_at))
+        kind = int(_revocation(lc.device, lc.integrated_at) is not None)
         held = best[kind]
         if m.matched and (held is None or m.coverage > held[0].coverage):
             best[kind] = (m, lc)
@@ -594,11 +590,12 @@ def _decide_video_near(
         f" of the signed video at log index {lc.receipt.leaf_index} ({m.coverage:.0%} of its"
         f" {sampled} in that stretch, {m.matched_share_query:.0%} of this file's)"
     )
-    if best[0] is None:
-        return _revoked_source(near_by, (), lc, ev, now)
+    # covered by its key's revocation only when no other video matched (best[0] is None)
+    if (revoked := _revocation(lc.device, lc.integrated_at)) is not None:
+        return _revoked_source(near_by, (), revoked, ev, now)
     reasons = [f"{near_by}: a transcoded, resized or trimmed copy of it"]
-    if lc.device.revoked_at is not None:
-        reasons.append(f"note: for that capture, {_revocation_note(lc.device)}")
+    if (revoked := _revocation(lc.device)) is not None:
+        reasons.append(f"note: for that capture, {revoked}")
     return VerificationReport(Verdict.DERIVED, tuple(reasons), ev, now)
 
 
@@ -774,12 +771,10 @@ def _decide_with_sidecar(
         return VerificationReport(Verdict.TAMPERED, tuple(reasons), ev, now)
     if logged is not None:
         return _logged_verdict(facts, logged, now, sidecar=True)
-    if _revoked_for(device, None):
+    if (revoked := _revocation(device)) is not None:
         return VerificationReport(
             Verdict.REVOKED_KEY,
-            (
-                f"the sidecar is signed, but {_revocation_note(device)} and the claim was never logged",
-            ),
+            (f"the sidecar is signed, but {revoked} and the claim was never logged",),
             ev,
             now,
         )

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.text import Text
 
-from clients.options import (
+from provenance.cli.options import (
     MAX_WAIT_S,
     SIGNAL_POLL_S,
     check_can_listen,
@@ -69,9 +69,9 @@ def _load_ca(directory: Path, passphrase_file: Path | None) -> Authority:
     (asked only when the key is encrypted; a key written unencrypted loads as before).
     Raises typer.BadParameter (exit 2) when the key is encrypted and no passphrase can be
     had, the passphrase is wrong, or the folder holds no usable authority."""
-    from clients.options import UsageError
-    from clients.passphrase import CA_PASSPHRASE_ENV, read_passphrase
     from provenance.c2pa.authority import authority_key_encrypted, load_authority
+    from provenance.cli.options import UsageError
+    from provenance.cli.passphrase import CA_PASSPHRASE_ENV, read_passphrase
 
     try:
         encrypted = authority_key_encrypted(directory)
@@ -112,7 +112,7 @@ def _forget_secrets() -> None:
     reader workers, the video frame decoder) and are kept apart so that a bug in a
     parser cannot reach the server's secrets; they inherit this environment, and the
     passphrase with the key file (readable by the same user) is the authority itself."""
-    from clients.passphrase import CA_PASSPHRASE_ENV
+    from provenance.cli.passphrase import CA_PASSPHRASE_ENV
 
     for name in (CA_PASSPHRASE_ENV, "PROV_ADMIN_TOKEN"):
         os.environ.pop(name, None)
@@ -713,9 +713,9 @@ def _start_web(
     page's own --uploads-per-minute, --header-seconds, --connections-per-client,
     --max-connections and --trusted-proxy (`provenance.web.guard.HttpLimits`). Raises ConfigError when
     ``listen`` cannot be bound."""
+    from provenance.core.ports import parse_trusted_proxy
     from provenance.web.app import WebConfig
     from provenance.web.guard import HttpLimits
-    from provenance.web.proxies import parse_trusted_proxy
     from provenance.web.serve import start_web
 
     local = "127.0.0.1" if grpc_host in ("0.0.0.0", "", "[::]") else grpc_host

@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from clients.api import default_server
-from clients.options import (
+from provenance.cli.options import (
     MAX_WAIT_S,
     ConnectionsPerClientOpt,
     HeaderSecondsOpt,
@@ -86,9 +86,9 @@ def web(
     """Serve the verification page, the public log explorer and the JSON API
     (/api/v1/, /openapi.json, C2PA soft binding resolution) over HTTP, as a client of
     the gRPC service at --server. Stores no uploaded file. Stops on SIGINT/SIGTERM."""
+    from provenance.core.ports import parse_trusted_proxy
     from provenance.web.app import WebConfig
     from provenance.web.guard import HttpLimits
-    from provenance.web.proxies import parse_trusted_proxy
     from provenance.web.serve import run_web
 
     listen_address(listen, "--listen")  # a usage error (exit 2) before the probe below

@@ -47,7 +47,7 @@ import h11
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from provenance.core.fair_share import client_key
-from provenance.web.proxies import Network
+from provenance.core.ports import Network
 
 #: How long a refused connection is kept half-closed, its input read and dropped, so that
 #: the client reads the 503 rather than a reset (a "lingering close", as Apache's).

@@ -17,23 +17,9 @@ from collections.abc import Iterable, Sequence
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from provenance.core.errors import ConfigError
+from provenance.core.ports import Network
 
-Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
-
-
-def parse_trusted_proxy(text: str) -> Network:
-    """``text``, an IP address (``127.0.0.1``, ``::1``) or a CIDR network
-    (``10.0.0.0/8``, ``fd00::/8``), as a network (an address: its /32 or /128). Raises
-    ConfigError saying why when it is neither (or a network with host bits set, such as
-    ``10.0.0.1/8``, which is probably a typo)."""
-    try:
-        return ipaddress.ip_network(text.strip(), strict=True)
-    except ValueError as e:
-        raise ConfigError(
-            f"{text!r} is not an IP address or a CIDR network (such as 10.0.0.0/8): {e}"
-        ) from e
 
 
 def _address(text: str) -> Address | None:

@@ -13,7 +13,7 @@ from dataclasses import dataclass, replace
 import uvicorn
 from starlette.types import ASGIApp
 
-from clients.options import SIGNAL_POLL_S
+from provenance.cli.options import SIGNAL_POLL_S
 from provenance.core.errors import ConfigError
 from provenance.web.app import WebConfig, create_app
 from provenance.web.guard import DEFAULT_LIMITS, HttpLimits, guarded_protocol

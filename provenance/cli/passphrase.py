@@ -12,7 +12,7 @@ from pathlib import Path
 
 import typer
 
-from clients.options import UsageError
+from provenance.cli.options import UsageError
 from provenance.terminal import SafeConsole
 
 err = SafeConsole(stderr=True, soft_wrap=True)
