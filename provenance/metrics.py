@@ -146,9 +146,10 @@ AUTH_REFUSALS = Counter(
 
 READ_REFUSALS = Counter(
     "prov_read_refusals",
-    "Device look-ups (GetDevice) refused because their client (IPv4 address, IPv6 /64)"
-    " was past --device-reads-per-minute and the call would have waited for its turn past"
-    " its deadline",
+    "Device look-ups (GetDevice) and reads of the log (GetCheckpoint, GetInclusionProof,"
+    " GetConsistencyProof, GetEntries, GetLogKey) refused because their client (IPv4"
+    " address, IPv6 /64) was past --device-reads-per-minute or --log-reads-per-minute and"
+    " the call would have waited for its turn past its deadline",
     ["rpc"],
 )
 

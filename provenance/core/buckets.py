@@ -1,6 +1,7 @@
 """Token buckets keyed by client: ``per_minute`` tokens in a burst, refilled at
 ``per_minute`` a minute. Used by `prov web`'s upload rate (`provenance.web.ratelimit`)
-and by the server's budget of failed authentications (`provenance.server.limits`).
+and by the server's budgets of failed authentications and of reads
+(`provenance.server.limits`).
 
 The table of clients is bounded (the least recently charged dropped first), so a flood
 of addresses cannot grow memory without limit; a dropped client starts full again.
@@ -41,28 +42,36 @@ class TokenBuckets:
         tokens, seen = self._buckets.get(client, (float(self.per_minute), now))
         return min(float(self.per_minute), tokens + (now - seen) * self._rate)
 
-    def wait(self, client: str) -> float:
-        """Seconds until ``client`` has a whole token (0.0: it has one now); takes none."""
+    def _cost(self, cost: float) -> float:
+        """``cost`` tokens, at most a full bucket (a bucket never holds more)."""
+        return min(cost, float(self.per_minute))
+
+    def wait(self, client: str, cost: float = 1.0) -> float:
+        """Seconds until ``client`` has ``cost`` tokens (0.0: it has them now; a cost over
+        ``per_minute`` counts as ``per_minute``); takes none."""
         if self.per_minute <= 0:
             return 0.0
+        cost = self._cost(cost)
         with self._lock:
             tokens = self._level(client, self._clock())
-        return 0.0 if tokens >= 1.0 else (1.0 - tokens) / self._rate
+        return 0.0 if tokens >= cost else (cost - tokens) / self._rate
 
-    def take(self, client: str, always: bool = False) -> float:
-        """Take one token from ``client``'s bucket: 0.0 when one was there; else the
-        seconds until one will be, and none is taken unless ``always`` (the bucket then
+    def take(self, client: str, always: bool = False, cost: float = 1.0) -> float:
+        """Take ``cost`` tokens (one by default; over ``per_minute`` counts as
+        ``per_minute``) from ``client``'s bucket: 0.0 when they were there; else the
+        seconds until they will be, and none is taken unless ``always`` (the bucket then
         goes below zero, down to at most one minute's worth of debt, so a client that
         goes on waits longer)."""
         if self.per_minute <= 0:
             return 0.0
+        cost = self._cost(cost)
         now = self._clock()
         with self._lock:
             tokens = self._level(client, now)
             self._buckets.pop(client, None)
-            wait = 0.0 if tokens >= 1.0 else (1.0 - tokens) / self._rate
+            wait = 0.0 if tokens >= cost else (cost - tokens) / self._rate
             if not wait or always:
-                tokens = max(tokens - 1.0, -float(self.per_minute))
+                tokens = max(tokens - cost, -float(self.per_minute))
             self._buckets[client] = (tokens, now)
             while len(self._buckets) > self._max:
                 self._buckets.popitem(last=False)

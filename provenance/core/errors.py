@@ -181,10 +181,10 @@ class AuthPenaltyError(LimitError):
 
 
 class ReadRateError(LimitError):
-    """A client made more device look-ups (GetDevice) than the server's per-client rate
-    allows (``prov serve --device-reads-per-minute``) and its next one would wait for its
-    turn past the call's deadline: retry after ``retry_after_s`` seconds (also in the
-    message)."""
+    """A client made more device look-ups (GetDevice), or reads of the log, than the
+    server's per-client rate allows (``prov serve --device-reads-per-minute``,
+    ``--log-reads-per-minute``) and its next one would wait for its turn past the call's
+    deadline: retry after ``retry_after_s`` seconds (also in the message)."""
 
     def __init__(self, message: str, retry_after_s: float) -> None:
         super().__init__(message)

@@ -58,6 +58,7 @@ _LIMIT_FLAGS = {
     "forgeries_per_minute": "--forgeries-per-minute",
     "auth_failures_per_minute": "--auth-failures-per-minute",
     "device_reads_per_minute": "--device-reads-per-minute",
+    "log_reads_per_minute": "--log-reads-per-minute",
     "max_pending_calls": "--max-pending-calls",
     "detector_timeout_s": "--detector-timeout",
 }
@@ -345,6 +346,18 @@ def serve(
             min=0,
         ),
     ] = 6000,
+    log_reads_per_minute: Annotated[
+        int,
+        typer.Option(
+            help="Reads of the log (GetCheckpoint, GetInclusionProof, GetConsistencyProof,"
+            " GetLogKey: one each; GetEntries: one per 200 entries asked for, a page of"
+            " 1,000 five) one client (IPv4 address, IPv6 /64) may make per minute (bursts"
+            " up to a minute's worth); past it its reads wait their turn, and one that"
+            " would wait past its deadline or 30 s is refused (RESOURCE_EXHAUSTED)"
+            " (0: no limit).",
+            min=0,
+        ),
+    ] = 6000,
     max_pending_calls: Annotated[
         int,
         typer.Option(
@@ -502,6 +515,7 @@ def serve(
             forgeries_per_minute=forgeries_per_minute,
             auth_failures_per_minute=auth_failures_per_minute,
             device_reads_per_minute=device_reads_per_minute,
+            log_reads_per_minute=log_reads_per_minute,
             max_pending_calls=max_pending_calls,
             detector_timeout_s=detector_timeout,
         )

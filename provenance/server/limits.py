@@ -47,7 +47,12 @@ from provenance.core.errors import (
     UploadTimeoutError,
 )
 from provenance.core.fair_share import NOTICE_WINDOWS, Notice, client_key, ended_slow, take_victim
-from provenance.wire.contract import MAX_LOOKUP_HASHES, MAX_LOOKUP_QUERIES
+from provenance.wire.contract import (
+    DEFAULT_ENTRIES_PAGE,
+    MAX_ENTRIES_PAGE,
+    MAX_LOOKUP_HASHES,
+    MAX_LOOKUP_QUERIES,
+)
 
 log = logging.getLogger(__name__)
 
@@ -108,6 +113,10 @@ class ServerLimits:
     bursts up to one minute's worth; past it its look-ups wait their turn on the event
     loop, and one that would wait past its deadline (or `READ_WAIT_MAX_S`) is refused
     (`ReadPacer`) [--device-reads-per-minute]; 0: no limit;
+    log_reads_per_minute: reads of the log (GetCheckpoint, GetInclusionProof,
+    GetConsistencyProof, GetLogKey: one each; GetEntries: one per `ENTRIES_PER_READ`
+    entries asked for) one client may make per minute, paced as device look-ups are
+    (a `ReadPacer` of its own) [--log-reads-per-minute]; 0: no limit;
     detector_timeout_s: seconds the advisory detector may take to score one file (an
     image, or a video's sampled frames), counted from when scoring starts, or less when the
     call's deadline is sooner; past it the verdict is returned without a score (the block
@@ -147,6 +156,7 @@ class ServerLimits:
     forgeries_per_minute: int = 60
     auth_failures_per_minute: int = 20
     device_reads_per_minute: int = 6000
+    log_reads_per_minute: int = 6000
     max_pending_calls: int = 10_000
     detector_timeout_s: float = DETECTOR_TIMEOUT_S
 
@@ -189,6 +199,7 @@ class ServerLimits:
             "forgeries_per_minute",
             "auth_failures_per_minute",
             "device_reads_per_minute",
+            "log_reads_per_minute",
         ):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} cannot be negative, got {getattr(self, name)}")
@@ -756,54 +767,85 @@ class AuthFailureBudget:
         self._buckets.take(client, always=True)
 
 
-#: The longest a device look-up waits for its client's turn (`ReadPacer`), in seconds;
-#: one that would wait longer is refused, so a client holds at most this many seconds'
-#: worth of look-ups waiting.
+#: The longest a read (a device look-up, a read of the log) waits for its client's turn
+#: (`ReadPacer`), in seconds; one that would wait longer is refused, so a client holds at
+#: most this many seconds' worth of reads waiting.
 READ_WAIT_MAX_S = 30.0
+#: Entries of a GetEntries page that cost one log read (`entries_cost`). Measured 4
+#: December (bench/bench_log_reads.py, one client, 64 calls in flight, 2 shared cores):
+#: a page of 1,000 claim entries took about 2.4 ms of server CPU per answer, a
+#: checkpoint 0.47 ms, an inclusion or consistency proof 0.95 ms (the honest caller's
+#: calls included); so a page of 1,000 costs 5 reads,
+#: the server's default page of 100 (and `prov web`'s listings) one.
+ENTRIES_PER_READ = 200
+
+
+def entries_cost(limit: int) -> int:
+    """The log reads a GetEntries request asking for ``limit`` entries costs: one per
+    `ENTRIES_PER_READ` entries of the page it may get (``limit`` capped at
+    `MAX_ENTRIES_PAGE`; 0 asks for `DEFAULT_ENTRIES_PAGE`), at least one. Charged for the
+    entries asked for, before the read, so a flood's cost is decided before the work is
+    done (a page asked past the log's end costs as much: ask for what is there)."""
+    page = min(limit or DEFAULT_ENTRIES_PAGE, MAX_ENTRIES_PAGE)
+    return max(1, -(-page // ENTRIES_PER_READ))
 
 
 class ReadPacer:
     """Per client (`peer_client`: an IPv4 address or an IPv6 /64, all its connections
-    together), a token bucket of device look-ups (GetDevice): ``per_minute`` tokens,
-    refilled at ``per_minute`` a minute; each look-up takes one. A look-up that finds no
-    token waits on the event loop (holding no thread) until its token has refilled
-    behind those its client's earlier look-ups took, so a client with many in flight is
-    answered at ``per_minute`` a minute and an auditor reading every device of a large
-    log is slowed, never refused. One that would wait past its call's deadline or
+    together), a token bucket of reads: ``per_minute`` tokens, refilled at ``per_minute``
+    a minute; each read takes its cost (one, or a GetEntries page's `entries_cost`). Two
+    in a server: device look-ups (GetDevice, --device-reads-per-minute) and the log's
+    reads (--log-reads-per-minute), each with a bucket per client. A read that finds too
+    few tokens waits on the event loop (holding no thread) until they have refilled
+    behind those its client's earlier reads took, so a client with many in flight is
+    answered at ``per_minute`` a minute and an auditor reading every device or entry of
+    a large log is slowed, never refused. One that would wait past its call's deadline or
     `READ_WAIT_MAX_S` is refused (`admit`: ReadRateError, RESOURCE_EXHAUSTED, with the
     seconds to wait), its answer held back `FORGERY_HOLD_S` (less when the deadline is
     sooner), counted by /metrics ``prov_read_refusals_total{rpc}``. So a client keeping n
-    calls in flight gets at most ``per_minute`` / 60 answers plus n refusals a second.
-    Before: every look-up in the RPC pool as fast as the server could answer, one client
-    with 64 in flight 2,300 a second, and honest submissions from another address went
-    from 1.7 to 6.2 ms (p50, bench/bench_enroll_replays.py). Used on the event loop."""
+    calls in flight gets at most ``per_minute`` / 60 reads' worth of answers plus n
+    refusals a second. Before, unmetered, every read ran in the RPC pool as fast as the
+    server could answer: one client flooding GetDevice with 64 in flight got 2,300
+    answers a second, and honest submissions from another address went from 1.7 to 6.2
+    ms (p50, bench/bench_enroll_replays.py); flooding GetEntries pages of 1,000, from 2.0
+    to 22 ms (bench/bench_log_reads.py). ``reads``: what is counted, for the refusal's
+    message ("device look-ups"); ``flag``: the `prov serve` flag that sets
+    ``per_minute``. Used on the event loop."""
 
-    def __init__(self, per_minute: int, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        per_minute: int,
+        reads: str,
+        flag: str,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.per_minute = per_minute
+        self._reads = reads
+        self._flag = flag
         self._buckets = TokenBuckets(per_minute, clock)
 
-    async def admit(self, peer: str, rpc: str, time_left: float | None) -> None:
-        """Return when the look-up of gRPC ``peer`` may run (at once while its client has a
-        token). Raises ReadRateError, after holding the answer back, when it would wait
-        past ``time_left`` seconds (None: no deadline) or `READ_WAIT_MAX_S` (``rpc``: the
-        method's name, for the metric)."""
+    async def admit(self, peer: str, rpc: str, time_left: float | None, cost: int = 1) -> None:
+        """Return when the read of gRPC ``peer`` costing ``cost`` tokens may run (at once
+        while its client has them). Raises ReadRateError, after holding the answer back,
+        when it would wait past ``time_left`` seconds (None: no deadline) or
+        `READ_WAIT_MAX_S` (``rpc``: the method's name, for the metric)."""
         if self.per_minute <= 0:
             return
         client = peer_client(peer)
-        wait = self._buckets.wait(client)
+        wait = self._buckets.wait(client, cost)
         most = READ_WAIT_MAX_S if time_left is None else min(READ_WAIT_MAX_S, time_left)
         if wait > most:
             metrics.READ_REFUSALS.labels(rpc).inc()
             hold = FORGERY_HOLD_S if time_left is None else min(FORGERY_HOLD_S, time_left / 2)
             await asyncio.sleep(hold)
             raise ReadRateError(
-                f"this client address made more than {self.per_minute} device look-ups in a"
-                " minute (the server's limit, --device-reads-per-minute): its next one would"
-                f" wait {wait:.1f} s for its turn, past the call's deadline; send fewer at"
-                " once or allow a longer deadline",
+                f"this client address made more than {self.per_minute} {self._reads} in a"
+                f" minute (the server's limit, {self._flag}): its next {rpc} would wait"
+                f" {wait:.1f} s for its turn, past the call's deadline; send fewer at once"
+                " or allow a longer deadline",
                 wait,
             )
-        wait = self._buckets.take(client, always=True)
+        wait = self._buckets.take(client, always=True, cost=cost)
         if wait:
             await asyncio.sleep(wait)
 

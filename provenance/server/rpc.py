@@ -71,6 +71,7 @@ from provenance.server.limits import (
     ServerLimits,
     UploadGate,
     UploadSlot,
+    entries_cost,
     peer_client,
 )
 from provenance.server.pipeline import (
@@ -239,7 +240,9 @@ class RegistryServicer(rpc.DeviceRegistryServicer):
         self.c = config
         self.pool = pool
         self.budget = AuthFailureBudget(config.limits.auth_failures_per_minute)
-        self.reads = ReadPacer(config.limits.device_reads_per_minute)
+        self.reads = ReadPacer(
+            config.limits.device_reads_per_minute, "device look-ups", "--device-reads-per-minute"
+        )
 
     async def _in_pool(
         self,
@@ -913,11 +916,36 @@ class VerificationServicer(rpc.VerificationServicer):
 
 
 class LogServicer(rpc.LogServicer):
-    def __init__(self, service: ProvenanceService) -> None:
+    """The log's reads. Each waits its client's turn past --log-reads-per-minute (one
+    `ReadPacer` for them all: a read costs one, a GetEntries page `entries_cost`) on the
+    event loop, then runs in the RPC pool."""
+
+    def __init__(
+        self, service: ProvenanceService, limits: ServerLimits, pool: futures.Executor
+    ) -> None:
         self.s = service
+        self.pool = pool
+        self.reads = ReadPacer(limits.log_reads_per_minute, "log reads", "--log-reads-per-minute")
+
+    async def _paced(
+        self,
+        context: grpc.aio.ServicerContext[Any, Any],
+        rpc_name: str,
+        body: Callable[[Any], Any],
+        request: Any,
+        cost: int = 1,
+    ) -> Any:
+        """``body(request)`` run in the RPC pool once the caller's client has ``cost``
+        log reads (`ReadPacer.admit`; raises ReadRateError when it would wait past the
+        call's deadline)."""
+        await self.reads.admit(context.peer(), rpc_name, context.time_remaining(), cost)
+        return await asyncio.get_running_loop().run_in_executor(self.pool, body, request)
 
     @_rpc
-    def GetCheckpoint(self, request: Any, context: grpc.ServicerContext) -> Any:
+    async def GetCheckpoint(self, request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+        return await self._paced(context, "GetCheckpoint", self._checkpoint, request)
+
+    def _checkpoint(self, request: Any) -> Any:
         if not request.cosigned:
             return pb.GetCheckpointResponse(checkpoint=self.s.latest_checkpoint())
         note, quorum, statuses = self.s.cosigned_checkpoint()
@@ -931,7 +959,12 @@ class LogServicer(rpc.LogServicer):
         )
 
     @_rpc
-    def GetInclusionProof(self, request: Any, context: grpc.ServicerContext) -> Any:
+    async def GetInclusionProof(
+        self, request: Any, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> Any:
+        return await self._paced(context, "GetInclusionProof", self._inclusion_proof, request)
+
+    def _inclusion_proof(self, request: Any) -> Any:
         which = request.WhichOneof("leaf")
         if which is None:
             raise ClaimError("give a leaf index or a leaf hash")
@@ -950,12 +983,22 @@ class LogServicer(rpc.LogServicer):
         )
 
     @_rpc
-    def GetConsistencyProof(self, request: Any, context: grpc.ServicerContext) -> Any:
+    async def GetConsistencyProof(
+        self, request: Any, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> Any:
+        return await self._paced(context, "GetConsistencyProof", self._consistency_proof, request)
+
+    def _consistency_proof(self, request: Any) -> Any:
         first, second, proof = self.s.consistency_proof(request.first_size, request.second_size)
         return pb.GetConsistencyProofResponse(first_size=first, second_size=second, proof=proof)
 
     @_rpc
-    def GetEntries(self, request: Any, context: grpc.ServicerContext) -> Any:
+    async def GetEntries(self, request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+        """A page of entries, charged for the entries asked for (`entries_cost`)."""
+        cost = entries_cost(request.limit)
+        return await self._paced(context, "GetEntries", self._entries, request, cost)
+
+    def _entries(self, request: Any) -> Any:
         entries, _ = self.s.entries(request.start, request.limit)
         room = MAX_MESSAGE_BYTES - REPLY_MARGIN_BYTES
         kept = 0  # a page fits one reply (a video claim is large); `next` says where to go on
@@ -969,7 +1012,10 @@ class LogServicer(rpc.LogServicer):
         )
 
     @_rpc
-    def GetLogKey(self, request: Any, context: grpc.ServicerContext) -> Any:
+    async def GetLogKey(self, request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+        return await self._paced(context, "GetLogKey", self._log_key, request)
+
+    def _log_key(self, request: Any) -> Any:
         return pb.GetLogKeyResponse(
             verifier_key=self.s.signer.verifier_key(), origin=self.s.signer.name
         )
@@ -1126,7 +1172,7 @@ def create_server(
             registry,
         )
         rpc.add_VerificationServicer_to_server(verification, registry)
-        rpc.add_LogServicer_to_server(LogServicer(service), registry)
+        rpc.add_LogServicer_to_server(LogServicer(service, lim, pool), registry)
         # grpc's asyncio health servicer: a Watch stream waits on the loop (the sync one,
         # run on grpc.aio, held an RPC thread per open stream, also past its client's
         # cancel: 32 streams left every call served in a thread waiting for good)

@@ -108,6 +108,7 @@ from provenance.server.writer import (
 from provenance.store import AppendTxn, LeafRecord, Store, open_store
 from provenance.store.sqlite import SqliteStore
 from provenance.wire import convert as wire
+from provenance.wire.contract import DEFAULT_ENTRIES_PAGE, MAX_ENTRIES_PAGE
 from provenance.witness import WitnessStatus
 from provenance.witness.client import DEFAULT_TIMEOUT_S, Cosigner, WitnessSpec
 
@@ -1161,10 +1162,11 @@ class ProvenanceService:
         return first, second, merkle.consistency_proof(first, second, self.store.get_nodes)
 
     def entries(self, start: int, limit: int) -> tuple[list[bytes], int]:
-        """Leaf data from ``start``, at most ``limit`` (capped at 1000); returns (entries, next).
+        """Leaf data from ``start``, at most ``limit`` (capped at `MAX_ENTRIES_PAGE`, 1000;
+        0: `DEFAULT_ENTRIES_PAGE`, 100); returns (entries, next).
 
         Raises LogError when ``start`` is beyond the latest checkpoint's tree size."""
-        limit = max(1, min(limit or 100, 1000))
+        limit = max(1, min(limit or DEFAULT_ENTRIES_PAGE, MAX_ENTRIES_PAGE))
         size = self._size_or_latest(0)
         if start > size:
             raise LogError(f"start {start} is beyond the log's size {size}")

@@ -18,6 +18,10 @@ MAX_LOOKUP_QUERIES = 1000
 #: Most perceptual hashes (video frames) in one Lookup call: the server's default
 #: `--max-lookup-hashes`, and the most a client puts in one call.
 MAX_LOOKUP_HASHES = 16384
+#: Most entries one GetEntries page holds (a larger ``limit`` is cut to it), and the page
+#: a GetEntries request of ``limit`` 0 gets.
+MAX_ENTRIES_PAGE = 1000
+DEFAULT_ENTRIES_PAGE = 100
 DENSE_PASS_NEEDS_BYTES = "the dense frame pass that finds trimmed clips needs the file's bytes"
 #: Trailing-metadata key on every error status the server sends for one of its own errors
 #: (value: the error's class name), so a client tells "the server answered UNAVAILABLE
