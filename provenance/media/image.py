@@ -18,7 +18,7 @@ import pillow_heif
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from provenance.core.binding import PerceptualHash, pdq_hash
-from provenance.core.errors import MediaError, MediaTooLargeError
+from provenance.core.errors import DecodeBudgetError, MediaError, MediaTooLargeError
 from provenance.media.budget import fit_decode_budget
 
 #: Largest image decode_image accepts by default, in pixels (width x height).
@@ -33,6 +33,64 @@ SNIFF_BYTES = 64
 #: picks, median 3 and worst 12 bits from the full-size hash (the match threshold is 31);
 #: at shorter sides of 256, worst 30 bits, so 512 it is.
 PDQ_MIN_SIDE = 512
+
+#: Most scans (SOS markers) a JPEG may hold before its first EOI. libjpeg decodes every
+#: scan over every block of the components it names, whatever the output scale, and
+#: sets no limit of its own; a progressive JPEG's scans can each be 10 bytes (a header
+#: with no data), so a 300 KB file of 5,000 scans over 8000x8000 pixels held a decode
+#: slot for 133 s. Encoders write 1 (baseline) to about 10 (libjpeg's progressive script;
+#: 6 for grey); libjpeg-turbo's fuzzers refuse over 500 scans at 1 megapixel
+#: (TurboJPEG's TJPARAM_SCANLIMIT, after "Two Issues with the JPEG Standard",
+#: libjpeg-turbo.org). At the 100-megapixel default image limit each scan costs up to
+#: about 0.1 s, so the cap here is lower.
+MAX_JPEG_SCANS = 100
+#: A marker in JPEG entropy-coded data: 0xFF followed by neither a stuffed zero, a
+#: restart marker (RSTn, 0xD0-0xD7) nor a fill byte (ITU-T T.81, B.1.1.2 and B.1.1.5).
+_JPEG_MARKER_IN_DATA = re.compile(rb"\xff[\x01-\xcf\xd8-\xfe]")
+#: Markers that stand alone, without a length (T.81 B.1.1.3): TEM, RSTn, SOI.
+_JPEG_STANDALONE = frozenset({0x01, *range(0xD0, 0xD8), 0xD8})
+
+
+def jpeg_scan_count(data: bytes, stop_after: int = MAX_JPEG_SCANS) -> int:
+    """The number of scans (SOS segments) in the JPEG ``data`` before its first EOI.
+
+    Walks the marker segments by their lengths (so an EXIF thumbnail, an APP payload or
+    an MPO's later pictures are not counted) and, after each SOS, the entropy-coded data
+    up to the next marker (ITU-T T.81, annex B). Bytes where a marker should be are
+    skipped to the next marker, as libjpeg does. Counting stops once it passes
+    ``stop_after``, so the result is at most ``stop_after + 1``. Never raises: a file cut
+    short ends the count.
+    """
+    count = 0
+    pos = 2  # after SOI
+    end = len(data)
+    while pos + 1 < end and count <= stop_after:
+        if data[pos] != 0xFF or data[pos + 1] in (0x00, 0xFF):
+            if data[pos] == 0xFF and data[pos + 1] == 0xFF:  # fill byte before a marker
+                pos += 1
+                continue
+            found = _JPEG_MARKER_IN_DATA.search(data, pos)
+            if found is None:
+                break
+            pos = found.start()
+            continue
+        marker = data[pos + 1]
+        if marker == 0xD9:  # EOI
+            break
+        if marker in _JPEG_STANDALONE:
+            pos += 2
+            continue
+        if pos + 4 > end:
+            break
+        pos += 2 + int.from_bytes(data[pos + 2 : pos + 4], "big")
+        if marker == 0xDA:
+            count += 1
+            found = _JPEG_MARKER_IN_DATA.search(data, pos)
+            if found is None:
+                break
+            pos = found.start()
+    return count
+
 
 #: Pillow plugins allowed to open each decodable media type; nothing else is tried, so a
 #: hostile file cannot reach a rarely used parser (or Ghostscript, for EPS).
@@ -274,7 +332,8 @@ def decode_image(
     scaled to 8 bits).
 
     Raises MediaTooLargeError if the image has more than max_pixels pixels or does not fit
-    max_decode_bytes; MediaError if
+    max_decode_bytes, DecodeBudgetError (one) for a JPEG of more than MAX_JPEG_SCANS
+    scans (`jpeg_scan_count`, checked before Pillow reads it); MediaError if
     data is empty, of an unrecognized or non-image format, or truncated or corrupt.
 
     Pillow's hard limit (twice Image.MAX_IMAGE_PIXELS, about 179 million pixels by
@@ -291,6 +350,11 @@ def decode_image(
         raise MediaError(_describe_unknown(data))
     if media_type not in _PIL_FORMATS:
         raise MediaError(f"not a decodable still image: looks like {media_type}")
+    if media_type == "image/jpeg" and jpeg_scan_count(data) > MAX_JPEG_SCANS:
+        raise DecodeBudgetError(
+            f"a JPEG of more than {MAX_JPEG_SCANS} scans, the limit here: each scan is decoded"
+            f" over the whole picture (encoders write 1 to about 10)"
+        )
     try:
         with warnings.catch_warnings():
             # Pillow warns about decompression bombs (max_pixels is the authority here) and
