@@ -44,37 +44,88 @@ PDQ_MIN_SIDE = 512
 #: libjpeg-turbo.org). At the 100-megapixel default image limit each scan costs up to
 #: about 0.1 s, so the cap here is lower.
 MAX_JPEG_SCANS = 100
+#: Most marker segments (APPn, COM, DHT, ...; fill bytes and stray bytes not counted) a
+#: JPEG may hold before its first EOI. Pillow reads the segments before the first scan in
+#: Python, and so does `jpeg_layout`; 4-byte COM segments would make a 256 MiB file 64
+#: million of them. A camera JPEG holds a few dozen; 100,000 segments of the largest
+#: size (64 KiB) would be 6.5 GB.
+MAX_JPEG_SEGMENTS = 100_000
+#: Most bytes before a JPEG's first scan that are neither in a marker segment nor a
+#: marker: fill bytes (0xFF, ITU-T T.81 B.1.1.2) and stray bytes libjpeg skips with a
+#: warning. Pillow's header parser reads them one byte at a time in Python (about 1.5 us
+#: each: a 20 MiB file of fill bytes took 31 s before a word of it was decoded). Camera
+#: files that pad their segments carry a few kilobytes.
+MAX_JPEG_STRAY_BYTES = 1 << 20
 #: A marker in JPEG entropy-coded data: 0xFF followed by neither a stuffed zero, a
 #: restart marker (RSTn, 0xD0-0xD7) nor a fill byte (ITU-T T.81, B.1.1.2 and B.1.1.5).
 _JPEG_MARKER_IN_DATA = re.compile(rb"\xff[\x01-\xcf\xd8-\xfe]")
+#: A marker where one is expected: 0xFF and a marker code (the last 0xFF of a fill run).
+_JPEG_MARKER = re.compile(rb"\xff[\x01-\xfe]")
 #: Markers that stand alone, without a length (T.81 B.1.1.3): TEM, RSTn, SOI.
 _JPEG_STANDALONE = frozenset({0x01, *range(0xD0, 0xD8), 0xD8})
 
 
-def jpeg_scan_count(data: bytes, stop_after: int = MAX_JPEG_SCANS) -> int:
-    """The number of scans (SOS segments) in the JPEG ``data`` before its first EOI.
+@dataclass(frozen=True)
+class JpegLayout:
+    """What a walk of a JPEG's markers found (`jpeg_layout`).
+
+    scans: SOS segments before the first EOI; segments: marker segments and standalone
+    markers (SOS included) before it; stray_bytes: bytes before the first SOS that are
+    neither of these (fill bytes, bytes libjpeg skips to the next marker). The walk stops
+    once a count passes its limit (MAX_JPEG_SCANS, MAX_JPEG_SEGMENTS,
+    MAX_JPEG_STRAY_BYTES), so each is at most its limit's next value or the stray run
+    that passed it.
+    """
+
+    scans: int
+    segments: int
+    stray_bytes: int
+
+    def problem(self) -> str | None:
+        """Why the JPEG costs too much to decode, in words; None when within limits."""
+        if self.scans > MAX_JPEG_SCANS:
+            return (
+                f"a JPEG of more than {MAX_JPEG_SCANS} scans, the limit here: each scan is"
+                " decoded over the whole picture (encoders write 1 to about 10)"
+            )
+        if self.segments > MAX_JPEG_SEGMENTS:
+            return f"a JPEG of more than {MAX_JPEG_SEGMENTS:,} marker segments, the limit here"
+        if self.stray_bytes > MAX_JPEG_STRAY_BYTES:
+            return (
+                f"a JPEG with more than {MAX_JPEG_STRAY_BYTES:,} fill or stray bytes before"
+                " its picture data, the limit here"
+            )
+        return None
+
+
+def jpeg_layout(data: bytes) -> JpegLayout:
+    """Count the scans, marker segments and stray bytes of the JPEG ``data``.
 
     Walks the marker segments by their lengths (so an EXIF thumbnail, an APP payload or
     an MPO's later pictures are not counted) and, after each SOS, the entropy-coded data
-    up to the next marker (ITU-T T.81, annex B). Bytes where a marker should be are
-    skipped to the next marker, as libjpeg does. Counting stops once it passes
-    ``stop_after``, so the result is at most ``stop_after + 1``. Never raises: a file cut
-    short ends the count.
+    up to the next marker (ITU-T T.81, annex B), up to the first EOI. Bytes where a marker
+    should be are skipped to the next marker, as libjpeg does. Never raises: a file cut
+    short ends the walk. Costs one step per segment, at most MAX_JPEG_SEGMENTS + 1.
     """
-    count = 0
+    scans = segments = stray = 0
     pos = 2  # after SOI
     end = len(data)
-    while pos + 1 < end and count <= stop_after:
-        if data[pos] != 0xFF or data[pos + 1] in (0x00, 0xFF):
-            if data[pos] == 0xFF and data[pos + 1] == 0xFF:  # fill byte before a marker
-                pos += 1
-                continue
-            found = _JPEG_MARKER_IN_DATA.search(data, pos)
-            if found is None:
-                break
-            pos = found.start()
-            continue
+    while (
+        pos + 1 < end
+        and scans <= MAX_JPEG_SCANS
+        and segments <= MAX_JPEG_SEGMENTS
+        and stray <= MAX_JPEG_STRAY_BYTES
+    ):
+        # before the first scan, no further than one byte past the stray-byte limit
+        window = end if scans else min(end, pos + MAX_JPEG_STRAY_BYTES - stray + 2)
+        found = _JPEG_MARKER.search(data, pos, window)
+        if scans == 0:  # fill bytes and skipped bytes, all the window when no marker
+            stray += (window if found is None else found.start()) - pos
+        if found is None:
+            break
+        pos = found.start()
         marker = data[pos + 1]
+        segments += 1
         if marker == 0xD9:  # EOI
             break
         if marker in _JPEG_STANDALONE:
@@ -84,12 +135,12 @@ def jpeg_scan_count(data: bytes, stop_after: int = MAX_JPEG_SCANS) -> int:
             break
         pos += 2 + int.from_bytes(data[pos + 2 : pos + 4], "big")
         if marker == 0xDA:
-            count += 1
+            scans += 1
             found = _JPEG_MARKER_IN_DATA.search(data, pos)
             if found is None:
                 break
             pos = found.start()
-    return count
+    return JpegLayout(scans, segments, stray)
 
 
 #: Pillow plugins allowed to open each decodable media type; nothing else is tried, so a
@@ -332,8 +383,9 @@ def decode_image(
     scaled to 8 bits).
 
     Raises MediaTooLargeError if the image has more than max_pixels pixels or does not fit
-    max_decode_bytes, DecodeBudgetError (one) for a JPEG of more than MAX_JPEG_SCANS
-    scans (`jpeg_scan_count`, checked before Pillow reads it); MediaError if
+    max_decode_bytes, DecodeBudgetError (one) for a JPEG past MAX_JPEG_SCANS scans,
+    MAX_JPEG_SEGMENTS segments or MAX_JPEG_STRAY_BYTES stray bytes (`jpeg_layout`,
+    checked before Pillow reads it); MediaError if
     data is empty, of an unrecognized or non-image format, or truncated or corrupt.
 
     Pillow's hard limit (twice Image.MAX_IMAGE_PIXELS, about 179 million pixels by
@@ -350,11 +402,8 @@ def decode_image(
         raise MediaError(_describe_unknown(data))
     if media_type not in _PIL_FORMATS:
         raise MediaError(f"not a decodable still image: looks like {media_type}")
-    if media_type == "image/jpeg" and jpeg_scan_count(data) > MAX_JPEG_SCANS:
-        raise DecodeBudgetError(
-            f"a JPEG of more than {MAX_JPEG_SCANS} scans, the limit here: each scan is decoded"
-            f" over the whole picture (encoders write 1 to about 10)"
-        )
+    if media_type == "image/jpeg" and (problem := jpeg_layout(data).problem()) is not None:
+        raise DecodeBudgetError(problem)
     try:
         with warnings.catch_warnings():
             # Pillow warns about decompression bombs (max_pixels is the authority here) and
