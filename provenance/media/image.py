@@ -143,6 +143,28 @@ def jpeg_layout(data: bytes) -> JpegLayout:
     return JpegLayout(scans, segments, stray)
 
 
+#: Most chunks a PNG may hold up to IEND. Pillow reads every chunk header in Python
+#: (before the picture, each IDAT, and after it), about 11 us a chunk: a PNG of a million
+#: empty ancillary chunks, 11 MiB, took 10.9 s to decode, so 256 MiB of them would hold a
+#: decode slot for minutes. libpng writes IDAT chunks of 8 KiB, so a PNG within the decode
+#: budget (13 megapixels) holds a few thousand.
+MAX_PNG_CHUNKS = 100_000
+_PNG_SIGNATURE_BYTES = 8
+
+
+def png_chunk_count(data: bytes) -> int:
+    """The number of chunks of the PNG ``data`` up to IEND (PNG specification, 5.3),
+    counting no further than MAX_PNG_CHUNKS + 1. Walks the chunks by their lengths;
+    never raises: a chunk running past the end of the data ends the walk."""
+    count, pos, end = 0, _PNG_SIGNATURE_BYTES, len(data)
+    while pos + 12 <= end and count <= MAX_PNG_CHUNKS:
+        count += 1
+        if data[pos + 4 : pos + 8] == b"IEND":
+            break
+        pos += 12 + int.from_bytes(data[pos : pos + 4], "big")
+    return count
+
+
 #: Pillow plugins allowed to open each decodable media type; nothing else is tried, so a
 #: hostile file cannot reach a rarely used parser (or Ghostscript, for EPS).
 _PIL_FORMATS: dict[str, tuple[str, ...]] = {
@@ -385,7 +407,8 @@ def decode_image(
     Raises MediaTooLargeError if the image has more than max_pixels pixels or does not fit
     max_decode_bytes, DecodeBudgetError (one) for a JPEG past MAX_JPEG_SCANS scans,
     MAX_JPEG_SEGMENTS segments or MAX_JPEG_STRAY_BYTES stray bytes (`jpeg_layout`,
-    checked before Pillow reads it); MediaError if
+    checked before Pillow reads it) and for a PNG of more than MAX_PNG_CHUNKS chunks;
+    MediaError if
     data is empty, of an unrecognized or non-image format, or truncated or corrupt.
 
     Pillow's hard limit (twice Image.MAX_IMAGE_PIXELS, about 179 million pixels by
@@ -404,6 +427,8 @@ def decode_image(
         raise MediaError(f"not a decodable still image: looks like {media_type}")
     if media_type == "image/jpeg" and (problem := jpeg_layout(data).problem()) is not None:
         raise DecodeBudgetError(problem)
+    if media_type == "image/png" and png_chunk_count(data) > MAX_PNG_CHUNKS:
+        raise DecodeBudgetError(f"a PNG of more than {MAX_PNG_CHUNKS:,} chunks, the limit here")
     try:
         with warnings.catch_warnings():
             # Pillow warns about decompression bombs (max_pixels is the authority here) and
