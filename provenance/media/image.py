@@ -12,6 +12,7 @@ import io
 import re
 import warnings
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 import pillow_heif
@@ -188,6 +189,50 @@ def gif_block_count(data: bytes) -> int:
             pos += 1 + data[pos]
         pos += 1  # the block terminator
     return count
+
+
+#: Most strips or tiles (the count of StripOffsets, StripByteCounts, TileOffsets or
+#: TileByteCounts) the first image of a TIFF may have, and most entries in its first
+#: IFD. Pillow makes a Python tile per strip and decodes each in turn: a 61 MiB TIFF of 8
+#: million one-byte strips of a 64x64 picture took 105 s and 2.4 GB to decode. A TIFF
+#: within the decode budget (13 megapixels) has a few thousand strips at one row each, or
+#: 50,000 tiles at the smallest size (16x16) the format allows.
+MAX_TIFF_STRIPS = 100_000
+#: Most entries of a TIFF's first IFD: a classic TIFF's count is 16 bits, a BigTIFF's 64.
+MAX_TIFF_IFD_ENTRIES = 65_535
+#: TIFF tags that count a picture's strips or tiles (TIFF 6.0, sections 3 and 15).
+_TIFF_PIECE_TAGS = frozenset({273, 279, 324, 325})
+
+
+def tiff_problem(data: bytes) -> str | None:
+    """Why the first image of the TIFF (or BigTIFF) ``data`` costs too much to open and
+    decode, in words: more than MAX_TIFF_IFD_ENTRIES entries in its first IFD, or more
+    than MAX_TIFF_STRIPS strips or tiles; None otherwise (also when the header or IFD is
+    cut short: Pillow then says what is wrong). Reads the first IFD only; never raises."""
+    order: Literal["little", "big"] = "little" if data[:2] == b"II" else "big"
+    big = data[2:4] in (b"+\x00", b"\x00+")  # BigTIFF: 8-byte offsets and counts
+
+    def number(at: int, size: int) -> int:
+        return int.from_bytes(data[at : at + size], order)
+
+    width = 8 if big else 4  # of an offset and of an entry's value count
+    ifd = number(8, 8) if big else number(4, 4)
+    entries = number(ifd, 8 if big else 2)
+    if ifd + (8 if big else 2) > len(data):
+        return None
+    if entries > MAX_TIFF_IFD_ENTRIES:
+        return (
+            f"a TIFF whose first IFD has {entries:,} entries, over the limit of"
+            f" {MAX_TIFF_IFD_ENTRIES:,}"
+        )
+    step = 20 if big else 12
+    pos = ifd + (8 if big else 2)
+    for _ in range(min(entries, (len(data) - pos) // step)):
+        count = number(pos + 4, width)
+        if number(pos, 2) in _TIFF_PIECE_TAGS and count > MAX_TIFF_STRIPS:
+            return f"a TIFF of {count:,} strips or tiles, over the limit of {MAX_TIFF_STRIPS:,}"
+        pos += step
+    return None
 
 
 #: Pillow plugins allowed to open each decodable media type; nothing else is tried, so a
@@ -454,6 +499,8 @@ def decode_image(
         raise DecodeBudgetError(problem)
     if media_type == "image/png" and png_chunk_count(data) > MAX_PNG_CHUNKS:
         raise DecodeBudgetError(f"a PNG of more than {MAX_PNG_CHUNKS:,} chunks, the limit here")
+    if media_type == "image/tiff" and (problem := tiff_problem(data)) is not None:
+        raise DecodeBudgetError(problem)
     if media_type == "image/gif" and gif_block_count(data) > MAX_GIF_BLOCKS:
         raise DecodeBudgetError(
             f"a GIF of more than {MAX_GIF_BLOCKS:,} blocks before its first image, the limit here"
