@@ -32,6 +32,7 @@ from provenance.core.errors import (
     ConfigError,
     LogError,
     LogIntegrityError,
+    MediaError,
     SignatureError,
     TileMissingError,
     TransportError,
@@ -584,11 +585,15 @@ def _no_receipt(path: Path, sc: Sidecar, home: Path) -> str:
 
 def _read_sidecar(path: Path) -> Sidecar:
     """The sidecar named on the command line. Raises UsageError (exit 2, as for `prov
-    verify --sidecar`) when it cannot be read or decoded."""
+    verify --sidecar`) when it cannot be read (also a FIFO, a device or a file over
+    MAX_SIDECAR_BYTES, which `read_bounded` refuses) or decoded."""
     try:
-        return _decode_named(path, read_bounded(path, MAX_SIDECAR_BYTES, "sidecar"))
+        data = read_bounded(path, MAX_SIDECAR_BYTES, "sidecar")
     except OSError as e:
         raise UsageError(f"cannot read sidecar {path}: {e.strerror or e}") from e
+    except MediaError as e:
+        raise UsageError(f"{path} is not a usable sidecar ({e})") from e
+    return _decode_named(path, data)
 
 
 def _decode_named(path: Path, data: bytes) -> Sidecar:
@@ -663,6 +668,8 @@ def receipt_verify(
         data = read_bounded(sidecar, max(MAX_SIDECAR_BYTES, MAX_PROOF_BYTES), "receipt")
     except OSError as e:
         raise UsageError(f"cannot read {sidecar}: {e.strerror or e}") from e
+    except MediaError as e:
+        raise UsageError(f"{sidecar} is not a usable sidecar ({e})") from e
     if is_tlog_proof(data):
         note = _verify_tlog_proof(data, read_key_text(log_key), with_sidecar)
         _print_witnesses(note, witnesses, quorum)

@@ -24,6 +24,7 @@ from __future__ import annotations
 import bisect
 import hashlib
 import itertools
+import re
 import struct
 from dataclasses import dataclass
 
@@ -134,18 +135,36 @@ def _strip_jpeg(data: bytes) -> Stripped:
     return Stripped(bytes(out), tuple(removed))
 
 
+#: Most marker segments (a run of fill bytes counts as one) walked before a JPEG's first
+#: scan: a camera JPEG holds a few dozen, and a manifest store of 256 MiB 4,096 APP11
+#: segments; past it the walk is refused rather than listing, say, 64 million 4-byte COM
+#: segments of a 256 MiB file (`provenance.media.image.MAX_JPEG_SEGMENTS`, for decoding).
+MAX_JPEG_SEGMENTS = 100_000
+#: A run of fill bytes (0xFF) before a marker.
+_FILL_RUN = re.compile(rb"\xff+")
+
+
 def _jpeg_segments(data: bytes) -> tuple[list[tuple[int, int]], int]:
-    """The marker segments after SOI as contiguous (start, end) ranges, and where the walk
-    stopped (first scan, end of image, or the first malformed segment)."""
+    """The marker segments after SOI as contiguous (start, end) ranges (a run of fill
+    bytes is one range, ending before the 0xFF of the marker it precedes), and where the
+    walk stopped (first scan, end of image, or the first malformed segment). Raises
+    MediaError past MAX_JPEG_SEGMENTS ranges."""
     if data[:2] != b"\xff\xd8":
         raise MediaError("not a JPEG file (no SOI marker)")
     segments: list[tuple[int, int]] = []  # contiguous (start, end) ranges after SOI
     pos = 2
     while pos + 1 < len(data) and data[pos] == 0xFF:
+        if len(segments) >= MAX_JPEG_SEGMENTS:
+            raise MediaError(
+                f"the JPEG has more than {MAX_JPEG_SEGMENTS:,} marker segments before its"
+                " first scan: not walked"
+            )
         marker = data[pos + 1]
-        if marker == 0xFF:  # a fill byte before a marker (ITU T.81, B.1.1.2)
-            segments.append((pos, pos + 1))
-            pos += 1
+        if marker == 0xFF:  # fill bytes before a marker (ITU T.81, B.1.1.2): one range
+            run = _FILL_RUN.match(data, pos)
+            assert run is not None  # data[pos] is 0xFF
+            segments.append((pos, run.end() - 1))
+            pos = run.end() - 1
             continue
         if marker in (0xDA, 0xD9):  # start of scan, end of image
             break

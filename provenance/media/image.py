@@ -12,13 +12,14 @@ import io
 import re
 import warnings
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 import pillow_heif
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from provenance.core.binding import PerceptualHash, pdq_hash
-from provenance.core.errors import MediaError, MediaTooLargeError
+from provenance.core.errors import DecodeBudgetError, MediaError, MediaTooLargeError
 from provenance.media.budget import fit_decode_budget
 
 #: Largest image decode_image accepts by default, in pixels (width x height).
@@ -33,6 +34,206 @@ SNIFF_BYTES = 64
 #: picks, median 3 and worst 12 bits from the full-size hash (the match threshold is 31);
 #: at shorter sides of 256, worst 30 bits, so 512 it is.
 PDQ_MIN_SIDE = 512
+
+#: Most scans (SOS markers) a JPEG may hold before its first EOI. libjpeg decodes every
+#: scan over every block of the components it names, whatever the output scale, and
+#: sets no limit of its own; a progressive JPEG's scans can each be 10 bytes (a header
+#: with no data), so a 300 KB file of 5,000 scans over 8000x8000 pixels held a decode
+#: slot for 133 s. Encoders write 1 (baseline) to about 10 (libjpeg's progressive script;
+#: 6 for grey); libjpeg-turbo's fuzzers refuse over 500 scans at 1 megapixel
+#: (TurboJPEG's TJPARAM_SCANLIMIT, after "Two Issues with the JPEG Standard",
+#: libjpeg-turbo.org). At the 100-megapixel default image limit each scan costs up to
+#: about 0.1 s, so the cap here is lower.
+MAX_JPEG_SCANS = 100
+#: Most marker segments (APPn, COM, DHT, ...; fill bytes and stray bytes not counted) a
+#: JPEG may hold before its first EOI. Pillow reads the segments before the first scan in
+#: Python, and so does `jpeg_layout`; 4-byte COM segments would make a 256 MiB file 64
+#: million of them. A camera JPEG holds a few dozen; 100,000 segments of the largest
+#: size (64 KiB) would be 6.5 GB.
+MAX_JPEG_SEGMENTS = 100_000
+#: Most bytes before a JPEG's first scan that are neither in a marker segment nor a
+#: marker: fill bytes (0xFF, ITU-T T.81 B.1.1.2) and stray bytes libjpeg skips with a
+#: warning. Pillow's header parser reads them one byte at a time in Python (about 1.5 us
+#: each: a 20 MiB file of fill bytes took 31 s before a word of it was decoded). Camera
+#: files that pad their segments carry a few kilobytes.
+MAX_JPEG_STRAY_BYTES = 1 << 20
+#: A marker in JPEG entropy-coded data: 0xFF followed by neither a stuffed zero, a
+#: restart marker (RSTn, 0xD0-0xD7) nor a fill byte (ITU-T T.81, B.1.1.2 and B.1.1.5).
+_JPEG_MARKER_IN_DATA = re.compile(rb"\xff[\x01-\xcf\xd8-\xfe]")
+#: A marker where one is expected: 0xFF and a marker code (the last 0xFF of a fill run).
+_JPEG_MARKER = re.compile(rb"\xff[\x01-\xfe]")
+#: Markers that stand alone, without a length (T.81 B.1.1.3): TEM, RSTn, SOI.
+_JPEG_STANDALONE = frozenset({0x01, *range(0xD0, 0xD8), 0xD8})
+
+
+@dataclass(frozen=True)
+class JpegLayout:
+    """What a walk of a JPEG's markers found (`jpeg_layout`).
+
+    scans: SOS segments before the first EOI; segments: marker segments and standalone
+    markers (SOS included) before it; stray_bytes: bytes before the first SOS that are
+    neither of these (fill bytes, bytes libjpeg skips to the next marker). The walk stops
+    once a count passes its limit (MAX_JPEG_SCANS, MAX_JPEG_SEGMENTS,
+    MAX_JPEG_STRAY_BYTES), so each is at most its limit's next value or the stray run
+    that passed it.
+    """
+
+    scans: int
+    segments: int
+    stray_bytes: int
+
+    def problem(self) -> str | None:
+        """Why the JPEG costs too much to decode, in words; None when within limits."""
+        if self.scans > MAX_JPEG_SCANS:
+            return (
+                f"a JPEG of more than {MAX_JPEG_SCANS} scans, the limit here: each scan is"
+                " decoded over the whole picture (encoders write 1 to about 10)"
+            )
+        if self.segments > MAX_JPEG_SEGMENTS:
+            return f"a JPEG of more than {MAX_JPEG_SEGMENTS:,} marker segments, the limit here"
+        if self.stray_bytes > MAX_JPEG_STRAY_BYTES:
+            return (
+                f"a JPEG with more than {MAX_JPEG_STRAY_BYTES:,} fill or stray bytes before"
+                " its picture data, the limit here"
+            )
+        return None
+
+
+def jpeg_layout(data: bytes) -> JpegLayout:
+    """Count the scans, marker segments and stray bytes of the JPEG ``data``.
+
+    Walks the marker segments by their lengths (so an EXIF thumbnail, an APP payload or
+    an MPO's later pictures are not counted) and, after each SOS, the entropy-coded data
+    up to the next marker (ITU-T T.81, annex B), up to the first EOI. Bytes where a marker
+    should be are skipped to the next marker, as libjpeg does. Never raises: a file cut
+    short ends the walk. Costs one step per segment, at most MAX_JPEG_SEGMENTS + 1.
+    """
+    scans = segments = stray = 0
+    pos = 2  # after SOI
+    end = len(data)
+    while (
+        pos + 1 < end
+        and scans <= MAX_JPEG_SCANS
+        and segments <= MAX_JPEG_SEGMENTS
+        and stray <= MAX_JPEG_STRAY_BYTES
+    ):
+        # before the first scan, no further than one byte past the stray-byte limit
+        window = end if scans else min(end, pos + MAX_JPEG_STRAY_BYTES - stray + 2)
+        found = _JPEG_MARKER.search(data, pos, window)
+        if scans == 0:  # fill bytes and skipped bytes, all the window when no marker
+            stray += (window if found is None else found.start()) - pos
+        if found is None:
+            break
+        pos = found.start()
+        marker = data[pos + 1]
+        segments += 1
+        if marker == 0xD9:  # EOI
+            break
+        if marker in _JPEG_STANDALONE:
+            pos += 2
+            continue
+        if pos + 4 > end:
+            break
+        pos += 2 + int.from_bytes(data[pos + 2 : pos + 4], "big")
+        if marker == 0xDA:
+            scans += 1
+            found = _JPEG_MARKER_IN_DATA.search(data, pos)
+            if found is None:
+                break
+            pos = found.start()
+    return JpegLayout(scans, segments, stray)
+
+
+#: Most chunks a PNG may hold up to IEND. Pillow reads every chunk header in Python
+#: (before the picture, each IDAT, and after it), about 11 us a chunk: a PNG of a million
+#: empty ancillary chunks, 11 MiB, took 10.9 s to decode, so 256 MiB of them would hold a
+#: decode slot for minutes. libpng writes IDAT chunks of 8 KiB, so a PNG within the decode
+#: budget (13 megapixels) holds a few thousand.
+MAX_PNG_CHUNKS = 100_000
+_PNG_SIGNATURE_BYTES = 8
+
+
+def png_chunk_count(data: bytes) -> int:
+    """The number of chunks of the PNG ``data`` up to IEND (PNG specification, 5.3),
+    counting no further than MAX_PNG_CHUNKS + 1. Walks the chunks by their lengths;
+    never raises: a chunk running past the end of the data ends the walk."""
+    count, pos, end = 0, _PNG_SIGNATURE_BYTES, len(data)
+    while pos + 12 <= end and count <= MAX_PNG_CHUNKS:
+        count += 1
+        if data[pos + 4 : pos + 8] == b"IEND":
+            break
+        pos += 12 + int.from_bytes(data[pos : pos + 4], "big")
+    return count
+
+
+#: Most data sub-blocks (and blocks) a GIF may hold before its first image. Pillow reads
+#: the extension blocks before the first frame in Python, one sub-block at a time (a
+#: 2 MiB comment of a million 1-byte sub-blocks took 0.64 s, a million graphic control
+#: extensions 1.6 s; 256 MiB of them over a minute). A GIF's comments, loop count and
+#: XMP or ICC data take a few hundred.
+MAX_GIF_BLOCKS = 100_000
+
+
+def gif_block_count(data: bytes) -> int:
+    """The number of extension blocks and data sub-blocks of the GIF ``data`` before its
+    first image descriptor (GIF89a, sections 17-26), counting no further than
+    MAX_GIF_BLOCKS + 1. Never raises: the walk ends at the first image, the trailer, a
+    byte that starts no block, or the end of the data."""
+    count, end = 0, len(data)
+    pos = 13 + (3 << ((data[10] & 7) + 1) if len(data) > 10 and data[10] & 0x80 else 0)
+    while pos < end and data[pos] == 0x21 and count <= MAX_GIF_BLOCKS:  # an extension
+        count += 1
+        pos += 2  # introducer and label
+        while pos < end and data[pos] and count <= MAX_GIF_BLOCKS:
+            count += 1
+            pos += 1 + data[pos]
+        pos += 1  # the block terminator
+    return count
+
+
+#: Most strips or tiles (the count of StripOffsets, StripByteCounts, TileOffsets or
+#: TileByteCounts) the first image of a TIFF may have, and most entries in its first
+#: IFD. Pillow makes a Python tile per strip and decodes each in turn: a 61 MiB TIFF of 8
+#: million one-byte strips of a 64x64 picture took 105 s and 2.4 GB to decode. A TIFF
+#: within the decode budget (13 megapixels) has a few thousand strips at one row each, or
+#: 50,000 tiles at the smallest size (16x16) the format allows.
+MAX_TIFF_STRIPS = 100_000
+#: Most entries of a TIFF's first IFD: a classic TIFF's count is 16 bits, a BigTIFF's 64.
+MAX_TIFF_IFD_ENTRIES = 65_535
+#: TIFF tags that count a picture's strips or tiles (TIFF 6.0, sections 3 and 15).
+_TIFF_PIECE_TAGS = frozenset({273, 279, 324, 325})
+
+
+def tiff_problem(data: bytes) -> str | None:
+    """Why the first image of the TIFF (or BigTIFF) ``data`` costs too much to open and
+    decode, in words: more than MAX_TIFF_IFD_ENTRIES entries in its first IFD, or more
+    than MAX_TIFF_STRIPS strips or tiles; None otherwise (also when the header or IFD is
+    cut short: Pillow then says what is wrong). Reads the first IFD only; never raises."""
+    order: Literal["little", "big"] = "little" if data[:2] == b"II" else "big"
+    big = data[2:4] in (b"+\x00", b"\x00+")  # BigTIFF: 8-byte offsets and counts
+
+    def number(at: int, size: int) -> int:
+        return int.from_bytes(data[at : at + size], order)
+
+    width = 8 if big else 4  # of an offset and of an entry's value count
+    ifd = number(8, 8) if big else number(4, 4)
+    entries = number(ifd, 8 if big else 2)
+    if ifd + (8 if big else 2) > len(data):
+        return None
+    if entries > MAX_TIFF_IFD_ENTRIES:
+        return (
+            f"a TIFF whose first IFD has {entries:,} entries, over the limit of"
+            f" {MAX_TIFF_IFD_ENTRIES:,}"
+        )
+    step = 20 if big else 12
+    pos = ifd + (8 if big else 2)
+    for _ in range(min(entries, (len(data) - pos) // step)):
+        count = number(pos + 4, width)
+        if number(pos, 2) in _TIFF_PIECE_TAGS and count > MAX_TIFF_STRIPS:
+            return f"a TIFF of {count:,} strips or tiles, over the limit of {MAX_TIFF_STRIPS:,}"
+        pos += step
+    return None
+
 
 #: Pillow plugins allowed to open each decodable media type; nothing else is tried, so a
 #: hostile file cannot reach a rarely used parser (or Ghostscript, for EPS).
@@ -274,7 +475,10 @@ def decode_image(
     scaled to 8 bits).
 
     Raises MediaTooLargeError if the image has more than max_pixels pixels or does not fit
-    max_decode_bytes; MediaError if
+    max_decode_bytes, DecodeBudgetError (one) for a JPEG past MAX_JPEG_SCANS scans,
+    MAX_JPEG_SEGMENTS segments or MAX_JPEG_STRAY_BYTES stray bytes (`jpeg_layout`,
+    checked before Pillow reads it), for a PNG of more than MAX_PNG_CHUNKS chunks and for
+    a GIF of more than MAX_GIF_BLOCKS blocks before its first image; MediaError if
     data is empty, of an unrecognized or non-image format, or truncated or corrupt.
 
     Pillow's hard limit (twice Image.MAX_IMAGE_PIXELS, about 179 million pixels by
@@ -291,6 +495,16 @@ def decode_image(
         raise MediaError(_describe_unknown(data))
     if media_type not in _PIL_FORMATS:
         raise MediaError(f"not a decodable still image: looks like {media_type}")
+    if media_type == "image/jpeg" and (problem := jpeg_layout(data).problem()) is not None:
+        raise DecodeBudgetError(problem)
+    if media_type == "image/png" and png_chunk_count(data) > MAX_PNG_CHUNKS:
+        raise DecodeBudgetError(f"a PNG of more than {MAX_PNG_CHUNKS:,} chunks, the limit here")
+    if media_type == "image/tiff" and (problem := tiff_problem(data)) is not None:
+        raise DecodeBudgetError(problem)
+    if media_type == "image/gif" and gif_block_count(data) > MAX_GIF_BLOCKS:
+        raise DecodeBudgetError(
+            f"a GIF of more than {MAX_GIF_BLOCKS:,} blocks before its first image, the limit here"
+        )
     try:
         with warnings.catch_warnings():
             # Pillow warns about decompression bombs (max_pixels is the authority here) and

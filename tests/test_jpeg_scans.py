@@ -1,0 +1,167 @@
+"""A JPEG's layout bounds its decoding cost (review att35): libjpeg decodes every scan
+over every block of its components, whatever the output scale, so a progressive JPEG of
+thousands of empty scans (10 bytes each) kept a decode slot busy for minutes; Pillow
+reads the bytes before the first scan in Python, one at a time where they are fill or
+stray bytes, so 20 MiB of them took 31 s. Real `prov serve` on loopback, real files made
+with Pillow."""
+
+from __future__ import annotations
+
+import io
+import struct
+import tracemalloc
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from clients.api import ProvenanceClient
+from provenance.c2pa.container import MAX_JPEG_SEGMENTS as CONTAINER_MAX_SEGMENTS
+from provenance.c2pa.container import strip_manifest_store
+from provenance.core.errors import DecodeBudgetError, MediaError, TransportError
+from provenance.media.image import (
+    MAX_JPEG_SCANS,
+    MAX_JPEG_SEGMENTS,
+    MAX_JPEG_STRAY_BYTES,
+    decode_image,
+    jpeg_layout,
+)
+from tests.conftest import ADMIN_TOKEN, FIXTURES, SAMPLES, ServerProc
+
+
+def _progressive(mode: str = "L", side: int = 1024) -> bytes:
+    buf = io.BytesIO()
+    Image.new(mode, (side, side), 0).save(buf, "JPEG", progressive=True, quality=50)
+    return buf.getvalue()
+
+
+def _sos_segments(data: bytes) -> list[tuple[int, int, int]]:
+    """(start, header end, data end) of each SOS segment of a well-formed JPEG."""
+    pos, found = 2, []
+    while data[pos + 1] != 0xD9:
+        length = struct.unpack(">H", data[pos + 2 : pos + 4])[0]
+        if data[pos + 1] != 0xDA:
+            pos += 2 + length
+            continue
+        end = pos + 2 + length
+        while data[end] != 0xFF or data[end + 1] == 0 or 0xD0 <= data[end + 1] <= 0xD7:
+            end += 1
+        found.append((pos, pos + 2 + length, end))
+        pos = end
+    return found
+
+
+def _many_scans(extra: int, side: int = 1024) -> bytes:
+    """A progressive grey JPEG whose last scan header is repeated ``extra`` more times
+    with no data (libjpeg warns, pads with zeros, and decodes each over the picture)."""
+    data = _progressive("L", side)
+    start, header_end, data_end = _sos_segments(data)[-1]
+    return data[:data_end] + data[start:header_end] * extra + b"\xff\xd9"
+
+
+def refusal(server: ServerProc, path: Path) -> str:
+    """The message of the RESOURCE_EXHAUSTED error `VerifyFile` of ``path`` gets from
+    ``server`` (fails the test on any other outcome)."""
+    with ProvenanceClient(server.address, ADMIN_TOKEN) as c, pytest.raises(TransportError) as e:
+        c.verify_file(path)
+    assert e.value.code == "RESOURCE_EXHAUSTED", e.value
+    return str(e.value)
+
+
+def test_scans_are_counted_as_encoders_write_them() -> None:
+    """Baseline: 1 scan; Pillow's (libjpeg's) progressive script: 10 for colour, 6 for
+    grey; a JPEG inside the EXIF block (a thumbnail) is not counted."""
+    with Image.open(SAMPLES / "grace_hopper.jpg") as im:
+        rgb = im.convert("RGB")
+    for kw, want in (({}, 1), ({"progressive": True}, 10)):
+        buf = io.BytesIO()
+        rgb.save(buf, "JPEG", **kw)
+        assert jpeg_layout(buf.getvalue()).scans == want
+    assert jpeg_layout(_progressive("L")).scans == 6
+    thumb = _many_scans(50, side=64)
+    exif = Image.Exif()
+    exif[0x010E] = "x"
+    app1 = b"Exif\0\0" + exif.tobytes() + thumb  # an APP1 payload that holds 56 scans
+    plain = _progressive("L")
+    segment = b"\xff\xe1" + struct.pack(">H", len(app1) + 2) + app1
+    assert jpeg_layout(plain[:2] + segment + plain[2:]).scans == 6
+
+
+def test_a_jpeg_over_the_scan_limit_is_refused_before_decoding() -> None:
+    at_limit = _many_scans(MAX_JPEG_SCANS - 6)
+    assert jpeg_layout(at_limit).scans == MAX_JPEG_SCANS
+    assert decode_image(at_limit).width == 1024
+    over = _many_scans(MAX_JPEG_SCANS - 5)
+    with pytest.raises(DecodeBudgetError, match=f"more than {MAX_JPEG_SCANS} scans"):
+        decode_image(over)
+    # counting stops past the limit: a file of 100,000 scans costs no more to refuse
+    assert jpeg_layout(_many_scans(100_000)).scans == MAX_JPEG_SCANS + 1
+
+
+def test_server_refuses_a_jpeg_of_too_many_scans(server: ServerProc, tmp_path: Path) -> None:
+    """VerifyFile of a 60 KB JPEG with 5,000 empty scans: RESOURCE_EXHAUSTED naming the
+    scan limit. Before, the server decoded it (UNSIGNED), each scan over the whole
+    picture: at 8000x8000 pixels such a 300 KB file held a decode slot for 133 s."""
+    path = tmp_path / "scans.jpg"
+    path.write_bytes(_many_scans(5000))
+    assert f"more than {MAX_JPEG_SCANS} scans" in refusal(server, path)
+
+
+def _with_header_junk(junk: bytes) -> bytes:
+    """A small real JPEG with ``junk`` after its first segment (APP0)."""
+    buf = io.BytesIO()
+    Image.new("RGB", (64, 64), (9, 9, 9)).save(buf, "JPEG")
+    data = buf.getvalue()
+    assert data[2:4] == b"\xff\xe0"
+    cut = 4 + struct.unpack(">H", data[4:6])[0]
+    return data[:cut] + junk + data[cut:]
+
+
+def test_stray_bytes_and_segments_before_the_picture_are_bounded() -> None:
+    """Fill bytes or stray bytes before the first scan up to MAX_JPEG_STRAY_BYTES decode
+    (libjpeg skips them); past it, refused before Pillow reads them. The same for more
+    than MAX_JPEG_SEGMENTS 4-byte COM segments."""
+    for byte in (b"\xff", b"\x00"):
+        ok = _with_header_junk(byte * 1000)
+        assert decode_image(ok).width == 64
+        over = _with_header_junk(byte * (MAX_JPEG_STRAY_BYTES + 1))
+        with pytest.raises(DecodeBudgetError, match="fill or stray bytes"):
+            decode_image(over)
+    assert decode_image(_with_header_junk(b"\xff\xfe\x00\x02" * 1000)).width == 64
+    many = _with_header_junk(b"\xff\xfe\x00\x02" * MAX_JPEG_SEGMENTS)
+    with pytest.raises(DecodeBudgetError, match="marker segments"):
+        decode_image(many)
+
+
+def test_server_refuses_a_jpeg_of_megabytes_of_fill_bytes(
+    server: ServerProc, tmp_path: Path
+) -> None:
+    """VerifyFile of a 20 MiB JPEG that is all fill bytes after SOI: RESOURCE_EXHAUSTED
+    at once. Before, Pillow's header parser read it a byte at a time (31 s here) and
+    then found it undecodable."""
+    path = tmp_path / "fill.jpg"
+    path.write_bytes(_with_header_junk(b"\xff" * (20 << 20)))
+    assert "fill or stray bytes" in refusal(server, path)
+
+
+def test_stripping_a_manifest_store_after_megabytes_of_fill_bytes_holds_no_list_of_them() -> None:
+    """`strip_manifest_store` of a C2PA JPEG with 5 MiB of fill bytes before its first
+    segment still removes the store, and its walk holds one range for the run: before,
+    one (start, end) tuple per fill byte, 2.9 GB for 20 MiB (a `prov scan` worker
+    stripping a hostile file). Past MAX_JPEG_SEGMENTS ranges (4-byte COM segments) the
+    walk is refused."""
+    signed = (FIXTURES / "c2pa" / "generated" / "gen_ed25519_capture.jpg").read_bytes()
+    stripped = strip_manifest_store(signed, "image/jpeg")
+    assert len(stripped) < len(signed)
+    fill = b"\xff" * (5 << 20)
+    tracemalloc.start()
+    try:
+        out = strip_manifest_store(signed[:2] + fill + signed[2:], "image/jpeg")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert out == stripped[:2] + fill + stripped[2:]
+    assert peak < 64 << 20, f"{peak >> 20} MiB traced"
+    comments = b"\xff\xfe\x00\x02" * (CONTAINER_MAX_SEGMENTS + 1)
+    with pytest.raises(MediaError, match="marker segments"):
+        strip_manifest_store(signed[:2] + comments + signed[2:], "image/jpeg")

@@ -1,0 +1,54 @@
+"""A PNG's chunk count bounds its decoding cost (review att35): Pillow reads every chunk
+header in Python, so a PNG of a million empty ancillary chunks (11 MiB) took 10.9 s to
+decode. Real `prov serve` on loopback, real files made with Pillow."""
+
+from __future__ import annotations
+
+import io
+import struct
+import zlib
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from provenance.core.errors import DecodeBudgetError
+from provenance.media.image import MAX_PNG_CHUNKS, decode_image, png_chunk_count
+from tests.conftest import SAMPLES, ServerProc
+from tests.test_jpeg_scans import refusal
+
+
+def _chunk(kind: bytes, body: bytes) -> bytes:
+    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+
+def _with_empty_chunks(n: int) -> bytes:
+    """A 64x64 PNG with ``n`` empty ancillary chunks (``abCd``) after IHDR."""
+    buf = io.BytesIO()
+    Image.new("RGB", (64, 64), (1, 2, 3)).save(buf, "PNG")
+    data = buf.getvalue()
+    after_ihdr = 8 + 12 + 13
+    return data[:after_ihdr] + _chunk(b"abCd", b"") * n + data[after_ihdr:]
+
+
+def test_png_chunks_are_counted_up_to_iend() -> None:
+    plain = _with_empty_chunks(0)
+    assert png_chunk_count(plain) == 3  # IHDR, IDAT, IEND
+    assert png_chunk_count(plain + _chunk(b"abCd", b"") * 10) == 3  # after IEND: not read
+    assert png_chunk_count((SAMPLES / "chelsea.png").read_bytes()) < 100
+
+
+def test_a_png_over_the_chunk_limit_is_refused_before_decoding() -> None:
+    at_limit = _with_empty_chunks(MAX_PNG_CHUNKS - 3)
+    assert png_chunk_count(at_limit) == MAX_PNG_CHUNKS
+    assert decode_image(at_limit).width == 64
+    with pytest.raises(DecodeBudgetError, match="chunks"):
+        decode_image(_with_empty_chunks(MAX_PNG_CHUNKS - 2))
+
+
+def test_server_refuses_a_png_of_a_million_chunks(server: ServerProc, tmp_path: Path) -> None:
+    """VerifyFile of an 11 MiB PNG of a million empty chunks: RESOURCE_EXHAUSTED naming
+    the chunk limit. Before, the server decoded it (UNSIGNED) after reading each chunk."""
+    path = tmp_path / "chunks.png"
+    path.write_bytes(_with_empty_chunks(1_000_000))
+    assert f"more than {MAX_PNG_CHUNKS:,} chunks" in refusal(server, path)
