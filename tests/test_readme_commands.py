@@ -126,13 +126,19 @@ def test_the_readme_usage_block_parses_as_written(
     values = _placeholders(tmp_path)
     root = typer.main.get_command(app)
     for line in lines:
-        args = [values.get(a, a) for a in shlex.split(line)[1:]]
+        # an absolute folder (`/archive/photos`) is made under tmp_path, not on this machine
+        args = [
+            str(tmp_path / a.lstrip("/")) if re.fullmatch(r"(/[\w.-]+)+", a) else values.get(a, a)
+            for a in shlex.split(line)[1:]
+        ]
         for a in args:
             if re.fullmatch(r"[\w./-]+\.(jpg|prov|json|pem|jsonl|zip|db)", a):
                 (tmp_path / a).parent.mkdir(parents=True, exist_ok=True)
                 (tmp_path / a).touch()
             elif re.fullmatch(r"[\w.-]+/", a):
                 (tmp_path / a).mkdir(exist_ok=True)
+            elif a.startswith(str(tmp_path)):
+                Path(a).mkdir(parents=True, exist_ok=True)
         try:
             cur: Any = root.make_context("prov", [*args])
             rest = [*_protected(cur), *cur.args]
