@@ -8,12 +8,19 @@ import io
 import struct
 import zlib
 from pathlib import Path
+from typing import Any
 
 import pytest
 from PIL import Image
 
-from provenance.core.errors import DecodeBudgetError
-from provenance.media.image import MAX_PNG_CHUNKS, decode_image, png_chunk_count
+from provenance.c2pa.container import (
+    MAX_PNG_CHUNKS,
+    content_sha256,
+    manifest_store,
+    strip_and_locate,
+)
+from provenance.core.errors import DecodeBudgetError, MediaError
+from provenance.media.image import decode_image, png_chunk_count
 from tests.conftest import SAMPLES, ServerProc
 from tests.test_jpeg_scans import refusal
 
@@ -52,3 +59,17 @@ def test_server_refuses_a_png_of_a_million_chunks(server: ServerProc, tmp_path: 
     path = tmp_path / "chunks.png"
     path.write_bytes(_with_empty_chunks(1_000_000))
     assert f"more than {MAX_PNG_CHUNKS:,} chunks" in refusal(server, path)
+
+
+@pytest.mark.parametrize("walk", [strip_and_locate, content_sha256, manifest_store])
+def test_the_c2pa_container_walk_refuses_a_png_over_the_chunk_limit(walk: Any) -> None:
+    """The C2PA container's PNG walks (stripping, the content hash, the manifest store)
+    stop at the same limit (review rev35: 2 million empty chunks, 22 MiB, took about 2 s
+    per walk, so 256 MiB about 25 s); at the limit a PNG is walked as before."""
+    at_limit = _with_empty_chunks(MAX_PNG_CHUNKS - 3)
+    try:
+        walk(at_limit, "image/png")
+    except MediaError as e:  # manifest_store: this PNG carries none, which is found
+        assert str(e) == "the file carries no C2PA manifest store"
+    with pytest.raises(MediaError, match=f"more than {MAX_PNG_CHUNKS:,} chunks"):
+        walk(_with_empty_chunks(MAX_PNG_CHUNKS - 2), "image/png")

@@ -26,6 +26,7 @@ import hashlib
 import itertools
 import re
 import struct
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 from provenance.core.errors import BindingError, MediaError
@@ -243,20 +244,37 @@ def _jpeg_store(data: bytes, segments: list[tuple[int, int]], first: int, length
     return bytes(store[:length])
 
 
-def _png_chunks(data: bytes, kind: bytes) -> list[tuple[int, int]]:
-    """(chunk start, data length) of every chunk of this type, in file order."""
-    found = []
-    pos = len(_PNG_SIGNATURE)
+#: Most chunks a PNG may hold up to IEND, for decoding (`provenance.media.image`) and for
+#: these walks. Pillow reads every chunk header in Python (before the picture, each IDAT,
+#: and after it), about 11 us a chunk: a PNG of a million empty ancillary chunks, 11 MiB,
+#: took 10.9 s to decode, and 2 million took about 2 s per walk here (review rev35), so
+#: 256 MiB of them would hold a decode slot for minutes. libpng writes IDAT chunks of
+#: 8 KiB, so a PNG within the decode budget (13 megapixels) holds a few thousand.
+MAX_PNG_CHUNKS = 100_000
+
+
+def _png_walk(data: bytes) -> Iterator[tuple[int, int, bytes]]:
+    """(chunk start, data length, chunk type) of each chunk after the signature, in file
+    order, up to and including IEND (PNG 3rd edition, 5.3 chunk layout); a chunk that
+    overruns the file ends the walk. Raises MediaError at a chunk past MAX_PNG_CHUNKS."""
+    pos, count = len(_PNG_SIGNATURE), 0
     while pos + 12 <= len(data):
-        length, this = struct.unpack_from(">I4s", data, pos)
+        length, kind = struct.unpack_from(">I4s", data, pos)
         if pos + 12 + length > len(data):
-            break
-        if this == kind:
-            found.append((pos, length))
+            return
+        count += 1
+        if count > MAX_PNG_CHUNKS:
+            raise MediaError(f"a PNG of more than {MAX_PNG_CHUNKS:,} chunks: not walked")
+        yield pos, length, kind
+        if kind == b"IEND":
+            return
         pos += 12 + length
-        if this == b"IEND":
-            break
-    return found
+
+
+def _png_chunks(data: bytes, kind: bytes) -> list[tuple[int, int]]:
+    """(chunk start, data length) of every chunk of this type, in file order. Raises
+    MediaError past MAX_PNG_CHUNKS chunks."""
+    return [(pos, length) for pos, length, this in _png_walk(data) if this == kind]
 
 
 def _is_app11_jumbf(data: bytes, start: int, end: int) -> bool:
@@ -291,21 +309,15 @@ def _strip_png(data: bytes) -> Stripped:
     if not data.startswith(_PNG_SIGNATURE):
         raise MediaError("not a PNG file (bad signature)")
     out = bytearray(_PNG_SIGNATURE)
-    pos = len(_PNG_SIGNATURE)
+    end = len(_PNG_SIGNATURE)  # where the walked chunks end
     removed: list[tuple[int, int]] = []
-    while pos + 12 <= len(data):
-        length, kind = struct.unpack_from(">I4s", data, pos)
+    for pos, length, kind in _png_walk(data):
         end = pos + 12 + length
-        if end > len(data):
-            break
         if kind == b"caBX":
             removed.append((pos, end - pos))
         else:
             out += data[pos:end]
-        pos = end
-        if kind == b"IEND":
-            break
-    out += data[pos:]
+    out += data[end:]
     return Stripped(bytes(out), tuple(removed)) if removed else Stripped(data)
 
 

@@ -18,6 +18,7 @@ import numpy as np
 import pillow_heif
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from provenance.c2pa.container import MAX_PNG_CHUNKS
 from provenance.core.binding import PerceptualHash, pdq_hash
 from provenance.core.errors import DecodeBudgetError, MediaError, MediaTooLargeError
 from provenance.media.budget import fit_decode_budget
@@ -144,12 +145,6 @@ def jpeg_layout(data: bytes) -> JpegLayout:
     return JpegLayout(scans, segments, stray)
 
 
-#: Most chunks a PNG may hold up to IEND. Pillow reads every chunk header in Python
-#: (before the picture, each IDAT, and after it), about 11 us a chunk: a PNG of a million
-#: empty ancillary chunks, 11 MiB, took 10.9 s to decode, so 256 MiB of them would hold a
-#: decode slot for minutes. libpng writes IDAT chunks of 8 KiB, so a PNG within the decode
-#: budget (13 megapixels) holds a few thousand.
-MAX_PNG_CHUNKS = 100_000
 _PNG_SIGNATURE_BYTES = 8
 
 
