@@ -376,15 +376,16 @@ def post_checkpoint(url: str, body: str) -> tuple[int, str]:
         return e.code, e.read().decode()
 
 
-def start_web(server: str, *extra: str) -> ServerProc:
-    """Start `prov web --server SERVER --listen 127.0.0.1:0`; its address is http://HOST:PORT."""
+def start_web(server: str, *extra: str, root: Path = ROOT) -> ServerProc:
+    """Start `prov web --server SERVER --listen 127.0.0.1:0` of the checkout ``root``
+    (this one unless a bench compares another); its address is http://HOST:PORT."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "clients.cli", "web", "--server", server]
         + ["--listen", "127.0.0.1:0", *extra],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        cwd=ROOT,
+        cwd=root,
     )
     return ServerProc(proc, read_line(proc, "web on "), Path())
 

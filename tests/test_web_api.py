@@ -25,10 +25,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from clients.api import ProvenanceClient
 from clients.cli import main as prov_main
 from provenance.core import merkle
 from provenance.core.binding import pdq_hash
+from provenance.core.envelope import PAYLOAD_TYPE_ENROLL, sign_payload
 from provenance.core.errors import ConfigError
+from provenance.core.keys import DeviceKey
 from provenance.log.checkpoint import NoteVerifier, open_checkpoint
 from provenance.media.image import _PIL_FORMATS, FORMAT_NAMES, SUPPORTED_FORMATS
 from provenance.media.video.frames import DEMUXERS
@@ -366,6 +369,115 @@ def test_uploads_are_rate_limited_per_client(site: DemoSite, limited_web: str) -
         _error(forged, 429, "too many uploads")
         # reads are not limited
         assert c.get("/api/v1/checkpoint").status_code == 200
+
+
+def _from(address: str, base: str) -> httpx.Client:
+    """An HTTP client whose connections come from ``address`` (a loopback address: the
+    web counts each as another visitor)."""
+    transport = httpx.HTTPTransport(local_address=address)
+    return httpx.Client(base_url=base, transport=transport, timeout=60)
+
+
+def test_log_and_device_reads_are_rate_limited_per_visitor(site: DemoSite) -> None:
+    web = start_web(site.grpc.address, "--reads-per-minute", "4")
+    try:
+        with _from("127.0.0.1", web.address) as flood, _from("127.0.0.2", web.address) as other:
+            dev = flood.get("/api/v1/entries/0").json()["device"]["device_id"]
+            paths = ["/api/v1/checkpoint", f"/api/v1/devices/{dev}", "/api/v1/entries?start=0"]
+            assert [flood.get(p).status_code for p in paths] == [200, 200, 200]
+            api = flood.get("/api/v1/proofs/inclusion?index=0")
+            _error(api, 429, r"too many pages and API calls reading the log or devices from"
+                   r" 127\.0\.0\.1: at most 4 a minute \(this server's limit, --reads-per-minute\);"
+                   r" try again in \d+ s")  # fmt: skip
+            assert int(api.headers["retry-after"]) >= 1
+            for page in ["/log", "/log/entries/0", f"/log/devices/{dev}", "/manifests/0"]:
+                r = flood.get(page)
+                assert r.status_code == 429, (page, r.status_code)
+                assert int(r.headers["retry-after"]) >= 1
+                if page.startswith("/log"):
+                    assert r.headers["content-type"].startswith("text/html")
+                    assert "too many pages and API calls" in r.text
+                else:
+                    _error(r, 429, "too many pages and API calls")
+            # a forged X-Forwarded-For does not make a new visitor (no proxy is trusted)
+            forged = flood.get("/api/v1/checkpoint", headers={"X-Forwarded-For": "203.0.113.9"})
+            _error(forged, 429, "too many pages")
+            # pages that read neither are not counted
+            assert flood.get("/").status_code == 200
+            assert flood.get("/openapi.json").status_code == 200
+            # another visitor is served as before
+            for p in [*paths, "/log"]:
+                assert other.get(p).status_code == 200, p
+    finally:
+        web.stop()
+
+
+def test_reads_are_counted_per_visitor_behind_a_trusted_proxy(site: DemoSite) -> None:
+    web = start_web(site.grpc.address, "--reads-per-minute", "2", "--trusted-proxy", "127.0.0.1")
+    try:
+        with _from("127.0.0.1", web.address) as proxy:
+            a = {"X-Forwarded-For": "198.51.100.7"}
+            b = {"X-Forwarded-For": "198.51.100.8"}
+            assert [proxy.get("/api/v1/checkpoint", headers=a).status_code for _ in range(3)] == [
+                200,
+                200,
+                429,
+            ]
+            _error(proxy.get("/api/v1/checkpoint", headers=a), 429, r"from 198\.51\.100\.7")
+            assert proxy.get("/api/v1/checkpoint", headers=b).status_code == 200
+    finally:
+        web.stop()
+
+
+def test_reads_per_minute_0_is_no_limit(site: DemoSite) -> None:
+    # more reads than the default allows in a burst (`READS_PER_MINUTE`), all answered
+    web = start_web(site.grpc.address, "--reads-per-minute", "0")
+    try:
+        with _from("127.0.0.1", web.address) as c:
+            codes = {c.get("/api/v1/proofs/inclusion?index=0").status_code for _ in range(130)}
+        assert codes == {200}
+    finally:
+        web.stop()
+
+
+def _enroll_one(address: str) -> None:
+    """Enroll a new device on the service at ``address`` (its log gets an entry)."""
+    key = DeviceKey.generate()
+    with ProvenanceClient(address, ADMIN_TOKEN) as client:
+        token, _ = client.create_enrollment_token()
+        client.enroll(token, key.public_key, sign_payload(key, PAYLOAD_TYPE_ENROLL, token.encode()))
+
+
+def test_the_web_keeps_the_log_key_until_a_restarted_service_has_another(
+    tmp_path: Path,
+) -> None:
+    first = start_server(tmp_path / "a.db")
+    address = first.address
+    web = start_web(address)
+    second = None
+    try:
+        _enroll_one(address)
+        with httpx.Client(base_url=web.address, timeout=60) as c:
+            before = c.get("/api/v1/checkpoint").json()
+            first.stop()
+            # another service, another log key, on the same address
+            second = start_server(tmp_path / "b.db", "--listen", address)
+            _enroll_one(address)
+            deadline = time.monotonic() + 30
+            r = c.get("/api/v1/checkpoint")
+            while r.status_code == 503 and time.monotonic() < deadline:
+                time.sleep(0.2)  # the web's channel reconnecting
+                r = c.get("/api/v1/checkpoint")
+            after = r.json()
+        assert r.status_code == 200, r.text
+        assert after["log_key"] != before["log_key"]
+        assert after["signature_verified"] is True
+        open_checkpoint(after["checkpoint"], NoteVerifier.from_vkey(after["log_key"]))
+    finally:
+        web.stop()
+        first.stop()
+        if second is not None:
+            second.stop()
 
 
 # ---------------------------------------------------------------- the log

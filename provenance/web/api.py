@@ -82,6 +82,23 @@ def json_errors(fn: Handler) -> Handler:
     return wrapper
 
 
+def metered(fn: Handler) -> Handler:
+    """Charge the request to its client's reads of the log and registry
+    (``WebState.reads``, ``--reads-per-minute``; `client_address`, so behind a
+    ``--trusted-proxy`` the visitor its X-Forwarded-For names) before ``fn`` runs: the
+    web is one gRPC client of the service, and without this one visitor's flood of
+    pages spent the service's read budget for that client and every other visitor was
+    slowed, then refused (bench/bench_web_reads.py). Raises WebError RATE_LIMITED (429,
+    Retry-After) past the budget; wrap it in `json_errors` or `pages.html_errors`."""
+
+    @functools.wraps(fn)
+    async def wrapper(request: Request) -> Response:
+        state(request).reads.check(client_address(request))
+        return await fn(request)
+
+    return wrapper
+
+
 def flag(request: Request, name: str, default: bool) -> bool:
     """A boolean query parameter (true/false/1/0/yes/no); raises WebError otherwise."""
     value = request.query_params.get(name)
@@ -270,12 +287,14 @@ async def lookup(request: Request) -> Response:
 
 
 @json_errors
+@metered
 async def checkpoint(request: Request) -> Response:
     """``GET /api/v1/checkpoint``: the newest signed checkpoint and the log key."""
     return JSONResponse(await run_in_threadpool(logviews.checkpoint_view, state(request).client))
 
 
 @json_errors
+@metered
 async def entry(request: Request) -> Response:
     """``GET /api/v1/entries/{index}``: one log entry with its inclusion proof."""
     index = logviews.parse_index(request.path_params["index"])
@@ -283,6 +302,7 @@ async def entry(request: Request) -> Response:
 
 
 @json_errors
+@metered
 async def entries(request: Request) -> Response:
     """``GET /api/v1/entries?sha256=HEX``: the entries binding a file's bytes, with their
     inclusion proofs; ``GET /api/v1/entries?start=N[&limit=M]``: a page of the log."""
@@ -302,6 +322,7 @@ async def entries(request: Request) -> Response:
 
 
 @json_errors
+@metered
 async def inclusion(request: Request) -> Response:
     """``GET /api/v1/proofs/inclusion?index=N[&tree_size=M]``."""
     q = request.query_params
@@ -312,6 +333,7 @@ async def inclusion(request: Request) -> Response:
 
 
 @json_errors
+@metered
 async def consistency(request: Request) -> Response:
     """``GET /api/v1/proofs/consistency?first=A[&second=B][&first_root=HEX]``."""
     q = request.query_params
@@ -325,6 +347,7 @@ async def consistency(request: Request) -> Response:
 
 
 @json_errors
+@metered
 async def device(request: Request) -> Response:
     """``GET /api/v1/devices/{device_id}``: a device's registry record."""
     dev = logviews.parse_hash(request.path_params["device_id"], "device id")

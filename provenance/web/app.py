@@ -33,6 +33,17 @@ log = logging.getLogger(__name__)
 
 PACKAGE = Path(__file__).resolve().parent
 
+#: The default of ``prov web --reads-per-minute``: each client address's pages and API
+#: calls that read the log or the device registry, a minute (bursts of as many). The
+#: web is one gRPC client of the service, whose budget per client is 6,000 log reads a
+#: minute (``prov serve --log-reads-per-minute``) and as many device look-ups; an entry
+#: page takes 3 log reads (checkpoint, entry, inclusion proof; the log key is kept) and
+#: a device look-up, so 2,000 such pages a minute in all. A visitor at this pace takes
+#: 360 of those reads, 6 %, so it takes 16 flooding at once to spend them; a person
+#: browsing opens a page every few seconds, and `make web`'s demo and the browser
+#: tests pass under it (bench/bench_web_reads.py measures a flood against it).
+READS_PER_MINUTE = 120
+
 
 @dataclass(frozen=True)
 class WebConfig:
@@ -51,6 +62,10 @@ class WebConfig:
     ``upload_hold_bytes``: a file up to this size is held in memory until its form ends
     (larger ones are relayed as they arrive);
     ``tiles_dir``: a `prov log export-tiles` folder served read-only under /tlog/;
+    ``reads_per_minute``: pages and API calls that read the log or the device registry
+    (the explorer, its entry, device and proof pages, ``/api/v1/`` checkpoint, entries,
+    proofs and devices, ``/manifests/``) one client address may make a minute, in
+    bursts of as many (`READS_PER_MINUTE`; 0: no limit);
     ``service_timeout_s``: the longest a call to the service may wait for it, in seconds:
     a small call's answer, an upload's next piece taken or its receipt (a slow upload is
     not counted; `UploadLimits.answer_s`); past it, 504."""
@@ -67,6 +82,7 @@ class WebConfig:
     tiles_dir: Path | None = None
     upload_hold_bytes: int = 8 * 1024 * 1024
     service_timeout_s: float = SERVICE_TIMEOUT_S
+    reads_per_minute: int = READS_PER_MINUTE
 
 
 @dataclass
@@ -77,6 +93,8 @@ class WebState:
     client: ProvenanceClient
     relayer: Relayer
     limiter: RateLimiter
+    #: each client's reads of the log and registry (``reads_per_minute``; `api.metered`)
+    reads: RateLimiter
     templates: Jinja2Templates
     #: the worker threads that parse JSON bodies and run lookups (`api.JSON_WORKERS`)
     json_workers: anyio.CapacityLimiter
@@ -110,6 +128,11 @@ def create_app(config: WebConfig) -> Starlette:
             config.max_concurrent_uploads,
         ),
         limiter=RateLimiter(config.uploads_per_minute),
+        reads=RateLimiter(
+            config.reads_per_minute,
+            what="pages and API calls reading the log or devices",
+            flag="--reads-per-minute",
+        ),
         templates=templates,
         json_workers=anyio.CapacityLimiter(api.JSON_WORKERS),
         json_shares=tlogtiles.TileShares(api.JSON_BYTES_PER_CLIENT, wait=0.0),

@@ -40,6 +40,17 @@ def web(
         int,
         typer.Option(help="Uploads each client address may start a minute (0: no limit).", min=0),
     ] = 30,
+    reads_per_minute: Annotated[
+        int,
+        typer.Option(
+            help="Pages and API calls reading the log or the device registry (the log"
+            " explorer's pages, /api/v1/ checkpoint, entries, proofs and devices,"
+            " /manifests/) each client address may make a minute, in bursts of as many;"
+            " past it, 429 with Retry-After, so one visitor cannot use up this page's"
+            " share of the service's reads (0: no limit).",
+            min=0,
+        ),
+    ] = 120,  # provenance.web.app.READS_PER_MINUTE (not imported here: it loads Starlette)
     upload_idle_seconds: Annotated[
         float,
         typer.Option(
@@ -102,6 +113,7 @@ def web(
             server,
             max_upload_bytes=max_upload_mb * 1024 * 1024,
             uploads_per_minute=uploads_per_minute,
+            reads_per_minute=reads_per_minute,
             upload_idle_seconds=upload_idle_seconds,
             upload_cut_rate=upload_min_rate_kb * 1024,
             tiles_dir=tiles_dir,

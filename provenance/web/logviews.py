@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import base64
 import re
+import threading
+import weakref
 from typing import Any
 
 from clients.api import ProvenanceClient, Query
@@ -67,17 +69,49 @@ def _iso(cp: Checkpoint) -> str | None:
     return None if cp.timestamp is None else cp.timestamp.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+#: The log key (verifier key, origin) each gRPC client was last told (`log_key`): a
+#: service's key never changes while it runs, and every page read it again before, one
+#: of the two log reads of a checkpoint that the service meters per client
+#: (--log-reads-per-minute).
+_KEYS: weakref.WeakKeyDictionary[ProvenanceClient, tuple[str, str]] = weakref.WeakKeyDictionary()
+_KEYS_LOCK = threading.Lock()
+
+
+def log_key(client: ProvenanceClient, fresh: bool = False) -> tuple[str, str]:
+    """(note verifier key ``name+id+key``, origin) of the service's log, as it last said
+    (GetLogKey); asked again with ``fresh`` or when not yet asked. Raises
+    TransportError."""
+    with _KEYS_LOCK:
+        known = None if fresh else _KEYS.get(client)
+    if known is not None:
+        return known
+    key = client.log_key()
+    with _KEYS_LOCK:
+        _KEYS[client] = key
+    return key
+
+
 def latest_checkpoint(client: ProvenanceClient) -> tuple[Checkpoint, str, str]:
     """(checkpoint, signed note, verifier key): the newest checkpoint, its signature
-    checked with the log key the service presents. Raises WebError NOT_FOUND for an
-    empty log, SignatureError / LogError for a bad note, TransportError."""
-    vkey, origin = client.log_key()
+    checked with the log key the service presents (`log_key`: the one it said before;
+    when the note does not check with that, the service is asked again, since a
+    restarted service may have another key, and the note checked with its answer).
+    Raises WebError NOT_FOUND for an empty log, SignatureError / LogError for a bad
+    note, TransportError."""
+    vkey, origin = log_key(client)
     try:
         note = client.checkpoint()
     except TransportError as e:
         if e.code == "OUT_OF_RANGE":
             raise WebError("the log is empty: nothing has been logged yet", "NOT_FOUND") from e
         raise
+    try:
+        return open_checkpoint(note, NoteVerifier.from_vkey(vkey), origin=origin), note, vkey
+    except (SignatureError, LogError):
+        now = log_key(client, fresh=True)
+        if now == (vkey, origin):
+            raise
+        vkey, origin = now
     return open_checkpoint(note, NoteVerifier.from_vkey(vkey), origin=origin), note, vkey
 
 

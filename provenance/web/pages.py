@@ -21,7 +21,7 @@ from starlette.routing import Route
 
 from provenance.core.errors import ProvenanceError
 from provenance.web import logviews
-from provenance.web.api import state, verify_upload
+from provenance.web.api import metered, state, verify_upload
 from provenance.web.errors import (
     WebError,
     error_body,
@@ -104,6 +104,7 @@ async def verify(request: Request) -> Response:
 
 
 @html_errors
+@metered
 async def explorer(request: Request) -> Response:
     """``GET /log``: the newest checkpoint, the log key and the newest entries."""
     client = state(request).client
@@ -130,6 +131,7 @@ async def explorer(request: Request) -> Response:
 
 
 @html_errors
+@metered
 async def entry(request: Request) -> Response:
     """``GET /log/entries/{index}``: one entry, its claim and inclusion proof."""
     index = logviews.parse_index(request.path_params["index"], "entry index")
@@ -138,6 +140,7 @@ async def entry(request: Request) -> Response:
 
 
 @html_errors
+@metered
 async def goto_entry(request: Request) -> Response:
     """The explorer's search form: an index, or a file's SHA-256. A person may type an
     index with leading zeros ("007"): the form sends them on to the one canonical URL."""
@@ -153,6 +156,7 @@ async def goto_entry(request: Request) -> Response:
 
 
 @html_errors
+@metered
 async def device(request: Request) -> Response:
     """``GET /log/devices/{device_id}``: a device, enrolled or revoked."""
     dev = logviews.parse_hash(request.path_params["device_id"], "a device id")
@@ -168,6 +172,7 @@ async def goto_device(request: Request) -> Response:
 
 
 @html_errors
+@metered
 async def consistency(request: Request) -> Response:
     """``GET /log/consistency?first=A[&second=B][&first_root=HEX]``."""
     q = request.query_params

@@ -31,7 +31,14 @@ from clients.report import report_to_json
 from provenance.core.binding import PDQ_ALGORITHM, PDQ_HASH_SIZE, PerceptualHash
 from provenance.core.verify import VerificationReport
 from provenance.web import logviews
-from provenance.web.api import NO_SHA256, client_address, json_errors, read_json, state
+from provenance.web.api import (
+    NO_SHA256,
+    client_address,
+    json_errors,
+    metered,
+    read_json,
+    state,
+)
 from provenance.web.errors import WebError
 
 #: PDQ hashes have 256 bits; a similarity score of 100 means identical hashes.
@@ -129,6 +136,7 @@ async def by_content(request: Request) -> Response:
 
 
 @json_errors
+@metered
 async def manifest(request: Request) -> Response:
     """``GET /manifests/{manifestId}``: the log entry a manifest id (index) names."""
     index = logviews.parse_index(request.path_params["manifest_id"], "manifestId")
