@@ -6,6 +6,7 @@ import csv
 import functools
 import hashlib
 import io
+import pickle
 import re
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from provenance.core.binding import (
     hamming,
     pdq_hash,
     pdq_match,
+    perceptual_hash,
 )
 from provenance.core.errors import BindingError
 
@@ -230,6 +232,41 @@ def test_pdq_hash_of_one_pixel_wide_image() -> None:
     # the smallest non-empty images hash (to a flat, quality-0 hash), they are not refused
     for shape in ((8, 1, 3), (1, 8, 3), (1, 1, 3)):
         assert pdq_hash(np.full(shape, 7, np.uint8)).quality == 0
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        ("pdq", bytes(range(32)), 100, 1.5),
+        ("pdq", bytes(32), 0, 0.0),
+        ("pdq", bytes(31), 100, 0.0),
+        ("phash", bytes(32), 100, 0.0),
+        ("pdq", bytes(32), 101, 0.0),
+        ("pdq", bytes(32), -1, 0.0),
+        ("pdq", bytes(32), 100, float("nan")),
+        ("pdq", bytes(32), 100, float("inf")),
+        ("pdq", bytes(32), 100, -0.5),
+    ],
+)
+def test_perceptual_hash_builds_what_the_constructor_builds(
+    fields: tuple[str, bytes, int, float],
+) -> None:
+    """The server's fast path (`perceptual_hash`) gives an equal object (same hash, repr,
+    pickle) or the constructor's BindingError, message for message."""
+    try:
+        want = PerceptualHash(*fields)
+    except BindingError as e:
+        with pytest.raises(BindingError) as got:
+            perceptual_hash(*fields)
+        assert str(got.value) == str(e)
+        return
+    got_hash = perceptual_hash(*fields)
+    assert type(got_hash) is PerceptualHash
+    assert got_hash == want and hash(got_hash) == hash(want) and repr(got_hash) == repr(want)
+    assert vars(got_hash) == vars(want)
+    assert pickle.loads(pickle.dumps(got_hash)) == want
+    with pytest.raises(AttributeError):  # still frozen
+        got_hash.quality = 1  # type: ignore[misc]
 
 
 def test_hamming() -> None:

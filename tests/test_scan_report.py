@@ -13,7 +13,15 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from clients.scan.report import ERROR, ReportWriter, csv_path, html_path
+from clients.scan.report import (
+    CSV_FIELDS,
+    ERROR,
+    ReportWriter,
+    csv_cell,
+    csv_path,
+    csv_row,
+    html_path,
+)
 from clients.scan.rows import error_row
 
 
@@ -139,3 +147,65 @@ def test_flagged_files_are_named_most_serious_first_with_their_evidence(tmp_path
     writer.add(_unsigned("a.jpg", None))
     writer.finish(lambda rows: {}, 1000)
     assert "Files to look at" not in html_path(tmp_path / "plain.jsonl").read_text()
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "plain.jpg",
+        "=HYPERLINK(x).jpg",
+        "+1.jpg",
+        "-2.jpg",
+        "@a.jpg",
+        "\tTab.jpg",
+        "\rcr.jpg",
+        "cat\u202egnp.exe",
+        "bell\x07.jpg",
+        "=\u202e.jpg",
+        "",
+        "caf\\xe9.jpg",
+    ],
+)
+def test_csv_row_escapes_each_cell_as_csv_cell(name: str) -> None:
+    """The CSV record calls `csv_cell` only for strings that need it: every cell is still
+    what `csv_cell` makes of it (numbers and empty cells unchanged)."""
+    row = {
+        "path": name,
+        "archive": name,
+        "kind": "media",
+        "size": 12,
+        "media_type": "image/jpeg",
+        "sha256": "ab" * 32,
+        "soft_bindings": [{"hash": "cd" * 32, "quality": 90}],
+        "status": "UNSIGNED",
+        "evidence": {"pdq_distance": 0, "claim": {"device_id": name, "log": {"leaf_index": 3}}},
+        "detector": {"score": 0.25, "band": name},
+        "note": name,
+        "error": None,
+    }
+    got = csv_row(row)
+    assert len(got) == len(CSV_FIELDS)
+    want = [
+        csv_cell(v)
+        for v in [
+            name,
+            name,
+            "media",
+            12,
+            "image/jpeg",
+            "ab" * 32,
+            "cd" * 32,
+            90,
+            "UNSIGNED",
+            0,
+            name,
+            "",
+            3,
+            0.25,
+            name,
+            name,
+            "",
+        ]
+    ]
+    assert got == want
+    assert [type(v) for v in got] == [type(v) for v in want]

@@ -99,3 +99,21 @@ def test_shared_parts_follow_every_field_of_the_report() -> None:
     m = wire.report_to_pb(VerificationReport(Verdict.UNSIGNED, ("x",), Evidence(_FACTS), when))
     first, second = report_json(m), report_json(m)
     assert first["evidence"] is second["evidence"] and first["reasons"] is second["reasons"]
+
+
+def test_report_fields_follow_each_report_time() -> None:
+    """A Lookup's results are built by `wire.report_fields`, which converts a time once for
+    the reports that share it: reports at other times (and again at the first) still get
+    their own, as `ts_to_pb` gives it."""
+    times = [
+        datetime(2026, 12, 4, 14, 0, 0, 1, tzinfo=UTC),
+        datetime(2026, 12, 4, 14, 0, 0, 1, tzinfo=UTC),
+        datetime(2026, 12, 4, 14, 0, 0, 2, tzinfo=UTC),
+        datetime(1999, 1, 1, tzinfo=UTC),
+        datetime(2026, 12, 4, 14, 0, 0, 1, tzinfo=UTC),
+    ]
+    for when in times:
+        fields = wire.report_fields(
+            VerificationReport(Verdict.UNSIGNED, (), Evidence(_FACTS), when)
+        )
+        assert fields["verified_at"] == wire.ts_to_pb(when)

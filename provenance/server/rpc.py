@@ -583,26 +583,27 @@ LOOKUP_PART_FILES = 32
 
 
 def _lookup_facts(q: Any) -> FileFacts:
-    """The facts of one LookupQuery. Raises ClaimError on a malformed hash or too many."""
-    if len(q.sha256) != 32:
-        raise ClaimError(f"query {q.ref!r}: sha256 must be 32 bytes, got {len(q.sha256)}")
-    if len(q.content_sha256) not in (0, 32):
+    """The facts of one LookupQuery. Raises ClaimError on a malformed hash or too many.
+    Each field is read from the message once (a read costs about 0.3-0.6 us)."""
+    sha256, content, softs = bytes(q.sha256), bytes(q.content_sha256), q.soft_bindings
+    if len(sha256) != 32:
+        raise ClaimError(f"query {q.ref!r}: sha256 must be 32 bytes, got {len(sha256)}")
+    if len(content) not in (0, 32):
         raise ClaimError(
-            f"query {q.ref!r}: content_sha256 must be empty or 32 bytes,"
-            f" got {len(q.content_sha256)}"
+            f"query {q.ref!r}: content_sha256 must be empty or 32 bytes, got {len(content)}"
         )
-    if len(q.soft_bindings) > MAX_SOFT_BINDINGS:
+    if len(softs) > MAX_SOFT_BINDINGS:
         raise ClaimError(
-            f"query {q.ref!r} has {len(q.soft_bindings)} perceptual hashes; a claim"
+            f"query {q.ref!r} has {len(softs)} perceptual hashes; a claim"
             f" holds at most {MAX_SOFT_BINDINGS}"
         )
     try:
         return FileFacts(
-            sha256=bytes(q.sha256),
+            sha256=sha256,
             size=0,
             media_type=q.media_type,
-            content_sha256=bytes(q.content_sha256),
-            soft_bindings=wire.softs_from_pb(q.soft_bindings),
+            content_sha256=content,
+            soft_bindings=wire.softs_from_pb(softs),
             dihedral_soft_bindings=wire.softs_from_pb(q.dihedral_soft_bindings[:DIHEDRAL_TURNS]),
         )
     except ClaimError as e:
