@@ -212,7 +212,9 @@ def test_verify_ignores_fifo_and_dev_zero_sidecars(
 
     vkey = generate_log_key(tmp_path / "log.pem", "example.org/log").verifier_key()
     run = _prov("receipt", "verify", str(tmp_path / "x.png.prov"), "--log-key", vkey, timeout=30)
-    assert run.returncode == 1 and "FIFO" in run.stderr, run.stderr
+    # a SIDECAR argument that is no sidecar: a usage error, as README's exit codes say
+    said = " ".join(run.stderr.replace("│", " ").split())
+    assert run.returncode == 2 and "is a FIFO (named pipe), not a regular file" in said, said
     deep = tmp_path / "deep.prov"
     deep.write_bytes(DEEP_JSON)
     rc = prov_main(["verify", str(photo), "--sidecar", str(deep), "--server", srv.address])
