@@ -66,6 +66,20 @@ _CODEC = "equivalent: Python's codec names are case-insensitive"
 REASONS: dict[str, str] = {
     **dict.fromkeys(
         (
+            f"perceptual_hash: {line}"
+            for line in (
+                "or not 0 <= quality < 100",
+                "or not 1 <= quality <= 100",
+                "or not 0 < quality <= 100",
+                "or not (math.isfinite(timestamp_seconds) and timestamp_seconds > 0)",
+                "or not (math.isfinite(timestamp_seconds) and timestamp_seconds >= 1)",
+            )
+        ),
+        "equivalent: the fast check only sends a value at the edge to _check_soft, which"
+        " accepts a valid one as the constructor does; only the speed changes",
+    ),
+    **dict.fromkeys(
+        (
             f"for (level, left_index), left in zip(keys, _read(get_nodes, keys), {tail}):"
             for tail in ("strict=None", "strict=False", "")
         ),

@@ -269,6 +269,12 @@ def test_perceptual_hash_builds_what_the_constructor_builds(
         got_hash.quality = 1  # type: ignore[misc]
 
 
+def test_perceptual_hash_defaults_to_time_zero_as_the_constructor() -> None:
+    assert vars(perceptual_hash("pdq", bytes(32), 100)) == vars(
+        PerceptualHash("pdq", bytes(32), 100)
+    )
+
+
 def test_hamming() -> None:
     assert hamming(b"\x00\x00", b"\xff\x01") == 9
     assert hamming(b"", b"") == 0

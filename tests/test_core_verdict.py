@@ -902,6 +902,20 @@ def test_a_near_copy_of_a_capture_logged_after_its_key_s_revocation_says_so() ->
     )
 
 
+def test_a_near_copy_prefers_a_capture_logged_before_its_key_s_revocation() -> None:
+    """A capture whose key was revoked after it was logged still counts (DERIVED) and wins
+    over a closer one logged after its key's revocation (review of session 35's
+    `_revocation`: deciding coverage without the logging time chose the closer one)."""
+    facts = FileFacts(OTHER_SHA, 9, "image/png", (PDQ,))
+    stolen = _logged(_claim(soft=(_flip(PDQ, 2),)), index=1, revoked_at=LOGGED_AT)
+    later = LOGGED_AT + timedelta(hours=1)
+    kept = _logged(_claim(soft=(_flip(PDQ, 6),)), index=2, revoked_at=later)
+    for near in ([stolen, kept], [kept, stolen]):
+        r = decide(facts, NOW, near=near)
+        assert r.status is Verdict.DERIVED and r.evidence.claim == kept.evidence(True)
+        assert r.evidence.pdq_distance == 6
+
+
 def _video(rate: float = 0.0, *, revoked_at: datetime | None = None) -> LoggedClaim:
     claim = _claim(soft=_frames(12), media_type="video/mp4", frame_sample_rate=rate)
     return _logged(claim, index=5, revoked_at=revoked_at)
@@ -950,6 +964,15 @@ def test_a_video_copy_of_a_revoked_key_s_capture_is_derived_or_revoked_by_the_ti
     fine = _logged(_claim(soft=_frames(12), media_type="video/mp4"), index=6)
     both = decide(facts, NOW, near=[stolen, fine])
     assert both.status is Verdict.DERIVED and both.evidence.claim == fine.evidence(True)
+    # so does a less covered one whose key was revoked only after it was logged
+    partial = _logged(
+        _claim(soft=_frames(12, changed=(1, 3, 5)), media_type="video/mp4"),
+        index=6,
+        revoked_at=LOGGED_AT + timedelta(hours=1),
+    )
+    for near in ([stolen, partial], [partial, stolen]):
+        r = decide(facts, NOW, near=near)
+        assert r.status is Verdict.DERIVED and r.evidence.claim == partial.evidence(True)
 
 
 def test_a_valid_sidecar_the_log_refuses_is_unsigned_with_the_refusal() -> None:
