@@ -24,8 +24,10 @@ WEB ?= 127.0.0.1:8080
 web: $(STAMP)
 	$(BIN)/python -m clients.webdemo --listen $(WEB)
 
+# the tests in TEST_WORKERS processes (pytest-xdist; TEST_WORKERS=0 runs them in this one)
+TEST_WORKERS ?= 2
 test: $(STAMP)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist worksteal --durations=15
 
 proto: $(STAMP)
 	$(BIN)/python scripts/gen_proto.py

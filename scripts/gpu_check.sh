@@ -9,7 +9,8 @@
 # beside the repository); it runs from the repository root, wherever it is called from.
 # Environment: PY (python, default python3; a relative path is taken from the repository
 # root), DEV (default cuda; cpu for a dry run),
-# OUT (folder for the logs and JSON, default /tmp/gpu-check), EPOCHS (default 10).
+# OUT (folder for the logs and JSON, default /tmp/gpu-check), EPOCHS (default 10),
+# BENCH_ARGS (more options for step 1's bench, after the defaults: "--batches 64" for a quick run).
 # Exit status: 3 when the detector cannot be imported, 4 when neither training run of
 # step 2 succeeds, 5 when step 3 fails; otherwise that of step 1 (0 pass, 1 scores
 # disagree, 77 no CUDA). Step 1's JSON is written straight to OUT (PROV_BENCH_RESULTS).
@@ -25,7 +26,7 @@ $PY -c "import detector.infer, detector.data" || exit 3
 
 echo "== 1. bench/detector_gpu.py"
 S=$SECONDS
-PROV_BENCH_RESULTS=$OUT $PY bench/detector_gpu.py --fixtures "$FIX" --images 64 --seconds 2 --device "$DEV" 2>&1 | tee "$OUT/detector_gpu.log"
+PROV_BENCH_RESULTS=$OUT $PY bench/detector_gpu.py --fixtures "$FIX" --images 64 --seconds 2 --device "$DEV" ${BENCH_ARGS:-} 2>&1 | tee "$OUT/detector_gpu.log"
 status=${PIPESTATUS[0]}
 echo "detector_gpu: exit $status in $((SECONDS - S)) s"
 

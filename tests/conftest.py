@@ -37,6 +37,12 @@ from tests.pgserver import PgServer
 from tests.pgserver import missing_reason as pg_missing_reason
 
 ROOT = Path(__file__).resolve().parents[1]
+
+# Rich draws an error box COLUMNS wide (80 when unset) and wraps a long path inside it;
+# where the wrap falls depends on the temporary folder's name (longer under pytest-xdist's
+# popen-gwN folders), so a test looking for a phrase in a box could pass or fail by the
+# folder. Every test and every process it starts sees 400 columns unless it says otherwise.
+os.environ["COLUMNS"] = "400"
 FIXTURES = ROOT.parent / "shared" / "fixtures"
 SAMPLES = ROOT / "clients" / "samples"
 ADMIN_TOKEN = "test-admin-token-0123456789"

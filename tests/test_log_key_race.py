@@ -100,9 +100,12 @@ def test_a_server_waits_for_a_key_file_still_being_written(pg_url: str, tmp_path
         hold.execute("LOCK TABLE meta IN ACCESS EXCLUSIVE MODE")
         t.start()
         _wait_for_waiters(pg_url, "meta", 1)
+        # still being written as the server reads it: a file untouched for LOG_KEY_WAIT_S
+        # is not waited for, and a loaded machine can take that long to start the server
+        os.write(fd, written[20:40])
         hold.rollback()
     time.sleep(1.0)
-    os.write(fd, written[20:])
+    os.write(fd, written[40:])
     os.close(fd)
     t.join()
     assert not failed, failed
