@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import atexit
 import json
+import mmap
 import os
 import threading
 from dataclasses import dataclass, replace
@@ -19,7 +20,7 @@ from typing import Any
 
 from cryptography import x509
 
-from provenance.c2pa.container import STRIPPABLE_TYPES
+from provenance.c2pa.container import STRIPPABLE_TYPES, bmff_box_problem
 from provenance.c2pa.pool import ReaderPool
 from provenance.c2pa.result import C2paResult, failed
 from provenance.c2pa.signing_time import (
@@ -142,8 +143,10 @@ def read_c2pa(
     Returns a C2paResult: present=False with no error when the file carries no
     manifest; present=False with error_kind/error when the manifest cannot be read
     (a remote-only manifest, a malformed or hostile file, TooLarge, Timeout, Crashed);
-    otherwise the validation state, codes and manifest summary. Raises MediaError if a
-    path cannot be read, and ConfigError if no worker can be started.
+    otherwise the validation state, codes and manifest summary. A file of one of
+    BMFF_READ_TYPES over `provenance.c2pa.container.MAX_BMFF_BOXES` boxes is not given to
+    the reader (TooLarge): its time grows with their square. Raises MediaError if a path
+    cannot be read, and ConfigError if no worker can be started.
     """
     if isinstance(source, bytes):
         path, data, size = None, source, len(source)
@@ -159,6 +162,8 @@ def read_c2pa(
                 "TooLarge",
                 f"the {what} is {length} bytes, over the C2PA limit of {limits.max_bytes}",
             )
+    if media_type in BMFF_READ_TYPES and (problem := _box_problem(path, data)) is not None:
+        return failed("TooLarge", f"{problem}: not given to the C2PA reader")
     result = (pool or _shared_pool()).read(
         path=path,
         data=data,
@@ -183,6 +188,26 @@ def read_c2pa(
         except OSError as e:
             raise MediaError(f"cannot read {path!r}: {e.strerror or e}") from e
     return with_signing_time(result, data, media_type, signing_time)
+
+
+#: Media types the C2PA reader reads as ISO BMFF (C2PA 2.1, A.4), whose boxes are counted
+#: before it is given one (`provenance.c2pa.container.bmff_box_problem`).
+BMFF_READ_TYPES = frozenset({"video/mp4", "video/quicktime", "image/heic", "image/avif"})
+
+
+def _box_problem(path: str | None, data: bytes | None) -> str | None:
+    """`bmff_box_problem` of ``data``, or of the file at ``path`` mapped read-only (only
+    its box headers are read). Raises MediaError if the file cannot be read."""
+    if data is not None:
+        return bmff_box_problem(data)
+    try:
+        with open(path or "", "rb") as f:
+            if os.fstat(f.fileno()).st_size == 0:
+                return None
+            with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
+                return bmff_box_problem(mapped)
+    except OSError as e:
+        raise MediaError(f"cannot read {path!r}: {e.strerror or e}") from e
 
 
 _shared: ReaderPool | None = None
