@@ -1,5 +1,5 @@
-"""A BMFF file's box count and nesting bound the C2PA reader's and our walks' cost
-(review att36): c2pa-rs took 26 s over a 466 KB MP4 of 50,000 empty boxes (quadratic or
+"""A BMFF file's box count and nesting, and a PNG's or WebP's chunk count, bound the C2PA
+reader's and our walks' cost (review att36): c2pa-rs took 26 s over a 466 KB MP4 of 50,000 empty boxes (quadratic or
 worse), so two such uploads held both of the server's decode slots past its 30 s reader
 limit and an honest upload was refused; our own walks took 1.6 us and 230 bytes a box,
 and a chain of 5,000 nested ``trak`` boxes raised RecursionError out of them. Real files
@@ -7,6 +7,7 @@ made from the shared C2PA fixtures; the end-to-end test runs a real `prov serve`
 
 from __future__ import annotations
 
+import io
 import struct
 import threading
 import time
@@ -14,14 +15,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from PIL import Image
 
 from clients.api import ProvenanceClient
 from provenance.c2pa.container import (
     MAX_BMFF_BOXES,
     MAX_BMFF_DEPTH,
+    MAX_PNG_CHUNKS,
+    MAX_WEBP_CHUNKS,
     bmff_box_count,
     content_sha256,
     manifest_store,
+    reader_walk_problem,
     strip_and_locate,
 )
 from provenance.c2pa.pool import ReaderPool
@@ -30,6 +35,7 @@ from provenance.core.errors import MediaError
 from provenance.core.verify import VerificationReport
 from tests.conftest import ADMIN_TOKEN, SAMPLES, ServerProc, start_server
 from tests.test_c2pa_reader import FIXTURES
+from tests.test_png_chunks import _with_empty_chunks
 
 CAPTURE = FIXTURES / "generated" / "gen_ed25519_capture.mp4"
 EMPTY_BOX = struct.pack(">I4s", 8, b"free")
@@ -140,3 +146,36 @@ def test_uploads_of_many_boxes_leave_the_decode_slots_to_others(tmp_path: Path) 
     assert honest.c2pa is not None and honest.c2pa["validation_state"] == "Valid"
     assert [r.c2pa and r.c2pa["error_kind"] for r in reports] == ["TooLarge", "TooLarge"]
     assert f"more than {MAX_BMFF_BOXES:,} boxes" in str(reports[0].c2pa)
+
+
+def _webp_with_chunks(n: int) -> bytes:
+    """A 64x64 WebP with ``n`` empty ``JUNK`` chunks after its image chunk."""
+    buf = io.BytesIO()
+    Image.new("RGB", (64, 64), (1, 2, 3)).save(buf, "WEBP")
+    body = buf.getvalue()[12:] + struct.pack("<4sI", b"JUNK", 0) * n
+    return b"RIFF" + struct.pack("<I", 4 + len(body)) + b"WEBP" + body
+
+
+def test_the_reader_is_not_given_a_png_or_webp_over_the_chunk_limit(pool: ReaderPool) -> None:
+    """c2pa-rs took 31 s over a PNG of 500,000 empty chunks (6 MB) and 26 s over a WebP
+    of a million (8 MB): before, both ran past this 3 s limit (Timeout). Now they are
+    refused unread; the generated PNG capture and a plain WebP are read as before."""
+    limits = C2paLimits(timeout_s=3.0)
+    png = read_c2pa(_with_empty_chunks(500_000), "image/png", limits=limits, pool=pool)
+    assert (png.error_kind, png.error) == (
+        "TooLarge",
+        f"a PNG of more than {MAX_PNG_CHUNKS:,} chunks, the limit here:"
+        " not given to the C2PA reader",
+    )
+    webp = read_c2pa(_webp_with_chunks(1_000_000), "image/webp", limits=limits, pool=pool)
+    assert (webp.error_kind, webp.error) == (
+        "TooLarge",
+        f"a WebP of more than {MAX_WEBP_CHUNKS:,} chunks, the limit here:"
+        " not given to the C2PA reader",
+    )
+    capture = FIXTURES / "generated" / "gen_ed25519_capture.png"
+    assert read_c2pa(capture, "image/png", pool=pool).validation_state == "Valid"
+    plain = read_c2pa(_webp_with_chunks(3), "image/webp", limits=limits, pool=pool)
+    assert (plain.present, plain.error_kind) == (False, None)
+    assert reader_walk_problem(_webp_with_chunks(MAX_WEBP_CHUNKS - 1), "image/webp") is None
+    assert reader_walk_problem(_with_empty_chunks(MAX_PNG_CHUNKS - 3), "image/png") is None

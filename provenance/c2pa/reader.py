@@ -20,7 +20,7 @@ from typing import Any
 
 from cryptography import x509
 
-from provenance.c2pa.container import STRIPPABLE_TYPES, bmff_box_problem
+from provenance.c2pa.container import STRIPPABLE_TYPES, reader_walk_problem
 from provenance.c2pa.pool import ReaderPool
 from provenance.c2pa.result import C2paResult, failed
 from provenance.c2pa.signing_time import (
@@ -143,9 +143,9 @@ def read_c2pa(
     Returns a C2paResult: present=False with no error when the file carries no
     manifest; present=False with error_kind/error when the manifest cannot be read
     (a remote-only manifest, a malformed or hostile file, TooLarge, Timeout, Crashed);
-    otherwise the validation state, codes and manifest summary. A file of one of
-    BMFF_READ_TYPES over `provenance.c2pa.container.MAX_BMFF_BOXES` boxes is not given to
-    the reader (TooLarge): its time grows with their square. Raises MediaError if a path
+    otherwise the validation state, codes and manifest summary. A BMFF file, PNG or WebP
+    of more boxes or chunks than the reader reads in bounded time is not given to it
+    (TooLarge, `provenance.c2pa.container.reader_walk_problem`). Raises MediaError if a path
     cannot be read, and ConfigError if no worker can be started.
     """
     if isinstance(source, bytes):
@@ -162,7 +162,7 @@ def read_c2pa(
                 "TooLarge",
                 f"the {what} is {length} bytes, over the C2PA limit of {limits.max_bytes}",
             )
-    if media_type in BMFF_READ_TYPES and (problem := _box_problem(path, data)) is not None:
+    if media_type is not None and (problem := _walk_problem(path, data, media_type)):
         return failed("TooLarge", f"{problem}: not given to the C2PA reader")
     result = (pool or _shared_pool()).read(
         path=path,
@@ -190,22 +190,18 @@ def read_c2pa(
     return with_signing_time(result, data, media_type, signing_time)
 
 
-#: Media types the C2PA reader reads as ISO BMFF (C2PA 2.1, A.4), whose boxes are counted
-#: before it is given one (`provenance.c2pa.container.bmff_box_problem`).
-BMFF_READ_TYPES = frozenset({"video/mp4", "video/quicktime", "image/heic", "image/avif"})
-
-
-def _box_problem(path: str | None, data: bytes | None) -> str | None:
-    """`bmff_box_problem` of ``data``, or of the file at ``path`` mapped read-only (only
-    its box headers are read). Raises MediaError if the file cannot be read."""
+def _walk_problem(path: str | None, data: bytes | None, media_type: str) -> str | None:
+    """`reader_walk_problem` of ``data``, or of the file at ``path`` mapped read-only
+    (only its box or chunk headers are read). Raises MediaError if the file cannot be
+    read."""
     if data is not None:
-        return bmff_box_problem(data)
+        return reader_walk_problem(data, media_type)
     try:
         with open(path or "", "rb") as f:
             if os.fstat(f.fileno()).st_size == 0:
                 return None
             with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
-                return bmff_box_problem(mapped)
+                return reader_walk_problem(mapped, media_type)
     except OSError as e:
         raise MediaError(f"cannot read {path!r}: {e.strerror or e}") from e
 
