@@ -20,6 +20,7 @@ from clients.options import (
     UsageError,
     WitnessOpt,
     WitnessQuorumOpt,
+    folder_to_fill,
     in_existing_folder,
     verifier_key,
     witness_quorum_of,
@@ -501,6 +502,7 @@ def export_tiles_command(
     `tile/<L>/<N>[.p/<W>]` and entry bundles `tile/entries/<N>[.p/<W>]`, static files any
     tlog client can audit (`prov log audit --tiles DIR`) and any web server can serve.
     Only new files are written; the checkpoint goes last."""
+    folder_to_fill(directory, "DIRECTORY")
     store = _open_read_only(db)
     try:
         polls = 0

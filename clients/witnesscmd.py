@@ -14,6 +14,7 @@ from clients.options import (
     MetricsListenOpt,
     TrustedProxyOpt,
     check_can_listen,
+    folder_to_fill,
     start_metrics,
     verifier_keys,
 )
@@ -74,9 +75,17 @@ def serve(
     check_can_listen(listen, "--listen")
     if metrics_listen is not None:
         check_can_listen(metrics_listen, "--metrics-listen")
+    folder_to_fill(state, "--state")
+    if key.is_dir():
+        raise typer.BadParameter(
+            f"{key} is a folder; name the witness's key file (created if missing)",
+            param_hint="--key",
+        )
     if not key.parent.is_dir():
         raise ConfigError(f"{key}: the folder {key.parent} does not exist")
-    signer = load_log_signer(key, name) if key.exists() else generate_log_key(key, name)
+    signer = (
+        load_log_signer(key, name, "witness key") if key.exists() else generate_log_key(key, name)
+    )
     try:
         witness = Witness(signer, [read_key_text(v) for v in log_key], state)
     except LogError as e:  # two different keys of one log

@@ -311,3 +311,20 @@ def test_a_sparser_claim_still_matches_re_encoded_trimmed_and_converted_copies(
         query = [f.pdq for f in sample_frames(copy, rate_hz=QUERY_RATE_HZ).frames]
         found = match_video(query, claim)
         assert found.matched and found.coverage == 1.0, (name, found)
+
+
+def test_an_add_checkpoint_without_a_checkpoint_is_malformed(tmp_path: Path) -> None:
+    """A body whose checkpoint is missing, or whose first line (the origin) is empty, is
+    a malformed request (400, tlog-witness), not a log this witness does not know (before:
+    404 "this witness does not witness the log ''"; review att36)."""
+    log = generate_log_key(tmp_path / "log.pem", "log.test/w")
+    w, _ = _witness(tmp_path, "witness.test/w1")
+    witness = Witness(w, [log.verifier_key()], tmp_path / "wstate")
+    note = log.sign(Checkpoint("log.test/w", 1, bytes(32)))
+    for body in ("old 0\n\n", "old 0\n\n\n1\nAAAA\n\n", f"old 0\n\n\n{note}"):
+        answer = witness.add_checkpoint(body.encode())
+        assert (answer.status, answer.body) == (
+            400,
+            "malformed add-checkpoint body: the checkpoint's first line, its origin, is empty\n",
+        ), body
+    assert witness.add_checkpoint(f"old 0\n\n{note}".encode()).status == 200

@@ -330,6 +330,41 @@ def test_a_witness_given_a_malformed_log_key_is_a_usage_error(
     assert sorted(p.name for p in tmp_path.iterdir()) == ["log.pem"]
 
 
+def test_a_folder_option_naming_a_file_is_a_usage_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`prov witness serve --state FILE` and `prov log export-tiles FILE` exit 2 naming the
+    option, before any key or tile is written (review att36; before: exit 1, "error: File
+    exists: FILE" after the witness key was created, and "error: Not a directory:
+    FILE/tile/0/000.p" after the export had started). So does a --key that is a folder,
+    and a key file of other mode says "witness key file" (before: "log key file")."""
+    a_file = tmp_path / "notes.txt"
+    a_file.write_text("x")
+    db = tmp_path / "a.db"
+    db.write_bytes(b"")
+    log = generate_log_key(tmp_path / "log.pem", "example.org/log").verifier_key()
+    witness = ["witness", "serve", "--log-key", log, "--listen", "127.0.0.1:0"]
+    for args, option, words in (
+        (
+            (*witness, "--key", str(tmp_path / "w.pem"), "--state", str(a_file)),
+            "--state",
+            f"{a_file} is not a folder",
+        ),
+        (
+            (*witness, "--key", str(tmp_path), "--state", str(tmp_path / "st")),
+            "--key",
+            f"{tmp_path} is a folder",
+        ),
+        (("log", "export-tiles", str(a_file), "--db", str(db)), "DIRECTORY", "is not a folder"),
+    ):
+        rc, err = _run(capsys, *args)
+        assert rc == 2 and option in err and words in err, (args, err)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.db", "log.pem", "notes.txt"]
+    a_file.chmod(0o644)
+    rc, err = _run(capsys, *witness, "--key", str(a_file), "--state", str(tmp_path / "st"))
+    assert rc == 1 and f"witness key file {a_file} has mode 0644" in err, err
+
+
 def test_a_quorum_above_the_witnesses_and_a_missing_key_file_are_usage_errors(
     photo: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

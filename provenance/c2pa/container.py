@@ -24,6 +24,7 @@ from __future__ import annotations
 import bisect
 import hashlib
 import itertools
+import mmap
 import re
 import struct
 from collections.abc import Iterator
@@ -71,8 +72,9 @@ def strip_manifest_store(data: bytes, media_type: str) -> bytes:
     """Return the file's bytes with its embedded C2PA manifest store removed.
 
     data: the whole file; media_type: one of STRIPPABLE_TYPES. Raises MediaError for
-    another media type or a file too malformed to walk (truncated segment, chunk or
-    box), and BindingError if a BMFF layout cannot be restored exactly (fragmented
+    another media type, a file too malformed to walk (truncated segment, chunk or box)
+    and a BMFF file of more than MAX_BMFF_BOXES boxes (`bmff_box_problem`) or nested more
+    than MAX_BMFF_DEPTH deep, and BindingError if a BMFF layout cannot be restored exactly (fragmented
     files, a chunk offset pointing into the removed box).
     """
     return strip_and_locate(data, media_type).data
@@ -205,7 +207,7 @@ def manifest_store(data: bytes, media_type: str) -> tuple[bytes, int | None]:
     elif media_type in BMFF_TYPES:
         units = [
             (p, e, s)
-            for kind, s, p, e in _boxes(data, 0, len(data), strict=False)
+            for kind, s, p, e in _top_boxes(data)
             if kind == b"uuid" and data[p : p + 16] == C2PA_BMFF_UUID
         ]
     else:
@@ -253,7 +255,7 @@ def _jpeg_store(data: bytes, segments: list[tuple[int, int]], first: int, length
 MAX_PNG_CHUNKS = 100_000
 
 
-def _png_walk(data: bytes) -> Iterator[tuple[int, int, bytes]]:
+def _png_walk(data: bytes | bytearray | mmap.mmap) -> Iterator[tuple[int, int, bytes]]:
     """(chunk start, data length, chunk type) of each chunk after the signature, in file
     order, up to and including IEND (PNG 3rd edition, 5.3 chunk layout); a chunk that
     overruns the file ends the walk. Raises MediaError at a chunk past MAX_PNG_CHUNKS."""
@@ -321,6 +323,133 @@ def _strip_png(data: bytes) -> Stripped:
     return Stripped(bytes(out), tuple(removed)) if removed else Stripped(data)
 
 
+#: Most boxes one BMFF walk here lists, and most boxes a BMFF file (MP4, MOV, HEIC, AVIF)
+#: may hold, counted as `bmff_box_count` counts them, for the C2PA reader to be given it
+#: (`provenance.c2pa.reader.read_c2pa`). The reader (c2pa-rs, through c2pa-python) takes
+#: time quadratic or worse in the boxes of the containers it walks (review att36, one
+#: reader on this 2-core machine at load average 8, a valid capture with empty ``free``
+#: boxes appended): 4,000 boxes 0.44 s, 10,000 2.0 s, 16,000 4.6 s, 50,000 (a 466 KB
+#: file) 26 s, 100,000 200 s. Two uploads of 50,000 outlived the server's 30 s reader
+#: limit and held both of its decode slots, so an honest upload waited 10 s and was
+#: refused. The Python walks here took 1.6 us and about 230 bytes per box: a 32 MB file
+#: of 8-byte boxes, 6.5 s and 900 MB. The MP4 and MOV files of the shared fixtures and
+#: samples hold 28-51 boxes; a fragmented MP4, about 7 per fragment.
+MAX_BMFF_BOXES = 4096
+#: Deepest nesting of BMFF boxes walked (moov/trak/mdia/minf/stbl is 5 deep); deeper
+#: ones are not counted (c2pa-rs refuses them itself) and not rewritten (MediaError).
+MAX_BMFF_DEPTH = 32
+#: Box types whose payload the C2PA reader walks as more boxes, as measured on
+#: c2pa-python 0.x (a box of each holding 10,000 empty boxes cost about 1 s; ``meta``
+#: with its full-box header); other types cost nothing per box inside them.
+_READER_CONTAINERS = frozenset(
+    {
+        *(b"moov", b"trak", b"udta", b"mdia", b"minf", b"stbl", b"edts", b"dinf"),
+        *(b"moof", b"traf", b"mvex", b"mfra", b"schi", b"tref", b"meta"),
+    }
+)
+#: Of those, the full boxes (ISO/IEC 14496-12, 4.2): 4 bytes of version and flags first.
+_FULL_BOX_CONTAINERS = frozenset({b"meta"})
+
+
+def _box_at(data: bytes | bytearray | mmap.mmap, pos: int, end: int) -> tuple[bytes, int, int]:
+    """(type, header length, size) of the box at data[pos:end], the size 0 (a box
+    running to its container's end, ISO/IEC 14496-12, 4.2) given as ``end - pos``; a
+    header that does not fit gives size 0."""
+    if pos + 8 > end:
+        return b"", 8, 0
+    size, kind = struct.unpack_from(">I4s", data, pos)
+    if size == 1:
+        if pos + 16 > end:
+            return kind, 16, 0
+        return kind, 16, struct.unpack_from(">Q", data, pos + 8)[0]
+    return kind, 8, end - pos if size == 0 else size
+
+
+def bmff_box_count(data: bytes | bytearray | mmap.mmap, limit: int = MAX_BMFF_BOXES) -> int:
+    """The boxes of an ISO BMFF file (ISO/IEC 14496-12, 4.2): the top-level ones and,
+    up to MAX_BMFF_DEPTH deep, those in the containers the C2PA reader walks
+    (_READER_CONTAINERS), counting no further than ``limit + 1``. A box whose size
+    overruns its container, or is under its header, ends the walk of that container.
+    Reads only box headers, so ``data`` may be an mmap of a large file."""
+    count = 0
+    stack = [(0, len(data), 0)]
+    while stack:
+        pos, end, depth = stack.pop()
+        while pos < end:
+            kind, header, size = _box_at(data, pos, end)
+            if size < header or pos + size > end:
+                break
+            count += 1
+            if count > limit:
+                return count
+            if kind in _READER_CONTAINERS and depth < MAX_BMFF_DEPTH:
+                skip = 4 if kind in _FULL_BOX_CONTAINERS else 0
+                stack.append((pos + header + skip, pos + size, depth + 1))
+            pos += size
+    return count
+
+
+def bmff_box_problem(data: bytes | bytearray | mmap.mmap) -> str | None:
+    """Why a BMFF file is not walked (here, or by the C2PA reader): it holds more than
+    MAX_BMFF_BOXES boxes (`bmff_box_count`); None when it is walked."""
+    if bmff_box_count(data) > MAX_BMFF_BOXES:
+        return f"a BMFF file of more than {MAX_BMFF_BOXES:,} boxes, the limit here"
+    return None
+
+
+#: Most chunks a WebP (RIFF) file may hold for the C2PA reader to be given it. The reader
+#: takes about 26 us a chunk (review att36, load average 8): 200,000 empty ``JUNK``
+#: chunks, 1.6 MB, 6.3 s; a million, 8 MB, 26 s, so a 10 MB file held a decode slot to
+#: the server's 30 s reader limit. An animated WebP holds one chunk per frame.
+MAX_WEBP_CHUNKS = 100_000
+
+#: Media types the C2PA reader reads as ISO BMFF (C2PA 2.1, A.4).
+BMFF_READ_TYPES = frozenset({"video/mp4", "video/quicktime", "image/heic", "image/avif"})
+
+
+def _riff_chunk_count(data: bytes | bytearray | mmap.mmap, limit: int) -> int:
+    """The chunks of a RIFF file after its 12-byte header (RIFF: each a four-character
+    code, a little-endian 32-bit size and the payload padded to an even length), counting
+    no further than ``limit + 1``; a chunk that overruns the file ends the count."""
+    pos, count = 12, 0
+    while pos + 8 <= len(data) and count <= limit:
+        (size,) = struct.unpack_from("<I", data, pos + 4)
+        if pos + 8 + size > len(data):
+            break
+        count += 1
+        pos += 8 + size + (size & 1)
+    return count
+
+
+def reader_walk_problem(data: bytes | bytearray | mmap.mmap, media_type: str) -> str | None:
+    """Why a file is not given to the C2PA reader (`provenance.c2pa.reader.read_c2pa`),
+    whose time grows with the units of its container, faster than linearly for BMFF boxes
+    and PNG chunks (c2pa-rs: a PNG of 100,000 empty chunks took 6.8 s, 500,000 31 s): a
+    BMFF file (BMFF_READ_TYPES) of more than MAX_BMFF_BOXES boxes, a PNG of more than
+    MAX_PNG_CHUNKS chunks, a WebP of more than MAX_WEBP_CHUNKS chunks; None for a file
+    within them, or of another type. Reads only box and chunk headers, so ``data`` may
+    be an mmap of a large file."""
+    if media_type in BMFF_READ_TYPES:
+        return bmff_box_problem(data)
+    if media_type in PNG_TYPES:
+        try:
+            for _ in _png_walk(data):
+                pass
+        except MediaError:
+            return f"a PNG of more than {MAX_PNG_CHUNKS:,} chunks, the limit here"
+    if media_type == "image/webp" and _riff_chunk_count(data, MAX_WEBP_CHUNKS) > MAX_WEBP_CHUNKS:
+        return f"a WebP of more than {MAX_WEBP_CHUNKS:,} chunks, the limit here"
+    return None
+
+
+def _top_boxes(data: bytes) -> list[tuple[bytes, int, int, int]]:
+    """The top-level boxes of a BMFF file, as `_boxes` lists them (not strict). Raises
+    MediaError for a file over MAX_BMFF_BOXES boxes (`bmff_box_problem`)."""
+    if (problem := bmff_box_problem(data)) is not None:
+        raise MediaError(f"{problem}: not walked")
+    return _boxes(data, 0, len(data), strict=False)
+
+
 def _boxes(
     data: bytes | bytearray, start: int, end: int, strict: bool
 ) -> list[tuple[bytes, int, int, int]]:
@@ -332,13 +461,7 @@ def _boxes(
     found = []
     pos = start
     while pos < end:
-        size, kind, header = 0, b"", 8
-        if pos + 8 <= end:
-            size, kind = struct.unpack_from(">I4s", data, pos)
-            if size == 1 and pos + 16 <= end:
-                size, header = struct.unpack_from(">Q", data, pos + 8)[0], 16
-            elif size == 0:  # the box runs to the end of its container
-                size = end - pos
+        kind, header, size = _box_at(data, pos, end)
         if size < header or pos + size > end:
             if strict:
                 raise MediaError(f"BMFF box {kind!r} at byte {pos} has a bad size {size}")
@@ -350,7 +473,7 @@ def _boxes(
 
 def _strip_bmff(data: bytes) -> Stripped:
     """Remove top-level C2PA ``uuid`` boxes and shift chunk offsets back."""
-    top = _boxes(data, 0, len(data), strict=False)
+    top = _top_boxes(data)
     removed = [
         (s, e - s)
         for kind, s, p, e in top
@@ -384,11 +507,13 @@ def _unshift_chunk_offsets(
 
 
 def _rewrite_chunk_offsets(
-    buf: bytearray, start: int, end: int, original: _OriginalOffsets
+    buf: bytearray, start: int, end: int, original: _OriginalOffsets, depth: int = 1
 ) -> None:
+    if depth > MAX_BMFF_DEPTH:
+        raise MediaError(f"BMFF boxes nested more than {MAX_BMFF_DEPTH} deep: not walked")
     for kind, s, p, e in _boxes(buf, start, end, strict=True):
         if kind in _BMFF_CONTAINERS:
-            _rewrite_chunk_offsets(buf, p, e, original)
+            _rewrite_chunk_offsets(buf, p, e, original, depth + 1)
         elif kind in (b"stco", b"co64"):
             fmt, width = (">I", 4) if kind == b"stco" else (">Q", 8)
             if p + 8 > e:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import atexit
 import json
+import mmap
 import os
 import threading
 from dataclasses import dataclass, replace
@@ -19,7 +20,7 @@ from typing import Any
 
 from cryptography import x509
 
-from provenance.c2pa.container import STRIPPABLE_TYPES
+from provenance.c2pa.container import STRIPPABLE_TYPES, reader_walk_problem
 from provenance.c2pa.pool import ReaderPool
 from provenance.c2pa.result import C2paResult, failed
 from provenance.c2pa.signing_time import (
@@ -142,8 +143,10 @@ def read_c2pa(
     Returns a C2paResult: present=False with no error when the file carries no
     manifest; present=False with error_kind/error when the manifest cannot be read
     (a remote-only manifest, a malformed or hostile file, TooLarge, Timeout, Crashed);
-    otherwise the validation state, codes and manifest summary. Raises MediaError if a
-    path cannot be read, and ConfigError if no worker can be started.
+    otherwise the validation state, codes and manifest summary. A BMFF file, PNG or WebP
+    of more boxes or chunks than the reader reads in bounded time is not given to it
+    (TooLarge, `provenance.c2pa.container.reader_walk_problem`). Raises MediaError if a path
+    cannot be read, and ConfigError if no worker can be started.
     """
     if isinstance(source, bytes):
         path, data, size = None, source, len(source)
@@ -159,6 +162,8 @@ def read_c2pa(
                 "TooLarge",
                 f"the {what} is {length} bytes, over the C2PA limit of {limits.max_bytes}",
             )
+    if media_type is not None and (problem := _walk_problem(path, data, media_type)):
+        return failed("TooLarge", f"{problem}: not given to the C2PA reader")
     result = (pool or _shared_pool()).read(
         path=path,
         data=data,
@@ -183,6 +188,22 @@ def read_c2pa(
         except OSError as e:
             raise MediaError(f"cannot read {path!r}: {e.strerror or e}") from e
     return with_signing_time(result, data, media_type, signing_time)
+
+
+def _walk_problem(path: str | None, data: bytes | None, media_type: str) -> str | None:
+    """`reader_walk_problem` of ``data``, or of the file at ``path`` mapped read-only
+    (only its box or chunk headers are read). Raises MediaError if the file cannot be
+    read."""
+    if data is not None:
+        return reader_walk_problem(data, media_type)
+    try:
+        with open(path or "", "rb") as f:
+            if os.fstat(f.fileno()).st_size == 0:
+                return None
+            with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
+                return reader_walk_problem(mapped, media_type)
+    except OSError as e:
+        raise MediaError(f"cannot read {path!r}: {e.strerror or e}") from e
 
 
 _shared: ReaderPool | None = None

@@ -77,6 +77,21 @@ def in_existing_folder(path: Path, option: str) -> Path:
     return path
 
 
+def folder_to_fill(path: Path, option: str) -> Path:
+    """``path`` if it is a folder, or names nothing yet in a folder that exists (the
+    command creates it there); else a usage error (exit 2) naming ``option``: a file,
+    FIFO or device in its place (before: exit 1, "error: File exists" or "Not a
+    directory" once the command had begun writing), or a missing parent folder. Raises
+    typer.BadParameter."""
+    if path.is_dir():
+        return path
+    if path.exists() or path.is_symlink():
+        raise typer.BadParameter(
+            f"{path} is not a folder; name a folder (created if missing)", param_hint=option
+        )
+    return in_existing_folder(path, option)
+
+
 #: Longest time limit a seconds flag takes (a day): ``prov web --service-timeout``,
 #: ``prov serve --witness-timeout``. Past about 7e9 s gRPC's deadline (in nanoseconds)
 #: overflowed and every call failed at once, as if timed out.

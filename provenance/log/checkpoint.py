@@ -491,8 +491,9 @@ def _write_new(path: Path, data: bytes) -> None:
         os.fsync(handle.fileno())
 
 
-def load_log_signer(path: Path, origin: str) -> LogSigner:
-    """Load the log key written by `generate_log_key` as a signer named ``origin``.
+def load_log_signer(path: Path, origin: str, what: str = "log key") -> LogSigner:
+    """Load the log key written by `generate_log_key` as a signer named ``origin``;
+    ``what`` names the key in messages (a witness's key is made the same way).
 
     Raises LogError if the file is accessible to group or others (it must be 0600 or
     stricter), ConfigError if it cannot be read, KeyMaterialError if it holds no
@@ -501,19 +502,19 @@ def load_log_signer(path: Path, origin: str) -> LogSigner:
     try:
         fd = os.open(path, os.O_RDONLY)
     except OSError as e:
-        raise ConfigError(f"cannot open log key file {path}: {e.strerror}") from e
+        raise ConfigError(f"cannot open {what} file {path}: {e.strerror}") from e
     with os.fdopen(fd, "rb") as handle:
         mode = stat.S_IMODE(os.fstat(handle.fileno()).st_mode)
         if mode & 0o077:
             raise LogError(
-                f"log key file {path} has mode {mode:04o}: group or others may access it; "
+                f"{what} file {path} has mode {mode:04o}: group or others may access it; "
                 f"run chmod 600 {path}"
             )
         pem = handle.read()
     try:
         private_key = serialization.load_pem_private_key(pem, password=None)
     except (ValueError, TypeError, UnsupportedAlgorithm) as e:
-        raise KeyMaterialError(f"log key file {path} holds no readable private key") from e
+        raise KeyMaterialError(f"{what} file {path} holds no readable private key") from e
     if not isinstance(private_key, Ed25519PrivateKey):
-        raise KeyMaterialError(f"log key file {path} does not hold an Ed25519 key")
+        raise KeyMaterialError(f"{what} file {path} does not hold an Ed25519 key")
     return LogSigner(private_key, origin)

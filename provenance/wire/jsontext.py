@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import json
 import re
+import sys
 from typing import Any
 
 #: A ``\\u`` escape of a surrogate (D800-DFFF), or the bytes UTF-8 would give one (ED
@@ -20,11 +21,30 @@ from typing import Any
 _MAY_HOLD_SURROGATE = re.compile(rb"\\u[dD][89a-fA-F]|\xed[\xa0-\xbf]")
 
 
+#: Longest integer (in digits) a JSON text may hold: what Python converts
+#: (`sys.get_int_max_str_digits`, CVE-2020-10735).
+MAX_INT_DIGITS = sys.get_int_max_str_digits()
+#: What Python's int conversion says of a longer one, and how many digits it had.
+_TOO_MANY_DIGITS = re.compile(r"Exceeds the limit \(\d+ digits\).*value has (\d+) digits")
+
+
 def loads_text(data: bytes) -> Any:
     """``data`` parsed as JSON (as `json.loads`), refusing a string that holds a lone
-    surrogate. Raises ValueError for malformed JSON or such a string (its message says
-    so), RecursionError for JSON nested deeper than the interpreter's stack."""
-    doc = json.loads(data)
+    surrogate and an integer of more than MAX_INT_DIGITS digits. Raises ValueError for
+    malformed JSON or such a string or number (its message says so), RecursionError for
+    JSON nested deeper than the interpreter's stack."""
+    try:
+        doc = json.loads(data)
+    except ValueError as e:
+        # Python's message says to call sys.set_int_max_str_digits: advice for this
+        # program, not for whoever sent the JSON (a parse_int hook took 10x as long)
+        found = _TOO_MANY_DIGITS.search(str(e))
+        if found is None:
+            raise
+        raise ValueError(
+            f"a number of {int(found.group(1)):,} digits, more than the {MAX_INT_DIGITS:,}"
+            " a JSON number may have here"
+        ) from None
     if _MAY_HOLD_SURROGATE.search(data):
         try:
             json.dumps(doc, ensure_ascii=False).encode("utf-8")

@@ -302,6 +302,8 @@ def _parse_request(text: str) -> _Request:
             "the first line is not 'old <size>' (decimal of at most 20 digits, no leading"
             " zeros; only ASCII digits 0-9 count)"
         ) from None
+    if not note.split("\n", 1)[0]:
+        raise _BadRequest("the checkpoint's first line, its origin, is empty")
     if len(lines) - 1 > MAX_PROOF_LINES:
         raise _BadRequest(f"more than {MAX_PROOF_LINES} consistency proof lines")
     proof = []
