@@ -54,7 +54,7 @@ from clients.scan.pipeline import DEFAULT_BATCH, run_scan
 from clients.scan.report import csv_row, row_key
 from clients.scan.rows import measured_row
 from clients.scan.sources import FileItem, ScanLimits, iter_items
-from clients.scan.worker import ScanConfig
+from clients.scan.worker import ScanConfig, query
 from provenance.c2pa.container import may_hold_manifest_store
 from provenance.core.binding import PerceptualHash
 from provenance.core.errors import TransportError
@@ -220,10 +220,7 @@ def breakdown(
     items = [FileItem(p, p, len(d)) for p, d in zip(paths, datas, strict=True)]
     n = len(files)
     measured = [measure(i, limits) for i in items]
-    queries = [
-        Query(m.ref, m.sha256, m.soft, m.media_type or "", m.content_sha256, m.turned)
-        for m in measured
-    ]
+    queries = [query(m) for m in measured]
     proc = psutil.Process(server.pid)
     client = ProvenanceClient(address)
     answers = [
@@ -417,15 +414,12 @@ def bench_stored(files: list[Path], stored: int, rounds: int) -> tuple[float, fl
     perceptual hashes searched per file."""
     limits = AssetLimits()
     measured = [measure(FileItem(str(f), str(f), f.stat().st_size), limits) for f in files]
-    queries = [
-        Query(m.ref, m.sha256, m.soft, m.media_type or "", m.content_sha256, m.turned)
-        for m in measured
-    ]
+    queries = [query(m) for m in measured]
     per_call = DEFAULT_BATCH
     requests = [
         _lookup_request(queries[k : k + per_call], True) for k in range(0, len(queries), per_call)
     ]
-    searched = sum(len(q.soft_bindings) + len(q.dihedral_soft_bindings) for q in queries)
+    searched = sum(len(q.soft_bindings) + len(q.pdq_dihedral) // 32 for q in queries)
     with tempfile.TemporaryDirectory() as tmp, ThreadPoolExecutor(1) as pool:
         service = ProvenanceService(ServiceConfig(db=Path(tmp) / "p.db", log_key=Path(tmp) / "k"))
         handler = VerificationServicer(service, ServerConfig(), pool)

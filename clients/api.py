@@ -70,32 +70,39 @@ class Query:
     """One file described by its hashes for `ProvenanceClient.lookup`: ``ref`` is echoed
     back; ``sha256`` 32 bytes; ``soft_bindings`` its PDQ hashes (video: per sampled frame,
     with times); ``content_sha256`` the SHA-256 without a C2PA manifest store, if any;
-    ``dihedral_soft_bindings`` an image's PDQ hashes of its 7 rotations and mirror images
-    (`provenance.core.dihedral`), so rotated copies are found."""
+    ``pdq_dihedral`` an image's PDQ hashes packed, 32 bytes each, at most 8 (its own, then
+    those of its 7 rotations and mirror images: `provenance.core.dihedral`, so rotated
+    copies are found), all of quality ``pdq_quality`` (0..100), in place of
+    ``soft_bindings`` (the server refuses a query with both, or a packed field of another
+    length: LookupQuery in proto/provenance/v1/provenance.proto)."""
 
     ref: str
     sha256: bytes
     soft_bindings: tuple[PerceptualHash, ...] = ()
     media_type: str = ""
     content_sha256: bytes = b""
-    dihedral_soft_bindings: tuple[PerceptualHash, ...] = ()
+    pdq_dihedral: bytes = b""
+    pdq_quality: int = 0
 
 
 def _lookup_request(queries: Sequence[Query], per_query_errors: bool) -> pb.LookupRequest:
     """The LookupRequest of ``queries``, its messages added in place (``add``): about two
-    thirds of the cost of building each query and soft binding apart and copying it in, a
-    scan's 8 hashes a photo."""
+    thirds of the cost of building each query and soft binding apart and copying it in.
+    A photo's 8 hashes go packed in one field (``pdq_dihedral``), not as 8 messages."""
     request = pb.LookupRequest(per_query_errors=per_query_errors)
     add = request.queries.add
     for q in queries:
         m = add(
-            ref=q.ref, sha256=q.sha256, media_type=q.media_type, content_sha256=q.content_sha256
+            ref=q.ref,
+            sha256=q.sha256,
+            media_type=q.media_type,
+            content_sha256=q.content_sha256,
+            pdq_dihedral=q.pdq_dihedral,
+            pdq_quality=q.pdq_quality,
         )
-        for field, hashes in (
-            (m.soft_bindings, q.soft_bindings),
-            (m.dihedral_soft_bindings, q.dihedral_soft_bindings),
-        ):
-            for h in hashes:
+        if q.soft_bindings:
+            field = m.soft_bindings
+            for h in q.soft_bindings:
                 field.add(
                     algorithm=h.algorithm,
                     hash=h.hash,

@@ -21,6 +21,7 @@ from provenance.core.binding import (
     Sha256Stream,
     hamming,
     pdq_hash,
+    pdq_hashes,
     pdq_match,
     perceptual_hash,
 )
@@ -273,6 +274,41 @@ def test_perceptual_hash_defaults_to_time_zero_as_the_constructor() -> None:
     assert vars(perceptual_hash("pdq", bytes(32), 100)) == vars(
         PerceptualHash("pdq", bytes(32), 100)
     )
+
+
+@pytest.mark.parametrize("quality", [0, 57, 100])
+@pytest.mark.parametrize("count", [0, 1, 8])
+def test_pdq_hashes_builds_what_the_constructor_builds(quality: int, count: int) -> None:
+    """A Lookup's packed hashes (`pdq_hashes`) give the objects the constructor gives, in
+    order, still frozen."""
+    packed = bytes(range(256))[: 32 * count]
+    got = pdq_hashes(packed, quality)
+    want = tuple(
+        PerceptualHash("pdq", packed[k : k + 32], quality) for k in range(0, len(packed), 32)
+    )
+    assert got == want and [vars(h) for h in got] == [vars(h) for h in want]
+    assert all(type(h) is PerceptualHash for h in got)
+    assert pickle.loads(pickle.dumps(got)) == want
+    if got:
+        with pytest.raises(AttributeError):
+            got[0].quality = 1  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(
+    ("size", "quality", "message"),
+    [
+        (31, 90, "packed PDQ hashes are 32 bytes each, got 31 bytes"),
+        (257, 90, "packed PDQ hashes are 32 bytes each, got 257 bytes"),
+        (32, 101, "PDQ quality must be in 0..100, got 101"),
+        (32, -1, "PDQ quality must be in 0..100, got -1"),
+    ],
+)
+def test_pdq_hashes_refuses_a_partial_hash_and_a_quality_out_of_range(
+    size: int, quality: int, message: str
+) -> None:
+    with pytest.raises(BindingError) as e:
+        pdq_hashes(bytes(size), quality)
+    assert str(e.value) == message
 
 
 def test_hamming() -> None:

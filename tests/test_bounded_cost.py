@@ -703,16 +703,17 @@ def test_7mb_lookup_is_refused_by_its_hash_count(server: ServerProc) -> None:
 
 
 def test_a_lookups_dihedral_hashes_count_toward_its_hash_limit(server: ServerProc) -> None:
-    """Rotated and mirrored hashes are searched too, so they count: 1,000 queries of 10 plain
-    and 7 dihedral hashes are 17,000 searches, over the default 16,384 (10,000 plain alone
-    would pass)."""
-    queries = [_query(10) for _ in range(1000)]
-    for q in queries:
-        q.dihedral_soft_bindings.extend(_query(7).soft_bindings)
+    """Rotated and mirrored hashes are searched too, so they count: 500 queries of 25 plain
+    hashes and 500 photos of 8 packed ones are 16,500 searches, over the default 16,384
+    (the 12,500 plain alone would pass)."""
+    photo = pb.LookupQuery(
+        ref="p", sha256=os.urandom(32), pdq_dihedral=os.urandom(8 * 32), pdq_quality=90
+    )
+    queries = [_query(25) for _ in range(500)] + [photo] * 500
     with pytest.raises(grpc.RpcError) as e:
         _stub(server.address).Lookup(pb.LookupRequest(queries=queries), timeout=60)
     assert e.value.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
-    assert "17000 perceptual hashes" in str(e.value.details())
+    assert "16500 perceptual hashes" in str(e.value.details())
 
 
 def test_lookup_reply_never_outgrows_the_message_limit(server: ServerProc) -> None:

@@ -14,7 +14,6 @@ import socket
 import pytest
 
 from clients.api import ProvenanceClient, Query, is_unreachable
-from provenance.core.binding import PerceptualHash
 from provenance.core.errors import TransportError
 from provenance.server.limits import ServerLimits
 from provenance.server.rpc import ServerConfig, create_server
@@ -23,10 +22,7 @@ from tests.inproc import InProc
 
 
 def _photo(ref: str) -> Query:
-    def pdq() -> PerceptualHash:
-        return PerceptualHash("pdq", os.urandom(32), 90)
-
-    return Query(ref, os.urandom(32), (pdq(),), "image/jpeg", b"", tuple(pdq() for _ in range(7)))
+    return Query(ref, os.urandom(32), (), "image/jpeg", b"", os.urandom(8 * 32), 90)
 
 
 def test_a_servers_deadline_answer_is_shown_as_the_server_sent_it(inproc: InProc) -> None:

@@ -217,8 +217,8 @@ def test_exif_orientation_tag_change_alone_reads_derived(signed_photo: SignedPho
 
 
 def test_rotated_copy_found_by_lookup_with_dihedral_hashes(signed_photo: SignedPhoto) -> None:
-    """The scanner's path: Lookup with the 7 turned hashes finds a rotated copy (8 index
-    queries per image); without them it cannot."""
+    """The scanner's path: Lookup with the 7 turned hashes packed after the image's own
+    finds a rotated copy (8 index queries per image); with its own hash alone it cannot."""
     import hashlib
     import time
     from concurrent import futures
@@ -234,14 +234,13 @@ def test_rotated_copy_found_by_lookup_with_dihedral_hashes(signed_photo: SignedP
     pb = wire.pb
 
     def lookup(turned: bool) -> str:
+        hashes = (*facts.soft_bindings, *(facts.dihedral_soft_bindings if turned else ()))
         q = pb.LookupQuery(
             ref="r",
             sha256=facts.sha256,
             media_type=facts.media_type,
-            soft_bindings=[wire.soft_to_pb(h) for h in facts.soft_bindings],
-            dihedral_soft_bindings=[wire.soft_to_pb(h) for h in facts.dihedral_soft_bindings]
-            if turned
-            else [],
+            pdq_dihedral=b"".join(h.hash for h in hashes),
+            pdq_quality=facts.soft_bindings[0].quality,
         )
         # the Lookup handler's work, past the asyncio server's admission of the call
         res = servicer._lookup(pb.LookupRequest(queries=[q]), time.monotonic() + 60, 60.0)

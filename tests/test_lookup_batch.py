@@ -48,7 +48,9 @@ def _facts(m: Measured) -> FileFacts:
         media_type=m.media_type or "",
         content_sha256=m.content_sha256,
         soft_bindings=m.soft,
-        dihedral_soft_bindings=m.turned,
+        dihedral_soft_bindings=wire.pdq_dihedral_from_pb(m.dihedral, m.soft[0].quality)[1:]
+        if m.dihedral
+        else (),
     )
 
 
@@ -161,12 +163,20 @@ def served(inproc: InProc) -> Iterator[str]:
 
 
 def _query(m: Measured) -> pb.LookupQuery:
+    """The query `prov scan` sends for ``m``: a photo's 8 hashes packed."""
+    if m.dihedral:
+        return pb.LookupQuery(
+            ref=m.ref,
+            sha256=m.sha256,
+            media_type=m.media_type or "",
+            pdq_dihedral=m.dihedral,
+            pdq_quality=m.soft[0].quality,
+        )
     return pb.LookupQuery(
         ref=m.ref,
         sha256=m.sha256,
         media_type=m.media_type or "",
         soft_bindings=[wire.soft_to_pb(h) for h in m.soft],
-        dihedral_soft_bindings=[wire.soft_to_pb(h) for h in m.turned],
     )
 
 
@@ -175,8 +185,11 @@ def test_per_query_errors_answer_the_rest_of_the_batch(
 ) -> None:
     good = [_query(m) for m in desk]
     short = pb.LookupQuery(ref="short-sha", sha256=b"\x01" * 31)
-    bad_hash = _query(desk[0])
-    bad_hash.ref = "bad-quality"
+    bad_hash = pb.LookupQuery(
+        ref="bad-quality",
+        sha256=desk[0].sha256,
+        soft_bindings=[wire.soft_to_pb(h) for h in desk[0].soft],
+    )
     bad_hash.soft_bindings[0].quality = 101
     too_many = pb.LookupQuery(
         ref="too-many",

@@ -21,7 +21,6 @@ import numpy as np
 import pytest
 
 from clients.api import ProvenanceClient, Query
-from provenance.core.binding import PerceptualHash
 from provenance.core.claims import Verdict
 from provenance.core.errors import TransportError
 from provenance.server.limits import ServerLimits
@@ -39,12 +38,9 @@ def _add_random_codes(inproc: InProc, n: int) -> None:
 
 
 def _photo(ref: str) -> Query:
-    """A photo's query: its SHA-256 and its PDQ hash with its 7 rotated/mirrored ones."""
-
-    def pdq() -> PerceptualHash:
-        return PerceptualHash("pdq", os.urandom(32), 90)
-
-    return Query(ref, os.urandom(32), (pdq(),), "image/jpeg", b"", tuple(pdq() for _ in range(7)))
+    """A photo's query: its SHA-256 and its PDQ hash with its 7 rotated/mirrored ones,
+    packed."""
+    return Query(ref, os.urandom(32), (), "image/jpeg", b"", os.urandom(8 * 32), 90)
 
 
 def _exact(ref: str) -> Query:

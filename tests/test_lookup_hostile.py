@@ -51,3 +51,74 @@ def test_an_error_echoing_a_long_ref_keeps_its_status(served: str) -> None:  # n
     assert details.startswith("query 'rrrr") and len(details) <= MAX_DETAILS_CHARS
     whole = len(f"query {ref!r}: sha256 must be 32 bytes, got 0")
     assert details.endswith(f"... ({whole} characters in all)")
+
+
+def test_malformed_packed_pdq_hashes_are_refused_on_their_own_rows(
+    served: str,  # noqa: F811
+    desk: list[Measured],  # noqa: F811
+) -> None:
+    """``pdq_dihedral`` holds whole 32-byte hashes, at most 8, of one quality in 0..100,
+    and never comes with ``soft_bindings``; the field it replaced is refused, not ignored:
+    anything else is that query's INVALID_ARGUMENT (the rest of the call answered), or the
+    whole call's without ``per_query_errors``."""
+    good = [_query(m) for m in desk]
+    photo = next(q for q in good if q.pdq_dihedral)
+
+    def packed(ref: str, data: bytes, quality: int = 90) -> pb.LookupQuery:
+        return pb.LookupQuery(
+            ref=ref, sha256=os.urandom(32), pdq_dihedral=data, pdq_quality=quality
+        )
+
+    old = pb.LookupQuery(ref="old", sha256=os.urandom(32))  # as a scanner of 1-4 December
+    old.soft_bindings.add(algorithm="pdq", hash=os.urandom(32), quality=90)
+    old.dihedral_soft_bindings.add(algorithm="pdq", hash=os.urandom(32), quality=90)
+    both = pb.LookupQuery()
+    both.CopyFrom(photo)
+    both.ref = "both"
+    both.soft_bindings.add(algorithm="pdq", hash=os.urandom(32), quality=90)
+    bad = [
+        packed("p31", os.urandom(31)),
+        packed("p33", os.urandom(33)),
+        packed("p9", os.urandom(9 * 32)),
+        packed("p1000", os.urandom(1000)),
+        packed("q101", os.urandom(8 * 32), 101),
+        packed("q-1", os.urandom(32), -1),
+        both,
+        old,
+    ]
+    shape = "pdq_dihedral must hold whole 32-byte PDQ hashes, at most 8 (256 bytes), got {}"
+    want = [
+        ("p31", shape.format("31 bytes")),
+        ("p33", shape.format("33 bytes")),
+        ("p9", shape.format("288 bytes")),
+        ("p1000", shape.format("1000 bytes")),
+        ("q101", "malformed soft binding: PDQ quality must be in 0..100, got 101"),
+        ("q-1", "malformed soft binding: PDQ quality must be in 0..100, got -1"),
+        (
+            "both",
+            "an image's PDQ hashes go packed in pdq_dihedral or in soft_bindings, not both",
+        ),
+        (
+            "old",
+            "dihedral_soft_bindings is no longer read: an image's 8 PDQ hashes go packed in"
+            " pdq_dihedral (a scanner from before 5 December 2026: update it)",
+        ),
+    ]
+    one = packed("one", os.urandom(32))  # a single hash (no turns) is well formed
+    with grpc.insecure_channel(served) as ch:
+        stub = rpc.VerificationStub(ch)
+        reply = stub.Lookup(
+            pb.LookupRequest(queries=[*good, *bad, one, *good], per_query_errors=True),
+            timeout=60,
+        )
+        errors = [(r.ref, r.error_code, r.error) for r in reply.results if r.error]
+        assert errors == [(ref, "INVALID_ARGUMENT", f"query {ref!r}: {msg}") for ref, msg in want]
+        assert sum(r.HasField("report") for r in reply.results) == 2 * len(good) + 1
+        for q, (ref, msg) in zip(bad, want, strict=True):
+            try:
+                stub.Lookup(pb.LookupRequest(queries=[*good, q]), timeout=60)
+            except grpc.RpcError as e:
+                assert e.code() is grpc.StatusCode.INVALID_ARGUMENT
+                assert e.details() == f"query {ref!r}: {msg}"
+            else:
+                raise AssertionError(f"{ref} was accepted")

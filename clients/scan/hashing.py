@@ -45,8 +45,9 @@ class Measured:
     for an image, one per sampled frame for a video; empty otherwise); kind: "media"
     (perceptual hashes computed), "file" (SHA-256 only), "sidecar" (a provenance
     sidecar, not looked up) or "empty" (no bytes: not looked up); note: why perceptual
-    hashing was not done; turned: an image's PDQ hashes of its 7 rotations and mirror
-    images (`provenance.core.dihedral`).
+    hashing was not done; dihedral: an image's 8 PDQ hashes packed, 32 bytes each (its
+    own, ``soft[0]``, then its 7 rotations and mirror images: `provenance.core.dihedral`),
+    as a Lookup carries them (`clients.api.Query.pdq_dihedral`), of ``soft[0].quality``.
     """
 
     ref: str
@@ -57,7 +58,7 @@ class Measured:
     kind: str
     note: str | None = None
     content_sha256: bytes = b""
-    turned: tuple[PerceptualHash, ...] = ()
+    dihedral: bytes = b""
 
 
 def _content_sha256(data: bytes, media_type: str | None) -> bytes:
@@ -126,7 +127,7 @@ def _from_bytes(ref: str, data: bytes, limits: AssetLimits) -> Measured:
             "media",
             None,
             _content_sha256(data, media_type),
-            asset.facts.dihedral_soft_bindings,
+            b"".join([asset.soft.hash, *[h.hash for h in asset.facts.dihedral_soft_bindings]]),
         )
     if _is_video(media_type):
         return Measured(

@@ -32,6 +32,7 @@ from clients.scan.hashing import Measured, measure, read_ahead
 from clients.scan.rows import error_row, measured_row
 from clients.scan.runs import runs
 from clients.scan.sources import EntryItem, FileItem, Item, RefusedItem, ScanLimits
+from provenance.core.binding import PDQ_HASH_SIZE
 from provenance.core.claims import Verdict
 from provenance.core.errors import (
     ClaimError,
@@ -106,14 +107,21 @@ def _local_detector(secret: bytes) -> Any:
 Answer = pb.VerificationReport | TransportError
 
 
+def query(m: Measured) -> Query:
+    """The Lookup query of a measured item: a photo's 8 PDQ hashes packed in one field
+    (``pdq_dihedral``), a video's frame hashes as soft bindings."""
+    if m.dihedral:
+        return Query(
+            m.ref, m.sha256, (), m.media_type or "", m.content_sha256, m.dihedral, m.soft[0].quality
+        )
+    return Query(m.ref, m.sha256, m.soft, m.media_type or "", m.content_sha256)
+
+
 def _lookup(client: ProvenanceClient, measured: Sequence[Measured]) -> dict[str, Answer]:
     """The server's answer for each of ``measured`` by ref: its wire report (converted only
     where needed: `clients.scan.rows.report_json`), or why the server could not answer that
     one file (the others are answered)."""
-    queries = [
-        Query(m.ref, m.sha256, m.soft, m.media_type or "", m.content_sha256, m.turned)
-        for m in measured
-    ]
+    queries = [query(m) for m in measured]
     out: dict[str, Answer] = {}
     for part in _parts(queries):
         out.update(_lookup_part(client, part))
@@ -122,11 +130,11 @@ def _lookup(client: ProvenanceClient, measured: Sequence[Measured]) -> dict[str,
 
 def _parts(queries: Sequence[Query]) -> Iterator[list[Query]]:
     """Consecutive runs of ``queries`` within the server's default Lookup limits (files and
-    perceptual hashes per call, a photo's dihedral hashes counted as the server counts them)."""
+    perceptual hashes per call, a photo's packed hashes counted as the server counts them)."""
     return runs(
         queries,
         MAX_LOOKUP_QUERIES,
-        lambda q: len(q.soft_bindings) + len(q.dihedral_soft_bindings),
+        lambda q: len(q.soft_bindings) + len(q.pdq_dihedral) // PDQ_HASH_SIZE,
         MAX_LOOKUP_HASHES,
     )
 

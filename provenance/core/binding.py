@@ -115,6 +115,31 @@ def perceptual_hash(
     return h
 
 
+def pdq_hashes(packed: bytes, quality: int) -> tuple[PerceptualHash, ...]:
+    """The PDQ hashes packed 32 bytes each in ``packed`` (an image's dihedral hashes as a
+    Lookup carries them), in order, all of ``quality`` and timestamp 0, as
+    `perceptual_hash` builds them, the length and quality checked once, not per hash (the
+    server's Lookup builds a photo's 8 from one packed field). Raises BindingError when
+    the length is not a multiple of PDQ_HASH_SIZE or the quality is outside 0..100."""
+    if len(packed) % PDQ_HASH_SIZE:
+        raise BindingError(
+            f"packed PDQ hashes are {PDQ_HASH_SIZE} bytes each, got {len(packed)} bytes"
+        )
+    if not 0 <= quality <= 100:
+        _check_soft(PDQ_ALGORITHM, bytes(PDQ_HASH_SIZE), quality, 0.0)  # raises, saying why
+    out = []
+    for k in range(0, len(packed), PDQ_HASH_SIZE):
+        h: PerceptualHash = _new_object(PerceptualHash)
+        h.__dict__.update(
+            algorithm=PDQ_ALGORITHM,
+            hash=packed[k : k + PDQ_HASH_SIZE],
+            quality=quality,
+            timestamp_seconds=0.0,
+        )
+        out.append(h)
+    return tuple(out)
+
+
 def check_rgb(rgb: np.ndarray) -> None:
     """Raises BindingError unless ``rgb`` is a non-empty (H, W, 3) uint8 array."""
     if rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3:

@@ -41,6 +41,9 @@ TRANSFORMS = (
 
 #: Dihedral hashes of a file besides its own (the 7 turns after "identity").
 DIHEDRAL_TURNS = len(TRANSFORMS) - 1
+#: Dihedral hashes of a file, its own included (a Lookup's packed ``pdq_dihedral`` holds
+#: at most this many).
+DIHEDRAL_HASHES = len(TRANSFORMS)
 
 _WORDS = {
     "rotate_90_cw": "rotated 90 degrees clockwise",

@@ -29,8 +29,9 @@ from grpc_reflection.v1alpha import reflection
 
 from provenance import metrics
 from provenance.core import merkle
+from provenance.core.binding import PDQ_HASH_SIZE, PerceptualHash
 from provenance.core.claims import MAX_SOFT_BINDINGS, SignedClaim
-from provenance.core.dihedral import DIHEDRAL_TURNS
+from provenance.core.dihedral import DIHEDRAL_HASHES
 from provenance.core.errors import (
     AuthError,
     AuthPenaltyError,
@@ -583,9 +584,12 @@ LOOKUP_PART_FILES = 32
 
 
 def _lookup_facts(q: Any) -> FileFacts:
-    """The facts of one LookupQuery. Raises ClaimError on a malformed hash or too many.
-    Each field is read from the message once (a read costs about 0.3-0.6 us)."""
+    """The facts of one LookupQuery: a photo's 8 hashes from its packed ``pdq_dihedral``
+    (one field read, not 32), other hashes from ``soft_bindings``. Raises ClaimError on a
+    malformed hash, too many, or hashes in both fields. Each field is read from the
+    message once (a read costs about 0.3-0.6 us)."""
     sha256, content, softs = bytes(q.sha256), bytes(q.content_sha256), q.soft_bindings
+    packed = q.pdq_dihedral
     if len(sha256) != 32:
         raise ClaimError(f"query {q.ref!r}: sha256 must be 32 bytes, got {len(sha256)}")
     if len(content) not in (0, 32):
@@ -598,13 +602,28 @@ def _lookup_facts(q: Any) -> FileFacts:
             f" holds at most {MAX_SOFT_BINDINGS}"
         )
     try:
+        if q.dihedral_soft_bindings:
+            raise ClaimError(
+                "dihedral_soft_bindings is no longer read: an image's 8 PDQ hashes go packed"
+                " in pdq_dihedral (a scanner from before 5 December 2026: update it)"
+            )
+        turned: tuple[PerceptualHash, ...] = ()
+        if not packed:
+            plain = wire.softs_from_pb(softs)
+        elif softs:
+            raise ClaimError(
+                "an image's PDQ hashes go packed in pdq_dihedral or in soft_bindings, not both"
+            )
+        else:
+            hashes = wire.pdq_dihedral_from_pb(packed, q.pdq_quality)
+            plain, turned = hashes[:1], hashes[1:]
         return FileFacts(
             sha256=sha256,
             size=0,
             media_type=q.media_type,
             content_sha256=content,
-            soft_bindings=wire.softs_from_pb(softs),
-            dihedral_soft_bindings=wire.softs_from_pb(q.dihedral_soft_bindings[:DIHEDRAL_TURNS]),
+            soft_bindings=plain,
+            dihedral_soft_bindings=turned,
         )
     except ClaimError as e:
         raise ClaimError(f"query {q.ref!r}: {e}") from e
@@ -832,9 +851,10 @@ class VerificationServicer(rpc.VerificationServicer):
                 f"{len(queries)} queries in one Lookup; the limit is"
                 f" {lim.max_lookup_queries} (--max-lookup-queries): send fewer per call"
             )
-        # each searched hash counts, a photo's rotations and mirror images included
+        # each searched hash counts, a photo's rotations and mirror images included (a
+        # packed field of more than 8 is refused with its query)
         hashes = sum(
-            len(q.soft_bindings) + min(len(q.dihedral_soft_bindings), DIHEDRAL_TURNS)
+            len(q.soft_bindings) + min(len(q.pdq_dihedral) // PDQ_HASH_SIZE, DIHEDRAL_HASHES)
             for q in queries
         )
         if hashes > lim.max_lookup_hashes:

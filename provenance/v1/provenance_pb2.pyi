@@ -519,20 +519,24 @@ class VerificationReport(_message.Message):
     def __init__(self, status: _Optional[_Union[Verdict, str]] = ..., reasons: _Optional[_Iterable[str]] = ..., evidence: _Optional[_Union[Evidence, _Mapping]] = ..., detector: _Optional[_Union[DetectorResult, _Mapping]] = ..., verified_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., c2pa: _Optional[_Union[C2paResult, _Mapping]] = ...) -> None: ...
 
 class LookupQuery(_message.Message):
-    __slots__ = ("ref", "sha256", "soft_bindings", "media_type", "content_sha256", "dihedral_soft_bindings")
+    __slots__ = ("ref", "sha256", "soft_bindings", "media_type", "content_sha256", "dihedral_soft_bindings", "pdq_dihedral", "pdq_quality")
     REF_FIELD_NUMBER: _ClassVar[int]
     SHA256_FIELD_NUMBER: _ClassVar[int]
     SOFT_BINDINGS_FIELD_NUMBER: _ClassVar[int]
     MEDIA_TYPE_FIELD_NUMBER: _ClassVar[int]
     CONTENT_SHA256_FIELD_NUMBER: _ClassVar[int]
     DIHEDRAL_SOFT_BINDINGS_FIELD_NUMBER: _ClassVar[int]
+    PDQ_DIHEDRAL_FIELD_NUMBER: _ClassVar[int]
+    PDQ_QUALITY_FIELD_NUMBER: _ClassVar[int]
     ref: str
     sha256: bytes
     soft_bindings: _containers.RepeatedCompositeFieldContainer[SoftBinding]
     media_type: str
     content_sha256: bytes
     dihedral_soft_bindings: _containers.RepeatedCompositeFieldContainer[SoftBinding]
-    def __init__(self, ref: _Optional[str] = ..., sha256: _Optional[bytes] = ..., soft_bindings: _Optional[_Iterable[_Union[SoftBinding, _Mapping]]] = ..., media_type: _Optional[str] = ..., content_sha256: _Optional[bytes] = ..., dihedral_soft_bindings: _Optional[_Iterable[_Union[SoftBinding, _Mapping]]] = ...) -> None: ...
+    pdq_dihedral: bytes
+    pdq_quality: int
+    def __init__(self, ref: _Optional[str] = ..., sha256: _Optional[bytes] = ..., soft_bindings: _Optional[_Iterable[_Union[SoftBinding, _Mapping]]] = ..., media_type: _Optional[str] = ..., content_sha256: _Optional[bytes] = ..., dihedral_soft_bindings: _Optional[_Iterable[_Union[SoftBinding, _Mapping]]] = ..., pdq_dihedral: _Optional[bytes] = ..., pdq_quality: _Optional[int] = ...) -> None: ...
 
 class LookupRequest(_message.Message):
     __slots__ = ("queries", "per_query_errors")

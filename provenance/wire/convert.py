@@ -17,7 +17,7 @@ from typing import Any, cast
 from google.protobuf.message import DecodeError
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from provenance.core.binding import PerceptualHash, perceptual_hash
+from provenance.core.binding import PDQ_HASH_SIZE, PerceptualHash, pdq_hashes, perceptual_hash
 from provenance.core.claims import (
     Claim,
     Device,
@@ -27,6 +27,7 @@ from provenance.core.claims import (
     TimeFlag,
     Verdict,
 )
+from provenance.core.dihedral import DIHEDRAL_HASHES
 from provenance.core.errors import BindingError, ClaimError
 from provenance.core.keyhistory import KeyEvent, KeyEventKind, SignedKeyEvent
 from provenance.core.verify import (
@@ -119,6 +120,22 @@ def softs_from_pb(ms: Iterable[pb.SoftBinding]) -> tuple[PerceptualHash, ...]:
                 for m in ms
             ]
         )
+    except BindingError as e:
+        raise ClaimError(f"malformed soft binding: {e}") from e
+
+
+def pdq_dihedral_from_pb(packed: bytes, quality: int) -> tuple[PerceptualHash, ...]:
+    """A LookupQuery's ``pdq_dihedral`` and ``pdq_quality`` as PerceptualHashes: the image's
+    own hash first, then its turns in `provenance.core.dihedral.TRANSFORMS` order (at most
+    DIHEDRAL_HASHES in all; empty when the field is). Raises ClaimError on a length that is
+    not a whole number of 32-byte hashes or holds more than 8, or a quality outside 0..100."""
+    if len(packed) % PDQ_HASH_SIZE or len(packed) > DIHEDRAL_HASHES * PDQ_HASH_SIZE:
+        raise ClaimError(
+            f"pdq_dihedral must hold whole {PDQ_HASH_SIZE}-byte PDQ hashes, at most"
+            f" {DIHEDRAL_HASHES} ({DIHEDRAL_HASHES * PDQ_HASH_SIZE} bytes), got {len(packed)} bytes"
+        )
+    try:
+        return pdq_hashes(packed, quality)
     except BindingError as e:
         raise ClaimError(f"malformed soft binding: {e}") from e
 
