@@ -151,7 +151,8 @@ class TransportError(ProvenanceError):
 
 
 class DecodeBudgetError(MediaTooLargeError):
-    """An image would need more memory to decode than the server's budget allows."""
+    """An image would need more memory to decode than the server's budget allows, or a
+    video more decoded pixels (`provenance.media.video.frames.MAX_SAMPLED_PIXELS`)."""
 
 
 class LimitError(ProvenanceError):

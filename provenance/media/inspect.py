@@ -373,12 +373,15 @@ def inspect_upload(upload: Upload, cfg: InspectConfig, lenient: bool) -> Inspect
             )
         except MediaError as e:
             why = str(e).replace(f"'{path}'", "the upload").replace(path, "the upload")
+            if lenient and isinstance(e, DecodeBudgetError):  # as an image's: a note
+                note = f"the frames were not decoded, so no perceptual hashes: {why}"
+                return Inspection(replace(base, notes=(note,)), None, c2pa)
             if lenient and not isinstance(e, MediaTooLargeError):
                 return Inspection(
                     replace(base, notes=(f"could not decode the video: {why}",)), None, c2pa
                 )
             if isinstance(e, MediaTooLargeError):  # decodable, but over a limit
-                raise MediaTooLargeError(f"the {media_type} file is over a limit: {why}") from e
+                raise type(e)(f"the {media_type} file is over a limit: {why}") from e
             raise type(e)(
                 f"the file looks like {media_type} but is not a decodable video: {why}"
             ) from e

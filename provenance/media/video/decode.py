@@ -31,9 +31,14 @@ from typing import Any
 import numpy as np
 
 from provenance.core.binding import PDQ_ALGORITHM, PerceptualHash
-from provenance.core.errors import BindingError, MediaError, MediaTooLargeError
+from provenance.core.errors import (
+    BindingError,
+    DecodeBudgetError,
+    MediaError,
+    MediaTooLargeError,
+)
 from provenance.media.image import SNIFF_BYTES
-from provenance.media.video.frames import sniff_container
+from provenance.media.video.frames import MAX_DECODED_PIXELS, MAX_SAMPLED_PIXELS, sniff_container
 from provenance.media.video.worker import LENGTH_PREFIX, PID, READY, STATUS
 
 #: Default frame sampling rate for soft bindings, in frames per second.
@@ -101,6 +106,8 @@ def sample_frames(
     max_rgb_frames: int = 16,
     rgb_max_side: int | None = None,
     strip_bars: bool = True,
+    max_sampled_pixels: int = MAX_SAMPLED_PIXELS,
+    max_decoded_pixels: int = MAX_DECODED_PIXELS,
 ) -> VideoInfo:
     """Decode a video file in a sandboxed child and return PDQ hashes of frames sampled at
     rate_hz (by presentation time, so variable frame rate is handled; see
@@ -112,12 +119,16 @@ def sample_frames(
     default for soft bindings; `provenance.media.video.frames.trim_bars`). timeout_s: wall-clock
     limit in seconds, process start included; max_memory_bytes: address-space limit of the
     child in bytes (the interpreter with NumPy, PyAV and two decoder threads needs about
-    0.5 GiB of it before any frame).
+    0.5 GiB of it before any frame). max_sampled_pixels, max_decoded_pixels: the decoding
+    budget (`provenance.media.video.frames.iter_sampled_frames`), checked against the
+    stream header before any frame is decoded and again while decoding; `prov sign`,
+    `prov scan` and the server all sample with the defaults, so a video one of them
+    hashes the others hash too.
 
     Raises MediaError if the file is not MP4/MOV/WebM/Matroska, has no video stream or no
     frames, cannot be decoded, or the child times out, crashes or runs out of memory;
     MediaTooLargeError if a frame is over the pixel limit or more than max_frames samples
-    would be taken.
+    would be taken; DecodeBudgetError (a MediaTooLargeError) over the decoding budget.
     """
     if not (math.isfinite(rate_hz) and rate_hz > 0):
         raise MediaError(f"rate_hz must be a positive number, got {rate_hz}")
@@ -137,6 +148,8 @@ def sample_frames(
         "max_rgb_frames": max_rgb_frames,
         "rgb_max_side": rgb_max_side,
         "strip_bars": strip_bars,
+        "max_sampled_pixels": max_sampled_pixels,
+        "max_decoded_pixels": max_decoded_pixels,
         "max_memory_bytes": max_memory_bytes,
     }
     request = {**request, "timeout_s": timeout_s}
@@ -348,6 +361,8 @@ def _parse(header: bytes, reader: _Reader, media_type: str, rate_hz: float) -> V
         doc: dict[str, Any] = json.loads(header)
         if not doc["ok"]:
             error = str(doc["error"])
+            if doc["budget"]:
+                raise DecodeBudgetError(error)
             raise MediaTooLargeError(error) if doc["too_large"] else MediaError(error)
         samples = []
         for t, hex_hash, quality, rgb_h, rgb_w in doc["frames"]:

@@ -22,7 +22,7 @@ from av.sidedata.sidedata import Type as SideDataType
 from av.video.reformatter import VideoReformatter
 
 from provenance.core.binding import PerceptualHash, pdq_hash
-from provenance.core.errors import MediaError, MediaTooLargeError
+from provenance.core.errors import DecodeBudgetError, MediaError, MediaTooLargeError
 from provenance.core.hash_threads import start_beside
 from provenance.media.image import SNIFF_BYTES, sniff_media_type
 
@@ -38,6 +38,19 @@ DEMUXERS = {
 ALLOWED_CODECS = frozenset({"h264", "hevc", "vp8", "vp9", "av1", "mpeg4"})
 #: Largest frame accepted, in pixels (8K UHD).
 MAX_FRAME_PIXELS = 7680 * 4320
+#: Most pixels of sampled frames per video decode (samples x width x height): each
+#: sample is converted to RGB, trimmed and PDQ-hashed at native size, 5-36 ns a pixel
+#: here on top of its decoding, the most at 8K (bench/bench_video_budget.py): 144 s of
+#: 4K or 9.6 minutes of 1080p at 1 Hz, 36 frames of 8K. A 263 KB file of 40 flat 8K
+#: frames at 1 fps (1.33 billion) held a decode slot 11 s, and 1,000 of them would have
+#: held it the whole 120 s time limit.
+MAX_SAMPLED_PIXELS = 1_200_000_000
+#: Most pixels of all decoded frames per video decode (frames x width x height): 2.8-17
+#: ns a pixel of textured footage here, 1.0-1.5 of flat frames (bench/bench_video_budget.py):
+#: 9.6 minutes of 1080p at 30 fps (the sampled budget's 1080p length) or 145 s of 4K,
+#: about the most of either that decodes within the 120 s time limit here in a quiet
+#: minute (more times out when the machine is loaded).
+MAX_DECODED_PIXELS = 36_000_000_000
 #: Decoder threads; fixed so that the child's address space is predictable.
 DECODER_THREADS = 2
 
@@ -204,6 +217,8 @@ def iter_sampled_frames(
     max_rgb_frames: int = 0,
     rgb_max_side: int | None = None,
     strip_bars: bool = True,
+    max_sampled_pixels: int = MAX_SAMPLED_PIXELS,
+    max_decoded_pixels: int = MAX_DECODED_PIXELS,
 ) -> Iterator[DecodedFrame | StreamFacts]:
     """Decode the first video stream and yield a DecodedFrame per sample, then StreamFacts.
 
@@ -217,6 +232,12 @@ def iter_sampled_frames(
     (`trim_bars`); False hashes whole frames, as the vPDQ reference does. Kept pixels are
     always whole frames.
 
+    The decoding budget, in pixels: sampled frames x width x height at most
+    max_sampled_pixels, all decoded frames x width x height at most max_decoded_pixels.
+    It is checked before any frame is decoded against what the stream header declares
+    (`declared_cost`: frame size, frame count, duration, ``rate_hz`` and ``max_frames``),
+    and again while decoding, frame by frame, for a header that understates them.
+
     A decoding error after the first sample ends the stream early (StreamFacts.decode_error
     says why) so that a truncated copy still yields the frames before the damage.
 
@@ -224,7 +245,8 @@ def iter_sampled_frames(
     (audio-only), an unsupported codec or display matrix, a frame without a timestamp, a
     decoding error before the first sample, or a stream with no frames; MediaTooLargeError
     when a frame is over MAX_FRAME_PIXELS, more than max_frames samples would be taken, or
-    FFmpeg runs out of memory.
+    FFmpeg runs out of memory; DecodeBudgetError (a MediaTooLargeError) over the decoding
+    budget.
     """
     if not (math.isfinite(rate_hz) and rate_hz > 0):
         raise MediaError(f"rate_hz must be a positive number, got {rate_hz}")
@@ -251,6 +273,8 @@ def iter_sampled_frames(
             stream.codec_context.open()
         except av.error.FFmpegError as e:
             raise _media_error(f"cannot start the {codec} decoder", e) from e
+        budget = _Budget(rate_hz, max_sampled_pixels, max_decoded_pixels)
+        budget.check_declared(declared_cost(stream, container, rate_hz, max_frames))
         yield from _sample(
             stream,
             container,
@@ -260,6 +284,93 @@ def iter_sampled_frames(
             max_rgb_frames,
             rgb_max_side,
             strip_bars,
+            budget,
+        )
+
+
+@dataclass(frozen=True)
+class DeclaredCost:
+    """What a video stream's header declares, before any frame is decoded.
+
+    width, height: coded frame size in pixels; frames: frame count (the MP4 sample
+    table's; for a container without one, declared duration x average frame rate; 0 when
+    neither is known); samples: the frames that sampling at the given rate would take at
+    most (min of frames, the 1/rate slots the declared duration spans and max_frames; 0
+    when unknown).
+    """
+
+    width: int
+    height: int
+    frames: int
+    samples: int
+
+
+def declared_cost(
+    stream: av.video.stream.VideoStream,
+    container: av.container.InputContainer,
+    rate_hz: float,
+    max_frames: int,
+) -> DeclaredCost:
+    """The `DeclaredCost` of an opened video stream sampled at ``rate_hz`` (Hz), at most
+    ``max_frames`` samples. Only header fields are read (FFmpeg's stream and container
+    duration, ``nb_frames``, average rate); nothing is decoded."""
+    ctx = stream.codec_context
+    duration = 0.0
+    if stream.duration is not None and stream.time_base is not None:
+        duration = float(stream.duration * stream.time_base)
+    elif container.duration is not None:
+        duration = container.duration / av.time_base
+    duration = duration if math.isfinite(duration) and duration > 0 else 0.0
+    frames = int(stream.frames or 0)
+    if not frames and duration and stream.average_rate:
+        frames = math.floor(duration * float(stream.average_rate))
+    slots = math.ceil(duration * rate_hz - _TIME_EPSILON) if duration else 0
+    samples = min(n for n in (frames, slots, max_frames) if n) if frames or slots else 0
+    return DeclaredCost(int(ctx.width or 0), int(ctx.height or 0), frames, samples)
+
+
+class _Budget:
+    """The decoding budget of one video: the header's declared cost checked up front,
+    then the pixels actually decoded and sampled counted frame by frame."""
+
+    def __init__(self, rate_hz: float, max_sampled: int, max_decoded: int) -> None:
+        self.rate_hz = rate_hz
+        self.max_sampled = max_sampled
+        self.max_decoded = max_decoded
+        self.sampled = self.decoded = 0
+        self.samples = self.frames = 0
+
+    def check_declared(self, cost: DeclaredCost) -> None:
+        size = f"{cost.width}x{cost.height}"
+        pixels = cost.width * cost.height
+        if cost.samples * pixels > self.max_sampled:
+            what = f"its header declares {cost.samples:,} frames of {size} to sample"
+            raise self._over(what, cost.samples * pixels, True)
+        if cost.frames * pixels > self.max_decoded:
+            what = f"its header declares {cost.frames:,} frames of {size}"
+            raise self._over(what, cost.frames * pixels, False)
+
+    def decoded_frame(self, pixels: int) -> None:
+        self.frames += 1
+        self.decoded += pixels
+        if self.decoded > self.max_decoded:
+            raise self._over(f"its first {self.frames:,} frames", self.decoded, False)
+
+    def sampled_frame(self, pixels: int) -> None:
+        self.samples += 1
+        self.sampled += pixels
+        if self.sampled > self.max_sampled:
+            what = f"its first {self.samples:,} sampled frames"
+            raise self._over(what, self.sampled, True)
+
+    def _over(self, what: str, pixels: int, sampled: bool) -> DecodeBudgetError:
+        if sampled:
+            limit = f"{self.max_sampled:,} pixels of frames sampled at {self.rate_hz:g} Hz"
+        else:
+            limit = f"{self.max_decoded:,} pixels of decoded frames"
+        return DecodeBudgetError(
+            f"the video is over the decoding budget of {limit} per video"
+            f" ({what}: {pixels:,} pixels); it would hold a decoder too long"
         )
 
 
@@ -272,6 +383,7 @@ def _sample(
     max_rgb_frames: int,
     rgb_max_side: int | None,
     strip_bars: bool,
+    budget: _Budget,
 ) -> Iterator[DecodedFrame | StreamFacts]:
     origin: float | None = None
     next_slot = 0.0
@@ -291,6 +403,7 @@ def _sample(
                     f"frame of {frame.width}x{frame.height} pixels is over the limit of "
                     f"{MAX_FRAME_PIXELS} pixels"
                 )
+            budget.decoded_frame(frame.width * frame.height)
             if origin is None:
                 origin = float(frame.time)
             t = max(0.0, float(frame.time) - origin)
@@ -304,6 +417,7 @@ def _sample(
                     f"more than {max_frames} frames would be sampled at {rate_hz:g} Hz (a video"
                     f" longer than {max_frames / rate_hz:,.0f} s)"
                 )
+            budget.sampled_frame(frame.width * frame.height)
             transform = _frame_transform(frame)
             rgb = apply_display_transform(converter.rgb(frame), transform)
             size = (rgb.shape[1], rgb.shape[0])

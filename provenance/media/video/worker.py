@@ -67,8 +67,9 @@ def _write_message(fd: int, payload: bytes | memoryview) -> None:
     _write_all(fd, body)
 
 
-def _error(message: str, too_large: bool) -> dict[str, Any]:
-    return {"ok": False, "error": message, "too_large": too_large}
+def _error(message: str, too_large: bool, budget: bool = False) -> dict[str, Any]:
+    """An error header; ``budget``: over the decoding budget (a DecodeBudgetError)."""
+    return {"ok": False, "error": message, "too_large": too_large, "budget": budget}
 
 
 def _address_space_bytes() -> int:
@@ -78,7 +79,7 @@ def _address_space_bytes() -> int:
 
 
 def _decode(request: dict[str, Any]) -> tuple[dict[str, Any], list[Any]]:
-    from provenance.core.errors import MediaError, MediaTooLargeError
+    from provenance.core.errors import DecodeBudgetError, MediaError, MediaTooLargeError
     from provenance.media.video.frames import DecodedFrame, StreamFacts, iter_sampled_frames
 
     try:
@@ -91,10 +92,13 @@ def _decode(request: dict[str, Any]) -> tuple[dict[str, Any], list[Any]]:
                 request["max_rgb_frames"],
                 request["rgb_max_side"],
                 request["strip_bars"],
+                request["max_sampled_pixels"],
+                request["max_decoded_pixels"],
             )
         )
     except MediaError as e:
-        return _error(str(e), isinstance(e, MediaTooLargeError)), []
+        too_large = isinstance(e, MediaTooLargeError)
+        return _error(str(e), too_large, isinstance(e, DecodeBudgetError)), []
     facts = items.pop()  # the generator ends with its StreamFacts
     assert isinstance(facts, StreamFacts)
     rows: list[list[Any]] = []
