@@ -113,7 +113,7 @@ def test_the_writer_refuses_a_revoked_device_the_signature_check_let_through(
 
 def test_submissions_are_answered_from_a_uvloop_event_loop(inproc: InProc) -> None:
     """The grpc.aio server runs on uvloop's loop (grpc.aio's per-call work costs less on
-    it: README's "Measured here"), and real submissions over the wire, concurrent ones
+    it: docs/performance.md), and real submissions over the wire, concurrent ones
     sharing group commits, are answered from it once durable."""
     server, port = create_server("127.0.0.1:0", inproc.service, ServerConfig())
     try:

@@ -1157,7 +1157,7 @@ def create_server(
     ``rpc_threads`` threads, Lookups in a pool of ``max_lookups``. The loop is uvloop's
     (libuv) rather than asyncio's own: grpc.aio's per-call work on it (its tasks,
     callbacks and completion-queue wake-ups) costs less, about 10% of the server CPU
-    of a submission (measured 2 December, README's "Measured here").
+    of a submission (measured 2 December, docs/performance.md).
 
     Returns (server, bound port). Raises ProvenanceError when the address cannot be bound,
     also when another process listens on it (SO_REUSEPORT is off, so a second server on
