@@ -80,6 +80,23 @@ REASONS: dict[str, str] = {
     ),
     **dict.fromkeys(
         (
+            f"pdq_hashes: if not {check}:"
+            for check in ("1 <= quality <= 100", "0 < quality <= 100", "0 <= quality < 100")
+        ),
+        "equivalent: the range check only sends a quality at the edge (0 or 100) to"
+        " _check_soft, which accepts it, so the same hashes are built; only the speed changes",
+    ),
+    **dict.fromkeys(
+        (
+            f"pdq_hashes: _check_soft(PDQ_ALGORITHM, bytes(PDQ_HASH_SIZE), quality, {t})"
+            "  # raises, saying why"
+            for t in ("None", "1.0")
+        ),
+        "equivalent: _check_soft is reached here only with a quality out of range, and checks"
+        " the quality before the timestamp: the same BindingError whatever the timestamp",
+    ),
+    **dict.fromkeys(
+        (
             f"for (level, left_index), left in zip(keys, _read(get_nodes, keys), {tail}):"
             for tail in ("strict=None", "strict=False", "")
         ),
