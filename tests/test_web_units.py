@@ -4,6 +4,7 @@ mapping, and the page's formatting helpers."""
 from __future__ import annotations
 
 import asyncio
+import html
 import time
 from collections.abc import AsyncIterator, Iterator
 from typing import cast
@@ -312,6 +313,27 @@ def test_the_search_box_sends_a_typed_index_to_its_one_canonical_url(
 ) -> None:
     r = app_client.get("/log/find", params={"q": typed}, follow_redirects=False)
     assert r.status_code == 303 and r.headers["location"] == f"/log/entries/{index}"
+
+
+@pytest.mark.parametrize(
+    ("path", "name"),
+    [
+        ("/api/v1/proofs/consistency?first=1&first=2&second=3", "first"),
+        ("/api/v1/proofs/inclusion?index=1&tree_size=5&index=2", "index"),
+        ("/api/v1/entries?start=0&start=1", "start"),
+        ("/matches/byBinding?alg=pdq&value=AAAA&value=BBBB", "value"),
+        ("/log/consistency?first=1&first=2", "first"),
+        ("/log?before=5&before=9", "before"),
+    ],
+)
+def test_a_query_parameter_given_twice_gets_400_naming_it(
+    app_client: TestClient, path: str, name: str
+) -> None:
+    """Which value a repeated parameter means would be a guess (review att36: the last
+    one was used silently); no endpoint takes a list in repeated parameters."""
+    r = app_client.get(path, follow_redirects=False)
+    assert r.status_code == 400, (path, r.status_code, r.text)
+    assert f"query parameter {name!r} is given 2 times" in html.unescape(r.text), r.text
 
 
 def test_hashes_are_strict_hex() -> None:

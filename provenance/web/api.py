@@ -66,6 +66,7 @@ def json_errors(fn: Handler) -> Handler:
     @functools.wraps(fn)
     async def wrapper(request: Request) -> Response:
         try:
+            one_value_each(request)
             return await fn(request)
         except ProvenanceError as e:
             # its traceback's frames hold the call's arguments (a refused lookup's whole
@@ -80,6 +81,20 @@ def json_errors(fn: Handler) -> Handler:
             )
 
     return wrapper
+
+
+def one_value_each(request: Request) -> None:
+    """Raises WebError (400) when a query parameter is given more than once: which value
+    it means would be a guess (Starlette's ``query_params.get`` takes the last, silently),
+    and no endpoint here takes a list in repeated parameters."""
+    items = request.query_params.multi_items()
+    if len(items) == len(request.query_params):
+        return
+    seen: dict[str, int] = {}
+    for name, _ in items:
+        seen[name] = seen.get(name, 0) + 1
+    name, times = next((k, n) for k, n in seen.items() if n > 1)
+    raise WebError(f"query parameter {name[:40]!r} is given {times} times; give it once")
 
 
 def metered(fn: Handler) -> Handler:

@@ -21,7 +21,7 @@ from starlette.routing import Route
 
 from provenance.core.errors import ProvenanceError
 from provenance.web import logviews
-from provenance.web.api import metered, state, verify_upload
+from provenance.web.api import metered, one_value_each, state, verify_upload
 from provenance.web.errors import (
     WebError,
     error_body,
@@ -67,6 +67,7 @@ def html_errors(fn: Handler) -> Handler:
     @functools.wraps(fn)
     async def wrapper(request: Request) -> Response:
         try:
+            one_value_each(request)
             return await fn(request)
         except ProvenanceError as e:
             return error_page(request, e)
