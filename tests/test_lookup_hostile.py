@@ -101,7 +101,7 @@ def test_malformed_packed_pdq_hashes_are_refused_on_their_own_rows(
         (
             "old",
             "dihedral_soft_bindings is no longer read: an image's 8 PDQ hashes go packed in"
-            " pdq_dihedral (a scanner from before 5 December 2026: update it)",
+            " pdq_dihedral (a scanner older than this server sends it: update the scanner)",
         ),
     ]
     one = packed("one", os.urandom(32))  # a single hash (no turns) is well formed

@@ -605,7 +605,7 @@ def _lookup_facts(q: Any) -> FileFacts:
         if q.dihedral_soft_bindings:
             raise ClaimError(
                 "dihedral_soft_bindings is no longer read: an image's 8 PDQ hashes go packed"
-                " in pdq_dihedral (a scanner from before 5 December 2026: update it)"
+                " in pdq_dihedral (a scanner older than this server sends it: update the scanner)"
             )
         turned: tuple[PerceptualHash, ...] = ()
         if not packed:
