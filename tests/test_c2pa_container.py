@@ -23,6 +23,7 @@ from provenance.c2pa.container import (
     strip_and_locate,
 )
 from provenance.core.errors import BindingError, MediaError
+from tests.steps import CountedOffset
 
 FIXTURES = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures" / "c2pa"
 GENERATED = FIXTURES / "generated"
@@ -217,17 +218,6 @@ def test_many_store_boxes_and_chunk_offsets_are_stripped() -> None:
         strip_and_locate(_bmff_with_stores(3, 5, into_store=True), "video/mp4")
 
 
-class _CountedOffset(int):
-    """An offset that counts the comparisons made with it (a step count, not a time)."""
-
-    comparisons = 0
-
-    def __lt__(self, other: object) -> bool:
-        assert isinstance(other, int)
-        _CountedOffset.comparisons += 1
-        return int(self) < int(other)
-
-
 def test_chunk_offsets_map_back_in_logarithmic_steps() -> None:
     """Each chunk offset is mapped back by a binary search over the removed boxes: at
     most ceil(log2(boxes)) + 2 comparisons (a walk over every box took 22 s of CPU for
@@ -254,11 +244,11 @@ def test_chunk_offsets_map_back_in_logarithmic_steps() -> None:
 
     bound = math.ceil(math.log2(len(removed))) + 2
     for offset in [0, 99, 100, at, at + 5, *(rng.randrange(0, at + 10) for _ in range(2_000))]:
-        _CountedOffset.comparisons = 0
+        CountedOffset.comparisons = 0
         want = walked(offset)
         if want is None:
             with pytest.raises(BindingError, match="points into the C2PA box"):
-                original(_CountedOffset(offset))
+                original(CountedOffset(offset))
         else:
-            assert original(_CountedOffset(offset)) == want
-        assert _CountedOffset.comparisons <= bound, (offset, _CountedOffset.comparisons)
+            assert original(CountedOffset(offset)) == want
+        assert CountedOffset.comparisons <= bound, (offset, CountedOffset.comparisons)
