@@ -8,12 +8,13 @@ STAMP := $(VENV)/.installed
 
 env: $(STAMP)
 
-$(STAMP): pyproject.toml
+# constraints.txt: every package at the version the tests passed with
+$(STAMP): pyproject.toml constraints.txt
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -qq --upgrade pip
 	# torch: the CPU build named exactly, so pip never resolves a multi-GB CUDA wheel.
-	$(BIN)/pip install -qq torch==2.13.0
-	$(BIN)/pip install -qq -e '.[detector,dev]'
+	$(BIN)/pip install -qq -c constraints.txt torch==2.13.0
+	$(BIN)/pip install -qq -c constraints.txt -e '.[detector,dev]'
 	touch $(STAMP)
 
 demo: $(STAMP)
