@@ -42,7 +42,7 @@ def test_the_environment_is_the_pinned_one() -> None:
     """The running environment was built from constraints.txt (after `make env`; a pin
     changed without rebuilding shows here)."""
     pins = _pins()
-    differ = {}
+    differ: dict[str, tuple[str, str | None]] = {}
     for name, version in pins.items():
         try:
             have = metadata.version(name)
