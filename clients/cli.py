@@ -58,6 +58,7 @@ from provenance.core.errors import (
     ClaimError,
     ConfigError,
     LogIntegrityError,
+    MediaTooLargeError,
     ProvenanceError,
     TimestampError,
     TransportError,
@@ -866,6 +867,15 @@ def _embed_c2pa(
                 )
             )
             return False
+    except MediaTooLargeError as e:
+        err.print(
+            Text.assemble(
+                (f"{f}: C2PA manifest not embedded:", "red"),
+                f" {e}; the claim is made without it, and its hard binding covers the"
+                " file's bytes: sign such files without --c2pa",
+            )
+        )
+        return False
     except ProvenanceError as e:
         err.print(Text.assemble((f"{f}: C2PA manifest not embedded:", "red"), f" {e}"))
         return False
