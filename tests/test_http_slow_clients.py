@@ -1041,9 +1041,10 @@ def test_a_connection_answered_before_its_body_ended_is_closed_once_idle(
     http_server: tuple[str, str],
 ) -> None:
     """A request answered before its whole body came (a 400 or 413 for a form or body
-    over a limit), whose client then sends the rest and waits, is closed when idle as
-    any kept-alive connection is (`prov web` 10 s, the witness 5 s), so the client's
-    connection share comes back. Before: uvicorn's keep-alive timer, cancelled by the
+    over a limit), whose client then sends the rest and waits, is closed (since the
+    lingering close: after its answer and at most `LINGER_SECONDS` of draining; before
+    that, once idle, as any kept-alive connection is), so the client's connection share
+    comes back. Before: uvicorn's keep-alive timer, cancelled by the
     body's remaining bytes (read and dropped), was never set again, and the guard left
     an idle connection to it: each such connection stayed open for good (seen: 300 s),
     so 8 of them (32 by default) took the client's share for good, and 8 clients (256)
