@@ -1125,6 +1125,7 @@ def test_a_client_sending_an_endless_body_after_its_answer_is_cut_off(
         except OSError:
             pass
         got = _read_until_closed(s, 20)
-    # what the server drained, plus what the kernel buffers of both ends held
-    assert sent < LINGER_BYTES + 16 * 1024 * 1024, sent
+    # what the server drained, plus what the kernel buffers of both ends held (Linux
+    # grows a receive buffer up to tcp_rmem's maximum, 32 MiB by default; seen: 4.6 MiB)
+    assert sent < LINGER_BYTES + 64 * 1024 * 1024, sent
     assert got is not None and got.startswith(answer), got
