@@ -58,6 +58,7 @@ from provenance.core.errors import (
     ClaimError,
     ConfigError,
     LogIntegrityError,
+    MediaTooLargeError,
     ProvenanceError,
     TimestampError,
     TransportError,
@@ -65,6 +66,7 @@ from provenance.core.errors import (
 )
 from provenance.core.keyhistory import check_admin_token_text
 from provenance.core.keys import KEY_ID_BYTES, DeviceKey
+from provenance.core.registry import check_label
 from provenance.core.timecheck import check_revocation_reason
 from provenance.core.timetext import utc_text
 from provenance.media.image import sniff_media_type
@@ -211,14 +213,10 @@ def enroll_token(
     label: Annotated[str, typer.Option(help="A name for the device, kept in the registry.")] = "",
 ) -> None:
     """Make a one-time enrollment token and print it (only the token, on stdout)."""
-    try:
-        label.encode()
-    except UnicodeEncodeError as e:  # a byte the terminal's encoding could not decode
-        raise typer.BadParameter(
-            f"not valid UTF-8 text (character {e.start + 1} is an undecodable byte): type it"
-            " in a UTF-8 terminal",
-            param_hint="--label",
-        ) from e
+    try:  # the server refuses it too; said here before any request, as a usage error
+        check_label(label)
+    except ClaimError as e:
+        raise typer.BadParameter(str(e), param_hint="--label") from e
     with _admin_client(server) as c:
         token, expires = c.create_enrollment_token(ttl, label)
     err.print(f"token valid until {expires:%Y-%m-%d %H:%M:%S} UTC; it can be used once")
@@ -869,6 +867,15 @@ def _embed_c2pa(
                 )
             )
             return False
+    except MediaTooLargeError as e:
+        err.print(
+            Text.assemble(
+                (f"{f}: C2PA manifest not embedded:", "red"),
+                f" {e}; the claim is made without it, and its hard binding covers the"
+                " file's bytes: sign such files without --c2pa",
+            )
+        )
+        return False
     except ProvenanceError as e:
         err.print(Text.assemble((f"{f}: C2PA manifest not embedded:", "red"), f" {e}"))
         return False

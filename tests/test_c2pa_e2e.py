@@ -15,6 +15,7 @@ from typing import Any
 import av
 import c2pa
 import grpc
+import numpy as np
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
@@ -25,6 +26,7 @@ from PIL import Image
 
 from clients.api import ProvenanceClient
 from provenance.c2pa.authority import init_authority, issue_device_certificate, load_authority
+from provenance.c2pa.container import MAX_BMFF_BOXES, bmff_box_count
 from provenance.c2pa.reader import C2paTrust, read_c2pa
 from provenance.c2pa.writer import DIGITAL_CAPTURE, embed_manifest
 from provenance.core.errors import TransportError
@@ -404,3 +406,37 @@ def test_an_edited_c2pa_export_checked_with_its_sidecar_names_the_damaged_chunk(
     assert named < len(data) // 10, (named, len(data), ranges)
     said = f"bytes {ranges[0][0]:,}-{ranges[0][1]:,} differ from the signed file"
     assert any(r.startswith(said) for r in report["reasons"]), report["reasons"]
+
+
+def _fragmented(path: Path, frames: int) -> None:
+    """A 64x64 H.264 fragmented MP4 (as OBS or a browser's MediaRecorder write) of
+    ``frames`` key frames, each its own fragment (about 7 boxes apiece)."""
+    with av.open(str(path), "w", options={"movflags": "frag_keyframe+empty_moov"}) as out:
+        stream = out.add_stream("libx264", rate=30, options={"g": "1", "preset": "ultrafast"})
+        stream.width = stream.height = 64
+        stream.pix_fmt = "yuv420p"
+        for i in range(frames):
+            picture = np.full((64, 64, 3), i % 256, np.uint8)
+            out.mux(stream.encode(av.VideoFrame.from_ndarray(picture, format="rgb24")))
+        out.mux(stream.encode())
+
+
+def test_sign_c2pa_of_a_long_fragmented_mp4_says_why_and_what_to_do(
+    ca_server: ServerProc, cli: Cli, tmp_path: Path
+) -> None:
+    """A fragmented MP4 of 700 fragments (4,927 boxes, over the 4,096 that a C2PA
+    manifest is embedded in here): the claim is signed and logged, and the refusal to
+    embed says why (the box count and the limit) and what to do (sign without --c2pa:
+    the claim's hard binding covers the file's bytes) as a failure (exit 1), the claim
+    kept. Before: "a BMFF file of more
+    than 4,096 boxes, the limit here: not walked"."""
+    video = tmp_path / "recording.mp4"
+    _fragmented(video, 700)
+    assert bmff_box_count(video.read_bytes(), 10_000) == 4_927
+    rc, out, err = cli("sign", "--c2pa", str(video))
+    said = " ".join(err.split())
+    assert rc == 1 and "C2PA manifest not embedded" in said, said
+    assert "not walked" not in said
+    assert f"more than {MAX_BMFF_BOXES:,} boxes" in said, said
+    assert "sign such files without --c2pa" in said and "hard binding" in said, said
+    assert Path(f"{video}.prov").exists()  # the claim itself is made

@@ -69,6 +69,23 @@ def test_ttl_negative_is_a_usage_error(env: Path, capsys: pytest.CaptureFixture[
     assert rc == 2 and "--ttl" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(
+    ("label", "words"),
+    [("x" * 201, "201 characters; at most 200"), ("cam\x07", "control character (U+0007)")],
+    ids=["201-characters", "bell"],
+)
+def test_an_enroll_token_label_the_server_refuses_is_a_usage_error(
+    env: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+    label: str, words: str,
+) -> None:  # fmt: skip
+    """`prov admin enroll-token --label` says what the server would refuse (INVALID_ARGUMENT,
+    the same words) before calling it: here no server listens. Before: sent as given."""
+    monkeypatch.setenv("PROV_SERVER", "127.0.0.1:1")
+    rc = prov_main(["admin", "enroll-token", "--label", label])
+    err = _flat(capsys.readouterr().err)
+    assert rc == 2 and "--label" in err and words in err, err
+
+
 def test_audit_state_in_missing_folder_is_a_usage_error(
     env: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

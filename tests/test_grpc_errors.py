@@ -306,3 +306,26 @@ def test_a_leaf_hash_that_is_not_32_bytes_is_malformed(server: ServerProc) -> No
         assert "a leaf hash is 32 bytes" in str(got.value.details())
         assert f"got {len(raw)}" in str(got.value.details())
     channel.close()
+
+
+@pytest.mark.parametrize(
+    ("label", "words"),
+    [
+        ("x" * 100_000, "100,000 characters; at most 200"),
+        ("desk\x1b[2Jcamera", "control character (U+001B) at character 5"),
+        ("cam\u202eera", "control character (U+202E) at character 4"),
+    ],
+    ids=["100k-characters", "escape", "bidi-override"],
+)
+def test_an_enrollment_token_label_too_long_or_with_controls_is_refused(
+    client: ProvenanceClient, label: str, words: str
+) -> None:
+    """A token's label, kept as the device's name in the registry and shown beside it in
+    reports and on the web pages, is at most 200 printable characters: more, or a
+    control or format character, is INVALID_ARGUMENT saying which. Before: a label of
+    100,000 characters (or one holding an escape sequence) was stored as given."""
+    with pytest.raises(TransportError) as exc:
+        client.create_enrollment_token(label=label)
+    assert _code(exc) == "INVALID_ARGUMENT" and words in str(exc.value), str(exc.value)
+    token, _ = client.create_enrollment_token(label="d\u00e9sk camera 3 " + "x" * 186)
+    assert token  # 200 characters, accented: accepted

@@ -31,7 +31,7 @@ from starlette.routing import Route
 from provenance.core.fair_share import client_key
 from provenance.log.checkpoint import generate_log_key
 from provenance.web import tlogtiles
-from provenance.web.guard import LINGER_SECONDS, RETRY_AFTER_SECONDS, HttpLimits
+from provenance.web.guard import LINGER_BYTES, LINGER_SECONDS, RETRY_AFTER_SECONDS, HttpLimits
 from provenance.web.serve import bind, uvicorn_server
 from provenance.web.tlogtiles import TileShares
 from tests.conftest import (
@@ -1041,9 +1041,10 @@ def test_a_connection_answered_before_its_body_ended_is_closed_once_idle(
     http_server: tuple[str, str],
 ) -> None:
     """A request answered before its whole body came (a 400 or 413 for a form or body
-    over a limit), whose client then sends the rest and waits, is closed when idle as
-    any kept-alive connection is (`prov web` 10 s, the witness 5 s), so the client's
-    connection share comes back. Before: uvicorn's keep-alive timer, cancelled by the
+    over a limit), whose client then sends the rest and waits, is closed (since the
+    lingering close: after its answer and at most `LINGER_SECONDS` of draining; before
+    that, once idle, as any kept-alive connection is), so the client's connection share
+    comes back. Before: uvicorn's keep-alive timer, cancelled by the
     body's remaining bytes (read and dropped), was never set again, and the guard left
     an idle connection to it: each such connection stayed open for good (seen: 300 s),
     so 8 of them (32 by default) took the client's share for good, and 8 clients (256)
@@ -1067,3 +1068,64 @@ def test_a_connection_answered_before_its_body_ended_is_closed_once_idle(
     finally:
         for s in socks:
             s.close()
+
+
+def _oversized(kind: str, length: int, close: bool) -> tuple[bytes, bytes]:
+    """(a request head declaring a body of ``length`` bytes, the start of its answer): a
+    JSON lookup to `prov web` (413 past 4 MiB), an add-checkpoint to the witness (400
+    past 128 KiB); with ``close``, the head asks for ``Connection: close`` (as urllib's
+    does)."""
+    if kind == "web":
+        head = b"POST /api/v1/lookup HTTP/1.1\r\nhost: t\r\ncontent-type: application/json\r\n"
+        answer = b"HTTP/1.1 413 "
+    else:
+        head = b"POST /add-checkpoint HTTP/1.1\r\nhost: t\r\n"
+        answer = b"HTTP/1.1 400 "
+    if close:
+        head += b"connection: close\r\n"
+    return head + b"content-length: %d\r\n\r\n" % length, answer
+
+
+def test_a_client_still_sending_an_oversized_body_reads_its_answer(
+    http_server: tuple[str, str],
+) -> None:
+    """A client that sends its whole 20 MB body before reading (as urllib does, with
+    ``Connection: close``) gets the 413/400 the server answered early, then the end of
+    the connection: the server half-closes and drains the rest (RFC 9112 §9.6, a
+    lingering close). Before: the server closed with the body's bytes unread, the kernel
+    sent a reset, and the client's send failed with "connection reset by peer" before it
+    read anything (5 of 5 tries)."""
+    kind, url = http_server
+    head, answer = _oversized(kind, 20_000_000, close=True)
+    with _connect(url, "127.0.0.4") as s:
+        s.sendall(head)
+        s.sendall(b"x" * 20_000_000)
+        got = _read_until_closed(s, 20)
+    assert got is not None and got.startswith(answer), got
+
+
+def test_a_client_sending_an_endless_body_after_its_answer_is_cut_off(
+    http_server: tuple[str, str],
+) -> None:
+    """A client declaring a body of 10^12 bytes and sending it as fast as it can, on a
+    kept-alive connection, is closed after its early answer once it has sent at most
+    `LINGER_BYTES` more (or after `LINGER_SECONDS`), and the answer is in what it read.
+    Before: the server read and dropped the whole declared body (1 GB went through
+    without the connection closing)."""
+    kind, url = http_server
+    head, answer = _oversized(kind, 10**12, close=False)
+    sent = 0
+    piece = b"x" * 65536
+    with _connect(url, "127.0.0.4") as s:
+        s.sendall(head)
+        s.settimeout(20)
+        try:
+            while sent < 1_000_000_000:
+                sent += s.send(piece)
+        except OSError:
+            pass
+        got = _read_until_closed(s, 20)
+    # what the server drained, plus what the kernel buffers of both ends held (Linux
+    # grows a receive buffer up to tcp_rmem's maximum, 32 MiB by default; seen: 4.6 MiB)
+    assert sent < LINGER_BYTES + 64 * 1024 * 1024, sent
+    assert got is not None and got.startswith(answer), got

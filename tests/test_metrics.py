@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
+import grpc
 import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from prometheus_client.parser import text_string_to_metric_families
 
 from clients.api import ProvenanceClient
@@ -84,3 +89,38 @@ def test_metrics_families_count_a_run(enrolled: Cli, server: ServerProc, tmp_pat
         assert _total(m, name) > 0, name
     for gauge in ("prov_detector_queue_depth", "prov_c2pa_workers_busy"):
         assert gauge in m, gauge  # at rest both are 0
+
+
+def test_health_reflection_and_the_webs_lookup_are_counted(tmp_path: Path) -> None:
+    """The gRPC health check, a reflection stream and the web page's POST /api/v1/lookup
+    (the page's Lookup RPC) are counted in ``prov_rpc_requests_total`` and
+    ``prov_rpc_duration_seconds`` as every other RPC is (by method and status code); the
+    web page's other API calls are counted by their RPCs the same way. (Their lack of a
+    per-client rate limit is what the notes called "unmetered".) Real server, real
+    /metrics, real calls."""
+    srv = start_server(
+        tmp_path / "prov.db", "--metrics-listen", "127.0.0.1:0", "--http", "127.0.0.1:0"
+    )
+    try:
+        url = _metrics_url(srv)
+        assert srv.proc.stdout is not None
+        web = srv.proc.stdout.readline().split()[-1]  # "web on http://HOST:PORT"
+        with grpc.insecure_channel(srv.address) as channel:
+            checker: Any = health_pb2_grpc.HealthStub(channel)  # the stub declares no methods
+            health = checker.Check(health_pb2.HealthCheckRequest(), timeout=10)
+            assert health.status == health_pb2.HealthCheckResponse.SERVING
+            asked = iter([reflection_pb2.ServerReflectionRequest(list_services="")])
+            stub: Any = reflection_pb2_grpc.ServerReflectionStub(channel)
+            assert len(list(stub.ServerReflectionInfo(asked, timeout=10))) == 1
+        body = json.dumps({"queries": [{"sha256": "00" * 32}]}).encode()
+        request = urllib.request.Request(
+            f"{web}/api/v1/lookup", body, {"content-type": "application/json"}, method="POST"
+        )
+        with urllib.request.urlopen(request, timeout=10) as r:
+            assert r.status == 200
+        m = _scrape(url)
+        for rpc in ("Check", "ServerReflectionInfo", "Lookup"):
+            assert _total(m, "prov_rpc_requests_total", rpc=rpc, code="OK") == 1, rpc
+            assert _total(m, "prov_rpc_duration_seconds_count", rpc=rpc, code="OK") == 1, rpc
+    finally:
+        srv.stop()

@@ -406,6 +406,96 @@ MAX_WEBP_CHUNKS = 100_000
 #: Media types the C2PA reader reads as ISO BMFF (C2PA 2.1, A.4).
 BMFF_READ_TYPES = frozenset({"video/mp4", "video/quicktime", "image/heic", "image/avif"})
 
+#: Media types the C2PA reader reads as TIFF (a DNG is one, and our sniffing names it
+#: image/tiff; c2pa-python's names for it too).
+TIFF_READ_TYPES = frozenset({"image/tiff", "image/dng", "image/x-adobe-dng"})
+#: Most IFDs and IFD entries, counted together, that the C2PA reader may have to read in
+#: a TIFF for the file to be given to it (`tiff_ifd_count`). c2pa-rs reads each entry on
+#: its own, 20-35 us apiece (c2pa-python 0.38, this 2-core machine at load 2-4,
+#: bench/bench_tiff_ifds.py): a first IFD of 65,535 entries took 1.3-2.3 s, and 4 SubIFD
+#: offsets all naming one IFD of 65,535 entries 5.1-7.5 s (its own caps, 2,000 pages of
+#: 1,000 SubIFDs each, leave that unbounded in practice); 20,000 took 0.4-0.5 s. The
+#: shared fixtures' DNG (C.dng) counts 134: 6 IFDs (the page, 4 SubIFDs, Exif) of 128
+#: entries in all; a camera's DNG or TIFF, a few hundred.
+MAX_TIFF_IFD_UNITS = 20_000
+#: Tags whose IFDs the C2PA reader reads beside each page's (c2pa-rs ``map_tiff``):
+#: SubIFDs (TIFF 6.0 Technical Notes / DNG 1.6: an array of IFD offsets), the Exif IFD and
+#: the GPS IFD (Exif 2.32, 4.6.3).
+_TIFF_SUBIFDS, _TIFF_EXIF_IFD, _TIFF_GPS_IFD = 0x014A, 0x8769, 0x8825
+_TIFF_IFD_TAGS = frozenset({_TIFF_SUBIFDS, _TIFF_EXIF_IFD, _TIFF_GPS_IFD})
+#: Most SubIFDs of a page the C2PA reader reads; past it, it reads none and refuses the
+#: file ("TIFF file has too many subfiles": c2pa-rs ``MAX_SUBFILES``, 0.5 ms on the
+#: shared fixtures' c2pa-rs PoC of 5,000 SubIFD offsets).
+_READER_MAX_SUBIFDS = 1000
+
+
+def tiff_ifd_count(data: bytes | bytearray | mmap.mmap, limit: int = MAX_TIFF_IFD_UNITS) -> int:
+    """The IFDs and IFD entries the C2PA reader reads in the TIFF or BigTIFF ``data``
+    (TIFF 6.0, section 2; BigTIFF: 8-byte counts and offsets, 20-byte entries), each IFD
+    counting 1 plus its entries: every page IFD of the chain from the header (until an
+    offset seen before, or one outside the file), and for each page the IFDs its SubIFDs,
+    Exif IFD and GPS IFD tags name (one per offset, repeats counted again, as the reader
+    reads them again; the count ends at a page of more than _READER_MAX_SUBIFDS SubIFDs,
+    where the reader stops). An IFD is counted for the entries the file holds after its
+    count.
+    Stops once past ``limit`` (the count is then over it by at most one IFD's entries);
+    reads only counts, entry heads and offsets, so ``data`` may be an mmap of a large
+    file."""
+    big = data[2:4] in (b"+\x00", b"\x00+")
+    order = "<" if data[:2] == b"II" else ">"
+    count_fmt, offset_fmt = order + ("Q" if big else "H"), order + ("Q" if big else "I")
+    step, head = (20, 8) if big else (12, 2)
+
+    def entries(at: int) -> tuple[int, int]:
+        """(entries held, position of the first) of the IFD at ``at``; (-1, 0) if none."""
+        if at + head > len(data):
+            return -1, 0
+        (n,) = struct.unpack_from(count_fmt, data, at)
+        return min(n, (len(data) - at - head) // step), at + head
+
+    def offsets(entry: int) -> list[int] | None:
+        """The IFD offsets an entry holds: its value, or for SubIFDs up to ``limit + 1``
+        32-bit ones (as c2pa-rs reads them), in the value field or where it points; None
+        for more SubIFDs than the reader takes (it refuses the file before reading them)."""
+        tag, n = struct.unpack_from(order + "H2x" + offset_fmt[1], data, entry)
+        value = entry + (12 if big else 8)
+        if tag != _TIFF_SUBIFDS:
+            return [struct.unpack_from(offset_fmt, data, value)[0]]
+        if n > _READER_MAX_SUBIFDS:
+            return None
+        if 4 * n > (8 if big else 4):
+            (value,) = struct.unpack_from(offset_fmt, data, value)
+            n = min(n, (len(data) - value) // 4) if value < len(data) else 0
+        return list(struct.unpack_from(f"{order}{n}I", data, value)) if n else []
+
+    def offset_at(at: int) -> int:
+        """The offset at ``at``, 0 (none) past the file's end."""
+        fits = at + struct.calcsize(offset_fmt) <= len(data)
+        return int(struct.unpack_from(offset_fmt, data, at)[0]) if fits else 0
+
+    units = 0
+    seen: set[int] = set()
+    page = offset_at(8 if big else 4)
+    while page and page not in seen:
+        seen.add(page)
+        n, first = entries(page)
+        if n < 0:
+            break
+        units += 1 + n
+        if units > limit:
+            break
+        for entry in range(first, first + n * step, step):
+            if struct.unpack_from(order + "H", data, entry)[0] in _TIFF_IFD_TAGS:
+                named = offsets(entry)
+                if named is None:
+                    return units  # the reader reads no further
+                for at in named:
+                    units += 1 + max(0, entries(at)[0])
+                    if units > limit:
+                        return units
+        page = offset_at(first + n * step)
+    return units
+
 
 def _riff_chunk_count(data: bytes | bytearray | mmap.mmap, limit: int) -> int:
     """The chunks of a RIFF file after its 12-byte header (RIFF: each a four-character
@@ -426,9 +516,10 @@ def reader_walk_problem(data: bytes | bytearray | mmap.mmap, media_type: str) ->
     whose time grows with the units of its container, faster than linearly for BMFF boxes
     and PNG chunks (c2pa-rs: a PNG of 100,000 empty chunks took 6.8 s, 500,000 31 s): a
     BMFF file (BMFF_READ_TYPES) of more than MAX_BMFF_BOXES boxes, a PNG of more than
-    MAX_PNG_CHUNKS chunks, a WebP of more than MAX_WEBP_CHUNKS chunks; None for a file
-    within them, or of another type. Reads only box and chunk headers, so ``data`` may
-    be an mmap of a large file."""
+    MAX_PNG_CHUNKS chunks, a WebP of more than MAX_WEBP_CHUNKS chunks, a TIFF (or DNG)
+    of more than MAX_TIFF_IFD_UNITS IFDs and entries (`tiff_ifd_count`); None for a file
+    within them, or of another type. Reads only box, chunk and IFD headers, so ``data``
+    may be an mmap of a large file."""
     if media_type in BMFF_READ_TYPES:
         return bmff_box_problem(data)
     if media_type in PNG_TYPES:
@@ -439,6 +530,11 @@ def reader_walk_problem(data: bytes | bytearray | mmap.mmap, media_type: str) ->
             return f"a PNG of more than {MAX_PNG_CHUNKS:,} chunks, the limit here"
     if media_type == "image/webp" and _riff_chunk_count(data, MAX_WEBP_CHUNKS) > MAX_WEBP_CHUNKS:
         return f"a WebP of more than {MAX_WEBP_CHUNKS:,} chunks, the limit here"
+    if media_type in TIFF_READ_TYPES and tiff_ifd_count(data) > MAX_TIFF_IFD_UNITS:
+        return (
+            f"a TIFF of more than {MAX_TIFF_IFD_UNITS:,} IFDs and IFD entries (counting"
+            " each IFD the C2PA reader reads), the limit here"
+        )
     return None
 
 

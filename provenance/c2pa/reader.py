@@ -143,10 +143,10 @@ def read_c2pa(
     Returns a C2paResult: present=False with no error when the file carries no
     manifest; present=False with error_kind/error when the manifest cannot be read
     (a remote-only manifest, a malformed or hostile file, TooLarge, Timeout, Crashed);
-    otherwise the validation state, codes and manifest summary. A BMFF file, PNG or WebP
-    of more boxes or chunks than the reader reads in bounded time is not given to it
-    (TooLarge, `provenance.c2pa.container.reader_walk_problem`). Raises MediaError if a path
-    cannot be read, and ConfigError if no worker can be started.
+    otherwise the validation state, codes and manifest summary. A BMFF file, PNG, WebP or
+    TIFF of more boxes, chunks or IFD entries than the reader reads in bounded time is
+    not given to it (TooLarge, `provenance.c2pa.container.reader_walk_problem`). Raises
+    MediaError if a path cannot be read, and ConfigError if no worker can be started.
     """
     if isinstance(source, bytes):
         path, data, size = None, source, len(source)

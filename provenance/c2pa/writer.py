@@ -32,11 +32,23 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from provenance.c2pa.container import STRIPPABLE_TYPES, strip_manifest_store
+from provenance.c2pa.container import (
+    BMFF_TYPES,
+    MAX_BMFF_BOXES,
+    STRIPPABLE_TYPES,
+    bmff_box_problem,
+    strip_manifest_store,
+)
 from provenance.c2pa.reader import reader_settings
 from provenance.c2pa.result import PROVENANCE_ASSERTION_LABEL
 from provenance.c2pa.timestamp import TimestampAuthority, timestamp_file
-from provenance.core.errors import BindingError, KeyMaterialError, MediaError, SignatureError
+from provenance.core.errors import (
+    BindingError,
+    KeyMaterialError,
+    MediaError,
+    MediaTooLargeError,
+    SignatureError,
+)
 
 DIGITAL_CAPTURE = "http://cv.iptc.org/newscodes/digitalsourcetype/digitalCapture"
 GENERATOR = "media-provenance"
@@ -78,7 +90,9 @@ def embed_manifest(
     no network call).
 
     Raises MediaError for an unsupported media type, an unreadable source or one that
-    already carries a manifest store; KeyMaterialError if the leaf certificate is not
+    already carries a manifest store; MediaTooLargeError for an MP4 or MOV of more than
+    MAX_BMFF_BOXES boxes (`bmff_box_problem`: the walks that check and remove a manifest
+    store stop there); KeyMaterialError if the leaf certificate is not
     for `key`; SignatureError if the key or the C2PA library fails to sign (an expired
     or unacceptable certificate included); TimestampError (nothing written) if the TSA
     cannot be reached within tsa.timeout_s or its answer is not a good token for this
@@ -92,6 +106,12 @@ def embed_manifest(
         source = src_path.read_bytes()
     except OSError as e:
         raise MediaError(f"cannot read {str(src_path)!r}: {e.strerror or e}") from e
+    if media_type in BMFF_TYPES and bmff_box_problem(source) is not None:
+        raise MediaTooLargeError(
+            f"{src_path.name} has more than {MAX_BMFF_BOXES:,} boxes, the most a C2PA"
+            " manifest is embedded in here (a fragmented MP4 holds about 7 per fragment:"
+            " a recording in 1-second fragments reaches it in 6 to 10 minutes)"
+        )
     if strip_manifest_store(source, media_type) != source:
         raise MediaError(f"{src_path.name} already carries a C2PA manifest store")
     _check_leaf_key(cert_chain_pem, key.public_key)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import math
 import secrets
+import unicodedata
 from datetime import datetime, timedelta
 
 from provenance.core.claims import (
@@ -51,6 +52,43 @@ def new_token() -> str:
 def token_hash(token: str) -> bytes:
     """What the store keeps of a token: its SHA-256, never the token itself."""
     return hashlib.sha256(token.encode("utf-8")).digest()
+
+
+#: The most characters of an enrollment token's label, the name its device is kept under
+#: in the registry and shown beside in reports, `prov` and the web pages ("desk camera 3").
+MAX_LABEL_CHARS = 200
+#: Unicode general categories refused in a label (Unicode 15, §4.5): control (Cc: tab,
+#: newline, escape), format (Cf: bidirectional overrides, zero-width characters),
+#: surrogate, private use, unassigned, line and paragraph separators.
+_NOT_IN_LABELS = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"})
+
+
+def check_label(label: str) -> None:
+    """Raises ClaimError unless ``label`` is at most `MAX_LABEL_CHARS` characters of valid
+    UTF-8 text with no control, format, private-use or unassigned character, nor a line
+    or paragraph separator (Unicode categories `_NOT_IN_LABELS`), so that a name shown
+    beside a device can neither fill a report nor rewrite the terminal showing it (an
+    escape sequence, a bidirectional override). Before, a label of 100,000 characters
+    was kept as given."""
+    try:
+        label.encode()
+    except UnicodeEncodeError as e:  # a lone surrogate: a byte a terminal could not decode
+        raise ClaimError(
+            f"the enrollment token's label is not valid UTF-8 text (character {e.start + 1}"
+            " is an undecodable byte): type it in a UTF-8 terminal"
+        ) from e
+    if len(label) > MAX_LABEL_CHARS:
+        raise ClaimError(
+            f"the enrollment token's label is {len(label):,} characters; at most"
+            f" {MAX_LABEL_CHARS} are kept (a short name for the device, such as"
+            " 'desk camera 3')"
+        )
+    for i, ch in enumerate(label):
+        if unicodedata.category(ch) in _NOT_IN_LABELS:
+            raise ClaimError(
+                f"the enrollment token's label holds a control character (U+{ord(ch):04X})"
+                f" at character {i + 1}: give a name of printable characters"
+            )
 
 
 def check_enrollment(public_key: bytes, token: str, proof_of_possession: bytes) -> bytes:

@@ -63,6 +63,7 @@ from provenance.core.registry import (
     check_certificate_enrollment,
     check_claim_shape,
     check_enrollment,
+    check_label,
     new_token,
     token_hash,
 )
@@ -595,7 +596,9 @@ class ProvenanceService:
     def create_enrollment_token(
         self, ttl: timedelta = DEFAULT_TOKEN_TTL, label: str = ""
     ) -> tuple[str, datetime]:
-        """A one-time token for `enroll`, valid for ``ttl``. Returns (token, expiry)."""
+        """A one-time token for `enroll`, valid for ``ttl``. Returns (token, expiry).
+        Raises ClaimError for a label `check_label` refuses."""
+        check_label(label)
         now = self.clock()
         token = new_token()
         self.store.add_token(token_hash(token), label, now, now + ttl)

@@ -27,15 +27,25 @@ slots (``limit_concurrency``) and every other caller got 503 for as long as they
   address, or an IPv6 /64, the smallest block one host is usually given) and
   ``max_connections`` in all; one more is answered at once with 503, a
   ``Retry-After`` of `RETRY_AFTER_SECONDS` (RFC 9110 §10.2.3) and a sentence saying
-  which cap, then closed (after a lingering close of `LINGER_SECONDS`, for at
-  most ``max_connections`` refused connections at a time: a flood costs no more
-  descriptors than that).
+  which cap, then closed;
+- a lingering close (RFC 9112 §9.6): a connection the server closes while the client
+  may still be sending (an answer given before the request's body ended, a refused
+  connection, a deadline) is half-closed after its answer and its input read and
+  dropped until the client closes too, for at most `LINGER_SECONDS` and `LINGER_BYTES`,
+  and for at most ``max_connections`` connections at a time (a flood costs no more
+  descriptors than that; past it a connection is closed at once). Before, closing with
+  the body's bytes unread made the kernel send a reset, and a client still sending (as
+  urllib does: its whole body first) got "connection reset by peer" instead of its 413.
+  A request answered before its body ended is closed so, rather than kept alive: its
+  declared body (of any length) was read and dropped to the end, at any pace over the
+  body deadline's.
 """
 
 from __future__ import annotations
 
 import asyncio
 import fcntl
+import os
 import socket
 import struct
 import termios
@@ -49,9 +59,15 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 from provenance.core.fair_share import client_key
 from provenance.core.ports import Network
 
-#: How long a refused connection is kept half-closed, its input read and dropped, so that
-#: the client reads the 503 rather than a reset (a "lingering close", as Apache's).
+#: How long a connection the server closes is kept half-closed at most, its input read
+#: and dropped, so that the client reads its answer rather than a reset (a "lingering
+#: close", as Apache's: seconds).
 LINGER_SECONDS = 2.0
+#: The most bytes of input read and dropped in one lingering close (a client on a fast
+#: link still sending a large body when its answer came may fill that much in 2 s).
+LINGER_BYTES = 64 * 1024 * 1024
+#: Bytes read from a lingering socket at a time.
+_LINGER_READ = 64 * 1024
 #: The ``Retry-After`` of a 503 for a full connection cap, in whole seconds (RFC 9110
 #: §10.2.3 delay-seconds): long enough for a few requests in flight to finish and free
 #: their connections, short enough for a person not to give up; the web app's own 503
@@ -103,13 +119,48 @@ def _response(status: int, reason: str, text: str, extra: str = "") -> bytes:
     return head.encode() + body
 
 
+class _Linger:
+    """One socket in its lingering close: half-closed (its answer and a FIN go out), its
+    input read and dropped until the client closes, `LINGER_BYTES` have come or
+    `LINGER_SECONDS` have passed, then closed; a member of ``group`` meanwhile."""
+
+    def __init__(
+        self, loop: asyncio.AbstractEventLoop, sock: socket.socket, group: set[_Linger]
+    ) -> None:
+        self._loop, self._sock, self._group = loop, sock, group
+        self._left = LINGER_BYTES
+        sock.setblocking(False)
+        sock.shutdown(socket.SHUT_WR)  # OSError when the client is already gone
+        group.add(self)
+        loop.add_reader(sock.fileno(), self._read)
+        self._timer = loop.call_later(LINGER_SECONDS, self._end)
+
+    def _read(self) -> None:
+        try:
+            got = len(self._sock.recv(_LINGER_READ))
+        except BlockingIOError:
+            return
+        except OSError:
+            got = 0
+        self._left -= got
+        if not got or self._left <= 0:
+            self._end()
+
+    def _end(self) -> None:
+        if self in self._group:
+            self._group.discard(self)
+            self._timer.cancel()
+            self._loop.remove_reader(self._sock.fileno())
+            self._sock.close()
+
+
 class _GuardedH11(H11Protocol):
     """uvicorn's h11 protocol with `HttpLimits` applied (set on a subclass by
     `guarded_protocol`)."""
 
     limits: ClassVar[HttpLimits]
-    #: Refused connections in their lingering close (at most ``max_connections``).
-    lingering: ClassVar[set[_GuardedH11]]
+    #: Closed connections in their lingering close (at most ``max_connections``).
+    lingering: ClassVar[set[_Linger]]
     #: Accepted open connections per `client_key` (a flood costs O(1) per connection,
     #: not a walk over every open one).
     open_per_client: ClassVar[Counter[str]]
@@ -117,7 +168,7 @@ class _GuardedH11(H11Protocol):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._timer: asyncio.TimerHandle | None = None
-        self._refused = False
+        self._linger = True  # no reset wanted, and the client has not closed its side
         self._phase = ""  # "head", "body" or "" (the server's turn, or between requests)
         self._phase_start = 0.0
         self._received = 0  # body bytes since the body phase started
@@ -161,38 +212,43 @@ class _GuardedH11(H11Protocol):
     def _refuse(self, text: str) -> None:
         """Answer 503 with ``text`` and a Retry-After before reading any request, then
         close; the connection no longer counts towards either cap."""
-        self._refused = True
         self.connections.discard(self)
         retry = f"retry-after: {RETRY_AFTER_SECONDS}\r\n"
         self.transport.write(_response(503, "Service Unavailable", text, retry))
-        try:
-            if self.transport.can_write_eof():
-                self.transport.write_eof()
-        except OSError:
-            # the client is already gone (ENOTCONN: it hung up before we answered)
-            self.transport.abort()
-            return
-        if len(self.lingering) >= self.limits.max_connections:
-            # a flood: each lingering socket holds a descriptor, so close this one now
-            self.transport.close()
-            return
-        self.lingering.add(self)
-        self.loop.call_later(LINGER_SECONDS, self._end_linger)
+        self.transport.close()  # a lingering close (`connection_lost`)
 
-    def _end_linger(self) -> None:
-        self.lingering.discard(self)
-        self.transport.close()
+    def eof_received(self) -> None:
+        self._linger = False  # the client sends no more: nothing to wait for
+        super().eof_received()
+
+    def _linger_close(self) -> None:
+        """Hand this connection's socket, whose transport is closing (its answer all
+        written), to a `_Linger` instead of letting the transport close it with the
+        client's input unread (a reset), unless ``max_connections`` already linger."""
+        sock = self.transport.get_extra_info("socket")
+        if sock is None or len(self.lingering) >= self.limits.max_connections:
+            return
+        # the transport closes its own descriptor when this returns; a duplicate keeps the
+        # connection open
+        duplicate = socket.socket(fileno=os.dup(sock.fileno()))
+        try:
+            _Linger(self.loop, duplicate, self.lingering)
+        except OSError:
+            duplicate.close()  # the client is already gone (ENOTCONN)
 
     # -- deadlines
 
     def data_received(self, data: bytes) -> None:
-        if self._refused:
-            return
         super().data_received(data)
         self._track(len(data))
 
     def on_response_complete(self) -> None:
         super().on_response_complete()
+        if self.conn.their_state is h11.SEND_BODY and not self.transport.is_closing():
+            # answered before its body ended: close (lingering) rather than read the
+            # rest of a body declared of any length
+            self.transport.close()
+            return
         # a pipelined request already buffered has been handled by now
         self._track(0)
 
@@ -207,14 +263,6 @@ class _GuardedH11(H11Protocol):
                 # the first byte of the next request starts its head deadline
                 buffered, _ = self.conn.trailing_data
                 self._phase, self._phase_start = ("head", now) if buffered else ("", now)
-                if not buffered and self.timeout_keep_alive_task is None:
-                    # the rest of a body the app had answered before it ended: uvicorn
-                    # drops those bytes and starts the next cycle, but each byte cancelled
-                    # its keep-alive timer, set only when an answer completes, so the
-                    # connection stayed open for good
-                    self.timeout_keep_alive_task = self.loop.call_later(
-                        self.timeout_keep_alive, self.timeout_keep_alive_handler
-                    )
         elif state is h11.SEND_BODY:
             if self._phase != "body":
                 self._phase, self._phase_start, self._received = "body", now, 0
@@ -228,6 +276,8 @@ class _GuardedH11(H11Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel()
         self._cancel_write_watch()
+        if exc is None and self._linger:
+            self._linger_close()
         if self._counted and self.client_key is not None:
             self._counted = False
             left = self.open_per_client[self.client_key] - 1
@@ -326,6 +376,7 @@ class _GuardedH11(H11Protocol):
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
             except (OSError, ValueError):
                 pass
+        self._linger = False
         self.transport.abort()
 
     def _cancel(self) -> None:
