@@ -584,6 +584,56 @@ def test_an_audit_state_that_is_a_folder_is_a_usage_error(
         assert f"{tmp_path} is a folder; name the file that keeps this auditor's" in err, err
 
 
+def test_an_audit_state_that_is_no_regular_file_or_no_text_is_refused_unread(
+    tmp_path: Path,
+) -> None:
+    """`prov log audit --state` naming a FIFO, a device or a file over 1 MiB exits 2 naming
+    --state, without blocking or reading without end (before: a FIFO blocked for good, and
+    /dev/zero was read into memory, 17 GB in 30 s); bytes that are not UTF-8 are a damaged
+    state, one `error:` line (before: a UnicodeDecodeError traceback). Each run is a child
+    process under a 2 GB address-space limit, so the old unbounded read fails rather than
+    filling the machine."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    fifo = tmp_path / "state.fifo"
+    os.mkfifo(fifo)
+    big = tmp_path / "big.json"
+    big.write_bytes(b" " * (1 << 20) + b"{}")
+    binary = tmp_path / "binary.json"
+    binary.write_bytes(b"\xff\xfe{}")
+    for state, rc, words in (
+        (fifo, 2, f"{fifo} is a FIFO (named pipe), not a regular file"),
+        (Path("/dev/zero"), 2, "/dev/zero is a device, not a regular file"),
+        (big, 2, f"audit state {big} is over the 1048576-byte limit"),
+        (binary, 1, "error: audit state file is damaged"),
+    ):
+        command = [sys.executable, "-m", "clients.cli", "log", "audit", "--state", str(state)]
+        proc = subprocess.Popen(
+            ["/bin/sh", "-c", 'ulimit -v 2000000; exec "$@"', "sh", *command]
+            + ["--server", closed_port()],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=ROOT,
+            env={**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "400"},
+        )
+        try:
+            _, stderr = proc.communicate(timeout=120)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.communicate()
+            raise AssertionError(f"--state {state}: still running after 120 s") from None
+        err = _flat(stderr)
+        assert proc.returncode == rc and words in err, (state, proc.returncode, err)
+        assert "Traceback" not in err, (state, err)
+        if rc == 2:
+            assert "--state" in err, (state, err)
+
+
 def test_serve_witness_options_are_usage_errors(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
