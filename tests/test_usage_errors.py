@@ -584,21 +584,41 @@ def test_an_audit_state_that_is_a_folder_is_a_usage_error(
         assert f"{tmp_path} is a folder; name the file that keeps this auditor's" in err, err
 
 
+def _prov_in_2_gb(*args: str) -> tuple[int, str, str]:
+    """`prov ARGS` in a child process under a 2 GB address-space limit (so that an
+    unbounded read fails there rather than filling the machine), given 120 s: its exit
+    code, stdout and stderr (flattened). Raises AssertionError when it runs longer."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import ADMIN_TOKEN, ROOT
+
+    proc = subprocess.Popen(
+        ["/bin/sh", "-c", 'ulimit -v 2000000; exec "$@"', "sh"]
+        + [sys.executable, "-m", "clients.cli", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT), "PROV_ADMIN_TOKEN": ADMIN_TOKEN},
+    )
+    try:
+        out, err = proc.communicate(timeout=120)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.communicate()
+        raise AssertionError(f"prov {' '.join(args)}: still running after 120 s") from None
+    return proc.returncode, out, _flat(err)
+
+
 def test_an_audit_state_that_is_no_regular_file_or_no_text_is_refused_unread(
     tmp_path: Path,
 ) -> None:
     """`prov log audit --state` naming a FIFO, a device or a file over 1 MiB exits 2 naming
     --state, without blocking or reading without end (before: a FIFO blocked for good, and
     /dev/zero was read into memory, 17 GB in 30 s); bytes that are not UTF-8 are a damaged
-    state, one `error:` line (before: a UnicodeDecodeError traceback). Each run is a child
-    process under a 2 GB address-space limit, so the old unbounded read fails rather than
-    filling the machine."""
-    import os
-    import subprocess
-    import sys
-
-    from tests.conftest import ROOT
-
+    state, one `error:` line (before: a UnicodeDecodeError traceback)."""
     fifo = tmp_path / "state.fifo"
     os.mkfifo(fifo)
     big = tmp_path / "big.json"
@@ -611,27 +631,42 @@ def test_an_audit_state_that_is_no_regular_file_or_no_text_is_refused_unread(
         (big, 2, f"audit state {big} is over the 1048576-byte limit"),
         (binary, 1, "error: audit state file is damaged"),
     ):
-        command = [sys.executable, "-m", "clients.cli", "log", "audit", "--state", str(state)]
-        proc = subprocess.Popen(
-            ["/bin/sh", "-c", 'ulimit -v 2000000; exec "$@"', "sh", *command]
-            + ["--server", closed_port()],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            cwd=ROOT,
-            env={**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "400"},
+        got, _, err = _prov_in_2_gb(
+            "log", "audit", "--state", str(state), "--server", closed_port()
         )
-        try:
-            _, stderr = proc.communicate(timeout=120)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.communicate()
-            raise AssertionError(f"--state {state}: still running after 120 s") from None
-        err = _flat(stderr)
-        assert proc.returncode == rc and words in err, (state, proc.returncode, err)
+        assert got == rc and words in err, (state, got, err)
         assert "Traceback" not in err, (state, err)
         if rc == 2:
             assert "--state" in err, (state, err)
+
+
+def test_serve_reads_at_most_a_bounded_share_of_each_file_it_is_given(tmp_path: Path) -> None:
+    """`prov serve --admin-token-file`, `--tsa-trust-anchors`, `--c2pa-trust-anchors` and
+    `--c2pa-trust-config` naming a device or a file far larger than such a file is exit 1
+    with one `error:` line naming the file, read no further than the limit (before:
+    /dev/zero was read into memory without end: a MemoryError traceback under the 2 GB
+    limit, the machine's memory without one). A FIFO is still read, as process
+    substitution (`<(...)`) needs."""
+    ca = tmp_path / "ca"
+    assert prov_main(["admin", "ca", "init", "--dir", str(ca), "--no-passphrase"]) == 0
+    big = tmp_path / "big.pem"
+    with big.open("wb") as f:
+        f.truncate(64 << 20)  # sparse: 64 MiB of zeros
+    for n, (flag, path, words) in enumerate(
+        (
+            ("--admin-token-file", "/dev/zero", "admin token file /dev/zero is over"),
+            ("--admin-token-file", str(big), f"admin token file {big} is over"),
+            ("--tsa-trust-anchors", "/dev/zero", "TSA trust anchors /dev/zero is over"),
+            ("--c2pa-trust-anchors", "/dev/zero", "C2PA trust anchors /dev/zero is over"),
+            ("--c2pa-trust-anchors", str(big), f"C2PA trust anchors {big} is over"),
+            ("--c2pa-trust-config", "/dev/zero", "C2PA trust settings /dev/zero is over"),
+        )
+    ):
+        serve = ["serve", "--db", str(tmp_path / f"{n}.db"), "--listen", "127.0.0.1:0"]
+        ca_flag = ["--ca", str(ca)] if flag == "--c2pa-trust-config" else []
+        rc, out, err = _prov_in_2_gb(*serve, "--no-detector", flag, path, *ca_flag)
+        assert rc == 1 and f"error: {words}" in err, (flag, path, rc, err)
+        assert "Traceback" not in err and "listening on" not in out, (flag, path, err)
 
 
 def test_serve_witness_options_are_usage_errors(
