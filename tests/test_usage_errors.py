@@ -669,6 +669,24 @@ def test_serve_reads_at_most_a_bounded_share_of_each_file_it_is_given(tmp_path: 
         assert "Traceback" not in err and "listening on" not in out, (flag, path, err)
 
 
+def test_a_log_key_file_that_is_no_regular_file_is_refused_unread(tmp_path: Path) -> None:
+    """A log or witness key file (`prov log key --key-file`, `prov serve --log-key`) that
+    is a FIFO or a device is refused, exit 1 naming it, without blocking or reading
+    (before: a FIFO of mode 0600 blocked for good; /dev/zero was told "run chmod 600
+    /dev/zero")."""
+    fifo = tmp_path / "log.pem"
+    os.mkfifo(fifo, 0o600)
+    for path, kind in ((str(fifo), "a FIFO (named pipe)"), ("/dev/zero", "a device")):
+        for args in (
+            ("log", "key", "--key-file", path),
+            ("serve", "--db", str(tmp_path / "p.db"), "--listen", "127.0.0.1:0", "--log-key", path),
+        ):
+            rc, out, err = _prov_in_2_gb(*args)
+            assert rc == 1, (args, rc, err)
+            assert f"error: log key file {path} is {kind}, not a regular file" in err, (args, err)
+            assert "chmod" not in err and "Traceback" not in err and "listening" not in out, err
+
+
 def test_serve_witness_options_are_usage_errors(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -8,9 +8,24 @@ a shell's process substitution (``--admin-token-file <(vault read ...)``) hands 
 
 from __future__ import annotations
 
+import stat
 from pathlib import Path
 
 from provenance.core.errors import ConfigError
+
+
+def file_kind(mode: int) -> str:
+    """What a path of ``os.stat`` mode ``mode`` is, for a message saying it is not a
+    regular file: "a FIFO (named pipe)", "a device", "a socket", "a folder"."""
+    if stat.S_ISFIFO(mode):
+        return "a FIFO (named pipe)"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    if stat.S_ISDIR(mode):
+        return "a folder"
+    return "not a regular file"
 
 
 def read_capped(path: Path, limit: int, what: str) -> bytes:
