@@ -318,6 +318,25 @@ def test_scan_checks_its_arguments_before_the_progress_bar(photo: Path, tmp_path
         assert "starting" not in err and "cannot reach" not in err  # no bar, no call
 
 
+def test_a_scan_report_that_is_no_regular_file_is_a_usage_error(
+    photo: Path, tmp_path: Path
+) -> None:
+    """`prov scan --report` naming a FIFO, or a link to a device, exits 2 naming --report
+    before the scan starts, with or without --resume (before: a FIFO blocked the scan for
+    good, as its open for appending waited for a reader; /dev/zero ended in exit 1,
+    "error: Invalid argument")."""
+    fifo = tmp_path / "fifo.jsonl"
+    os.mkfifo(fifo)
+    device = tmp_path / "zero.jsonl"
+    device.symlink_to("/dev/zero")
+    for report, kind in ((fifo, "a FIFO (named pipe)"), (device, "a device")):
+        for resume in ((), ("--resume",)):
+            args = ("scan", str(photo), "--report", str(report), *resume)
+            rc, _, err = _prov_in_2_gb(*args, "--server", closed_port(), "--workers", "0")
+            assert rc == 2 and "--report" in err, (args, rc, err)
+            assert f"{report} is {kind}, not a regular file" in err, (args, err)
+
+
 def test_a_witness_given_a_malformed_log_key_is_a_usage_error(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
