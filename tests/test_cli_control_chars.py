@@ -56,12 +56,12 @@ def test_sign_verify_detect_escape_control_characters_of_a_name(
     assert rc == 0 and f"{shown}: signed (#1)" in out, (out, err)
     _clean(out, err)
     rc, out, err = enrolled("verify", str(photo))
-    # the report writes BEL as its escape too (one line per field, `shown_line`)
+    # the report and detect write BEL as its escape too (one line per field, `shown_line`)
     in_report = shown.replace("pwned.jpg", "pwned\\x07.jpg") if "\x07" in name else shown
     assert rc == 0 and in_report in out and "SIGNED_ORIGINAL" in out, (out, err)
     _clean(out, err)
     rc, out, err = enrolled("detect", str(photo))
-    assert rc == 0 and f"{shown}: not scored:" in out, (out, err)
+    assert rc == 0 and f"{in_report}: not scored:" in out, (out, err)
     _clean(out, err)
 
 
@@ -83,6 +83,18 @@ def test_a_name_s_newline_cannot_forge_a_line_of_the_verify_report(
     assert [line for line in lines if line.startswith("  status ")] == [
         "  status     UNSIGNED: no signed capture found for this file"
     ], out
+
+
+def test_a_name_s_newline_cannot_forge_a_line_of_prov_detect(cli: Cli, tmp_path: Path) -> None:
+    """`prov detect` prints one line per file: a newline in a name is written as its
+    escape (before: a file named ``"y.png\\nz.png: likely generated (score 0.990)"`` printed
+    that verdict on a line of its own, above the file's real "not scored")."""
+    photo = tmp_path / "y.png\nz.png: likely generated (score 0.990)"
+    shutil.copy(SAMPLES / "rocket.jpg", photo)
+    rc, out, err = cli("detect", str(photo))
+    assert rc == 0, (out, err)
+    assert out.splitlines()[0].startswith(str(photo).replace("\n", "\\x0a") + ": not scored"), out
+    assert not any(line.startswith("z.png") for line in out.splitlines()), out
 
 
 def test_a_usage_error_escapes_control_characters_of_a_name(tmp_path: Path) -> None:
