@@ -71,7 +71,7 @@ from provenance.core.timecheck import check_revocation_reason
 from provenance.core.timetext import utc_text
 from provenance.media.image import sniff_media_type
 from provenance.server import cli as server_cli
-from provenance.terminal import SafeConsole, protect_typer, shown, transient_bar
+from provenance.terminal import SafeConsole, protect_typer, shown, shown_line, transient_bar
 from provenance.web import cli as web_cli
 from provenance.wire.jsontext import path_to_json, unicode_only
 from provenance.wire.sidecar import MAX_SIDECAR_BYTES, Sidecar, decode_sidecar
@@ -1062,13 +1062,14 @@ def detect(
         named = [{**r, **path_to_json(r["file"], "file")} for r in results]
         print(json.dumps(unicode_only({"results": named}), indent=2))
     for r in results if not as_json else []:
+        name = shown_line(r["file"])  # one line per file: a name's newline cannot forge one
         if "error" in r:
-            err.print(f"{r['file']}: {r['error']}", style="red", highlight=False)
+            err.print(f"{name}: {r['error']}", style="red", highlight=False)
         elif not r.get("available", True):
-            out.print(f"{r['file']}: not scored: {unscored_reason(r)}", highlight=False)
+            out.print(f"{name}: not scored: {unscored_reason(r)}", highlight=False)
         else:
             out.print(
-                f"{r['file']}: {r['band']} (score {r['score']:.3f}, band {r['band_low']:.2f}-"
+                f"{name}: {r['band']} (score {r['score']:.3f}, band {r['band_low']:.2f}-"
                 f"{r['band_high']:.2f}, {r['model_id']} {r['model_version']})",
                 highlight=False,
             )

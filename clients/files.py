@@ -16,22 +16,11 @@ import stat
 from typing import BinaryIO
 
 from provenance.core.errors import MediaError, MediaTooLargeError
+from provenance.core.files import file_kind
 
 
 class NotRegularFileError(MediaError):
     """The path is a FIFO, socket, device or folder, not a regular file."""
-
-
-def _kind(mode: int) -> str:
-    if stat.S_ISFIFO(mode):
-        return "a FIFO (named pipe)"
-    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
-        return "a device"
-    if stat.S_ISSOCK(mode):
-        return "a socket"
-    if stat.S_ISDIR(mode):
-        return "a folder"
-    return "not a regular file"
 
 
 def open_regular(path: str | os.PathLike[str]) -> BinaryIO:
@@ -46,7 +35,7 @@ def open_regular(path: str | os.PathLike[str]) -> BinaryIO:
     try:
         mode = os.fstat(fd).st_mode
         if not stat.S_ISREG(mode):
-            raise NotRegularFileError(f"{os.fspath(path)} is {_kind(mode)}, not a regular file")
+            raise NotRegularFileError(f"{os.fspath(path)} is {file_kind(mode)}, not a regular file")
         os.set_blocking(fd, True)
         return os.fdopen(fd, "rb")
     except BaseException:

@@ -13,7 +13,7 @@ import typer
 from clients.api import ProvenanceClient, default_server
 from clients.cosigned import cosigned_receipt, cosigner_names, policy_keys
 from clients.device import DeviceHome, atomic_write, default_home
-from clients.files import read_bounded
+from clients.files import NotRegularFileError, read_bounded
 from clients.options import (
     HomeOpt,
     ServerOpt,
@@ -34,6 +34,7 @@ from provenance.core.errors import (
     LogError,
     LogIntegrityError,
     MediaError,
+    MediaTooLargeError,
     SignatureError,
     TileMissingError,
     TransportError,
@@ -41,7 +42,12 @@ from provenance.core.errors import (
 )
 from provenance.core.keyhistory import KeyEventKind, registry_problems, replay
 from provenance.index.audit import IndexAuditor
-from provenance.log.audit import AuditState, KeyHistoryReader, audit_step
+from provenance.log.audit import (
+    MAX_AUDIT_STATE_BYTES,
+    AuditState,
+    KeyHistoryReader,
+    audit_step,
+)
 from provenance.log.checkpoint import (
     Checkpoint,
     NoteVerifier,
@@ -189,7 +195,7 @@ def audit(
             raise typer.BadParameter(
                 f"{tiles} is neither an http(s):// URL nor a folder", param_hint="--tiles"
             )
-    saved = AuditState.from_json(state.read_text()) if state.exists() else None
+    saved = _saved_state(state)
     if tiles is not None:
         _audit_tiles(tiles, state, saved, log_key, full)
         return
@@ -296,6 +302,20 @@ def _server_device(c: ProvenanceClient) -> Callable[[bytes], Device | None]:
             return None
 
     return find
+
+
+def _saved_state(state: Path) -> AuditState | None:
+    """The audit state saved in ``state``, None before the first audit. A FIFO, device or
+    socket, or a file over `MAX_AUDIT_STATE_BYTES`, is a usage error naming --state,
+    refused unread (`read_bounded`: before, a FIFO blocked for good and /dev/zero was read
+    into memory without end); a damaged state raises LogError (exit 1)."""
+    if not state.exists():
+        return None
+    try:
+        data = read_bounded(state, MAX_AUDIT_STATE_BYTES, "audit state")
+    except (NotRegularFileError, MediaTooLargeError) as e:
+        raise typer.BadParameter(str(e), param_hint="--state") from None
+    return AuditState.from_json(data)
 
 
 def _pinned_key(state: Path, saved: AuditState | None, log_key: str | None, what: str) -> str:

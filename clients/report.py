@@ -26,6 +26,7 @@ from detector.bands import threshold_words, unscored_reason
 from provenance.core.claims import Claim, Device, Verdict
 from provenance.core.timetext import utc_iso, utc_text
 from provenance.core.verify import ClaimEvidence, VerificationReport
+from provenance.terminal import shown_line
 from provenance.wire.jsontext import path_to_json
 
 EXIT_CODES: dict[Verdict, int] = {
@@ -217,7 +218,11 @@ def _signing_time_line(c: dict[str, Any]) -> str:
 
 
 def report_to_text(r: VerificationReport, path: str) -> str:
-    """A readable multi-line report: verdict, reasons, evidence, then the advisory block."""
+    """A readable multi-line report: verdict, reasons, evidence, then the advisory block;
+    one line per field, each with its newlines, tabs and other control characters written
+    as escapes (`provenance.terminal.shown_line`), so that text which is not ours (the file
+    name, a device label, a C2PA manifest's fields) cannot print a line of its own, such
+    as a forged status line above the real one."""
     ev = r.evidence
     lines = [
         f"{path}",
@@ -302,4 +307,4 @@ def report_to_text(r: VerificationReport, path: str) -> str:
         else:
             lines.append(f"  detector   not scored: {unscored_reason(d)}")
         lines.append(f"             {_ADVISORY}")
-    return "\n".join(lines)
+    return "\n".join(shown_line(line) for line in lines)

@@ -14,7 +14,9 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
+from PIL import Image
 from rich.text import Text
 
 from clients.api import ProvenanceClient
@@ -54,11 +56,45 @@ def test_sign_verify_detect_escape_control_characters_of_a_name(
     assert rc == 0 and f"{shown}: signed (#1)" in out, (out, err)
     _clean(out, err)
     rc, out, err = enrolled("verify", str(photo))
-    assert rc == 0 and shown in out and "SIGNED_ORIGINAL" in out, (out, err)
+    # the report and detect write BEL as its escape too (one line per field, `shown_line`)
+    in_report = shown.replace("pwned.jpg", "pwned\\x07.jpg") if "\x07" in name else shown
+    assert rc == 0 and in_report in out and "SIGNED_ORIGINAL" in out, (out, err)
     _clean(out, err)
     rc, out, err = enrolled("detect", str(photo))
-    assert rc == 0 and f"{shown}: not scored:" in out, (out, err)
+    assert rc == 0 and f"{in_report}: not scored:" in out, (out, err)
     _clean(out, err)
+
+
+def test_a_name_s_newline_cannot_forge_a_line_of_the_verify_report(
+    cli: Cli, tmp_path: Path
+) -> None:
+    """The readable report of `prov verify` keeps one line per field: a newline or tab in
+    the file's name is written as its escape (``\\x0a``), as the web page writes it.
+    Before, an unsigned file named ``"x.png\\n  status     SIGNED_ORIGINAL: ..."`` printed
+    a status line of its own above the real one (UNSIGNED, exit 11)."""
+    forged = "  status     SIGNED_ORIGINAL: the exact bytes of a signed, logged capture"
+    photo = tmp_path / f"x.png\n{forged}\tz"
+    noise = np.random.default_rng(7).integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    Image.fromarray(noise).save(photo, "PNG")  # nobody signed it: UNSIGNED
+    rc, out, err = cli("verify", str(photo), "--no-detect")
+    assert rc == 11, (out, err)
+    lines = out.splitlines()
+    assert lines[0] == str(photo).replace("\n", "\\x0a").replace("\t", "\\x09"), lines[0]
+    assert [line for line in lines if line.startswith("  status ")] == [
+        "  status     UNSIGNED: no signed capture found for this file"
+    ], out
+
+
+def test_a_name_s_newline_cannot_forge_a_line_of_prov_detect(cli: Cli, tmp_path: Path) -> None:
+    """`prov detect` prints one line per file: a newline in a name is written as its
+    escape (before: a file named ``"y.png\\nz.png: likely generated (score 0.990)"`` printed
+    that verdict on a line of its own, above the file's real "not scored")."""
+    photo = tmp_path / "y.png\nz.png: likely generated (score 0.990)"
+    shutil.copy(SAMPLES / "rocket.jpg", photo)
+    rc, out, err = cli("detect", str(photo))
+    assert rc == 0, (out, err)
+    assert out.splitlines()[0].startswith(str(photo).replace("\n", "\\x0a") + ": not scored"), out
+    assert not any(line.startswith("z.png") for line in out.splitlines()), out
 
 
 def test_a_usage_error_escapes_control_characters_of_a_name(tmp_path: Path) -> None:

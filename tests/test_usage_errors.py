@@ -318,6 +318,25 @@ def test_scan_checks_its_arguments_before_the_progress_bar(photo: Path, tmp_path
         assert "starting" not in err and "cannot reach" not in err  # no bar, no call
 
 
+def test_a_scan_report_that_is_no_regular_file_is_a_usage_error(
+    photo: Path, tmp_path: Path
+) -> None:
+    """`prov scan --report` naming a FIFO, or a link to a device, exits 2 naming --report
+    before the scan starts, with or without --resume (before: a FIFO blocked the scan for
+    good, as its open for appending waited for a reader; /dev/zero ended in exit 1,
+    "error: Invalid argument")."""
+    fifo = tmp_path / "fifo.jsonl"
+    os.mkfifo(fifo)
+    device = tmp_path / "zero.jsonl"
+    device.symlink_to("/dev/zero")
+    for report, kind in ((fifo, "a FIFO (named pipe)"), (device, "a device")):
+        for resume in ((), ("--resume",)):
+            args = ("scan", str(photo), "--report", str(report), *resume)
+            rc, _, err = _prov_in_2_gb(*args, "--server", closed_port(), "--workers", "0")
+            assert rc == 2 and "--report" in err, (args, rc, err)
+            assert f"{report} is {kind}, not a regular file" in err, (args, err)
+
+
 def test_a_witness_given_a_malformed_log_key_is_a_usage_error(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -582,6 +601,109 @@ def test_an_audit_state_that_is_a_folder_is_a_usage_error(
         rc, err = _run(capsys, "log", "audit", "--state", str(tmp_path), *args)
         assert rc == 2 and "--state" in err, (args, err)
         assert f"{tmp_path} is a folder; name the file that keeps this auditor's" in err, err
+
+
+def _prov_in_2_gb(*args: str) -> tuple[int, str, str]:
+    """`prov ARGS` in a child process under a 2 GB address-space limit (so that an
+    unbounded read fails there rather than filling the machine), given 120 s: its exit
+    code, stdout and stderr (flattened). Raises AssertionError when it runs longer."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import ADMIN_TOKEN, ROOT
+
+    proc = subprocess.Popen(
+        ["/bin/sh", "-c", 'ulimit -v 2000000; exec "$@"', "sh"]
+        + [sys.executable, "-m", "clients.cli", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT), "PROV_ADMIN_TOKEN": ADMIN_TOKEN},
+    )
+    try:
+        out, err = proc.communicate(timeout=120)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.communicate()
+        raise AssertionError(f"prov {' '.join(args)}: still running after 120 s") from None
+    return proc.returncode, out, _flat(err)
+
+
+def test_an_audit_state_that_is_no_regular_file_or_no_text_is_refused_unread(
+    tmp_path: Path,
+) -> None:
+    """`prov log audit --state` naming a FIFO, a device or a file over 1 MiB exits 2 naming
+    --state, without blocking or reading without end (before: a FIFO blocked for good, and
+    /dev/zero was read into memory, 17 GB in 30 s); bytes that are not UTF-8 are a damaged
+    state, one `error:` line (before: a UnicodeDecodeError traceback)."""
+    fifo = tmp_path / "state.fifo"
+    os.mkfifo(fifo)
+    big = tmp_path / "big.json"
+    big.write_bytes(b" " * (1 << 20) + b"{}")
+    binary = tmp_path / "binary.json"
+    binary.write_bytes(b"\xff\xfe{}")
+    for state, rc, words in (
+        (fifo, 2, f"{fifo} is a FIFO (named pipe), not a regular file"),
+        (Path("/dev/zero"), 2, "/dev/zero is a device, not a regular file"),
+        (big, 2, f"audit state {big} is over the 1048576-byte limit"),
+        (binary, 1, "error: audit state file is damaged"),
+    ):
+        got, _, err = _prov_in_2_gb(
+            "log", "audit", "--state", str(state), "--server", closed_port()
+        )
+        assert got == rc and words in err, (state, got, err)
+        assert "Traceback" not in err, (state, err)
+        if rc == 2:
+            assert "--state" in err, (state, err)
+
+
+def test_serve_reads_at_most_a_bounded_share_of_each_file_it_is_given(tmp_path: Path) -> None:
+    """`prov serve --admin-token-file`, `--tsa-trust-anchors`, `--c2pa-trust-anchors` and
+    `--c2pa-trust-config` naming a device or a file far larger than such a file is exit 1
+    with one `error:` line naming the file, read no further than the limit (before:
+    /dev/zero was read into memory without end: a MemoryError traceback under the 2 GB
+    limit, the machine's memory without one). A FIFO is still read, as process
+    substitution (`<(...)`) needs."""
+    ca = tmp_path / "ca"
+    assert prov_main(["admin", "ca", "init", "--dir", str(ca), "--no-passphrase"]) == 0
+    big = tmp_path / "big.pem"
+    with big.open("wb") as f:
+        f.truncate(64 << 20)  # sparse: 64 MiB of zeros
+    for n, (flag, path, words) in enumerate(
+        (
+            ("--admin-token-file", "/dev/zero", "admin token file /dev/zero is over"),
+            ("--admin-token-file", str(big), f"admin token file {big} is over"),
+            ("--tsa-trust-anchors", "/dev/zero", "TSA trust anchors /dev/zero is over"),
+            ("--c2pa-trust-anchors", "/dev/zero", "C2PA trust anchors /dev/zero is over"),
+            ("--c2pa-trust-anchors", str(big), f"C2PA trust anchors {big} is over"),
+            ("--c2pa-trust-config", "/dev/zero", "C2PA trust settings /dev/zero is over"),
+        )
+    ):
+        serve = ["serve", "--db", str(tmp_path / f"{n}.db"), "--listen", "127.0.0.1:0"]
+        ca_flag = ["--ca", str(ca)] if flag == "--c2pa-trust-config" else []
+        rc, out, err = _prov_in_2_gb(*serve, "--no-detector", flag, path, *ca_flag)
+        assert rc == 1 and f"error: {words}" in err, (flag, path, rc, err)
+        assert "Traceback" not in err and "listening on" not in out, (flag, path, err)
+
+
+def test_a_log_key_file_that_is_no_regular_file_is_refused_unread(tmp_path: Path) -> None:
+    """A log or witness key file (`prov log key --key-file`, `prov serve --log-key`) that
+    is a FIFO or a device is refused, exit 1 naming it, without blocking or reading
+    (before: a FIFO of mode 0600 blocked for good; /dev/zero was told "run chmod 600
+    /dev/zero")."""
+    fifo = tmp_path / "log.pem"
+    os.mkfifo(fifo, 0o600)
+    for path, kind in ((str(fifo), "a FIFO (named pipe)"), ("/dev/zero", "a device")):
+        for args in (
+            ("log", "key", "--key-file", path),
+            ("serve", "--db", str(tmp_path / "p.db"), "--listen", "127.0.0.1:0", "--log-key", path),
+        ):
+            rc, out, err = _prov_in_2_gb(*args)
+            assert rc == 1, (args, rc, err)
+            assert f"error: log key file {path} is {kind}, not a regular file" in err, (args, err)
+            assert "chmod" not in err and "Traceback" not in err and "listening" not in out, err
 
 
 def test_serve_witness_options_are_usage_errors(

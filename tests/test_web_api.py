@@ -633,6 +633,56 @@ def test_file_names_are_escaped_in_the_report(site: DemoSite, http: httpx.Client
     assert _verify(http, site.files.unsigned, name).json()["path"] == name
 
 
+def test_text_a_device_or_an_admin_wrote_is_shown_with_its_controls_escaped(
+    tmp_path: Path,
+) -> None:
+    """A claim's media type and metadata (written by the device) and a device's label
+    (by the operator) are shown on the log explorer's pages with their control and
+    bidirectional control characters written as escapes, as file names are and as the
+    CLI prints them (before: a U+202E in a metadata key reordered the line around it, and
+    an ESC or NUL went into the page as it was)."""
+    from datetime import UTC, datetime
+
+    from provenance.core.claims import Claim, HardBinding
+    from tests.conftest import read_line, sign_claim
+
+    srv = start_server(tmp_path / "prov.db", "--http", "127.0.0.1:0")
+    try:
+        web = read_line(srv.proc, "web on ")
+        key = DeviceKey.generate()
+        with ProvenanceClient(srv.address, ADMIN_TOKEN) as client:
+            token, _ = client.create_enrollment_token(label="desk\u202ecam\x1b[2J")
+            client.enroll(
+                token, key.public_key, sign_payload(key, PAYLOAD_TYPE_ENROLL, token.encode())
+            )
+            claim = Claim(
+                device_id=key.key_id,
+                sequence=1,
+                captured_at=datetime.now(UTC),
+                media_type="image/jpeg\u202egpj.exe",
+                size_bytes=10,
+                hard_binding=HardBinding(sha256=bytes(32)),
+                metadata={"place\u2066": "Paris\u202eLondon\x00", "app": "cam\nline"},
+            )
+            receipt, _ = client.submit(sign_claim(key, claim))
+        with httpx.Client(base_url=web, timeout=60) as http:
+            pages = {
+                "entry": http.get(f"/log/entries/{receipt.leaf_index}").text,
+                "enrollment": http.get("/log/entries/0").text,
+                "device": http.get(f"/log/devices/{key.key_id.hex()}").text,
+                "log": http.get("/log").text,
+            }
+    finally:
+        srv.stop()
+    for name, page in pages.items():
+        for raw in ("\u202e", "\u2066", "\x1b", "\x00"):
+            assert raw not in page, (name, ascii(raw))
+    assert "image/jpeg\\u202egpj.exe" in pages["entry"]
+    assert "place\\u2066" in pages["entry"] and "Paris\\u202eLondon\\x00" in pages["entry"]
+    assert "desk\\u202ecam\\x1b[2J" in pages["device"]
+    assert "image/jpeg\\u202egpj.exe" in pages["log"]
+
+
 def test_a_browser_s_escapes_in_a_file_name_are_undone(site: DemoSite, http: httpx.Client) -> None:
     """Browsers (and curl) send a file name's ``"``, LF and CR as %22, %0A and %0D in the
     multipart header (the HTML standard's form encoding); the report named the file

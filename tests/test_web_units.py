@@ -336,6 +336,19 @@ def test_a_query_parameter_given_twice_gets_400_naming_it(
     assert f"query parameter {name!r} is given 2 times" in html.unescape(r.text), r.text
 
 
+@pytest.mark.parametrize(
+    "query", ["sha256=" + "ab" * 32 + "&start=5", "sha256=" + "ab" * 32 + "&limit=10"]
+)
+def test_entries_by_hash_with_a_page_is_400_naming_both(app_client: TestClient, query: str) -> None:
+    """``GET /api/v1/entries`` finds a file's entries (sha256) or pages through the log
+    (start, limit); given both, which was meant would be a guess (before: the page was
+    silently ignored and the file's entries answered)."""
+    r = app_client.get(f"/api/v1/entries?{query}")
+    assert r.status_code == 400, (query, r.status_code, r.text)
+    said = r.json()["error"]["message"]
+    assert "give sha256 alone, or start and limit without it" in said, said
+
+
 def test_hashes_are_strict_hex() -> None:
     good = "ab" * 32
     assert parse_hash(good.upper(), "h") == bytes.fromhex(good)

@@ -19,6 +19,7 @@ from clients.scan.report import csv_path, html_path
 from clients.scan.resume import holds_rows
 from clients.scan.worker import ScanConfig
 from provenance.core.errors import DetectorError
+from provenance.core.files import file_kind
 from provenance.terminal import SafeConsole
 from provenance.wire.contract import MAX_LOOKUP_QUERIES
 
@@ -149,8 +150,9 @@ def _detector_secret(detect: bool) -> bytes:
 def _check_report(report: Path, resume: bool) -> None:
     """Usage errors (exit 2) of ``--report``, found before the scan starts: not a .jsonl
     name, a folder that does not exist or cannot be written, a folder given as the file,
-    or an existing report without --resume (unless empty: `holds_rows`). Raises
-    typer.BadParameter."""
+    a FIFO, device or socket (a FIFO's open for appending waits for a reader: the scan
+    blocked for good), or an existing report without --resume (unless empty:
+    `holds_rows`). Raises typer.BadParameter."""
     if report.suffix != ".jsonl":
         raise typer.BadParameter(
             f"the report is JSON Lines and must end in .jsonl (OUT.csv and OUT.html are"
@@ -160,6 +162,12 @@ def _check_report(report: Path, resume: bool) -> None:
     folder = in_existing_folder(report, "--report").parent
     if report.is_dir():
         raise typer.BadParameter(f"{report} is a folder; name a file", param_hint="--report")
+    if report.exists() and not report.is_file():
+        kind = file_kind(report.stat().st_mode)
+        raise typer.BadParameter(
+            f"{report} is {kind}, not a regular file; name the report file",
+            param_hint="--report",
+        )
     if not os.access(folder, os.W_OK | os.X_OK):
         raise typer.BadParameter(
             f"cannot write to the folder {folder} (the report, OUT.csv and OUT.html go there)",

@@ -28,8 +28,9 @@ from provenance.c2pa.signing_time import (
     SigningTimePolicy,
     with_signing_time,
 )
-from provenance.c2pa.timestamp import TsaTrust
+from provenance.c2pa.timestamp import MAX_ANCHORS_BYTES, TsaTrust
 from provenance.core.errors import ConfigError, MediaError
+from provenance.core.files import read_capped
 
 
 @dataclass(frozen=True)
@@ -58,21 +59,20 @@ class C2paTrust:
     def from_files(cls, anchors: Path, trust_config: Path | None = None) -> C2paTrust:
         """Load anchors (PEM bundle) and an optional EKU list (`read_trust_config`);
         ConfigError if either cannot be read."""
-        try:
-            anchors_pem = anchors.read_bytes()
-        except OSError as e:
-            raise ConfigError(f"cannot read C2PA trust settings: {e}") from e
+        anchors_pem = read_capped(anchors, MAX_ANCHORS_BYTES, "C2PA trust anchors")
         return cls(anchors_pem=anchors_pem, trust_config=read_trust_config(trust_config))
 
 
 def read_trust_config(path: Path | None) -> str | None:
     """The text of a C2PA EKU list file (`C2paTrust.trust_config`; None: none given).
-    Raises ConfigError, naming the file, when it cannot be read or is not UTF-8 text."""
+    Raises ConfigError, naming the file, when it cannot be read, is larger than
+    `MAX_ANCHORS_BYTES` or is not UTF-8 text."""
     if path is None:
         return None
+    data = read_capped(path, MAX_ANCHORS_BYTES, "C2PA trust settings")
     try:
-        return path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as e:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
         raise ConfigError(f"cannot read C2PA trust settings {path}: {e}") from e
 
 

@@ -52,6 +52,7 @@ from rfc3161_client import (
 
 from provenance.c2pa.container import PNG_TYPES, manifest_store
 from provenance.core.errors import ConfigError, MediaError, TimestampError
+from provenance.core.files import read_capped
 
 #: Unprotected-header label of a v2 timestamp (C2PA 2.1, 10.3.2.5.4).
 SIGTST2 = "sigTst2"
@@ -67,6 +68,9 @@ MAX_TOKEN_BYTES = 64 << 10
 #: Most certificates a token may carry (real ones: the TSA's chain, 1-4). OpenSSL's
 #: chain building costs about N^2 over N certificates named alike (6,000: 10 s).
 MAX_TOKEN_CERTIFICATES = 16
+#: Largest bundle of trust anchors read (`TsaTrust`, `provenance.c2pa.reader.C2paTrust`):
+#: a PEM bundle of every public root is about 250 KB.
+MAX_ANCHORS_BYTES = 16 << 20
 _SIGNATURE_LABEL = "c2pa.signature"
 _HASHES = {
     "2.16.840.1.101.3.4.2.1": hashlib.sha256,
@@ -111,11 +115,9 @@ class TsaTrust:
 
     @classmethod
     def from_file(cls, path: Path) -> TsaTrust:
-        """Load a PEM bundle; ConfigError if unreadable or empty."""
-        try:
-            return cls(path.read_bytes())
-        except OSError as e:
-            raise ConfigError(f"cannot read TSA trust anchors {path}: {e.strerror or e}") from e
+        """Load a PEM bundle (at most `MAX_ANCHORS_BYTES`); ConfigError if unreadable,
+        larger or empty."""
+        return cls(read_capped(path, MAX_ANCHORS_BYTES, "TSA trust anchors"))
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,8 @@ from pathlib import Path
 import typer
 
 from provenance.cli.options import UsageError
+from provenance.core.errors import ConfigError
+from provenance.core.files import read_capped
 from provenance.terminal import SafeConsole
 
 err = SafeConsole(stderr=True, soft_wrap=True)
@@ -94,15 +96,9 @@ def read_passphrase(
 def _from_file(file: Path, flag: str) -> bytes:
     """A passphrase file's text, one line ending at its end dropped. Raises UsageError."""
     try:
-        with file.open("rb") as f:
-            raw = f.read(MAX_PASSPHRASE_FILE_BYTES + 1)
-    except OSError as e:
-        raise UsageError(f"{flag}: cannot read {file}: {e.strerror or e}") from None
-    if len(raw) > MAX_PASSPHRASE_FILE_BYTES:
-        raise UsageError(
-            f"{flag}: {file} is longer than {MAX_PASSPHRASE_FILE_BYTES:,} bytes: name a file"
-            " that holds the passphrase alone"
-        )
+        raw = read_capped(file, MAX_PASSPHRASE_FILE_BYTES, "passphrase file")
+    except ConfigError as e:
+        raise UsageError(f"{flag}: {e}") from None
     if raw.endswith(b"\r\n"):
         raw = raw[:-2]
     elif raw.endswith(b"\n"):

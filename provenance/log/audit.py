@@ -23,6 +23,10 @@ from provenance.core.keyhistory import LoggedKeyEvent, SignedKeyEvent, verify_ke
 from provenance.log.checkpoint import Checkpoint, NoteVerifier, open_checkpoint
 from provenance.wire import convert as wire
 
+#: The most bytes of a saved audit state read (`AuditState.to_json` writes a few KiB: the
+#: key, a checkpoint with its cosignatures, at most 64 frontier hashes).
+MAX_AUDIT_STATE_BYTES = 1 << 20
+
 
 @dataclass(frozen=True)
 class AuditState:
@@ -46,8 +50,9 @@ class AuditState:
         )
 
     @classmethod
-    def from_json(cls, text: str) -> AuditState:
-        """Parse a saved state; raises LogError when it is damaged."""
+    def from_json(cls, text: str | bytes) -> AuditState:
+        """Parse a saved state (text, or its bytes: UTF-8 JSON as `to_json` writes it);
+        raises LogError when it is damaged, bytes that are not UTF-8 included."""
         try:
             doc = json.loads(text)
             return cls(

@@ -40,6 +40,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from provenance.core.errors import ConfigError, KeyMaterialError, LogError, SignatureError
+from provenance.core.files import file_kind
 from provenance.core.keys import check_public_key
 
 ROOT_HASH_SIZE = 32
@@ -53,6 +54,10 @@ MAX_TREE_SIZE = 2**64 - 1
 
 MAX_SIGNATURES = 100
 """Most signature lines a note may carry (the spec asks verifiers for a limit of >= 16)."""
+
+MAX_KEY_FILE_BYTES = 64 << 10
+"""Largest log or witness key file read (`load_log_signer`; `generate_log_key` writes an
+Ed25519 PKCS#8 PEM of 119 bytes)."""
 
 _EM_DASH = "\u2014"
 _TIME_PREFIX = "time "
@@ -496,21 +501,31 @@ def load_log_signer(path: Path, origin: str, what: str = "log key") -> LogSigner
     ``what`` names the key in messages (a witness's key is made the same way).
 
     Raises LogError if the file is accessible to group or others (it must be 0600 or
-    stricter), ConfigError if it cannot be read, KeyMaterialError if it holds no
-    unencrypted Ed25519 private key.
+    stricter), ConfigError if it cannot be read or is no regular file (a FIFO or device:
+    opened without blocking and refused unread), KeyMaterialError if it holds no
+    unencrypted Ed25519 private key (or more than `MAX_KEY_FILE_BYTES`).
     """
     try:
-        fd = os.open(path, os.O_RDONLY)
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError as e:
         raise ConfigError(f"cannot open {what} file {path}: {e.strerror}") from e
     with os.fdopen(fd, "rb") as handle:
-        mode = stat.S_IMODE(os.fstat(handle.fileno()).st_mode)
+        st = os.fstat(handle.fileno())
+        if not stat.S_ISREG(st.st_mode):
+            raise ConfigError(f"{what} file {path} is {file_kind(st.st_mode)}, not a regular file")
+        os.set_blocking(handle.fileno(), True)
+        mode = stat.S_IMODE(st.st_mode)
         if mode & 0o077:
             raise LogError(
                 f"{what} file {path} has mode {mode:04o}: group or others may access it; "
                 f"run chmod 600 {path}"
             )
-        pem = handle.read()
+        pem = handle.read(MAX_KEY_FILE_BYTES + 1)
+    if len(pem) > MAX_KEY_FILE_BYTES:
+        raise KeyMaterialError(
+            f"{what} file {path} is over {MAX_KEY_FILE_BYTES:,} bytes: no key file this"
+            " program writes (about 120 bytes)"
+        )
     try:
         private_key = serialization.load_pem_private_key(pem, password=None)
     except (ValueError, TypeError, UnsupportedAlgorithm) as e:

@@ -24,6 +24,7 @@ from provenance.core.errors import (
     ConfigError,
     ProvenanceError,
 )
+from provenance.core.files import read_capped
 from provenance.core.keyhistory import check_admin_token
 from provenance.terminal import SafeConsole
 
@@ -36,6 +37,8 @@ err = SafeConsole(stderr=True, soft_wrap=True)
 
 #: ``--db`` of the in-memory store (`provenance.store.open_store`): it writes no file.
 IN_MEMORY = ":memory:"
+#: Largest --admin-token-file read (a token, not a file named by mistake).
+MAX_TOKEN_FILE_BYTES = 4096
 
 
 #: `ServerLimits` fields and the `prov serve` flags that set them (a KiB flag's field is in
@@ -525,13 +528,9 @@ def serve(
         in_existing_folder(log_key, "--log-key")
     token = os.environ.get("PROV_ADMIN_TOKEN")
     if admin_token_file is not None:
-        try:
-            # bytes that are not UTF-8 are refused below (not visible ASCII), never shown
-            token = admin_token_file.read_bytes().decode(errors="surrogateescape").strip()
-        except OSError as e:
-            raise ConfigError(
-                f"cannot read admin token file {admin_token_file}: {e.strerror}"
-            ) from e
+        # bytes that are not UTF-8 are refused below (not visible ASCII), never shown
+        raw = read_capped(admin_token_file, MAX_TOKEN_FILE_BYTES, "admin token file")
+        token = raw.decode(errors="surrogateescape").strip()
     if not token:
         err.print(
             Text.assemble(

@@ -320,9 +320,15 @@ async def entry(request: Request) -> Response:
 @metered
 async def entries(request: Request) -> Response:
     """``GET /api/v1/entries?sha256=HEX``: the entries binding a file's bytes, with their
-    inclusion proofs; ``GET /api/v1/entries?start=N[&limit=M]``: a page of the log."""
+    inclusion proofs; ``GET /api/v1/entries?start=N[&limit=M]``: a page of the log. Both
+    at once is a 400: which was meant would be a guess."""
     q = request.query_params
     client = state(request).client
+    if "sha256" in q and ("start" in q or "limit" in q):
+        raise WebError(
+            "sha256 finds the entries of one file and start and limit page through the log:"
+            " give sha256 alone, or start and limit without it"
+        )
     if "sha256" not in q:
         start = logviews.parse_index(q.get("start", "0"), "start")
         limit = logviews.parse_index(q.get("limit", str(logviews.MAX_LISTING)), "limit")

@@ -106,7 +106,11 @@ def create_app(config: WebConfig) -> Starlette:
     """The web application for ``config``. Opens one gRPC channel (lazily connected) and
     closes it at shutdown. Raises ConfigError for a malformed server address."""
     client = ProvenanceClient(config.server, timeout=config.service_timeout_s)
-    env = jinja2.Environment(loader=jinja2.FileSystemLoader(PACKAGE / "templates"), autoescape=True)
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(PACKAGE / "templates"),
+        autoescape=True,
+        finalize=present.shown_text,
+    )
     present.install(env)
     env.globals["supported_formats"] = SUPPORTED_FORMATS  # the CLI's list, for the page
     templates = Jinja2Templates(env=env)

@@ -160,7 +160,8 @@ def openapi_document() -> dict[str, Any]:
                 "The latest signed checkpoint and the log key", [], "checkpoint", 404, 503
             ),
             "/api/v1/entries": _get(
-                "The entries of a file by its SHA-256, or a page of the log from `start`",
+                "The entries of a file by its SHA-256, or a page of the log from `start`"
+                " (sha256 with start or limit: 400)",
                 [
                     _query("sha256", "the file's SHA-256, hex"),
                     _query("start", "first index of a page (without sha256)", False, "integer"),

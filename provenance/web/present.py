@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from jinja2 import Environment
+from markupsafe import Markup
 
 from detector.bands import (
     CROP_TONES,
@@ -23,7 +24,7 @@ from detector.bands import (
     thresholds,
     unscored_reason,
 )
-from provenance.terminal import UNSAFE_IN_LINE, js_class, shown_line
+from provenance.terminal import UNSAFE_IN_LINE, js_class, shown, shown_line
 
 
 @dataclass(frozen=True)
@@ -270,6 +271,23 @@ def crop_marks(block: dict[str, Any] | None) -> CropMarks | None:
         )
     counts = {t: sum(1 for m in marks if m.tone == t) for t in CROP_TONES}
     return CropMarks(tuple(marks), counts, marks[0].width, thresholds(block))
+
+
+def shown_text(value: Any) -> Any:
+    """Jinja's ``finalize`` for every page: each string a template writes (a claim's
+    media type and metadata, which its device wrote; a device's label and a revocation's
+    reason, the operator's; a C2PA manifest's signer, generator and ingredients, the
+    file's maker's) with its control and bidirectional control characters written as
+    escapes (`provenance.terminal.shown`: "Paris\\u202eLondon", which U+202E would
+    have shown as "Parisnodnol"), as the CLI prints them; tab and newline are kept (the
+    checkpoint's note is shown as lines). Markup (HTML that Jinja's ``join`` or a helper
+    built from escaped text) stays Markup, its characters escaped the same way (the
+    escapes are plain ASCII, nothing HTML reads); other values pass unchanged."""
+    if isinstance(value, Markup):
+        return Markup(shown(str(value)))
+    if isinstance(value, str):
+        return shown(value)
+    return value
 
 
 def install(env: Environment) -> None:
