@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from clients.api import ProvenanceClient
 from provenance.core.errors import TransportError
-from tests.conftest import SAMPLES, Cli, ServerProc, start_server
+from tests.conftest import SAMPLES, Cli, ServerProc, start_server, write_video
 
 pytestmark = pytest.mark.slow  # the server loads the detector
 
@@ -84,3 +86,34 @@ def test_metrics_families_count_a_run(enrolled: Cli, server: ServerProc, tmp_pat
         assert _total(m, name) > 0, name
     for gauge in ("prov_detector_queue_depth", "prov_c2pa_workers_busy"):
         assert gauge in m, gauge  # at rest both are 0
+
+
+def test_one_verify_decodes_a_video_once_per_frame_set(
+    enrolled: Cli, server: ServerProc, tmp_path: Path
+) -> None:
+    """prov_video_decodes_total across VerifyFile and DetectFile calls that score video
+    (issue 15): the detector's frames come from the 1 Hz decode of the soft bindings, so
+    a signed clip is decoded once, an unsigned one twice (the dense pass that looks for
+    trimmed clips hashes other frames), and `prov detect` once. Before, each call that
+    asked for the detector decoded once more."""
+    url = _metrics_url(server)
+    clip = Path(shutil.copy(SAMPLES / "fabric_pattern.mp4", tmp_path / "clip.mp4"))
+    rc, _, err = enrolled("sign", str(clip))
+    assert rc == 0, err
+    other = tmp_path / "other.mp4"  # no claim's frames: UNSIGNED after the dense pass
+    rng = np.random.default_rng(15)
+    write_video(other, (rng.integers(0, 256, (120, 160, 3), np.uint8) for _ in range(5)))
+    for path, args, rc_wanted, decodes in (
+        (clip, ("verify",), 0, 1),
+        (clip, ("verify", "--no-detect"), 0, 1),
+        (other, ("verify",), 11, 2),
+        (other, ("detect",), 0, 1),
+    ):
+        before = _total(_scrape(url), "prov_video_decodes_total")
+        rc, out, err = enrolled(*args, str(path), "--json")
+        assert rc == rc_wanted, (args, err)
+        if "--no-detect" not in args:
+            block = json.loads(out)
+            block = block["results"][0] if "results" in block else block["detector"]
+            assert all(0.0 <= f["score"] <= 1.0 for f in block["timeline"]), block
+        assert _total(_scrape(url), "prov_video_decodes_total") - before == decodes, args
