@@ -16,6 +16,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from clients.api import ProvenanceClient
 from provenance.core.errors import TransportError
 from tests.conftest import SAMPLES, Cli, ServerProc, start_server, write_video
+from tests.test_video_budget import _encode
 
 pytestmark = pytest.mark.slow  # the server loads the detector
 
@@ -94,8 +95,9 @@ def test_one_verify_decodes_a_video_once_per_frame_set(
     """prov_video_decodes_total across VerifyFile and DetectFile calls that score video
     (issue 15): the detector's frames come from the 1 Hz decode of the soft bindings, so
     a signed clip is decoded once, an unsigned one twice (the dense pass that looks for
-    trimmed clips hashes other frames), and `prov detect` once. Before, each call that
-    asked for the detector decoded once more."""
+    trimmed clips hashes other frames), `prov detect` once, and a video over the decoding
+    budget is refused by its one decode. Before, each call that asked for the detector
+    decoded once more."""
     url = _metrics_url(server)
     clip = Path(shutil.copy(SAMPLES / "fabric_pattern.mp4", tmp_path / "clip.mp4"))
     rc, _, err = enrolled("sign", str(clip))
@@ -117,3 +119,12 @@ def test_one_verify_decodes_a_video_once_per_frame_set(
             block = block["results"][0] if "results" in block else block["detector"]
             assert all(0.0 <= f["score"] <= 1.0 for f in block["timeline"]), block
         assert _total(_scrape(url), "prov_video_decodes_total") - before == decodes, args
+    # over the decoding budget (the review's 8K file): refused from its header by the
+    # one decode, the detector asked or not
+    big = tmp_path / "big8k.mp4"
+    _encode(big, (np.full((4320, 7680, 3), 128, np.uint8) for _ in range(40)), 1, "51")
+    before = _total(_scrape(url), "prov_video_decodes_total")
+    with ProvenanceClient(server.address) as c, pytest.raises(TransportError) as e:
+        c.verify_file(big, detect=True)
+    assert e.value.code == "RESOURCE_EXHAUSTED" and "decoding budget" in str(e.value), e.value
+    assert _total(_scrape(url), "prov_video_decodes_total") - before == 1
