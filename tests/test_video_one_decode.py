@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from prometheus_client import REGISTRY
 
 from provenance.core.claims import MAX_SOFT_BINDINGS
 from provenance.core.errors import DecoderMemoryError
@@ -130,8 +131,9 @@ def test_pixels_that_do_not_fit_never_cost_the_verdict(
 ) -> None:
     """32 textured 4K frames at 1 fps under a 1.1 GB decoder limit: the 1 Hz decode fits,
     the one that also keeps 16 frames' pixels (400 MB) does not. The verdict's hashes are
-    then those of a decode without pixels, and the detector, decoding again as before,
-    says it could not score (as the separate decode always did here)."""
+    then those of a decode without pixels, and the detector says it could not score, why,
+    without a third decode (two in all, as before: the 1 Hz one, and the detector's
+    that did not fit)."""
     path = tmp_path / "4k.mp4"
     rng = np.random.default_rng(3)
     tile = np.repeat(np.repeat(rng.integers(0, 256, (270, 480, 3), np.uint8), 8, 0), 8, 1)
@@ -142,9 +144,15 @@ def test_pixels_that_do_not_fit_never_cost_the_verdict(
     pipe = VerificationPipeline(inproc.service, cfg, detector=real_detector)
     with Upload(cfg.limits.max_bytes) as upload:
         upload.write(path.read_bytes())
+        before = _decodes()
         found = inspect_upload(upload, cfg, False, DETECTOR_VIDEO_FRAMES)
-        plain = inspect_upload(upload, cfg, False)
-        assert found.facts == plain.facts and len(found.facts.soft_bindings) == 32
-        assert found.video is not None and all(f.rgb is None for f in found.video.frames)
         block = pipe.detect(found, upload)
+        assert _decodes() - before == 2
+        plain = inspect_upload(upload, cfg, False)
+    assert found.facts == plain.facts and len(found.facts.soft_bindings) == 32
+    assert found.video is not None and all(f.rgb is None for f in found.video.frames)
     assert block["available"] is False and "out of memory" in block["note"], block
+
+
+def _decodes() -> float:
+    return REGISTRY.get_sample_value("prov_video_decodes_total") or 0.0

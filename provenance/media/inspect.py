@@ -292,12 +292,15 @@ class InspectConfig:
 @dataclass(frozen=True)
 class Inspection:
     """What was measured: facts for the verdict, decoded image, C2PA block (a dict),
-    and for video the sampled frames (`VideoInfo`)."""
+    and for video the sampled frames (`VideoInfo`) and, when pixels were asked for
+    (`inspect_upload` ``video_pixels``) and did not fit in the decoder's memory, why
+    (``video_pixels_error``; "" otherwise)."""
 
     facts: FileFacts
     image: ImageAsset | None = None
     c2pa: dict[str, Any] | None = None
     video: VideoInfo | None = None
+    video_pixels_error: str = ""
 
 
 def _c2pa(
@@ -379,7 +382,7 @@ def inspect_upload(
     if media_type.startswith("video/"):
         path = upload.spill()
         try:
-            info = _sample_soft(path, cfg, video_pixels)
+            info, pixels_error = _sample_soft(path, cfg, video_pixels)
         except MediaError as e:
             why = str(e).replace(f"'{path}'", "the upload").replace(path, "the upload")
             if lenient and isinstance(e, DecodeBudgetError):  # as an image's: a note
@@ -395,7 +398,7 @@ def inspect_upload(
                 f"the file looks like {media_type} but is not a decodable video: {why}"
             ) from e
         soft = tuple(f.pdq for f in info.frames)
-        return Inspection(replace(base, soft_bindings=soft), None, c2pa, info)
+        return Inspection(replace(base, soft_bindings=soft), None, c2pa, info, pixels_error)
     if not media_type.startswith("image/"):
         note = f"no perceptual hash for {media_type}: only exact matches were searched"
         return Inspection(replace(base, notes=(note,)), None, c2pa)
@@ -416,13 +419,13 @@ def inspect_upload(
     return Inspection(replace(image.facts, content_sha256=base.content_sha256), image, c2pa)
 
 
-def _sample_soft(path: str, cfg: InspectConfig, video_pixels: int) -> VideoInfo:
+def _sample_soft(path: str, cfg: InspectConfig, video_pixels: int) -> tuple[VideoInfo, str]:
     """The 1 Hz samples of a video that are its soft bindings, with the pixels of up to
-    ``video_pixels`` of them kept (`inspect_upload`). A decode that keeps pixels and runs
-    out of memory, or stops early (as a damaged stream does, or one short of memory), is
-    done again without them; its result is used unless the two differ (pixels aside), so
-    the soft bindings are always those of a decode that kept none. Raises MediaError as
-    `sample_frames`."""
+    ``video_pixels`` of them kept (`inspect_upload`), and why none were kept when they
+    did not fit ("" otherwise). A decode that keeps pixels and runs out of memory, or
+    stops early (as a damaged stream does, or one short of memory), is done again without
+    them; its result is used unless the two differ (pixels aside), so the soft bindings
+    are always those of a decode that kept none. Raises MediaError as `sample_frames`."""
     sample = partial(
         sample_frames,
         path,
@@ -432,15 +435,15 @@ def _sample_soft(path: str, cfg: InspectConfig, video_pixels: int) -> VideoInfo:
         max_memory_bytes=cfg.video_max_memory_bytes,
     )
     if video_pixels <= 0:
-        return sample()
+        return sample(), ""
     try:
         kept = sample(keep_rgb_spread=video_pixels)
-    except DecoderMemoryError:  # the kept pixels may be what did not fit
-        return sample()
+    except DecoderMemoryError as e:  # the kept pixels may be what did not fit
+        return sample(), str(e)
     if not kept.decode_error:
-        return kept
+        return kept, ""
     plain = sample()
-    return kept if kept == plain else plain  # VideoInfo equality leaves the pixels out
+    return kept if kept == plain else plain, ""  # VideoInfo equality leaves the pixels out
 
 
 def resample_dense(

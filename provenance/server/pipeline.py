@@ -36,6 +36,7 @@ import numpy as np
 from provenance import metrics
 from provenance.core.claims import Receipt, SignedClaim, Verdict
 from provenance.core.errors import (
+    DecoderMemoryError,
     DetectorTimeoutError,
     LogIntegrityError,
     MediaError,
@@ -344,6 +345,8 @@ class VerificationPipeline:
                     for f in found.video.frames
                 ],
             }
+        if found.video_pixels_error:  # a decode that keeps them does not fit
+            raise DecoderMemoryError(found.video_pixels_error)
         every = max(1, -(-n // DETECTOR_VIDEO_FRAMES))
         wanted = range(0, n, every)  # at most DETECTOR_VIDEO_FRAMES of them
         kept = [i for i, f in enumerate(found.video.frames) if f.rgb is not None]
