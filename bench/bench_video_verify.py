@@ -9,7 +9,8 @@ bench verifies three cases against a fresh server on the code of each checkout g
 round by round in the same window):
 
 - signed: the signed sample clip (SIGNED_ORIGINAL) with the detector;
-- unsigned: a real 720p clip nobody signed (UNSIGNED: 1 Hz, dense pass) with the detector;
+- unsigned: a real 720p clip nobody signed (UNSIGNED: 1 Hz, dense pass) with the detector
+  (``--unsigned`` names another, e.g. a longer one);
 - unsigned, no detector: the same clip without it (the control: no change expected).
 
 Server CPU is the server process and its descendants (the pre-started decoder process
@@ -94,9 +95,9 @@ def start_server(code: Path, work: Path) -> tuple[subprocess.Popen[str], str]:
             return proc, line.split()[-1]
 
 
-def one_round(code: Path, calls: int) -> dict[str, Sample]:
+def one_round(code: Path, calls: int, unsigned: Path) -> dict[str, Sample]:
     """A fresh server on ``code``: enroll, sign the clip, warm up, then ``calls`` verifies
-    of each case."""
+    of each case (``unsigned``: the video nobody signed)."""
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         os.environ.update(PROV_HOME=str(work / "dev"), PROV_PASSPHRASE="bench")
@@ -107,7 +108,7 @@ def one_round(code: Path, calls: int) -> dict[str, Sample]:
             with ProvenanceClient(address, admin_token=ADMIN) as c:
                 token, _ = c.create_enrollment_token()
             assert prov(["device", "enroll", "--token", token]) == 0
-            files = {"signed": Path(shutil.copy(CLIP, work / "clip.mp4")), "unsigned": UNSIGNED}
+            files = {"signed": Path(shutil.copy(CLIP, work / "clip.mp4")), "unsigned": unsigned}
             assert prov(["sign", str(files["signed"])]) == 0
             out: dict[str, Sample] = {}
             with ProvenanceClient(address) as c:
@@ -137,6 +138,7 @@ def main() -> None:
     ap.add_argument("--old", type=Path, help="a second checkout, measured alternately")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--calls", type=int, default=3, help="verifies per case per round")
+    ap.add_argument("--unsigned", type=Path, default=UNSIGNED, help="the unsigned video")
     args = ap.parse_args()
     codes = {"new": args.code.resolve()}
     if args.old:
@@ -144,7 +146,7 @@ def main() -> None:
     runs: dict[str, list[dict[str, Sample]]] = {k: [] for k in codes}
     for r in range(args.rounds):
         for label, code in codes.items():
-            runs[label].append(one_round(code, args.calls))
+            runs[label].append(one_round(code, args.calls, args.unsigned))
             print(
                 f"round {r + 1} {label}: "
                 + ", ".join(
