@@ -21,6 +21,7 @@ interceptor `MetricsInterceptor` (as Sunlight and grpc's own interceptors do).
 | ``prov_detector_batch_size`` | crops per detector forward pass |
 | ``prov_c2pa_workers_busy`` | C2PA reader processes reading now |
 | ``prov_c2pa_reads_total`` | C2PA reads done by the worker pool |
+| ``prov_video_decodes_total`` | video decodes started (one sandboxed decoder child each) |
 | ``prov_witness_requests_total{witness,outcome}`` | add-checkpoint requests: cosigned, refused, failed |
 | ``prov_witness_request_duration_seconds{witness}`` | one witness's answer (with its 409 retries) |
 | ``prov_witness_size{witness}`` | the tree size each witness last cosigned |
@@ -119,6 +120,9 @@ DETECTOR_TIMEOUTS = Counter(
 )
 C2PA_BUSY = Gauge("prov_c2pa_workers_busy", "C2PA reader processes reading now")
 C2PA_READS = Counter("prov_c2pa_reads", "C2PA reads done by the worker pool")
+VIDEO_DECODES = Counter(
+    "prov_video_decodes", "Video decodes started (one sandboxed decoder child each)"
+)
 WITNESS_REQUESTS = Counter(
     "prov_witness_requests",
     "Witness add-checkpoint requests, by witness and outcome (cosigned, refused, failed)",

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+import numpy as np
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
@@ -18,7 +19,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from clients.api import ProvenanceClient
 from provenance.core.errors import TransportError
-from tests.conftest import SAMPLES, Cli, ServerProc, start_server
+from tests.conftest import SAMPLES, Cli, ServerProc, start_server, write_video
+from tests.test_video_budget import _encode
 
 pytestmark = pytest.mark.slow  # the server loads the detector
 
@@ -124,3 +126,44 @@ def test_health_reflection_and_the_webs_lookup_are_counted(tmp_path: Path) -> No
             assert _total(m, "prov_rpc_duration_seconds_count", rpc=rpc, code="OK") == 1, rpc
     finally:
         srv.stop()
+
+
+def test_one_verify_decodes_a_video_once_per_frame_set(
+    enrolled: Cli, server: ServerProc, tmp_path: Path
+) -> None:
+    """prov_video_decodes_total across VerifyFile and DetectFile calls that score video
+    (issue 15): the detector's frames come from the 1 Hz decode of the soft bindings, so
+    a signed clip is decoded once, an unsigned one twice (the dense pass that looks for
+    trimmed clips hashes other frames), `prov detect` once, and a video over the decoding
+    budget is refused by its one decode. Before, each call that asked for the detector
+    decoded once more."""
+    url = _metrics_url(server)
+    clip = Path(shutil.copy(SAMPLES / "fabric_pattern.mp4", tmp_path / "clip.mp4"))
+    rc, _, err = enrolled("sign", str(clip))
+    assert rc == 0, err
+    other = tmp_path / "other.mp4"  # no claim's frames: UNSIGNED after the dense pass
+    rng = np.random.default_rng(15)
+    write_video(other, (rng.integers(0, 256, (120, 160, 3), np.uint8) for _ in range(5)))
+    for path, args, rc_wanted, decodes in (
+        (clip, ("verify",), 0, 1),
+        (clip, ("verify", "--no-detect"), 0, 1),
+        (other, ("verify",), 11, 2),
+        (other, ("detect",), 0, 1),
+    ):
+        before = _total(_scrape(url), "prov_video_decodes_total")
+        rc, out, err = enrolled(*args, str(path), "--json")
+        assert rc == rc_wanted, (args, err)
+        if "--no-detect" not in args:
+            block = json.loads(out)
+            block = block["results"][0] if "results" in block else block["detector"]
+            assert all(0.0 <= f["score"] <= 1.0 for f in block["timeline"]), block
+        assert _total(_scrape(url), "prov_video_decodes_total") - before == decodes, args
+    # over the decoding budget (the review's 8K file): refused from its header by the
+    # one decode, the detector asked or not
+    big = tmp_path / "big8k.mp4"
+    _encode(big, (np.full((4320, 7680, 3), 128, np.uint8) for _ in range(40)), 1, "51")
+    before = _total(_scrape(url), "prov_video_decodes_total")
+    with ProvenanceClient(server.address) as c, pytest.raises(TransportError) as e:
+        c.verify_file(big, detect=True)
+    assert e.value.code == "RESOURCE_EXHAUSTED" and "decoding budget" in str(e.value), e.value
+    assert _total(_scrape(url), "prov_video_decodes_total") - before == 1

@@ -155,6 +155,11 @@ class DecodeBudgetError(MediaTooLargeError):
     video more decoded pixels (`provenance.media.video.frames.MAX_SAMPLED_PIXELS`)."""
 
 
+class DecoderMemoryError(MediaTooLargeError):
+    """A video decoder ran out of the memory its sandbox allows
+    (`provenance.media.video.decode.DEFAULT_MAX_MEMORY_BYTES`)."""
+
+
 class LimitError(ProvenanceError):
     """A request exceeds a server limit on size, count, rate or concurrency (a busy
     server, a per-device quota, a reply too large): try again later or send less."""

@@ -18,6 +18,7 @@ import os
 import tempfile
 import threading
 from dataclasses import dataclass, field, replace
+from functools import partial
 from typing import IO, Any
 
 from provenance.c2pa.container import STRIPPABLE_TYPES, strip_and_locate
@@ -28,6 +29,7 @@ from provenance.c2pa.signing_time import SigningTimePolicy
 from provenance.core.claims import MAX_SOFT_BINDINGS
 from provenance.core.errors import (
     DecodeBudgetError,
+    DecoderMemoryError,
     MediaError,
     MediaTooLargeError,
     ProvenanceError,
@@ -44,7 +46,12 @@ from provenance.media.assets import (
     inspect_image,
 )
 from provenance.media.image import SNIFF_BYTES, UNSUPPORTED_FORMAT, sniff_media_type
-from provenance.media.video.decode import DEFAULT_RATE_HZ, VideoInfo, sample_frames
+from provenance.media.video.decode import (
+    DEFAULT_MAX_MEMORY_BYTES,
+    DEFAULT_RATE_HZ,
+    VideoInfo,
+    sample_frames,
+)
 
 #: Uploads up to this size stay in memory, in bytes.
 INLINE_BYTES = 32 * 1024 * 1024
@@ -268,8 +275,8 @@ class Upload:
 class InspectConfig:
     """Limits, the Content Credentials reader (None: C2PA not read) and the signing-time
     policy its results are judged by (None: the reader's current-time verdict), and video
-    decoding: wall-clock limit per decode (seconds) and the most frames hashed in the
-    dense pass."""
+    decoding: wall-clock limit per decode (seconds), address-space limit of each decoding
+    child (bytes) and the most frames hashed in the dense pass."""
 
     limits: AssetLimits = AssetLimits()
     c2pa_pool: ReaderPool | None = None
@@ -277,6 +284,7 @@ class InspectConfig:
     c2pa_limits: C2paLimits = field(default_factory=C2paLimits)
     c2pa_signing_time: SigningTimePolicy | None = None
     video_timeout_s: float = 120.0
+    video_max_memory_bytes: int = DEFAULT_MAX_MEMORY_BYTES
     dense_max_frames: int = 1800
     dense_max_pixels: int = 300_000_000
 
@@ -284,12 +292,15 @@ class InspectConfig:
 @dataclass(frozen=True)
 class Inspection:
     """What was measured: facts for the verdict, decoded image, C2PA block (a dict),
-    and for video the sampled frames (`VideoInfo`)."""
+    and for video the sampled frames (`VideoInfo`) and, when pixels were asked for
+    (`inspect_upload` ``video_pixels``) and did not fit in the decoder's memory, why
+    (``video_pixels_error``; "" otherwise)."""
 
     facts: FileFacts
     image: ImageAsset | None = None
     c2pa: dict[str, Any] | None = None
     video: VideoInfo | None = None
+    video_pixels_error: str = ""
 
 
 def _c2pa(
@@ -335,12 +346,18 @@ def _c2pa(
     )
 
 
-def inspect_upload(upload: Upload, cfg: InspectConfig, lenient: bool) -> Inspection:
+def inspect_upload(
+    upload: Upload, cfg: InspectConfig, lenient: bool, video_pixels: int = 0
+) -> Inspection:
     """Measure a complete upload.
 
     ``lenient``: a sidecar or an exact log match exists, so a file that cannot be
-    decoded is still judged (with a note) instead of refused. Raises MediaError for an
-    empty, unrecognised or corrupt file, MediaTooLargeError beyond the limits.
+    decoded is still judged (with a note) instead of refused. ``video_pixels``: for a
+    video, also keep the native pixels of up to this many of its 1 Hz samples, spread
+    over it (`sample_frames` ``keep_rgb_spread``), for the detector to score without a
+    second decode; if keeping them is what the decoder cannot afford (out of memory), the
+    video is sampled again without them, so they never cost the verdict. Raises MediaError
+    for an empty, unrecognised or corrupt file, MediaTooLargeError beyond the limits.
     """
     check_size(upload.size, cfg.limits)
     sha = upload.sha256
@@ -365,12 +382,7 @@ def inspect_upload(upload: Upload, cfg: InspectConfig, lenient: bool) -> Inspect
     if media_type.startswith("video/"):
         path = upload.spill()
         try:
-            info = sample_frames(
-                path,
-                rate_hz=DEFAULT_RATE_HZ,
-                max_frames=MAX_SOFT_BINDINGS,
-                timeout_s=cfg.video_timeout_s,
-            )
+            info, pixels_error = _sample_soft(path, cfg, video_pixels)
         except MediaError as e:
             why = str(e).replace(f"'{path}'", "the upload").replace(path, "the upload")
             if lenient and isinstance(e, DecodeBudgetError):  # as an image's: a note
@@ -386,7 +398,7 @@ def inspect_upload(upload: Upload, cfg: InspectConfig, lenient: bool) -> Inspect
                 f"the file looks like {media_type} but is not a decodable video: {why}"
             ) from e
         soft = tuple(f.pdq for f in info.frames)
-        return Inspection(replace(base, soft_bindings=soft), None, c2pa, info)
+        return Inspection(replace(base, soft_bindings=soft), None, c2pa, info, pixels_error)
     if not media_type.startswith("image/"):
         note = f"no perceptual hash for {media_type}: only exact matches were searched"
         return Inspection(replace(base, notes=(note,)), None, c2pa)
@@ -407,6 +419,33 @@ def inspect_upload(upload: Upload, cfg: InspectConfig, lenient: bool) -> Inspect
     return Inspection(replace(image.facts, content_sha256=base.content_sha256), image, c2pa)
 
 
+def _sample_soft(path: str, cfg: InspectConfig, video_pixels: int) -> tuple[VideoInfo, str]:
+    """The 1 Hz samples of a video that are its soft bindings, with the pixels of up to
+    ``video_pixels`` of them kept (`inspect_upload`), and why none were kept when they
+    did not fit ("" otherwise). A decode that keeps pixels and runs out of memory, or
+    stops early (as a damaged stream does, or one short of memory), is done again without
+    them; its result is used unless the two differ (pixels aside), so the soft bindings
+    are always those of a decode that kept none. Raises MediaError as `sample_frames`."""
+    sample = partial(
+        sample_frames,
+        path,
+        rate_hz=DEFAULT_RATE_HZ,
+        max_frames=MAX_SOFT_BINDINGS,
+        timeout_s=cfg.video_timeout_s,
+        max_memory_bytes=cfg.video_max_memory_bytes,
+    )
+    if video_pixels <= 0:
+        return sample(), ""
+    try:
+        kept = sample(keep_rgb_spread=video_pixels)
+    except DecoderMemoryError as e:  # the kept pixels may be what did not fit
+        return sample(), str(e)
+    if not kept.decode_error:
+        return kept, ""
+    plain = sample()
+    return kept if kept == plain else plain, ""  # VideoInfo equality leaves the pixels out
+
+
 def resample_dense(
     upload: Upload, found: Inspection, cfg: InspectConfig, timeout_s: float
 ) -> Inspection:
@@ -424,6 +463,7 @@ def resample_dense(
         rate_hz=rate,
         max_frames=frames + 2,
         timeout_s=timeout_s,
+        max_memory_bytes=cfg.video_max_memory_bytes,
     )
     facts = replace(found.facts, soft_bindings=tuple(f.pdq for f in info.frames))
     return replace(found, facts=facts, video=info)

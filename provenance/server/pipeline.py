@@ -36,6 +36,7 @@ import numpy as np
 from provenance import metrics
 from provenance.core.claims import Receipt, SignedClaim, Verdict
 from provenance.core.errors import (
+    DecoderMemoryError,
     DetectorTimeoutError,
     LogIntegrityError,
     MediaError,
@@ -185,7 +186,7 @@ class VerificationPipeline:
         lenient = sidecar is not None or bool(
             self.service.store.leaves_by_file_sha256(upload.sha256, limit=1)
         )
-        found = inspect_upload(upload, self.inspect, lenient)
+        found = inspect_upload(upload, self.inspect, lenient, self._video_pixels(detect))
         sidecar_came = sidecar is not None
         embedded = None if sidecar_came else _embedded_claim(found.c2pa)
         if embedded is not None:  # the claim `prov sign --c2pa` put in the file
@@ -344,20 +345,34 @@ class VerificationPipeline:
                     for f in found.video.frames
                 ],
             }
+        if found.video_pixels_error:  # a decode that keeps them does not fit
+            raise DecoderMemoryError(found.video_pixels_error)
         every = max(1, -(-n // DETECTOR_VIDEO_FRAMES))
-        info = sample_frames(
-            upload.spill(),
-            rate_hz=found.video.rate_hz,
-            max_frames=n + 2,
-            keep_rgb_every=every,
-            max_rgb_frames=DETECTOR_VIDEO_FRAMES,
-            timeout_s=self.inspect.video_timeout_s,
-        )
+        wanted = range(0, n, every)  # at most DETECTOR_VIDEO_FRAMES of them
+        kept = [i for i, f in enumerate(found.video.frames) if f.rgb is not None]
+        info = found.video
+        if kept != list(wanted):  # not kept by the first decode (its header was wrong)
+            info = sample_frames(
+                upload.spill(),
+                rate_hz=found.video.rate_hz,
+                max_frames=n + 2,
+                keep_rgb_every=every,
+                max_rgb_frames=DETECTOR_VIDEO_FRAMES,
+                timeout_s=self.inspect.video_timeout_s,
+                max_memory_bytes=self.inspect.video_max_memory_bytes,
+            )
         frames = [(f.timestamp_seconds, f.rgb) for f in info.frames if f.rgb is not None]
         return self.detector.score_video(frames, upload.sha256, timeout)
+
+    def _video_pixels(self, detect: bool) -> int:
+        """How many frames' pixels the first decode of a video keeps for the detector
+        (`inspect_upload` ``video_pixels``): DETECTOR_VIDEO_FRAMES when a detector will
+        score it, else none."""
+        return DETECTOR_VIDEO_FRAMES if detect and self.detector is not None else 0
 
     def detect_upload(self, upload: Upload, time_left: float | None = None) -> dict[str, Any]:
         """Only the advisory block of an upload (DetectFile): C2PA is not read; time_left
         as in `detect`. Raises MediaError for a file that is not decodable media."""
-        found = inspect_upload(upload, replace(self.inspect, c2pa_pool=None), False)
+        cfg = replace(self.inspect, c2pa_pool=None)
+        found = inspect_upload(upload, cfg, False, self._video_pixels(True))
         return self.detect(found, upload, time_left)

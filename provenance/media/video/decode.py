@@ -30,10 +30,12 @@ from typing import Any
 
 import numpy as np
 
+from provenance import metrics
 from provenance.core.binding import PDQ_ALGORITHM, PerceptualHash
 from provenance.core.errors import (
     BindingError,
     DecodeBudgetError,
+    DecoderMemoryError,
     MediaError,
     MediaTooLargeError,
 )
@@ -108,6 +110,7 @@ def sample_frames(
     strip_bars: bool = True,
     max_sampled_pixels: int = MAX_SAMPLED_PIXELS,
     max_decoded_pixels: int = MAX_DECODED_PIXELS,
+    keep_rgb_spread: int = 0,
 ) -> VideoInfo:
     """Decode a video file in a sandboxed child and return PDQ hashes of frames sampled at
     rate_hz (by presentation time, so variable frame rate is handled; see
@@ -115,8 +118,11 @@ def sample_frames(
 
     keep_rgb_every: also return the pixels of every n-th sample (0: none), at most
     max_rgb_frames of them, shrunk to rgb_max_side pixels on the longer side (None: native
-    size, as the detector wants). strip_bars: hash frames without their black bars (the
-    default for soft bindings; `provenance.media.video.frames.trim_bars`). timeout_s: wall-clock
+    size, as the detector wants). keep_rgb_spread: instead, keep at most this many, spread
+    over the samples the header declares (every ceil(declared / keep_rgb_spread)-th;
+    `provenance.media.video.frames.iter_sampled_frames`). strip_bars: hash frames without
+    their black bars (the default for soft bindings;
+    `provenance.media.video.frames.trim_bars`). timeout_s: wall-clock
     limit in seconds, process start included; max_memory_bytes: address-space limit of the
     child in bytes (the interpreter with NumPy, PyAV and two decoder threads needs about
     0.5 GiB of it before any frame). max_sampled_pixels, max_decoded_pixels: the decoding
@@ -126,9 +132,10 @@ def sample_frames(
     hashes the others hash too.
 
     Raises MediaError if the file is not MP4/MOV/WebM/Matroska, has no video stream or no
-    frames, cannot be decoded, or the child times out, crashes or runs out of memory;
-    MediaTooLargeError if a frame is over the pixel limit or more than max_frames samples
-    would be taken; DecodeBudgetError (a MediaTooLargeError) over the decoding budget.
+    frames, cannot be decoded, or the child times out or crashes; DecoderMemoryError (a
+    MediaTooLargeError) if it runs out of memory; MediaTooLargeError if a frame is over
+    the pixel limit or more than max_frames samples would be taken; DecodeBudgetError (a
+    MediaTooLargeError) over the decoding budget.
     """
     if not (math.isfinite(rate_hz) and rate_hz > 0):
         raise MediaError(f"rate_hz must be a positive number, got {rate_hz}")
@@ -150,10 +157,12 @@ def sample_frames(
         "strip_bars": strip_bars,
         "max_sampled_pixels": max_sampled_pixels,
         "max_decoded_pixels": max_decoded_pixels,
+        "keep_rgb_spread": keep_rgb_spread,
         "max_memory_bytes": max_memory_bytes,
     }
     request = {**request, "timeout_s": timeout_s}
     deadline = time.monotonic() + timeout_s
+    metrics.VIDEO_DECODES.inc()
     read_fd, write_fd = os.pipe()
     status_r, status_w = os.pipe()
     try:
@@ -363,6 +372,8 @@ def _parse(header: bytes, reader: _Reader, media_type: str, rate_hz: float) -> V
             error = str(doc["error"])
             if doc["budget"]:
                 raise DecodeBudgetError(error)
+            if doc["memory"]:
+                raise DecoderMemoryError(error)
             raise MediaTooLargeError(error) if doc["too_large"] else MediaError(error)
         samples = []
         for t, hex_hash, quality, rgb_h, rgb_w in doc["frames"]:

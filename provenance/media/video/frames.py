@@ -22,7 +22,12 @@ from av.sidedata.sidedata import Type as SideDataType
 from av.video.reformatter import VideoReformatter
 
 from provenance.core.binding import PerceptualHash, pdq_hash
-from provenance.core.errors import DecodeBudgetError, MediaError, MediaTooLargeError
+from provenance.core.errors import (
+    DecodeBudgetError,
+    DecoderMemoryError,
+    MediaError,
+    MediaTooLargeError,
+)
 from provenance.core.hash_threads import start_beside
 from provenance.media.image import SNIFF_BYTES, sniff_media_type
 
@@ -219,6 +224,7 @@ def iter_sampled_frames(
     strip_bars: bool = True,
     max_sampled_pixels: int = MAX_SAMPLED_PIXELS,
     max_decoded_pixels: int = MAX_DECODED_PIXELS,
+    keep_rgb_spread: int = 0,
 ) -> Iterator[DecodedFrame | StreamFacts]:
     """Decode the first video stream and yield a DecodedFrame per sample, then StreamFacts.
 
@@ -230,7 +236,12 @@ def iter_sampled_frames(
     its display-oriented RGB pixels, shrunk so the longer side is at most rgb_max_side
     (None: native size). strip_bars: hash each frame with its black bars cropped
     (`trim_bars`); False hashes whole frames, as the vPDQ reference does. Kept pixels are
-    always whole frames.
+    always whole frames. keep_rgb_spread (0: unused) replaces keep_rgb_every and
+    max_rgb_frames when the sample count is not known before decoding: keep at most
+    keep_rgb_spread frames, every ceil(s / keep_rgb_spread)-th sample where s is the
+    samples the header declares (`declared_cost`), so a caller that wants every
+    ceil(n / keep_rgb_spread)-th of the n samples taken gets them from this decode
+    whenever the header is right (and can tell from which samples carry pixels).
 
     The decoding budget, in pixels: sampled frames x width x height at most
     max_sampled_pixels, all decoded frames x width x height at most max_decoded_pixels.
@@ -274,7 +285,11 @@ def iter_sampled_frames(
         except av.error.FFmpegError as e:
             raise _media_error(f"cannot start the {codec} decoder", e) from e
         budget = _Budget(rate_hz, max_sampled_pixels, max_decoded_pixels)
-        budget.check_declared(declared_cost(stream, container, rate_hz, max_frames))
+        cost = declared_cost(stream, container, rate_hz, max_frames)
+        budget.check_declared(cost)
+        if keep_rgb_spread > 0:
+            keep_rgb_every = max(1, -(-cost.samples // keep_rgb_spread))
+            max_rgb_frames = keep_rgb_spread
         yield from _sample(
             stream,
             container,
@@ -471,7 +486,7 @@ def _media_error(what: str, e: av.error.FFmpegError) -> MediaError:
     excerpt or the temporary file's path."""
     reason = (getattr(e, "strerror", None) or "the decoder failed").rstrip(".")
     if _out_of_memory(e):
-        return MediaTooLargeError(f"{what}: out of memory under the decoding limit ({reason})")
+        return DecoderMemoryError(f"{what}: out of memory under the decoding limit ({reason})")
     return MediaError(f"{what}: {reason}")
 
 

@@ -67,9 +67,18 @@ def _write_message(fd: int, payload: bytes | memoryview) -> None:
     _write_all(fd, body)
 
 
-def _error(message: str, too_large: bool, budget: bool = False) -> dict[str, Any]:
-    """An error header; ``budget``: over the decoding budget (a DecodeBudgetError)."""
-    return {"ok": False, "error": message, "too_large": too_large, "budget": budget}
+def _error(
+    message: str, too_large: bool, budget: bool = False, memory: bool = False
+) -> dict[str, Any]:
+    """An error header; ``budget``: over the decoding budget (a DecodeBudgetError);
+    ``memory``: out of the memory limit (a DecoderMemoryError)."""
+    return {
+        "ok": False,
+        "error": message,
+        "too_large": too_large,
+        "budget": budget,
+        "memory": memory,
+    }
 
 
 def _address_space_bytes() -> int:
@@ -79,7 +88,12 @@ def _address_space_bytes() -> int:
 
 
 def _decode(request: dict[str, Any]) -> tuple[dict[str, Any], list[Any]]:
-    from provenance.core.errors import DecodeBudgetError, MediaError, MediaTooLargeError
+    from provenance.core.errors import (
+        DecodeBudgetError,
+        DecoderMemoryError,
+        MediaError,
+        MediaTooLargeError,
+    )
     from provenance.media.video.frames import DecodedFrame, StreamFacts, iter_sampled_frames
 
     try:
@@ -94,11 +108,13 @@ def _decode(request: dict[str, Any]) -> tuple[dict[str, Any], list[Any]]:
                 request["strip_bars"],
                 request["max_sampled_pixels"],
                 request["max_decoded_pixels"],
+                request["keep_rgb_spread"],
             )
         )
     except MediaError as e:
         too_large = isinstance(e, MediaTooLargeError)
-        return _error(str(e), too_large, isinstance(e, DecodeBudgetError)), []
+        budget = isinstance(e, DecodeBudgetError)
+        return _error(str(e), too_large, budget, isinstance(e, DecoderMemoryError)), []
     facts = items.pop()  # the generator ends with its StreamFacts
     assert isinstance(facts, StreamFacts)
     rows: list[list[Any]] = []
@@ -146,7 +162,9 @@ def _run_child(request: dict[str, Any], fd: int) -> None:
             reply, kept = _decode(request)
         except MemoryError:
             reply, kept = (
-                _error(f"decoding needs more than the memory limit of {limit} bytes", True),
+                _error(
+                    f"decoding needs more than the memory limit of {limit} bytes", True, memory=True
+                ),
                 [],
             )
         except Exception:  # noqa: BLE001 - the process boundary: report, never traceback
