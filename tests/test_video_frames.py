@@ -16,6 +16,7 @@ from provenance.core.errors import MediaError
 from provenance.media.video.frames import (
     BAR_LEVEL,
     BAR_MIN_KEEP,
+    DecodedFrame,
     StreamFacts,
     apply_display_transform,
     display_transform,
@@ -235,3 +236,38 @@ def test_every_frame_against_the_vpdq_reference(
     assert len(distances) == usable
     assert np.median(distances) <= median_bound
     assert max(distances) <= max_bound
+
+
+@pytest.mark.parametrize("max_side", [None, 48])
+def test_kept_pixels_are_display_oriented_once(tmp_path: Path, max_side: int | None) -> None:
+    """A sample's kept pixels (the detector's frames) are turned by the display matrix
+    once, as the hashed picture is, at native size or shrunk. At native size they were
+    turned twice (review vid37): a 90-degree video's frames reached the detector upside
+    down, shaped as stored."""
+    stored = _bridge()
+    path = tmp_path / "rotated.mp4"
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("libx264", rate=10, options={"crf": "0"})
+        stream.width, stream.height, stream.pix_fmt = 96, 64, "yuv444p"
+        stream.set_display_rotation(90)
+        for packet in stream.encode(av.VideoFrame.from_ndarray(stored, format="rgb24")):
+            out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+    with av.open(str(path)) as inp:
+        shown = np.rot90(next(inp.decode(video=0)).to_ndarray(format="rgb24"), k=1)
+    got = list(
+        iter_sampled_frames(
+            path, 1.0, 10, keep_rgb_every=1, max_rgb_frames=1, rgb_max_side=max_side
+        )
+    )
+    frame, facts = got[0], got[-1]
+    assert isinstance(frame, DecodedFrame) and isinstance(facts, StreamFacts)
+    assert (facts.width, facts.height, facts.rotation) == (64, 96, 90)
+    assert frame.rgb is not None
+    if max_side is None:
+        assert np.array_equal(frame.rgb, shown)
+    else:
+        assert frame.rgb.shape == (48, 32, 3), frame.rgb.shape
+        small = np.asarray(Image.fromarray(shown).resize((32, 48), Image.Resampling.BOX))
+        assert np.abs(frame.rgb.astype(int) - small).mean() < 12, "turned the wrong way"

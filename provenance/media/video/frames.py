@@ -439,8 +439,10 @@ def _sample(
             keep = keep_rgb_every > 0 and sampled % keep_rgb_every == 0 and kept < max_rgb_frames
             small = None
             if keep:
-                small = apply_display_transform(
-                    converter.rgb(frame, rgb_max_side) if rgb_max_side else rgb, transform
+                small = (  # ``rgb`` is display-oriented already: turned once, not twice
+                    apply_display_transform(converter.rgb(frame, rgb_max_side), transform)
+                    if rgb_max_side
+                    else rgb
                 )
                 small = np.ascontiguousarray(small)
                 kept += 1
