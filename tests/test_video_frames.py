@@ -271,3 +271,23 @@ def test_kept_pixels_are_display_oriented_once(tmp_path: Path, max_side: int | N
         assert frame.rgb.shape == (48, 32, 3), frame.rgb.shape
         small = np.asarray(Image.fromarray(shown).resize((32, 48), Image.Resampling.BOX))
         assert np.abs(frame.rgb.astype(int) - small).mean() < 12, "turned the wrong way"
+
+
+def test_a_damaged_stream_hashes_the_same_on_every_decode() -> None:
+    """FFmpeg's frame threads conceal a damaged stream's errors differently from run to
+    run: a one-byte-tampered MP4 hashed to one of two frame sets (2 of 6 decodes
+    differed). The decoder marks the damaged frames; such a stream is decoded again on
+    one thread, so the server, `prov sign` and `prov scan` hash it the same every time.
+    An intact stream has no damaged frame and is decoded once, on frame threads."""
+    from provenance.media.video.decode import sample_frames
+
+    damaged = FIXTURES / "c2pa" / "generated" / "gen_tampered_onebyte.mp4"
+    one_thread = list(iter_sampled_frames(damaged, 1.0, 1000, decoder_threads=1))
+    facts = one_thread[-1]
+    assert isinstance(facts, StreamFacts) and facts.damaged_frames > 0, facts
+    want = [f.pdq for f in one_thread if isinstance(f, DecodedFrame)]
+    for _ in range(16):
+        got = sample_frames(damaged, rate_hz=1.0, max_frames=1000).frames
+        assert [f.pdq for f in got] == want
+    intact = list(iter_sampled_frames(VIDEOS / "pattern-hd-no-bar.mp4", 1.0, 1000))
+    assert isinstance(intact[-1], StreamFacts) and intact[-1].damaged_frames == 0

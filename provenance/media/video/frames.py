@@ -102,7 +102,9 @@ class StreamFacts:
     degrees of the display matrix, one of 0, 90, 180, 270; duration_seconds: from the
     first frame's presentation time to the end of the last frame; frames_decoded: count of
     all decoded frames, sampled or not; decode_error: FFmpeg's message when a decoding error
-    (a truncated or damaged stream) ended decoding early, "" when it decoded to the end.
+    (a truncated or damaged stream) ended decoding early, "" when it decoded to the end;
+    damaged_frames: decoded frames the decoder marked corrupt (AV_FRAME_FLAG_CORRUPT: it
+    concealed damage in them), sampled or not.
     """
 
     width: int
@@ -111,6 +113,7 @@ class StreamFacts:
     duration_seconds: float
     frames_decoded: int
     decode_error: str = ""
+    damaged_frames: int = 0
 
 
 def display_transform(matrix: np.ndarray) -> tuple[bool, bool, bool]:
@@ -225,6 +228,7 @@ def iter_sampled_frames(
     max_sampled_pixels: int = MAX_SAMPLED_PIXELS,
     max_decoded_pixels: int = MAX_DECODED_PIXELS,
     keep_rgb_spread: int = 0,
+    decoder_threads: int = DECODER_THREADS,
 ) -> Iterator[DecodedFrame | StreamFacts]:
     """Decode the first video stream and yield a DecodedFrame per sample, then StreamFacts.
 
@@ -251,6 +255,11 @@ def iter_sampled_frames(
 
     A decoding error after the first sample ends the stream early (StreamFacts.decode_error
     says why) so that a truncated copy still yields the frames before the damage.
+
+    decoder_threads: FFmpeg's decoding threads (frame and slice threading). Frame threads
+    decode an intact stream bit-exactly as one thread does, but conceal the damage of a
+    damaged one differently from run to run; StreamFacts.damaged_frames says when that may
+    have happened, and one thread conceals it the same way every time.
 
     Raises MediaError for an unreadable or unsupported container, no video stream
     (audio-only), an unsupported codec or display matrix, a frame without a timestamp, a
@@ -279,7 +288,7 @@ def iter_sampled_frames(
         if codec not in ALLOWED_CODECS:
             raise MediaError(f"unsupported video codec {codec!r}")
         stream.thread_type = "AUTO"
-        stream.codec_context.thread_count = DECODER_THREADS
+        stream.codec_context.thread_count = decoder_threads
         try:
             stream.codec_context.open()
         except av.error.FFmpegError as e:
@@ -403,7 +412,7 @@ def _sample(
     origin: float | None = None
     next_slot = 0.0
     end = 0.0
-    decoded = sampled = kept = 0
+    decoded = sampled = kept = damaged = 0
     decode_error = ""
     transform = (False, False, False)
     size = (0, 0)
@@ -425,6 +434,7 @@ def _sample(
             frame_end = t + _frame_duration(frame, stream)
             end = max(end, frame_end)
             decoded += 1
+            damaged += frame.is_corrupt
             if t + _TIME_EPSILON < next_slot:
                 continue
             if sampled >= max_frames:
@@ -469,6 +479,7 @@ def _sample(
         duration_seconds=end,
         frames_decoded=decoded,
         decode_error=decode_error,
+        damaged_frames=damaged,
     )
 
 
