@@ -636,11 +636,12 @@ def test_file_names_are_escaped_in_the_report(site: DemoSite, http: httpx.Client
 def test_text_a_device_or_an_admin_wrote_is_shown_with_its_controls_escaped(
     tmp_path: Path,
 ) -> None:
-    """A claim's media type and metadata (written by the device) are shown on the log
-    explorer's pages with their control and bidirectional control characters written as
-    escapes, as file names are and as the CLI prints them (before: a U+202E in a metadata
-    key reordered the line around it, and an ESC or NUL went into the page as it was). A
-    device's label can hold none since review fix37 (CreateEnrollmentToken refuses it)."""
+    """A claim's metadata (written by the device) is shown on the log explorer's pages
+    with its control and bidirectional control characters written as escapes, as file
+    names are and as the CLI prints them (before: a U+202E in a metadata key reordered the
+    line around it, and an ESC or NUL went into the page as it was). A device's label and
+    a claim's media type can hold none since review att37 (CreateEnrollmentToken and
+    SubmitCapture refuse them)."""
     from datetime import UTC, datetime
 
     from provenance.core.claims import Claim, HardBinding
@@ -659,7 +660,7 @@ def test_text_a_device_or_an_admin_wrote_is_shown_with_its_controls_escaped(
                 device_id=key.key_id,
                 sequence=1,
                 captured_at=datetime.now(UTC),
-                media_type="image/jpeg\u202egpj.exe",
+                media_type="image/jpeg",
                 size_bytes=10,
                 hard_binding=HardBinding(sha256=bytes(32)),
                 metadata={"place\u2066": "Paris\u202eLondon\x00", "app": "cam\nline"},
@@ -677,10 +678,8 @@ def test_text_a_device_or_an_admin_wrote_is_shown_with_its_controls_escaped(
     for name, page in pages.items():
         for raw in ("\u202e", "\u2066", "\x1b", "\x00"):
             assert raw not in page, (name, ascii(raw))
-    assert "image/jpeg\\u202egpj.exe" in pages["entry"]
     assert "place\\u2066" in pages["entry"] and "Paris\\u202eLondon\\x00" in pages["entry"]
     assert "desk cam" in pages["device"]
-    assert "image/jpeg\\u202egpj.exe" in pages["log"]
 
 
 def test_a_browser_s_escapes_in_a_file_name_are_undone(site: DemoSite, http: httpx.Client) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import re
 import secrets
 import unicodedata
 from datetime import datetime, timedelta
@@ -61,6 +62,9 @@ MAX_LABEL_CHARS = 200
 #: newline, escape), format (Cf: bidirectional overrides, zero-width characters),
 #: surrogate, private use, unassigned, line and paragraph separators.
 _NOT_IN_LABELS = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"})
+#: A claim's media type: RFC 6838 section 4.2's type and subtype names, no parameters
+#: (what `prov sign` writes: image/jpeg, video/mp4, application/octet-stream).
+_MEDIA_TYPE = re.compile(r"[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]*/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]*")
 
 
 def check_label(label: str) -> None:
@@ -220,6 +224,10 @@ def answer_enrollment_again(
 def check_claim_shape(signed: SignedClaim, claim: Claim) -> None:
     """Structural limits on a submitted claim; raises ClaimError.
 
+    The fields DESIGN.md's data model gives a shape: prev_claim_hash a 32-byte SHA-256
+    (or empty), orientation an EXIF orientation (1..8, 0 for none), media_type an RFC 6838
+    type/subtype.
+
     Its log entry must fit a C2SP tlog-tiles entry bundle (`MAX_LOG_ENTRY_BYTES`), or the
     log could never be exported as tiles past it.
 
@@ -237,6 +245,22 @@ def check_claim_shape(signed: SignedClaim, claim: Claim) -> None:
         raise ClaimError("the claim's hard binding is not a 32-byte SHA-256")
     if claim.sequence < 1:
         raise ClaimError("claim sequence numbers start at 1")
+    if len(claim.prev_claim_hash) not in (0, 32):
+        raise ClaimError(
+            f"the claim's prev_claim_hash is {len(claim.prev_claim_hash)} bytes; it names the"
+            " device's previous claim by its 32-byte SHA-256 (empty when there is none)"
+        )
+    if not 0 <= claim.orientation <= 8:
+        raise ClaimError(
+            f"the claim's orientation is {claim.orientation}; an EXIF orientation is 1..8"
+            " (0 when the image states none)"
+        )
+    if not _MEDIA_TYPE.fullmatch(claim.media_type):
+        shown = ascii(claim.media_type[:80]) + ("..." if len(claim.media_type) > 80 else "")
+        raise ClaimError(
+            f"the claim's media type {shown} is not a media type (RFC 6838 type/subtype,"
+            " such as image/jpeg, without parameters)"
+        )
     for name, value in (
         ("sequence", claim.sequence),
         ("size_bytes", claim.size_bytes),
