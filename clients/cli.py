@@ -692,27 +692,31 @@ def sign(
         with stop, h.locked(), ProvenanceClient(server) as c:
             stopped = ""  # why claims stay queued (server unreachable, a transient refusal)
             for f in files:
+                name = shown_line(str(f))  # one line per file: a name's newline cannot forge one
                 stop.check()
                 try:
                     signed = h.sign_file(key, f, force=force)
                 except SidecarExistsError as e:
-                    err.print(Text.assemble((f"{f}: not signed:", "red"), f" {e}"))
+                    err.print(Text.assemble((f"{name}: not signed:", "red"), f" {e}"))
                     refused += 1
                     tally[KEPT] += 1
                     continue
                 except ProvenanceError as e:
-                    err.print(Text.assemble((f"{f}: not signed:", "red"), f" {e}"))
+                    err.print(Text.assemble((f"{name}: not signed:", "red"), f" {e}"))
                     failed += 1
                     tally[FAILED] += 1
                     continue
                 sidecar, spath = signed.sidecar, signed.sidecar_path
                 verb = "already signed" if signed.already else "signed"
                 if signed.backup:
-                    err.print(f"{f}: the old sidecar is kept as {signed.backup}", style="yellow")
+                    err.print(
+                        f"{name}: the old sidecar is kept as {shown_line(str(signed.backup))}",
+                        style="yellow",
+                    )
                 if signed.already and sidecar.receipt is not None:
                     out.print(
-                        f"{f}: already signed (#{sidecar.claim.sequence}) and logged at leaf"
-                        f" {sidecar.receipt.leaf_index} -> {spath.name}; not signed again",
+                        f"{name}: already signed (#{sidecar.claim.sequence}) and logged at leaf"
+                        f" {sidecar.receipt.leaf_index} -> {shown_line(spath.name)}; not signed again",
                     )
                     tally[ALREADY] += 1
                     if c2pa and not _embed_c2pa(h, key, f, spath, chain, tsa):
@@ -721,7 +725,7 @@ def sign(
                     continue
                 if signed.sidecar_problem:
                     err.print(
-                        f"{f}: {signed.sidecar_problem}; the sidecar is kept at {spath}",
+                        f"{name}: {signed.sidecar_problem}; the sidecar is kept at {shown_line(str(spath))}",
                         style="yellow",
                         highlight=False,
                     )
@@ -737,7 +741,9 @@ def sign(
                         stopped = f"the server deferred {done.deferred}"
                     if ch in done.logged:
                         leaf = done.logged[ch].leaf_index
-                        out.print(f"{f}: {verb} (#{seq}) and logged at leaf {leaf} -> {spath.name}")
+                        out.print(
+                            f"{name}: {verb} (#{seq}) and logged at leaf {leaf} -> {shown_line(spath.name)}"
+                        )
                         tally[ALREADY if signed.already else LOGGED] += 1
                         if ch in done.notes:
                             err.print(Text.assemble(("note:", "yellow"), f" {done.notes.pop(ch)}"))
@@ -751,7 +757,7 @@ def sign(
                         reason = done.refused.pop(ch).removeprefix(f"{f.name}: ")
                         err.print(
                             Text.assemble(
-                                (f"{f}: {verb} (#{seq}) but refused by the server:", "red"),
+                                (f"{name}: {verb} (#{seq}) but refused by the server:", "red"),
                                 f" {reason} (set aside in {h.set_aside_dir})",
                             )
                         )
@@ -761,12 +767,14 @@ def sign(
                         continue
                     _print_sync_problems(h, done, server, stops=False)
                 later = "enroll it (below)" if not_enrolled else "run `prov device sync` later"
-                out.print(f"{f}: {verb} (#{seq}), queued: {stopped}; {later} -> {spath.name}")
+                out.print(
+                    f"{name}: {verb} (#{seq}), queued: {stopped}; {later} -> {shown_line(spath.name)}"
+                )
                 tally[QUEUED] += 1
                 if c2pa:  # asked for and not made: a failure, though the claim is safe in the queue
                     err.print(
                         Text.assemble(
-                            (f"{f}: C2PA manifest not embedded:", "red"),
+                            (f"{name}: C2PA manifest not embedded:", "red"),
                             " it needs the log receipt; once the claim is logged (`prov device"
                             " sync`), run `prov sign --c2pa` on the file again",
                         )

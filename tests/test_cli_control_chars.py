@@ -52,12 +52,13 @@ def test_sign_verify_detect_escape_control_characters_of_a_name(
     shown = str(photo).replace("\x07", "")  # BEL: dropped by Rich itself
     for c, esc in zip(RAW, ("\\x1b", "\\x9b", "\\u202e"), strict=True):
         shown = shown.replace(c, esc)
+    # sign, the report and detect write BEL as its escape too (one line per file or field,
+    # `shown_line`)
+    in_report = shown.replace("pwned.jpg", "pwned\\x07.jpg") if "\x07" in name else shown
     rc, out, err = enrolled("sign", str(photo))
-    assert rc == 0 and f"{shown}: signed (#1)" in out, (out, err)
+    assert rc == 0 and f"{in_report}: signed (#1)" in out, (out, err)
     _clean(out, err)
     rc, out, err = enrolled("verify", str(photo))
-    # the report and detect write BEL as its escape too (one line per field, `shown_line`)
-    in_report = shown.replace("pwned.jpg", "pwned\\x07.jpg") if "\x07" in name else shown
     assert rc == 0 and in_report in out and "SIGNED_ORIGINAL" in out, (out, err)
     _clean(out, err)
     rc, out, err = enrolled("detect", str(photo))
@@ -95,6 +96,18 @@ def test_a_name_s_newline_cannot_forge_a_line_of_prov_detect(cli: Cli, tmp_path:
     assert rc == 0, (out, err)
     assert out.splitlines()[0].startswith(str(photo).replace("\n", "\\x0a") + ": not scored"), out
     assert not any(line.startswith("z.png") for line in out.splitlines()), out
+
+
+def test_a_name_s_newline_cannot_forge_a_line_of_prov_sign(enrolled: Cli, tmp_path: Path) -> None:
+    """`prov sign` prints one line per file: a newline in a name is written as its escape
+    (before: a file named ``"y.jpg\nz.jpg: signed (#9) and logged at leaf 9 -> ..."``
+    printed that outcome on a line of its own)."""
+    forged = "z.jpg: signed (#9) and logged at leaf 9 -> z.jpg.prov.json"
+    photo = Path(shutil.copy(SAMPLES / "rocket.jpg", tmp_path / f"y.jpg\n{forged}"))
+    rc, out, err = enrolled("sign", str(photo))
+    assert rc == 0, (out, err)
+    assert not any(line.startswith("z.jpg") for line in (out + err).splitlines()), out
+    assert out.splitlines()[0].startswith(str(photo).replace("\n", "\\x0a") + ": signed"), out
 
 
 def test_a_usage_error_escapes_control_characters_of_a_name(tmp_path: Path) -> None:
