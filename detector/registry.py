@@ -124,9 +124,21 @@ def load_model(name: str = "default", weights: Path | None = None) -> LoadedMode
             raise DetectorError(
                 f"model {name!r} needs its published checkpoint: pass a weights path"
             )
+        _check_weights_file(weights)
         return _load_external(spec, weights)
     path = weights or spec.shipped
     assert path is not None
-    if not path.is_file():
-        raise DetectorError(f"weights file {path} not found")
+    _check_weights_file(path)
     return _load_ours(path)
+
+
+def _check_weights_file(path: Path) -> None:
+    """Raises DetectorError unless ``path`` is a regular file (a FIFO or device such as
+    /dev/zero would be read without end)."""
+    if not path.exists():
+        raise DetectorError(f"weights file {path} not found")
+    if not path.is_file():
+        raise DetectorError(
+            f"weights file {path} is not a regular file (a folder, FIFO or device):"
+            " give a .safetensors file"
+        )

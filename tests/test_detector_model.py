@@ -245,3 +245,14 @@ def test_fit_refuses_a_split_without_both_classes_before_training(
     with pytest.raises(DetectorError, match=f"{split} has .* it needs images of both classes"):
         fit([tmp_path], tmp_path / "m.safetensors", config)
     assert not (tmp_path / "m.safetensors").exists()
+
+
+@pytest.mark.parametrize("name", ["default", "cnndetection"])
+def test_a_weights_path_that_is_no_file_is_named_as_such(tmp_path: Path, name: str) -> None:
+    """`--weights /dev/zero` said "not found" (and a published-checkpoint model would
+    have read the device without end); a missing path is still "not found"."""
+    for path in (Path("/dev/zero"), tmp_path):
+        with pytest.raises(DetectorError, match="is not a regular file"):
+            load_model(name, path)
+    with pytest.raises(DetectorError, match="not found"):
+        load_model(name, tmp_path / "missing.safetensors")
