@@ -4,12 +4,13 @@ UTC time, the level and the logger, configured once at the `prov` entry point.""
 from __future__ import annotations
 
 import re
+import socket
 from pathlib import Path
 
 import pytest
 
 from clients.cli import main as prov_main
-from tests.conftest import start_server
+from tests.conftest import read_line, start_server
 
 LINE = re.compile(
     r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z INFO provenance\.server\.service: near-duplicate index: "
@@ -22,6 +23,26 @@ def test_server_log_lines_have_time_level_and_logger(tmp_path: Path) -> None:
     assert srv.proc.stderr is not None
     logged = srv.proc.stderr.read()
     assert any(LINE.match(line) for line in logged.splitlines()), logged
+
+
+def test_the_http_servers_own_warnings_are_written_as_every_line(tmp_path: Path) -> None:
+    """uvicorn's warnings (here a request whose head is over h11's limit) are written as
+    this program's lines, not in uvicorn's own format ("WARNING:  Invalid HTTP request
+    received.", review att37)."""
+    srv = start_server(tmp_path / "prov.db", "--http", "127.0.0.1:0")
+    try:
+        host, port = read_line(srv.proc, "web on ").removeprefix("http://").rsplit(":", 1)
+        with socket.create_connection((host, int(port.rstrip("/")))) as s:
+            s.sendall(b"GET /log HTTP/1.1\r\nhost: t\r\ncookie: " + b"a" * 200_000 + b"\r\n\r\n")
+            s.settimeout(10)
+            assert s.recv(4096).startswith(b"HTTP/1.1 400"), "no answer to the oversized head"
+    finally:
+        srv.stop()
+    assert srv.proc.stderr is not None
+    logged = srv.proc.stderr.read().splitlines()
+    stamp = r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z "
+    warned = [line for line in logged if "Invalid HTTP request received" in line]
+    assert warned and all(re.match(stamp + "WARNING uvicorn.error: ", w) for w in warned), logged
 
 
 def test_an_unknown_log_level_is_a_clear_error(

@@ -77,6 +77,9 @@ def uvicorn_server(app: ASGIApp, limits: HttpLimits, keep_alive: int = 10) -> uv
             app,
             http=guarded_protocol(limits),
             log_level="warning",
+            # no handlers of uvicorn's own: its records reach the root logger, written as
+            # every other line (`clients.cli.configure_logging`, README's PROV_LOG_LEVEL)
+            log_config=None,
             access_log=False,
             server_header=False,
             # The per-client shares count the peer address; X-Forwarded-For only from
