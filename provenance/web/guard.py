@@ -33,7 +33,9 @@ slots (``limit_concurrency``) and every other caller got 503 for as long as they
   connection, a deadline) is half-closed after its answer and its input read and
   dropped until the client closes too, for at most `LINGER_SECONDS` and `LINGER_BYTES`,
   and for at most ``max_connections`` connections at a time (a flood costs no more
-  descriptors than that; past it a connection is closed at once). Before, closing with
+  descriptors than that; past it a connection is closed at once), ``per_client`` of one
+  client's (so one address answered early over and over cannot take every lingering
+  close, and other clients' early answers come as resets). Before, closing with
   the body's bytes unread made the kernel send a reset, and a client still sending (as
   urllib does: its whole body first) got "connection reset by peer" instead of its 413.
   A request answered before its body ended is closed so, rather than kept alive: its
@@ -122,16 +124,26 @@ def _response(status: int, reason: str, text: str, extra: str = "") -> bytes:
 class _Linger:
     """One socket in its lingering close: half-closed (its answer and a FIN go out), its
     input read and dropped until the client closes, `LINGER_BYTES` have come or
-    `LINGER_SECONDS` have passed, then closed; a member of ``group`` meanwhile."""
+    `LINGER_SECONDS` have passed, then closed; a member of ``group`` meanwhile, and
+    counted in ``per_client`` under its client's ``key`` (`client_key`; None: not
+    counted)."""
 
     def __init__(
-        self, loop: asyncio.AbstractEventLoop, sock: socket.socket, group: set[_Linger]
+        self,
+        loop: asyncio.AbstractEventLoop,
+        sock: socket.socket,
+        group: set[_Linger],
+        per_client: Counter[str],
+        key: str | None,
     ) -> None:
         self._loop, self._sock, self._group = loop, sock, group
+        self._per_client, self._key = per_client, key
         self._left = LINGER_BYTES
         sock.setblocking(False)
         sock.shutdown(socket.SHUT_WR)  # OSError when the client is already gone
         group.add(self)
+        if key is not None:
+            per_client[key] += 1
         loop.add_reader(sock.fileno(), self._read)
         self._timer = loop.call_later(LINGER_SECONDS, self._end)
 
@@ -149,6 +161,12 @@ class _Linger:
     def _end(self) -> None:
         if self in self._group:
             self._group.discard(self)
+            if self._key is not None:
+                left = self._per_client[self._key] - 1
+                if left > 0:
+                    self._per_client[self._key] = left
+                else:
+                    del self._per_client[self._key]
             self._timer.cancel()
             self._loop.remove_reader(self._sock.fileno())
             self._sock.close()
@@ -161,6 +179,8 @@ class _GuardedH11(H11Protocol):
     limits: ClassVar[HttpLimits]
     #: Closed connections in their lingering close (at most ``max_connections``).
     lingering: ClassVar[set[_Linger]]
+    #: Lingering closes per `client_key` (at most ``per_client`` each).
+    lingering_per_client: ClassVar[Counter[str]]
     #: Accepted open connections per `client_key` (a flood costs O(1) per connection,
     #: not a walk over every open one).
     open_per_client: ClassVar[Counter[str]]
@@ -224,15 +244,19 @@ class _GuardedH11(H11Protocol):
     def _linger_close(self) -> None:
         """Hand this connection's socket, whose transport is closing (its answer all
         written), to a `_Linger` instead of letting the transport close it with the
-        client's input unread (a reset), unless ``max_connections`` already linger."""
+        client's input unread (a reset), unless ``max_connections`` already linger, or
+        ``per_client`` of this client's."""
         sock = self.transport.get_extra_info("socket")
+        key = self.client_key
         if sock is None or len(self.lingering) >= self.limits.max_connections:
+            return
+        if key is not None and self.lingering_per_client[key] >= self.limits.per_client:
             return
         # the transport closes its own descriptor when this returns; a duplicate keeps the
         # connection open
         duplicate = socket.socket(fileno=os.dup(sock.fileno()))
         try:
-            _Linger(self.loop, duplicate, self.lingering)
+            _Linger(self.loop, duplicate, self.lingering, self.lingering_per_client, key)
         except OSError:
             duplicate.close()  # the client is already gone (ENOTCONN)
 
@@ -451,5 +475,10 @@ def guarded_protocol(limits: HttpLimits) -> type[H11Protocol]:
     return type(
         "GuardedH11Protocol",
         (_GuardedH11,),
-        {"limits": limits, "lingering": set(), "open_per_client": Counter()},
+        {
+            "limits": limits,
+            "lingering": set(),
+            "lingering_per_client": Counter(),
+            "open_per_client": Counter(),
+        },
     )
