@@ -76,6 +76,7 @@ from provenance.core.registry import (
     check_claim_shape,
     check_claim_signature,
     check_enrollment,
+    check_label,
     check_not_revoked,
     check_signature,
     merged_revocation,
@@ -1044,3 +1045,43 @@ def test_point_doubling_stays_on_the_curve() -> None:
             point = keys_module._add(point, point)
             x, y = point
             assert (-x * x + y * y) % p == (1 + d * x * x * y * y) % p
+
+
+@pytest.mark.parametrize(
+    "label",
+    [
+        "\u062f\u0648\u0631\u0628\u06cc\u0646\u200c\u0647\u0627",  # Persian 'cameras': ZWNJ
+        "\u0915\u094d\u200d\u0937 \u0915\u0948\u092e\u0930\u093e",  # Devanagari half form: ZWJ
+        "studio \U0001f469\u200d\U0001f4bb 2",  # an emoji ZWJ sequence (woman technologist)
+        "\u0643\u0627\u0645\u064a\u0631\u0627 \u0627\u0644\u0645\u0643\u062a\u0628",  # Arabic
+        "\u30ab\u30e1\u30e9\uff13",  # Japanese, a full-width digit
+    ],
+    ids=["persian-zwnj", "devanagari-zwj", "emoji-zwj", "arabic", "japanese"],
+)
+def test_labels_in_scripts_that_join_with_zwj_or_zwnj_are_kept(label: str) -> None:
+    """ZERO WIDTH NON-JOINER and JOINER (U+200C, U+200D, category Cf) are part of how
+    Persian and Indic words and emoji sequences are written (Unicode 15, section 23.2);
+    they reorder nothing, and the terminal and the web pages show them as they are
+    (`provenance.terminal.UNSAFE` leaves them), so a label holding one is kept."""
+    check_label(label)
+
+
+@pytest.mark.parametrize(
+    ("label", "words"),
+    [
+        ("cam\u200bera", "a format character (U+200B) at character 4"),
+        ("cam\u202eera", "a format character (U+202E) at character 4"),
+        ("cam\x1bera", "a control character (U+001B) at character 4"),
+        ("\u200dcamera", "a format character (U+200D) at character 1"),
+        ("camera\u200c", "a format character (U+200C) at character 7"),
+    ],
+    ids=["zwsp", "bidi-override", "escape", "leading-zwj", "trailing-zwnj"],
+)
+def test_labels_with_other_invisible_characters_are_refused_saying_which(
+    label: str, words: str
+) -> None:
+    """Other format characters (a zero-width space, a bidirectional override), controls,
+    and a joiner at either end, where it joins nothing, are refused, the message naming
+    the kind of character and where it is."""
+    with pytest.raises(ClaimError, match=re.escape(words)):
+        check_label(label)

@@ -1153,3 +1153,44 @@ def test_a_request_framed_by_both_lengths_is_answered_then_closed(
     with _connect(url, "127.0.0.4") as s:  # one length alone: kept alive as before
         s.sendall(head + b"content-length: %d\r\n\r\n" % len(body) + body)
         assert _read_until_closed(s, 2) is None
+
+
+def test_one_address_cannot_take_every_lingering_close() -> None:
+    """An address whose connections are answered early over and over (each then lingers
+    up to `LINGER_SECONDS`) holds at most --connections-per-client lingering closes, so
+    another client still sending its oversized body reads its 413. Before: one address
+    opening connections faster than they ended took all --max-connections lingering
+    slots, and every other client's early answer came as a reset (10 of 10 measured)."""
+    proc = start_web("127.0.0.1:1", "--connections-per-client", "2", "--max-connections", "8")
+    head, answer = _oversized("web", 20_000_000, close=True)
+    attack, _ = _oversized("web", 10**12, close=False)
+    held: list[socket.socket] = []
+    stop = threading.Event()
+
+    def flood() -> None:  # never reads, never closes: each answered socket lingers 2 s
+        while not stop.is_set():
+            try:
+                s = _connect(proc.address, "127.0.0.2")
+                s.sendall(attack)
+                held.append(s)
+            except OSError:
+                time.sleep(0.01)
+
+    flooder = threading.Thread(target=flood, daemon=True)
+    try:
+        flooder.start()
+        time.sleep(1.0)  # far more than 8 connections answered and lingering by now
+        with _connect(proc.address, "127.0.0.4") as s:
+            s.sendall(head)
+            s.sendall(b"x" * 20_000_000)
+            got = _read_until_closed(s, 20)
+    except ConnectionResetError as e:
+        got = repr(e).encode()
+    finally:
+        stop.set()
+        flooder.join(10)
+        for s in held:
+            s.close()
+        proc.stop()
+    assert len(held) > 8, len(held)
+    assert got is not None and got.startswith(answer), got

@@ -58,10 +58,23 @@ def token_hash(token: str) -> bytes:
 #: The most characters of an enrollment token's label, the name its device is kept under
 #: in the registry and shown beside in reports, `prov` and the web pages ("desk camera 3").
 MAX_LABEL_CHARS = 200
-#: Unicode general categories refused in a label (Unicode 15, §4.5): control (Cc: tab,
-#: newline, escape), format (Cf: bidirectional overrides, zero-width characters),
-#: surrogate, private use, unassigned, line and paragraph separators.
-_NOT_IN_LABELS = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"})
+#: Unicode general categories refused in a label (Unicode 15, §4.5), each with the words
+#: a refusal names it by: control (Cc: tab, newline, escape), format (Cf: bidirectional
+#: overrides, zero-width spaces), surrogate, private use, unassigned, line and paragraph
+#: separators.
+_NOT_IN_LABELS = {
+    "Cc": "a control character",
+    "Cf": "a format character",
+    "Cs": "a surrogate",
+    "Co": "a private-use character",
+    "Cn": "an unassigned character",
+    "Zl": "a line separator",
+    "Zp": "a paragraph separator",
+}
+#: ZERO WIDTH NON-JOINER and JOINER (category Cf) are kept between two other characters:
+#: Persian and Indic words and emoji sequences are written with them (Unicode 15, §23.2),
+#: they reorder nothing, and `provenance.terminal.shown` writes them as they are.
+_JOINERS = frozenset("\u200c\u200d")
 #: A claim's media type: RFC 6838 section 4.2's type and subtype names, no parameters
 #: (what `prov sign` writes: image/jpeg, video/mp4, application/octet-stream).
 _MEDIA_TYPE = re.compile(r"[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]*/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]*")
@@ -70,7 +83,8 @@ _MEDIA_TYPE = re.compile(r"[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]*/[A-Za-z0-9][A-Za-z0-
 def check_label(label: str) -> None:
     """Raises ClaimError unless ``label`` is at most `MAX_LABEL_CHARS` characters of valid
     UTF-8 text with no control, format, private-use or unassigned character, nor a line
-    or paragraph separator (Unicode categories `_NOT_IN_LABELS`), so that a name shown
+    or paragraph separator (Unicode categories `_NOT_IN_LABELS`; a zero-width joiner or
+    non-joiner between two characters is kept, `_JOINERS`), so that a name shown
     beside a device can neither fill a report nor rewrite the terminal showing it (an
     escape sequence, a bidirectional override). Before, a label of 100,000 characters
     was kept as given."""
@@ -88,9 +102,12 @@ def check_label(label: str) -> None:
             " 'desk camera 3')"
         )
     for i, ch in enumerate(label):
-        if unicodedata.category(ch) in _NOT_IN_LABELS:
+        if ch in _JOINERS and 0 < i < len(label) - 1:
+            continue
+        kind = _NOT_IN_LABELS.get(unicodedata.category(ch))
+        if kind is not None:
             raise ClaimError(
-                f"the enrollment token's label holds a control character (U+{ord(ch):04X})"
+                f"the enrollment token's label holds {kind} (U+{ord(ch):04X})"
                 f" at character {i + 1}: give a name of printable characters"
             )
 
