@@ -172,6 +172,15 @@ class _Linger:
             self._sock.close()
 
 
+def _framed_twice(scope: Any) -> bool:
+    """Whether the request of ``scope`` (an ASGI HTTP scope, or None) carries both a
+    Transfer-Encoding and a Content-Length header."""
+    if not scope:
+        return False
+    names = {name.lower() for name, _ in scope["headers"]}
+    return b"transfer-encoding" in names and b"content-length" in names
+
+
 class _GuardedH11(H11Protocol):
     """uvicorn's h11 protocol with `HttpLimits` applied (set on a subclass by
     `guarded_protocol`)."""
@@ -267,6 +276,10 @@ class _GuardedH11(H11Protocol):
         self._track(len(data))
 
     def on_response_complete(self) -> None:
+        if _framed_twice(self.scope) and not self.transport.is_closing():
+            # RFC 9112 section 6.3: a request framed by both Transfer-Encoding and
+            # Content-Length may be a smuggling attempt; the server must close after it
+            self.transport.close()  # a lingering close (`connection_lost`)
         super().on_response_complete()
         if self.conn.their_state is h11.SEND_BODY and not self.transport.is_closing():
             # answered before its body ended: close (lingering) rather than read the
