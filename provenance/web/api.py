@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import anyio.to_thread
 from starlette.concurrency import run_in_threadpool
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
@@ -74,6 +74,12 @@ def json_errors(fn: Handler) -> Handler:
             # here, the refcount frees them now instead of a full collection later
             e.__traceback__ = None
             return error_response(e)
+        except ClientDisconnect:
+            # the client left before its request was read: an answer nobody reads, and
+            # no traceback in the log for each one
+            return error_response(
+                WebError("the client closed the connection mid-request", "CANCELLED")
+            )
         except Exception:
             log.exception("unexpected error answering %s", request.url.path)
             return error_response(

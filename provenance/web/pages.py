@@ -15,7 +15,7 @@ from typing import Any
 
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
@@ -71,6 +71,12 @@ def html_errors(fn: Handler) -> Handler:
             return await fn(request)
         except ProvenanceError as e:
             return error_page(request, e)
+        except ClientDisconnect:
+            # the client left before its request was read: an answer nobody reads, and
+            # no traceback in the log for each one
+            return error_page(
+                request, WebError("the client closed the connection mid-request", "CANCELLED")
+            )
         except Exception:
             log.exception("unexpected error answering %s", request.url.path)
             return error_page(
