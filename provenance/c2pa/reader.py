@@ -29,8 +29,8 @@ from provenance.c2pa.signing_time import (
     with_signing_time,
 )
 from provenance.c2pa.timestamp import MAX_ANCHORS_BYTES, TsaTrust
+from provenance.cli.files import read_capped
 from provenance.core.errors import ConfigError, MediaError
-from provenance.core.files import read_capped
 
 
 @dataclass(frozen=True)

@@ -51,8 +51,8 @@ from rfc3161_client import (
 )
 
 from provenance.c2pa.container import PNG_TYPES, manifest_store
+from provenance.cli.files import read_capped
 from provenance.core.errors import ConfigError, MediaError, TimestampError
-from provenance.core.files import read_capped
 
 #: Unprotected-header label of a v2 timestamp (C2PA 2.1, 10.3.2.5.4).
 SIGTST2 = "sigTst2"

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import typer
 
+from provenance.cli.files import read_capped
 from provenance.cli.options import UsageError
 from provenance.core.errors import ConfigError
-from provenance.core.files import read_capped
 from provenance.terminal import SafeConsole
 
 err = SafeConsole(stderr=True, soft_wrap=True)

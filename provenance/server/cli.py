@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.text import Text
 
+from provenance.cli.files import read_capped
 from provenance.cli.options import (
     MAX_WAIT_S,
     SIGNAL_POLL_S,
@@ -24,7 +25,6 @@ from provenance.core.errors import (
     ConfigError,
     ProvenanceError,
 )
-from provenance.core.files import read_capped
 from provenance.core.keyhistory import check_admin_token
 from provenance.terminal import SafeConsole
 
