@@ -49,10 +49,11 @@ ADMIN_TOKEN = "test-admin-token-0123456789"
 PASSPHRASE = "correct horse battery staple"
 
 
-def enroll_key(client: ProvenanceClient) -> DeviceKey:
-    """A fresh device key enrolled through ``client`` (which holds the admin token)."""
+def enroll_key(client: ProvenanceClient, label: str = "") -> DeviceKey:
+    """A fresh device key enrolled through ``client`` (which holds the admin token), under
+    the enrollment token's ``label`` (the device's name in the registry)."""
     key = DeviceKey.generate()
-    token, _ = client.create_enrollment_token()
+    token, _ = client.create_enrollment_token(label=label)
     client.enroll(token, key.public_key, sign_payload(key, PAYLOAD_TYPE_ENROLL, token.encode()))
     return key
 

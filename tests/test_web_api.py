@@ -38,7 +38,15 @@ from provenance.media.video.frames import DEMUXERS
 from provenance.web.app import WebConfig
 from provenance.web.serve import bind
 from provenance.web.serve import start_web as start_web_app
-from tests.conftest import ADMIN_TOKEN, FIXTURES, DemoSite, demo_site, start_server, start_web
+from tests.conftest import (
+    ADMIN_TOKEN,
+    FIXTURES,
+    DemoSite,
+    demo_site,
+    enroll_key,
+    start_server,
+    start_web,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -650,12 +658,8 @@ def test_text_a_device_or_an_admin_wrote_is_shown_with_its_controls_escaped(
     srv = start_server(tmp_path / "prov.db", "--http", "127.0.0.1:0")
     try:
         web = read_line(srv.proc, "web on ")
-        key = DeviceKey.generate()
         with ProvenanceClient(srv.address, ADMIN_TOKEN) as client:
-            token, _ = client.create_enrollment_token(label="desk cam")
-            client.enroll(
-                token, key.public_key, sign_payload(key, PAYLOAD_TYPE_ENROLL, token.encode())
-            )
+            key = enroll_key(client, label="desk cam")
             claim = Claim(
                 device_id=key.key_id,
                 sequence=1,
