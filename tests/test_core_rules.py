@@ -1047,6 +1047,12 @@ def test_point_doubling_stays_on_the_curve() -> None:
             assert (-x * x + y * y) % p == (1 + d * x * x * y * y) % p
 
 
+#: The flags of Scotland and Wales: WAVING BLACK FLAG, the tags "gbsct" or "gbwls" (U+E0020
+#: plus the ASCII letter) and CANCEL TAG (UTS #51 §2.3.3).
+SCOTLAND = "\U0001f3f4" + "".join(chr(0xE0000 + ord(c)) for c in "gbsct") + "\U000e007f"
+WALES = "\U0001f3f4" + "".join(chr(0xE0000 + ord(c)) for c in "gbwls") + "\U000e007f"
+
+
 @pytest.mark.parametrize(
     "label",
     [
@@ -1055,8 +1061,10 @@ def test_point_doubling_stays_on_the_curve() -> None:
         "studio \U0001f469\u200d\U0001f4bb 2",  # an emoji ZWJ sequence (woman technologist)
         "\u0643\u0627\u0645\u064a\u0631\u0627 \u0627\u0644\u0645\u0643\u062a\u0628",  # Arabic
         "\u30ab\u30e1\u30e9\uff13",  # Japanese, a full-width digit
+        f"{SCOTLAND} camera",  # an emoji tag sequence (UTS #51 §2.3.3)
+        f"{SCOTLAND}{WALES}\U0001f3f4",  # two, and a flag with no tags
     ],
-    ids=["persian-zwnj", "devanagari-zwj", "emoji-zwj", "arabic", "japanese"],
+    ids=["persian-zwnj", "devanagari-zwj", "emoji-zwj", "arabic", "japanese", "flag", "flags"],
 )
 def test_labels_in_scripts_that_join_with_zwj_or_zwnj_are_kept(label: str) -> None:
     """ZERO WIDTH NON-JOINER and JOINER (U+200C, U+200D, category Cf) are part of how
@@ -1074,14 +1082,33 @@ def test_labels_in_scripts_that_join_with_zwj_or_zwnj_are_kept(label: str) -> No
         ("cam\x1bera", "a control character (U+001B) at character 4"),
         ("\u200dcamera", "a format character (U+200D) at character 1"),
         ("camera\u200c", "a format character (U+200C) at character 7"),
+        ("cam\U000e0041era", "a format character (U+E0041) at character 4"),
+        ("\U0001f3f4\U000e0067\U000e0062 cam", "a format character (U+E0067) at character 2"),
+        ("\U0001f3f4\U000e007f cam", "a format character (U+E007F) at character 2"),
+        ("x\U000e0067\U000e0062\U000e007f", "a format character (U+E0067) at character 2"),
+        (f"{SCOTLAND}\U000e0067\U000e007f", "a format character (U+E0067) at character 8"),
+        ("\U0001f3f4\U000e0067\u200d\U000e007f", "a format character (U+E0067) at character 2"),
     ],
-    ids=["zwsp", "bidi-override", "escape", "leading-zwj", "trailing-zwnj"],
+    ids=[
+        "zwsp",
+        "bidi-override",
+        "escape",
+        "leading-zwj",
+        "trailing-zwnj",
+        "stray-tag",
+        "tags-not-cancelled",
+        "cancel-tag-alone",
+        "tags-after-no-flag",
+        "tags-after-a-sequence",
+        "tags-broken-by-a-joiner",
+    ],
 )
 def test_labels_with_other_invisible_characters_are_refused_saying_which(
     label: str, words: str
 ) -> None:
     """Other format characters (a zero-width space, a bidirectional override), controls,
-    and a joiner at either end, where it joins nothing, are refused, the message naming
-    the kind of character and where it is."""
+    a joiner at either end, where it joins nothing, and tag characters but in a
+    well-formed emoji tag sequence (after WAVING BLACK FLAG, one or more tags, then
+    CANCEL TAG) are refused, the message naming the kind of character and where it is."""
     with pytest.raises(ClaimError, match=re.escape(words)):
         check_label(label)

@@ -50,12 +50,15 @@ def _tiff(
     sub_entries: int = 0,
     big: bool = False,
     distinct: bool = False,
+    long8: bool = False,
 ) -> bytes:
     """A 64x64 grey TIFF (BigTIFF with ``big``) whose first IFD holds Pillow's entries plus
     ``extra`` BYTE entries of private tags (60,000-64,999, repeated; with ``distinct``,
     each its own tag from 1 up, as the review's file, which Pillow does not decode: a
     TileWidth of 0) and, with ``subifds``, a SubIFDs entry of that many offsets, all
-    naming one IFD of ``sub_entries`` entries."""
+    naming one IFD of ``sub_entries`` entries: 4-byte offsets (LONG), or with ``big`` and
+    ``long8`` 8-byte ones (LONG8, as the BigTIFF spec has them) whose two 4-byte halves
+    each name that IFD (the whole value: an offset far past the file's end)."""
     buf = io.BytesIO()
     Image.new("L", (64, 64), 128).save(buf, "TIFF", big_tiff=big)
     data = bytearray(buf.getvalue())
@@ -74,14 +77,18 @@ def _tiff(
     ]
     ifd = len(data)
     size = struct.calcsize(count_fmt) + (len(entries) + bool(subifds)) * step + (8 if big else 4)
-    array, sub = ifd + size, ifd + size + 4 * subifds
+    width = 8 if long8 else 4
+    array, sub = ifd + size, ifd + size + width * subifds
     if subifds:
-        entries.append(_entry(order, big, 0x014A, 4, subifds, array if subifds > 1 else sub))
+        pointed = width * subifds > 8 if long8 else subifds > 1  # else in the entry
+        inline = sub * (1 + (1 << 32)) if long8 else sub
+        kind = 16 if long8 else 4
+        entries.append(_entry(order, big, 0x014A, kind, subifds, array if pointed else inline))
     entries.sort(key=lambda e: struct.unpack_from(order + "H", e)[0])
     struct.pack_into(offset_fmt, data, 8 if big else 4, ifd)
     data += struct.pack(count_fmt, len(entries)) + b"".join(entries) + bytes(8 if big else 4)
     if subifds:
-        data += struct.pack(f"{order}{subifds}I", *[sub] * subifds)
+        data += struct.pack(f"{order}{subifds * width // 4}I", *[sub] * (subifds * width // 4))
         sub_ifd = [_entry(order, big, 60_000 + i % 5_000, 1, 1, 0) for i in range(sub_entries)]
         data += struct.pack(count_fmt, sub_entries) + b"".join(sub_ifd) + bytes(8 if big else 4)
     return bytes(data)
@@ -107,6 +114,27 @@ def test_ifds_and_entries_are_counted_as_the_reader_reads_them() -> None:
     struct.pack_into("<I", looped, first + 2 + 12 * n, first)  # the next page: itself
     assert tiff_ifd_count(bytes(looped)) == tiff_ifd_count(_tiff())
     assert tiff_ifd_count(b"II*\x00") == 0 and tiff_ifd_count(b"II*\x00\xff\xff\xff\xff") == 0
+
+
+def test_bigtiff_subifd_offsets_are_counted_as_the_reader_reads_them(pool: ReaderPool) -> None:
+    """In a BigTIFF the SubIFDs tag's offsets are 8 bytes (LONG8 or IFD8, BigTIFF spec),
+    but the C2PA reader (c2pa-python 0.38.1's c2pa-rs, ``map_tiff``) reads them as 4-byte
+    ones, as in a classic TIFF: given the file below, whose 4 offsets each lie past the
+    file's end read as 8 bytes but name an IFD of 65,535 entries in each 4-byte half, it
+    read that IFD 4 times (5.3 s, no error; and with 4 real 8-byte offsets to it, the IFD
+    once, then the file's header as an IFD: 2.4 s, "failed to fill whole buffer"). The
+    count reads what the reader reads: counted as 8-byte offsets, this file would pass
+    the bound and be given to the reader."""
+    plain = tiff_ifd_count(_tiff(big=True))
+    data = _tiff(subifds=4, sub_entries=65_535, big=True, long8=True)
+    assert data[:4] == b"II+\x00"  # a BigTIFF, as Pillow writes one
+    # the reader's 4 offsets: the first 16 bytes of the 4 LONG8s; the SubIFDs entry adds 1
+    assert tiff_ifd_count(data, limit=10**9) == plain + 1 + 4 * (1 + 65_535)
+    result = read_c2pa(data, "image/tiff", pool=pool)
+    assert (result.present, result.error_kind, result.error) == (False, "TooLarge", TOO_MANY)
+    # one LONG8 offset, in the entry itself: its first 4 bytes, once
+    one = _tiff(subifds=1, sub_entries=10, big=True, long8=True)
+    assert tiff_ifd_count(one) == plain + 1 + (1 + 10)
 
 
 def test_a_tiff_over_the_limit_is_not_given_to_the_c2pa_reader(pool: ReaderPool) -> None:

@@ -456,7 +456,12 @@ def tiff_ifd_count(data: bytes | bytearray | mmap.mmap, limit: int = MAX_TIFF_IF
     def offsets(entry: int) -> list[int] | None:
         """The IFD offsets an entry holds: its value, or for SubIFDs up to ``limit + 1``
         32-bit ones (as c2pa-rs reads them), in the value field or where it points; None
-        for more SubIFDs than the reader takes (it refuses the file before reading them)."""
+        for more SubIFDs than the reader takes (it refuses the file before reading them).
+        32-bit in a BigTIFF too, where the BigTIFF spec's are 8 bytes (LONG8, IFD8): the
+        reader (c2pa-python 0.38.1) reads 4-byte ones there, so a file whose 8-byte
+        offsets lie past its end but whose halves name a large IFD made it read that IFD
+        (tests/test_tiff_ifds.py); counting 8-byte ones would let such a file past the
+        bound."""
         tag, n = struct.unpack_from(order + "H2x" + offset_fmt[1], data, entry)
         value = entry + (12 if big else 8)
         if tag != _TIFF_SUBIFDS:

@@ -151,8 +151,10 @@ class TransportError(ProvenanceError):
 
 
 class DecodeBudgetError(MediaTooLargeError):
-    """An image would need more memory to decode than the server's budget allows, or a
-    video more decoded pixels (`provenance.media.video.frames.MAX_SAMPLED_PIXELS`)."""
+    """An image would need more memory to decode than the server's budget allows, a video
+    more decoded pixels (`provenance.media.video.frames.MAX_SAMPLED_PIXELS`), or a damaged
+    video stream more time for its second, one-thread decode than its time limit leaves
+    (`provenance.media.video.worker`)."""
 
 
 class DecoderMemoryError(MediaTooLargeError):

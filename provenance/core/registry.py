@@ -75,6 +75,13 @@ _NOT_IN_LABELS = {
 #: Persian and Indic words and emoji sequences are written with them (Unicode 15, §23.2),
 #: they reorder nothing, and `provenance.terminal.shown` writes them as they are.
 _JOINERS = frozenset("\u200c\u200d")
+#: An emoji tag sequence (UTS #51 §2.3.3, ED-14a): a tag base, here WAVING BLACK FLAG
+#: (U+1F3F4, the base of every such sequence Unicode recommends: the flags of England,
+#: Scotland and Wales; Scotland's is U+1F3F4, the tags "gbsct", U+E007F), then one or
+#: more tag characters U+E0020-U+E007E (category Cf) and CANCEL TAG U+E007F. Its tags
+#: are kept; a tag character anywhere else is refused as any format character. Group 1:
+#: the tags and the CANCEL TAG.
+_TAG_SEQUENCE = re.compile("\U0001f3f4([\U000e0020-\U000e007e]+\U000e007f)")
 #: A claim's media type: RFC 6838 section 4.2's type and subtype names, no parameters
 #: (what `prov sign` writes: image/jpeg, video/mp4, application/octet-stream).
 _MEDIA_TYPE = re.compile(r"[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]*/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]*")
@@ -84,9 +91,10 @@ def check_label(label: str) -> None:
     """Raises ClaimError unless ``label`` is at most `MAX_LABEL_CHARS` characters of valid
     UTF-8 text with no control, format, private-use or unassigned character, nor a line
     or paragraph separator (Unicode categories `_NOT_IN_LABELS`; a zero-width joiner or
-    non-joiner between two characters is kept, `_JOINERS`), so that a name shown
-    beside a device can neither fill a report nor rewrite the terminal showing it (an
-    escape sequence, a bidirectional override). Before, a label of 100,000 characters
+    non-joiner between two characters is kept, `_JOINERS`, and so are the tags of a
+    well-formed emoji tag sequence such as a flag of Scotland, `_TAG_SEQUENCE`), so that
+    a name shown beside a device can neither fill a report nor rewrite the terminal
+    showing it (an escape sequence, a bidirectional override). Before, a label of 100,000 characters
     was kept as given."""
     try:
         label.encode()
@@ -101,8 +109,9 @@ def check_label(label: str) -> None:
             f" {MAX_LABEL_CHARS} are kept (a short name for the device, such as"
             " 'desk camera 3')"
         )
+    tags = {i for m in _TAG_SEQUENCE.finditer(label) for i in range(m.start(1), m.end(1))}
     for i, ch in enumerate(label):
-        if ch in _JOINERS and 0 < i < len(label) - 1:
+        if i in tags or (ch in _JOINERS and 0 < i < len(label) - 1):
             continue
         kind = _NOT_IN_LABELS.get(unicodedata.category(ch))
         if kind is not None:

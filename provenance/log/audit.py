@@ -22,6 +22,7 @@ from provenance.core.errors import LogError, LogIntegrityError, ProvenanceError
 from provenance.core.keyhistory import LoggedKeyEvent, SignedKeyEvent, verify_key_event
 from provenance.log.checkpoint import Checkpoint, NoteVerifier, open_checkpoint
 from provenance.wire import convert as wire
+from provenance.wire.jsontext import loads_text
 
 #: The most bytes of a saved audit state read (`AuditState.to_json` writes a few KiB: the
 #: key, a checkpoint with its cosignatures, at most 64 frontier hashes).
@@ -54,7 +55,7 @@ class AuditState:
         """Parse a saved state (text, or its bytes: UTF-8 JSON as `to_json` writes it);
         raises LogError when it is damaged, bytes that are not UTF-8 included."""
         try:
-            doc = json.loads(text)
+            doc = loads_text(text)
             return cls(
                 str(doc["verifier_key"]),
                 str(doc["checkpoint"]),

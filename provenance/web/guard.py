@@ -9,6 +9,12 @@ slots (``limit_concurrency``) and every other caller got 503 for as long as they
 - a head deadline: a request's line and headers must all arrive within
   ``header_seconds`` of the connection opening (or of the first byte of a later request
   on a kept-alive connection); otherwise 408 (or a silent close if nothing came);
+- a head size: a request line longer than ``max_head_bytes`` is answered 414 URI Too
+  Long (RFC 9110 §15.5.15), a head (line and headers) longer than that 431 Request
+  Header Fields Too Large (RFC 6585 §5), each with a sentence naming the limit, then
+  closed. Before, h11's own bound (the same size, on the bytes of a head still
+  incomplete) ended in uvicorn's bare 400 "Invalid HTTP request received.", and a longer
+  head that arrived in one read was taken;
 - a body deadline, as `provenance.web.upload.relay_body` applies to uploads (and as
   Apache's mod_reqtimeout ``body=...,MinRate=...``): a body must arrive within
   ``body_grace_seconds`` plus one second per ``body_min_rate`` bytes received, and
@@ -48,6 +54,7 @@ from __future__ import annotations
 import asyncio
 import fcntl
 import os
+import re
 import socket
 import struct
 import termios
@@ -95,6 +102,10 @@ class HttpLimits:
     #: as uploads must arrive (bytes/s, seconds).
     answer_grace_seconds: float = 10.0
     answer_min_rate: float = 32 * 1024
+    #: The longest request head taken, its request line and headers with their line
+    #: ends, up to the blank line (bytes): uvicorn's bound for h11 (16 KiB; nginx's
+    #: default large_client_header_buffers take 4 lines of 8 KiB).
+    max_head_bytes: int = 16 * 1024
     #: Reverse proxies whose X-Forwarded-For names the client of each request
     #: (`provenance.web.proxies`); the connection caps above still count the proxy.
     trusted_proxies: tuple[Network, ...] = ()
@@ -170,6 +181,34 @@ class _Linger:
             self._timer.cancel()
             self._loop.remove_reader(self._sock.fileno())
             self._sock.close()
+
+
+#: The end of a request head: a blank line, as h11 finds it (its line ends may be bare LF).
+_HEAD_END = re.compile(rb"\n\r?\n")
+
+
+def _over_long_head(buffered: bytes, limit: int) -> tuple[int, str, str] | None:
+    """(status, reason, text) of the answer to a request head that starts ``buffered``
+    (what a connection holds of its next request, maybe more) when it is longer than
+    ``limit`` bytes, its blank line included: 414 when its request line alone is
+    (RFC 9110 §15.5.15), else 431 (RFC 6585 §5); None when it is not (yet)."""
+    if len(buffered) <= limit:
+        return None
+    end = _HEAD_END.search(buffered, 0, limit + 1)
+    if end is not None and end.end() <= limit:
+        return None
+    if buffered.find(b"\n", 0, limit) < 0:
+        return (
+            414,
+            "URI Too Long",
+            f"the request line is longer than the {limit:,} bytes this server takes\n",
+        )
+    return (
+        431,
+        "Request Header Fields Too Large",
+        f"the request's line and headers are longer than the {limit:,} bytes this server"
+        " takes: send fewer or shorter headers\n",
+    )
 
 
 def _framed_twice(scope: Any) -> bool:
@@ -268,6 +307,21 @@ class _GuardedH11(H11Protocol):
             _Linger(self.loop, duplicate, self.lingering, self.lingering_per_client, key)
         except OSError:
             duplicate.close()  # the client is already gone (ENOTCONN)
+
+    # -- a request head too long
+
+    def handle_events(self) -> None:
+        """h11's events, once the head of the request it waits for is known to be no
+        longer than ``max_head_bytes`` (else 414 or 431, then a lingering close). Called
+        on data received and after each answer (a pipelined request already buffered)."""
+        if self.conn.their_state is h11.IDLE and not self.transport.is_closing():
+            buffered, _ = self.conn.trailing_data
+            refusal = _over_long_head(buffered, self.limits.max_head_bytes)
+            if refusal is not None:
+                self.transport.write(_response(*refusal))
+                self.transport.close()  # a lingering close (`connection_lost`)
+                return
+        super().handle_events()
 
     # -- deadlines
 

@@ -88,6 +88,8 @@ def uvicorn_server(app: ASGIApp, limits: HttpLimits, keep_alive: int = 10) -> uv
             timeout_keep_alive=keep_alive,
             # the guard refuses connections beyond the cap with a clear 503 first
             limit_concurrency=limits.max_connections + 1,
+            # h11's bound on an incomplete event: the guard's head bound comes first
+            h11_max_incomplete_event_size=limits.max_head_bytes,
         )
     )
 

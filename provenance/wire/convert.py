@@ -38,6 +38,7 @@ from provenance.core.verify import (
 )
 from provenance.core.video_match import VideoMatch
 from provenance.v1 import provenance_pb2 as pb
+from provenance.wire.jsontext import loads_text
 
 __all__ = ["pb"]
 
@@ -540,7 +541,9 @@ def c2pa_to_pb(d: dict[str, Any]) -> pb.C2paResult:
 
 
 def c2pa_from_pb(m: pb.C2paResult) -> dict[str, Any]:
-    """Wire message -> the `c2pa` object of ``prov verify --json`` (absent strings are null)."""
+    """Wire message -> the `c2pa` object of ``prov verify --json`` (absent strings are null).
+    Raises ValueError when its JSON text fields do not parse (`loads_text`: a key named
+    twice in an object included)."""
     return {
         "present": m.present,
         "validation_state": m.validation_state or None,
@@ -567,7 +570,7 @@ def c2pa_from_pb(m: pb.C2paResult) -> dict[str, Any]:
             for i in m.ingredients
         ],
         "trusted_anchor": m.trusted_anchor,
-        "provenance_assertion": json.loads(m.provenance_assertion_json)
+        "provenance_assertion": loads_text(m.provenance_assertion_json)
         if m.provenance_assertion_json
         else None,
         "error_kind": m.error_kind or None,
@@ -578,7 +581,7 @@ def c2pa_from_pb(m: pb.C2paResult) -> dict[str, Any]:
 
 def _signing_time_from_pb(text: str) -> dict[str, Any]:
     """``signing_time`` and ``signing_time_error`` of the C2PA block from their wire JSON."""
-    doc = json.loads(text) if text else None
+    doc = loads_text(text) if text else None
     if isinstance(doc, dict) and set(doc) == {"error"}:
         return {"signing_time": None, "signing_time_error": doc["error"]}
     return {"signing_time": doc if isinstance(doc, dict) else None, "signing_time_error": None}

@@ -4,7 +4,10 @@ Python's json module takes a lone UTF-16 surrogate, spelled as an escape (``"\\u
 or as its raw bytes, into a str that no UTF-8 encoder can write: such a string then broke
 whatever encoded it next (protobuf, DSSE's PAE), far from where the JSON was read. JSON
 is Unicode text (RFC 8259 §8.2: such a string's behaviour is unpredictable), so these
-are refused here, as malformed JSON is. The other way, `path_to_json` and `unicode_only`
+are refused here, as malformed JSON is. So is an object that names one key twice: RFC
+8259 §4 leaves what a reader then does open (Python's json keeps the last value, other
+parsers the first or an error), so two programs could read one sidecar or request two
+ways; I-JSON (RFC 7493 §2.3) says names MUST be unique. The other way, `path_to_json` and `unicode_only`
 keep them out of the JSON this program writes (file names that are not UTF-8).
 """
 
@@ -14,6 +17,7 @@ import base64
 import json
 import re
 import sys
+from collections import Counter
 from typing import Any
 
 #: A ``\\u`` escape of a surrogate (D800-DFFF), or the bytes UTF-8 would give one (ED
@@ -28,13 +32,35 @@ MAX_INT_DIGITS = sys.get_int_max_str_digits()
 _TOO_MANY_DIGITS = re.compile(r"Exceeds the limit \(\d+ digits\).*value has (\d+) digits")
 
 
-def loads_text(data: bytes) -> Any:
-    """``data`` parsed as JSON (as `json.loads`), refusing a string that holds a lone
-    surrogate and an integer of more than MAX_INT_DIGITS digits. Raises ValueError for
-    malformed JSON or such a string or number (its message says so), RecursionError for
-    JSON nested deeper than the interpreter's stack."""
+#: Most characters of a duplicated key an error message quotes (a key may be megabytes).
+_KEY_SHOWN = 60
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """The object made of ``pairs`` (json's ``object_pairs_hook``); raises ValueError
+    naming the first key that appears twice (RFC 7493 §2.3)."""
+    doc = dict(pairs)
+    if len(doc) == len(pairs):
+        return doc
+    counts = Counter(key for key, _ in pairs)
+    key = next(key for key, _ in pairs if counts[key] > 1)
+    shown = key if len(key) <= _KEY_SHOWN else key[:_KEY_SHOWN] + "..."
+    raise ValueError(
+        f"an object names the key {ascii(shown)} {counts[key]} times, which readers may"
+        " take differently (RFC 8259 §4): each key once"
+    )
+
+
+def loads_text(data: bytes | str) -> Any:
+    """``data`` (UTF-8 bytes, or text) parsed as JSON (as `json.loads`), refusing an
+    object that names one key twice, a string that holds a lone surrogate and an integer
+    of more than MAX_INT_DIGITS digits. Raises ValueError for malformed JSON or such an
+    object, string or number (its message says so, naming a repeated key),
+    RecursionError for JSON nested deeper than the interpreter's stack."""
+    if isinstance(data, str):
+        data = data.encode("utf-8")  # a lone surrogate in it: UnicodeEncodeError, a ValueError
     try:
-        doc = json.loads(data)
+        doc = json.loads(data, object_pairs_hook=_unique_keys)
     except ValueError as e:
         # Python's message says to call sys.set_int_max_str_digits: advice for this
         # program, not for whoever sent the JSON (a parse_int hook took 10x as long)

@@ -87,6 +87,7 @@ from provenance.log.checkpoint import (
     parse_tree_size,
     split_note,
 )
+from provenance.wire.jsontext import loads_text
 
 COSIGNATURE_TYPE_ED25519 = 0x04
 """Signature type byte of Ed25519 cosignature/v1 (tlog-cosignature "Format")."""
@@ -487,7 +488,7 @@ class Witness:
         (a LogError naming the file) when it cannot be read or is not what `_save`
         writes."""
         try:
-            doc = json.loads(path.read_text())
+            doc = loads_text(path.read_bytes())
             origin, note, line = doc["origin"], doc["note"], doc.get("cosignature")
             if not (isinstance(origin, str) and isinstance(note, str)):
                 raise TypeError("its origin and note are not text")

@@ -160,8 +160,8 @@ def sample_frames(
         "keep_rgb_spread": keep_rgb_spread,
         "max_memory_bytes": max_memory_bytes,
     }
-    request = {**request, "timeout_s": timeout_s}
     deadline = time.monotonic() + timeout_s
+    request = {**request, "timeout_s": timeout_s, "deadline": deadline}
     metrics.VIDEO_DECODES.inc()
     read_fd, write_fd = os.pipe()
     status_r, status_w = os.pipe()

@@ -3,8 +3,8 @@
 SOCKET_FD: one end of a ``SOCK_SEQPACKET`` Unix socket pair inherited from the parent
 (`provenance.media.video.decode`). The process imports NumPy, PyAV (FFmpeg) and the PDQ core
 once, says ``ready``, then serves requests: each packet is a JSON request (the arguments
-of `provenance.media.video.frames.iter_sampled_frames`, ``max_memory_bytes`` and
-``timeout_s``) carrying two pipe write ends (SCM_RIGHTS): one for the reply, one for the
+of `provenance.media.video.frames.iter_sampled_frames`, ``max_memory_bytes``,
+``timeout_s`` and the caller's ``deadline``, `time.monotonic` seconds) carrying two pipe write ends (SCM_RIGHTS): one for the reply, one for the
 exit status. For every request it forks a fresh single-use child, so a hostile file
 never shares a process with another request, and answers with the child's pid.
 
@@ -31,6 +31,7 @@ import socket
 import struct
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
@@ -45,6 +46,9 @@ READY = b"ready"
 MAX_REQUEST_BYTES = 64 * 1024
 #: Grace, in seconds, past a child's own timer before this process kills it.
 KILL_GRACE_S = 1.0
+#: Seconds before the caller's deadline at which a damaged stream's second decode is
+#: given up, so that the refusal saying so reaches the caller before it stops waiting.
+REPLY_MARGIN_S = 0.5
 
 
 @dataclass
@@ -87,6 +91,21 @@ def _address_space_bytes() -> int:
         return int(f.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
 
 
+def _no_time_to_decode_again(damaged: int, first_s: float, timeout_s: float) -> dict[str, Any]:
+    """The error header (a DecodeBudgetError's) for a damaged stream whose second decode,
+    on one thread, does not fit in what is left of ``timeout_s`` (seconds) after the
+    first took ``first_s``."""
+    return _error(
+        f"the video stream is damaged ({damaged:,} frames the decoder marked corrupt), and"
+        " a damaged stream is decoded a second time, on one thread, so that it hashes the"
+        f" same on every call; that second decode does not fit in the {timeout_s:g} s limit"
+        f" (the first took {first_s:.1f} s): repair or re-encode the file (for example"
+        " `ffmpeg -i damaged.mp4 -c:v libx264 repaired.mp4`), or verify a shorter clip of it",
+        True,
+        budget=True,
+    )
+
+
 def _decode(request: dict[str, Any]) -> tuple[dict[str, Any], list[Any]]:
     from provenance.core.errors import (
         DecodeBudgetError,
@@ -101,30 +120,44 @@ def _decode(request: dict[str, Any]) -> tuple[dict[str, Any], list[Any]]:
         iter_sampled_frames,
     )
 
-    def sampled(threads: int) -> list[DecodedFrame | StreamFacts]:
-        return list(
-            iter_sampled_frames(
-                request["path"],
-                request["rate_hz"],
-                request["max_frames"],
-                request["keep_rgb_every"],
-                request["max_rgb_frames"],
-                request["rgb_max_side"],
-                request["strip_bars"],
-                request["max_sampled_pixels"],
-                request["max_decoded_pixels"],
-                request["keep_rgb_spread"],
-                threads,
-            )
+    def sampled(threads: int) -> Iterator[DecodedFrame | StreamFacts]:
+        return iter_sampled_frames(
+            request["path"],
+            request["rate_hz"],
+            request["max_frames"],
+            request["keep_rgb_every"],
+            request["max_rgb_frames"],
+            request["rgb_max_side"],
+            request["strip_bars"],
+            request["max_sampled_pixels"],
+            request["max_decoded_pixels"],
+            request["keep_rgb_spread"],
+            threads,
         )
 
+    # the caller's deadline (CLOCK_MONOTONIC, one clock for every process): both decodes
+    # share its one time limit
+    stop_at = float(request["deadline"]) - REPLY_MARGIN_S
     try:
-        items = sampled(DECODER_THREADS)
+        started = time.monotonic()
+        items = list(sampled(DECODER_THREADS))
         last = items[-1]
         if isinstance(last, StreamFacts) and last.damaged_frames and DECODER_THREADS > 1:
             # frame threads conceal a damaged stream's errors differently from run to run:
-            # decoded again on one thread, the same file hashes the same on every call
-            items = sampled(1)
+            # decoded again on one thread, the same file hashes the same on every call.
+            # One thread decodes no faster than several: a second decode that would take
+            # longer than the first did is refused at once, one that runs out is stopped
+            first_s = time.monotonic() - started
+            late = _no_time_to_decode_again(
+                last.damaged_frames, first_s, float(request["timeout_s"])
+            )
+            if time.monotonic() + first_s > stop_at:
+                return late, []
+            items = []
+            for item in sampled(1):
+                items.append(item)
+                if not isinstance(item, StreamFacts) and time.monotonic() > stop_at:
+                    return late, []
     except MediaError as e:
         too_large = isinstance(e, MediaTooLargeError)
         budget = isinstance(e, DecodeBudgetError)
