@@ -297,8 +297,9 @@ def serve(
     max_lookups: Annotated[
         int,
         typer.Option(
-            help="Lookup calls served at once, beyond it refused (RESOURCE_EXHAUSTED); they"
-            " run in their own threads, outside --rpc-threads."
+            help="Lookup calls served at once, in their own threads outside --rpc-threads;"
+            " as many more wait, each client address in turn; beyond that refused"
+            " (RESOURCE_EXHAUSTED, retry in 1 s)."
         ),
     ] = 4,
     max_lookup_queries: Annotated[int, typer.Option(help="Files in one Lookup call.")] = 1000,
