@@ -484,6 +484,7 @@ def serve(
     from provenance.metrics import serve_metrics
     from provenance.server.allocator import collect_cycles_rarely, keep_freed_memory
     from provenance.server.limits import ServerLimits
+    from provenance.server.openfiles import raise_open_files_limit
     from provenance.server.rpc import ServerConfig, create_server
     from provenance.server.service import ProvenanceService, ServiceConfig
     from provenance.store import is_postgres_url
@@ -500,6 +501,7 @@ def serve(
         )
     authority = _load_ca(ca, ca_passphrase_file) if ca is not None else None
     keep_freed_memory()  # upload buffers reused instead of faulted in again
+    raise_open_files_limit()  # a descriptor per client connection
     try:
         limits = ServerLimits(
             rpc_threads=rpc_threads,
