@@ -19,6 +19,7 @@ key, created on first use.
 from __future__ import annotations
 
 import os
+import random
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
@@ -62,7 +63,7 @@ RETRY_DELAYS_S = (1.0, 4.0)
 #: The longest wait a server's "retry after" may ask of one try, in seconds.
 MAX_RETRY_WAIT_S = 120.0
 #: How long in all a Lookup follows a server's "retry after" (its near-duplicate index
-#: still loading) before the scan gives up, in seconds.
+#: still loading, or every Lookup place taken) before the scan gives up, in seconds.
 MAX_INDEX_WAIT_S = 900.0
 
 
@@ -140,12 +141,14 @@ def _parts(queries: Sequence[Query]) -> Iterator[list[Query]]:
 
 
 def _lookup_part(client: ProvenanceClient, part: list[Query]) -> dict[str, Answer]:
-    """One Lookup, split in halves when the server says RESOURCE_EXHAUSTED (a reply over
-    its size limit, or lower limits than the defaults)."""
+    """One Lookup, split in halves when the server says RESOURCE_EXHAUSTED without a
+    time to retry after (a reply over its size limit, or lower limits than the
+    defaults); a busy server's refusal says when to retry, and is not split
+    (`_lookup_retrying` waits for it)."""
     try:
         return _lookup_retrying(client, part)
     except TransportError as e:
-        if e.code != "RESOURCE_EXHAUSTED" or len(part) < 2:
+        if e.code != "RESOURCE_EXHAUSTED" or e.retry_after_s is not None or len(part) < 2:
             raise
     half = len(part) // 2
     return {**_lookup_part(client, part[:half]), **_lookup_part(client, part[half:])}
@@ -156,8 +159,12 @@ def _lookup_retrying(client: ProvenanceClient, part: list[Query]) -> dict[str, A
 
     A server that says how long to wait (``TransportError.retry_after_s``: its
     near-duplicate index still loading at start, tens of seconds on a 10^7 log, longer on
-    a loaded machine, whose estimate can run short) is followed for as long as it keeps
-    asking, each wait at most MAX_RETRY_WAIT_S and MAX_INDEX_WAIT_S in all; an unreachable
+    a loaded machine, whose estimate can run short; or RESOURCE_EXHAUSTED with every
+    Lookup place taken, by other clients or by this scan's own workers, before which a
+    scan of more workers than the server's --max-lookups stopped with exit 1) is followed
+    for as long as it keeps asking, each wait at most MAX_RETRY_WAIT_S and
+    MAX_INDEX_WAIT_S in all, a busy server's with a random part (from the asked time to
+    twice it) so workers refused together do not come back together; an unreachable
     server without such a wait is tried again after each of RETRY_DELAYS_S.
 
     Raises:
@@ -170,9 +177,11 @@ def _lookup_retrying(client: ProvenanceClient, part: list[Query]) -> dict[str, A
         try:
             return dict(client.lookup_wire(part))
         except TransportError as e:
-            if not is_unreachable(e):
-                raise
             asked = e.retry_after_s
+            if e.code == "RESOURCE_EXHAUSTED" and asked is not None:  # busy: retry later
+                asked *= 1.0 + random.random()
+            elif not is_unreachable(e):
+                raise
             if asked is not None and waited < MAX_INDEX_WAIT_S:
                 delay = min(max(asked, RETRY_DELAYS_S[0]), MAX_RETRY_WAIT_S)
                 delay = min(delay, MAX_INDEX_WAIT_S - waited)

@@ -199,6 +199,15 @@ class ReadRateError(LimitError):
         self.retry_after_s = retry_after_s
 
 
+class BusyError(LimitError):
+    """Every place for a kind of call (a Lookup) is taken by calls running and waiting:
+    retry after ``retry_after_s`` seconds (also in the message)."""
+
+    def __init__(self, message: str, retry_after_s: float) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
 class UploadTimeoutError(LimitError):
     """An upload stream went idle, or ran past the server's per-upload deadline."""
 

@@ -297,8 +297,9 @@ def serve(
     max_lookups: Annotated[
         int,
         typer.Option(
-            help="Lookup calls served at once, beyond it refused (RESOURCE_EXHAUSTED); they"
-            " run in their own threads, outside --rpc-threads."
+            help="Lookup calls served at once, in their own threads outside --rpc-threads;"
+            " as many more wait, each client address in turn; beyond that refused"
+            " (RESOURCE_EXHAUSTED, retry in 1 s)."
         ),
     ] = 4,
     max_lookup_queries: Annotated[int, typer.Option(help="Files in one Lookup call.")] = 1000,
@@ -483,6 +484,7 @@ def serve(
     from provenance.metrics import serve_metrics
     from provenance.server.allocator import collect_cycles_rarely, keep_freed_memory
     from provenance.server.limits import ServerLimits
+    from provenance.server.openfiles import raise_open_files_limit
     from provenance.server.rpc import ServerConfig, create_server
     from provenance.server.service import ProvenanceService, ServiceConfig
     from provenance.store import is_postgres_url
@@ -499,6 +501,7 @@ def serve(
         )
     authority = _load_ca(ca, ca_passphrase_file) if ca is not None else None
     keep_freed_memory()  # upload buffers reused instead of faulted in again
+    raise_open_files_limit()  # a descriptor per client connection
     try:
         limits = ServerLimits(
             rpc_threads=rpc_threads,

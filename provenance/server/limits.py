@@ -91,8 +91,8 @@ class ServerLimits:
     arrives (`UploadGate`) [--upload-min-rate-kb]; 0: none;
     min_chunk_bytes: smallest upload message except the last, and smallest chunk size of a
     sidecar's chunked binding the server hashes chunk by chunk [--min-chunk-kb];
-    max_lookups: Lookup calls served at once, the rest refused, each in its own thread
-    outside the RPC pool [--max-lookups];
+    max_lookups: Lookup calls served at once, each in its own thread outside the RPC
+    pool, and as many waiting, in turn per client; the rest refused [--max-lookups];
     max_lookup_queries: files in one Lookup [--max-lookup-queries]; max_lookup_hashes:
     perceptual hashes (video frames) in one Lookup [--max-lookup-hashes]; lookup_s: seconds
     one Lookup may run, counted from its arrival, or less when the caller's deadline is

@@ -35,6 +35,7 @@ from provenance.core.dihedral import DIHEDRAL_HASHES
 from provenance.core.errors import (
     AuthError,
     AuthPenaltyError,
+    BusyError,
     ClaimError,
     DeadlineError,
     DetectorError,
@@ -58,6 +59,7 @@ from provenance.core.errors import (
     UploadTimeoutError,
     WitnessError,
 )
+from provenance.core.fair_turns import FairTurns, Refusal
 from provenance.core.verify import FileFacts, VerificationReport
 from provenance.index.mih import SCAN_CODES_PER_SECOND
 from provenance.media.assets import check_image_size
@@ -582,6 +584,32 @@ class CapturesServicer(rpc.CapturesServicer):
 #: is checked between such parts.
 LOOKUP_PART_FILES = 32
 
+#: The ``retry-after`` (seconds) of a Lookup refused because every place is taken.
+LOOKUP_RETRY_AFTER_S = 1.0
+
+
+def _lookup_refusal(max_lookups: int, why: Refusal) -> BusyError:
+    """The answer to a Lookup refused for want of a place (`FairTurns`: ``max_lookups``
+    running, in turn per client, and as many waiting)."""
+    if why.per_client:
+        text = (
+            f"this client address already has {why.waiting} Lookup calls waiting for the"
+            f" {max_lookups} the server answers at once, the most one address may queue"
+            " (--max-lookups): send fewer at once"
+        )
+    elif why.dropped:
+        text = (
+            f"{why.queued} Lookup calls were waiting for the {max_lookups} the server answers"
+            f" at once (--max-lookups) and this client address had the most of them ("
+            f"{why.waiting}): this one made room for another client's; send fewer at once"
+        )
+    else:
+        text = (
+            f"the server is already answering {max_lookups} Lookup calls with as many"
+            " waiting, its limit (--max-lookups)"
+        )
+    return BusyError(f"{text}; try again in {LOOKUP_RETRY_AFTER_S:g} s", LOOKUP_RETRY_AFTER_S)
+
 
 def _lookup_facts(q: Any) -> FileFacts:
     """The facts of one LookupQuery: a photo's 8 hashes from its packed ``pdq_dihedral``
@@ -652,7 +680,13 @@ class VerificationServicer(rpc.VerificationServicer):
         self.lookups = futures.ThreadPoolExecutor(
             config.limits.max_lookups, thread_name_prefix="lookup"
         )
-        self.lookups_admitted = 0  # running or queued; touched on the event loop only
+        # running (one per lookup thread) and waiting, in turn per client; on the loop only
+        self.lookup_turns = FairTurns(
+            config.limits.max_lookups,
+            functools.partial(_lookup_refusal, config.limits.max_lookups),
+            per_client=config.limits.max_lookups,
+            in_all=config.limits.max_lookups,
+        )
 
     async def _receive(
         self, requests: AsyncIterator[Any], upload: Upload, slot: UploadSlot | None = None
@@ -820,22 +854,14 @@ class VerificationServicer(rpc.VerificationServicer):
     @_rpc
     async def Lookup(self, request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
         lim = self.c.limits
-        if self.lookups_admitted >= 2 * lim.max_lookups:
-            raise LimitError(
-                f"the server is already answering {lim.max_lookups} Lookup calls with as many"
-                f" waiting, its limit (--max-lookups): try again shortly"
-            )
-        # the call's time budget, from now: the caller's deadline or --lookup-seconds
+        # the call's time budget, from now (its wait for a turn included): the caller's
+        # deadline or --lookup-seconds
         left = context.time_remaining()
         budget = lim.lookup_s if left is None else min(left, lim.lookup_s)
-        self.lookups_admitted += 1
-        try:
+        deadline = time.monotonic() + budget
+        async with self.lookup_turns.turn(peer_client(context.peer())):
             loop = asyncio.get_running_loop()
-            return await loop.run_in_executor(
-                self.lookups, self._lookup, request, time.monotonic() + budget, budget
-            )
-        finally:
-            self.lookups_admitted -= 1
+            return await loop.run_in_executor(self.lookups, self._lookup, request, deadline, budget)
 
     def _lookup(self, request: Any, deadline: float, budget: float) -> Any:
         """The Lookup reply (in a lookup thread), given up at ``deadline`` (time.monotonic)

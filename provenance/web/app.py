@@ -22,6 +22,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
 from clients.api import ProvenanceClient
+from provenance.core.fair_turns import FairTurns
 from provenance.media.assets import DEFAULT_MAX_BYTES
 from provenance.media.image import SUPPORTED_FORMATS
 from provenance.web import api, pages, present, softbinding, tlogtiles
@@ -98,6 +99,8 @@ class WebState:
     templates: Jinja2Templates
     #: the worker threads that parse JSON bodies and run lookups (`api.JSON_WORKERS`)
     json_workers: anyio.CapacityLimiter
+    #: the turns at those workers, handed to each client in rotation (`api.json_work`)
+    json_turns: FairTurns
     #: each client's JSON body bytes in memory (`api.json_body`; no waiting for a share)
     json_shares: tlogtiles.TileShares
 
@@ -139,6 +142,7 @@ def create_app(config: WebConfig) -> Starlette:
         ),
         templates=templates,
         json_workers=anyio.CapacityLimiter(api.JSON_WORKERS),
+        json_turns=FairTurns(api.JSON_WORKERS),
         json_shares=tlogtiles.TileShares(api.JSON_BYTES_PER_CLIENT, wait=0.0),
     )
 
