@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import itertools
 import os
+import re
 import resource
 import shutil
 import socket
@@ -13,14 +14,15 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import av
+import grpc
 import numpy as np
 import pytest
 
@@ -33,6 +35,7 @@ from provenance.core.claims import Claim, HardBinding, SignedClaim
 from provenance.core.envelope import PAYLOAD_TYPE_CLAIM, PAYLOAD_TYPE_ENROLL, sign_payload
 from provenance.core.keys import DeviceKey
 from provenance.wire import convert as wire
+from provenance.wire.contract import RETRY_AFTER_KEY
 from tests.pgserver import PgServer
 from tests.pgserver import missing_reason as pg_missing_reason
 
@@ -323,6 +326,47 @@ def read_line(proc: subprocess.Popen[str], prefix: str, timeout: float = 90) -> 
             raise RuntimeError(f"process exited {proc.returncode}: {err}")
     proc.kill()
     raise RuntimeError(f"no {prefix!r} line in {timeout} s")
+
+
+def pacer_refusal(error: BaseException | None, flag: str, deadline: float) -> float:
+    """The seconds to wait that ``error`` (a gRPC call's exception, None when it was
+    answered) gives in its ``RETRY_AFTER_KEY`` trailer, once checked to be a `ReadPacer`
+    refusal: RESOURCE_EXHAUSTED, naming ``flag`` (the `prov serve` option), asking to wait
+    past ``deadline`` (the call's, seconds) and at most a minute. Raises AssertionError."""
+    assert isinstance(error, grpc.RpcError), error
+    assert error.code() is grpc.StatusCode.RESOURCE_EXHAUSTED, (error.code(), error.details())
+    assert flag in (error.details() or ""), error.details()
+    trailers = {m.key: m.value for m in error.trailing_metadata() or ()}
+    retry = float(trailers[RETRY_AFTER_KEY])
+    assert deadline < retry <= 60, trailers
+    return retry
+
+
+def pacer_refuses_behind_a_held_call(
+    start: Callable[[float], Any], srv: ServerProc, flag: str, rpc: str, refill_s: float
+) -> None:
+    """With the flooding client's bucket empty and one of its calls held waiting its turn
+    (one refill, ``refill_s`` seconds), check that the calls of it that ``start`` makes
+    (given a deadline, seconds; returns the gRPC future) are refused, each by the count
+    of tokens: its next call would wait 2 refills, past a deadline of 1.5 refills (had
+    the held call not taken its turn's token, 1 refill: answered), and 6 more in flight
+    together, each with half a refill, all; ``srv``'s /metrics count the 7 refusals of
+    ``rpc``. Raises AssertionError."""
+    probe = start(1.5 * refill_s)
+    assert pacer_refusal(probe.exception(), flag, 1.5 * refill_s) <= 2 * refill_s
+    calls = [start(refill_s / 2) for _ in range(6)]
+    for call in calls:
+        pacer_refusal(call.exception(), flag, refill_s / 2)
+    assert read_refusals(srv, rpc) == 1 + len(calls)
+
+
+def read_refusals(srv: ServerProc, rpc: str) -> float:
+    """``prov_read_refusals_total{rpc=rpc}``, scraped from the /metrics of ``srv`` (started
+    with --metrics-listen)."""
+    with urllib.request.urlopen(read_line(srv.proc, "metrics on "), timeout=10) as r:
+        text = r.read().decode()
+    found = re.search(rf'^prov_read_refusals_total\{{rpc="{rpc}"\}} (\S+)$', text, re.M)
+    return float(found.group(1)) if found else 0.0
 
 
 @contextmanager

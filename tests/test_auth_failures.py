@@ -202,21 +202,22 @@ def test_a_penalised_flood_is_held_and_does_not_delay_another_client(
         )
         sent = time.monotonic()
         flood = [bad.Enroll.future(request, timeout=60) for _ in range(600)]
-        honest = []
+        # the other client's enrollments are answered while most of the flood's refusals
+        # are still held (queued behind them, as before, they came after most of them)
         for _ in range(3):
             token = _token_call(good, ADMIN_TOKEN)
             assert isinstance(token, str), token
-            t = time.monotonic()
             assert _enroll(good, token) is None
-            honest.append(time.monotonic() - t)
+            back = sum(call.done() for call in flood)
+            assert back < len(flood) // 2, f"{back} of the flood's refusals came back first"
         answered = []
         for call in flood:
             with pytest.raises(grpc.RpcError) as refused:
                 call.result()
             assert refused.value.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
             answered.append(time.monotonic() - sent)
+        # held back: a lower bound, the server's own sleep (a loaded machine only adds)
         assert min(answered) >= 0.9 * FORGERY_HOLD_S, min(answered)
-        assert max(honest) < 0.5 * FORGERY_HOLD_S, honest
     finally:
         bad_channel.close()
         good_channel.close()

@@ -189,10 +189,9 @@ def test_real_camera_file_summary(pool: ReaderPool) -> None:
 def test_hostile_files_give_an_error_quickly_and_the_pool_survives(pool: ReaderPool) -> None:
     limits = C2paLimits(timeout_s=10.0, memory_bytes=1 << 30)
     for path in HOSTILE:
-        start = time.monotonic()
         result = read_c2pa(path, media_type(path.name), None, limits, pool=pool)
-        assert time.monotonic() - start < limits.timeout_s
         assert result.present is False
+        # the pool's deadline (timeout_s) did not stop it: it gave its own error
         assert result.error_kind not in ("Timeout", "Crashed")
     good = read_c2pa(FIXTURES / "generated/gen_ed25519_capture.mp4", "video/mp4", pool=pool)
     assert good.validation_state == "Valid"

@@ -545,9 +545,13 @@ def test_judging_at_the_current_time_agrees_with_the_reader_on_every_fixture(
 @pytest.mark.parametrize("drip", ["headers", "body"])
 def test_tsa_that_drips_its_reply_fails_within_the_timeout(drip: str) -> None:
     """A lying TSA that sends one byte every 0.2 s (each read is quick, the reply
-    never ends) is cut off at --tsa-timeout, not after the 1 MiB reply limit."""
+    never ends) is cut off at --tsa-timeout, not after the 1 MiB reply limit: the error
+    says "no complete reply", what the deadline's cut says (the TSA closing the
+    connection itself, as this one does after 30 s so as not to hang the test, gives
+    another reason)."""
     server = socket.create_server(("127.0.0.1", 0))
     stop = threading.Event()
+    hang_guard = threading.Timer(30, stop.set)
 
     def serve() -> None:
         conn, _ = server.accept()
@@ -566,12 +570,12 @@ def test_tsa_that_drips_its_reply_fails_within_the_timeout(drip: str) -> None:
     thread = threading.Thread(target=serve, daemon=True)
     thread.start()
     url = f"http://127.0.0.1:{server.getsockname()[1]}/tsa"
-    started = time.monotonic()
+    hang_guard.start()
     try:
-        with pytest.raises(TimestampError, match="could not be reached within 1 s"):
+        with pytest.raises(TimestampError, match="could not be reached within 1 s: no complete"):
             request_token(b"tbs", TimestampAuthority(url, 1.0))
-        assert time.monotonic() - started < 4.0
     finally:
+        hang_guard.cancel()
         stop.set()
         server.close()
 

@@ -351,15 +351,14 @@ def test_a_call_past_its_deadline_is_dropped_not_run(det: Detector) -> None:
         limit = time.monotonic() + 30
         while batch_stat("count") == batches_before and time.monotonic() < limit:
             time.sleep(0.005)  # until the worker has taken the big batch
-        start = time.monotonic()
+        # its own deadline's error (without it, it would wait for the big call and be
+        # scored); the next is refused at once, saying why
         with pytest.raises(DetectorTimeoutError, match="did not answer within 0.5 s"):
             det.score_image(rgb, b"late", timeout_s=0.5)
-        waited = time.monotonic() - start
         with pytest.raises(DetectorTimeoutError, match="running one batch for"):
             det.score_image(rgb, b"later", timeout_s=0.5)
     finally:
         big.join()
-    assert 0.5 <= waited < 5, waited
     assert det.score_image(rgb, b"after", timeout_s=60).crops  # on time again
     # the worker ran the big call's crops and the last call's, never the late one's
     assert batch_stat("sum") - rows_before == 24 * crops + crops

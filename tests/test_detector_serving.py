@@ -289,7 +289,6 @@ def test_a_detector_slower_than_its_deadline_costs_the_score_not_the_verdict(
     deadline honestly: a real 12 MP photo (cutting its crops alone takes longer) against
     a 1 ms deadline. With one decode slot, the calls after it (gRPC and the web page's
     POST /api/v1/verify) are answered too, and a video is not scored either."""
-    import time
 
     import httpx
     from PIL import Image
@@ -318,13 +317,11 @@ def test_a_detector_slower_than_its_deadline_costs_the_score_not_the_verdict(
     monkeypatch.setenv("PROV_SERVER", srv.address)
     try:
         web = read_line(srv.proc, "web on ", timeout=60)
-        start = time.monotonic()
         rc, out, err = cli("verify", str(big), "--json")
         text_rc, text, _ = cli("verify", str(big))
         vid_rc, vid_out, vid_err = cli("verify", str(clip), "--json")
         with httpx.Client(base_url=web, timeout=120) as c:
             r = c.post("/api/v1/verify", files={"file": (big.name, big.read_bytes())})
-        took = time.monotonic() - start
     finally:
         srv.stop()
     assert rc == 11, err
@@ -342,5 +339,5 @@ def test_a_detector_slower_than_its_deadline_costs_the_score_not_the_verdict(
     assert r.status_code == 200, r.text[:400]
     assert r.json()["status"] == "UNSIGNED"
     assert "did not answer within 0.001 s" in r.json()["detector"]["note"], r.json()["detector"]
-    # four calls in turn through one decode slot: each was answered and gave it back
-    assert took < 60, took
+    # four calls in turn through one decode slot: each was answered (above) and so gave
+    # it back (a slot kept would leave the next waiting --decode-wait-seconds, then refused)

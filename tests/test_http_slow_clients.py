@@ -427,26 +427,25 @@ def test_an_answer_taken_a_little_at_a_time_is_cut_off(
     and its client's share of tile bytes in flight for as long as it went on (seen
     before: still open after 8 s, and the same client's next tile 429 after the 0.5 s
     wait). Now it must take the answer at 256 KiB/s once it has held the server back for
-    the 1 s grace: it is cut off (reset) within a few seconds, its share is given back
-    and its next tile is served."""
+    the 1 s grace: the server cuts it off (reset, or closed) while it is still reading
+    (within 64 reads of 2 KiB, 0.25 s apart or more: the grace lasts 4 of them), its
+    share is given back and its next tile is served."""
     url, shares = tile_server
     host, port = url.removeprefix("http://").rsplit(":", 1)
     s = socket.socket()
     s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     s.connect((host, int(port)))
-    got, cut_after = 0, None
-    t0 = time.monotonic()
+    got, reads, cut = 0, 0, False
     try:
         s.sendall(b"GET /tlog/tile/entries/000 HTTP/1.1\r\nHost: x\r\n\r\n")
         s.settimeout(5)
-        while time.monotonic() - t0 < 8:
+        while not cut and reads < 64:
             try:
                 chunk = s.recv(2048)
             except ConnectionResetError:
                 chunk = b""
-            if not chunk:
-                cut_after = time.monotonic() - t0
-                break
+            reads += 1
+            cut = not chunk
             got += len(chunk)
             time.sleep(0.25)
         held = shares.held("127.0.0.1")
@@ -457,9 +456,7 @@ def test_an_answer_taken_a_little_at_a_time_is_cut_off(
             status = e.code
     finally:
         s.close()
-    assert cut_after is not None, f"still open after 8 s, {got:,} bytes read"
-    assert cut_after < 6, cut_after
-    assert got < 1 << 20
+    assert cut, f"still open after {reads} reads, {got:,} bytes read"
     assert held == 0
     assert status == 200
 
@@ -985,12 +982,9 @@ def test_serve_http_page_takes_the_web_limit_flags(tmp_path: Path) -> None:
     try:
         web = read_line(srv.proc, "web on ")
         port = int(web.rsplit(":", 1)[1])
-        start = time.monotonic()
         stalled = _answer(_upload_from(port, "127.0.0.2", PART + b"\xff\xd8", False), 20)
-        took = time.monotonic() - start
         assert stalled is not None and stalled.startswith("HTTP/1.1 408 "), stalled
-        assert "nothing arrived for 2 s" in stalled, stalled
-        assert took < 10, took
+        assert "nothing arrived for 2 s" in stalled, stalled  # the idle window that ran out
         empty = PART + b"\r\n--B--\r\n"  # refused at once (400), but counted as started
         rate = [_answer(_upload_from(port, "127.0.0.3", empty, True), 10) for _ in range(3)]
         assert [(a or "").split("\r\n")[0] for a in rate] == [
@@ -1000,10 +994,9 @@ def test_serve_http_page_takes_the_web_limit_flags(tmp_path: Path) -> None:
         ], rate
         head = _connect(web, "127.0.0.4")
         head.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n")  # the rest of the head never comes
-        start = time.monotonic()
         cut = _read_until_closed(head, 20)
         assert cut is not None and cut.startswith(b"HTTP/1.1 408 "), cut
-        assert time.monotonic() - start < 8
+        assert b"did not all arrive within 2 s" in cut, cut  # --header-seconds, not 10 s
         held = [_connect(web, "127.0.0.5") for _ in range(3)]
         fourth = _connect(web, "127.0.0.5")
         _assert_too_many(_read_until_closed(fourth, 10), "127.0.0.5", 3)
@@ -1057,11 +1050,9 @@ def test_a_connection_answered_before_its_body_ended_is_closed_once_idle(
             s.sendall(request)
         start = time.monotonic()
         closed = [_read_until_closed(s, max(0.1, start + 20 - time.monotonic())) for s in socks]
-        waited = time.monotonic() - start
         for got in closed:
             assert got is not None, "a connection answered early was still open after 20 s"
             assert got.startswith(answers)
-        assert waited < 15
         with _connect(url, "127.0.0.3") as again:  # the share is back
             got = _get_favicon(again)
         assert got is not None and not got.startswith(b"HTTP/1.1 503")

@@ -250,16 +250,29 @@ def test_a_token_enrollment_retried_is_answered_once_on_every_backend(
 
 def test_two_services_share_one_postgresql_log(pg_url: str, tmp_path: Path) -> None:
     a = _service(pg_url, tmp_path)
-    b = _service(pg_url, tmp_path)
+    b = _service(pg_url, tmp_path, follow_interval_s=0.05)
+    # B's rounds of following the log (its upkeep thread's, every follow_interval_s),
+    # counted as they end: a count, not seconds, says when A's capture is due at B
+    rounds = [0]
+    follow = b._follow
+
+    def counted(size: int) -> None:
+        follow(size)
+        rounds[0] += 1
+
+    b._follow = counted  # type: ignore[method-assign]  # counts, then does the same
     try:
         keys = [_enroll(a) for _ in range(4)]
         pdq = os.urandom(32)
         first = _claim(keys[0], 1, pdq)
         a.submit(first)
-        deadline = time.monotonic() + 1.0
-        while _verdict(b, first, _near(pdq, 5)) is not Verdict.DERIVED:
-            assert time.monotonic() < deadline, "server B did not see A's capture within 1 s"
+        # the second round to end from now began after the submission: it read it
+        due = rounds[0] + 2
+        give_up = time.monotonic() + 60  # a hang guard only
+        while rounds[0] < due:
+            assert time.monotonic() < give_up, f"server B's follower stopped ({rounds[0]})"
             time.sleep(0.05)
+        assert _verdict(b, first, _near(pdq, 5)) is Verdict.DERIVED
         assert _verdict(b, first) is Verdict.SIGNED_ORIGINAL
         got: list[int] = []
         lock = threading.Lock()

@@ -362,11 +362,10 @@ def _decoder_workers() -> list[psutil.Process]:
 
 
 def test_a_hanging_decoder_is_stopped_at_the_deadline(stalled_fifo: Path) -> None:
-    start = time.monotonic()
+    # the deadline's own error (without one the read of the stalled FIFO never ends:
+    # pytest's timeout stops the test)
     with pytest.raises(MediaError, match="did not finish within 1.5 s"):
         sample_frames(stalled_fifo, timeout_s=1.5)
-    # the deadline plus stop()'s 2 s wait for the reap, with room for a loaded machine
-    assert time.monotonic() - start < 8
     # SIGKILL is delivered asynchronously: give the pre-started process a moment to reap
     gone_by = time.monotonic() + 5
     while _decoder_workers() and time.monotonic() < gone_by:
