@@ -300,3 +300,37 @@ def test_a_turn_is_held_until_its_thread_ends_even_when_its_caller_is_cancelled(
         assert await queued == "done"
 
     asyncio.run(run())
+
+
+def test_a_caller_cancelled_as_its_place_is_taken_for_another_makes_room_quietly() -> None:
+    """Every place taken; the longest queue's newest caller is cancelled (its client went
+    away) in the same turn of the event loop as another client asks for a place: the
+    newcomer gets the place, the cancelled caller ends cancelled. Before, the newcomer's
+    call raised asyncio.InvalidStateError ('invalid state': a refusal set on the
+    cancelled caller's future), an INTERNAL error for a Lookup."""
+
+    async def run() -> None:
+        turns = FairTurns(1, _refuse, per_client=3, in_all=2)
+        release = asyncio.Event()
+
+        async def caller(client: str) -> str:
+            async with turns.turn(client):
+                await release.wait()
+            return client
+
+        holder = asyncio.ensure_future(caller("A"))
+        await asyncio.sleep(0)
+        a = [asyncio.ensure_future(caller("A")) for _ in range(2)]
+        await asyncio.sleep(0)
+        assert (turns.held, turns.queued) == (1, 2)
+        b = asyncio.ensure_future(caller("B"))  # its first step runs before a[1]'s cancel
+        a[1].cancel()
+        await asyncio.sleep(0)
+        assert (turns.held, turns.queued) == (1, 2)  # a[0] and b
+        release.set()
+        assert await asyncio.gather(holder, a[0], b) == ["A", "A", "B"]
+        with pytest.raises(asyncio.CancelledError):
+            await a[1]
+        assert (turns.held, turns.queued) == (0, 0)
+
+    asyncio.run(run())

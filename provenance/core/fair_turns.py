@@ -106,9 +106,10 @@ class FairTurns:
         self._queued -= 1
         if not longest:
             del self._queues[victim]
-        dropped.set_exception(
-            self._refused(Refusal(victim, len(longest) + 1, self._queued + 1, dropped=True))
-        )
+        if not dropped.done():  # else cancelled already, its task not yet run: it leaves
+            dropped.set_exception(
+                self._refused(Refusal(victim, len(longest) + 1, self._queued + 1, dropped=True))
+            )
 
     def _pass_on(self) -> None:
         """A turn was given back: hand it to the next client's oldest caller, else free
