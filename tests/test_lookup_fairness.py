@@ -328,7 +328,7 @@ def test_a_caller_cancelled_as_its_place_is_taken_for_another_makes_room_quietly
         await asyncio.sleep(0)
         assert (turns.held, turns.queued) == (1, 2)  # a[0] and b
         release.set()
-        assert await asyncio.gather(holder, a[0], b) == ["A", "A", "B"]
+        assert list(await asyncio.gather(holder, a[0], b)) == ["A", "A", "B"]
         with pytest.raises(asyncio.CancelledError):
             await a[1]
         assert (turns.held, turns.queued) == (0, 0)
