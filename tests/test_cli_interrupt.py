@@ -8,6 +8,7 @@ accepted connection says the command is waiting on its call, when SIGINT is sent
 
 from __future__ import annotations
 
+import os
 import shutil
 import signal
 import socket
@@ -73,3 +74,28 @@ def test_a_stopped_scan_points_to_resume(
     # said once: not also main's bare "interrupted" line
     assert "interrupted" not in (line.strip() for line in err.splitlines()), err
     assert "Traceback" not in err, err
+
+
+@pytest.mark.parametrize("sigint", [signal.default_int_handler, signal.SIG_IGN])
+def test_sigterm_while_a_scan_starts_a_worker_waits_for_the_start(sigint: object) -> None:
+    """`prov scan`'s SIGTERM (`clients.scan.cli._terminate_as_interrupt`) while its pool
+    starts a worker (`clients.scan.engines._interrupt_after`) is held until the start is
+    done, as a Ctrl-C is, also in a scan started with SIGINT ignored (``prov scan ... &``
+    in a script, then ``kill``), where SIGTERM cannot go by SIGINT. Before, that scan's
+    KeyboardInterrupt was raised inside the start: the pool did not know its worker."""
+    from clients.scan.cli import _terminate_as_interrupt
+    from clients.scan.engines import _interrupt_after
+
+    previous = signal.signal(signal.SIGINT, sigint)  # type: ignore[arg-type]
+    reached: list[str] = []
+    got: list[int] = []
+    try:
+        with pytest.raises(KeyboardInterrupt), _terminate_as_interrupt(got):
+            with _interrupt_after():
+                os.kill(os.getpid(), signal.SIGTERM)  # its handler runs at the next line
+                reached.append("the start's end")
+            reached.append("past the block")
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    assert reached == ["the start's end"], reached
+    assert got == [signal.SIGTERM]

@@ -13,6 +13,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent import futures
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -255,3 +256,81 @@ def test_fair_turns_rotate_between_clients_and_drop_from_the_longest_queue() -> 
 
     asyncio.run(run())
     assert ran == ["first", "A0", "B0", "A1"], ran
+
+
+def test_a_turn_is_held_until_its_thread_ends_even_when_its_caller_is_cancelled() -> None:
+    """A Lookup whose caller goes away (gRPC cancels the handler) leaves its thread
+    running until its next part boundary: the turn stays held until that thread ends, so
+    turns held never undercount the Lookup threads busy and a client cannot get past its
+    places by cancelling each call once it runs. Before, the turn was given back at the
+    cancellation: in a real server (--max-lookups 1, a Lookup taking 1.5 s cancelled after
+    0.5 s) the same client's next Lookup took the free turn behind the busy thread and a
+    third one was queued rather than refused."""
+    gate = threading.Event()
+    ran = threading.Event()
+
+    def work() -> str:
+        ran.set()
+        gate.wait(60)
+        return "done"
+
+    async def run() -> None:
+        turns = FairTurns(1, _refuse, per_client=1, in_all=1)
+        with futures.ThreadPoolExecutor(1) as pool:
+            try:
+                await held_through_cancel(turns, pool)
+            finally:
+                gate.set()
+        assert (turns.held, turns.queued) == (0, 0)
+
+    async def held_through_cancel(turns: FairTurns, pool: futures.Executor) -> None:
+        job = asyncio.ensure_future(turns.in_thread("A", pool, work))
+        while not ran.is_set():
+            await asyncio.sleep(0.01)
+        job.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await job
+        assert turns.held == 1  # its thread still runs
+        queued = asyncio.ensure_future(turns.in_thread("A", pool, work))
+        await asyncio.sleep(0)
+        assert (turns.held, turns.queued) == (1, 1)
+        with pytest.raises(LimitError, match="A 1 1 True False"):
+            await turns.in_thread("A", pool, work)  # A's one place is taken
+        gate.set()
+        assert await queued == "done"
+
+    asyncio.run(run())
+
+
+def test_a_caller_cancelled_as_its_place_is_taken_for_another_makes_room_quietly() -> None:
+    """Every place taken; the longest queue's newest caller is cancelled (its client went
+    away) in the same turn of the event loop as another client asks for a place: the
+    newcomer gets the place, the cancelled caller ends cancelled. Before, the newcomer's
+    call raised asyncio.InvalidStateError ('invalid state': a refusal set on the
+    cancelled caller's future), an INTERNAL error for a Lookup."""
+
+    async def run() -> None:
+        turns = FairTurns(1, _refuse, per_client=3, in_all=2)
+        release = asyncio.Event()
+
+        async def caller(client: str) -> str:
+            async with turns.turn(client):
+                await release.wait()
+            return client
+
+        holder = asyncio.ensure_future(caller("A"))
+        await asyncio.sleep(0)
+        a = [asyncio.ensure_future(caller("A")) for _ in range(2)]
+        await asyncio.sleep(0)
+        assert (turns.held, turns.queued) == (1, 2)
+        b = asyncio.ensure_future(caller("B"))  # its first step runs before a[1]'s cancel
+        a[1].cancel()
+        await asyncio.sleep(0)
+        assert (turns.held, turns.queued) == (1, 2)  # a[0] and b
+        release.set()
+        assert list(await asyncio.gather(holder, a[0], b)) == ["A", "A", "B"]
+        with pytest.raises(asyncio.CancelledError):
+            await a[1]
+        assert (turns.held, turns.queued) == (0, 0)
+
+    asyncio.run(run())

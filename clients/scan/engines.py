@@ -141,20 +141,35 @@ def _interrupt_after() -> Iterator[None]:
     when the pool has none idle: interrupted half-way, the pool did not know its worker,
     which then failed at start with a traceback (this process, exiting, had removed its
     semaphores) or waited for ever. Starting a worker waits for the fork server's imports
-    the first time (1-2 s), so a Ctrl-C then takes effect that much later. Outside the
-    main thread, or when SIGINT is not Python's default handler, the block runs as is."""
-    if (
-        threading.current_thread() is not threading.main_thread()
-        or signal.getsignal(signal.SIGINT) is not signal.default_int_handler
-    ):
+    the first time (1-2 s), so a Ctrl-C then takes effect that much later. A SIGTERM
+    handled in Python (`clients.scan.cli`'s, which stops the scan as Ctrl-C does) is held
+    the same way and then handed to that handler, also when SIGINT is ignored (a scan
+    started in the background), where it cannot go by SIGINT. Outside the main thread the
+    block runs as is, and SIGINT is held only when it has Python's default handler."""
+    if threading.current_thread() is not threading.main_thread():
         yield
         return
     held: list[int] = []
-    previous = signal.signal(signal.SIGINT, lambda signum, _frame: held.append(signum))
+
+    def hold(signum: int, _frame: types.FrameType | None) -> None:
+        held.append(signum)
+
+    previous = {
+        signum: signal.signal(signum, hold)
+        for signum, handler in (
+            (signal.SIGINT, signal.getsignal(signal.SIGINT)),
+            (signal.SIGTERM, signal.getsignal(signal.SIGTERM)),
+        )
+        if handler is signal.default_int_handler or (signum == signal.SIGTERM and callable(handler))
+    }
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+    on_term = previous.get(signal.SIGTERM)
+    if signal.SIGTERM in held and callable(on_term):
+        on_term(signal.SIGTERM, None)  # raises, as it would have in the block
     if held:
         raise KeyboardInterrupt
 

@@ -13,10 +13,14 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 from collections.abc import AsyncIterator, Callable
+from concurrent.futures import Executor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from typing import TypeVar
 
 from provenance.core.errors import ConfigError, LimitError
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -44,8 +48,10 @@ class FairTurns:
     error each refusal raises); with ``in_all`` taken, a client with
     fewer waiting than the longest queue less one still gets its place: the longest
     queue's newest caller is refused to make room (longest queue drop, as fq_codel's), so
-    a flood from one client cannot shut another out. A caller cancelled while it waits leaves its queue. For one event
-    loop (no lock): call `turn` from coroutines of that loop only."""
+    a flood from one client cannot shut another out. A caller cancelled while it waits leaves its
+    queue; one cancelled while `in_thread` runs its work leaves its turn held until that
+    work ends. For one event loop (no lock): call `turn` and `in_thread` from coroutines of
+    that loop only."""
 
     def __init__(
         self,
@@ -100,9 +106,10 @@ class FairTurns:
         self._queued -= 1
         if not longest:
             del self._queues[victim]
-        dropped.set_exception(
-            self._refused(Refusal(victim, len(longest) + 1, self._queued + 1, dropped=True))
-        )
+        if not dropped.done():  # else cancelled already, its task not yet run: it leaves
+            dropped.set_exception(
+                self._refused(Refusal(victim, len(longest) + 1, self._queued + 1, dropped=True))
+            )
 
     def _pass_on(self) -> None:
         """A turn was given back: hand it to the next client's oldest caller, else free
@@ -119,6 +126,30 @@ class FairTurns:
                 return
         self._held -= 1
 
+    async def _take(self, client: str) -> None:
+        """Wait for a slot for ``client``, in its turn (raises as `turn` says); the caller
+        then holds it and gives it back with `_pass_on`."""
+        if self._held < self.slots and not self._queues:
+            self._held += 1
+            return
+        queue = self._queues.get(client)
+        mine = 0 if queue is None else len(queue)
+        if self._per_client is not None and mine >= self._per_client:
+            raise self._refused(Refusal(client, mine, self._queued, per_client=True))
+        if self._in_all is not None and self._queued >= self._in_all:
+            self._make_room(client, mine)
+        waiter = asyncio.get_running_loop().create_future()
+        self._queues.setdefault(client, deque()).append(waiter)
+        self._queued += 1
+        try:
+            await waiter
+        except asyncio.CancelledError:
+            if waiter.done() and not waiter.cancelled() and waiter.exception() is None:
+                self._pass_on()  # handed a turn as it was cancelled: pass it on
+            else:
+                self._leave(client, waiter)
+            raise
+
     @asynccontextmanager
     async def turn(self, client: str) -> AsyncIterator[None]:
         """Hold one of the slots for ``client`` (a `client_key`) inside the block, waiting
@@ -126,27 +157,30 @@ class FairTurns:
         client already has ``per_client`` callers waiting, or every place of ``in_all``
         is taken and no client has two more waiting than this one, also when this caller
         waited and was then dropped for another client's."""
-        if self._held < self.slots and not self._queues:
-            self._held += 1
-        else:
-            queue = self._queues.get(client)
-            mine = 0 if queue is None else len(queue)
-            if self._per_client is not None and mine >= self._per_client:
-                raise self._refused(Refusal(client, mine, self._queued, per_client=True))
-            if self._in_all is not None and self._queued >= self._in_all:
-                self._make_room(client, mine)
-            waiter = asyncio.get_running_loop().create_future()
-            self._queues.setdefault(client, deque()).append(waiter)
-            self._queued += 1
-            try:
-                await waiter
-            except asyncio.CancelledError:
-                if waiter.done() and not waiter.cancelled() and waiter.exception() is None:
-                    self._pass_on()  # handed a turn as it was cancelled: pass it on
-                else:
-                    self._leave(client, waiter)
-                raise
+        await self._take(client)
         try:
             yield
         finally:
             self._pass_on()
+
+    async def in_thread(
+        self, client: str, executor: Executor, fn: Callable[..., T], *args: object
+    ) -> T:
+        """``fn(*args)`` on one of ``executor``'s threads in a turn of ``client`` (waiting
+        and refused as `turn` says), the turn held until that thread is done with it, also
+        when this caller is cancelled meanwhile (a gRPC call cancelled by its client: the
+        thread runs on, to ``fn``'s own deadline), so that with as many threads as slots
+        a call given a turn never waits for a thread, and a client cannot take more than
+        its places by cancelling its calls once they run (measured before: a client whose
+        Lookup was cancelled while it ran had its next Lookup take the turn behind the
+        still busy thread, and a third one queued instead of refused). Returns what
+        ``fn`` returns; raises what it raises, CancelledError when this caller is."""
+        await self._take(client)
+        try:
+            job = asyncio.get_running_loop().run_in_executor(executor, fn, *args)
+        except BaseException:
+            self._pass_on()  # an executor shut down: no thread took it
+            raise
+        job.add_done_callback(lambda _: self._pass_on())
+        # shielded: a cancelled caller leaves the job (and its turn) to finish
+        return await asyncio.shield(job)

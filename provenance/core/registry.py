@@ -75,13 +75,20 @@ _NOT_IN_LABELS = {
 #: Persian and Indic words and emoji sequences are written with them (Unicode 15, §23.2),
 #: they reorder nothing, and `provenance.terminal.shown` writes them as they are.
 _JOINERS = frozenset("\u200c\u200d")
-#: An emoji tag sequence (UTS #51 §2.3.3, ED-14a): a tag base, here WAVING BLACK FLAG
-#: (U+1F3F4, the base of every such sequence Unicode recommends: the flags of England,
-#: Scotland and Wales; Scotland's is U+1F3F4, the tags "gbsct", U+E007F), then one or
-#: more tag characters U+E0020-U+E007E (category Cf) and CANCEL TAG U+E007F. Its tags
-#: are kept; a tag character anywhere else is refused as any format character. Group 1:
-#: the tags and the CANCEL TAG.
-_TAG_SEQUENCE = re.compile("\U0001f3f4([\U000e0020-\U000e007e]+\U000e007f)")
+#: A valid emoji tag sequence (UTS #51 §2.3.3 ED-14a, and its Annex C: the tags of a
+#: WAVING BLACK FLAG spell a CLDR unicode_subdivision_id): WAVING BLACK FLAG (U+1F3F4,
+#: the base of every such sequence Unicode recommends: the flags of England, Scotland
+#: and Wales; Scotland's is U+1F3F4, the tags "gbsct", U+E007F), then a subdivision code
+#: in tag characters (category Cf: two lower-case letters or three digits, then one to
+#: four lower-case letters or digits) and CANCEL TAG U+E007F. Its tags are kept; a tag
+#: character anywhere else is refused as any format character, and so are the other
+#: well-formed tag runs (ED-14a takes any of U+E0020-U+E007E, so a label could carry
+#: invisible ASCII text after a flag: "ASCII smuggling"). Group 1: the tags and the
+#: CANCEL TAG.
+_TAG_SEQUENCE = re.compile(
+    "\U0001f3f4((?:[\U000e0061-\U000e007a]{2}|[\U000e0030-\U000e0039]{3})"
+    "[\U000e0030-\U000e0039\U000e0061-\U000e007a]{1,4}\U000e007f)"
+)
 #: A claim's media type: RFC 6838 section 4.2's type and subtype names, no parameters
 #: (what `prov sign` writes: image/jpeg, video/mp4, application/octet-stream).
 _MEDIA_TYPE = re.compile(r"[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]*/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]*")
@@ -92,7 +99,7 @@ def check_label(label: str) -> None:
     UTF-8 text with no control, format, private-use or unassigned character, nor a line
     or paragraph separator (Unicode categories `_NOT_IN_LABELS`; a zero-width joiner or
     non-joiner between two characters is kept, `_JOINERS`, and so are the tags of a
-    well-formed emoji tag sequence such as a flag of Scotland, `_TAG_SEQUENCE`), so that
+    valid emoji tag sequence such as a flag of Scotland, `_TAG_SEQUENCE`), so that
     a name shown beside a device can neither fill a report nor rewrite the terminal
     showing it (an escape sequence, a bidirectional override). Before, a label of 100,000 characters
     was kept as given."""

@@ -859,9 +859,10 @@ class VerificationServicer(rpc.VerificationServicer):
         left = context.time_remaining()
         budget = lim.lookup_s if left is None else min(left, lim.lookup_s)
         deadline = time.monotonic() + budget
-        async with self.lookup_turns.turn(peer_client(context.peer())):
-            loop = asyncio.get_running_loop()
-            return await loop.run_in_executor(self.lookups, self._lookup, request, deadline, budget)
+        # the turn is held until the thread ends, a call cancelled meanwhile included
+        return await self.lookup_turns.in_thread(
+            peer_client(context.peer()), self.lookups, self._lookup, request, deadline, budget
+        )
 
     def _lookup(self, request: Any, deadline: float, budget: float) -> Any:
         """The Lookup reply (in a lookup thread), given up at ``deadline`` (time.monotonic)
