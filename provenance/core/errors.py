@@ -152,9 +152,11 @@ class TransportError(ProvenanceError):
 
 class DecodeBudgetError(MediaTooLargeError):
     """An image would need more memory to decode than the server's budget allows, a video
-    more decoded pixels (`provenance.media.video.frames.MAX_SAMPLED_PIXELS`), or a damaged
+    more decoded pixels (`provenance.media.video.frames.MAX_SAMPLED_PIXELS`), a damaged
     video stream more time for its second, one-thread decode than its time limit leaves
-    (`provenance.media.video.worker`)."""
+    (`provenance.media.video.worker`), or a further decode of a video more time than the
+    one limit of all of one request's decodes of it leaves
+    (`provenance.media.video.decode.DecodeClock`)."""
 
 
 class DecoderMemoryError(MediaTooLargeError):

@@ -49,6 +49,8 @@ from provenance.media.image import SNIFF_BYTES, UNSUPPORTED_FORMAT, sniff_media_
 from provenance.media.video.decode import (
     DEFAULT_MAX_MEMORY_BYTES,
     DEFAULT_RATE_HZ,
+    DecodeClock,
+    Redecode,
     VideoInfo,
     sample_frames,
 )
@@ -275,8 +277,9 @@ class Upload:
 class InspectConfig:
     """Limits, the Content Credentials reader (None: C2PA not read) and the signing-time
     policy its results are judged by (None: the reader's current-time verdict), and video
-    decoding: wall-clock limit per decode (seconds), address-space limit of each decoding
-    child (bytes) and the most frames hashed in the dense pass."""
+    decoding: wall-clock limit of all the decodes of one video that one request starts
+    (seconds, `DecodeClock`), address-space limit of each decoding child (bytes) and the
+    most frames hashed in the dense pass."""
 
     limits: AssetLimits = AssetLimits()
     c2pa_pool: ReaderPool | None = None
@@ -294,13 +297,15 @@ class Inspection:
     """What was measured: facts for the verdict, decoded image, C2PA block (a dict),
     and for video the sampled frames (`VideoInfo`) and, when pixels were asked for
     (`inspect_upload` ``video_pixels``) and did not fit in the decoder's memory, why
-    (``video_pixels_error``; "" otherwise)."""
+    (``video_pixels_error``; "" otherwise), and the `DecodeClock` its decodes drew on,
+    which any further decode of the video for the same request draws on too."""
 
     facts: FileFacts
     image: ImageAsset | None = None
     c2pa: dict[str, Any] | None = None
     video: VideoInfo | None = None
     video_pixels_error: str = ""
+    decoding: DecodeClock | None = field(default=None, compare=False)
 
 
 def _c2pa(
@@ -381,8 +386,9 @@ def inspect_upload(
     lenient = lenient or bool(c2pa and (c2pa.get("present") or c2pa.get("validation_state")))
     if media_type.startswith("video/"):
         path = upload.spill()
+        clock = DecodeClock(cfg.video_timeout_s)
         try:
-            info, pixels_error = _sample_soft(path, cfg, video_pixels)
+            info, pixels_error = _sample_soft(path, cfg, video_pixels, clock)
         except MediaError as e:
             why = str(e).replace(f"'{path}'", "the upload").replace(path, "the upload")
             if lenient and isinstance(e, DecodeBudgetError):  # as an image's: a note
@@ -398,7 +404,7 @@ def inspect_upload(
                 f"the file looks like {media_type} but is not a decodable video: {why}"
             ) from e
         soft = tuple(f.pdq for f in info.frames)
-        return Inspection(replace(base, soft_bindings=soft), None, c2pa, info, pixels_error)
+        return Inspection(replace(base, soft_bindings=soft), None, c2pa, info, pixels_error, clock)
     if not media_type.startswith("image/"):
         note = f"no perceptual hash for {media_type}: only exact matches were searched"
         return Inspection(replace(base, notes=(note,)), None, c2pa)
@@ -419,40 +425,67 @@ def inspect_upload(
     return Inspection(replace(image.facts, content_sha256=base.content_sha256), image, c2pa)
 
 
-def _sample_soft(path: str, cfg: InspectConfig, video_pixels: int) -> tuple[VideoInfo, str]:
+#: The decode again of a video whose decode keeping the detector's pixels stopped early.
+AFTER_EARLY_STOP = Redecode(
+    "the second decode of the video, without the detector's frames, that its soft bindings"
+    " need after the first stopped early",
+    "repair or re-encode the file (for example `ffmpeg -i damaged.mp4 -c:v libx264"
+    " repaired.mp4`), or verify a shorter clip of it",
+)
+#: The decode again of a video whose decode keeping the detector's pixels ran out of memory.
+AFTER_NO_MEMORY = Redecode(
+    "the second decode of the video, without the detector's frames, that its soft bindings"
+    " need after the first ran out of memory keeping them",
+    "verify it without the detector (`prov verify --no-detect`), or a shorter or smaller"
+    " clip of it",
+)
+#: The dense frame pass for trimmed clips.
+DENSE_PASS = Redecode(
+    "the dense frame pass's decode of every frame",
+    "verify a shorter clip of it",
+)
+
+
+def _sample_soft(
+    path: str, cfg: InspectConfig, video_pixels: int, clock: DecodeClock
+) -> tuple[VideoInfo, str]:
     """The 1 Hz samples of a video that are its soft bindings, with the pixels of up to
     ``video_pixels`` of them kept (`inspect_upload`), and why none were kept when they
     did not fit ("" otherwise). A decode that keeps pixels and runs out of memory, or
     stops early (as a damaged stream does, or one short of memory), is done again without
     them; its result is used unless the two differ (pixels aside), so the soft bindings
-    are always those of a decode that kept none. Raises MediaError as `sample_frames`."""
+    are always those of a decode that kept none. Every decode draws on ``clock``. Raises
+    MediaError as `sample_frames`, DecodeBudgetError when the clock has no time left for
+    the decode again."""
     sample = partial(
         sample_frames,
         path,
         rate_hz=DEFAULT_RATE_HZ,
         max_frames=MAX_SOFT_BINDINGS,
-        timeout_s=cfg.video_timeout_s,
         max_memory_bytes=cfg.video_max_memory_bytes,
+        clock=clock,
     )
     if video_pixels <= 0:
         return sample(), ""
     try:
         kept = sample(keep_rgb_spread=video_pixels)
     except DecoderMemoryError as e:  # the kept pixels may be what did not fit
-        return sample(), str(e)
+        return sample(again=AFTER_NO_MEMORY), str(e)
     if not kept.decode_error:
         return kept, ""
-    plain = sample()
+    plain = sample(again=AFTER_EARLY_STOP)
     return kept if kept == plain else plain, ""  # VideoInfo equality leaves the pixels out
 
 
 def resample_dense(
-    upload: Upload, found: Inspection, cfg: InspectConfig, timeout_s: float
+    upload: Upload, found: Inspection, cfg: InspectConfig, timeout_s: float | None
 ) -> Inspection:
     """The same video hashed at up to every frame, for finding trimmed clips whose cut
     falls between the claim's 1 Hz samples (`provenance.core.video_match`). The pass is
-    bounded by ``cfg.dense_max_frames``, ``cfg.dense_max_pixels`` and ``timeout_s``
-    seconds. Raises MediaError as `sample_frames`."""
+    bounded by ``cfg.dense_max_frames``, ``cfg.dense_max_pixels``, the time left on the
+    inspection's `DecodeClock` and ``timeout_s`` seconds (None: no more). Raises
+    MediaError as `sample_frames`, DecodeBudgetError when the clock has no time left
+    for it."""
     assert found.video is not None
     v = found.video
     duration = max(v.duration_seconds, 1e-3)
@@ -464,6 +497,8 @@ def resample_dense(
         max_frames=frames + 2,
         timeout_s=timeout_s,
         max_memory_bytes=cfg.video_max_memory_bytes,
+        clock=found.decoding or DecodeClock(cfg.video_timeout_s),
+        again=DENSE_PASS,
     )
     facts = replace(found.facts, soft_bindings=tuple(f.pdq for f in info.frames))
     return replace(found, facts=facts, video=info)

@@ -51,7 +51,7 @@ from provenance.media.inspect import (
     inspect_upload,
     resample_dense,
 )
-from provenance.media.video.decode import sample_frames
+from provenance.media.video.decode import DecodeClock, Redecode, sample_frames
 from provenance.server.limits import DETECTOR_TIMEOUT_S
 from provenance.server.service import ProvenanceService
 from provenance.wire import convert as wire
@@ -62,6 +62,13 @@ log = logging.getLogger(__name__)
 
 #: Frames of a video the detector scores, spread evenly over its length.
 DETECTOR_VIDEO_FRAMES = 16
+#: The detector's decode of a video whose first decode kept other frames than it scores.
+DETECTOR_DECODE = Redecode(
+    "the detector's decode of the frames it scores (the first decode kept others: the"
+    " file's header misstates its length)",
+    "verify it without the detector (`prov verify --no-detect`), or re-encode the file so"
+    " that its header states its length",
+)
 #: Least time, in seconds, the dense frame pass needs before the call's deadline.
 DENSE_PASS_MIN_S = 5.0
 #: Reading a file for in-process verification, in bytes per read.
@@ -275,18 +282,15 @@ class VerificationPipeline:
         """A trimmed clip may fall between the claim's 1 Hz samples: hash (up to) every
         frame, within the caller's deadline, and look again."""
         left = time_left() if time_left is not None else None
-        budget = (
-            self.inspect.video_timeout_s
-            if left is None
-            else min(left - DENSE_PASS_MIN_S, self.inspect.video_timeout_s)
-        )
-        if budget < DENSE_PASS_MIN_S:
+        budget = None if left is None else left - DENSE_PASS_MIN_S  # the call's deadline
+        least = min(self.inspect.video_timeout_s, DENSE_PASS_MIN_S if budget is None else budget)
+        if least < DENSE_PASS_MIN_S:
             return _note(
                 report,
                 "the dense frame pass for trimmed clips was skipped: the call's deadline is"
                 " too close",
             )
-        try:
+        try:  # also within the time the inspection's decodes left (its DecodeClock)
             dense = resample_dense(upload, found, self.inspect, budget)
         except MediaError as e:
             return _note(report, f"the dense frame pass for trimmed clips did not finish: {e}")
@@ -358,8 +362,9 @@ class VerificationPipeline:
                 max_frames=n + 2,
                 keep_rgb_every=every,
                 max_rgb_frames=DETECTOR_VIDEO_FRAMES,
-                timeout_s=self.inspect.video_timeout_s,
                 max_memory_bytes=self.inspect.video_max_memory_bytes,
+                clock=found.decoding or DecodeClock(self.inspect.video_timeout_s),
+                again=DETECTOR_DECODE,
             )
         frames = [(f.timestamp_seconds, f.rgb) for f in info.frames if f.rgb is not None]
         return self.detector.score_video(frames, upload.sha256, timeout)

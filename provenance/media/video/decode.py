@@ -98,11 +98,109 @@ class VideoInfo:
     decode_error: str = ""
 
 
+@dataclass(frozen=True)
+class Redecode:
+    """A further decode of a video that one request has decoded before, in the words of
+    the DecodeBudgetError that refuses it: what it is (a sentence's subject) and what the
+    sender can do instead."""
+
+    what: str
+    advice: str
+
+
+#: A further decode that says nothing more of itself.
+FURTHER_DECODE = Redecode("a further decode of the video", "verify a shorter clip of it")
+
+
+@dataclass(frozen=True)
+class _Turn:
+    """One decode on a `DecodeClock`: when it started and when it must end (CLOCK_MONOTONIC
+    seconds), the seconds each earlier decode on the clock took, what it is, and the
+    caller's own limit in seconds when that ends it before the clock's deadline (None)."""
+
+    started: float
+    deadline: float
+    limit_s: float
+    earlier: tuple[float, ...]
+    again: Redecode
+    capped_s: float | None
+
+    @property
+    def earlier_s(self) -> float:
+        return sum(self.earlier)
+
+    def overdue(self) -> MediaError:
+        """The error of a decode stopped at its deadline: a DecodeBudgetError for a
+        further decode that the clock's one limit stopped, else the plain MediaError."""
+        if self.capped_s is not None or not self.earlier:
+            limit = self.limit_s if self.capped_s is None else self.capped_s
+            return MediaError(
+                f"decoding did not finish within {limit:g} s; the decoder was stopped"
+            )
+        return DecodeBudgetError(
+            f"{self.again.what} did not finish in the {self.deadline - self.started:.1f} s"
+            f" left of the {self.limit_s:g} s this request may spend decoding the video"
+            f" ({_earlier(self.earlier)}); the decoder was stopped; {self.again.advice}"
+        )
+
+
+def _earlier(earlier: tuple[float, ...]) -> str:
+    n = len(earlier)
+    return f"its {n} earlier decode{'s' if n > 1 else ''} took {sum(earlier):.1f} s"
+
+
+class DecodeClock:
+    """The one time limit of all the decodes of a video that one request starts (the
+    1 Hz decode of its soft bindings, that decode again without kept pixels, the
+    detector's decode, the dense pass: `provenance.media.inspect`,
+    `provenance.server.pipeline`; and inside each the damaged stream's one-thread pass,
+    `provenance.media.video.worker`), so that one VerifyFile or DetectFile spends at most
+    ``limit_s`` seconds decoding it. The deadline (CLOCK_MONOTONIC seconds) is fixed when
+    the first decode on the clock starts. A request's decodes run one after another: the
+    clock is not shared between threads.
+
+    Raises MediaError for a limit that is not a positive number of seconds.
+    """
+
+    def __init__(self, limit_s: float) -> None:
+        if not (math.isfinite(limit_s) and limit_s > 0):
+            raise MediaError(f"the decoding time limit must be positive seconds, got {limit_s}")
+        self.limit_s = limit_s
+        self.deadline: float | None = None
+        self.decodes: list[float] = []  # seconds each decode on the clock took
+
+    def begin(self, again: Redecode | None, timeout_s: float | None) -> _Turn:
+        """Start a decode (the first fixes the deadline). A further decode whose time left
+        is less than the longest decode before it (a decode of the same file decodes it
+        from its start again, at least as far) is refused: DecodeBudgetError, saying
+        ``again``'s what and advice, the limit and what was spent. ``timeout_s``: the
+        caller's own limit for this decode, seconds (None: none)."""
+        now = time.monotonic()
+        if self.deadline is None:
+            self.deadline = now + self.limit_s
+        left = self.deadline - now
+        earlier = tuple(self.decodes)
+        again = again or FURTHER_DECODE
+        if earlier and (left <= 0 or left < max(earlier)):
+            raise DecodeBudgetError(
+                f"{again.what} was refused: the {self.limit_s:g} s this request may spend"
+                f" decoding the video would run out first ({_earlier(earlier)}, the longest"
+                f" {max(earlier):.1f} s, and {max(0.0, left):.1f} s are left); {again.advice}"
+            )
+        if timeout_s is not None and timeout_s < left:
+            return _Turn(now, now + timeout_s, self.limit_s, earlier, again, timeout_s)
+        return _Turn(now, self.deadline, self.limit_s, earlier, again, None)
+
+    def end(self, turn: _Turn) -> None:
+        """Record how long the decode begun as ``turn`` took."""
+        self.decodes.append(time.monotonic() - turn.started)
+
+
 def sample_frames(
     path: str | os.PathLike[str],
     rate_hz: float = DEFAULT_RATE_HZ,
     max_frames: int = DEFAULT_MAX_FRAMES,
-    timeout_s: float = DEFAULT_TIMEOUT_S,
+    timeout_s: float | None = None,
     max_memory_bytes: int = DEFAULT_MAX_MEMORY_BYTES,
     keep_rgb_every: int = 0,
     max_rgb_frames: int = 16,
@@ -111,6 +209,8 @@ def sample_frames(
     max_sampled_pixels: int = MAX_SAMPLED_PIXELS,
     max_decoded_pixels: int = MAX_DECODED_PIXELS,
     keep_rgb_spread: int = 0,
+    clock: DecodeClock | None = None,
+    again: Redecode | None = None,
 ) -> VideoInfo:
     """Decode a video file in a sandboxed child and return PDQ hashes of frames sampled at
     rate_hz (by presentation time, so variable frame rate is handled; see
@@ -123,9 +223,13 @@ def sample_frames(
     `provenance.media.video.frames.iter_sampled_frames`). strip_bars: hash frames without
     their black bars (the default for soft bindings;
     `provenance.media.video.frames.trim_bars`). timeout_s: wall-clock
-    limit in seconds, process start included; max_memory_bytes: address-space limit of the
-    child in bytes (the interpreter with NumPy, PyAV and two decoder threads needs about
-    0.5 GiB of it before any frame). max_sampled_pixels, max_decoded_pixels: the decoding
+    limit in seconds, process start included (None: DEFAULT_TIMEOUT_S, or with a clock,
+    the time it has left); clock: the `DecodeClock` of the request this decode is one
+    of, whose one limit it draws on (the first decode on it fixes its deadline; a
+    ``timeout_s`` that ends sooner still stops it); again: what this decode is, when the
+    clock has timed decodes of the file before (`DecodeClock.begin`); max_memory_bytes:
+    address-space limit of the child in bytes (the interpreter with NumPy, PyAV and two
+    decoder threads needs about 0.5 GiB of it before any frame). max_sampled_pixels, max_decoded_pixels: the decoding
     budget (`provenance.media.video.frames.iter_sampled_frames`), checked against the
     stream header before any frame is decoded and again while decoding; `prov sign`,
     `prov scan` and the server all sample with the defaults, so a video one of them
@@ -135,11 +239,12 @@ def sample_frames(
     frames, cannot be decoded, or the child times out or crashes; DecoderMemoryError (a
     MediaTooLargeError) if it runs out of memory; MediaTooLargeError if a frame is over
     the pixel limit or more than max_frames samples would be taken; DecodeBudgetError (a
-    MediaTooLargeError) over the decoding budget.
+    MediaTooLargeError) over the decoding budget, or for a further decode on ``clock``
+    that its time left does not cover or that runs out of it.
     """
     if not (math.isfinite(rate_hz) and rate_hz > 0):
         raise MediaError(f"rate_hz must be a positive number, got {rate_hz}")
-    if max_frames < 1 or timeout_s <= 0 or max_memory_bytes <= 0:
+    if max_frames < 1 or (timeout_s is not None and timeout_s <= 0) or max_memory_bytes <= 0:
         raise MediaError("max_frames, timeout_s and max_memory_bytes must be positive")
     try:
         with open(path, "rb") as f:
@@ -160,8 +265,26 @@ def sample_frames(
         "keep_rgb_spread": keep_rgb_spread,
         "max_memory_bytes": max_memory_bytes,
     }
-    deadline = time.monotonic() + timeout_s
-    request = {**request, "timeout_s": timeout_s, "deadline": deadline}
+    if clock is None:  # a clock of this one decode: its limit is timeout_s
+        clock, timeout_s = DecodeClock(timeout_s or DEFAULT_TIMEOUT_S), None
+    turn = clock.begin(again, timeout_s)  # raises DecodeBudgetError before any child
+    request = {
+        **request,
+        "timeout_s": turn.deadline - turn.started,
+        "deadline": turn.deadline,
+        "limit_s": turn.capped_s or clock.limit_s,  # the limit that ends this decode
+        "earlier_s": turn.earlier_s,
+    }
+    try:
+        return _run(request, turn, max_frames, media_type, rate_hz)
+    finally:
+        clock.end(turn)
+
+
+def _run(
+    request: dict[str, Any], turn: _Turn, max_frames: int, media_type: str, rate_hz: float
+) -> VideoInfo:
+    """Fork a decoding child for ``request`` and read its reply until ``turn``'s deadline."""
     metrics.VIDEO_DECODES.inc()
     read_fd, write_fd = os.pipe()
     status_r, status_w = os.pipe()
@@ -174,7 +297,7 @@ def sample_frames(
     finally:
         os.close(write_fd)
         os.close(status_w)
-    reader = _Reader(read_fd, status_r, deadline, timeout_s)
+    reader = _Reader(read_fd, status_r, turn)
     try:
         header = reader.message(_HEADER_BASE_BYTES + _HEADER_BYTES_PER_FRAME * max_frames)
         return _parse(header, reader, media_type, rate_hz)
@@ -300,11 +423,11 @@ def _child_env() -> dict[str, str]:
 class _Reader:
     """Reads length-prefixed messages from a decoding child until a deadline."""
 
-    def __init__(self, fd: int, status_fd: int, deadline: float, timeout_s: float) -> None:
+    def __init__(self, fd: int, status_fd: int, turn: _Turn) -> None:
         self._fd = fd
         self._status_fd = status_fd
-        self._deadline = deadline
-        self._timeout_s = timeout_s
+        self._deadline = turn.deadline
+        self._turn = turn
         self._eof = False
 
     def message(self, max_bytes: int) -> bytes:
@@ -333,9 +456,7 @@ class _Reader:
         return bytes(buf)
 
     def _overdue(self) -> MediaError:
-        return MediaError(
-            f"decoding did not finish within {self._timeout_s:g} s; the decoder was stopped"
-        )
+        return self._turn.overdue()
 
     def _exit(self, wait_s: float) -> str:
         """How the child ended, from the wait status the decoder process reports."""

@@ -91,15 +91,19 @@ def _address_space_bytes() -> int:
         return int(f.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
 
 
-def _no_time_to_decode_again(damaged: int, first_s: float, timeout_s: float) -> dict[str, Any]:
+def _no_time_to_decode_again(
+    damaged: int, first_s: float, limit_s: float, earlier_s: float
+) -> dict[str, Any]:
     """The error header (a DecodeBudgetError's) for a damaged stream whose second decode,
-    on one thread, does not fit in what is left of ``timeout_s`` (seconds) after the
-    first took ``first_s``."""
+    on one thread, does not fit in what is left of ``limit_s`` (seconds, the request's
+    one limit) after the first took ``first_s`` and the request's earlier decodes of the
+    file ``earlier_s`` (`provenance.media.video.decode.DecodeClock`)."""
+    earlier = f", earlier decodes of the file {earlier_s:.1f} s" if earlier_s else ""
     return _error(
         f"the video stream is damaged ({damaged:,} frames the decoder marked corrupt), and"
         " a damaged stream is decoded a second time, on one thread, so that it hashes the"
-        f" same on every call; that second decode does not fit in the {timeout_s:g} s limit"
-        f" (the first took {first_s:.1f} s): repair or re-encode the file (for example"
+        f" same on every call; that second decode does not fit in the {limit_s:g} s limit"
+        f" (the first took {first_s:.1f} s{earlier}): repair or re-encode the file (for example"
         " `ffmpeg -i damaged.mp4 -c:v libx264 repaired.mp4`), or verify a shorter clip of it",
         True,
         budget=True,
@@ -149,7 +153,10 @@ def _decode(request: dict[str, Any]) -> tuple[dict[str, Any], list[Any]]:
             # longer than the first did is refused at once, one that runs out is stopped
             first_s = time.monotonic() - started
             late = _no_time_to_decode_again(
-                last.damaged_frames, first_s, float(request["timeout_s"])
+                last.damaged_frames,
+                first_s,
+                float(request["limit_s"]),
+                float(request["earlier_s"]),
             )
             if time.monotonic() + first_s > stop_at:
                 return late, []
