@@ -13,6 +13,7 @@ import typer
 from rich.text import Text
 
 from provenance.cli.files import read_capped
+from provenance.cli.openfiles import raise_open_files_limit
 from provenance.cli.options import (
     MAX_WAIT_S,
     SIGNAL_POLL_S,
@@ -485,7 +486,6 @@ def serve(
     from provenance.metrics import serve_metrics
     from provenance.server.allocator import collect_cycles_rarely, keep_freed_memory
     from provenance.server.limits import ServerLimits
-    from provenance.server.openfiles import raise_open_files_limit
     from provenance.server.rpc import ServerConfig, create_server
     from provenance.server.service import ProvenanceService, ServiceConfig
     from provenance.store import is_postgres_url
