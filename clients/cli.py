@@ -47,6 +47,7 @@ from clients.options import (
     UsageError,
     WitnessOpt,
     WitnessQuorumOpt,
+    existing,
     witness_quorum_of,
 )
 from clients.report import EXIT_CODES, EXIT_WITNESS_QUORUM, report_to_json, report_to_text
@@ -464,7 +465,7 @@ def device_enroll(
         Path | None,
         typer.Option(
             help="Enroll with an X.509 chain for this key from the server's authority instead of a token.",
-            exists=True,
+            callback=existing,
             dir_okay=False,
         ),
     ] = None,
@@ -618,7 +619,7 @@ TSA_TIMEOUT_S = 10.0
 @app.command()
 def sign(
     files: Annotated[
-        list[Path], typer.Argument(help="Captures to sign.", exists=True, dir_okay=False)
+        list[Path], typer.Argument(help="Captures to sign.", callback=existing, dir_okay=False)
     ],
     server: ServerOpt = default_server(),
     home: HomeOpt = default_home(),
@@ -913,7 +914,8 @@ class _OneFileCommand(TyperCommand):
 def _one_media_file(file: Path) -> Path:
     """``file`` unless it is a folder (a usage error pointing to `prov scan`) or a sidecar
     (FILE.prov: a usage error naming the media file to verify). Typer callback of `prov
-    verify`'s FILE. Raises typer.BadParameter."""
+    verify`'s FILE; first as `existing`. Raises typer.BadParameter."""
+    existing(file)
     if file.is_dir():
         raise typer.BadParameter(
             f"{file} is a folder; `prov verify` checks one file. `prov scan"
@@ -937,13 +939,13 @@ def _one_media_file(file: Path) -> Path:
 def verify(
     file: Annotated[
         Path,
-        typer.Argument(help="The file to verify.", exists=True, callback=_one_media_file),
+        typer.Argument(help="The file to verify.", callback=_one_media_file),
     ],
     sidecar: Annotated[
         Path | None,
         typer.Option(
             help="Sidecar to check (default: FILE.prov when it exists).",
-            exists=True,
+            callback=existing,
             dir_okay=False,
         ),
     ] = None,
@@ -1014,7 +1016,8 @@ def verify(
 @app.command()
 def detect(
     files: Annotated[
-        list[Path], typer.Argument(help="Images or videos to score.", exists=True, dir_okay=False)
+        list[Path],
+        typer.Argument(help="Images or videos to score.", callback=existing, dir_okay=False),
     ],
     server: ServerOpt = default_server(),
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON for machines.")] = False,

@@ -1193,15 +1193,56 @@ def measure(
     return fields, ()
 
 
+def _identity(st: os.stat_result) -> tuple[int, ...]:
+    """What changes when a file is replaced, written to or renamed: device, inode, size,
+    modification and change times (ns; the change time cannot be set back by its owner)."""
+    return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns
+
+
+def _still_the_hashed_bytes(path: Path, f: BinaryIO, before: os.stat_result, sha256: bytes) -> None:
+    """Check, once a video's frames were hashed, that they came from the bytes its hard
+    binding hashes: the decoder opens ``path`` by name after ``f`` was hashed, so a file
+    replaced (renamed over) or written to in between would give a claim whose frame hashes
+    are not of the signed bytes. ``path`` must still name the file ``f`` opened, with the
+    `_identity` of ``before`` (``fstat`` of ``f`` before hashing), and ``f`` must still hold
+    the bytes of SHA-256 ``sha256``. The second hash catches an in-place write of the same
+    size within one tick of the timestamps (a clock tick on kernels before 6.13, two
+    seconds on FAT), which the identity alone cannot see; it cost 1.5-5.6 ms of a 1.0-1.6 s
+    signature of a 2.2 MB 720p clip, 70-79 ms (5%) of one of 64 MiB that is mostly bytes
+    the decoder skips (bench/bench_sign_video.py). Decoding from ``f`` instead would need
+    the descriptor passed to the sandboxed decoder and would still miss in-place writes.
+    Raises MediaError "FILE changed while it was being signed; nothing was signed";
+    OSError as reading raises it."""
+    try:
+        named = _identity(os.stat(path))
+    except OSError:
+        named = ()
+    same = _identity(before) == _identity(os.fstat(f.fileno())) == named
+    if same:
+        f.seek(0)
+        again = hashlib.sha256()
+        while piece := f.read(1 << 20):
+            again.update(piece)
+        same = again.digest() == sha256
+    if not same:
+        raise MediaError(
+            f"{path.name} changed while it was being signed (replaced or written to between"
+            " the hash of its bytes and the hashes of its frames); nothing was signed: sign"
+            " it again once nothing writes it"
+        )
+
+
 def _measure_video(
     path: Path, f: BinaryIO, media_type: str
 ) -> tuple[ClaimFields, tuple[bytes, ...]]:
+    before = os.fstat(f.fileno())
     f.seek(0)
     try:
         digest = hash_file(f, DEFAULT_VIDEO_CHUNK)
     except BindingError as e:  # it changed while it was read
         raise MediaError(f"{path.name}: {e}") from e
     info = sample_frames(path, rate_hz=DEFAULT_RATE_HZ, max_frames=MAX_SOFT_BINDINGS)
+    _still_the_hashed_bytes(path, f, before, digest.sha256)
     # a claim carries at most MAX_CLAIM_SOFT_BINDINGS frames (its log entry must fit a
     # tlog-tiles entry bundle): of a longer video, every k-th sample, the samples of rate/k
     # (slot j of rate/k starts where slot j*k of the rate does)

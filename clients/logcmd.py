@@ -20,6 +20,7 @@ from clients.options import (
     UsageError,
     WitnessOpt,
     WitnessQuorumOpt,
+    existing,
     folder_to_fill,
     in_existing_folder,
     verifier_key,
@@ -102,7 +103,7 @@ def log_key(
         Path | None,
         typer.Option(
             help="Read the key from the server's log key file instead of asking the server.",
-            exists=True,
+            callback=existing,
             dir_okay=False,
         ),
     ] = None,
@@ -569,7 +570,7 @@ def _receipt_format(value: str) -> ReceiptFormat:
 @receipt_app.command("export")
 def receipt_export(
     sidecar: Annotated[
-        Path, typer.Argument(help="A FILE.prov sidecar holding a receipt.", exists=True)
+        Path, typer.Argument(help="A FILE.prov sidecar holding a receipt.", callback=existing)
     ],
     format: Annotated[
         ReceiptFormat,
@@ -644,7 +645,7 @@ def receipt_verify(
         Path,
         typer.Argument(
             help="A FILE.prov sidecar holding a receipt, or a FILE.tlog-proof (C2SP tlog-proof).",
-            exists=True,
+            callback=existing,
         ),
     ],
     log_key: Annotated[
@@ -662,7 +663,7 @@ def receipt_verify(
             "--sidecar",
             help="With a tlog-proof: also check that it proves this sidecar's claim, signed by"
             " the sidecar's key.",
-            exists=True,
+            callback=existing,
         ),
     ] = None,
     witness: WitnessOpt = None,
@@ -743,7 +744,7 @@ def _checked_receipt(
 @receipt_app.command("refresh")
 def receipt_refresh(
     sidecar: Annotated[
-        Path, typer.Argument(help="A FILE.prov sidecar holding a receipt.", exists=True)
+        Path, typer.Argument(help="A FILE.prov sidecar holding a receipt.", callback=existing)
     ],
     server: ServerOpt = default_server(),
     log_key: Annotated[

@@ -18,6 +18,7 @@ from clients.options import (
     start_metrics,
     verifier_keys,
 )
+from provenance.cli.openfiles import raise_open_files_limit
 from provenance.core.errors import ConfigError, LogError
 from provenance.log.checkpoint import generate_log_key, load_log_signer
 from provenance.witness import Witness
@@ -98,6 +99,7 @@ def serve(
         max_connections=max_connections,
         trusted_proxies=tuple(parse_trusted_proxy(p) for p in trusted_proxy or ()),
     )
+    raise_open_files_limit()  # a descriptor per connection, up to --max-connections
     try:
         run_witness(listen, witness, limits)
     finally:

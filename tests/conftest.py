@@ -286,12 +286,14 @@ def cli_process(
     cwd: Path = ROOT,
     start_new_session: bool = False,
     ignore_sigint: bool = False,
+    soft_open_files: int | None = None,
 ) -> subprocess.Popen[str]:
     """`prov ARGS` in a child process (``python -m clients.cli``, this checkout first on
     its path, 400 columns so that no message wraps), stdout and stderr piped as text;
     ``start_new_session`` as `subprocess.Popen` takes it; ``ignore_sigint``: started with
     SIGINT ignored, as a shell starts a background job (``sh -c 'trap "" INT; exec ...'``,
-    the same pid).
+    the same pid); ``soft_open_files``: started under that soft RLIMIT_NOFILE, its hard
+    limit as it is (``sh -c 'ulimit -S -n N; exec ...'``).
 
     Never `subprocess.Popen`'s ``preexec_fn`` in this test process: it makes Python
     fork() instead of vfork(), grpcio's fork handlers then restart gRPC's poller in the
@@ -302,6 +304,9 @@ def cli_process(
     command = [sys.executable, "-m", "clients.cli", *args]
     if ignore_sigint:
         command = ["/bin/sh", "-c", 'trap "" INT; exec "$@"', "sh", *command]
+    if soft_open_files is not None:
+        limit = f'ulimit -S -n {soft_open_files} && exec "$@"'
+        command = ["/bin/sh", "-c", limit, "sh", *command]
     return subprocess.Popen(
         command,
         stdout=subprocess.PIPE,

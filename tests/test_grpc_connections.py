@@ -6,17 +6,14 @@ low soft limit; 127.0.0.1 and ::1 are two client addresses of a server on [::]."
 
 from __future__ import annotations
 
-import os
 import socket
-import subprocess
-import sys
 from pathlib import Path
 
 import grpc
 
 from provenance.v1 import provenance_pb2 as pb
 from provenance.v1 import provenance_pb2_grpc as rpc
-from tests.conftest import ADMIN_TOKEN, ROOT, read_line
+from tests.conftest import cli_process, read_line
 
 #: The soft limit the server is started under (its hard limit stays as it is).
 SOFT_LIMIT = 256
@@ -33,16 +30,8 @@ def test_idle_connections_past_the_soft_open_file_limit_do_not_shut_others_out(
     out of descriptors: 'File descriptor limit reached. Retrying.' in its log every
     second and the other call DEADLINE_EXCEEDED (seen with 1,100 connections against the
     common 1,024, and here with 300 against 256)."""
-    command = [sys.executable, "-m", "clients.cli", "serve", "--db", str(tmp_path / "p.db")]
-    command += ["--listen", "[::]:0", "--no-detector"]
-    proc = subprocess.Popen(
-        ["/bin/sh", "-c", f'ulimit -S -n {SOFT_LIMIT} && exec "$@"', "sh", *command],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        cwd=ROOT,
-        env={**os.environ, "PROV_ADMIN_TOKEN": ADMIN_TOKEN, "PYTHONPATH": str(ROOT)},
-    )
+    command = ["serve", "--db", str(tmp_path / "p.db"), "--listen", "[::]:0", "--no-detector"]
+    proc = cli_process(command, soft_open_files=SOFT_LIMIT)
     held: list[socket.socket] = []
     try:
         port = int(read_line(proc, "listening on ").rpartition(":")[2])

@@ -934,3 +934,43 @@ def test_detect_options_of_the_local_model_need_local(
     for extra in (("--seed", "3"), ("--model", "other"), ("--device", "cpu")):
         rc, err = _run(capsys, "detect", str(photo), *extra, "--server", closed_port())
         assert rc == 2 and f"{extra[0]} choose the model run here: add --local" in err, err
+
+
+def test_a_loop_of_symbolic_links_is_named_not_reported_missing(
+    photo: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A path argument or option that is a loop of symbolic links (loop1 -> loop2 ->
+    loop1) is a usage error that names the loop (before: "path 'loop1' does not exist",
+    Typer's message for any path that cannot be stat'ed); a dangling link still reads
+    "does not exist"."""
+    loop = tmp_path / "loop1"
+    loop.symlink_to(tmp_path / "loop2")
+    (tmp_path / "loop2").symlink_to(loop)
+    dangling = tmp_path / "dangling"
+    dangling.symlink_to(tmp_path / "gone")
+    report = str(tmp_path / "scan.jsonl")
+    for args, option in (
+        (("verify", "LOOP"), "'file'"),
+        (("verify", str(photo), "--sidecar", "LOOP"), "--sidecar"),
+        (("sign", "LOOP"), "'files'"),
+        (("detect", "LOOP"), "'files'"),
+        (("scan", str(photo), "LOOP", "--report", report), "'paths'"),
+        (("receipt", "export", "LOOP"), "'sidecar'"),
+        (("receipt", "verify", "LOOP"), "'sidecar'"),
+        (("receipt", "refresh", "LOOP"), "'sidecar'"),
+        (("log", "key", "--key-file", "LOOP"), "--key-file"),
+        (("device", "enroll", "--certificate", "LOOP"), "--certificate"),
+        (
+            ("serve", "--db", str(tmp_path / "x.db"), "--admin-token-file", "LOOP"),
+            "--admin-token-file",
+        ),
+        (("serve", "--db", str(tmp_path / "x.db"), "--ca", "LOOP"), "--ca"),
+    ):
+        for path, said in (
+            (loop, "too many levels of symbolic links"),
+            (dangling, "does not exist"),
+        ):
+            rc, err = _run(capsys, *[str(path) if a == "LOOP" else a for a in args])
+            assert rc == 2 and option in err and f"{path.name}'" in err and said in err, (args, err)
+            if said != "does not exist":
+                assert "does not exist" not in err, (args, err)

@@ -16,7 +16,7 @@ import typer
 
 from clients.api import default_server
 from clients.device import default_home
-from clients.options import ServerOpt, in_existing_folder
+from clients.options import ServerOpt, existing, in_existing_folder
 from clients.scan.engines import Engine, LocalEngine, RayEngine
 from clients.scan.pipeline import DEFAULT_BATCH, run_scan
 from clients.scan.progress import ScanProgress, summary_table, summary_title
@@ -47,7 +47,7 @@ def scan(
         typer.Argument(
             help="Folders, zip or tar(.gz/.bz2/.xz) archives, list files (.txt/.lst/.list,"
             " one path a line) or single files.",
-            exists=True,
+            callback=existing,
         ),
     ],
     report: Annotated[

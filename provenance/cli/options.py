@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import errno
 import math
+import os
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, TypeVar
 
 import typer
 
@@ -75,6 +76,34 @@ def in_existing_folder(path: Path, option: str) -> Path:
             f"{path}: the folder {folder} does not exist (create it first)", param_hint=option
         )
     return path
+
+
+_Paths = TypeVar("_Paths", Path, Path | None, list[Path])
+
+
+def existing(value: _Paths) -> _Paths:
+    """``value`` if each path in it can be followed to something that exists; else a
+    usage error (exit 2) saying why not. Typer callback of path arguments and options, in
+    place of Typer's ``exists=True``, which reads every failing ``stat`` as "does not
+    exist": a loop of symbolic links (ELOOP, loop1 -> loop2 -> loop1), a folder on the
+    way that is a file (ENOTDIR) or cannot be searched (EACCES), a name too long.
+    ``value``: a path, a list of them (an argument that takes several), or None (an
+    option not given). Source: stat(2), path_resolution(7). Raises typer.BadParameter."""
+    for path in value if isinstance(value, list) else [value]:
+        if path is None:
+            continue
+        try:
+            os.stat(path)
+        except FileNotFoundError:
+            raise typer.BadParameter(f"path {os.fspath(path)!r} does not exist") from None
+        except OSError as e:
+            why = (e.strerror or str(e)).lower()
+            if e.errno == errno.ELOOP:
+                why += " (a loop of symbolic links, or a chain too long to follow)"
+            raise typer.BadParameter(
+                f"path {os.fspath(path)!r} cannot be followed: {why}"
+            ) from None
+    return value
 
 
 def folder_to_fill(path: Path, option: str) -> Path:

@@ -13,10 +13,12 @@ import typer
 from rich.text import Text
 
 from provenance.cli.files import read_capped
+from provenance.cli.openfiles import raise_open_files_limit
 from provenance.cli.options import (
     MAX_WAIT_S,
     SIGNAL_POLL_S,
     check_can_listen,
+    existing,
     finite,
     in_existing_folder,
     trusted_proxies,
@@ -146,7 +148,7 @@ def serve(
         Path | None,
         typer.Option(
             help="File holding the admin token (else $PROV_ADMIN_TOKEN; else admin calls are refused).",
-            exists=True,
+            callback=existing,
             dir_okay=False,
         ),
     ] = None,
@@ -205,7 +207,7 @@ def serve(
         Path | None,
         typer.Option(
             help="Enrollment authority folder (`prov admin ca init`): certify enrolled keys for C2PA export.",
-            exists=True,
+            callback=existing,
             file_okay=False,
         ),
     ] = None,
@@ -221,7 +223,7 @@ def serve(
         Path | None,
         typer.Option(
             help="PEM bundle of C2PA trust anchors for verification (default: the --ca root, if any).",
-            exists=True,
+            callback=existing,
             dir_okay=False,
         ),
     ] = None,
@@ -231,7 +233,7 @@ def serve(
             help="Extra signer EKUs (one OID per line, c2pa-rs store.cfg format) accepted,"
             " beside the reader's defaults, for signers chaining to the C2PA trust anchors:"
             " --c2pa-trust-anchors, else the --ca root (one of them is needed).",
-            exists=True,
+            callback=existing,
             dir_okay=False,
         ),
     ] = None,
@@ -244,7 +246,7 @@ def serve(
             help="PEM bundle of the RFC 3161 timestamp authorities trusted to date C2PA"
             " signatures (`prov sign --c2pa --tsa-url`). Without it timestamps are reported"
             " as untrusted and the log receipt or the current time is used.",
-            exists=True,
+            callback=existing,
             dir_okay=False,
         ),
     ] = None,
@@ -484,7 +486,6 @@ def serve(
     from provenance.metrics import serve_metrics
     from provenance.server.allocator import collect_cycles_rarely, keep_freed_memory
     from provenance.server.limits import ServerLimits
-    from provenance.server.openfiles import raise_open_files_limit
     from provenance.server.rpc import ServerConfig, create_server
     from provenance.server.service import ProvenanceService, ServiceConfig
     from provenance.store import is_postgres_url

@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 from clients.api import default_server
+from provenance.cli.openfiles import raise_open_files_limit
 from provenance.cli.options import (
     MAX_WAIT_S,
     ConnectionsPerClientOpt,
@@ -107,6 +108,7 @@ def web(
         check_can_listen(metrics_listen, "--metrics-listen")
     _warn_if_unreachable(server)
     start_metrics(metrics_listen)
+    raise_open_files_limit()  # a descriptor per connection, up to --max-connections
     run_web(
         listen,
         WebConfig(

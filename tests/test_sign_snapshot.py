@@ -1,0 +1,84 @@
+"""`prov sign` of a video reads the file twice: the hard binding through the open file,
+then the frame hashes (soft bindings) in the decoder, which opens the file by name. A file
+replaced or written to between the two reads is refused: "FILE changed while it was
+being signed; nothing was signed" (exit 1), no claim made, no sequence number used.
+Before, the claim was signed with the SHA-256 of the first bytes and the frame hashes of
+the others.
+
+The change is made at the boundary of the real flow: the decoder's sniffing ``open`` of
+the path (a filesystem call, the first read of the second pass) replaces or changes the
+file, then opens it; nothing of ours is replaced."""
+
+from __future__ import annotations
+
+import builtins
+import os
+import shutil
+from pathlib import Path
+from typing import IO, Any
+
+import pytest
+
+import provenance.media.video.decode as decode
+from clients.device import SIDECAR_SUFFIX, DeviceHome
+from tests.conftest import FIXTURES, SAMPLES, Cli
+
+OTHER = FIXTURES / "phash" / "video"
+
+
+def _change(how: str, clip: Path, other: Path) -> None:
+    """Change ``clip`` as a second writer would: ``replace`` renames another video over it
+    (a new inode), ``append`` adds bytes to it, ``overwrite`` rewrites one byte of the
+    middle of its frames in place (same inode, same size; two of its seven sampled frames
+    hash differently). ``overwrite unseen`` is that write on a filesystem whose timestamps
+    do not show it (FAT keeps times to 2 s, older kernels to a clock tick): the file's
+    ``stat`` and ``fstat`` go on reporting what they did before it."""
+    if how == "replace":
+        os.replace(other, clip)
+    elif how == "append":
+        with open(clip, "ab") as f:
+            f.write(b"\0" * 4096)
+    else:
+        middle = clip.stat().st_size // 2
+        with open(clip, "r+b") as f:
+            byte = os.pread(f.fileno(), 1, middle)
+            os.pwrite(f.fileno(), bytes([byte[0] ^ 0xFF]), middle)
+
+
+@pytest.mark.parametrize("how", ["replace", "append", "overwrite", "overwrite unseen"])
+def test_a_video_changed_between_the_hash_and_the_frames_is_not_signed(
+    enrolled: Cli, tmp_path: Path, how: str
+) -> None:
+    clip = Path(shutil.copy(SAMPLES / "fabric_pattern.mp4", tmp_path / "clip.mp4"))
+    other = Path(shutil.copy(OTHER / "doorknob-hd-no-bar.mp4", tmp_path / "other.mp4"))
+    changed: list[str] = []
+
+    def open_after_a_change(file: Any, *args: Any, **kwargs: Any) -> IO[Any]:
+        if os.fspath(file) == os.fspath(clip) and not changed:
+            _change(how, clip, other)
+            changed.append(how)
+        return builtins.open(file, *args, **kwargs)  # type: ignore[no-any-return]
+
+    with pytest.MonkeyPatch.context() as patch:
+        if how == "overwrite unseen":
+            old = os.stat(clip)
+            real_stat, real_fstat = os.stat, os.fstat
+
+            def unseen(st: os.stat_result) -> os.stat_result:
+                return old if (st.st_dev, st.st_ino) == (old.st_dev, old.st_ino) else st
+
+            patch.setattr(os, "stat", lambda *a, **k: unseen(real_stat(*a, **k)))
+            patch.setattr(os, "fstat", lambda fd: unseen(real_fstat(fd)))
+        patch.setattr(decode, "open", open_after_a_change, raising=False)
+        rc, out, err = enrolled("sign", str(clip))
+    assert changed == [how]  # the change came between the two reads
+    text = " ".join(err.split())
+    assert rc == 1, (out, err)
+    assert f"{clip}: not signed: {clip.name} changed while it was being signed" in text, text
+    assert "; nothing was signed" in text, text
+    assert not clip.with_name(clip.name + SIDECAR_SUFFIX).exists()
+    home = DeviceHome(enrolled.home)
+    assert home.pending() == [] and home.state().last_sequence == 0
+    # the same file, left alone now, is signed
+    rc, out, err = enrolled("sign", str(clip))
+    assert rc == 0 and "signed (#1) and logged" in out, err
