@@ -99,3 +99,37 @@ def test_sigterm_while_a_scan_starts_a_worker_waits_for_the_start(sigint: object
         signal.signal(signal.SIGINT, previous)
     assert reached == ["the start's end"], reached
     assert got == [signal.SIGTERM]
+
+
+@pytest.mark.parametrize("sigint", [signal.default_int_handler, signal.SIG_IGN])
+def test_sigterm_while_the_fork_server_starts_waits_for_the_start(
+    sigint: object, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`prov scan`'s SIGTERM (`clients.scan.cli._terminate_as_interrupt`) while the fork
+    server is spawned (`clients.scan.engines._start_fork_server`, SIGINT ignored then) is
+    held until the spawn is done, then stops the scan as before. Before, the handler saw
+    SIGINT ignored and raised KeyboardInterrupt inside ``forkserver.ensure_running``. The
+    spawn is stood in for by a function that gets the SIGTERM half-way."""
+    import multiprocessing.forkserver
+
+    from clients.scan.cli import _terminate_as_interrupt
+    from clients.scan.engines import _start_fork_server
+
+    reached: list[str] = []
+
+    def spawning() -> None:
+        os.kill(os.getpid(), signal.SIGTERM)  # its handler runs at the next line
+        reached.append("the spawn's end")
+
+    monkeypatch.setattr(multiprocessing.forkserver, "ensure_running", spawning)
+    previous = signal.signal(signal.SIGINT, sigint)  # type: ignore[arg-type]
+    got: list[int] = []
+    try:
+        with pytest.raises(KeyboardInterrupt), _terminate_as_interrupt(got):
+            _start_fork_server()
+            reached.append("past the start")
+        assert signal.getsignal(signal.SIGINT) is sigint
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    assert reached == ["the spawn's end"], reached
+    assert got == [signal.SIGTERM]

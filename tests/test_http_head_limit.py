@@ -85,7 +85,8 @@ def test_a_request_line_over_the_limit_gets_414(http_url: str) -> None:
         answer = _exchange(http_url, data)
         assert _status(answer) == 414, answer[:300]
         assert answer.endswith(
-            f"the request line is longer than the {LIMIT:,} bytes this server takes\n".encode()
+            f"the request line is too long: with it no request head fits in the {LIMIT:,}"
+            " bytes this server takes\n".encode()
         ), answer[-300:]
 
 
@@ -97,3 +98,19 @@ def test_a_pipelined_head_over_the_limit_gets_431_after_the_first_answer(
     statuses = [int(code) for code in re.findall(rb"HTTP/1\.1 (\d{3}) ", answer)]
     assert len(statuses) == 2 and statuses[0] not in (400, 431), answer[:600]
     assert statuses[1] == 431, answer[-600:]
+
+
+def _line(length: int) -> bytes:
+    """A GET request line of ``length`` bytes, its CRLF included."""
+    return b"GET /" + b"u" * (length - len(b"GET / HTTP/1.1\r\n")) + b" HTTP/1.1\r\n"
+
+
+def test_a_request_line_that_leaves_no_room_for_the_blank_line_gets_414(http_url: str) -> None:
+    # a line and its LF that fill the limit leave no room for the blank line that ends a
+    # head (a bare LF at least): no head with it fits, so fewer headers cannot help
+    # (431's advice); 431 before, as for any other head over the limit
+    headers = b"host: t\r\nconnection: close\r\n\r\n"
+    assert len(_line(LIMIT)) == LIMIT
+    assert _status(_exchange(http_url, _line(LIMIT) + headers)) == 414
+    # a byte shorter, the line and a bare LF fit (HTTP/1.0 needs no header): 431
+    assert _status(_exchange(http_url, _line(LIMIT - 1) + headers)) == 431

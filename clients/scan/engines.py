@@ -120,10 +120,19 @@ def _start_fork_server() -> None:
     (`RESTORE_SIGINT_ENV` tells the fork server so): a scan started with SIGINT ignored
     (``prov scan ... &`` in a script, where the shell ignores it for the job) keeps its
     workers ignoring it too, as before the fork server ignored it, so a Ctrl-C meant for
-    the foreground command does not end the scan's batches as interrupted."""
+    the foreground command does not end the scan's batches as interrupted.
+
+    A SIGTERM handled in Python (`clients.scan.cli`'s, which stops the scan as Ctrl-C
+    does) is held while the fork server is spawned and handed to that handler once SIGINT
+    is restored, as `_interrupt_after` holds it: before, the handler found SIGINT ignored
+    and raised KeyboardInterrupt inside ``forkserver.ensure_running``."""
     if threading.current_thread() is not threading.main_thread():
         multiprocessing.forkserver.ensure_running()
         return
+    held: list[int] = []
+    on_term = signal.getsignal(signal.SIGTERM)
+    if callable(on_term):
+        signal.signal(signal.SIGTERM, lambda signum, _frame: held.append(signum))
     previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
     if previous is not signal.SIG_IGN:
         os.environ[RESTORE_SIGINT_ENV] = "1"
@@ -132,6 +141,10 @@ def _start_fork_server() -> None:
     finally:
         signal.signal(signal.SIGINT, previous)
         os.environ.pop(RESTORE_SIGINT_ENV, None)
+        if callable(on_term):
+            signal.signal(signal.SIGTERM, on_term)
+    if held and callable(on_term):
+        on_term(signal.SIGTERM, None)  # raises, as it would have in the spawn
 
 
 @contextmanager

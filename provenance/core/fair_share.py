@@ -7,7 +7,8 @@ share (`share_victim`), then by pace, since shares alone let a client on many ad
 hold every slot with one stalled upload each.
 
 Every per-client share (upload slots, pace notices, the forgery budget, replay reads,
-device look-ups, connection caps, tile bytes in flight, the metrics port's connections) counts a client
+device look-ups, connection caps, tile bytes in flight, the metrics port's connections,
+reflection streams and answers, health checks) counts a client
 by `client_key`: an IPv4 address, or an IPv6 /64.
 """
 

@@ -84,6 +84,7 @@ from provenance.server.pipeline import (
     sidecar_chunk_size,
 )
 from provenance.server.rpc_input import MalformedRequestInterceptor
+from provenance.server.rpc_probes import ProbeBudget
 from provenance.server.service import ProvenanceService
 from provenance.v1 import provenance_pb2 as pb
 from provenance.v1 import provenance_pb2_grpc as rpc
@@ -1082,8 +1083,8 @@ class HandlersWrapped:
     """Stands in for a `grpc.aio` server while the servicers register their methods, then
     registers each method's handler wrapped by ``interceptors`` (the first one outermost,
     as grpc orders them), once for the server's life. Only for interceptors whose handler
-    is a function of the method name and the handler they wrap (both of ours:
-    `MalformedRequestInterceptor`, `metrics.MetricsInterceptor`; their wrappers do their
+    is a function of the method name and the handler they wrap (all of ours:
+    `ProbeBudget`, `MalformedRequestInterceptor`, `metrics.MetricsInterceptor`; their wrappers do their
     per-call work when called). Passing them to `grpc.aio.server` instead runs grpc's
     interceptor chain (coroutines, a method lookup) on every call: about 0.05 ms of the
     0.8 ms of server CPU a submission answered from a ready reply costs (measured 2
@@ -1234,7 +1235,10 @@ def create_server(
         reflection.enable_server_reflection(
             [*names, health.SERVICE_NAME, reflection.SERVICE_NAME], registry
         )
-        await wrapping.register([MalformedRequestInterceptor(), metrics.MetricsInterceptor()])
+        # per-client bounds on reflection and health checks (`ProbeBudget`) outermost
+        await wrapping.register(
+            [ProbeBudget(), MalformedRequestInterceptor(), metrics.MetricsInterceptor()]
+        )
         try:
             port = server.add_insecure_port(address)
         except RuntimeError as e:

@@ -9,9 +9,10 @@ slots (``limit_concurrency``) and every other caller got 503 for as long as they
 - a head deadline: a request's line and headers must all arrive within
   ``header_seconds`` of the connection opening (or of the first byte of a later request
   on a kept-alive connection); otherwise 408 (or a silent close if nothing came);
-- a head size: a request line longer than ``max_head_bytes`` is answered 414 URI Too
-  Long (RFC 9110 §15.5.15), a head (line and headers) longer than that 431 Request
-  Header Fields Too Large (RFC 6585 §5), each with a sentence naming the limit, then
+- a head size: a request line that with its line end leaves no room within
+  ``max_head_bytes`` for the head's blank line (no head with it can fit) is answered 414
+  URI Too Long (RFC 9110 §15.5.15), a head (line and headers) longer than
+  ``max_head_bytes`` 431 Request Header Fields Too Large (RFC 6585 §5), each with a sentence naming the limit, then
   closed. Before, h11's own bound (the same size, on the bytes of a head still
   incomplete) ended in uvicorn's bare 400 "Invalid HTTP request received.", and a longer
   head that arrived in one read was taken;
@@ -190,18 +191,21 @@ _HEAD_END = re.compile(rb"\n\r?\n")
 def _over_long_head(buffered: bytes, limit: int) -> tuple[int, str, str] | None:
     """(status, reason, text) of the answer to a request head that starts ``buffered``
     (what a connection holds of its next request, maybe more) when it is longer than
-    ``limit`` bytes, its blank line included: 414 when its request line alone is
-    (RFC 9110 §15.5.15), else 431 (RFC 6585 §5); None when it is not (yet)."""
+    ``limit`` bytes, its blank line included: 414 when its request line leaves no room
+    for the blank line (a bare LF) within it, so that no head with this line can fit
+    whatever its headers (RFC 9110 §15.5.15), else 431 (RFC 6585 §5); None when it is
+    not (yet)."""
     if len(buffered) <= limit:
         return None
     end = _HEAD_END.search(buffered, 0, limit + 1)
     if end is not None and end.end() <= limit:
         return None
-    if buffered.find(b"\n", 0, limit) < 0:
+    if buffered.find(b"\n", 0, limit - 1) < 0:
         return (
             414,
             "URI Too Long",
-            f"the request line is longer than the {limit:,} bytes this server takes\n",
+            f"the request line is too long: with it no request head fits in the {limit:,}"
+            " bytes this server takes\n",
         )
     return (
         431,

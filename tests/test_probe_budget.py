@@ -1,0 +1,121 @@
+"""Per-client bounds on gRPC server reflection and health checks (`ProbeBudget`) of a
+real `prov serve` listening on ``[::]``: one client (127.0.0.1) past its reflection
+streams, reflection answers or health checks is refused RESOURCE_EXHAUSTED with a
+sentence naming the bound, while another client ([::1]) is served, a single reflection
+listing (grpcurl's use) included. Before, neither had a bound: a client's 4 threads of
+reflection streams (about 2,000 answers a second) raised another client's GetLogKey p99
+from 6 ms to 45-56 ms (bench/bench_probe_flood.py)."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+from provenance.server.rpc_probes import PROBES_PER_MINUTE, REFLECTION_STREAMS_PER_CLIENT
+from tests.conftest import ServerProc, start_server
+
+LIST = reflection_pb2.ServerReflectionRequest(list_services="")
+
+
+@pytest.fixture
+def dual_stack(tmp_path: Path) -> Iterator[int]:
+    """The port of a real `prov serve` on ``[::]``."""
+    proc: ServerProc = start_server(tmp_path / "prov.db", "--listen", "[::]:0")
+    try:
+        yield int(proc.address.rpartition(":")[2])
+    finally:
+        proc.stop()
+
+
+def _listing(target: str) -> set[str]:
+    """The service names one reflection stream lists (grpcurl's ``list``)."""
+    with grpc.insecure_channel(target) as channel:
+        stub: Any = reflection_pb2_grpc.ServerReflectionStub(channel)
+        answers = stub.ServerReflectionInfo(iter([LIST]), timeout=10)
+        return {s.name for r in answers for s in r.list_services_response.service}
+
+
+def _held_streams(channel: grpc.Channel, release: threading.Event, count: int) -> list[Any]:
+    """``count`` reflection streams on ``channel``, each open after its first answer
+    (they end when ``release`` is set)."""
+
+    def asking() -> Iterator[reflection_pb2.ServerReflectionRequest]:
+        yield LIST
+        release.wait(30)
+
+    stub: Any = reflection_pb2_grpc.ServerReflectionStub(channel)
+    streams = [stub.ServerReflectionInfo(asking(), timeout=30) for _ in range(count)]
+    for s in streams:
+        next(s)
+    return streams
+
+
+def test_one_client_holds_only_its_share_of_reflection_streams(dual_stack: int) -> None:
+    release = threading.Event()
+    with grpc.insecure_channel(f"127.0.0.1:{dual_stack}") as channel:
+        try:
+            held = _held_streams(channel, release, REFLECTION_STREAMS_PER_CLIENT)
+            stub: Any = reflection_pb2_grpc.ServerReflectionStub(channel)
+            with pytest.raises(grpc.RpcError) as refused:
+                list(stub.ServerReflectionInfo(iter([LIST]), timeout=10))
+            assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            assert refused.value.details() == (
+                "too many reflection streams from 127.0.0.1: at most"
+                f" {REFLECTION_STREAMS_PER_CLIENT} at once; close one or retry later"
+            )
+            # another client is served meanwhile
+            assert "grpc.health.v1.Health" in _listing(f"[::1]:{dual_stack}")
+            assert len(held) == REFLECTION_STREAMS_PER_CLIENT  # open until here
+        finally:
+            release.set()
+    # the streams ended, the client has its share back
+    assert "provenance.v1.Log" in _listing(f"127.0.0.1:{dual_stack}")
+
+
+def test_reflection_answers_past_a_clients_budget_are_refused(dual_stack: int) -> None:
+    # one listing, as grpcurl asks, is served
+    assert "provenance.v1.Captures" in _listing(f"127.0.0.1:{dual_stack}")
+    asked = PROBES_PER_MINUTE + 100  # the bucket refills 10 a second meanwhile
+    answers = 0
+    with grpc.insecure_channel(f"127.0.0.1:{dual_stack}") as channel:
+        stub: Any = reflection_pb2_grpc.ServerReflectionStub(channel)
+        with pytest.raises(grpc.RpcError) as refused:
+            for _ in stub.ServerReflectionInfo(iter([LIST] * asked), timeout=60):
+                answers += 1
+    assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert str(refused.value.details()).startswith(
+        f"too many reflection answers from 127.0.0.1: at most {PROBES_PER_MINUTE} a minute;"
+        " retry in "
+    ), refused.value.details()
+    assert PROBES_PER_MINUTE - 1 <= answers < asked
+    # another client's single listing is served
+    assert "provenance.v1.Verification" in _listing(f"[::1]:{dual_stack}")
+
+
+def _check(target: str) -> Any:
+    with grpc.insecure_channel(target) as channel:
+        checker: Any = health_pb2_grpc.HealthStub(channel)
+        return checker.Check(health_pb2.HealthCheckRequest(), timeout=10)
+
+
+def test_health_checks_past_a_clients_budget_are_refused(dual_stack: int) -> None:
+    with grpc.insecure_channel(f"127.0.0.1:{dual_stack}") as channel:
+        checker: Any = health_pb2_grpc.HealthStub(channel)
+        served = 0
+        with pytest.raises(grpc.RpcError) as refused:
+            for _ in range(PROBES_PER_MINUTE + 100):
+                checker.Check(health_pb2.HealthCheckRequest(), timeout=10)
+                served += 1
+    assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert str(refused.value.details()).startswith(
+        f"too many health checks from 127.0.0.1: at most {PROBES_PER_MINUTE} a minute;"
+    ), refused.value.details()
+    assert served >= PROBES_PER_MINUTE
+    assert _check(f"[::1]:{dual_stack}").status == health_pb2.HealthCheckResponse.SERVING
