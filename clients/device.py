@@ -69,11 +69,13 @@ from provenance.core.envelope import PAYLOAD_TYPE_CLAIM, PAYLOAD_TYPE_ENROLL, si
 from provenance.core.errors import (
     BindingError,
     ConfigError,
+    FileChangedError,
     MediaError,
     MediaTooLargeError,
     ProvenanceError,
     TransportError,
 )
+from provenance.core.files import file_identity, holds_sha256
 from provenance.core.keyfile import PBKDF2_ITERATIONS, weaker_than_written_here
 from provenance.core.keys import DeviceKey
 from provenance.core.registry import certificate_enrollment_proof
@@ -715,7 +717,9 @@ class DeviceHome:
         timestamp, whatever ``tsa`` is now).
 
         The claim's SHA-256 stays valid: it covers the bytes with the manifest store
-        removed (docs/c2pa.md). Raises ConfigError if the claim is not yet logged,
+        removed (docs/c2pa.md). Raises FileChangedError (nothing written; the sidecar and
+        the log entry stay) when ``path`` no longer holds the bytes the claim binds, or
+        changed while the manifest was made; ConfigError if the claim is not yet logged,
         MediaError when the file carries another manifest store (another claim's,
         another signer's, or one that does not validate: it is never replaced),
         ConfigError when ``chain`` holds no certificate, and TimestampError (file
@@ -731,17 +735,27 @@ class DeviceHome:
         found = _own_manifest(path, sidecar.claim.media_type, sidecar.signed_claim, chain)
         if found is not None:
             return found
-        embed_manifest(
-            path,
-            path,
-            sidecar.claim.media_type,
-            key,
-            chain,
-            json.loads(encode_sidecar(sidecar)),
-            sidecar.receipt.checkpoint,
-            title=path.name,
-            tsa=tsa,
-        )
+        try:
+            embed_manifest(
+                path,
+                path,
+                sidecar.claim.media_type,
+                key,
+                chain,
+                json.loads(encode_sidecar(sidecar)),
+                sidecar.receipt.checkpoint,
+                title=path.name,
+                tsa=tsa,
+                expected_sha256=sidecar.claim.hard_binding.sha256,
+            )
+        except FileChangedError as e:
+            raise FileChangedError(
+                f"{e}; the claim is logged at leaf {sidecar.receipt.leaf_index} for the"
+                f" earlier bytes, and {side_path.name} holds it with its receipt; no manifest"
+                f" was written and {path.name} is left as it is now. `prov sign --force"
+                f" --c2pa` on it signs what it holds now (the old sidecar kept as"
+                f" {side_path.name}.bak)"
+            ) from e
         return None
 
     def sync(
@@ -1193,39 +1207,27 @@ def measure(
     return fields, ()
 
 
-def _identity(st: os.stat_result) -> tuple[int, ...]:
-    """What changes when a file is replaced, written to or renamed: device, inode, size,
-    modification and change times (ns; the change time cannot be set back by its owner)."""
-    return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns
-
-
 def _still_the_hashed_bytes(path: Path, f: BinaryIO, before: os.stat_result, sha256: bytes) -> None:
     """Check, once a video's frames were hashed, that they came from the bytes its hard
     binding hashes: the decoder opens ``path`` by name after ``f`` was hashed, so a file
     replaced (renamed over) or written to in between would give a claim whose frame hashes
     are not of the signed bytes. ``path`` must still name the file ``f`` opened, with the
-    `_identity` of ``before`` (``fstat`` of ``f`` before hashing), and ``f`` must still hold
+    `file_identity` of ``before`` (``fstat`` of ``f`` before hashing), and ``f`` must still hold
     the bytes of SHA-256 ``sha256``. The second hash catches an in-place write of the same
     size within one tick of the timestamps (a clock tick on kernels before 6.13, two
     seconds on FAT), which the identity alone cannot see; it cost 1.5-5.6 ms of a 1.0-1.6 s
     signature of a 2.2 MB 720p clip, 70-79 ms (5%) of one of 64 MiB that is mostly bytes
     the decoder skips (bench/bench_sign_video.py). Decoding from ``f`` instead would need
     the descriptor passed to the sandboxed decoder and would still miss in-place writes.
-    Raises MediaError "FILE changed while it was being signed; nothing was signed";
+    Raises FileChangedError "FILE changed while it was being signed; nothing was signed";
     OSError as reading raises it."""
     try:
-        named = _identity(os.stat(path))
+        named: tuple[int, ...] = file_identity(os.stat(path))
     except OSError:
         named = ()
-    same = _identity(before) == _identity(os.fstat(f.fileno())) == named
-    if same:
-        f.seek(0)
-        again = hashlib.sha256()
-        while piece := f.read(1 << 20):
-            again.update(piece)
-        same = again.digest() == sha256
-    if not same:
-        raise MediaError(
+    same = file_identity(before) == file_identity(os.fstat(f.fileno())) == named
+    if not (same and holds_sha256(f, sha256)):
+        raise FileChangedError(
             f"{path.name} changed while it was being signed (replaced or written to between"
             " the hash of its bytes and the hashes of its frames); nothing was signed: sign"
             " it again once nothing writes it"

@@ -202,6 +202,44 @@ def cli(
     return Cli(home, server.address, capsys)
 
 
+def hide_writes(patch: pytest.MonkeyPatch, path: Path) -> None:
+    """Make ``path``'s file look, to ``os.stat`` and ``os.fstat``, as it is now whatever is
+    written to it later: a filesystem whose timestamps do not show a write (FAT keeps
+    times to 2 s, older kernels to a clock tick). Another file (a new inode renamed over
+    ``path``) is reported as it is."""
+    old = os.stat(path)
+    real_stat, real_fstat = os.stat, os.fstat
+
+    def unseen(st: os.stat_result) -> os.stat_result:
+        return old if (st.st_dev, st.st_ino) == (old.st_dev, old.st_ino) else st
+
+    patch.setattr(os, "stat", lambda *a, **k: unseen(real_stat(*a, **k)))
+    patch.setattr(os, "fstat", lambda fd: unseen(real_fstat(fd)))
+
+
+@pytest.fixture
+def ca_server(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cli: Cli, server: ServerProc
+) -> Iterator[ServerProc]:
+    """A server with an enrollment authority (its key encrypted, the passphrase in
+    $PROV_CA_PASSPHRASE for `ca init` and every server started), and a device enrolled
+    with it."""
+    server.stop()
+    monkeypatch.setenv("PROV_CA_PASSPHRASE", "the authority's passphrase")
+    rc, pem, err = cli("admin", "ca", "init", "--dir", str(tmp_path / "ca"))
+    assert rc == 0 and "BEGIN CERTIFICATE" in pem, err
+    srv = start_server(tmp_path / "ca.db", "--ca", str(tmp_path / "ca"))
+    monkeypatch.setenv("PROV_SERVER", srv.address)
+    cli.server = srv.address
+    assert cli("device", "init")[0] == 0
+    rc, token, err = cli("admin", "enroll-token")
+    assert rc == 0, err
+    rc, out, err = cli("device", "enroll", "--token", token.strip())
+    assert rc == 0 and "certificate saved" in out, err
+    yield srv
+    srv.stop()
+
+
 @pytest.fixture
 def enrolled(cli: Cli) -> Cli:
     """A device initialised and enrolled with the running server."""

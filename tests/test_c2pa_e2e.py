@@ -7,7 +7,6 @@ from __future__ import annotations
 import io
 import json
 import shutil
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -39,29 +38,6 @@ HOSTILE = [
     "third_party/c2pa-rs/malformed/riff_bomb_1000.wav",
     "third_party/c2pa-rs/malformed/id3v23_compression_underflow.mp3",
 ]
-
-
-@pytest.fixture
-def ca_server(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cli: Cli, server: ServerProc
-) -> Iterator[ServerProc]:
-    """A server with an enrollment authority (its key encrypted, the passphrase in
-    $PROV_CA_PASSPHRASE for `ca init` and every server started), and a device enrolled
-    with it."""
-    server.stop()
-    monkeypatch.setenv("PROV_CA_PASSPHRASE", "the authority's passphrase")
-    rc, pem, err = cli("admin", "ca", "init", "--dir", str(tmp_path / "ca"))
-    assert rc == 0 and "BEGIN CERTIFICATE" in pem, err
-    srv = start_server(tmp_path / "ca.db", "--ca", str(tmp_path / "ca"))
-    monkeypatch.setenv("PROV_SERVER", srv.address)
-    cli.server = srv.address
-    assert cli("device", "init")[0] == 0
-    rc, token, err = cli("admin", "enroll-token")
-    assert rc == 0, err
-    rc, out, err = cli("device", "enroll", "--token", token.strip())
-    assert rc == 0 and "certificate saved" in out, err
-    yield srv
-    srv.stop()
 
 
 def _verify(cli: Cli, path: Path, *extra: str) -> tuple[int, dict[str, Any]]:

@@ -21,7 +21,7 @@ import pytest
 
 import provenance.media.video.decode as decode
 from clients.device import SIDECAR_SUFFIX, DeviceHome
-from tests.conftest import FIXTURES, SAMPLES, Cli
+from tests.conftest import FIXTURES, SAMPLES, Cli, hide_writes
 
 OTHER = FIXTURES / "phash" / "video"
 
@@ -61,14 +61,7 @@ def test_a_video_changed_between_the_hash_and_the_frames_is_not_signed(
 
     with pytest.MonkeyPatch.context() as patch:
         if how == "overwrite unseen":
-            old = os.stat(clip)
-            real_stat, real_fstat = os.stat, os.fstat
-
-            def unseen(st: os.stat_result) -> os.stat_result:
-                return old if (st.st_dev, st.st_ino) == (old.st_dev, old.st_ino) else st
-
-            patch.setattr(os, "stat", lambda *a, **k: unseen(real_stat(*a, **k)))
-            patch.setattr(os, "fstat", lambda fd: unseen(real_fstat(fd)))
+            hide_writes(patch, clip)
         patch.setattr(decode, "open", open_after_a_change, raising=False)
         rc, out, err = enrolled("sign", str(clip))
     assert changed == [how]  # the change came between the two reads

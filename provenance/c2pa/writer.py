@@ -22,7 +22,8 @@ import io
 import os
 import stat
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from functools import partial
 from importlib import metadata
 from pathlib import Path
 from typing import Any, Protocol
@@ -44,11 +45,13 @@ from provenance.c2pa.result import PROVENANCE_ASSERTION_LABEL
 from provenance.c2pa.timestamp import TimestampAuthority, timestamp_file
 from provenance.core.errors import (
     BindingError,
+    FileChangedError,
     KeyMaterialError,
     MediaError,
     MediaTooLargeError,
     SignatureError,
 )
+from provenance.core.files import file_identity, holds_sha256
 
 DIGITAL_CAPTURE = "http://cv.iptc.org/newscodes/digitalsourcetype/digitalCapture"
 GENERATOR = "media-provenance"
@@ -76,6 +79,7 @@ def embed_manifest(
     *,
     title: str | None = None,
     tsa: TimestampAuthority | None = None,
+    expected_sha256: bytes | None = None,
 ) -> bytes:
     """Write src_path with a signed C2PA manifest to dst_path (atomically replaced).
 
@@ -87,7 +91,15 @@ def embed_manifest(
     dict stored as the assertion's "evidence"; checkpoint: the log checkpoint text;
     title: the manifest's dc:title (default: the destination file name); tsa: the RFC
     3161 timestamp authority to timestamp the claim signature with (None: no timestamp,
-    no network call).
+    no network call); expected_sha256: the 32-byte SHA-256 the claim in `assertion`
+    binds (its hard binding), which src_path's bytes must have (None: not checked).
+
+    The manifest is made of the bytes read once from src_path, and is written only if
+    src_path still holds them when the output is about to replace dst_path: the same
+    file (device, inode, size, modification and change times; `file_identity`) with
+    the same SHA-256 (`holds_sha256`; a same-size write the timestamps miss). Writing
+    in place (dst_path is src_path), a write made meanwhile is thus never undone by the
+    rename; the window left is that between the check and the rename (microseconds).
 
     Raises MediaError for an unsupported media type, an unreadable source or one that
     already carries a manifest store; MediaTooLargeError for an MP4 or MOV of more than
@@ -96,16 +108,26 @@ def embed_manifest(
     for `key`; SignatureError if the key or the C2PA library fails to sign (an expired
     or unacceptable certificate included); TimestampError (nothing written) if the TSA
     cannot be reached within tsa.timeout_s or its answer is not a good token for this
-    signature; BindingError if the output would not strip back to the source bytes.
+    signature; BindingError if the output would not strip back to the source bytes;
+    FileChangedError (nothing written) if src_path's bytes do not hash to
+    expected_sha256, or src_path changed after it was read.
     """
     if media_type not in WRITABLE_TYPES:
         raise MediaError(
             f"cannot embed C2PA in {media_type!r}; supported: {', '.join(sorted(WRITABLE_TYPES))}"
         )
     try:
-        source = src_path.read_bytes()
+        with open(src_path, "rb") as f:
+            read_from = os.fstat(f.fileno())
+            source = f.read()
     except OSError as e:
         raise MediaError(f"cannot read {str(src_path)!r}: {e.strerror or e}") from e
+    digest = hashlib.sha256(source).digest()
+    if expected_sha256 is not None and digest != expected_sha256:
+        raise FileChangedError(
+            f"{src_path.name} changed after it was signed: its bytes no longer have the"
+            " SHA-256 its claim binds"
+        )
     if media_type in BMFF_TYPES and bmff_box_problem(source) is not None:
         raise MediaTooLargeError(
             f"{src_path.name} has more than {MAX_BMFF_BOXES:,} boxes, the most a C2PA"
@@ -158,8 +180,25 @@ def embed_manifest(
         raise BindingError(
             "the embedded file does not strip back to the source bytes; refusing to write it"
         )
-    _write_atomically(dst_path, embedded)
-    return hashlib.sha256(source).digest()
+    _write_atomically(dst_path, embedded, partial(_still_holds, src_path, read_from, digest))
+    return digest
+
+
+def _still_holds(path: Path, read_from: os.stat_result, sha256: bytes) -> None:
+    """Check that ``path`` still names the file ``read_from`` (its ``fstat`` when it was
+    read) describes, by `file_identity`, and that it holds bytes of SHA-256 ``sha256``
+    (`holds_sha256`: a same-size write the timestamps miss). Raises FileChangedError."""
+    try:
+        with open(path, "rb") as f:
+            same = file_identity(os.fstat(f.fileno())) == file_identity(read_from)
+            same = same and holds_sha256(f, sha256)
+    except OSError:
+        same = False
+    if not same:
+        raise FileChangedError(
+            f"{path.name} changed while its C2PA manifest was being made (replaced or"
+            " written to after its bytes were read)"
+        )
 
 
 def _check_leaf_key(cert_chain_pem: bytes, public_key: bytes) -> None:
@@ -176,12 +215,13 @@ def _check_leaf_key(cert_chain_pem: bytes, public_key: bytes) -> None:
         raise KeyMaterialError("the leaf certificate does not certify this device key")
 
 
-def _write_atomically(path: Path, data: bytes) -> None:
+def _write_atomically(path: Path, data: bytes, check: Callable[[], None]) -> None:
     """Replace ``path`` with ``data``: a temporary file beside it, given the mode of the
     file it replaces (`mkstemp` makes it 0600, which a capture others could read must
-    not become), written and fsynced, renamed over it, and the folder fsynced, so a crash
-    leaves the old file or the new one whole, never a truncated capture. A new ``path``
-    gets 0666 less the umask. Raises MediaError."""
+    not become), written and fsynced, ``check()`` called (what it raises is raised, the
+    temporary file removed and ``path`` untouched), renamed over it, and the folder
+    fsynced, so a crash leaves the old file or the new one whole, never a truncated
+    capture. A new ``path`` gets 0666 less the umask. Raises MediaError."""
     try:
         try:
             mode = stat.S_IMODE(os.stat(path).st_mode)
@@ -194,6 +234,7 @@ def _write_atomically(path: Path, data: bytes) -> None:
                 f.write(data)
                 f.flush()
                 os.fsync(f.fileno())
+            check()
             os.replace(tmp, path)
         except BaseException:
             os.unlink(tmp)

@@ -39,6 +39,12 @@ class MediaTooLargeError(MediaError):
     """Input exceeds a configured limit (bytes, pixels, frames, duration)."""
 
 
+class FileChangedError(MediaError):
+    """A file changed (replaced, written to) between two reads that had to see the same
+    bytes, or since the bytes a claim binds were read: what was to be made of it would
+    describe other bytes, so nothing was made."""
+
+
 class LogError(ProvenanceError):
     """The transparency log is inconsistent, a proof fails, or an index is out of range."""
 

@@ -1,11 +1,18 @@
 """What kind of file a path is, in words, for a message refusing one that is not a
-regular file (a FIFO, a device, a folder): pure, on an ``os.stat`` mode. Reading such
-files is the edge's job (`provenance.cli.files.read_capped`, `clients.files`).
+regular file (a FIFO, a device, a folder): pure, on an ``os.stat`` mode; and whether a
+file is still the one read before (`file_identity`, `holds_sha256`). Opening files is
+the edge's job (`provenance.cli.files.read_capped`, `clients.files`).
 """
 
 from __future__ import annotations
 
+import hashlib
+import os
 import stat
+from typing import BinaryIO
+
+#: Bytes `holds_sha256` reads at a time.
+HASH_PIECE = 1 << 20
 
 
 def file_kind(mode: int) -> str:
@@ -20,3 +27,24 @@ def file_kind(mode: int) -> str:
     if stat.S_ISDIR(mode):
         return "a folder"
     return "not a regular file"
+
+
+def file_identity(st: os.stat_result) -> tuple[int, int, int, int, int]:
+    """What changes when a file is replaced, written to or renamed: device, inode, size
+    (bytes), modification and change times (ns; the change time cannot be set back by
+    the file's owner). Equal identities of one path at two times say it was most likely
+    left alone; a write within one tick of the timestamps (a clock tick on kernels
+    before 6.13, two seconds on FAT) that keeps the size does not show, which is why
+    `holds_sha256` re-reads the bytes too."""
+    return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns
+
+
+def holds_sha256(f: BinaryIO, sha256: bytes) -> bool:
+    """Whether the open file ``f`` holds, from its start to its end, bytes of SHA-256
+    ``sha256`` (32 bytes; FIPS 180-4). Reads ``f`` from offset 0 in `HASH_PIECE` pieces
+    and leaves it at its end. Raises OSError as reading raises it."""
+    f.seek(0)
+    again = hashlib.sha256()
+    while piece := f.read(HASH_PIECE):
+        again.update(piece)
+    return again.digest() == sha256
