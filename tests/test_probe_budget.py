@@ -119,3 +119,17 @@ def test_health_checks_past_a_clients_budget_are_refused(dual_stack: int) -> Non
     ), refused.value.details()
     assert served >= PROBES_PER_MINUTE
     assert _check(f"[::1]:{dual_stack}").status == health_pb2.HealthCheckResponse.SERVING
+
+
+def test_a_refused_check_with_a_short_deadline_is_told_why(dual_stack: int) -> None:
+    # Kubernetes' gRPC probe waits 1 s by default (timeoutSeconds): a refusal held for
+    # all of the call's time reached it as DEADLINE_EXCEEDED, the bound never named
+    with grpc.insecure_channel(f"127.0.0.1:{dual_stack}") as channel:
+        checker: Any = health_pb2_grpc.HealthStub(channel)
+        calls = [
+            checker.Check.future(health_pb2.HealthCheckRequest(), timeout=1)
+            for _ in range(PROBES_PER_MINUTE + 100)
+        ]
+        codes = [c.code() for c in calls]
+    assert codes.count(grpc.StatusCode.OK) >= PROBES_PER_MINUTE
+    assert set(codes) == {grpc.StatusCode.OK, grpc.StatusCode.RESOURCE_EXHAUSTED}, set(codes)

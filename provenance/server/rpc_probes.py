@@ -73,10 +73,14 @@ class ProbeBudget(grpc.aio.ServerInterceptor):
         return handler
 
     async def _refuse(self, context: Any, text: str) -> None:
-        """Hold the refusal back `FORGERY_HOLD_S` (less when the call's deadline is
-        sooner), then abort the call RESOURCE_EXHAUSTED with ``text``."""
+        """Hold the refusal back `FORGERY_HOLD_S`, or half the time left before the call's
+        deadline when that is sooner (as `provenance.server.limits.ForgeryPenalty` does: a
+        refusal held to the deadline itself reached a caller as DEADLINE_EXCEEDED, the
+        bound unnamed; a Kubernetes gRPC probe waits 1 s by default), then abort the call
+        RESOURCE_EXHAUSTED with ``text``."""
         left = context.time_remaining()
-        await asyncio.sleep(FORGERY_HOLD_S if left is None else max(0.0, min(FORGERY_HOLD_S, left)))
+        hold = FORGERY_HOLD_S if left is None else max(0.0, min(FORGERY_HOLD_S, left / 2))
+        await asyncio.sleep(hold)
         await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, text)
 
     def _over_pace(self, what: str, client: str, wait_s: float) -> str:
