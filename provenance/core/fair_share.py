@@ -8,7 +8,7 @@ hold every slot with one stalled upload each.
 
 Every per-client share (upload slots, pace notices, the forgery budget, replay reads,
 device look-ups, connection caps, tile bytes in flight, the metrics port's connections,
-reflection streams and answers, health checks) counts a client
+reflection streams and answers, health checks and watch streams) counts a client
 by `client_key`: an IPv4 address, or an IPv6 /64.
 """
 
