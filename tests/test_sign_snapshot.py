@@ -12,15 +12,17 @@ file, then opens it; nothing of ours is replaced."""
 from __future__ import annotations
 
 import builtins
+import hashlib
 import os
 import shutil
+import time
 from pathlib import Path
 from typing import IO, Any
 
 import pytest
 
 import provenance.media.video.decode as decode
-from clients.device import SIDECAR_SUFFIX, DeviceHome
+from clients.device import SIDECAR_SUFFIX, DeviceHome, _still_the_hashed_bytes
 from tests.conftest import FIXTURES, SAMPLES, Cli, hide_writes
 
 OTHER = FIXTURES / "phash" / "video"
@@ -75,3 +77,26 @@ def test_a_video_changed_between_the_hash_and_the_frames_is_not_signed(
     # the same file, left alone now, is signed
     rc, out, err = enrolled("sign", str(clip))
     assert rc == 0 and "signed (#1) and logged" in out, err
+
+
+@pytest.mark.parametrize("change", ["chmod", "hard link"])
+def test_a_change_of_metadata_alone_is_not_a_change_of_the_file(
+    tmp_path: Path, change: str
+) -> None:
+    """A mode change or a new hard link (a backup tool's) while a video is signed leaves
+    its bytes as they were, so the file is still signed (review rev38b: the change time
+    was part of the identity, and each was refused as "replaced or written to"). The
+    identity that stays, device, inode, size and modification time, with the second
+    hash through the open file, still catches a file renamed over or written to."""
+    path = tmp_path / "clip.mp4"
+    path.write_bytes(b"\0" * 1000)
+    with open(path, "rb") as f:
+        before = os.fstat(f.fileno())
+        sha256 = hashlib.sha256(f.read()).digest()
+        time.sleep(0.05)  # past the timestamps' tick, so the change time moves
+        if change == "chmod":
+            os.chmod(path, 0o600)
+        else:
+            os.link(path, tmp_path / "backup-link.mp4")
+        assert os.stat(path).st_ctime_ns != before.st_ctime_ns
+        _still_the_hashed_bytes(path, f, before, sha256)

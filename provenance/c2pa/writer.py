@@ -96,7 +96,7 @@ def embed_manifest(
 
     The manifest is made of the bytes read once from src_path, and is written only if
     src_path still holds them when the output is about to replace dst_path: the same
-    file (device, inode, size, modification and change times; `file_identity`) with
+    file (device, inode, size and modification time; `file_identity`) with
     the same SHA-256 (`holds_sha256`; a same-size write the timestamps miss). Writing
     in place (dst_path is src_path), a write made meanwhile is thus never undone by the
     rename; the window left is that between the check and the rename (microseconds).

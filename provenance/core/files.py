@@ -29,14 +29,15 @@ def file_kind(mode: int) -> str:
     return "not a regular file"
 
 
-def file_identity(st: os.stat_result) -> tuple[int, int, int, int, int]:
-    """What changes when a file is replaced, written to or renamed: device, inode, size
-    (bytes), modification and change times (ns; the change time cannot be set back by
-    the file's owner). Equal identities of one path at two times say it was most likely
-    left alone; a write within one tick of the timestamps (a clock tick on kernels
-    before 6.13, two seconds on FAT) that keeps the size does not show, which is why
-    `holds_sha256` re-reads the bytes too."""
-    return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns
+def file_identity(st: os.stat_result) -> tuple[int, int, int, int]:
+    """What changes when a file is replaced or written to: device, inode, size (bytes)
+    and modification time (ns). Equal identities of one path at two times say it was
+    most likely left alone; a write within one tick of the timestamps (a clock tick on
+    kernels before 6.13, two seconds on FAT) that keeps the size, or one whose
+    modification time was set back, does not show, which is why `holds_sha256` re-reads
+    the bytes too. The change time is left out: a mode change, a new hard link (a
+    backup tool's) or an extended attribute moves it without touching a byte."""
+    return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns
 
 
 def holds_sha256(f: BinaryIO, sha256: bytes) -> bool:
