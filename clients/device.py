@@ -754,7 +754,7 @@ class DeviceHome:
                 f" earlier bytes, and {side_path.name} holds it with its receipt; no manifest"
                 f" was written and {path.name} is left as it is now. `prov sign --force"
                 f" --c2pa` on it signs what it holds now (the old sidecar kept as"
-                f" {side_path.name}.bak)"
+                f" {_free_backup(side_path).name})"
             ) from e
         return None
 
@@ -981,21 +981,27 @@ def _refusal(side_path: Path, old: Sidecar, same_content: bool) -> str:
         what = f"claim #{old.claim.sequence} by {device}, for {content}, not queued here"
     return (
         f"{side_path.name} already holds {what}; it is left as it is. `prov sign"
-        f" --force` signs it anyway and first copies the old sidecar to {side_path.name}.bak"
+        f" --force` signs it anyway and first copies the old sidecar to"
+        f" {_free_backup(side_path).name}"
     )
 
 
-def _backup(side_path: Path) -> Path:
-    """Copy ``side_path`` to the first free ``NAME.bak``, ``NAME.bak2``, ...; returns it.
-    Raises OSError (nothing signed then)."""
-    data = read_bounded(side_path, MAX_SIDECAR_BYTES, "sidecar")
+def _free_backup(side_path: Path) -> Path:
+    """The first of ``NAME.bak``, ``NAME.bak2``, ... beside ``side_path`` that does not
+    exist: where `_backup` copies the sidecar now, and what the refusals advise."""
     n = 1
-    while True:
-        target = side_path.with_name(f"{side_path.name}.bak{n if n > 1 else ''}")
-        if not target.exists():
-            atomic_write(target, data)
-            return target
+    while (target := side_path.with_name(f"{side_path.name}.bak{n if n > 1 else ''}")).exists():
         n += 1
+    return target
+
+
+def _backup(side_path: Path) -> Path:
+    """Copy ``side_path`` to `_free_backup`; returns it. Raises OSError (nothing signed
+    then)."""
+    data = read_bounded(side_path, MAX_SIDECAR_BYTES, "sidecar")
+    target = _free_backup(side_path)
+    atomic_write(target, data)
+    return target
 
 
 @dataclass(frozen=True)

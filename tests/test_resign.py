@@ -45,6 +45,8 @@ def test_sign_refuses_to_replace_a_logged_sidecar(enrolled: Cli, tmp_path: Path)
     assert json.loads(side.read_text())["receipt"]
     # a second forced re-sign never overwrites the first backup
     shutil.copy(SAMPLES / "chelsea.png", photo)
+    rc, out, err = enrolled("sign", str(photo))
+    assert rc == 2 and "copies the old sidecar to IMG_0005.jpg.prov.bak2" in err, err
     rc, out, err = enrolled("sign", "--force", str(photo))
     assert rc == 0 and "signed (#3)" in out, err
     assert backup.read_bytes() == logged and Path(f"{side}.bak2").exists()
