@@ -55,7 +55,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO, NotRequired, TypedDict
 
 from clients.api import ProvenanceClient, is_unreachable
-from clients.files import open_regular, read_bounded
+from clients.files import open_regular, read_bounded, still_the_file
 from provenance.core.binding import PerceptualHash
 from provenance.core.claims import (
     MAX_CLAIM_SOFT_BINDINGS,
@@ -75,7 +75,6 @@ from provenance.core.errors import (
     ProvenanceError,
     TransportError,
 )
-from provenance.core.files import file_identity, holds_sha256
 from provenance.core.keyfile import PBKDF2_ITERATIONS, weaker_than_written_here
 from provenance.core.keys import DeviceKey
 from provenance.core.registry import certificate_enrollment_proof
@@ -1217,22 +1216,18 @@ def _still_the_hashed_bytes(path: Path, f: BinaryIO, before: os.stat_result, sha
     """Check, once a video's frames were hashed, that they came from the bytes its hard
     binding hashes: the decoder opens ``path`` by name after ``f`` was hashed, so a file
     replaced (renamed over) or written to in between would give a claim whose frame hashes
-    are not of the signed bytes. ``path`` must still name the file ``f`` opened, with the
-    `file_identity` of ``before`` (``fstat`` of ``f`` before hashing), and ``f`` must still hold
-    the bytes of SHA-256 ``sha256``. The second hash catches an in-place write of the same
-    size within one tick of the timestamps (a clock tick on kernels before 6.13, two
-    seconds on FAT), which the identity alone cannot see; it cost 1.5-5.6 ms of a 1.0-1.6 s
-    signature of a 2.2 MB 720p clip, 70-79 ms (5%) of one of 64 MiB that is mostly bytes
-    the decoder skips (bench/bench_sign_video.py). Decoding from ``f`` instead would need
-    the descriptor passed to the sandboxed decoder and would still miss in-place writes.
+    are not of the signed bytes. ``path`` must still name the file ``f`` opened, as
+    ``before`` (``fstat`` of ``f`` before hashing) found it, and ``f`` must still hold the
+    bytes of SHA-256 ``sha256`` (`clients.files.still_the_file`). The second hash catches
+    an in-place write of the same size within one tick of the timestamps (a clock tick on
+    kernels before 6.13, two seconds on FAT), which the identity alone cannot see; it
+    cost 1.5-5.6 ms of a 1.0-1.6 s signature of a 2.2 MB 720p clip, 70-79 ms (5%) of one
+    of 64 MiB that is mostly bytes the decoder skips (bench/bench_sign_video.py).
+    Decoding from ``f`` instead would need the descriptor passed to the sandboxed decoder
+    and would still miss in-place writes.
     Raises FileChangedError "FILE changed while it was being signed; nothing was signed";
     OSError as reading raises it."""
-    try:
-        named: tuple[int, ...] = file_identity(os.stat(path))
-    except OSError:
-        named = ()
-    same = file_identity(before) == file_identity(os.fstat(f.fileno())) == named
-    if not (same and holds_sha256(f, sha256)):
+    if not still_the_file(path, f, before, sha256):
         raise FileChangedError(
             f"{path.name} changed while it was being signed (replaced or written to between"
             " the hash of its bytes and the hashes of its frames); nothing was signed: sign"
