@@ -82,6 +82,7 @@ from provenance.core.video_binding import DEFAULT_VIDEO_CHUNK, hash_file
 from provenance.media.assets import AssetLimits, check_size, inspect_image, media_type_of
 from provenance.media.video.decode import DEFAULT_RATE_HZ, sample_frames
 from provenance.wire import convert as wire
+from provenance.wire.jsontext import loads_text
 from provenance.wire.sidecar import (
     MAX_SIDECAR_BYTES,
     Sidecar,
@@ -385,10 +386,10 @@ class DeviceHome:
                 with self.locked():  # finishes it
                     pass
         try:
-            return DeviceState(**json.loads(self.state_path.read_text()))
+            return DeviceState(**loads_text(self.state_path.read_bytes()))
         except FileNotFoundError as e:
             raise ConfigError(f"no device at {self.root}: run `prov device init` first") from e
-        except (ValueError, TypeError) as e:
+        except (ValueError, TypeError, RecursionError) as e:
             raise ConfigError(f"{self.state_path} is damaged: {e}") from e
 
     def save_state(self, state: DeviceState) -> None:
@@ -1098,7 +1099,7 @@ def _read_entry(file: Path) -> QueueEntry:
         )
     text = raw.decode("utf-8", "backslashreplace")
     try:
-        doc = json.loads(raw)
+        doc = loads_text(raw)
         if not isinstance(doc, dict):
             raise ValueError("not a JSON object")
     except (ValueError, RecursionError) as e:
