@@ -45,6 +45,7 @@ import os
 import re
 import secrets
 import shutil
+import stat
 import sys
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -722,11 +723,13 @@ class DeviceHome:
         changed while the manifest was made; ConfigError if the claim is not yet logged,
         MediaError when the file carries another manifest store (another claim's,
         another signer's, or one that does not validate: it is never replaced),
-        ConfigError when ``chain`` holds no certificate, and TimestampError (file
-        untouched) when the TSA fails; otherwise as `embed_manifest`.
+        ConfigError when ``chain`` holds no certificate, TimestampError (file untouched)
+        when the TSA fails, MediaError for a symbolic link or a file with other hard
+        links (`check_embeddable`); otherwise as `embed_manifest`.
         """
         from provenance.c2pa.writer import embed_manifest
 
+        check_embeddable(path)
         sidecar = decode_sidecar(side_path.read_bytes())
         if sidecar.receipt is None:
             raise ConfigError(
@@ -879,6 +882,39 @@ def _binds(old: Sidecar, path: Path, fields: ClaimFields, limits: AssetLimits) -
         return content_sha256(data, media_type) == bound.sha256
     except ProvenanceError:  # a store that cannot be removed: not what was signed
         return False
+
+
+def check_embeddable(path: Path) -> None:
+    """Refuse to embed a C2PA manifest into ``path`` when the export, a new file renamed
+    over the name given (a crash leaves the old file or the new one whole), would not
+    update every name of the file: a symbolic link (the link itself would become a
+    regular file holding the manifest, the file it points to left without it) or a file
+    with other hard links (they would keep the old bytes). Writing through instead would
+    change bytes under a name the user did not give, or rewrite the file in place, where
+    a crash leaves a truncated capture. Raises MediaError saying why and what to do (a
+    path that cannot be examined is left to the read that follows, which says why).
+    Source: rename(2), symlink(7), link(2)."""
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return
+    if stat.S_ISLNK(st.st_mode):
+        target = Path(os.path.realpath(path))
+        raise MediaError(
+            f"{path.name} is a symbolic link (to {target}): --c2pa writes the manifest into a"
+            " new file renamed over the name given, which would replace the link with a"
+            f" regular file and leave {target.name} without it; sign the file it points to"
+            f" (`prov sign --c2pa {target}`), or a copy of it"
+        )
+    if st.st_nlink > 1:
+        others = st.st_nlink - 1
+        raise MediaError(
+            f"{path.name} has {st.st_nlink} hard links: --c2pa writes the manifest into a new"
+            " file renamed over this name, so the other"
+            f" {'name' if others == 1 else f'{others} names'} would keep the bytes without"
+            f" it; sign a copy (`cp {path} COPY`, then `prov sign --c2pa COPY`), or remove"
+            " the other links first"
+        )
 
 
 def _own_manifest(
