@@ -57,11 +57,12 @@ print(json.dumps([statistics.median(times), statistics.median(checks) if checks 
 """
 
 
-def timed(code: Path, path: Path, calls: int) -> tuple[float, float | None]:
-    """Median seconds of one `measure(path)` by the checkout ``code``, in a fresh process,
-    and of its check that the frames came from the hashed bytes (None: none there)."""
+def timed(code: Path, path: Path, calls: int, child: str) -> tuple[float, float | None]:
+    """Median seconds of one measure of ``path`` by the checkout ``code``, in a fresh
+    process running ``child`` (`CHILD`: `clients.device.measure`), and of its check that
+    the frames came from the hashed bytes (None: none there)."""
     done = subprocess.run(
-        [sys.executable, "-c", CHILD, str(path), str(calls)],
+        [sys.executable, "-c", child, str(path), str(calls)],
         capture_output=True,
         text=True,
         cwd=code,
@@ -73,16 +74,13 @@ def timed(code: Path, path: Path, calls: int) -> tuple[float, float | None]:
     return float(measured), None if check is None else float(check)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--code", type=Path, default=ROOT, help="checkout measured as new")
-    parser.add_argument("--old", type=Path, help="checkout measured as old, alternated")
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--calls", type=int, default=5)
-    args = parser.parse_args()
-    codes = {"new": args.code.resolve()}
-    if args.old:
-        codes["old"] = args.old.resolve()
+def compare(
+    codes: dict[str, Path], rounds: int, calls: int, child: str, prefix: str, unit: str
+) -> list[Ratio]:
+    """`timed` of the two clips for each checkout of ``codes`` ("new", and "old" if
+    given) running ``child``, alternated round by round: rows (named ``prefix`` CLIP ...)
+    of new/old rates, and of the new code's rate with its check against without (its
+    median taken off), in ``unit`` (1/seconds)."""
     with tempfile.TemporaryDirectory() as tmp:
         big = Path(tmp) / "big.mp4"
         clip = CLIP.read_bytes()
@@ -90,10 +88,10 @@ def main() -> None:
         files = {"clip 2.2 MB": CLIP, "clip + tail 64 MiB": big}
         seconds: dict[tuple[str, str], list[float]] = {}
         checks: dict[str, list[float]] = {}
-        for r in range(args.rounds):
+        for r in range(rounds):
             for name in codes if r % 2 == 0 else reversed(list(codes)):
                 for label, path in files.items():
-                    s, check = timed(codes[name], path, args.calls)
+                    s, check = timed(codes[name], path, calls, child)
                     seconds.setdefault((name, label), []).append(s)
                     alone = "" if check is None else f"; the check alone {check * 1000:.1f} ms"
                     if check is not None and name == "new":
@@ -106,17 +104,39 @@ def main() -> None:
             check = statistics.median(checks[label])
             rows.append(
                 Ratio(
-                    f"measure {label}, with/without check",
+                    f"{prefix} {label}, with/without check",
                     1 / new,
                     "without",
                     1 / (new - check),
-                    "signs/s",
+                    unit,
                 )
             )
         if "old" in codes:
             old = statistics.median(seconds["old", label])
-            rows.append(Ratio(f"measure {label}, new/old", 1 / new, "old", 1 / old, "signs/s"))
-    write_results("bench_sign_video", rows, "medians of rounds; rates are 1/seconds")
+            rows.append(Ratio(f"{prefix} {label}, new/old", 1 / new, "old", 1 / old, unit))
+    return rows
+
+
+def main(
+    doc: str = __doc__ or "",
+    child: str = CHILD,
+    bench: str = "bench_sign_video",
+    prefix: str = "measure",
+    unit: str = "signs/s",
+) -> None:
+    """Parse the command line (usage in ``doc``), `compare` and write the rows as
+    ``bench`` (bench/results.py)."""
+    parser = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+    parser.add_argument("--code", type=Path, default=ROOT, help="checkout measured as new")
+    parser.add_argument("--old", type=Path, help="checkout measured as old, alternated")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--calls", type=int, default=5)
+    args = parser.parse_args()
+    codes = {"new": args.code.resolve()}
+    if args.old:
+        codes["old"] = args.old.resolve()
+    rows = compare(codes, args.rounds, args.calls, child, prefix, unit)
+    write_results(bench, rows, "medians of rounds; rates are 1/seconds")
 
 
 if __name__ == "__main__":

@@ -35,6 +35,7 @@ from clients.device import (
     DeviceHome,
     SidecarExistsError,
     SyncResult,
+    check_embeddable,
     default_home,
     sidecar_path,
 )
@@ -696,6 +697,8 @@ def sign(
                 name = shown_line(str(f))  # one line per file: a name's newline cannot forge one
                 stop.check()
                 try:
+                    if c2pa:  # before a sequence number is used: the export must be possible
+                        check_embeddable(f)
                     signed = h.sign_file(key, f, force=force)
                 except SidecarExistsError as e:
                     err.print(Text.assemble((f"{name}: not signed:", "red"), f" {e}"))

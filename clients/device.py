@@ -45,6 +45,7 @@ import os
 import re
 import secrets
 import shutil
+import stat
 import sys
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -55,7 +56,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO, NotRequired, TypedDict
 
 from clients.api import ProvenanceClient, is_unreachable
-from clients.files import open_regular, read_bounded
+from clients.files import open_regular, read_bounded, still_the_file
 from provenance.core.binding import PerceptualHash
 from provenance.core.claims import (
     MAX_CLAIM_SOFT_BINDINGS,
@@ -75,7 +76,6 @@ from provenance.core.errors import (
     ProvenanceError,
     TransportError,
 )
-from provenance.core.files import file_identity, holds_sha256
 from provenance.core.keyfile import PBKDF2_ITERATIONS, weaker_than_written_here
 from provenance.core.keys import DeviceKey
 from provenance.core.registry import certificate_enrollment_proof
@@ -83,6 +83,7 @@ from provenance.core.video_binding import DEFAULT_VIDEO_CHUNK, hash_file
 from provenance.media.assets import AssetLimits, check_size, inspect_image, media_type_of
 from provenance.media.video.decode import DEFAULT_RATE_HZ, sample_frames
 from provenance.wire import convert as wire
+from provenance.wire.jsontext import loads_text
 from provenance.wire.sidecar import (
     MAX_SIDECAR_BYTES,
     Sidecar,
@@ -386,10 +387,10 @@ class DeviceHome:
                 with self.locked():  # finishes it
                     pass
         try:
-            return DeviceState(**json.loads(self.state_path.read_text()))
+            return DeviceState(**loads_text(self.state_path.read_bytes()))
         except FileNotFoundError as e:
             raise ConfigError(f"no device at {self.root}: run `prov device init` first") from e
-        except (ValueError, TypeError) as e:
+        except (ValueError, TypeError, RecursionError) as e:
             raise ConfigError(f"{self.state_path} is damaged: {e}") from e
 
     def save_state(self, state: DeviceState) -> None:
@@ -722,11 +723,13 @@ class DeviceHome:
         changed while the manifest was made; ConfigError if the claim is not yet logged,
         MediaError when the file carries another manifest store (another claim's,
         another signer's, or one that does not validate: it is never replaced),
-        ConfigError when ``chain`` holds no certificate, and TimestampError (file
-        untouched) when the TSA fails; otherwise as `embed_manifest`.
+        ConfigError when ``chain`` holds no certificate, TimestampError (file untouched)
+        when the TSA fails, MediaError for a symbolic link or a file with other hard
+        links (`check_embeddable`); otherwise as `embed_manifest`.
         """
         from provenance.c2pa.writer import embed_manifest
 
+        check_embeddable(path)
         sidecar = decode_sidecar(side_path.read_bytes())
         if sidecar.receipt is None:
             raise ConfigError(
@@ -879,6 +882,39 @@ def _binds(old: Sidecar, path: Path, fields: ClaimFields, limits: AssetLimits) -
         return content_sha256(data, media_type) == bound.sha256
     except ProvenanceError:  # a store that cannot be removed: not what was signed
         return False
+
+
+def check_embeddable(path: Path) -> None:
+    """Refuse to embed a C2PA manifest into ``path`` when the export, a new file renamed
+    over the name given (a crash leaves the old file or the new one whole), would not
+    update every name of the file: a symbolic link (the link itself would become a
+    regular file holding the manifest, the file it points to left without it) or a file
+    with other hard links (they would keep the old bytes). Writing through instead would
+    change bytes under a name the user did not give, or rewrite the file in place, where
+    a crash leaves a truncated capture. Raises MediaError saying why and what to do (a
+    path that cannot be examined is left to the read that follows, which says why).
+    Source: rename(2), symlink(7), link(2)."""
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return
+    if stat.S_ISLNK(st.st_mode):
+        target = Path(os.path.realpath(path))
+        raise MediaError(
+            f"{path.name} is a symbolic link (to {target}): --c2pa writes the manifest into a"
+            " new file renamed over the name given, which would replace the link with a"
+            f" regular file and leave {target.name} without it; sign the file it points to"
+            f" (`prov sign --c2pa {target}`), or a copy of it"
+        )
+    if st.st_nlink > 1:
+        others = st.st_nlink - 1
+        raise MediaError(
+            f"{path.name} has {st.st_nlink} hard links: --c2pa writes the manifest into a new"
+            " file renamed over this name, so the other"
+            f" {'name' if others == 1 else f'{others} names'} would keep the bytes without"
+            f" it; sign a copy (`cp {path} COPY`, then `prov sign --c2pa COPY`), or remove"
+            " the other links first"
+        )
 
 
 def _own_manifest(
@@ -1099,7 +1135,7 @@ def _read_entry(file: Path) -> QueueEntry:
         )
     text = raw.decode("utf-8", "backslashreplace")
     try:
-        doc = json.loads(raw)
+        doc = loads_text(raw)
         if not isinstance(doc, dict):
             raise ValueError("not a JSON object")
     except (ValueError, RecursionError) as e:
@@ -1217,22 +1253,18 @@ def _still_the_hashed_bytes(path: Path, f: BinaryIO, before: os.stat_result, sha
     """Check, once a video's frames were hashed, that they came from the bytes its hard
     binding hashes: the decoder opens ``path`` by name after ``f`` was hashed, so a file
     replaced (renamed over) or written to in between would give a claim whose frame hashes
-    are not of the signed bytes. ``path`` must still name the file ``f`` opened, with the
-    `file_identity` of ``before`` (``fstat`` of ``f`` before hashing), and ``f`` must still hold
-    the bytes of SHA-256 ``sha256``. The second hash catches an in-place write of the same
-    size within one tick of the timestamps (a clock tick on kernels before 6.13, two
-    seconds on FAT), which the identity alone cannot see; it cost 1.5-5.6 ms of a 1.0-1.6 s
-    signature of a 2.2 MB 720p clip, 70-79 ms (5%) of one of 64 MiB that is mostly bytes
-    the decoder skips (bench/bench_sign_video.py). Decoding from ``f`` instead would need
-    the descriptor passed to the sandboxed decoder and would still miss in-place writes.
+    are not of the signed bytes. ``path`` must still name the file ``f`` opened, as
+    ``before`` (``fstat`` of ``f`` before hashing) found it, and ``f`` must still hold the
+    bytes of SHA-256 ``sha256`` (`clients.files.still_the_file`). The second hash catches
+    an in-place write of the same size within one tick of the timestamps (a clock tick on
+    kernels before 6.13, two seconds on FAT), which the identity alone cannot see; it
+    cost 1.5-5.6 ms of a 1.0-1.6 s signature of a 2.2 MB 720p clip, 70-79 ms (5%) of one
+    of 64 MiB that is mostly bytes the decoder skips (bench/bench_sign_video.py).
+    Decoding from ``f`` instead would need the descriptor passed to the sandboxed decoder
+    and would still miss in-place writes.
     Raises FileChangedError "FILE changed while it was being signed; nothing was signed";
     OSError as reading raises it."""
-    try:
-        named: tuple[int, ...] = file_identity(os.stat(path))
-    except OSError:
-        named = ()
-    same = file_identity(before) == file_identity(os.fstat(f.fileno())) == named
-    if not (same and holds_sha256(f, sha256)):
+    if not still_the_file(path, f, before, sha256):
         raise FileChangedError(
             f"{path.name} changed while it was being signed (replaced or written to between"
             " the hash of its bytes and the hashes of its frames); nothing was signed: sign"

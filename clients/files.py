@@ -16,7 +16,7 @@ import stat
 from typing import BinaryIO
 
 from provenance.core.errors import MediaError, MediaTooLargeError
-from provenance.core.files import file_kind
+from provenance.core.files import file_identity, file_kind, holds_sha256
 
 
 class NotRegularFileError(MediaError):
@@ -57,3 +57,22 @@ def read_bounded(path: str | os.PathLike[str], limit: int, what: str = "file") -
             f"{what} {os.fspath(path)} is over the {limit}-byte limit: not read"
         )
     return data
+
+
+def still_the_file(
+    path: str | os.PathLike[str], f: BinaryIO, before: os.stat_result, sha256: bytes
+) -> bool:
+    """Whether ``path`` still names the file ``f`` opened, as it was when ``before``
+    (``fstat`` of ``f`` before its bytes were read) was taken, and ``f`` still holds
+    bytes of SHA-256 ``sha256`` (32 bytes): for a file read twice, through ``f`` and
+    then by name (a video's frames, decoded by a child that opens the path), whether
+    both reads saw the same bytes. The identity (`provenance.core.files.file_identity`)
+    shows a file renamed over ``path``, appended to or truncated; the second hash
+    (`provenance.core.files.holds_sha256`, which leaves ``f`` at its end) a same-size
+    write within one tick of the timestamps. Raises OSError as reading ``f`` raises it."""
+    try:
+        named: tuple[int, ...] = file_identity(os.stat(path))
+    except OSError:
+        named = ()
+    same = file_identity(before) == file_identity(os.fstat(f.fileno())) == named
+    return same and holds_sha256(f, sha256)

@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from provenance.core.errors import DetectorError
+from provenance.wire.jsontext import loads_text
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -98,7 +99,7 @@ class ModelMeta:
     def from_json(cls, text: str) -> ModelMeta:
         """Parse what `to_json` wrote. Raises DetectorError on malformed metadata."""
         try:
-            raw = json.loads(text)
+            raw = loads_text(text)
             pre = raw.pop("preprocess")
             pre["mean"] = tuple(pre["mean"])
             pre["std"] = tuple(pre["std"])
@@ -107,5 +108,5 @@ class ModelMeta:
                 calibration=Calibration(**raw.pop("calibration")),
                 **raw,
             )
-        except (ValueError, KeyError, TypeError) as e:
+        except (ValueError, KeyError, TypeError, RecursionError) as e:
             raise DetectorError(f"malformed detector metadata: {e}") from e

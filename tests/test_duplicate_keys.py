@@ -7,15 +7,22 @@ keys and sample photos."""
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import httpx
 import pytest
 
+from clients.device import DeviceHome
+from clients.scan.resume import Journal
+from detector.config import ModelMeta
+from detector.registry import REGISTRY
+from detector.weights import load_weights
+from provenance.core.errors import ConfigError, DetectorError
 from provenance.v1 import provenance_pb2 as pb
 from provenance.wire.convert import c2pa_from_pb
 from provenance.wire.jsontext import loads_text
-from tests.conftest import Cli, ServerProc, sign_sample, start_web
+from tests.conftest import SAMPLES, Cli, ServerProc, sign_sample, start_web
 
 
 def test_loads_text_names_a_repeated_key_at_any_depth() -> None:
@@ -98,3 +105,58 @@ def test_a_reply_field_naming_a_key_twice_is_refused() -> None:
     twice = pb.C2paResult(signing_time_json='{"error": "x", "error": "y"}')
     with pytest.raises(ValueError, match="'error' 2 times"):
         c2pa_from_pb(twice)
+
+
+def _twice(text: str, key: str, value: str) -> str:
+    """``text``, a JSON object, with ``"key": value`` first in it too: the same key twice,
+    Python's json taking the later (original) value."""
+    twice = text.replace("{", f'{{"{key}": {value}, ', 1)
+    assert json.loads(twice) == json.loads(text)
+    return twice
+
+
+def test_a_device_state_naming_a_key_twice_is_damaged(tmp_path: Path) -> None:
+    """``device.json`` read back from disk: before, the last ``device_id`` was taken."""
+    home = DeviceHome(tmp_path / "dev")
+    home.init(b"pw")
+    home.state_path.write_text(_twice(home.state_path.read_text(), "device_id", '"0"'))
+    with pytest.raises(ConfigError, match=r"device\.json is damaged: .*'device_id' 2 times"):
+        home.state()
+
+
+def test_a_queue_entry_naming_a_key_twice_is_an_unreadable_entry(tmp_path: Path) -> None:
+    """A queued claim's entry read back from disk: before, the last ``sidecar_path`` (where
+    the receipt is written) was taken; now the entry is unreadable (set aside by the next
+    sync, its text kept), as one that is not JSON is."""
+    home = DeviceHome(tmp_path / "dev")
+    home.init(b"pw")
+    photo = Path(shutil.copy(SAMPLES / "rocket.jpg", tmp_path / "rocket.jpg"))
+    home.sign_file(home.load_key(b"pw"), photo)
+    (entry,) = home.queue_dir.glob("*.json")
+    entry.write_text(_twice(entry.read_text(), "sidecar_path", json.dumps(str(tmp_path / "x"))))
+    (queued,) = home.pending()
+    assert queued.sidecar is None and "'sidecar_path' 2 times" in queued.problem, queued
+    assert queued.problem.startswith("not valid JSON"), queued.problem
+
+
+def test_a_scan_report_row_naming_a_key_twice_is_no_row_to_resume(tmp_path: Path) -> None:
+    """``prov scan --resume`` reads the report's rows back to skip their paths: before,
+    a row naming ``path`` twice skipped the last one only."""
+    report = tmp_path / "scan.jsonl"
+    row = json.dumps({"path": "a.jpg", "status": "UNSIGNED"})
+    report.write_text(row + "\n" + _twice(row, "path", '"b.jpg"') + "\n")
+    with pytest.raises(
+        ConfigError, match=r"scan\.jsonl line 2 is not a scan report row: .*'path' 2"
+    ):
+        Journal(report, resume=True)
+
+
+def test_detector_metadata_naming_a_key_twice_is_malformed() -> None:
+    """A weights file's metadata (`ModelMeta.from_json`; a --weights file may come from
+    anywhere): before, the last ``calibration`` (the band thresholds) was taken."""
+    shipped = REGISTRY["default"].shipped
+    assert shipped is not None
+    text = load_weights(shipped)[1].to_json()
+    twice = _twice(text, "calibration", "{}")
+    with pytest.raises(DetectorError, match=r"malformed detector metadata: .*'calibration' 2"):
+        ModelMeta.from_json(twice)

@@ -47,12 +47,10 @@ def _change(how: str, clip: Path, other: Path) -> None:
             os.pwrite(f.fileno(), bytes([byte[0] ^ 0xFF]), middle)
 
 
-@pytest.mark.parametrize("how", ["replace", "append", "overwrite", "overwrite unseen"])
-def test_a_video_changed_between_the_hash_and_the_frames_is_not_signed(
-    enrolled: Cli, tmp_path: Path, how: str
-) -> None:
-    clip = Path(shutil.copy(SAMPLES / "fabric_pattern.mp4", tmp_path / "clip.mp4"))
-    other = Path(shutil.copy(OTHER / "doorknob-hd-no-bar.mp4", tmp_path / "other.mp4"))
+def change_when_decoded(patch: pytest.MonkeyPatch, how: str, clip: Path, other: Path) -> list[str]:
+    """Make the decoder's first ``open`` of ``clip`` (its sniffing read, the first of the
+    second pass) `_change` it ``how`` first; the list returned holds ``how`` once it has.
+    ``overwrite unseen`` hides the write from ``stat`` and ``fstat`` (`hide_writes`)."""
     changed: list[str] = []
 
     def open_after_a_change(file: Any, *args: Any, **kwargs: Any) -> IO[Any]:
@@ -61,10 +59,20 @@ def test_a_video_changed_between_the_hash_and_the_frames_is_not_signed(
             changed.append(how)
         return builtins.open(file, *args, **kwargs)  # type: ignore[no-any-return]
 
+    if how == "overwrite unseen":
+        hide_writes(patch, clip)
+    patch.setattr(decode, "open", open_after_a_change, raising=False)
+    return changed
+
+
+@pytest.mark.parametrize("how", ["replace", "append", "overwrite", "overwrite unseen"])
+def test_a_video_changed_between_the_hash_and_the_frames_is_not_signed(
+    enrolled: Cli, tmp_path: Path, how: str
+) -> None:
+    clip = Path(shutil.copy(SAMPLES / "fabric_pattern.mp4", tmp_path / "clip.mp4"))
+    other = Path(shutil.copy(OTHER / "doorknob-hd-no-bar.mp4", tmp_path / "other.mp4"))
     with pytest.MonkeyPatch.context() as patch:
-        if how == "overwrite unseen":
-            hide_writes(patch, clip)
-        patch.setattr(decode, "open", open_after_a_change, raising=False)
+        changed = change_when_decoded(patch, how, clip, other)
         rc, out, err = enrolled("sign", str(clip))
     assert changed == [how]  # the change came between the two reads
     text = " ".join(err.split())

@@ -4,7 +4,10 @@ Images are decoded within `provenance.media.assets.AssetLimits` and PDQ-hashed
 (`provenance.media.assets.inspect_image`); videos on disk get the PDQ hashes of frames sampled
 by the sandboxed decoder of `provenance.media.video.decode` (one per second); videos inside
 archives, files that are not media, corrupt media and images over the size limit are
-measured by SHA-256 alone, and say why in ``note``. Sidecars (``FILE.prov`` that parse as
+measured by SHA-256 alone, and say why in ``note``. A video on disk is read twice (its
+SHA-256 here, its frames by the decoder, which opens it by name): one that changed in
+between is refused (FileChangedError), never measured as one file's SHA-256 with
+another's frames. Sidecars (``FILE.prov`` that parse as
 one) are recognised so that they are not reported as unknown files; empty files are
 reported as such and never looked up (every empty file has the same SHA-256).
 
@@ -24,14 +27,14 @@ import hashlib
 import os
 import stat
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import BinaryIO
 
-from clients.files import open_regular
+from clients.files import open_regular, still_the_file
 from clients.scan.sources import SIDECAR_SUFFIX, EntryItem, FileItem, HashedItem, Item
 from provenance.c2pa.container import may_hold_manifest_store, strip_manifest_store
 from provenance.core.binding import PerceptualHash, Sha256Stream
-from provenance.core.errors import ClaimError, MediaError, ProvenanceError
+from provenance.core.errors import ClaimError, FileChangedError, MediaError, ProvenanceError
 from provenance.media.assets import AssetLimits, inspect_image
 from provenance.media.image import SNIFF_BYTES, sniff_media_type
 from provenance.wire.sidecar import MAX_SIDECAR_BYTES, Sidecar, decode_sidecar
@@ -204,8 +207,9 @@ def measure(
 ) -> Measured:
     """Hash one item. ``data``: a folder file's bytes from `read_ahead` (then the file is
     not opened again, unless it is a video, whose frames the decoder reads from the file).
-    Raises OSError if a file on disk cannot be read and `clients.files.NotRegularFileError`
-    (a MediaError) if it is no longer a regular file."""
+    Raises OSError if a file on disk cannot be read, `clients.files.NotRegularFileError`
+    (a MediaError) if it is no longer a regular file and FileChangedError (a MediaError)
+    if a video changed between the hash of its bytes and the hashes of its frames."""
     if isinstance(item, EntryItem):
         return _from_bytes(item.ref, item.data, limits)
     if (
@@ -222,7 +226,8 @@ def measure(
         )
         return Measured(item.ref, item.size, item.sha256, item.media_type, (), "file", note)
     with open_regular(item.path) as f:
-        size = os.fstat(f.fileno()).st_size
+        before = os.fstat(f.fileno())
+        size = before.st_size
         head = f.read(SNIFF_BYTES)
         media_type = sniff_media_type(head)
         small_sidecar = item.path.endswith(SIDECAR_SUFFIX) and size <= MAX_SIDECAR_BYTES
@@ -230,27 +235,50 @@ def measure(
             f.seek(0)
             return _from_bytes(item.ref, f.read(size), limits)
         sha, size = _sha256_of(f, size)
-        content = b""
-        if _is_video(media_type) and size <= limits.max_image_bytes:
-            f.seek(0)
-            content = _content_sha256(f.read(size), media_type)
+        if _is_video(media_type):
+            hashed = Measured(item.ref, size, sha, media_type, (), "file")
+            return _video(item, f, before, hashed, limits)
     if _is_image(media_type):
         note = (
             f"image of {size} bytes is over the {limits.max_image_bytes}-byte limit:"
             " looked up by SHA-256 only"
         )
         return Measured(item.ref, size, sha, media_type, (), "file", note)
-    if _is_video(media_type):
-        # imported here: PyAV and the decoder's sandbox cost a worker ~0.1-0.4 s to load,
-        # which a folder of images never needs
-        from provenance.media.video.decode import sample_frames
-
-        try:
-            info = sample_frames(item.path)
-        except MediaError as e:
-            return Measured(
-                item.ref, size, sha, media_type, (), "file", f"{e}: looked up by SHA-256 only"
-            )
-        soft = tuple(fr.pdq for fr in info.frames)
-        return Measured(item.ref, size, sha, info.media_type, soft, "media", None, content)
     return Measured(item.ref, size, sha, media_type, (), "file", _UNRECOGNISED)
+
+
+def _video(
+    item: FileItem, f: BinaryIO, before: os.stat_result, hashed: Measured, limits: AssetLimits
+) -> Measured:
+    """A video file's measure: ``hashed`` (its SHA-256 and size, through ``f``, opened
+    when ``fstat`` gave ``before``) with the PDQ hashes of its frames, which the decoder
+    reads by name (`provenance.media.video.decode.sample_frames`), and its SHA-256
+    without a C2PA manifest store when it is at most ``limits.max_image_bytes``. Raises
+    FileChangedError when ``item.path`` no longer names the same bytes once the frames
+    are hashed (`clients.files.still_the_file`: renamed over, appended to or written to
+    between the two reads), so that no row pairs one file's SHA-256 with another's frames;
+    OSError as reading ``f`` raises it."""
+    content = b""
+    if hashed.size <= limits.max_image_bytes:
+        f.seek(0)
+        content = _content_sha256(f.read(hashed.size), hashed.media_type)
+    # imported here: PyAV and the decoder's sandbox cost a worker ~0.1-0.4 s to load,
+    # which a folder of images never needs
+    from provenance.media.video.decode import sample_frames
+
+    try:
+        info = sample_frames(item.path)
+    except MediaError as e:
+        measured = replace(hashed, note=f"{e}: looked up by SHA-256 only")
+    else:
+        soft = tuple(fr.pdq for fr in info.frames)
+        measured = replace(
+            hashed, media_type=info.media_type, soft=soft, kind="media", content_sha256=content
+        )
+    if not still_the_file(item.path, f, before, hashed.sha256):
+        raise FileChangedError(
+            f"{os.path.basename(item.path)} changed while it was scanned (replaced or written to"
+            " between the hash of its bytes and the hashes of its frames): scan it again"
+            " once nothing writes it"
+        )
+    return measured

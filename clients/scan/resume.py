@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from provenance.core.errors import ConfigError
+from provenance.wire.jsontext import loads_text
 
 #: One row as compact JSON: `json.dumps` with these separators builds a new encoder
 #: for every call. A row is a tree the scan built (no container in it twice), so the
@@ -122,9 +123,9 @@ class Journal:
                 with path.open("rb") as f:
                     for n, line in enumerate(f, 1):
                         try:
-                            row = json.loads(line)
+                            row = loads_text(line)
                             self.done.add(row["path"])
-                        except (ValueError, KeyError, TypeError) as e:
+                        except (ValueError, KeyError, TypeError, RecursionError) as e:
                             raise ConfigError(
                                 f"{path} line {n} is not a scan report row: {e}"
                             ) from e

@@ -38,6 +38,7 @@ from provenance.core.claims import Verdict
 from provenance.core.errors import (
     ClaimError,
     DetectorError,
+    FileChangedError,
     MediaError,
     ProvenanceError,
     TransportError,
@@ -333,6 +334,8 @@ def process_batch(items: Sequence[Item], config: ScanConfig) -> list[dict[str, A
             continue
         try:
             measured[item.ref] = measure(item, config.limits.assets, read.pop(item.ref, None))
+        except FileChangedError as e:  # not unreadable: read twice, two sets of bytes
+            rows[item.ref] = error_row(item.ref, str(e), item.size, getattr(item, "archive", None))
         except (OSError, ProvenanceError) as e:
             msg = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
             rows[item.ref] = error_row(

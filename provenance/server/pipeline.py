@@ -280,16 +280,22 @@ class VerificationPipeline:
         time_left: Callable[[], float | None] | None,
     ) -> VerificationReport:
         """A trimmed clip may fall between the claim's 1 Hz samples: hash (up to) every
-        frame, within the caller's deadline, and look again."""
+        frame, within the caller's deadline, and look again. Skipped, with a note naming
+        the bound, when the deadline or the video decoding limit leaves under
+        DENSE_PASS_MIN_S for it."""
         left = time_left() if time_left is not None else None
         budget = None if left is None else left - DENSE_PASS_MIN_S  # the call's deadline
-        least = min(self.inspect.video_timeout_s, DENSE_PASS_MIN_S if budget is None else budget)
-        if least < DENSE_PASS_MIN_S:
-            return _note(
-                report,
-                "the dense frame pass for trimmed clips was skipped: the call's deadline is"
-                " too close",
+        limit = self.inspect.video_timeout_s
+        why = None
+        if budget is not None and budget < DENSE_PASS_MIN_S:
+            why = "the call's deadline is too close"
+        elif limit < DENSE_PASS_MIN_S:  # set in-process (InspectConfig), deadline or none
+            why = (
+                f"the video decoding limit ({limit:g} s) is under the {DENSE_PASS_MIN_S:g} s"
+                " the pass needs at least"
             )
+        if why is not None:
+            return _note(report, f"the dense frame pass for trimmed clips was skipped: {why}")
         try:  # also within the time the inspection's decodes left (its DecodeClock)
             dense = resample_dense(upload, found, self.inspect, budget)
         except MediaError as e:
