@@ -32,6 +32,13 @@ def _get(url: str) -> tuple[int, str, str]:
 DAMAGES: dict[str, tuple[Callable[[str], str], tuple[str, ...]]] = {
     "cut short": (lambda text: '{"origin": "log.test/dam', ("Expecting", "Unterminated")),
     "a key twice": (lambda text: text.replace("{", '{"size": 7,', 1), ("'size' 2 times",)),
+    # sizes no checkpoint has: before, Checkpoint's LogError escaped (Starlette's bare 500
+    # and a traceback per request), and int() read true as 1 and 1.5 as 1 (then 409)
+    "a negative size": (lambda text: text.replace('"size": 0', '"size": -1'), ("negative",)),
+    "a size past uint64": (lambda text: text.replace('"size": 0', f'"size": {2**64}'), ("uint64",)),
+    "a size of true": (lambda text: text.replace('"size": 0', '"size": true'), ("whole number",)),
+    "a fractional size": (lambda text: text.replace('"size": 0', '"size": 1.5'), ("whole number",)),
+    "a size as text": (lambda text: text.replace('"size": 0', '"size": "0"'), ("whole number",)),
 }
 
 

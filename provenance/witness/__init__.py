@@ -494,11 +494,14 @@ class Witness:
                 raise TypeError("its origin and note are not text")
             if not isinstance(line, str | None):
                 raise TypeError("its cosignature is not text")
+            size = doc["size"]
+            if type(size) is not int:  # `_save` writes an int; never true, 1.5 or "9"
+                raise TypeError(f"its size {size!r} is not a whole number")
             root = base64.b64decode(doc["root"], validate=True)
-            return _State(Checkpoint(origin, int(doc["size"]), root), note, line)
+            return _State(Checkpoint(origin, size, root), note, line)
         except FileNotFoundError:
             return None
-        except (OSError, ValueError, KeyError, TypeError) as e:
+        except (OSError, ValueError, KeyError, TypeError, LogError) as e:  # LogError: Checkpoint's
             raise _DamagedState(path, e) from e
 
     def _damaged(self, error: _DamagedState) -> Answer:
