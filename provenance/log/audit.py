@@ -65,6 +65,25 @@ class AuditState:
             raise LogError(f"audit state file is damaged: {e}") from e
 
 
+def _saved_frontier(state: AuditState, saved: Checkpoint) -> merkle.CompactRange:
+    """The frontier ``state`` saved, checked against its signed checkpoint ``saved``:
+    the frontier is the auditor's own record, which the signature does not cover, so
+    one that does not hash to the saved root (a changed or missing hash) is a damaged
+    state file (LogError), never the log's fault. Before, the next audit extended it and
+    read an honest log's entries as "edited behind the log's back" (exit 3)."""
+    try:
+        frontier = merkle.CompactRange.from_hashes(saved.size, list(state.frontier))
+    except LogError as e:
+        raise LogError(f"audit state file is damaged: {e}") from e
+    if frontier.root() != saved.root_hash:
+        raise LogError(
+            f"audit state file is damaged: its frontier does not hash to the root of its"
+            f" checkpoint of size {saved.size} (a full audit, --full, re-hashes every entry"
+            " and saves a new one)"
+        )
+    return frontier
+
+
 def open_trusted(note: str, verifier: NoteVerifier, what: str) -> Checkpoint:
     """Open a checkpoint or raise LogIntegrityError (a bad signature is an integrity failure)."""
     try:
@@ -117,7 +136,7 @@ def audit_step(
                 ) from e
         if not from_start:
             start = old.size
-            frontier = merkle.CompactRange.from_hashes(old.size, list(state.frontier))
+            frontier = _saved_frontier(state, old)
     checked = 0
     for entry in entries:
         if frontier.size >= new.size:
