@@ -6,6 +6,7 @@ CLI; the server is unreachable (127.0.0.1:1), as the state is read before any ca
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -74,3 +75,38 @@ def test_a_state_as_init_and_signing_write_it_still_loads(tmp_path: Path) -> Non
         type(state)(state.device_id, state.public_key, "[::1]:50051", 2**64 - 1, "ab" * 32)
     )
     assert home.state().last_sequence == 2**64 - 1
+
+
+@pytest.mark.parametrize("what", ["file", "fifo"])
+def test_a_device_folder_that_is_a_file_is_a_usage_error(
+    what: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """PROV_HOME (or --home) naming a file or a FIFO: `prov device init` said "error: File
+    exists: PATH", `prov device sync` "error: Not a directory: PATH/device.json" and `prov
+    sign` "no device key at PATH/device_key.pem: run `prov device init` first", which
+    then failed (exit 1 each). Now each is a usage error naming the folder option (exit
+    2), as `prov witness serve --state` and `prov log export-tiles DIR` are; a folder
+    not made yet is still created by `prov device init`."""
+    home = tmp_path / "home"
+    if what == "file":
+        home.write_text("not a folder")
+    else:
+        os.mkfifo(home)
+    monkeypatch.setenv("PROV_HOME", str(home))
+    monkeypatch.setenv("PROV_PASSPHRASE", PASSPHRASE)
+    monkeypatch.setenv("PROV_SERVER", "127.0.0.1:1")
+    photo = tmp_path / "photo.jpg"
+    shutil.copy(SAMPLES / "grace_hopper.jpg", photo)
+    for command in (
+        ["device", "init"],
+        ["device", "sync"],
+        ["device", "show"],
+        ["sign", str(photo)],
+    ):
+        capsys.readouterr()
+        rc = prov_main(command)
+        err = " ".join(capsys.readouterr().err.split())
+        assert rc == 2, (command, rc, err)
+        assert "--home" in err and "is not a folder" in err, (command, err)
+    monkeypatch.setenv("PROV_HOME", str(tmp_path / "new" / "deeper"))
+    assert prov_main(["device", "init"]) == 0
