@@ -498,7 +498,12 @@ class Witness:
             if type(size) is not int:  # `_save` writes an int; never true, 1.5 or "9"
                 raise TypeError(f"its size {size!r} is not a whole number")
             root = base64.b64decode(doc["root"], validate=True)
-            return _State(Checkpoint(origin, size, root), note, line)
+            saved = Checkpoint(origin, size, root)
+            noted = Checkpoint.parse_body(split_note(note)[0], opaque_extensions=True)
+            if (noted.origin, noted.size, noted.root_hash) != (origin, size, root):
+                # served as it is, and cosigned afresh when no line was kept
+                raise ValueError(f"its note is not the tree of size {size} saved with it")
+            return _State(saved, note, line)
         except FileNotFoundError:
             return None
         except (OSError, ValueError, KeyError, TypeError, LogError) as e:  # LogError: Checkpoint's
@@ -666,12 +671,9 @@ class Witness:
             verifier = self.logs.get(origin)
             if verifier is None or hashlib.sha256(origin.encode()).hexdigest() != origin_hash:
                 return Answer(404, "this witness never cosigned a checkpoint of that log\n")
-            try:
-                text, _ = split_note(note)
-            except LogError as e:
-                raise _DamagedState(path, e) from e
         except _DamagedState as e:
             return self._damaged(e)
+        text, _ = split_note(note)  # `_read_state` parsed it already
         logs = _log_lines(note, verifier)
         if not logs:
             return Answer(
