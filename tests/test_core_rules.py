@@ -812,6 +812,23 @@ def test_audit_state_round_trips_and_refuses_damage() -> None:
             AuditState.from_json(damaged)
 
 
+def test_a_state_whose_key_or_checkpoint_was_changed_on_disk_is_damaged() -> None:
+    """An audit saves only a checkpoint it verified, with the key that verified it. A
+    state file whose key is no verifier key, or whose checkpoint no longer verifies with
+    that key (a changed digit), was read and blamed on the log: "LOG INTEGRITY FAILURE:
+    the server now presents log key ..., not the key saved in STATE, garbage" or "the
+    saved checkpoint does not verify with the log key" (exit 3). Now it is a damaged
+    state file (LogError, exit 1), saying to move it away."""
+    log = _Log(_entries(7))
+    state, _, _ = audit_step(None, VKEY, log.note(), [], log.entries)
+    edited = state.checkpoint.replace("\n7\n", "\n6\n", 1)
+    assert edited != state.checkpoint
+    for damaged in (replace(state, verifier_key="garbage"), replace(state, checkpoint=edited)):
+        with pytest.raises(LogError, match="audit state file is damaged.*move it away") as info:
+            AuditState.from_json(damaged.to_json())
+        assert not isinstance(info.value, LogIntegrityError), info.value
+
+
 def test_a_damaged_saved_frontier_is_the_state_s_fault_not_the_log_s() -> None:
     """An incremental audit extends the saved frontier. One hash of it changed on the
     auditor's disk (a bit flip, a hand edit) made an honest log's next audit read "LOG
