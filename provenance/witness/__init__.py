@@ -222,8 +222,12 @@ def check_policy(witness_keys: list[str]) -> None:
     keys: an Ed25519 cosignature does not commit to the witness's name (tlog-cosignature
     "Ed25519 signed message"), so one key listed twice, or under two names (anyone can
     copy its line under the other name's key id), would count one witness twice towards
-    a quorum. Also LogError for a malformed key."""
+    a quorum. Also LogError for two keys of one name and 4-byte key id (a collision
+    found by a birthday search): a cosignature line is known by its name and key id, so
+    only one of them could ever count (Go's note verifiers refuse such a pair as an
+    ambiguous key); and for a malformed key."""
     seen: dict[bytes, str] = {}
+    ids: set[tuple[str, bytes]] = set()
     for vkey in witness_keys:
         name, raw = parse_cosigner_vkey(vkey)
         if raw in seen:
@@ -231,7 +235,14 @@ def check_policy(witness_keys: list[str]) -> None:
                 f"the witness keys of {seen[raw]} and {name} have the same public key: one"
                 " witness cannot count twice towards a quorum"
             )
+        kid = cosignature_key_id(name, raw)
+        if (name, kid) in ids:
+            raise LogError(
+                f"two witness keys of {name} have the same name and key id {kid.hex()}:"
+                " their cosignature lines cannot be told apart (an ambiguous key)"
+            )
         seen[raw] = name
+        ids.add((name, kid))
 
 
 def check_quorum(note: str, witness_keys: list[str], quorum: int) -> list[Cosignature]:
