@@ -167,6 +167,36 @@ class DeviceState:
     last_claim_hash: str = ""
 
 
+_HEX32 = re.compile(r"[0-9a-f]{64}")
+
+
+def _parse_state(doc: object) -> DeviceState:
+    """The `DeviceState` of a parsed ``device.json``, checked as `_state_bytes` writes it:
+    an object of those fields, the ids and hashes 64 lowercase hex digits (the claim hash
+    empty before the first claim), ``device_id`` SHA-256 of ``public_key`` (the claim's
+    device id, DESIGN.md), the sequence an integer 0..2^64-1 (a claim's uint64). Raises
+    ValueError or TypeError naming the field that is not so: before, a sequence written
+    as text or a claim hash that is no hex signed on into a traceback, and ``true`` was
+    read as 1."""
+    if not isinstance(doc, dict):
+        raise TypeError(f"not a JSON object but {type(doc).__name__}")
+    state = DeviceState(**doc)
+    for name in ("device_id", "public_key", "last_claim_hash"):
+        value = getattr(state, name)
+        if name == "last_claim_hash" and value == "":  # no claim signed yet
+            continue
+        if not (isinstance(value, str) and _HEX32.fullmatch(value)):
+            raise ValueError(f"{name} {value!r} is not 64 lowercase hex digits")
+    if hashlib.sha256(bytes.fromhex(state.public_key)).hexdigest() != state.device_id:
+        raise ValueError(f"device_id {state.device_id} is not the SHA-256 of its public_key")
+    if not isinstance(state.server, str):
+        raise TypeError(f"server {state.server!r} is not text")
+    seq = state.last_sequence
+    if type(seq) is not int or not 0 <= seq < 2**64:
+        raise ValueError(f"last_sequence {seq!r} is not a whole number from 0 to 2^64 - 1")
+    return state
+
+
 def _state_bytes(state: DeviceState) -> bytes:
     """The ``device.json`` text of ``state``."""
     return (json.dumps(asdict(state), indent=2) + "\n").encode()
@@ -387,7 +417,7 @@ class DeviceHome:
                 with self.locked():  # finishes it
                     pass
         try:
-            return DeviceState(**loads_text(self.state_path.read_bytes()))
+            return _parse_state(loads_text(self.state_path.read_bytes()))
         except FileNotFoundError as e:
             raise ConfigError(f"no device at {self.root}: run `prov device init` first") from e
         except (ValueError, TypeError, RecursionError) as e:

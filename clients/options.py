@@ -29,6 +29,23 @@ from provenance.cli.options import server_address as server_address
 from provenance.cli.options import start_metrics as start_metrics
 from provenance.cli.options import trusted_proxies as trusted_proxies
 
+
+def device_folder(path: Path) -> Path:
+    """``path`` unless something other than a folder is there (a file, FIFO, device, or a
+    link to one): a usage error (exit 2) naming ``--home``. Before, `prov device init`
+    said "error: File exists", the other device commands "Not a directory" or "no device
+    key ... run `prov device init` first" (exit 1). A folder not made yet passes: `prov
+    device init` creates it, parents too. Typer callback of ``--home``. Raises
+    typer.BadParameter."""
+    if (path.exists() or path.is_symlink()) and not path.is_dir():
+        raise typer.BadParameter(
+            f"{path} is not a folder: the device folder (--home, or $PROV_HOME) holds the"
+            " key, state and queue; name a folder (created if missing)",
+            param_hint="--home",
+        )
+    return path
+
+
 #: ``--home DIR``: the device folder (key, state, queue), read from PROV_HOME when not
 #: given, else ~/.prov (`clients.device.default_home`).
 HomeOpt = Annotated[
@@ -38,6 +55,7 @@ HomeOpt = Annotated[
         envvar="PROV_HOME",
         help="Device folder with key, state and queue (default: $PROV_HOME or ~/.prov).",
         show_default=False,
+        callback=device_folder,
     ),
 ]
 

@@ -19,6 +19,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from clients.cli import main as prov_main
 from provenance.core import merkle
 from provenance.core.errors import ConfigError, KeyMaterialError, LogError, SignatureError
 from provenance.log.checkpoint import (
@@ -426,6 +427,23 @@ def test_bad_key_files_are_refused(tmp_path: Path) -> None:
     ec_key.chmod(0o600)
     with pytest.raises(KeyMaterialError, match="Ed25519"):
         load_log_signer(ec_key, ORIGIN)
+
+
+def test_a_key_file_that_is_a_folder_is_named_not_its_descriptor(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`prov serve --log-key DIR` said "error: Is a directory: 12": os.fdopen's error,
+    naming the descriptor it was given. Now the file is checked before, as a FIFO is: a
+    ConfigError naming the path and what it is (exit 1)."""
+    folder = tmp_path / "keys"
+    folder.mkdir()
+    with pytest.raises(ConfigError, match=f"log key file {folder} is a folder, not a regular"):
+        load_log_signer(folder, ORIGIN)
+    capsys.readouterr()
+    serve = ["serve", "--db", ":memory:", "--log-key", str(folder), "--listen", "127.0.0.1:0"]
+    assert prov_main([*serve, "--no-detector"]) == 1
+    err = " ".join(capsys.readouterr().err.split())
+    assert f"{folder} is a folder" in err and "Is a directory" not in err, err
 
 
 # --- leftovers of a killed key writer --------------------------------------------------

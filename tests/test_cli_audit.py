@@ -11,7 +11,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from provenance.log.checkpoint import generate_log_key
+from provenance.core import merkle
+from provenance.log.checkpoint import Checkpoint, generate_log_key
 from tests.conftest import Cli, ServerProc, sign_sample
 
 
@@ -67,7 +68,8 @@ def test_an_audit_against_another_logs_key_names_where_that_key_came_from(
     rc, vkey, err = enrolled("log", "key")
     assert rc == 0, err
     vkey = vkey.strip()
-    other = generate_log_key(tmp_path / "other.pem", vkey.split("+")[0]).verifier_key()
+    other_signer = generate_log_key(tmp_path / "other.pem", vkey.split("+")[0])
+    other = other_signer.verifier_key()
     state = tmp_path / "s.json"
     rc, _, err = enrolled("log", "audit", "--state", str(state), "--log-key", other)
     text = " ".join(err.split())
@@ -76,8 +78,9 @@ def test_an_audit_against_another_logs_key_names_where_that_key_came_from(
         f"LOG INTEGRITY FAILURE: the server presents log key {vkey}, not the --log-key"
         f" given, {other}: another log, or the log's key changed"
     ) in text, text
-    # a STATE saved with another key: that file is named
-    state.write_text(json.dumps({"verifier_key": other, "checkpoint": "", "frontier": []}))
+    # a STATE saved with another key (and a checkpoint it verified): that file is named
+    note = other_signer.sign(Checkpoint(other_signer.name, 0, merkle.EMPTY_ROOT))
+    state.write_text(json.dumps({"verifier_key": other, "checkpoint": note, "frontier": []}))
     rc, _, err = enrolled("log", "audit", "--state", str(state))
     text = " ".join(err.split())
     assert rc == 3 and f"now presents log key {vkey}, not the key saved in {state}" in text, text
@@ -147,7 +150,8 @@ def test_a_saved_size_that_is_not_ascii_digits_is_one_error_line(
         state.write_text(json.dumps({**doc, "checkpoint": "\n".join(lines)}))
         rc, out, err = enrolled("log", "audit", "--state", str(state))
         assert (rc, out) == (1, ""), (out, err)
-        assert err == (
-            f"error: the tree size of the checkpoint saved in {state} {size!r} is not a"
-            " decimal without leading zeros (at most 20 digits); only ASCII digits 0-9 count\n"
-        ), err
+        # its checkpoint no longer verifies with the key saved beside it: a damaged state
+        # (before this was checked on reading it: "the tree size of the checkpoint saved in
+        # STATE '²' is not a decimal ...")
+        assert err.startswith("error: audit state file is damaged: "), err
+        assert err.count("\n") == 1, err

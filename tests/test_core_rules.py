@@ -812,6 +812,45 @@ def test_audit_state_round_trips_and_refuses_damage() -> None:
             AuditState.from_json(damaged)
 
 
+def test_a_state_whose_key_or_checkpoint_was_changed_on_disk_is_damaged() -> None:
+    """An audit saves only a checkpoint it verified, with the key that verified it. A
+    state file whose key is no verifier key, or whose checkpoint no longer verifies with
+    that key (a changed digit), was read and blamed on the log: "LOG INTEGRITY FAILURE:
+    the server now presents log key ..., not the key saved in STATE, garbage" or "the
+    saved checkpoint does not verify with the log key" (exit 3). Now it is a damaged
+    state file (LogError, exit 1), saying to move it away."""
+    log = _Log(_entries(7))
+    state, _, _ = audit_step(None, VKEY, log.note(), [], log.entries)
+    edited = state.checkpoint.replace("\n7\n", "\n6\n", 1)
+    assert edited != state.checkpoint
+    for damaged in (replace(state, verifier_key="garbage"), replace(state, checkpoint=edited)):
+        with pytest.raises(LogError, match="audit state file is damaged.*move it away") as info:
+            AuditState.from_json(damaged.to_json())
+        assert not isinstance(info.value, LogIntegrityError), info.value
+
+
+def test_a_damaged_saved_frontier_is_the_state_s_fault_not_the_log_s() -> None:
+    """An incremental audit extends the saved frontier. One hash of it changed on the
+    auditor's disk (a bit flip, a hand edit) made an honest log's next audit read "LOG
+    INTEGRITY FAILURE: ... entries were edited behind the log's back" (exit 3), and a
+    hash missing read "a frontier of size 5 has 2 hashes, got 1". Now the frontier is
+    checked against the saved checkpoint's root first: the state file is damaged (a
+    LogError, not a LogIntegrityError). A full re-hash does not use it, so it still runs
+    and saves a good state."""
+    log = _Log(_entries(5))
+    state, _, _ = audit_step(None, VKEY, log.note(), [], log.entries)
+    for e in _entries(3, 5):
+        log.append(e)
+    proof = merkle.consistency_proof(5, 8, log.tree.get_nodes)
+    for frontier in ((bytes(32), *state.frontier[1:]), state.frontier[:1]):
+        damaged = replace(state, frontier=frontier)
+        with pytest.raises(LogError, match="audit state file is damaged") as info:
+            audit_step(damaged, VKEY, log.note(), proof, log.entries[5:])
+        assert not isinstance(info.value, LogIntegrityError), info.value
+        repaired, _, checked = audit_step(damaged, VKEY, log.note(), proof, log.entries, True)
+        assert checked == 8 and audit_step(repaired, VKEY, log.note(), [], [])[2] == 0
+
+
 def test_key_history_is_read_out_of_the_audited_entries() -> None:
     admin = KeySigner.of(DeviceKey.from_private_bytes(hashlib.sha256(b"admin").digest()))
     ev = KeyEvent(KeyEventKind.REVOCATION, KEY.key_id, NOW, reason="lost phone")

@@ -738,6 +738,28 @@ def test_names_that_are_not_utf8_are_scanned_and_reported(desk: Desk, tmp_path: 
     assert rows[0]["kind"] == "media" and rows[0]["status"] is not None
 
 
+def test_a_report_inside_the_scanned_folder_is_not_scanned(desk: Desk, tmp_path: Path) -> None:
+    """`prov scan . --report scan.jsonl`: the scan listed its own outputs as files of the
+    folder: the report it was writing and the CSV's ``.part`` as `empty` rows (they were
+    not, by the end), and on the next run the last run's CSV and HTML pages as unsigned
+    files. Now the report's files (OUT.jsonl, OUT.csv, OUT.csv.part, OUT.html), named
+    in any way (here through a link to the folder, and by a second hard link), are left
+    out; the rest of the folder is scanned as before."""
+    folder = tmp_path / "desk"
+    folder.mkdir()
+    (folder / "rocket.jpg").write_bytes((SAMPLES / "rocket.jpg").read_bytes())
+    (folder / "scan.csv").write_text("an older run's CSV\n")
+    (folder / "scan.html").write_text("<p>an older run's page</p>\n")
+    (tmp_path / "via").symlink_to(folder)
+    out = tmp_path / "via" / "scan.jsonl"
+    rows = _scan([folder], out, LocalEngine(0), server=desk.server.address)
+    assert [r["path"] for r in rows] == [f"{folder}/rocket.jpg"], rows
+    os.link(folder / "scan.html", folder / "also-scan.html")
+    (folder / "notes.txt").write_text("caption\n")
+    rows = _scan([folder], out, LocalEngine(0), server=desk.server.address, resume=True)
+    assert [r["path"] for r in rows] == [f"{folder}/rocket.jpg", f"{folder}/notes.txt"], rows
+
+
 def test_a_batch_handed_to_a_pool_whose_worker_died_is_a_worker_error() -> None:
     """A worker killed between two batches: handing the pool the next batch raises
     WorkerError (the scan's clear message, --resume), not BrokenProcessPool, which

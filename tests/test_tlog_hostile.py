@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import fcntl
+import hashlib
 import os
 import stat
 import threading
@@ -21,11 +22,13 @@ from typing import Any
 
 import numpy as np
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from clients.cli import main as prov_main
 from provenance.core.binding import PDQ_ALGORITHM, PerceptualHash
 from provenance.core.claims import Receipt, SignedClaim
 from provenance.core.errors import ClaimError, ConfigError, LogError
+from provenance.core.merkle import EMPTY_ROOT
 from provenance.core.video_match import QUERY_RATE_HZ, match_video
 from provenance.log.checkpoint import Checkpoint, LogSigner, generate_log_key, parse_tree_size
 from provenance.log.tiledir import export_tiles
@@ -328,3 +331,31 @@ def test_an_add_checkpoint_without_a_checkpoint_is_malformed(tmp_path: Path) -> 
             "malformed add-checkpoint body: the checkpoint's first line, its origin, is empty\n",
         ), body
     assert witness.add_checkpoint(f"old 0\n\n{note}".encode()).status == 200
+
+
+def test_two_witness_keys_one_name_and_key_id_are_refused_as_ambiguous() -> None:
+    """A cosignature line is found by its name and 4-byte key id (tlog-cosignature), and
+    `verify_cosignature` takes the first such line. Two keys of one name whose ids
+    collide (found by a birthday search over 10^5 keys: 11 s here; seeds below) were a
+    valid policy, and then only one of the two could ever count: the first line failed
+    the other's key. Go's note verifiers refuse such a pair ("ambiguous key"); so does
+    `check_policy` now, naming both, and with it `check_quorum`, `prov verify --witness`
+    and `prov receipt verify --witness` (`prov serve --witness` refused two witnesses of
+    one name already)."""
+    signers = [
+        LogSigner(
+            Ed25519PrivateKey.from_private_bytes(hashlib.sha256(b"grind%d" % n).digest()),
+            "witness.test/w",
+        )
+        for n in (43830, 97849)
+    ]
+    keys = [cosigner_vkey(s.name, s.public_key) for s in signers]
+    assert keys[0] != keys[1] and keys[0].split("+")[1] == keys[1].split("+")[1]
+    log = LogSigner(Ed25519PrivateKey.generate(), "log.test/ambiguous")
+    note = log.sign(Checkpoint(log.name, 0, EMPTY_ROOT))
+    body = note[: note.rfind("\n\n") + 1].encode()
+    cosigned = note + "".join(cosign(s, body, 1_700_000_000) for s in signers)
+    for policy in (keys, keys[::-1]):
+        with pytest.raises(LogError, match="the same name and key id") as info:
+            check_quorum(cosigned, policy, 2)
+        assert "cosignatures required" not in str(info.value), info.value

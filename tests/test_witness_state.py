@@ -5,6 +5,7 @@ file, and a log whose key in the witness's configuration changed since it cosign
 from __future__ import annotations
 
 import hashlib
+import json
 import urllib.error
 import urllib.request
 from collections.abc import Callable
@@ -32,6 +33,30 @@ def _get(url: str) -> tuple[int, str, str]:
 DAMAGES: dict[str, tuple[Callable[[str], str], tuple[str, ...]]] = {
     "cut short": (lambda text: '{"origin": "log.test/dam', ("Expecting", "Unterminated")),
     "a key twice": (lambda text: text.replace("{", '{"size": 7,', 1), ("'size' 2 times",)),
+    # sizes no checkpoint has: before, Checkpoint's LogError escaped (Starlette's bare 500
+    # and a traceback per request), and int() read true as 1 and 1.5 as 1 (then 409)
+    "a negative size": (lambda text: text.replace('"size": 0', '"size": -1'), ("negative",)),
+    "a size past uint64": (lambda text: text.replace('"size": 0', f'"size": {2**64}'), ("uint64",)),
+    "a size of true": (lambda text: text.replace('"size": 0', '"size": true'), ("whole number",)),
+    "a fractional size": (lambda text: text.replace('"size": 0', '"size": 1.5'), ("whole number",)),
+    "a size as text": (lambda text: text.replace('"size": 0', '"size": "0"'), ("whole number",)),
+    # a note whose tree is not the one saved beside it: before, the monitor endpoint served
+    # it, and for a state saved before cosignature lines were kept, cosigned it afresh: a
+    # cosignature on a tree head this witness never checked
+    "a note of another tree": (
+        lambda text: text.replace("damaged\\n0\\n", "damaged\\n1\\n", 1),
+        ("not the tree",),
+    ),
+    "a note of another tree, no line": (
+        lambda text: json.dumps(
+            {
+                k: v.replace("damaged\n0\n", "damaged\n1\n") if k == "note" else v
+                for k, v in json.loads(text).items()
+                if k != "cosignature"
+            }
+        ),
+        ("not the tree",),
+    ),
 }
 
 
@@ -51,7 +76,9 @@ def test_a_damaged_state_file_is_a_plain_500_and_one_log_line(tmp_path: Path, da
     with witness_serve(tmp_path, log.verifier_key(), stderr) as (url, _):
         assert post_checkpoint(url, f"old 0\n\n{note}")[0] == 200
         (state,) = (tmp_path / "wstate").glob("*.json")
-        state.write_text(damaged(state.read_text()))
+        text = state.read_text()
+        assert damaged(text) != text, "the damage changed nothing"
+        state.write_text(damaged(text))
         answers = [
             _get(f"{url}/{origin_hash}/checkpoint"),
             _get(f"{url}/{origin_hash}/checkpoint"),

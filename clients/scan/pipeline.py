@@ -19,10 +19,17 @@ from pathlib import Path
 from typing import Any
 
 from clients.scan.engines import Engine
-from clients.scan.report import ReportWriter, Summary, hashed_bytes
+from clients.scan.report import ReportWriter, Summary, hashed_bytes, report_files
 from clients.scan.resume import Journal, RefSet
 from clients.scan.runs import runs
-from clients.scan.sources import EntryItem, Item, ScanLimits, iter_items, unescape_name
+from clients.scan.sources import (
+    EntryItem,
+    Item,
+    ScanLimits,
+    file_ids,
+    iter_items,
+    unescape_name,
+)
 from clients.scan.worker import GC_YOUNG_THRESHOLD, ScanConfig
 
 #: Default items per batch (one Lookup call each). A call costs the server about 1.6 ms
@@ -136,7 +143,10 @@ def run_scan(
                 writer = ReportWriter(report, detect=config.detect)
             seen = journal.done
             skipped = len(seen)
-            items = _fresh(iter_items(paths, config.limits, skip=seen.__contains__), seen)
+            # the report's own files, when a folder scanned holds them: no rows of their own
+            own = file_ids(report_files(report))
+            walked = iter_items(paths, config.limits, skip=seen.__contains__, leave_out=own)
+            items = _fresh(walked, seen)
             for rows in engine.map(batched(items, batch_size), config):
                 journal.write(rows)
                 for row in rows:

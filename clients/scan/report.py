@@ -83,6 +83,12 @@ def html_path(report: Path) -> Path:
     return report.with_suffix(".html")
 
 
+def report_files(report: Path) -> tuple[Path, ...]:
+    """Every file a scan into ``report`` writes: the JSON Lines report, the CSV (and the
+    ``.part`` it is written to first) and the HTML page."""
+    return (report, csv_path(report), csv_path(report).with_suffix(".csv.part"), html_path(report))
+
+
 def row_key(row: dict[str, Any]) -> str:
     """The summary bucket of a row: its status, ERROR, EMPTY or SIDECAR."""
     if row.get("error"):
@@ -201,7 +207,7 @@ class ReportWriter:
         self.report = report
         self._top = top
         self._detected = detect
-        self._part = csv_path(report).with_suffix(".csv.part")
+        self._part = report_files(report)[2]
         self._file = self._part.open("w", encoding="utf-8", errors="backslashreplace", newline="")
         self._csv = csv.writer(self._file)
         self._csv.writerow(CSV_FIELDS)

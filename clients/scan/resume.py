@@ -122,15 +122,27 @@ class Journal:
                 _cut_partial_line(path)
                 with path.open("rb") as f:
                     for n, line in enumerate(f, 1):
+                        # a row of another shape (an edit, a damaged disk) is named by its
+                        # line: before, one whose path was no text, or whose fields the
+                        # CSV flattens had other types, ended in a traceback (AttributeError,
+                        # TypeError); the line is UTF-8, not guessed (NULs read as UTF-32)
                         try:
-                            row = loads_text(line)
+                            row = loads_text(line.decode("utf-8"))
+                            if not isinstance(row, dict) or not isinstance(row["path"], str):
+                                raise TypeError("not an object with a text path")
                             self.done.add(row["path"])
-                        except (ValueError, KeyError, TypeError, RecursionError) as e:
+                            if on_row is not None:
+                                on_row(row)
+                        except (
+                            ValueError,
+                            KeyError,
+                            TypeError,
+                            AttributeError,
+                            RecursionError,
+                        ) as e:
                             raise ConfigError(
                                 f"{path} line {n} is not a scan report row: {e}"
                             ) from e
-                        if on_row is not None:
-                            on_row(row)
             self._file: IO[str] = path.open("a", encoding="utf-8")
         except OSError as e:
             raise ConfigError(f"cannot open the report {path}: {e.strerror or e}") from e

@@ -42,8 +42,9 @@ import stat
 import tarfile
 import zipfile
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import IO, Protocol, cast
 
 from clients.files import NotRegularFileError, open_regular
@@ -205,13 +206,25 @@ _ZIP_ERRORS = (
 )
 
 
+#: A file's identity on disk: (st_dev, st_ino).
+FileId = tuple[int, int]
+
+
 class Walker:
     """Enumerates items under limits. ``skip(ref)`` says a leaf item is not wanted (already
-    in the report, say): its bytes are then not read, except as a tar stream demands."""
+    in the report, say): its bytes are then not read, except as a tar stream demands.
+    ``leave_out``: files on disk that are no item at all, by `FileId` whatever their
+    name (the scan's own report files, which a folder scanned may hold)."""
 
-    def __init__(self, limits: ScanLimits, skip: Callable[[str], bool]) -> None:
+    def __init__(
+        self,
+        limits: ScanLimits,
+        skip: Callable[[str], bool],
+        leave_out: frozenset[FileId] = frozenset(),
+    ) -> None:
         self.limits = limits
         self.skip = skip
+        self.leave_out = leave_out
 
     # ---------------------------------------------------------------- paths
 
@@ -228,6 +241,8 @@ class Walker:
             return
         if stat.S_ISDIR(st.st_mode):
             yield from self._folder(path)
+        elif (st.st_dev, st.st_ino) in self.leave_out:
+            return
         elif not stat.S_ISREG(st.st_mode):
             yield RefusedItem(escape_name(path), "not a regular file (device, socket or FIFO)")
         elif allow_list and path.lower().endswith(LIST_SUFFIXES):
@@ -271,10 +286,12 @@ class Walker:
                 elif ent.is_dir(follow_symlinks=False):
                     yield from self._folder(ref)
                 elif ent.is_file(follow_symlinks=False):
+                    st = ent.stat(follow_symlinks=False)
+                    if (st.st_dev, st.st_ino) in self.leave_out:
+                        continue
                     side = ent.name + SIDECAR_SUFFIX
                     sidecar = os.path.join(path, side) if side in regular else None
-                    size = ent.stat(follow_symlinks=False).st_size
-                    yield from self._file(ref, size, sidecar, archive_by_magic=False)
+                    yield from self._file(ref, st.st_size, sidecar, archive_by_magic=False)
                 else:
                     yield RefusedItem(
                         escape_name(ref), "not a regular file (device, socket or FIFO)"
@@ -588,10 +605,25 @@ def _drain(member: _Readable, check: Callable[[], None]) -> None:
 
 
 def iter_items(
-    paths: list[str], limits: ScanLimits, skip: Callable[[str], bool] = lambda _: False
+    paths: list[str],
+    limits: ScanLimits,
+    skip: Callable[[str], bool] = lambda _: False,
+    leave_out: frozenset[FileId] = frozenset(),
 ) -> Iterator[Item]:
     """Items of the PATH arguments in a stable order (see `Walker`)."""
-    return Walker(limits, skip).paths(paths)
+    return Walker(limits, skip, leave_out).paths(paths)
+
+
+def file_ids(paths: Iterable[Path]) -> frozenset[FileId]:
+    """The `FileId` of each of ``paths`` that exists (followed if a link)."""
+    ids = set()
+    for path in paths:
+        try:
+            st = os.stat(path)
+        except OSError:
+            continue
+        ids.add((st.st_dev, st.st_ino))
+    return frozenset(ids)
 
 
 def _no_check() -> None:

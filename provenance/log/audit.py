@@ -53,16 +53,44 @@ class AuditState:
     @classmethod
     def from_json(cls, text: str | bytes) -> AuditState:
         """Parse a saved state (text, or its bytes: UTF-8 JSON as `to_json` writes it);
-        raises LogError when it is damaged, bytes that are not UTF-8 included."""
+        raises LogError when it is damaged, bytes that are not UTF-8 included. An audit
+        saves only a checkpoint it verified, with the key that verified it, so a key that
+        is no verifier key, or a checkpoint that no longer verifies with it, is damage on
+        the auditor's disk, not the log's doing (before, both read as a LOG INTEGRITY
+        FAILURE of the log)."""
         try:
             doc = loads_text(text)
-            return cls(
+            state = cls(
                 str(doc["verifier_key"]),
                 str(doc["checkpoint"]),
                 tuple(bytes.fromhex(h) for h in doc["frontier"]),
             )
-        except (ValueError, KeyError, TypeError, RecursionError) as e:
-            raise LogError(f"audit state file is damaged: {e}") from e
+            open_checkpoint(state.checkpoint, NoteVerifier.from_vkey(state.verifier_key))
+        except (ValueError, KeyError, TypeError, RecursionError, ProvenanceError) as e:
+            raise LogError(
+                f"audit state file is damaged: {e}; move it away to start the audit afresh"
+                " (the next audit then trusts the log's key and tree as first seen)"
+            ) from e
+        return state
+
+
+def _saved_frontier(state: AuditState, saved: Checkpoint) -> merkle.CompactRange:
+    """The frontier ``state`` saved, checked against its signed checkpoint ``saved``:
+    the frontier is the auditor's own record, which the signature does not cover, so
+    one that does not hash to the saved root (a changed or missing hash) is a damaged
+    state file (LogError), never the log's fault. Before, the next audit extended it and
+    read an honest log's entries as "edited behind the log's back" (exit 3)."""
+    try:
+        frontier = merkle.CompactRange.from_hashes(saved.size, list(state.frontier))
+    except LogError as e:
+        raise LogError(f"audit state file is damaged: {e}") from e
+    if frontier.root() != saved.root_hash:
+        raise LogError(
+            f"audit state file is damaged: its frontier does not hash to the root of its"
+            f" checkpoint of size {saved.size} (a full audit, --full, re-hashes every entry"
+            " and saves a new one)"
+        )
+    return frontier
 
 
 def open_trusted(note: str, verifier: NoteVerifier, what: str) -> Checkpoint:
@@ -117,7 +145,7 @@ def audit_step(
                 ) from e
         if not from_start:
             start = old.size
-            frontier = merkle.CompactRange.from_hashes(old.size, list(state.frontier))
+            frontier = _saved_frontier(state, old)
     checked = 0
     for entry in entries:
         if frontier.size >= new.size:

@@ -509,10 +509,11 @@ def load_log_signer(path: Path, origin: str, what: str = "log key") -> LogSigner
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError as e:
         raise ConfigError(f"cannot open {what} file {path}: {e.strerror}") from e
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode):  # checked before os.fdopen, which refuses a folder
+        os.close(fd)  # naming the descriptor ("Is a directory: 12"), not the path
+        raise ConfigError(f"{what} file {path} is {file_kind(st.st_mode)}, not a regular file")
     with os.fdopen(fd, "rb") as handle:
-        st = os.fstat(handle.fileno())
-        if not stat.S_ISREG(st.st_mode):
-            raise ConfigError(f"{what} file {path} is {file_kind(st.st_mode)}, not a regular file")
         os.set_blocking(handle.fileno(), True)
         mode = stat.S_IMODE(st.st_mode)
         if mode & 0o077:

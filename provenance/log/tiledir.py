@@ -6,7 +6,9 @@ the checkpoint last, each file through a temporary name and an atomic rename, an
 tiles flushed to disk before the checkpoint is written, so a reader (or a web server
 serving the directory) never sees a torn file or a checkpoint whose tiles are missing,
 even after a crash. Full tiles and bundles never change once written, so a repeated
-export only adds what the log appended since (tlog-tiles: full tiles are immutable).
+export only adds what the log appended since (tlog-tiles: full tiles are immutable),
+and writes again any file past the folder's checkpoint that is already there: one an
+export renamed in before a crash stopped it ahead of its flush may have lost its bytes.
 
 `fetcher` opens a tiled log by directory path or ``http(s)://`` prefix for
 `provenance.log.tiles.audit_tiles`.
@@ -87,6 +89,13 @@ def _drop_partials(full: Path) -> None:
         folder.rmdir()
 
 
+def _leaves_end(tile: tiles.Tile) -> int:
+    """One past the last leaf under ``tile`` (each level-L hash covers 256^L leaves):
+    the smallest tree size whose export holds it."""
+    hashes_end: int = tile.index * tiles.TILE_WIDTH + tile.width
+    return hashes_end << (tiles.TILE_HEIGHT * tile.level)  # 256^level leaves a hash
+
+
 def _exported_size(directory: Path) -> int | None:
     """Tree size of the checkpoint already in ``directory``, or None if it has none."""
     path = directory / tiles.CHECKPOINT_PATH
@@ -129,7 +138,11 @@ def export_tiles(
     for tile in all_tiles:
         path = directory / tile.path
         data = b""
-        if not path.exists():
+        # a file past the folder's checkpoint was renamed in unflushed by an export that
+        # stopped before its os.sync: after a power cut it may be empty, so it is written
+        # again; those the checkpoint covers were flushed before it was written
+        flushed = before is not None and _leaves_end(tile) <= before
+        if not (flushed and path.exists()):
             data = tiles.tile_hashes(tile, store.get_nodes)
             _write(path, data)
             written += 1
@@ -138,7 +151,7 @@ def export_tiles(
         if tile.level != 0:
             continue
         bundle_path = directory / tile.entries_path
-        if not bundle_path.exists():
+        if not (flushed and bundle_path.exists()):
             leaves = tiles.split_hashes(data or path.read_bytes(), tile)
             first = tile.index * tiles.TILE_WIDTH
             rows = store.entries(first, tile.width)

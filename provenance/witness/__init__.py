@@ -222,8 +222,12 @@ def check_policy(witness_keys: list[str]) -> None:
     keys: an Ed25519 cosignature does not commit to the witness's name (tlog-cosignature
     "Ed25519 signed message"), so one key listed twice, or under two names (anyone can
     copy its line under the other name's key id), would count one witness twice towards
-    a quorum. Also LogError for a malformed key."""
+    a quorum. Also LogError for two keys of one name and 4-byte key id (a collision
+    found by a birthday search): a cosignature line is known by its name and key id, so
+    only one of them could ever count (Go's note verifiers refuse such a pair as an
+    ambiguous key); and for a malformed key."""
     seen: dict[bytes, str] = {}
+    ids: set[tuple[str, bytes]] = set()
     for vkey in witness_keys:
         name, raw = parse_cosigner_vkey(vkey)
         if raw in seen:
@@ -231,7 +235,14 @@ def check_policy(witness_keys: list[str]) -> None:
                 f"the witness keys of {seen[raw]} and {name} have the same public key: one"
                 " witness cannot count twice towards a quorum"
             )
+        kid = cosignature_key_id(name, raw)
+        if (name, kid) in ids:
+            raise LogError(
+                f"two witness keys of {name} have the same name and key id {kid.hex()}:"
+                " their cosignature lines cannot be told apart (an ambiguous key)"
+            )
         seen[raw] = name
+        ids.add((name, kid))
 
 
 def check_quorum(note: str, witness_keys: list[str], quorum: int) -> list[Cosignature]:
@@ -494,11 +505,19 @@ class Witness:
                 raise TypeError("its origin and note are not text")
             if not isinstance(line, str | None):
                 raise TypeError("its cosignature is not text")
+            size = doc["size"]
+            if type(size) is not int:  # `_save` writes an int; never true, 1.5 or "9"
+                raise TypeError(f"its size {size!r} is not a whole number")
             root = base64.b64decode(doc["root"], validate=True)
-            return _State(Checkpoint(origin, int(doc["size"]), root), note, line)
+            saved = Checkpoint(origin, size, root)
+            noted = Checkpoint.parse_body(split_note(note)[0], opaque_extensions=True)
+            if (noted.origin, noted.size, noted.root_hash) != (origin, size, root):
+                # served as it is, and cosigned afresh when no line was kept
+                raise ValueError(f"its note is not the tree of size {size} saved with it")
+            return _State(saved, note, line)
         except FileNotFoundError:
             return None
-        except (OSError, ValueError, KeyError, TypeError) as e:
+        except (OSError, ValueError, KeyError, TypeError, LogError) as e:  # LogError: Checkpoint's
             raise _DamagedState(path, e) from e
 
     def _damaged(self, error: _DamagedState) -> Answer:
@@ -663,12 +682,9 @@ class Witness:
             verifier = self.logs.get(origin)
             if verifier is None or hashlib.sha256(origin.encode()).hexdigest() != origin_hash:
                 return Answer(404, "this witness never cosigned a checkpoint of that log\n")
-            try:
-                text, _ = split_note(note)
-            except LogError as e:
-                raise _DamagedState(path, e) from e
         except _DamagedState as e:
             return self._damaged(e)
+        text, _ = split_note(note)  # `_read_state` parsed it already
         logs = _log_lines(note, verifier)
         if not logs:
             return Answer(
