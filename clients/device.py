@@ -1165,7 +1165,7 @@ def _read_entry(file: Path) -> QueueEntry:
         )
     text = raw.decode("utf-8", "backslashreplace")
     try:
-        doc = loads_text(raw)
+        doc = loads_text(raw, file_names=True)  # sidecar_path: a name as the OS gave it
         if not isinstance(doc, dict):
             raise ValueError("not a JSON object")
     except (ValueError, RecursionError) as e:

@@ -127,7 +127,7 @@ class Journal:
                         # CSV flattens had other types, ended in a traceback (AttributeError,
                         # TypeError); the line is UTF-8, not guessed (NULs read as UTF-32)
                         try:
-                            row = loads_text(line.decode("utf-8"))
+                            row = loads_text(line)
                             if not isinstance(row, dict) or not isinstance(row["path"], str):
                                 raise TypeError("not an object with a text path")
                             self.done.add(row["path"])

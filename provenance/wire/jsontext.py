@@ -51,16 +51,25 @@ def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     )
 
 
-def loads_text(data: bytes | str) -> Any:
+def loads_text(data: bytes | str, *, file_names: bool = False) -> Any:
     """``data`` (UTF-8 bytes, or text) parsed as JSON (as `json.loads`), refusing an
     object that names one key twice, a string that holds a lone surrogate and an integer
-    of more than MAX_INT_DIGITS digits. Raises ValueError for malformed JSON or such an
-    object, string or number (its message says so, naming a repeated key),
-    RecursionError for JSON nested deeper than the interpreter's stack."""
+    of more than MAX_INT_DIGITS digits. ``file_names=True`` lets strings hold lone
+    surrogates: for a state file this program wrote with `json.dumps` of file names as
+    the operating system gave them (surrogateescape, PEP 383), to be read back to the
+    same names. Raises ValueError for malformed JSON or such an object, string or number
+    (its message says so, naming a repeated key), RecursionError for JSON nested deeper
+    than the interpreter's stack."""
     if isinstance(data, str):
-        data = data.encode("utf-8")  # a lone surrogate in it: UnicodeEncodeError, a ValueError
+        text = data
+        data = data.encode("utf-8", "surrogatepass" if file_names else "strict")
+    else:
+        # UTF-8 always (RFC 8259 §8.1), a leading BOM ignored: json.loads given bytes
+        # guesses UTF-16 or UTF-32 from where NUL bytes fall, so a damaged line of NULs
+        # was read as UTF-32. surrogatepass lets the check below name a raw surrogate.
+        text = data.decode("utf-8-sig", "surrogatepass")
     try:
-        doc = json.loads(data, object_pairs_hook=_unique_keys)
+        doc = json.loads(text, object_pairs_hook=_unique_keys)
     except ValueError as e:
         # Python's message says to call sys.set_int_max_str_digits: advice for this
         # program, not for whoever sent the JSON (a parse_int hook took 10x as long)
@@ -71,7 +80,7 @@ def loads_text(data: bytes | str) -> Any:
             f"a number of {int(found.group(1)):,} digits, more than the {MAX_INT_DIGITS:,}"
             " a JSON number may have here"
         ) from None
-    if _MAY_HOLD_SURROGATE.search(data):
+    if not file_names and _MAY_HOLD_SURROGATE.search(data):
         try:
             json.dumps(doc, ensure_ascii=False).encode("utf-8")
         except UnicodeEncodeError as e:
