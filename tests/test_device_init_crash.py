@@ -13,26 +13,50 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import IO
 
 from clients.device import DeviceHome
 from tests.conftest import PASSPHRASE
 
-#: The child: count the calls that change the file system and SIGKILL the process
-#: just before the k-th (argv[1]); argv[2:] is the prov command line.
+#: The child: imports `prov` once, then for each line ``[K, OUT, ARGV]`` (JSON) on stdin
+#: forks a process that counts the calls that change the file system and SIGKILLs itself
+#: just before the k-th, running `prov ARGV` with its output to the file OUT; answers each
+#: line with that process's exit status (-9 when killed). A fork of one process that has
+#: imported `prov` (imports change no file: no .pyc is written) spares each try an
+#: interpreter start and its imports (about 1 s), and counts the same calls.
 _KILL_AT = r"""
-import os, signal, sys
+import json, os, signal, sys, traceback
 from clients.cli import main
-kill_at, seen = int(sys.argv[1]), 0
 CHANGES = {"os.rename", "os.mkdir", "os.remove", "os.rmdir", "os.symlink", "shutil.rmtree"}
-def hook(event, args):
-    global seen
-    if event in CHANGES or (event == "open" and len(args) > 2 and isinstance(args[2], int)
-                            and args[2] & (os.O_WRONLY | os.O_RDWR | os.O_CREAT)):
-        seen += 1
-        if seen == kill_at:
-            os.kill(os.getpid(), signal.SIGKILL)
-sys.addaudithook(hook)
-sys.exit(main(sys.argv[2:]))
+def run(kill_at, argv):
+    seen = 0
+    def hook(event, args):
+        nonlocal seen
+        if event in CHANGES or (event == "open" and len(args) > 2 and isinstance(args[2], int)
+                                and args[2] & (os.O_WRONLY | os.O_RDWR | os.O_CREAT)):
+            seen += 1
+            if seen == kill_at:
+                os.kill(os.getpid(), signal.SIGKILL)
+    sys.addaudithook(hook)
+    return main(argv)
+for line in sys.stdin:
+    kill_at, out, argv = json.loads(line)
+    pid = os.fork()
+    if pid == 0:
+        os.dup2(os.open(os.devnull, os.O_RDONLY), 0)  # the lines are the parent's
+        fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+        os.dup2(fd, 1)
+        os.dup2(fd, 2)
+        rc = 1
+        try:
+            rc = run(kill_at, argv)
+        except BaseException:
+            traceback.print_exc()
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(rc)
+    print(os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]), flush=True)
 """
 
 
@@ -68,20 +92,44 @@ def test_init_force_killed_at_any_step_leaves_the_old_or_the_new_device(tmp_path
         "PROV_PASSPHRASE": PASSPHRASE,
         "PYTHONDONTWRITEBYTECODE": "1",  # no .pyc written by the child's imports
     }
-    outcomes = set()
     template = tmp_path / "template"
     before = _old_device(template)
     old_id = json.loads(before["device.json"])["device_id"]
+    child = subprocess.Popen(
+        [sys.executable, "-c", _KILL_AT],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env,
+    )  # fmt: skip
+    assert child.stdin is not None and child.stdout is not None
+    try:
+        _kill_at_each_step(tmp_path, template, before, old_id, child.stdin, child.stdout)
+    finally:
+        child.stdin.close()
+        child.wait(timeout=60)
+
+
+def _kill_at_each_step(
+    tmp_path: Path,
+    template: Path,
+    before: dict[str, bytes],
+    old_id: str,
+    to_child: IO[str],
+    from_child: IO[str],
+) -> None:
+    """`prov device init --force` on a copy of ``template`` (files ``before``, device
+    ``old_id``) killed at its 1st, 2nd, ... change until one run finishes, each run
+    through `_KILL_AT`'s process (``to_child``, ``from_child``); each leaves the old
+    device or the new one, and both are seen."""
+    outcomes = set()
     for kill_at in range(1, 60):
         root = tmp_path / f"k{kill_at}" / "dev"
         shutil.copytree(template, root)
-        run = subprocess.run(
-            [sys.executable, "-c", _KILL_AT, str(kill_at), "device", "init", "--force",
-             "--home", str(root)],
-            capture_output=True, text=True, env=env, timeout=120,
-        )  # fmt: skip
-        killed = run.returncode == -9
-        assert killed or run.returncode == 0, run.stderr
+        out = tmp_path / f"k{kill_at}" / "out.txt"
+        argv = ["device", "init", "--force", "--home", str(root)]
+        to_child.write(json.dumps([kill_at, str(out), argv]) + "\n")
+        to_child.flush()
+        returncode = int(from_child.readline())
+        killed = returncode == -9
+        assert killed or returncode == 0, out.read_text()
         home = DeviceHome(root)
         state = home.state()  # the next command: an intact device, or ConfigError
         key = home.load_key(PASSPHRASE.encode())  # its key matches its state

@@ -5,6 +5,7 @@ would not fit; before, the docstring's own line breaks showed as ragged short li
 
 from __future__ import annotations
 
+import functools
 import re
 import shlex
 from typing import Any
@@ -19,6 +20,13 @@ from clients.helptext import EXAMPLES
 WIDTH = 80
 
 
+@functools.cache
+def _root() -> Any:
+    """`prov`'s click command tree, built once (typer builds the whole tree on each call,
+    about 0.1 s; `_resolve` runs for every example line). Only read here."""
+    return typer.main.get_command(app)
+
+
 def _commands() -> list[tuple[str, Any]]:
     """(path, command) of `prov` and every command under it."""
     found: list[tuple[str, Any]] = []
@@ -28,13 +36,13 @@ def _commands() -> list[tuple[str, Any]]:
         for name, sub in getattr(cmd, "commands", {}).items():
             walk(sub, f"{path} {name}".strip())
 
-    walk(typer.main.get_command(app), "")
+    walk(_root(), "")
     return found
 
 
 def _resolve(words: list[str]) -> tuple[str, Any]:
     """The command an example line runs (after ``prov``), and its path."""
-    cmd, path = typer.main.get_command(app), ""
+    cmd, path = _root(), ""
     for w in words:
         sub = getattr(cmd, "commands", {}).get(w)
         if sub is None:

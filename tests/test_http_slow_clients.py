@@ -610,6 +610,8 @@ try:
     port = int(proc.address.rsplit(":", 1)[1])
     socks = [upload(port, a, PART + b"\\xff\\xd8", whole=False) for a in sources]
     out["slots"] = [answer(socks[2]), answer(socks[3])]
+    for s in socks:  # or the server's stop waits for them (20 s, then a kill)
+        s.close()
 finally:
     proc.stop()
 proc = start_web("127.0.0.1:1", "--listen", "[fd00:1::1]:0", "--uploads-per-minute", "2")
@@ -846,12 +848,17 @@ def _send_paced(s: socket.socket, data: bytes, block: int = 4096, every: float =
 @pytest.mark.slow
 def test_serve_http_page_takes_the_servers_upload_min_rate(tmp_path: Path) -> None:
     """`prov serve --http` runs its page with the server's --upload-min-rate-kb. Here 64:
-    8 uploads at about 16 KiB/s from 8 addresses, past the page's 30 s idle window, are
-    under it, so a newcomer takes the slot of one of them (503 "send it faster") and gets
-    its report. Before, the page kept its default 8 KiB/s whatever the flag said, the 8
-    kept their slots and the newcomer got 503 "verifying as many files as it can".
-    Real `prov serve --http`, loopback addresses 127.0.0.x, a real JPEG."""
-    srv = start_server(tmp_path / "prov.db", "--http", "127.0.0.1:0", "--upload-min-rate-kb", "64")
+    8 uploads at about 16 KiB/s from 8 addresses, past the page's idle window (the
+    server's --upload-idle-seconds, 2 here: `test_serve_http_page_takes_the_web_limit_flags`
+    shows the page takes it), are under it, so a newcomer takes the slot of one of them
+    (503 "send it faster") and gets its report. Before, the page kept its default 8 KiB/s
+    whatever the flag said, the 8 kept their slots and the newcomer got 503 "verifying as
+    many files as it can". Real `prov serve --http`, loopback addresses 127.0.0.x, a real
+    JPEG."""
+    srv = start_server(
+        tmp_path / "prov.db",
+        "--http", "127.0.0.1:0", "--upload-min-rate-kb", "64", "--upload-idle-seconds", "2",
+    )  # fmt: skip
     steady: Drip | None = None
     try:
         port = int(read_line(srv.proc, "web on ").rsplit(":", 1)[1])
@@ -860,7 +867,7 @@ def test_serve_http_page_takes_the_servers_upload_min_rate(tmp_path: Path) -> No
             for i in range(8)
         ]
         steady = Drip(held, 0.25, bytes(4096))  # 16 KiB/s each
-        time.sleep(31.5)  # past the page's --upload-idle-seconds (the server's, 30): pace counts
+        time.sleep(3.5)  # past the page's --upload-idle-seconds (2 s): their pace counts
         newcomer = _answer(_upload_from(port, "127.0.0.20", _photo_form(), True), 60)
         assert newcomer is not None and newcomer.startswith("HTTP/1.1 200 OK\r\n"), newcomer
         answered, _, _ = select.select(held, [], [], 10)  # at its next block

@@ -161,7 +161,8 @@ def test_one_verify_decodes_a_video_once_per_frame_set(
     # over the decoding budget (the review's 8K file): refused from its header by the
     # one decode, the detector asked or not
     big = tmp_path / "big8k.mp4"
-    _encode(big, (np.full((4320, 7680, 3), 128, np.uint8) for _ in range(40)), 1, "51")
+    grey = np.full((4320, 7680, 3), 128, np.uint8)
+    _encode(big, (grey for _ in range(40)), 1, "51")  # one array: `_encode` converts it once
     before = _total(_scrape(url), "prov_video_decodes_total")
     with ProvenanceClient(server.address) as c, pytest.raises(TransportError) as e:
         c.verify_file(big, detect=True)

@@ -5,6 +5,7 @@ behind. `--help` of each command shown answers 0."""
 
 from __future__ import annotations
 
+import functools
 import re
 import shlex
 from pathlib import Path
@@ -37,9 +38,17 @@ def _shown(text: str) -> list[str]:
     return found
 
 
+@functools.cache
+def _root() -> Any:
+    """`prov`'s click command tree, built once: typer builds the whole tree on each call
+    (about 0.1 s), and this module resolves some 280 command lines at collection and again
+    in its tests. Only read here (`make_context` does not change a command)."""
+    return typer.main.get_command(app)
+
+
 def _resolve(words: list[str]) -> tuple[str, Any]:
     """The command path named by the first words after ``prov``, and its click command."""
-    cmd: Any = typer.main.get_command(app)
+    cmd: Any = _root()
     path: list[str] = []
     for w in words:
         sub = getattr(cmd, "commands", {}).get(w)
@@ -124,7 +133,7 @@ def test_the_readme_usage_block_parses_as_written(
     assert len(lines) > 25, lines
     monkeypatch.chdir(tmp_path)
     values = _placeholders(tmp_path)
-    root = typer.main.get_command(app)
+    root = _root()
     for line in lines:
         # an absolute folder (`/archive/photos`) is made under tmp_path, not on this machine
         args = [

@@ -36,13 +36,17 @@ def _encode(
     """H.264 MP4 of RGB frames at ``fps``, libx264 ultrafast at ``crf``; ``live``: a
     Matroska file written as a live stream instead, whose header declares no duration."""
     how = {"format": "matroska", "options": {"live": "1"}} if live else {}
+    last: tuple[np.ndarray, av.VideoFrame] | None = None
     with av.open(str(path), "w", **how) as out:  # type: ignore[call-overload]
         stream = out.add_stream("libx264", rate=fps, options={"preset": "ultrafast", "crf": crf})
         for i, pixels in enumerate(frames):
             if i == 0:
                 stream.width, stream.height = pixels.shape[1], pixels.shape[0]
                 stream.pix_fmt = "yuv420p"
-            frame = av.VideoFrame.from_ndarray(pixels, format="rgb24")
+            if last is None or last[0] is not pixels:  # the same array again: converted once
+                yuv = av.VideoFrame.from_ndarray(pixels, format="rgb24").reformat(format="yuv420p")
+                last = (pixels, yuv)
+            frame = last[1]
             frame.pts, frame.time_base = i, Fraction(1, fps)
             for packet in stream.encode(frame):
                 out.mux(packet)
