@@ -55,6 +55,7 @@ import io
 import json
 import logging
 import socket
+import sys
 import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -374,6 +375,14 @@ class _MetricsServer(ThreadingWSGIServer):
             super().process_request_thread(request, client_address)
         finally:
             self._give(request)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A connection cut at its deadline (TimeoutError) or by its client (a reset, a
+        broken pipe) is how slow and gone clients end, so nothing is logged; anything
+        else gets socketserver's traceback on stderr. Before, every slow client cut
+        printed one: a slowloris client could flood the process's log."""
+        if not isinstance(sys.exc_info()[1], (TimeoutError, ConnectionError)):
+            super().handle_error(request, client_address)
 
 
 def process_registry() -> CollectorRegistry:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import json
 import socket
+import struct
 import subprocess
 import sys
 import threading
@@ -88,6 +89,29 @@ def test_a_byte_at_a_time_request_is_cut_at_the_deadline() -> None:
         assert closed, f"the server took {sent} header bytes, one a second, past its deadline"
     finally:
         s.close()
+
+
+@pytest.mark.usefixtures("short_deadline")
+def test_a_connection_cut_at_the_deadline_logs_nothing(capsys: pytest.CaptureFixture[str]) -> None:
+    """A slow client cut at the deadline, or one that resets its connection, costs the
+    process's stderr nothing: before, socketserver printed a traceback (TimeoutError,
+    ConnectionResetError) for each, so a slowloris client flooded `prov serve`'s log."""
+    port = metrics.serve_metrics("127.0.0.1:0")
+    with socket.create_connection(("127.0.0.1", port)) as s:
+        s.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n")  # never finished
+        s.settimeout(DEADLINE_S + 10)
+        assert s.recv(1) == b""  # cut at the deadline, after the handler's error handling
+    with socket.create_connection(("127.0.0.1", port)) as s:
+        s.sendall(b"GET /metrics HTTP/1.1\r\n")
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # RST
+    # a scrape after both is answered: both handlers are done (their slots freed)
+    end = time.monotonic() + DEADLINE_S + 10
+    while _threads() and time.monotonic() < end:
+        time.sleep(0.1)
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as r:
+        assert b"prov_rpc_requests" in r.read()
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "Exception occurred" not in err, err
 
 
 def _connect(source: str, port: int) -> socket.socket:
