@@ -8,6 +8,7 @@ import os
 import re
 import resource
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -156,6 +157,34 @@ def start_server(db: Path | str, *extra: str, env: dict[str, str] | None = None)
             )
     proc.kill()
     raise RuntimeError("server did not start in 60 s")
+
+
+#: SIGINT's handler, and whether it is blocked, as this test process started.
+_SIGINT_AT_START = (
+    signal.getsignal(signal.SIGINT),
+    signal.SIGINT in signal.pthread_sigmask(signal.SIG_BLOCK, []),
+)
+
+
+@pytest.fixture(autouse=True)
+def _sigint_as_started() -> Iterator[None]:
+    """Fail a test that leaves SIGINT otherwise than this process started with it (its
+    handler, or blocked), and put it back. A child process inherits an ignored or blocked
+    SIGINT (through fork and exec): every later test of this process that stops a `prov`
+    with Ctrl-C then saw it carry on (a full run under load, 5 December: a CLI that ran to
+    its 20 s connect timeout and exited 1, the demo and its server to the end with exit 0,
+    a scan worker whose SIGINT handler was never given back), failing far from the cause."""
+    yield
+    now = (
+        signal.getsignal(signal.SIGINT),
+        signal.SIGINT in signal.pthread_sigmask(signal.SIG_BLOCK, []),
+    )
+    if now != _SIGINT_AT_START:
+        handler, blocked = _SIGINT_AT_START
+        signal.signal(signal.SIGINT, handler)
+        how = signal.SIG_BLOCK if blocked else signal.SIG_UNBLOCK
+        signal.pthread_sigmask(how, [signal.SIGINT])
+        pytest.fail(f"SIGINT left as (handler, blocked) {now}, not {_SIGINT_AT_START}")
 
 
 @pytest.fixture
