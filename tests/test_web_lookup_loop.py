@@ -44,6 +44,14 @@ def web(server: ServerProc) -> Iterator[WebServer]:
     w.stop()
 
 
+def _holds_mark(s: Any) -> bool:
+    """Whether ``s``, given to `json.loads`, is a marked lookup body (bytes or the text
+    `loads_text` decodes them to)."""
+    if isinstance(s, bytes | bytearray):
+        return MARK.encode() in s
+    return isinstance(s, str) and MARK in s
+
+
 def _body(n: int, ref: str = "q") -> bytes:
     query = {"sha256": "ab" * 32, "pdq": [{"hash": "cd" * 32, "quality": 90}]}
     queries = [{**query, "ref": f"{ref}{i}"} for i in range(n)]
@@ -58,7 +66,7 @@ def test_other_requests_are_answered_while_a_lookup_body_is_parsed(
     seen: dict[str, Any] = {}
 
     def gated_loads(s: Any, *args: Any, **kwargs: Any) -> Any:
-        if isinstance(s, bytes | bytearray) and MARK.encode() in s:
+        if _holds_mark(s):
             seen["thread"] = threading.current_thread().name
             parsing.set()
             seen["released_by_answer"] = answered.wait(GATE_S)
@@ -126,7 +134,7 @@ def test_lookups_past_the_json_workers_wait_and_leave_other_routes_their_threads
     released: list[bool] = []
 
     def gated_loads(s: Any, *args: Any, **kwargs: Any) -> Any:
-        if isinstance(s, bytes | bytearray) and MARK.encode() in s:
+        if _holds_mark(s):
             with lock:
                 inside[0] += 1
                 inside[1] = max(inside)
