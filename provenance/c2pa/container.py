@@ -205,11 +205,7 @@ def manifest_store(data: bytes, media_type: str) -> tuple[bytes, int | None]:
     elif media_type in PNG_TYPES:
         units = [(p + 8, p + 8 + n, p) for p, n in _png_chunks(data, b"caBX")]
     elif media_type in BMFF_TYPES:
-        units = [
-            (p, e, s)
-            for kind, s, p, e in _top_boxes(data)
-            if kind == b"uuid" and data[p : p + 16] == C2PA_BMFF_UUID
-        ]
+        units = [(p, e, s) for kind, s, p, e in _top_boxes(data) if _is_c2pa_box(data, kind, p, e)]
     else:
         raise MediaError(f"no C2PA manifest-store rule for media type {media_type!r}")
     for start, end, unit in units:
@@ -572,14 +568,21 @@ def _boxes(
     return found
 
 
+def _is_c2pa_box(data: bytes, kind: bytes, payload: int, end: int) -> bool:
+    """Whether the BMFF box of ``kind`` whose payload is data[payload:end] is a C2PA
+    ``uuid`` box (C2PA 2.1 §A.4.2): its 16-byte user type, inside the box, is
+    C2PA_BMFF_UUID. A ``uuid`` box too short to hold its user type is not one: before,
+    the bytes after it completed the comparison, so stripping one box could make the
+    box before it match (a second strip removed more: found by `make fuzz`)."""
+    return (
+        kind == b"uuid" and end - payload >= 16 and data[payload : payload + 16] == C2PA_BMFF_UUID
+    )
+
+
 def _strip_bmff(data: bytes) -> Stripped:
     """Remove top-level C2PA ``uuid`` boxes and shift chunk offsets back."""
     top = _top_boxes(data)
-    removed = [
-        (s, e - s)
-        for kind, s, p, e in top
-        if kind == b"uuid" and data[p : p + 16] == C2PA_BMFF_UUID
-    ]
+    removed = [(s, e - s) for kind, s, p, e in top if _is_c2pa_box(data, kind, p, e)]
     if not removed:
         return Stripped(data)
     kinds = {kind for kind, _, _, _ in top}
