@@ -166,6 +166,7 @@ class _Relay:
                     chunk_hashes=sidecar.chunk_hashes if sidecar else (),
                     flush_bytes=RELAY_BLOCK,
                     public_key=sidecar.public_key if sidecar else b"",
+                    receipt=sidecar.receipt if sidecar else None,
                     on_call=self._started,
                     answer_s=limits.answer_s,
                     work_s=limits.timeout_s,
