@@ -513,3 +513,22 @@ def test_of_several_files_dropped_the_page_says_which_one_it_verifies(
     chosen = browser.find_element(By.ID, "chosen").text
     assert site.files.hopper.name in chosen and "2 files dropped" in chosen, chosen
     assert "one at a time" in chosen and "only this one is sent" in chosen, chosen
+
+
+def test_a_long_file_name_does_not_widen_the_page(
+    browser: webdriver.Chrome, site: DemoSite, tmp_path: Path
+) -> None:
+    """A file name of 240 characters without a space, chosen and verified with the
+    script, wraps where the page shows it: the name under the drop zone (the script's
+    `#chosen`) ran 900 px past the right edge of a 1200 px window (scrollWidth 2096),
+    and the whole page scrolled sideways; the report's own heading already wrapped."""
+    long_name = tmp_path / ("A" * 240 + ".jpg")
+    shutil.copyfile(site.files.derived, long_name)
+    browser.get(site.web + "/")
+    browser.find_element(By.ID, "file").send_keys(str(long_name))
+    browser.find_element(By.ID, "verify-button").click()
+    WebDriverWait(browser, 240).until(EC.visibility_of_element_located((By.ID, "status")))
+    sizes = browser.execute_script(
+        "return [document.documentElement.scrollWidth, document.documentElement.clientWidth]"
+    )
+    assert sizes[0] <= sizes[1], sizes
