@@ -327,6 +327,7 @@ class ProvenanceClient:
         chunk_hashes: Sequence[bytes] = (),
         flush_bytes: int = UPLOAD_CHUNK_BYTES,
         public_key: bytes = b"",
+        receipt: Receipt | None = None,
         on_call: Callable[[grpc.Future[Any]], None] | None = None,
         answer_s: float | None = None,
         work_s: float | None = None,
@@ -337,8 +338,8 @@ class ProvenanceClient:
         slow source keeps the stream from going idle while the service's minimum message
         size (64 KiB by default) holds. ``size``: the file's length in bytes when known,
         else 0; ``timeout``: the call's deadline in seconds. Used by the web front-end,
-        which relays uploads without storing them; ``public_key``: the raw key the
-        sidecar carries, as in `verify_file`; ``on_call``: called with the call once
+        which relays uploads without storing them; ``public_key`` and ``receipt``: the
+        raw key and the log receipt the sidecar carries, as in `verify_file`; ``on_call``: called with the call once
         it starts, so another thread may ``cancel()`` it (then ``blocks`` may simply
         end: nothing more is sent); ``answer_s``: the longest the server may keep the
         call waiting, in seconds (None: only ``timeout``): to take a message ready to go
@@ -359,6 +360,7 @@ class ProvenanceClient:
                 sidecar=wire.signed_to_pb(sidecar) if sidecar else None,
                 detect=detect,
                 chunk_hashes=list(chunk_hashes),
+                sidecar_receipt=wire.receipt_to_pb(receipt) if sidecar and receipt else None,
                 sidecar_public_key=public_key if sidecar else b"",
             )
             yield from _offered(watch, pb.VerifyFileChunk(header=header))

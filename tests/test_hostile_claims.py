@@ -545,9 +545,13 @@ def test_restored_database_that_grew_again_is_a_fork(tmp_path: Path) -> None:
         ProvenanceService(cfg)
 
 
-def test_restored_database_prov_serve_refuses_to_start(tmp_path: Path) -> None:
-    """On the wire: `prov serve` refuses a restored database; after the operator accepts
-    the loss, `VerifyFile` with the sidecar's receipt reports the rollback."""
+def _lost_capture_on_the_wire(
+    tmp_path: Path,
+) -> tuple[Path, Path, DeviceKey, SignedClaim, Receipt]:
+    """A `prov serve` database of tmp_path that logged a claim of a photo (its sidecar's
+    receipt kept), then was restored from a backup taken before, which `prov serve`
+    refuses until the operator accepts the loss (its checkpoint memory moved away, done
+    here): the database, the photo, its device key, the lost claim and its receipt."""
     import shutil
 
     from clients.api import ProvenanceClient
@@ -578,6 +582,16 @@ def test_restored_database_prov_serve_refuses_to_start(tmp_path: Path) -> None:
     with pytest.raises(RuntimeError, match="restored from an older backup"):
         start_server(db)
     memo_path(Path(f"{db}.logkey.pem")).unlink()  # the operator accepts the loss
+    return db, photo, key, lost, receipt
+
+
+def test_restored_database_prov_serve_refuses_to_start(tmp_path: Path) -> None:
+    """On the wire: `prov serve` refuses a restored database; after the operator accepts
+    the loss, `VerifyFile` with the sidecar's receipt reports the rollback."""
+    from clients.api import ProvenanceClient
+    from tests.conftest import start_server
+
+    db, photo, _, lost, receipt = _lost_capture_on_the_wire(tmp_path)
     srv = start_server(db)
     try:
         with ProvenanceClient(srv.address) as c:
@@ -586,3 +600,48 @@ def test_restored_database_prov_serve_refuses_to_start(tmp_path: Path) -> None:
         srv.stop()
     assert report.status.value == "UNSIGNED"
     assert report.reasons[0].startswith("LOG ROLLBACK"), report.reasons
+
+
+def test_restored_database_web_upload_reports_the_rollback(tmp_path: Path) -> None:
+    """The web page and API (`prov web`) relay the sidecar's receipt too: a capture whose
+    FILE.prov holds a receipt for a claim a restored log lost reads as a log rollback there
+    as on `prov verify --sidecar` (one pipeline, one verdict). Before, the web sent the
+    sidecar's claim, key and chunk hashes but not its receipt, so the page told the editor
+    to run `prov device sync`, which cannot help, and hid the loss of an accepted capture."""
+    import httpx
+
+    from provenance.wire.sidecar import Sidecar, encode_sidecar
+    from tests.conftest import start_server, start_web
+
+    db, photo, key, lost, receipt = _lost_capture_on_the_wire(tmp_path)
+    sidecar = encode_sidecar(Sidecar(lost, key.public_key, receipt))
+    srv = start_server(db)
+    try:
+        web = start_web(srv.address)
+        try:
+            with httpx.Client(base_url=web.address, timeout=60) as http:
+                r = http.post(
+                    "/api/v1/verify?detect=false",
+                    files={
+                        "sidecar": ("photo.jpg.prov", sidecar),
+                        "file": ("photo.jpg", photo.read_bytes()),
+                    },
+                )
+                page = http.post(
+                    "/verify?detect=false",
+                    files={
+                        "sidecar": ("photo.jpg.prov", sidecar),
+                        "file": ("photo.jpg", photo.read_bytes()),
+                    },
+                )
+        finally:
+            web.stop()
+    finally:
+        srv.stop()
+    assert r.status_code == 200, r.text
+    report = r.json()
+    assert report["status"] == "UNSIGNED"
+    assert report["reasons"][0].startswith("LOG ROLLBACK"), report["reasons"]
+    assert not any("prov device sync`)" in x for x in report["reasons"]), report["reasons"]
+    assert page.status_code == 200
+    assert "LOG ROLLBACK" in page.text

@@ -260,6 +260,24 @@ def test_bad_uploads_get_clear_errors_and_the_server_stays_up(
     assert _verify(http, site.files.hopper).json()["status"] == "SIGNED_ORIGINAL"
 
 
+def test_a_sidecar_sent_as_the_file_is_named_as_one(site: DemoSite, http: httpx.Client) -> None:
+    """A FILE.prov chosen as the file to verify (the page's file field, or curl -F
+    file=@photo.jpg.prov) is told to be sent as the sidecar of the photo it describes,
+    as `prov verify photo.jpg.prov` says. Before, the page relayed it and answered
+    "unsupported or unrecognised file format (expected JPEG, PNG, ...)", which says
+    nothing of what to do with it."""
+    sidecar = Path(str(site.files.tampered) + ".prov")
+    r = http.post("/api/v1/verify", files={"file": (sidecar.name, sidecar.read_bytes())})
+    _error(
+        r,
+        400,
+        r"hopper_edited\.jpg\.prov is a provenance sidecar: send the file it describes"
+        r" \(hopper_edited\.jpg\) in the field `file` and this one in the field `sidecar`",
+    )
+    page = http.post("/verify", files={"file": (sidecar.name, sidecar.read_bytes())})
+    assert page.status_code == 400 and "is a provenance sidecar" in page.text
+
+
 def test_a_form_split_inside_a_part_header_is_read_whole(
     site: DemoSite, http: httpx.Client
 ) -> None:

@@ -4,16 +4,19 @@ and port 0 reports the port it got), then serve it with uvicorn, in this thread
 
 from __future__ import annotations
 
+import logging
 import signal
 import socket
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 import uvicorn
 from starlette.types import ASGIApp
 
 from provenance.cli.options import SIGNAL_POLL_S
+from provenance.core.buckets import Every
 from provenance.core.errors import ConfigError
 from provenance.web.app import WebConfig, create_app
 from provenance.web.guard import DEFAULT_LIMITS, HttpLimits, guarded_protocol
@@ -64,14 +67,85 @@ class WebServer:
             self.thread.join(timeout=10)
 
 
+#: Seconds between two log lines of a kind any client can cause at will, one per request
+#: (`ClientNoise`).
+CLIENT_NOISE_EVERY_S = 60.0
+#: uvicorn's warnings that one request of a client causes (its h11 protocol): a head h11
+#: cannot parse, an upgrade to a protocol it does not speak (the second line comes with
+#: the first), one connection past its concurrency limit.
+UVICORN_CLIENT_WARNINGS = frozenset(
+    {
+        "Invalid HTTP request received.",
+        "Unsupported upgrade request.",
+        "Exceeded concurrency limit.",
+    }
+)
+#: Loggers `ClientNoise` is installed on: uvicorn's (only the messages above) and
+#: python-multipart's parser, whose every warning is about the form a client sent
+#: (the page answers it 400 with the same words).
+CLIENT_NOISE_LOGGERS = ("uvicorn.error", "python_multipart.multipart")
+
+
+class ClientNoise(logging.Filter):
+    """Lets through at most one log record of each kind a client causes at will (see
+    `CLIENT_NOISE_LOGGERS`) every ``every`` seconds (``clock``: monotonic seconds), the
+    one let through saying how many were left out since the last. Before, each such
+    request wrote a WARNING line: one client on loopback wrote 2,000 lines in 1.2 s.
+    Kinds: uvicorn's messages as they are (a few fixed strings), one for all of
+    python-multipart's (its messages hold the offending bytes)."""
+
+    def __init__(
+        self, every: float = CLIENT_NOISE_EVERY_S, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        super().__init__()
+        self.every = every
+        self._gate = Every(every, clock)
+        self._left_out: dict[str, int] = {}
+        self._lock = threading.Lock()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """True for a record to write (its message then notes the ones left out)."""
+        if record.name == "uvicorn.error":
+            if record.msg not in UVICORN_CLIENT_WARNINGS:
+                return True
+            kind = str(record.msg)
+        else:
+            kind = record.name
+        with self._lock:
+            if not self._gate.due(kind):
+                self._left_out[kind] = self._left_out.get(kind, 0) + 1
+                return False
+            left_out = self._left_out.pop(kind, 0)
+        note = f"{left_out:,} more like it left out since the last; " if left_out else ""
+        record.msg = (
+            f"{record.getMessage()} ({note}lines of this kind are written at most once"
+            f" every {self.every:g} s, as any client can cause one a request)"
+        )
+        record.args = None
+        return True
+
+
+_CLIENT_NOISE = ClientNoise()
+
+
+def quiet_client_noise() -> None:
+    """Install the process's `ClientNoise` filter on `CLIENT_NOISE_LOGGERS` (once)."""
+    for name in CLIENT_NOISE_LOGGERS:
+        logger = logging.getLogger(name)
+        if _CLIENT_NOISE not in logger.filters:
+            logger.addFilter(_CLIENT_NOISE)
+
+
 def uvicorn_server(app: ASGIApp, limits: HttpLimits, keep_alive: int = 10) -> uvicorn.Server:
     """A uvicorn server for ``app`` (HTTP/1.1 with h11) with ``limits`` on every
     connection (`provenance.web.guard`): the witness and the web app share it. With
     ``limits.trusted_proxies``, a request from one of them counts as from the client its
-    X-Forwarded-For names (`provenance.web.proxies.TrustedProxies`).
+    X-Forwarded-For names (`provenance.web.proxies.TrustedProxies`). The warnings any
+    client can cause, one a request, are written once a minute (`quiet_client_noise`).
     ``keep_alive``: seconds an idle kept-alive connection stays open."""
     if limits.trusted_proxies:
         app = TrustedProxies(app, limits.trusted_proxies)
+    quiet_client_noise()
     return uvicorn.Server(
         uvicorn.Config(
             app,

@@ -90,6 +90,24 @@ def part_filename(raw: bytes, default: str) -> str:
     return name.replace("\\", "/").rsplit("/", 1)[-1][:MAX_NAME] or default
 
 
+#: The name ending of a sidecar (FILE.prov), as `prov sign` writes it beside the file.
+SIDECAR_SUFFIX = ".prov"
+
+
+def _not_a_sidecar(filename: str) -> None:
+    """Raises WebError (400) when the file sent to verify is named as a sidecar
+    (FILE.prov), saying to send it as the sidecar of the file it describes, as `prov
+    verify FILE.prov` says (before, it was relayed and answered "unsupported or
+    unrecognised file format")."""
+    if filename.endswith(SIDECAR_SUFFIX) and len(filename) > len(SIDECAR_SUFFIX):
+        media = shown_line(filename.removesuffix(SIDECAR_SUFFIX))
+        raise WebError(
+            f"{shown_line(filename)} is a provenance sidecar: send the file it describes"
+            f" ({media}) in the field `file` and this one in the field `sidecar` (on the"
+            ' page: "Add the file\'s sidecar")'
+        )
+
+
 @dataclass(frozen=True)
 class UploadLimits:
     """``max_file_bytes``: the largest file relayed (the service has its own limit);
@@ -166,6 +184,7 @@ class _Relay:
                     chunk_hashes=sidecar.chunk_hashes if sidecar else (),
                     flush_bytes=RELAY_BLOCK,
                     public_key=sidecar.public_key if sidecar else b"",
+                    receipt=sidecar.receipt if sidecar else None,
                     on_call=self._started,
                     answer_s=limits.answer_s,
                     work_s=limits.timeout_s,
@@ -333,6 +352,7 @@ class _Form:
                 raise WebError("the form carries more than one field named `file`")
             self.file_seen = True
             self.filename = part_filename(params.get(b"filename", b""), "upload")
+            _not_a_sidecar(self.filename)
         elif b"filename" in params and name != "sidecar":  # curl -F photo=@h.jpg
             shown = shown_line(part_filename(params[b"filename"], "FILE"))
             raise WebError(

@@ -43,9 +43,11 @@
     });
   }
 
+  var dropNote = ""; // what a drop of several files did with them (`dropped`)
+
   function showChosen() {
     var f = file.files && file.files[0];
-    chosen.textContent = f ? shownName(f.name) + " (" + size(f.size) + ")" : "";
+    chosen.textContent = f ? shownName(f.name) + " (" + size(f.size) + ")" + dropNote : "";
   }
 
   // A newly chosen file is another verification: the sidecar sent with the last one
@@ -61,7 +63,7 @@
     showChosen();
   }
 
-  file.addEventListener("change", fileChosen);
+  file.addEventListener("change", function () { dropNote = ""; fileChosen(); });
   if (sidecar) { sidecar.addEventListener("change", function () { sidecarSent = false; }); }
   ["dragenter", "dragover"].forEach(function (name) {
     drop.addEventListener(name, function (ev) { ev.preventDefault(); drop.classList.add("over"); });
@@ -69,12 +71,57 @@
   ["dragleave", "drop"].forEach(function (name) {
     drop.addEventListener(name, function () { drop.classList.remove("over"); });
   });
+  // One File as a FileList (what an input's `files` takes); null where DataTransfer
+  // cannot be made (an older browser): the drop then keeps the whole list.
+  function listOf(f) {
+    try {
+      var dt = new DataTransfer();
+      dt.items.add(f);
+      return dt.files;
+    } catch (e) {
+      return null;
+    }
+  }
+
+  function isSidecar(f) { return /\.prov$/i.test(f.name); }
+
+  // Several files dropped at once, as a file manager drops a selection: a file with its
+  // sidecar (FILE.prov) go in their two fields; of other files the first is verified,
+  // and the page says so. Before, the first dropped file went alone: a sidecar dropped
+  // with its photo was left out without a word (an edited photo read DERIVED, not
+  // TAMPERED), or, dropped first, was itself sent as the file.
+  function dropped(files) {
+    var media = files.filter(function (f) { return !isSidecar(f); });
+    var main = media.length ? media[0] : files[0];
+    var own = files.filter(function (f) { return f.name === main.name + ".prov"; });
+    var side = own.length ? own[0]
+      : (media.length === 1 && files.length === 2 ? files.filter(isSidecar)[0] : null);
+    var mainList = listOf(main);
+    var sideList = side && sidecar ? listOf(side) : null;
+    if (!mainList) { return false; }
+    file.files = mainList;
+    var others = files.length - 1 - (sideList ? 1 : 0);
+    dropNote = (sideList ? " with its sidecar " + shownName(side.name) : "") +
+      (others ? "; " + files.length + " files dropped: files are verified one at a time," +
+        " so only this one is sent" : "");
+    fileChosen();
+    if (sideList) {
+      sidecar.files = sideList;
+      sidecarSent = false;
+      var details = sidecar.closest("details");
+      if (details) { details.open = true; }
+    }
+    return true;
+  }
+
   drop.addEventListener("drop", function (ev) {
     ev.preventDefault();
-    if (ev.dataTransfer && ev.dataTransfer.files.length) {
-      file.files = ev.dataTransfer.files;
-      fileChosen();
-    }
+    var files = ev.dataTransfer ? Array.prototype.slice.call(ev.dataTransfer.files) : [];
+    if (!files.length) { return; }
+    if (files.length > 1 && dropped(files)) { return; }
+    dropNote = "";
+    file.files = ev.dataTransfer.files;
+    fileChosen();
   });
 
   function attachThumbnail(f) {
