@@ -216,6 +216,16 @@ class Cli:
         return rc, cap.out, cap.err
 
 
+def device_env(patch: pytest.MonkeyPatch, home: Path, server: str) -> None:
+    """Set the environment `prov` reads for a device: its folder ``home`` (PROV_HOME),
+    the test passphrase and admin token, and the server address ``server`` (host:port;
+    127.0.0.1:1 for one that is never reached)."""
+    patch.setenv("PROV_HOME", str(home))
+    patch.setenv("PROV_PASSPHRASE", PASSPHRASE)
+    patch.setenv("PROV_ADMIN_TOKEN", ADMIN_TOKEN)
+    patch.setenv("PROV_SERVER", server)
+
+
 @pytest.fixture
 def cli(
     tmp_path: Path,
@@ -224,10 +234,7 @@ def cli(
     capsys: pytest.CaptureFixture[str],
 ) -> Cli:
     home = tmp_path / "device"
-    monkeypatch.setenv("PROV_HOME", str(home))
-    monkeypatch.setenv("PROV_PASSPHRASE", PASSPHRASE)
-    monkeypatch.setenv("PROV_ADMIN_TOKEN", ADMIN_TOKEN)
-    monkeypatch.setenv("PROV_SERVER", server.address)
+    device_env(monkeypatch, home, server.address)
     return Cli(home, server.address, capsys)
 
 
@@ -569,10 +576,7 @@ def demo_site(work: Path, web_separate: bool) -> Iterator[DemoSite]:
         else:
             address = read_line(srv.proc, "web on ")
         with pytest.MonkeyPatch.context() as mp:
-            mp.setenv("PROV_SERVER", srv.address)
-            mp.setenv("PROV_ADMIN_TOKEN", ADMIN_TOKEN)
-            mp.setenv("PROV_HOME", str(work / "device"))
-            mp.setenv("PROV_PASSPHRASE", PASSPHRASE)
+            device_env(mp, work / "device", srv.address)
             files = prepare(work)
         yield DemoSite(srv, address, files)
     finally:
