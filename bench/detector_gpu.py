@@ -65,7 +65,8 @@ def bare_rate(
     net: torch.nn.Module, device: torch.device, patch: int, batch: int, seconds: float
 ) -> float:
     """Patches/s of net's forward pass on random (batch, 3, patch, patch) float32 input
-    on device (channels-last, bf16 autocast on CUDA, as served), over about `seconds`."""
+    on device (channels-last, bf16 autocast on CUDA, as served), over about `seconds`
+    (one pass at least)."""
     import torch
 
     from detector.features import autocast
@@ -78,9 +79,11 @@ def bare_rate(
             net(x)
         _sync(device)
         start, n = time.perf_counter(), 0
-        while time.perf_counter() - start < seconds:
+        while True:  # one pass at least: a rate of nothing measured is not 0
             net(x)
             n += batch
+            if time.perf_counter() - start >= seconds:
+                break
         _sync(device)
     return n / (time.perf_counter() - start)
 
@@ -208,9 +211,11 @@ def main() -> int:
             counts = [0] * callers
 
             def work(i: int, stop: float = stop, counts: list[int] = counts) -> None:
-                while time.perf_counter() < stop:
+                while True:  # one call at least, also from a thread started after stop
                     gpu.score_image(images[i % len(images)], keys[i % len(keys)])
                     counts[i] += pre.crops
+                    if time.perf_counter() >= stop:
+                        break
 
             threads = [threading.Thread(target=work, args=(i,)) for i in range(callers)]
             start = time.perf_counter()
