@@ -159,15 +159,19 @@ def start_server(db: Path | str, *extra: str, env: dict[str, str] | None = None)
     raise RuntimeError("server did not start in 60 s")
 
 
-# A run launched as a background job of a non-interactive shell (`make test &` in a
-# script, or a harness that starts it so) begins with SIGINT ignored, or blocked, and
-# every child inherits that through fork and exec: in CI of 5 December every test that
-# stops a child with Ctrl-C failed in both workers (tests/test_sigint_at_start.py). Each
-# test process puts SIGINT to Python's handler, unblocked, as a run from a terminal has it.
-signal.signal(signal.SIGINT, signal.default_int_handler)
-signal.pthread_sigmask(signal.SIG_UNBLOCK, [signal.SIGINT])
-#: SIGINT's handler, and whether it is blocked, as every test finds it.
+#: SIGINT's handler, and whether it is blocked, as every test finds it (`pytest_configure`).
 _SIGINT_AT_START = (signal.default_int_handler, False)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Put SIGINT to Python's handler, unblocked, in each test process, as a run from a
+    terminal has it. A run launched as a background job of a non-interactive shell
+    (`make test &` in a script, or a harness that starts it so) begins with SIGINT
+    ignored, or blocked, and every child inherits that through fork and exec: in CI of 5
+    December every test that stops a child with Ctrl-C failed in both workers, and
+    `_sigint_as_started` named no test (tests/test_sigint_at_start.py)."""
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, [signal.SIGINT])
 
 
 @pytest.fixture(autouse=True)
