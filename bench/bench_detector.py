@@ -37,15 +37,17 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
 from results import Ratio, write_results  # bench/results.py, next to this script
-from torch.nn import functional as F
 
-from detector.data import load_image
-from detector.infer import Detector
-from detector.model import SpectralLogistic
+if TYPE_CHECKING:
+    import torch
+
+    from detector.model import SpectralLogistic
+
+# torch, and the detector modules that import it, are imported after the arguments are
+# read (2-3 s): `--help` and a usage error answer at once, before it.
 
 FIXTURES = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures"
 
@@ -73,6 +75,9 @@ def _fit_rate(net: SpectralLogistic, feats: torch.Tensor, rows: int, epochs: int
     feature rows (feats (B, F) repeated with small noise), random labels, AdamW with the
     recipe's one-cycle schedule (peak 2e-3, weight decay 1e-2), batch 256, dropout 0.2,
     class-weighted loss (scripts/detector_candidates.py ``fit_mlp``)."""
+    import torch
+    from torch.nn import functional as F
+
     torch.manual_seed(0)
     head = copy.deepcopy(net.fc)
     for m in head.modules():
@@ -104,6 +109,8 @@ def _fit_rate(net: SpectralLogistic, feats: torch.Tensor, rows: int, epochs: int
 def _head_rate(net: SpectralLogistic, feats: torch.Tensor, rows: int) -> float:
     """Rows per CPU-second of the head's inference pass over the same rows as `_fit_rate`
     (batches of 256, as the fit)."""
+    import torch
+
     reps = -(-rows // len(feats))
     xs = feats.float().repeat(reps, 1)[:rows]
     start = time.process_time()
@@ -131,6 +138,10 @@ def _training_cost(
     counts); its fit is 3 epochs over them.
     ``train_seconds`` is the wall time its ship stage recorded, quoted beside. None for
     another architecture."""
+    import torch
+
+    from detector.model import SpectralLogistic
+
     if not isinstance(net, SpectralLogistic):
         return None
     with torch.inference_mode():
@@ -162,6 +173,12 @@ def main() -> None:
         "--fit-rows", type=int, default=20000, help="rows of the measured fit of the head"
     )
     args = ap.parse_args()
+    import torch
+
+    from detector.data import load_image
+    from detector.infer import Detector
+    from detector.model import SpectralLogistic
+
     if args.threads:
         torch.set_num_threads(args.threads)
     files = sorted((FIXTURES / "detector" / "real").rglob("*.jpg"))[:4]

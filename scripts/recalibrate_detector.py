@@ -34,15 +34,14 @@ from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from detector.calibrate import apply, likely_generated
 from detector.data import Sample, is_held_out_source, load_samples
 from detector.metrics import average_precision, expected_calibration_error, roc_auc
-from detector.policy import Scored, fit_band_policy, rates_by, score_files
-from detector.registry import load_model
-from detector.weights import save_weights
 from provenance.core.errors import ProvenanceError
+
+# torch, and the detector modules that import it, are imported after the arguments are
+# read (2-3 s): `--help` and a usage error answer at once, before it.
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = (ROOT.parent / "shared" / "fixtures").resolve()
@@ -96,6 +95,12 @@ def main(argv: list[str] | None = None) -> int:
         "--version", default=None, help="version string of the re-saved weights (default: same)"
     )
     args = ap.parse_args(argv)
+    import torch
+
+    from detector.policy import Scored, fit_band_policy, rates_by, score_files
+    from detector.registry import load_model
+    from detector.weights import save_weights
+
     torch.set_num_threads(args.threads)
     if not (args.data / "LABELS.tsv").is_file():
         print(

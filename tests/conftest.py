@@ -159,17 +159,25 @@ def start_server(db: Path | str, *extra: str, env: dict[str, str] | None = None)
     raise RuntimeError("server did not start in 60 s")
 
 
-#: SIGINT's handler, and whether it is blocked, as this test process started.
-_SIGINT_AT_START = (
-    signal.getsignal(signal.SIGINT),
-    signal.SIGINT in signal.pthread_sigmask(signal.SIG_BLOCK, []),
-)
+#: SIGINT's handler, and whether it is blocked, as every test finds it (`pytest_configure`).
+_SIGINT_AT_START = (signal.default_int_handler, False)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Put SIGINT to Python's handler, unblocked, in each test process, as a run from a
+    terminal has it. A run launched as a background job of a non-interactive shell
+    (`make test &` in a script, or a harness that starts it so) begins with SIGINT
+    ignored, or blocked, and every child inherits that through fork and exec: in CI of 5
+    December every test that stops a child with Ctrl-C failed in both workers, and
+    `_sigint_as_started` named no test (tests/test_sigint_at_start.py)."""
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, [signal.SIGINT])
 
 
 @pytest.fixture(autouse=True)
 def _sigint_as_started() -> Iterator[None]:
-    """Fail a test that leaves SIGINT otherwise than this process started with it (its
-    handler, or blocked), and put it back. A child process inherits an ignored or blocked
+    """Fail a test that leaves SIGINT otherwise than every test finds it (its handler,
+    or blocked), and put it back. A child process inherits an ignored or blocked
     SIGINT (through fork and exec): every later test of this process that stops a `prov`
     with Ctrl-C then saw it carry on (a full run under load, 5 December: a CLI that ran to
     its 20 s connect timeout and exited 1, the demo and its server to the end with exit 0,
@@ -216,6 +224,16 @@ class Cli:
         return rc, cap.out, cap.err
 
 
+def device_env(patch: pytest.MonkeyPatch, home: Path, server: str) -> None:
+    """Set the environment `prov` reads for a device: its folder ``home`` (PROV_HOME),
+    the test passphrase and admin token, and the server address ``server`` (host:port;
+    127.0.0.1:1 for one that is never reached)."""
+    patch.setenv("PROV_HOME", str(home))
+    patch.setenv("PROV_PASSPHRASE", PASSPHRASE)
+    patch.setenv("PROV_ADMIN_TOKEN", ADMIN_TOKEN)
+    patch.setenv("PROV_SERVER", server)
+
+
 @pytest.fixture
 def cli(
     tmp_path: Path,
@@ -224,10 +242,7 @@ def cli(
     capsys: pytest.CaptureFixture[str],
 ) -> Cli:
     home = tmp_path / "device"
-    monkeypatch.setenv("PROV_HOME", str(home))
-    monkeypatch.setenv("PROV_PASSPHRASE", PASSPHRASE)
-    monkeypatch.setenv("PROV_ADMIN_TOKEN", ADMIN_TOKEN)
-    monkeypatch.setenv("PROV_SERVER", server.address)
+    device_env(monkeypatch, home, server.address)
     return Cli(home, server.address, capsys)
 
 
@@ -569,10 +584,7 @@ def demo_site(work: Path, web_separate: bool) -> Iterator[DemoSite]:
         else:
             address = read_line(srv.proc, "web on ")
         with pytest.MonkeyPatch.context() as mp:
-            mp.setenv("PROV_SERVER", srv.address)
-            mp.setenv("PROV_ADMIN_TOKEN", ADMIN_TOKEN)
-            mp.setenv("PROV_HOME", str(work / "device"))
-            mp.setenv("PROV_PASSPHRASE", PASSPHRASE)
+            device_env(mp, work / "device", srv.address)
             files = prepare(work)
         yield DemoSite(srv, address, files)
     finally:

@@ -59,6 +59,21 @@ def test_the_dry_run_compares_scores_and_writes_its_ratios(tmp_path: Path) -> No
     assert "PASS" in report["note"]
 
 
+@pytest.mark.slow
+def test_a_measure_shorter_than_one_call_still_counts_one(tmp_path: Path) -> None:
+    """Every rate counts one pass at least: a caller thread that starts after its
+    measure's end (under load, later than 0.05 s: the dry run above failed once with
+    a rate of 0) or a measure shorter than one forward pass wrote a rate of 0."""
+    done = _run(
+        tmp_path,
+        *("--device", "cpu", "--images", "2", "--seconds", "1e-9"),
+        *("--batches", "8", "--queue-batch", "8"),
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    rows = json.loads((tmp_path / "detector_gpu.json").read_text())["rows"]
+    assert len(rows) == 4 and all(r["value"] > 0 and r["baseline"] > 0 for r in rows), rows
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA: the check runs")
 def test_without_cuda_the_check_says_so_and_exits_77(tmp_path: Path) -> None:
     done = _run(tmp_path, "--images", "2")

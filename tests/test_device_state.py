@@ -16,7 +16,7 @@ import pytest
 
 from clients.cli import main as prov_main
 from clients.device import DeviceHome
-from tests.conftest import PASSPHRASE, SAMPLES
+from tests.conftest import PASSPHRASE, SAMPLES, device_env
 
 #: A damage done to the state (its JSON object, changed in place or replaced) -> words
 #: the error names. Before, the first four signed on into a traceback (TypeError,
@@ -45,9 +45,7 @@ def test_a_damaged_state_is_an_error_naming_it_not_a_traceback(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     home = tmp_path / "device"
-    monkeypatch.setenv("PROV_HOME", str(home))
-    monkeypatch.setenv("PROV_PASSPHRASE", PASSPHRASE)
-    monkeypatch.setenv("PROV_SERVER", "127.0.0.1:1")
+    device_env(monkeypatch, home, "127.0.0.1:1")
     assert prov_main(["device", "init"]) == 0
     state_path = DeviceHome(home).state_path
     change, words = DAMAGES[damage]
@@ -92,9 +90,7 @@ def test_a_device_folder_that_is_a_file_is_a_usage_error(
         home.write_text("not a folder")
     else:
         os.mkfifo(home)
-    monkeypatch.setenv("PROV_HOME", str(home))
-    monkeypatch.setenv("PROV_PASSPHRASE", PASSPHRASE)
-    monkeypatch.setenv("PROV_SERVER", "127.0.0.1:1")
+    device_env(monkeypatch, home, "127.0.0.1:1")
     photo = tmp_path / "photo.jpg"
     shutil.copy(SAMPLES / "grace_hopper.jpg", photo)
     for command in (

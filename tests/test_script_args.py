@@ -55,3 +55,24 @@ def test_a_cache_file_named_with_other_scripts_digits_is_not_a_cached_log() -> N
     for name in (f"log-1000-s٣-r{RECIPE}.db", f"log-1000-s１２-r{RECIPE}.db"):
         assert cached_schema(name, 1000) is None  # before: schema 3, schema 12
     assert cached_schema(f"log-100-s12-r{RECIPE}.db", 1000) is None
+
+
+@pytest.mark.parametrize(
+    "script",
+    ["bench/detector_gpu.py", "bench/bench_detector.py", "scripts/recalibrate_detector.py"],
+)
+def test_help_and_usage_errors_answer_before_torch_is_imported(script: str) -> None:
+    """The detector scripts read their arguments before importing torch (2-3 s): before,
+    `--help` and a misspelt option waited for it. ``-X importtime`` lists each module
+    imported, on stderr."""
+    for args, rc in ((["--help"], 0), (["--no-such-option"], 2)):
+        run = subprocess.run(
+            [sys.executable, "-X", "importtime", script, *args],
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
+            timeout=300,
+        )
+        assert run.returncode == rc, run.stderr
+        imported = {line.rsplit("|", 1)[-1].strip() for line in run.stderr.splitlines()}
+        assert "torch" not in imported, (args, script)

@@ -9,7 +9,7 @@ import copy
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from datetime import datetime
 
 import numpy as np
@@ -39,7 +39,7 @@ from provenance.store import (
 )
 
 
-@dataclass
+@dataclass(frozen=True)
 class _Token:
     label: str
     expires: datetime
@@ -50,6 +50,10 @@ class _Token:
 
 @dataclass
 class _State:
+    """The store's tables. Only these containers change: what they hold is immutable
+    (frozen dataclasses, bytes, str, tuples) and is replaced, never changed in place, so
+    a copy of each container (`_copy`) is a snapshot a transaction can change alone."""
+
     meta: dict[str, str] = field(default_factory=dict)
     devices: dict[bytes, Device] = field(default_factory=dict)
     certificates: dict[bytes, str] = field(default_factory=dict)
@@ -61,6 +65,15 @@ class _State:
     #: (leaf index, device id, kind) of key-history leaves
     key_events: list[tuple[int, bytes, int]] = field(default_factory=list)
     packs: dict[int, HashPack] = field(default_factory=dict)
+
+
+def _copy(state: _State) -> _State:
+    """A copy of ``state`` that shares no container with it (its elements, immutable, are
+    shared): what a transaction works on, so that readers see none of it until it ends
+    cleanly and an error leaves the store as it was. Before, a deep copy, which also
+    copied every leaf, node and device: 90 ms a transaction at 2,000 leaves, 0.8 s at
+    20,000, about 700 times this copy's cost (bench/bench_memory_append.py)."""
+    return _State(**{f.name: copy.copy(getattr(state, f.name)) for f in fields(_State)})
 
 
 def _nodes(state: _State, keys: Sequence[tuple[int, int]]) -> list[bytes]:
@@ -107,9 +120,8 @@ def _enroll(
             found,
             state.certificates.get(device.device_id, ""),
         )
-    if token is not None:
-        token.used = True
-        token.device_id = device.device_id
+    if token is not None and token_hash is not None:
+        state.tokens[token_hash] = replace(token, used=True, device_id=device.device_id)
     stored = Device(device.device_id, device.public_key, now, label=label)
     state.devices[device.device_id] = stored
     state.certificates[device.device_id] = certificate_pem
@@ -244,7 +256,7 @@ class MemoryStore:
     @contextmanager
     def append(self) -> Iterator[_MemoryAppend]:
         with self._lock:
-            work = copy.deepcopy(self._state)
+            work = _copy(self._state)
             yield _MemoryAppend(work)
             self._state = work
 
