@@ -1037,7 +1037,9 @@ def detect(
 ) -> None:
     """The detector's advisory score for generated images (and video frames), without a
     provenance verdict. Advisory only: a score never proves a file authentic or fake;
-    only `prov verify` checks signatures."""
+    only `prov verify` checks signatures. Exit 0 when every file was scored, 1 when any
+    was not (unreadable, not an image or video, too small, or the server runs no
+    detector: each is named with why), 2 on a usage error."""
     local_only = [
         name
         for name, given in (
@@ -1092,8 +1094,8 @@ def detect(
         out.print(
             "advisory only: a learned estimate, never proof; only `prov verify` checks signatures"
         )
-    if any("error" in r for r in results):
-        raise typer.Exit(1)
+    unscored = sum("error" in r or not r.get("available", True) for r in results)
+    detector_cli.exit_unless_all_scored(unscored, len(results))
 
 
 def _read_sidecar(file: Path, given: Path | None) -> tuple[Sidecar | None, str | None]:
