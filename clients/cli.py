@@ -16,6 +16,7 @@ import logging
 import os
 import re
 import shlex
+import stat
 import sys
 import time
 from collections import Counter
@@ -1068,6 +1069,9 @@ def detect(
     results: list[dict[str, Any]] = []
     with ProvenanceClient(server) as c:
         for f in files:
+            if _empty_file(f):  # said here, not the server's "nothing to sign or verify"
+                results.append({"file": str(f), "error": detector_cli.EMPTY_FILE})
+                continue
             try:
                 results.append({"file": str(f), **c.detect_file(f)})
             except ProvenanceError as e:
@@ -1096,6 +1100,16 @@ def detect(
         )
     unscored = sum("error" in r or not r.get("available", True) for r in results)
     detector_cli.exit_unless_all_scored(unscored, len(results))
+
+
+def _empty_file(path: Path) -> bool:
+    """Whether ``path`` is a regular file of 0 bytes; False for anything else, also a path
+    that cannot be examined (the upload that follows says why)."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return False
+    return stat.S_ISREG(st.st_mode) and st.st_size == 0
 
 
 def _read_sidecar(file: Path, given: Path | None) -> tuple[Sidecar | None, str | None]:

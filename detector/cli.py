@@ -279,6 +279,10 @@ def _print_eval(report: dict[str, Any]) -> None:
         _out.print_json(json.dumps(report["summary"]))
 
 
+#: What `prov detect` says of an empty file, named before it (scored here or by a server).
+EMPTY_FILE = "empty file (0 bytes): nothing to score"
+
+
 def detect(
     files: list[Path],
     json_out: bool = False,
@@ -306,6 +310,9 @@ def detect(
         for path in files:
             try:
                 data = path.read_bytes()
+                if not data:
+                    results.append({"file": str(path), "error": EMPTY_FILE})
+                    continue
                 report = det.score_bytes(data, hashlib.sha256(data).digest())
             except OSError as e:
                 results.append({"file": str(path), "error": f"cannot read: {e.strerror}"})

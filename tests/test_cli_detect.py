@@ -54,3 +54,17 @@ def test_a_file_that_cannot_be_scored_here_exits_1_not_2(
     assert rc == 1, (cap.out, cap.err)
     assert f"{notes}: " in cap.err and "error: no file was scored" in cap.err, cap.err
     assert cap.out == "", cap.out
+
+
+def test_an_empty_file_is_named_and_said_to_be_empty(cli: Cli, tmp_path: Path) -> None:
+    """An empty (0-byte) file: its line names it and says it is empty and that there is
+    nothing to score, asked of the server or run here (before: the server's "empty file:
+    there is nothing to sign or verify [INVALID_ARGUMENT]", after an upload of nothing;
+    --local: "MediaError: empty file")."""
+    empty = tmp_path / "IMG_0001.jpg"
+    empty.touch()
+    for local in ([], ["--local", "--seed", "1", "--device", "cpu"]):
+        rc, out, err = cli("detect", *local, str(empty))
+        assert rc == 1, (local, out, err)
+        assert f"{empty}: empty file (0 bytes): nothing to score\n" in err, (local, err)
+        assert "sign or verify" not in err and "MediaError" not in err, (local, err)
