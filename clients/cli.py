@@ -16,6 +16,7 @@ import logging
 import os
 import re
 import shlex
+import stat
 import sys
 import time
 from collections import Counter
@@ -1037,7 +1038,9 @@ def detect(
 ) -> None:
     """The detector's advisory score for generated images (and video frames), without a
     provenance verdict. Advisory only: a score never proves a file authentic or fake;
-    only `prov verify` checks signatures."""
+    only `prov verify` checks signatures. Exit 0 when every file was scored, 1 when any
+    was not (unreadable, not an image or video, too small, or the server runs no
+    detector: each is named with why), 2 on a usage error."""
     local_only = [
         name
         for name, given in (
@@ -1066,6 +1069,9 @@ def detect(
     results: list[dict[str, Any]] = []
     with ProvenanceClient(server) as c:
         for f in files:
+            if _empty_file(f):  # said here, not the server's "nothing to sign or verify"
+                results.append({"file": str(f), "error": detector_cli.EMPTY_FILE})
+                continue
             try:
                 results.append({"file": str(f), **c.detect_file(f)})
             except ProvenanceError as e:
@@ -1092,8 +1098,18 @@ def detect(
         out.print(
             "advisory only: a learned estimate, never proof; only `prov verify` checks signatures"
         )
-    if any("error" in r for r in results):
-        raise typer.Exit(1)
+    unscored = sum("error" in r or not r.get("available", True) for r in results)
+    detector_cli.exit_unless_all_scored(unscored, len(results))
+
+
+def _empty_file(path: Path) -> bool:
+    """Whether ``path`` is a regular file of 0 bytes; False for anything else, also a path
+    that cannot be examined (the upload that follows says why)."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return False
+    return stat.S_ISREG(st.st_mode) and st.st_size == 0
 
 
 def _read_sidecar(file: Path, given: Path | None) -> tuple[Sidecar | None, str | None]:

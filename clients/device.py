@@ -45,7 +45,6 @@ import os
 import re
 import secrets
 import shutil
-import stat
 import sys
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -923,23 +922,22 @@ def check_embeddable(path: Path) -> None:
     change bytes under a name the user did not give, or rewrite the file in place, where
     a crash leaves a truncated capture. Raises MediaError saying why and what to do (a
     path that cannot be examined is left to the read that follows, which says why).
-    Source: rename(2), symlink(7), link(2)."""
-    try:
-        st = os.lstat(path)
-    except OSError:
-        return
-    if stat.S_ISLNK(st.st_mode):
-        target = Path(os.path.realpath(path))
+    Source: rename(2), symlink(7), link(2). `embed_manifest` refuses both too
+    (`provenance.c2pa.writer.refuse_links`); this says so in the words of `prov sign`."""
+    from provenance.c2pa.writer import link_state
+
+    target, names = link_state(path)
+    if target is not None:
         raise MediaError(
             f"{path.name} is a symbolic link (to {target}): --c2pa writes the manifest into a"
             " new file renamed over the name given, which would replace the link with a"
             f" regular file and leave {target.name} without it; sign the file it points to"
             f" (`prov sign --c2pa {target}`), or a copy of it"
         )
-    if st.st_nlink > 1:
-        others = st.st_nlink - 1
+    if names > 1:
+        others = names - 1
         raise MediaError(
-            f"{path.name} has {st.st_nlink} hard links: --c2pa writes the manifest into a new"
+            f"{path.name} has {names} hard links: --c2pa writes the manifest into a new"
             " file renamed over this name, so the other"
             f" {'name' if others == 1 else f'{others} names'} would keep the bytes without"
             f" it; sign a copy (`cp {path} COPY`, then `prov sign --c2pa COPY`), or remove"

@@ -279,6 +279,10 @@ def _print_eval(report: dict[str, Any]) -> None:
         _out.print_json(json.dumps(report["summary"]))
 
 
+#: What `prov detect` says of an empty file, named before it (scored here or by a server).
+EMPTY_FILE = "empty file (0 bytes): nothing to score"
+
+
 def detect(
     files: list[Path],
     json_out: bool = False,
@@ -291,28 +295,29 @@ def detect(
 
     seed: fixes the crop draws (the secret is derived from it and the request key is the
     file's SHA-256), so the same file gives the same score; None draws a fresh secret.
-    Prints JSON ({"results": [...]}) with json_out, else a line per file. Raises
-    typer.Exit(2) on DetectorError / MediaError after printing them; a file that fails
-    to decode is reported and the others are still scored.
+    Prints JSON ({"results": [...]}) with json_out, else a line per file. A file that
+    cannot be read or decoded is reported and the others are still scored; then raises
+    typer.Exit(1) (`exit_unless_all_scored`). Raises typer.Exit(2) when the model cannot
+    load (DetectorError), after printing why.
     """
     from detector.infer import Detector
 
     secret = (
         hashlib.sha256(f"prov-detect-seed:{seed}".encode()).digest() if seed is not None else None
     )
-    failed = False
     results: list[dict[str, Any]] = []
     with _clean_errors(), Detector.load(model, weights, device, secret) as det:
         for path in files:
             try:
                 data = path.read_bytes()
+                if not data:
+                    results.append({"file": str(path), "error": EMPTY_FILE})
+                    continue
                 report = det.score_bytes(data, hashlib.sha256(data).digest())
             except OSError as e:
-                failed = True
                 results.append({"file": str(path), "error": f"cannot read: {e.strerror}"})
                 continue
             except ProvenanceError as e:
-                failed = True
                 results.append({"file": str(path), "error": f"{type(e).__name__}: {e}"})
                 continue
             results.append({"file": str(path), **report.to_dict()})
@@ -331,10 +336,26 @@ def detect(
                     highlight=False,
                 )
                 _out.print(f"  {threshold_words(r)}", highlight=False)
-        advisory = results[0].get("advisory", "") if results else ""
-        _out.print(advisory, style="dim")
-    if failed:
-        raise typer.Exit(2)
+        scored = [r for r in results if "error" not in r]
+        if scored:  # the footer qualifies a score: none under errors alone
+            _out.print(scored[0].get("advisory", ""), style="dim")
+    exit_unless_all_scored(sum("error" in r for r in results), len(results))
+
+
+def exit_unless_all_scored(unscored: int, total: int) -> None:
+    """The exit of `prov detect` (and `prov detector detect`): none when every one of the
+    ``total`` files was scored; else an ``error:`` line on stderr saying how many of them
+    were not (each was named above with why) and typer.Exit(1), as any command that could
+    not do its work (README, "Exit codes"), so that a script can tell a run that scored
+    nothing (no detector on the server, no image among the files) from one that did."""
+    if not unscored:
+        return
+    what = "no file was scored" if unscored == total else "not every file was scored"
+    _err.print(
+        Text.assemble(("error:", "red"), f" {what} ({unscored} of {total} not scored)"),
+        highlight=False,
+    )
+    raise typer.Exit(1)
 
 
 @app.command("detect")
@@ -352,7 +373,8 @@ def detect_command(
     ] = None,
     device: DeviceOpt = None,
 ) -> None:
-    """Score image files locally (advisory: never a proof of authenticity)."""
+    """Score image files locally (advisory: never a proof of authenticity). Exit 0 when
+    every file was scored, 1 when any could not be (each is named with why)."""
     detect(files, json_out, model, seed, weights, device)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -228,3 +229,40 @@ def test_key_failure_is_a_signature_error(tmp_path: Path, device: DeviceKey, cha
             EVIDENCE,
             None,
         )
+
+
+def test_a_link_is_refused_never_replaced_by_a_regular_file(
+    tmp_path: Path, device: DeviceKey, chain: bytes
+) -> None:
+    """`embed_manifest` writes a new file and renames it over ``dst_path``: over a symbolic
+    link that replaced the link with a regular file (the file it points to left without
+    the manifest), over a name with other hard links it left those with the old bytes.
+    Called directly (not only through `prov sign --c2pa`, which checks first), it refuses
+    both, saying why, and changes nothing. Before: the link became a regular file."""
+    src = make_capture(tmp_path, "jpg")
+    before = src.read_bytes()
+    link = tmp_path / "link.jpg"
+    link.symlink_to(src)
+    elsewhere = tmp_path / "elsewhere.jpg"
+    elsewhere.symlink_to(tmp_path / "missing.jpg")  # a link to nothing yet, as destination
+    hard = tmp_path / "hard.jpg"
+    os.link(src, hard)
+    other = tmp_path / "other"
+    other.mkdir()
+    cases = [
+        (link, link, f"link.jpg is a symbolic link \\(to {src}\\)"),
+        (make_capture(other, "jpg"), elsewhere, "elsewhere.jpg is a symbolic link"),
+        (hard, hard, "hard.jpg has 2 hard links"),
+    ]
+    for source, dst, words in cases:
+        with pytest.raises(MediaError, match=words):
+            embed_manifest(source, dst, "image/jpeg", device, chain, EVIDENCE, None)
+    assert link.is_symlink() and elsewhere.is_symlink() and not (tmp_path / "missing.jpg").exists()
+    assert src.read_bytes() == before and os.stat(src).st_nlink == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "capture.jpg",
+        "elsewhere.jpg",
+        "hard.jpg",
+        "link.jpg",
+        "other",
+    ]  # no temporary file left

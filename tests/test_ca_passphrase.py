@@ -18,7 +18,7 @@ from pathlib import Path
 from cryptography import x509
 
 from clients.api import ProvenanceClient
-from provenance.c2pa.authority import KEY_FILE, init_authority, load_authority
+from provenance.c2pa.authority import CERT_FILE, KEY_FILE, init_authority, load_authority
 from provenance.core.envelope import PAYLOAD_TYPE_ENROLL, sign_payload
 from provenance.core.keys import DeviceKey
 from tests.conftest import ADMIN_TOKEN, ROOT, pbkdf2_iterations, start_server
@@ -169,3 +169,46 @@ def test_the_passphrase_is_prompted_in_a_terminal(tmp_path: Path) -> None:
     term.expect("listening on ")
     os.kill(term.pid, signal.SIGTERM)
     assert term.finish()[0] == 0
+
+
+def test_a_folder_without_a_usable_authority_is_named_with_what_to_do(tmp_path: Path) -> None:
+    """`prov serve --ca DIR` where DIR lacks a file of the authority, or holds one that is
+    no PEM key or certificate: exit 2, a usage error under --ca naming the file, what is
+    wrong with it and what to do, before any passphrase is used. Before: "[Errno 2] No
+    such file or directory: 'DIR/ca.key.pem'", cryptography's "Unable to load PEM file.
+    See https://cryptography.io/... MalformedFraming", a missing certificate blamed on
+    --ca-passphrase-file, and a key of garbage said to be "not encrypted" when a
+    passphrase file was given."""
+    good = tmp_path / "good"
+    assert (
+        _run("admin", "ca", "init", "--dir", str(good), env={"PROV_CA_PASSPHRASE": SECRET})[0] == 0
+    )
+    right = tmp_path / "right.pass"
+    right.write_text(SECRET + "\n")
+    key, cert = (good / KEY_FILE).read_bytes(), (good / CERT_FILE).read_bytes()
+    # the folder's name, its key file (None: absent; a folder), its certificate, the words
+    cases: list[tuple[str, bytes | None, bytes | None, str]] = [
+        ("empty", None, None, f"{KEY_FILE} does not exist"),
+        ("no-cert", key, None, f"{CERT_FILE} does not exist"),
+        ("junk-key", b"garbage\n", cert, f"{KEY_FILE} is not a PEM private key"),
+        ("junk-cert", key, b"garbage\n", f"{CERT_FILE} is not a PEM certificate"),
+        ("key-folder", b"", cert, f"{KEY_FILE}: Is a directory"),
+    ]
+    for name, key_bytes, cert_bytes, words in cases:
+        ca = tmp_path / name
+        ca.mkdir()
+        if name == "key-folder":
+            (ca / KEY_FILE).mkdir()
+        elif key_bytes is not None:
+            (ca / KEY_FILE).write_bytes(key_bytes)
+        if cert_bytes is not None:
+            (ca / CERT_FILE).write_bytes(cert_bytes)
+        for extra in ((), ("--ca-passphrase-file", str(right))):
+            said = " ".join(_serve_refused(tmp_path / "p.db", "--ca", str(ca), *extra).split("│"))
+            said = " ".join(said.split())
+            assert "Invalid value for --ca:" in said, (name, extra, said)
+            assert f"{ca}/{words}" in said, (name, extra, said)
+            assert "Errno" not in said and "cryptography.io" not in said, (name, extra, said)
+            assert "needs no passphrase" not in said, (name, extra, said)
+            if name in ("empty", "no-cert"):
+                assert "prov admin ca init --dir" in said, (name, said)

@@ -61,8 +61,8 @@ def test_sign_verify_detect_escape_control_characters_of_a_name(
     rc, out, err = enrolled("verify", str(photo))
     assert rc == 0 and in_report in out and "SIGNED_ORIGINAL" in out, (out, err)
     _clean(out, err)
-    rc, out, err = enrolled("detect", str(photo))
-    assert rc == 0 and f"{in_report}: not scored:" in out, (out, err)
+    rc, out, err = enrolled("detect", str(photo))  # no detector on this server: exit 1
+    assert rc == 1 and f"{in_report}: not scored:" in out, (out, err)
     _clean(out, err)
 
 
@@ -93,7 +93,7 @@ def test_a_name_s_newline_cannot_forge_a_line_of_prov_detect(cli: Cli, tmp_path:
     photo = tmp_path / "y.png\nz.png: likely generated (score 0.990)"
     shutil.copy(SAMPLES / "rocket.jpg", photo)
     rc, out, err = cli("detect", str(photo))
-    assert rc == 0, (out, err)
+    assert rc == 1, (out, err)  # not scored: this server runs no detector
     assert out.splitlines()[0].startswith(str(photo).replace("\n", "\\x0a") + ": not scored"), out
     assert not any(line.startswith("z.png") for line in out.splitlines()), out
 

@@ -4,9 +4,16 @@ error as if one had been given)."""
 
 from __future__ import annotations
 
+import json
+import shutil
 from pathlib import Path
 
-from tests.conftest import Cli
+import pytest
+
+from clients.cli import main as prov_main
+from tests.conftest import SAMPLES, Cli
+
+SAMPLE_NAMES = ("rocket.jpg", "chelsea.png")
 
 FOOTER = "advisory only"
 
@@ -17,3 +24,47 @@ def test_an_error_alone_gets_no_advisory_footer(cli: Cli, tmp_path: Path) -> Non
     rc, out, err = cli("detect", str(notes))
     assert rc == 1 and f"{notes}:" in err, (out, err)
     assert FOOTER not in out + err, out
+
+
+def test_nothing_scored_exits_1(cli: Cli, tmp_path: Path) -> None:
+    """A run that scored no file is not a success: this test server runs no detector, so
+    each image is "not scored" and the command exits 1, saying so under the per-file lines
+    (before: exit 0, as if every file had a score). `--json` exits the same."""
+    photos = [Path(shutil.copy(SAMPLES / name, tmp_path / name)) for name in SAMPLE_NAMES]
+    rc, out, err = cli("detect", *map(str, photos))
+    assert rc == 1, (out, err)
+    assert all(f"{p}: not scored: this server runs no detector" in out for p in photos), out
+    assert "error: no file was scored (2 of 2 not scored)" in err, err
+    rc, out, err = cli("detect", "--json", str(photos[0]))
+    assert rc == 1 and json.loads(out)["results"][0]["available"] is False, (out, err)
+
+
+def test_a_file_that_cannot_be_scored_here_exits_1_not_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`prov detect --local` (and `prov detector detect`, the same code) exits 1 when a
+    file cannot be scored, as every command that could not do its work; 2 is for usage
+    errors found before any work (before: 2, and an empty line where the advisory footer
+    goes, with no score to qualify)."""
+    notes = tmp_path / "notes.txt"
+    notes.write_text("caption: launch\n")
+    capsys.readouterr()
+    rc = prov_main(["detect", "--local", "--seed", "1", "--device", "cpu", str(notes)])
+    cap = capsys.readouterr()
+    assert rc == 1, (cap.out, cap.err)
+    assert f"{notes}: " in cap.err and "error: no file was scored" in cap.err, cap.err
+    assert cap.out == "", cap.out
+
+
+def test_an_empty_file_is_named_and_said_to_be_empty(cli: Cli, tmp_path: Path) -> None:
+    """An empty (0-byte) file: its line names it and says it is empty and that there is
+    nothing to score, asked of the server or run here (before: the server's "empty file:
+    there is nothing to sign or verify [INVALID_ARGUMENT]", after an upload of nothing;
+    --local: "MediaError: empty file")."""
+    empty = tmp_path / "IMG_0001.jpg"
+    empty.touch()
+    for local in ([], ["--local", "--seed", "1", "--device", "cpu"]):
+        rc, out, err = cli("detect", *local, str(empty))
+        assert rc == 1, (local, out, err)
+        assert f"{empty}: empty file (0 bytes): nothing to score\n" in err, (local, err)
+        assert "sign or verify" not in err and "MediaError" not in err, (local, err)

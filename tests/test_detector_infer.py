@@ -274,7 +274,7 @@ def test_cli_detect_json_is_reproducible_and_errors_are_clean(tmp_path: Path) ->
     bad = tmp_path / "bad.jpg"
     bad.write_bytes(b"\xff\xd8\xff\xe0 truncated")
     res = runner.invoke(app, ["detect", str(bad), "--device", "cpu"])
-    assert res.exit_code == 2 and "MediaError" in res.output and "Traceback" not in res.output
+    assert res.exit_code == 1 and "MediaError" in res.output and "Traceback" not in res.output
     res = runner.invoke(app, ["detect", str(image), "--model", "npr"])
     assert res.exit_code == 2 and "needs its published checkpoint" in res.output
 

@@ -209,3 +209,29 @@ def test_csv_row_escapes_each_cell_as_csv_cell(name: str) -> None:
     ]
     assert got == want
     assert [type(v) for v in got] == [type(v) for v in want]
+
+
+def test_a_csv_row_is_one_line_whatever_the_names_hold(tmp_path: Path) -> None:
+    """A newsroom opens the CSV in a spreadsheet, or reads it with line tools: a newline
+    or tab in a file name (or an error) is written as its escape (``\\x0a``, ``\\x09``),
+    as docs/scan.md says of control characters, so each row is one line and a name cannot
+    show a forged row inside its cell. Before, both were kept: ``"x.jpg\\nSIGNED..."``
+    made a cell of two lines (the file of 3 rows had 5). A name starting with ``-`` after
+    its newline is no formula either."""
+    report = tmp_path / "r.jsonl"
+    writer = ReportWriter(report)
+    names = ["x.jpg\nother.jpg,SIGNED_ORIGINAL", "tab\there.jpg", "\n=1+1.jpg"]
+    for name in names:
+        writer.add({**_unsigned(name, None), "note": f"why\n{name}"})
+    writer.finish(lambda rows: {}, 1000)
+    text = csv_path(report).read_text(encoding="utf-8")
+    assert len(text.splitlines()) == 1 + len(names), text
+    with csv_path(report).open(newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["path"] for r in rows] == [
+        "x.jpg\\x0aother.jpg,SIGNED_ORIGINAL",
+        "tab\\x09here.jpg",
+        "\\x0a=1+1.jpg",
+    ], rows
+    assert rows[0]["note"] == "why\\x0ax.jpg\\x0aother.jpg,SIGNED_ORIGINAL", rows[0]
+    assert "\t" not in text and all("\n" not in v for r in rows for v in r.values())

@@ -197,11 +197,6 @@ def test_bad_uploads_get_clear_errors_and_the_server_stays_up(
     jpeg = site.files.hopper.read_bytes()
     cases = [
         ({"file": ("empty.jpg", b"")}, 400, "empty file"),
-        (
-            {"file": ("half.jpg", jpeg[: len(jpeg) // 2])},
-            400,
-            "truncat|corrupt|cannot|decod|invalid|damaged",
-        ),
         ({"file": ("notes.jpg", b"just some text\n" * 50)}, 400, "unrecognised file format"),
         ({"file": ("bomb.png", _bomb_png(40_000, 40_000))}, 413, "pixel|megapixel|limit"),
         ({"sidecar": ("x.prov", b"not json")}, 400, "sidecar|json|no field named `file`"),
@@ -209,6 +204,13 @@ def test_bad_uploads_get_clear_errors_and_the_server_stays_up(
     for files, code, words in cases:
         _error(http.post("/api/v1/verify", files=files), code, words)
         _alive(site, http)
+    # a damaged photo is judged on its bytes, as `prov scan` judges it (before: a 400)
+    r = http.post("/api/v1/verify", files={"file": ("half.jpg", jpeg[: len(jpeg) // 2])})
+    assert r.status_code == 200 and r.json()["status"] == "UNSIGNED", r.text
+    assert any(
+        x.startswith("could not decode the image: truncated or corrupt")
+        for x in r.json()["reasons"]
+    ), r.text
     # not a form at all
     _error(http.post("/api/v1/verify", content=b"raw"), 400, "multipart/form-data")
     # the file under another field name (curl -F photo=@h.jpg): a 400 naming the field

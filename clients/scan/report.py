@@ -11,7 +11,8 @@ reasons. When no detector ran (a scan without ``--detect``, and no row of the re
 scored) the page says so and leaves out the score and band columns. Every string that
 comes from a file name or a file is HTML-escaped, its control and bidirectional control
 characters (U+202A-U+202E, U+2066-U+2069, U+200E, U+200F, U+061C) shown as escapes
-(``\\u202e``), in the CSV too; the JSON Lines journal keeps every name exact.
+(``\\u202e``), in the CSV too, where tab and newline are escaped as well (``\\x0a``: a
+row is one line); the JSON Lines journal keeps every name exact.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from clients.report import STATUS_BASIS
 from provenance.core.claims import Verdict
 from provenance.core.errors import MediaError
 from provenance.media.image import decode_image
-from provenance.terminal import shown
+from provenance.terminal import shown, shown_line
 
 #: Largest side of a thumbnail, in pixels.
 THUMBNAIL_SIDE = 96
@@ -114,16 +115,17 @@ FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
 
 def csv_cell(value: Any) -> Any:
-    """``value`` as a CSV cell that a spreadsheet shows as text: in a string, control
-    characters and bidirectional controls are written as their escapes (`shown`:
-    ``\\u202e``, which would otherwise reorder the cell), and one starting with one of
+    """``value`` as a CSV cell that a spreadsheet shows as text, on one line: in a string,
+    control characters, tab and newline included, and bidirectional controls are written
+    as their escapes (`shown_line`: ``\\x0a``, ``\\u202e``, which would otherwise break
+    the row over lines or reorder the cell), and one starting with one of
     FORMULA_START (a file named ``=HYPERLINK(...).jpg``, given as ``prov scan *``) gets a
     leading ``'``; anything else is unchanged (the JSON Lines report keeps the exact
     value)."""
     if not isinstance(value, str):
         return value
-    if not value.isprintable():  # every character `shown` escapes is unprintable (Cc, Cf)
-        value = shown(value)
+    if not value.isprintable():  # each character `shown_line` escapes is unprintable
+        value = shown_line(value)
     return "'" + value if value.startswith(FORMULA_START) else value
 
 

@@ -28,12 +28,18 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
 )
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID, ObjectIdentifier
 
+from provenance.cli.files import read_capped
 from provenance.core.errors import ConfigError, EnrollmentError, KeyMaterialError
 from provenance.core.keyfile import check_kdf_cost, encrypt_pkcs8_pem, unsupported_encryption
 from provenance.core.keys import check_public_key
 
 KEY_FILE = "ca.key.pem"
 CERT_FILE = "ca.cert.pem"
+#: Most bytes read of either file: both PEMs are under 1 KiB (a device, ``/dev/zero`` or
+#: a disk image named by mistake is refused, not read into memory without end).
+MAX_AUTHORITY_FILE_BYTES = 64 * 1024
+#: What a PEM certificate starts with (RFC 7468, section 5.1).
+CERT_MARKER = b"-----BEGIN CERTIFICATE-----"
 #: C2PA signing extended key usage (C2PA 2.1, section 14.5.1).
 C2PA_SIGNING_EKU = ObjectIdentifier("1.3.6.1.4.1.62558.2.1")
 #: id-kp-documentSigning (RFC 9336).
@@ -129,14 +135,39 @@ def key_is_encrypted(pem: bytes) -> bool:
     return b"-----BEGIN ENCRYPTED PRIVATE KEY-----" in pem or b"Proc-Type: 4,ENCRYPTED" in pem
 
 
+def _read_pem(directory: Path, name: str, noun: str, marker: bytes) -> bytes:
+    """The bytes of ``directory / name``, the authority's ``noun`` ("private key",
+    "certificate"), at most MAX_AUTHORITY_FILE_BYTES, holding PEM text with ``marker``.
+    Raises ConfigError naming the file and what to do when it does not exist, cannot be
+    read or holds no such PEM."""
+    path = directory / name
+    if not os.path.lexists(path):
+        raise ConfigError(
+            f"no enrollment authority in {directory}: {path} does not exist (an authority"
+            f" is the folder `prov admin ca init --dir {directory}` makes, holding {KEY_FILE}"
+            f" and {CERT_FILE}: give that folder, or restore the file from a backup)"
+        )
+    data = read_capped(path, MAX_AUTHORITY_FILE_BYTES, f"the enrollment authority {noun}")
+    if marker not in data:
+        raise ConfigError(
+            f"{path} is not a PEM {noun}: the file is damaged or not the one"
+            " `prov admin ca init` wrote; restore it from a backup"
+        )
+    return data
+
+
+def _read_files(directory: Path) -> tuple[bytes, bytes]:
+    """The key and the certificate PEM of the authority in ``directory`` (`_read_pem`)."""
+    key_pem = _read_pem(directory, KEY_FILE, "private key", b"-----BEGIN")
+    return key_pem, _read_pem(directory, CERT_FILE, "certificate", CERT_MARKER)
+
+
 def authority_key_encrypted(directory: Path) -> bool:
     """Whether the authority key in ``directory`` (`KEY_FILE`) is passphrase-encrypted,
-    so that `load_authority` needs its passphrase. Raises ConfigError if it cannot be
-    read."""
-    try:
-        return key_is_encrypted((directory / KEY_FILE).read_bytes())
-    except OSError as e:
-        raise ConfigError(f"no authority in {directory}: {e}") from e
+    so that `load_authority` needs its passphrase. Raises ConfigError, naming the file and
+    what to do, if either file of the authority is missing, cannot be read or holds no
+    PEM key or certificate."""
+    return key_is_encrypted(_read_files(directory)[0])
 
 
 def load_authority(directory: Path, passphrase: bytes | None = None) -> Authority:
@@ -144,17 +175,14 @@ def load_authority(directory: Path, passphrase: bytes | None = None) -> Authorit
 
     passphrase: decrypts an encrypted key; not used for a key written unencrypted (an
     authority made before `prov admin ca init` encrypted its key keeps working). Raises
-    ConfigError if the files are missing; KeyMaterialError if the key is encrypted and no
+    ConfigError, naming the file and what to do, if a file is missing, cannot be read or
+    holds no PEM key or certificate; KeyMaterialError if the key is encrypted and no
     passphrase is given, the passphrase is wrong (or the file damaged), it is encrypted
     with an algorithm this program does not decrypt (`keyfile.unsupported_encryption`
     names it), the file asks for more key derivation work than `keyfile.check_kdf_cost`
     allows, or the key is not Ed25519 or does not match the certificate.
     """
-    try:
-        key_pem = (directory / KEY_FILE).read_bytes()
-        cert_pem = (directory / CERT_FILE).read_bytes()
-    except OSError as e:
-        raise ConfigError(f"no authority in {directory}: {e}") from e
+    key_pem, cert_pem = _read_files(directory)
     encrypted = key_is_encrypted(key_pem)
     if encrypted and not passphrase:
         raise KeyMaterialError(
@@ -168,8 +196,9 @@ def load_authority(directory: Path, passphrase: bytes | None = None) -> Authorit
         )
     except ValueError as e:  # a wrong passphrase and a damaged file look the same
         if not encrypted:
-            raise KeyMaterialError(
-                f"cannot load the enrollment authority key in {directory}: {e}"
+            raise ConfigError(
+                f"{directory / KEY_FILE} is damaged: it holds no private key that can be"
+                " read; restore it from a backup"
             ) from e
         problem = unsupported_encryption(key_pem) or (
             "the passphrase is wrong, or the key file is damaged"
@@ -182,7 +211,10 @@ def load_authority(directory: Path, passphrase: bytes | None = None) -> Authorit
     try:
         certificate = x509.load_pem_x509_certificate(cert_pem)
     except ValueError as e:
-        raise KeyMaterialError(f"cannot load the authority in {directory}: {e}") from e
+        raise ConfigError(
+            f"{directory / CERT_FILE} is damaged: it holds no certificate that can be read;"
+            " restore it from a backup"
+        ) from e
     if not isinstance(key, Ed25519PrivateKey):
         raise KeyMaterialError(f"the authority key is {type(key).__name__}, not Ed25519")
     if _raw(key.public_key()) != _raw(certificate.public_key()):

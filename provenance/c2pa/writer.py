@@ -101,8 +101,9 @@ def embed_manifest(
     in place (dst_path is src_path), a write made meanwhile is thus never undone by the
     rename; the window left is that between the check and the rename (microseconds).
 
-    Raises MediaError for an unsupported media type, an unreadable source or one that
-    already carries a manifest store; MediaTooLargeError for an MP4 or MOV of more than
+    Raises MediaError for an unsupported media type, a dst_path that is a symbolic link
+    or has other hard links (`refuse_links`: nothing is written), an unreadable source or
+    one that already carries a manifest store; MediaTooLargeError for an MP4 or MOV of more than
     MAX_BMFF_BOXES boxes (`bmff_box_problem`: the walks that check and remove a manifest
     store stop there); KeyMaterialError if the leaf certificate is not
     for `key`; SignatureError if the key or the C2PA library fails to sign (an expired
@@ -116,6 +117,7 @@ def embed_manifest(
         raise MediaError(
             f"cannot embed C2PA in {media_type!r}; supported: {', '.join(sorted(WRITABLE_TYPES))}"
         )
+    refuse_links(dst_path)  # before the work; again just before the rename
     try:
         with open(src_path, "rb") as f:
             read_from = os.fstat(f.fileno())
@@ -184,6 +186,40 @@ def embed_manifest(
     return digest
 
 
+def link_state(path: Path) -> tuple[Path | None, int]:
+    """(the file a symbolic link ``path`` points to, fully resolved, else None; the number
+    of hard links of ``path`` itself, not followed). (None, 1) when ``path`` does not
+    exist or cannot be examined (`os.lstat` fails)."""
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return None, 1
+    target = Path(os.path.realpath(path)) if stat.S_ISLNK(st.st_mode) else None
+    return target, st.st_nlink
+
+
+def refuse_links(path: Path) -> None:
+    """Raise MediaError when a new file renamed over ``path`` (as `embed_manifest` writes)
+    would not update every name of the file: a symbolic link (the link itself would become
+    a regular file, the file it points to left as it was) or a file with other hard links
+    (they would keep the old bytes). A path that does not exist, or cannot be examined, is
+    left to the write. Source: rename(2), symlink(7), link(2)."""
+    target, names = link_state(path)
+    if target is not None:
+        raise MediaError(
+            f"{path.name} is a symbolic link (to {target}): the manifest is written into a"
+            " new file renamed over that name, which would replace the link with a regular"
+            f" file and leave {target.name} as it was; write to the file it points to, or"
+            " to a copy"
+        )
+    if names > 1:
+        raise MediaError(
+            f"{path.name} has {names} hard links: the manifest is written into a new"
+            " file renamed over that name, so its other names would keep the old bytes;"
+            " write to a copy, or remove the other links first"
+        )
+
+
 def _still_holds(path: Path, read_from: os.stat_result, sha256: bytes) -> None:
     """Check that ``path`` still names the file ``read_from`` (its ``fstat`` when it was
     read) describes, by `file_identity`, and that it holds bytes of SHA-256 ``sha256``
@@ -221,7 +257,8 @@ def _write_atomically(path: Path, data: bytes, check: Callable[[], None]) -> Non
     not become), written and fsynced, ``check()`` called (what it raises is raised, the
     temporary file removed and ``path`` untouched), renamed over it, and the folder
     fsynced, so a crash leaves the old file or the new one whole, never a truncated
-    capture. A new ``path`` gets 0666 less the umask. Raises MediaError."""
+    capture. A new ``path`` gets 0666 less the umask. Raises MediaError, also when
+    ``path`` is by then a symbolic link or has other hard links (`refuse_links`)."""
     try:
         try:
             mode = stat.S_IMODE(os.stat(path).st_mode)
@@ -235,6 +272,7 @@ def _write_atomically(path: Path, data: bytes, check: Callable[[], None]) -> Non
                 f.flush()
                 os.fsync(f.fileno())
             check()
+            refuse_links(path)  # made a link while the manifest was made
             os.replace(tmp, path)
         except BaseException:
             os.unlink(tmp)

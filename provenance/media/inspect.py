@@ -352,12 +352,21 @@ def _c2pa(
 
 
 def inspect_upload(
-    upload: Upload, cfg: InspectConfig, lenient: bool, video_pixels: int = 0
+    upload: Upload,
+    cfg: InspectConfig,
+    lenient: bool,
+    video_pixels: int = 0,
+    *,
+    judge_undecodable: bool = False,
 ) -> Inspection:
     """Measure a complete upload.
 
     ``lenient``: a sidecar or an exact log match exists, so a file that cannot be
-    decoded is still judged (with a note) instead of refused. ``video_pixels``: for a
+    decoded is still judged (with a note) instead of refused. ``judge_undecodable``: an
+    image or video (by its magic bytes) whose pixels or frames cannot be decoded
+    (truncated, corrupt; not over a limit) is judged so too, on its exact bytes, whatever
+    the log holds (a verdict, as `prov scan` gives it; the detector needs pixels and asks
+    without). ``video_pixels``: for a
     video, also keep the native pixels of up to this many of its 1 Hz samples, spread
     over it (`sample_frames` ``keep_rgb_spread``), for the detector to score without a
     second decode; if keeping them is what the decoder cannot afford (out of memory), the
@@ -394,7 +403,7 @@ def inspect_upload(
             if lenient and isinstance(e, DecodeBudgetError):  # as an image's: a note
                 note = f"the frames were not decoded, so no perceptual hashes: {why}"
                 return Inspection(replace(base, notes=(note,)), None, c2pa)
-            if lenient and not isinstance(e, MediaTooLargeError):
+            if (lenient or judge_undecodable) and not isinstance(e, MediaTooLargeError):
                 return Inspection(
                     replace(base, notes=(f"could not decode the video: {why}",)), None, c2pa
                 )
@@ -419,7 +428,7 @@ def inspect_upload(
     except MediaTooLargeError:
         raise
     except MediaError as e:
-        if not lenient:
+        if not (lenient or judge_undecodable):
             raise
         return Inspection(replace(base, notes=(f"could not decode the image: {e}",)), None, c2pa)
     return Inspection(replace(image.facts, content_sha256=base.content_sha256), image, c2pa)

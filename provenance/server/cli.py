@@ -107,6 +107,8 @@ def _load_ca(directory: Path, passphrase_file: Path | None) -> Authority:
         )
     try:
         return load_authority(directory, passphrase)
+    except ConfigError as e:  # a file of the folder, whatever the passphrase
+        raise typer.BadParameter(str(e), param_hint="--ca") from None
     except ProvenanceError as e:
         raise typer.BadParameter(str(e), param_hint=hint) from None
 

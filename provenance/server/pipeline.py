@@ -186,14 +186,19 @@ class VerificationPipeline:
         chunk leaf hashes (32 bytes each); detect: run the advisory detector; time_left:
         seconds left before the caller's deadline (None: no deadline); sidecar_receipt:
         the sidecar's log receipt (a lost one reads as a log rollback); sidecar_public_key:
-        the raw key the sidecar carries (words the reason on an unenrolled key). Raises MediaError
-        for a file that is neither decodable media nor matched by the log or a sidecar,
-        MediaTooLargeError beyond the limits, LogIntegrityError for a damaged log.
+        the raw key the sidecar carries (words the reason on an unenrolled key). An image or
+        video that cannot be decoded (truncated, corrupt) is judged on its exact bytes and
+        sidecar, a reason saying why no perceptual hash was made (as `prov scan` judges
+        it). Raises MediaError for an empty file, or one of no recognised media format
+        matched by neither the log nor a sidecar, MediaTooLargeError beyond the limits,
+        LogIntegrityError for a damaged log.
         """
         lenient = sidecar is not None or bool(
             self.service.store.leaves_by_file_sha256(upload.sha256, limit=1)
         )
-        found = inspect_upload(upload, self.inspect, lenient, self._video_pixels(detect))
+        found = inspect_upload(
+            upload, self.inspect, lenient, self._video_pixels(detect), judge_undecodable=True
+        )
         sidecar_came = sidecar is not None
         embedded = None if sidecar_came else _embedded_claim(found.c2pa)
         if embedded is not None:  # the claim `prov sign --c2pa` put in the file
@@ -318,10 +323,13 @@ class VerificationPipeline:
             if self.detector is None:
                 return {"available": False, "note": "this server runs no detector"}
             if found.image is None:
-                return {
-                    "available": False,
-                    "note": "not scored: the detector scores images and video frames only",
-                }
+                media = found.facts.media_type.startswith(("image/", "video/"))
+                why = (  # a damaged image is an image: its pixels are what is missing
+                    "its pixels could not be decoded (the reasons say why)"
+                    if media
+                    else "the detector scores images and video frames only"
+                )
+                return {"available": False, "note": f"not scored: {why}"}
             return self.detector.score_image(found.image.rgb, upload.sha256, timeout)
         except DetectorTimeoutError as e:
             metrics.DETECTOR_TIMEOUTS.inc()
