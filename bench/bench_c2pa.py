@@ -26,7 +26,7 @@ import c2pa
 import cv2
 import numpy as np
 from PIL import Image
-from results import Ratio, write_results  # bench/results.py, next to this script
+from results import Ratio, no_options, write_results  # bench/results.py, next to this script
 
 from provenance.c2pa import C2paTrust, ReaderPool, content_sha256, read_c2pa, reader_settings
 from provenance.c2pa.authority import init_authority, issue_device_certificate
@@ -148,4 +148,5 @@ def main() -> int:
 
 
 if __name__ == "__main__":
+    no_options(__doc__)
     sys.exit(main())

@@ -25,7 +25,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 from bench_c2pa import REPEATS, make_media, median_seconds  # bench/bench_c2pa.py
-from results import Ratio, write_results  # bench/results.py, next to this script
+from results import Ratio, no_options, write_results  # bench/results.py, next to this script
 
 from provenance.c2pa.authority import init_authority, issue_device_certificate
 from provenance.c2pa.writer import _still_holds, embed_manifest
@@ -91,4 +91,5 @@ def main() -> int:
 
 
 if __name__ == "__main__":
+    no_options(__doc__)
     sys.exit(main())

@@ -27,7 +27,7 @@ import pdqhash
 import psutil
 from PIL import Image
 from prov_server import PeakRss, enrolled_server  # bench/prov_server.py, next to this script
-from results import Ratio, write_results  # bench/results.py, next to this script
+from results import Ratio, no_options, write_results  # bench/results.py, next to this script
 
 from clients.api import ProvenanceClient
 from clients.cli import main as prov
@@ -161,4 +161,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    no_options(__doc__)
     main()

@@ -12,6 +12,8 @@ import json
 import statistics
 import time
 
+from results import no_options  # bench/results.py, next to this script
+
 from provenance.web.api import MAX_JSON_BYTES
 from provenance.wire.jsontext import loads_text
 
@@ -51,4 +53,5 @@ def main() -> int:
 
 
 if __name__ == "__main__":
+    no_options(__doc__)
     raise SystemExit(main())

@@ -14,6 +14,8 @@ import json
 import statistics
 import time
 
+from results import no_options  # bench/results.py, next to this script
+
 from provenance.c2pa import ReaderPool, read_c2pa, reader_settings
 from provenance.c2pa.container import MAX_TIFF_IFD_UNITS, tiff_ifd_count
 from provenance.c2pa.reader import C2paLimits
@@ -62,4 +64,5 @@ def main() -> int:
 
 
 if __name__ == "__main__":
+    no_options(__doc__)
     raise SystemExit(main())

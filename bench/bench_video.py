@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import TypeVarTuple
 
 import av
-from results import Ratio, write_results  # bench/results.py, next to this script
+from results import Ratio, no_options, write_results  # bench/results.py, next to this script
 
 from provenance.core.binding import PerceptualHash
 from provenance.core.video_binding import DEFAULT_VIDEO_CHUNK, hash_file
@@ -258,4 +258,5 @@ if __name__ == "__main__":
     if len(sys.argv) == 4 and sys.argv[1] == "--rss-child":
         rss_child(sys.argv[2], sys.argv[3])
     else:
+        no_options(__doc__)
         main()

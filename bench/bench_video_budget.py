@@ -11,8 +11,8 @@ Usage: PYTHONPATH=. .venv/bin/python bench/bench_video_budget.py [DIR]
 
 from __future__ import annotations
 
+import argparse
 import statistics
-import sys
 import tempfile
 import time
 from fractions import Fraction
@@ -78,7 +78,14 @@ def sampled_s(path: Path) -> float:
 
 
 def main() -> None:
-    folder = Path(sys.argv[1]) if len(sys.argv) > 1 else Path(tempfile.mkdtemp())
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "dir", nargs="?", type=Path, help="folder for the clips, kept (default: a new temp folder)"
+    )
+    given = parser.parse_args().dir
+    folder = given if given is not None else Path(tempfile.mkdtemp())
     clips = []
     for w, h, n in SIZES:
         p = folder / f"tex_{w}x{h}.mp4"

@@ -7,6 +7,7 @@ from one run mean much on a shared machine.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import time
@@ -19,6 +20,15 @@ from pathlib import Path
 RESULTS_DIR = Path(
     os.environ.get("PROV_BENCH_RESULTS") or Path(__file__).resolve().parents[1] / "out" / "bench"
 )
+
+
+def no_options(doc: str | None) -> None:
+    """Answer ``--help`` with ``doc`` (the bench's module docstring) and exit 0, or refuse
+    any argument (exit 2), for a bench that takes no options: before, such a bench ran
+    whole when asked for help."""
+    argparse.ArgumentParser(
+        description=doc, formatter_class=argparse.RawDescriptionHelpFormatter
+    ).parse_args()
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ into a temporary folder and fails when the committed files differ.
 
 from __future__ import annotations
 
-import sys
+import argparse
 from pathlib import Path
 
 import grpc_tools
@@ -39,7 +39,17 @@ def generate(out_dir: Path) -> list[Path]:
 
 
 if __name__ == "__main__":
-    out = Path(sys.argv[1]) if len(sys.argv) > 1 else ROOT
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "out_dir",
+        nargs="?",
+        type=Path,
+        default=ROOT,
+        help="where to write (default: the repository)",
+    )
+    out = parser.parse_args().out_dir
     out.mkdir(parents=True, exist_ok=True)
     done = generate(out)
     print(f"generated {len(done)} proto file(s) into {out}")

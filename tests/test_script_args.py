@@ -5,8 +5,10 @@ option), not a traceback or a misread number; a cache file named with them is no
 from __future__ import annotations
 
 import argparse
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -76,3 +78,33 @@ def test_help_and_usage_errors_answer_before_torch_is_imported(script: str) -> N
         assert run.returncode == rc, run.stderr
         imported = {line.rsplit("|", 1)[-1].strip() for line in run.stderr.splitlines()}
         assert "torch" not in imported, (args, script)
+
+
+def _command_line_scripts() -> list[str]:
+    """Every file of bench/ and scripts/ that runs as a program (has a ``__main__`` block)."""
+    return sorted(
+        str(p.relative_to(ROOT))
+        for folder in ("bench", "scripts")
+        for p in (ROOT / folder).glob("*.py")
+        if 'if __name__ == "__main__":' in p.read_text()
+    )
+
+
+@pytest.mark.parametrize("script", _command_line_scripts())
+def test_help_teaches_and_runs_nothing(script: str, tmp_path: Path) -> None:
+    """``--help`` prints a usage and exits 0, runs nothing and writes nothing. Before,
+    five benches ran whole (9-62 s) when asked for help, bench_video_budget.py and
+    gen_proto.py wrote into a folder named ``--help``, and web_screenshot.py and
+    bench_tiff_ifds.py ended in a traceback."""
+    run = subprocess.run(
+        [sys.executable, str(ROOT / script), "--help"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(ROOT), "PROV_BENCH_RESULTS": str(tmp_path / "r")},
+        timeout=120,
+    )
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.startswith("usage:"), run.stdout[:300]
+    assert "Traceback" not in run.stderr, run.stderr
+    assert list(tmp_path.iterdir()) == [], "--help wrote files"
