@@ -12,6 +12,7 @@ in a reference cycle for the garbage collector."""
 
 from __future__ import annotations
 
+import base64
 import gc
 import json
 import threading
@@ -22,7 +23,7 @@ from typing import Any
 import httpx
 import pytest
 
-from clients.api import Query
+from clients.api import ProvenanceClient, Query
 from provenance.web.api import JSON_WORKERS
 from provenance.web.app import WebConfig
 from provenance.web.guard import DEFAULT_LIMITS
@@ -32,6 +33,8 @@ from tests.conftest import ServerProc
 
 #: Seconds the gate holds a parse at the most (reached only when the loop is blocked).
 GATE_S = 30.0
+#: Seconds a binding lookup is held at the most, waiting for another to join it.
+HOLD_S = 0.5
 #: The ``ref`` that marks the body whose parse is held.
 MARK = "held-parse"
 
@@ -175,3 +178,58 @@ def test_lookups_past_the_json_workers_wait_and_leave_other_routes_their_threads
     assert all(released), "the checkpoint waited for the held lookups' threads"
     assert inside[1] <= JSON_WORKERS, f"{inside[1]} lookup bodies were parsed at once"
     assert codes == [200] * 41, codes
+
+
+def test_soft_binding_lookups_run_on_the_json_workers_in_turn(
+    server: ServerProc, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """GET /matches/byBinding (the C2PA Soft Binding Resolution API) asks the service on
+    one of the `JSON_WORKERS`, in its client's turn, as POST /api/v1/lookup does: of 16
+    binding queries sent at once, at most `JSON_WORKERS` are at the service together.
+    Each call is held (wrapped, not replaced) until another joins it or `HOLD_S` passes,
+    so calls let through together are seen together. Before, they ran on the 40 threads
+    the routes share, outside the turns: 16 at once, and while 16 connections of one
+    address asked for bindings another address's one-query lookup waited for 13-25 of
+    their answers (3-5 after)."""
+    real_lookup = ProvenanceClient.lookup
+    lock = threading.Lock()
+    inside = [0, 0]  # calls at the service now, the most at once
+    joined = threading.Condition(lock)
+
+    def counted_lookup(self: ProvenanceClient, queries: Any) -> Any:
+        with lock:
+            inside[0] += 1
+            inside[1] = max(inside)
+            joined.notify_all()
+            joined.wait_for(lambda: inside[0] > JSON_WORKERS, timeout=HOLD_S)
+        try:
+            return real_lookup(self, queries)
+        finally:
+            with lock:
+                inside[0] -= 1
+
+    monkeypatch.setattr(ProvenanceClient, "lookup", counted_lookup)
+    w = start_web_app(
+        "127.0.0.1:0", WebConfig(server.address), replace(DEFAULT_LIMITS, per_client=64)
+    )
+    value = base64.b64encode(bytes(range(32))).decode()
+    codes: list[int] = []
+    start = threading.Barrier(16)
+
+    def ask() -> None:
+        with httpx.Client(base_url=f"http://{w.address}", timeout=4 * GATE_S) as c:
+            start.wait()
+            codes.append(
+                c.get("/matches/byBinding", params={"alg": "pdq", "value": value}).status_code
+            )
+
+    askers = [threading.Thread(target=ask) for _ in range(16)]
+    try:
+        for t in askers:
+            t.start()
+        for t in askers:
+            t.join()
+    finally:
+        w.stop()
+    assert codes == [200] * 16, codes
+    assert inside[1] <= JSON_WORKERS, f"{inside[1]} binding lookups were at the service at once"

@@ -35,6 +35,7 @@ from provenance.web.api import (
     NO_SHA256,
     client_address,
     json_errors,
+    json_work,
     metered,
     read_json,
     state,
@@ -89,11 +90,15 @@ def _matches(report: VerificationReport, limit: int) -> dict[str, Any]:
 
 
 async def _by_hash(request: Request, alg: Any, value: Any) -> Response:
-    """Matches for one PDQ binding, from the service's lookup."""
+    """Matches for one PDQ binding, from the service's lookup, in its client's turn
+    (`json_work`), as POST /api/v1/lookup: before, binding lookups went to the service
+    on the routes' shared threads, and while 16 connections of one address asked for
+    bindings, another address's one-query lookup waited for 13-25 of their answers
+    (tests/test_lookup_fairness.py)."""
     _alg(alg)
     limit = _max_results(request)
     query = Query("binding", NO_SHA256, (_binding(value),))
-    [(_, report)] = await run_in_threadpool(state(request).client.lookup, [query])
+    [(_, report)] = await json_work(request, state(request).client.lookup, [query])
     return JSONResponse(_matches(report, limit))
 
 
