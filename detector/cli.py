@@ -345,8 +345,8 @@ def detect(
             except OSError as e:
                 results.append({"file": str(path), "error": f"cannot read: {e.strerror}"})
                 continue
-            except ProvenanceError as e:
-                results.append({"file": str(path), "error": f"{type(e).__name__}: {e}"})
+            except ProvenanceError as e:  # its message, as other commands print it
+                results.append({"file": str(path), "error": str(e)})
                 continue
             results.append({"file": str(path), **report.to_dict()})
     if json_out:  # a name that is not UTF-8: U+FFFD and file_bytes_b64, as in `prov verify`
