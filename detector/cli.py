@@ -1,8 +1,11 @@
 """Command line of the detector: ``prov detector train|eval`` and ``prov detect``.
 
 `app` is a typer app the main CLI mounts as ``prov detector``; `detect` is the function
-behind ``prov detect FILE... [--json]``. Errors of the project (DetectorError,
-MediaError, ...) print as one clean line and exit 2; no traceback for user mistakes.
+behind ``prov detect FILE... [--json]``. Exit codes as every `prov` command's (README,
+"Exit codes"): a usage error found before any work (a --data path that does not exist, an
+unknown --model or --families) exits 2 under the usage line; an error of the project
+(DetectorError, MediaError, ...) or of the machine (OSError) met while working prints one
+``error: ...`` line and exits 1; no traceback, no exception class name.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from rich.text import Text
 
 from detector.bands import threshold_words
 from detector.transforms import CONDITIONS
+from provenance.cli.options import UsageError
 from provenance.core.errors import ProvenanceError
 from provenance.terminal import SafeConsole
 from provenance.wire.jsontext import path_to_json, unicode_only
@@ -58,13 +62,29 @@ DEFAULT_DATA = [
 
 
 @contextmanager
-def _clean_errors() -> Iterator[None]:
-    """Print a ProvenanceError as one line on stderr and exit with status 2."""
+def _clean_errors(code: int = 1) -> Iterator[None]:
+    """Print a ProvenanceError, or an OSError (a file or folder that cannot be read or
+    written), as one ``error: ...`` line on stderr and raise typer.Exit(code): 1, the work
+    could not be done, unless the caller says otherwise."""
     try:
         yield
     except ProvenanceError as e:
-        _err.print(Text.assemble(("error:", "red"), f" {type(e).__name__}: {e}"))
-        raise typer.Exit(2) from None
+        _err.print(Text.assemble(("error:", "red"), f" {e}"))
+        raise typer.Exit(code) from None
+    except OSError as e:
+        where = f": {e.filename}" if e.filename else ""
+        _err.print(Text.assemble(("error:", "red"), f" {e.strerror or e}{where}"))
+        raise typer.Exit(code) from None
+
+
+@contextmanager
+def _usage_errors() -> Iterator[None]:
+    """Turn a ProvenanceError of a check made on the arguments alone, before any work,
+    into a usage error (exit 2, under the usage line)."""
+    try:
+        yield
+    except ProvenanceError as e:
+        raise UsageError(str(e)) from None
 
 
 @contextmanager
@@ -110,6 +130,7 @@ DataOpt = Annotated[
     typer.Option(
         "--data",
         "-d",
+        exists=True,
         help="Label file or folder; repeat for several. Default: the shared fixture sets.",
     ),
 ]
@@ -208,7 +229,9 @@ def evaluate(
             "(only fair on data it never saw)."
         ),
     ] = None,
-    weights: Annotated[Path | None, typer.Option(help="Weights file for --model.")] = None,
+    weights: Annotated[
+        Path | None, typer.Option(exists=True, dir_okay=False, help="Weights file for --model.")
+    ] = None,
     families: Annotated[
         str | None, typer.Option(help="Comma-separated families to hold out (default: all).")
     ] = None,
@@ -229,23 +252,28 @@ def evaluate(
     2-core machine, 38-45 minutes for the 10 families of the shared sets.
     """
     from detector.data import load_samples
-    from detector.eval import EvalConfig, evaluate_model, leave_one_family_out
+    from detector.eval import EvalConfig, evaluate_model, held_out_families, leave_one_family_out
+    from detector.registry import load_model, model_spec
     from detector.train import TrainConfig
 
+    fams = tuple(f.strip() for f in families.split(",")) if families else None
+    if model is not None:
+        with _usage_errors():
+            model_spec(model, weights)
     with _clean_errors():
         _set_threads(threads)
         samples = load_samples(data or DEFAULT_DATA)
+        if model is None:
+            with _usage_errors():
+                held_out_families(fams, samples)
         dev = _device(device)
         with _progress(progress) as update:
             if model is not None:
-                from detector.registry import load_model
-
                 m = load_model(model, weights)
                 report = evaluate_model(
                     m.net, m.meta.preprocess, m.meta.calibration, samples, dev, update
                 )
             else:
-                fams = tuple(f.strip() for f in families.split(",")) if families else None
                 config = EvalConfig(train=TrainConfig(epochs=epochs, seed=seed), families=fams)
                 report = leave_one_family_out(samples, config, dev, update, _print_fold)
         out.write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
@@ -306,7 +334,7 @@ def detect(
         hashlib.sha256(f"prov-detect-seed:{seed}".encode()).digest() if seed is not None else None
     )
     results: list[dict[str, Any]] = []
-    with _clean_errors(), Detector.load(model, weights, device, secret) as det:
+    with _clean_errors(2), Detector.load(model, weights, device, secret) as det:
         for path in files:
             try:
                 data = path.read_bytes()
@@ -317,8 +345,8 @@ def detect(
             except OSError as e:
                 results.append({"file": str(path), "error": f"cannot read: {e.strerror}"})
                 continue
-            except ProvenanceError as e:
-                results.append({"file": str(path), "error": f"{type(e).__name__}: {e}"})
+            except ProvenanceError as e:  # its message, as other commands print it
+                results.append({"file": str(path), "error": str(e)})
                 continue
             results.append({"file": str(path), **report.to_dict()})
     if json_out:  # a name that is not UTF-8: U+FFFD and file_bytes_b64, as in `prov verify`

@@ -85,6 +85,20 @@ def score_conditions(
     return out
 
 
+def held_out_families(asked: tuple[str, ...] | None, samples: Sequence[Sample]) -> tuple[str, ...]:
+    """The generator families to hold out one at a time: ``asked``, or when None every
+    family of the generated ``samples`` but "unknown". Raises DetectorError naming any
+    asked family of which ``samples`` hold no generated image, and the known ones."""
+    known = {s.family for s in samples if s.label == 1}
+    families = asked or tuple(sorted(known - {"unknown"}))
+    if set(families) - known:
+        raise DetectorError(
+            f"no generated images of families {sorted(set(families) - known)}; "
+            f"known: {', '.join(sorted(known))}"
+        )
+    return families
+
+
 def leave_one_family_out(
     samples: Sequence[Sample],
     config: EvalConfig,
@@ -116,13 +130,7 @@ def leave_one_family_out(
         if p.sample.label == 0 and in_split(p.sample.group, config.real_test_fraction, "real-test")
     ]
     test_ids = {id(p) for p in real_test}
-    known = {p.sample.family for p in prepared if p.sample.label == 1}
-    families = config.families or tuple(sorted(known - {"unknown"}))
-    if set(families) - known:
-        raise DetectorError(
-            f"no generated images of families {sorted(set(families) - known)}; "
-            f"known: {', '.join(sorted(known))}"
-        )
+    families = held_out_families(config.families, [p.sample for p in prepared])
     folds: dict[str, Any] = {}
     pooled: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {c: [] for c in CONDITIONS}
     for k, family in enumerate(families):

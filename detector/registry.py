@@ -109,6 +109,18 @@ def _load_external(spec: ModelSpec, path: Path) -> LoadedModel:
     return LoadedModel(net.eval(), meta)
 
 
+def model_spec(name: str, weights: Path | None) -> ModelSpec:
+    """The registry entry ``name``, checked against the arguments alone (nothing read):
+    raises DetectorError for an unknown name, or a published network ("cnndetection",
+    "npr") asked for without ``weights``, its checkpoint."""
+    spec = REGISTRY.get(name)
+    if spec is None:
+        raise DetectorError(f"unknown detector model {name!r}; known: {', '.join(REGISTRY)}")
+    if spec.external_arch is not None and weights is None:
+        raise DetectorError(f"model {name!r} needs its published checkpoint: pass a weights path")
+    return spec
+
+
 def load_model(name: str = "default", weights: Path | None = None) -> LoadedModel:
     """The network of a registry entry.
 
@@ -116,14 +128,9 @@ def load_model(name: str = "default", weights: Path | None = None) -> LoadedMode
     models, a weights file to use instead of the shipped one (e.g. a larger model trained
     on a GPU). Raises DetectorError.
     """
-    spec = REGISTRY.get(name)
-    if spec is None:
-        raise DetectorError(f"unknown detector model {name!r}; known: {', '.join(REGISTRY)}")
+    spec = model_spec(name, weights)
     if spec.external_arch is not None:
-        if weights is None:
-            raise DetectorError(
-                f"model {name!r} needs its published checkpoint: pass a weights path"
-            )
+        assert weights is not None
         _check_weights_file(weights)
         return _load_external(spec, weights)
     path = weights or spec.shipped

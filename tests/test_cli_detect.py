@@ -54,6 +54,15 @@ def test_a_file_that_cannot_be_scored_here_exits_1_not_2(
     assert rc == 1, (cap.out, cap.err)
     assert f"{notes}: " in cap.err and "error: no file was scored" in cap.err, cap.err
     assert cap.out == "", cap.out
+    # a plain message after the file's name, as other commands print; no exception class
+    # (before: "notes.txt: MediaError: unrecognized format: ...")
+    said = " ".join(cap.err.split())  # Rich wraps at 80 columns
+    assert f"{notes}: unrecognized format: looks like text" in said, said
+    # a model that cannot load: one plain line too (before: "error: DetectorError: ...")
+    rc = prov_main(["detect", "--local", "--model", "npr", str(notes)])
+    said = " ".join(capsys.readouterr().err.split())
+    assert rc == 2 and said.startswith("error: model 'npr' needs its published checkpoint"), said
+    assert "Error:" not in said, said
 
 
 def test_an_empty_file_is_named_and_said_to_be_empty(cli: Cli, tmp_path: Path) -> None:

@@ -19,6 +19,7 @@ from provenance.core.keys import DeviceKey
 from provenance.core.verify import (
     EXACT_BOUND_NOTE,
     MAX_OTHER_CLAIMS,
+    NO_BYTES_MATCH_REASON,
     NO_MATCH_REASON,
     NO_PERCEPTUAL_HASH,
     UNLOGGED_SIDECAR_REASON,
@@ -255,10 +256,15 @@ def test_unsigned_says_whether_near_copies_were_searched() -> None:
     r = decide(hashed, NOW)
     assert r.status is Verdict.UNSIGNED and r.evidence == Evidence(file=hashed)
     assert r.verified_at == NOW and len(r.reasons) == 1
+    assert r.reasons == ("no signed claim in the log matches these bytes or these pixels",)
     blind = FileFacts(OTHER_SHA, 9, "application/octet-stream")
     r = decide(blind, NOW)
-    assert r.status is Verdict.UNSIGNED and len(r.reasons) == 2
-    assert _has(r.reasons, "no perceptual hash")
+    # no pixels were hashed (not media, or not decodable): the reasons say only the bytes
+    # were looked up, as `prov scan`'s row does (before: "these bytes or these pixels")
+    assert r.status is Verdict.UNSIGNED and r.reasons == (
+        "no signed claim in the log matches these bytes",
+        "no perceptual hash could be computed, so near copies were not searched",
+    )
     # a sidecar object without its decoded claim is not a sidecar to judge
     r = decide(hashed, NOW, sidecar=_signed(_claim()), sidecar_claim=None)
     assert r.status is Verdict.UNSIGNED and not r.evidence.sidecar_present
@@ -1116,7 +1122,7 @@ def test_the_reasons_on_an_unknown_key_s_sidecar_word_for_word() -> None:
         ),
     ):
         r = decide(other, NOW, sidecar=sidecar, sidecar_claim=claim, sidecar_public_key=key)
-        assert r.reasons == (NO_MATCH_REASON, NO_PERCEPTUAL_HASH, note)
+        assert r.reasons == (NO_BYTES_MATCH_REASON, NO_PERCEPTUAL_HASH, note)
     unsigned = decide(other, NOW)
     anonymous = with_c2pa(unsigned, {"present": True, "validation_state": "Valid"})
     assert anonymous.reasons[-1] == (

@@ -56,9 +56,15 @@ def test_a_damaged_file_reads_unsigned_in_verify_and_scan(cli: Cli, tmp_path: Pa
         assert doc["status"] == rows[name]["status"] == "UNSIGNED", (name, doc)
         said = " ".join(doc["reasons"])
         assert "near copies were not searched" in said and why in said, (name, said)
+        # only its bytes were looked up, and the reasons say no more, as scan's row does
+        # (before: "no signed claim in the log matches these bytes or these pixels")
+        assert doc["reasons"][0] == "no signed claim in the log matches these bytes", doc
+        assert rows[name]["reasons"][0].startswith(doc["reasons"][0] + ";"), rows[name]
+        assert "these pixels" not in said, (name, said)
         assert why in " ".join(rows[name]["reasons"]), rows[name]
         rc, out, err = cli("verify", "--no-detect", str(folder / name))
         assert rc == 11 and "UNSIGNED" in out and why in out, (name, out, err)
+        assert "these pixels" not in out, (name, out)
 
 
 def test_the_detector_block_of_a_damaged_image_says_its_pixels_are_missing(

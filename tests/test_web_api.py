@@ -211,6 +211,9 @@ def test_bad_uploads_get_clear_errors_and_the_server_stays_up(
         x.startswith("could not decode the image: truncated or corrupt")
         for x in r.json()["reasons"]
     ), r.text
+    # no pixels were decoded: the reasons say only the bytes were looked up (before:
+    # "no signed claim in the log matches these bytes or these pixels")
+    assert r.json()["reasons"][0] == "no signed claim in the log matches these bytes", r.text
     # not a form at all
     _error(http.post("/api/v1/verify", content=b"raw"), 400, "multipart/form-data")
     # the file under another field name (curl -F photo=@h.jpg): a 400 naming the field

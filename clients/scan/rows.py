@@ -16,7 +16,12 @@ from typing import Any
 from clients.report import iso_utc, report_to_json
 from clients.scan.hashing import Measured
 from provenance.core.claims import Verdict
-from provenance.core.verify import NO_MATCH_REASON, NO_PERCEPTUAL_HASH, VerificationReport
+from provenance.core.verify import (
+    NO_BYTES_MATCH_REASON,
+    NO_MATCH_REASON,
+    NO_PERCEPTUAL_HASH,
+    VerificationReport,
+)
 from provenance.v1 import provenance_pb2 as pb
 from provenance.wire import convert as wire
 
@@ -156,13 +161,15 @@ def sha256_only_reasons(reasons: list[str], note: str | None) -> list[str]:
     """The ``reasons`` of an UNSIGNED row looked up by SHA-256 alone (kind "file": not
     media, truncated or corrupt, over a limit, a video in an archive), their first saying
     so and why (``note``, the row's note), in place of the service's "no signed claim ...
-    matches these bytes or these pixels" and "no perceptual hash could be computed": no
-    pixels were hashed. Other reasons are kept, in order; ``reasons`` is not changed."""
+    matches these bytes" (or "... these bytes or these pixels", an older server's) and "no
+    perceptual hash could be computed": no pixels were hashed. Other reasons are kept, in
+    order; ``reasons`` is not changed."""
     why = note or ""
     for end in _SHA256_ONLY:
         why = why.removesuffix(end)
     first = "no signed claim in the log matches these bytes; only their SHA-256 was looked up"
-    rest = [r for r in reasons if r not in (NO_MATCH_REASON, NO_PERCEPTUAL_HASH)]
+    said = (NO_MATCH_REASON, NO_BYTES_MATCH_REASON, NO_PERCEPTUAL_HASH)
+    rest = [r for r in reasons if r not in said]
     return [f"{first} ({why})" if why else first, *rest]
 
 

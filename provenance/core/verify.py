@@ -543,16 +543,21 @@ def _revoked_source(
     return VerificationReport(Verdict.REVOKED_KEY, reasons, ev, now)
 
 
-#: UNSIGNED's first reason; with `NO_PERCEPTUAL_HASH` after it when no pixels were hashed.
+#: UNSIGNED's reason when the file's pixels (or frames) were hashed and searched too.
 NO_MATCH_REASON = "no signed claim in the log matches these bytes or these pixels"
+#: UNSIGNED's first reason when no pixels were hashed (not media, or not decodable): only
+#: the bytes were looked up; `NO_PERCEPTUAL_HASH` follows it.
+NO_BYTES_MATCH_REASON = "no signed claim in the log matches these bytes"
 NO_PERCEPTUAL_HASH = "no perceptual hash could be computed, so near copies were not searched"
 
 
 def _unsigned(facts: FileFacts, now: datetime) -> VerificationReport:
-    reasons = [NO_MATCH_REASON]
-    if not facts.soft_bindings:
-        reasons.append(NO_PERCEPTUAL_HASH)
-    return VerificationReport(Verdict.UNSIGNED, tuple(reasons), Evidence(file=facts), now)
+    """UNSIGNED, its reasons naming only what was searched: the bytes, and the pixels
+    when the file has perceptual hashes (``facts.soft_bindings``)."""
+    reasons = (
+        (NO_MATCH_REASON,) if facts.soft_bindings else (NO_BYTES_MATCH_REASON, NO_PERCEPTUAL_HASH)
+    )
+    return VerificationReport(Verdict.UNSIGNED, reasons, Evidence(file=facts), now)
 
 
 def _decide_video_near(
