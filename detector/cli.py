@@ -52,8 +52,8 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
 )
-_err = SafeConsole(stderr=True)
-_out = SafeConsole()
+_err = SafeConsole(stderr=True, soft_wrap=True)
+_out = SafeConsole(soft_wrap=True)
 
 DEFAULT_DATA = [
     Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "detector",

@@ -37,15 +37,15 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProc]:
     s.stop()
 
 
-def _prov(*args: str) -> subprocess.CompletedProcess[str]:
-    """`prov` in a child process, 400 columns wide (Rich wraps a table at the width)."""
+def _prov(*args: str, columns: str = "400") -> subprocess.CompletedProcess[str]:
+    """`prov` in a child process, ``columns`` wide (Rich wraps a table at the width)."""
     return subprocess.run(
         [sys.executable, "-m", "clients.cli", *args],
         capture_output=True,
         text=True,
         timeout=120,
         cwd=ROOT,
-        env={**os.environ, "PROV_ADMIN_TOKEN": ADMIN_TOKEN, "COLUMNS": "400"},
+        env={**os.environ, "PROV_ADMIN_TOKEN": ADMIN_TOKEN, "COLUMNS": columns},
     )
 
 
@@ -98,7 +98,11 @@ def test_scan_prints_the_report_path_as_it_is(server: ServerProc, tmp_path: Path
         _copy("rocket.jpg", desk / name)
     report = tmp_path / "[/red]out" / "[foo]scan.jsonl"
     report.parent.mkdir(parents=True)
-    run = _prov("scan", str(desk), "--report", str(report), "--server", server.address)
+    # 80 columns: the report paths' line is longer, and is written whole (a script reads
+    # it); before, it was folded at 80
+    run = _prov(
+        "scan", str(desk), "--report", str(report), "--server", server.address, columns="80"
+    )
     assert run.returncode == 0 and "Traceback" not in run.stderr, run.stderr
     # the title, a line of its own above the table: whole, not folded to the table's width
     title = f"scan report {report} ({len(NAMES)} files, "

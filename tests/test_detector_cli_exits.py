@@ -6,11 +6,15 @@ Before, every error of theirs exited 2 and named its exception class."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from clients.cli import main as prov_main
+from tests.conftest import ROOT
 
 FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures"
 REAL_IMAGE = FIXTURES / "detector" / "real" / "pypi" / "imgaug_quokka.jpg"
@@ -70,3 +74,25 @@ def test_usage_errors_still_exit_2(
     assert rc == 2, err
     assert says in err and "Usage:" in err and "DetectorError" not in err, err
     assert not out.exists()
+
+
+def test_an_error_is_one_line_however_long(tmp_path: Path) -> None:
+    """An ``error:`` line is written whole, not wrapped at Rich's 80 columns, when stderr
+    is no terminal and COLUMNS is unset (a script reads it line by line). Before, a data
+    folder named by a path of 120 characters gave ``error:`` alone on a line, then the
+    path in two. A child process: Rich reads COLUMNS when the console is made, and the
+    tests set it to 400."""
+    empty = tmp_path / ("d" * 120)
+    (empty / "real").mkdir(parents=True)
+    env = {k: v for k, v in os.environ.items() if k not in {"COLUMNS", "LINES"}}
+    run = subprocess.run(
+        [sys.executable, "-c", "from clients.cli import main; raise SystemExit(main())"]
+        + ["detector", "eval", "--data", str(empty), "--no-progress"],
+        capture_output=True,
+        text=True,
+        env={**env, "PYTHONPATH": str(ROOT)},
+        timeout=300,
+    )
+    assert run.returncode == 1, run.stderr
+    want = f"error: {empty}: no LABELS.tsv and no images under real/ and generated/\n"
+    assert run.stderr == want, run.stderr

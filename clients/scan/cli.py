@@ -116,6 +116,7 @@ def scan(
             f"{'terminated (SIGTERM)' if terminated else 'interrupted'}: the rows so far are"
             f" kept in {report}; the same command with --resume continues the scan",
             highlight=False,
+            soft_wrap=True,
         )
         raise typer.Exit(EXIT_TERMINATED if terminated else 130) from None
     out = SafeConsole()
@@ -124,6 +125,7 @@ def scan(
     out.print(
         f"reports: {report}, {csv_path(report)}, {html_path(report)}",
         highlight=False,
+        soft_wrap=True,  # whole: a script reads the paths from it
     )
 
 
