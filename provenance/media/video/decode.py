@@ -33,6 +33,7 @@ import numpy as np
 from provenance import metrics
 from provenance.core.binding import PDQ_ALGORITHM, PerceptualHash
 from provenance.core.callstop import CallStop
+from provenance.core.claims import MAX_SOFT_BINDINGS
 from provenance.core.errors import (
     BindingError,
     DeadlineError,
@@ -47,8 +48,6 @@ from provenance.media.video.worker import LENGTH_PREFIX, PID, READY, STATUS
 
 #: Default frame sampling rate for soft bindings, in frames per second.
 DEFAULT_RATE_HZ = 1.0
-#: Default cap on sampled frames (one hour at 1 Hz).
-DEFAULT_MAX_FRAMES = 3600
 #: Default wall-clock limit for decoding one file, in seconds.
 DEFAULT_TIMEOUT_S = 120.0
 #: Default address-space limit of the decoding process, in bytes (2 GiB).
@@ -247,7 +246,7 @@ class DecodeClock:
 def sample_frames(
     path: str | os.PathLike[str],
     rate_hz: float = DEFAULT_RATE_HZ,
-    max_frames: int = DEFAULT_MAX_FRAMES,
+    max_frames: int = MAX_SOFT_BINDINGS,
     timeout_s: float | None = None,
     max_memory_bytes: int = DEFAULT_MAX_MEMORY_BYTES,
     keep_rgb_every: int = 0,
