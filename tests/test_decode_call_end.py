@@ -5,11 +5,13 @@ served: a real `prov serve` with one decode slot, a real slow video (120 flat 4K
 
 from __future__ import annotations
 
+import http.client
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import grpc
+import httpx
 import numpy as np
 import psutil
 import pytest
@@ -17,7 +19,7 @@ from PIL import Image
 
 from clients.api import ProvenanceClient
 from provenance.v1 import provenance_pb2 as pb
-from tests.conftest import ServerProc, start_server, write_video
+from tests.conftest import ServerProc, read_line, start_server, write_video
 
 #: The one decode slot is waited for this long: far less than the slow video's decode.
 DECODE_WAIT_S = 3
@@ -119,3 +121,51 @@ def test_a_caller_that_gives_up_frees_the_decode_slot_for_the_next(
         assert code == expected
         report = client.verify_file(small_image)
     assert report.status.value == "UNSIGNED", report
+
+
+def test_a_web_verify_whose_client_goes_away_frees_the_decode_slot(
+    slow_video: Path, small_image: Path, tmp_path: Path
+) -> None:
+    """POST /api/v1/verify of the slow video, its connection closed once the server
+    decodes it: the page cancels its VerifyFile, so the decode stops and the next
+    upload is verified. Before, the page waited on for the service's answer (the
+    decode's end) with nobody to give it to, and the image after it was refused ('the
+    server is decoding 1 files, its limit (--max-decodes) ...')."""
+    srv = start_server(
+        tmp_path / "p.db",
+        "--http",
+        "127.0.0.1:0",
+        "--max-decodes",
+        "1",
+        "--decode-wait-seconds",
+        str(DECODE_WAIT_S),
+    )
+    try:
+        web = read_line(srv.proc, "web on ", timeout=60)
+        _wait_for(lambda: _decoder(srv) is not None)
+        host, _, port = web.removeprefix("http://").rstrip("/").rpartition(":")
+        boundary = "dec40boundary"
+        body = (
+            (
+                f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="v.mp4"'
+                "\r\nContent-Type: video/mp4\r\n\r\n"
+            ).encode()
+            + slow_video.read_bytes()
+            + f"\r\n--{boundary}--\r\n".encode()
+        )
+        conn = http.client.HTTPConnection(host, int(port), timeout=60)
+        conn.request(
+            "POST",
+            "/api/v1/verify",
+            body,
+            {"Content-Type": f"multipart/form-data; boundary={boundary}"},
+        )
+        _wait_for(lambda: _decoding(srv))
+        conn.close()  # the browser went away
+        with httpx.Client(base_url=web, timeout=60) as client:
+            files = {"file": (small_image.name, small_image.read_bytes())}
+            r = client.post("/api/v1/verify", files=files)
+    finally:
+        srv.stop()
+    assert r.status_code == 200, r.text
+    assert r.json()["status"] == "UNSIGNED", r.text
