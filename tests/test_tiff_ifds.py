@@ -28,7 +28,9 @@ DNG = FIXTURES / "third_party" / "c2pa-python" / "C.dng"
 POC = FIXTURES / "third_party" / "c2pa-rs" / "malformed" / "tiff_poc.tiff"
 TOO_MANY = (
     f"a TIFF of more than {MAX_TIFF_IFD_UNITS:,} IFDs and IFD entries (counting each IFD"
-    " the C2PA reader reads), the limit here: not given to the C2PA reader"
+    " the C2PA reader reads), the limit here: not given to the C2PA reader, so its Content"
+    " Credentials were not checked (another C2PA validator, such as c2patool, can check"
+    " them)"
 )
 
 

@@ -175,3 +175,26 @@ def test_a_logged_video_over_the_budget_still_reads_signed_original(
         report = c.verify_file(big8k)
     assert report.status.value == "SIGNED_ORIGINAL", report
     assert any("frames were not decoded" in r for r in report.reasons), report.reasons
+
+
+def test_a_refusal_says_what_the_budget_covers_at_its_frame_size_and_what_to_do(
+    big8k: Path, tmp_path: Path
+) -> None:
+    """The refusal names the limit, the file's figure, and, at the file's frame size,
+    how long a video the budget covers, then what fits (a shorter clip, a smaller
+    copy: the words serve `prov sign` and the server alike). Before, it ended 'it would hold a decoder too long', so a user with a
+    10-minute 1080p video could not tell that 9.6 minutes pass."""
+    with pytest.raises(DecodeBudgetError) as e:
+        sample_frames(big8k)
+    said = str(e.value)
+    assert "its header declares 40 frames of 7680x4320 to sample" in said, said
+    assert "at 7680x4320 the budget covers 36 frames sampled at 1 Hz (36 s of video)" in said
+    assert "a clip of at most that length, or a copy at a smaller frame size, fits" in said
+    path = tmp_path / "small.mp4"
+    rng = np.random.default_rng(8)
+    _encode(path, (rng.integers(0, 256, (240, 320, 3), np.uint8) for _ in range(20)), 1, "30")
+    with pytest.raises(DecodeBudgetError) as e:
+        sample_frames(path, max_decoded_pixels=19 * 320 * 240 + 1)
+    said = str(e.value)
+    assert "at 320x240 the budget covers 19 decoded frames" in said, said
+    assert "a shorter clip, or a copy at a smaller frame size or frame rate, fits" in said

@@ -163,7 +163,11 @@ def read_c2pa(
                 f"the {what} is {length} bytes, over the C2PA limit of {limits.max_bytes}",
             )
     if media_type is not None and (problem := _walk_problem(path, data, media_type)):
-        return failed("TooLarge", f"{problem}: not given to the C2PA reader")
+        return failed(
+            "TooLarge",
+            f"{problem}: not given to the C2PA reader, so its Content Credentials were not"
+            " checked (another C2PA validator, such as c2patool, can check them)",
+        )
     result = (pool or _shared_pool()).read(
         path=path,
         data=data,

@@ -26,6 +26,7 @@ from provenance.c2pa.pool import ReaderPool
 from provenance.c2pa.reader import C2paLimits, C2paTrust, read_c2pa
 from provenance.c2pa.result import failed
 from provenance.c2pa.signing_time import SigningTimePolicy
+from provenance.core.callstop import CallStop
 from provenance.core.claims import MAX_SOFT_BINDINGS
 from provenance.core.errors import (
     DecodeBudgetError,
@@ -356,6 +357,7 @@ def inspect_upload(
     cfg: InspectConfig,
     lenient: bool,
     video_pixels: int = 0,
+    call: CallStop | None = None,
     *,
     judge_undecodable: bool = False,
 ) -> Inspection:
@@ -370,8 +372,10 @@ def inspect_upload(
     video, also keep the native pixels of up to this many of its 1 Hz samples, spread
     over it (`sample_frames` ``keep_rgb_spread``), for the detector to score without a
     second decode; if keeping them is what the decoder cannot afford (out of memory), the
-    video is sampled again without them, so they never cost the verdict. Raises MediaError
-    for an empty, unrecognised or corrupt file, MediaTooLargeError beyond the limits.
+    video is sampled again without them, so they never cost the verdict. ``call``: the
+    call the upload came in (None: none): a video's decodes stop at its deadline or when
+    it ends (`DecodeClock`). Raises MediaError for an empty, unrecognised or corrupt
+    file, MediaTooLargeError beyond the limits, DeadlineError when the call ends first.
     """
     check_size(upload.size, cfg.limits)
     sha = upload.sha256
@@ -395,7 +399,7 @@ def inspect_upload(
     lenient = lenient or bool(c2pa and (c2pa.get("present") or c2pa.get("validation_state")))
     if media_type.startswith("video/"):
         path = upload.spill()
-        clock = DecodeClock(cfg.video_timeout_s)
+        clock = DecodeClock(cfg.video_timeout_s, call)
         try:
             info, pixels_error = _sample_soft(path, cfg, video_pixels, clock)
         except MediaError as e:

@@ -34,6 +34,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from provenance import metrics
+from provenance.core.callstop import CallStop
 from provenance.core.claims import Receipt, SignedClaim, Verdict
 from provenance.core.errors import (
     DecoderMemoryError,
@@ -179,6 +180,7 @@ class VerificationPipeline:
         time_left: Callable[[], float | None] | None = None,
         sidecar_receipt: Receipt | None = None,
         sidecar_public_key: bytes = b"",
+        call: CallStop | None = None,
     ) -> VerificationReport:
         """The report on a complete upload (module docstring, steps 1-5).
 
@@ -186,18 +188,25 @@ class VerificationPipeline:
         chunk leaf hashes (32 bytes each); detect: run the advisory detector; time_left:
         seconds left before the caller's deadline (None: no deadline); sidecar_receipt:
         the sidecar's log receipt (a lost one reads as a log rollback); sidecar_public_key:
-        the raw key the sidecar carries (words the reason on an unenrolled key). An image or
+        the raw key the sidecar carries (words the reason on an unenrolled key); call:
+        the call's end, which stops the video's decodes (`inspect_upload`). An image or
         video that cannot be decoded (truncated, corrupt) is judged on its exact bytes and
         sidecar, a reason saying why no perceptual hash was made (as `prov scan` judges
         it). Raises MediaError for an empty file, or one of no recognised media format
         matched by neither the log nor a sidecar, MediaTooLargeError beyond the limits,
-        LogIntegrityError for a damaged log.
+        LogIntegrityError for a damaged log, DeadlineError when the call ends while its
+        video is decoded.
         """
         lenient = sidecar is not None or bool(
             self.service.store.leaves_by_file_sha256(upload.sha256, limit=1)
         )
         found = inspect_upload(
-            upload, self.inspect, lenient, self._video_pixels(detect), judge_undecodable=True
+            upload,
+            self.inspect,
+            lenient,
+            self._video_pixels(detect),
+            call,
+            judge_undecodable=True,
         )
         sidecar_came = sidecar is not None
         embedded = None if sidecar_came else _embedded_claim(found.c2pa)
@@ -389,9 +398,12 @@ class VerificationPipeline:
         score it, else none."""
         return DETECTOR_VIDEO_FRAMES if detect and self.detector is not None else 0
 
-    def detect_upload(self, upload: Upload, time_left: float | None = None) -> dict[str, Any]:
+    def detect_upload(
+        self, upload: Upload, time_left: float | None = None, call: CallStop | None = None
+    ) -> dict[str, Any]:
         """Only the advisory block of an upload (DetectFile): C2PA is not read; time_left
-        as in `detect`. Raises MediaError for a file that is not decodable media."""
+        as in `detect`, call as in `verify_upload`. Raises MediaError for a file that is
+        not decodable media, DeadlineError when the call ends while its video is decoded."""
         cfg = replace(self.inspect, c2pa_pool=None)
-        found = inspect_upload(upload, cfg, False, self._video_pixels(True))
+        found = inspect_upload(upload, cfg, False, self._video_pixels(True), call)
         return self.detect(found, upload, time_left)

@@ -30,6 +30,7 @@ from grpc_reflection.v1alpha import reflection
 from provenance import metrics
 from provenance.core import merkle
 from provenance.core.binding import PDQ_HASH_SIZE, PerceptualHash
+from provenance.core.callstop import CallStop
 from provenance.core.claims import MAX_SOFT_BINDINGS, SignedClaim
 from provenance.core.dihedral import DIHEDRAL_HASHES
 from provenance.core.errors import (
@@ -753,15 +754,18 @@ class VerificationServicer(rpc.VerificationServicer):
     async def _uploaded(
         self,
         requests: AsyncIterator[Any],
-        work: Callable[[Upload, Any], T],
+        work: Callable[[Upload, Any, CallStop], T],
         context: grpc.aio.ServicerContext[Any, Any],
     ) -> T:
         """Receive an upload from ``context.peer()`` in an upload slot (shared fairly
         between clients: `UploadGate`), say so in initial metadata (`RECEIVED_KEY`: a
         client can tell a service decoding a long video from one that stalled), then
-        ``work(upload, header)`` in a pool thread. The thread owns the slot and the upload
-        until it finishes, even when the client goes away meanwhile, so cancelled calls
-        never pile up past the limits.
+        ``work(upload, header, call)`` in a pool thread, ``call`` the call's deadline and
+        end (`CallStop`), which is ended when the call is cancelled (its client gone, its
+        deadline passed), so that the work stops (a video's decode: at once, killed;
+        before, it ran to the 120 s decoding limit for a caller gone). The thread owns
+        the slot and the upload until it finishes, even when the client goes away
+        meanwhile, so cancelled calls never pile up past the limits.
         Refused a slot, it tries once more when one is given back, within
         `ADMISSION_WAIT_S`."""
         client = peer_client(context.peer())
@@ -779,17 +783,22 @@ class VerificationServicer(rpc.VerificationServicer):
             header = await self._receive(requests, upload, slot)
             await context.send_initial_metadata(((RECEIVED_KEY, "1"),))
             owned = held.pop_all()
+        call = CallStop.within(context.time_remaining())
 
         def job() -> T:
             with owned:
-                return work(upload, header)
+                return work(upload, header, call)
 
         done = asyncio.get_running_loop().run_in_executor(self.pool, job)
         # a call cancelled meanwhile (its client gone) leaves the job's outcome to nobody:
         # read it here, or asyncio logs "Future exception was never retrieved" with a
         # traceback at ERROR for an ordinary abandoned upload
         done.add_done_callback(_outcome_read)
-        return await asyncio.shield(done)
+        try:
+            return await asyncio.shield(done)
+        except asyncio.CancelledError:
+            call.end()  # the job stops its decode, then gives the slot back
+            raise
 
     @_rpc
     async def VerifyFile(
@@ -797,15 +806,20 @@ class VerificationServicer(rpc.VerificationServicer):
     ) -> Any:
         report = await self._uploaded(
             requests,
-            lambda upload, header: self._verify(upload, header, context.time_remaining),
+            lambda upload, header, call: self._verify(upload, header, context.time_remaining, call),
             context,
         )
         return wire.report_to_pb(report)
 
     def _verify(
-        self, upload: Upload, header: Any, time_left: Callable[[], float | None]
+        self,
+        upload: Upload,
+        header: Any,
+        time_left: Callable[[], float | None],
+        call: CallStop,
     ) -> VerificationReport:
-        """The report on a received upload (in a pool thread, inside a decode slot)."""
+        """The report on a received upload (in a pool thread, inside a decode slot),
+        given up when ``call`` ends (`VerificationPipeline.verify_upload`)."""
         with self.gate.decode(time_left()):
             sidecar = wire.signed_from_pb(header.sidecar) if header.HasField("sidecar") else None
             chunks = tuple(bytes(h) for h in header.chunk_hashes)
@@ -816,7 +830,7 @@ class VerificationServicer(rpc.VerificationServicer):
             )
             key = bytes(header.sidecar_public_key) if sidecar is not None else b""
             report = self.p.verify_upload(
-                upload, sidecar, chunks, header.detect, time_left, receipt, key
+                upload, sidecar, chunks, header.detect, time_left, receipt, key, call
             )
             if chunks and not upload.chunk_hashes and sidecar is not None:
                 report = self._unhashed_chunks(report, sidecar)
@@ -842,15 +856,16 @@ class VerificationServicer(rpc.VerificationServicer):
     ) -> Any:
         block = await self._uploaded(
             requests,
-            lambda upload, _: self._detect(upload, context.time_remaining()),
+            lambda upload, _, call: self._detect(upload, context.time_remaining(), call),
             context,
         )
         return wire.detector_to_pb(block)
 
-    def _detect(self, upload: Upload, time_left: float | None) -> dict[str, Any]:
-        """The detector block of a received upload (in a pool thread, in a decode slot)."""
+    def _detect(self, upload: Upload, time_left: float | None, call: CallStop) -> dict[str, Any]:
+        """The detector block of a received upload (in a pool thread, in a decode slot),
+        given up when ``call`` ends."""
         with self.gate.decode(time_left):
-            return self.p.detect_upload(upload, time_left)
+            return self.p.detect_upload(upload, time_left, call)
 
     @_rpc
     async def Lookup(self, request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:

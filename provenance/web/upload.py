@@ -420,6 +420,36 @@ class _Form:
             ) from e
 
 
+async def _gone(request: Request) -> None:
+    """Return once the client of ``request``, whose body has all been read, has closed
+    its connection (the server's ``http.disconnect``)."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+
+
+async def _answer(request: Request, relay: _Relay) -> VerificationReport:
+    """The service's report on the upload relayed (`_Relay.finish`), unless the client
+    of ``request`` closes its connection first: then WebError CANCELLED (the caller
+    aborts the relay, which cancels the service's call, so the service stops decoding
+    and gives its decode slot back). Before, the page waited for the answer of a client
+    gone: a hostile video held a decode slot of the service for its whole decode."""
+    answer = asyncio.ensure_future(relay.finish())
+    gone = asyncio.ensure_future(_gone(request))
+    try:
+        await asyncio.wait((answer, gone), return_when=asyncio.FIRST_COMPLETED)
+    except BaseException:  # this request cancelled: as awaiting the answer itself was
+        answer.cancel()
+        raise
+    finally:
+        gone.cancel()
+    if answer.done():
+        return answer.result()
+    # its outcome (the cancelled call's error) is nobody's: read it, or asyncio logs
+    # "Task exception was never retrieved"
+    answer.add_done_callback(lambda task: task.cancelled() or task.exception())
+    raise WebError("the client closed its connection before the answer", "CANCELLED")
+
+
 async def _body(request: Request, limits: UploadLimits) -> AsyncIterator[bytes]:
     """The request body as it arrives; raises WebError (408) when the client sends
     nothing for ``limits.idle_s`` seconds or falls behind the upload's deadline (see
@@ -656,7 +686,7 @@ class Relayer:
                 )
             if block := form.take(1):
                 await relay.send(block)
-            return Verified(await relay.finish(), form.filename)
+            return Verified(await _answer(request, relay), form.filename)
         except BaseException as e:
             if relay is not None:
                 await relay.abort()
@@ -704,10 +734,10 @@ class Relayer:
         _check_length(request, self.limits.max_file_bytes)
         with self._slot(peer) as hold:
             body = _body(request, self.limits)
-            return Verified(await self._verify_body(body, filename, hold), filename)
+            return Verified(await self._verify_body(request, body, filename, hold), filename)
 
     async def _verify_body(
-        self, body: AsyncIterator[bytes], filename: str, hold: _Hold
+        self, request: Request, body: AsyncIterator[bytes], filename: str, hold: _Hold
     ) -> VerificationReport:
         relay = await self._start(hold, filename, 0, None, False)
         size = 0
@@ -732,7 +762,7 @@ class Relayer:
             hold.arriving = False
             if pending:
                 await relay.send(bytes(pending))
-            return await relay.finish()
+            return await _answer(request, relay)
         except BaseException as e:
             await relay.abort()
             if hold.cut and isinstance(e, ProvenanceError):

@@ -32,8 +32,11 @@ import numpy as np
 
 from provenance import metrics
 from provenance.core.binding import PDQ_ALGORITHM, PerceptualHash
+from provenance.core.callstop import CallStop
+from provenance.core.claims import MAX_SOFT_BINDINGS
 from provenance.core.errors import (
     BindingError,
+    DeadlineError,
     DecodeBudgetError,
     DecoderMemoryError,
     MediaError,
@@ -45,8 +48,6 @@ from provenance.media.video.worker import LENGTH_PREFIX, PID, READY, STATUS
 
 #: Default frame sampling rate for soft bindings, in frames per second.
 DEFAULT_RATE_HZ = 1.0
-#: Default cap on sampled frames (one hour at 1 Hz).
-DEFAULT_MAX_FRAMES = 3600
 #: Default wall-clock limit for decoding one file, in seconds.
 DEFAULT_TIMEOUT_S = 120.0
 #: Default address-space limit of the decoding process, in bytes (2 GiB).
@@ -59,6 +60,9 @@ _HEADER_BYTES_PER_FRAME = 160
 #: How long the decoder process may take to start (imports), and to answer a request, s.
 START_TIMEOUT_S = 60.0
 _ANSWER_TIMEOUT_S = 10.0
+#: How often a decode for a call (`DecodeClock` ``call``) looks whether the call has
+#: ended while it waits for its child, s: the child is killed at most this long after.
+CALL_POLL_S = 0.05
 
 
 @dataclass(frozen=True)
@@ -115,8 +119,9 @@ FURTHER_DECODE = Redecode("a further decode of the video", "verify a shorter cli
 @dataclass(frozen=True)
 class _Turn:
     """One decode on a `DecodeClock`: when it started and when it must end (CLOCK_MONOTONIC
-    seconds), the seconds each earlier decode on the clock took, what it is, and the
-    caller's own limit in seconds when that ends it before the clock's deadline (None)."""
+    seconds), the seconds each earlier decode on the clock took, what it is, the
+    caller's own limit in seconds when that ends it before the clock's deadline (None),
+    and the call it is for (None: none), whose deadline ends it when ``by_call``."""
 
     started: float
     deadline: float
@@ -124,14 +129,40 @@ class _Turn:
     earlier: tuple[float, ...]
     again: Redecode
     capped_s: float | None
+    call: CallStop | None = None
+    by_call: bool = False
+
+    @property
+    def limit_ends_s(self) -> float:
+        """The limit that ends this decode, seconds: the call's time left, the caller's
+        own limit, or the clock's."""
+        if self.by_call:
+            return self.deadline - self.started
+        return self.capped_s or self.limit_s
 
     @property
     def earlier_s(self) -> float:
         return sum(self.earlier)
 
-    def overdue(self) -> MediaError:
-        """The error of a decode stopped at its deadline: a DecodeBudgetError for a
-        further decode that the clock's one limit stopped, else the plain MediaError."""
+    def ended(self) -> DeadlineError | None:
+        """The error of a decode whose call has ended (cancelled by its caller); None
+        while it has not."""
+        if self.call is None or not self.call.ended.is_set():
+            return None
+        return DeadlineError(
+            f"the call ended after {time.monotonic() - self.started:.1f} s of decoding the"
+            " video (its caller cancelled it or its deadline passed); the decoder was stopped"
+        )
+
+    def overdue(self) -> MediaError | DeadlineError:
+        """The error of a decode stopped at its deadline: a DeadlineError when that was
+        the call's, a DecodeBudgetError for a further decode that the clock's one limit
+        stopped, else the plain MediaError."""
+        if self.by_call:
+            return DeadlineError(
+                f"the call's deadline passed after {self.deadline - self.started:.1f} s of"
+                " decoding the video; the decoder was stopped"
+            )
         if self.capped_s is not None or not self.earlier:
             limit = self.limit_s if self.capped_s is None else self.capped_s
             return MediaError(
@@ -159,13 +190,18 @@ class DecodeClock:
     the first decode on the clock starts. A request's decodes run one after another: the
     clock is not shared between threads.
 
+    ``call``: the call the decodes are for (None: none): each decode is also stopped at
+    its deadline, and as soon as it has ended (`CallStop.end`: its caller cancelled it),
+    with a DeadlineError; before, the first decode ran to ``limit_s`` for a caller gone.
+
     Raises MediaError for a limit that is not a positive number of seconds.
     """
 
-    def __init__(self, limit_s: float) -> None:
+    def __init__(self, limit_s: float, call: CallStop | None = None) -> None:
         if not (math.isfinite(limit_s) and limit_s > 0):
             raise MediaError(f"the decoding time limit must be positive seconds, got {limit_s}")
         self.limit_s = limit_s
+        self.call = call
         self.deadline: float | None = None
         self.decodes: list[float] = []  # seconds each decode on the clock took
 
@@ -173,9 +209,17 @@ class DecodeClock:
         """Start a decode (the first fixes the deadline). A further decode whose time left
         is less than the longest decode before it (a decode of the same file decodes it
         from its start again, at least as far) is refused: DecodeBudgetError, saying
-        ``again``'s what and advice, the limit and what was spent. ``timeout_s``: the
-        caller's own limit for this decode, seconds (None: none)."""
+        ``again``'s what and advice, the limit and what was spent; DeadlineError when
+        the clock's call has ended or is past its deadline. ``timeout_s``: the caller's
+        own limit for this decode, seconds (None: none)."""
         now = time.monotonic()
+        call = self.call
+        if call is not None:
+            if call.ended.is_set() or (call.deadline is not None and call.deadline <= now):
+                raise DeadlineError(
+                    "the call ended before the video was decoded (its caller cancelled it"
+                    " or its deadline passed)"
+                )
         if self.deadline is None:
             self.deadline = now + self.limit_s
         left = self.deadline - now
@@ -187,9 +231,12 @@ class DecodeClock:
                 f" decoding the video would run out first ({_earlier(earlier)}, the longest"
                 f" {max(earlier):.1f} s, and {max(0.0, left):.1f} s are left); {again.advice}"
             )
+        if call is not None and call.deadline is not None:
+            if call.deadline < min(self.deadline, now + (timeout_s or left)):
+                return _Turn(now, call.deadline, self.limit_s, earlier, again, None, call, True)
         if timeout_s is not None and timeout_s < left:
-            return _Turn(now, now + timeout_s, self.limit_s, earlier, again, timeout_s)
-        return _Turn(now, self.deadline, self.limit_s, earlier, again, None)
+            return _Turn(now, now + timeout_s, self.limit_s, earlier, again, timeout_s, call)
+        return _Turn(now, self.deadline, self.limit_s, earlier, again, None, call)
 
     def end(self, turn: _Turn) -> None:
         """Record how long the decode begun as ``turn`` took."""
@@ -199,7 +246,7 @@ class DecodeClock:
 def sample_frames(
     path: str | os.PathLike[str],
     rate_hz: float = DEFAULT_RATE_HZ,
-    max_frames: int = DEFAULT_MAX_FRAMES,
+    max_frames: int = MAX_SOFT_BINDINGS,
     timeout_s: float | None = None,
     max_memory_bytes: int = DEFAULT_MAX_MEMORY_BYTES,
     keep_rgb_every: int = 0,
@@ -272,7 +319,7 @@ def sample_frames(
         **request,
         "timeout_s": turn.deadline - turn.started,
         "deadline": turn.deadline,
-        "limit_s": turn.capped_s or clock.limit_s,  # the limit that ends this decode
+        "limit_s": turn.limit_ends_s,
         "earlier_s": turn.earlier_s,
     }
     try:
@@ -440,11 +487,18 @@ class _Reader:
 
     def _exactly(self, n: int) -> bytes:
         buf = bytearray()
+        poll = self._turn.call is not None
         while len(buf) < n:
+            ended = self._turn.ended()
+            if ended is not None:
+                raise ended
             remaining = self._deadline - time.monotonic()
-            ready, _, _ = select.select([self._fd], [], [], max(0.0, remaining))
+            wait = min(remaining, CALL_POLL_S) if poll else remaining
+            ready, _, _ = select.select([self._fd], [], [], max(0.0, wait))
             if not ready:
-                raise self._overdue()
+                if remaining <= wait:
+                    raise self._overdue()
+                continue
             chunk = os.read(self._fd, min(n - len(buf), 1 << 20))
             if not chunk:
                 self._eof = True
@@ -455,7 +509,7 @@ class _Reader:
             buf += chunk
         return bytes(buf)
 
-    def _overdue(self) -> MediaError:
+    def _overdue(self) -> MediaError | DeadlineError:
         return self._turn.overdue()
 
     def _exit(self, wait_s: float) -> str:

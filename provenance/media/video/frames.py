@@ -365,37 +365,62 @@ class _Budget:
         self.samples = self.frames = 0
 
     def check_declared(self, cost: DeclaredCost) -> None:
-        size = f"{cost.width}x{cost.height}"
+        size = (cost.width, cost.height)
         pixels = cost.width * cost.height
         if cost.samples * pixels > self.max_sampled:
-            what = f"its header declares {cost.samples:,} frames of {size} to sample"
-            raise self._over(what, cost.samples * pixels, True)
+            what = f"its header declares {cost.samples:,} frames of {_size(size)} to sample"
+            raise self._over(what, cost.samples * pixels, True, size)
         if cost.frames * pixels > self.max_decoded:
-            what = f"its header declares {cost.frames:,} frames of {size}"
-            raise self._over(what, cost.frames * pixels, False)
+            what = f"its header declares {cost.frames:,} frames of {_size(size)}"
+            raise self._over(what, cost.frames * pixels, False, size)
 
-    def decoded_frame(self, pixels: int) -> None:
+    def decoded_frame(self, width: int, height: int) -> None:
         self.frames += 1
-        self.decoded += pixels
+        self.decoded += width * height
         if self.decoded > self.max_decoded:
-            raise self._over(f"its first {self.frames:,} frames", self.decoded, False)
+            what = f"its first {self.frames:,} frames"
+            raise self._over(what, self.decoded, False, (width, height))
 
-    def sampled_frame(self, pixels: int) -> None:
+    def sampled_frame(self, width: int, height: int) -> None:
         self.samples += 1
-        self.sampled += pixels
+        self.sampled += width * height
         if self.sampled > self.max_sampled:
             what = f"its first {self.samples:,} sampled frames"
-            raise self._over(what, self.sampled, True)
+            raise self._over(what, self.sampled, True, (width, height))
 
-    def _over(self, what: str, pixels: int, sampled: bool) -> DecodeBudgetError:
+    def _over(
+        self, what: str, pixels: int, sampled: bool, size: tuple[int, int]
+    ) -> DecodeBudgetError:
+        """The refusal: the limit, the file's figure, how much video of ``size`` (width,
+        height) the budget covers, and what to do."""
+        frame = max(1, size[0] * size[1])
         if sampled:
             limit = f"{self.max_sampled:,} pixels of frames sampled at {self.rate_hz:g} Hz"
+            n = self.max_sampled // frame
+            covers = (
+                f"{n:,} frames sampled at {self.rate_hz:g} Hz"
+                f" ({_duration(n / self.rate_hz)} of video)"
+            )
+            advice = "a clip of at most that length, or a copy at a smaller frame size, fits"
         else:
             limit = f"{self.max_decoded:,} pixels of decoded frames"
+            n = self.max_decoded // frame
+            covers = f"{n:,} decoded frames ({_duration(n / 30)} at 30 frames a second)"
+            advice = "a shorter clip, or a copy at a smaller frame size or frame rate, fits"
         return DecodeBudgetError(
             f"the video is over the decoding budget of {limit} per video"
-            f" ({what}: {pixels:,} pixels); it would hold a decoder too long"
+            f" ({what}: {pixels:,} pixels); it would hold a decoder too long: at"
+            f" {_size(size)} the budget covers {covers}; {advice}"
         )
+
+
+def _size(size: tuple[int, int]) -> str:
+    return f"{size[0]}x{size[1]}"
+
+
+def _duration(seconds: float) -> str:
+    """``seconds`` in words: "36 s", "9.6 minutes"."""
+    return f"{seconds:.3g} s" if seconds < 120 else f"{seconds / 60:.1f} minutes"
 
 
 def _sample(
@@ -427,7 +452,7 @@ def _sample(
                     f"frame of {frame.width}x{frame.height} pixels is over the limit of "
                     f"{MAX_FRAME_PIXELS} pixels"
                 )
-            budget.decoded_frame(frame.width * frame.height)
+            budget.decoded_frame(frame.width, frame.height)
             if origin is None:
                 origin = float(frame.time)
             t = max(0.0, float(frame.time) - origin)
@@ -442,7 +467,7 @@ def _sample(
                     f"more than {max_frames} frames would be sampled at {rate_hz:g} Hz (a video"
                     f" longer than {max_frames / rate_hz:,.0f} s)"
                 )
-            budget.sampled_frame(frame.width * frame.height)
+            budget.sampled_frame(frame.width, frame.height)
             transform = _frame_transform(frame)
             rgb = apply_display_transform(converter.rgb(frame), transform)
             size = (rgb.shape[1], rgb.shape[0])
