@@ -16,7 +16,7 @@ Usage: PYTHONPATH=. .venv/bin/python bench/bench_decode_deadline.py [DIR [ROUNDS
 
 from __future__ import annotations
 
-import sys
+import argparse
 import tempfile
 import threading
 import time
@@ -28,6 +28,7 @@ from bench_video_budget import make_clip
 from prov_server import start_server
 
 from clients.api import ProvenanceClient
+from provenance.core.argtypes import positive_int
 from provenance.v1 import provenance_pb2 as pb
 
 DEADLINE_S = 3.0
@@ -109,9 +110,23 @@ def one_call(client: ProvenanceClient, server: psutil.Process, clip: Path, cance
 
 
 def main() -> None:
-    folder = Path(sys.argv[1]) if len(sys.argv) > 1 else Path(tempfile.mkdtemp())
-    rounds = int(sys.argv[2]) if len(sys.argv) > 2 else 2
-    big = len(sys.argv) > 3 and sys.argv[3] == "4k"
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "dir", nargs="?", type=Path, help="folder for the clip, kept (default: a new temp folder)"
+    )
+    parser.add_argument(
+        "rounds",
+        nargs="?",
+        type=positive_int,
+        default=2,
+        help="rounds of the two calls (default 2)",
+    )
+    parser.add_argument("size", nargs="?", choices=["8k", "4k"], default="8k", help="the clip")
+    args = parser.parse_args()
+    folder = args.dir if args.dir is not None else Path(tempfile.mkdtemp())
+    rounds, big = args.rounds, args.size == "4k"
     clip = folder / ("flat4k-140.mp4" if big else "flat8k-35.mp4")
     if not clip.exists() and big:
         make_clip(clip, 3840, 2160, 30 * 140, 30, "51", "ultrafast", textured=False)

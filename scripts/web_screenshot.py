@@ -18,7 +18,7 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions as EC
 from selenium.webdriver.support.ui import WebDriverWait
 
-from provenance.core.argtypes import positive_ints
+from provenance.core.argtypes import positive_int
 
 
 def main(url: str, file: str, out: str, width: int = 1100, height: int = 1100) -> None:
@@ -64,14 +64,6 @@ def main(url: str, file: str, out: str, width: int = 1100, height: int = 1100) -
     print(f"{out}: {Path(out).stat().st_size:,} bytes")
 
 
-def _size(text: str) -> int:
-    """A window side in pixels, ASCII digits (argparse type); raises ArgumentTypeError."""
-    values = positive_ints(text)
-    if len(values) != 1:
-        raise argparse.ArgumentTypeError(f"one whole number of pixels, got {text!r}")
-    return values[0]
-
-
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -79,7 +71,11 @@ if __name__ == "__main__":
     parser.add_argument("url", help="the page, e.g. http://127.0.0.1:8080 (make web)")
     parser.add_argument("file", help="the file to upload through the page")
     parser.add_argument("out", help="the PNG to write")
-    parser.add_argument("width", nargs="?", type=_size, default=1100, help="window width, px")
-    parser.add_argument("height", nargs="?", type=_size, default=1100, help="window height, px")
+    parser.add_argument(
+        "width", nargs="?", type=positive_int, default=1100, help="window width, px"
+    )
+    parser.add_argument(
+        "height", nargs="?", type=positive_int, default=1100, help="window height, px"
+    )
     a = parser.parse_args()
     main(a.url, a.file, a.out, a.width, a.height)

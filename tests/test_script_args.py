@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from provenance.core.argtypes import positive_ints
+from provenance.core.argtypes import positive_int, positive_ints
 from tests.conftest import ROOT
 
 #: `int` refuses "²" (a ValueError traceback before), reads "٥٠٠" as 500 and "１２" as 12,
@@ -26,6 +26,10 @@ def test_positive_ints_takes_ascii_digits_only() -> None:
     for text in ODD:
         with pytest.raises(argparse.ArgumentTypeError, match="digits 0-9"):
             positive_ints(text)
+    assert positive_int("1100") == 1100
+    for text in (*ODD, "3,4"):
+        with pytest.raises(argparse.ArgumentTypeError, match="digits 0-9"):
+            positive_int(text)
 
 
 @pytest.mark.parametrize(

@@ -18,3 +18,13 @@ def positive_ints(text: str) -> tuple[int, ...]:
             " (e.g. 500,1000)"
         )
     return tuple(int(p) for p in parts)
+
+
+def positive_int(text: str) -> int:
+    """``text``, one whole number from 1 in ASCII digits ("1100"). Raises
+    argparse.ArgumentTypeError otherwise, as `positive_ints` does."""
+    if not (text.isascii() and text.isdigit() and len(text) <= 18 and int(text) > 0):
+        raise argparse.ArgumentTypeError(
+            f"{text[:40]!r} is not a whole number from 1 in digits 0-9 (e.g. 500)"
+        )
+    return int(text)
