@@ -224,6 +224,42 @@ def _framed_twice(scope: Any) -> bool:
     return b"transfer-encoding" in names and b"content-length" in names
 
 
+class _ServerConnection(h11.Connection):
+    """h11's server side, saying ``Connection: close`` on an answer begun before the
+    request's body has all come: the server closes after such an answer
+    (`_GuardedH11.on_response_complete`) rather than read the rest of a body declared of
+    any length, and a server that will close says so (RFC 9112 section 9.6). Before, a
+    client kept the connection, and its next request met the close ("Server
+    disconnected without sending a response")."""
+
+    def send_with_data_passthrough(self, event: h11.Event) -> list[bytes] | None:
+        """h11's (``send`` calls it), with the close option added to such an answer's
+        head."""
+        if (
+            isinstance(event, h11.Response)
+            and self.their_state is h11.SEND_BODY
+            and b"close" not in _connection_options(event.headers)
+        ):
+            event = h11.Response(
+                status_code=event.status_code,
+                headers=[*event.headers, (b"connection", b"close")],
+                reason=event.reason,
+                http_version=event.http_version,
+            )
+        return super().send_with_data_passthrough(event)
+
+
+def _connection_options(headers: Any) -> list[bytes]:
+    """The lower-cased options of a head's Connection fields (h11's headers: pairs of
+    lower-cased names and values)."""
+    return [
+        option.strip().lower()
+        for name, value in headers
+        if name == b"connection"
+        for option in bytes(value).split(b",")
+    ]
+
+
 class _GuardedH11(H11Protocol):
     """uvicorn's h11 protocol with `HttpLimits` applied (set on a subclass by
     `guarded_protocol`)."""
@@ -239,6 +275,10 @@ class _GuardedH11(H11Protocol):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        size = self.config.h11_max_incomplete_event_size  # as uvicorn makes its own
+        self.conn = (
+            _ServerConnection(h11.SERVER) if size is None else _ServerConnection(h11.SERVER, size)
+        )
         self._timer: asyncio.TimerHandle | None = None
         self._linger = True  # no reset wanted, and the client has not closed its side
         self._phase = ""  # "head", "body" or "" (the server's turn, or between requests)
