@@ -70,20 +70,30 @@ class PgServer:
             "UTF8",
             "--no-sync",
         )
-        srv._run(
+        srv.resume()
+        return srv
+
+    def resume(self) -> None:
+        """Start the cluster (again, after `halt`) on the same port and data."""
+        self._run(
             "pg_ctl",
             "-D",
-            str(root / "data"),
+            str(self.root / "data"),
             "-l",
-            str(root / "server.log"),
+            str(self.root / "server.log"),
             "-w",
             "-t",
             "60",
             "-o",
-            f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c max_connections=300",
+            f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c max_connections=300",
             "start",
         )
-        return srv
+
+    def halt(self, mode: str = "fast") -> None:
+        """Stop the cluster, keeping its data (`resume` starts it again): ``mode`` is
+        pg_ctl's shutdown mode, "fast" (sessions ended, a clean shutdown) or "immediate"
+        (processes killed, crash recovery at the next start)."""
+        self._run("pg_ctl", "-D", str(self.root / "data"), "-m", mode, "-w", "stop")
 
     def _run(self, tool: str, *args: str) -> None:
         cmd = [str(PG_BIN / tool), *args]

@@ -10,9 +10,12 @@ from datetime import UTC, datetime
 from urllib.parse import quote
 
 import psycopg
+import pytest
 
 from provenance.core.errors import StorageError
-from provenance.store.postgres import PostgresStore
+from provenance.store.postgres import RECONNECT_DELAY_MAX_S, PostgresStore
+from tests.pgserver import PgServer
+from tests.pgserver import missing_reason as pg_missing_reason
 
 
 def _fill_pool(store: PostgresStore, connections: int) -> None:
@@ -145,3 +148,35 @@ def test_the_urls_own_session_options_are_kept(pg_url: str) -> None:
             assert c.execute("SHOW default_transaction_read_only").fetchone() == ("on",)
     finally:
         reader.close()
+
+
+def test_calls_succeed_soon_after_the_database_comes_back() -> None:
+    """After a database outage the pool reconnected on its own exponential backoff (1, 2,
+    4, 8, 16 s ... up to 5 minutes between tries), so calls kept failing or waiting long
+    after PostgreSQL was back: here, back 18 s into the outage, the next try was about 31
+    s in. The tries are now at most `RECONNECT_DELAY_MAX_S` apart."""
+    reason = pg_missing_reason()
+    if reason is not None:
+        pytest.fail(reason)
+    pg = PgServer.start()
+    try:
+        url = pg.new_database()
+        store = PostgresStore(url, max_connections=2)
+        try:
+            store.set_meta("before", "1")
+            pg.halt("fast")
+            # a call finds the pooled connection dropped; the pool retries meanwhile,
+            # failing (the call waits for a connection, in the background)
+            threading.Thread(target=store.tree_size, daemon=True).start()
+            time.sleep(18)
+            pg.resume()
+            back = time.monotonic()
+            assert store.get_meta("before") == "1"
+            waited = time.monotonic() - back
+        finally:
+            store.close()
+    finally:
+        pg.stop()
+    # the store's calls wait for a connection up to 30 s: before, this one waited for the
+    # pool's next try, 12-13 s after the database was back
+    assert waited < RECONNECT_DELAY_MAX_S + 3, f"{waited:.1f} s"

@@ -24,6 +24,7 @@ from typing import Any
 
 import psycopg
 import psycopg_pool
+from psycopg_pool.base import AttemptWithBackoff
 
 from provenance.core.errors import LogError, LogIntegrityError, ProvenanceError, StorageError
 from provenance.store.sql import (
@@ -42,6 +43,9 @@ MIGRATE_LOCK = 0x70726F765F736368  # "prov_sch"
 #: Seconds a session may sit inside a transaction without a statement before PostgreSQL
 #: ends it (see `PostgresStore`).
 IDLE_IN_TRANSACTION_S = 60.0
+#: Seconds at most between the pool's tries to replace a connection while the database
+#: cannot be reached (see `_Pool`).
+RECONNECT_DELAY_MAX_S = 2.0
 
 _MIGRATIONS: dict[int, str] = {
     1: """
@@ -188,6 +192,26 @@ def _dropped(conn: psycopg.Connection[Any]) -> bool:
     return False
 
 
+class _Attempt(AttemptWithBackoff):
+    """psycopg_pool's reconnection backoff (1 s, doubling, with jitter) with its delay
+    capped at `RECONNECT_DELAY_MAX_S`."""
+
+    def update_delay(self, now: float) -> None:
+        super().update_delay(now)
+        self.delay = min(self.delay, RECONNECT_DELAY_MAX_S)
+
+
+class _Pool(psycopg_pool.ConnectionPool):
+    """A connection pool that, while the database is down, tries to reconnect every
+    `RECONNECT_DELAY_MAX_S` at most (until ``reconnect_timeout``, as before). psycopg_pool
+    doubles the delay after each failed try (1, 2, 4, ... 128 s): once PostgreSQL was back
+    from an outage, calls kept waiting for the next try, up to half the outage again
+    (measured: back 18 s into an outage, the first call answered 10.7 s later)."""
+
+    def _add_connection(self, attempt: AttemptWithBackoff | None, growing: bool = False) -> None:
+        super()._add_connection(attempt or _Attempt(timeout=self.reconnect_timeout), growing)
+
+
 class _PgConn:
     """A psycopg connection speaking the shared SQL's ``?`` placeholders."""
 
@@ -233,7 +257,7 @@ class PostgresStore(SqlStore):
             psycopg.connect(url, connect_timeout=max(1, int(connect_timeout_s))).close()
         except psycopg.Error as e:
             raise StorageError(f"cannot connect to {self.location}: {e}") from e
-        self._pool = psycopg_pool.ConnectionPool(
+        self._pool = _Pool(
             url,
             min_size=1,
             max_size=max_connections,
