@@ -330,3 +330,24 @@ def test_folders_nested_deeper_than_pythons_recursion_limit_are_walked(tmp_path:
         os.remove(root / ("a/" * depth + "leaf.jpg"))
         for level in range(depth, 0, -1):
             os.rmdir(root / ("a/" * level))
+
+
+def test_a_large_folder_walk_frees_each_entry_once_yielded(tmp_path: Path) -> None:
+    """Walking a folder of 20,000 files holds its sorted listing (names and types), not
+    every entry's `stat` result until the folder ends: before, each `os.DirEntry` kept the
+    `stat_result` cached by `DirEntry.stat` alive with the listing (tracemalloc's peak:
+    980 bytes a file here, 970 at 10^5 files), now about 280."""
+    import tracemalloc
+
+    folder = tmp_path / "many"
+    folder.mkdir()
+    for i in range(20_000):
+        (folder / f"f{i:05d}.txt").write_bytes(b"x")
+    tracemalloc.start()
+    try:
+        count = sum(1 for _ in iter_items([str(folder)], ScanLimits()))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert count == 20_000
+    assert peak < 400 * 20_000, peak

@@ -268,20 +268,20 @@ class Walker:
         """Items of a folder and its subfolders, each folder's entries in name order and
         a subfolder's items at its place among them. The walk keeps its own stack of open
         listings (one generator whatever the depth): a folder nested deeper than Python's
-        recursion limit (1,000 levels) is walked to its bottom."""
+        recursion limit (1,000 levels) is walked to its bottom. Each entry is dropped from
+        its listing once walked, with the ``stat`` result it cached: memory is the
+        listings' names and types, about 280 bytes for each file not yet walked."""
         listed = self._listing(path)
         if isinstance(listed, RefusedItem):
             yield listed
             return
-        stack: list[tuple[str, Iterator[os.DirEntry[str]], set[str]]] = [
-            (path, iter(listed[0]), listed[1])
-        ]
+        stack: list[tuple[str, list[os.DirEntry[str]], set[str]]] = [(path, *listed)]
         while stack:
             folder, entries, regular = stack[-1]
-            ent = next(entries, None)
-            if ent is None:
+            if not entries:
                 stack.pop()
                 continue
+            ent = entries.pop()  # let go of each entry (and its cached stat) once walked
             ref = os.path.join(folder, ent.name)
             try:
                 if ent.is_symlink():
@@ -291,7 +291,7 @@ class Walker:
                     if isinstance(sub, RefusedItem):
                         yield sub
                     else:
-                        stack.append((ref, iter(sub[0]), sub[1]))
+                        stack.append((ref, *sub))
                 elif ent.is_file(follow_symlinks=False):
                     st = ent.stat(follow_symlinks=False)
                     if (st.st_dev, st.st_ino) in self.leave_out:
@@ -308,11 +308,12 @@ class Walker:
 
     @staticmethod
     def _listing(path: str) -> tuple[list[os.DirEntry[str]], set[str]] | RefusedItem:
-        """A folder's entries in name order and the names of its regular files (the
-        sidecars it offers), or the row saying why it cannot be listed."""
+        """A folder's entries in reverse name order (walked by ``pop``) and the names of
+        its regular files (the sidecars it offers), or the row saying why it cannot be
+        listed."""
         try:
             with os.scandir(path) as it:
-                entries = sorted(it, key=lambda e: e.name)
+                entries = sorted(it, key=lambda e: e.name, reverse=True)
         except OSError as e:
             return RefusedItem(escape_name(path), f"cannot list the folder: {e.strerror or e}")
         regular = set()
