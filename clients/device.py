@@ -45,6 +45,7 @@ import os
 import re
 import secrets
 import shutil
+import stat
 import sys
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -55,7 +56,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO, NotRequired, TypedDict
 
 from clients.api import ProvenanceClient, is_unreachable
-from clients.files import open_regular, read_bounded, still_the_file
+from clients.files import NotRegularFileError, open_regular, read_bounded, still_the_file
 from provenance.core.binding import PerceptualHash
 from provenance.core.claims import (
     MAX_CLAIM_SOFT_BINDINGS,
@@ -75,6 +76,7 @@ from provenance.core.errors import (
     ProvenanceError,
     TransportError,
 )
+from provenance.core.files import file_kind
 from provenance.core.keyfile import PBKDF2_ITERATIONS, weaker_than_written_here
 from provenance.core.keys import DeviceKey
 from provenance.core.registry import certificate_enrollment_proof
@@ -116,6 +118,20 @@ ENTRY_FAILURE_CODES = frozenset({"INTERNAL", "UNKNOWN"})
 MAX_FAILED_ATTEMPTS = 3
 #: Largest queue entry read, in bytes (a sidecar, escaped, plus a few fields).
 MAX_QUEUE_ENTRY_BYTES = 4 * MAX_SIDECAR_BYTES
+#: Largest device file read (device.json, the key, the certificate chain), in bytes.
+MAX_DEVICE_FILE_BYTES = 1 << 20
+
+
+def read_device_file(path: Path) -> bytes:
+    """The bytes of the device file ``path`` (device.json, device_key.pem, the
+    certificate chain), read as `clients.files.read_bounded` reads: never waiting on a
+    FIFO, never reading a device such as /dev/zero without end, at most
+    MAX_DEVICE_FILE_BYTES. Raises ConfigError naming the file when it is not a regular
+    file or is over that size, FileNotFoundError when it is missing, OSError."""
+    try:
+        return read_bounded(path, MAX_DEVICE_FILE_BYTES, "device file")
+    except (NotRegularFileError, MediaTooLargeError) as e:
+        raise ConfigError(f"{e}: the device folder is damaged") from e
 
 
 def default_home() -> Path:
@@ -362,7 +378,7 @@ class DeviceHome:
         an older `prov device init` wrote PBKDF2 at 2,048 iterations) is rewritten, same key
         and passphrase, at `keyfile.PBKDF2_ITERATIONS` (`_strengthen`)."""
         self.require_key()
-        pem = self.key_path.read_bytes()
+        pem = read_device_file(self.key_path)
         key = DeviceKey.from_encrypted_pem(pem, passphrase)
         if key.key_id.hex() != self.state().device_id:
             raise ConfigError(f"{self.key_path} does not belong to the device in {self.state_path}")
@@ -379,13 +395,13 @@ class DeviceHome:
         is rewritten where it points, the link kept: replacing the link left the weaker
         copy where the owner keeps the key, and a second copy in the device folder."""
         self.root.mkdir(parents=True, exist_ok=True)
-        with (self.root / ".lock").open("ab") as handle:
+        with self._open_lock() as handle:
             try:
                 fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except OSError:
                 return  # another command holds the folder: a later one rewrites the key
             try:
-                if self.key_path.read_bytes() != pem:
+                if read_device_file(self.key_path) != pem:
                     return
                 target = self.key_path.resolve()  # the file itself, through any link
                 atomic_write(target, key.to_encrypted_pem(passphrase), mode=0o600)
@@ -416,7 +432,7 @@ class DeviceHome:
                 with self.locked():  # finishes it
                     pass
         try:
-            return _parse_state(loads_text(self.state_path.read_bytes()))
+            return _parse_state(loads_text(read_device_file(self.state_path)))
         except FileNotFoundError as e:
             raise ConfigError(f"no device at {self.root}: run `prov device init` first") from e
         except (ValueError, TypeError, RecursionError) as e:
@@ -459,7 +475,7 @@ class DeviceHome:
     def certificate(self) -> bytes:
         """The device's X.509 chain (PEM); ConfigError when it has none."""
         try:
-            return self.cert_path.read_bytes()
+            return read_device_file(self.cert_path)
         except FileNotFoundError as e:
             raise ConfigError(
                 "this device has no certificate: enroll with a server that runs an enrollment"
@@ -869,13 +885,31 @@ class DeviceHome:
             f" elsewhere): its next claim is numbered {last + 1}; sign the file again"
         )
 
+    def _open_lock(self) -> BinaryIO:
+        """The folder's lock file ``.lock`` (made if missing), opened to be locked with
+        ``flock``: without blocking, and only when ``fstat`` shows a regular file (an open
+        of a FIFO for writing waits for a reader for good). Raises ConfigError naming
+        the file when it is not a regular file, OSError."""
+        path = self.root / ".lock"
+        fd = os.open(path, os.O_RDONLY | os.O_CREAT | os.O_NONBLOCK | os.O_CLOEXEC, 0o666)
+        try:
+            mode = os.fstat(fd).st_mode
+            if not stat.S_ISREG(mode):
+                raise ConfigError(
+                    f"{path} is {file_kind(mode)}, not a regular file: the device folder is damaged"
+                )
+            return os.fdopen(fd, "rb")
+        except BaseException:
+            os.close(fd)
+            raise
+
     @contextmanager
     def locked(self) -> Iterator[None]:
         """Hold the device folder's lock: one command at a time signs or submits, so
         sequence numbers are never reused. Waits for another running command; then
         finishes a `prov device init` killed midway (`finish_init`)."""
         self.root.mkdir(parents=True, exist_ok=True)
-        with (self.root / ".lock").open("ab") as handle:
+        with self._open_lock() as handle:
             try:
                 fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except OSError:

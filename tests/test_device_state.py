@@ -8,6 +8,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -16,7 +18,7 @@ import pytest
 
 from clients.cli import main as prov_main
 from clients.device import DeviceHome
-from tests.conftest import PASSPHRASE, SAMPLES, device_env
+from tests.conftest import PASSPHRASE, ROOT, SAMPLES, device_env
 
 #: A damage done to the state (its JSON object, changed in place or replaced) -> words
 #: the error names. Before, the first four signed on into a traceback (TypeError,
@@ -106,3 +108,48 @@ def test_a_device_folder_that_is_a_file_is_a_usage_error(
         assert "--home" in err and "is not a folder" in err, (command, err)
     monkeypatch.setenv("PROV_HOME", str(tmp_path / "new" / "deeper"))
     assert prov_main(["device", "init"]) == 0
+
+
+@pytest.mark.parametrize("special", ["fifo", "dev-zero"])
+@pytest.mark.parametrize("name", ["device.json", "device_key.pem", ".lock"])
+def test_a_device_file_that_is_a_fifo_or_endless_is_an_error_not_a_hang(
+    name: str, special: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The device's state, key or lock file replaced by a FIFO or a symbolic link to
+    /dev/zero (a restored backup, a hostile disk): every device command says the file is
+    not a regular file and exits 1. Before, `prov sign` waited for a writer (for the lock,
+    a reader) of the FIFO for good, or read /dev/zero into memory until the kernel killed it (and `prov device
+    show` and `sync` did the same with device.json). Each command runs in a child with a
+    timeout."""
+    home = tmp_path / "device"
+    device_env(monkeypatch, home, "127.0.0.1:1")
+    assert prov_main(["device", "init"]) == 0
+    target = home / name
+    if name == ".lock":
+        assert prov_main(["device", "show"]) == 0  # a first command makes it
+    target.unlink(missing_ok=True)
+    if special == "fifo":
+        os.mkfifo(target)
+    else:
+        target.symlink_to("/dev/zero")
+    photo = tmp_path / "photo.jpg"
+    shutil.copy(SAMPLES / "grace_hopper.jpg", photo)
+    commands = [["sign", str(photo)]]
+    if name == "device.json":  # neither reads the key
+        commands += [["device", "sync"], ["device", "show"]]
+    for command in commands:
+        try:
+            done = subprocess.run(
+                [sys.executable, "-m", "clients.cli", *command],
+                capture_output=True,
+                text=True,
+                timeout=60,
+                cwd=ROOT,
+            )
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"prov {' '.join(command)} hung on {special} {name}")
+        err = " ".join(done.stderr.split())
+        assert done.returncode == 1, (command, done.returncode, err)
+        assert str(target) in err and "not a regular file" in err, (command, err)
+        assert "Traceback" not in err, err
+    assert not (tmp_path / "photo.jpg.prov").exists()

@@ -501,3 +501,45 @@ def test_an_archive_with_an_odd_name_is_named_as_its_refs_are(
     (cells,) = list(csv.reader(io.StringIO(report.with_suffix(".csv").read_text())))[1:]
     assert cells[1] == escaped, cells
     assert fetch_bytes([row], ScanLimits()) == {row["path"]: JPEG + b"\x02"}
+
+
+def test_a_report_that_cannot_be_written_says_rows_are_kept(
+    srv: ServerProc, tmp_path: Path
+) -> None:
+    """A report whose disk fills mid-scan (here: a file size limit, RLIMIT_FSIZE, with
+    SIGXFSZ ignored, so each write past it fails as a full disk's does) ends the scan with
+    exit 1 and a line naming the error, that the rows so far are kept and that --resume
+    continues; the report's rows read back and a resume with room finishes it. Before,
+    the only line was "error: File too large" (or "No space left on device")."""
+    import resource
+    import signal
+
+    folder = tmp_path / "many"
+    folder.mkdir()
+    for i in range(400):
+        (folder / f"{i:03d}.txt").write_text(f"note {i}")
+    report = tmp_path / "scan.jsonl"
+
+    def small_files() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (16_384, 16_384))
+
+    args = ["scan", str(folder), "--report", str(report), "--server", srv.address]
+    env = {**os.environ, "PROV_ADMIN_TOKEN": ADMIN_TOKEN}
+    full = subprocess.run(
+        [sys.executable, "-m", "clients.cli", *args, "--workers", "0"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+        cwd=ROOT,
+        preexec_fn=small_files,
+    )
+    err = " ".join(full.stderr.split())
+    assert full.returncode == 1, err
+    assert "File too large" in err and f"the rows so far are kept in {report}" in err, err
+    assert "--resume" in err and "Traceback" not in err, err
+    done = _prov(*args, "--workers", "0", "--resume")
+    assert done.returncode == 0, done.stderr[-2000:]
+    rows = [json.loads(line) for line in report.read_text().splitlines()]
+    assert sorted(r["path"] for r in rows) == sorted(str(p) for p in folder.iterdir())

@@ -6,6 +6,7 @@ import hashlib
 import io
 import os
 import stat
+import sys
 import tarfile
 import uuid
 import zipfile
@@ -298,3 +299,55 @@ def test_entries_whose_names_look_numbered_keep_a_ref_each(tmp_path: Path) -> No
         assert len(set(refs)) == 3, refs
         data = sorted(_data(i) for i in got)
         assert data == [b"file 0", b"file 1", b"file 2"]
+
+
+def test_folders_nested_deeper_than_pythons_recursion_limit_are_walked(tmp_path: Path) -> None:
+    """A folder 1,200 levels deep (an archive's disk can hold one; its path is still
+    under PATH_MAX) is walked to its bottom, in the same order as a shallow one: before,
+    each level was one more nested generator and the walk died of RecursionError, the
+    scan with a traceback and no row at all."""
+    depth = sys.getrecursionlimit() + 200
+    root = tmp_path / "d"
+    root.mkdir()
+    fd = os.open(root, os.O_RDONLY)
+    try:
+        for _ in range(depth):
+            os.mkdir("a", dir_fd=fd)
+            inner = os.open("a", os.O_RDONLY, dir_fd=fd)
+            os.close(fd)
+            fd = inner
+        leaf = os.open("leaf.jpg", os.O_WRONLY | os.O_CREAT, 0o644, dir_fd=fd)
+        os.write(leaf, JPEG)
+        os.close(leaf)
+    finally:
+        os.close(fd)
+    (root / "b.jpg").write_bytes(JPEG)
+    (root / "0.jpg").write_bytes(JPEG)
+    try:
+        refs = [i.ref for i in iter_items([str(root)], ScanLimits())]
+        assert refs == [f"{root}/0.jpg", f"{root}/{'a/' * depth}leaf.jpg", f"{root}/b.jpg"]
+    finally:  # deepest first: pytest's clean-up of old runs (shutil.rmtree) recurses
+        os.remove(root / ("a/" * depth + "leaf.jpg"))
+        for level in range(depth, 0, -1):
+            os.rmdir(root / ("a/" * level))
+
+
+def test_a_large_folder_walk_frees_each_entry_once_yielded(tmp_path: Path) -> None:
+    """Walking a folder of 20,000 files holds its sorted listing (names and types), not
+    every entry's `stat` result until the folder ends: before, each `os.DirEntry` kept the
+    `stat_result` cached by `DirEntry.stat` alive with the listing (tracemalloc's peak:
+    980 bytes a file here, 970 at 10^5 files), now about 280."""
+    import tracemalloc
+
+    folder = tmp_path / "many"
+    folder.mkdir()
+    for i in range(20_000):
+        (folder / f"f{i:05d}.txt").write_bytes(b"x")
+    tracemalloc.start()
+    try:
+        count = sum(1 for _ in iter_items([str(folder)], ScanLimits()))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert count == 20_000
+    assert peak < 400 * 20_000, peak

@@ -119,6 +119,14 @@ def scan(
             soft_wrap=True,
         )
         raise typer.Exit(EXIT_TERMINATED if terminated else 130) from None
+    except OSError as e:  # the machine's: a full disk or a file size limit under the report
+        where = f": {e.filename}" if e.filename else ""
+        err.print(
+            f"error: {e.strerror or e}{where}; the rows so far are kept in {report}; the same"
+            " command with --resume continues the scan once that is fixed",
+            highlight=False,
+        )
+        raise typer.Exit(1) from None
     out = SafeConsole()
     out.print(summary_title(result, report), soft_wrap=True)  # whole, however long its path
     out.print(summary_table(result, report))

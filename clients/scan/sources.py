@@ -265,32 +265,39 @@ class Walker:
                 yield from self._path(os.path.join(base, line), allow_list=False)
 
     def _folder(self, path: str) -> Iterator[Item]:
-        try:
-            with os.scandir(path) as it:
-                entries = sorted(it, key=lambda e: e.name)
-        except OSError as e:
-            yield RefusedItem(escape_name(path), f"cannot list the folder: {e.strerror or e}")
+        """Items of a folder and its subfolders, each folder's entries in name order and
+        a subfolder's items at its place among them. The walk keeps its own stack of open
+        listings (one generator whatever the depth): a folder nested deeper than Python's
+        recursion limit (1,000 levels) is walked to its bottom. Each entry is dropped from
+        its listing once walked, with the ``stat`` result it cached: memory is the
+        listings' names and types, about 280 bytes for each file not yet walked."""
+        listed = self._listing(path)
+        if isinstance(listed, RefusedItem):
+            yield listed
             return
-        regular = set()
-        for entry in entries:
-            try:
-                if entry.is_file(follow_symlinks=False):
-                    regular.add(entry.name)
-            except OSError:
-                pass
-        for ent in entries:
-            ref = os.path.join(path, ent.name)
+        stack: list[tuple[str, list[os.DirEntry[str]], set[str]]] = [(path, *listed)]
+        while stack:
+            folder, entries, regular = stack[-1]
+            if not entries:
+                stack.pop()
+                continue
+            ent = entries.pop()  # let go of each entry (and its cached stat) once walked
+            ref = os.path.join(folder, ent.name)
             try:
                 if ent.is_symlink():
                     yield RefusedItem(escape_name(ref), "symbolic link: not followed")
                 elif ent.is_dir(follow_symlinks=False):
-                    yield from self._folder(ref)
+                    sub = self._listing(ref)
+                    if isinstance(sub, RefusedItem):
+                        yield sub
+                    else:
+                        stack.append((ref, *sub))
                 elif ent.is_file(follow_symlinks=False):
                     st = ent.stat(follow_symlinks=False)
                     if (st.st_dev, st.st_ino) in self.leave_out:
                         continue
                     side = ent.name + SIDECAR_SUFFIX
-                    sidecar = os.path.join(path, side) if side in regular else None
+                    sidecar = os.path.join(folder, side) if side in regular else None
                     yield from self._file(ref, st.st_size, sidecar, archive_by_magic=False)
                 else:
                     yield RefusedItem(
@@ -298,6 +305,25 @@ class Walker:
                     )
             except OSError as e2:
                 yield RefusedItem(escape_name(ref), f"cannot read: {e2.strerror or e2}")
+
+    @staticmethod
+    def _listing(path: str) -> tuple[list[os.DirEntry[str]], set[str]] | RefusedItem:
+        """A folder's entries in reverse name order (walked by ``pop``) and the names of
+        its regular files (the sidecars it offers), or the row saying why it cannot be
+        listed."""
+        try:
+            with os.scandir(path) as it:
+                entries = sorted(it, key=lambda e: e.name, reverse=True)
+        except OSError as e:
+            return RefusedItem(escape_name(path), f"cannot list the folder: {e.strerror or e}")
+        regular = set()
+        for entry in entries:
+            try:
+                if entry.is_file(follow_symlinks=False):
+                    regular.add(entry.name)
+            except OSError:
+                pass
+        return entries, regular
 
     def _file(
         self, path: str, size: int, sidecar: str | None, archive_by_magic: bool
