@@ -503,6 +503,17 @@ def test_an_archive_with_an_odd_name_is_named_as_its_refs_are(
     assert fetch_bytes([row], ScanLimits()) == {row["path"]: JPEG + b"\x02"}
 
 
+#: `prov` (clients.cli, its arguments after ``-c``) with files limited to 16 KiB and
+#: SIGXFSZ ignored, so a write past the limit fails with EFBIG as a full disk's does.
+SMALL_FILES = (
+    "import resource, runpy, signal, sys\n"
+    "signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
+    "resource.setrlimit(resource.RLIMIT_FSIZE, (16_384, 16_384))\n"
+    "sys.argv = ['prov', *sys.argv[1:]]\n"
+    "runpy.run_module('clients.cli', run_name='__main__', alter_sys=True)\n"
+)
+
+
 def test_a_report_that_cannot_be_written_says_rows_are_kept(
     srv: ServerProc, tmp_path: Path
 ) -> None:
@@ -510,30 +521,24 @@ def test_a_report_that_cannot_be_written_says_rows_are_kept(
     SIGXFSZ ignored, so each write past it fails as a full disk's does) ends the scan with
     exit 1 and a line naming the error, that the rows so far are kept and that --resume
     continues; the report's rows read back and a resume with room finishes it. Before,
-    the only line was "error: File too large" (or "No space left on device")."""
-    import resource
-    import signal
-
+    the only line was "error: File too large" (or "No space left on device"). The limit
+    is set by the child itself before it runs `prov` (`SMALL_FILES`): no preexec_fn
+    (tests/test_no_preexec_fn.py)."""
     folder = tmp_path / "many"
     folder.mkdir()
     for i in range(400):
         (folder / f"{i:03d}.txt").write_text(f"note {i}")
     report = tmp_path / "scan.jsonl"
 
-    def small_files() -> None:
-        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-        resource.setrlimit(resource.RLIMIT_FSIZE, (16_384, 16_384))
-
     args = ["scan", str(folder), "--report", str(report), "--server", srv.address]
     env = {**os.environ, "PROV_ADMIN_TOKEN": ADMIN_TOKEN}
     full = subprocess.run(
-        [sys.executable, "-m", "clients.cli", *args, "--workers", "0"],
+        [sys.executable, "-c", SMALL_FILES, *args, "--workers", "0"],
         capture_output=True,
         text=True,
         timeout=120,
         env=env,
         cwd=ROOT,
-        preexec_fn=small_files,
     )
     err = " ".join(full.stderr.split())
     assert full.returncode == 1, err
