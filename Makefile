@@ -47,7 +47,7 @@ lint: $(STAMP)
 clean:
 	rm -rf $(VENV) build *.egg-info
 
-# Fuzz every parser of untrusted bytes (tests/fuzz/) for FUZZ_SECONDS each (6 targets).
+# Fuzz every parser of untrusted bytes (tests/fuzz/) for FUZZ_SECONDS each (7 targets).
 FUZZ_SECONDS ?= 60
 fuzz: $(STAMP)
 	$(BIN)/python -m tests.fuzz.run --seconds $(FUZZ_SECONDS)

@@ -198,6 +198,32 @@ def test_multipart_form_fields_and_file() -> None:
     assert e.value.code == "RESOURCE_EXHAUSTED"
 
 
+@pytest.mark.parametrize("piece", [1, 2, 3, 7, 64, 10_000])
+def test_a_multipart_preamble_is_dropped_whatever_the_pieces(piece: int) -> None:
+    """`Preamble` finds the first boundary line however the body is cut into pieces,
+    including across a cut, and not where --BOUNDARY is not at a line's start."""
+    from provenance.web.formparts import Preamble
+
+    form = b'--XyZ\r\nContent-Disposition: form-data; name="file"\r\n\r\nx\r\n--XyZ--\r\n'
+    preambles = (b"", b"\r\n", b"hello --XyZ there\r\n", b"--Xy\r\n", b"a" * 5000 + b"\r\n")
+    # "---XyZ" is no boundary line: the first one is the closing one (an empty form)
+    cases = [(p + form, form) for p in preambles] + [(b"-" + form, b"--XyZ--\r\n")]
+    for body, expected in cases:
+        skip = Preamble(b"XyZ")
+        out = b"".join(skip.feed(body[i : i + piece]) for i in range(0, len(body), piece))
+        skip.finish()
+        assert out == expected, body[:20]
+    skip = Preamble(b"XyZ", limit=100)
+    with pytest.raises(WebError, match=r"no boundary line \(--XyZ, .*in its first 100 bytes"):
+        for _ in range(0, 200, piece):
+            skip.feed(b"y" * piece)
+    skip = Preamble(b"XyZ")
+    skip.feed(b"no boundary here"[:piece])
+    with pytest.raises(WebError, match="no boundary line"):
+        skip.finish()
+    Preamble(b"XyZ").finish()  # an empty body: the form's own "truncated" error follows
+
+
 def test_error_messages_drop_the_clients_status_suffix() -> None:
     body = error_body(TransportError("unsupported format [INVALID_ARGUMENT]", "INVALID_ARGUMENT"))
     assert body["error"] == {

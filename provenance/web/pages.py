@@ -192,9 +192,26 @@ async def consistency(request: Request) -> Response:
     return render(request, "consistency.html", proof=view, first_root=q.get("first_root", ""))
 
 
+def own_address(request: Request) -> str:
+    """``http://HOST:PORT``: this server as the connection of ``request`` reached it, the
+    address and port it is bound to (the listen address, or, for a wildcard one such as
+    0.0.0.0, the server's address the client connected to; never ``localhost`` or
+    another name). Never the request's Host header: a client chooses that, and the /api
+    page showed it in the examples a reader copies (``Host: evil.example`` made them
+    ``curl http://evil.example/...``). Behind a reverse proxy this is the address the
+    proxy reaches, not the public one."""
+    server = request.scope.get("server")
+    if not server or server[1] is None:  # a Unix socket, or no address known
+        return ""
+    host, port = str(server[0]), int(server[1])
+    shown = f"[{host}]" if ":" in host else host
+    return f"{request.url.scheme}://{shown}:{port}"
+
+
 async def api_help(request: Request) -> Response:
-    """``GET /api``: the API's endpoints with examples."""
-    return render(request, "api.html", base=str(request.base_url).rstrip("/"))
+    """``GET /api``: the API's endpoints with examples (curl commands naming this
+    server's own address, `own_address`)."""
+    return render(request, "api.html", base=own_address(request))
 
 
 #: Paths answered in JSON (the API and the C2PA soft binding resolution endpoints).

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import queue
-import re
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -37,6 +36,13 @@ from provenance.core.fair_share import NOTICE_WINDOWS, Notice, ended_slow, take_
 from provenance.core.verify import VerificationReport
 from provenance.terminal import shown_line
 from provenance.web.errors import WebError
+from provenance.web.formparts import (
+    MAX_NAME,
+    Preamble,
+    check_transfer_encoding,
+    has_filename,
+    part_filename,
+)
 from provenance.web.logviews import is_number
 from provenance.web.present import human_bytes
 from provenance.wire.sidecar import MAX_SIDECAR_BYTES, Sidecar, decode_sidecar
@@ -54,18 +60,12 @@ MAX_SMALL_FIELD = 1024
 RELAY_BLOCK = 256 * 1024
 #: Longest header value of a multipart part, in bytes.
 MAX_HEADER = 8 * 1024
-#: Longest file name kept (characters); longer names are cut.
-MAX_NAME = 255
 #: Longest the page waits for the service by default, in seconds: a call's answer, or an
 #: upload's next piece taken or its receipt (`UploadLimits.answer_s`; ``prov web
 #: --service-timeout``).
 SERVICE_TIMEOUT_S = 20.0
 #: Longest multipart boundary accepted, in bytes.
 MAX_BOUNDARY = 256
-#: What browsers write in place of a multipart file name's LF, CR and ``"`` (the HTML
-#: standard's multipart/form-data encoding; curl does the same): undone by `part_filename`.
-FORM_ESCAPES = {"%0A": "\n", "%0D": "\r", "%22": '"'}
-_FORM_ESCAPED = re.compile("|".join(FORM_ESCAPES))
 
 
 def _shown_field(name: str) -> str:
@@ -74,20 +74,6 @@ def _shown_field(name: str) -> str:
     escape or other unsafe character written as its code point (``\\u202e``), by the rule
     file names follow (`provenance.terminal.shown_line`)."""
     return shown_line(name[:MAX_NAME])
-
-
-def part_filename(raw: bytes, default: str) -> str:
-    """The file name of a multipart part's ``filename`` parameter as its sender named it:
-    UTF-8 (undecodable bytes replaced), the browser's escapes of LF, CR and ``"`` undone
-    (`FORM_ESCAPES`: Chromium sends ``a"b.jpg`` as ``a%22b.jpg``, and the page showed
-    that), any folder dropped (``\\`` counts as a separator), at most `MAX_NAME`
-    characters; ``default`` when nothing is left. The name is still text from a client
-    (templates escape it, the `file_name` filter shows its controls as escapes). (A name
-    holding a literal ``%22`` reads as ``"``: the encoding leaves ``%`` as it is, so the
-    two cannot be told apart.)"""
-    name = raw.decode("utf-8", "replace")
-    name = _FORM_ESCAPED.sub(lambda m: FORM_ESCAPES[m.group()], name)
-    return name.replace("\\", "/").rsplit("/", 1)[-1][:MAX_NAME] or default
 
 
 #: The name ending of a sidecar (FILE.prov), as `prov sign` writes it beside the file.
@@ -345,16 +331,18 @@ class _Form:
         self.headers[self.header_name] = value
 
     def _headers_finished(self) -> None:
-        _, params = parse_options_header(self.headers.get(b"content-disposition", b""))
+        disposition = self.headers.get(b"content-disposition", b"")
+        _, params = parse_options_header(disposition)
         name = params.get(b"name", b"").decode("utf-8", "replace")
+        check_transfer_encoding(self.headers, name)
         if name == "file":
             if self.file_seen:
                 raise WebError("the form carries more than one field named `file`")
             self.file_seen = True
-            self.filename = part_filename(params.get(b"filename", b""), "upload")
+            self.filename = part_filename(disposition, name, "upload")
             _not_a_sidecar(self.filename)
-        elif b"filename" in params and name != "sidecar":  # curl -F photo=@h.jpg
-            shown = shown_line(part_filename(params[b"filename"], "FILE"))
+        elif name != "sidecar" and has_filename(disposition):  # curl -F photo=@h.jpg
+            shown = shown_line(part_filename(disposition, name, "FILE"))
             raise WebError(
                 f"the file came in the form field `{_shown_field(name)}`; send it in the field"
                 f" `file` (e.g. curl -F file=@{shown})"
@@ -664,11 +652,12 @@ class Relayer:
     ) -> Verified:
         form = _Form(self.limits.max_file_bytes)
         parser = MultipartParser(boundary, form.callbacks())
+        preamble = Preamble(boundary)
         relay: _Relay | None = None
         try:
             async for chunk in _body(request, self.limits):
                 hold.got(chunk)
-                _write(parser, chunk)
+                _write(parser, preamble.feed(chunk))
                 if relay is None and len(form.held) > self.limits.hold_bytes:
                     relay = await self._start(hold, form.filename, 0, form.sidecar(), detect)
                 if relay is not None:
@@ -677,6 +666,7 @@ class Relayer:
                     if block := form.take(RELAY_BLOCK):
                         await relay.send(block)
             else:
+                preamble.finish()
                 parser.finalize()
                 self._check_complete(form, relay is not None)
             hold.arriving = False  # whole: never cut from here on

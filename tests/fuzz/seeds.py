@@ -43,6 +43,7 @@ MAX_LEN = {
     "c2pa_strip": 32768,
     "media": 8192,
     "archive": 16384,
+    "multipart": 4096,
 }
 
 
@@ -227,6 +228,35 @@ def _archives() -> Iterator[bytes]:
     yield _tar(entries[:1], "w:xz")
 
 
+def _form_part(disposition: bytes, value: bytes, *headers: bytes) -> bytes:
+    head = b"".join(
+        h + b"\r\n" for h in (b"Content-Disposition: form-data; " + disposition, *headers)
+    )
+    return b"--XyZ\r\n" + head + b"\r\n" + value + b"\r\n"
+
+
+def _forms() -> Iterator[bytes]:
+    """Multipart bodies (boundary `targets.FORM_BOUNDARY`) as browsers, curl and other
+    senders write them; each with a first byte choosing the piece size."""
+    jpeg = b"\xff\xd8\xff\xe0" + bytes(range(256))[:96]
+    file = _form_part(b'name="file"; filename="photo.jpg"', jpeg)
+    end = b"--XyZ--\r\n"
+    bodies = [
+        file + end,
+        b"A preamble.\r\n" + file + end,
+        b"\r\n" + file + end + b"an epilogue\r\n",
+        _form_part(b'name="detect"', b"false") + _form_part(b'name="sidecar"', b"{}") + file + end,
+        _form_part(b"name=\"file\"; filename*=UTF-8''caf%C3%A9.jpg", jpeg) + end,
+        _form_part(b'name="file"; filename="a%22b.jpg"', jpeg, b"Content-Type: image/jpeg") + end,
+        _form_part(b'name="file"; filename="x.jpg"', jpeg, b"Content-Transfer-Encoding: base64")
+        + end,
+        _form_part(b'name="photo"; filename="h.jpg"', b"tiny") + end,
+        file,  # truncated
+    ]
+    for i, body in enumerate(bodies):
+        yield bytes([i * 5]) + body
+
+
 SEEDS = {
     "sidecar": _sidecars,
     "wire": _wire,
@@ -234,6 +264,7 @@ SEEDS = {
     "c2pa_strip": _c2pa_strip,
     "media": _media,
     "archive": _archives,
+    "multipart": _forms,
 }
 
 

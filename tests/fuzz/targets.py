@@ -16,6 +16,7 @@ from __future__ import annotations
 import atexit
 import base64
 import hashlib
+import logging
 import os
 import shutil
 import tempfile
@@ -24,6 +25,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from python_multipart.multipart import MultipartParser
 
 from clients.scan.sources import (
     EntryItem,
@@ -45,6 +47,9 @@ from provenance.log.receipt import verify_receipt
 from provenance.media.assets import AssetLimits
 from provenance.media.image import SNIFF_BYTES, decode_image, sniff_media_type
 from provenance.media.inspect import InspectConfig, Upload, inspect_upload
+from provenance.web.errors import WebError
+from provenance.web.formparts import Preamble
+from provenance.web.upload import _Form, _write
 from provenance.wire import convert as wire
 from provenance.wire.sidecar import decode_sidecar, encode_sidecar
 
@@ -242,6 +247,48 @@ def fuzz_archive(data: bytes) -> None:
             raise AssertionError(f"entry over the byte limit: {item.ref}")
 
 
+#: The boundary of the forms fuzzed (as seeds.py writes them), and a small preamble
+#: bound and file limit, so inputs reach them.
+FORM_BOUNDARY = b"XyZ"
+FORM_PREAMBLE = 256
+FORM_MAX_FILE = 1024
+# python-multipart writes a warning for each malformed form (the page answers it 400)
+logging.getLogger("python_multipart.multipart").setLevel(logging.ERROR)
+
+
+def _parse_form(body: bytes, piece: int) -> tuple[object, ...]:
+    """``body`` through the web's `Preamble`, python-multipart's parser and its `_Form`
+    callbacks, in pieces of ``piece`` bytes, as `Relayer.verify_form` feeds them: the
+    form seen (file name, file bytes, fields), or the code of the WebError refusing it
+    (its message may name the offset python-multipart stopped at, which differs)."""
+    form = _Form(FORM_MAX_FILE)
+    parser = MultipartParser(FORM_BOUNDARY, form.callbacks())
+    preamble = Preamble(FORM_BOUNDARY, FORM_PREAMBLE)
+    try:
+        for at in range(0, len(body), piece):
+            _write(parser, preamble.feed(body[at : at + piece]))
+        preamble.finish()
+        parser.finalize()
+    except WebError as e:
+        return ("refused", e.code)
+    fields = sorted((name, bytes(value)) for name, value in form.fields.items())
+    return ("parsed", form.ended, form.file_seen, form.filename, bytes(form.held), fields)
+
+
+def fuzz_multipart(data: bytes) -> None:
+    """The web page's multipart form parsing (`_parse_form`) of the body ``data[1:]``:
+    only WebError refuses a form, and fed in pieces of 1-16 bytes (``data[0]``) the body
+    gives the same form, or a refusal with the same code, as in one piece (a piece's
+    edge once hid a preamble's end from `Preamble`)."""
+    if not data:
+        return
+    body = data[1:]
+    whole = _parse_form(body, max(1, len(body)))
+    pieces = _parse_form(body, data[0] % 16 + 1)
+    if whole != pieces:
+        raise AssertionError(f"in one piece {whole!r}, in pieces of {data[0] % 16 + 1} {pieces!r}")
+
+
 TARGETS: dict[str, Callable[[bytes], None]] = {
     "sidecar": fuzz_sidecar,
     "wire": fuzz_wire,
@@ -249,6 +296,7 @@ TARGETS: dict[str, Callable[[bytes], None]] = {
     "c2pa_strip": fuzz_c2pa_strip,
     "media": fuzz_media,
     "archive": fuzz_archive,
+    "multipart": fuzz_multipart,
 }
 
 

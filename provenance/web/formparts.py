@@ -1,0 +1,197 @@
+"""What of a multipart/form-data body (RFC 7578) python-multipart leaves to its caller:
+the preamble before the first boundary line (`Preamble`), the file name of a part,
+``filename`` or the ``filename*`` that some senders write (`part_filename`), and the
+Content-Transfer-Encoding of a part, refused unless it is the identity
+(`check_transfer_encoding`). Each refusal is a WebError (HTTP 400) that names what the
+form holds and how to send it instead."""
+
+from __future__ import annotations
+
+import re
+from urllib.parse import unquote_to_bytes
+
+from python_multipart.multipart import parse_options_header
+
+from provenance.terminal import shown_line
+from provenance.web.errors import WebError
+
+#: Longest file name kept (characters); longer names are cut.
+MAX_NAME = 255
+#: Longest preamble skipped before the first boundary line, in bytes: browsers and curl
+#: send none, and a body with no boundary line is refused once past it, not read on.
+MAX_PREAMBLE = 64 * 1024
+#: What browsers write in place of a multipart file name's LF, CR and ``"`` (the HTML
+#: standard's multipart/form-data encoding; curl does the same): undone by `part_filename`.
+FORM_ESCAPES = {"%0A": "\n", "%0D": "\r", "%22": '"'}
+_FORM_ESCAPED = re.compile("|".join(FORM_ESCAPES))
+#: Content-Transfer-Encodings that leave a part's bytes as they are (RFC 2045 section
+#: 6.2): accepted; any other is refused (RFC 7578 section 4.7 deprecates the header).
+IDENTITY_ENCODINGS = frozenset({b"binary", b"8bit", b"7bit"})
+#: Character sets of a ``filename*`` read (RFC 8187 section 3.2.1).
+FILENAME_CHARSETS = {"utf-8": "utf-8", "iso-8859-1": "latin-1"}
+#: One ``; key=value`` parameter of a header, the value a quoted string or a token.
+_PARAM = re.compile(r';\s*([^\s;=]+)\s*=\s*("(?:[^"\\]|\\.)*"|[^;]*)')
+#: An RFC 8187 ext-value: charset ' language ' percent-encoded value.
+_EXT_VALUE = re.compile(r"([A-Za-z0-9!#$%&+\-^_`{}~]+)'([A-Za-z0-9\-]*)'(.*)", re.S)
+_BAD_PERCENT = re.compile(rb"%(?![0-9A-Fa-f]{2})")
+
+
+class Preamble:
+    """Drops the preamble of a multipart body: what comes before its first boundary line
+    (``--BOUNDARY`` at the body's start or after a CRLF), which RFC 2046 section 5.1.1
+    says to ignore (python-multipart refused any, "Expected boundary character").
+    `feed` each piece of the body; it returns the bytes from the first boundary line
+    on. A preamble of more than ``limit`` bytes is refused; of the bytes dropped only a
+    boundary line's length is kept."""
+
+    def __init__(self, boundary: bytes, limit: int = MAX_PREAMBLE) -> None:
+        self._first = b"--" + boundary
+        self._line = b"\r\n--" + boundary
+        self._boundary = boundary
+        self._limit = limit
+        self._pending = b""
+        self._dropped = 0
+        self.found = False
+
+    def feed(self, data: bytes) -> bytes:
+        """The bytes of ``data`` from the first boundary line on (b"" while still in the
+        preamble). Raises WebError once the preamble is known to be longer than the
+        limit."""
+        if self.found:
+            return data
+        buf = self._pending + data
+        if not self._dropped:  # ``buf`` is the body from its start
+            if len(buf) < len(self._first) and self._first.startswith(buf):
+                self._pending = buf  # maybe the boundary line, in pieces
+                return b""
+            if buf.startswith(self._first):
+                return self._start(buf, 0)
+        at = buf.find(self._line)
+        if at >= 0:
+            self._check_limit(self._dropped + at + 2)
+            return self._start(buf, at + 2)
+        keep = len(self._line) - 1  # a boundary line may begin in these
+        drop = max(0, len(buf) - keep)
+        self._dropped += drop
+        self._pending = buf[drop:]
+        self._check_limit(self._dropped + 2)  # where the first line could begin now
+        return b""
+
+    def _check_limit(self, first_line: int) -> None:
+        """Raises WebError when the first boundary line's ``--`` is ``first_line`` bytes
+        into the body (or later), past the limit: a rule of the body, the same however it
+        is cut into pieces (the fuzz target `multipart` checks it)."""
+        if first_line > self._limit:
+            raise WebError(f"{self._missing()} in its first {self._limit:,} bytes")
+
+    def _start(self, buf: bytes, at: int) -> bytes:
+        self.found = True
+        self._pending = b""
+        return buf[at:]
+
+    def finish(self) -> None:
+        """Raises WebError when a body that had bytes ended before any boundary line."""
+        if not self.found and (self._dropped or self._pending):
+            raise WebError(self._missing())
+
+    def _missing(self) -> str:
+        shown = shown_line(self._boundary.decode("latin-1"))
+        return (
+            f"the multipart form has no boundary line (--{shown}, as its Content-Type"
+            " header names the boundary)"
+        )
+
+
+def _params(value: str) -> dict[str, str]:
+    """The parameters of a header ``value`` (``type; key=value; ...``), keys lowercased,
+    values as written (quoted strings unquoted); the first of a key repeated."""
+    found: dict[str, str] = {}
+    for m in _PARAM.finditer(value):
+        key, raw = m.group(1).lower(), m.group(2).strip()
+        if len(raw) >= 2 and raw[0] == raw[-1] == '"':
+            raw = re.sub(r"\\(.)", r"\1", raw[1:-1])
+        found.setdefault(key, raw)
+    return found
+
+
+def _extended_name(value: str, field: str) -> str:
+    """The file name an RFC 8187 ``filename*`` ``value`` holds; raises WebError naming
+    what is wrong with it."""
+    where = f"the file name parameter filename* of the form's part `{field}`"
+    instead = '; or send the name as filename="NAME" (RFC 7578 section 4.2)'
+    m = _EXT_VALUE.fullmatch(value)
+    if m is None:
+        raise WebError(
+            f"{where} is not CHARSET'LANGUAGE'NAME (RFC 8187, e.g."
+            f" filename*=UTF-8''caf%C3%A9.jpg){instead}"
+        )
+    charset = m.group(1)
+    codec = FILENAME_CHARSETS.get(charset.lower())
+    if codec is None:
+        raise WebError(
+            f"{where} is in the character set {shown_line(charset[:40])}; this page reads"
+            f" UTF-8 or ISO-8859-1 (RFC 8187){instead}"
+        )
+    raw = m.group(3).encode("latin-1")
+    if _BAD_PERCENT.search(raw):
+        raise WebError(
+            f"{where} holds a % not followed by two hex digits (RFC 8187 percent-encoding){instead}"
+        )
+    try:
+        return unquote_to_bytes(raw).decode(codec)
+    except UnicodeDecodeError as e:
+        raise WebError(f"{where} is not UTF-8 once its percent escapes are decoded{instead}") from e
+
+
+def has_filename(disposition: bytes) -> bool:
+    """Whether a part's Content-Disposition ``disposition`` names a file: a ``filename``
+    or ``filename*`` parameter (or RFC 2231 continuations of one)."""
+    keys = _params(disposition.decode("latin-1"))
+    return any(k == "filename" or k.startswith("filename*") for k in keys)
+
+
+def part_filename(disposition: bytes, field: str, default: str) -> str:
+    """The file name a part's Content-Disposition header ``disposition`` gives, as its
+    sender named it: ``filename*`` (RFC 8187, decoded; preferred, as RFC 6266 section
+    4.3 prefers it, when both are present) or ``filename`` (UTF-8, undecodable bytes
+    replaced, the browser's escapes of LF, CR and ``"`` undone: `FORM_ESCAPES`;
+    Chromium sends ``a"b.jpg`` as ``a%22b.jpg``, and the page showed that); any folder
+    dropped (``\\`` counts as a separator), at most `MAX_NAME` characters; ``default``
+    when nothing is left. Raises WebError (naming ``field``) for a malformed
+    ``filename*`` or RFC 2231 continuations (``filename*0*``), which are not joined.
+    The name is still text from a client (templates escape it, the `file_name` filter
+    shows its controls as escapes). (A plain name holding a literal ``%22`` reads as
+    ``"``: the encoding leaves ``%`` as it is, so the two cannot be told apart.)"""
+    params = _params(disposition.decode("latin-1"))
+    pieces = sorted(k for k in params if re.fullmatch(r"filename\*\d+\*?", k))
+    if pieces:
+        raise WebError(
+            f"the file name of the form's part `{shown_line(field[:MAX_NAME])}` comes in RFC"
+            f" 2231 continuations ({', '.join(pieces[:4])}), which this page does not join:"
+            ' send it as filename="NAME" (RFC 7578 section 4.2)'
+        )
+    if "filename*" in params:
+        name = _extended_name(params["filename*"], shown_line(field[:MAX_NAME]))
+    else:
+        # the plain name as python-multipart reads it (its unquoting, a Windows path's
+        # folders dropped)
+        plain = parse_options_header(disposition)[1].get(b"filename", b"")
+        name = plain.decode("utf-8", "replace")
+        name = _FORM_ESCAPED.sub(lambda m: FORM_ESCAPES[m.group()], name)
+    return name.replace("\\", "/").rsplit("/", 1)[-1][:MAX_NAME] or default
+
+
+def check_transfer_encoding(headers: dict[bytes, bytes], field: str) -> None:
+    """Raises WebError when a part's ``headers`` (names lowercased) give it a
+    Content-Transfer-Encoding other than the identity (`IDENTITY_ENCODINGS`): this page
+    does not decode one, and before it verified the encoded text (base64) as if it were
+    the file's bytes, a verdict on other bytes."""
+    value = headers.get(b"content-transfer-encoding")
+    if value is None or value.strip().lower() in IDENTITY_ENCODINGS:
+        return
+    shown = shown_line(value.strip().decode("latin-1")[:64])
+    raise WebError(
+        f"the form's part `{shown_line(field[:MAX_NAME])}` has Content-Transfer-Encoding:"
+        f" {shown}, which this page does not decode (RFC 7578 section 4.7 deprecates it):"
+        " send the bytes as they are, as browsers and curl -F do"
+    )

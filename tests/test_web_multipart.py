@@ -1,0 +1,189 @@
+"""Multipart forms as senders other than browsers may write them, against a real
+`prov web` (and its `prov serve`) on real ports, hand-made bodies:
+
+- a preamble before the first boundary (RFC 2046 section 5.1.1: ignored) is ignored,
+  and the file gets the verdict it gets without one (before: 400 "malformed");
+- a ``filename*=UTF-8''...`` parameter (RFC 8187; RFC 7578 section 4.2 says senders
+  must not use it, but some do) names the file (before: it was dropped, and the report
+  named the file "upload"; in a field other than ``file`` the file was taken for a
+  small text field); a malformed one, or RFC 2231 continuations, get a 400 naming it;
+- a part with ``Content-Transfer-Encoding: base64`` (deprecated by RFC 7578 section
+  4.7) is refused with a 400 naming it (before: the base64 text was verified as if it
+  were the file's bytes: a wrong verdict).
+"""
+
+from __future__ import annotations
+
+import base64
+import re
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.conftest import DemoSite, demo_site, start_web
+
+pytestmark = pytest.mark.slow
+
+FORM = {"content-type": "multipart/form-data; boundary=XyZ"}
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DemoSite]:
+    with demo_site(tmp_path_factory.mktemp("web-multipart"), web_separate=False) as s:
+        yield s
+
+
+@pytest.fixture(scope="module")
+def http(site: DemoSite) -> Iterator[httpx.Client]:
+    """A client of a `prov web` of its own on the site's service, with no upload rate
+    limit (these tests send more than its default 30 a minute)."""
+    web = start_web(site.grpc.address, "--uploads-per-minute", "0")
+    try:
+        with httpx.Client(base_url=web.address, timeout=120) as c:
+            yield c
+    finally:
+        web.stop()
+
+
+def _part(disposition: str, value: bytes, *headers: str) -> bytes:
+    head = "".join(f"{h}\r\n" for h in (f"Content-Disposition: {disposition}", *headers))
+    return b"--XyZ\r\n" + head.encode() + b"\r\n" + value + b"\r\n"
+
+
+def _file_part(value: bytes, params: str = 'filename="photo.jpg"', *headers: str) -> bytes:
+    return _part(f'form-data; name="file"; {params}', value, *headers)
+
+
+def _post(http: httpx.Client, body: bytes, path: str = "/api/v1/verify") -> httpx.Response:
+    return http.post(path, content=body, headers=FORM, params={"detect": "false"})
+
+
+def _report(r: httpx.Response) -> dict[str, Any]:
+    assert r.status_code == 200, r.text
+    report: dict[str, Any] = r.json()
+    report.pop("verified_at")
+    return report
+
+
+def _error(r: httpx.Response, words: str) -> None:
+    assert r.status_code == 400, r.text
+    message = r.json()["error"]["message"]
+    assert re.search(words, message), message
+
+
+# ---------------------------------------------------------------- preamble
+
+
+def test_a_preamble_before_the_first_boundary_is_ignored(
+    site: DemoSite, http: httpx.Client
+) -> None:
+    jpeg = site.files.hopper.read_bytes()
+    form = _file_part(jpeg) + b"--XyZ--\r\n"
+    plain = _report(_post(http, form))
+    assert plain["status"] == "SIGNED_ORIGINAL", plain
+    preambles = [
+        b"This is a multi-part message in MIME format.\r\n",
+        # text that looks like a boundary but is not at the start of a line
+        b"see --XyZ below\r\n",
+        # a preamble of many lines, longer than one read of the body
+        b"".join(b"line %d of the preamble\r\n" % i for i in range(2000)),
+        # only the CRLF that ends an empty preamble
+        b"\r\n",
+    ]
+    for preamble in preambles:
+        assert _report(_post(http, preamble + form)) == plain, preamble[:40]
+    # the page too
+    page = _post(http, preambles[0] + form, "/verify")
+    assert page.status_code == 200 and 'data-status="SIGNED_ORIGINAL"' in page.text, page.text
+
+
+def test_a_body_with_no_boundary_line_gets_a_400_naming_it(http: httpx.Client) -> None:
+    _error(
+        _post(http, b"no form here, just text\r\n" * 4),
+        "the multipart form has no boundary line",
+    )
+    # a preamble without end: refused once past its bound, not read for ever
+    r = _post(http, b"x" * (1024 * 1024) + _file_part(b"\xff\xd8\xff") + b"--XyZ--\r\n")
+    _error(r, r"no boundary line .*in its first [\d,]+ bytes")
+
+
+# ---------------------------------------------------------------- filename*
+
+
+def test_a_filename_star_parameter_names_the_file(site: DemoSite, http: httpx.Client) -> None:
+    jpeg = site.files.hopper.read_bytes()
+    cases = [
+        ("filename*=UTF-8''caf%C3%A9.jpg", "café.jpg"),
+        ("filename*=utf-8'fr'%22caf%C3%A9%22.jpg", '"café".jpg'),
+        ("filename*=ISO-8859-1''caf%E9.jpg", "café.jpg"),
+        # both: the extended one is the name as its sender wrote it (RFC 6266 section 4.3)
+        ("filename=\"cafe.jpg\"; filename*=UTF-8''caf%C3%A9.jpg", "café.jpg"),
+        ("filename*=UTF-8''caf%C3%A9.jpg; filename=\"cafe.jpg\"", "café.jpg"),
+        # a folder in it is dropped, as from a plain file name
+        ("filename*=UTF-8''..%2F..%2Fetc%2Fcaf%C3%A9.jpg", "café.jpg"),
+    ]
+    for params, name in cases:
+        report = _report(_post(http, _file_part(jpeg, params) + b"--XyZ--\r\n"))
+        assert report["path"] == name, (params, report["path"])
+        assert report["status"] == "SIGNED_ORIGINAL", report
+    page = _post(http, _file_part(jpeg, cases[0][0]) + b"--XyZ--\r\n", "/verify")
+    assert page.status_code == 200 and '<p class="file-name">café.jpg</p>' in page.text, page.text
+
+
+def test_a_file_named_by_filename_star_in_another_field_is_named(
+    site: DemoSite, http: httpx.Client
+) -> None:
+    body = _part("form-data; name=\"photo\"; filename*=UTF-8''caf%C3%A9.jpg", b"tiny")
+    _error(
+        _post(http, body + b"--XyZ--\r\n"),
+        r"the file came in the form field `photo`; send it in the field `file`"
+        r" \(e\.g\. curl -F file=@café\.jpg\)",
+    )
+
+
+@pytest.mark.parametrize(
+    ("params", "words"),
+    [
+        ("filename*=UTF-16''%FF%FEa", r"filename\*.*UTF-16.*UTF-8"),
+        ("filename*=caf%C3%A9.jpg", r"filename\*.*CHARSET'LANGUAGE'"),
+        ("filename*=UTF-8''caf%C3.jpg", r"filename\*.*not UTF-8"),
+        ("filename*=UTF-8''caf%G1.jpg", r"filename\*.*percent"),
+        (
+            "filename*0*=UTF-8''caf%C3%A9; filename*1=.jpg",
+            r"continuations \(filename\*0\*, filename\*1\)",
+        ),
+    ],
+    ids=["charset", "no-charset", "not-utf8", "bad-percent", "continuations"],
+)
+def test_a_malformed_filename_star_gets_a_400_naming_it(
+    http: httpx.Client, params: str, words: str
+) -> None:
+    _error(_post(http, _file_part(b"\xff\xd8\xff", params) + b"--XyZ--\r\n"), words)
+
+
+# ---------------------------------------------------------------- Content-Transfer-Encoding
+
+
+@pytest.mark.parametrize("encoding", ["base64", "BASE64", "quoted-printable", "x-gzip"])
+def test_a_transfer_encoded_part_is_refused(
+    site: DemoSite, http: httpx.Client, encoding: str
+) -> None:
+    jpeg = site.files.hopper.read_bytes()
+    text = base64.encodebytes(jpeg)
+    body = _file_part(text, 'filename="photo.jpg"', f"Content-Transfer-Encoding: {encoding}")
+    words = (
+        rf"the form's part `file` has Content-Transfer-Encoding: {encoding}, which this page"
+        r" does not decode \(RFC 7578 section 4\.7 deprecates it\)"
+    )
+    _error(_post(http, body + b"--XyZ--\r\n"), words)
+    page = _post(http, body + b"--XyZ--\r\n", "/verify")
+    assert page.status_code == 400 and "Content-Transfer-Encoding" in page.text, page.text
+
+
+def test_an_identity_transfer_encoding_is_accepted(site: DemoSite, http: httpx.Client) -> None:
+    jpeg = site.files.hopper.read_bytes()
+    for encoding in ("binary", "8bit", "7BIT"):
+        body = _file_part(jpeg, 'filename="photo.jpg"', f"Content-Transfer-Encoding: {encoding}")
+        assert _report(_post(http, body + b"--XyZ--\r\n"))["status"] == "SIGNED_ORIGINAL"
