@@ -820,7 +820,7 @@ class VerificationServicer(rpc.VerificationServicer):
     ) -> VerificationReport:
         """The report on a received upload (in a pool thread, inside a decode slot),
         given up when ``call`` ends (`VerificationPipeline.verify_upload`)."""
-        with self.gate.decode(time_left()):
+        with self.gate.decode(time_left(), call):
             sidecar = wire.signed_from_pb(header.sidecar) if header.HasField("sidecar") else None
             chunks = tuple(bytes(h) for h in header.chunk_hashes)
             receipt = (
@@ -864,7 +864,7 @@ class VerificationServicer(rpc.VerificationServicer):
     def _detect(self, upload: Upload, time_left: float | None, call: CallStop) -> dict[str, Any]:
         """The detector block of a received upload (in a pool thread, in a decode slot),
         given up when ``call`` ends."""
-        with self.gate.decode(time_left):
+        with self.gate.decode(time_left, call):
             return self.p.detect_upload(upload, time_left, call)
 
     @_rpc
