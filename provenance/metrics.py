@@ -46,7 +46,8 @@ upper bound on them under load (it can fall as queued calls are taken up). It ne
 channelz (``grpc.enable_channelz``, grpc's default) and reads it through grpc's internal
 ``grpc._cython.cygrpc.channelz_get_servers`` (what the ``grpcio-channelz`` service calls);
 without it the family is absent. It counts every gRPC server of the process (one in
-``prov serve``).
+``prov serve``; two with ``--health-listen``, whose calls are counted as the service
+port's are).
 """
 
 from __future__ import annotations
