@@ -22,6 +22,9 @@ interceptor `MetricsInterceptor` (as Sunlight and grpc's own interceptors do).
 | ``prov_c2pa_workers_busy`` | C2PA reader processes reading now |
 | ``prov_c2pa_reads_total`` | C2PA reads done by the worker pool |
 | ``prov_video_decodes_total`` | video decodes started (one sandboxed decoder child each) |
+| ``prov_decode_slots_busy`` | uploads decoded now, each in a decode slot (``--max-decodes``) |
+| ``prov_decodes_waiting`` | uploads waiting for a decode slot now |
+| ``prov_decode_slot_waits_total{outcome}`` | waits for a decode slot: ``taken`` (the file was decoded), ``refused`` (none freed within ``--decode-wait-seconds``), ``call_ended`` (its caller cancelled it or its deadline passed; the file was not decoded) |
 | ``prov_witness_requests_total{witness,outcome}`` | add-checkpoint requests: cosigned, refused, failed |
 | ``prov_witness_request_duration_seconds{witness}`` | one witness's answer (with its 409 retries) |
 | ``prov_witness_size{witness}`` | the tree size each witness last cosigned |
@@ -43,7 +46,8 @@ upper bound on them under load (it can fall as queued calls are taken up). It ne
 channelz (``grpc.enable_channelz``, grpc's default) and reads it through grpc's internal
 ``grpc._cython.cygrpc.channelz_get_servers`` (what the ``grpcio-channelz`` service calls);
 without it the family is absent. It counts every gRPC server of the process (one in
-``prov serve``).
+``prov serve``; two with ``--health-listen``, whose calls are counted as the service
+port's are).
 """
 
 from __future__ import annotations
@@ -123,6 +127,17 @@ C2PA_BUSY = Gauge("prov_c2pa_workers_busy", "C2PA reader processes reading now")
 C2PA_READS = Counter("prov_c2pa_reads", "C2PA reads done by the worker pool")
 VIDEO_DECODES = Counter(
     "prov_video_decodes", "Video decodes started (one sandboxed decoder child each)"
+)
+DECODES_BUSY = Gauge(
+    "prov_decode_slots_busy", "Uploads decoded now, each in a decode slot (--max-decodes)"
+)
+DECODES_WAITING = Gauge("prov_decodes_waiting", "Uploads waiting for a decode slot now")
+DECODE_WAITS = Counter(
+    "prov_decode_slot_waits",
+    "Waits for a decode slot, by outcome: taken (the file was decoded), refused (none"
+    " freed within --decode-wait-seconds), call_ended (its caller cancelled it or its"
+    " deadline passed while it waited; the file was not decoded)",
+    ["outcome"],
 )
 WITNESS_REQUESTS = Counter(
     "prov_witness_requests",

@@ -64,7 +64,7 @@ def test_a_port_of_other_scripts_digits_is_a_usage_error(tmp_path: Path) -> None
     # str.isdigit takes these; int refuses "²" and 5,000 digits (a ValueError traceback
     # before) and reads "٥٠٠٥١" as 50051 (before: metrics were served on port 50051)
     odd = ("²", "٥٠٠٥١", "9" * 5000)
-    for flag, port in [("--listen", "²"), ("--http", "9" * 5000)] + [
+    for flag, port in [("--listen", "²"), ("--http", "9" * 5000), ("--health-listen", "²")] + [
         ("--metrics-listen", p) for p in odd
     ]:
         args = {"--listen": "127.0.0.1:0", flag: f"127.0.0.1:{port}"}
@@ -77,12 +77,15 @@ def test_a_port_of_other_scripts_digits_is_a_usage_error(tmp_path: Path) -> None
     assert list(tmp_path.iterdir()) == []
 
 
-def test_metrics_port_in_use_is_checked_before_the_store_opens(tmp_path: Path) -> None:
+@pytest.mark.parametrize("flag", ["--metrics-listen", "--health-listen"])
+def test_metrics_or_health_port_in_use_is_checked_before_the_store_opens(
+    tmp_path: Path, flag: str
+) -> None:
     with socket.socket() as holder:
         holder.bind(("127.0.0.1", 0))
         holder.listen()
         port = holder.getsockname()[1]
-        run = _serve(tmp_path, "--listen", "127.0.0.1:0", "--metrics-listen", f"127.0.0.1:{port}")
+        run = _serve(tmp_path, "--listen", "127.0.0.1:0", flag, f"127.0.0.1:{port}")
     assert run.returncode == 1, run.stderr
     assert f"cannot listen on 127.0.0.1:{port}: address already in use" in run.stderr
     assert list(tmp_path.iterdir()) == []

@@ -13,6 +13,12 @@ import threading
 import time
 from dataclasses import dataclass, field
 
+from provenance.core.errors import DeadlineError
+
+#: How often work waiting for a call (a decode, a wait for a decode slot) looks whether
+#: the call has ended, s: it stops at most this long after.
+CALL_POLL_S = 0.05
+
 
 @dataclass(frozen=True)
 class CallStop:
@@ -35,3 +41,18 @@ class CallStop:
     def left(self) -> float | None:
         """Seconds left before the deadline (negative once past; None: no deadline)."""
         return None if self.deadline is None else self.deadline - time.monotonic()
+
+    def over(self) -> bool:
+        """Whether the call has ended (`end`) or its deadline has passed."""
+        return self.ended.is_set() or (
+            self.deadline is not None and self.deadline <= time.monotonic()
+        )
+
+
+def call_ended(when: str, then: str = "") -> DeadlineError:
+    """The error of work given up because its call ended ``when`` (its caller cancelled
+    it or its deadline passed), ``then`` saying what was stopped (empty: nothing)."""
+    done = f"; {then}" if then else ""
+    return DeadlineError(
+        f"the call ended {when} (its caller cancelled it or its deadline passed){done}"
+    )

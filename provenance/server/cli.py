@@ -199,6 +199,15 @@ def serve(
             help="Serve Prometheus metrics at http://HOST:PORT/metrics (port 0 picks one)."
         ),
     ] = None,
+    health_listen: Annotated[
+        str | None,
+        typer.Option(
+            help="Also answer grpc.health.v1.Health (Check, Watch) alone on HOST:PORT, for a"
+            " load balancer's probes: a flood of health checks on the service's port, or"
+            " from the balancer's own address, cannot fail them there (port 0 picks one;"
+            " keep it off the public network)."
+        ),
+    ] = None,
     full_check: Annotated[
         bool,
         typer.Option(
@@ -470,6 +479,8 @@ def serve(
     check_can_listen(listen, "--listen")
     if metrics_listen is not None:
         check_can_listen(metrics_listen, "--metrics-listen")
+    if health_listen is not None:
+        check_can_listen(health_listen, "--health-listen")
     if http is not None:
         check_can_listen(http, "--http")
     if c2pa_trust_config is not None and c2pa_trust_anchors is None and ca is None:
@@ -652,7 +663,7 @@ def serve(
             limits=limits,
         )
         metrics_port = serve_metrics(metrics_listen) if metrics_listen is not None else None
-        server, port = create_server(listen, service, config)
+        server, port = create_server(listen, service, config, health_listen)
         host = listen.rsplit(":", 1)[0]
         try:  # the web app last: a failure here (its port taken since the check) ends it all
             web = (
@@ -699,6 +710,8 @@ def serve(
         print(f"metrics on http://{mhost}:{metrics_port}/metrics", flush=True)
     if web is not None:
         print(f"web on http://{web.address}", flush=True)
+    if health_listen is not None:
+        print(f"health on {health_listen.rsplit(':', 1)[0]}:{server.health_port}", flush=True)
     while not signals:
         time.sleep(SIGNAL_POLL_S)
     print("shutting down", flush=True)

@@ -35,6 +35,7 @@ from typing import Any, Protocol, TypeVar
 
 from provenance import metrics
 from provenance.core.buckets import TokenBuckets
+from provenance.core.callstop import CALL_POLL_S, CallStop, call_ended
 from provenance.core.errors import (
     AuthPenaltyError,
     ConfigError,
@@ -456,21 +457,48 @@ class UploadGate:
                 slot._evict = None
 
     @contextmanager
-    def decode(self, time_left: float | None) -> Iterator[None]:
+    def decode(self, time_left: float | None, call: CallStop | None = None) -> Iterator[None]:
         """Hold a decode slot for the block, waiting up to ``decode_wait_s`` (or
         ``time_left``, the seconds left of the call's deadline, if less); raises
-        LimitError when none frees up. Blocks: call from a pool thread."""
+        LimitError when none frees up. ``call``: the call the decode is for (None: none):
+        its wait gives up as soon as the call ends (cancelled by its caller, or its
+        deadline passed), and a slot taken for a call that has ended is given back at
+        once; both raise DeadlineError and the file is not decoded. Before, a call
+        cancelled while it waited decoded its file anyway once a slot was free, holding
+        the slot for nobody. Counted by /metrics (``prov_decode_slot_waits_total``).
+        Blocks: call from a pool thread."""
         lim = self.limits
         wait = lim.decode_wait_s if time_left is None else min(time_left, lim.decode_wait_s)
-        if not self._decodes.acquire(timeout=max(0.0, wait)):
+        with metrics.DECODES_WAITING.track_inprogress():
+            taken = self._take_decode(time.monotonic() + max(0.0, wait), call)
+        if call is not None and call.over():
+            if taken:
+                self._decodes.release()
+            metrics.DECODE_WAITS.labels("call_ended").inc()
+            raise call_ended("while it waited for a decode slot", "its file was not decoded")
+        if not taken:
+            metrics.DECODE_WAITS.labels("refused").inc()
             raise LimitError(
                 f"the server is decoding {lim.max_decodes} files, its limit"
                 f" (--max-decodes), and none finished within {wait:.0f} s: try again shortly"
             )
+        metrics.DECODE_WAITS.labels("taken").inc()
         try:
-            yield
+            with metrics.DECODES_BUSY.track_inprogress():
+                yield
         finally:
             self._decodes.release()
+
+    def _take_decode(self, until: float, call: CallStop | None) -> bool:
+        """Take a decode slot, waiting until ``until`` (time.monotonic) at most, or,
+        looking every `CALL_POLL_S`, until ``call`` has ended; whether one was taken."""
+        while True:
+            left = until - time.monotonic()
+            step = left if call is None else min(left, CALL_POLL_S)
+            if self._decodes.acquire(timeout=max(0.0, step)):
+                return True
+            if left <= step or (call is not None and call.ended.is_set()):
+                return False
 
 
 class QuotaStore(Protocol):

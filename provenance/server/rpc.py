@@ -66,6 +66,7 @@ from provenance.index.mih import SCAN_CODES_PER_SECOND
 from provenance.media.assets import check_image_size
 from provenance.media.image import SNIFF_BYTES, sniff_media_type
 from provenance.media.inspect import InspectConfig, Upload
+from provenance.server.health_port import start_health_server
 from provenance.server.limits import (
     FORGERY_HOLD_S,
     AuthFailureBudget,
@@ -820,7 +821,7 @@ class VerificationServicer(rpc.VerificationServicer):
     ) -> VerificationReport:
         """The report on a received upload (in a pool thread, inside a decode slot),
         given up when ``call`` ends (`VerificationPipeline.verify_upload`)."""
-        with self.gate.decode(time_left()):
+        with self.gate.decode(time_left(), call):
             sidecar = wire.signed_from_pb(header.sidecar) if header.HasField("sidecar") else None
             chunks = tuple(bytes(h) for h in header.chunk_hashes)
             receipt = (
@@ -864,7 +865,7 @@ class VerificationServicer(rpc.VerificationServicer):
     def _detect(self, upload: Upload, time_left: float | None, call: CallStop) -> dict[str, Any]:
         """The detector block of a received upload (in a pool thread, in a decode slot),
         given up when ``call`` ends."""
-        with self.gate.decode(time_left):
+        with self.gate.decode(time_left, call):
             return self.p.detect_upload(upload, time_left, call)
 
     @_rpc
@@ -1157,10 +1158,14 @@ class AioServer:
         server: grpc.aio.Server,
         pools: tuple[futures.ThreadPoolExecutor, ...],
         quota: DeviceQuota,
+        health: grpc.aio.Server | None = None,
     ) -> None:
         self._loop = loop
         self._thread = thread
         self._server = server
+        self._health = health
+        #: the port of ``--health-listen``'s server (None: none)
+        self.health_port: int | None = None
         self._pools = pools
         self._quota = quota
         self._stopped = threading.Event()
@@ -1171,9 +1176,13 @@ class AioServer:
 
     def stop(self, grace: float | None = None) -> threading.Event:
         """Stop serving: calls in flight get ``grace`` seconds (None: none) to finish.
-        Blocks until the server has stopped; returns an event that is set."""
+        The health port (``--health-listen``) closes first, so a load balancer stops
+        sending calls while those finish. Blocks until the server has stopped; returns
+        an event that is set."""
         with self._lock:
             if not self._stopped.is_set():
+                if self._health is not None:
+                    self._call(self._health.stop(None))
                 self._call(self._server.stop(grace))
                 self._loop.call_soon_threadsafe(self._loop.stop)
                 self._thread.join()
@@ -1190,7 +1199,10 @@ class AioServer:
 
 
 def create_server(
-    address: str, service: ProvenanceService, config: ServerConfig
+    address: str,
+    service: ProvenanceService,
+    config: ServerConfig,
+    health_address: str | None = None,
 ) -> tuple[AioServer, int]:
     """Build and start a gRPC server on ``address`` ("host:port"; port 0 picks one).
 
@@ -1202,7 +1214,11 @@ def create_server(
     callbacks and completion-queue wake-ups) costs less, about 10% of the server CPU
     of a submission (measured 2 December, docs/performance.md).
 
-    Returns (server, bound port). Raises ProvenanceError when the address cannot be bound,
+    ``health_address``: also answer grpc.health.v1.Health alone on that address, a port
+    of its own for a load balancer's probes (`provenance.server.health_port`; its bound
+    port is the server's ``health_port``); None: none.
+
+    Returns (server, bound port). Raises ProvenanceError when an address cannot be bound,
     also when another process listens on it (SO_REUSEPORT is off, so a second server on
     the same port is refused instead of sharing its connections).
     """
@@ -1214,7 +1230,7 @@ def create_server(
     thread = threading.Thread(target=loop.run_forever, name="grpc-aio", daemon=True)
     thread.start()
 
-    async def start() -> tuple[grpc.aio.Server, int]:
+    async def start() -> tuple[grpc.aio.Server, int, grpc.aio.Server | None, int | None]:
         server = grpc.aio.server(
             migration_thread_pool=pool,
             options=[
@@ -1260,11 +1276,21 @@ def create_server(
             raise ProvenanceError(f"cannot listen on {address}: {e}") from e
         if port == 0:
             raise ProvenanceError(f"cannot listen on {address}: the address is in use or invalid")
+        if health_address is None:
+            await server.start()
+            return server, port, None, None
+        try:  # bound before the main port serves: a port taken refuses the start
+            probes, health_port = await start_health_server(
+                health_address, health_servicer, lim.max_pending_calls
+            )
+        except BaseException:
+            await server.stop(None)
+            raise
         await server.start()
-        return server, port
+        return server, port, probes, health_port
 
     try:
-        server, port = asyncio.run_coroutine_threadsafe(start(), loop).result()
+        server, port, probes, health_port = asyncio.run_coroutine_threadsafe(start(), loop).result()
     except BaseException:
         loop.call_soon_threadsafe(loop.stop)
         thread.join()
@@ -1272,4 +1298,6 @@ def create_server(
         pool.shutdown(wait=False)
         verification.lookups.shutdown(wait=False)
         raise
-    return AioServer(loop, thread, server, (pool, verification.lookups), quota), port
+    aio = AioServer(loop, thread, server, (pool, verification.lookups), quota, probes)
+    aio.health_port = health_port
+    return aio, port

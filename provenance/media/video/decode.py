@@ -32,7 +32,7 @@ import numpy as np
 
 from provenance import metrics
 from provenance.core.binding import PDQ_ALGORITHM, PerceptualHash
-from provenance.core.callstop import CallStop
+from provenance.core.callstop import CALL_POLL_S, CallStop, call_ended
 from provenance.core.claims import MAX_SOFT_BINDINGS
 from provenance.core.errors import (
     BindingError,
@@ -60,9 +60,6 @@ _HEADER_BYTES_PER_FRAME = 160
 #: How long the decoder process may take to start (imports), and to answer a request, s.
 START_TIMEOUT_S = 60.0
 _ANSWER_TIMEOUT_S = 10.0
-#: How often a decode for a call (`DecodeClock` ``call``) looks whether the call has
-#: ended while it waits for its child, s: the child is killed at most this long after.
-CALL_POLL_S = 0.05
 
 
 @dataclass(frozen=True)
@@ -149,9 +146,9 @@ class _Turn:
         while it has not."""
         if self.call is None or not self.call.ended.is_set():
             return None
-        return DeadlineError(
-            f"the call ended after {time.monotonic() - self.started:.1f} s of decoding the"
-            " video (its caller cancelled it or its deadline passed); the decoder was stopped"
+        return call_ended(
+            f"after {time.monotonic() - self.started:.1f} s of decoding the video",
+            "the decoder was stopped",
         )
 
     def overdue(self) -> MediaError | DeadlineError:
@@ -214,12 +211,8 @@ class DecodeClock:
         own limit for this decode, seconds (None: none)."""
         now = time.monotonic()
         call = self.call
-        if call is not None:
-            if call.ended.is_set() or (call.deadline is not None and call.deadline <= now):
-                raise DeadlineError(
-                    "the call ended before the video was decoded (its caller cancelled it"
-                    " or its deadline passed)"
-                )
+        if call is not None and call.over():
+            raise call_ended("before the video was decoded")
         if self.deadline is None:
             self.deadline = now + self.limit_s
         left = self.deadline - now
