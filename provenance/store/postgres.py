@@ -46,6 +46,9 @@ IDLE_IN_TRANSACTION_S = 60.0
 #: Seconds at most between the pool's tries to replace a connection while the database
 #: cannot be reached (see `_Pool`).
 RECONNECT_DELAY_MAX_S = 2.0
+#: Seconds a call waits for a pooled connection (the pool reconnecting meanwhile while the
+#: database cannot be reached) before it fails with StorageError.
+CONNECTION_WAIT_S = 30.0
 
 _MIGRATIONS: dict[int, str] = {
     1: """
@@ -235,6 +238,8 @@ class PostgresStore(SqlStore):
     rolling it back: a server frozen or cut off while it holds the append lock releases it
     to the other servers of the database then, not when TCP keepalive gives up (hours).
     A group commit runs its statements milliseconds apart.
+    ``connection_wait_s``: how long a call waits for a pooled connection before it fails
+    with StorageError (while the database cannot be reached the pool reconnects meanwhile).
     Raises StorageError when the database cannot be reached within ``connect_timeout_s``,
     LogError when its schema is newer than this code.
     """
@@ -249,6 +254,7 @@ class PostgresStore(SqlStore):
         connect_timeout_s: float = 15.0,
         read_only: bool = False,
         idle_in_transaction_s: float = IDLE_IN_TRANSACTION_S,
+        connection_wait_s: float = CONNECTION_WAIT_S,
     ) -> None:
         self.location = redact(url)
         self.read_only = read_only
@@ -266,7 +272,7 @@ class PostgresStore(SqlStore):
                 "autocommit": True,
                 "options": session_options(url, idle_in_transaction_s, read_only),
             },
-            timeout=30.0,
+            timeout=connection_wait_s,
             open=False,
             name="provenance",
         )
