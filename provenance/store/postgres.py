@@ -26,7 +26,13 @@ import psycopg
 import psycopg_pool
 from psycopg_pool.base import AttemptWithBackoff
 
-from provenance.core.errors import LogError, LogIntegrityError, ProvenanceError, StorageError
+from provenance.core.errors import (
+    LogError,
+    LogIntegrityError,
+    ProvenanceError,
+    StorageError,
+    StoreUnavailableError,
+)
 from provenance.store.sql import (
     _LEAF_COLS,
     HASH_KEY,
@@ -177,6 +183,24 @@ def redact(url: str) -> str:
     return re.sub(r"(://[^:/@]*):[^@]*@", r"\1:***@", url)
 
 
+#: SQLSTATEs of a server going away or not yet taking sessions: admin_shutdown,
+#: crash_shutdown, cannot_connect_now (shutting down, starting up, in recovery).
+_GONE = frozenset({"57P01", "57P02", "57P03"})
+
+
+def _unreachable(e: Exception) -> bool:
+    """Whether ``e`` says the database cannot be reached now, not that a statement failed:
+    no pooled connection within the wait (the pool failing to connect meanwhile), a
+    connection refused or lost (libpq's own errors carry no SQLSTATE; class 08 is
+    PostgreSQL's connection exceptions), or a server shutting down or starting up."""
+    if isinstance(e, psycopg_pool.PoolTimeout):
+        return True
+    if not isinstance(e, psycopg.OperationalError):
+        return False
+    state = e.sqlstate
+    return state is None or state.startswith("08") or state in _GONE
+
+
 def _dropped(conn: psycopg.Connection[Any]) -> bool:
     """Whether an idle pooled connection was closed by the server. An idle connection's
     socket has nothing to read unless the server closed it or sent a notice, so only then
@@ -293,7 +317,9 @@ class PostgresStore(SqlStore):
     def _classify(self, e: Exception) -> ProvenanceError | None:
         if isinstance(e, psycopg.errors.DiskFull):
             return StorageError(f"the database {self.location} cannot grow: {e}")
-        if isinstance(e, psycopg_pool.PoolTimeout | psycopg.OperationalError):
+        if _unreachable(e):
+            return StoreUnavailableError(f"the database {self.location} cannot be used now: {e}")
+        if isinstance(e, psycopg.OperationalError):
             return StorageError(f"the database {self.location} cannot be used now: {e}")
         if isinstance(e, psycopg.DataError | psycopg.IntegrityError):
             return LogIntegrityError(f"the log database is damaged: {e}")
