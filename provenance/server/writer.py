@@ -543,8 +543,8 @@ class GroupCommitWriter:
                 self._closing.wait(delay)
                 delay = min(2 * delay, RETRY_MAX_S)
                 continue
-            if since is not None:
-                log.info(
+            if since is not None:  # a WARNING, as the failure: both in a log kept at WARNING
+                log.warning(
                     "log append: the database answers again; %d submissions that waited"
                     " %.1f s (%d tries) are written",
                     len(batch),

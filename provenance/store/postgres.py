@@ -15,9 +15,12 @@ migrations run under another advisory lock, so servers starting together do not 
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import select
+import threading
+import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -26,6 +29,7 @@ import psycopg
 import psycopg_pool
 from psycopg_pool.base import AttemptWithBackoff
 
+from provenance.core.buckets import FewLines
 from provenance.core.errors import (
     LogError,
     LogIntegrityError,
@@ -52,6 +56,10 @@ IDLE_IN_TRANSACTION_S = 60.0
 #: Seconds at most between the pool's tries to replace a connection while the database
 #: cannot be reached (see `_Pool`).
 RECONNECT_DELAY_MAX_S = 2.0
+#: Seconds between two lines of one kind that psycopg_pool writes (`FewLines`): while the
+#: database cannot be reached it wrote a WARNING line for each connection it lost and for
+#: each try to replace each one, 2.8 lines a second for as long as the outage lasted.
+POOL_LOG_EVERY_S = 60.0
 #: Seconds a call waits for a pooled connection (the pool reconnecting meanwhile while the
 #: database cannot be reached) before it fails with StorageError.
 CONNECTION_WAIT_S = 30.0
@@ -219,6 +227,21 @@ def _dropped(conn: psycopg.Connection[Any]) -> bool:
     return False
 
 
+log = logging.getLogger(__name__)
+
+_POOL_LINES = FewLines(
+    POOL_LOG_EVERY_S,
+    "as the pool writes one for each connection it loses and each try to reconnect",
+)
+
+
+def quiet_pool_lines() -> None:
+    """Install the process's `FewLines` filter on psycopg_pool's logger (once)."""
+    logger = logging.getLogger("psycopg.pool")
+    if _POOL_LINES not in logger.filters:
+        logger.addFilter(_POOL_LINES)
+
+
 class _Attempt(AttemptWithBackoff):
     """psycopg_pool's reconnection backoff (1 s, doubling, with jitter) with its delay
     capped at `RECONNECT_DELAY_MAX_S`."""
@@ -233,10 +256,40 @@ class _Pool(psycopg_pool.ConnectionPool):
     `RECONNECT_DELAY_MAX_S` at most (until ``reconnect_timeout``, as before). psycopg_pool
     doubles the delay after each failed try (1, 2, 4, ... 128 s): once PostgreSQL was back
     from an outage, calls kept waiting for the next try, up to half the outage again
-    (measured: back 18 s into an outage, the first call answered 10.7 s later)."""
+    (measured: back 18 s into an outage, the first call answered 10.7 s later). Once a
+    try succeeds after failed ones, one line says the database answers again."""
+
+    def __init__(self, url: str, location: str, **kwargs: Any) -> None:
+        super().__init__(url, **kwargs)
+        self.location = location
+        self._outage_lock = threading.Lock()
+        # (monotonic time of the first failed try, failed tries) since the last success
+        self._outage: tuple[float, int] | None = None
 
     def _add_connection(self, attempt: AttemptWithBackoff | None, growing: bool = False) -> None:
         super()._add_connection(attempt or _Attempt(timeout=self.reconnect_timeout), growing)
+
+    def _connect(self, timeout: float | None = None) -> psycopg.Connection[Any]:
+        """A new connection; after failed tries, one line saying the database answers
+        again (psycopg_pool logs the failures, `quiet_pool_lines`)."""
+        try:
+            conn = super()._connect(timeout)
+        except Exception:
+            with self._outage_lock:
+                since, tries = self._outage or (time.monotonic(), 0)
+                self._outage = (since, tries + 1)
+            raise
+        with self._outage_lock:
+            outage, self._outage = self._outage, None
+        if outage is not None:  # a WARNING, as the failures: a log kept at WARNING shows both
+            log.warning(
+                "the database %s answers again, %.1f s after the first of %d failed"
+                " connection tries",
+                self.location,
+                time.monotonic() - outage[0],
+                outage[1],
+            )
+        return conn
 
 
 class _PgConn:
@@ -287,8 +340,10 @@ class PostgresStore(SqlStore):
             psycopg.connect(url, connect_timeout=max(1, int(connect_timeout_s))).close()
         except psycopg.Error as e:
             raise StorageError(f"cannot connect to {self.location}: {e}") from e
+        quiet_pool_lines()
         self._pool = _Pool(
             url,
+            self.location,
             min_size=1,
             max_size=max_connections,
             # read-only (an audit): every transaction of the session is READ ONLY
