@@ -6,11 +6,13 @@ and by the server's budgets of failed authentications and of reads
 The table of clients is bounded (the least recently charged dropped first), so a flood
 of addresses cannot grow memory without limit; a dropped client starts full again.
 Thread-safe; the clock is a parameter (seconds, monotonic), so tests need not sleep.
-`Every` is the same idea for log lines: at most one per key and interval.
+`Every` is the same idea for log lines: at most one per key and interval; `FewLines` is a
+logging filter built on it, saying how many lines it left out.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections import OrderedDict
@@ -100,3 +102,47 @@ class Every:
                 return False
             self._last[key] = now
             return True
+
+
+class FewLines(logging.Filter):
+    """A logging filter that lets through at most one record of each kind every ``every``
+    seconds (``clock``: monotonic seconds), the one let through saying how many were
+    left out since the last, and why (``why``, ending the sentence "lines of this kind
+    are written at most once every N s, ..."). Installed on the loggers whose lines come
+    one per request or one per retry: prov web's client noise
+    (`provenance.web.serve.ClientNoise`), the PostgreSQL pool during an outage
+    (`provenance.store.postgres`). `kind` says a record's kind: here its logger and
+    message template (``msg`` before its arguments) for WARNING and above, None (always
+    let through) below."""
+
+    def __init__(self, every: float, why: str, clock: Callable[[], float] = time.monotonic) -> None:
+        super().__init__()
+        self.every = every
+        self.why = why
+        self._gate = Every(every, clock)
+        self._left_out: dict[str, int] = {}
+        self._lock = threading.Lock()
+
+    def kind(self, record: logging.LogRecord) -> str | None:
+        """The kind of ``record`` whose lines are limited; None: always written."""
+        if record.levelno < logging.WARNING:
+            return None
+        return f"{record.name}: {record.msg}"
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """True for a record to write (its message then notes the ones left out)."""
+        kind = self.kind(record)
+        if kind is None:
+            return True
+        with self._lock:
+            if not self._gate.due(kind):
+                self._left_out[kind] = self._left_out.get(kind, 0) + 1
+                return False
+            left_out = self._left_out.pop(kind, 0)
+        note = f"{left_out:,} more like it left out since the last; " if left_out else ""
+        record.msg = (
+            f"{record.getMessage()} ({note}lines of this kind are written at most once"
+            f" every {self.every:g} s, {self.why})"
+        )
+        record.args = None
+        return True

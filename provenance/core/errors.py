@@ -63,6 +63,13 @@ class StorageError(ProvenanceError):
     error): the request may succeed later; nothing half-done was kept."""
 
 
+class StoreUnavailableError(StorageError):
+    """The database cannot be reached now: refused or lost connections, a server shutting
+    down or starting up, no pooled connection within the wait. The same request is
+    expected to succeed once it answers again (the log writer keeps its batch and tries
+    it again, `provenance.server.writer`)."""
+
+
 class ProofError(LogError):
     """An inclusion or consistency proof does not verify."""
 

@@ -18,7 +18,10 @@ checkpoint are kept in memory between batches and used while the store's newest
 checkpoint is still the one this writer signed (re-read from the store otherwise, as
 after another server's append). A failed commit changes nothing; an unexpected
 failure of a batch is retried one claim per transaction, so one bad claim fails only
-itself. A submitter is never told "accepted" before its leaf is durable.
+itself. A store that cannot be reached (StoreUnavailableError: a database outage) fails
+no claim: the batch waits, whole, and is tried again until the store answers
+(`GroupCommitWriter._append_when_reached`). A submitter is never told "accepted" before
+its leaf is durable.
 """
 
 from __future__ import annotations
@@ -47,6 +50,7 @@ from provenance.core.errors import (
     ProvenanceError,
     SequenceError,
     StorageError,
+    StoreUnavailableError,
 )
 from provenance.core.keyhistory import KeyEvent, KeyEventKind, SignedKeyEvent
 from provenance.core.registry import (
@@ -159,6 +163,14 @@ def _unconfirmed(timeout: float) -> StorageError:
         " be recorded: submit it again (a replay returns its receipt)"
     )
 
+
+#: Seconds the writer waits before it tries a batch again while the store cannot be
+#: reached (`GroupCommitWriter._append_when_reached`): the first wait, doubled after each
+#: failed try up to `RETRY_MAX_S`. Each try also waits for a connection itself
+#: (PostgreSQL: `provenance.store.postgres.CONNECTION_WAIT_S`, the pool reconnecting
+#: meanwhile), so the batch is written about as soon as the database answers again.
+RETRY_FIRST_S = 0.05
+RETRY_MAX_S = 1.0
 
 #: How often, in seconds, `_Deadlines` drops the settled waits it holds.
 SWEEP_S = 1.0
@@ -306,6 +318,7 @@ class GroupCommitWriter:
         self._queue: queue.SimpleQueue[_Item | None] = queue.SimpleQueue()
         self._done: queue.SimpleQueue[_Done | None] = queue.SimpleQueue()
         self._stopping = False
+        self._closing = threading.Event()  # close() was called: stop waiting for the store
         # the pending waits with a timeout, per event loop (`submit_async`)
         self._deadlines: dict[asyncio.AbstractEventLoop, _Deadlines] = {}
         # (size, checkpoint note, frontier) after the last commit of this writer
@@ -384,7 +397,10 @@ class GroupCommitWriter:
         return cast(Appended, await fut)
 
     def close(self) -> None:
-        """Finish what is queued, then stop the writer and acknowledging threads."""
+        """Finish what is queued, then stop the writer and acknowledging threads. While the
+        store cannot be reached, what waits for it is not tried again: it fails with the
+        store's error (StoreUnavailableError)."""
+        self._closing.set()
         self._queue.put(None)
         self._thread.join()
         self._acker.join()
@@ -473,8 +489,11 @@ class GroupCommitWriter:
 
     def _commit(self, batch: list[_Item]) -> None:
         try:
-            done = self._append(batch)
+            done = self._append_when_reached(batch)
         except Exception as e:  # a broken database must not kill the writer thread
+            if isinstance(e, StoreUnavailableError):  # the writer is closing: no more tries
+                _resolve([(item, e) for item in batch])
+                return
             if len(batch) > 1:
                 # One bad claim must not fail the others: nothing was committed, so
                 # commit each alone; only the ones that fail again get the error.
@@ -492,6 +511,47 @@ class GroupCommitWriter:
             _resolve([(item, err) for item in batch])
             return
         self._done.put(done)
+
+    def _append_when_reached(self, batch: list[_Item]) -> _Done:
+        """`_append` ``batch``; while the store cannot be reached (StoreUnavailableError)
+        the whole batch, with what queued meanwhile (up to max_batch), is tried again,
+        `RETRY_FIRST_S` apart doubling up to `RETRY_MAX_S`, until the store answers. Before,
+        the failure was retried one claim per transaction, each waiting for the store alone
+        (up to 30 s) and failing alone: an outage over the wait refused the claims one by
+        one, each costing the queue behind it the whole wait. A submitter whose own wait
+        ran out meanwhile was told its claim may still be recorded: it is. One line when
+        the store first fails, one when it answers again. Raises StoreUnavailableError
+        once `close` was called."""
+        delay = RETRY_FIRST_S
+        since: float | None = None
+        tries = 0
+        while True:
+            try:
+                done = self._append(batch)
+            except StoreUnavailableError as e:
+                tries += 1
+                if since is None:
+                    since = time.monotonic()
+                    log.warning(
+                        "log append: %s; the %d submissions wait and are tried again, whole,"
+                        " until it answers",
+                        e,
+                        len(batch),
+                    )
+                if self._closing.is_set():
+                    raise
+                self._closing.wait(delay)
+                delay = min(2 * delay, RETRY_MAX_S)
+                continue
+            if since is not None:  # a WARNING, as the failure: both in a log kept at WARNING
+                log.warning(
+                    "log append: the database answers again; %d submissions that waited"
+                    " %.1f s (%d tries) are written",
+                    len(batch),
+                    time.monotonic() - since,
+                    tries,
+                )
+            return done
 
     @staticmethod
     def _apply(txn: AppendTxn, p: PendingKeyEvent) -> Device:

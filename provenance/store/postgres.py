@@ -15,9 +15,12 @@ migrations run under another advisory lock, so servers starting together do not 
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import select
+import threading
+import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -26,7 +29,14 @@ import psycopg
 import psycopg_pool
 from psycopg_pool.base import AttemptWithBackoff
 
-from provenance.core.errors import LogError, LogIntegrityError, ProvenanceError, StorageError
+from provenance.core.buckets import FewLines
+from provenance.core.errors import (
+    LogError,
+    LogIntegrityError,
+    ProvenanceError,
+    StorageError,
+    StoreUnavailableError,
+)
 from provenance.store.sql import (
     _LEAF_COLS,
     HASH_KEY,
@@ -46,6 +56,13 @@ IDLE_IN_TRANSACTION_S = 60.0
 #: Seconds at most between the pool's tries to replace a connection while the database
 #: cannot be reached (see `_Pool`).
 RECONNECT_DELAY_MAX_S = 2.0
+#: Seconds between two lines of one kind that psycopg_pool writes (`FewLines`): while the
+#: database cannot be reached it wrote a WARNING line for each connection it lost and for
+#: each try to replace each one, 2.8 lines a second for as long as the outage lasted.
+POOL_LOG_EVERY_S = 60.0
+#: Seconds a call waits for a pooled connection (the pool reconnecting meanwhile while the
+#: database cannot be reached) before it fails with StorageError.
+CONNECTION_WAIT_S = 30.0
 
 _MIGRATIONS: dict[int, str] = {
     1: """
@@ -174,6 +191,24 @@ def redact(url: str) -> str:
     return re.sub(r"(://[^:/@]*):[^@]*@", r"\1:***@", url)
 
 
+#: SQLSTATEs of a server going away or not yet taking sessions: admin_shutdown,
+#: crash_shutdown, cannot_connect_now (shutting down, starting up, in recovery).
+_GONE = frozenset({"57P01", "57P02", "57P03"})
+
+
+def _unreachable(e: Exception) -> bool:
+    """Whether ``e`` says the database cannot be reached now, not that a statement failed:
+    no pooled connection within the wait (the pool failing to connect meanwhile), a
+    connection refused or lost (libpq's own errors carry no SQLSTATE; class 08 is
+    PostgreSQL's connection exceptions), or a server shutting down or starting up."""
+    if isinstance(e, psycopg_pool.PoolTimeout):
+        return True
+    if not isinstance(e, psycopg.OperationalError):
+        return False
+    state = e.sqlstate
+    return state is None or state.startswith("08") or state in _GONE
+
+
 def _dropped(conn: psycopg.Connection[Any]) -> bool:
     """Whether an idle pooled connection was closed by the server. An idle connection's
     socket has nothing to read unless the server closed it or sent a notice, so only then
@@ -192,6 +227,21 @@ def _dropped(conn: psycopg.Connection[Any]) -> bool:
     return False
 
 
+log = logging.getLogger(__name__)
+
+_POOL_LINES = FewLines(
+    POOL_LOG_EVERY_S,
+    "as the pool writes one for each connection it loses and each try to reconnect",
+)
+
+
+def quiet_pool_lines() -> None:
+    """Install the process's `FewLines` filter on psycopg_pool's logger (once)."""
+    logger = logging.getLogger("psycopg.pool")
+    if _POOL_LINES not in logger.filters:
+        logger.addFilter(_POOL_LINES)
+
+
 class _Attempt(AttemptWithBackoff):
     """psycopg_pool's reconnection backoff (1 s, doubling, with jitter) with its delay
     capped at `RECONNECT_DELAY_MAX_S`."""
@@ -206,10 +256,40 @@ class _Pool(psycopg_pool.ConnectionPool):
     `RECONNECT_DELAY_MAX_S` at most (until ``reconnect_timeout``, as before). psycopg_pool
     doubles the delay after each failed try (1, 2, 4, ... 128 s): once PostgreSQL was back
     from an outage, calls kept waiting for the next try, up to half the outage again
-    (measured: back 18 s into an outage, the first call answered 10.7 s later)."""
+    (measured: back 18 s into an outage, the first call answered 10.7 s later). Once a
+    try succeeds after failed ones, one line says the database answers again."""
+
+    def __init__(self, url: str, location: str, **kwargs: Any) -> None:
+        super().__init__(url, **kwargs)
+        self.location = location
+        self._outage_lock = threading.Lock()
+        # (monotonic time of the first failed try, failed tries) since the last success
+        self._outage: tuple[float, int] | None = None
 
     def _add_connection(self, attempt: AttemptWithBackoff | None, growing: bool = False) -> None:
         super()._add_connection(attempt or _Attempt(timeout=self.reconnect_timeout), growing)
+
+    def _connect(self, timeout: float | None = None) -> psycopg.Connection[Any]:
+        """A new connection; after failed tries, one line saying the database answers
+        again (psycopg_pool logs the failures, `quiet_pool_lines`)."""
+        try:
+            conn = super()._connect(timeout)
+        except Exception:
+            with self._outage_lock:
+                since, tries = self._outage or (time.monotonic(), 0)
+                self._outage = (since, tries + 1)
+            raise
+        with self._outage_lock:
+            outage, self._outage = self._outage, None
+        if outage is not None:  # a WARNING, as the failures: a log kept at WARNING shows both
+            log.warning(
+                "the database %s answers again, %.1f s after the first of %d failed"
+                " connection tries",
+                self.location,
+                time.monotonic() - outage[0],
+                outage[1],
+            )
+        return conn
 
 
 class _PgConn:
@@ -235,6 +315,8 @@ class PostgresStore(SqlStore):
     rolling it back: a server frozen or cut off while it holds the append lock releases it
     to the other servers of the database then, not when TCP keepalive gives up (hours).
     A group commit runs its statements milliseconds apart.
+    ``connection_wait_s``: how long a call waits for a pooled connection before it fails
+    with StorageError (while the database cannot be reached the pool reconnects meanwhile).
     Raises StorageError when the database cannot be reached within ``connect_timeout_s``,
     LogError when its schema is newer than this code.
     """
@@ -249,6 +331,7 @@ class PostgresStore(SqlStore):
         connect_timeout_s: float = 15.0,
         read_only: bool = False,
         idle_in_transaction_s: float = IDLE_IN_TRANSACTION_S,
+        connection_wait_s: float = CONNECTION_WAIT_S,
     ) -> None:
         self.location = redact(url)
         self.read_only = read_only
@@ -257,8 +340,10 @@ class PostgresStore(SqlStore):
             psycopg.connect(url, connect_timeout=max(1, int(connect_timeout_s))).close()
         except psycopg.Error as e:
             raise StorageError(f"cannot connect to {self.location}: {e}") from e
+        quiet_pool_lines()
         self._pool = _Pool(
             url,
+            self.location,
             min_size=1,
             max_size=max_connections,
             # read-only (an audit): every transaction of the session is READ ONLY
@@ -266,7 +351,7 @@ class PostgresStore(SqlStore):
                 "autocommit": True,
                 "options": session_options(url, idle_in_transaction_s, read_only),
             },
-            timeout=30.0,
+            timeout=connection_wait_s,
             open=False,
             name="provenance",
         )
@@ -287,7 +372,9 @@ class PostgresStore(SqlStore):
     def _classify(self, e: Exception) -> ProvenanceError | None:
         if isinstance(e, psycopg.errors.DiskFull):
             return StorageError(f"the database {self.location} cannot grow: {e}")
-        if isinstance(e, psycopg_pool.PoolTimeout | psycopg.OperationalError):
+        if _unreachable(e):
+            return StoreUnavailableError(f"the database {self.location} cannot be used now: {e}")
+        if isinstance(e, psycopg.OperationalError):
             return StorageError(f"the database {self.location} cannot be used now: {e}")
         if isinstance(e, psycopg.DataError | psycopg.IntegrityError):
             return LogIntegrityError(f"the log database is damaged: {e}")

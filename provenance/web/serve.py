@@ -16,7 +16,7 @@ import uvicorn
 from starlette.types import ASGIApp
 
 from provenance.cli.options import SIGNAL_POLL_S
-from provenance.core.buckets import Every
+from provenance.core.buckets import FewLines
 from provenance.core.errors import ConfigError
 from provenance.web.app import WebConfig, create_app
 from provenance.web.guard import DEFAULT_LIMITS, HttpLimits, guarded_protocol
@@ -86,43 +86,24 @@ UVICORN_CLIENT_WARNINGS = frozenset(
 CLIENT_NOISE_LOGGERS = ("uvicorn.error", "python_multipart.multipart")
 
 
-class ClientNoise(logging.Filter):
+class ClientNoise(FewLines):
     """Lets through at most one log record of each kind a client causes at will (see
     `CLIENT_NOISE_LOGGERS`) every ``every`` seconds (``clock``: monotonic seconds), the
-    one let through saying how many were left out since the last. Before, each such
-    request wrote a WARNING line: one client on loopback wrote 2,000 lines in 1.2 s.
-    Kinds: uvicorn's messages as they are (a few fixed strings), one for all of
+    one let through saying how many were left out since the last (`FewLines`). Before,
+    each such request wrote a WARNING line: one client on loopback wrote 2,000 lines in
+    1.2 s. Kinds: uvicorn's messages as they are (a few fixed strings), one for all of
     python-multipart's (its messages hold the offending bytes)."""
 
     def __init__(
         self, every: float = CLIENT_NOISE_EVERY_S, clock: Callable[[], float] = time.monotonic
     ) -> None:
-        super().__init__()
-        self.every = every
-        self._gate = Every(every, clock)
-        self._left_out: dict[str, int] = {}
-        self._lock = threading.Lock()
+        super().__init__(every, "as any client can cause one a request", clock)
 
-    def filter(self, record: logging.LogRecord) -> bool:
-        """True for a record to write (its message then notes the ones left out)."""
+    def kind(self, record: logging.LogRecord) -> str | None:
+        """uvicorn's client warnings by message, python-multipart's as one; None else."""
         if record.name == "uvicorn.error":
-            if record.msg not in UVICORN_CLIENT_WARNINGS:
-                return True
-            kind = str(record.msg)
-        else:
-            kind = record.name
-        with self._lock:
-            if not self._gate.due(kind):
-                self._left_out[kind] = self._left_out.get(kind, 0) + 1
-                return False
-            left_out = self._left_out.pop(kind, 0)
-        note = f"{left_out:,} more like it left out since the last; " if left_out else ""
-        record.msg = (
-            f"{record.getMessage()} ({note}lines of this kind are written at most once"
-            f" every {self.every:g} s, as any client can cause one a request)"
-        )
-        record.args = None
-        return True
+            return str(record.msg) if record.msg in UVICORN_CLIENT_WARNINGS else None
+        return record.name
 
 
 _CLIENT_NOISE = ClientNoise()
