@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from clients.scan.sources import (
+    MAX_LIST_LINE,
     EntryItem,
     FileItem,
     HashedItem,
@@ -334,6 +335,35 @@ def test_folders_nested_deeper_than_pythons_recursion_limit_are_walked(tmp_path:
             os.rmdir(root / ("a/" * level))
 
 
+#: Walks the PATH argument argv[1] with tracemalloc on, the items dropped as they come;
+#: prints how many came and the peak of memory in bytes.
+_WALK_PEAK = (
+    "import sys, tracemalloc\n"
+    "from clients.scan.sources import ScanLimits, iter_items\n"
+    "tracemalloc.start()\n"
+    "count = sum(1 for _ in iter_items([sys.argv[1]], ScanLimits()))\n"
+    "print(count, tracemalloc.get_traced_memory()[1])\n"
+)
+
+
+def _walk_peak(path: Path) -> tuple[int, int]:
+    """(items, peak bytes) of walking ``path`` as a scan's PATH argument, measured in a
+    child process (tracemalloc counts every thread's allocations) and named relative to
+    its working folder, ``path``'s own: the items hold their paths, so a longer tmp_path
+    would measure more (no ``preexec_fn``: tests/test_no_preexec_fn)."""
+    run = subprocess.run(
+        [sys.executable, "-c", _WALK_PEAK, path.name],
+        cwd=path.parent,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        timeout=300,
+    )
+    assert run.returncode == 0, run.stderr
+    count, peak = (int(x) for x in run.stdout.split())
+    return count, peak
+
+
 def test_a_large_folder_walk_frees_each_entry_once_yielded(tmp_path: Path) -> None:
     """Walking a folder of 20,000 files holds its sorted listing (names and types), not
     every entry's `stat` result until the folder ends: before, each `os.DirEntry` kept the
@@ -346,22 +376,68 @@ def test_a_large_folder_walk_frees_each_entry_once_yielded(tmp_path: Path) -> No
     folder.mkdir()
     for i in range(20_000):
         (folder / f"f{i:05d}.txt").write_bytes(b"x")
-    code = (
-        "import sys, tracemalloc\n"
-        "from clients.scan.sources import ScanLimits, iter_items\n"
-        "tracemalloc.start()\n"
-        "count = sum(1 for _ in iter_items([sys.argv[1]], ScanLimits()))\n"
-        "print(count, tracemalloc.get_traced_memory()[1])\n"
-    )
-    run = subprocess.run(
-        [sys.executable, "-c", code, folder.name],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-        timeout=300,
-    )
-    assert run.returncode == 0, run.stderr
-    count, peak = (int(x) for x in run.stdout.split())
+    count, peak = _walk_peak(folder)
     assert count == 20_000
     assert peak < 400 * 20_000, peak
+
+
+def test_a_list_file_names_files_from_its_own_folder(tmp_path: Path) -> None:
+    """A list file (.txt, .lst, .list) names a file a line, relative to the list's folder;
+    blank lines and ``#`` comments are skipped, a line's surrounding blanks and its CR
+    (a list written on Windows) dropped; a list named in a list is a file, not read as a
+    list."""
+    (tmp_path / "a.jpg").write_bytes(JPEG)
+    (tmp_path / "b.jpg").write_bytes(JPEG)
+    (tmp_path / "inner.txt").write_text("a.jpg\n")
+    (tmp_path / "names.lst").write_bytes(
+        b"a.jpg\r\n# a comment\n\n  b.jpg \nmissing.jpg\ninner.txt"
+    )
+    got = list(iter_items([str(tmp_path / "names.lst")], ScanLimits()))
+    assert [(type(i).__name__, i.ref) for i in got] == [
+        ("FileItem", f"{tmp_path}/a.jpg"),
+        ("FileItem", f"{tmp_path}/b.jpg"),
+        ("RefusedItem", f"{tmp_path}/missing.jpg"),
+        ("FileItem", f"{tmp_path}/inner.txt"),
+    ]
+
+
+def test_list_lines_that_name_no_file_are_one_row_of_the_list(tmp_path: Path) -> None:
+    """A line longer than MAX_LIST_LINE characters (no file name is) or holding a NUL
+    byte (none holds one) is skipped, the lines after it read, and the list file gets one
+    row naming those lines. Before, a long line became a row whose ref was the whole
+    line ("cannot open: File name too long"), and a NUL ended the scan in a traceback
+    (ValueError: embedded null byte)."""
+    (tmp_path / "a.jpg").write_bytes(JPEG)
+    (tmp_path / "b.jpg").write_bytes(JPEG)
+    long = "x" * (MAX_LIST_LINE + 1)
+    lines = ["a.jpg", long, "c\0.jpg", "b.jpg", long * 3]  # the last without a newline
+    listed = tmp_path / "names.txt"
+    listed.write_text("\n".join(lines))
+    got = list(iter_items([str(listed)], ScanLimits()))
+    assert [i.ref for i in got] == [f"{tmp_path}/a.jpg", f"{tmp_path}/b.jpg", str(listed)]
+    last = got[-1]
+    assert isinstance(last, RefusedItem), last
+    assert last.error == (
+        "3 lines of the list file name no file and were skipped: line 2 (longer than"
+        f" {MAX_LIST_LINE:,} characters), line 3 (holds a NUL byte), line 5 (longer than"
+        f" {MAX_LIST_LINE:,} characters)"
+    ), last.error
+
+
+@pytest.mark.parametrize("shape", ["200,000 names", "one line of 32 MiB"])
+def test_a_list_file_is_read_a_line_at_a_time(tmp_path: Path, shape: str) -> None:
+    """A list file is read as the scan goes, a line of at most MAX_LIST_LINE characters
+    at a time: memory does not grow with the list. Before, the whole list was read into
+    a list of lines first (a list of 10^7 names cost about 1 GB before the first file),
+    and a single line of any length was held whole, several times over. Measured in a
+    child process on a relative name (as the folder walk's test: tracemalloc counts every
+    thread)."""
+    listed = tmp_path / "names.txt"
+    with listed.open("w") as f:
+        if shape == "200,000 names":
+            f.writelines(f"missing/{i:07d}.jpg\n" for i in range(200_000))
+        else:
+            f.write("x" * (32 << 20))
+    count, peak = _walk_peak(listed)
+    assert count == (200_000 if shape == "200,000 names" else 1)
+    assert peak < 2 << 20, f"{peak:,} bytes at the peak"
