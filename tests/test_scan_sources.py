@@ -11,6 +11,7 @@ import sys
 import tarfile
 import uuid
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -27,6 +28,7 @@ from clients.scan.sources import (
     iter_items,
 )
 from tests.conftest import ROOT
+from tests.deep_tree import make_chain, remove_tree
 
 SAMPLES = Path(__file__).resolve().parents[1] / "clients" / "samples"
 JPEG = (SAMPLES / "rocket.jpg").read_bytes()
@@ -304,35 +306,36 @@ def test_entries_whose_names_look_numbered_keep_a_ref_each(tmp_path: Path) -> No
         assert data == [b"file 0", b"file 1", b"file 2"]
 
 
-def test_folders_nested_deeper_than_pythons_recursion_limit_are_walked(tmp_path: Path) -> None:
+#: Levels of the deep folder (`deep_folder`): past Python's recursion limit.
+DEEP = sys.getrecursionlimit() + 200
+
+
+@pytest.fixture
+def deep_folder(tmp_path: Path) -> Iterator[Path]:
+    """A folder holding ``0.jpg``, ``b.jpg`` and a chain of DEEP folders ``a`` with
+    ``leaf.jpg`` at its bottom; removed after the test, passed or failed, from folder
+    descriptors (`tests.deep_tree.remove_tree`): left behind, it made pytest's clean-up of
+    old runs' folders fail (shutil.rmtree: RecursionError) on every later run."""
+    root = tmp_path / "d"
+    root.mkdir()
+    try:
+        make_chain(root, DEEP)
+        (root / ("a/" * DEEP + "leaf.jpg")).write_bytes(JPEG)
+        (root / "b.jpg").write_bytes(JPEG)
+        (root / "0.jpg").write_bytes(JPEG)
+        yield root
+    finally:
+        remove_tree(root)
+
+
+def test_folders_nested_deeper_than_pythons_recursion_limit_are_walked(deep_folder: Path) -> None:
     """A folder 1,200 levels deep (an archive's disk can hold one; its path is still
     under PATH_MAX) is walked to its bottom, in the same order as a shallow one: before,
     each level was one more nested generator and the walk died of RecursionError, the
     scan with a traceback and no row at all."""
-    depth = sys.getrecursionlimit() + 200
-    root = tmp_path / "d"
-    root.mkdir()
-    fd = os.open(root, os.O_RDONLY)
-    try:
-        for _ in range(depth):
-            os.mkdir("a", dir_fd=fd)
-            inner = os.open("a", os.O_RDONLY, dir_fd=fd)
-            os.close(fd)
-            fd = inner
-        leaf = os.open("leaf.jpg", os.O_WRONLY | os.O_CREAT, 0o644, dir_fd=fd)
-        os.write(leaf, JPEG)
-        os.close(leaf)
-    finally:
-        os.close(fd)
-    (root / "b.jpg").write_bytes(JPEG)
-    (root / "0.jpg").write_bytes(JPEG)
-    try:
-        refs = [i.ref for i in iter_items([str(root)], ScanLimits())]
-        assert refs == [f"{root}/0.jpg", f"{root}/{'a/' * depth}leaf.jpg", f"{root}/b.jpg"]
-    finally:  # deepest first: pytest's clean-up of old runs (shutil.rmtree) recurses
-        os.remove(root / ("a/" * depth + "leaf.jpg"))
-        for level in range(depth, 0, -1):
-            os.rmdir(root / ("a/" * level))
+    refs = [i.ref for i in iter_items([str(deep_folder)], ScanLimits())]
+    root = deep_folder
+    assert refs == [f"{root}/0.jpg", f"{root}/{'a/' * DEEP}leaf.jpg", f"{root}/b.jpg"]
 
 
 #: Walks the PATH argument argv[1] with tracemalloc on, the items dropped as they come;
