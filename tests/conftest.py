@@ -37,6 +37,7 @@ from provenance.core.envelope import PAYLOAD_TYPE_CLAIM, PAYLOAD_TYPE_ENROLL, si
 from provenance.core.keys import DeviceKey
 from provenance.wire import convert as wire
 from provenance.wire.contract import RETRY_AFTER_KEY
+from tests.drain import Drained
 from tests.pgserver import PgServer
 from tests.pgserver import missing_reason as pg_missing_reason
 
@@ -101,11 +102,24 @@ def sign_claim(key: DeviceKey, claim: Claim) -> SignedClaim:
 
 @dataclass
 class ServerProc:
-    """A `prov serve` child process on a loopback port."""
+    """A `prov serve` child process on a loopback port. ``log``: its stderr, read as it
+    is written (`drain_stderr`; ``proc.stderr`` is then None): read it with `stderr`."""
 
     proc: subprocess.Popen[str]
     address: str
     db: Path | str
+    log: Drained | None = None
+
+    def stderr(self) -> str:
+        """The server's stderr (its log): all of it once the server stopped (this waits
+        up to 20 s for its end), what came so far while it runs; its start and its end
+        past 2 MiB (`tests.drain.Drained`)."""
+        if self.log is None:  # piped by whoever started it, and not drained
+            assert self.proc.stderr is not None, "the server's stderr was not piped"
+            return self.proc.stderr.read()
+        if self.proc.poll() is not None:
+            self.log.wait()
+        return self.log.text()
 
     def stop(self, sig: int = 15) -> int:
         if self.proc.poll() is None:
@@ -145,18 +159,31 @@ def start_server(db: Path | str, *extra: str, env: dict[str, str] | None = None)
         env=full_env,
         cwd=ROOT,
     )
+    log = drain_stderr(proc)
     assert proc.stdout is not None
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         line = proc.stdout.readline()
         if line.startswith("listening on "):
-            return ServerProc(proc, line.split()[-1], db)
+            return ServerProc(proc, line.split()[-1], db, log)
         if not line and proc.poll() is not None:
-            raise RuntimeError(
-                f"server exited {proc.returncode}: {proc.stderr.read() if proc.stderr else ''}"
-            )
+            log.wait()
+            raise RuntimeError(f"server exited {proc.returncode}: {log.text()}")
     proc.kill()
-    raise RuntimeError("server did not start in 60 s")
+    proc.wait()
+    log.wait()
+    raise RuntimeError(f"server did not start in 60 s: {log.text()}")
+
+
+def drain_stderr(proc: subprocess.Popen[str]) -> Drained:
+    """``proc``'s piped stderr, read from now on as it is written (`tests.drain`), so a
+    child that logs more than a pipe holds (64 KiB) is never blocked; ``proc.stderr`` is
+    set to None, leaving the stream to the reader. Before, servers' stderr was read only
+    once they stopped: one that logged 64 KiB stopped answering."""
+    assert proc.stderr is not None
+    log = Drained(proc.stderr)
+    proc.stderr = None
+    return log
 
 
 #: SIGINT's handler, and whether it is blocked, as every test finds it (`pytest_configure`).
@@ -474,16 +501,30 @@ def witness_serve(
          str(tmp_path / "wstate"), "--name", "witness.test/w1", "--listen", "127.0.0.1:0"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
     )  # fmt: skip
+    log = drain_stderr(proc)
     if max_file_bytes is not None:  # set from here: no preexec_fn (see cli_process)
         resource.prlimit(proc.pid, resource.RLIMIT_FSIZE, (max_file_bytes, max_file_bytes))
     try:
-        vkey = read_line(proc, "witness key ")
-        yield read_line(proc, "witness on "), vkey
+        vkey = _first_line(proc, log, "witness key ")
+        yield _first_line(proc, log, "witness on "), vkey
     finally:
         proc.terminate()
-        _, err = proc.communicate(timeout=20)
+        proc.communicate(timeout=20)
+        log.wait()
         if stderr is not None:
-            stderr.append(err)
+            stderr.append(log.text())
+
+
+def _first_line(proc: subprocess.Popen[str], log: Drained, prefix: str) -> str:
+    """`read_line` of ``proc``, whose stderr ``log`` drains: a failure says what it
+    logged. Raises RuntimeError (``proc`` killed)."""
+    try:
+        return read_line(proc, prefix)
+    except RuntimeError as e:
+        proc.kill()
+        proc.wait()
+        log.wait()
+        raise RuntimeError(f"{e}: {log.text()}") from None
 
 
 def write_video(path: Path, frames: Iterable[np.ndarray], fps: int = 1, crf: int = 30) -> None:
@@ -525,7 +566,8 @@ def start_web(server: str, *extra: str, root: Path = ROOT) -> ServerProc:
         text=True,
         cwd=root,
     )
-    return ServerProc(proc, read_line(proc, "web on "), Path())
+    log = drain_stderr(proc)
+    return ServerProc(proc, _first_line(proc, log, "web on "), Path(), log)
 
 
 #: Addresses `run_in_netns` gives its namespace's loopback, each in its /64: the

@@ -20,8 +20,7 @@ LINE = re.compile(
 def test_server_log_lines_have_time_level_and_logger(tmp_path: Path) -> None:
     srv = start_server(tmp_path / "prov.db")
     srv.stop()
-    assert srv.proc.stderr is not None
-    logged = srv.proc.stderr.read()
+    logged = srv.stderr()
     assert any(LINE.match(line) for line in logged.splitlines()), logged
 
 
@@ -46,8 +45,7 @@ def test_the_http_servers_own_warnings_are_written_as_every_line(tmp_path: Path)
         assert answer.startswith(b"HTTP/1.1 400"), "no answer to the malformed head"
     finally:
         srv.stop()
-    assert srv.proc.stderr is not None
-    logged = srv.proc.stderr.read().splitlines()
+    logged = srv.stderr().splitlines()
     stamp = r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z "
     warned = [line for line in logged if "Invalid HTTP request received" in line]
     assert warned and all(re.match(stamp + "WARNING uvicorn.error: ", w) for w in warned), logged
@@ -82,8 +80,7 @@ def test_a_client_that_leaves_mid_request_leaves_no_traceback(tmp_path: Path) ->
             assert s.recv(4096).startswith(b"HTTP/1.1 200"), "the server stopped answering"
     finally:
         srv.stop()
-    assert srv.proc.stderr is not None
-    logged = srv.proc.stderr.read()
+    logged = srv.stderr()
     assert "Traceback" not in logged and "unexpected error" not in logged, logged
 
 
@@ -112,8 +109,7 @@ def test_warnings_any_client_can_cause_at_will_are_logged_once_a_minute(tmp_path
                 assert _answer(web.address, request).startswith(b"HTTP/1.1 "), "no answer"
     finally:
         web.stop()
-    assert web.proc.stderr is not None
-    logged = web.proc.stderr.read().splitlines()
+    logged = web.stderr().splitlines()
     for words in requests:
         lines = [line for line in logged if words in line]
         assert len(lines) == 1, (words, lines)

@@ -283,8 +283,7 @@ def test_a_dead_witness_never_blocks_submissions_and_the_quorum_is_reported(
             back.stop()
     finally:
         srv.stop()
-    assert srv.proc.stderr is not None
-    logged = srv.proc.stderr.read()
+    logged = srv.stderr()
     assert f"witness witness.test/w2 (http://127.0.0.1:{port}) did not cosign" in logged
     assert "witness witness.test/w2" in logged and "cosigns again, at size 4" in logged
     assert said in logged and "ConnectionRefusedError" not in logged

@@ -38,6 +38,7 @@ from tests.conftest import (
     ROOT,
     SAMPLES,
     ServerProc,
+    drain_stderr,
     read_line,
     run_in_netns,
     start_server,
@@ -57,7 +58,8 @@ def _witness(tmp_path: Path, *extra: str) -> ServerProc:
          str(tmp_path / "wstate"), "--listen", "127.0.0.1:0", *extra],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
     )  # fmt: skip
-    return ServerProc(proc, read_line(proc, "witness on "), tmp_path)
+    log = drain_stderr(proc)
+    return ServerProc(proc, read_line(proc, "witness on "), tmp_path, log)
 
 
 @pytest.fixture(params=["web", "witness"])
@@ -233,8 +235,7 @@ def test_refused_clients_that_hang_up_at_once_leave_nothing_open() -> None:
         for s in held:
             s.close()
         proc.stop()
-    assert proc.proc.stderr is not None
-    log = proc.proc.stderr.read()
+    log = proc.stderr()
     assert "Traceback" not in log, log[-2000:]
     assert after <= before
 

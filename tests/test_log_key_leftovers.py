@@ -91,8 +91,7 @@ def test_a_killed_writers_copy_is_kept_while_it_lives_and_removed_at_the_next_st
     finally:
         assert server.stop() == 0
     assert not copy.exists()  # the killed writer's copy: removed
-    assert server.proc.stderr is not None
-    assert f"removed {copy}" in server.proc.stderr.read()
+    assert f"removed {copy}" in server.stderr()
     assert young.exists() and link.is_symlink() and target.exists()
     assert all(p.exists() for p in others)
 
@@ -134,8 +133,7 @@ def test_the_checkpoint_memo_is_written_afresh_and_killed_starts_copies_removed(
         assert (tmp_path / "k.db.logkey.pem").exists()
     finally:
         assert server.stop() == 0
-    assert server.proc.stderr is not None
-    err = server.proc.stderr.read()
+    err = server.stderr()
     assert not any(p.exists() for p in old), err
     assert all(f"removed {p}" in err for p in old), err
     assert all(p.exists() for p in kept)

@@ -11,11 +11,13 @@ import sys
 import tarfile
 import uuid
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from clients.scan.sources import (
+    MAX_LIST_LINE,
     EntryItem,
     FileItem,
     HashedItem,
@@ -26,6 +28,7 @@ from clients.scan.sources import (
     iter_items,
 )
 from tests.conftest import ROOT
+from tests.deep_tree import make_chain, remove_tree
 
 SAMPLES = Path(__file__).resolve().parents[1] / "clients" / "samples"
 JPEG = (SAMPLES / "rocket.jpg").read_bytes()
@@ -303,35 +306,65 @@ def test_entries_whose_names_look_numbered_keep_a_ref_each(tmp_path: Path) -> No
         assert data == [b"file 0", b"file 1", b"file 2"]
 
 
-def test_folders_nested_deeper_than_pythons_recursion_limit_are_walked(tmp_path: Path) -> None:
+#: Levels of the deep folder (`deep_folder`): past Python's recursion limit.
+DEEP = sys.getrecursionlimit() + 200
+
+
+@pytest.fixture
+def deep_folder(tmp_path: Path) -> Iterator[Path]:
+    """A folder holding ``0.jpg``, ``b.jpg`` and a chain of DEEP folders ``a`` with
+    ``leaf.jpg`` at its bottom; removed after the test, passed or failed, from folder
+    descriptors (`tests.deep_tree.remove_tree`): left behind, it made pytest's clean-up of
+    old runs' folders fail (shutil.rmtree: RecursionError) on every later run."""
+    root = tmp_path / "d"
+    root.mkdir()
+    try:
+        make_chain(root, DEEP)
+        (root / ("a/" * DEEP + "leaf.jpg")).write_bytes(JPEG)
+        (root / "b.jpg").write_bytes(JPEG)
+        (root / "0.jpg").write_bytes(JPEG)
+        yield root
+    finally:
+        remove_tree(root)
+
+
+def test_folders_nested_deeper_than_pythons_recursion_limit_are_walked(deep_folder: Path) -> None:
     """A folder 1,200 levels deep (an archive's disk can hold one; its path is still
     under PATH_MAX) is walked to its bottom, in the same order as a shallow one: before,
     each level was one more nested generator and the walk died of RecursionError, the
     scan with a traceback and no row at all."""
-    depth = sys.getrecursionlimit() + 200
-    root = tmp_path / "d"
-    root.mkdir()
-    fd = os.open(root, os.O_RDONLY)
-    try:
-        for _ in range(depth):
-            os.mkdir("a", dir_fd=fd)
-            inner = os.open("a", os.O_RDONLY, dir_fd=fd)
-            os.close(fd)
-            fd = inner
-        leaf = os.open("leaf.jpg", os.O_WRONLY | os.O_CREAT, 0o644, dir_fd=fd)
-        os.write(leaf, JPEG)
-        os.close(leaf)
-    finally:
-        os.close(fd)
-    (root / "b.jpg").write_bytes(JPEG)
-    (root / "0.jpg").write_bytes(JPEG)
-    try:
-        refs = [i.ref for i in iter_items([str(root)], ScanLimits())]
-        assert refs == [f"{root}/0.jpg", f"{root}/{'a/' * depth}leaf.jpg", f"{root}/b.jpg"]
-    finally:  # deepest first: pytest's clean-up of old runs (shutil.rmtree) recurses
-        os.remove(root / ("a/" * depth + "leaf.jpg"))
-        for level in range(depth, 0, -1):
-            os.rmdir(root / ("a/" * level))
+    refs = [i.ref for i in iter_items([str(deep_folder)], ScanLimits())]
+    root = deep_folder
+    assert refs == [f"{root}/0.jpg", f"{root}/{'a/' * DEEP}leaf.jpg", f"{root}/b.jpg"]
+
+
+#: Walks the PATH argument argv[1] with tracemalloc on, the items dropped as they come;
+#: prints how many came and the peak of memory in bytes.
+_WALK_PEAK = (
+    "import sys, tracemalloc\n"
+    "from clients.scan.sources import ScanLimits, iter_items\n"
+    "tracemalloc.start()\n"
+    "count = sum(1 for _ in iter_items([sys.argv[1]], ScanLimits()))\n"
+    "print(count, tracemalloc.get_traced_memory()[1])\n"
+)
+
+
+def _walk_peak(path: Path) -> tuple[int, int]:
+    """(items, peak bytes) of walking ``path`` as a scan's PATH argument, measured in a
+    child process (tracemalloc counts every thread's allocations) and named relative to
+    its working folder, ``path``'s own: the items hold their paths, so a longer tmp_path
+    would measure more (no ``preexec_fn``: tests/test_no_preexec_fn)."""
+    run = subprocess.run(
+        [sys.executable, "-c", _WALK_PEAK, path.name],
+        cwd=path.parent,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        timeout=300,
+    )
+    assert run.returncode == 0, run.stderr
+    count, peak = (int(x) for x in run.stdout.split())
+    return count, peak
 
 
 def test_a_large_folder_walk_frees_each_entry_once_yielded(tmp_path: Path) -> None:
@@ -346,22 +379,68 @@ def test_a_large_folder_walk_frees_each_entry_once_yielded(tmp_path: Path) -> No
     folder.mkdir()
     for i in range(20_000):
         (folder / f"f{i:05d}.txt").write_bytes(b"x")
-    code = (
-        "import sys, tracemalloc\n"
-        "from clients.scan.sources import ScanLimits, iter_items\n"
-        "tracemalloc.start()\n"
-        "count = sum(1 for _ in iter_items([sys.argv[1]], ScanLimits()))\n"
-        "print(count, tracemalloc.get_traced_memory()[1])\n"
-    )
-    run = subprocess.run(
-        [sys.executable, "-c", code, folder.name],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-        timeout=300,
-    )
-    assert run.returncode == 0, run.stderr
-    count, peak = (int(x) for x in run.stdout.split())
+    count, peak = _walk_peak(folder)
     assert count == 20_000
     assert peak < 400 * 20_000, peak
+
+
+def test_a_list_file_names_files_from_its_own_folder(tmp_path: Path) -> None:
+    """A list file (.txt, .lst, .list) names a file a line, relative to the list's folder;
+    blank lines and ``#`` comments are skipped, a line's surrounding blanks and its CR
+    (a list written on Windows) dropped; a list named in a list is a file, not read as a
+    list."""
+    (tmp_path / "a.jpg").write_bytes(JPEG)
+    (tmp_path / "b.jpg").write_bytes(JPEG)
+    (tmp_path / "inner.txt").write_text("a.jpg\n")
+    (tmp_path / "names.lst").write_bytes(
+        b"a.jpg\r\n# a comment\n\n  b.jpg \nmissing.jpg\ninner.txt"
+    )
+    got = list(iter_items([str(tmp_path / "names.lst")], ScanLimits()))
+    assert [(type(i).__name__, i.ref) for i in got] == [
+        ("FileItem", f"{tmp_path}/a.jpg"),
+        ("FileItem", f"{tmp_path}/b.jpg"),
+        ("RefusedItem", f"{tmp_path}/missing.jpg"),
+        ("FileItem", f"{tmp_path}/inner.txt"),
+    ]
+
+
+def test_list_lines_that_name_no_file_are_one_row_of_the_list(tmp_path: Path) -> None:
+    """A line longer than MAX_LIST_LINE characters (no file name is) or holding a NUL
+    byte (none holds one) is skipped, the lines after it read, and the list file gets one
+    row naming those lines. Before, a long line became a row whose ref was the whole
+    line ("cannot open: File name too long"), and a NUL ended the scan in a traceback
+    (ValueError: embedded null byte)."""
+    (tmp_path / "a.jpg").write_bytes(JPEG)
+    (tmp_path / "b.jpg").write_bytes(JPEG)
+    long = "x" * (MAX_LIST_LINE + 1)
+    lines = ["a.jpg", long, "c\0.jpg", "b.jpg", long * 3]  # the last without a newline
+    listed = tmp_path / "names.txt"
+    listed.write_text("\n".join(lines))
+    got = list(iter_items([str(listed)], ScanLimits()))
+    assert [i.ref for i in got] == [f"{tmp_path}/a.jpg", f"{tmp_path}/b.jpg", str(listed)]
+    last = got[-1]
+    assert isinstance(last, RefusedItem), last
+    assert last.error == (
+        "3 lines of the list file name no file and were skipped: line 2 (longer than"
+        f" {MAX_LIST_LINE:,} characters), line 3 (holds a NUL byte), line 5 (longer than"
+        f" {MAX_LIST_LINE:,} characters)"
+    ), last.error
+
+
+@pytest.mark.parametrize("shape", ["200,000 names", "one line of 32 MiB"])
+def test_a_list_file_is_read_a_line_at_a_time(tmp_path: Path, shape: str) -> None:
+    """A list file is read as the scan goes, a line of at most MAX_LIST_LINE characters
+    at a time: memory does not grow with the list. Before, the whole list was read into
+    a list of lines first (a list of 10^7 names cost about 1 GB before the first file),
+    and a single line of any length was held whole, several times over. Measured in a
+    child process on a relative name (as the folder walk's test: tracemalloc counts every
+    thread)."""
+    listed = tmp_path / "names.txt"
+    with listed.open("w") as f:
+        if shape == "200,000 names":
+            f.writelines(f"missing/{i:07d}.jpg\n" for i in range(200_000))
+        else:
+            f.write("x" * (32 << 20))
+    count, peak = _walk_peak(listed)
+    assert count == (200_000 if shape == "200,000 names" else 1)
+    assert peak < 2 << 20, f"{peak:,} bytes at the peak"

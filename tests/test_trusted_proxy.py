@@ -106,7 +106,7 @@ def test_serve_http_page_takes_trusted_proxy(tmp_path: Path) -> None:
         "--http", "127.0.0.1:0", "--uploads-per-minute", "1", "--trusted-proxy", "127.0.0.0/8",
     )  # fmt: skip
     try:
-        web = ServerProc(srv.proc, read_line(srv.proc, "web on "), tmp_path)
+        web = ServerProc(srv.proc, read_line(srv.proc, "web on "), tmp_path, srv.log)
         assert _upload(web, "192.0.2.1")[0] == 400
         assert _upload(web, "192.0.2.2")[0] == 400
         status, body = _upload(web, "192.0.2.1")

@@ -838,9 +838,8 @@ def test_web_without_its_service_does_not_show_the_service_address() -> None:
             assert "127.0.0.2" not in page.text and "ipv4" not in page.text
     finally:
         web.stop()
-    assert web.proc.stderr is not None
     assert "WARNING provenance.web.errors: cannot reach the server at 127.0.0.2:1" in (
-        web.proc.stderr.read()
+        web.stderr()
     )  # the operator's log has it
 
 
@@ -872,8 +871,7 @@ def test_grpc_s_own_failure_text_is_not_shown_to_visitors() -> None:
     finally:
         web.stop()
         foreign.stop(None)
-    assert web.proc.stderr is not None
-    log_text = web.proc.stderr.read()
+    log_text = web.stderr()
     assert "WARNING provenance.web.errors: Method not found! [UNIMPLEMENTED]" in log_text, log_text
 
 
@@ -1061,8 +1059,7 @@ def test_an_upload_cut_mid_way_logs_no_error(
         code = srv.stop()
     errors = [r.getMessage() for r in caplog.records if r.levelname in ("ERROR", "CRITICAL")]
     assert not errors, errors
-    assert srv.proc.stderr is not None
-    logged = srv.proc.stderr.read()
+    logged = srv.stderr()
     assert "Traceback" not in logged and " ERROR " not in logged, logged
     assert code == 0
 

@@ -10,8 +10,7 @@ from tests.conftest import ServerProc, closed_port, start_web
 
 def _stderr_after_stop(web: ServerProc) -> str:
     web.stop()
-    assert web.proc.stderr is not None
-    return web.proc.stderr.read()
+    return web.stderr()
 
 
 def test_web_warns_when_its_grpc_service_does_not_answer() -> None:

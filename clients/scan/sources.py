@@ -57,6 +57,13 @@ from provenance.wire.sidecar import MAX_SIDECAR_BYTES
 ARCHIVE_SUFFIXES = (".zip", ".tar", ".tgz", ".tar.gz", ".tar.bz2", ".tbz2", ".tar.xz", ".txz")
 #: Suffixes of a PATH argument read as a list of paths, one a line.
 LIST_SUFFIXES = (".txt", ".lst", ".list")
+#: Longest line of a list file, in characters: longer than any file name (PATH_MAX is
+#: 4,096 bytes on Linux, a Windows long path 32,767 characters). A list file is read a
+#: line at a time, so this bounds what reading it holds (a list of 10^7 names was read
+#: whole first: about 760 MB; a single line of any length was held whole, twice over).
+MAX_LIST_LINE = 1 << 16
+#: Skipped lines of a list file that its row names, at most (the rest are counted).
+_SKIPPED_SHOWN = 5
 #: Suffix of a provenance sidecar (see `clients.device.sidecar_path`).
 SIDECAR_SUFFIX = ".prov"
 #: Entries up to this size are held in memory whatever their type, in bytes (1 MiB).
@@ -253,16 +260,37 @@ class Walker:
             yield from self._file(path, st.st_size, sidecar, archive_by_magic=True)
 
     def _list(self, path: str) -> Iterator[Item]:
+        """Items of the files a list file names, a line at a time (`list_lines`). Lines
+        that name no file get one row of the list file, after the rest (the first
+        _SKIPPED_SHOWN named, the others counted); so does a list that cannot be opened,
+        or read to its end."""
         base = os.path.dirname(path)
         try:
-            with open(path, encoding="utf-8", errors="surrogateescape") as f:
-                lines = [line.strip() for line in f]
+            f = open(path, encoding="utf-8", errors="surrogateescape")
         except OSError as e:
             yield RefusedItem(escape_name(path), f"cannot read the list file: {e.strerror or e}")
             return
-        for line in lines:
-            if line and not line.startswith("#"):
-                yield from self._path(os.path.join(base, line), allow_list=False)
+        skipped: list[str] = []
+        count = n = 0
+        stopped = ""
+        with f:
+            lines = list_lines(f)
+            while True:
+                try:
+                    n, line, problem = next(lines)
+                except StopIteration:
+                    break
+                except OSError as e:
+                    stopped = f"cannot read the list file past line {n}: {e.strerror or e}"
+                    break
+                if problem is not None:
+                    count += 1
+                    if len(skipped) < _SKIPPED_SHOWN:
+                        skipped.append(f"line {n} ({problem})")
+                elif line and not line.startswith("#"):
+                    yield from self._path(os.path.join(base, line), allow_list=False)
+        if count or stopped:
+            yield RefusedItem(escape_name(path), _list_problems(count, skipped, stopped))
 
     def _folder(self, path: str) -> Iterator[Item]:
         """Items of a folder and its subfolders, each folder's entries in name order and
@@ -628,6 +656,41 @@ def _read_all(member: _Readable, limit: int, check: Callable[[], None]) -> bytes
 def _drain(member: _Readable, check: Callable[[], None]) -> None:
     while member.read(_READ_BYTES):
         check()
+
+
+def list_lines(f: IO[str]) -> Iterator[tuple[int, str, str | None]]:
+    """The lines of a list file as they are read: (line number, the line without its
+    surrounding blanks, None), or (line number, "", why it names no file): longer than
+    MAX_LIST_LINE characters (read on to its end a block at a time, never held whole)
+    or holding a NUL byte. Raises OSError if reading fails."""
+    n = 0
+    while True:
+        line = f.readline(MAX_LIST_LINE + 1)
+        if not line:
+            return
+        n += 1
+        if len(line) > MAX_LIST_LINE and not line.endswith("\n"):
+            while (rest := f.readline(MAX_LIST_LINE)) and not rest.endswith("\n"):
+                pass
+            yield n, "", f"longer than {MAX_LIST_LINE:,} characters"
+        elif "\0" in line:
+            yield n, "", "holds a NUL byte"
+        else:
+            yield n, line.strip(), None
+
+
+def _list_problems(count: int, skipped: list[str], stopped: str) -> str:
+    """The error of a list file's row: ``count`` lines skipped (the first of them
+    described in ``skipped``), then why reading stopped early (``stopped``, or "")."""
+    if not count:
+        return stopped
+    more = f" and {count - len(skipped):,} more" if count > len(skipped) else ""
+    said = (
+        "1 line of the list file names no file and was"
+        if count == 1
+        else (f"{count:,} lines of the list file name no file and were")
+    )
+    return f"{said} skipped: {', '.join(skipped)}{more}" + (f"; {stopped}" if stopped else "")
 
 
 def iter_items(
