@@ -44,6 +44,7 @@ from clients.files import open_regular, read_bounded
 from clients.helptext import TaughtGroup
 from clients.interrupt import StopBetweenFiles
 from clients.options import (
+    DeviceServerOpt,
     HomeOpt,
     ServerOpt,
     UsageError,
@@ -522,7 +523,8 @@ def device_show(home: HomeOpt = default_home()) -> None:
 
 @device_app.command("sync")
 def device_sync(
-    server: ServerOpt = default_server(),
+    ctx: typer.Context,
+    server: DeviceServerOpt = default_server(),
     home: HomeOpt = default_home(),
     retry_set_aside: Annotated[
         bool,
@@ -547,10 +549,11 @@ def device_sync(
         if not pending:
             out.print("nothing queued")
             return
+        server = _device_server(ctx, server, h)
         with ProvenanceClient(server) as c, transient_bar(err) as bar:
             task = bar.add_task("submitting", total=pending)
             done = h.sync(c, lambda i, n: bar.update(task, completed=i))
-    out.print(f"submitted {len(done.logged)} of {pending} queued claim(s)")
+    out.print(f"submitted {len(done.logged)} of {pending} queued claim(s) to {server}")
     _print_sync_problems(h, done, server)
     if done.refused or done.set_aside or done.unreachable or done.deferred:
         raise typer.Exit(1)
@@ -597,8 +600,9 @@ def _not_enrolled(h: DeviceHome, server: str) -> str:
     if state.server and state.server != server:
         return (
             f"{device} is enrolled with {state.server}, not with {server}; its claims stay"
-            f" queued. Submit them there: `prov device sync --server {state.server}` (and"
-            f" sign with --server {state.server}, or set PROV_SERVER={state.server})"
+            f" queued. Submit them there: `prov device sync --server {state.server}` (with"
+            f" neither --server nor $PROV_SERVER, `prov device sync` and `prov sign` call"
+            f" {state.server}, the server this device enrolled with)"
         )
     if state.server:
         lost = (
@@ -614,16 +618,50 @@ def _not_enrolled(h: DeviceHome, server: str) -> str:
     )
 
 
+def _device_server(ctx: typer.Context, server: str, h: DeviceHome) -> str:
+    """The server a device command (`prov sign`, `prov device sync`) calls: the one
+    --server or $PROV_SERVER names, else the one this device enrolled with (recorded in
+    its device.json by `prov device enroll`), else ``server`` (127.0.0.1:50051). Says on
+    stderr when it is the enrolled one; warns when the one named is not the enrolled one
+    (used all the same: the user's choice; a server that does not know the device keeps
+    its claims queued). Raises ConfigError when there is no device or its state is
+    damaged (`DeviceHome.state`)."""
+    enrolled = h.state().server
+    # by name: Typer's Context is its vendored Click's, whose enum is not click's
+    source = getattr(ctx.get_parameter_source("server"), "name", "DEFAULT")
+    named = {"COMMANDLINE": "--server", "ENVIRONMENT": "$PROV_SERVER"}
+    if source not in named:
+        if enrolled:
+            err.print(
+                f"server: {enrolled}, the one this device enrolled with (--server or"
+                " $PROV_SERVER to call another)",
+                highlight=False,
+            )
+            return enrolled
+        return server
+    if enrolled and server != enrolled:
+        err.print(
+            Text.assemble(
+                ("warning:", "yellow"),
+                f" this device enrolled with {enrolled}; {named[source]} names {server},"
+                " which is used. A server this device did not enroll with refuses its claims"
+                f" (they stay queued); leave out {named[source]} to call {enrolled}",
+            )
+        )
+    return server
+
+
 #: Seconds `prov sign --tsa-url` waits for the timestamp authority unless --tsa-timeout.
 TSA_TIMEOUT_S = 10.0
 
 
 @app.command()
 def sign(
+    ctx: typer.Context,
     files: Annotated[
         list[Path], typer.Argument(help="Captures to sign.", callback=existing, dir_okay=False)
     ],
-    server: ServerOpt = default_server(),
+    server: DeviceServerOpt = default_server(),
     home: HomeOpt = default_home(),
     c2pa: Annotated[
         bool,
@@ -685,6 +723,7 @@ def sign(
     tsa = TimestampAuthority(tsa_url, tsa_timeout or TSA_TIMEOUT_S) if tsa_url else None
     h = DeviceHome(home)
     h.require_key()  # before the prompt
+    server = _device_server(ctx, server, h)
     key = h.load_key(_passphrase())
     chain = h.certificate() if c2pa else b""
     failed = refused = 0

@@ -60,6 +60,22 @@ HomeOpt = Annotated[
 ]
 
 
+#: ``--server HOST:PORT`` of the commands that submit this device's claims (`prov sign`,
+#: `prov device sync`): when neither it nor PROV_SERVER is given, the server the device
+#: enrolled with (`clients.cli._device_server`).
+DeviceServerOpt = Annotated[
+    str,
+    typer.Option(
+        "--server",
+        envvar="PROV_SERVER",
+        help="Server address HOST:PORT (default: $PROV_SERVER, else the server this device"
+        " enrolled with, else 127.0.0.1:50051).",
+        show_default=False,
+        callback=server_address,
+    ),
+]
+
+
 def _shown(value: str) -> str:
     """``value`` as a usage error quotes it: at most 80 characters."""
     return value if len(value) <= 80 else value[:77] + "..."

@@ -66,7 +66,8 @@ def _folder(module: types.ModuleType | None) -> str:
 
 def _main_imports() -> list[str]:
     """Names of the modules the main script imported (`_imports_of`; ``prov``'s script:
-    clients.cli), and those its sibling modules imported.
+    clients.launch, which loads clients.cli only when called), and those its sibling
+    modules imported.
 
     Every process a fork server starts runs the main script again (as ``__mp_main__``,
     `multiprocessing.spawn.prepare`) before its first task, and the fork server never
@@ -90,6 +91,13 @@ def _main_imports() -> list[str]:
     return sorted(n for n in names if n in sys.modules and n not in ("__main__", "__mp_main__"))
 
 
+#: What a worker imports only when it needs it, preloaded all the same (a worker that
+#: meets a video imports the frame decoder, PyAV and OpenCV: about 50 ms of CPU; they came
+#: into the fork server with clients.cli's imports while ``prov``'s script imported it at
+#: its top); `clients.scan.preload` last: it freezes what the imports before it made.
+WORKER_LAZY_IMPORTS = ["provenance.media.video.decode", "clients.scan.preload"]
+
+
 def _worker_context() -> multiprocessing.context.BaseContext:
     """The fork server context, its server preloading the worker and the main script's
     imports (see the module docstring); spawn where there is no fork server."""
@@ -97,8 +105,7 @@ def _worker_context() -> multiprocessing.context.BaseContext:
         return multiprocessing.get_context("spawn")
     ctx = multiprocessing.get_context("forkserver")
     ctx.set_forkserver_preload(
-        # clients.scan.preload last: it freezes what the imports before it made
-        ["__main__", "clients.scan.worker", *_main_imports(), "clients.scan.preload"]
+        ["__main__", "clients.scan.worker", *_main_imports(), *WORKER_LAZY_IMPORTS]
     )
     _start_fork_server()
     return ctx

@@ -426,6 +426,7 @@ class Cosigner:
         """One POST of ``body`` (see `_post`), without the deadline; each socket used is
         added to ``sockets``."""
         parts = urlsplit(peer.spec.url)
+        where = f"{parts.hostname}:{parts.port or (443 if parts.scheme == 'https' else 80)}"
         retried = False
         while True:  # a kept-alive connection the witness closed: reconnect once
             if peer.conn is None:
@@ -444,11 +445,8 @@ class Cosigner:
                             raise
                         # refused, no such host, no route, no answer: say so plainly
                         peer.conn.close()  # the next round connects again
-                        port = parts.port or (443 if parts.scheme == "https" else 80)
-                        why = e.strerror or str(e) or type(e).__name__
-                        raise WitnessError(
-                            f"witness at {parts.hostname}:{port} is not reachable: {why}"
-                        ) from e
+                        why = e.strerror or str(e) or self._no_reason(e)
+                        raise WitnessError(f"witness at {where} is not reachable: {why}") from e
                 sockets.append(peer.conn.sock)
                 peer.conn.request(
                     "POST",
@@ -464,8 +462,51 @@ class Cosigner:
                 peer.conn = None
                 stale = isinstance(e, http.client.RemoteDisconnected | BrokenPipeError)
                 if retried or not stale:
-                    raise WitnessError(f"{type(e).__name__}: {e}") from e
+                    raise WitnessError(_exchange_failure(e, where, self._timeout_s)) from e
                 retried = True
+
+    def _no_reason(self, e: OSError) -> str:
+        """Why a connection failed when the system said nothing (no text, no errno)."""
+        if isinstance(e, TimeoutError):
+            return f"no answer within {self._timeout_s:g} s"
+        return "the connection failed and the system gave no reason (check the URL)"
+
+
+def _exchange_failure(e: OSError | http.client.HTTPException, where: str, timeout_s: float) -> str:
+    """What a failed exchange with the witness at ``where`` (HOST:PORT) says to a person:
+    what happened, and what to check."""
+    if isinstance(e, ssl.SSLCertVerificationError):
+        return (
+            f"witness at {where}: its TLS certificate is not trusted ({e.verify_message});"
+            " give a URL whose certificate this machine's CAs vouch for"
+        )
+    if isinstance(e, ssl.SSLError):
+        reason = (e.reason or e.strerror or "no reason given").replace("_", " ").lower()
+        return (
+            f"witness at {where}: the TLS handshake failed ({reason}); check that it serves"
+            " https at this address (or give its http:// URL)"
+        )
+    if isinstance(e, TimeoutError):
+        return f"witness at {where} did not answer within {timeout_s:g} s"
+    if isinstance(e, http.client.RemoteDisconnected | ConnectionResetError | BrokenPipeError):
+        return (
+            f"witness at {where} closed the connection without answering; check that a"
+            " witness (`prov witness serve`) runs at this URL"
+        )
+    if isinstance(e, http.client.BadStatusLine):
+        first = str(e).strip()[:60]  # its first line
+        return (
+            f"witness at {where} answered something that is not HTTP ({first!r}); check"
+            " that the URL is a witness's"
+        )
+    if isinstance(e, http.client.IncompleteRead):
+        return f"witness at {where} ended its answer before its end; it is asked again later"
+    if isinstance(e, http.client.HTTPException):
+        return (
+            f"witness at {where} sent an answer that is not valid HTTP; check that the URL"
+            " is a witness's"
+        )
+    return f"exchange with the witness at {where} failed: {e.strerror or e or 'no reason given'}"
 
 
 def _own_line(note: str, text: str, vkey: str) -> str:

@@ -1,0 +1,132 @@
+"""What the log server's cosigner says about a witness that fails, in a person's words:
+what failed, why, what to check; never a Python exception class name. Before, an
+exchange that failed after the connection was made said ``RemoteDisconnected: Remote end
+closed connection without response``, ``BadStatusLine: ...`` or ``SSLError: [SSL:
+WRONG_VERSION_NUMBER] ...``, and a connection that failed without a reason from the
+system said ``... is not reachable: TimeoutError``.
+
+The cosigner (`provenance.witness.client.Cosigner`) runs in this process against real
+sockets on loopback ports that misbehave as a wrong URL or a broken witness does."""
+
+from __future__ import annotations
+
+import http.client
+import re
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from provenance.core.merkle import MemoryTree
+from provenance.log.checkpoint import Checkpoint, generate_log_key
+from provenance.witness import Witness
+from provenance.witness.client import Cosigner, WitnessSpec
+
+ORIGIN = "media-provenance.local/log"
+
+#: Python's exception class names, as they leaked: a word in CamelCase ending in Error,
+#: Exception or Disconnected, or one of http.client's own.
+CLASS_NAME = re.compile(r"\b[A-Z][a-z]+[A-Z]\w*(Error|Exception|Disconnected|Line|Read)\b")
+
+
+def _tcp_server(answer: Callable[[socket.socket], None]) -> Iterator[int]:
+    """A loopback TCP server that hands each connection to ``answer`` then closes it;
+    yields its port."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    listener.settimeout(0.1)  # so that the loop sees ``stop``
+    stop = threading.Event()
+
+    def run() -> None:
+        while not stop.is_set():
+            try:
+                conn, _ = listener.accept()
+            except TimeoutError:
+                continue
+            with conn:
+                conn.settimeout(10)
+                answer(conn)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    yield listener.getsockname()[1]
+    stop.set()
+    thread.join(10)
+    listener.close()
+
+
+def _close_at_once(conn: socket.socket) -> None:
+    conn.recv(65536)  # the request: then no answer at all
+
+
+def _not_http(conn: socket.socket) -> None:
+    conn.recv(65536)
+    conn.sendall(b"SSH-2.0-OpenSSH_9.6\r\n")
+
+
+def _plain_http(conn: socket.socket) -> None:
+    conn.recv(65536)  # a TLS hello read as a request: answered in plain HTTP
+    conn.sendall(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n")
+
+
+def _problem(tmp_path: Path, url: str) -> str:
+    """The problem the cosigner reports for one witness at ``url`` once it has asked it
+    to cosign a checkpoint."""
+    signer = generate_log_key(tmp_path / "log.pem", ORIGIN)
+    wsigner = generate_log_key(tmp_path / "w.pem", "witness.test/w1")
+    vkey = Witness(wsigner, [signer.verifier_key()], tmp_path / "w").vkey()
+    tree = MemoryTree()
+    tree.append(b"leaf")
+    note = signer.sign(Checkpoint(ORIGIN, 1, tree.root(), None))
+    cosigner = Cosigner(
+        [WitnessSpec(url, vkey)], 1, lambda old, new: [], lambda: (1, note), timeout_s=5
+    )
+    try:
+        cosigner.submit(1, note)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            problem = cosigner.statuses()[0].problem
+            if problem:
+                return problem
+            time.sleep(0.02)
+    finally:
+        cosigner.close()
+    raise AssertionError("the cosigner reported no problem in 30 s")
+
+
+@pytest.mark.parametrize(
+    ("answer", "scheme", "said"),
+    [
+        (_close_at_once, "http", "closed the connection without answering"),
+        (_not_http, "http", "answered something that is not HTTP ('SSH-2.0-OpenSSH_9.6"),
+        (_plain_http, "https", "the TLS handshake failed"),
+    ],
+    ids=["closes", "not-http", "tls-to-plain-http"],
+)
+def test_a_failed_exchange_is_said_in_words(
+    tmp_path: Path, answer: Callable[[socket.socket], None], scheme: str, said: str
+) -> None:
+    for port in _tcp_server(answer):
+        problem = _problem(tmp_path, f"{scheme}://127.0.0.1:{port}")
+        assert f"witness at 127.0.0.1:{port}" in problem, problem
+        assert said in problem, problem
+        assert not CLASS_NAME.search(problem), problem
+
+
+def test_a_connection_failing_without_a_reason_is_said_in_words(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The system's error without a message (here the standard library's connect raises
+    a bare TimeoutError, as a socket layer may): before, the class name was the reason."""
+
+    def connect(self: http.client.HTTPConnection) -> None:
+        raise TimeoutError
+
+    monkeypatch.setattr(http.client.HTTPConnection, "connect", connect)
+    problem = _problem(tmp_path, "http://127.0.0.1:9")
+    assert "witness at 127.0.0.1:9 is not reachable: no answer within 5 s" in problem, problem
+    assert not CLASS_NAME.search(problem), problem
