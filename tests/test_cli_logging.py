@@ -94,12 +94,12 @@ def test_warnings_any_client_can_cause_at_will_are_logged_once_a_minute(tmp_path
     from tests.conftest import start_web
 
     web = start_web("127.0.0.1:1")  # no service is needed for these
-    form = b"junk\r\n--B--\r\n"
+    form = b"--B\r\nX\r\n\r\ndata\r\n--B--\r\n"  # a part header line with no colon
     requests = {
         "Invalid HTTP request received": b"GET / HTTP/1.1\r\nthis line is no header\r\n\r\n",
         "Unsupported upgrade request": b"GET /api HTTP/1.1\r\nhost: t\r\nupgrade: foo\r\n"
         b"connection: upgrade\r\n\r\n",
-        "Expected boundary character": b"POST /api/v1/verify HTTP/1.1\r\nhost: t\r\n"
+        "Found invalid character": b"POST /api/v1/verify HTTP/1.1\r\nhost: t\r\n"
         b"content-type: multipart/form-data; boundary=B\r\n"
         b"content-length: %d\r\n\r\n" % len(form) + form,
     }
