@@ -740,6 +740,12 @@ class VerificationServicer(rpc.VerificationServicer):
             if upload.hashing_behind:  # wait for the hashing in a thread, not on the loop
                 await asyncio.get_running_loop().run_in_executor(None, upload.wait_hashed)
             upload.write(data)
+            if header.size_bytes and upload.size > header.size_bytes:
+                # refused as soon as the bytes outrun the header (not "truncated")
+                raise MediaError(
+                    f"the upload is longer than its header announced: {header.size_bytes}"
+                    f" bytes announced, {upload.size} arrived so far"
+                )
             if image is None and upload.size >= SNIFF_BYTES:
                 image = (sniff_media_type(upload.head(SNIFF_BYTES)) or "").startswith("image/")
             if image:
