@@ -161,11 +161,16 @@ MAX_DETAILS_CHARS = 1000
 
 
 def _details(e: ProvenanceError) -> str:
-    """The status details of our error ``e``: its message, cut to MAX_DETAILS_CHARS."""
+    """The status details of our error ``e``: its message, cut to MAX_DETAILS_CHARS in
+    the middle, so that its end, which says what is wrong after the echoed field ("query
+    '/archive/...': sha256 must be 32 bytes"), is kept."""
     text = str(e)
     if len(text) <= MAX_DETAILS_CHARS:
         return text
-    return f"{text[: MAX_DETAILS_CHARS - 30]}... ({len(text)} characters in all)"
+    keep = MAX_DETAILS_CHARS - 60  # room for the note of what was cut
+    head, tail = text[: keep // 2], text[len(text) - keep // 2 :]
+    cut = len(text) - len(head) - len(tail)
+    return f"{head} ... ({cut} of {len(text)} characters left out) ... {tail}"
 
 
 def _rpc(fn: F) -> F:
