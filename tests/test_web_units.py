@@ -22,7 +22,7 @@ from provenance.web.errors import WebError, error_body, error_headers, http_stat
 from provenance.web.logviews import is_number, parse_hash, parse_index
 from provenance.web.present import download_name, human_bytes, timeline_plot, verdict
 from provenance.web.ratelimit import RateLimiter
-from provenance.web.upload import UploadLimits, _body
+from provenance.web.upload import UploadLimits, timed_body
 
 
 class Clock:
@@ -460,12 +460,12 @@ class _DripRequest:
 
 
 def _drain(request: _DripRequest, limits: UploadLimits) -> int:
-    """The bytes of ``request``'s body `_body` let through under ``limits``."""
+    """The bytes of ``request``'s body `timed_body` lets through under ``limits``."""
     taken = 0
 
     async def run() -> None:
         nonlocal taken
-        async for piece in _body(cast("Request", request), limits):
+        async for piece in timed_body(cast("Request", request), limits):
             taken += len(piece)
 
     asyncio.run(run())
