@@ -364,7 +364,7 @@ async def entries(request: Request) -> Response:
 async def inclusion(request: Request) -> Response:
     """``GET /api/v1/proofs/inclusion?index=N[&tree_size=M]``."""
     q = request.query_params
-    index = logviews.parse_index(q.get("index", ""), "index")
+    index = logviews.parse_index(q.get("index"), "index")
     size = logviews.parse_index(q.get("tree_size", "0"), "tree_size")
     view = await run_in_threadpool(logviews.inclusion_view, state(request).client, index, size)
     return JSONResponse(view)
@@ -375,7 +375,7 @@ async def inclusion(request: Request) -> Response:
 async def consistency(request: Request) -> Response:
     """``GET /api/v1/proofs/consistency?first=A[&second=B][&first_root=HEX]``."""
     q = request.query_params
-    first = logviews.parse_index(q.get("first", ""), "first")
+    first = logviews.parse_index(q.get("first"), "first")
     second = logviews.parse_index(q.get("second", "0"), "second")
     root = logviews.parse_hash(q["first_root"], "first_root") if q.get("first_root") else None
     view = await run_in_threadpool(
