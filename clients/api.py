@@ -582,6 +582,10 @@ def _retry_after(trailing: dict[str, str]) -> float | None:
 CANNOT_REACH = "cannot reach the server"
 
 
+#: The status details grpc gives a call whose answer did not parse as the reply expected.
+_UNREADABLE_ANSWER = "Exception deserializing response"
+
+
 def _transport_error(
     e: grpc.RpcError, address: str, timeout: float | None = None
 ) -> TransportError:
@@ -594,6 +598,12 @@ def _transport_error(
     details = e.details() if hasattr(e, "details") else str(e)
     trailing = _trailing(e)
     # our server's own error (`SERVER_ERROR_KEY`), not gRPC failing to reach it in time
+    if code == grpc.StatusCode.INTERNAL and (details or "").startswith(_UNREADABLE_ANSWER):
+        return TransportError(
+            f"the server at {address} answered with a message that is no reply of this"
+            " service: is it a provenance server?",
+            code.name,
+        )
     if code in _UNREACHABLE and SERVER_ERROR_KEY not in trailing:
         waited = timeout if code == grpc.StatusCode.DEADLINE_EXCEEDED else None
         return TransportError(

@@ -6,7 +6,10 @@ server with a verdict added. A real gRPC server on a real port, the real CLI."""
 
 from __future__ import annotations
 
+import os
 import shutil
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from concurrent import futures
 from pathlib import Path
@@ -16,7 +19,7 @@ import grpc
 import pytest
 
 from clients.cli import main as prov_main
-from tests.conftest import SAMPLES
+from tests.conftest import ROOT, SAMPLES
 
 #: What the hostile server answers to each method it is asked (the rest: UNIMPLEMENTED).
 Answers = dict[str, Callable[[], bytes]]
@@ -99,3 +102,26 @@ def test_an_empty_log_key_is_an_error_not_an_empty_line(
     assert rc == 1 and out == "", (rc, out, err)
     assert f"error: the server at {address} answered a log key that is no verifier key" in err, err
     assert "Traceback" not in err, err
+
+
+def test_an_answer_that_is_no_message_of_ours_is_one_line_without_a_traceback(
+    hostile: Callable[[Answers], str],
+) -> None:
+    """An answer that does not parse as the reply expected is said in our words, in one
+    line, in a real `prov` process (h-att41: before, gRPC logged "Exception deserializing
+    message!" with a traceback, then "error: Exception deserializing response!
+    [INTERNAL]")."""
+    address = hostile({"GetLogKey": lambda: b"\xff\xff\xff"})
+    run = subprocess.run(
+        [sys.executable, "-m", "clients.cli", "log", "key", "--server", address],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    assert run.returncode == 1 and run.stdout == "", (run.returncode, run.stdout, run.stderr)
+    assert run.stderr == (
+        f"error: the server at {address} answered with a message that is no reply of this"
+        " service: is it a provenance server?\n"
+    ), run.stderr
