@@ -21,9 +21,10 @@ import grpc
 from clients.files import open_regular
 from provenance.core.binding import PerceptualHash
 from provenance.core.claims import Device, Receipt, SignedClaim
-from provenance.core.errors import ConfigError, MediaError, TransportError
+from provenance.core.errors import ConfigError, MediaError, ProvenanceError, TransportError
 from provenance.core.ports import bare_host, port_number
 from provenance.core.verify import VerificationReport
+from provenance.log.checkpoint import NoteVerifier
 from provenance.v1 import provenance_pb2 as pb
 from provenance.v1 import provenance_pb2_grpc as rpc
 from provenance.wire import convert as wire
@@ -132,6 +133,11 @@ class ProvenanceClient:
         self._captures = rpc.CapturesStub(self._channel)
         self._verification = rpc.VerificationStub(self._channel)
         self._log = rpc.LogStub(self._channel)
+
+    @property
+    def _who(self) -> str:
+        """This server, as an error about its answer names it."""
+        return f"the server at {self.address}"
 
     def close(self) -> None:
         self._channel.close()
@@ -291,7 +297,7 @@ class ProvenanceClient:
             progress,
         )
         return wire.report_from_pb(
-            self._call(self._verification.VerifyFile, stream, timeout=timeout)
+            self._call(self._verification.VerifyFile, stream, timeout=timeout), self._who
         )
 
     def verify_with_sidecar(
@@ -381,8 +387,8 @@ class ProvenanceClient:
             on_call(call)
         try:
             if watch is None:
-                return wire.report_from_pb(call.result())
-            return wire.report_from_pb(watch.result(call, self.address))
+                return wire.report_from_pb(call.result(), self._who)
+            return wire.report_from_pb(watch.result(call, self.address), self._who)
         except grpc.FutureCancelledError as e:
             raise TransportError("the upload was cancelled", "CANCELLED") from e
         except grpc.RpcError as e:
@@ -400,7 +406,7 @@ class ProvenanceClient:
         video frames are matched in time order. Raises TransportError when the server
         refuses the call, also for one query it cannot answer (see `lookup_each`)."""
         r = self._call(self._verification.Lookup, _lookup_request(queries, False))
-        return [(x.ref, wire.report_from_pb(x.report)) for x in r.results]
+        return [(x.ref, wire.report_from_pb(x.report, self._who)) for x in r.results]
 
     def lookup_each(
         self, queries: Sequence[Query]
@@ -411,7 +417,7 @@ class ProvenanceClient:
         (INVALID_ARGUMENT, DATA_LOSS), and the others their reports. Raises TransportError
         when the server refuses the whole call (limits, time budget, unreachable)."""
         return [
-            (ref, r if isinstance(r, TransportError) else wire.report_from_pb(r))
+            (ref, r if isinstance(r, TransportError) else wire.report_from_pb(r, self._who))
             for ref, r in self.lookup_wire(queries)
         ]
 
@@ -445,8 +451,17 @@ class ProvenanceClient:
         return str(r.checkpoint), int(r.quorum), statuses
 
     def log_key(self) -> tuple[str, str]:
-        """(verifier key, origin) of the log."""
+        """(verifier key, origin) of the log. Raises TransportError (INTERNAL) when the
+        server's answer is no verifier key (an empty answer: not a provenance server)."""
         r = self._call(self._log.GetLogKey, pb.GetLogKeyRequest())
+        try:
+            NoteVerifier.from_vkey(r.verifier_key)
+        except ProvenanceError as e:
+            raise TransportError(
+                f"{self._who} answered a log key that is no verifier key ({e}): is it a"
+                " provenance server?",
+                "INTERNAL",
+            ) from None
         return r.verifier_key, r.origin
 
     def consistency_proof(self, first: int, second: int) -> list[bytes]:
@@ -567,6 +582,10 @@ def _retry_after(trailing: dict[str, str]) -> float | None:
 CANNOT_REACH = "cannot reach the server"
 
 
+#: The status details grpc gives a call whose answer did not parse as the reply expected.
+_UNREADABLE_ANSWER = "Exception deserializing response"
+
+
 def _transport_error(
     e: grpc.RpcError, address: str, timeout: float | None = None
 ) -> TransportError:
@@ -579,6 +598,12 @@ def _transport_error(
     details = e.details() if hasattr(e, "details") else str(e)
     trailing = _trailing(e)
     # our server's own error (`SERVER_ERROR_KEY`), not gRPC failing to reach it in time
+    if code == grpc.StatusCode.INTERNAL and (details or "").startswith(_UNREADABLE_ANSWER):
+        return TransportError(
+            f"the server at {address} answered with a message that is no reply of this"
+            " service: is it a provenance server?",
+            code.name,
+        )
     if code in _UNREACHABLE and SERVER_ERROR_KEY not in trailing:
         waited = timeout if code == grpc.StatusCode.DEADLINE_EXCEEDED else None
         return TransportError(

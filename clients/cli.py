@@ -1198,6 +1198,9 @@ def configure_logging() -> None:
     logging.basicConfig(level=logging.WARNING, handlers=[handler])
     for ours in ("provenance", "clients", "detector"):
         logging.getLogger(ours).setLevel(level)
+    # grpc logs an answer it cannot parse with a traceback before the call fails INTERNAL,
+    # which the client then says in one line (`clients.api`); nothing else is logged there
+    logging.getLogger("grpc._common").setLevel(logging.CRITICAL)
 
 
 def _after_ctrl_c(e: BaseException) -> bool:

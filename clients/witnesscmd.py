@@ -20,7 +20,7 @@ from clients.options import (
 )
 from provenance.cli.openfiles import raise_open_files_limit
 from provenance.core.errors import ConfigError, LogError
-from provenance.log.checkpoint import generate_log_key, load_log_signer
+from provenance.log.checkpoint import check_key_name, generate_log_key, load_log_signer
 from provenance.witness import Witness
 from provenance.witness.client import read_key_text
 
@@ -28,6 +28,16 @@ witness_app = typer.Typer(
     help="Witness a log: cosign its checkpoints after checking consistency (C2SP tlog-witness).",
     no_args_is_help=True,
 )
+
+
+def _key_name(value: str) -> str:
+    """``value`` if it is a note key name (`check_key_name`), else a usage error (exit
+    2) before anything is written. Typer callback of ``--name``."""
+    try:
+        check_key_name(value)
+    except LogError as e:
+        raise typer.BadParameter(str(e)) from None
+    return value
 
 
 @witness_app.command("serve")
@@ -49,7 +59,11 @@ def serve(
         Path, typer.Option(help="Folder keeping the last checkpoint cosigned for each log.")
     ],
     name: Annotated[
-        str, typer.Option(help="The witness's name in its cosignatures.")
+        str,
+        typer.Option(
+            help="The witness's name in its cosignatures (no spaces, no '+').",
+            callback=_key_name,
+        ),
     ] = "witness.local/w1",
     listen: Annotated[
         str, typer.Option(help="Address to listen on, HOST:PORT (port 0 picks one).")

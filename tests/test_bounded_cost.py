@@ -416,6 +416,19 @@ def test_an_upload_at_or_over_the_minimum_pace_keeps_its_slot(
         ("--detector-timeout", "nan"),
         ("--detector-timeout", "inf"),
         ("--detector-timeout", "604801"),
+        # sizes of zero or less refused every upload or image ("the limit is -5242880
+        # bytes") and -1 reader processes was taken as none (h-att41)
+        ("--max-upload-mb", "0"),
+        ("--max-upload-mb", "-5"),
+        ("--max-megapixels", "0"),
+        ("--max-image-mb", "-1"),
+        ("--decode-budget-mb", "0"),
+        ("--c2pa-workers", "-1"),
+        # a log name no checkpoint can carry: exit 1 after the start began (h-att41)
+        ("--origin", ""),
+        ("--origin", "my log"),
+        ("--origin", "log+1"),
+        ("--origin", "log\x07"),
     ],
 )
 def test_a_limit_out_of_range_is_a_usage_error(

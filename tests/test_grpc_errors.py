@@ -93,6 +93,15 @@ def test_malformed_uploads(server: ServerProc) -> None:
         stub.VerifyFile(iter(msgs), timeout=10)
     assert exc.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "truncated upload" in str(exc.value.details())
+    msgs[0] = pb.VerifyFileChunk(header=pb.VerifyFileHeader(size_bytes=10))
+    with pytest.raises(grpc.RpcError) as exc:
+        stub.VerifyFile(iter(msgs), timeout=10)
+    # more bytes than announced: not "truncated" (h-att41: it said "truncated upload: the
+    # header announced 10 bytes, 61306 arrived")
+    assert exc.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    details = str(exc.value.details())
+    assert "truncated" not in details, details
+    assert "longer than its header announced: 10 bytes announced, " in details
     chan.close()
 
 

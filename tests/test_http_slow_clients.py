@@ -1192,3 +1192,23 @@ def test_one_address_cannot_take_every_lingering_close() -> None:
         proc.stop()
     assert len(held) > 8, len(held)
     assert got is not None and got.startswith(answer), got
+
+
+def test_a_stalled_json_body_gets_the_uploads_408() -> None:
+    """A JSON body (`POST /api/v1/lookup`, `POST /matches/byBinding`) that stops arriving
+    gets the 408 an upload gets after --upload-idle-seconds, saying so (h-att41; before:
+    the guard's backstop closed the connection 5 s later with no answer at all)."""
+    web = start_web("127.0.0.1:1", "--upload-idle-seconds", "1")
+    try:
+        for path in ("/api/v1/lookup", "/matches/byBinding"):
+            s = _connect(web.address, "127.0.0.1")
+            s.sendall(
+                f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                "Content-Length: 100\r\n\r\n{".encode()
+            )
+            got = _read_until_closed(s, 30)
+            s.close()
+            assert got is not None and got.startswith(b"HTTP/1.1 408 "), (path, got)
+            assert b"nothing arrived for 1 s" in got, got
+    finally:
+        web.stop()

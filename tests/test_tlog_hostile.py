@@ -333,6 +333,28 @@ def test_an_add_checkpoint_without_a_checkpoint_is_malformed(tmp_path: Path) -> 
     assert witness.add_checkpoint(f"old 0\n\n{note}".encode()).status == 200
 
 
+def test_an_add_checkpoint_body_that_is_not_utf8_is_named_in_our_words(tmp_path: Path) -> None:
+    """A body that is not UTF-8 is a malformed request (400) naming the byte and where it
+    stands (h-att41; before: Python's codec message, "'utf-8' codec can't decode byte 0xff
+    in position 0: invalid start byte")."""
+    log = generate_log_key(tmp_path / "log.pem", "log.test/w")
+    w, _ = _witness(tmp_path, "witness.test/w1")
+    witness = Witness(w, [log.verifier_key()], tmp_path / "wstate")
+    note = log.sign(Checkpoint("log.test/w", 1, bytes(32)))
+    for body, said in (
+        (b"\xff\xfe", "byte 0xff at offset 0"),
+        (
+            f"old 0\n\n{note}".encode().replace(b"log.test/w\n", b"log.test/\xe9\n", 1),
+            "byte 0xe9 at offset 16",
+        ),
+    ):
+        answer = witness.add_checkpoint(body)
+        assert (answer.status, answer.body) == (
+            400,
+            f"malformed add-checkpoint body: the body is not UTF-8 text ({said})\n",
+        ), body
+
+
 def test_two_witness_keys_one_name_and_key_id_are_refused_as_ambiguous() -> None:
     """A cosignature line is found by its name and 4-byte key id (tlog-cosignature), and
     `verify_cosignature` takes the first such line. Two keys of one name whose ids

@@ -349,6 +349,19 @@ def test_a_witness_given_a_malformed_log_key_is_a_usage_error(
     assert sorted(p.name for p in tmp_path.iterdir()) == ["log.pem"]
 
 
+def test_a_witness_name_no_cosignature_can_carry_is_a_usage_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`prov witness serve --name` is a note key name (no spaces, no '+'), checked before
+    anything is written (h-att41; before: exit 1)."""
+    log = generate_log_key(tmp_path / "log.pem", "example.org/log").verifier_key()
+    args = ["witness", "serve", "--key", str(tmp_path / "w.pem"), "--state", str(tmp_path / "st")]
+    for bad in ("my witness", "w+1", ""):
+        rc, err = _run(capsys, *args, "--log-key", log, "--listen", "127.0.0.1:0", "--name", bad)
+        assert rc == 2 and "--name" in err and "is not a note key name" in err, (bad, rc, err)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["log.pem"]
+
+
 def test_a_folder_option_naming_a_file_is_a_usage_error(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

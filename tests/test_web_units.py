@@ -22,7 +22,7 @@ from provenance.web.errors import WebError, error_body, error_headers, http_stat
 from provenance.web.logviews import is_number, parse_hash, parse_index
 from provenance.web.present import download_name, human_bytes, timeline_plot, verdict
 from provenance.web.ratelimit import RateLimiter
-from provenance.web.upload import UploadLimits, _body
+from provenance.web.upload import UploadLimits, timed_body
 
 
 class Clock:
@@ -332,6 +332,40 @@ def test_pages_answer_400_to_numbers_not_in_canonical_form(
     assert "without leading zeros" in r.text
 
 
+@pytest.mark.parametrize(
+    ("path", "words"),
+    [
+        ("/api/v1/proofs/inclusion", "index is missing: give a whole number from 0 "),
+        ("/api/v1/proofs/inclusion?tree_size=3", "index is missing"),
+        ("/api/v1/proofs/consistency?second=3", "first is missing: give a whole number from 0 "),
+        (
+            "/matches/byBinding?alg=pdq&value=AAAA&maxResults=-1",
+            "maxResults must be a whole number from 1 below",
+        ),
+        (
+            "/matches/byBinding?alg=pdq&value=AAAA&maxResults=0",
+            "maxResults must be a whole number from 1 below",
+        ),
+    ],
+)
+def test_a_missing_or_too_small_number_is_named_as_such(
+    app_client: TestClient, path: str, words: str
+) -> None:
+    """A required number left out is called missing, and a number's least value is the
+    one the parameter takes (h-att41; before: "index must be a whole number ...; got ''",
+    and maxResults=-1 was told "from 0" while 0 was refused as "from 1")."""
+    r = app_client.get(path)
+    assert r.status_code == 400, (path, r.status_code)
+    assert words in r.json()["error"]["message"], r.text
+
+
+def test_a_consistency_page_without_its_first_size_says_it_is_missing(
+    app_client: TestClient,
+) -> None:
+    r = app_client.get("/log/consistency")
+    assert r.status_code == 400 and "the first tree size is missing" in r.text, r.text
+
+
 @pytest.mark.parametrize(("typed", "index"), [("007", 7), (" 0010 ", 10), ("000", 0)])
 def test_the_search_box_sends_a_typed_index_to_its_one_canonical_url(
     app_client: TestClient, typed: str, index: int
@@ -486,12 +520,12 @@ class _DripRequest:
 
 
 def _drain(request: _DripRequest, limits: UploadLimits) -> int:
-    """The bytes of ``request``'s body `_body` let through under ``limits``."""
+    """The bytes of ``request``'s body `timed_body` lets through under ``limits``."""
     taken = 0
 
     async def run() -> None:
         nonlocal taken
-        async for piece in _body(cast("Request", request), limits):
+        async for piece in timed_body(cast("Request", request), limits):
             taken += len(piece)
 
     asyncio.run(run())

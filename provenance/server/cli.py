@@ -126,6 +126,19 @@ def _forget_secrets() -> None:
         os.environ.pop(name, None)
 
 
+def _origin(value: str) -> str:
+    """``value`` if it can name the log in its checkpoints (a signed-note key name:
+    `provenance.log.checkpoint.check_key_name`); else a usage error (exit 2), before the
+    start begins. Typer callback of ``--origin``."""
+    from provenance.log.checkpoint import check_key_name
+
+    try:
+        check_key_name(value)
+    except ProvenanceError as e:
+        raise typer.BadParameter(f"{e}: the log's name in its checkpoints") from None
+    return value
+
+
 def _flag_named(message: str) -> str:
     """A `ServerLimits` ConfigError message ("max_uploads must be at least 1, got 0") with
     its field named by the flag the user typed ("--max-uploads must be ...")."""
@@ -162,12 +175,17 @@ def serve(
         ),
     ] = None,
     origin: Annotated[
-        str, typer.Option(help="The log's name in its checkpoints.")
+        str,
+        typer.Option(
+            help="The log's name in its checkpoints (no spaces, no '+').", callback=_origin
+        ),
     ] = "media-provenance.local/log",
     max_upload_mb: Annotated[
-        int, typer.Option(help="Largest file accepted for verification, MiB.")
+        int, typer.Option(help="Largest file accepted for verification, MiB.", min=1)
     ] = 2048,
-    max_megapixels: Annotated[int, typer.Option(help="Largest image decoded, megapixels.")] = 100,
+    max_megapixels: Annotated[
+        int, typer.Option(help="Largest image decoded, megapixels.", min=1)
+    ] = 100,
     detector: Annotated[
         bool, typer.Option(help="Load the advisory detector (needs torch).")
     ] = True,
@@ -249,7 +267,7 @@ def serve(
         ),
     ] = None,
     c2pa_workers: Annotated[
-        int, typer.Option(help="Processes reading C2PA manifests (0: do not read C2PA).")
+        int, typer.Option(help="Processes reading C2PA manifests (0: do not read C2PA).", min=0)
     ] = 2,
     tsa_trust_anchors: Annotated[
         Path | None,
@@ -262,13 +280,14 @@ def serve(
         ),
     ] = None,
     max_image_mb: Annotated[
-        int, typer.Option(help="Largest image file decoded, MiB (refused as it arrives).")
+        int, typer.Option(help="Largest image file decoded, MiB (refused as it arrives).", min=1)
     ] = 256,
     decode_budget_mb: Annotated[
         int,
         typer.Option(
             help="Memory one image decode (pixels + PDQ) may use, MiB, estimated from the"
-            " header: larger JPEGs are decoded at 1/2-1/8 scale, other formats refused."
+            " header: larger JPEGs are decoded at 1/2-1/8 scale, other formats refused.",
+            min=1,
         ),
     ] = 384,
     rpc_threads: Annotated[int, typer.Option(help="Threads serving RPCs.")] = 32,

@@ -162,11 +162,16 @@ MAX_DETAILS_CHARS = 1000
 
 
 def _details(e: ProvenanceError) -> str:
-    """The status details of our error ``e``: its message, cut to MAX_DETAILS_CHARS."""
+    """The status details of our error ``e``: its message, cut to MAX_DETAILS_CHARS in
+    the middle, so that its end, which says what is wrong after the echoed field ("query
+    '/archive/...': sha256 must be 32 bytes"), is kept."""
     text = str(e)
     if len(text) <= MAX_DETAILS_CHARS:
         return text
-    return f"{text[: MAX_DETAILS_CHARS - 30]}... ({len(text)} characters in all)"
+    keep = MAX_DETAILS_CHARS - 60  # room for the note of what was cut
+    head, tail = text[: keep // 2], text[len(text) - keep // 2 :]
+    cut = len(text) - len(head) - len(tail)
+    return f"{head} ... ({cut} of {len(text)} characters left out) ... {tail}"
 
 
 def _rpc(fn: F) -> F:
@@ -741,6 +746,12 @@ class VerificationServicer(rpc.VerificationServicer):
             if upload.hashing_behind:  # wait for the hashing in a thread, not on the loop
                 await asyncio.get_running_loop().run_in_executor(None, upload.wait_hashed)
             upload.write(data)
+            if header.size_bytes and upload.size > header.size_bytes:
+                # refused as soon as the bytes outrun the header (not "truncated")
+                raise MediaError(
+                    f"the upload is longer than its header announced: {header.size_bytes}"
+                    f" bytes announced, {upload.size} arrived so far"
+                )
             if image is None and upload.size >= SNIFF_BYTES:
                 image = (sniff_media_type(upload.head(SNIFF_BYTES)) or "").startswith("image/")
             if image:

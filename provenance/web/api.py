@@ -28,6 +28,7 @@ from provenance.core.fair_share import client_key
 from provenance.web import logviews
 from provenance.web.errors import WebError, error_response
 from provenance.web.openapi import openapi_document
+from provenance.web.upload import timed_body
 from provenance.wire.jsontext import loads_text
 
 if TYPE_CHECKING:
@@ -162,14 +163,16 @@ JSON_RETRY_AFTER_S = 1
 async def json_body(request: Request) -> AsyncIterator[bytes]:
     """The request's body, at most `MAX_JSON_BYTES`, counted against its client's share of
     JSON bytes in memory (``WebState.json_shares``, `JSON_BYTES_PER_CLIENT`) from its
-    first byte until the block using it ends. Raises WebError: 413 past the size, 429
-    (``Retry-After``) past the share."""
-    shares = state(request).json_shares
+    first byte until the block using it ends, under an upload's pace (`timed_body`).
+    Raises WebError: 413 past the size, 429 (``Retry-After``) past the share, 408 when
+    it stalls or drips."""
+    web = state(request)
+    shares = web.json_shares
     client = client_address(request)
     taken = 0
     try:
         data = bytearray()
-        async for chunk in request.stream():
+        async for chunk in timed_body(request, web.relayer.limits):
             if len(data) + len(chunk) > MAX_JSON_BYTES:
                 raise WebError(
                     f"the JSON body is larger than {MAX_JSON_BYTES:,} bytes", "RESOURCE_EXHAUSTED"
@@ -361,7 +364,7 @@ async def entries(request: Request) -> Response:
 async def inclusion(request: Request) -> Response:
     """``GET /api/v1/proofs/inclusion?index=N[&tree_size=M]``."""
     q = request.query_params
-    index = logviews.parse_index(q.get("index", ""), "index")
+    index = logviews.parse_index(q.get("index"), "index")
     size = logviews.parse_index(q.get("tree_size", "0"), "tree_size")
     view = await run_in_threadpool(logviews.inclusion_view, state(request).client, index, size)
     return JSONResponse(view)
@@ -372,7 +375,7 @@ async def inclusion(request: Request) -> Response:
 async def consistency(request: Request) -> Response:
     """``GET /api/v1/proofs/consistency?first=A[&second=B][&first_root=HEX]``."""
     q = request.query_params
-    first = logviews.parse_index(q.get("first", ""), "first")
+    first = logviews.parse_index(q.get("first"), "first")
     second = logviews.parse_index(q.get("second", "0"), "second")
     root = logviews.parse_hash(q["first_root"], "first_root") if q.get("first_root") else None
     view = await run_in_threadpool(

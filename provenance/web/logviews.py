@@ -53,14 +53,17 @@ def parse_hash(text: object, what: str) -> bytes:
     return bytes.fromhex(text)
 
 
-def parse_index(text: str, what: str = "index") -> int:
-    """A non-negative integer below 2^63 written in canonical decimal: ASCII digits, no
+def parse_index(text: str | None, what: str = "index", least: int = 0) -> int:
+    """An integer from ``least`` below 2^63 written in canonical decimal: ASCII digits, no
     leading zero (but "0" itself), sign, spaces or underscores, all of which `int` takes
-    ("01", " 1 ", "1_0", "+1"). Raises WebError (400) naming ``what``."""
-    if not _CANONICAL.fullmatch(text) or int(text) >= 2**63:
+    ("01", " 1 ", "1_0", "+1"). Raises WebError (400) naming ``what``, saying it is
+    missing when ``text`` is None (a required query parameter left out)."""
+    if text is None:
+        raise WebError(f"{what} is missing: give a whole number from {least} below 2^63")
+    if not _CANONICAL.fullmatch(text) or not least <= int(text) < 2**63:
         raise WebError(
-            f"{what} must be a whole number from 0 below 2^63 in decimal digits 0-9, without"
-            f" leading zeros, sign or spaces; got {text[:40]!r}"
+            f"{what} must be a whole number from {least} below 2^63 in decimal digits 0-9,"
+            f" without leading zeros, sign or spaces; got {text[:40]!r}"
         )
     return int(text)
 

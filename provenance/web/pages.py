@@ -183,7 +183,7 @@ async def goto_device(request: Request) -> Response:
 async def consistency(request: Request) -> Response:
     """``GET /log/consistency?first=A[&second=B][&first_root=HEX]``."""
     q = request.query_params
-    first = logviews.parse_index(q.get("first", ""), "the first tree size")
+    first = logviews.parse_index(q.get("first"), "the first tree size")
     second = logviews.parse_index(q.get("second", "") or "0", "the second tree size")
     root = logviews.parse_hash(q["first_root"], "the first root") if q.get("first_root") else None
     view = await run_in_threadpool(

@@ -57,10 +57,7 @@ def _alg(alg: Any) -> None:
 
 def _max_results(request: Request) -> int:
     """The ``maxResults`` query parameter (default 10); raises WebError."""
-    text = request.query_params.get("maxResults", "10")
-    if logviews.parse_index(text, "maxResults") < 1:
-        raise WebError(f"maxResults must be a whole number from 1, got {text!r}")
-    return int(text)
+    return logviews.parse_index(request.query_params.get("maxResults", "10"), "maxResults", 1)
 
 
 def _binding(value: Any) -> PerceptualHash:

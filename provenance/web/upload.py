@@ -438,7 +438,7 @@ async def _answer(request: Request, relay: _Relay) -> VerificationReport:
     raise WebError("the client closed its connection before the answer", "CANCELLED")
 
 
-async def _body(request: Request, limits: UploadLimits) -> AsyncIterator[bytes]:
+async def timed_body(request: Request, limits: UploadLimits) -> AsyncIterator[bytes]:
     """The request body as it arrives; raises WebError (408) when the client sends
     nothing for ``limits.idle_s`` seconds or falls behind the upload's deadline (see
     `UploadLimits`), so a stalled or dripping upload cannot hold a relay slot."""
@@ -655,7 +655,7 @@ class Relayer:
         preamble = Preamble(boundary)
         relay: _Relay | None = None
         try:
-            async for chunk in _body(request, self.limits):
+            async for chunk in timed_body(request, self.limits):
                 hold.got(chunk)
                 _write(parser, preamble.feed(chunk))
                 if relay is None and len(form.held) > self.limits.hold_bytes:
@@ -723,7 +723,7 @@ class Relayer:
         shape). Raises WebError and TransportError as `verify_form` does."""
         _check_length(request, self.limits.max_file_bytes)
         with self._slot(peer) as hold:
-            body = _body(request, self.limits)
+            body = timed_body(request, self.limits)
             return Verified(await self._verify_body(request, body, filename, hold), filename)
 
     async def _verify_body(

@@ -28,7 +28,7 @@ from provenance.core.claims import (
     Verdict,
 )
 from provenance.core.dihedral import DIHEDRAL_HASHES
-from provenance.core.errors import BindingError, ClaimError
+from provenance.core.errors import BindingError, ClaimError, TransportError
 from provenance.core.keyhistory import KeyEvent, KeyEventKind, SignedKeyEvent
 from provenance.core.verify import (
     ClaimEvidence,
@@ -683,8 +683,28 @@ def detector_from_pb(m: pb.DetectorResult) -> dict[str, Any]:
     }
 
 
-def report_from_pb(m: pb.VerificationReport) -> VerificationReport:
-    """Wire report -> domain report (used by clients to render text and JSON)."""
+#: The verdicts a report may carry, by wire value (not VERDICT_UNSPECIFIED, no verdict).
+_VERDICTS = {v: Verdict(k) for k, v in pb.Verdict.items() if v != pb.VERDICT_UNSPECIFIED}
+
+
+def verdict_from_pb(status: int, server: str = "the server") -> Verdict:
+    """The verdict of a wire report's ``status``. Raises TransportError (INTERNAL: the
+    answer of ``server``, refused) for none (0: an empty report, as a stranger's gRPC
+    service or a proxy may send) or one this client does not know (a newer server's)."""
+    if status in _VERDICTS:
+        return _VERDICTS[status]
+    said = "no verdict" if status == 0 else f"verdict {status}, which this client does not know"
+    raise TransportError(
+        f"{server} answered a report with {said}: is it a provenance server, of this"
+        " version or older?",
+        "INTERNAL",
+    )
+
+
+def report_from_pb(m: pb.VerificationReport, server: str = "the server") -> VerificationReport:
+    """Wire report -> domain report (used by clients to render text and JSON). Raises
+    TransportError for a report without a verdict this client knows (`verdict_from_pb`,
+    naming ``server``)."""
     e = m.evidence
     facts = FileFacts(
         sha256=bytes(e.file_sha256),
@@ -695,7 +715,7 @@ def report_from_pb(m: pb.VerificationReport) -> VerificationReport:
     )
     claim_ev = claim_evidence_from_pb(e.claim) if e.HasField("claim") else None
     return VerificationReport(
-        status=Verdict(pb.Verdict.Name(m.status)),
+        status=verdict_from_pb(m.status, server),
         reasons=tuple(m.reasons),
         evidence=Evidence(
             file=facts,

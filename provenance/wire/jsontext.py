@@ -67,7 +67,13 @@ def loads_text(data: bytes | str, *, file_names: bool = False) -> Any:
         # UTF-8 always (RFC 8259 §8.1), a leading BOM ignored: json.loads given bytes
         # guesses UTF-16 or UTF-32 from where NUL bytes fall, so a damaged line of NULs
         # was read as UTF-32. surrogatepass lets the check below name a raw surrogate.
-        text = data.decode("utf-8-sig", "surrogatepass")
+        try:
+            text = data.decode("utf-8-sig", "surrogatepass")
+        except UnicodeDecodeError as e:  # Python's own words name its codec, not the input
+            at = e.start + len(data) - len(e.object)  # e.object lacks a leading BOM
+            raise ValueError(
+                f"the text is not UTF-8 (byte 0x{data[at]:02x} at offset {at})"
+            ) from None
     try:
         doc = json.loads(text, object_pairs_hook=_unique_keys)
     except ValueError as e:

@@ -585,9 +585,17 @@ class Witness:
         if len(body) > MAX_BODY_BYTES:
             return Answer(400, f"the body is larger than {MAX_BODY_BYTES} bytes\n")
         try:
-            request = _parse_request(body.decode())
+            text = body.decode()
+        except UnicodeDecodeError as e:  # Python's own words name its codec, not the body
+            return Answer(
+                400,
+                "malformed add-checkpoint body: the body is not UTF-8 text"
+                f" (byte 0x{body[e.start]:02x} at offset {e.start})\n",
+            )
+        try:
+            request = _parse_request(text)
             origin = request.note.split("\n", 1)[0]
-        except (UnicodeDecodeError, _BadRequest) as e:
+        except _BadRequest as e:
             return Answer(400, f"malformed add-checkpoint body: {e}\n")
         verifier = self.logs.get(origin)
         if verifier is None:

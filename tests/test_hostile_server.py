@@ -1,0 +1,127 @@
+"""A server that answers with what no provenance server sends (an empty report, a
+verdict this client does not know, an empty log key): the client says so in one
+`error:` line and exits 1, never a traceback and never exit 0. Such a server is a
+stranger's gRPC service on the port, a proxy answering empty messages, or a newer
+server with a verdict added. A real gRPC server on a real port, the real CLI."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from concurrent import futures
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+
+from clients.cli import main as prov_main
+from tests.conftest import ROOT, SAMPLES
+
+#: What the hostile server answers to each method it is asked (the rest: UNIMPLEMENTED).
+Answers = dict[str, Callable[[], bytes]]
+
+
+class _Hostile(grpc.GenericRpcHandler):
+    def __init__(self, answers: Answers) -> None:
+        self.answers = answers
+
+    def service(self, details: Any) -> grpc.RpcMethodHandler[Any, Any] | None:
+        name = str(details.method).rsplit("/", 1)[-1]
+        if name not in self.answers:
+            return None
+        answer = self.answers[name]
+        if name in ("VerifyFile", "DetectFile"):
+
+            def upload(requests: Iterator[bytes], context: Any) -> bytes:
+                for _ in requests:
+                    pass
+                return answer()
+
+            return grpc.stream_unary_rpc_method_handler(upload)
+        return grpc.unary_unary_rpc_method_handler(lambda request, context: answer())
+
+
+@pytest.fixture
+def hostile() -> Iterator[Callable[[Answers], str]]:
+    """Starts a gRPC server answering as told; returns its HOST:PORT."""
+    servers: list[grpc.Server] = []
+
+    def start(answers: Answers) -> str:
+        server = grpc.server(futures.ThreadPoolExecutor(4))
+        server.add_generic_rpc_handlers((_Hostile(answers),))
+        port = server.add_insecure_port("127.0.0.1:0")
+        server.start()
+        servers.append(server)
+        return f"127.0.0.1:{port}"
+
+    yield start
+    for server in servers:
+        server.stop(None)
+
+
+def _run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    capsys.readouterr()
+    rc = prov_main(list(args))
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+@pytest.mark.parametrize(
+    ("status", "said"),
+    [(0, "no verdict"), (99, "verdict 99, which this client does not know")],
+)
+def test_a_report_without_a_known_verdict_is_an_error_not_a_traceback(
+    hostile: Callable[[Answers], str],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    status: int,
+    said: str,
+) -> None:
+    """(h-att41: before, "ValueError: 'VERDICT_UNSPECIFIED' is not a valid Verdict" and
+    a traceback, exit 1, for an empty report; the same for a verdict added later.)"""
+    report = bytes([0x08, status]) if status else b""  # field 1 (status), as a varint
+    address = hostile({"VerifyFile": lambda: report})
+    photo = shutil.copy(SAMPLES / "rocket.jpg", tmp_path / "rocket.jpg")
+    for json in ((), ("--json",)):
+        rc, out, err = _run(capsys, "verify", str(photo), "--no-detect", "--server", address, *json)
+        assert rc == 1, (rc, out, err)
+        assert "Traceback" not in err and "ValueError" not in err, err
+        assert f"error: the server at {address} answered a report with {said}" in err, err
+
+
+def test_an_empty_log_key_is_an_error_not_an_empty_line(
+    hostile: Callable[[Answers], str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """(h-att41: before, `prov log key` printed an empty line and exited 0.)"""
+    address = hostile({"GetLogKey": lambda: b""})
+    rc, out, err = _run(capsys, "log", "key", "--server", address)
+    assert rc == 1 and out == "", (rc, out, err)
+    assert f"error: the server at {address} answered a log key that is no verifier key" in err, err
+    assert "Traceback" not in err, err
+
+
+def test_an_answer_that_is_no_message_of_ours_is_one_line_without_a_traceback(
+    hostile: Callable[[Answers], str],
+) -> None:
+    """An answer that does not parse as the reply expected is said in our words, in one
+    line, in a real `prov` process (h-att41: before, gRPC logged "Exception deserializing
+    message!" with a traceback, then "error: Exception deserializing response!
+    [INTERNAL]")."""
+    address = hostile({"GetLogKey": lambda: b"\xff\xff\xff"})
+    run = subprocess.run(
+        [sys.executable, "-m", "clients.cli", "log", "key", "--server", address],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    assert run.returncode == 1 and run.stdout == "", (run.returncode, run.stdout, run.stderr)
+    assert run.stderr == (
+        f"error: the server at {address} answered with a message that is no reply of this"
+        " service: is it a provenance server?\n"
+    ), run.stderr
