@@ -15,10 +15,11 @@ import pytest
 
 from clients.api import ProvenanceClient
 from provenance.core.claims import Device, SignedClaim
-from provenance.core.errors import StorageError
+from provenance.core.errors import LimitError, StorageError
 from provenance.core.keys import DeviceKey
 from provenance.log.checkpoint import LogSigner, NoteVerifier, generate_log_key
 from provenance.log.receipt import verify_receipt
+from provenance.server.limits import DeviceQuota, ServerLimits
 from provenance.server.writer import Appended, GroupCommitWriter, PendingClaim
 from provenance.store.postgres import PostgresStore
 from provenance.wire import convert as wire
@@ -32,6 +33,9 @@ OUTAGE_S = 4.0
 #: Seconds the database is down in the log test: even a pool of one connection wrote 5
 #: lines in it before (its loss, then a try at once and every 2 s at most).
 LOGGED_OUTAGE_S = 6.0
+#: Seconds the database is down under `prov serve` in the long-outage test: more than the
+#: pool's wait for a connection (`provenance.store.postgres.CONNECTION_WAIT_S`, 30 s).
+LONG_OUTAGE_S = 40.0
 #: Generous: the writer's store waits at most this for a connection; the pool retries the
 #: database every 2 s (RECONNECT_DELAY_MAX_S), so all is written about 3 s after it is back.
 SLACK_S = 10.0
@@ -179,3 +183,84 @@ def test_an_outage_is_logged_in_a_few_lines_first_failure_and_recovery_included(
     assert len(warned) <= 4, f"{len(warned)} lines:\n" + "\n".join(warned)
     assert any("error connecting" in line for line in warned), during  # the first failure
     assert any("answers again" in line for line in during), during  # and the recovery
+
+
+def test_the_quota_is_checked_on_the_counts_held_here_while_the_database_is_away(
+    own_pg: PgServer,
+) -> None:
+    """A device's quota count read from a database that cannot be reached: before, the
+    read waited for the pool's connection wait and raised (through `prov serve`, its
+    30 s refused every capture UNAVAILABLE, the writer never reached). Now the count is
+    read with a short wait and, failing that, the counts this server holds decide: a
+    device below its quota is admitted at once, one at it is still refused."""
+    store = PostgresStore(own_pg.new_database(), max_connections=2, connection_wait_s=20)
+    quota = DeviceQuota(ServerLimits(quota_claims_per_minute=3), store)
+    device = b"d" * 32
+    try:
+        quota.admit(device, 100)  # read from the database, then held here
+        quota.settle(device, 100, logged=True)
+        time.sleep(1.5)  # the count read is older than QUOTA_SYNC_S: admit reads it again
+        own_pg.halt("fast")
+        began = time.monotonic()
+        quota.admit(device, 100)
+        quota.admit(device, 100)  # 3 in the minute: the quota
+        took = time.monotonic() - began
+        with pytest.raises(LimitError, match="more than 3 claims in a minute"):
+            quota.admit(device, 100)
+        assert took < SLACK_S, f"admitted {took:.1f} s after the database went away"
+    finally:
+        quota.close()
+        own_pg.resume()
+        store.close()
+
+
+def test_captures_through_prov_serve_wait_out_an_outage_longer_than_the_pool_wait(
+    own_pg: PgServer, tmp_path: Path
+) -> None:
+    """prov serve over a database down for 40 s, two captures submitted with a 120 s
+    deadline: one from a device whose key the server keeps (its quota count is read
+    again), one from a device whose key it has not read yet (a server restarted since it
+    enrolled). Before, both were refused UNAVAILABLE about 30 s into the outage ("couldn't
+    get a connection after 30.00 sec"), the quota read and the key read each failing
+    after the pool's wait, and the writer's wait for the log was 30 s whatever the
+    deadline. Now both are acknowledged once the database is back (after its commit)."""
+    url = own_pg.new_database()
+    PG_LOG_KEYS[url] = tmp_path / "pg.logkey.pem"
+    srv = start_server(url)
+    try:
+        with ProvenanceClient(srv.address, admin_token=ADMIN_TOKEN) as client:
+            kept, unread = enroll_key(client), enroll_key(client)
+    finally:
+        srv.stop()
+    srv = start_server(url)  # keeps no key yet
+    try:
+        with ProvenanceClient(srv.address) as client:
+            client.submit(signed_claim(kept, 1))  # its key is read and kept
+        time.sleep(1.5)  # its quota count is read again at its next capture
+        own_pg.halt("fast")
+        down = time.monotonic()
+        outcomes: dict[str, int | str] = {}
+
+        def submit(name: str, signed: SignedClaim) -> None:
+            try:
+                with ProvenanceClient(srv.address, timeout=LONG_OUTAGE_S + 80) as c:
+                    receipt, _ = c.submit(signed)
+                    outcomes[name] = receipt.leaf_index
+            except Exception as e:
+                outcomes[name] = f"refused {time.monotonic() - down:.1f} s in: {e}"
+
+        threads = [
+            threading.Thread(target=submit, args=(n, s), daemon=True)
+            for n, s in (("kept", signed_claim(kept, 2)), ("unread", signed_claim(unread, 1)))
+        ]
+        for t in threads:
+            t.start()
+        time.sleep(LONG_OUTAGE_S)
+        own_pg.resume()
+        for t in threads:
+            t.join(timeout=LONG_OUTAGE_S + 90)  # a hang guard only
+        took = time.monotonic() - down
+        assert len(outcomes) == 2 and all(isinstance(v, int) for v in outcomes.values()), outcomes
+        assert took < LONG_OUTAGE_S + SLACK_S + 30, f"acknowledged {took:.1f} s after it went down"
+    finally:
+        srv.stop()

@@ -45,6 +45,7 @@ from provenance.core.errors import (
     ProvenanceError,
     ReadRateError,
     StorageError,
+    StoreUnavailableError,
     UploadTimeoutError,
 )
 from provenance.core.fair_share import NOTICE_WINDOWS, Notice, client_key, ended_slow, take_victim
@@ -591,9 +592,9 @@ class DeviceQuota:
         """Hold room for one submission of ``size`` bytes from the device until `settle`
         is called with its outcome; raises LimitError when its count in the last minute
         plus the submissions it has in flight here leave no room (StorageError when the
-        store cannot be read). Before: checked, not held, so a burst of a device's
-        concurrent submissions all passed before any was counted (40 at once against a
-        quota of 5 were all logged)."""
+        store fails; while it cannot be reached, the counts this server holds decide).
+        Before: checked, not held, so a burst of a device's concurrent submissions all
+        passed before any was counted (40 at once against a quota of 5 were all logged)."""
         per_claims, per_bytes = self._per_min
         if not (per_claims or per_bytes):
             return
@@ -605,7 +606,19 @@ class DeviceQuota:
         fresh = None
         if self._store is not None and self.reads_store(device_id):
             minute = int(now // 60)
-            fresh = self._store.quota_usage(device_id, (minute - 1, minute))
+            try:
+                fresh = self._store.quota_usage(device_id, (minute - 1, minute))
+            except StoreUnavailableError:
+                # the database cannot be reached (the store waits briefly for it): the
+                # counts held here decide, the stored count last read and what this
+                # server counted and holds since; read again after QUOTA_SYNC_S. Nothing
+                # is logged before the database is back (the writer waits for it), and a
+                # device still has at most its quota in flight here
+                with self._lock:
+                    at, last = self._stored.get(device_id, (now, [(0, 0), (0, 0)]))
+                    # the last count read, its minutes moved to the current two
+                    moved = {0: last, 1: [last[1], (0, 0)]}.get(minute - int(at // 60))
+                    self._stored[device_id] = (now, moved or [(0, 0), (0, 0)])
         with self._lock:  # counted, checked and held at once
             claims, nbytes = self._used(device_id, now, fresh)
             held = self._held.get(device_id, (0, 0))

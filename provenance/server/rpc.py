@@ -56,6 +56,7 @@ from provenance.core.errors import (
     SequenceError,
     SignatureError,
     StorageError,
+    StoreUnavailableError,
     UnknownDeviceError,
     UploadTimeoutError,
     WitnessError,
@@ -431,6 +432,16 @@ def envelope_digest(signed: SignedClaim) -> bytes:
     return h.digest()
 
 
+#: Seconds at least that a submission waits for the log's confirmation (`_submit_new`):
+#: the call's deadline when later, so that a capture sent with a long deadline waits out
+#: a database outage (the writer tries its batch again until the database answers).
+SUBMIT_WAIT_S = 30.0
+
+#: Seconds between two tries to read a device's key while the database cannot be reached
+#: (`CapturesServicer._first_sight_until`); each try itself waits for a connection.
+KEY_READ_RETRY_S = 1.0
+
+
 class CapturesServicer(rpc.CapturesServicer):
     """Submissions on the event loop: the checks there are CPU work well under a
     millisecond (the device key was checked at enrollment and is kept once read); every
@@ -486,7 +497,9 @@ class CapturesServicer(rpc.CapturesServicer):
         # a forgery token; 60 of them from one address, a stall past their deadlines,
         # and its honest devices were refused as forgers). A forger's cancelled call
         # still spends its token once its signature fails. About 7 us a call.
-        task = asyncio.ensure_future(self._submit(request, context.peer()))
+        task = asyncio.ensure_future(
+            self._submit(request, context.peer(), context.time_remaining())
+        )
         if client is not None:
             task.add_done_callback(functools.partial(self._settle, client))
         return await asyncio.shield(task)
@@ -500,10 +513,11 @@ class CapturesServicer(rpc.CapturesServicer):
         )
         self.penalty.settle(client, forged)
 
-    async def _submit(self, request: Any, peer: str = "") -> Any:
+    async def _submit(self, request: Any, peer: str = "", left: float | None = None) -> Any:
         """SubmitCapture once its penalty token is held: a replay of a kept envelope is
         answered here, one of an envelope still with the writer shares its outcome
-        (``peer``: gRPC's, whose turn a replay's read takes).
+        (``peer``: gRPC's, whose turn a replay's read takes; ``left``: the seconds left
+        before the call's deadline, None when it has none).
         Raises SignatureError or UnknownDeviceError for a forgery, other ProvenanceErrors
         for other refusals."""
         if not request.HasField("signed_claim"):
@@ -522,7 +536,7 @@ class CapturesServicer(rpc.CapturesServicer):
         outcome: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._in_flight[digest] = outcome
         try:
-            reply = await self._submit_new(signed, peer)
+            reply = await self._submit_new(signed, peer, left)
         except BaseException as e:
             del self._in_flight[digest]
             if isinstance(e, asyncio.CancelledError):
@@ -546,16 +560,19 @@ class CapturesServicer(rpc.CapturesServicer):
         outcome.set_result(reply)
         return reply
 
-    async def _submit_new(self, signed: SignedClaim, peer: str = "") -> Any:
+    async def _submit_new(
+        self, signed: SignedClaim, peer: str = "", left: float | None = None
+    ) -> Any:
         """A submission whose envelope is neither kept nor in flight: quota, then the
-        writer. Raises as `_submit`."""
+        writer, whose outcome is waited for until the call's deadline (``left`` seconds;
+        `SUBMIT_WAIT_S` at least, and when there is none). Raises as `_submit`."""
         size = len(signed.claim_bytes)
+        wait = SUBMIT_WAIT_S if left is None else max(SUBMIT_WAIT_S, left)
         try:
             if not self.s.knows_device_key(signed.key_id):
                 # in one hop off the loop: the device's key first (an unknown device costs
                 # that one read, no quota count, one penalty token), then its quota
-                loop = asyncio.get_running_loop()
-                await loop.run_in_executor(self.pool, self._first_sight, signed, size)
+                await self._first_sight_until(signed, size, left)
             elif self.quota.reads_store(signed.key_id):
                 loop = asyncio.get_running_loop()
                 await loop.run_in_executor(self.pool, self.quota.admit, signed.key_id, size)
@@ -572,7 +589,7 @@ class CapturesServicer(rpc.CapturesServicer):
             # its quota room is held until the outcome; counted once verified and logged
             # (forgeries and replays cost nothing)
             try:
-                res = await self.s.submit_async(signed, reads=self.pool, peer=peer)
+                res = await self.s.submit_async(signed, wait, reads=self.pool, peer=peer)
             except BaseException:
                 self.quota.settle(signed.key_id, size, logged=False)
                 raise
@@ -580,6 +597,29 @@ class CapturesServicer(rpc.CapturesServicer):
         return pb.SubmitCaptureResponse(
             receipt=wire.receipt_to_pb(res.receipt), duplicate=res.duplicate
         )
+
+    async def _first_sight_until(self, signed: SignedClaim, size: int, left: float | None) -> None:
+        """`_first_sight` in ``pool``, tried again while the database cannot be reached
+        and the call's deadline (``left`` seconds; None: none, one try) leaves time for
+        another try: each waits for a connection (PostgreSQL: 30 s) while the store
+        reconnects. The key of a device not yet seen here is in the database only; its
+        revocation is checked by the writer in its transaction, as always. Before: one
+        try, and a capture was refused 30 s into an outage whatever its deadline. Raises
+        as `_first_sight`; StorageError saying when to retry when the deadline comes
+        first."""
+        loop = asyncio.get_running_loop()
+        until = None if left is None else loop.time() + left
+        while True:
+            try:
+                await loop.run_in_executor(self.pool, self._first_sight, signed, size)
+                return
+            except StoreUnavailableError as e:
+                if until is None or loop.time() + KEY_READ_RETRY_S >= until:
+                    raise StoreUnavailableError(
+                        f"this device's key could not be read: {e}; submit the capture"
+                        " again once the database answers (nothing was logged)"
+                    ) from e
+            await asyncio.sleep(KEY_READ_RETRY_S)
 
     def _first_sight(self, signed: SignedClaim, size: int) -> None:
         """A submission from a device whose key is not kept (in a pool thread): read the

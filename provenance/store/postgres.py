@@ -63,6 +63,12 @@ POOL_LOG_EVERY_S = 60.0
 #: Seconds a call waits for a pooled connection (the pool reconnecting meanwhile while the
 #: database cannot be reached) before it fails with StorageError.
 CONNECTION_WAIT_S = 30.0
+#: Seconds a read whose caller can do without it waits for a pooled connection (a quota
+#: count, `provenance.server.limits.DeviceQuota`, which then decides on the counts the
+#: server holds): while the database cannot be reached it failed only after
+#: `CONNECTION_WAIT_S`, and with it every capture through `prov serve`, 30 s into an
+#: outage, before reaching the writer that waits the outage out.
+QUICK_READ_WAIT_S = 1.0
 
 _MIGRATIONS: dict[int, str] = {
     1: """
@@ -336,6 +342,7 @@ class PostgresStore(SqlStore):
         self.location = redact(url)
         self.read_only = read_only
         self._max_connections = max_connections
+        self._quick_wait_s = min(QUICK_READ_WAIT_S, connection_wait_s)
         try:  # one plain connection first: libpq's own reason when the database is not there
             psycopg.connect(url, connect_timeout=max(1, int(connect_timeout_s))).close()
         except psycopg.Error as e:
@@ -383,19 +390,26 @@ class PostgresStore(SqlStore):
         return None
 
     @contextmanager
-    def _connection(self) -> Iterator[psycopg.Connection[Any]]:
+    def _connection(self, wait_s: float | None = None) -> Iterator[psycopg.Connection[Any]]:
         """A pooled connection that the server has not closed: one it dropped (a restart,
         a failover, pg_terminate_backend) is closed here, so the pool discards it, and
-        the next is taken. Without this each dead pooled connection failed one call."""
+        the next is taken. Without this each dead pooled connection failed one call.
+        ``wait_s``: how long to wait for one (None: ``connection_wait_s``)."""
         for _ in range(self._max_connections):
-            with self._pool.connection() as conn:
+            with self._pool.connection(timeout=wait_s) as conn:
                 if _dropped(conn):
                     conn.close()  # the pool discards a closed connection when it comes back
                     continue
                 yield conn
                 return
-        with self._pool.connection() as conn:  # all dropped: a fresh one, or its error
+        with self._pool.connection(timeout=wait_s) as conn:  # all dropped: a fresh one
             yield conn
+
+    @contextmanager
+    def _quick_read(self) -> Iterator[Conn]:
+        """`_read` waiting `QUICK_READ_WAIT_S` at most for a connection."""
+        with self._connection(self._quick_wait_s) as conn:
+            yield _PgConn(conn)
 
     @contextmanager
     def _read(self) -> Iterator[Conn]:

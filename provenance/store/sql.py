@@ -468,6 +468,11 @@ class SqlStore(ABC):
     def _write(self) -> AbstractContextManager[Conn]:
         """A connection inside a write transaction that commits on a normal exit."""
 
+    def _quick_read(self) -> AbstractContextManager[Conn]:
+        """A connection for a read whose caller can do without its answer (a quota count
+        to refresh): `_read`, unless the backend waits less for it (PostgreSQL)."""
+        return self._read()
+
     @abstractmethod
     def _lock_appends(self, c: Conn) -> None:
         """Take the log's append lock inside the current write transaction."""
@@ -553,7 +558,7 @@ class SqlStore(ABC):
 
     def quota_usage(self, device_id: bytes, windows: Sequence[int]) -> list[tuple[int, int]]:
         out = []
-        with self._reading() as c:
+        with self._errors(), self._quick_read() as c:
             for w in windows:
                 row = c.execute(
                     "SELECT value FROM meta WHERE key=?", (quota_key(w, device_id),)
