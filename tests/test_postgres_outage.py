@@ -179,3 +179,34 @@ def test_an_outage_is_logged_in_a_few_lines_first_failure_and_recovery_included(
     assert len(warned) <= 4, f"{len(warned)} lines:\n" + "\n".join(warned)
     assert any("error connecting" in line for line in warned), during  # the first failure
     assert any("answers again" in line for line in during), during  # and the recovery
+
+
+def test_closing_during_an_outage_waits_for_the_database_once(
+    own_pg: PgServer, tmp_path: Path
+) -> None:
+    """Claims queued behind a batch that waits for a connection when the writer is closed:
+    once that wait has failed, close() answers them with the store's error without trying
+    the database again (as its docstring says). Before, they were tried once more, a
+    second full connection wait (30 s in production: `prov serve` stopping during an
+    outage took a minute)."""
+    wait_s = 15.0
+    store = PostgresStore(own_pg.new_database(), max_connections=4, connection_wait_s=wait_s)
+    signer = generate_log_key(tmp_path / "log.key", "test.example/log")
+    writer = GroupCommitWriter(store, signer, lambda: T0, lambda *a: None)
+    try:
+        _, pending = _claims(store, 4)
+        own_pg.halt("fast")
+        first = writer.enqueue(pending[0])
+        time.sleep(1)  # the writer waits for a connection for it
+        queued = [writer.enqueue(p) for p in pending[1:]]
+        closing = time.monotonic()
+        writer.close()
+        took = time.monotonic() - closing
+        for f in [first, *queued]:
+            with pytest.raises(StorageError, match="cannot be used now"):
+                f.result(timeout=1)
+        assert took < wait_s + 7, f"close took {took:.1f} s: the database was tried again"
+    finally:
+        writer.close()
+        own_pg.resume()
+        store.close()
