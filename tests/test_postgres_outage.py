@@ -214,6 +214,37 @@ def test_the_quota_is_checked_on_the_counts_held_here_while_the_database_is_away
         store.close()
 
 
+def test_closing_during_an_outage_waits_for_the_database_once(
+    own_pg: PgServer, tmp_path: Path
+) -> None:
+    """Claims queued behind a batch that waits for a connection when the writer is closed:
+    once that wait has failed, close() answers them with the store's error without trying
+    the database again (as its docstring says). Before, they were tried once more, a
+    second full connection wait (30 s in production: `prov serve` stopping during an
+    outage took a minute)."""
+    wait_s = 15.0
+    store = PostgresStore(own_pg.new_database(), max_connections=4, connection_wait_s=wait_s)
+    signer = generate_log_key(tmp_path / "log.key", "test.example/log")
+    writer = GroupCommitWriter(store, signer, lambda: T0, lambda *a: None)
+    try:
+        _, pending = _claims(store, 4)
+        own_pg.halt("fast")
+        first = writer.enqueue(pending[0])
+        time.sleep(1)  # the writer waits for a connection for it
+        queued = [writer.enqueue(p) for p in pending[1:]]
+        closing = time.monotonic()
+        writer.close()
+        took = time.monotonic() - closing
+        for f in [first, *queued]:
+            with pytest.raises(StorageError, match="cannot be used now"):
+                f.result(timeout=1)
+        assert took < wait_s + 7, f"close took {took:.1f} s: the database was tried again"
+    finally:
+        writer.close()
+        own_pg.resume()
+        store.close()
+
+
 def test_captures_through_prov_serve_wait_out_an_outage_longer_than_the_pool_wait(
     own_pg: PgServer, tmp_path: Path
 ) -> None:
@@ -264,3 +295,29 @@ def test_captures_through_prov_serve_wait_out_an_outage_longer_than_the_pool_wai
         assert took < LONG_OUTAGE_S + SLACK_S + 30, f"acknowledged {took:.1f} s after it went down"
     finally:
         srv.stop()
+
+
+def test_closing_device_quotas_during_an_outage_waits_for_the_database_once(
+    own_pg: PgServer,
+) -> None:
+    """A server stopping while the database is down: the quota counts' flusher is waiting
+    for a connection, and its flush fails; close() then does not flush once more (one more
+    full wait, 30 s in production) but says the counts were not stored. Before, `prov serve`
+    stopping in an outage waited for the flusher, then for the final flush: with the
+    log upkeep's wait after them, 87 s from Ctrl-C to exit (5 December)."""
+    wait_s = 15.0
+    store = PostgresStore(own_pg.new_database(), max_connections=4, connection_wait_s=wait_s)
+    quota = DeviceQuota(ServerLimits(quota_claims_per_minute=100), store)
+    try:
+        device = b"d" * 32
+        quota.settle(device, 100, logged=True)  # starts the flusher
+        own_pg.halt("fast")
+        quota.settle(device, 100, logged=True)
+        time.sleep(2)  # the flusher waits for a connection for it
+        closing = time.monotonic()
+        quota.close()
+        took = time.monotonic() - closing
+        assert took < wait_s + 5, f"close took {took:.1f} s: the database was tried again"
+    finally:
+        own_pg.resume()
+        store.close()

@@ -404,6 +404,25 @@ def test_a_list_file_names_files_from_its_own_folder(tmp_path: Path) -> None:
     ]
 
 
+@pytest.mark.parametrize(
+    "encoding", ["utf-8-sig", "utf-16"], ids=["UTF-8 with a BOM", "UTF-16 with a BOM"]
+)
+def test_a_list_file_with_a_byte_order_mark_names_its_files(tmp_path: Path, encoding: str) -> None:
+    """A list saved by Windows tools: Notepad's "UTF-8 with BOM", PowerShell 5's
+    ``Get-ChildItem -Name > list.txt`` (UTF-16 LE with a BOM). Before, the first name kept
+    the BOM (U+FEFF) and was refused, "cannot open: No such file or directory", for a file
+    that is there, and each line of a UTF-16 list was skipped as holding a NUL byte."""
+    (tmp_path / "a.jpg").write_bytes(JPEG)
+    (tmp_path / "b.jpg").write_bytes(JPEG)
+    listed = tmp_path / "names.txt"
+    listed.write_bytes("a.jpg\r\nb.jpg\r\n".encode(encoding))
+    got = list(iter_items([str(listed)], ScanLimits()))
+    assert [(type(i).__name__, i.ref) for i in got] == [
+        ("FileItem", f"{tmp_path}/a.jpg"),
+        ("FileItem", f"{tmp_path}/b.jpg"),
+    ]
+
+
 def test_list_lines_that_name_no_file_are_one_row_of_the_list(tmp_path: Path) -> None:
     """A line longer than MAX_LIST_LINE characters (no file name is) or holding a NUL
     byte (none holds one) is skipped, the lines after it read, and the list file gets one

@@ -34,6 +34,7 @@ opened).
 
 from __future__ import annotations
 
+import codecs
 import io
 import lzma
 import os
@@ -266,7 +267,7 @@ class Walker:
         or read to its end."""
         base = os.path.dirname(path)
         try:
-            f = open(path, encoding="utf-8", errors="surrogateescape")
+            f = open_list(path)
         except OSError as e:
             yield RefusedItem(escape_name(path), f"cannot read the list file: {e.strerror or e}")
             return
@@ -656,6 +657,29 @@ def _read_all(member: _Readable, limit: int, check: Callable[[], None]) -> bytes
 def _drain(member: _Readable, check: Callable[[], None]) -> None:
     while member.read(_READ_BYTES):
         check()
+
+
+#: Byte order marks a list file may start with (Windows tools write them: Notepad's
+#: "UTF-8 with BOM", PowerShell 5's ``>``, UTF-16 LE), and the codec that reads past it.
+LIST_BOMS = (
+    (codecs.BOM_UTF8, "utf-8-sig"),
+    (codecs.BOM_UTF16_LE, "utf-16"),
+    (codecs.BOM_UTF16_BE, "utf-16"),
+)
+
+
+def open_list(path: str) -> IO[str]:
+    """The list file ``path`` opened as text: decoded by its byte order mark (`LIST_BOMS`;
+    the mark is not part of its first name), else UTF-8, undecodable bytes kept as
+    surrogate escapes. Raises OSError."""
+    raw = open(path, "rb")  # noqa: SIM115 -- handed to the wrapper, closed with it
+    try:
+        head = raw.peek(3)[:3]
+    except OSError:
+        raw.close()
+        raise
+    codec = next((c for bom, c in LIST_BOMS if head.startswith(bom)), "utf-8")
+    return io.TextIOWrapper(raw, encoding=codec, errors="surrogateescape")
 
 
 def list_lines(f: IO[str]) -> Iterator[tuple[int, str, str | None]]:

@@ -551,6 +551,9 @@ class DeviceQuota:
         self._held: dict[bytes, tuple[int, int]] = {}
         self._flusher: threading.Thread | None = None
         self._closed = threading.Event()
+        # the flusher's last flush failed because the store could not be reached: `close`
+        # does not wait for it once more
+        self._unreachable: StoreUnavailableError | None = None
 
     def _used(
         self, device_id: bytes, now: float, fresh: list[tuple[int, int]] | None
@@ -699,15 +702,24 @@ class DeviceQuota:
         while not self._closed.wait(QUOTA_SYNC_S):
             try:
                 self.flush()
+                self._unreachable = None
             except ProvenanceError as e:
-                log.warning("device quota counts not stored yet: %s", e)
+                self._unreachable = e if isinstance(e, StoreUnavailableError) else None
+                if not self._closed.is_set():
+                    log.warning("device quota counts not stored yet: %s", e)
 
     def close(self) -> None:
         """Stop the flushing thread and store what is counted (call before the store
-        closes; a store that fails now loses at most QUOTA_SYNC_S of counts)."""
+        closes; a store that fails now loses at most QUOTA_SYNC_S of counts). When the
+        flusher's last flush found the store unreachable (a database outage), the counts
+        are not tried once more: each try waits for a connection (30 s with PostgreSQL),
+        and a server stopping in an outage waited for two."""
         self._closed.set()
         if self._flusher is not None:
             self._flusher.join()
+        if self._unreachable is not None:
+            log.warning("device quota counts not stored: %s", self._unreachable)
+            return
         try:
             self.flush()
         except ProvenanceError as e:

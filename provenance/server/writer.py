@@ -319,6 +319,9 @@ class GroupCommitWriter:
         self._done: queue.SimpleQueue[_Done | None] = queue.SimpleQueue()
         self._stopping = False
         self._closing = threading.Event()  # close() was called: stop waiting for the store
+        # the store's error once it could not be reached after close(): what is still
+        # queued is answered with it, not tried (each try waits for a connection)
+        self._gone: StoreUnavailableError | None = None
         # the pending waits with a timeout, per event loop (`submit_async`)
         self._deadlines: dict[asyncio.AbstractEventLoop, _Deadlines] = {}
         # (size, checkpoint note, frontier) after the last commit of this writer
@@ -488,10 +491,14 @@ class GroupCommitWriter:
                 batch.append(nxt)
 
     def _commit(self, batch: list[_Item]) -> None:
+        if self._gone is not None:  # closing, the store unreachable: not tried again
+            _resolve([(item, self._gone) for item in batch])
+            return
         try:
             done = self._append_when_reached(batch)
         except Exception as e:  # a broken database must not kill the writer thread
             if isinstance(e, StoreUnavailableError):  # the writer is closing: no more tries
+                self._gone = e
                 _resolve([(item, e) for item in batch])
                 return
             if len(batch) > 1:
@@ -521,7 +528,8 @@ class GroupCommitWriter:
         one, each costing the queue behind it the whole wait. A submitter whose own wait
         ran out meanwhile was told its claim may still be recorded: it is. One line when
         the store first fails, one when it answers again. Raises StoreUnavailableError
-        once `close` was called."""
+        once `close` was called (then `_commit` answers what is still queued with it,
+        untried)."""
         delay = RETRY_FIRST_S
         since: float | None = None
         tries = 0
@@ -529,6 +537,8 @@ class GroupCommitWriter:
             try:
                 done = self._append(batch)
             except StoreUnavailableError as e:
+                if self._closing.is_set():
+                    raise
                 tries += 1
                 if since is None:
                     since = time.monotonic()
@@ -538,8 +548,6 @@ class GroupCommitWriter:
                         e,
                         len(batch),
                     )
-                if self._closing.is_set():
-                    raise
                 self._closing.wait(delay)
                 delay = min(2 * delay, RETRY_MAX_S)
                 continue
