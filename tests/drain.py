@@ -10,6 +10,7 @@ a test's assertions and failure messages) in bounded memory.
 
 from __future__ import annotations
 
+import codecs
 import threading
 from collections import deque
 from typing import IO
@@ -38,15 +39,26 @@ class Drained:
         self._thread.start()
 
     def _read(self) -> None:
+        # the bytes under the text stream, decoded here with U+FFFD for what is not
+        # UTF-8: a strict decode error would end the reading, and the child would block
+        raw: IO[bytes] | None = getattr(self._stream, "buffer", None)
+        decode = codecs.getincrementaldecoder("utf-8")(errors="replace").decode
         try:
-            while chunk := self._stream.readline(_READ_CHARS):
-                self._add(chunk)
+            if raw is None:
+                while chunk := self._stream.readline(_READ_CHARS):
+                    self._add(chunk)
+            else:
+                while data := raw.readline(_READ_CHARS):
+                    self._add(decode(data))
+                self._add(decode(b"", final=True))
         except (OSError, ValueError):  # closed under us: what was read is kept
             pass
         finally:
             self._stream.close()
 
     def _add(self, chunk: str) -> None:
+        if not chunk:
+            return
         with self._lock:
             room = self._keep - self._head_chars
             if room > 0:

@@ -50,3 +50,16 @@ def test_what_is_drained_is_kept_at_both_ends_in_bounded_memory() -> None:
     head, dropped, tail = found.group(1), int(found.group(2).replace(",", "")), found.group(3)
     assert len(head) == 110 and 110 <= len(tail) < 120, (len(head), len(tail))
     assert len(head) + dropped + len(tail) == 10_000, text
+
+
+def test_a_byte_that_is_not_utf8_does_not_stop_the_reading() -> None:
+    """A child's log holding a byte that is not UTF-8 (a file name it echoes, say): before,
+    the decode error ended the reading there, so the rest of the log was lost and the
+    child blocked again once the pipe filled. The byte now reads as U+FFFD and the
+    reading goes on to the end."""
+    raw = io.BytesIO(b"before \xff\xfe bad bytes\n" + b"after\n" * (PIPE_BYTES // 3))
+    drained = Drained(io.TextIOWrapper(raw, encoding="utf-8"))
+    assert drained.wait()
+    text = drained.text()
+    assert text.startswith("before \ufffd\ufffd bad bytes\n"), text[:80]
+    assert text.count("after\n") == PIPE_BYTES // 3, text[-80:]
