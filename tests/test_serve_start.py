@@ -91,6 +91,32 @@ def test_metrics_or_health_port_in_use_is_checked_before_the_store_opens(
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.parametrize(
+    ("first", "second", "flag"),
+    [
+        ("127.0.0.1", "127.0.0.1", "--health-listen"),
+        ("127.0.0.1", "127.0.0.1", "--metrics-listen"),
+        ("0.0.0.0", "127.0.0.1", "--http"),  # every interface holds the loopback's port
+    ],
+)
+def test_two_servers_on_one_address_is_a_usage_error(
+    tmp_path: Path, first: str, second: str, flag: str
+) -> None:
+    """--listen and another server's flag naming the same port: before, the second bind
+    failed after the store opened, with gRPC's own text ("Failed to bind ... set
+    GRPC_VERBOSITY=debug"), exit 1. Now a usage error naming both flags (exit 2), before
+    anything is created. Port 0 (each picks a free one) never clashes."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    run = _serve(tmp_path, "--listen", f"{first}:{port}", flag, f"{second}:{port}")
+    assert run.returncode == 2, run.stderr
+    said = " ".join(run.stderr.split())
+    assert "--listen" in said and flag in said and f"port {port}" in said, said
+    assert "GRPC" not in said and "Traceback" not in said, said
+    assert list(tmp_path.iterdir()) == []
+
+
 def _not_pem(tmp_path: Path) -> str:
     """A trust anchors file that exists (a missing one is a usage error, found first) but
     holds no PEM certificate, beside ``tmp_path``: a start fails when it reads it."""
@@ -136,7 +162,8 @@ def test_a_web_port_taken_after_the_check_ends_the_start_and_removes_its_files(
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    run = _serve(tmp_path, "--listen", f"127.0.0.1:{port}", "--http", f"127.0.0.1:{port}")
+    # one port under two names (the same name is refused as a usage error at once)
+    run = _serve(tmp_path, "--listen", f"localhost:{port}", "--http", f"127.0.0.1:{port}")
     assert run.returncode == 1, run.stderr
     assert f"cannot listen on 127.0.0.1:{port}" in run.stderr, run.stderr
     assert "listening on" not in run.stdout, run.stdout

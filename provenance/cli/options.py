@@ -242,6 +242,33 @@ def listen_address(value: str, option: str) -> tuple[str, int]:
     return bare, number
 
 
+#: Hosts that mean every interface: a server there holds the port on each address.
+_EVERY_INTERFACE = frozenset({"", "0.0.0.0", "::"})
+
+
+def check_distinct_listens(listens: dict[str, str | None]) -> None:
+    """Refuse two servers of one process on one port: ``listens`` maps each option
+    (``--listen``, ``--http``...) to its HOST:PORT, or None where not given. Two clash
+    when they name the same port (not 0, which picks a free one) on the same host, or on
+    any host where one of them listens on every interface (``0.0.0.0``, ``[::]``, an
+    empty host). Raises typer.BadParameter (exit 2) naming both options: otherwise the
+    second bind fails only after the store opened, in gRPC's or uvicorn's words."""
+    seen: list[tuple[str, str, int]] = []
+    for option, value in listens.items():
+        if value is None:
+            continue
+        host, port = listen_address(value, option)
+        for other, other_host, other_port in seen:
+            same_host = host == other_host or {host, other_host} & _EVERY_INTERFACE
+            if port and port == other_port and same_host:
+                raise typer.BadParameter(
+                    f"{value} is on port {port}, where {other} already listens: each"
+                    " server needs a port of its own (port 0 picks a free one)",
+                    param_hint=f"{other} and {option}",
+                )
+        seen.append((option, host, port))
+
+
 def check_can_listen(value: str, option: str) -> None:
     """Check, before anything is created, that a server could listen on ``value``
     (HOST:PORT, as `listen_address` reads it): bind a socket to each address the host

@@ -18,6 +18,7 @@ from provenance.cli.options import (
     MAX_WAIT_S,
     SIGNAL_POLL_S,
     check_can_listen,
+    check_distinct_listens,
     existing,
     finite,
     in_existing_folder,
@@ -488,13 +489,22 @@ def serve(
     status codes, in the README's "Limits and errors" table.
 
     An address it cannot listen on is refused before anything is created (exit 2 for
-    one that is not HOST:PORT, 1 for one in use or not this machine's), as are a file or
+    one that is not HOST:PORT or two of --listen, --http, --metrics-listen and
+    --health-listen on one port, 1 for one in use or not this machine's), as are a file or
     folder option naming nothing and a bad --witness (exit 2); a start that
     fails later removes the files it created itself (a new SQLite database, its log key
     and detector secret), never another server's, and leaves the database's lock file
     (harmless, and another server may hold it).
     """
     # before any file is created or anything slow is loaded
+    check_distinct_listens(
+        {
+            "--listen": listen,
+            "--metrics-listen": metrics_listen,
+            "--health-listen": health_listen,
+            "--http": http,
+        }
+    )
     check_can_listen(listen, "--listen")
     if metrics_listen is not None:
         check_can_listen(metrics_listen, "--metrics-listen")
