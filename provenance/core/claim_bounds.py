@@ -62,9 +62,14 @@ def check_video_numbers(claim: Claim) -> None:
     `MAX_VIDEO_SECONDS`, and its frame sample rate is 0 or within
     1 / `MAX_VIDEO_SECONDS`..`MAX_FRAME_SAMPLE_RATE`."""
     _check_seconds("duration_seconds", claim.duration_seconds)
-    for i, h in enumerate(claim.soft_bindings):
-        if not 0 <= h.timestamp_seconds <= MAX_VIDEO_SECONDS:  # False for NaN as well
-            _check_seconds(f"soft_bindings[{i}].timestamp_seconds", h.timestamp_seconds)
+    times = [h.timestamp_seconds for h in claim.soft_bindings]
+    # the min, max and sum of a list (the sum catches a NaN that min and max pass over):
+    # 44 us for 1,000 frames, where a loop comparing each took 84 (measured 5 December)
+    if times and not (
+        0 <= min(times) and max(times) <= MAX_VIDEO_SECONDS and math.isfinite(sum(times))
+    ):
+        for i, t in enumerate(times):
+            _check_seconds(f"soft_bindings[{i}].timestamp_seconds", t)
     rate = claim.frame_sample_rate
     if rate and not _MIN_FRAME_SAMPLE_RATE <= rate <= MAX_FRAME_SAMPLE_RATE:  # NaN as well
         raise ClaimError(
