@@ -61,6 +61,7 @@ from provenance.core.binding import PerceptualHash
 from provenance.core.claims import (
     MAX_CLAIM_SOFT_BINDINGS,
     MAX_SOFT_BINDINGS,
+    MAX_VIDEO_SECONDS,
     Claim,
     HardBinding,
     Receipt,
@@ -1345,6 +1346,12 @@ def _measure_video(
         raise MediaError(f"{path.name}: {e}") from e
     info = sample_frames(path, rate_hz=DEFAULT_RATE_HZ, max_frames=MAX_SOFT_BINDINGS)
     _still_the_hashed_bytes(path, f, before, digest.sha256)
+    if info.duration_seconds > MAX_VIDEO_SECONDS:  # frame times end before the duration
+        raise MediaTooLargeError(
+            f"{path.name}: its frames span {info.duration_seconds:,.0f} s; a claim describes"
+            f" a video of at most {MAX_VIDEO_SECONDS:,} s (one day) and the log refuses"
+            " frame times past it: cut it into shorter parts to sign them"
+        )
     # a claim carries at most MAX_CLAIM_SOFT_BINDINGS frames (its log entry must fit a
     # tlog-tiles entry bundle): of a longer video, every k-th sample, the samples of rate/k
     # (slot j of rate/k starts where slot j*k of the rate does)

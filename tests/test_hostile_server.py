@@ -125,3 +125,74 @@ def test_an_answer_that_is_no_message_of_ours_is_one_line_without_a_traceback(
         f"error: the server at {address} answered with a message that is no reply of this"
         " service: is it a provenance server?\n"
     ), run.stderr
+
+
+def _lookup_answering(status: int) -> grpc.GenericRpcHandler:
+    """A Lookup that answers every query with a report of verdict ``status`` (and only
+    that: no reasons, no evidence)."""
+    from provenance.v1 import provenance_pb2 as pb
+
+    def lookup(request: bytes, context: Any) -> bytes:
+        asked = pb.LookupRequest.FromString(request)
+        return pb.LookupResponse(
+            results=[
+                pb.LookupResult(ref=q.ref, report=pb.VerificationReport(status=status))  # type: ignore[arg-type]
+                for q in asked.queries
+            ]
+        ).SerializeToString()
+
+    class Handler(grpc.GenericRpcHandler):
+        def service(self, details: Any) -> grpc.RpcMethodHandler[Any, Any] | None:
+            if str(details.method) == "/provenance.v1.Verification/Lookup":
+                return grpc.unary_unary_rpc_method_handler(lookup)
+            return None
+
+    return Handler()
+
+
+@pytest.mark.parametrize(
+    ("status", "said"),
+    [(0, "no verdict"), (99, "verdict 99, which this client does not know")],
+)
+def test_scan_gives_a_file_of_an_unknown_verdict_a_row_not_a_crash(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], status: int, said: str
+) -> None:
+    """`prov scan` against a server that answers a verdict this client does not know (a
+    newer server's) or none: each file gets a row saying so, with no status, and the scan
+    ends (h-claim41: before, ``pb.Verdict.Name`` raised ValueError for 99 and the scan
+    stopped; 0 gave a "VERDICT_UNSPECIFIED" row)."""
+    import json
+
+    server = grpc.server(futures.ThreadPoolExecutor(4))
+    server.add_generic_rpc_handlers((_lookup_answering(status),))
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    try:
+        folder = tmp_path / "photos"
+        folder.mkdir()
+        shutil.copy(SAMPLES / "rocket.jpg", folder / "rocket.jpg")
+        report = tmp_path / "scan.jsonl"
+        rc, out, err = _run(
+            capsys,
+            "scan",
+            str(folder),
+            "--report",
+            str(report),
+            "--server",
+            f"127.0.0.1:{port}",
+            "--workers",
+            "0",
+        )
+    finally:
+        server.stop(None)
+    assert "Traceback" not in err and "ValueError" not in err, err
+    rows = [json.loads(line) for line in report.read_text().splitlines() if line.strip()]
+    files = [r for r in rows if r.get("path", "").endswith("rocket.jpg")]
+    assert len(files) == 1, rows
+    row = files[0]
+    assert row["status"] is None, row
+    assert "VERDICT_UNSPECIFIED" not in json.dumps(rows)
+    assert f"answered a report with {said}" in row["error"], row
+    if status:
+        assert "update prov" in row["error"], row
+    assert rc in (0, 1), (rc, out, err)

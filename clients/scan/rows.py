@@ -57,8 +57,11 @@ def error_row(
     return row
 
 
-#: Verdict names by wire value (``pb.Verdict.Name`` costs about 0.5 us a call).
-_VERDICT_NAMES: dict[int, str] = {v: k for k, v in pb.Verdict.items()}
+#: Verdict names by wire value (``pb.Verdict.Name`` costs about 0.5 us a call), not
+#: VERDICT_UNSPECIFIED (no verdict).
+_VERDICT_NAMES: dict[int, str] = {
+    v: k for k, v in pb.Verdict.items() if v != pb.VERDICT_UNSPECIFIED
+}
 
 #: The last Lookup time converted (a Lookup's parts share one): (seconds, nanos, ISO text).
 _last_time: tuple[int, int, str | None] = (0, -1, None)
@@ -134,7 +137,8 @@ def report_json(m: pb.VerificationReport) -> dict[str, Any]:
     scan's usual UNSIGNED file) is read field by field (`_plain_parts`: its reasons and
     evidence shared with the rows of equal reports), about a fifth of the cost of building
     the domain report first; any other goes through `wire.report_from_pb`. Raises
-    ClaimError or ValueError on a malformed report."""
+    ClaimError or ValueError on a malformed report, TransportError on one without a
+    verdict this client knows (`wire.verdict_from_pb`)."""
     e = m.evidence
     if (
         e.HasField("claim")
@@ -146,7 +150,7 @@ def report_json(m: pb.VerificationReport) -> dict[str, Any]:
         return {k: full[k] for k in ("status", "reasons", "evidence", "verified_at")}
     reasons, evidence = _plain_parts(m)
     return {
-        "status": _VERDICT_NAMES.get(m.status) or pb.Verdict.Name(m.status),
+        "status": _VERDICT_NAMES.get(m.status) or wire.verdict_from_pb(m.status).value,
         "reasons": reasons,
         "evidence": evidence,
         "verified_at": _verified_at(m.verified_at),

@@ -323,7 +323,7 @@ def _check_densely(
 def _status(report: VerificationReport | pb.VerificationReport) -> Verdict:
     if isinstance(report, VerificationReport):
         return report.status
-    return Verdict(pb.Verdict.Name(report.status))
+    return wire.verdict_from_pb(report.status)
 
 
 def process_batch(items: Sequence[Item], config: ScanConfig) -> list[dict[str, Any]]:
@@ -370,6 +370,11 @@ def process_batch(items: Sequence[Item], config: ScanConfig) -> list[dict[str, A
             continue
         if isinstance(answer, TransportError):  # this file only: the batch was answered
             rows[item.ref] = measured_row(m, archive, None) | {"error": str(answer)}
+            continue
+        try:  # a newer server's verdict, or none: this file's row says so
+            wire.verdict_from_pb(answer.status, f"the server at {config.server}")
+        except TransportError as e:
+            rows[item.ref] = measured_row(m, archive, None) | {"error": str(e)}
             continue
         report: VerificationReport | pb.VerificationReport = answer
         if isinstance(item, FileItem) and (

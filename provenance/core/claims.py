@@ -25,6 +25,12 @@ MAX_SOFT_BINDINGS = 4096
 #: (about 52 bytes each) keep its log entry within `MAX_LOG_ENTRY_BYTES`; a device samples
 #: a longer video more sparsely (`clients.device`).
 MAX_CLAIM_SOFT_BINDINGS = 1000
+#: Longest video a claim describes, in seconds (one day): its duration and the time of
+#: every sampled frame are at most this. `prov sign` takes at most `MAX_SOFT_BINDINGS`
+#: samples at 1 Hz (68 minutes of video without gaps); a video whose frames span longer
+#: (days between them, or a last frame that lasts days) it refuses, and the log refuses a
+#: claim that states more (`provenance.core.claim_bounds`).
+MAX_VIDEO_SECONDS = 86_400
 #: Largest log entry (a signed claim or key event with its integration time), in bytes:
 #: C2SP tlog-tiles entry bundles prefix each entry with a big-endian uint16 length, so a
 #: larger one could never be published as tiles.

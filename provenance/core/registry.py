@@ -6,12 +6,12 @@ Pure functions over values; the store persists and the service orchestrates.
 from __future__ import annotations
 
 import hashlib
-import math
 import re
 import secrets
 import unicodedata
 from datetime import datetime, timedelta
 
+from provenance.core.claim_bounds import check_hard_binding, check_video_numbers
 from provenance.core.claims import (
     CLAIM_VERSION,
     LOG_ENTRY_FRAMING_BYTES,
@@ -267,6 +267,9 @@ def check_claim_shape(signed: SignedClaim, claim: Claim) -> None:
     Every integer the log stores (sequence, size, chunk count) must fit a signed 64-bit
     integer (`MAX_STORED_INT`): a larger one is refused here, before the writer, so it
     can never fail a commit batch shared with other devices' claims.
+
+    The hard binding must be one the verifier can match and the video's times and sample
+    rate within range (`provenance.core.claim_bounds`).
     """
     if signed.payload_type != PAYLOAD_TYPE_CLAIM:
         raise ClaimError(f"unexpected payload type {signed.payload_type!r}")
@@ -303,12 +306,8 @@ def check_claim_shape(signed: SignedClaim, claim: Claim) -> None:
             raise ClaimError(
                 f"the claim's {name} is {value}; the log stores at most {MAX_STORED_INT} (2^63 - 1)"
             )
-    for name, real in (
-        ("duration_seconds", claim.duration_seconds),
-        ("frame_sample_rate", claim.frame_sample_rate),
-    ):
-        if not math.isfinite(real) or real < 0:
-            raise ClaimError(f"the claim's {name} is {real}; it must be a finite number >= 0")
+    check_hard_binding(claim)
+    check_video_numbers(claim)
     meta = sum(len(k.encode()) + len(v.encode()) for k, v in claim.metadata.items())
     if meta > MAX_METADATA_BYTES:
         raise ClaimError(f"claim metadata is {meta} bytes; the limit is {MAX_METADATA_BYTES}")

@@ -693,12 +693,14 @@ def verdict_from_pb(status: int, server: str = "the server") -> Verdict:
     service or a proxy may send) or one this client does not know (a newer server's)."""
     if status in _VERDICTS:
         return _VERDICTS[status]
-    said = "no verdict" if status == 0 else f"verdict {status}, which this client does not know"
-    raise TransportError(
-        f"{server} answered a report with {said}: is it a provenance server, of this"
-        " version or older?",
-        "INTERNAL",
-    )
+    if status == 0:
+        said = "no verdict: is it a provenance server?"
+    else:
+        said = (
+            f"verdict {status}, which this client does not know: a newer server's verdict"
+            " (update prov to read it), or no provenance server"
+        )
+    raise TransportError(f"{server} answered a report with {said}", "INTERNAL")
 
 
 def report_from_pb(m: pb.VerificationReport, server: str = "the server") -> VerificationReport:
