@@ -38,6 +38,7 @@ from clients.scan.engines import LocalEngine, RayEngine
 from clients.scan.pipeline import run_scan
 from clients.scan.progress import ScanProgress
 from clients.scan.report import csv_path, html_path
+from clients.scan.rowcheck import row_problem
 from clients.scan.rows import VOLATILE_FIELDS
 from clients.scan.worker import ScanConfig
 from provenance.core.errors import TransportError
@@ -226,6 +227,8 @@ def test_each_row_of_a_mixed_desk_is_right(desk: Desk) -> None:
     }
     rows = {r["path"]: r for r in desk.baseline}
     assert len(rows) == len(desk.baseline) == len(expected)
+    # each row reads back on --resume: its fields are of the kinds `row_problem` checks
+    assert {p: row_problem(r) for p, r in rows.items() if row_problem(r)} == {}
     for path, (kind, status, text) in expected.items():
         r = rows[path]
         assert (r["kind"], r["status"]) == (kind, status), path
@@ -528,6 +531,8 @@ def test_detect_scores_only_unsigned_images(desk: Desk) -> None:
             detect=True,
         )
     }
+    # every row, scored or not, reads back on --resume (its fields are as rows' should be)
+    assert [r["path"] for r in rows.values() if row_problem(r)] == []
     scored = {p for p, r in rows.items() if r["detector"] is not None}
     assert scored == {
         f"{desk.folder}/chelsea.png",
