@@ -35,6 +35,7 @@ opened).
 from __future__ import annotations
 
 import io
+import logging
 import lzma
 import os
 import re
@@ -52,6 +53,8 @@ from provenance.core.binding import Sha256Stream
 from provenance.media.assets import AssetLimits
 from provenance.media.image import SNIFF_BYTES, sniff_media_type
 from provenance.wire.sidecar import MAX_SIDECAR_BYTES
+
+log = logging.getLogger(__name__)
 
 #: Names that mark a file inside a folder or an archive as an archive to open.
 ARCHIVE_SUFFIXES = (".zip", ".tar", ".tgz", ".tar.gz", ".tar.bz2", ".tbz2", ".tar.xz", ".txz")
@@ -390,11 +393,15 @@ class Walker:
             yield from walk(f, ref, outer, depth)
         except _ArchiveStop as e:
             yield RefusedItem(ref, str(e), archive=outer)
-        except Exception as e:  # hostile bytes break stdlib readers many ways: one row each
+        except Exception:  # hostile bytes break stdlib readers many ways: one row each
+            # (a .tar.gz cut after 3 bytes: TypeError in gzip's header reader)
+            log.debug("reading the %s archive %s failed", kind, ref, exc_info=True)
+            check = "unzip -t" if kind == "zip" else "tar -tvf"
             yield RefusedItem(
                 ref,
-                f"not a readable {kind} archive: truncated or corrupt ({type(e).__name__});"
-                " the rest of it was not scanned",
+                f"not a readable {kind} archive: truncated or corrupt, its reader stopped on"
+                f" bytes it could not make sense of; the rest of it was not scanned; `{check}`"
+                " on the file shows where it breaks",
                 archive=outer,
             )
 
