@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import bz2
+import gzip
 import hashlib
 import io
 import os
@@ -240,6 +242,39 @@ def test_an_archive_its_reader_fails_on_is_said_in_words(tmp_path: Path) -> None
     assert error.startswith("not a readable tar archive: truncated or corrupt"), error
     assert "`tar -tvf` on the file" in error and "the rest of it was not scanned" in error, error
     assert "TypeError" not in error and "(" not in error, error
+
+
+def _tar_with_negative_size(path: Path, compress: str) -> None:
+    """A tar of a.txt, b.png and c.png whose a.txt header declares -16 bytes (GNU base-256,
+    its checksum right)."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as t:
+        for name, data in (("a.txt", b"hello" * 10), ("b.png", PNG), ("c.png", PNG)):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            t.addfile(info, io.BytesIO(data))
+    raw = bytearray(buf.getvalue())
+    raw[124:136] = b"\xff" * 11 + b"\xf0"  # -16 in base-256
+    raw[148:156] = b" " * 8
+    raw[148:156] = b"%06o\0 " % sum(raw[:512])
+    data = bytes(raw)
+    path.write_bytes({"": data, "gz": gzip.compress(data), "bz2": bz2.compress(data)}[compress])
+
+
+@pytest.mark.parametrize("compress", ["", "gz", "bz2"])
+def test_a_tar_member_of_negative_size_stops_its_archive_in_words(
+    tmp_path: Path, compress: str
+) -> None:
+    """Before, the member was an empty entry (a row of 0 bytes) and the members after it
+    vanished without a word: the next header was read inside its data and taken for the
+    archive's end."""
+    path = tmp_path / ("x.tar" + (f".{compress}" if compress else ""))
+    _tar_with_negative_size(path, compress)
+    got = _by_ref(list(iter_items([str(path)], ScanLimits())))
+    assert "negative size (-16 bytes)" in _error(got[f"{path}!a.txt"]), got
+    stop = _error(got[str(path)])
+    assert "a member declares a negative size" in stop and "not scanned" in stop, stop
+    assert sorted(got) == [str(path), f"{path}!a.txt"], got
 
 
 @pytest.mark.filterwarnings("ignore:Duplicate name")

@@ -473,6 +473,17 @@ class Walker:
                     if info.isdir():
                         continue
                     eref = _entry_ref(ref, info.name, seen)
+                    if info.size < 0:  # GNU base-256: the next header is then read in its data
+                        yield RefusedItem(
+                            eref,
+                            f"its header declares a negative size ({info.size} bytes)",
+                            None,
+                            outer,
+                        )
+                        raise _ArchiveStop(
+                            "a member declares a negative size: the archive is corrupt or"
+                            " hostile; the rest of it was not scanned"
+                        )
                     size = info.size if info.isreg() else None
                     total += size or 0
                     if total > lim.max_total_bytes:
