@@ -277,6 +277,35 @@ def test_a_tar_member_of_negative_size_stops_its_archive_in_words(
     assert sorted(got) == [str(path), f"{path}!a.txt"], got
 
 
+@pytest.mark.parametrize("damage", ["checksum", "cut in a header"])
+@pytest.mark.parametrize("compress", ["", "gz"])
+def test_a_tar_damaged_after_its_first_member_says_so(
+    tmp_path: Path, damage: str, compress: str
+) -> None:
+    """The second of three members' header has a wrong checksum, or the file ends 100
+    bytes into it. Before, Python's tarfile took either for the archive's end: the first
+    member was scanned and the other two vanished without a row."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as t:
+        for name in ("a.png", "b.png", "c.png"):
+            info = tarfile.TarInfo(name)
+            info.size = len(PNG)
+            t.addfile(info, io.BytesIO(PNG))
+    raw = bytearray(buf.getvalue())
+    second = 512 + -(-len(PNG) // 512) * 512  # the header after a.png's data blocks
+    if damage == "checksum":
+        raw[second + 148 : second + 154] = b"000000"
+    else:
+        raw = raw[: second + 100]
+    path = tmp_path / ("x.tar" + (f".{compress}" if compress else ""))
+    path.write_bytes(gzip.compress(bytes(raw)) if compress else bytes(raw))
+    got = _by_ref(list(iter_items([str(path)], ScanLimits())))
+    assert _data(got[f"{path}!a.png"]) == PNG
+    stop = _error(got[str(path)])
+    assert stop.startswith("truncated or corrupt tar archive after 1 members"), stop
+    assert sorted(got) == [str(path), f"{path}!a.png"], got
+
+
 @pytest.mark.filterwarnings("ignore:Duplicate name")
 def test_folders_list_files_links_sidecars_duplicates_and_skip(tmp_path: Path) -> None:
     root = tmp_path / "photos"

@@ -46,7 +46,7 @@ import zlib
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Protocol, cast
+from typing import IO, Protocol, Self, cast
 
 from clients.files import NotRegularFileError, open_regular
 from provenance.core.binding import Sha256Stream
@@ -200,6 +200,32 @@ class _CountingReader:
 
 class _ArchiveStop(Exception):
     """Ends the reading of one archive; the message is the reason, reported once."""
+
+
+#: tarfile's errors for a header that does not parse or is cut short (not in its stubs).
+_DAMAGED_HEADER: tuple[type[Exception], ...] = (
+    tarfile.InvalidHeaderError,  # type: ignore[attr-defined]
+    tarfile.TruncatedHeaderError,  # type: ignore[attr-defined]
+)
+
+
+class _HeaderChecked(tarfile.TarInfo):
+    """A tar member's header, read as `tarfile` reads it, except that a header after the
+    first that does not parse (a wrong checksum, garbage) or is cut short raises ReadError:
+    `tarfile` takes either for the archive's end, so a tar damaged after its first member
+    lost the members after the damage without a word. A header of zeros, or no bytes at
+    all, still ends the archive."""
+
+    @classmethod
+    def fromtarfile(cls, tf: tarfile.TarFile) -> Self:
+        try:
+            return super().fromtarfile(tf)
+        except _DAMAGED_HEADER as e:
+            if tf.offset == 0:  # the first header: tarfile says "not a tar" itself
+                raise
+            raise tarfile.ReadError(
+                f"the member header at byte {tf.offset:,} is damaged ({e})"
+            ) from e
 
 
 _TAR_ERRORS = (tarfile.TarError, EOFError, OSError, zlib.error, lzma.LZMAError)
@@ -447,7 +473,7 @@ class Walker:
         raw = _CountingReader(f)
         try:
             # a stream ("r|") only reads; typeshed asks every fileobj for write/seek/tell/close too
-            tf = tarfile.open(fileobj=raw, mode="r|*")  # type: ignore[call-overload]  # see above
+            tf = tarfile.open(fileobj=raw, mode="r|*", tarinfo=_HeaderChecked)  # type: ignore[call-overload]  # see above
         except _TAR_ERRORS as e:
             raise _ArchiveStop(f"not a readable tar archive: {e}") from e
 
