@@ -277,6 +277,29 @@ def test_a_tar_member_of_negative_size_stops_its_archive_in_words(
     assert sorted(got) == [str(path), f"{path}!a.txt"], got
 
 
+def test_a_zip_whose_directory_points_past_its_end_is_said_in_words(tmp_path: Path) -> None:
+    """The end record puts the central directory 1,000 bytes past the file's end, so
+    zipfile shifts every entry's offset by as much (the first below 0). Before, such an
+    entry's row said "cannot read the entry: [Errno 22] Invalid argument" (from a file;
+    "negative seek value -1073" from memory); now what is wrong, in words."""
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        z.writestr("a.png", PNG)
+        z.writestr("b.png", PNG)
+    raw = bytearray(buf.getvalue())
+    end = raw.rfind(b"PK\x05\x06")
+    raw[end + 16 : end + 20] = (len(raw) + 1000).to_bytes(4, "little")
+    path = tmp_path / "x.zip"
+    path.write_bytes(bytes(raw))
+    got = _by_ref(list(iter_items([str(path)], ScanLimits())))
+    assert sorted(got) == [f"{path}!a.png", f"{path}!b.png"], got
+    first = _error(got[f"{path}!a.png"])
+    assert "local header lies before the start of the archive" in first, first
+    # b.png's offset, shifted as much, lands inside a.png's data: zipfile's own words
+    assert "Bad magic number for file header" in _error(got[f"{path}!b.png"]), got
+    assert not any("Errno" in _error(i) or "Invalid argument" in _error(i) for i in got.values())
+
+
 @pytest.mark.parametrize("damage", ["checksum", "cut in a header"])
 @pytest.mark.parametrize("compress", ["", "gz"])
 def test_a_tar_damaged_after_its_first_member_says_so(

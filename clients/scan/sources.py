@@ -827,7 +827,10 @@ _ZIP_LOCAL_HEADER = 30
 
 def _zip_overlaps(infos: list[zipfile.ZipInfo], data_end: int) -> dict[int, str]:
     """Entries (by index) whose compressed data overlaps another entry's local header
-    or the central directory, with the reason.
+    or the central directory, or whose local header lies before the archive's start
+    (an end record that puts the central directory past the file's end: zipfile
+    shifts every offset below 0, and reading them failed with "[Errno 22] Invalid
+    argument"), with the reason.
 
     A well-formed zip stores each entry's header and data one after another; a
     directory whose entries point into each other's data (D. Fifield, "A better zip
@@ -840,6 +843,12 @@ def _zip_overlaps(infos: list[zipfile.ZipInfo], data_end: int) -> dict[int, str]
     out: dict[int, str] = {}
     for pos, i in enumerate(order):
         info = infos[i]
+        if info.header_offset < 0:
+            out[i] = (
+                "its local header lies before the start of the archive: the central"
+                " directory's offsets are wrong (a truncated or corrupt zip); not scanned"
+            )
+            continue
         end = info.header_offset + _ZIP_LOCAL_HEADER + info.compress_size
         if pos + 1 < len(order):
             nxt = infos[order[pos + 1]]
