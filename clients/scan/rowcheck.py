@@ -4,7 +4,7 @@ feed the CSV and HTML reports (`clients.scan.report`).
 A resumed row is text from disk: an edit or a damaged disk may give a field a value no
 scan writes. Each field the reports read is checked here, and `row_problem` says in words
 which one is wrong and what it should be ("its detector.score is NaN: a number from 0 to
-1"). Before, such values were taken as they were: a detector score of NaN or 7.5
+1, or null"). Before, such values were taken as they were: a detector score of NaN or 7.5
 ranked first among the unsigned images of the HTML page ("nan", "7.500"), -3 below the
 images without a score, 4,000 digits ended in an OverflowError traceback; a video's
 coverage that is text, or a revocation time that is a number, ended the scan in a
@@ -135,7 +135,6 @@ def _list_of(item: Check) -> Check:
 _PDQ = _whole(0, PDQ_BITS)
 _ROW = _fields(
     {
-        "path": _text,
         "archive": _text,
         "kind": _one_of(KINDS),
         "size": _whole(0, MAX_ROW_SIZE, "a size is a whole number of bytes from 0 to 2^63-1"),
@@ -183,8 +182,11 @@ def row_problem(row: dict[str, Any]) -> str | None:
     from 0 to 1, a PDQ distance or threshold a whole number of bits (0 to 256), a log leaf
     a whole number from 0, a quality 0 to 100, the other fields text, objects or lists as
     the scan writes them."""
-    if row.get("path") is None:
-        return "it has no path (the file or archive entry it is the row of)"
+    path = row.get("path")
+    if not isinstance(path, str):  # the one field that is never null
+        if path is None:
+            return "it has no path (the file or archive entry it is the row of)"
+        return f"its path is {shown_value(path)}: text"
     problem = _ROW(row, "")
     if problem is None:
         return None
