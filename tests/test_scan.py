@@ -38,6 +38,7 @@ from clients.scan.engines import LocalEngine, RayEngine
 from clients.scan.pipeline import run_scan
 from clients.scan.progress import ScanProgress
 from clients.scan.report import csv_path, html_path
+from clients.scan.rowcheck import row_problem
 from clients.scan.rows import VOLATILE_FIELDS
 from clients.scan.worker import ScanConfig
 from provenance.core.errors import TransportError
@@ -226,6 +227,8 @@ def test_each_row_of_a_mixed_desk_is_right(desk: Desk) -> None:
     }
     rows = {r["path"]: r for r in desk.baseline}
     assert len(rows) == len(desk.baseline) == len(expected)
+    # each row reads back on --resume: its fields are of the kinds `row_problem` checks
+    assert {p: row_problem(r) for p, r in rows.items() if row_problem(r)} == {}
     for path, (kind, status, text) in expected.items():
         r = rows[path]
         assert (r["kind"], r["status"]) == (kind, status), path
@@ -528,6 +531,8 @@ def test_detect_scores_only_unsigned_images(desk: Desk) -> None:
             detect=True,
         )
     }
+    # every row, scored or not, reads back on --resume (its fields are as rows' should be)
+    assert [r["path"] for r in rows.values() if row_problem(r)] == []
     scored = {p for p, r in rows.items() if r["detector"] is not None}
     assert scored == {
         f"{desk.folder}/chelsea.png",
@@ -833,10 +838,49 @@ def test_a_ray_node_that_cannot_start_is_our_error_with_a_way_out(
 
     monkeypatch.setattr(ray, "is_initialized", lambda: False)
     monkeypatch.setattr(ray, "init", late)
-    with pytest.raises(
-        WorkerError, match=r"timed out during startup.*ray start --head.*--engine process"
-    ):
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    with pytest.raises(WorkerError) as info:
         next(iter(RayEngine().map(iter([]), ScanConfig(server="127.0.0.1:9"))))
+    said = str(info.value)
+    assert re.search(r"timed out during startup.*ray start --head.*--engine local", said), said
+    assert "Exception" not in said, said
+
+
+@pytest.mark.parametrize(
+    ("address", "workers", "ray_said"),
+    [
+        ("garbage", [], "Invalid address format: garbage"),
+        ("localhost:notaport", ["--workers", "1"], "Unable to parse port number from notaport"),
+    ],
+)
+def test_a_ray_address_that_is_no_address_is_said_in_words(
+    tmp_path: Path, address: str, workers: list[str], ray_said: str
+) -> None:
+    """``RAY_ADDRESS`` mistyped: ``prov scan --engine ray`` exits 1 naming the variable,
+    what Ray said, and the ways on (a head at that address, or --engine local). Before:
+    "could not start or reach a Ray node (ValueError: Invalid address format: garbage)
+    ... or scan with --engine process", a Python class name and an engine that does not
+    exist; and with --workers, whatever RAY_ADDRESS said, "(ValueError: When connecting to
+    an existing cluster, num_cpus and num_gpus must not be provided.)": --workers was
+    passed to a cluster whose CPUs are its own, so no scan reached a cluster with it."""
+    photo = tmp_path / "a.txt"
+    photo.write_text("a file to scan")
+    run = subprocess.run(
+        [sys.executable, "-m", "clients.cli", "scan", str(photo), *workers]
+        + ["--report", str(tmp_path / "r.jsonl"), "--engine", "ray"]
+        + ["--server", "127.0.0.1:9"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+        env={**os.environ, "RAY_ADDRESS": address, "COLUMNS": "400"},
+    )
+    err = " ".join(run.stderr.split())
+    assert run.returncode == 1, (run.returncode, err)
+    assert f"--engine ray could not reach the Ray cluster at RAY_ADDRESS={address}" in err, err
+    assert ray_said in err and "--engine local" in err and "ray start --head" in err, err
+    assert not re.search(r"\b(Value|Connection|Timeout)Error\b|Traceback", err), err
+    assert "--engine process" not in err, err
 
 
 def test_two_scans_score_a_file_alike_with_the_secret_kept_in_prov_home(

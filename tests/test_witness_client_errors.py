@@ -130,3 +130,48 @@ def test_a_connection_failing_without_a_reason_is_said_in_words(
     problem = _problem(tmp_path, "http://127.0.0.1:9")
     assert "witness at 127.0.0.1:9 is not reachable: no answer within 5 s" in problem, problem
     assert not CLASS_NAME.search(problem), problem
+
+
+def _size_hint_409(conn: socket.socket) -> None:
+    conn.recv(65536)  # the request: answered "I hold 1 entry" (c2sp.org/tlog-witness)
+    conn.sendall(
+        b"HTTP/1.1 409 Conflict\r\nContent-Type: text/x.tlog.size\r\n"
+        b"Content-Length: 2\r\nConnection: close\r\n\r\n1\n"
+    )
+
+
+def test_an_unforeseen_failure_of_this_server_is_said_in_words(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The witness holds 1 entry (its 409 answer), so the cosigner builds a consistency
+    proof from 1 to 2, and that fails in a way no code foresees (the server's proof
+    function raising KeyError, as a bug in it would: no known input reaches this path,
+    the last guard of the rounds). Before, the problem was the exception's repr,
+    ``failed on checkpoint 2: KeyError(5)``; now it says what failed, in words, and the
+    traceback goes to the server's log."""
+    signer = generate_log_key(tmp_path / "log.pem", ORIGIN)
+    wsigner = generate_log_key(tmp_path / "w.pem", "witness.test/w1")
+    vkey = Witness(wsigner, [signer.verifier_key()], tmp_path / "w").vkey()
+    tree = MemoryTree()
+    tree.append(b"leaf 0")
+    tree.append(b"leaf 1")
+    note = signer.sign(Checkpoint(ORIGIN, 2, tree.root(), None))
+
+    def consistency(old: int, new: int) -> list[bytes]:
+        raise KeyError(5)
+
+    for port in _tcp_server(_size_hint_409):
+        spec = WitnessSpec(f"http://127.0.0.1:{port}", vkey)
+        cosigner = Cosigner([spec], 1, consistency, lambda: (2, note), timeout_s=5)
+        try:
+            cosigner.submit(2, note)
+            deadline = time.monotonic() + 30
+            while not (problem := cosigner.statuses()[0].problem):
+                assert time.monotonic() < deadline, "the cosigner reported no problem in 30 s"
+                time.sleep(0.02)
+        finally:
+            cosigner.close()
+    assert problem.startswith("failed on checkpoint 2: this server failed"), problem
+    assert "internal error" in problem and "log" in problem, problem
+    assert "KeyError" not in problem and "(5)" not in problem, problem
+    assert any(r.exc_info and r.exc_info[0] is KeyError for r in caplog.records), caplog.text

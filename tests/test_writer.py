@@ -314,3 +314,37 @@ def test_a_second_writer_on_the_same_log_is_followed_not_overwritten(
         assert rec is not None and rec.chain_linked
         tree.append(rec.entry)
     assert merkle.root(6, rig.store.get_nodes) == tree.root()
+
+
+#: An exception the receipt step does not foresee -> what its submitter is told. No known
+#: input reaches these paths (the leaves are durable, the proofs built from the batch's
+#: own nodes), so `merkle.inclusion_proofs` is made to fail as a bug in it would.
+RECEIPT_FAILURES = {
+    "a missing node": (KeyError(17), "could not build its receipt"),
+    "an unforeseen bug": (RuntimeError("dictionary changed size"), "failed to send its"),
+}
+
+
+@pytest.mark.parametrize("failure", RECEIPT_FAILURES)
+def test_a_receipt_the_writer_cannot_give_is_said_in_words(
+    rig: Rig, monkeypatch: pytest.MonkeyPatch, failure: str
+) -> None:
+    """The capture is recorded; its submitter is told so, that the server failed on the
+    receipt and to submit again, in words: before, the message held the exception's repr
+    (``(KeyError(17))``, ``(RuntimeError('dictionary changed size'))``), which the service
+    sends to the client as it is."""
+    error, words = RECEIPT_FAILURES[failure]
+
+    def failing(*args: object, **kwargs: object) -> object:
+        raise error
+
+    key = rig.enroll()
+    rig.clock.gate.set()
+    monkeypatch.setattr(merkle, "inclusion_proofs", failing)
+    with pytest.raises(LogError) as info:
+        rig.writer.submit(rig.pending(sign(key, make_claim(key, 1))))
+    said = str(info.value)
+    assert said.startswith("the capture was recorded, but the server") and words in said, said
+    assert "submit it again to get the receipt" in said, said
+    assert type(error).__name__ not in said and str(error) not in said, said
+    assert rig.store.tree_size() == 1  # recorded: a new submission is a replay

@@ -21,6 +21,7 @@ that reading an archive never runs far ahead of hashing (memory stays at about
 
 from __future__ import annotations
 
+import logging
 import multiprocessing
 import multiprocessing.connection
 import multiprocessing.forkserver
@@ -38,6 +39,8 @@ from typing import Any, Protocol
 from clients.scan.sources import Item
 from clients.scan.worker import ScanConfig, process_batch
 from provenance.core.errors import ConfigError, WorkerError
+
+log = logging.getLogger(__name__)
 
 Rows = list[dict[str, Any]]
 
@@ -280,17 +283,7 @@ class RayEngine:
             raise ConfigError("--engine ray needs Ray: pip install ray") from e
         started = not ray.is_initialized()
         if started:
-            try:
-                ray.init(
-                    num_cpus=self.workers or None, include_dashboard=False, log_to_driver=False
-                )
-            except Exception as e:  # Ray raises bare Exception / ConnectionError / TimeoutError
-                raise WorkerError(
-                    f"--engine ray could not start or reach a Ray node ({type(e).__name__}: "
-                    f"{str(e).strip()[:300]}); on a busy host Ray's own start-up deadlines can "
-                    "pass: start one with `ray start --head` and set RAY_ADDRESS, or scan with "
-                    "--engine process"
-                ) from e
+            _start_ray(ray, self.workers)
         task = ray.remote(process_batch)
         cfg = ray.put(config)
         in_flight = 2 * max(1, int(ray.cluster_resources().get("CPU", 1)))  # type: ignore[no-untyped-call]  # ray leaves it unannotated
@@ -309,3 +302,32 @@ class RayEngine:
                 ray.cancel(ref)
             if started:
                 ray.shutdown()
+
+
+def _start_ray(ray: Any, workers: int | None) -> None:
+    """``ray.init``: a new local node of ``workers`` CPUs (None: all), or the cluster of
+    RAY_ADDRESS (whose CPUs are its own: Ray refuses ``num_cpus`` there, "When
+    connecting to an existing cluster, num_cpus and num_gpus must not be provided", so
+    --workers is not passed on). Raises WorkerError saying what failed in words, Ray's
+    own text and what to do; the exception goes to the DEBUG log."""
+    address = os.environ.get("RAY_ADDRESS", "")
+    try:
+        if address:
+            ray.init(include_dashboard=False, log_to_driver=False)
+        else:
+            ray.init(num_cpus=workers or None, include_dashboard=False, log_to_driver=False)
+    except Exception as e:  # Ray raises bare Exception / ConnectionError / ValueError
+        log.debug("ray.init failed", exc_info=True)
+        said = " ".join(str(e).split())[:300] or "no reason given"
+        if address:
+            raise WorkerError(
+                f"--engine ray could not reach the Ray cluster at RAY_ADDRESS={address}"
+                f" (Ray said: {said}); check that a head node (`ray start --head`) runs"
+                " there and RAY_ADDRESS names it as HOST:PORT, unset RAY_ADDRESS for a"
+                " local Ray, or scan with --engine local"
+            ) from e
+        raise WorkerError(
+            f"--engine ray could not start a local Ray node (Ray said: {said}); on a busy"
+            " host Ray's own start-up deadlines can pass: start one with `ray start"
+            " --head` and set RAY_ADDRESS, or scan with --engine local"
+        ) from e

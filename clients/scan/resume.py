@@ -17,13 +17,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import os
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import IO, Any
 
+from clients.scan.rowcheck import row_problem
 from provenance.core.errors import ConfigError
 from provenance.wire.jsontext import loads_text
 
@@ -66,41 +66,6 @@ class RefSet:
             return False
         self._digests.add(d)
         return True
-
-
-#: Largest size a row may give, in bytes: a file's size on disk is an ``off_t`` (2^63-1).
-MAX_ROW_SIZE = 2**63 - 1
-#: Digits of a number shown whole in an error message (a longer one is counted).
-_DIGITS_SHOWN = 30
-
-
-def _shown_number(value: object) -> str:
-    """``value`` (a row's field, as JSON gave it) in an error message, short."""
-    if isinstance(value, float) and math.isinf(value):
-        return "infinite" if value > 0 else "minus infinity"
-    if isinstance(value, float) and math.isnan(value):
-        return "NaN"
-    if isinstance(value, int) and not isinstance(value, bool):
-        digits = len(str(abs(value)))
-        if digits > _DIGITS_SHOWN:
-            return f"a number of {digits:,} digits"
-    shown = json.dumps(value)
-    return shown if len(shown) <= 2 * _DIGITS_SHOWN else shown[:_DIGITS_SHOWN] + "..."
-
-
-def size_problem(size: object) -> str | None:
-    """Why ``size`` (a report row's ``size``) is no size, or None: a size is null (a
-    refused entry whose size is not known) or a whole number of bytes, 0 to MAX_ROW_SIZE.
-    Before, ``1e999``, ``NaN``, ``-1`` or a number of 4,000 digits were taken: the summary
-    said "inf MB", "nan MB", "-0.0 MB", or ended in a traceback (OverflowError)."""
-    if size is None:
-        return None
-    if isinstance(size, int) and not isinstance(size, bool) and 0 <= size <= MAX_ROW_SIZE:
-        return None
-    return (
-        f"its size is {_shown_number(size)}: a size is a whole number of bytes"
-        " from 0 to 2^63-1, or null"
-    )
 
 
 def holds_rows(path: Path) -> bool:
@@ -164,9 +129,11 @@ class Journal:
                         # TypeError); the line is UTF-8, not guessed (NULs read as UTF-32)
                         try:
                             row = loads_text(line)
-                            if not isinstance(row, dict) or not isinstance(row["path"], str):
+                            if not isinstance(row, dict):
                                 raise TypeError("not an object with a text path")
-                            problem = size_problem(row.get("size"))
+                            # each field the reports read: a NaN score, a size of
+                            # 1e999 upset them (`clients.scan.rowcheck`)
+                            problem = row_problem(row)
                             if problem is not None:
                                 raise ValueError(problem)
                             self.done.add(row["path"])

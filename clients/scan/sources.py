@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import codecs
 import io
+import logging
 import lzma
 import os
 import re
@@ -46,13 +47,15 @@ import zlib
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Protocol, cast
+from typing import IO, Protocol, Self, cast
 
 from clients.files import NotRegularFileError, open_regular
 from provenance.core.binding import Sha256Stream
 from provenance.media.assets import AssetLimits
 from provenance.media.image import SNIFF_BYTES, sniff_media_type
 from provenance.wire.sidecar import MAX_SIDECAR_BYTES
+
+log = logging.getLogger(__name__)
 
 #: Names that mark a file inside a folder or an archive as an archive to open.
 ARCHIVE_SUFFIXES = (".zip", ".tar", ".tgz", ".tar.gz", ".tar.bz2", ".tbz2", ".tar.xz", ".txz")
@@ -198,6 +201,32 @@ class _CountingReader:
 
 class _ArchiveStop(Exception):
     """Ends the reading of one archive; the message is the reason, reported once."""
+
+
+#: tarfile's errors for a header that does not parse or is cut short (not in its stubs).
+_DAMAGED_HEADER: tuple[type[Exception], ...] = (
+    tarfile.InvalidHeaderError,  # type: ignore[attr-defined]
+    tarfile.TruncatedHeaderError,  # type: ignore[attr-defined]
+)
+
+
+class _HeaderChecked(tarfile.TarInfo):
+    """A tar member's header, read as `tarfile` reads it, except that a header after the
+    first that does not parse (a wrong checksum, garbage) or is cut short raises ReadError:
+    `tarfile` takes either for the archive's end, so a tar damaged after its first member
+    lost the members after the damage without a word. A header of zeros, or no bytes at
+    all, still ends the archive."""
+
+    @classmethod
+    def fromtarfile(cls, tf: tarfile.TarFile) -> Self:
+        try:
+            return super().fromtarfile(tf)
+        except _DAMAGED_HEADER as e:
+            if tf.offset == 0:  # the first header: tarfile says "not a tar" itself
+                raise
+            raise tarfile.ReadError(
+                f"the member header at byte {tf.offset:,} is damaged ({e})"
+            ) from e
 
 
 _TAR_ERRORS = (tarfile.TarError, EOFError, OSError, zlib.error, lzma.LZMAError)
@@ -391,11 +420,15 @@ class Walker:
             yield from walk(f, ref, outer, depth)
         except _ArchiveStop as e:
             yield RefusedItem(ref, str(e), archive=outer)
-        except Exception as e:  # hostile bytes break stdlib readers many ways: one row each
+        except Exception:  # hostile bytes break stdlib readers many ways: one row each
+            # (a .tar.gz cut after 3 bytes: TypeError in gzip's header reader)
+            log.debug("reading the %s archive %s failed", kind, ref, exc_info=True)
+            check = "unzip -t" if kind == "zip" else "tar -tvf"
             yield RefusedItem(
                 ref,
-                f"not a readable {kind} archive: truncated or corrupt ({type(e).__name__});"
-                " the rest of it was not scanned",
+                f"not a readable {kind} archive: truncated or corrupt, its reader stopped on"
+                f" bytes it could not make sense of; the rest of it was not scanned; `{check}`"
+                " on the file shows where it breaks",
                 archive=outer,
             )
 
@@ -441,7 +474,7 @@ class Walker:
         raw = _CountingReader(f)
         try:
             # a stream ("r|") only reads; typeshed asks every fileobj for write/seek/tell/close too
-            tf = tarfile.open(fileobj=raw, mode="r|*")  # type: ignore[call-overload]  # see above
+            tf = tarfile.open(fileobj=raw, mode="r|*", tarinfo=_HeaderChecked)  # type: ignore[call-overload]  # see above
         except _TAR_ERRORS as e:
             raise _ArchiveStop(f"not a readable tar archive: {e}") from e
 
@@ -467,6 +500,17 @@ class Walker:
                     if info.isdir():
                         continue
                     eref = _entry_ref(ref, info.name, seen)
+                    if info.size < 0:  # GNU base-256: the next header is then read in its data
+                        yield RefusedItem(
+                            eref,
+                            f"its header declares a negative size ({info.size} bytes)",
+                            None,
+                            outer,
+                        )
+                        raise _ArchiveStop(
+                            "a member declares a negative size: the archive is corrupt or"
+                            " hostile; the rest of it was not scanned"
+                        )
                     size = info.size if info.isreg() else None
                     total += size or 0
                     if total > lim.max_total_bytes:
@@ -807,7 +851,10 @@ _ZIP_LOCAL_HEADER = 30
 
 def _zip_overlaps(infos: list[zipfile.ZipInfo], data_end: int) -> dict[int, str]:
     """Entries (by index) whose compressed data overlaps another entry's local header
-    or the central directory, with the reason.
+    or the central directory, or whose local header lies before the archive's start
+    (an end record that puts the central directory past the file's end: zipfile
+    shifts every offset below 0, and reading them failed with "[Errno 22] Invalid
+    argument"), with the reason.
 
     A well-formed zip stores each entry's header and data one after another; a
     directory whose entries point into each other's data (D. Fifield, "A better zip
@@ -820,6 +867,12 @@ def _zip_overlaps(infos: list[zipfile.ZipInfo], data_end: int) -> dict[int, str]
     out: dict[int, str] = {}
     for pos, i in enumerate(order):
         info = infos[i]
+        if info.header_offset < 0:
+            out[i] = (
+                "its local header lies before the start of the archive: the central"
+                " directory's offsets are wrong (a truncated or corrupt zip); not scanned"
+            )
+            continue
         end = info.header_offset + _ZIP_LOCAL_HEADER + info.compress_size
         if pos + 1 < len(order):
             nxt = infos[order[pos + 1]]

@@ -430,11 +430,12 @@ class GroupCommitWriter:
         while (done := self._done.get()) is not None:
             try:
                 self._finish(done)
-            except Exception as e:  # a bug must not leave later submitters waiting
+            except Exception:  # a bug must not leave later submitters waiting
                 log.exception("acknowledging leaves [%d, %d) failed", done.start, done.size)
                 err = LogError(
-                    f"the capture was recorded but its receipt could not be sent ({e!r});"
-                    " submit it again to get the receipt"
+                    "the capture was recorded, but the server failed to send its receipt"
+                    " (an internal error; the server's log has the details): submit it"
+                    " again to get the receipt"
                 )
                 _resolve([(item, err) for item in done.batch])
 
@@ -450,11 +451,12 @@ class GroupCommitWriter:
             proofs = merkle.inclusion_proofs(
                 done.start, done.size, done.size, lambda keys: [nodes[k] for k in keys]
             )
-        except (LogError, KeyError) as e:  # a bug: the leaves are durable, a replay answers
+        except (LogError, KeyError):  # a bug: the leaves are durable, a replay answers
             log.exception("receipts of leaves [%d, %d) failed", done.start, done.size)
             err = LogError(
-                f"the capture was recorded but its receipt could not be built ({e!r});"
-                " submit it again to get the receipt"
+                "the capture was recorded, but the server could not build its receipt"
+                " (an internal error; the server's log has the details): submit it again"
+                " to get the receipt"
             )
             proofs = []
             done.results = [

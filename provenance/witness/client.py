@@ -311,13 +311,18 @@ class Cosigner:
         metrics.WITNESS_SIZE.labels(peer.spec.name).set(size)
 
     def _failed(self, peer: _Peer, size: int, error: Exception) -> None:
+        """Record ``peer``'s problem with checkpoint ``size`` and back off. An error of no
+        kind foreseen (a bug of this server) is said in words; its traceback goes to the
+        log with the warning, and at DEBUG each time it comes again."""
         refused = isinstance(error, _Refused)
+        foreseen = refused or isinstance(error, ProvenanceError)
         problem = (
             f"refused checkpoint {size}: {error}"
             if refused
             else f"did not cosign checkpoint {size}: {error}"
-            if isinstance(error, ProvenanceError)
-            else f"failed on checkpoint {size}: {error!r}"
+            if foreseen
+            else f"failed on checkpoint {size}: this server failed while asking the witness"
+            " (an internal error; this server's log has the details)"
         )
         with self._lock:
             changed = problem != peer.problem
@@ -332,7 +337,10 @@ class Cosigner:
                 peer.spec.url,
                 problem,
                 self._max_backoff_s,
+                exc_info=None if foreseen else error,
             )
+        elif not foreseen:
+            log.debug("witness %s: the same failure again", peer.spec.name, exc_info=error)
 
     # ------------------------------------------------------------ one witness
 
