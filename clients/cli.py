@@ -777,7 +777,7 @@ def sign(
                 if not stopped:
                     done = h.sync(c)  # earlier queued claims first, then this one
                     if done.unreachable:
-                        stopped = "server unreachable"
+                        stopped = f"server {server} unreachable"
                     elif done.not_enrolled:
                         stopped = "this device is not enrolled with the server"
                         not_enrolled = True
