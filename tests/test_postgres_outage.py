@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from concurrent.futures import Future
 from pathlib import Path
 
+import psycopg
 import pytest
 
 from clients.api import ProvenanceClient
@@ -320,4 +321,42 @@ def test_closing_device_quotas_during_an_outage_waits_for_the_database_once(
         assert took < wait_s + 5, f"close took {took:.1f} s: the database was tried again"
     finally:
         own_pg.resume()
+        store.close()
+
+
+def test_a_login_the_database_refuses_fails_the_claims_at_once_not_as_an_outage(
+    own_pg: PgServer, tmp_path: Path
+) -> None:
+    """The log's role may no longer log in (ALTER ROLE ... NOLOGIN, its sessions ended, as
+    after a password change): every new connection is refused. libpq gives no SQLSTATE
+    for a failed connection, and before such a failure counted as "cannot be reached":
+    the writer tried its batch again for as long as the login stayed refused, and every
+    client waited out its deadline, told only that its claim "may still be recorded".
+    Now the claim fails at once, saying that the database refuses the login and why."""
+    with psycopg.connect(own_pg.url(), autocommit=True) as admin:
+        admin.execute("CREATE ROLE prov_writer LOGIN")
+        admin.execute("CREATE DATABASE prov_login OWNER prov_writer")
+    url = f"postgresql://prov_writer@127.0.0.1:{own_pg.port}/prov_login"
+    store = PostgresStore(url, max_connections=4, connection_wait_s=20)
+    signer = generate_log_key(tmp_path / "log.key", "test.example/log")
+    writer = GroupCommitWriter(store, signer, lambda: T0, lambda *a: None)
+    try:
+        _, pending = _claims(store, 2)
+        writer.submit(pending[0])
+        with psycopg.connect(own_pg.url(), autocommit=True) as admin:
+            admin.execute("ALTER ROLE prov_writer NOLOGIN")
+            admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                " WHERE usename = 'prov_writer'"
+            )
+        asked = time.monotonic()
+        with pytest.raises(StorageError) as failed:
+            writer.submit(pending[1], timeout=15)  # before: this wait ran out
+        took = time.monotonic() - asked
+        text = str(failed.value)
+        assert "refuses this server's login" in text, text
+        assert 'role "prov_writer" is not permitted to log in' in text, text
+        assert took < SLACK_S, f"failed {took:.1f} s after it was submitted"
+    finally:
+        writer.close()
         store.close()

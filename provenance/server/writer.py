@@ -20,7 +20,9 @@ after another server's append). A failed commit changes nothing; an unexpected
 failure of a batch is retried one claim per transaction, so one bad claim fails only
 itself. A store that cannot be reached (StoreUnavailableError: a database outage) fails
 no claim: the batch waits, whole, and is tried again until the store answers
-(`GroupCommitWriter._append_when_reached`). A submitter is never told "accepted" before
+(`GroupCommitWriter._append_when_reached`); one that refuses the server's login
+(StoreRefusedError: a wrong password, a role gone) fails the whole batch at once, as
+it would each claim alone. A submitter is never told "accepted" before
 its leaf is durable.
 """
 
@@ -50,6 +52,7 @@ from provenance.core.errors import (
     ProvenanceError,
     SequenceError,
     StorageError,
+    StoreRefusedError,
     StoreUnavailableError,
 )
 from provenance.core.keyhistory import KeyEvent, KeyEventKind, SignedKeyEvent
@@ -501,6 +504,9 @@ class GroupCommitWriter:
         except Exception as e:  # a broken database must not kill the writer thread
             if isinstance(e, StoreUnavailableError):  # the writer is closing: no more tries
                 self._gone = e
+                _resolve([(item, e) for item in batch])
+                return
+            if isinstance(e, StoreRefusedError):  # no claim's fault: all fail, none retried
                 _resolve([(item, e) for item in batch])
                 return
             if len(batch) > 1:
