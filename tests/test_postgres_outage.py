@@ -410,19 +410,10 @@ def test_past_its_bound_the_writer_refuses_new_claims_at_once_during_an_outage(
         store.close()
 
 
-def test_a_login_the_database_refuses_fails_the_claims_at_once_not_as_an_outage(
-    own_pg: PgServer, tmp_path: Path
-) -> None:
-    """The log's role may no longer log in (ALTER ROLE ... NOLOGIN, its sessions ended, as
-    after a password change): every new connection is refused. libpq gives no SQLSTATE
-    for a failed connection, and before such a failure counted as "cannot be reached":
-    the writer tried its batch again for as long as the login stayed refused, and every
-    client waited out its deadline, told only that its claim "may still be recorded".
-    Now the claim fails at once, saying that the database refuses the login and why."""
-    with psycopg.connect(own_pg.url(), autocommit=True) as admin:
-        admin.execute("CREATE ROLE prov_writer LOGIN")
-        admin.execute("CREATE DATABASE prov_login OWNER prov_writer")
-    url = f"postgresql://prov_writer@127.0.0.1:{own_pg.port}/prov_login"
+def _role_refused(own_pg: PgServer, tmp_path: Path, url: str, refuse: str, reason: str) -> None:
+    """A writer over ``url`` logs a claim; then, as the postgres user, ``refuse`` runs and
+    the role's sessions are ended: the next claim must fail within `SLACK_S`, saying that
+    the database refuses the login, and ``reason`` (PostgreSQL's words)."""
     store = PostgresStore(url, max_connections=4, connection_wait_s=20)
     signer = generate_log_key(tmp_path / "log.key", "test.example/log")
     writer = GroupCommitWriter(store, signer, lambda: T0, lambda *a: None)
@@ -430,7 +421,7 @@ def test_a_login_the_database_refuses_fails_the_claims_at_once_not_as_an_outage(
         _, pending = _claims(store, 2)
         writer.submit(pending[0])
         with psycopg.connect(own_pg.url(), autocommit=True) as admin:
-            admin.execute("ALTER ROLE prov_writer NOLOGIN")
+            admin.execute(refuse)
             admin.execute(
                 "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
                 " WHERE usename = 'prov_writer'"
@@ -441,8 +432,49 @@ def test_a_login_the_database_refuses_fails_the_claims_at_once_not_as_an_outage(
         took = time.monotonic() - asked
         text = str(failed.value)
         assert "refuses this server's login" in text, text
-        assert 'role "prov_writer" is not permitted to log in' in text, text
+        assert reason in text, text
         assert took < SLACK_S, f"failed {took:.1f} s after it was submitted"
     finally:
         writer.close()
         store.close()
+
+
+def test_a_login_the_database_refuses_fails_the_claims_at_once_not_as_an_outage(
+    own_pg: PgServer, tmp_path: Path
+) -> None:
+    """The log's role may no longer log in (ALTER ROLE ... NOLOGIN, its sessions ended):
+    every new connection is refused. libpq gives no SQLSTATE for a failed connection,
+    and before such a failure counted as "cannot be reached": the writer tried its batch
+    again for as long as the login stayed refused, and every client waited out its
+    deadline, told only that its claim "may still be recorded". Now the claim fails at
+    once, saying that the database refuses the login and why."""
+    with psycopg.connect(own_pg.url(), autocommit=True) as admin:
+        admin.execute("CREATE ROLE prov_writer LOGIN")
+        admin.execute("CREATE DATABASE prov_login OWNER prov_writer")
+    url = f"postgresql://prov_writer@127.0.0.1:{own_pg.port}/prov_login"
+    _role_refused(
+        own_pg,
+        tmp_path,
+        url,
+        "ALTER ROLE prov_writer NOLOGIN",
+        'role "prov_writer" is not permitted to log in',
+    )
+
+
+def test_a_password_changed_under_the_server_fails_the_claims_at_once(
+    own_pg: PgServer, tmp_path: Path
+) -> None:
+    """The same for the role's password changed while the server runs (its sessions
+    ended): "password authentication failed", at once, not an endless retry."""
+    with psycopg.connect(own_pg.url(), autocommit=True) as admin:
+        admin.execute("CREATE ROLE prov_writer LOGIN PASSWORD 'first'")
+        admin.execute("CREATE DATABASE prov_login OWNER prov_writer")
+    own_pg.require_password("prov_writer")
+    url = f"postgresql://prov_writer:first@127.0.0.1:{own_pg.port}/prov_login"
+    _role_refused(
+        own_pg,
+        tmp_path,
+        url,
+        "ALTER ROLE prov_writer PASSWORD 'second'",
+        'password authentication failed for user "prov_writer"',
+    )
