@@ -95,6 +95,13 @@ class PgServer:
         (processes killed, crash recovery at the next start)."""
         self._run("pg_ctl", "-D", str(self.root / "data"), "-m", mode, "-w", "stop")
 
+    def require_password(self, role: str) -> None:
+        """Make ``role`` log in over TCP with its password (scram-sha-256) instead of the
+        cluster's trust, from now on (the server re-reads pg_hba.conf)."""
+        hba = self.root / "data" / "pg_hba.conf"
+        hba.write_text(f"host all {role} 127.0.0.1/32 scram-sha-256\n" + hba.read_text())
+        self._run("pg_ctl", "-D", str(self.root / "data"), "reload")
+
     def _run(self, tool: str, *args: str) -> None:
         cmd = [str(PG_BIN / tool), *args]
         if os.geteuid() == 0:

@@ -411,6 +411,7 @@ def test_an_upload_at_or_over_the_minimum_pace_keeps_its_slot(
         ("--forgeries-per-minute", "-1"),
         ("--quota-claim-kb-per-minute", "-1"),
         ("--max-pending-calls", "0"),
+        ("--max-queued-claims", "0"),
         ("--detector-timeout", "0"),
         ("--detector-timeout", "-1"),
         ("--detector-timeout", "nan"),

@@ -5,22 +5,24 @@ database went away and came back in a few lines, not several a second."""
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import Future
 from pathlib import Path
 
+import psycopg
 import pytest
 
 from clients.api import ProvenanceClient
 from provenance.core.claims import Device, SignedClaim
-from provenance.core.errors import LimitError, StorageError
+from provenance.core.errors import LimitError, StorageError, StoreUnavailableError
 from provenance.core.keys import DeviceKey
 from provenance.log.checkpoint import LogSigner, NoteVerifier, generate_log_key
 from provenance.log.receipt import verify_receipt
 from provenance.server.limits import DeviceQuota, ServerLimits
-from provenance.server.writer import Appended, GroupCommitWriter, PendingClaim
+from provenance.server.writer import MAX_HELD, Appended, GroupCommitWriter, PendingClaim
 from provenance.store.postgres import PostgresStore
 from provenance.wire import convert as wire
 from tests.conftest import ADMIN_TOKEN, PG_LOG_KEYS, enroll_key, signed_claim, start_server
@@ -55,11 +57,15 @@ def own_pg() -> Iterator[PgServer]:
         pg.stop()
 
 
-def _writer(pg: PgServer, tmp_path: Path) -> tuple[PostgresStore, LogSigner, GroupCommitWriter]:
-    """A writer over a new database of ``pg`` whose calls wait 0.5 s for a connection."""
+def _writer(
+    pg: PgServer, tmp_path: Path, max_held: int = MAX_HELD
+) -> tuple[PostgresStore, LogSigner, GroupCommitWriter]:
+    """A writer over a new database of ``pg`` whose calls wait 0.5 s for a connection,
+    holding at most ``max_held`` submissions."""
     store = PostgresStore(pg.new_database(), max_connections=4, connection_wait_s=0.5)
     signer = generate_log_key(tmp_path / "log.key", "test.example/log")
-    return store, signer, GroupCommitWriter(store, signer, lambda: T0, lambda *a: None)
+    writer = GroupCommitWriter(store, signer, lambda: T0, lambda *a: None, max_held=max_held)
+    return store, signer, writer
 
 
 def _claims(store: PostgresStore, devices: int) -> tuple[list[SignedClaim], list[PendingClaim]]:
@@ -321,3 +327,154 @@ def test_closing_device_quotas_during_an_outage_waits_for_the_database_once(
     finally:
         own_pg.resume()
         store.close()
+
+
+def test_a_claim_sent_again_during_an_outage_joins_the_one_queued(
+    own_pg: PgServer, tmp_path: Path
+) -> None:
+    """A device whose calls end during an outage (deadline passed, call cancelled) sends
+    the same claim again and again. Its first submission stays queued, by design; before,
+    each retry queued another copy (the call's own record of it was gone with the call),
+    and as nothing fails during an outage the writer's queue grew with every retry until
+    the database answered. Now a retry of an envelope the writer holds joins it: the
+    writer holds one submission, and the last retry gets the receipt once it is back."""
+    store, signer, writer = _writer(own_pg, tmp_path)
+    down = False
+    try:
+        claims, pending = _claims(store, 2)
+        writer.submit(pending[0])
+        own_pg.halt("fast")
+        down = True
+
+        async def retries() -> None:
+            for n in range(20):
+                if n % 2:  # the call is cancelled
+                    with pytest.raises(TimeoutError):
+                        await asyncio.wait_for(writer.submit_async(pending[1]), 0.05)
+                else:  # the call's deadline passes
+                    with pytest.raises(StorageError, match="may still be recorded"):
+                        await writer.submit_async(pending[1], timeout=0.05)
+
+        asyncio.run(retries())
+        held = writer.held
+        own_pg.resume()
+        down = False
+        got = writer.submit(pending[1], timeout=SLACK_S + 60)  # a hang guard only
+        assert held == 1, f"20 tries of one claim: the writer held {held} submissions"
+        verify_receipt(got.receipt, claims[1], NoteVerifier.from_vkey(signer.verifier_key()))
+        assert store.tree_size() == 2
+    finally:
+        writer.close()
+        if down:
+            own_pg.resume()
+        store.close()
+
+
+def test_past_its_bound_the_writer_refuses_new_claims_at_once_during_an_outage(
+    own_pg: PgServer, tmp_path: Path
+) -> None:
+    """While the database is down nothing the writer holds is written or failed: past
+    ``max_held`` submissions a new claim is refused at once (UNAVAILABLE through the RPC),
+    saying that the log waits for its database and nothing was logged. Before there was
+    no bound. What it accepted is kept and written once the database is back, a retry of
+    an accepted claim joins it, and the refused claim is accepted then."""
+    store, signer, writer = _writer(own_pg, tmp_path, max_held=3)
+    down = False
+    try:
+        claims, pending = _claims(store, 5)
+        writer.submit(pending[0])
+        own_pg.halt("fast")
+        down = True
+        accepted = [writer.enqueue(p) for p in pending[1:4]]
+        time.sleep(2)  # the writer's first try fails (a 0.5 s wait for a connection)
+        asked = time.monotonic()
+        with pytest.raises(StoreUnavailableError) as refused:
+            writer.enqueue(pending[4])
+        took = time.monotonic() - asked
+        text = str(refused.value)
+        assert "waiting for its database" in text and "nothing was logged" in text, text
+        assert took < 5, f"refused {took:.1f} s after it was asked"
+        again = writer.enqueue(pending[1])  # a retry of an accepted claim joins it
+        own_pg.resume()
+        down = False
+        verifier = NoteVerifier.from_vkey(signer.verifier_key())
+        for signed, f in zip(claims[1:4], accepted, strict=True):
+            verify_receipt(f.result(timeout=SLACK_S + 60).receipt, signed, verifier)
+        assert again.result(timeout=5).duplicate
+        writer.submit(pending[4], timeout=SLACK_S)
+        assert store.tree_size() == 5
+    finally:
+        writer.close()
+        if down:
+            own_pg.resume()
+        store.close()
+
+
+def _role_refused(own_pg: PgServer, tmp_path: Path, url: str, refuse: str, reason: str) -> None:
+    """A writer over ``url`` logs a claim; then, as the postgres user, ``refuse`` runs and
+    the role's sessions are ended: the next claim must fail within `SLACK_S`, saying that
+    the database refuses the login, and ``reason`` (PostgreSQL's words)."""
+    store = PostgresStore(url, max_connections=4, connection_wait_s=20)
+    signer = generate_log_key(tmp_path / "log.key", "test.example/log")
+    writer = GroupCommitWriter(store, signer, lambda: T0, lambda *a: None)
+    try:
+        _, pending = _claims(store, 2)
+        writer.submit(pending[0])
+        with psycopg.connect(own_pg.url(), autocommit=True) as admin:
+            admin.execute(refuse)
+            admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                " WHERE usename = 'prov_writer'"
+            )
+        asked = time.monotonic()
+        with pytest.raises(StorageError) as failed:
+            writer.submit(pending[1], timeout=15)  # before: this wait ran out
+        took = time.monotonic() - asked
+        text = str(failed.value)
+        assert "refuses this server's login" in text, text
+        assert reason in text, text
+        assert took < SLACK_S, f"failed {took:.1f} s after it was submitted"
+    finally:
+        writer.close()
+        store.close()
+
+
+def test_a_login_the_database_refuses_fails_the_claims_at_once_not_as_an_outage(
+    own_pg: PgServer, tmp_path: Path
+) -> None:
+    """The log's role may no longer log in (ALTER ROLE ... NOLOGIN, its sessions ended):
+    every new connection is refused. libpq gives no SQLSTATE for a failed connection,
+    and before such a failure counted as "cannot be reached": the writer tried its batch
+    again for as long as the login stayed refused, and every client waited out its
+    deadline, told only that its claim "may still be recorded". Now the claim fails at
+    once, saying that the database refuses the login and why."""
+    with psycopg.connect(own_pg.url(), autocommit=True) as admin:
+        admin.execute("CREATE ROLE prov_writer LOGIN")
+        admin.execute("CREATE DATABASE prov_login OWNER prov_writer")
+    url = f"postgresql://prov_writer@127.0.0.1:{own_pg.port}/prov_login"
+    _role_refused(
+        own_pg,
+        tmp_path,
+        url,
+        "ALTER ROLE prov_writer NOLOGIN",
+        'role "prov_writer" is not permitted to log in',
+    )
+
+
+def test_a_password_changed_under_the_server_fails_the_claims_at_once(
+    own_pg: PgServer, tmp_path: Path
+) -> None:
+    """The same for the role's password changed while the server runs (its sessions
+    ended): "password authentication failed", at once, not an endless retry."""
+    with psycopg.connect(own_pg.url(), autocommit=True) as admin:
+        admin.execute("CREATE ROLE prov_writer LOGIN PASSWORD 'first'")
+        admin.execute("CREATE DATABASE prov_login OWNER prov_writer")
+    own_pg.require_password("prov_writer")
+    url = f"postgresql://prov_writer:first@127.0.0.1:{own_pg.port}/prov_login"
+    _role_refused(
+        own_pg,
+        tmp_path,
+        url,
+        "ALTER ROLE prov_writer PASSWORD 'second'",
+        'password authentication failed for user "prov_writer"',
+    )

@@ -70,6 +70,13 @@ class StoreUnavailableError(StorageError):
     it again, `provenance.server.writer`)."""
 
 
+class StoreRefusedError(StorageError):
+    """The database refuses this server's connections: a wrong password, a role that does
+    not exist or may not log in, no pg_hba.conf entry, a database that does not exist.
+    Not an outage: the same request fails until the configuration is fixed, so the log
+    writer fails its batch at once instead of waiting for the database."""
+
+
 class ProofError(LogError):
     """An inclusion or consistency proof does not verify."""
 

@@ -403,6 +403,16 @@ def serve(
             " (CANCELLED)."
         ),
     ] = 10000,
+    max_queued_claims: Annotated[
+        int,
+        typer.Option(
+            help="Submissions the log's writer holds at most, queued or being written (a"
+            " few KiB each); past it new captures are refused (UNAVAILABLE), as they pile"
+            " up while the database cannot be reached. A capture sent again while held"
+            " joins it.",
+            min=1,
+        ),
+    ] = 20_000,  # provenance.server.writer.MAX_HELD (not imported for --help)
     http: Annotated[
         str | None,
         typer.Option(
@@ -642,6 +652,7 @@ def serve(
                 witness_quorum=witness_quorum,
                 witness_timeout_s=witness_timeout,
                 witness_interval_s=witness_interval_ms / 1000,
+                max_queued_claims=max_queued_claims,
             )
         )
         trust = None

@@ -99,6 +99,7 @@ from provenance.server.rollback import (
 )
 from provenance.server.startup import advance_mark, check_log_at_start
 from provenance.server.writer import (
+    MAX_HELD,
     Appended,
     GroupCommitWriter,
     KeyAppended,
@@ -215,6 +216,8 @@ class ServiceConfig:
     commit (`provenance.witness.client`), witness_quorum: how many must cosign a
     checkpoint (0: all), witness_timeout_s: per request, witness_interval_s: least time
     between two cosigning rounds.
+    max_queued_claims: submissions the log's writer holds at most before it refuses new
+    claims (`GroupCommitWriter`, ``max_held``).
     """
 
     db: Path | str
@@ -230,6 +233,7 @@ class ServiceConfig:
     witness_quorum: int = 0
     witness_timeout_s: float = DEFAULT_TIMEOUT_S
     witness_interval_s: float = 0.0
+    max_queued_claims: int = MAX_HELD
 
 
 def _file_hashes(facts: FileFacts) -> list[bytes]:
@@ -304,7 +308,12 @@ class ProvenanceService:
             #: requests witness cosignatures of new checkpoints, or None without a policy
             self.cosigner = self._start_cosigner()
             self.writer = GroupCommitWriter(
-                self.store, self.signer, clock, self._after_commit, in_force=self._in_force_rows
+                self.store,
+                self.signer,
+                clock,
+                self._after_commit,
+                in_force=self._in_force_rows,
+                max_held=config.max_queued_claims,
             )
             self._admin = (
                 KeySigner.of(admin_key(config.admin_token))

@@ -20,7 +20,9 @@ after another server's append). A failed commit changes nothing; an unexpected
 failure of a batch is retried one claim per transaction, so one bad claim fails only
 itself. A store that cannot be reached (StoreUnavailableError: a database outage) fails
 no claim: the batch waits, whole, and is tried again until the store answers
-(`GroupCommitWriter._append_when_reached`). A submitter is never told "accepted" before
+(`GroupCommitWriter._append_when_reached`); one that refuses the server's login
+(StoreRefusedError: a wrong password, a role gone) fails the whole batch at once, as
+it would each claim alone. A submitter is never told "accepted" before
 its leaf is durable.
 """
 
@@ -37,7 +39,7 @@ from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, replace
 from datetime import datetime
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 from provenance import metrics
 from provenance.core import merkle
@@ -50,6 +52,7 @@ from provenance.core.errors import (
     ProvenanceError,
     SequenceError,
     StorageError,
+    StoreRefusedError,
     StoreUnavailableError,
 )
 from provenance.core.keyhistory import KeyEvent, KeyEventKind, SignedKeyEvent
@@ -65,6 +68,8 @@ from provenance.store import AppendTxn, NewKeyLeaf, NewLeaf, Store
 from provenance.wire import convert as wire
 
 log = logging.getLogger(__name__)
+
+_F = TypeVar("_F", Future[Any], asyncio.Future[Any])
 
 
 @dataclass(frozen=True)
@@ -119,6 +124,10 @@ class KeyAppended:
     receipt: Receipt | None
 
 
+#: A submission's future and, for an asyncio one, its event loop.
+_Waiter = tuple[Future[Any] | asyncio.Future[Any], asyncio.AbstractEventLoop | None]
+
+
 @dataclass
 class _Item:
     pending: PendingClaim | PendingKeyEvent
@@ -126,6 +135,10 @@ class _Item:
     loop: asyncio.AbstractEventLoop | None = None  # the loop of an asyncio future
     checked: bool = False  # a claim's signature is checked (`_check_signatures`)
     refused: ProvenanceError | None = None  # ... and refused with this error
+    held: bool = False  # counted in the writer's `held` until its outcome is delivered
+    # later submissions of the same envelope that joined this one (`GroupCommitWriter._put`):
+    # they get its outcome, as a replay
+    joined: list[_Waiter] | None = None
 
 
 def _check_signatures(batch: Sequence[_Item]) -> None:
@@ -171,6 +184,15 @@ def _unconfirmed(timeout: float) -> StorageError:
 #: meanwhile), so the batch is written about as soon as the database answers again.
 RETRY_FIRST_S = 0.05
 RETRY_MAX_S = 1.0
+
+#: Submissions (claims, key events) the writer holds at most, queued or being written,
+#: before it refuses new claims at once (`GroupCommitWriter`, ``max_held``). During a
+#: database outage nothing is written and nothing fails (the batch waits, whole), and a
+#: device whose call ended retries: without a bound the queue grew until the database
+#: answered. A claim's log entry is at most 64 KiB, typically 1-2 KiB; with the objects
+#: around it a held claim costs a few KiB, so 20,000 hold tens of MiB (1.3 GiB at worst).
+#: A burst of 8,000 SubmitCapture calls at once (bench/bench_burst.py) stays below it.
+MAX_HELD = 20_000
 
 #: How often, in seconds, `_Deadlines` drops the settled waits it holds.
 SWEEP_S = 1.0
@@ -229,12 +251,12 @@ class _Deadlines:
             self._timer = self._loop.call_at(min(nearest, now + SWEEP_S), self._sweep)
 
 
-def _settle(outcomes: Sequence[tuple[_Item, object]]) -> None:
-    """Complete each item's future with its outcome (an exception or a result); on an
-    event loop's thread for asyncio futures. A future already cancelled (its caller gave
-    up waiting) is left alone: the outcome stands in the log all the same."""
-    for item, res in outcomes:
-        fut = item.future
+def _settle(outcomes: Sequence[tuple[Future[Any] | asyncio.Future[Any], object]]) -> None:
+    """Complete each future with its outcome (an exception or a result); on an event
+    loop's thread for asyncio futures. A future already done (its caller gave up waiting:
+    cancelled, or failed as unconfirmed) is left alone: the outcome stands in the log all
+    the same."""
+    for fut, res in outcomes:
         if fut.done():
             continue
         if isinstance(res, BaseException):
@@ -243,20 +265,10 @@ def _settle(outcomes: Sequence[tuple[_Item, object]]) -> None:
             fut.set_result(res)
 
 
-def _resolve(outcomes: Sequence[tuple[_Item, object]]) -> None:
-    """`_settle` ``outcomes`` from the writer's threads: thread futures at once, asyncio
-    futures with one wake-up of each event loop for all of its items."""
-    loops: dict[asyncio.AbstractEventLoop, list[tuple[_Item, object]]] = {}
-    now: list[tuple[_Item, object]] = []
-    for item, res in outcomes:
-        if item.loop is None:
-            now.append((item, res))
-        else:
-            loops.setdefault(item.loop, []).append((item, res))
-    _settle(now)
-    for loop, part in loops.items():
-        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits
-            loop.call_soon_threadsafe(_settle, part)
+def _as_replay(res: object) -> object:
+    """The outcome for a submission that joined an identical one queued before it: the
+    same receipt, as a replay."""
+    return Appended(res.receipt, True) if isinstance(res, Appended) else res
 
 
 @dataclass(frozen=True)
@@ -306,6 +318,7 @@ class GroupCommitWriter:
         max_batch: int = 512,
         in_force: Callable[[AppendTxn, dict[bytes, Device]], Mapping[bytes, Device | Exception]]
         | None = None,
+        max_held: int = MAX_HELD,
     ) -> None:
         self._store = store
         self._in_force = in_force
@@ -326,6 +339,14 @@ class GroupCommitWriter:
         self._deadlines: dict[asyncio.AbstractEventLoop, _Deadlines] = {}
         # (size, checkpoint note, frontier) after the last commit of this writer
         self._tree: tuple[int, str, merkle.CompactRange] | None = None
+        # what the writer holds (`_put`, `_resolve`): claims by envelope, so that the same
+        # envelope submitted again joins the one held, and how many submissions in all
+        self._max_held = max_held
+        self._held_lock = threading.Lock()
+        self._held: dict[SignedClaim, _Item] = {}
+        self._held_count = 0
+        # monotonic time since which the store cannot be reached, None while it answers
+        self._unreachable_since: float | None = None
         self._thread = threading.Thread(target=self._run, name="log-writer", daemon=True)
         self._acker = threading.Thread(target=self._ack, name="log-acks", daemon=True)
         self._thread.start()
@@ -348,10 +369,7 @@ class GroupCommitWriter:
     ) -> list[KeyAppended]:
         """Queue several key events at once (they share commits) and wait for them all;
         raises the first one's error."""
-        futs: list[Future[Any]] = []
-        for p in pending:
-            futs.append(Future())
-            self._queue.put(_Item(p, futs[-1]))
+        futs: list[Future[Any]] = [self._put(p, Future(), None) for p in pending]
         try:
             return [cast(KeyAppended, f.result(timeout=timeout)) for f in futs]
         except TimeoutError as e:
@@ -370,18 +388,100 @@ class GroupCommitWriter:
         """Queue ``pending``; the future completes (from the writer's threads) once it is
         durable, or with its error. For callers that wait their own way; `submit` waits
         on it."""
-        fut: Future[Any] = Future()
-        self._queue.put(_Item(pending, fut))
-        return fut
+        return self._put(pending, Future(), None)
 
     def enqueue_async(self, pending: PendingClaim | PendingKeyEvent) -> asyncio.Future[Any]:
         """`enqueue` from a running event loop: an asyncio future of that loop, completed
         on it (one wake-up of the loop per batch, not one per submission). Cancelling it
         does not withdraw the submission."""
         loop = asyncio.get_running_loop()
-        fut: asyncio.Future[Any] = loop.create_future()
-        self._queue.put(_Item(pending, fut, loop))
+        return self._put(pending, loop.create_future(), loop)
+
+    @property
+    def held(self) -> int:
+        """Submissions the writer holds now: queued, being written, or written and not
+        yet answered (a submission joined by copies of it counts once)."""
+        return self._held_count
+
+    def _put(
+        self,
+        pending: PendingClaim | PendingKeyEvent,
+        fut: _F,
+        loop: asyncio.AbstractEventLoop | None,
+    ) -> _F:
+        """Queue ``pending`` with ``fut`` (of ``loop``, for an asyncio future), or join
+        the claim with the same envelope held already, whether its caller still waits or
+        gave up: ``fut`` gets its outcome as a replay (``duplicate``), as a copy queued
+        behind it did. Before, a cancelled call left its claim
+        queued (by design) and the device's retry queued a copy, so during a database
+        outage the queue grew with every retry until the database answered. Raises
+        StorageError (StoreUnavailableError while the store cannot be reached) for a new
+        claim when ``max_held`` submissions are held: nothing is queued. Key events are
+        counted but never refused here (an admin's or an enrolling device's, rare)."""
+        claim = pending.signed_claim if isinstance(pending, PendingClaim) else None
+        with self._held_lock:
+            if claim is not None:
+                first = self._held.get(claim)
+                if first is not None:  # whether its caller waits still or gave up
+                    if first.joined is None:
+                        first.joined = []
+                    first.joined.append((fut, loop))
+                    return fut
+                if self._held_count >= self._max_held:
+                    raise self._full()
+            item = _Item(pending, fut, loop, held=True)
+            if claim is not None:
+                self._held[claim] = item
+            self._held_count += 1
+        self._queue.put(item)
         return fut
+
+    def _full(self) -> StorageError:
+        """The refusal of a new claim while ``max_held`` submissions are held."""
+        n = self._held_count
+        if self._unreachable_since is not None:
+            return StoreUnavailableError(
+                f"the log is waiting for its database ({time.monotonic() - self._unreachable_since:.0f} s"
+                f" so far) and already holds {n:,} submissions, the most it keeps; nothing"
+                " was logged: submit the capture again later"
+            )
+        return StorageError(
+            f"the log already holds {n:,} submissions not yet written, the most it keeps;"
+            " nothing was logged: submit the capture again in a moment"
+        )
+
+    def _resolve(self, outcomes: Sequence[tuple[_Item, object]]) -> None:
+        """Deliver ``outcomes`` from the writer's threads: thread futures at once, asyncio
+        futures with one wake-up of each event loop for all of its items; each item's
+        joined copies get its outcome as a replay. The items leave what the writer holds
+        (a later copy of their envelope is queued anew: a replay the writer answers)."""
+        loops: dict[
+            asyncio.AbstractEventLoop, list[tuple[Future[Any] | asyncio.Future[Any], object]]
+        ] = {}
+        now: list[tuple[Future[Any] | asyncio.Future[Any], object]] = []
+        with self._held_lock:
+            waits: list[tuple[_Waiter, object]] = []
+            for item, res in outcomes:
+                if item.held:
+                    item.held = False
+                    self._held_count -= 1
+                    p = item.pending
+                    if isinstance(p, PendingClaim) and self._held.get(p.signed_claim) is item:
+                        del self._held[p.signed_claim]
+                waits.append(((item.future, item.loop), res))
+                if item.joined:
+                    again = _as_replay(res)
+                    waits.extend((w, again) for w in item.joined)
+                    item.joined = None
+        for (fut, loop), res in waits:
+            if loop is None:
+                now.append((fut, res))
+            else:
+                loops.setdefault(loop, []).append((fut, res))
+        _settle(now)
+        for loop, part in loops.items():
+            with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits
+                loop.call_soon_threadsafe(_settle, part)
 
     async def submit_async(self, pending: PendingClaim, timeout: float | None = None) -> Appended:
         """`submit` for an asyncio caller: waits on the loop, holding no thread. Raises as
@@ -437,7 +537,7 @@ class GroupCommitWriter:
                     " (an internal error; the server's log has the details): submit it"
                     " again to get the receipt"
                 )
-                _resolve([(item, err) for item in done.batch])
+                self._resolve([(item, err) for item in done.batch])
 
     def _finish(self, done: _Done) -> None:
         """``on_commit``, then the receipts of a durable batch, then wake its submitters."""
@@ -478,7 +578,7 @@ class GroupCommitWriter:
                 )
             else:
                 final.append(r)
-        _resolve(list(zip(done.batch, final, strict=True)))
+        self._resolve(list(zip(done.batch, final, strict=True)))
 
     def _take(self, batch: list[_Item]) -> None:
         """Add what is queued to ``batch``, up to max_batch; a stop request ends it."""
@@ -494,14 +594,17 @@ class GroupCommitWriter:
 
     def _commit(self, batch: list[_Item]) -> None:
         if self._gone is not None:  # closing, the store unreachable: not tried again
-            _resolve([(item, self._gone) for item in batch])
+            self._resolve([(item, self._gone) for item in batch])
             return
         try:
             done = self._append_when_reached(batch)
         except Exception as e:  # a broken database must not kill the writer thread
             if isinstance(e, StoreUnavailableError):  # the writer is closing: no more tries
                 self._gone = e
-                _resolve([(item, e) for item in batch])
+                self._resolve([(item, e) for item in batch])
+                return
+            if isinstance(e, StoreRefusedError):  # no claim's fault: all fail, none retried
+                self._resolve([(item, e) for item in batch])
                 return
             if len(batch) > 1:
                 # One bad claim must not fail the others: nothing was committed, so
@@ -513,11 +616,11 @@ class GroupCommitWriter:
                     self._commit([item])
                 return
             if isinstance(e, ProvenanceError):
-                _resolve([(batch[0], e)])
+                self._resolve([(batch[0], e)])
                 return
             log.exception("log append failed")
             err = LogError(f"the log could not record the submission: {e}")
-            _resolve([(item, err) for item in batch])
+            self._resolve([(item, err) for item in batch])
             return
         self._done.put(done)
 
@@ -543,7 +646,7 @@ class GroupCommitWriter:
                     raise
                 tries += 1
                 if since is None:
-                    since = time.monotonic()
+                    since = self._unreachable_since = time.monotonic()
                     log.warning(
                         "log append: %s; the %d submissions wait and are tried again, whole,"
                         " until it answers",
@@ -553,6 +656,7 @@ class GroupCommitWriter:
                 self._closing.wait(delay)
                 delay = min(2 * delay, RETRY_MAX_S)
                 continue
+            self._unreachable_since = None
             if since is not None:  # a WARNING, as the failure: both in a log kept at WARNING
                 log.warning(
                     "log append: the database answers again; %d submissions that waited"

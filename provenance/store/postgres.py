@@ -22,7 +22,7 @@ import select
 import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from typing import Any
 
 import psycopg
@@ -35,6 +35,7 @@ from provenance.core.errors import (
     LogIntegrityError,
     ProvenanceError,
     StorageError,
+    StoreRefusedError,
     StoreUnavailableError,
 )
 from provenance.store.sql import (
@@ -69,6 +70,10 @@ CONNECTION_WAIT_S = 30.0
 #: `CONNECTION_WAIT_S`, and with it every capture through `prov serve`, 30 s into an
 #: outage, before reaching the writer that waits the outage out.
 QUICK_READ_WAIT_S = 1.0
+#: Seconds a call waiting for a pooled connection goes without looking whether the
+#: database refused the pool's last try to connect (`_Pool.refused`): then it fails at
+#: once (StoreRefusedError) instead of waiting out its `CONNECTION_WAIT_S`.
+REFUSED_POLL_S = 0.5
 
 _MIGRATIONS: dict[int, str] = {
     1: """
@@ -215,6 +220,30 @@ def _unreachable(e: Exception) -> bool:
     return state is None or state.startswith("08") or state in _GONE
 
 
+#: libpq's words for a server refusing the login (PostgreSQL sends these with FATAL at
+#: connection time; libpq gives no SQLSTATE for a failed connection, psycopg's
+#: ``sqlstate`` is None, so the message is all there is): authentication failed (password,
+#: SCRAM, md5, peer, ident), a role that does not exist or may not log in, no pg_hba.conf
+#: entry, no CONNECT right, a database that does not exist, no password given.
+_REFUSED = re.compile(
+    r"authentication failed|role \"[^\"]*\" does not exist|is not permitted to log in"
+    r"|no pg_hba\.conf entry|permission denied for database|database \"[^\"]*\" does not exist"
+    r"|no password supplied|password is required"
+)
+
+
+def _refusal(e: BaseException) -> str | None:
+    """The server's reason when ``e`` is a refused login (`_REFUSED`), else None: not an
+    outage, a configuration to fix."""
+    if not isinstance(e, psycopg.OperationalError):
+        return None
+    text = str(e)
+    if _REFUSED.search(text) is None:
+        return None
+    why = text.split("FATAL:", 1)[-1].strip()
+    return re.sub(r"\s+", " ", why)
+
+
 def _dropped(conn: psycopg.Connection[Any]) -> bool:
     """Whether an idle pooled connection was closed by the server. An idle connection's
     socket has nothing to read unless the server closed it or sent a notice, so only then
@@ -271,6 +300,9 @@ class _Pool(psycopg_pool.ConnectionPool):
         self._outage_lock = threading.Lock()
         # (monotonic time of the first failed try, failed tries) since the last success
         self._outage: tuple[float, int] | None = None
+        #: the server's reason when it refused the last try to connect (`_refusal`: a
+        #: wrong password, a missing role), None once a try succeeds
+        self.refused: str | None = None
 
     def _add_connection(self, attempt: AttemptWithBackoff | None, growing: bool = False) -> None:
         super()._add_connection(attempt or _Attempt(timeout=self.reconnect_timeout), growing)
@@ -280,11 +312,13 @@ class _Pool(psycopg_pool.ConnectionPool):
         again (psycopg_pool logs the failures, `quiet_pool_lines`)."""
         try:
             conn = super()._connect(timeout)
-        except Exception:
+        except Exception as e:
+            self.refused = _refusal(e)
             with self._outage_lock:
                 since, tries = self._outage or (time.monotonic(), 0)
                 self._outage = (since, tries + 1)
             raise
+        self.refused = None
         with self._outage_lock:
             outage, self._outage = self._outage, None
         if outage is not None:  # a WARNING, as the failures: a log kept at WARNING shows both
@@ -377,6 +411,13 @@ class PostgresStore(SqlStore):
             raise
 
     def _classify(self, e: Exception) -> ProvenanceError | None:
+        why = self._pool.refused if isinstance(e, psycopg_pool.PoolTimeout) else _refusal(e)
+        if why is not None:
+            return StoreRefusedError(
+                f"the database {self.location} refuses this server's login ({why}): check"
+                " the user and password in the database URL, and that the role exists and"
+                " may log in; nothing can be read or written until then"
+            )
         if isinstance(e, psycopg.errors.DiskFull):
             return StorageError(f"the database {self.location} cannot grow: {e}")
         if _unreachable(e):
@@ -395,15 +436,36 @@ class PostgresStore(SqlStore):
         a failover, pg_terminate_backend) is closed here, so the pool discards it, and
         the next is taken. Without this each dead pooled connection failed one call.
         ``wait_s``: how long to wait for one (None: ``connection_wait_s``)."""
-        for _ in range(self._max_connections):
-            with self._pool.connection(timeout=wait_s) as conn:
-                if _dropped(conn):
+        wait = self._pool.timeout if wait_s is None else wait_s
+        for tries in range(self._max_connections + 1):
+            with ExitStack() as stack:
+                conn = self._pooled(stack, wait)
+                if tries < self._max_connections and _dropped(conn):
                     conn.close()  # the pool discards a closed connection when it comes back
                     continue
-                yield conn
+                yield conn  # all dropped: a fresh one, unchecked
                 return
-        with self._pool.connection(timeout=wait_s) as conn:  # all dropped: a fresh one
-            yield conn
+
+    def _pooled(self, stack: ExitStack, wait: float) -> psycopg.Connection[Any]:
+        """A connection from the pool, given back when ``stack`` closes; waits ``wait``
+        seconds at most, looking every `REFUSED_POLL_S` whether the database refused the
+        pool's last try to connect (then PoolTimeout at once, `_classify` saying why).
+        Before, a wrong password or a role gone counted as an outage: each call waited
+        its whole wait, and the writer tried its batch again for ever."""
+        until = time.monotonic() + wait
+        while True:
+            left = until - time.monotonic()
+            try:
+                return stack.enter_context(
+                    self._pool.connection(timeout=max(0.001, min(left, REFUSED_POLL_S)))
+                )
+            except psycopg_pool.PoolTimeout:
+                if self._pool.refused is not None:
+                    raise
+                if time.monotonic() >= until:
+                    raise psycopg_pool.PoolTimeout(
+                        f"couldn't get a connection after {wait:.2f} sec"
+                    ) from None
 
     @contextmanager
     def _quick_read(self) -> Iterator[Conn]:
