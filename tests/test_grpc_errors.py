@@ -343,3 +343,18 @@ def test_an_enrollment_token_label_too_long_or_with_controls_is_refused(
         label="\u062f\u0648\u0631\u0628\u06cc\u0646\u200c\u0647\u0627"
     )
     assert token  # Persian 'cameras', a zero-width non-joiner inside: accepted
+
+
+def test_a_leaf_hash_the_log_does_not_hold_is_not_found(server: ServerProc) -> None:
+    """GetInclusionProof by a well-formed leaf hash that no entry has: NOT_FOUND saying
+    no entry with that leaf hash is in the log (the README's table: an unknown leaf is
+    not found, not an index out of range). Before: OUT_OF_RANGE "no such leaf in the
+    log"."""
+    channel = grpc.insecure_channel(server.address)
+    stub = rpc.LogStub(channel)
+    wanted = b"\xab" * 32
+    with pytest.raises(grpc.RpcError) as got:
+        stub.GetInclusionProof(pb.GetInclusionProofRequest(leaf_hash=wanted), timeout=20)
+    assert got.value.code() is grpc.StatusCode.NOT_FOUND, got.value.details()
+    assert got.value.details() == f"no entry with the leaf hash {wanted.hex()} is in the log"
+    channel.close()
