@@ -343,3 +343,42 @@ def test_an_enrollment_token_label_too_long_or_with_controls_is_refused(
         label="\u062f\u0648\u0631\u0628\u06cc\u0646\u200c\u0647\u0627"
     )
     assert token  # Persian 'cameras', a zero-width non-joiner inside: accepted
+
+
+def test_a_leaf_hash_the_log_does_not_hold_is_not_found(server: ServerProc) -> None:
+    """GetInclusionProof by a well-formed leaf hash that no entry has: NOT_FOUND saying
+    no entry with that leaf hash is in the log (the README's table: an unknown leaf is
+    not found, not an index out of range). Before: OUT_OF_RANGE "no such leaf in the
+    log"."""
+    channel = grpc.insecure_channel(server.address)
+    stub = rpc.LogStub(channel)
+    wanted = b"\xab" * 32
+    with pytest.raises(grpc.RpcError) as got:
+        stub.GetInclusionProof(pb.GetInclusionProofRequest(leaf_hash=wanted), timeout=20)
+    assert got.value.code() is grpc.StatusCode.NOT_FOUND, got.value.details()
+    assert got.value.details() == f"no entry with the leaf hash {wanted.hex()} is in the log"
+    channel.close()
+
+
+def test_a_health_check_of_an_unknown_service_names_it_and_those_that_exist(
+    server: ServerProc,
+) -> None:
+    """grpc.health.v1.Health/Check of a service the server does not have: NOT_FOUND with
+    a message naming the service asked for (escaped, as sent by anyone) and the names a
+    check may give ("" for the whole server, and each provenance service). Before: NOT_FOUND
+    with empty details."""
+    chan = grpc.insecure_channel(server.address)
+    check = health_pb2_grpc.HealthStub(chan).Check  # type: ignore[attr-defined]  # stub declares no methods
+    for asked in ("provenance.v1.Nope", "bad\x1b[2Jname"):
+        with pytest.raises(grpc.RpcError) as got:
+            check(health_pb2.HealthCheckRequest(service=asked), timeout=10)
+        assert got.value.code() is grpc.StatusCode.NOT_FOUND
+        details = str(got.value.details())
+        assert "\x1b" not in details, details
+        assert "no service" in details and asked.replace("\x1b", "\\x1b") in details, details
+        assert '""' in details, details
+        for name in pb.DESCRIPTOR.services_by_name.values():
+            assert name.full_name in details, details
+    reply = check(health_pb2.HealthCheckRequest(service="provenance.v1.Log"), timeout=10)
+    assert reply.status == health_pb2.HealthCheckResponse.SERVING
+    chan.close()

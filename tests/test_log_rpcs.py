@@ -54,11 +54,13 @@ def test_proofs_by_index_and_hash(signed_three: list[Path], server: ServerProc) 
         for bad in (
             lambda: c.inclusion_proof(0, leaf_index=4),
             lambda: c.consistency_proof(2, 9),
-            lambda: c.inclusion_proof(0, leaf_hash=b"\x00" * 32),
         ):
             with pytest.raises(TransportError) as exc:
                 bad()
             assert exc.value.code == "OUT_OF_RANGE"
+        with pytest.raises(TransportError) as exc:  # a leaf hash no entry has
+            c.inclusion_proof(0, leaf_hash=b"\x00" * 32)
+        assert exc.value.code == "NOT_FOUND", str(exc.value)
 
 
 def test_receipt_verifies_offline_and_detects_changes(

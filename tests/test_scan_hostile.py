@@ -62,6 +62,20 @@ def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProc]:
     s.stop()
 
 
+def _zip_flagged_utf8_with_name(name: bytes, local_only: bool = False) -> bytes:
+    """A zip of one entry named ``name`` (bytes that are not UTF-8) whose UTF-8 flag (bit
+    11) says its names are UTF-8; ``local_only``: only the entry's local header has that
+    name (the central directory's is ASCII)."""
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:  # zipfile clears the flag of an ASCII name
+        z.writestr("Z" * len(name), JPEG)
+    data = bytearray(buf.getvalue().replace(b"Z" * len(name), name, 1 if local_only else -1))
+    for magic, flags_at in ((b"PK\x03\x04", 6), (b"PK\x01\x02", 8)):  # local, central
+        at = data.index(magic) + flags_at
+        data[at + 1] |= 0x08  # bit 11 of the little-endian flags
+    return bytes(data)
+
+
 @pytest.fixture(scope="module")
 def hostile(srv: ServerProc, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """A folder of hostile entries beside good ones, scanned once; rows by path."""
@@ -75,6 +89,9 @@ def hostile(srv: ServerProc, tmp_path_factory: pytest.TempPathFactory) -> dict[s
         z.writestr("x.prov", DEEP_JSON)
         z.writestr("ok.jpg", JPEG)
     (d / "x.tar.gz").write_bytes(b"\x1f\x8b\x08")
+    (d / "stub.tar.gz").write_bytes(b"\x1f\x8b\x08\x00\x00\x00\x00\x00")  # 8 of 10 header bytes
+    (d / "badname.zip").write_bytes(_zip_flagged_utf8_with_name(b"\xffb.jpg"))
+    (d / "badlocal.zip").write_bytes(_zip_flagged_utf8_with_name(b"\xffb.jpg", local_only=True))
     with zipfile.ZipFile(d / "noname.zip", "w") as z:
         z.writestr(zipfile.ZipInfo(""), b"no name")
         z.writestr("ok.png", PNG)
@@ -125,6 +142,25 @@ def test_scan_three_byte_tar_gz_is_one_bad_row(hostile: dict[str, Any]) -> None:
     assert row["kind"] == "refused" and "not a readable tar archive" in row["error"]
     # gzip's header reader fails on it unforeseen: said in words, not "(TypeError)"
     assert "truncated or corrupt" in row["error"] and "Error" not in row["error"], row
+
+
+def test_scan_gzip_stub_is_said_truncated_not_empty(hostile: dict[str, Any]) -> None:
+    """A .tar.gz of 4-10 bytes (a gzip header cut short) is truncated, not empty: before,
+    its row said "empty file"."""
+    row = _row(hostile, "stub.tar.gz")
+    assert row["kind"] == "refused" and "truncated" in row["error"], row
+    assert "empty" not in row["error"], row
+
+
+def test_scan_zip_name_not_utf8_though_flagged_is_said_in_words(hostile: dict[str, Any]) -> None:
+    """A zip whose UTF-8 flag is set over an entry name that is not UTF-8: the row says
+    so in plain words. Before: Python's "'utf-8' codec can't decode byte 0xff ..."."""
+    for archive, what in [("badname.zip", "not a readable zip"), ("badlocal.zip", "cannot read")]:
+        rows = [r for p, r in hostile["rows"].items() if p.startswith(f"{hostile['d']}/{archive}")]
+        said = " ".join(str(r.get("error")) for r in rows)
+        assert rows and "codec" not in said and "0xff" not in said.lower(), rows
+        assert said.startswith(what) and "not UTF-8" in said and "says" in said, rows
+        assert 'the entry name "\\xffb.jpg"' in said, said
 
 
 def test_scan_zip_entry_with_empty_name_is_one_bad_row(hostile: dict[str, Any]) -> None:

@@ -514,6 +514,20 @@ def test_the_web_keeps_the_log_key_until_a_restarted_service_has_another(
 # ---------------------------------------------------------------- the log
 
 
+def test_an_explicit_tree_size_0_is_refused_not_taken_as_the_latest(http: httpx.Client) -> None:
+    """``/api/v1/proofs/inclusion?index=1&tree_size=0``: a tree of size 0 holds no entry,
+    so an explicit 0 (or any size not above the index) is a 400 saying tree_size must be
+    at least index+1; left out, tree_size is the latest. Before: an explicit 0 was taken
+    as the latest and answered a proof for another tree size than asked for."""
+    for size in (0, 1):
+        r = http.get("/api/v1/proofs/inclusion", params={"index": 1, "tree_size": size})
+        _error(r, 400, rf"tree_size must be at least index\+1 \(2\).*tree of size {size}")
+    latest = http.get("/api/v1/checkpoint").json()["size"]
+    got = http.get("/api/v1/proofs/inclusion", params={"index": 1})
+    assert got.status_code == 200, got.text
+    assert got.json()["tree_size"] == latest
+
+
 def test_checkpoint_is_signed_by_the_log_key(site: DemoSite, http: httpx.Client) -> None:
     cp = http.get("/api/v1/checkpoint").json()
     parsed = open_checkpoint(cp["checkpoint"], NoteVerifier.from_vkey(cp["log_key"]))

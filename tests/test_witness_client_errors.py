@@ -175,3 +175,32 @@ def test_an_unforeseen_failure_of_this_server_is_said_in_words(
     assert "internal error" in problem and "log" in problem, problem
     assert "KeyError" not in problem and "(5)" not in problem, problem
     assert any(r.exc_info and r.exc_info[0] is KeyError for r in caplog.records), caplog.text
+
+
+def test_an_ipv6_witness_is_named_with_brackets(tmp_path: Path) -> None:
+    """A witness at an IPv6 address is named ``[::1]:PORT`` in the cosigner's words, as
+    in its URL: before, ``::1:PORT`` (the port read as one more group of the address)."""
+    with socket.socket(socket.AF_INET6) as s:
+        s.bind(("::1", 0))
+        port = s.getsockname()[1]  # closed again: nothing listens there
+    problem = _problem(tmp_path, f"http://[::1]:{port}")
+    assert f"witness at [::1]:{port} is not reachable" in problem, problem
+
+
+def test_an_exchange_failing_without_a_reason_is_said_in_words(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An exchange that fails after the connection with the system's error carrying no
+    text and no errno (the standard library's getresponse raises a bare OSError here):
+    the message says so, never ending in "failed: " with nothing after it."""
+
+    def getresponse(self: http.client.HTTPConnection) -> http.client.HTTPResponse:
+        raise OSError
+
+    monkeypatch.setattr(http.client.HTTPConnection, "getresponse", getresponse)
+    for port in _tcp_server(_close_at_once):
+        problem = _problem(tmp_path, f"http://127.0.0.1:{port}")
+        assert f"exchange with the witness at 127.0.0.1:{port} failed: " in problem, problem
+        assert not problem.rstrip().endswith("failed:"), problem
+        assert "no reason" in problem, problem
+        assert not CLASS_NAME.search(problem), problem

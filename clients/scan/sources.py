@@ -436,6 +436,8 @@ class Walker:
         lim = self.limits
         try:
             zf = zipfile.ZipFile(f)
+        except UnicodeDecodeError as e:  # zipfile decodes a flagged name strictly
+            raise _ArchiveStop(_not_utf8_name(e)) from e
         except _ZIP_ERRORS as e:
             raise _ArchiveStop(f"not a readable zip archive: {e}") from e
         seen: dict[str, int] = {}
@@ -466,6 +468,9 @@ class Walker:
                         yield from self._entry(
                             _Metered(member, meter), eref, outer, depth, info.file_size, _no_check
                         )
+                except UnicodeDecodeError as e:  # its local header's name, decoded so
+                    why = _not_utf8_name(e, "cannot read the entry")
+                    yield RefusedItem(eref, why, info.file_size, outer)
                 except _ZIP_ERRORS as e:
                     yield RefusedItem(eref, f"cannot read the entry: {e}", info.file_size, outer)
 
@@ -476,6 +481,11 @@ class Walker:
             # a stream ("r|") only reads; typeshed asks every fileobj for write/seek/tell/close too
             tf = tarfile.open(fileobj=raw, mode="r|*", tarinfo=_HeaderChecked)  # type: ignore[call-overload]  # see above
         except _TAR_ERRORS as e:
+            if str(e) == "empty file" and raw.count:  # tarfile's words for no tar data
+                raise _ArchiveStop(
+                    f"not a readable tar archive: truncated, its {raw.count:,} bytes hold no"
+                    " tar data (a compressed stream cut short, or of nothing at all)"
+                ) from e
             raise _ArchiveStop(f"not a readable tar archive: {e}") from e
 
         def check_ratio() -> None:
@@ -793,6 +803,25 @@ def _is_regular(path: str) -> bool:
         return stat.S_ISREG(os.lstat(path).st_mode)
     except OSError:
         return False
+
+
+def _not_utf8_name(e: UnicodeDecodeError, what: str = "not a readable zip archive") -> str:
+    """What a zip whose UTF-8 flag is set over an entry name that is not UTF-8 says to a
+    person, after ``what`` (zipfile's own words were the codec's: "'utf-8' codec can't
+    decode ..."). The name is shown in ASCII, each byte that is not UTF-8 as ``\\xff``."""
+    raw = e.object if isinstance(e.object, bytes) else b""
+    name = "".join(
+        f"\\x{ord(c) - 0xDC00:02x}"
+        if 0xDC80 <= ord(c) <= 0xDCFF  # a byte that is not UTF-8
+        else c
+        if c.isprintable()
+        else ascii(c)[1:-1]  # a control or format character, as its escape
+        for c in raw[:200].decode("utf-8", "surrogateescape")
+    )
+    return (
+        f'{what}: the entry name "{name}" is not UTF-8, though the zip says (its UTF-8 flag)'
+        " that its names are; the tool that made the zip wrote its names wrongly"
+    )
 
 
 def _stream_size(f: IO[bytes]) -> int:

@@ -49,6 +49,11 @@ class LogError(ProvenanceError):
     """The transparency log is inconsistent, a proof fails, or an index is out of range."""
 
 
+class LeafNotFoundError(LogError):
+    """No entry of the log has the leaf hash asked for (a look-up, not an index out of
+    range)."""
+
+
 class LogIntegrityError(LogError):
     """Stored log data no longer matches its signed checkpoints (tampering or corruption)."""
 

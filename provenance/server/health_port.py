@@ -21,12 +21,53 @@ for the load balancer only: keep it off the public network.
 
 from __future__ import annotations
 
+from typing import Any
+
 import grpc
-from grpc_health.v1 import health, health_pb2_grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from provenance import metrics
 from provenance.core.errors import ProvenanceError
 from provenance.server.rpc_probes import ProbeBudget
+from provenance.terminal import shown_line
+
+#: How much of an unknown service's name a refused health check repeats, in characters.
+SHOWN_NAME_CHARS = 100
+
+
+class HealthChecks(health.aio.HealthServicer):
+    """grpc's asyncio health servicer, whose Check of a service it does not have says so
+    in words: NOT_FOUND naming the service asked for (escaped, at most
+    `SHOWN_NAME_CHARS` of it) and the names a check may give (grpc's own answered
+    NOT_FOUND with empty details)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._names: set[str] = {""}
+
+    async def set(self, service: str, status: Any) -> None:
+        """Set ``service``'s status (a ServingStatus), and remember its name as one a
+        check may give."""
+        self._names.add(service)
+        await super().set(service, status)
+
+    async def Check(  # noqa: N802  # the gRPC method's name
+        self, request: health_pb2.HealthCheckRequest, context: Any
+    ) -> health_pb2.HealthCheckResponse:
+        """The status of ``request.service``; NOT_FOUND, in words, for an unknown one."""
+        if request.service not in self._names:
+            asked = request.service
+            name = shown_line(asked[:SHOWN_NAME_CHARS]) + (
+                "..." if len(asked) > SHOWN_NAME_CHARS else ""
+            )
+            known = ", ".join(sorted(n for n in self._names if n))
+            await context.abort(
+                grpc.StatusCode.NOT_FOUND,
+                f'no service "{name}" on this server: a health check names "" (the whole'
+                f" server) or one of {known}",
+            )
+        reply: health_pb2.HealthCheckResponse = await super().Check(request, context)
+        return reply
 
 
 async def start_health_server(

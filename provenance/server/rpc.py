@@ -44,6 +44,7 @@ from provenance.core.errors import (
     ForgeryPenaltyError,
     IndexLoadingError,
     KeyMaterialError,
+    LeafNotFoundError,
     LimitError,
     LogError,
     LogIntegrityError,
@@ -67,7 +68,7 @@ from provenance.index.mih import SCAN_CODES_PER_SECOND
 from provenance.media.assets import check_image_size
 from provenance.media.image import SNIFF_BYTES, sniff_media_type
 from provenance.media.inspect import InspectConfig, Upload
-from provenance.server.health_port import start_health_server
+from provenance.server.health_port import HealthChecks, start_health_server
 from provenance.server.limits import (
     FORGERY_HOLD_S,
     AuthFailureBudget,
@@ -116,6 +117,7 @@ _STATUS: tuple[tuple[type[ProvenanceError], grpc.StatusCode], ...] = (
     (SignatureError, grpc.StatusCode.UNAUTHENTICATED),
     (AuthError, grpc.StatusCode.UNAUTHENTICATED),
     (UnknownDeviceError, grpc.StatusCode.NOT_FOUND),
+    (LeafNotFoundError, grpc.StatusCode.NOT_FOUND),
     (RevokedKeyError, grpc.StatusCode.PERMISSION_DENIED),
     (EnrollmentError, grpc.StatusCode.PERMISSION_DENIED),
     (SequenceError, grpc.StatusCode.FAILED_PRECONDITION),
@@ -1307,7 +1309,7 @@ def create_server(
         # grpc's asyncio health servicer: a Watch stream waits on the loop (the sync one,
         # run on grpc.aio, held an RPC thread per open stream, also past its client's
         # cancel: 32 streams left every call served in a thread waiting for good)
-        health_servicer = health.aio.HealthServicer()
+        health_servicer = HealthChecks()
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, registry)
         names = [
             pb.DESCRIPTOR.services_by_name[n].full_name for n in pb.DESCRIPTOR.services_by_name

@@ -37,6 +37,7 @@ from provenance.core.errors import (
     ConfigError,
     EnrollmentError,
     KeyMaterialError,
+    LeafNotFoundError,
     LogError,
     LogIntegrityError,
     ProvenanceError,
@@ -1155,13 +1156,15 @@ class ProvenanceService:
         size = self._size_or_latest(size)
         if index is not None and index >= size:
             raise LogError(f"leaf {index} is not in the tree of size {size}")
-        rec = (
-            self.store.leaf_by_index(index)
-            if index is not None
-            else self.store.leaf_by_leaf_hash(leaf_hash or b"")
-        )
-        if rec is None:
-            raise LogError("no such leaf in the log")
+        if index is not None:
+            rec = self.store.leaf_by_index(index)
+            if rec is None:
+                raise LogError(f"leaf {index} is not in the log")
+        else:
+            wanted = leaf_hash or b""
+            rec = self.store.leaf_by_leaf_hash(wanted)
+            if rec is None:
+                raise LeafNotFoundError(f"no entry with the leaf hash {wanted.hex()} is in the log")
         if rec.index >= size:
             raise LogError(f"leaf {rec.index} is not in the tree of size {size}")
         proof = merkle.inclusion_proof(rec.index, size, self.store.get_nodes)

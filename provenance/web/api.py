@@ -362,10 +362,20 @@ async def entries(request: Request) -> Response:
 @json_errors
 @metered
 async def inclusion(request: Request) -> Response:
-    """``GET /api/v1/proofs/inclusion?index=N[&tree_size=M]``."""
+    """``GET /api/v1/proofs/inclusion?index=N[&tree_size=M]``: M left out is the latest
+    tree size; an explicit M must be at least N+1 (a tree of size 0 holds no entry, so
+    an explicit 0 is refused, not taken as the latest)."""
     q = request.query_params
     index = logviews.parse_index(q.get("index"), "index")
-    size = logviews.parse_index(q.get("tree_size", "0"), "tree_size")
+    size = 0
+    if "tree_size" in q:
+        size = logviews.parse_index(q["tree_size"], "tree_size")
+        if size <= index:
+            raise WebError(
+                f"tree_size must be at least index+1 ({index + 1}): a tree of size {size}"
+                f" does not hold entry {index} (leave tree_size out for the latest)",
+                "INVALID_ARGUMENT",
+            )
     view = await run_in_threadpool(logviews.inclusion_view, state(request).client, index, size)
     return JSONResponse(view)
 

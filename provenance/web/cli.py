@@ -23,6 +23,7 @@ from provenance.cli.options import (
     listen_address,
     start_metrics,
 )
+from provenance.core.errors import TransportError
 
 
 def web(
@@ -134,17 +135,40 @@ def web(
 PROBE_SECONDS = 3.0
 
 
+def _not_ours(e: TransportError) -> str | None:
+    """Why the answer to the start-up probe shows that what answered is not a provenance
+    gRPC service (bytes that are not HTTP/2, a gRPC server without our Log service, a
+    log key that is no verifier key), in words; None when nothing answered (refused,
+    timed out) or our service answered with an error of its own."""
+    text = str(e)
+    if "Failed parsing HTTP/2" in text or "http1.x server" in text:
+        return "it does not speak gRPC: its answer is not HTTP/2"
+    if e.code == "UNIMPLEMENTED":
+        return f"it has no provenance Log service: {text}"
+    if e.code == "INTERNAL" and "no verifier key" in text:
+        return f"its log key is no verifier key: {text}"
+    return None
+
+
 def _warn_if_unreachable(server: str) -> None:
     """Print a warning on stderr when the gRPC service at ``server`` does not answer a
     LogKey call within PROBE_SECONDS: the page still starts (the service may come up
     later), but every request would get 503 until it does."""
     from clients.api import ProvenanceClient
-    from provenance.core.errors import TransportError
 
     try:
         with ProvenanceClient(server, timeout=PROBE_SECONDS) as c:
             c.log_key()
     except TransportError as e:
+        why = _not_ours(e)
+        if why is not None:
+            typer.echo(
+                f"warning: something at {server} answered, but not as a provenance service"
+                f" ({why}); the page starts anyway, but cannot verify or show the log until"
+                " --server or $PROV_SERVER names a `prov serve`",
+                err=True,
+            )
+            return
         typer.echo(
             f"warning: the gRPC service at {server} does not answer ({e}); the page starts"
             " anyway and answers 503 until it does (is `prov serve` running there? --server"

@@ -182,7 +182,12 @@ def openapi_document() -> dict[str, Any]:
                 "An inclusion proof (RFC 9162 2.1.3)",
                 [
                     _query("index", "log index", True, "integer"),
-                    _query("tree_size", "tree size (default: the latest)", False, "integer"),
+                    _query(
+                        "tree_size",
+                        "tree size, at least index+1 (left out: the latest)",
+                        False,
+                        "integer",
+                    ),
                 ],
                 "the proof",
                 400,

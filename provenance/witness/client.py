@@ -434,7 +434,9 @@ class Cosigner:
         """One POST of ``body`` (see `_post`), without the deadline; each socket used is
         added to ``sockets``."""
         parts = urlsplit(peer.spec.url)
-        where = f"{parts.hostname}:{parts.port or (443 if parts.scheme == 'https' else 80)}"
+        host = parts.hostname or ""
+        shown_host = f"[{host}]" if ":" in host else host  # an IPv6 address, as in a URL
+        where = f"{shown_host}:{parts.port or (443 if parts.scheme == 'https' else 80)}"
         retried = False
         while True:  # a kept-alive connection the witness closed: reconnect once
             if peer.conn is None:
@@ -514,7 +516,8 @@ def _exchange_failure(e: OSError | http.client.HTTPException, where: str, timeou
             f"witness at {where} sent an answer that is not valid HTTP; check that the URL"
             " is a witness's"
         )
-    return f"exchange with the witness at {where} failed: {e.strerror or e or 'no reason given'}"
+    why = e.strerror or str(e) or "no reason given by the system (check the URL)"
+    return f"exchange with the witness at {where} failed: {why}"
 
 
 def _own_line(note: str, text: str, vkey: str) -> str:
