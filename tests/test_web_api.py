@@ -528,6 +528,19 @@ def test_an_explicit_tree_size_0_is_refused_not_taken_as_the_latest(http: httpx.
     assert got.json()["tree_size"] == latest
 
 
+def test_an_explicit_second_size_below_first_or_0_is_refused(http: httpx.Client) -> None:
+    """``/api/v1/proofs/consistency?first=1&second=0``: as tree_size above, an explicit
+    second size of 0 was taken as the latest (a proof between other sizes than asked
+    for), and one below first went on to the service. Now each is a 400 saying second
+    must be at least first (and at least 1); left out, second is the latest."""
+    for first, second in ((1, 0), (0, 0), (3, 2)):
+        r = http.get("/api/v1/proofs/consistency", params={"first": first, "second": second})
+        _error(r, 400, rf"second must be at least {max(first, 1)}.*leave second out")
+    latest = http.get("/api/v1/checkpoint").json()["size"]
+    got = http.get("/api/v1/proofs/consistency", params={"first": 1})
+    assert got.status_code == 200 and got.json()["second_size"] == latest, got.text
+
+
 def test_checkpoint_is_signed_by_the_log_key(site: DemoSite, http: httpx.Client) -> None:
     cp = http.get("/api/v1/checkpoint").json()
     parsed = open_checkpoint(cp["checkpoint"], NoteVerifier.from_vkey(cp["log_key"]))

@@ -383,10 +383,21 @@ async def inclusion(request: Request) -> Response:
 @json_errors
 @metered
 async def consistency(request: Request) -> Response:
-    """``GET /api/v1/proofs/consistency?first=A[&second=B][&first_root=HEX]``."""
+    """``GET /api/v1/proofs/consistency?first=A[&second=B][&first_root=HEX]``: B left
+    out is the latest tree size; an explicit B must be at least A and at least 1 (an
+    explicit 0 is refused, not taken as the latest)."""
     q = request.query_params
     first = logviews.parse_index(q.get("first"), "first")
-    second = logviews.parse_index(q.get("second", "0"), "second")
+    second = 0
+    if "second" in q:
+        second = logviews.parse_index(q["second"], "second")
+        if second < max(first, 1):
+            raise WebError(
+                f"second must be at least {max(first, 1)}: a proof runs from the tree of"
+                f" size first ({first}) to a larger one, not to {second} (leave second out"
+                " for the latest)",
+                "INVALID_ARGUMENT",
+            )
     root = logviews.parse_hash(q["first_root"], "first_root") if q.get("first_root") else None
     view = await run_in_threadpool(
         logviews.consistency_view, state(request).client, first, second, root

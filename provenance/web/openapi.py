@@ -196,7 +196,12 @@ def openapi_document() -> dict[str, Any]:
                 "A consistency proof (RFC 9162 2.1.4), checked when first_root is given",
                 [
                     _query("first", "first tree size", True, "integer"),
-                    _query("second", "second tree size (default: the latest)", False, "integer"),
+                    _query(
+                        "second",
+                        "second tree size, at least first and 1 (left out: the latest)",
+                        False,
+                        "integer",
+                    ),
                     _query("first_root", "root hash trusted at the first size, hex"),
                 ],
                 "the proof",
