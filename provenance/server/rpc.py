@@ -1258,6 +1258,7 @@ class AioServer:
             if not self._stopped.is_set():
                 if self._health is not None:
                     self._call(self._health.stop(None))
+                self._quota.stop_flushing()  # no new flush: one may wait 30 s in an outage
                 self._call(self._server.stop(grace))
                 self._call(_cancel_remaining())
                 self._loop.call_soon_threadsafe(self._loop.stop)
