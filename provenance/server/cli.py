@@ -755,6 +755,7 @@ def serve(
     while not signals:
         time.sleep(SIGNAL_POLL_S)
     print("shutting down", flush=True)
+    service.stopping()  # the upkeep's and writer's waits overlap the calls' grace
     if web is not None:
         web.stop()
     server.stop(grace=5).wait()

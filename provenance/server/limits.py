@@ -708,6 +708,11 @@ class DeviceQuota:
                 if not self._closed.is_set():
                     log.warning("device quota counts not stored yet: %s", e)
 
+    def stop_flushing(self) -> None:
+        """Start no more periodic flushes (a server stopping: one started in a database
+        outage waits 30 s for a connection); `close` still stores what is counted."""
+        self._closed.set()
+
     def close(self) -> None:
         """Stop the flushing thread and store what is counted (call before the store
         closes; a store that fails now loses at most QUOTA_SYNC_S of counts). When the

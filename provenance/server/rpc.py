@@ -1200,6 +1200,25 @@ async def _handler_of(handler: Any, details: Any) -> Any:
     return handler
 
 
+#: Seconds `AioServer.stop` waits for the tasks it cancels to end.
+CANCEL_WAIT_S = 5.0
+
+
+async def _cancel_remaining() -> None:
+    """Cancel every other task of the running loop and wait (`CANCEL_WAIT_S` at most) for
+    them to end, their exceptions retrieved (none is logged as never retrieved)."""
+    me = asyncio.current_task()
+    rest = [t for t in asyncio.all_tasks() if t is not me]
+    for task in rest:
+        task.cancel()
+    if not rest:
+        return
+    done, _ = await asyncio.wait(rest, timeout=CANCEL_WAIT_S)
+    for task in done:
+        if not task.cancelled():
+            task.exception()
+
+
 class AioServer:
     """A started `grpc.aio` server on its own event-loop thread, stopped from any thread
     the way a `grpc.Server` is (`stop`, `wait_for_termination`)."""
@@ -1230,13 +1249,20 @@ class AioServer:
     def stop(self, grace: float | None = None) -> threading.Event:
         """Stop serving: calls in flight get ``grace`` seconds (None: none) to finish.
         The health port (``--health-listen``) closes first, so a load balancer stops
-        sending calls while those finish. Blocks until the server has stopped; returns
-        an event that is set."""
+        sending calls while those finish. The tasks still on the loop then (a submission
+        still waiting on the writer, its call ended: `CapturesServicer.SubmitCapture`) are
+        cancelled and awaited (`_cancel_remaining`): their callers got CANCELLED or
+        UNAVAILABLE, and a claim already queued to the writer is still its business. Before,
+        the loop closed with them pending, and the log said "Task was destroyed but it is
+        pending!" for each. Blocks until the server has stopped; returns an event that is
+        set."""
         with self._lock:
             if not self._stopped.is_set():
                 if self._health is not None:
                     self._call(self._health.stop(None))
+                self._quota.stop_flushing()  # no new flush: one may wait 30 s in an outage
                 self._call(self._server.stop(grace))
+                self._call(_cancel_remaining())
                 self._loop.call_soon_threadsafe(self._loop.stop)
                 self._thread.join()
                 self._loop.close()

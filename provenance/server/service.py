@@ -471,6 +471,16 @@ class ProvenanceService:
             )
         return self.cosigner.cosigned() or "", self.cosigner.quorum, self.cosigner.statuses()
 
+    def stopping(self) -> None:
+        """A server stopping (`prov serve`'s "shutting down", before its calls' grace):
+        the log upkeep starts no new round and the writer waits no more for a store that
+        cannot be reached, so that their waits for a database in an outage (30 s each
+        with PostgreSQL) overlap the grace instead of following it. Before, the upkeep was
+        told only in `close`, after the server stopped, and started another 30 s wait
+        meanwhile: a server stopped in an outage took 57 s. `close` still follows."""
+        self._stop.set()
+        self.writer.stop_waiting()
+
     def close(self) -> None:
         self._close_threads()
         self.store.close()

@@ -499,6 +499,12 @@ class GroupCommitWriter:
             deadlines.add(fut, timeout)
         return cast(Appended, await fut)
 
+    def stop_waiting(self) -> None:
+        """Wait no more for a store that cannot be reached (a server stopping, before its
+        calls' grace): what waits for it fails with the store's error, as after `close`,
+        and the writer goes on with what is queued."""
+        self._closing.set()
+
     def close(self) -> None:
         """Finish what is queued, then stop the writer and acknowledging threads. While the
         store cannot be reached, what waits for it is not tried again: it fails with the
