@@ -500,6 +500,44 @@ def test_a_password_changed_under_the_server_fails_the_claims_at_once(
     )
 
 
+def test_a_password_changed_with_its_sessions_alive_waits_for_them(
+    own_pg: PgServer,
+) -> None:
+    """The role's password changed while the server's sessions stay open (a rotation: the
+    new password goes into the server's URL at its next start): calls waiting for the
+    pool's one open connection, busy, wait for it as before, though the pool's try to
+    open another is refused. h-rev41b: they failed after 0.5 s (`REFUSED_POLL_S`) as a
+    refused login, where the connection came free 2 s later."""
+    with psycopg.connect(own_pg.url(), autocommit=True) as admin:
+        admin.execute("CREATE ROLE prov_writer LOGIN PASSWORD 'first'")
+        admin.execute("CREATE DATABASE prov_login OWNER prov_writer")
+    own_pg.require_password("prov_writer")
+    url = f"postgresql://prov_writer:first@127.0.0.1:{own_pg.port}/prov_login"
+    store = PostgresStore(url, max_connections=4, connection_wait_s=20)
+    try:
+        assert store.tree_size() == 0  # the pool's one session, open
+        with psycopg.connect(own_pg.url(), autocommit=True) as admin:
+            admin.execute("ALTER ROLE prov_writer PASSWORD 'second'")
+        outcomes: list[str] = []
+
+        def busy() -> None:
+            try:
+                with store._connection() as conn:
+                    conn.execute("SELECT pg_sleep(1)")
+                outcomes.append("ok")
+            except Exception as e:
+                outcomes.append(str(e))
+
+        threads = [threading.Thread(target=busy) for _ in range(3)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=60)
+        assert outcomes == ["ok"] * 3, outcomes
+    finally:
+        store.close()
+
+
 def _stopped_in_an_outage(
     pg: PgServer, tmp_path: Path, unread: bool
 ) -> tuple[float, int, str, list[str]]:

@@ -21,6 +21,7 @@ import re
 import select
 import threading
 import time
+import weakref
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from typing import Any
@@ -303,6 +304,14 @@ class _Pool(psycopg_pool.ConnectionPool):
         #: the server's reason when it refused the last try to connect (`_refusal`: a
         #: wrong password, a missing role), None once a try succeeds
         self.refused: str | None = None
+        # the connections this pool opened: `open_connections` counts those not closed
+        self._made_here: weakref.WeakSet[psycopg.Connection[Any]] = weakref.WeakSet()
+
+    def open_connections(self) -> int:
+        """Connections this pool opened that are not closed (idle or in use): while one
+        is, a call waiting for a connection may get it once it is given back, whatever
+        the database answers new logins."""
+        return sum(1 for conn in list(self._made_here) if not conn.closed)
 
     def _add_connection(self, attempt: AttemptWithBackoff | None, growing: bool = False) -> None:
         super()._add_connection(attempt or _Attempt(timeout=self.reconnect_timeout), growing)
@@ -319,6 +328,7 @@ class _Pool(psycopg_pool.ConnectionPool):
                 self._outage = (since, tries + 1)
             raise
         self.refused = None
+        self._made_here.add(conn)
         with self._outage_lock:
             outage, self._outage = self._outage, None
         if outage is not None:  # a WARNING, as the failures: a log kept at WARNING shows both
@@ -460,7 +470,10 @@ class PostgresStore(SqlStore):
                     self._pool.connection(timeout=max(0.001, min(left, REFUSED_POLL_S)))
                 )
             except psycopg_pool.PoolTimeout:
-                if self._pool.refused is not None:
+                # refused, and no open connection to wait for (h-rev41b: a password
+                # changed with the server's sessions still open failed every call that
+                # waited 0.5 s for a busy one)
+                if self._pool.refused is not None and not self._pool.open_connections():
                     raise
                 if time.monotonic() >= until:
                     raise psycopg_pool.PoolTimeout(
