@@ -604,6 +604,15 @@ def _transport_error(
             " service: is it a provenance server?",
             code.name,
         )
+    if code == grpc.StatusCode.CANCELLED and SERVER_ERROR_KEY not in trailing:
+        # not ours: grpc core dropped the call (past --max-pending-calls) or the server
+        # stopped; its only text is a bare "CANCELLED" (the web keeps it the operator's)
+        return TransportError(
+            f"the server at {address} ended the call without an answer (CANCELLED): it is"
+            " stopping, or too busy to take more calls now; try again in a moment",
+            code.name,
+            from_grpc=True,
+        )
     if code in _UNREACHABLE and SERVER_ERROR_KEY not in trailing:
         waited = timeout if code == grpc.StatusCode.DEADLINE_EXCEEDED else None
         return TransportError(

@@ -159,3 +159,34 @@ def test_calls_dropped_past_max_pending_calls_are_counted(tmp_path: Path) -> Non
         assert seen == dropped, (seen, ends)
     finally:
         server.stop()
+
+
+def test_a_call_grpc_core_drops_is_said_in_words_to_the_client(tmp_path: Path) -> None:
+    """A call dropped past --max-pending-calls (or ended by a server that is stopping)
+    comes back CANCELLED with gRPC's bare "CANCELLED" as its only text: `prov` showed
+    "CANCELLED [CANCELLED]" (and `prov device sync` "the server deferred ...: CANCELLED
+    [CANCELLED]"; h-rev41b). Now the client says what it means and what to do."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    server = start_server(tmp_path / "burst.db", "--max-pending-calls", "1")
+    try:
+        with ProvenanceClient(server.address, admin_token=ADMIN_TOKEN) as c:
+            enroll_key(c)
+
+        def calls(_: int) -> list[str]:
+            said = []
+            with ProvenanceClient(server.address, timeout=30) as c:
+                for _ in range(40):
+                    try:
+                        c.log_key()
+                    except TransportError as e:
+                        said.append(str(e))
+            return said
+
+        with ThreadPoolExecutor(32) as pool:
+            said = [s for batch in pool.map(calls, range(32)) for s in batch]
+    finally:
+        server.stop()
+    assert said, "no call was dropped: the burst did not pass the pending limit"
+    assert not any("CANCELLED [CANCELLED]" in s for s in said), Counter(said).most_common(3)
+    assert all("ended the call without an answer" in s for s in said), Counter(said)
