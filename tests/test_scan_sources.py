@@ -186,7 +186,18 @@ def test_entry_count_total_size_and_nesting_limits(tmp_path: Path) -> None:
     assert [i.ref for i in items] == [f"{many}!f{k}.txt" for k in range(4)] + [str(many)]
     assert "more than 4 entries" in _error(items[-1])
     items = list(iter_items([str(many)], ScanLimits(max_total_bytes=2500)))
-    assert len(items) == 3 and "more than 2500 uncompressed bytes" in _error(items[-1])
+    # what the entries declare, said as declared, the number with separators (h-rev41b:
+    # "more than 1099511627776 uncompressed bytes ... (a compression bomb?)" for a size
+    # a header only declared, nothing decompressed)
+    said = _error(items[-1])
+    assert len(items) == 3 and "entries declare more than 2,500 bytes in all" in said, said
+    huge = tmp_path / "huge.tar"
+    with tarfile.open(huge, "w", format=tarfile.GNU_FORMAT) as t:
+        info = tarfile.TarInfo("big.bin")
+        info.size = 1 << 41  # declared only: written as base-256, no data follows
+        t.addfile(info)
+    said = _error(list(iter_items([str(huge)], ScanLimits()))[-1])
+    assert "declare more than 1,099,511,627,776 bytes" in said and "bomb" not in said, said
 
     deep = io.BytesIO()
     with zipfile.ZipFile(deep, "w") as z:

@@ -199,6 +199,15 @@ class _CountingReader:
         return data
 
 
+def _declared_too_much(limit: int) -> str:
+    """Why an archive stops where its entries' declared sizes pass ``limit`` (bytes): they
+    are what headers say, before anything is decompressed."""
+    return (
+        f"its entries declare more than {limit:,} bytes in all (uncompressed), past the"
+        " scan's limit: the rest of the archive was not scanned"
+    )
+
+
 class _ArchiveStop(Exception):
     """Ends the reading of one archive; the message is the reason, reported once."""
 
@@ -455,10 +464,7 @@ class Walker:
                 eref = _entry_ref(ref, info.filename, seen)
                 total += info.file_size
                 if total > lim.max_total_bytes:
-                    raise _ArchiveStop(
-                        f"more than {lim.max_total_bytes} uncompressed bytes: the rest of the"
-                        " archive was not scanned (a compression bomb?)"
-                    )
+                    raise _ArchiveStop(_declared_too_much(lim.max_total_bytes))
                 problem = _zip_entry_problem(info, lim) or overlaps.get(n)
                 if problem is not None:
                     yield RefusedItem(eref, problem, info.file_size, outer)
@@ -524,10 +530,7 @@ class Walker:
                     size = info.size if info.isreg() else None
                     total += size or 0
                     if total > lim.max_total_bytes:
-                        raise _ArchiveStop(
-                            f"more than {lim.max_total_bytes} uncompressed bytes: the rest of the"
-                            " archive was not scanned (a compression bomb?)"
-                        )
+                        raise _ArchiveStop(_declared_too_much(lim.max_total_bytes))
                     problem = _tar_member_problem(info, lim)
                     extracted = tf.extractfile(info) if info.isreg() else None
                     member = _Metered(extracted, meter) if extracted is not None else None
@@ -850,14 +853,14 @@ class _Meter:
         lim = self.lim
         if self.produced > lim.max_total_bytes:
             raise _ArchiveStop(
-                f"more than {lim.max_total_bytes} uncompressed bytes: the rest of the"
-                " archive was not scanned (a compression bomb?)"
+                f"more than {lim.max_total_bytes:,} bytes came out of decompressing it: the"
+                " rest of the archive was not scanned (a compression bomb?)"
             )
         packed = max(self.compressed(), 1)
         if self.produced > lim.ratio_min_bytes and self.produced > lim.max_ratio * packed:
             raise _ArchiveStop(
-                f"decompression ratio over {lim.max_ratio:g}:1 ({self.produced} bytes out of"
-                f" {packed}): a compression bomb? the rest of the archive was not scanned"
+                f"decompression ratio over {lim.max_ratio:g}:1 ({self.produced:,} bytes out of"
+                f" {packed:,}): a compression bomb? the rest of the archive was not scanned"
             )
 
 
