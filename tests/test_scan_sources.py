@@ -288,6 +288,25 @@ def test_a_tar_member_of_negative_size_stops_its_archive_in_words(
     assert sorted(got) == [str(path), f"{path}!a.txt"], got
 
 
+def test_a_tar_member_whose_pax_size_is_no_number_stops_its_archive_in_words(
+    tmp_path: Path,
+) -> None:
+    """A pax header ``size=abc``: Python's tarfile reads an unparsable pax number as 0, so
+    the member was an empty entry ("empty file") and its data was then read as the next
+    header (h-rev41b). Now the member and its archive say why they stop."""
+    path = tmp_path / "pax.tar"
+    with tarfile.open(path, "w", format=tarfile.PAX_FORMAT) as t:
+        for name, pax in (("a.png", {"size": "abc"}), ("b.png", {})):
+            info = tarfile.TarInfo(name)
+            info.size, info.pax_headers = len(PNG), pax
+            t.addfile(info, io.BytesIO(PNG))
+    got = _by_ref(list(iter_items([str(path)], ScanLimits())))
+    said = _error(got[f"{path}!a.png"])
+    assert "pax header declares its size as 'abc'" in said, got
+    stop = _error(got[str(path)])
+    assert "not a whole number of bytes" in stop and "not scanned" in stop, stop
+
+
 def test_a_zip_whose_directory_points_past_its_end_is_said_in_words(tmp_path: Path) -> None:
     """The end record puts the central directory 1,000 bytes past the file's end, so
     zipfile shifts every entry's offset by as much (the first below 0). Before, such an

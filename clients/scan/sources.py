@@ -516,6 +516,18 @@ class Walker:
                     if info.isdir():
                         continue
                     eref = _entry_ref(ref, info.name, seen)
+                    pax_size = info.pax_headers.get("size")
+                    if pax_size is not None and not (pax_size.isascii() and pax_size.isdigit()):
+                        # tarfile reads it as 0: the member's data is then read as headers
+                        shown = pax_size if len(pax_size) <= 40 else pax_size[:40] + "..."
+                        yield RefusedItem(
+                            eref, f"its pax header declares its size as {shown!r}", None, outer
+                        )
+                        raise _ArchiveStop(
+                            "a member's pax header declares a size that is not a whole number"
+                            " of bytes: the archive is corrupt or hostile; the rest of it was"
+                            " not scanned"
+                        )
                     if info.size < 0:  # GNU base-256: the next header is then read in its data
                         yield RefusedItem(
                             eref,
