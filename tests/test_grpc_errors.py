@@ -148,6 +148,27 @@ def test_a_request_that_is_no_valid_message_is_refused_in_plain_words(server: Se
     assert "malformed claim: its bytes are not a valid Claim message" in said, said
 
 
+def test_consistency_sizes_no_proof_runs_between_are_said_plainly(server: ServerProc) -> None:
+    """GetConsistencyProof between sizes no proof runs between names the field and says
+    why. Before: "no consistency proof from size 0 to size 1", "first size 5 is larger
+    than second size 1" (second_size 0 asks for the latest) and "tree size 7 is beyond
+    the log's size 1" (which of the two sizes?)."""
+    with ProvenanceClient(server.address, admin_token=ADMIN_TOKEN, timeout=20) as client:
+        enroll_key(client)  # the log holds its enrollment: size 1
+    with grpc.insecure_channel(server.address) as channel:
+        log = rpc.LogStub(channel)
+        for first, second, words in [
+            (0, 1, "first_size must be at least 1: a consistency proof starts from a tree of"),
+            (5, 0, "first_size 5 is past the log's size 1"),
+            (1, 7, "second_size 7 is past the log's size 1"),
+        ]:
+            with pytest.raises(grpc.RpcError) as exc:
+                log.GetConsistencyProof(
+                    pb.GetConsistencyProofRequest(first_size=first, second_size=second), timeout=20
+                )
+            assert words in str(exc.value.details()), exc.value.details()
+
+
 def test_submission_errors(client: ProvenanceClient) -> None:
     key = enroll_key(client)
     first = signed_claim(key, 1, sha=b"\x11" * 32)
