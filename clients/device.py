@@ -70,6 +70,7 @@ from provenance.core.claims import (
 from provenance.core.envelope import PAYLOAD_TYPE_CLAIM, PAYLOAD_TYPE_ENROLL, sign_payload
 from provenance.core.errors import (
     BindingError,
+    ClaimError,
     ConfigError,
     FileChangedError,
     MediaError,
@@ -80,7 +81,7 @@ from provenance.core.errors import (
 from provenance.core.files import file_kind
 from provenance.core.keyfile import PBKDF2_ITERATIONS, weaker_than_written_here
 from provenance.core.keys import DeviceKey
-from provenance.core.registry import certificate_enrollment_proof
+from provenance.core.registry import certificate_enrollment_proof, check_claim_shape
 from provenance.core.video_binding import DEFAULT_VIDEO_CHUNK, hash_file
 from provenance.media.assets import AssetLimits, check_size, inspect_image, media_type_of
 from provenance.media.video.decode import DEFAULT_RATE_HZ, sample_frames
@@ -508,8 +509,10 @@ class DeviceHome:
         A sidecar that cannot be written beside the file (a name too long for
         ``FILE.prov``, a read-only folder) is kept in the device folder instead, and the
         result says where and why: the claim is signed and queued either way. Raises
-        MediaError for files that are not supported media or over a limit (before a
-        sequence number is used), ConfigError when the device is not initialised.
+        MediaError for files that are not supported media or over a limit, and ClaimError
+        for a claim the log would refuse (`provenance.core.registry.check_claim_shape`:
+        ``metadata`` over its limit, say), both before a sequence number is used;
+        ConfigError when the device is not initialised.
         """
         claim_fields, chunk_hashes = measure(path, limits)
         side_path = sidecar_path(path)
@@ -555,6 +558,12 @@ class DeviceHome:
             key_id=key.key_id,
             signature=sign_payload(key, PAYLOAD_TYPE_CLAIM, claim_bytes),
         )
+        # the log's own rules, before the sequence number is used: a claim it would refuse
+        # (metadata over its limit; sizes or frame times no decoder measures) is not kept
+        try:
+            check_claim_shape(signed, claim)
+        except ClaimError as e:
+            raise ClaimError(f"the log would refuse its claim: {e}") from e
         sidecar = Sidecar(signed, key.public_key, chunk_hashes=chunk_hashes)
         self.save_state(replace(state, last_sequence=seq, last_claim_hash=signed.claim_hash.hex()))
         queue_file = self._enqueue(seq, sidecar, side_path)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import shutil
 import subprocess
 import sys
 from concurrent.futures import Future
@@ -23,10 +24,15 @@ from typing import Any
 import av
 import grpc
 import numpy as np
+import pytest
 
 from clients.api import ProvenanceClient, Query
 from provenance.core.binding import PerceptualHash
-from provenance.core.claim_bounds import MAX_FRAME_SAMPLE_RATE
+from provenance.core.claim_bounds import (
+    MAX_FRAME_SAMPLE_RATE,
+    MAX_IMAGE_PIXELS,
+    MAX_VIDEO_FRAME_PIXELS,
+)
 from provenance.core.claims import MAX_VIDEO_SECONDS, Claim, HardBinding, SignedClaim
 from provenance.core.envelope import PAYLOAD_TYPE_CLAIM, sign_payload
 from provenance.core.keys import DeviceKey
@@ -35,7 +41,7 @@ from provenance.server.service import ProvenanceService, ServiceConfig
 from provenance.server.writer import PendingClaim, _Item
 from provenance.v1 import provenance_pb2_grpc as rpc
 from provenance.wire import convert as wire
-from tests.conftest import ADMIN_TOKEN, Cli, ServerProc, enroll_key, start_server
+from tests.conftest import ADMIN_TOKEN, SAMPLES, Cli, ServerProc, enroll_key, start_server
 
 MIB = 1 << 20
 ROOT = bytes(range(32))
@@ -125,6 +131,31 @@ REFUSED: list[tuple[dict[str, Any], tuple[str, ...]]] = [
     ({"duration_seconds": 1e308}, ("duration_seconds", "1e+308", "86,400")),
     ({"frame_sample_rate": 1e-300}, ("frame_sample_rate", "1e-300")),
     ({"frame_sample_rate": 1e308}, ("frame_sample_rate", "1e+308", f"{MAX_FRAME_SAMPLE_RATE:g}")),
+    # pixel sizes past what the decoders accept (a uint32 on the wire: up to 4,294,967,295)
+    ({"width": 2**32 - 1}, ("width", "4,294,967,295", f"{MAX_VIDEO_FRAME_PIXELS:,}", "7680x4320")),
+    ({"height": 2**32 - 1}, ("height", "4,294,967,295", f"{MAX_VIDEO_FRAME_PIXELS:,}")),
+    ({"width": 7680, "height": 4321}, ("width x height", "33,185,280", "7680x4320")),
+    (
+        {"media_type": "image/png", "hard_binding": HardBinding(sha256=bytes(32))}
+        | {"width": MAX_IMAGE_PIXELS + 1, "height": 1, "duration_seconds": 0.0}
+        | {"soft_bindings": soft_at(0.0), "frame_sample_rate": 0.0},
+        ("width", f"{MAX_IMAGE_PIXELS + 1:,}", f"{MAX_IMAGE_PIXELS:,}", "image decoder accepts"),
+    ),
+    (
+        {"media_type": "image/png", "hard_binding": HardBinding(sha256=bytes(32))}
+        | {"width": 20_000, "height": 20_000, "duration_seconds": 0.0}
+        | {"soft_bindings": soft_at(0.0), "frame_sample_rate": 0.0},
+        ("width x height", "400,000,000", f"{MAX_IMAGE_PIXELS:,}"),
+    ),
+    # frame times out of order, or past the duration the claim states
+    (
+        {"soft_bindings": soft_at(0.0, 1.0, 0.5)},
+        ("soft_bindings[2].timestamp_seconds", "0.5", "soft_bindings[1]", "in order"),
+    ),
+    (
+        {"soft_bindings": soft_at(0.0, 3.0)},
+        ("soft_bindings[1].timestamp_seconds", " 3 ", "duration_seconds", " 2 "),
+    ),
 ]
 
 # soft bindings the wire carries but a PerceptualHash cannot hold
@@ -183,6 +214,19 @@ def test_claims_the_verifier_could_never_match_are_refused_on_the_wire(server: S
                 media_type="image/jpeg",
                 hard_binding=HardBinding(sha256=bytes(32)),
                 soft_bindings=soft_at(0.0),
+                duration_seconds=0.0,
+                frame_sample_rate=0.0,
+            ),
+            video_claim(key, 7, width=7680, height=4320, soft_bindings=soft_at(0.0, 2.0)),
+            video_claim(key, 8, width=4320, height=7680, soft_bindings=soft_at(1.0, 1.0)),
+            video_claim(
+                key,
+                9,
+                media_type="image/png",
+                hard_binding=HardBinding(sha256=bytes(32)),
+                soft_bindings=soft_at(0.0),
+                width=MAX_IMAGE_PIXELS,
+                height=1,
                 duration_seconds=0.0,
                 frame_sample_rate=0.0,
             ),
@@ -271,3 +315,51 @@ def test_prov_sign_never_makes_a_video_claim_the_log_refuses(enrolled: Cli, tmp_
     _video_with_a_gap(near, MAX_VIDEO_SECONDS - 100)
     rc, out, err = enrolled("sign", str(near))
     assert rc == 0, (out, err)
+
+
+def test_the_pixel_bounds_are_the_decoders_own() -> None:
+    """A real capture is never refused for its size: the image bound is at least the most
+    Pillow decodes (twice its MAX_IMAGE_PIXELS, its hard limit) and the image limit of
+    `prov sign` and `prov serve`; the video bound is the video decoder's frame limit."""
+    from PIL import Image
+
+    from provenance.media.image import DEFAULT_MAX_PIXELS
+    from provenance.media.video.frames import MAX_FRAME_PIXELS
+
+    assert Image.MAX_IMAGE_PIXELS is not None  # None would turn Pillow's limit off
+    assert MAX_IMAGE_PIXELS >= 2 * Image.MAX_IMAGE_PIXELS >= DEFAULT_MAX_PIXELS
+    assert MAX_VIDEO_FRAME_PIXELS == MAX_FRAME_PIXELS == 7680 * 4320
+
+
+def test_the_device_sdk_never_signs_a_claim_the_log_refuses(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`DeviceHome.sign_file` (what `prov sign` runs) checks the claim it made against the
+    log's rules before it keeps it: metadata over the limit, or (from a decoder that
+    measured more than the bounds) a width past them, is refused in words, no sequence
+    number used and nothing queued or written beside the file. Before, the claim was
+    signed and queued, and the log refused it at the next sync."""
+    import clients.device as device
+    from clients.device import DeviceHome
+    from provenance.core.errors import ClaimError
+
+    home = DeviceHome(tmp_path / "dev")
+    home.init(b"pw")
+    key = home.load_key(b"pw")
+    photo = Path(shutil.copy(SAMPLES / "rocket.jpg", tmp_path / "rocket.jpg"))
+    with pytest.raises(ClaimError, match=r"metadata is 50\d\d bytes; the limit is 4096"):
+        home.sign_file(key, photo, metadata={"note": "x" * 5000})
+    measured = device.measure
+
+    def too_wide(path: Path, limits: Any = None) -> Any:
+        fields, chunks = measured(path)
+        return {**fields, "width": 2**32 - 1}, chunks
+
+    monkeypatch.setattr(device, "measure", too_wide)
+    with pytest.raises(ClaimError, match=r"width is 4,294,967,295 pixels.*178,956,970"):
+        home.sign_file(key, photo)
+    assert home.state().last_sequence == 0
+    assert not list(home.queue_dir.glob("*")) and not list(tmp_path.glob("rocket.jpg.*"))
+    monkeypatch.setattr(device, "measure", measured)
+    assert home.sign_file(key, photo).sidecar.signed_claim.key_id == key.key_id
+    assert home.state().last_sequence == 1

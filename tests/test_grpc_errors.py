@@ -105,6 +105,70 @@ def test_malformed_uploads(server: ServerProc) -> None:
     chan.close()
 
 
+def test_a_request_that_is_no_valid_message_is_refused_in_plain_words(server: ServerProc) -> None:
+    """Bytes that are not a valid protobuf message of a method's request type: an
+    INVALID_ARGUMENT naming the method and the message type, in our words. Before, the
+    details carried protobuf's parse text ("Error parsing message with type
+    'provenance.v1.GetEntriesRequest'"); a SignedClaim whose claim bytes do not parse
+    said the same of 'provenance.v1.Claim'."""
+    calls = [
+        ("/provenance.v1.Log/GetEntries", "GetEntriesRequest", False),
+        ("/provenance.v1.Captures/SubmitCapture", "SubmitCaptureRequest", False),
+        ("/provenance.v1.DeviceRegistry/GetDevice", "GetDeviceRequest", False),
+        ("/grpc.health.v1.Health/Check", "HealthCheckRequest", False),
+        ("/provenance.v1.Verification/VerifyFile", "VerifyFileChunk", True),
+    ]
+    with grpc.insecure_channel(server.address) as channel:
+        for method, kind, streaming in calls:
+            try:
+                if streaming:
+                    upload: grpc.StreamUnaryMultiCallable[bytes, bytes]
+                    upload = channel.stream_unary(method)
+                    upload(iter([b"\x0a\x03\x0a\x01\xff"]), timeout=20)  # a name not UTF-8
+                else:
+                    raw: grpc.UnaryUnaryMultiCallable[bytes, bytes]
+                    raw = channel.unary_unary(method)
+                    raw(b"\xff\xff\xff\xff", timeout=20)
+            except grpc.RpcError as e:
+                code, details = e.code(), str(e.details())
+            else:
+                raise AssertionError(f"{method} answered bytes that are no message")
+            assert code == grpc.StatusCode.INVALID_ARGUMENT, (method, code, details)
+            assert details == (
+                f"malformed request to {method}: its bytes are not a valid {kind} message"
+                " (protobuf's encoding of one is damaged, cut short, or holds text that is"
+                " not UTF-8)"
+            ), details
+    client = ProvenanceClient(server.address, admin_token=ADMIN_TOKEN, timeout=20)
+    key = enroll_key(client)
+    with pytest.raises(TransportError) as exc:
+        client.submit(SignedClaim(PAYLOAD_TYPE_CLAIM, b"\xff\xff\xff", key.key_id, b"\x00" * 64))
+    said = str(exc.value)
+    assert _code(exc) == "INVALID_ARGUMENT" and "Error parsing" not in said, said
+    assert "malformed claim: its bytes are not a valid Claim message" in said, said
+
+
+def test_consistency_sizes_no_proof_runs_between_are_said_plainly(server: ServerProc) -> None:
+    """GetConsistencyProof between sizes no proof runs between names the field and says
+    why. Before: "no consistency proof from size 0 to size 1", "first size 5 is larger
+    than second size 1" (second_size 0 asks for the latest) and "tree size 7 is beyond
+    the log's size 1" (which of the two sizes?)."""
+    with ProvenanceClient(server.address, admin_token=ADMIN_TOKEN, timeout=20) as client:
+        enroll_key(client)  # the log holds its enrollment: size 1
+    with grpc.insecure_channel(server.address) as channel:
+        log = rpc.LogStub(channel)
+        for first, second, words in [
+            (0, 1, "first_size must be at least 1: a consistency proof starts from a tree of"),
+            (5, 0, "first_size 5 is past the log's size 1"),
+            (1, 7, "second_size 7 is past the log's size 1"),
+        ]:
+            with pytest.raises(grpc.RpcError) as exc:
+                log.GetConsistencyProof(
+                    pb.GetConsistencyProofRequest(first_size=first, second_size=second), timeout=20
+                )
+            assert words in str(exc.value.details()), exc.value.details()
+
+
 def test_submission_errors(client: ProvenanceClient) -> None:
     key = enroll_key(client)
     first = signed_claim(key, 1, sha=b"\x11" * 32)
@@ -247,7 +311,7 @@ def test_upload_messages_protobuf_refuses_are_refused(server: ServerProc) -> Non
         else:
             assert isinstance(got, grpc.RpcError)
             assert got.code() == grpc.StatusCode.INVALID_ARGUMENT
-            assert "not a valid protobuf message" in str(got.details())
+            assert "not a valid VerifyFileChunk message" in str(got.details())
 
 
 def test_an_upload_message_of_neither_header_nor_data_is_named_as_such(

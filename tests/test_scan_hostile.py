@@ -76,6 +76,19 @@ def _zip_flagged_utf8_with_name(name: bytes, local_only: bool = False) -> bytes:
     return bytes(data)
 
 
+def _zip_with_names(*names: bytes) -> bytes:
+    """A zip of one JPEG entry per name, each name written as given (NUL bytes included,
+    which Python's zipfile cuts names at when it writes them)."""
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        for i, name in enumerate(names):
+            z.writestr(f"{i}" * len(name), JPEG + bytes([i]))
+    data = buf.getvalue()
+    for i, name in enumerate(names):
+        data = data.replace(f"{i}".encode() * len(name), name)  # local header and directory
+    return data
+
+
 @pytest.fixture(scope="module")
 def hostile(srv: ServerProc, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """A folder of hostile entries beside good ones, scanned once; rows by path."""
@@ -95,6 +108,11 @@ def hostile(srv: ServerProc, tmp_path_factory: pytest.TempPathFactory) -> dict[s
     with zipfile.ZipFile(d / "noname.zip", "w") as z:
         z.writestr(zipfile.ZipInfo(""), b"no name")
         z.writestr("ok.png", PNG)
+    with tarfile.open(d / "nul.tar", "w", format=tarfile.PAX_FORMAT) as t:
+        info = tarfile.TarInfo("placeholder.jpg")
+        info.size, info.pax_headers = len(JPEG), {"path": "evil.jpg\x00.exe"}
+        t.addfile(info, io.BytesIO(JPEG))
+    (d / "nul.zip").write_bytes(_zip_with_names(b"ok.jpg", b"evil.jpg\x00.exe", b"d/\x00x.jpg"))
     (d / "fifo.jpg").write_bytes(PNG[:-1] + b"\x01")  # unsigned: its sidecar gets checked
     os.mkfifo(d / "fifo.jpg.prov")
     (d / "zero.png").write_bytes(PNG + b"\x02")
@@ -166,6 +184,25 @@ def test_scan_zip_name_not_utf8_though_flagged_is_said_in_words(hostile: dict[st
 def test_scan_zip_entry_with_empty_name_is_one_bad_row(hostile: dict[str, Any]) -> None:
     assert "empty entry name" in _row(hostile, "noname.zip!")["error"]
     assert _row(hostile, "noname.zip!ok.png")["status"] == "UNSIGNED"
+
+
+def test_scan_zip_entry_names_with_a_nul_byte_are_said(hostile: dict[str, Any]) -> None:
+    """A zip entry name holding a NUL byte is a refused row under its whole name, saying
+    so. Before, Python's zipfile cut the name at the NUL without a word: "evil.jpg\\0.exe"
+    was scanned as "evil.jpg", and "d/\\0x.jpg" was taken for the folder "d/" and had no
+    row at all. A pax ``path`` record is given with its length too: a NUL in it is said
+    the same way (before: "control character in the entry name")."""
+    for archive, name, shown, cut in (
+        ("nul.zip", "evil.jpg\x00.exe", r"evil.jpg\x00.exe", "evil.jpg"),
+        ("nul.zip", "d/\x00x.jpg", r"d/\x00x.jpg", "d/"),
+        ("nul.tar", "evil.jpg\x00.exe", r"evil.jpg\x00.exe", "evil.jpg"),
+    ):
+        row = _row(hostile, f"{archive}!{name}")
+        assert row["kind"] == "refused" and row["status"] is None, row
+        assert f'the entry name "{shown}"' in row["error"], row
+        assert "NUL byte" in row["error"] and f'"{cut}"' in row["error"], row
+        assert f"{hostile['d']}/{archive}!{cut}" not in hostile["rows"]
+    assert _row(hostile, "nul.zip!ok.jpg")["status"] == "UNSIGNED"
 
 
 def test_scan_fifo_sidecar_is_one_bad_row(hostile: dict[str, Any]) -> None:

@@ -84,7 +84,8 @@ def test_entry_names_that_escape_a_folder_are_refused() -> None:
         assert "path traversal" in (entry_name_problem(name) or "")
     for name in ("/etc/passwd", "\\server\\share", "C:evil.jpg", "c:/windows/a.jpg"):
         assert "absolute" in (entry_name_problem(name) or "")
-    assert "control character" in (entry_name_problem("a\x00.jpg") or "")
+    assert "control character" in (entry_name_problem("a\x01.jpg") or "")
+    assert 'a NUL byte in the entry name "a\\x00.jpg"' in (entry_name_problem("a\x00.jpg") or "")
     assert entry_name_problem("") == "empty entry name"
 
 

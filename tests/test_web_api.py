@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import html
 import io
 import json
 import re
@@ -539,6 +540,37 @@ def test_an_explicit_second_size_below_first_or_0_is_refused(http: httpx.Client)
     latest = http.get("/api/v1/checkpoint").json()["size"]
     got = http.get("/api/v1/proofs/consistency", params={"first": 1})
     assert got.status_code == 200 and got.json()["second_size"] == latest, got.text
+
+
+def test_consistency_sizes_no_proof_runs_between_are_said_plainly(http: httpx.Client) -> None:
+    """A first size of 0 (``first=0&second=1``), or a size past the log's, is a 400 that
+    says what is wrong with which parameter, on the API and on the page. Before: the
+    service's "no consistency proof from size 0 to size 1" and "first size 9 is larger
+    than second size 4" (a second size nobody gave), and "tree size 99 is beyond ..."
+    for a parameter named second."""
+    latest = http.get("/api/v1/checkpoint").json()["size"]
+    cases = [
+        ({"first": 0, "second": 1}, r"^first must be at least 1: a consistency proof starts"),
+        ({"first": 0}, r"^first must be at least 1: .*every tree extends the empty one"),
+        (
+            {"first": latest + 5},
+            rf"^first \({latest + 5}\) is past the log's size \({latest}\): it holds no tree"
+            rf" of {latest + 5} entries yet",
+        ),
+        (
+            {"first": 1, "second": latest + 5},
+            rf"^second \({latest + 5}\) is past the log's size \({latest}\)",
+        ),
+    ]
+    for params, words in cases:
+        _error(http.get("/api/v1/proofs/consistency", params=params), 400, words)
+        page = http.get("/log/consistency", params=params)
+        assert page.status_code == 400, (params, page.status_code)
+        shown = html.unescape(page.text)
+        assert re.search(words.lstrip("^"), shown), (params, shown[-2000:])
+    # the page takes an explicit second below first to the view (the API refuses it first)
+    page = http.get("/log/consistency", params={"first": 3, "second": 2})
+    assert page.status_code == 400 and "second (2) is below first (3)" in page.text, page.text
 
 
 def test_checkpoint_is_signed_by_the_log_key(site: DemoSite, http: httpx.Client) -> None:

@@ -149,11 +149,13 @@ Item = FileItem | EntryItem | HashedItem | RefusedItem
 def entry_name_problem(name: str) -> str | None:
     """Why an archive member name is refused, or None if it is acceptable.
 
-    Refused: empty names, control characters (NUL included), absolute names (``/x``,
-    ``\\x``, ``C:x``), and names with a ``..`` component (either separator).
+    Refused: empty names, control characters (a NUL said as such), absolute names
+    (``/x``, ``\\x``, ``C:x``), and names with a ``..`` component (either separator).
     """
     if not name:
         return "empty entry name"
+    if "\0" in name:
+        return _nul_in_name(name)
     if any(ord(c) < 32 or ord(c) == 127 for c in name):
         return "control character in the entry name"
     if name.startswith(("/", "\\")) or re.match(r"[A-Za-z]:", name):
@@ -459,9 +461,12 @@ class Walker:
             for n, info in enumerate(infos):
                 if n >= lim.max_entries:
                     raise _ArchiveStop(_too_many(lim.max_entries))
-                if info.filename and info.is_dir():
+                # the name as the zip holds it: zipfile's ``filename`` is cut at a NUL byte
+                # ("d/\0x.jpg" would be the folder "d/"), said in the row instead
+                name = info.orig_filename
+                if name.endswith("/"):  # a folder
                     continue
-                eref = _entry_ref(ref, info.filename, seen)
+                eref = _entry_ref(ref, name, seen)
                 total += info.file_size
                 if total > lim.max_total_bytes:
                     raise _ArchiveStop(_declared_too_much(lim.max_total_bytes))
@@ -676,7 +681,7 @@ def _entry_ref(archive_ref: str, name: str, seen: dict[str, int]) -> str:
 
 
 def _zip_entry_problem(info: zipfile.ZipInfo, lim: ScanLimits) -> str | None:
-    problem = entry_name_problem(info.filename)
+    problem = entry_name_problem(info.orig_filename)
     if problem is not None:
         return problem
     mode = info.external_attr >> 16
@@ -820,19 +825,39 @@ def _is_regular(path: str) -> bool:
         return False
 
 
-def _not_utf8_name(e: UnicodeDecodeError, what: str = "not a readable zip archive") -> str:
-    """What a zip whose UTF-8 flag is set over an entry name that is not UTF-8 says to a
-    person, after ``what`` (zipfile's own words were the codec's: "'utf-8' codec can't
-    decode ..."). The name is shown in ASCII, each byte that is not UTF-8 as ``\\xff``."""
-    raw = e.object if isinstance(e.object, bytes) else b""
-    name = "".join(
+def _shown_name(name: str) -> str:
+    """The first 200 characters of an entry name for a message: each byte that is not
+    UTF-8 (a surrogate escape) as ``\\xff``, a control or format character as its escape
+    (NUL as ``\\x00``), the rest as it is."""
+    return "".join(
         f"\\x{ord(c) - 0xDC00:02x}"
         if 0xDC80 <= ord(c) <= 0xDCFF  # a byte that is not UTF-8
         else c
         if c.isprintable()
         else ascii(c)[1:-1]  # a control or format character, as its escape
-        for c in raw[:200].decode("utf-8", "surrogateescape")
+        for c in name[:200]
     )
+
+
+def _nul_in_name(name: str) -> str:
+    """Why an entry whose name holds a NUL byte is refused: a zip entry's name, or a pax
+    ``path`` record, is given with its length, so the NUL is part of it, but Python's
+    zipfile (and tools written in C) read names up to the first NUL, where
+    "evil.jpg\\0.exe" reads "evil.jpg"."""
+    cut = name[: name.index("\0")]
+    return (
+        f'a NUL byte in the entry name "{_shown_name(name)}": not scanned; tools that read a'
+        f' name up to its first NUL show this entry as "{_shown_name(cut)}", another name'
+        " than the archive gives it"
+    )
+
+
+def _not_utf8_name(e: UnicodeDecodeError, what: str = "not a readable zip archive") -> str:
+    """What a zip whose UTF-8 flag is set over an entry name that is not UTF-8 says to a
+    person, after ``what`` (zipfile's own words were the codec's: "'utf-8' codec can't
+    decode ..."). The name is shown in ASCII, each byte that is not UTF-8 as ``\\xff``."""
+    raw = e.object if isinstance(e.object, bytes) else b""
+    name = _shown_name(raw[:200].decode("utf-8", "surrogateescape"))
     return (
         f'{what}: the entry name "{name}" is not UTF-8, though the zip says (its UTF-8 flag)'
         " that its names are; the tool that made the zip wrote its names wrongly"
@@ -922,7 +947,7 @@ def _zip_overlaps(infos: list[zipfile.ZipInfo], data_end: int) -> dict[int, str]
             nxt = infos[order[pos + 1]]
             if end > nxt.header_offset:
                 out[i] = (
-                    f"its data overlaps entry {nxt.filename!r}: an overlapping-entry zip"
+                    f"its data overlaps entry {nxt.orig_filename!r}: an overlapping-entry zip"
                     " bomb? not scanned"
                 )
         elif end > data_end:

@@ -11,7 +11,7 @@ import secrets
 import unicodedata
 from datetime import datetime, timedelta
 
-from provenance.core.claim_bounds import check_hard_binding, check_video_numbers
+from provenance.core.claim_bounds import check_hard_binding, check_pixels, check_video_numbers
 from provenance.core.claims import (
     CLAIM_VERSION,
     LOG_ENTRY_FRAMING_BYTES,
@@ -268,7 +268,8 @@ def check_claim_shape(signed: SignedClaim, claim: Claim) -> None:
     integer (`MAX_STORED_INT`): a larger one is refused here, before the writer, so it
     can never fail a commit batch shared with other devices' claims.
 
-    The hard binding must be one the verifier can match and the video's times and sample
+    The hard binding must be one the verifier can match, the width and height within what
+    the decoders accept, and the video's times (in order, within its duration) and sample
     rate within range (`provenance.core.claim_bounds`).
     """
     if signed.payload_type != PAYLOAD_TYPE_CLAIM:
@@ -307,10 +308,14 @@ def check_claim_shape(signed: SignedClaim, claim: Claim) -> None:
                 f"the claim's {name} is {value}; the log stores at most {MAX_STORED_INT} (2^63 - 1)"
             )
     check_hard_binding(claim)
+    check_pixels(claim)
     check_video_numbers(claim)
     meta = sum(len(k.encode()) + len(v.encode()) for k, v in claim.metadata.items())
     if meta > MAX_METADATA_BYTES:
-        raise ClaimError(f"claim metadata is {meta} bytes; the limit is {MAX_METADATA_BYTES}")
+        raise ClaimError(
+            f"the claim's metadata is {meta} bytes; the limit is {MAX_METADATA_BYTES}"
+            " (keys and values in UTF-8)"
+        )
     if len(claim.soft_bindings) > MAX_CLAIM_SOFT_BINDINGS:
         raise ClaimError(
             f"claim has {len(claim.soft_bindings)} soft bindings; the limit is"

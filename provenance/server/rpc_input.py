@@ -5,7 +5,9 @@ not a valid protobuf message (corrupt wire format, bad UTF-8 in a string field) 
 aborts the call with INTERNAL "Exception deserializing request!", which tells a client
 the server is broken. `MalformedRequestInterceptor` wraps every method's deserializer:
 a message that does not parse reaches the handler as a marker, and the call is aborted
-with INVALID_ARGUMENT naming the method and the parser's complaint.
+with INVALID_ARGUMENT naming the method and the message type, in our words (protobuf's
+own, "Error parsing message with type 'provenance.v1.GetEntriesRequest': Wire format was
+corrupt", name its parser, not what a client sent wrong).
 
 Upload messages (`VerifyFileChunk`) that carry only bytes, the bulk of every upload, are
 recognised by their wire format (field 2, length-delimited, filling the message: protobuf
@@ -73,23 +75,37 @@ def _upload_chunk(deserialize: Callable[[bytes], Any]) -> Callable[[bytes], Any]
 
 @dataclass(frozen=True)
 class _Malformed:
-    """Stands in for a request message whose bytes did not parse."""
+    """Stands in for a request message whose bytes did not parse: ``kind`` names the
+    message type ("GetEntriesRequest")."""
 
-    error: str
+    kind: str
 
 
-def _lenient(deserialize: Callable[[bytes], Any]) -> Callable[[bytes], Any]:
+def _message_kind(deserialize: Callable[[bytes], Any]) -> str:
+    """The short name of the protobuf message type a deserializer parses (its
+    ``FromString`` is bound to the message class), or "request" when it is no such."""
+    descriptor = getattr(getattr(deserialize, "__self__", None), "DESCRIPTOR", None)
+    name = getattr(descriptor, "name", None)
+    return name if isinstance(name, str) and name else "request"
+
+
+def _lenient(deserialize: Callable[[bytes], Any], kind: str) -> Callable[[bytes], Any]:
+    malformed = _Malformed(kind)
+
     def parse(data: bytes) -> Any:
         try:
             return deserialize(data)
-        except Exception as e:  # protobuf's DecodeError and friends: the caller's bytes
-            return _Malformed(str(e) or type(e).__name__)
+        except Exception:  # protobuf's DecodeError and friends: the caller's bytes
+            return malformed
 
     return parse
 
 
 def _message(method: str, bad: _Malformed) -> str:
-    return f"malformed request to {method}: not a valid protobuf message ({bad.error})"
+    return (
+        f"malformed request to {method}: its bytes are not a valid {bad.kind} message"
+        " (protobuf's encoding of one is damaged, cut short, or holds text that is not UTF-8)"
+    )
 
 
 def _unary(behavior: Callable[..., Any], method: str) -> Callable[..., Any]:
@@ -169,9 +185,10 @@ class MalformedRequestInterceptor(grpc.aio.ServerInterceptor):
             return handler
         method = str(handler_call_details.method)
         deserialize = handler.request_deserializer
+        kind = _message_kind(deserialize)
         if method in UPLOAD_METHODS:
             deserialize = _upload_chunk(deserialize)
-        changes: dict[str, Any] = {"request_deserializer": _lenient(deserialize)}
+        changes: dict[str, Any] = {"request_deserializer": _lenient(deserialize, kind)}
         for kind, wrap in (
             ("unary_unary", _unary),
             ("unary_stream", _unary),

@@ -1181,9 +1181,28 @@ class ProvenanceService:
         return rec.index, size, proof, rec.leaf_hash
 
     def consistency_proof(self, first: int, second: int) -> tuple[int, int, list[bytes]]:
-        second = self._size_or_latest(second)
+        """(first, second, proof): an RFC 9162 consistency proof from the tree of ``first``
+        entries to that of ``second`` (0: the latest). Raises LogError naming the size
+        (the request's first_size, second_size) no proof runs from or to: a first of 0,
+        a size past the log's, a second below the first."""
+        if first < 1:
+            raise LogError(
+                "first_size must be at least 1: a consistency proof starts from a tree of at"
+                " least one entry (every tree extends the empty one, so from size 0 there is"
+                " nothing to prove)"
+            )
+        latest = self.store.latest_checkpoint()
+        current = latest[0] if latest else 0
+        if second > current:
+            raise LogError(f"second_size {second} is past the log's size {current}")
+        if not second and first > current:
+            raise LogError(f"first_size {first} is past the log's size {current}")
+        second = second or current
         if first > second:
-            raise LogError(f"first size {first} is larger than second size {second}")
+            raise LogError(
+                f"second_size {second} is below first_size {first}: a proof runs from the"
+                " smaller tree to the larger one"
+            )
         return first, second, merkle.consistency_proof(first, second, self.store.get_nodes)
 
     def entries(self, start: int, limit: int) -> tuple[list[bytes], int]:

@@ -20,6 +20,8 @@ MAX_NAME = 255
 #: Longest preamble skipped before the first boundary line, in bytes: browsers and curl
 #: send none, and a body with no boundary line is refused once past it, not read on.
 MAX_PREAMBLE = 64 * 1024
+#: Most bytes of spaces and tabs after the first boundary before its line ends.
+MAX_PADDING = 1024
 #: What browsers write in place of a multipart file name's LF, CR and ``"`` (the HTML
 #: standard's multipart/form-data encoding; curl does the same): undone by `part_filename`.
 FORM_ESCAPES = {"%0A": "\n", "%0D": "\r", "%22": '"'}
@@ -42,7 +44,14 @@ class Preamble:
     says to ignore (python-multipart refused any, "Expected boundary character").
     `feed` each piece of the body; it returns the bytes from the first boundary line
     on. A preamble of more than ``limit`` bytes is refused; of the bytes dropped only a
-    boundary line's length is kept."""
+    boundary line's length is kept.
+
+    The first boundary line is read whole (at most `MAX_PADDING` bytes after the
+    boundary) and checked here: spaces and tabs after the boundary (RFC 2046's transport
+    padding, which python-multipart refused on the first line) are dropped; a close
+    delimiter (``--BOUNDARY--``) is passed on; anything else after the boundary
+    (``\\r\\n--BOUNDARYjunk``) is refused in words naming the line, where
+    python-multipart's own were "Did not find CR at end of boundary (5)"."""
 
     def __init__(self, boundary: bytes, limit: int = MAX_PREAMBLE) -> None:
         self._first = b"--" + boundary
@@ -52,13 +61,53 @@ class Preamble:
         self._pending = b""
         self._dropped = 0
         self.found = False
+        self._first_line_bytes = b""  # the first boundary line, while it is read
+        self._checked = False
 
     def feed(self, data: bytes) -> bytes:
         """The bytes of ``data`` from the first boundary line on (b"" while still in the
-        preamble). Raises WebError once the preamble is known to be longer than the
-        limit."""
-        if self.found:
+        preamble or its first boundary line). Raises WebError once the preamble is known to
+        be longer than the limit, or the first boundary line to go on past its boundary."""
+        if self._checked:
             return data
+        if not self.found:
+            data = self._skip(data)
+            if not self.found:
+                return b""
+        return self._first_line(data)
+
+    def _first_line(self, data: bytes) -> bytes:
+        """``data`` after the start of the first boundary line: b"" until the line is whole,
+        then the line with its padding dropped, and the rest."""
+        buf = self._first_line_bytes + data
+        end = buf.find(b"\r\n", len(self._first))
+        after = buf[len(self._first) : end if end >= 0 else len(buf)]
+        if after.startswith(b"--"):  # the close delimiter: the form has no parts
+            self._checked = True
+            return buf
+        if end < 0:  # the line goes on in the next piece: "-" may become "--", "\r" "\r\n"
+            after = after.removesuffix(b"\r") if after != b"-" else b""
+        if after.strip(b" \t") or len(after) > MAX_PADDING:
+            raise WebError(self._goes_on(buf[: end if end >= 0 else len(buf)]))
+        if end < 0:
+            self._first_line_bytes = buf
+            return b""
+        self._checked = True
+        self._first_line_bytes = b""
+        return self._first + buf[end:]
+
+    def _goes_on(self, line: bytes) -> str:
+        shown = shown_line(line[:80].decode("latin-1")) + ("..." if len(line) > 80 else "")
+        boundary = shown_line(self._boundary.decode("latin-1"))
+        return (
+            f'the multipart form\'s first boundary line "{shown}" goes on past its boundary'
+            f" (--{boundary}, as its Content-Type header names it): after the boundary only"
+            " spaces or tabs may come before the line ends, or -- to close the form"
+        )
+
+    def _skip(self, data: bytes) -> bytes:
+        """The preamble's part of `feed`: ``data`` from the first boundary line on, once
+        it is found (``found``)."""
         buf = self._pending + data
         if not self._dropped:  # ``buf`` is the body from its start
             if len(buf) < len(self._first) and self._first.startswith(buf):
@@ -89,10 +138,15 @@ class Preamble:
         self._pending = b""
         return buf[at:]
 
-    def finish(self) -> None:
-        """Raises WebError when a body that had bytes ended before any boundary line."""
+    def finish(self) -> bytes:
+        """What is left to parse when the body ends: a first boundary line held back
+        while it was read (one that ends the body without a line end). Raises WebError
+        when a body that had bytes ended before any boundary line."""
         if not self.found and (self._dropped or self._pending):
             raise WebError(self._missing())
+        left, self._first_line_bytes = self._first_line_bytes, b""
+        self._checked = self._checked or self.found
+        return left
 
     def _missing(self) -> str:
         shown = shown_line(self._boundary.decode("latin-1"))

@@ -241,9 +241,33 @@ def consistency_view(
 ) -> dict[str, Any]:
     """A consistency proof between tree sizes ``first`` and ``second`` (0: the newest).
     With ``first_root`` (the root the caller trusts for size ``first``) and ``second``
-    the newest size, the proof is checked against the signed checkpoint's root."""
+    the newest size, the proof is checked against the signed checkpoint's root.
+
+    Raises WebError (400) naming the parameter when no proof runs between the sizes:
+    ``first`` 0 (every tree extends the empty one: RFC 9162 defines no proof from it),
+    either size past the log's, or ``second`` below ``first``."""
+    if first < 1:
+        raise WebError(
+            "first must be at least 1: a consistency proof starts from a tree of at least"
+            " one entry (every tree extends the empty one, so from size 0 there is nothing"
+            " to prove)"
+        )
     cp, _, _ = latest_checkpoint(client)
+    if second > cp.size:
+        raise WebError(
+            f"second ({second}) is past the log's size ({cp.size}): it holds no tree of"
+            f" {second} entries yet (leave second out for the latest)"
+        )
     f, s = first, second or cp.size
+    if f > s:
+        if not second:
+            raise WebError(
+                f"first ({f}) is past the log's size ({s}): it holds no tree of {f} entries yet"
+            )
+        raise WebError(
+            f"second ({s}) is below first ({f}): a proof runs from the smaller tree to the"
+            " larger one"
+        )
     proof = client.consistency_proof(f, s)
     view: dict[str, Any] = {
         "first_size": f,

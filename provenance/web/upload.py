@@ -472,11 +472,48 @@ async def timed_body(request: Request, limits: UploadLimits) -> AsyncIterator[by
 
 
 def _write(parser: MultipartParser, data: bytes) -> None:
-    """Feed ``data`` to the multipart parser; its parse errors become WebError (400)."""
+    """Feed ``data`` to the multipart parser; its parse errors become WebError (400) in
+    our words (`_parse_error`)."""
     try:
         parser.write(data)
     except ParseError as e:
-        raise WebError(f"the multipart form is malformed: {e}") from e
+        raise WebError(_parse_error(str(e), parser)) from e
+
+
+#: python-multipart's complaints about a boundary line (its text begins with one of these),
+#: and about a part's header lines (its text holds "header").
+_BOUNDARY_LINE_FAULTS = (
+    "Did not find CR at end of boundary",
+    "Did not find LF at end of boundary",
+    "Did not find - at end of boundary",
+    "Did not find CRLF after boundary padding",
+)
+
+
+def _parse_error(said: str, parser: MultipartParser) -> str:
+    """What a person reads for python-multipart's refusal ``said``, whose own words
+    ("Did not find CR at end of boundary (13)", "Found invalid character b'\\x00' in
+    header at 9") name its parser's states and offsets in a piece of the body."""
+    boundary = getattr(parser, "boundary", b"")[4:]  # it keeps b"\r\n--" + the boundary
+    shown = shown_line(boundary.decode("latin-1"))
+    if said.startswith(_BOUNDARY_LINE_FAULTS):
+        return (
+            f"a boundary line of the multipart form (--{shown}) goes on past its boundary:"
+            " after the boundary only spaces or tabs may come before the line ends, or -- to"
+            " close the form"
+        )
+    if said.startswith("Expected boundary character"):
+        return f"the multipart form does not start with its boundary line (--{shown})"
+    if "header" in said.lower():
+        return (
+            "the multipart form is malformed: a part's header lines do not parse (each is a"
+            " `Name: value` line of printable characters ending in CRLF, at most"
+            f" {MAX_HEADER:,} bytes in all, and an empty line ends them)"
+        )
+    return (
+        "the multipart form is malformed: it does not follow the multipart/form-data"
+        " layout (RFC 7578: parts between boundary lines, each with its header lines)"
+    )
 
 
 def _boundary(request: Request) -> bytes:
@@ -666,7 +703,7 @@ class Relayer:
                     if block := form.take(RELAY_BLOCK):
                         await relay.send(block)
             else:
-                preamble.finish()
+                _write(parser, preamble.finish())
                 parser.finalize()
                 self._check_complete(form, relay is not None)
             hold.arriving = False  # whole: never cut from here on

@@ -85,8 +85,12 @@ def _parse(msg_type: Any, data: bytes, what: str) -> Any:
     msg = msg_type()
     try:
         msg.ParseFromString(data)
-    except DecodeError as e:
-        raise ClaimError(f"malformed {what}: not a valid protobuf message ({e})") from e
+    except DecodeError as e:  # its text names protobuf's parser: "Error parsing message ..."
+        raise ClaimError(
+            f"malformed {what}: its bytes are not a valid {msg_type.DESCRIPTOR.name} message"
+            " (protobuf's encoding of one is damaged, cut short, or holds text that is not"
+            " UTF-8)"
+        ) from e
     return msg
 
 

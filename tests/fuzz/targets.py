@@ -267,7 +267,7 @@ def _parse_form(body: bytes, piece: int) -> tuple[object, ...]:
     try:
         for at in range(0, len(body), piece):
             _write(parser, preamble.feed(body[at : at + piece]))
-        preamble.finish()
+        _write(parser, preamble.finish())
         parser.finalize()
     except WebError as e:
         return ("refused", e.code)

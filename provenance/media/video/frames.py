@@ -22,6 +22,7 @@ from av.sidedata.sidedata import Type as SideDataType
 from av.video.reformatter import VideoReformatter
 
 from provenance.core.binding import PerceptualHash, pdq_hash
+from provenance.core.claim_bounds import MAX_VIDEO_FRAME_PIXELS
 from provenance.core.errors import (
     DecodeBudgetError,
     DecoderMemoryError,
@@ -41,8 +42,9 @@ DEMUXERS = {
 
 #: Video codecs we hand to FFmpeg; anything else is refused before decoding starts.
 ALLOWED_CODECS = frozenset({"h264", "hevc", "vp8", "vp9", "av1", "mpeg4"})
-#: Largest frame accepted, in pixels (8K UHD).
-MAX_FRAME_PIXELS = 7680 * 4320
+#: Largest frame accepted, in pixels (8K UHD): a claim describes no larger one
+#: (`provenance.core.claim_bounds`).
+MAX_FRAME_PIXELS = MAX_VIDEO_FRAME_PIXELS
 #: Most pixels of sampled frames per video decode (samples x width x height): each
 #: sample is converted to RGB, trimmed and PDQ-hashed at native size, 5-36 ns a pixel
 #: here on top of its decoding, the most at 8K (bench/bench_video_budget.py): 144 s of
