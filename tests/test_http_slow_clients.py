@@ -38,12 +38,12 @@ from tests.conftest import (
     ROOT,
     SAMPLES,
     ServerProc,
-    drain_stderr,
     read_line,
     run_in_netns,
     start_server,
     start_web,
 )
+from tests.drain import drain_stderr, drain_stdout
 
 HEADER_SECONDS = 2.0
 #: The answer of each server to `_normal_request`.
@@ -59,6 +59,7 @@ def _witness(tmp_path: Path, *extra: str) -> ServerProc:
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
     )  # fmt: skip
     log = drain_stderr(proc)
+    drain_stdout(proc)
     return ServerProc(proc, read_line(proc, "witness on "), tmp_path, log)
 
 
