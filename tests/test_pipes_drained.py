@@ -3,7 +3,7 @@
 A pipe holds 64 KiB on Linux: a child (a server, above all, which logs for as long as it
 runs) that writes more to a pipe nobody reads stops at its next write, for good, and the
 test waits for calls it never answers (tests/drain.py). Each `subprocess.Popen` given
-``stdout=PIPE`` or ``stderr=PIPE`` in tests/ must therefore
+``stdout=PIPE`` or ``stderr=PIPE`` in tests/ and bench/ must therefore
 
 - have those streams drained in the same function (`tests.drain.drain`, `drain_stdout`,
   `drain_stderr`, or through `tests.conftest.cli_process`, which drains both), or
@@ -102,7 +102,7 @@ def undrained(path: Path) -> list[int]:
 def test_no_child_is_started_with_a_pipe_left_unread() -> None:
     found = {
         str(p.relative_to(ROOT)): lines
-        for folder in ("tests",)
+        for folder in ("tests", "bench")
         for p in sorted((ROOT / folder).rglob("*.py"))
         if (lines := undrained(p))
     }
