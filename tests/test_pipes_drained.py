@@ -1,9 +1,9 @@
-"""No test or bench starts a child with a pipe that nobody reads while the child runs.
+"""No test, bench or script starts a child with a pipe nobody reads while the child runs.
 
 A pipe holds 64 KiB on Linux: a child (a server, above all, which logs for as long as it
 runs) that writes more to a pipe nobody reads stops at its next write, for good, and the
 test waits for calls it never answers (tests/drain.py). Each `subprocess.Popen` given
-``stdout=PIPE`` or ``stderr=PIPE`` in tests/ and bench/ must therefore
+``stdout=PIPE`` or ``stderr=PIPE`` in tests/, bench/ and scripts/ must therefore
 
 - have those streams drained in the same function (`tests.drain.drain`, `drain_stdout`,
   `drain_stderr`, or through `tests.conftest.cli_process`, which drains both), or
@@ -13,8 +13,10 @@ test waits for calls it never answers (tests/drain.py). Each `subprocess.Popen` 
   that writes a line or two, each read by the test).
 
 This reads the source: it cannot see what a child writes, so a ``# pipes:`` comment is a
-claim a reviewer checks; but a server started with an unread pipe, the case that hung
-tests, no longer goes unnoticed."""
+claim a reviewer checks; nor tell a long-lived server from a short command (the command
+line is often built elsewhere, `cli_process` starts both), so it asks this of every
+child. A server started with an unread pipe, the case that hung tests, no longer goes
+unnoticed."""
 
 from __future__ import annotations
 
@@ -102,7 +104,7 @@ def undrained(path: Path) -> list[int]:
 def test_no_child_is_started_with_a_pipe_left_unread() -> None:
     found = {
         str(p.relative_to(ROOT)): lines
-        for folder in ("tests", "bench")
+        for folder in ("tests", "bench", "scripts")
         for p in sorted((ROOT / folder).rglob("*.py"))
         if (lines := undrained(p))
     }
