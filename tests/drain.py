@@ -213,12 +213,15 @@ def finish(proc: subprocess.Popen[str], timeout: float | None = None) -> tuple[s
     """``proc.communicate(timeout=timeout)`` for a child whose streams are drained: wait
     for its exit (TimeoutExpired past ``timeout`` seconds, the child left running), then
     (what its stdout had that was not taken, its whole stderr)."""
-    if proc.stdout is not None or proc.stderr is not None:
-        out, err = proc.communicate(timeout=timeout)
-        return out or "", err or ""
-    proc.wait(timeout)
-    lines = _OUT.get(proc)
-    if lines is None:
-        return "", logged(proc)
-    lines.wait()
-    return lines.rest(), logged(proc)
+    out = err = ""
+    if proc.stdout is not None or proc.stderr is not None:  # one stream left piped
+        piped_out, piped_err = proc.communicate(timeout=timeout)
+        out, err = piped_out or "", piped_err or ""
+    else:
+        proc.wait(timeout)
+    if (lines := _OUT.get(proc)) is not None:
+        lines.wait()
+        out = lines.rest()
+    if proc in _ERR:
+        err = logged(proc)
+    return out, err

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from clients.api import ProvenanceClient
 from tests.conftest import read_line, start_server
-from tests.drain import Drained, Lines, drain, finish
+from tests.drain import Drained, Lines, drain, drain_stdout, finish
 
 #: What a Linux pipe holds, in bytes.
 PIPE_BYTES = 64 << 10
@@ -105,3 +105,16 @@ def test_lines_are_handed_out_in_order_and_the_rest_is_kept() -> None:
     assert [lines.next_line(1), lines.next_line(1)] == ["a\n", "b\n"]
     assert lines.rest() == "c\n" and lines.next_line(1) == ""
     assert lines.text() == "a\nb\nc\n"
+
+
+def test_finish_reads_a_drained_stdout_beside_a_piped_stderr() -> None:
+    """`finish` of a child whose stdout alone is drained: before, its stdout came back
+    empty (communicate saw no stdout to read)."""
+    proc = subprocess.Popen(
+        [sys.executable, "-c", "import sys; print('out'); print('err', file=sys.stderr)"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,  # pipes: one line, read by finish
+        text=True,
+    )
+    drain_stdout(proc)
+    assert finish(proc, timeout=60) == ("out\n", "err\n")
