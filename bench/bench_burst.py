@@ -31,7 +31,7 @@ from typing import Any
 import grpc
 import psutil
 from bench_service import _claim, _request  # next to this script
-from prov_server import PeakRss
+from prov_server import PeakRss, start, stopping
 
 from clients.api import ProvenanceClient
 from provenance.core.argtypes import positive_ints
@@ -49,16 +49,11 @@ def start_server(
     root: Path, db: Path, extra: Sequence[str] = ()
 ) -> tuple[subprocess.Popen[str], str]:
     """A `prov serve` child run from checkout ``root``, and its HOST:PORT."""
-    env = {**os.environ, "PROV_ADMIN_TOKEN": ADMIN, "PYTHONPATH": str(root)}
+    env = {"PROV_ADMIN_TOKEN": ADMIN, "PYTHONPATH": str(root)}
     cmd = [sys.executable, "-m", "clients.cli", "serve", "--db", str(db)]
     cmd += ["--listen", "127.0.0.1:0", "--no-detector", "--c2pa-workers", "0"]
     cmd += ["--quota-claims-per-minute", "0", "--quota-claim-kb-per-minute", "0", *extra]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env=env, cwd=root)
-    assert proc.stdout is not None
-    for line in proc.stdout:
-        if line.startswith("listening on "):
-            return proc, line.split()[-1]
-    raise SystemExit(f"prov serve did not start (exit {proc.wait()})")
+    return start(cmd, cwd=root, env=env)
 
 
 def presigned(key: DeviceKey, seq: int) -> bytes:
@@ -140,7 +135,7 @@ def main() -> None:
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory() as tmp:
         proc, address = start_server(args.root.resolve(), Path(tmp) / "burst.db")
-        try:
+        with stopping(proc):
             keys = enroll(address, devices)
             server = psutil.Process(proc.pid)
             seq = 0
@@ -164,9 +159,6 @@ def main() -> None:
                     }
                     rows.append(row)
                     print(json.dumps(row), flush=True)
-        finally:
-            proc.terminate()
-            proc.wait(timeout=30)
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2) + "\n")
 

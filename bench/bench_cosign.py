@@ -32,7 +32,6 @@ import os
 import shutil
 import statistics
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -40,6 +39,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from prometheus_client import REGISTRY
+from prov_server import START_S, prov_command, start  # bench/prov_server.py, next to this script
 from results import Ratio, write_results  # bench/results.py, next to this script
 
 from provenance.core.claims import Claim, Device, HardBinding, SignedClaim
@@ -49,14 +49,14 @@ from provenance.server.service import ProvenanceService, ServiceConfig
 from provenance.server.writer import PendingClaim
 from provenance.wire import convert as wire
 from provenance.witness.client import WitnessSpec
+from tests.drain import next_line
 
 ORIGIN = "bench.local/log"
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def _line(proc: subprocess.Popen[str], prefix: str) -> str:
-    assert proc.stdout is not None
-    for line in proc.stdout:
+    while line := next_line(proc, START_S):
         if line.startswith(prefix):
             return line.split()[-1]
     raise RuntimeError(f"the witness exited without a {prefix!r} line")
@@ -69,14 +69,13 @@ def start_witnesses(
     state in ``work``; (processes, policy)."""
     procs, specs = [], []
     for i in (1, 2):
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "clients.cli", "witness", "serve", "--key",
-             str(work / f"w{i}.pem"), "--log-key", log_vkey, "--state", str(work / f"w{i}"),
-             "--name", f"bench.local/w{i}", "--listen", "127.0.0.1:0"],
-            stdout=subprocess.PIPE, text=True, cwd=ROOT,
-        )  # fmt: skip
+        proc, vkey = start(
+            prov_command("witness", "serve", "--key", str(work / f"w{i}.pem"), "--log-key")
+            + [log_vkey, "--state", str(work / f"w{i}"), "--name", f"bench.local/w{i}"]
+            + ["--listen", "127.0.0.1:0"],
+            "witness key ",
+        )
         procs.append(proc)
-        vkey = _line(proc, "witness key ")
         specs.append(WitnessSpec(_line(proc, "witness on "), vkey))
     return procs, specs
 

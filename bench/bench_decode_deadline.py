@@ -25,7 +25,7 @@ from pathlib import Path
 import grpc
 import psutil
 from bench_video_budget import make_clip
-from prov_server import start_server
+from prov_server import served
 
 from clients.api import ProvenanceClient
 from provenance.core.argtypes import positive_int
@@ -133,8 +133,7 @@ def main() -> None:
     elif not clip.exists():
         make_clip(clip, 7680, 4320, FRAMES, 1, "51", "ultrafast", textured=False)
     print(f"clip {clip} ({clip.stat().st_size:,} bytes)", flush=True)
-    proc, address = start_server(folder / "bench.db")
-    try:
+    with served(folder / "bench.db") as (proc, address):
         server = psutil.Process(proc.pid)
         with ProvenanceClient(address) as client:
             for _ in range(rounds):
@@ -146,9 +145,6 @@ def main() -> None:
                 f"no deadline: {report.status.value} after {time.monotonic() - start:.1f} s",
                 flush=True,
             )
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
 
 
 if __name__ == "__main__":

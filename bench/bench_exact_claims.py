@@ -32,6 +32,7 @@ from contextlib import ExitStack
 from pathlib import Path
 
 from bench_service import _claim  # bench/bench_service.py: a made-up signed claim
+from prov_server import prov_command, start, stopping  # bench/prov_server.py, next to this script
 from results import Ratio, write_results
 
 from clients.api import ProvenanceClient, Query
@@ -46,31 +47,21 @@ TOKEN = "bench-admin-token-0123456789"
 def _serve(root: Path, db: Path | str, *extra: str) -> tuple[subprocess.Popen[str], str]:
     """`prov serve` of the code at ``root`` on ``db`` (a SQLite path, or a PostgreSQL URL
     with its log key file in ``extra``), and its HOST:PORT."""
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "clients.cli", "serve", "--db", str(db)]
-        + ["--listen", "127.0.0.1:0", "--no-detector", *extra],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-        cwd=root,
-        env={**os.environ, "PROV_ADMIN_TOKEN": TOKEN, "PYTHONPATH": str(root)},
+    command = prov_command("serve", "--db", str(db), "--listen", "127.0.0.1:0", "--no-detector")
+    return start(
+        [*command, *extra], cwd=root, env={"PROV_ADMIN_TOKEN": TOKEN, "PYTHONPATH": str(root)}
     )
-    assert proc.stdout is not None
-    return proc, proc.stdout.readline().split()[-1]
 
 
 def _build(db: Path | str, keys: list[str], claims: int, photo_sha: bytes, single: bytes) -> None:
     proc, address = _serve(ROOT, db, "--quota-claims-per-minute", "0", *keys)
-    try:
+    with stopping(proc):
         with ProvenanceClient(address, admin_token=TOKEN) as c:
             key = DeviceKey.generate()
             token, _ = c.create_enrollment_token()
             c.enroll(token, key.public_key, sign_payload(key, PAYLOAD_TYPE_ENROLL, token.encode()))
             for seq, sha in enumerate([single] + [photo_sha] * claims, 1):
                 c.submit(_claim(key, seq, sha))
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
 
 
 def _per_call_s(calls: int, fn: Callable[[], object]) -> float:
@@ -111,7 +102,7 @@ def main() -> None:
         for _ in range(args.rounds):
             for label, root in (("before", args.old_root.resolve()), ("after", ROOT)):
                 proc, address = _serve(root, db, *keys)
-                try:
+                with stopping(proc):
                     with ProvenanceClient(address) as c:
                         got = {
                             "one": _per_call_s(args.calls, lambda: c.lookup([Query("f", single)])),
@@ -120,9 +111,6 @@ def main() -> None:
                             ),
                             "verify": _per_call_s(args.calls, lambda: c.verify_file(PHOTO)),
                         }
-                finally:
-                    proc.terminate()
-                    proc.wait(timeout=30)
                 for k, v in got.items():
                     per.setdefault(f"{label} {k}", []).append(v)
                 print(label, {k: f"{v * 1e3:.1f} ms" for k, v in got.items()}, flush=True)

@@ -43,6 +43,7 @@ from typing import Any
 
 import grpc
 import psutil
+from prov_server import prov_command, start, stopping  # bench/prov_server.py, next to this script
 
 from clients.api import ProvenanceClient
 from provenance.core.claims import Claim, HardBinding, SignedClaim
@@ -81,32 +82,12 @@ def _pct(values: list[float], q: float) -> float:
 
 
 def _start_server(db: Path, *extra: str) -> tuple[subprocess.Popen[str], str]:
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "clients.cli",
-            "serve",
-            "--db",
-            str(db),
-            "--listen",
-            "[::]:0",  # IPv4 and IPv6: the forger is another client, on ::1
-            "--no-detector",
-            "--c2pa-workers",
-            "0",
-            *extra,
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-        env={**os.environ, "PROV_ADMIN_TOKEN": ADMIN},
-        cwd=ROOT,
+    # [::]: IPv4 and IPv6: the forger is another client, on ::1
+    command = prov_command("serve", "--db", str(db), "--listen", "[::]:0", "--no-detector")
+    proc, address = start(
+        [*command, "--c2pa-workers", "0", *extra], env={"PROV_ADMIN_TOKEN": ADMIN}
     )
-    assert proc.stdout is not None
-    while line := proc.stdout.readline():
-        if line.startswith("listening on "):
-            return proc, f"127.0.0.1:{line.split()[-1].rpartition(':')[2]}"
-    raise SystemExit(f"the server did not start (exit {proc.wait()})")
+    return proc, f"127.0.0.1:{address.rpartition(':')[2]}"
 
 
 def _enroll(client: ProvenanceClient) -> DeviceKey:
@@ -273,7 +254,7 @@ def _run_phase(
             + ["--forgers", str(forgers)]
             + [f"--victim={v.hex()}" for v in victims or []],
             stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
+            stdout=subprocess.PIPE,  # pipes: a line now, one at its end (communicated)
             text=True,
             cwd=ROOT,
         )
@@ -351,7 +332,7 @@ def main(argv: list[str] | None = None) -> None:
         if args.forgeries_per_minute is not None:
             extra = ["--forgeries-per-minute", str(args.forgeries_per_minute)]
         proc, address = _start_server(Path(tmp) / "hostile.db", *extra)
-        try:
+        with stopping(proc):
             server = psutil.Process(proc.pid)
             with ProvenanceClient(address, ADMIN) as c:
                 keys: list[DeviceKey | None] = [
@@ -373,9 +354,6 @@ def main(argv: list[str] | None = None) -> None:
                 args.forgers if forgeries else 0,
                 victims,
             )
-        finally:
-            proc.terminate()
-            proc.wait(timeout=30)
 
     out = {
         "callers": args.callers,

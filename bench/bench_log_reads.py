@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import argparse
 import multiprocessing
-import os
 import subprocess
 import sys
 import tempfile
@@ -46,6 +45,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench_enroll_replays import flood, ms  # noqa: E402  (bench/, next to this script)
+from prov_server import prov_command, stopping  # noqa: E402  (bench/, next to this script)
+from prov_server import start as start_child  # noqa: E402
 
 from clients.api import ProvenanceClient  # noqa: E402
 from provenance.core.envelope import PAYLOAD_TYPE_ENROLL, sign_payload  # noqa: E402
@@ -78,20 +79,13 @@ def honest(
 
 def start(root: Path, db: Path, extra: list[str]) -> tuple[subprocess.Popen[str], str]:
     """`prov serve` of the checkout ``root`` on [::] (quotas off): (process, port)."""
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "clients.cli", "serve", "--db", str(db), "--no-detector"]
-        + ["--listen", "[::]:0", "--quota-claims-per-minute", "0", *extra],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
+    command = prov_command("serve", "--db", str(db), "--no-detector", "--listen", "[::]:0")
+    proc, address = start_child(
+        [*command, "--quota-claims-per-minute", "0", *extra],
         cwd=root,
-        env={**os.environ, "PROV_ADMIN_TOKEN": ADMIN_TOKEN},
+        env={"PROV_ADMIN_TOKEN": ADMIN_TOKEN},
     )
-    assert proc.stdout is not None
-    for line in proc.stdout:
-        if line.startswith("listening on "):
-            return proc, line.split()[-1].rpartition(":")[2]
-    raise RuntimeError(f"server exited {proc.wait()}")
+    return proc, address.rpartition(":")[2]
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -107,7 +101,7 @@ def main(argv: list[str] | None = None) -> None:
     proc, port = start(args.root, work / "a.db", args.extra)
     ours, theirs = f"[::1]:{port}", f"127.0.0.1:{port}"
     server = psutil.Process(proc.pid)
-    try:
+    with stopping(proc):
         key = DeviceKey.generate()
         with ProvenanceClient(ours, ADMIN_TOKEN) as client:
             token, _ = client.create_enrollment_token()
@@ -172,9 +166,6 @@ def main(argv: list[str] | None = None) -> None:
                 f" {ms(reads, 0.5):.1f} p99 {ms(reads, 0.99):.1f} ms",
                 flush=True,
             )
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
 
 
 if __name__ == "__main__":

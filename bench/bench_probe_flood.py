@@ -15,7 +15,6 @@ Usage: PYTHONPATH=. python bench/bench_probe_flood.py --old /work/main --new . \
 from __future__ import annotations
 
 import argparse
-import os
 import subprocess
 import sys
 import tempfile
@@ -29,22 +28,20 @@ import grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from prov_server import prov_command, start, stopping  # noqa: E402  # bench/prov_server.py
+
 from provenance.v1 import provenance_pb2 as pb  # noqa: E402
 from provenance.v1 import provenance_pb2_grpc as rpc  # noqa: E402
 
 
 def _start(root: Path, db: Path) -> tuple[subprocess.Popen[str], int]:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "clients.cli", "serve", "--db", str(db), "--listen", "[::]:0",
-         "--no-detector", "--c2pa-workers", "0"],
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-        env={**os.environ, "PROV_ADMIN_TOKEN": "bench-admin-token-0123456789"}, cwd=root,
-    )  # fmt: skip
-    assert proc.stdout is not None
-    while line := proc.stdout.readline():
-        if line.startswith("listening on "):
-            return proc, int(line.split()[-1].rpartition(":")[2])
-    raise SystemExit(f"the server did not start (exit {proc.wait()})")
+    proc, address = start(
+        prov_command("serve", "--db", str(db), "--listen", "[::]:0", "--no-detector")
+        + ["--c2pa-workers", "0"],
+        cwd=root,
+        env={"PROV_ADMIN_TOKEN": "bench-admin-token-0123456789"},
+    )
+    return proc, int(address.rpartition(":")[2])
 
 
 def _requests(stop: threading.Event) -> Iterator[reflection_pb2.ServerReflectionRequest]:
@@ -91,7 +88,7 @@ def _pct(values: list[float], q: float) -> float:
 def _round(root: Path, threads: int, seconds: float) -> str:
     with tempfile.TemporaryDirectory() as tmp:
         proc, port = _start(root, Path(tmp) / "prov.db")
-        try:
+        with stopping(proc):
             quiet = _honest(port, seconds / 2)
             stop = threading.Event()
             counts = [[0, 0] for _ in range(threads)]
@@ -105,9 +102,6 @@ def _round(root: Path, threads: int, seconds: float) -> str:
             stop.set()
             for w in workers:
                 w.join(timeout=15)
-        finally:
-            proc.terminate()
-            proc.wait(timeout=20)
     answers = sum(a[0] - b[0] for a, b in zip(after, before, strict=True)) / seconds
     refused = sum(a[1] - b[1] for a, b in zip(after, before, strict=True)) / seconds
     return (

@@ -44,7 +44,7 @@ from pathlib import Path
 import numpy as np
 import psutil
 from PIL import Image
-from prov_server import start_server  # bench/prov_server.py, next to this script
+from prov_server import served  # bench/prov_server.py, next to this script
 from results import Ratio, write_results  # bench/results.py, next to this script
 
 from clients.api import ProvenanceClient, Query, _lookup_request
@@ -173,8 +173,7 @@ def one_scan(folder: Path, n: int, workers: int) -> dict[str, float]:
     CPU seconds of driver, workers and server, seconds to the first rows and after the
     last rows (the reports)."""
     with tempfile.TemporaryDirectory() as tmp:
-        proc, address = start_server(Path(tmp) / "scan.db")
-        try:
+        with served(Path(tmp) / "scan.db") as (proc, address):
             ProvenanceClient(address).lookup([Query("warm-up", bytes(32))])
             times: list[float] = []
             driver0, workers0 = cpu_seconds()
@@ -190,9 +189,6 @@ def one_scan(folder: Path, n: int, workers: int) -> dict[str, float]:
             end = time.monotonic()
             server1 = _server_cpu(proc)
             driver1, workers1 = cpu_seconds()
-        finally:
-            proc.terminate()
-            proc.wait(timeout=30)
     assert result.scanned == n, f"scanned {result.scanned} of {n} files"
     return {
         "wall": result.elapsed_s,
@@ -364,12 +360,8 @@ def bench_scan(n: int, workers: int, rounds: int) -> tuple[list[Ratio], str]:
         f" {bare_cpu_us:.0f} us: ratio {bare_cpu_us / scan_cpu_us:.3f}"
     )
     with tempfile.TemporaryDirectory() as tmp:
-        proc, address = start_server(Path(tmp) / "scan.db")
-        try:
+        with served(Path(tmp) / "scan.db") as (proc, address):
             parts = breakdown(folder, files[: min(n, 1024)], proc, address)
-        finally:
-            proc.terminate()
-            proc.wait(timeout=30)
     print("  per-file CPU of each part, this process, same files (us):")
     for name, us in parts.items():
         print(f"    {name:<44} {us:8.1f}")

@@ -50,6 +50,7 @@ from typing import Any
 import grpc
 import psutil
 import uvloop
+from prov_server import start  # bench/prov_server.py, next to this script
 from results import Ratio, write_results  # bench/results.py, next to this script
 
 from clients.api import ProvenanceClient
@@ -130,12 +131,7 @@ async def serve_echo_aio() -> None:
 
 
 def _start(cmd: list[str], env: dict[str, str]) -> tuple[subprocess.Popen[str], str]:
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env=env, cwd=ROOT)
-    assert proc.stdout is not None
-    for line in proc.stdout:
-        if line.startswith("listening on "):
-            return proc, line.split()[-1]
-    raise SystemExit(f"{cmd[2:4]} did not start (exit {proc.wait()})")
+    return start(cmd, env=env)
 
 
 def _claim(key: DeviceKey, seq: int, sha256: bytes, size: int = 1) -> SignedClaim:

@@ -23,8 +23,6 @@ import argparse
 import os
 import socket
 import statistics
-import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -32,6 +30,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from prov_server import prov_command, running  # bench/prov_server.py, next to this script
 from results import Ratio, write_results  # bench/results.py, next to this script
 
 from provenance.log.tiles import encode_bundle
@@ -96,24 +95,10 @@ def main() -> None:
         entry = os.urandom(args.entry_kb * 1024)
         (folder / "tile/entries/000").write_bytes(encode_bundle([entry] * 256))
         (folder / "checkpoint").write_text("bench.test/log\n256\n" + "A" * 43 + "=\n")
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "clients.cli", "web", "--server", _closed_port(),
-             "--listen", "127.0.0.1:0", "--tiles-dir", str(folder)],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
-        )  # fmt: skip
-        try:
-            assert proc.stdout is not None
-            line = proc.stdout.readline()
-            while not line.startswith("web on "):
-                line = proc.stdout.readline()
-                if not line:
-                    raise SystemExit(f"prov web did not start: {proc.stderr.read()}")  # type: ignore[union-attr]
-            base = line.split()[-1]
+        command = prov_command("web", "--server", _closed_port(), "--listen", "127.0.0.1:0")
+        with running([*command, "--tiles-dir", str(folder)], "web on ") as (_, base):
             alone, _, _ = _phase(base, args.seconds, 0)
             flooded, got, refused = _phase(base, args.seconds, args.hostile)
-        finally:
-            proc.terminate()
-            proc.wait(timeout=20)
     for name, took in (("alone", alone), ("flooded", flooded)):
         q = statistics.quantiles(took, n=100)
         print(

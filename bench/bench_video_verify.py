@@ -28,13 +28,13 @@ import os
 import shutil
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import psutil
+from prov_server import prov_command, start, stopping  # bench/prov_server.py, next to this script
 from results import Ratio, write_results  # bench/results.py, next to this script
 
 from clients.api import ProvenanceClient
@@ -78,21 +78,12 @@ def tree_cpu(pid: int) -> float:
 
 def start_server(code: Path, work: Path) -> tuple[subprocess.Popen[str], str]:
     """``prov serve`` on the code of checkout ``code``, with the detector on the CPU."""
-    env = {**os.environ, "PYTHONPATH": str(code), "PROV_ADMIN_TOKEN": ADMIN}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "clients.cli", "serve", "--db", str(work / "b.db")]
-        + ["--listen", "127.0.0.1:0", "--detector", "--detector-device", "cpu"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
+    command = prov_command("serve", "--db", str(work / "b.db"), "--listen", "127.0.0.1:0")
+    return start(
+        [*command, "--detector", "--detector-device", "cpu"],
         cwd=code,
-        env=env,
+        env={"PYTHONPATH": str(code), "PROV_ADMIN_TOKEN": ADMIN},
     )
-    assert proc.stdout is not None
-    while True:
-        line = proc.stdout.readline()
-        if line.startswith("listening on ") or not line:
-            return proc, line.split()[-1]
 
 
 def one_round(code: Path, calls: int, unsigned: Path) -> dict[str, Sample]:
@@ -102,7 +93,7 @@ def one_round(code: Path, calls: int, unsigned: Path) -> dict[str, Sample]:
         work = Path(tmp)
         os.environ.update(PROV_HOME=str(work / "dev"), PROV_PASSPHRASE="bench")
         proc, address = start_server(code, work)
-        try:
+        with stopping(proc):
             os.environ["PROV_SERVER"] = address
             assert prov(["device", "init"]) == 0
             with ProvenanceClient(address, admin_token=ADMIN) as c:
@@ -127,9 +118,6 @@ def one_round(code: Path, calls: int, unsigned: Path) -> dict[str, Sample]:
                         assert (report.detector or {}).get("score") is not None or not detect
                     out[name] = Sample(statistics.median(walls), statistics.median(cpus))
             return out
-        finally:
-            proc.terminate()
-            proc.wait(timeout=30)
 
 
 def main() -> None:

@@ -1,6 +1,7 @@
-"""A real `prov serve` child process with one enrolled device, for benches that verify.
-
-`enrolled_server` starts the server on a free port (no detector), creates and enrolls a
+"""Child servers for the benches: `running` starts one and stops it after, its output
+drained (tests/drain.py: a child writing to a pipe nobody reads stops once it holds 64
+KiB); `enrolled_server` is a real `prov serve` with one enrolled device, for benches
+that verify: it starts the server on a free port (no detector), creates and enrolls a
 device in ``work``/dev, and points PROV_SERVER at it; the caller signs with `prov sign`.
 """
 
@@ -11,31 +12,99 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 
 import psutil
 
 from clients.api import ProvenanceClient
 from clients.cli import main as prov
+from tests.drain import drain, logged, next_line
 
 ROOT = Path(__file__).resolve().parents[1]
+#: Seconds a child may take to print its ready line.
+START_S = 180.0
 
 
-def start_server(db: Path) -> tuple[subprocess.Popen[str], str]:
-    """A ``prov serve`` child (no detector) on a free loopback port with its log in ``db``,
-    and its HOST:PORT; the caller terminates it."""
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "clients.cli", "serve", "--db", str(db)]
-        + ["--listen", "127.0.0.1:0", "--no-detector"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-        cwd=ROOT,
+def prov_command(*args: str) -> list[str]:
+    """The command line of `prov ARGS` run by this interpreter."""
+    return [sys.executable, "-m", "clients.cli", *args]
+
+
+def start(
+    command: Sequence[str],
+    ready: str = "listening on ",
+    *,
+    cwd: Path = ROOT,
+    env: Mapping[str, str] | None = None,
+) -> tuple[subprocess.Popen[str], str]:
+    """Start ``command`` in ``cwd`` with ``env`` (added to this process's environment),
+    its stdout and stderr drained, and wait for its first stdout line that starts with
+    ``ready``: (the process, that line's last word). Exits, saying what the child
+    logged, where it ends or goes `START_S` seconds without that line."""
+    proc = drain(
+        subprocess.Popen(
+            list(command),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=cwd,
+            env={**os.environ, **(env or {})},
+        )
     )
-    assert proc.stdout is not None
-    return proc, proc.stdout.readline().split()[-1]
+    deadline = time.monotonic() + START_S
+    while line := next_line(proc, max(0.0, deadline - time.monotonic())):
+        if line.startswith(ready):
+            return proc, line.split()[-1]
+    stop(proc)
+    raise SystemExit(
+        f"{' '.join(command[2:4])} did not start (exit {proc.returncode}): {logged(proc)}"
+    )
+
+
+def stop(proc: subprocess.Popen[str], timeout: float = 30) -> int:
+    """Terminate ``proc`` and wait for it (killed past ``timeout`` seconds); its status."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    return proc.returncode
+
+
+@contextmanager
+def stopping(proc: subprocess.Popen[str]) -> Iterator[subprocess.Popen[str]]:
+    """Yield ``proc``; `stop` it on exit."""
+    try:
+        yield proc
+    finally:
+        stop(proc)
+
+
+@contextmanager
+def running(
+    command: Sequence[str],
+    ready: str = "listening on ",
+    *,
+    cwd: Path = ROOT,
+    env: Mapping[str, str] | None = None,
+) -> Iterator[tuple[subprocess.Popen[str], str]]:
+    """`start` ``command`` and yield (the process, its ready line's last word); `stop`
+    it on exit."""
+    proc, word = start(command, ready, cwd=cwd, env=env)
+    with stopping(proc):
+        yield proc, word
+
+
+def served(db: Path) -> AbstractContextManager[tuple[subprocess.Popen[str], str]]:
+    """`running` a ``prov serve`` child (no detector) on a free loopback port with its log
+    in ``db``: (the process, its HOST:PORT)."""
+    return running(
+        prov_command("serve", "--db", str(db), "--listen", "127.0.0.1:0", "--no-detector")
+    )
 
 
 @contextmanager
@@ -46,17 +115,13 @@ def enrolled_server(work: Path) -> Iterator[tuple[subprocess.Popen[str], str]]:
         PROV_HOME=str(work / "dev"),
         PROV_PASSPHRASE="bench",
     )
-    proc, address = start_server(work / "bench.db")
-    try:
+    with served(work / "bench.db") as (proc, address):
         os.environ["PROV_SERVER"] = address
         assert prov(["device", "init"]) == 0
         with ProvenanceClient(address, admin_token="bench-admin-token-0123456789") as c:
             token, _ = c.create_enrollment_token()
         assert prov(["device", "enroll", "--token", token]) == 0
         yield proc, address
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
 
 
 class PeakRss:

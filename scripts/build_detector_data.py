@@ -120,7 +120,7 @@ class BlobReader:
         self.proc = subprocess.Popen(
             ["git", f"--git-dir={gitdir}", "cat-file", "--batch"],
             stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
+            stdout=subprocess.PIPE,  # pipes: each answer is read whole before the next ask
         )
 
     def read(self, commit: str, path: str) -> bytes | None:

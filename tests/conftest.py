@@ -37,7 +37,7 @@ from provenance.core.envelope import PAYLOAD_TYPE_CLAIM, PAYLOAD_TYPE_ENROLL, si
 from provenance.core.keys import DeviceKey
 from provenance.wire import convert as wire
 from provenance.wire.contract import RETRY_AFTER_KEY
-from tests.drain import Drained
+from tests.drain import Drained, drain, drain_stderr, drain_stdout, logged, next_line
 from tests.pgserver import PgServer
 from tests.pgserver import missing_reason as pg_missing_reason
 
@@ -160,30 +160,22 @@ def start_server(db: Path | str, *extra: str, env: dict[str, str] | None = None)
         cwd=ROOT,
     )
     log = drain_stderr(proc)
-    assert proc.stdout is not None
+    lines = drain_stdout(proc)
     deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        line = proc.stdout.readline()
+    while (line := lines.next_line(max(0.0, deadline - time.monotonic()))) is not None:
         if line.startswith("listening on "):
             return ServerProc(proc, line.split()[-1], db, log)
-        if not line and proc.poll() is not None:
+        if not line:  # the end of its stdout: it exits
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                break
             log.wait()
             raise RuntimeError(f"server exited {proc.returncode}: {log.text()}")
     proc.kill()
     proc.wait()
     log.wait()
     raise RuntimeError(f"server did not start in 60 s: {log.text()}")
-
-
-def drain_stderr(proc: subprocess.Popen[str]) -> Drained:
-    """``proc``'s piped stderr, read from now on as it is written (`tests.drain`), so a
-    child that logs more than a pipe holds (64 KiB) is never blocked; ``proc.stderr`` is
-    set to None, leaving the stream to the reader. Before, servers' stderr was read only
-    once they stopped: one that logged 64 KiB stopped answering."""
-    assert proc.stderr is not None
-    log = Drained(proc.stderr)
-    proc.stderr = None
-    return log
 
 
 #: SIGINT's handler, and whether it is blocked, as every test finds it (`pytest_configure`).
@@ -398,7 +390,8 @@ def cli_process(
     soft_open_files: int | None = None,
 ) -> subprocess.Popen[str]:
     """`prov ARGS` in a child process (``python -m clients.cli``, this checkout first on
-    its path, 400 columns so that no message wraps), stdout and stderr piped as text;
+    its path, 400 columns so that no message wraps), stdout and stderr piped as text and
+    drained (`tests.drain.drain`: read them with `read_line`, `tests.drain.finish`);
     ``start_new_session`` as `subprocess.Popen` takes it; ``ignore_sigint``: started with
     SIGINT ignored, as a shell starts a background job (``sh -c 'trap "" INT; exec ...'``,
     the same pid); ``soft_open_files``: started under that soft RLIMIT_NOFILE, its hard
@@ -416,7 +409,7 @@ def cli_process(
     if soft_open_files is not None:
         limit = f'ulimit -S -n {soft_open_files} && exec "$@"'
         command = ["/bin/sh", "-c", limit, "sh", *command]
-    return subprocess.Popen(
+    proc = subprocess.Popen(
         command,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -425,19 +418,25 @@ def cli_process(
         env={**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "400"},
         start_new_session=start_new_session,
     )
+    return drain(proc)
 
 
 def read_line(proc: subprocess.Popen[str], prefix: str, timeout: float = 90) -> str:
-    """The last word of the first stdout line of ``proc`` starting with ``prefix``."""
-    assert proc.stdout is not None
+    """The last word of the first stdout line of ``proc`` starting with ``prefix``
+    (`tests.drain.next_line`: drained or not). Raises RuntimeError (``proc`` killed when
+    no such line came in ``timeout`` seconds)."""
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        line = proc.stdout.readline()
+    while (line := next_line(proc, max(0.0, deadline - time.monotonic()))) is not None:
         if line.startswith(prefix):
             return line.split()[-1]
-        if not line and proc.poll() is not None:
-            err = proc.stderr.read() if proc.stderr else ""
-            raise RuntimeError(f"process exited {proc.returncode}: {err}")
+        if not line:  # the end of its stdout: it exits, or closed it
+            try:
+                proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                break
+            raise RuntimeError(f"process exited {proc.returncode}: {logged(proc)}")
+        if time.monotonic() >= deadline:
+            break
     proc.kill()
     raise RuntimeError(f"no {prefix!r} line in {timeout} s")
 
@@ -502,6 +501,7 @@ def witness_serve(
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
     )  # fmt: skip
     log = drain_stderr(proc)
+    drain_stdout(proc)
     if max_file_bytes is not None:  # set from here: no preexec_fn (see cli_process)
         resource.prlimit(proc.pid, resource.RLIMIT_FSIZE, (max_file_bytes, max_file_bytes))
     try:
@@ -509,7 +509,7 @@ def witness_serve(
         yield _first_line(proc, log, "witness on "), vkey
     finally:
         proc.terminate()
-        proc.communicate(timeout=20)
+        proc.wait(timeout=20)
         log.wait()
         if stderr is not None:
             stderr.append(log.text())
@@ -567,6 +567,7 @@ def start_web(server: str, *extra: str, root: Path = ROOT) -> ServerProc:
         cwd=root,
     )
     log = drain_stderr(proc)
+    drain_stdout(proc)
     return ServerProc(proc, _first_line(proc, log, "web on "), Path(), log)
 
 

@@ -5,13 +5,19 @@ its next write, for good. A test server's stderr (its log) was piped and read on
 the server stopped, so a chatty server (gRPC's traces, a warning per request) hung once
 its log passed 64 KiB: its calls went unanswered until they timed out. `Drained` reads
 such a stream as the child writes it, keeping the start and the end of what it read (for
-a test's assertions and failure messages) in bounded memory.
+a test's assertions and failure messages) in bounded memory; `Lines` also hands out the
+lines of a stdout that a test reads (a server's address lines). `drain` puts both streams
+of a child to them, and `next_line`, `logged` and `finish` read them (or the pipe itself,
+where nothing drains it) as ``readline``, ``stderr.read`` and ``communicate`` did.
+tests/test_pipes_drained.py fails a test that starts a child with a pipe left unread.
 """
 
 from __future__ import annotations
 
 import codecs
+import subprocess
 import threading
+import weakref
 from collections import deque
 from typing import IO
 
@@ -89,3 +95,133 @@ class Drained:
         if dropped:
             return f"{head}\n[... {dropped:,} characters left out ...]\n{tail}"
         return head + tail
+
+
+class Lines(Drained):
+    """`Drained` that also hands out what it reads line by line, in order (`next_line`):
+    a child's stdout whose lines a test waits for. Lines not taken yet are held up to
+    ``keep`` characters; past that a line is only kept in `text`."""
+
+    def __init__(self, stream: IO[str], keep: int = KEPT_CHARS) -> None:
+        self._ready = threading.Condition()
+        self._queue: deque[str] = deque()
+        self._queued_chars = 0
+        self._overflowed = False
+        self._ended = False
+        super().__init__(stream, keep)
+
+    def _read(self) -> None:
+        try:
+            super()._read()
+        finally:
+            with self._ready:
+                self._ended = True
+                self._ready.notify_all()
+
+    def _add(self, chunk: str) -> None:
+        super()._add(chunk)
+        if not chunk:
+            return
+        with self._ready:
+            if self._queued_chars + len(chunk) > self._keep:
+                self._overflowed = True
+                return
+            self._queue.append(chunk)
+            self._queued_chars += len(chunk)
+            self._ready.notify_all()
+
+    def next_line(self, timeout: float | None = None) -> str | None:
+        """The next line not taken yet (with its newline), waiting up to ``timeout``
+        seconds (None: for ever) for it: "" once the stream ended, None on timeout."""
+        with self._ready:
+            if not self._ready.wait_for(lambda: self._queue or self._ended, timeout):
+                return None
+            if not self._queue:
+                return ""
+            line = self._queue.popleft()
+            self._queued_chars -= len(line)
+            return line
+
+    def rest(self) -> str:
+        """The lines not taken yet, all taken now (call it after the end of the stream);
+        the whole `text` where some could not be held."""
+        with self._ready:
+            rest, self._queue, self._queued_chars = "".join(self._queue), deque(), 0
+            overflowed = self._overflowed
+        return self.text() if overflowed else rest
+
+
+#: The drained streams of each child given to `drain_stdout` or `drain_stderr`.
+_OUT: weakref.WeakKeyDictionary[subprocess.Popen[str], Lines] = weakref.WeakKeyDictionary()
+_ERR: weakref.WeakKeyDictionary[subprocess.Popen[str], Drained] = weakref.WeakKeyDictionary()
+
+
+def drain_stdout(proc: subprocess.Popen[str]) -> Lines:
+    """``proc``'s piped stdout, read from now on as it is written (`Lines`);
+    ``proc.stdout`` is set to None, leaving the stream to the reader: read its lines with
+    `next_line` (or `tests.conftest.read_line`)."""
+    assert proc.stdout is not None, "the child's stdout was not piped"
+    lines = _OUT[proc] = Lines(proc.stdout)
+    proc.stdout = None
+    return lines
+
+
+def drain_stderr(proc: subprocess.Popen[str]) -> Drained:
+    """``proc``'s piped stderr, read from now on as it is written, so a child that logs
+    more than a pipe holds (64 KiB) is never blocked; ``proc.stderr`` is set to None,
+    leaving the stream to the reader (`logged`). Before, servers' stderr was read only
+    once they stopped: one that logged 64 KiB stopped answering."""
+    assert proc.stderr is not None, "the child's stderr was not piped"
+    log = _ERR[proc] = Drained(proc.stderr)
+    proc.stderr = None
+    return log
+
+
+def drain(proc: subprocess.Popen[str]) -> subprocess.Popen[str]:
+    """Drain each of ``proc``'s piped streams (`drain_stdout`, `drain_stderr`); ``proc``."""
+    if proc.stdout is not None:
+        drain_stdout(proc)
+    if proc.stderr is not None:
+        drain_stderr(proc)
+    return proc
+
+
+def next_line(proc: subprocess.Popen[str], timeout: float | None = None) -> str | None:
+    """The next line of ``proc``'s stdout (`Lines.next_line`: "" at its end, None past
+    ``timeout`` seconds); from the pipe itself where it is not drained (then ``timeout``
+    is not kept: a read waits for its line)."""
+    lines = _OUT.get(proc)
+    if lines is not None:
+        return lines.next_line(timeout)
+    assert proc.stdout is not None, "the child's stdout was not piped"
+    return proc.stdout.readline()
+
+
+def logged(proc: subprocess.Popen[str]) -> str:
+    """``proc``'s stderr: what the drain read so far (all of it once ``proc`` exited,
+    waiting up to 20 s for its end); else the rest of the pipe, read to its end; "" where
+    it was not piped."""
+    log = _ERR.get(proc)
+    if log is None:
+        return proc.stderr.read() if proc.stderr is not None else ""
+    if proc.poll() is not None:
+        log.wait()
+    return log.text()
+
+
+def finish(proc: subprocess.Popen[str], timeout: float | None = None) -> tuple[str, str]:
+    """``proc.communicate(timeout=timeout)`` for a child whose streams are drained: wait
+    for its exit (TimeoutExpired past ``timeout`` seconds, the child left running), then
+    (what its stdout had that was not taken, its whole stderr)."""
+    out = err = ""
+    if proc.stdout is not None or proc.stderr is not None:  # one stream left piped
+        piped_out, piped_err = proc.communicate(timeout=timeout)
+        out, err = piped_out or "", piped_err or ""
+    else:
+        proc.wait(timeout)
+    if (lines := _OUT.get(proc)) is not None:
+        lines.wait()
+        out = lines.rest()
+    if proc in _ERR:
+        err = logged(proc)
+    return out, err

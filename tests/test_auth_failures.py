@@ -22,7 +22,7 @@ from provenance.server.limits import FORGERY_HOLD_S, AuthFailureBudget
 from provenance.v1 import provenance_pb2 as pb
 from provenance.v1 import provenance_pb2_grpc as rpc
 from provenance.wire.contract import RETRY_AFTER_KEY
-from tests.conftest import ADMIN_TOKEN, ServerProc, start_server
+from tests.conftest import ADMIN_TOKEN, ServerProc, read_line, start_server
 
 BUDGET = 4
 
@@ -82,12 +82,7 @@ def _code(got: grpc.RpcError | str | None) -> grpc.StatusCode | None:
 
 def _refusals(srv: ServerProc) -> dict[str, float]:
     """``prov_auth_refusals_total`` by rpc, scraped from the server's /metrics."""
-    assert srv.proc.stdout is not None
-    url = next(
-        line.split()[-1]
-        for line in iter(srv.proc.stdout.readline, "")
-        if line.startswith("metrics on ")
-    )
+    url = read_line(srv.proc, "metrics on ")
     with urllib.request.urlopen(url, timeout=10) as r:
         text = r.read().decode()
     out = {}

@@ -336,8 +336,8 @@ def test_ctrl_c_leaves_the_worker_to_its_parent() -> None:
     worker = subprocess.Popen(
         [sys.executable, "-I", str(script)],
         stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
+        stdout=subprocess.PIPE,  # pipes: one short message, read here
+        stderr=subprocess.PIPE,  # nothing expected; communicated below
     )
     assert worker.stdout is not None and worker.stdin is not None
     (size,) = struct.unpack(">Q", worker.stdout.read(8))

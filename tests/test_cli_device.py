@@ -45,6 +45,7 @@ def test_init_and_enroll_wait_for_a_command_using_the_device(tmp_path: Path) -> 
         procs = [
             subprocess.Popen(
                 [sys.executable, "-m", "clients.cli", "device", *args],
+                # pipes: each writes one line, read here, while it waits for the lock
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
                 text=True,

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import ROOT, SAMPLES, cli_process
+from tests.drain import finish
 
 
 def _interrupted(
@@ -34,7 +35,7 @@ def _interrupted(
             conn, _ = silent.accept()  # the command is in its call now
             with conn:
                 proc.send_signal(sig)
-                _, err = proc.communicate(timeout=60)
+                _, err = finish(proc, timeout=60)
         finally:
             if proc.poll() is None:
                 proc.kill()

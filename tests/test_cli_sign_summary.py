@@ -10,6 +10,7 @@ from pathlib import Path
 
 from clients.device import DeviceHome
 from tests.conftest import SAMPLES, Cli, cli_process
+from tests.drain import finish
 
 
 def test_sign_over_several_files_ends_with_a_summary(enrolled: Cli, tmp_path: Path) -> None:
@@ -61,7 +62,7 @@ def test_ctrl_c_says_what_was_signed_and_what_is_queued(enrolled: Cli, tmp_path:
         while len(list(folder.glob("*.prov"))) < 5 and time.monotonic() < deadline:
             time.sleep(0.01)
         proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=60)
+        out, err = finish(proc, timeout=60)
     finally:
         if proc.poll() is None:
             proc.kill()

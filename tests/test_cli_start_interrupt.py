@@ -40,6 +40,8 @@ def _run(args: list[str], cwd: Path, delay: float | None) -> tuple[int, str, str
     imported `typer`. Its exit code, stdout and stderr (less ``-X importtime``'s lines)."""
     proc = subprocess.Popen(
         [sys.executable, "-X", "importtime", "-c", _script(), *args],
+        # pipes: stderr read here line by line up to the signal, then both communicated;
+        # stdout has a few lines at most
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

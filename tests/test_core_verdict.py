@@ -717,15 +717,7 @@ def test_a_sidecar_of_another_picture_gives_way_to_a_logged_capture_of_these_pix
     far = PDQ_MATCH_THRESHOLD + 9
     facts = FileFacts(OTHER_SHA, 9, "image/png", (_flip(PDQ, far),))
     near = _logged(_claim(soft=(_flip(PDQ, far - 3),)), index=12)
-    sidecar_claim = _claim()
-    r = decide(
-        facts,
-        NOW,
-        sidecar=_signed(sidecar_claim),
-        sidecar_claim=sidecar_claim,
-        sidecar_device=_device(),
-        near=[near],
-    )
+    r = _with_sidecar(facts, near)
     alone = decide(facts, NOW, near=[near])
     assert alone.status is Verdict.DERIVED and alone.verified_at == NOW
     assert r.status is Verdict.DERIVED and r.verified_at == NOW
@@ -737,27 +729,35 @@ def test_a_sidecar_of_another_picture_gives_way_to_a_logged_capture_of_these_pix
         " by PDQ) and other bytes; it was not used",
     )
     # Nothing logged near these pixels: the mismatch is the only evidence, TAMPERED.
-    kept = decide(
-        facts,
-        NOW,
-        sidecar=_signed(sidecar_claim),
-        sidecar_claim=sidecar_claim,
-        sidecar_device=_device(),
-        near=[_logged(_claim(soft=(_flip(PDQ, 0),)), index=13)],
-    )
+    kept = _with_sidecar(facts, _logged(_claim(soft=(_flip(PDQ, 0),)), index=13))
     assert kept.status is Verdict.TAMPERED and _has(kept.reasons, "a different picture")
     # A sidecar of a close copy with edits (within the threshold) is not another picture:
     # it stays TAMPERED though a logged capture is near too.
     edited = FileFacts(OTHER_SHA, 9, "image/png", (_flip(PDQ, 4),))
-    r = decide(
-        edited,
-        NOW,
-        sidecar=_signed(sidecar_claim),
-        sidecar_claim=sidecar_claim,
-        sidecar_device=_device(),
-        near=[_logged(_claim(soft=(_flip(PDQ, 6),)), index=14)],
-    )
+    r = _with_sidecar(edited, _logged(_claim(soft=(_flip(PDQ, 6),)), index=14))
     assert r.status is Verdict.TAMPERED and _has(r.reasons, "4 bits", "a close copy with edits")
+
+
+def test_a_sidecar_at_exactly_the_threshold_is_an_edited_copy_not_another_picture() -> None:
+    facts = FileFacts(OTHER_SHA, 9, "image/png", (_flip(PDQ, PDQ_MATCH_THRESHOLD),))
+    near = _logged(_claim(soft=(_flip(PDQ, PDQ_MATCH_THRESHOLD - 2),)), index=15)
+    r = _with_sidecar(facts, near)
+    assert r.status is Verdict.TAMPERED
+    assert _has(r.reasons, f"{PDQ_MATCH_THRESHOLD} bits", "a close copy with edits")
+
+
+def _with_sidecar(facts: FileFacts, near: LoggedClaim) -> VerificationReport:
+    """`decide` on ``facts`` with a valid sidecar of `_claim` (its device enrolled) and
+    ``near`` the one logged capture near the file's pixels."""
+    claim = _claim()
+    return decide(
+        facts,
+        NOW,
+        sidecar=_signed(claim),
+        sidecar_claim=claim,
+        sidecar_device=_device(),
+        near=[near],
+    )
 
 
 def test_a_near_copy_notes_a_changed_exif_orientation() -> None:
@@ -772,21 +772,6 @@ def test_a_near_copy_notes_a_changed_exif_orientation() -> None:
     )
     same = decide(replace(facts, orientation=6), NOW, near=[lc])
     assert len(same.reasons) == 1
-
-
-def test_a_sidecar_at_exactly_the_threshold_is_an_edited_copy_not_another_picture() -> None:
-    facts = FileFacts(OTHER_SHA, 9, "image/png", (_flip(PDQ, PDQ_MATCH_THRESHOLD),))
-    sidecar_claim = _claim()
-    r = decide(
-        facts,
-        NOW,
-        sidecar=_signed(sidecar_claim),
-        sidecar_claim=sidecar_claim,
-        sidecar_device=_device(),
-        near=[_logged(_claim(soft=(_flip(PDQ, PDQ_MATCH_THRESHOLD - 2),)), index=15)],
-    )
-    assert r.status is Verdict.TAMPERED
-    assert _has(r.reasons, f"{PDQ_MATCH_THRESHOLD} bits", "a close copy with edits")
 
 
 # ---------------------------------------------------------------- rules' edges

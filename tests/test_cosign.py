@@ -43,6 +43,7 @@ from tests.conftest import (
     signed_claim,
     start_server,
 )
+from tests.drain import drain
 
 ORIGIN = "media-provenance.local/log"
 
@@ -74,6 +75,7 @@ def start_witness(
          "--name", name, "--listen", listen],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
     )  # fmt: skip
+    drain(proc)
     vkey = read_line(proc, "witness key ")
     return WitnessProc(proc, read_line(proc, "witness on "), vkey)
 

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import ROOT
+from tests.drain import drain, finish, next_line
 
 pytestmark = pytest.mark.slow
 
@@ -49,16 +50,16 @@ def test_ctrl_c_while_the_demo_starts_its_server_leaves_nothing(tmp_path: Path) 
         env={**os.environ, "TMPDIR": str(tmp_path)},
         start_new_session=True,
     )
+    drain(proc)
     try:
-        assert proc.stdout is not None
         lines = []
-        for line in proc.stdout:
+        while line := next_line(proc, 120):
             lines.append(line)
             if line.startswith("$ prov serve "):  # the server is starting (1-2 s)
                 os.killpg(proc.pid, signal.SIGINT)
                 break
-        out = "".join(lines) + proc.stdout.read()
-        _, err = proc.communicate(timeout=120)
+        rest, err = finish(proc, timeout=120)
+        out = "".join(lines) + rest
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)

@@ -98,6 +98,7 @@ def test_init_force_killed_at_any_step_leaves_the_old_or_the_new_device(tmp_path
     child = subprocess.Popen(
         [sys.executable, "-c", _KILL_AT],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env,
+        # pipes: a dialogue, a short line answered to each line sent
     )  # fmt: skip
     assert child.stdin is not None and child.stdout is not None
     try:

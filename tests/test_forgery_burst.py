@@ -27,6 +27,7 @@ from tests.conftest import (
     ADMIN_TOKEN,
     ServerProc,
     enroll_key,
+    read_line,
     sign_claim,
     signed_claim,
     start_server,
@@ -49,12 +50,7 @@ def _start(db: Path) -> tuple[ServerProc, str]:
         "--metrics-listen",
         "127.0.0.1:0",
     )
-    assert s.proc.stdout is not None
-    while True:
-        line = s.proc.stdout.readline()
-        assert line, "no metrics line"
-        if line.startswith("metrics on "):
-            return s, line.split()[-1]
+    return s, read_line(s.proc, "metrics on ")
 
 
 def _on(srv: ServerProc, host: str) -> str:

@@ -17,6 +17,7 @@ import pytest
 
 from provenance.log.checkpoint import generate_log_key, load_log_signer
 from tests.conftest import ROOT, closed_port, read_line
+from tests.drain import drain, finish
 
 LOG = "example.org/log"
 
@@ -25,20 +26,20 @@ def _witness(tmp_path: Path, listen: str = "127.0.0.1:0") -> subprocess.Popen[st
     log = tmp_path / "log.pem"
     signer = load_log_signer(log, LOG) if log.exists() else generate_log_key(log, LOG)
     vkey = signer.verifier_key()
-    return subprocess.Popen(
+    return drain(subprocess.Popen(
         [sys.executable, "-m", "clients.cli", "witness", "serve", "--key",
          str(tmp_path / "witness.pem"), "--log-key", vkey, "--state",
          str(tmp_path / "wstate"), "--listen", listen],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
-    )  # fmt: skip
+    ))  # fmt: skip
 
 
 def _web() -> subprocess.Popen[str]:
-    return subprocess.Popen(
+    return drain(subprocess.Popen(
         [sys.executable, "-m", "clients.cli", "web", "--server", closed_port()]
         + ["--listen", "127.0.0.1:0"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
-    )  # fmt: skip
+    ))  # fmt: skip
 
 
 def _stop(proc: subprocess.Popen[str], sig: int | None) -> tuple[int, str, str]:
@@ -46,10 +47,10 @@ def _stop(proc: subprocess.Popen[str], sig: int | None) -> tuple[int, str, str]:
     if sig is not None:
         proc.send_signal(sig)
     try:
-        out, err = proc.communicate(timeout=30)
+        out, err = finish(proc, timeout=30)
     except subprocess.TimeoutExpired:
         proc.kill()
-        out, err = proc.communicate()
+        out, err = finish(proc)
     return proc.returncode, out, err
 
 
@@ -110,7 +111,7 @@ def test_witness_serve_on_an_address_in_use_creates_nothing(tmp_path: Path) -> N
         taken.listen()
         listen = f"127.0.0.1:{taken.getsockname()[1]}"
         proc = _witness(tmp_path, listen)
-        out, err = proc.communicate(timeout=60)
+        out, err = finish(proc, timeout=60)
     assert proc.returncode == 1, (out, err)
     assert f"cannot listen on {listen}: address already in use" in err.lower(), err
     assert "witness key" not in out, out
@@ -156,10 +157,10 @@ def test_a_signal_landing_while_the_main_thread_holds_a_lock_still_stops_it() ->
     thread waited on, whose lock `Event.wait` holds around its wait: a SIGTERM landing
     there blocked the process for good, no "shutting down" (a CI run of 4 December: the
     witness outlived SIGTERM by 30 s and was killed)."""
-    proc = subprocess.Popen(
+    proc = drain(subprocess.Popen(
         [sys.executable, "-c", _SIGNAL_WHILE_LOCKED],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
-    )  # fmt: skip
+    ))  # fmt: skip
     read_line(proc, "ready")
     proc.send_signal(signal.SIGTERM)  # the handler, not the patched wait, stops it now
     rc, out, err = _stop(proc, None)

@@ -38,12 +38,12 @@ from tests.conftest import (
     ROOT,
     SAMPLES,
     ServerProc,
-    drain_stderr,
     read_line,
     run_in_netns,
     start_server,
     start_web,
 )
+from tests.drain import drain_stderr, drain_stdout
 
 HEADER_SECONDS = 2.0
 #: The answer of each server to `_normal_request`.
@@ -59,6 +59,7 @@ def _witness(tmp_path: Path, *extra: str) -> ServerProc:
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
     )  # fmt: skip
     log = drain_stderr(proc)
+    drain_stdout(proc)
     return ServerProc(proc, read_line(proc, "witness on "), tmp_path, log)
 
 
@@ -343,17 +344,24 @@ def test_an_answer_the_client_stops_reading_is_cut_off(body_server: str) -> None
     assert _big_answer_read_after_4_idle_limits(body_server, half_close=False) < BIG
 
 
-def _big_answer_read_after_4_idle_limits(body_server: str, half_close: bool) -> int:
-    """Ask ``body_server`` for /big (``half_close``: then shut down the sending side),
-    read nothing for 4 s, then read what comes; the bytes read (BIG when the server
-    never gave up)."""
+def _ask_for_big(body_server: str) -> socket.socket:
+    """A connection to ``body_server`` with a small receive buffer (4 KiB), its request
+    for /big sent."""
     host, port = body_server.removeprefix("http://").rsplit(":", 1)
     s = socket.socket()
     s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     s.connect((host, int(port)))
+    s.sendall(b"GET /big HTTP/1.1\r\nHost: x\r\n\r\n")
+    return s
+
+
+def _big_answer_read_after_4_idle_limits(body_server: str, half_close: bool) -> int:
+    """Ask ``body_server`` for /big (``half_close``: then shut down the sending side),
+    read nothing for 4 s, then read what comes; the bytes read (BIG when the server
+    never gave up)."""
+    s = _ask_for_big(body_server)
     got = 0
     try:
-        s.sendall(b"GET /big HTTP/1.1\r\nHost: x\r\n\r\n")
         if half_close:
             s.shutdown(socket.SHUT_WR)
         time.sleep(4)  # reads nothing for 4 idle limits
@@ -381,13 +389,9 @@ def test_an_answer_a_half_closed_client_stops_reading_is_cut_off(body_server: st
 
 def test_an_answer_read_slowly_is_not_cut_off(body_server: str) -> None:
     """A client that keeps reading, slowly, keeps its connection past the idle limit."""
-    host, port = body_server.removeprefix("http://").rsplit(":", 1)
-    s = socket.socket()
-    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    s.connect((host, int(port)))
+    s = _ask_for_big(body_server)
     got = 0
     try:
-        s.sendall(b"GET /big HTTP/1.1\r\nHost: x\r\n\r\n")
         s.settimeout(10)
         end = time.monotonic() + 4  # 4 idle limits at about 200 KiB/s
         while time.monotonic() < end:

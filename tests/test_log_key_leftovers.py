@@ -49,7 +49,7 @@ def test_a_killed_writers_copy_is_kept_while_it_lives_and_removed_at_the_next_st
     key = tmp_path / "k.db.logkey.pem"
     writer = subprocess.Popen(
         [sys.executable, "-c", _STOPPED_WRITER, str(key)],
-        stdout=subprocess.PIPE,
+        stdout=subprocess.PIPE,  # pipes: one short line, read here
         text=True,
         cwd=ROOT,
         env={**os.environ, "PYTHONPATH": str(ROOT)},

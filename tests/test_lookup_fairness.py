@@ -28,6 +28,7 @@ from provenance.v1 import provenance_pb2 as pb
 from provenance.v1 import provenance_pb2_grpc as rpc
 from provenance.wire.contract import MAX_MESSAGE_BYTES, RETRY_AFTER_KEY
 from tests.conftest import cli_process, read_line, start_server
+from tests.drain import finish
 
 #: A heavy Lookup: 1,000 files of 16 perceptual hashes (0.17 s on an idle machine).
 HEAVY = pb.LookupRequest(
@@ -149,8 +150,8 @@ def test_prov_scan_waits_for_a_busy_server_instead_of_stopping(tmp_path: Path) -
                 + ["--workers", "0", "--batch-size", "1"]
             )
             time.sleep(4)  # the scan meets the flood for a while
-            assert scan.poll() is None, scan.communicate()
-        out, err = scan.communicate(timeout=120)
+            assert scan.poll() is None, finish(scan)
+        out, err = finish(scan, timeout=120)
         assert scan.returncode == 0, (out, err)
         rows = [json.loads(line) for line in report.read_text().splitlines()]
         assert sorted(r["status"] for r in rows) == ["UNSIGNED"] * 6, rows

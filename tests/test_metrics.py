@@ -19,7 +19,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from clients.api import ProvenanceClient
 from provenance.core.errors import TransportError
-from tests.conftest import SAMPLES, Cli, ServerProc, start_server, write_video
+from tests.conftest import SAMPLES, Cli, ServerProc, read_line, start_server, write_video
 from tests.test_video_budget import _encode
 
 pytestmark = pytest.mark.slow  # the server loads the detector
@@ -33,12 +33,7 @@ def server(tmp_path: Path) -> Iterator[ServerProc]:
 
 
 def _metrics_url(srv: ServerProc) -> str:
-    assert srv.proc.stdout is not None
-    for _ in range(5):
-        line = srv.proc.stdout.readline()
-        if line.startswith("metrics on "):
-            return line.split()[-1]
-    raise AssertionError("no 'metrics on' line")
+    return read_line(srv.proc, "metrics on ")
 
 
 def _scrape(url: str) -> dict[str, list[tuple[dict[str, str], float]]]:
@@ -105,8 +100,7 @@ def test_health_reflection_and_the_webs_lookup_are_counted(tmp_path: Path) -> No
     )
     try:
         url = _metrics_url(srv)
-        assert srv.proc.stdout is not None
-        web = srv.proc.stdout.readline().split()[-1]  # "web on http://HOST:PORT"
+        web = read_line(srv.proc, "web on ")
         with grpc.insecure_channel(srv.address) as channel:
             checker: Any = health_pb2_grpc.HealthStub(channel)  # the stub declares no methods
             health = checker.Check(health_pb2.HealthCheckRequest(), timeout=10)

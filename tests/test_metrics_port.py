@@ -7,8 +7,6 @@ import contextlib
 import json
 import socket
 import struct
-import subprocess
-import sys
 import threading
 import time
 import urllib.request
@@ -18,7 +16,7 @@ import pytest
 
 from provenance import metrics
 from provenance.log.checkpoint import generate_log_key
-from tests.conftest import ROOT, cli_process, read_line, run_in_netns
+from tests.conftest import cli_process, read_line, run_in_netns
 
 
 def _threads() -> int:
@@ -275,13 +273,7 @@ def test_prov_web_and_prov_witness_serve_serve_metrics_too(tmp_path: Path) -> No
         ],
     }
     for what, args in children.items():
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "clients.cli", *args, "--metrics-listen", "127.0.0.1:0"],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            cwd=ROOT,
-        )
+        proc = cli_process([*args, "--metrics-listen", "127.0.0.1:0"])
         try:
             url = read_line(proc, "metrics on ")
             assert read_line(proc, f"{what} on ")  # and the service itself started
@@ -289,7 +281,7 @@ def test_prov_web_and_prov_witness_serve_serve_metrics_too(tmp_path: Path) -> No
             assert "process_resident_memory_bytes" in page and "python_info" in page, what
         finally:
             proc.terminate()
-            proc.communicate(timeout=30)
+            proc.wait(timeout=30)
 
 
 def test_prov_web_metrics_carry_no_server_families_at_zero() -> None:
@@ -306,7 +298,7 @@ def test_prov_web_metrics_carry_no_server_families_at_zero() -> None:
         page = _scrape_url(read_line(proc, "metrics on "))
     finally:
         proc.terminate()
-        proc.communicate(timeout=30)
+        proc.wait(timeout=30)
     assert "process_resident_memory_bytes" in page and "python_info" in page
     families = sorted({line.split()[2] for line in page.splitlines() if line.startswith("# TYPE")})
     assert [f for f in families if f.startswith("prov_")] == [], families

@@ -14,6 +14,7 @@ import pytest
 
 from clients.cli import main as prov_main
 from tests.conftest import ROOT, read_line, start_server
+from tests.drain import drain, next_line
 
 
 def test_readme_says_where_logkey_comes_from() -> None:
@@ -29,8 +30,7 @@ def test_the_readme_witness_steps_work(tmp_path: Path, capsys: pytest.CaptureFix
     db = tmp_path / "provenance.db"
     srv = start_server(db)
     try:
-        assert srv.proc.stdout is not None
-        printed = srv.proc.stdout.readline()
+        printed = next_line(srv.proc, 60) or ""
     finally:
         srv.stop()
     assert printed.startswith("log key: ")
@@ -49,8 +49,9 @@ def test_the_readme_witness_steps_work(tmp_path: Path, capsys: pytest.CaptureFix
         cwd=tmp_path,
         env={**os.environ, "PYTHONPATH": str(ROOT)},
     )
+    drain(witness)
     try:
         assert read_line(witness, "witness key ").startswith("witness.example/w1+")
     finally:
         witness.terminate()
-        witness.communicate(timeout=30)
+        witness.wait(timeout=30)

@@ -51,6 +51,7 @@ from tests.conftest import (
     ServerProc,
     start_server,
 )
+from tests.drain import drain, finish
 
 REAL = FIXTURES / "detector" / "real" / "afhq"
 SECRET = b"k" * 32
@@ -807,7 +808,7 @@ def test_a_worker_killed_midway_stops_the_scan_with_a_clear_error(
     out = tmp_path / "killed.jsonl"
     args = [sys.executable, "-m", "clients.cli", "scan", str(folder), "--report", str(out)]
     args += ["--server", desk.server.address, "--workers", "1"]
-    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = drain(subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
     deadline = time.monotonic() + 60
     worker_proc = None
     while worker_proc is None and time.monotonic() < deadline:
@@ -816,7 +817,7 @@ def test_a_worker_killed_midway_stops_the_scan_with_a_clear_error(
         time.sleep(0.05)
     assert worker_proc is not None, "no worker process appeared"
     worker_proc.kill()
-    _, stderr = proc.communicate(timeout=60)
+    _, stderr = finish(proc, timeout=60)
     assert proc.returncode == 1, stderr
     assert "Traceback" not in stderr and "worker process" in stderr and "--resume" in stderr
     resumed = subprocess.run([*args, "--resume"], capture_output=True, text=True, timeout=120)

@@ -24,6 +24,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from tests.conftest import SAMPLES, cli_process
+from tests.drain import finish
 
 
 def _session(sid: int) -> list[int]:
@@ -105,7 +106,7 @@ def _scan(
         finally:
             if proc.poll() is None:
                 os.killpg(proc.pid, signal.SIGKILL)
-            proc.communicate()
+            proc.wait()
             _gone_within(proc.pid, 5)
 
 
@@ -154,7 +155,7 @@ def test_ctrl_c_while_the_fork_server_starts_prints_no_traceback(tmp_path: Path)
             time.sleep(0.3)  # into importing the preload list (about 1-2 s)
             os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C: the whole foreground group
             starting = not _children(server)
-            _, err = proc.communicate(timeout=60)
+            _, err = finish(proc, timeout=60)
             assert proc.returncode == 130, err
             # before: the fork server's "Traceback ... KeyboardInterrupt" under this line
             assert "Traceback" not in err and "KeyboardInterrupt" not in err, err
@@ -181,7 +182,7 @@ def test_a_scan_started_ignoring_ctrl_c_is_not_interrupted_by_one(tmp_path: Path
         time.sleep(1.5)
         conn.close()
         silent.close()
-        _, err = proc.communicate(timeout=120)
+        _, err = finish(proc, timeout=120)
         assert "interrupted" not in err, err  # before: exit 130, 'interrupted: ...'
         assert proc.returncode == 1, err
         assert "cannot reach the server" in err, err

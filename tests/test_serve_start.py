@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import ADMIN_TOKEN, ROOT, start_server
+from tests.drain import drain, finish, logged, next_line
 
 
 def _serve(folder: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -188,10 +189,10 @@ def test_an_in_memory_log_writes_no_file(tmp_path: Path) -> None:
         cwd=tmp_path,
         env={**os.environ, "PROV_ADMIN_TOKEN": ADMIN_TOKEN, "PYTHONPATH": str(ROOT)},
     )
+    drain(proc)
     try:
-        assert proc.stdout is not None
-        lines = [proc.stdout.readline() for _ in range(2)]
-        assert lines[0].startswith("listening on "), (lines, proc.stderr and proc.stderr.read())
+        lines = [next_line(proc, 60) or "" for _ in range(2)]
+        assert lines[0].startswith("listening on "), (lines, logged(proc))
         address, vkey = lines[0].split()[-1], lines[1].split()[-1]
         with ProvenanceClient(address, admin_token=ADMIN_TOKEN) as c:
             assert c.log_key()[0] == vkey
@@ -200,7 +201,7 @@ def test_an_in_memory_log_writes_no_file(tmp_path: Path) -> None:
             assert open_checkpoint(receipt.checkpoint, NoteVerifier.from_vkey(vkey)).size >= 2
     finally:
         proc.terminate()
-        _, err = proc.communicate(timeout=60)
+        _, err = finish(proc, timeout=60)
     assert proc.returncode == 0, err
     assert "detector not loaded" not in err  # the secret was needed, and kept in memory
     assert list(tmp_path.iterdir()) == []
@@ -242,11 +243,12 @@ def test_a_failed_start_removes_only_its_own_files_and_never_a_held_lock(
         cwd=tmp_path,
         env=env,
     )
+    drain(a)
     waiter: subprocess.Popen[str] | None = None
     writer = -1
     try:
         while writer < 0:  # A opens the FIFO to read it once its store and key are made
-            assert a.poll() is None, a.communicate()
+            assert a.poll() is None, finish(a)
             try:
                 writer = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
             except OSError:  # ENXIO: no reader yet
@@ -263,12 +265,12 @@ def test_a_failed_start_removes_only_its_own_files_and_never_a_held_lock(
             stdout=subprocess.PIPE,
             text=True,
             cwd=tmp_path,
-        )
+        )  # pipes: it writes two short lines, each read here
         assert waiter.stdout is not None
         assert waiter.stdout.readline() == "opened\n"
         os.close(writer)  # A reads an empty bundle and fails
         writer = -1
-        _, a_err = a.communicate(timeout=120)
+        _, a_err = finish(a, timeout=120)
         assert a.returncode == 1, a_err
         assert "C2PA trust anchors are not PEM certificates" in a_err, a_err
         assert waiter.stdout.readline() == "locked\n"
@@ -284,7 +286,7 @@ def test_a_failed_start_removes_only_its_own_files_and_never_a_held_lock(
             os.close(writer)
         if a.poll() is None:
             a.kill()
-            a.communicate()
+            a.wait()
         if waiter is not None:
             waiter.kill()
             waiter.communicate()

@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import io
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 from clients.api import ProvenanceClient
-from tests.conftest import start_server
-from tests.drain import Drained
+from tests.conftest import read_line, start_server
+from tests.drain import Drained, Lines, drain, drain_stdout, finish
 
 #: What a Linux pipe holds, in bytes.
 PIPE_BYTES = 64 << 10
@@ -63,3 +65,56 @@ def test_a_byte_that_is_not_utf8_does_not_stop_the_reading() -> None:
     text = drained.text()
     assert text.startswith("before \ufffd\ufffd bad bytes\n"), text[:80]
     assert text.count("after\n") == PIPE_BYTES // 3, text[-80:]
+
+
+#: A child that prints its ready line, then twice what a pipe holds, then a last line.
+CHATTY_STDOUT = (
+    "import sys\n"
+    "print('listening on 127.0.0.1:1', flush=True)\n"
+    f"sys.stdout.writelines('x' * 99 + '\\n' for _ in range({2 * PIPE_BYTES // 100}))\n"
+    "print('done')\n"
+)
+
+
+def test_a_child_that_prints_more_than_a_pipe_holds_after_its_ready_line_ends() -> None:
+    """A test reads a server's stdout up to its address line and no further: before,
+    its stdout stayed a pipe nobody read, so a child that printed 64 KiB more stopped at
+    its next write for good (here: it never exited). Its stdout is now drained, its
+    lines still read in order by `read_line`."""
+    proc = subprocess.Popen(
+        [sys.executable, "-c", CHATTY_STDOUT],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    drain(proc)
+    try:
+        assert read_line(proc, "listening on ") == "127.0.0.1:1"
+        assert proc.wait(timeout=30) == 0
+        assert read_line(proc, "done") == "done"
+        out, err = finish(proc)
+        assert (out, err) == ("", "")
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_lines_are_handed_out_in_order_and_the_rest_is_kept() -> None:
+    lines = Lines(io.StringIO("a\nb\nc\n"))
+    assert lines.wait()
+    assert [lines.next_line(1), lines.next_line(1)] == ["a\n", "b\n"]
+    assert lines.rest() == "c\n" and lines.next_line(1) == ""
+    assert lines.text() == "a\nb\nc\n"
+
+
+def test_finish_reads_a_drained_stdout_beside_a_piped_stderr() -> None:
+    """`finish` of a child whose stdout alone is drained: before, its stdout came back
+    empty (communicate saw no stdout to read)."""
+    proc = subprocess.Popen(
+        [sys.executable, "-c", "import sys; print('out'); print('err', file=sys.stderr)"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,  # pipes: one line, read by finish
+        text=True,
+    )
+    drain_stdout(proc)
+    assert finish(proc, timeout=60) == ("out\n", "err\n")

@@ -112,6 +112,29 @@ def _video(key: DeviceKey, data: bytes) -> tuple[Claim, tuple[bytes, ...]]:
     return claim, digest.chunk_hashes
 
 
+def _decide_video(
+    key: DeviceKey,
+    claim: Claim,
+    data: bytes,
+    listed: tuple[bytes, ...],
+    measured_at: int = CHUNK,
+    enrolled: bool = True,
+) -> VerificationReport:
+    """`decide` on the video ``data``, its chunks hashed ``measured_at`` bytes each, with
+    ``claim``'s sidecar listing the chunk hashes ``listed``; ``key`` enrolled unless not
+    ``enrolled``."""
+    got = hash_chunked(data, measured_at)
+    facts = FileFacts(got.sha256, got.size, "video/mp4", chunk_hashes=got.chunk_hashes)
+    return decide(
+        facts,
+        NOW,
+        sidecar=_sign(key, claim),
+        sidecar_claim=claim,
+        sidecar_device=device_record(key, NOW) if enrolled else None,
+        sidecar_chunk_hashes=listed,
+    )
+
+
 @pytest.mark.parametrize("enrolled", [True, False])
 def test_the_damaged_range_note_reaches_the_report(key: DeviceKey, enrolled: bool) -> None:
     original = os.urandom(5 * CHUNK + 100)
@@ -119,16 +142,7 @@ def test_the_damaged_range_note_reaches_the_report(key: DeviceKey, enrolled: boo
     damaged = bytearray(original)
     damaged[CHUNK + 7] ^= 1
     damaged[4 * CHUNK] ^= 1
-    got = hash_chunked(bytes(damaged), CHUNK)
-    facts = FileFacts(got.sha256, len(damaged), "video/mp4", chunk_hashes=got.chunk_hashes)
-    r = decide(
-        facts,
-        NOW,
-        sidecar=_sign(key, claim),
-        sidecar_claim=claim,
-        sidecar_device=device_record(key, NOW) if enrolled else None,
-        sidecar_chunk_hashes=chunks,
-    )
+    r = _decide_video(key, claim, bytes(damaged), chunks, enrolled=enrolled)
     check_text_follows_evidence(r)
     if not enrolled:  # a sidecar of a key this log does not know is not used
         assert r.status is Verdict.UNSIGNED and r.evidence.damaged_ranges == ()
@@ -142,16 +156,7 @@ def test_the_damaged_range_note_reaches_the_report(key: DeviceKey, enrolled: boo
 def test_a_chunk_list_that_does_not_rebuild_the_root_is_said(key: DeviceKey) -> None:
     original = os.urandom(3 * CHUNK)
     claim, chunks = _video(key, original)
-    got = hash_chunked(original[:-1] + b"x", CHUNK)
-    facts = FileFacts(got.sha256, got.size, "video/mp4", chunk_hashes=got.chunk_hashes)
-    r = decide(
-        facts,
-        NOW,
-        sidecar=_sign(key, claim),
-        sidecar_claim=claim,
-        sidecar_device=device_record(key, NOW),
-        sidecar_chunk_hashes=(chunks[1], chunks[0], chunks[2]),
-    )
+    r = _decide_video(key, claim, original[:-1] + b"x", (chunks[1], chunks[0], chunks[2]))
     assert r.status is Verdict.TAMPERED and r.evidence.damaged_ranges == ()
     assert any("does not match the signed chunk root" in x for x in r.reasons)
 
@@ -159,16 +164,8 @@ def test_a_chunk_list_that_does_not_rebuild_the_root_is_said(key: DeviceKey) -> 
 def test_chunks_measured_at_another_size_cannot_break_the_verdict(key: DeviceKey) -> None:
     original = os.urandom(3 * CHUNK)
     claim, chunks = _video(key, original)
-    got = hash_chunked(original[:-1] + b"x", 4 * CHUNK)  # the file's chunks at another size
-    facts = FileFacts(got.sha256, got.size, "video/mp4", chunk_hashes=got.chunk_hashes)
-    r = decide(
-        facts,
-        NOW,
-        sidecar=_sign(key, claim),
-        sidecar_claim=claim,
-        sidecar_device=device_record(key, NOW),
-        sidecar_chunk_hashes=chunks,
-    )
+    # the file's chunks measured at another size
+    r = _decide_video(key, claim, original[:-1] + b"x", chunks, measured_at=4 * CHUNK)
     assert r.status is Verdict.TAMPERED
     assert any("could not be located" in x for x in r.reasons)
 

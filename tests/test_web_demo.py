@@ -17,6 +17,7 @@ import pytest
 from clients.demo import DemoFiles
 from clients.webdemo import drop_list
 from tests.conftest import ROOT, read_line, start_server
+from tests.drain import drain, finish
 
 pytestmark = pytest.mark.slow
 
@@ -45,6 +46,7 @@ def test_make_web_serves_the_demo_captures(tmp_path: Path) -> None:
             cwd=ROOT,
             start_new_session=True,
         )
+        drain(proc)
     finally:
         signal.signal(signal.SIGINT, previous)
     try:
@@ -61,7 +63,7 @@ def test_make_web_serves_the_demo_captures(tmp_path: Path) -> None:
     finally:
         proc.send_signal(signal.SIGINT)
         try:
-            out, _ = proc.communicate(timeout=60)
+            out, _ = finish(proc, timeout=60)
         finally:
             _kill_group(proc.pid)
     assert proc.returncode == 0

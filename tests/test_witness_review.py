@@ -17,16 +17,17 @@ from provenance.core.errors import ConfigError
 from provenance.log.checkpoint import Checkpoint, generate_log_key
 from provenance.witness import LOCK_FILE, Witness
 from tests.conftest import ROOT, post_checkpoint, read_line, witness_serve
+from tests.drain import drain, finish
 
 
 def _serve(tmp_path: Path, *log_keys: str) -> subprocess.Popen[str]:
     args = [a for k in log_keys for a in ("--log-key", k)]
-    return subprocess.Popen(
+    return drain(subprocess.Popen(
         [sys.executable, "-m", "clients.cli", "witness", "serve", "--key",
          str(tmp_path / "witness.pem"), *args, "--state", str(tmp_path / "wstate"),
          "--listen", "127.0.0.1:0"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
-    )  # fmt: skip
+    ))  # fmt: skip
 
 
 def test_a_size_0_checkpoint_must_have_the_empty_root(tmp_path: Path) -> None:
@@ -53,7 +54,7 @@ def test_two_different_keys_for_one_log_are_a_usage_error(tmp_path: Path) -> Non
     first = generate_log_key(tmp_path / "a.pem", "log.test/twice").verifier_key()
     second = generate_log_key(tmp_path / "b.pem", "log.test/twice").verifier_key()
     proc = _serve(tmp_path, first, second)
-    _, err = proc.communicate(timeout=90)
+    _, err = finish(proc, timeout=90)
     assert proc.returncode == 2, err
     said = " ".join(err.replace("│", " ").split())  # Typer's usage-error box
     assert "two different log keys for the log 'log.test/twice'" in said, err
@@ -85,7 +86,7 @@ def test_a_lock_file_that_is_not_a_regular_file_is_refused_at_start(
         (state / LOCK_FILE).symlink_to(target)
     proc = _serve(tmp_path, log)
     try:
-        _, err = proc.communicate(timeout=90)
+        _, err = finish(proc, timeout=90)
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -112,7 +113,7 @@ def test_a_lock_held_by_a_hung_process_is_answered_503_not_waited_on_for_ever(
          "import fcntl, sys, time\n"
          f"f = open({str(state / LOCK_FILE)!r}, 'a')\n"
          "fcntl.flock(f, fcntl.LOCK_EX)\nprint('held', flush=True)\ntime.sleep(600)\n"],
-        stdout=subprocess.PIPE, text=True,
+        stdout=subprocess.PIPE, text=True,  # pipes: one short line, read here
     )  # fmt: skip
     try:
         assert holder.stdout is not None and holder.stdout.readline() == "held\n"

@@ -24,7 +24,7 @@ import time
 import weakref
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
-from typing import Any
+from typing import Any, Self
 
 import psycopg
 import psycopg_pool
@@ -293,10 +293,16 @@ class _Pool(psycopg_pool.ConnectionPool):
     doubles the delay after each failed try (1, 2, 4, ... 128 s): once PostgreSQL was back
     from an outage, calls kept waiting for the next try, up to half the outage again
     (measured: back 18 s into an outage, the first call answered 10.7 s later). Once a
-    try succeeds after failed ones, one line says the database answers again."""
+    try succeeds after failed ones, one line says the database answers again.
+
+    Each try to connect is seen through the pool's public ``connection_class``: a
+    `psycopg.Connection` class made for this pool (`_watched`) whose ``connect`` reports
+    how it went (`_connect_failed`, `_connected`). The delay between tries has no public
+    setting (psycopg_pool 3.3 keeps it in `AttemptWithBackoff`'s constants), so
+    ``_add_connection`` is still overridden for it alone; tests/test_postgres_reconnect.py
+    measures the delay, and fails should a psycopg_pool release drop that hook."""
 
     def __init__(self, url: str, location: str, **kwargs: Any) -> None:
-        super().__init__(url, **kwargs)
         self.location = location
         self._outage_lock = threading.Lock()
         # (monotonic time of the first failed try, failed tries) since the last success
@@ -306,6 +312,7 @@ class _Pool(psycopg_pool.ConnectionPool):
         self.refused: str | None = None
         # the connections this pool opened: `open_connections` counts those not closed
         self._made_here: weakref.WeakSet[psycopg.Connection[Any]] = weakref.WeakSet()
+        super().__init__(url, connection_class=_watched(self), **kwargs)
 
     def open_connections(self) -> int:
         """Connections this pool opened that are not closed (idle or in use): while one
@@ -316,17 +323,16 @@ class _Pool(psycopg_pool.ConnectionPool):
     def _add_connection(self, attempt: AttemptWithBackoff | None, growing: bool = False) -> None:
         super()._add_connection(attempt or _Attempt(timeout=self.reconnect_timeout), growing)
 
-    def _connect(self, timeout: float | None = None) -> psycopg.Connection[Any]:
-        """A new connection; after failed tries, one line saying the database answers
-        again (psycopg_pool logs the failures, `quiet_pool_lines`)."""
-        try:
-            conn = super()._connect(timeout)
-        except Exception as e:
-            self.refused = _refusal(e)
-            with self._outage_lock:
-                since, tries = self._outage or (time.monotonic(), 0)
-                self._outage = (since, tries + 1)
-            raise
+    def _connect_failed(self, e: Exception) -> None:
+        """A try to connect failed with ``e`` (psycopg_pool logs it, `quiet_pool_lines`)."""
+        self.refused = _refusal(e)
+        with self._outage_lock:
+            since, tries = self._outage or (time.monotonic(), 0)
+            self._outage = (since, tries + 1)
+
+    def _connected(self, conn: psycopg.Connection[Any]) -> None:
+        """A try to connect made ``conn``: after failed tries, one line saying the
+        database answers again."""
         self.refused = None
         self._made_here.add(conn)
         with self._outage_lock:
@@ -339,7 +345,28 @@ class _Pool(psycopg_pool.ConnectionPool):
                 time.monotonic() - outage[0],
                 outage[1],
             )
-        return conn
+
+
+def _watched(pool: _Pool) -> type[psycopg.Connection[Any]]:
+    """A `psycopg.Connection` class whose ``connect`` tells ``pool`` (held weakly) how
+    each try went: the pool's ``connection_class``, through which it makes every
+    connection."""
+    owner = weakref.ref(pool)
+
+    class Watched(psycopg.Connection[Any]):
+        @classmethod
+        def connect(cls, conninfo: str = "", **kwargs: Any) -> Self:
+            try:
+                conn = super().connect(conninfo, **kwargs)
+            except Exception as e:
+                if (watcher := owner()) is not None:
+                    watcher._connect_failed(e)
+                raise
+            if (watcher := owner()) is not None:
+                watcher._connected(conn)
+            return conn
+
+    return Watched
 
 
 class _PgConn:
