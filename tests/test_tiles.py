@@ -683,3 +683,66 @@ def test_files_a_crash_left_unflushed_are_written_again_by_the_next_export(
     assert _audit("--state", str(tmp_path / "s.json"), "--tiles", str(out), "--log-key", vkey) == 0
     assert "LOG INTEGRITY FAILURE" not in capsys.readouterr().err
     store.close()
+
+
+def test_a_tile_server_answering_broken_http_is_a_transport_failure_in_words(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """What a broken or hostile server at the tiles URL answers (no HTTP at all, a
+    header line over http.client's limit, a chunked body with a bad chunk size, a body
+    cut short of its Content-Length) is a TransportError in words, never a traceback;
+    and a body cut short is no LOG INTEGRITY FAILURE (exit 3): a flaky network is not a
+    forked log, so `prov log audit` exits 1. A refused connection says so without
+    urllib's '<urlopen error [Errno 111] ...>'."""
+    import socket
+    import threading
+
+    from provenance.core.errors import TransportError
+
+    body = b"media-provenance.local/log\n0\n" + b"A" * 43 + b"=\n"
+    answers = {
+        "ssh": b"SSH-2.0-OpenSSH_9.2\r\n",
+        "longline": b"HTTP/1.1 200 OK\r\nX-Long: " + b"a" * 70_000 + b"\r\n\r\n",
+        "badchunk": b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nabc",
+        "short": b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body) + 100, body),
+    }
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+
+    def serve() -> None:
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            with conn:
+                head = conn.recv(65536).split(b" ", 2)[1].decode()
+                conn.sendall(answers[head.strip("/").split("/")[0]])
+
+    threading.Thread(target=serve, daemon=True).start()
+    try:
+        expected = {
+            "ssh": "answered something that is not HTTP",
+            "longline": "sent an answer that is not valid HTTP",
+            "badchunk": "sent an answer that is not valid HTTP",
+            "short": f"ended after {len(body)} of its {len(body) + 100} bytes",
+        }
+        for mode, words in expected.items():
+            with pytest.raises(TransportError) as caught:
+                fetcher(f"http://127.0.0.1:{port}/{mode}")("checkpoint")
+            assert words in str(caught.value), (mode, str(caught.value))
+        state = str(tmp_path / "state.json")
+        vkey = LogSigner(Ed25519PrivateKey.generate(), ORIGIN).verifier_key()
+        capsys.readouterr()
+        base = f"http://127.0.0.1:{port}/short/"
+        assert _audit("--state", state, "--tiles", base, "--log-key", vkey) == 1
+        err = capsys.readouterr().err
+        assert "LOG INTEGRITY FAILURE" not in err and "Traceback" not in err, err
+    finally:
+        listener.close()
+    with socket.socket() as bound:  # a port bound but not listening: connection refused
+        bound.bind(("127.0.0.1", 0))
+        with pytest.raises(TransportError) as caught:
+            fetcher(f"http://127.0.0.1:{bound.getsockname()[1]}/")("checkpoint")
+    assert str(caught.value).endswith("checkpoint: connection refused"), str(caught.value)
+    assert "urlopen" not in str(caught.value) and "Errno" not in str(caught.value)

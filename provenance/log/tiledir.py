@@ -21,6 +21,7 @@ import http.client
 import io
 import os
 import secrets
+import ssl
 import time
 import urllib.error
 import urllib.request
@@ -208,7 +209,49 @@ def _read_by_deadline(response: http.client.HTTPResponse, url: str, deadline_s: 
         if not chunk:
             break
         data += chunk
+    left = response.length  # what its Content-Length still announced, if it sent one
+    if left and len(data) <= MAX_FILE_BYTES:
+        raise TransportError(
+            f"{url} ended after {len(data)} of its {len(data) + left} bytes (the connection"
+            " closed early); try again"
+        )
     return _read_bounded(io.BytesIO(data).read, url)
+
+
+def _fetch_failure(e: BaseException, url: str) -> str:
+    """What a failed fetch of ``url`` says to a person: what happened, in words (never
+    urllib's '<urlopen error [Errno 111] Connection refused>' or a Python class name)."""
+    if isinstance(e, urllib.error.URLError) and isinstance(e.reason, BaseException):
+        e = e.reason
+    if isinstance(e, ssl.SSLCertVerificationError):
+        return f"cannot fetch {url}: its TLS certificate is not trusted ({e.verify_message})"
+    if isinstance(e, ssl.SSLError):
+        reason = (e.reason or e.strerror or "no reason given").replace("_", " ").lower()
+        return f"cannot fetch {url}: the TLS handshake failed ({reason})"
+    if isinstance(e, TimeoutError):
+        return f"cannot fetch {url}: no answer within {FETCH_TIMEOUT_S:g} s"
+    if isinstance(e, http.client.RemoteDisconnected | ConnectionResetError | BrokenPipeError):
+        return f"cannot fetch {url}: the server closed the connection without answering"
+    if isinstance(e, http.client.BadStatusLine):
+        first = str(e).strip()[:60]
+        return (
+            f"cannot fetch {url}: the server answered something that is not HTTP ({first!r});"
+            " check that the URL is a tiled log's"
+        )
+    if isinstance(e, http.client.HTTPException):
+        return (
+            f"cannot fetch {url}: the server sent an answer that is not valid HTTP; check"
+            " that the URL is a tiled log's"
+        )
+    if isinstance(e, gzip.BadGzipFile | zlib.error | EOFError):
+        return f"cannot fetch {url}: its gzip encoding is damaged"
+    if isinstance(e, urllib.error.URLError):
+        why = str(e.reason) or "no reason given"
+    elif isinstance(e, OSError) and e.strerror:
+        why = e.strerror
+    else:
+        why = str(e) or "no reason given by the system (check the URL)"
+    return f"cannot fetch {url}: {why[:1].lower()}{why[1:]}"
 
 
 def _url_fetcher(prefix: str, deadline_s: float = FILE_DEADLINE_S) -> tiles.Fetch:
@@ -230,8 +273,8 @@ def _url_fetcher(prefix: str, deadline_s: float = FILE_DEADLINE_S) -> tiles.Fetc
             if e.code == 404:
                 raise TileMissingError(f"the tiled log does not serve {url} (404)") from e
             raise TransportError(f"{url}: HTTP {e.code} {e.reason}") from e
-        except (urllib.error.URLError, OSError, gzip.BadGzipFile, zlib.error) as e:
-            raise TransportError(f"cannot fetch {url}: {e}") from e
+        except (urllib.error.URLError, OSError, http.client.HTTPException, zlib.error) as e:
+            raise TransportError(_fetch_failure(e, url)) from e
 
     return fetch
 
