@@ -705,6 +705,9 @@ def test_a_tile_server_answering_broken_http_is_a_transport_failure_in_words(
         "longline": b"HTTP/1.1 200 OK\r\nX-Long: " + b"a" * 70_000 + b"\r\n\r\n",
         "badchunk": b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nabc",
         "short": b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body) + 100, body),
+        # gzip without a Content-Length, the connection closed before the stream's end
+        "gzipshort": b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nConnection: close\r\n\r\n"
+        + gzip.compress(body)[:-12],
     }
     listener = socket.create_server(("127.0.0.1", 0))
     port = listener.getsockname()[1]
@@ -726,6 +729,7 @@ def test_a_tile_server_answering_broken_http_is_a_transport_failure_in_words(
             "longline": "sent an answer that is not valid HTTP",
             "badchunk": "sent an answer that is not valid HTTP",
             "short": f"ended after {len(body)} of its {len(body) + 100} bytes",
+            "gzipshort": "its gzip stream ended before its end",
         }
         for mode, words in expected.items():
             with pytest.raises(TransportError) as caught:

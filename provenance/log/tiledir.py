@@ -268,6 +268,11 @@ def _url_fetcher(prefix: str, deadline_s: float = FILE_DEADLINE_S) -> tiles.Fetc
                     data = inflate.decompress(data, MAX_FILE_BYTES + 1)
                     if len(data) > MAX_FILE_BYTES or inflate.unconsumed_tail:
                         raise LogIntegrityError(f"{url} inflates past {MAX_FILE_BYTES} bytes")
+                    if not inflate.eof:  # cut short: a network's fault, not the log's
+                        raise TransportError(
+                            f"cannot fetch {url}: its gzip stream ended before its end (the"
+                            " connection closed early); try again"
+                        )
                 return data
         except urllib.error.HTTPError as e:
             if e.code == 404:
