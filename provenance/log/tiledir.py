@@ -21,7 +21,6 @@ import http.client
 import io
 import os
 import secrets
-import ssl
 import time
 import urllib.error
 import urllib.request
@@ -38,6 +37,7 @@ from provenance.core.errors import (
     TileMissingError,
     TransportError,
 )
+from provenance.core.networds import exchange_failure
 from provenance.log import tiles
 from provenance.log.checkpoint import Checkpoint
 from provenance.store import Store
@@ -221,37 +221,12 @@ def _read_by_deadline(response: http.client.HTTPResponse, url: str, deadline_s: 
 def _fetch_failure(e: BaseException, url: str) -> str:
     """What a failed fetch of ``url`` says to a person: what happened, in words (never
     urllib's '<urlopen error [Errno 111] Connection refused>' or a Python class name)."""
-    if isinstance(e, urllib.error.URLError) and isinstance(e.reason, BaseException):
-        e = e.reason
-    if isinstance(e, ssl.SSLCertVerificationError):
-        return f"cannot fetch {url}: its TLS certificate is not trusted ({e.verify_message})"
-    if isinstance(e, ssl.SSLError):
-        reason = (e.reason or e.strerror or "no reason given").replace("_", " ").lower()
-        return f"cannot fetch {url}: the TLS handshake failed ({reason})"
-    if isinstance(e, TimeoutError):
-        return f"cannot fetch {url}: no answer within {FETCH_TIMEOUT_S:g} s"
-    if isinstance(e, http.client.RemoteDisconnected | ConnectionResetError | BrokenPipeError):
-        return f"cannot fetch {url}: the server closed the connection without answering"
-    if isinstance(e, http.client.BadStatusLine):
-        first = str(e).strip()[:60]
-        return (
-            f"cannot fetch {url}: the server answered something that is not HTTP ({first!r});"
-            " check that the URL is a tiled log's"
-        )
-    if isinstance(e, http.client.HTTPException):
-        return (
-            f"cannot fetch {url}: the server sent an answer that is not valid HTTP; check"
-            " that the URL is a tiled log's"
-        )
     if isinstance(e, gzip.BadGzipFile | zlib.error | EOFError):
         return f"cannot fetch {url}: its gzip encoding is damaged"
-    if isinstance(e, urllib.error.URLError):
-        why = str(e.reason) or "no reason given"
-    elif isinstance(e, OSError) and e.strerror:
-        why = e.strerror
-    else:
-        why = str(e) or "no reason given by the system (check the URL)"
-    return f"cannot fetch {url}: {why[:1].lower()}{why[1:]}"
+    why = exchange_failure(e, FETCH_TIMEOUT_S)
+    if isinstance(e, http.client.HTTPException) and not isinstance(e, ConnectionError):
+        why += "; check that the URL is a tiled log's"
+    return f"cannot fetch {url}: {why}"
 
 
 def _url_fetcher(prefix: str, deadline_s: float = FILE_DEADLINE_S) -> tiles.Fetch:
