@@ -750,3 +750,37 @@ def test_a_tile_server_answering_broken_http_is_a_transport_failure_in_words(
             fetcher(f"http://127.0.0.1:{bound.getsockname()[1]}/")("checkpoint")
     assert str(caught.value).endswith("checkpoint: connection refused"), str(caught.value)
     assert "urlopen" not in str(caught.value) and "Errno" not in str(caught.value)
+
+
+def test_a_tiles_folder_file_that_is_a_fifo_or_device_is_refused_unread(tmp_path: Path) -> None:
+    """A tiled log's folder whose `checkpoint` is a FIFO (a mirror synced with special
+    files, a hostile share) held `prov log audit --tiles DIR` forever in its open(); one
+    that links to /dev/zero read 16 MiB of zeros and was a LOG INTEGRITY FAILURE. Both
+    are refused unread, naming what the file is (ConfigError: exit 1)."""
+    import os
+    import threading
+
+    from provenance.core.errors import ConfigError
+
+    os.mkfifo(tmp_path / "checkpoint")
+    (tmp_path / "tile").mkdir()
+    (tmp_path / "tile" / "0").symlink_to("/dev/zero")
+    outcome: list[BaseException | bytes] = []
+
+    def fetch(path: str) -> None:
+        try:
+            outcome.append(fetcher(str(tmp_path))(path))
+        except BaseException as e:  # noqa: BLE001 (handed to the test's thread)
+            outcome.append(e)
+
+    reader = threading.Thread(target=fetch, args=("checkpoint",), daemon=True)
+    reader.start()
+    reader.join(20)
+    if reader.is_alive():  # blocked in open(): a writer lets it go, then the test fails
+        with open(tmp_path / "checkpoint", "wb"):
+            pass
+        reader.join(20)
+    assert isinstance(outcome[0], ConfigError), outcome
+    assert "is a FIFO" in str(outcome[0]) and "not a regular file" in str(outcome[0])
+    with pytest.raises(ConfigError, match="is a device, not a regular file"):
+        fetcher(str(tmp_path))("tile/0")

@@ -21,6 +21,7 @@ import http.client
 import io
 import os
 import secrets
+import stat
 import time
 import urllib.error
 import urllib.request
@@ -37,6 +38,7 @@ from provenance.core.errors import (
     TileMissingError,
     TransportError,
 )
+from provenance.core.files import file_kind
 from provenance.core.networds import exchange_failure
 from provenance.log import tiles
 from provenance.log.checkpoint import Checkpoint
@@ -187,7 +189,17 @@ def _read_bounded(read: Callable[[int], bytes], what: str) -> bytes:
 def _dir_fetcher(root: Path) -> tiles.Fetch:
     def fetch(path: str) -> bytes:
         try:
-            with open(root / path, "rb") as handle:
+            # opened without blocking: a FIFO held the audit in open() forever
+            fd = os.open(root / path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+            mode = os.fstat(fd).st_mode
+            if not stat.S_ISREG(mode):  # a device read on and on, a folder not at all
+                os.close(fd)
+                raise ConfigError(
+                    f"{root / path} is {file_kind(mode)}, not a regular file: a tiled"
+                    " log's folder holds only files"
+                )
+            os.set_blocking(fd, True)
+            with os.fdopen(fd, "rb") as handle:
                 return _read_bounded(handle.read, path)
         except FileNotFoundError as e:
             raise TileMissingError(f"the tiled log in {root} has no {path}") from e
