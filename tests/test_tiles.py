@@ -784,3 +784,27 @@ def test_a_tiles_folder_file_that_is_a_fifo_or_device_is_refused_unread(tmp_path
     assert "is a FIFO" in str(outcome[0]) and "not a regular file" in str(outcome[0])
     with pytest.raises(ConfigError, match="is a device, not a regular file"):
         fetcher(str(tmp_path))("tile/0")
+
+
+def test_served_tiles_that_are_no_regular_file_are_404_and_block_nothing(tmp_path: Path) -> None:
+    """`prov web --tiles-dir`: a `checkpoint` that is a FIFO was read on the event loop,
+    which blocked in open() and left every request of the web unanswered; a tile linking
+    to /dev/zero was read without end by a file worker. Each is now opened without
+    blocking and answered 404 as a file that is not there, and the web goes on."""
+    import os
+
+    os.mkfifo(tmp_path / "checkpoint")
+    (tmp_path / "tile" / "0").mkdir(parents=True)
+    (tmp_path / "tile" / "0" / "000").symlink_to("/dev/zero")
+    web = start_web("127.0.0.1:1", "--tiles-dir", str(tmp_path))
+    try:
+        for path in ("tlog/checkpoint", "tlog/tile/0/000"):
+            with pytest.raises(urllib.error.HTTPError) as e:
+                urllib.request.urlopen(f"{web.address}/{path}", timeout=10)
+            assert e.value.code == 404, (path, e.value.code)
+        with urllib.request.urlopen(f"{web.address}/static/favicon.svg", timeout=10) as r:
+            assert r.status == 200
+    finally:
+        with open(os.open(tmp_path / "checkpoint", os.O_RDWR | os.O_NONBLOCK), "wb"):
+            pass  # a reader still blocked on the FIFO lets go
+        web.stop()

@@ -34,6 +34,7 @@ import asyncio
 import gzip
 import os
 import re
+import stat
 from collections.abc import Callable
 from pathlib import Path
 
@@ -45,6 +46,7 @@ from starlette.types import Receive, Scope, Send
 
 from provenance.core.errors import LogError
 from provenance.core.fair_share import client_key
+from provenance.core.files import file_kind
 from provenance.log import tiles
 
 PREFIX = "/tlog"
@@ -225,6 +227,23 @@ def _prefix(body: bytes, width: int, keep: int, bundle: bool) -> bytes:
         raise FileNotFoundError(f"not a tile of width {width}: {e}") from e
 
 
+def _read_regular(path: Path) -> bytes:
+    """The bytes of the regular file at ``path``, opened without blocking. Raises
+    FileNotFoundError (answered 404, as a file not there) when it is a FIFO, a device or
+    a folder: a FIFO blocked its reader in open() (the checkpoint's, the event loop, so
+    no request of the web was answered) and /dev/zero was read without end. OSError."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise FileNotFoundError(f"{path} is {file_kind(mode)}, not a regular file")
+        os.set_blocking(fd, True)
+        with os.fdopen(os.dup(fd), "rb") as handle:
+            return handle.read()
+    finally:
+        os.close(fd)
+
+
 def _read(
     path: Path, gzip_ok: bool, cut: tuple[int, int, bool] | None = None
 ) -> tuple[bytes, bool]:
@@ -232,7 +251,7 @@ def _read(
     `GZIP_MAX_BYTES`; and whether it was. ``cut``: (the file's tile width, the width to
     serve, whether it is an entry bundle) when serving a narrower tile from it
     (`_prefix`). Raises OSError."""
-    body = path.read_bytes()
+    body = _read_regular(path)
     if cut is not None:
         body = _prefix(body, *cut)
     if gzip_ok and len(body) <= GZIP_MAX_BYTES:
@@ -250,7 +269,7 @@ def routes(directory: Path, shares: TileShares | None = None) -> list[Route]:
 
     async def checkpoint(request: Request) -> Response:
         try:
-            body = (directory / tiles.CHECKPOINT_PATH).read_bytes()
+            body = _read_regular(directory / tiles.CHECKPOINT_PATH)
         except (FileNotFoundError, NotADirectoryError):
             return _not_found("checkpoint (the log has not been exported yet)")
         return Response(
