@@ -186,23 +186,35 @@ def _read_bounded(read: Callable[[int], bytes], what: str) -> bytes:
     return data
 
 
+class NotRegularFileError(OSError):
+    """A tiled log's file that is a FIFO, a device or a folder (`read_tile_file`)."""
+
+
+def read_tile_file(path: Path, limit: int = MAX_FILE_BYTES + 1) -> bytes:
+    """At most ``limit`` bytes of the tiled log's file at ``path``, opened without
+    blocking: a FIFO held its reader in open() forever (`prov log audit --tiles DIR`;
+    `prov web --tiles-dir` on its event loop) and /dev/zero was read without end. Raises
+    NotRegularFileError, naming what it is, for anything but a regular file; OSError."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise NotRegularFileError(f"{path} is {file_kind(mode)}, not a regular file")
+        os.set_blocking(fd, True)
+        with os.fdopen(os.dup(fd), "rb") as handle:
+            return handle.read(limit)
+    finally:
+        os.close(fd)
+
+
 def _dir_fetcher(root: Path) -> tiles.Fetch:
     def fetch(path: str) -> bytes:
         try:
-            # opened without blocking: a FIFO held the audit in open() forever
-            fd = os.open(root / path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-            mode = os.fstat(fd).st_mode
-            if not stat.S_ISREG(mode):  # a device read on and on, a folder not at all
-                os.close(fd)
-                raise ConfigError(
-                    f"{root / path} is {file_kind(mode)}, not a regular file: a tiled"
-                    " log's folder holds only files"
-                )
-            os.set_blocking(fd, True)
-            with os.fdopen(fd, "rb") as handle:
-                return _read_bounded(handle.read, path)
+            return _read_bounded(lambda limit: read_tile_file(root / path, limit), path)
         except FileNotFoundError as e:
             raise TileMissingError(f"the tiled log in {root} has no {path}") from e
+        except NotRegularFileError as e:
+            raise ConfigError(f"{e}: a tiled log's folder holds only files") from e
         except OSError as e:
             raise ConfigError(f"cannot read {root / path}: {e.strerror}") from e
 

@@ -34,7 +34,6 @@ import asyncio
 import gzip
 import os
 import re
-import stat
 from collections.abc import Callable
 from pathlib import Path
 
@@ -46,8 +45,8 @@ from starlette.types import Receive, Scope, Send
 
 from provenance.core.errors import LogError
 from provenance.core.fair_share import client_key
-from provenance.core.files import file_kind
 from provenance.log import tiles
+from provenance.log.tiledir import NotRegularFileError, read_tile_file
 
 PREFIX = "/tlog"
 """URL prefix of the tiled log: ``/tlog/checkpoint``, ``/tlog/tile/...``."""
@@ -228,20 +227,13 @@ def _prefix(body: bytes, width: int, keep: int, bundle: bool) -> bytes:
 
 
 def _read_regular(path: Path) -> bytes:
-    """The bytes of the regular file at ``path``, opened without blocking. Raises
-    FileNotFoundError (answered 404, as a file not there) when it is a FIFO, a device or
-    a folder: a FIFO blocked its reader in open() (the checkpoint's, the event loop, so
-    no request of the web was answered) and /dev/zero was read without end. OSError."""
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    """The bytes of the regular file at ``path`` (`read_tile_file`). Raises
+    FileNotFoundError (answered 404, as a file not there) for a FIFO, a device or a
+    folder; OSError."""
     try:
-        mode = os.fstat(fd).st_mode
-        if not stat.S_ISREG(mode):
-            raise FileNotFoundError(f"{path} is {file_kind(mode)}, not a regular file")
-        os.set_blocking(fd, True)
-        with os.fdopen(os.dup(fd), "rb") as handle:
-            return handle.read()
-    finally:
-        os.close(fd)
+        return read_tile_file(path, -1)
+    except NotRegularFileError as e:
+        raise FileNotFoundError(str(e)) from e
 
 
 def _read(
