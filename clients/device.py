@@ -49,7 +49,7 @@ import stat
 import sys
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
@@ -86,7 +86,7 @@ from provenance.core.video_binding import DEFAULT_VIDEO_CHUNK, hash_file
 from provenance.media.assets import AssetLimits, check_size, inspect_image, media_type_of
 from provenance.media.video.decode import DEFAULT_RATE_HZ, sample_frames
 from provenance.wire import convert as wire
-from provenance.wire.jsontext import loads_text
+from provenance.wire.jsontext import json_kind, loads_text
 from provenance.wire.sidecar import (
     MAX_SIDECAR_BYTES,
     Sidecar,
@@ -196,7 +196,14 @@ def _parse_state(doc: object) -> DeviceState:
     as text or a claim hash that is no hex signed on into a traceback, and ``true`` was
     read as 1."""
     if not isinstance(doc, dict):
-        raise TypeError(f"not a JSON object but {type(doc).__name__}")
+        raise TypeError(f"not a JSON object but {json_kind(doc)}")
+    known = [f.name for f in fields(DeviceState)]
+    unknown = [name for name in doc if name not in known]
+    if unknown:  # before: "DeviceState.__init__() got an unexpected keyword argument"
+        raise ValueError(f"it has a field this program does not write: {unknown[0]!r}")
+    for name in ("device_id", "public_key"):
+        if name not in doc:
+            raise ValueError(f"it has no {name}")
     state = DeviceState(**doc)
     for name in ("device_id", "public_key", "last_claim_hash"):
         value = getattr(state, name)

@@ -663,3 +663,51 @@ def test_oversized_tokens_are_refused_before_the_costly_checks(tsa: LocalTsa) ->
     for check in (lambda: verify_token(huge, b"tbs", None), lambda: timestamping_signer(huge)):
         with pytest.raises(TimestampError, match=f"over the limit of {MAX_TOKEN_BYTES}"):
             check()
+
+
+def test_a_tsa_answering_broken_http_is_named_in_words() -> None:
+    """What a broken or hostile server at the TSA URL answers is said in words: no HTTP
+    at all is 'answered something that is not HTTP', never 'could not be reached'
+    followed by the bytes it sent; a bad chunk size is 'not valid HTTP', not Python's
+    'IncompleteRead(0 bytes read)'; a reply cut short of its Content-Length says so (it
+    was handed on as the whole reply); a refused connection is 'connection refused',
+    without '[Errno 111]'."""
+    answers = {
+        "ssh": b"SSH-2.0-OpenSSH_9.2\r\n",
+        "badchunk": b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nabc",
+        "short": b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nabc",
+    }
+    server = socket.create_server(("127.0.0.1", 0))
+
+    def serve() -> None:
+        while True:
+            try:
+                conn, _ = server.accept()
+            except OSError:
+                return
+            with conn:
+                path = conn.recv(65536).split(b" ", 2)[1].decode()
+                conn.sendall(answers[path.strip("/")])
+
+    threading.Thread(target=serve, daemon=True).start()
+    base = f"http://127.0.0.1:{server.getsockname()[1]}"
+    expected = {
+        "ssh": "answered something that is not HTTP ('SSH-2.0-OpenSSH_9.2')",
+        "badchunk": "sent an answer that is not valid HTTP",
+        "short": "ended its reply after 3 of its 100 bytes (the connection closed early)",
+    }
+    try:
+        for path, words in expected.items():
+            with pytest.raises(TimestampError) as caught:
+                request_token(b"tbs", TimestampAuthority(f"{base}/{path}", 5.0))
+            text = str(caught.value)
+            assert words in text and "could not be reached" not in text, (path, text)
+            assert "IncompleteRead" not in text, text
+    finally:
+        server.close()
+    with socket.socket() as bound:  # bound, not listening: the connection is refused
+        bound.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{bound.getsockname()[1]}/"
+        with pytest.raises(TimestampError) as caught:
+            request_token(b"tbs", TimestampAuthority(url, 2.0))
+    assert str(caught.value).endswith("could not be reached within 2 s: connection refused")

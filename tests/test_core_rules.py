@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
 import re
 import sys
 import threading
@@ -814,6 +815,32 @@ def test_audit_state_round_trips_and_refuses_damage() -> None:
     ):
         with pytest.raises(LogError, match="audit state file is damaged"):
             AuditState.from_json(damaged)
+
+
+def test_an_audit_state_of_the_wrong_shape_is_damaged_in_words() -> None:
+    """A state file that is JSON of another shape says what is wrong with it, not
+    Python's words for the error it raised: "damaged: 'verifier_key'" (a KeyError's
+    text), "'NoneType' object is not subscriptable", "maximum recursion depth exceeded
+    while decoding a JSON array from a unicode string"."""
+    log = _Log(_entries(3))
+    state, _, _ = audit_step(None, VKEY, log.note(), [], log.entries)
+    good = json.loads(state.to_json())
+    cases = {
+        "null": "it is not a JSON object",
+        "[1]": "it is not a JSON object",
+        "{}": "it has no verifier_key",
+        json.dumps({**good, "checkpoint": 7}): "its checkpoint is not a string",
+        json.dumps({**good, "frontier": "ab"}): "its frontier is not a list of hex strings",
+        json.dumps({**good, "frontier": [1]}): "its frontier is not a list of hex strings",
+        "[" * 100_000 + "]" * 100_000: "it is nested deeper than",
+    }
+    for text, words in cases.items():
+        with pytest.raises(LogError) as info:
+            AuditState.from_json(text)
+        message = str(info.value)
+        assert message.startswith(f"audit state file is damaged: {words}"), (text[:40], message)
+        for python in ("'verifier_key'", "NoneType", "subscriptable", "recursion"):
+            assert python not in message, message
 
 
 def test_a_state_whose_key_or_checkpoint_was_changed_on_disk_is_damaged() -> None:

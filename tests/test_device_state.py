@@ -34,8 +34,18 @@ DAMAGES: dict[str, tuple[Callable[[dict[str, Any]], Any], str]] = {
     "server a number": (lambda s: {**s, "server": 5}, "server"),
     "public key not hex": (lambda s: {**s, "public_key": "x" * 64}, "public_key"),
     "another device's id": (lambda s: {**s, "device_id": "0" * 64}, "device_id"),
-    "null": (lambda s: None, "not a JSON object"),
-    "a list": (lambda s: [s], "not a JSON object"),
+    "null": (lambda s: None, "not a JSON object but null"),
+    "a list": (lambda s: [s], "not a JSON object but an array"),
+    # before: "DeviceState.__init__() got an unexpected keyword argument 'extra'" and
+    # "... missing 1 required positional argument: 'device_id'", Python's words
+    "a field it never writes": (
+        lambda s: {**s, "extra": 1},
+        "it has a field this program does not write: 'extra'",
+    ),
+    "no device id": (
+        lambda s: {k: v for k, v in s.items() if k != "device_id"},
+        "it has no device_id",
+    ),
 }
 
 
@@ -60,7 +70,7 @@ def test_a_damaged_state_is_an_error_naming_it_not_a_traceback(
         err = capsys.readouterr().err
         assert rc == 1, (command, rc, err)
         assert f"{state_path} is damaged" in err and words in err, (command, err)
-        assert "Traceback" not in err, err
+        assert "Traceback" not in err and "__init__" not in err, err
     assert not (tmp_path / "photo.jpg.prov").exists()
     assert not any((home / "queue").iterdir())
 
@@ -151,5 +161,5 @@ def test_a_device_file_that_is_a_fifo_or_endless_is_an_error_not_a_hang(
         err = " ".join(done.stderr.split())
         assert done.returncode == 1, (command, done.returncode, err)
         assert str(target) in err and "not a regular file" in err, (command, err)
-        assert "Traceback" not in err, err
+        assert "Traceback" not in err and "__init__" not in err, err
     assert not (tmp_path / "photo.jpg.prov").exists()

@@ -560,6 +560,40 @@ def test_a_client_gets_its_connection_share_back_when_its_connections_close() ->
     _assert_too_many(third, "127.0.0.2", 2)
 
 
+def test_websocket_upgrades_never_use_up_a_clients_connection_share() -> None:
+    """A request asking to upgrade to WebSocket was handed to uvicorn's WebSocket
+    protocol (wsproto), which answered a bare 403 and closed, but the connection was
+    never taken off the guard's count of its client's connections: 32 such requests, a
+    few hundred bytes each, shut their address out for as long as the server ran (503
+    "too many connections"), and 8 addresses took every one of --max-connections. No
+    page speaks WebSocket: the upgrade is ignored (RFC 9110 section 7.8) and the request
+    answered as any other, with the page's headers."""
+    proc = start_web("127.0.0.1:1", "--connections-per-client", "2")
+    upgrade = (
+        b"GET /static/favicon.svg HTTP/1.1\r\nhost: t\r\nupgrade: websocket\r\n"
+        b"connection: Upgrade, close\r\nsec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+        b"sec-websocket-version: 13\r\n\r\n"
+    )
+    try:
+        answers = []
+        for _ in range(6):
+            s = _connect(proc.address, "127.0.0.3")
+            s.sendall(upgrade)
+            answers.append(_read_until_closed(s, 10.0))
+            s.close()
+        time.sleep(0.2)  # the server has seen the closes
+        after = _get_favicon(_connect(proc.address, "127.0.0.3"))
+    finally:
+        proc.stop()
+    for answer in answers:
+        assert answer is not None and answer.startswith(b"HTTP/1.1 200 "), answer
+        assert b"x-content-type-options: nosniff" in answer.lower(), answer
+    assert after is not None and after.startswith(b"HTTP/1.1 200 "), after
+    logged = proc.stderr()  # the upgrade noted once, without advice to install a library
+    assert logged.count("Unsupported upgrade request") == 1, logged
+    assert "WebSocket library" not in logged, logged
+
+
 #: Run inside a fresh network namespace (`unshare -n`) whose loopback holds addresses in
 #: two /64s: three connections from three addresses of one /64 to a `prov web` allowing
 #: two per client, and one from the other /64; prints the first bytes each one got.

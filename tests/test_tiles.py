@@ -683,3 +683,128 @@ def test_files_a_crash_left_unflushed_are_written_again_by_the_next_export(
     assert _audit("--state", str(tmp_path / "s.json"), "--tiles", str(out), "--log-key", vkey) == 0
     assert "LOG INTEGRITY FAILURE" not in capsys.readouterr().err
     store.close()
+
+
+def test_a_tile_server_answering_broken_http_is_a_transport_failure_in_words(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """What a broken or hostile server at the tiles URL answers (no HTTP at all, a
+    header line over http.client's limit, a chunked body with a bad chunk size, a body
+    cut short of its Content-Length) is a TransportError in words, never a traceback;
+    and a body cut short is no LOG INTEGRITY FAILURE (exit 3): a flaky network is not a
+    forked log, so `prov log audit` exits 1. A refused connection says so without
+    urllib's '<urlopen error [Errno 111] ...>'."""
+    import socket
+    import threading
+
+    from provenance.core.errors import TransportError
+
+    body = b"media-provenance.local/log\n0\n" + b"A" * 43 + b"=\n"
+    answers = {
+        "ssh": b"SSH-2.0-OpenSSH_9.2\r\n",
+        "longline": b"HTTP/1.1 200 OK\r\nX-Long: " + b"a" * 70_000 + b"\r\n\r\n",
+        "badchunk": b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nabc",
+        "short": b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body) + 100, body),
+        # gzip without a Content-Length, the connection closed before the stream's end
+        "gzipshort": b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nConnection: close\r\n\r\n"
+        + gzip.compress(body)[:-12],
+    }
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+
+    def serve() -> None:
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            with conn:
+                head = conn.recv(65536).split(b" ", 2)[1].decode()
+                conn.sendall(answers[head.strip("/").split("/")[0]])
+
+    threading.Thread(target=serve, daemon=True).start()
+    try:
+        expected = {
+            "ssh": "answered something that is not HTTP",
+            "longline": "sent an answer that is not valid HTTP",
+            "badchunk": "sent an answer that is not valid HTTP",
+            "short": f"ended after {len(body)} of its {len(body) + 100} bytes",
+            "gzipshort": "its gzip stream ended before its end",
+        }
+        for mode, words in expected.items():
+            with pytest.raises(TransportError) as caught:
+                fetcher(f"http://127.0.0.1:{port}/{mode}")("checkpoint")
+            assert words in str(caught.value), (mode, str(caught.value))
+        state = str(tmp_path / "state.json")
+        vkey = LogSigner(Ed25519PrivateKey.generate(), ORIGIN).verifier_key()
+        capsys.readouterr()
+        base = f"http://127.0.0.1:{port}/short/"
+        assert _audit("--state", state, "--tiles", base, "--log-key", vkey) == 1
+        err = capsys.readouterr().err
+        assert "LOG INTEGRITY FAILURE" not in err and "Traceback" not in err, err
+    finally:
+        listener.close()
+    with socket.socket() as bound:  # a port bound but not listening: connection refused
+        bound.bind(("127.0.0.1", 0))
+        with pytest.raises(TransportError) as caught:
+            fetcher(f"http://127.0.0.1:{bound.getsockname()[1]}/")("checkpoint")
+    assert str(caught.value).endswith("checkpoint: connection refused"), str(caught.value)
+    assert "urlopen" not in str(caught.value) and "Errno" not in str(caught.value)
+
+
+def test_a_tiles_folder_file_that_is_a_fifo_or_device_is_refused_unread(tmp_path: Path) -> None:
+    """A tiled log's folder whose `checkpoint` is a FIFO (a mirror synced with special
+    files, a hostile share) held `prov log audit --tiles DIR` forever in its open(); one
+    that links to /dev/zero read 16 MiB of zeros and was a LOG INTEGRITY FAILURE. Both
+    are refused unread, naming what the file is (ConfigError: exit 1)."""
+    import os
+    import threading
+
+    from provenance.core.errors import ConfigError
+
+    os.mkfifo(tmp_path / "checkpoint")
+    (tmp_path / "tile").mkdir()
+    (tmp_path / "tile" / "0").symlink_to("/dev/zero")
+    outcome: list[BaseException | bytes] = []
+
+    def fetch(path: str) -> None:
+        try:
+            outcome.append(fetcher(str(tmp_path))(path))
+        except BaseException as e:  # noqa: BLE001 (handed to the test's thread)
+            outcome.append(e)
+
+    reader = threading.Thread(target=fetch, args=("checkpoint",), daemon=True)
+    reader.start()
+    reader.join(20)
+    if reader.is_alive():  # blocked in open(): a writer lets it go, then the test fails
+        with open(tmp_path / "checkpoint", "wb"):
+            pass
+        reader.join(20)
+    assert isinstance(outcome[0], ConfigError), outcome
+    assert "is a FIFO" in str(outcome[0]) and "not a regular file" in str(outcome[0])
+    with pytest.raises(ConfigError, match="is a device, not a regular file"):
+        fetcher(str(tmp_path))("tile/0")
+
+
+def test_served_tiles_that_are_no_regular_file_are_404_and_block_nothing(tmp_path: Path) -> None:
+    """`prov web --tiles-dir`: a `checkpoint` that is a FIFO was read on the event loop,
+    which blocked in open() and left every request of the web unanswered; a tile linking
+    to /dev/zero was read without end by a file worker. Each is now opened without
+    blocking and answered 404 as a file that is not there, and the web goes on."""
+    import os
+
+    os.mkfifo(tmp_path / "checkpoint")
+    (tmp_path / "tile" / "0").mkdir(parents=True)
+    (tmp_path / "tile" / "0" / "000").symlink_to("/dev/zero")
+    web = start_web("127.0.0.1:1", "--tiles-dir", str(tmp_path))
+    try:
+        for path in ("tlog/checkpoint", "tlog/tile/0/000"):
+            with pytest.raises(urllib.error.HTTPError) as e:
+                urllib.request.urlopen(f"{web.address}/{path}", timeout=10)
+            assert e.value.code == 404, (path, e.value.code)
+        with urllib.request.urlopen(f"{web.address}/static/favicon.svg", timeout=10) as r:
+            assert r.status == 200
+    finally:
+        with open(os.open(tmp_path / "checkpoint", os.O_RDWR | os.O_NONBLOCK), "wb"):
+            pass  # a reader still blocked on the FIFO lets go
+        web.stop()

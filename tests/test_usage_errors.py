@@ -600,6 +600,37 @@ def test_a_sidecar_missing_a_field_names_the_field(
         assert "KeyError" not in err, err
 
 
+def test_a_sidecar_field_of_the_wrong_kind_is_named_in_words() -> None:
+    """A sidecar field of the wrong kind says which field and what it should be, not
+    Python's words for what decoding it raised: "'int' object is not subscriptable",
+    "non-hexadecimal number found in fromhex() arg at position 0", "argument should be a
+    bytes-like object or ASCII string, not 'int'", "Incorrect padding"."""
+    import json
+
+    from provenance.core.errors import ClaimError
+    from provenance.wire.sidecar import Sidecar, decode_sidecar, encode_sidecar
+    from tests.fuzz.targets import DEVICE_KEY, SIGNED
+
+    good = json.loads(encode_sidecar(Sidecar(SIGNED, DEVICE_KEY.public_key)))
+    sig = good["signatures"][0]
+    cases = {
+        "signatures": ([1], "the field 'signatures' is not a list of one object"),
+        "keyid": ([{**sig, "keyid": "xyz"}], "the field 'keyid' is not hex text"),
+        "sig": ([{**sig, "sig": "!!"}], "the field 'sig' is not base64 text"),
+        "payload": (7, "the field 'payload' is not base64 text"),
+        "publicKey": ("abc", "the field 'publicKey' is not base64 text"),
+        "receipt": ("é", "the field 'receipt' is not base64 text"),
+        "chunkHashes": (5, "the field 'chunkHashes' is not a list of base64 text"),
+        "payloadType": ({"a": 1}, "the field 'payloadType' is not text"),
+    }
+    for name, (value, words) in cases.items():
+        field = "signatures" if name in ("keyid", "sig") else name
+        doc = {**good, field: value}
+        with pytest.raises(ClaimError) as info:
+            decode_sidecar(json.dumps(doc).encode())
+        assert str(info.value) == f"malformed sidecar: {words}", (name, str(info.value))
+
+
 def test_an_audit_state_that_is_a_folder_is_a_usage_error(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -53,6 +53,7 @@ from rfc3161_client import (
 from provenance.c2pa.container import PNG_TYPES, manifest_store
 from provenance.cli.files import read_capped
 from provenance.core.errors import ConfigError, MediaError, TimestampError
+from provenance.core.networds import exchange_failure
 
 #: Unprotected-header label of a v2 timestamp (C2PA 2.1, 10.3.2.5.4).
 SIGTST2 = "sigTst2"
@@ -271,13 +272,24 @@ def _post(tsa: TimestampAuthority, query: bytes) -> bytes:
             raise TimestampError(f"the timestamp authority {tsa.url} answered HTTP {reply.status}")
         body = reply.read(MAX_REPLY_BYTES + 1)
     except (OSError, http.client.HTTPException, ValueError) as e:
-        why = "no complete reply" if expired.is_set() else getattr(e, "reason", None) or e
+        if expired.is_set():
+            raise TimestampError(_unreachable(tsa, "no complete reply")) from e
+        if isinstance(e, http.client.HTTPException) and not isinstance(e, ConnectionError):
+            # it was reached: what it sent is no HTTP reply (another service at the URL)
+            why = exchange_failure(e, tsa.timeout_s).removeprefix("the server ")
+            raise TimestampError(f"the timestamp authority {tsa.url} {why}") from e
+        why = exchange_failure(e, tsa.timeout_s) if isinstance(e, OSError) else str(e)
         raise TimestampError(_unreachable(tsa, why)) from e
     finally:
         timer.cancel()
         conn.close()
     if expired.is_set():  # the body was cut short at the deadline
         raise TimestampError(_unreachable(tsa, "no complete reply"))
+    if reply.length and len(body) <= MAX_REPLY_BYTES:  # fewer bytes than it announced
+        raise TimestampError(
+            f"the timestamp authority {tsa.url} ended its reply after {len(body)} of its"
+            f" {len(body) + reply.length} bytes (the connection closed early)"
+        )
     return body
 
 

@@ -59,19 +59,52 @@ class AuditState:
         the auditor's disk, not the log's doing (before, both read as a LOG INTEGRITY
         FAILURE of the log)."""
         try:
-            doc = loads_text(text)
+            try:
+                doc = loads_text(text)
+            except RecursionError:
+                raise ValueError(
+                    "it is nested deeper than Python's stack allows (a saved state is an"
+                    " object of three fields)"
+                ) from None
             state = cls(
-                str(doc["verifier_key"]),
-                str(doc["checkpoint"]),
-                tuple(bytes.fromhex(h) for h in doc["frontier"]),
+                _text_field(doc, "verifier_key"),
+                _text_field(doc, "checkpoint"),
+                _hashes_field(doc, "frontier"),
             )
             open_checkpoint(state.checkpoint, NoteVerifier.from_vkey(state.verifier_key))
-        except (ValueError, KeyError, TypeError, RecursionError, ProvenanceError) as e:
+        except (ValueError, ProvenanceError) as e:
             raise LogError(
                 f"audit state file is damaged: {e}; move it away to start the audit afresh"
                 " (the next audit then trusts the log's key and tree as first seen)"
             ) from e
         return state
+
+
+def _field(doc: object, name: str) -> object:
+    """Field ``name`` of a saved state ``doc``; raises ValueError, in words, when ``doc``
+    is no JSON object or lacks it."""
+    if not isinstance(doc, dict):
+        raise ValueError("it is not a JSON object (as `prov log audit` writes it)")
+    if name not in doc:
+        raise ValueError(f"it has no {name}")
+    return doc[name]
+
+
+def _text_field(doc: object, name: str) -> str:
+    value = _field(doc, name)
+    if not isinstance(value, str):
+        raise ValueError(f"its {name} is not a string")
+    return value
+
+
+def _hashes_field(doc: object, name: str) -> tuple[bytes, ...]:
+    value = _field(doc, name)
+    if not isinstance(value, list) or not all(isinstance(h, str) for h in value):
+        raise ValueError(f"its {name} is not a list of hex strings")
+    try:
+        return tuple(bytes.fromhex(h) for h in value)
+    except ValueError:
+        raise ValueError(f"its {name} is not a list of hex strings") from None
 
 
 def _saved_frontier(state: AuditState, saved: Checkpoint) -> merkle.CompactRange:

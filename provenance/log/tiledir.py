@@ -21,6 +21,7 @@ import http.client
 import io
 import os
 import secrets
+import stat
 import time
 import urllib.error
 import urllib.request
@@ -37,6 +38,8 @@ from provenance.core.errors import (
     TileMissingError,
     TransportError,
 )
+from provenance.core.files import file_kind
+from provenance.core.networds import exchange_failure
 from provenance.log import tiles
 from provenance.log.checkpoint import Checkpoint
 from provenance.store import Store
@@ -183,13 +186,35 @@ def _read_bounded(read: Callable[[int], bytes], what: str) -> bytes:
     return data
 
 
+class NotRegularFileError(OSError):
+    """A tiled log's file that is a FIFO, a device or a folder (`read_tile_file`)."""
+
+
+def read_tile_file(path: Path, limit: int = MAX_FILE_BYTES + 1) -> bytes:
+    """At most ``limit`` bytes of the tiled log's file at ``path``, opened without
+    blocking: a FIFO held its reader in open() forever (`prov log audit --tiles DIR`;
+    `prov web --tiles-dir` on its event loop) and /dev/zero was read without end. Raises
+    NotRegularFileError, naming what it is, for anything but a regular file; OSError."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise NotRegularFileError(f"{path} is {file_kind(mode)}, not a regular file")
+        os.set_blocking(fd, True)
+        with os.fdopen(os.dup(fd), "rb") as handle:
+            return handle.read(limit)
+    finally:
+        os.close(fd)
+
+
 def _dir_fetcher(root: Path) -> tiles.Fetch:
     def fetch(path: str) -> bytes:
         try:
-            with open(root / path, "rb") as handle:
-                return _read_bounded(handle.read, path)
+            return _read_bounded(lambda limit: read_tile_file(root / path, limit), path)
         except FileNotFoundError as e:
             raise TileMissingError(f"the tiled log in {root} has no {path}") from e
+        except NotRegularFileError as e:
+            raise ConfigError(f"{e}: a tiled log's folder holds only files") from e
         except OSError as e:
             raise ConfigError(f"cannot read {root / path}: {e.strerror}") from e
 
@@ -208,7 +233,24 @@ def _read_by_deadline(response: http.client.HTTPResponse, url: str, deadline_s: 
         if not chunk:
             break
         data += chunk
+    left = response.length  # what its Content-Length still announced, if it sent one
+    if left and len(data) <= MAX_FILE_BYTES:
+        raise TransportError(
+            f"{url} ended after {len(data)} of its {len(data) + left} bytes (the connection"
+            " closed early); try again"
+        )
     return _read_bounded(io.BytesIO(data).read, url)
+
+
+def _fetch_failure(e: BaseException, url: str) -> str:
+    """What a failed fetch of ``url`` says to a person: what happened, in words (never
+    urllib's '<urlopen error [Errno 111] Connection refused>' or a Python class name)."""
+    if isinstance(e, gzip.BadGzipFile | zlib.error | EOFError):
+        return f"cannot fetch {url}: its gzip encoding is damaged"
+    why = exchange_failure(e, FETCH_TIMEOUT_S)
+    if isinstance(e, http.client.HTTPException) and not isinstance(e, ConnectionError):
+        why += "; check that the URL is a tiled log's"
+    return f"cannot fetch {url}: {why}"
 
 
 def _url_fetcher(prefix: str, deadline_s: float = FILE_DEADLINE_S) -> tiles.Fetch:
@@ -225,13 +267,18 @@ def _url_fetcher(prefix: str, deadline_s: float = FILE_DEADLINE_S) -> tiles.Fetc
                     data = inflate.decompress(data, MAX_FILE_BYTES + 1)
                     if len(data) > MAX_FILE_BYTES or inflate.unconsumed_tail:
                         raise LogIntegrityError(f"{url} inflates past {MAX_FILE_BYTES} bytes")
+                    if not inflate.eof:  # cut short: a network's fault, not the log's
+                        raise TransportError(
+                            f"cannot fetch {url}: its gzip stream ended before its end (the"
+                            " connection closed early); try again"
+                        )
                 return data
         except urllib.error.HTTPError as e:
             if e.code == 404:
                 raise TileMissingError(f"the tiled log does not serve {url} (404)") from e
             raise TransportError(f"{url}: HTTP {e.code} {e.reason}") from e
-        except (urllib.error.URLError, OSError, gzip.BadGzipFile, zlib.error) as e:
-            raise TransportError(f"cannot fetch {url}: {e}") from e
+        except (urllib.error.URLError, OSError, http.client.HTTPException, zlib.error) as e:
+            raise TransportError(_fetch_failure(e, url)) from e
 
     return fetch
 

@@ -71,8 +71,9 @@ class WebServer:
 #: (`ClientNoise`).
 CLIENT_NOISE_EVERY_S = 60.0
 #: uvicorn's warnings that one request of a client causes (its h11 protocol): a head h11
-#: cannot parse, an upgrade to a protocol it does not speak (the second line comes with
-#: the first), one connection past its concurrency limit.
+#: cannot parse, an upgrade to a protocol it does not speak (WebSocket included: the
+#: advice that follows it is dropped, `NO_WEBSOCKET_ADVICE`), one connection past its
+#: concurrency limit.
 UVICORN_CLIENT_WARNINGS = frozenset(
     {
         "Invalid HTTP request received.",
@@ -80,6 +81,9 @@ UVICORN_CLIENT_WARNINGS = frozenset(
         "Exceeded concurrency limit.",
     }
 )
+#: How uvicorn's second line after an ignored upgrade begins: advice to install a WebSocket
+#: library, wrong for servers that speak no WebSocket by design (`uvicorn_server`: ws="none").
+NO_WEBSOCKET_ADVICE = "No supported WebSocket library detected"
 #: Loggers `ClientNoise` is installed on: uvicorn's (only the messages above) and
 #: python-multipart's parser, whose every warning is about the form a client sent
 #: (the page answers it 400 with the same words).
@@ -98,6 +102,13 @@ class ClientNoise(FewLines):
         self, every: float = CLIENT_NOISE_EVERY_S, clock: Callable[[], float] = time.monotonic
     ) -> None:
         super().__init__(every, "as any client can cause one a request", clock)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """`FewLines.filter`, and never uvicorn's advice to install a WebSocket library,
+        which follows each ignored upgrade: these servers speak no WebSocket by design."""
+        if record.name == "uvicorn.error" and str(record.msg).startswith(NO_WEBSOCKET_ADVICE):
+            return False
+        return super().filter(record)
 
     def kind(self, record: logging.LogRecord) -> str | None:
         """uvicorn's client warnings by message, python-multipart's as one; None else."""
@@ -137,6 +148,11 @@ def uvicorn_server(app: ASGIApp, limits: HttpLimits, keep_alive: int = 10) -> uv
             log_config=None,
             access_log=False,
             server_header=False,
+            # No page speaks WebSocket. With uvicorn's default ("auto") an upgrade request
+            # was handed to its WebSocket protocol, which answered a bare 403 and left the
+            # connection counted against its client for ever (`provenance.web.guard`):
+            # 32 requests shut an address out. Now the upgrade is ignored (RFC 9110 7.8).
+            ws="none",
             # The per-client shares count the peer address; X-Forwarded-For only from
             # --trusted-proxy peers, read from the right (`TrustedProxies`), never uvicorn's.
             proxy_headers=False,

@@ -46,6 +46,7 @@ from starlette.types import Receive, Scope, Send
 from provenance.core.errors import LogError
 from provenance.core.fair_share import client_key
 from provenance.log import tiles
+from provenance.log.tiledir import NotRegularFileError, read_tile_file
 
 PREFIX = "/tlog"
 """URL prefix of the tiled log: ``/tlog/checkpoint``, ``/tlog/tile/...``."""
@@ -225,6 +226,16 @@ def _prefix(body: bytes, width: int, keep: int, bundle: bool) -> bytes:
         raise FileNotFoundError(f"not a tile of width {width}: {e}") from e
 
 
+def _read_regular(path: Path) -> bytes:
+    """The bytes of the regular file at ``path`` (`read_tile_file`). Raises
+    FileNotFoundError (answered 404, as a file not there) for a FIFO, a device or a
+    folder; OSError."""
+    try:
+        return read_tile_file(path, -1)
+    except NotRegularFileError as e:
+        raise FileNotFoundError(str(e)) from e
+
+
 def _read(
     path: Path, gzip_ok: bool, cut: tuple[int, int, bool] | None = None
 ) -> tuple[bytes, bool]:
@@ -232,7 +243,7 @@ def _read(
     `GZIP_MAX_BYTES`; and whether it was. ``cut``: (the file's tile width, the width to
     serve, whether it is an entry bundle) when serving a narrower tile from it
     (`_prefix`). Raises OSError."""
-    body = path.read_bytes()
+    body = _read_regular(path)
     if cut is not None:
         body = _prefix(body, *cut)
     if gzip_ok and len(body) <= GZIP_MAX_BYTES:
@@ -250,7 +261,7 @@ def routes(directory: Path, shares: TileShares | None = None) -> list[Route]:
 
     async def checkpoint(request: Request) -> Response:
         try:
-            body = (directory / tiles.CHECKPOINT_PATH).read_bytes()
+            body = _read_regular(directory / tiles.CHECKPOINT_PATH)
         except (FileNotFoundError, NotADirectoryError):
             return _not_found("checkpoint (the log has not been exported yet)")
         return Response(

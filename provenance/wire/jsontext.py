@@ -129,3 +129,21 @@ def unicode_only(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return [unicode_only(v) for v in value]
     return value
+
+
+def json_kind(value: object) -> str:
+    """What ``value``, parsed from JSON, is in JSON's words ("null", "a boolean", "a
+    number", "a string", "an array", "an object"): for a message about a document of the
+    wrong shape, which Python's type names ("NoneType", "list") would not tell its
+    reader."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list | tuple):
+        return "an array"
+    return "an object"

@@ -88,19 +88,29 @@ def decode_sidecar(data: bytes) -> Sidecar:
         sigs = doc["signatures"]
         if not isinstance(sigs, list) or len(sigs) != 1:
             raise ClaimError("sidecar must carry exactly one signature")
+        if not isinstance(sigs[0], dict):
+            raise ClaimError(
+                "malformed sidecar: the field 'signatures' is not a list of one object"
+            )
+        payload_type = doc["payloadType"]
+        if not isinstance(payload_type, str):
+            raise ClaimError("malformed sidecar: the field 'payloadType' is not text")
         signed = SignedClaim(
-            payload_type=str(doc["payloadType"]),
-            claim_bytes=base64.b64decode(doc["payload"], validate=True),
-            key_id=bytes.fromhex(sigs[0]["keyid"]),
-            signature=base64.b64decode(sigs[0]["sig"], validate=True),
+            payload_type=payload_type,
+            claim_bytes=_b64_field(doc["payload"], "payload"),
+            key_id=_hex_field(sigs[0]["keyid"], "keyid"),
+            signature=_b64_field(sigs[0]["sig"], "sig"),
         )
-        public_key = base64.b64decode(doc["publicKey"], validate=True)
+        public_key = _b64_field(doc["publicKey"], "publicKey")
         receipt = (
-            decode_receipt(base64.b64decode(doc["receipt"], validate=True))
-            if doc.get("receipt")
-            else None
+            decode_receipt(_b64_field(doc["receipt"], "receipt")) if doc.get("receipt") else None
         )
-        chunks = tuple(base64.b64decode(h, validate=True) for h in doc.get("chunkHashes") or ())
+        chunk_hashes = doc.get("chunkHashes") or []
+        if not isinstance(chunk_hashes, list):
+            raise ClaimError(
+                "malformed sidecar: the field 'chunkHashes' is not a list of base64 text"
+            )
+        chunks = tuple(_b64_field(h, "chunkHashes") for h in chunk_hashes)
     except KeyError as e:  # was "malformed sidecar: KeyError('payload')"
         raise ClaimError(f"malformed sidecar: the field {e.args[0]!r} is missing") from e
     except (TypeError, ValueError, binascii.Error) as e:
@@ -108,6 +118,30 @@ def decode_sidecar(data: bytes) -> Sidecar:
     except RecursionError as e:
         raise ClaimError("malformed sidecar: its JSON is nested too deeply") from e
     return Sidecar(signed, public_key, receipt, str(doc.get("logVerifierKey") or ""), chunks)
+
+
+def _b64_field(value: object, name: str) -> bytes:
+    """Sidecar field ``name``'s ``value`` decoded from base64; raises ClaimError naming
+    the field when it is not base64 text (before: Python's words, "Incorrect padding",
+    "argument should be a bytes-like object or ASCII string, not 'int'")."""
+    if isinstance(value, str):
+        try:
+            return base64.b64decode(value, validate=True)
+        except (binascii.Error, ValueError):
+            pass
+    kind = "a list of base64 text" if name == "chunkHashes" else "base64 text"
+    raise ClaimError(f"malformed sidecar: the field {name!r} is not {kind}")
+
+
+def _hex_field(value: object, name: str) -> bytes:
+    """Sidecar field ``name``'s ``value`` decoded from hex; raises ClaimError naming the
+    field when it is not hex text."""
+    if isinstance(value, str):
+        try:
+            return bytes.fromhex(value)
+        except ValueError:
+            pass
+    raise ClaimError(f"malformed sidecar: the field {name!r} is not hex text")
 
 
 def check_sidecar_key(s: Sidecar) -> None:
