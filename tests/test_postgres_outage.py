@@ -44,9 +44,12 @@ OUTAGE_S = 4.0
 #: Seconds the database is down in the log test: even a pool of one connection wrote 5
 #: lines in it before (its loss, then a try at once and every 2 s at most).
 LOGGED_OUTAGE_S = 6.0
-#: Seconds the database is down under `prov serve` in the long-outage test: more than the
-#: pool's wait for a connection (`provenance.store.postgres.CONNECTION_WAIT_S`, 30 s).
-LONG_OUTAGE_S = 40.0
+#: `prov serve --db-connect-wait` in the long-outage test: the pool's wait for a
+#: connection (`provenance.store.postgres.CONNECTION_WAIT_S`, 30 s by default).
+CONNECT_WAIT_S = 3.0
+#: Seconds the database is down under `prov serve` in the long-outage test: more than
+#: twice the pool's wait for a connection (before the option, a real 40 s outage).
+LONG_OUTAGE_S = 2 * CONNECT_WAIT_S + 3
 #: Generous: the writer's store waits at most this for a connection; the pool retries the
 #: database every 2 s (RECONNECT_DELAY_MAX_S), so all is written about 3 s after it is back.
 SLACK_S = 10.0
@@ -274,22 +277,24 @@ def test_closing_during_an_outage_waits_for_the_database_once(
 def test_captures_through_prov_serve_wait_out_an_outage_longer_than_the_pool_wait(
     own_pg: PgServer, tmp_path: Path
 ) -> None:
-    """prov serve over a database down for 40 s, two captures submitted with a 120 s
-    deadline: one from a device whose key the server keeps (its quota count is read
-    again), one from a device whose key it has not read yet (a server restarted since it
-    enrolled). Before, both were refused UNAVAILABLE about 30 s into the outage ("couldn't
-    get a connection after 30.00 sec"), the quota read and the key read each failing
-    after the pool's wait, and the writer's wait for the log was 30 s whatever the
-    deadline. Now both are acknowledged once the database is back (after its commit)."""
+    """prov serve with a 3 s connection wait (`--db-connect-wait`) over a database down
+    for 9 s, two captures submitted with a 90 s deadline: one from a device whose key the
+    server keeps (its quota count is read again), one from a device whose key it has not
+    read yet (a server restarted since it enrolled). Before, both were refused
+    UNAVAILABLE one connection wait into the outage ("couldn't get a connection after
+    30.00 sec"), the quota read and the key read each failing after the pool's wait, and
+    the writer's wait for the log was 30 s whatever the deadline. Now both are
+    acknowledged once the database is back (after its commit)."""
     url = own_pg.new_database()
     PG_LOG_KEYS[url] = tmp_path / "pg.logkey.pem"
-    srv = start_server(url)
+    wait = ("--db-connect-wait", f"{CONNECT_WAIT_S:g}")
+    srv = start_server(url, *wait)
     try:
         with ProvenanceClient(srv.address, admin_token=ADMIN_TOKEN) as client:
             kept, unread = enroll_key(client), enroll_key(client)
     finally:
         srv.stop()
-    srv = start_server(url)  # keeps no key yet
+    srv = start_server(url, *wait)  # keeps no key yet
     try:
         with ProvenanceClient(srv.address) as client:
             client.submit(signed_claim(kept, 1))  # its key is read and kept
@@ -318,7 +323,9 @@ def test_captures_through_prov_serve_wait_out_an_outage_longer_than_the_pool_wai
             t.join(timeout=LONG_OUTAGE_S + 90)  # a hang guard only
         took = time.monotonic() - down
         assert len(outcomes) == 2 and all(isinstance(v, int) for v in outcomes.values()), outcomes
-        assert took < LONG_OUTAGE_S + SLACK_S + 30, f"acknowledged {took:.1f} s after it went down"
+        assert took < LONG_OUTAGE_S + SLACK_S + CONNECT_WAIT_S, (
+            f"acknowledged {took:.1f} s after it went down"
+        )
     finally:
         srv.stop()
 

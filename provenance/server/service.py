@@ -218,7 +218,9 @@ class ServiceConfig:
     checkpoint (0: all), witness_timeout_s: per request, witness_interval_s: least time
     between two cosigning rounds.
     max_queued_claims: submissions the log's writer holds at most before it refuses new
-    claims (`GroupCommitWriter`, ``max_held``).
+    claims (`GroupCommitWriter`, ``max_held``); db_connect_wait_s: with PostgreSQL, how
+    long a call waits for a pooled connection (`PostgresStore`, ``connection_wait_s``;
+    None: its default).
     """
 
     db: Path | str
@@ -235,6 +237,7 @@ class ServiceConfig:
     witness_timeout_s: float = DEFAULT_TIMEOUT_S
     witness_interval_s: float = 0.0
     max_queued_claims: int = MAX_HELD
+    db_connect_wait_s: float | None = None
 
 
 def _file_hashes(facts: FileFacts) -> list[bytes]:
@@ -263,7 +266,9 @@ class ProvenanceService:
     def __init__(self, config: ServiceConfig, clock: Callable[[], datetime] = utc_now) -> None:
         self.config = config
         self.clock = clock
-        self.store: Store = open_store(config.db, exclusive=True)
+        self.store: Store = open_store(
+            config.db, exclusive=True, connection_wait_s=config.db_connect_wait_s
+        )
         self._device_keys: dict[bytes, bytes] = {}  # see _device_key
         self._device_keys_lock = threading.Lock()
         #: device id -> a sequence number the log holds for it: its last logged one, or

@@ -347,14 +347,22 @@ def is_postgres_url(target: str | Path) -> bool:
     return isinstance(target, str) and target.startswith(("postgresql://", "postgres://"))
 
 
-def open_store(target: str | Path, *, exclusive: bool = False, read_only: bool = False) -> Store:
+def open_store(
+    target: str | Path,
+    *,
+    exclusive: bool = False,
+    read_only: bool = False,
+    connection_wait_s: float | None = None,
+) -> Store:
     """Open (creating and migrating if needed) the store ``target`` names.
 
     ``postgresql://USER@HOST:PORT/DB``: PostgreSQL; ``:memory:``: the in-memory fake;
     else a SQLite file path, which with ``exclusive`` is locked against a second server.
     ``read_only`` (an audit): never write, neither a migration nor anything else (SQLite
     ``mode=ro``; PostgreSQL read-only transactions); an older schema is left as it is and
-    described in the store's ``outdated``.
+    described in the store's ``outdated``. ``connection_wait_s``: PostgreSQL's wait for a
+    pooled connection (None: `provenance.store.postgres.CONNECTION_WAIT_S`); unused by
+    the others.
     Raises ConfigError (PostgreSQL driver missing, another server holds the file),
     StorageError (cannot connect) or LogError (not our database, newer schema).
     """
@@ -366,7 +374,9 @@ def open_store(target: str | Path, *, exclusive: bool = False, read_only: bool =
                 f"a PostgreSQL database needs psycopg 3 and psycopg-pool ({e});"
                 " install media-provenance[postgres]"
             ) from e
-        return PostgresStore(str(target), read_only=read_only)
+        if connection_wait_s is None:
+            return PostgresStore(str(target), read_only=read_only)
+        return PostgresStore(str(target), read_only=read_only, connection_wait_s=connection_wait_s)
     if str(target) == ":memory:":
         from provenance.store.memory import MemoryStore
 

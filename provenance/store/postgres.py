@@ -32,6 +32,7 @@ from psycopg_pool.base import AttemptWithBackoff
 
 from provenance.core.buckets import FewLines
 from provenance.core.errors import (
+    ConfigError,
     LogError,
     LogIntegrityError,
     ProvenanceError,
@@ -65,6 +66,11 @@ POOL_LOG_EVERY_S = 60.0
 #: Seconds a call waits for a pooled connection (the pool reconnecting meanwhile while the
 #: database cannot be reached) before it fails with StorageError.
 CONNECTION_WAIT_S = 30.0
+#: The shortest and longest ``connection_wait_s`` (`prov serve --db-connect-wait`): a
+#: shorter wait fails calls on a busy pool, a longer one holds a call (and a stopping
+#: server's threads) for as long as an outage lasts.
+CONNECTION_WAIT_MIN_S = 0.1
+CONNECTION_WAIT_MAX_S = 600.0
 #: Seconds a read whose caller can do without it waits for a pooled connection (a quota
 #: count, `provenance.server.limits.DeviceQuota`, which then decides on the counts the
 #: server holds): while the database cannot be reached it failed only after
@@ -366,7 +372,8 @@ class PostgresStore(SqlStore):
     to the other servers of the database then, not when TCP keepalive gives up (hours).
     A group commit runs its statements milliseconds apart.
     ``connection_wait_s``: how long a call waits for a pooled connection before it fails
-    with StorageError (while the database cannot be reached the pool reconnects meanwhile).
+    with StorageError (while the database cannot be reached the pool reconnects meanwhile),
+    `CONNECTION_WAIT_MIN_S` to `CONNECTION_WAIT_MAX_S` (ConfigError otherwise).
     Raises StorageError when the database cannot be reached within ``connect_timeout_s``,
     LogError when its schema is newer than this code.
     """
@@ -383,6 +390,11 @@ class PostgresStore(SqlStore):
         idle_in_transaction_s: float = IDLE_IN_TRANSACTION_S,
         connection_wait_s: float = CONNECTION_WAIT_S,
     ) -> None:
+        if not CONNECTION_WAIT_MIN_S <= connection_wait_s <= CONNECTION_WAIT_MAX_S:
+            raise ConfigError(
+                f"a wait for a database connection of {connection_wait_s:g} s: it must be"
+                f" {CONNECTION_WAIT_MIN_S:g} to {CONNECTION_WAIT_MAX_S:g} s"
+            )
         self.location = redact(url)
         self.read_only = read_only
         self._max_connections = max_connections
