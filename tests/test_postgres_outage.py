@@ -437,6 +437,45 @@ def test_past_its_bound_the_writer_refuses_new_claims_at_once_during_an_outage(
         store.close()
 
 
+def test_the_writer_starts_trying_again_soon_after_the_database_goes_away(
+    own_pg: PgServer, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The writer over a store with the production wait for a connection (30 s): its first
+    try of a batch in an outage waits only briefly, so within seconds it logs the outage
+    and backs off, and a claim past its bound is refused as "waiting for its database".
+    Before, that first try waited the whole 30 s: for half a minute nothing was logged
+    and the refusal said only that the log held too many submissions. What it holds is
+    still acknowledged only after its commit, once the database is back."""
+    store = PostgresStore(own_pg.new_database(), max_connections=4)
+    signer = generate_log_key(tmp_path / "log.key", "test.example/log")
+    writer = GroupCommitWriter(store, signer, lambda: T0, lambda *a: None, max_held=1)
+    down = False
+    try:
+        claims, pending = _claims(store, 3)
+        writer.submit(pending[0])
+        own_pg.halt("fast")
+        down = True
+        held = writer.enqueue(pending[1])
+        time.sleep(5)
+        with pytest.raises(StorageError) as refused:
+            writer.enqueue(pending[2])
+        text = str(refused.value)
+        assert "waiting for its database" in text, text
+        tried = [r.getMessage() for r in caplog.records if "tried again" in r.getMessage()]
+        assert tried, "no line says that the writer tries again"
+        assert not held.done()
+        own_pg.resume()
+        down = False
+        got = held.result(timeout=SLACK_S + 60)  # a hang guard only
+        verify_receipt(got.receipt, claims[1], NoteVerifier.from_vkey(signer.verifier_key()))
+        assert store.tree_size() == 2
+    finally:
+        writer.close()
+        if down:
+            own_pg.resume()
+        store.close()
+
+
 def _role_refused(own_pg: PgServer, tmp_path: Path, url: str, refuse: str, reason: str) -> None:
     """A writer over ``url`` logs a claim; then, as the postgres user, ``refuse`` runs and
     the role's sessions are ended: the next claim must fail within `SLACK_S`, saying that

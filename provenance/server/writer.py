@@ -179,11 +179,17 @@ def _unconfirmed(timeout: float) -> StorageError:
 
 #: Seconds the writer waits before it tries a batch again while the store cannot be
 #: reached (`GroupCommitWriter._append_when_reached`): the first wait, doubled after each
-#: failed try up to `RETRY_MAX_S`. Each try also waits for a connection itself
-#: (PostgreSQL: `provenance.store.postgres.CONNECTION_WAIT_S`, the pool reconnecting
-#: meanwhile), so the batch is written about as soon as the database answers again.
+#: failed try up to `RETRY_MAX_S`. Each try after the first also waits for a connection
+#: itself (PostgreSQL: `provenance.store.postgres.CONNECTION_WAIT_S`, or `prov serve
+#: --db-connect-wait`; the pool reconnecting meanwhile), so the batch is written about as
+#: soon as the database answers again.
 RETRY_FIRST_S = 0.05
 RETRY_MAX_S = 1.0
+#: Seconds the first try of a batch waits for the store to be reached (`Store.append`'s
+#: ``wait_s``): in an outage it fails soon and the tries again begin (the outage logged,
+#: a claim past the bound refused as "waiting for its database"). Before, it waited the
+#: store's whole wait (30 s) first. A pool busy this long costs one more try, not a claim.
+FIRST_TRY_WAIT_S = 1.0
 
 #: Submissions (claims, key events) the writer holds at most, queued or being written,
 #: before it refuses new claims at once (`GroupCommitWriter`, ``max_held``). During a
@@ -636,7 +642,8 @@ class GroupCommitWriter:
         `RETRY_FIRST_S` apart doubling up to `RETRY_MAX_S`, until the store answers. Before,
         the failure was retried one claim per transaction, each waiting for the store alone
         (up to 30 s) and failing alone: an outage over the wait refused the claims one by
-        one, each costing the queue behind it the whole wait. A submitter whose own wait
+        one, each costing the queue behind it the whole wait. The first try waits
+        `FIRST_TRY_WAIT_S` at most for the store, the others its own. A submitter whose own wait
         ran out meanwhile was told its claim may still be recorded: it is. One line when
         the store first fails, one when it answers again. Raises StoreUnavailableError
         once `close` was called (then `_commit` answers what is still queued with it,
@@ -646,7 +653,7 @@ class GroupCommitWriter:
         tries = 0
         while True:
             try:
-                done = self._append(batch)
+                done = self._append(batch, FIRST_TRY_WAIT_S if tries == 0 else None)
             except StoreUnavailableError as e:
                 if self._closing.is_set():
                     raise
@@ -761,10 +768,12 @@ class GroupCommitWriter:
         keys = merkle.subtree_decomposition(0, start)
         return merkle.CompactRange.from_hashes(start, txn.get_nodes(keys))
 
-    def _append(self, batch: list[_Item]) -> _Done:
+    def _append(self, batch: list[_Item], wait_s: float | None = None) -> _Done:
+        """Append ``batch`` in one transaction, waiting ``wait_s`` at most for the store
+        (None: its own wait; `Store.append`)."""
         store = self._store
         _check_signatures(batch)  # before the transaction: it holds the append lock
-        with store.append() as txn:
+        with store.append(wait_s) as txn:
             # what queued while another server held the append lock joins this batch
             self._take(batch)
             _check_signatures(batch)

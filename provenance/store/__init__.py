@@ -223,9 +223,12 @@ class Store(Protocol):
 
     def close(self) -> None: ...
 
-    def append(self) -> AbstractContextManager[AppendTxn]:
+    def append(self, wait_s: float | None = None) -> AbstractContextManager[AppendTxn]:
         """An append transaction (see `AppendTxn`); commits on a normal exit, rolls back
-        on an exception. Raises StorageError when the commit fails."""
+        on an exception. ``wait_s``: how long at most to wait for the store to be reached
+        (PostgreSQL: for a pooled connection, then StoreUnavailableError); None: the
+        store's own wait; a backend that waits for no connection ignores it. Raises
+        StorageError when the commit fails."""
         ...
 
     # meta

@@ -254,7 +254,7 @@ class MemoryStore:
             self._state = _State()
 
     @contextmanager
-    def append(self) -> Iterator[_MemoryAppend]:
+    def append(self, wait_s: float | None = None) -> Iterator[_MemoryAppend]:
         with self._lock:
             work = _copy(self._state)
             yield _MemoryAppend(work)

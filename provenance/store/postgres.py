@@ -504,8 +504,8 @@ class PostgresStore(SqlStore):
             yield _PgConn(conn)
 
     @contextmanager
-    def _write(self) -> Iterator[Conn]:
-        with self._connection() as conn, conn.transaction():
+    def _write(self, wait_s: float | None = None) -> Iterator[Conn]:
+        with self._connection(wait_s) as conn, conn.transaction():
             yield _PgConn(conn)
 
     def _first_leaves(self, hashes: Sequence[bytes], limit: int) -> tuple[str, list[Any]]:
