@@ -185,7 +185,8 @@ def test_an_outage_is_logged_in_a_few_lines_first_failure_and_recovery_included(
     each connection it replaced (9 to 14 lines in a 4 s outage, about 2.7 a second for as
     long as the outage lasts), and nothing when the database answered again. Now a kind of line
     is written at most once a minute, saying how many like it were left out, and the
-    database's return is logged; the capture is acknowledged."""
+    database's return is logged; the capture is acknowledged. (The writer's own two
+    lines, its batch waiting and then written, come since its first try waits 1 s.)"""
     srv, key = _serving_a_device(own_pg, tmp_path)
     try:
         before = len(srv.stderr().splitlines())  # the server's log so far (drained)
@@ -209,7 +210,9 @@ def test_an_outage_is_logged_in_a_few_lines_first_failure_and_recovery_included(
     lines = srv.stderr().splitlines()
     during = [line for line in lines[before:] if not line.startswith((" ", "\t"))]
     warned = _warnings(during)
-    assert len(warned) <= 4, f"{len(warned)} lines:\n" + "\n".join(warned)
+    # the pool's few (a lost connection, the first failed try, the return), the upkeep's
+    # failed read, and the writer's two: its batch waits, then is written
+    assert len(warned) <= 6, f"{len(warned)} lines:\n" + "\n".join(warned)
     assert any("error connecting" in line for line in warned), during  # the first failure
     assert any("answers again" in line for line in during), during  # and the recovery
 
