@@ -606,7 +606,8 @@ class CapturesServicer(rpc.CapturesServicer):
         another try: each waits for a connection (PostgreSQL: 30 s) while the store
         reconnects. The key of a device not yet seen here is in the database only; its
         revocation is checked by the writer in its transaction, as always. Before: one
-        try, and a capture was refused 30 s into an outage whatever its deadline. Raises
+        try, and a capture was refused 30 s into an outage whatever its deadline. Not
+        tried again once the server stops (it kept the call through the 5 s grace). Raises
         as `_first_sight`; StorageError saying when to retry when the deadline comes
         first."""
         loop = asyncio.get_running_loop()
@@ -616,7 +617,7 @@ class CapturesServicer(rpc.CapturesServicer):
                 await loop.run_in_executor(self.pool, self._first_sight, signed, size)
                 return
             except StoreUnavailableError as e:
-                if until is None or loop.time() + KEY_READ_RETRY_S >= until:
+                if until is None or loop.time() + KEY_READ_RETRY_S >= until or self.s.is_stopping:
                     raise StoreUnavailableError(
                         f"this device's key could not be read: {e}; submit the capture"
                         " again once the database answers (nothing was logged)"

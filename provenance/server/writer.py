@@ -338,9 +338,12 @@ class GroupCommitWriter:
         self._done: queue.SimpleQueue[_Done | None] = queue.SimpleQueue()
         self._stopping = False
         self._closing = threading.Event()  # close() was called: stop waiting for the store
-        # the store's error once it could not be reached after close(): what is still
-        # queued is answered with it, not tried (each try waits for a connection)
+        # the store's error once it could not be reached after close(), and the answer
+        # to what is still queued then, not tried (each try waits for a connection)
         self._gone: StoreUnavailableError | None = None
+        self._gone_answer: StoreUnavailableError | None = None
+        # submissions answered with ``_gone``, not logged (`close` says how many)
+        self._not_logged = 0
         # the pending waits with a timeout, per event loop (`submit_async`)
         self._deadlines: dict[asyncio.AbstractEventLoop, _Deadlines] = {}
         # (size, checkpoint note, frontier) after the last commit of this writer
@@ -519,6 +522,17 @@ class GroupCommitWriter:
         self._queue.put(None)
         self._thread.join()
         self._acker.join()
+        n, self._not_logged = self._not_logged, 0
+        if n:
+            log.warning(
+                "log writer stopped: %d submission%s held for the log %s not logged, as the"
+                " database could not be reached (%s); each caller was answered UNAVAILABLE,"
+                " or had gone, and may send it again",
+                n,
+                "" if n == 1 else "s",
+                "was" if n == 1 else "were",
+                self._gone,
+            )
 
     def _run(self) -> None:
         try:
@@ -605,36 +619,49 @@ class GroupCommitWriter:
                 batch.append(nxt)
 
     def _commit(self, batch: list[_Item]) -> None:
-        if self._gone is not None:  # closing, the store unreachable: not tried again
-            self._resolve([(item, self._gone) for item in batch])
-            return
-        try:
-            done = self._append_when_reached(batch)
-        except Exception as e:  # a broken database must not kill the writer thread
-            if isinstance(e, StoreUnavailableError):  # the writer is closing: no more tries
+        """Append ``batch`` and hand it to the acknowledging thread, or answer it: with
+        its error, or, once the writer closes while the store cannot be reached, with
+        that (not tried again; counted in what `close` says was not logged)."""
+        if self._gone is None:
+            try:
+                done = self._append_when_reached(batch)
+            except StoreUnavailableError as e:  # the writer is closing: no more tries
                 self._gone = e
-                self._resolve([(item, e) for item in batch])
-                return
-            if isinstance(e, StoreRefusedError):  # no claim's fault: all fail, none retried
-                self._resolve([(item, e) for item in batch])
-                return
-            if len(batch) > 1:
-                # One bad claim must not fail the others: nothing was committed, so
-                # commit each alone; only the ones that fail again get the error.
-                log.warning(
-                    "log append of a batch of %d failed (%s); retrying one by one", len(batch), e
+                self._gone_answer = StoreUnavailableError(
+                    f"{e}; the log stopped waiting for it: the submission was not logged,"
+                    " send it again"
                 )
-                for item in batch:
-                    self._commit([item])
+            except Exception as e:  # a broken database must not kill the writer thread
+                self._failed(batch, e)
                 return
-            if isinstance(e, ProvenanceError):
-                self._resolve([(batch[0], e)])
+            else:
+                self._done.put(done)
                 return
-            log.exception("log append failed")
-            err = LogError(f"the log could not record the submission: {e}")
-            self._resolve([(item, err) for item in batch])
+        # closing, the store unreachable: not tried again
+        self._not_logged += len(batch)
+        self._resolve([(item, self._gone_answer or self._gone) for item in batch])
+
+    def _failed(self, batch: list[_Item], e: Exception) -> None:
+        """Answer ``batch``, whose append raised ``e`` (not an outage): a refused login
+        fails it whole, another error claim by claim."""
+        if isinstance(e, StoreRefusedError):  # no claim's fault: all fail, none retried
+            self._resolve([(item, e) for item in batch])
             return
-        self._done.put(done)
+        if len(batch) > 1:
+            # One bad claim must not fail the others: nothing was committed, so
+            # commit each alone; only the ones that fail again get the error.
+            log.warning(
+                "log append of a batch of %d failed (%s); retrying one by one", len(batch), e
+            )
+            for item in batch:
+                self._commit([item])
+            return
+        if isinstance(e, ProvenanceError):
+            self._resolve([(batch[0], e)])
+            return
+        log.exception("log append failed")
+        err = LogError(f"the log could not record the submission: {e}")
+        self._resolve([(item, err) for item in batch])
 
     def _append_when_reached(self, batch: list[_Item]) -> _Done:
         """`_append` ``batch``; while the store cannot be reached (StoreUnavailableError)

@@ -223,6 +223,13 @@ class Store(Protocol):
 
     def close(self) -> None: ...
 
+    def stop_waiting(self) -> None:
+        """A server stopping: a call waiting for a store it cannot reach (PostgreSQL: a
+        pooled connection while the database is down) gives up at once
+        (StoreUnavailableError) instead of waiting out its wait; a store that answers is
+        used as before. Backends that wait for no connection ignore it."""
+        ...
+
     def append(self, wait_s: float | None = None) -> AbstractContextManager[AppendTxn]:
         """An append transaction (see `AppendTxn`); commits on a normal exit, rolls back
         on an exception. ``wait_s``: how long at most to wait for the store to be reached

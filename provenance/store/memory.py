@@ -249,6 +249,9 @@ class MemoryStore:
         self._state = _State()
         self._lock = threading.RLock()
 
+    def stop_waiting(self) -> None:
+        """`Store.stop_waiting`: a memory store waits for nothing."""
+
     def close(self) -> None:
         with self._lock:
             self._state = _State()

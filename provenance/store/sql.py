@@ -483,6 +483,10 @@ class SqlStore(ABC):
         """Our error for a driver error, or None when ``e`` is not the driver's."""
 
     @abstractmethod
+    def stop_waiting(self) -> None:
+        """`Store.stop_waiting`."""
+
+    @abstractmethod
     def close(self) -> None:
         """Release the connection(s) or pool."""
 

@@ -431,6 +431,9 @@ class SqliteStore(SqlStore):
         finally:
             conn.close()
 
+    def stop_waiting(self) -> None:
+        """`Store.stop_waiting`: a SQLite file is always there, nothing waits for it."""
+
     def close(self) -> None:
         self._close_connections()
         if self._lock is not None:
