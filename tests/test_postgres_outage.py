@@ -19,13 +19,19 @@ import pytest
 
 from clients.api import ProvenanceClient
 from provenance.core.claims import Device, SignedClaim
-from provenance.core.errors import LimitError, StorageError, StoreUnavailableError
+from provenance.core.errors import (
+    LimitError,
+    StorageError,
+    StoreUnavailableError,
+    TransportError,
+)
 from provenance.core.keys import DeviceKey
 from provenance.log.checkpoint import LogSigner, NoteVerifier, generate_log_key
 from provenance.log.receipt import verify_receipt
 from provenance.server.limits import DeviceQuota, ServerLimits
+from provenance.server.rpc import SUBMIT_WAIT_S
 from provenance.server.writer import MAX_HELD, Appended, GroupCommitWriter, PendingClaim
-from provenance.store.postgres import PostgresStore
+from provenance.store.postgres import APPEND_LOCK, PostgresStore
 from provenance.wire import convert as wire
 from tests.conftest import (
     ADMIN_TOKEN,
@@ -667,3 +673,95 @@ def test_a_server_stopped_in_an_outage_ends_within_seconds(
     assert outcome and outcome[0] != "acknowledged", outcome
     not_logged = [line for line in err.splitlines() if "not logged" in line]
     assert any("1 submission " in line for line in not_logged), err
+
+
+def test_a_device_cannot_queue_past_its_quota_by_letting_its_calls_time_out(
+    own_pg: PgServer, tmp_path: Path
+) -> None:
+    """prov serve with a quota of 2 claims a minute, the database down: a capture whose
+    call ended (its deadline passed) stays with the writer, and so does its room in the
+    device's quota, until the writer settles it. Before, the room was given back when the
+    server stopped waiting for the writer (30 s, `SUBMIT_WAIT_S`) though the writer
+    still held the claim: the device's next capture was let in, so one device could
+    queue twice its quota a minute, up to the writer's bound (20,000), during a long
+    outage. Both the held claim and the refusal hold once the database is back."""
+    url = own_pg.new_database()
+    PG_LOG_KEYS[url] = tmp_path / "pg.logkey.pem"
+    srv = start_server(url, "--quota-claims-per-minute", "2", "--db-connect-wait", "1")
+    down = False
+    try:
+        with ProvenanceClient(srv.address, admin_token=ADMIN_TOKEN) as client:
+            key = enroll_key(client)
+            client.submit(signed_claim(key, 1))
+        own_pg.halt("fast")
+        down = True
+        held = signed_claim(key, 2)
+        with ProvenanceClient(srv.address, timeout=3) as c, pytest.raises(TransportError) as e:
+            c.submit(held)
+        assert e.value.code == "DEADLINE_EXCEEDED", e.value
+        time.sleep(SUBMIT_WAIT_S + 3)  # the server's own wait for the writer has passed
+        with ProvenanceClient(srv.address, timeout=3) as c, pytest.raises(TransportError) as e:
+            c.submit(signed_claim(key, 3))
+        assert e.value.code == "RESOURCE_EXHAUSTED", e.value  # before: let in, queued
+        assert "--quota-claims-per-minute" in str(e.value)
+        own_pg.resume()
+        down = False
+        with ProvenanceClient(srv.address, timeout=SLACK_S + 60) as c:
+            _, duplicate = c.submit(held)  # the writer logged it once the database was back
+        assert duplicate
+    finally:
+        srv.stop()
+        if down:
+            own_pg.resume()
+
+
+def test_a_capture_logged_as_the_server_stops_is_counted_in_its_device_quota(
+    own_pg: PgServer, tmp_path: Path
+) -> None:
+    """SIGTERM while a capture waits on a commit that another session's hold of the log's
+    append lock delays past the calls' grace: its call is cancelled, and the writer logs
+    it once the lock is let go. Its device's stored quota count has it: the room is
+    settled by the writer's outcome, and the counts' last flush follows the writer's
+    close. Before, a call cancelled at shutdown settled its room as not logged (the
+    count was one short for each such capture), and the last flush came before the
+    writer's close anyway."""
+    url = own_pg.new_database()
+    PG_LOG_KEYS[url] = tmp_path / "pg.logkey.pem"
+    srv = start_server(url, "--quota-claims-per-minute", "100")
+    try:
+        with ProvenanceClient(srv.address, admin_token=ADMIN_TOKEN) as client:
+            key = enroll_key(client)
+            client.submit(signed_claim(key, 1))
+        late = signed_claim(key, 2)
+        outcome: list[str] = []
+
+        def submit() -> None:
+            try:
+                with ProvenanceClient(srv.address, timeout=60) as c:
+                    c.submit(late)
+                    outcome.append("acknowledged")
+            except Exception as e:
+                outcome.append(str(e))
+
+        with psycopg.connect(url, autocommit=True) as admin:
+            admin.execute("SELECT pg_advisory_lock(%s)", (APPEND_LOCK,))
+            waiting = threading.Thread(target=submit, daemon=True)
+            waiting.start()
+            time.sleep(2)  # the capture's commit waits for the lock
+            srv.proc.send_signal(signal.SIGTERM)
+            time.sleep(9)  # the calls' 5 s grace, then they are cancelled
+            assert srv.proc.poll() is None  # the writer still waits for its commit
+        code = srv.proc.wait(timeout=60)  # the lock let go with the session
+        waiting.join(timeout=10)
+    finally:
+        srv.stop()
+    assert code == 0, srv.stderr()
+    assert outcome and outcome[0] != "acknowledged", outcome
+    store = PostgresStore(url, max_connections=1)
+    try:
+        assert store.leaf_by_claim_hash(late.claim_hash) is not None  # logged
+        minute = int(time.time() // 60)
+        counted = sum(c for c, _ in store.quota_usage(key.key_id, range(minute - 3, minute + 1)))
+    finally:
+        store.close()
+    assert counted == 2, f"{counted} claims counted in the quota, 2 logged"

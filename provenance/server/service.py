@@ -104,6 +104,7 @@ from provenance.server.writer import (
     Appended,
     GroupCommitWriter,
     KeyAppended,
+    Outcome,
     PendingClaim,
     PendingKeyEvent,
     check_entry_size,
@@ -831,6 +832,7 @@ class ProvenanceService:
         timeout: float = 30.0,
         reads: Executor | None = None,
         peer: str = "",
+        on_outcome: Outcome | None = None,
     ) -> Appended:
         """`submit` for an asyncio caller: nothing on the calling (event loop) thread waits
         for the store. The claim's shape is checked there (pure CPU, tens of µs); the
@@ -845,7 +847,30 @@ class ProvenanceService:
         envelope gets its receipt without the writer (before: a flood of distinct replays
         took the writer's batches from the honest claims); that read, too, is waited for
         at most ``timeout`` seconds (StorageError after it). Raises as `submit`, and
-        LimitError when the peer's address has too many replay reads queued."""
+        LimitError when the peer's address has too many replay reads queued.
+        ``on_outcome`` is called once with the outcome (an `Appended`, or the exception):
+        by the writer when the claim reaches it, whether or not the caller still waits
+        (`GroupCommitWriter.submit_async`), else here (a replay's receipt read, a refusal
+        or cancellation before the writer)."""
+        try:
+            ready = await self._for_writer(signed, timeout, reads, peer)
+        except BaseException as e:
+            if on_outcome is not None:
+                on_outcome(e)
+            raise
+        if isinstance(ready, Appended):
+            if on_outcome is not None:
+                on_outcome(ready)
+            return ready
+        # a cancelled wait (timeout, client gone) leaves the submission queued; the
+        # writer wakes this loop once per batch
+        return await self.writer.submit_async(ready, timeout, on_outcome)
+
+    async def _for_writer(
+        self, signed: SignedClaim, timeout: float, reads: Executor | None, peer: str
+    ) -> Appended | PendingClaim:
+        """`submit_async` up to the writer: the claim for it, or the receipt of a replay
+        of a logged envelope read without it."""
         claim = self._claim(signed)
         if claim.sequence <= self._logged_seq.get(signed.key_id, 0):
             # at or below a sequence number the log holds for the device: a replay of a
@@ -864,9 +889,7 @@ class ProvenanceService:
         if key is None:
             loop = asyncio.get_running_loop()
             key = await loop.run_in_executor(reads, self._device_key, signed.key_id)
-        # a cancelled wait (timeout, client gone) leaves the submission queued; the
-        # writer wakes this loop once per batch
-        return await self.writer.submit_async(self._pending(signed, claim, key), timeout)
+        return self._pending(signed, claim, key)
 
     async def logged_replay(self, signed: SignedClaim, peer: str = "") -> Appended | None:
         """The receipt of ``signed`` when it is a replay of an envelope the log holds,

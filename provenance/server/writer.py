@@ -126,6 +126,9 @@ class KeyAppended:
 
 #: A submission's future and, for an asyncio one, its event loop.
 _Waiter = tuple[Future[Any] | asyncio.Future[Any], asyncio.AbstractEventLoop | None]
+#: Told a submission's outcome (`GroupCommitWriter.submit_async`'s ``on_outcome``): an
+#: `Appended`, or the exception it failed with.
+Outcome = Callable[[object], None]
 
 
 @dataclass
@@ -136,9 +139,10 @@ class _Item:
     checked: bool = False  # a claim's signature is checked (`_check_signatures`)
     refused: ProvenanceError | None = None  # ... and refused with this error
     held: bool = False  # counted in the writer's `held` until its outcome is delivered
+    on_outcome: Outcome | None = None  # told the outcome, whether the caller waits or not
     # later submissions of the same envelope that joined this one (`GroupCommitWriter._put`):
     # they get its outcome, as a replay
-    joined: list[_Waiter] | None = None
+    joined: list[tuple[_Waiter, Outcome | None]] | None = None
 
 
 def _check_signatures(batch: Sequence[_Item]) -> None:
@@ -399,12 +403,14 @@ class GroupCommitWriter:
         on it."""
         return self._put(pending, Future(), None)
 
-    def enqueue_async(self, pending: PendingClaim | PendingKeyEvent) -> asyncio.Future[Any]:
+    def enqueue_async(
+        self, pending: PendingClaim | PendingKeyEvent, on_outcome: Outcome | None = None
+    ) -> asyncio.Future[Any]:
         """`enqueue` from a running event loop: an asyncio future of that loop, completed
         on it (one wake-up of the loop per batch, not one per submission). Cancelling it
-        does not withdraw the submission."""
+        does not withdraw the submission. ``on_outcome``: as `submit_async`'s."""
         loop = asyncio.get_running_loop()
-        return self._put(pending, loop.create_future(), loop)
+        return self._put(pending, loop.create_future(), loop, on_outcome)
 
     @property
     def held(self) -> int:
@@ -417,6 +423,7 @@ class GroupCommitWriter:
         pending: PendingClaim | PendingKeyEvent,
         fut: _F,
         loop: asyncio.AbstractEventLoop | None,
+        on_outcome: Outcome | None = None,
     ) -> _F:
         """Queue ``pending`` with ``fut`` (of ``loop``, for an asyncio future), or join
         the claim with the same envelope held already, whether its caller still waits or
@@ -434,11 +441,11 @@ class GroupCommitWriter:
                 if first is not None:  # whether its caller waits still or gave up
                     if first.joined is None:
                         first.joined = []
-                    first.joined.append((fut, loop))
+                    first.joined.append(((fut, loop), on_outcome))
                     return fut
                 if self._held_count >= self._max_held:
                     raise self._full()
-            item = _Item(pending, fut, loop, held=True)
+            item = _Item(pending, fut, loop, held=True, on_outcome=on_outcome)
             if claim is not None:
                 self._held[claim] = item
             self._held_count += 1
@@ -468,6 +475,7 @@ class GroupCommitWriter:
             asyncio.AbstractEventLoop, list[tuple[Future[Any] | asyncio.Future[Any], object]]
         ] = {}
         now: list[tuple[Future[Any] | asyncio.Future[Any], object]] = []
+        told: list[tuple[Outcome, object]] = []
         with self._held_lock:
             waits: list[tuple[_Waiter, object]] = []
             for item, res in outcomes:
@@ -478,10 +486,21 @@ class GroupCommitWriter:
                     if isinstance(p, PendingClaim) and self._held.get(p.signed_claim) is item:
                         del self._held[p.signed_claim]
                 waits.append(((item.future, item.loop), res))
+                if item.on_outcome is not None:
+                    told.append((item.on_outcome, res))
+                    item.on_outcome = None
                 if item.joined:
                     again = _as_replay(res)
-                    waits.extend((w, again) for w in item.joined)
+                    for w, hook in item.joined:
+                        waits.append((w, again))
+                        if hook is not None:
+                            told.append((hook, again))
                     item.joined = None
+        for hook, res in told:  # before the callers wake: a device's next call sees it
+            try:
+                hook(res)
+            except Exception:  # the outcome stands: a hook's bug must not stop the writer
+                log.exception("a submission's outcome hook failed")
         for (fut, loop), res in waits:
             if loop is None:
                 now.append((fut, res))
@@ -492,14 +511,28 @@ class GroupCommitWriter:
             with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits
                 loop.call_soon_threadsafe(_settle, part)
 
-    async def submit_async(self, pending: PendingClaim, timeout: float | None = None) -> Appended:
+    async def submit_async(
+        self,
+        pending: PendingClaim,
+        timeout: float | None = None,
+        on_outcome: Outcome | None = None,
+    ) -> Appended:
         """`submit` for an asyncio caller: waits on the loop, holding no thread. Raises as
         `submit`; with ``timeout`` None (the caller's
         deadline bounds the wait: an RPC's cancellation) nothing is kept for it. The
         timeouts of a loop's waits share one timer (`_Deadlines`): neither
         `asyncio.wait_for` (a task, a waiter and callbacks per call) nor a timer handle
-        per call."""
-        fut = self.enqueue_async(pending)
+        per call. ``on_outcome`` is called once with the outcome the writer settles on
+        (from its threads, before the caller wakes), whether or not the caller still
+        waits for it (its timeout passed, it was cancelled), or with the refusal when the
+        writer takes no more (at once, here): a device's quota room is held until then
+        (`provenance.server.rpc.CapturesServicer`)."""
+        try:
+            fut = self.enqueue_async(pending, on_outcome)
+        except BaseException as e:
+            if on_outcome is not None:
+                on_outcome(e)
+            raise
         if timeout is not None:
             loop = fut.get_loop()
             deadlines = self._deadlines.get(loop)
