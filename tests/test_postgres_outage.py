@@ -30,7 +30,13 @@ from provenance.log.checkpoint import LogSigner, NoteVerifier, generate_log_key
 from provenance.log.receipt import verify_receipt
 from provenance.server.limits import DeviceQuota, ServerLimits
 from provenance.server.rpc import SUBMIT_WAIT_S
-from provenance.server.writer import MAX_HELD, Appended, GroupCommitWriter, PendingClaim
+from provenance.server.writer import (
+    JOINED,
+    MAX_HELD,
+    Appended,
+    GroupCommitWriter,
+    PendingClaim,
+)
 from provenance.store.postgres import APPEND_LOCK, PostgresStore
 from provenance.wire import convert as wire
 from tests.conftest import (
@@ -373,7 +379,9 @@ def test_a_claim_sent_again_during_an_outage_joins_the_one_queued(
     each retry queued another copy (the call's own record of it was gone with the call),
     and as nothing fails during an outage the writer's queue grew with every retry until
     the database answered. Now a retry of an envelope the writer holds joins it: the
-    writer holds one submission, and the last retry gets the receipt once it is back."""
+    writer holds one submission, and the last retry gets the receipt once it is back.
+    A retry that joins is told so at once (`JOINED`), so that it holds no room in its
+    device's quota meanwhile; the first is told its outcome once written."""
     store, signer, writer = _writer(own_pg, tmp_path)
     down = False
     try:
@@ -382,21 +390,30 @@ def test_a_claim_sent_again_during_an_outage_joins_the_one_queued(
         own_pg.halt("fast")
         down = True
 
+        told: list[object] = []  # each try's outcome, as the writer tells it (`on_outcome`)
+
         async def retries() -> None:
             for n in range(20):
                 if n % 2:  # the call is cancelled
                     with pytest.raises(TimeoutError):
-                        await asyncio.wait_for(writer.submit_async(pending[1]), 0.05)
+                        await asyncio.wait_for(
+                            writer.submit_async(pending[1], on_outcome=told.append), 0.05
+                        )
                 else:  # the call's deadline passes
                     with pytest.raises(StorageError, match="may still be recorded"):
-                        await writer.submit_async(pending[1], timeout=0.05)
+                        await writer.submit_async(pending[1], 0.05, told.append)
 
         asyncio.run(retries())
         held = writer.held
+        joined = list(told)
         own_pg.resume()
         down = False
         got = writer.submit(pending[1], timeout=SLACK_S + 60)  # a hang guard only
         assert held == 1, f"20 tries of one claim: the writer held {held} submissions"
+        # the 19 that joined were told at once (a device's quota room is given back: they
+        # add nothing to what the writer holds); the first, once it was written
+        assert joined == [JOINED] * 19, joined
+        assert told[19:] == [Appended(got.receipt, False)], told[19:]
         verify_receipt(got.receipt, claims[1], NoteVerifier.from_vkey(signer.verifier_key()))
         assert store.tree_size() == 2
     finally:
@@ -684,7 +701,8 @@ def test_a_device_cannot_queue_past_its_quota_by_letting_its_calls_time_out(
     server stopped waiting for the writer (30 s, `SUBMIT_WAIT_S`) though the writer
     still held the claim: the device's next capture was let in, so one device could
     queue twice its quota a minute, up to the writer's bound (20,000), during a long
-    outage. Both the held claim and the refusal hold once the database is back."""
+    outage. A retry of the held capture is not refused for the quota its own room
+    fills: it joins it. Once the database is back the held capture is logged."""
     url = own_pg.new_database()
     PG_LOG_KEYS[url] = tmp_path / "pg.logkey.pem"
     srv = start_server(url, "--quota-claims-per-minute", "2", "--db-connect-wait", "1")
@@ -704,6 +722,10 @@ def test_a_device_cannot_queue_past_its_quota_by_letting_its_calls_time_out(
             c.submit(signed_claim(key, 3))
         assert e.value.code == "RESOURCE_EXHAUSTED", e.value  # before: let in, queued
         assert "--quota-claims-per-minute" in str(e.value)
+        # a retry of the held capture, over the quota, joins it (waits), is not refused
+        with ProvenanceClient(srv.address, timeout=3) as c, pytest.raises(TransportError) as e:
+            c.submit(held)
+        assert e.value.code == "DEADLINE_EXCEEDED", e.value
         own_pg.resume()
         down = False
         with ProvenanceClient(srv.address, timeout=SLACK_S + 60) as c:

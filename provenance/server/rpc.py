@@ -583,8 +583,12 @@ class CapturesServicer(rpc.CapturesServicer):
                 self.quota.admit(signed.key_id, size)
         except LimitError:
             # over its quota: a replay of a logged claim (a device retrying a lost answer)
-            # still gets its receipt, as it would below the quota; a new claim is refused
+            # still gets its receipt, as it would below the quota, and so does a retry of
+            # a claim the writer holds (it joins it: its room is already held); a new
+            # claim is refused
             replayed = await self.s.logged_replay(signed, peer)
+            if replayed is None:
+                replayed = await self.s.writer.join_async(signed, wait)
             if replayed is None:
                 raise
             res = replayed

@@ -127,8 +127,18 @@ class KeyAppended:
 #: A submission's future and, for an asyncio one, its event loop.
 _Waiter = tuple[Future[Any] | asyncio.Future[Any], asyncio.AbstractEventLoop | None]
 #: Told a submission's outcome (`GroupCommitWriter.submit_async`'s ``on_outcome``): an
-#: `Appended`, or the exception it failed with.
+#: `Appended`, the exception it failed with, or `JOINED`.
 Outcome = Callable[[object], None]
+
+
+@dataclass(frozen=True)
+class Joined:
+    """The outcome told at once to a submission that joined an identical one the writer
+    holds (`GroupCommitWriter._put`): it adds nothing to what the writer holds, and its
+    caller gets that one's outcome as a replay."""
+
+
+JOINED = Joined()
 
 
 @dataclass
@@ -142,7 +152,7 @@ class _Item:
     on_outcome: Outcome | None = None  # told the outcome, whether the caller waits or not
     # later submissions of the same envelope that joined this one (`GroupCommitWriter._put`):
     # they get its outcome, as a replay
-    joined: list[tuple[_Waiter, Outcome | None]] | None = None
+    joined: list[_Waiter] | None = None
 
 
 def _check_signatures(batch: Sequence[_Item]) -> None:
@@ -436,19 +446,22 @@ class GroupCommitWriter:
         counted but never refused here (an admin's or an enrolling device's, rare)."""
         claim = pending.signed_claim if isinstance(pending, PendingClaim) else None
         with self._held_lock:
-            if claim is not None:
-                first = self._held.get(claim)
-                if first is not None:  # whether its caller waits still or gave up
-                    if first.joined is None:
-                        first.joined = []
-                    first.joined.append(((fut, loop), on_outcome))
-                    return fut
-                if self._held_count >= self._max_held:
+            first = None if claim is None else self._held.get(claim)
+            if first is not None:  # whether its caller waits still or gave up
+                if first.joined is None:
+                    first.joined = []
+                first.joined.append((fut, loop))
+            else:
+                if claim is not None and self._held_count >= self._max_held:
                     raise self._full()
-            item = _Item(pending, fut, loop, held=True, on_outcome=on_outcome)
-            if claim is not None:
-                self._held[claim] = item
-            self._held_count += 1
+                item = _Item(pending, fut, loop, held=True, on_outcome=on_outcome)
+                if claim is not None:
+                    self._held[claim] = item
+                self._held_count += 1
+        if first is not None:
+            if on_outcome is not None:  # it holds nothing more: told at once
+                on_outcome(JOINED)
+            return fut
         self._queue.put(item)
         return fut
 
@@ -491,10 +504,7 @@ class GroupCommitWriter:
                     item.on_outcome = None
                 if item.joined:
                     again = _as_replay(res)
-                    for w, hook in item.joined:
-                        waits.append((w, again))
-                        if hook is not None:
-                            told.append((hook, again))
+                    waits.extend((w, again) for w in item.joined)
                     item.joined = None
         for hook, res in told:  # before the callers wake: a device's next call sees it
             try:
@@ -524,15 +534,39 @@ class GroupCommitWriter:
         `asyncio.wait_for` (a task, a waiter and callbacks per call) nor a timer handle
         per call. ``on_outcome`` is called once with the outcome the writer settles on
         (from its threads, before the caller wakes), whether or not the caller still
-        waits for it (its timeout passed, it was cancelled), or with the refusal when the
-        writer takes no more (at once, here): a device's quota room is held until then
-        (`provenance.server.rpc.CapturesServicer`)."""
+        waits for it (its timeout passed, it was cancelled); at once, here, with the
+        refusal when the writer takes no more, or with `JOINED` when the claim joins an
+        identical one it holds (which adds nothing to what it holds): a device's quota
+        room is held until then (`provenance.server.rpc.CapturesServicer`)."""
         try:
             fut = self.enqueue_async(pending, on_outcome)
         except BaseException as e:
             if on_outcome is not None:
                 on_outcome(e)
             raise
+        return await self._outcome(fut, timeout)
+
+    async def join_async(
+        self, signed: SignedClaim, timeout: float | None = None
+    ) -> Appended | None:
+        """The outcome, as a replay, of the claim with the envelope ``signed`` that the
+        writer holds, joined as `submit_async` joins it (waited for as there); None at
+        once when it holds none. For a device over its quota retrying a capture the
+        writer holds (during an outage): it adds nothing to what the writer holds."""
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[Any] = loop.create_future()
+        with self._held_lock:
+            first = self._held.get(signed)
+            if first is None:
+                return None
+            if first.joined is None:
+                first.joined = []
+            first.joined.append((fut, loop))
+        return await self._outcome(fut, timeout)
+
+    async def _outcome(self, fut: asyncio.Future[Any], timeout: float | None) -> Appended:
+        """Await ``fut``, failing it as unconfirmed after ``timeout`` seconds (None: the
+        caller's own deadline bounds the wait)."""
         if timeout is not None:
             loop = fut.get_loop()
             deadlines = self._deadlines.get(loop)
