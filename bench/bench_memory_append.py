@@ -36,7 +36,7 @@ class DeepCopyStore(MemoryStore):
     """The store as it was: each transaction deep-copies the whole state."""
 
     @contextmanager
-    def append(self) -> Iterator[_MemoryAppend]:
+    def append(self, wait_s: float | None = None) -> Iterator[_MemoryAppend]:
         with self._lock:
             work = copy.deepcopy(self._state)
             yield _MemoryAppend(work)

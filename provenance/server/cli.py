@@ -413,6 +413,19 @@ def serve(
             min=1,
         ),
     ] = 20_000,  # provenance.server.writer.MAX_HELD (not imported for --help)
+    db_connect_wait: Annotated[
+        float,
+        typer.Option(
+            help="With a PostgreSQL --db: seconds a database call waits for a pooled"
+            " connection while the database cannot be reached (the pool reconnecting"
+            " meanwhile) before it fails; the log's writer and the device key reads try"
+            " again within the call's deadline.",
+            min=0.1,
+            max=600.0,  # provenance.store.postgres.CONNECTION_WAIT_MAX_S
+            callback=finite,
+            metavar="SECONDS",
+        ),
+    ] = 30.0,  # provenance.store.postgres.CONNECTION_WAIT_S
     http: Annotated[
         str | None,
         typer.Option(
@@ -653,6 +666,7 @@ def serve(
                 witness_timeout_s=witness_timeout,
                 witness_interval_s=witness_interval_ms / 1000,
                 max_queued_claims=max_queued_claims,
+                db_connect_wait_s=db_connect_wait,
             )
         )
         trust = None

@@ -90,6 +90,7 @@ from provenance.server.pipeline import (
 from provenance.server.rpc_input import MalformedRequestInterceptor
 from provenance.server.rpc_probes import ProbeBudget
 from provenance.server.service import ProvenanceService
+from provenance.server.writer import Appended
 from provenance.v1 import provenance_pb2 as pb
 from provenance.v1 import provenance_pb2_grpc as rpc
 from provenance.wire import convert as wire
@@ -582,23 +583,39 @@ class CapturesServicer(rpc.CapturesServicer):
                 self.quota.admit(signed.key_id, size)
         except LimitError:
             # over its quota: a replay of a logged claim (a device retrying a lost answer)
-            # still gets its receipt, as it would below the quota; a new claim is refused
+            # still gets its receipt, as it would below the quota, and so does a retry of
+            # a claim the writer holds (it joins it: its room is already held); a new
+            # claim is refused
             replayed = await self.s.logged_replay(signed, peer)
+            if replayed is None:
+                replayed = await self.s.writer.join_async(signed, wait)
             if replayed is None:
                 raise
             res = replayed
         else:
-            # its quota room is held until the outcome; counted once verified and logged
-            # (forgeries and replays cost nothing)
-            try:
-                res = await self.s.submit_async(signed, wait, reads=self.pool, peer=peer)
-            except BaseException:
-                self.quota.settle(signed.key_id, size, logged=False)
-                raise
-            self.quota.settle(signed.key_id, size, logged=not res.duplicate)
+            # its quota room is held until the writer settles the claim, whether or not
+            # this call still waits for it (its wait ran out, the server stopped): before,
+            # the room was given back when the wait ended though the writer held the
+            # claim, and a device could queue twice its quota a minute in an outage, and
+            # a claim logged after its call ended was never counted. Counted once
+            # verified and logged (forgeries and replays cost nothing)
+            res = await self.s.submit_async(
+                signed,
+                wait,
+                reads=self.pool,
+                peer=peer,
+                on_outcome=functools.partial(self._settle_quota, signed.key_id, size),
+            )
         return pb.SubmitCaptureResponse(
             receipt=wire.receipt_to_pb(res.receipt), duplicate=res.duplicate
         )
+
+    def _settle_quota(self, device_id: bytes, size: int, outcome: object) -> None:
+        """Give back the quota room of a submission the writer (or the service before it)
+        settled with ``outcome``, counting it when it logged a new claim; from the
+        writer's threads or the loop."""
+        logged = isinstance(outcome, Appended) and not outcome.duplicate
+        self.quota.settle(device_id, size, logged=logged)
 
     async def _first_sight_until(self, signed: SignedClaim, size: int, left: float | None) -> None:
         """`_first_sight` in ``pool``, tried again while the database cannot be reached
@@ -606,7 +623,8 @@ class CapturesServicer(rpc.CapturesServicer):
         another try: each waits for a connection (PostgreSQL: 30 s) while the store
         reconnects. The key of a device not yet seen here is in the database only; its
         revocation is checked by the writer in its transaction, as always. Before: one
-        try, and a capture was refused 30 s into an outage whatever its deadline. Raises
+        try, and a capture was refused 30 s into an outage whatever its deadline. Not
+        tried again once the server stops (it kept the call through the 5 s grace). Raises
         as `_first_sight`; StorageError saying when to retry when the deadline comes
         first."""
         loop = asyncio.get_running_loop()
@@ -616,7 +634,7 @@ class CapturesServicer(rpc.CapturesServicer):
                 await loop.run_in_executor(self.pool, self._first_sight, signed, size)
                 return
             except StoreUnavailableError as e:
-                if until is None or loop.time() + KEY_READ_RETRY_S >= until:
+                if until is None or loop.time() + KEY_READ_RETRY_S >= until or self.s.is_stopping:
                     raise StoreUnavailableError(
                         f"this device's key could not be read: {e}; submit the capture"
                         " again once the database answers (nothing was logged)"
@@ -1231,6 +1249,7 @@ class AioServer:
         pools: tuple[futures.ThreadPoolExecutor, ...],
         quota: DeviceQuota,
         health: grpc.aio.Server | None = None,
+        close_writer: Callable[[], None] | None = None,
     ) -> None:
         self._loop = loop
         self._thread = thread
@@ -1240,6 +1259,7 @@ class AioServer:
         self.health_port: int | None = None
         self._pools = pools
         self._quota = quota
+        self._close_writer = close_writer
         self._stopped = threading.Event()
         self._lock = threading.Lock()
 
@@ -1254,7 +1274,10 @@ class AioServer:
         cancelled and awaited (`_cancel_remaining`): their callers got CANCELLED or
         UNAVAILABLE, and a claim already queued to the writer is still its business. Before,
         the loop closed with them pending, and the log said "Task was destroyed but it is
-        pending!" for each. Blocks until the server has stopped; returns an event that is
+        pending!" for each. Then the log's writer is closed (``close_writer``: what it
+        holds is logged or refused, each outcome settling its device's quota room) before
+        the quota counts' last flush; before, a claim the writer logged after that flush
+        was never counted. Blocks until the server has stopped; returns an event that is
         set."""
         with self._lock:
             if not self._stopped.is_set():
@@ -1268,6 +1291,8 @@ class AioServer:
                 self._loop.close()
                 for pool in self._pools:
                     pool.shutdown(wait=False, cancel_futures=True)
+                if self._close_writer is not None:
+                    self._close_writer()  # its outcomes settle the quota rooms it holds
                 self._quota.close()
                 self._stopped.set()
         return self._stopped
@@ -1377,6 +1402,14 @@ def create_server(
         pool.shutdown(wait=False)
         verification.lookups.shutdown(wait=False)
         raise
-    aio = AioServer(loop, thread, server, (pool, verification.lookups), quota, probes)
+    aio = AioServer(
+        loop,
+        thread,
+        server,
+        (pool, verification.lookups),
+        quota,
+        probes,
+        close_writer=service.writer.close,
+    )
     aio.health_port = health_port
     return aio, port

@@ -104,6 +104,7 @@ from provenance.server.writer import (
     Appended,
     GroupCommitWriter,
     KeyAppended,
+    Outcome,
     PendingClaim,
     PendingKeyEvent,
     check_entry_size,
@@ -218,7 +219,9 @@ class ServiceConfig:
     checkpoint (0: all), witness_timeout_s: per request, witness_interval_s: least time
     between two cosigning rounds.
     max_queued_claims: submissions the log's writer holds at most before it refuses new
-    claims (`GroupCommitWriter`, ``max_held``).
+    claims (`GroupCommitWriter`, ``max_held``); db_connect_wait_s: with PostgreSQL, how
+    long a call waits for a pooled connection (`PostgresStore`, ``connection_wait_s``;
+    None: its default).
     """
 
     db: Path | str
@@ -235,6 +238,7 @@ class ServiceConfig:
     witness_timeout_s: float = DEFAULT_TIMEOUT_S
     witness_interval_s: float = 0.0
     max_queued_claims: int = MAX_HELD
+    db_connect_wait_s: float | None = None
 
 
 def _file_hashes(facts: FileFacts) -> list[bytes]:
@@ -263,7 +267,9 @@ class ProvenanceService:
     def __init__(self, config: ServiceConfig, clock: Callable[[], datetime] = utc_now) -> None:
         self.config = config
         self.clock = clock
-        self.store: Store = open_store(config.db, exclusive=True)
+        self.store: Store = open_store(
+            config.db, exclusive=True, connection_wait_s=config.db_connect_wait_s
+        )
         self._device_keys: dict[bytes, bytes] = {}  # see _device_key
         self._device_keys_lock = threading.Lock()
         #: device id -> a sequence number the log holds for it: its last logged one, or
@@ -477,9 +483,18 @@ class ProvenanceService:
         cannot be reached, so that their waits for a database in an outage (30 s each
         with PostgreSQL) overlap the grace instead of following it. Before, the upkeep was
         told only in `close`, after the server stopped, and started another 30 s wait
-        meanwhile: a server stopped in an outage took 57 s. `close` still follows."""
+        meanwhile: a server stopped in an outage took 57 s. The store, too, stops waiting
+        for a database it cannot reach (`Store.stop_waiting`), so those waits and the calls'
+        end at once: 28 s before, a few now. `close` still follows."""
         self._stop.set()
         self.writer.stop_waiting()
+        self.store.stop_waiting()
+
+    @property
+    def is_stopping(self) -> bool:
+        """Whether `stopping` (or `close`) was called: a call waiting for the database
+        should not try again."""
+        return self._stop.is_set()
 
     def close(self) -> None:
         self._close_threads()
@@ -817,6 +832,7 @@ class ProvenanceService:
         timeout: float = 30.0,
         reads: Executor | None = None,
         peer: str = "",
+        on_outcome: Outcome | None = None,
     ) -> Appended:
         """`submit` for an asyncio caller: nothing on the calling (event loop) thread waits
         for the store. The claim's shape is checked there (pure CPU, tens of µs); the
@@ -831,7 +847,30 @@ class ProvenanceService:
         envelope gets its receipt without the writer (before: a flood of distinct replays
         took the writer's batches from the honest claims); that read, too, is waited for
         at most ``timeout`` seconds (StorageError after it). Raises as `submit`, and
-        LimitError when the peer's address has too many replay reads queued."""
+        LimitError when the peer's address has too many replay reads queued.
+        ``on_outcome`` is called once with the outcome (an `Appended`, or the exception):
+        by the writer when the claim reaches it, whether or not the caller still waits
+        (`GroupCommitWriter.submit_async`), else here (a replay's receipt read, a refusal
+        or cancellation before the writer)."""
+        try:
+            ready = await self._for_writer(signed, timeout, reads, peer)
+        except BaseException as e:
+            if on_outcome is not None:
+                on_outcome(e)
+            raise
+        if isinstance(ready, Appended):
+            if on_outcome is not None:
+                on_outcome(ready)
+            return ready
+        # a cancelled wait (timeout, client gone) leaves the submission queued; the
+        # writer wakes this loop once per batch
+        return await self.writer.submit_async(ready, timeout, on_outcome)
+
+    async def _for_writer(
+        self, signed: SignedClaim, timeout: float, reads: Executor | None, peer: str
+    ) -> Appended | PendingClaim:
+        """`submit_async` up to the writer: the claim for it, or the receipt of a replay
+        of a logged envelope read without it."""
         claim = self._claim(signed)
         if claim.sequence <= self._logged_seq.get(signed.key_id, 0):
             # at or below a sequence number the log holds for the device: a replay of a
@@ -850,9 +889,7 @@ class ProvenanceService:
         if key is None:
             loop = asyncio.get_running_loop()
             key = await loop.run_in_executor(reads, self._device_key, signed.key_id)
-        # a cancelled wait (timeout, client gone) leaves the submission queued; the
-        # writer wakes this loop once per batch
-        return await self.writer.submit_async(self._pending(signed, claim, key), timeout)
+        return self._pending(signed, claim, key)
 
     async def logged_replay(self, signed: SignedClaim, peer: str = "") -> Appended | None:
         """The receipt of ``signed`` when it is a replay of an envelope the log holds,

@@ -126,6 +126,19 @@ class KeyAppended:
 
 #: A submission's future and, for an asyncio one, its event loop.
 _Waiter = tuple[Future[Any] | asyncio.Future[Any], asyncio.AbstractEventLoop | None]
+#: Told a submission's outcome (`GroupCommitWriter.submit_async`'s ``on_outcome``): an
+#: `Appended`, the exception it failed with, or `JOINED`.
+Outcome = Callable[[object], None]
+
+
+@dataclass(frozen=True)
+class Joined:
+    """The outcome told at once to a submission that joined an identical one the writer
+    holds (`GroupCommitWriter._put`): it adds nothing to what the writer holds, and its
+    caller gets that one's outcome as a replay."""
+
+
+JOINED = Joined()
 
 
 @dataclass
@@ -136,6 +149,7 @@ class _Item:
     checked: bool = False  # a claim's signature is checked (`_check_signatures`)
     refused: ProvenanceError | None = None  # ... and refused with this error
     held: bool = False  # counted in the writer's `held` until its outcome is delivered
+    on_outcome: Outcome | None = None  # told the outcome, whether the caller waits or not
     # later submissions of the same envelope that joined this one (`GroupCommitWriter._put`):
     # they get its outcome, as a replay
     joined: list[_Waiter] | None = None
@@ -179,11 +193,17 @@ def _unconfirmed(timeout: float) -> StorageError:
 
 #: Seconds the writer waits before it tries a batch again while the store cannot be
 #: reached (`GroupCommitWriter._append_when_reached`): the first wait, doubled after each
-#: failed try up to `RETRY_MAX_S`. Each try also waits for a connection itself
-#: (PostgreSQL: `provenance.store.postgres.CONNECTION_WAIT_S`, the pool reconnecting
-#: meanwhile), so the batch is written about as soon as the database answers again.
+#: failed try up to `RETRY_MAX_S`. Each try after the first also waits for a connection
+#: itself (PostgreSQL: `provenance.store.postgres.CONNECTION_WAIT_S`, or `prov serve
+#: --db-connect-wait`; the pool reconnecting meanwhile), so the batch is written about as
+#: soon as the database answers again.
 RETRY_FIRST_S = 0.05
 RETRY_MAX_S = 1.0
+#: Seconds the first try of a batch waits for the store to be reached (`Store.append`'s
+#: ``wait_s``): in an outage it fails soon and the tries again begin (the outage logged,
+#: a claim past the bound refused as "waiting for its database"). Before, it waited the
+#: store's whole wait (30 s) first. A pool busy this long costs one more try, not a claim.
+FIRST_TRY_WAIT_S = 1.0
 
 #: Submissions (claims, key events) the writer holds at most, queued or being written,
 #: before it refuses new claims at once (`GroupCommitWriter`, ``max_held``). During a
@@ -332,9 +352,12 @@ class GroupCommitWriter:
         self._done: queue.SimpleQueue[_Done | None] = queue.SimpleQueue()
         self._stopping = False
         self._closing = threading.Event()  # close() was called: stop waiting for the store
-        # the store's error once it could not be reached after close(): what is still
-        # queued is answered with it, not tried (each try waits for a connection)
+        # the store's error once it could not be reached after close(), and the answer
+        # to what is still queued then, not tried (each try waits for a connection)
         self._gone: StoreUnavailableError | None = None
+        self._gone_answer: StoreUnavailableError | None = None
+        # submissions answered with ``_gone``, not logged (`close` says how many)
+        self._not_logged = 0
         # the pending waits with a timeout, per event loop (`submit_async`)
         self._deadlines: dict[asyncio.AbstractEventLoop, _Deadlines] = {}
         # (size, checkpoint note, frontier) after the last commit of this writer
@@ -390,12 +413,14 @@ class GroupCommitWriter:
         on it."""
         return self._put(pending, Future(), None)
 
-    def enqueue_async(self, pending: PendingClaim | PendingKeyEvent) -> asyncio.Future[Any]:
+    def enqueue_async(
+        self, pending: PendingClaim | PendingKeyEvent, on_outcome: Outcome | None = None
+    ) -> asyncio.Future[Any]:
         """`enqueue` from a running event loop: an asyncio future of that loop, completed
         on it (one wake-up of the loop per batch, not one per submission). Cancelling it
-        does not withdraw the submission."""
+        does not withdraw the submission. ``on_outcome``: as `submit_async`'s."""
         loop = asyncio.get_running_loop()
-        return self._put(pending, loop.create_future(), loop)
+        return self._put(pending, loop.create_future(), loop, on_outcome)
 
     @property
     def held(self) -> int:
@@ -408,6 +433,7 @@ class GroupCommitWriter:
         pending: PendingClaim | PendingKeyEvent,
         fut: _F,
         loop: asyncio.AbstractEventLoop | None,
+        on_outcome: Outcome | None = None,
     ) -> _F:
         """Queue ``pending`` with ``fut`` (of ``loop``, for an asyncio future), or join
         the claim with the same envelope held already, whether its caller still waits or
@@ -420,19 +446,22 @@ class GroupCommitWriter:
         counted but never refused here (an admin's or an enrolling device's, rare)."""
         claim = pending.signed_claim if isinstance(pending, PendingClaim) else None
         with self._held_lock:
-            if claim is not None:
-                first = self._held.get(claim)
-                if first is not None:  # whether its caller waits still or gave up
-                    if first.joined is None:
-                        first.joined = []
-                    first.joined.append((fut, loop))
-                    return fut
-                if self._held_count >= self._max_held:
+            first = None if claim is None else self._held.get(claim)
+            if first is not None:  # whether its caller waits still or gave up
+                if first.joined is None:
+                    first.joined = []
+                first.joined.append((fut, loop))
+            else:
+                if claim is not None and self._held_count >= self._max_held:
                     raise self._full()
-            item = _Item(pending, fut, loop, held=True)
-            if claim is not None:
-                self._held[claim] = item
-            self._held_count += 1
+                item = _Item(pending, fut, loop, held=True, on_outcome=on_outcome)
+                if claim is not None:
+                    self._held[claim] = item
+                self._held_count += 1
+        if first is not None:
+            if on_outcome is not None:  # it holds nothing more: told at once
+                on_outcome(JOINED)
+            return fut
         self._queue.put(item)
         return fut
 
@@ -459,6 +488,7 @@ class GroupCommitWriter:
             asyncio.AbstractEventLoop, list[tuple[Future[Any] | asyncio.Future[Any], object]]
         ] = {}
         now: list[tuple[Future[Any] | asyncio.Future[Any], object]] = []
+        told: list[tuple[Outcome, object]] = []
         with self._held_lock:
             waits: list[tuple[_Waiter, object]] = []
             for item, res in outcomes:
@@ -469,10 +499,18 @@ class GroupCommitWriter:
                     if isinstance(p, PendingClaim) and self._held.get(p.signed_claim) is item:
                         del self._held[p.signed_claim]
                 waits.append(((item.future, item.loop), res))
+                if item.on_outcome is not None:
+                    told.append((item.on_outcome, res))
+                    item.on_outcome = None
                 if item.joined:
                     again = _as_replay(res)
                     waits.extend((w, again) for w in item.joined)
                     item.joined = None
+        for hook, res in told:  # before the callers wake: a device's next call sees it
+            try:
+                hook(res)
+            except Exception:  # the outcome stands: a hook's bug must not stop the writer
+                log.exception("a submission's outcome hook failed")
         for (fut, loop), res in waits:
             if loop is None:
                 now.append((fut, res))
@@ -483,14 +521,52 @@ class GroupCommitWriter:
             with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits
                 loop.call_soon_threadsafe(_settle, part)
 
-    async def submit_async(self, pending: PendingClaim, timeout: float | None = None) -> Appended:
+    async def submit_async(
+        self,
+        pending: PendingClaim,
+        timeout: float | None = None,
+        on_outcome: Outcome | None = None,
+    ) -> Appended:
         """`submit` for an asyncio caller: waits on the loop, holding no thread. Raises as
         `submit`; with ``timeout`` None (the caller's
         deadline bounds the wait: an RPC's cancellation) nothing is kept for it. The
         timeouts of a loop's waits share one timer (`_Deadlines`): neither
         `asyncio.wait_for` (a task, a waiter and callbacks per call) nor a timer handle
-        per call."""
-        fut = self.enqueue_async(pending)
+        per call. ``on_outcome`` is called once with the outcome the writer settles on
+        (from its threads, before the caller wakes), whether or not the caller still
+        waits for it (its timeout passed, it was cancelled); at once, here, with the
+        refusal when the writer takes no more, or with `JOINED` when the claim joins an
+        identical one it holds (which adds nothing to what it holds): a device's quota
+        room is held until then (`provenance.server.rpc.CapturesServicer`)."""
+        try:
+            fut = self.enqueue_async(pending, on_outcome)
+        except BaseException as e:
+            if on_outcome is not None:
+                on_outcome(e)
+            raise
+        return await self._outcome(fut, timeout)
+
+    async def join_async(
+        self, signed: SignedClaim, timeout: float | None = None
+    ) -> Appended | None:
+        """The outcome, as a replay, of the claim with the envelope ``signed`` that the
+        writer holds, joined as `submit_async` joins it (waited for as there); None at
+        once when it holds none. For a device over its quota retrying a capture the
+        writer holds (during an outage): it adds nothing to what the writer holds."""
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[Any] = loop.create_future()
+        with self._held_lock:
+            first = self._held.get(signed)
+            if first is None:
+                return None
+            if first.joined is None:
+                first.joined = []
+            first.joined.append((fut, loop))
+        return await self._outcome(fut, timeout)
+
+    async def _outcome(self, fut: asyncio.Future[Any], timeout: float | None) -> Appended:
+        """Await ``fut``, failing it as unconfirmed after ``timeout`` seconds (None: the
+        caller's own deadline bounds the wait)."""
         if timeout is not None:
             loop = fut.get_loop()
             deadlines = self._deadlines.get(loop)
@@ -513,6 +589,17 @@ class GroupCommitWriter:
         self._queue.put(None)
         self._thread.join()
         self._acker.join()
+        n, self._not_logged = self._not_logged, 0
+        if n:
+            log.warning(
+                "log writer stopped: %d submission%s held for the log %s not logged, as the"
+                " database could not be reached (%s); each caller was answered UNAVAILABLE,"
+                " or had gone, and may send it again",
+                n,
+                "" if n == 1 else "s",
+                "was" if n == 1 else "were",
+                self._gone,
+            )
 
     def _run(self) -> None:
         try:
@@ -599,36 +686,49 @@ class GroupCommitWriter:
                 batch.append(nxt)
 
     def _commit(self, batch: list[_Item]) -> None:
-        if self._gone is not None:  # closing, the store unreachable: not tried again
-            self._resolve([(item, self._gone) for item in batch])
-            return
-        try:
-            done = self._append_when_reached(batch)
-        except Exception as e:  # a broken database must not kill the writer thread
-            if isinstance(e, StoreUnavailableError):  # the writer is closing: no more tries
+        """Append ``batch`` and hand it to the acknowledging thread, or answer it: with
+        its error, or, once the writer closes while the store cannot be reached, with
+        that (not tried again; counted in what `close` says was not logged)."""
+        if self._gone is None:
+            try:
+                done = self._append_when_reached(batch)
+            except StoreUnavailableError as e:  # the writer is closing: no more tries
                 self._gone = e
-                self._resolve([(item, e) for item in batch])
-                return
-            if isinstance(e, StoreRefusedError):  # no claim's fault: all fail, none retried
-                self._resolve([(item, e) for item in batch])
-                return
-            if len(batch) > 1:
-                # One bad claim must not fail the others: nothing was committed, so
-                # commit each alone; only the ones that fail again get the error.
-                log.warning(
-                    "log append of a batch of %d failed (%s); retrying one by one", len(batch), e
+                self._gone_answer = StoreUnavailableError(
+                    f"{e}; the log stopped waiting for it: the submission was not logged,"
+                    " send it again"
                 )
-                for item in batch:
-                    self._commit([item])
+            except Exception as e:  # a broken database must not kill the writer thread
+                self._failed(batch, e)
                 return
-            if isinstance(e, ProvenanceError):
-                self._resolve([(batch[0], e)])
+            else:
+                self._done.put(done)
                 return
-            log.exception("log append failed")
-            err = LogError(f"the log could not record the submission: {e}")
-            self._resolve([(item, err) for item in batch])
+        # closing, the store unreachable: not tried again
+        self._not_logged += len(batch)
+        self._resolve([(item, self._gone_answer or self._gone) for item in batch])
+
+    def _failed(self, batch: list[_Item], e: Exception) -> None:
+        """Answer ``batch``, whose append raised ``e`` (not an outage): a refused login
+        fails it whole, another error claim by claim."""
+        if isinstance(e, StoreRefusedError):  # no claim's fault: all fail, none retried
+            self._resolve([(item, e) for item in batch])
             return
-        self._done.put(done)
+        if len(batch) > 1:
+            # One bad claim must not fail the others: nothing was committed, so
+            # commit each alone; only the ones that fail again get the error.
+            log.warning(
+                "log append of a batch of %d failed (%s); retrying one by one", len(batch), e
+            )
+            for item in batch:
+                self._commit([item])
+            return
+        if isinstance(e, ProvenanceError):
+            self._resolve([(batch[0], e)])
+            return
+        log.exception("log append failed")
+        err = LogError(f"the log could not record the submission: {e}")
+        self._resolve([(item, err) for item in batch])
 
     def _append_when_reached(self, batch: list[_Item]) -> _Done:
         """`_append` ``batch``; while the store cannot be reached (StoreUnavailableError)
@@ -636,7 +736,8 @@ class GroupCommitWriter:
         `RETRY_FIRST_S` apart doubling up to `RETRY_MAX_S`, until the store answers. Before,
         the failure was retried one claim per transaction, each waiting for the store alone
         (up to 30 s) and failing alone: an outage over the wait refused the claims one by
-        one, each costing the queue behind it the whole wait. A submitter whose own wait
+        one, each costing the queue behind it the whole wait. The first try waits
+        `FIRST_TRY_WAIT_S` at most for the store, the others its own. A submitter whose own wait
         ran out meanwhile was told its claim may still be recorded: it is. One line when
         the store first fails, one when it answers again. Raises StoreUnavailableError
         once `close` was called (then `_commit` answers what is still queued with it,
@@ -646,7 +747,7 @@ class GroupCommitWriter:
         tries = 0
         while True:
             try:
-                done = self._append(batch)
+                done = self._append(batch, FIRST_TRY_WAIT_S if tries == 0 else None)
             except StoreUnavailableError as e:
                 if self._closing.is_set():
                     raise
@@ -761,10 +862,12 @@ class GroupCommitWriter:
         keys = merkle.subtree_decomposition(0, start)
         return merkle.CompactRange.from_hashes(start, txn.get_nodes(keys))
 
-    def _append(self, batch: list[_Item]) -> _Done:
+    def _append(self, batch: list[_Item], wait_s: float | None = None) -> _Done:
+        """Append ``batch`` in one transaction, waiting ``wait_s`` at most for the store
+        (None: its own wait; `Store.append`)."""
         store = self._store
         _check_signatures(batch)  # before the transaction: it holds the append lock
-        with store.append() as txn:
+        with store.append(wait_s) as txn:
             # what queued while another server held the append lock joins this batch
             self._take(batch)
             _check_signatures(batch)

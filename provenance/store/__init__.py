@@ -223,9 +223,19 @@ class Store(Protocol):
 
     def close(self) -> None: ...
 
-    def append(self) -> AbstractContextManager[AppendTxn]:
+    def stop_waiting(self) -> None:
+        """A server stopping: a call waiting for a store it cannot reach (PostgreSQL: a
+        pooled connection while the database is down) gives up at once
+        (StoreUnavailableError) instead of waiting out its wait; a store that answers is
+        used as before. Backends that wait for no connection ignore it."""
+        ...
+
+    def append(self, wait_s: float | None = None) -> AbstractContextManager[AppendTxn]:
         """An append transaction (see `AppendTxn`); commits on a normal exit, rolls back
-        on an exception. Raises StorageError when the commit fails."""
+        on an exception. ``wait_s``: how long at most to wait for the store to be reached
+        (PostgreSQL: for a pooled connection, then StoreUnavailableError); None: the
+        store's own wait; a backend that waits for no connection ignores it. Raises
+        StorageError when the commit fails."""
         ...
 
     # meta
@@ -347,14 +357,22 @@ def is_postgres_url(target: str | Path) -> bool:
     return isinstance(target, str) and target.startswith(("postgresql://", "postgres://"))
 
 
-def open_store(target: str | Path, *, exclusive: bool = False, read_only: bool = False) -> Store:
+def open_store(
+    target: str | Path,
+    *,
+    exclusive: bool = False,
+    read_only: bool = False,
+    connection_wait_s: float | None = None,
+) -> Store:
     """Open (creating and migrating if needed) the store ``target`` names.
 
     ``postgresql://USER@HOST:PORT/DB``: PostgreSQL; ``:memory:``: the in-memory fake;
     else a SQLite file path, which with ``exclusive`` is locked against a second server.
     ``read_only`` (an audit): never write, neither a migration nor anything else (SQLite
     ``mode=ro``; PostgreSQL read-only transactions); an older schema is left as it is and
-    described in the store's ``outdated``.
+    described in the store's ``outdated``. ``connection_wait_s``: PostgreSQL's wait for a
+    pooled connection (None: `provenance.store.postgres.CONNECTION_WAIT_S`); unused by
+    the others.
     Raises ConfigError (PostgreSQL driver missing, another server holds the file),
     StorageError (cannot connect) or LogError (not our database, newer schema).
     """
@@ -366,7 +384,9 @@ def open_store(target: str | Path, *, exclusive: bool = False, read_only: bool =
                 f"a PostgreSQL database needs psycopg 3 and psycopg-pool ({e});"
                 " install media-provenance[postgres]"
             ) from e
-        return PostgresStore(str(target), read_only=read_only)
+        if connection_wait_s is None:
+            return PostgresStore(str(target), read_only=read_only)
+        return PostgresStore(str(target), read_only=read_only, connection_wait_s=connection_wait_s)
     if str(target) == ":memory:":
         from provenance.store.memory import MemoryStore
 

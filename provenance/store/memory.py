@@ -249,12 +249,15 @@ class MemoryStore:
         self._state = _State()
         self._lock = threading.RLock()
 
+    def stop_waiting(self) -> None:
+        """`Store.stop_waiting`: a memory store waits for nothing."""
+
     def close(self) -> None:
         with self._lock:
             self._state = _State()
 
     @contextmanager
-    def append(self) -> Iterator[_MemoryAppend]:
+    def append(self, wait_s: float | None = None) -> Iterator[_MemoryAppend]:
         with self._lock:
             work = _copy(self._state)
             yield _MemoryAppend(work)

@@ -32,6 +32,7 @@ from psycopg_pool.base import AttemptWithBackoff
 
 from provenance.core.buckets import FewLines
 from provenance.core.errors import (
+    ConfigError,
     LogError,
     LogIntegrityError,
     ProvenanceError,
@@ -65,6 +66,11 @@ POOL_LOG_EVERY_S = 60.0
 #: Seconds a call waits for a pooled connection (the pool reconnecting meanwhile while the
 #: database cannot be reached) before it fails with StorageError.
 CONNECTION_WAIT_S = 30.0
+#: The shortest and longest ``connection_wait_s`` (`prov serve --db-connect-wait`): a
+#: shorter wait fails calls on a busy pool, a longer one holds a call (and a stopping
+#: server's threads) for as long as an outage lasts.
+CONNECTION_WAIT_MIN_S = 0.1
+CONNECTION_WAIT_MAX_S = 600.0
 #: Seconds a read whose caller can do without it waits for a pooled connection (a quota
 #: count, `provenance.server.limits.DeviceQuota`, which then decides on the counts the
 #: server holds): while the database cannot be reached it failed only after
@@ -314,6 +320,11 @@ class _Pool(psycopg_pool.ConnectionPool):
         self._made_here: weakref.WeakSet[psycopg.Connection[Any]] = weakref.WeakSet()
         super().__init__(url, connection_class=_watched(self), **kwargs)
 
+    def failing(self) -> bool:
+        """Whether the pool's last try to connect failed (the database cannot be reached,
+        or refuses the login): a call waiting for a connection may wait in vain."""
+        return self._outage is not None or self.refused is not None
+
     def open_connections(self) -> int:
         """Connections this pool opened that are not closed (idle or in use): while one
         is, a call waiting for a connection may get it once it is given back, whatever
@@ -393,7 +404,8 @@ class PostgresStore(SqlStore):
     to the other servers of the database then, not when TCP keepalive gives up (hours).
     A group commit runs its statements milliseconds apart.
     ``connection_wait_s``: how long a call waits for a pooled connection before it fails
-    with StorageError (while the database cannot be reached the pool reconnects meanwhile).
+    with StorageError (while the database cannot be reached the pool reconnects meanwhile),
+    `CONNECTION_WAIT_MIN_S` to `CONNECTION_WAIT_MAX_S` (ConfigError otherwise).
     Raises StorageError when the database cannot be reached within ``connect_timeout_s``,
     LogError when its schema is newer than this code.
     """
@@ -410,9 +422,16 @@ class PostgresStore(SqlStore):
         idle_in_transaction_s: float = IDLE_IN_TRANSACTION_S,
         connection_wait_s: float = CONNECTION_WAIT_S,
     ) -> None:
+        if not CONNECTION_WAIT_MIN_S <= connection_wait_s <= CONNECTION_WAIT_MAX_S:
+            raise ConfigError(
+                f"a wait for a database connection of {connection_wait_s:g} s: it must be"
+                f" {CONNECTION_WAIT_MIN_S:g} to {CONNECTION_WAIT_MAX_S:g} s"
+            )
         self.location = redact(url)
         self.read_only = read_only
         self._max_connections = max_connections
+        # `stop_waiting` was called: a wait for a connection gives up while the pool fails
+        self._stopping = threading.Event()
         self._quick_wait_s = min(QUICK_READ_WAIT_S, connection_wait_s)
         try:  # one plain connection first: libpq's own reason when the database is not there
             psycopg.connect(url, connect_timeout=max(1, int(connect_timeout_s))).close()
@@ -486,7 +505,9 @@ class PostgresStore(SqlStore):
     def _pooled(self, stack: ExitStack, wait: float) -> psycopg.Connection[Any]:
         """A connection from the pool, given back when ``stack`` closes; waits ``wait``
         seconds at most, looking every `REFUSED_POLL_S` whether the database refused the
-        pool's last try to connect (then PoolTimeout at once, `_classify` saying why).
+        pool's last try to connect (then PoolTimeout at once, `_classify` saying why), or
+        whether the server stops while the pool cannot connect (`stop_waiting`: then
+        PoolTimeout at once, where a wait of 30 s kept a stopping server 28 s).
         Before, a wrong password or a role gone counted as an outage: each call waited
         its whole wait, and the writer tried its batch again for ever."""
         until = time.monotonic() + wait
@@ -502,6 +523,10 @@ class PostgresStore(SqlStore):
                 # waited 0.5 s for a busy one)
                 if self._pool.refused is not None and not self._pool.open_connections():
                     raise
+                if self._stopping.is_set() and self._pool.failing():
+                    raise psycopg_pool.PoolTimeout(
+                        "the server is stopping, and no connection could be made"
+                    ) from None
                 if time.monotonic() >= until:
                     raise psycopg_pool.PoolTimeout(
                         f"couldn't get a connection after {wait:.2f} sec"
@@ -519,8 +544,8 @@ class PostgresStore(SqlStore):
             yield _PgConn(conn)
 
     @contextmanager
-    def _write(self) -> Iterator[Conn]:
-        with self._connection() as conn, conn.transaction():
+    def _write(self, wait_s: float | None = None) -> Iterator[Conn]:
+        with self._connection(wait_s) as conn, conn.transaction():
             yield _PgConn(conn)
 
     def _first_leaves(self, hashes: Sequence[bytes], limit: int) -> tuple[str, list[Any]]:
@@ -577,6 +602,12 @@ class PostgresStore(SqlStore):
             self.location,
             "`prov serve --db URL` migrates it when it starts",
         )
+
+    def stop_waiting(self) -> None:
+        """`Store.stop_waiting`: from now on a wait for a pooled connection gives up
+        within `REFUSED_POLL_S` while the pool's tries to connect fail (a database
+        outage); while they succeed, a busy pool is waited for as before."""
+        self._stopping.set()
 
     def close(self) -> None:
         self._pool.close()

@@ -465,8 +465,9 @@ class SqlStore(ABC):
         """A connection for reads (autocommit, or its own short transactions)."""
 
     @abstractmethod
-    def _write(self) -> AbstractContextManager[Conn]:
-        """A connection inside a write transaction that commits on a normal exit."""
+    def _write(self, wait_s: float | None = None) -> AbstractContextManager[Conn]:
+        """A connection inside a write transaction that commits on a normal exit;
+        ``wait_s`` as `Store.append`'s."""
 
     def _quick_read(self) -> AbstractContextManager[Conn]:
         """A connection for a read whose caller can do without its answer (a quota count
@@ -480,6 +481,10 @@ class SqlStore(ABC):
     @abstractmethod
     def _classify(self, e: Exception) -> ProvenanceError | None:
         """Our error for a driver error, or None when ``e`` is not the driver's."""
+
+    @abstractmethod
+    def stop_waiting(self) -> None:
+        """`Store.stop_waiting`."""
 
     @abstractmethod
     def close(self) -> None:
@@ -501,8 +506,8 @@ class SqlStore(ABC):
             raise ours from e
 
     @contextmanager
-    def append(self) -> Iterator[SqlAppend]:
-        with self._errors(), self._write() as c:
+    def append(self, wait_s: float | None = None) -> Iterator[SqlAppend]:
+        with self._errors(), self._write(wait_s) as c:
             self._lock_appends(c)
             yield SqlAppend(c)
 

@@ -368,9 +368,10 @@ class SqliteStore(SqlStore):
         yield conn
 
     @contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
+    def _write(self, wait_s: float | None = None) -> Iterator[sqlite3.Connection]:
         """BEGIN IMMEDIATE ... COMMIT on the writer connection; COMMIT returning means
-        durable (WAL, synchronous=FULL). Rolls back on any error."""
+        durable (WAL, synchronous=FULL). Rolls back on any error. ``wait_s`` is unused:
+        the file is always there."""
         with self._write_lock:
             conn = self._writer
             conn.execute("BEGIN IMMEDIATE")
@@ -429,6 +430,9 @@ class SqliteStore(SqlStore):
                     log.warning("WAL checkpoint of %s failed: %s", self.path, e)
         finally:
             conn.close()
+
+    def stop_waiting(self) -> None:
+        """`Store.stop_waiting`: a SQLite file is always there, nothing waits for it."""
 
     def close(self) -> None:
         self._close_connections()
