@@ -44,7 +44,7 @@ from pathlib import Path
 import numpy as np
 import psutil
 from PIL import Image
-from prov_server import start_server  # bench/prov_server.py, next to this script
+from prov_server import start_server, wait_settled  # bench/prov_server.py, next to this script
 from results import Ratio, write_results  # bench/results.py, next to this script
 
 from clients.api import ProvenanceClient, Query, _lookup_request
@@ -175,7 +175,9 @@ def one_scan(folder: Path, n: int, workers: int) -> dict[str, float]:
     with tempfile.TemporaryDirectory() as tmp:
         proc, address = start_server(Path(tmp) / "scan.db")
         try:
-            ProvenanceClient(address).lookup([Query("warm-up", bytes(32))])
+            with ProvenanceClient(address) as warm:
+                warm.lookup([Query("warm-up", bytes(32))])
+            wait_settled(proc)  # the server's start done (its decoder process's imports)
             times: list[float] = []
             driver0, workers0 = cpu_seconds()
             server0 = _server_cpu(proc)
@@ -366,6 +368,7 @@ def bench_scan(n: int, workers: int, rounds: int) -> tuple[list[Ratio], str]:
     with tempfile.TemporaryDirectory() as tmp:
         proc, address = start_server(Path(tmp) / "scan.db")
         try:
+            wait_settled(proc)
             parts = breakdown(folder, files[: min(n, 1024)], proc, address)
         finally:
             proc.terminate()

@@ -38,6 +38,37 @@ def start_server(db: Path) -> tuple[subprocess.Popen[str], str]:
     return proc, proc.stdout.readline().split()[-1]
 
 
+def tree_cpu(pid: int) -> float:
+    """CPU seconds of process ``pid`` and of its children still running."""
+    root = psutil.Process(pid)
+    total = 0.0
+    for p in [root, *root.children(recursive=True)]:
+        try:
+            t = p.cpu_times()
+        except psutil.NoSuchProcess:
+            continue
+        total += t.user + t.system
+    return total
+
+
+def wait_settled(
+    proc: subprocess.Popen[str], quiet_s: float = 0.5, timeout_s: float = 60.0
+) -> float:
+    """Wait until ``proc`` and its children together use at most 2% of a CPU over ``quiet_s``
+    seconds (at most ``timeout_s`` in all); the seconds waited. A server says it listens
+    before its start is done: its pre-started video decoder process still imports PyAV and
+    NumPy (about 0.3 s of CPU on the 2-core bench machine, in its first second), which a
+    bench timing the server's work from its first call would otherwise share its cores
+    with."""
+    start = time.monotonic()
+    while time.monotonic() - start < timeout_s:
+        before = tree_cpu(proc.pid)
+        time.sleep(quiet_s)
+        if tree_cpu(proc.pid) - before <= 0.02 * quiet_s:
+            break
+    return time.monotonic() - start
+
+
 @contextmanager
 def enrolled_server(work: Path) -> Iterator[tuple[subprocess.Popen[str], str]]:
     """Yield (the server process, its HOST:PORT); terminate it on exit."""
