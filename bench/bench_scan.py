@@ -3,8 +3,9 @@
 1. ``prov scan`` of a folder of N small JPEGs (default 10^4, 160x120, made once and kept
    in a temporary folder) with W local workers against a real ``prov serve`` child process
    on loopback, against the bare work on the same files measured in the same run, each
-   round alternated with the scan: decode + PDQ (`inspect_image`: the decode at PDQ's
-   scale and PDQ's 8 dihedral hashes from one DCT, which the scan sends) of the files'
+   round alternated with the scan: decode + PDQ (`image_pdq`: the decode at PDQ's scale
+   and PDQ's 8 dihedral hashes from one DCT, which the scan sends, as bytes; not
+   `inspect_image`, whose facts and hash objects are no decode or PDQ work) of the files'
    bytes already in memory, in one process; the issue's baseline is W times that rate.
    Also shown: the same bare work split over W processes started together (what this
    machine gives W processes now: under load, less than W times one), the CPU seconds
@@ -44,7 +45,7 @@ from pathlib import Path
 import numpy as np
 import psutil
 from PIL import Image
-from prov_server import served  # bench/prov_server.py, next to this script
+from prov_server import served, wait_settled  # bench/prov_server.py, next to this script
 from results import Ratio, write_results  # bench/results.py, next to this script
 
 from clients.api import ProvenanceClient, Query, _lookup_request
@@ -60,7 +61,7 @@ from provenance.core.binding import PerceptualHash
 from provenance.core.errors import TransportError
 from provenance.index.mih import MihIndex
 from provenance.index.pdq_index import PdqIndex
-from provenance.media.assets import AssetLimits, inspect_image
+from provenance.media.assets import AssetLimits, image_pdq
 from provenance.media.image import SNIFF_BYTES, sniff_media_type
 from provenance.server.rpc import ServerConfig, VerificationServicer
 from provenance.server.service import ProvenanceService, ServiceConfig
@@ -102,11 +103,11 @@ def sha_pass(files: list[Path]) -> tuple[float, int]:
 def _bare(datas: list[bytes]) -> None:
     limits = AssetLimits()
     for data in datas:
-        inspect_image(b"\0" * 32, data, limits)
+        image_pdq(data, limits)
 
 
 def bare_pass(datas: list[bytes]) -> tuple[float, float]:
-    """Seconds and CPU seconds of decode + PDQ (`inspect_image`) of every file's bytes,
+    """Seconds and CPU seconds of decode + PDQ (`image_pdq`) of every file's bytes,
     already in memory, in this process."""
     t, cpu = time.perf_counter(), time.process_time()
     _bare(datas)
@@ -174,7 +175,9 @@ def one_scan(folder: Path, n: int, workers: int) -> dict[str, float]:
     last rows (the reports)."""
     with tempfile.TemporaryDirectory() as tmp:
         with served(Path(tmp) / "scan.db") as (proc, address):
-            ProvenanceClient(address).lookup([Query("warm-up", bytes(32))])
+            with ProvenanceClient(address) as warm:
+                warm.lookup([Query("warm-up", bytes(32))])
+            wait_settled(proc)  # the server's start done (its decoder process's imports)
             times: list[float] = []
             driver0, workers0 = cpu_seconds()
             server0 = _server_cpu(proc)
@@ -361,6 +364,7 @@ def bench_scan(n: int, workers: int, rounds: int) -> tuple[list[Ratio], str]:
     )
     with tempfile.TemporaryDirectory() as tmp:
         with served(Path(tmp) / "scan.db") as (proc, address):
+            wait_settled(proc)
             parts = breakdown(folder, files[: min(n, 1024)], proc, address)
     print("  per-file CPU of each part, this process, same files (us):")
     for name, us in parts.items():

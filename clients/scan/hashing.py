@@ -1,15 +1,16 @@
 """Measuring one scan item: SHA-256, media type and perceptual hashes, never uploading.
 
 Images are decoded within `provenance.media.assets.AssetLimits` and PDQ-hashed
-(`provenance.media.assets.inspect_image`); videos on disk get the PDQ hashes of frames sampled
-by the sandboxed decoder of `provenance.media.video.decode` (one per second); videos inside
-archives, files that are not media, corrupt media and images over the size limit are
-measured by SHA-256 alone, and say why in ``note``. A video on disk is read twice (its
-SHA-256 here, its frames by the decoder, which opens it by name): one that changed in
-between is refused (FileChangedError), never measured as one file's SHA-256 with
-another's frames. Sidecars (``FILE.prov`` that parse as
-one) are recognised so that they are not reported as unknown files; empty files are
-reported as such and never looked up (every empty file has the same SHA-256).
+(`provenance.media.assets.image_pdq`: `inspect_image`'s decode and hashes without its
+objects); videos on disk get the PDQ hashes of frames sampled by the sandboxed decoder of
+`provenance.media.video.decode` (one per second); videos inside archives, files that are
+not media, corrupt media and images over the size limit are measured by SHA-256 alone, and
+say why in ``note``. A video on disk is read twice (its SHA-256 here, its frames by the
+decoder, which opens it by name): one that changed in between is refused
+(FileChangedError), never measured as one file's SHA-256 with another's frames. Sidecars
+(``FILE.prov`` that parse as one) are recognised so that they are not reported as unknown
+files; empty files are reported as such and never looked up (every empty file has the same
+SHA-256).
 
 Files are opened with `clients.files.open_regular` (a FIFO or device never blocks or
 streams without end) and every read is bounded by the size found by ``fstat`` on the
@@ -33,9 +34,9 @@ from typing import BinaryIO
 from clients.files import open_regular, still_the_file
 from clients.scan.sources import SIDECAR_SUFFIX, EntryItem, FileItem, HashedItem, Item
 from provenance.c2pa.container import may_hold_manifest_store, strip_manifest_store
-from provenance.core.binding import PerceptualHash, Sha256Stream
+from provenance.core.binding import PDQ_ALGORITHM, PerceptualHash, Sha256Stream, perceptual_hash
 from provenance.core.errors import ClaimError, FileChangedError, MediaError, ProvenanceError
-from provenance.media.assets import AssetLimits, inspect_image
+from provenance.media.assets import AssetLimits, image_pdq
 from provenance.media.image import SNIFF_BYTES, sniff_media_type
 from provenance.wire.sidecar import MAX_SIDECAR_BYTES, Sidecar, decode_sidecar
 
@@ -116,7 +117,7 @@ def _from_bytes(ref: str, data: bytes, limits: AssetLimits) -> Measured:
         )
     if _is_image(media_type):
         try:
-            asset = inspect_image(sha, data, limits)
+            hashes, quality = image_pdq(data, limits)
         except MediaError as e:
             return Measured(
                 ref, len(data), sha, media_type, (), "file", f"{e}: looked up by SHA-256 only"
@@ -126,11 +127,11 @@ def _from_bytes(ref: str, data: bytes, limits: AssetLimits) -> Measured:
             len(data),
             sha,
             media_type,
-            (asset.soft,),
+            (perceptual_hash(PDQ_ALGORITHM, hashes[0], quality),),
             "media",
             None,
             _content_sha256(data, media_type),
-            b"".join([asset.soft.hash, *[h.hash for h in asset.facts.dihedral_soft_bindings]]),
+            b"".join(hashes),
         )
     if _is_video(media_type):
         return Measured(

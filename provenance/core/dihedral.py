@@ -68,11 +68,17 @@ def pdq_dihedral(rgb: np.ndarray) -> tuple[PerceptualHash, ...]:
     rgb: (H, W, 3) uint8 RGB pixels as displayed. Raises BindingError on any other shape
     or dtype, or an empty image.
     """
-    check_rgb(rgb)
-    hashes, quality = pdq_dihedral256(np.ascontiguousarray(rgb))
+    hashes, quality = pdq_dihedral_bytes(rgb)
     return tuple(
         PerceptualHash(algorithm=PDQ_ALGORITHM, hash=packed, quality=quality) for packed in hashes
     )
+
+
+def pdq_dihedral_bytes(rgb: np.ndarray) -> tuple[list[bytes], int]:
+    """`pdq_dihedral`'s 8 hashes as 32-byte strings, and their quality (0..100), without a
+    `PerceptualHash` object each (a scanner sends them packed). Raises as `pdq_dihedral`."""
+    check_rgb(rgb)
+    return pdq_dihedral256(np.ascontiguousarray(rgb))
 
 
 def best_dihedral_distance(
