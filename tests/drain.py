@@ -15,6 +15,8 @@ tests/test_pipes_drained.py fails a test that starts a child with a pipe left un
 from __future__ import annotations
 
 import codecs
+import contextlib
+import io
 import subprocess
 import threading
 import weakref
@@ -41,22 +43,30 @@ class Drained:
         self._tail: deque[str] = deque()
         self._tail_chars = 0
         self._dropped = 0
+        # the text stream itself is read: what it read ahead before the drain began comes
+        # first, and its lines end as its ``readline`` ends them (universal newlines).
+        # Reading the bytes under it lost both. What is not UTF-8 reads as U+FFFD (a
+        # strict decode error would end the reading, and the child would block); where
+        # the stream was read from before, its errors cannot be set, and the bytes under
+        # it are read from a decode error on (`_read`)
+        with contextlib.suppress(AttributeError, io.UnsupportedOperation):
+            stream.reconfigure(errors="replace")  # type: ignore[attr-defined]
         self._thread = threading.Thread(target=self._read, name="drain", daemon=True)
         self._thread.start()
 
     def _read(self) -> None:
-        # the bytes under the text stream, decoded here with U+FFFD for what is not
-        # UTF-8: a strict decode error would end the reading, and the child would block
-        raw: IO[bytes] | None = getattr(self._stream, "buffer", None)
-        decode = codecs.getincrementaldecoder("utf-8")(errors="replace").decode
         try:
-            if raw is None:
+            try:
                 while chunk := self._stream.readline(_READ_CHARS):
                     self._add(chunk)
-            else:
-                while data := raw.readline(_READ_CHARS):
-                    self._add(decode(data))
-                self._add(decode(b"", final=True))
+            except UnicodeDecodeError:  # strict: the bytes under it, from here on
+                raw: IO[bytes] | None = getattr(self._stream, "buffer", None)
+                if raw is not None:
+                    self._add("\ufffd")  # what the failed read had taken
+                    decode = codecs.getincrementaldecoder("utf-8")(errors="replace").decode
+                    while data := raw.readline(_READ_CHARS):
+                        self._add(decode(data))
+                    self._add(decode(b"", final=True))
         except (OSError, ValueError):  # closed under us: what was read is kept
             pass
         finally:

@@ -118,3 +118,43 @@ def test_finish_reads_a_drained_stdout_beside_a_piped_stderr() -> None:
     )
     drain_stdout(proc)
     assert finish(proc, timeout=60) == ("out\n", "err\n")
+
+
+def test_lines_read_before_the_drain_began_and_crlf_lines_read_as_the_pipe_gave_them() -> None:
+    """A stdout drained once a test has read from it: the lines its text stream had
+    already read ahead are handed out too, and lines end as that stream ends them
+    (universal newlines: CRLF read as LF), as ``readline`` gave them. Before, the drain
+    read the bytes under the text stream: "next" here, read ahead with "ready", was lost
+    (next_line gave ""), and a line ending in CRLF came back with its CR."""
+    proc = subprocess.Popen(
+        [sys.executable, "-c", "import sys; sys.stdout.write('ready\\nnext\\r\\nlast\\n')"],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.wait(timeout=60) == 0
+        assert proc.stdout is not None and proc.stdout.readline() == "ready\n"
+        lines = drain_stdout(proc)
+        assert [lines.next_line(20), lines.next_line(20), lines.next_line(20)] == [
+            "next\n",
+            "last\n",
+            "",
+        ]
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_a_byte_that_is_not_utf8_does_not_stop_a_stream_read_from_before() -> None:
+    """A stream read from before the drain began (its errors can no longer be set to
+    replace): at a byte that is not UTF-8 the reading goes on to the end, in the bytes
+    under it (what the failed read had taken, up to a chunk of the stream, is lost)."""
+    start = b"first\n" + (b"x" * 99 + b"\n") * 300  # more than the stream reads ahead
+    raw = io.BytesIO(start + b"before \xff\xfe bad bytes\n" + b"after\n" * (PIPE_BYTES // 3))
+    stream = io.TextIOWrapper(raw, encoding="utf-8")
+    assert stream.readline() == "first\n"
+    drained = Drained(stream)
+    assert drained.wait()
+    text = drained.text()
+    assert text.startswith("x" * 99) and text.endswith("after\n" * 100), text[-80:]
+    assert "\ufffd" in text and text.count("after\n") > PIPE_BYTES // 3 - 2000, text[-80:]
