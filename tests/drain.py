@@ -110,7 +110,9 @@ class Drained:
 class Lines(Drained):
     """`Drained` that also hands out what it reads line by line, in order (`next_line`):
     a child's stdout whose lines a test waits for. Lines not taken yet are held up to
-    ``keep`` characters; past that a line is only kept in `text`."""
+    ``keep`` characters; past that a line, and every line after it, is only kept in
+    `text`: `next_line` hands out the lines held, then fails, never a later line after
+    a gap (a test reading lines in order would see a stream without those between)."""
 
     def __init__(self, stream: IO[str], keep: int = KEPT_CHARS) -> None:
         self._ready = threading.Condition()
@@ -133,8 +135,9 @@ class Lines(Drained):
         if not chunk:
             return
         with self._ready:
-            if self._queued_chars + len(chunk) > self._keep:
+            if self._overflowed or self._queued_chars + len(chunk) > self._keep:
                 self._overflowed = True
+                self._ready.notify_all()
                 return
             self._queue.append(chunk)
             self._queued_chars += len(chunk)
@@ -142,10 +145,20 @@ class Lines(Drained):
 
     def next_line(self, timeout: float | None = None) -> str | None:
         """The next line not taken yet (with its newline), waiting up to ``timeout``
-        seconds (None: for ever) for it: "" once the stream ended, None on timeout."""
+        seconds (None: for ever) for it: "" once the stream ended, None on timeout.
+        Raises AssertionError once the lines held are taken, where later ones were not
+        held (see the class docstring)."""
         with self._ready:
-            if not self._ready.wait_for(lambda: self._queue or self._ended, timeout):
+            if not self._ready.wait_for(
+                lambda: self._queue or self._ended or self._overflowed, timeout
+            ):
                 return None
+            if not self._queue and self._overflowed:
+                raise AssertionError(
+                    f"the child's stdout went on past the {self._keep:,} characters of"
+                    " lines not taken that are held: its lines from there were not held"
+                    f" (its stdout: {self.text()[-2000:]!r})"
+                )
             if not self._queue:
                 return ""
             line = self._queue.popleft()

@@ -6,10 +6,14 @@ chatty server stopped at its next write, for good."""
 from __future__ import annotations
 
 import io
+import os
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
+
+import pytest
 
 from clients.api import ProvenanceClient
 from tests.conftest import read_line, start_server
@@ -158,3 +162,28 @@ def test_a_byte_that_is_not_utf8_does_not_stop_a_stream_read_from_before() -> No
     text = drained.text()
     assert text.startswith("x" * 99) and text.endswith("after\n" * 100), text[-80:]
     assert "\ufffd" in text and text.count("after\n") > PIPE_BYTES // 3 - 2000, text[-80:]
+
+
+def test_lines_past_what_is_held_are_never_handed_out_after_a_gap() -> None:
+    """Lines not taken past ``keep`` characters are not held: the next line handed out
+    after them would skip them, so a test reading lines in order (or looking for one
+    that never comes) would see a stream without them. Before: "line 2" was dropped and
+    "line 3" handed out after "line 1". Now the held lines come, then a clear failure."""
+    r, w = os.pipe()
+    lines = Lines(os.fdopen(r, "r"), keep=25)  # two lines of 10 characters held
+    try:
+        os.write(w, b"line 0000\nline 0001\nline 0002\n")
+        deadline = time.monotonic() + 20
+        while "line 0002" not in lines.text() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert lines.next_line(1) == "line 0000\n"
+        os.write(w, b"line 0003\n")
+        os.close(w)
+        w = -1
+        assert lines.wait()
+        assert lines.next_line(1) == "line 0001\n"
+        with pytest.raises(AssertionError, match=r"not held .*line 0002"):
+            lines.next_line(1)
+    finally:
+        if w >= 0:
+            os.close(w)
