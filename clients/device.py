@@ -524,6 +524,7 @@ class DeviceHome:
         claim_fields, chunk_hashes = measure(path, limits)
         side_path = sidecar_path(path)
         backup: Path | None = None
+        back_up = False  # the old sidecar is copied aside just before it is replaced
         old = _read_old_sidecar(side_path)
         if old is not None:
             same_content = _binds(old, path, claim_fields, limits)
@@ -537,13 +538,14 @@ class DeviceHome:
             if not kept:  # the device keeps no copy of it: overwriting would lose it
                 if not force:
                     raise SidecarExistsError(_refusal(side_path, old, same_content))
-                backup = _backup(side_path)
+                back_up = True
         for entry in self._queued_for(side_path, key.key_id):
             # a claim of these bytes queued for this sidecar whose sidecar is not there (a
             # `prov sign` killed between queueing it and writing it): written now, and no
             # second claim signed
             assert entry.sidecar is not None
             if _binds(entry.sidecar, path, claim_fields, limits):
+                backup = _backup(side_path) if back_up else None
                 written, problem = self._write_sidecar(entry.sequence, side_path, entry.sidecar)
                 return SignedFile(
                     entry.sidecar, written, entry.file, problem, already=True, backup=backup
@@ -571,6 +573,8 @@ class DeviceHome:
             check_claim_shape(signed, claim)
         except ClaimError as e:
             raise ClaimError(f"the log would refuse its claim: {e}") from e
+        if back_up:  # after the log's rules: a refused claim replaces nothing
+            backup = _backup(side_path)
         sidecar = Sidecar(signed, key.public_key, chunk_hashes=chunk_hashes)
         self.save_state(replace(state, last_sequence=seq, last_claim_hash=signed.claim_hash.hex()))
         queue_file = self._enqueue(seq, sidecar, side_path)

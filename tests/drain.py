@@ -15,6 +15,8 @@ tests/test_pipes_drained.py fails a test that starts a child with a pipe left un
 from __future__ import annotations
 
 import codecs
+import contextlib
+import io
 import subprocess
 import threading
 import weakref
@@ -41,22 +43,30 @@ class Drained:
         self._tail: deque[str] = deque()
         self._tail_chars = 0
         self._dropped = 0
+        # the text stream itself is read: what it read ahead before the drain began comes
+        # first, and its lines end as its ``readline`` ends them (universal newlines).
+        # Reading the bytes under it lost both. What is not UTF-8 reads as U+FFFD (a
+        # strict decode error would end the reading, and the child would block); where
+        # the stream was read from before, its errors cannot be set, and the bytes under
+        # it are read from a decode error on (`_read`)
+        with contextlib.suppress(AttributeError, io.UnsupportedOperation):
+            stream.reconfigure(errors="replace")  # type: ignore[attr-defined]
         self._thread = threading.Thread(target=self._read, name="drain", daemon=True)
         self._thread.start()
 
     def _read(self) -> None:
-        # the bytes under the text stream, decoded here with U+FFFD for what is not
-        # UTF-8: a strict decode error would end the reading, and the child would block
-        raw: IO[bytes] | None = getattr(self._stream, "buffer", None)
-        decode = codecs.getincrementaldecoder("utf-8")(errors="replace").decode
         try:
-            if raw is None:
+            try:
                 while chunk := self._stream.readline(_READ_CHARS):
                     self._add(chunk)
-            else:
-                while data := raw.readline(_READ_CHARS):
-                    self._add(decode(data))
-                self._add(decode(b"", final=True))
+            except UnicodeDecodeError:  # strict: the bytes under it, from here on
+                raw: IO[bytes] | None = getattr(self._stream, "buffer", None)
+                if raw is not None:
+                    self._add("\ufffd")  # what the failed read had taken
+                    decode = codecs.getincrementaldecoder("utf-8")(errors="replace").decode
+                    while data := raw.readline(_READ_CHARS):
+                        self._add(decode(data))
+                    self._add(decode(b"", final=True))
         except (OSError, ValueError):  # closed under us: what was read is kept
             pass
         finally:
@@ -100,7 +110,9 @@ class Drained:
 class Lines(Drained):
     """`Drained` that also hands out what it reads line by line, in order (`next_line`):
     a child's stdout whose lines a test waits for. Lines not taken yet are held up to
-    ``keep`` characters; past that a line is only kept in `text`."""
+    ``keep`` characters; past that a line, and every line after it, is only kept in
+    `text`: `next_line` hands out the lines held, then fails, never a later line after
+    a gap (a test reading lines in order would see a stream without those between)."""
 
     def __init__(self, stream: IO[str], keep: int = KEPT_CHARS) -> None:
         self._ready = threading.Condition()
@@ -123,8 +135,9 @@ class Lines(Drained):
         if not chunk:
             return
         with self._ready:
-            if self._queued_chars + len(chunk) > self._keep:
+            if self._overflowed or self._queued_chars + len(chunk) > self._keep:
                 self._overflowed = True
+                self._ready.notify_all()
                 return
             self._queue.append(chunk)
             self._queued_chars += len(chunk)
@@ -132,10 +145,20 @@ class Lines(Drained):
 
     def next_line(self, timeout: float | None = None) -> str | None:
         """The next line not taken yet (with its newline), waiting up to ``timeout``
-        seconds (None: for ever) for it: "" once the stream ended, None on timeout."""
+        seconds (None: for ever) for it: "" once the stream ended, None on timeout.
+        Raises AssertionError once the lines held are taken, where later ones were not
+        held (see the class docstring)."""
         with self._ready:
-            if not self._ready.wait_for(lambda: self._queue or self._ended, timeout):
+            if not self._ready.wait_for(
+                lambda: self._queue or self._ended or self._overflowed, timeout
+            ):
                 return None
+            if not self._queue and self._overflowed:
+                raise AssertionError(
+                    f"the child's stdout went on past the {self._keep:,} characters of"
+                    " lines not taken that are held: its lines from there were not held"
+                    f" (its stdout: {self.text()[-2000:]!r})"
+                )
             if not self._queue:
                 return ""
             line = self._queue.popleft()

@@ -363,3 +363,27 @@ def test_the_device_sdk_never_signs_a_claim_the_log_refuses(
     monkeypatch.setattr(device, "measure", measured)
     assert home.sign_file(key, photo).sidecar.signed_claim.key_id == key.key_id
     assert home.state().last_sequence == 1
+
+
+def test_a_forced_signature_the_log_refuses_leaves_no_backup(tmp_path: Path) -> None:
+    """`sign_file(force=True)` over another device's sidecar copies it to FILE.prov.bak
+    before it replaces it; when the log would refuse the new claim nothing is replaced,
+    so nothing is copied either. Before: FILE.prov.bak was left beside an untouched
+    FILE.prov, though the refusal said nothing was signed."""
+    from clients.device import DeviceHome
+    from provenance.core.errors import ClaimError
+
+    photo = Path(shutil.copy(SAMPLES / "rocket.jpg", tmp_path / "rocket.jpg"))
+    homes = []
+    for name in ("a", "b"):
+        home = DeviceHome(tmp_path / name)
+        home.init(b"pw")
+        homes.append((home, home.load_key(b"pw")))
+    (a, a_key), (b, b_key) = homes
+    a.sign_file(a_key, photo)
+    before = sorted(p.name for p in tmp_path.iterdir())
+    with pytest.raises(ClaimError, match="metadata is"):
+        b.sign_file(b_key, photo, metadata={"note": "x" * 5000}, force=True)
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
+    signed = b.sign_file(b_key, photo, force=True)  # a claim the log takes: backed up
+    assert signed.backup is not None and signed.backup.name == "rocket.jpg.prov.bak"

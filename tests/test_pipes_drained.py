@@ -5,8 +5,11 @@ runs) that writes more to a pipe nobody reads stops at its next write, for good,
 test waits for calls it never answers (tests/drain.py). Each `subprocess.Popen` given
 ``stdout=PIPE`` or ``stderr=PIPE`` in tests/, bench/ and scripts/ must therefore
 
-- have those streams drained in the same function (`tests.drain.drain`, `drain_stdout`,
-  `drain_stderr`, or through `tests.conftest.cli_process`, which drains both), or
+- have those streams drained in the same function (or coroutine) by a call given that
+  very child: ``drain(Popen(...))``, or ``p = Popen(...)`` then ``drain(p)``
+  (`tests.drain.drain`, `drain_stdout`, `drain_stderr`, or through
+  `tests.conftest.cli_process`, which drains both); a drain of another child, or a
+  child started in a coroutine, no longer passes for it, or
 - be ``communicate``d by the very next statement (read to its end, as
   `subprocess.run` does), or
 - carry a ``# pipes:`` comment inside the call saying why its pipe cannot fill (a child
@@ -50,6 +53,39 @@ def _calls(node: ast.AST) -> set[str]:
     return {_name(n.func) for n in ast.walk(node) if isinstance(n, ast.Call)}
 
 
+#: Where a child's drain is looked for: the function (or coroutine, or lambda) that starts it.
+_SCOPES = (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)
+
+
+def _drains_of(popen: ast.Call, scope: ast.AST, parents: dict[ast.AST, ast.AST]) -> set[str]:
+    """The names of the drain calls in ``scope`` that drain the child ``popen`` starts: a
+    call around ``popen`` itself (``drain(Popen(...))``), or one given what ``popen``
+    was assigned to (``p = Popen(...)``, ``with Popen(...) as p``, then ``drain(p)``).
+    A drain of another child does not count."""
+    around = set()
+    node: ast.AST = popen
+    while node in parents and not isinstance(node, ast.stmt):
+        node = parents[node]
+        if isinstance(node, ast.Call):
+            around.add(_name(node.func))
+    parent = parents.get(popen)
+    target: ast.expr | None = None
+    if isinstance(parent, ast.Assign) and len(parent.targets) == 1:
+        target = parent.targets[0]
+    elif isinstance(parent, ast.AnnAssign | ast.NamedExpr):
+        target = parent.target
+    elif isinstance(parent, ast.withitem):
+        target = parent.optional_vars
+    if target is None:
+        return around
+    handle = ast.unparse(target)
+    return around | {
+        _name(n.func)
+        for n in ast.walk(scope)
+        if isinstance(n, ast.Call) and n.args and ast.unparse(n.args[0]) == handle
+    }
+
+
 def _next_statement(node: ast.AST, parents: dict[ast.AST, ast.AST]) -> ast.stmt | None:
     """The statement that runs after the one holding ``node`` (leaving blocks outward)."""
     while node in parents:
@@ -89,9 +125,9 @@ def undrained(path: Path) -> list[int]:
         if not piped or any(MARKER in line for line in lines[call.lineno - 1 : end]):
             continue
         scope: ast.AST = call
-        while scope in parents and not isinstance(scope, ast.FunctionDef):
+        while scope in parents and not isinstance(scope, _SCOPES):
             scope = parents[scope]
-        drained = _calls(scope)
+        drained = _drains_of(call, scope, parents)
         if all(_DRAINS[stream] & drained for stream in piped):
             continue
         after = _next_statement(call, parents)
@@ -148,5 +184,16 @@ def test_the_check_sees_an_unread_pipe(tmp_path: Path) -> None:
         "        p.communicate(timeout=5)\n"
         "    finally:\n"
         "        p.kill()\n"
+        "async def in_async():\n"  # a coroutine's child, drained nowhere: seen (line 37)
+        "    p = subprocess.Popen(['prov'], stderr=PIPE)\n"
+        "def another_drained():\n"  # the drain is of b: a is seen (line 39)
+        "    a = subprocess.Popen(['prov'], stderr=PIPE)\n"
+        "    b = subprocess.Popen(['prov'], stderr=PIPE)\n"
+        "    drain(b)\n"
+        "def wrapped():\n"
+        "    return drain(subprocess.Popen(['prov'], stdout=PIPE, stderr=PIPE))\n"
+        "def with_block():\n"
+        "    with subprocess.Popen(['prov'], stderr=PIPE) as p:\n"
+        "        log = drain_stderr(p)\n"
     )
-    assert undrained(sample) == [4, 8, 17, 25]
+    assert undrained(sample) == [4, 8, 17, 25, 37, 39]

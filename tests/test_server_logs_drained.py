@@ -6,10 +6,14 @@ chatty server stopped at its next write, for good."""
 from __future__ import annotations
 
 import io
+import os
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
+
+import pytest
 
 from clients.api import ProvenanceClient
 from tests.conftest import read_line, start_server
@@ -118,3 +122,68 @@ def test_finish_reads_a_drained_stdout_beside_a_piped_stderr() -> None:
     )
     drain_stdout(proc)
     assert finish(proc, timeout=60) == ("out\n", "err\n")
+
+
+def test_lines_read_before_the_drain_began_and_crlf_lines_read_as_the_pipe_gave_them() -> None:
+    """A stdout drained once a test has read from it: the lines its text stream had
+    already read ahead are handed out too, and lines end as that stream ends them
+    (universal newlines: CRLF read as LF), as ``readline`` gave them. Before, the drain
+    read the bytes under the text stream: "next" here, read ahead with "ready", was lost
+    (next_line gave ""), and a line ending in CRLF came back with its CR."""
+    proc = subprocess.Popen(
+        [sys.executable, "-c", "import sys; sys.stdout.write('ready\\nnext\\r\\nlast\\n')"],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.wait(timeout=60) == 0
+        assert proc.stdout is not None and proc.stdout.readline() == "ready\n"
+        lines = drain_stdout(proc)
+        assert [lines.next_line(20), lines.next_line(20), lines.next_line(20)] == [
+            "next\n",
+            "last\n",
+            "",
+        ]
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_a_byte_that_is_not_utf8_does_not_stop_a_stream_read_from_before() -> None:
+    """A stream read from before the drain began (its errors can no longer be set to
+    replace): at a byte that is not UTF-8 the reading goes on to the end, in the bytes
+    under it (what the failed read had taken, up to a chunk of the stream, is lost)."""
+    start = b"first\n" + (b"x" * 99 + b"\n") * 300  # more than the stream reads ahead
+    raw = io.BytesIO(start + b"before \xff\xfe bad bytes\n" + b"after\n" * (PIPE_BYTES // 3))
+    stream = io.TextIOWrapper(raw, encoding="utf-8")
+    assert stream.readline() == "first\n"
+    drained = Drained(stream)
+    assert drained.wait()
+    text = drained.text()
+    assert text.startswith("x" * 99) and text.endswith("after\n" * 100), text[-80:]
+    assert "\ufffd" in text and text.count("after\n") > PIPE_BYTES // 3 - 2000, text[-80:]
+
+
+def test_lines_past_what_is_held_are_never_handed_out_after_a_gap() -> None:
+    """Lines not taken past ``keep`` characters are not held: the next line handed out
+    after them would skip them, so a test reading lines in order (or looking for one
+    that never comes) would see a stream without them. Before: "line 2" was dropped and
+    "line 3" handed out after "line 1". Now the held lines come, then a clear failure."""
+    r, w = os.pipe()
+    lines = Lines(os.fdopen(r, "r"), keep=25)  # two lines of 10 characters held
+    try:
+        os.write(w, b"line 0000\nline 0001\nline 0002\n")
+        deadline = time.monotonic() + 20
+        while "line 0002" not in lines.text() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert lines.next_line(1) == "line 0000\n"
+        os.write(w, b"line 0003\n")
+        os.close(w)
+        w = -1
+        assert lines.wait()
+        assert lines.next_line(1) == "line 0001\n"
+        with pytest.raises(AssertionError, match=r"not held .*line 0002"):
+            lines.next_line(1)
+    finally:
+        if w >= 0:
+            os.close(w)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import html
+import re
 from collections.abc import AsyncIterator, Iterator
 from typing import cast
 
@@ -222,6 +223,44 @@ def test_a_multipart_preamble_is_dropped_whatever_the_pieces(piece: int) -> None
     with pytest.raises(WebError, match="no boundary line"):
         skip.finish()
     Preamble(b"XyZ").finish()  # an empty body: the form's own "truncated" error follows
+
+
+def _first_line_refusal(body: bytes, piece: int) -> str:
+    """The WebError `Preamble` refuses ``body`` with, fed in pieces of ``piece`` bytes."""
+    from provenance.web.formparts import Preamble
+
+    skip = Preamble(b"XyZ")
+    with pytest.raises(WebError) as e:
+        for i in range(0, len(body), piece):
+            skip.feed(body[i : i + piece])
+        skip.finish()
+    return str(e.value)
+
+
+def test_a_first_boundary_line_is_refused_in_the_same_words_whatever_the_pieces() -> None:
+    """A first boundary line that goes on past its boundary is named whole (up to its line
+    end, or its first 80 bytes), however the body is cut; one whose line ends in LF alone
+    is refused for that. Before: the line as far as the piece that held the fault
+    ("--XyZj" in pieces of 1, "--XyZjunk" whole), and an LF-only form's line shown with
+    the header line after it, as if it went on ("--XyZ\\x0aContent-Disposition...")."""
+    rest = b'Content-Disposition: form-data; name="file"\r\n\r\nx\r\n--XyZ--\r\n'
+    cases = [
+        (b"--XyZjunk\r\n" + rest, r'first boundary line "--XyZjunk" goes on past its boundary'),
+        (b"pre\r\n--XyZ --\r\n" + rest, r'first boundary line "--XyZ --" goes on past'),
+        (
+            b"--XyZ" + b"x" * 5000 + b"\r\n" + rest,
+            r'first boundary line "--XyZx{75}\.\.\." goes on',
+        ),
+        (
+            b"--XyZ\n" + rest.replace(b"\r\n", b"\n"),
+            r'first boundary line "--XyZ" ends in LF alone: .* end in CRLF',
+        ),
+        (b"--XyZ \t\n" + rest, r'first boundary line "--XyZ \\x09" ends in LF alone'),
+    ]
+    for body, words in cases:
+        said = {_first_line_refusal(body, piece) for piece in (1, 2, 3, 5, 7, 64, len(body))}
+        assert len(said) == 1, said
+        assert re.search(words, said.pop()), (body[:20], said)
 
 
 def test_error_messages_drop_the_clients_status_suffix() -> None:

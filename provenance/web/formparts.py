@@ -50,8 +50,10 @@ class Preamble:
     boundary) and checked here: spaces and tabs after the boundary (RFC 2046's transport
     padding, which python-multipart refused on the first line) are dropped; a close
     delimiter (``--BOUNDARY--``) is passed on; anything else after the boundary
-    (``\\r\\n--BOUNDARYjunk``) is refused in words naming the line, where
-    python-multipart's own were "Did not find CR at end of boundary (5)"."""
+    (``\\r\\n--BOUNDARYjunk``), and a line ending in LF alone, is refused in words naming
+    the line, where python-multipart's own were "Did not find CR at end of boundary (5)".
+    The refusal waits for the line's end (or more bytes than any padding), so that its
+    words are the same however the body is cut into pieces."""
 
     def __init__(self, boundary: bytes, limit: int = MAX_PREAMBLE) -> None:
         self._first = b"--" + boundary
@@ -78,32 +80,48 @@ class Preamble:
 
     def _first_line(self, data: bytes) -> bytes:
         """``data`` after the start of the first boundary line: b"" until the line is whole,
-        then the line with its padding dropped, and the rest."""
+        then the line with its padding dropped, and the rest. A fault is named once the
+        line is whole (or past any padding), so in the same words however the body is cut
+        into pieces."""
         buf = self._first_line_bytes + data
-        end = buf.find(b"\r\n", len(self._first))
-        after = buf[len(self._first) : end if end >= 0 else len(buf)]
+        end = buf.find(b"\n", len(self._first))
+        line = buf[: end if end >= 0 else len(buf)]
+        after = line[len(self._first) :]
         if after.startswith(b"--"):  # the close delimiter: the form has no parts
             self._checked = True
+            self._first_line_bytes = b""
             return buf
-        if end < 0:  # the line goes on in the next piece: "-" may become "--", "\r" "\r\n"
-            after = after.removesuffix(b"\r") if after != b"-" else b""
-        if after.strip(b" \t") or len(after) > MAX_PADDING:
-            raise WebError(self._goes_on(buf[: end if end >= 0 else len(buf)]))
-        if end < 0:
+        if end < 0 and len(after) <= MAX_PADDING + 1:  # padding and its CR, maybe
             self._first_line_bytes = buf
             return b""
+        padding = after.removesuffix(b"\r") if end >= 0 else after
+        if padding.strip(b" \t") or len(padding) > MAX_PADDING:
+            raise WebError(self._goes_on(line.removesuffix(b"\r")))
+        if not after.endswith(b"\r"):
+            raise WebError(self._lf_alone(line))
         self._checked = True
         self._first_line_bytes = b""
-        return self._first + buf[end:]
+        return self._first + buf[end - 1 :]
 
     def _goes_on(self, line: bytes) -> str:
-        shown = shown_line(line[:80].decode("latin-1")) + ("..." if len(line) > 80 else "")
-        boundary = shown_line(self._boundary.decode("latin-1"))
         return (
-            f'the multipart form\'s first boundary line "{shown}" goes on past its boundary'
-            f" (--{boundary}, as its Content-Type header names it): after the boundary only"
-            " spaces or tabs may come before the line ends, or -- to close the form"
+            f'the multipart form\'s first boundary line "{self._shown(line)}" goes on past its'
+            f" boundary (--{self._shown(self._boundary)}, as its Content-Type header names"
+            " it): after the boundary only spaces or tabs may come before the line ends, or"
+            " -- to close the form"
         )
+
+    def _lf_alone(self, line: bytes) -> str:
+        return (
+            f'the multipart form\'s first boundary line "{self._shown(line)}" ends in LF'
+            " alone: the lines of a multipart form end in CRLF (RFC 2046), as browsers and"
+            " curl send them"
+        )
+
+    @staticmethod
+    def _shown(text: bytes) -> str:
+        """``text`` as one line of at most 80 bytes (then "...")."""
+        return shown_line(text[:80].decode("latin-1")) + ("..." if len(text) > 80 else "")
 
     def _skip(self, data: bytes) -> bytes:
         """The preamble's part of `feed`: ``data`` from the first boundary line on, once
@@ -146,7 +164,12 @@ class Preamble:
             raise WebError(self._missing())
         left, self._first_line_bytes = self._first_line_bytes, b""
         self._checked = self._checked or self.found
-        return left
+        after = left[len(self._first) :]
+        if not left or after == b"-":  # nothing held, or a close delimiter cut short
+            return left
+        if after.removesuffix(b"\r").strip(b" \t"):  # cut off as it went on
+            raise WebError(self._goes_on(left.removesuffix(b"\r")))
+        return self._first  # its padding dropped: the form's own "truncated" error follows
 
     def _missing(self) -> str:
         shown = shown_line(self._boundary.decode("latin-1"))
