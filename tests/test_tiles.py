@@ -808,3 +808,64 @@ def test_served_tiles_that_are_no_regular_file_are_404_and_block_nothing(tmp_pat
         with open(os.open(tmp_path / "checkpoint", os.O_RDWR | os.O_NONBLOCK), "wb"):
             pass  # a reader still blocked on the FIFO lets go
         web.stop()
+
+
+def test_a_tiles_server_redirecting_off_http_is_refused_naming_the_target() -> None:
+    """A tiles URL answering with a redirect to ``ftp://`` or ``file://`` (a hostile or
+    misconfigured server steering the auditor at another scheme) is refused in words
+    that name the target, never followed; a redirect to another http(s) URL (as an
+    http -> https move is) is still followed."""
+    import socket
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from provenance.core.errors import TransportError
+
+    body = b"media-provenance.local/log\n0\n" + b"A" * 43 + b"=\n"
+    closed = socket.socket()  # bound, never listening: an https:// target that refuses
+    closed.bind(("127.0.0.1", 0))
+    targets = {
+        "/tls/checkpoint": f"HTTPS://127.0.0.1:{closed.getsockname()[1]}/checkpoint",
+        "/ftp/checkpoint": "ftp://127.0.0.1:9/checkpoint",
+        "/file/checkpoint": "file:///etc/passwd",
+        "/data/checkpoint": "data:text/plain,hello",
+        "/moved/checkpoint": "/real/checkpoint",
+    }
+
+    class Redirect(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+            if self.path in targets:
+                self.send_response(302)
+                self.send_header("Location", targets[self.path])
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Redirect)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        assert fetcher(f"{url}/moved")("checkpoint") == body
+        with pytest.raises(TransportError) as caught:  # followed to https: its port refuses
+            fetcher(f"{url}/tls")("checkpoint")
+        assert str(caught.value).endswith("connection refused"), str(caught.value)
+        for mode in ("ftp", "file", "data"):
+            with pytest.raises(TransportError) as caught:
+                fetcher(f"{url}/{mode}")("checkpoint")
+            said = str(caught.value)
+            target = targets[f"/{mode}/checkpoint"]
+            assert f"redirects to {target}" in said, said
+            assert "only http:// and https://" in said, said
+            assert "HTTP 30" not in said and "urlopen" not in said, said
+    finally:
+        closed.close()
+        server.shutdown()
+        server.server_close()
