@@ -869,3 +869,43 @@ def test_a_tiles_server_redirecting_off_http_is_refused_naming_the_target() -> N
         closed.close()
         server.shutdown()
         server.server_close()
+
+
+def test_a_tiles_export_on_a_full_disk_names_the_file_and_what_to_do(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An export whose disk fills (here: a file size limit, RLIMIT_FSIZE, with SIGXFSZ
+    ignored, so a write past it fails as a full disk's does) raises an OSError naming the
+    tile or bundle it was writing, not the temporary file or none, which the CLI's one
+    OSError line (`os_failure`) says with what to do. The device's `atomic_write`
+    (sidecars of `prov sign`, the upload queue, device state) names its target alike.
+    Before, both named no file: the line said only "File too large"."""
+    import resource
+    import signal
+
+    from clients.device import atomic_write
+    from provenance.core.files import os_failure
+
+    signer = LogSigner(Ed25519PrivateKey.generate(), ORIGIN)
+    store = open_store(tmp_path / "log.db")
+    _fill(store, signer, 300, seed=3)
+    (tmp_path / "tiles").mkdir()
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    previous = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (4096, hard))
+    try:
+        with pytest.raises(OSError) as exported:
+            export_tiles(store, tmp_path / "tiles")
+        with pytest.raises(OSError) as sidecar:
+            atomic_write(tmp_path / "photo.jpg.prov", b"x" * 10_000)
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+        signal.signal(signal.SIGXFSZ, previous)
+    named = str(exported.value.filename)
+    assert named.startswith(str(tmp_path / "tiles") + "/tile/"), named
+    assert "/.tmp-" not in named, named
+    said = os_failure(exported.value)
+    assert said.startswith(f"File too large: {named}; "), said
+    assert "free space" in said, said
+    assert sidecar.value.filename == str(tmp_path / "photo.jpg.prov"), sidecar.value
+    assert not list(tmp_path.glob(".prov-tmp-*"))

@@ -40,7 +40,7 @@ from provenance.core.errors import (
     TileMissingError,
     TransportError,
 )
-from provenance.core.files import file_kind
+from provenance.core.files import file_kind, naming
 from provenance.core.networds import exchange_failure
 from provenance.log import tiles
 from provenance.log.checkpoint import Checkpoint
@@ -68,7 +68,12 @@ class ExportResult:
 
 def _write(path: Path, data: bytes, sync: bool = False) -> None:
     """Write ``data`` to ``path`` through a temporary file and an atomic rename (with
-    ``sync``, the file is fsynced before the rename)."""
+    ``sync``, the file is fsynced before the rename). Raises OSError naming ``path``."""
+    with naming(path):
+        _write_then_rename(path, data, sync)
+
+
+def _write_then_rename(path: Path, data: bytes, sync: bool) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.parent / f".tmp-{os.getpid()}-{secrets.token_hex(4)}"
     try:
