@@ -68,6 +68,7 @@ from provenance.core.errors import (
     TransportError,
     WitnessQuorumError,
 )
+from provenance.core.files import os_failure
 from provenance.core.keyhistory import check_admin_token_text
 from provenance.core.keys import KEY_ID_BYTES, DeviceKey
 from provenance.core.registry import check_label
@@ -1259,8 +1260,7 @@ def main(argv: list[str] | None = None) -> int:
             err.print(SLOW_HINT if slow else UNREACHABLE_HINT, highlight=False)
         return 1
     except OSError as e:  # the machine's, not the user's: a full disk, a folder gone
-        where = f": {e.filename}" if e.filename else ""
-        err.print(Text.assemble(("error:", "red"), f" {e.strerror or e}{where}"))
+        err.print(Text.assemble(("error:", "red"), f" {os_failure(e)}"))
         return 1
     except KeyboardInterrupt:
         err.print("interrupted")

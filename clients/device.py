@@ -78,7 +78,7 @@ from provenance.core.errors import (
     ProvenanceError,
     TransportError,
 )
-from provenance.core.files import file_kind
+from provenance.core.files import file_kind, naming
 from provenance.core.keyfile import PBKDF2_ITERATIONS, weaker_than_written_here
 from provenance.core.keys import DeviceKey
 from provenance.core.registry import certificate_enrollment_proof, check_claim_shape
@@ -150,8 +150,14 @@ def atomic_write(path: Path, data: bytes, mode: int = 0o644) -> None:
     """Write ``data`` to ``path`` via a temporary file, fsync, rename, fsync the folder.
 
     The temporary name is short (``.prov-tmp-PID-RANDOM``) whatever the length of
-    ``path``'s name, so any name the file system accepts can be written. Raises OSError.
+    ``path``'s name, so any name the file system accepts can be written. Raises OSError
+    naming ``path`` (`provenance.core.files.naming`).
     """
+    with naming(path):  # a full disk's write() names no file; the temporary name is no help
+        _write_then_rename(path, data, mode)
+
+
+def _write_then_rename(path: Path, data: bytes, mode: int) -> None:
     tmp = path.with_name(f".prov-tmp-{os.getpid()}-{secrets.token_hex(4)}")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
     try:

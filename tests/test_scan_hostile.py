@@ -10,6 +10,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import subprocess
 import sys
 import tarfile
@@ -618,6 +619,9 @@ def test_a_report_that_cannot_be_written_says_rows_are_kept(
     err = " ".join(full.stderr.split())
     assert full.returncode == 1, err
     assert "File too large" in err and f"the rows so far are kept in {report}" in err, err
+    # the file that could not be written is named, and what to do about it is said
+    assert re.search(rf"File too large: {re.escape(str(tmp_path))}/scan\.\S+;", err), err
+    assert "free space" in err, err
     assert "--resume" in err and "Traceback" not in err, err
     done = _prov(*args, "--workers", "0", "--resume")
     assert done.returncode == 0, done.stderr[-2000:]

@@ -808,3 +808,104 @@ def test_served_tiles_that_are_no_regular_file_are_404_and_block_nothing(tmp_pat
         with open(os.open(tmp_path / "checkpoint", os.O_RDWR | os.O_NONBLOCK), "wb"):
             pass  # a reader still blocked on the FIFO lets go
         web.stop()
+
+
+def test_a_tiles_server_redirecting_off_http_is_refused_naming_the_target() -> None:
+    """A tiles URL answering with a redirect to ``ftp://`` or ``file://`` (a hostile or
+    misconfigured server steering the auditor at another scheme) is refused in words
+    that name the target, never followed; a redirect to another http(s) URL (as an
+    http -> https move is) is still followed."""
+    import socket
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from provenance.core.errors import TransportError
+
+    body = b"media-provenance.local/log\n0\n" + b"A" * 43 + b"=\n"
+    closed = socket.socket()  # bound, never listening: an https:// target that refuses
+    closed.bind(("127.0.0.1", 0))
+    targets = {
+        "/tls/checkpoint": f"HTTPS://127.0.0.1:{closed.getsockname()[1]}/checkpoint",
+        "/ftp/checkpoint": "ftp://127.0.0.1:9/checkpoint",
+        "/file/checkpoint": "file:///etc/passwd",
+        "/data/checkpoint": "data:text/plain,hello",
+        "/moved/checkpoint": "/real/checkpoint",
+    }
+
+    class Redirect(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+            if self.path in targets:
+                self.send_response(302)
+                self.send_header("Location", targets[self.path])
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Redirect)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        assert fetcher(f"{url}/moved")("checkpoint") == body
+        with pytest.raises(TransportError) as caught:  # followed to https: its port refuses
+            fetcher(f"{url}/tls")("checkpoint")
+        assert str(caught.value).endswith("connection refused"), str(caught.value)
+        for mode in ("ftp", "file", "data"):
+            with pytest.raises(TransportError) as caught:
+                fetcher(f"{url}/{mode}")("checkpoint")
+            said = str(caught.value)
+            target = targets[f"/{mode}/checkpoint"]
+            assert f"redirects to {target}" in said, said
+            assert "only http:// and https://" in said, said
+            assert "HTTP 30" not in said and "urlopen" not in said, said
+    finally:
+        closed.close()
+        server.shutdown()
+        server.server_close()
+
+
+def test_a_tiles_export_on_a_full_disk_names_the_file_and_what_to_do(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An export whose disk fills (here: a file size limit, RLIMIT_FSIZE, with SIGXFSZ
+    ignored, so a write past it fails as a full disk's does) raises an OSError naming the
+    tile or bundle it was writing, not the temporary file or none, which the CLI's one
+    OSError line (`os_failure`) says with what to do. The device's `atomic_write`
+    (sidecars of `prov sign`, the upload queue, device state) names its target alike.
+    Before, both named no file: the line said only "File too large"."""
+    import resource
+    import signal
+
+    from clients.device import atomic_write
+    from provenance.core.files import os_failure
+
+    signer = LogSigner(Ed25519PrivateKey.generate(), ORIGIN)
+    store = open_store(tmp_path / "log.db")
+    _fill(store, signer, 300, seed=3)
+    (tmp_path / "tiles").mkdir()
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    previous = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (4096, hard))
+    try:
+        with pytest.raises(OSError) as exported:
+            export_tiles(store, tmp_path / "tiles")
+        with pytest.raises(OSError) as sidecar:
+            atomic_write(tmp_path / "photo.jpg.prov", b"x" * 10_000)
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+        signal.signal(signal.SIGXFSZ, previous)
+    named = str(exported.value.filename)
+    assert named.startswith(str(tmp_path / "tiles") + "/tile/"), named
+    assert "/.tmp-" not in named, named
+    said = os_failure(exported.value)
+    assert said.startswith(f"File too large: {named}; "), said
+    assert "free space" in said, said
+    assert sidecar.value.filename == str(tmp_path / "photo.jpg.prov"), sidecar.value
+    assert not list(tmp_path.glob(".prov-tmp-*"))

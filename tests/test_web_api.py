@@ -814,6 +814,24 @@ def test_explorer_pages(site: DemoSite, http: httpx.Client) -> None:
     )
 
 
+def test_the_search_box_points_a_device_id_at_its_device_page(
+    site: DemoSite, http: httpx.Client
+) -> None:
+    """A device id typed into the explorer's search box (the form at /log/find is for an
+    entry index or a file's SHA-256): the whole 64-digit id, found as no file's SHA-256,
+    goes on to its device page; the start of one, as pages show device ids shortened,
+    says that it may be a device id and how to find its page, not only "must be 64 hex
+    digits"."""
+    dev = http.get("/api/v1/entries/1").json()["claim"]["device_id"]
+    r = http.get("/log/find", params={"q": dev}, follow_redirects=False)
+    assert r.status_code == 303 and r.headers["location"] == f"/log/devices/{dev}", r.text
+    prefix = dev[:16] if not dev[:16].isdigit() else "ab" + dev[:14]
+    r = http.get("/log/find", params={"q": prefix})
+    assert r.status_code == 400, r.text
+    assert "device id" in r.text and "Device form" in r.text, r.text
+    assert http.get("/log/find", params={"q": "abcdef1"}).status_code == 400
+
+
 def test_device_pages_show_enrollment_then_revocation(
     site: DemoSite,
     http: httpx.Client,

@@ -24,7 +24,7 @@ from clients.scan.report import csv_path, html_path
 from clients.scan.resume import holds_rows
 from clients.scan.worker import ScanConfig
 from provenance.core.errors import DetectorError
-from provenance.core.files import file_kind
+from provenance.core.files import file_kind, os_failure
 from provenance.terminal import SafeConsole
 from provenance.wire.contract import MAX_LOOKUP_QUERIES
 
@@ -120,9 +120,8 @@ def scan(
         )
         raise typer.Exit(EXIT_TERMINATED if terminated else 130) from None
     except OSError as e:  # the machine's: a full disk or a file size limit under the report
-        where = f": {e.filename}" if e.filename else ""
         err.print(
-            f"error: {e.strerror or e}{where}; the rows so far are kept in {report}; the same"
+            f"error: {os_failure(e)}; the rows so far are kept in {report}; the same"
             " command with --resume continues the scan once that is fixed",
             highlight=False,
         )

@@ -33,6 +33,7 @@ from PIL import Image
 from clients.report import STATUS_BASIS
 from provenance.core.claims import Verdict
 from provenance.core.errors import MediaError
+from provenance.core.files import naming
 from provenance.media.image import decode_image
 from provenance.terminal import shown, shown_line
 
@@ -210,9 +211,12 @@ class ReportWriter:
         self._top = top
         self._detected = detect
         self._part = report_files(report)[2]
-        self._file = self._part.open("w", encoding="utf-8", errors="backslashreplace", newline="")
-        self._csv = csv.writer(self._file)
-        self._csv.writerow(CSV_FIELDS)
+        with naming(self._part):
+            self._file = self._part.open(
+                "w", encoding="utf-8", errors="backslashreplace", newline=""
+            )
+            self._csv = csv.writer(self._file)
+            self._csv.writerow(CSV_FIELDS)
         self._counts: Counter[str] = Counter()
         self._bytes = 0
         self._seen = 0
@@ -223,7 +227,8 @@ class ReportWriter:
 
     def add(self, row: dict[str, Any]) -> None:
         """Count one row and append it to the CSV."""
-        self._csv.writerow(csv_row(row))
+        with naming(self._part):
+            self._csv.writerow(csv_row(row))
         key = row_key(row)
         self._counts[key] += 1
         unsigned = key == _UNSIGNED
@@ -273,14 +278,16 @@ class ReportWriter:
         nothing, and its images are not read again); max_pixels: the largest image decoded
         for a thumbnail. Returns the summary of the whole report.
         """
-        self._file.close()
-        self._part.replace(csv_path(self.report))
+        with naming(self._part):
+            self._file.close()
+            self._part.replace(csv_path(self.report))
         summary = self.summary()
         scored = [row for row in summary.unsigned if _score(row) is not None]
         data = fetch(scored) if scored else {}
         thumbs = {ref: t for ref, blob in data.items() if (t := thumbnail(blob, max_pixels))}
         page = render_html(summary, thumbs, f"Scan report: {self.report.name}")
-        html_path(self.report).write_text(page, encoding="utf-8", errors="backslashreplace")
+        with naming(html_path(self.report)):
+            html_path(self.report).write_text(page, encoding="utf-8", errors="backslashreplace")
         return summary
 
     def discard(self) -> None:

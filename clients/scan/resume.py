@@ -25,6 +25,7 @@ from typing import IO, Any
 
 from clients.scan.rowcheck import row_problem
 from provenance.core.errors import ConfigError
+from provenance.core.files import naming
 from provenance.wire.jsontext import loads_text
 
 #: One row as compact JSON: `json.dumps` with these separators builds a new encoder
@@ -161,21 +162,23 @@ class Journal:
         writing fails or an earlier fsync failed."""
         if not rows:
             return
-        self._file.write("".join(_ENCODE(r) + "\n" for r in rows))
-        self._file.flush()
-        if self._sync is None or self._sync.done():
-            if self._sync is not None:
-                self._sync.result()
-            self._sync = self._syncer.submit(os.fsync, self._file.fileno())
+        with naming(self.path):
+            self._file.write("".join(_ENCODE(r) + "\n" for r in rows))
+            self._file.flush()
+            if self._sync is None or self._sync.done():
+                if self._sync is not None:
+                    self._sync.result()
+                self._sync = self._syncer.submit(os.fsync, self._file.fileno())
 
     def close(self) -> None:
         """Wait for the running fsync, fsync once more and close. Raises OSError as
         `write`."""
         try:
-            if self._sync is not None:
-                self._sync.result()
-            self._file.flush()
-            os.fsync(self._file.fileno())
+            with naming(self.path):
+                if self._sync is not None:
+                    self._sync.result()
+                self._file.flush()
+                os.fsync(self._file.fileno())
         finally:
             self._syncer.shutdown()
             self._file.close()

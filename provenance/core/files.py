@@ -6,9 +6,12 @@ the edge's job (`provenance.cli.files.read_capped`, `clients.files`).
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import stat
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import BinaryIO
 
 #: Bytes `holds_sha256` reads at a time.
@@ -49,3 +52,37 @@ def holds_sha256(f: BinaryIO, sha256: bytes) -> bool:
     while piece := f.read(HASH_PIECE):
         again.update(piece)
     return again.digest() == sha256
+
+
+#: What to do about a failed write, by its errno (`os_failure`).
+_WHAT_TO_DO = {
+    errno.ENOSPC: "free space on its disk, or write it elsewhere",
+    errno.EDQUOT: "free space under your disk quota, or write it elsewhere",
+    errno.EFBIG: "it is over the file size limit here; free space or raise the limit",
+    errno.EACCES: "check the permissions of the file and its folder",
+    errno.EPERM: "check the permissions of the file and its folder",
+    errno.EROFS: "its file system is read-only; write it elsewhere",
+}
+
+
+@contextmanager
+def naming(path: str | os.PathLike[str]) -> Iterator[None]:
+    """Inside the block, an OSError raised while writing ``path`` carries ``path`` as its
+    file name (a write() on a full disk names no file; an open() of a temporary file
+    names that, not the file meant), so `os_failure` can say which file it was."""
+    try:
+        yield
+    except OSError as e:
+        e.filename = os.fspath(path)
+        raise
+
+
+def os_failure(e: OSError) -> str:
+    """An OSError in words: what happened, the file it names, what to do (for a full
+    disk, a size limit, a permission), e.g. "No space left on device: out.csv; free
+    space on its disk, or write it elsewhere"."""
+    said = e.strerror or str(e)
+    if e.filename is not None:
+        said += f": {os.fsdecode(e.filename)}"
+    todo = _WHAT_TO_DO.get(e.errno or 0)
+    return f"{said}; {todo}" if todo else said

@@ -24,12 +24,13 @@ import secrets
 import stat
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import IO, TYPE_CHECKING
 
 from provenance.core import merkle
 from provenance.core.errors import (
@@ -39,7 +40,7 @@ from provenance.core.errors import (
     TileMissingError,
     TransportError,
 )
-from provenance.core.files import file_kind
+from provenance.core.files import file_kind, naming
 from provenance.core.networds import exchange_failure
 from provenance.log import tiles
 from provenance.log.checkpoint import Checkpoint
@@ -69,7 +70,12 @@ class ExportResult:
 
 def _write(path: Path, data: bytes, sync: bool = False) -> None:
     """Write ``data`` to ``path`` through a temporary file and an atomic rename (with
-    ``sync``, the file is fsynced before the rename)."""
+    ``sync``, the file is fsynced before the rename). Raises OSError naming ``path``."""
+    with naming(path):
+        _write_then_rename(path, data, sync)
+
+
+def _write_then_rename(path: Path, data: bytes, sync: bool) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.parent / f".tmp-{os.getpid()}-{secrets.token_hex(4)}"
     try:
@@ -256,6 +262,40 @@ def _fetch_failure(e: BaseException, url: str) -> str:
     return f"cannot fetch {url}: {why}"
 
 
+class _WebOnlyRedirects(urllib.request.HTTPRedirectHandler):
+    """urllib's redirect handler, but a redirect off http(s) (``ftp://``, ``file://``,
+    ``data:``) is refused naming its target: urllib itself follows one to ``ftp://``."""
+
+    def http_error_302(
+        self,
+        req: urllib.request.Request,
+        fp: IO[bytes],
+        code: int,
+        msg: str,
+        headers: http.client.HTTPMessage,
+    ) -> http.client.HTTPResponse | None:
+        """Follow the redirect as urllib does, if its target is an http(s) URL."""
+        target = headers.get("location") or headers.get("uri")
+        if target is not None:
+            newurl = urllib.parse.urljoin(req.full_url, target.strip())
+            if urllib.parse.urlsplit(newurl).scheme.lower() not in ("http", "https"):
+                fp.close()
+                raise TransportError(
+                    f"cannot fetch {req.full_url}: it redirects to {newurl}, which is not"
+                    " followed (a tiled log is fetched over only http:// and https://)"
+                )
+        followed: http.client.HTTPResponse | None = super().http_error_302(
+            req, fp, code, msg, headers
+        )
+        return followed
+
+    http_error_301 = http_error_303 = http_error_307 = http_error_308 = http_error_302
+
+
+_OPENER = urllib.request.build_opener(_WebOnlyRedirects)
+"""urllib's opener for tiles over HTTP, with `_WebOnlyRedirects` in place of its own."""
+
+
 def _url_fetcher(prefix: str, deadline_s: float = FILE_DEADLINE_S) -> tiles.Fetch:
     base = prefix.rstrip("/") + "/"
 
@@ -263,7 +303,7 @@ def _url_fetcher(prefix: str, deadline_s: float = FILE_DEADLINE_S) -> tiles.Fetc
         url = base + path
         request = urllib.request.Request(url, headers={"Accept-Encoding": "gzip, identity"})
         try:
-            with urllib.request.urlopen(request, timeout=FETCH_TIMEOUT_S) as response:
+            with _OPENER.open(request, timeout=FETCH_TIMEOUT_S) as response:
                 data = _read_by_deadline(response, url, deadline_s)
                 if response.headers.get("Content-Encoding", "identity") == "gzip":
                     inflate = zlib.decompressobj(16 + zlib.MAX_WBITS)

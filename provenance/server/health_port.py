@@ -28,6 +28,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from provenance import metrics
 from provenance.core.errors import ProvenanceError
+from provenance.server.limits import MAX_STREAMS_PER_CONNECTION
 from provenance.server.rpc_probes import ProbeBudget
 from provenance.terminal import shown_line
 
@@ -76,7 +77,8 @@ async def start_health_server(
     """Start a `grpc.aio` server on the running loop that serves only ``servicer`` (the
     main server's health servicer) on ``address`` ("host:port"; port 0 picks one), under
     the per-client `ProbeBudget`, its grpc core queue as the main server's
-    (``max_pending_calls`` a method) and grpc's default message sizes (4 MiB; a health
+    (``max_pending_calls`` a method), the main server's bound on streams a connection
+    (`MAX_STREAMS_PER_CONNECTION`) and grpc's default message sizes (4 MiB; a health
     request is a few bytes). Returns (server, bound port). Raises ProvenanceError when
     the address cannot be bound (also when another process listens on it: SO_REUSEPORT
     is off)."""
@@ -84,6 +86,7 @@ async def start_health_server(
         interceptors=[ProbeBudget(), metrics.MetricsInterceptor()],
         options=[
             ("grpc.so_reuseport", 0),
+            ("grpc.max_concurrent_streams", MAX_STREAMS_PER_CONNECTION),
             ("grpc.server.max_pending_requests", max_pending_calls),
             ("grpc.server.max_pending_requests_hard_limit", max_pending_calls),
         ],

@@ -76,6 +76,22 @@ DETECTOR_TIMEOUT_S = 30.0
 #: a 64 KiB request held about 90 KiB.
 PENDING_CALL_BYTES = 11 * 1024
 
+#: Streams (calls) one HTTP/2 connection may have open at once: the server's
+#: SETTINGS_MAX_CONCURRENT_STREAMS (``grpc.max_concurrent_streams``). grpc's default is no
+#: bound. Measured 5 December (grpcio 1.85, loopback): one connection opening streams
+#: that send their headers and never their message (a unary method waiting for its
+#: request, which nothing else bounds) grew the server by about 21 KiB a stream, 210 MiB
+#: for 10,000 and 543 MiB for 30,000 (not given back after they ended); under this bound,
+#: 10,000 such streams grew it by 43 MiB, the rest waiting on the client. Other
+#: connections were answered as fast throughout (0.5-0.8 ms). Not lower: a client with
+#: more calls in flight on one connection than the bound loses some of them UNAVAILABLE
+#: ("RST_STREAM with error code 7", REFUSED_STREAM: grpc does not queue them all on its
+#: side), 463 of 3,000 at once here; 2,000 at once were all answered, as the bursts of
+#: bench/bench_burst.py (1,000 a connection at 8,000 calls on 8) and
+#: tests/test_burst_limits.py are. The bound is a connection's; a client's connections
+#: are not counted.
+MAX_STREAMS_PER_CONNECTION = 2048
+
 
 @dataclass(frozen=True)
 class ServerLimits:

@@ -71,6 +71,7 @@ from provenance.media.inspect import InspectConfig, Upload
 from provenance.server.health_port import HealthChecks, start_health_server
 from provenance.server.limits import (
     FORGERY_HOLD_S,
+    MAX_STREAMS_PER_CONNECTION,
     AuthFailureBudget,
     DeviceQuota,
     ForgeryPenalty,
@@ -1341,6 +1342,7 @@ def create_server(
                 ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
                 ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
                 ("grpc.so_reuseport", 0),
+                ("grpc.max_concurrent_streams", MAX_STREAMS_PER_CONNECTION),
                 # grpc core's queue of calls not yet taken up (one per method): past its
                 # soft limit it drops calls at random, answered a bare CANCELLED; the hard
                 # limit equal to it, nothing is dropped below it (ServerLimits)

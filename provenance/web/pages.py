@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import re
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -150,16 +151,34 @@ async def entry(request: Request) -> Response:
 @metered
 async def goto_entry(request: Request) -> Response:
     """The explorer's search form: an index, or a file's SHA-256. A person may type an
-    index with leading zeros ("007"): the form sends them on to the one canonical URL."""
+    index with leading zeros ("007"): the form sends them on to the one canonical URL.
+    A device id (64 hex digits too) that is no file's SHA-256 goes to its device page;
+    the start of one (pages show device ids shortened) is told how to find that page."""
     q = request.query_params.get("q", "").strip()
     if logviews.is_number(q):
         index = logviews.parse_index(q.lstrip("0") or "0", "an entry index")
         return RedirectResponse(f"/log/entries/{index}", 303)
+    if SHORT_HEX.fullmatch(q):
+        raise WebError(
+            f"a file's SHA-256 must be 64 hex digits, got {len(q)}. If {q} is the start of"
+            " a device id (as pages show them, shortened), follow that device's link, or"
+            " enter its whole 64-digit id in the Device form on /log"
+        )
     sha = logviews.parse_hash(q, "a file's SHA-256 (or an entry index)")
-    found = await run_in_threadpool(logviews.find_by_sha256, state(request).client, sha)
-    if not found:
-        raise WebError(f"no logged capture has the file SHA-256 {sha.hex()}", "NOT_FOUND")
-    return RedirectResponse(f"/log/entries/{found[0]}", 303)
+    client = state(request).client
+    found = await run_in_threadpool(logviews.find_by_sha256, client, sha)
+    if found:
+        return RedirectResponse(f"/log/entries/{found[0]}", 303)
+    if await run_in_threadpool(logviews.device_view, client, sha, True) is not None:
+        return RedirectResponse(f"/log/devices/{sha.hex()}", 303)
+    raise WebError(
+        f"no logged capture has the file SHA-256 {sha.hex()}, and no enrolled device that id",
+        "NOT_FOUND",
+    )
+
+
+#: 8 to 63 hex digits: too short for a SHA-256, long enough to be a shortened device id.
+SHORT_HEX = re.compile(r"[0-9a-fA-F]{8,63}")
 
 
 @html_errors
