@@ -753,6 +753,7 @@ def test_lookup_reply_never_outgrows_the_message_limit(server: ServerProc) -> No
             size_bytes=10,
             hard_binding=HardBinding(sha256=sha),
             soft_bindings=frames,
+            duration_seconds=float(MAX_CLAIM_SOFT_BINDINGS),
         )
         c.submit(sign_claim(key, claim))
         queries = [Query(f"copy{i}.mp4", sha, (), "video/mp4") for i in range(200)]
@@ -781,7 +782,13 @@ def test_get_entries_reply_never_outgrows_the_message_limit(server: ServerProc) 
             PerceptualHash("pdq", bytes(32), 90, float(t)) for t in range(MAX_CLAIM_SOFT_BINDINGS)
         )
         for seq in range(1, 201):
-            claim = replace(_claim(key, seq, ""), soft_bindings=frames, metadata={})
+            claim = replace(
+                _claim(key, seq, ""),
+                media_type="video/mp4",
+                duration_seconds=float(MAX_CLAIM_SOFT_BINDINGS),
+                soft_bindings=frames,
+                metadata={},
+            )
             c.submit(sign_claim(key, claim))
         first, nxt = c.entries(0, 1000)
         assert 0 < len(first) == nxt < 201

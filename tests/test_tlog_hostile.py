@@ -200,7 +200,9 @@ def test_a_claim_too_large_for_an_entry_bundle_is_refused_before_the_log(
     def claim(frames: int, media_type: str = "video/mp4") -> SignedClaim:
         soft = tuple(PerceptualHash(PDQ_ALGORITHM, os.urandom(32), 100, float(i)) for i in
                      range(frames))  # fmt: skip
-        return dev.next_claim(media_type=media_type, soft_bindings=soft)
+        return dev.next_claim(
+            media_type=media_type, soft_bindings=soft, duration_seconds=float(frames)
+        )
 
     cases: list[tuple[Callable[[], SignedClaim], str]] = [
         (lambda: claim(4096), "claim has 4096 soft bindings; the limit is 1000"),

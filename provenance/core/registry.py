@@ -307,6 +307,14 @@ def check_claim_shape(signed: SignedClaim, claim: Claim) -> None:
             raise ClaimError(
                 f"the claim's {name} is {value}; the log stores at most {MAX_STORED_INT} (2^63 - 1)"
             )
+    # the count first: the frames' own checks go through each of them
+    if len(claim.soft_bindings) > MAX_CLAIM_SOFT_BINDINGS:
+        raise ClaimError(
+            f"claim has {len(claim.soft_bindings)} soft bindings; the limit is"
+            f" {MAX_CLAIM_SOFT_BINDINGS} (a video of more than {MAX_CLAIM_SOFT_BINDINGS:,} s"
+            " signed by an older prov sign: sign it again, the frames are now sampled more"
+            " sparsely)"
+        )
     check_hard_binding(claim)
     check_pixels(claim)
     check_video_numbers(claim)
@@ -315,13 +323,6 @@ def check_claim_shape(signed: SignedClaim, claim: Claim) -> None:
         raise ClaimError(
             f"the claim's metadata is {meta} bytes; the limit is {MAX_METADATA_BYTES}"
             " (keys and values in UTF-8)"
-        )
-    if len(claim.soft_bindings) > MAX_CLAIM_SOFT_BINDINGS:
-        raise ClaimError(
-            f"claim has {len(claim.soft_bindings)} soft bindings; the limit is"
-            f" {MAX_CLAIM_SOFT_BINDINGS} (a video of more than {MAX_CLAIM_SOFT_BINDINGS:,} s"
-            " signed by an older prov sign: sign it again, the frames are now sampled more"
-            " sparsely)"
         )
     entry = (
         len(signed.payload_type.encode())
