@@ -411,6 +411,9 @@ def test_an_upload_at_or_over_the_minimum_pace_keeps_its_slot(
         ("--forgeries-per-minute", "-1"),
         ("--quota-claim-kb-per-minute", "-1"),
         ("--max-pending-calls", "0"),
+        ("--max-rpc-connections", "0"),
+        ("--max-rpc-connections", "-1"),
+        ("--max-rpc-connections", "1000001"),  # past it grpc's C int argument
         ("--max-queued-claims", "0"),
         ("--db-connect-wait", "0.05"),
         ("--db-connect-wait", "-1"),

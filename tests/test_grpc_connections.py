@@ -104,3 +104,99 @@ def test_one_connection_holds_a_bounded_number_of_streams(tmp_path: Path) -> Non
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+def _header_only_streams(port: int, streams: int) -> socket.socket | None:
+    """A connection to ``port`` on loopback that opens ``streams`` calls of GetLogKey
+    that send their headers and never their message (HPACK literals, RFC 7541 §6.2.2);
+    None when the server closed it before they were all sent."""
+    fields = [
+        (b":method", b"POST"), (b":scheme", b"http"),
+        (b":path", b"/provenance.v1.Log/GetLogKey"), (b":authority", b"localhost"),
+        (b"content-type", b"application/grpc"), (b"te", b"trailers"),
+    ]  # fmt: skip
+    block = b"".join(b"\x00" + bytes([len(n)]) + n + bytes([len(v)]) + v for n, v in fields)
+    frames = b"".join(
+        len(block).to_bytes(3, "big") + b"\x01\x04" + (1 + 2 * i).to_bytes(4, "big") + block
+        for i in range(streams)
+    )
+    s = socket.create_connection(("127.0.0.1", port), timeout=20)
+    try:
+        s.sendall(PREFACE)
+        if not s.recv(65536):  # the server's SETTINGS, or its close
+            s.close()
+            return None
+        s.sendall(b"\x00\x00\x00\x04\x01\x00\x00\x00\x00" + frames)  # SETTINGS ACK
+    except OSError:  # reset: closed when accepted
+        s.close()
+        return None
+    return s
+
+
+def _still_open(held: list[socket.socket], wait_s: float) -> list[socket.socket]:
+    """The sockets of ``held`` the server has not closed after ``wait_s`` seconds (those
+    it closed read end-of-file or a reset; what it sends meanwhile is read and
+    dropped)."""
+    import select
+    import time
+
+    open_ = list(held)
+    end = time.monotonic() + wait_s
+    while open_ and (left := end - time.monotonic()) > 0:
+        ready, _, _ = select.select(open_, [], [], left)
+        for s in ready:
+            try:
+                if not s.recv(1 << 20):
+                    open_.remove(s)
+            except OSError:
+                open_.remove(s)
+    return open_
+
+
+def test_connections_are_bounded_so_held_streams_are(tmp_path: Path) -> None:
+    """`--max-rpc-connections` bounds the connections the server holds, on the main port
+    and the health port each: a client opening 8 connections that each hold streams
+    waiting for their request (here 256 a connection; up to `MAX_STREAMS_PER_CONNECTION`)
+    keeps at most 3 against a bound of 4 (an honest client holds the fourth), the rest
+    closed when accepted; the honest client's calls on its connection are answered
+    throughout, and once the flood ends a new connection's are. Before, every connection
+    was held: 2,048 such streams cost about 42 MiB each, and 50 connections grew the
+    server by 2.1 GiB (measured 5 December, `MAX_RPC_CONNECTIONS`)."""
+    command = [
+        "serve", "--db", str(tmp_path / "p.db"), "--listen", "127.0.0.1:0",
+        "--health-listen", "127.0.0.1:0", "--no-detector", "--max-rpc-connections", "4",
+    ]  # fmt: skip
+    proc = cli_process(command)
+    flood: list[socket.socket] = []
+    try:
+        port = int(read_line(proc, "listening on ").rpartition(":")[2])
+        health = int(read_line(proc, "health").rpartition(":")[2])
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            stub = rpc.LogStub(channel)
+            key = stub.GetLogKey(pb.GetLogKeyRequest(), timeout=20).verifier_key
+            for _ in range(8):
+                s = _header_only_streams(port, 256)
+                if s is not None:
+                    flood.append(s)
+            held = _still_open(flood, 10)
+            assert len(held) <= 3, f"{len(held)} of 8 flooding connections held (bound 4)"
+            assert stub.GetLogKey(pb.GetLogKeyRequest(), timeout=20).verifier_key == key
+        probes = [socket.create_connection(("127.0.0.1", health), timeout=20) for _ in range(6)]
+        for s in probes:
+            try:
+                s.sendall(PREFACE)
+            except OSError:
+                pass
+        flood += probes
+        held = _still_open(probes, 10)
+        assert len(held) <= 4, f"{len(held)} of 6 health-port connections held (bound 4)"
+        for s in flood:
+            s.close()
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            reply = rpc.LogStub(channel).GetLogKey(pb.GetLogKeyRequest(), timeout=30)
+        assert reply.verifier_key == key
+    finally:
+        for s in flood:
+            s.close()
+        proc.terminate()
+        proc.wait(timeout=30)

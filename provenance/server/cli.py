@@ -66,6 +66,7 @@ _LIMIT_FLAGS = {
     "device_reads_per_minute": "--device-reads-per-minute",
     "log_reads_per_minute": "--log-reads-per-minute",
     "max_pending_calls": "--max-pending-calls",
+    "max_rpc_connections": "--max-rpc-connections",
     "detector_timeout_s": "--detector-timeout",
 }
 
@@ -403,6 +404,15 @@ def serve(
             " (CANCELLED)."
         ),
     ] = 10000,
+    max_rpc_connections: Annotated[
+        int,
+        typer.Option(
+            help="Client connections held open at once, on the gRPC port and on the"
+            " health port each; more are closed when accepted (UNAVAILABLE). A connection"
+            " can hold 2,048 calls waiting for their request, about 42 MiB: the worst"
+            " case is this many times 42 MiB."
+        ),
+    ] = 1000,
     max_queued_claims: Annotated[
         int,
         typer.Option(
@@ -589,6 +599,7 @@ def serve(
             device_reads_per_minute=device_reads_per_minute,
             log_reads_per_minute=log_reads_per_minute,
             max_pending_calls=max_pending_calls,
+            max_rpc_connections=max_rpc_connections,
             detector_timeout_s=detector_timeout,
         )
     except ConfigError as e:  # a flag's value out of range: a usage error (exit 2)

@@ -72,13 +72,17 @@ class HealthChecks(health.aio.HealthServicer):
 
 
 async def start_health_server(
-    address: str, servicer: health.aio.HealthServicer, max_pending_calls: int
+    address: str,
+    servicer: health.aio.HealthServicer,
+    max_pending_calls: int,
+    max_connections: int,
 ) -> tuple[grpc.aio.Server, int]:
     """Start a `grpc.aio` server on the running loop that serves only ``servicer`` (the
     main server's health servicer) on ``address`` ("host:port"; port 0 picks one), under
     the per-client `ProbeBudget`, its grpc core queue as the main server's
     (``max_pending_calls`` a method), the main server's bound on streams a connection
-    (`MAX_STREAMS_PER_CONNECTION`) and grpc's default message sizes (4 MiB; a health
+    (`MAX_STREAMS_PER_CONNECTION`), at most ``max_connections`` connections at once (the
+    main server's ``--max-rpc-connections``, counted apart) and grpc's default message sizes (4 MiB; a health
     request is a few bytes). Returns (server, bound port). Raises ProvenanceError when
     the address cannot be bound (also when another process listens on it: SO_REUSEPORT
     is off)."""
@@ -87,6 +91,7 @@ async def start_health_server(
         options=[
             ("grpc.so_reuseport", 0),
             ("grpc.max_concurrent_streams", MAX_STREAMS_PER_CONNECTION),
+            ("grpc.max_allowed_incoming_connections", max_connections),
             ("grpc.server.max_pending_requests", max_pending_calls),
             ("grpc.server.max_pending_requests_hard_limit", max_pending_calls),
         ],

@@ -92,6 +92,23 @@ PENDING_CALL_BYTES = 11 * 1024
 #: are not counted.
 MAX_STREAMS_PER_CONNECTION = 2048
 
+#: Client connections the gRPC server holds open at once, by default (each port: the
+#: main one and the health port): ``grpc.max_allowed_incoming_connections``; past it grpc
+#: core closes a new connection as soon as it is accepted (the client sees UNAVAILABLE).
+#: Streams are bounded per connection only (`MAX_STREAMS_PER_CONNECTION`) and nothing in
+#: grpc bounds how long a stream may wait for its request, so without this bound
+#: connections that each opened 2,048 streams sending their headers and never their
+#: message grew the server without end: measured 5 December (grpcio 1.85.3, loopback, a
+#: connection a second) +42 MiB for 1 connection, +422 MiB for 10 and +2,100 MiB for 50.
+#: The worst case is about this many x 42 MiB (1,000: about 41 GiB): lower it to what
+#: the host's memory allows (`--max-rpc-connections`). Not lower by default: a fleet of
+#: devices calling the server directly holds a connection each, and one client's idle
+#: connections (300 of them) must not shut the others out (tests/test_grpc_connections).
+MAX_RPC_CONNECTIONS = 1000
+#: The most ``--max-rpc-connections`` takes (grpc reads the channel argument as a C int;
+#: a million connections is past any host's descriptors anyway).
+MAX_RPC_CONNECTIONS_CAP = 1_000_000
+
 
 @dataclass(frozen=True)
 class ServerLimits:
@@ -140,6 +157,9 @@ class ServerLimits:
     call's deadline is sooner; past it the verdict is returned without a score (the block
     says why), the decode slot is given back, and the file's crops still queued are
     dropped [--detector-timeout];
+    max_rpc_connections: client connections the server holds open at once, on each of its
+    ports (``grpc.max_allowed_incoming_connections``; `MAX_RPC_CONNECTIONS` says why and
+    what it bounds) [--max-rpc-connections];
     max_pending_calls: calls of one method that have arrived and that the event loop has
     not taken up yet, queued by grpc core (``grpc.server.max_pending_requests``, its hard
     limit set to the same, so none is dropped below it) [--max-pending-calls]. Past its
@@ -176,6 +196,7 @@ class ServerLimits:
     device_reads_per_minute: int = 6000
     log_reads_per_minute: int = 6000
     max_pending_calls: int = 10_000
+    max_rpc_connections: int = MAX_RPC_CONNECTIONS
     detector_timeout_s: float = DETECTOR_TIMEOUT_S
 
     def __post_init__(self) -> None:
@@ -189,6 +210,11 @@ class ServerLimits:
         ):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if not 1 <= self.max_rpc_connections <= MAX_RPC_CONNECTIONS_CAP:
+            raise ConfigError(
+                f"max_rpc_connections must be at least 1 and at most {MAX_RPC_CONNECTIONS_CAP:,},"
+                f" got {self.max_rpc_connections}"
+            )
         if self.max_uploads > self.rpc_threads - MIN_FREE_THREADS:
             raise ConfigError(
                 f"{self.max_uploads} concurrent uploads need at least"

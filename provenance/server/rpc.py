@@ -1343,6 +1343,9 @@ def create_server(
                 ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
                 ("grpc.so_reuseport", 0),
                 ("grpc.max_concurrent_streams", MAX_STREAMS_PER_CONNECTION),
+                # past it a new connection is closed once accepted: with the bound on
+                # streams, what held streams can cost (`MAX_RPC_CONNECTIONS`)
+                ("grpc.max_allowed_incoming_connections", lim.max_rpc_connections),
                 # grpc core's queue of calls not yet taken up (one per method): past its
                 # soft limit it drops calls at random, answered a bare CANCELLED; the hard
                 # limit equal to it, nothing is dropped below it (ServerLimits)
@@ -1387,7 +1390,7 @@ def create_server(
             return server, port, None, None
         try:  # bound before the main port serves: a port taken refuses the start
             probes, health_port = await start_health_server(
-                health_address, health_servicer, lim.max_pending_calls
+                health_address, health_servicer, lim.max_pending_calls, lim.max_rpc_connections
             )
         except BaseException:
             await server.stop(None)
