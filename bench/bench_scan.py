@@ -50,7 +50,7 @@ from results import Ratio, write_results  # bench/results.py, next to this scrip
 
 from clients.api import ProvenanceClient, Query, _lookup_request
 from clients.scan.engines import LocalEngine, _worker_context
-from clients.scan.hashing import measure, read_ahead
+from clients.scan.hashing import decode_ahead, measure, read_ahead
 from clients.scan.pipeline import DEFAULT_BATCH, run_scan
 from clients.scan.report import csv_row, row_key
 from clients.scan.rows import measured_row
@@ -252,8 +252,9 @@ def breakdown(
         for k in range(0, n, per_call):
             batch = items[k : k + per_call]
             read = read_ahead(batch, limits)
+            decoded = decode_ahead(read, limits)
             for i in batch:
-                measure(i, limits, read.pop(i.ref, None))
+                measure(i, limits, read.pop(i.ref, None), decoded.pop(i.ref, None))
 
     def lookups() -> None:  # as a scan's worker asks: an answer per file, not converted
         for k in range(0, n, per_call):
@@ -287,7 +288,7 @@ def breakdown(
         ("sniff + C2PA marker search", sniff, n),
         ("decode + PDQ (bare)", lambda: _bare(datas), n),
         ("measure() (all of the above), file by file", measure_all, n),
-        ("the same, a batch read ahead (as a worker)", measure_read_ahead, n),
+        ("the same, a batch read and decoded ahead (as a worker)", measure_read_ahead, n),
         ("Lookup, worker CPU (request, reply)", lookups, n),
         ("row from the reply", row_all, n),
         ("rows pickled to the driver and back", pickled, n),

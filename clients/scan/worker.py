@@ -30,7 +30,7 @@ from typing import Any
 from clients.api import ProvenanceClient, Query, is_unreachable
 from clients.files import read_bounded
 from clients.report import report_to_json
-from clients.scan.hashing import Measured, measure, read_ahead
+from clients.scan.hashing import Measured, decode_ahead, measure, read_ahead
 from clients.scan.rows import error_row, measured_row
 from clients.scan.runs import runs
 from clients.scan.sources import EntryItem, FileItem, Item, RefusedItem, ScanLimits
@@ -339,12 +339,14 @@ def process_batch(items: Sequence[Item], config: ScanConfig) -> list[dict[str, A
     measured: dict[str, Measured] = {}
     rows: dict[str, dict[str, Any]] = {}
     read = read_ahead(items, config.limits.assets)
+    decoded = decode_ahead(read, config.limits.assets)
     for item in items:
         if isinstance(item, RefusedItem):
             rows[item.ref] = error_row(item.ref, item.error, item.size, item.archive)
             continue
         try:
-            measured[item.ref] = measure(item, config.limits.assets, read.pop(item.ref, None))
+            data, pdq = read.pop(item.ref, None), decoded.pop(item.ref, None)
+            measured[item.ref] = measure(item, config.limits.assets, data, pdq)
         except FileChangedError as e:  # not unreadable: read twice, two sets of bytes
             rows[item.ref] = error_row(item.ref, str(e), item.size, getattr(item, "archive", None))
         except (OSError, ProvenanceError) as e:
