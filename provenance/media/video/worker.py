@@ -212,18 +212,24 @@ def _run_child(request: dict[str, Any], fd: int) -> None:
         _, hard = resource.getrlimit(resource.RLIMIT_AS)
         cap = limit if hard == resource.RLIM_INFINITY else min(limit, hard)
         resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
+        out_of_memory = False
         try:
             reply, kept = _decode(request)
         except MemoryError:
+            # nothing allocated here: until this clause ends, the exception's traceback
+            # keeps the decode's frames (and the pixels they hold) alive, so building the
+            # reply here could run out again and end the child without one
+            out_of_memory = True
+        except Exception:  # noqa: BLE001 - the process boundary: report, never traceback
+            reply, kept = (
+                _error("the video could not be decoded: the decoder failed on this file", False),
+                [],
+            )
+        if out_of_memory:
             reply, kept = (
                 _error(
                     f"decoding needs more than the memory limit of {limit} bytes", True, memory=True
                 ),
-                [],
-            )
-        except Exception:  # noqa: BLE001 - the process boundary: report, never traceback
-            reply, kept = (
-                _error("the video could not be decoded: the decoder failed on this file", False),
                 [],
             )
     _write_message(fd, json.dumps(reply).encode())
