@@ -101,7 +101,11 @@ def _abandon(
     if cancel:
         call.cancel()
     code = ended_code(call)
-    assert code != grpc.StatusCode.OK, "the call was answered"
+    # at the deadline the server stops the decode itself (`CallStop.within` the call's
+    # time remaining) and may answer a moment before grpc ends the call on the client's
+    # side: then the call ends OK within its deadline, the decode stopped all the same
+    assert cancel or code in (grpc.StatusCode.OK, grpc.StatusCode.DEADLINE_EXCEEDED), code
+    assert not cancel or code != grpc.StatusCode.OK, "the cancelled call was answered"
     return code
 
 
@@ -125,8 +129,12 @@ def test_a_caller_that_gives_up_frees_the_decode_slot_for_the_next(
     decoding 1 files, its limit (--max-decodes), and none finished within 4 s'."""
     with ProvenanceClient(one_slot.address) as client:
         code = _abandon(client, one_slot, slow_video, cancel)
-        expected = grpc.StatusCode.CANCELLED if cancel else grpc.StatusCode.DEADLINE_EXCEEDED
-        assert code == expected
+        expected = (
+            {grpc.StatusCode.CANCELLED}
+            if cancel
+            else {grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.OK}
+        )
+        assert code in expected
         report = client.verify_file(small_image)
     assert report.status.value == "UNSIGNED", report
 
