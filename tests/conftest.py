@@ -544,6 +544,33 @@ def write_video(path: Path, frames: Iterable[np.ndarray], fps: int = 1, crf: int
             out.mux(packet)
 
 
+def write_slow_video(path: Path, seconds: int = 140, fps: int = 30) -> None:
+    """Write a WebM (VP8) of ``seconds`` of flat grey 3840x2160 frames at ``fps`` that is
+    cheap to build and slow to verify: one key frame, then one inter frame's packet (every
+    block skipped, so the picture stays the same) muxed again for every later frame.
+    Every frame is decoded (4K, about 3 ms each here) and each 1 Hz sample converted and
+    PDQ-hashed, all within the decoding budgets (140 s: 1.16 billion sampled and 34.8
+    billion decoded pixels): about 17 s a verify here in a quiet minute, built in 1 s.
+    Encoding every frame instead took 43 s."""
+    grey = np.full((2160, 3840, 3), 128, np.uint8)
+    frame = av.VideoFrame.from_ndarray(grey, format="rgb24").reformat(format="yuv420p")
+    with av.open(str(path), "w", format="webm") as out:
+        stream = out.add_stream("libvpx", rate=fps)
+        stream.width, stream.height, stream.pix_fmt = 3840, 2160, "yuv420p"
+        encoded = []
+        for i in range(2):
+            frame.pts = i
+            encoded += stream.encode(frame)
+        encoded += stream.encode()
+        key, inter = encoded[0], encoded[-1]
+        for i in range(seconds * fps):
+            packet = av.Packet(bytes(key if i == 0 else inter))
+            packet.stream, packet.time_base = stream, key.time_base
+            packet.pts = packet.dts = int(i / fps / key.time_base)
+            packet.is_keyframe = i == 0
+            out.mux(packet)
+
+
 def post_checkpoint(url: str, body: str) -> tuple[int, str]:
     """POST ``body`` to the witness at ``url`` (its /add-checkpoint): (status, reply text),
     an HTTP error's too."""
