@@ -8,14 +8,24 @@ STAMP := $(VENV)/.installed
 
 env: $(STAMP)
 
-# constraints.txt: every package at the version the tests passed with
-$(STAMP): pyproject.toml constraints.txt
+# The venv is built from the requirements, constraints.txt holding every package at the
+# version the tests passed with. Its stamp holds their SHA-256: the venv is built again when
+# they change in content, not when they are only newer on disk (a git worktree's checkout
+# is newer than the venv its .venv links to, which was built for the same files).
+REQS := pyproject.toml constraints.txt
+REQS_SHA := $(shell cat $(REQS) | $(PY) -c "import hashlib, sys; print(hashlib.sha256(sys.stdin.buffer.read()).hexdigest())" 2>/dev/null)
+STAMP_SHA := $(shell cat $(STAMP) 2>/dev/null)
+
+$(STAMP): $(if $(REQS_SHA),$(if $(filter $(REQS_SHA),$(STAMP_SHA)),,FORCE),FORCE)
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -qq --upgrade pip
 	# torch: the CPU build named exactly, so pip never resolves a multi-GB CUDA wheel.
 	$(BIN)/pip install -qq -c constraints.txt torch==2.13.0
 	$(BIN)/pip install -qq -c constraints.txt -e '.[detector,dev]'
-	touch $(STAMP)
+	echo $(REQS_SHA) > $(STAMP)
+
+.PHONY: FORCE
+FORCE:
 
 demo: $(STAMP)
 	$(BIN)/python -m clients.demo

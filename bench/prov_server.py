@@ -8,6 +8,7 @@ device in ``work``/dev, and points PROV_SERVER at it; the caller signs with `pro
 from __future__ import annotations
 
 import os
+import shlex
 import subprocess
 import sys
 import threading
@@ -33,6 +34,17 @@ START_S = 180.0
 def prov_command(*args: str) -> list[str]:
     """The command line of `prov ARGS` run by this interpreter."""
     return [sys.executable, "-m", "clients.cli", *args]
+
+
+def typed(command: Sequence[str]) -> str:
+    """``command`` as a person would type it, for a message: ``prov ARGS`` for a
+    `prov_command`, else the command with this interpreter written ``python``."""
+    words = list(command)
+    if words[:3] == prov_command():
+        words = ["prov", *words[3:]]
+    elif words[:1] == [sys.executable]:
+        words[0] = "python"
+    return shlex.join(words)
 
 
 def start(
@@ -61,9 +73,7 @@ def start(
         if line.startswith(ready):
             return proc, line.split()[-1]
     stop(proc)
-    raise SystemExit(
-        f"{' '.join(command[2:4])} did not start (exit {proc.returncode}): {logged(proc)}"
-    )
+    raise SystemExit(f"{typed(command)} did not start (exit {proc.returncode}): {logged(proc)}")
 
 
 def stop(proc: subprocess.Popen[str], timeout: float = 30) -> int:

@@ -12,11 +12,11 @@ file), and `read_bounded` reads at most a stated number of bytes.
 from __future__ import annotations
 
 import os
-import stat
 from typing import BinaryIO
 
+from provenance.cli.files import open_regular as open_regular_as
 from provenance.core.errors import MediaError, MediaTooLargeError
-from provenance.core.files import file_identity, file_kind, holds_sha256
+from provenance.core.files import file_identity, holds_sha256
 
 
 class NotRegularFileError(MediaError):
@@ -28,19 +28,11 @@ def open_regular(path: str | os.PathLike[str]) -> BinaryIO:
     followed, then judged by what they point to).
 
     The open never blocks (``O_NONBLOCK``); the descriptor is switched back to blocking
-    reads once ``fstat`` shows a regular file. Raises NotRegularFileError for FIFOs,
-    sockets, devices and folders, and OSError when the path cannot be opened.
+    reads once ``fstat`` shows a regular file (`provenance.cli.files.open_regular`).
+    Raises NotRegularFileError for FIFOs, sockets, devices and folders, and OSError
+    when the path cannot be opened.
     """
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-    try:
-        mode = os.fstat(fd).st_mode
-        if not stat.S_ISREG(mode):
-            raise NotRegularFileError(f"{os.fspath(path)} is {file_kind(mode)}, not a regular file")
-        os.set_blocking(fd, True)
-        return os.fdopen(fd, "rb")
-    except BaseException:
-        os.close(fd)
-        raise
+    return open_regular_as(path, NotRegularFileError)
 
 
 def read_bounded(path: str | os.PathLike[str], limit: int, what: str = "file") -> bytes:

@@ -92,6 +92,16 @@ def _writer(
     return store, signer, writer
 
 
+def _close(writer: GroupCommitWriter, store: PostgresStore, halted: PgServer | None = None) -> None:
+    """A writer test's cleanup: ``writer`` closed, then ``halted`` (the cluster the test
+    left stopped, if it did; None when the database runs) started again, then ``store``
+    closed."""
+    writer.close()
+    if halted is not None:
+        halted.resume()
+    store.close()
+
+
 def _claims(store: PostgresStore, devices: int) -> tuple[list[SignedClaim], list[PendingClaim]]:
     """The first claim of each of ``devices`` new devices enrolled in ``store``, signed, and
     as handed to the writer."""
@@ -164,9 +174,7 @@ def test_closing_while_the_database_is_down_answers_what_waits_instead_of_waitin
             with pytest.raises(StorageError, match="cannot be used now"):
                 f.result(timeout=1)
     finally:
-        writer.close()
-        own_pg.resume()
-        store.close()
+        _close(writer, store, halted=own_pg)
 
 
 def _serving_a_device(pg: PgServer, tmp_path: Path) -> tuple[ServerProc, DeviceKey]:
@@ -284,9 +292,7 @@ def test_closing_during_an_outage_waits_for_the_database_once(
                 f.result(timeout=1)
         assert took < wait_s + 7, f"close took {took:.1f} s: the database was tried again"
     finally:
-        writer.close()
-        own_pg.resume()
-        store.close()
+        _close(writer, store, halted=own_pg)
 
 
 def test_captures_through_prov_serve_wait_out_an_outage_longer_than_the_pool_wait(
@@ -417,10 +423,7 @@ def test_a_claim_sent_again_during_an_outage_joins_the_one_queued(
         verify_receipt(got.receipt, claims[1], NoteVerifier.from_vkey(signer.verifier_key()))
         assert store.tree_size() == 2
     finally:
-        writer.close()
-        if down:
-            own_pg.resume()
-        store.close()
+        _close(writer, store, halted=own_pg if down else None)
 
 
 def test_past_its_bound_the_writer_refuses_new_claims_at_once_during_an_outage(
@@ -457,10 +460,7 @@ def test_past_its_bound_the_writer_refuses_new_claims_at_once_during_an_outage(
         writer.submit(pending[4], timeout=SLACK_S)
         assert store.tree_size() == 5
     finally:
-        writer.close()
-        if down:
-            own_pg.resume()
-        store.close()
+        _close(writer, store, halted=own_pg if down else None)
 
 
 def test_the_writer_starts_trying_again_soon_after_the_database_goes_away(
@@ -496,10 +496,7 @@ def test_the_writer_starts_trying_again_soon_after_the_database_goes_away(
         verify_receipt(got.receipt, claims[1], NoteVerifier.from_vkey(signer.verifier_key()))
         assert store.tree_size() == 2
     finally:
-        writer.close()
-        if down:
-            own_pg.resume()
-        store.close()
+        _close(writer, store, halted=own_pg if down else None)
 
 
 def _role_refused(own_pg: PgServer, tmp_path: Path, url: str, refuse: str, reason: str) -> None:

@@ -91,6 +91,11 @@ def test_a_preamble_before_the_first_boundary_is_ignored(
         b"".join(b"line %d of the preamble\r\n" % i for i in range(2000)),
         # only the CRLF that ends an empty preamble
         b"\r\n",
+        # a preamble whose last line ends in LF alone, as a hand-written body's may: its
+        # form (before: the closing line was taken for the first boundary line, an empty
+        # form, and the answer was 400 "no file")
+        b"This is a multi-part message in MIME format.\n",
+        b"line one\r\nline two\n",
     ]
     for preamble in preambles:
         assert _report(_post(http, preamble + form)) == plain, preamble[:40]

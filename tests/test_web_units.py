@@ -206,7 +206,9 @@ def test_a_multipart_preamble_is_dropped_whatever_the_pieces(piece: int) -> None
     from provenance.web.formparts import Preamble
 
     form = b'--XyZ\r\nContent-Disposition: form-data; name="file"\r\n\r\nx\r\n--XyZ--\r\n'
-    preambles = (b"", b"\r\n", b"hello --XyZ there\r\n", b"--Xy\r\n", b"a" * 5000 + b"\r\n")
+    preambles = [b"", b"\r\n", b"hello --XyZ there\r\n", b"--Xy\r\n", b"a" * 5000 + b"\r\n"]
+    # a preamble whose last line ends in LF alone (lenient, as common parsers are)
+    preambles += [b"\n", b"hello\n", b"a\r\nb\n", b"a" * 5000 + b"\n"]
     # "---XyZ" is no boundary line: the first one is the closing one (an empty form)
     cases = [(p + form, form) for p in preambles] + [(b"-" + form, b"--XyZ--\r\n")]
     for body, expected in cases:

@@ -4,13 +4,22 @@ refused after ``limit + 1`` bytes instead of being read into memory without end.
 
 Unlike ``clients.files.read_bounded`` (for untrusted paths), a FIFO is read as a file:
 a shell's process substitution (``--admin-token-file <(vault read ...)``) hands one over.
+
+`open_regular` is the one open of a path that must be a regular file, never blocking on
+a FIFO: `clients.files` (untrusted media and sidecars) and `provenance.log.tiledir` (a
+tiled log's folder) both open through it, each raising its own error. Here, below the
+log layer and beside nothing of clients/, because the pure core opens no file.
 """
 
 from __future__ import annotations
 
+import os
+import stat
 from pathlib import Path
+from typing import BinaryIO
 
 from provenance.core.errors import ConfigError
+from provenance.core.files import file_kind
 
 
 def read_capped(path: Path, limit: int, what: str) -> bytes:
@@ -29,3 +38,25 @@ def read_capped(path: Path, limit: int, what: str) -> bytes:
             " that holds it alone"
         )
     return data
+
+
+def open_regular(path: str | os.PathLike[str], refuse: type[Exception]) -> BinaryIO:
+    """Open ``path`` for binary reading if it is a regular file (symbolic links are
+    followed, then judged by what they point to).
+
+    The open never blocks (``O_NONBLOCK``: a FIFO would hold its reader in open() until
+    a writer came); the descriptor is switched back to blocking reads once ``fstat`` of
+    the opened descriptor shows a regular file, so a rename between a check and the open
+    cannot swap the file. Raises ``refuse`` (the caller's error class) with "PATH is a
+    FIFO (named pipe), not a regular file" (`provenance.core.files.file_kind`) for FIFOs,
+    sockets, devices and folders, and OSError when the path cannot be opened."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise refuse(f"{os.fspath(path)} is {file_kind(mode)}, not a regular file")
+        os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise

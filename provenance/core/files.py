@@ -1,7 +1,7 @@
 """What kind of file a path is, in words, for a message refusing one that is not a
 regular file (a FIFO, a device, a folder): pure, on an ``os.stat`` mode; and whether a
 file is still the one read before (`file_identity`, `holds_sha256`). Opening files is
-the edge's job (`provenance.cli.files.read_capped`, `clients.files`).
+the edge's job (`provenance.cli.files`, `clients.files`).
 """
 
 from __future__ import annotations

@@ -21,7 +21,6 @@ import http.client
 import io
 import os
 import secrets
-import stat
 import time
 import urllib.error
 import urllib.parse
@@ -32,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
+from provenance.cli.files import open_regular
 from provenance.core import merkle
 from provenance.core.errors import (
     ConfigError,
@@ -40,7 +40,7 @@ from provenance.core.errors import (
     TileMissingError,
     TransportError,
 )
-from provenance.core.files import file_kind, naming
+from provenance.core.files import naming
 from provenance.core.networds import exchange_failure
 from provenance.log import tiles
 from provenance.log.checkpoint import Checkpoint
@@ -204,16 +204,8 @@ def read_tile_file(path: Path, limit: int = MAX_FILE_BYTES + 1) -> bytes:
     blocking: a FIFO held its reader in open() forever (`prov log audit --tiles DIR`;
     `prov web --tiles-dir` on its event loop) and /dev/zero was read without end. Raises
     NotRegularFileError, naming what it is, for anything but a regular file; OSError."""
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-    try:
-        mode = os.fstat(fd).st_mode
-        if not stat.S_ISREG(mode):
-            raise NotRegularFileError(f"{path} is {file_kind(mode)}, not a regular file")
-        os.set_blocking(fd, True)
-        with os.fdopen(os.dup(fd), "rb") as handle:
-            return handle.read(limit)
-    finally:
-        os.close(fd)
+    with open_regular(path, NotRegularFileError) as handle:
+        return handle.read(limit)
 
 
 def _dir_fetcher(root: Path) -> tiles.Fetch:

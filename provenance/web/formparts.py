@@ -41,7 +41,10 @@ _BAD_PERCENT = re.compile(rb"%(?![0-9A-Fa-f]{2})")
 class Preamble:
     """Drops the preamble of a multipart body: what comes before its first boundary line
     (``--BOUNDARY`` at the body's start or after a CRLF), which RFC 2046 section 5.1.1
-    says to ignore (python-multipart refused any, "Expected boundary character").
+    says to ignore (python-multipart refused any, "Expected boundary character"). A
+    preamble whose last line ends in LF alone is taken too, as common parsers take it:
+    before, its ``\n--BOUNDARY`` was passed over as preamble text, the form's closing
+    line was taken for its first, and a form with a file was read as one with none.
     `feed` each piece of the body; it returns the bytes from the first boundary line
     on. A preamble of more than ``limit`` bytes is refused; of the bytes dropped only a
     boundary line's length is kept.
@@ -57,7 +60,9 @@ class Preamble:
 
     def __init__(self, boundary: bytes, limit: int = MAX_PREAMBLE) -> None:
         self._first = b"--" + boundary
-        self._line = b"\r\n--" + boundary
+        # a line's start: after LF, so after CRLF too (a preamble's last line ending in
+        # LF alone is taken, as common parsers take it: `Preamble`)
+        self._line = b"\n--" + boundary
         self._boundary = boundary
         self._limit = limit
         self._pending = b""
@@ -135,13 +140,13 @@ class Preamble:
                 return self._start(buf, 0)
         at = buf.find(self._line)
         if at >= 0:
-            self._check_limit(self._dropped + at + 2)
-            return self._start(buf, at + 2)
+            self._check_limit(self._dropped + at + 1)
+            return self._start(buf, at + 1)
         keep = len(self._line) - 1  # a boundary line may begin in these
         drop = max(0, len(buf) - keep)
         self._dropped += drop
         self._pending = buf[drop:]
-        self._check_limit(self._dropped + 2)  # where the first line could begin now
+        self._check_limit(self._dropped + 1)  # where the first line could begin now
         return b""
 
     def _check_limit(self, first_line: int) -> None:
