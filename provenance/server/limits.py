@@ -433,8 +433,10 @@ class UploadGate:
         loop = asyncio.get_running_loop()
         end = loop.time() + lim.upload_deadline_s
         it = aiter(requests)
-        # one timer, moved on by each message (no task per message)
-        timer = asyncio.timeout(min(end, loop.time() + lim.upload_idle_s))
+        # one timer, moved on by each message (no task per message); at a time of the
+        # loop's clock, as `reschedule` takes it (asyncio.timeout would take it as a
+        # delay: the first message's wait had no limit)
+        timer = asyncio.timeout_at(min(end, loop.time() + lim.upload_idle_s))
         waiting = False  # awaiting the next message: the timer may fire now
 
         def evict() -> None:
