@@ -446,6 +446,9 @@ def test_an_upload_at_or_over_the_minimum_pace_keeps_its_slot(
         ("--max-rpc-connections", "0"),
         ("--max-rpc-connections", "-1"),
         ("--max-rpc-connections", "1000001"),  # past it grpc's C int argument
+        ("--connection-idle-seconds", "0"),
+        ("--connection-idle-seconds", "inf"),
+        ("--connection-idle-seconds", "604801"),
         ("--max-queued-claims", "0"),
         ("--db-connect-wait", "0.05"),
         ("--db-connect-wait", "-1"),
