@@ -239,23 +239,24 @@ def _frames_until_closed(s: socket.socket, wait_s: float) -> list[int] | None:
 def test_idle_connections_are_closed_and_busy_ones_kept(tmp_path: Path) -> None:
     """A connection with no call open for `--connection-idle-seconds` (2 here; grpc's
     ``grpc.max_connection_idle_ms``, up to 10% more) is told GOAWAY and closed, on the
-    main port and the health port, while one
-    carrying an upload that outlasts that time (an image in four pieces 1.5 s apart) is not
-    cut: the upload is answered. Before, nothing closed an idle connection: each held a
-    descriptor and a place under `--max-rpc-connections` until its client left."""
+    main port and the health port, while one carrying an upload whose pieces come 3 s
+    apart is not cut: the upload is answered, and that channel's next call, after its
+    connection too was idle and closed, is answered on a new one. Before, nothing closed
+    an idle connection: each held a descriptor and a place under `--max-rpc-connections`
+    until its client left."""
     import threading
 
     proc, port, health = _serve(tmp_path, "--connection-idle-seconds", "2")
     idle: list[socket.socket] = []
     try:
-        piece = 64 * 1024
-        data = (SAMPLES / "chelsea.png").read_bytes()  # 235 KiB: four pieces
+        piece = 120 * 1024
+        data = (SAMPLES / "chelsea.png").read_bytes()  # 235 KiB: two pieces
 
         def upload() -> Iterator[pb.VerifyFileChunk]:
             header = pb.VerifyFileHeader(filename="chelsea.png", size_bytes=len(data))
             yield pb.VerifyFileChunk(header=header)
             for i in range(0, len(data), piece):
-                time.sleep(1.5)
+                time.sleep(3)  # longer than the idle time
                 yield pb.VerifyFileChunk(data=data[i : i + piece])
 
         reports: list[pb.VerificationReport] = []
@@ -270,6 +271,9 @@ def test_idle_connections_are_closed_and_busy_ones_kept(tmp_path: Path) -> None:
                 idle[-1].sendall(PREFACE)
             kinds = [_frames_until_closed(s, 15) for s in idle]
             busy.join(60)
+            time.sleep(5)  # this channel's connection idle too, and closed by now
+            key = rpc.LogStub(channel).GetLogKey(pb.GetLogKeyRequest(), timeout=20)
+        assert key.verifier_key, "the channel did not call again on a new connection"
         for each, got in zip((port, health), kinds, strict=True):
             assert got is not None, f"the idle connection to {each} was still open after 15 s"
             assert 0x7 in got, f"{each} closed an idle connection without GOAWAY: {got}"
