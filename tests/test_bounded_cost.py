@@ -205,6 +205,38 @@ def test_stalled_upload_is_cut_by_idle_timeout_and_deadline(
         assert c.verify_file(SAMPLES / "chelsea.png").status.value == "UNSIGNED"
 
 
+def test_an_upload_that_never_sends_its_first_message_is_cut_when_idle(
+    tmp_path: Path, srv_factory: list[ServerProc]
+) -> None:
+    """A VerifyFile stream that opens (its HTTP/2 headers sent) and never sends a message
+    is cut after --upload-idle-seconds as one that stalls after its header is, and its
+    upload slot is given back. Before, its first wait had no limit (the idle timer was
+    set as a delay of the loop's clock reading plus the idle time, in effect none): it
+    held its slot until its client's own deadline (the 8 slots of the default, held by
+    8 such streams with no deadline from a raw HTTP/2 client, were still held after 53 s;
+    measured 5 December)."""
+    srv = _start(srv_factory, tmp_path / "p.db", "--max-uploads", "1", "--rpc-threads", "5",
+                 "--upload-idle-seconds", "1")  # fmt: skip
+    stub = _stub(srv.address)
+    release = threading.Event()
+
+    def nothing() -> Iterator[pb.VerifyFileChunk]:
+        release.wait(60)
+        yield from ()
+
+    try:
+        t0 = time.monotonic()
+        with pytest.raises(grpc.RpcError) as silent:
+            stub.VerifyFile(nothing(), timeout=30)
+        assert silent.value.code() is grpc.StatusCode.DEADLINE_EXCEEDED
+        assert "--upload-idle-seconds" in str(silent.value.details()), silent.value.details()
+        assert time.monotonic() - t0 < 20
+    finally:
+        release.set()
+    with ProvenanceClient(srv.address) as c:  # its slot (the only one) was given back
+        assert c.verify_file(SAMPLES / "chelsea.png").status.value == "UNSIGNED"
+
+
 def _two_clients(
     tmp_path: Path, srv_factory: list[ServerProc], max_uploads: int, *flags: str
 ) -> tuple[rpc.VerificationStub, rpc.VerificationStub]:
@@ -414,6 +446,9 @@ def test_an_upload_at_or_over_the_minimum_pace_keeps_its_slot(
         ("--max-rpc-connections", "0"),
         ("--max-rpc-connections", "-1"),
         ("--max-rpc-connections", "1000001"),  # past it grpc's C int argument
+        ("--connection-idle-seconds", "0"),
+        ("--connection-idle-seconds", "inf"),
+        ("--connection-idle-seconds", "604801"),
         ("--max-queued-claims", "0"),
         ("--db-connect-wait", "0.05"),
         ("--db-connect-wait", "-1"),

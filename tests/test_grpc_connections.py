@@ -7,13 +7,16 @@ low soft limit; 127.0.0.1 and ::1 are two client addresses of a server on [::]."
 from __future__ import annotations
 
 import socket
+import subprocess
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
 
 from provenance.v1 import provenance_pb2 as pb
 from provenance.v1 import provenance_pb2_grpc as rpc
-from tests.conftest import cli_process, read_line
+from tests.conftest import SAMPLES, cli_process, read_line
 
 #: The soft limit the server is started under (its hard limit stays as it is).
 SOFT_LIMIT = 256
@@ -153,6 +156,18 @@ def _still_open(held: list[socket.socket], wait_s: float) -> list[socket.socket]
     return open_
 
 
+def _serve(tmp_path: Path, *flags: str) -> tuple[subprocess.Popen[str], int, int]:
+    """`prov serve` on loopback with a health port, and ``flags``: (process, gRPC port,
+    health port)."""
+    command = [
+        "serve", "--db", str(tmp_path / "p.db"), "--listen", "127.0.0.1:0",
+        "--health-listen", "127.0.0.1:0", "--no-detector", *flags,
+    ]  # fmt: skip
+    proc = cli_process(command)
+    port = int(read_line(proc, "listening on ").rpartition(":")[2])
+    return proc, port, int(read_line(proc, "health").rpartition(":")[2])
+
+
 def test_connections_are_bounded_so_held_streams_are(tmp_path: Path) -> None:
     """`--max-rpc-connections` bounds the connections the server holds, on the main port
     and the health port each: a client opening 8 connections that each hold streams
@@ -162,15 +177,9 @@ def test_connections_are_bounded_so_held_streams_are(tmp_path: Path) -> None:
     throughout, and once the flood ends a new connection's are. Before, every connection
     was held: 2,048 such streams cost about 42 MiB each, and 50 connections grew the
     server by 2.1 GiB (measured 5 December, `MAX_RPC_CONNECTIONS`)."""
-    command = [
-        "serve", "--db", str(tmp_path / "p.db"), "--listen", "127.0.0.1:0",
-        "--health-listen", "127.0.0.1:0", "--no-detector", "--max-rpc-connections", "4",
-    ]  # fmt: skip
-    proc = cli_process(command)
+    proc, port, health = _serve(tmp_path, "--max-rpc-connections", "4")
     flood: list[socket.socket] = []
     try:
-        port = int(read_line(proc, "listening on ").rpartition(":")[2])
-        health = int(read_line(proc, "health").rpartition(":")[2])
         with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
             stub = rpc.LogStub(channel)
             key = stub.GetLogKey(pb.GetLogKeyRequest(), timeout=20).verifier_key
@@ -197,6 +206,81 @@ def test_connections_are_bounded_so_held_streams_are(tmp_path: Path) -> None:
         assert reply.verifier_key == key
     finally:
         for s in flood:
+            s.close()
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def _frames_until_closed(s: socket.socket, wait_s: float) -> list[int] | None:
+    """The types of the HTTP/2 frames the server sends on ``s`` until it closes the
+    connection; None when it is still open after ``wait_s`` seconds."""
+    import time
+
+    data = b""
+    end = time.monotonic() + wait_s
+    while (left := end - time.monotonic()) > 0:
+        s.settimeout(left)
+        try:
+            chunk = s.recv(65536)
+        except TimeoutError:
+            break
+        except OSError:  # reset
+            chunk = b""
+        if not chunk:
+            kinds = []
+            while len(data) >= 9 and len(data) >= 9 + int.from_bytes(data[:3], "big"):
+                kinds.append(data[3])
+                data = data[9 + int.from_bytes(data[:3], "big") :]
+            return kinds
+        data += chunk
+    return None
+
+
+def test_idle_connections_are_closed_and_busy_ones_kept(tmp_path: Path) -> None:
+    """A connection with no call open for `--connection-idle-seconds` (2 here; grpc's
+    ``grpc.max_connection_idle_ms``, up to 10% more) is told GOAWAY and closed, on the
+    main port and the health port, while one carrying an upload whose pieces come 3 s
+    apart is not cut: the upload is answered, and that channel's next call, after its
+    connection too was idle and closed, is answered on a new one. Before, nothing closed
+    an idle connection: each held a descriptor and a place under `--max-rpc-connections`
+    until its client left."""
+    import threading
+
+    proc, port, health = _serve(tmp_path, "--connection-idle-seconds", "2")
+    idle: list[socket.socket] = []
+    try:
+        piece = 120 * 1024
+        data = (SAMPLES / "chelsea.png").read_bytes()  # 235 KiB: two pieces
+
+        def upload() -> Iterator[pb.VerifyFileChunk]:
+            header = pb.VerifyFileHeader(filename="chelsea.png", size_bytes=len(data))
+            yield pb.VerifyFileChunk(header=header)
+            for i in range(0, len(data), piece):
+                time.sleep(3)  # longer than the idle time
+                yield pb.VerifyFileChunk(data=data[i : i + piece])
+
+        reports: list[pb.VerificationReport] = []
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            stub = rpc.VerificationStub(channel)
+            busy = threading.Thread(
+                target=lambda: reports.append(stub.VerifyFile(upload(), timeout=60))
+            )
+            busy.start()
+            for each in (port, health):
+                idle.append(socket.create_connection(("127.0.0.1", each), timeout=20))
+                idle[-1].sendall(PREFACE)
+            kinds = [_frames_until_closed(s, 15) for s in idle]
+            busy.join(60)
+            time.sleep(5)  # this channel's connection idle too, and closed by now
+            key = rpc.LogStub(channel).GetLogKey(pb.GetLogKeyRequest(), timeout=20)
+        assert key.verifier_key, "the channel did not call again on a new connection"
+        for each, got in zip((port, health), kinds, strict=True):
+            assert got is not None, f"the idle connection to {each} was still open after 15 s"
+            assert 0x7 in got, f"{each} closed an idle connection without GOAWAY: {got}"
+        assert len(reports) == 1, "the upload on a busy connection was not answered"
+        assert reports[0].evidence.file_size == len(data)
+    finally:
+        for s in idle:
             s.close()
         proc.terminate()
         proc.wait(timeout=30)

@@ -67,6 +67,7 @@ _LIMIT_FLAGS = {
     "log_reads_per_minute": "--log-reads-per-minute",
     "max_pending_calls": "--max-pending-calls",
     "max_rpc_connections": "--max-rpc-connections",
+    "connection_idle_s": "--connection-idle-seconds",
     "detector_timeout_s": "--detector-timeout",
 }
 
@@ -413,6 +414,13 @@ def serve(
             " case is this many times 42 MiB."
         ),
     ] = 1000,
+    connection_idle_seconds: Annotated[
+        float,
+        typer.Option(
+            help="Seconds a client connection may go with no call open (up to 10% more)"
+            " before the server closes it (GOAWAY); a client reconnects at its next call."
+        ),
+    ] = 600.0,  # provenance.server.limits.CONNECTION_IDLE_S (not imported for --help)
     max_queued_claims: Annotated[
         int,
         typer.Option(
@@ -600,6 +608,7 @@ def serve(
             log_reads_per_minute=log_reads_per_minute,
             max_pending_calls=max_pending_calls,
             max_rpc_connections=max_rpc_connections,
+            connection_idle_s=connection_idle_seconds,
             detector_timeout_s=detector_timeout,
         )
     except ConfigError as e:  # a flag's value out of range: a usage error (exit 2)

@@ -28,7 +28,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from provenance import metrics
 from provenance.core.errors import ProvenanceError
-from provenance.server.limits import MAX_STREAMS_PER_CONNECTION
+from provenance.server.limits import MAX_STREAMS_PER_CONNECTION, idle_ms
 from provenance.server.rpc_probes import ProbeBudget
 from provenance.terminal import shown_line
 
@@ -76,13 +76,16 @@ async def start_health_server(
     servicer: health.aio.HealthServicer,
     max_pending_calls: int,
     max_connections: int,
+    connection_idle_s: float,
 ) -> tuple[grpc.aio.Server, int]:
     """Start a `grpc.aio` server on the running loop that serves only ``servicer`` (the
     main server's health servicer) on ``address`` ("host:port"; port 0 picks one), under
     the per-client `ProbeBudget`, its grpc core queue as the main server's
     (``max_pending_calls`` a method), the main server's bound on streams a connection
     (`MAX_STREAMS_PER_CONNECTION`), at most ``max_connections`` connections at once (the
-    main server's ``--max-rpc-connections``, counted apart) and grpc's default message sizes (4 MiB; a health
+    main server's ``--max-rpc-connections``, counted apart), connections with no call
+    open closed after ``connection_idle_s`` seconds (``--connection-idle-seconds``) and
+    grpc's default message sizes (4 MiB; a health
     request is a few bytes). Returns (server, bound port). Raises ProvenanceError when
     the address cannot be bound (also when another process listens on it: SO_REUSEPORT
     is off)."""
@@ -92,6 +95,7 @@ async def start_health_server(
             ("grpc.so_reuseport", 0),
             ("grpc.max_concurrent_streams", MAX_STREAMS_PER_CONNECTION),
             ("grpc.max_allowed_incoming_connections", max_connections),
+            ("grpc.max_connection_idle_ms", idle_ms(connection_idle_s)),
             ("grpc.server.max_pending_requests", max_pending_calls),
             ("grpc.server.max_pending_requests_hard_limit", max_pending_calls),
         ],

@@ -80,6 +80,7 @@ from provenance.server.limits import (
     UploadGate,
     UploadSlot,
     entries_cost,
+    idle_ms,
     peer_client,
 )
 from provenance.server.pipeline import (
@@ -1346,6 +1347,8 @@ def create_server(
                 # past it a new connection is closed once accepted: with the bound on
                 # streams, what held streams can cost (`MAX_RPC_CONNECTIONS`)
                 ("grpc.max_allowed_incoming_connections", lim.max_rpc_connections),
+                # a connection with no call open this long is closed (GOAWAY)
+                ("grpc.max_connection_idle_ms", idle_ms(lim.connection_idle_s)),
                 # grpc core's queue of calls not yet taken up (one per method): past its
                 # soft limit it drops calls at random, answered a bare CANCELLED; the hard
                 # limit equal to it, nothing is dropped below it (ServerLimits)
@@ -1390,7 +1393,11 @@ def create_server(
             return server, port, None, None
         try:  # bound before the main port serves: a port taken refuses the start
             probes, health_port = await start_health_server(
-                health_address, health_servicer, lim.max_pending_calls, lim.max_rpc_connections
+                health_address,
+                health_servicer,
+                lim.max_pending_calls,
+                lim.max_rpc_connections,
+                lim.connection_idle_s,
             )
         except BaseException:
             await server.stop(None)
