@@ -437,6 +437,54 @@ def test_a_server_dripping_a_file_cannot_hold_an_audit() -> None:
         server.server_close()
 
 
+def test_a_server_dripping_its_answers_head_cannot_hold_an_audit() -> None:
+    """A tiled-log server sending its status line and then header bytes one every 0.1 s
+    (each within the per-read timeout; http.client takes 100 header lines of 64 KiB)
+    held `prov log audit --tiles URL` for days: the whole-file deadline timed only the
+    body. Now the head is cut at the same deadline, a TransportError in words."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from provenance.core.errors import TransportError
+
+    stop = threading.Event()
+
+    class DripHead(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+            try:
+                self.wfile.write(b"HTTP/1.1 200 OK\r\nX-Drip: ")
+                while not stop.wait(0.1):
+                    self.wfile.write(b"a")
+                    self.wfile.flush()
+            except OSError:  # the client cut it
+                pass
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), DripHead)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    outcome: list[BaseException | bytes] = []
+
+    def fetch() -> None:
+        try:
+            url = f"http://127.0.0.1:{server.server_address[1]}/"
+            outcome.append(fetcher(url, deadline_s=1.0)("checkpoint"))
+        except BaseException as e:  # noqa: BLE001 (handed to the test's thread)
+            outcome.append(e)
+
+    worker = threading.Thread(target=fetch, daemon=True)
+    worker.start()
+    worker.join(30)  # generous: the deadline is 1 s
+    stop.set()
+    server.shutdown()
+    server.server_close()
+    assert not worker.is_alive(), "the fetch was still reading the dripped head after 30 s"
+    assert isinstance(outcome[0], TransportError), outcome
+    assert "took more than 1 s to arrive" in str(outcome[0])
+
+
 def test_a_partial_tile_served_as_full_is_refused(tmp_path: Path) -> None:
     """A reader of an older checkpoint whose partial tile the log has deleted falls back
     to the full tile's first hashes (tlog-tiles "Partial Tiles"); a "full" tile of fewer
