@@ -834,6 +834,66 @@ def test_a_tiles_folder_file_that_is_a_fifo_or_device_is_refused_unread(tmp_path
         fetcher(str(tmp_path))("tile/0")
 
 
+def test_an_export_into_a_folder_of_special_files_refuses_them_unread(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`prov log export-tiles DIR` reads the folder's `checkpoint` (the size exported
+    before) and, under it, the level-0 tiles it already wrote. A `checkpoint` that is a
+    FIFO held the export for good in its open(); one linking to /dev/zero was read
+    without end (a MemoryError and a traceback); a tile that is a FIFO blocked the same
+    way. Each is now refused unread, naming what the file is: exit 1."""
+    import os
+    import threading
+
+    signer = LogSigner(Ed25519PrivateKey.generate(), ORIGIN)
+    store = open_store(tmp_path / "log.db")
+    _fill(store, signer, 300, seed=1)
+    store.close()
+    db = str(tmp_path / "log.db")
+
+    def export(folder: Path, fifo: Path | None = None) -> int:
+        codes: list[int] = []
+        worker = threading.Thread(
+            target=lambda: codes.append(
+                prov_main(["log", "export-tiles", str(folder), "--db", db])
+            ),
+            daemon=True,
+        )
+        worker.start()
+        worker.join(30)
+        if worker.is_alive() and fifo is not None:  # blocked in open(): let it go, then fail
+            with open(fifo, "wb"):
+                pass
+            worker.join(30)
+        assert codes, f"the export into {folder} was still running after 30 s"
+        return codes[0]
+
+    fifo_checkpoint = tmp_path / "fifo"
+    fifo_checkpoint.mkdir()
+    os.mkfifo(fifo_checkpoint / "checkpoint")
+    assert export(fifo_checkpoint, fifo_checkpoint / "checkpoint") == 1
+    err = capsys.readouterr().err
+    assert (
+        "checkpoint is a FIFO (named pipe), not a regular file" in err and "Traceback" not in err
+    ), err
+
+    zero = tmp_path / "zero"
+    zero.mkdir()
+    (zero / "checkpoint").symlink_to("/dev/zero")
+    assert export(zero) == 1
+    err = capsys.readouterr().err
+    assert "checkpoint is a device, not a regular file" in err and "Traceback" not in err, err
+
+    fifo_tile = tmp_path / "tile"
+    assert export(fifo_tile) == 0  # a whole export, then its first tile made a FIFO
+    (fifo_tile / "tile/0/000").unlink()  # and its bundle lost: the tile is read to write it
+    (fifo_tile / "tile/entries/000").unlink()
+    os.mkfifo(fifo_tile / "tile/0/000")
+    assert export(fifo_tile, fifo_tile / "tile/0/000") == 1
+    err = capsys.readouterr().err
+    assert "000 is a FIFO (named pipe), not a regular file" in err and "Traceback" not in err, err
+
+
 def test_served_tiles_that_are_no_regular_file_are_404_and_block_nothing(tmp_path: Path) -> None:
     """`prov web --tiles-dir`: a `checkpoint` that is a FIFO was read on the event loop,
     which blocked in open() and left every request of the web unanswered; a tile linking

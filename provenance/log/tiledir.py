@@ -115,9 +115,10 @@ def _leaves_end(tile: tiles.Tile) -> int:
 def _exported_size(directory: Path) -> int | None:
     """Tree size of the checkpoint already in ``directory``, or None if it has none."""
     path = directory / tiles.CHECKPOINT_PATH
-    if not path.exists():
+    try:
+        text = _read_local(path).decode(errors="replace")
+    except FileNotFoundError:
         return None
-    text = path.read_text(errors="replace")
     try:
         return Checkpoint.parse_body(text[: text.rfind("\n\n") + 1]).size
     except LogError as e:
@@ -133,6 +134,7 @@ def export_tiles(
     checkpoint. Each bundle's entries are checked against the tile's leaf hashes before it
     is written. ``progress(done, total)`` is called per level-0 tile. Raises ConfigError
     when ``directory`` holds a checkpoint of a larger tree (another log, or a rollback),
+    or a checkpoint or tile to read that is no regular file (a FIFO, a device: unread),
     LogIntegrityError when the store's entries do not match its Merkle nodes, LogError
     for an entry too large for a bundle (naming its index; no bundle holding it and no
     checkpoint are written), OSError when a file cannot be written, and the store's
@@ -168,7 +170,7 @@ def export_tiles(
             continue
         bundle_path = directory / tile.entries_path
         if not (flushed and bundle_path.exists()):
-            leaves = tiles.split_hashes(data or path.read_bytes(), tile)
+            leaves = tiles.split_hashes(data or _read_local(path), tile)
             first = tile.index * tiles.TILE_WIDTH
             rows = store.entries(first, tile.width)
             entries = [entry for _, entry in rows]
@@ -220,16 +222,29 @@ def read_tile_file(path: Path, limit: int = MAX_FILE_BYTES + 1) -> bytes:
         os.close(fd)
 
 
+def _read_local(path: Path) -> bytes:
+    """A file of a tiled log's folder (to audit it, or one an export wrote before: the
+    checkpoint, a tile), at most `MAX_FILE_BYTES` and one more byte, opened without
+    blocking (`read_tile_file`: a FIFO there held the reader in open() for good, and a
+    link to /dev/zero was read without end). Raises FileNotFoundError when it is not
+    there, ConfigError for anything but a regular file or another OSError, naming it."""
+    try:
+        return read_tile_file(path)
+    except NotRegularFileError as e:
+        raise ConfigError(f"{e}: a tiled log's folder holds only files") from e
+    except FileNotFoundError:
+        raise
+    except OSError as e:
+        raise ConfigError(f"cannot read {path}: {e.strerror}") from e
+
+
 def _dir_fetcher(root: Path) -> tiles.Fetch:
     def fetch(path: str) -> bytes:
         try:
-            return _read_bounded(lambda limit: read_tile_file(root / path, limit), path)
+            data = _read_local(root / path)
         except FileNotFoundError as e:
             raise TileMissingError(f"the tiled log in {root} has no {path}") from e
-        except NotRegularFileError as e:
-            raise ConfigError(f"{e}: a tiled log's folder holds only files") from e
-        except OSError as e:
-            raise ConfigError(f"cannot read {root / path}: {e.strerror}") from e
+        return _read_bounded(io.BytesIO(data).read, path)
 
     return fetch
 
