@@ -56,6 +56,7 @@ from provenance.log.checkpoint import (
     note_signers,
     open_checkpoint,
     parse_tree_size,
+    split_note,
 )
 from provenance.log.receipt import verify_receipt
 from provenance.log.tiledir import ExportResult, export_tiles, fetcher
@@ -464,16 +465,16 @@ def _audit_tiles(
 
     def fetch(path: str) -> bytes:
         try:
-            return files(path)
+            data = files(path)
         except TileMissingError as e:
             if path != CHECKPOINT_PATH:  # a file the signed checkpoint commits to
                 raise
             # nothing signed there: a wrong place, not a broken log (was exit 3)
-            raise LogError(
-                f"no tiled log at {location}: {e}. Give the prefix under which `prov log"
-                " export-tiles` or `prov web --tiles-dir` serves the files `checkpoint` and"
-                " `tile/` (e.g. http://HOST:8080/tlog/ or the export's folder)"
-            ) from e
+            raise _no_tiled_log(location, str(e)) from e
+        if path == CHECKPOINT_PATH and (why := _not_a_signed_note(data)):
+            # a site's page for any path, some other file: nothing signed there either
+            raise _no_tiled_log(location, f"its checkpoint is not a signed note ({why})")
+        return data
 
     result = audit_tiles(fetch, vkey, saved, full=full)
     atomic_write(state, result.state.to_json().encode())
@@ -483,6 +484,29 @@ def _audit_tiles(
         f" {counted(result.tiles_read, 'tile')} and {counted(result.entries_checked, 'entry', 'entries')}"
         " checked against the signed root"
     )
+
+
+def _no_tiled_log(location: str, why: str) -> LogError:
+    """The error (exit 1, not a LOG INTEGRITY FAILURE) of a --tiles place where nothing
+    signed is: no checkpoint there, or one that is no signed note."""
+    return LogError(
+        f"no tiled log at {location}: {why}. Give the prefix under which `prov log"
+        " export-tiles` or `prov web --tiles-dir` serves the files `checkpoint` and"
+        " `tile/` (e.g. http://HOST:8080/tlog/ or the export's folder)"
+    )
+
+
+def _not_a_signed_note(data: bytes) -> str:
+    """Why ``data``, a tiled log's `checkpoint`, is no signed note at all (not UTF-8
+    text, or not text, a blank line and signature lines: c2sp.org/signed-note); empty
+    when it is one, whoever signed it."""
+    try:
+        split_note(data.decode())
+    except UnicodeDecodeError:
+        return "it is not UTF-8 text"
+    except LogError as e:
+        return str(e)
+    return ""
 
 
 def _export_once(store: Store, directory: Path) -> ExportResult:

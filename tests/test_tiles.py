@@ -485,6 +485,64 @@ def test_a_server_dripping_its_answers_head_cannot_hold_an_audit() -> None:
     assert "took more than 1 s to arrive" in str(outcome[0])
 
 
+def test_a_place_whose_checkpoint_is_no_signed_note_is_no_tiled_log(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A --tiles URL without the log's prefix on a site that answers every path with its
+    page (an app's fallback to index.html, 200), or a folder whose `checkpoint` is some
+    other file, has nothing signed there: like a place with no checkpoint at all, it
+    exits 1 saying there is no tiled log there and what prefix to give. Before: 'LOG
+    INTEGRITY FAILURE: ... signed note has no blank line', exit 3, as for a forged log.
+    A checkpoint that is a signed note by another key is still exit 3."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    page = b"<!doctype html>\n<html><body>Welcome</body></html>\n"
+
+    class Fallback(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html")
+            self.send_header("Content-Length", str(len(page)))
+            self.end_headers()
+            self.wfile.write(page)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Fallback)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    signer = LogSigner(Ed25519PrivateKey.generate(), ORIGIN)
+    vkey = signer.verifier_key()
+    folders = {}
+    for name, content in {
+        "html": page,
+        "binary": bytes(range(256)),
+        "empty": b"",
+        "other key": LogSigner(Ed25519PrivateKey.generate(), ORIGIN)
+        .sign(Checkpoint(ORIGIN, 0, merkle.EMPTY_ROOT))
+        .encode(),
+    }.items():
+        folders[name] = tmp_path / name.replace(" ", "-")
+        folders[name].mkdir()
+        (folders[name] / "checkpoint").write_bytes(content)
+    try:
+        places = [f"http://127.0.0.1:{server.server_address[1]}/", *map(str, folders.values())]
+        for where in places:
+            state = str(tmp_path / "state.json")
+            rc = _audit("--state", state, "--tiles", where, "--log-key", vkey)
+            err = capsys.readouterr().err
+            if where == str(folders["other key"]):
+                assert rc == 3 and "LOG INTEGRITY FAILURE" in err, err
+                continue
+            assert rc == 1 and "no tiled log at" in err and "INTEGRITY" not in err, (where, err)
+            assert "its checkpoint is not a signed note" in err, err
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
 def test_a_partial_tile_served_as_full_is_refused(tmp_path: Path) -> None:
     """A reader of an older checkpoint whose partial tile the log has deleted falls back
     to the full tile's first hashes (tlog-tiles "Partial Tiles"); a "full" tile of fewer
