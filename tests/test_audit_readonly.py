@@ -321,3 +321,21 @@ def test_a_registry_row_of_the_wrong_type_is_a_damaged_database_in_words(
     assert "Traceback" not in out and "Error:" not in out, out
     assert rc == 3 and "LOG INTEGRITY FAILURE: the log database is damaged" in out, out
     assert "devices row" in out, out
+
+
+def test_an_entry_edited_into_no_log_entry_is_a_log_integrity_failure(
+    inproc: InProc, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A leaf row whose entry was overwritten with bytes that are no log entry at all
+    (here 40 zero bytes) was an edit behind the log's back like any other: its hash is
+    not the leaf's. Before, the near-duplicate index check decoded it first and stopped
+    the audit with 'error: malformed log entry ...', exit 1, as if the database could
+    not be read; now the audit goes on and finds the entries do not hash to the signed
+    root: LOG INTEGRITY FAILURE, exit 3."""
+    vkey = _logged(inproc)
+    with sqlite3.connect(inproc.db) as c:
+        c.execute("UPDATE leaves SET entry = zeroblob(40) WHERE idx = 2")
+    c.close()
+    rc, out = _audit(inproc.db, tmp_path, vkey, capsys)
+    assert rc == 3 and "LOG INTEGRITY FAILURE" in out, out
+    assert "do not hash to its signed root" in out, out
