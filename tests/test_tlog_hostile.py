@@ -383,3 +383,30 @@ def test_two_witness_keys_one_name_and_key_id_are_refused_as_ambiguous() -> None
         with pytest.raises(LogError, match="the same name and key id") as info:
             check_quorum(cosigned, policy, 2)
         assert "cosignatures required" not in str(info.value), info.value
+
+
+def test_a_witness_answers_a_body_too_large_413_and_a_malformed_note_400(
+    tmp_path: Path,
+) -> None:
+    """`prov witness serve`: a body over its 128 KiB is 413 Content Too Large, not a 400
+    that reads as a malformed request; a checkpoint with a control character in its
+    origin (a NUL, a tab) is a malformed signed note (400, as any other malformed note,
+    c2sp.org/signed-note allows no control character but newline), not 404 "this witness
+    does not witness the log '\\x00'", which sent its sender looking for a log that was
+    never named. A well-formed checkpoint of another log is still 404."""
+    log = generate_log_key(tmp_path / "log.pem", "log.test/w")
+    generate_log_key(tmp_path / "witness.pem", "witness.test/w1")
+    note = log.sign(Checkpoint("log.test/w", 1, bytes(32)))
+    other = LogSigner(Ed25519PrivateKey.generate(), "other.test/log")
+    with witness_serve(tmp_path, log.verifier_key()) as (url, _):
+        status, text = post_checkpoint(url, "old 0\n\n" + note + "x" * 200_000)
+        assert status == 413 and "larger than 131072 bytes" in text, (status, text)
+        for damaged in ("log.test/w\x00", "log.test\tw", "\x01"):
+            body = f"old 0\n\n{note}".replace("log.test/w\n", damaged + "\n", 1)
+            status, text = post_checkpoint(url, body)
+            assert status == 400 and "control characters" in text, (damaged, status, text)
+        status, text = post_checkpoint(
+            url, f"old 0\n\n{other.sign(Checkpoint(other.name, 1, bytes(32)))}"
+        )
+        assert status == 404 and "other.test/log" in text, (status, text)
+        assert post_checkpoint(url, f"old 0\n\n{note}")[0] == 200
