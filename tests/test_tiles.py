@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import hashlib
 import json
 import random
 import subprocess
 import sys
+import threading
 import urllib.error
 import urllib.request
+import zlib
+from collections.abc import Iterator
 from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -221,6 +226,20 @@ def _flip(path: Path, offset: int) -> None:
 
 def _audit(*args: str) -> int:
     return prov_main(["log", "audit", *args])
+
+
+@contextlib.contextmanager
+def _serving(handler: type[BaseHTTPRequestHandler]) -> Iterator[str]:
+    """A threading HTTP server of ``handler`` on a loopback port for the block: its
+    http://127.0.0.1:PORT/ URL."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/"
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 @pytest.mark.slow
@@ -442,9 +461,6 @@ def test_a_server_dripping_its_answers_head_cannot_hold_an_audit() -> None:
     (each within the per-read timeout; http.client takes 100 header lines of 64 KiB)
     held `prov log audit --tiles URL` for days: the whole-file deadline timed only the
     body. Now the head is cut at the same deadline, a TransportError in words."""
-    import threading
-    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
     from provenance.core.errors import TransportError
 
     stop = threading.Event()
@@ -462,24 +478,19 @@ def test_a_server_dripping_its_answers_head_cannot_hold_an_audit() -> None:
         def log_message(self, *args: object) -> None:
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), DripHead)
-    server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, daemon=True).start()
     outcome: list[BaseException | bytes] = []
 
-    def fetch() -> None:
+    def fetch(url: str) -> None:
         try:
-            url = f"http://127.0.0.1:{server.server_address[1]}/"
             outcome.append(fetcher(url, deadline_s=1.0)("checkpoint"))
         except BaseException as e:  # noqa: BLE001 (handed to the test's thread)
             outcome.append(e)
 
-    worker = threading.Thread(target=fetch, daemon=True)
-    worker.start()
-    worker.join(30)  # generous: the deadline is 1 s
-    stop.set()
-    server.shutdown()
-    server.server_close()
+    with _serving(DripHead) as url:
+        worker = threading.Thread(target=fetch, args=(url,), daemon=True)
+        worker.start()
+        worker.join(30)  # generous: the deadline is 1 s
+        stop.set()
     assert not worker.is_alive(), "the fetch was still reading the dripped head after 30 s"
     assert isinstance(outcome[0], TransportError), outcome
     assert "took more than 1 s to arrive" in str(outcome[0])
@@ -494,8 +505,6 @@ def test_a_place_whose_checkpoint_is_no_signed_note_is_no_tiled_log(
     exits 1 saying there is no tiled log there and what prefix to give. Before: 'LOG
     INTEGRITY FAILURE: ... signed note has no blank line', exit 3, as for a forged log.
     A checkpoint that is a signed note by another key is still exit 3."""
-    import threading
-    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
     page = b"<!doctype html>\n<html><body>Welcome</body></html>\n"
 
@@ -510,9 +519,6 @@ def test_a_place_whose_checkpoint_is_no_signed_note_is_no_tiled_log(
         def log_message(self, *args: object) -> None:
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Fallback)
-    server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, daemon=True).start()
     signer = LogSigner(Ed25519PrivateKey.generate(), ORIGIN)
     vkey = signer.verifier_key()
     folders = {}
@@ -527,9 +533,8 @@ def test_a_place_whose_checkpoint_is_no_signed_note_is_no_tiled_log(
         folders[name] = tmp_path / name.replace(" ", "-")
         folders[name].mkdir()
         (folders[name] / "checkpoint").write_bytes(content)
-    try:
-        places = [f"http://127.0.0.1:{server.server_address[1]}/", *map(str, folders.values())]
-        for where in places:
+    with _serving(Fallback) as url:
+        for where in [url, *map(str, folders.values())]:
             state = str(tmp_path / "state.json")
             rc = _audit("--state", state, "--tiles", where, "--log-key", vkey)
             err = capsys.readouterr().err
@@ -538,9 +543,53 @@ def test_a_place_whose_checkpoint_is_no_signed_note_is_no_tiled_log(
                 continue
             assert rc == 1 and "no tiled log at" in err and "INTEGRITY" not in err, (where, err)
             assert "its checkpoint is not a signed note" in err, err
-    finally:
-        server.shutdown()
-        server.server_close()
+
+
+def test_a_tile_sent_in_an_encoding_not_asked_for_is_no_integrity_failure(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The audit asks for `Accept-Encoding: gzip, identity`. A server (a CDN, a
+    misconfigured static host) that sends an honest log's tiles deflate- or
+    brotli-encoded anyway had them read as they came, compressed bytes taken for hashes:
+    'LOG INTEGRITY FAILURE: tile/0/000.p/6 is ... bytes', exit 3, an alarm about a log
+    that is intact. Now an encoding other than gzip or none is a failure to fetch (exit
+    1) naming it."""
+
+    signer = LogSigner(Ed25519PrivateKey.generate(), ORIGIN)
+    store = open_store(tmp_path / "log.db")
+    _fill(store, signer, 6, seed=3)
+    export_tiles(store, tmp_path / "tiles")
+    store.close()
+
+    class Deflating(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+            path = tmp_path / "tiles" / self.path.lstrip("/")
+            if not path.is_file():
+                self.send_error(404)
+                return
+            body = path.read_bytes()
+            self.send_response(200)
+            if self.path != "/checkpoint":
+                body = zlib.compress(body)
+                self.send_header("Content-Encoding", "deflate")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    state = str(tmp_path / "state.json")
+    with _serving(Deflating) as url:
+        rc = _audit("--state", state, "--tiles", url, "--log-key", signer.verifier_key())
+    err = capsys.readouterr().err
+    assert rc == 1 and "INTEGRITY" not in err, err
+    assert "in the encoding 'deflate'" in err, err
+    # the same files unencoded audit fine
+    rc = _audit(
+        "--state", state, "--tiles", str(tmp_path / "tiles"), "--log-key", signer.verifier_key()
+    )
+    assert rc == 0, capsys.readouterr().err
 
 
 def test_a_partial_tile_served_as_full_is_refused(tmp_path: Path) -> None:

@@ -442,7 +442,15 @@ def _fetch_url(url: str, cutoff: _Cutoff) -> bytes:
     try:
         with _opener(cutoff).open(request, timeout=FETCH_TIMEOUT_S) as response:
             data = _read_by_deadline(response, url, cutoff.seconds)
-            if response.headers.get("Content-Encoding", "identity") == "gzip":
+            encoding = response.headers.get("Content-Encoding", "identity").strip().lower()
+            if encoding not in ("identity", "", "gzip"):
+                # not asked for: its bytes are not the file's (a LOG INTEGRITY FAILURE of
+                # an intact log, before)
+                raise TransportError(
+                    f"cannot fetch {url}: the server sent it in the encoding"
+                    f" {encoding[:40]!r}, which was not asked for (only gzip or none)"
+                )
+            if encoding == "gzip":
                 inflate = zlib.decompressobj(16 + zlib.MAX_WBITS)
                 data = inflate.decompress(data, MAX_FILE_BYTES + 1)
                 if len(data) > MAX_FILE_BYTES or inflate.unconsumed_tail:
