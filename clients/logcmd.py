@@ -71,7 +71,7 @@ from provenance.log.tlogproof import (
 from provenance.media.image import SNIFF_BYTES, sniff_media_type
 from provenance.store import Store, is_postgres_url, open_store
 from provenance.store.sql import SqlStore
-from provenance.terminal import SafeConsole, shown, transient_bar
+from provenance.terminal import SafeConsole, shown, shown_line, transient_bar
 from provenance.wire.convert import decode_log_entry
 from provenance.wire.sidecar import (
     MAX_SIDECAR_BYTES,
@@ -620,7 +620,7 @@ def receipt_export(
     target = output or sidecar.with_name(sidecar.name.removesuffix(".prov") + FILE_SUFFIX)
     in_existing_folder(target, "--output")
     atomic_write(target, encode_tlog_proof(sc.receipt).encode())
-    out.print(f"wrote {target} ({format.value}, leaf {sc.receipt.leaf_index})")
+    out.print(f"wrote {shown_line(str(target))} ({format.value}, leaf {sc.receipt.leaf_index})")
 
 
 def _no_receipt(path: Path, sc: Sidecar, home: Path) -> str:
@@ -809,12 +809,15 @@ def receipt_refresh(
     names = ", ".join(cosigner_names(receipt.checkpoint))
     _print_witnesses(receipt.checkpoint, witnesses, quorum)
     if receipt == sc.receipt:
-        out.print(f"{sidecar}: the receipt already carries the newest cosigned checkpoint")
+        out.print(
+            f"{shown_line(str(sidecar))}: the receipt already carries the newest cosigned"
+            " checkpoint"
+        )
         return
     atomic_write(sidecar, encode_sidecar(sc.with_receipt(receipt, vkey)))
     out.print(
-        f"{sidecar}: receipt of leaf {receipt.leaf_index} now proven against checkpoint"
-        f" {size}, with cosignature lines by {names or 'no witness'} (check them with"
+        f"{shown_line(str(sidecar))}: receipt of leaf {receipt.leaf_index} now proven against"
+        f" checkpoint {size}, with cosignature lines by {names or 'no witness'} (check them with"
         " `prov receipt verify --witness KEY`)",
     )
 

@@ -410,3 +410,26 @@ def test_a_witness_answers_a_body_too_large_413_and_a_malformed_note_400(
         )
         assert status == 404 and "other.test/log" in text, (status, text)
         assert post_checkpoint(url, f"old 0\n\n{note}")[0] == 200
+
+
+def test_receipt_commands_show_a_file_name_on_one_line(
+    inproc: InProc, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`prov receipt export` and `refresh` printed the sidecar's name as it was: a name
+    holding a newline (a file someone sent) forged a line of its own ("receipt OK: ...")
+    under the command's. Names are shown on one line, their newline and bidirectional
+    overrides as escapes, as `prov sign` and `prov verify` show them."""
+    from provenance.wire.sidecar import Sidecar, encode_sidecar
+
+    dev = inproc.enroll()
+    signed = dev.next_claim()
+    receipt = inproc.submit(signed).receipt
+    vkey = inproc.service.signer.verifier_key()
+    sidecar = tmp_path / "x\nreceipt OK: leaf 9 of 9 \u202egpj.prov"
+    sidecar.write_bytes(
+        encode_sidecar(Sidecar(signed, dev.key.public_key, receipt, log_verifier_key=vkey))
+    )
+    assert prov_main(["receipt", "export", str(sidecar), "--format", "tlog-proof"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("\n") == 1 and "\u202e" not in out, out
+    assert "x\\x0areceipt OK: leaf 9 of 9 \\u202egpj.tlog-proof" in out, out
