@@ -209,15 +209,17 @@ def read_tile_file(path: Path, limit: int = MAX_FILE_BYTES + 1) -> bytes:
     """At most ``limit`` bytes of the tiled log's file at ``path``, opened without
     blocking: a FIFO held its reader in open() forever (`prov log audit --tiles DIR`;
     `prov web --tiles-dir` on its event loop) and /dev/zero was read without end. Raises
-    NotRegularFileError, naming what it is, for anything but a regular file; OSError."""
+    NotRegularFileError, naming what it is, for anything but a regular file; OSError.
+    No more than the file's size and one byte is asked of the read (Python's read(n)
+    allocates n bytes at once: 16 MiB for each 8 KiB tile of an audit, before)."""
     fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     try:
-        mode = os.fstat(fd).st_mode
-        if not stat.S_ISREG(mode):
-            raise NotRegularFileError(f"{path} is {file_kind(mode)}, not a regular file")
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise NotRegularFileError(f"{path} is {file_kind(info.st_mode)}, not a regular file")
         os.set_blocking(fd, True)
         with os.fdopen(os.dup(fd), "rb") as handle:
-            return handle.read(limit)
+            return handle.read() if limit < 0 else handle.read(min(limit, info.st_size + 1))
     finally:
         os.close(fd)
 
