@@ -56,6 +56,7 @@ from provenance.log.checkpoint import (
     note_signers,
     open_checkpoint,
     parse_tree_size,
+    split_note,
 )
 from provenance.log.receipt import verify_receipt
 from provenance.log.tiledir import ExportResult, export_tiles, fetcher
@@ -70,7 +71,7 @@ from provenance.log.tlogproof import (
 from provenance.media.image import SNIFF_BYTES, sniff_media_type
 from provenance.store import Store, is_postgres_url, open_store
 from provenance.store.sql import SqlStore
-from provenance.terminal import SafeConsole, shown, transient_bar
+from provenance.terminal import SafeConsole, shown, shown_line, transient_bar
 from provenance.wire.convert import decode_log_entry
 from provenance.wire.sidecar import (
     MAX_SIDECAR_BYTES,
@@ -464,16 +465,16 @@ def _audit_tiles(
 
     def fetch(path: str) -> bytes:
         try:
-            return files(path)
+            data = files(path)
         except TileMissingError as e:
             if path != CHECKPOINT_PATH:  # a file the signed checkpoint commits to
                 raise
             # nothing signed there: a wrong place, not a broken log (was exit 3)
-            raise LogError(
-                f"no tiled log at {location}: {e}. Give the prefix under which `prov log"
-                " export-tiles` or `prov web --tiles-dir` serves the files `checkpoint` and"
-                " `tile/` (e.g. http://HOST:8080/tlog/ or the export's folder)"
-            ) from e
+            raise _no_tiled_log(location, str(e)) from e
+        if path == CHECKPOINT_PATH and (why := _not_a_signed_note(data)):
+            # a site's page for any path, some other file: nothing signed there either
+            raise _no_tiled_log(location, f"its checkpoint is not a signed note ({why})")
+        return data
 
     result = audit_tiles(fetch, vkey, saved, full=full)
     atomic_write(state, result.state.to_json().encode())
@@ -483,6 +484,29 @@ def _audit_tiles(
         f" {counted(result.tiles_read, 'tile')} and {counted(result.entries_checked, 'entry', 'entries')}"
         " checked against the signed root"
     )
+
+
+def _no_tiled_log(location: str, why: str) -> LogError:
+    """The error (exit 1, not a LOG INTEGRITY FAILURE) of a --tiles place where nothing
+    signed is: no checkpoint there, or one that is no signed note."""
+    return LogError(
+        f"no tiled log at {location}: {why}. Give the prefix under which `prov log"
+        " export-tiles` or `prov web --tiles-dir` serves the files `checkpoint` and"
+        " `tile/` (e.g. http://HOST:8080/tlog/ or the export's folder)"
+    )
+
+
+def _not_a_signed_note(data: bytes) -> str:
+    """Why ``data``, a tiled log's `checkpoint`, is no signed note at all (not UTF-8
+    text, or not text, a blank line and signature lines: c2sp.org/signed-note); empty
+    when it is one, whoever signed it."""
+    try:
+        split_note(data.decode())
+    except UnicodeDecodeError:
+        return "it is not UTF-8 text"
+    except LogError as e:
+        return str(e)
+    return ""
 
 
 def _export_once(store: Store, directory: Path) -> ExportResult:
@@ -596,7 +620,7 @@ def receipt_export(
     target = output or sidecar.with_name(sidecar.name.removesuffix(".prov") + FILE_SUFFIX)
     in_existing_folder(target, "--output")
     atomic_write(target, encode_tlog_proof(sc.receipt).encode())
-    out.print(f"wrote {target} ({format.value}, leaf {sc.receipt.leaf_index})")
+    out.print(f"wrote {shown_line(str(target))} ({format.value}, leaf {sc.receipt.leaf_index})")
 
 
 def _no_receipt(path: Path, sc: Sidecar, home: Path) -> str:
@@ -785,12 +809,15 @@ def receipt_refresh(
     names = ", ".join(cosigner_names(receipt.checkpoint))
     _print_witnesses(receipt.checkpoint, witnesses, quorum)
     if receipt == sc.receipt:
-        out.print(f"{sidecar}: the receipt already carries the newest cosigned checkpoint")
+        out.print(
+            f"{shown_line(str(sidecar))}: the receipt already carries the newest cosigned"
+            " checkpoint"
+        )
         return
     atomic_write(sidecar, encode_sidecar(sc.with_receipt(receipt, vkey)))
     out.print(
-        f"{sidecar}: receipt of leaf {receipt.leaf_index} now proven against checkpoint"
-        f" {size}, with cosignature lines by {names or 'no witness'} (check them with"
+        f"{shown_line(str(sidecar))}: receipt of leaf {receipt.leaf_index} now proven against"
+        f" checkpoint {size}, with cosignature lines by {names or 'no witness'} (check them with"
         " `prov receipt verify --witness KEY`)",
     )
 

@@ -293,3 +293,49 @@ def test_auditing_a_schema_5_file_checks_everything(
         assert store.outdated == ""
     finally:
         store.close()
+
+
+@pytest.mark.parametrize(
+    "edit",
+    [
+        "UPDATE devices SET revoked_at = 'soon'",
+        # NOT NULL taken off, as by a table copied without its constraints
+        "CREATE TABLE d2 AS SELECT * FROM devices; DROP TABLE devices;"
+        " ALTER TABLE d2 RENAME TO devices; UPDATE devices SET enrolled_at = NULL",
+    ],
+    ids=["text time", "null time"],
+)
+def test_a_registry_row_of_the_wrong_type_is_a_damaged_database_in_words(
+    inproc: InProc, tmp_path: Path, capsys: pytest.CaptureFixture[str], edit: str
+) -> None:
+    """A device row edited to values no writer stores (text where a time is, a NULL) is
+    a damaged log database: LOG INTEGRITY FAILURE naming the row, exit 3, as a leaf row
+    of the wrong type already was. Before: `prov log audit --db` died in the registry
+    check with a traceback ("ValueError: invalid literal for int() with base 10:
+    'soon'"; "TypeError: int() argument must be ..., not 'NoneType'"), exit 1."""
+    vkey = _logged(inproc)
+    with sqlite3.connect(inproc.db) as c:
+        c.executescript(edit)
+    c.close()
+    rc, out = _audit(inproc.db, tmp_path, vkey, capsys)
+    assert "Traceback" not in out and "Error:" not in out, out
+    assert rc == 3 and "LOG INTEGRITY FAILURE: the log database is damaged" in out, out
+    assert "devices row" in out, out
+
+
+def test_an_entry_edited_into_no_log_entry_is_a_log_integrity_failure(
+    inproc: InProc, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A leaf row whose entry was overwritten with bytes that are no log entry at all
+    (here 40 zero bytes) was an edit behind the log's back like any other: its hash is
+    not the leaf's. Before, the near-duplicate index check decoded it first and stopped
+    the audit with 'error: malformed log entry ...', exit 1, as if the database could
+    not be read; now the audit goes on and finds the entries do not hash to the signed
+    root: LOG INTEGRITY FAILURE, exit 3."""
+    vkey = _logged(inproc)
+    with sqlite3.connect(inproc.db) as c:
+        c.execute("UPDATE leaves SET entry = zeroblob(40) WHERE idx = 2")
+    c.close()
+    rc, out = _audit(inproc.db, tmp_path, vkey, capsys)
+    assert rc == 3 and "LOG INTEGRITY FAILURE" in out, out
+    assert "do not hash to its signed root" in out, out

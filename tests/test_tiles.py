@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import hashlib
 import json
 import random
 import subprocess
 import sys
+import threading
 import urllib.error
 import urllib.request
+import zlib
+from collections.abc import Iterator
 from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -221,6 +226,20 @@ def _flip(path: Path, offset: int) -> None:
 
 def _audit(*args: str) -> int:
     return prov_main(["log", "audit", *args])
+
+
+@contextlib.contextmanager
+def _serving(handler: type[BaseHTTPRequestHandler]) -> Iterator[str]:
+    """A threading HTTP server of ``handler`` on a loopback port for the block: its
+    http://127.0.0.1:PORT/ URL."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/"
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 @pytest.mark.slow
@@ -437,6 +456,193 @@ def test_a_server_dripping_a_file_cannot_hold_an_audit() -> None:
         server.server_close()
 
 
+def test_a_server_dripping_its_answers_head_cannot_hold_an_audit() -> None:
+    """A tiled-log server sending its status line and then header bytes one every 0.1 s
+    (each within the per-read timeout; http.client takes 100 header lines of 64 KiB)
+    held `prov log audit --tiles URL` for days: the whole-file deadline timed only the
+    body. Now the head is cut at the same deadline, a TransportError in words."""
+    from provenance.core.errors import TransportError
+
+    stop = threading.Event()
+
+    class DripHead(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+            try:
+                self.wfile.write(b"HTTP/1.1 200 OK\r\nX-Drip: ")
+                while not stop.wait(0.1):
+                    self.wfile.write(b"a")
+                    self.wfile.flush()
+            except OSError:  # the client cut it
+                pass
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    outcome: list[BaseException | bytes] = []
+
+    def fetch(url: str) -> None:
+        try:
+            outcome.append(fetcher(url, deadline_s=1.0)("checkpoint"))
+        except BaseException as e:  # noqa: BLE001 (handed to the test's thread)
+            outcome.append(e)
+
+    with _serving(DripHead) as url:
+        worker = threading.Thread(target=fetch, args=(url,), daemon=True)
+        worker.start()
+        worker.join(30)  # generous: the deadline is 1 s
+        stop.set()
+    assert not worker.is_alive(), "the fetch was still reading the dripped head after 30 s"
+    assert isinstance(outcome[0], TransportError), outcome
+    assert "took more than 1 s to arrive" in str(outcome[0])
+
+
+def test_a_place_whose_checkpoint_is_no_signed_note_is_no_tiled_log(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A --tiles URL without the log's prefix on a site that answers every path with its
+    page (an app's fallback to index.html, 200), or a folder whose `checkpoint` is some
+    other file, has nothing signed there: like a place with no checkpoint at all, it
+    exits 1 saying there is no tiled log there and what prefix to give. Before: 'LOG
+    INTEGRITY FAILURE: ... signed note has no blank line', exit 3, as for a forged log.
+    A checkpoint that is a signed note by another key is still exit 3."""
+
+    page = b"<!doctype html>\n<html><body>Welcome</body></html>\n"
+
+    class Fallback(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html")
+            self.send_header("Content-Length", str(len(page)))
+            self.end_headers()
+            self.wfile.write(page)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    signer = LogSigner(Ed25519PrivateKey.generate(), ORIGIN)
+    vkey = signer.verifier_key()
+    folders = {}
+    for name, content in {
+        "html": page,
+        "binary": bytes(range(256)),
+        "empty": b"",
+        "other key": LogSigner(Ed25519PrivateKey.generate(), ORIGIN)
+        .sign(Checkpoint(ORIGIN, 0, merkle.EMPTY_ROOT))
+        .encode(),
+    }.items():
+        folders[name] = tmp_path / name.replace(" ", "-")
+        folders[name].mkdir()
+        (folders[name] / "checkpoint").write_bytes(content)
+    with _serving(Fallback) as url:
+        for where in [url, *map(str, folders.values())]:
+            state = str(tmp_path / "state.json")
+            rc = _audit("--state", state, "--tiles", where, "--log-key", vkey)
+            err = capsys.readouterr().err
+            if where == str(folders["other key"]):
+                assert rc == 3 and "LOG INTEGRITY FAILURE" in err, err
+                continue
+            assert rc == 1 and "no tiled log at" in err and "INTEGRITY" not in err, (where, err)
+            assert "its checkpoint is not a signed note" in err, err
+
+
+def test_a_tile_sent_in_an_encoding_not_asked_for_is_no_integrity_failure(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The audit asks for `Accept-Encoding: gzip, identity`. A server (a CDN, a
+    misconfigured static host) that sends an honest log's tiles deflate- or
+    brotli-encoded anyway had them read as they came, compressed bytes taken for hashes:
+    'LOG INTEGRITY FAILURE: tile/0/000.p/6 is ... bytes', exit 3, an alarm about a log
+    that is intact. Now an encoding other than gzip or none is a failure to fetch (exit
+    1) naming it."""
+
+    signer = LogSigner(Ed25519PrivateKey.generate(), ORIGIN)
+    store = open_store(tmp_path / "log.db")
+    _fill(store, signer, 6, seed=3)
+    export_tiles(store, tmp_path / "tiles")
+    store.close()
+
+    class Deflating(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+            path = tmp_path / "tiles" / self.path.lstrip("/")
+            if not path.is_file():
+                self.send_error(404)
+                return
+            body = path.read_bytes()
+            self.send_response(200)
+            if self.path != "/checkpoint":
+                body = zlib.compress(body)
+                self.send_header("Content-Encoding", "deflate")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    state = str(tmp_path / "state.json")
+    with _serving(Deflating) as url:
+        rc = _audit("--state", state, "--tiles", url, "--log-key", signer.verifier_key())
+    err = capsys.readouterr().err
+    assert rc == 1 and "INTEGRITY" not in err, err
+    assert "in the encoding 'deflate'" in err, err
+    # the same files unencoded audit fine
+    rc = _audit(
+        "--state", state, "--tiles", str(tmp_path / "tiles"), "--log-key", signer.verifier_key()
+    )
+    assert rc == 0, capsys.readouterr().err
+
+
+def _tiled_log(folder: Path, signer: LogSigner, size: int) -> None:
+    """Write a tiled log of ``size`` 4-byte entries (0, 1, ...) signed by ``signer`` into
+    ``folder``, straight from the tlog-tiles layout (no store: a large log in seconds)."""
+    entries = [i.to_bytes(4, "big") for i in range(size)]
+    hashes = [merkle.leaf_hash(e) for e in entries]
+    files: dict[str, bytes] = {}
+    level = 0
+    while size >> (tiles.TILE_HEIGHT * level):
+        for t in tiles.level_tiles(size, level):
+            first = t.index * tiles.TILE_WIDTH
+            files[t.path] = b"".join(hashes[first : first + t.width])
+            if level == 0:
+                files[t.entries_path] = tiles.encode_bundle(entries[first : first + t.width])
+        full = len(hashes) - len(hashes) % tiles.TILE_WIDTH
+        hashes = [
+            tiles._perfect_root(hashes[i : i + tiles.TILE_WIDTH]) for i in range(0, full, 256)
+        ]
+        level += 1
+    root = merkle.root(size, tiles.TileNodes(size, files.__getitem__))
+    files["checkpoint"] = signer.sign(Checkpoint(signer.name, size, root)).encode()
+    for path, data in files.items():
+        (folder / path).parent.mkdir(parents=True, exist_ok=True)
+        (folder / path).write_bytes(data)
+
+
+def test_an_audit_from_tiles_holds_a_bounded_share_of_the_tree_in_memory(
+    tmp_path: Path,
+) -> None:
+    """`audit_tiles` kept every tile it fetched: about 73 bytes of memory per leaf (a
+    list of 32-byte bytes objects per tile), 0.7 GB for a log of 10^7 entries, whatever
+    the log's size. It now keeps the tiles above level 0 and the right edge (32 bytes per
+    256 leaves) and the level-0 tiles it is working through, each checked against its
+    parent and its entry bundle in one pass; the audit's findings are the same (the
+    edited-tile cases of the 100k test below)."""
+    import tracemalloc
+
+    signer = LogSigner(Ed25519PrivateKey.generate(), ORIGIN)
+    size = 2 * 65536 + 1000  # three levels, partial tiles at each
+    _tiled_log(tmp_path / "tiles", signer, size)
+    fetch = fetcher(str(tmp_path / "tiles"))
+    tracemalloc.start()
+    try:
+        result = tiles.audit_tiles(fetch, signer.verifier_key(), None)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert (result.checkpoint.size, result.entries_checked) == (size, size)
+    assert result.tiles_read == 516 + 3 + 1  # each tile read once: levels 0, 1 and 2
+    assert peak < 2_000_000, f"{peak / size:.1f} bytes per leaf at the peak"
+
+
 def test_a_partial_tile_served_as_full_is_refused(tmp_path: Path) -> None:
     """A reader of an older checkpoint whose partial tile the log has deleted falls back
     to the full tile's first hashes (tlog-tiles "Partial Tiles"); a "full" tile of fewer
@@ -469,7 +675,8 @@ def test_an_audit_of_an_absurd_tree_size_fails_on_its_first_missing_tile(
     """A log-signed checkpoint of 2^63 - 1 entries over a real 300-entry export: the
     audit listed every tile of that size before fetching one (2^55 of level 0, in
     memory), so `prov log audit --tiles` ran out of memory instead of reporting the
-    first tile that is not there. Tiles are now walked lazily, level by level: the audit
+    first tile that is not there. Tiles are now walked lazily, level by level (from level 2
+    down; level 1 with the entries): the audit
     says which tile is missing (a log integrity failure, exit 3) within an address-space
     limit of 3 GiB."""
     signer = LogSigner(Ed25519PrivateKey.generate(), ORIGIN)
@@ -491,7 +698,7 @@ def test_an_audit_of_an_absurd_tree_size_fails_on_its_first_missing_tile(
         capture_output=True, text=True, cwd=ROOT, timeout=300,
     )  # fmt: skip
     said = " ".join(proc.stderr.split())
-    assert proc.returncode == 3 and "has no tile/1/000" in said, proc.stderr
+    assert proc.returncode == 3 and "has no tile/2/000" in said, proc.stderr
     assert "MemoryError" not in proc.stderr
 
 
@@ -784,6 +991,66 @@ def test_a_tiles_folder_file_that_is_a_fifo_or_device_is_refused_unread(tmp_path
     assert "is a FIFO" in str(outcome[0]) and "not a regular file" in str(outcome[0])
     with pytest.raises(ConfigError, match="is a device, not a regular file"):
         fetcher(str(tmp_path))("tile/0")
+
+
+def test_an_export_into_a_folder_of_special_files_refuses_them_unread(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`prov log export-tiles DIR` reads the folder's `checkpoint` (the size exported
+    before) and, under it, the level-0 tiles it already wrote. A `checkpoint` that is a
+    FIFO held the export for good in its open(); one linking to /dev/zero was read
+    without end (a MemoryError and a traceback); a tile that is a FIFO blocked the same
+    way. Each is now refused unread, naming what the file is: exit 1."""
+    import os
+    import threading
+
+    signer = LogSigner(Ed25519PrivateKey.generate(), ORIGIN)
+    store = open_store(tmp_path / "log.db")
+    _fill(store, signer, 300, seed=1)
+    store.close()
+    db = str(tmp_path / "log.db")
+
+    def export(folder: Path, fifo: Path | None = None) -> int:
+        codes: list[int] = []
+        worker = threading.Thread(
+            target=lambda: codes.append(
+                prov_main(["log", "export-tiles", str(folder), "--db", db])
+            ),
+            daemon=True,
+        )
+        worker.start()
+        worker.join(30)
+        if worker.is_alive() and fifo is not None:  # blocked in open(): let it go, then fail
+            with open(fifo, "wb"):
+                pass
+            worker.join(30)
+        assert codes, f"the export into {folder} was still running after 30 s"
+        return codes[0]
+
+    fifo_checkpoint = tmp_path / "fifo"
+    fifo_checkpoint.mkdir()
+    os.mkfifo(fifo_checkpoint / "checkpoint")
+    assert export(fifo_checkpoint, fifo_checkpoint / "checkpoint") == 1
+    err = capsys.readouterr().err
+    assert (
+        "checkpoint is a FIFO (named pipe), not a regular file" in err and "Traceback" not in err
+    ), err
+
+    zero = tmp_path / "zero"
+    zero.mkdir()
+    (zero / "checkpoint").symlink_to("/dev/zero")
+    assert export(zero) == 1
+    err = capsys.readouterr().err
+    assert "checkpoint is a device, not a regular file" in err and "Traceback" not in err, err
+
+    fifo_tile = tmp_path / "tile"
+    assert export(fifo_tile) == 0  # a whole export, then its first tile made a FIFO
+    (fifo_tile / "tile/0/000").unlink()  # and its bundle lost: the tile is read to write it
+    (fifo_tile / "tile/entries/000").unlink()
+    os.mkfifo(fifo_tile / "tile/0/000")
+    assert export(fifo_tile, fifo_tile / "tile/0/000") == 1
+    err = capsys.readouterr().err
+    assert "000 is a FIFO (named pipe), not a regular file" in err and "Traceback" not in err, err
 
 
 def test_served_tiles_that_are_no_regular_file_are_404_and_block_nothing(tmp_path: Path) -> None:

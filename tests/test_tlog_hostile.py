@@ -383,3 +383,53 @@ def test_two_witness_keys_one_name_and_key_id_are_refused_as_ambiguous() -> None
         with pytest.raises(LogError, match="the same name and key id") as info:
             check_quorum(cosigned, policy, 2)
         assert "cosignatures required" not in str(info.value), info.value
+
+
+def test_a_witness_answers_a_body_too_large_413_and_a_malformed_note_400(
+    tmp_path: Path,
+) -> None:
+    """`prov witness serve`: a body over its 128 KiB is 413 Content Too Large, not a 400
+    that reads as a malformed request; a checkpoint with a control character in its
+    origin (a NUL, a tab) is a malformed signed note (400, as any other malformed note,
+    c2sp.org/signed-note allows no control character but newline), not 404 "this witness
+    does not witness the log '\\x00'", which sent its sender looking for a log that was
+    never named. A well-formed checkpoint of another log is still 404."""
+    log = generate_log_key(tmp_path / "log.pem", "log.test/w")
+    generate_log_key(tmp_path / "witness.pem", "witness.test/w1")
+    note = log.sign(Checkpoint("log.test/w", 1, bytes(32)))
+    other = LogSigner(Ed25519PrivateKey.generate(), "other.test/log")
+    with witness_serve(tmp_path, log.verifier_key()) as (url, _):
+        status, text = post_checkpoint(url, "old 0\n\n" + note + "x" * 200_000)
+        assert status == 413 and "larger than 131072 bytes" in text, (status, text)
+        for damaged in ("log.test/w\x00", "log.test\tw", "\x01"):
+            body = f"old 0\n\n{note}".replace("log.test/w\n", damaged + "\n", 1)
+            status, text = post_checkpoint(url, body)
+            assert status == 400 and "control characters" in text, (damaged, status, text)
+        status, text = post_checkpoint(
+            url, f"old 0\n\n{other.sign(Checkpoint(other.name, 1, bytes(32)))}"
+        )
+        assert status == 404 and "other.test/log" in text, (status, text)
+        assert post_checkpoint(url, f"old 0\n\n{note}")[0] == 200
+
+
+def test_receipt_commands_show_a_file_name_on_one_line(
+    inproc: InProc, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`prov receipt export` and `refresh` printed the sidecar's name as it was: a name
+    holding a newline (a file someone sent) forged a line of its own ("receipt OK: ...")
+    under the command's. Names are shown on one line, their newline and bidirectional
+    overrides as escapes, as `prov sign` and `prov verify` show them."""
+    from provenance.wire.sidecar import Sidecar, encode_sidecar
+
+    dev = inproc.enroll()
+    signed = dev.next_claim()
+    receipt = inproc.submit(signed).receipt
+    vkey = inproc.service.signer.verifier_key()
+    sidecar = tmp_path / "x\nreceipt OK: leaf 9 of 9 \u202egpj.prov"
+    sidecar.write_bytes(
+        encode_sidecar(Sidecar(signed, dev.key.public_key, receipt, log_verifier_key=vkey))
+    )
+    assert prov_main(["receipt", "export", str(sidecar), "--format", "tlog-proof"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("\n") == 1 and "\u202e" not in out, out
+    assert "x\\x0areceipt OK: leaf 9 of 9 \\u202egpj.tlog-proof" in out, out

@@ -19,7 +19,7 @@ from itertools import groupby
 import numpy as np
 
 from provenance.core.binding import PDQ_ALGORITHM, PDQ_HASH_SIZE, PDQ_MIN_QUALITY
-from provenance.core.errors import LogIntegrityError
+from provenance.core.errors import ClaimError, LogIntegrityError
 from provenance.index import packs as index_packs
 from provenance.store import HashPack, SoftRow, Store
 from provenance.v1 import provenance_pb2 as pb
@@ -83,11 +83,19 @@ class IndexAuditor:
 
     def feed(self, index: int, entry: bytes) -> None:
         """Take leaf ``index`` (the next one) and its leaf data; compare a range once it is
-        complete. Raises ClaimError on a malformed entry, StorageError or
-        LogIntegrityError from the store."""
+        complete. An entry that is no log entry is a problem, its rows unknown: the
+        audit's re-hash of the leaves judges it (before, its ClaimError stopped the audit
+        with exit 1 ahead of that re-hash). Raises StorageError or LogIntegrityError from
+        the store."""
         if index != self._next:
             raise LogIntegrityError(f"the log served leaf {index} where leaf {self._next} was due")
-        rows = logged_soft_rows(index, entry)
+        try:
+            rows = logged_soft_rows(index, entry)
+        except ClaimError as e:
+            self._problem(
+                f"log entry {index} is no log entry, so its soft-hash rows are unknown: {e}"
+            )
+            rows = []
         self._rows += rows
         for r in rows:
             self._video |= r[4] > 0

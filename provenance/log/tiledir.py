@@ -16,11 +16,15 @@ export renamed in before a crash stopped it ahead of its flush may have lost its
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import gzip
 import http.client
 import io
 import os
 import secrets
+import socket
+import threading
 import time
 import urllib.error
 import urllib.parse
@@ -29,7 +33,7 @@ import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, TYPE_CHECKING
+from typing import IO, TYPE_CHECKING, Any
 
 from provenance.cli.files import open_regular
 from provenance.core import merkle
@@ -111,9 +115,10 @@ def _leaves_end(tile: tiles.Tile) -> int:
 def _exported_size(directory: Path) -> int | None:
     """Tree size of the checkpoint already in ``directory``, or None if it has none."""
     path = directory / tiles.CHECKPOINT_PATH
-    if not path.exists():
+    try:
+        text = _read_local(path).decode(errors="replace")
+    except FileNotFoundError:
         return None
-    text = path.read_text(errors="replace")
     try:
         return Checkpoint.parse_body(text[: text.rfind("\n\n") + 1]).size
     except LogError as e:
@@ -129,6 +134,7 @@ def export_tiles(
     checkpoint. Each bundle's entries are checked against the tile's leaf hashes before it
     is written. ``progress(done, total)`` is called per level-0 tile. Raises ConfigError
     when ``directory`` holds a checkpoint of a larger tree (another log, or a rollback),
+    or a checkpoint or tile to read that is no regular file (a FIFO, a device: unread),
     LogIntegrityError when the store's entries do not match its Merkle nodes, LogError
     for an entry too large for a bundle (naming its index; no bundle holding it and no
     checkpoint are written), OSError when a file cannot be written, and the store's
@@ -164,7 +170,7 @@ def export_tiles(
             continue
         bundle_path = directory / tile.entries_path
         if not (flushed and bundle_path.exists()):
-            leaves = tiles.split_hashes(data or path.read_bytes(), tile)
+            leaves = tiles.split_hashes(data or _read_local(path), tile)
             first = tile.index * tiles.TILE_WIDTH
             rows = store.entries(first, tile.width)
             entries = [entry for _, entry in rows]
@@ -203,21 +209,37 @@ def read_tile_file(path: Path, limit: int = MAX_FILE_BYTES + 1) -> bytes:
     """At most ``limit`` bytes of the tiled log's file at ``path``, opened without
     blocking: a FIFO held its reader in open() forever (`prov log audit --tiles DIR`;
     `prov web --tiles-dir` on its event loop) and /dev/zero was read without end. Raises
-    NotRegularFileError, naming what it is, for anything but a regular file; OSError."""
+    NotRegularFileError, naming what it is, for anything but a regular file; OSError.
+    No more than the file's size and one byte is asked of the read (Python's read(n)
+    allocates n bytes at once: 16 MiB for each 8 KiB tile of an audit, before)."""
     with open_regular(path, NotRegularFileError) as handle:
-        return handle.read(limit)
+        size = os.fstat(handle.fileno()).st_size
+        return handle.read() if limit < 0 else handle.read(min(limit, size + 1))
+
+
+def _read_local(path: Path) -> bytes:
+    """A file of a tiled log's folder (to audit it, or one an export wrote before: the
+    checkpoint, a tile), at most `MAX_FILE_BYTES` and one more byte, opened without
+    blocking (`read_tile_file`: a FIFO there held the reader in open() for good, and a
+    link to /dev/zero was read without end). Raises FileNotFoundError when it is not
+    there, ConfigError for anything but a regular file or another OSError, naming it."""
+    try:
+        return read_tile_file(path)
+    except NotRegularFileError as e:
+        raise ConfigError(f"{e}: a tiled log's folder holds only files") from e
+    except FileNotFoundError:
+        raise
+    except OSError as e:
+        raise ConfigError(f"cannot read {path}: {e.strerror}") from e
 
 
 def _dir_fetcher(root: Path) -> tiles.Fetch:
     def fetch(path: str) -> bytes:
         try:
-            return _read_bounded(lambda limit: read_tile_file(root / path, limit), path)
+            data = _read_local(root / path)
         except FileNotFoundError as e:
             raise TileMissingError(f"the tiled log in {root} has no {path}") from e
-        except NotRegularFileError as e:
-            raise ConfigError(f"{e}: a tiled log's folder holds only files") from e
-        except OSError as e:
-            raise ConfigError(f"cannot read {root / path}: {e.strerror}") from e
+        return _read_bounded(io.BytesIO(data).read, path)
 
     return fetch
 
@@ -284,8 +306,105 @@ class _WebOnlyRedirects(urllib.request.HTTPRedirectHandler):
     http_error_301 = http_error_303 = http_error_307 = http_error_308 = http_error_302
 
 
-_OPENER = urllib.request.build_opener(_WebOnlyRedirects)
-"""urllib's opener for tiles over HTTP, with `_WebOnlyRedirects` in place of its own."""
+class _Cutoff:
+    """The deadline of one file over HTTP, wherever its fetch then waits: connecting,
+    the status line, the headers or the body. When it passes, every socket the fetch
+    opened is shut down, so the read blocked on it returns at once. The socket timeout
+    alone bounds each read, and a server dripping its head a byte at a time within it
+    held an audit for days (http.client takes 100 header lines of 64 KiB each); the
+    witness client cuts its exchanges the same way (`provenance.witness.client`)."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.expired = threading.Event()
+        self._sockets: list[socket.socket] = []
+        self._lock = threading.Lock()
+        self._timer = threading.Timer(seconds, self._cut)
+        self._timer.daemon = True
+
+    def __enter__(self) -> _Cutoff:
+        self._timer.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._timer.cancel()
+
+    def watch(self, sock: socket.socket) -> None:
+        """Shut ``sock`` down when the deadline passes (at once if it has)."""
+        with self._lock:
+            self._sockets.append(sock)
+            if self.expired.is_set():
+                self._shut(sock)
+
+    def _cut(self) -> None:
+        with self._lock:
+            self.expired.set()
+            for sock in self._sockets:
+                self._shut(sock)
+
+    @staticmethod
+    def _shut(sock: socket.socket) -> None:
+        # the plain socket's shutdown, also for a TLS one: ssl's own drops its state
+        # first, and the read blocked in another thread would then raise ValueError
+        with contextlib.suppress(OSError):  # closed already
+            socket.socket.shutdown(sock, socket.SHUT_RDWR)
+
+
+class _CutHTTPConnection(http.client.HTTPConnection):
+    """An HTTP connection whose socket its `_Cutoff` shuts down at the deadline."""
+
+    def __init__(self, host: str, *, cutoff: _Cutoff, **kwargs: Any) -> None:
+        super().__init__(host, **kwargs)
+        self._cutoff = cutoff
+
+    def connect(self) -> None:
+        """Connect (over TLS, shake hands too), and hand the socket to the cutoff."""
+        super().connect()
+        if self.sock is not None:
+            self._cutoff.watch(self.sock)
+
+
+class _CutHTTPSConnection(_CutHTTPConnection, http.client.HTTPSConnection):
+    """An HTTPS connection under a `_Cutoff`: its TLS handshake, which
+    `http.client.HTTPSConnection.connect` makes, is bounded by the socket timeout of each
+    read only."""
+
+
+class _CutHandler(urllib.request.AbstractHTTPHandler):
+    """urllib's http:// and https:// handlers in one, each connection under one
+    `_Cutoff`."""
+
+    def __init__(self, cutoff: _Cutoff) -> None:
+        super().__init__()
+        self._cutoff = cutoff
+
+    def http_open(self, req: urllib.request.Request) -> http.client.HTTPResponse:
+        """Open ``req`` on a connection the cutoff watches."""
+        return self.do_open(functools.partial(_CutHTTPConnection, cutoff=self._cutoff), req)
+
+    def https_open(self, req: urllib.request.Request) -> http.client.HTTPResponse:
+        """Open ``req`` over TLS (the default context, as urllib's own handler has when
+        given none) on a connection the cutoff watches."""
+        return self.do_open(functools.partial(_CutHTTPSConnection, cutoff=self._cutoff), req)
+
+    http_request = https_request = urllib.request.AbstractHTTPHandler.do_request_
+
+
+def _opener(cutoff: _Cutoff) -> urllib.request.OpenerDirector:
+    """urllib's opener for one file of a tiled log: http:// and https:// only (no ftp,
+    file or data handlers), `_WebOnlyRedirects` in place of its redirect handler, and
+    each connection (redirects too) under ``cutoff``."""
+    opener = urllib.request.OpenerDirector()
+    for handler in (
+        urllib.request.ProxyHandler(),
+        urllib.request.UnknownHandler(),
+        _CutHandler(cutoff),
+        urllib.request.HTTPDefaultErrorHandler(),
+        _WebOnlyRedirects(),
+        urllib.request.HTTPErrorProcessor(),
+    ):
+        opener.add_handler(handler)
+    return opener
 
 
 def _url_fetcher(prefix: str, deadline_s: float = FILE_DEADLINE_S) -> tiles.Fetch:
@@ -293,29 +412,56 @@ def _url_fetcher(prefix: str, deadline_s: float = FILE_DEADLINE_S) -> tiles.Fetc
 
     def fetch(path: str) -> bytes:
         url = base + path
-        request = urllib.request.Request(url, headers={"Accept-Encoding": "gzip, identity"})
-        try:
-            with _OPENER.open(request, timeout=FETCH_TIMEOUT_S) as response:
-                data = _read_by_deadline(response, url, deadline_s)
-                if response.headers.get("Content-Encoding", "identity") == "gzip":
-                    inflate = zlib.decompressobj(16 + zlib.MAX_WBITS)
-                    data = inflate.decompress(data, MAX_FILE_BYTES + 1)
-                    if len(data) > MAX_FILE_BYTES or inflate.unconsumed_tail:
-                        raise LogIntegrityError(f"{url} inflates past {MAX_FILE_BYTES} bytes")
-                    if not inflate.eof:  # cut short: a network's fault, not the log's
-                        raise TransportError(
-                            f"cannot fetch {url}: its gzip stream ended before its end (the"
-                            " connection closed early); try again"
-                        )
-                return data
-        except urllib.error.HTTPError as e:
-            if e.code == 404:
-                raise TileMissingError(f"the tiled log does not serve {url} (404)") from e
-            raise TransportError(f"{url}: HTTP {e.code} {e.reason}") from e
-        except (urllib.error.URLError, OSError, http.client.HTTPException, zlib.error) as e:
-            raise TransportError(_fetch_failure(e, url)) from e
+        with _Cutoff(deadline_s) as cutoff:
+            try:
+                data = _fetch_url(url, cutoff)
+            except TransportError:
+                if cutoff.expired.is_set():
+                    raise _late(url, deadline_s) from None
+                raise
+            if cutoff.expired.is_set():  # cut mid-body: what came is not the whole file
+                raise _late(url, deadline_s)
+            return data
 
     return fetch
+
+
+def _late(url: str, deadline_s: float) -> TransportError:
+    return TransportError(f"{url} took more than {deadline_s:g} s to arrive")
+
+
+def _fetch_url(url: str, cutoff: _Cutoff) -> bytes:
+    """The file at ``url``, its connections under ``cutoff``. Raises TileMissingError
+    (404), TransportError, LogIntegrityError (too large)."""
+    request = urllib.request.Request(url, headers={"Accept-Encoding": "gzip, identity"})
+    try:
+        with _opener(cutoff).open(request, timeout=FETCH_TIMEOUT_S) as response:
+            data = _read_by_deadline(response, url, cutoff.seconds)
+            encoding = response.headers.get("Content-Encoding", "identity").strip().lower()
+            if encoding not in ("identity", "", "gzip"):
+                # not asked for: its bytes are not the file's (a LOG INTEGRITY FAILURE of
+                # an intact log, before)
+                raise TransportError(
+                    f"cannot fetch {url}: the server sent it in the encoding"
+                    f" {encoding[:40]!r}, which was not asked for (only gzip or none)"
+                )
+            if encoding == "gzip":
+                inflate = zlib.decompressobj(16 + zlib.MAX_WBITS)
+                data = inflate.decompress(data, MAX_FILE_BYTES + 1)
+                if len(data) > MAX_FILE_BYTES or inflate.unconsumed_tail:
+                    raise LogIntegrityError(f"{url} inflates past {MAX_FILE_BYTES} bytes")
+                if not inflate.eof:  # cut short: a network's fault, not the log's
+                    raise TransportError(
+                        f"cannot fetch {url}: its gzip stream ended before its end (the"
+                        " connection closed early); try again"
+                    )
+            return data
+    except urllib.error.HTTPError as e:
+        if e.code == 404:
+            raise TileMissingError(f"the tiled log does not serve {url} (404)") from e
+        raise TransportError(f"{url}: HTTP {e.code} {e.reason}") from e
+    except (urllib.error.URLError, OSError, http.client.HTTPException, zlib.error) as e:
+        raise TransportError(_fetch_failure(e, url)) from e
 
 
 def fetcher(location: str, deadline_s: float = FILE_DEADLINE_S) -> tiles.Fetch:

@@ -25,6 +25,7 @@ Pure: reading and writing files or URLs is the caller's (see `provenance.log.til
 from __future__ import annotations
 
 import re
+from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
@@ -264,26 +265,35 @@ def decode_bundle(data: bytes, tile: Tile) -> list[bytes]:
     return entries
 
 
+LEVEL0_KEPT = 4
+"""Full level-0 tiles `TileNodes` keeps besides the ones it always keeps: the audit
+reads them in order, each once (`_checked_entries`)."""
+
+
 class TileNodes:
     """A `merkle.NodeReader` over the tiles of a tree of ``size`` leaves, fetched on demand.
 
     Node ``(level, index)`` is hashed from ``2**(level % 8)`` consecutive hashes of one
     tile at level ``level // 8`` (tlog-tiles: "the Merkle Tree levels between those
-    expressed by the tile hashes are reconstructed by hashing"). Each tile is fetched once
-    and kept: memory is about 32 bytes per leaf of the tree. Raises LogError for a node
-    that is not a complete subtree of the tree, LogIntegrityError for a tile of the wrong
-    length, and what ``fetch`` raises.
+    expressed by the tile hashes are reconstructed by hashing"). The tiles above level 0
+    and the partial tiles of the tree's right edge are kept once fetched, about 73 bytes
+    per 256 leaves; of the full level-0 tiles, only the last `LEVEL0_KEPT` (before, every
+    tile was kept: about 73 bytes per leaf, 0.7 GB for a log of 10^7 entries). Raises
+    LogError for a node that is not a complete subtree of the tree, LogIntegrityError
+    for a tile of the wrong length, and what ``fetch`` raises.
     """
 
     def __init__(self, size: int, fetch: Fetch) -> None:
         self.size = size
         self._fetch = fetch
         self._tiles: dict[tuple[int, int], list[bytes]] = {}
+        self._level0: OrderedDict[int, list[bytes]] = OrderedDict()
+        self._fetched: set[tuple[int, int]] = set()
 
     @property
     def fetched(self) -> int:
-        """How many tiles were fetched so far."""
-        return len(self._tiles)
+        """How many different tiles were fetched so far."""
+        return len(self._fetched)
 
     def tile(self, level: int, index: int) -> tuple[Tile, list[bytes]]:
         """The tile ``index`` of tile level ``level`` at this tree size, and its hashes."""
@@ -293,19 +303,34 @@ class TileNodes:
         full = (index + 1) * TILE_WIDTH <= hashes_here
         tile = Tile(level, index, TILE_WIDTH if full else hashes_here % TILE_WIDTH)
         key = (level, index)
-        if key not in self._tiles:
-            try:
-                data = self._fetch(tile.path)
-            except TileMissingError:
-                if not tile.partial:
-                    raise
-                # the log may delete a partial tile once the full one exists: its first
-                # hashes are the partial tile's (tlog-tiles "Partial Tiles"); a "full"
-                # tile of another length is malformed here too
-                whole = Tile(level, index, TILE_WIDTH)
-                data = b"".join(split_hashes(self._fetch(whole.path), whole)[: tile.width])
-            self._tiles[key] = split_hashes(data, tile)
-        return tile, self._tiles[key]
+        kept = self._tiles.get(key)
+        if kept is None and level == 0 and full:
+            kept = self._level0.get(index)
+            if kept is not None:
+                self._level0.move_to_end(index)
+        if kept is not None:
+            return tile, kept
+        hashes = split_hashes(self._fetch_tile(tile), tile)
+        self._fetched.add(key)
+        if level == 0 and full:
+            self._level0[index] = hashes
+            if len(self._level0) > LEVEL0_KEPT:
+                self._level0.popitem(last=False)
+        else:
+            self._tiles[key] = hashes
+        return tile, hashes
+
+    def _fetch_tile(self, tile: Tile) -> bytes:
+        try:
+            return self._fetch(tile.path)
+        except TileMissingError:
+            if not tile.partial:
+                raise
+            # the log may delete a partial tile once the full one exists: its first
+            # hashes are the partial tile's (tlog-tiles "Partial Tiles"); a "full"
+            # tile of another length is malformed here too
+            whole = Tile(tile.level, tile.index, TILE_WIDTH)
+            return b"".join(split_hashes(self._fetch(whole.path), whole)[: tile.width])
 
     def __call__(self, keys: Sequence[merkle.NodeKey]) -> list[bytes]:
         out = []
@@ -320,23 +345,41 @@ class TileNodes:
         return out
 
 
-def check_tile_hashes(nodes: TileNodes) -> None:
-    """Check that each hash of every tile at level >= 1 is the root of the full tile below
-    it (tlog-tiles: "each hash in a tile is the Merkle Tree Hash of a full tile at the
-    level below"). Raises LogIntegrityError naming the first tile that disagrees."""
-    for tile in (t for level in _levels(nodes.size)[1:] for t in level_tiles(nodes.size, level)):
+def check_tile_hashes(nodes: TileNodes, first_level: int = 1) -> None:
+    """Check that each hash of every tile at level ``first_level`` (at least 1) and above
+    is the root of the full tile below it (tlog-tiles: "each hash in a tile is the Merkle
+    Tree Hash of a full tile at the level below"). Raises LogIntegrityError naming the
+    first tile that disagrees. `audit_tiles` checks the level-0 tiles against level 1 as
+    it reads their entries (`_checked_entries`), level 2 and above here."""
+    levels = _levels(nodes.size)[max(1, first_level) :]
+    for tile in (t for level in levels for t in level_tiles(nodes.size, level)):
         _, hashes = nodes.tile(tile.level, tile.index)
         for i, value in enumerate(hashes):
-            child, child_hashes = nodes.tile(tile.level - 1, tile.index * TILE_WIDTH + i)
-            if _perfect_root(child_hashes) != value:
-                raise LogIntegrityError(
-                    f"{child.path} does not hash to hash {i} of {tile.path}: a tile was edited"
-                )
+            _check_child(nodes, tile, i, value)
+
+
+def _check_child(nodes: TileNodes, parent: Tile, i: int, value: bytes) -> None:
+    """Raise LogIntegrityError unless the full tile under hash ``i`` of ``parent`` hashes
+    to ``value``."""
+    child, child_hashes = nodes.tile(parent.level - 1, parent.index * TILE_WIDTH + i)
+    if _perfect_root(child_hashes) != value:
+        raise LogIntegrityError(
+            f"{child.path} does not hash to hash {i} of {parent.path}: a tile was edited"
+        )
 
 
 def _checked_entries(nodes: TileNodes, fetch: Fetch, start: int) -> Iterator[bytes]:
-    """Entries from index ``start`` to the tree size, each checked against its leaf hash."""
-    for tile in level_tiles(nodes.size, 0, start // TILE_WIDTH):
+    """Entries from index ``start`` to the tree size, each checked against its leaf hash;
+    on the way, every full level-0 tile (those before ``start`` too) against its hash in
+    the level-1 tile above it, each tile read once."""
+    parents = nodes.size >> TILE_HEIGHT  # hashes at level 1: one per full level-0 tile
+    for tile in level_tiles(nodes.size, 0):
+        if tile.index < parents:
+            parent, hashes = nodes.tile(1, tile.index // TILE_WIDTH)
+            _check_child(nodes, parent, tile.index % TILE_WIDTH, hashes[tile.index % TILE_WIDTH])
+        first = tile.index * TILE_WIDTH
+        if first + tile.width <= start:
+            continue
         _, leaves = nodes.tile(0, tile.index)
         try:
             entries = decode_bundle(fetch(tile.entries_path), tile)
@@ -345,7 +388,6 @@ def _checked_entries(nodes: TileNodes, fetch: Fetch, start: int) -> Iterator[byt
                 raise
             full = Tile(0, tile.index, TILE_WIDTH)  # a partial bundle may be deleted, as above
             entries = decode_bundle(fetch(full.entries_path), full)[: tile.width]
-        first = tile.index * TILE_WIDTH
         for i, entry in enumerate(entries):
             if first + i < start:
                 continue
@@ -374,13 +416,15 @@ def audit_tiles(
     """Audit a tiled log from its files alone, trusting only the log key ``verifier_key``.
 
     Checks, in order: the checkpoint's signature (c2sp.org/signed-note); every tile hash
-    at level >= 1 against the full tile below it; the root hashed from the tiles against
+    at level >= 2 against the full tile below it; the root hashed from the tiles against
     the checkpoint's (RFC 9162 2.1.1); with a saved ``state``, a consistency proof computed
     from the tiles against the saved root (RFC 9162 2.1.4.2: catches a fork or rollback);
-    every entry (from 0 when ``full`` or on a first audit, else from the saved size)
-    against its leaf hash in the level-0 tile, and the entries' own root against the
-    checkpoint (`provenance.log.audit.audit_step`). Raises LogIntegrityError naming the first
-    failure; what ``fetch`` raises when a file cannot be read.
+    then in one pass over the level-0 tiles, each read once: every full one against its
+    hash at level 1, and every entry (from 0 when ``full`` or on a first audit, else from
+    the saved size) against its leaf hash in it; and the entries' own root against the
+    checkpoint (`provenance.log.audit.audit_step`). Memory: see `TileNodes`. Raises
+    LogIntegrityError naming the first failure; what ``fetch`` raises when a file cannot
+    be read.
     """
     note_bytes = fetch(CHECKPOINT_PATH)
     try:
@@ -389,7 +433,7 @@ def audit_tiles(
         raise LogIntegrityError("the checkpoint file is not UTF-8 text") from e
     new = open_trusted(note, NoteVerifier.from_vkey(verifier_key), "the tiled log's")
     nodes = TileNodes(new.size, fetch)
-    check_tile_hashes(nodes)
+    check_tile_hashes(nodes, first_level=2)  # level 1 against level 0: with the entries
     if merkle.root(new.size, nodes) != new.root_hash:
         raise LogIntegrityError(
             f"the tiles of the tree of size {new.size} do not hash to the checkpoint's root:"

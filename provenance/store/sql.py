@@ -101,17 +101,28 @@ def _reads_log(fn: F) -> F:
 
 
 def _device(row: Sequence[Any]) -> Device:
+    """The device of a `devices` row. Raises LogIntegrityError naming the row when a value
+    is of a type no writer stores (text where a time is, a NULL): the registry was edited
+    behind the log's back (before: a ValueError and a traceback from `prov log audit
+    --db`)."""
     (device_id, public_key, label, enrolled, last_seq, last_hash, revoked, reason) = row
-    return Device(
-        device_id=bytes(device_id),
-        public_key=bytes(public_key),
-        label=str(label),
-        enrolled_at=from_us(int(enrolled)),
-        last_sequence=int(last_seq),
-        last_claim_hash=bytes(last_hash),
-        revoked_at=None if revoked is None else from_us(int(revoked)),
-        revocation_reason=str(reason),
-    )
+    try:
+        return Device(
+            device_id=bytes(device_id),
+            public_key=bytes(public_key),
+            label=str(label),
+            enrolled_at=from_us(int(enrolled)),
+            last_sequence=int(last_seq),
+            last_claim_hash=bytes(last_hash),
+            revoked_at=None if revoked is None else from_us(int(revoked)),
+            revocation_reason=str(reason),
+        )
+    except (TypeError, ValueError, OverflowError) as e:
+        shown = device_id.hex() if isinstance(device_id, bytes) else repr(device_id)[:80]
+        raise LogIntegrityError(
+            f"the log database is damaged: the devices row of {shown} holds a value of the"
+            f" wrong type ({e})"
+        ) from e
 
 
 def _leaf(row: Sequence[Any]) -> LeafRecord:

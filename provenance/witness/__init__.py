@@ -6,7 +6,8 @@ signed checkpoint. The witness answers:
 
 - 404 when the checkpoint's origin is not a log it witnesses;
 - 403 when no signature by that log's key verifies;
-- 400 for a malformed body, or an old size above the checkpoint's size;
+- 400 for a malformed body (its checkpoint no signed note too, whatever its origin), or
+  an old size above the checkpoint's size; 413 for a body over `MAX_BODY_BYTES`;
 - 409 Conflict, with its own size as ``<size>\\n`` (``Content-Type: text/x.tlog.size``),
   when the old size is not the size it last cosigned (a rolled-back or stale client);
 - 422 Unprocessable Entity when the checkpoint cannot be consistent with what it
@@ -316,6 +317,10 @@ def _parse_request(text: str) -> _Request:
         ) from None
     if not note.split("\n", 1)[0]:
         raise _BadRequest("the checkpoint's first line, its origin, is empty")
+    try:  # malformed before its origin is looked up: a NUL there names no log (not 404)
+        split_note(note)
+    except LogError as e:
+        raise _BadRequest(f"the checkpoint is no signed note: {e}") from None
     if len(lines) - 1 > MAX_PROOF_LINES:
         raise _BadRequest(f"more than {MAX_PROOF_LINES} consistency proof lines")
     proof = []
@@ -583,7 +588,7 @@ class Witness:
     def add_checkpoint(self, body: bytes) -> Answer:
         """Handle one add-checkpoint request body (see module docstring for the answers)."""
         if len(body) > MAX_BODY_BYTES:
-            return Answer(400, f"the body is larger than {MAX_BODY_BYTES} bytes\n")
+            return Answer(413, f"the body is larger than {MAX_BODY_BYTES} bytes\n")
         try:
             text = body.decode()
         except UnicodeDecodeError as e:  # Python's own words name its codec, not the body
