@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import urllib.error
 import urllib.request
 from collections.abc import Callable
@@ -94,6 +95,40 @@ def test_a_damaged_state_file_is_a_plain_500_and_one_log_line(tmp_path: Path, da
     assert "Traceback" not in log_text, log_text
     assert log_text.count(str(state)) == 1, log_text
     assert any(words in log_text for words in said), log_text
+
+
+@pytest.mark.parametrize("kind", ["a FIFO", "a link to /dev/zero", "over 1 MiB"])
+def test_a_state_file_that_is_no_file_of_state_is_a_500_not_a_hang(
+    tmp_path: Path, kind: str
+) -> None:
+    """A log's state file replaced by a FIFO held every request for that log in open()
+    (and the log's lock with it), a link to /dev/zero was read until memory ran out, and
+    any huge file was read whole. Now each is refused unread (a state file `_save` writes
+    is a few KiB): 500, the state for that log is damaged, and the witness still answers."""
+    origin = "log.test/special"
+    log = generate_log_key(tmp_path / "log.pem", origin)
+    origin_hash = hashlib.sha256(origin.encode()).hexdigest()
+    note = log.sign(Checkpoint(origin, 0, merkle.EMPTY_ROOT))
+    stderr: list[str] = []
+    with witness_serve(tmp_path, log.verifier_key(), stderr) as (url, _):
+        assert post_checkpoint(url, f"old 0\n\n{note}")[0] == 200
+        (state,) = (tmp_path / "wstate").glob("*.json")
+        text = state.read_text()
+        state.unlink()
+        if kind == "a FIFO":
+            os.mkfifo(state)
+        elif kind == "a link to /dev/zero":
+            state.symlink_to("/dev/zero")
+        else:
+            state.write_text(text + " " * (1 << 20))  # what _save wrote, padded
+        answers = [
+            _get(f"{url}/{origin_hash}/checkpoint"),
+            (*post_checkpoint(url, f"old 0\n\n{note}"), "text/plain; charset=utf-8"),
+        ]
+    for status, body, _ctype in answers:
+        assert status == 500, (kind, status, body)
+        assert "state for that log is damaged" in body, body
+    assert "Traceback" not in "".join(stderr), stderr
 
 
 def test_a_log_whose_key_changed_gets_404_not_an_unsigned_checkpoint(tmp_path: Path) -> None:

@@ -69,6 +69,7 @@ from pathlib import Path
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from provenance.cli.files import open_regular
 from provenance.core import merkle
 from provenance.core.buckets import Every
 from provenance.core.errors import (
@@ -392,6 +393,9 @@ def _open_lock_file(path: Path) -> int:
 
 
 _ORIGIN_HASH_RE = re.compile(r"[0-9a-f]{64}")
+#: Most bytes of a log's state file: `_save` writes its origin, checkpoint note and
+#: cosignature line, a few KiB (the note came in a body of at most `MAX_BODY_BYTES`).
+MAX_STATE_BYTES = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -504,7 +508,11 @@ class Witness:
         (a LogError naming the file) when it cannot be read or is not what `_save`
         writes."""
         try:
-            doc = loads_text(path.read_bytes())
+            with open_regular(path, ValueError) as handle:  # a FIFO held open() for good
+                data = handle.read(MAX_STATE_BYTES + 1)  # /dev/zero or any huge file
+            if len(data) > MAX_STATE_BYTES:
+                raise ValueError(f"it is over {MAX_STATE_BYTES:,} bytes, more than any state")
+            doc = loads_text(data)
             origin, note, line = doc["origin"], doc["note"], doc.get("cosignature")
             if not (isinstance(origin, str) and isinstance(note, str)):
                 raise TypeError("its origin and note are not text")
