@@ -619,6 +619,12 @@ def receipt_export(
         raise ConfigError(_no_receipt(sidecar, sc, home))
     target = output or sidecar.with_name(sidecar.name.removesuffix(".prov") + FILE_SUFFIX)
     in_existing_folder(target, "--output")
+    if target.is_dir():  # was exit 1, "error: Is a directory: DIR"
+        raise typer.BadParameter(
+            f"{target} is a folder; name the file to write, e.g. --output"
+            f" {target / (sidecar.name.removesuffix('.prov') + FILE_SUFFIX)}",
+            param_hint="--output",
+        )
     atomic_write(target, encode_tlog_proof(sc.receipt).encode())
     out.print(f"wrote {shown_line(str(target))} ({format.value}, leaf {sc.receipt.leaf_index})")
 

@@ -87,6 +87,22 @@ def test_export_and_verify_against_a_real_server(
     assert rc == 1 and "no signature by" in err
 
 
+def test_an_export_onto_a_folder_is_a_usage_error_naming_a_file(
+    signed_two: list[Path], enrolled: Cli, tmp_path: Path
+) -> None:
+    """`--output` naming a folder: exit 2 saying to name a file, as `--report` and `--db`
+    do. Before: exit 1, "error: Is a directory: PATH" (found by h-rev43)."""
+    side = Path(f"{signed_two[1]}.prov")
+    folder = tmp_path / "proofs"
+    folder.mkdir()
+    rc, _, err = enrolled("receipt", "export", str(side), "--output", str(folder))
+    said = " ".join(err.split())
+    assert rc == 2 and "Traceback" not in err, err
+    assert "is a folder; name the file to write" in said, said
+    assert "Is a directory" not in said, said
+    assert list(folder.iterdir()) == []
+
+
 def test_a_proof_with_crlf_line_endings_is_named_as_such(
     signed_two: list[Path], enrolled: Cli, tmp_path: Path
 ) -> None:
