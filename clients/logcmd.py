@@ -723,7 +723,7 @@ def receipt_verify(
         raise UsageError(f"cannot read {sidecar}: {e.strerror or e}") from e
     except MediaError as e:
         raise UsageError(f"{sidecar} is not a usable sidecar ({e})") from e
-    if is_tlog_proof(data):
+    if is_tlog_proof(data) or sidecar.name.endswith(FILE_SUFFIX):  # named one: told why not
         note = _verify_tlog_proof(data, read_key_text(log_key), with_sidecar)
         _print_witnesses(note, witnesses, quorum)
         return

@@ -103,6 +103,22 @@ def test_an_export_onto_a_folder_is_a_usage_error_naming_a_file(
     assert list(folder.iterdir()) == []
 
 
+def test_a_garbage_tlog_proof_file_is_named_a_tlog_proof_not_a_sidecar(
+    enrolled: Cli, tmp_path: Path
+) -> None:
+    """A FILE.tlog-proof that does not start with the format's header (cut short, another
+    file renamed) is told what the format's first line must be. Before, it was read as a
+    sidecar: "not a usable sidecar (... not valid JSON ...)", exit 2 (found by h-rev43)."""
+    rc, vkey, _ = enrolled("log", "key")
+    proof = tmp_path / "x.jpg.tlog-proof"
+    proof.write_text("garbage\n")
+    rc, _, err = enrolled("receipt", "verify", str(proof), "--log-key", vkey.strip())
+    said = " ".join(err.split())
+    assert rc == 1 and "Traceback" not in err, err
+    assert "tlog-proof" in said and "first line" in said, said
+    assert "sidecar" not in said and "JSON" not in said, said
+
+
 def test_a_proof_with_crlf_line_endings_is_named_as_such(
     signed_two: list[Path], enrolled: Cli, tmp_path: Path
 ) -> None:

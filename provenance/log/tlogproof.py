@@ -95,12 +95,12 @@ def decode_tlog_proof(text: str) -> Receipt:
             " as its checkpoint was signed with them: convert it back (dos2unix FILE, or"
             " git with core.autocrlf off) and verify again"
         )
+    if text.partition("\n")[0] != HEADER:  # first: another file is told what it lacks
+        raise LogError(f"not a tlog-proof: the first line is not {HEADER!r}")
     head, sep, checkpoint = text.partition("\n\n")
     if not sep:
         raise LogError("tlog-proof has no blank line before its checkpoint")
     lines = head.split("\n")
-    if lines[0] != HEADER:
-        raise LogError(f"not a tlog-proof: the first line is not {HEADER!r}")
     if len(lines) < 3 or not lines[1].startswith(_EXTRA):
         raise LogError(
             "tlog-proof has no 'extra' line: this log's proofs carry the leaf data there,"
