@@ -14,7 +14,7 @@ import urllib.error
 import urllib.request
 import zlib
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -592,9 +592,12 @@ def test_a_tile_sent_in_an_encoding_not_asked_for_is_no_integrity_failure(
     assert rc == 0, capsys.readouterr().err
 
 
-def _tiled_log(folder: Path, signer: LogSigner, size: int) -> None:
+def _tiled_log(
+    folder: Path, signer: LogSigner, size: int, signed_at: datetime | None = None
+) -> None:
     """Write a tiled log of ``size`` 4-byte entries (0, 1, ...) signed by ``signer`` into
-    ``folder``, straight from the tlog-tiles layout (no store: a large log in seconds)."""
+    ``folder``, straight from the tlog-tiles layout (no store: a large log in seconds), its
+    checkpoint with the time line ``signed_at`` (None: none)."""
     entries = [i.to_bytes(4, "big") for i in range(size)]
     hashes = [merkle.leaf_hash(e) for e in entries]
     files: dict[str, bytes] = {}
@@ -611,10 +614,45 @@ def _tiled_log(folder: Path, signer: LogSigner, size: int) -> None:
         ]
         level += 1
     root = merkle.root(size, tiles.TileNodes(size, files.__getitem__))
-    files["checkpoint"] = signer.sign(Checkpoint(signer.name, size, root)).encode()
+    files["checkpoint"] = signer.sign(Checkpoint(signer.name, size, root, signed_at)).encode()
     for path, data in files.items():
         (folder / path).parent.mkdir(parents=True, exist_ok=True)
         (folder / path).write_bytes(data)
+
+
+def test_a_stale_copy_of_the_tiles_is_no_rollback(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A mirror or cache serving a checkpoint of fewer entries signed before the one the
+    audit saved (not updated yet) is exit 1, 'older than the one this audit saved', the
+    state kept: an old signed checkpoint proves nothing against the log. Before, it was
+    LOG INTEGRITY FAILURE: ROLLBACK, exit 3, a false alarm (found by h-rev43). A smaller
+    tree signed after the saved one is still a ROLLBACK (exit 3), as is one whose
+    checkpoints carry no time."""
+    signer = LogSigner(Ed25519PrivateKey.generate(), ORIGIN)
+    vkey = signer.verifier_key()
+    t0 = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
+    for name, size, minutes in (("old", 300, 0), ("new", 600, 10), ("rolled", 300, 20)):
+        _tiled_log(tmp_path / name, signer, size, t0 + timedelta(minutes=minutes))
+    for name, size in (("old-untimed", 300), ("new-untimed", 600)):
+        _tiled_log(tmp_path / name, signer, size)
+    state = tmp_path / "state.json"
+    assert _audit("--state", str(state), "--tiles", str(tmp_path / "new"), "--log-key", vkey) == 0
+    saved = state.read_bytes()
+    capsys.readouterr()
+    assert _audit("--state", str(state), "--tiles", str(tmp_path / "old")) == 1
+    said = " ".join(capsys.readouterr().err.split())
+    assert "older than the one this audit saved" in said, said
+    assert "LOG INTEGRITY FAILURE" not in said, said
+    assert state.read_bytes() == saved
+    assert _audit("--state", str(state), "--tiles", str(tmp_path / "rolled")) == 3
+    assert "ROLLBACK" in capsys.readouterr().err
+    untimed = str(tmp_path / "untimed.json")
+    assert (
+        _audit("--state", untimed, "--tiles", str(tmp_path / "new-untimed"), "--log-key", vkey) == 0
+    )
+    assert _audit("--state", untimed, "--tiles", str(tmp_path / "old-untimed")) == 3
+    assert "ROLLBACK" in capsys.readouterr().err
 
 
 def test_an_audit_from_tiles_holds_a_bounded_share_of_the_tree_in_memory(

@@ -58,6 +58,13 @@ class LogIntegrityError(LogError):
     """Stored log data no longer matches its signed checkpoints (tampering or corruption)."""
 
 
+class StaleCheckpointError(LogError):
+    """A copy of a log (a tiles mirror or cache) serves a checkpoint of fewer entries,
+    signed before the one an audit saved: not updated yet, or an old checkpoint served
+    again. Proves nothing against the log (a smaller tree signed after the saved one is a
+    rollback, LogIntegrityError)."""
+
+
 class TileMissingError(LogIntegrityError):
     """A tiled log (C2SP tlog-tiles) does not serve a file its checkpoint needs (a missing
     file, HTTP 404)."""

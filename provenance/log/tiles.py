@@ -31,7 +31,12 @@ from dataclasses import dataclass
 
 from provenance.core import merkle
 from provenance.core.claims import MAX_LOG_ENTRY_BYTES
-from provenance.core.errors import LogError, LogIntegrityError, TileMissingError
+from provenance.core.errors import (
+    LogError,
+    LogIntegrityError,
+    StaleCheckpointError,
+    TileMissingError,
+)
 from provenance.log.audit import AuditState, audit_step, open_trusted
 from provenance.log.checkpoint import Checkpoint, NoteVerifier
 
@@ -410,6 +415,28 @@ class TileAudit:
     tiles_read: int
 
 
+def _refuse_stale(new: Checkpoint, saved: Checkpoint) -> None:
+    """Raise StaleCheckpointError when the tiles' checkpoint ``new`` is of a smaller tree
+    than the ``saved`` one and signed no later (both carry this log's time line): a copy
+    not updated yet, which proves nothing either way. A smaller tree signed later, or
+    checkpoints without times, go on to `audit_step`'s ROLLBACK."""
+    if (
+        new.size < saved.size
+        and new.timestamp is not None
+        and saved.timestamp is not None
+        and new.timestamp <= saved.timestamp
+    ):
+        when, then = (f"{c.timestamp:%Y-%m-%d %H:%M:%S} UTC" for c in (new, saved))
+        raise StaleCheckpointError(
+            f"the tiles' checkpoint ({new.size:,} entries, signed {when}) is older than the"
+            f" one this audit saved ({saved.size:,} entries, signed {then}): a copy not"
+            " updated yet (a mirror or cache) or an old checkpoint served again, which"
+            " proves nothing against the log; nothing was checked and the saved state is"
+            " kept. Audit again later, or against the log's own server (a smaller tree"
+            " signed after the saved one would be a ROLLBACK)"
+        )
+
+
 def audit_tiles(
     fetch: Fetch, verifier_key: str, state: AuditState | None, *, full: bool = True
 ) -> TileAudit:
@@ -432,6 +459,10 @@ def audit_tiles(
     except UnicodeDecodeError as e:
         raise LogIntegrityError("the checkpoint file is not UTF-8 text") from e
     new = open_trusted(note, NoteVerifier.from_vkey(verifier_key), "the tiled log's")
+    if state is not None:
+        _refuse_stale(
+            new, Checkpoint.parse_body(state.checkpoint[: state.checkpoint.rfind("\n\n") + 1])
+        )
     nodes = TileNodes(new.size, fetch)
     check_tile_hashes(nodes, first_level=2)  # level 1 against level 0: with the entries
     if merkle.root(new.size, nodes) != new.root_hash:
