@@ -20,6 +20,7 @@ from clients.options import (
 )
 from provenance.cli.openfiles import raise_open_files_limit
 from provenance.core.errors import ConfigError, LogError
+from provenance.core.files import file_kind
 from provenance.log.checkpoint import check_key_name, generate_log_key, load_log_signer
 from provenance.witness import Witness
 from provenance.witness.client import read_key_text
@@ -94,6 +95,12 @@ def serve(
     if key.is_dir():
         raise typer.BadParameter(
             f"{key} is a folder; name the witness's key file (created if missing)",
+            param_hint="--key",
+        )
+    if key.exists() and not key.is_file():  # a FIFO or device: was exit 1
+        raise typer.BadParameter(
+            f"{key} is {file_kind(key.stat().st_mode)}, not a regular file; name the"
+            " witness's key file (created if missing)",
             param_hint="--key",
         )
     if not key.parent.is_dir():

@@ -388,9 +388,14 @@ def test_a_folder_option_naming_a_file_is_a_usage_error(
             f"{tmp_path} is a folder",
         ),
         (("log", "export-tiles", str(a_file), "--db", str(db)), "DIRECTORY", "is not a folder"),
+        (  # a FIFO or device key: exit 2 as a folder is (h-rev43; was exit 1)
+            (*witness, "--key", "/dev/null", "--state", str(tmp_path / "st")),
+            "--key",
+            "/dev/null is a device, not a regular file",
+        ),
     ):
         rc, err = _run(capsys, *args)
-        assert rc == 2 and option in err and words in err, (args, err)
+        assert rc == 2 and option in err and words in " ".join(err.split()), (args, err)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.db", "log.pem", "notes.txt"]
     a_file.chmod(0o644)
     rc, err = _run(capsys, *witness, "--key", str(a_file), "--state", str(tmp_path / "st"))
