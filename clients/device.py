@@ -560,6 +560,11 @@ class DeviceHome:
                 )
         state = self._numbering(self.state())
         seq = state.last_sequence + 1
+        if seq >= 2**64:  # a claim's sequence is a uint64: before, a traceback
+            raise ConfigError(
+                f"this device has used its last sequence number ({state.last_sequence}):"
+                " make a new key (`prov device init --force`; this device's claims are kept)"
+            )
         claim = Claim(
             device_id=key.key_id,
             sequence=seq,
@@ -1280,9 +1285,11 @@ def _read_entry(file: Path) -> QueueEntry:
 def _name_sequence(name: str) -> int:
     """The sequence a queue, set_aside/ or sidecars/ file name gives
     (``000000000007.json``, ``000000000007-2.json`` from `_free_name`,
-    ``000000000007.prov``); 0 for any other name."""
+    ``000000000007.prov``); 0 for any other name, and for a number no claim has (a
+    claim's sequence is a uint64)."""
     stem = name.split(".", 1)[0].split("-", 1)[0]
-    return int(stem) if stem.isascii() and stem.isdigit() else 0
+    seq = int(stem) if stem.isascii() and stem.isdigit() else 0
+    return seq if seq < 2**64 else 0
 
 
 def _free_name(path: Path) -> Path:

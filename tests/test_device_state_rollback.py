@@ -7,6 +7,7 @@ no entry is ever written over another. Real `prov serve`, the real CLI, keys and
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -66,3 +67,24 @@ def test_set_aside_and_queued_claims_of_one_number_are_both_kept(
     assert rc == 1, (out, err)
     kept = sorted(e.sidecar.claim.sequence for e in home.pending() if e.sidecar)
     assert kept == [1, 2, 2], (kept, out, err)
+
+
+def test_a_sequence_past_the_last_is_said_in_words(enrolled: Cli, tmp_path: Path) -> None:
+    photo = _photo(tmp_path, "p.png", 0)
+    state_path = enrolled.home / "device.json"
+    state = json.loads(state_path.read_text())
+    state_path.write_text(json.dumps({**state, "last_sequence": 2**64 - 1}))
+    rc, out, err = enrolled("sign", "--server", closed_port(), str(photo))
+    assert rc == 1, (out, err)  # before: a traceback ending "ValueError: Value out of range"
+    assert "used its last sequence number (18446744073709551615)" in err, err
+    assert "Traceback" not in err and "ValueError" not in err, err
+
+    state_path.write_text(json.dumps(state))
+    queue = enrolled.home / "queue"
+    queue.mkdir(exist_ok=True)
+    (queue / f"{2**64 - 1}.json").write_bytes(b"")  # the last number a claim can have
+    rc, out, err = enrolled("sign", "--server", closed_port(), str(photo))
+    assert rc == 1 and "used its last sequence number" in err, (out, err)
+    (queue / f"{2**64 - 1}.json").rename(queue / f"{2**64}.json")  # no claim's number
+    rc, out, err = enrolled("sign", "--server", closed_port(), str(photo))
+    assert rc == 0 and "signed (#1)" in out, (out, err)
