@@ -782,7 +782,8 @@ class DeviceHome:
 
         The sidecar beside the file is rewritten only when it still describes this claim
         (or is gone while its folder exists); when it cannot be written (folder deleted,
-        name too long) the sidecar with the receipt is kept in ``sidecars/``. Returns the
+        name too long), or now holds another claim (the file signed again since), the
+        sidecar with the receipt is kept in ``sidecars/``. Returns the
         receipt and a note on where the sidecar went ("" when beside the file). Raises
         TransportError (the entry stays queued).
         """
@@ -802,8 +803,14 @@ class DeviceHome:
             written, problem = self._write_sidecar(entry.sequence, side_path, done)
             if problem:
                 note = f"{problem}; the sidecar with the receipt is kept at {written}"
-        else:
-            note = f"{side_path.name} now holds another claim; left as it is"
+        else:  # signed again since (the file edited): both sidecars are kept
+            self.sidecar_dir.mkdir(parents=True, exist_ok=True)
+            kept = self.sidecar_dir / f"{entry.sequence:012d}{SIDECAR_SUFFIX}"
+            atomic_write(kept, encode_sidecar(done))
+            note = (
+                f"{side_path.name} now holds another claim, left as it is; this claim's"
+                f" sidecar with its receipt is kept at {kept}"
+            )
         entry.file.unlink(missing_ok=True)
         return receipt, note
 
