@@ -784,8 +784,10 @@ class DeviceHome:
         (or is gone while its folder exists); when it cannot be written (folder deleted,
         name too long), or now holds another claim (the file signed again since), the
         sidecar with the receipt is kept in ``sidecars/``. Returns the
-        receipt and a note on where the sidecar went ("" when beside the file). Raises
-        TransportError (the entry stays queued).
+        receipt and a note on where the sidecar went ("" when beside the file), or that
+        the entry stays queued because the device folder cannot be written (the next
+        sync's replay gets the same receipt). Raises TransportError (the entry stays
+        queued).
         """
         assert entry.sidecar is not None and entry.sidecar_path is not None
         receipt, _ = client.submit(entry.sidecar.signed_claim)
@@ -799,19 +801,34 @@ class DeviceHome:
             )
         except (OSError, ProvenanceError):
             current = None
-        if current is None or current.signed_claim == entry.sidecar.signed_claim:
-            written, problem = self._write_sidecar(entry.sequence, side_path, done)
-            if problem:
-                note = f"{problem}; the sidecar with the receipt is kept at {written}"
-        else:  # signed again since (the file edited): both sidecars are kept
-            self.sidecar_dir.mkdir(parents=True, exist_ok=True)
-            kept = self.sidecar_dir / f"{entry.sequence:012d}{SIDECAR_SUFFIX}"
-            atomic_write(kept, encode_sidecar(done))
-            note = (
-                f"{side_path.name} now holds another claim, left as it is; this claim's"
-                f" sidecar with its receipt is kept at {kept}"
+        try:
+            if current is None or current.signed_claim == entry.sidecar.signed_claim:
+                written, problem = self._write_sidecar(entry.sequence, side_path, done)
+                if problem:
+                    note = f"{problem}; the sidecar with the receipt is kept at {written}"
+            else:  # signed again since (the file edited): both sidecars are kept
+                self.sidecar_dir.mkdir(parents=True, exist_ok=True)
+                kept = self.sidecar_dir / f"{entry.sequence:012d}{SIDECAR_SUFFIX}"
+                atomic_write(kept, encode_sidecar(done))
+                note = (
+                    f"{side_path.name} now holds another claim, left as it is; this claim's"
+                    f" sidecar with its receipt is kept at {kept}"
+                )
+        except OSError as e:  # the device folder cannot be written either: kept queued
+            return receipt, (
+                f"logged at leaf {receipt.leaf_index}, but its sidecar with the receipt"
+                f" could not be written ({e.strerror or e}), so its queue entry stays: the"
+                " next sync gets the same receipt and writes it"
             )
-        entry.file.unlink(missing_ok=True)
+        try:
+            entry.file.unlink(missing_ok=True)
+        except OSError as e:  # a read-only device folder: a replay later, not a stop now
+            gone = (
+                f"logged at leaf {receipt.leaf_index}, but its queue entry could not be"
+                f" removed ({e.strerror or e}: {entry.file}); the next sync finds it logged"
+                " (the same receipt) and removes it"
+            )
+            note = f"{note}; {gone}" if note else gone
         return receipt, note
 
     def embed_c2pa(
