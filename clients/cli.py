@@ -732,7 +732,9 @@ def sign(
     not_enrolled = False
     stop = StopBetweenFiles("Ctrl-C: stopping after this file (Ctrl-C again to stop at once)")
     try:
-        with stop, h.locked(), ProvenanceClient(server) as c:
+        # the lock first: Ctrl-C while waiting for it stops at once, nothing signed
+        # (before: "stopping after this file", and the wait went on)
+        with h.locked(), stop, ProvenanceClient(server) as c:
             stopped = ""  # why claims stay queued (server unreachable, a transient refusal)
             for f in files:
                 name = shown_line(str(f))  # one line per file: a name's newline cannot forge one

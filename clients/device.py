@@ -23,7 +23,9 @@ Order of writes when signing (each file written atomically and fsynced): the sta
 a gap in the sequence, never a reused number, and never a signed claim that is not
 queued. A crash between the queue entry and the sidecar leaves a queued claim without its
 sidecar: signing the same bytes for the same sidecar path again reuses that claim
-(`DeviceHome.sign_file`), so it is not signed and logged twice.
+(`DeviceHome.sign_file`), so it is not signed and logged twice. A new claim is numbered
+past every claim the folder holds as well (`DeviceHome._numbering`: a device.json put
+back to an older copy), and no entry is written or moved over another (`_free_name`).
 
 The queue never jams: an entry is the signed claim itself, so it is submitted whether
 or not the media file, its folder or its sidecar still exist; an entry the server
@@ -556,8 +558,13 @@ class DeviceHome:
                 return SignedFile(
                     entry.sidecar, written, entry.file, problem, already=True, backup=backup
                 )
-        state = self.state()
+        state = self._numbering(self.state())
         seq = state.last_sequence + 1
+        if seq >= 2**64:  # a claim's sequence is a uint64: before, a traceback
+            raise ConfigError(
+                f"this device has used its last sequence number ({state.last_sequence}):"
+                " make a new key (`prov device init --force`; this device's claims are kept)"
+            )
         claim = Claim(
             device_id=key.key_id,
             sequence=seq,
@@ -587,6 +594,33 @@ class DeviceHome:
         written, problem = self._write_sidecar(seq, side_path, sidecar)
         return SignedFile(sidecar, written, queue_file, problem, backup=backup)
 
+    def _numbering(self, state: DeviceState) -> DeviceState:
+        """``state``, its last sequence moved up to the highest this folder holds a claim
+        of (queue/, set_aside/, sidecars/, by their names), and its last claim hash to
+        that claim's when its entry can be read, saying so on stderr. A device.json put
+        back to an older copy (a backup copied over the folder, which leaves the newer
+        entries) numbered the next claim with a queued claim's sequence, and its entry was
+        written over that claim's: a signed capture lost."""
+        held = 0
+        for folder in (self.queue_dir, self.set_aside_dir, self.sidecar_dir):
+            with contextlib.suppress(OSError):  # no such folder yet
+                held = max([held, *map(_name_sequence, os.listdir(folder))])
+        if held <= state.last_sequence:
+            return state
+        last_hash = state.last_claim_hash
+        for folder in (self.queue_dir, self.set_aside_dir):
+            entry = _read_entry(folder / f"{held:012d}.json")
+            if entry.sidecar is not None and entry.sidecar.claim.sequence == held:
+                last_hash = entry.sidecar.signed_claim.claim_hash.hex()
+                break
+        print(
+            f"{self.state_path}: its last sequence ({state.last_sequence}) is behind the"
+            f" claims this device folder holds (up to #{held}; an older copy put back?):"
+            f" the next claim is numbered {held + 1}",
+            file=sys.stderr,
+        )
+        return replace(state, last_sequence=held, last_claim_hash=last_hash)
+
     def _write_sidecar(self, seq: int, side_path: Path, sidecar: Sidecar) -> tuple[Path, str]:
         """Write the sidecar beside its file, else into ``sidecars/`` of the device folder.
 
@@ -615,7 +649,7 @@ class DeviceHome:
             "last_error": "",
             "last_attempt": "",
         }
-        queued = self.queue_dir / f"{seq:012d}.json"
+        queued = _free_name(self.queue_dir / f"{seq:012d}.json")
         atomic_write(queued, json.dumps(doc).encode())
         return queued
 
@@ -686,7 +720,7 @@ class DeviceHome:
         the read problem, found again whenever it is listed): nothing of it is lost.
         Raises OSError when it cannot be moved (it then stays queued)."""
         self.set_aside_dir.mkdir(parents=True, exist_ok=True)
-        target = self.set_aside_dir / entry.file.name
+        target = _free_name(self.set_aside_dir / entry.file.name)
         if entry.sidecar is None:
             os.replace(entry.file, target)
             return target
@@ -720,7 +754,7 @@ class DeviceHome:
         moved = 0
         for entry in self.set_aside():
             self.queue_dir.mkdir(parents=True, exist_ok=True)
-            os.replace(entry.file, self.queue_dir / entry.file.name)
+            os.replace(entry.file, _free_name(self.queue_dir / entry.file.name))
             moved += 1
         return moved
 
@@ -748,9 +782,12 @@ class DeviceHome:
 
         The sidecar beside the file is rewritten only when it still describes this claim
         (or is gone while its folder exists); when it cannot be written (folder deleted,
-        name too long) the sidecar with the receipt is kept in ``sidecars/``. Returns the
-        receipt and a note on where the sidecar went ("" when beside the file). Raises
-        TransportError (the entry stays queued).
+        name too long), or now holds another claim (the file signed again since), the
+        sidecar with the receipt is kept in ``sidecars/``. Returns the
+        receipt and a note on where the sidecar went ("" when beside the file), or that
+        the entry stays queued because the device folder cannot be written (the next
+        sync's replay gets the same receipt). Raises TransportError (the entry stays
+        queued).
         """
         assert entry.sidecar is not None and entry.sidecar_path is not None
         receipt, _ = client.submit(entry.sidecar.signed_claim)
@@ -764,13 +801,34 @@ class DeviceHome:
             )
         except (OSError, ProvenanceError):
             current = None
-        if current is None or current.signed_claim == entry.sidecar.signed_claim:
-            written, problem = self._write_sidecar(entry.sequence, side_path, done)
-            if problem:
-                note = f"{problem}; the sidecar with the receipt is kept at {written}"
-        else:
-            note = f"{side_path.name} now holds another claim; left as it is"
-        entry.file.unlink(missing_ok=True)
+        try:
+            if current is None or current.signed_claim == entry.sidecar.signed_claim:
+                written, problem = self._write_sidecar(entry.sequence, side_path, done)
+                if problem:
+                    note = f"{problem}; the sidecar with the receipt is kept at {written}"
+            else:  # signed again since (the file edited): both sidecars are kept
+                self.sidecar_dir.mkdir(parents=True, exist_ok=True)
+                kept = self.sidecar_dir / f"{entry.sequence:012d}{SIDECAR_SUFFIX}"
+                atomic_write(kept, encode_sidecar(done))
+                note = (
+                    f"{side_path.name} now holds another claim, left as it is; this claim's"
+                    f" sidecar with its receipt is kept at {kept}"
+                )
+        except OSError as e:  # the device folder cannot be written either: kept queued
+            return receipt, (
+                f"logged at leaf {receipt.leaf_index}, but its sidecar with the receipt"
+                f" could not be written ({e.strerror or e}), so its queue entry stays: the"
+                " next sync gets the same receipt and writes it"
+            )
+        try:
+            entry.file.unlink(missing_ok=True)
+        except OSError as e:  # a read-only device folder: a replay later, not a stop now
+            gone = (
+                f"logged at leaf {receipt.leaf_index}, but its queue entry could not be"
+                f" removed ({e.strerror or e}: {entry.file}); the next sync finds it logged"
+                " (the same receipt) and removes it"
+            )
+            note = f"{note}; {gone}" if note else gone
         return receipt, note
 
     def embed_c2pa(
@@ -1248,10 +1306,35 @@ def _read_entry(file: Path) -> QueueEntry:
     return known(file, seq, sidecar, side_path)
 
 
+def _name_sequence(name: str) -> int:
+    """The sequence a queue, set_aside/ or sidecars/ file name gives
+    (``000000000007.json``, ``000000000007-2.json`` from `_free_name`,
+    ``000000000007.prov``); 0 for any other name, and for a number no claim has (a
+    claim's sequence is a uint64)."""
+    stem = name.split(".", 1)[0].split("-", 1)[0]
+    seq = int(stem) if stem.isascii() and stem.isdigit() else 0
+    return seq if seq < 2**64 else 0
+
+
+def _free_name(path: Path) -> Path:
+    """``path`` when nothing is there, else the first free ``STEM-2.json``,
+    ``STEM-3.json``, ... beside it: an entry is never written or moved over another
+    (two claims of one sequence, from a folder put back over a newer one, are both
+    kept; the log takes one and the other is set aside with the reason)."""
+    n = 1
+    target = path
+    while os.path.lexists(target):
+        n += 1
+        target = path.with_name(f"{path.stem}-{n}{path.suffix}")
+    return target
+
+
 def _read_entries(folder: Path) -> list[QueueEntry]:
+    """The entries in ``folder``, in sequence order (then by name: `_free_name`'s)."""
     if not folder.is_dir():
         return []
-    return [_read_entry(f) for f in sorted(folder.glob("*.json"))]
+    entries = [_read_entry(f) for f in folder.glob("*.json")]
+    return sorted(entries, key=lambda e: (e.sequence, e.file.name))
 
 
 @dataclass
