@@ -47,7 +47,7 @@ from tests.drain import drain_stderr, drain_stdout
 
 HEADER_SECONDS = 2.0
 #: The answer of each server to `_normal_request`.
-SERVED = {"web": 200, "witness": 404}
+SERVED = {"web": 200, "witness": 400}
 
 
 def _witness(tmp_path: Path, *extra: str) -> ServerProc:
@@ -78,8 +78,8 @@ def http_server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tupl
 
 
 def _normal_request(kind: str, url: str) -> int:
-    """The status of an ordinary request from 127.0.0.1 (a witness answers 404 to a
-    checkpoint of a log it does not witness: the request was served)."""
+    """The status of an ordinary request from 127.0.0.1 (a witness answers 400 to a
+    checkpoint that is no signed note: the request was served)."""
     if kind == "web":
         request = urllib.request.Request(f"{url}/static/favicon.svg")
     else:
@@ -1056,7 +1056,7 @@ def _answered_early(kind: str) -> tuple[bytes, tuple[bytes, ...]]:
     """(request, the starts its answer may have) for a request the server answers
     before reading its whole body (1 MB of it still to come): a form of more than 8
     parts to `prov web` (400 at the ninth part's head, or 429 while two of the client's
-    uploads are still running), a body over 128 KiB to the witness (400)."""
+    uploads are still running), a body over 128 KiB to the witness (413)."""
     if kind == "web":
         parts = b"".join(
             b'--B\r\ncontent-disposition: form-data; name="f%d"\r\n\r\nx\r\n' % i for i in range(9)
@@ -1072,7 +1072,7 @@ def _answered_early(kind: str) -> tuple[bytes, tuple[bytes, ...]]:
     else:
         body = b"old 0\n" + b"x" * 1_000_000
         head = b"POST /add-checkpoint HTTP/1.1\r\nhost: t\r\n"
-        answers = (b"HTTP/1.1 400 Bad Request\r\n",)
+        answers = (b"HTTP/1.1 413 Request Entity Too Large\r\n",)
     return head + b"content-length: %d\r\n\r\n" % len(body) + body, answers
 
 
@@ -1109,7 +1109,7 @@ def test_a_connection_answered_before_its_body_ended_is_closed_once_idle(
 
 def _oversized(kind: str, length: int, close: bool) -> tuple[bytes, bytes]:
     """(a request head declaring a body of ``length`` bytes, the start of its answer): a
-    JSON lookup to `prov web` (413 past 4 MiB), an add-checkpoint to the witness (400
+    JSON lookup to `prov web` (413 past 4 MiB), an add-checkpoint to the witness (413
     past 128 KiB); with ``close``, the head asks for ``Connection: close`` (as urllib's
     does)."""
     if kind == "web":
@@ -1117,7 +1117,7 @@ def _oversized(kind: str, length: int, close: bool) -> tuple[bytes, bytes]:
         answer = b"HTTP/1.1 413 "
     else:
         head = b"POST /add-checkpoint HTTP/1.1\r\nhost: t\r\n"
-        answer = b"HTTP/1.1 400 "
+        answer = b"HTTP/1.1 413 "
     if close:
         head += b"connection: close\r\n"
     return head + b"content-length: %d\r\n\r\n" % length, answer
