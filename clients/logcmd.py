@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, nullcontext
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
@@ -797,6 +798,27 @@ def receipt_refresh(
     unreachable, or refused, as for a forked log) or the policy is not met."""
     witnesses = policy_keys(witness or [])
     quorum = witness_quorum_of(len(witnesses), witness_quorum)
+    with _device_lock(home):  # not between a `prov sign --force`'s read and write
+        _refresh(sidecar, server, log_key, witnesses, quorum, home)
+
+
+def _device_lock(home: Path) -> AbstractContextManager[None]:
+    """The lock of the device folder ``home`` (`DeviceHome.locked`, which `prov sign`
+    holds while it writes sidecars) when that folder exists; else nothing to hold, and
+    no folder is made."""
+    return DeviceHome(home).locked() if home.is_dir() else nullcontext()
+
+
+def _refresh(
+    sidecar: Path,
+    server: str,
+    log_key: str | None,
+    witnesses: list[str],
+    quorum: int,
+    home: Path,
+) -> None:
+    """`receipt_refresh` of ``sidecar``: read it, fetch and check the newest cosigned
+    checkpoint's proof (each call within the client's deadline), rewrite it."""
     sc = _read_sidecar(sidecar)
     if sc.receipt is None:
         raise ConfigError(_no_receipt(sidecar, sc, home))

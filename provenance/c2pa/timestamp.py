@@ -26,9 +26,7 @@ from __future__ import annotations
 
 import hashlib
 import http.client
-import socket
 import struct
-import threading
 import urllib.parse
 import zlib
 from collections.abc import Iterator, Mapping
@@ -51,6 +49,7 @@ from rfc3161_client import (
 )
 
 from provenance.c2pa.container import PNG_TYPES, manifest_store
+from provenance.cli.cutoff import Cutoff
 from provenance.cli.files import read_capped
 from provenance.core.errors import ConfigError, MediaError, TimestampError
 from provenance.core.networds import exchange_failure
@@ -240,50 +239,42 @@ def request_token(tbs: bytes, tsa: TimestampAuthority) -> bytes:
 def _post(tsa: TimestampAuthority, query: bytes) -> bytes:
     """POST an RFC 3161 query to the TSA (RFC 3161 section 3.4); the reply body, at most
     MAX_REPLY_BYTES + 1 bytes. tsa.timeout_s bounds the whole exchange: at the deadline a
-    timer shuts the socket down, so a TSA that drips its headers or body a byte at a time
+    `Cutoff` shuts the socket down, so a TSA that drips its headers or body a byte at a time
     is cut off (a per-read socket timeout alone would wait for each byte). Raises
     TimestampError naming the TSA when it is unreachable, too slow or not HTTP 200."""
     parts = urllib.parse.urlsplit(tsa.url)
     kind = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
-    expired = threading.Event()
     try:
         conn = kind(parts.hostname or "", parts.port, timeout=tsa.timeout_s)
     except (ValueError, http.client.HTTPException) as e:  # e.g. a port that is not a number
         raise TimestampError(f"the timestamp authority URL {tsa.url} is not usable: {e}") from e
-
-    def cut() -> None:
-        expired.set()
-        if conn.sock is not None:
-            try:
-                conn.sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-
-    timer = threading.Timer(tsa.timeout_s, cut)
-    timer.daemon = True
-    timer.start()
-    try:
-        path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-        conn.request(
-            "POST", path, body=query, headers={"Content-Type": "application/timestamp-query"}
-        )
-        reply = conn.getresponse()
-        if reply.status != 200:
-            raise TimestampError(f"the timestamp authority {tsa.url} answered HTTP {reply.status}")
-        body = reply.read(MAX_REPLY_BYTES + 1)
-    except (OSError, http.client.HTTPException, ValueError) as e:
-        if expired.is_set():
-            raise TimestampError(_unreachable(tsa, "no complete reply")) from e
-        if isinstance(e, http.client.HTTPException) and not isinstance(e, ConnectionError):
-            # it was reached: what it sent is no HTTP reply (another service at the URL)
-            why = exchange_failure(e, tsa.timeout_s).removeprefix("the server ")
-            raise TimestampError(f"the timestamp authority {tsa.url} {why}") from e
-        why = exchange_failure(e, tsa.timeout_s) if isinstance(e, OSError) else str(e)
-        raise TimestampError(_unreachable(tsa, why)) from e
-    finally:
-        timer.cancel()
-        conn.close()
-    if expired.is_set():  # the body was cut short at the deadline
+    with Cutoff(tsa.timeout_s) as cutoff:
+        try:
+            conn.connect()
+            if conn.sock is not None:
+                cutoff.watch(conn.sock)
+            path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+            conn.request(
+                "POST", path, body=query, headers={"Content-Type": "application/timestamp-query"}
+            )
+            reply = conn.getresponse()
+            if reply.status != 200:
+                raise TimestampError(
+                    f"the timestamp authority {tsa.url} answered HTTP {reply.status}"
+                )
+            body = reply.read(MAX_REPLY_BYTES + 1)
+        except (OSError, http.client.HTTPException, ValueError) as e:
+            if cutoff.expired.is_set():
+                raise TimestampError(_unreachable(tsa, "no complete reply")) from e
+            if isinstance(e, http.client.HTTPException) and not isinstance(e, ConnectionError):
+                # it was reached: what it sent is no HTTP reply (another service at the URL)
+                why = exchange_failure(e, tsa.timeout_s).removeprefix("the server ")
+                raise TimestampError(f"the timestamp authority {tsa.url} {why}") from e
+            why = exchange_failure(e, tsa.timeout_s) if isinstance(e, OSError) else str(e)
+            raise TimestampError(_unreachable(tsa, why)) from e
+        finally:
+            conn.close()
+    if cutoff.expired.is_set():  # the body was cut short at the deadline
         raise TimestampError(_unreachable(tsa, "no complete reply"))
     if reply.length and len(body) <= MAX_REPLY_BYTES:  # fewer bytes than it announced
         raise TimestampError(

@@ -1,5 +1,6 @@
 """What the `prov` commands share, below the layers that have commands of their own
 (`web`: `prov web`; `server`: `prov serve`; clients/cli.py registers them with its own):
 option types and checks (`options`) and where a key file's passphrase comes from
-(`passphrase`), operator files read up to a limit (`files`). Typer and Rich over `core`,
+(`passphrase`), operator files read up to a limit (`files`), the deadline of a whole HTTP
+exchange (`cutoff`). Typer and Rich over `core`,
 `metrics` and `terminal`."""

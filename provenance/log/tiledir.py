@@ -16,15 +16,12 @@ export renamed in before a crash stopped it ahead of its flush may have lost its
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import gzip
 import http.client
 import io
 import os
 import secrets
-import socket
-import threading
 import time
 import urllib.error
 import urllib.parse
@@ -35,6 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
+from provenance.cli.cutoff import Cutoff
 from provenance.cli.files import open_regular
 from provenance.core import merkle
 from provenance.core.errors import (
@@ -306,54 +304,10 @@ class _WebOnlyRedirects(urllib.request.HTTPRedirectHandler):
     http_error_301 = http_error_303 = http_error_307 = http_error_308 = http_error_302
 
 
-class _Cutoff:
-    """The deadline of one file over HTTP, wherever its fetch then waits: connecting,
-    the status line, the headers or the body. When it passes, every socket the fetch
-    opened is shut down, so the read blocked on it returns at once. The socket timeout
-    alone bounds each read, and a server dripping its head a byte at a time within it
-    held an audit for days (http.client takes 100 header lines of 64 KiB each); the
-    witness client cuts its exchanges the same way (`provenance.witness.client`)."""
-
-    def __init__(self, seconds: float) -> None:
-        self.seconds = seconds
-        self.expired = threading.Event()
-        self._sockets: list[socket.socket] = []
-        self._lock = threading.Lock()
-        self._timer = threading.Timer(seconds, self._cut)
-        self._timer.daemon = True
-
-    def __enter__(self) -> _Cutoff:
-        self._timer.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._timer.cancel()
-
-    def watch(self, sock: socket.socket) -> None:
-        """Shut ``sock`` down when the deadline passes (at once if it has)."""
-        with self._lock:
-            self._sockets.append(sock)
-            if self.expired.is_set():
-                self._shut(sock)
-
-    def _cut(self) -> None:
-        with self._lock:
-            self.expired.set()
-            for sock in self._sockets:
-                self._shut(sock)
-
-    @staticmethod
-    def _shut(sock: socket.socket) -> None:
-        # the plain socket's shutdown, also for a TLS one: ssl's own drops its state
-        # first, and the read blocked in another thread would then raise ValueError
-        with contextlib.suppress(OSError):  # closed already
-            socket.socket.shutdown(sock, socket.SHUT_RDWR)
-
-
 class _CutHTTPConnection(http.client.HTTPConnection):
-    """An HTTP connection whose socket its `_Cutoff` shuts down at the deadline."""
+    """An HTTP connection whose socket its `Cutoff` shuts down at the deadline."""
 
-    def __init__(self, host: str, *, cutoff: _Cutoff, **kwargs: Any) -> None:
+    def __init__(self, host: str, *, cutoff: Cutoff, **kwargs: Any) -> None:
         super().__init__(host, **kwargs)
         self._cutoff = cutoff
 
@@ -365,16 +319,16 @@ class _CutHTTPConnection(http.client.HTTPConnection):
 
 
 class _CutHTTPSConnection(_CutHTTPConnection, http.client.HTTPSConnection):
-    """An HTTPS connection under a `_Cutoff`: its TLS handshake, which
+    """An HTTPS connection under a `Cutoff`: its TLS handshake, which
     `http.client.HTTPSConnection.connect` makes, is bounded by the socket timeout of each
     read only."""
 
 
 class _CutHandler(urllib.request.AbstractHTTPHandler):
     """urllib's http:// and https:// handlers in one, each connection under one
-    `_Cutoff`."""
+    `Cutoff`."""
 
-    def __init__(self, cutoff: _Cutoff) -> None:
+    def __init__(self, cutoff: Cutoff) -> None:
         super().__init__()
         self._cutoff = cutoff
 
@@ -390,7 +344,7 @@ class _CutHandler(urllib.request.AbstractHTTPHandler):
     http_request = https_request = urllib.request.AbstractHTTPHandler.do_request_
 
 
-def _opener(cutoff: _Cutoff) -> urllib.request.OpenerDirector:
+def _opener(cutoff: Cutoff) -> urllib.request.OpenerDirector:
     """urllib's opener for one file of a tiled log: http:// and https:// only (no ftp,
     file or data handlers), `_WebOnlyRedirects` in place of its redirect handler, and
     each connection (redirects too) under ``cutoff``."""
@@ -412,7 +366,7 @@ def _url_fetcher(prefix: str, deadline_s: float = FILE_DEADLINE_S) -> tiles.Fetc
 
     def fetch(path: str) -> bytes:
         url = base + path
-        with _Cutoff(deadline_s) as cutoff:
+        with Cutoff(deadline_s) as cutoff:
             try:
                 data = _fetch_url(url, cutoff)
             except TransportError:
@@ -430,7 +384,7 @@ def _late(url: str, deadline_s: float) -> TransportError:
     return TransportError(f"{url} took more than {deadline_s:g} s to arrive")
 
 
-def _fetch_url(url: str, cutoff: _Cutoff) -> bytes:
+def _fetch_url(url: str, cutoff: Cutoff) -> bytes:
     """The file at ``url``, its connections under ``cutoff``. Raises TileMissingError
     (404), TransportError, LogIntegrityError (too large)."""
     request = urllib.request.Request(url, headers={"Accept-Encoding": "gzip, identity"})

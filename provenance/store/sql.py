@@ -100,6 +100,16 @@ def _reads_log(fn: F) -> F:
     return cast(F, wrapper)  # wraps() keeps fn's signature
 
 
+def _text(value: object) -> str:
+    """A text column's ``value`` as text: a blob (a registry edited behind the log's back;
+    SQLite keeps whatever type is written) decoded as UTF-8, each byte that does not
+    decode written as ``\\xff``, as the CLI shows untrusted text (before: Python's
+    ``b'\\xff'``). Still text, so a reply carries it and a page shows it."""
+    if isinstance(value, bytes | bytearray | memoryview):
+        return bytes(value).decode("utf-8", "backslashreplace")
+    return str(value)
+
+
 def _device(row: Sequence[Any]) -> Device:
     """The device of a `devices` row. Raises LogIntegrityError naming the row when a value
     is of a type no writer stores (text where a time is, a NULL): the registry was edited
@@ -110,12 +120,12 @@ def _device(row: Sequence[Any]) -> Device:
         return Device(
             device_id=bytes(device_id),
             public_key=bytes(public_key),
-            label=str(label),
+            label=_text(label),
             enrolled_at=from_us(int(enrolled)),
             last_sequence=int(last_seq),
             last_claim_hash=bytes(last_hash),
             revoked_at=None if revoked is None else from_us(int(revoked)),
-            revocation_reason=str(reason),
+            revocation_reason=_text(reason),
         )
     except (TypeError, ValueError, OverflowError) as e:
         shown = device_id.hex() if isinstance(device_id, bytes) else repr(device_id)[:80]

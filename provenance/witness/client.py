@@ -24,10 +24,8 @@ outcome}``.
 from __future__ import annotations
 
 import base64
-import contextlib
 import http.client
 import logging
-import socket
 import ssl
 import threading
 import time
@@ -38,6 +36,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from provenance import metrics
+from provenance.cli.cutoff import Cutoff
 from provenance.core.errors import ConfigError, LogError, ProvenanceError, WitnessError
 from provenance.log.checkpoint import parse_tree_size
 from provenance.witness import (
@@ -401,38 +400,23 @@ class Cosigner:
         has not answered in full within the timeout (a whole-answer deadline: the socket
         timeout alone bounds each read, and an answer dripped a byte at a time would hold
         the round for as long as the witness likes)."""
-        expired = threading.Event()
-        sockets: list[socket.socket] = []  # the response may own the socket, not conn
-
-        def cut() -> None:
-            expired.set()
-            for sock in sockets:
-                with contextlib.suppress(OSError):  # already closed
-                    sock.shutdown(socket.SHUT_RDWR)
-
-        timer = threading.Timer(self._timeout_s, cut)
-        timer.daemon = True
-        timer.start()
-        try:
-            answer = self._exchange(peer, body, sockets)
-        except WitnessError:
-            if expired.is_set():
-                raise WitnessError(f"no complete answer within {self._timeout_s:g} s") from None
-            raise
-        finally:
-            timer.cancel()
-        if expired.is_set():  # cut mid-body: what was read is not the whole answer
+        with Cutoff(self._timeout_s) as cutoff:
+            try:
+                answer = self._exchange(peer, body, cutoff)
+            except WitnessError:
+                if cutoff.expired.is_set():
+                    raise WitnessError(f"no complete answer within {self._timeout_s:g} s") from None
+                raise
+        if cutoff.expired.is_set():  # cut mid-body: what was read is not the whole answer
             if peer.conn is not None:
                 peer.conn.close()
                 peer.conn = None
             raise WitnessError(f"no complete answer within {self._timeout_s:g} s")
         return answer
 
-    def _exchange(
-        self, peer: _Peer, body: bytes, sockets: list[socket.socket]
-    ) -> tuple[int, str, str]:
-        """One POST of ``body`` (see `_post`), without the deadline; each socket used is
-        added to ``sockets``."""
+    def _exchange(self, peer: _Peer, body: bytes, cutoff: Cutoff) -> tuple[int, str, str]:
+        """One POST of ``body`` (see `_post`), each socket it uses under ``cutoff`` (the
+        response may own the socket, not the connection)."""
         parts = urlsplit(peer.spec.url)
         host = parts.hostname or ""
         shown_host = f"[{host}]" if ":" in host else host  # an IPv6 address, as in a URL
@@ -457,7 +441,7 @@ class Cosigner:
                         peer.conn.close()  # the next round connects again
                         why = e.strerror or str(e) or self._no_reason(e)
                         raise WitnessError(f"witness at {where} is not reachable: {why}") from e
-                sockets.append(peer.conn.sock)
+                cutoff.watch(peer.conn.sock)
                 peer.conn.request(
                     "POST",
                     parts.path + "/add-checkpoint",
