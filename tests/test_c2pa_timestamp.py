@@ -12,6 +12,7 @@ past the device certificate's 365-day validity.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import random
 import re
@@ -735,3 +736,46 @@ def test_a_tsa_answering_broken_http_is_named_in_words() -> None:
         with pytest.raises(TimestampError) as caught:
             request_token(b"tbs", TimestampAuthority(url, 2.0))
     assert str(caught.value).endswith("could not be reached within 2 s: connection refused")
+
+
+def test_a_tsa_dripping_its_tls_handshake_is_cut_within_the_socket_timeout() -> None:
+    """An https:// TSA that answers the TLS handshake a byte every quarter second (a
+    record header announcing 16 KiB, then its body slowly) is cut within the exchange's
+    timeout, though the `Cutoff` watches the connection only once its handshake is done:
+    CPython's ssl gives the whole handshake one deadline of the socket timeout (not one
+    per read, which each byte would renew). Checked because a reviewer (h-rev43) took
+    the handshake to be bounded per read; at a byte every 0.25 s it would hold the
+    exporter for over an hour."""
+    server = socket.create_server(("127.0.0.1", 0))
+    dripping = threading.Event()
+
+    def drip() -> None:
+        with contextlib.suppress(OSError):
+            conn, _ = server.accept()
+            with conn:
+                conn.sendall(b"\x16\x03\x03\x40\x00")  # a handshake record of 16 KiB
+                while not dripping.wait(0.25):
+                    conn.sendall(b"\x00")
+
+    threading.Thread(target=drip, daemon=True).start()
+    url = f"https://127.0.0.1:{server.getsockname()[1]}/"
+    caught: list[BaseException] = []
+
+    def ask() -> None:
+        try:
+            request_token(b"tbs", TimestampAuthority(url, 2.0))
+        except BaseException as e:  # noqa: BLE001 - checked below
+            caught.append(e)
+
+    asking = threading.Thread(target=ask, daemon=True)
+    start = time.monotonic()
+    asking.start()
+    asking.join(20)
+    took = time.monotonic() - start
+    dripping.set()
+    server.close()
+    assert not asking.is_alive(), "the dripped handshake still held the request after 20 s"
+    assert took < 10, took
+    (error,) = caught
+    assert isinstance(error, TimestampError), repr(error)
+    assert "could not be reached within 2 s" in str(error), str(error)

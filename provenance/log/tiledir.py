@@ -319,9 +319,10 @@ class _CutHTTPConnection(http.client.HTTPConnection):
 
 
 class _CutHTTPSConnection(_CutHTTPConnection, http.client.HTTPSConnection):
-    """An HTTPS connection under a `Cutoff`: its TLS handshake, which
-    `http.client.HTTPSConnection.connect` makes, is bounded by the socket timeout of each
-    read only."""
+    """An HTTPS connection under a `Cutoff` once connected: its TLS handshake, which
+    `http.client.HTTPSConnection.connect` makes, is bounded as a whole by the socket
+    timeout (CPython's ssl gives the handshake one deadline; tests/test_c2pa_timestamp.py
+    drips one a byte at a time)."""
 
 
 class _CutHandler(urllib.request.AbstractHTTPHandler):
