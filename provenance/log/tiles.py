@@ -459,10 +459,10 @@ def audit_tiles(
     except UnicodeDecodeError as e:
         raise LogIntegrityError("the checkpoint file is not UTF-8 text") from e
     new = open_trusted(note, NoteVerifier.from_vkey(verifier_key), "the tiled log's")
+    old = None
     if state is not None:
-        _refuse_stale(
-            new, Checkpoint.parse_body(state.checkpoint[: state.checkpoint.rfind("\n\n") + 1])
-        )
+        old = Checkpoint.parse_body(state.checkpoint[: state.checkpoint.rfind("\n\n") + 1])
+        _refuse_stale(new, old)
     nodes = TileNodes(new.size, fetch)
     check_tile_hashes(nodes, first_level=2)  # level 1 against level 0: with the entries
     if merkle.root(new.size, nodes) != new.root_hash:
@@ -472,8 +472,7 @@ def audit_tiles(
         )
     proof: list[bytes] = []
     start = 0
-    if state is not None:
-        old = Checkpoint.parse_body(state.checkpoint[: state.checkpoint.rfind("\n\n") + 1])
+    if old is not None:
         if 0 < old.size < new.size:
             proof = merkle.consistency_proof(old.size, new.size, nodes)
         if not full:
