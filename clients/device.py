@@ -124,6 +124,11 @@ MAX_FAILED_ATTEMPTS = 3
 MAX_QUEUE_ENTRY_BYTES = 4 * MAX_SIDECAR_BYTES
 #: Largest device file read (device.json, the key, the certificate chain), in bytes.
 MAX_DEVICE_FILE_BYTES = 1 << 20
+#: Largest ``attempts`` count a queue entry is read with: the largest whole number every
+#: JSON reader keeps exact. Failed attempts are counted on every sync, so a device
+#: offline for years may count many; a count past this, negative, or not a whole number
+#: was written by no sync (an edit, a damaged file) and is not trusted (`_read_entry`).
+MAX_ATTEMPTS_COUNT = 2**53 - 1
 
 
 def read_device_file(path: Path) -> bytes:
@@ -914,11 +919,14 @@ class DeviceHome:
                 result.set_aside[entry.file.name] = self._aside(entry, reason)
             else:
                 ch = entry.sidecar.signed_claim.claim_hash
+                if entry.damage:
+                    result.notes[ch] = f"{label}: queue entry {entry.file.name}: {entry.damage}"
                 try:
                     receipt, note = self.submit_one(client, entry)
                     result.logged[ch] = receipt
                     if note:
-                        result.notes[ch] = f"{label}: {note}"
+                        said = result.notes.get(ch)
+                        result.notes[ch] = f"{said}; {note}" if said else f"{label}: {note}"
                 except TransportError as e:
                     reason = f"{label}: {e}"
                     tries = entry.attempts + 1
@@ -1212,7 +1220,8 @@ class QueueEntry:
     sidecar: the signed claim with its key (None when the entry cannot be read, then
     ``problem`` says why); sidecar_path: where the capture's sidecar belongs; attempts,
     last_error, last_attempt (ISO 8601 UTC): failed submissions so far; set_aside_at:
-    when it was set aside ("" while queued).
+    when it was set aside ("" while queued); damage: what is wrong with its bookkeeping
+    when the claim itself is sound (an ``attempts`` out of range, `_attempts`).
     """
 
     file: Path
@@ -1225,6 +1234,7 @@ class QueueEntry:
     set_aside_at: str = ""
     problem: str = ""
     raw: str = ""
+    damage: str = ""
 
     @property
     def label(self) -> str:
@@ -1261,6 +1271,8 @@ class QueueEntry:
         }
         if self.set_aside_at:
             out["set_aside_at"] = self.set_aside_at
+        if self.damage:
+            out["damaged"] = self.damage
         out["entry"] = str(self.file)
         return out
 
@@ -1287,10 +1299,11 @@ def _read_entry(file: Path) -> QueueEntry:
             raise ValueError("not a JSON object")
     except (ValueError, RecursionError) as e:
         return QueueEntry(file, seq, None, None, problem=f"not valid JSON ({e})", raw=text)
-    attempts = doc.get("attempts")
+    attempts, damage = _attempts(doc.get("attempts"))
     known = partial(
         QueueEntry,
-        attempts=attempts if isinstance(attempts, int) else 0,
+        attempts=attempts,
+        damage=damage,
         last_error=str(doc.get("last_error") or ""),
         last_attempt=str(doc.get("last_attempt") or ""),
         set_aside_at=str(doc.get("set_aside_at") or ""),
@@ -1304,6 +1317,27 @@ def _read_entry(file: Path) -> QueueEntry:
     except (KeyError, ProvenanceError) as e:
         return known(file, seq, None, None, problem=f"malformed entry ({e})", raw=text)
     return known(file, seq, sidecar, side_path)
+
+
+def _attempts(value: object) -> tuple[int, str]:
+    """The ``attempts`` count of a queue entry as read, and what is wrong with it ("" when
+    nothing). A count no sync writes (negative, past `MAX_ATTEMPTS_COUNT`, ``true``, text,
+    a fraction) is damaged and not trusted: it is read as `MAX_FAILED_ATTEMPTS` - 1, so
+    one more server failure on the entry sets it aside. Before, a negative count (an
+    edit) defeated that limit: the entry was retried for ever and held back every later
+    capture. A missing count (an entry from an older version) is 0."""
+    if value is None:
+        return 0, ""
+    if type(value) is int and 0 <= value <= MAX_ATTEMPTS_COUNT:
+        return value, ""
+    read = MAX_FAILED_ATTEMPTS - 1
+    shown = json.dumps(value) if isinstance(value, int | float | str) else json_kind(value)
+    return read, (
+        f"its attempts {shown} is out of range (a sync writes a whole number from 0 to"
+        f" {MAX_ATTEMPTS_COUNT}): the entry was edited or damaged. Its signed claim is"
+        f" sound and still submitted; the count is read as {read}, so one more server"
+        f" failure sets it aside (the limit is {MAX_FAILED_ATTEMPTS})"
+    )
 
 
 def _name_sequence(name: str) -> int:
