@@ -49,6 +49,7 @@ import secrets
 import shutil
 import stat
 import sys
+import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, fields, replace
@@ -198,6 +199,10 @@ class DeviceState:
 
 
 _HEX32 = re.compile(r"[0-9a-f]{64}")
+#: The name `atomic_write` gives its temporary file, and nothing else does.
+_TEMP_NAME = re.compile(r"\.prov-tmp-[0-9]+-[0-9a-f]{8}")
+#: A second copy `_free_name` made of an entry whose name was taken.
+_COPY_NAME = re.compile(r"[0-9]+-[0-9]+\.json")
 
 
 def _parse_state(doc: object) -> DeviceState:
@@ -1008,13 +1013,133 @@ class DeviceHome:
             except OSError:
                 print(f"waiting for another prov command using {self.root} ...", file=sys.stderr)
                 fcntl.flock(handle, fcntl.LOCK_EX)
+            since = time.time()  # the lock is ours from here: every earlier writer is done
             self._holding = True
             try:
                 self.finish_init()  # a `prov device init` killed midway, first
+                self._clean_leftovers(since)
                 yield
             finally:
                 self._holding = False
                 fcntl.flock(handle, fcntl.LOCK_UN)
+
+    def _clean_leftovers(self, since: float) -> None:
+        """Clear what a command killed midway left in the device folder, holding its lock
+        (taken at ``since``, seconds since the epoch), saying on stderr what was done.
+
+        Stray temporary files of `atomic_write` (named exactly ``.prov-tmp-PID-RANDOM``,
+        regular files, last written before ``since``: every command writes the folder
+        only holding its lock, so such a file's writer is gone) in the folder, queue/,
+        set_aside/ and sidecars/. Each is a copy of a file still in place, or cut short,
+        and is removed, but for two kinds whose only copy it can be: a complete queue
+        entry whose claim no entry holds (killed between writing a new entry and renaming
+        it: its sequence was already reserved) goes into the queue, and a certificate
+        chain while the device has none (killed in `enroll`) goes to its place.
+
+        Duplicates (`_drop_duplicates`): a set-aside copy of a claim still queued (killed
+        between setting an entry aside and removing it from the queue) is removed, so the
+        queued copy is submitted again; of several copies of one claim in one folder
+        (``NAME-2.json``), the first is kept. Nothing is done when the folder cannot be
+        written (each step is skipped on its own OSError); nothing queued is lost."""
+        removed, recovered = 0, []
+        for folder in (self.root, self.queue_dir, self.set_aside_dir, self.sidecar_dir):
+            try:
+                names = [n for n in os.listdir(folder) if _TEMP_NAME.fullmatch(n)]
+            except OSError:  # no such folder
+                continue
+            for name in names:
+                path = folder / name
+                try:
+                    st = os.lstat(path)
+                    if not stat.S_ISREG(st.st_mode) or st.st_mtime >= since:
+                        continue  # not a file of ours, or written since the lock was taken
+                    if folder == self.queue_dir and (seq := self._recover_entry(path)):
+                        recovered.append(seq)
+                    elif folder == self.root and self._recover_certificate(path):
+                        print(f"{self.cert_path}: recovered from {name}", file=sys.stderr)
+                    else:
+                        path.unlink()
+                        removed += 1
+                except OSError:
+                    continue
+        for seq in recovered:
+            print(
+                f"{self.queue_dir}: recovered claim #{seq} from a temporary file a command"
+                " killed midway left; `prov device sync` submits it",
+                file=sys.stderr,
+            )
+        if removed:
+            print(
+                f"{self.root}: removed {removed} stray temporary file{'s' if removed > 1 else ''}"
+                " a command killed midway left (each a copy of a file still in place, or"
+                " cut short)",
+                file=sys.stderr,
+            )
+        with contextlib.suppress(OSError):
+            self._drop_duplicates()
+
+    def _recover_entry(self, path: Path) -> int:
+        """Put the temporary file ``path`` in the queue when it is a complete queue entry
+        whose claim neither the queue nor set_aside/ holds; returns its sequence (0 when
+        not: it is then a copy, or cut short). Raises OSError."""
+        entry = _read_entry(path)
+        if entry.sidecar is None:
+            return 0
+        if any(_entry_of(entry.sidecar, f) for f in (self.queue_dir, self.set_aside_dir)):
+            return 0
+        seq = entry.sidecar.claim.sequence
+        os.replace(path, _free_name(self.queue_dir / f"{seq:012d}.json"))
+        _fsync_dir(self.queue_dir)
+        return seq
+
+    def _recover_certificate(self, path: Path) -> bool:
+        """Put the temporary file ``path`` in the certificate's place when the device has
+        none and it holds a certificate chain; whether it did. Raises OSError."""
+        if os.path.lexists(self.cert_path):
+            return False
+        if not read_device_file(path).startswith(b"-----BEGIN CERTIFICATE-----"):
+            return False
+        os.replace(path, self.cert_path)
+        _fsync_dir(self.root)
+        return True
+
+    def _drop_duplicates(self) -> None:
+        """Remove set-aside copies of a claim still queued, and all copies but the first
+        of one claim in one folder (see `_clean_leftovers`), saying how many on stderr.
+        Read only when there can be any: a name in both folders, or a ``NAME-N.json``
+        (`_free_name`). Raises OSError."""
+        names = {}
+        for folder in (self.queue_dir, self.set_aside_dir):
+            with contextlib.suppress(OSError):  # no such folder
+                names[folder] = set(os.listdir(folder))
+        queued, aside = names.get(self.queue_dir, set()), names.get(self.set_aside_dir, set())
+        if not queued & aside and not any(_COPY_NAME.fullmatch(n) for n in queued | aside):
+            return
+        held: set[tuple[bytes, bytes]] = set()
+        dropped = 0
+
+        def first_names_first(entry: QueueEntry) -> tuple[int, bool, str]:
+            return entry.sequence, bool(_COPY_NAME.fullmatch(entry.file.name)), entry.file.name
+
+        entries = [
+            *sorted(_read_entries(self.queue_dir), key=first_names_first),
+            *sorted(_read_entries(self.set_aside_dir), key=first_names_first),
+        ]
+        for entry in entries:
+            if entry.sidecar is None:
+                continue  # an unreadable entry is nobody's copy
+            signed = entry.sidecar.signed_claim
+            if (signed.claim_bytes, signed.signature) in held:
+                entry.file.unlink()
+                dropped += 1
+            held.add((signed.claim_bytes, signed.signature))
+        if dropped:
+            print(
+                f"{self.root}: removed {dropped} duplicate cop{'ies' if dropped > 1 else 'y'}"
+                " of claims still queued or set aside under another name (a command killed"
+                " midway: a claim still queued is submitted again, not left set aside)",
+                file=sys.stderr,
+            )
 
 
 def _binds(old: Sidecar, path: Path, fields: ClaimFields, limits: AssetLimits) -> bool:

@@ -9,6 +9,9 @@ them."""
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import time
 from pathlib import Path
 from typing import Any
 
@@ -57,3 +60,69 @@ def test_an_attempts_count_out_of_range_is_read_as_damaged(
     assert rc == 0 and "submitted 1 of 1" in out, (out, err)
     assert "is out of range" in err, err
     assert decode_sidecar(photo.with_name("p.png.prov").read_bytes()).receipt is not None
+
+
+def _age(path: Path, seconds: float) -> None:
+    then = time.time() - seconds
+    os.utime(path, (then, then))
+
+
+def test_a_killed_commands_leftovers_are_cleaned_and_nothing_queued_is_lost(
+    enrolled: Cli, tmp_path: Path
+) -> None:
+    photos = [_photo(tmp_path, f"p{i}.png", i) for i in range(4)]
+    rc, out, err = enrolled("sign", "--server", closed_port(), *map(str, photos))
+    assert rc == 0 and out.count("queued") == 4, (out, err)
+    home = DeviceHome(enrolled.home)
+    queue, aside, root = home.queue_dir, home.set_aside_dir, home.root
+    aside.mkdir()
+    names = [f"{n:012d}.json" for n in range(1, 5)]
+    # killed in `_set_entry_aside` after writing the set-aside copy, before removing the
+    # entry: claim 1 both queued and set aside (the queued copy is kept, and submitted)
+    doc1 = json.loads((queue / names[0]).read_text())
+    (aside / names[0]).write_text(json.dumps({**doc1, "set_aside_at": "2026-12-01T00:00:00+00:00"}))
+    # claim 2 set aside, and a copy of it set aside again as NAME-2.json
+    (queue / names[1]).rename(aside / names[1])
+    shutil.copy(aside / names[1], aside / "000000000002-2.json")
+    # killed in `_enqueue` between writing the entry and renaming it: claim 3's only copy
+    # is a temporary file (its state already reserved the number)
+    recovered = queue / ".prov-tmp-4194301-0a1b2c3d"
+    (queue / names[2]).rename(recovered)
+    # killed mid-write: a truncated temporary copy of claim 4's entry, and of the state
+    partial = queue / ".prov-tmp-4194302-00ff00ff"
+    partial.write_bytes((queue / names[3]).read_bytes()[:50])
+    state_tmp = root / ".prov-tmp-4194303-12345678"
+    state_tmp.write_bytes((root / "device.json").read_bytes())
+    sidecar_tmp = root / "sidecars"
+    sidecar_tmp.mkdir()
+    (sidecar_tmp / ".prov-tmp-4194304-cafecafe").write_bytes(b"{")
+    for p in (
+        aside / names[0],
+        recovered,
+        partial,
+        state_tmp,
+        sidecar_tmp / ".prov-tmp-4194304-cafecafe",
+    ):
+        _age(p, 60)
+    # not ours (another name), and one newer than this command: both left alone
+    theirs = queue / ".prov-tmp-x"
+    theirs.write_text("someone else's")
+    _age(theirs, 60)
+    fresh = queue / ".prov-tmp-4194305-0badf00d"
+    fresh.write_bytes(b"{")
+    then = time.time() + 3600
+    os.utime(fresh, (then, then))
+
+    rc, out, err = enrolled("device", "sync")
+    assert rc == 0 and "submitted 3 of 3" in out, (out, err)
+    said = " ".join(err.split())
+    assert "recovered claim #3" in said and "removed 3 stray temporary file" in said, said
+    assert "removed 2 duplicate" in said and "set aside" in said, said
+    assert sorted(p.name for p in queue.iterdir()) == [".prov-tmp-4194305-0badf00d", ".prov-tmp-x"]
+    assert sorted(p.name for p in aside.iterdir()) == [names[1]]
+    assert not state_tmp.exists() and not any(sidecar_tmp.iterdir())
+    sequences = []
+    for p in photos:
+        sidecar = decode_sidecar(p.with_name(p.name + ".prov").read_bytes())
+        sequences.append((sidecar.claim.sequence, sidecar.receipt is not None))
+    assert sequences == [(1, True), (2, False), (3, True), (4, True)], sequences
