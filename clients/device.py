@@ -6,6 +6,9 @@ Layout of the device home (``PROV_HOME``, default ``~/.prov``)::
     device_key.pem   the Ed25519 private key, encrypted PKCS#8 PEM (mode 0600; PBKDF2 at
                      600,000 iterations, `provenance.core.keyfile`)
     device.json      device id, enrolled server, last sequence, last claim hash
+    device.json.damaged-TIME
+                     a damaged device.json set aside by `prov device repair`, which
+                     rebuilt it (`clients.device_repair`)
     queue/           signed claims not yet acknowledged by the log, one JSON each, named
                      by sequence (``000000000001.json``), with attempts and last error
     set_aside/       queued claims the server refused for good, with the reason (kept:
@@ -35,6 +38,10 @@ transient refusal (quota, unknown device, server unreachable) stops the sync wit
 entry and everything after it still queued, because the log takes a device's claims in
 sequence order and submitting a later claim first would make the earlier one refused
 for ever.
+
+A command killed midway can leave temporary files of `atomic_write` and duplicate copies
+of an entry; the next command that holds the folder's lock clears them, recovering a
+queued claim whose only copy is such a file (`DeviceHome._clean_leftovers`).
 """
 
 from __future__ import annotations
@@ -130,6 +137,12 @@ MAX_DEVICE_FILE_BYTES = 1 << 20
 #: offline for years may count many; a count past this, negative, or not a whole number
 #: was written by no sync (an edit, a damaged file) and is not trusted (`_read_entry`).
 MAX_ATTEMPTS_COUNT = 2**53 - 1
+#: What a state file that cannot be read (`DeviceHome.state`) says to do.
+REPAIR_ADVICE = (
+    "`prov device repair` rebuilds it from the device key and the claims this folder"
+    " holds (the damaged file is kept aside, nothing queued is lost); `prov device repair"
+    " --help` says how"
+)
 
 
 def read_device_file(path: Path) -> bytes:
@@ -206,7 +219,7 @@ _COPY_NAME = re.compile(r"[0-9]+-[0-9]+\.json")
 
 
 def _parse_state(doc: object) -> DeviceState:
-    """The `DeviceState` of a parsed ``device.json``, checked as `_state_bytes` writes it:
+    """The `DeviceState` of a parsed ``device.json``, checked as `state_bytes` writes it:
     an object of those fields, the ids and hashes 64 lowercase hex digits (the claim hash
     empty before the first claim), ``device_id`` SHA-256 of ``public_key`` (the claim's
     device id, DESIGN.md), the sequence an integer 0..2^64-1 (a claim's uint64). Raises
@@ -239,7 +252,7 @@ def _parse_state(doc: object) -> DeviceState:
     return state
 
 
-def _state_bytes(state: DeviceState) -> bytes:
+def state_bytes(state: DeviceState) -> bytes:
     """The ``device.json`` text of ``state``."""
     return (json.dumps(asdict(state), indent=2) + "\n").encode()
 
@@ -309,7 +322,7 @@ class DeviceHome:
         staging.mkdir()
         (staging / "queue").mkdir()
         atomic_write(staging / self.key_path.name, key.to_encrypted_pem(passphrase), mode=0o600)
-        atomic_write(staging / self.state_path.name, _state_bytes(state))
+        atomic_write(staging / self.state_path.name, state_bytes(state))
         target = self._replaced_folder()
         atomic_write(staging / "replaced", (target.name if target else "").encode())
         os.replace(staging, self._init_journal)  # the commit point
@@ -461,12 +474,19 @@ class DeviceHome:
         try:
             return _parse_state(loads_text(read_device_file(self.state_path)))
         except FileNotFoundError as e:
+            if os.path.lexists(self.key_path):  # a key, no state: rebuilt from the key
+                raise ConfigError(
+                    f"{self.state_path} is missing beside the device key {self.key_path}:"
+                    f" {REPAIR_ADVICE}"
+                ) from e
             raise ConfigError(f"no device at {self.root}: run `prov device init` first") from e
         except (ValueError, TypeError, RecursionError) as e:
-            raise ConfigError(f"{self.state_path} is damaged: {e}") from e
+            raise ConfigError(f"{self.state_path} is damaged: {e}; {REPAIR_ADVICE}") from e
+        except ConfigError as e:  # not a regular file, or over the size limit
+            raise ConfigError(f"{e}; {REPAIR_ADVICE}") from e
 
     def save_state(self, state: DeviceState) -> None:
-        atomic_write(self.state_path, _state_bytes(state))
+        atomic_write(self.state_path, state_bytes(state))
 
     # ---------------------------------------------------------------- enrollment
 
@@ -614,7 +634,7 @@ class DeviceHome:
         held = 0
         for folder in (self.queue_dir, self.set_aside_dir, self.sidecar_dir):
             with contextlib.suppress(OSError):  # no such folder yet
-                held = max([held, *map(_name_sequence, os.listdir(folder))])
+                held = max([held, *map(name_sequence, os.listdir(folder))])
         if held <= state.last_sequence:
             return state
         last_hash = state.last_claim_hash
@@ -706,11 +726,11 @@ class DeviceHome:
     def pending(self) -> list[QueueEntry]:
         """Queued claims in sequence order (entries that cannot be read included, with
         their ``problem``; `sync` sets those aside). Reads only the queue folder."""
-        return _read_entries(self.queue_dir)
+        return read_entries(self.queue_dir)
 
     def set_aside(self) -> list[QueueEntry]:
         """Claims set aside (refused for good, or unreadable), with their reasons."""
-        return _read_entries(self.set_aside_dir)
+        return read_entries(self.set_aside_dir)
 
     def _record_failure(self, entry: QueueEntry, reason: str) -> QueueEntry:
         """Count a failed attempt on a queued entry and remember why (best effort: the
@@ -1122,8 +1142,8 @@ class DeviceHome:
             return entry.sequence, bool(_COPY_NAME.fullmatch(entry.file.name)), entry.file.name
 
         entries = [
-            *sorted(_read_entries(self.queue_dir), key=first_names_first),
-            *sorted(_read_entries(self.set_aside_dir), key=first_names_first),
+            *sorted(read_entries(self.queue_dir), key=first_names_first),
+            *sorted(read_entries(self.set_aside_dir), key=first_names_first),
         ]
         for entry in entries:
             if entry.sidecar is None:
@@ -1278,7 +1298,7 @@ def _read_old_sidecar(path: Path) -> Sidecar | None:
 
 def _entry_of(sidecar: Sidecar, folder: Path) -> QueueEntry | None:
     """The entry in ``folder`` (the queue or set_aside/) holding ``sidecar``'s claim."""
-    for entry in _read_entries(folder):
+    for entry in read_entries(folder):
         if entry.sidecar is not None and entry.sidecar.signed_claim == sidecar.signed_claim:
             return entry
     return None
@@ -1465,7 +1485,7 @@ def _attempts(value: object) -> tuple[int, str]:
     )
 
 
-def _name_sequence(name: str) -> int:
+def name_sequence(name: str) -> int:
     """The sequence a queue, set_aside/ or sidecars/ file name gives
     (``000000000007.json``, ``000000000007-2.json`` from `_free_name`,
     ``000000000007.prov``); 0 for any other name, and for a number no claim has (a
@@ -1488,7 +1508,7 @@ def _free_name(path: Path) -> Path:
     return target
 
 
-def _read_entries(folder: Path) -> list[QueueEntry]:
+def read_entries(folder: Path) -> list[QueueEntry]:
     """The entries in ``folder``, in sequence order (then by name: `_free_name`'s)."""
     if not folder.is_dir():
         return []
