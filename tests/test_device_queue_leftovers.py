@@ -93,6 +93,12 @@ def test_a_killed_commands_leftovers_are_cleaned_and_nothing_queued_is_lost(
     partial.write_bytes((queue / names[3]).read_bytes()[:50])
     state_tmp = root / ".prov-tmp-4194303-12345678"
     state_tmp.write_bytes((root / "device.json").read_bytes())
+    # killed in `prov device enroll` between writing the certificate chain and renaming
+    # it: its only copy (the token is spent)
+    chain = b"-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
+    cert_tmp = root / ".prov-tmp-4194306-c0ffee00"
+    cert_tmp.write_bytes(chain)
+    _age(cert_tmp, 60)
     sidecar_tmp = root / "sidecars"
     sidecar_tmp.mkdir()
     (sidecar_tmp / ".prov-tmp-4194304-cafecafe").write_bytes(b"{")
@@ -121,6 +127,7 @@ def test_a_killed_commands_leftovers_are_cleaned_and_nothing_queued_is_lost(
     assert sorted(p.name for p in queue.iterdir()) == [".prov-tmp-4194305-0badf00d", ".prov-tmp-x"]
     assert sorted(p.name for p in aside.iterdir()) == [names[1]]
     assert not state_tmp.exists() and not any(sidecar_tmp.iterdir())
+    assert not cert_tmp.exists() and home.cert_path.read_bytes() == chain
     sequences = []
     for p in photos:
         sidecar = decode_sidecar(p.with_name(p.name + ".prov").read_bytes())
