@@ -38,8 +38,10 @@ from clients.device import (
     SyncResult,
     check_embeddable,
     default_home,
+    read_device_file,
     sidecar_path,
 )
+from clients.device_repair import NothingToRepair, is_damaged, left_of, recovered_server, repair
 from clients.files import open_regular, read_bounded
 from clients.helptext import TaughtGroup
 from clients.interrupt import StopBetweenFiles
@@ -51,6 +53,7 @@ from clients.options import (
     WitnessOpt,
     WitnessQuorumOpt,
     existing,
+    server_address,
     witness_quorum_of,
 )
 from clients.report import EXIT_CODES, EXIT_WITNESS_QUORUM, report_to_json, report_to_text
@@ -558,6 +561,79 @@ def device_sync(
     _print_sync_problems(h, done, server)
     if done.refused or done.set_aside or done.unreachable or done.deferred:
         raise typer.Exit(1)
+
+
+def _repair_server(value: str | None) -> str | None:
+    """``--server`` of `prov device repair`: HOST:PORT (`server_address`), or "" for none."""
+    return value if not value else server_address(value)
+
+
+@device_app.command("repair")
+def device_repair(
+    server: Annotated[
+        str | None,
+        typer.Option(
+            "--server",
+            help="The server this device enrolled with, HOST:PORT, when the damaged file no"
+            " longer names it ('' for none: a device never enrolled). Not read from"
+            " $PROV_SERVER: it is recorded as the device's own.",
+            show_default=False,
+            callback=_repair_server,
+        ),
+    ] = None,
+    home: HomeOpt = default_home(),
+) -> None:
+    """Rebuild a damaged or missing device.json (the device's id, server, last sequence
+    and last claim hash), which stops every device command although the queued claims are
+    signed and complete; `prov device sync` then logs them.
+
+    From what is still trustworthy: the device id and public key from the key file
+    (passphrase prompted, or $PROV_PASSPHRASE); the server from --server, else from what
+    is left of the damaged file (when neither names it: exit 2, give --server); the last
+    sequence as the highest this key signed that can be seen: the claims in queue/,
+    set_aside/ and sidecars/, what the damaged file still says, and the log's record of
+    the key when the server answers. A number already signed is never used again. The
+    damaged file is kept as device.json.damaged-TIME beside it, never deleted. A sound
+    device.json of this key is left as it is, one of another key too (said, exit 1). Exit
+    0 when rebuilt or nothing needed it, 1 when it could not be (a wrong passphrase, no
+    key), 2 for a usage error.
+    """
+    h = DeviceHome(home)
+    h.require_key()  # before the prompt
+    server_from = "--server"
+    if server is None and not is_damaged(h):
+        server = ""  # not used: a sound state is this key's (nothing to do) or another's
+    elif server is None:
+        server = recovered_server(left_of(h))
+        server_from = "what is left of the damaged file"
+        if server is None:
+            raise UsageError(
+                f"the server this device enrolled with could not be recovered from"
+                f" {h.state_path}: give it with --server HOST:PORT (the address `prov device"
+                " enroll` was given; --server '' when the device never enrolled)"
+            )
+    key = DeviceKey.from_encrypted_pem(read_device_file(h.key_path), _passphrase())
+    with h.locked():
+        try:
+            done = repair(h, key, server, server_from)
+        except NothingToRepair as e:
+            out.print(str(e), highlight=False)
+            return
+    state = done.state
+    sources = ", ".join(done.sequence_from) or "no claim of this key found"
+    out.print(
+        f"{h.state_path} rebuilt for device {state.device_id}: server"
+        f" {state.server or '(none)'} (from {done.server_from}), last sequence"
+        f" {state.last_sequence} (the highest seen: {sources}); a number already signed is"
+        f" never reused: the next claim is numbered {state.last_sequence + 1}",
+        highlight=False,
+    )
+    out.print(done.log, highlight=False)
+    if done.kept is not None:
+        out.print(f"the damaged file is kept as {done.kept}", highlight=False)
+    queued = len(h.pending())
+    if queued:
+        out.print(f"`prov device sync` submits the {queued} queued claim(s)", highlight=False)
 
 
 def _print_sync_problems(h: DeviceHome, done: SyncResult, server: str, stops: bool = True) -> None:

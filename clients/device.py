@@ -6,6 +6,9 @@ Layout of the device home (``PROV_HOME``, default ``~/.prov``)::
     device_key.pem   the Ed25519 private key, encrypted PKCS#8 PEM (mode 0600; PBKDF2 at
                      600,000 iterations, `provenance.core.keyfile`)
     device.json      device id, enrolled server, last sequence, last claim hash
+    device.json.damaged-TIME
+                     a damaged device.json set aside by `prov device repair`, which
+                     rebuilt it (`clients.device_repair`)
     queue/           signed claims not yet acknowledged by the log, one JSON each, named
                      by sequence (``000000000001.json``), with attempts and last error
     set_aside/       queued claims the server refused for good, with the reason (kept:
@@ -35,6 +38,10 @@ transient refusal (quota, unknown device, server unreachable) stops the sync wit
 entry and everything after it still queued, because the log takes a device's claims in
 sequence order and submitting a later claim first would make the earlier one refused
 for ever.
+
+A command killed midway can leave temporary files of `atomic_write` and duplicate copies
+of an entry; the next command that holds the folder's lock clears them, recovering a
+queued claim whose only copy is such a file (`DeviceHome._clean_leftovers`).
 """
 
 from __future__ import annotations
@@ -49,6 +56,7 @@ import secrets
 import shutil
 import stat
 import sys
+import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, fields, replace
@@ -124,6 +132,17 @@ MAX_FAILED_ATTEMPTS = 3
 MAX_QUEUE_ENTRY_BYTES = 4 * MAX_SIDECAR_BYTES
 #: Largest device file read (device.json, the key, the certificate chain), in bytes.
 MAX_DEVICE_FILE_BYTES = 1 << 20
+#: Largest ``attempts`` count a queue entry is read with: the largest whole number every
+#: JSON reader keeps exact. Failed attempts are counted on every sync, so a device
+#: offline for years may count many; a count past this, negative, or not a whole number
+#: was written by no sync (an edit, a damaged file) and is not trusted (`_read_entry`).
+MAX_ATTEMPTS_COUNT = 2**53 - 1
+#: What a state file that cannot be read (`DeviceHome.state`) says to do.
+REPAIR_ADVICE = (
+    "`prov device repair` rebuilds it from the device key and the claims this folder"
+    " holds (the damaged file is kept aside, nothing queued is lost); `prov device repair"
+    " --help` says how"
+)
 
 
 def read_device_file(path: Path) -> bytes:
@@ -193,10 +212,14 @@ class DeviceState:
 
 
 _HEX32 = re.compile(r"[0-9a-f]{64}")
+#: The name `atomic_write` gives its temporary file, and nothing else does.
+_TEMP_NAME = re.compile(r"\.prov-tmp-[0-9]+-[0-9a-f]{8}")
+#: A second copy `_free_name` made of an entry whose name was taken.
+_COPY_NAME = re.compile(r"[0-9]+-[0-9]+\.json")
 
 
 def _parse_state(doc: object) -> DeviceState:
-    """The `DeviceState` of a parsed ``device.json``, checked as `_state_bytes` writes it:
+    """The `DeviceState` of a parsed ``device.json``, checked as `state_bytes` writes it:
     an object of those fields, the ids and hashes 64 lowercase hex digits (the claim hash
     empty before the first claim), ``device_id`` SHA-256 of ``public_key`` (the claim's
     device id, DESIGN.md), the sequence an integer 0..2^64-1 (a claim's uint64). Raises
@@ -229,7 +252,7 @@ def _parse_state(doc: object) -> DeviceState:
     return state
 
 
-def _state_bytes(state: DeviceState) -> bytes:
+def state_bytes(state: DeviceState) -> bytes:
     """The ``device.json`` text of ``state``."""
     return (json.dumps(asdict(state), indent=2) + "\n").encode()
 
@@ -299,7 +322,7 @@ class DeviceHome:
         staging.mkdir()
         (staging / "queue").mkdir()
         atomic_write(staging / self.key_path.name, key.to_encrypted_pem(passphrase), mode=0o600)
-        atomic_write(staging / self.state_path.name, _state_bytes(state))
+        atomic_write(staging / self.state_path.name, state_bytes(state))
         target = self._replaced_folder()
         atomic_write(staging / "replaced", (target.name if target else "").encode())
         os.replace(staging, self._init_journal)  # the commit point
@@ -451,12 +474,19 @@ class DeviceHome:
         try:
             return _parse_state(loads_text(read_device_file(self.state_path)))
         except FileNotFoundError as e:
+            if os.path.lexists(self.key_path):  # a key, no state: rebuilt from the key
+                raise ConfigError(
+                    f"{self.state_path} is missing beside the device key {self.key_path}:"
+                    f" {REPAIR_ADVICE}"
+                ) from e
             raise ConfigError(f"no device at {self.root}: run `prov device init` first") from e
         except (ValueError, TypeError, RecursionError) as e:
-            raise ConfigError(f"{self.state_path} is damaged: {e}") from e
+            raise ConfigError(f"{self.state_path} is damaged: {e}; {REPAIR_ADVICE}") from e
+        except ConfigError as e:  # not a regular file, or over the size limit
+            raise ConfigError(f"{e}; {REPAIR_ADVICE}") from e
 
     def save_state(self, state: DeviceState) -> None:
-        atomic_write(self.state_path, _state_bytes(state))
+        atomic_write(self.state_path, state_bytes(state))
 
     # ---------------------------------------------------------------- enrollment
 
@@ -604,7 +634,7 @@ class DeviceHome:
         held = 0
         for folder in (self.queue_dir, self.set_aside_dir, self.sidecar_dir):
             with contextlib.suppress(OSError):  # no such folder yet
-                held = max([held, *map(_name_sequence, os.listdir(folder))])
+                held = max([held, *map(name_sequence, os.listdir(folder))])
         if held <= state.last_sequence:
             return state
         last_hash = state.last_claim_hash
@@ -696,11 +726,11 @@ class DeviceHome:
     def pending(self) -> list[QueueEntry]:
         """Queued claims in sequence order (entries that cannot be read included, with
         their ``problem``; `sync` sets those aside). Reads only the queue folder."""
-        return _read_entries(self.queue_dir)
+        return read_entries(self.queue_dir)
 
     def set_aside(self) -> list[QueueEntry]:
         """Claims set aside (refused for good, or unreadable), with their reasons."""
-        return _read_entries(self.set_aside_dir)
+        return read_entries(self.set_aside_dir)
 
     def _record_failure(self, entry: QueueEntry, reason: str) -> QueueEntry:
         """Count a failed attempt on a queued entry and remember why (best effort: the
@@ -914,11 +944,14 @@ class DeviceHome:
                 result.set_aside[entry.file.name] = self._aside(entry, reason)
             else:
                 ch = entry.sidecar.signed_claim.claim_hash
+                if entry.damage:
+                    result.notes[ch] = f"{label}: queue entry {entry.file.name}: {entry.damage}"
                 try:
                     receipt, note = self.submit_one(client, entry)
                     result.logged[ch] = receipt
                     if note:
-                        result.notes[ch] = f"{label}: {note}"
+                        said = result.notes.get(ch)
+                        result.notes[ch] = f"{said}; {note}" if said else f"{label}: {note}"
                 except TransportError as e:
                     reason = f"{label}: {e}"
                     tries = entry.attempts + 1
@@ -1000,13 +1033,133 @@ class DeviceHome:
             except OSError:
                 print(f"waiting for another prov command using {self.root} ...", file=sys.stderr)
                 fcntl.flock(handle, fcntl.LOCK_EX)
+            since = time.time()  # the lock is ours from here: every earlier writer is done
             self._holding = True
             try:
                 self.finish_init()  # a `prov device init` killed midway, first
+                self._clean_leftovers(since)
                 yield
             finally:
                 self._holding = False
                 fcntl.flock(handle, fcntl.LOCK_UN)
+
+    def _clean_leftovers(self, since: float) -> None:
+        """Clear what a command killed midway left in the device folder, holding its lock
+        (taken at ``since``, seconds since the epoch), saying on stderr what was done.
+
+        Stray temporary files of `atomic_write` (named exactly ``.prov-tmp-PID-RANDOM``,
+        regular files, last written before ``since``: every command writes the folder
+        only holding its lock, so such a file's writer is gone) in the folder, queue/,
+        set_aside/ and sidecars/. Each is a copy of a file still in place, or cut short,
+        and is removed, but for two kinds whose only copy it can be: a complete queue
+        entry whose claim no entry holds (killed between writing a new entry and renaming
+        it: its sequence was already reserved) goes into the queue, and a certificate
+        chain while the device has none (killed in `enroll`) goes to its place.
+
+        Duplicates (`_drop_duplicates`): a set-aside copy of a claim still queued (killed
+        between setting an entry aside and removing it from the queue) is removed, so the
+        queued copy is submitted again; of several copies of one claim in one folder
+        (``NAME-2.json``), the first is kept. Nothing is done when the folder cannot be
+        written (each step is skipped on its own OSError); nothing queued is lost."""
+        removed, recovered = 0, []
+        for folder in (self.root, self.queue_dir, self.set_aside_dir, self.sidecar_dir):
+            try:
+                names = [n for n in os.listdir(folder) if _TEMP_NAME.fullmatch(n)]
+            except OSError:  # no such folder
+                continue
+            for name in names:
+                path = folder / name
+                try:
+                    st = os.lstat(path)
+                    if not stat.S_ISREG(st.st_mode) or st.st_mtime >= since:
+                        continue  # not a file of ours, or written since the lock was taken
+                    if folder == self.queue_dir and (seq := self._recover_entry(path)):
+                        recovered.append(seq)
+                    elif folder == self.root and self._recover_certificate(path):
+                        print(f"{self.cert_path}: recovered from {name}", file=sys.stderr)
+                    else:
+                        path.unlink()
+                        removed += 1
+                except OSError:
+                    continue
+        for seq in recovered:
+            print(
+                f"{self.queue_dir}: recovered claim #{seq} from a temporary file a command"
+                " killed midway left; `prov device sync` submits it",
+                file=sys.stderr,
+            )
+        if removed:
+            print(
+                f"{self.root}: removed {removed} stray temporary file{'s' if removed > 1 else ''}"
+                " a command killed midway left (each a copy of a file still in place, or"
+                " cut short)",
+                file=sys.stderr,
+            )
+        with contextlib.suppress(OSError):
+            self._drop_duplicates()
+
+    def _recover_entry(self, path: Path) -> int:
+        """Put the temporary file ``path`` in the queue when it is a complete queue entry
+        whose claim neither the queue nor set_aside/ holds; returns its sequence (0 when
+        not: it is then a copy, or cut short). Raises OSError."""
+        entry = _read_entry(path)
+        if entry.sidecar is None:
+            return 0
+        if any(_entry_of(entry.sidecar, f) for f in (self.queue_dir, self.set_aside_dir)):
+            return 0
+        seq = entry.sidecar.claim.sequence
+        os.replace(path, _free_name(self.queue_dir / f"{seq:012d}.json"))
+        _fsync_dir(self.queue_dir)
+        return seq
+
+    def _recover_certificate(self, path: Path) -> bool:
+        """Put the temporary file ``path`` in the certificate's place when the device has
+        none and it holds a certificate chain; whether it did. Raises OSError."""
+        if os.path.lexists(self.cert_path):
+            return False
+        if not read_device_file(path).startswith(b"-----BEGIN CERTIFICATE-----"):
+            return False
+        os.replace(path, self.cert_path)
+        _fsync_dir(self.root)
+        return True
+
+    def _drop_duplicates(self) -> None:
+        """Remove set-aside copies of a claim still queued, and all copies but the first
+        of one claim in one folder (see `_clean_leftovers`), saying how many on stderr.
+        Read only when there can be any: a name in both folders, or a ``NAME-N.json``
+        (`_free_name`). Raises OSError."""
+        names = {}
+        for folder in (self.queue_dir, self.set_aside_dir):
+            with contextlib.suppress(OSError):  # no such folder
+                names[folder] = set(os.listdir(folder))
+        queued, aside = names.get(self.queue_dir, set()), names.get(self.set_aside_dir, set())
+        if not queued & aside and not any(_COPY_NAME.fullmatch(n) for n in queued | aside):
+            return
+        held: set[tuple[bytes, bytes]] = set()
+        dropped = 0
+
+        def first_names_first(entry: QueueEntry) -> tuple[int, bool, str]:
+            return entry.sequence, bool(_COPY_NAME.fullmatch(entry.file.name)), entry.file.name
+
+        entries = [
+            *sorted(read_entries(self.queue_dir), key=first_names_first),
+            *sorted(read_entries(self.set_aside_dir), key=first_names_first),
+        ]
+        for entry in entries:
+            if entry.sidecar is None:
+                continue  # an unreadable entry is nobody's copy
+            signed = entry.sidecar.signed_claim
+            if (signed.claim_bytes, signed.signature) in held:
+                entry.file.unlink()
+                dropped += 1
+            held.add((signed.claim_bytes, signed.signature))
+        if dropped:
+            print(
+                f"{self.root}: removed {dropped} duplicate cop{'ies' if dropped > 1 else 'y'}"
+                " of claims still queued or set aside under another name (a command killed"
+                " midway: a claim still queued is submitted again, not left set aside)",
+                file=sys.stderr,
+            )
 
 
 def _binds(old: Sidecar, path: Path, fields: ClaimFields, limits: AssetLimits) -> bool:
@@ -1145,7 +1298,7 @@ def _read_old_sidecar(path: Path) -> Sidecar | None:
 
 def _entry_of(sidecar: Sidecar, folder: Path) -> QueueEntry | None:
     """The entry in ``folder`` (the queue or set_aside/) holding ``sidecar``'s claim."""
-    for entry in _read_entries(folder):
+    for entry in read_entries(folder):
         if entry.sidecar is not None and entry.sidecar.signed_claim == sidecar.signed_claim:
             return entry
     return None
@@ -1212,7 +1365,8 @@ class QueueEntry:
     sidecar: the signed claim with its key (None when the entry cannot be read, then
     ``problem`` says why); sidecar_path: where the capture's sidecar belongs; attempts,
     last_error, last_attempt (ISO 8601 UTC): failed submissions so far; set_aside_at:
-    when it was set aside ("" while queued).
+    when it was set aside ("" while queued); damage: what is wrong with its bookkeeping
+    when the claim itself is sound (an ``attempts`` out of range, `_attempts`).
     """
 
     file: Path
@@ -1225,6 +1379,7 @@ class QueueEntry:
     set_aside_at: str = ""
     problem: str = ""
     raw: str = ""
+    damage: str = ""
 
     @property
     def label(self) -> str:
@@ -1261,6 +1416,8 @@ class QueueEntry:
         }
         if self.set_aside_at:
             out["set_aside_at"] = self.set_aside_at
+        if self.damage:
+            out["damaged"] = self.damage
         out["entry"] = str(self.file)
         return out
 
@@ -1287,10 +1444,11 @@ def _read_entry(file: Path) -> QueueEntry:
             raise ValueError("not a JSON object")
     except (ValueError, RecursionError) as e:
         return QueueEntry(file, seq, None, None, problem=f"not valid JSON ({e})", raw=text)
-    attempts = doc.get("attempts")
+    attempts, damage = _attempts(doc.get("attempts"))
     known = partial(
         QueueEntry,
-        attempts=attempts if isinstance(attempts, int) else 0,
+        attempts=attempts,
+        damage=damage,
         last_error=str(doc.get("last_error") or ""),
         last_attempt=str(doc.get("last_attempt") or ""),
         set_aside_at=str(doc.get("set_aside_at") or ""),
@@ -1306,7 +1464,28 @@ def _read_entry(file: Path) -> QueueEntry:
     return known(file, seq, sidecar, side_path)
 
 
-def _name_sequence(name: str) -> int:
+def _attempts(value: object) -> tuple[int, str]:
+    """The ``attempts`` count of a queue entry as read, and what is wrong with it ("" when
+    nothing). A count no sync writes (negative, past `MAX_ATTEMPTS_COUNT`, ``true``, text,
+    a fraction) is damaged and not trusted: it is read as `MAX_FAILED_ATTEMPTS` - 1, so
+    one more server failure on the entry sets it aside. Before, a negative count (an
+    edit) defeated that limit: the entry was retried for ever and held back every later
+    capture. A missing count (an entry from an older version) is 0."""
+    if value is None:
+        return 0, ""
+    if type(value) is int and 0 <= value <= MAX_ATTEMPTS_COUNT:
+        return value, ""
+    read = MAX_FAILED_ATTEMPTS - 1
+    shown = json.dumps(value) if isinstance(value, int | float | str) else json_kind(value)
+    return read, (
+        f"its attempts {shown} is out of range (a sync writes a whole number from 0 to"
+        f" {MAX_ATTEMPTS_COUNT}): the entry was edited or damaged. Its signed claim is"
+        f" sound and still submitted; the count is read as {read}, so one more server"
+        f" failure sets it aside (the limit is {MAX_FAILED_ATTEMPTS})"
+    )
+
+
+def name_sequence(name: str) -> int:
     """The sequence a queue, set_aside/ or sidecars/ file name gives
     (``000000000007.json``, ``000000000007-2.json`` from `_free_name`,
     ``000000000007.prov``); 0 for any other name, and for a number no claim has (a
@@ -1329,7 +1508,7 @@ def _free_name(path: Path) -> Path:
     return target
 
 
-def _read_entries(folder: Path) -> list[QueueEntry]:
+def read_entries(folder: Path) -> list[QueueEntry]:
     """The entries in ``folder``, in sequence order (then by name: `_free_name`'s)."""
     if not folder.is_dir():
         return []

@@ -106,6 +106,11 @@ EXAMPLES: dict[str, tuple[str, ...]] = {
         "prov device show",
         "prov device show --home /data/prov",
     ),
+    "device repair": (
+        "prov device repair  # device.json damaged: rebuilt, the old kept aside",
+        "prov device repair --server 127.0.0.1:50051  # its server lost too",
+        "prov device repair && prov device sync  # then log what was queued",
+    ),
     "device sync": (
         "prov device sync",
         "prov device sync --retry-set-aside  # after the cause was fixed",

@@ -52,21 +52,24 @@ def test_a_state_put_back_never_overwrites_a_queued_claim(enrolled: Cli, tmp_pat
 def test_set_aside_and_queued_claims_of_one_number_are_both_kept(
     enrolled: Cli, tmp_path: Path
 ) -> None:
-    photos = [_photo(tmp_path, f"p{i}.png", i) for i in range(2)]
+    photos = [_photo(tmp_path, f"p{i}.png", i) for i in range(3)]
     offline = closed_port()
-    rc, _, err = enrolled("sign", "--server", offline, *map(str, photos))  # queued 1, 2
+    rc, _, err = enrolled("sign", "--server", offline, *map(str, photos))  # queued 1, 2, 3
     assert rc == 0, err
     home = DeviceHome(enrolled.home)
     queue = enrolled.home / "queue"
     aside = enrolled.home / "set_aside"
     aside.mkdir()
-    # an entry set aside under the same name as one queued (a folder restored over)
-    shutil.copy(queue / "000000000002.json", aside / "000000000001.json")
+    # an entry set aside under the same name as one queued (a folder restored over); a
+    # byte-for-byte copy of a claim still queued would be dropped as a leftover of a
+    # killed command (tests/test_device_queue_leftovers.py), so another claim's entry
+    shutil.move(queue / "000000000003.json", aside / "000000000001.json")
 
     rc, out, err = enrolled("device", "sync", "--retry-set-aside", "--server", offline)
     assert rc == 1, (out, err)
     kept = sorted(e.sidecar.claim.sequence for e in home.pending() if e.sidecar)
-    assert kept == [1, 2, 2], (kept, out, err)
+    assert kept == [1, 2, 3], (kept, out, err)
+    assert (queue / "000000000001-2.json").exists()
 
 
 def test_a_sequence_past_the_last_is_said_in_words(enrolled: Cli, tmp_path: Path) -> None:

@@ -31,7 +31,13 @@ LAYERS = [
 ]
 #: SDK modules of clients/ (what a device or a scanner runs): wire contract, core, log and
 #: media only; the `prov` CLI and the demos may also start servers.
-CLIENT_SDK = ["clients/api.py", "clients/device.py", "clients/report.py", "clients/scan"]
+CLIENT_SDK = [
+    "clients/api.py",
+    "clients/device.py",
+    "clients/device_repair.py",
+    "clients/report.py",
+    "clients/scan",
+]
 SERVER_SIDE = {"store", "index", "server"}
 #: What of clients/ provenance/ may import: the web layer is a client of the gRPC service
 #: (`clients.api`) and renders the report of ``prov verify --json`` (`clients.report`), by

@@ -1,0 +1,216 @@
+"""`prov device repair`: a damaged or missing ``device.json`` rebuilt from what is still
+trustworthy, so the queue it blocked can be logged.
+
+A damaged state file (truncated, not JSON, wrong types: `clients.device._parse_state`)
+stops every device command, although each queued claim is signed and complete. Its
+fields come back from:
+
+* ``device_id`` and ``public_key``: the key file (decrypted with its passphrase), the
+  device id being SHA-256 of the public key (DESIGN.md);
+* ``server``: ``--server``, else the text of the damaged file when it still names a
+  HOST:PORT; else the command asks for ``--server`` (exit 2);
+* ``last_sequence``: the highest of every sequence this key signed that can be seen:
+  the claims in queue/, set_aside/ and sidecars/ (by name and by content), what the
+  damaged file still says, and the log's record of the key (`GetDevice`, when the server
+  answers). A number already signed is never used again; a number skipped is a gap the
+  log accepts;
+* ``last_claim_hash``: that claim's hash when this folder holds it, else the one the
+  damaged file still names for that sequence, else empty (the log's `GetDevice` does not
+  give it): the next claim then links to nothing, which the log accepts and shows as a
+  break in the device's chain.
+
+The damaged file is set aside as ``device.json.damaged-TIME`` (never deleted) before the
+new one is written; killed in between, no device.json is left and the command run again
+finishes (a missing state beside a key is repaired the same way).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import typer
+
+from clients.api import ProvenanceClient
+from clients.device import (
+    MAX_DEVICE_FILE_BYTES,
+    SIDECAR_SUFFIX,
+    DeviceHome,
+    DeviceState,
+    atomic_write,
+    name_sequence,
+    read_entries,
+    state_bytes,
+)
+from clients.files import read_bounded
+from provenance.cli.options import server_address
+from provenance.core.errors import ConfigError, ProvenanceError
+from provenance.core.keys import DeviceKey
+from provenance.wire.sidecar import MAX_SIDECAR_BYTES, Sidecar, decode_sidecar
+
+_SERVER_TEXT = re.compile(rb'"server"\s*:\s*"([^"\\]{1,300})"')
+_SEQUENCE_TEXT = re.compile(rb'"last_sequence"\s*:\s*"?([0-9]{1,20})"?\s*[,}\n]')
+_HASH_TEXT = re.compile(rb'"last_claim_hash"\s*:\s*"([0-9a-f]{64})"')
+
+
+class NothingToRepair(ConfigError):
+    """The state file reads and belongs to the key: `prov device repair` changes nothing."""
+
+
+@dataclass(frozen=True)
+class Repaired:
+    """What `repair` did: the state written, where the damaged file was set aside (None
+    when there was none), where the server came from, where the last sequence came from
+    (the sources that reached it, in words), and what the log said or why it could not
+    be asked."""
+
+    state: DeviceState
+    kept: Path | None
+    server_from: str
+    sequence_from: tuple[str, ...]
+    log: str
+
+
+def is_damaged(home: DeviceHome) -> bool:
+    """Whether ``home``'s state file cannot be read as a state (damaged, or missing beside
+    the key); whose key a sound one is, is checked once the key is decrypted (`repair`)."""
+    try:
+        home.state()
+    except ConfigError:
+        return True
+    return False
+
+
+def left_of(home: DeviceHome) -> bytes | None:
+    """What is left of ``home``'s state file: its bytes, or None when there is none or it
+    cannot be read as a file (a FIFO, a folder, over the size limit)."""
+    try:
+        return read_bounded(home.state_path, MAX_DEVICE_FILE_BYTES, "device file")
+    except (OSError, ProvenanceError):
+        return None
+
+
+def recovered_server(text: bytes | None) -> str | None:
+    """The HOST:PORT the damaged state ``text`` still names as its server; None when it
+    names none that reads so."""
+    found = _SERVER_TEXT.search(text or b"")
+    if found is None:
+        return None
+    try:
+        return server_address(found.group(1).decode("ascii"))
+    except (UnicodeDecodeError, typer.BadParameter):
+        return None
+
+
+def repair(home: DeviceHome, key: DeviceKey, server: str, server_from: str) -> Repaired:
+    """Rebuild ``home``'s state for ``key`` (the device key, decrypted) with ``server``
+    (said to come from ``server_from``), as the module docstring says. Hold the folder's
+    lock (`DeviceHome.locked`) around it. Raises NothingToRepair when the state file
+    reads and is this key's, ConfigError when it reads and is another key's (the key
+    file or the state was put back from elsewhere: not guessed at), OSError."""
+    key_id = key.key_id.hex()
+    try:
+        sound = home.state()
+    except ConfigError:
+        pass
+    else:
+        if sound.device_id == key_id:
+            raise NothingToRepair(f"{home.state_path} is not damaged: nothing to repair")
+        raise ConfigError(
+            f"{home.state_path} is sound but belongs to device {sound.device_id[:16]}…, and"
+            f" the key file {home.key_path} to device {key_id[:16]}…: repair does not choose"
+            " between them; put back the matching key file or state"
+        )
+    text = left_of(home)
+    seen: dict[str, int] = {}
+    last_hash = {0: ""}
+    for folder in (home.queue_dir, home.set_aside_dir, home.sidecar_dir):
+        with contextlib.suppress(OSError):  # no such folder
+            by_name = max(map(name_sequence, os.listdir(folder)), default=0)
+            if by_name:
+                seen[f"{folder.name}/"] = by_name
+    for folder in (home.queue_dir, home.set_aside_dir):
+        for entry in read_entries(folder):
+            if entry.sidecar is not None and entry.sidecar.signed_claim.key_id == key.key_id:
+                seq = entry.sidecar.claim.sequence
+                seen[f"{folder.name}/"] = max(seen.get(f"{folder.name}/", 0), seq)
+                last_hash[seq] = entry.sidecar.signed_claim.claim_hash.hex()
+    for kept in _sidecars(home):
+        if kept.signed_claim.key_id == key.key_id:
+            seq = kept.claim.sequence
+            seen["sidecars/"] = max(seen.get("sidecars/", 0), seq)
+            last_hash[seq] = kept.signed_claim.claim_hash.hex()
+    said = _SEQUENCE_TEXT.search(text or b"")
+    if said is not None and int(said.group(1)) < 2**64:
+        seen["the damaged file"] = int(said.group(1))
+        link = _HASH_TEXT.search(text or b"")
+        if link is not None:  # the claim it names, when no better source does
+            last_hash.setdefault(int(said.group(1)), link.group(1).decode())
+    log = _ask_log(server, key, seen, last_hash)
+    last = max(seen.values(), default=0)
+    state = DeviceState(
+        device_id=key_id,
+        public_key=key.public_key.hex(),
+        server=server,
+        last_sequence=last,
+        last_claim_hash=last_hash.get(last, ""),
+    )
+    kept_at = _set_aside(home)
+    atomic_write(home.state_path, state_bytes(state))
+    sources = tuple(where for where, seq in seen.items() if seq == last and last)
+    return Repaired(state, kept_at, server_from, sources, log)
+
+
+def _sidecars(home: DeviceHome) -> list[Sidecar]:
+    """The sidecars kept in the device folder's sidecars/ that can be read."""
+    found = []
+    with contextlib.suppress(OSError):  # no such folder
+        for name in os.listdir(home.sidecar_dir):
+            if name.endswith(SIDECAR_SUFFIX):
+                with contextlib.suppress(OSError, ProvenanceError):
+                    data = read_bounded(home.sidecar_dir / name, MAX_SIDECAR_BYTES, "sidecar")
+                    found.append(decode_sidecar(data))
+    return found
+
+
+def _ask_log(server: str, key: DeviceKey, seen: dict[str, int], hashes: dict[int, str]) -> str:
+    """Add the log's last sequence for ``key`` at ``server`` to ``seen`` (as "the log")
+    and its last claim hash, when it gives one, to ``hashes``; returns what happened, in
+    words."""
+    if not server:
+        return "no server to ask: the log's record of this key was not checked"
+    try:
+        with ProvenanceClient(server) as client:
+            device = client.get_device(key.key_id)
+    except ProvenanceError as e:
+        return (
+            f"the log at {server} could not be asked for this key's last sequence ({e}):"
+            " a claim it logged whose sidecar is not in this folder is not counted; if the"
+            " next claim reuses its number, the log refuses it once and `prov device sync`"
+            " moves the numbering past the log's"
+        )
+    if device.last_sequence:
+        seen["the log"] = device.last_sequence
+        if device.last_claim_hash:
+            hashes.setdefault(device.last_sequence, device.last_claim_hash.hex())
+    return f"the log at {server} holds this key's claims up to sequence {device.last_sequence}"
+
+
+def _set_aside(home: DeviceHome) -> Path | None:
+    """Rename the state file (whatever it is: a file, a FIFO, a link) to a free
+    ``device.json.damaged-TIME`` beside it; returns that name, None when there is none.
+    Raises OSError."""
+    if not os.path.lexists(home.state_path):
+        return None
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    target = home.state_path.with_name(f"{home.state_path.name}.damaged-{stamp}")
+    n = 1
+    while os.path.lexists(target):
+        n += 1
+        target = home.state_path.with_name(f"{home.state_path.name}.damaged-{stamp}-{n}")
+    os.rename(home.state_path, target)
+    return target

@@ -1,0 +1,135 @@
+"""The queue's own bookkeeping damaged: a hand-edited ``attempts`` out of range (before,
+a negative count defeated the limit of `MAX_FAILED_ATTEMPTS` server failures, so one
+entry the server cannot digest held back every later capture for good), and what a
+command killed midway leaves (stray ``.prov-tmp-*`` files of `atomic_write`, a claim
+both queued and set aside, duplicate set-aside copies ``NAME-2.json``). Real keys, a
+real `prov serve`, the real CLI; the leftovers are made as a kill at each point leaves
+them."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from PIL import Image
+
+from clients.device import MAX_FAILED_ATTEMPTS, DeviceHome
+from provenance.wire.sidecar import decode_sidecar
+from tests.conftest import Cli, closed_port
+
+
+def _photo(folder: Path, name: str, seed: int) -> Path:
+    path = folder / name
+    Image.effect_noise((96, 96), 40 + seed).convert("RGB").save(path)
+    return path
+
+
+def _show(cli: Cli) -> dict[str, Any]:
+    rc, out, err = cli("device", "show")
+    assert rc == 0, err
+    shown: dict[str, Any] = json.loads(out)
+    return shown
+
+
+@pytest.mark.parametrize("attempts", [-100, True, "2", 2**80, 1.5])
+def test_an_attempts_count_out_of_range_is_read_as_damaged(
+    attempts: object, enrolled: Cli, tmp_path: Path
+) -> None:
+    photo = _photo(tmp_path, "p.png", 0)
+    rc, out, err = enrolled("sign", "--server", closed_port(), str(photo))
+    assert rc == 0 and "queued" in out, (out, err)
+    home = DeviceHome(enrolled.home)
+    (entry_file,) = home.queue_dir.iterdir()
+    doc = json.loads(entry_file.read_text())
+    entry_file.write_text(json.dumps({**doc, "attempts": attempts}))
+
+    (entry,) = home.pending()
+    # not trusted: one more server failure sets it aside (before: -100 took 103)
+    assert entry.attempts == MAX_FAILED_ATTEMPTS - 1, entry
+    assert entry.sidecar is not None  # the signed claim itself is sound: still submitted
+    (shown,) = _show(enrolled)["queue"]
+    assert f"attempts {json.dumps(attempts)} is out of range" in shown["damaged"], shown
+    assert "one more server failure sets it aside" in shown["damaged"], shown
+
+    rc, out, err = enrolled("device", "sync")
+    assert rc == 0 and "submitted 1 of 1" in out, (out, err)
+    assert "is out of range" in err, err
+    assert decode_sidecar(photo.with_name("p.png.prov").read_bytes()).receipt is not None
+
+
+def _age(path: Path, seconds: float) -> None:
+    then = time.time() - seconds
+    os.utime(path, (then, then))
+
+
+def test_a_killed_commands_leftovers_are_cleaned_and_nothing_queued_is_lost(
+    enrolled: Cli, tmp_path: Path
+) -> None:
+    photos = [_photo(tmp_path, f"p{i}.png", i) for i in range(4)]
+    rc, out, err = enrolled("sign", "--server", closed_port(), *map(str, photos))
+    assert rc == 0 and out.count("queued") == 4, (out, err)
+    home = DeviceHome(enrolled.home)
+    queue, aside, root = home.queue_dir, home.set_aside_dir, home.root
+    aside.mkdir()
+    names = [f"{n:012d}.json" for n in range(1, 5)]
+    # killed in `_set_entry_aside` after writing the set-aside copy, before removing the
+    # entry: claim 1 both queued and set aside (the queued copy is kept, and submitted)
+    doc1 = json.loads((queue / names[0]).read_text())
+    (aside / names[0]).write_text(json.dumps({**doc1, "set_aside_at": "2026-12-01T00:00:00+00:00"}))
+    # claim 2 set aside, and a copy of it set aside again as NAME-2.json
+    (queue / names[1]).rename(aside / names[1])
+    shutil.copy(aside / names[1], aside / "000000000002-2.json")
+    # killed in `_enqueue` between writing the entry and renaming it: claim 3's only copy
+    # is a temporary file (its state already reserved the number)
+    recovered = queue / ".prov-tmp-4194301-0a1b2c3d"
+    (queue / names[2]).rename(recovered)
+    # killed mid-write: a truncated temporary copy of claim 4's entry, and of the state
+    partial = queue / ".prov-tmp-4194302-00ff00ff"
+    partial.write_bytes((queue / names[3]).read_bytes()[:50])
+    state_tmp = root / ".prov-tmp-4194303-12345678"
+    state_tmp.write_bytes((root / "device.json").read_bytes())
+    # killed in `prov device enroll` between writing the certificate chain and renaming
+    # it: its only copy (the token is spent)
+    chain = b"-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
+    cert_tmp = root / ".prov-tmp-4194306-c0ffee00"
+    cert_tmp.write_bytes(chain)
+    _age(cert_tmp, 60)
+    sidecar_tmp = root / "sidecars"
+    sidecar_tmp.mkdir()
+    (sidecar_tmp / ".prov-tmp-4194304-cafecafe").write_bytes(b"{")
+    for p in (
+        aside / names[0],
+        recovered,
+        partial,
+        state_tmp,
+        sidecar_tmp / ".prov-tmp-4194304-cafecafe",
+    ):
+        _age(p, 60)
+    # not ours (another name), and one newer than this command: both left alone
+    theirs = queue / ".prov-tmp-x"
+    theirs.write_text("someone else's")
+    _age(theirs, 60)
+    fresh = queue / ".prov-tmp-4194305-0badf00d"
+    fresh.write_bytes(b"{")
+    then = time.time() + 3600
+    os.utime(fresh, (then, then))
+
+    rc, out, err = enrolled("device", "sync")
+    assert rc == 0 and "submitted 3 of 3" in out, (out, err)
+    said = " ".join(err.split())
+    assert "recovered claim #3" in said and "removed 3 stray temporary file" in said, said
+    assert "removed 2 duplicate" in said and "set aside" in said, said
+    assert sorted(p.name for p in queue.iterdir()) == [".prov-tmp-4194305-0badf00d", ".prov-tmp-x"]
+    assert sorted(p.name for p in aside.iterdir()) == [names[1]]
+    assert not state_tmp.exists() and not any(sidecar_tmp.iterdir())
+    assert not cert_tmp.exists() and home.cert_path.read_bytes() == chain
+    sequences = []
+    for p in photos:
+        sidecar = decode_sidecar(p.with_name(p.name + ".prov").read_bytes())
+        sequences.append((sidecar.claim.sequence, sidecar.receipt is not None))
+    assert sequences == [(1, True), (2, False), (3, True), (4, True)], sequences
