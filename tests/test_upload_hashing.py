@@ -136,22 +136,93 @@ def test_start_beside_returns_results_in_the_order_asked_and_raises_errors() -> 
 
 
 def test_an_upload_behind_on_hashing_says_so_and_is_waited_for_off_the_caller() -> None:
-    """VerifyFile's receive loop asks `hashing_behind` before each write and then waits in a
-    thread (`wait_hashed`), so its event loop never blocks inside `write`."""
+    """A caller that finds `hashing_behind` is woken by `when_hashed` once the hashing has
+    caught up, so that an event loop never blocks inside `write` (VerifyFile's loop)."""
     upload = Upload(64 << 20)
     busy = threading.Event()
     upload._digest._helper.start(busy.wait)  # the hashing thread is held up
     upload.write(b"no media here\n" + bytes(3 << 20))  # under the backlog: returns at once
     behind = upload.hashing_behind  # (asserted directly, mypy would keep it True below)
     assert behind
-    waiter = threading.Thread(target=upload.wait_hashed)
-    waiter.start()
-    waiter.join(0.2)
-    assert waiter.is_alive()  # still waiting for the held-up hashing
+    woken = threading.Event()
+    upload.when_hashed(woken.set)
+    assert not woken.wait(0.2)  # still waiting for the held-up hashing
     busy.set()
-    waiter.join(10)
-    assert not waiter.is_alive() and not upload.hashing_behind
+    assert woken.wait(10) and not upload.hashing_behind
     assert upload.sha256 == hashlib.sha256(b"no media here\n" + bytes(3 << 20)).digest()
+
+
+def test_call_within_wakes_from_the_helper_once_it_is_that_close() -> None:
+    """`BackgroundFeed.call_within` calls back on the helper's thread as soon as the feed
+    is at most the given bytes behind (the rest still to do), at once when it already is,
+    and when the feeding fails."""
+    stream = BackgroundSha256()
+    busy = threading.Event()
+    stream._helper.start(busy.wait)  # the hashing thread is held up
+    piece = bytes(1 << 20)
+    for _ in range(3):
+        stream.update(piece)
+    seen: list[tuple[int, str]] = []
+    woken = threading.Event()
+
+    def wake() -> None:
+        seen.append((stream.behind, threading.current_thread().name))
+        woken.set()
+
+    stream.call_within(1 << 20, wake)
+    assert not woken.wait(0.2)  # 3 MiB behind, held up
+    busy.set()
+    assert woken.wait(10)
+    # called right after the second piece, before the helper went on to the third
+    assert len(seen) == 1 and seen[0][0] == 1 << 20 and seen[0][1].startswith("hash-")
+    assert stream.digest() == hashlib.sha256(piece * 3).digest()
+    stream.call_within(0, lambda: seen.append((stream.behind, "caller")))  # caught up: now
+    assert seen[-1] == (0, "caller")
+
+    def fails(data: bytes | memoryview) -> None:
+        raise ValueError("feeding failed")
+
+    broken = hash_threads.BackgroundFeed(fails)
+    held = threading.Event()
+    broken._helper.start(held.wait)
+    broken.update(b"x" * 5000)
+    failed = threading.Event()
+    broken.call_within(0, failed.set)
+    held.set()
+    assert failed.wait(10)  # woken although never caught up
+    with pytest.raises(ValueError, match="feeding failed"):
+        broken.drain()
+
+
+def test_an_upload_behind_wakes_its_receiver_with_a_message_still_to_hash() -> None:
+    """`Upload.when_hashed`, which VerifyFile's receive loop awaits (no thread waits),
+    calls back once both the SHA-256 and a video's chunk leaves are at most a quarter of
+    the backlog behind, so the hashing threads still have work while the loop reads on
+    (before, the loop waited in a thread until every byte was hashed)."""
+    data = os.urandom(3 << 20)
+    with _helpers_held() as held, Upload(64 << 20) as upload:
+        upload.hash_chunks(1 << 20)
+        for i in range(0, len(data), 1 << 20):
+            upload.write(data[i : i + (1 << 20)])
+        assert upload.hashing_behind
+        seen: list[tuple[int, int]] = []
+        woken = threading.Event()
+
+        def wake() -> None:
+            assert upload._chunks is not None
+            seen.append((upload._digest.behind, upload._chunks.behind))
+            woken.set()
+
+        upload.when_hashed(wake)
+        assert not woken.wait(0.2)  # both held up
+        held.set()
+        assert woken.wait(10)
+        quarter = hash_threads.BACKLOG_BYTES // 4
+        assert len(seen) == 1 and max(seen[0]) <= quarter
+        whole = ChunkedHasher(1 << 20)
+        whole.update(data)
+        assert upload.chunk_hashes == whole.finalize().chunk_hashes
+        assert upload.sha256 == hashlib.sha256(data).digest()
 
 
 @contextmanager

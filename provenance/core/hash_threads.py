@@ -14,9 +14,12 @@ arrives (`provenance.media.inspect.Upload`).
   result (the video frame loop hashes frame k while FFmpeg decodes frame k + 1).
 - `BackgroundFeed`: any stream consumer (the chunk leaves of a video upload) fed with
   immutable bytes on a helper thread, in order, without the caller waiting (at most
-  BACKLOG_BYTES behind); `drain` waits. `lend` feeds a buffer the caller reuses and
-  returns the wait for that buffer (`provenance.core.video_binding.hash_file` reads a
-  pipe into a ring of buffers while the helper hashes the chunk leaves of earlier ones).
+  BACKLOG_BYTES behind); `drain` waits; `call_within(n, wake)` has the helper call
+  ``wake()`` once it is at most n bytes behind (VerifyFile's event loop awaits that: no
+  thread waits, and the helper still has work when the loop reads on). `lend` feeds a
+  buffer the caller reuses and returns the wait for that buffer
+  (`provenance.core.video_binding.hash_file` reads a pipe into a ring of buffers while
+  the helper hashes the chunk leaves of earlier ones).
 - `BackgroundSha256`: a `BackgroundFeed` computing a SHA-256; `digest` waits.
 """
 
@@ -120,11 +123,12 @@ class BackgroundFeed:
     `update` takes ``bytes`` or a memoryview of ``bytes`` (the helper reads them later; the
     caller guarantees they do not change) and returns at once unless the helper is more
     than BACKLOG_BYTES behind; `size` counts the bytes given so far; `drain` waits for the
-    helper. ``feed`` must not itself wait for a helper (`run_beside`): helpers waiting on
-    each other could deadlock.
+    helper; `call_within` has the helper say when it has caught up to within some bytes,
+    so an asyncio caller can wait for it without a thread. ``feed`` must not itself wait
+    for a helper (`run_beside`): helpers waiting on each other could deadlock.
     """
 
-    __slots__ = ("_fn", "_helper", "_errors", "_given", "_hashed")
+    __slots__ = ("_fn", "_helper", "_errors", "_given", "_hashed", "_waiter")
 
     def __init__(self, feed: Callable[[bytes | memoryview], object]) -> None:
         self._fn = feed
@@ -132,10 +136,27 @@ class BackgroundFeed:
         self._errors: list[BaseException] = []
         self._given = 0  # written by the caller's thread only
         self._hashed = 0  # written by the helper only
+        # (bytes fed by when to call, the call): set by `call_within`, taken by either thread
+        self._waiter: tuple[int, Callable[[], object]] | None = None
 
     def _feed(self, data: bytes | memoryview) -> None:
-        self._fn(data)
-        self._hashed += len(data)
+        try:
+            self._fn(data)
+            self._hashed += len(data)
+        except BaseException as e:  # seen by the caller `call_within` wakes (and by `drain`)
+            self._errors.append(e)
+            raise
+        finally:
+            waiter = self._waiter
+            if waiter is not None and (self._hashed >= waiter[0] or self._errors):
+                self._take_waiter()
+
+    def _take_waiter(self) -> None:
+        """Call the waiter set by `call_within`, if still set (either thread may; a waiter
+        may so be called twice, which its caller allows)."""
+        waiter, self._waiter = self._waiter, None
+        if waiter is not None:
+            waiter[1]()
 
     def update(self, data: bytes | memoryview) -> None:
         """Feed the next bytes of the stream."""
@@ -156,10 +177,21 @@ class BackgroundFeed:
         """Wait until the helper has fed every byte given; raise what it raised."""
         _wait(*self._helper.start(lambda: None, self._errors))
 
+    def call_within(self, backlog: int, wake: Callable[[], object]) -> None:
+        """Call ``wake()`` once at most ``backlog`` bytes given are not fed yet, or the
+        feeding has failed (`drain` then raises it): on this thread at once when that is
+        so now, else on the helper's thread as soon as it is, so ``wake`` must be quick
+        and thread-safe, and may be called twice (an asyncio caller settles a future
+        with `loop.call_soon_threadsafe`). Call it from the thread that gives the bytes,
+        with no `update` until ``wake`` was called; one waiter at a time."""
+        self._waiter = (self._given - backlog, wake)
+        if self._hashed >= self._given - backlog or self._errors:
+            self._take_waiter()  # caught up meanwhile: the helper may not look again
+
     @property
     def behind(self) -> int:
         """Bytes given but not fed yet (an asyncio caller that finds this near
-        BACKLOG_BYTES calls `drain` in a thread, so that `update` never waits on its loop)."""
+        BACKLOG_BYTES waits with `call_within`, so that `update` never waits on its loop)."""
         return self._given - self._hashed
 
     @property

@@ -17,6 +17,7 @@ import io
 import os
 import tempfile
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import IO, Any
@@ -147,15 +148,26 @@ class Upload:
     def hashing_behind(self) -> bool:
         """Whether the SHA-256 is half of BACKLOG_BYTES or more behind the bytes written, so
         that a `write` could soon wait for it (likewise the chunk leaves): an asyncio caller
-        then awaits `wait_hashed` in a thread rather than blocking its event loop in `write`."""
+        then awaits a future that `when_hashed` settles rather than blocking its event
+        loop in `write`."""
         behind = max(self._digest.behind, self._chunks.behind if self._chunks else 0)
         return behind >= BACKLOG_BYTES // 2
 
-    def wait_hashed(self) -> None:
-        """Block until every byte written so far is hashed (raises what the hashing raised)."""
-        self._digest.drain()
-        if self._chunks is not None:
-            self._chunks.drain()
+    def when_hashed(self, wake: Callable[[], object]) -> None:
+        """Call ``wake()`` as soon as at most a quarter of BACKLOG_BYTES written wait to be
+        hashed (SHA-256 and chunk leaves), or the hashing failed (the next `write` or
+        `sha256` raises it): at once on this thread when that is so now, else on a hashing
+        thread, so ``wake`` must be quick and thread-safe and may be called twice (asyncio:
+        `loop.call_soon_threadsafe` settling a future). No `write` until it was called.
+        The hashing keeps the rest to do while the caller goes on receiving, and no
+        thread waits (a drain in a thread, as before 5 December: a hand-off more per
+        wait, and the hashing thread idle from the drain to the next write)."""
+        backlog = BACKLOG_BYTES // 4
+        chunks = self._chunks
+        if chunks is None:
+            self._digest.call_within(backlog, wake)
+        else:
+            self._digest.call_within(backlog, lambda: chunks.call_within(backlog, wake))
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
         """Append ``data`` (bytes and views of bytes are held as they are, anything else is

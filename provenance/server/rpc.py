@@ -17,7 +17,7 @@ import threading
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Sequence
 from concurrent import futures
-from contextlib import ExitStack, aclosing, contextmanager
+from contextlib import ExitStack, aclosing, contextmanager, suppress
 from dataclasses import dataclass, replace
 from datetime import timedelta
 from typing import Any, TypeVar, cast
@@ -727,6 +727,25 @@ def _lookup_facts(q: Any) -> FileFacts:
         raise ClaimError(f"query {q.ref!r}: {e}") from e
 
 
+def _caught_up(done: asyncio.Future[None]) -> None:
+    if not done.done():  # a cancelled wait, or a second wake
+        done.set_result(None)
+
+
+async def _hashed(upload: Upload) -> None:
+    """Wait until ``upload``'s hashing threads have caught up to within a message or so
+    (`Upload.when_hashed`), the event loop free meanwhile."""
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future[None] = loop.create_future()
+
+    def wake() -> None:  # on a hashing thread
+        with suppress(RuntimeError):  # the loop closed meanwhile (the server stopping)
+            loop.call_soon_threadsafe(_caught_up, done)
+
+    upload.when_hashed(wake)
+    await done
+
+
 #: How long an upload refused for want of a slot waits for one to be given back before
 #: it is tried once more (and refused if still none is free), s.
 ADMISSION_WAIT_S = 0.5
@@ -805,8 +824,8 @@ class VerificationServicer(rpc.VerificationServicer):
             data = chunk.data  # each read of the field copies the bytes
             if len(data) < lim.min_chunk_bytes:
                 short = len(data)
-            if upload.hashing_behind:  # wait for the hashing in a thread, not on the loop
-                await asyncio.get_running_loop().run_in_executor(None, upload.wait_hashed)
+            if upload.hashing_behind:  # wait for the hashing without blocking the loop
+                await _hashed(upload)
             upload.write(data)
             if header.size_bytes and upload.size > header.size_bytes:
                 # refused as soon as the bytes outrun the header (not "truncated")
