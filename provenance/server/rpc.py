@@ -821,7 +821,7 @@ class VerificationServicer(rpc.VerificationServicer):
                     f"upload message {n - 1} carried {short} bytes; every message but the last"
                     f" must carry at least {lim.min_chunk_bytes} bytes (1 MiB is usual)"
                 )
-            data = chunk.data  # read once: a view of the received bytes for a data-only message (rpc_input.DataChunk), a copy from a parsed one
+            data = chunk.data  # read once: a view of the received bytes (rpc_input.DataChunk)
             if len(data) < lim.min_chunk_bytes:
                 short = len(data)
             if upload.hashing_behind:  # wait for the hashing without blocking the loop
