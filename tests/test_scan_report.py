@@ -235,3 +235,21 @@ def test_a_csv_row_is_one_line_whatever_the_names_hold(tmp_path: Path) -> None:
     ], rows
     assert rows[0]["note"] == "why\\x0ax.jpg\\x0aother.jpg,SIGNED_ORIGINAL", rows[0]
     assert "\t" not in text and all("\n" not in v for r in rows for v in r.values())
+
+
+def test_a_batch_of_rows_counts_and_writes_as_row_by_row(tmp_path: Path) -> None:
+    """`ReportWriter.add_rows` (a batch's rows, as the scan hands them over) writes the
+    same CSV and summary as `add` row by row, and returns the bytes they hashed."""
+    rows = [_unsigned(f"img{k}.jpg", 0.1 * k) for k in range(5)]
+    rows += [error_row("bad.zip!x", "path traversal", 3), {**_unsigned("=x.jpg", None)}]
+    one, many = tmp_path / "one" / "r.jsonl", tmp_path / "many" / "r.jsonl"
+    one.parent.mkdir()
+    many.parent.mkdir()
+    by_row = ReportWriter(one, top=3)
+    for row in rows:
+        by_row.add(row)
+    by_batch = ReportWriter(many, top=3)
+    assert by_batch.add_rows(rows[:4]) + by_batch.add_rows(rows[4:]) == 60
+    assert by_batch.add_rows([]) == 0
+    assert by_batch.finish(lambda r: {}, 1000) == by_row.finish(lambda r: {}, 1000)
+    assert csv_path(many).read_bytes() == csv_path(one).read_bytes()

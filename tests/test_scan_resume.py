@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from clients.scan.report import ReportWriter
-from clients.scan.resume import Journal
+from clients.scan.resume import Journal, encode_lines
 from provenance.core.errors import ConfigError
 from tests.conftest import ROOT, closed_port
 
@@ -272,3 +272,24 @@ def test_the_cli_names_a_bad_score_and_exits_1(tmp_path: Path) -> None:
     assert run.returncode == 1, (run.returncode, err)
     assert f"{report} line 1 is not a scan report row: its detector.score is NaN" in err, err
     assert "Traceback" not in err and "cannot reach" not in err, err
+
+
+def test_journal_lines_are_json_dumps_of_each_row() -> None:
+    """`encode_lines` (the journal's text for a batch, one C encoder made once) writes each
+    row exactly as ``json.dumps`` with compact separators: non-ASCII and control
+    characters escaped, floats, nested lists and objects, nulls, key order kept."""
+    rows: list[dict[str, Any]] = [
+        {
+            "path": "d/caf\u00e9 \u202egnp.jpg\n\x00\ud800",
+            "size": 2**63 - 1,
+            "soft_bindings": [{"hash": "ab", "quality": 100, "timestamp_seconds": 0.5}],
+            "evidence": {"pdq_distance": None, "time_flags": [], "claim": {"x": [1, 2.25]}},
+            "detector": {"score": 1e-7, "band": "low"},
+            "ok": True,
+        },
+        GOOD,
+        {},
+    ]
+    expected = "".join(json.dumps(r, separators=(",", ":")) + "\n" for r in rows)
+    assert encode_lines(rows) == expected
+    assert encode_lines([]) == ""

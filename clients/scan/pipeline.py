@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from clients.scan.engines import Engine
-from clients.scan.report import ReportWriter, Summary, hashed_bytes, report_files
+from clients.scan.report import ReportWriter, Summary, report_files
 from clients.scan.resume import Journal, RefSet
 from clients.scan.runs import runs
 from clients.scan.sources import (
@@ -149,10 +149,8 @@ def run_scan(
             items = _fresh(walked, seen)
             for rows in engine.map(batched(items, batch_size), config):
                 journal.write(rows)
-                for row in rows:
-                    writer.add(row)
+                scanned_bytes += writer.add_rows(rows)
                 scanned += len(rows)
-                scanned_bytes += sum(hashed_bytes(r) for r in rows)
                 if on_rows is not None:
                     on_rows(rows)
         summary = writer.finish(

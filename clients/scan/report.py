@@ -23,7 +23,7 @@ import heapq
 import html
 import io
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -227,14 +227,26 @@ class ReportWriter:
 
     def add(self, row: dict[str, Any]) -> None:
         """Count one row and append it to the CSV."""
+        self.add_rows((row,))
+
+    def add_rows(self, rows: Sequence[dict[str, Any]]) -> int:
+        """Count rows and append them to the CSV (one write call for them all, as a
+        batch's rows come); returns the bytes they hashed (`hashed_bytes`)."""
         with naming(self._part):
-            self._csv.writerow(csv_row(row))
+            self._csv.writerows([csv_row(row) for row in rows])
+        hashed = 0
+        for row in rows:
+            hashed += self._count(row)
+        self._bytes += hashed
+        return hashed
+
+    def _count(self, row: dict[str, Any]) -> int:
+        """Count one row in the summary; returns the bytes it hashed."""
         key = row_key(row)
         self._counts[key] += 1
         unsigned = key == _UNSIGNED
         if unsigned and row.get("kind") == "file":
             self._sha256_only += 1
-        self._bytes += hashed_bytes(row)
         self._seen += 1
         self._detected = self._detected or bool(row.get("detector"))
         if key == ERROR and len(self._refused) < TOP_REFUSED:
@@ -252,6 +264,7 @@ class ReportWriter:
                 heapq.heappush(self._unsigned, entry)
             elif entry[:2] > self._unsigned[0][:2]:
                 heapq.heapreplace(self._unsigned, entry)
+        return hashed_bytes(row)
 
     def summary(self) -> Summary:
         """The summary of the rows added so far."""

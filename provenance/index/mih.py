@@ -301,12 +301,12 @@ class MihIndex:
         queries searched together (`_search_block`: one gather and one distance pass for
         the candidates of many queries instead of a dozen NumPy calls per query). Each
         query is timed in INDEX_LOOKUP_SECONDS as the block's time over its queries."""
-        usable = [_usable(q) and max_distance >= 0 for q in queries]
-        if not any(usable):
-            return [[] for _ in queries]
         with self._lock:
             t = self._snapshot()
-        if t.size == 0:
+        if t.size == 0:  # nothing to find (an empty log): no query checked
+            return [[] for _ in queries]
+        usable = [_usable(q) and max_distance >= 0 for q in queries]
+        if not any(usable):
             return [[] for _ in queries]
         start = time.perf_counter()
         codes = [q.hash for q, ok in zip(queries, usable, strict=True) if ok]

@@ -1167,13 +1167,18 @@ class ProvenanceService:
                 step = len(soft) / MAX_QUERY_FRAMES
                 soft = tuple(soft[int(i * step)] for i in range(MAX_QUERY_FRAMES))
             spread.append(soft)
-        found = iter(self.pdq.search_many([h for soft in spread for h in soft]))
-        out = []
+        found = self.pdq.search_many([h for soft in spread for h in soft])
+        out: list[list[int]] = []
+        end = 0
         for soft in spread:
+            start, end = end, end + len(soft)
+            if not any(found[start:end]):  # no hash of this file near any: most files
+                out.append([])
+                continue
             best: dict[int, int] = {}
             hits: dict[int, int] = {}
-            for _ in soft:
-                for dist, idx in next(found):
+            for listed in found[start:end]:
+                for dist, idx in listed:
                     best[idx] = min(dist, best.get(idx, dist))
                     hits[idx] = hits.get(idx, 0) + 1
             out.append(sorted(best, key=lambda i: (-hits[i], best[i]))[:limit])
