@@ -235,3 +235,19 @@ def test_a_csv_row_is_one_line_whatever_the_names_hold(tmp_path: Path) -> None:
     ], rows
     assert rows[0]["note"] == "why\\x0ax.jpg\\x0aother.jpg,SIGNED_ORIGINAL", rows[0]
     assert "\t" not in text and all("\n" not in v for r in rows for v in r.values())
+
+
+@pytest.mark.parametrize("detect", [False, True])
+def test_a_scan_without_unsigned_images_says_so_not_an_empty_table(
+    tmp_path: Path, detect: bool
+) -> None:
+    """A scan whose files were all signed or derived showed "Unsigned images, by detector
+    score (top 0)" over a table of headers alone (a newcomer's scan with --detect)."""
+    report = tmp_path / "r.jsonl"
+    writer = ReportWriter(report, detect=detect)
+    writer.add(_flagged("copy.jpg", "DERIVED", pdq_distance=12, pdq_threshold=31))
+    writer.finish(lambda rows: {}, 1000)
+    page = html_path(report).read_text()
+    assert "<h2>Unsigned images</h2><p>None in this scan.</p>" in page, page
+    assert "(top 0)" not in page and "(first 0)" not in page
+    assert "<th>score</th>" not in page and "<th>size</th>" not in page
