@@ -524,10 +524,23 @@ class DeviceHome:
         try:
             return read_device_file(self.cert_path)
         except FileNotFoundError as e:
-            raise ConfigError(
-                "this device has no certificate: enroll with a server that runs an enrollment"
-                " authority (`prov serve --ca DIR`)"
-            ) from e
+            authority = "a server that runs an enrollment authority (`prov serve --ca DIR`)"
+            if self._enrolled():
+                raise ConfigError(
+                    "this device has no certificate: it enrolled where no enrollment authority"
+                    " ran, and a key enrolls once; for C2PA exports make a new key"
+                    " (`prov device init --home NEW_FOLDER`, or --force to replace this one)"
+                    f" and enroll it with {authority}"
+                ) from e
+            raise ConfigError(f"this device has no certificate: enroll with {authority}") from e
+
+    def _enrolled(self) -> bool:
+        """Whether the device's state names the server it enrolled with (False when the
+        state cannot be read: the caller's error is about the certificate)."""
+        try:
+            return bool(self.state().server)
+        except (ConfigError, OSError):
+            return False
 
     # ---------------------------------------------------------------- signing
 

@@ -41,11 +41,29 @@ def _fresh(work: Path) -> None:
                 f"make web: another `make web` (or `prov serve`) is running on {work}"
                 f" (its database lock {work / 'provenance.db.lock'} is held); stop it first"
                 " (Ctrl-C), or run this"
-                " one elsewhere: python -m clients.webdemo --dir DIR --listen HOST:PORT"
+                f" one elsewhere: {_python()} -m clients.webdemo --dir DIR --listen HOST:PORT"
             )
         shutil.rmtree(work)
     work.mkdir(parents=True)
     (work / MARKER).write_text("made by `make web`; replaced on the next run\n")
+
+
+def _python() -> str:
+    """This interpreter as a person types it: `.venv/bin/python` for the repository's own
+    venv (`make` runs here), else its full path (the system's python lacks the packages)."""
+    exe = Path(sys.executable)
+    return str(exe.relative_to(ROOT)) if exe.is_relative_to(ROOT) else str(exe)
+
+
+def shell_hint(address: str) -> str:
+    """How to use the demo's server from another shell: its gRPC port is drawn afresh each
+    run, so `prov` needs it named (`PROV_SERVER`)."""
+    return (
+        "  from another shell in this folder: source .venv/bin/activate;"
+        f" export PROV_SERVER={address}; then\n"
+        "    prov verify FILE   prov scan FOLDER --report scan.jsonl"
+        "   prov log audit --state audit.json\n"
+    )
 
 
 def drop_list(files: DemoFiles) -> str:
@@ -111,6 +129,7 @@ def main(argv: list[str] | None = None) -> None:
             f"\nThe verification page is at {url}\n"
             f"  drop any of these on it:\n{drop_list(files)}"
             f"  log explorer: {url}/log   API: {url}/api   gRPC: {address}\n"
+            f"{shell_hint(address)}"
             f"  log key (`prov receipt verify FILE.prov --log-key KEY`; `prov log key --server"
             f" {address}` prints it again): {log_key}\n"
             "Ctrl-C stops the server.",

@@ -216,3 +216,25 @@ def test_a_penalised_flood_is_held_and_does_not_delay_another_client(
     finally:
         bad_channel.close()
         good_channel.close()
+
+
+def test_a_server_without_an_admin_token_says_how_to_give_it_one(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`prov serve --db FILE` (the `prov --help` example) without $PROV_ADMIN_TOKEN warned
+    that admin calls are refused, and `prov admin enroll-token` was told "the server has no
+    admin token configured": neither said how to configure one (a newcomer's finding)."""
+    from clients.cli import main as prov_main
+
+    srv = start_server(tmp_path / "p.db", env={"PROV_ADMIN_TOKEN": ""})
+    try:
+        monkeypatch.setenv("PROV_ADMIN_TOKEN", ADMIN_TOKEN)
+        rc = prov_main(["admin", "enroll-token", "--server", srv.address])
+        err = " ".join(capsys.readouterr().err.split())
+        assert rc == 1 and "the server has no admin token configured" in err, err
+        assert "$PROV_ADMIN_TOKEN or --admin-token-file" in err, err
+    finally:
+        srv.stop()
+    warning = " ".join(srv.stderr().split())
+    assert "no admin token configured: enrollment tokens and revocations are refused" in warning
+    assert "start it with $PROV_ADMIN_TOKEN or --admin-token-file FILE" in warning, warning

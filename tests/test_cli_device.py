@@ -84,3 +84,34 @@ def test_enroll_with_a_certificate_file_from_the_authority(
         assert home.cert_path.read_bytes() == chain
     finally:
         srv.stop()
+
+
+def test_sign_c2pa_without_a_certificate_says_how_to_get_one(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A device enrolled before its server ran an authority has no certificate, and its key
+    enrolls once: the error said to "enroll with a server that runs an enrollment authority"
+    (a newcomer restarted the server with --ca and tried again); it says to make a new key.
+    A device never enrolled is told to enroll."""
+    import shutil
+    from dataclasses import replace
+
+    from tests.conftest import ROOT
+
+    photo = tmp_path / "p.jpg"
+    shutil.copyfile(ROOT / "clients" / "samples" / "rocket.jpg", photo)
+    home = DeviceHome(tmp_path / "dev")
+    home.init(PASSPHRASE.encode())
+    monkeypatch.setenv("PROV_PASSPHRASE", PASSPHRASE)
+    said = {}
+    for enrolled in (False, True):
+        if enrolled:
+            home.save_state(replace(home.state(), server="127.0.0.1:50051"))
+        capsys.readouterr()
+        argv = ["sign", "--c2pa", str(photo), "--home", str(home.root), "--server", closed_port()]
+        rc = prov_main(argv)
+        said[enrolled] = " ".join(capsys.readouterr().err.split())
+        assert rc == 1 and "this device has no certificate" in said[enrolled], said
+    assert "a key enrolls once" in said[True] and "prov device init --home" in said[True], said
+    assert "a key enrolls once" not in said[False], said
+    assert not (tmp_path / "p.jpg.prov").exists()  # nothing signed

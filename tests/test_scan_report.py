@@ -253,3 +253,19 @@ def test_a_batch_of_rows_counts_and_writes_as_row_by_row(tmp_path: Path) -> None
     assert by_batch.add_rows([]) == 0
     assert by_batch.finish(lambda r: {}, 1000) == by_row.finish(lambda r: {}, 1000)
     assert csv_path(many).read_bytes() == csv_path(one).read_bytes()
+
+
+@pytest.mark.parametrize("detect", [False, True])
+def test_a_scan_without_unsigned_images_says_so_not_an_empty_table(
+    tmp_path: Path, detect: bool
+) -> None:
+    """A scan whose files were all signed or derived showed "Unsigned images, by detector
+    score (top 0)" over a table of headers alone (a newcomer's scan with --detect)."""
+    report = tmp_path / "r.jsonl"
+    writer = ReportWriter(report, detect=detect)
+    writer.add(_flagged("copy.jpg", "DERIVED", pdq_distance=12, pdq_threshold=31))
+    writer.finish(lambda rows: {}, 1000)
+    page = html_path(report).read_text()
+    assert "<h2>Unsigned images</h2><p>None in this scan.</p>" in page, page
+    assert "(top 0)" not in page and "(first 0)" not in page
+    assert "<th>score</th>" not in page and "<th>size</th>" not in page

@@ -207,3 +207,24 @@ def test_c2pa_block_never_changes_the_status(key: DeviceKey) -> None:
     out = with_c2pa(r, block)
     assert out.status is Verdict.UNSIGNED and out.c2pa == block
     assert "Content Credentials" in out.reasons[-1]
+
+
+def test_a_match_without_the_manifest_says_so_not_exact_bytes(key: DeviceKey) -> None:
+    """A `prov sign --c2pa` export matches its claim by the bytes with the manifest store
+    removed: the reason says that, not "exact bytes", whose hash the report shows as
+    another one (before, a reader saw two different SHA-256s said to match exactly)."""
+    exported = FileFacts(b"\x03" * 32, 99, "image/jpeg", (PDQ,), content_sha256=SHA)
+    r = decide(exported, NOW, exact=[_logged(key)])
+    assert r.status is Verdict.SIGNED_ORIGINAL
+    assert r.reasons[0].startswith(
+        "the file's bytes without its C2PA manifest (SHA-256) match a validly signed claim"
+    ), r.reasons
+    # the file as signed still reads "exact bytes"
+    r = decide(FileFacts(SHA, 11, "image/jpeg", (PDQ,)), NOW, exact=[_logged(key)])
+    assert r.reasons[0].startswith("exact bytes (SHA-256) match a validly signed claim")
+    # and a revoked key's export says the same of its match
+    r = decide(exported, NOW, exact=[_logged(key, revoked_at=NOW - timedelta(days=1))])
+    assert r.status is Verdict.REVOKED_KEY
+    assert r.reasons[0].startswith(
+        "the file's bytes without its C2PA manifest match a claim at log index 7, but the key"
+    ), r.reasons

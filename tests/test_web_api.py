@@ -1302,3 +1302,19 @@ def test_a_service_at_work_past_the_service_timeout_still_answers(
         assert took > 0.3 * 3, took  # it did take longer than the timeout
     finally:
         web.stop()
+
+
+def test_a_device_key_reads_the_same_on_the_device_and_its_enrollment_entry(
+    http: httpx.Client,
+) -> None:
+    """An auditor comparing the device page's key with its enrollment entry's saw two
+    strings: /api/v1/devices gave base64, the entry (and `prov device show`, and every
+    other hash of the API) hex. Both are hex now, and the device page says so."""
+    dev = http.get("/api/v1/entries/1").json()["claim"]["device_id"]
+    d = http.get(f"/api/v1/devices/{dev}").json()
+    enrolled = http.get("/api/v1/entries/0").json()["key_event"]
+    assert enrolled["kind"] == "enrollment" and enrolled["device_id"] == dev
+    assert d["public_key"] == enrolled["public_key"], (d, enrolled)
+    assert hashlib.sha256(bytes.fromhex(d["public_key"])).hexdigest() == dev  # the id's key
+    page = http.get(f"/log/devices/{dev}").text
+    assert f'{d["public_key"]}</code> <span class="muted">(Ed25519, hex)</span>' in page

@@ -172,3 +172,41 @@ def test_make_web_refuses_a_bad_address_before_touching_its_folder(
     assert said in res.stderr, res.stderr
     assert (work / "provenance.db").read_bytes() == b"the previous run's log"
     assert "working in" not in res.stdout
+
+
+def test_make_web_says_how_to_use_its_server_from_a_shell() -> None:
+    """`make web` printed the gRPC address among the web page's links, but not what to do
+    with it: a newcomer trying `prov verify` on the files it lists got "cannot reach the
+    server at 127.0.0.1:50051" (make web's port is drawn afresh each run)."""
+    from clients.webdemo import shell_hint
+
+    text = shell_hint("127.0.0.1:33467")
+    assert "source .venv/bin/activate" in text
+    assert "export PROV_SERVER=127.0.0.1:33467" in text
+    for command in ("prov verify FILE", "prov scan FOLDER --report scan.jsonl"):
+        assert command in text, text
+
+
+def test_a_second_make_web_names_a_python_that_runs_it(tmp_path: Path) -> None:
+    """The refusal of a second `make web` suggests running one elsewhere; it said `python -m
+    clients.webdemo`, which the system's python (no packages, or no `python` at all)
+    cannot run: it names this venv's."""
+    import fcntl
+
+    from clients.webdemo import MARKER, _fresh
+
+    work = tmp_path / "web-demo"
+    work.mkdir()
+    (work / MARKER).write_text("made by `make web`\n")
+    with (work / "provenance.db.lock").open("wb") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)  # as a running server holds it
+        with pytest.raises(SystemExit) as refused:
+            _fresh(work)
+    said = str(refused.value)
+    expected = (
+        os.path.relpath(sys.executable, ROOT)
+        if sys.executable.startswith(str(ROOT))
+        else sys.executable
+    )
+    assert f"{expected} -m clients.webdemo --dir DIR --listen HOST:PORT" in said, said
+    assert " python -m" not in said, said

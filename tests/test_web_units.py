@@ -611,3 +611,37 @@ def test_http_sockets_send_without_waiting_for_delayed_acks() -> None:
         with accepted:
             for sock in (listener, accepted):
                 assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
+
+
+def test_signed_file_row_says_a_match_without_the_manifest_is_not_this_file() -> None:
+    """A `prov sign --c2pa` export matches its claim by its bytes without the manifest: the
+    page showed the file's SHA-256 and, under "Signed file", another one marked "= this
+    file" (a newcomer's finding). It now says what equals what."""
+    import re
+
+    import jinja2
+
+    from provenance.web import present
+    from provenance.web.app import PACKAGE
+
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(PACKAGE / "templates"), autoescape=True)
+    present.install(env)
+    claim = {"device_id": "ab" * 32, "sequence": 1, "media_type": "image/jpeg", "size": 9,
+             "sha256": "11" * 32, "signature_valid": True, "device": {"label": "cam"}}  # fmt: skip
+    marks = {}
+    for file_sha, content_sha in (("11" * 32, None), ("22" * 32, "11" * 32)):
+        file = {"media_type": "image/jpeg", "size": 10, "sha256": file_sha,
+                "content_sha256": content_sha}  # fmt: skip
+        page = env.get_template("_report.html").render(
+            report={
+                "status": "SIGNED_ORIGINAL",
+                "evidence": {"hash_match": True, "claim": claim},
+                "file": file,
+            },
+            filename="x.jpg",
+        )
+        found = re.search(r'<span class="ok">(= this file[^<]*)</span>', page)
+        assert found is not None, page
+        marks[file_sha] = found.group(1)
+    assert marks["11" * 32] == "= this file"
+    assert marks["22" * 32] == "= this file without its C2PA manifest"

@@ -402,31 +402,12 @@ def _flagged_html(summary: Summary) -> list[str]:
     return out
 
 
-def render_html(summary: Summary, thumbs: dict[str, str], title: str) -> str:
-    """The HTML page (see the module docstring); thumbs maps a path to a base64 JPEG."""
-    order = [v.value for v in Verdict] + [ERROR, EMPTY, SIDECAR]
-    out = [
-        "<!doctype html><html><head><meta charset='utf-8'>",
-        f"<title>{_e(title)}</title><style>{_CSS}</style></head><body>",
-        f"<h1>{_e(title)}</h1>",
-        f"<p>{summary.rows} files, {summary.bytes:,} bytes.</p>",
-        f"<p class='note' id='status-basis'>Statuses: {_e(STATUS_BASIS)}.</p>",
-    ]
-    if not summary.detected:
-        out.append(f"<p class='note'>{NO_DETECTOR}</p>")
-    out.append("<h2>Counts</h2><table><tr><th>status</th><th>files</th></tr>")
-    for key in order:
-        if summary.counts.get(key):
-            out.append(f"<tr><td>{_e(key)}</td><td class='n'>{summary.counts[key]}</td></tr>")
-    out.append("</table>")
-    if summary.sha256_only:
-        out.append(
-            f"<p class='note'>{summary.sha256_only} of the UNSIGNED files"
-            f" {'was' if summary.sha256_only == 1 else 'were'} looked up by"
-            " SHA-256 only (not media, truncated or corrupt, or over a size limit): the"
-            " CSV's note column says why for each.</p>"
-        )
-    out.extend(_flagged_html(summary))
+def _unsigned_html(summary: Summary, thumbs: dict[str, str]) -> list[str]:
+    """The unsigned images' table (ranked by detector score when one ran), or a line
+    saying there were none: not a table of headers alone."""
+    if not summary.unsigned:
+        return ["<h2>Unsigned images</h2><p>None in this scan.</p>"]
+    out: list[str] = []
     if summary.detected:
         out.append(
             f"<h2>Unsigned images, by detector score (top {len(summary.unsigned)})</h2>"
@@ -455,6 +436,35 @@ def render_html(summary: Summary, thumbs: dict[str, str], title: str) -> str:
             f"<td>{_e(band)}</td>{size}</tr>"
         )
     out.append("</table>")
+    return out
+
+
+def render_html(summary: Summary, thumbs: dict[str, str], title: str) -> str:
+    """The HTML page (see the module docstring); thumbs maps a path to a base64 JPEG."""
+    order = [v.value for v in Verdict] + [ERROR, EMPTY, SIDECAR]
+    out = [
+        "<!doctype html><html><head><meta charset='utf-8'>",
+        f"<title>{_e(title)}</title><style>{_CSS}</style></head><body>",
+        f"<h1>{_e(title)}</h1>",
+        f"<p>{summary.rows} files, {summary.bytes:,} bytes.</p>",
+        f"<p class='note' id='status-basis'>Statuses: {_e(STATUS_BASIS)}.</p>",
+    ]
+    if not summary.detected:
+        out.append(f"<p class='note'>{NO_DETECTOR}</p>")
+    out.append("<h2>Counts</h2><table><tr><th>status</th><th>files</th></tr>")
+    for key in order:
+        if summary.counts.get(key):
+            out.append(f"<tr><td>{_e(key)}</td><td class='n'>{summary.counts[key]}</td></tr>")
+    out.append("</table>")
+    if summary.sha256_only:
+        out.append(
+            f"<p class='note'>{summary.sha256_only} of the UNSIGNED files"
+            f" {'was' if summary.sha256_only == 1 else 'were'} looked up by"
+            " SHA-256 only (not media, truncated or corrupt, or over a size limit): the"
+            " CSV's note column says why for each.</p>"
+        )
+    out.extend(_flagged_html(summary))
+    out.extend(_unsigned_html(summary, thumbs))
     if summary.refused:
         out.append(
             f"<h2>Refused or failed entries (first {len(summary.refused)})</h2>"

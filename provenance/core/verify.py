@@ -252,6 +252,12 @@ def _logged_verdict(
         hash_match=True,
     )
     where = f"log index {lc.receipt.leaf_index}"
+    # a `prov sign --c2pa` export binds its claim by the bytes with the manifest removed
+    matched = (
+        "exact bytes"
+        if lc.claim.hard_binding.sha256 == facts.sha256
+        else "the file's bytes without its C2PA manifest"
+    )
     if not sig:
         return VerificationReport(
             Verdict.TAMPERED,
@@ -262,7 +268,7 @@ def _logged_verdict(
     if (revoked := _revocation(lc.device, lc.integrated_at)) is not None:
         return VerificationReport(
             Verdict.REVOKED_KEY,
-            (f"exact bytes match a claim at {where}, but {revoked}, before that claim was logged",),
+            (f"{matched} match a claim at {where}, but {revoked}, before that claim was logged",),
             ev,
             now,
         )
@@ -272,7 +278,7 @@ def _logged_verdict(
         else "its receipt was NOT checked against the log key"
     )
     reasons = [
-        f"exact bytes (SHA-256) match a validly signed claim at {where},"
+        f"{matched} (SHA-256) match a validly signed claim at {where},"
         f" logged {lc.integrated_at:%Y-%m-%d %H:%M:%S} UTC; {receipt}"
     ]
     if not lc.chain_linked:

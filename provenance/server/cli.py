@@ -624,7 +624,8 @@ def serve(
         err.print(
             Text.assemble(
                 ("warning:", "yellow"),
-                " no admin token configured: enrollment tokens and revocations are refused",
+                " no admin token configured: enrollment tokens and revocations are refused"
+                " (start it with $PROV_ADMIN_TOKEN or --admin-token-file FILE)",
             )
         )
     else:

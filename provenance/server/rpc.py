@@ -298,6 +298,7 @@ class RegistryServicer(rpc.DeviceRegistryServicer):
         if not token:
             raise AuthError(
                 "admin operations are disabled: the server has no admin token configured"
+                " (start it with $PROV_ADMIN_TOKEN or --admin-token-file FILE)"
             )
         with self._authenticating(context, rpc_name):
             _require_admin(context, token)

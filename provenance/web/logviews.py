@@ -217,7 +217,7 @@ def device_view(
         raise WebError(f"no enrolled device has the id {device_id.hex()}", "NOT_FOUND") from e
     return {
         "device_id": d.device_id.hex(),
-        "public_key": base64.b64encode(d.public_key).decode(),
+        "public_key": d.public_key.hex(),
         **device_to_json(d),
         "revoked": d.revoked,
         "last_sequence": d.last_sequence,
