@@ -1048,8 +1048,10 @@ class DeviceHome:
         (taken at ``since``, seconds since the epoch), saying on stderr what was done.
 
         Stray temporary files of `atomic_write` (named exactly ``.prov-tmp-PID-RANDOM``,
-        regular files, last written before ``since``: every command writes the folder
-        only holding its lock, so such a file's writer is gone) in the folder, queue/,
+        regular files, last written before ``since`` or by a process no longer running
+        (`_writer_gone`: a file dated ahead of ``since`` by a clock set back since stayed
+        until the clock caught up, a queued claim in it with it): every command writes
+        the folder only holding its lock, so such a file's writer is gone) in the folder, queue/,
         set_aside/ and sidecars/. Each is a copy of a file still in place, or cut short,
         and is removed, but for two kinds whose only copy it can be: a complete queue
         entry whose claim no entry holds (killed between writing a new entry and renaming
@@ -1071,8 +1073,10 @@ class DeviceHome:
                 path = folder / name
                 try:
                     st = os.lstat(path)
-                    if not stat.S_ISREG(st.st_mode) or st.st_mtime >= since:
-                        continue  # not a file of ours, or written since the lock was taken
+                    if not stat.S_ISREG(st.st_mode):
+                        continue  # not a file of ours
+                    if st.st_mtime >= since and not _writer_gone(name):
+                        continue  # written since the lock was taken, by a live process
                     if folder == self.queue_dir and (seq := self._recover_entry(path)):
                         recovered.append(seq)
                     elif folder == self.root and self._recover_certificate(path):
@@ -1160,6 +1164,23 @@ class DeviceHome:
                 " midway: a claim still queued is submitted again, not left set aside)",
                 file=sys.stderr,
             )
+
+
+def _writer_gone(name: str) -> bool:
+    """Whether the process that wrote the temporary file ``name`` (`_TEMP_NAME`: the pid
+    is its first number) is not running: no such process (or a number no process can
+    have). One that runs, or may (another user's: no permission to ask; pid 0), is not
+    gone."""
+    pid = int(name.split("-")[2])
+    if pid == 0:
+        return False  # `kill(0, 0)` asks about this process group, not a pid
+    try:
+        os.kill(pid, 0)
+    except (ProcessLookupError, OverflowError):
+        return True
+    except OSError:  # EPERM: another user's process
+        return False
+    return False
 
 
 def _binds(old: Sidecar, path: Path, fields: ClaimFields, limits: AssetLimits) -> bool:

@@ -110,11 +110,12 @@ def test_a_killed_commands_leftovers_are_cleaned_and_nothing_queued_is_lost(
         sidecar_tmp / ".prov-tmp-4194304-cafecafe",
     ):
         _age(p, 60)
-    # not ours (another name), and one newer than this command: both left alone
+    # not ours (another name), and one newer than this command whose writer still runs
+    # (this process: a writer that is gone has nothing more to write): both left alone
     theirs = queue / ".prov-tmp-x"
     theirs.write_text("someone else's")
     _age(theirs, 60)
-    fresh = queue / ".prov-tmp-4194305-0badf00d"
+    fresh = queue / f".prov-tmp-{os.getpid()}-0badf00d"
     fresh.write_bytes(b"{")
     then = time.time() + 3600
     os.utime(fresh, (then, then))
@@ -124,7 +125,7 @@ def test_a_killed_commands_leftovers_are_cleaned_and_nothing_queued_is_lost(
     said = " ".join(err.split())
     assert "recovered claim #3" in said and "removed 3 stray temporary file" in said, said
     assert "removed 2 duplicate" in said and "set aside" in said, said
-    assert sorted(p.name for p in queue.iterdir()) == [".prov-tmp-4194305-0badf00d", ".prov-tmp-x"]
+    assert sorted(p.name for p in queue.iterdir()) == [fresh.name, ".prov-tmp-x"]
     assert sorted(p.name for p in aside.iterdir()) == [names[1]]
     assert not state_tmp.exists() and not any(sidecar_tmp.iterdir())
     assert not cert_tmp.exists() and home.cert_path.read_bytes() == chain
@@ -133,3 +134,30 @@ def test_a_killed_commands_leftovers_are_cleaned_and_nothing_queued_is_lost(
         sidecar = decode_sidecar(p.with_name(p.name + ".prov").read_bytes())
         sequences.append((sidecar.claim.sequence, sidecar.receipt is not None))
     assert sequences == [(1, True), (2, False), (3, True), (4, True)], sequences
+
+
+def test_a_claim_left_in_a_temporary_file_dated_ahead_is_recovered(
+    enrolled: Cli, tmp_path: Path
+) -> None:
+    """The clock was ahead when `prov sign` was killed after writing a queue entry's
+    temporary file (a camera booted before its clock was set, then set back): the only
+    copy of claim 2 is dated two days from now. Its writer is not running, so it is
+    recovered now, not once the clock has caught up with it (before: "submitted 1 of 1"
+    and claim 2 in no queue for two days). A writer number that no process can have
+    (past the kernel's pid_max, or past what a pid holds) reads as not running."""
+    photos = [_photo(tmp_path, f"p{i}.png", i) for i in range(3)]
+    rc, out, err = enrolled("sign", "--server", closed_port(), *map(str, photos))
+    assert rc == 0 and out.count("queued") == 3, (out, err)
+    queue = DeviceHome(enrolled.home).queue_dir
+    never_a_pid = int(Path("/proc/sys/kernel/pid_max").read_text()) + 1
+    ahead = time.time() + 2 * 86400
+    for seq, pid in ((2, never_a_pid), (3, 2**80)):
+        temp = queue / f".prov-tmp-{pid}-0a1b2c3d"
+        (queue / f"{seq:012d}.json").rename(temp)
+        os.utime(temp, (ahead, ahead))
+
+    rc, out, err = enrolled("device", "sync")
+    assert rc == 0 and "submitted 3 of 3" in out, (out, err)
+    said = " ".join(err.split())
+    assert "recovered claim #2" in said and "recovered claim #3" in said, said
+    assert not any(queue.iterdir())
