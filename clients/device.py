@@ -83,6 +83,7 @@ from provenance.core.errors import (
     ClaimError,
     ConfigError,
     FileChangedError,
+    KeyMaterialError,
     MediaError,
     MediaTooLargeError,
     ProvenanceError,
@@ -1056,7 +1057,8 @@ class DeviceHome:
         and is removed, but for two kinds whose only copy it can be: a complete queue
         entry whose claim no entry holds (killed between writing a new entry and renaming
         it: its sequence was already reserved) goes into the queue, and a certificate
-        chain while the device has none (killed in `enroll`) goes to its place.
+        chain (whole, certifying this device's key) while the device has none (killed in
+        `enroll`) goes to its place.
 
         Duplicates (`_drop_duplicates`): a set-aside copy of a claim still queued (killed
         between setting an entry aside and removing it from the queue) is removed, so the
@@ -1118,11 +1120,31 @@ class DeviceHome:
 
     def _recover_certificate(self, path: Path) -> bool:
         """Put the temporary file ``path`` in the certificate's place when the device has
-        none and it holds a certificate chain; whether it did. Raises OSError."""
+        none and it holds a whole certificate chain whose leaf certifies this device's
+        key (when the state cannot be read to say which key: any whole chain); whether
+        it did. Before, any file beginning as a chain was put in place: one cut short (a
+        crash before the write reached the disk) or another key's (a device replaced
+        since) became the certificate every `prov sign --c2pa` then failed on. Raises
+        OSError."""
+        from cryptography import x509
+
+        from provenance.c2pa.writer import check_leaf_key
+
         if os.path.lexists(self.cert_path):
             return False
-        if not read_device_file(path).startswith(b"-----BEGIN CERTIFICATE-----"):
+        chain = read_device_file(path)
+        if not chain.rstrip().endswith(b"-----END CERTIFICATE-----"):
+            return False  # cut short between two certificates
+        try:
+            x509.load_pem_x509_certificates(chain)  # cut short within one: not read
+        except ValueError:
             return False
+        with contextlib.suppress(ConfigError):  # no state to say which key: whole is enough
+            key = bytes.fromhex(self.state().public_key)
+            try:
+                check_leaf_key(chain, key)
+            except KeyMaterialError:
+                return False
         os.replace(path, self.cert_path)
         _fsync_dir(self.root)
         return True
