@@ -60,6 +60,8 @@ from provenance.wire.sidecar import MAX_SIDECAR_BYTES, Sidecar, decode_sidecar
 _SERVER_TEXT = re.compile(rb'"server"\s*:\s*"([^"\\]{1,300})"')
 _SEQUENCE_TEXT = re.compile(rb'"last_sequence"\s*:\s*"?([0-9]{1,20})"?\s*[,}\n]')
 _HASH_TEXT = re.compile(rb'"last_claim_hash"\s*:\s*"([0-9a-f]{64})"')
+#: A second copy `_set_aside` made in one second: ``device.json.damaged-TIME-N``.
+_COPY_NUMBER = re.compile(r"(.*Z)-([0-9]{1,9})")
 
 
 class NothingToRepair(ConfigError):
@@ -117,8 +119,8 @@ def leftovers(home: DeviceHome) -> list[tuple[str, bytes]]:
 
 def _copy_order(name: str) -> tuple[str, int]:
     """Sort key of ``device.json.damaged-TIME[-N]`` names: by time, then by N."""
-    stamp, _, n = name.partition("Z-")
-    return stamp, int(n) if n.isascii() and n.isdigit() else 1
+    numbered = _COPY_NUMBER.fullmatch(name)
+    return (numbered.group(1), int(numbered.group(2))) if numbered else (name, 1)
 
 
 def _readable(path: Path) -> bytes | None:

@@ -114,3 +114,17 @@ def test_what_repair_says_about_reuse_is_what_it_checked(enrolled: Cli, tmp_path
     said = " ".join(out.split())
     assert rc == 0 and f"last sequence {2**64 - 1}" in said, said
     assert str(2**64) not in said and "used its last sequence number" in said, said
+
+
+def test_with_no_state_the_newest_copy_names_the_server(enrolled: Cli) -> None:
+    """Two copies set aside within one second (``...Z`` and the newer ``...Z-2``): the
+    server comes from the newer."""
+    state_path = enrolled.home / "device.json"
+    good = json.loads(state_path.read_text())
+    older, newer = closed_port(), closed_port()
+    stamp = "device.json.damaged-20261205T000000Z"
+    (enrolled.home / stamp).write_text(json.dumps({**good, "server": older, "device_id": 7}))
+    (enrolled.home / f"{stamp}-2").write_text(json.dumps({**good, "server": newer, "x": {}}))
+    state_path.unlink()
+    rc, out, err = enrolled("device", "repair")
+    assert rc == 0 and f"server {newer} (from {stamp}-2)" in out, (out, err)
