@@ -41,7 +41,7 @@ from clients.device import (
     read_device_file,
     sidecar_path,
 )
-from clients.device_repair import NothingToRepair, is_damaged, left_of, recovered_server, repair
+from clients.device_repair import NothingToRepair, is_damaged, leftovers, recovered_server, repair
 from clients.files import open_regular, read_bounded
 from clients.helptext import TaughtGroup
 from clients.interrupt import StopBetweenFiles
@@ -589,11 +589,13 @@ def device_repair(
 
     From what is still trustworthy: the device id and public key from the key file
     (passphrase prompted, or $PROV_PASSPHRASE); the server from --server, else from what
-    is left of the damaged file (when neither names it: exit 2, give --server); the last
-    sequence as the highest this key signed that can be seen: the claims in queue/,
-    set_aside/ and sidecars/, what the damaged file still says, and the log's record of
-    the key when the server answers. A number already signed is never used again. The
-    damaged file is kept as device.json.damaged-TIME beside it, never deleted. A sound
+    is left of the damaged file, or with no device.json of the copies a repair set aside
+    (when none names it: exit 2, give --server); the last sequence as the highest this
+    key signed that can be seen: the claims in queue/, set_aside/ and sidecars/ (by
+    content only when signed by this key), what the damaged file still says, and the
+    log's record of the key when the server answers. A number already signed is never
+    used again (when the log cannot be asked, one it logged may be: the output says so).
+    The damaged file is kept as device.json.damaged-TIME beside it, never deleted. A sound
     device.json of this key is left as it is, one of another key too (said, exit 1). Exit
     0 when rebuilt or nothing needed it, 1 when it could not be (a wrong passphrase, no
     key), 2 for a usage error.
@@ -604,14 +606,15 @@ def device_repair(
     if server is None and not is_damaged(h):
         server = ""  # not used: a sound state is this key's (nothing to do) or another's
     elif server is None:
-        server = recovered_server(left_of(h))
-        server_from = "what is left of the damaged file"
-        if server is None:
+        recovered = recovered_server(leftovers(h))
+        if recovered is None:
             raise UsageError(
                 f"the server this device enrolled with could not be recovered from"
                 f" {h.state_path}: give it with --server HOST:PORT (the address `prov device"
                 " enroll` was given; --server '' when the device never enrolled)"
             )
+        server, where = recovered
+        server_from = f"what is left of {where}" if where == "the damaged file" else where
     key = DeviceKey.from_encrypted_pem(read_device_file(h.key_path), _passphrase())
     with h.locked():
         try:
@@ -621,11 +624,23 @@ def device_repair(
             return
     state = done.state
     sources = ", ".join(done.sequence_from) or "no claim of this key found"
+    last = state.last_sequence
+    if last >= 2**64 - 1:  # a claim's sequence is a uint64
+        after = (
+            "this device has used its last sequence number: make a new key (`prov device"
+            " init --force`; this device's claims are kept)"
+        )
+    elif done.log_checked:
+        after = f"a number already signed is never reused: the next claim is numbered {last + 1}"
+    else:  # a claim logged whose sidecar is elsewhere may hold the next number
+        after = (
+            f"the next claim is numbered {last + 1}; the log was not asked, so that number"
+            " may be one the log already holds (see below)"
+        )
     out.print(
         f"{h.state_path} rebuilt for device {state.device_id}: server"
         f" {state.server or '(none)'} (from {done.server_from}), last sequence"
-        f" {state.last_sequence} (the highest seen: {sources}); a number already signed is"
-        f" never reused: the next claim is numbered {state.last_sequence + 1}",
+        f" {last} (the highest seen: {sources}); {after}",
         highlight=False,
     )
     out.print(done.log, highlight=False)

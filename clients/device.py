@@ -83,6 +83,7 @@ from provenance.core.errors import (
     ClaimError,
     ConfigError,
     FileChangedError,
+    KeyMaterialError,
     MediaError,
     MediaTooLargeError,
     ProvenanceError,
@@ -1061,13 +1062,16 @@ class DeviceHome:
         (taken at ``since``, seconds since the epoch), saying on stderr what was done.
 
         Stray temporary files of `atomic_write` (named exactly ``.prov-tmp-PID-RANDOM``,
-        regular files, last written before ``since``: every command writes the folder
-        only holding its lock, so such a file's writer is gone) in the folder, queue/,
+        regular files, last written before ``since`` or by a process no longer running
+        (`_writer_gone`: a file dated ahead of ``since`` by a clock set back since stayed
+        until the clock caught up, a queued claim in it with it): every command writes
+        the folder only holding its lock, so such a file's writer is gone) in the folder, queue/,
         set_aside/ and sidecars/. Each is a copy of a file still in place, or cut short,
         and is removed, but for two kinds whose only copy it can be: a complete queue
         entry whose claim no entry holds (killed between writing a new entry and renaming
         it: its sequence was already reserved) goes into the queue, and a certificate
-        chain while the device has none (killed in `enroll`) goes to its place.
+        chain (whole, certifying this device's key) while the device has none (killed in
+        `enroll`) goes to its place.
 
         Duplicates (`_drop_duplicates`): a set-aside copy of a claim still queued (killed
         between setting an entry aside and removing it from the queue) is removed, so the
@@ -1084,8 +1088,10 @@ class DeviceHome:
                 path = folder / name
                 try:
                     st = os.lstat(path)
-                    if not stat.S_ISREG(st.st_mode) or st.st_mtime >= since:
-                        continue  # not a file of ours, or written since the lock was taken
+                    if not stat.S_ISREG(st.st_mode):
+                        continue  # not a file of ours
+                    if st.st_mtime >= since and not _writer_gone(name):
+                        continue  # written since the lock was taken, by a live process
                     if folder == self.queue_dir and (seq := self._recover_entry(path)):
                         recovered.append(seq)
                     elif folder == self.root and self._recover_certificate(path):
@@ -1127,11 +1133,31 @@ class DeviceHome:
 
     def _recover_certificate(self, path: Path) -> bool:
         """Put the temporary file ``path`` in the certificate's place when the device has
-        none and it holds a certificate chain; whether it did. Raises OSError."""
+        none and it holds a whole certificate chain whose leaf certifies this device's
+        key (when the state cannot be read to say which key: any whole chain); whether
+        it did. Before, any file beginning as a chain was put in place: one cut short (a
+        crash before the write reached the disk) or another key's (a device replaced
+        since) became the certificate every `prov sign --c2pa` then failed on. Raises
+        OSError."""
+        from cryptography import x509
+
+        from provenance.c2pa.writer import check_leaf_key
+
         if os.path.lexists(self.cert_path):
             return False
-        if not read_device_file(path).startswith(b"-----BEGIN CERTIFICATE-----"):
+        chain = read_device_file(path)
+        if not chain.rstrip().endswith(b"-----END CERTIFICATE-----"):
+            return False  # cut short between two certificates
+        try:
+            x509.load_pem_x509_certificates(chain)  # cut short within one: not read
+        except ValueError:
             return False
+        with contextlib.suppress(ConfigError):  # no state to say which key: whole is enough
+            key = bytes.fromhex(self.state().public_key)
+            try:
+                check_leaf_key(chain, key)
+            except KeyMaterialError:
+                return False
         os.replace(path, self.cert_path)
         _fsync_dir(self.root)
         return True
@@ -1173,6 +1199,23 @@ class DeviceHome:
                 " midway: a claim still queued is submitted again, not left set aside)",
                 file=sys.stderr,
             )
+
+
+def _writer_gone(name: str) -> bool:
+    """Whether the process that wrote the temporary file ``name`` (`_TEMP_NAME`: the pid
+    is its first number) is not running: no such process (or a number no process can
+    have). One that runs, or may (another user's: no permission to ask; pid 0), is not
+    gone."""
+    pid = int(name.split("-")[2])
+    if pid == 0:
+        return False  # `kill(0, 0)` asks about this process group, not a pid
+    try:
+        os.kill(pid, 0)
+    except (ProcessLookupError, OverflowError):
+        return True
+    except OSError:  # EPERM: another user's process
+        return False
+    return False
 
 
 def _binds(old: Sidecar, path: Path, fields: ClaimFields, limits: AssetLimits) -> bool:

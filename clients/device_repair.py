@@ -8,12 +8,16 @@ fields come back from:
 * ``device_id`` and ``public_key``: the key file (decrypted with its passphrase), the
   device id being SHA-256 of the public key (DESIGN.md);
 * ``server``: ``--server``, else the text of the damaged file when it still names a
-  HOST:PORT; else the command asks for ``--server`` (exit 2);
+  HOST:PORT (with no state file at all, of the copies a repair set aside); else the
+  command asks for ``--server`` (exit 2);
 * ``last_sequence``: the highest of every sequence this key signed that can be seen:
-  the claims in queue/, set_aside/ and sidecars/ (by name and by content), what the
-  damaged file still says, and the log's record of the key (`GetDevice`, when the server
-  answers). A number already signed is never used again; a number skipped is a gap the
-  log accepts;
+  the claims in queue/, set_aside/ and sidecars/ (by name, and by content when the
+  claim's signature verifies under the key: damaged bytes, or a claim naming the key
+  that it never signed, count for nothing), what the damaged file (or, with none, the
+  copies set aside) still says, and the log's record of the key (`GetDevice`, when the
+  server answers). A number already signed here or logged is never used again; when the
+  log cannot be asked, a claim it holds whose sidecar is elsewhere is not seen, and the
+  output says so; a number skipped is a gap the log accepts;
 * ``last_claim_hash``: that claim's hash when this folder holds it, else the one the
   damaged file still names for that sequence, else empty (the log's `GetDevice` does not
   give it): the next claim then links to nothing, which the log accepts and shows as a
@@ -21,7 +25,7 @@ fields come back from:
 
 The damaged file is set aside as ``device.json.damaged-TIME`` (never deleted) before the
 new one is written; killed in between, no device.json is left and the command run again
-finishes (a missing state beside a key is repaired the same way).
+finishes, reading that copy (a missing state beside a key is repaired the same way).
 """
 
 from __future__ import annotations
@@ -48,6 +52,7 @@ from clients.device import (
 )
 from clients.files import read_bounded
 from provenance.cli.options import server_address
+from provenance.core.envelope import verify_payload
 from provenance.core.errors import ConfigError, ProvenanceError
 from provenance.core.keys import DeviceKey
 from provenance.wire.sidecar import MAX_SIDECAR_BYTES, Sidecar, decode_sidecar
@@ -55,6 +60,8 @@ from provenance.wire.sidecar import MAX_SIDECAR_BYTES, Sidecar, decode_sidecar
 _SERVER_TEXT = re.compile(rb'"server"\s*:\s*"([^"\\]{1,300})"')
 _SEQUENCE_TEXT = re.compile(rb'"last_sequence"\s*:\s*"?([0-9]{1,20})"?\s*[,}\n]')
 _HASH_TEXT = re.compile(rb'"last_claim_hash"\s*:\s*"([0-9a-f]{64})"')
+#: A second copy `_set_aside` made in one second: ``device.json.damaged-TIME-N``.
+_COPY_NUMBER = re.compile(r"(.*Z)-([0-9]{1,9})")
 
 
 class NothingToRepair(ConfigError):
@@ -66,13 +73,15 @@ class Repaired:
     """What `repair` did: the state written, where the damaged file was set aside (None
     when there was none), where the server came from, where the last sequence came from
     (the sources that reached it, in words), and what the log said or why it could not
-    be asked."""
+    be asked, and whether it answered (when not, the last sequence may be behind a claim
+    the log holds)."""
 
     state: DeviceState
     kept: Path | None
     server_from: str
     sequence_from: tuple[str, ...]
     log: str
+    log_checked: bool
 
 
 def is_damaged(home: DeviceHome) -> bool:
@@ -85,25 +94,55 @@ def is_damaged(home: DeviceHome) -> bool:
     return False
 
 
-def left_of(home: DeviceHome) -> bytes | None:
-    """What is left of ``home``'s state file: its bytes, or None when there is none or it
-    cannot be read as a file (a FIFO, a folder, over the size limit)."""
+def leftovers(home: DeviceHome) -> list[tuple[str, bytes]]:
+    """What is left of ``home``'s state, each with where it was found, in words: the
+    state file's bytes ("the damaged file") when it can be read; when there is no state
+    file at all, the copies `prov device repair` set aside as ``device.json.damaged-*``,
+    newest first (a repair killed after setting the damaged file aside and before
+    writing the new one leaves no state file: before, the repair run again did not read
+    the copy, and a last sequence only it held was lost, its numbers signed again)."""
+    text = _readable(home.state_path)
+    if text is not None:
+        return [("the damaged file", text)]
+    if os.path.lexists(home.state_path):
+        return []
+    found = []
+    with contextlib.suppress(OSError):
+        names = os.listdir(home.root)
+        for name in sorted(names, key=_copy_order, reverse=True):
+            if name.startswith(f"{home.state_path.name}.damaged-"):
+                copy = _readable(home.root / name)
+                if copy is not None:
+                    found.append((name, copy))
+    return found
+
+
+def _copy_order(name: str) -> tuple[str, int]:
+    """Sort key of ``device.json.damaged-TIME[-N]`` names: by time, then by N."""
+    numbered = _COPY_NUMBER.fullmatch(name)
+    return (numbered.group(1), int(numbered.group(2))) if numbered else (name, 1)
+
+
+def _readable(path: Path) -> bytes | None:
+    """The bytes of the device file ``path``; None when it cannot be read as one."""
     try:
-        return read_bounded(home.state_path, MAX_DEVICE_FILE_BYTES, "device file")
+        return read_bounded(path, MAX_DEVICE_FILE_BYTES, "device file")
     except (OSError, ProvenanceError):
         return None
 
 
-def recovered_server(text: bytes | None) -> str | None:
-    """The HOST:PORT the damaged state ``text`` still names as its server; None when it
-    names none that reads so."""
-    found = _SERVER_TEXT.search(text or b"")
-    if found is None:
-        return None
-    try:
-        return server_address(found.group(1).decode("ascii"))
-    except (UnicodeDecodeError, typer.BadParameter):
-        return None
+def recovered_server(texts: list[tuple[str, bytes]]) -> tuple[str, str] | None:
+    """The HOST:PORT the first of the damaged states ``texts`` (`leftovers`) that names
+    one still names as its server, and where it was found; None when none does."""
+    for where, text in texts:
+        found = _SERVER_TEXT.search(text)
+        if found is None:
+            continue
+        try:
+            return server_address(found.group(1).decode("ascii")), where
+        except (UnicodeDecodeError, typer.BadParameter):
+            continue
+    return None
 
 
 def repair(home: DeviceHome, key: DeviceKey, server: str, server_from: str) -> Repaired:
@@ -125,7 +164,6 @@ def repair(home: DeviceHome, key: DeviceKey, server: str, server_from: str) -> R
             f" the key file {home.key_path} to device {key_id[:16]}…: repair does not choose"
             " between them; put back the matching key file or state"
         )
-    text = left_of(home)
     seen: dict[str, int] = {}
     last_hash = {0: ""}
     for folder in (home.queue_dir, home.set_aside_dir, home.sidecar_dir):
@@ -133,24 +171,26 @@ def repair(home: DeviceHome, key: DeviceKey, server: str, server_from: str) -> R
             by_name = max(map(name_sequence, os.listdir(folder)), default=0)
             if by_name:
                 seen[f"{folder.name}/"] = by_name
-    for folder in (home.queue_dir, home.set_aside_dir):
-        for entry in read_entries(folder):
-            if entry.sidecar is not None and entry.sidecar.signed_claim.key_id == key.key_id:
-                seq = entry.sidecar.claim.sequence
-                seen[f"{folder.name}/"] = max(seen.get(f"{folder.name}/", 0), seq)
-                last_hash[seq] = entry.sidecar.signed_claim.claim_hash.hex()
-    for kept in _sidecars(home):
-        if kept.signed_claim.key_id == key.key_id:
-            seq = kept.claim.sequence
-            seen["sidecars/"] = max(seen.get("sidecars/", 0), seq)
-            last_hash[seq] = kept.signed_claim.claim_hash.hex()
-    said = _SEQUENCE_TEXT.search(text or b"")
-    if said is not None and int(said.group(1)) < 2**64:
-        seen["the damaged file"] = int(said.group(1))
-        link = _HASH_TEXT.search(text or b"")
-        if link is not None:  # the claim it names, when no better source does
-            last_hash.setdefault(int(said.group(1)), link.group(1).decode())
-    log = _ask_log(server, key, seen, last_hash)
+    held = [
+        (f"{folder.name}/", entry.sidecar)
+        for folder in (home.queue_dir, home.set_aside_dir)
+        for entry in read_entries(folder)
+        if entry.sidecar is not None
+    ]
+    held += [("sidecars/", kept) for kept in _sidecars(home)]
+    for where, sidecar in held:
+        seq = _signed_sequence(sidecar, key)
+        if seq:
+            seen[where] = max(seen.get(where, 0), seq)
+            last_hash[seq] = sidecar.signed_claim.claim_hash.hex()
+    for where, text in leftovers(home):
+        said = _SEQUENCE_TEXT.search(text)
+        if said is not None and int(said.group(1)) < 2**64:
+            seen[where] = max(seen.get(where, 0), int(said.group(1)))
+            link = _HASH_TEXT.search(text)
+            if link is not None:  # the claim it names, when no better source does
+                last_hash.setdefault(int(said.group(1)), link.group(1).decode())
+    log, log_checked = _ask_log(server, key, seen, last_hash)
     last = max(seen.values(), default=0)
     state = DeviceState(
         device_id=key_id,
@@ -162,7 +202,23 @@ def repair(home: DeviceHome, key: DeviceKey, server: str, server_from: str) -> R
     kept_at = _set_aside(home)
     atomic_write(home.state_path, state_bytes(state))
     sources = tuple(where for where, seq in seen.items() if seq == last and last)
-    return Repaired(state, kept_at, server_from, sources, log)
+    return Repaired(state, kept_at, server_from, sources, log, log_checked)
+
+
+def _signed_sequence(sidecar: Sidecar, key: DeviceKey) -> int:
+    """The sequence of ``sidecar``'s claim when ``key`` signed it (its signature
+    verifies under the key); 0 when not: bytes damaged since (before, a claim that no
+    longer decoded stopped the repair with "malformed claim"), or a claim naming this
+    key that it never signed (before, its sequence, however far ahead, became the
+    device's last, and its hash the next claim's link)."""
+    signed = sidecar.signed_claim
+    if signed.key_id != key.key_id:
+        return 0
+    try:
+        verify_payload(key.public_key, signed.payload_type, signed.claim_bytes, signed.signature)
+        return sidecar.claim.sequence
+    except ProvenanceError:
+        return 0
 
 
 def _sidecars(home: DeviceHome) -> list[Sidecar]:
@@ -177,12 +233,14 @@ def _sidecars(home: DeviceHome) -> list[Sidecar]:
     return found
 
 
-def _ask_log(server: str, key: DeviceKey, seen: dict[str, int], hashes: dict[int, str]) -> str:
+def _ask_log(
+    server: str, key: DeviceKey, seen: dict[str, int], hashes: dict[int, str]
+) -> tuple[str, bool]:
     """Add the log's last sequence for ``key`` at ``server`` to ``seen`` (as "the log")
     and its last claim hash, when it gives one, to ``hashes``; returns what happened, in
-    words."""
+    words, and whether the log answered."""
     if not server:
-        return "no server to ask: the log's record of this key was not checked"
+        return "no server to ask: the log's record of this key was not checked", False
     try:
         with ProvenanceClient(server) as client:
             device = client.get_device(key.key_id)
@@ -192,12 +250,14 @@ def _ask_log(server: str, key: DeviceKey, seen: dict[str, int], hashes: dict[int
             " a claim it logged whose sidecar is not in this folder is not counted; if the"
             " next claim reuses its number, the log refuses it once and `prov device sync`"
             " moves the numbering past the log's"
-        )
+        ), False
     if device.last_sequence:
         seen["the log"] = device.last_sequence
         if device.last_claim_hash:
             hashes.setdefault(device.last_sequence, device.last_claim_hash.hex())
-    return f"the log at {server} holds this key's claims up to sequence {device.last_sequence}"
+    return (
+        f"the log at {server} holds this key's claims up to sequence {device.last_sequence}"
+    ), True
 
 
 def _set_aside(home: DeviceHome) -> Path | None:

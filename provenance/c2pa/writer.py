@@ -138,7 +138,7 @@ def embed_manifest(
         )
     if strip_manifest_store(source, media_type) != source:
         raise MediaError(f"{src_path.name} already carries a C2PA manifest store")
-    _check_leaf_key(cert_chain_pem, key.public_key)
+    check_leaf_key(cert_chain_pem, key.public_key)
 
     definition = {
         "claim_generator_info": [{"name": GENERATOR, "version": _version()}],
@@ -237,7 +237,9 @@ def _still_holds(path: Path, read_from: os.stat_result, sha256: bytes) -> None:
         )
 
 
-def _check_leaf_key(cert_chain_pem: bytes, public_key: bytes) -> None:
+def check_leaf_key(cert_chain_pem: bytes, public_key: bytes) -> None:
+    """Check that the PEM chain ``cert_chain_pem`` (leaf first) reads and that its leaf
+    certifies the raw Ed25519 key ``public_key``. Raises KeyMaterialError when not."""
     try:
         leaf = x509.load_pem_x509_certificates(cert_chain_pem)[0]
     except (ValueError, IndexError) as e:
