@@ -727,6 +727,45 @@ class SqlStore(ABC):
         )
         return sql, [a for h in hashes for a in _hash_args(h)]
 
+    def node_hashes(self, level: int, start: int, stop: int) -> list[tuple[object, object]]:
+        with self._reading() as c:
+            rows = c.execute(
+                "SELECT idx, hash FROM nodes WHERE level=? AND idx>=? AND idx<? ORDER BY idx",
+                (level, start, stop),
+            ).fetchall()
+        return [(i, h) for i, h in rows]  # a blob or bytea is read as bytes
+
+    def nodes_outside(self, size: int, limit: int) -> list[tuple[object, object]]:
+        top = size.bit_length()  # the levels of a tree of ``size`` leaves: 0 to top - 1
+        # one range of the primary key (level, idx) each; SQLite sorts text after every
+        # number, so a level or index turned into text is past every bound
+        ranges: list[tuple[str, tuple[int, ...]]] = [("level<?", (0,)), ("level>=?", (top,))]
+        for level in range(top):
+            ranges += [
+                ("level=? AND idx<?", (level, 0)),
+                ("level=? AND idx>=?", (level, size >> level)),
+            ]
+        found: list[tuple[object, object]] = []
+        with self._reading() as c:
+            for where, args in ranges:
+                found += c.execute(
+                    f"SELECT level, idx FROM nodes WHERE {where} ORDER BY level, idx LIMIT ?",
+                    (*args, limit),
+                ).fetchall()
+        return [(level, i) for level, i in found]
+
+    def checkpoint_rows(self, start: int) -> Iterator[tuple[int, str]]:
+        return _paged(self._checkpoint_page, lambda r: r[0], start)
+
+    @_reads_log
+    def _checkpoint_page(self, start: int) -> list[tuple[int, str]]:
+        with self._reading() as c:
+            rows = c.execute(
+                "SELECT size, note FROM checkpoints WHERE size>=? ORDER BY size LIMIT ?",
+                (start, PAGE),
+            ).fetchall()
+        return [(int(size), _text(note)) for size, note in rows]
+
     @_reads_log
     def entries(self, start: int, limit: int) -> list[tuple[int, bytes]]:
         with self._reading() as c:
