@@ -257,3 +257,35 @@ def test_without_a_proof_the_re_hash_from_the_start_proves_consistency(tmp_path:
     # the entries of another tree than the newest checkpoint's: edited, not a fork
     with pytest.raises(LogIntegrityError, match="entries were edited"):
         audit_step(saved, vkey, _signed(signer, a), None, b, from_start=True)
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql", "memory"])
+def test_the_stored_tree_reads_alike_on_every_backend(
+    request: pytest.FixtureRequest, tmp_path: Path, backend: str
+) -> None:
+    """`Store.node_hashes`, `nodes_outside` and `checkpoint_rows`, which the audit reads,
+    answer alike on every backend (the in-memory one included)."""
+    db: Path | str = tmp_path / "prov.db"
+    if backend != "sqlite":
+        db = ":memory:" if backend == "memory" else str(request.getfixturevalue("pg_url"))
+    h = _service(db, tmp_path)
+    try:
+        dev = h.enroll()
+        for _ in range(LEAVES - 1):
+            h.submit(dev.next_claim())
+        store = h.service.store
+        tree = merkle.MemoryTree()
+        for _, entry in store.entries(0, LEAVES):
+            tree.append(entry)
+        made = tree.get_nodes([(1, 1), (1, 2), (1, 3)])
+        assert store.node_hashes(1, 1, 4) == list(zip(range(1, 4), made, strict=True))
+        assert store.node_hashes(3, 1, 5) == []
+        assert store.nodes_outside(LEAVES, 5) == []
+        # the nodes of leaves 8 and 9 are outside the tree of 8 leaves
+        assert store.nodes_outside(8, 5) == [(0, 8), (0, 9), (1, 4)]
+        assert store.nodes_outside(8, 1) == [(0, 8), (1, 4)]  # at most 1 per level
+        rows = list(store.checkpoint_rows(LEAVES - 1))
+        assert [size for size, _ in rows] == [LEAVES - 1, LEAVES]
+        assert rows[-1] == store.latest_checkpoint()
+    finally:
+        h.service.close()

@@ -33,6 +33,7 @@ CHUNK = 8192
 #: Problems listed in full; more are counted.
 MAX_PROBLEMS = 20
 _level = operator.itemgetter(0)
+_index_hash = operator.itemgetter(1, 2)
 
 
 def _node(level: object, index: object) -> str:
@@ -199,7 +200,7 @@ class TreeAuditor:
         pos, level = 0, 0
         while stop >> level > start >> level:
             first, end = start >> level, stop >> level
-            want = [(i, h) for _, i, h in made[pos : pos + end - first]]
+            want = list(map(_index_hash, made[pos : pos + end - first]))
             pos += end - first
             have = self.store.node_hashes(level, first, end)
             if have == want:

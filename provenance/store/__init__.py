@@ -304,10 +304,12 @@ class Store(Protocol):
         ...
 
     def nodes_outside(self, size: int, limit: int) -> list[tuple[object, object]]:
-        """(level, index) of at most ``limit`` stored nodes per level that no tree of
-        ``size`` leaves has (an index past ``size >> level`` or negative, a level past the
-        top or negative), values as the database holds them; one range read per level,
-        never a scan of every node."""
+        """(level, index) of the stored nodes that no tree of ``size`` leaves has (an
+        index past ``size >> level`` or negative, a level past the top or negative),
+        values as the database holds them, by level and index: at most ``limit`` from
+        each range of the primary key read (negative levels, levels past the top, and
+        per level the indexes below 0 and those past the tree), never a scan of every
+        node."""
         ...
 
     def checkpoint_rows(self, start: int) -> Iterator[tuple[int, str]]:

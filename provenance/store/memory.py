@@ -367,12 +367,20 @@ class MemoryStore:
         return [(i, nodes[level, i]) for i in range(start, stop) if (level, i) in nodes]
 
     def nodes_outside(self, size: int, limit: int) -> list[tuple[object, object]]:
-        outside: list[tuple[object, object]] = [
-            (level, i)
-            for level, i in sorted(self._state.nodes)
-            if level < 0 or i < 0 or level >= 63 or (i + 1) << level > size
-        ]
-        return outside[: limit * 64]
+        top = size.bit_length()
+        taken: dict[object, int] = {}  # per range, as the SQL backends read them
+        outside: list[tuple[object, object]] = []
+        for level, i in sorted(self._state.nodes):
+            if level < 0 or level >= top:
+                where: object = level < 0
+            elif i < 0 or i >= size >> level:
+                where = (level, i < 0)
+            else:
+                continue
+            if taken.get(where, 0) < limit:
+                taken[where] = taken.get(where, 0) + 1
+                outside.append((level, i))
+        return outside
 
     def checkpoint_rows(self, start: int) -> Iterator[tuple[int, str]]:
         cps = self._state.checkpoints

@@ -48,6 +48,8 @@ from provenance.store import (
 PAGE = 10_000
 #: Stored index packs read per query.
 PACK_PAGE = 8
+#: Checkpoint rows read at once by `SqlStore.checkpoint_rows` (a note is about 250 bytes).
+CHECKPOINT_PAGE = 1000
 #: The key of the leaf and file hash indexes, SQL over a column's name: the hash's first
 #: `HASH_KEY_BYTES` bytes (an index entry a third of the size). A lookup matches the key,
 #: which the index finds, and then the full hash (`_by_hash`), so hashes sharing their
@@ -733,18 +735,20 @@ class SqlStore(ABC):
                 "SELECT idx, hash FROM nodes WHERE level=? AND idx>=? AND idx<? ORDER BY idx",
                 (level, start, stop),
             ).fetchall()
-        return [(i, h) for i, h in rows]  # a blob or bytea is read as bytes
+        # (index, hash) tuples as the driver reads them: a blob or bytea as bytes
+        return cast(list[tuple[object, object]], rows)
 
     def nodes_outside(self, size: int, limit: int) -> list[tuple[object, object]]:
         top = size.bit_length()  # the levels of a tree of ``size`` leaves: 0 to top - 1
         # one range of the primary key (level, idx) each; SQLite sorts text after every
         # number, so a level or index turned into text is past every bound
-        ranges: list[tuple[str, tuple[int, ...]]] = [("level<?", (0,)), ("level>=?", (top,))]
+        ranges: list[tuple[str, tuple[int, ...]]] = [("level<?", (0,))]
         for level in range(top):
             ranges += [
                 ("level=? AND idx<?", (level, 0)),
                 ("level=? AND idx>=?", (level, size >> level)),
             ]
+        ranges.append(("level>=?", (top,)))
         found: list[tuple[object, object]] = []
         with self._reading() as c:
             for where, args in ranges:
@@ -762,7 +766,7 @@ class SqlStore(ABC):
         with self._reading() as c:
             rows = c.execute(
                 "SELECT size, note FROM checkpoints WHERE size>=? ORDER BY size LIMIT ?",
-                (start, PAGE),
+                (start, CHECKPOINT_PAGE),
             ).fetchall()
         return [(int(size), _text(note)) for size, note in rows]
 
