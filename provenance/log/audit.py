@@ -137,9 +137,17 @@ def open_trusted(note: str, verifier: NoteVerifier, what: str) -> Checkpoint:
         raise LogIntegrityError(f"{what} checkpoint does not verify with the log key: {e}") from e
 
 
-#: Called after each leaf an audit re-hashes: the frontier (of the tree up to that leaf)
-#: and the nodes the leaf completed (`merkle.CompactRange.append`).
-Observer = Callable[[merkle.CompactRange, list[merkle.NewNode]], None]
+#: Sees the tree an audit re-hashes: called with the frontier and the nodes completed
+#: since its last call (`merkle.CompactRange.append`, in order), once before the first
+#: leaf, then each time the tree reaches the size it returned last, and once at the end;
+#: it returns the next size it wants to see (past the current one). Between calls the
+#: audit only collects the nodes: no call per leaf.
+Observer = Callable[[merkle.CompactRange, list[merkle.NewNode]], int]
+
+
+def _unobserved(frontier: merkle.CompactRange, made: list[merkle.NewNode]) -> int:
+    """The `Observer` of an audit that has none: the nodes collected are dropped."""
+    return frontier.size + 4096
 
 
 def audit_step(
@@ -160,8 +168,8 @@ def audit_step(
     from the saved frontier, or from the start with the root at the saved size compared
     on the way. ``entries`` are the leaf data up to the new size, starting at the saved
     size, or at 0 on a first audit or when ``from_start`` (a full re-hash, which also
-    catches edits to entries audited before). ``observe`` sees every leaf appended (the
-    stored tree's check, `provenance.log.store_audit`). Returns (new state, new
+    catches edits to entries audited before). ``observe`` sees the nodes of every leaf
+    appended (the stored tree's check, `provenance.log.store_audit`). Returns (new state, new
     checkpoint, entries checked). Raises LogIntegrityError on any inconsistency.
     """
     verifier = NoteVerifier.from_vkey(verifier_key)
@@ -196,16 +204,21 @@ def audit_step(
         elif consistency is None:
             old_size, old_root = old.size, old.root_hash
     forked = False
-    checked = 0
+    observe = observe or _unobserved
+    made: list[merkle.NewNode] = []
+    stop = observe(frontier, made)
+    size = frontier.size
     for entry in entries:
-        if frontier.size >= new.size:
+        if size >= new.size:
             raise LogIntegrityError(f"the log served more entries than its checkpoint's {new.size}")
-        made = frontier.append(merkle.leaf_hash(entry))
-        checked += 1
-        if observe is not None:
-            observe(frontier, made)
-        if frontier.size == old_size:
+        made += frontier.append(merkle.leaf_hash(entry))
+        size += 1
+        if size == stop:
+            stop, made = observe(frontier, made), []
+        if size == old_size:
             forked = frontier.root() != old_root
+    observe(frontier, made)
+    checked = size - start
     if frontier.size != new.size:
         raise LogIntegrityError(
             f"the log served {frontier.size - start} entries from index {start}; its signed"

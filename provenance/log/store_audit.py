@@ -7,8 +7,8 @@ signed root: a node row edited behind the log's back makes the server serve proo
 do not verify, and a checkpoint row moved to another size receipts whose checkpoint does
 not hold their leaf, while every entry still hashes to the signed root.
 
-`TreeAuditor` is fed each leaf of the audit's re-hash as `provenance.log.audit.audit_step`
-appends it (`observe`) and compares, `CHUNK` leaves at a time, every stored node the new
+`TreeAuditor` is fed the nodes of the audit's re-hash as `provenance.log.audit.audit_step`
+appends its leaves (`observe`) and compares, `CHUNK` leaves at a time, every stored node the new
 leaves complete with the recomputed one (one range read per level), and each checkpoint
 row as the tree reaches its size: its note verifies with the log key, is of the row's
 size, and is signed over the root the entries hash to. `finish` compares the last range
@@ -63,7 +63,7 @@ def _b64(value: bytes) -> str:
 
 class TreeAuditor:
     """Compares a store's Merkle nodes and checkpoint rows with the tree re-hashed from
-    leaf ``start`` on (`observe` after each leaf appended, then `finish`), trusting
+    leaf ``start`` on (`observe`, as the audit's `Observer`, then `finish`), trusting
     ``verifier`` (the log key). ``problems`` holds one sentence per mismatch (at most
     `MAX_PROBLEMS`, then ``more`` counts them); ``nodes_checked`` and
     ``checkpoints_checked`` count the rows found to match."""
@@ -90,16 +90,19 @@ class TreeAuditor:
         else:
             self.more += 1
 
-    def observe(self, frontier: merkle.CompactRange, made: list[merkle.NewNode]) -> None:
-        """Take the nodes ``made`` by appending the leaf that brought ``frontier`` to its
-        size (`merkle.CompactRange.append`); compare a chunk once it is complete, and the
-        checkpoint rows of the new size. Raises StorageError from the store."""
+    def observe(self, frontier: merkle.CompactRange, made: list[merkle.NewNode]) -> int:
+        """`provenance.log.audit.Observer`: take the nodes ``made`` since the last call
+        (the list is kept), compare the checkpoint rows of the frontier's size and a
+        chunk once it is complete; returns the next size to be called at (the next row's
+        or chunk's end). Raises StorageError from the store."""
         self._made += made
         size = frontier.size
         if self._row is not None and self._row[0] <= size:
             self._checkpoints(frontier)
         if size % CHUNK == 0:
             self._compare(size)
+        chunk_end = size - size % CHUNK + CHUNK
+        return chunk_end if self._row is None else min(self._row[0], chunk_end)
 
     def finish(self, size: int, newest_row: int) -> None:
         """The re-hash ended at ``size`` leaves, the size of the newest checkpoint's note,
