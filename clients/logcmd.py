@@ -28,7 +28,6 @@ from clients.options import (
     witness_quorum_of,
 )
 from clients.report import counted
-from provenance.core import merkle
 from provenance.core.claims import Device, Receipt, SignedClaim
 from provenance.core.errors import (
     ClaimError,
@@ -60,6 +59,7 @@ from provenance.log.checkpoint import (
     split_note,
 )
 from provenance.log.receipt import verify_receipt
+from provenance.log.store_audit import TreeAuditor
 from provenance.log.tiledir import ExportResult, export_tiles, fetcher
 from provenance.log.tiles import CHECKPOINT_PATH, audit_tiles
 from provenance.log.tlogproof import (
@@ -162,9 +162,10 @@ def audit(
         typer.Option(
             callback=existing_db,
             help="Audit the log's database directly (the SQLite file of `prov serve --db`, or"
-            " its postgresql:// URL; read only) instead of the server; with --full, also check"
-            " every soft-hash row and near-duplicate index pack against the logged entries."
-            " Needs --log-key or a STATE.",
+            " its postgresql:// URL; read only) instead of the server: also check every stored"
+            " Merkle node and checkpoint row of the re-hashed entries against the tree they"
+            " hash to; with --full, also every soft-hash row and near-duplicate index pack"
+            " against the logged entries. Needs --log-key or a STATE.",
         ),
     ] = None,
     full: Annotated[
@@ -180,7 +181,9 @@ def audit(
     revocations logged and compare every device's registry row with them. Exit 3 on a
     fork, a rollback, a changed log key, entries edited or deleted behind the log's back,
     or a registry row that differs from the logged key history (an edited, back-dated or
-    deleted revocation or enrollment); exit 1 when the server is unreachable."""
+    deleted revocation or enrollment); with --db, also on a stored Merkle node or
+    checkpoint row that differs from the re-hashed tree (edited, deleted or added);
+    exit 1 when the server is unreachable."""
     in_existing_folder(state, "--state")
     if state.is_dir():  # was exit 1, "error: Is a directory: DIR"
         raise typer.BadParameter(
@@ -386,8 +389,12 @@ def _open_read_only(db: str) -> Store:
 def _audit_db(
     db: str, state: Path, saved: AuditState | None, log_key: str | None, full: bool
 ) -> None:
-    """`prov log audit --db`: audit the log's database directly; with --full, also compare
-    every soft-hash row and index pack with the logged entries (`IndexAuditor`)."""
+    """`prov log audit --db`: audit the log's database directly. Every stored Merkle node
+    and checkpoint row of the re-hashed range is compared with the re-hashed tree
+    (`TreeAuditor`), and the saved checkpoint's consistency is proved by the re-hash, not
+    by a proof from the nodes under audit; with --full, also every soft-hash row and
+    index pack with the logged entries (`IndexAuditor`) and every registry row with the
+    logged key history."""
     vkey = _pinned_key(state, saved, log_key, "a database")
     store = _open_read_only(db)
     outdated = store.outdated if isinstance(store, SqlStore) else ""
@@ -395,34 +402,36 @@ def _audit_db(
         latest = store.latest_checkpoint()
         if latest is None:
             raise LogIntegrityError(f"the database {db} has no signed checkpoint")
-        size, note = latest
+        row_size, note = latest
+        # the note's size is the one signed; a row of another size is named by the tree check
+        size = _note_size(note, f"the newest checkpoint in {db}")
         old_size = _note_size(saved.checkpoint, f"the checkpoint saved in {state}") if saved else 0
-        proof: list[bytes] = []
-        if 0 < old_size < size:
-            proof = merkle.consistency_proof(old_size, size, store.get_nodes)
         start = 0 if (full or saved is None) else old_size
+        tree = TreeAuditor(store, NoteVerifier.from_vkey(vkey), start)
         # an older schema lacks the tables the key history and index checks read
         index = IndexAuditor(store) if start == 0 and not outdated else None
         history = KeyHistoryReader()
         with transient_bar(err) as bar:
             task = bar.add_task("re-hashing entries", total=size - start)
 
-            def counted() -> Iterator[tuple[int, bytes]]:
+            def reading() -> Iterator[tuple[int, bytes]]:
                 for i, item in enumerate(_store_entries(store, start, size)):
                     if i % 10_000 == 0:
                         bar.update(task, completed=i)
                     yield item
 
-            entries = counted()
+            entries = reading()
             new_state, cp, checked = audit_step(
                 saved,
                 vkey,
                 note,
-                proof,
+                None,
                 history.tap(index.tap(entries) if index else (e for _, e in entries), start),
                 from_start=start == 0,
+                observe=tree.observe,
             )
-            problems: list[str] = []
+            tree.finish(cp.size, row_size)
+            problems = [f"STORED TREE: {p}" for p in tree.problems]
             if index is not None:
                 index.finish()
                 keys = _key_history_problems(history, store.find_device)
@@ -432,6 +441,19 @@ def _audit_db(
         store.close()
     atomic_write(state, new_state.to_json().encode())
     out.print(_log_ok(saved, old_size, cp.size, checked))
+    if problems:
+        more = tree.more + (index.more if index else 0)
+        raise LogIntegrityError(
+            "the database differs from what the logged entries say (Merkle nodes and"
+            " checkpoint rows against the re-hashed tree; registry rows against the key"
+            " history; soft-hash rows and index packs against the claims' soft bindings):\n  "
+            + "\n  ".join(problems)
+            + (f"\n  ... and {more} more mismatches" if more else "")
+        )
+    out.print(
+        f"Merkle nodes OK: {tree.nodes_checked} stored nodes and"
+        f" {counted(tree.checkpoints_checked, 'checkpoint')} match the re-hashed tree"
+    )
     if outdated:
         raise ConfigError(
             f"key history and near-duplicate index: not checked: {outdated}; then audit"
@@ -443,13 +465,6 @@ def _audit_db(
             " new entries)"
         )
         return
-    if problems:
-        more = f"\n  ... and {index.more} more index mismatches" if index.more else ""
-        raise LogIntegrityError(
-            "the database differs from what the logged entries say (registry rows against"
-            " the key history; soft-hash rows and index packs against the claims' soft"
-            " bindings):\n  " + "\n  ".join(problems) + more
-        )
     out.print(_key_history_ok(history))
     out.print(
         f"near-duplicate index OK: {index.rows_checked} soft-hash rows and"

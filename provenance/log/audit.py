@@ -6,6 +6,9 @@ consistency proof from the saved size, and the leaf data appended since, and eit
 returns the new state or raises `LogIntegrityError` naming what is wrong: a bad
 signature, a rollback (the tree shrank), a fork (the old tree is not a prefix of the
 new one), or entries that do not hash to the signed root (rows edited or deleted).
+Without a proof (an audit of the database, whose stored nodes are themselves under
+audit) the re-hash proves the consistency, and an observer sees every leaf appended
+(`provenance.log.store_audit` compares the stored nodes and checkpoint rows with them).
 `KeyHistoryReader` reads the enrollments and revocations out of the same entries, so
 the auditor can compare the registry with the log's key history.
 Pure: fetching is the caller's job.
@@ -14,7 +17,7 @@ Pure: fetching is the caller's job.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 from provenance.core import merkle
@@ -134,27 +137,46 @@ def open_trusted(note: str, verifier: NoteVerifier, what: str) -> Checkpoint:
         raise LogIntegrityError(f"{what} checkpoint does not verify with the log key: {e}") from e
 
 
+#: Sees the tree an audit re-hashes: called with the frontier and the nodes completed
+#: since its last call (`merkle.CompactRange.append`, in order), once before the first
+#: leaf, then each time the tree reaches the size it returned last, and once at the end;
+#: it returns the next size it wants to see (past the current one). Between calls the
+#: audit only collects the nodes: no call per leaf.
+Observer = Callable[[merkle.CompactRange, list[merkle.NewNode]], int]
+
+
+def _unobserved(frontier: merkle.CompactRange, made: list[merkle.NewNode]) -> int:
+    """The `Observer` of an audit that has none: the nodes collected are dropped."""
+    return frontier.size + 4096
+
+
 def audit_step(
     state: AuditState | None,
     verifier_key: str,
     new_note: str,
-    consistency: list[bytes],
+    consistency: list[bytes] | None,
     entries: Iterable[bytes],
     from_start: bool = False,
+    observe: Observer | None = None,
 ) -> tuple[AuditState, Checkpoint, int]:
     """Advance the audit from ``state`` (None: first audit) to ``new_note``, trusting
     only the log key ``verifier_key`` (note vkey format).
 
     ``consistency`` proves the saved tree is a prefix of the new one (empty on a first
-    audit); ``entries`` are the leaf data up to the new size, starting at the saved size,
-    or at 0 on a first audit or when ``from_start`` (a full re-hash, which also catches
-    edits to entries audited before). Returns (new state, new
+    audit); None: the re-hash itself proves it, for an auditor that reads the entries
+    from a copy it trusts no proof from (a database whose stored nodes are under audit):
+    from the saved frontier, or from the start with the root at the saved size compared
+    on the way. ``entries`` are the leaf data up to the new size, starting at the saved
+    size, or at 0 on a first audit or when ``from_start`` (a full re-hash, which also
+    catches edits to entries audited before). ``observe`` sees the nodes of every leaf
+    appended (the stored tree's check, `provenance.log.store_audit`). Returns (new state, new
     checkpoint, entries checked). Raises LogIntegrityError on any inconsistency.
     """
     verifier = NoteVerifier.from_vkey(verifier_key)
     new = open_trusted(new_note, verifier, "the newest")
     start = 0
     frontier = merkle.CompactRange()
+    old_size, old_root = -1, b""  # without a proof: the root a re-hash must pass through
     if state is not None:
         old = open_trusted(state.checkpoint, verifier, "the saved")
         if new.size < old.size:
@@ -166,7 +188,7 @@ def audit_step(
             raise LogIntegrityError(
                 f"FORK: two different signed roots for the same size {new.size}"
             )
-        if new.size > old.size and old.size > 0:
+        if new.size > old.size and old.size > 0 and consistency is not None:
             try:
                 merkle.verify_consistency(
                     old.size, new.size, consistency, old.root_hash, new.root_hash
@@ -179,12 +201,24 @@ def audit_step(
         if not from_start:
             start = old.size
             frontier = _saved_frontier(state, old)
-    checked = 0
+        elif consistency is None:
+            old_size, old_root = old.size, old.root_hash
+    forked = False
+    observe = observe or _unobserved
+    made: list[merkle.NewNode] = []
+    stop = observe(frontier, made)
+    size = frontier.size
     for entry in entries:
-        if frontier.size >= new.size:
+        if size >= new.size:
             raise LogIntegrityError(f"the log served more entries than its checkpoint's {new.size}")
-        frontier.append(merkle.leaf_hash(entry))
-        checked += 1
+        made += frontier.append(merkle.leaf_hash(entry))
+        size += 1
+        if size == stop:
+            stop, made = observe(frontier, made), []
+        if size == old_size:
+            forked = frontier.root() != old_root
+    observe(frontier, made)
+    checked = size - start
     if frontier.size != new.size:
         raise LogIntegrityError(
             f"the log served {frontier.size - start} entries from index {start}; its signed"
@@ -194,6 +228,11 @@ def audit_step(
         raise LogIntegrityError(
             "the log's entries do not hash to its signed root: entries were edited behind the"
             " log's back"
+        )
+    if forked:  # the entries are the new tree's: the saved root is of another tree
+        raise LogIntegrityError(
+            f"FORK: the tree of size {old_size} seen before is not a prefix of the new tree of"
+            f" size {new.size}: its first {old_size} entries hash to another root"
         )
     return AuditState(verifier_key, new_note, frontier.hashes), new, checked
 

@@ -296,6 +296,27 @@ class Store(Protocol):
 
     def tree_size(self) -> int: ...
 
+    def node_hashes(self, level: int, start: int, stop: int) -> list[tuple[object, object]]:
+        """(index, hash) of every stored node of ``level`` with ``start <= index < stop``,
+        in index order: the values as the database holds them (a row edited behind the
+        log's back may hold text, or a fraction, where an integer or a hash belongs), for
+        `provenance.log.store_audit` to compare with the re-hashed tree."""
+        ...
+
+    def nodes_outside(self, size: int, limit: int) -> list[tuple[object, object]]:
+        """(level, index) of the stored nodes that no tree of ``size`` leaves has (an
+        index past ``size >> level`` or negative, a level past the top or negative),
+        values as the database holds them, by level and index: at most ``limit`` from
+        each range of the primary key read (negative levels, levels past the top, and
+        per level the indexes below 0 and those past the tree), never a scan of every
+        node."""
+        ...
+
+    def checkpoint_rows(self, start: int) -> Iterator[tuple[int, str]]:
+        """(size column, signed note) of every stored checkpoint of size ``start`` or
+        more, by size, read in pages."""
+        ...
+
     def latest_checkpoint(self) -> tuple[int, str] | None: ...
 
     def checkpoint_covering(self, index: int) -> tuple[int, str] | None:

@@ -362,6 +362,30 @@ class MemoryStore:
                 out.setdefault(r.file_sha256, []).append(r)
         return {h: recs[:limit] for h, recs in out.items()}
 
+    def node_hashes(self, level: int, start: int, stop: int) -> list[tuple[object, object]]:
+        nodes = self._state.nodes
+        return [(i, nodes[level, i]) for i in range(start, stop) if (level, i) in nodes]
+
+    def nodes_outside(self, size: int, limit: int) -> list[tuple[object, object]]:
+        top = size.bit_length()
+        taken: dict[object, int] = {}  # per range, as the SQL backends read them
+        outside: list[tuple[object, object]] = []
+        for level, i in sorted(self._state.nodes):
+            if level < 0 or level >= top:
+                where: object = level < 0
+            elif i < 0 or i >= size >> level:
+                where = (level, i < 0)
+            else:
+                continue
+            if taken.get(where, 0) < limit:
+                taken[where] = taken.get(where, 0) + 1
+                outside.append((level, i))
+        return outside
+
+    def checkpoint_rows(self, start: int) -> Iterator[tuple[int, str]]:
+        cps = self._state.checkpoints
+        yield from [(s, cps[s]) for s in sorted(cps) if s >= start]
+
     def entries(self, start: int, limit: int) -> list[tuple[int, bytes]]:
         return [(r.index, r.entry) for r in self._state.leaves[max(start, 0) : start + limit]]
 

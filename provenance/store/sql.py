@@ -48,6 +48,8 @@ from provenance.store import (
 PAGE = 10_000
 #: Stored index packs read per query.
 PACK_PAGE = 8
+#: Checkpoint rows read at once by `SqlStore.checkpoint_rows` (a note is about 250 bytes).
+CHECKPOINT_PAGE = 1000
 #: The key of the leaf and file hash indexes, SQL over a column's name: the hash's first
 #: `HASH_KEY_BYTES` bytes (an index entry a third of the size). A lookup matches the key,
 #: which the index finds, and then the full hash (`_by_hash`), so hashes sharing their
@@ -726,6 +728,47 @@ class SqlStore(ABC):
             for i in range(len(hashes))
         )
         return sql, [a for h in hashes for a in _hash_args(h)]
+
+    def node_hashes(self, level: int, start: int, stop: int) -> list[tuple[object, object]]:
+        with self._reading() as c:
+            rows = c.execute(
+                "SELECT idx, hash FROM nodes WHERE level=? AND idx>=? AND idx<? ORDER BY idx",
+                (level, start, stop),
+            ).fetchall()
+        # (index, hash) tuples as the driver reads them: a blob or bytea as bytes
+        return cast(list[tuple[object, object]], rows)
+
+    def nodes_outside(self, size: int, limit: int) -> list[tuple[object, object]]:
+        top = size.bit_length()  # the levels of a tree of ``size`` leaves: 0 to top - 1
+        # one range of the primary key (level, idx) each; SQLite sorts text after every
+        # number, so a level or index turned into text is past every bound
+        ranges: list[tuple[str, tuple[int, ...]]] = [("level<?", (0,))]
+        for level in range(top):
+            ranges += [
+                ("level=? AND idx<?", (level, 0)),
+                ("level=? AND idx>=?", (level, size >> level)),
+            ]
+        ranges.append(("level>=?", (top,)))
+        found: list[tuple[object, object]] = []
+        with self._reading() as c:
+            for where, args in ranges:
+                found += c.execute(
+                    f"SELECT level, idx FROM nodes WHERE {where} ORDER BY level, idx LIMIT ?",
+                    (*args, limit),
+                ).fetchall()
+        return [(level, i) for level, i in found]
+
+    def checkpoint_rows(self, start: int) -> Iterator[tuple[int, str]]:
+        return _paged(self._checkpoint_page, lambda r: r[0], start)
+
+    @_reads_log
+    def _checkpoint_page(self, start: int) -> list[tuple[int, str]]:
+        with self._reading() as c:
+            rows = c.execute(
+                "SELECT size, note FROM checkpoints WHERE size>=? ORDER BY size LIMIT ?",
+                (start, CHECKPOINT_PAGE),
+            ).fetchall()
+        return [(int(size), _text(note)) for size, note in rows]
 
     @_reads_log
     def entries(self, start: int, limit: int) -> list[tuple[int, bytes]]:
