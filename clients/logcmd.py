@@ -577,16 +577,26 @@ def _export_polls(
     while True:
         result = _export_once(store, directory)
         if result.size != last:
-            out.print(
-                f"exported {counted(result.size, 'entry', 'entries')} to {directory}:"
-                f" {counted(result.tiles_written, 'tile')} and"
-                f" {counted(result.bundles_written, 'entry bundle')} written",
-            )
+            out.print(_exported_line(result, directory))
             last = result.size
         polls += 1
         if not follow or (max_polls and polls >= max_polls):
             return
         time.sleep(interval)
+
+
+def _exported_line(result: ExportResult, directory: Path) -> str:
+    """What an export of ``directory`` did: the files it wrote, or that the folder was
+    already up to date at that size (before: "0 tiles and 0 entry bundles written")."""
+    if result.tiles_written or result.bundles_written or not result.size:
+        return (
+            f"exported {counted(result.size, 'entry', 'entries')} to {directory}:"
+            f" {counted(result.tiles_written, 'tile')} and"
+            f" {counted(result.bundles_written, 'entry bundle')} written"
+        )
+    return (
+        f"{directory} is up to date: {counted(result.size, 'entry', 'entries')}, nothing to write"
+    )
 
 
 class ReceiptFormat(StrEnum):

@@ -1254,3 +1254,24 @@ def test_a_stopped_export_follow_says_so_and_leaves_whole_files(
     assert "Traceback" not in err, err
     assert (out / tiles.CHECKPOINT_PATH).is_file()
     assert not [p for p in out.rglob(".tmp-*")], "a temporary file was left"
+
+
+def test_an_export_with_nothing_new_says_the_folder_is_up_to_date(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An export (or a --follow poll) that finds the folder already at the store's
+    checkpoint says it is up to date, at which size; before, it printed "exported 300
+    entries to DIR: 0 tiles and 0 entry bundles written". An export that wrote files
+    keeps its count line."""
+    store = open_store(tmp_path / "a.db")
+    _fill(store, LogSigner(Ed25519PrivateKey.generate(), ORIGIN), 300, seed=4)
+    store.close()
+    out = tmp_path / "tiles"
+    export = ["log", "export-tiles", str(out), "--db", str(tmp_path / "a.db")]
+    capsys.readouterr()
+    assert prov_main(export) == 0
+    first = " ".join(capsys.readouterr().out.split())
+    assert f"exported 300 entries to {out}: 3 tiles and 2 entry bundles written" in first, first
+    assert prov_main([*export, "--follow", "--interval", "0.1", "--max-polls", "2"]) == 0
+    again = " ".join(capsys.readouterr().out.split())
+    assert again == f"{out} is up to date: 300 entries, nothing to write", again
