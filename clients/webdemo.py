@@ -14,11 +14,12 @@ import secrets
 import shutil
 import signal
 import sys
+import threading
 from pathlib import Path
 
 import typer
 
-from clients.demo import DemoFiles, prepare, start_server
+from clients.demo import DemoFiles, prepare, relay_server_lines, start_server
 from clients.options import check_can_listen
 from provenance.core.errors import ConfigError
 from provenance.store.sqlite import held_by_a_server
@@ -131,6 +132,7 @@ def main(argv: list[str] | None = None) -> None:
         f"# working in {work}\n# 1. the server and its web page, with an embedded SQLite database"
     )
     server, address = start_server(work / "provenance.db", *extra)
+    relay: threading.Thread | None = None
     os.environ["PROV_SERVER"] = address
     try:
         assert server.stdout is not None
@@ -142,6 +144,7 @@ def main(argv: list[str] | None = None) -> None:
             if line.startswith("web on "):
                 url = line.split()[-1]
                 break
+        relay = relay_server_lines(server)  # the rest, "[server] " before each line too
         if not url:
             raise SystemExit("make web: the web page did not start (see the error above)")
         files = prepare(work)
@@ -164,6 +167,8 @@ def main(argv: list[str] | None = None) -> None:
         if server.poll() is None:
             server.terminate()
             server.wait(timeout=30)
+        if relay is not None:
+            relay.join(timeout=10)  # its last lines ("shutting down") first
         print("server stopped")
 
 
