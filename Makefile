@@ -33,7 +33,7 @@ demo: $(STAMP)
 # the verification page over the demo's signed captures (Ctrl-C stops; WEB=HOST:PORT to move it)
 WEB ?= 127.0.0.1:8080
 web: $(STAMP)
-	$(BIN)/python -m clients.webdemo --listen $(WEB)
+	$(BIN)/python -m clients.webdemo --listen '$(WEB)' --listen-set-by WEB
 
 # the tests in TEST_WORKERS processes (pytest-xdist; TEST_WORKERS=0 runs them in this one)
 TEST_WORKERS ?= 2

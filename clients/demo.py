@@ -17,6 +17,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -60,12 +61,17 @@ def capture(*args: str) -> str:
 
 
 def start_server(db: Path, *extra: str) -> tuple[subprocess.Popen[str], str]:
-    """Start `prov serve --db DB --listen 127.0.0.1:0 EXTRA...`; returns it and its address."""
+    """Start `prov serve --db DB --listen 127.0.0.1:0 EXTRA...`; returns it and its address.
+    Its stdout and stderr (its log records) come in one pipe, each line shown as
+    "  [server] LINE"; once its start-up lines are read, `relay_server_lines` shows the
+    rest (before, its stderr went to the terminal as it was: the "near-duplicate index"
+    record stood bare among the prefixed lines)."""
     print(f"$ prov serve --db {db} --listen 127.0.0.1:0 {shlex.join(extra)} &", flush=True)
     proc = subprocess.Popen(
         [sys.executable, "-m", "clients.cli", "serve", "--db", str(db)]
         + ["--listen", "127.0.0.1:0", *extra],
         stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
         text=True,
     )
     assert proc.stdout is not None
@@ -79,6 +85,22 @@ def start_server(db: Path, *extra: str) -> tuple[subprocess.Popen[str], str]:
         proc.wait(timeout=30)
         raise
     raise SystemExit("demo: the server did not start")
+
+
+def relay_server_lines(proc: subprocess.Popen[str]) -> threading.Thread:
+    """Show the rest of the output of ``proc`` (started by `start_server`) as
+    "  [server] LINE" until it ends, from a daemon thread (returned: join it once the
+    server has exited, so that its last lines come before what follows). Reading it also
+    keeps the server from blocking on a full pipe."""
+
+    def relay() -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            print(f"  [server] {line.rstrip()}", flush=True)
+
+    thread = threading.Thread(target=relay, name="server-lines", daemon=True)
+    thread.start()
+    return thread
 
 
 @dataclass(frozen=True)
@@ -150,9 +172,11 @@ def main() -> None:
     os.environ["PROV_PASSPHRASE"] = "demo passphrase, use a prompt in real life"
     print(f"# working in {work}\n# 1. the server, with its embedded SQLite database")
     server: subprocess.Popen[str] | None = None
+    relay: threading.Thread | None = None
     finished = interrupted = False
     try:
         server, address = start_server(work / "provenance.db")
+        relay = relay_server_lines(server)
         os.environ["PROV_SERVER"] = address
         f = prepare(work)
         hopper, derived, tampered, unsigned = f.hopper, f.derived, f.tampered, f.unsigned
@@ -188,6 +212,8 @@ def main() -> None:
         if server is not None:
             server.terminate()
             server.wait(timeout=30)
+            if relay is not None:
+                relay.join(timeout=10)  # its last lines ("shutting down") first
             print("  [server] stopped")
         if finished or interrupted:  # nothing to look into: the key and files go
             shutil.rmtree(work, ignore_errors=True)

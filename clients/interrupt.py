@@ -11,8 +11,16 @@ from __future__ import annotations
 import os
 import signal
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from types import FrameType, TracebackType
 from typing import Any
+
+#: Exit status of a command stopped by SIGTERM: 128 + 15, as a shell reports a process
+#: that SIGTERM ended.
+EXIT_TERMINATED = 143
+#: Exit status of a command stopped by Ctrl-C: 128 + 2 (SIGINT).
+EXIT_INTERRUPTED = 130
 
 
 class StopBetweenFiles:
@@ -52,3 +60,39 @@ class StopBetweenFiles:
         """Raise KeyboardInterrupt when a SIGINT came since `__enter__`."""
         if self.requested:
             raise KeyboardInterrupt
+
+
+@contextmanager
+def terminate_as_interrupt(got: list[int]) -> Iterator[None]:
+    """Inside the block, SIGTERM (``kill``, systemd's stop, a scheduler's or ``timeout``'s
+    end of the job) stops the command as Ctrl-C does: this process raises SIGINT at
+    itself, so the command's own handling of it applies (`clients.scan.engines`: not while
+    a worker starts), or KeyboardInterrupt when SIGINT is ignored (a command started in
+    the background); ``got`` then holds the signal, so that the command can say
+    "terminated (SIGTERM)" and exit `EXIT_TERMINATED`. Before, SIGTERM ended `prov scan`
+    and `prov log export-tiles --follow` where they stood, with no word of what was kept.
+    Outside the main thread the block runs as is."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def on_term(signum: int, _frame: FrameType | None) -> None:
+        got.append(signum)
+        if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+            raise KeyboardInterrupt
+        signal.raise_signal(signal.SIGINT)
+
+    previous = signal.signal(signal.SIGTERM, on_term)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def how_stopped(got: list[int]) -> tuple[str, int]:
+    """How a command stopped inside `terminate_as_interrupt` (whose ``got`` this is) says
+    so, and its exit status: "terminated (SIGTERM)" and 143 after a SIGTERM, else
+    "interrupted" and 130 (Ctrl-C)."""
+    if got:
+        return "terminated (SIGTERM)", EXIT_TERMINATED
+    return "interrupted", EXIT_INTERRUPTED

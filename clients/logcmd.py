@@ -15,6 +15,7 @@ from clients.api import ProvenanceClient, default_server
 from clients.cosigned import cosigned_receipt, cosigner_names, policy_keys
 from clients.device import DeviceHome, atomic_write, default_home
 from clients.files import NotRegularFileError, read_bounded
+from clients.interrupt import how_stopped, terminate_as_interrupt
 from clients.options import (
     HomeOpt,
     ServerOpt,
@@ -565,24 +566,52 @@ def export_tiles_command(
     Only new files are written; the checkpoint goes last."""
     folder_to_fill(directory, "DIRECTORY")
     store = _open_read_only(db)
+    terminated: list[int] = []  # SIGTERM, once it came
     try:
-        polls = 0
-        last = -1
-        while True:
-            result = _export_once(store, directory)
-            if result.size != last:
-                out.print(
-                    f"exported {counted(result.size, 'entry', 'entries')} to {directory}:"
-                    f" {counted(result.tiles_written, 'tile')} and"
-                    f" {counted(result.bundles_written, 'entry bundle')} written",
-                )
-                last = result.size
-            polls += 1
-            if not follow or (max_polls and polls >= max_polls):
-                return
-            time.sleep(interval)
+        with terminate_as_interrupt(terminated):
+            _export_polls(store, directory, follow, interval, max_polls)
+    except KeyboardInterrupt:
+        word, code = how_stopped(terminated)
+        err.print(
+            f"{word}: the export in {directory} stands at its last checkpoint; the same"
+            " command continues it",
+            highlight=False,
+        )
+        raise typer.Exit(code) from None
     finally:
         store.close()
+
+
+def _export_polls(
+    store: Store, directory: Path, follow: bool, interval: float, max_polls: int
+) -> None:
+    """`prov log export-tiles`'s exports: one, or with ``follow`` one each ``interval``
+    seconds (``max_polls`` of them, 0: no end); a line for each new size exported."""
+    polls = 0
+    last = -1
+    while True:
+        result = _export_once(store, directory)
+        if result.size != last:
+            out.print(_exported_line(result, directory))
+            last = result.size
+        polls += 1
+        if not follow or (max_polls and polls >= max_polls):
+            return
+        time.sleep(interval)
+
+
+def _exported_line(result: ExportResult, directory: Path) -> str:
+    """What an export of ``directory`` did: the files it wrote, or that the folder was
+    already up to date at that size (before: "0 tiles and 0 entry bundles written")."""
+    if result.tiles_written or result.bundles_written or not result.size:
+        return (
+            f"exported {counted(result.size, 'entry', 'entries')} to {directory}:"
+            f" {counted(result.tiles_written, 'tile')} and"
+            f" {counted(result.bundles_written, 'entry bundle')} written"
+        )
+    return (
+        f"{directory} is up to date: {counted(result.size, 'entry', 'entries')}, nothing to write"
+    )
 
 
 class ReceiptFormat(StrEnum):

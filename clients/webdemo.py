@@ -14,11 +14,12 @@ import secrets
 import shutil
 import signal
 import sys
+import threading
 from pathlib import Path
 
 import typer
 
-from clients.demo import DemoFiles, prepare, start_server
+from clients.demo import DemoFiles, prepare, relay_server_lines, start_server
 from clients.options import check_can_listen
 from provenance.core.errors import ConfigError
 from provenance.store.sqlite import held_by_a_server
@@ -81,6 +82,31 @@ def drop_list(files: DemoFiles) -> str:
     return "".join(f"    {str(path).ljust(width)}  ({what})\n" for path, what in rows)
 
 
+def _check_listen(parser: argparse.ArgumentParser, listen: str, set_by: str) -> None:
+    """Refuse an address the server would refuse, before the previous run's folder is
+    emptied (exit 2 for one that is not HOST:PORT, 1 for one this machine cannot listen
+    on), as `prov serve --http` refuses it. ``set_by``: the make variable that gave it
+    (``WEB``), which the message then names, without argparse's usage line (before:
+    "usage: make web [-h] [--listen LISTEN] ..." and "argument --listen" for
+    `make web WEB=::1:8096`); empty when --listen was given."""
+    try:
+        check_can_listen(listen, "--listen")
+    except typer.BadParameter as e:
+        if not set_by:
+            parser.error(f"argument --listen: {e.message}")
+        setting = f"{set_by}={listen}"
+        message = (
+            e.message.replace(repr(listen), setting, 1)
+            if repr(listen) in e.message
+            else f"{setting}: {e.message}"
+        )
+        print(f"make web: error: {message}", file=sys.stderr)
+        raise SystemExit(2) from None
+    except ConfigError as e:
+        hint = f"; set another address with {set_by}=HOST:PORT" if set_by else ""
+        raise SystemExit(f"make web: {e}{hint}") from e
+
+
 def main(argv: list[str] | None = None) -> None:
     # A job started in the background by a non-interactive shell (`(make web &)`) begins
     # with SIGINT ignored, and Python then installs no handler of its own: Ctrl-C or a
@@ -91,17 +117,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--listen", default="127.0.0.1:8080", help="HTTP address HOST:PORT")
     parser.add_argument("--dir", type=Path, default=ROOT / ".web-demo", help="working folder")
     parser.add_argument("--no-detector", action="store_true", help="skip loading the detector")
+    # the make variable that set --listen (the Makefile passes WEB): errors name it, not
+    # an option the person never typed
+    parser.add_argument("--listen-set-by", default="", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     work = args.dir.resolve()
-    # an address the server would refuse is refused before the previous run's folder
-    # is emptied (exit 2 for one that is not HOST:PORT, 1 for one this machine cannot
-    # listen on), as `prov serve --http` refuses it
-    try:
-        check_can_listen(args.listen, "--listen")
-    except typer.BadParameter as e:
-        parser.error(f"argument --listen: {e.message}")
-    except ConfigError as e:
-        raise SystemExit(f"make web: {e}") from e
+    _check_listen(parser, args.listen, args.listen_set_by)
     _fresh(work)
     os.environ["PROV_ADMIN_TOKEN"] = secrets.token_urlsafe(24)
     os.environ["PROV_HOME"] = str(work / "device")
@@ -111,6 +132,7 @@ def main(argv: list[str] | None = None) -> None:
         f"# working in {work}\n# 1. the server and its web page, with an embedded SQLite database"
     )
     server, address = start_server(work / "provenance.db", *extra)
+    relay: threading.Thread | None = None
     os.environ["PROV_SERVER"] = address
     try:
         assert server.stdout is not None
@@ -122,6 +144,7 @@ def main(argv: list[str] | None = None) -> None:
             if line.startswith("web on "):
                 url = line.split()[-1]
                 break
+        relay = relay_server_lines(server)  # the rest, "[server] " before each line too
         if not url:
             raise SystemExit("make web: the web page did not start (see the error above)")
         files = prepare(work)
@@ -144,6 +167,8 @@ def main(argv: list[str] | None = None) -> None:
         if server.poll() is None:
             server.terminate()
             server.wait(timeout=30)
+        if relay is not None:
+            relay.join(timeout=10)  # its last lines ("shutting down") first
         print("server stopped")
 
 

@@ -79,19 +79,19 @@ def test_a_stopped_scan_points_to_resume(
 
 @pytest.mark.parametrize("sigint", [signal.default_int_handler, signal.SIG_IGN])
 def test_sigterm_while_a_scan_starts_a_worker_waits_for_the_start(sigint: object) -> None:
-    """`prov scan`'s SIGTERM (`clients.scan.cli._terminate_as_interrupt`) while its pool
+    """`prov scan`'s SIGTERM (`clients.interrupt.terminate_as_interrupt`) while its pool
     starts a worker (`clients.scan.engines._interrupt_after`) is held until the start is
     done, as a Ctrl-C is, also in a scan started with SIGINT ignored (``prov scan ... &``
     in a script, then ``kill``), where SIGTERM cannot go by SIGINT. Before, that scan's
     KeyboardInterrupt was raised inside the start: the pool did not know its worker."""
-    from clients.scan.cli import _terminate_as_interrupt
+    from clients.interrupt import terminate_as_interrupt
     from clients.scan.engines import _interrupt_after
 
     previous = signal.signal(signal.SIGINT, sigint)  # type: ignore[arg-type]
     reached: list[str] = []
     got: list[int] = []
     try:
-        with pytest.raises(KeyboardInterrupt), _terminate_as_interrupt(got):
+        with pytest.raises(KeyboardInterrupt), terminate_as_interrupt(got):
             with _interrupt_after():
                 os.kill(os.getpid(), signal.SIGTERM)  # its handler runs at the next line
                 reached.append("the start's end")
@@ -106,14 +106,14 @@ def test_sigterm_while_a_scan_starts_a_worker_waits_for_the_start(sigint: object
 def test_sigterm_while_the_fork_server_starts_waits_for_the_start(
     sigint: object, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """`prov scan`'s SIGTERM (`clients.scan.cli._terminate_as_interrupt`) while the fork
+    """`prov scan`'s SIGTERM (`clients.interrupt.terminate_as_interrupt`) while the fork
     server is spawned (`clients.scan.engines._start_fork_server`, SIGINT ignored then) is
     held until the spawn is done, then stops the scan as before. Before, the handler saw
     SIGINT ignored and raised KeyboardInterrupt inside ``forkserver.ensure_running``. The
     spawn is stood in for by a function that gets the SIGTERM half-way."""
     import multiprocessing.forkserver
 
-    from clients.scan.cli import _terminate_as_interrupt
+    from clients.interrupt import terminate_as_interrupt
     from clients.scan.engines import _start_fork_server
 
     reached: list[str] = []
@@ -126,7 +126,7 @@ def test_sigterm_while_the_fork_server_starts_waits_for_the_start(
     previous = signal.signal(signal.SIGINT, sigint)  # type: ignore[arg-type]
     got: list[int] = []
     try:
-        with pytest.raises(KeyboardInterrupt), _terminate_as_interrupt(got):
+        with pytest.raises(KeyboardInterrupt), terminate_as_interrupt(got):
             _start_fork_server()
             reached.append("past the start")
         assert signal.getsignal(signal.SIGINT) is sigint

@@ -84,3 +84,30 @@ def _group_gone(pgid: int, seconds: float) -> bool:
         time.sleep(0.1)
     os.killpg(pgid, signal.SIGKILL)
     return False
+
+
+def test_the_demo_server_lines_all_carry_the_server_prefix(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`make demo` and `make web` show the server's lines as "  [server] ...": its log
+    records (stderr) too, and those written after its start. Before, its "near-duplicate
+    index: ... loaded" record (logged to stderr, which the demo did not read) appeared
+    bare among the prefixed lines. The real `clients.demo.start_server`."""
+    from clients.demo import relay_server_lines, start_server
+
+    monkeypatch.setenv("PROV_ADMIN_TOKEN", "a-demo-token-of-enough-length-0123456789")
+    monkeypatch.setenv("PROV_LOG_LEVEL", "INFO")
+    server, _ = start_server(tmp_path / "p.db", "--no-detector")
+    try:
+        relay = relay_server_lines(server)
+    finally:
+        server.send_signal(signal.SIGINT)  # it says "shutting down", after its start
+        server.wait(timeout=60)
+    relay.join(timeout=30)
+    out, err = capfd.readouterr()
+    assert "near-duplicate index" not in err, err
+    assert "shutting down" not in err, err
+    lines = out.splitlines()
+    assert [line for line in lines if "near-duplicate index" in line], out
+    assert "  [server] shutting down" in lines, out
+    assert all(line.startswith(("$ prov serve", "  [server] ")) for line in lines), out

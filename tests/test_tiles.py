@@ -1214,3 +1214,64 @@ def test_a_tiles_export_on_a_full_disk_names_the_file_and_what_to_do(
     assert "free space" in said, said
     assert sidecar.value.filename == str(tmp_path / "photo.jpg.prov"), sidecar.value
     assert not list(tmp_path.glob(".prov-tmp-*"))
+
+
+@pytest.mark.parametrize(
+    ("sig", "code", "word"),
+    [("SIGINT", 130, "interrupted"), ("SIGTERM", 143, "terminated (SIGTERM)")],
+)
+def test_a_stopped_export_follow_says_so_and_leaves_whole_files(
+    tmp_path: Path, sig: str, code: int, word: str
+) -> None:
+    """`prov log export-tiles --follow` is stopped by Ctrl-C or by SIGTERM (``kill``,
+    systemd's stop): each says so on stderr (Ctrl-C "interrupted", exit 130; SIGTERM
+    "terminated (SIGTERM)", exit 143, as `prov scan` words it) and the folder holds whole
+    files only, its checkpoint last. Before, SIGTERM ended the process silently (143)."""
+    import signal
+
+    from tests.conftest import cli_process
+    from tests.drain import finish, next_line
+
+    store = open_store(tmp_path / "a.db")
+    _fill(store, LogSigner(Ed25519PrivateKey.generate(), ORIGIN), 300, seed=3)
+    store.close()
+    out = tmp_path / "tiles"
+    export = ["log", "export-tiles", str(out), "--db", str(tmp_path / "a.db")]
+    proc = cli_process([*export, "--follow", "--interval", "0.2"])
+    try:
+        first = next_line(proc, timeout=90)
+        assert first is not None and first.startswith("exported 300 entries"), first
+        proc.send_signal(getattr(signal, sig))
+        _, err = finish(proc, timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    lines = [line.strip() for line in err.splitlines() if line.strip()]
+    assert proc.returncode == code, err
+    assert lines and lines[-1].startswith(word), err
+    assert len([line for line in lines if line.startswith(("interrupted", "terminated"))]) == 1
+    assert "Traceback" not in err, err
+    assert (out / tiles.CHECKPOINT_PATH).is_file()
+    assert not [p for p in out.rglob(".tmp-*")], "a temporary file was left"
+
+
+def test_an_export_with_nothing_new_says_the_folder_is_up_to_date(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An export (or a --follow poll) that finds the folder already at the store's
+    checkpoint says it is up to date, at which size; before, it printed "exported 300
+    entries to DIR: 0 tiles and 0 entry bundles written". An export that wrote files
+    keeps its count line."""
+    store = open_store(tmp_path / "a.db")
+    _fill(store, LogSigner(Ed25519PrivateKey.generate(), ORIGIN), 300, seed=4)
+    store.close()
+    out = tmp_path / "tiles"
+    export = ["log", "export-tiles", str(out), "--db", str(tmp_path / "a.db")]
+    capsys.readouterr()
+    assert prov_main(export) == 0
+    first = " ".join(capsys.readouterr().out.split())
+    assert f"exported 300 entries to {out}: 3 tiles and 2 entry bundles written" in first, first
+    assert prov_main([*export, "--follow", "--interval", "0.1", "--max-polls", "2"]) == 0
+    again = " ".join(capsys.readouterr().out.split())
+    assert again == f"{out} is up to date: 300 entries, nothing to write", again

@@ -124,6 +124,14 @@ def test_verify_answers_the_object_prov_verify_json_prints(
         assert web == cli
 
 
+def test_the_home_page_says_once_that_cryptography_decides(http: httpx.Client) -> None:
+    """The home page said "Cryptography decides the verdict..." twice: under the verdicts'
+    legend and in the footer every page carries. Once now (the footer's)."""
+    page = " ".join(html.unescape(http.get("/").text).split())
+    assert page.count("Cryptography decides the verdict") == 1, page
+    assert "the detector only advises" in page
+
+
 def test_the_page_and_the_cli_name_the_same_supported_formats(
     site: DemoSite, http: httpx.Client, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -210,3 +211,25 @@ def test_a_second_make_web_names_a_python_that_runs_it(tmp_path: Path) -> None:
     )
     assert f"{expected} -m clients.webdemo --dir DIR --listen HOST:PORT" in said, said
     assert " python -m" not in said, said
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="no make here")
+def test_make_web_names_web_as_what_was_set_for_a_bad_address() -> None:
+    """`make web WEB=::1:8096` names WEB=, what the person typed: before, argparse's
+    "usage: make web [-h] [--listen LISTEN] ..." and "argument --listen: ..." named an
+    option they never saw. The real Makefile's recipe, run by real `make` (the venv rule
+    left out with -o, this interpreter as its python); a bad address is refused before
+    the demo's folder is touched."""
+    bin_dir = Path(sys.executable).parent
+    done = subprocess.run(
+        ["make", "-s", "-o", ".venv/.installed", "web", "WEB=::1:8096", f"BIN={bin_dir}"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode != 0, done.stdout + done.stderr
+    said = done.stderr
+    assert "make web: error: WEB=::1:8096: put an IPv6 address in brackets" in said, said
+    assert "usage:" not in said and "--listen" not in said, said
+    assert "working in" not in done.stdout

@@ -3,19 +3,15 @@
 from __future__ import annotations
 
 import os
-import signal
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 from enum import StrEnum
 from pathlib import Path
-from types import FrameType
 from typing import Annotated
 
 import typer
 
 from clients.api import default_server
 from clients.device import default_home
+from clients.interrupt import how_stopped, terminate_as_interrupt
 from clients.options import ServerOpt, existing, in_existing_folder
 from clients.scan.engines import Engine, LocalEngine, RayEngine
 from clients.scan.pipeline import DEFAULT_BATCH, run_scan
@@ -101,7 +97,7 @@ def scan(
     err = SafeConsole(stderr=True)
     terminated: list[int] = []  # SIGTERM, once it came
     try:
-        with _terminate_as_interrupt(terminated), ScanProgress(err) as progress:
+        with terminate_as_interrupt(terminated), ScanProgress(err) as progress:
             result = run_scan(
                 [str(p) for p in paths],
                 report,
@@ -112,13 +108,14 @@ def scan(
                 on_rows=progress.update,
             )
     except KeyboardInterrupt:
+        word, code = how_stopped(terminated)
         err.print(
-            f"{'terminated (SIGTERM)' if terminated else 'interrupted'}: the rows so far are"
-            f" kept in {report}; the same command with --resume continues the scan",
+            f"{word}: the rows so far are kept in {report}; the same command with --resume"
+            " continues the scan",
             highlight=False,
             soft_wrap=True,
         )
-        raise typer.Exit(EXIT_TERMINATED if terminated else 130) from None
+        raise typer.Exit(code) from None
     except OSError as e:  # the machine's: a full disk or a file size limit under the report
         err.print(
             f"error: {os_failure(e)}; the rows so far are kept in {report}; the same"
@@ -134,38 +131,6 @@ def scan(
         highlight=False,
         soft_wrap=True,  # whole: a script reads the paths from it
     )
-
-
-#: Exit status of a scan stopped by SIGTERM: 128 + 15, as a shell reports a process that
-#: SIGTERM ended.
-EXIT_TERMINATED = 143
-
-
-@contextmanager
-def _terminate_as_interrupt(got: list[int]) -> Iterator[None]:
-    """Inside the block, SIGTERM (``kill``, a scheduler's or ``timeout``'s end of the
-    job) stops the scan as Ctrl-C does: this process raises SIGINT at itself, so the
-    engines' own handling of it applies (`clients.scan.engines`: not while a worker
-    starts), or KeyboardInterrupt when SIGINT is ignored (a scan started in the
-    background); ``got`` then holds the signal. Before, SIGTERM ended the
-    process where it stood: no word of --resume, and Python's multiprocessing warning
-    "resource_tracker: There appear to be 5 leaked semaphore objects" as its only
-    output (the rows so far were kept). Outside the main thread the block runs as is."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def on_term(signum: int, _frame: FrameType | None) -> None:
-        got.append(signum)
-        if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
-            raise KeyboardInterrupt
-        signal.raise_signal(signal.SIGINT)
-
-    previous = signal.signal(signal.SIGTERM, on_term)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 #: The local detector's crop secret, in PROV_HOME (~/.prov).
