@@ -427,6 +427,9 @@ def _audit_db(
                 observe=tree.observe,
             )
             tree.finish(cp.size, row_size)
+            if not outdated:  # an older schema has no key_events table
+                logged = ((e.index, e.event.device_id, int(e.event.kind)) for e in history.events)
+                leaves.compare_key_events(logged, store.key_event_rows(start), cp.size)
             problems = [f"LEAF ROWS: {p}" for p in leaves.problems]
             problems += [f"STORED TREE: {p}" for p in tree.problems]
             if index is not None:
@@ -448,10 +451,10 @@ def _audit_db(
             + "\n  ".join(problems)
             + (f"\n  ... and {more} more mismatches" if more else "")
         )
-    out.print(
-        f"leaf rows OK: the columns of {counted(leaves.leaves_checked, 'leaf', 'leaves')}"
-        " match their entries"
-    )
+    columns = counted(leaves.leaves_checked, "leaf", "leaves")
+    if not outdated:
+        columns += f" and {counted(leaves.key_events_checked, 'key_events row')}"
+    out.print(f"leaf rows OK: the columns of {columns} match their entries")
     out.print(
         f"Merkle nodes OK: {tree.nodes_checked} stored nodes and"
         f" {counted(tree.checkpoints_checked, 'checkpoint')} match the re-hashed tree"

@@ -48,7 +48,10 @@ def test_an_untouched_log_passes_with_its_leaf_rows_counted(
     db, vkey = logged
     rc, text = _audit(db, vkey, tmp_path, capsys)
     assert rc == 0, text
-    assert f"leaf rows OK: the columns of {LEAVES} leaves match their entries" in text, text
+    assert (
+        f"leaf rows OK: the columns of {LEAVES} leaves and 1 key_events row match their entries"
+        in text
+    ), text
 
 
 @pytest.mark.parametrize("column", list(EDITS))
@@ -86,3 +89,32 @@ def test_an_incremental_audit_compares_the_new_leaf_rows(
     rc, text = _audit(db, vkey, tmp_path, capsys, "--incremental")
     _failed(rc, text)
     assert f"log entry {LEAVES + 1}: its file_sha256" in text, text
+
+
+#: Edits of the ``key_events`` row of leaf 0 (the device's enrollment), and what is said.
+KEY_EDITS: dict[str, tuple[str, tuple[Any, ...], str]] = {
+    "kind": ("UPDATE key_events SET kind=2 WHERE leaf_idx=0", (), "a revocation"),
+    "device": ("UPDATE key_events SET device_id=? WHERE leaf_idx=0", (b"\x09" * 32,), "0909"),
+    "deleted": ("DELETE FROM key_events WHERE leaf_idx=0", (), "is missing"),
+    "added": (
+        "INSERT INTO key_events(leaf_idx, device_id, kind) VALUES (3, ?, 2)",
+        (b"\x09" * 32,),
+        "log entry 3",
+    ),
+}
+
+
+@pytest.mark.parametrize("edit", list(KEY_EDITS))
+def test_an_edited_key_events_row_is_named(
+    edit: str, logged: tuple[str, str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The ``key_events`` table indexes which leaves enroll or revoke which device (the
+    server reads a device's key history through it): a row edited, deleted or added
+    behind the log's back is named."""
+    db, vkey = logged
+    statement, args, said = KEY_EDITS[edit]
+    _sql(db, statement, *args)
+    rc, text = _audit(db, vkey, tmp_path, capsys)
+    _failed(rc, text)
+    lines = [line for line in text.splitlines() if "key_events row" in line]
+    assert len(lines) == 1 and said in lines[0], text

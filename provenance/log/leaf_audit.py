@@ -85,6 +85,7 @@ class LeafAuditor:
         self._next = start
         self._leaf_hashes: list[object] = []
         self._bad: set[int] = set()  # leaves of this chunk with a problem
+        self.key_events_checked = 0
 
     def _problem(self, index: int, text: str) -> None:
         self._bad.add(index)
@@ -136,3 +137,52 @@ class LeafAuditor:
                     self._problem(index, difference_line(index, "leaf_hash", held, said))
         self.leaves_checked += len(stored) - len(self._bad)
         self._bad = set()
+
+    def compare_key_events(
+        self,
+        logged: Iterable[tuple[int, bytes, int]],
+        rows: Iterable[tuple[int, object, object]],
+        stop: int,
+    ) -> None:
+        """Compare the ``key_events`` rows before leaf ``stop`` (``rows``: leaf index,
+        device id, kind, in leaf order) with the key events ``logged`` (the same, read
+        from the entries, in leaf order): a row that differs, is missing or names a leaf
+        that is no key event is a problem. The server reads a device's key history
+        through these rows (`Store.key_event_entries`). Memory: one page of rows."""
+        wanted = iter(logged)
+        w = next(wanted, None)
+        for index, device, kind in rows:
+            if index >= stop:
+                break
+            while w is not None and w[0] < index:
+                self._key_problem(w[0], f"is missing; the entry is {_event(w[1], w[2])}")
+                w = next(wanted, None)
+            if w is None or w[0] != index:
+                self._key_problem(
+                    index,
+                    f"says {_event(device, kind)}; the entry is no key event (a row added"
+                    " behind the log's back)",
+                )
+                continue
+            if (device, kind) == (w[1], w[2]):
+                self.key_events_checked += 1
+            else:
+                said = _event(w[1], w[2])
+                self._key_problem(index, f"says {_event(device, kind)}; the entry is {said}")
+            w = next(wanted, None)
+        while w is not None:
+            self._key_problem(w[0], f"is missing; the entry is {_event(w[1], w[2])}")
+            w = next(wanted, None)
+
+    def _key_problem(self, index: int, text: str) -> None:
+        line = f"the key_events row of log entry {index} {text}"
+        if len(self.problems) < MAX_PROBLEMS:
+            self.problems.append(line)
+        else:
+            self.more += 1
+
+
+def _event(device: object, kind: object) -> str:
+    """A key_events row's device and kind as a person reads them."""
+    what = {1: "an enrollment", 2: "a revocation"}.get(kind) if isinstance(kind, int) else None
+    return f"{what or f'kind {kind!r}'} of device {shown_value('device_id', device)}"
