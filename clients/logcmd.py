@@ -59,6 +59,7 @@ from provenance.log.checkpoint import (
     parse_tree_size,
     split_note,
 )
+from provenance.log.leaf_audit import LeafAuditor
 from provenance.log.receipt import verify_receipt
 from provenance.log.store_audit import TreeAuditor
 from provenance.log.tiledir import ExportResult, export_tiles, fetcher
@@ -163,9 +164,10 @@ def audit(
         typer.Option(
             callback=existing_db,
             help="Audit the log's database directly (the SQLite file of `prov serve --db`, or"
-            " its postgresql:// URL; read only) instead of the server: also check every stored"
-            " Merkle node and checkpoint row of the re-hashed entries against the tree they"
-            " hash to; with --full, also every soft-hash row and near-duplicate index pack"
+            " its postgresql:// URL; read only) instead of the server: also check each leaf row's"
+            " columns (leaf hash, claim hash, device, sequence, file hash, time) against its"
+            " entry, and every stored Merkle node and checkpoint row of the re-hashed entries"
+            " against the tree they hash to; with --full, also every soft-hash row and near-duplicate index pack"
             " against the logged entries. Needs --log-key or a STATE.",
         ),
     ] = None,
@@ -182,8 +184,9 @@ def audit(
     revocations logged and compare every device's registry row with them. Exit 3 on a
     fork, a rollback, a changed log key, entries edited or deleted behind the log's back,
     or a registry row that differs from the logged key history (an edited, back-dated or
-    deleted revocation or enrollment); with --db, also on a stored Merkle node or
-    checkpoint row that differs from the re-hashed tree (edited, deleted or added);
+    deleted revocation or enrollment); with --db, also on a leaf row's column that differs
+    from its entry, or a stored Merkle node or checkpoint row that differs from the
+    re-hashed tree (edited, deleted or added);
     exit 1 when the server is unreachable."""
     in_existing_folder(state, "--state")
     if state.is_dir():  # was exit 1, "error: Is a directory: DIR"
@@ -355,16 +358,6 @@ def _grew(saved: AuditState | None, old_size: int, size: int) -> str:
     return f"grew from {old_size} to {size}"
 
 
-def _store_entries(store: Store, start: int, end: int) -> Iterator[tuple[int, bytes]]:
-    pos = start
-    while pos < end:
-        got = store.entries(pos, min(10_000, end - pos))
-        if not got:
-            return
-        yield from got
-        pos = got[-1][0] + 1
-
-
 def existing_db(db: str | None) -> str | None:
     """``db`` if it is a postgresql:// URL or an existing file; else a usage error (exit 2,
     before any work). Typer callback of ``--db`` where the database is only read. Raises
@@ -390,8 +383,9 @@ def _open_read_only(db: str) -> Store:
 def _audit_db(
     db: str, state: Path, saved: AuditState | None, log_key: str | None, full: bool
 ) -> None:
-    """`prov log audit --db`: audit the log's database directly. Every stored Merkle node
-    and checkpoint row of the re-hashed range is compared with the re-hashed tree
+    """`prov log audit --db`: audit the log's database directly. Every leaf row's columns
+    of the re-hashed range are compared with its entry (`LeafAuditor`), every stored
+    Merkle node and checkpoint row is compared with the re-hashed tree
     (`TreeAuditor`), and the saved checkpoint's consistency is proved by the re-hash, not
     by a proof from the nodes under audit; with --full, also every soft-hash row and
     index pack with the logged entries (`IndexAuditor`) and every registry row with the
@@ -408,7 +402,8 @@ def _audit_db(
         size = _note_size(note, f"the newest checkpoint in {db}")
         old_size = _note_size(saved.checkpoint, f"the checkpoint saved in {state}") if saved else 0
         start = 0 if (full or saved is None) else old_size
-        tree = TreeAuditor(store, NoteVerifier.from_vkey(vkey), start)
+        leaves = LeafAuditor(start)
+        tree = TreeAuditor(store, NoteVerifier.from_vkey(vkey), start, leaves)
         # an older schema lacks the tables the key history and index checks read
         index = IndexAuditor(store) if start == 0 and not outdated else None
         history = KeyHistoryReader()
@@ -416,7 +411,8 @@ def _audit_db(
             task = bar.add_task("re-hashing entries", total=size - start)
 
             def reading() -> Iterator[tuple[int, bytes]]:
-                for i, item in enumerate(_store_entries(store, start, size)):
+                rows = leaves.tap(store.iter_index_rows(start), size)
+                for i, item in enumerate(rows):
                     if i % 10_000 == 0:
                         bar.update(task, completed=i)
                     yield item
@@ -432,7 +428,11 @@ def _audit_db(
                 observe=tree.observe,
             )
             tree.finish(cp.size, row_size)
-            problems = [f"STORED TREE: {p}" for p in tree.problems]
+            if not outdated:  # an older schema has no key_events table
+                logged = ((e.index, e.event.device_id, int(e.event.kind)) for e in history.events)
+                leaves.compare_key_events(logged, store.key_event_rows(start), cp.size)
+            problems = [f"LEAF ROWS: {p}" for p in leaves.problems]
+            problems += [f"STORED TREE: {p}" for p in tree.problems]
             if index is not None:
                 index.finish()
                 keys = _key_history_problems(history, store.find_device)
@@ -443,14 +443,19 @@ def _audit_db(
     atomic_write(state, new_state.to_json().encode())
     out.print(_log_ok(saved, old_size, cp.size, checked))
     if problems:
-        more = tree.more + (index.more if index else 0)
+        more = leaves.more + tree.more + (index.more if index else 0)
         raise LogIntegrityError(
-            "the database differs from what the logged entries say (Merkle nodes and"
-            " checkpoint rows against the re-hashed tree; registry rows against the key"
+            "the database differs from what the logged entries say (each leaf row's"
+            " columns against its entry; Merkle nodes and checkpoint rows against the"
+            " re-hashed tree; registry rows against the key"
             " history; soft-hash rows and index packs against the claims' soft bindings):\n  "
             + "\n  ".join(problems)
             + (f"\n  ... and {more} more mismatches" if more else "")
         )
+    columns = counted(leaves.leaves_checked, "leaf", "leaves")
+    if not outdated:
+        columns += f" and {counted(leaves.key_events_checked, 'key_events row')}"
+    out.print(f"leaf rows OK: the columns of {columns} match their entries")
     out.print(
         f"Merkle nodes OK: {tree.nodes_checked} stored nodes and"
         f" {counted(tree.checkpoints_checked, 'checkpoint')} match the re-hashed tree"

@@ -32,8 +32,12 @@ def test_online_and_database_audits_word_the_same_log_alike(
     assert rc == 0, err
     online = tmp_path / "online.json"
     offline = ("--db", str(server.db), "--log-key", vkey.strip())
-    # checks only the database audit makes: its stored tree, its near-duplicate index
-    own = ("Merkle nodes OK: 4 stored nodes and 3 checkpoints match", "near-duplicate index OK")
+    # checks only the database audit makes: its leaf rows, stored tree, near-duplicate index
+    own = (
+        "leaf rows OK: the columns of 3 leaves and 2 key_events rows match their entries",
+        "Merkle nodes OK: 4 stored nodes and 3 checkpoints match",
+        "near-duplicate index OK",
+    )
     for _ in range(2):  # a first audit, then one against the saved checkpoint
         by_server = _audit(enrolled, "--state", str(online))
         by_db = _audit(enrolled, "--state", str(tmp_path / "offline.json"), *offline)

@@ -263,8 +263,8 @@ def test_without_a_proof_the_re_hash_from_the_start_proves_consistency(tmp_path:
 def test_the_stored_tree_reads_alike_on_every_backend(
     request: pytest.FixtureRequest, tmp_path: Path, backend: str
 ) -> None:
-    """`Store.node_hashes`, `nodes_outside` and `checkpoint_rows`, which the audit reads,
-    answer alike on every backend (the in-memory one included)."""
+    """`Store.node_hashes`, `nodes_outside`, `checkpoint_rows` and `key_event_rows`, which
+    the audit reads, answer alike on every backend (the in-memory one included)."""
     db: Path | str = tmp_path / "prov.db"
     if backend != "sqlite":
         db = ":memory:" if backend == "memory" else str(request.getfixturevalue("pg_url"))
@@ -287,5 +287,8 @@ def test_the_stored_tree_reads_alike_on_every_backend(
         rows = list(store.checkpoint_rows(LEAVES - 1))
         assert [size for size, _ in rows] == [LEAVES - 1, LEAVES]
         assert rows[-1] == store.latest_checkpoint()
+        # the key_events rows (`provenance.log.leaf_audit`): leaf 0 enrolls the device
+        assert list(store.key_event_rows(0)) == [(0, dev.device_id, 1)]
+        assert list(store.key_event_rows(1)) == []
     finally:
         h.service.close()

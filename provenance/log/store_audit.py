@@ -26,6 +26,7 @@ from collections.abc import Iterator
 from provenance.core import merkle
 from provenance.core.errors import ProvenanceError
 from provenance.log.checkpoint import NoteVerifier, open_checkpoint
+from provenance.log.leaf_audit import LeafAuditor
 from provenance.store import Store
 
 #: Leaves whose completed nodes are compared at once.
@@ -64,12 +65,21 @@ def _b64(value: bytes) -> str:
 class TreeAuditor:
     """Compares a store's Merkle nodes and checkpoint rows with the tree re-hashed from
     leaf ``start`` on (`observe`, as the audit's `Observer`, then `finish`), trusting
-    ``verifier`` (the log key). ``problems`` holds one sentence per mismatch (at most
-    `MAX_PROBLEMS`, then ``more`` counts them); ``nodes_checked`` and
-    ``checkpoints_checked`` count the rows found to match."""
+    ``verifier`` (the log key); hands each chunk's re-hashed leaf hashes to ``leaves``,
+    which compares them with the leaves table's (`LeafAuditor.compare_leaf_hashes`).
+    ``problems`` holds one sentence per mismatch (at most `MAX_PROBLEMS`, then ``more``
+    counts them); ``nodes_checked`` and ``checkpoints_checked`` count the rows found to
+    match."""
 
-    def __init__(self, store: Store, verifier: NoteVerifier, start: int) -> None:
+    def __init__(
+        self,
+        store: Store,
+        verifier: NoteVerifier,
+        start: int,
+        leaves: LeafAuditor | None = None,
+    ) -> None:
         self.store = store
+        self.leaves = leaves
         self.verifier = verifier
         self.problems: list[str] = []
         self.more = 0
@@ -205,6 +215,8 @@ class TreeAuditor:
             first, end = start >> level, stop >> level
             want = list(map(_index_hash, made[pos : pos + end - first]))
             pos += end - first
+            if level == 0 and self.leaves is not None:
+                self.leaves.compare_leaf_hashes(first, want)
             have = self.store.node_hashes(level, first, end)
             if have == want:
                 self.nodes_checked += len(have)

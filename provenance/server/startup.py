@@ -24,8 +24,8 @@ from typing import Literal
 from provenance.core import merkle
 from provenance.core.errors import LogError, LogIntegrityError, ProvenanceError
 from provenance.log.checkpoint import Checkpoint, LogSigner, NoteVerifier, open_checkpoint
+from provenance.log.leaf_audit import column_differences, difference_line
 from provenance.store import IndexRow, Store
-from provenance.wire import convert as wire
 
 log = logging.getLogger(__name__)
 
@@ -45,20 +45,21 @@ class StartupCheck:
 
 
 def check_index_row(row: IndexRow) -> None:
-    """The columns the store indexes a leaf by must say what its entry says; raises
-    LogIntegrityError. Compares the entry's raw fields (`wire.log_entry_columns`) with
-    the raw columns, without building claims or datetimes."""
-    idx, entry = row[0], row[7]
+    """The columns the store indexes a leaf by must say what its entry says
+    (`leaf_audit.column_differences`, which `prov log audit --db` shares); raises
+    LogIntegrityError naming the first column that differs."""
+    idx = row[0]
     try:
-        fields = wire.log_entry_columns(entry)
+        differ = column_differences(row)
     except ProvenanceError as e:
         raise LogIntegrityError(f"log entry {idx} does not decode: {e}") from e
     except TypeError as e:  # a column of the wrong type
         raise LogIntegrityError(f"the log database is damaged: {e}") from e
-    if fields != row[2:7]:
+    if differ:
         raise LogIntegrityError(
-            f"the index columns of log entry {idx} differ from the entry: the database"
-            " was edited behind the log's back"
+            f"the index columns of log entry {idx} differ from the entry"
+            f" ({difference_line(idx, *differ[0])}): the database was edited behind the"
+            " log's back"
         )
 
 

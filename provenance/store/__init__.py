@@ -291,6 +291,12 @@ class Store(Protocol):
         log order."""
         ...
 
+    def key_event_rows(self, start: int) -> Iterator[tuple[int, object, object]]:
+        """(leaf index, device id, kind) of every ``key_events`` row from leaf ``start``
+        on, in leaf order, read in pages: the values as the database holds them, for
+        `provenance.log.leaf_audit` to compare with the logged key history."""
+        ...
+
     # log reads
     def get_nodes(self, keys: Sequence[tuple[int, int]]) -> list[bytes]: ...
 

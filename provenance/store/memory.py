@@ -389,6 +389,9 @@ class MemoryStore:
     def entries(self, start: int, limit: int) -> list[tuple[int, bytes]]:
         return [(r.index, r.entry) for r in self._state.leaves[max(start, 0) : start + limit]]
 
+    def key_event_rows(self, start: int) -> Iterator[tuple[int, object, object]]:
+        yield from sorted(r for r in self._state.key_events if r[0] >= start)
+
     def iter_index_rows(self, start: int = 0) -> Iterator[IndexRow]:
         yield from [
             (r.index, r.leaf_hash, r.claim_hash, r.device_id, r.sequence, r.file_sha256,

@@ -778,6 +778,19 @@ class SqlStore(ABC):
             ).fetchall()
         return [(int(r[0]), bytes(r[1])) for r in rows]
 
+    def key_event_rows(self, start: int) -> Iterator[tuple[int, object, object]]:
+        return _paged(self._key_event_page, lambda r: r[0], start)
+
+    def _key_event_page(self, start: int) -> list[tuple[int, object, object]]:
+        with self._reading() as c:
+            rows = c.execute(
+                "SELECT leaf_idx, device_id, kind FROM key_events WHERE leaf_idx>=?"
+                " ORDER BY leaf_idx LIMIT ?",
+                (start, PAGE),
+            ).fetchall()
+        # leaf_idx is SQLite's INTEGER PRIMARY KEY, a PostgreSQL bigint: an integer
+        return [(int(r[0]), r[1], r[2]) for r in rows]
+
     def iter_index_rows(self, start: int = 0) -> Iterator[IndexRow]:
         return _paged(self._index_page, lambda r: int(r[0]), start)
 

@@ -1,0 +1,188 @@
+"""Checking the columns of a log database's ``leaves`` table against the entries.
+
+Each leaf row copies fields of its entry into columns the server looks it up by: the leaf
+hash, the claim hash, the device id and sequence, the file's SHA-256 and the integration
+time (`provenance.store.IndexRow`). The signed root covers the entry, not these copies:
+an edited ``file_sha256`` makes a logged file read as never signed, an edited
+``claim_hash`` or ``leaf_hash`` points a lookup at no entry, while every entry still
+hashes to the signed root. `column_differences` names the columns that differ from the
+entry (the server's start-up check and the audit share it); `LeafAuditor` runs it on every
+row an audit re-hashes (`tap`), and compares the stored leaf hashes with the ones the
+re-hash makes (`compare_leaf_hashes`, called by `provenance.log.store_audit.TreeAuditor`
+a chunk at a time, so no entry is hashed twice). Memory: one chunk's stored leaf hashes.
+"""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Iterable, Iterator
+from datetime import UTC, datetime
+
+from provenance.core.errors import LogIntegrityError, ProvenanceError
+from provenance.store import IndexRow
+from provenance.wire import convert as wire
+
+#: The columns of `IndexRow` after the leaf hash, in order, as `wire.log_entry_columns`
+#: gives them from the entry.
+COLUMNS = ("claim_hash", "device_id", "sequence", "file_sha256", "integrated_at")
+#: Problems listed in full; more are counted.
+MAX_PROBLEMS = 20
+_hash = operator.itemgetter(1)
+
+
+def column_differences(row: IndexRow) -> list[tuple[str, object, object]]:
+    """(column, the value the database holds, the value the entry says) of every column
+    of ``row`` (after the leaf hash, which the re-hash checks) that differs from its
+    entry; empty when all agree. Compares the entry's raw fields
+    (`wire.log_entry_columns`) with the raw columns, without building claims or
+    datetimes. Raises ClaimError when the entry does not decode, TypeError when it is not
+    bytes."""
+    fields = wire.log_entry_columns(row[7])
+    stored = row[2:7]
+    if fields == stored:
+        return []
+    return [(c, s, f) for c, s, f in zip(COLUMNS, stored, fields, strict=True) if s != f]
+
+
+def shown_value(column: str, value: object) -> str:
+    """A column's value as a person reads it: a hash's first 8 bytes in hex, a time in
+    UTC (with its microseconds), a number, or the type of a value of the wrong type."""
+    if isinstance(value, bytes):
+        return f"{value.hex()[:16]}..." if value else "nothing (no bytes)"
+    if isinstance(value, int) and column == "integrated_at":
+        try:
+            when = datetime.fromtimestamp(value / 1_000_000, tz=UTC)
+        except (OverflowError, OSError, ValueError):
+            return f"{value} us"
+        return f"{when.isoformat(timespec='microseconds')} ({value} us)"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, str):
+        return f"the text {value[:40]!r}"
+    return f"the number {value!r}"
+
+
+def difference_line(index: int, column: str, held: object, said: object) -> str:
+    """The sentence naming leaf ``index``'s ``column``: what the database holds and what
+    the entry says."""
+    return (
+        f"log entry {index}: its {column} column holds {shown_value(column, held)}; the"
+        f" entry says {shown_value(column, said)}"
+    )
+
+
+class LeafAuditor:
+    """Compares the columns of every leaf row fed to it (`tap`, in index order from
+    ``start``) with its entry, and the stored leaf hashes with the re-hashed ones
+    (`compare_leaf_hashes`). ``problems`` holds one sentence per mismatch (at most
+    `MAX_PROBLEMS`, then ``more`` counts them); ``leaves_checked`` counts the rows whose
+    columns all match."""
+
+    def __init__(self, start: int) -> None:
+        self.problems: list[str] = []
+        self.more = 0
+        self.leaves_checked = 0
+        self._next = start
+        self._leaf_hashes: list[object] = []
+        self._bad: set[int] = set()  # leaves of this chunk with a problem
+        self.key_events_checked = 0
+
+    def _problem(self, index: int, text: str) -> None:
+        self._bad.add(index)
+        if len(self.problems) < MAX_PROBLEMS:
+            self.problems.append(text)
+        else:
+            self.more += 1
+
+    def tap(self, rows: Iterable[IndexRow], stop: int) -> Iterator[tuple[int, bytes]]:
+        """(index, leaf data) of each row before leaf ``stop``, its columns compared with
+        its entry on the way (its leaf hash kept for `compare_leaf_hashes`). Raises
+        LogIntegrityError for an entry that is not stored as bytes (the re-hash cannot
+        read it) or a leaf missing."""
+        for row in rows:
+            index, entry = row[0], row[7]
+            if index >= stop:
+                return
+            if not isinstance(entry, bytes):
+                raise LogIntegrityError(
+                    f"log entry {index} is not stored as bytes (the database holds"
+                    f" {type(entry).__name__}): the database was edited behind the log's back"
+                )
+            if index != self._next:
+                raise LogIntegrityError(
+                    f"log entry {self._next} is missing: it was deleted behind the log's back"
+                )
+            self._next += 1
+            self._leaf_hashes.append(row[1])
+            try:
+                for column, held, said in column_differences(row):
+                    self._problem(index, difference_line(index, column, held, said))
+            except ProvenanceError as e:
+                self._problem(
+                    index, f"log entry {index} does not decode, so its columns are unknown: {e}"
+                )
+            yield index, entry
+
+    def compare_leaf_hashes(self, first: int, made: list[tuple[int, bytes]]) -> None:
+        """Compare the leaf hashes stored for the rows tapped since the last call (leaves
+        ``first`` on) with ``made``, the re-hash's (index, leaf hash) of the same leaves,
+        and count the leaves of those rows found to match."""
+        stored, self._leaf_hashes = self._leaf_hashes, []
+        want = list(map(_hash, made))
+        if stored != want:
+            # as long: the tap stops at a leaf missing, before the re-hash passes it
+            pairs = zip(stored, want, strict=False)
+            for index, (held, said) in enumerate(pairs, first):
+                if held != said:
+                    self._problem(index, difference_line(index, "leaf_hash", held, said))
+        self.leaves_checked += len(stored) - len(self._bad)
+        self._bad = set()
+
+    def compare_key_events(
+        self,
+        logged: Iterable[tuple[int, bytes, int]],
+        rows: Iterable[tuple[int, object, object]],
+        stop: int,
+    ) -> None:
+        """Compare the ``key_events`` rows before leaf ``stop`` (``rows``: leaf index,
+        device id, kind, in leaf order) with the key events ``logged`` (the same, read
+        from the entries, in leaf order): a row that differs, is missing or names a leaf
+        that is no key event is a problem. The server reads a device's key history
+        through these rows (`Store.key_event_entries`). Memory: one page of rows."""
+        wanted = iter(logged)
+        w = next(wanted, None)
+        for index, device, kind in rows:
+            if index >= stop:
+                break
+            while w is not None and w[0] < index:
+                self._key_problem(w[0], f"is missing; the entry is {_event(w[1], w[2])}")
+                w = next(wanted, None)
+            if w is None or w[0] != index:
+                self._key_problem(
+                    index,
+                    f"says {_event(device, kind)}; the entry is no key event (a row added"
+                    " behind the log's back)",
+                )
+                continue
+            if (device, kind) == (w[1], w[2]):
+                self.key_events_checked += 1
+            else:
+                said = _event(w[1], w[2])
+                self._key_problem(index, f"says {_event(device, kind)}; the entry is {said}")
+            w = next(wanted, None)
+        while w is not None:
+            self._key_problem(w[0], f"is missing; the entry is {_event(w[1], w[2])}")
+            w = next(wanted, None)
+
+    def _key_problem(self, index: int, text: str) -> None:
+        line = f"the key_events row of log entry {index} {text}"
+        if len(self.problems) < MAX_PROBLEMS:
+            self.problems.append(line)
+        else:
+            self.more += 1
+
+
+def _event(device: object, kind: object) -> str:
+    """A key_events row's device and kind as a person reads them."""
+    what = {1: "an enrollment", 2: "a revocation"}.get(kind) if isinstance(kind, int) else None
+    return f"{what or f'kind {kind!r}'} of device {shown_value('device_id', device)}"

@@ -1,0 +1,120 @@
+"""`prov log audit --db` against the columns of the ``leaves`` table copied from each
+entry: its leaf hash, claim hash, device id, sequence, file SHA-256 and integration time.
+The server looks an entry up by them (a file by its SHA-256, a claim by its hash, a
+device's chain by its id and sequence) and they are not covered by the signed root: an
+edited ``file_sha256`` makes a logged file read UNSIGNED, an edited ``claim_hash`` points
+a lookup at no entry, while every entry still hashes to the signed root. Each edit exits
+3 with one line naming the entry and the column, what the database holds and what the
+entry says; an untouched log passes. A real service on a real SQLite file (and
+PostgreSQL database), the rows edited by hand, the real CLI in-process.
+
+Before: the audit compared the stored Merkle nodes and checkpoint rows, not these
+columns: each edit below passed (exit 0)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests import test_node_audit
+from tests.test_node_audit import LEAVES, _audit, _failed, _service, _sql
+
+#: The node audit's log of `LEAVES` leaves, on SQLite and PostgreSQL.
+logged = test_node_audit.logged
+
+#: The leaf edited: a claim (leaf 0 is the device's enrollment).
+LEAF = 5
+
+#: column -> the value written over it behind the log's back.
+EDITS: dict[str, Any] = {
+    "file_sha256": bytes(32),
+    "claim_hash": b"\x07" * 32,
+    "leaf_hash": b"\x01" * 32,
+    "device_id": b"\x09" * 32,
+    "sequence": 99,
+    "integrated_at": 1,
+}
+
+
+def _shown(value: Any) -> str:
+    return bytes(value).hex()[:16] if isinstance(value, bytes | memoryview) else str(value)
+
+
+def test_an_untouched_log_passes_with_its_leaf_rows_counted(
+    logged: tuple[str, str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    db, vkey = logged
+    rc, text = _audit(db, vkey, tmp_path, capsys)
+    assert rc == 0, text
+    assert (
+        f"leaf rows OK: the columns of {LEAVES} leaves and 1 key_events row match their entries"
+        in text
+    ), text
+
+
+@pytest.mark.parametrize("column", list(EDITS))
+def test_an_edited_leaf_column_is_named(
+    column: str,
+    logged: tuple[str, str],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    db, vkey = logged
+    assert _audit(db, vkey, tmp_path, capsys)[0] == 0
+    ((good,),) = _sql(db, f"SELECT {column} FROM leaves WHERE idx=?", LEAF)
+    _sql(db, f"UPDATE leaves SET {column}=? WHERE idx=?", EDITS[column], LEAF)
+    rc, text = _audit(db, vkey, tmp_path, capsys)
+    _failed(rc, text)
+    lines = [line for line in text.splitlines() if f"log entry {LEAF}: its {column}" in line]
+    assert len(lines) == 1, text
+    assert _shown(EDITS[column]) in lines[0] and _shown(good) in lines[0], text
+    assert "FORK" not in text and "STORED TREE" not in text, text
+
+
+def test_an_incremental_audit_compares_the_new_leaf_rows(
+    logged: tuple[str, str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """After an audit of `LEAVES` leaves, a second device's enrollment and claim are
+    logged: an incremental audit reads only those two rows, and names the edited one."""
+    db, vkey = logged
+    assert _audit(db, vkey, tmp_path, capsys)[0] == 0
+    h = _service(db, tmp_path)
+    try:
+        h.submit(h.enroll().next_claim())
+    finally:
+        h.service.close()
+    _sql(db, "UPDATE leaves SET file_sha256=? WHERE idx=?", bytes(32), LEAVES + 1)
+    rc, text = _audit(db, vkey, tmp_path, capsys, "--incremental")
+    _failed(rc, text)
+    assert f"log entry {LEAVES + 1}: its file_sha256" in text, text
+
+
+#: Edits of the ``key_events`` row of leaf 0 (the device's enrollment), and what is said.
+KEY_EDITS: dict[str, tuple[str, tuple[Any, ...], str]] = {
+    "kind": ("UPDATE key_events SET kind=2 WHERE leaf_idx=0", (), "a revocation"),
+    "device": ("UPDATE key_events SET device_id=? WHERE leaf_idx=0", (b"\x09" * 32,), "0909"),
+    "deleted": ("DELETE FROM key_events WHERE leaf_idx=0", (), "is missing"),
+    "added": (
+        "INSERT INTO key_events(leaf_idx, device_id, kind) VALUES (3, ?, 2)",
+        (b"\x09" * 32,),
+        "log entry 3",
+    ),
+}
+
+
+@pytest.mark.parametrize("edit", list(KEY_EDITS))
+def test_an_edited_key_events_row_is_named(
+    edit: str, logged: tuple[str, str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The ``key_events`` table indexes which leaves enroll or revoke which device (the
+    server reads a device's key history through it): a row edited, deleted or added
+    behind the log's back is named."""
+    db, vkey = logged
+    statement, args, said = KEY_EDITS[edit]
+    _sql(db, statement, *args)
+    rc, text = _audit(db, vkey, tmp_path, capsys)
+    _failed(rc, text)
+    lines = [line for line in text.splitlines() if "key_events row" in line]
+    assert len(lines) == 1 and said in lines[0], text
