@@ -1,13 +1,25 @@
-"""What `prov device repair` leaves behind once the device changes: `prov device init
---force` moved the old device's files to replaced/ID/ but left the
+"""What `prov device repair` leaves behind, and what it says, once the device changes:
+`prov device init --force` moved the old device's files to replaced/ID/ but left the
 ``device.json.damaged-*`` copies a repair had set aside, so a later repair with no
-device.json read the OLD device's server and sequence from them. Real keys, a real
-`prov serve`, the real CLI."""
+device.json read the OLD device's server and sequence from them; and a repair of a
+device never enrolled (``--server ''``) said that `prov device sync` submits its queued
+claims, though there is no server to submit them to. Real keys, a real `prov serve`,
+the real CLI."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
+from PIL import Image
+
 from clients.device import DeviceHome
 from tests.conftest import Cli
+
+
+def _photo(folder: Path, name: str, seed: int) -> Path:
+    path = folder / name
+    Image.effect_noise((96, 96), 40 + seed).convert("RGB").save(path)
+    return path
 
 
 def test_init_force_moves_the_copies_a_repair_set_aside(enrolled: Cli) -> None:
@@ -40,3 +52,18 @@ def test_init_force_with_only_copies_left_moves_them(enrolled: Cli) -> None:
     assert not copy.exists()
     (moved,) = (enrolled.home / "replaced").glob("*/" + copy.name)
     assert moved.read_bytes() != b""
+
+
+def test_repair_of_a_device_never_enrolled_does_not_promise_a_sync(
+    cli: Cli, tmp_path: Path
+) -> None:
+    rc, out, err = cli("device", "init")
+    assert rc == 0, err
+    rc, out, err = cli("sign", str(_photo(tmp_path, "p.png", 0)))  # not enrolled: queued
+    assert rc == 0 and "queued" in out, (out, err)
+    (cli.home / "device.json").write_bytes(b"{")
+    rc, out, err = cli("device", "repair", "--server", "")
+    said = " ".join(out.split())
+    assert rc == 0 and "server (none)" in said, (out, err)
+    assert "`prov device sync` submits the 1 queued" not in said, said
+    assert "1 queued claim(s) stay queued" in said and "enroll it first" in said, said
