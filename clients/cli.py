@@ -647,8 +647,15 @@ def device_repair(
     if done.kept is not None:
         out.print(f"the damaged file is kept as {done.kept}", highlight=False)
     queued = len(h.pending())
-    if queued:
+    if queued and state.server:
         out.print(f"`prov device sync` submits the {queued} queued claim(s)", highlight=False)
+    elif queued:  # no server recorded: sync would call the default, which never enrolled it
+        out.print(
+            f"the {queued} queued claim(s) stay queued: this device has no server (it never"
+            " enrolled); enroll it first (`prov device enroll --token TOKEN --server"
+            " HOST:PORT`), then `prov device sync` submits them",
+            highlight=False,
+        )
 
 
 def _print_sync_problems(h: DeviceHome, done: SyncResult, server: str, stops: bool = True) -> None:

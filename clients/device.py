@@ -48,6 +48,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import glob
 import hashlib
 import json
 import os
@@ -300,7 +301,8 @@ class DeviceHome:
         see `check_init`). Returns the new device's state and, when it replaced a device
         (with ``force``, or one whose key was deleted), the folder ``replaced/DEVICE_ID/``
         that device's files other than the key were moved to: its state, certificate,
-        queue, set-aside claims and kept sidecars, a device folder of its own (`prov device
+        queue, set-aside claims, kept sidecars and the state copies a repair set aside
+        (``device.json.damaged-*``), a device folder of its own (`prov device
         sync --home` submits its queue there). The new key's claims are numbered from 1
         again, so left here they would be overwritten by its entries of the same numbers,
         and the old certificate would be taken for the new key's. Hold `locked` around it.
@@ -395,13 +397,18 @@ class DeviceHome:
         return target
 
     def _device_files(self) -> tuple[Path, ...]:
-        """What belongs to the device of this folder, besides its key and lock."""
+        """What belongs to the device of this folder, besides its key and lock: the
+        copies of its state `prov device repair` set aside (``device.json.damaged-*``)
+        included, which a later repair of a missing state reads (left here by `init`, a
+        new device's repair took the old device's server and sequence from them)."""
+        copies = sorted(self.root.glob(f"{glob.escape(self.state_path.name)}.damaged-*"))
         return (
             self.state_path,
             self.cert_path,
             self.queue_dir,
             self.set_aside_dir,
             self.sidecar_dir,
+            *copies,
         )
 
     def require_key(self) -> None:

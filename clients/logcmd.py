@@ -553,7 +553,11 @@ def export_tiles_command(
     ],
     follow: Annotated[
         bool,
-        typer.Option(help="Keep exporting each new checkpoint until interrupted (Ctrl-C)."),
+        typer.Option(
+            help="Keep exporting each new checkpoint until stopped: Ctrl-C (exit 130) or"
+            " SIGTERM (`kill`, systemd's stop: exit 143, 'terminated (SIGTERM)'), the"
+            " folder left at its last checkpoint."
+        ),
     ] = False,
     interval: Annotated[
         float, typer.Option(help="Seconds between polls of the database, with --follow.", min=0.1)
@@ -568,7 +572,9 @@ def export_tiles_command(
     """Write the log as C2SP tlog-tiles (c2sp.org/tlog-tiles): `checkpoint`, hash tiles
     `tile/<L>/<N>[.p/<W>]` and entry bundles `tile/entries/<N>[.p/<W>]`, static files any
     tlog client can audit (`prov log audit --tiles DIR`) and any web server can serve.
-    Only new files are written; the checkpoint goes last."""
+    Only new files are written; the checkpoint goes last. A log with no signed checkpoint
+    yet (no entry logged) exports nothing: exit 1, saying so (with --follow, it waits for
+    one, and exits 1 when --max-polls end before one comes)."""
     folder_to_fill(directory, "DIRECTORY")
     store = _open_read_only(db)
     terminated: list[int] = []  # SIGTERM, once it came
@@ -591,18 +597,34 @@ def _export_polls(
     store: Store, directory: Path, follow: bool, interval: float, max_polls: int
 ) -> None:
     """`prov log export-tiles`'s exports: one, or with ``follow`` one each ``interval``
-    seconds (``max_polls`` of them, 0: no end); a line for each new size exported."""
+    seconds (``max_polls`` of them, 0: no end); a line for each new size exported.
+    Raises LogError when the store has no signed checkpoint (with ``follow``: still none
+    at the last poll; said once on stderr while it waits)."""
     polls = 0
     last = -1
     while True:
         result = _export_once(store, directory)
-        if result.size != last:
+        if not result.signed:
+            if not follow or (max_polls and polls + 1 >= max_polls):
+                raise LogError(_unsigned(directory))
+            if last == -1:  # said once while it waits
+                err.print(f"{_unsigned(directory)}; waiting for one", highlight=False)
+                last = -2
+        elif result.size != last:
             out.print(_exported_line(result, directory))
             last = result.size
         polls += 1
         if not follow or (max_polls and polls >= max_polls):
             return
         time.sleep(interval)
+
+
+def _unsigned(directory: Path) -> str:
+    """What an export of a store with no signed checkpoint did: nothing."""
+    return (
+        "the log has no signed checkpoint yet (the server signs the first when it logs"
+        f" its first entry): nothing exported, no checkpoint written to {directory}"
+    )
 
 
 def _exported_line(result: ExportResult, directory: Path) -> str:

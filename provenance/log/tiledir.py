@@ -63,11 +63,14 @@ FILE_DEADLINE_S = 300.0
 
 @dataclass(frozen=True)
 class ExportResult:
-    """What one export did: the tree size exported, and files written (not already there)."""
+    """What one export did: the tree size exported, and files written (not already there);
+    ``signed`` False when the store has no signed checkpoint yet (nothing exported, no
+    `checkpoint` file written)."""
 
     size: int
     tiles_written: int
     bundles_written: int
+    signed: bool = True
 
 
 def _write(path: Path, data: bytes, sync: bool = False) -> None:
@@ -140,7 +143,7 @@ def export_tiles(
     """
     latest = store.latest_checkpoint()
     if latest is None:
-        return ExportResult(0, 0, 0)
+        return ExportResult(0, 0, 0, signed=False)
     size, note = latest
     before = _exported_size(directory)
     if before is not None and before > size:
