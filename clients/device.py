@@ -139,6 +139,13 @@ MAX_DEVICE_FILE_BYTES = 1 << 20
 #: offline for years may count many; a count past this, negative, or not a whole number
 #: was written by no sync (an edit, a damaged file) and is not trusted (`_read_entry`).
 MAX_ATTEMPTS_COUNT = 2**53 - 1
+#: How far past the highest sequence this device can vouch for (its device.json, the
+#: claims its key signed that this folder holds) a number it cannot check may go and
+#: still be taken as this key's last: the log's answer to `prov device repair`, the name
+#: of a queue entry that cannot be read. Past it, the number is a wrong answer or a
+#: damaged name rather than a million claims signed elsewhere, and adopting it would
+#: move the numbering towards its end (2^64 - 1), where the key can sign nothing more.
+SEQUENCE_MARGIN = 1_000_000
 #: What a state file that cannot be read (`DeviceHome.state`) says to do.
 REPAIR_ADVICE = (
     "`prov device repair` rebuilds it from the device key and the claims this folder"
