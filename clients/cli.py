@@ -674,6 +674,8 @@ def device_repair(
         highlight=False,
     )
     out.print(done.log, highlight=False)
+    for far in done.not_counted:
+        out.print(f"note: {far}", highlight=False)
     if done.kept is not None:
         out.print(f"the damaged file is kept as {done.kept}", highlight=False)
     queued = len(h.pending())

@@ -78,7 +78,12 @@ from provenance.core.claims import (
     Receipt,
     SignedClaim,
 )
-from provenance.core.envelope import PAYLOAD_TYPE_CLAIM, PAYLOAD_TYPE_ENROLL, sign_payload
+from provenance.core.envelope import (
+    PAYLOAD_TYPE_CLAIM,
+    PAYLOAD_TYPE_ENROLL,
+    sign_payload,
+    verify_payload,
+)
 from provenance.core.errors import (
     BindingError,
     ClaimError,
@@ -616,7 +621,7 @@ class DeviceHome:
                 return SignedFile(
                     entry.sidecar, written, entry.file, problem, already=True, backup=backup
                 )
-        state = self._numbering(self.state())
+        state = self._numbering(self.state(), key)
         seq = state.last_sequence + 1
         if seq >= 2**64:  # a claim's sequence is a uint64: before, a traceback
             raise ConfigError(
@@ -652,17 +657,28 @@ class DeviceHome:
         written, problem = self._write_sidecar(seq, side_path, sidecar)
         return SignedFile(sidecar, written, queue_file, problem, backup=backup)
 
-    def _numbering(self, state: DeviceState) -> DeviceState:
+    def _numbering(self, state: DeviceState, key: DeviceKey) -> DeviceState:
         """``state``, its last sequence moved up to the highest this folder holds a claim
         of (queue/, set_aside/, sidecars/, by their names), and its last claim hash to
         that claim's when its entry can be read, saying so on stderr. A device.json put
         back to an older copy (a backup copied over the folder, which leaves the newer
         entries) numbered the next claim with a queued claim's sequence, and its entry was
-        written over that claim's: a signed capture lost."""
+        written over that claim's: a signed capture lost.
+
+        A name more than `SEQUENCE_MARGIN` past the state's last sequence counts only
+        through a claim ``key`` signed that the file holds (`signed_sequence`, its
+        sequence); an unreadable queue entry so named is moved to set_aside/ as it is,
+        saying so (`_far_entry`). Before, ``18446744073709551615.json``, empty, moved
+        the numbering to its end, and the key could sign nothing more."""
         held = 0
+        limit = state.last_sequence + SEQUENCE_MARGIN
         for folder in (self.queue_dir, self.set_aside_dir, self.sidecar_dir):
             with contextlib.suppress(OSError):  # no such folder yet
-                held = max([held, *map(name_sequence, os.listdir(folder))])
+                for name in os.listdir(folder):
+                    seq = name_sequence(name)
+                    if seq > limit:
+                        seq = self._far_entry(folder / name, seq, state.last_sequence, key)
+                    held = max(held, seq)
         if held <= state.last_sequence:
             return state
         last_hash = state.last_claim_hash
@@ -678,6 +694,37 @@ class DeviceHome:
             file=sys.stderr,
         )
         return replace(state, last_sequence=held, last_claim_hash=last_hash)
+
+    def _far_entry(self, path: Path, named: int, last: int, key: DeviceKey) -> int:
+        """The sequence of the claim ``key`` signed that ``path`` (named for ``named``,
+        more than `SEQUENCE_MARGIN` past ``last``, the state's) holds; 0 when it holds
+        none. A queue entry that cannot be read is moved to set_aside/ as it is, saying so
+        on stderr: its number is not reserved (one that reads but holds no claim of this
+        key's stays queued: `sync` submits it, and sets it aside when refused)."""
+        if path.name.endswith(SIDECAR_SUFFIX):
+            with contextlib.suppress(OSError, ProvenanceError):
+                data = read_bounded(path, MAX_SIDECAR_BYTES, "sidecar")
+                return signed_sequence(decode_sidecar(data), key)
+            return 0
+        entry = _read_entry(path)
+        if entry.sidecar is not None:
+            return signed_sequence(entry.sidecar, key)
+        if path.parent != self.queue_dir:
+            return 0
+        where = f"{self.queue_dir.name}/{path.name}"
+        reason = (
+            f"{where} is named for sequence {named}, more than {SEQUENCE_MARGIN:,} past this"
+            f" device's last ({last}), and cannot be read ({entry.problem}), so it holds no"
+            " claim this key can be shown to have signed: its number is not reserved (it would"
+            " move the numbering towards its end, where the key signs nothing more)"
+        )
+        try:
+            moved = self._set_entry_aside(entry, reason)
+        except OSError as e:
+            print(f"{reason}; it could not be moved aside ({e.strerror or e})", file=sys.stderr)
+        else:
+            print(f"{reason}; moved to {moved.parent} as it is", file=sys.stderr)
+        return 0
 
     def _write_sidecar(self, seq: int, side_path: Path, sidecar: Sidecar) -> tuple[Path, str]:
         """Write the sidecar beside its file, else into ``sidecars/`` of the device folder.
@@ -1553,6 +1600,20 @@ def _attempts(value: object) -> tuple[int, str]:
         f" sound and still submitted; the count is read as {read}, so one more server"
         f" failure sets it aside (the limit is {MAX_FAILED_ATTEMPTS})"
     )
+
+
+def signed_sequence(sidecar: Sidecar, key: DeviceKey) -> int:
+    """The sequence of ``sidecar``'s claim when ``key`` signed it (its signature
+    verifies under the key); 0 when not: bytes damaged since, or a claim naming this key
+    that it never signed (its sequence, however far ahead, is no number this key used)."""
+    signed = sidecar.signed_claim
+    if signed.key_id != key.key_id:
+        return 0
+    try:
+        verify_payload(key.public_key, signed.payload_type, signed.claim_bytes, signed.signature)
+        return sidecar.claim.sequence
+    except ProvenanceError:
+        return 0
 
 
 def name_sequence(name: str) -> int:

@@ -54,11 +54,11 @@ from clients.device import (
     atomic_write,
     name_sequence,
     read_entries,
+    signed_sequence,
     state_bytes,
 )
 from clients.files import read_bounded
 from provenance.cli.options import server_address
-from provenance.core.envelope import verify_payload
 from provenance.core.errors import ConfigError, ProvenanceError
 from provenance.core.keys import DeviceKey
 from provenance.wire.sidecar import MAX_SIDECAR_BYTES, Sidecar, decode_sidecar
@@ -81,7 +81,7 @@ class Repaired:
     (the sources that reached it, in words), and what the log said or why it could not
     be asked, and whether it answered (when not, the last sequence may be behind a claim
     the log holds), and the last sequence it said when that was not adopted (0 when it
-    was, or was not asked)."""
+    was, or was not asked), and the entries whose names were not counted, in words."""
 
     state: DeviceState
     kept: Path | None
@@ -90,6 +90,7 @@ class Repaired:
     log: str
     log_checked: bool
     log_not_adopted: int = 0
+    not_counted: tuple[str, ...] = ()
 
 
 def is_damaged(home: DeviceHome) -> bool:
@@ -177,11 +178,6 @@ def repair(
         )
     seen: dict[str, int] = {}
     last_hash = {0: ""}
-    for folder in (home.queue_dir, home.set_aside_dir, home.sidecar_dir):
-        with contextlib.suppress(OSError):  # no such folder
-            by_name = max(map(name_sequence, os.listdir(folder)), default=0)
-            if by_name:
-                seen[f"{folder.name}/"] = by_name
     held = [
         (f"{folder.name}/", entry.sidecar)
         for folder in (home.queue_dir, home.set_aside_dir)
@@ -190,7 +186,7 @@ def repair(
     ]
     held += [("sidecars/", kept) for kept in _sidecars(home)]
     for where, sidecar in held:
-        seq = _signed_sequence(sidecar, key)
+        seq = signed_sequence(sidecar, key)
         if seq:
             seen[where] = max(seen.get(where, 0), seq)
             last_hash[seq] = sidecar.signed_claim.claim_hash.hex()
@@ -201,6 +197,7 @@ def repair(
             link = _HASH_TEXT.search(text)
             if link is not None:  # the claim it names, when no better source does
                 last_hash.setdefault(int(said.group(1)), link.group(1).decode())
+    far = _count_names(home, seen)
     local = max(seen.values(), default=0)
     log, log_checked, not_adopted = _ask_log(server, key, seen, last_hash, local, accept_log)
     last = max(seen.values(), default=0)
@@ -214,23 +211,34 @@ def repair(
     kept_at = _set_aside(home)
     atomic_write(home.state_path, state_bytes(state))
     sources = tuple(where for where, seq in seen.items() if seq == last and last)
-    return Repaired(state, kept_at, server_from, sources, log, log_checked, not_adopted)
+    return Repaired(state, kept_at, server_from, sources, log, log_checked, not_adopted, far)
 
 
-def _signed_sequence(sidecar: Sidecar, key: DeviceKey) -> int:
-    """The sequence of ``sidecar``'s claim when ``key`` signed it (its signature
-    verifies under the key); 0 when not: bytes damaged since (before, a claim that no
-    longer decoded stopped the repair with "malformed claim"), or a claim naming this
-    key that it never signed (before, its sequence, however far ahead, became the
-    device's last, and its hash the next claim's link)."""
-    signed = sidecar.signed_claim
-    if signed.key_id != key.key_id:
-        return 0
-    try:
-        verify_payload(key.public_key, signed.payload_type, signed.claim_bytes, signed.signature)
-        return sidecar.claim.sequence
-    except ProvenanceError:
-        return 0
+def _count_names(home: DeviceHome, seen: dict[str, int]) -> tuple[str, ...]:
+    """Add to ``seen`` the highest sequence the file names in queue/, set_aside/ and
+    sidecars/ give (a claim may be there whose bytes no longer read), but of a name more
+    than `SEQUENCE_MARGIN` past the highest of ``seen`` (the claims this key signed, what
+    the damaged file says) only through its content (already in ``seen``): an unreadable
+    ``18446744073709551615.json`` moved the numbering to its end. Returns those not
+    counted, in words."""
+    base = max(seen.values(), default=0)
+    limit = base + SEQUENCE_MARGIN
+    far = []
+    for folder in (home.queue_dir, home.set_aside_dir, home.sidecar_dir):
+        with contextlib.suppress(OSError):  # no such folder
+            for name in os.listdir(folder):
+                seq = name_sequence(name)
+                if seq > limit:
+                    later = " (the next `prov sign` sets it aside if it cannot be read)"
+                    far.append(
+                        f"{folder.name}/{name} is named for sequence {seq}, more than"
+                        f" {SEQUENCE_MARGIN:,} past the highest this key is known to have"
+                        f" signed ({base}): its name is not counted"
+                        + (later if folder == home.queue_dir else "")
+                    )
+                elif seq > seen.get(f"{folder.name}/", 0):
+                    seen[f"{folder.name}/"] = seq
+    return tuple(far)
 
 
 def _sidecars(home: DeviceHome) -> list[Sidecar]:
