@@ -66,6 +66,7 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO, NotRequired, TypedDict
 
+from clients import devicelock
 from clients.api import ProvenanceClient, is_unreachable
 from clients.files import NotRegularFileError, open_regular, read_bounded, still_the_file
 from provenance.core.binding import PerceptualHash
@@ -1099,15 +1100,12 @@ class DeviceHome:
     @contextmanager
     def locked(self) -> Iterator[None]:
         """Hold the device folder's lock: one command at a time signs or submits, so
-        sequence numbers are never reused. Waits for another running command; then
+        sequence numbers are never reused. Waits for another running command, for
+        ``$PROV_LOCK_WAIT`` seconds at most (`clients.devicelock`: LockWaitError); then
         finishes a `prov device init` killed midway (`finish_init`)."""
         self.root.mkdir(parents=True, exist_ok=True)
         with self._open_lock() as handle:
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError:
-                print(f"waiting for another prov command using {self.root} ...", file=sys.stderr)
-                fcntl.flock(handle, fcntl.LOCK_EX)
+            devicelock.take(handle, self.root / ".lock")  # bounded: $PROV_LOCK_WAIT
             since = time.time()  # the lock is ours from here: every earlier writer is done
             self._holding = True
             try:
@@ -1116,7 +1114,7 @@ class DeviceHome:
                 yield
             finally:
                 self._holding = False
-                fcntl.flock(handle, fcntl.LOCK_UN)
+                devicelock.release(handle, self.root / ".lock")
 
     def _clean_leftovers(self, since: float) -> None:
         """Clear what a command killed midway left in the device folder, holding its lock

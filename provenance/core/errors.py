@@ -274,3 +274,8 @@ class WitnessQuorumError(SignatureError):
 class TimestampError(SignatureError):
     """An RFC 3161 timestamp could not be obtained from the timestamp authority, or a
     token does not verify (forged, over other bytes, from a TSA that is not trusted)."""
+
+
+class LockWaitError(ProvenanceError):
+    """Another process held a lock for longer than this command waits for it (the device
+    folder's: `clients.devicelock`)."""
