@@ -74,6 +74,7 @@ from provenance.core.errors import (
     ConfigError,
     LogIntegrityError,
     MediaTooLargeError,
+    NoWitnessesError,
     ProvenanceError,
     TimestampError,
     TransportError,
@@ -1382,6 +1383,9 @@ def main(argv: list[str] | None = None) -> int:
     except LogIntegrityError as e:
         err.print(Text.assemble(("LOG INTEGRITY FAILURE:", "bold red"), f" {e}"))
         return 3
+    except NoWitnessesError as e:  # no policy to meet: what happened, in words
+        err.print(Text.assemble(("error:", "red"), f" {e}"))
+        return EXIT_WITNESS_QUORUM
     except WitnessQuorumError as e:
         err.print(Text.assemble(("WITNESS POLICY NOT MET:", "bold red"), f" {e}"))
         return EXIT_WITNESS_QUORUM
