@@ -566,7 +566,11 @@ def export_tiles_command(
     max_polls: Annotated[
         int,
         typer.Option(
-            help="With --follow, stop after this many polls (0: until interrupted).", min=0
+            help="With --follow, stop after this many polls of the database, the first"
+            " included (N take about N - 1 times --interval; 1: one export, no wait): exit"
+            " 0, or 1 when the log still has no signed checkpoint. 0 (the default): no limit,"
+            " until stopped (Ctrl-C or SIGTERM). Without --follow: one export.",
+            min=0,
         ),
     ] = 0,
 ) -> None:
