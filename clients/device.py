@@ -1062,7 +1062,9 @@ class DeviceHome:
         past this folder's last (a folder restored from a backup, or the key used by a
         copy of it elsewhere), number the next claim after the log's last, so one refusal
         is all it costs (before, one per claim the folder was behind). Returns what to
-        add to the refusal's reason ("" when nothing changed, or the log cannot say)."""
+        add to the refusal's reason ("" when nothing changed, or the log cannot say). A
+        log's number more than `SEQUENCE_MARGIN` past the state's is not adopted (said,
+        with what to do: `prov device repair --accept-log-sequence`)."""
         assert entry.sidecar is not None
         try:
             device = client.get_device(entry.sidecar.signed_claim.key_id)
@@ -1072,6 +1074,15 @@ class DeviceHome:
         last = device.last_sequence
         if last < entry.sequence or last <= state.last_sequence:
             return ""
+        if last > state.last_sequence + SEQUENCE_MARGIN:  # a wrong answer would end the key
+            return (
+                f"; the log says it holds this key's claims up to sequence {last}, more than"
+                f" {SEQUENCE_MARGIN:,} past this device's last ({state.last_sequence}): not"
+                " adopted, as a wrong answer (a broken or hostile server) would move the"
+                " numbering towards its end, where the key signs nothing more. If the log"
+                " does hold them (this key also signing elsewhere), `prov device repair"
+                " --accept-log-sequence` takes its number; then sign the file again"
+            )
         self.save_state(replace(state, last_sequence=last))
         return (
             f"; this device folder is behind the log, which holds this key's claims up to"

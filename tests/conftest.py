@@ -679,6 +679,16 @@ def pbkdf2_iterations(pem: bytes) -> int:
 Answers = dict[str, Callable[[], bytes]]
 
 
+class Refusal(Exception):
+    """Raised by an answer of the `hostile` server: the call fails with ``code`` and
+    ``details`` instead."""
+
+    def __init__(self, code: grpc.StatusCode, details: str) -> None:
+        super().__init__(details)
+        self.code = code
+        self.details = details
+
+
 class _Hostile(grpc.GenericRpcHandler):
     def __init__(self, answers: Answers) -> None:
         self.answers = answers
@@ -696,7 +706,14 @@ class _Hostile(grpc.GenericRpcHandler):
                 return answer()
 
             return grpc.stream_unary_rpc_method_handler(upload)
-        return grpc.unary_unary_rpc_method_handler(lambda request, context: answer())
+
+        def unary(request: bytes, context: grpc.ServicerContext) -> bytes:
+            try:
+                return answer()
+            except Refusal as e:
+                context.abort(e.code, e.details)
+
+        return grpc.unary_unary_rpc_method_handler(unary)
 
 
 @pytest.fixture
