@@ -37,6 +37,7 @@ from provenance.core.errors import (
     LogIntegrityError,
     MediaError,
     MediaTooLargeError,
+    NoWitnessesError,
     SignatureError,
     TileMissingError,
     TransportError,
@@ -565,7 +566,11 @@ def export_tiles_command(
     max_polls: Annotated[
         int,
         typer.Option(
-            help="With --follow, stop after this many polls (0: until interrupted).", min=0
+            help="With --follow, stop after this many polls of the database, the first"
+            " included (N take about N - 1 times --interval; 1: one export, no wait): exit"
+            " 0, or 1 when the log still has no signed checkpoint. 0 (the default): no limit,"
+            " until stopped (Ctrl-C or SIGTERM). Without --follow: one export.",
+            min=0,
         ),
     ] = 0,
 ) -> None:
@@ -866,7 +871,9 @@ def receipt_refresh(
     consistency of the old and new checkpoints are verified before the sidecar is
     rewritten (atomically); with --witness, also the policy's cosignatures. Exit 14 when
     no cosigned checkpoint covers the receipt yet (each witness's status is printed:
-    unreachable, or refused, as for a forked log) or the policy is not met."""
+    unreachable, or refused, as for a forked log) or the policy is not met, and when the
+    server has no witnesses at all (said so: nothing is cosigned there; the sidecar is
+    left as it is, and its receipt still verifies with the log's key alone)."""
     witnesses = policy_keys(witness or [])
     quorum = witness_quorum_of(len(witnesses), witness_quorum)
     with _device_lock(home):  # not between a `prov sign --force`'s read and write
@@ -903,7 +910,10 @@ def _refresh(
             )
         verifier = NoteVerifier.from_vkey(vkey)
         verify_receipt(sc.receipt, sc.signed_claim, verifier)
-        receipt = cosigned_receipt(c, sc.receipt, sc.signed_claim, verifier)
+        try:
+            receipt = cosigned_receipt(c, sc.receipt, sc.signed_claim, verifier)
+        except NoWitnessesError as e:
+            raise NoWitnessesError(_no_witnesses(server, sidecar, bool(witnesses))) from e
     size = open_checkpoint(receipt.checkpoint, verifier).size
     names = ", ".join(cosigner_names(receipt.checkpoint))
     _print_witnesses(receipt.checkpoint, witnesses, quorum)
@@ -918,6 +928,22 @@ def _refresh(
         f"{shown_line(str(sidecar))}: receipt of leaf {receipt.leaf_index} now proven against"
         f" checkpoint {size}, with cosignature lines by {names or 'no witness'} (check them with"
         " `prov receipt verify --witness KEY`)",
+    )
+
+
+def _no_witnesses(server: str, sidecar: Path, policy: bool) -> str:
+    """What `prov receipt refresh` of ``sidecar`` says when the server at ``server``
+    has no witnesses (``policy``: --witness was given)."""
+    wanted = " A --witness policy cannot be met by this server's receipts." if policy else ""
+    return (
+        f"the server at {server} has no witnesses (its operator started it without"
+        " `--witness URL=KEY`), so no checkpoint of its log is cosigned and there is"
+        f" nothing to refresh this receipt to: {shown_line(str(sidecar))} is unchanged. Its"
+        " receipt still proves the claim was logged, against the log's own signed"
+        f" checkpoint: `prov receipt verify {shown_line(str(sidecar))} --log-key KEY`"
+        f" checks it (`prov log key --server {server}` prints KEY).{wanted}"
+        " It exits 14 (not cosigned), as while witnesses have yet to cosign: a receipt"
+        " cosigned by witnesses needs a server that has them"
     )
 
 
