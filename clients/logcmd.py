@@ -168,7 +168,9 @@ def audit(
             " columns (leaf hash, claim hash, device, sequence, file hash, time) against its"
             " entry, and every stored Merkle node and checkpoint row of the re-hashed entries"
             " against the tree they hash to; with --full, also every soft-hash row and near-duplicate index pack"
-            " against the logged entries. Needs --log-key or a STATE.",
+            " against the logged entries, and each leaf's chain_linked (whether a claim links to"
+            " its device's previous one) as the entries in log order say. Needs --log-key or a"
+            " STATE.",
         ),
     ] = None,
     full: Annotated[
@@ -388,8 +390,9 @@ def _audit_db(
     Merkle node and checkpoint row is compared with the re-hashed tree
     (`TreeAuditor`), and the saved checkpoint's consistency is proved by the re-hash, not
     by a proof from the nodes under audit; with --full, also every soft-hash row and
-    index pack with the logged entries (`IndexAuditor`) and every registry row with the
-    logged key history."""
+    index pack with the logged entries (`IndexAuditor`), every registry row with the
+    logged key history, and each leaf's chain_linked with the claims before it. Each
+    entry is decoded once, by `LeafAuditor.tap`, for all the checks."""
     vkey = _pinned_key(state, saved, log_key, "a database")
     store = _open_read_only(db)
     outdated = store.outdated if isinstance(store, SqlStore) else ""
@@ -410,20 +413,23 @@ def _audit_db(
         with transient_bar(err) as bar:
             task = bar.add_task("re-hashing entries", total=size - start)
 
-            def reading() -> Iterator[tuple[int, bytes]]:
+            def reading() -> Iterator[bytes]:
+                # each entry decoded once (by the leaf check) for every check of it
                 rows = leaves.tap(store.iter_index_rows(start), size)
-                for i, item in enumerate(rows):
+                for i, (leaf, entry, fields) in enumerate(rows):
                     if i % 10_000 == 0:
                         bar.update(task, completed=i)
-                    yield item
+                    if index is not None:
+                        index.feed(leaf, fields)
+                    history.read(leaf, entry, fields)
+                    yield entry
 
-            entries = reading()
             new_state, cp, checked = audit_step(
                 saved,
                 vkey,
                 note,
                 None,
-                history.tap(index.tap(entries) if index else (e for _, e in entries), start),
+                reading(),
                 from_start=start == 0,
                 observe=tree.observe,
             )
@@ -467,8 +473,8 @@ def _audit_db(
         )
     if index is None:
         out.print(
-            "key history and near-duplicate index: not checked (--incremental reads only the"
-            " new entries)"
+            "key history, chain_linked columns and near-duplicate index: not checked"
+            " (--incremental reads only the new entries, not each device's claims before them)"
         )
         return
     out.print(_key_history_ok(history))

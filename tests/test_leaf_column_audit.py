@@ -118,3 +118,63 @@ def test_an_edited_key_events_row_is_named(
     _failed(rc, text)
     lines = [line for line in text.splitlines() if "key_events row" in line]
     assert len(lines) == 1 and said in lines[0], text
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def chained(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[str, str]:
+    """(database, the log's verifier key) of a log whose claims link and do not: device A
+    enrolled (leaf 0), its claims 1 and 2 (linked: leaves 1, 2), device B enrolled (leaf
+    3), B's claim 1 (leaf 4, linked), A's claim 4 (leaf 5, a gap: not linked), B's claim 2
+    naming no previous claim (leaf 6, not linked), A's claim 5 (leaf 7, linked to leaf 5
+    across B's leaves)."""
+    db: Path | str = tmp_path / "prov.db"
+    if request.param == "postgresql":
+        db = str(request.getfixturevalue("pg_url"))
+    h = _service(db, tmp_path)
+    try:
+        a = h.enroll()
+        h.submit(a.next_claim())
+        h.submit(a.next_claim())
+        b = h.enroll()
+        h.submit(b.next_claim())
+        a.seq += 1  # claim 3 never logged
+        h.submit(a.next_claim())
+        b.last = b""
+        h.submit(b.next_claim())
+        h.submit(a.next_claim())
+        return str(db), h.service.signer.verifier_key()
+    finally:
+        h.service.close()
+
+
+#: The chain_linked column the writer stores for each leaf of `chained` (0 for the
+#: enrollments).
+CHAIN = [0, 1, 1, 0, 1, 0, 0, 1]
+
+
+def test_an_edited_chain_linked_column_is_named(
+    chained: tuple[str, str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``chain_linked`` says whether a claim follows its device's previous claim (the next
+    sequence, naming its hash), as the writer judged on append: a verification reports
+    it. The audit judges it again from the entries in log order, each device's previous
+    claim tracked apart; every row flipped behind the log's back is named, the
+    enrollments' included.
+
+    Before: the audit did not read the column, and passed (exit 0) with every row
+    flipped."""
+    db, vkey = chained
+    rows = _sql(db, "SELECT idx, chain_linked FROM leaves ORDER BY idx")
+    assert [int(v) for _, v in rows] == CHAIN  # the writer's judgement, as documented
+    rc, text = _audit(db, vkey, tmp_path, capsys)
+    assert rc == 0, text
+    assert f"the columns of {len(CHAIN)} leaves" in text, text
+    _sql(db, "UPDATE leaves SET chain_linked=1-chain_linked")
+    rc, text = _audit(db, vkey, tmp_path, capsys)
+    _failed(rc, text)
+    lines = [line for line in text.splitlines() if "its chain_linked column" in line]
+    assert len(lines) == len(CHAIN), text
+    for index, (line, was) in enumerate(zip(lines, CHAIN, strict=True)):
+        assert f"log entry {index}: its chain_linked column holds {1 - was}" in line, text
+        assert f"the entry says {was}" in line, text
+    assert "FORK" not in text and "STORED TREE" not in text, text

@@ -6,10 +6,15 @@ time (`provenance.store.IndexRow`). The signed root covers the entry, not these 
 an edited ``file_sha256`` makes a logged file read as never signed, an edited
 ``claim_hash`` or ``leaf_hash`` points a lookup at no entry, while every entry still
 hashes to the signed root. `column_differences` names the columns that differ from the
-entry (the server's start-up check and the audit share it); `LeafAuditor` runs it on every
-row an audit re-hashes (`tap`), and compares the stored leaf hashes with the ones the
-re-hash makes (`compare_leaf_hashes`, called by `provenance.log.store_audit.TreeAuditor`
-a chunk at a time, so no entry is hashed twice). Memory: one chunk's stored leaf hashes.
+entry (the server's start-up check and the audit share it). `LeafAuditor` decodes every
+entry an audit re-hashes once (`tap`, `wire.audited_entry`: the index and key-history
+checks are handed the same decoded entry), compares its row's columns with it, and
+compares the stored leaf hashes with the ones the re-hash makes (`compare_leaf_hashes`,
+called by `provenance.log.store_audit.TreeAuditor` a chunk at a time, so no entry is
+hashed twice). An audit from leaf 0 also judges each row's ``chain_linked`` again as the
+writer did on append (`chain_link_of`: whether the claim follows its device's previous
+claim), tracking each device's last claim in log order. Memory: one chunk's stored leaf
+hashes, and one (sequence, claim hash) per device.
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ import operator
 from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 
-from provenance.core.errors import LogIntegrityError, ProvenanceError
+from provenance.core.errors import ClaimError, LogIntegrityError
 from provenance.store import IndexRow
 from provenance.wire import convert as wire
 
@@ -28,6 +33,8 @@ COLUMNS = ("claim_hash", "device_id", "sequence", "file_sha256", "integrated_at"
 #: Problems listed in full; more are counted.
 MAX_PROBLEMS = 20
 _hash = operator.itemgetter(1)
+#: A device's chain state before its first claim (`provenance.core.claims.Device`).
+_ENROLLED = (0, b"")
 
 
 def column_differences(row: IndexRow) -> list[tuple[str, object, object]]:
@@ -37,11 +44,35 @@ def column_differences(row: IndexRow) -> list[tuple[str, object, object]]:
     (`wire.log_entry_columns`) with the raw columns, without building claims or
     datetimes. Raises ClaimError when the entry does not decode, TypeError when it is not
     bytes."""
-    fields = wire.log_entry_columns(row[7])
+    return differences(row, wire.log_entry_columns(row[7]))
+
+
+def differences(row: IndexRow, fields: wire.EntryColumns) -> list[tuple[str, object, object]]:
+    """`column_differences` of ``row`` whose entry's columns are ``fields``, decoded
+    already (`wire.audited_entry`, which the audit's other checks share)."""
     stored = row[2:7]
     if fields == stored:
         return []
     return [(c, s, f) for c, s, f in zip(COLUMNS, stored, fields, strict=True) if s != f]
+
+
+def chain_link_of(chain: dict[bytes, tuple[int, bytes]], fields: wire.AuditedEntry) -> int | None:
+    """The ``chain_linked`` column the writer stores for the leaf whose entry reads
+    ``fields``, the leaves before it having left each device's (last sequence, last claim
+    hash) in ``chain``, which it updates: 1 when the claim takes the next sequence and
+    names its device's previous claim (`registry.chain_link`; a device's first claim
+    follows sequence 0 and an empty hash, as enrolled), 0 when not, and 0 for a key
+    event; None when the entry does not decode (its columns are named already). Memory:
+    one item per device."""
+    columns = fields.columns
+    if columns is None:
+        return None
+    if fields.key_event:
+        return 0
+    claim_hash, device, sequence = columns[0], columns[1], columns[2]
+    last_sequence, last_hash = chain.get(device, _ENROLLED)
+    chain[device] = (sequence, claim_hash)
+    return int(sequence == last_sequence + 1 and fields.prev_claim_hash == last_hash)
 
 
 def shown_value(column: str, value: object) -> str:
@@ -55,6 +86,8 @@ def shown_value(column: str, value: object) -> str:
         except (OverflowError, OSError, ValueError):
             return f"{value} us"
         return f"{when.isoformat(timespec='microseconds')} ({value} us)"
+    if isinstance(value, int) and column == "chain_linked" and value in (0, 1):
+        return f"{value} ({'linked to' if value else 'not linked to'} its device's previous claim)"
     if isinstance(value, int):
         return str(value)
     if isinstance(value, str):
@@ -86,6 +119,14 @@ class LeafAuditor:
         self._leaf_hashes: list[object] = []
         self._bad: set[int] = set()  # leaves of this chunk with a problem
         self.key_events_checked = 0
+        # each device's (last sequence, last claim hash), from leaf 0 only (an audit from
+        # a later leaf does not know the claims before it)
+        self._chain: dict[bytes, tuple[int, bytes]] | None = {} if start == 0 else None
+
+    @property
+    def chain_checked(self) -> bool:
+        """Whether the ``chain_linked`` column is compared (the audit starts at leaf 0)."""
+        return self._chain is not None
 
     def _problem(self, index: int, text: str) -> None:
         self._bad.add(index)
@@ -94,11 +135,17 @@ class LeafAuditor:
         else:
             self.more += 1
 
-    def tap(self, rows: Iterable[IndexRow], stop: int) -> Iterator[tuple[int, bytes]]:
-        """(index, leaf data) of each row before leaf ``stop``, its columns compared with
-        its entry on the way (its leaf hash kept for `compare_leaf_hashes`). Raises
+    def tap(
+        self, rows: Iterable[IndexRow], stop: int
+    ) -> Iterator[tuple[int, bytes, wire.AuditedEntry | ClaimError]]:
+        """(index, leaf data, its `wire.AuditedEntry`, or the ClaimError of an entry that
+        is no log entry) of each row before leaf ``stop``: each entry is decoded once, here,
+        for the audit's other checks to share; its columns are compared with it on the way
+        (its ``chain_linked`` too when the audit started at leaf 0, each device's previous
+        claim tracked from there) and its leaf hash kept for `compare_leaf_hashes`. Raises
         LogIntegrityError for an entry that is not stored as bytes (the re-hash cannot
         read it) or a leaf missing."""
+        chain = self._chain
         for row in rows:
             index, entry = row[0], row[7]
             if index >= stop:
@@ -115,13 +162,21 @@ class LeafAuditor:
             self._next += 1
             self._leaf_hashes.append(row[1])
             try:
-                for column, held, said in column_differences(row):
-                    self._problem(index, difference_line(index, column, held, said))
-            except ProvenanceError as e:
+                fields: wire.AuditedEntry | ClaimError = wire.audited_entry(index, entry)
+            except ClaimError as e:
+                fields = e
+            if isinstance(fields, ClaimError) or fields.columns is None:
                 self._problem(
-                    index, f"log entry {index} does not decode, so its columns are unknown: {e}"
+                    index,
+                    f"log entry {index} does not decode, so its columns are unknown:"
+                    f" {fields if isinstance(fields, ClaimError) else fields.error}",
                 )
-            yield index, entry
+            else:
+                for column, held, said in differences(row, fields.columns):
+                    self._problem(index, difference_line(index, column, held, said))
+                if chain is not None and row[8] != (linked := chain_link_of(chain, fields)):
+                    self._problem(index, difference_line(index, "chain_linked", row[8], linked))
+            yield index, entry, fields
 
     def compare_leaf_hashes(self, first: int, made: list[tuple[int, bytes]]) -> None:
         """Compare the leaf hashes stored for the rows tapped since the last call (leaves
