@@ -178,3 +178,38 @@ def test_an_edited_chain_linked_column_is_named(
         assert f"log entry {index}: its chain_linked column holds {1 - was}" in line, text
         assert f"the entry says {was}" in line, text
     assert "FORK" not in text and "STORED TREE" not in text, text
+
+
+def test_the_chain_judgement_keeps_one_item_per_device() -> None:
+    """`chain_link_of` on decoded entries, as the audit calls it: a device's first claim
+    links only at sequence 1 naming no claim; a gap, or a claim naming another previous
+    claim, does not link, and the next claim links to it; a key event is 0 and leaves the
+    chain alone; an entry that does not decode is None. The state is one (sequence, claim
+    hash) per device, however many claims (memory at 10^7 leaves)."""
+    from provenance.log.leaf_audit import chain_link_of
+    from provenance.wire.convert import AuditedEntry
+
+    def hash_of(device: bytes, seq: int) -> bytes:
+        return seq.to_bytes(8, "big") + device[:24]
+
+    def claim(device: bytes, seq: int, prev: bytes) -> AuditedEntry:
+        columns = (hash_of(device, seq), device, seq, bytes(32), 0)
+        return AuditedEntry(columns, [], prev, False, None)
+
+    chain: dict[bytes, tuple[int, bytes]] = {}
+    a, b = b"a" * 32, b"b" * 32
+    key_event = AuditedEntry((bytes(32), a, 0, b"", 0), [], b"", True, None)
+    undecoded = AuditedEntry(None, None, b"", False, None)
+    got = [
+        chain_link_of(chain, claim(a, 1, b"")),
+        chain_link_of(chain, claim(a, 2, hash_of(a, 1))),
+        chain_link_of(chain, key_event),
+        chain_link_of(chain, undecoded),
+        chain_link_of(chain, claim(b, 2, b"")),  # b's first claim, sequence 2: a gap
+        chain_link_of(chain, claim(a, 3, b"\x01" * 32)),  # names no claim of a
+        chain_link_of(chain, claim(b, 3, hash_of(b, 2))),
+    ]
+    assert got == [1, 1, 0, None, 0, 0, 1]
+    for seq in range(4, 10_004):
+        assert chain_link_of(chain, claim(a, seq, hash_of(a, seq - 1))) == 1
+    assert len(chain) == 2
