@@ -168,9 +168,9 @@ def audit(
             " columns (leaf hash, claim hash, device, sequence, file hash, time) against its"
             " entry, and every stored Merkle node and checkpoint row of the re-hashed entries"
             " against the tree they hash to; with --full, also every soft-hash row and near-duplicate index pack"
-            " against the logged entries, and each leaf's chain_linked (whether a claim links to"
-            " its device's previous one) as the entries in log order say. Needs --log-key or a"
-            " STATE.",
+            " against the logged entries. Each leaf's chain_linked (whether a claim links to its"
+            " device's previous one) is judged again from the entries in log order. Needs"
+            " --log-key or a STATE.",
         ),
     ] = None,
     full: Annotated[
@@ -391,7 +391,8 @@ def _audit_db(
     (`TreeAuditor`), and the saved checkpoint's consistency is proved by the re-hash, not
     by a proof from the nodes under audit; with --full, also every soft-hash row and
     index pack with the logged entries (`IndexAuditor`), every registry row with the
-    logged key history, and each leaf's chain_linked with the claims before it. Each
+    logged key history. Each leaf's chain_linked is judged from the claims before it (with
+    --incremental, the claim before the audited range a new one names is looked up). Each
     entry is decoded once, by `LeafAuditor.tap`, for all the checks."""
     vkey = _pinned_key(state, saved, log_key, "a database")
     store = _open_read_only(db)
@@ -405,7 +406,7 @@ def _audit_db(
         size = _note_size(note, f"the newest checkpoint in {db}")
         old_size = _note_size(saved.checkpoint, f"the checkpoint saved in {state}") if saved else 0
         start = 0 if (full or saved is None) else old_size
-        leaves = LeafAuditor(start)
+        leaves = LeafAuditor(start, store.leaf_by_claim_hash)
         tree = TreeAuditor(store, NoteVerifier.from_vkey(vkey), start, leaves)
         # an older schema lacks the tables the key history and index checks read
         index = IndexAuditor(store) if start == 0 and not outdated else None
@@ -473,8 +474,8 @@ def _audit_db(
         )
     if index is None:
         out.print(
-            "key history, chain_linked columns and near-duplicate index: not checked"
-            " (--incremental reads only the new entries, not each device's claims before them)"
+            "key history and near-duplicate index: not checked (--incremental reads only the"
+            " new entries)"
         )
         return
     out.print(_key_history_ok(history))

@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 
 from tests import test_node_audit
+from tests.inproc import Device
 from tests.test_node_audit import LEAVES, _audit, _failed, _service, _sql
 
 #: The node audit's log of `LEAVES` leaves, on SQLite and PostgreSQL.
@@ -121,8 +122,9 @@ def test_an_edited_key_events_row_is_named(
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
-def chained(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[str, str]:
-    """(database, the log's verifier key) of a log whose claims link and do not: device A
+def chained(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[str, str, Device, Device]:
+    """(database, the log's verifier key, device A, device B) of a log whose claims link
+    and do not: device A
     enrolled (leaf 0), its claims 1 and 2 (linked: leaves 1, 2), device B enrolled (leaf
     3), B's claim 1 (leaf 4, linked), A's claim 4 (leaf 5, a gap: not linked), B's claim 2
     naming no previous claim (leaf 6, not linked), A's claim 5 (leaf 7, linked to leaf 5
@@ -142,7 +144,7 @@ def chained(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[str, str]:
         b.last = b""
         h.submit(b.next_claim())
         h.submit(a.next_claim())
-        return str(db), h.service.signer.verifier_key()
+        return str(db), h.service.signer.verifier_key(), a, b
     finally:
         h.service.close()
 
@@ -153,7 +155,7 @@ CHAIN = [0, 1, 1, 0, 1, 0, 0, 1]
 
 
 def test_an_edited_chain_linked_column_is_named(
-    chained: tuple[str, str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    chained: tuple[str, str, Device, Device], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """``chain_linked`` says whether a claim follows its device's previous claim (the next
     sequence, naming its hash), as the writer judged on append: a verification reports
@@ -163,7 +165,7 @@ def test_an_edited_chain_linked_column_is_named(
 
     Before: the audit did not read the column, and passed (exit 0) with every row
     flipped."""
-    db, vkey = chained
+    db, vkey, _, _ = chained
     rows = _sql(db, "SELECT idx, chain_linked FROM leaves ORDER BY idx")
     assert [int(v) for _, v in rows] == CHAIN  # the writer's judgement, as documented
     rc, text = _audit(db, vkey, tmp_path, capsys)
@@ -178,6 +180,41 @@ def test_an_edited_chain_linked_column_is_named(
         assert f"log entry {index}: its chain_linked column holds {1 - was}" in line, text
         assert f"the entry says {was}" in line, text
     assert "FORK" not in text and "STORED TREE" not in text, text
+
+
+def test_an_incremental_audit_judges_the_new_chain_links(
+    chained: tuple[str, str, Device, Device], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """After an audit of the `chained` log, device A logs its claim 6 (leaf 8, linked to
+    its claim 5, leaf 7, before the audit's start), device B its claim 4 with a gap (leaf
+    9, not linked), a new device C enrolls (leaf 10) and logs its first claim (leaf 11,
+    linked), and A its claim 7 (leaf 12, linked): an incremental audit reads only the new
+    leaves, finds a device's previous claim before them by the claim hash the new one
+    names, and names every flipped row. Before: --incremental did not check the column
+    (exit 0)."""
+    db, vkey, a, b = chained
+    assert _audit(db, vkey, tmp_path, capsys)[0] == 0
+    h = _service(db, tmp_path)
+    try:
+        h.submit(a.next_claim())
+        b.seq += 1
+        h.submit(b.next_claim())
+        c = h.enroll()
+        h.submit(c.next_claim())
+        h.submit(a.next_claim())
+    finally:
+        h.service.close()
+    new = [1, 0, 0, 1, 1]  # leaves 8 to 12
+    rows = _sql(db, "SELECT chain_linked FROM leaves WHERE idx>=8 ORDER BY idx")
+    assert [int(v) for (v,) in rows] == new
+    _sql(db, "UPDATE leaves SET chain_linked=1-chain_linked WHERE idx>=5")
+    rc, text = _audit(db, vkey, tmp_path, capsys, "--incremental")
+    _failed(rc, text)
+    lines = [line for line in text.splitlines() if "its chain_linked column" in line]
+    assert len(lines) == len(new), text  # the new leaves only
+    for index, (line, was) in enumerate(zip(lines, new, strict=True), 8):
+        assert f"log entry {index}: its chain_linked column holds {1 - was}" in line, text
+        assert f"the entry says {was}" in line, text
 
 
 def test_the_chain_judgement_keeps_one_item_per_device() -> None:
