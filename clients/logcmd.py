@@ -169,7 +169,9 @@ def audit(
             " columns (leaf hash, claim hash, device, sequence, file hash, time) against its"
             " entry, and every stored Merkle node and checkpoint row of the re-hashed entries"
             " against the tree they hash to; with --full, also every soft-hash row and near-duplicate index pack"
-            " against the logged entries. Needs --log-key or a STATE.",
+            " against the logged entries. Each leaf's chain_linked (whether a claim links to its"
+            " device's previous one) is judged again from the entries in log order. Needs"
+            " --log-key or a STATE.",
         ),
     ] = None,
     full: Annotated[
@@ -389,8 +391,10 @@ def _audit_db(
     Merkle node and checkpoint row is compared with the re-hashed tree
     (`TreeAuditor`), and the saved checkpoint's consistency is proved by the re-hash, not
     by a proof from the nodes under audit; with --full, also every soft-hash row and
-    index pack with the logged entries (`IndexAuditor`) and every registry row with the
-    logged key history."""
+    index pack with the logged entries (`IndexAuditor`), every registry row with the
+    logged key history. Each leaf's chain_linked is judged from the claims before it (with
+    --incremental, the claim before the audited range a new one names is looked up). Each
+    entry is decoded once, by `LeafAuditor.tap`, for all the checks."""
     vkey = _pinned_key(state, saved, log_key, "a database")
     store = _open_read_only(db)
     outdated = store.outdated if isinstance(store, SqlStore) else ""
@@ -403,7 +407,7 @@ def _audit_db(
         size = _note_size(note, f"the newest checkpoint in {db}")
         old_size = _note_size(saved.checkpoint, f"the checkpoint saved in {state}") if saved else 0
         start = 0 if (full or saved is None) else old_size
-        leaves = LeafAuditor(start)
+        leaves = LeafAuditor(start, store.leaf_by_claim_hash)
         tree = TreeAuditor(store, NoteVerifier.from_vkey(vkey), start, leaves)
         # an older schema lacks the tables the key history and index checks read
         index = IndexAuditor(store) if start == 0 and not outdated else None
@@ -411,20 +415,23 @@ def _audit_db(
         with transient_bar(err) as bar:
             task = bar.add_task("re-hashing entries", total=size - start)
 
-            def reading() -> Iterator[tuple[int, bytes]]:
+            def reading() -> Iterator[bytes]:
+                # each entry decoded once (by the leaf check) for every check of it
                 rows = leaves.tap(store.iter_index_rows(start), size)
-                for i, item in enumerate(rows):
+                for i, (leaf, entry, fields) in enumerate(rows):
                     if i % 10_000 == 0:
                         bar.update(task, completed=i)
-                    yield item
+                    if index is not None:
+                        index.feed(leaf, fields)
+                    history.read(leaf, entry, fields)
+                    yield entry
 
-            entries = reading()
             new_state, cp, checked = audit_step(
                 saved,
                 vkey,
                 note,
                 None,
-                history.tap(index.tap(entries) if index else (e for _, e in entries), start),
+                reading(),
                 from_start=start == 0,
                 observe=tree.observe,
             )
