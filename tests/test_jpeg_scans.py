@@ -187,18 +187,30 @@ def _photoshop_segments(count: int) -> bytes:
     return _with_app_segments(b"Photoshop 3.0\x00", resource, count, 0xED)
 
 
-def test_exif_and_photoshop_segments_are_bounded_before_pillow_reads_them() -> None:
+def _quantization_segments(count: int) -> bytes:
+    """DQT segments each packed with 1,008 8-bit tables (65 bytes each): Pillow reads
+    each table in Python, 6 ms a full segment (25 MiB of them: 2.5 s to open)."""
+    table = b"\x00" + bytes(range(1, 65))
+    return _with_app_segments(b"", table, count, 0xDB)
+
+
+def test_segments_pillow_parses_in_python_are_bounded_before_it_reads_them() -> None:
     """Pillow joins each EXIF APP1 segment to the ones before (``info["exif"] +=``):
     the copies grow with the square of their number, so 131 MB of 2,000 EXIF segments
     held Image.open for 166 s (review att45); and it walks each APP13 Photoshop
-    resource in Python, 6 ms a full segment (25 s for a 256 MiB file). The EXIF standard
-    writes one APP1 of at most 64 KiB; past MAX_JPEG_METADATA_BYTES of them the file is
-    refused before Pillow reads a byte."""
-    fits = MAX_JPEG_METADATA_BYTES // 0x10000
+    resource and quantization table in Python, 6 ms a full segment (25 s for a 256 MiB
+    file). An encoder writes one EXIF APP1 of at most 64 KiB; past MAX_JPEG_METADATA_BYTES
+    of these segments the file is refused before Pillow reads a byte."""
+    fits = MAX_JPEG_METADATA_BYTES // 0x10000 - 1  # room for the file's own tables
     assert decode_image(_exif_segments(fits)).width == 64
     assert decode_image(_photoshop_segments(fits)).width == 64
-    for over in (_exif_segments(fits + 2), _photoshop_segments(fits + 2)):
-        with pytest.raises(DecodeBudgetError, match="EXIF and Photoshop"):
+    assert decode_image(_quantization_segments(fits)).width == 64
+    for over in (
+        _exif_segments(fits + 3),
+        _photoshop_segments(fits + 3),
+        _quantization_segments(fits + 3),
+    ):
+        with pytest.raises(DecodeBudgetError, match="EXIF, Photoshop and quantization"):
             decode_image(over)
     # the walk stops counting past the limit
     assert jpeg_layout(_exif_segments(4 * fits)).metadata_bytes < MAX_JPEG_METADATA_BYTES + 0x10000
@@ -212,4 +224,4 @@ def test_server_refuses_a_jpeg_of_thousands_of_exif_segments(
     2,000 held a decode slot for 124 s)."""
     path = tmp_path / "exif.jpg"
     path.write_bytes(_exif_segments(400))
-    assert "EXIF and Photoshop metadata" in refusal(server, path)
+    assert "EXIF, Photoshop and quantization" in refusal(server, path)

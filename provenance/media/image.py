@@ -58,16 +58,18 @@ MAX_JPEG_SEGMENTS = 100_000
 #: each: a 20 MiB file of fill bytes took 31 s before a word of it was decoded). Camera
 #: files that pad their segments carry a few kilobytes.
 MAX_JPEG_STRAY_BYTES = 1 << 20
-#: Most bytes of EXIF (APP1 ``Exif``) and Photoshop (APP13 ``Photoshop 3.0``) segments
-#: a JPEG may hold before its first scan. Pillow joins each EXIF segment to the ones
-#: before it (``info["exif"] +=``), copies that grow with the square of their number:
-#: 131 MB of 2,000 such segments held Image.open for 166 s (VerifyFile 124 s); and it
-#: walks each Photoshop image resource in Python, about 6 ms a full segment of empty
-#: ones (25 s for a 256 MiB file). The EXIF standard writes one APP1 of at most 64 KiB;
-#: at this limit (64 full segments) Pillow opens the file in well under a second.
+#: Most bytes of the segments before a JPEG's first scan that Pillow parses in Python:
+#: EXIF (APP1 ``Exif``), Photoshop (APP13 ``Photoshop 3.0``) and quantization tables
+#: (DQT). Pillow joins each EXIF segment to the ones before it (``info["exif"] +=``),
+#: copies that grow with the square of their number: 131 MB of 2,000 such segments held
+#: Image.open for 166 s (VerifyFile 124 s); and it walks each Photoshop image resource
+#: and each quantization table in Python, about 6 ms a full segment of either (25 s for
+#: a 256 MiB file). An encoder writes one EXIF segment of at most 64 KiB and a few
+#: hundred bytes of tables; at this limit (64 full segments) Pillow opens the file in
+#: well under a second.
 MAX_JPEG_METADATA_BYTES = 4 << 20
-#: The APPn segments Pillow parses in Python, by marker and leading bytes.
-_JPEG_PARSED_APP = ((0xE1, b"Exif\x00\x00"), (0xED, b"Photoshop 3.0\x00"))
+#: The segments Pillow parses in Python, by marker and leading bytes.
+_JPEG_PARSED_SEGMENTS = ((0xE1, b"Exif\x00\x00"), (0xED, b"Photoshop 3.0\x00"), (0xDB, b""))
 #: A marker in JPEG entropy-coded data: 0xFF followed by neither a stuffed zero, a
 #: restart marker (RSTn, 0xD0-0xD7) nor a fill byte (ITU-T T.81, B.1.1.2 and B.1.1.5).
 _JPEG_MARKER_IN_DATA = re.compile(rb"\xff[\x01-\xcf\xd8-\xfe]")
@@ -84,8 +86,8 @@ class JpegLayout:
     scans: SOS segments before the first EOI; segments: marker segments and standalone
     markers (SOS included) before it; stray_bytes: bytes before the first SOS that are
     neither of these (fill bytes, bytes libjpeg skips to the next marker);
-    metadata_bytes: bytes of EXIF and Photoshop segments before the first SOS
-    (`_JPEG_PARSED_APP`). The walk stops once a count passes its limit (MAX_JPEG_SCANS,
+    metadata_bytes: bytes of EXIF, Photoshop and DQT segments before the first SOS
+    (`_JPEG_PARSED_SEGMENTS`). The walk stops once a count passes its limit (MAX_JPEG_SCANS,
     MAX_JPEG_SEGMENTS, MAX_JPEG_STRAY_BYTES, MAX_JPEG_METADATA_BYTES), so each is at most
     its limit's next value, the stray run or the segment that passed it.
     """
@@ -111,9 +113,10 @@ class JpegLayout:
             )
         if self.metadata_bytes > MAX_JPEG_METADATA_BYTES:
             return (
-                f"a JPEG with more than {MAX_JPEG_METADATA_BYTES:,} bytes of EXIF and Photoshop"
-                " metadata segments before its picture data, the limit here (the EXIF"
-                " standard writes one segment of at most 65,535 bytes)"
+                f"a JPEG with more than {MAX_JPEG_METADATA_BYTES:,} bytes of EXIF, Photoshop and"
+                " quantization-table segments before its picture data, the limit here (an"
+                " encoder writes one EXIF segment of at most 65,535 bytes and a few hundred"
+                " bytes of tables)"
             )
         return None
 
@@ -156,7 +159,8 @@ def jpeg_layout(data: bytes) -> JpegLayout:
             break
         length = int.from_bytes(data[pos + 2 : pos + 4], "big")
         if scans == 0 and any(
-            marker == app and data.startswith(ident, pos + 4) for app, ident in _JPEG_PARSED_APP
+            marker == app and data.startswith(ident, pos + 4)
+            for app, ident in _JPEG_PARSED_SEGMENTS
         ):
             metadata += length
         pos += 2 + length
@@ -496,7 +500,7 @@ def decode_image(
     Raises MediaTooLargeError if the image has more than max_pixels pixels or does not fit
     max_decode_bytes, DecodeBudgetError (one) for a JPEG past MAX_JPEG_SCANS scans,
     MAX_JPEG_SEGMENTS segments, MAX_JPEG_STRAY_BYTES stray bytes or
-    MAX_JPEG_METADATA_BYTES of EXIF and Photoshop segments (`jpeg_layout`,
+    MAX_JPEG_METADATA_BYTES of EXIF, Photoshop and DQT segments (`jpeg_layout`,
     checked before Pillow reads it), for a PNG of more than MAX_PNG_CHUNKS chunks and for
     a GIF of more than MAX_GIF_BLOCKS blocks before its first image; MediaError if
     data is empty, of an unrecognized or non-image format, or truncated or corrupt.
