@@ -334,6 +334,12 @@ class _Form:
         disposition = self.headers.get(b"content-disposition", b"")
         _, params = parse_options_header(disposition)
         name = params.get(b"name", b"").decode("utf-8", "replace")
+        if not name:  # RFC 7578 section 4.2: every part names its field
+            raise WebError(
+                "a part of the form names no field: each part needs a header such as"
+                ' Content-Disposition: form-data; name="file"; filename="photo.jpg"'
+                " (RFC 7578 section 4.2)"
+            )
         check_transfer_encoding(self.headers, name)
         if name == "file":
             if self.file_seen:
