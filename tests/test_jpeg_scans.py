@@ -20,6 +20,7 @@ from provenance.c2pa.container import MAX_JPEG_SEGMENTS as CONTAINER_MAX_SEGMENT
 from provenance.c2pa.container import strip_manifest_store
 from provenance.core.errors import DecodeBudgetError, MediaError, TransportError
 from provenance.media.image import (
+    MAX_JPEG_METADATA_BYTES,
     MAX_JPEG_SCANS,
     MAX_JPEG_SEGMENTS,
     MAX_JPEG_STRAY_BYTES,
@@ -165,3 +166,62 @@ def test_stripping_a_manifest_store_after_megabytes_of_fill_bytes_holds_no_list_
     comments = b"\xff\xfe\x00\x02" * (CONTAINER_MAX_SEGMENTS + 1)
     with pytest.raises(MediaError, match="marker segments"):
         strip_manifest_store(signed[:2] + comments + signed[2:], "image/jpeg")
+
+
+def _with_app_segments(identifier: bytes, payload: bytes, count: int, marker: int) -> bytes:
+    """A small real JPEG with ``count`` APPn segments (``marker``) of ``identifier`` +
+    ``payload``, each the largest a segment holds (64 KiB), after its APP0."""
+    body = identifier + payload * ((0xFFFF - 2 - len(identifier)) // len(payload))
+    segment = bytes((0xFF, marker)) + struct.pack(">H", len(body) + 2) + body
+    return _with_header_junk(segment * count)
+
+
+def _exif_segments(count: int) -> bytes:
+    return _with_app_segments(b"Exif\x00\x00", b"\x00", count, 0xE1)
+
+
+def _photoshop_segments(count: int) -> bytes:
+    """APP13 segments packed with empty image resources (12 bytes each): Pillow walks
+    each resource of each segment in Python."""
+    resource = b"8BIM" + b"\x04\x04" + b"\x00\x00" + b"\x00\x00\x00\x00"
+    return _with_app_segments(b"Photoshop 3.0\x00", resource, count, 0xED)
+
+
+def _quantization_segments(count: int) -> bytes:
+    """DQT segments each packed with 1,008 8-bit tables (65 bytes each): Pillow reads
+    each table in Python, 6 ms a full segment (25 MiB of them: 2.5 s to open)."""
+    table = b"\x00" + bytes(range(1, 65))
+    return _with_app_segments(b"", table, count, 0xDB)
+
+
+def test_segments_pillow_parses_in_python_are_bounded_before_it_reads_them() -> None:
+    """Pillow joins each EXIF APP1 segment to the ones before (``info["exif"] +=``):
+    the copies grow with the square of their number, so 131 MB of 2,000 EXIF segments
+    held Image.open for 166 s (review att45); and it walks each APP13 Photoshop
+    resource and quantization table in Python, 6 ms a full segment (25 s for a 256 MiB
+    file). An encoder writes one EXIF APP1 of at most 64 KiB; past MAX_JPEG_METADATA_BYTES
+    of these segments the file is refused before Pillow reads a byte."""
+    fits = MAX_JPEG_METADATA_BYTES // 0x10000 - 1  # room for the file's own tables
+    assert decode_image(_exif_segments(fits)).width == 64
+    assert decode_image(_photoshop_segments(fits)).width == 64
+    assert decode_image(_quantization_segments(fits)).width == 64
+    for over in (
+        _exif_segments(fits + 3),
+        _photoshop_segments(fits + 3),
+        _quantization_segments(fits + 3),
+    ):
+        with pytest.raises(DecodeBudgetError, match="EXIF, Photoshop and quantization"):
+            decode_image(over)
+    # the walk stops counting past the limit
+    assert jpeg_layout(_exif_segments(4 * fits)).metadata_bytes < MAX_JPEG_METADATA_BYTES + 0x10000
+
+
+def test_server_refuses_a_jpeg_of_thousands_of_exif_segments(
+    server: ServerProc, tmp_path: Path
+) -> None:
+    """VerifyFile of a 26 MB JPEG of 400 EXIF segments: RESOURCE_EXHAUSTED naming the
+    limit. Before, UNSIGNED after Pillow's quadratic joining of them (a 131 MB file of
+    2,000 held a decode slot for 124 s)."""
+    path = tmp_path / "exif.jpg"
+    path.write_bytes(_exif_segments(400))
+    assert "EXIF, Photoshop and quantization" in refusal(server, path)

@@ -643,6 +643,44 @@ def test_entries_proofs_and_lookup(site: DemoSite, http: httpx.Client) -> None:
     _error(http.post("/api/v1/lookup", json=many), 413, "limit")
 
 
+def test_a_lookup_field_the_api_does_not_know_is_refused_not_ignored(
+    site: DemoSite, http: httpx.Client
+) -> None:
+    """A misspelt field changed the answer without a word (review att45): a PDQ hash of
+    quality 20 is too weak to match (UNSIGNED), but sent as ``"qualty": 20`` it was read
+    as quality 100 and matched (DERIVED); hashes sent in ``"pdqs"`` were dropped and the
+    report said no perceptual hash could be computed. Now a 400 names the field and the
+    ones the API reads, at each level of the body."""
+    rgb = np.asarray(Image.open(site.files.derived).convert("RGB"))
+    h = pdq_hash(rgb).hex
+    weak = {"queries": [{"pdq": [{"hash": h, "quality": 20}]}]}
+    assert http.post("/api/v1/lookup", json=weak).json()["results"][0]["status"] == "UNSIGNED"
+    for body, where, field, known in (
+        (
+            {"queries": [{"pdq": [{"hash": h, "qualty": 20}]}]},
+            "queries[0].pdq[0]",
+            "qualty",
+            "`quality`",
+        ),
+        (
+            {"queries": [{"sha256": "00" * 32, "pdqs": [{"hash": h}]}]},
+            "queries[0]",
+            "pdqs",
+            "`pdq`",
+        ),
+        (
+            {"queries": [{"pdq": [{"hash": h}]}], "max_results": 5},
+            "the body",
+            "max_results",
+            "`queries`",
+        ),
+        ({"queries": [{"sha256": "00" * 32, "\u202e": 1}]}, "queries[0]", "\\u202e", "`ref`"),
+    ):
+        r = http.post("/api/v1/lookup", json=body)
+        _error(r, 400, re.escape(f"{where} has a field `{field}` this API does not read"))
+        assert known in r.json()["error"]["message"]
+
+
 def test_soft_binding_resolution_api(site: DemoSite, http: httpx.Client) -> None:
     h = pdq_hash(np.asarray(Image.open(site.files.derived).convert("RGB")))
     value = base64.b64encode(h.hash).decode()

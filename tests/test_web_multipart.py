@@ -227,3 +227,32 @@ def test_an_identity_transfer_encoding_is_accepted(site: DemoSite, http: httpx.C
     for encoding in ("binary", "8bit", "7BIT"):
         body = _file_part(jpeg, 'filename="photo.jpg"', f"Content-Transfer-Encoding: {encoding}")
         assert _report(_post(http, body + b"--XyZ--\r\n"))["status"] == "SIGNED_ORIGINAL"
+
+
+# ---------------------------------------------------------------- a part with no name
+
+
+@pytest.mark.parametrize(
+    "head",
+    [
+        b"Content-Type: image/jpeg",  # no Content-Disposition at all
+        b'Content-Disposition: form-data; filename="photo.jpg"',  # no name
+        b'Content-Disposition: form-data; name=""; filename="photo.jpg"',  # an empty one
+    ],
+)
+def test_a_part_naming_no_field_gets_a_400_saying_so(
+    site: DemoSite, http: httpx.Client, head: bytes
+) -> None:
+    """RFC 7578 section 4.2: each part has a Content-Disposition of form-data naming its
+    field. A part with none was taken for a field named "" (review att45): the photo in
+    it got "the form field `` is larger than 1,024 bytes" or "the file came in the form
+    field ``", naming nothing a sender could find."""
+    jpeg = site.files.hopper.read_bytes()
+    body = b"--XyZ\r\n" + head + b"\r\n\r\n" + jpeg + b"\r\n--XyZ--\r\n"
+    words = (
+        r"a part of the form names no field: each part needs a header such as"
+        r' Content-Disposition: form-data; name="file"; filename="photo\.jpg"'
+    )
+    _error(_post(http, body), words)
+    page = _post(http, body, "/verify")
+    assert page.status_code == 400 and "names no field" in page.text, page.text

@@ -58,6 +58,18 @@ MAX_JPEG_SEGMENTS = 100_000
 #: each: a 20 MiB file of fill bytes took 31 s before a word of it was decoded). Camera
 #: files that pad their segments carry a few kilobytes.
 MAX_JPEG_STRAY_BYTES = 1 << 20
+#: Most bytes of the segments before a JPEG's first scan that Pillow parses in Python:
+#: EXIF (APP1 ``Exif``), Photoshop (APP13 ``Photoshop 3.0``) and quantization tables
+#: (DQT). Pillow joins each EXIF segment to the ones before it (``info["exif"] +=``),
+#: copies that grow with the square of their number: 131 MB of 2,000 such segments held
+#: Image.open for 166 s (VerifyFile 124 s); and it walks each Photoshop image resource
+#: and each quantization table in Python, about 6 ms a full segment of either (25 s for
+#: a 256 MiB file). An encoder writes one EXIF segment of at most 64 KiB and a few
+#: hundred bytes of tables; at this limit (64 full segments) Pillow opens the file in
+#: well under a second.
+MAX_JPEG_METADATA_BYTES = 4 << 20
+#: The segments Pillow parses in Python, by marker and leading bytes.
+_JPEG_PARSED_SEGMENTS = ((0xE1, b"Exif\x00\x00"), (0xED, b"Photoshop 3.0\x00"), (0xDB, b""))
 #: A marker in JPEG entropy-coded data: 0xFF followed by neither a stuffed zero, a
 #: restart marker (RSTn, 0xD0-0xD7) nor a fill byte (ITU-T T.81, B.1.1.2 and B.1.1.5).
 _JPEG_MARKER_IN_DATA = re.compile(rb"\xff[\x01-\xcf\xd8-\xfe]")
@@ -73,15 +85,17 @@ class JpegLayout:
 
     scans: SOS segments before the first EOI; segments: marker segments and standalone
     markers (SOS included) before it; stray_bytes: bytes before the first SOS that are
-    neither of these (fill bytes, bytes libjpeg skips to the next marker). The walk stops
-    once a count passes its limit (MAX_JPEG_SCANS, MAX_JPEG_SEGMENTS,
-    MAX_JPEG_STRAY_BYTES), so each is at most its limit's next value or the stray run
-    that passed it.
+    neither of these (fill bytes, bytes libjpeg skips to the next marker);
+    metadata_bytes: bytes of EXIF, Photoshop and DQT segments before the first SOS
+    (`_JPEG_PARSED_SEGMENTS`). The walk stops once a count passes its limit (MAX_JPEG_SCANS,
+    MAX_JPEG_SEGMENTS, MAX_JPEG_STRAY_BYTES, MAX_JPEG_METADATA_BYTES), so each is at most
+    its limit's next value, the stray run or the segment that passed it.
     """
 
     scans: int
     segments: int
     stray_bytes: int
+    metadata_bytes: int = 0
 
     def problem(self) -> str | None:
         """Why the JPEG costs too much to decode, in words; None when within limits."""
@@ -97,6 +111,13 @@ class JpegLayout:
                 f"a JPEG with more than {MAX_JPEG_STRAY_BYTES:,} fill or stray bytes before"
                 " its picture data, the limit here"
             )
+        if self.metadata_bytes > MAX_JPEG_METADATA_BYTES:
+            return (
+                f"a JPEG with more than {MAX_JPEG_METADATA_BYTES:,} bytes of EXIF, Photoshop and"
+                " quantization-table segments before its picture data, the limit here (an"
+                " encoder writes one EXIF segment of at most 65,535 bytes and a few hundred"
+                " bytes of tables)"
+            )
         return None
 
 
@@ -109,7 +130,7 @@ def jpeg_layout(data: bytes) -> JpegLayout:
     should be are skipped to the next marker, as libjpeg does. Never raises: a file cut
     short ends the walk. Costs one step per segment, at most MAX_JPEG_SEGMENTS + 1.
     """
-    scans = segments = stray = 0
+    scans = segments = stray = metadata = 0
     pos = 2  # after SOI
     end = len(data)
     while (
@@ -117,6 +138,7 @@ def jpeg_layout(data: bytes) -> JpegLayout:
         and scans <= MAX_JPEG_SCANS
         and segments <= MAX_JPEG_SEGMENTS
         and stray <= MAX_JPEG_STRAY_BYTES
+        and metadata <= MAX_JPEG_METADATA_BYTES
     ):
         # before the first scan, no further than one byte past the stray-byte limit
         window = end if scans else min(end, pos + MAX_JPEG_STRAY_BYTES - stray + 2)
@@ -135,14 +157,20 @@ def jpeg_layout(data: bytes) -> JpegLayout:
             continue
         if pos + 4 > end:
             break
-        pos += 2 + int.from_bytes(data[pos + 2 : pos + 4], "big")
+        length = int.from_bytes(data[pos + 2 : pos + 4], "big")
+        if scans == 0 and any(
+            marker == app and data.startswith(ident, pos + 4)
+            for app, ident in _JPEG_PARSED_SEGMENTS
+        ):
+            metadata += length
+        pos += 2 + length
         if marker == 0xDA:
             scans += 1
             found = _JPEG_MARKER_IN_DATA.search(data, pos)
             if found is None:
                 break
             pos = found.start()
-    return JpegLayout(scans, segments, stray)
+    return JpegLayout(scans, segments, stray, metadata)
 
 
 _PNG_SIGNATURE_BYTES = 8
@@ -471,7 +499,8 @@ def decode_image(
 
     Raises MediaTooLargeError if the image has more than max_pixels pixels or does not fit
     max_decode_bytes, DecodeBudgetError (one) for a JPEG past MAX_JPEG_SCANS scans,
-    MAX_JPEG_SEGMENTS segments or MAX_JPEG_STRAY_BYTES stray bytes (`jpeg_layout`,
+    MAX_JPEG_SEGMENTS segments, MAX_JPEG_STRAY_BYTES stray bytes or
+    MAX_JPEG_METADATA_BYTES of EXIF, Photoshop and DQT segments (`jpeg_layout`,
     checked before Pillow reads it), for a PNG of more than MAX_PNG_CHUNKS chunks and for
     a GIF of more than MAX_GIF_BLOCKS blocks before its first image; MediaError if
     data is empty, of an unrecognized or non-image format, or truncated or corrupt.

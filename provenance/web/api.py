@@ -25,6 +25,7 @@ from clients.report import report_to_json
 from provenance.core.binding import PDQ_ALGORITHM, PerceptualHash
 from provenance.core.errors import ProvenanceError
 from provenance.core.fair_share import client_key
+from provenance.terminal import shown_line
 from provenance.web import logviews
 from provenance.web.errors import WebError, error_response
 from provenance.web.openapi import openapi_document
@@ -237,10 +238,31 @@ async def read_json(request: Request) -> Any:
         return await json_work(request, parse_json, data)
 
 
+#: The fields a lookup body reads at each level (see the OpenAPI description).
+LOOKUP_FIELDS = ("queries",)
+QUERY_FIELDS = ("ref", "sha256", "content_sha256", "media_type", "pdq")
+PDQ_FIELDS = ("hash", "quality", "timestamp_seconds")
+
+
+def known_fields(item: dict[str, Any], where: str, known: tuple[str, ...]) -> None:
+    """Raise WebError (400) naming the first field of ``item`` not in ``known``: a
+    misspelt field ignored would change the answer without a word (``"qualty": 20``
+    read as quality 100 matched a hash too weak to match; hashes in ``"pdqs"`` were
+    dropped and the report said none could be computed)."""
+    for field in item:
+        if field not in known:
+            reads = ", ".join(f"`{k}`" for k in known)
+            raise WebError(
+                f"{where} has a field `{shown_line(str(field)[:64])}` this API does not read"
+                f" (it reads {reads}): check its spelling"
+            )
+
+
 def pdq_hash(item: Any, where: str) -> PerceptualHash:
     """``{"hash": 64 hex, "quality": 0..100, "timestamp_seconds": >= 0}`` as a PDQ hash."""
     if not isinstance(item, dict) or not isinstance(item.get("hash"), str):
         raise WebError(f"{where} must be an object with a hex `hash`")
+    known_fields(item, where, PDQ_FIELDS)
     quality, ts = item.get("quality", 100), item.get("timestamp_seconds", 0.0)
     if (
         not isinstance(quality, int)
@@ -262,6 +284,7 @@ def lookup_query(item: Any, i: int) -> Query:
     where = f"queries[{i}]"
     if not isinstance(item, dict):
         raise WebError(f"{where} must be an object")
+    known_fields(item, where, QUERY_FIELDS)
     pdq = item.get("pdq", [])
     if not isinstance(pdq, list):
         raise WebError(f"{where}.pdq must be a list")
@@ -298,6 +321,7 @@ def lookup_queries(data: bytes) -> list[Query]:
     queries = body.get("queries") if isinstance(body, dict) else None
     if not isinstance(queries, list) or not queries:
         raise WebError('send {"queries": [{"sha256": "...", "pdq": [...]}, ...]}')
+    known_fields(body, "the body", LOOKUP_FIELDS)
     return [lookup_query(q, i) for i, q in enumerate(queries)]
 
 

@@ -65,12 +65,14 @@ MULTIPART = {
 LOOKUP = {
     "type": "object",
     "required": ["queries"],
+    "additionalProperties": False,
     "properties": {
         "queries": {
             "type": "array",
             "description": "at most the service's lookup limit (1000 by default)",
             "items": {
                 "type": "object",
+                "additionalProperties": False,
                 "properties": {
                     "ref": {"type": "string", "description": "echoed back"},
                     "sha256": {"type": "string", "description": "the file's SHA-256, hex"},
@@ -85,6 +87,7 @@ LOOKUP = {
                         "items": {
                             "type": "object",
                             "required": ["hash"],
+                            "additionalProperties": False,
                             "properties": {
                                 "hash": {"type": "string", "description": "64 hex digits"},
                                 "quality": {"type": "integer", "minimum": 0, "maximum": 100},

@@ -334,6 +334,12 @@ class _Form:
         disposition = self.headers.get(b"content-disposition", b"")
         _, params = parse_options_header(disposition)
         name = params.get(b"name", b"").decode("utf-8", "replace")
+        if not name:  # RFC 7578 section 4.2: every part names its field
+            raise WebError(
+                "a part of the form names no field: each part needs a header such as"
+                ' Content-Disposition: form-data; name="file"; filename="photo.jpg"'
+                " (RFC 7578 section 4.2)"
+            )
         check_transfer_encoding(self.headers, name)
         if name == "file":
             if self.file_seen:
@@ -438,10 +444,14 @@ async def _answer(request: Request, relay: _Relay) -> VerificationReport:
     raise WebError("the client closed its connection before the answer", "CANCELLED")
 
 
-async def timed_body(request: Request, limits: UploadLimits) -> AsyncIterator[bytes]:
+async def timed_body(
+    request: Request, limits: UploadLimits, what: str = "upload"
+) -> AsyncIterator[bytes]:
     """The request body as it arrives; raises WebError (408) when the client sends
     nothing for ``limits.idle_s`` seconds or falls behind the upload's deadline (see
-    `UploadLimits`), so a stalled or dripping upload cannot hold a relay slot."""
+    `UploadLimits`), so a stalled or dripping upload cannot hold a relay slot, and
+    WebError (CANCELLED) when the client leaves mid-body. ``what``: the body's name in
+    those messages ("the upload stalled")."""
     stream = request.stream().__aiter__()
     loop = asyncio.get_running_loop()
     started = loop.time()
@@ -455,15 +465,17 @@ async def timed_body(request: Request, limits: UploadLimits) -> AsyncIterator[by
         except StopAsyncIteration:
             return
         except ClientDisconnect as e:
-            raise WebError("the client closed the connection mid-upload", "CANCELLED") from e
+            raise WebError(
+                f"the client closed the connection before its {what} ended", "CANCELLED"
+            ) from e
         except TimeoutError as e:
             if left > limits.idle_s:
                 raise WebError(
-                    f"the upload stalled: nothing arrived for {limits.idle_s:g} s",
+                    f"the {what} stalled: nothing arrived for {limits.idle_s:g} s",
                     "CLIENT_TIMEOUT",
                 ) from e
             raise WebError(
-                f"the upload is too slow: after {limits.grace_s:g} s a file must arrive at"
+                f"the {what} is too slow: after {limits.grace_s:g} s it must arrive at"
                 f" {limits.min_rate / 1024:g} KiB/s or faster on average",
                 "CLIENT_TIMEOUT",
             ) from e
