@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import os
 import secrets
+import shlex
 import shutil
 import signal
 import sys
@@ -56,15 +57,31 @@ def _python() -> str:
     return str(exe.relative_to(ROOT)) if exe.is_relative_to(ROOT) else str(exe)
 
 
-def shell_hint(address: str) -> str:
+def shell_hint(address: str, token_file: Path) -> str:
     """How to use the demo's server from another shell: its gRPC port is drawn afresh each
-    run, so `prov` needs it named (`PROV_SERVER`)."""
+    run, so `prov` needs it named (`PROV_SERVER`), and so is its admin token, kept in
+    ``token_file`` for the admin commands (`PROV_ADMIN_TOKEN`)."""
     return (
         "  from another shell in this folder: source .venv/bin/activate;"
         f" export PROV_SERVER={address}; then\n"
         "    prov verify FILE   prov scan FOLDER --report scan.jsonl"
         "   prov log audit --state audit.json\n"
+        "  for the admin commands (prov admin enroll-token, prov admin revoke):"
+        f" export PROV_ADMIN_TOKEN=$(cat {shlex.quote(str(token_file))})\n"
     )
+
+
+def _keep_admin_token(work: Path) -> Path:
+    """Draw the server's admin token into ``$PROV_ADMIN_TOKEN`` (the server and the demo's
+    own enrollment read it there) and keep it in ``work/admin-token``, readable by its
+    owner alone, so that the admin commands can be tried from another shell."""
+    token = secrets.token_urlsafe(24)
+    os.environ["PROV_ADMIN_TOKEN"] = token
+    path = work / "admin-token"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(token + "\n")
+    return path
 
 
 def drop_list(files: DemoFiles) -> str:
@@ -124,7 +141,7 @@ def main(argv: list[str] | None = None) -> None:
     work = args.dir.resolve()
     _check_listen(parser, args.listen, args.listen_set_by)
     _fresh(work)
-    os.environ["PROV_ADMIN_TOKEN"] = secrets.token_urlsafe(24)
+    token_file = _keep_admin_token(work)
     os.environ["PROV_HOME"] = str(work / "device")
     os.environ["PROV_PASSPHRASE"] = "demo passphrase, use a prompt in real life"
     extra = ["--http", args.listen] + (["--no-detector"] if args.no_detector else [])
@@ -152,7 +169,7 @@ def main(argv: list[str] | None = None) -> None:
             f"\nThe verification page is at {url}\n"
             f"  drop any of these on it:\n{drop_list(files)}"
             f"  log explorer: {url}/log   API: {url}/api   gRPC: {address}\n"
-            f"{shell_hint(address)}"
+            f"{shell_hint(address, token_file)}"
             f"  log key (`prov receipt verify FILE.prov --log-key KEY`; `prov log key --server"
             f" {address}` prints it again): {log_key}\n"
             "Ctrl-C stops the server.",

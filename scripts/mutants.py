@@ -123,7 +123,7 @@ REASONS: dict[str, str] = {
     **dict.fromkeys(
         ("if x | 1 != sign:", "if x & 2 != sign:", "if x & 1 == sign:", "x = _P + x"),
         "equivalent: the sign bit only chooses between P and -P (or P + p, the same residue),"
-        " and [8]P is the identity exactly when [8](-P) is; the decoded point serves the"
+        " and `[8]P` is the identity exactly when `[8](-P)` is; the decoded point serves the"
         " small-order check and nothing else",
     ),
     "for _ in range(4):": (

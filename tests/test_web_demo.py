@@ -52,7 +52,26 @@ def test_make_web_serves_the_demo_captures(tmp_path: Path) -> None:
         signal.signal(signal.SIGINT, previous)
     try:
         url = read_line(proc, "The verification page is at ", timeout=180)
+        address = read_line(proc, "  log explorer: ", timeout=30)
+        admin_hint = read_line(proc, "  for the admin commands", timeout=30)
         log_key = read_line(proc, "  log key (`prov receipt verify FILE.prov", timeout=30)
+        # the README's "Using it" against make web: the admin commands too (before, its
+        # admin token was drawn at random and shown nowhere: "admin credential is wrong")
+        token_file = work / "admin-token"
+        assert admin_hint == f"{token_file})", admin_hint  # ... PROV_ADMIN_TOKEN=$(cat FILE)
+        assert token_file.stat().st_mode & 0o777 == 0o600
+        env = {**os.environ, "PROV_SERVER": address}
+        env["PROV_ADMIN_TOKEN"] = token_file.read_text().strip()
+        enroll = subprocess.run(
+            [sys.executable, "-m", "clients.cli", "admin", "enroll-token", "--label", "cam"],
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
+            env=env,
+            timeout=120,
+        )
+        assert enroll.returncode == 0, enroll.stderr
+        assert len(enroll.stdout.split()) == 1, enroll.stdout  # the token alone
         read_line(proc, "Ctrl-C stops", timeout=30)
         with httpx.Client(base_url=url, timeout=60) as c:
             assert "Is this the signed original?" in c.get("/").text
@@ -73,7 +92,8 @@ def test_make_web_serves_the_demo_captures(tmp_path: Path) -> None:
     other = tmp_path / "not-ours"
     other.mkdir()
     res = subprocess.run(
-        [sys.executable, "-m", "clients.webdemo", "--dir", str(other)],
+        # port 0: the default 8080 may be held by a `make web` someone runs on this machine
+        [sys.executable, "-m", "clients.webdemo", "--dir", str(other), "--listen", "127.0.0.1:0"],
         capture_output=True,
         text=True,
         cwd=ROOT,
@@ -181,9 +201,10 @@ def test_make_web_says_how_to_use_its_server_from_a_shell() -> None:
     server at 127.0.0.1:50051" (make web's port is drawn afresh each run)."""
     from clients.webdemo import shell_hint
 
-    text = shell_hint("127.0.0.1:33467")
+    text = shell_hint("127.0.0.1:33467", Path("/r/.web-demo/admin-token"))
     assert "source .venv/bin/activate" in text
     assert "export PROV_SERVER=127.0.0.1:33467" in text
+    assert "export PROV_ADMIN_TOKEN=$(cat /r/.web-demo/admin-token)" in text
     for command in ("prov verify FILE", "prov scan FOLDER --report scan.jsonl"):
         assert command in text, text
 
