@@ -72,6 +72,7 @@ from provenance.core.binding import PerceptualHash
 from provenance.core.claims import (
     MAX_CLAIM_SOFT_BINDINGS,
     MAX_SOFT_BINDINGS,
+    MAX_STORED_INT,
     MAX_VIDEO_SECONDS,
     Claim,
     HardBinding,
@@ -1028,7 +1029,9 @@ class DeviceHome:
         past this folder's last (a folder restored from a backup, or the key used by a
         copy of it elsewhere), number the next claim after the log's last, so one refusal
         is all it costs (before, one per claim the folder was behind). Returns what to
-        add to the refusal's reason ("" when nothing changed, or the log cannot say)."""
+        add to the refusal's reason ("" when nothing changed, or the log cannot say; a
+        last sequence no log can hold, from a forged or broken answer, is not followed and
+        the reason says so)."""
         assert entry.sidecar is not None
         try:
             device = client.get_device(entry.sidecar.signed_claim.key_id)
@@ -1038,6 +1041,12 @@ class DeviceHome:
         last = device.last_sequence
         if last < entry.sequence or last <= state.last_sequence:
             return ""
+        if last >= MAX_STORED_INT:  # no log holds it and a next one: a forged or broken answer
+            return (
+                f"; the server says this key's claims reach sequence {last}, more than a log"
+                f" holds (at most {MAX_STORED_INT:,}): not followed, this device's numbering"
+                " is left as it is"
+            )
         self.save_state(replace(state, last_sequence=last))
         return (
             f"; this device folder is behind the log, which holds this key's claims up to"

@@ -9,6 +9,7 @@ import json
 import shutil
 from collections.abc import Callable, Iterator
 from concurrent import futures
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -32,43 +33,62 @@ def _fake_receipt() -> bytes:
     return answer.SerializeToString()
 
 
-class _Proxy(grpc.GenericRpcHandler):
-    """Forwards every unary call to ``upstream`` as it is, but answers SubmitCapture
-    itself, never forwarding it."""
+#: A proxy's own answer to one method: (the request, the call's context, a function that
+#: forwards a request to the real server) -> the answer's bytes.
+Answer = Callable[[bytes, Any, Callable[[bytes], bytes]], bytes]
 
-    def __init__(self, upstream: str, submit: Callable[[], bytes]) -> None:
+
+class _Proxy(grpc.GenericRpcHandler):
+    """Forwards every unary call to ``upstream`` as it is, but those of ``answers``, which
+    it answers itself (forwarding, if at all, as they do)."""
+
+    def __init__(self, upstream: str, answers: dict[str, Answer]) -> None:
         self.channel = grpc.insecure_channel(upstream)
-        self.submit = submit
+        self.answers = answers
 
     def service(self, details: Any) -> grpc.RpcMethodHandler[Any, Any] | None:
         method = str(details.method)
-        if method == SUBMIT:
-            return grpc.unary_unary_rpc_method_handler(lambda request, context: self.submit())
         call: grpc.UnaryUnaryMultiCallable[bytes, bytes] = self.channel.unary_unary(method)
 
-        def forward(request: bytes, context: Any) -> bytes:
+        def forward(request: bytes) -> bytes:
+            answer: bytes = call(request, timeout=60)
+            return answer
+
+        def handle(request: bytes, context: Any) -> bytes:
             try:
+                if method in self.answers:
+                    return self.answers[method](request, context, forward)
                 answer: bytes = call(request, timeout=60, metadata=context.invocation_metadata())
             except grpc.RpcError as e:
                 context.abort(e.code(), e.details())
             return answer
 
-        return grpc.unary_unary_rpc_method_handler(forward)
+        return grpc.unary_unary_rpc_method_handler(handle)
+
+
+@contextmanager
+def _proxy(upstream: str, answers: dict[str, Answer]) -> Iterator[str]:
+    """HOST:PORT of a `_Proxy` in front of ``upstream`` while in the block."""
+    handler = _Proxy(upstream, answers)
+    server = grpc.server(futures.ThreadPoolExecutor(4))
+    server.add_generic_rpc_handlers((handler,))
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    try:
+        yield f"127.0.0.1:{port}"
+    finally:
+        server.stop(None)
+        handler.channel.close()
 
 
 @pytest.fixture(params=[_fake_receipt, bytes], ids=["forged", "empty"])
 def proxy(enrolled: Cli, request: pytest.FixtureRequest) -> Iterator[str]:
     """HOST:PORT of a proxy in front of the enrolled device's server whose SubmitCapture
     answers a forged receipt (`_fake_receipt`), or an empty answer (no receipt at all:
-    before, "logged at leaf 0")."""
-    handler = _Proxy(enrolled.server, request.param)
-    server = grpc.server(futures.ThreadPoolExecutor(4))
-    server.add_generic_rpc_handlers((handler,))
-    port = server.add_insecure_port("127.0.0.1:0")
-    server.start()
-    yield f"127.0.0.1:{port}"
-    server.stop(None)
-    handler.channel.close()
+    before, "logged at leaf 0"), never forwarding it."""
+    fake: Callable[[], bytes] = request.param
+    with _proxy(enrolled.server, {SUBMIT: lambda request, context, forward: fake()}) as address:
+        yield address
 
 
 def _queued_unlogged(cli: Cli, photo: Path, out: str, err: str) -> None:
@@ -118,3 +138,36 @@ def test_sync_keeps_the_claim_queued_on_a_receipt_that_does_not_verify(
     assert said in out + err, (out, err)
     _queued_unlogged(enrolled, photo, out, err)
     _sync_and_verify(enrolled, photo)
+
+
+def test_a_last_sequence_no_log_can_hold_is_not_followed(enrolled: Cli, tmp_path: Path) -> None:
+    """A refusal as "sequence does not advance" makes the device read the log's last
+    sequence for its key (GetDevice) and number past it (`DeviceHome._catch_up`). One the
+    log could never hold (it stores at most 2^63 - 1, and the next must be stored too) is
+    not followed, and the reason says so (h-att45c: before, a proxy answering 2^64 - 1
+    moved the numbering there, "its next claim is numbered 18446744073709551616", and
+    every later `prov sign` said "this device has used its last sequence number": one
+    forged answer ended the key)."""
+
+    def refuse(request: bytes, context: Any, forward: Callable[[bytes], bytes]) -> bytes:
+        context.abort(grpc.StatusCode.FAILED_PRECONDITION, "sequence does not advance")
+        raise AssertionError("abort returned")
+
+    def forged(request: bytes, context: Any, forward: Callable[[bytes], bytes]) -> bytes:
+        device = pb.Device.FromString(forward(request))
+        device.last_sequence = 2**64 - 1
+        return device.SerializeToString()
+
+    answers: dict[str, Answer] = {SUBMIT: refuse, "/provenance.v1.DeviceRegistry/GetDevice": forged}
+    photo = Path(shutil.copy(SAMPLES / "rocket.jpg", tmp_path / "rocket.jpg"))
+    with _proxy(enrolled.server, answers) as address:
+        rc, out, err = enrolled("sign", str(photo), "--server", address)
+    assert rc == 1 and "refused" in out + err, (rc, out, err)
+    assert "18446744073709551616" not in out + err, (out, err)
+    said = " ".join((out + err).split())
+    assert "more than a log holds" in said, said
+    assert DeviceHome(enrolled.home).state().last_sequence == 1, (out, err)
+    other = Path(shutil.copy(SAMPLES / "rocket.jpg", tmp_path / "other.jpg"))
+    other.write_bytes(other.read_bytes() + b"another capture")
+    rc, out, err = enrolled("sign", str(other))  # the real server: signed and logged
+    assert rc == 0 and "logged at leaf" in out, (rc, out, err)
