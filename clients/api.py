@@ -241,6 +241,17 @@ class ProvenanceClient:
         path: Path,
         header: pb.VerifyFileHeader,
         progress: Callable[[int, int], None] | None = None,
+    ) -> tuple[Iterator[pb.VerifyFileChunk], float]:
+        """The chunk stream for ``path`` (header first) and a deadline sized to it, as
+        `_watched_upload` makes them (for callers that send the stream themselves)."""
+        stream, timeout, _ = self._watched_upload(path, header, progress)
+        return stream, timeout
+
+    def _watched_upload(
+        self,
+        path: Path,
+        header: pb.VerifyFileHeader,
+        progress: Callable[[int, int], None] | None = None,
     ) -> tuple[Iterator[pb.VerifyFileChunk], float, list[int]]:
         """The chunk stream for ``path`` (header first), a deadline sized to it, and a
         list that gets the bytes read and the size announced when the file ended before
@@ -277,10 +288,10 @@ class ProvenanceClient:
     def _sent(
         self, method: Any, path: Path, upload: tuple[Iterator[pb.VerifyFileChunk], float, list[int]]
     ) -> Any:
-        """The answer of ``method`` to the `_upload` of ``path``. Raises TransportError as
-        `_call`, but for a file that got shorter while it was sent, which is said so
-        (before, the server's "truncated upload: the header announced N bytes, M arrived",
-        which reads as a network fault)."""
+        """The answer of ``method`` to the `_watched_upload` of ``path``. Raises
+        TransportError as `_call`, but for a file that got shorter while it was sent,
+        which is said so (before, the server's "truncated upload: the header announced N
+        bytes, M arrived", which reads as a network fault)."""
         stream, timeout, short = upload
         try:
             return self._call(method, stream, timeout=timeout)
@@ -310,7 +321,7 @@ class ProvenanceClient:
         ``public_key``: the raw key the sidecar carries, so a sidecar whose key the log
         has not enrolled can be told apart from a bad signature; ``progress(sent,
         size)``: called as the bytes go out)."""
-        upload = self._upload(
+        upload = self._watched_upload(
             path,
             pb.VerifyFileHeader(
                 sidecar=wire.signed_to_pb(sidecar) if sidecar else None,
@@ -421,7 +432,7 @@ class ProvenanceClient:
 
     def detect_file(self, path: Path) -> dict[str, Any]:
         """Upload ``path`` and return only the server's advisory detector block."""
-        upload = self._upload(path, pb.VerifyFileHeader(detect=True))
+        upload = self._watched_upload(path, pb.VerifyFileHeader(detect=True))
         return wire.detector_from_pb(self._sent(self._verification.DetectFile, path, upload))
 
     def lookup(self, queries: Sequence[Query]) -> list[tuple[str, VerificationReport]]:
