@@ -43,7 +43,8 @@ test: $(STAMP)
 proto: $(STAMP)
 	$(BIN)/python scripts/gen_proto.py
 
-# every bench, short and nice'd (6-12 minutes), then one table of same-run ratios
+# every bench, short and nice'd (3-5 minutes in the last runs here; the first run also
+# builds a 10^6-entry log once, cached in out/biglog/), then one table of same-run ratios
 bench: $(STAMP)
 	$(BIN)/python bench/run_all.py
 

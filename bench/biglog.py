@@ -44,8 +44,9 @@ ORIGIN = "bench.local/log"
 #: Leaves per signed checkpoint (a group-commit batch under load).
 PER_CHECKPOINT = 64
 DEVICES = 1000
-#: Bump when the recipe changes, so cached files are rebuilt.
-RECIPE = 2
+#: Bump when the recipe changes, so cached files are rebuilt (3: a device's first claim
+#: is stored not chain-linked, as the writer stores it; `prov log audit --db` checks it).
+RECIPE = 3
 
 
 class _Template:
@@ -125,7 +126,10 @@ def build_log(store: SqlStore, signer: LogSigner, leaves: int, batch: int = 20_0
             ch = sha256(cb).digest()
             state[dev] = (seq + 1, ch)
             lh = sha256(b"\0" + entry).digest()
-            rows.append((idx, lh, ch, dev, seq + 1, r[:32], now_us, 1, entry))
+            # a device's first claim follows sequence 2**14 - 1, not the 0 it enrolled
+            # with: not linked, as the writer judges it (`registry.chain_link`)
+            linked = int(seq >= _Template.SEQ0)
+            rows.append((idx, lh, ch, dev, seq + 1, r[:32], now_us, linked, entry))
             soft.append((idx, "pdq", r[32:64], 100, 0.0))
             nodes += frontier.append(lh)
             if (idx + 1) % PER_CHECKPOINT == 0 or idx + 1 == leaves:

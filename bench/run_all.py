@@ -1,4 +1,6 @@
-"""Run every bench with settings sized to finish together in about 15 minutes, then print
+"""Run every bench with settings sized to finish together within 15 minutes (3-5 minutes in
+the last runs on an idle 2-core machine; the first run also builds a 10^6-entry log once,
+cached in out/biglog/, a few minutes more), then print
 one table of the ratios they wrote to out/bench/*.json (see bench/results.py).
 
 Each bench runs in its own process under `nice -n 19` and its own time limit; one that

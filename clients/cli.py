@@ -33,6 +33,7 @@ from clients import logcmd, witnesscmd
 from clients.api import CANNOT_REACH, ProvenanceClient, default_server
 from clients.cosigned import WitnessCheck, check_witnesses, policy_keys
 from clients.device import (
+    SEQUENCE_MARGIN,
     DeviceHome,
     SidecarExistsError,
     SyncResult,
@@ -41,7 +42,14 @@ from clients.device import (
     read_device_file,
     sidecar_path,
 )
-from clients.device_repair import NothingToRepair, is_damaged, leftovers, recovered_server, repair
+from clients.device_repair import (
+    NothingToRepair,
+    adopt_log_sequence,
+    is_damaged,
+    leftovers,
+    recovered_server,
+    repair,
+)
 from clients.files import open_regular, read_bounded
 from clients.helptext import TaughtGroup
 from clients.interrupt import StopBetweenFiles
@@ -66,6 +74,7 @@ from provenance.core.errors import (
     ConfigError,
     LogIntegrityError,
     MediaTooLargeError,
+    NoWitnessesError,
     ProvenanceError,
     TimestampError,
     TransportError,
@@ -581,6 +590,17 @@ def device_repair(
             callback=_repair_server,
         ),
     ] = None,
+    accept_log_sequence: Annotated[
+        bool,
+        typer.Option(
+            "--accept-log-sequence",
+            help="Take the log's last sequence for this key however far past the highest"
+            f" this folder shows (without it, one more than {SEQUENCE_MARGIN:,} past is not"
+            " adopted: a wrong answer would move the numbering towards its end, where the"
+            " key signs nothing more). Also moves a sound device.json's numbering up to the"
+            " log's.",
+        ),
+    ] = False,
     home: HomeOpt = default_home(),
 ) -> None:
     """Rebuild a damaged or missing device.json (the device's id, server, last sequence
@@ -593,8 +613,11 @@ def device_repair(
     (when none names it: exit 2, give --server); the last sequence as the highest this
     key signed that can be seen: the claims in queue/, set_aside/ and sidecars/ (by
     content only when signed by this key), what the damaged file still says, and the
-    log's record of the key when the server answers. A number already signed is never
-    used again (when the log cannot be asked, one it logged may be: the output says so).
+    log's record of the key when the server answers, unless it is more than
+    1,000,000 past the highest the folder shows and --accept-log-sequence is not given
+    (said, with what to do). A number already signed is never used again (when the log
+    cannot be asked, or its number is not adopted, one it logged may be: the output says
+    so).
     The damaged file is kept as device.json.damaged-TIME beside it, never deleted. A sound
     device.json of this key is left as it is, one of another key too (said, exit 1). Exit
     0 when rebuilt or nothing needed it, 1 when it could not be (a wrong passphrase, no
@@ -604,7 +627,9 @@ def device_repair(
     h.require_key()  # before the prompt
     server_from = "--server"
     if server is None and not is_damaged(h):
-        server = ""  # not used: a sound state is this key's (nothing to do) or another's
+        # a sound state is this key's (nothing to do, or the log's number to adopt) or
+        # another's
+        server = h.state().server if accept_log_sequence else ""
     elif server is None:
         recovered = recovered_server(leftovers(h))
         if recovered is None:
@@ -618,9 +643,10 @@ def device_repair(
     key = DeviceKey.from_encrypted_pem(read_device_file(h.key_path), _passphrase())
     with h.locked():
         try:
-            done = repair(h, key, server, server_from)
+            done = repair(h, key, server, server_from, accept_log_sequence)
         except NothingToRepair as e:
-            out.print(str(e), highlight=False)
+            said = adopt_log_sequence(h, key, server) if accept_log_sequence else str(e)
+            out.print(said, highlight=False)
             return
     state = done.state
     sources = ", ".join(done.sequence_from) or "no claim of this key found"
@@ -629,6 +655,11 @@ def device_repair(
         after = (
             "this device has used its last sequence number: make a new key (`prov device"
             " init --force`; this device's claims are kept)"
+        )
+    elif done.log_not_adopted:
+        after = (
+            f"the next claim is numbered {last + 1}; the log's last sequence was not adopted,"
+            " so that number may be one the log already holds (see below)"
         )
     elif done.log_checked:
         after = f"a number already signed is never reused: the next claim is numbered {last + 1}"
@@ -644,6 +675,8 @@ def device_repair(
         highlight=False,
     )
     out.print(done.log, highlight=False)
+    for far in done.not_counted:
+        out.print(f"note: {far}", highlight=False)
     if done.kept is not None:
         out.print(f"the damaged file is kept as {done.kept}", highlight=False)
     queued = len(h.pending())
@@ -1350,6 +1383,9 @@ def main(argv: list[str] | None = None) -> int:
     except LogIntegrityError as e:
         err.print(Text.assemble(("LOG INTEGRITY FAILURE:", "bold red"), f" {e}"))
         return 3
+    except NoWitnessesError as e:  # no policy to meet: what happened, in words
+        err.print(Text.assemble(("error:", "red"), f" {e}"))
+        return EXIT_WITNESS_QUORUM
     except WitnessQuorumError as e:
         err.print(Text.assemble(("WITNESS POLICY NOT MET:", "bold red"), f" {e}"))
         return EXIT_WITNESS_QUORUM

@@ -22,7 +22,13 @@ from clients.api import ProvenanceClient
 from clients.options import UsageError
 from provenance.core import merkle
 from provenance.core.claims import Receipt, SignedClaim
-from provenance.core.errors import LogError, LogIntegrityError, TransportError, WitnessQuorumError
+from provenance.core.errors import (
+    LogError,
+    LogIntegrityError,
+    NoWitnessesError,
+    TransportError,
+    WitnessQuorumError,
+)
 from provenance.core.verify import VerificationReport
 from provenance.log.checkpoint import NoteVerifier, open_checkpoint
 from provenance.log.receipt import verify_receipt
@@ -90,8 +96,8 @@ def cosigned_receipt(
     witness quorum cosigned; the receipt itself when its checkpoint is that one.
 
     Raises WitnessQuorumError when the server has no cosigned checkpoint covering the leaf
-    (naming each witness and why: unreachable, or a refusal such as a fork), or requests
-    no cosignatures; SignatureError, ProofError or LogError when the server's answers do
+    (naming each witness and why: unreachable, or a refusal such as a fork), or
+    NoWitnessesError when it requests no cosignatures (has no witnesses); SignatureError, ProofError or LogError when the server's answers do
     not verify with the log key; LogIntegrityError when the two checkpoints are not of one
     append-only log.
     """
@@ -100,7 +106,7 @@ def cosigned_receipt(
     except TransportError as e:
         if e.code != "FAILED_PRECONDITION":
             raise
-        raise WitnessQuorumError(f"no witness cosignatures to check: {e}") from e
+        raise NoWitnessesError(f"no witness cosignatures to check: {e}") from e
     size = open_checkpoint(note, verifier).size if note else 0
     if size <= receipt.leaf_index:
         have = f"the newest covers {size} entries" if note else "there is none yet"

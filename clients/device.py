@@ -66,20 +66,25 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO, NotRequired, TypedDict
 
+from clients import devicelock
 from clients.api import ProvenanceClient, is_unreachable
 from clients.files import NotRegularFileError, open_regular, read_bounded, still_the_file
 from provenance.core.binding import PerceptualHash
 from provenance.core.claims import (
     MAX_CLAIM_SOFT_BINDINGS,
     MAX_SOFT_BINDINGS,
-    MAX_STORED_INT,
     MAX_VIDEO_SECONDS,
     Claim,
     HardBinding,
     Receipt,
     SignedClaim,
 )
-from provenance.core.envelope import PAYLOAD_TYPE_CLAIM, PAYLOAD_TYPE_ENROLL, sign_payload
+from provenance.core.envelope import (
+    PAYLOAD_TYPE_CLAIM,
+    PAYLOAD_TYPE_ENROLL,
+    sign_payload,
+    verify_payload,
+)
 from provenance.core.errors import (
     BindingError,
     ClaimError,
@@ -142,6 +147,13 @@ MAX_DEVICE_FILE_BYTES = 1 << 20
 #: offline for years may count many; a count past this, negative, or not a whole number
 #: was written by no sync (an edit, a damaged file) and is not trusted (`_read_entry`).
 MAX_ATTEMPTS_COUNT = 2**53 - 1
+#: How far past the highest sequence this device can vouch for (its device.json, the
+#: claims its key signed that this folder holds) a number it cannot check may go and
+#: still be taken as this key's last: the log's answer to `prov device repair`, the name
+#: of a queue entry that cannot be read. Past it, the number is a wrong answer or a
+#: damaged name rather than a million claims signed elsewhere, and adopting it would
+#: move the numbering towards its end (2^64 - 1), where the key can sign nothing more.
+SEQUENCE_MARGIN = 1_000_000
 #: What a state file that cannot be read (`DeviceHome.state`) says to do.
 REPAIR_ADVICE = (
     "`prov device repair` rebuilds it from the device key and the claims this folder"
@@ -630,7 +642,7 @@ class DeviceHome:
                 return SignedFile(
                     entry.sidecar, written, entry.file, problem, already=True, backup=backup
                 )
-        state = self._numbering(self.state())
+        state = self._numbering(self.state(), key)
         seq = state.last_sequence + 1
         if seq >= 2**64:  # a claim's sequence is a uint64: before, a traceback
             raise ConfigError(
@@ -666,17 +678,28 @@ class DeviceHome:
         written, problem = self._write_sidecar(seq, side_path, sidecar)
         return SignedFile(sidecar, written, queue_file, problem, backup=backup)
 
-    def _numbering(self, state: DeviceState) -> DeviceState:
+    def _numbering(self, state: DeviceState, key: DeviceKey) -> DeviceState:
         """``state``, its last sequence moved up to the highest this folder holds a claim
         of (queue/, set_aside/, sidecars/, by their names), and its last claim hash to
         that claim's when its entry can be read, saying so on stderr. A device.json put
         back to an older copy (a backup copied over the folder, which leaves the newer
         entries) numbered the next claim with a queued claim's sequence, and its entry was
-        written over that claim's: a signed capture lost."""
+        written over that claim's: a signed capture lost.
+
+        A name more than `SEQUENCE_MARGIN` past the state's last sequence counts only
+        through a claim ``key`` signed that the file holds (`signed_sequence`, its
+        sequence); an unreadable queue entry so named is moved to set_aside/ as it is,
+        saying so (`_far_entry`). Before, ``18446744073709551615.json``, empty, moved
+        the numbering to its end, and the key could sign nothing more."""
         held = 0
+        limit = state.last_sequence + SEQUENCE_MARGIN
         for folder in (self.queue_dir, self.set_aside_dir, self.sidecar_dir):
             with contextlib.suppress(OSError):  # no such folder yet
-                held = max([held, *map(name_sequence, os.listdir(folder))])
+                for name in os.listdir(folder):
+                    seq = name_sequence(name)
+                    if seq > limit:
+                        seq = self._far_entry(folder / name, seq, state.last_sequence, key)
+                    held = max(held, seq)
         if held <= state.last_sequence:
             return state
         last_hash = state.last_claim_hash
@@ -692,6 +715,37 @@ class DeviceHome:
             file=sys.stderr,
         )
         return replace(state, last_sequence=held, last_claim_hash=last_hash)
+
+    def _far_entry(self, path: Path, named: int, last: int, key: DeviceKey) -> int:
+        """The sequence of the claim ``key`` signed that ``path`` (named for ``named``,
+        more than `SEQUENCE_MARGIN` past ``last``, the state's) holds; 0 when it holds
+        none. A queue entry that cannot be read is moved to set_aside/ as it is, saying so
+        on stderr: its number is not reserved (one that reads but holds no claim of this
+        key's stays queued: `sync` submits it, and sets it aside when refused)."""
+        if path.name.endswith(SIDECAR_SUFFIX):
+            with contextlib.suppress(OSError, ProvenanceError):
+                data = read_bounded(path, MAX_SIDECAR_BYTES, "sidecar")
+                return signed_sequence(decode_sidecar(data), key)
+            return 0
+        entry = _read_entry(path)
+        if entry.sidecar is not None:
+            return signed_sequence(entry.sidecar, key)
+        if path.parent != self.queue_dir:
+            return 0
+        where = f"{self.queue_dir.name}/{path.name}"
+        reason = (
+            f"{where} is named for sequence {named}, more than {SEQUENCE_MARGIN:,} past this"
+            f" device's last ({last}), and cannot be read ({entry.problem}), so it holds no"
+            " claim this key can be shown to have signed: its number is not reserved (it would"
+            " move the numbering towards its end, where the key signs nothing more)"
+        )
+        try:
+            moved = self._set_entry_aside(entry, reason)
+        except OSError as e:
+            print(f"{reason}; it could not be moved aside ({e.strerror or e})", file=sys.stderr)
+        else:
+            print(f"{reason}; moved to {moved.parent} as it is", file=sys.stderr)
+        return 0
 
     def _write_sidecar(self, seq: int, side_path: Path, sidecar: Sidecar) -> tuple[Path, str]:
         """Write the sidecar beside its file, else into ``sidecars/`` of the device folder.
@@ -1029,9 +1083,9 @@ class DeviceHome:
         past this folder's last (a folder restored from a backup, or the key used by a
         copy of it elsewhere), number the next claim after the log's last, so one refusal
         is all it costs (before, one per claim the folder was behind). Returns what to
-        add to the refusal's reason ("" when nothing changed, or the log cannot say; a
-        last sequence no log can hold, from a forged or broken answer, is not followed and
-        the reason says so)."""
+        add to the refusal's reason ("" when nothing changed, or the log cannot say). A
+        log's number more than `SEQUENCE_MARGIN` past the state's is not adopted (said,
+        with what to do: `prov device repair --accept-log-sequence`)."""
         assert entry.sidecar is not None
         try:
             device = client.get_device(entry.sidecar.signed_claim.key_id)
@@ -1041,11 +1095,14 @@ class DeviceHome:
         last = device.last_sequence
         if last < entry.sequence or last <= state.last_sequence:
             return ""
-        if last >= MAX_STORED_INT:  # no log holds it and a next one: a forged or broken answer
+        if last > state.last_sequence + SEQUENCE_MARGIN:  # a wrong answer would end the key
             return (
-                f"; the server says this key's claims reach sequence {last}, more than a log"
-                f" holds (at most {MAX_STORED_INT:,}): not followed, this device's numbering"
-                " is left as it is"
+                f"; the log says it holds this key's claims up to sequence {last}, more than"
+                f" {SEQUENCE_MARGIN:,} past this device's last ({state.last_sequence}): not"
+                " adopted, as a wrong answer (a broken or hostile server) would move the"
+                " numbering towards its end, where the key signs nothing more. If the log"
+                " does hold them (this key also signing elsewhere), `prov device repair"
+                " --accept-log-sequence` takes its number; then sign the file again"
             )
         self.save_state(replace(state, last_sequence=last))
         return (
@@ -1075,15 +1132,12 @@ class DeviceHome:
     @contextmanager
     def locked(self) -> Iterator[None]:
         """Hold the device folder's lock: one command at a time signs or submits, so
-        sequence numbers are never reused. Waits for another running command; then
+        sequence numbers are never reused. Waits for another running command, for
+        ``$PROV_LOCK_WAIT`` seconds at most (`clients.devicelock`: LockWaitError); then
         finishes a `prov device init` killed midway (`finish_init`)."""
         self.root.mkdir(parents=True, exist_ok=True)
         with self._open_lock() as handle:
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError:
-                print(f"waiting for another prov command using {self.root} ...", file=sys.stderr)
-                fcntl.flock(handle, fcntl.LOCK_EX)
+            devicelock.take(handle, self.root / ".lock")  # bounded: $PROV_LOCK_WAIT
             since = time.time()  # the lock is ours from here: every earlier writer is done
             self._holding = True
             try:
@@ -1092,7 +1146,7 @@ class DeviceHome:
                 yield
             finally:
                 self._holding = False
-                fcntl.flock(handle, fcntl.LOCK_UN)
+                devicelock.release(handle, self.root / ".lock")
 
     def _clean_leftovers(self, since: float) -> None:
         """Clear what a command killed midway left in the device folder, holding its lock
@@ -1576,6 +1630,20 @@ def _attempts(value: object) -> tuple[int, str]:
         f" sound and still submitted; the count is read as {read}, so one more server"
         f" failure sets it aside (the limit is {MAX_FAILED_ATTEMPTS})"
     )
+
+
+def signed_sequence(sidecar: Sidecar, key: DeviceKey) -> int:
+    """The sequence of ``sidecar``'s claim when ``key`` signed it (its signature
+    verifies under the key); 0 when not: bytes damaged since, or a claim naming this key
+    that it never signed (its sequence, however far ahead, is no number this key used)."""
+    signed = sidecar.signed_claim
+    if signed.key_id != key.key_id:
+        return 0
+    try:
+        verify_payload(key.public_key, signed.payload_type, signed.claim_bytes, signed.signature)
+        return sidecar.claim.sequence
+    except ProvenanceError:
+        return 0
 
 
 def name_sequence(name: str) -> int:

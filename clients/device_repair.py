@@ -17,7 +17,12 @@ fields come back from:
   copies set aside) still says, and the log's record of the key (`GetDevice`, when the
   server answers). A number already signed here or logged is never used again; when the
   log cannot be asked, a claim it holds whose sidecar is elsewhere is not seen, and the
-  output says so; a number skipped is a gap the log accepts;
+  output says so; a number skipped is a gap the log accepts. The log's number is not
+  adopted when it is more than `SEQUENCE_MARGIN` past the highest the folder shows
+  (a wrong answer, from a hostile or broken server, would move the numbering towards
+  its end, 2^64 - 1, where the key signs nothing more) unless the user says so
+  (``accept_log``, `--accept-log-sequence`); the output then says the next number may
+  be one the log holds, as when the log cannot be asked;
 * ``last_claim_hash``: that claim's hash when this folder holds it, else the one the
   damaged file still names for that sequence, else empty (the log's `GetDevice` does not
   give it): the next claim then links to nothing, which the log accepts and shows as a
@@ -33,7 +38,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -42,17 +47,18 @@ import typer
 from clients.api import ProvenanceClient
 from clients.device import (
     MAX_DEVICE_FILE_BYTES,
+    SEQUENCE_MARGIN,
     SIDECAR_SUFFIX,
     DeviceHome,
     DeviceState,
     atomic_write,
     name_sequence,
     read_entries,
+    signed_sequence,
     state_bytes,
 )
 from clients.files import read_bounded
 from provenance.cli.options import server_address
-from provenance.core.envelope import verify_payload
 from provenance.core.errors import ConfigError, ProvenanceError
 from provenance.core.keys import DeviceKey
 from provenance.wire.sidecar import MAX_SIDECAR_BYTES, Sidecar, decode_sidecar
@@ -74,7 +80,8 @@ class Repaired:
     when there was none), where the server came from, where the last sequence came from
     (the sources that reached it, in words), and what the log said or why it could not
     be asked, and whether it answered (when not, the last sequence may be behind a claim
-    the log holds)."""
+    the log holds), and the last sequence it said when that was not adopted (0 when it
+    was, or was not asked), and the entries whose names were not counted, in words."""
 
     state: DeviceState
     kept: Path | None
@@ -82,6 +89,8 @@ class Repaired:
     sequence_from: tuple[str, ...]
     log: str
     log_checked: bool
+    log_not_adopted: int = 0
+    not_counted: tuple[str, ...] = ()
 
 
 def is_damaged(home: DeviceHome) -> bool:
@@ -145,9 +154,12 @@ def recovered_server(texts: list[tuple[str, bytes]]) -> tuple[str, str] | None:
     return None
 
 
-def repair(home: DeviceHome, key: DeviceKey, server: str, server_from: str) -> Repaired:
+def repair(
+    home: DeviceHome, key: DeviceKey, server: str, server_from: str, accept_log: bool = False
+) -> Repaired:
     """Rebuild ``home``'s state for ``key`` (the device key, decrypted) with ``server``
-    (said to come from ``server_from``), as the module docstring says. Hold the folder's
+    (said to come from ``server_from``), as the module docstring says (``accept_log``:
+    the log's last sequence is adopted however far past the folder's). Hold the folder's
     lock (`DeviceHome.locked`) around it. Raises NothingToRepair when the state file
     reads and is this key's, ConfigError when it reads and is another key's (the key
     file or the state was put back from elsewhere: not guessed at), OSError."""
@@ -166,11 +178,6 @@ def repair(home: DeviceHome, key: DeviceKey, server: str, server_from: str) -> R
         )
     seen: dict[str, int] = {}
     last_hash = {0: ""}
-    for folder in (home.queue_dir, home.set_aside_dir, home.sidecar_dir):
-        with contextlib.suppress(OSError):  # no such folder
-            by_name = max(map(name_sequence, os.listdir(folder)), default=0)
-            if by_name:
-                seen[f"{folder.name}/"] = by_name
     held = [
         (f"{folder.name}/", entry.sidecar)
         for folder in (home.queue_dir, home.set_aside_dir)
@@ -179,7 +186,7 @@ def repair(home: DeviceHome, key: DeviceKey, server: str, server_from: str) -> R
     ]
     held += [("sidecars/", kept) for kept in _sidecars(home)]
     for where, sidecar in held:
-        seq = _signed_sequence(sidecar, key)
+        seq = signed_sequence(sidecar, key)
         if seq:
             seen[where] = max(seen.get(where, 0), seq)
             last_hash[seq] = sidecar.signed_claim.claim_hash.hex()
@@ -190,7 +197,9 @@ def repair(home: DeviceHome, key: DeviceKey, server: str, server_from: str) -> R
             link = _HASH_TEXT.search(text)
             if link is not None:  # the claim it names, when no better source does
                 last_hash.setdefault(int(said.group(1)), link.group(1).decode())
-    log, log_checked = _ask_log(server, key, seen, last_hash)
+    far = _count_names(home, seen)
+    local = max(seen.values(), default=0)
+    log, log_checked, not_adopted = _ask_log(server, key, seen, last_hash, local, accept_log)
     last = max(seen.values(), default=0)
     state = DeviceState(
         device_id=key_id,
@@ -202,23 +211,34 @@ def repair(home: DeviceHome, key: DeviceKey, server: str, server_from: str) -> R
     kept_at = _set_aside(home)
     atomic_write(home.state_path, state_bytes(state))
     sources = tuple(where for where, seq in seen.items() if seq == last and last)
-    return Repaired(state, kept_at, server_from, sources, log, log_checked)
+    return Repaired(state, kept_at, server_from, sources, log, log_checked, not_adopted, far)
 
 
-def _signed_sequence(sidecar: Sidecar, key: DeviceKey) -> int:
-    """The sequence of ``sidecar``'s claim when ``key`` signed it (its signature
-    verifies under the key); 0 when not: bytes damaged since (before, a claim that no
-    longer decoded stopped the repair with "malformed claim"), or a claim naming this
-    key that it never signed (before, its sequence, however far ahead, became the
-    device's last, and its hash the next claim's link)."""
-    signed = sidecar.signed_claim
-    if signed.key_id != key.key_id:
-        return 0
-    try:
-        verify_payload(key.public_key, signed.payload_type, signed.claim_bytes, signed.signature)
-        return sidecar.claim.sequence
-    except ProvenanceError:
-        return 0
+def _count_names(home: DeviceHome, seen: dict[str, int]) -> tuple[str, ...]:
+    """Add to ``seen`` the highest sequence the file names in queue/, set_aside/ and
+    sidecars/ give (a claim may be there whose bytes no longer read), but of a name more
+    than `SEQUENCE_MARGIN` past the highest of ``seen`` (the claims this key signed, what
+    the damaged file says) only through its content (already in ``seen``): an unreadable
+    ``18446744073709551615.json`` moved the numbering to its end. Returns those not
+    counted, in words."""
+    base = max(seen.values(), default=0)
+    limit = base + SEQUENCE_MARGIN
+    far = []
+    for folder in (home.queue_dir, home.set_aside_dir, home.sidecar_dir):
+        with contextlib.suppress(OSError):  # no such folder
+            for name in os.listdir(folder):
+                seq = name_sequence(name)
+                if seq > limit:
+                    later = " (the next `prov sign` sets it aside if it cannot be read)"
+                    far.append(
+                        f"{folder.name}/{name} is named for sequence {seq}, more than"
+                        f" {SEQUENCE_MARGIN:,} past the highest this key is known to have"
+                        f" signed ({base}): its name is not counted"
+                        + (later if folder == home.queue_dir else "")
+                    )
+                elif seq > seen.get(f"{folder.name}/", 0):
+                    seen[f"{folder.name}/"] = seq
+    return tuple(far)
 
 
 def _sidecars(home: DeviceHome) -> list[Sidecar]:
@@ -234,30 +254,92 @@ def _sidecars(home: DeviceHome) -> list[Sidecar]:
 
 
 def _ask_log(
-    server: str, key: DeviceKey, seen: dict[str, int], hashes: dict[int, str]
-) -> tuple[str, bool]:
+    server: str,
+    key: DeviceKey,
+    seen: dict[str, int],
+    hashes: dict[int, str],
+    local: int,
+    accept: bool,
+) -> tuple[str, bool, int]:
     """Add the log's last sequence for ``key`` at ``server`` to ``seen`` (as "the log")
-    and its last claim hash, when it gives one, to ``hashes``; returns what happened, in
-    words, and whether the log answered."""
+    and its last claim hash, when it gives one, to ``hashes``, unless it is more than
+    `SEQUENCE_MARGIN` past ``local`` (the highest the folder shows) and not ``accept``;
+    returns what happened, in words, whether the log answered, and the number it said
+    when that was not adopted (else 0)."""
     if not server:
-        return "no server to ask: the log's record of this key was not checked", False
+        return "no server to ask: the log's record of this key was not checked", False, 0
     try:
         with ProvenanceClient(server) as client:
             device = client.get_device(key.key_id)
     except ProvenanceError as e:
-        return (
+        unasked = (
             f"the log at {server} could not be asked for this key's last sequence ({e}):"
             " a claim it logged whose sidecar is not in this folder is not counted; if the"
             " next claim reuses its number, the log refuses it once and `prov device sync`"
             " moves the numbering past the log's"
-        ), False
-    if device.last_sequence:
-        seen["the log"] = device.last_sequence
+        )
+        return unasked, False, 0
+    said = device.last_sequence
+    if said > local + SEQUENCE_MARGIN and not accept:
+        return far_log_sequence(server, said, local), True, said
+    if said:
+        seen["the log"] = said
         if device.last_claim_hash:
-            hashes.setdefault(device.last_sequence, device.last_claim_hash.hex())
+            hashes.setdefault(said, device.last_claim_hash.hex())
+    return f"the log at {server} holds this key's claims up to sequence {said}", True, 0
+
+
+def far_log_sequence(server: str, said: int, local: int) -> str:
+    """What to say of the log at ``server`` saying this key's last sequence is ``said``,
+    more than `SEQUENCE_MARGIN` past ``local``, the highest the device folder shows: not
+    adopted, and what the user can do."""
     return (
-        f"the log at {server} holds this key's claims up to sequence {device.last_sequence}"
-    ), True
+        f"warning: the log at {server} says it holds this key's claims up to sequence"
+        f" {said}, more than {SEQUENCE_MARGIN:,} past the highest this device folder shows"
+        f" ({local}): not adopted, as a wrong answer (a broken or hostile server) would move"
+        " this device's numbering towards its end (18446744073709551615), where the key"
+        " can sign nothing more. If the log does hold this key's claims that far (the key"
+        " also signing on another device), run `prov device repair --accept-log-sequence`"
+        f" to number the next claim {said + 1}; until then a claim numbered at or below"
+        f" {said} may be refused by that log as already used. If it does not, tell its"
+        " operator: the log's record of this key is wrong"
+    )
+
+
+def adopt_log_sequence(home: DeviceHome, key: DeviceKey, server: str) -> str:
+    """Move the sound state of ``home`` (``key``'s) to the log's last sequence for the
+    key at ``server`` when the log's is higher, however far (`--accept-log-sequence`,
+    after a repair did not adopt it); returns what was done, in words. Hold the folder's
+    lock. Raises ConfigError when the state is not this key's, ProvenanceError when the
+    log cannot be asked, OSError."""
+    state = home.state()
+    if state.device_id != key.key_id.hex():
+        raise ConfigError(f"{home.state_path} is not the state of the key {home.key_path}")
+    if not server:
+        raise ConfigError(
+            f"{home.state_path} names no server to ask: give it with --server HOST:PORT"
+        )
+    with ProvenanceClient(server) as client:
+        said = client.get_device(key.key_id).last_sequence
+    if said <= state.last_sequence:
+        return (
+            f"{home.state_path} is not damaged: nothing to repair; the log at {server} holds"
+            f" this key's claims up to sequence {said}, not past this device's last"
+            f" ({state.last_sequence})"
+        )
+    atomic_write(
+        home.state_path, state_bytes(replace(state, last_sequence=said, last_claim_hash=""))
+    )
+    end = (
+        "this device has used its last sequence number: make a new key (`prov device init"
+        " --force`; this device's claims are kept)"
+        if said >= 2**64 - 1
+        else f"the next claim is numbered {said + 1}"
+    )
+    return (
+        f"{home.state_path}: last sequence moved from {state.last_sequence} to {said}, the"
+        f" log's at {server} (--accept-log-sequence); {end}"
+    )
 
 
 def _set_aside(home: DeviceHome) -> Path | None:

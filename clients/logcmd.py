@@ -38,6 +38,7 @@ from provenance.core.errors import (
     LogIntegrityError,
     MediaError,
     MediaTooLargeError,
+    NoWitnessesError,
     SignatureError,
     TileMissingError,
     TransportError,
@@ -169,7 +170,9 @@ def audit(
             " columns (leaf hash, claim hash, device, sequence, file hash, time) against its"
             " entry, and every stored Merkle node and checkpoint row of the re-hashed entries"
             " against the tree they hash to; with --full, also every soft-hash row and near-duplicate index pack"
-            " against the logged entries. Needs --log-key or a STATE.",
+            " against the logged entries. Each leaf's chain_linked (whether a claim links to its"
+            " device's previous one) is judged again from the entries in log order. Needs"
+            " --log-key or a STATE.",
         ),
     ] = None,
     full: Annotated[
@@ -389,8 +392,10 @@ def _audit_db(
     Merkle node and checkpoint row is compared with the re-hashed tree
     (`TreeAuditor`), and the saved checkpoint's consistency is proved by the re-hash, not
     by a proof from the nodes under audit; with --full, also every soft-hash row and
-    index pack with the logged entries (`IndexAuditor`) and every registry row with the
-    logged key history."""
+    index pack with the logged entries (`IndexAuditor`), every registry row with the
+    logged key history. Each leaf's chain_linked is judged from the claims before it (with
+    --incremental, the claim before the audited range a new one names is looked up). Each
+    entry is decoded once, by `LeafAuditor.tap`, for all the checks."""
     vkey = _pinned_key(state, saved, log_key, "a database")
     store = _open_read_only(db)
     outdated = store.outdated if isinstance(store, SqlStore) else ""
@@ -403,7 +408,7 @@ def _audit_db(
         size = _note_size(note, f"the newest checkpoint in {db}")
         old_size = _note_size(saved.checkpoint, f"the checkpoint saved in {state}") if saved else 0
         start = 0 if (full or saved is None) else old_size
-        leaves = LeafAuditor(start)
+        leaves = LeafAuditor(start, store.leaf_by_claim_hash)
         tree = TreeAuditor(store, NoteVerifier.from_vkey(vkey), start, leaves)
         # an older schema lacks the tables the key history and index checks read
         index = IndexAuditor(store) if start == 0 and not outdated else None
@@ -411,20 +416,23 @@ def _audit_db(
         with transient_bar(err) as bar:
             task = bar.add_task("re-hashing entries", total=size - start)
 
-            def reading() -> Iterator[tuple[int, bytes]]:
+            def reading() -> Iterator[bytes]:
+                # each entry decoded once (by the leaf check) for every check of it
                 rows = leaves.tap(store.iter_index_rows(start), size)
-                for i, item in enumerate(rows):
+                for i, (leaf, entry, fields) in enumerate(rows):
                     if i % 10_000 == 0:
                         bar.update(task, completed=i)
-                    yield item
+                    if index is not None:
+                        index.feed(leaf, fields)
+                    history.read(leaf, entry, fields)
+                    yield entry
 
-            entries = reading()
             new_state, cp, checked = audit_step(
                 saved,
                 vkey,
                 note,
                 None,
-                history.tap(index.tap(entries) if index else (e for _, e in entries), start),
+                reading(),
                 from_start=start == 0,
                 observe=tree.observe,
             )
@@ -570,7 +578,11 @@ def export_tiles_command(
     max_polls: Annotated[
         int,
         typer.Option(
-            help="With --follow, stop after this many polls (0: until interrupted).", min=0
+            help="With --follow, stop after this many polls of the database, the first"
+            " included (N take about N - 1 times --interval; 1: one export, no wait): exit"
+            " 0, or 1 when the log still has no signed checkpoint. 0 (the default): no limit,"
+            " until stopped (Ctrl-C or SIGTERM). Without --follow: one export.",
+            min=0,
         ),
     ] = 0,
 ) -> None:
@@ -871,7 +883,9 @@ def receipt_refresh(
     consistency of the old and new checkpoints are verified before the sidecar is
     rewritten (atomically); with --witness, also the policy's cosignatures. Exit 14 when
     no cosigned checkpoint covers the receipt yet (each witness's status is printed:
-    unreachable, or refused, as for a forked log) or the policy is not met."""
+    unreachable, or refused, as for a forked log) or the policy is not met, and when the
+    server has no witnesses at all (said so: nothing is cosigned there; the sidecar is
+    left as it is, and its receipt still verifies with the log's key alone)."""
     witnesses = policy_keys(witness or [])
     quorum = witness_quorum_of(len(witnesses), witness_quorum)
     with _device_lock(home):  # not between a `prov sign --force`'s read and write
@@ -908,7 +922,10 @@ def _refresh(
             )
         verifier = NoteVerifier.from_vkey(vkey)
         verify_receipt(sc.receipt, sc.signed_claim, verifier)
-        receipt = cosigned_receipt(c, sc.receipt, sc.signed_claim, verifier)
+        try:
+            receipt = cosigned_receipt(c, sc.receipt, sc.signed_claim, verifier)
+        except NoWitnessesError as e:
+            raise NoWitnessesError(_no_witnesses(server, sidecar, bool(witnesses))) from e
     size = open_checkpoint(receipt.checkpoint, verifier).size
     names = ", ".join(cosigner_names(receipt.checkpoint))
     _print_witnesses(receipt.checkpoint, witnesses, quorum)
@@ -923,6 +940,22 @@ def _refresh(
         f"{shown_line(str(sidecar))}: receipt of leaf {receipt.leaf_index} now proven against"
         f" checkpoint {size}, with cosignature lines by {names or 'no witness'} (check them with"
         " `prov receipt verify --witness KEY`)",
+    )
+
+
+def _no_witnesses(server: str, sidecar: Path, policy: bool) -> str:
+    """What `prov receipt refresh` of ``sidecar`` says when the server at ``server``
+    has no witnesses (``policy``: --witness was given)."""
+    wanted = " A --witness policy cannot be met by this server's receipts." if policy else ""
+    return (
+        f"the server at {server} has no witnesses (its operator started it without"
+        " `--witness URL=KEY`), so no checkpoint of its log is cosigned and there is"
+        f" nothing to refresh this receipt to: {shown_line(str(sidecar))} is unchanged. Its"
+        " receipt still proves the claim was logged, against the log's own signed"
+        f" checkpoint: `prov receipt verify {shown_line(str(sidecar))} --log-key KEY`"
+        f" checks it (`prov log key --server {server}` prints KEY).{wanted}"
+        " It exits 14 (not cosigned), as while witnesses have yet to cosign: a receipt"
+        " cosigned by witnesses needs a server that has them"
     )
 
 

@@ -54,7 +54,9 @@ HomeOpt = Annotated[
     typer.Option(
         "--home",
         envvar="PROV_HOME",
-        help="Device folder with key, state and queue (default: $PROV_HOME or ~/.prov).",
+        help="Device folder with key, state and queue (default: $PROV_HOME or ~/.prov)."
+        " A command that finds another prov command using it waits up to $PROV_LOCK_WAIT"
+        " seconds (default 600), then exits 1.",
         show_default=False,
         callback=device_folder,
         parser=nonempty_path,

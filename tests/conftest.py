@@ -16,6 +16,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterable, Iterator
+from concurrent import futures
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -672,3 +673,64 @@ def pbkdf2_iterations(pem: bytes) -> int:
     at += 4 + der[at + 3]  # past the salt
     assert der[at] == 0x02
     return int.from_bytes(der[at + 2 : at + 2 + der[at + 1]], "big")
+
+
+#: What the hostile server answers to each method it is asked (the rest: UNIMPLEMENTED).
+Answers = dict[str, Callable[[], bytes]]
+
+
+class Refusal(Exception):
+    """Raised by an answer of the `hostile` server: the call fails with ``code`` and
+    ``details`` instead."""
+
+    def __init__(self, code: grpc.StatusCode, details: str) -> None:
+        super().__init__(details)
+        self.code = code
+        self.details = details
+
+
+class _Hostile(grpc.GenericRpcHandler):
+    def __init__(self, answers: Answers) -> None:
+        self.answers = answers
+
+    def service(self, details: Any) -> grpc.RpcMethodHandler[Any, Any] | None:
+        name = str(details.method).rsplit("/", 1)[-1]
+        if name not in self.answers:
+            return None
+        answer = self.answers[name]
+        if name in ("VerifyFile", "DetectFile"):
+
+            def upload(requests: Iterator[bytes], context: Any) -> bytes:
+                for _ in requests:
+                    pass
+                return answer()
+
+            return grpc.stream_unary_rpc_method_handler(upload)
+
+        def unary(request: bytes, context: grpc.ServicerContext) -> bytes:
+            try:
+                return answer()
+            except Refusal as e:
+                context.abort(e.code, e.details)
+
+        return grpc.unary_unary_rpc_method_handler(unary)
+
+
+@pytest.fixture
+def hostile() -> Iterator[Callable[[Answers], str]]:
+    """Starts a gRPC server answering as told (each method named in the answers, with
+    the bytes of its answer: a stranger's or a hostile server, never a stand-in for the
+    project's own); returns its HOST:PORT."""
+    servers: list[grpc.Server] = []
+
+    def start(answers: Answers) -> str:
+        server = grpc.server(futures.ThreadPoolExecutor(4))
+        server.add_generic_rpc_handlers((_Hostile(answers),))
+        port = server.add_insecure_port("127.0.0.1:0")
+        server.start()
+        servers.append(server)
+        return f"127.0.0.1:{port}"
+
+    yield start
+    for server in servers:
+        server.stop(None)

@@ -57,3 +57,21 @@ def test_follow_help_names_sigterm(capsys: pytest.CaptureFixture[str]) -> None:
     assert prov_main(["log", "export-tiles", "--help"]) == 0
     text = " ".join(capsys.readouterr().out.split())
     assert "Ctrl-C" in text and "SIGTERM" in text, text
+
+
+def test_max_polls_help_says_what_a_poll_is_and_what_stops_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--max-polls said "(0: until interrupted)": SIGTERM stops it too, and nothing said
+    that the first export is a poll (`--max-polls 1` exports once and never waits)."""
+    capsys.readouterr()
+    assert prov_main(["log", "export-tiles", "--help"]) == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert "until interrupted" not in text, text
+    assert "the first included" in text and "0 (the default): no limit" in text, text
+    assert "until stopped (Ctrl-C or SIGTERM)" in text, text
+    # as it says: one poll is the first export, and no wait follows the last
+    rc, said, _ = _export_unsigned(
+        tmp_path, capsys, "--follow", "--interval", "3600", "--max-polls", "1"
+    )
+    assert rc == 1 and said.count("no signed checkpoint yet") == 1, said

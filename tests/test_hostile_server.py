@@ -10,7 +10,7 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent import futures
 from pathlib import Path
 from typing import Any
@@ -19,48 +19,7 @@ import grpc
 import pytest
 
 from clients.cli import main as prov_main
-from tests.conftest import ROOT, SAMPLES
-
-#: What the hostile server answers to each method it is asked (the rest: UNIMPLEMENTED).
-Answers = dict[str, Callable[[], bytes]]
-
-
-class _Hostile(grpc.GenericRpcHandler):
-    def __init__(self, answers: Answers) -> None:
-        self.answers = answers
-
-    def service(self, details: Any) -> grpc.RpcMethodHandler[Any, Any] | None:
-        name = str(details.method).rsplit("/", 1)[-1]
-        if name not in self.answers:
-            return None
-        answer = self.answers[name]
-        if name in ("VerifyFile", "DetectFile"):
-
-            def upload(requests: Iterator[bytes], context: Any) -> bytes:
-                for _ in requests:
-                    pass
-                return answer()
-
-            return grpc.stream_unary_rpc_method_handler(upload)
-        return grpc.unary_unary_rpc_method_handler(lambda request, context: answer())
-
-
-@pytest.fixture
-def hostile() -> Iterator[Callable[[Answers], str]]:
-    """Starts a gRPC server answering as told; returns its HOST:PORT."""
-    servers: list[grpc.Server] = []
-
-    def start(answers: Answers) -> str:
-        server = grpc.server(futures.ThreadPoolExecutor(4))
-        server.add_generic_rpc_handlers((_Hostile(answers),))
-        port = server.add_insecure_port("127.0.0.1:0")
-        server.start()
-        servers.append(server)
-        return f"127.0.0.1:{port}"
-
-    yield start
-    for server in servers:
-        server.stop(None)
+from tests.conftest import ROOT, SAMPLES, Answers
 
 
 def _run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:

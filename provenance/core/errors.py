@@ -271,6 +271,17 @@ class WitnessQuorumError(SignatureError):
     (C2SP tlog-cosignature); ``prov verify`` and ``prov receipt verify`` exit 14."""
 
 
+class NoWitnessesError(WitnessQuorumError):
+    """The server asked for its newest witness-cosigned checkpoint has no witnesses at
+    all, so none is or will be cosigned: `prov receipt refresh` exits 14 (no cosigned
+    checkpoint covers the receipt), saying so as what happened, not as a policy."""
+
+
 class TimestampError(SignatureError):
     """An RFC 3161 timestamp could not be obtained from the timestamp authority, or a
     token does not verify (forged, over other bytes, from a TSA that is not trusted)."""
+
+
+class LockWaitError(ProvenanceError):
+    """Another process held a lock for longer than this command waits for it (the device
+    folder's: `clients.devicelock`)."""

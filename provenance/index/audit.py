@@ -5,7 +5,7 @@ signed Merkle tree: an operator, or a disk fault, that edits them could make a
 re-encoded copy of a logged photo read UNSIGNED instead of DERIVED without any entry
 changing. The entries are covered by the tree, so an audit that has re-hashed them
 against a signed checkpoint (`provenance.log.audit.audit_step`) can rebuild what the rows and
-packs must hold and compare: `IndexAuditor` is fed each entry as the audit reads it and
+packs must hold and compare: `IndexAuditor` is fed each entry as the audit decodes it and
 compares, range by range, every soft-hash row (``ROW_SPAN`` leaves per read) and every
 stored pack (`index_packs.PACK_LEAVES` leaves) with the soft bindings of the logged claims. Memory
 is bounded by one pack's hashes (about 2.6 MB) and one row span, whatever the log size.
@@ -13,7 +13,6 @@ is bounded by one pack's hashes (about 2.6 MB) and one row span, whatever the lo
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
 from itertools import groupby
 
 import numpy as np
@@ -22,8 +21,7 @@ from provenance.core.binding import PDQ_ALGORITHM, PDQ_HASH_SIZE, PDQ_MIN_QUALIT
 from provenance.core.errors import ClaimError, LogIntegrityError
 from provenance.index import packs as index_packs
 from provenance.store import HashPack, SoftRow, Store
-from provenance.v1 import provenance_pb2 as pb
-from provenance.wire.convert import _parse
+from provenance.wire.convert import AuditedEntry
 
 #: Leaves whose soft-hash rows are read and compared at once.
 ROW_SPAN = 4096
@@ -31,21 +29,6 @@ ROW_SPAN = 4096
 MAX_PROBLEMS = 20
 #: No leaf index reaches this (SQLite and PostgreSQL integers are 64-bit).
 _END = 1 << 62
-
-
-def logged_soft_rows(index: int, entry: bytes) -> list[SoftRow]:
-    """The soft-hash rows the store must hold for leaf ``index`` whose leaf data is
-    ``entry`` (a `pb.LogEntry`): its claim's soft bindings as the writer stores them, or
-    none for a leaf without a claim. One protobuf parse, nothing validated beyond it (the
-    entry is already covered by the verified tree). Raises ClaimError when malformed."""
-    e = _parse(pb.LogEntry, entry, "log entry")
-    if not e.HasField("signed_claim"):
-        return []
-    c = _parse(pb.Claim, e.signed_claim.claim, "claim")
-    return [
-        (index, s.algorithm, bytes(s.hash), int(s.quality), float(s.timestamp_seconds))
-        for s in c.soft_bindings
-    ]
 
 
 def _usable(r: SoftRow) -> bool:
@@ -58,7 +41,7 @@ def _show(rows: list[SoftRow]) -> str:
 
 class IndexAuditor:
     """Compares a store's soft-hash rows and index packs with the logged entries fed to it
-    in index order from leaf 0 (`feed` or `tap`), then `finish`. ``problems`` holds one
+    in index order from leaf 0 (`feed`), then `finish`. ``problems`` holds one
     sentence per mismatch (at most MAX_PROBLEMS, then a count)."""
 
     def __init__(self, store: Store) -> None:
@@ -81,19 +64,20 @@ class IndexAuditor:
         else:
             self.more += 1
 
-    def feed(self, index: int, entry: bytes) -> None:
-        """Take leaf ``index`` (the next one) and its leaf data; compare a range once it is
-        complete. An entry that is no log entry is a problem, its rows unknown: the
-        audit's re-hash of the leaves judges it (before, its ClaimError stopped the audit
-        with exit 1 ahead of that re-hash). Raises StorageError or LogIntegrityError from
-        the store."""
+    def feed(self, index: int, fields: AuditedEntry | ClaimError) -> None:
+        """Take leaf ``index`` (the next one) as its entry reads (`wire.audited_entry`,
+        decoded once for all the audit's checks; or the ClaimError of leaf data that is no
+        log entry); compare a range once it is complete. An entry that does not decode is
+        a problem, its rows unknown: the audit's re-hash of the leaves judges it (before,
+        its ClaimError stopped the audit with exit 1 ahead of that re-hash). Raises
+        StorageError or LogIntegrityError from the store."""
         if index != self._next:
             raise LogIntegrityError(f"the log served leaf {index} where leaf {self._next} was due")
-        try:
-            rows = logged_soft_rows(index, entry)
-        except ClaimError as e:
+        rows = None if isinstance(fields, ClaimError) else fields.soft_rows
+        if rows is None:
+            error = fields if isinstance(fields, ClaimError) else fields.error
             self._problem(
-                f"log entry {index} is no log entry, so its soft-hash rows are unknown: {e}"
+                f"log entry {index} is no log entry, so its soft-hash rows are unknown: {error}"
             )
             rows = []
         self._rows += rows
@@ -107,12 +91,6 @@ class IndexAuditor:
             self._check_rows(self._next - ROW_SPAN, self._next)
         if self._next % index_packs.PACK_LEAVES == 0:
             self._check_packs(self._next)
-
-    def tap(self, entries: Iterable[tuple[int, bytes]]) -> Iterator[bytes]:
-        """Feed each (index, leaf data) and pass the leaf data on (to `audit_step`)."""
-        for index, entry in entries:
-            self.feed(index, entry)
-            yield entry
 
     def finish(self) -> None:
         """Compare the last, partial range, and report rows or packs past the last leaf."""

@@ -21,10 +21,11 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 from provenance.core import merkle
-from provenance.core.errors import LogError, LogIntegrityError, ProvenanceError
+from provenance.core.errors import ClaimError, LogError, LogIntegrityError, ProvenanceError
 from provenance.core.keyhistory import LoggedKeyEvent, SignedKeyEvent, verify_key_event
 from provenance.log.checkpoint import Checkpoint, NoteVerifier, open_checkpoint
 from provenance.wire import convert as wire
+from provenance.wire.convert import AuditedEntry
 from provenance.wire.jsontext import loads_text
 
 #: The most bytes of a saved audit state read (`AuditState.to_json` writes a few KiB: the
@@ -239,7 +240,8 @@ def audit_step(
 
 class KeyHistoryReader:
     """Reads the key-history entries (enrollments, revocations) out of the leaf data an
-    audit re-hashes (`tap`), checking each one's signature; `problems` lists entries that
+    audit re-hashes (`tap`, or `read` where the audit decoded each entry already),
+    checking each one's signature; `problems` lists entries that
     do not decode or verify. Replay them with `keyhistory.replay` and compare with the
     registry with `keyhistory.registry_problems`."""
 
@@ -253,16 +255,35 @@ class KeyHistoryReader:
             self._read(index, entry)
             yield entry
 
+    def read(self, index: int, entry: bytes, fields: AuditedEntry | ClaimError) -> None:
+        """Read leaf ``index`` whose leaf data ``entry`` the audit decoded already
+        (``fields``: `wire.audited_entry`, or the ClaimError of data that is no log
+        entry): only a key event is decoded further."""
+        if isinstance(fields, ClaimError):
+            self._problem(index, fields)
+        elif fields.key_event:
+            self._read_event(index, entry)
+
     def _read(self, index: int, entry: bytes) -> None:
         try:
-            if not wire.is_key_event_entry(entry):
-                return
+            key_event = wire.is_key_event_entry(entry)
+        except ProvenanceError as e:
+            self._problem(index, e)
+            return
+        if key_event:
+            self._read_event(index, entry)
+
+    def _read_event(self, index: int, entry: bytes) -> None:
+        try:
             got, integrated_at = wire.decode_entry(entry)
             if not isinstance(got, SignedKeyEvent):
                 return
             verify_key_event(got)
             event = wire.decode_key_event(got.event_bytes)
         except ProvenanceError as e:
-            self.problems.append(f"log entry {index} is not a valid claim or key event: {e}")
+            self._problem(index, e)
             return
         self.events.append(LoggedKeyEvent(index, integrated_at, got, event))
+
+    def _problem(self, index: int, e: ProvenanceError) -> None:
+        self.problems.append(f"log entry {index} is not a valid claim or key event: {e}")

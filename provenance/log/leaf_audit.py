@@ -6,20 +6,26 @@ time (`provenance.store.IndexRow`). The signed root covers the entry, not these 
 an edited ``file_sha256`` makes a logged file read as never signed, an edited
 ``claim_hash`` or ``leaf_hash`` points a lookup at no entry, while every entry still
 hashes to the signed root. `column_differences` names the columns that differ from the
-entry (the server's start-up check and the audit share it); `LeafAuditor` runs it on every
-row an audit re-hashes (`tap`), and compares the stored leaf hashes with the ones the
-re-hash makes (`compare_leaf_hashes`, called by `provenance.log.store_audit.TreeAuditor`
-a chunk at a time, so no entry is hashed twice). Memory: one chunk's stored leaf hashes.
+entry (the server's start-up check and the audit share it). `LeafAuditor` decodes every
+entry an audit re-hashes once (`tap`, `wire.audited_entry`: the index and key-history
+checks are handed the same decoded entry), compares its row's columns with it, and
+compares the stored leaf hashes with the ones the re-hash makes (`compare_leaf_hashes`,
+called by `provenance.log.store_audit.TreeAuditor` a chunk at a time, so no entry is
+hashed twice). It also judges each row's ``chain_linked`` again as the writer did on
+append (`chain_link_of`: whether the claim follows its device's previous claim), tracking
+each device's last claim in log order (from a later leaf than 0, the claim before it is
+looked up by the hash the first one read names: `claims_before`). Memory: one chunk's
+stored leaf hashes, and one (sequence, claim hash) per device.
 """
 
 from __future__ import annotations
 
 import operator
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime
 
-from provenance.core.errors import LogIntegrityError, ProvenanceError
-from provenance.store import IndexRow
+from provenance.core.errors import ClaimError, LogIntegrityError
+from provenance.store import IndexRow, LeafRecord
 from provenance.wire import convert as wire
 
 #: The columns of `IndexRow` after the leaf hash, in order, as `wire.log_entry_columns`
@@ -28,6 +34,8 @@ COLUMNS = ("claim_hash", "device_id", "sequence", "file_sha256", "integrated_at"
 #: Problems listed in full; more are counted.
 MAX_PROBLEMS = 20
 _hash = operator.itemgetter(1)
+#: A device's chain state before its first claim (`provenance.core.claims.Device`).
+_ENROLLED = (0, b"")
 
 
 def column_differences(row: IndexRow) -> list[tuple[str, object, object]]:
@@ -37,11 +45,75 @@ def column_differences(row: IndexRow) -> list[tuple[str, object, object]]:
     (`wire.log_entry_columns`) with the raw columns, without building claims or
     datetimes. Raises ClaimError when the entry does not decode, TypeError when it is not
     bytes."""
-    fields = wire.log_entry_columns(row[7])
+    return differences(row, wire.log_entry_columns(row[7]))
+
+
+def differences(row: IndexRow, fields: wire.EntryColumns) -> list[tuple[str, object, object]]:
+    """`column_differences` of ``row`` whose entry's columns are ``fields``, decoded
+    already (`wire.audited_entry`, which the audit's other checks share)."""
     stored = row[2:7]
     if fields == stored:
         return []
     return [(c, s, f) for c, s, f in zip(COLUMNS, stored, fields, strict=True) if s != f]
+
+
+#: A device's (last sequence, last claim hash) before the leaves an audit reads, for the
+#: claim of ``sequence`` naming ``prev_claim_hash`` of the device it is called with (device
+#: id, sequence, previous claim hash).
+Before = Callable[[bytes, int, bytes], tuple[int, bytes]]
+
+
+def _enrolled(device: bytes, sequence: int, prev_claim_hash: bytes) -> tuple[int, bytes]:
+    """`Before` of an audit from leaf 0: no claim of any device before it."""
+    return _ENROLLED
+
+
+def chain_link_of(
+    chain: dict[bytes, tuple[int, bytes]], fields: wire.AuditedEntry, before: Before = _enrolled
+) -> int | None:
+    """The ``chain_linked`` column the writer stores for the leaf whose entry reads
+    ``fields``, the leaves before it having left each device's (last sequence, last claim
+    hash) in ``chain``, which it updates (a device not in it: as ``before`` says; from
+    leaf 0, sequence 0 and an empty hash, as enrolled): 1 when the claim takes the next
+    sequence and names its device's previous claim (`registry.chain_link`), 0 when not,
+    and 0 for a key event; None when the entry does not decode (its columns are named
+    already). Memory: one item per device."""
+    columns = fields.columns
+    if columns is None:
+        return None
+    if fields.key_event:
+        return 0
+    claim_hash, device, sequence = columns[0], columns[1], columns[2]
+    prev = fields.prev_claim_hash
+    last = chain.get(device)
+    if last is None:
+        last = before(device, sequence, prev)
+    chain[device] = (sequence, claim_hash)
+    return int(sequence == last[0] + 1 and prev == last[1])
+
+
+def claims_before(start: int, find_claim: Callable[[bytes], LeafRecord | None]) -> Before:
+    """`Before` of an audit from leaf ``start``, which has not read the claims before it:
+    the claim the new one names (``find_claim``, the store's lookup by claim hash), when it
+    is a leaf before ``start`` of the same device with the sequence before the new one's,
+    is the device's last claim (sequences only grow along the log, so no claim of the
+    device can come between); else the claim links to none, as if the device had no
+    claim before (a first claim, sequence 1 naming none, still links). One lookup per
+    device the audit reads, trusting the rows before ``start`` (an earlier audit's)."""
+
+    def before(device: bytes, sequence: int, prev_claim_hash: bytes) -> tuple[int, bytes]:
+        if prev_claim_hash and sequence > 1:
+            rec = find_claim(prev_claim_hash)
+            if (
+                rec is not None
+                and rec.index < start
+                and rec.device_id == device
+                and rec.sequence == sequence - 1
+            ):
+                return rec.sequence, prev_claim_hash
+        return _ENROLLED
+
+    return before
 
 
 def shown_value(column: str, value: object) -> str:
@@ -55,6 +127,8 @@ def shown_value(column: str, value: object) -> str:
         except (OverflowError, OSError, ValueError):
             return f"{value} us"
         return f"{when.isoformat(timespec='microseconds')} ({value} us)"
+    if isinstance(value, int) and column == "chain_linked" and value in (0, 1):
+        return f"{value} ({'linked to' if value else 'not linked to'} its device's previous claim)"
     if isinstance(value, int):
         return str(value)
     if isinstance(value, str):
@@ -76,9 +150,13 @@ class LeafAuditor:
     ``start``) with its entry, and the stored leaf hashes with the re-hashed ones
     (`compare_leaf_hashes`). ``problems`` holds one sentence per mismatch (at most
     `MAX_PROBLEMS`, then ``more`` counts them); ``leaves_checked`` counts the rows whose
-    columns all match."""
+    columns all match. ``find_claim`` (`Store.leaf_by_claim_hash`) lets an audit from a
+    later leaf than 0 judge ``chain_linked`` (`claims_before`); without it only an audit
+    from leaf 0 does."""
 
-    def __init__(self, start: int) -> None:
+    def __init__(
+        self, start: int, find_claim: Callable[[bytes], LeafRecord | None] | None = None
+    ) -> None:
         self.problems: list[str] = []
         self.more = 0
         self.leaves_checked = 0
@@ -86,6 +164,14 @@ class LeafAuditor:
         self._leaf_hashes: list[object] = []
         self._bad: set[int] = set()  # leaves of this chunk with a problem
         self.key_events_checked = 0
+        # each device's (last sequence, last claim hash); from a later leaf than 0, only
+        # with a lookup of the claims before it
+        self._chain: dict[bytes, tuple[int, bytes]] | None = None
+        self._before: Before = _enrolled
+        if start == 0 or find_claim is not None:
+            self._chain = {}
+        if start > 0 and find_claim is not None:
+            self._before = claims_before(start, find_claim)
 
     def _problem(self, index: int, text: str) -> None:
         self._bad.add(index)
@@ -94,11 +180,18 @@ class LeafAuditor:
         else:
             self.more += 1
 
-    def tap(self, rows: Iterable[IndexRow], stop: int) -> Iterator[tuple[int, bytes]]:
-        """(index, leaf data) of each row before leaf ``stop``, its columns compared with
-        its entry on the way (its leaf hash kept for `compare_leaf_hashes`). Raises
+    def tap(
+        self, rows: Iterable[IndexRow], stop: int
+    ) -> Iterator[tuple[int, bytes, wire.AuditedEntry | ClaimError]]:
+        """(index, leaf data, its `wire.AuditedEntry`, or the ClaimError of an entry that
+        is no log entry) of each row before leaf ``stop``: each entry is decoded once, here,
+        for the audit's other checks to share; its columns are compared with it on the way
+        (its ``chain_linked`` too, each device's previous claim tracked from leaf 0, or
+        from the claim before the audit's start that it names, looked up) and its leaf
+        hash kept for `compare_leaf_hashes`. Raises
         LogIntegrityError for an entry that is not stored as bytes (the re-hash cannot
         read it) or a leaf missing."""
+        chain = self._chain
         for row in rows:
             index, entry = row[0], row[7]
             if index >= stop:
@@ -115,13 +208,22 @@ class LeafAuditor:
             self._next += 1
             self._leaf_hashes.append(row[1])
             try:
-                for column, held, said in column_differences(row):
-                    self._problem(index, difference_line(index, column, held, said))
-            except ProvenanceError as e:
+                fields: wire.AuditedEntry | ClaimError = wire.audited_entry(index, entry)
+            except ClaimError as e:
+                fields = e
+            if isinstance(fields, ClaimError) or fields.columns is None:
                 self._problem(
-                    index, f"log entry {index} does not decode, so its columns are unknown: {e}"
+                    index,
+                    f"log entry {index} does not decode, so its columns are unknown:"
+                    f" {fields if isinstance(fields, ClaimError) else fields.error}",
                 )
-            yield index, entry
+            else:
+                for column, held, said in differences(row, fields.columns):
+                    self._problem(index, difference_line(index, column, held, said))
+                linked = None if chain is None else chain_link_of(chain, fields, self._before)
+                if linked is not None and row[8] != linked:
+                    self._problem(index, difference_line(index, "chain_linked", row[8], linked))
+            yield index, entry, fields
 
     def compare_leaf_hashes(self, first: int, made: list[tuple[int, bytes]]) -> None:
         """Compare the leaf hashes stored for the rows tapped since the last call (leaves

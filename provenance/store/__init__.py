@@ -106,10 +106,10 @@ class NewLeaf:
     soft_bindings: tuple[PerceptualHash, ...]
 
 
-#: A leaf's stored columns as the start-up check reads them, undecoded: (index, leaf hash,
-#: claim hash, device id, sequence, file SHA-256, integration time in microseconds since
-#: the epoch, entry).
-IndexRow = tuple[int, bytes, bytes, bytes, int, bytes, int, bytes]
+#: A leaf's stored columns as the start-up check and `prov log audit --db` read them,
+#: undecoded: (index, leaf hash, claim hash, device id, sequence, file SHA-256,
+#: integration time in microseconds since the epoch, entry, chain_linked as 0 or 1).
+IndexRow = tuple[int, bytes, bytes, bytes, int, bytes, int, bytes, int]
 
 
 #: A stored soft-hash row: (leaf index, algorithm, hash, quality, frame time in seconds).

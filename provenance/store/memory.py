@@ -395,7 +395,7 @@ class MemoryStore:
     def iter_index_rows(self, start: int = 0) -> Iterator[IndexRow]:
         yield from [
             (r.index, r.leaf_hash, r.claim_hash, r.device_id, r.sequence, r.file_sha256,
-             to_us(r.integrated_at), r.entry)
+             to_us(r.integrated_at), r.entry, int(r.chain_linked))
             for r in self._state.leaves[start:]
         ]  # fmt: skip
 

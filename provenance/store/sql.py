@@ -798,7 +798,8 @@ class SqlStore(ABC):
         with self._reading() as c:
             rows = c.execute(
                 "SELECT idx, leaf_hash, claim_hash, device_id, sequence, file_sha256,"
-                " integrated_at, entry FROM leaves WHERE idx>=? ORDER BY idx LIMIT ?",
+                " integrated_at, entry, chain_linked FROM leaves WHERE idx>=? ORDER BY idx"
+                " LIMIT ?",
                 (start, PAGE),
             ).fetchall()
         return [tuple(r) for r in rows]  # types checked by the caller

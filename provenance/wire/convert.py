@@ -12,7 +12,7 @@ import hashlib
 import json
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
-from typing import Any, cast
+from typing import Any, NamedTuple, cast
 
 from google.protobuf.message import DecodeError
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -230,7 +230,15 @@ def encode_log_entry(
     ).SerializeToString(deterministic=True)
 
 
-def log_entry_columns(data: bytes) -> tuple[bytes, bytes, int, bytes, int]:
+#: The columns a leaf is indexed by, from its entry: (claim hash, device id, sequence,
+#: file SHA-256, integration time in microseconds since the epoch).
+EntryColumns = tuple[bytes, bytes, int, bytes, int]
+#: A claim's soft binding as the store keeps it: (leaf index, algorithm, hash, quality,
+#: frame time in seconds).
+SoftBindingRow = tuple[int, str, bytes, int, float]
+
+
+def log_entry_columns(data: bytes) -> EntryColumns:
     """(claim hash, device id, sequence, file SHA-256, integration time in microseconds
     since the epoch) of leaf data, from the raw protobuf fields without building a claim
     or a datetime: what the store indexes a leaf by, for the start-up check.
@@ -239,16 +247,65 @@ def log_entry_columns(data: bytes) -> tuple[bytes, bytes, int, bytes, int]:
     Raises ClaimError when the bytes are not a log entry or its claim does not parse.
     """
     e = _parse(pb.LogEntry, data, "log entry")
-    t = e.integrated_at
-    at_us = t.seconds * 1_000_000 + t.nanos // 1000 if t.nanos % 1000 == 0 else -1
     if e.HasField("key_event"):
-        k = e.key_event
-        event = _parse(pb.KeyEvent, k.event, "key event")
-        signed = SignedKeyEvent(bytes(k.event), bytes(k.signer_public_key), bytes(k.signature))
-        return signed.event_hash, bytes(event.device_id), 0, b"", at_us
-    c = _parse(pb.Claim, e.signed_claim.claim, "claim")
+        return _key_event_columns(e)
+    return _claim_columns(e, _parse(pb.Claim, e.signed_claim.claim, "claim"))
+
+
+def _at_us(e: pb.LogEntry) -> int:
+    """A log entry's integration time in microseconds (-1 for one no writer makes)."""
+    t = e.integrated_at
+    return t.seconds * 1_000_000 + t.nanos // 1000 if t.nanos % 1000 == 0 else -1
+
+
+def _key_event_columns(e: pb.LogEntry) -> EntryColumns:
+    k = e.key_event
+    event = _parse(pb.KeyEvent, k.event, "key event")
+    signed = SignedKeyEvent(bytes(k.event), bytes(k.signer_public_key), bytes(k.signature))
+    return signed.event_hash, bytes(event.device_id), 0, b"", _at_us(e)
+
+
+def _claim_columns(e: pb.LogEntry, c: pb.Claim) -> EntryColumns:
+    # protobuf hands out bytes and ints already: no conversion per field
     claim_hash = hashlib.sha256(e.signed_claim.claim).digest()
-    return claim_hash, bytes(c.device_id), int(c.sequence), bytes(c.hard_binding.sha256), at_us
+    return claim_hash, c.device_id, c.sequence, c.hard_binding.sha256, _at_us(e)
+
+
+class AuditedEntry(NamedTuple):
+    """What `prov log audit --db` compares a leaf's rows with, read out of its entry by one
+    parse (`audited_entry`), for every check of the leaf to share.
+
+    ``columns``: as `log_entry_columns` (None when the claim or key event does not
+    parse); ``soft_rows``: the soft-hash rows the store must hold for the leaf, its
+    claim's soft bindings (none for a key event; None when the claim does not parse);
+    ``prev_claim_hash``: the claim's link to its device's previous claim (empty for a key
+    event); ``key_event``: whether the entry is key history; ``error``: why ``columns``
+    (and for a claim ``soft_rows``) is unknown."""
+
+    columns: EntryColumns | None
+    soft_rows: list[SoftBindingRow] | None
+    prev_claim_hash: bytes
+    key_event: bool
+    error: ClaimError | None
+
+
+def audited_entry(index: int, data: bytes) -> AuditedEntry:
+    """`AuditedEntry` of leaf ``index`` whose leaf data is ``data``: one protobuf parse of
+    the entry and one of its claim (or key event), nothing validated beyond them (the
+    entry is covered by the tree the audit verifies). Raises ClaimError when ``data`` is
+    no log entry; a claim or key event that does not parse is the result's ``error``."""
+    e = _parse(pb.LogEntry, data, "log entry")
+    if e.HasField("key_event"):
+        try:
+            return AuditedEntry(_key_event_columns(e), [], b"", True, None)
+        except ClaimError as err:
+            return AuditedEntry(None, [], b"", True, err)
+    try:
+        c = _parse(pb.Claim, e.signed_claim.claim, "claim")
+    except ClaimError as err:
+        return AuditedEntry(None, None, b"", False, err)
+    soft = [(index, s.algorithm, s.hash, s.quality, s.timestamp_seconds) for s in c.soft_bindings]
+    return AuditedEntry(_claim_columns(e, c), soft, c.prev_claim_hash, False, None)
 
 
 def decode_log_entry(data: bytes) -> tuple[SignedClaim, datetime]:

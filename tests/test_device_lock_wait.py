@@ -1,0 +1,84 @@
+"""A device command waited for good while another held the device folder's lock (a
+`prov sign` of a thousand files, or one stopped with Ctrl-Z): it said "waiting for
+another prov command" once and nothing more, until Ctrl-C. Now it names the lock file and
+the holder's PID (recorded in the lock file by the holder), and gives up after
+$PROV_LOCK_WAIT seconds (default 600) with exit 1, saying what to do. The holder is a
+real second process taking the lock as every device command does (`DeviceHome.locked`);
+the waiter is the real CLI in a child process."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from clients.device import DeviceHome
+from tests.conftest import PASSPHRASE, ROOT, cli_process
+from tests.drain import drain, finish, next_line
+
+_HOLD = (
+    "import sys\n"
+    "from pathlib import Path\n"
+    "from clients.device import DeviceHome\n"
+    "with DeviceHome(Path(sys.argv[1])).locked():\n"
+    "    print('held', flush=True)\n"
+    "    sys.stdin.read()\n"  # until the test closes it
+)
+
+
+def _holder(home: Path) -> subprocess.Popen[str]:
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _HOLD, str(home)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    drain(proc)
+    assert next_line(proc, timeout=90) == "held\n"
+    return proc
+
+
+def test_a_command_gives_up_waiting_for_the_lock_and_names_the_holder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    home = DeviceHome(tmp_path / "dev")
+    home.init(PASSPHRASE.encode())
+    monkeypatch.setenv("PROV_HOME", str(home.root))
+    monkeypatch.setenv("PROV_PASSPHRASE", PASSPHRASE)
+    monkeypatch.setenv("PROV_LOCK_WAIT", "2")
+    holder = _holder(home.root)
+    try:
+        started = time.monotonic()
+        waiter = cli_process(["device", "repair"])
+        out, err = finish(waiter, timeout=120)
+        took = time.monotonic() - started
+    finally:
+        assert holder.stdin is not None
+        holder.stdin.close()
+        finish(holder, timeout=60)
+    said = " ".join(err.split())
+    assert waiter.returncode == 1, (out, err)
+    assert err.count("waiting for another prov command") == 1, err
+    lock = str(home.root / ".lock")
+    assert f"{lock} (PID {holder.pid})" in said, said
+    assert "gave up after 2 s" in said and "PROV_LOCK_WAIT" in said, said
+    assert "Traceback" not in err and "Error" not in err, err
+    assert 2 <= took < 100, took
+
+    monkeypatch.setenv("PROV_LOCK_WAIT", "a while")
+    waiter = cli_process(["device", "repair"])
+    out, err = finish(waiter, timeout=120)
+    assert waiter.returncode == 2 and "PROV_LOCK_WAIT" in err, (out, err)
+
+    monkeypatch.setenv("PROV_LOCK_WAIT", "2")  # the lock free again: done at once
+    waiter = cli_process(["device", "repair"])
+    out, err = finish(waiter, timeout=120)
+    assert waiter.returncode == 0 and "nothing to repair" in out, (out, err)
+    assert "waiting" not in err, err
