@@ -242,8 +242,21 @@ class ProvenanceClient:
         header: pb.VerifyFileHeader,
         progress: Callable[[int, int], None] | None = None,
     ) -> tuple[Iterator[pb.VerifyFileChunk], float]:
-        """The chunk stream for ``path`` (header first) and a deadline sized to it;
-        ``progress(sent, size)`` is called as each chunk is taken (in gRPC's thread).
+        """The chunk stream for ``path`` (header first) and a deadline sized to it, as
+        `_watched_upload` makes them (for callers that send the stream themselves)."""
+        stream, timeout, _ = self._watched_upload(path, header, progress)
+        return stream, timeout
+
+    def _watched_upload(
+        self,
+        path: Path,
+        header: pb.VerifyFileHeader,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> tuple[Iterator[pb.VerifyFileChunk], float, list[int]]:
+        """The chunk stream for ``path`` (header first), a deadline sized to it, and a
+        list that gets the bytes read and the size announced when the file ended before
+        that size (it got shorter while it was sent: `_sent` says so); ``progress(sent, size)`` is
+        called as each chunk is taken (in gRPC's thread).
 
         The file is opened here (a FIFO or device raises NotRegularFileError at once,
         never blocks) and exactly the size found then is sent, so a file growing during
@@ -266,8 +279,31 @@ class ProvenanceClient:
                     yield pb.VerifyFileChunk(data=block)
                     if progress is not None:
                         progress(size - left, size)
+                if left > 0:
+                    short.extend((size - left, size))
 
-        return chunks(), self.timeout + VERIFY_DECODE_SECONDS + size / MIN_UPLOAD_RATE
+        short: list[int] = []
+        return chunks(), self.timeout + VERIFY_DECODE_SECONDS + size / MIN_UPLOAD_RATE, short
+
+    def _sent(
+        self, method: Any, path: Path, upload: tuple[Iterator[pb.VerifyFileChunk], float, list[int]]
+    ) -> Any:
+        """The answer of ``method`` to the `_watched_upload` of ``path``. Raises
+        TransportError as `_call`, but for a file that got shorter while it was sent,
+        which is said so (before, the server's "truncated upload: the header announced N
+        bytes, M arrived", which reads as a network fault)."""
+        stream, timeout, short = upload
+        try:
+            return self._call(method, stream, timeout=timeout)
+        except TransportError as e:
+            if not short:
+                raise
+            read, size = short
+            raise TransportError(
+                f"{path} got shorter while it was sent ({read:,} of its {size:,} bytes were"
+                " read): it is being written or was cut; send it again once it is complete",
+                e.code,
+            ) from None
 
     def verify_file(
         self,
@@ -285,7 +321,7 @@ class ProvenanceClient:
         ``public_key``: the raw key the sidecar carries, so a sidecar whose key the log
         has not enrolled can be told apart from a bad signature; ``progress(sent,
         size)``: called as the bytes go out)."""
-        stream, timeout = self._upload(
+        upload = self._watched_upload(
             path,
             pb.VerifyFileHeader(
                 sidecar=wire.signed_to_pb(sidecar) if sidecar else None,
@@ -297,7 +333,7 @@ class ProvenanceClient:
             progress,
         )
         return wire.report_from_pb(
-            self._call(self._verification.VerifyFile, stream, timeout=timeout), self._who
+            self._sent(self._verification.VerifyFile, path, upload), self._who
         )
 
     def verify_with_sidecar(
@@ -396,10 +432,8 @@ class ProvenanceClient:
 
     def detect_file(self, path: Path) -> dict[str, Any]:
         """Upload ``path`` and return only the server's advisory detector block."""
-        stream, timeout = self._upload(path, pb.VerifyFileHeader(detect=True))
-        return wire.detector_from_pb(
-            self._call(self._verification.DetectFile, stream, timeout=timeout)
-        )
+        upload = self._watched_upload(path, pb.VerifyFileHeader(detect=True))
+        return wire.detector_from_pb(self._sent(self._verification.DetectFile, path, upload))
 
     def lookup(self, queries: Sequence[Query]) -> list[tuple[str, VerificationReport]]:
         """Batch lookup by hashes; returns (ref, report) pairs. At most 1000 queries a call;

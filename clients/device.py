@@ -101,6 +101,8 @@ from provenance.core.keyfile import PBKDF2_ITERATIONS, weaker_than_written_here
 from provenance.core.keys import DeviceKey
 from provenance.core.registry import certificate_enrollment_proof, check_claim_shape
 from provenance.core.video_binding import DEFAULT_VIDEO_CHUNK, hash_file
+from provenance.log.checkpoint import NoteVerifier
+from provenance.log.receipt import verify_receipt
 from provenance.media.assets import AssetLimits, check_size, inspect_image, media_type_of
 from provenance.media.video.decode import DEFAULT_RATE_HZ, sample_frames
 from provenance.wire import convert as wire
@@ -279,6 +281,24 @@ def _fsync_dir(path: Path) -> None:
         os.fsync(dfd)
     finally:
         os.close(dfd)
+
+
+def _check_receipt(
+    client: ProvenanceClient, receipt: Receipt, signed: SignedClaim, vkey: str
+) -> None:
+    """Check the receipt the server answered for ``signed`` with its log key ``vkey``
+    before the claim is taken as logged. Raises TransportError (INTERNAL: the entry
+    stays queued, set aside after MAX_FAILED_ATTEMPTS) when it does not verify: before,
+    an empty or forged answer (a proxy, a broken server) was written into the sidecar
+    as a receipt and the claim dropped from the queue though never logged."""
+    try:
+        verify_receipt(receipt, signed, NoteVerifier.from_vkey(vkey))
+    except ProvenanceError as e:
+        raise TransportError(
+            f"the server at {client.address} answered a receipt that does not verify with"
+            f" its log key ({e}): the claim is not taken as logged and stays queued",
+            "INTERNAL",
+        ) from None
 
 
 class DeviceHome:
@@ -898,6 +918,7 @@ class DeviceHome:
         assert entry.sidecar is not None and entry.sidecar_path is not None
         receipt, _ = client.submit(entry.sidecar.signed_claim)
         vkey, _ = client.log_key()
+        _check_receipt(client, receipt, entry.sidecar.signed_claim, vkey)
         done = entry.sidecar.with_receipt(receipt, vkey)
         side_path = entry.sidecar_path
         note = ""

@@ -25,6 +25,7 @@ from clients.options import (
     existing,
     folder_to_fill,
     in_existing_folder,
+    nonempty_path,
     verifier_key,
     witness_quorum_of,
 )
@@ -549,7 +550,11 @@ def _export_once(store: Store, directory: Path) -> ExportResult:
 @log_app.command("export-tiles")
 def export_tiles_command(
     directory: Annotated[
-        Path, typer.Argument(help="Folder to write the tiled log into (created if missing).")
+        Path,
+        typer.Argument(
+            help="Folder to write the tiled log into (created if missing).",
+            parser=nonempty_path,
+        ),
     ],
     db: Annotated[
         str,

@@ -86,9 +86,10 @@ def test_an_answer_that_is_no_message_of_ours_is_one_line_without_a_traceback(
     ), run.stderr
 
 
-def _lookup_answering(status: int) -> grpc.GenericRpcHandler:
+def _lookup_answering(status: int, left_out: str | None = None) -> grpc.GenericRpcHandler:
     """A Lookup that answers every query with a report of verdict ``status`` (and only
-    that: no reasons, no evidence)."""
+    that: no reasons, no evidence), but those whose ref ends in ``left_out``: no result
+    at all for them (a server or proxy that drops part of its reply)."""
     from provenance.v1 import provenance_pb2 as pb
 
     def lookup(request: bytes, context: Any) -> bytes:
@@ -97,6 +98,7 @@ def _lookup_answering(status: int) -> grpc.GenericRpcHandler:
             results=[
                 pb.LookupResult(ref=q.ref, report=pb.VerificationReport(status=status))  # type: ignore[arg-type]
                 for q in asked.queries
+                if left_out is None or not q.ref.endswith(left_out)
             ]
         ).SerializeToString()
 
@@ -107,6 +109,32 @@ def _lookup_answering(status: int) -> grpc.GenericRpcHandler:
             return None
 
     return Handler()
+
+
+def _scan_photos(
+    handler: grpc.GenericRpcHandler,
+    names: list[str],
+    report: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> tuple[int, str, str, int]:
+    """`prov scan` (in this process, no workers) of a folder beside ``report`` holding a
+    copy of rocket.jpg under each of ``names``, against a gRPC server of ``handler`` on a
+    real port: (exit code, stdout, stderr, the server's port)."""
+    server = grpc.server(futures.ThreadPoolExecutor(4))
+    server.add_generic_rpc_handlers((handler,))
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    try:
+        folder = report.parent / "photos"
+        folder.mkdir()
+        for name in names:
+            shutil.copy(SAMPLES / "rocket.jpg", folder / name)
+        address = f"127.0.0.1:{port}"
+        args = ("scan", str(folder), "--report", str(report), "--server", address)
+        rc, out, err = _run(capsys, *args, "--workers", "0")
+    finally:
+        server.stop(None)
+    return rc, out, err, port
 
 
 @pytest.mark.parametrize(
@@ -122,28 +150,8 @@ def test_scan_gives_a_file_of_an_unknown_verdict_a_row_not_a_crash(
     stopped; 0 gave a "VERDICT_UNSPECIFIED" row)."""
     import json
 
-    server = grpc.server(futures.ThreadPoolExecutor(4))
-    server.add_generic_rpc_handlers((_lookup_answering(status),))
-    port = server.add_insecure_port("127.0.0.1:0")
-    server.start()
-    try:
-        folder = tmp_path / "photos"
-        folder.mkdir()
-        shutil.copy(SAMPLES / "rocket.jpg", folder / "rocket.jpg")
-        report = tmp_path / "scan.jsonl"
-        rc, out, err = _run(
-            capsys,
-            "scan",
-            str(folder),
-            "--report",
-            str(report),
-            "--server",
-            f"127.0.0.1:{port}",
-            "--workers",
-            "0",
-        )
-    finally:
-        server.stop(None)
+    report = tmp_path / "scan.jsonl"
+    rc, out, err, _ = _scan_photos(_lookup_answering(status), ["rocket.jpg"], report, capsys)
     assert "Traceback" not in err and "ValueError" not in err, err
     rows = [json.loads(line) for line in report.read_text().splitlines() if line.strip()]
     files = [r for r in rows if r.get("path", "").endswith("rocket.jpg")]
@@ -155,3 +163,36 @@ def test_scan_gives_a_file_of_an_unknown_verdict_a_row_not_a_crash(
     if status:
         assert "update prov" in row["error"], row
     assert rc in (0, 1), (rc, out, err)
+
+
+def test_scan_says_so_when_the_server_leaves_a_file_out_of_its_answer(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A Lookup reply with no result for one of the files asked about gives that file a
+    row with an error saying so, counted as ERROR (h-att45c: before, its row had no
+    status and no error, and the summary, CSV and HTML counted the photo as a SIDECAR,
+    exit 0: a file never verified read as if it had been set aside on purpose)."""
+    import csv
+    import json
+
+    from provenance.v1 import provenance_pb2 as pb
+
+    report = tmp_path / "scan.jsonl"
+    handler = _lookup_answering(pb.UNSIGNED, "left-out.jpg")
+    rc, out, err, port = _scan_photos(handler, ["answered.jpg", "left-out.jpg"], report, capsys)
+    assert "Traceback" not in err, err
+    rows = {
+        Path(r["path"]).name: r
+        for r in (json.loads(line) for line in report.read_text().splitlines() if line.strip())
+    }
+    assert rows["answered.jpg"]["status"] == "UNSIGNED", rows
+    left = rows["left-out.jpg"]
+    assert left["status"] is None, left
+    assert left["error"] == (
+        f"the server at 127.0.0.1:{port} answered no result for this file; scan it again"
+    ), left
+    with open(report.with_suffix(".csv"), newline="") as f:
+        by_name = {Path(r["path"]).name: r for r in csv.DictReader(f)}
+    assert by_name["left-out.jpg"]["error"] == left["error"], by_name
+    assert "SIDECAR" not in out and "ERROR 1" in out + err, (out, err)
+    assert rc == 0, (rc, out, err)

@@ -930,6 +930,12 @@ def test_files_a_crash_left_unflushed_are_written_again_by_the_next_export(
     store.close()
 
 
+def _gzipped(body: bytes) -> bytes:
+    """An HTTP answer of ``body`` (already gzipped) with its Content-Length."""
+    head = b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nContent-Length: %d\r\n\r\n"
+    return head % len(body) + body
+
+
 def test_a_tile_server_answering_broken_http_is_a_transport_failure_in_words(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -953,6 +959,14 @@ def test_a_tile_server_answering_broken_http_is_a_transport_failure_in_words(
         # gzip without a Content-Length, the connection closed before the stream's end
         "gzipshort": b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nConnection: close\r\n\r\n"
         + gzip.compress(body)[:-12],
+        # a gzip stream of two members (RFC 1952 2.2: a series of members), and one
+        # followed by bytes that are no member
+        "gzipmembers": _gzipped(gzip.compress(body[:10]) + gzip.compress(body[10:])),
+        "gzipjunk": _gzipped(gzip.compress(body) + b"junk"),
+        # a redirect to itself: urllib's own words were three lines ("HTTP 302 The HTTP
+        # server returned a redirect error that would lead to an infinite loop.\nThe
+        # last 30x error message was:\nFound")
+        "loop": b"HTTP/1.1 302 Found\r\nLocation: /loop/checkpoint\r\nContent-Length: 0\r\n\r\n",
     }
     listener = socket.create_server(("127.0.0.1", 0))
     port = listener.getsockname()[1]
@@ -975,11 +989,17 @@ def test_a_tile_server_answering_broken_http_is_a_transport_failure_in_words(
             "badchunk": "sent an answer that is not valid HTTP",
             "short": f"ended after {len(body)} of its {len(body) + 100} bytes",
             "gzipshort": "its gzip stream ended before its end",
+            "gzipjunk": "its gzip encoding is damaged",
+            "loop": "it redirects in a loop, or more than 10 times",
         }
         for mode, words in expected.items():
             with pytest.raises(TransportError) as caught:
                 fetcher(f"http://127.0.0.1:{port}/{mode}")("checkpoint")
             assert words in str(caught.value), (mode, str(caught.value))
+            assert "\n" not in str(caught.value), (mode, str(caught.value))
+        # every member read: before, the first only, and a tile sent so was a LOG
+        # INTEGRITY FAILURE (exit 3) of an intact log
+        assert fetcher(f"http://127.0.0.1:{port}/gzipmembers")("checkpoint") == body
         state = str(tmp_path / "state.json")
         vkey = LogSigner(Ed25519PrivateKey.generate(), ORIGIN).verifier_key()
         capsys.readouterr()

@@ -16,7 +16,8 @@ from clients.cli import main as prov_main
 from clients.device import DeviceHome
 from provenance.log.checkpoint import generate_log_key
 from provenance.witness import cosigner_vkey
-from tests.conftest import SAMPLES, closed_port
+from tests.conftest import SAMPLES, cli_process, closed_port
+from tests.drain import finish
 
 
 def _flat(text: str) -> str:
@@ -1023,3 +1024,33 @@ def test_a_loop_of_symbolic_links_is_named_not_reported_missing(
             assert rc == 2 and option in err and f"{path.name}'" in err and said in err, (args, err)
             if said != "does not exist":
                 assert "does not exist" not in err, (args, err)
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("scan", "", "--report", "scan.jsonl", "--workers", "0"),
+        ("log", "export-tiles", "", "--db", "log.db"),
+        ("device", "init", "--home", ""),
+    ],
+    ids=["scan", "export-tiles", "home"],
+)
+def test_an_empty_path_is_a_usage_error_not_the_current_folder(
+    args: tuple[str, ...], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An empty path (`prov scan "$ARCHIVE"` with ARCHIVE unset) is a usage error, as
+    for `ls ''`; nothing is read or written in the current folder (h-att45c: before,
+    Path('') was '.': `prov scan ''` scanned the current folder and sent its hashes to
+    the server, `prov log export-tiles ''` wrote the tiles there, and `prov device init
+    --home ''` made a device key there). A real `prov` process in an empty folder."""
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "log.db").touch()
+    monkeypatch.setenv("PROV_PASSPHRASE", "a passphrase for the test")
+    monkeypatch.setenv("PROV_SERVER", closed_port())
+    proc = cli_process(args, cwd=work)
+    out, err = finish(proc, timeout=120)
+    flat = _flat(err)
+    assert proc.returncode == 2, (proc.returncode, out, err)
+    assert "an empty path" in flat, flat
+    assert sorted(p.name for p in work.iterdir()) == ["log.db"], list(work.iterdir())

@@ -12,7 +12,7 @@ import typer
 from clients.api import default_server
 from clients.device import default_home
 from clients.interrupt import how_stopped, terminate_as_interrupt
-from clients.options import ServerOpt, existing, in_existing_folder
+from clients.options import ServerOpt, existing, in_existing_folder, nonempty_path
 from clients.scan.engines import Engine, LocalEngine, RayEngine
 from clients.scan.pipeline import DEFAULT_BATCH, run_scan
 from clients.scan.progress import ScanProgress, summary_table, summary_title
@@ -44,6 +44,7 @@ def scan(
             help="Folders, zip or tar(.gz/.bz2/.xz) archives, list files (.txt/.lst/.list,"
             " one path a line) or single files.",
             callback=existing,
+            parser=nonempty_path,
         ),
     ],
     report: Annotated[

@@ -367,6 +367,12 @@ def process_batch(items: Sequence[Item], config: ScanConfig) -> list[dict[str, A
             continue
         archive = getattr(item, "archive", None)
         answer = reports.get(item.ref)
+        if answer is None and m.kind not in unlooked:
+            # asked about but left out of the reply (a proxy or server dropping part of
+            # it): before, a row with no status and no error, counted as a SIDECAR
+            answer = TransportError(
+                f"the server at {config.server} answered no result for this file; scan it again"
+            )
         if answer is None:
             rows[item.ref] = measured_row(m, archive, None)
             continue

@@ -81,6 +81,21 @@ def in_existing_folder(path: Path, option: str) -> Path:
 _Paths = TypeVar("_Paths", Path, Path | None, list[Path])
 
 
+def nonempty_path(value: str) -> Path:
+    """``value`` as a path, if it is not empty; else a usage error (exit 2). Typer
+    ``parser`` of a path argument or option whose empty value would otherwise be the
+    current folder (``Path('')`` is ``Path('.')``): `prov scan "$ARCHIVE"` with ARCHIVE
+    unset scanned the folder it ran in and sent its hashes to the server, `prov log
+    export-tiles ''` wrote there, `--home ''` made a device key there; `ls ''` refuses
+    it too. Raises typer.BadParameter."""
+    if value == "":
+        raise typer.BadParameter(
+            "an empty path (an unset shell variable?); give a file or folder name,"
+            " or . for the current folder"
+        )
+    return Path(value)
+
+
 def existing(value: _Paths) -> _Paths:
     """``value`` if each path in it can be followed to something that exists; else a
     usage error (exit 2) saying why not. Typer callback of path arguments and options, in

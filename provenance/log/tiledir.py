@@ -388,6 +388,30 @@ def _late(url: str, deadline_s: float) -> TransportError:
     return TransportError(f"{url} took more than {deadline_s:g} s to arrive")
 
 
+def _gunzip(data: bytes, url: str) -> bytes:
+    """The file at ``url`` from its gzip-encoded ``data``: every member of the stream
+    (RFC 1952 2.2: a gzip file is a series of members, as a server flushing its
+    compressor, or concatenating files, sends; before, the first member alone was taken
+    for the file, and a tile sent so was a LOG INTEGRITY FAILURE of an intact log), NUL
+    padding after the last ignored (as gzip(1) does). Raises LogIntegrityError past
+    `MAX_FILE_BYTES`, TransportError for a stream cut short, zlib.error for bytes that
+    are no gzip member."""
+    out = bytearray()
+    while True:
+        inflate = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        out += inflate.decompress(data, MAX_FILE_BYTES + 1 - len(out))
+        if len(out) > MAX_FILE_BYTES or inflate.unconsumed_tail:
+            raise LogIntegrityError(f"{url} inflates past {MAX_FILE_BYTES} bytes")
+        if not inflate.eof:  # cut short: a network's fault, not the log's
+            raise TransportError(
+                f"cannot fetch {url}: its gzip stream ended before its end (the"
+                " connection closed early); try again"
+            )
+        data = inflate.unused_data
+        if not data.strip(b"\0"):
+            return bytes(out)
+
+
 def _fetch_url(url: str, cutoff: Cutoff) -> bytes:
     """The file at ``url``, its connections under ``cutoff``. Raises TileMissingError
     (404), TransportError, LogIntegrityError (too large)."""
@@ -403,20 +427,15 @@ def _fetch_url(url: str, cutoff: Cutoff) -> bytes:
                     f"cannot fetch {url}: the server sent it in the encoding"
                     f" {encoding[:40]!r}, which was not asked for (only gzip or none)"
                 )
-            if encoding == "gzip":
-                inflate = zlib.decompressobj(16 + zlib.MAX_WBITS)
-                data = inflate.decompress(data, MAX_FILE_BYTES + 1)
-                if len(data) > MAX_FILE_BYTES or inflate.unconsumed_tail:
-                    raise LogIntegrityError(f"{url} inflates past {MAX_FILE_BYTES} bytes")
-                if not inflate.eof:  # cut short: a network's fault, not the log's
-                    raise TransportError(
-                        f"cannot fetch {url}: its gzip stream ended before its end (the"
-                        " connection closed early); try again"
-                    )
-            return data
+            return _gunzip(data, url) if encoding == "gzip" else data
     except urllib.error.HTTPError as e:
         if e.code == 404:
             raise TileMissingError(f"the tiled log does not serve {url} (404)") from e
+        if str(e.reason).startswith(_WebOnlyRedirects.inf_msg):  # urllib's, three lines
+            raise TransportError(
+                f"cannot fetch {url}: it redirects in a loop, or more than"
+                f" {_WebOnlyRedirects.max_redirections} times"
+            ) from e
         raise TransportError(f"{url}: HTTP {e.code} {e.reason}") from e
     except (urllib.error.URLError, OSError, http.client.HTTPException, zlib.error) as e:
         raise TransportError(_fetch_failure(e, url)) from e

@@ -1,0 +1,173 @@
+"""A server (or a proxy in front of one) that answers a submission with a receipt that
+does not verify: the claim is not taken as logged. It stays queued, `prov sign` says why,
+and `prov device sync` against the real log submits it later. A real server on a real
+port, a real gRPC proxy in front of it, the real CLI."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Callable, Iterator
+from concurrent import futures
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+
+from clients.device import DeviceHome
+from provenance.v1 import provenance_pb2 as pb
+from tests.conftest import SAMPLES, Cli, closed_port
+
+SUBMIT = "/provenance.v1.Captures/SubmitCapture"
+
+
+def _fake_receipt() -> bytes:
+    """A SubmitCapture answer whose receipt proves nothing: a leaf index, a time, and a
+    checkpoint that is no signed note (a proxy's or a broken server's answer)."""
+    answer = pb.SubmitCaptureResponse()
+    answer.receipt.leaf_index = 3
+    answer.receipt.checkpoint = "garbage\n"
+    answer.receipt.integrated_at.seconds = 1_800_000_000
+    return answer.SerializeToString()
+
+
+#: A proxy's own answer to one method: (the request, the call's context, a function that
+#: forwards a request to the real server) -> the answer's bytes.
+Answer = Callable[[bytes, Any, Callable[[bytes], bytes]], bytes]
+
+
+class _Proxy(grpc.GenericRpcHandler):
+    """Forwards every unary call to ``upstream`` as it is, but those of ``answers``, which
+    it answers itself (forwarding, if at all, as they do)."""
+
+    def __init__(self, upstream: str, answers: dict[str, Answer]) -> None:
+        self.channel = grpc.insecure_channel(upstream)
+        self.answers = answers
+
+    def service(self, details: Any) -> grpc.RpcMethodHandler[Any, Any] | None:
+        method = str(details.method)
+        call: grpc.UnaryUnaryMultiCallable[bytes, bytes] = self.channel.unary_unary(method)
+
+        def forward(request: bytes) -> bytes:
+            answer: bytes = call(request, timeout=60)
+            return answer
+
+        def handle(request: bytes, context: Any) -> bytes:
+            try:
+                if method in self.answers:
+                    return self.answers[method](request, context, forward)
+                answer: bytes = call(request, timeout=60, metadata=context.invocation_metadata())
+            except grpc.RpcError as e:
+                context.abort(e.code(), e.details())
+            return answer
+
+        return grpc.unary_unary_rpc_method_handler(handle)
+
+
+@contextmanager
+def _proxy(upstream: str, answers: dict[str, Answer]) -> Iterator[str]:
+    """HOST:PORT of a `_Proxy` in front of ``upstream`` while in the block."""
+    handler = _Proxy(upstream, answers)
+    server = grpc.server(futures.ThreadPoolExecutor(4))
+    server.add_generic_rpc_handlers((handler,))
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    try:
+        yield f"127.0.0.1:{port}"
+    finally:
+        server.stop(None)
+        handler.channel.close()
+
+
+@pytest.fixture(params=[_fake_receipt, bytes], ids=["forged", "empty"])
+def proxy(enrolled: Cli, request: pytest.FixtureRequest) -> Iterator[str]:
+    """HOST:PORT of a proxy in front of the enrolled device's server whose SubmitCapture
+    answers a forged receipt (`_fake_receipt`), or an empty answer (no receipt at all:
+    before, "logged at leaf 0"), never forwarding it."""
+    fake: Callable[[], bytes] = request.param
+    with _proxy(enrolled.server, {SUBMIT: lambda request, context, forward: fake()}) as address:
+        yield address
+
+
+def _queued_unlogged(cli: Cli, photo: Path, out: str, err: str) -> None:
+    """The claim of ``photo`` is still queued, and its sidecar holds no receipt."""
+    assert "Traceback" not in err, err
+    assert len(DeviceHome(cli.home).pending()) == 1, (out, err)
+    sidecar = json.loads(photo.with_name(photo.name + ".prov").read_text())
+    assert sidecar["receipt"] is None, sidecar
+
+
+def _sync_and_verify(cli: Cli, photo: Path) -> None:
+    """`prov device sync` with the real server logs the queued claim: SIGNED_ORIGINAL."""
+    rc, out, err = cli("device", "sync", "--server", cli.server)
+    assert rc == 0, (rc, out, err)
+    assert DeviceHome(cli.home).pending() == []
+    rc, out, err = cli("verify", str(photo), "--no-detect", "--server", cli.server)
+    assert rc == 0 and "SIGNED_ORIGINAL" in out, (rc, out, err)
+
+
+def test_sign_keeps_the_claim_queued_on_a_receipt_that_does_not_verify(
+    enrolled: Cli, proxy: str, tmp_path: Path
+) -> None:
+    """(h-att45c: before, `prov sign` printed "signed (#1) and logged at leaf 3", exit 0,
+    removed the claim from the queue and wrote the fake receipt into the sidecar: the
+    claim was never logged, `prov device sync` had nothing to send, and signing the file
+    again said "already signed ... and logged at leaf 3; not signed again".)"""
+    photo = Path(shutil.copy(SAMPLES / "rocket.jpg", tmp_path / "rocket.jpg"))
+    rc, out, err = enrolled("sign", str(photo), "--server", proxy)
+    assert "logged at leaf" not in out, (rc, out, err)
+    assert "queued" in out, (rc, out, err)
+    said = f"the server at {proxy} answered a receipt that does not verify"
+    assert said in out + err, (out, err)
+    _queued_unlogged(enrolled, photo, out, err)
+    _sync_and_verify(enrolled, photo)
+
+
+def test_sync_keeps_the_claim_queued_on_a_receipt_that_does_not_verify(
+    enrolled: Cli, proxy: str, tmp_path: Path
+) -> None:
+    """`prov device sync` through such a server: nothing taken as logged, the reason said."""
+    photo = Path(shutil.copy(SAMPLES / "rocket.jpg", tmp_path / "rocket.jpg"))
+    rc, out, err = enrolled("sign", str(photo), "--server", closed_port())
+    assert rc == 0 and "queued" in out, (rc, out, err)
+    rc, out, err = enrolled("device", "sync", "--server", proxy)
+    assert "logged at leaf" not in out, (rc, out, err)
+    said = f"the server at {proxy} answered a receipt that does not verify"
+    assert said in out + err, (out, err)
+    _queued_unlogged(enrolled, photo, out, err)
+    _sync_and_verify(enrolled, photo)
+
+
+def test_a_last_sequence_far_past_the_device_is_not_adopted(enrolled: Cli, tmp_path: Path) -> None:
+    """A refusal as "sequence does not advance" makes the device read the log's last
+    sequence for its key (GetDevice) and number past it (`DeviceHome._catch_up`). One far
+    past the device's is not adopted, and the reason says so (h-att45c found it through a
+    proxy answering 2^64 - 1: "its next claim is numbered 18446744073709551616", and
+    every later `prov sign` said "this device has used its last sequence number": one
+    forged answer ended the key; h-dev45 fixed it on main meanwhile with
+    `SEQUENCE_MARGIN`; this is the same attack end to end, through a real proxy)."""
+
+    def refuse(request: bytes, context: Any, forward: Callable[[bytes], bytes]) -> bytes:
+        context.abort(grpc.StatusCode.FAILED_PRECONDITION, "sequence does not advance")
+        raise AssertionError("abort returned")
+
+    def forged(request: bytes, context: Any, forward: Callable[[bytes], bytes]) -> bytes:
+        device = pb.Device.FromString(forward(request))
+        device.last_sequence = 2**64 - 1
+        return device.SerializeToString()
+
+    answers: dict[str, Answer] = {SUBMIT: refuse, "/provenance.v1.DeviceRegistry/GetDevice": forged}
+    photo = Path(shutil.copy(SAMPLES / "rocket.jpg", tmp_path / "rocket.jpg"))
+    with _proxy(enrolled.server, answers) as address:
+        rc, out, err = enrolled("sign", str(photo), "--server", address)
+    assert rc == 1 and "refused" in out + err, (rc, out, err)
+    assert "18446744073709551616" not in out + err, (out, err)
+    said = " ".join((out + err).split())
+    assert "not adopted" in said, said
+    assert DeviceHome(enrolled.home).state().last_sequence == 1, (out, err)
+    other = Path(shutil.copy(SAMPLES / "rocket.jpg", tmp_path / "other.jpg"))
+    other.write_bytes(other.read_bytes() + b"another capture")
+    rc, out, err = enrolled("sign", str(other))  # the real server: signed and logged
+    assert rc == 0 and "logged at leaf" in out, (rc, out, err)
