@@ -61,6 +61,7 @@ from clients.options import (
     WitnessOpt,
     WitnessQuorumOpt,
     existing,
+    nonempty_path,
     server_address,
     witness_quorum_of,
 )
@@ -249,7 +250,10 @@ admin_app.add_typer(ca_app, name="ca")
 @ca_app.command("init")
 def ca_init(
     dir: Annotated[
-        Path, typer.Option("--dir", help="Folder to create the authority in (key mode 0600).")
+        Path,
+        typer.Option(
+            "--dir", help="Folder to create the authority in (key mode 0600).", parser=nonempty_path
+        ),
     ],
     name: Annotated[
         str, typer.Option(help="Common name of the root certificate.")

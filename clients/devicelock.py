@@ -4,7 +4,8 @@ recording who holds it.
 A device command that found the lock held waited for good, saying once "waiting for
 another prov command" (a `prov sign` of a thousand files, or one stopped with Ctrl-Z,
 holds it as long as it runs). Now the holder writes its PID into the lock file (best
-effort: a read-only folder keeps none) and clears it before letting go; a waiter says
+effort: a read-only folder keeps none, nor a ``.lock`` that is a link or holds anything
+else, `_record`) and clears it before letting go; a waiter says
 once which file it waits for and, when recorded, the PID holding it, and gives up after
 ``$PROV_LOCK_WAIT`` seconds (`lock_wait_seconds`, default `DEFAULT_LOCK_WAIT_S`) with
 `LockWaitError` (exit 1). Ctrl-C stops the wait at once, as before.
@@ -108,14 +109,30 @@ def _holder(handle: BinaryIO) -> str:
 
 
 def _record(path: Path, handle: BinaryIO, data: bytes) -> None:
-    """Write ``data`` as the lock file's content, best effort (a read-only folder, a
-    file replaced since: nothing is written)."""
+    """Write ``data`` as the lock file's content, best effort, and only into the lock's
+    own file: ``path`` itself (no symbolic link's target), the file ``handle`` locks, of
+    one link (no hard link to another file), and empty or holding a PID as `take`
+    writes it (no file some other program keeps there). Otherwise nothing is written,
+    as in a read-only folder: before, a ``.lock`` that was a link to another file, or
+    another program's lock file, lost its content (emptied when the command ended)."""
     with contextlib.suppress(OSError):
-        fd = os.open(path, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        fd = os.open(path, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOFOLLOW)
         try:
             mine, there = os.fstat(handle.fileno()), os.fstat(fd)
-            if (mine.st_dev, mine.st_ino) == (there.st_dev, there.st_ino):
+            if (
+                (mine.st_dev, mine.st_ino) == (there.st_dev, there.st_ino)
+                and there.st_nlink == 1
+                and _written_here(os.pread(handle.fileno(), _PID_BYTES + 1, 0))
+            ):
                 os.ftruncate(fd, 0)
                 os.write(fd, data)
         finally:
             os.close(fd)
+
+
+def _written_here(content: bytes) -> bool:
+    """Whether ``content`` (the lock file's first bytes) is what `take` writes or
+    `release` leaves: nothing, or a PID and a newline."""
+    return not content or (
+        len(content) <= _PID_BYTES and content.endswith(b"\n") and content[:-1].isdigit()
+    )

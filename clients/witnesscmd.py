@@ -15,6 +15,7 @@ from clients.options import (
     TrustedProxyOpt,
     check_can_listen,
     folder_to_fill,
+    nonempty_path,
     start_metrics,
     verifier_keys,
 )
@@ -57,7 +58,10 @@ def serve(
         ),
     ],
     state: Annotated[
-        Path, typer.Option(help="Folder keeping the last checkpoint cosigned for each log.")
+        Path,
+        typer.Option(
+            help="Folder keeping the last checkpoint cosigned for each log.", parser=nonempty_path
+        ),
     ],
     name: Annotated[
         str,

@@ -12,6 +12,7 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -82,3 +83,34 @@ def test_a_command_gives_up_waiting_for_the_lock_and_names_the_holder(
     out, err = finish(waiter, timeout=120)
     assert waiter.returncode == 0 and "nothing to repair" in out, (out, err)
     assert "waiting" not in err, err
+
+
+def test_the_pid_is_never_written_into_a_file_the_lock_only_points_at(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The holder wrote its PID into whatever ``.lock`` opened, and emptied it when done:
+    a ``.lock`` that was a symbolic or hard link to another file, or a file some other
+    program keeps there, lost its content to a `prov device repair` that changed nothing
+    else (seen failing first: each file below emptied)."""
+    home = DeviceHome(tmp_path / "dev")
+    home.init(PASSPHRASE.encode())
+    monkeypatch.setenv("PROV_HOME", str(home.root))
+    monkeypatch.setenv("PROV_PASSPHRASE", PASSPHRASE)
+    lock = home.root / ".lock"
+    notes = tmp_path / "notes.txt"
+    cases: dict[str, Callable[[], object]] = {
+        "symbolic link": lambda: lock.symlink_to(notes),
+        "hard link": lambda: os.link(notes, lock),
+        "another program's lock file": lambda: lock.write_bytes(b"owner=backup\n4242\n"),
+    }
+    emptied = []
+    for kind, make in cases.items():
+        notes.write_bytes(b"my notes: keep them\n4242\n")
+        lock.unlink(missing_ok=True)
+        make()
+        before = lock.read_bytes()
+        out, err = finish(cli_process(["device", "repair"]), timeout=120)
+        assert "nothing to repair" in out, (kind, out, err)
+        if lock.read_bytes() != before or notes.read_bytes() != b"my notes: keep them\n4242\n":
+            emptied.append(kind)
+    assert emptied == [], emptied

@@ -225,3 +225,34 @@ def test_server_refuses_a_jpeg_of_thousands_of_exif_segments(
     path = tmp_path / "exif.jpg"
     path.write_bytes(_exif_segments(400))
     assert "EXIF, Photoshop and quantization" in refusal(server, path)
+
+
+def _frame_header_segments(count: int, marker: int = 0xC0) -> bytes:
+    """Frame headers (SOFn, or DHP, which Pillow reads with the same code) each the
+    largest a segment holds, packed with 21,843 component entries: Pillow keeps a tuple
+    for each entry of each header in Python (``self.layer``), whatever the header's own
+    count of components says."""
+    return _with_app_segments(b"\x08\x00\x10\x00\x10\x03", b"\x01\x11\x00", count, marker)
+
+
+def test_frame_headers_pillow_parses_in_python_are_bounded_too() -> None:
+    """Pillow reads each frame header's component list into a list of tuples, about 30
+    times the header's bytes in memory: a 64 MiB file of 1,024 of them took 8 s and
+    2 GB in Image.open before libjpeg found it undecodable (a 1 GiB upload: 32 GB).
+    An encoder writes one frame header of at most 773 bytes (255 components); they count
+    with the EXIF, Photoshop and quantization-table segments."""
+    fits = MAX_JPEG_METADATA_BYTES // 0x10000 - 1
+    for marker in (0xC0, 0xC2, 0xCF, 0xDE):  # baseline, progressive, SOF15, DHP
+        assert jpeg_layout(_frame_header_segments(fits, marker)).metadata_bytes > fits << 16
+        with pytest.raises(DecodeBudgetError, match="frame headers"):
+            decode_image(_frame_header_segments(fits + 3, marker))
+    honest = jpeg_layout(_progressive("RGB", 64))
+    assert honest.scans == 10 and honest.metadata_bytes < 1000, honest
+
+
+def test_server_refuses_a_jpeg_of_many_frame_headers(server: ServerProc, tmp_path: Path) -> None:
+    """VerifyFile of a 10 MiB JPEG of 160 full frame headers: RESOURCE_EXHAUSTED naming
+    the limit (seen failing first: UNSIGNED, after Pillow built 3.5 million tuples)."""
+    path = tmp_path / "frames.jpg"
+    path.write_bytes(_frame_header_segments(160))
+    assert "frame headers" in refusal(server, path)

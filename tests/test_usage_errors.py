@@ -1054,3 +1054,53 @@ def test_an_empty_path_is_a_usage_error_not_the_current_folder(
     assert proc.returncode == 2, (proc.returncode, out, err)
     assert "an empty path" in flat, flat
     assert sorted(p.name for p in work.iterdir()) == ["log.db"], list(work.iterdir())
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("admin", "ca", "init", "--dir", ""),
+        ("witness", "serve", "--key", "{tmp}/w.pem", "--log-key", "{vkey}", "--state", "")
+        + ("--name", "witness.example/w1", "--listen", "127.0.0.1:0"),
+        ("web", "--tiles-dir", "", "--listen", "127.0.0.1:0"),
+        ("log", "audit", "--state", "{tmp}/s.json", "--tiles", "", "--log-key", "{vkey}"),
+        ("serve", "--db", "{tmp}/p.db", "--log-key", "", "--listen", "127.0.0.1:0"),
+    ],
+    ids=["ca-init-dir", "witness-state", "web-tiles-dir", "audit-tiles", "serve-log-key"],
+)
+def test_other_empty_paths_are_usage_errors_not_the_current_folder(
+    args: tuple[str, ...], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same for the paths the first fix left out (seen failing first: `prov admin
+    ca init --dir ''` wrote the authority's private key into the current folder, exit 0;
+    `prov witness serve --state ''` kept its state there, and `prov web --tiles-dir ''`
+    served it as a tiled log, both running on; `prov log audit --tiles ''` audited the
+    current folder as a tiled log; `prov serve --log-key ''` ended in a traceback)."""
+    work = tmp_path / "work"
+    work.mkdir()
+    vkey = generate_log_key(tmp_path / "log.pem", "log.example/log").verifier_key()
+    args = tuple(a.replace("{tmp}", str(tmp_path)).replace("{vkey}", vkey) for a in args)
+    monkeypatch.setenv("PROV_CA_PASSPHRASE", "a passphrase for the test")
+    monkeypatch.setenv("PROV_SERVER", closed_port())
+    proc = cli_process(args, cwd=work)
+    try:
+        out, err = finish(proc, timeout=30)  # a refused start ends at once
+    finally:
+        proc.kill()
+        proc.wait()
+    flat = _flat(err)
+    assert proc.returncode == 2, (proc.returncode, out, err)
+    assert "an empty path" in flat and "Traceback" not in err, flat
+    assert list(work.iterdir()) == [], list(work.iterdir())
+
+
+def test_a_log_key_that_is_a_folder_is_a_usage_error(tmp_path: Path) -> None:
+    """`prov serve --log-key` naming a folder is a usage error naming it (seen failing
+    first: `.` and `/` ended a new database's start in a traceback, "PosixPath('.') has
+    an empty name"; another folder was exit 1 once the start had begun)."""
+    for n, folder in enumerate((".", "/", str(tmp_path))):
+        serve = ("serve", "--db", str(tmp_path / f"{n}.db"), "--listen", "127.0.0.1:0")
+        rc, out, err = _prov_in_2_gb(*serve, "--no-detector", "--log-key", folder)
+        assert rc == 2, (folder, rc, err)
+        assert f"{folder} is a folder; name the log's key file" in err, (folder, err)
+        assert "Traceback" not in err and "listening" not in out, (folder, err)

@@ -66,10 +66,19 @@ MAX_JPEG_STRAY_BYTES = 1 << 20
 #: and each quantization table in Python, about 6 ms a full segment of either (25 s for
 #: a 256 MiB file). An encoder writes one EXIF segment of at most 64 KiB and a few
 #: hundred bytes of tables; at this limit (64 full segments) Pillow opens the file in
-#: well under a second.
+#: well under a second. Frame headers (SOFn, and DHP, which Pillow reads with the same
+#: code) count too: Pillow keeps a tuple for each 3-byte component entry of each header
+#: (about 30 bytes of memory a byte of header), and a 64 MiB file of 1,024 full headers
+#: took 8 s and 2 GB in Image.open; an encoder writes one of at most 773 bytes.
 MAX_JPEG_METADATA_BYTES = 4 << 20
-#: The segments Pillow parses in Python, by marker and leading bytes.
-_JPEG_PARSED_SEGMENTS = ((0xE1, b"Exif\x00\x00"), (0xED, b"Photoshop 3.0\x00"), (0xDB, b""))
+#: The segments Pillow parses in Python, by marker and leading bytes: EXIF, Photoshop,
+#: quantization tables, frame headers (SOF0-3, 5-7, 9-11, 13-15; DHP).
+_JPEG_PARSED_SEGMENTS = (
+    (0xE1, b"Exif\x00\x00"),
+    (0xED, b"Photoshop 3.0\x00"),
+    (0xDB, b""),
+    *((marker, b"") for marker in (*range(0xC0, 0xD0), 0xDE) if marker not in (0xC4, 0xC8, 0xCC)),
+)
 #: A marker in JPEG entropy-coded data: 0xFF followed by neither a stuffed zero, a
 #: restart marker (RSTn, 0xD0-0xD7) nor a fill byte (ITU-T T.81, B.1.1.2 and B.1.1.5).
 _JPEG_MARKER_IN_DATA = re.compile(rb"\xff[\x01-\xcf\xd8-\xfe]")
@@ -86,7 +95,7 @@ class JpegLayout:
     scans: SOS segments before the first EOI; segments: marker segments and standalone
     markers (SOS included) before it; stray_bytes: bytes before the first SOS that are
     neither of these (fill bytes, bytes libjpeg skips to the next marker);
-    metadata_bytes: bytes of EXIF, Photoshop and DQT segments before the first SOS
+    metadata_bytes: bytes of EXIF, Photoshop, DQT and frame-header segments before the first SOS
     (`_JPEG_PARSED_SEGMENTS`). The walk stops once a count passes its limit (MAX_JPEG_SCANS,
     MAX_JPEG_SEGMENTS, MAX_JPEG_STRAY_BYTES, MAX_JPEG_METADATA_BYTES), so each is at most
     its limit's next value, the stray run or the segment that passed it.
@@ -114,9 +123,9 @@ class JpegLayout:
         if self.metadata_bytes > MAX_JPEG_METADATA_BYTES:
             return (
                 f"a JPEG with more than {MAX_JPEG_METADATA_BYTES:,} bytes of EXIF, Photoshop and"
-                " quantization-table segments before its picture data, the limit here (an"
-                " encoder writes one EXIF segment of at most 65,535 bytes and a few hundred"
-                " bytes of tables)"
+                " quantization-table segments and frame headers before its picture data, the"
+                " limit here (an encoder writes one EXIF segment of at most 65,535 bytes, a"
+                " few hundred bytes of tables and one frame header)"
             )
         return None
 
@@ -500,7 +509,7 @@ def decode_image(
     Raises MediaTooLargeError if the image has more than max_pixels pixels or does not fit
     max_decode_bytes, DecodeBudgetError (one) for a JPEG past MAX_JPEG_SCANS scans,
     MAX_JPEG_SEGMENTS segments, MAX_JPEG_STRAY_BYTES stray bytes or
-    MAX_JPEG_METADATA_BYTES of EXIF, Photoshop and DQT segments (`jpeg_layout`,
+    MAX_JPEG_METADATA_BYTES of EXIF, Photoshop, DQT and frame-header segments (`jpeg_layout`,
     checked before Pillow reads it), for a PNG of more than MAX_PNG_CHUNKS chunks and for
     a GIF of more than MAX_GIF_BLOCKS blocks before its first image; MediaError if
     data is empty, of an unrecognized or non-image format, or truncated or corrupt.

@@ -22,6 +22,7 @@ from provenance.cli.options import (
     existing,
     finite,
     in_existing_folder,
+    nonempty_path,
     trusted_proxies,
 )
 from provenance.core.errors import (
@@ -174,7 +175,8 @@ def serve(
         Path | None,
         typer.Option(
             help="The log's Ed25519 private key (PEM, created on first start; every server of"
-            " one log uses the same file). Default with a SQLite --db: DB.logkey.pem"
+            " one log uses the same file). Default with a SQLite --db: DB.logkey.pem",
+            parser=nonempty_path,
         ),
     ] = None,
     origin: Annotated[
@@ -614,6 +616,12 @@ def serve(
     except ConfigError as e:  # a flag's value out of range: a usage error (exit 2)
         raise typer.BadParameter(_flag_named(str(e))) from e
     if log_key is not None:
+        if log_key.is_dir():  # before: '.' and '/' ended in a traceback (no file name)
+            raise typer.BadParameter(
+                f"{log_key} is a folder; name the log's key file (created on first start),"
+                f" e.g. --log-key {log_key / 'log.pem'}",
+                param_hint="--log-key",
+            )
         in_existing_folder(log_key, "--log-key")
     token = os.environ.get("PROV_ADMIN_TOKEN")
     if admin_token_file is not None:

@@ -21,6 +21,7 @@ from provenance.cli.options import (
     check_can_listen,
     finite,
     listen_address,
+    nonempty_path,
     start_metrics,
 )
 from provenance.core.errors import TransportError
@@ -76,6 +77,7 @@ def web(
             help="Also serve this `prov log export-tiles` folder read-only as a C2SP tlog-tiles"
             " log under /tlog/ (checkpoint, tile/...), with cache headers.",
             file_okay=False,
+            parser=nonempty_path,
         ),
     ] = None,
     service_timeout: Annotated[
