@@ -64,7 +64,13 @@ from clients.options import (
     server_address,
     witness_quorum_of,
 )
-from clients.report import EXIT_CODES, EXIT_WITNESS_QUORUM, report_to_json, report_to_text
+from clients.report import (
+    EXIT_CODES,
+    EXIT_WITNESS_QUORUM,
+    counted,
+    report_to_json,
+    report_to_text,
+)
 from clients.scan.cli import scan as scan_command
 from detector import cli as detector_cli
 from detector.bands import threshold_words, unscored_reason
@@ -499,7 +505,7 @@ def device_enroll(
     if token and not TOKEN_TEXT.fullmatch(token):
         raise typer.BadParameter(
             "an enrollment token is letters, digits, '-' and '_' (the line `prov admin"
-            f" enroll-token` prints); this one ({len(token)} characters) holds others",
+            f" enroll-token` prints); this one ({counted(len(token), 'character')}) holds others",
             param_hint="--token",
         )
     chain = _certificate_chain(certificate) if certificate is not None else ""

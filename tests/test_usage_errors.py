@@ -501,6 +501,8 @@ def test_device_enroll_without_a_token_or_certificate_is_a_usage_error(
     for token in ("\udcffabc", "abc def", "tok\u00e9n"):
         rc, err = _run(capsys, "device", "enroll", "--token", token, *keyed)
         assert rc == 2 and "--token" in err and "letters, digits, '-' and '_'" in err, err
+    rc, err = _run(capsys, "device", "enroll", "--token", "\u00e9", *keyed)
+    assert rc == 2 and "(1 character)" in err, err  # before: "(1 characters)"
     # a --certificate that does not exist (before: exit 1), is a FIFO (before: waited for a
     # writer for ever) or is no PEM text (before: a UnicodeDecodeError traceback)
     fifo = tmp_path / "chain.fifo"
@@ -814,6 +816,9 @@ def test_serve_refuses_an_admin_token_that_can_be_guessed_offline(
     rc, err = _run(capsys, *serve, "--admin-token-file", str(short))
     assert rc == 2 and "--admin-token-file" in err and "21 characters" in err, err
     assert not db.exists()
+    short.write_text("x\n")  # one character is one, not "1 characters"
+    rc, err = _run(capsys, *serve, "--admin-token-file", str(short))
+    assert rc == 2 and "is 1 character;" in err, err
 
 
 def test_an_admin_token_grpc_cannot_carry_is_a_usage_error(
