@@ -562,6 +562,7 @@ class _DripRequest:
 
     def __init__(self, gap: float, count: int) -> None:
         self.gap, self.count = gap, count
+        self.headers: dict[str, str] = {}  # no Content-Encoding (`check_content_coding`)
 
     async def stream(self) -> AsyncIterator[bytes]:
         for _ in range(self.count):
