@@ -356,7 +356,8 @@ def test_a_tar_damaged_after_its_first_member_says_so(
     got = _by_ref(list(iter_items([str(path)], ScanLimits())))
     assert _data(got[f"{path}!a.png"]) == PNG
     stop = _error(got[str(path)])
-    assert stop.startswith("truncated or corrupt tar archive after 1 members"), stop
+    # one member is "1 member" (before: "after 1 members")
+    assert stop.startswith("truncated or corrupt tar archive after 1 member:"), stop
     assert sorted(got) == [str(path), f"{path}!a.png"], got
 
 

@@ -560,7 +560,7 @@ class Walker:
                     _drain(member, check_ratio)  # a skipped entry is read through, checked
             except _TAR_ERRORS as e:
                 raise _ArchiveStop(
-                    f"truncated or corrupt tar archive after {n} members: {e}"
+                    f"truncated or corrupt tar archive after {n} member{'' if n == 1 else 's'}: {e}"
                 ) from e
 
     def _entry(
