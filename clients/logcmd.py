@@ -26,6 +26,7 @@ from clients.options import (
     folder_to_fill,
     in_existing_folder,
     nonempty_path,
+    nonempty_place,
     verifier_key,
     witness_quorum_of,
 )
@@ -144,14 +145,18 @@ def _entries(c: ProvenanceClient, start: int, end: int) -> Iterator[bytes]:
 @log_app.command("audit")
 def audit(
     state: Annotated[
-        Path, typer.Option(help="File holding the last checkpoint this auditor accepted.")
+        Path,
+        typer.Option(
+            help="File holding the last checkpoint this auditor accepted.", parser=nonempty_path
+        ),
     ],
     server: ServerOpt = default_server(),
     tiles: Annotated[
         str | None,
         typer.Option(
             help="Audit a C2SP tlog-tiles copy of the log instead of the server: an http(s)://"
-            " prefix or a directory (from `prov log export-tiles`). Needs --log-key or a STATE."
+            " prefix or a directory (from `prov log export-tiles`). Needs --log-key or a STATE.",
+            parser=nonempty_place,
         ),
     ] = None,
     log_key: Annotated[

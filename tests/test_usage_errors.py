@@ -1037,8 +1037,10 @@ def test_a_loop_of_symbolic_links_is_named_not_reported_missing(
         ("scan", "", "--report", "scan.jsonl", "--workers", "0"),
         ("log", "export-tiles", "", "--db", "log.db"),
         ("device", "init", "--home", ""),
+        ("log", "audit", "--state", ""),
+        ("log", "audit", "--state", "s.json", "--tiles", ""),
     ],
-    ids=["scan", "export-tiles", "home"],
+    ids=["scan", "export-tiles", "home", "audit-state", "audit-tiles"],
 )
 def test_an_empty_path_is_a_usage_error_not_the_current_folder(
     args: tuple[str, ...], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
@@ -1047,7 +1049,9 @@ def test_an_empty_path_is_a_usage_error_not_the_current_folder(
     for `ls ''`; nothing is read or written in the current folder (h-att45c: before,
     Path('') was '.': `prov scan ''` scanned the current folder and sent its hashes to
     the server, `prov log export-tiles ''` wrote the tiles there, and `prov device init
-    --home ''` made a device key there). A real `prov` process in an empty folder."""
+    --home ''` made a device key there; `prov log audit --tiles ''` audited the current
+    folder as the tiles, `--state ''` was told ". is a folder"). A real `prov` process in
+    an empty folder."""
     work = tmp_path / "work"
     work.mkdir()
     (work / "log.db").touch()
