@@ -621,7 +621,8 @@ def device_repair(
     content only when signed by this key), what the damaged file still says, and the
     log's record of the key when the server answers, unless it is more than
     1,000,000 past the highest the folder shows and --accept-log-sequence is not given
-    (said, with what to do). A number already signed is never used again (when the log
+    (said, with what to do); what the damaged file says by the same rule, within
+    1,000,000 of the highest of those claims and the log's number. A number already signed is never used again (when the log
     cannot be asked, or its number is not adopted, one it logged may be: the output says
     so).
     The damaged file is kept as device.json.damaged-TIME beside it, never deleted. A sound
