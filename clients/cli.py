@@ -65,7 +65,13 @@ from clients.options import (
     server_address,
     witness_quorum_of,
 )
-from clients.report import EXIT_CODES, EXIT_WITNESS_QUORUM, report_to_json, report_to_text
+from clients.report import (
+    EXIT_CODES,
+    EXIT_WITNESS_QUORUM,
+    counted,
+    report_to_json,
+    report_to_text,
+)
 from clients.scan.cli import scan as scan_command
 from detector import cli as detector_cli
 from detector.bands import threshold_words, unscored_reason
@@ -503,7 +509,7 @@ def device_enroll(
     if token and not TOKEN_TEXT.fullmatch(token):
         raise typer.BadParameter(
             "an enrollment token is letters, digits, '-' and '_' (the line `prov admin"
-            f" enroll-token` prints); this one ({len(token)} characters) holds others",
+            f" enroll-token` prints); this one ({counted(len(token), 'character')}) holds others",
             param_hint="--token",
         )
     chain = _certificate_chain(certificate) if certificate is not None else ""
@@ -619,7 +625,8 @@ def device_repair(
     content only when signed by this key), what the damaged file still says, and the
     log's record of the key when the server answers, unless it is more than
     1,000,000 past the highest the folder shows and --accept-log-sequence is not given
-    (said, with what to do). A number already signed is never used again (when the log
+    (said, with what to do); what the damaged file says by the same rule, within
+    1,000,000 of the highest of those claims and the log's number. A number already signed is never used again (when the log
     cannot be asked, or its number is not adopted, one it logged may be: the output says
     so).
     The damaged file is kept as device.json.damaged-TIME beside it, never deleted. A sound

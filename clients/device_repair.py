@@ -22,7 +22,10 @@ fields come back from:
   (a wrong answer, from a hostile or broken server, would move the numbering towards
   its end, 2^64 - 1, where the key signs nothing more) unless the user says so
   (``accept_log``, `--accept-log-sequence`); the output then says the next number may
-  be one the log holds, as when the log cannot be asked;
+  be one the log holds, as when the log cannot be asked. What the damaged file (or a
+  copy) says counts by the same rule: within `SEQUENCE_MARGIN` of the highest of the
+  claims this key signed and the log's adopted number (`_count_written`; before, a
+  damaged digit could take the numbering to 2^64 - 1);
 * ``last_claim_hash``: that claim's hash when this folder holds it, else the one the
   damaged file still names for that sequence, else empty (the log's `GetDevice` does not
   give it): the next claim then links to nothing, which the log accepts and shows as a
@@ -59,6 +62,7 @@ from clients.device import (
 )
 from clients.files import read_bounded
 from provenance.cli.options import server_address
+from provenance.core.claims import Device
 from provenance.core.errors import ConfigError, ProvenanceError
 from provenance.core.keys import DeviceKey
 from provenance.wire.sidecar import MAX_SIDECAR_BYTES, Sidecar, decode_sidecar
@@ -190,16 +194,11 @@ def repair(
         if seq:
             seen[where] = max(seen.get(where, 0), seq)
             last_hash[seq] = sidecar.signed_claim.claim_hash.hex()
-    for where, text in leftovers(home):
-        said = _SEQUENCE_TEXT.search(text)
-        if said is not None and int(said.group(1)) < 2**64:
-            seen[where] = max(seen.get(where, 0), int(said.group(1)))
-            link = _HASH_TEXT.search(text)
-            if link is not None:  # the claim it names, when no better source does
-                last_hash.setdefault(int(said.group(1)), link.group(1).decode())
-    far = _count_names(home, seen)
+    answer = _get_device(server, key)
+    far = _count_written(home, seen, last_hash, answer, accept_log)
+    far += _count_names(home, seen)
     local = max(seen.values(), default=0)
-    log, log_checked, not_adopted = _ask_log(server, key, seen, last_hash, local, accept_log)
+    log, log_checked, not_adopted = _ask_log(server, answer, seen, last_hash, local, accept_log)
     last = max(seen.values(), default=0)
     state = DeviceState(
         device_id=key_id,
@@ -212,6 +211,50 @@ def repair(
     atomic_write(home.state_path, state_bytes(state))
     sources = tuple(where for where, seq in seen.items() if seq == last and last)
     return Repaired(state, kept_at, server_from, sources, log, log_checked, not_adopted, far)
+
+
+def _count_written(
+    home: DeviceHome,
+    seen: dict[str, int],
+    hashes: dict[int, str],
+    answer: Device | str,
+    accept_log: bool,
+) -> tuple[str, ...]:
+    """Add to ``seen`` the last sequence each of `leftovers` still names, and to
+    ``hashes`` the claim hash it names with it, but only within `SEQUENCE_MARGIN` of the
+    highest of the claims this key signed (``seen`` so far) and the log's last sequence
+    (``answer``: `GetDevice`'s, or why the log could not be asked) when that is adopted
+    (`_ask_log`'s rule, or ``accept_log``): a damaged digit, or garbage that reads as a
+    number, moved the numbering as far as 2^64 - 1, where the key signs nothing more.
+    Returns those not counted, in words."""
+    claimed = max(seen.values(), default=0)
+    written = []
+    for where, text in leftovers(home):
+        said = _SEQUENCE_TEXT.search(text)
+        if said is not None and int(said.group(1)) < 2**64:
+            named = _HASH_TEXT.search(text)
+            written.append((where, int(said.group(1)), named.group(1).decode() if named else ""))
+    logged = answer.last_sequence if isinstance(answer, Device) else 0
+    shown = max([claimed, *(n for _, n, _ in written)])
+    if not accept_log and logged > shown + SEQUENCE_MARGIN:
+        logged = 0  # not adopted (`_ask_log` says so): it vouches for nothing
+    base = max(claimed, logged)
+    far = []
+    for where, n, link in written:
+        if n > base + SEQUENCE_MARGIN:
+            far.append(
+                f"{where} says the last sequence is {n}, more than {SEQUENCE_MARGIN:,} past"
+                f" the highest of this key's claims in the folder and the log's ({base}):"
+                " not counted, as a damaged number would move this device's numbering"
+                " towards its end (18446744073709551615); if the log does hold this key's"
+                " claims up to it, `prov device repair --accept-log-sequence` moves the"
+                " numbering to the log's"
+            )
+            continue
+        seen[where] = max(seen.get(where, 0), n)
+        if link:  # the claim it names, when no better source does
+            hashes.setdefault(n, link)
+    return tuple(far)
 
 
 def _count_names(home: DeviceHome, seen: dict[str, int]) -> tuple[str, ...]:
@@ -253,32 +296,39 @@ def _sidecars(home: DeviceHome) -> list[Sidecar]:
     return found
 
 
-def _ask_log(
-    server: str,
-    key: DeviceKey,
-    seen: dict[str, int],
-    hashes: dict[int, str],
-    local: int,
-    accept: bool,
-) -> tuple[str, bool, int]:
-    """Add the log's last sequence for ``key`` at ``server`` to ``seen`` (as "the log")
-    and its last claim hash, when it gives one, to ``hashes``, unless it is more than
-    `SEQUENCE_MARGIN` past ``local`` (the highest the folder shows) and not ``accept``;
-    returns what happened, in words, whether the log answered, and the number it said
-    when that was not adopted (else 0)."""
+def _get_device(server: str, key: DeviceKey) -> Device | str:
+    """The log's record of ``key`` at ``server`` (`GetDevice`), or why it was not asked
+    or could not be, in words."""
     if not server:
-        return "no server to ask: the log's record of this key was not checked", False, 0
+        return "no server to ask: the log's record of this key was not checked"
     try:
         with ProvenanceClient(server) as client:
-            device = client.get_device(key.key_id)
+            return client.get_device(key.key_id)
     except ProvenanceError as e:
-        unasked = (
+        return (
             f"the log at {server} could not be asked for this key's last sequence ({e}):"
             " a claim it logged whose sidecar is not in this folder is not counted; if the"
             " next claim reuses its number, the log refuses it once and `prov device sync`"
             " moves the numbering past the log's"
         )
-        return unasked, False, 0
+
+
+def _ask_log(
+    server: str,
+    answer: Device | str,
+    seen: dict[str, int],
+    hashes: dict[int, str],
+    local: int,
+    accept: bool,
+) -> tuple[str, bool, int]:
+    """Add the log's last sequence (``answer``, `_get_device`'s for ``server``) to
+    ``seen`` (as "the log") and its last claim hash, when it gives one, to ``hashes``,
+    unless it is more than `SEQUENCE_MARGIN` past ``local`` (the highest the folder
+    shows) and not ``accept``; returns what happened, in words, whether the log
+    answered, and the number it said when that was not adopted (else 0)."""
+    if isinstance(answer, str):
+        return answer, False, 0
+    device = answer
     said = device.last_sequence
     if said > local + SEQUENCE_MARGIN and not accept:
         return far_log_sequence(server, said, local), True, said

@@ -26,6 +26,7 @@ from clients.options import (
     folder_to_fill,
     in_existing_folder,
     nonempty_path,
+    nonempty_place,
     verifier_key,
     witness_quorum_of,
 )
@@ -144,14 +145,18 @@ def _entries(c: ProvenanceClient, start: int, end: int) -> Iterator[bytes]:
 @log_app.command("audit")
 def audit(
     state: Annotated[
-        Path, typer.Option(help="File holding the last checkpoint this auditor accepted.")
+        Path,
+        typer.Option(
+            help="File holding the last checkpoint this auditor accepted.", parser=nonempty_path
+        ),
     ],
     server: ServerOpt = default_server(),
     tiles: Annotated[
         str | None,
         typer.Option(
             help="Audit a C2SP tlog-tiles copy of the log instead of the server: an http(s)://"
-            " prefix or a directory (from `prov log export-tiles`). Needs --log-key or a STATE."
+            " prefix or a directory (from `prov log export-tiles`). Needs --log-key or a STATE.",
+            parser=nonempty_place,
         ),
     ] = None,
     log_key: Annotated[
@@ -583,7 +588,8 @@ def export_tiles_command(
             help="With --follow, stop after this many polls of the database, the first"
             " included (N take about N - 1 times --interval; 1: one export, no wait): exit"
             " 0, or 1 when the log still has no signed checkpoint. 0 (the default): no limit,"
-            " until stopped (Ctrl-C or SIGTERM). Without --follow: one export.",
+            " until stopped (Ctrl-C or SIGTERM). Without --follow (one export) it is a"
+            " usage error.",
             min=0,
         ),
     ] = 0,
@@ -594,6 +600,12 @@ def export_tiles_command(
     Only new files are written; the checkpoint goes last. A log with no signed checkpoint
     yet (no entry logged) exports nothing: exit 1, saying so (with --follow, it waits for
     one, and exits 1 when --max-polls end before one comes)."""
+    if max_polls and not follow:  # a forgotten --follow: one export, silently, before
+        raise typer.BadParameter(
+            f"--max-polls {max_polls} limits the polls of --follow; without --follow there"
+            " is one export: add --follow, or leave --max-polls out",
+            param_hint="--max-polls",
+        )
     folder_to_fill(directory, "DIRECTORY")
     store = _open_read_only(db)
     terminated: list[int] = []  # SIGTERM, once it came

@@ -22,16 +22,25 @@ from provenance.core.errors import MediaError
 JPEG_MAX_SIDE = 65500
 
 
-def harmonise(rgb: np.ndarray, preprocess: Preprocess) -> np.ndarray:
+def sized(rgb: np.ndarray, video: bool = False) -> str:
+    """The size of ``rgb`` (H, W, 3) as an error begins with it: "image is WxH pixels", or
+    for a video's frame "the video's frames are WxH pixels"."""
+    h, w = rgb.shape[:2]
+    subject = "the video's frames are" if video else "image is"
+    return f"{subject} {w}x{h} pixels"
+
+
+def harmonise(rgb: np.ndarray, preprocess: Preprocess, video: bool = False) -> np.ndarray:
     """The decoded image (H, W, 3) uint8 as the network sees it before cropping:
     re-encoded as JPEG at ``preprocess.jpeg_quality`` (Pillow, 4:2:0) when that is set,
     else unchanged. Deterministic, so the same file keeps the same score. Raises MediaError
-    when it must be re-encoded and a side exceeds JPEG_MAX_SIDE."""
+    when it must be re-encoded and a side exceeds JPEG_MAX_SIDE (speaking of the video's
+    frames when ``video``)."""
     if preprocess.jpeg_quality:
         h, w = rgb.shape[:2]
         if max(h, w) > JPEG_MAX_SIDE:
             raise MediaError(
-                f"image is {w}x{h} pixels; the detector re-encodes images as JPEG, which"
+                f"{sized(rgb, video)}; the detector re-encodes images as JPEG, which"
                 f" allows at most {JPEG_MAX_SIDE} on each side"
             )
         return jpeg_roundtrip(rgb, preprocess.jpeg_quality)

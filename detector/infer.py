@@ -33,7 +33,7 @@ from detector.bands import UNCERTAIN as UNCERTAIN
 from detector.batching import BatchQueue
 from detector.calibrate import noise_offset
 from detector.crops import plan_crops
-from detector.features import harmonise, patch_logits, prepare_network
+from detector.features import harmonise, patch_logits, prepare_network, sized
 from detector.noise import log_noise
 from detector.registry import LoadedModel, load_model
 from provenance.core.errors import DetectorError, DetectorTimeoutError, MediaError
@@ -227,8 +227,10 @@ class Detector:
         images: Sequence[np.ndarray],
         request_keys: Sequence[bytes],
         timeout_s: float | None = None,
+        video: bool = False,
     ) -> list[DetectorReport]:
-        """Score several images (each as in score_image) in shared batches.
+        """Score several images (each as in score_image) in shared batches; ``video``: they
+        are a video's frames, and an error about their size says so.
 
         timeout_s: seconds the whole call may take (None: no limit). Past it the call
         raises DetectorTimeoutError and cancels its crops still queued, so they are never
@@ -243,13 +245,13 @@ class Detector:
         cal = self.model.meta.calibration
         plans = [
             plan_crops(self._secret, key, rgb.shape[1], rgb.shape[0], pre.patch_size, pre.crops)
-            for rgb, key in zip((_check_rgb(im) for im in images), request_keys, strict=True)
+            for rgb, key in zip((_check_rgb(im, video) for im in images), request_keys, strict=True)
         ]
         # The crops of all images, one request per crop shape (crops of images smaller
         # than the patch are smaller).
         rows = [
             rgb[c.y : c.y + c.size, c.x : c.x + c.size]
-            for rgb, plan in zip((harmonise(im, pre) for im in images), plans, strict=True)
+            for rgb, plan in zip((harmonise(im, pre, video) for im in images), plans, strict=True)
             for c in plan
         ]
         # Each image's log noise level on the same crops, where the band uses it.
@@ -367,7 +369,7 @@ class Detector:
         )
 
 
-def _check_rgb(rgb: np.ndarray) -> np.ndarray:
+def _check_rgb(rgb: np.ndarray, video: bool = False) -> np.ndarray:
     if (
         not isinstance(rgb, np.ndarray)
         or rgb.dtype != np.uint8
@@ -379,6 +381,6 @@ def _check_rgb(rgb: np.ndarray) -> np.ndarray:
     h, w = rgb.shape[:2]
     if min(h, w) < MIN_SIDE:
         raise MediaError(
-            f"image is {w}x{h} pixels; the detector needs at least {MIN_SIDE} on each side"
+            f"{sized(rgb, video)}; the detector needs at least {MIN_SIDE} on each side"
         )
     return rgb

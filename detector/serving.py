@@ -67,7 +67,9 @@ class ServerDetector:
         if not frames:
             return {"available": False, "note": "no video frame could be decoded for the detector"}
         keys = [request_key + struct.pack(">d", t) for t, _ in frames]
-        reports = self.detector.score_images([rgb for _, rgb in frames], keys, timeout_s)
+        reports = self.detector.score_images(
+            [rgb for _, rgb in frames], keys, timeout_s, video=True
+        )
         zs = np.array([_logit(r.score) for r in reports])
         mean, half = spread(zs)
         # The band's noise term of the frames, averaged as their logits are.

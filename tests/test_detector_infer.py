@@ -225,6 +225,18 @@ def test_extreme_calibrations_score_in_range_or_refuse_without_warnings(
             d.score_image(rgb, b"k")
 
 
+def test_a_video_too_small_to_score_speaks_of_its_frames(det: Detector) -> None:
+    """The detector note of a video whose frames are under the detector's least side
+    said "image is 2x2 pixels": a video has frames, and the note says so."""
+    tiny = np.zeros((2, 2, 3), np.uint8)
+    with pytest.raises(MediaError) as caught:
+        ServerDetector(det).score_video([(0.0, tiny), (1.0, tiny)], b"v")
+    said = str(caught.value)
+    assert "the video's frames are 2x2 pixels" in said and "image" not in said, said
+    with pytest.raises(MediaError, match="^image is 2x2 pixels"):
+        det.score_image(tiny, b"k")  # an image is still an image
+
+
 def test_weights_written_before_the_noise_term_still_load() -> None:
     from detector.config import ModelMeta
 

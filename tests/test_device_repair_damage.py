@@ -96,7 +96,10 @@ def test_a_repair_killed_after_setting_the_damaged_file_aside_keeps_its_sequence
 
 def test_what_repair_says_about_reuse_is_what_it_checked(enrolled: Cli, tmp_path: Path) -> None:
     """The log not asked: "never reused" is not said, and why the next number may be
-    one the log holds is; a last sequence that is a claim's last: no next number."""
+    one the log holds is. A damaged file saying 2^64 - 1 that nothing else vouches for
+    (the log holds #1) is not counted, and said so (before: taken, and the key had used
+    its last number; a last sequence the log vouches for up to 2^64 - 1, with no next
+    number: tests/test_device_repair_log_sequence.py)."""
     photo = _photo(tmp_path, "p.png", 0)
     rc, out, err = enrolled("sign", str(photo))  # logged #1, its sidecar beside it
     assert rc == 0, err
@@ -112,8 +115,9 @@ def test_what_repair_says_about_reuse_is_what_it_checked(enrolled: Cli, tmp_path
     state_path.write_text(json.dumps({**good, "last_sequence": 2**64 - 1, "device_id": 7}))
     rc, out, err = enrolled("device", "repair")
     said = " ".join(out.split())
-    assert rc == 0 and f"last sequence {2**64 - 1}" in said, said
-    assert str(2**64) not in said and "used its last sequence number" in said, said
+    assert rc == 0 and "last sequence 1 (the highest seen: the log)" in said, said
+    assert f"says the last sequence is {2**64 - 1}" in said and "not counted" in said, said
+    assert "used its last sequence number" not in said, said
 
 
 def test_with_no_state_the_newest_copy_names_the_server(enrolled: Cli) -> None:

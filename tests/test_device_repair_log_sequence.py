@@ -119,3 +119,43 @@ def test_sync_does_not_adopt_a_log_sequence_far_past_the_device(
     assert DeviceHome(enrolled.home).state().last_sequence == 3, text
     assert f"up to sequence {10**15}" in text and "not adopted" in text, text
     assert "prov device repair --accept-log-sequence" in text, text
+
+
+def _damaged_saying(state_path: Path, last: int) -> None:
+    """device.json cut short after naming ``last`` as its last sequence."""
+    state_path.write_bytes(b'{"last_sequence": %d, "serv' % last)
+
+
+@pytest.mark.parametrize("log", ["real", "offline"])
+@pytest.mark.parametrize("said", [2**64 - 1, 4 + SEQUENCE_MARGIN])
+def test_a_damaged_files_sequence_far_past_the_rest_is_not_counted(
+    enrolled: Cli, tmp_path: Path, log: str, said: int
+) -> None:
+    """The damaged device.json's number was taken as it was, up to 2^64 - 1 (a damaged
+    digit, or garbage that reads as one): the key then signed nothing more. Like the
+    log's, it now counts only within `SEQUENCE_MARGIN` of the claims this key signed that
+    the folder holds and the log's number (here the real log's 0: the claims are queued;
+    or the log not asked), and the output says it was not counted."""
+    state_path = _queue_three(enrolled, tmp_path)
+    _damaged_saying(state_path, said)
+    server = enrolled.server if log == "real" else closed_port()
+    rc, text = _said(enrolled, "device", "repair", "--server", server)
+    assert rc == 0, text
+    assert DeviceHome(enrolled.home).state().last_sequence == 3, text
+    assert f"says the last sequence is {said}" in text and "not counted" in text, text
+    assert "used its last sequence number" not in text and "Traceback" not in text, text
+
+
+def test_a_damaged_files_far_sequence_the_log_holds_is_counted(
+    enrolled: Cli, tmp_path: Path, hostile: Callable[[Answers], str]
+) -> None:
+    """The damaged file's number far past the folder's claims, and the log holding this
+    key's claims up to it (claims logged whose sidecars are elsewhere): counted, as
+    before; up to 2^64 - 1, where the output says the key has used its last number."""
+    state_path = _queue_three(enrolled, tmp_path)
+    for said in (3 + 2 * SEQUENCE_MARGIN, 2**64 - 1):
+        _damaged_saying(state_path, said)
+        rc, text = _said(enrolled, "device", "repair", "--server", _wrong_log(hostile, said))
+        assert rc == 0 and "not counted" not in text, text
+        assert DeviceHome(enrolled.home).state().last_sequence == said, text
+        assert ("used its last sequence number" in text) == (said == 2**64 - 1), text

@@ -75,3 +75,15 @@ def test_max_polls_help_says_what_a_poll_is_and_what_stops_it(
         tmp_path, capsys, "--follow", "--interval", "3600", "--max-polls", "1"
     )
     assert rc == 1 and said.count("no signed checkpoint yet") == 1, said
+
+
+def test_max_polls_without_follow_is_a_usage_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`--max-polls 3` without --follow was silently one export (a forgotten --follow):
+    exit 2 naming both, before anything is read or written. 0, the default, goes on."""
+    rc, said, out = _export_unsigned(tmp_path, capsys, "--max-polls", "3")
+    assert rc == 2 and "--max-polls" in said and "--follow" in said, said
+    assert not out.exists(), said
+    rc, said, _ = _export_unsigned(tmp_path, capsys, "--max-polls", "0")
+    assert rc == 1 and "no signed checkpoint yet" in said, said

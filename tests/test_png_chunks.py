@@ -73,3 +73,38 @@ def test_the_c2pa_container_walk_refuses_a_png_over_the_chunk_limit(walk: Any) -
         assert str(e) == "the file carries no C2PA manifest store"
     with pytest.raises(MediaError, match=f"more than {MAX_PNG_CHUNKS:,} chunks"):
         walk(_with_empty_chunks(MAX_PNG_CHUNKS - 2), "image/png")
+
+
+def _with_chunks(before_idat: bytes = b"", after_idat: bytes = b"") -> bytes:
+    """An 8x8 PNG with ``before_idat`` after IHDR and ``after_idat`` before IEND."""
+    buf = io.BytesIO()
+    Image.new("RGB", (8, 8), (1, 2, 3)).save(buf, "PNG")
+    data = buf.getvalue()
+    idat, iend = data.index(b"IDAT") - 4, data.index(b"IEND") - 4
+    return data[:idat] + before_idat + data[idat:iend] + after_idat + data[iend:]
+
+
+_TWO_MIB = zlib.compress(b"\0" * (2 << 20))  # over Pillow's 1 MiB a compressed chunk
+
+
+@pytest.mark.parametrize(
+    ("data", "said"),
+    [
+        (_with_chunks(_chunk(b"zTXt", b"k\0\0" + _TWO_MIB)), "text or colour-profile chunk"),
+        (_with_chunks(b"", _chunk(b"zTXt", b"k\0\0" + _TWO_MIB)), "text or colour-profile"),
+        (_with_chunks(b"", _chunk(b"iTXt", b"k\0\1\0\0\0" + _TWO_MIB)), "colour-profile"),
+        (_with_chunks(_chunk(b"iCCP", b"p\0\0" + _TWO_MIB)), "text or colour-profile chunk"),
+        (
+            _with_chunks(_chunk(b"zTXt", b"k\0\0" + zlib.compress(b"a" * 10**6)) * 70),
+            "text chunks hold more than 64 MiB",
+        ),
+    ],
+)
+def test_a_png_chunk_past_the_decompression_limit_is_named(data: bytes, said: str) -> None:
+    """A zTXt, iTXt or iCCP chunk that decompresses past Pillow's limit (1 MiB each, 64
+    MiB of text in all) was reported as "truncated or corrupt image: the PNG data cannot
+    be decoded": the file is whole, and the message says which limit it passed."""
+    with pytest.raises(MediaError) as caught:
+        decode_image(data)
+    message = str(caught.value)
+    assert said in message and "limit" in message and "corrupt" not in message, message

@@ -45,9 +45,14 @@ PNG = (SAMPLES / "chelsea.png").read_bytes()
 
 def _prov(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
     """Run `prov` in a child process (a hang fails the test instead of the suite)."""
+    return _child([sys.executable, "-m", "clients.cli", *args], timeout)
+
+
+def _child(argv: list[str], timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    """Run ``argv`` from the checkout with the admin token set, its output captured."""
     env = {**os.environ, "PROV_ADMIN_TOKEN": ADMIN_TOKEN}
     return subprocess.run(
-        [sys.executable, "-m", "clients.cli", *args],
+        argv,
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -607,15 +612,7 @@ def test_a_report_that_cannot_be_written_says_rows_are_kept(
     report = tmp_path / "scan.jsonl"
 
     args = ["scan", str(folder), "--report", str(report), "--server", srv.address]
-    env = {**os.environ, "PROV_ADMIN_TOKEN": ADMIN_TOKEN}
-    full = subprocess.run(
-        [sys.executable, "-c", SMALL_FILES, *args, "--workers", "0"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env=env,
-        cwd=ROOT,
-    )
+    full = _child([sys.executable, "-c", SMALL_FILES, *args, "--workers", "0"])
     err = " ".join(full.stderr.split())
     assert full.returncode == 1, err
     assert "File too large" in err and f"the rows so far are kept in {report}" in err, err
@@ -627,3 +624,27 @@ def test_a_report_that_cannot_be_written_says_rows_are_kept(
     assert done.returncode == 0, done.stderr[-2000:]
     rows = [json.loads(line) for line in report.read_text().splitlines()]
     assert sorted(r["path"] for r in rows) == sorted(str(p) for p in folder.iterdir())
+
+
+def test_a_full_disk_under_the_report_names_the_file(srv: ServerProc, tmp_path: Path) -> None:
+    """A report on a disk that fills mid-scan (a 64 KiB tmpfs, mounted in a mount
+    namespace of the child's own: ``unshare -m``, root) names the file that could not be
+    written, as the file size limit above does. Before: "error: No space left on device;
+    free space on its disk, ..." naming no file: closing the report after its failed
+    write raised the error again without the file's name, and that one was reported."""
+    folder = tmp_path / "many"
+    folder.mkdir()
+    for i in range(400):
+        (folder / f"{i:03d}.txt").write_text(f"note {i}")
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    report = disk / "scan.jsonl"
+    scan = [sys.executable, "-m", "clients.cli", "scan", str(folder), "--report", str(report)]
+    script = 'mount -t tmpfs -o size=64k tmpfs "$1" && shift && exec "$@"'
+    mounted = ["unshare", "-m", "sh", "-c", script, "sh", str(disk)]
+    full = _child([*mounted, *scan, "--server", srv.address, "--workers", "0"])
+    err = " ".join(full.stderr.split())
+    assert "mount" not in err and "unshare" not in err, err  # no namespace: a failure, not a skip
+    assert full.returncode == 1, err
+    assert re.search(rf"No space left on device: {re.escape(str(disk))}/scan\.\S+;", err), err
+    assert f"the rows so far are kept in {report}" in err and "Traceback" not in err, err

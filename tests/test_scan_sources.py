@@ -356,7 +356,8 @@ def test_a_tar_damaged_after_its_first_member_says_so(
     got = _by_ref(list(iter_items([str(path)], ScanLimits())))
     assert _data(got[f"{path}!a.png"]) == PNG
     stop = _error(got[str(path)])
-    assert stop.startswith("truncated or corrupt tar archive after 1 members"), stop
+    # one member is "1 member" (before: "after 1 members")
+    assert stop.startswith("truncated or corrupt tar archive after 1 member:"), stop
     assert sorted(got) == [str(path), f"{path}!a.png"], got
 
 
@@ -596,3 +597,35 @@ def test_a_list_file_is_read_a_line_at_a_time(tmp_path: Path, shape: str) -> Non
     count, peak = _walk_peak(listed)
     assert count == (200_000 if shape == "200,000 names" else 1)
     assert peak < 2 << 20, f"{peak:,} bytes at the peak"
+
+
+def _empty_tar() -> bytes:
+    """What `tarfile` (and GNU tar) write for an archive of no members: 10,240 zeros."""
+    buf = io.BytesIO()
+    tarfile.open(fileobj=buf, mode="w").close()
+    assert buf.getvalue() == bytes(10240)
+    return buf.getvalue()
+
+
+def test_an_all_zero_tar_is_an_empty_archive(tmp_path: Path) -> None:
+    """A .tar of zeros is a tar of no members (`tarfile` reads it so): like an empty zip,
+    it gives no row, on disk, as a PATH and inside another tar. Before, it was scanned as
+    a file of an unrecognised format. A .tar whose first block is zeros but whose later
+    bytes are not, or an all-zero file of another name, is still a file."""
+    folder = tmp_path / "f"
+    folder.mkdir()
+    (folder / "empty.tar").write_bytes(_empty_tar())
+    (folder / "zeros.bin").write_bytes(_empty_tar())
+    (folder / "wiped.tar").write_bytes(bytes(512) + b"x" * 600)
+    outer = folder / "outer.tar"
+    with tarfile.open(outer, "w") as t:
+        for name, data in (("in.tar", _empty_tar()), ("in-wiped.tar", bytes(512) + b"y")):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            t.addfile(info, io.BytesIO(data))
+    got = _by_ref(list(iter_items([str(folder)], ScanLimits())))
+    assert sorted(got) == sorted(
+        [f"{folder}/zeros.bin", f"{folder}/wiped.tar", f"{outer}!in-wiped.tar"]
+    ), got
+    assert _data(got[f"{outer}!in-wiped.tar"]) == bytes(512) + b"y"
+    assert list(iter_items([str(folder / "empty.tar")], ScanLimits())) == []

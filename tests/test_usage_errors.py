@@ -501,6 +501,8 @@ def test_device_enroll_without_a_token_or_certificate_is_a_usage_error(
     for token in ("\udcffabc", "abc def", "tok\u00e9n"):
         rc, err = _run(capsys, "device", "enroll", "--token", token, *keyed)
         assert rc == 2 and "--token" in err and "letters, digits, '-' and '_'" in err, err
+    rc, err = _run(capsys, "device", "enroll", "--token", "\u00e9", *keyed)
+    assert rc == 2 and "(1 character)" in err, err  # before: "(1 characters)"
     # a --certificate that does not exist (before: exit 1), is a FIFO (before: waited for a
     # writer for ever) or is no PEM text (before: a UnicodeDecodeError traceback)
     fifo = tmp_path / "chain.fifo"
@@ -814,6 +816,9 @@ def test_serve_refuses_an_admin_token_that_can_be_guessed_offline(
     rc, err = _run(capsys, *serve, "--admin-token-file", str(short))
     assert rc == 2 and "--admin-token-file" in err and "21 characters" in err, err
     assert not db.exists()
+    short.write_text("x\n")  # one character is one, not "1 characters"
+    rc, err = _run(capsys, *serve, "--admin-token-file", str(short))
+    assert rc == 2 and "is 1 character;" in err, err
 
 
 def test_an_admin_token_grpc_cannot_carry_is_a_usage_error(
@@ -1032,8 +1037,10 @@ def test_a_loop_of_symbolic_links_is_named_not_reported_missing(
         ("scan", "", "--report", "scan.jsonl", "--workers", "0"),
         ("log", "export-tiles", "", "--db", "log.db"),
         ("device", "init", "--home", ""),
+        ("log", "audit", "--state", ""),
+        ("log", "audit", "--state", "s.json", "--tiles", ""),
     ],
-    ids=["scan", "export-tiles", "home"],
+    ids=["scan", "export-tiles", "home", "audit-state", "audit-tiles"],
 )
 def test_an_empty_path_is_a_usage_error_not_the_current_folder(
     args: tuple[str, ...], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
@@ -1042,7 +1049,9 @@ def test_an_empty_path_is_a_usage_error_not_the_current_folder(
     for `ls ''`; nothing is read or written in the current folder (h-att45c: before,
     Path('') was '.': `prov scan ''` scanned the current folder and sent its hashes to
     the server, `prov log export-tiles ''` wrote the tiles there, and `prov device init
-    --home ''` made a device key there). A real `prov` process in an empty folder."""
+    --home ''` made a device key there; `prov log audit --tiles ''` audited the current
+    folder as the tiles, `--state ''` was told ". is a folder"). A real `prov` process in
+    an empty folder."""
     work = tmp_path / "work"
     work.mkdir()
     (work / "log.db").touch()

@@ -457,6 +457,15 @@ def test_hashes_are_strict_hex() -> None:
             parse_hash(bad, "h")
 
 
+@pytest.mark.parametrize(("text", "said"), [("a", "got 1 character"), ("ab", "got 2 characters")])
+def test_hash_length_error_counts_in_the_right_number(text: str, said: str) -> None:
+    """A hash of the wrong length is told how many characters it had, "1 character" for
+    one (before: "got 1 characters")."""
+    with pytest.raises(WebError) as caught:
+        parse_hash(text, "h")
+    assert str(caught.value).endswith(said), str(caught.value)
+
+
 @pytest.mark.parametrize(
     "path",
     [
@@ -553,6 +562,7 @@ class _DripRequest:
 
     def __init__(self, gap: float, count: int) -> None:
         self.gap, self.count = gap, count
+        self.headers: dict[str, str] = {}  # no Content-Encoding (`check_content_coding`)
 
     async def stream(self) -> AsyncIterator[bytes]:
         for _ in range(self.count):

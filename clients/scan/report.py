@@ -304,10 +304,15 @@ class ReportWriter:
         return summary
 
     def discard(self) -> None:
-        """Drop the unfinished CSV (a scan that stopped early)."""
+        """Drop the unfinished CSV (a scan that stopped early). Its close flushes what a
+        failed write left buffered and fails again on a full disk: that OSError names the
+        CSV, and the file is removed all the same."""
         if not self._file.closed:
-            self._file.close()
-            self._part.unlink(missing_ok=True)
+            try:
+                with naming(self._part):
+                    self._file.close()
+            finally:
+                self._part.unlink(missing_ok=True)
 
 
 def thumbnail(data: bytes, max_pixels: int) -> str | None:

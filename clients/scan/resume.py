@@ -206,7 +206,8 @@ class Journal:
 
     def close(self) -> None:
         """Wait for the running fsync, fsync once more and close. Raises OSError as
-        `write`."""
+        `write`, naming the report (closing flushes what a failed write left buffered, and
+        fails again on a full disk: that error, which replaces the first, names it too)."""
         try:
             with naming(self.path):
                 if self._sync is not None:
@@ -215,7 +216,8 @@ class Journal:
                 os.fsync(self._file.fileno())
         finally:
             self._syncer.shutdown()
-            self._file.close()
+            with naming(self.path):
+                self._file.close()
 
     def __enter__(self) -> Journal:
         return self

@@ -182,6 +182,21 @@ def _has_archive_suffix(name: str) -> bool:
     return name.lower().endswith(ARCHIVE_SUFFIXES)
 
 
+def _zero_tar_head(head: bytes, name: str) -> bool:
+    """Whether ``head`` (a file's first 512 bytes) is a block of zeros and ``name`` ends in
+    ``.tar``: then the file is an empty tar archive if the rest is zeros too (what `tarfile`
+    and GNU tar write for no members, 10,240 zeros; `tarfile` reads it as no members)."""
+    return name.lower().endswith(".tar") and len(head) == _HEAD_BYTES and head.count(0) == len(head)
+
+
+def _zeros_to_end(f: _Readable) -> bool:
+    """Whether every byte left in ``f`` is zero (read a block at a time)."""
+    while block := f.read(_READ_BYTES):
+        if block.count(0) != len(block):
+            return False
+    return True
+
+
 class _Readable(Protocol):
     """What the scanner reads archive members through (a member, or it metered)."""
 
@@ -402,7 +417,10 @@ class Walker:
         if archive_by_magic or _has_archive_suffix(path):
             try:
                 with open_regular(path) as f:
-                    kind = archive_kind(f.read(_HEAD_BYTES))
+                    head = f.read(_HEAD_BYTES)
+                    kind = archive_kind(head)
+                    if kind is None and _zero_tar_head(head, path) and _zeros_to_end(f):
+                        kind = "tar"  # an empty tar: no members, as an empty zip
                     if kind is not None:
                         f.seek(0)
                         ref = escape_name(path)  # also the rows' archive: valid UTF-8
@@ -560,7 +578,7 @@ class Walker:
                     _drain(member, check_ratio)  # a skipped entry is read through, checked
             except _TAR_ERRORS as e:
                 raise _ArchiveStop(
-                    f"truncated or corrupt tar archive after {n} members: {e}"
+                    f"truncated or corrupt tar archive after {n} member{'' if n == 1 else 's'}: {e}"
                 ) from e
 
     def _entry(
@@ -577,6 +595,10 @@ class Walker:
         head = member.read(_HEAD_BYTES)
         check()
         kind = archive_kind(head) if _has_archive_suffix(ref) else None
+        data: bytes | None = None  # the whole member, when read to tell an empty tar
+        if kind is None and _zero_tar_head(head, ref) and size <= SMALL_ENTRY_BYTES:
+            data = head + _read_all(member, max(size - len(head), 0), check)
+            kind = "tar" if data.count(0) == len(data) else None
         if kind is not None:
             if depth + 1 > lim.max_depth:
                 yield RefusedItem(
@@ -593,10 +615,14 @@ class Walker:
                     outer,
                 )
             else:
-                data = head + _read_all(member, lim.max_nested_bytes, check)
+                if data is None:
+                    data = head + _read_all(member, lim.max_nested_bytes, check)
                 yield from self._archive(kind, io.BytesIO(data), ref, outer, depth + 1)
             return
         if self.skip(ref):
+            return
+        if data is not None:  # read whole already: at most SMALL_ENTRY_BYTES, so in memory
+            yield EntryItem(ref, data, outer)
             return
         media_type = sniff_media_type(head[:SNIFF_BYTES])
         in_memory = (

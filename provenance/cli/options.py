@@ -96,6 +96,14 @@ def nonempty_path(value: str) -> Path:
     return Path(value)
 
 
+def nonempty_place(value: str) -> str:
+    """``value`` as given (a folder or an http(s):// URL, which `Path` would change:
+    ``http://h`` to ``http:/h``), if it is not empty; else `nonempty_path`'s usage error
+    (exit 2). Typer ``parser``. Raises typer.BadParameter."""
+    nonempty_path(value)
+    return value
+
+
 def existing(value: _Paths) -> _Paths:
     """``value`` if each path in it can be followed to something that exists; else a
     usage error (exit 2) saying why not. Typer callback of path arguments and options, in

@@ -125,7 +125,8 @@ def check_admin_token(admin_token: str) -> None:
     check_admin_token_text(admin_token)
     if len(admin_token) < MIN_ADMIN_TOKEN_CHARS:
         raise ConfigError(
-            f"the admin token is {len(admin_token)} characters; at least"
+            f"the admin token is {len(admin_token)}"
+            f" character{'' if len(admin_token) == 1 else 's'}; at least"
             f" {MIN_ADMIN_TOKEN_CHARS} are needed: the admin key is derived from it and its"
             " public half is in every enrollment and revocation of the public log, so a"
             " short one can be guessed offline. Make one with: python3 -c 'import secrets;"

@@ -16,7 +16,7 @@ from typing import Literal
 
 import numpy as np
 import pillow_heif
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageOps, PngImagePlugin, UnidentifiedImageError
 
 from provenance.c2pa.container import MAX_PNG_CHUNKS
 from provenance.core.binding import PerceptualHash, pdq_hash
@@ -472,10 +472,31 @@ def _to_rgb8(im: Image.Image) -> Image.Image:
 
 
 def _corrupt(media_type: str, e: Exception) -> MediaError:
-    """A decoder failure in our words (Pillow's own text names its internals)."""
+    """A decoder failure in our words (Pillow's own text names its internals). A PNG's
+    compressed text or colour-profile chunk past Pillow's limits (`PngImagePlugin.
+    MAX_TEXT_CHUNK` decompressed a chunk, `MAX_TEXT_MEMORY` of text in all) is no damage:
+    the message names the limit it passed."""
     kind = media_type.removeprefix("image/").upper()
-    why = "ends early" if "truncated" in str(e).lower() else "cannot be decoded"
+    text = str(e)
+    if media_type == "image/png" and isinstance(e, ValueError):
+        if text.startswith("Decompressed data too large"):
+            return MediaError(
+                "a compressed text or colour-profile chunk (zTXt, iTXt or iCCP) of the PNG"
+                f" decompresses to more than {_mib(PngImagePlugin.MAX_TEXT_CHUNK)}, the limit"
+                " for one chunk here"
+            )
+        if text.startswith("Too much memory used in text chunks"):
+            return MediaError(
+                "the PNG's text chunks hold more than"
+                f" {_mib(PngImagePlugin.MAX_TEXT_MEMORY)} decompressed, the limit here"
+            )
+    why = "ends early" if "truncated" in text.lower() else "cannot be decoded"
     return MediaError(f"truncated or corrupt image: the {kind} data {why}")
+
+
+def _mib(size: int) -> str:
+    """``size`` bytes in MiB ("1 MiB"), or in bytes when it is not a whole number of MiB."""
+    return f"{size >> 20} MiB" if size and size % (1 << 20) == 0 else f"{size:,} bytes"
 
 
 def pdq_scale(width: int, height: int, min_side: int = PDQ_MIN_SIDE) -> int:

@@ -5,7 +5,7 @@ The mapping mirrors the gRPC one (README, "Limits and errors") and Google's
 HTTP-gRPC table (google/rpc/code.proto): INVALID_ARGUMENT, FAILED_PRECONDITION and
 OUT_OF_RANGE -> 400, UNAUTHENTICATED -> 401, PERMISSION_DENIED -> 403, NOT_FOUND -> 404,
 RESOURCE_EXHAUSTED -> 413 for a size, count or pixel limit and 503 when the service
-says it is busy (see `status_name`), a stalled upload -> 408, rate limited -> 429,
+says it is busy (see `status_name`), a stalled upload -> 408, a body with a content coding (UNSUPPORTED_ENCODING) -> 415, rate limited -> 429,
 UNAVAILABLE -> 503, DEADLINE_EXCEEDED -> 504, DATA_LOSS and INTERNAL -> 500.
 """
 
@@ -41,6 +41,7 @@ HTTP_STATUS: dict[str, int] = {
     "RESOURCE_EXHAUSTED": 413,
     "CLIENT_TIMEOUT": 408,
     "RATE_LIMITED": 429,
+    "UNSUPPORTED_ENCODING": 415,
     "CANCELLED": 499,
     "UNAVAILABLE": 503,
     "DEADLINE_EXCEEDED": 504,
@@ -154,10 +155,14 @@ def error_body(error: ProvenanceError) -> dict[str, Any]:
 def error_headers(error: ProvenanceError) -> dict[str, str]:
     """``Retry-After`` for rate-limited, busy and unavailable answers: every 503 from
     the service's status carries one (`BUSY_RETRY_AFTER` seconds), the service
-    unreachable as well as busy, as README and the OpenAPI description say."""
+    unreachable as well as busy, as README and the OpenAPI description say.
+    ``Accept-Encoding: identity`` for a body refused for its content coding (415: RFC
+    9110 section 15.5.16 names the codings that would have been read)."""
     retry = getattr(error, "retry_after", 0)
     if not retry and isinstance(error, TransportError) and status_name(error) == "UNAVAILABLE":
         retry = BUSY_RETRY_AFTER
+    if status_name(error) == "UNSUPPORTED_ENCODING":
+        return {"Accept-Encoding": "identity"}
     return {"Retry-After": str(retry)} if retry else {}
 
 

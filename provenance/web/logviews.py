@@ -47,7 +47,9 @@ def parse_hash(text: object, what: str) -> bytes:
         raise WebError(f"{what} must be a string of 64 hex digits")
     text = text.strip()
     if len(text) != HASH_HEX:
-        raise WebError(f"{what} must be 64 hex digits, got {len(text)} characters")
+        raise WebError(
+            f"{what} must be 64 hex digits, got {len(text)} character{'' if len(text) == 1 else 's'}"
+        )
     if not _HEX.fullmatch(text):
         raise WebError(f"{what} must be 64 hex digits (0-9, a-f)")
     return bytes.fromhex(text)

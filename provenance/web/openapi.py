@@ -17,6 +17,7 @@ def _errors(*codes: int) -> dict[str, Any]:
         404: "not found (NOT_FOUND)",
         408: "the upload stalled (nothing arrived for the idle timeout)",
         413: "over a size or pixel limit (RESOURCE_EXHAUSTED)",
+        415: "the body was sent with a Content-Encoding (UNSUPPORTED_ENCODING): send it as is",
         429: "too many uploads from this client; see Retry-After",
         503: "the service is unreachable or busy (UNAVAILABLE); see Retry-After",
         504: "the service did not answer within prov web --service-timeout (DEADLINE_EXCEEDED)",
@@ -142,7 +143,7 @@ def openapi_document() -> dict[str, Any]:
                     "requestBody": {"required": True, "content": MULTIPART},
                     "responses": {
                         "200": _json({"$ref": "#/components/schemas/Report"}, "the report"),
-                        **_errors(400, 408, 413, 429, 503, 504),
+                        **_errors(400, 408, 413, 415, 429, 503, 504),
                     },
                 }
             },
@@ -155,7 +156,7 @@ def openapi_document() -> dict[str, Any]:
                     },
                     "responses": {
                         "200": _json({"type": "object"}, "{results: [{ref, ...report}]}"),
-                        **_errors(400, 413, 503, 504),
+                        **_errors(400, 413, 415, 503, 504),
                     },
                 }
             },
@@ -233,7 +234,7 @@ def openapi_document() -> dict[str, Any]:
                     "requestBody": {
                         "content": {"application/json": {"schema": {"type": "object"}}}
                     },
-                    "responses": {"200": _json(MATCHES, "matches"), **_errors(400)},
+                    "responses": {"200": _json(MATCHES, "matches"), **_errors(400, 415)},
                 },
             },
             "/matches/byContent": {
@@ -248,7 +249,7 @@ def openapi_document() -> dict[str, Any]:
                     },
                     "responses": {
                         "200": _json(MATCHES, "matches"),
-                        **_errors(400, 408, 413, 429),
+                        **_errors(400, 408, 413, 415, 429),
                     },
                 }
             },

@@ -444,14 +444,31 @@ async def _answer(request: Request, relay: _Relay) -> VerificationReport:
     raise WebError("the client closed its connection before the answer", "CANCELLED")
 
 
+def check_content_coding(request: Request) -> None:
+    """Raise WebError (415, UNSUPPORTED_ENCODING) naming the request's Content-Encoding
+    unless it has none or only ``identity``: bodies are read as they are sent, so a
+    gzipped JSON body would be told it is not JSON, a gzipped file verified as the gzip
+    bytes."""
+    value = request.headers.get("content-encoding", "")
+    if all(c.strip().lower() in ("", "identity") for c in value.split(",")):
+        return
+    raise WebError(
+        f"the request body has Content-Encoding: {shown_line(value.strip()[:64])}, which"
+        " this server does not read: send the body as it is, without a content coding",
+        "UNSUPPORTED_ENCODING",
+    )
+
+
 async def timed_body(
     request: Request, limits: UploadLimits, what: str = "upload"
 ) -> AsyncIterator[bytes]:
-    """The request body as it arrives; raises WebError (408) when the client sends
+    """The request body as it arrives, refused first when it has a content coding
+    (`check_content_coding`); raises WebError (408) when the client sends
     nothing for ``limits.idle_s`` seconds or falls behind the upload's deadline (see
     `UploadLimits`), so a stalled or dripping upload cannot hold a relay slot, and
     WebError (CANCELLED) when the client leaves mid-body. ``what``: the body's name in
     those messages ("the upload stalled")."""
+    check_content_coding(request)
     stream = request.stream().__aiter__()
     loop = asyncio.get_running_loop()
     started = loop.time()
