@@ -209,8 +209,6 @@ def audit(
             "give one of --tiles and --db: each audits its own copy of the log (without"
             " either, the server's)"
         )
-    if tiles == "":  # Path('') is the current folder
-        nonempty_path(tiles)
     if tiles is not None and not tiles.startswith(("http://", "https://")):
         if not Path(tiles).is_dir():  # a typo, not a log that lost its files
             raise typer.BadParameter(
