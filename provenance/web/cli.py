@@ -27,6 +27,18 @@ from provenance.cli.options import (
 from provenance.core.errors import TransportError
 
 
+def _tiles_folder(value: str) -> Path:
+    """``--tiles-dir`` as a path: not empty (`nonempty_path`) and not something other than a folder (one not
+    there yet is taken: the export may come later). Typer ``parser``; with one, Typer
+    no longer applies ``file_okay=False`` itself. Raises typer.BadParameter."""
+    path = nonempty_path(value)
+    if path.exists() and not path.is_dir():
+        raise typer.BadParameter(
+            f"{value} is not a folder; give the folder `prov log export-tiles` writes into"
+        )
+    return path
+
+
 def web(
     server: ServerOpt = default_server(),
     listen: Annotated[
@@ -76,8 +88,7 @@ def web(
         typer.Option(
             help="Also serve this `prov log export-tiles` folder read-only as a C2SP tlog-tiles"
             " log under /tlog/ (checkpoint, tile/...), with cache headers.",
-            file_okay=False,
-            parser=nonempty_path,
+            parser=_tiles_folder,
         ),
     ] = None,
     service_timeout: Annotated[
