@@ -80,6 +80,18 @@ def check_key_name(name: str) -> None:
         raise LogError(f"{name!r} is not a note key name (non-empty, no spaces, no '+')")
 
 
+def refuse_pem(text: str, what: str) -> None:
+    """Raise LogError, echoing none of ``text``, when it is PEM (a key file: a private key
+    given where ``what``, a one-line verifier key, belongs); its text is a secret."""
+    if "-----BEGIN" in text:
+        kind = "a private key" if "PRIVATE KEY" in text else "a PEM file"
+        raise LogError(
+            f"this is {kind} (PEM text, not repeated here), not a {what}"
+            " (<name>+<key id>+<key>, one line): `prov log key --key-file FILE` prints"
+            " the verifier key of a log key file, `prov witness serve` a witness's"
+        )
+
+
 def key_id(name: str, public_key: bytes) -> bytes:
     """Four-byte note key id: SHA-256(name || 0x0A || 0x01 || 32-byte Ed25519 key)[:4]."""
     material = name.encode() + b"\n" + bytes([SIGNATURE_TYPE_ED25519]) + public_key
@@ -302,6 +314,7 @@ class NoteVerifier:
 
         The key id must match the one computed from the name and key.
         """
+        refuse_pem(vkey, "verifier key")
         parts = vkey.split("+", 2)
         if len(parts) != 3:
             raise LogError(f"verifier key {vkey!r} is not <name>+<key id>+<key>")

@@ -87,6 +87,7 @@ from provenance.log.checkpoint import (
     check_key_name,
     open_checkpoint,
     parse_tree_size,
+    refuse_pem,
     split_note,
 )
 from provenance.wire.jsontext import loads_text
@@ -161,6 +162,7 @@ def parse_cosigner_vkey(vkey: str) -> tuple[str, bytes]:
             "give the key alone, without the 'witness key ' that `prov witness serve` prints"
             f" before it: {vkey.removeprefix('witness key ')[:120]!r}"
         )
+    refuse_pem(vkey, "witness key")
     parts = vkey.split("+", 2)
     if len(parts) != 3 or not parts[0]:
         raise LogError(f"witness key {vkey!r} is not <name>+<key id>+<key>")
