@@ -434,14 +434,15 @@ def test_a_key_file_that_is_a_folder_is_named_not_its_descriptor(
 ) -> None:
     """`prov serve --log-key DIR` said "error: Is a directory: 12": os.fdopen's error,
     naming the descriptor it was given. Now the file is checked before, as a FIFO is: a
-    ConfigError naming the path and what it is (exit 1)."""
+    ConfigError naming the path and what it is; the command refuses a folder as a usage
+    error (exit 2) before it opens anything."""
     folder = tmp_path / "keys"
     folder.mkdir()
     with pytest.raises(ConfigError, match=f"log key file {folder} is a folder, not a regular"):
         load_log_signer(folder, ORIGIN)
     capsys.readouterr()
     serve = ["serve", "--db", ":memory:", "--log-key", str(folder), "--listen", "127.0.0.1:0"]
-    assert prov_main([*serve, "--no-detector"]) == 1
+    assert prov_main([*serve, "--no-detector"]) == 2
     err = " ".join(capsys.readouterr().err.split())
     assert f"{folder} is a folder" in err and "Is a directory" not in err, err
 
