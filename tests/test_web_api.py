@@ -1364,3 +1364,15 @@ def test_a_device_key_reads_the_same_on_the_device_and_its_enrollment_entry(
     assert hashlib.sha256(bytes.fromhex(d["public_key"])).hexdigest() == dev  # the id's key
     page = http.get(f"/log/devices/{dev}").text
     assert f'{d["public_key"]}</code> <span class="muted">(Ed25519, hex)</span>' in page
+
+
+def test_the_form_page_of_an_error_is_titled_as_one(http: httpx.Client) -> None:
+    """The page's form posted without its script (`POST /verify`) with a file that is no
+    media: the page's title says it could not be checked, as the log explorer's error
+    pages say "Error 400". Before, it was "Verify a file", the blank form's title, so a
+    screen reader announced the form, not the error."""
+    page = http.post("/verify", files={"file": ("notes.txt", b"not a photo\n")})
+    assert page.status_code == 400
+    title = re.search(r"<title>(.*?)</title>", page.text, re.S)
+    assert title is not None
+    assert html.unescape(title.group(1)).startswith("Error: This could not be checked")
