@@ -1364,3 +1364,27 @@ def test_a_device_key_reads_the_same_on_the_device_and_its_enrollment_entry(
     assert hashlib.sha256(bytes.fromhex(d["public_key"])).hexdigest() == dev  # the id's key
     page = http.get(f"/log/devices/{dev}").text
     assert f'{d["public_key"]}</code> <span class="muted">(Ed25519, hex)</span>' in page
+
+
+def test_the_form_page_of_an_error_is_titled_as_one(http: httpx.Client) -> None:
+    """The page's form posted without its script (`POST /verify`) with a file that is no
+    media: the page's title says it could not be checked, as the log explorer's error
+    pages say "Error 400". Before, it was "Verify a file", the blank form's title, so a
+    screen reader announced the form, not the error."""
+    page = http.post("/verify", files={"file": ("notes.txt", b"not a photo\n")})
+    assert page.status_code == 400
+    title = re.search(r"<title>(.*?)</title>", page.text, re.S)
+    assert title is not None
+    assert html.unescape(title.group(1)).startswith("Error: This could not be checked")
+
+
+def test_the_log_page_before_entry_0_says_it_lists_none(http: httpx.Client) -> None:
+    """``/log?before=0`` (a hand-made address: the pager links no such page) lists no
+    entry. Before, its heading said "Entries 0 to 0" over the empty table, as though
+    entry #0 were listed."""
+    page = http.get("/log", params={"before": "0"})
+    assert page.status_code == 200
+    heading = re.search(r'<h2 id="recent-title">(.*?)</h2>', page.text, re.S)
+    assert heading is not None
+    assert html.unescape(heading.group(1)) == "No entries before entry #0", heading.group(1)
+    assert 'href="/log/entries/' not in page.text.split('id="recent-title"')[1].split("</table>")[0]

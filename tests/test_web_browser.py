@@ -532,3 +532,40 @@ def test_a_long_file_name_does_not_widen_the_page(
         "return [document.documentElement.scrollWidth, document.documentElement.clientWidth]"
     )
     assert sizes[0] <= sizes[1], sizes
+
+
+def test_a_file_that_could_not_be_checked_says_so_in_the_tab_title(
+    browser: webdriver.Chrome, site: DemoSite, tmp_path: Path
+) -> None:
+    """A verified photo, then a file that is no media, through the page with its script:
+    the tab's title says the second could not be checked. Before, it went back to
+    "Verify a file", the blank form's title, while the page showed the error (the log
+    explorer's error pages were already titled "Error 400")."""
+    assert _verify(browser, site, site.files.hopper, None) == "SIGNED_ORIGINAL"
+    notes = tmp_path / "notes.txt"
+    notes.write_text("not a photo\n")
+    browser.find_element(By.ID, "file").send_keys(str(notes))
+    browser.find_element(By.ID, "verify-button").click()
+    alert = WebDriverWait(browser, 240).until(
+        EC.visibility_of_element_located((By.CSS_SELECTOR, "#result [role=alert]"))
+    )
+    assert "unsupported or unrecognised file format" in alert.text
+    assert browser.title.startswith("Error: This could not be checked"), browser.title
+
+
+def test_after_a_report_every_form_control_still_has_its_label(
+    browser: webdriver.Chrome, site: DemoSite
+) -> None:
+    """A report shown above the form (put there by the script), then the form's controls:
+    each keeps its label and every id on the page is one element's. Before, the report's
+    "Sidecar" row was ``<dd id="sidecar">``, the id of the form's sidecar input too; the
+    label ``for="sidecar"`` then named the row (first in the page), and the input lost
+    its accessible name ("Sidecar file (optional)")."""
+    assert _verify(browser, site, site.files.hopper, None) == "SIGNED_ORIGINAL"
+    ids = browser.execute_script(
+        "return Array.from(document.querySelectorAll('[id]'), function (e) { return e.id; })"
+    )
+    assert len(ids) == len(set(ids)), sorted(i for i in ids if ids.count(i) > 1)
+    for control in browser.find_elements(By.CSS_SELECTOR, "#verify-form input"):
+        labels = browser.execute_script("return arguments[0].labels.length", control)
+        assert labels, f"a form control without a label ({control.get_attribute('id')!r})"

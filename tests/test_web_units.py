@@ -130,7 +130,7 @@ def test_the_page_says_an_embedded_claim_was_no_sidecar_file() -> None:
         page = env.get_template("_report.html").render(
             report={"status": "TAMPERED", "evidence": ev, "file": file}, filename="x.jpg"
         )
-        found = re.search(r'id="sidecar">([^<]*)<', page)
+        found = re.search(r'id="sidecar-state">([^<]*)<', page)
         assert found is not None
         rows[embedded] = found.group(1)
     assert rows[False] == "sent with the file"

@@ -133,6 +133,7 @@ async def explorer(request: Request) -> Response:
         "log.html",
         checkpoint=cp,
         recent=page[::-1],
+        end=end,
         older=start if start > 0 else None,
         newer=min(size, end + PAGE) if end < size else None,
     )
