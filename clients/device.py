@@ -226,6 +226,10 @@ class DeviceState:
     server: str = ""
     last_sequence: int = 0
     last_claim_hash: str = ""
+    #: The log's verifier key (the `prov log key` line) pinned at enrollment, or on the
+    #: first sync of a device enrolled before keys were pinned; "" when none yet.
+    #: Receipts are verified with it, never with a key the server answers.
+    log_key: str = ""
 
 
 _HEX32 = re.compile(r"[0-9a-f]{64}")
@@ -263,6 +267,13 @@ def _parse_state(doc: object) -> DeviceState:
         raise ValueError(f"device_id {state.device_id} is not the SHA-256 of its public_key")
     if not isinstance(state.server, str):
         raise TypeError(f"server {state.server!r} is not text")
+    if not isinstance(state.log_key, str):
+        raise TypeError(f"log_key {state.log_key!r} is not text")
+    if state.log_key:
+        try:
+            NoteVerifier.from_vkey(state.log_key)
+        except ProvenanceError as e:
+            raise ValueError(f"log_key: {e}") from e
     seq = state.last_sequence
     if type(seq) is not int or not 0 <= seq < 2**64:
         raise ValueError(f"last_sequence {seq!r} is not a whole number from 0 to 2^64 - 1")
@@ -270,8 +281,12 @@ def _parse_state(doc: object) -> DeviceState:
 
 
 def state_bytes(state: DeviceState) -> bytes:
-    """The ``device.json`` text of ``state``."""
-    return (json.dumps(asdict(state), indent=2) + "\n").encode()
+    """The ``device.json`` text of ``state``; without ``log_key`` while none is pinned,
+    so the file of a device not yet enrolled stays readable by older versions."""
+    doc = asdict(state)
+    if not state.log_key:
+        del doc["log_key"]
+    return (json.dumps(doc, indent=2) + "\n").encode()
 
 
 def _fsync_dir(path: Path) -> None:
@@ -281,6 +296,25 @@ def _fsync_dir(path: Path) -> None:
         os.fsync(dfd)
     finally:
         os.close(dfd)
+
+
+def pinned_key_differs(address: str, pinned: str, served: str) -> str:
+    """What to say when the server at ``address`` answers the log key ``served`` and
+    this device pinned ``pinned`` at enrollment."""
+    return (
+        f"the server at {address} answers the log key {_key_label(served)}, which differs"
+        f" from the one pinned at enrollment, {_key_label(pinned)}: its receipts are not"
+        " trusted and the claim stays queued. If its log was replaced on purpose, enroll"
+        " this device there again (`prov device enroll --token TOKEN` pins the key it"
+        " answers), or, when it says this key is already enrolled, make and enroll a new"
+        " key (`prov device init --force`, then `prov device enroll`); otherwise something"
+        " else answers at that address"
+    )
+
+
+def _key_label(vkey: str) -> str:
+    """A verifier key's name and key id, ``NAME+ID``."""
+    return "+".join(vkey.split("+", 2)[:2])
 
 
 def _check_receipt(
@@ -554,9 +588,11 @@ class DeviceHome:
             )
         if device.device_id != key.key_id:
             raise ConfigError("the server enrolled a different key id than this device's")
+        if token:
+            log_key, _ = client.log_key()
         if chain:
             atomic_write(self.cert_path, chain.encode())
-        state = replace(self.state(), server=client.address)
+        state = replace(self.state(), server=client.address, log_key=log_key)
         self.save_state(state)
         return state
 
@@ -912,14 +948,46 @@ class DeviceHome:
         sidecar with the receipt is kept in ``sidecars/``. Returns the
         receipt and a note on where the sidecar went ("" when beside the file), or that
         the entry stays queued because the device folder cannot be written (the next
-        sync's replay gets the same receipt). Raises TransportError (the entry stays
-        queued).
+        sync's replay gets the same receipt). The receipt must verify with the log key
+        pinned in device.json (`DeviceState.log_key`); a device without one pins the key
+        the server answers once its receipt verifies with it (trust on first use, said in
+        the note). Raises TransportError (the entry stays queued; ``LOG_KEY_CHANGED``
+        when the server answers another log key than the pinned one).
         """
         assert entry.sidecar is not None and entry.sidecar_path is not None
         receipt, _ = client.submit(entry.sidecar.signed_claim)
         vkey, _ = client.log_key()
+        pinned = self.state().log_key
+        if pinned and vkey != pinned:  # its receipt is not trusted, whatever it holds
+            raise TransportError(
+                pinned_key_differs(client.address, pinned, vkey), "LOG_KEY_CHANGED"
+            )
         _check_receipt(client, receipt, entry.sidecar.signed_claim, vkey)
         done = entry.sidecar.with_receipt(receipt, vkey)
+        note = self._store_receipt(entry, receipt, done)
+        if pinned:
+            return receipt, note
+        said = self._pin(client.address, vkey)  # enrolled unpinned: trust on first use
+        return receipt, f"{said}; {note}" if note else said
+
+    def _pin(self, address: str, vkey: str) -> str:
+        """Pin ``vkey``, the log key the server at ``address`` answered with a receipt
+        that verifies, in device.json (a device enrolled before keys were pinned); says
+        so, or that it could not be written (the next sync pins it)."""
+        label = _key_label(vkey)
+        try:
+            self.save_state(replace(self.state(), log_key=vkey))
+        except (OSError, ConfigError) as e:
+            return f"the log key {label} could not be pinned ({e}); the next sync tries again"
+        return (
+            f"pinned the log key {label} that {address} answers (this device enrolled before"
+            " log keys were pinned): later receipts must verify with it (`prov device show`)"
+        )
+
+    def _store_receipt(self, entry: QueueEntry, receipt: Receipt, done: Sidecar) -> str:
+        """Write ``done`` (the entry's sidecar with its receipt) and drop the entry from
+        the queue, as `submit_one` says; returns its note."""
+        assert entry.sidecar is not None and entry.sidecar_path is not None
         side_path = entry.sidecar_path
         note = ""
         try:
@@ -942,7 +1010,7 @@ class DeviceHome:
                     f" sidecar with its receipt is kept at {kept}"
                 )
         except OSError as e:  # the device folder cannot be written either: kept queued
-            return receipt, (
+            return (
                 f"logged at leaf {receipt.leaf_index}, but its sidecar with the receipt"
                 f" could not be written ({e.strerror or e}), so its queue entry stays: the"
                 " next sync gets the same receipt and writes it"
@@ -956,7 +1024,7 @@ class DeviceHome:
                 " (the same receipt) and removes it"
             )
             note = f"{note}; {gone}" if note else gone
-        return receipt, note
+        return note
 
     def embed_c2pa(
         self,

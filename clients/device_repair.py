@@ -29,7 +29,11 @@ fields come back from:
 * ``last_claim_hash``: that claim's hash when this folder holds it, else the one the
   damaged file still names for that sequence, else empty (the log's `GetDevice` does not
   give it): the next claim then links to nothing, which the log accepts and shows as a
-  break in the device's chain.
+  break in the device's chain;
+* ``log_key`` (the log's verifier key pinned at enrollment): the first the damaged file
+  (or, with none, a copy set aside) still holds whole, a key that parses; else none, and
+  the next sync pins the key the server answers (trust on first use, as for a device
+  enrolled before keys were pinned).
 
 The damaged file is set aside as ``device.json.damaged-TIME`` (never deleted) before the
 new one is written; killed in between, no device.json is left and the command run again
@@ -65,10 +69,12 @@ from provenance.cli.options import server_address
 from provenance.core.claims import Device
 from provenance.core.errors import ConfigError, ProvenanceError
 from provenance.core.keys import DeviceKey
+from provenance.log.checkpoint import NoteVerifier
 from provenance.wire.sidecar import MAX_SIDECAR_BYTES, Sidecar, decode_sidecar
 
 _SERVER_TEXT = re.compile(rb'"server"\s*:\s*"([^"\\]{1,300})"')
 _SEQUENCE_TEXT = re.compile(rb'"last_sequence"\s*:\s*"?([0-9]{1,20})"?\s*[,}\n]')
+_LOG_KEY_TEXT = re.compile(rb'"log_key"\s*:\s*"([^"\\]{1,300})"')
 _HASH_TEXT = re.compile(rb'"last_claim_hash"\s*:\s*"([0-9a-f]{64})"')
 #: A second copy `_set_aside` made in one second: ``device.json.damaged-TIME-N``.
 _COPY_NUMBER = re.compile(r"(.*Z)-([0-9]{1,9})")
@@ -158,6 +164,20 @@ def recovered_server(texts: list[tuple[str, bytes]]) -> tuple[str, str] | None:
     return None
 
 
+def recovered_log_key(texts: list[tuple[str, bytes]]) -> str:
+    """The log key the first of the damaged states ``texts`` (`leftovers`) that holds a
+    whole one still pins ("" when none does)."""
+    for _, text in texts:
+        for found in _LOG_KEY_TEXT.finditer(text):
+            try:
+                vkey = found.group(1).decode("ascii")
+                NoteVerifier.from_vkey(vkey)
+            except (UnicodeDecodeError, ProvenanceError):
+                continue
+            return vkey
+    return ""
+
+
 def repair(
     home: DeviceHome, key: DeviceKey, server: str, server_from: str, accept_log: bool = False
 ) -> Repaired:
@@ -206,6 +226,7 @@ def repair(
         server=server,
         last_sequence=last,
         last_claim_hash=last_hash.get(last, ""),
+        log_key=recovered_log_key(leftovers(home)),
     )
     kept_at = _set_aside(home)
     atomic_write(home.state_path, state_bytes(state))

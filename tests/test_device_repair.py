@@ -56,10 +56,14 @@ def test_a_truncated_state_is_repaired_and_the_queue_logged(enrolled: Cli, tmp_p
     kept = sorted(enrolled.home.glob("device.json.damaged-*"))
     assert len(kept) == 1 and kept[0].read_bytes() == damaged, kept
     repaired = json.loads(state_path.read_text())
+    # the pinned log key was in the bytes lost: the next sync pins it again
+    pinned = good.pop("log_key")
     assert repaired == {**good, "server": enrolled.server}, (repaired, good)
 
     rc, out, err = enrolled("device", "sync")
     assert rc == 0 and "submitted 2 of 2" in out, (out, err)
+    assert "pinned the log key" in " ".join(err.split()), err
+    assert json.loads(state_path.read_text())["log_key"] == pinned
     rc, out, err = enrolled("sign", str(photos[3]))
     assert rc == 0 and "signed (#4) and logged" in out, (out, err)
     assert [_sidecar_sequence(p) for p in photos] == [1, 2, 3, 4]
@@ -125,6 +129,7 @@ def test_a_missing_state_beside_a_key_names_repair(enrolled: Cli, tmp_path: Path
     assert rc == 1 and "`prov device repair`" in err, (out, err)
     rc, out, err = enrolled("device", "repair", "--server", enrolled.server)
     assert rc == 0, (out, err)
+    good.pop("log_key")  # nothing left to read it from: the next sync pins it again
     assert json.loads(state_path.read_text()) == good
 
 
