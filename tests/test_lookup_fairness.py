@@ -145,11 +145,17 @@ def test_prov_scan_waits_for_a_busy_server_instead_of_stopping(tmp_path: Path) -
         with _flood(functools.partial(flood.Lookup, HEAVY, timeout=120), 6) as errors:
             while not _busy(errors):
                 time.sleep(0.05)
-            scan = cli_process(
-                ["scan", str(folder), "--server", srv.address, "--report", str(report)]
-                + ["--workers", "0", "--batch-size", "1"]
-            )
-            time.sleep(4)  # the scan meets the flood for a while
+            for _ in range(3):  # a scan whose 6 calls all slip between the flood's is retried
+                report.unlink(missing_ok=True)
+                scan = cli_process(
+                    ["scan", str(folder), "--server", srv.address, "--report", str(report)]
+                    + ["--workers", "0", "--batch-size", "1"]
+                )
+                time.sleep(4)  # the scan meets the flood for a while
+                if scan.poll() is None:
+                    break
+                out, err = finish(scan)  # it slipped through (once in CI, loaded): it must
+                assert scan.returncode == 0, (out, err)  # still have ended well
             assert scan.poll() is None, finish(scan)
         out, err = finish(scan, timeout=120)
         assert scan.returncode == 0, (out, err)

@@ -156,7 +156,9 @@ def test_the_damaged_range_note_reaches_the_report(key: DeviceKey, enrolled: boo
 def test_a_chunk_list_that_does_not_rebuild_the_root_is_said(key: DeviceKey) -> None:
     original = os.urandom(3 * CHUNK)
     claim, chunks = _video(key, original)
-    r = _decide_video(key, claim, original[:-1] + b"x", (chunks[1], chunks[0], chunks[2]))
+    r = _decide_video(
+        key, claim, original[:-1] + bytes([original[-1] ^ 1]), (chunks[1], chunks[0], chunks[2])
+    )
     assert r.status is Verdict.TAMPERED and r.evidence.damaged_ranges == ()
     assert any("does not match the signed chunk root" in x for x in r.reasons)
 
@@ -165,7 +167,9 @@ def test_chunks_measured_at_another_size_cannot_break_the_verdict(key: DeviceKey
     original = os.urandom(3 * CHUNK)
     claim, chunks = _video(key, original)
     # the file's chunks measured at another size
-    r = _decide_video(key, claim, original[:-1] + b"x", chunks, measured_at=4 * CHUNK)
+    r = _decide_video(
+        key, claim, original[:-1] + bytes([original[-1] ^ 1]), chunks, measured_at=4 * CHUNK
+    )
     assert r.status is Verdict.TAMPERED
     assert any("could not be located" in x for x in r.reasons)
 
