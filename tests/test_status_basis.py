@@ -64,3 +64,16 @@ def test_the_web_page_says_the_same() -> None:
     found = re.search(r'id="status-basis">([^<]*)<', page)
     assert found is not None and found.group(1).startswith("Cryptographic: the status rests")
     assert 'class="badge">advisory<' in page
+
+
+def test_the_text_report_says_unsigned_is_no_judgement_of_the_file() -> None:
+    """`UNSIGNED` is the verdict of most files a newsroom gets, and the one most easily
+    misread as "fake". The web page says under it that it "says nothing about whether it
+    is real: most files are never signed"; the text report of `prov verify` said only
+    "no signed capture found for this file" (found by walking through README as an
+    editor: the CLI reader was never told)."""
+    lines = report_to_text(_report(), "x.png").splitlines()
+    status = lines[1]
+    assert status.startswith("  status     UNSIGNED: no signed capture found"), status
+    assert "says nothing about whether it is real" in status, status
+    assert "most files are never signed" in status, status
