@@ -30,7 +30,7 @@ from typing import Any
 
 from PIL import Image
 
-from clients.report import STATUS_BASIS
+from clients.report import STATUS_BASIS, UNSIGNED_MEANS_NOTHING
 from provenance.core.claims import Verdict
 from provenance.core.errors import MediaError
 from provenance.core.files import naming
@@ -444,6 +444,24 @@ def _unsigned_html(summary: Summary, thumbs: dict[str, str]) -> list[str]:
     return out
 
 
+#: What the counts' rows that are no verdict hold, and what UNSIGNED does not mean.
+_LEGEND = {
+    _UNSIGNED: f"no signed capture matches the file; {UNSIGNED_MEANS_NOTHING}",
+    ERROR: "refused, unreadable or not answered by the server: no verdict (reasons listed below)",
+    EMPTY: "a file of no bytes: nothing to look up",
+    SIDECAR: "a provenance sidecar (FILE.prov), not looked up itself (beside a folder file, it is checked with that file)",
+}
+
+
+def _legend_html(summary: Summary) -> list[str]:
+    """A line under the counts for each of their rows that needs a word (see `_LEGEND`)."""
+    keys = [key for key in _LEGEND if summary.counts.get(key)]
+    if not keys:
+        return []
+    items = "".join(f"<li>{_e(key)}: {_e(_LEGEND[key])}</li>" for key in keys)
+    return [f"<ul class='note' id='legend'>{items}</ul>"]
+
+
 def render_html(summary: Summary, thumbs: dict[str, str], title: str) -> str:
     """The HTML page (see the module docstring); thumbs maps a path to a base64 JPEG."""
     order = [v.value for v in Verdict] + [ERROR, EMPTY, SIDECAR]
@@ -461,6 +479,7 @@ def render_html(summary: Summary, thumbs: dict[str, str], title: str) -> str:
         if summary.counts.get(key):
             out.append(f"<tr><td>{_e(key)}</td><td class='n'>{summary.counts[key]}</td></tr>")
     out.append("</table>")
+    out.extend(_legend_html(summary))
     if summary.sha256_only:
         out.append(
             f"<p class='note'>{summary.sha256_only} of the UNSIGNED files"
