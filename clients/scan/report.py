@@ -417,7 +417,10 @@ def _unsigned_html(summary: Summary, thumbs: dict[str, str]) -> list[str]:
         out.append(
             f"<h2>Unsigned images, by detector score (top {len(summary.unsigned)})</h2>"
             "<p class='note'>The detector's score is advisory: a learned estimate that an"
-            " image was generated, never proof either way.</p>"
+            " image was generated, never proof either way. A band's thresholds can depend on"
+            " the image (the default model asks more of clean, low-noise pictures: they need"
+            " a higher score to be called likely generated), so a higher score can sit in a"
+            " lower band.</p>"
             "<table><tr><th></th><th>path</th><th>score</th><th>band</th><th>size</th></tr>"
         )
     else:
