@@ -23,7 +23,7 @@ import heapq
 import html
 import io
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -452,16 +452,27 @@ _LEGEND = {
     _UNSIGNED: f"no signed capture matches the file; {UNSIGNED_MEANS_NOTHING}",
     ERROR: "refused, unreadable or not answered by the server: no verdict (reasons listed below)",
     EMPTY: "a file of no bytes: nothing to look up",
-    SIDECAR: "a provenance sidecar (FILE.prov), not looked up itself (beside a folder file, it is checked with that file)",
+    SIDECAR: "a provenance sidecar (FILE.prov), not looked up itself (beside a folder file,"
+    " it is checked with that file)",
 }
 
 
+def legend(counts: Mapping[str, int], where: str = "listed below") -> list[str]:
+    """A line "KEY: meaning" for each row of ``counts`` that needs a word (`_LEGEND`): the
+    rows that are no verdict, and UNSIGNED; ``where`` says where the refused rows are."""
+    return [
+        f"{key}: {_LEGEND[key].replace('listed below', where)}"
+        for key in _LEGEND
+        if counts.get(key)
+    ]
+
+
 def _legend_html(summary: Summary) -> list[str]:
-    """A line under the counts for each of their rows that needs a word (see `_LEGEND`)."""
-    keys = [key for key in _LEGEND if summary.counts.get(key)]
-    if not keys:
+    """A line under the counts for each of their rows that needs a word (`legend`)."""
+    lines = legend(summary.counts)
+    if not lines:
         return []
-    items = "".join(f"<li>{_e(key)}: {_e(_LEGEND[key])}</li>" for key in keys)
+    items = "".join(f"<li>{_e(line)}</li>" for line in lines)
     return [f"<ul class='note' id='legend'>{items}</ul>"]
 
 
