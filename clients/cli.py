@@ -570,7 +570,18 @@ def device_sync(
             out.print(f"{h.retry_set_aside()} set-aside claim(s) queued again")
         pending = len(h.pending())
         if not pending:
-            out.print("nothing queued")
+            aside = len(h.set_aside())
+            out.print(
+                "nothing queued"
+                + (
+                    f"; {counted(aside, 'claim')} set aside, refused and not logged, in"
+                    f" {h.set_aside_dir} (`prov device show` lists the reasons;"
+                    " `prov device sync --retry-set-aside` queues them again once the"
+                    " cause is fixed)"
+                    if aside
+                    else ""
+                )
+            )
             return
         server = _device_server(ctx, server, h)
         with ProvenanceClient(server) as c, transient_bar(err) as bar:

@@ -96,6 +96,7 @@ EXAMPLES: dict[str, tuple[str, ...]] = {
     "device init": (
         "prov device init  # passphrase prompted",
         "PROV_PASSPHRASE=... prov device init --home /data/prov",
+        "prov device init --force  # rotate: a new key; enroll it, revoke the old",
     ),
     "device enroll": (
         "prov device enroll --server 127.0.0.1:50051 --token TOKEN",

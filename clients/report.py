@@ -65,6 +65,11 @@ DERIVED_BASIS = (
 )
 
 
+#: What UNSIGNED does not mean, said where it is reported (the text report, the web page,
+#: the scan's HTML summary): most files are never signed, so it is no judgement of a file.
+UNSIGNED_MEANS_NOTHING = "that says nothing about whether it is real: most files are never signed"
+
+
 def status_basis(status: Verdict) -> str:
     """What decides ``status``, in words: `DERIVED_BASIS` for DERIVED (proven for the
     signed capture, not for the copy), `STATUS_BASIS` for the others."""
@@ -181,7 +186,7 @@ _STATUS_LINE = {
     Verdict.DERIVED: "a copy derived from a signed capture (not the original bytes)",
     Verdict.TAMPERED: "a signed claim is present, but the file or signature does not match it",
     Verdict.REVOKED_KEY: "signed by a device key that was revoked (or a copy of such a capture)",
-    Verdict.UNSIGNED: "no signed capture found for this file",
+    Verdict.UNSIGNED: f"no signed capture found for this file; {UNSIGNED_MEANS_NOTHING}",
 }
 
 

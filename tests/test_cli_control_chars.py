@@ -82,7 +82,8 @@ def test_a_name_s_newline_cannot_forge_a_line_of_the_verify_report(
     lines = out.splitlines()
     assert lines[0] == str(photo).replace("\n", "\\x0a").replace("\t", "\\x09"), lines[0]
     assert [line for line in lines if line.startswith("  status ")] == [
-        "  status     UNSIGNED: no signed capture found for this file"
+        "  status     UNSIGNED: no signed capture found for this file; that says nothing"
+        " about whether it is real: most files are never signed"
     ], out
 
 

@@ -115,3 +115,35 @@ def test_sign_c2pa_without_a_certificate_says_how_to_get_one(
     assert "a key enrolls once" in said[True] and "prov device init --home" in said[True], said
     assert "a key enrolls once" not in said[False], said
     assert not (tmp_path / "p.jpg.prov").exists()  # nothing signed
+
+
+def test_sync_with_nothing_queued_names_the_claims_set_aside(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A device whose claims were all refused (a revoked key, say) had `prov device sync`
+    answer "nothing queued", exit 0, and nothing more: an engineer syncing a camera after
+    a day offline read that all was well, though its claims sat in set_aside/ unlogged
+    (found by walking through the README as a camera maker: revoke, sign, sync)."""
+    home = DeviceHome(tmp_path / "dev")
+    home.init(PASSPHRASE.encode())
+    home.set_aside_dir.mkdir(parents=True, exist_ok=True)
+    (home.set_aside_dir / "000000000001.json").write_text("{not json")
+    capsys.readouterr()
+    rc = prov_main(["device", "sync", "--home", str(home.root), "--server", closed_port()])
+    got = capsys.readouterr()
+    out = " ".join(got.out.split())
+    assert rc == 0, got
+    assert "nothing queued" in out, out
+    assert "1 claim set aside" in out and "prov device show" in out, out
+    assert "--retry-set-aside" in out, out
+
+
+def test_sync_with_nothing_queued_or_set_aside_says_only_that(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    home = DeviceHome(tmp_path / "dev")
+    home.init(PASSPHRASE.encode())
+    capsys.readouterr()
+    rc = prov_main(["device", "sync", "--home", str(home.root), "--server", closed_port()])
+    got = capsys.readouterr()
+    assert rc == 0 and got.out.strip() == "nothing queued", got

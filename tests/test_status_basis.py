@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 
 import jinja2
 
-from clients.report import report_to_json, report_to_text
+from clients.report import DERIVED_BASIS, report_to_json, report_to_text
 from provenance.core.verify import FileFacts, VerificationReport, decide
 from provenance.web import present
 from provenance.web.app import PACKAGE
@@ -64,3 +64,31 @@ def test_the_web_page_says_the_same() -> None:
     found = re.search(r'id="status-basis">([^<]*)<', page)
     assert found is not None and found.group(1).startswith("Cryptographic: the status rests")
     assert 'class="badge">advisory<' in page
+
+
+def test_the_text_report_says_unsigned_is_no_judgement_of_the_file() -> None:
+    """`UNSIGNED` is the verdict of most files a newsroom gets, and the one most easily
+    misread as "fake". The web page says under it that it "says nothing about whether it
+    is real: most files are never signed"; the text report of `prov verify` said only
+    "no signed capture found for this file" (found by walking through README as an
+    editor: the CLI reader was never told)."""
+    lines = report_to_text(_report(), "x.png").splitlines()
+    status = lines[1]
+    assert status.startswith("  status     UNSIGNED: no signed capture found"), status
+    assert "says nothing about whether it is real" in status, status
+    assert "most files are never signed" in status, status
+
+
+def test_the_web_page_keeps_the_basis_s_capitals() -> None:
+    """The page wrote DERIVED's basis with Jinja's `capitalize`, which lowercases all but
+    the first letter: "a perceptual match of the pixels (pdq)", where the text report and
+    the JSON say "(PDQ)" (seen on `make web`'s page for the demo's transcoded video)."""
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(PACKAGE / "templates"), autoescape=True)
+    present.install(env)
+    report = {**report_to_json(_report(), "x.png"), "status": "DERIVED"}
+    report["status_basis"] = DERIVED_BASIS
+    page = env.get_template("_report.html").render(report=report, filename="x.png")
+    found = re.search(r'id="status-basis">([^<]*)<', page)
+    assert found is not None, page
+    assert found.group(1).startswith("Cryptographic for the signed capture"), found.group(1)
+    assert "(PDQ)" in found.group(1), found.group(1)

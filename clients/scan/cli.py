@@ -16,7 +16,7 @@ from clients.options import ServerOpt, existing, in_existing_folder, nonempty_pa
 from clients.scan.engines import Engine, LocalEngine, RayEngine
 from clients.scan.pipeline import DEFAULT_BATCH, run_scan
 from clients.scan.progress import ScanProgress, summary_table, summary_title
-from clients.scan.report import csv_path, html_path
+from clients.scan.report import csv_path, html_path, legend
 from clients.scan.resume import holds_rows
 from clients.scan.worker import ScanConfig
 from provenance.core.errors import DetectorError
@@ -127,6 +127,8 @@ def scan(
     out = SafeConsole()
     out.print(summary_title(result, report), soft_wrap=True)  # whole, however long its path
     out.print(summary_table(result, report))
+    for line in legend(result.summary.counts, where=f"in {html_path(report)}"):
+        out.print(line, highlight=False, soft_wrap=True)
     out.print(
         f"reports: {report}, {csv_path(report)}, {html_path(report)}",
         highlight=False,

@@ -10,7 +10,7 @@ from typing import Any
 
 from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
-from rich.table import Table
+from rich.table import Column, Table
 from rich.text import Text
 
 from clients.scan.pipeline import ScanResult
@@ -47,9 +47,11 @@ class ScanProgress:
         self._live = console.is_terminal
         self._progress = Progress(
             SpinnerColumn(),
-            BarColumn(),
-            TextColumn("{task.description}"),
+            # the total is not known: the bar only pulses, so it gives way to the counts,
+            # which fold onto a second line rather than be cut at the terminal's width
+            BarColumn(bar_width=10),
             TimeElapsedColumn(),
+            TextColumn("{task.description}", table_column=Column(ratio=1, overflow="fold")),
             console=console,
             refresh_per_second=REFRESH_PER_SECOND,
         )

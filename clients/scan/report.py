@@ -23,14 +23,14 @@ import heapq
 import html
 import io
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from PIL import Image
 
-from clients.report import STATUS_BASIS
+from clients.report import STATUS_BASIS, UNSIGNED_MEANS_NOTHING
 from provenance.core.claims import Verdict
 from provenance.core.errors import MediaError
 from provenance.core.files import naming
@@ -417,7 +417,10 @@ def _unsigned_html(summary: Summary, thumbs: dict[str, str]) -> list[str]:
         out.append(
             f"<h2>Unsigned images, by detector score (top {len(summary.unsigned)})</h2>"
             "<p class='note'>The detector's score is advisory: a learned estimate that an"
-            " image was generated, never proof either way.</p>"
+            " image was generated, never proof either way. A band's thresholds can depend on"
+            " the image (the default model asks more of clean, low-noise pictures: they need"
+            " a higher score to be called likely generated), so a higher score can sit in a"
+            " lower band.</p>"
             "<table><tr><th></th><th>path</th><th>score</th><th>band</th><th>size</th></tr>"
         )
     else:
@@ -444,6 +447,35 @@ def _unsigned_html(summary: Summary, thumbs: dict[str, str]) -> list[str]:
     return out
 
 
+#: What the counts' rows that are no verdict hold, and what UNSIGNED does not mean.
+_LEGEND = {
+    _UNSIGNED: f"no signed capture matches the file; {UNSIGNED_MEANS_NOTHING}",
+    ERROR: "refused, unreadable or not answered by the server: no verdict (reasons listed below)",
+    EMPTY: "a file of no bytes: nothing to look up",
+    SIDECAR: "a provenance sidecar (FILE.prov), not looked up itself (beside a folder file,"
+    " it is checked with that file)",
+}
+
+
+def legend(counts: Mapping[str, int], where: str = "listed below") -> list[str]:
+    """A line "KEY: meaning" for each row of ``counts`` that needs a word (`_LEGEND`): the
+    rows that are no verdict, and UNSIGNED; ``where`` says where the refused rows are."""
+    return [
+        f"{key}: {_LEGEND[key].replace('listed below', where)}"
+        for key in _LEGEND
+        if counts.get(key)
+    ]
+
+
+def _legend_html(summary: Summary) -> list[str]:
+    """A line under the counts for each of their rows that needs a word (`legend`)."""
+    lines = legend(summary.counts)
+    if not lines:
+        return []
+    items = "".join(f"<li>{_e(line)}</li>" for line in lines)
+    return [f"<ul class='note' id='legend'>{items}</ul>"]
+
+
 def render_html(summary: Summary, thumbs: dict[str, str], title: str) -> str:
     """The HTML page (see the module docstring); thumbs maps a path to a base64 JPEG."""
     order = [v.value for v in Verdict] + [ERROR, EMPTY, SIDECAR]
@@ -461,6 +493,7 @@ def render_html(summary: Summary, thumbs: dict[str, str], title: str) -> str:
         if summary.counts.get(key):
             out.append(f"<tr><td>{_e(key)}</td><td class='n'>{summary.counts[key]}</td></tr>")
     out.append("</table>")
+    out.extend(_legend_html(summary))
     if summary.sha256_only:
         out.append(
             f"<p class='note'>{summary.sha256_only} of the UNSIGNED files"

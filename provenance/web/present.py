@@ -290,6 +290,12 @@ def shown_text(value: Any) -> Any:
     return value
 
 
+def sentence(text: str) -> str:
+    """``text`` with its first letter upper-case and the rest as written (Jinja's
+    `capitalize` lowercases the rest: "PDQ" read "pdq")."""
+    return text[:1].upper() + text[1:]
+
+
 def install(env: Environment) -> None:
     """Register these helpers with a Jinja environment."""
     env.globals.update(
@@ -303,6 +309,7 @@ def install(env: Environment) -> None:
     )
     env.filters.update(
         short=short,
+        sentence=sentence,
         human_bytes=human_bytes,
         when=when,
         seconds=seconds,
