@@ -67,8 +67,8 @@ def _midway_offsets(start: int, n: int) -> list[int]:
 
 
 class _Midway(io.BufferedReader):
-    """A file object whose first read of at least ``least`` bytes reads half of them, has
-    ``writer`` change the file, then reads the rest."""
+    """A file object whose first read of at least ``least`` bytes reads half of those it
+    asks for that the file holds, has ``writer`` change the file, then reads the rest."""
 
     def __init__(self, raw: io.FileIO, writer: SecondWriter, least: int) -> None:
         super().__init__(raw)
@@ -80,8 +80,9 @@ class _Midway(io.BufferedReader):
             return super().read(size)
         writer, self.writer = self.writer, None
         start = self.tell()
-        first = super().read(size // 2)
-        writer.change_now(_midway_offsets(start, size))
+        wanted = min(size, os.fstat(self.fileno()).st_size - start)  # the bytes there are
+        first = super().read(wanted // 2)
+        writer.change_now(_midway_offsets(start, wanted))
         return first + super().read(size - len(first))
 
 
@@ -213,3 +214,26 @@ def test_a_scan_upload_of_a_file_changed_while_sent_is_an_error_row(
         " again once nothing writes it"
     ), row
     assert row["status"] is None, row
+
+
+def test_prov_sign_of_an_image_changed_while_read_signs_nothing(
+    enrolled: Cli, tmp_path: Path
+) -> None:
+    """`prov sign` reads an image whole, then hashes and decodes the bytes held: changed
+    while they were read, they may be a mix the file never held, and a claim of them
+    would make the file itself read TAMPERED. Before, it was signed (exit 0)."""
+    photo = _padded_photo(tmp_path / "photo.jpg", 3 << 18)  # 768 KiB
+    with pytest.MonkeyPatch.context() as patch:
+        writer = split_reads_of(patch, photo, 1 << 19)
+        rc, out, err = enrolled("sign", str(photo))
+    assert writer.done.is_set()
+    text = " ".join(err.split())
+    assert rc == 1, (rc, out, err)
+    assert (
+        f"{photo}: not signed: photo.jpg changed while it was being signed (written to or"
+        " replaced while it was read); nothing was signed: sign it again once nothing"
+        " writes it"
+    ) in text, text
+    assert not photo.with_name(photo.name + ".prov").exists()
+    rc, out, err = enrolled("sign", str(photo))  # left alone now, it is signed
+    assert rc == 0 and "signed (#1) and logged" in out, (out, err)
