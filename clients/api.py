@@ -307,7 +307,10 @@ class ProvenanceClient:
                 if left > 0:
                     watch.short = (size - left, size)
                 else:
-                    watch.changed = not still_the_file(path, f, before, sent.digest())
+                    try:
+                        watch.changed = not still_the_file(path, f, before, sent.digest())
+                    except OSError:  # the bytes sent cannot be confirmed
+                        watch.changed = True
 
         return chunks(), self.timeout + VERIFY_DECODE_SECONDS + size / MIN_UPLOAD_RATE, watch
 
@@ -323,8 +326,9 @@ class ProvenanceClient:
         which is said so (before, the server's "truncated upload: the header announced N
         bytes, M arrived", which reads as a network fault), and FileChangedError for a
         file changed while it was sent, whatever the server answered: "FILE changed
-        while it was being verified" (``doing``: "scored" for DetectFile; before, the server's verdict on bytes the file
-        may never have held, such as TAMPERED for a signed file being written to)."""
+        while it was being verified" (``doing``: "scored" for DetectFile; before, the
+        server's verdict on bytes the file may never have held, such as TAMPERED for a
+        signed file being written to)."""
         stream, timeout, watch = upload
         try:
             answer = self._call(method, stream, timeout=timeout)

@@ -237,3 +237,24 @@ def test_prov_sign_of_an_image_changed_while_read_signs_nothing(
     assert not photo.with_name(photo.name + ".prov").exists()
     rc, out, err = enrolled("sign", str(photo))  # left alone now, it is signed
     assert rc == 0 and "signed (#1) and logged" in out, (out, err)
+
+
+def test_a_scan_row_of_another_file_changed_while_hashed_is_an_error(
+    enrolled: Cli, tmp_path: Path
+) -> None:
+    """A file that is neither image nor video, over the read-ahead size, is hashed in
+    1 MiB pieces and not decoded: a write that moves its modification time is seen.
+    (Its time is first set an hour back, so that the write moves it whatever the
+    timestamps' tick.)"""
+    data = tmp_path / "data.bin"
+    data.write_bytes(bytes(3 << 20))
+    an_hour_ago = data.stat().st_mtime - 3600
+    os.utime(data, (an_hour_ago, an_hour_ago))
+    with pytest.MonkeyPatch.context() as patch:
+        writer = split_reads_of(patch, data, 1 << 20)
+        row = _row(data, enrolled.server)
+    assert writer.done.is_set()
+    assert row["error"] == (
+        "data.bin changed while it was scanned (written to or replaced while it was read):"
+        " scan it again once nothing writes it"
+    ), row
