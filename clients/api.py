@@ -18,10 +18,16 @@ from typing import Any
 
 import grpc
 
-from clients.files import open_regular
-from provenance.core.binding import PerceptualHash
+from clients.files import open_regular, still_the_file
+from provenance.core.binding import PerceptualHash, Sha256Stream
 from provenance.core.claims import Device, Receipt, SignedClaim
-from provenance.core.errors import ConfigError, MediaError, ProvenanceError, TransportError
+from provenance.core.errors import (
+    ConfigError,
+    FileChangedError,
+    MediaError,
+    ProvenanceError,
+    TransportError,
+)
 from provenance.core.ports import bare_host, port_number
 from provenance.core.verify import VerificationReport
 from provenance.log.checkpoint import NoteVerifier
@@ -111,6 +117,16 @@ def _lookup_request(queries: Sequence[Query], per_query_errors: bool) -> pb.Look
                     timestamp_seconds=h.timestamp_seconds,
                 )
     return request
+
+
+@dataclass
+class _UploadWatch:
+    """What `ProvenanceClient._watched_upload`'s stream found once it ended: short, (bytes
+    read, size announced) when the file ended before its size; changed, whether the file
+    was written to or replaced while it was sent (`clients.files.still_the_file`)."""
+
+    short: tuple[int, int] | None = None
+    changed: bool = False
 
 
 class ProvenanceClient:
@@ -252,58 +268,86 @@ class ProvenanceClient:
         path: Path,
         header: pb.VerifyFileHeader,
         progress: Callable[[int, int], None] | None = None,
-    ) -> tuple[Iterator[pb.VerifyFileChunk], float, list[int]]:
-        """The chunk stream for ``path`` (header first), a deadline sized to it, and a
-        list that gets the bytes read and the size announced when the file ended before
-        that size (it got shorter while it was sent: `_sent` says so); ``progress(sent, size)`` is
+    ) -> tuple[Iterator[pb.VerifyFileChunk], float, _UploadWatch]:
+        """The chunk stream for ``path`` (header first), a deadline sized to it, and an
+        `_UploadWatch` that says, once the stream has ended, whether the file got shorter
+        or changed while it was sent (`_sent` says so); ``progress(sent, size)`` is
         called as each chunk is taken (in gRPC's thread).
 
         The file is opened here (a FIFO or device raises NotRegularFileError at once,
         never blocks) and exactly the size found then is sent, so a file growing during
-        the upload cannot make it endless. Raises MediaError if it cannot be opened.
+        the upload cannot make it endless. The bytes sent are hashed as they go; once all
+        are sent, the file must still be the one opened, as ``fstat`` found it then, and
+        still hold bytes of that hash (`clients.files.still_the_file`, a second read of
+        the file): else a writer changed it while it was read, the server judged bytes
+        the file may never have held, and the watch's ``changed`` is set. Raises
+        MediaError if it cannot be opened.
         """
         try:
             f = open_regular(path)
         except OSError as e:
             raise MediaError(f"cannot read {path}: {e.strerror or e}") from e
-        size = os.fstat(f.fileno()).st_size
+        before = os.fstat(f.fileno())
+        size = before.st_size
         header.filename = path.name.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
         header.size_bytes = size
+        watch = _UploadWatch()
 
         def chunks() -> Iterator[pb.VerifyFileChunk]:
             with f:
                 yield pb.VerifyFileChunk(header=header)
                 left = size
+                sent = Sha256Stream()
                 while left > 0 and (block := f.read(min(UPLOAD_CHUNK_BYTES, left))):
                     left -= len(block)
+                    sent.update(block)
                     yield pb.VerifyFileChunk(data=block)
                     if progress is not None:
                         progress(size - left, size)
                 if left > 0:
-                    short.extend((size - left, size))
+                    watch.short = (size - left, size)
+                else:
+                    try:
+                        watch.changed = not still_the_file(path, f, before, sent.digest())
+                    except OSError:  # the bytes sent cannot be confirmed
+                        watch.changed = True
 
-        short: list[int] = []
-        return chunks(), self.timeout + VERIFY_DECODE_SECONDS + size / MIN_UPLOAD_RATE, short
+        return chunks(), self.timeout + VERIFY_DECODE_SECONDS + size / MIN_UPLOAD_RATE, watch
 
     def _sent(
-        self, method: Any, path: Path, upload: tuple[Iterator[pb.VerifyFileChunk], float, list[int]]
+        self,
+        method: Any,
+        path: Path,
+        upload: tuple[Iterator[pb.VerifyFileChunk], float, _UploadWatch],
+        doing: str = "verified",
     ) -> Any:
         """The answer of ``method`` to the `_watched_upload` of ``path``. Raises
         TransportError as `_call`, but for a file that got shorter while it was sent,
         which is said so (before, the server's "truncated upload: the header announced N
-        bytes, M arrived", which reads as a network fault)."""
-        stream, timeout, short = upload
+        bytes, M arrived", which reads as a network fault), and FileChangedError for a
+        file changed while it was sent, whatever the server answered: "FILE changed
+        while it was being verified" (``doing``: "scored" for DetectFile; before, the
+        server's verdict on bytes the file may never have held, such as TAMPERED for a
+        signed file being written to)."""
+        stream, timeout, watch = upload
         try:
-            return self._call(method, stream, timeout=timeout)
+            answer = self._call(method, stream, timeout=timeout)
         except TransportError as e:
-            if not short:
+            if watch.short is None:
                 raise
-            read, size = short
+            read, size = watch.short
             raise TransportError(
                 f"{path} got shorter while it was sent ({read:,} of its {size:,} bytes were"
                 " read): it is being written or was cut; send it again once it is complete",
                 e.code,
             ) from None
+        if watch.changed:
+            raise FileChangedError(
+                f"{path} changed while it was being {doing} (written to or replaced while"
+                " it was read and sent, so the server judged bytes it may never have held):"
+                f" {'verify' if doing == 'verified' else 'send'} it again once nothing writes it"
+            )
+        return answer
 
     def verify_file(
         self,
@@ -433,7 +477,9 @@ class ProvenanceClient:
     def detect_file(self, path: Path) -> dict[str, Any]:
         """Upload ``path`` and return only the server's advisory detector block."""
         upload = self._watched_upload(path, pb.VerifyFileHeader(detect=True))
-        return wire.detector_from_pb(self._sent(self._verification.DetectFile, path, upload))
+        return wire.detector_from_pb(
+            self._sent(self._verification.DetectFile, path, upload, "scored")
+        )
 
     def lookup(self, queries: Sequence[Query]) -> list[tuple[str, VerificationReport]]:
         """Batch lookup by hashes; returns (ref, report) pairs. At most 1000 queries a call;

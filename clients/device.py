@@ -68,7 +68,13 @@ from typing import TYPE_CHECKING, BinaryIO, NotRequired, TypedDict
 
 from clients import devicelock
 from clients.api import ProvenanceClient, is_unreachable
-from clients.files import NotRegularFileError, open_regular, read_bounded, still_the_file
+from clients.files import (
+    NotRegularFileError,
+    open_regular,
+    read_bounded,
+    still_holds,
+    still_the_file,
+)
 from provenance.core.binding import PerceptualHash
 from provenance.core.claims import (
     MAX_CLAIM_SOFT_BINDINGS,
@@ -1792,11 +1798,14 @@ def measure(
     Sizes are checked before anything is read: an image over ``limits.max_image_bytes``
     is refused from its size and first bytes, never read whole. FIFOs, devices and
     sockets are refused without blocking (`clients.files.open_regular`).
-    Raises MediaError for empty, unknown, corrupt, special or oversized files.
+    Raises MediaError for empty, unknown, corrupt, special or oversized files, and
+    FileChangedError (one) for an image written to or replaced while it was read
+    (`clients.files.still_holds`), whose bytes may be a mix of its old and new ones.
     """
     try:
         with open_regular(path) as f:
-            size = os.fstat(f.fileno()).st_size
+            before = os.fstat(f.fileno())
+            size = before.st_size
             check_size(size, limits)
             head = f.read(64)
             media_type = media_type_of(head)
@@ -1811,6 +1820,12 @@ def measure(
                 )
             f.seek(0)
             data = f.read(limits.max_image_bytes + 1)
+            if len(data) == size and not still_holds(f.fileno(), before, data):
+                raise FileChangedError(
+                    f"{path.name} changed while it was being signed (written to or replaced"
+                    " while it was read); nothing was signed: sign it again once nothing"
+                    " writes it"
+                )
     except OSError as e:
         raise MediaError(f"cannot read {path}: {e.strerror or e}") from e
     if len(data) != size:

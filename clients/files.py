@@ -68,3 +68,23 @@ def still_the_file(
         named = ()
     same = file_identity(before) == file_identity(os.fstat(f.fileno())) == named
     return same and holds_sha256(f, sha256)
+
+
+def still_holds(fd: int, before: os.stat_result, data: bytes) -> bool:
+    """Whether the open file ``fd`` is as ``before`` (its ``fstat`` before ``data`` was
+    read from it) found it and still holds exactly ``data`` from its start to its end:
+    for bytes read once and then hashed and decoded (an image), whether a writer changed
+    the file while they were read, so that they may be a mix of its old and new bytes
+    that the file never held. The identity (`provenance.core.files.file_identity`) shows
+    a write that moved the size or the modification time; the second read (``pread``,
+    the file offset left alone) a same-size write within one tick of the timestamps.
+    Raises OSError as reading raises it."""
+    if file_identity(os.fstat(fd)) != file_identity(before):
+        return False
+    parts, at = [], 0
+    while block := os.pread(fd, len(data) + 1 - at, at):
+        parts.append(block)
+        at += len(block)
+        if at > len(data):
+            break
+    return b"".join(parts) == data

@@ -124,6 +124,25 @@ def test_verify_answers_the_object_prov_verify_json_prints(
         assert web == cli
 
 
+def test_a_float_tiff_of_a_signed_photo_is_found_by_the_web_verify(
+    site: DemoSite, http: httpx.Client
+) -> None:
+    """The web page's verify path decodes with the server's decoder: a 32-bit float TIFF
+    (samples 0..1) of the signed Grace Hopper photo's grey is a DERIVED copy of it.
+    Before, Pillow clipped its samples to 0..255, so it hashed as all black (quality 0)
+    and read UNSIGNED."""
+    with Image.open(site.files.hopper) as im:
+        grey = np.asarray(im.convert("L"), np.float32) / 255
+    buf = io.BytesIO()
+    Image.fromarray(grey, "F").save(buf, "TIFF")
+    r = http.post(
+        "/api/v1/verify", files={"file": ("hopper.tif", buf.getvalue())}, params={"detect": "0"}
+    )
+    body = r.json()
+    assert (r.status_code, body["status"]) == (200, "DERIVED"), body
+    assert body["evidence"]["pdq_distance"] <= 8, body["evidence"]
+
+
 def test_the_home_page_says_once_that_cryptography_decides(http: httpx.Client) -> None:
     """The home page said "Cryptography decides the verdict..." twice: under the verdicts'
     legend and in the footer every page carries. Once now (the footer's)."""

@@ -35,11 +35,12 @@ from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from typing import BinaryIO
 
-from clients.files import open_regular, still_the_file
+from clients.files import open_regular, still_holds, still_the_file
 from clients.scan.sources import SIDECAR_SUFFIX, EntryItem, FileItem, HashedItem, Item
 from provenance.c2pa.container import may_hold_manifest_store, strip_manifest_store
 from provenance.core.binding import PDQ_ALGORITHM, PerceptualHash, Sha256Stream, perceptual_hash
 from provenance.core.errors import ClaimError, FileChangedError, MediaError, ProvenanceError
+from provenance.core.files import file_identity
 from provenance.media.assets import AssetLimits, image_pdq
 from provenance.media.image import SNIFF_BYTES, sniff_media_type
 from provenance.wire.sidecar import MAX_SIDECAR_BYTES, Sidecar, decode_sidecar
@@ -200,6 +201,14 @@ def _from_bytes(
     return Measured(ref, len(data), sha, media_type, (), "file", _UNRECOGNISED)
 
 
+def changed_while_scanned(path: str) -> str:
+    """The error of a file that changed while it was read whole or hashed."""
+    return (
+        f"{os.path.basename(path)} changed while it was scanned (written to or replaced while"
+        " it was read): scan it again once nothing writes it"
+    )
+
+
 def _sha256_of(f: BinaryIO, size: int) -> tuple[bytes, int]:
     """SHA-256 and length of the first ``size`` bytes of an open file, from its start."""
     f.seek(0)
@@ -218,8 +227,9 @@ READ_AHEAD_BATCH_BYTES = 16 << 20
 def read_ahead(items: Iterable[Item], limits: AssetLimits) -> dict[str, bytes]:
     """The bytes of the folder files among ``items`` of at most READ_AHEAD_FILE_BYTES (and
     at most ``limits.max_image_bytes``) each, READ_AHEAD_BATCH_BYTES in all, by ref, for
-    `measure`. A file that cannot be opened or read is left out (`measure` then reports
-    why); the size is the one ``fstat`` gives on the opened file."""
+    `measure`. A file that cannot be opened or read, or that changed while it was read,
+    is left out (`measure` then reads it again, or reports why); the size is the one
+    ``fstat`` gives on the opened file."""
     out: dict[str, bytes] = {}
     budget = READ_AHEAD_BATCH_BYTES
     largest = min(READ_AHEAD_FILE_BYTES, limits.max_image_bytes)
@@ -228,7 +238,7 @@ def read_ahead(items: Iterable[Item], limits: AssetLimits) -> dict[str, bytes]:
             continue
         try:
             data = _read_small(item.path, min(largest, budget))
-        except OSError:
+        except (OSError, FileChangedError):  # measure reads it again, and says so
             continue
         if data is not None:
             out[item.ref] = data
@@ -240,7 +250,9 @@ def _read_small(path: str, largest: int) -> bytes | None:
     """The bytes of ``path`` if it is a regular file of at most ``largest`` bytes (its
     size from ``fstat`` on the opened file), else None. Opened without blocking, as
     `clients.files.open_regular` opens (a FIFO is never waited on), and read with plain
-    system calls: a file object costs more than reading a small file. Raises OSError."""
+    system calls: a file object costs more than reading a small file. Raises OSError, and
+    FileChangedError when the file changed while it was read (`clients.files.
+    still_holds`: the bytes may be a mix of old and new)."""
     fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     try:
         st = os.fstat(fd)
@@ -251,7 +263,10 @@ def _read_small(path: str, largest: int) -> bytes | None:
         while left > 0 and (block := os.read(fd, left)):
             parts.append(block)
             left -= len(block)
-        return b"".join(parts)
+        data = b"".join(parts)
+        if not still_holds(fd, st, data):
+            raise FileChangedError(changed_while_scanned(path))
+        return data
     finally:
         os.close(fd)
 
@@ -267,7 +282,11 @@ def measure(
     ``decoded``: `decode_ahead`'s answer for those bytes (then they are not decoded again).
     Raises OSError if a file on disk cannot be read, `clients.files.NotRegularFileError`
     (a MediaError) if it is no longer a regular file and FileChangedError (a MediaError)
-    if a video changed between the hash of its bytes and the hashes of its frames."""
+    if a video changed between the hash of its bytes and the hashes of its frames, or a
+    file changed while it was read (an image or sidecar read whole: `clients.files.
+    still_holds`; another file hashed in pieces: its identity, `provenance.core.files.
+    file_identity`, without a second read), so that no row is of a mix of its old and
+    new bytes."""
     if isinstance(item, EntryItem):
         return _from_bytes(item.ref, item.data, limits)
     if (
@@ -291,11 +310,16 @@ def measure(
         small_sidecar = item.path.endswith(SIDECAR_SUFFIX) and size <= MAX_SIDECAR_BYTES
         if size == 0 or small_sidecar or (_is_image(media_type) and size <= limits.max_image_bytes):
             f.seek(0)
-            return _from_bytes(item.ref, f.read(size), limits)
+            data = f.read(size)
+            if not still_holds(f.fileno(), before, data):
+                raise FileChangedError(changed_while_scanned(item.path))
+            return _from_bytes(item.ref, data, limits)
         sha, size = _sha256_of(f, size)
         if _is_video(media_type):
             hashed = Measured(item.ref, size, sha, media_type, (), "file")
             return _video(item, f, before, hashed, limits)
+        if file_identity(os.fstat(f.fileno())) != file_identity(before):
+            raise FileChangedError(changed_while_scanned(item.path))
     if _is_image(media_type):
         note = (
             f"image of {size} bytes is over the {limits.max_image_bytes}-byte limit:"

@@ -227,6 +227,8 @@ def _detect(
     if isinstance(item, FileItem):
         try:
             report = client.verify_file(Path(item.path), None, detect=True)
+        except FileChangedError as e:
+            return {"available": False, "note": f"not scored: {e}"}
         except TransportError as e:
             if is_unreachable(e):
                 raise
@@ -273,7 +275,8 @@ def _verify_file(
     with the error when the server refused it. ``found``: the file's sidecar, sent whole
     as `prov verify` sends it (its claim, the public key it carries, its receipt and a
     video's chunk hashes), so the row gives `prov verify`'s reasons. Raises
-    TransportError when unreachable."""
+    TransportError when unreachable, FileChangedError when the file changed while it
+    was sent (`clients.api.ProvenanceClient.verify_file`: the row is an error)."""
     try:
         return client.verify_with_sidecar(Path(item.path), found), None
     except TransportError as e:
@@ -390,9 +393,13 @@ def process_batch(items: Sequence[Item], config: ScanConfig) -> list[dict[str, A
             or any(r.startswith(DENSE_PASS_NEEDS_BYTES) for r in answer.reasons)
             or _may_embed_claim(m, answer)
         ):
-            report, problem = _check_sidecar(client, item, wire.report_from_pb(answer))
-            report, embedded_problem = _check_embedded(client, item, m, report)
-            report, dense_problem = _check_densely(client, item, report)
+            try:
+                report, problem = _check_sidecar(client, item, wire.report_from_pb(answer))
+                report, embedded_problem = _check_embedded(client, item, m, report)
+                report, dense_problem = _check_densely(client, item, report)
+            except FileChangedError as e:  # changed while it was sent: judged on no bytes
+                rows[item.ref] = error_row(item.ref, str(e), item.size, archive)
+                continue
             notes = (m.note, problem, embedded_problem, dense_problem)
             if any(x is not None for x in notes[1:]):
                 m = replace(m, note="; ".join(x for x in notes if x))

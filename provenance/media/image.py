@@ -267,6 +267,54 @@ def tiff_problem(data: bytes) -> str | None:
     return None
 
 
+#: TIFF tags (TIFF 6.0, sections 3 and 19): BitsPerSample, SamplesPerPixel,
+#: PhotometricInterpretation (0: WhiteIsZero, 0 is white) and SampleFormat (1: unsigned integer, the default).
+_TIFF_BITS, _TIFF_PER_PIXEL, _TIFF_PHOTOMETRIC, _TIFF_SAMPLE_FORMAT = 258, 277, 262, 339
+_WHITE_IS_ZERO = 0
+_UNSIGNED, _FLOAT = 1, 3
+#: TIFF SampleFormat values (TIFF 6.0, section 19), in words.
+_TIFF_SAMPLE_KINDS = {1: "unsigned integer", 2: "signed integer", 3: "floating-point"}
+
+
+def tiff_unread_samples(data: bytes) -> str | None:
+    """The samples of the first image of the TIFF (or BigTIFF) ``data`` in words ("64-bit
+    floating-point samples, 1 per pixel") when they are of a layout Pillow's TIFF decoder
+    does not read: a floating-point layout but 32-bit grey, 32-bit integers of more than
+    one sample a pixel, or sizes other than 1, 2, 4, 8, 16 and 32 bits; None for the
+    layouts it reads (a TIFF of one that Pillow cannot open is damaged) and when the
+    first IFD is cut short. From the first IFD's BitsPerSample, SampleFormat and
+    SamplesPerPixel tags (TIFF 6.0, sections 3, 8 and 19; each tag's first value), so
+    that a refusal names the layout rather than calling the file corrupt. Never raises."""
+    order: Literal["little", "big"] = "little" if data[:2] == b"II" else "big"
+    big = data[2:4] in (b"+\x00", b"\x00+")
+
+    def number(at: int, size: int) -> int:
+        return int.from_bytes(data[at : at + size], order)
+
+    ifd = number(8, 8) if big else number(4, 4)
+    head, step, width = (8, 20, 8) if big else (2, 12, 4)
+    if ifd + head > len(data):
+        return None
+    found = {_TIFF_BITS: 1, _TIFF_SAMPLE_FORMAT: _UNSIGNED, _TIFF_PER_PIXEL: 1}  # the defaults
+    pos = ifd + head
+    for _ in range(min(number(ifd, head), (len(data) - pos) // step)):
+        tag, kind, count = number(pos, 2), number(pos + 2, 2), number(pos + 4, width)
+        if tag in found and kind == 3 and count:  # SHORT values, the type these tags have
+            at = pos + 4 + width if count * 2 <= width else number(pos + 4 + width, width)
+            found[tag] = number(at, 2)
+        pos += step
+    bits, kind, per_pixel = found[_TIFF_BITS], found[_TIFF_SAMPLE_FORMAT], found[_TIFF_PER_PIXEL]
+    read = bits in (1, 2, 4, 8, 16, 32) and kind in (1, 2, 3)
+    if kind == _FLOAT:
+        read = bits == 32 and per_pixel == 1
+    elif bits == 32:
+        read = read and per_pixel == 1
+    if read:
+        return None
+    what = _TIFF_SAMPLE_KINDS.get(kind, f"SampleFormat {kind}")
+    return f"{bits}-bit {what} samples, {per_pixel} per pixel"
+
+
 #: Pillow plugins allowed to open each decodable media type; nothing else is tried, so a
 #: hostile file cannot reach a rarely used parser (or Ghostscript, for EPS).
 _PIL_FORMATS: dict[str, tuple[str, ...]] = {
@@ -457,16 +505,98 @@ def _exif_orientation(im: Image.Image) -> int:
     return value if isinstance(value, int) and 1 <= value <= 8 else 0
 
 
-def _to_rgb8(im: Image.Image) -> Image.Image:
-    """``im`` as 8-bit RGB. 16-bit grey ("I;16*") is scaled to 8 bits (value >> 8), as is
-    32-bit integer grey ("I") holding values above 255 (clipped to 0..65535 first):
-    Pillow's own conversion clips them at 255, so a 16-bit PNG would read as all white."""
-    if im.mode.startswith("I;16") or im.mode == "I":
-        grey = np.asarray(im)
-        if im.mode == "I" and int(grey.max(initial=0)) <= 255:
-            grey8 = np.clip(grey, 0, 255).astype(np.uint8)
-        else:
-            grey8 = (np.clip(grey, 0, 65535) >> 8).astype(np.uint8)
+#: Pillow's modes of more than 8 bits a sample, all one grey channel, but unsigned 16-bit
+#: ("I;16", "I;16B", ...): 32-bit signed integer ("I") and 32-bit floating point ("F").
+_WIDE_GREY_MODES = ("I", "F")
+
+
+@dataclass(frozen=True)
+class _TiffGrey:
+    """What a TIFF's tags say of its grey samples that Pillow's modes "I;16", "I" and "F"
+    leave out: white_is_zero (PhotometricInterpretation 0, which Pillow inverts for 8-bit
+    grey only) and unsigned_32 (32-bit unsigned samples, which Pillow reads into the
+    signed "I": those over 2**31 - 1 come out negative)."""
+
+    white_is_zero: bool = False
+    unsigned_32: bool = False
+
+
+def _tiff_grey(im: Image.Image) -> _TiffGrey:
+    """`_TiffGrey` of the opened image ``im`` (before any transpose); all False for an
+    image that is not a TIFF."""
+    tags = getattr(im, "tag_v2", None)
+    if tags is None:
+        return _TiffGrey()
+    bits, kind = tags.get(_TIFF_BITS), tags.get(_TIFF_SAMPLE_FORMAT, _UNSIGNED)
+    return _TiffGrey(
+        white_is_zero=tags.get(_TIFF_PHOTOMETRIC) == _WHITE_IS_ZERO,
+        unsigned_32=bits in (32, (32,)) and kind in (_UNSIGNED, (_UNSIGNED,)),
+    )
+
+
+def _own_range(grey: np.ndarray) -> np.ndarray:
+    """``grey`` (finite numbers) scaled linearly so that its smallest value is 0 and its
+    largest 255, rounded, as uint8; all 0 when every sample is the same. Computed in
+    float64: the span of two float32 extremes (about 6.8e38) overflows float32, and a
+    32-bit integer's is not exact in it."""
+    lo, hi = float(grey.min()), float(grey.max())
+    if hi <= lo:
+        return np.zeros(grey.shape, np.uint8)
+    out = grey.astype(np.float64)  # in place from here: 8 bytes a pixel, no more
+    out -= lo
+    out *= 255.0 / (hi - lo)
+    np.rint(out, out=out)
+    np.clip(out, 0, 255, out=out)
+    return out.astype(np.uint8)
+
+
+def _wide_grey8(im: Image.Image, unsigned_32: bool = False) -> np.ndarray:
+    """The grey samples of ``im`` (mode "I;16*", "I" or "F") as 8-bit grey, by the
+    rules docs/limits.md states ("Images of more than 8 bits a sample"):
+
+    - unsigned 16-bit ("I;16*"): ``value >> 8``, 0..65535 being black to white, as
+      viewers show it;
+    - 32-bit integer ("I"; Pillow's mode for signed 16-bit and 32-bit TIFFs too, read
+      as unsigned when ``unsigned_32``): as it is when every sample lies in 0..255,
+      ``value >> 8`` when in 0..65535, else scaled by its own range (`_own_range`):
+      negative samples or samples over 65535 were clipped to black or white before;
+    - 32-bit floating point ("F"): scaled by its own range, as float samples have no
+      agreed black and white (0..1 in most HDR and scientific tools, 0..255 in Pillow),
+      and Pillow's own conversion clipped them to 0..255, so a 0..1 image read as all
+      black. A NaN or infinite sample is refused (MediaError naming the mode): it has no
+      brightness.
+    """
+    grey = np.asarray(im)
+    if im.mode == "I" and unsigned_32:
+        grey = grey.view(np.uint32)
+    if im.mode == "F":
+        if not bool(np.isfinite(grey).all()):
+            raise MediaError(
+                "a 32-bit floating-point grey image (Pillow mode F) holding NaN or infinite"
+                " samples: such a sample has no brightness, so no perceptual hash can be made"
+                " of the image (save it without them, or as 8 or 16-bit integers)"
+            )
+        return _own_range(grey)
+    lo, hi = (int(grey.min()), int(grey.max())) if grey.size else (0, 0)
+    if im.mode == "I" and 0 <= lo and hi <= 255:
+        return grey.astype(np.uint8)
+    if 0 <= lo and hi <= 65535:
+        return (grey >> 8).astype(np.uint8)
+    return _own_range(grey)
+
+
+def _to_rgb8(im: Image.Image, tiff: _TiffGrey | None = None) -> Image.Image:
+    """``im`` as 8-bit RGB. Images of more than 8 bits a sample (16-bit and 32-bit
+    integer, 32-bit floating-point grey) are scaled to 8-bit grey by `_wide_grey8`'s
+    rules and, for a TIFF that says its grey is WhiteIsZero (``tiff``, `_TiffGrey`),
+    inverted. Every other mode goes through Pillow's conversion:
+    palettes expanded, alpha dropped (the colours under it are hashed), CMYK, YCbCr and
+    LAB converted, bilevel ("1") as black and white."""
+    if im.mode in _WIDE_GREY_MODES or im.mode.startswith("I;16"):
+        tiff = tiff or _TiffGrey()
+        grey8 = _wide_grey8(im, tiff.unsigned_32)
+        if tiff.white_is_zero:
+            grey8 = 255 - grey8
         return Image.fromarray(grey8, "L").convert("RGB")
     return im.convert("RGB")
 
@@ -577,10 +707,16 @@ def decode_image(
                 scale = fit_decode_budget(im, media_type, max_decode_bytes, wanted)
                 im.load()
                 orientation = _exif_orientation(im)
-                rgb_image = _to_rgb8(ImageOps.exif_transpose(im))
+                rgb_image = _to_rgb8(ImageOps.exif_transpose(im), _tiff_grey(im))
     except MediaError:
         raise
     except UnidentifiedImageError as e:
+        if media_type == "image/tiff" and (samples := tiff_unread_samples(data)) is not None:
+            raise MediaError(
+                f"a TIFF of {samples}, which the TIFF decoder here cannot read (it reads 1,"
+                " 8 and 16-bit integer samples and 32-bit grey ones, integer or floating"
+                " point), or a corrupt TIFF"
+            ) from e
         raise MediaError(f"truncated or corrupt image: not parseable as {media_type}") from e
     except Image.DecompressionBombError as e:
         # Pillow's hard limit (twice Image.MAX_IMAGE_PIXELS) fired inside Image.open.
