@@ -137,6 +137,9 @@ PERMANENT_CODES = frozenset(
 #: every later capture. Any other code (RESOURCE_EXHAUSTED, NOT_FOUND, UNAVAILABLE, ...)
 #: leaves the entry queued and is retried by the next sync.
 ENTRY_FAILURE_CODES = frozenset({"INTERNAL", "UNKNOWN"})
+#: Codes of a sync stopped before a claim was sent, by the server's log key
+#: (`DeviceHome.check_log_key`): the server's, not a claim's; the claims stay queued.
+LOG_KEY_CODES = frozenset({"LOG_KEY_CHANGED", "LOG_KEY_UNREAD"})
 MAX_FAILED_ATTEMPTS = 3
 #: Largest queue entry read, in bytes (a sidecar, escaped, plus a few fields).
 MAX_QUEUE_ENTRY_BYTES = 4 * MAX_SIDECAR_BYTES
@@ -298,17 +301,32 @@ def _fsync_dir(path: Path) -> None:
         os.close(dfd)
 
 
-def pinned_key_differs(address: str, pinned: str, served: str) -> str:
+def pinned_key_differs(address: str, pinned: str, served: str, enrolled: str = "") -> str:
     """What to say when the server at ``address`` answers the log key ``served`` and
-    this device pinned ``pinned`` at enrollment."""
+    this device pinned ``pinned`` at enrollment with the server at ``enrolled`` (its
+    device.json's; "" when unknown). No claim was sent: the key is asked first
+    (`DeviceHome.check_log_key`). A server other than the enrolled one (--server or
+    $PROV_SERVER naming another) is told as such, with the command that submits to the
+    enrolled one."""
+    if enrolled and enrolled != address:
+        return (
+            f"this device enrolled with {enrolled}, whose log key {_key_label(pinned)} it"
+            f" pinned; the server at {address} answers another log key,"
+            f" {_key_label(served)}, so its receipts would not be trusted: no claim was sent"
+            f" to it, and the claims stay queued. Submit them to {enrolled}: `prov device"
+            f" sync --server {enrolled}` (with neither --server nor $PROV_SERVER, `prov"
+            f" device sync` and `prov sign` call {enrolled}); to log with {address}"
+            f" instead, enroll there (`prov device enroll --server {address} --token"
+            " TOKEN` pins its key)"
+        )
     return (
         f"the server at {address} answers the log key {_key_label(served)}, which differs"
         f" from the one pinned at enrollment, {_key_label(pinned)}: its receipts are not"
-        " trusted and the claim stays queued. If its log was replaced on purpose, enroll"
-        " this device there again (`prov device enroll --token TOKEN` pins the key it"
-        " answers), or, when it says this key is already enrolled, make and enroll a new"
-        " key (`prov device init --force`, then `prov device enroll`); otherwise something"
-        " else answers at that address"
+        " trusted, so no claim was sent to it, and the claims stay queued. If its log was"
+        " replaced on purpose, enroll this device there again (`prov device enroll --token"
+        " TOKEN` pins the key it answers), or, when it says this key is already enrolled,"
+        " make and enroll a new key (`prov device init --force`, then `prov device"
+        " enroll`); otherwise something else answers at that address"
     )
 
 
@@ -351,6 +369,8 @@ class DeviceHome:
         self._queue_index: dict[str, tuple[str, bytes]] = {}
         #: whether this object holds the folder's lock (`locked`)
         self._holding = False
+        #: the client last asked for its server's log key, and its answer (`_served_key`)
+        self._served: tuple[ProvenanceClient, str] | None = None
 
     # ---------------------------------------------------------------- key and state
 
@@ -938,6 +958,46 @@ class DeviceHome:
             " (another device's? `prov device sync` on the device that signed it)"
         )
 
+    def check_log_key(self, client: ProvenanceClient) -> str:
+        """The log key receipts from ``client``'s server are verified with: the one pinned
+        in device.json (`DeviceState.log_key`), once the server answered that same key;
+        the server's when none is pinned yet (a device enrolled before keys were pinned:
+        `submit_one` pins it with the first receipt that verifies). The server is asked
+        once per `DeviceHome` and client (`_served_key`), before any claim is sent.
+        Raises TransportError, no claim sent: ``LOG_KEY_CHANGED`` when the server answers
+        another key than the pinned one (`pinned_key_differs`), ``LOG_KEY_UNREAD`` when
+        its key cannot be read (a transient stop, never counted against a claim), or as
+        `ProvenanceClient.log_key` when the server is unreachable."""
+        served = self._served_key(client)
+        state = self.state()
+        if state.log_key and served != state.log_key:
+            raise TransportError(
+                pinned_key_differs(client.address, state.log_key, served, state.server),
+                "LOG_KEY_CHANGED",
+            )
+        return state.log_key or served
+
+    def _served_key(self, client: ProvenanceClient) -> str:
+        """The log key ``client``'s server answers, asked once per `DeviceHome` and client:
+        a `prov sign` of many files syncs after each, and a sync submits many claims, all
+        on one client (before: one GetLogKey call per claim). An answer that is no key,
+        or a refusal, is raised as ``LOG_KEY_UNREAD`` (the claims stay queued, none set
+        aside for it: none was sent); unreachable, as it came."""
+        if self._served is not None and self._served[0] is client:
+            return self._served[1]
+        try:
+            served, _ = client.log_key()
+        except TransportError as e:
+            if is_unreachable(e):
+                raise
+            raise TransportError(
+                f"the log key of the server at {client.address} could not be read ({e}), so"
+                " no claim was sent",
+                "LOG_KEY_UNREAD",
+            ) from None
+        self._served = (client, served)
+        return served
+
     def submit_one(self, client: ProvenanceClient, entry: QueueEntry) -> tuple[Receipt, str]:
         """Submit one queued claim; on success store the receipt in its sidecar and drop
         the entry from the queue.
@@ -948,20 +1008,18 @@ class DeviceHome:
         sidecar with the receipt is kept in ``sidecars/``. Returns the
         receipt and a note on where the sidecar went ("" when beside the file), or that
         the entry stays queued because the device folder cannot be written (the next
-        sync's replay gets the same receipt). The receipt must verify with the log key
-        pinned in device.json (`DeviceState.log_key`); a device without one pins the key
-        the server answers once its receipt verifies with it (trust on first use, said in
-        the note). Raises TransportError (the entry stays queued; ``LOG_KEY_CHANGED``
-        when the server answers another log key than the pinned one).
+        sync's replay gets the same receipt). Before the claim is sent, the server's log
+        key is checked against the one pinned in device.json (`check_log_key`: asked
+        once per run); the receipt must verify with the pinned key. A device without one
+        pins the key the server answers once its receipt verifies with it (trust on
+        first use, said in the note). Raises TransportError (the entry stays queued;
+        ``LOG_KEY_CHANGED``, claim not sent, when the server answers another log key
+        than the pinned one).
         """
         assert entry.sidecar is not None and entry.sidecar_path is not None
-        receipt, _ = client.submit(entry.sidecar.signed_claim)
-        vkey, _ = client.log_key()
+        vkey = self.check_log_key(client)  # before the claim leaves this device
         pinned = self.state().log_key
-        if pinned and vkey != pinned:  # its receipt is not trusted, whatever it holds
-            raise TransportError(
-                pinned_key_differs(client.address, pinned, vkey), "LOG_KEY_CHANGED"
-            )
+        receipt, _ = client.submit(entry.sidecar.signed_claim)
         _check_receipt(client, receipt, entry.sidecar.signed_claim, vkey)
         done = entry.sidecar.with_receipt(receipt, vkey)
         note = self._store_receipt(entry, receipt, done)
@@ -1118,7 +1176,8 @@ class DeviceHome:
                         said = result.notes.get(ch)
                         result.notes[ch] = f"{said}; {note}" if said else f"{label}: {note}"
                 except TransportError as e:
-                    reason = f"{label}: {e}"
+                    # the log key is the run's, not this claim's: said without its name
+                    reason = str(e) if e.code in LOG_KEY_CODES else f"{label}: {e}"
                     tries = entry.attempts + 1
                     if e.code in PERMANENT_CODES or (
                         e.code in ENTRY_FAILURE_CODES and tries >= MAX_FAILED_ATTEMPTS
@@ -1138,6 +1197,7 @@ class DeviceHome:
                             result.deferred = reason
                             # SubmitCapture's NOT_FOUND: the server knows no such device
                             result.not_enrolled = e.code == "NOT_FOUND"
+                            result.key_changed = e.code == "LOG_KEY_CHANGED"
                         break
                 except ProvenanceError as e:  # e.g. a claim this client cannot encode
                     result.refused[ch] = self._aside(entry, f"{label}: {e}")
@@ -1751,8 +1811,9 @@ class SyncResult:
     by claim hash (with the reason); unreadable entries set aside, by entry file name;
     notes (a sidecar kept in the device folder, ...) by claim hash; and why it stopped
     early: the server unreachable, or a transient refusal (``deferred``; with
-    ``not_enrolled`` when it is that the server has no such device enrolled);
-    ``revoked``: a claim was refused because the device's key is revoked."""
+    ``not_enrolled`` when it is that the server has no such device enrolled, and
+    ``key_changed`` when it answers another log key than the pinned one: no claim was
+    sent); ``revoked``: a claim was refused because the device's key is revoked."""
 
     logged: dict[bytes, Receipt] = field(default_factory=dict)
     refused: dict[bytes, str] = field(default_factory=dict)
@@ -1761,6 +1822,7 @@ class SyncResult:
     unreachable: str | None = None
     deferred: str | None = None
     not_enrolled: bool = False
+    key_changed: bool = False
     revoked: bool = False
 
 
