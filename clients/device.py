@@ -54,6 +54,7 @@ import json
 import os
 import re
 import secrets
+import shlex
 import shutil
 import stat
 import sys
@@ -1243,9 +1244,18 @@ class DeviceHome:
         """The folder's lock file ``.lock`` (made if missing), opened to be locked with
         ``flock``: without blocking, and only when ``fstat`` shows a regular file (an open
         of a FIFO for writing waits for a reader for good). Raises ConfigError naming
-        the file when it is not a regular file, OSError."""
+        the file when it is not a regular file (a folder: saying what to do; before,
+        "Is a directory: PATH"), OSError."""
         path = self.root / ".lock"
-        fd = os.open(path, os.O_RDONLY | os.O_CREAT | os.O_NONBLOCK | os.O_CLOEXEC, 0o666)
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CREAT | os.O_NONBLOCK | os.O_CLOEXEC, 0o666)
+        except IsADirectoryError:
+            raise ConfigError(
+                f"{path} is a folder, not the lock file device commands take there (an"
+                " empty file they make themselves): move it elsewhere, or remove it if it"
+                f" holds nothing you need (`rmdir {shlex.quote(str(path))}` when empty), then"
+                " run the command again"
+            ) from None
         try:
             mode = os.fstat(fd).st_mode
             if not stat.S_ISREG(mode):
