@@ -900,6 +900,10 @@ def sign(
                     continue
                 sidecar, spath = signed.sidecar, signed.sidecar_path
                 verb = "already signed" if signed.already else "signed"
+                if signed.note:
+                    err.print(
+                        Text.assemble(("note:", "yellow"), f" {name}: {shown_line(signed.note)}")
+                    )
                 if signed.backup:
                     err.print(
                         f"{name}: the old sidecar is kept as {shown_line(str(signed.backup))}",

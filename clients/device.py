@@ -354,6 +354,36 @@ def _check_receipt(
         ) from None
 
 
+def receipt_problem(sidecar: Sidecar, pinned: str) -> str:
+    """Why the receipt of ``sidecar`` is not trusted ("" when it is, or there is none):
+    it must verify with ``pinned``, the log key this device pinned at enrollment; on a
+    device with none pinned yet, with the key the sidecar names, which catches a
+    damaged, empty or forged answer written as a receipt, though not one a hostile
+    server signed with its own key; with neither, it is not checked. Older versions
+    wrote an answer that did not verify into the sidecar and dropped the claim from the
+    queue (`_check_receipt` refuses it now)."""
+    receipt = sidecar.receipt
+    vkey = pinned or sidecar.log_verifier_key
+    if receipt is None or not vkey:
+        return ""
+    try:
+        verify_receipt(receipt, sidecar.signed_claim, NoteVerifier.from_vkey(vkey))
+    except ProvenanceError as e:
+        if not pinned:
+            return f"its receipt does not verify with the log key it names ({e})"
+        named = sidecar.log_verifier_key
+        other = (
+            f", which is not the key it names, {_key_label(named)}"
+            if named and named != pinned
+            else ""
+        )
+        return (
+            "its receipt does not verify with the log key pinned at enrollment,"
+            f" {_key_label(pinned)}{other} ({e})"
+        )
+    return ""
+
+
 class DeviceHome:
     """A device's key, state and queue on disk (see module docstring)."""
 
@@ -655,7 +685,10 @@ class DeviceHome:
 
         An existing ``FILE.prov`` is never lost. When it already describes this content,
         signed by this key, and holds a receipt or is still queued, nothing is signed:
-        the result has ``already`` set and that sidecar. When it is a claim this device
+        the result has ``already`` set and that sidecar. A receipt there must verify
+        (`receipt_problem`: with the pinned log key); one that does not is not taken as
+        logged: without ``force`` the sidecar is copied aside and its claim queued again
+        (`_queue_again`, said in ``note``), with ``force`` the file is signed anew. When it is a claim this device
         keeps (queued or set aside, no receipt) it is replaced. Any other readable
         sidecar (one holding a receipt, or another device's claim) raises
         SidecarExistsError before a sequence number is used, unless ``force``: then it
@@ -679,7 +712,10 @@ class DeviceHome:
             same_content = _binds(old, path, claim_fields, limits)
             same = same_content and old.signed_claim.key_id == key.key_id
             queued = _entry_of(old, self.queue_dir)
-            if same and (old.receipt is not None or queued is not None):
+            damage = receipt_problem(old, self.state().log_key) if same else ""
+            if damage and not force:  # not taken as logged: the log's answer decides
+                return self._queue_again(key, old, side_path, queued, damage)
+            if same and not damage and (old.receipt is not None or queued is not None):
                 return SignedFile(old, side_path, queued.file if queued else None, already=True)
             kept = old.receipt is None and (
                 queued is not None or _entry_of(old, self.set_aside_dir) is not None
@@ -803,6 +839,44 @@ class DeviceHome:
         else:
             print(f"{reason}; moved to {moved.parent} as it is", file=sys.stderr)
         return 0
+
+    def _queue_again(
+        self,
+        key: DeviceKey,
+        old: Sidecar,
+        side_path: Path,
+        queued: QueueEntry | None,
+        damage: str,
+    ) -> SignedFile:
+        """`sign_file` of a file whose sidecar ``old`` holds this key's claim for these
+        bytes and a receipt that does not verify (``damage``, `receipt_problem`): the
+        claim is not taken as logged. The sidecar is copied aside (``FILE.prov.bak``),
+        then written back as the claim without that receipt, the claim queued (``queued``,
+        its entry, when it still is; else queued again from the sidecar), so the sync
+        that follows gets the log's own receipt when the log holds the claim, logs it
+        when it can, or refuses it (set aside, said; the next `prov sign` then signs the
+        file anew). Nothing new is signed. Raises SidecarExistsError when the claim's
+        signature does not verify under ``key`` (not a claim this device can submit;
+        `prov sign --force` signs anew), OSError."""
+        seq = old.claim.sequence
+        if signed_sequence(old, key) != seq:
+            raise SidecarExistsError(
+                f"{side_path.name} holds claim #{seq} naming this device's key for this"
+                f" content, but {damage}, and the claim's signature does not verify under"
+                " the key either: it is left as it is. `prov sign --force` signs the file"
+                f" again and first copies the old sidecar to {_free_backup(side_path).name}"
+            )
+        clean = replace(old, receipt=None, log_verifier_key="")
+        backup = _backup(side_path)
+        queue_file = queued.file if queued else self._enqueue(seq, clean, side_path)
+        written, problem = self._write_sidecar(seq, side_path, clean)
+        how = "is still queued" if queued else "is queued again from it"
+        note = (
+            f"{side_path.name} is not taken as logged: {damage}; older versions wrote such an"
+            f" answer as the receipt. Claim #{seq} {how} and submitted: the log's answer"
+            " decides"
+        )
+        return SignedFile(clean, written, queue_file, problem, True, backup, note)
 
     def _write_sidecar(self, seq: int, side_path: Path, sidecar: Sidecar) -> tuple[Path, str]:
         """Write the sidecar beside its file, else into ``sidecars/`` of the device folder.
@@ -1632,7 +1706,8 @@ class SignedFile:
     ``sidecar_problem``), and the queue entry holding the claim. ``already``: the file
     was signed before (``sidecar`` is that claim, logged or still queued; ``queue_file``
     None once logged) and nothing was signed now; ``backup``: where a replaced sidecar
-    was copied (with ``force``)."""
+    was copied (with ``force``, or one whose receipt does not verify); ``note``: what
+    was found wrong with the sidecar there and done about it ("" when nothing)."""
 
     sidecar: Sidecar
     sidecar_path: Path
@@ -1640,6 +1715,7 @@ class SignedFile:
     sidecar_problem: str = ""
     already: bool = False
     backup: Path | None = None
+    note: str = ""
 
 
 @dataclass(frozen=True)
