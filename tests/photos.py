@@ -10,7 +10,7 @@ from PIL import Image
 from provenance.wire.sidecar import decode_sidecar
 
 
-def noise_photo(folder: Path, name: str, seed: int, size: int = 64) -> Path:
+def noise_photo(folder: Path, name: str, seed: int, size: int = 96) -> Path:
     """Write a ``size`` x ``size`` RGB noise image ``folder/name`` (its format from the
     name's suffix), different for each ``seed``; returns its path."""
     path = folder / name
