@@ -737,6 +737,8 @@ def _print_sync_problems(h: DeviceHome, done: SyncResult, server: str, stops: bo
         err.print(Text.assemble(("stopped:", "red"), f" {done.unreachable}; the rest stays queued"))
     if stops and done.not_enrolled:
         err.print(Text.assemble(("stopped:", "red"), f" {_not_enrolled(h, server)}"))
+    elif stops and done.key_changed:  # it says that the claims stay queued, and why
+        err.print(Text.assemble(("stopped:", "red"), f" {done.deferred}"))
     elif stops and done.deferred:
         err.print(
             Text.assemble(
@@ -883,6 +885,7 @@ def sign(
     failed = refused = 0
     tally: Counter[str] = Counter()  # each file's outcome, for the closing summary
     not_enrolled = False
+    key_changed = ""  # why no claim was sent: the server answers another log key
     stop = StopBetweenFiles("Ctrl-C: stopping after this file (Ctrl-C again to stop at once)")
     try:
         # the lock first: Ctrl-C while waiting for it stops at once, nothing signed
@@ -908,6 +911,10 @@ def sign(
                     continue
                 sidecar, spath = signed.sidecar, signed.sidecar_path
                 verb = "already signed" if signed.already else "signed"
+                if signed.note:
+                    err.print(
+                        Text.assemble(("note:", "yellow"), f" {name}: {shown_line(signed.note)}")
+                    )
                 if signed.backup:
                     err.print(
                         f"{name}: the old sidecar is kept as {shown_line(str(signed.backup))}",
@@ -937,6 +944,9 @@ def sign(
                     elif done.not_enrolled:
                         stopped = "this device is not enrolled with the server"
                         not_enrolled = True
+                    elif done.key_changed and done.deferred:
+                        stopped = "the server answers another log key than this device pinned"
+                        key_changed = done.deferred
                     elif done.deferred:
                         stopped = f"the server deferred {done.deferred}"
                     if ch in done.logged:
@@ -966,7 +976,13 @@ def sign(
                         _print_sync_problems(h, done, server, stops=False)
                         continue
                     _print_sync_problems(h, done, server, stops=False)
-                later = "enroll it (below)" if not_enrolled else "run `prov device sync` later"
+                later = (
+                    "enroll it (below)"
+                    if not_enrolled
+                    else "see below"
+                    if key_changed
+                    else "run `prov device sync` later"
+                )
                 out.print(
                     f"{name}: {verb} (#{seq}), queued: {stopped}; {later} -> {shown_line(spath.name)}"
                 )
@@ -986,6 +1002,8 @@ def sign(
         raise typer.Exit(EXIT_INTERRUPTED) from None
     if not_enrolled:
         err.print(Text.assemble(("not logged:", "red"), f" {_not_enrolled(h, server)}"))
+    if key_changed:
+        err.print(Text.assemble(("not logged:", "red"), f" {key_changed}"))
     if len(files) > 1:
         err.print(sign_summary(len(files), tally), highlight=False)
     if failed:

@@ -54,6 +54,7 @@ import json
 import os
 import re
 import secrets
+import shlex
 import shutil
 import stat
 import sys
@@ -143,6 +144,9 @@ PERMANENT_CODES = frozenset(
 #: every later capture. Any other code (RESOURCE_EXHAUSTED, NOT_FOUND, UNAVAILABLE, ...)
 #: leaves the entry queued and is retried by the next sync.
 ENTRY_FAILURE_CODES = frozenset({"INTERNAL", "UNKNOWN"})
+#: Codes of a sync stopped before a claim was sent, by the server's log key
+#: (`DeviceHome.check_log_key`): the server's, not a claim's; the claims stay queued.
+LOG_KEY_CODES = frozenset({"LOG_KEY_CHANGED", "LOG_KEY_UNREAD"})
 MAX_FAILED_ATTEMPTS = 3
 #: Largest queue entry read, in bytes (a sidecar, escaped, plus a few fields).
 MAX_QUEUE_ENTRY_BYTES = 4 * MAX_SIDECAR_BYTES
@@ -304,17 +308,32 @@ def _fsync_dir(path: Path) -> None:
         os.close(dfd)
 
 
-def pinned_key_differs(address: str, pinned: str, served: str) -> str:
+def pinned_key_differs(address: str, pinned: str, served: str, enrolled: str = "") -> str:
     """What to say when the server at ``address`` answers the log key ``served`` and
-    this device pinned ``pinned`` at enrollment."""
+    this device pinned ``pinned`` at enrollment with the server at ``enrolled`` (its
+    device.json's; "" when unknown). No claim was sent: the key is asked first
+    (`DeviceHome.check_log_key`). A server other than the enrolled one (--server or
+    $PROV_SERVER naming another) is told as such, with the command that submits to the
+    enrolled one."""
+    if enrolled and enrolled != address:
+        return (
+            f"this device enrolled with {enrolled}, whose log key {_key_label(pinned)} it"
+            f" pinned; the server at {address} answers another log key,"
+            f" {_key_label(served)}, so its receipts would not be trusted: no claim was sent"
+            f" to it, and the claims stay queued. Submit them to {enrolled}: `prov device"
+            f" sync --server {enrolled}` (with neither --server nor $PROV_SERVER, `prov"
+            f" device sync` and `prov sign` call {enrolled}); to log with {address}"
+            f" instead, enroll there (`prov device enroll --server {address} --token"
+            " TOKEN` pins its key)"
+        )
     return (
         f"the server at {address} answers the log key {_key_label(served)}, which differs"
         f" from the one pinned at enrollment, {_key_label(pinned)}: its receipts are not"
-        " trusted and the claim stays queued. If its log was replaced on purpose, enroll"
-        " this device there again (`prov device enroll --token TOKEN` pins the key it"
-        " answers), or, when it says this key is already enrolled, make and enroll a new"
-        " key (`prov device init --force`, then `prov device enroll`); otherwise something"
-        " else answers at that address"
+        " trusted, so no claim was sent to it, and the claims stay queued. If its log was"
+        " replaced on purpose, enroll this device there again (`prov device enroll --token"
+        " TOKEN` pins the key it answers), or, when it says this key is already enrolled,"
+        " make and enroll a new key (`prov device init --force`, then `prov device"
+        " enroll`); otherwise something else answers at that address"
     )
 
 
@@ -341,6 +360,36 @@ def _check_receipt(
         ) from None
 
 
+def receipt_problem(sidecar: Sidecar, pinned: str) -> str:
+    """Why the receipt of ``sidecar`` is not trusted ("" when it is, or there is none):
+    it must verify with ``pinned``, the log key this device pinned at enrollment; on a
+    device with none pinned yet, with the key the sidecar names, which catches a
+    damaged, empty or forged answer written as a receipt, though not one a hostile
+    server signed with its own key; with neither, it is not checked. Older versions
+    wrote an answer that did not verify into the sidecar and dropped the claim from the
+    queue (`_check_receipt` refuses it now)."""
+    receipt = sidecar.receipt
+    vkey = pinned or sidecar.log_verifier_key
+    if receipt is None or not vkey:
+        return ""
+    try:
+        verify_receipt(receipt, sidecar.signed_claim, NoteVerifier.from_vkey(vkey))
+    except ProvenanceError as e:
+        if not pinned:
+            return f"its receipt does not verify with the log key it names ({e})"
+        named = sidecar.log_verifier_key
+        other = (
+            f", which is not the key it names, {_key_label(named)}"
+            if named and named != pinned
+            else ""
+        )
+        return (
+            "its receipt does not verify with the log key pinned at enrollment,"
+            f" {_key_label(pinned)}{other} ({e})"
+        )
+    return ""
+
+
 class DeviceHome:
     """A device's key, state and queue on disk (see module docstring)."""
 
@@ -357,6 +406,8 @@ class DeviceHome:
         self._queue_index: dict[str, tuple[str, bytes]] = {}
         #: whether this object holds the folder's lock (`locked`)
         self._holding = False
+        #: the client last asked for its server's log key, and its answer (`_served_key`)
+        self._served: tuple[ProvenanceClient, str] | None = None
 
     # ---------------------------------------------------------------- key and state
 
@@ -640,7 +691,10 @@ class DeviceHome:
 
         An existing ``FILE.prov`` is never lost. When it already describes this content,
         signed by this key, and holds a receipt or is still queued, nothing is signed:
-        the result has ``already`` set and that sidecar. When it is a claim this device
+        the result has ``already`` set and that sidecar. A receipt there must verify
+        (`receipt_problem`: with the pinned log key); one that does not is not taken as
+        logged: without ``force`` the sidecar is copied aside and its claim queued again
+        (`_queue_again`, said in ``note``), with ``force`` the file is signed anew. When it is a claim this device
         keeps (queued or set aside, no receipt) it is replaced. Any other readable
         sidecar (one holding a receipt, or another device's claim) raises
         SidecarExistsError before a sequence number is used, unless ``force``: then it
@@ -664,7 +718,10 @@ class DeviceHome:
             same_content = _binds(old, path, claim_fields, limits)
             same = same_content and old.signed_claim.key_id == key.key_id
             queued = _entry_of(old, self.queue_dir)
-            if same and (old.receipt is not None or queued is not None):
+            damage = receipt_problem(old, self.state().log_key) if same else ""
+            if damage and not force:  # not taken as logged: the log's answer decides
+                return self._queue_again(key, old, side_path, queued, damage)
+            if same and not damage and (old.receipt is not None or queued is not None):
                 return SignedFile(old, side_path, queued.file if queued else None, already=True)
             kept = old.receipt is None and (
                 queued is not None or _entry_of(old, self.set_aside_dir) is not None
@@ -788,6 +845,44 @@ class DeviceHome:
         else:
             print(f"{reason}; moved to {moved.parent} as it is", file=sys.stderr)
         return 0
+
+    def _queue_again(
+        self,
+        key: DeviceKey,
+        old: Sidecar,
+        side_path: Path,
+        queued: QueueEntry | None,
+        damage: str,
+    ) -> SignedFile:
+        """`sign_file` of a file whose sidecar ``old`` holds this key's claim for these
+        bytes and a receipt that does not verify (``damage``, `receipt_problem`): the
+        claim is not taken as logged. The sidecar is copied aside (``FILE.prov.bak``),
+        then written back as the claim without that receipt, the claim queued (``queued``,
+        its entry, when it still is; else queued again from the sidecar), so the sync
+        that follows gets the log's own receipt when the log holds the claim, logs it
+        when it can, or refuses it (set aside, said; the next `prov sign` then signs the
+        file anew). Nothing new is signed. Raises SidecarExistsError when the claim's
+        signature does not verify under ``key`` (not a claim this device can submit;
+        `prov sign --force` signs anew), OSError."""
+        seq = old.claim.sequence
+        if signed_sequence(old, key) != seq:
+            raise SidecarExistsError(
+                f"{side_path.name} holds claim #{seq} naming this device's key for this"
+                f" content, but {damage}, and the claim's signature does not verify under"
+                " the key either: it is left as it is. `prov sign --force` signs the file"
+                f" again and first copies the old sidecar to {_free_backup(side_path).name}"
+            )
+        clean = replace(old, receipt=None, log_verifier_key="")
+        backup = _backup(side_path)
+        queue_file = queued.file if queued else self._enqueue(seq, clean, side_path)
+        written, problem = self._write_sidecar(seq, side_path, clean)
+        how = "is still queued" if queued else "is queued again from it"
+        note = (
+            f"{side_path.name} is not taken as logged: {damage}; older versions wrote such an"
+            f" answer as the receipt. Claim #{seq} {how} and submitted: the log's answer"
+            " decides"
+        )
+        return SignedFile(clean, written, queue_file, problem, True, backup, note)
 
     def _write_sidecar(self, seq: int, side_path: Path, sidecar: Sidecar) -> tuple[Path, str]:
         """Write the sidecar beside its file, else into ``sidecars/`` of the device folder.
@@ -944,6 +1039,46 @@ class DeviceHome:
             " (another device's? `prov device sync` on the device that signed it)"
         )
 
+    def check_log_key(self, client: ProvenanceClient) -> str:
+        """The log key receipts from ``client``'s server are verified with: the one pinned
+        in device.json (`DeviceState.log_key`), once the server answered that same key;
+        the server's when none is pinned yet (a device enrolled before keys were pinned:
+        `submit_one` pins it with the first receipt that verifies). The server is asked
+        once per `DeviceHome` and client (`_served_key`), before any claim is sent.
+        Raises TransportError, no claim sent: ``LOG_KEY_CHANGED`` when the server answers
+        another key than the pinned one (`pinned_key_differs`), ``LOG_KEY_UNREAD`` when
+        its key cannot be read (a transient stop, never counted against a claim), or as
+        `ProvenanceClient.log_key` when the server is unreachable."""
+        served = self._served_key(client)
+        state = self.state()
+        if state.log_key and served != state.log_key:
+            raise TransportError(
+                pinned_key_differs(client.address, state.log_key, served, state.server),
+                "LOG_KEY_CHANGED",
+            )
+        return state.log_key or served
+
+    def _served_key(self, client: ProvenanceClient) -> str:
+        """The log key ``client``'s server answers, asked once per `DeviceHome` and client:
+        a `prov sign` of many files syncs after each, and a sync submits many claims, all
+        on one client (before: one GetLogKey call per claim). An answer that is no key,
+        or a refusal, is raised as ``LOG_KEY_UNREAD`` (the claims stay queued, none set
+        aside for it: none was sent); unreachable, as it came."""
+        if self._served is not None and self._served[0] is client:
+            return self._served[1]
+        try:
+            served, _ = client.log_key()
+        except TransportError as e:
+            if is_unreachable(e):
+                raise
+            raise TransportError(
+                f"the log key of the server at {client.address} could not be read ({e}), so"
+                " no claim was sent",
+                "LOG_KEY_UNREAD",
+            ) from None
+        self._served = (client, served)
+        return served
+
     def submit_one(self, client: ProvenanceClient, entry: QueueEntry) -> tuple[Receipt, str]:
         """Submit one queued claim; on success store the receipt in its sidecar and drop
         the entry from the queue.
@@ -954,20 +1089,18 @@ class DeviceHome:
         sidecar with the receipt is kept in ``sidecars/``. Returns the
         receipt and a note on where the sidecar went ("" when beside the file), or that
         the entry stays queued because the device folder cannot be written (the next
-        sync's replay gets the same receipt). The receipt must verify with the log key
-        pinned in device.json (`DeviceState.log_key`); a device without one pins the key
-        the server answers once its receipt verifies with it (trust on first use, said in
-        the note). Raises TransportError (the entry stays queued; ``LOG_KEY_CHANGED``
-        when the server answers another log key than the pinned one).
+        sync's replay gets the same receipt). Before the claim is sent, the server's log
+        key is checked against the one pinned in device.json (`check_log_key`: asked
+        once per run); the receipt must verify with the pinned key. A device without one
+        pins the key the server answers once its receipt verifies with it (trust on
+        first use, said in the note). Raises TransportError (the entry stays queued;
+        ``LOG_KEY_CHANGED``, claim not sent, when the server answers another log key
+        than the pinned one).
         """
         assert entry.sidecar is not None and entry.sidecar_path is not None
-        receipt, _ = client.submit(entry.sidecar.signed_claim)
-        vkey, _ = client.log_key()
+        vkey = self.check_log_key(client)  # before the claim leaves this device
         pinned = self.state().log_key
-        if pinned and vkey != pinned:  # its receipt is not trusted, whatever it holds
-            raise TransportError(
-                pinned_key_differs(client.address, pinned, vkey), "LOG_KEY_CHANGED"
-            )
+        receipt, _ = client.submit(entry.sidecar.signed_claim)
         _check_receipt(client, receipt, entry.sidecar.signed_claim, vkey)
         done = entry.sidecar.with_receipt(receipt, vkey)
         note = self._store_receipt(entry, receipt, done)
@@ -1124,7 +1257,8 @@ class DeviceHome:
                         said = result.notes.get(ch)
                         result.notes[ch] = f"{said}; {note}" if said else f"{label}: {note}"
                 except TransportError as e:
-                    reason = f"{label}: {e}"
+                    # the log key is the run's, not this claim's: said without its name
+                    reason = str(e) if e.code in LOG_KEY_CODES else f"{label}: {e}"
                     tries = entry.attempts + 1
                     if e.code in PERMANENT_CODES or (
                         e.code in ENTRY_FAILURE_CODES and tries >= MAX_FAILED_ATTEMPTS
@@ -1144,6 +1278,7 @@ class DeviceHome:
                             result.deferred = reason
                             # SubmitCapture's NOT_FOUND: the server knows no such device
                             result.not_enrolled = e.code == "NOT_FOUND"
+                            result.key_changed = e.code == "LOG_KEY_CHANGED"
                         break
                 except ProvenanceError as e:  # e.g. a claim this client cannot encode
                     result.refused[ch] = self._aside(entry, f"{label}: {e}")
@@ -1189,9 +1324,18 @@ class DeviceHome:
         """The folder's lock file ``.lock`` (made if missing), opened to be locked with
         ``flock``: without blocking, and only when ``fstat`` shows a regular file (an open
         of a FIFO for writing waits for a reader for good). Raises ConfigError naming
-        the file when it is not a regular file, OSError."""
+        the file when it is not a regular file (a folder: saying what to do; before,
+        "Is a directory: PATH"), OSError."""
         path = self.root / ".lock"
-        fd = os.open(path, os.O_RDONLY | os.O_CREAT | os.O_NONBLOCK | os.O_CLOEXEC, 0o666)
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CREAT | os.O_NONBLOCK | os.O_CLOEXEC, 0o666)
+        except IsADirectoryError:
+            raise ConfigError(
+                f"{path} is a folder, not the lock file device commands take there (an"
+                " empty file they make themselves): move it elsewhere, or remove it if it"
+                f" holds nothing you need (`rmdir {shlex.quote(str(path))}` when empty), then"
+                " run the command again"
+            ) from None
         try:
             mode = os.fstat(fd).st_mode
             if not stat.S_ISREG(mode):
@@ -1568,7 +1712,8 @@ class SignedFile:
     ``sidecar_problem``), and the queue entry holding the claim. ``already``: the file
     was signed before (``sidecar`` is that claim, logged or still queued; ``queue_file``
     None once logged) and nothing was signed now; ``backup``: where a replaced sidecar
-    was copied (with ``force``)."""
+    was copied (with ``force``, or one whose receipt does not verify); ``note``: what
+    was found wrong with the sidecar there and done about it ("" when nothing)."""
 
     sidecar: Sidecar
     sidecar_path: Path
@@ -1576,6 +1721,7 @@ class SignedFile:
     sidecar_problem: str = ""
     already: bool = False
     backup: Path | None = None
+    note: str = ""
 
 
 @dataclass(frozen=True)
@@ -1757,8 +1903,9 @@ class SyncResult:
     by claim hash (with the reason); unreadable entries set aside, by entry file name;
     notes (a sidecar kept in the device folder, ...) by claim hash; and why it stopped
     early: the server unreachable, or a transient refusal (``deferred``; with
-    ``not_enrolled`` when it is that the server has no such device enrolled);
-    ``revoked``: a claim was refused because the device's key is revoked."""
+    ``not_enrolled`` when it is that the server has no such device enrolled, and
+    ``key_changed`` when it answers another log key than the pinned one: no claim was
+    sent); ``revoked``: a claim was refused because the device's key is revoked."""
 
     logged: dict[bytes, Receipt] = field(default_factory=dict)
     refused: dict[bytes, str] = field(default_factory=dict)
@@ -1767,6 +1914,7 @@ class SyncResult:
     unreachable: str | None = None
     deferred: str | None = None
     not_enrolled: bool = False
+    key_changed: bool = False
     revoked: bool = False
 
 

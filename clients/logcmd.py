@@ -552,6 +552,10 @@ def _export_once(store: Store, directory: Path) -> ExportResult:
         return export_tiles(store, directory, lambda d, t: bar.update(task, completed=d, total=t))
 
 
+#: Seconds between two polls of `prov log export-tiles --follow` when --interval is not given.
+FOLLOW_INTERVAL_S = 5.0
+
+
 @log_app.command("export-tiles")
 def export_tiles_command(
     directory: Annotated[
@@ -578,8 +582,14 @@ def export_tiles_command(
         ),
     ] = False,
     interval: Annotated[
-        float, typer.Option(help="Seconds between polls of the database, with --follow.", min=0.1)
-    ] = 5.0,
+        float | None,
+        typer.Option(
+            help="Seconds between polls of the database, with --follow (default"
+            f" {FOLLOW_INTERVAL_S:g}). Without --follow (one export) it is a usage error.",
+            min=0.1,
+            show_default=False,
+        ),
+    ] = None,
     max_polls: Annotated[
         int,
         typer.Option(
@@ -604,12 +614,19 @@ def export_tiles_command(
             " is one export: add --follow, or leave --max-polls out",
             param_hint="--max-polls",
         )
+    if interval is not None and not follow:  # the same: silently no poll at all, before
+        raise typer.BadParameter(
+            f"--interval {interval:g} sets the wait between the polls of --follow; without"
+            " --follow there is one export: add --follow, or leave --interval out",
+            param_hint="--interval",
+        )
     folder_to_fill(directory, "DIRECTORY")
     store = _open_read_only(db)
     terminated: list[int] = []  # SIGTERM, once it came
     try:
         with terminate_as_interrupt(terminated):
-            _export_polls(store, directory, follow, interval, max_polls)
+            seconds = FOLLOW_INTERVAL_S if interval is None else interval
+            _export_polls(store, directory, follow, seconds, max_polls)
     except KeyboardInterrupt:
         word, code = how_stopped(terminated)
         err.print(

@@ -483,6 +483,15 @@ def read_refusals(srv: ServerProc, rpc: str) -> float:
     return float(found.group(1)) if found else 0.0
 
 
+def rpc_calls(url: str, rpc: str) -> int:
+    """How many ``rpc`` calls (a method name: ``GetLogKey``) the server whose /metrics is
+    at ``url`` answered, whatever their status (``prov_rpc_requests_total``)."""
+    with urllib.request.urlopen(url, timeout=30) as r:
+        text = r.read().decode()
+    found = re.findall(rf'^prov_rpc_requests_total\{{[^}}]*rpc="{rpc}"[^}}]*\}} (\S+)$', text, re.M)
+    return sum(int(float(value)) for value in found)
+
+
 @contextmanager
 def witness_serve(
     tmp_path: Path,

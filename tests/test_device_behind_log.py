@@ -12,21 +12,14 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from PIL import Image
-
 from tests.conftest import Cli
-
-
-def _photo(folder: Path, name: str, seed: int) -> Path:
-    path = folder / name
-    Image.effect_noise((96, 96), 40 + seed).convert("RGB").save(path)
-    return path
+from tests.photos import noise_photo
 
 
 def test_a_device_restored_from_a_backup_catches_up_after_one_refusal(
     enrolled: Cli, tmp_path: Path
 ) -> None:
-    photos = [_photo(tmp_path, f"p{i}.png", i) for i in range(6)]
+    photos = [noise_photo(tmp_path, f"p{i}.png", i) for i in range(6)]
     rc, _, err = enrolled("sign", str(photos[0]))
     assert rc == 0, err
     backup = tmp_path / "backup"

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from clients.device import DeviceHome
-from tests.conftest import SAMPLES, Cli, ServerProc, start_server
+from tests.conftest import SAMPLES, Cli, ServerProc, read_line, rpc_calls, start_server
 
 pytestmark = pytest.mark.slow  # starts `prov serve` processes
 
@@ -43,7 +43,10 @@ def test_a_server_with_another_log_key_keeps_the_claim_queued(
 ) -> None:
     pinned = _log_key(enrolled)
     server.stop()
-    other = start_server(tmp_path / "other.db", "--listen", server.address)
+    other = start_server(
+        tmp_path / "other.db", "--listen", server.address, "--metrics-listen", "127.0.0.1:0"
+    )
+    metrics = read_line(other.proc, "metrics on ")
     try:
         assert other.address == server.address
         theirs = _log_key(enrolled)
@@ -73,6 +76,9 @@ def test_a_server_with_another_log_key_keeps_the_claim_queued(
         assert rc == 1 and "differs from the one pinned at enrollment" in flat, flat
         assert len(DeviceHome(enrolled.home).pending()) == 1
         assert DeviceHome(enrolled.home).state().log_key == pinned
+        # the log key is asked before any claim is sent (before: sign and sync each sent
+        # it, and only its receipt was refused)
+        assert rpc_calls(metrics, "SubmitCapture") == 0
     finally:
         other.stop()
 

@@ -12,26 +12,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from PIL import Image
-
 from clients.device import SEQUENCE_MARGIN, DeviceHome
-from provenance.wire.sidecar import decode_sidecar
 from tests.conftest import Cli, closed_port
-
-
-def _photo(folder: Path, name: str, seed: int) -> Path:
-    path = folder / name
-    Image.effect_noise((64, 64), 40 + seed).convert("RGB").save(path)
-    return path
-
-
-def _sequence(photo: Path) -> int:
-    return decode_sidecar(photo.with_name(photo.name + ".prov").read_bytes()).claim.sequence
+from tests.photos import noise_photo, sidecar_sequence
 
 
 def test_an_unreadable_entry_named_far_ahead_is_set_aside(enrolled: Cli, tmp_path: Path) -> None:
     offline = closed_port()
-    photos = [_photo(tmp_path, f"p{i}.png", i) for i in range(4)]
+    photos = [noise_photo(tmp_path, f"p{i}.png", i, size=64) for i in range(4)]
     rc, out, err = enrolled("sign", "--server", offline, str(photos[0]), str(photos[1]))
     assert rc == 0, (out, err)  # queued #1, #2
     queue = enrolled.home / "queue"
@@ -43,7 +31,7 @@ def test_an_unreadable_entry_named_far_ahead_is_set_aside(enrolled: Cli, tmp_pat
     rc, out, err = enrolled("sign", "--server", offline, str(photos[2]))
     said = " ".join(err.split())
     assert rc == 0, (out, err)
-    assert _sequence(photos[2]) == 3 + SEQUENCE_MARGIN, (out, err)
+    assert sidecar_sequence(photos[2]) == 3 + SEQUENCE_MARGIN, (out, err)
     for name in far:
         assert f"queue/{name}" in said, said
         assert not (queue / name).exists()
@@ -52,29 +40,29 @@ def test_an_unreadable_entry_named_far_ahead_is_set_aside(enrolled: Cli, tmp_pat
     assert "Traceback" not in said
 
     rc, out, err = enrolled("sign", "--server", offline, str(photos[3]))  # said once
-    assert rc == 0 and _sequence(photos[3]) == 4 + SEQUENCE_MARGIN, (out, err)
+    assert rc == 0 and sidecar_sequence(photos[3]) == 4 + SEQUENCE_MARGIN, (out, err)
     assert str(10**15) not in err, err
 
 
 def test_a_claim_this_key_signed_far_ahead_still_counts(enrolled: Cli, tmp_path: Path) -> None:
     offline = closed_port()
-    photos = [_photo(tmp_path, f"p{i}.png", i) for i in range(2)]
+    photos = [noise_photo(tmp_path, f"p{i}.png", i, size=64) for i in range(2)]
     state_path = enrolled.home / "device.json"
     before = json.loads(state_path.read_text())
     far = 10**15
     state_path.write_text(json.dumps({**before, "last_sequence": far - 1}))
     rc, out, err = enrolled("sign", "--server", offline, str(photos[0]))  # queued as 10^15
-    assert rc == 0 and _sequence(photos[0]) == far, (out, err)
+    assert rc == 0 and sidecar_sequence(photos[0]) == far, (out, err)
     state_path.write_text(json.dumps(before))  # an older copy put back
 
     rc, out, err = enrolled("sign", "--server", offline, str(photos[1]))
-    assert rc == 0 and _sequence(photos[1]) == far + 1, (out, err)
+    assert rc == 0 and sidecar_sequence(photos[1]) == far + 1, (out, err)
     assert DeviceHome(enrolled.home).state().last_sequence == far + 1
 
 
 def test_repair_does_not_count_a_name_far_ahead(enrolled: Cli, tmp_path: Path) -> None:
     offline = closed_port()
-    photos = [_photo(tmp_path, f"p{i}.png", i) for i in range(2)]
+    photos = [noise_photo(tmp_path, f"p{i}.png", i, size=64) for i in range(2)]
     rc, out, err = enrolled("sign", "--server", offline, *map(str, photos))  # queued #1, #2
     assert rc == 0, (out, err)
     (enrolled.home / "queue" / f"{2**64 - 1}.json").write_bytes(b"")

@@ -17,18 +17,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from PIL import Image
 
 from clients.device import MAX_FAILED_ATTEMPTS, DeviceHome
 from provenance.c2pa.authority import init_authority, issue_device_certificate
 from provenance.wire.sidecar import decode_sidecar
 from tests.conftest import Cli, closed_port
-
-
-def _photo(folder: Path, name: str, seed: int) -> Path:
-    path = folder / name
-    Image.effect_noise((96, 96), 40 + seed).convert("RGB").save(path)
-    return path
+from tests.photos import noise_photo
 
 
 def _show(cli: Cli) -> dict[str, Any]:
@@ -42,7 +36,7 @@ def _show(cli: Cli) -> dict[str, Any]:
 def test_an_attempts_count_out_of_range_is_read_as_damaged(
     attempts: object, enrolled: Cli, tmp_path: Path
 ) -> None:
-    photo = _photo(tmp_path, "p.png", 0)
+    photo = noise_photo(tmp_path, "p.png", 0)
     rc, out, err = enrolled("sign", "--server", closed_port(), str(photo))
     assert rc == 0 and "queued" in out, (out, err)
     home = DeviceHome(enrolled.home)
@@ -72,7 +66,7 @@ def _age(path: Path, seconds: float) -> None:
 def test_a_killed_commands_leftovers_are_cleaned_and_nothing_queued_is_lost(
     enrolled: Cli, tmp_path: Path
 ) -> None:
-    photos = [_photo(tmp_path, f"p{i}.png", i) for i in range(4)]
+    photos = [noise_photo(tmp_path, f"p{i}.png", i) for i in range(4)]
     rc, out, err = enrolled("sign", "--server", closed_port(), *map(str, photos))
     assert rc == 0 and out.count("queued") == 4, (out, err)
     home = DeviceHome(enrolled.home)
@@ -147,7 +141,7 @@ def test_a_claim_left_in_a_temporary_file_dated_ahead_is_recovered(
     recovered now, not once the clock has caught up with it (before: "submitted 1 of 1"
     and claim 2 in no queue for two days). A writer number that no process can have
     (past the kernel's pid_max, or past what a pid holds) reads as not running."""
-    photos = [_photo(tmp_path, f"p{i}.png", i) for i in range(3)]
+    photos = [noise_photo(tmp_path, f"p{i}.png", i) for i in range(3)]
     rc, out, err = enrolled("sign", "--server", closed_port(), *map(str, photos))
     assert rc == 0 and out.count("queued") == 3, (out, err)
     queue = DeviceHome(enrolled.home).queue_dir

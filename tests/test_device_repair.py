@@ -11,25 +11,14 @@ import json
 from pathlib import Path
 
 import pytest
-from PIL import Image
 
 from clients.device import DeviceHome
-from provenance.wire.sidecar import decode_sidecar
 from tests.conftest import Cli, closed_port
-
-
-def _photo(folder: Path, name: str, seed: int) -> Path:
-    path = folder / name
-    Image.effect_noise((96, 96), 40 + seed).convert("RGB").save(path)
-    return path
-
-
-def _sidecar_sequence(photo: Path) -> int:
-    return decode_sidecar(photo.with_name(photo.name + ".prov").read_bytes()).claim.sequence
+from tests.photos import noise_photo, sidecar_sequence
 
 
 def test_a_truncated_state_is_repaired_and_the_queue_logged(enrolled: Cli, tmp_path: Path) -> None:
-    photos = [_photo(tmp_path, f"p{i}.png", i) for i in range(4)]
+    photos = [noise_photo(tmp_path, f"p{i}.png", i) for i in range(4)]
     rc, out, err = enrolled("sign", str(photos[0]))  # logged as #1
     assert rc == 0 and "logged" in out, err
     offline = closed_port()
@@ -66,14 +55,14 @@ def test_a_truncated_state_is_repaired_and_the_queue_logged(enrolled: Cli, tmp_p
     assert json.loads(state_path.read_text())["log_key"] == pinned
     rc, out, err = enrolled("sign", str(photos[3]))
     assert rc == 0 and "signed (#4) and logged" in out, (out, err)
-    assert [_sidecar_sequence(p) for p in photos] == [1, 2, 3, 4]
+    assert [sidecar_sequence(p) for p in photos] == [1, 2, 3, 4]
 
 
 def test_the_server_and_the_logged_sequence_are_recovered(enrolled: Cli, tmp_path: Path) -> None:
     """Nothing queued, the sidecars beside their files (not in the device folder): the
     last sequence comes from the log's record of the key, the server from what is left
     of the damaged file."""
-    photos = [_photo(tmp_path, f"p{i}.png", i) for i in range(3)]
+    photos = [noise_photo(tmp_path, f"p{i}.png", i) for i in range(3)]
     rc, out, err = enrolled("sign", str(photos[0]), str(photos[1]))  # logged #1, #2
     assert rc == 0 and out.count("and logged at leaf") == 2, (out, err)
     state_path = enrolled.home / "device.json"
@@ -95,7 +84,7 @@ def test_the_server_and_the_logged_sequence_are_recovered(enrolled: Cli, tmp_pat
 def test_a_state_that_is_not_json_is_repaired_offline(enrolled: Cli, tmp_path: Path) -> None:
     """Zeros in place of the file (what some file systems leave after a crash), the
     server not running: the sequence from the queue, said as not checked with the log."""
-    photos = [_photo(tmp_path, f"p{i}.png", i) for i in range(2)]
+    photos = [noise_photo(tmp_path, f"p{i}.png", i) for i in range(2)]
     offline = closed_port()
     rc, out, err = enrolled("sign", "--server", offline, *map(str, photos))  # queued 1, 2
     assert rc == 0, (out, err)

@@ -15,17 +15,10 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from PIL import Image
-
 from clients.device import DeviceHome
 from provenance.wire.convert import decode_claim, encode_claim
 from tests.conftest import Cli, closed_port
-
-
-def _photo(folder: Path, name: str, seed: int) -> Path:
-    path = folder / name
-    Image.effect_noise((96, 96), 40 + seed).convert("RGB").save(path)
-    return path
+from tests.photos import noise_photo
 
 
 def _edit_claim(entry_file: Path, payload: bytes) -> None:
@@ -40,7 +33,7 @@ def _edit_claim(entry_file: Path, payload: bytes) -> None:
 def test_damaged_or_foreign_claims_neither_stop_repair_nor_set_the_numbering(
     enrolled: Cli, tmp_path: Path
 ) -> None:
-    photos = [_photo(tmp_path, f"p{i}.png", i) for i in range(4)]
+    photos = [noise_photo(tmp_path, f"p{i}.png", i) for i in range(4)]
     offline = closed_port()
     rc, out, err = enrolled("sign", "--server", offline, *map(str, photos[:3]))
     assert rc == 0 and out.count("queued") == 3, (out, err)
@@ -72,7 +65,7 @@ def test_a_repair_killed_after_setting_the_damaged_file_aside_keeps_its_sequence
     """Killed between renaming device.json to device.json.damaged-TIME and writing the
     new one: run again, the repair reads what that copy holds (the server, the last
     sequence), not only what is left in the folder."""
-    photos = [_photo(tmp_path, f"p{i}.png", i) for i in range(3)]
+    photos = [noise_photo(tmp_path, f"p{i}.png", i) for i in range(3)]
     rc, out, err = enrolled("sign", str(photos[0]), str(photos[1]))  # logged #1, #2
     assert rc == 0 and out.count("and logged at leaf") == 2, (out, err)
     offline = closed_port()  # the server not reachable when the repair runs
@@ -100,7 +93,7 @@ def test_what_repair_says_about_reuse_is_what_it_checked(enrolled: Cli, tmp_path
     (the log holds #1) is not counted, and said so (before: taken, and the key had used
     its last number; a last sequence the log vouches for up to 2^64 - 1, with no next
     number: tests/test_device_repair_log_sequence.py)."""
-    photo = _photo(tmp_path, "p.png", 0)
+    photo = noise_photo(tmp_path, "p.png", 0)
     rc, out, err = enrolled("sign", str(photo))  # logged #1, its sidecar beside it
     assert rc == 0, err
     state_path = enrolled.home / "device.json"

@@ -10,16 +10,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from PIL import Image
-
 from clients.device import DeviceHome
 from tests.conftest import Cli
-
-
-def _photo(folder: Path, name: str, seed: int) -> Path:
-    path = folder / name
-    Image.effect_noise((96, 96), 40 + seed).convert("RGB").save(path)
-    return path
+from tests.photos import noise_photo
 
 
 def test_init_force_moves_the_copies_a_repair_set_aside(enrolled: Cli) -> None:
@@ -59,7 +52,7 @@ def test_repair_of_a_device_never_enrolled_does_not_promise_a_sync(
 ) -> None:
     rc, out, err = cli("device", "init")
     assert rc == 0, err
-    rc, out, err = cli("sign", str(_photo(tmp_path, "p.png", 0)))  # not enrolled: queued
+    rc, out, err = cli("sign", str(noise_photo(tmp_path, "p.png", 0)))  # not enrolled: queued
     assert rc == 0 and "queued" in out, (out, err)
     (cli.home / "device.json").write_bytes(b"{")
     rc, out, err = cli("device", "repair", "--server", "")

@@ -105,6 +105,8 @@ def test_sync_does_not_adopt_a_log_sequence_far_past_the_device(
     """`prov device sync`, a claim refused as one whose sequence the log holds, moved the
     numbering past the log's last (`GetDevice`) as it came: the same hole as repair's."""
     state_path = _queue_three(enrolled, tmp_path)
+    rc, log_key, err = enrolled("log", "key", "--server", enrolled.server)
+    assert rc == 0, err
     state_path.unlink()
     rc, out, err = enrolled("device", "repair", "--server", closed_port())
     assert rc == 0, (out, err)
@@ -113,7 +115,11 @@ def test_sync_does_not_adopt_a_log_sequence_far_past_the_device(
         raise Refusal(grpc.StatusCode.FAILED_PRECONDITION, "sequence 1 is not after 10^15")
 
     device = pb.Device(last_sequence=10**15).SerializeToString()
-    server = hostile({"SubmitCapture": refused, "GetDevice": lambda: device})
+    # the log key is asked before any claim is sent: a hostile server answers the honest
+    # log's (it is public), so the claims are sent
+    vkey = pb.GetLogKeyResponse(verifier_key=log_key.strip())
+    answers = {"SubmitCapture": refused, "GetDevice": lambda: device}
+    server = hostile({**answers, "GetLogKey": vkey.SerializeToString})
     rc, text = _said(enrolled, "device", "sync", "--server", server)
     assert rc == 1, text
     assert DeviceHome(enrolled.home).state().last_sequence == 3, text

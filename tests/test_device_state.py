@@ -163,3 +163,27 @@ def test_a_device_file_that_is_a_fifo_or_endless_is_an_error_not_a_hang(
         assert str(target) in err and "not a regular file" in err, (command, err)
         assert "Traceback" not in err and "__init__" not in err, err
     assert not (tmp_path / "photo.jpg.prov").exists()
+
+
+def test_a_lock_that_is_a_folder_is_named_with_what_to_do(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A folder where the device folder's lock file belongs (``PROV_HOME/.lock``: a
+    restored backup, a mistaken `mkdir`): every command that takes the lock says which
+    path it is and what to do, exit 1. Before: "error: Is a directory: PATH"."""
+    home = tmp_path / "device"
+    device_env(monkeypatch, home, "127.0.0.1:1")
+    assert prov_main(["device", "init"]) == 0
+    lock = home / ".lock"
+    lock.unlink()
+    lock.mkdir()
+    photo = Path(shutil.copy(SAMPLES / "grace_hopper.jpg", tmp_path / "photo.jpg"))
+    for command in (["sign", str(photo)], ["device", "sync"], ["device", "init", "--force"]):
+        capsys.readouterr()
+        rc = prov_main(command)
+        err = " ".join(capsys.readouterr().err.split())
+        assert rc == 1, (command, rc, err)
+        assert f"{lock} is a folder, not the lock file" in err, (command, err)
+        assert "rmdir" in err and "Is a directory" not in err, (command, err)
+        assert "Traceback" not in err, err
+    assert not (tmp_path / "photo.jpg.prov").exists() and lock.is_dir()

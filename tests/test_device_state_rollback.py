@@ -11,21 +11,14 @@ import json
 import shutil
 from pathlib import Path
 
-from PIL import Image
-
 from clients.device import DeviceHome
 from provenance.wire.sidecar import decode_sidecar
 from tests.conftest import Cli, closed_port
-
-
-def _photo(folder: Path, name: str, seed: int) -> Path:
-    path = folder / name
-    Image.effect_noise((96, 96), 40 + seed).convert("RGB").save(path)
-    return path
+from tests.photos import noise_photo
 
 
 def test_a_state_put_back_never_overwrites_a_queued_claim(enrolled: Cli, tmp_path: Path) -> None:
-    photos = [_photo(tmp_path, f"p{i}.png", i) for i in range(4)]
+    photos = [noise_photo(tmp_path, f"p{i}.png", i) for i in range(4)]
     offline = closed_port()
     rc, _, err = enrolled("sign", "--server", offline, str(photos[0]))  # queued as #1
     assert rc == 0, err
@@ -52,7 +45,7 @@ def test_a_state_put_back_never_overwrites_a_queued_claim(enrolled: Cli, tmp_pat
 def test_set_aside_and_queued_claims_of_one_number_are_both_kept(
     enrolled: Cli, tmp_path: Path
 ) -> None:
-    photos = [_photo(tmp_path, f"p{i}.png", i) for i in range(3)]
+    photos = [noise_photo(tmp_path, f"p{i}.png", i) for i in range(3)]
     offline = closed_port()
     rc, _, err = enrolled("sign", "--server", offline, *map(str, photos))  # queued 1, 2, 3
     assert rc == 0, err
@@ -73,7 +66,7 @@ def test_set_aside_and_queued_claims_of_one_number_are_both_kept(
 
 
 def test_a_sequence_past_the_last_is_said_in_words(enrolled: Cli, tmp_path: Path) -> None:
-    photo = _photo(tmp_path, "p.png", 0)
+    photo = noise_photo(tmp_path, "p.png", 0)
     state_path = enrolled.home / "device.json"
     state = json.loads(state_path.read_text())
     state_path.write_text(json.dumps({**state, "last_sequence": 2**64 - 1}))

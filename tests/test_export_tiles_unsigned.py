@@ -87,3 +87,15 @@ def test_max_polls_without_follow_is_a_usage_error(
     assert not out.exists(), said
     rc, said, _ = _export_unsigned(tmp_path, capsys, "--max-polls", "0")
     assert rc == 1 and "no signed checkpoint yet" in said, said
+
+
+@pytest.mark.parametrize("seconds", ["0.5", "5"])
+def test_interval_without_follow_is_a_usage_error(
+    seconds: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`--interval N` without --follow was silently ignored (one export, no poll): exit 2
+    naming both options, before anything is read or written; also with the value --follow
+    takes when none is given (5)."""
+    rc, said, out = _export_unsigned(tmp_path, capsys, "--interval", seconds)
+    assert rc == 2 and "--interval" in said and "--follow" in said, said
+    assert not out.exists(), said

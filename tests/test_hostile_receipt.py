@@ -171,3 +171,36 @@ def test_a_last_sequence_far_past_the_device_is_not_adopted(enrolled: Cli, tmp_p
     other.write_bytes(other.read_bytes() + b"another capture")
     rc, out, err = enrolled("sign", str(other))  # the real server: signed and logged
     assert rc == 0 and "logged at leaf" in out, (rc, out, err)
+
+
+def test_a_log_key_that_cannot_be_read_sends_no_claim_and_sets_none_aside(
+    enrolled: Cli, tmp_path: Path
+) -> None:
+    """A proxy whose GetLogKey answers no key: the log key is asked before any claim is
+    sent, so no claim reaches it, and the claim stays queued however many syncs fail so
+    (before: each sync sent the claim, which the log took, then failed on the key as
+    `INTERNAL`; at the third failed attempt, the offline one counted, the claim was set
+    aside as refused although the log held it, and the third sync said "nothing
+    queued")."""
+    submitted: list[bytes] = []
+
+    def count(request: bytes, context: Any, forward: Callable[[bytes], bytes]) -> bytes:
+        submitted.append(request)
+        return forward(request)
+
+    answers: dict[str, Answer] = {
+        SUBMIT: count,
+        "/provenance.v1.Log/GetLogKey": lambda request, context, forward: b"",
+    }
+    photo = Path(shutil.copy(SAMPLES / "rocket.jpg", tmp_path / "rocket.jpg"))
+    rc, out, err = enrolled("sign", str(photo), "--server", closed_port())
+    assert rc == 0 and "queued" in out, (rc, out, err)
+    with _proxy(enrolled.server, answers) as address:
+        for _ in range(3):
+            rc, out, err = enrolled("device", "sync", "--server", address)
+            flat = " ".join((out + err).split())
+            assert rc == 1 and "could not be read" in flat and "no claim was sent" in flat, flat
+    assert submitted == []
+    h = DeviceHome(enrolled.home)
+    assert len(h.pending()) == 1 and h.set_aside() == [], (out, err)
+    _sync_and_verify(enrolled, photo)
