@@ -43,6 +43,7 @@ from typing import Any, TypeVar, cast
 
 from provenance import metrics
 from provenance.core import merkle
+from provenance.core.buckets import Every
 from provenance.core.claims import MAX_LOG_ENTRY_BYTES, Claim, Device, Receipt, SignedClaim
 from provenance.core.errors import (
     AlreadyEnrolledError,
@@ -62,12 +63,19 @@ from provenance.core.registry import (
     check_claim_signature,
     check_not_revoked,
 )
-from provenance.log.checkpoint import Checkpoint, LogSigner
+from provenance.core.timetext import utc_text
+from provenance.log.checkpoint import Checkpoint, LogSigner, split_note
 from provenance.log.receipt import build_receipt
 from provenance.store import AppendTxn, NewKeyLeaf, NewLeaf, Store
 from provenance.wire import convert as wire
 
 log = logging.getLogger(__name__)
+
+#: Seconds this server's clock may be behind the newest checkpoint's signing time (which
+#: the log's entries then take, `GroupCommitWriter._log_time`) before a line says so.
+CLOCK_BEHIND_WARN_S = 5.0
+#: Seconds between two such lines.
+CLOCK_BEHIND_EVERY_S = 600.0
 
 _F = TypeVar("_F", Future[Any], asyncio.Future[Any])
 
@@ -344,6 +352,7 @@ class GroupCommitWriter:
         self._in_force = in_force
         self._signer = signer
         self._clock = clock
+        self._clock_gate = Every(CLOCK_BEHIND_EVERY_S)
         self._on_commit = on_commit
         self._max_batch = max_batch
         # a SimpleQueue (C, no Condition): a put costs each submission about 0.1 µs
@@ -851,6 +860,37 @@ class GroupCommitWriter:
         stands = self._in_force(txn, {ev.device_id: row})[ev.device_id]
         return row if isinstance(stands, Exception) else stands
 
+    def _log_time(self, latest: tuple[int, str] | None) -> datetime:
+        """The time of the commit: this server's clock, or the time the newest checkpoint
+        (``latest``) was signed when that is later, so the log's time never goes back
+        in log order, whichever server of the log signs, and whatever a clock set back
+        says. Before, each server stamped its own clock: a server 10 minutes slow took
+        claims of a key that one with the right time had revoked, logged after the
+        revocation yet timed before it, so `prov verify` (which judges by time) called
+        them signed originals. A signing time this clock is behind by more than
+        `CLOCK_BEHIND_WARN_S` is logged, once every `CLOCK_BEHIND_EVERY_S`."""
+        now = self._clock()
+        if latest is None:
+            return now
+        try:
+            signed = Checkpoint.parse_body(split_note(latest[1])[0]).timestamp
+        except LogError:  # a damaged note: `prov log audit` says so; not the writer's to judge
+            return now
+        if signed is None or signed <= now:
+            return now
+        behind = (signed - now).total_seconds()
+        if behind > CLOCK_BEHIND_WARN_S and self._clock_gate.due("behind"):
+            log.warning(
+                "this server's clock is %.1f s behind the time the log's newest checkpoint"
+                " was signed (%s, by another server of the log, or before this clock was"
+                " set back): the log's entries are timed at that checkpoint's time"
+                " meanwhile, so the log's time never goes back; check the servers' clock"
+                " synchronisation (NTP)",
+                behind,
+                utc_text(signed),
+            )
+        return signed
+
     def _frontier(
         self, txn: AppendTxn, start: int, latest: tuple[int, str] | None
     ) -> merkle.CompactRange:
@@ -879,7 +919,7 @@ class GroupCommitWriter:
                     f" {latest[0] if latest else 0}: it was modified behind the log's back;"
                     " refusing to append"
                 )
-            now = self._clock()
+            now = self._log_time(latest)
             # an int marks a duplicate inside the batch: the index of its first occurrence
             results: list[Appended | KeyAppended | Exception | _New | int | None]
             results = [None] * len(batch)
