@@ -545,8 +545,17 @@ class PostgresStore(SqlStore):
 
     @contextmanager
     def _write(self, wait_s: float | None = None) -> Iterator[Conn]:
-        with self._connection(wait_s) as conn, conn.transaction():
-            yield _PgConn(conn)
+        """A write transaction, READ COMMITTED whatever the database's or the URL's
+        ``default_transaction_isolation``: each statement sees what committed before it,
+        so a group commit reads the head after the append lock is granted. Under
+        REPEATABLE READ or SERIALIZABLE (an operator's default) the snapshot was the lock
+        statement's, taken before it waited: with another server's commit in between,
+        the batch wrote leaves and nodes over that commit's and its claims failed with
+        "the log database is damaged: duplicate key value ..." (tests/test_pg_isolation.py)."""
+        with self._connection(wait_s) as conn:
+            conn.isolation_level = psycopg.IsolationLevel.READ_COMMITTED
+            with conn.transaction():
+                yield _PgConn(conn)
 
     def _first_leaves(self, hashes: Sequence[bytes], limit: int) -> tuple[str, list[Any]]:
         """`SqlStore._first_leaves` for PostgreSQL: per hash, a LATERAL read of the file key
