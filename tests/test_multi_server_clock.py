@@ -85,6 +85,26 @@ def test_entries_and_checkpoints_keep_log_order_in_time_across_servers(
         b.service.close()
 
 
+def test_a_revocation_asked_now_through_a_slow_server_does_not_reach_back(
+    pg_url: str, tmp_path: Path
+) -> None:
+    """Revoking "now" through the slow server took its clock's time, 10 minutes before
+    the log's: every capture logged meanwhile through the others was covered, judged
+    REVOKED_KEY though logged before anyone asked for the revocation."""
+    a, b = _two_servers(pg_url, tmp_path)
+    try:
+        dev = a.enroll()
+        logged = a.submit(dev.next_claim()).receipt
+        revoked = b.service.revoke(dev.device_id, "stolen", None)
+        assert revoked.revoked_at is not None
+        assert revoked.revoked_at > logged.integrated_at
+        with pytest.raises(RevokedKeyError):
+            a.submit(dev.next_claim())
+    finally:
+        a.service.close()
+        b.service.close()
+
+
 def test_a_clock_set_back_does_not_reopen_a_revoked_key(tmp_path: Path) -> None:
     one = open_inproc(tmp_path, Clock(datetime.now(UTC)))
     try:

@@ -38,7 +38,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, TypeVar, cast
 
 from provenance import metrics
@@ -860,16 +860,33 @@ class GroupCommitWriter:
         stands = self._in_force(txn, {ev.device_id: row})[ev.device_id]
         return row if isinstance(stands, Exception) else stands
 
-    def _log_time(self, latest: tuple[int, str] | None) -> datetime:
-        """The time of the commit: this server's clock, or the time the newest checkpoint
-        (``latest``) was signed when that is later, so the log's time never goes back
-        in log order, whichever server of the log signs, and whatever a clock set back
-        says. Before, each server stamped its own clock: a server 10 minutes slow took
-        claims of a key that one with the right time had revoked, logged after the
-        revocation yet timed before it, so `prov verify` (which judges by time) called
-        them signed originals. A signing time this clock is behind by more than
-        `CLOCK_BEHIND_WARN_S` is logged, once every `CLOCK_BEHIND_EVERY_S`."""
+    def log_time(self) -> datetime:
+        """The log's time now, for a revocation asked for "now" (one store read):
+        `_log_time` of the newest checkpoint, so that the revocation covers no entry
+        logged before it was asked for, and its own commit (and every later one) is
+        timed at or after it. Before, a server 10 minutes slow revoked from 10 minutes
+        back: every capture the others logged meanwhile read as REVOKED_KEY. When the
+        store cannot be read, this clock (the revocation then waits for the store in the
+        writer's queue, as before)."""
         now = self._clock()
+        try:
+            latest = self._store.latest_checkpoint()
+        except StorageError:
+            return now
+        return self._log_time(latest, now)
+
+    def _log_time(self, latest: tuple[int, str] | None, now: datetime) -> datetime:
+        """The time of the commit: this server's clock, or, when the newest checkpoint
+        (``latest``) was signed later than that, a microsecond past its time, so the
+        log's time never goes back in log order, whichever server of the log signs, and
+        whatever a clock set back says (and moves on while this clock is behind: a
+        revocation "now" through a slow server, timed a microsecond past the newest
+        checkpoint, then covers every claim logged after it). Before, each server
+        stamped its own clock: a server 10 minutes slow took claims of a key that one
+        with the right time had revoked, logged after the revocation yet timed before
+        it, so `prov verify` (which judges by time) called them signed originals. A signing time this clock is behind by more than
+        `CLOCK_BEHIND_WARN_S` is logged, once every `CLOCK_BEHIND_EVERY_S`. ``now``: this
+        server's clock."""
         if latest is None:
             return now
         try:
@@ -883,13 +900,13 @@ class GroupCommitWriter:
             log.warning(
                 "this server's clock is %.1f s behind the time the log's newest checkpoint"
                 " was signed (%s, by another server of the log, or before this clock was"
-                " set back): the log's entries are timed at that checkpoint's time"
+                " set back): the log's entries are timed just past that checkpoint's time"
                 " meanwhile, so the log's time never goes back; check the servers' clock"
                 " synchronisation (NTP)",
                 behind,
                 utc_text(signed),
             )
-        return signed
+        return signed + timedelta(microseconds=1)
 
     def _frontier(
         self, txn: AppendTxn, start: int, latest: tuple[int, str] | None
@@ -919,7 +936,7 @@ class GroupCommitWriter:
                     f" {latest[0] if latest else 0}: it was modified behind the log's back;"
                     " refusing to append"
                 )
-            now = self._log_time(latest)
+            now = self._log_time(latest, self._clock())
             # an int marks a duplicate inside the batch: the index of its first occurrence
             results: list[Appended | KeyAppended | Exception | _New | int | None]
             results = [None] * len(batch)
