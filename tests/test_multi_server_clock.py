@@ -8,6 +8,7 @@ checkpoints went back 10 minutes in log order."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -28,81 +29,74 @@ def _signed_at(note: str) -> datetime:
     return cp.timestamp
 
 
-def _two_servers(url: str, tmp_path: Path) -> tuple[InProc, InProc]:
-    """Services A (right clock) and B (`SLOW` behind) on the database at ``url``."""
+@pytest.fixture
+def servers(pg_url: str, tmp_path: Path) -> Iterator[tuple[InProc, InProc]]:
+    """Services A (right clock) and B (`SLOW` behind) on one fresh database, closed
+    after."""
     now = datetime.now(UTC)
-    cfg = ServiceConfig(db=url, log_key=tmp_path / "log.key", admin_token=ADMIN_TOKEN)
+    cfg = ServiceConfig(db=pg_url, log_key=tmp_path / "log.key", admin_token=ADMIN_TOKEN)
     right, slow = Clock(now), Clock(now - SLOW)
-    return (
-        InProc(ProvenanceService(cfg, right), right, tmp_path),
-        InProc(ProvenanceService(cfg, slow), slow, tmp_path),
-    )
+    a = InProc(ProvenanceService(cfg, right), right, tmp_path)
+    try:
+        b = InProc(ProvenanceService(cfg, slow), slow, tmp_path)
+        try:
+            yield a, b
+        finally:
+            b.service.close()
+    finally:
+        a.service.close()
 
 
 def test_a_key_revoked_through_one_server_is_refused_by_a_slow_one(
-    pg_url: str, tmp_path: Path
+    servers: tuple[InProc, InProc],
 ) -> None:
-    a, b = _two_servers(pg_url, tmp_path)
-    try:
-        dev = a.enroll()
-        first = a.submit(dev.next_claim()).receipt
-        revoked = a.service.revoke(dev.device_id, "stolen", None)
-        assert revoked.revoked_at is not None
-        with pytest.raises(RevokedKeyError):
-            b.submit(dev.next_claim())
-        # the log's times go forward whichever server wrote the entry
-        second = b.submit(b.enroll().next_claim()).receipt
-        assert second.leaf_index > first.leaf_index
-        assert second.integrated_at >= revoked.revoked_at
-        assert _signed_at(second.checkpoint) >= _signed_at(first.checkpoint)
-    finally:
-        a.service.close()
-        b.service.close()
+    a, b = servers
+    dev = a.enroll()
+    first = a.submit(dev.next_claim()).receipt
+    revoked = a.service.revoke(dev.device_id, "stolen", None)
+    assert revoked.revoked_at is not None
+    with pytest.raises(RevokedKeyError):
+        b.submit(dev.next_claim())
+    # the log's times go forward whichever server wrote the entry
+    second = b.submit(b.enroll().next_claim()).receipt
+    assert second.leaf_index > first.leaf_index
+    assert second.integrated_at >= revoked.revoked_at
+    assert _signed_at(second.checkpoint) >= _signed_at(first.checkpoint)
 
 
 def test_entries_and_checkpoints_keep_log_order_in_time_across_servers(
-    pg_url: str, tmp_path: Path
+    servers: tuple[InProc, InProc],
 ) -> None:
-    a, b = _two_servers(pg_url, tmp_path)
-    try:
-        devs = [a.enroll(), b.enroll()]
-        receipts = []
-        for k in range(6):
-            via = (a, b)[k % 2]
-            receipts.append(via.submit(devs[k % 2].next_claim()).receipt)
-            via.clock.advance(seconds=1)
-        receipts.sort(key=lambda r: r.leaf_index)
-        times = [r.integrated_at for r in receipts]
-        signed = [_signed_at(r.checkpoint) for r in receipts]
-        assert times == sorted(times)
-        assert signed == sorted(signed)
-        rows = list(a.service.store.checkpoint_rows(0))
-        assert [_signed_at(note) for _, note in rows] == sorted(
-            _signed_at(note) for _, note in rows
-        )
-    finally:
-        a.service.close()
-        b.service.close()
+    a, b = servers
+    devs = [a.enroll(), b.enroll()]
+    receipts = []
+    for k in range(6):
+        via = (a, b)[k % 2]
+        receipts.append(via.submit(devs[k % 2].next_claim()).receipt)
+        via.clock.advance(seconds=1)
+    receipts.sort(key=lambda r: r.leaf_index)
+    times = [r.integrated_at for r in receipts]
+    signed = [_signed_at(r.checkpoint) for r in receipts]
+    assert times == sorted(times)
+    assert signed == sorted(signed)
+    rows = list(a.service.store.checkpoint_rows(0))
+    assert [_signed_at(note) for _, note in rows] == sorted(_signed_at(note) for _, note in rows)
 
 
 def test_a_revocation_asked_now_through_a_slow_server_does_not_reach_back(
-    pg_url: str, tmp_path: Path
+    servers: tuple[InProc, InProc],
 ) -> None:
     """Revoking "now" through the slow server took its clock's time, 10 minutes before
     the log's: every capture logged meanwhile through the others was covered, judged
     REVOKED_KEY though logged before anyone asked for the revocation."""
-    a, b = _two_servers(pg_url, tmp_path)
-    try:
-        dev = a.enroll()
-        logged = a.submit(dev.next_claim()).receipt
-        revoked = b.service.revoke(dev.device_id, "stolen", None)
-        assert revoked.revoked_at is not None
-        assert revoked.revoked_at > logged.integrated_at
-        with pytest.raises(RevokedKeyError):
-            a.submit(dev.next_claim())
-    finally:
-        a.service.close()
-        b.service.close()
+    a, b = servers
+    dev = a.enroll()
+    logged = a.submit(dev.next_claim()).receipt
+    revoked = b.service.revoke(dev.device_id, "stolen", None)
+    assert revoked.revoked_at is not None
+    assert revoked.revoked_at > logged.integrated_at
+    with pytest.raises(RevokedKeyError):
+        a.submit(dev.next_claim())
 
 
 def test_a_clock_set_back_does_not_reopen_a_revoked_key(tmp_path: Path) -> None:
