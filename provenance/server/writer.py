@@ -824,6 +824,36 @@ class GroupCommitWriter:
         except ProvenanceError as e:
             return e
 
+    def _logged_before(self, txn: AppendTxn, p: PendingKeyEvent) -> KeyAppended | None:
+        """For a revocation whose very signed event the log holds already (this writer's
+        own commit tried again after its answer was lost: the connection closed between
+        the database committing and the answer, `_append_when_reached`), the device as it
+        stands and that entry's receipt; else None. Before, such a retry was answered as
+        a revocation that changed nothing (`prov admin revoke`: "already revoked",
+        exit 3), though the revocation logged was this very request. Ed25519 signatures
+        are deterministic: an event signed again with the same time and reason is the
+        same request."""
+        ev = p.event
+        if p.backfill or ev.kind is not KeyEventKind.REVOCATION:
+            return None
+        for idx, _, entry in txn.revocation_entries([ev.device_id]):
+            try:
+                logged, at = wire.decode_entry(entry)
+            except ClaimError:  # a damaged entry is not this one; `prov log audit` says so
+                continue
+            if logged != p.signed:
+                continue
+            row = txn.find_devices([ev.device_id]).get(ev.device_id)
+            if row is None:
+                return None
+            stands: Device | Exception = row
+            if self._in_force is not None:
+                stands = self._in_force(txn, {row.device_id: row})[row.device_id]
+            device = row if isinstance(stands, Exception) else stands
+            covering = txn.checkpoint_covering(idx)
+            return KeyAppended(device, build_receipt(idx, entry, at, covering, txn.get_nodes))
+        return None
+
     def _standing_revocation(
         self,
         txn: AppendTxn,
@@ -953,6 +983,10 @@ class GroupCommitWriter:
                     entry = wire.encode_key_event_entry(item.pending.signed, now)
                     try:
                         check_entry_size(entry, item.pending.event.device_id)
+                        again = self._logged_before(txn, item.pending)
+                        if again is not None:
+                            results[i] = again
+                            continue
                         standing = self._standing_revocation(txn, item.pending, revoked_here, now)
                         if standing is not None:
                             results[i] = KeyAppended(standing, None)
