@@ -61,6 +61,14 @@ DAMAGES: dict[str, tuple[Callable[[str], str] | Callable[[Path], None], tuple[st
     # a note whose tree is not the one saved beside it: before, the monitor endpoint served
     # it, and for a state saved before cosignature lines were kept, cosigned it afresh: a
     # cosignature on a tree head this witness never checked
+    # another log's state in this log's file (copied or restored to the wrong name): before,
+    # add-checkpoint took it as this log's, so this log's checkpoints were judged against
+    # another tree (a fork reported where the file was misplaced; a copy of a log's
+    # size-0 state let this log roll back), and the monitor endpoint answered 404
+    "another log's state": (
+        lambda text: text.replace("log.test/damaged", "log.test/other"),
+        ("another log",),
+    ),
     "a note of another tree": (
         lambda text: text.replace("damaged\\n0\\n", "damaged\\n1\\n", 1),
         ("not the tree",),

@@ -746,8 +746,10 @@ class ProvenanceService:
         ClaimError for a time more than REVOCATION_CLOCK_SKEW ahead of the server's
         clock (a revocation takes effect now or earlier) or a reason over
         MAX_REVOCATION_REASON_BYTES (the logged entry must fit a tlog-tiles bundle), and
-        UnknownDeviceError for an unknown device."""
-        now = self.clock()
+        UnknownDeviceError for an unknown device. "Now" is the log's time
+        (`GroupCommitWriter.log_time`: this clock, or just past the newest checkpoint
+        when this clock is behind it)."""
+        now = self.writer.log_time()
         check_revocation_time(effective_at, now)
         check_revocation_reason(reason)
         ev = KeyEvent(

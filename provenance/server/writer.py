@@ -38,11 +38,12 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, TypeVar, cast
 
 from provenance import metrics
 from provenance.core import merkle
+from provenance.core.buckets import Every
 from provenance.core.claims import MAX_LOG_ENTRY_BYTES, Claim, Device, Receipt, SignedClaim
 from provenance.core.errors import (
     AlreadyEnrolledError,
@@ -62,12 +63,19 @@ from provenance.core.registry import (
     check_claim_signature,
     check_not_revoked,
 )
-from provenance.log.checkpoint import Checkpoint, LogSigner
+from provenance.core.timetext import utc_text
+from provenance.log.checkpoint import Checkpoint, LogSigner, split_note
 from provenance.log.receipt import build_receipt
 from provenance.store import AppendTxn, NewKeyLeaf, NewLeaf, Store
 from provenance.wire import convert as wire
 
 log = logging.getLogger(__name__)
+
+#: Seconds this server's clock may be behind the newest checkpoint's signing time (which
+#: the log's entries then take, `GroupCommitWriter._log_time`) before a line says so.
+CLOCK_BEHIND_WARN_S = 5.0
+#: Seconds between two such lines.
+CLOCK_BEHIND_EVERY_S = 600.0
 
 _F = TypeVar("_F", Future[Any], asyncio.Future[Any])
 
@@ -344,6 +352,7 @@ class GroupCommitWriter:
         self._in_force = in_force
         self._signer = signer
         self._clock = clock
+        self._clock_gate = Every(CLOCK_BEHIND_EVERY_S)
         self._on_commit = on_commit
         self._max_batch = max_batch
         # a SimpleQueue (C, no Condition): a put costs each submission about 0.1 µs
@@ -815,6 +824,36 @@ class GroupCommitWriter:
         except ProvenanceError as e:
             return e
 
+    def _logged_before(self, txn: AppendTxn, p: PendingKeyEvent) -> KeyAppended | None:
+        """For a revocation whose very signed event the log holds already (this writer's
+        own commit tried again after its answer was lost: the connection closed between
+        the database committing and the answer, `_append_when_reached`), the device as it
+        stands and that entry's receipt; else None. Before, such a retry was answered as
+        a revocation that changed nothing (`prov admin revoke`: "already revoked",
+        exit 3), though the revocation logged was this very request. Ed25519 signatures
+        are deterministic: an event signed again with the same time and reason is the
+        same request."""
+        ev = p.event
+        if p.backfill or ev.kind is not KeyEventKind.REVOCATION:
+            return None
+        for idx, _, entry in txn.revocation_entries([ev.device_id]):
+            try:
+                logged, at = wire.decode_entry(entry)
+            except ClaimError:  # a damaged entry is not this one; `prov log audit` says so
+                continue
+            if logged != p.signed:
+                continue
+            row = txn.find_devices([ev.device_id]).get(ev.device_id)
+            if row is None:
+                return None
+            stands: Device | Exception = row
+            if self._in_force is not None:
+                stands = self._in_force(txn, {row.device_id: row})[row.device_id]
+            device = row if isinstance(stands, Exception) else stands
+            covering = txn.checkpoint_covering(idx)
+            return KeyAppended(device, build_receipt(idx, entry, at, covering, txn.get_nodes))
+        return None
+
     def _standing_revocation(
         self,
         txn: AppendTxn,
@@ -851,6 +890,54 @@ class GroupCommitWriter:
         stands = self._in_force(txn, {ev.device_id: row})[ev.device_id]
         return row if isinstance(stands, Exception) else stands
 
+    def log_time(self) -> datetime:
+        """The log's time now, for a revocation asked for "now" (one store read):
+        `_log_time` of the newest checkpoint, so that the revocation covers no entry
+        logged before it was asked for, and its own commit (and every later one) is
+        timed at or after it. Before, a server 10 minutes slow revoked from 10 minutes
+        back: every capture the others logged meanwhile read as REVOKED_KEY. When the
+        store cannot be read, this clock (the revocation then waits for the store in the
+        writer's queue, as before)."""
+        now = self._clock()
+        try:
+            latest = self._store.latest_checkpoint()
+        except StorageError:
+            return now
+        return self._log_time(latest, now)
+
+    def _log_time(self, latest: tuple[int, str] | None, now: datetime) -> datetime:
+        """The time of the commit: this server's clock, or, when the newest checkpoint
+        (``latest``) was signed later than that, a microsecond past its time, so the
+        log's time never goes back in log order, whichever server of the log signs, and
+        whatever a clock set back says (and moves on while this clock is behind: a
+        revocation "now" through a slow server, timed a microsecond past the newest
+        checkpoint, then covers every claim logged after it). Before, each server
+        stamped its own clock: a server 10 minutes slow took claims of a key that one
+        with the right time had revoked, logged after the revocation yet timed before
+        it, so `prov verify` (which judges by time) called them signed originals. A signing time this clock is behind by more than
+        `CLOCK_BEHIND_WARN_S` is logged, once every `CLOCK_BEHIND_EVERY_S`. ``now``: this
+        server's clock."""
+        if latest is None:
+            return now
+        try:
+            signed = Checkpoint.parse_body(split_note(latest[1])[0]).timestamp
+        except LogError:  # a damaged note: `prov log audit` says so; not the writer's to judge
+            return now
+        if signed is None or signed <= now:
+            return now
+        behind = (signed - now).total_seconds()
+        if behind > CLOCK_BEHIND_WARN_S and self._clock_gate.due("behind"):
+            log.warning(
+                "this server's clock is %.1f s behind the time the log's newest checkpoint"
+                " was signed (%s, by another server of the log, or before this clock was"
+                " set back): the log's entries are timed just past that checkpoint's time"
+                " meanwhile, so the log's time never goes back; check the servers' clock"
+                " synchronisation (NTP)",
+                behind,
+                utc_text(signed),
+            )
+        return signed + timedelta(microseconds=1)
+
     def _frontier(
         self, txn: AppendTxn, start: int, latest: tuple[int, str] | None
     ) -> merkle.CompactRange:
@@ -879,7 +966,7 @@ class GroupCommitWriter:
                     f" {latest[0] if latest else 0}: it was modified behind the log's back;"
                     " refusing to append"
                 )
-            now = self._clock()
+            now = self._log_time(latest, self._clock())
             # an int marks a duplicate inside the batch: the index of its first occurrence
             results: list[Appended | KeyAppended | Exception | _New | int | None]
             results = [None] * len(batch)
@@ -896,6 +983,10 @@ class GroupCommitWriter:
                     entry = wire.encode_key_event_entry(item.pending.signed, now)
                     try:
                         check_entry_size(entry, item.pending.event.device_id)
+                        again = self._logged_before(txn, item.pending)
+                        if again is not None:
+                            results[i] = again
+                            continue
                         standing = self._standing_revocation(txn, item.pending, revoked_here, now)
                         if standing is not None:
                             results[i] = KeyAppended(standing, None)

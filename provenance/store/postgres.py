@@ -66,6 +66,18 @@ POOL_LOG_EVERY_S = 60.0
 #: Seconds a call waits for a pooled connection (the pool reconnecting meanwhile while the
 #: database cannot be reached) before it fails with StorageError.
 CONNECTION_WAIT_S = 30.0
+#: TCP keepalive of the store's connections (libpq ``keepalives_idle``,
+#: ``keepalives_interval``, ``keepalives_count``; seconds, seconds, probes) and
+#: ``tcp_user_timeout`` (seconds data sent may stay unacknowledged): a connection whose
+#: database vanished without a word (a host lost, a failover, a NAT or firewall that
+#: dropped its state) fails within about 25 s instead of when the system's keepalive gives
+#: up (2 hours and more): the group-commit writer, waiting on such a connection for the
+#: append lock or a COMMIT's answer, held every submission of its server that long (each
+#: "did not confirm within 30 s"). A URL's own values of these are kept (`_tcp_options`).
+KEEPALIVE_IDLE_S = 10
+KEEPALIVE_INTERVAL_S = 5
+KEEPALIVE_COUNT = 3
+TCP_USER_TIMEOUT_S = 30
 #: The shortest and longest ``connection_wait_s`` (`prov serve --db-connect-wait`): a
 #: shorter wait fails calls on a busy pool, a longer one holds a call (and a stopping
 #: server's threads) for as long as an outage lasts.
@@ -202,6 +214,23 @@ def session_options(url: str, idle_in_transaction_s: float, read_only: bool) -> 
     if read_only:
         parts.append("-c default_transaction_read_only=on")
     return " ".join(p for p in parts if p)
+
+
+def _tcp_options(url: str) -> dict[str, int]:
+    """The keepalive and ``tcp_user_timeout`` connection parameters (`KEEPALIVE_IDLE_S`
+    ...) that the URL does not set itself (libpq ignores them on a Unix socket)."""
+    try:
+        given = psycopg.conninfo.conninfo_to_dict(url)
+    except psycopg.ProgrammingError:
+        given = {}  # a malformed URL: the connection reports it
+    ours = {
+        "keepalives": 1,
+        "keepalives_idle": KEEPALIVE_IDLE_S,
+        "keepalives_interval": KEEPALIVE_INTERVAL_S,
+        "keepalives_count": KEEPALIVE_COUNT,
+        "tcp_user_timeout": TCP_USER_TIMEOUT_S * 1000,
+    }
+    return {k: v for k, v in ours.items() if k not in given}
 
 
 def redact(url: str) -> str:
@@ -434,7 +463,8 @@ class PostgresStore(SqlStore):
         self._stopping = threading.Event()
         self._quick_wait_s = min(QUICK_READ_WAIT_S, connection_wait_s)
         try:  # one plain connection first: libpq's own reason when the database is not there
-            psycopg.connect(url, connect_timeout=max(1, int(connect_timeout_s))).close()
+            conninfo = psycopg.conninfo.make_conninfo(url, **_tcp_options(url))
+            psycopg.connect(conninfo, connect_timeout=max(1, int(connect_timeout_s))).close()
         except psycopg.Error as e:
             raise StorageError(f"cannot connect to {self.location}: {e}") from e
         quiet_pool_lines()
@@ -447,6 +477,7 @@ class PostgresStore(SqlStore):
             kwargs={
                 "autocommit": True,
                 "options": session_options(url, idle_in_transaction_s, read_only),
+                **_tcp_options(url),
             },
             timeout=connection_wait_s,
             open=False,
@@ -545,8 +576,17 @@ class PostgresStore(SqlStore):
 
     @contextmanager
     def _write(self, wait_s: float | None = None) -> Iterator[Conn]:
-        with self._connection(wait_s) as conn, conn.transaction():
-            yield _PgConn(conn)
+        """A write transaction, READ COMMITTED whatever the database's or the URL's
+        ``default_transaction_isolation``: each statement sees what committed before it,
+        so a group commit reads the head after the append lock is granted. Under
+        REPEATABLE READ or SERIALIZABLE (an operator's default) the snapshot was the lock
+        statement's, taken before it waited: with another server's commit in between,
+        the batch wrote leaves and nodes over that commit's and its claims failed with
+        "the log database is damaged: duplicate key value ..." (tests/test_pg_isolation.py)."""
+        with self._connection(wait_s) as conn:
+            conn.isolation_level = psycopg.IsolationLevel.READ_COMMITTED
+            with conn.transaction():
+                yield _PgConn(conn)
 
     def _first_leaves(self, hashes: Sequence[bytes], limit: int) -> tuple[str, list[Any]]:
         """`SqlStore._first_leaves` for PostgreSQL: per hash, a LATERAL read of the file key

@@ -38,7 +38,8 @@ that log, with the log's verified signature lines and the cosignature returned f
 the witness now holds (a rotated key: a checkpoint without one no verifier can check).
 
 Both answer 500 with one line (`DAMAGED_STATE_TEXT`) when the log's state file is damaged
-(not JSON of the shape written here, or unreadable); the file and the error go to the
+(not JSON of the shape written here, unreadable, or another log's state under this
+log's name); the file and the error go to the
 witness's log (ERROR ``provenance.witness``), at most once a minute per file, so a flood
 of requests for that log cannot flood the log.
 
@@ -442,6 +443,12 @@ def _log_lines(note: str, verifier: NoteVerifier) -> str:
     )
 
 
+def _origin_hash(origin: str) -> str:
+    """SHA-256 of a log's origin, lowercase hex: the monitors' name for the log, whose
+    first 32 digits name its state file."""
+    return hashlib.sha256(origin.encode()).hexdigest()
+
+
 def _conflict(size: int) -> Answer:
     return Answer(409, f"{size}\n", SIZE_CONTENT_TYPE)
 
@@ -498,17 +505,19 @@ class Witness:
         return cosigner_vkey(self.signer.name, self.signer.public_key)
 
     def _state_path(self, origin: str) -> Path:
-        return self.state_dir / (hashlib.sha256(origin.encode()).hexdigest()[:32] + ".json")
+        return self.state_dir / (_origin_hash(origin)[:32] + ".json")
 
     def latest(self, origin: str) -> Checkpoint | None:
         """The last checkpoint cosigned for ``origin``, or None. LogError if damaged."""
-        state = self._read_state(self._state_path(origin))
+        state = self._read_state(self._state_path(origin), _origin_hash(origin))
         return None if state is None else state.checkpoint
 
-    def _read_state(self, path: Path) -> _State | None:
-        """The state saved at ``path``, or None when there is none. Raises _DamagedState
-        (a LogError naming the file) when it cannot be read or is not what `_save`
-        writes."""
+    def _read_state(self, path: Path, origin_hash: str) -> _State | None:
+        """The state saved at ``path`` for the log whose origin hashes (SHA-256, hex) to
+        ``origin_hash``, or None when there is none. Raises _DamagedState (a LogError
+        naming the file) when it cannot be read, is not what `_save` writes, or holds
+        another log's state (a file copied or restored under the wrong name: taken as
+        this log's, it judged this log's checkpoints against another tree)."""
         try:
             with open_regular(path, ValueError) as handle:  # a FIFO held open() for good
                 data = handle.read(MAX_STATE_BYTES + 1)  # /dev/zero or any huge file
@@ -518,6 +527,8 @@ class Witness:
             origin, note, line = doc["origin"], doc["note"], doc.get("cosignature")
             if not (isinstance(origin, str) and isinstance(note, str)):
                 raise TypeError("its origin and note are not text")
+            if _origin_hash(origin) != origin_hash:
+                raise ValueError(f"it holds another log's state, {origin[:100]!r}")
             if not isinstance(line, str | None):
                 raise TypeError("its cosignature is not text")
             size = doc["size"]
@@ -648,7 +659,7 @@ class Witness:
         size against the saved state (409), the checkpoint's consistency with it (422:
         the empty tree's root at size 0, no proof from 0, the proof, the same root at the
         same size), save, cosign. Raises _DamagedState for a damaged state file."""
-        saved = self._read_state(self._state_path(origin))
+        saved = self._read_state(self._state_path(origin), _origin_hash(origin))
         old = None if saved is None else saved.checkpoint
         old_size = old.size if old is not None else 0
         if request.old_size != old_size:
@@ -698,12 +709,12 @@ class Witness:
             return Answer(404, "not a lowercase hex SHA-256 of a log's origin\n")
         path = self.state_dir / (origin_hash[:32] + ".json")
         try:
-            saved = self._read_state(path)
+            saved = self._read_state(path, origin_hash)
             if saved is None:
                 return Answer(404, "this witness never cosigned a checkpoint of that log\n")
             origin, note, line = saved.checkpoint.origin, saved.note, saved.line
             verifier = self.logs.get(origin)
-            if verifier is None or hashlib.sha256(origin.encode()).hexdigest() != origin_hash:
+            if verifier is None:
                 return Answer(404, "this witness never cosigned a checkpoint of that log\n")
         except _DamagedState as e:
             return self._damaged(e)
