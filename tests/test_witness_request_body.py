@@ -48,4 +48,10 @@ def test_a_body_cut_short_or_stalled_leaves_no_traceback_and_a_stall_gets_408(
     assert "Traceback" not in text and "Exception in ASGI application" not in text, text
     head, _, body = answer.partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 408 "), answer
-    assert b"the request's body stalled: nothing arrived for 10 s" in body, answer
+    # its first bytes arrive a little after the request starts, so on a loaded machine
+    # the body's deadline (10 s + what arrived at 32 KiB/s) can come before 10 s of
+    # silence have passed: either 408 is right (seen in a CI run under load)
+    assert (
+        b"the request's body stalled: nothing arrived for 10 s" in body
+        or b"the request's body is too slow: after 10 s it must arrive at 32 KiB/s" in body
+    ), answer
