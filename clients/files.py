@@ -16,7 +16,7 @@ from typing import BinaryIO
 
 from provenance.cli.files import open_regular as open_regular_as
 from provenance.core.errors import MediaError, MediaTooLargeError
-from provenance.core.files import file_identity, holds_sha256
+from provenance.core.files import HASH_PIECE, file_identity, holds_sha256
 
 
 class NotRegularFileError(MediaError):
@@ -81,10 +81,9 @@ def still_holds(fd: int, before: os.stat_result, data: bytes) -> bool:
     Raises OSError as reading raises it."""
     if file_identity(os.fstat(fd)) != file_identity(before):
         return False
-    parts, at = [], 0
-    while block := os.pread(fd, len(data) + 1 - at, at):
-        parts.append(block)
+    view, at = memoryview(data), 0
+    while block := os.pread(fd, min(HASH_PIECE, len(data) + 1 - at), at):
+        if view[at : at + len(block)] != block:  # also a file longer than ``data``
+            return False
         at += len(block)
-        if at > len(data):
-            break
-    return b"".join(parts) == data
+    return at == len(data)

@@ -110,3 +110,30 @@ def test_a_clock_set_back_does_not_reopen_a_revoked_key(tmp_path: Path) -> None:
             one.submit(dev.next_claim())
     finally:
         one.service.close()
+
+
+def test_a_clock_once_at_the_last_time_does_not_stop_the_log(tmp_path: Path) -> None:
+    """A clock that once read the last time a datetime holds (9999-12-31T23:59:59.999999Z:
+    a broken clock or a test's faked one), then set right. Each commit is timed a
+    microsecond past the newest checkpoint's time while this clock is behind it, and a
+    microsecond past that last time is no time at all: before, every later submission
+    failed with "the log could not record the submission: date value out of range", and
+    a revocation "now" with a traceback, for good. The log's time stays there (it never
+    goes back) and the log goes on."""
+    last = datetime.max.replace(tzinfo=UTC)
+    clock = Clock(datetime.now(UTC))
+    right = clock.now
+    one = open_inproc(tmp_path, clock)
+    try:
+        dev = one.enroll()
+        clock.now = last - timedelta(microseconds=1)
+        one.submit(dev.next_claim())
+        clock.now = right
+        times = [one.submit(dev.next_claim()).receipt.integrated_at for _ in range(3)]
+        assert times == sorted(times) and times[-1] == last
+        revoked = one.service.revoke(dev.device_id, "stolen", None)
+        assert revoked.revoked_at == last
+        with pytest.raises(RevokedKeyError):
+            one.submit(dev.next_claim())
+    finally:
+        one.service.close()

@@ -199,3 +199,27 @@ def test_a_state_that_cannot_be_saved_is_a_503_and_nothing_is_cosigned(tmp_path:
     (log_text,) = stderr
     assert "Traceback" not in log_text, log_text
     assert log_text.count(f"witness state {state} could not be saved") == 1, log_text
+
+
+def test_an_origin_hash_sharing_only_the_file_name_is_404_not_damage(tmp_path: Path) -> None:
+    """A state file is named by the first 32 hex digits of its log's origin hash. A GET
+    of an origin hash whose first 32 digits are a cosigned log's and whose last 32 are
+    not (anyone can ask for one) was answered 404 before; the check that a state file
+    holds its own log's state then took it as damage: 500 "state for that log is
+    damaged" to the asker and an ERROR line naming the healthy file in the witness's
+    log. It is the state of another log than the one asked for: 404, nothing logged, and
+    the log's own hash is still served."""
+    origin = "log.test/named"
+    log = generate_log_key(tmp_path / "log.pem", origin)
+    origin_hash = hashlib.sha256(origin.encode()).hexdigest()
+    other = origin_hash[:32] + "".join("0" if c != "0" else "1" for c in origin_hash[32:])
+    stderr: list[str] = []
+    with witness_serve(tmp_path, log.verifier_key(), stderr) as (url, _):
+        note = log.sign(Checkpoint(origin, 0, merkle.EMPTY_ROOT))
+        assert post_checkpoint(url, f"old 0\n\n{note}")[0] == 200
+        status, body, _ = _get(f"{url}/{other}/checkpoint")
+        assert status == 404, (status, body)
+        assert "never cosigned" in body, body
+        status, body, _ = _get(f"{url}/{origin_hash}/checkpoint")
+        assert status == 200 and f"\u2014 {origin} " in body, body
+    assert not any("witness state" in text for text in stderr), stderr

@@ -38,7 +38,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, replace
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar, cast
 
 from provenance import metrics
@@ -76,6 +76,9 @@ log = logging.getLogger(__name__)
 CLOCK_BEHIND_WARN_S = 5.0
 #: Seconds between two such lines.
 CLOCK_BEHIND_EVERY_S = 600.0
+#: The last time a datetime holds: the log's time once a checkpoint was signed then (a
+#: clock once set there), rather than a microsecond past it, which cannot be held.
+_LAST_TIME = datetime.max.replace(tzinfo=UTC)
 
 _F = TypeVar("_F", Future[Any], asyncio.Future[Any])
 
@@ -936,6 +939,8 @@ class GroupCommitWriter:
                 behind,
                 utc_text(signed),
             )
+        if signed >= _LAST_TIME:  # a microsecond past it is no time: the time stays there
+            return _LAST_TIME
         return signed + timedelta(microseconds=1)
 
     def _frontier(

@@ -24,7 +24,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Protocol
 
@@ -65,14 +65,21 @@ def storable_text(value: str, what: str) -> str:
     return value
 
 
+#: The Unix epoch, timezone-aware UTC.
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_US = timedelta(microseconds=1)
+
+
 def to_us(when: datetime) -> int:
-    """UTC datetime -> integer microseconds since the Unix epoch."""
-    return int(round(when.timestamp() * 1_000_000))
+    """UTC datetime -> integer microseconds since the Unix epoch, exactly (integer
+    arithmetic: through a float, times after about 2255 lost microseconds, and the last
+    microsecond of 9999 read back as year 10000, a ValueError)."""
+    return (when - _EPOCH) // _US
 
 
 def from_us(us: int) -> datetime:
-    """Integer microseconds since the epoch -> timezone-aware UTC datetime."""
-    return datetime.fromtimestamp(us / 1_000_000, tz=UTC)
+    """Integer microseconds since the epoch -> timezone-aware UTC datetime, exactly."""
+    return _EPOCH + timedelta(microseconds=us)
 
 
 @dataclass(frozen=True)

@@ -514,10 +514,13 @@ class Witness:
 
     def _read_state(self, path: Path, origin_hash: str) -> _State | None:
         """The state saved at ``path`` for the log whose origin hashes (SHA-256, hex) to
-        ``origin_hash``, or None when there is none. Raises _DamagedState (a LogError
-        naming the file) when it cannot be read, is not what `_save` writes, or holds
-        another log's state (a file copied or restored under the wrong name: taken as
-        this log's, it judged this log's checkpoints against another tree)."""
+        ``origin_hash``, or None when there is none (also when it holds the state of
+        another log whose origin hash shares only the first 32 digits, which name the
+        file: a monitor may ask for any hash). Raises _DamagedState (a LogError naming
+        the file) when it cannot be read, is not what `_save` writes, or holds the state
+        of a log whose origin hash does not start with the file's name (a file copied or
+        restored under the wrong name: taken as this log's, it judged this log's
+        checkpoints against another tree)."""
         try:
             with open_regular(path, ValueError) as handle:  # a FIFO held open() for good
                 data = handle.read(MAX_STATE_BYTES + 1)  # /dev/zero or any huge file
@@ -527,7 +530,7 @@ class Witness:
             origin, note, line = doc["origin"], doc["note"], doc.get("cosignature")
             if not (isinstance(origin, str) and isinstance(note, str)):
                 raise TypeError("its origin and note are not text")
-            if _origin_hash(origin) != origin_hash:
+            if _origin_hash(origin)[:32] != origin_hash[:32]:  # not the file's own name
                 raise ValueError(f"it holds another log's state, {origin[:100]!r}")
             if not isinstance(line, str | None):
                 raise TypeError("its cosignature is not text")
@@ -540,7 +543,7 @@ class Witness:
             if (noted.origin, noted.size, noted.root_hash) != (origin, size, root):
                 # served as it is, and cosigned afresh when no line was kept
                 raise ValueError(f"its note is not the tree of size {size} saved with it")
-            return _State(saved, note, line)
+            return _State(saved, note, line) if _origin_hash(origin) == origin_hash else None
         except FileNotFoundError:
             return None
         except (OSError, ValueError, KeyError, TypeError, LogError) as e:  # LogError: Checkpoint's
