@@ -947,6 +947,8 @@ def sign(
                     elif done.key_changed and done.deferred:
                         stopped = "the server answers another log key than this device pinned"
                         key_changed = done.deferred
+                    elif done.key_unread and done.deferred:
+                        stopped = done.deferred  # it says what failed and that nothing was sent
                     elif done.deferred:
                         stopped = f"the server deferred {done.deferred}"
                     if ch in done.logged:

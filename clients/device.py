@@ -1279,6 +1279,7 @@ class DeviceHome:
                             # SubmitCapture's NOT_FOUND: the server knows no such device
                             result.not_enrolled = e.code == "NOT_FOUND"
                             result.key_changed = e.code == "LOG_KEY_CHANGED"
+                            result.key_unread = e.code == "LOG_KEY_UNREAD"
                         break
                 except ProvenanceError as e:  # e.g. a claim this client cannot encode
                     result.refused[ch] = self._aside(entry, f"{label}: {e}")
@@ -1904,8 +1905,8 @@ class SyncResult:
     notes (a sidecar kept in the device folder, ...) by claim hash; and why it stopped
     early: the server unreachable, or a transient refusal (``deferred``; with
     ``not_enrolled`` when it is that the server has no such device enrolled, and
-    ``key_changed`` when it answers another log key than the pinned one: no claim was
-    sent); ``revoked``: a claim was refused because the device's key is revoked."""
+    ``key_changed`` when it answers another log key than the pinned one, ``key_unread``
+    when its log key could not be read: in both, no claim was sent); ``revoked``: a claim was refused because the device's key is revoked."""
 
     logged: dict[bytes, Receipt] = field(default_factory=dict)
     refused: dict[bytes, str] = field(default_factory=dict)
@@ -1915,6 +1916,7 @@ class SyncResult:
     deferred: str | None = None
     not_enrolled: bool = False
     key_changed: bool = False
+    key_unread: bool = False
     revoked: bool = False
 
 

@@ -200,7 +200,14 @@ def test_a_log_key_that_cannot_be_read_sends_no_claim_and_sets_none_aside(
             rc, out, err = enrolled("device", "sync", "--server", address)
             flat = " ".join((out + err).split())
             assert rc == 1 and "could not be read" in flat and "no claim was sent" in flat, flat
+        second = Path(shutil.copy(SAMPLES / "rocket.jpg", tmp_path / "second.jpg"))
+        second.write_bytes(second.read_bytes() + b"a second capture")
+        rc, out, err = enrolled("sign", str(second), "--server", address)
+        flat = " ".join((out + err).split())
+        # in words, not "the server deferred the log key of the server at ..."
+        assert "queued: the log key of the server at" in flat, flat
+        assert "deferred" not in flat, flat
     assert submitted == []
     h = DeviceHome(enrolled.home)
-    assert len(h.pending()) == 1 and h.set_aside() == [], (out, err)
+    assert len(h.pending()) == 2 and h.set_aside() == [], (out, err)
     _sync_and_verify(enrolled, photo)

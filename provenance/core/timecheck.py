@@ -124,10 +124,11 @@ def check_revocation_reason(reason: str) -> None:
 
 def check_revocation_time(effective_at: datetime | None, now: datetime) -> None:
     """Raises ClaimError when an operator's revocation time lies more than
-    `REVOCATION_CLOCK_SKEW` after ``now`` (None means now and is always fine)."""
+    `REVOCATION_CLOCK_SKEW` after ``now``, the log's time (None means now and is always
+    fine)."""
     if effective_at is not None and effective_at - now > REVOCATION_CLOCK_SKEW:
         raise ClaimError(
             f"the revocation time {effective_at:%Y-%m-%d %H:%M:%S} UTC is in the future"
-            f" (the server's clock says {now:%Y-%m-%d %H:%M:%S} UTC); a revocation takes"
+            f" (the log's time is {now:%Y-%m-%d %H:%M:%S} UTC); a revocation takes"
             " effect now or earlier"
         )

@@ -743,8 +743,8 @@ class ProvenanceService:
         commit), nothing is logged, the receipt is None and the device is returned as it
         stands (`GroupCommitWriter` decides under the append lock, so concurrent calls log
         one entry, whichever read the clock first). Raises
-        ClaimError for a time more than REVOCATION_CLOCK_SKEW ahead of the server's
-        clock (a revocation takes effect now or earlier) or a reason over
+        ClaimError for a time more than REVOCATION_CLOCK_SKEW ahead of the log's time
+        (a revocation takes effect now or earlier) or a reason over
         MAX_REVOCATION_REASON_BYTES (the logged entry must fit a tlog-tiles bundle), and
         UnknownDeviceError for an unknown device. "Now" is the log's time
         (`GroupCommitWriter.log_time`: this clock, or just past the newest checkpoint
