@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from concurrent.futures import Future
 from pathlib import Path
 
+import grpc
 import psycopg
 import pytest
 
@@ -29,7 +30,6 @@ from provenance.core.keys import DeviceKey
 from provenance.log.checkpoint import LogSigner, NoteVerifier, generate_log_key
 from provenance.log.receipt import verify_receipt
 from provenance.server.limits import DeviceQuota, ServerLimits
-from provenance.server.rpc import SUBMIT_WAIT_S
 from provenance.server.writer import (
     JOINED,
     MAX_HELD,
@@ -38,6 +38,8 @@ from provenance.server.writer import (
     PendingClaim,
 )
 from provenance.store.postgres import APPEND_LOCK, PostgresStore
+from provenance.v1 import provenance_pb2 as pb
+from provenance.v1 import provenance_pb2_grpc as rpc
 from provenance.wire import convert as wire
 from tests.conftest import (
     ADMIN_TOKEN,
@@ -62,6 +64,10 @@ CONNECT_WAIT_S = 3.0
 #: Seconds the database is down under `prov serve` in the long-outage test: more than
 #: twice the pool's wait for a connection (before the option, a real 40 s outage).
 LONG_OUTAGE_S = 2 * CONNECT_WAIT_S + 3
+#: `prov serve --submit-wait` in the quota test: a capture's call waits at least this long
+#: for the log's confirmation (`provenance.server.service.SUBMIT_WAIT_S`, 30 s by
+#: default; the test slept out the 30 s before the option).
+SUBMIT_WAIT_S = 4.0
 #: Generous: the writer's store waits at most this for a connection; the pool retries the
 #: database every 2 s (RECONNECT_DELAY_MAX_S), so all is written about 3 s after it is back.
 SLACK_S = 10.0
@@ -695,14 +701,26 @@ def test_a_device_cannot_queue_past_its_quota_by_letting_its_calls_time_out(
     """prov serve with a quota of 2 claims a minute, the database down: a capture whose
     call ended (its deadline passed) stays with the writer, and so does its room in the
     device's quota, until the writer settles it. Before, the room was given back when the
-    server stopped waiting for the writer (30 s, `SUBMIT_WAIT_S`) though the writer
+    server stopped waiting for the writer (30 s by default, `--submit-wait`) though the writer
     still held the claim: the device's next capture was let in, so one device could
     queue twice its quota a minute, up to the writer's bound (20,000), during a long
     outage. A retry of the held capture is not refused for the quota its own room
-    fills: it joins it. Once the database is back the held capture is logged."""
+    fills: it joins it. Once the database is back the held capture is logged.
+
+    The server's wait is `SUBMIT_WAIT_S` here (`--submit-wait`; the test took 44 s with
+    the default 30 s): a retry sent with no deadline is answered when that wait ends,
+    which shows it is the wait the held capture's call had."""
     url = own_pg.new_database()
     PG_LOG_KEYS[url] = tmp_path / "pg.logkey.pem"
-    srv = start_server(url, "--quota-claims-per-minute", "2", "--db-connect-wait", "1")
+    srv = start_server(
+        url,
+        "--quota-claims-per-minute",
+        "2",
+        "--db-connect-wait",
+        "1",
+        "--submit-wait",
+        f"{SUBMIT_WAIT_S:g}",
+    )
     down = False
     try:
         with ProvenanceClient(srv.address, admin_token=ADMIN_TOKEN) as client:
@@ -723,6 +741,12 @@ def test_a_device_cannot_queue_past_its_quota_by_letting_its_calls_time_out(
         with ProvenanceClient(srv.address, timeout=3) as c, pytest.raises(TransportError) as e:
             c.submit(held)
         assert e.value.code == "DEADLINE_EXCEEDED", e.value
+        # ... and one with no deadline is answered when the server's own wait ends
+        request = pb.SubmitCaptureRequest(signed_claim=wire.signed_to_pb(held))
+        with grpc.insecure_channel(srv.address) as channel, pytest.raises(grpc.RpcError) as r:
+            rpc.CapturesStub(channel).SubmitCapture(request)
+        assert r.value.code() == grpc.StatusCode.UNAVAILABLE, r.value
+        assert f"within {SUBMIT_WAIT_S:g} s" in (r.value.details() or ""), r.value
         own_pg.resume()
         down = False
         with ProvenanceClient(srv.address, timeout=SLACK_S + 60) as c:
