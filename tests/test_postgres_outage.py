@@ -13,6 +13,7 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import Future
 from pathlib import Path
+from typing import Any
 
 import grpc
 import psycopg
@@ -758,6 +759,20 @@ def test_a_device_cannot_queue_past_its_quota_by_letting_its_calls_time_out(
             own_pg.resume()
 
 
+def _until_a_session_waits_for_the_append_lock(admin: psycopg.Connection[Any]) -> None:
+    """Return once another session waits for the log's append lock (`APPEND_LOCK`, held
+    by ``admin``'s); fail after 60 s."""
+    end = time.monotonic() + 60
+    while time.monotonic() < end:
+        row = admin.execute(
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+        ).fetchone()
+        if row is not None and row[0] > 0:
+            return
+        time.sleep(0.05)
+    raise AssertionError("no session waited for the append lock in 60 s")
+
+
 def test_a_capture_logged_as_the_server_stops_is_counted_in_its_device_quota(
     own_pg: PgServer, tmp_path: Path
 ) -> None:
@@ -790,9 +805,11 @@ def test_a_capture_logged_as_the_server_stops_is_counted_in_its_device_quota(
             admin.execute("SELECT pg_advisory_lock(%s)", (APPEND_LOCK,))
             waiting = threading.Thread(target=submit, daemon=True)
             waiting.start()
-            time.sleep(2)  # the capture's commit waits for the lock
+            _until_a_session_waits_for_the_append_lock(admin)  # the capture's commit
             srv.proc.send_signal(signal.SIGTERM)
-            time.sleep(9)  # the calls' 5 s grace, then they are cancelled
+            waiting.join(timeout=60)  # the calls' 5 s grace, then they are cancelled
+            assert outcome, "the call was not ended by the server's stop"
+            time.sleep(2)  # had its writer not waited, the server would have ended by now
             assert srv.proc.poll() is None  # the writer still waits for its commit
         code = srv.proc.wait(timeout=60)  # the lock let go with the session
         waiting.join(timeout=10)
