@@ -274,7 +274,21 @@ def test_idle_connections_are_closed_and_busy_ones_kept(tmp_path: Path) -> None:
                 idle[-1].sendall(PREFACE)
             kinds = [_frames_until_closed(s, 15) for s in idle]
             busy.join(60)
-            time.sleep(5)  # this channel's connection idle too, and closed by now
+            # this channel's connection idle too, and closed (the channel leaves READY);
+            # before, a 5 s sleep
+            left: list[grpc.ChannelConnectivity] = []
+            gone = threading.Event()
+
+            def watch(state: grpc.ChannelConnectivity) -> None:
+                left.append(state)
+                if state is not grpc.ChannelConnectivity.READY:
+                    gone.set()
+
+            channel.subscribe(watch)
+            try:
+                assert gone.wait(15), f"the channel's idle connection was kept: {left}"
+            finally:
+                channel.unsubscribe(watch)
             key = rpc.LogStub(channel).GetLogKey(pb.GetLogKeyRequest(), timeout=20)
         assert key.verifier_key, "the channel did not call again on a new connection"
         for each, got in zip((port, health), kinds, strict=True):
