@@ -581,6 +581,19 @@ def write_slow_video(path: Path, seconds: int = 140, fps: int = 30) -> None:
             out.mux(packet)
 
 
+@pytest.fixture(scope="session")
+def slow_video(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """140 s of flat 4K at 30 fps, every frame decoded and each 1 Hz sample hashed (about
+    17 s to verify here; `write_slow_video`). Before, 140 flat 4K frames at 1 fps: 11-25
+    s to verify until the frame hashing got faster, then about 3 s, less than the
+    tests' deadlines, and the tests raced the video's end. Made once per test process
+    for tests/test_decode_call_end.py and tests/test_decode_slot_wait.py (before, once
+    per module: about 3 s here, more under a full run's load)."""
+    path = tmp_path_factory.mktemp("v") / "slow4k.webm"
+    write_slow_video(path)
+    return path
+
+
 def post_checkpoint(url: str, body: str) -> tuple[int, str]:
     """POST ``body`` to the witness at ``url`` (its /add-checkpoint): (status, reply text),
     an HTTP error's too."""

@@ -20,24 +20,13 @@ from PIL import Image
 
 from clients.api import ProvenanceClient
 from provenance.v1 import provenance_pb2 as pb
-from tests.conftest import ServerProc, read_line, start_server, write_slow_video
+from tests.conftest import ServerProc, read_line, start_server
 
 #: The one decode slot is waited for this long: far less than the slow video's decode.
 DECODE_WAIT_S = 3
 #: The abandoned call's deadline: time to upload and start decoding, far less than the
 #: decode.
 DEADLINE_S = 4.0
-
-
-@pytest.fixture(scope="module")
-def slow_video(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """140 s of flat 4K at 30 fps, every frame decoded and each 1 Hz sample hashed (about
-    17 s to verify here; `write_slow_video`). Before, 140 flat 4K frames at 1 fps: 11-25
-    s to verify until the frame hashing got faster, then about 3 s, less than the
-    deadlines below, and the tests raced the video's end."""
-    path = tmp_path_factory.mktemp("v") / "slow4k.webm"
-    write_slow_video(path)
-    return path
 
 
 @pytest.fixture(scope="module")

@@ -22,11 +22,10 @@ from tests.test_decode_call_end import (
     _decoder,
     _decoding,
     ended_code,
-    slow_video,
     small_image,
 )
 
-__all__ = ["slow_video", "small_image"]  # module fixtures, shared with test_decode_call_end
+__all__ = ["small_image"]  # a module fixture, shared with test_decode_call_end
 
 #: The image's deadline: time to upload it and start waiting, far less than the video's
 #: decode.

@@ -136,16 +136,19 @@ def _header_only_streams(port: int, streams: int) -> socket.socket | None:
     return s
 
 
-def _still_open(held: list[socket.socket], wait_s: float) -> list[socket.socket]:
-    """The sockets of ``held`` the server has not closed after ``wait_s`` seconds (those
-    it closed read end-of-file or a reset; what it sends meanwhile is read and
-    dropped)."""
+def _still_open(held: list[socket.socket], wait_s: float, bound: int) -> list[socket.socket]:
+    """The sockets of ``held`` the server has not closed (those it closed read end-of-file
+    or a reset; what it sends meanwhile is read and dropped), once at most ``bound`` are
+    left open or after ``wait_s`` seconds, whichever comes first. The server closes
+    connections and never opens one again, so the count only falls: stopping at the
+    bound answers "at most ``bound`` held" as waiting out ``wait_s`` did (10 s each time,
+    20 s of the bounded-connections test, before)."""
     import select
     import time
 
     open_ = list(held)
     end = time.monotonic() + wait_s
-    while open_ and (left := end - time.monotonic()) > 0:
+    while len(open_) > bound and (left := end - time.monotonic()) > 0:
         ready, _, _ = select.select(open_, [], [], left)
         for s in ready:
             try:
@@ -187,7 +190,7 @@ def test_connections_are_bounded_so_held_streams_are(tmp_path: Path) -> None:
                 s = _header_only_streams(port, 256)
                 if s is not None:
                     flood.append(s)
-            held = _still_open(flood, 10)
+            held = _still_open(flood, 10, 3)
             assert len(held) <= 3, f"{len(held)} of 8 flooding connections held (bound 4)"
             assert stub.GetLogKey(pb.GetLogKeyRequest(), timeout=20).verifier_key == key
         probes = [socket.create_connection(("127.0.0.1", health), timeout=20) for _ in range(6)]
@@ -197,7 +200,7 @@ def test_connections_are_bounded_so_held_streams_are(tmp_path: Path) -> None:
             except OSError:
                 pass
         flood += probes
-        held = _still_open(probes, 10)
+        held = _still_open(probes, 10, 4)
         assert len(held) <= 4, f"{len(held)} of 6 health-port connections held (bound 4)"
         for s in flood:
             s.close()
@@ -271,7 +274,21 @@ def test_idle_connections_are_closed_and_busy_ones_kept(tmp_path: Path) -> None:
                 idle[-1].sendall(PREFACE)
             kinds = [_frames_until_closed(s, 15) for s in idle]
             busy.join(60)
-            time.sleep(5)  # this channel's connection idle too, and closed by now
+            # this channel's connection idle too, and closed (the channel leaves READY);
+            # before, a 5 s sleep
+            left: list[grpc.ChannelConnectivity] = []
+            gone = threading.Event()
+
+            def watch(state: grpc.ChannelConnectivity) -> None:
+                left.append(state)
+                if state is not grpc.ChannelConnectivity.READY:
+                    gone.set()
+
+            channel.subscribe(watch)
+            try:
+                assert gone.wait(15), f"the channel's idle connection was kept: {left}"
+            finally:
+                channel.unsubscribe(watch)
             key = rpc.LogStub(channel).GetLogKey(pb.GetLogKeyRequest(), timeout=20)
         assert key.verifier_key, "the channel did not call again on a new connection"
         for each, got in zip((port, health), kinds, strict=True):

@@ -13,7 +13,9 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import Future
 from pathlib import Path
+from typing import Any
 
+import grpc
 import psycopg
 import pytest
 
@@ -29,7 +31,6 @@ from provenance.core.keys import DeviceKey
 from provenance.log.checkpoint import LogSigner, NoteVerifier, generate_log_key
 from provenance.log.receipt import verify_receipt
 from provenance.server.limits import DeviceQuota, ServerLimits
-from provenance.server.rpc import SUBMIT_WAIT_S
 from provenance.server.writer import (
     JOINED,
     MAX_HELD,
@@ -38,6 +39,8 @@ from provenance.server.writer import (
     PendingClaim,
 )
 from provenance.store.postgres import APPEND_LOCK, PostgresStore
+from provenance.v1 import provenance_pb2 as pb
+from provenance.v1 import provenance_pb2_grpc as rpc
 from provenance.wire import convert as wire
 from tests.conftest import (
     ADMIN_TOKEN,
@@ -62,6 +65,10 @@ CONNECT_WAIT_S = 3.0
 #: Seconds the database is down under `prov serve` in the long-outage test: more than
 #: twice the pool's wait for a connection (before the option, a real 40 s outage).
 LONG_OUTAGE_S = 2 * CONNECT_WAIT_S + 3
+#: `prov serve --submit-wait` in the quota test: a capture's call waits at least this long
+#: for the log's confirmation (`provenance.server.service.SUBMIT_WAIT_S`, 30 s by
+#: default; the test slept out the 30 s before the option).
+SUBMIT_WAIT_S = 4.0
 #: Generous: the writer's store waits at most this for a connection; the pool retries the
 #: database every 2 s (RECONNECT_DELAY_MAX_S), so all is written about 3 s after it is back.
 SLACK_S = 10.0
@@ -358,8 +365,12 @@ def test_closing_device_quotas_during_an_outage_waits_for_the_database_once(
     for a connection, and its flush fails; close() then does not flush once more (one more
     full wait, 30 s in production) but says the counts were not stored. Before, `prov serve`
     stopping in an outage waited for the flusher, then for the final flush: with the
-    log upkeep's wait after them, 87 s from Ctrl-C to exit (5 December)."""
-    wait_s = 15.0
+    log upkeep's wait after them, 87 s from Ctrl-C to exit (5 December).
+
+    Each wait for a connection is ``wait_s`` here: closing takes what is left of the
+    flusher's (about ``wait_s`` - 2), two waits when the counts are tried once more
+    (about 2 ``wait_s`` - 2), ``wait_s`` + 5 the bound between them."""
+    wait_s = 11.0  # 15 s before (27.7 s against 13 s then), the test 4 s longer
     store = PostgresStore(own_pg.new_database(), max_connections=4, connection_wait_s=wait_s)
     quota = DeviceQuota(ServerLimits(quota_claims_per_minute=100), store)
     try:
@@ -695,14 +706,26 @@ def test_a_device_cannot_queue_past_its_quota_by_letting_its_calls_time_out(
     """prov serve with a quota of 2 claims a minute, the database down: a capture whose
     call ended (its deadline passed) stays with the writer, and so does its room in the
     device's quota, until the writer settles it. Before, the room was given back when the
-    server stopped waiting for the writer (30 s, `SUBMIT_WAIT_S`) though the writer
+    server stopped waiting for the writer (30 s by default, `--submit-wait`) though the writer
     still held the claim: the device's next capture was let in, so one device could
     queue twice its quota a minute, up to the writer's bound (20,000), during a long
     outage. A retry of the held capture is not refused for the quota its own room
-    fills: it joins it. Once the database is back the held capture is logged."""
+    fills: it joins it. Once the database is back the held capture is logged.
+
+    The server's wait is `SUBMIT_WAIT_S` here (`--submit-wait`; the test took 44 s with
+    the default 30 s): a retry sent with no deadline is answered when that wait ends,
+    which shows it is the wait the held capture's call had."""
     url = own_pg.new_database()
     PG_LOG_KEYS[url] = tmp_path / "pg.logkey.pem"
-    srv = start_server(url, "--quota-claims-per-minute", "2", "--db-connect-wait", "1")
+    srv = start_server(
+        url,
+        "--quota-claims-per-minute",
+        "2",
+        "--db-connect-wait",
+        "1",
+        "--submit-wait",
+        f"{SUBMIT_WAIT_S:g}",
+    )
     down = False
     try:
         with ProvenanceClient(srv.address, admin_token=ADMIN_TOKEN) as client:
@@ -723,6 +746,12 @@ def test_a_device_cannot_queue_past_its_quota_by_letting_its_calls_time_out(
         with ProvenanceClient(srv.address, timeout=3) as c, pytest.raises(TransportError) as e:
             c.submit(held)
         assert e.value.code == "DEADLINE_EXCEEDED", e.value
+        # ... and one with no deadline is answered when the server's own wait ends
+        request = pb.SubmitCaptureRequest(signed_claim=wire.signed_to_pb(held))
+        with grpc.insecure_channel(srv.address) as channel, pytest.raises(grpc.RpcError) as r:
+            rpc.CapturesStub(channel).SubmitCapture(request)
+        assert r.value.code() == grpc.StatusCode.UNAVAILABLE, r.value
+        assert f"within {SUBMIT_WAIT_S:g} s" in (r.value.details() or ""), r.value
         own_pg.resume()
         down = False
         with ProvenanceClient(srv.address, timeout=SLACK_S + 60) as c:
@@ -732,6 +761,20 @@ def test_a_device_cannot_queue_past_its_quota_by_letting_its_calls_time_out(
         srv.stop()
         if down:
             own_pg.resume()
+
+
+def _until_a_session_waits_for_the_append_lock(admin: psycopg.Connection[Any]) -> None:
+    """Return once another session waits for the log's append lock (`APPEND_LOCK`, held
+    by ``admin``'s); fail after 60 s."""
+    end = time.monotonic() + 60
+    while time.monotonic() < end:
+        row = admin.execute(
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+        ).fetchone()
+        if row is not None and row[0] > 0:
+            return
+        time.sleep(0.05)
+    raise AssertionError("no session waited for the append lock in 60 s")
 
 
 def test_a_capture_logged_as_the_server_stops_is_counted_in_its_device_quota(
@@ -766,9 +809,11 @@ def test_a_capture_logged_as_the_server_stops_is_counted_in_its_device_quota(
             admin.execute("SELECT pg_advisory_lock(%s)", (APPEND_LOCK,))
             waiting = threading.Thread(target=submit, daemon=True)
             waiting.start()
-            time.sleep(2)  # the capture's commit waits for the lock
+            _until_a_session_waits_for_the_append_lock(admin)  # the capture's commit
             srv.proc.send_signal(signal.SIGTERM)
-            time.sleep(9)  # the calls' 5 s grace, then they are cancelled
+            waiting.join(timeout=60)  # the calls' 5 s grace, then they are cancelled
+            assert outcome, "the call was not ended by the server's stop"
+            time.sleep(2)  # had its writer not waited, the server would have ended by now
             assert srv.proc.poll() is None  # the writer still waits for its commit
         code = srv.proc.wait(timeout=60)  # the lock let go with the session
         waiting.join(timeout=10)

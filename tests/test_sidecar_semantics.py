@@ -8,9 +8,12 @@ the real CLI and the real web front-end (`prov web`).
 from __future__ import annotations
 
 import base64
+import contextlib
+import io
 import json
 import shutil
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -18,44 +21,91 @@ import httpx
 import pytest
 from PIL import Image
 
-from tests.conftest import SAMPLES, Cli, ServerProc, start_server, start_web
+from clients.cli import main as prov_main
+from tests.conftest import SAMPLES, Cli, ServerProc, device_env, start_server, start_web
+
+
+@dataclass
+class Logs:
+    """The module's two logs, built once (`logs`): ``server``, where grace_hopper.jpg was
+    signed and logged by the device in ``home``; and ``copy``, a re-encoded copy of it (a
+    near copy: DERIVED) with, as copy.jpg.prov, the sidecar a device enrolled with
+    ANOTHER log (a server since stopped) wrote when it signed the original."""
+
+    server: ServerProc
+    home: Path
+    copy: Path
+
+
+def _prov(*args: str) -> str:
+    """``prov ARGS`` in this process, in the environment set now; its stdout (exit 0)."""
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        rc = prov_main(list(args))
+    assert rc == 0, (args, out.getvalue(), err.getvalue())
+    return out.getvalue()
+
+
+def _signed_on(server: ServerProc, home: Path, folder: Path, label: str) -> Path:
+    """grace_hopper.jpg copied into ``folder`` and signed (its sidecar beside it) by a
+    device initialised in ``home`` and enrolled with ``server`` as ``label``."""
+    with pytest.MonkeyPatch.context() as m:
+        device_env(m, home, server.address)
+        _prov("device", "init")
+        token = _prov("admin", "enroll-token", "--label", label)
+        _prov("device", "enroll", "--token", token.strip())
+        folder.mkdir()
+        photo = Path(shutil.copy(SAMPLES / "grace_hopper.jpg", folder / "grace_hopper.jpg"))
+        _prov("sign", str(photo))
+    return photo
+
+
+@pytest.fixture(scope="module")
+def logs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Logs]:
+    """The two logs, their devices and the signed files, made once for the module's
+    tests (none of them writes to a log or a device: each works on its own copy of the
+    copy and its sidecar, `foreign`). Before, each test made them again: two servers,
+    two devices, two signatures, 16-22 s of each test's setup under a full run's load."""
+    root = tmp_path_factory.mktemp("sidecar-logs")
+    server = start_server(root / "prov.db")
+    try:
+        original = _signed_on(server, root / "device", root / "here", "test-camera")
+        copy = root / "here" / "copy.jpg"
+        with Image.open(original) as im:
+            im.convert("RGB").save(copy, quality=70)
+        other = start_server(root / "other.db")
+        try:
+            theirs = _signed_on(other, root / "other-device", root / "there", "other-camera")
+        finally:
+            other.stop()
+        shutil.copy(f"{theirs}.prov", f"{copy}.prov")
+        yield Logs(server, root / "device", copy)
+    finally:
+        server.stop()
 
 
 @pytest.fixture
-def foreign(tmp_path: Path, enrolled: Cli, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    """grace_hopper.jpg signed and logged on the test server, a re-encoded copy of it
-    (a near copy: DERIVED), and beside the copy, as copy.jpg.prov, the sidecar a device
-    enrolled with ANOTHER log wrote when it signed the original. Yields the copy."""
-    here = tmp_path / "here"
-    here.mkdir()
-    original = Path(shutil.copy(SAMPLES / "grace_hopper.jpg", here / "grace_hopper.jpg"))
-    rc, _, err = enrolled("sign", str(original))
-    assert rc == 0, err
-    copy = here / "copy.jpg"
-    with Image.open(original) as im:
-        im.convert("RGB").save(copy, quality=70)
-    other = start_server(tmp_path / "other.db")
-    try:
-        with monkeypatch.context() as m:
-            m.setenv("PROV_HOME", str(tmp_path / "other-device"))
-            m.setenv("PROV_SERVER", other.address)
-            there = tmp_path / "there"
-            there.mkdir()
-            theirs = Path(shutil.copy(SAMPLES / "grace_hopper.jpg", there / "grace_hopper.jpg"))
-            for args in (
-                ("device", "init"),
-                ("admin", "enroll-token", "--label", "other-camera"),
-            ):
-                rc, out, err = enrolled(*args)
-                assert rc == 0, err
-            rc, _, err = enrolled("device", "enroll", "--token", out.strip())
-            assert rc == 0, err
-            rc, _, err = enrolled("sign", str(theirs))
-            assert rc == 0, err
-        shutil.copy(f"{theirs}.prov", f"{copy}.prov")
-        yield copy
-    finally:
-        other.stop()
+def server(logs: Logs) -> ServerProc:
+    """The module's log (`logs`), not one of the test's own."""
+    return logs.server
+
+
+@pytest.fixture
+def enrolled(
+    logs: Logs, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> Cli:
+    """`prov` as the device enrolled with the module's log (`logs`)."""
+    device_env(monkeypatch, logs.home, logs.server.address)
+    return Cli(logs.home, logs.server.address, capsys)
+
+
+@pytest.fixture
+def foreign(tmp_path: Path, logs: Logs) -> Path:
+    """This test's own copy of the near copy of the logged capture, with the other log's
+    device's sidecar beside it as copy.jpg.prov (`Logs`)."""
+    copy = Path(shutil.copy(logs.copy, tmp_path / "copy.jpg"))
+    shutil.copy(f"{logs.copy}.prov", f"{copy}.prov")
+    return copy
 
 
 def _json(cli: Cli, *args: str) -> tuple[int, dict[str, Any]]:

@@ -446,6 +446,20 @@ def serve(
             metavar="SECONDS",
         ),
     ] = 30.0,  # provenance.store.postgres.CONNECTION_WAIT_S
+    submit_wait: Annotated[
+        float,
+        typer.Option(
+            help="Seconds a capture's call waits at least for the log to confirm it (the"
+            " call's deadline when later) before it is answered UNAVAILABLE, \"not"
+            " confirmed ... submit it again\"; the log's writer keeps the capture, and"
+            " its device's quota room, until it is logged or refused. Lower it when the"
+            " devices or a proxy in front give up on a call sooner.",
+            min=0.1,  # provenance.server.service.SUBMIT_WAIT_MIN_S
+            max=600.0,  # provenance.server.service.SUBMIT_WAIT_MAX_S
+            callback=finite,
+            metavar="SECONDS",
+        ),
+    ] = 30.0,  # provenance.server.service.SUBMIT_WAIT_S
     http: Annotated[
         str | None,
         typer.Option(
@@ -696,6 +710,7 @@ def serve(
                 witness_interval_s=witness_interval_ms / 1000,
                 max_queued_claims=max_queued_claims,
                 db_connect_wait_s=db_connect_wait,
+                submit_wait_s=submit_wait,
             )
         )
         trust = None

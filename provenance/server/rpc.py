@@ -438,11 +438,6 @@ def envelope_digest(signed: SignedClaim) -> bytes:
     return h.digest()
 
 
-#: Seconds at least that a submission waits for the log's confirmation (`_submit_new`):
-#: the call's deadline when later, so that a capture sent with a long deadline waits out
-#: a database outage (the writer tries its batch again until the database answers).
-SUBMIT_WAIT_S = 30.0
-
 #: Seconds between two tries to read a device's key while the database cannot be reached
 #: (`CapturesServicer._first_sight_until`); each try itself waits for a connection.
 KEY_READ_RETRY_S = 1.0
@@ -571,9 +566,11 @@ class CapturesServicer(rpc.CapturesServicer):
     ) -> Any:
         """A submission whose envelope is neither kept nor in flight: quota, then the
         writer, whose outcome is waited for until the call's deadline (``left`` seconds;
-        `SUBMIT_WAIT_S` at least, and when there is none). Raises as `_submit`."""
+        the service's ``submit_wait_s`` at least, `SUBMIT_WAIT_S` by default, and when
+        there is none). Raises as `_submit`."""
         size = len(signed.claim_bytes)
-        wait = SUBMIT_WAIT_S if left is None else max(SUBMIT_WAIT_S, left)
+        least = self.s.config.submit_wait_s
+        wait = least if left is None else max(least, left)
         try:
             if not self.s.knows_device_key(signed.key_id):
                 # in one hop off the loop: the device's key first (an unknown device costs

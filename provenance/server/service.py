@@ -189,6 +189,17 @@ def _load_log_key(path: Path, origin: str) -> LogSigner:
         time.sleep(0.05)
 
 
+#: Seconds at least that a submission waits for the log's confirmation (`prov serve
+#: --submit-wait`; `CapturesServicer._submit_new`): the call's deadline when later, so
+#: that a capture sent with a long deadline waits out a database outage (the writer tries
+#: its batch again until the database answers).
+SUBMIT_WAIT_S = 30.0
+
+#: The shortest and longest ``submit_wait_s`` (`prov serve --submit-wait`).
+SUBMIT_WAIT_MIN_S = 0.1
+SUBMIT_WAIT_MAX_S = 600.0
+
+
 def utc_now() -> datetime:
     return datetime.now(UTC)
 
@@ -221,7 +232,8 @@ class ServiceConfig:
     max_queued_claims: submissions the log's writer holds at most before it refuses new
     claims (`GroupCommitWriter`, ``max_held``); db_connect_wait_s: with PostgreSQL, how
     long a call waits for a pooled connection (`PostgresStore`, ``connection_wait_s``;
-    None: its default).
+    None: its default); submit_wait_s: how long a capture's call waits at least for the
+    log's confirmation (`SUBMIT_WAIT_S` by default; the call's deadline when later).
     """
 
     db: Path | str
@@ -239,6 +251,7 @@ class ServiceConfig:
     witness_interval_s: float = 0.0
     max_queued_claims: int = MAX_HELD
     db_connect_wait_s: float | None = None
+    submit_wait_s: float = SUBMIT_WAIT_S
 
 
 def _file_hashes(facts: FileFacts) -> list[bytes]:
