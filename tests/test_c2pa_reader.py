@@ -213,6 +213,22 @@ def test_memory_limit_gives_an_error_not_a_dead_caller(pool: ReaderPool) -> None
     assert read_c2pa(path, "image/jpeg", pool=pool).validation_state == "Valid"
 
 
+def test_memory_limit_in_a_worker_that_has_read_before_is_the_memory_limit() -> None:
+    # How the native reader runs out of memory depends on what its process did before:
+    # a fresh worker gets a MemoryError, but one that has read a remote-manifest file
+    # gets the reader's own "Io: out of memory" (measured with c2pa-python 0.38.1).
+    # Either way the operator's memory limit stopped it, and it must say so.
+    path = FIXTURES / "third_party/c2pa-rs/verify.jpeg"
+    limits = C2paLimits(memory_bytes=1 << 20)
+    with ReaderPool(workers=1) as own:
+        remote = read_c2pa(_png_with_remote_url("http://127.0.0.1:9/x.c2pa"), "image/png", pool=own)
+        assert remote.error_kind == "Remote"
+        result = read_c2pa(path, "image/jpeg", limits=limits, pool=own)
+        assert (result.present, result.error_kind) == (False, "MemoryLimit")
+        assert result.error == "the reader needed more than 1048576 bytes"
+        assert read_c2pa(path, "image/jpeg", pool=own).validation_state == "Valid"
+
+
 def test_size_limit_refuses_before_parsing(pool: ReaderPool) -> None:
     path = FIXTURES / "third_party/c2pa-rs/verify.jpeg"
     result = read_c2pa(path, "image/jpeg", limits=C2paLimits(max_bytes=1_000_000), pool=pool)

@@ -898,32 +898,37 @@ def test_the_search_box_points_a_device_id_at_its_device_page(
 
 
 def test_device_pages_show_enrollment_then_revocation(
-    site: DemoSite,
-    http: httpx.Client,
-    capsys: pytest.CaptureFixture[str],
-    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    dev = http.get("/api/v1/entries/1").json()["claim"]["device_id"]
-    d = http.get(f"/api/v1/devices/{dev}").json()
-    assert d["revoked"] is False and d["label"] == "demo-camera"
-    assert "Enrolled" in http.get(f"/log/devices/{dev}").text
-    _error(http.get(f"/api/v1/devices/{'ab' * 32}"), 404, "no enrolled device")
-    monkeypatch.setenv("PROV_ADMIN_TOKEN", ADMIN_TOKEN)
-    assert (
-        prov_main(
-            ["admin", "revoke", dev, "--reason", "stolen in a test", "--server", site.grpc.address]
-        )
-        == 0
-    )
-    d = http.get(f"/api/v1/devices/{dev}").json()
-    assert d["revoked"] is True and d["revocation_reason"] == "stolen in a test" and d["revoked_at"]
-    page = http.get(f"/log/devices/{dev}").text
-    assert "Revoked" in page and "stolen in a test" in page
-    # the revocation is an entry of the log, shown as such
-    size = http.get("/api/v1/checkpoint").json()["size"]
-    last = http.get(f"/api/v1/entries/{size - 1}").json()["key_event"]
-    assert (last["kind"], last["reason"]) == ("revocation", "stolen in a test")
-    assert "Key history: revocation" in http.get(f"/log/entries/{size - 1}").text
+    """On a server of its own: a revocation is a new entry of the log (and it revokes
+    the device), which the other tests' shared demo log must not get."""
+    from tests.conftest import read_line
+
+    srv = start_server(tmp_path / "prov.db", "--http", "127.0.0.1:0")
+    try:
+        web = read_line(srv.proc, "web on ")
+        with ProvenanceClient(srv.address, ADMIN_TOKEN) as client:
+            dev = enroll_key(client, label="field-camera").key_id.hex()
+        with httpx.Client(base_url=web, timeout=60) as http:
+            d = http.get(f"/api/v1/devices/{dev}").json()
+            assert d["revoked"] is False and d["label"] == "field-camera"
+            assert "Enrolled" in http.get(f"/log/devices/{dev}").text
+            _error(http.get(f"/api/v1/devices/{'ab' * 32}"), 404, "no enrolled device")
+            monkeypatch.setenv("PROV_ADMIN_TOKEN", ADMIN_TOKEN)
+            revoke = ["admin", "revoke", dev, "--reason", "stolen in a test"]
+            assert prov_main([*revoke, "--server", srv.address]) == 0
+            d = http.get(f"/api/v1/devices/{dev}").json()
+            assert d["revoked"] is True and d["revocation_reason"] == "stolen in a test"
+            assert d["revoked_at"]
+            page = http.get(f"/log/devices/{dev}").text
+            assert "Revoked" in page and "stolen in a test" in page
+            # the revocation is an entry of the log, after the enrollment, shown as such
+            assert http.get("/api/v1/checkpoint").json()["size"] == 2
+            last = http.get("/api/v1/entries/1").json()["key_event"]
+            assert (last["kind"], last["reason"]) == ("revocation", "stolen in a test")
+            assert "Key history: revocation" in http.get("/log/entries/1").text
+    finally:
+        srv.stop()
 
 
 def test_web_refuses_a_port_in_use(site: DemoSite) -> None:

@@ -27,6 +27,10 @@ from typing import Any, BinaryIO
 
 _LENGTH = struct.Struct(">Q")
 _KIND = re.compile(r"^([A-Za-z]+):")
+#: The native reader's own report of a failed allocation (Rust's io::ErrorKind::
+#: OutOfMemory): under the memory limit, the same read gives this, a MemoryError or an
+#: abort, depending on what the worker read before. All but the abort are `MemoryLimit`.
+_OUT_OF_MEMORY = re.compile(r"^Io: .*out of memory", re.IGNORECASE)
 
 
 def read_frame(stream: BinaryIO) -> bytes | None:
@@ -71,6 +75,8 @@ def _read(
             with reader:
                 return {"ok": True, "state": reader.get_validation_state(), "json": reader.json()}
         except c2pa.C2paError as e:
+            if _OUT_OF_MEMORY.match(str(e)):
+                raise MemoryError(str(e)) from e
             return {"ok": False, "kind": _error_kind(e), "message": str(e)}
 
 
