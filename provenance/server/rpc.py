@@ -68,6 +68,7 @@ from provenance.index.mih import SCAN_CODES_PER_SECOND
 from provenance.media.assets import check_image_size
 from provenance.media.image import SNIFF_BYTES, sniff_media_type
 from provenance.media.inspect import InspectConfig, Upload
+from provenance.server.grpc_noise import quiet_cancelled_calls
 from provenance.server.health_port import HealthChecks, start_health_server
 from provenance.server.limits import (
     FORGERY_HOLD_S,
@@ -1346,6 +1347,7 @@ def create_server(
     the same port is refused instead of sharing its connections).
     """
     lim = config.limits
+    quiet_cancelled_calls()
     pool = futures.ThreadPoolExecutor(max_workers=lim.rpc_threads, thread_name_prefix="rpc")
     verification = VerificationServicer(service, config, pool)
     quota = DeviceQuota(lim, service.store)  # shared by the servers of the store
