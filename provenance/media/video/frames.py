@@ -297,6 +297,9 @@ def iter_sampled_frames(
             raise _media_error(f"cannot start the {codec} decoder", e) from e
         budget = _Budget(rate_hz, max_sampled_pixels, max_decoded_pixels)
         cost = declared_cost(stream, container, rate_hz, max_frames)
+        if cost.width * cost.height > MAX_FRAME_PIXELS:
+            # before the decoder allocates one: a few KB of stream can declare a huge frame
+            raise _frame_too_large("its stream header declares frames of", cost.width, cost.height)
         budget.check_declared(cost)
         if keep_rgb_spread > 0:
             keep_rgb_every = max(1, -(-cost.samples // keep_rgb_spread))
@@ -416,6 +419,14 @@ class _Budget:
         )
 
 
+def _frame_too_large(what: str, width: int, height: int) -> MediaTooLargeError:
+    """The refusal of a frame over MAX_FRAME_PIXELS; ``what`` leads its size."""
+    return MediaTooLargeError(
+        f"{what} {width}x{height} ({width * height:,} pixels), over the limit of"
+        f" {MAX_FRAME_PIXELS:,} pixels (7680x4320, 8K UHD); a copy at a smaller frame size fits"
+    )
+
+
 def _size(size: tuple[int, int]) -> str:
     return f"{size[0]}x{size[1]}"
 
@@ -450,10 +461,7 @@ def _sample(
             if frame.pts is None or frame.time is None:
                 raise MediaError(f"frame {decoded} has no presentation timestamp")
             if frame.width * frame.height > MAX_FRAME_PIXELS:
-                raise MediaTooLargeError(
-                    f"frame of {frame.width}x{frame.height} pixels is over the limit of "
-                    f"{MAX_FRAME_PIXELS} pixels"
-                )
+                raise _frame_too_large("a decoded frame is", frame.width, frame.height)
             budget.decoded_frame(frame.width, frame.height)
             if origin is None:
                 origin = float(frame.time)
