@@ -325,13 +325,15 @@ class DeclaredCost:
     table's; for a container without one, declared duration x average frame rate; 0 when
     neither is known); samples: the frames that sampling at the given rate would take at
     most (min of frames, the 1/rate slots the declared duration spans and max_frames; 0
-    when unknown).
+    when unknown); estimated_from: (declared duration in seconds, average frame rate)
+    when frames is that estimate, None when it is the sample table's count or unknown.
     """
 
     width: int
     height: int
     frames: int
     samples: int
+    estimated_from: tuple[float, float] | None = None
 
 
 def declared_cost(
@@ -351,11 +353,13 @@ def declared_cost(
         duration = container.duration / av.time_base
     duration = duration if math.isfinite(duration) and duration > 0 else 0.0
     frames = int(stream.frames or 0)
+    estimated_from = None
     if not frames and duration and stream.average_rate:
         frames = math.floor(duration * float(stream.average_rate))
+        estimated_from = (duration, float(stream.average_rate))
     slots = math.ceil(duration * rate_hz - _TIME_EPSILON) if duration else 0
     samples = min(n for n in (frames, slots, max_frames) if n) if frames or slots else 0
-    return DeclaredCost(int(ctx.width or 0), int(ctx.height or 0), frames, samples)
+    return DeclaredCost(int(ctx.width or 0), int(ctx.height or 0), frames, samples, estimated_from)
 
 
 class _Budget:
@@ -377,6 +381,13 @@ class _Budget:
             raise self._over(what, cost.samples * pixels, True, size)
         if cost.frames * pixels > self.max_decoded:
             what = f"its header declares {cost.frames:,} frames of {_size(size)}"
+            if cost.estimated_from is not None:
+                # no frame count in the header: the count is duration x rate, say both
+                seconds, rate = cost.estimated_from
+                what = (
+                    f"its header declares a duration of {_long_duration(seconds)} at"
+                    f" {rate:.3g} frames a second: {cost.frames:,} frames of {_size(size)}"
+                )
             raise self._over(what, cost.frames * pixels, False, size)
 
     def decoded_frame(self, width: int, height: int) -> None:
@@ -434,6 +445,14 @@ def _size(size: tuple[int, int]) -> str:
 def _duration(seconds: float) -> str:
     """``seconds`` in words: "36 s", "9.6 minutes"."""
     return f"{seconds:.3g} s" if seconds < 120 else f"{seconds / 60:.1f} minutes"
+
+
+def _long_duration(seconds: float) -> str:
+    """A declared duration in words, seconds first: "1,000,000 s (11.6 days)"."""
+    for unit, size in (("years", 365.25 * 86400), ("days", 86400.0), ("hours", 3600.0)):
+        if seconds >= 2 * size:
+            return f"{seconds:,.0f} s ({seconds / size:,.1f} {unit})"
+    return f"{seconds:,.0f} s"
 
 
 def _sample(
