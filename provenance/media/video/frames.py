@@ -31,6 +31,7 @@ from provenance.core.errors import (
 )
 from provenance.core.hash_threads import start_beside
 from provenance.media.image import SNIFF_BYTES, sniff_media_type
+from provenance.media.video.cut_short import cut_short
 
 #: FFmpeg demuxer for each video media type that `provenance.media.image.sniff_media_type` names.
 DEMUXERS = {
@@ -279,42 +280,51 @@ def iter_sampled_frames(
         raise MediaError(f"cannot read {os.fspath(path)!r}: {e.strerror or e}") from e
     demuxer, _ = sniff_container(head)
     try:
-        container = av.open(os.fspath(path), format=demuxer, metadata_errors="ignore")
-    except av.error.FFmpegError as e:
-        raise _media_error(f"cannot open the {demuxer} container", e) from e
-    with container:
-        if not container.streams.video:
-            raise MediaError("the file has no video stream (audio-only or empty container)")
-        stream = container.streams.video[0]
-        codec = stream.codec_context.name
-        if codec not in ALLOWED_CODECS:
-            raise MediaError(f"unsupported video codec {codec!r}")
-        stream.thread_type = "AUTO"
-        stream.codec_context.thread_count = decoder_threads
         try:
-            stream.codec_context.open()
+            container = av.open(os.fspath(path), format=demuxer, metadata_errors="ignore")
         except av.error.FFmpegError as e:
-            raise _media_error(f"cannot start the {codec} decoder", e) from e
-        budget = _Budget(rate_hz, max_sampled_pixels, max_decoded_pixels)
-        cost = declared_cost(stream, container, rate_hz, max_frames)
-        if cost.width * cost.height > MAX_FRAME_PIXELS:
-            # before the decoder allocates one: a few KB of stream can declare a huge frame
-            raise _frame_too_large("its stream header declares frames of", cost.width, cost.height)
-        budget.check_declared(cost)
-        if keep_rgb_spread > 0:
-            keep_rgb_every = max(1, -(-cost.samples // keep_rgb_spread))
-            max_rgb_frames = keep_rgb_spread
-        yield from _sample(
-            stream,
-            container,
-            rate_hz,
-            max_frames,
-            keep_rgb_every,
-            max_rgb_frames,
-            rgb_max_side,
-            strip_bars,
-            budget,
-        )
+            raise _media_error(f"cannot open the {demuxer} container", e) from e
+        with container:
+            if not container.streams.video:
+                raise MediaError("the file has no video stream (audio-only or empty container)")
+            stream = container.streams.video[0]
+            codec = stream.codec_context.name
+            if codec not in ALLOWED_CODECS:
+                raise MediaError(f"unsupported video codec {codec!r}")
+            stream.thread_type = "AUTO"
+            stream.codec_context.thread_count = decoder_threads
+            try:
+                stream.codec_context.open()
+            except av.error.FFmpegError as e:
+                raise _media_error(f"cannot start the {codec} decoder", e) from e
+            budget = _Budget(rate_hz, max_sampled_pixels, max_decoded_pixels)
+            cost = declared_cost(stream, container, rate_hz, max_frames)
+            if cost.width * cost.height > MAX_FRAME_PIXELS:
+                # before the decoder allocates one: a few KB of stream can declare a huge frame
+                raise _frame_too_large(
+                    "its stream header declares frames of", cost.width, cost.height
+                )
+            budget.check_declared(cost)
+            if keep_rgb_spread > 0:
+                keep_rgb_every = max(1, -(-cost.samples // keep_rgb_spread))
+                max_rgb_frames = keep_rgb_spread
+            yield from _sample(
+                stream,
+                container,
+                rate_hz,
+                max_frames,
+                keep_rgb_every,
+                max_rgb_frames,
+                rgb_max_side,
+                strip_bars,
+                budget,
+            )
+    except MediaError as e:
+        # a refusal before any frame of an MP4/MOV cut short says so (a subclass: a limit)
+        note = cut_short(path) if demuxer == "mov" and type(e) is MediaError else ""
+        if not note:
+            raise
+        raise MediaError(f"{e} ({note})") from e
 
 
 @dataclass(frozen=True)
