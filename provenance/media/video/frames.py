@@ -287,10 +287,8 @@ def iter_sampled_frames(
         with container:
             if not container.streams.video:
                 raise MediaError("the file has no video stream (audio-only or empty container)")
-            stream = container.streams.video[0]
+            stream = _hashed_stream(container)
             codec = stream.codec_context.name
-            if codec not in ALLOWED_CODECS:
-                raise MediaError(f"unsupported video codec {codec!r}")
             stream.thread_type = "AUTO"
             stream.codec_context.thread_count = decoder_threads
             try:
@@ -325,6 +323,22 @@ def iter_sampled_frames(
         if not note:
             raise
         raise MediaError(f"{e} ({note})") from e
+
+
+def _hashed_stream(container: av.container.InputContainer) -> av.video.stream.VideoStream:
+    """The video stream sampled: the first in a codec of ALLOWED_CODECS (the first video
+    stream whenever it is one, so the choice of files signed before is unchanged; a
+    track in another codec before it, e.g. MJPEG, is passed over). Raises MediaError
+    naming the codecs when there is none."""
+    for stream in container.streams.video:
+        if stream.codec_context.name in ALLOWED_CODECS:
+            return stream
+    have = ", ".join(dict.fromkeys(s.codec_context.name for s in container.streams.video))
+    allowed = ", ".join(sorted(ALLOWED_CODECS))
+    raise MediaError(
+        f"unsupported video codec: no video track in a supported codec (it has: {have};"
+        f" supported: {allowed})"
+    )
 
 
 @dataclass(frozen=True)
