@@ -557,12 +557,33 @@ NO_BYTES_MATCH_REASON = "no signed claim in the log matches these bytes"
 NO_PERCEPTUAL_HASH = "no perceptual hash could be computed, so near copies were not searched"
 
 
+def flat_pixels_reason(media_type: str) -> str:
+    """UNSIGNED's second reason when the file has perceptual hashes but none of them is of
+    usable quality (all below ``PDQ_MIN_QUALITY``: a blank, black or tiny picture), so its
+    pixels could not be compared with any claim's."""
+    what = "every sampled frame is" if media_type.startswith("video/") else "the image is"
+    return (
+        f"{what} too flat to tell copies apart (PDQ quality below {PDQ_MIN_QUALITY} of 100: "
+        "blank, black or too small), so near copies were not searched; only an exact copy "
+        "of a signed file can be recognised"
+    )
+
+
+def _usable(hashes: Sequence[PerceptualHash]) -> bool:
+    """Whether any of ``hashes`` is a PDQ hash a near copy could be matched with."""
+    return any(h.algorithm == "pdq" and h.quality >= PDQ_MIN_QUALITY for h in hashes)
+
+
 def _unsigned(facts: FileFacts, now: datetime) -> VerificationReport:
     """UNSIGNED, its reasons naming only what was searched: the bytes, and the pixels
-    when the file has perceptual hashes (``facts.soft_bindings``)."""
-    reasons = (
-        (NO_MATCH_REASON,) if facts.soft_bindings else (NO_BYTES_MATCH_REASON, NO_PERCEPTUAL_HASH)
-    )
+    when the file has perceptual hashes of usable quality (``facts.soft_bindings``);
+    hashes all too flat to match say so (`flat_pixels_reason`)."""
+    if not facts.soft_bindings:
+        reasons: tuple[str, ...] = (NO_BYTES_MATCH_REASON, NO_PERCEPTUAL_HASH)
+    elif not _usable(facts.soft_bindings):
+        reasons = (NO_BYTES_MATCH_REASON, flat_pixels_reason(facts.media_type))
+    else:
+        reasons = (NO_MATCH_REASON,)
     return VerificationReport(Verdict.UNSIGNED, reasons, Evidence(file=facts), now)
 
 

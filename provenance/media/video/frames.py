@@ -31,6 +31,7 @@ from provenance.core.errors import (
 )
 from provenance.core.hash_threads import start_beside
 from provenance.media.image import SNIFF_BYTES, sniff_media_type
+from provenance.media.video.cut_short import cut_short
 
 #: FFmpeg demuxer for each video media type that `provenance.media.image.sniff_media_type` names.
 DEMUXERS = {
@@ -279,39 +280,65 @@ def iter_sampled_frames(
         raise MediaError(f"cannot read {os.fspath(path)!r}: {e.strerror or e}") from e
     demuxer, _ = sniff_container(head)
     try:
-        container = av.open(os.fspath(path), format=demuxer, metadata_errors="ignore")
-    except av.error.FFmpegError as e:
-        raise _media_error(f"cannot open the {demuxer} container", e) from e
-    with container:
-        if not container.streams.video:
-            raise MediaError("the file has no video stream (audio-only or empty container)")
-        stream = container.streams.video[0]
-        codec = stream.codec_context.name
-        if codec not in ALLOWED_CODECS:
-            raise MediaError(f"unsupported video codec {codec!r}")
-        stream.thread_type = "AUTO"
-        stream.codec_context.thread_count = decoder_threads
         try:
-            stream.codec_context.open()
+            container = av.open(os.fspath(path), format=demuxer, metadata_errors="ignore")
         except av.error.FFmpegError as e:
-            raise _media_error(f"cannot start the {codec} decoder", e) from e
-        budget = _Budget(rate_hz, max_sampled_pixels, max_decoded_pixels)
-        cost = declared_cost(stream, container, rate_hz, max_frames)
-        budget.check_declared(cost)
-        if keep_rgb_spread > 0:
-            keep_rgb_every = max(1, -(-cost.samples // keep_rgb_spread))
-            max_rgb_frames = keep_rgb_spread
-        yield from _sample(
-            stream,
-            container,
-            rate_hz,
-            max_frames,
-            keep_rgb_every,
-            max_rgb_frames,
-            rgb_max_side,
-            strip_bars,
-            budget,
-        )
+            raise _media_error(f"cannot open the {demuxer} container", e) from e
+        with container:
+            if not container.streams.video:
+                raise MediaError("the file has no video stream (audio-only or empty container)")
+            stream = _hashed_stream(container)
+            codec = stream.codec_context.name
+            stream.thread_type = "AUTO"
+            stream.codec_context.thread_count = decoder_threads
+            try:
+                stream.codec_context.open()
+            except av.error.FFmpegError as e:
+                raise _media_error(f"cannot start the {codec} decoder", e) from e
+            budget = _Budget(rate_hz, max_sampled_pixels, max_decoded_pixels)
+            cost = declared_cost(stream, container, rate_hz, max_frames)
+            if cost.width * cost.height > MAX_FRAME_PIXELS:
+                # before the decoder allocates one: a few KB of stream can declare a huge frame
+                raise _frame_too_large(
+                    "its stream header declares frames of", cost.width, cost.height
+                )
+            budget.check_declared(cost)
+            if keep_rgb_spread > 0:
+                keep_rgb_every = max(1, -(-cost.samples // keep_rgb_spread))
+                max_rgb_frames = keep_rgb_spread
+            yield from _sample(
+                stream,
+                container,
+                rate_hz,
+                max_frames,
+                keep_rgb_every,
+                max_rgb_frames,
+                rgb_max_side,
+                strip_bars,
+                budget,
+            )
+    except MediaError as e:
+        # a refusal before any frame of an MP4/MOV cut short says so (a subclass: a limit)
+        note = cut_short(path) if demuxer == "mov" and type(e) is MediaError else ""
+        if not note:
+            raise
+        raise MediaError(f"{e} ({note})") from e
+
+
+def _hashed_stream(container: av.container.InputContainer) -> av.video.stream.VideoStream:
+    """The video stream sampled: the first in a codec of ALLOWED_CODECS (the first video
+    stream whenever it is one, so the choice of files signed before is unchanged; a
+    track in another codec before it, e.g. MJPEG, is passed over). Raises MediaError
+    naming the codecs when there is none."""
+    for stream in container.streams.video:
+        if stream.codec_context.name in ALLOWED_CODECS:
+            return stream
+    have = ", ".join(dict.fromkeys(s.codec_context.name for s in container.streams.video))
+    allowed = ", ".join(sorted(ALLOWED_CODECS))
+    raise MediaError(
+        f"unsupported video codec: no video track in a supported codec (it has: {have};"
+        f" supported: {allowed})"
+    )
 
 
 @dataclass(frozen=True)
@@ -322,13 +349,15 @@ class DeclaredCost:
     table's; for a container without one, declared duration x average frame rate; 0 when
     neither is known); samples: the frames that sampling at the given rate would take at
     most (min of frames, the 1/rate slots the declared duration spans and max_frames; 0
-    when unknown).
+    when unknown); estimated_from: (declared duration in seconds, average frame rate)
+    when frames is that estimate, None when it is the sample table's count or unknown.
     """
 
     width: int
     height: int
     frames: int
     samples: int
+    estimated_from: tuple[float, float] | None = None
 
 
 def declared_cost(
@@ -348,11 +377,13 @@ def declared_cost(
         duration = container.duration / av.time_base
     duration = duration if math.isfinite(duration) and duration > 0 else 0.0
     frames = int(stream.frames or 0)
+    estimated_from = None
     if not frames and duration and stream.average_rate:
         frames = math.floor(duration * float(stream.average_rate))
+        estimated_from = (duration, float(stream.average_rate))
     slots = math.ceil(duration * rate_hz - _TIME_EPSILON) if duration else 0
     samples = min(n for n in (frames, slots, max_frames) if n) if frames or slots else 0
-    return DeclaredCost(int(ctx.width or 0), int(ctx.height or 0), frames, samples)
+    return DeclaredCost(int(ctx.width or 0), int(ctx.height or 0), frames, samples, estimated_from)
 
 
 class _Budget:
@@ -374,6 +405,13 @@ class _Budget:
             raise self._over(what, cost.samples * pixels, True, size)
         if cost.frames * pixels > self.max_decoded:
             what = f"its header declares {cost.frames:,} frames of {_size(size)}"
+            if cost.estimated_from is not None:
+                # no frame count in the header: the count is duration x rate, say both
+                seconds, rate = cost.estimated_from
+                what = (
+                    f"its header declares a duration of {_long_duration(seconds)} at"
+                    f" {rate:.3g} frames a second: {cost.frames:,} frames of {_size(size)}"
+                )
             raise self._over(what, cost.frames * pixels, False, size)
 
     def decoded_frame(self, width: int, height: int) -> None:
@@ -416,6 +454,14 @@ class _Budget:
         )
 
 
+def _frame_too_large(what: str, width: int, height: int) -> MediaTooLargeError:
+    """The refusal of a frame over MAX_FRAME_PIXELS; ``what`` leads its size."""
+    return MediaTooLargeError(
+        f"{what} {width}x{height} ({width * height:,} pixels), over the limit of"
+        f" {MAX_FRAME_PIXELS:,} pixels (7680x4320, 8K UHD); a copy at a smaller frame size fits"
+    )
+
+
 def _size(size: tuple[int, int]) -> str:
     return f"{size[0]}x{size[1]}"
 
@@ -423,6 +469,14 @@ def _size(size: tuple[int, int]) -> str:
 def _duration(seconds: float) -> str:
     """``seconds`` in words: "36 s", "9.6 minutes"."""
     return f"{seconds:.3g} s" if seconds < 120 else f"{seconds / 60:.1f} minutes"
+
+
+def _long_duration(seconds: float) -> str:
+    """A declared duration in words, seconds first: "1,000,000 s (11.6 days)"."""
+    for unit, size in (("years", 365.25 * 86400), ("days", 86400.0), ("hours", 3600.0)):
+        if seconds >= 2 * size:
+            return f"{seconds:,.0f} s ({seconds / size:,.1f} {unit})"
+    return f"{seconds:,.0f} s"
 
 
 def _sample(
@@ -450,10 +504,7 @@ def _sample(
             if frame.pts is None or frame.time is None:
                 raise MediaError(f"frame {decoded} has no presentation timestamp")
             if frame.width * frame.height > MAX_FRAME_PIXELS:
-                raise MediaTooLargeError(
-                    f"frame of {frame.width}x{frame.height} pixels is over the limit of "
-                    f"{MAX_FRAME_PIXELS} pixels"
-                )
+                raise _frame_too_large("a decoded frame is", frame.width, frame.height)
             budget.decoded_frame(frame.width, frame.height)
             if origin is None:
                 origin = float(frame.time)
