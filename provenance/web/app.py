@@ -166,5 +166,8 @@ def create_app(config: WebConfig) -> Starlette:
         exception_handlers=pages.exception_handlers(),
         lifespan=lifespan,
     )
+    # a path with a trailing slash is redirected by `pages.slash_redirect`, to the path
+    # alone: Starlette's own redirect named the request's Host header as the site
+    app.router.redirect_slashes = False
     app.state.web = state
     return app

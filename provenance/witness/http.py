@@ -69,12 +69,16 @@ def create_app(witness: Witness, limits: HttpLimits = DEFAULT_LIMITS) -> Starlet
         answer = await run_in_threadpool(witness.monitor_checkpoint, request.path_params["hash"])
         return _response(answer)
 
-    return Starlette(
+    app = Starlette(
         routes=[
             Route("/add-checkpoint", add_checkpoint, methods=["POST"]),
             Route("/{hash}/checkpoint", checkpoint, methods=["GET", "HEAD"]),
         ]
     )
+    # no redirect of a path with a trailing slash: Starlette's named the request's Host
+    # header as the witness's address, and no tlog-witness client adds one
+    app.router.redirect_slashes = False
+    return app
 
 
 def run_witness(listen: str, witness: Witness, limits: HttpLimits = DEFAULT_LIMITS) -> None:

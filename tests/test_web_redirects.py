@@ -1,0 +1,76 @@
+"""The web's redirect of a path with a trailing slash (``/log/`` to ``/log``), against a
+real `prov web` on a real port: its Location is the path alone, never built from the
+request's ``Host`` header or the scheme the web process saw (review att47). Before,
+Starlette's own redirect answered ``Location: http://evil.example/log`` to a request
+naming ``Host: evil.example`` (a redirect off the site for anyone who can set the Host a
+cache or a proxy passes on), and behind a TLS proxy ``http://`` for an https:// page."""
+
+from __future__ import annotations
+
+import http.client
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+
+from provenance.log.checkpoint import generate_log_key
+from tests.conftest import ServerProc, closed_port, start_web, witness_serve
+
+
+@pytest.fixture(scope="module")
+def web() -> Iterator[ServerProc]:
+    proc = start_web(closed_port())
+    try:
+        yield proc
+    finally:
+        proc.stop()
+
+
+def _ask(web: ServerProc | str, method: str, path: str, host: str) -> http.client.HTTPResponse:
+    where = urlsplit(web if isinstance(web, str) else web.address)
+    conn = http.client.HTTPConnection(where.hostname or "", where.port, timeout=30)
+    conn.putrequest(method, path, skip_host=True)
+    conn.putheader("Host", host)
+    conn.endheaders()
+    answer = conn.getresponse()
+    answer.read()
+    conn.close()
+    return answer
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "location"),
+    [
+        ("GET", "/log/", "/log"),
+        ("GET", "/log///?index=1", "/log?index=1"),
+        ("GET", "/api/v1/checkpoint/", "/api/v1/checkpoint"),
+        ("POST", "/verify/", "/verify"),
+    ],
+)
+def test_a_trailing_slash_redirects_to_the_path_alone(
+    web: ServerProc, method: str, path: str, location: str
+) -> None:
+    answer = _ask(web, method, path, "evil.example")
+    assert answer.status == 307, answer.status
+    assert answer.getheader("Location") == location
+    assert answer.getheader("X-Content-Type-Options") == "nosniff"
+
+
+def test_a_path_with_no_page_is_still_a_404(web: ServerProc) -> None:
+    for path in ("/nothing/", "//evil.example/", "/log/entries/"):
+        answer = _ask(web, "GET", path, "evil.example")
+        assert answer.status == 404, (path, answer.status)
+        assert answer.getheader("Location") is None
+
+
+def test_the_witness_redirects_nowhere_on_a_trailing_slash(tmp_path: Path) -> None:
+    """`prov witness serve` answered ``GET /HASH/checkpoint/`` with Starlette's redirect to
+    ``http://evil.example/HASH/checkpoint`` for ``Host: evil.example``; a tlog-witness
+    client never adds the slash, so it is a 404 now, naming no host."""
+    log = generate_log_key(tmp_path / "log.pem", "redirect.test/log")
+    with witness_serve(tmp_path, log.verifier_key()) as (url, _):
+        for method, path in (("GET", "/abc/checkpoint/"), ("POST", "/add-checkpoint/")):
+            answer = _ask(url, method, path, "evil.example")
+            assert answer.status == 404, (path, answer.status)
+            assert answer.getheader("Location") is None
