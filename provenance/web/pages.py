@@ -22,6 +22,7 @@ from starlette.responses import RedirectResponse, Response
 from starlette.routing import Match, Route
 
 from provenance.core.errors import ProvenanceError
+from provenance.terminal import shown_line
 from provenance.web import logviews
 from provenance.web.api import metered, one_value_each, state, verify_upload
 from provenance.web.errors import (
@@ -235,6 +236,9 @@ async def api_help(request: Request) -> Response:
     return render(request, "api.html", base=own_address(request))
 
 
+#: Characters of a path a 404 or 405 names (a request line may hold 16 KiB of it).
+SHOWN_PATH = 200
+
 #: Paths answered in JSON (the API and the C2PA soft binding resolution endpoints).
 API_PREFIXES = ("/api/", "/matches/", "/manifests/", "/services/")
 
@@ -267,7 +271,11 @@ async def not_found(request: Request, exc: Exception) -> Response:
         return redirect
     headers = dict(exc.headers or {}) if isinstance(exc, HTTPException) else {}
     api = request.url.path.startswith(API_PREFIXES)
-    path = request.url.path
+    # as every text from a client is shown: controls as escapes (a JSON message held
+    # them as sent: U+202E, a terminal's ESC), and not the whole of a long path
+    path = shown_line(request.url.path[:SHOWN_PATH]) + (
+        "..." if len(request.url.path) > SHOWN_PATH else ""
+    )
     if code == 404:
         text = f"no API endpoint {path}; see /openapi.json" if api else f"no such page: {path}"
         error = WebError(text, "NOT_FOUND")
