@@ -319,3 +319,38 @@ def test_a_part_header_past_the_parsers_limits_gets_a_400_naming_them(
     many += b'Content-Disposition: form-data; name="file"; filename="a.jpg"\r\n\r\n'
     many += jpeg + b"\r\n--XyZ--\r\n"
     _error(_post(http, many), r"^a part of the multipart form has more than 8 header lines")
+
+
+@pytest.mark.parametrize(
+    ("disposition", "param"),
+    [
+        ('form-data; name="sidecar"; name="file"; filename="photo.jpg"', "name"),
+        ('form-data; name="file"; filename="a.jpg"; FILENAME="b.jpg"', "filename"),
+    ],
+    ids=["name", "filename"],
+)
+def test_a_parameter_given_twice_gets_a_400_naming_it(
+    site: DemoSite, http: httpx.Client, disposition: str, param: str
+) -> None:
+    """A Content-Disposition naming its field or file twice is ambiguous as a header given
+    twice is: before, python-multipart took the last (``name="sidecar"; name="file"`` was
+    verified as the file, a reader taking the first saw a sidecar), while the page's own
+    reading of ``filename*`` took the first (review att47)."""
+    jpeg = site.files.hopper.read_bytes()
+    words = (
+        rf"a part of the form gives the parameter {param} twice in its Content-Disposition,"
+        r" which readers may take differently: give it once"
+    )
+    _error_on_both(http, _part(disposition, jpeg) + b"--XyZ--\r\n", words, "twice")
+
+
+def test_a_boundary_given_twice_gets_a_400_naming_it(site: DemoSite, http: httpx.Client) -> None:
+    """``multipart/form-data; boundary=XyZ; boundary=abc``: python-multipart took the last,
+    and the form (written with the first) was told it has no boundary line --abc."""
+    body = _file_part(site.files.hopper.read_bytes()) + b"--XyZ--\r\n"
+    r = http.post(
+        "/api/v1/verify",
+        content=body,
+        headers={"content-type": "multipart/form-data; boundary=XyZ; boundary=abc"},
+    )
+    _error(r, r"the Content-Type names the multipart boundary twice")

@@ -42,6 +42,7 @@ from provenance.web.formparts import (
     check_transfer_encoding,
     has_filename,
     part_filename,
+    repeated_param,
 )
 from provenance.web.logviews import is_number
 from provenance.web.present import human_bytes
@@ -356,6 +357,11 @@ class _Form:
 
     def _headers_finished(self) -> None:
         disposition = self.headers.get(b"content-disposition", b"")
+        if (twice := repeated_param(disposition.decode("latin-1"))) is not None:
+            raise WebError(
+                f"a part of the form gives the parameter {shown_line(twice[:64])} twice in its"
+                " Content-Disposition, which readers may take differently: give it once"
+            )
         _, params = parse_options_header(disposition)
         name = params.get(b"name", b"").decode("utf-8", "replace")
         if not name:  # RFC 7578 section 4.2: every part names its field
@@ -582,7 +588,13 @@ def _parse_error(said: str, parser: MultipartParser) -> str:
 
 
 def _boundary(request: Request) -> bytes:
-    ctype, params = parse_options_header(request.headers.get("content-type", ""))
+    header = request.headers.get("content-type", "")
+    if repeated_param(header) == "boundary":
+        raise WebError(
+            "the Content-Type names the multipart boundary twice, which readers may take"
+            " differently: name it once"
+        )
+    ctype, params = parse_options_header(header)
     if ctype != b"multipart/form-data" or not params.get(b"boundary"):
         raise WebError(
             "send the file as a multipart/form-data form with a field named `file`"
