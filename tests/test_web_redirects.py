@@ -69,13 +69,18 @@ def test_a_path_with_no_page_is_still_a_404(web: ServerProc) -> None:
 def test_the_witness_redirects_nowhere_on_a_trailing_slash(tmp_path: Path) -> None:
     """`prov witness serve` answered ``GET /HASH/checkpoint/`` with Starlette's redirect to
     ``http://evil.example/HASH/checkpoint`` for ``Host: evil.example``; a tlog-witness
-    client never adds the slash, so it is a 404 now, naming no host."""
+    client never adds the slash, so it is a 404 now, naming no host. Each answer says
+    ``X-Content-Type-Options: nosniff`` as the web's do (before: none, so a browser was
+    free to sniff its text/plain answers for HTML)."""
     log = generate_log_key(tmp_path / "log.pem", "redirect.test/log")
     with witness_serve(tmp_path, log.verifier_key()) as (url, _):
         for method, path in (("GET", "/abc/checkpoint/"), ("POST", "/add-checkpoint/")):
             answer = _ask(url, method, path, "evil.example")
             assert answer.status == 404, (path, answer.status)
             assert answer.getheader("Location") is None
+        for method, path in (("GET", "/abc/checkpoint"), ("GET", "/add-checkpoint")):
+            answer = _ask(url, method, path, "witness.test")
+            assert answer.getheader("X-Content-Type-Options") == "nosniff", path
 
 
 def _ask_text(web: ServerProc, method: str, path: str) -> tuple[int, str]:
