@@ -130,21 +130,33 @@ class _UploadWatch:
 
 
 class ProvenanceClient:
-    """Calls to one server. ``admin_token`` is sent as a bearer credential on admin calls."""
+    """Calls to one server. ``admin_token`` is sent as a bearer credential on admin calls.
+    ``reconnect_s``: the longest wait between attempts to reach a server that is not
+    answering (None: gRPC's own backoff, growing to 120 s), for a long-lived client such
+    as the web page, which would otherwise answer 503 for a minute or more after its
+    service came back."""
 
     def __init__(
-        self, address: str, admin_token: str | None = None, timeout: float = DEFAULT_TIMEOUT
+        self,
+        address: str,
+        admin_token: str | None = None,
+        timeout: float = DEFAULT_TIMEOUT,
+        reconnect_s: float | None = None,
     ) -> None:
         self.address = check_address(address)
         self.admin_token = admin_token
         self.timeout = timeout
-        self._channel = grpc.insecure_channel(
-            address,
-            options=[
-                ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-                ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-            ],
-        )
+        options: list[tuple[str, int]] = [
+            ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+            ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+        ]
+        if reconnect_s is not None:
+            most = max(1, round(reconnect_s * 1000))
+            options += [
+                ("grpc.initial_reconnect_backoff_ms", min(1000, most)),
+                ("grpc.max_reconnect_backoff_ms", most),
+            ]
+        self._channel = grpc.insecure_channel(address, options=options)
         self._registry = rpc.DeviceRegistryStub(self._channel)
         self._captures = rpc.CapturesStub(self._channel)
         self._verification = rpc.VerificationStub(self._channel)

@@ -1295,3 +1295,47 @@ def test_an_export_with_nothing_new_says_the_folder_is_up_to_date(
     assert prov_main([*export, "--follow", "--interval", "0.1", "--max-polls", "2"]) == 0
     again = " ".join(capsys.readouterr().out.split())
     assert again == f"{out} is up to date: 300 entries, nothing to write", again
+
+
+@pytest.mark.parametrize(
+    ("accept", "gzipped"),
+    [
+        ("gzip", True),
+        ("GZIP, deflate", True),
+        ("br;q=1.0, gzip;q=0.5", True),
+        ("x-gzip", True),
+        ("*", True),
+        ("gzip;q=0", False),
+        ("gzip; q=0.000, identity", False),
+        ("*;q=0, identity", False),
+        ("*, gzip;q=0", False),
+        ("identity", False),
+        ("nogzip", False),
+        ("br, gzipx", False),
+    ],
+)
+def test_an_entry_bundle_is_gzipped_only_for_a_client_accepting_gzip(
+    tmp_path: Path, accept: str, gzipped: bool
+) -> None:
+    """RFC 9110 section 12.5.3: ``gzip;q=0`` says gzip is not acceptable, and a coding
+    is named by its whole token. Before, any Accept-Encoding holding the letters "gzip"
+    got a gzipped bundle (``gzip;q=0``, ``nogzip``), one a client that refused gzip
+    could not read (review att47). A real `prov web --tiles-dir` of a real export."""
+    signer = LogSigner(Ed25519PrivateKey.generate(), ORIGIN)
+    store = open_store(tmp_path / "log.db")
+    _fill(store, signer, 6, seed=5)
+    export_tiles(store, tmp_path / "tiles")
+    store.close()
+    data = (tmp_path / "tiles/tile/entries/000.p/6").read_bytes()
+    web = start_web("127.0.0.1:1", "--tiles-dir", str(tmp_path / "tiles"))
+    try:
+        request = urllib.request.Request(
+            f"{web.address}/tlog/tile/entries/000.p/6", headers={"Accept-Encoding": accept}
+        )
+        with urllib.request.urlopen(request) as r:
+            body = r.read()
+            assert r.headers.get("Content-Encoding") == ("gzip" if gzipped else None), accept
+            assert r.headers.get("Vary") == "Accept-Encoding"
+            assert (gzip.decompress(body) if gzipped else body) == data
+    finally:
+        web.stop()

@@ -736,6 +736,30 @@ def test_soft_binding_resolution_api(site: DemoSite, http: httpx.Client) -> None
     _error(http.get("/manifests/99"), 404, "no entry 99")
 
 
+def test_a_binding_written_into_the_url_as_it_is_is_read(
+    site: DemoSite, http: httpx.Client
+) -> None:
+    """A base64 binding pasted into the URL as it is (``value=+/v7...``: a query's ``+``
+    reads as a space) or without its ``=`` padding (base64url usually drops it) is read
+    (review att47); before, both were "value is not valid base64", though a space is no
+    base64 character and the padding says nothing. Still refused: text that is no
+    base64 in any of these ways, in words naming the alphabets."""
+    raw = bytearray(pdq_hash(np.asarray(Image.open(site.files.rocket).convert("RGB"))).hash)
+    raw[0] = (0b111110 << 2) | (raw[0] & 0b11)  # its first character "+", 6 bits off at most
+    value = base64.b64encode(bytes(raw)).decode()
+    assert value.startswith("+") and value.endswith("=")
+    encoded = http.get("/matches/byBinding", params={"alg": "pdq", "value": value}).json()
+    assert [m["manifestId"] for m in encoded["matches"]] == ["2"], encoded
+    for written in (value, value.rstrip("="), value.rstrip("=").replace("+", "-")):
+        r = http.get(f"/matches/byBinding?alg=pdq&value={written}")
+        assert r.status_code == 200 and r.json() == encoded, (written, r.text)
+    posted = http.post("/matches/byBinding", json={"alg": "pdq", "value": value.rstrip("=")})
+    assert posted.status_code == 200 and posted.json() == encoded, posted.text
+    for bad in ("!!", "ab=c", "a b"):
+        r = http.post("/matches/byBinding", json={"alg": "pdq", "value": bad})
+        _error(r, 400, r"value is not base64 \(A-Z, a-z, 0-9 and \+ /, or - _")
+
+
 def test_openapi_describes_every_endpoint(http: httpx.Client) -> None:
     doc = http.get("/openapi.json").json()
     assert doc["openapi"].startswith("3.")

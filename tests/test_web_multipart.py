@@ -73,6 +73,13 @@ def _error(r: httpx.Response, words: str) -> None:
     assert re.search(words, message), message
 
 
+def _error_on_both(http: httpx.Client, body: bytes, words: str, shown: str) -> None:
+    """``body`` gets the API's 400 matching ``words`` and the page's 400 showing ``shown``."""
+    _error(_post(http, body), words)
+    page = _post(http, body, "/verify")
+    assert page.status_code == 400 and shown in page.text, page.text
+
+
 # ---------------------------------------------------------------- preamble
 
 
@@ -253,6 +260,97 @@ def test_a_part_naming_no_field_gets_a_400_saying_so(
         r"a part of the form names no field: each part needs a header such as"
         r' Content-Disposition: form-data; name="file"; filename="photo\.jpg"'
     )
-    _error(_post(http, body), words)
-    page = _post(http, body, "/verify")
-    assert page.status_code == 400 and "names no field" in page.text, page.text
+    _error_on_both(http, body, words, "names no field")
+
+
+# ---------------------------------------------------------------- a part's headers
+
+
+@pytest.mark.parametrize(
+    ("first", "second"),
+    [
+        (
+            'Content-Disposition: form-data; name="note"',
+            'content-disposition: form-data; name="file"',
+        ),
+        ('Content-Disposition: form-data; name="file"', 'Content-Disposition: form-data; name="x"'),
+        ("Content-Transfer-Encoding: binary", "Content-Transfer-Encoding: 8bit"),
+    ],
+    ids=["disposition-note-then-file", "disposition-file-then-x", "transfer-encoding"],
+)
+def test_a_header_given_twice_in_a_part_gets_a_400_naming_it(
+    site: DemoSite, http: httpx.Client, first: str, second: str
+) -> None:
+    """A part that gives a header twice is ambiguous: one reader takes the first, another
+    the last (review att47). Before, the two values were joined into one
+    (``form-data; name="note"form-data; name="file"; ...``): a part that named the field
+    `note` first was verified as the file, and one that named `file` first got "the file
+    came in the form field `x`; ... curl -F file=@"photo.jpg"form-data"."""
+    jpeg = site.files.hopper.read_bytes()
+    name = second.partition(":")[0] if "Transfer" in first else "Content-Disposition"
+    heads = [first, second]
+    if "Transfer" in first:
+        heads.insert(0, 'Content-Disposition: form-data; name="file"; filename="photo.jpg"')
+    else:
+        heads = [f'{h}; filename="photo.jpg"' for h in heads]
+    body = b"--XyZ\r\n" + "".join(f"{h}\r\n" for h in heads).encode() + b"\r\n"
+    body += jpeg + b"\r\n--XyZ--\r\n"
+    words = (
+        rf"a part of the form gives its header {name} twice, which readers may take"
+        r" differently: give each header once"
+    )
+    _error_on_both(http, body, words, "twice")
+
+
+def test_a_part_header_past_the_parsers_limits_gets_a_400_naming_them(
+    site: DemoSite, http: httpx.Client
+) -> None:
+    """The parser (python-multipart) takes a header line of at most 4,224 bytes and 8
+    header lines a part; before, a 5,000-character file name (a line under the 8,192 bytes
+    the message named) and a part of 9 short header lines were both told "a part's header
+    lines do not parse (... at most 8,192 bytes in all ...)", a limit they were under."""
+    jpeg = site.files.hopper.read_bytes()
+    long_name = _file_part(jpeg, 'filename="' + "n" * 5000 + '.jpg"') + b"--XyZ--\r\n"
+    _error(
+        _post(http, long_name),
+        r"^a header line of a part of the multipart form is longer than 4,224 bytes",
+    )
+    many = b"--XyZ\r\n" + b"".join(b"X-Note-%d: n\r\n" % i for i in range(8))
+    many += b'Content-Disposition: form-data; name="file"; filename="a.jpg"\r\n\r\n'
+    many += jpeg + b"\r\n--XyZ--\r\n"
+    _error(_post(http, many), r"^a part of the multipart form has more than 8 header lines")
+
+
+@pytest.mark.parametrize(
+    ("disposition", "param"),
+    [
+        ('form-data; name="sidecar"; name="file"; filename="photo.jpg"', "name"),
+        ('form-data; name="file"; filename="a.jpg"; FILENAME="b.jpg"', "filename"),
+    ],
+    ids=["name", "filename"],
+)
+def test_a_parameter_given_twice_gets_a_400_naming_it(
+    site: DemoSite, http: httpx.Client, disposition: str, param: str
+) -> None:
+    """A Content-Disposition naming its field or file twice is ambiguous as a header given
+    twice is: before, python-multipart took the last (``name="sidecar"; name="file"`` was
+    verified as the file, a reader taking the first saw a sidecar), while the page's own
+    reading of ``filename*`` took the first (review att47)."""
+    jpeg = site.files.hopper.read_bytes()
+    words = (
+        rf"a part of the form gives the parameter {param} twice in its Content-Disposition,"
+        r" which readers may take differently: give it once"
+    )
+    _error_on_both(http, _part(disposition, jpeg) + b"--XyZ--\r\n", words, "twice")
+
+
+def test_a_boundary_given_twice_gets_a_400_naming_it(site: DemoSite, http: httpx.Client) -> None:
+    """``multipart/form-data; boundary=XyZ; boundary=abc``: python-multipart took the last,
+    and the form (written with the first) was told it has no boundary line --abc."""
+    body = _file_part(site.files.hopper.read_bytes()) + b"--XyZ--\r\n"
+    r = http.post(
+        "/api/v1/verify",
+        content=body,
+        headers={"content-type": "multipart/form-data; boundary=XyZ; boundary=abc"},
+    )
+    _error(r, r"the Content-Type names the multipart boundary twice")

@@ -171,7 +171,9 @@ def test_multipart_headers_are_bounded() -> None:
     for extra in (10, 100 * MAX_HEADER):
         form = _Form(max_file_bytes=1024)
         parser = MultipartParser(b"b", form.callbacks())
-        with pytest.raises(WebError, match="headers are longer|malformed"):
+        with pytest.raises(
+            WebError, match="headers are longer|header line .* is longer than|malformed"
+        ):
             _write(parser, head + b"x" * (MAX_HEADER + extra) + b'"\r\n\r\n')
     form = _Form(max_file_bytes=1024)
     parser = MultipartParser(b"b", form.callbacks())

@@ -46,6 +46,13 @@ PACKAGE = Path(__file__).resolve().parent
 READS_PER_MINUTE = 120
 
 
+#: The longest wait, in seconds, between the web's attempts to reach a service that is
+#: not answering: under the 5 s its 503 asks visitors to wait (`errors.BUSY_RETRY_AFTER`).
+#: gRPC's own backoff grows to 120 s, and the page answered 503 for 77 s after a 200 s
+#: outage of its service had ended (tests/test_web_service_back.py).
+RECONNECT_S = 2.0
+
+
 @dataclass(frozen=True)
 class WebConfig:
     """``server``: the gRPC service HOST:PORT; ``max_upload_bytes``: the largest file
@@ -108,7 +115,9 @@ class WebState:
 def create_app(config: WebConfig) -> Starlette:
     """The web application for ``config``. Opens one gRPC channel (lazily connected) and
     closes it at shutdown. Raises ConfigError for a malformed server address."""
-    client = ProvenanceClient(config.server, timeout=config.service_timeout_s)
+    client = ProvenanceClient(
+        config.server, timeout=config.service_timeout_s, reconnect_s=RECONNECT_S
+    )
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(PACKAGE / "templates"),
         autoescape=True,
@@ -166,5 +175,8 @@ def create_app(config: WebConfig) -> Starlette:
         exception_handlers=pages.exception_handlers(),
         lifespan=lifespan,
     )
+    # a path with a trailing slash is redirected by `pages.slash_redirect`, to the path
+    # alone: Starlette's own redirect named the request's Host header as the site
+    app.router.redirect_slashes = False
     app.state.web = state
     return app

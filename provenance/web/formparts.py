@@ -196,6 +196,20 @@ def _params(value: str) -> dict[str, str]:
     return found
 
 
+def repeated_param(value: str) -> str | None:
+    """The first parameter of a header ``value`` (``type; key=value; ...``) given more
+    than once, lowercased (keys are case-insensitive), or None. Such a header is
+    ambiguous: python-multipart takes the last of a key, `_params` and other readers the
+    first (``name="sidecar"; name="file"`` was verified as the file)."""
+    seen: set[str] = set()
+    for m in _PARAM.finditer(value):
+        key = m.group(1).lower()
+        if key in seen:
+            return key
+        seen.add(key)
+    return None
+
+
 def _extended_name(value: str, field: str) -> str:
     """The file name an RFC 8187 ``filename*`` ``value`` holds; raises WebError naming
     what is wrong with it."""

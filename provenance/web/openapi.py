@@ -223,7 +223,11 @@ def openapi_document() -> dict[str, Any]:
                     "C2PA soft binding resolution by a PDQ hash",
                     [
                         _query("alg", "pdq", True),
-                        _query("value", "base64 of the 32 PDQ hash bytes", True),
+                        _query(
+                            "value",
+                            "base64 (or base64url, = padding optional) of the 32 PDQ hash bytes",
+                            True,
+                        ),
                         _query("maxResults", "most matches", False, "integer"),
                     ],
                     "matches",

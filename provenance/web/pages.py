@@ -13,14 +13,16 @@ import logging
 import re
 from collections.abc import Awaitable, Callable
 from typing import Any
+from urllib.parse import quote
 
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import RedirectResponse, Response
-from starlette.routing import Route
+from starlette.routing import Match, Route
 
 from provenance.core.errors import ProvenanceError
+from provenance.terminal import shown_line
 from provenance.web import logviews
 from provenance.web.api import metered, one_value_each, state, verify_upload
 from provenance.web.errors import (
@@ -234,17 +236,46 @@ async def api_help(request: Request) -> Response:
     return render(request, "api.html", base=own_address(request))
 
 
+#: Characters of a path a 404 or 405 names (a request line may hold 16 KiB of it).
+SHOWN_PATH = 200
+
 #: Paths answered in JSON (the API and the C2PA soft binding resolution endpoints).
 API_PREFIXES = ("/api/", "/matches/", "/manifests/", "/services/")
 
 
+def slash_redirect(request: Request) -> Response | None:
+    """A 307 to the request's path without its trailing slashes (``/log/`` to ``/log``,
+    the query kept) when a route answers that path, else None. Its Location is the path
+    alone: Starlette's own redirect (``redirect_slashes``, turned off in `create_app`)
+    built an absolute URL from the request's ``Host`` header and the scheme this process
+    saw (``Host: evil.example`` was sent to ``http://evil.example/log``; behind a TLS
+    proxy, to ``http://``)."""
+    path = request.url.path
+    stripped = path.rstrip("/")
+    if stripped == path or not stripped or stripped.startswith("//"):
+        return None
+    scope = {**request.scope, "path": stripped}
+    if not any(route.matches(scope)[0] is not Match.NONE for route in request.app.routes):
+        return None
+    query = request.scope.get("query_string", b"").decode("latin-1")
+    location = quote(stripped, safe="/:@!$&'()*+,;=~") + (f"?{query}" if query else "")
+    return RedirectResponse(location, 307)
+
+
 async def not_found(request: Request, exc: Exception) -> Response:
     """Starlette's own 404/405 answers: JSON under the APIs, a page elsewhere; a 405
-    names the allowed methods in its Allow header."""
+    names the allowed methods in its Allow header. A path with a trailing slash that a
+    route answers without it is redirected there (`slash_redirect`)."""
     code = exc.status_code if isinstance(exc, HTTPException) else 500
+    if code == 404 and (redirect := slash_redirect(request)) is not None:
+        return redirect
     headers = dict(exc.headers or {}) if isinstance(exc, HTTPException) else {}
     api = request.url.path.startswith(API_PREFIXES)
-    path = request.url.path
+    # as every text from a client is shown: controls as escapes (a JSON message held
+    # them as sent: U+202E, a terminal's ESC), and not the whole of a long path
+    path = shown_line(request.url.path[:SHOWN_PATH]) + (
+        "..." if len(request.url.path) > SHOWN_PATH else ""
+    )
     if code == 404:
         text = f"no API endpoint {path}; see /openapi.json" if api else f"no such page: {path}"
         error = WebError(text, "NOT_FOUND")

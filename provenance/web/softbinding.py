@@ -60,14 +60,23 @@ def _max_results(request: Request) -> int:
     return logviews.parse_index(request.query_params.get("maxResults", "10"), "maxResults", 1)
 
 
-def _binding(value: Any) -> PerceptualHash:
-    """A base64 PDQ hash (32 bytes) as a query hash of full quality."""
+def _binding(value: Any, in_query: bool = False) -> PerceptualHash:
+    """A base64 PDQ hash (32 bytes) as a query hash of full quality: base64 or base64url,
+    its ``=`` padding optional (base64url usually drops it); ``in_query``: from a URL's
+    query, where a ``+`` written as it is reads as a space (no base64 character), so a
+    space is read as ``+``. Before, both were "value is not valid base64"."""
     if not isinstance(value, str):
         raise WebError("value must be a base64 string")
+    text = value.replace(" ", "+") if in_query else value
+    text = text.replace("-", "+").replace("_", "/")
+    text += "=" * (-len(text) % 4)
     try:
-        raw = base64.b64decode(value.replace("-", "+").replace("_", "/"), validate=True)
+        raw = base64.b64decode(text, validate=True)
     except (binascii.Error, ValueError) as e:
-        raise WebError("value is not valid base64") from e
+        raise WebError(
+            "value is not base64 (A-Z, a-z, 0-9 and + /, or - _ of base64url; its = padding"
+            f" may be left out): a PDQ binding is {PDQ_HASH_SIZE} bytes, 43 characters"
+        ) from e
     if len(raw) != PDQ_HASH_SIZE:
         raise WebError(f"a PDQ binding is {PDQ_HASH_SIZE} bytes, the value decodes to {len(raw)}")
     return PerceptualHash(PDQ_ALGORITHM, raw, 100)
@@ -86,7 +95,7 @@ def _matches(report: VerificationReport, limit: int) -> dict[str, Any]:
     return {"matches": [{"manifestId": str(claim["log"]["leaf_index"]), "similarityScore": score}]}
 
 
-async def _by_hash(request: Request, alg: Any, value: Any) -> Response:
+async def _by_hash(request: Request, alg: Any, value: Any, in_query: bool = False) -> Response:
     """Matches for one PDQ binding, from the service's lookup, in its client's turn
     (`json_work`), as POST /api/v1/lookup: before, binding lookups went to the service
     on the routes' shared threads, and while 16 connections of one address asked for
@@ -94,7 +103,7 @@ async def _by_hash(request: Request, alg: Any, value: Any) -> Response:
     (tests/test_lookup_fairness.py)."""
     _alg(alg)
     limit = _max_results(request)
-    query = Query("binding", NO_SHA256, (_binding(value),))
+    query = Query("binding", NO_SHA256, (_binding(value, in_query),))
     [(_, report)] = await json_work(request, state(request).client.lookup, [query])
     return JSONResponse(_matches(report, limit))
 
@@ -105,7 +114,7 @@ async def by_binding_get(request: Request) -> Response:
     q = request.query_params
     if "value" not in q or "alg" not in q:
         raise WebError("give the query parameters alg and value")
-    return await _by_hash(request, q["alg"], q["value"])
+    return await _by_hash(request, q["alg"], q["value"], in_query=True)
 
 
 @json_errors

@@ -170,6 +170,44 @@ class _ChunkedResponse(Response):
             self._done()
 
 
+#: Content codings that are gzip (RFC 9110 section 8.4.1.3: x-gzip is the same).
+_GZIP_NAMES = ("gzip", "x-gzip")
+
+
+def _weight(params: list[str]) -> float:
+    """The ``q`` weight among an Accept-Encoding element's ``params`` (1 when none; 0
+    when malformed, as a weight that cannot be read accepts nothing)."""
+    for param in params:
+        key, _, value = param.partition("=")
+        if key.strip().lower() == "q":
+            try:
+                q = float(value.strip())
+            except ValueError:
+                return 0.0
+            return q if 0.0 <= q <= 1.0 else 0.0
+    return 1.0
+
+
+def accepts_gzip(header: str) -> bool:
+    """Whether an ``Accept-Encoding`` header value accepts gzip (RFC 9110 section
+    12.5.3): ``gzip`` (or ``x-gzip``) with a weight above 0, or else ``*`` with one.
+    A coding is its whole token, case-insensitive: ``gzip;q=0`` refuses gzip, and
+    ``nogzip`` is another coding (before, any value holding the letters "gzip" was
+    answered in gzip)."""
+    named: float | None = None
+    star: float | None = None
+    for element in header.split(","):
+        coding, *params = element.split(";")
+        coding = coding.strip().lower()
+        if coding in _GZIP_NAMES:
+            named = max(named or 0.0, _weight(params))
+        elif coding == "*":
+            star = _weight(params)
+    if named is not None:
+        return named > 0
+    return star is not None and star > 0
+
+
 def _refused(client: str, held: int, shares: TileShares) -> Response:
     """429 for a client whose tiles in flight (``held`` bytes) still filled its share
     after the wait."""
@@ -276,7 +314,7 @@ def routes(directory: Path, shares: TileShares | None = None) -> list[Route]:
             bundle, parsed = tiles.parse_path(path)
         except LogError:
             return _not_found(f"/tlog/{path[:200]}")
-        gzipped = bundle and "gzip" in request.headers.get("accept-encoding", "")
+        gzipped = bundle and accepts_gzip(request.headers.get("accept-encoding", ""))
         client = client_key(request.client.host) if request.client else ""
         try:
             source, width = _source(directory, path, parsed)

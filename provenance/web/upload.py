@@ -42,6 +42,7 @@ from provenance.web.formparts import (
     check_transfer_encoding,
     has_filename,
     part_filename,
+    repeated_param,
 )
 from provenance.web.logviews import is_number
 from provenance.web.present import human_bytes
@@ -60,6 +61,11 @@ MAX_SMALL_FIELD = 1024
 RELAY_BLOCK = 256 * 1024
 #: Longest header value of a multipart part, in bytes.
 MAX_HEADER = 8 * 1024
+#: Longest header line of a multipart part the parser reads, in bytes (without its CRLF;
+#: python-multipart's default): a file name of about 4,000 bytes fits.
+MAX_HEADER_LINE = 4096 + 128
+#: Most header lines in one multipart part (python-multipart's default).
+MAX_PART_HEADERS = 8
 #: Longest the page waits for the service by default, in seconds: a call's answer, or an
 #: upload's next piece taken or its receipt (`UploadLimits.answer_s`; ``prov web
 #: --service-timeout``).
@@ -74,6 +80,12 @@ def _shown_field(name: str) -> str:
     escape or other unsafe character written as its code point (``\\u202e``), by the rule
     file names follow (`provenance.terminal.shown_line`)."""
     return shown_line(name[:MAX_NAME])
+
+
+def _header_title(name: str) -> str:
+    """A part's header ``name`` (read lowercased) as it is usually written:
+    ``Content-Disposition``."""
+    return "-".join(word.capitalize() for word in name.split("-"))
 
 
 #: The name ending of a sidecar (FILE.prov), as `prov sign` writes it beside the file.
@@ -286,6 +298,8 @@ class _Form:
     parts: int = 0
     header_name: bytes = b""
     headers: dict[bytes, bytes] = field(default_factory=dict)
+    #: the current part's headers read to their end (a header given again is refused)
+    headers_ended: set[bytes] = field(default_factory=set)
     current: str = ""  # name of the part being read ("" before the first)
     fields: dict[str, bytearray] = field(default_factory=dict)
     fields_after_file: list[str] = field(default_factory=list)
@@ -313,6 +327,7 @@ class _Form:
         if self.parts > MAX_PARTS:
             raise WebError(f"the form has more than {MAX_PARTS} parts")
         self.headers = {}
+        self.headers_ended = set()
         self.header_name = b""
         self.current = ""
 
@@ -322,6 +337,16 @@ class _Form:
         self.header_name += data[start:end].lower()
 
     def _header_end(self) -> None:
+        # a header given twice is ambiguous (one reader takes the first, another the
+        # last); before, its values were joined into one: `form-data; name="note"` and
+        # `form-data; name="file"; ...` read as the field `file`
+        if self.header_name in self.headers_ended:
+            shown = shown_line(self.header_name.decode("latin-1")[:64])
+            raise WebError(
+                f"a part of the form gives its header {_header_title(shown)} twice, which"
+                " readers may take differently: give each header once"
+            )
+        self.headers_ended.add(self.header_name)
         self.header_name = b""
 
     def _header_value(self, data: bytes, start: int, end: int) -> None:
@@ -332,6 +357,11 @@ class _Form:
 
     def _headers_finished(self) -> None:
         disposition = self.headers.get(b"content-disposition", b"")
+        if (twice := repeated_param(disposition.decode("latin-1"))) is not None:
+            raise WebError(
+                f"a part of the form gives the parameter {shown_line(twice[:64])} twice in its"
+                " Content-Disposition, which readers may take differently: give it once"
+            )
         _, params = parse_options_header(disposition)
         name = params.get(b"name", b"").decode("utf-8", "replace")
         if not name:  # RFC 7578 section 4.2: every part names its field
@@ -533,11 +563,23 @@ def _parse_error(said: str, parser: MultipartParser) -> str:
         )
     if said.startswith("Expected boundary character"):
         return f"the multipart form does not start with its boundary line (--{shown})"
+    if said.startswith("Maximum header size exceeded"):
+        return (
+            "a header line of a part of the multipart form is longer than"
+            f" {MAX_HEADER_LINE:,} bytes, the most this page reads (a file name"
+            " that long?): send a shorter file name"
+        )
+    if said.startswith("Maximum header count exceeded"):
+        return (
+            f"a part of the multipart form has more than {MAX_PART_HEADERS} header"
+            " lines, the most this page reads: a part needs only Content-Disposition (and"
+            " Content-Type)"
+        )
     if "header" in said.lower():
         return (
             "the multipart form is malformed: a part's header lines do not parse (each is a"
-            " `Name: value` line of printable characters ending in CRLF, at most"
-            f" {MAX_HEADER:,} bytes in all, and an empty line ends them)"
+            " `Name: value` line of printable characters ending in CRLF, and an empty line"
+            " ends them)"
         )
     return (
         "the multipart form is malformed: it does not follow the multipart/form-data"
@@ -546,7 +588,13 @@ def _parse_error(said: str, parser: MultipartParser) -> str:
 
 
 def _boundary(request: Request) -> bytes:
-    ctype, params = parse_options_header(request.headers.get("content-type", ""))
+    header = request.headers.get("content-type", "")
+    if repeated_param(header) == "boundary":
+        raise WebError(
+            "the Content-Type names the multipart boundary twice, which readers may take"
+            " differently: name it once"
+        )
+    ctype, params = parse_options_header(header)
     if ctype != b"multipart/form-data" or not params.get(b"boundary"):
         raise WebError(
             "send the file as a multipart/form-data form with a field named `file`"
@@ -717,7 +765,12 @@ class Relayer:
         self, request: Request, boundary: bytes, detect: bool, hold: _Hold
     ) -> Verified:
         form = _Form(self.limits.max_file_bytes)
-        parser = MultipartParser(boundary, form.callbacks())
+        parser = MultipartParser(
+            boundary,
+            form.callbacks(),
+            max_header_count=MAX_PART_HEADERS,
+            max_header_size=MAX_HEADER_LINE,
+        )
         preamble = Preamble(boundary)
         relay: _Relay | None = None
         try:

@@ -8,12 +8,14 @@ from dataclasses import replace
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
 from provenance.web.errors import WebError, http_status
 from provenance.web.guard import DEFAULT_LIMITS, HttpLimits
+from provenance.web.security import SecurityHeaders
 from provenance.web.serve import bind, serve_until_signalled, uvicorn_server
 from provenance.web.upload import UploadLimits, timed_body
 from provenance.witness import MAX_BODY_BYTES, Answer, Witness
@@ -69,12 +71,19 @@ def create_app(witness: Witness, limits: HttpLimits = DEFAULT_LIMITS) -> Starlet
         answer = await run_in_threadpool(witness.monitor_checkpoint, request.path_params["hash"])
         return _response(answer)
 
-    return Starlette(
+    app = Starlette(
         routes=[
             Route("/add-checkpoint", add_checkpoint, methods=["POST"]),
             Route("/{hash}/checkpoint", checkpoint, methods=["GET", "HEAD"]),
-        ]
+        ],
+        # nosniff and the rest, as the web's answers carry them: before, none, so a
+        # browser was free to sniff a text/plain answer for HTML
+        middleware=[Middleware(SecurityHeaders)],
     )
+    # no redirect of a path with a trailing slash: Starlette's named the request's Host
+    # header as the witness's address, and no tlog-witness client adds one
+    app.router.redirect_slashes = False
+    return app
 
 
 def run_witness(listen: str, witness: Witness, limits: HttpLimits = DEFAULT_LIMITS) -> None:
