@@ -339,7 +339,7 @@ def test_the_device_sdk_never_signs_a_claim_the_log_refuses(
     measured more than the bounds) a width past them, is refused in words, no sequence
     number used and nothing queued or written beside the file. Before, the claim was
     signed and queued, and the log refused it at the next sync."""
-    import clients.device as device
+    import clients.device.home as device
     from clients.device import DeviceHome
     from provenance.core.errors import ClaimError
 

@@ -11,7 +11,7 @@ import av
 import numpy as np
 import pytest
 
-import clients.device as device
+import clients.device.home as device
 from provenance.core.claims import Verdict
 from provenance.core.verify import FileFacts
 from provenance.core.video_match import QUERY_RATE_HZ
