@@ -1,17 +1,23 @@
 """The device SDK (`clients.device.home.DeviceHome`); the names other modules import."""
 
+from clients.device.disk import (
+    MAX_DEVICE_FILE_BYTES,
+    SIDECAR_SUFFIX,
+    atomic_write,
+    default_home,
+    read_device_file,
+    sidecar_path,
+)
 from clients.device.home import (
     APP_VERSION,
     ENTRY_FAILURE_CODES,
     LOG_KEY_CODES,
     MAX_ATTEMPTS_COUNT,
-    MAX_DEVICE_FILE_BYTES,
     MAX_FAILED_ATTEMPTS,
     MAX_QUEUE_ENTRY_BYTES,
     PERMANENT_CODES,
     REPAIR_ADVICE,
     SEQUENCE_MARGIN,
-    SIDECAR_SUFFIX,
     ClaimFields,
     DeviceHome,
     DeviceState,
@@ -20,16 +26,12 @@ from clients.device.home import (
     SignedFile,
     SyncResult,
     _still_the_hashed_bytes,
-    atomic_write,
     check_embeddable,
-    default_home,
     measure,
     name_sequence,
     pinned_key_differs,
-    read_device_file,
     read_entries,
     receipt_problem,
-    sidecar_path,
     signed_sequence,
     state_bytes,
 )

@@ -53,7 +53,6 @@ import hashlib
 import json
 import os
 import re
-import secrets
 import shlex
 import shutil
 import stat
@@ -69,13 +68,15 @@ from typing import TYPE_CHECKING, BinaryIO, NotRequired, TypedDict
 
 from clients import devicelock
 from clients.api import ProvenanceClient, is_unreachable
-from clients.files import (
-    NotRegularFileError,
-    open_regular,
-    read_bounded,
-    still_holds,
-    still_the_file,
+from clients.device.disk import (
+    _TEMP_NAME,
+    SIDECAR_SUFFIX,
+    _fsync_dir,
+    atomic_write,
+    read_device_file,
+    sidecar_path,
 )
+from clients.files import open_regular, read_bounded, still_holds, still_the_file
 from provenance.core.binding import PerceptualHash
 from provenance.core.claims import (
     MAX_CLAIM_SOFT_BINDINGS,
@@ -103,7 +104,7 @@ from provenance.core.errors import (
     ProvenanceError,
     TransportError,
 )
-from provenance.core.files import file_kind, naming
+from provenance.core.files import file_kind
 from provenance.core.keyfile import PBKDF2_ITERATIONS, weaker_than_written_here
 from provenance.core.keys import DeviceKey
 from provenance.core.registry import certificate_enrollment_proof, check_claim_shape
@@ -126,7 +127,6 @@ if TYPE_CHECKING:
     from provenance.c2pa.result import C2paResult
     from provenance.c2pa.timestamp import TimestampAuthority
 
-SIDECAR_SUFFIX = ".prov"
 APP_VERSION = "prov-cli/0.1"
 #: gRPC status names of a refusal that no retry can change: the entry is set aside.
 PERMANENT_CODES = frozenset(
@@ -150,8 +150,6 @@ LOG_KEY_CODES = frozenset({"LOG_KEY_CHANGED", "LOG_KEY_UNREAD"})
 MAX_FAILED_ATTEMPTS = 3
 #: Largest queue entry read, in bytes (a sidecar, escaped, plus a few fields).
 MAX_QUEUE_ENTRY_BYTES = 4 * MAX_SIDECAR_BYTES
-#: Largest device file read (device.json, the key, the certificate chain), in bytes.
-MAX_DEVICE_FILE_BYTES = 1 << 20
 #: Largest ``attempts`` count a queue entry is read with: the largest whole number every
 #: JSON reader keeps exact. Failed attempts are counted on every sync, so a device
 #: offline for years may count many; a count past this, negative, or not a whole number
@@ -172,61 +170,6 @@ REPAIR_ADVICE = (
 )
 
 
-def read_device_file(path: Path) -> bytes:
-    """The bytes of the device file ``path`` (device.json, device_key.pem, the
-    certificate chain), read as `clients.files.read_bounded` reads: never waiting on a
-    FIFO, never reading a device such as /dev/zero without end, at most
-    MAX_DEVICE_FILE_BYTES. Raises ConfigError naming the file when it is not a regular
-    file or is over that size, FileNotFoundError when it is missing, OSError."""
-    try:
-        return read_bounded(path, MAX_DEVICE_FILE_BYTES, "device file")
-    except (NotRegularFileError, MediaTooLargeError) as e:
-        raise ConfigError(f"{e}: the device folder is damaged") from e
-
-
-def default_home() -> Path:
-    """PROV_HOME, else ~/.prov."""
-    return Path(os.environ.get("PROV_HOME") or Path.home() / ".prov")
-
-
-def sidecar_path(path: Path) -> Path:
-    """Where the sidecar of ``path`` lives: ``FILE.prov`` beside it."""
-    return path.with_name(path.name + SIDECAR_SUFFIX)
-
-
-def atomic_write(path: Path, data: bytes, mode: int = 0o644) -> None:
-    """Write ``data`` to ``path`` via a temporary file, fsync, rename, fsync the folder.
-
-    The temporary name is short (``.prov-tmp-PID-RANDOM``) whatever the length of
-    ``path``'s name, so any name the file system accepts can be written. Raises OSError
-    naming ``path`` (`provenance.core.files.naming`).
-    """
-    with naming(path):  # a full disk's write() names no file; the temporary name is no help
-        _write_then_rename(path, data, mode)
-
-
-def _write_then_rename(path: Path, data: bytes, mode: int) -> None:
-    tmp = path.with_name(f".prov-tmp-{os.getpid()}-{secrets.token_hex(4)}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
-    try:
-        try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    dfd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dfd)
-    finally:
-        os.close(dfd)
-
-
 @dataclass(frozen=True)
 class DeviceState:
     """What the device remembers between captures (hex strings for bytes)."""
@@ -243,8 +186,6 @@ class DeviceState:
 
 
 _HEX32 = re.compile(r"[0-9a-f]{64}")
-#: The name `atomic_write` gives its temporary file, and nothing else does.
-_TEMP_NAME = re.compile(r"\.prov-tmp-[0-9]+-[0-9a-f]{8}")
 #: A second copy `_free_name` made of an entry whose name was taken.
 _COPY_NAME = re.compile(r"[0-9]+-[0-9]+\.json")
 
@@ -297,15 +238,6 @@ def state_bytes(state: DeviceState) -> bytes:
     if not state.log_key:
         del doc["log_key"]
     return (json.dumps(doc, indent=2) + "\n").encode()
-
-
-def _fsync_dir(path: Path) -> None:
-    """fsync the folder ``path`` (its entries' renames made durable). Raises OSError."""
-    dfd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(dfd)
-    finally:
-        os.close(dfd)
 
 
 def pinned_key_differs(address: str, pinned: str, served: str, enrolled: str = "") -> str:
