@@ -16,11 +16,8 @@ from clients.device.home import (
     MAX_FAILED_ATTEMPTS,
     MAX_QUEUE_ENTRY_BYTES,
     PERMANENT_CODES,
-    REPAIR_ADVICE,
-    SEQUENCE_MARGIN,
     ClaimFields,
     DeviceHome,
-    DeviceState,
     QueueEntry,
     SidecarExistsError,
     SignedFile,
@@ -33,8 +30,8 @@ from clients.device.home import (
     read_entries,
     receipt_problem,
     signed_sequence,
-    state_bytes,
 )
+from clients.device.state import REPAIR_ADVICE, SEQUENCE_MARGIN, DeviceState, state_bytes
 
 __all__ = [
     "APP_VERSION",
