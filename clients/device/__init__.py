@@ -8,28 +8,30 @@ from clients.device.disk import (
     read_device_file,
     sidecar_path,
 )
+from clients.device.entries import (
+    MAX_ATTEMPTS_COUNT,
+    MAX_FAILED_ATTEMPTS,
+    MAX_QUEUE_ENTRY_BYTES,
+    QueueEntry,
+    name_sequence,
+    read_entries,
+    signed_sequence,
+)
 from clients.device.home import (
     APP_VERSION,
     ENTRY_FAILURE_CODES,
     LOG_KEY_CODES,
-    MAX_ATTEMPTS_COUNT,
-    MAX_FAILED_ATTEMPTS,
-    MAX_QUEUE_ENTRY_BYTES,
     PERMANENT_CODES,
     ClaimFields,
     DeviceHome,
-    QueueEntry,
     SidecarExistsError,
     SignedFile,
     SyncResult,
     _still_the_hashed_bytes,
     check_embeddable,
     measure,
-    name_sequence,
     pinned_key_differs,
-    read_entries,
     receipt_problem,
-    signed_sequence,
 )
 from clients.device.state import REPAIR_ADVICE, SEQUENCE_MARGIN, DeviceState, state_bytes
 
