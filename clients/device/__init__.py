@@ -30,9 +30,8 @@ from clients.device.home import (
     _still_the_hashed_bytes,
     check_embeddable,
     measure,
-    pinned_key_differs,
-    receipt_problem,
 )
+from clients.device.logkey import pinned_key_differs, receipt_problem
 from clients.device.state import REPAIR_ADVICE, SEQUENCE_MARGIN, DeviceState, state_bytes
 
 __all__ = [
