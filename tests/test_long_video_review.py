@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 import clients.device.home as device
+import clients.device.measuring as measuring
 from provenance.core.claims import Verdict
 from provenance.core.verify import FileFacts
 from provenance.core.video_match import QUERY_RATE_HZ
@@ -67,7 +68,7 @@ def test_a_long_video_signed_by_the_previous_prov_sign_is_refused_with_a_way_out
     the file again, and signing it again (the current `prov sign`) logs it."""
     video = _long_video(tmp_path)
     with monkeypatch.context() as old:
-        old.setattr(device, "MAX_CLAIM_SOFT_BINDINGS", 4096)
+        old.setattr(measuring, "MAX_CLAIM_SOFT_BINDINGS", 4096)
         # nor did it check a claim by the log's rules before queueing it
         old.setattr(device, "check_claim_shape", lambda signed, claim: None)
         rc, _, err = enrolled("sign", str(video))

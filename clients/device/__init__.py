@@ -22,16 +22,14 @@ from clients.device.home import (
     ENTRY_FAILURE_CODES,
     LOG_KEY_CODES,
     PERMANENT_CODES,
-    ClaimFields,
     DeviceHome,
     SidecarExistsError,
     SignedFile,
     SyncResult,
-    _still_the_hashed_bytes,
     check_embeddable,
-    measure,
 )
 from clients.device.logkey import pinned_key_differs, receipt_problem
+from clients.device.measuring import ClaimFields, _still_the_hashed_bytes, measure
 from clients.device.state import REPAIR_ADVICE, SEQUENCE_MARGIN, DeviceState, state_bytes
 
 __all__ = [
