@@ -23,13 +23,12 @@ from clients.device.home import (
     LOG_KEY_CODES,
     PERMANENT_CODES,
     DeviceHome,
-    SidecarExistsError,
-    SignedFile,
     SyncResult,
     check_embeddable,
 )
 from clients.device.logkey import pinned_key_differs, receipt_problem
 from clients.device.measuring import ClaimFields, _still_the_hashed_bytes, measure
+from clients.device.sidecars import SidecarExistsError, SignedFile
 from clients.device.state import REPAIR_ADVICE, SEQUENCE_MARGIN, DeviceState, state_bytes
 
 __all__ = [
