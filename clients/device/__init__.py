@@ -17,6 +17,7 @@ from clients.device.entries import (
     read_entries,
     signed_sequence,
 )
+from clients.device.export import check_embeddable
 from clients.device.home import (
     APP_VERSION,
     ENTRY_FAILURE_CODES,
@@ -24,7 +25,6 @@ from clients.device.home import (
     PERMANENT_CODES,
     DeviceHome,
     SyncResult,
-    check_embeddable,
 )
 from clients.device.logkey import pinned_key_differs, receipt_problem
 from clients.device.measuring import ClaimFields, _still_the_hashed_bytes, measure
