@@ -23,10 +23,10 @@ from clients.device.entries import (
 from provenance.core.errors import ConfigError, KeyMaterialError
 
 if TYPE_CHECKING:
-    from clients.device.home import DeviceHome
+    from clients.device.folder import DeviceFolder
 
 
-def clean_leftovers(home: DeviceHome, since: float) -> None:
+def clean_leftovers(home: DeviceFolder, since: float) -> None:
     """Clear what a command killed midway left in the device folder, holding its lock
     (taken at ``since``, seconds since the epoch), saying on stderr what was done.
 
@@ -87,7 +87,7 @@ def clean_leftovers(home: DeviceHome, since: float) -> None:
         _drop_duplicates(home)
 
 
-def _recover_entry(home: DeviceHome, path: Path) -> int:
+def _recover_entry(home: DeviceFolder, path: Path) -> int:
     """Put the temporary file ``path`` in the queue when it is a complete queue entry
     whose claim neither the queue nor set_aside/ holds; returns its sequence (0 when
     not: it is then a copy, or cut short). Raises OSError."""
@@ -102,7 +102,7 @@ def _recover_entry(home: DeviceHome, path: Path) -> int:
     return seq
 
 
-def _recover_certificate(home: DeviceHome, path: Path) -> bool:
+def _recover_certificate(home: DeviceFolder, path: Path) -> bool:
     """Put the temporary file ``path`` in the certificate's place when the device has
     none and it holds a whole certificate chain whose leaf certifies this device's
     key (when the state cannot be read to say which key: any whole chain); whether
@@ -134,7 +134,7 @@ def _recover_certificate(home: DeviceHome, path: Path) -> bool:
     return True
 
 
-def _drop_duplicates(home: DeviceHome) -> None:
+def _drop_duplicates(home: DeviceFolder) -> None:
     """Remove set-aside copies of a claim still queued, and all copies but the first
     of one claim in one folder (see `_clean_leftovers`), saying how many on stderr.
     Read only when there can be any: a name in both folders, or a ``NAME-N.json``
