@@ -19,7 +19,6 @@ from clients.device.entries import (
 )
 from clients.device.export import check_embeddable
 from clients.device.home import (
-    APP_VERSION,
     ENTRY_FAILURE_CODES,
     LOG_KEY_CODES,
     PERMANENT_CODES,
@@ -29,6 +28,7 @@ from clients.device.home import (
 from clients.device.logkey import pinned_key_differs, receipt_problem
 from clients.device.measuring import ClaimFields, _still_the_hashed_bytes, measure
 from clients.device.sidecars import SidecarExistsError, SignedFile
+from clients.device.signing import APP_VERSION
 from clients.device.state import REPAIR_ADVICE, SEQUENCE_MARGIN, DeviceState, state_bytes
 
 __all__ = [
