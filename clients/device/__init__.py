@@ -18,18 +18,13 @@ from clients.device.entries import (
     signed_sequence,
 )
 from clients.device.export import check_embeddable
-from clients.device.home import (
-    ENTRY_FAILURE_CODES,
-    LOG_KEY_CODES,
-    PERMANENT_CODES,
-    DeviceHome,
-    SyncResult,
-)
+from clients.device.home import DeviceHome
 from clients.device.logkey import pinned_key_differs, receipt_problem
 from clients.device.measuring import ClaimFields, _still_the_hashed_bytes, measure
 from clients.device.sidecars import SidecarExistsError, SignedFile
 from clients.device.signing import APP_VERSION
 from clients.device.state import REPAIR_ADVICE, SEQUENCE_MARGIN, DeviceState, state_bytes
+from clients.device.sync import ENTRY_FAILURE_CODES, LOG_KEY_CODES, PERMANENT_CODES, SyncResult
 
 __all__ = [
     "APP_VERSION",
