@@ -340,7 +340,7 @@ def test_the_device_sdk_never_signs_a_claim_the_log_refuses(
     number used and nothing queued or written beside the file. Before, the claim was
     signed and queued, and the log refused it at the next sync."""
     import clients.device.signing as signing
-    from clients.device import DeviceHome
+    from clients.device import DeviceHome, measure
     from provenance.core.errors import ClaimError
 
     home = DeviceHome(tmp_path / "dev")
@@ -349,7 +349,7 @@ def test_the_device_sdk_never_signs_a_claim_the_log_refuses(
     photo = Path(shutil.copy(SAMPLES / "rocket.jpg", tmp_path / "rocket.jpg"))
     with pytest.raises(ClaimError, match=r"metadata is 50\d\d bytes; the limit is 4096"):
         home.sign_file(key, photo, metadata={"note": "x" * 5000})
-    measured = signing.measure
+    measured = measure
 
     def too_wide(path: Path, limits: Any = None) -> Any:
         fields, chunks = measured(path)
