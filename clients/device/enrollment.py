@@ -19,8 +19,6 @@ from provenance.core.registry import certificate_enrollment_proof
 class EnrollingFolder(DeviceFolder):
     """A device folder that enrolls its key and keeps its certificate."""
 
-    # ---------------------------------------------------------------- enrollment
-
     def enroll(
         self, client: ProvenanceClient, token: str, passphrase: bytes, certificate_pem: str = ""
     ) -> DeviceState:

@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import BinaryIO
 
 from clients import devicelock
-from clients.api import ProvenanceClient
 from clients.device.disk import _fsync_dir, atomic_write, read_device_file
 from clients.device.leftovers import clean_leftovers
 from clients.device.state import REPAIR_ADVICE, DeviceState, _parse_state, state_bytes
@@ -42,15 +41,8 @@ class DeviceFolder:
         self.set_aside_dir = self.root / "set_aside"
         self.sidecar_dir = self.root / "sidecars"
         self.cert_path = self.root / "device_cert.pem"
-        #: queue entry file name -> (its sidecar path, its key id), as `_queued_for`
-        #: last read them
-        self._queue_index: dict[str, tuple[str, bytes]] = {}
         #: whether this object holds the folder's lock (`locked`)
         self._holding = False
-        #: the client last asked for its server's log key, and its answer (`_served_key`)
-        self._served: tuple[ProvenanceClient, str] | None = None
-
-    # ---------------------------------------------------------------- key and state
 
     def check_init(self, force: bool = False) -> None:
         """Raise ConfigError when `init` would refuse: a key exists and not ``force`` (asked

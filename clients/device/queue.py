@@ -21,6 +21,12 @@ class QueueFolder(DeviceFolder):
     """A device folder with its queue: entries written, found, listed, failed, set
     aside and queued again."""
 
+    def __init__(self, root: Path) -> None:
+        super().__init__(root)
+        #: queue entry file name -> (its sidecar path, its key id), as `_queued_for`
+        #: last read them
+        self._queue_index: dict[str, tuple[str, bytes]] = {}
+
     def _write_sidecar(self, seq: int, side_path: Path, sidecar: Sidecar) -> tuple[Path, str]:
         """Write the sidecar beside its file, else into ``sidecars/`` of the device folder.
 
@@ -37,8 +43,6 @@ class QueueFolder(DeviceFolder):
         kept = self.sidecar_dir / f"{seq:012d}{SIDECAR_SUFFIX}"
         atomic_write(kept, data)
         return kept, problem
-
-    # ---------------------------------------------------------------- queue
 
     def _enqueue(self, seq: int, sidecar: Sidecar, side_path: Path) -> Path:
         self.queue_dir.mkdir(parents=True, exist_ok=True)

@@ -49,8 +49,6 @@ APP_VERSION = "prov-cli/0.1"
 class SigningFolder(QueueFolder):
     """A device folder that signs files into claims, queued and written as sidecars."""
 
-    # ---------------------------------------------------------------- signing
-
     def sign_file(
         self,
         key: DeviceKey,

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 
 from clients.api import ProvenanceClient, is_unreachable
 from clients.device.disk import SIDECAR_SUFFIX, atomic_write
@@ -67,6 +68,11 @@ class SyncResult:
 
 class SyncingFolder(QueueFolder):
     """A device folder whose queued claims are submitted to its server."""
+
+    def __init__(self, root: Path) -> None:
+        super().__init__(root)
+        #: the client last asked for its server's log key, and its answer (`_served_key`)
+        self._served: tuple[ProvenanceClient, str] | None = None
 
     def check_log_key(self, client: ProvenanceClient) -> str:
         """The log key receipts from ``client``'s server are verified with: the one pinned
