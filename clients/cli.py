@@ -5,6 +5,20 @@ Shape (after sigstore's CLI): ``main(argv=None)`` runs the Typer app with one ca
 mistakes; ``--json`` for machines. Environment defaults: PROV_SERVER (address),
 PROV_HOME (device folder), PROV_PASSPHRASE (device key passphrase, for scripts),
 PROV_ADMIN_TOKEN (admin credential).
+
+This module is the app: its root options, the commands and groups it adds (each in a
+module of its own), logging, and `main`'s catch. The commands it adds from ``clients/``:
+
+    admincmd      prov admin (enroll-token, ca init, revoke)
+    devicecmd     prov device (init, enroll, show, sync, repair)
+    signcmd       prov sign
+    verifycmd     prov verify
+    detectcmd     prov detect
+    logcmd        prov log, prov receipt
+    witnesscmd    prov witness
+    scan.cli      prov scan
+
+and `devicecommon`, what prov sign and prov device share.
 """
 
 from __future__ import annotations
@@ -29,7 +43,7 @@ from clients.helptext import TaughtGroup
 from clients.report import EXIT_WITNESS_QUORUM
 from clients.scan.cli import scan as scan_command
 from clients.signcmd import sign
-from clients.verifycmd import _OneFileCommand, verify
+from clients.verifycmd import OneFileCommand, verify
 from detector import cli as detector_cli
 from provenance.core.errors import (
     ConfigError,
@@ -90,13 +104,12 @@ app.command("scan")(scan_command)
 app.command("serve")(server_cli.serve)
 app.command("web")(web_cli.web)
 app.command()(sign)
-app.command(cls=_OneFileCommand)(verify)
+app.command(cls=OneFileCommand)(verify)
 app.command()(detect)
 app.add_typer(detector_cli.app, name="detector", help="Train and evaluate the advisory detector.")
 
 # text that is not ours is never read as markup or emoji codes (`SafeConsole`); a styled
 # label is given as Text
-out = SafeConsole(soft_wrap=True)
 err = SafeConsole(stderr=True, soft_wrap=True)
 protect_typer()  # Typer's usage errors name files too
 
@@ -115,15 +128,6 @@ SLOW_HINT = (
     " again shortly. Else start one with `prov serve --db FILE`, or give the address of a"
     " running one with --server HOST:PORT or $PROV_SERVER"
 )
-
-
-# ---------------------------------------------------------------- serve
-
-
-# ---------------------------------------------------------------- admin
-
-
-# ---------------------------------------------------------------- device
 
 
 LOG_FORMAT = "%(asctime)s.%(msecs)03dZ %(levelname)s %(name)s: %(message)s"

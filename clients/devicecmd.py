@@ -20,7 +20,7 @@ from clients.device_repair import (
     recovered_server,
     repair,
 )
-from clients.devicecommon import _device_server, _passphrase, _print_sync_problems
+from clients.devicecommon import device_passphrase, device_server, print_sync_problems
 from clients.files import read_bounded
 from clients.options import (
     DeviceServerOpt,
@@ -59,7 +59,7 @@ def device_init(
     from PROV_PASSPHRASE for scripts), in --home (default: $PROV_HOME or ~/.prov)."""
     h = DeviceHome(home)
     h.check_init(force)  # before the prompt
-    passphrase = _passphrase(confirm=True)
+    passphrase = device_passphrase(confirm=True)
     with h.locked():  # not while a `prov sign` or `prov device sync` uses the old key
         state, old = h.init(passphrase, force=force)
     out.print(f"device key created in {home}")
@@ -144,7 +144,7 @@ def device_enroll(
     chain = _certificate_chain(certificate) if certificate is not None else ""
     h = DeviceHome(home)
     h.require_key()  # before the prompt
-    passphrase = _passphrase()
+    passphrase = device_passphrase()
     # its state is read and written again: not while a `prov sign` numbers a claim
     with h.locked(), ProvenanceClient(server) as c:
         state = h.enroll(c, token, passphrase, chain)
@@ -212,12 +212,12 @@ def device_sync(
                 )
             )
             return
-        server = _device_server(ctx, server, h)
+        server = device_server(ctx, server, h)
         with ProvenanceClient(server) as c, transient_bar(err) as bar:
             task = bar.add_task("submitting", total=pending)
             done = h.sync(c, lambda i, n: bar.update(task, completed=i))
     out.print(f"submitted {len(done.logged)} of {pending} queued claim(s) to {server}")
-    _print_sync_problems(h, done, server)
+    print_sync_problems(h, done, server)
     if done.refused or done.set_aside or done.unreachable or done.deferred:
         raise typer.Exit(1)
 
@@ -291,7 +291,7 @@ def device_repair(
             )
         server, where = recovered
         server_from = f"what is left of {where}" if where == "the damaged file" else where
-    key = DeviceKey.from_encrypted_pem(read_device_file(h.key_path), _passphrase())
+    key = DeviceKey.from_encrypted_pem(read_device_file(h.key_path), device_passphrase())
     with h.locked():
         try:
             done = repair(h, key, server, server_from, accept_log_sequence)

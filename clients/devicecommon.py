@@ -14,7 +14,7 @@ from provenance.terminal import SafeConsole
 err = SafeConsole(stderr=True, soft_wrap=True)
 
 
-def _passphrase(confirm: bool = False) -> bytes:
+def device_passphrase(confirm: bool = False) -> bytes:
     """The device key's passphrase: PROV_PASSPHRASE, else a hidden prompt
     (`provenance.cli.passphrase.read_passphrase`). Raises UsageError (exit 2) when neither is
     possible (no variable, no terminal)."""
@@ -26,7 +26,7 @@ def _passphrase(confirm: bool = False) -> bytes:
     )
 
 
-def _print_sync_problems(h: DeviceHome, done: SyncResult, server: str, stops: bool = True) -> None:
+def print_sync_problems(h: DeviceHome, done: SyncResult, server: str, stops: bool = True) -> None:
     """Say what a sync could not do, and where the claims concerned are (``stops``: also
     why it stopped early; `prov sign` says that on each file's line instead)."""
     for note in done.notes.values():
@@ -49,7 +49,7 @@ def _print_sync_problems(h: DeviceHome, done: SyncResult, server: str, stops: bo
     if stops and done.unreachable:
         err.print(Text.assemble(("stopped:", "red"), f" {done.unreachable}; the rest stays queued"))
     if stops and done.not_enrolled:
-        err.print(Text.assemble(("stopped:", "red"), f" {_not_enrolled(h, server)}"))
+        err.print(Text.assemble(("stopped:", "red"), f" {not_enrolled_text(h, server)}"))
     elif stops and done.key_changed:  # it says that the claims stay queued, and why
         err.print(Text.assemble(("stopped:", "red"), f" {done.deferred}"))
     elif stops and done.deferred:
@@ -61,7 +61,7 @@ def _print_sync_problems(h: DeviceHome, done: SyncResult, server: str, stops: bo
         )
 
 
-def _not_enrolled(h: DeviceHome, server: str) -> str:
+def not_enrolled_text(h: DeviceHome, server: str) -> str:
     """What happened when ``server`` answered that it has no such device, and what to do
     (the enrollment command), given where this device says it enrolled."""
     state = h.state()
@@ -87,7 +87,7 @@ def _not_enrolled(h: DeviceHome, server: str) -> str:
     )
 
 
-def _device_server(ctx: typer.Context, server: str, h: DeviceHome) -> str:
+def device_server(ctx: typer.Context, server: str, h: DeviceHome) -> str:
     """The server a device command (`prov sign`, `prov device sync`) calls: the one
     --server or $PROV_SERVER names, else the one this device enrolled with (recorded in
     its device.json by `prov device enroll`), else ``server`` (127.0.0.1:50051). Says on

@@ -13,14 +13,19 @@ from rich.text import Text
 
 from clients.api import ProvenanceClient, default_server
 from clients.device import DeviceHome, SidecarExistsError, check_embeddable, default_home
-from clients.devicecommon import _device_server, _not_enrolled, _passphrase, _print_sync_problems
+from clients.devicecommon import (
+    device_passphrase,
+    device_server,
+    not_enrolled_text,
+    print_sync_problems,
+)
 from clients.interrupt import EXIT_INTERRUPTED, StopBetweenFiles
 from clients.options import DeviceServerOpt, HomeOpt, existing
 from provenance.core.errors import MediaTooLargeError, ProvenanceError, TimestampError
 from provenance.core.keys import DeviceKey
 from provenance.terminal import SafeConsole, shown_line
 
-if TYPE_CHECKING:  # imported when used: torch and the web stack load only on demand
+if TYPE_CHECKING:  # imported when used: only `prov sign --tsa-url` needs it
     from provenance.c2pa.timestamp import TimestampAuthority
 
 # text that is not ours is never read as markup or emoji codes (`SafeConsole`)
@@ -99,8 +104,8 @@ def sign(
     tsa = TimestampAuthority(tsa_url, tsa_timeout or TSA_TIMEOUT_S) if tsa_url else None
     h = DeviceHome(home)
     h.require_key()  # before the prompt
-    server = _device_server(ctx, server, h)
-    key = h.load_key(_passphrase())
+    server = device_server(ctx, server, h)
+    key = h.load_key(device_passphrase())
     chain = h.certificate() if c2pa else b""
     failed = refused = 0
     tally: Counter[str] = Counter()  # each file's outcome, for the closing summary
@@ -182,7 +187,7 @@ def sign(
                         if c2pa and not _embed_c2pa(h, key, f, spath, chain, tsa):
                             failed += 1
                             tally[NO_C2PA] += 1
-                        _print_sync_problems(h, done, server, stops=False)
+                        print_sync_problems(h, done, server, stops=False)
                         continue
                     if ch in done.refused:
                         # the reason starts with the file's name, as `prov device sync` says it
@@ -195,9 +200,9 @@ def sign(
                         )
                         failed += 1
                         tally[REFUSED] += 1
-                        _print_sync_problems(h, done, server, stops=False)
+                        print_sync_problems(h, done, server, stops=False)
                         continue
-                    _print_sync_problems(h, done, server, stops=False)
+                    print_sync_problems(h, done, server, stops=False)
                 later = (
                     "enroll it (below)"
                     if not_enrolled
@@ -223,7 +228,7 @@ def sign(
         err.print(_sign_interrupted(h, files, tally), highlight=False)
         raise typer.Exit(EXIT_INTERRUPTED) from None
     if not_enrolled:
-        err.print(Text.assemble(("not logged:", "red"), f" {_not_enrolled(h, server)}"))
+        err.print(Text.assemble(("not logged:", "red"), f" {not_enrolled_text(h, server)}"))
     if key_changed:
         err.print(Text.assemble(("not logged:", "red"), f" {key_changed}"))
     if len(files) > 1:

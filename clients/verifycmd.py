@@ -35,7 +35,7 @@ out = SafeConsole(soft_wrap=True)
 err = SafeConsole(stderr=True, soft_wrap=True)
 
 
-class _OneFileCommand(TyperCommand):
+class OneFileCommand(TyperCommand):
     """`prov verify`: one FILE argument; more files are a usage error (exit 2) that points
     to `prov scan`, which checks many (Click's own error said only "Got unexpected extra
     argument")."""
