@@ -63,7 +63,8 @@ names `DeviceFolder` for its types alone):
     home         `DeviceHome`: all of the above in one object, what commands use
 """
 
-# the names other modules import (`_still_the_hashed_bytes`: bench/bench_sign_video.py)
+# what other modules import, and the types DeviceHome's methods answer (QueueEntry,
+# SignedFile, ClaimFields); `_still_the_hashed_bytes`: bench/bench_sign_video.py
 from clients.device.disk import (
     MAX_DEVICE_FILE_BYTES,
     SIDECAR_SUFFIX,
@@ -73,7 +74,6 @@ from clients.device.disk import (
     sidecar_path,
 )
 from clients.device.entries import (
-    MAX_ATTEMPTS_COUNT,
     MAX_FAILED_ATTEMPTS,
     MAX_QUEUE_ENTRY_BYTES,
     QueueEntry,
@@ -83,23 +83,15 @@ from clients.device.entries import (
 )
 from clients.device.export import check_embeddable
 from clients.device.home import DeviceHome
-from clients.device.logkey import pinned_key_differs, receipt_problem
 from clients.device.measuring import ClaimFields, _still_the_hashed_bytes, measure
 from clients.device.sidecars import SidecarExistsError, SignedFile
-from clients.device.signing import APP_VERSION
-from clients.device.state import REPAIR_ADVICE, SEQUENCE_MARGIN, DeviceState, state_bytes
-from clients.device.sync import ENTRY_FAILURE_CODES, LOG_KEY_CODES, PERMANENT_CODES, SyncResult
+from clients.device.state import SEQUENCE_MARGIN, DeviceState, state_bytes
+from clients.device.sync import SyncResult
 
 __all__ = [
-    "APP_VERSION",
-    "ENTRY_FAILURE_CODES",
-    "LOG_KEY_CODES",
-    "MAX_ATTEMPTS_COUNT",
     "MAX_DEVICE_FILE_BYTES",
     "MAX_FAILED_ATTEMPTS",
     "MAX_QUEUE_ENTRY_BYTES",
-    "PERMANENT_CODES",
-    "REPAIR_ADVICE",
     "SEQUENCE_MARGIN",
     "SIDECAR_SUFFIX",
     "ClaimFields",
@@ -115,10 +107,8 @@ __all__ = [
     "default_home",
     "measure",
     "name_sequence",
-    "pinned_key_differs",
     "read_device_file",
     "read_entries",
-    "receipt_problem",
     "sidecar_path",
     "signed_sequence",
     "state_bytes",
