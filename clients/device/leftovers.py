@@ -136,7 +136,7 @@ def _recover_certificate(home: DeviceFolder, path: Path) -> bool:
 
 def _drop_duplicates(home: DeviceFolder) -> None:
     """Remove set-aside copies of a claim still queued, and all copies but the first
-    of one claim in one folder (see `_clean_leftovers`), saying how many on stderr.
+    of one claim in one folder (see `clean_leftovers`), saying how many on stderr.
     Read only when there can be any: a name in both folders, or a ``NAME-N.json``
     (`_free_name`). Raises OSError."""
     names = {}
