@@ -67,7 +67,7 @@ HomeOpt = Annotated[
 
 #: ``--server HOST:PORT`` of the commands that submit this device's claims (`prov sign`,
 #: `prov device sync`): when neither it nor PROV_SERVER is given, the server the device
-#: enrolled with (`clients.cli._device_server`).
+#: enrolled with (`clients.devicecommon.device_server`).
 DeviceServerOpt = Annotated[
     str,
     typer.Option(

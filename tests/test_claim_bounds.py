@@ -339,8 +339,8 @@ def test_the_device_sdk_never_signs_a_claim_the_log_refuses(
     measured more than the bounds) a width past them, is refused in words, no sequence
     number used and nothing queued or written beside the file. Before, the claim was
     signed and queued, and the log refused it at the next sync."""
-    import clients.device as device
-    from clients.device import DeviceHome
+    import clients.device.signing as signing
+    from clients.device import DeviceHome, measure
     from provenance.core.errors import ClaimError
 
     home = DeviceHome(tmp_path / "dev")
@@ -349,18 +349,18 @@ def test_the_device_sdk_never_signs_a_claim_the_log_refuses(
     photo = Path(shutil.copy(SAMPLES / "rocket.jpg", tmp_path / "rocket.jpg"))
     with pytest.raises(ClaimError, match=r"metadata is 50\d\d bytes; the limit is 4096"):
         home.sign_file(key, photo, metadata={"note": "x" * 5000})
-    measured = device.measure
+    measured = measure
 
     def too_wide(path: Path, limits: Any = None) -> Any:
         fields, chunks = measured(path)
         return {**fields, "width": 2**32 - 1}, chunks
 
-    monkeypatch.setattr(device, "measure", too_wide)
+    monkeypatch.setattr(signing, "measure", too_wide)
     with pytest.raises(ClaimError, match=r"width is 4,294,967,295 pixels.*178,956,970"):
         home.sign_file(key, photo)
     assert home.state().last_sequence == 0
     assert not list(home.queue_dir.glob("*")) and not list(tmp_path.glob("rocket.jpg.*"))
-    monkeypatch.setattr(device, "measure", measured)
+    monkeypatch.setattr(signing, "measure", measured)
     assert home.sign_file(key, photo).sidecar.signed_claim.key_id == key.key_id
     assert home.state().last_sequence == 1
 

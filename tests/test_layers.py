@@ -33,7 +33,7 @@ LAYERS = [
 #: media only; the `prov` CLI and the demos may also start servers.
 CLIENT_SDK = [
     "clients/api.py",
-    "clients/device.py",
+    "clients/device",
     "clients/device_repair.py",
     "clients/report.py",
     "clients/scan",

@@ -11,7 +11,8 @@ import av
 import numpy as np
 import pytest
 
-import clients.device as device
+import clients.device.measuring as measuring
+import clients.device.signing as signing
 from provenance.core.claims import Verdict
 from provenance.core.verify import FileFacts
 from provenance.core.video_match import QUERY_RATE_HZ
@@ -67,9 +68,9 @@ def test_a_long_video_signed_by_the_previous_prov_sign_is_refused_with_a_way_out
     the file again, and signing it again (the current `prov sign`) logs it."""
     video = _long_video(tmp_path)
     with monkeypatch.context() as old:
-        old.setattr(device, "MAX_CLAIM_SOFT_BINDINGS", 4096)
+        old.setattr(measuring, "MAX_CLAIM_SOFT_BINDINGS", 4096)
         # nor did it check a claim by the log's rules before queueing it
-        old.setattr(device, "check_claim_shape", lambda signed, claim: None)
+        old.setattr(signing, "check_claim_shape", lambda signed, claim: None)
         rc, _, err = enrolled("sign", str(video))
     said = " ".join(err.split())
     assert rc == 1 and "refused by the server: claim has 1201 soft bindings" in said, err

@@ -1,0 +1,180 @@
+"""``prov verify``: one file checked against the log with its sidecar (FILE.prov, or
+--sidecar), the report printed as text or JSON, the exit code its verdict."""
+
+from __future__ import annotations
+
+import json
+import shlex
+from dataclasses import replace
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from typer.core import TyperCommand
+
+from clients.api import ProvenanceClient, default_server
+from clients.cosigned import WitnessCheck, check_witnesses, policy_keys
+from clients.device import sidecar_path
+from clients.files import read_bounded
+from clients.options import (
+    ServerOpt,
+    UsageError,
+    WitnessOpt,
+    WitnessQuorumOpt,
+    existing,
+    witness_quorum_of,
+)
+from clients.report import EXIT_CODES, EXIT_WITNESS_QUORUM, report_to_json, report_to_text
+from provenance.core.errors import ProvenanceError
+from provenance.terminal import SafeConsole, transient_bar
+from provenance.wire.jsontext import path_to_json, unicode_only
+from provenance.wire.sidecar import MAX_SIDECAR_BYTES, Sidecar, decode_sidecar
+
+# text that is not ours is never read as markup or emoji codes (`SafeConsole`)
+out = SafeConsole(soft_wrap=True)
+err = SafeConsole(stderr=True, soft_wrap=True)
+
+
+class OneFileCommand(TyperCommand):
+    """`prov verify`: one FILE argument; more files are a usage error (exit 2) that points
+    to `prov scan`, which checks many (Click's own error said only "Got unexpected extra
+    argument")."""
+
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:  # Click's Context
+        ctx.allow_extra_args = True  # the extra files land in ctx.args, to be named below
+        rest = super().parse_args(ctx, args)
+        if ctx.args:
+            given = [str(ctx.params.get("file")), *ctx.args]
+            files = shlex.join(given[:3]) + (" ..." if len(given) > 3 else "")
+            raise UsageError(
+                f"`prov verify` checks one file, got {len(given)}; `prov scan {files}"
+                " --report scan.jsonl` checks many (each file's verdict in one report)",
+                ctx=ctx,
+            )
+        return rest
+
+
+def _one_media_file(file: Path) -> Path:
+    """``file`` unless it is a folder (a usage error pointing to `prov scan`) or a sidecar
+    (FILE.prov: a usage error naming the media file to verify). Typer callback of `prov
+    verify`'s FILE; first as `existing`. Raises typer.BadParameter."""
+    existing(file)
+    if file.is_dir():
+        raise typer.BadParameter(
+            f"{file} is a folder; `prov verify` checks one file. `prov scan"
+            f" {shlex.quote(str(file))} --report scan.jsonl` checks every file in it",
+            param_hint="FILE",
+        )
+    if file.name.endswith(".prov") and len(file.name) > len(".prov"):
+        media = file.with_name(file.name.removesuffix(".prov"))
+        beside = (
+            f"verify the media file beside it, `prov verify {shlex.quote(str(media))}`, which"
+            " reads this sidecar"
+            if media.is_file()
+            else f"verify the media file it describes ({media.name}); it reads FILE.prov"
+            " beside it, or give --sidecar"
+        )
+        raise typer.BadParameter(f"{file} is a provenance sidecar: {beside}", param_hint="FILE")
+    return file
+
+
+def verify(
+    file: Annotated[
+        Path,
+        typer.Argument(help="The file to verify.", callback=_one_media_file),
+    ],
+    sidecar: Annotated[
+        Path | None,
+        typer.Option(
+            help="Sidecar to check (default: FILE.prov when it exists).",
+            callback=existing,
+            dir_okay=False,
+        ),
+    ] = None,
+    server: ServerOpt = default_server(),
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+    detect: Annotated[bool, typer.Option(help="Ask for the advisory detector's score.")] = True,
+    no_sidecar: Annotated[
+        bool, typer.Option("--no-sidecar", help="Ignore FILE.prov beside the file.")
+    ] = False,
+    witness: WitnessOpt = None,
+    witness_quorum: WitnessQuorumOpt = None,
+) -> None:
+    """Verify a file against the log and print the report.
+
+    With --witness, the matched claim's receipt must be cosigned by the policy's quorum;
+    a receipt issued before its checkpoint was cosigned is first brought up to the
+    server's newest cosigned checkpoint (all proofs checked here).
+
+    Exit codes: 0 SIGNED_ORIGINAL, 10 DERIVED, 11 UNSIGNED, 12 REVOKED_KEY,
+    13 TAMPERED; 14 when --witness is given and fewer than --witness-quorum of them
+    cosigned the receipt's checkpoint; 1 when the file or server could not be checked;
+    2 usage errors.
+    """
+    if no_sidecar and sidecar is not None:
+        raise UsageError(
+            "--no-sidecar judges the file without any sidecar, and --sidecar names one to"
+            " check: give one of them"
+        )
+    policy = policy_keys(witness or [])
+    quorum = witness_quorum_of(len(policy), witness_quorum)
+    found, unread = (None, None) if no_sidecar else _read_sidecar(file, sidecar)
+    cosigned: WitnessCheck | None = None
+    try:
+        # on a terminal, a bar (stderr) while a large file goes up and the server checks it
+        with ProvenanceClient(server) as c, transient_bar(err) as bar:
+            task = bar.add_task("uploading", total=None)
+
+            def sent(done: int, size: int) -> None:
+                if done < size:
+                    bar.update(task, completed=done, total=size)
+                else:  # all sent: the server's part, of unknown length
+                    bar.update(task, total=None, description="checking (the server decodes it)")
+
+            report = c.verify_with_sidecar(file, found, detect=detect, progress=sent)
+            if policy:
+                cosigned = check_witnesses(c, report, found, policy, quorum)
+    except ProvenanceError as e:
+        if as_json:  # scripts always get a JSON object on stdout
+            failed = {"status": None, **path_to_json(str(file)), "error": str(e)}
+            print(json.dumps(unicode_only(failed), indent=2))
+        raise
+    if unread is not None:
+        report = replace(report, reasons=(*report.reasons, unread))
+    if as_json:
+        doc = report_to_json(report, str(file))
+        if cosigned is not None:
+            doc["witnesses"] = cosigned.to_json()
+        print(json.dumps(unicode_only(doc), indent=2))  # a reason may name FILE.prov
+    else:
+        out.print(report_to_text(report, str(file)), highlight=False)
+        if cosigned is not None:
+            (err if cosigned.error else out).print(cosigned.text(), highlight=False)
+    if cosigned is not None and cosigned.error:
+        raise typer.Exit(EXIT_WITNESS_QUORUM)
+    raise typer.Exit(EXIT_CODES[report.status])
+
+
+def _read_sidecar(file: Path, given: Path | None) -> tuple[Sidecar | None, str | None]:
+    """The sidecar to check and, when FILE.prov was found but cannot be used, the reason
+    the report gets (the file is then judged on its own bytes: README, "Verifying").
+
+    FILE.prov is looked for beside the file unless --sidecar names one; an unreadable
+    --sidecar is a usage error (UsageError, exit 2), as the user asked for it. Read with
+    `clients.files.read_bounded`: a FIFO or device is refused without blocking, and at
+    most MAX_SIDECAR_BYTES are read."""
+    path = given if given is not None else sidecar_path(file)
+    if given is None and not path.exists():
+        return None, None
+    try:
+        return decode_sidecar(read_bounded(path, MAX_SIDECAR_BYTES, "sidecar")), None
+    except OSError as e:
+        problem = f"cannot read it: {e.strerror or e}"
+    except ProvenanceError as e:
+        problem = str(e)
+    if given is not None:
+        raise UsageError(f"--sidecar {path} is not a usable sidecar ({problem})")
+    return None, (
+        f"the sidecar found beside the file ({path.name}) is not usable ({problem});"
+        " it was not used"
+    )
