@@ -454,10 +454,13 @@ class GroupCommitWriter:
         transaction (the append lock taken, nothing written) is answered now, which ends
         the stall (so a server its load balancer took out of service for it comes back
         without a capture). Blocks up to the store's bounds: call it off the event loop.
-        While the store cannot be reached the writer's own tries decide."""
+        While the store cannot be reached the writer's own tries decide. A store of this
+        server alone (SQLite, not ``shared``) is ready while it can be reached: a write lock
+        another process holds there is met by each batch (a probe would wait SQLite's busy
+        timeout holding the writer's lock), and no other server could take its captures."""
         if self._unreachable_since is not None:
             return False
-        if self._not_answering_since is None:
+        if self._not_answering_since is None or not self._store.shared:
             return True
         try:
             with self._store.append(FIRST_TRY_WAIT_S) as txn:
