@@ -15,6 +15,7 @@ import os
 import signal
 import threading
 import time
+import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -27,7 +28,14 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from clients.api import ProvenanceClient
 from provenance.core.errors import TransportError
 from provenance.store.postgres import APPEND_LOCK
-from tests.conftest import ADMIN_TOKEN, ServerProc, enroll_key, signed_claim, start_server
+from tests.conftest import (
+    ADMIN_TOKEN,
+    ServerProc,
+    enroll_key,
+    read_line,
+    signed_claim,
+    start_server,
+)
 from tests.pgserver import PgServer
 
 WAIT_S = 2  # --db-answer-wait
@@ -76,6 +84,16 @@ def _logged(url: str) -> tuple[int, int]:
     return int(row[0]), int(row[1])
 
 
+def _unanswered(metrics_url: str) -> float:
+    """``prov_log_appends_unanswered_total`` as /metrics says it (0 when absent)."""
+    with urllib.request.urlopen(metrics_url, timeout=10) as r:
+        text = r.read().decode()
+    for line in text.splitlines():
+        if line.startswith("prov_log_appends_unanswered_total "):
+            return float(line.split()[1])
+    return 0.0
+
+
 def _health(srv: ServerProc, becomes: str | None = None) -> str:
     """The server's health check (`Check` of the server as a whole), once it says
     ``becomes`` when given (looked at every 0.1 s for 10 s: the server looks every 0.5 s)."""
@@ -120,8 +138,9 @@ def _frozen(pg: PgServer) -> Iterator[None]:
 
 
 def test_a_held_append_lock_is_answered_and_the_server_goes_on(pg_url: str) -> None:
-    srv, device = _serve(pg_url)
+    srv, device = _serve(pg_url, "--metrics-listen", "127.0.0.1:0")
     try:
+        metrics_url = read_line(srv.proc, "metrics on ")
         assert _health(srv) == "SERVING"
         holder = psycopg.connect(pg_url, autocommit=True)
         holder.execute("SELECT pg_advisory_lock(%s)", (APPEND_LOCK,))
@@ -133,6 +152,15 @@ def test_a_held_append_lock_is_answered_and_the_server_goes_on(pg_url: str) -> N
         assert "cannot reach the server" not in str(err), err
         assert took < ANSWERED_WITHIN_S, took
         assert _health(srv, "NOT_SERVING") == "NOT_SERVING"
+        assert _unanswered(metrics_url) == 1  # /metrics answers meanwhile
+        # a revocation waits on the same writer, and is answered the same way
+        with (
+            ProvenanceClient(srv.address, admin_token=ADMIN_TOKEN, timeout=40) as c,
+            pytest.raises(TransportError) as revoking,
+        ):
+            c.revoke(device.key_id, "lost")
+        assert revoking.value.code == "UNAVAILABLE", revoking.value
+        assert "nothing was logged: send it again" in str(revoking.value), revoking.value
         assert _logged(pg_url) == (1, 1)  # the enrollment only: nothing half-written
         holder.close()  # the lock is released: ready again without a capture
         assert _health(srv, "SERVING") == "SERVING"
