@@ -100,6 +100,11 @@ UPLOAD_BYTES = Counter(
     "prov_upload_bytes", "File bytes received by streaming uploads", ["rpc"], unit="bytes"
 )
 APPENDS = Counter("prov_log_appends", "Leaves this process appended to the log")
+APPENDS_UNANSWERED = Counter(
+    "prov_log_appends_unanswered",
+    "Submissions answered UNAVAILABLE, not logged, as the log database did not answer in"
+    " time (a lock held, its server stopped)",
+)
 COMMIT_BATCH = Histogram(
     "prov_commit_batch_size", "Submissions per group-commit transaction", buckets=_SIZES
 )

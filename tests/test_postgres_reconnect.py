@@ -150,11 +150,19 @@ def test_the_urls_own_session_options_are_kept(pg_url: str) -> None:
         reader.close()
 
 
+#: Failed tries to reconnect after which the database comes back (`test_calls_succeed_soon_...`).
+FAILED_TRIES = 8
+
+
 def test_calls_succeed_soon_after_the_database_comes_back() -> None:
     """After a database outage the pool reconnected on its own exponential backoff (1, 2,
     4, 8, 16 s ... up to 5 minutes between tries), so calls kept failing or waiting long
     after PostgreSQL was back: here, back 18 s into the outage, the next try was about 31
-    s in. The tries are now at most `RECONNECT_DELAY_MAX_S` apart."""
+    s in. The tries are now at most `RECONNECT_DELAY_MAX_S` apart. The database comes back
+    once the pool has failed `FAILED_TRIES` tries to reconnect (its own count; what the 18
+    s stood for), in about 8 s (each lost connection has its own chain of tries); with
+    the backoff uncapped that took 15 s or more (over 60 s, for one chain: the test fails
+    there) and the next try was as far away again."""
     reason = pg_missing_reason()
     if reason is not None:
         pytest.fail(reason)
@@ -168,7 +176,10 @@ def test_calls_succeed_soon_after_the_database_comes_back() -> None:
             # a call finds the pooled connection dropped; the pool retries meanwhile,
             # failing (the call waits for a connection, in the background)
             threading.Thread(target=store.tree_size, daemon=True).start()
-            time.sleep(18)
+            give_up = time.monotonic() + 60
+            while (store._pool._outage or (0.0, 0))[1] < FAILED_TRIES:
+                assert time.monotonic() < give_up, "the pool's tries to reconnect grew apart"
+                time.sleep(0.05)
             pg.resume()
             back = time.monotonic()
             assert store.get_meta("before") == "1"

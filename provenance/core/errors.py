@@ -82,6 +82,21 @@ class StoreUnavailableError(StorageError):
     it again, `provenance.server.writer`)."""
 
 
+class StoreNotAnsweringError(StoreUnavailableError):
+    """The database took the call but did not answer within the store's bound: a lock
+    held on what the call needs (a ``LOCK TABLE``, a ``VACUUM FULL``, another session on
+    the log's append lock), or a database server that stopped answering while its
+    connections stay open. The transaction was given up and rolled back (``committing``:
+    unless it was given up waiting for its COMMIT's answer, when it may have committed);
+    ``waited_s``: seconds it waited.
+    The log writer answers its batch with it at once instead of holding it."""
+
+    def __init__(self, message: str, waited_s: float, committing: bool = False) -> None:
+        super().__init__(message)
+        self.waited_s = waited_s
+        self.committing = committing
+
+
 class StoreRefusedError(StorageError):
     """The database refuses this server's connections: a wrong password, a role that does
     not exist or may not log in, no pg_hba.conf entry, a database that does not exist.

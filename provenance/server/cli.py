@@ -446,6 +446,22 @@ def serve(
             metavar="SECONDS",
         ),
     ] = 30.0,  # provenance.store.postgres.CONNECTION_WAIT_S
+    db_answer_wait: Annotated[
+        float,
+        typer.Option(
+            help="With a PostgreSQL --db: seconds a database call waits for a lock another"
+            " session holds on the log's tables (a LOCK TABLE, VACUUM FULL or ALTER TABLE;"
+            " PostgreSQL's lock_timeout, unless the URL sets its own), and a write for the"
+            " database's answer (2 s more: a database server stopped but still connected)."
+            ' Past it the captures waiting are answered UNAVAILABLE, "the log database did'
+            ' not answer in N s; nothing was logged: send it again", the server reports'
+            " itself not serving on its health checks, and the next capture tries again.",
+            min=0.5,  # provenance.store.postgres.ANSWER_WAIT_MIN_S
+            max=600.0,  # provenance.store.postgres.ANSWER_WAIT_MAX_S
+            callback=finite,
+            metavar="SECONDS",
+        ),
+    ] = 10.0,  # provenance.store.postgres.ANSWER_WAIT_S
     submit_wait: Annotated[
         float,
         typer.Option(
@@ -710,6 +726,7 @@ def serve(
                 witness_interval_s=witness_interval_ms / 1000,
                 max_queued_claims=max_queued_claims,
                 db_connect_wait_s=db_connect_wait,
+                db_answer_wait_s=db_answer_wait,
                 submit_wait_s=submit_wait,
             )
         )

@@ -21,6 +21,8 @@ for the load balancer only: keep it off the public network.
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import grpc
@@ -31,6 +33,9 @@ from provenance.core.errors import ProvenanceError
 from provenance.server.limits import MAX_STREAMS_PER_CONNECTION, idle_ms
 from provenance.server.rpc_probes import ProbeBudget
 from provenance.terminal import shown_line
+
+#: Seconds between two looks at whether the server is ready (`HealthChecks.follow`).
+READINESS_POLL_S = 0.5
 
 #: How much of an unknown service's name a refused health check repeats, in characters.
 SHOWN_NAME_CHARS = 100
@@ -45,6 +50,32 @@ class HealthChecks(health.aio.HealthServicer):
     def __init__(self) -> None:
         super().__init__()
         self._names: set[str] = {""}
+        self._follower: asyncio.Task[None] | None = None
+
+    def follow(self, ready: Callable[[], bool], names: Sequence[str]) -> None:
+        """From now on (on the running loop, until its tasks are cancelled at the server's
+        stop), every `READINESS_POLL_S` seconds: ``names`` NOT_SERVING while ``ready()``
+        is false, SERVING again once it is true (``Watch`` streams are told each change).
+        ``ready`` runs in the loop's default executor (it may wait for the database:
+        `GroupCommitWriter.ready`). Before, the server said SERVING while every capture
+        waited on a database that did not answer."""
+        self._follower = asyncio.get_running_loop().create_task(self._follow(ready, names))
+
+    async def _follow(self, ready: Callable[[], bool], names: Sequence[str]) -> None:
+        serving = True
+        while True:
+            await asyncio.sleep(READINESS_POLL_S)
+            now = await asyncio.get_running_loop().run_in_executor(None, ready)
+            if now == serving:
+                continue
+            serving = now
+            status = (
+                health_pb2.HealthCheckResponse.SERVING
+                if now
+                else health_pb2.HealthCheckResponse.NOT_SERVING
+            )
+            for name in names:
+                await self.set(name, status)
 
     async def set(self, service: str, status: Any) -> None:
         """Set ``service``'s status (a ServingStatus), and remember its name as one a

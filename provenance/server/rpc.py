@@ -444,6 +444,24 @@ def envelope_digest(signed: SignedClaim) -> bytes:
 KEY_READ_RETRY_S = 1.0
 
 
+#: Seconds before a capture's call deadline at which it is answered when the log has not
+#: confirmed it (a tenth of the time left when that is less): `submit_wait`.
+ANSWER_BEFORE_DEADLINE_S = 1.0
+
+
+def submit_wait(least: float, left: float | None) -> float:
+    """Seconds a capture's call waits for the log's confirmation: ``least`` (`prov serve
+    --submit-wait`) with no deadline (``left``, seconds) or a deadline sooner than it; else
+    until `ANSWER_BEFORE_DEADLINE_S` before the deadline. Before, it waited until the
+    deadline itself, so its answer ("the log did not confirm the submission within N s
+    ... submit it again", UNAVAILABLE) never reached the caller, whose own deadline came
+    first: "cannot reach the server (DEADLINE_EXCEEDED)", while the server was there
+    and its database was not answering."""
+    if left is None or left < least:
+        return least
+    return left - min(ANSWER_BEFORE_DEADLINE_S, left / 10)
+
+
 class CapturesServicer(rpc.CapturesServicer):
     """Submissions on the event loop: the checks there are CPU work well under a
     millisecond (the device key was checked at enrollment and is kept once read); every
@@ -570,8 +588,7 @@ class CapturesServicer(rpc.CapturesServicer):
         the service's ``submit_wait_s`` at least, `SUBMIT_WAIT_S` by default, and when
         there is none). Raises as `_submit`."""
         size = len(signed.claim_bytes)
-        least = self.s.config.submit_wait_s
-        wait = least if left is None else max(least, left)
+        wait = submit_wait(self.s.config.submit_wait_s, left)
         try:
             if not self.s.knows_device_key(signed.key_id):
                 # in one hop off the loop: the device's key first (an unknown device costs
@@ -1394,6 +1411,7 @@ def create_server(
         ]
         for name in ["", *names]:
             await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+        health_servicer.follow(service.writer.ready, ["", *names])
         reflection.enable_server_reflection(
             [*names, health.SERVICE_NAME, reflection.SERVICE_NAME], registry
         )

@@ -232,7 +232,9 @@ class ServiceConfig:
     max_queued_claims: submissions the log's writer holds at most before it refuses new
     claims (`GroupCommitWriter`, ``max_held``); db_connect_wait_s: with PostgreSQL, how
     long a call waits for a pooled connection (`PostgresStore`, ``connection_wait_s``;
-    None: its default); submit_wait_s: how long a capture's call waits at least for the
+    None: its default); db_answer_wait_s: with PostgreSQL, how long a call waits for a
+    lock held on the log's tables and a write for the database's answer (`PostgresStore`,
+    ``answer_wait_s``; None: its default); submit_wait_s: how long a capture's call waits at least for the
     log's confirmation (`SUBMIT_WAIT_S` by default; the call's deadline when later).
     """
 
@@ -251,6 +253,7 @@ class ServiceConfig:
     witness_interval_s: float = 0.0
     max_queued_claims: int = MAX_HELD
     db_connect_wait_s: float | None = None
+    db_answer_wait_s: float | None = None
     submit_wait_s: float = SUBMIT_WAIT_S
 
 
@@ -281,7 +284,10 @@ class ProvenanceService:
         self.config = config
         self.clock = clock
         self.store: Store = open_store(
-            config.db, exclusive=True, connection_wait_s=config.db_connect_wait_s
+            config.db,
+            exclusive=True,
+            connection_wait_s=config.db_connect_wait_s,
+            answer_wait_s=config.db_answer_wait_s,
         )
         self._device_keys: dict[bytes, bytes] = {}  # see _device_key
         self._device_keys_lock = threading.Lock()

@@ -22,8 +22,11 @@ itself. A store that cannot be reached (StoreUnavailableError: a database outage
 no claim: the batch waits, whole, and is tried again until the store answers
 (`GroupCommitWriter._append_when_reached`); one that refuses the server's login
 (StoreRefusedError: a wrong password, a role gone) fails the whole batch at once, as
-it would each claim alone. A submitter is never told "accepted" before
-its leaf is durable.
+it would each claim alone; one that took the batch's transaction but did not answer in
+its bound (StoreNotAnsweringError: a lock held on the log's tables, a database server
+stopped; PostgreSQL ``prov serve --db-answer-wait``) answers the batch at once, "the log
+database did not answer in N s; nothing was logged: send it again", and the next batch
+tries again. A submitter is never told "accepted" before its leaf is durable.
 """
 
 from __future__ import annotations
@@ -53,6 +56,7 @@ from provenance.core.errors import (
     ProvenanceError,
     SequenceError,
     StorageError,
+    StoreNotAnsweringError,
     StoreRefusedError,
     StoreUnavailableError,
 )
@@ -197,7 +201,7 @@ def check_entry_size(entry: bytes, device_id: bytes) -> None:
 
 def _unconfirmed(timeout: float) -> StorageError:
     return StorageError(
-        f"the log did not confirm the submission within {timeout:g} s; it may still"
+        f"the log did not confirm the submission within {timeout:.3g} s; it may still"
         " be recorded: submit it again (a replay returns its receipt)"
     )
 
@@ -382,6 +386,9 @@ class GroupCommitWriter:
         self._held_count = 0
         # monotonic time since which the store cannot be reached, None while it answers
         self._unreachable_since: float | None = None
+        # monotonic time since which the store's appends go unanswered (each batch given
+        # up, StoreNotAnsweringError), None once one is written
+        self._not_answering_since: float | None = None
         self._thread = threading.Thread(target=self._run, name="log-writer", daemon=True)
         self._acker = threading.Thread(target=self._ack, name="log-acks", daemon=True)
         self._thread.start()
@@ -433,6 +440,44 @@ class GroupCommitWriter:
         does not withdraw the submission. ``on_outcome``: as `submit_async`'s."""
         loop = asyncio.get_running_loop()
         return self._put(pending, loop.create_future(), loop, on_outcome)
+
+    @property
+    def stalled(self) -> bool:
+        """Whether the log's last append failed for want of the database: it could not be
+        reached, or did not answer in its bound (cleared by the next append written). A
+        server's readiness (`provenance.server.rpc`) reports not serving meanwhile."""
+        return self._unreachable_since is not None or self._not_answering_since is not None
+
+    def ready(self) -> bool:
+        """Whether the log can take captures now: not `stalled`; or, when its last appends
+        were not answered in their bound (StoreNotAnsweringError), an empty append
+        transaction (the append lock taken, nothing written) is answered now, which ends
+        the stall (so a server its load balancer took out of service for it comes back
+        without a capture). Blocks up to the store's bounds: call it off the event loop.
+        While the store cannot be reached the writer's own tries decide. A store of this
+        server alone (SQLite, not ``shared``) is ready while it can be reached: a write lock
+        another process holds there is met by each batch (a probe would wait SQLite's busy
+        timeout holding the writer's lock), and no other server could take its captures."""
+        if self._unreachable_since is not None:
+            return False
+        if self._not_answering_since is None or not self._store.shared:
+            return True
+        try:
+            with self._store.append(FIRST_TRY_WAIT_S) as txn:
+                txn.tree_size()
+        except StorageError:
+            return False
+        self._answered_again()
+        return True
+
+    def _answered_again(self) -> None:
+        """The database answers appends again after `_not_answered`: one line, once."""
+        since, self._not_answering_since = self._not_answering_since, None
+        if since is not None:
+            log.warning(
+                "log append: the database answers again, %.1f s after it first did not",
+                time.monotonic() - since,
+            )
 
     @property
     def held(self) -> int:
@@ -704,6 +749,15 @@ class GroupCommitWriter:
         if self._gone is None:
             try:
                 done = self._append_when_reached(batch)
+            except StoreNotAnsweringError as e:
+                self._not_answered(batch, e)
+                if self._closing.is_set():  # stopping: what is queued is not tried after it
+                    self._gone = self._gone_answer = StoreNotAnsweringError(
+                        f"the log database did not answer in {e.waited_s:.0f} s and the"
+                        " server is stopping; nothing was logged: send it again",
+                        e.waited_s,
+                    )
+                return
             except StoreUnavailableError as e:  # the writer is closing: no more tries
                 self._gone = e
                 self._gone_answer = StoreUnavailableError(
@@ -719,6 +773,38 @@ class GroupCommitWriter:
         # closing, the store unreachable: not tried again
         self._not_logged += len(batch)
         self._resolve([(item, self._gone_answer or self._gone) for item in batch])
+
+    def _not_answered(self, batch: list[_Item], e: StoreNotAnsweringError) -> None:
+        """Answer ``batch``, whose transaction the database took but did not answer in its
+        bound (rolled back; unless it was waiting for its COMMIT's answer, when it may be
+        logged): each submitter is told to send it again. Counted in
+        ``prov_log_appends_unanswered``; a line when this begins, one when an append is
+        written again. Before, the writer waited as long as the lock was held (or the
+        database stopped), every submission of the server with it, and the callers saw
+        their own deadline pass ("cannot reach the server")."""
+        metrics.APPENDS_UNANSWERED.inc(len(batch))
+        if self._not_answering_since is None:
+            self._not_answering_since = time.monotonic()
+            log.warning(
+                "log append: %s; the batch of %d submissions is answered UNAVAILABLE (send"
+                " again), and the next batch tries again",
+                e,
+                len(batch),
+            )
+        if e.committing:
+            err = StoreNotAnsweringError(
+                f"the log database did not confirm the write in {e.waited_s:.0f} s; it may"
+                " be logged: send it again (if it was, its receipt is returned)",
+                e.waited_s,
+                committing=True,
+            )
+        else:
+            err = StoreNotAnsweringError(
+                f"the log database did not answer in {e.waited_s:.0f} s; nothing was logged:"
+                " send it again",
+                e.waited_s,
+            )
+        self._resolve([(item, err) for item in batch])
 
     def _failed(self, batch: list[_Item], e: Exception) -> None:
         """Answer ``batch``, whose append raised ``e`` (not an outage): a refused login
@@ -760,6 +846,9 @@ class GroupCommitWriter:
         while True:
             try:
                 done = self._append(batch, FIRST_TRY_WAIT_S if tries == 0 else None)
+            except StoreNotAnsweringError:
+                self._unreachable_since = None
+                raise
             except StoreUnavailableError as e:
                 if self._closing.is_set():
                     raise
@@ -776,6 +865,7 @@ class GroupCommitWriter:
                 delay = min(2 * delay, RETRY_MAX_S)
                 continue
             self._unreachable_since = None
+            self._answered_again()
             if since is not None:  # a WARNING, as the failure: both in a log kept at WARNING
                 log.warning(
                     "log append: the database answers again; %d submissions that waited"

@@ -397,6 +397,7 @@ def open_store(
     exclusive: bool = False,
     read_only: bool = False,
     connection_wait_s: float | None = None,
+    answer_wait_s: float | None = None,
 ) -> Store:
     """Open (creating and migrating if needed) the store ``target`` names.
 
@@ -406,7 +407,8 @@ def open_store(
     ``mode=ro``; PostgreSQL read-only transactions); an older schema is left as it is and
     described in the store's ``outdated``. ``connection_wait_s``: PostgreSQL's wait for a
     pooled connection (None: `provenance.store.postgres.CONNECTION_WAIT_S`); unused by
-    the others.
+    the others. ``answer_wait_s``: PostgreSQL's wait for a lock, and for a write
+    transaction's answer (None: `provenance.store.postgres.ANSWER_WAIT_S`).
     Raises ConfigError (PostgreSQL driver missing, another server holds the file),
     StorageError (cannot connect) or LogError (not our database, newer schema).
     """
@@ -418,9 +420,14 @@ def open_store(
                 f"a PostgreSQL database needs psycopg 3 and psycopg-pool ({e});"
                 " install media-provenance[postgres]"
             ) from e
-        if connection_wait_s is None:
-            return PostgresStore(str(target), read_only=read_only)
-        return PostgresStore(str(target), read_only=read_only, connection_wait_s=connection_wait_s)
+        from provenance.store.postgres import ANSWER_WAIT_S, CONNECTION_WAIT_S
+
+        return PostgresStore(
+            str(target),
+            read_only=read_only,
+            connection_wait_s=CONNECTION_WAIT_S if connection_wait_s is None else connection_wait_s,
+            answer_wait_s=ANSWER_WAIT_S if answer_wait_s is None else answer_wait_s,
+        )
     if str(target) == ":memory:":
         from provenance.store.memory import MemoryStore
 

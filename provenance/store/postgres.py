@@ -19,6 +19,7 @@ import logging
 import os
 import re
 import select
+import socket
 import threading
 import time
 import weakref
@@ -37,6 +38,7 @@ from provenance.core.errors import (
     LogIntegrityError,
     ProvenanceError,
     StorageError,
+    StoreNotAnsweringError,
     StoreRefusedError,
     StoreUnavailableError,
 )
@@ -93,6 +95,23 @@ QUICK_READ_WAIT_S = 1.0
 #: database refused the pool's last try to connect (`_Pool.refused`): then it fails at
 #: once (StoreRefusedError) instead of waiting out its `CONNECTION_WAIT_S`.
 REFUSED_POLL_S = 0.5
+
+#: Seconds a call of the store waits at most for a lock held by another session (libpq
+#: ``lock_timeout``: a ``LOCK TABLE`` or ``VACUUM FULL`` or ``ALTER TABLE`` of a table it
+#: uses, a row it writes, the log's append lock) and, for a write transaction, the time
+#: past which it is given up while its database holds the connection open without a word
+#: (a stopped server, `ANSWER_BACKSTOP_S` later; `_Watchdog`); `prov serve
+#: --db-answer-wait`. Before, such a wait had no end: the group-commit writer held every
+#: submission of its server, and a stopping server, for as long as the lock was held.
+ANSWER_WAIT_S = 10.0
+ANSWER_WAIT_MIN_S = 0.5
+ANSWER_WAIT_MAX_S = 600.0
+#: Seconds past ``answer_wait_s`` that a write transaction's connection is cut when the
+#: database has not answered (`_Watchdog`): a lock wait ends at ``answer_wait_s`` by the
+#: database's own ``lock_timeout`` (the connection kept); this is for a database that
+#: answers nothing at all (its processes stopped, SIGSTOP; a hung storage), which no
+#: setting of its own can end.
+ANSWER_BACKSTOP_S = 2.0
 
 _MIGRATIONS: dict[int, str] = {
     1: """
@@ -196,9 +215,11 @@ _MIGRATIONS: dict[int, str] = {
 SCHEMA_VERSION = max(_MIGRATIONS)
 
 
-def session_options(url: str, idle_in_transaction_s: float, read_only: bool) -> str:
-    """libpq ``options`` for the store's sessions: idle_in_transaction_session_timeout,
-    then the URL's own ``options`` (else the PGOPTIONS environment variable, which libpq
+def session_options(
+    url: str, idle_in_transaction_s: float, read_only: bool, lock_wait_s: float | None = None
+) -> str:
+    """libpq ``options`` for the store's sessions: idle_in_transaction_session_timeout
+    (and lock_timeout, ``lock_wait_s``, when given), then the URL's own ``options`` (else the PGOPTIONS environment variable, which libpq
     reads only when none is given), so an operator's search_path, statement_timeout or
     own idle timeout are kept (a later ``-c`` wins), then, for a read-only store,
     default_transaction_read_only=on. Without the merge, the store's options replaced the
@@ -210,15 +231,21 @@ def session_options(url: str, idle_in_transaction_s: float, read_only: bool) -> 
     except psycopg.ProgrammingError:
         given = None  # a malformed URL: the connection reports it
     own = given if given is not None else os.environ.get("PGOPTIONS", "")
-    parts = [f"-c idle_in_transaction_session_timeout={idle_ms}", str(own).strip()]
+    parts = [f"-c idle_in_transaction_session_timeout={idle_ms}"]
+    if lock_wait_s is not None:
+        parts.append(f"-c lock_timeout={max(1, round(lock_wait_s * 1000))}")
+    parts.append(str(own).strip())
     if read_only:
         parts.append("-c default_transaction_read_only=on")
     return " ".join(p for p in parts if p)
 
 
-def _tcp_options(url: str) -> dict[str, int]:
+def _tcp_options(url: str, connect_timeout_s: float | None = None) -> dict[str, int]:
     """The keepalive and ``tcp_user_timeout`` connection parameters (`KEEPALIVE_IDLE_S`
-    ...) that the URL does not set itself (libpq ignores them on a Unix socket)."""
+    ...) that the URL does not set itself (libpq ignores them on a Unix socket), and
+    ``connect_timeout`` when given: a database server whose processes are stopped takes
+    a connection into its listen queue and never answers it, so the pool's tries to
+    connect waited for good, each holding one of its threads."""
     try:
         given = psycopg.conninfo.conninfo_to_dict(url)
     except psycopg.ProgrammingError:
@@ -230,6 +257,8 @@ def _tcp_options(url: str) -> dict[str, int]:
         "keepalives_count": KEEPALIVE_COUNT,
         "tcp_user_timeout": TCP_USER_TIMEOUT_S * 1000,
     }
+    if connect_timeout_s is not None:
+        ours["connect_timeout"] = max(2, round(connect_timeout_s))
     return {k: v for k, v in ours.items() if k not in given}
 
 
@@ -409,6 +438,70 @@ def _watched(pool: _Pool) -> type[psycopg.Connection[Any]]:
     return Watched
 
 
+class _Armed:
+    """One write transaction `_Watchdog` watches: its connection and deadline (monotonic),
+    and whether it was cut."""
+
+    __slots__ = ("conn", "deadline", "cut")
+
+    def __init__(self, conn: psycopg.Connection[Any], deadline: float) -> None:
+        self.conn = conn
+        self.deadline = deadline
+        self.cut = False
+
+
+def _cut(conn: psycopg.Connection[Any]) -> None:
+    """Shut the socket of ``conn`` down (both ways) from another thread: the call blocked
+    on it wakes at once with a closed connection (libpq: "server closed the connection
+    unexpectedly"), which the pool then discards. A shutdown through a duplicate of the
+    descriptor acts on the socket itself; nothing of libpq's is touched from here."""
+    try:
+        fd = conn.pgconn.socket
+        with socket.socket(fileno=os.dup(fd)) as s:
+            s.shutdown(socket.SHUT_RDWR)
+    except (OSError, psycopg.Error):
+        pass  # closed meanwhile: nothing waits on it
+
+
+class _Watchdog:
+    """Cuts the connection of a write transaction still open at its deadline (`_cut`):
+    one thread for the store, started at the first `arm`, waiting until the nearest
+    deadline. A transaction is disarmed before its connection returns to the pool, and
+    a cut happens under the same lock, so a connection back in the pool is never cut."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._armed: set[_Armed] = set()
+        self._thread: threading.Thread | None = None
+
+    def arm(self, conn: psycopg.Connection[Any], seconds: float) -> _Armed:
+        """Cut ``conn`` in ``seconds`` unless `disarm` comes first."""
+        armed = _Armed(conn, time.monotonic() + seconds)
+        with self._cond:
+            self._armed.add(armed)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="pg-watchdog", daemon=True)
+                self._thread.start()
+            self._cond.notify()
+        return armed
+
+    def disarm(self, armed: _Armed) -> None:
+        """The transaction ended (or is about to give its connection back)."""
+        with self._cond:
+            self._armed.discard(armed)
+
+    def _run(self) -> None:
+        with self._cond:
+            while True:
+                now = time.monotonic()
+                for armed in [a for a in self._armed if a.deadline <= now]:
+                    self._armed.discard(armed)
+                    armed.cut = True
+                    _cut(armed.conn)
+                nearest = min((a.deadline for a in self._armed), default=None)
+                self._cond.wait(None if nearest is None else max(0.0, nearest - now))
+
+
 class _PgConn:
     """A psycopg connection speaking the shared SQL's ``?`` placeholders."""
 
@@ -435,6 +528,13 @@ class PostgresStore(SqlStore):
     ``connection_wait_s``: how long a call waits for a pooled connection before it fails
     with StorageError (while the database cannot be reached the pool reconnects meanwhile),
     `CONNECTION_WAIT_MIN_S` to `CONNECTION_WAIT_MAX_S` (ConfigError otherwise).
+    ``answer_wait_s``: how long a call waits for a lock another session holds (PostgreSQL's
+    ``lock_timeout``, set for the store's sessions unless the URL sets its own), and, plus
+    `ANSWER_BACKSTOP_S`, how long a write transaction may stay open before its connection
+    is cut (`_Watchdog`, for a database that answers nothing at all); either way the call
+    fails with StoreNotAnsweringError, its transaction rolled back. `ANSWER_WAIT_MIN_S` to
+    `ANSWER_WAIT_MAX_S`. A read-only store (an audit) waits for locks as long as they are
+    held, and its reads are never cut.
     Raises StorageError when the database cannot be reached within ``connect_timeout_s``,
     LogError when its schema is newer than this code.
     """
@@ -450,7 +550,13 @@ class PostgresStore(SqlStore):
         read_only: bool = False,
         idle_in_transaction_s: float = IDLE_IN_TRANSACTION_S,
         connection_wait_s: float = CONNECTION_WAIT_S,
+        answer_wait_s: float = ANSWER_WAIT_S,
     ) -> None:
+        if not ANSWER_WAIT_MIN_S <= answer_wait_s <= ANSWER_WAIT_MAX_S:
+            raise ConfigError(
+                f"a wait for the database's answer of {answer_wait_s:g} s: it must be"
+                f" {ANSWER_WAIT_MIN_S:g} to {ANSWER_WAIT_MAX_S:g} s"
+            )
         if not CONNECTION_WAIT_MIN_S <= connection_wait_s <= CONNECTION_WAIT_MAX_S:
             raise ConfigError(
                 f"a wait for a database connection of {connection_wait_s:g} s: it must be"
@@ -462,6 +568,8 @@ class PostgresStore(SqlStore):
         # `stop_waiting` was called: a wait for a connection gives up while the pool fails
         self._stopping = threading.Event()
         self._quick_wait_s = min(QUICK_READ_WAIT_S, connection_wait_s)
+        self.answer_wait_s = answer_wait_s
+        self._watchdog = _Watchdog()
         try:  # one plain connection first: libpq's own reason when the database is not there
             conninfo = psycopg.conninfo.make_conninfo(url, **_tcp_options(url))
             psycopg.connect(conninfo, connect_timeout=max(1, int(connect_timeout_s))).close()
@@ -476,8 +584,10 @@ class PostgresStore(SqlStore):
             # read-only (an audit): every transaction of the session is READ ONLY
             kwargs={
                 "autocommit": True,
-                "options": session_options(url, idle_in_transaction_s, read_only),
-                **_tcp_options(url),
+                "options": session_options(
+                    url, idle_in_transaction_s, read_only, None if read_only else answer_wait_s
+                ),
+                **_tcp_options(url, answer_wait_s),
             },
             timeout=connection_wait_s,
             open=False,
@@ -504,6 +614,13 @@ class PostgresStore(SqlStore):
                 f"the database {self.location} refuses this server's login ({why}): check"
                 " the user and password in the database URL, and that the role exists and"
                 " may log in; nothing can be read or written until then"
+            )
+        if isinstance(e, psycopg.errors.LockNotAvailable):
+            return StoreNotAnsweringError(
+                f"the database {self.location} did not answer in {self.answer_wait_s:g} s:"
+                " a lock it needs is held by another session (a LOCK TABLE, VACUUM FULL or"
+                " ALTER TABLE on a table of the log, or the log's append lock)",
+                self.answer_wait_s,
             )
         if isinstance(e, psycopg.errors.DiskFull):
             return StorageError(f"the database {self.location} cannot grow: {e}")
@@ -575,18 +692,51 @@ class PostgresStore(SqlStore):
             yield _PgConn(conn)
 
     @contextmanager
-    def _write(self, wait_s: float | None = None) -> Iterator[Conn]:
+    def _write(self, wait_s: float | None = None, watched: bool = True) -> Iterator[Conn]:
         """A write transaction, READ COMMITTED whatever the database's or the URL's
         ``default_transaction_isolation``: each statement sees what committed before it,
         so a group commit reads the head after the append lock is granted. Under
         REPEATABLE READ or SERIALIZABLE (an operator's default) the snapshot was the lock
         statement's, taken before it waited: with another server's commit in between,
         the batch wrote leaves and nodes over that commit's and its claims failed with
-        "the log database is damaged: duplicate key value ..." (tests/test_pg_isolation.py)."""
+        "the log database is damaged: duplicate key value ..." (tests/test_pg_isolation.py).
+        ``watched``: a transaction still open ``answer_wait_s`` + `ANSWER_BACKSTOP_S` after
+        it began has its connection cut (`_Watchdog`) and fails with
+        StoreNotAnsweringError (``committing`` when it waited for its COMMIT's answer);
+        a migration is not watched (an index built over a large log takes minutes)."""
         with self._connection(wait_s) as conn:
             conn.isolation_level = psycopg.IsolationLevel.READ_COMMITTED
-            with conn.transaction():
-                yield _PgConn(conn)
+            started = time.monotonic()
+            armed = (
+                self._watchdog.arm(conn, self.answer_wait_s + ANSWER_BACKSTOP_S)
+                if watched
+                else None
+            )
+            committing = False
+            try:
+                with conn.transaction():
+                    yield _PgConn(conn)
+                    committing = True
+            except psycopg.Error as e:
+                if armed is None or not armed.cut:
+                    raise
+                waited = time.monotonic() - started
+                if committing:
+                    raise StoreNotAnsweringError(
+                        f"the database {self.location} did not confirm a commit in"
+                        f" {waited:.0f} s: it holds the connection open but answers nothing"
+                        " (its server stopped or stalled); the commit may have been made",
+                        waited,
+                        committing=True,
+                    ) from e
+                raise StoreNotAnsweringError(
+                    f"the database {self.location} did not answer in {waited:.0f} s: it holds"
+                    " the connection open but answers nothing (its server stopped or stalled)",
+                    waited,
+                ) from e
+            finally:
+                if armed is not None:
+                    self._watchdog.disarm(armed)
 
     def _first_leaves(self, hashes: Sequence[bytes], limit: int) -> tuple[str, list[Any]]:
         """`SqlStore._first_leaves` for PostgreSQL: per hash, a LATERAL read of the file key
@@ -611,7 +761,9 @@ class PostgresStore(SqlStore):
         if self.read_only:
             self._check_schema()
             return
-        with self._errors(), self._write() as c:
+        with self._errors(), self._write(watched=False) as c:
+            # servers starting together wait for each other's migrations, however long
+            c.execute("SET LOCAL lock_timeout = 0")
             c.execute("SELECT pg_advisory_xact_lock(?)", (MIGRATE_LOCK,))
             c.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
             row = c.execute("SELECT MAX(version) FROM schema_version").fetchone()

@@ -32,8 +32,14 @@ from provenance.core.errors import (
     LogIntegrityError,
     ProvenanceError,
     StorageError,
+    StoreNotAnsweringError,
 )
 from provenance.store.sql import _LEAF_COLS, SqlStore, read_only_schema
+
+#: Seconds a statement waits for the database's write lock while another process holds it
+#: (SQLite's busy timeout): a backup tool's ``BEGIN IMMEDIATE``, an operator's ``BEGIN
+#: EXCLUSIVE``, a second writer. Past it the call fails with StoreNotAnsweringError.
+BUSY_TIMEOUT_S = 30.0
 
 log = logging.getLogger(__name__)
 
@@ -280,7 +286,7 @@ class SqliteStore(SqlStore):
             return self._connect_read_only()
         try:
             conn = sqlite3.connect(
-                self.path, isolation_level=None, check_same_thread=False, timeout=30.0
+                self.path, isolation_level=None, check_same_thread=False, timeout=BUSY_TIMEOUT_S
             )
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=FULL")
@@ -302,7 +308,7 @@ class SqliteStore(SqlStore):
                 uri=True,
                 isolation_level=None,
                 check_same_thread=False,
-                timeout=30.0,
+                timeout=BUSY_TIMEOUT_S,
             )
             conn.execute("PRAGMA query_only=ON")
         except sqlite3.Error as e:
@@ -350,6 +356,12 @@ class SqliteStore(SqlStore):
             return StorageError(
                 f"the server's storage refused the write ({e}): the disk is full or failing;"
                 " nothing was recorded, retry later"
+            )
+        if getattr(e, "sqlite_errorcode", 0) & 0xFF == sqlite3.SQLITE_BUSY:
+            return StoreNotAnsweringError(
+                f"the database {self.path} did not answer in {BUSY_TIMEOUT_S:g} s: another"
+                f" process holds its write lock ({e})",
+                BUSY_TIMEOUT_S,
             )
         if isinstance(e, sqlite3.OperationalError):
             if self.read_only and self.outdated:
