@@ -40,6 +40,7 @@ from provenance.core.errors import (
     MediaError,
     MediaTooLargeError,
     NoWitnessesError,
+    ProvenanceError,
     SignatureError,
     TileMissingError,
     TransportError,
@@ -75,6 +76,8 @@ from provenance.log.tlogproof import (
     is_tlog_proof,
 )
 from provenance.media.image import SNIFF_BYTES, sniff_media_type
+from provenance.server.rollback import MEMO_SUFFIX, memo_path
+from provenance.server.service import DEFAULT_ORIGIN
 from provenance.store import Store, is_postgres_url, open_store
 from provenance.store.sql import SqlStore
 from provenance.terminal import SafeConsole, shown, shown_line, transient_bar
@@ -115,16 +118,42 @@ def log_key(
         ),
     ] = None,
     origin: Annotated[
-        str, typer.Option(help="Log origin, with --key-file.")
-    ] = "media-provenance.local/log",
+        str | None,
+        typer.Option(
+            help="The log's name (`prov serve --origin`), with --key-file. Default: the name"
+            " in the checkpoint the server last signed with that key, kept beside it"
+            f" (KEY{MEMO_SUFFIX}), else {DEFAULT_ORIGIN}."
+        ),
+    ] = None,
 ) -> None:
     """Print the log's public verifier key (note format NAME+ID+KEY)."""
     if key_file is not None:
-        print(load_log_signer(key_file, origin).verifier_key())
+        name = origin if origin is not None else _signed_origin(key_file)
+        print(load_log_signer(key_file, name).verifier_key())
         return
     with ProvenanceClient(server) as c:
         vkey, _ = c.log_key()
     print(shown(vkey))  # the server's answer
+
+
+#: Most bytes of KEY.checkpoint read for the log's name (a checkpoint with its
+#: cosignatures is well under 1 KiB).
+_MEMO_MAX_BYTES = 64 * 1024
+
+
+def _signed_origin(key_file: Path) -> str:
+    """The log's name in the newest checkpoint a server signed with ``key_file``, from the
+    copy it keeps beside the key (`memo_path`), when that copy's signature verifies with
+    the key under that name; else the default origin (a log with no entry yet, a key
+    copied without it)."""
+    try:
+        note = read_bounded(memo_path(key_file), _MEMO_MAX_BYTES).decode("utf-8")
+        name = note.split("\n", 1)[0]
+        signer = load_log_signer(key_file, name)
+        open_checkpoint(note, NoteVerifier.from_vkey(signer.verifier_key()), origin=name)
+    except (OSError, UnicodeDecodeError, ProvenanceError):  # no copy, or none to trust
+        return DEFAULT_ORIGIN
+    return name
 
 
 def _entries(c: ProvenanceClient, start: int, end: int) -> Iterator[bytes]:

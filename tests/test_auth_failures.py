@@ -238,3 +238,34 @@ def test_a_server_without_an_admin_token_says_how_to_give_it_one(
     warning = " ".join(srv.stderr().split())
     assert "no admin token configured: enrollment tokens and revocations are refused" in warning
     assert "start it with $PROV_ADMIN_TOKEN or --admin-token-file FILE" in warning, warning
+
+
+@pytest.mark.parametrize(
+    ("metadata", "said"),
+    [
+        ([], "admin credential missing"),
+        ([("authorization", ADMIN_TOKEN)], "admin credential is not a bearer credential"),
+    ],
+)
+def test_an_admin_call_without_a_bearer_credential_says_how_to_send_one(
+    tmp_path: Path, metadata: list[tuple[str, str]], said: str
+) -> None:
+    """A developer calling CreateEnrollmentToken from another language, with the .proto
+    alone, was told "admin credential missing: set PROV_ADMIN_TOKEN" (a variable of our
+    client) with no word of the metadata that carries it, also when they sent the token
+    without its "Bearer " prefix (a newcomer's finding)."""
+    srv = start_server(tmp_path / "p.db")
+    try:
+        channel = grpc.insecure_channel(srv.address)
+        stub = rpc.DeviceRegistryStub(channel)
+        with pytest.raises(grpc.RpcError) as got:
+            stub.CreateEnrollmentToken(
+                pb.CreateEnrollmentTokenRequest(label="x"), metadata=metadata, timeout=30
+            )
+        channel.close()
+    finally:
+        srv.stop()
+    assert got.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    details = str(got.value.details())
+    assert said in details, details
+    assert "gRPC metadata 'authorization: Bearer TOKEN'" in details, details

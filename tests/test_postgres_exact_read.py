@@ -173,3 +173,21 @@ def test_the_bounded_batch_read_answers_each_hash(pg_url: str, hashes: int) -> N
         }
     finally:
         store.close()
+
+
+def test_a_migration_at_start_is_logged(pg_url: str, caplog: pytest.LogCaptureFixture) -> None:
+    """An operator upgrading `prov serve` over a PostgreSQL log saw nothing in the server's
+    log say that it migrated the schema (docs/deploy.md, "Upgrading": a newcomer's
+    finding). The store that migrates says from which version to which, once; a store
+    opened on a current schema says nothing."""
+    _flooded_log(pg_url, others=20, flood=10)
+    with psycopg.connect(pg_url, autocommit=True) as c:  # back to schema 4
+        c.execute("DROP INDEX leaves_file_key_idx")
+        c.execute("CREATE INDEX leaves_file_key ON leaves(substr(file_sha256, 1, 8))")
+        c.execute("DELETE FROM schema_version WHERE version = 5")
+    caplog.set_level("INFO", logger="provenance.store.postgres")
+    for _ in range(2):
+        PostgresStore(pg_url).close()
+    said = [r.getMessage() for r in caplog.records if "schema" in r.getMessage()]
+    assert len(said) == 1, said
+    assert f"schema migrated from version 4 to {SCHEMA_VERSION}" in said[0], said

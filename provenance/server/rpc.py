@@ -234,7 +234,11 @@ def _require_admin(context: grpc.ServicerContext, token: str) -> None:
     md = dict(context.invocation_metadata())
     got = str(md.get("authorization", ""))
     if not got.startswith("Bearer "):
-        raise AuthError("admin credential missing: set PROV_ADMIN_TOKEN")
+        what = "missing" if not got else "is not a bearer credential"
+        raise AuthError(
+            f"admin credential {what}: send it as gRPC metadata 'authorization: Bearer TOKEN'"
+            " (`prov admin` sends $PROV_ADMIN_TOKEN so)"
+        )
     if not hmac.compare_digest(got[len("Bearer ") :].encode(), token.encode()):
         raise AuthError("admin credential is wrong")
 

@@ -773,11 +773,20 @@ class PostgresStore(SqlStore):
                     f"{self.location} has schema version {version}; this program knows up to"
                     f" {SCHEMA_VERSION}: upgrade the program"
                 )
+            started = time.monotonic()
             for v in sorted(m for m in _MIGRATIONS if m > version):
                 for stmt in _MIGRATIONS[v].split(";"):
                     if stmt.strip():
                         c.execute(stmt)
                 c.execute("INSERT INTO schema_version(version) VALUES (?)", (v,))
+        if 0 < version < SCHEMA_VERSION:  # an upgrade (committed), not a new database
+            log.info(
+                "%s: schema migrated from version %d to %d in %.1f s",
+                self.location,
+                version,
+                SCHEMA_VERSION,
+                time.monotonic() - started,
+            )
 
     def _check_schema(self) -> None:
         """A read-only store's schema check: newer than this code or none at all raise

@@ -1,0 +1,67 @@
+"""`prov log key --key-file KEY` prints the verifier key of the log that key signs: under
+the name (`prov serve --origin`) the log's checkpoints carry. A real `prov serve`."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import grpc
+import pytest
+
+from clients.api import ProvenanceClient
+from clients.cli import main as prov_main
+from provenance.core.envelope import PAYLOAD_TYPE_ENROLL, sign_payload
+from provenance.core.keys import DeviceKey
+from provenance.v1 import provenance_pb2 as pb
+from provenance.v1 import provenance_pb2_grpc as rpc
+from tests.conftest import ADMIN_TOKEN, start_server
+
+ORIGIN = "newsroom.example/log"
+
+
+def _log_one_entry(address: str) -> None:
+    """An enrollment: a log entry, so the server signs a checkpoint."""
+    with grpc.insecure_channel(address) as channel:
+        stub = rpc.DeviceRegistryStub(channel)
+        token = stub.CreateEnrollmentToken(
+            pb.CreateEnrollmentTokenRequest(label="x"),
+            metadata=[("authorization", f"Bearer {ADMIN_TOKEN}")],
+            timeout=30,
+        ).token
+        key = DeviceKey.generate()
+        pop = sign_payload(key, PAYLOAD_TYPE_ENROLL, token.encode())
+        stub.Enroll(
+            pb.EnrollRequest(token=token, public_key=key.public_key, proof_of_possession=pop),
+            timeout=30,
+        )
+
+
+def test_the_key_file_of_a_named_log_prints_that_logs_verifier_key(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """deploy.md told an operator that `prov log key --key-file /etc/prov/log.pem` prints
+    the key auditors pin; for a log named with `prov serve --origin`, it printed the key
+    under the default name, with another key id, which verifies none of the log's
+    checkpoints (a newcomer's finding). The checkpoint the server remembers beside its key
+    (KEY.checkpoint) names the log; an --origin given still wins."""
+    db = tmp_path / "p.db"
+    srv = start_server(db, "--origin", ORIGIN)
+    try:
+        with ProvenanceClient(srv.address) as c:
+            want, _ = c.log_key()
+        _log_one_entry(srv.address)
+        memo = Path(f"{db}.logkey.pem.checkpoint")
+        deadline = time.monotonic() + 30
+        while not memo.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        srv.stop()
+    assert memo.exists()
+    key = f"{db}.logkey.pem"
+    capsys.readouterr()
+    assert prov_main(["log", "key", "--key-file", key]) == 0
+    assert capsys.readouterr().out.strip() == want
+    assert want.startswith(f"{ORIGIN}+")
+    assert prov_main(["log", "key", "--key-file", key, "--origin", "other.example/log"]) == 0
+    assert capsys.readouterr().out.startswith("other.example/log+")
