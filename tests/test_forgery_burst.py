@@ -150,11 +150,16 @@ def test_an_honest_burst_larger_than_the_budget_is_served(tmp_path: Path) -> Non
         server.stop()
 
 
+#: How a submission held up past its deadline ends: answered UNAVAILABLE just before it
+#: ("the log did not confirm the submission"), or its deadline passing while it waited.
+WAITED_OUT = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
+
+
 @pytest.mark.slow
 def test_honest_submissions_whose_callers_gave_up_spend_no_forgery_token(tmp_path: Path) -> None:
     """Honest submissions whose callers give up while the log's commit is held up (a
     real SQLite connection holds the database's write lock, as a backup tool might):
-    the callers see DEADLINE_EXCEEDED, the server logs them once the lock is released,
+    the callers see UNAVAILABLE or DEADLINE_EXCEEDED, the server logs them once the lock is released,
     and their tokens come back, so the client is not refused as a forger afterwards
     (before: every call that ended before its outcome spent a token, and the next honest
     call met RESOURCE_EXHAUSTED, 'sent more than 5 submissions in a minute whose
@@ -189,7 +194,9 @@ def test_honest_submissions_whose_callers_gave_up_spend_no_forgery_token(tmp_pat
             for call in calls:
                 with pytest.raises(grpc.RpcError) as e:
                     call.result()
-                assert e.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED, e.value
+                # the admitted are answered just before their deadline that the log did
+                # not confirm them; those waiting for a token see the deadline pass
+                assert e.value.code() in WAITED_OUT, e.value
                 assert "did not verify" not in (e.value.details() or "")
         finally:
             channel.close()
@@ -205,7 +212,8 @@ def test_honest_submissions_whose_callers_gave_up_spend_no_forgery_token(tmp_pat
                 time.sleep(0.1)
             assert _size(c) == size + BUDGET
             # the server's metrics name how the ten calls ended (before: UNKNOWN)
-            assert _answered(metrics)["DEADLINE_EXCEEDED"] == 2 * BUDGET, _answered(metrics)
+            answered = _answered(metrics)
+            assert sum(answered.get(c.name, 0) for c in WAITED_OUT) == 2 * BUDGET, answered
             logged = [c.submit(claim)[1] for claim in claims]
             assert logged.count(True) == BUDGET, logged
             assert c.submit(signed_claim(honest[0], 2))[1] is False

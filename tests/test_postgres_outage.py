@@ -6,6 +6,7 @@ database went away and came back in a few lines, not several a second."""
 from __future__ import annotations
 
 import asyncio
+import re
 import signal
 import subprocess
 import threading
@@ -736,7 +737,9 @@ def test_a_device_cannot_queue_past_its_quota_by_letting_its_calls_time_out(
         held = signed_claim(key, 2)
         with ProvenanceClient(srv.address, timeout=3) as c, pytest.raises(TransportError) as e:
             c.submit(held)
-        assert e.value.code == "DEADLINE_EXCEEDED", e.value
+        # answered before its deadline (before: the deadline passed, DEADLINE_EXCEEDED)
+        assert e.value.code == "UNAVAILABLE", e.value
+        assert "the log did not confirm the submission within" in str(e.value), e.value
         time.sleep(SUBMIT_WAIT_S + 3)  # the server's own wait for the writer has passed
         with ProvenanceClient(srv.address, timeout=3) as c, pytest.raises(TransportError) as e:
             c.submit(signed_claim(key, 3))
@@ -745,13 +748,21 @@ def test_a_device_cannot_queue_past_its_quota_by_letting_its_calls_time_out(
         # a retry of the held capture, over the quota, joins it (waits), is not refused
         with ProvenanceClient(srv.address, timeout=3) as c, pytest.raises(TransportError) as e:
             c.submit(held)
-        assert e.value.code == "DEADLINE_EXCEEDED", e.value
+        assert e.value.code == "UNAVAILABLE", e.value
+        assert "the log did not confirm the submission within" in str(e.value), e.value
         # ... and one with no deadline is answered when the server's own wait ends
         request = pb.SubmitCaptureRequest(signed_claim=wire.signed_to_pb(held))
+        t0 = time.monotonic()
         with grpc.insecure_channel(srv.address) as channel, pytest.raises(grpc.RpcError) as r:
             rpc.CapturesStub(channel).SubmitCapture(request)
+        took = time.monotonic() - t0
         assert r.value.code() == grpc.StatusCode.UNAVAILABLE, r.value
-        assert f"within {SUBMIT_WAIT_S:g} s" in (r.value.details() or ""), r.value
+        # the wait for the writer: what is left of SUBMIT_WAIT_S after the quota's read
+        said = re.search(
+            r"did not confirm the submission within ([0-9.]+) s", r.value.details() or ""
+        )
+        assert said is not None and float(said.group(1)) <= SUBMIT_WAIT_S, r.value
+        assert SUBMIT_WAIT_S - 0.5 <= took, took
         own_pg.resume()
         down = False
         with ProvenanceClient(srv.address, timeout=SLACK_S + 60) as c:

@@ -465,11 +465,12 @@ def serve(
     submit_wait: Annotated[
         float,
         typer.Option(
-            help="Seconds a capture's call waits at least for the log to confirm it (the"
-            " call's deadline when later) before it is answered UNAVAILABLE, \"not"
-            " confirmed ... submit it again\"; the log's writer keeps the capture, and"
-            " its device's quota room, until it is logged or refused. Lower it when the"
-            " devices or a proxy in front give up on a call sooner.",
+            help="Seconds a capture's call that carries no deadline waits for the log to"
+            " confirm it before it is answered UNAVAILABLE, \"not confirmed ... submit it"
+            " again\"; a call with a deadline is answered so a second before it (a tenth"
+            " of it under 10 s). The log's writer keeps the capture, and its device's"
+            " quota room, until it is logged or refused. Lower it when the devices or a"
+            " proxy in front give up on calls sent without a deadline sooner.",
             min=0.1,  # provenance.server.service.SUBMIT_WAIT_MIN_S
             max=600.0,  # provenance.server.service.SUBMIT_WAIT_MAX_S
             callback=finite,

@@ -455,15 +455,29 @@ ANSWER_BEFORE_DEADLINE_S = 1.0
 
 def submit_wait(least: float, left: float | None) -> float:
     """Seconds a capture's call waits for the log's confirmation: ``least`` (`prov serve
-    --submit-wait`) with no deadline (``left``, seconds) or a deadline sooner than it; else
-    until `ANSWER_BEFORE_DEADLINE_S` before the deadline. Before, it waited until the
-    deadline itself, so its answer ("the log did not confirm the submission within N s
-    ... submit it again", UNAVAILABLE) never reached the caller, whose own deadline came
-    first: "cannot reach the server (DEADLINE_EXCEEDED)", while the server was there
-    and its database was not answering."""
-    if left is None or left < least:
+    --submit-wait`) with no deadline (``left``, seconds); with one, until
+    `ANSWER_BEFORE_DEADLINE_S` before it (a tenth of ``left`` when that is less), also
+    when the deadline is sooner than ``least``. Before, it waited until the deadline
+    itself (and ``least`` whenever the deadline was sooner), so its answer ("the log did
+    not confirm the submission within N s ... submit it again", UNAVAILABLE) never reached
+    the caller, whose own deadline came first: "cannot reach the server
+    (DEADLINE_EXCEEDED)", while the server was there and its database was not answering
+    (the client's default deadline, 30 s, is the default ``least``)."""
+    if left is None:
         return least
     return left - min(ANSWER_BEFORE_DEADLINE_S, left / 10)
+
+
+@dataclass
+class _PenaltyToken:
+    """A submission's forgery-penalty token (`ForgeryPenalty.admit`'s client), settled
+    once: by the writer's outcome when the claim reached the writer (``with_writer``,
+    `CapturesServicer._settle_outcome`), else when the submission's task ends
+    (`CapturesServicer._settle_task`). Used on the event loop's thread only."""
+
+    client: str
+    with_writer: bool = False
+    settled: bool = False
 
 
 class CapturesServicer(rpc.CapturesServicer):
@@ -520,28 +534,54 @@ class CapturesServicer(rpc.CapturesServicer):
         # call's end (before: an honest submission logged after its caller gave up spent
         # a forgery token; 60 of them from one address, a stall past their deadlines,
         # and its honest devices were refused as forgers). A forger's cancelled call
-        # still spends its token once its signature fails. About 7 us a call.
+        # still spends its token once its signature fails. A claim the writer took is
+        # settled by the writer's outcome, not by the end of this call's wait for it
+        # (before: a wait that ran out, the database held up, gave the token back before
+        # the signature was checked, and the calls waiting for a token went in). About
+        # 7 us a call.
+        token = None if client is None else _PenaltyToken(client)
         task = asyncio.ensure_future(
-            self._submit(request, context.peer(), context.time_remaining())
+            self._submit(request, context.peer(), context.time_remaining(), token)
         )
-        if client is not None:
-            task.add_done_callback(functools.partial(self._settle, client))
+        if token is not None:
+            task.add_done_callback(functools.partial(self._settle_task, token))
         return await asyncio.shield(task)
 
-    def _settle(self, client: str, task: asyncio.Future[Any]) -> None:
+    def _settle_task(self, token: _PenaltyToken, task: asyncio.Future[Any]) -> None:
         """Give the penalty token of a finished submission back, or spend it: a forgery
         (SignatureError, UnknownDeviceError) or a submission that never finished (the
-        server stopping) spends it, any other outcome does not."""
+        server stopping) spends it, any other outcome does not. A claim the writer took
+        is left to its outcome (`_settle_outcome`)."""
+        if token.with_writer:
+            return
         forged = task.cancelled() or isinstance(
             task.exception(), (SignatureError, UnknownDeviceError)
         )
-        self.penalty.settle(client, forged)
+        self._settle_token(token, forged)
 
-    async def _submit(self, request: Any, peer: str = "", left: float | None = None) -> Any:
+    def _settle_outcome(self, token: _PenaltyToken, outcome: object) -> None:
+        """`_settle_task` for a claim the writer took, told its ``outcome`` (an
+        `Appended`, `JOINED` or the exception it failed with), on the event loop."""
+        forged = isinstance(outcome, (SignatureError, UnknownDeviceError, asyncio.CancelledError))
+        self._settle_token(token, forged)
+
+    def _settle_token(self, token: _PenaltyToken, forged: bool) -> None:
+        if not token.settled:
+            token.settled = True
+            self.penalty.settle(token.client, forged)
+
+    async def _submit(
+        self,
+        request: Any,
+        peer: str = "",
+        left: float | None = None,
+        token: _PenaltyToken | None = None,
+    ) -> Any:
         """SubmitCapture once its penalty token is held: a replay of a kept envelope is
         answered here, one of an envelope still with the writer shares its outcome
         (``peer``: gRPC's, whose turn a replay's read takes; ``left``: the seconds left
-        before the call's deadline, None when it has none).
+        before the call's deadline, None when it has none; ``token``: its forgery-penalty
+        token, handed to the writer's outcome when the claim reaches it).
         Raises SignatureError or UnknownDeviceError for a forgery, other ProvenanceErrors
         for other refusals."""
         if not request.HasField("signed_claim"):
@@ -560,7 +600,7 @@ class CapturesServicer(rpc.CapturesServicer):
         outcome: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._in_flight[digest] = outcome
         try:
-            reply = await self._submit_new(signed, peer, left)
+            reply = await self._submit_new(signed, peer, left, token)
         except BaseException as e:
             del self._in_flight[digest]
             if isinstance(e, asyncio.CancelledError):
@@ -585,21 +625,27 @@ class CapturesServicer(rpc.CapturesServicer):
         return reply
 
     async def _submit_new(
-        self, signed: SignedClaim, peer: str = "", left: float | None = None
+        self,
+        signed: SignedClaim,
+        peer: str = "",
+        left: float | None = None,
+        token: _PenaltyToken | None = None,
     ) -> Any:
         """A submission whose envelope is neither kept nor in flight: quota, then the
-        writer, whose outcome is waited for until the call's deadline (``left`` seconds;
-        the service's ``submit_wait_s`` at least, `SUBMIT_WAIT_S` by default, and when
-        there is none). Raises as `_submit`."""
+        writer, whose outcome is waited for until just before the call's deadline
+        (``left`` seconds; the service's ``submit_wait_s``, `SUBMIT_WAIT_S` by default,
+        when there is none: `submit_wait`). Raises as `_submit`."""
         size = len(signed.claim_bytes)
-        wait = submit_wait(self.s.config.submit_wait_s, left)
+        loop = asyncio.get_running_loop()
+        # the wait ends at one time, whatever the reads before the writer took (a quota
+        # count read while the database is down waits for a connection)
+        until = loop.time() + submit_wait(self.s.config.submit_wait_s, left)
         try:
             if not self.s.knows_device_key(signed.key_id):
                 # in one hop off the loop: the device's key first (an unknown device costs
                 # that one read, no quota count, one penalty token), then its quota
                 await self._first_sight_until(signed, size, left)
             elif self.quota.reads_store(signed.key_id):
-                loop = asyncio.get_running_loop()
                 await loop.run_in_executor(self.pool, self.quota.admit, signed.key_id, size)
             else:
                 self.quota.admit(signed.key_id, size)
@@ -610,7 +656,7 @@ class CapturesServicer(rpc.CapturesServicer):
             # claim is refused
             replayed = await self.s.logged_replay(signed, peer)
             if replayed is None:
-                replayed = await self.s.writer.join_async(signed, wait)
+                replayed = await self.s.writer.join_async(signed, max(0.0, until - loop.time()))
             if replayed is None:
                 raise
             res = replayed
@@ -620,24 +666,37 @@ class CapturesServicer(rpc.CapturesServicer):
             # the room was given back when the wait ended though the writer held the
             # claim, and a device could queue twice its quota a minute in an outage, and
             # a claim logged after its call ended was never counted. Counted once
-            # verified and logged (forgeries and replays cost nothing)
+            # verified and logged (forgeries and replays cost nothing); so is its
+            # forgery-penalty token
+            if token is not None:
+                token.with_writer = True
             res = await self.s.submit_async(
                 signed,
-                wait,
+                max(0.0, until - loop.time()),
                 reads=self.pool,
                 peer=peer,
-                on_outcome=functools.partial(self._settle_quota, signed.key_id, size),
+                on_outcome=functools.partial(self._settled, signed.key_id, size, token, loop),
             )
         return pb.SubmitCaptureResponse(
             receipt=wire.receipt_to_pb(res.receipt), duplicate=res.duplicate
         )
 
-    def _settle_quota(self, device_id: bytes, size: int, outcome: object) -> None:
+    def _settled(
+        self,
+        device_id: bytes,
+        size: int,
+        token: _PenaltyToken | None,
+        loop: asyncio.AbstractEventLoop,
+        outcome: object,
+    ) -> None:
         """Give back the quota room of a submission the writer (or the service before it)
-        settled with ``outcome``, counting it when it logged a new claim; from the
-        writer's threads or the loop."""
+        settled with ``outcome``, counting it when it logged a new claim, and settle its
+        penalty ``token`` on ``loop``; from the writer's threads or the loop."""
         logged = isinstance(outcome, Appended) and not outcome.duplicate
         self.quota.settle(device_id, size, logged=logged)
+        if token is not None:
+            with suppress(RuntimeError):  # the loop closed: the server stopped
+                loop.call_soon_threadsafe(self._settle_outcome, token, outcome)
 
     async def _first_sight_until(self, signed: SignedClaim, size: int, left: float | None) -> None:
         """`_first_sight` in ``pool``, tried again while the database cannot be reached

@@ -189,10 +189,11 @@ def _load_log_key(path: Path, origin: str) -> LogSigner:
         time.sleep(0.05)
 
 
-#: Seconds at least that a submission waits for the log's confirmation (`prov serve
-#: --submit-wait`; `CapturesServicer._submit_new`): the call's deadline when later, so
-#: that a capture sent with a long deadline waits out a database outage (the writer tries
-#: its batch again until the database answers).
+#: Seconds that a submission whose call carries no deadline waits for the log's
+#: confirmation (`prov serve --submit-wait`; `provenance.server.rpc.submit_wait`); a call
+#: with a deadline waits until just before it, so that a capture sent with a long
+#: deadline waits out a database outage (the writer tries its batch again until the
+#: database answers) and one with a short deadline is still answered in time.
 SUBMIT_WAIT_S = 30.0
 
 #: The shortest and longest ``submit_wait_s`` (`prov serve --submit-wait`).
