@@ -756,3 +756,13 @@ def hostile() -> Iterator[Callable[[Answers], str]]:
     yield start
     for server in servers:
         server.stop(None)
+
+
+#: Another process holding a SQLite database's write lock until its stdin closes.
+HOLD_SQLITE_WRITE_LOCK = (
+    "import sqlite3, sys\n"
+    "c = sqlite3.connect(sys.argv[1], isolation_level=None)\n"
+    "c.execute('BEGIN EXCLUSIVE')\n"
+    "print('held', flush=True)\n"
+    "sys.stdin.read()\n"
+)

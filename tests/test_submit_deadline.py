@@ -17,15 +17,13 @@ import pytest
 
 from clients.api import ProvenanceClient
 from provenance.core.errors import TransportError
-from tests.conftest import ADMIN_TOKEN, enroll_key, read_line, signed_claim, start_server
-
-#: Another process holding a SQLite database's write lock until its stdin closes.
-_HOLD_WRITE_LOCK = (
-    "import sqlite3, sys\n"
-    "c = sqlite3.connect(sys.argv[1], isolation_level=None)\n"
-    "c.execute('BEGIN EXCLUSIVE')\n"
-    "print('held', flush=True)\n"
-    "sys.stdin.read()\n"
+from tests.conftest import (
+    ADMIN_TOKEN,
+    HOLD_SQLITE_WRITE_LOCK,
+    enroll_key,
+    read_line,
+    signed_claim,
+    start_server,
 )
 
 #: Seconds of both the server's --submit-wait and the caller's deadline.
@@ -43,7 +41,7 @@ def test_a_deadline_no_longer_than_the_submit_wait_is_answered_before_it(
         with ProvenanceClient(srv.address, admin_token=ADMIN_TOKEN) as c:
             device = enroll_key(c)
         holder = subprocess.Popen(
-            [sys.executable, "-c", _HOLD_WRITE_LOCK, str(db)],
+            [sys.executable, "-c", HOLD_SQLITE_WRITE_LOCK, str(db)],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,

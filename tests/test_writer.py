@@ -38,6 +38,7 @@ from provenance.server.writer import SWEEP_S, Appended, GroupCommitWriter, Pendi
 from provenance.store import Store, open_store
 from provenance.store import sqlite as sqlite_store
 from provenance.wire import convert as wire
+from tests.conftest import HOLD_SQLITE_WRITE_LOCK
 from tests.inproc import T0, make_claim, sign
 
 
@@ -344,16 +345,6 @@ def test_a_receipt_the_writer_cannot_give_is_said_in_words(
     assert rig.store.tree_size() == 1  # recorded: a new submission is a replay
 
 
-#: Another process holding a SQLite database's write lock until its stdin closes.
-_HOLD_WRITE_LOCK = (
-    "import sqlite3, sys\n"
-    "c = sqlite3.connect(sys.argv[1], isolation_level=None)\n"
-    "c.execute('BEGIN EXCLUSIVE')\n"
-    "print('held', flush=True)\n"
-    "sys.stdin.read()\n"
-)
-
-
 def test_a_sqlite_write_lock_held_elsewhere_answers_each_batch_once(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -370,7 +361,7 @@ def test_a_sqlite_write_lock_held_elsewhere_answers_each_batch_once(
     signer = generate_log_key(tmp_path / "log.key", "test.example/log")
     writer = GroupCommitWriter(store, signer, lambda: T0, lambda *_: None)
     holder = subprocess.Popen(
-        [sys.executable, "-c", _HOLD_WRITE_LOCK, str(db)],
+        [sys.executable, "-c", HOLD_SQLITE_WRITE_LOCK, str(db)],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
