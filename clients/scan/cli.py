@@ -57,7 +57,12 @@ def scan(
     ],
     server: ServerOpt = default_server(),
     resume: Annotated[
-        bool, typer.Option(help="Continue the scan recorded in --report, skipping finished files.")
+        bool,
+        typer.Option(
+            help="Continue the scan recorded in --report (or start it if there is none yet):"
+            " every file with a row there, errors included, is skipped. Give the same"
+            " PATHs, spelled as before: a path spelled otherwise is scanned again.",
+        ),
     ] = False,
     engine: Annotated[
         EngineName,
@@ -90,7 +95,9 @@ def scan(
 
     Archives are read as streams, never extracted; hostile entries are refused with a
     reason in the report. Interrupted scans continue with --resume. Exit 0 when the scan
-    completed (whatever the verdicts), 1 on an error (rows so far are kept).
+    completed (whatever the verdicts), 1 on an error, such as a server unreachable for
+    more than a few seconds (rows so far are kept: run the same command with --resume).
+    OUT.csv and OUT.html are written when a run completes. Details: docs/scan.md.
     """
     _check_report(report, resume)  # the arguments first, then the progress bar
     chosen = make_engine(engine, workers)
