@@ -19,7 +19,7 @@ from clients.scan.progress import ScanProgress, summary_table, summary_title
 from clients.scan.report import csv_path, html_path, legend
 from clients.scan.resume import holds_rows
 from clients.scan.worker import ScanConfig
-from provenance.core.errors import DetectorError
+from provenance.core.errors import DetectorError, TransportError
 from provenance.core.files import file_kind, os_failure
 from provenance.terminal import SafeConsole
 from provenance.wire.contract import MAX_LOOKUP_QUERIES
@@ -124,6 +124,15 @@ def scan(
             soft_wrap=True,
         )
         raise typer.Exit(code) from None
+    except TransportError as e:  # the server unreachable after the retries, or refusing
+        raise TransportError(
+            f"{e}; the rows so far are kept in {report}; the same command with --resume"
+            " continues the scan",
+            e.code,
+            e.retry_after_s,
+            from_grpc=e.from_grpc,
+            waited_s=e.waited_s,
+        ) from None
     except OSError as e:  # the machine's: a full disk or a file size limit under the report
         err.print(
             f"error: {os_failure(e)}; the rows so far are kept in {report}; the same"
