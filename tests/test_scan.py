@@ -302,7 +302,7 @@ def test_csv_and_html_reports_describe_every_row(desk: Desk) -> None:
         " media, truncated or corrupt, or over a size limit): the CSV's note column says"
         " why for each.</p>"
     ) in page
-    notes = {r[0]: r[-2] for r in csv.reader(lines[1:])}
+    notes = {r["path"]: r["note"] for r in csv.DictReader(lines)}
     assert "truncated or corrupt" in notes[f"{desk.folder}/broken.jpg"]
     assert notes[f"{desk.folder}/broken.jpg"].endswith("looked up by SHA-256 only")
     assert "<td>EMPTY</td><td class='n'>1</td>" in page

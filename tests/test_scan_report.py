@@ -173,6 +173,12 @@ def test_flagged_files_are_named_most_serious_first_with_their_evidence(tmp_path
     assert "revoked 2026-12-01T10:00:00Z: lost &lt;phone&gt; (claim at log leaf 7)" in table
     assert "matches the capture at log leaf 7: PDQ distance 12 bits (match threshold 31)" in table
     assert "plain.jpg" not in table
+    # the CSV's reason column says the same, for spreadsheets
+    with csv_path(report).open(newline="") as f:
+        reasons = {r["path"]: r["reason"] for r in csv.DictReader(f)}
+    assert reasons["edit.jpg"] == "why edit.jpg"
+    assert reasons["old.jpg"].startswith("the key of device abababababababab… was revoked")
+    assert reasons["copy.jpg"].startswith("matches the capture at log leaf 7: PDQ distance 12")
 
     writer = ReportWriter(tmp_path / "plain.jsonl")  # nothing flagged: no such table
     writer.add(_unsigned("a.jpg", None))
@@ -209,6 +215,7 @@ def test_csv_row_escapes_each_cell_as_csv_cell(name: str) -> None:
         "sha256": "ab" * 32,
         "soft_bindings": [{"hash": "cd" * 32, "quality": 90}],
         "status": "UNSIGNED",
+        "reasons": [name],
         "evidence": {"pdq_distance": 0, "claim": {"device_id": name, "log": {"leaf_index": 3}}},
         "detector": {"score": 0.25, "band": name},
         "note": name,
@@ -236,6 +243,7 @@ def test_csv_row_escapes_each_cell_as_csv_cell(name: str) -> None:
             name,
             name,
             "",
+            name,
         ]
     ]
     assert got == want

@@ -19,7 +19,7 @@ from clients.scan.progress import ScanProgress, summary_table, summary_title
 from clients.scan.report import csv_path, html_path, legend
 from clients.scan.resume import holds_rows
 from clients.scan.worker import ScanConfig
-from provenance.core.errors import DetectorError
+from provenance.core.errors import DetectorError, TransportError
 from provenance.core.files import file_kind, os_failure
 from provenance.terminal import SafeConsole
 from provenance.wire.contract import MAX_LOOKUP_QUERIES
@@ -57,7 +57,12 @@ def scan(
     ],
     server: ServerOpt = default_server(),
     resume: Annotated[
-        bool, typer.Option(help="Continue the scan recorded in --report, skipping finished files.")
+        bool,
+        typer.Option(
+            help="Continue the scan recorded in --report (or start it if there is none yet):"
+            " every file with a row there, errors included, is skipped. Give the same"
+            " PATHs, spelled as before: a path spelled otherwise is scanned again.",
+        ),
     ] = False,
     engine: Annotated[
         EngineName,
@@ -90,7 +95,9 @@ def scan(
 
     Archives are read as streams, never extracted; hostile entries are refused with a
     reason in the report. Interrupted scans continue with --resume. Exit 0 when the scan
-    completed (whatever the verdicts), 1 on an error (rows so far are kept).
+    completed (whatever the verdicts), 1 on an error, such as a server unreachable for
+    more than a few seconds (rows so far are kept: run the same command with --resume).
+    OUT.csv and OUT.html are written when a run completes. Details: docs/scan.md.
     """
     _check_report(report, resume)  # the arguments first, then the progress bar
     chosen = make_engine(engine, workers)
@@ -117,6 +124,15 @@ def scan(
             soft_wrap=True,
         )
         raise typer.Exit(code) from None
+    except TransportError as e:  # the server unreachable after the retries, or refusing
+        raise TransportError(
+            f"{e}; the rows so far are kept in {report}; the same command with --resume"
+            " continues the scan",
+            e.code,
+            e.retry_after_s,
+            from_grpc=e.from_grpc,
+            waited_s=e.waited_s,
+        ) from None
     except OSError as e:  # the machine's: a full disk or a file size limit under the report
         err.print(
             f"error: {os_failure(e)}; the rows so far are kept in {report}; the same"

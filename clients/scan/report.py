@@ -74,6 +74,7 @@ CSV_FIELDS = (
     "detector_band",
     "note",
     "error",
+    "reason",  # last: scripts reading the columns before it by position still find them
 )
 
 
@@ -166,6 +167,7 @@ def _csv_values(row: dict[str, Any]) -> list[Any]:
         det.get("band", ""),
         row.get("note") or "",
         row.get("error") or "",
+        row_reason(row),
     ]
 
 
@@ -387,6 +389,18 @@ def flagged_evidence(row: dict[str, Any]) -> str:
     return reasons or "(no reason recorded)"
 
 
+def row_reason(row: dict[str, Any]) -> str:
+    """Why a row has its verdict, in one line, as the HTML page says it: a refused or
+    failed row's error; a flagged row's key evidence (`flagged_evidence`); any other
+    row's reasons from the server, joined with "; " (why UNSIGNED, why SIGNED_ORIGINAL);
+    "" for a row without reasons (a sidecar, an empty file)."""
+    if row.get("error"):
+        return str(row["error"])
+    if row.get("status") in FLAGGED:
+        return flagged_evidence(row)
+    return "; ".join(str(r) for r in row.get("reasons") or [])
+
+
 def _flagged_html(summary: Summary) -> list[str]:
     """The table of the flagged files, most serious verdict first (nothing when none)."""
     shown = [row for key in FLAGGED for row in summary.flagged.get(key, [])]
@@ -401,7 +415,7 @@ def _flagged_html(summary: Summary) -> list[str]:
     for row in shown:
         out.append(
             f"<tr><td>{_e(row['path'])}</td><td>{_e(row.get('status'))}</td>"
-            f"<td>{_e(flagged_evidence(row))}</td></tr>"
+            f"<td>{_e(row_reason(row))}</td></tr>"
         )
     out.append("</table>")
     return out
@@ -509,7 +523,7 @@ def render_html(summary: Summary, thumbs: dict[str, str], title: str) -> str:
             "<table><tr><th>path</th><th>reason</th></tr>"
         )
         for row in summary.refused:
-            out.append(f"<tr><td>{_e(row['path'])}</td><td>{_e(row['error'])}</td></tr>")
+            out.append(f"<tr><td>{_e(row['path'])}</td><td>{_e(row_reason(row))}</td></tr>")
         out.append("</table>")
     out.append("</body></html>\n")
     return "".join(out)
