@@ -27,8 +27,10 @@ from provenance.c2pa.pool import ReaderPool
 from provenance.c2pa.reader import C2paLimits, C2paTrust, read_c2pa
 from provenance.c2pa.result import failed
 from provenance.c2pa.signing_time import SigningTimePolicy
+from provenance.core.binding import PerceptualHash
 from provenance.core.callstop import CallStop
 from provenance.core.claims import MAX_SOFT_BINDINGS
+from provenance.core.dihedral import DIHEDRAL_TURNS
 from provenance.core.errors import (
     DecodeBudgetError,
     DecoderMemoryError,
@@ -429,7 +431,8 @@ def inspect_upload(
                 f"the file looks like {media_type} but is not a decodable video: {why}"
             ) from e
         soft = tuple(f.pdq for f in info.frames)
-        return Inspection(replace(base, soft_bindings=soft), None, c2pa, info, pixels_error, clock)
+        found = replace(base, soft_bindings=soft, dihedral_soft_bindings=video_turns(info))
+        return Inspection(found, None, c2pa, info, pixels_error, clock)
     if not media_type.startswith("image/"):
         note = f"no perceptual hash for {media_type}: only exact matches were searched"
         return Inspection(replace(base, notes=(note,)), None, c2pa)
@@ -489,6 +492,7 @@ def _sample_soft(
         max_frames=MAX_SOFT_BINDINGS,
         max_memory_bytes=cfg.video_max_memory_bytes,
         clock=clock,
+        dihedral=True,
     )
     if video_pixels <= 0:
         return sample(), ""
@@ -500,6 +504,16 @@ def _sample_soft(
         return kept, ""
     plain = sample(again=AFTER_EARLY_STOP)
     return kept if kept == plain else plain, ""  # VideoInfo equality leaves the pixels out
+
+
+def video_turns(info: VideoInfo) -> tuple[PerceptualHash, ...]:
+    """A video's ``FileFacts.dihedral_soft_bindings``: for each of the 7 turns after the
+    identity (`provenance.core.dihedral.TRANSFORMS` order), the hashes of every sample
+    turned so, in time order (7 runs of ``len(info.frames)``; () when the samples carry no
+    turned hashes). `provenance.core.verify` matches each run as a turned copy's frames."""
+    if not info.frames or not all(f.turned for f in info.frames):
+        return ()
+    return tuple(f.turned[k] for k in range(DIHEDRAL_TURNS) for f in info.frames)
 
 
 def resample_dense(
