@@ -10,6 +10,14 @@ from pathlib import Path
 
 import numpy as np
 
+from clients.api import ProvenanceClient, Query
+from clients.report import report_to_json
+from clients.scan.hashing import measure
+from clients.scan.sources import FileItem
+from clients.scan.worker import query
+from provenance.core.binding import PDQ_ALGORITHM, PerceptualHash
+from provenance.core.errors import TransportError
+from provenance.media.assets import AssetLimits
 from provenance.media.video.decode import sample_frames
 from provenance.media.video.transcode import transcode
 from tests.conftest import Cli, write_video
@@ -43,33 +51,81 @@ def _verify(cli: Cli, path: Path) -> dict[str, object]:
     return report
 
 
-def test_turned_copies_of_a_signed_video_are_derived(enrolled: Cli, tmp_path: Path) -> None:
-    plain = tmp_path / "plain.mp4"
+def _signed_and_copies(cli: Cli, folder: Path) -> dict[Path, str]:
+    """Sign a video stored turned and displayed upright by its rotation matrix; return its
+    copies that display turned, each with the words its report must name the turn in."""
+    plain = folder / "plain.mp4"
     _scenes(plain)
-    signed = tmp_path / "signed.mp4"  # stored turned, displayed upright by its matrix
+    signed = folder / "signed.mp4"  # stored turned, displayed upright by its matrix
     transcode(plain, signed, rotation=90, encoder_options=FAST, crf=18)
     assert _display_rotation(signed) == 90
-    rc, _, err = enrolled("sign", str(signed))
+    rc, _, err = cli("sign", str(signed))
     assert rc == 0, err
-    assert _verify(enrolled, signed)["status"] == "SIGNED_ORIGINAL"
-
-    dropped = tmp_path / "dropped.mp4"  # the stored pixels re-encoded, no matrix
+    assert _verify(cli, signed)["status"] == "SIGNED_ORIGINAL"
+    copies = folder / "copies"
+    copies.mkdir()
+    dropped = copies / "dropped.mp4"  # the stored pixels re-encoded, no matrix
     transcode(signed, dropped, encoder_options=FAST, crf=18)
     assert not _display_rotation(dropped)
-    mirrored = tmp_path / "mirrored.mp4"
+    mirrored = copies / "mirrored.mp4"
     _turned(signed, mirrored, "mirror")
-    upside_down = tmp_path / "upside_down.mp4"
+    upside_down = copies / "upside_down.mp4"
     _turned(signed, upside_down, "rotate_180")
-
-    expected = {
+    return {
         dropped: "rotated 90 degrees",
         mirrored: "mirrored left to right",
         upside_down: "rotated 180 degrees",
     }
+
+
+def test_turned_copies_of_a_signed_video_are_derived(enrolled: Cli, tmp_path: Path) -> None:
+    for copy, words in _signed_and_copies(enrolled, tmp_path).items():
+        _derived_naming(_verify(enrolled, copy), copy.name, words)
+
+
+def test_scan_finds_turned_copies_by_their_hashes(enrolled: Cli, tmp_path: Path) -> None:
+    """`prov scan`'s Lookup carries each frame's turned hashes, so the hashes alone find a
+    turned copy (no upload of the file), and the scan agrees with verify."""
+    expected = _signed_and_copies(enrolled, tmp_path)
+    limits = AssetLimits()
+    queries = [query(measure(FileItem(p.name, str(p), p.stat().st_size), limits)) for p in expected]
+    assert all(q.video_turned for q in queries)
+    with ProvenanceClient(enrolled.server) as client:
+        looked_up = dict(client.lookup(queries))
+    report = tmp_path / "scan.jsonl"
+    rc, _, err = enrolled(
+        "scan", str(tmp_path / "copies"), "--report", str(report), "--workers", "0"
+    )
+    rows = {Path(r["path"]).name: r for r in map(json.loads, report.read_text().splitlines())}
+    assert set(rows) == {copy.name for copy in expected}, (rc, err, rows)
     for copy, words in expected.items():
-        report = _verify(enrolled, copy)
-        reasons = report["reasons"]
-        assert report["status"] == "DERIVED", (copy.name, reasons)
-        assert isinstance(reasons, list)
-        said = [r for r in reasons if r.startswith("as displayed, this file is the signed video")]
-        assert len(said) == 1 and words in said[0], (copy.name, reasons)
+        found = report_to_json(looked_up[copy.name])
+        _derived_naming(found, f"lookup {copy.name}", words)
+        _derived_naming(rows[copy.name], f"scan {copy.name}", words)
+
+
+def _derived_naming(report: dict[str, object], name: str, words: str) -> None:
+    reasons = report["reasons"]
+    assert report["status"] == "DERIVED", (name, reasons)
+    assert isinstance(reasons, list)
+    said = [r for r in reasons if r.startswith("as displayed, this file is the signed video")]
+    assert len(said) == 1 and words in said[0], (name, reasons)
+
+
+def test_a_lookup_with_malformed_turned_frame_hashes_is_refused_saying_why(
+    enrolled: Cli, tmp_path: Path
+) -> None:
+    frame = PerceptualHash(PDQ_ALGORITHM, bytes(range(32)), 100, 0.0)
+    sha = bytes(32)
+    short = Query("short", sha, (frame,), "video/mp4", video_turned=bytes(32 * 6))
+    photo = Query("photo", sha, (frame,), "image/jpeg", video_turned=bytes(32 * 7))
+    with ProvenanceClient(enrolled.server) as client:
+        answers = dict(client.lookup_each([short, photo]))
+    for ref, words in {
+        "short": "video_turned must hold 7 PDQ hashes of 32 bytes per frame of soft_bindings"
+        " (1 frames: 224 bytes), got 192 bytes",
+        "photo": "video_turned is for a video's frames, not for image/jpeg",
+    }.items():
+        error = answers[ref]
+        assert isinstance(error, TransportError), (ref, error)
+        assert error.code == "INVALID_ARGUMENT" and words in str(error), (ref, str(error))

@@ -654,7 +654,7 @@ def _decide_video_near(
 def video_runs(turned: Sequence[PerceptualHash]) -> list[Sequence[PerceptualHash]]:
     """A video's ``FileFacts.dihedral_soft_bindings`` cut into its 7 runs, one per turn
     after the identity in `provenance.core.dihedral.TRANSFORMS` order, each the sampled
-    frames turned so (`provenance.media.inspect.video_turns`); [] when there are none or
+    frames turned so (`provenance.media.video.decode.video_turns`); [] when there are none or
     they do not divide into 7 runs."""
     n, rest = divmod(len(turned), DIHEDRAL_TURNS)
     if not n or rest:

@@ -27,10 +27,8 @@ from provenance.c2pa.pool import ReaderPool
 from provenance.c2pa.reader import C2paLimits, C2paTrust, read_c2pa
 from provenance.c2pa.result import failed
 from provenance.c2pa.signing_time import SigningTimePolicy
-from provenance.core.binding import PerceptualHash
 from provenance.core.callstop import CallStop
 from provenance.core.claims import MAX_SOFT_BINDINGS
-from provenance.core.dihedral import DIHEDRAL_TURNS
 from provenance.core.errors import (
     DecodeBudgetError,
     DecoderMemoryError,
@@ -57,6 +55,7 @@ from provenance.media.video.decode import (
     Redecode,
     VideoInfo,
     sample_frames,
+    video_turns,
 )
 
 #: Uploads up to this size stay in memory, in bytes.
@@ -504,16 +503,6 @@ def _sample_soft(
         return kept, ""
     plain = sample(again=AFTER_EARLY_STOP)
     return kept if kept == plain else plain, ""  # VideoInfo equality leaves the pixels out
-
-
-def video_turns(info: VideoInfo) -> tuple[PerceptualHash, ...]:
-    """A video's ``FileFacts.dihedral_soft_bindings``: for each of the 7 turns after the
-    identity (`provenance.core.dihedral.TRANSFORMS` order), the hashes of every sample
-    turned so, in time order (7 runs of ``len(info.frames)``; () when the samples carry no
-    turned hashes). `provenance.core.verify` matches each run as a turned copy's frames."""
-    if not info.frames or not all(f.turned for f in info.frames):
-        return ()
-    return tuple(f.turned[k] for k in range(DIHEDRAL_TURNS) for f in info.frames)
 
 
 def resample_dense(

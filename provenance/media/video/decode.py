@@ -590,3 +590,13 @@ def _turned(packed_hex: str, plain: PerceptualHash) -> tuple[PerceptualHash, ...
         )
         for k in range(0, len(packed), PDQ_HASH_SIZE)
     )
+
+
+def video_turns(info: VideoInfo) -> tuple[PerceptualHash, ...]:
+    """A video's ``FileFacts.dihedral_soft_bindings``: for each of the 7 turns after the
+    identity (`provenance.core.dihedral.TRANSFORMS` order), the hashes of every sample
+    turned so, in time order (7 runs of ``len(info.frames)``; () when the samples carry no
+    turned hashes). `provenance.core.verify` matches each run as a turned copy's frames."""
+    if not info.frames or not all(f.turned for f in info.frames):
+        return ()
+    return tuple(f.turned[k] for k in range(DIHEDRAL_TURNS) for f in info.frames)
