@@ -72,7 +72,7 @@ def _signed_and_copies(cli: Cli, folder: Path) -> dict[Path, str]:
     upside_down = copies / "upside_down.mp4"
     _turned(signed, upside_down, "rotate_180")
     return {
-        dropped: "rotated 90 degrees",
+        dropped: "rotated 90 degrees clockwise",
         mirrored: "mirrored left to right",
         upside_down: "rotated 180 degrees",
     }
