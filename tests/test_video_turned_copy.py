@@ -129,3 +129,14 @@ def test_a_lookup_with_malformed_turned_frame_hashes_is_refused_saying_why(
         error = answers[ref]
         assert isinstance(error, TransportError), (ref, error)
         assert error.code == "INVALID_ARGUMENT" and words in str(error), (ref, str(error))
+
+
+def test_the_turned_hashes_leave_the_plain_ones_unchanged(tmp_path: Path) -> None:
+    """What a signer hashes (no turns) is what a verifier's dihedral decode hashes first."""
+    clip = tmp_path / "clip.mp4"
+    _scenes(clip)
+    plain, turned = sample_frames(clip), sample_frames(clip, dihedral=True)
+    assert all(not f.turned for f in plain.frames)
+    assert [f.pdq for f in turned.frames] == [f.pdq for f in plain.frames]
+    assert all(len(f.turned) == 7 for f in turned.frames)
+    assert all(h.timestamp_seconds == f.timestamp_seconds for f in turned.frames for h in f.turned)
