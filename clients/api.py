@@ -81,7 +81,10 @@ class Query:
     those of its 7 rotations and mirror images: `provenance.core.dihedral`, so rotated
     copies are found), all of quality ``pdq_quality`` (0..100), in place of
     ``soft_bindings`` (the server refuses a query with both, or a packed field of another
-    length: LookupQuery in proto/provenance/v1/provenance.proto)."""
+    length: LookupQuery in proto/provenance/v1/provenance.proto); ``video_turned`` a
+    video's frames' 7 rotations and mirror images, packed 32 bytes each, turn by turn, each
+    turn the frames of ``soft_bindings`` in order (`provenance.media.video.decode.video_turns`),
+    so turned copies of a signed video are found."""
 
     ref: str
     sha256: bytes
@@ -90,6 +93,7 @@ class Query:
     content_sha256: bytes = b""
     pdq_dihedral: bytes = b""
     pdq_quality: int = 0
+    video_turned: bytes = b""
 
 
 def _lookup_request(queries: Sequence[Query], per_query_errors: bool) -> pb.LookupRequest:
@@ -106,6 +110,7 @@ def _lookup_request(queries: Sequence[Query], per_query_errors: bool) -> pb.Look
             content_sha256=q.content_sha256,
             pdq_dihedral=q.pdq_dihedral,
             pdq_quality=q.pdq_quality,
+            video_turned=q.video_turned,
         )
         if q.soft_bindings:
             field = m.soft_bindings

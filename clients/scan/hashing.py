@@ -56,7 +56,9 @@ class Measured:
     sidecar, not looked up) or "empty" (no bytes: not looked up); note: why perceptual
     hashing was not done; dihedral: an image's 8 PDQ hashes packed, 32 bytes each (its
     own, ``soft[0]``, then its 7 rotations and mirror images: `provenance.core.dihedral`),
-    as a Lookup carries them (`clients.api.Query.pdq_dihedral`), of ``soft[0].quality``.
+    as a Lookup carries them (`clients.api.Query.pdq_dihedral`), of ``soft[0].quality``;
+    video_turned: a video's frames' 7 rotations and mirror images packed, turn by turn
+    (`clients.api.Query.video_turned`).
     """
 
     ref: str
@@ -68,6 +70,7 @@ class Measured:
     note: str | None = None
     content_sha256: bytes = b""
     dihedral: bytes = b""
+    video_turned: bytes = b""
 
 
 def _content_sha256(data: bytes, media_type: str | None) -> bytes:
@@ -346,16 +349,21 @@ def _video(
         content = _content_sha256(f.read(hashed.size), hashed.media_type)
     # imported here: PyAV and the decoder's sandbox cost a worker ~0.1-0.4 s to load,
     # which a folder of images never needs
-    from provenance.media.video.decode import sample_frames
+    from provenance.media.video.decode import sample_frames, video_turns
 
     try:
-        info = sample_frames(item.path)
+        info = sample_frames(item.path, dihedral=True)
     except MediaError as e:
         measured = replace(hashed, note=f"{e}: looked up by SHA-256 only")
     else:
         soft = tuple(fr.pdq for fr in info.frames)
         measured = replace(
-            hashed, media_type=info.media_type, soft=soft, kind="media", content_sha256=content
+            hashed,
+            media_type=info.media_type,
+            soft=soft,
+            kind="media",
+            content_sha256=content,
+            video_turned=b"".join(h.hash for h in video_turns(info)),
         )
     if not still_the_file(item.path, f, before, hashed.sha256):
         raise FileChangedError(

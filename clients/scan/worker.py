@@ -36,6 +36,7 @@ from clients.scan.runs import runs
 from clients.scan.sources import EntryItem, FileItem, Item, RefusedItem, ScanLimits
 from provenance.core.binding import PDQ_HASH_SIZE
 from provenance.core.claims import Verdict
+from provenance.core.dihedral import DIHEDRAL_TURNS
 from provenance.core.errors import (
     ClaimError,
     DetectorError,
@@ -122,12 +123,14 @@ Answer = pb.VerificationReport | TransportError
 
 def query(m: Measured) -> Query:
     """The Lookup query of a measured item: a photo's 8 PDQ hashes packed in one field
-    (``pdq_dihedral``), a video's frame hashes as soft bindings."""
+    (``pdq_dihedral``), a video's frame hashes as soft bindings with their 7 turns packed
+    (``video_turned``) when all 8 fit in the server's default hashes per Lookup."""
     if m.dihedral:
         return Query(
             m.ref, m.sha256, (), m.media_type or "", m.content_sha256, m.dihedral, m.soft[0].quality
         )
-    return Query(m.ref, m.sha256, m.soft, m.media_type or "", m.content_sha256)
+    turned = m.video_turned if (DIHEDRAL_TURNS + 1) * len(m.soft) <= MAX_LOOKUP_HASHES else b""
+    return Query(m.ref, m.sha256, m.soft, m.media_type or "", m.content_sha256, video_turned=turned)
 
 
 def _lookup(client: ProvenanceClient, measured: Sequence[Measured]) -> dict[str, Answer]:
@@ -147,7 +150,9 @@ def _parts(queries: Sequence[Query]) -> Iterator[list[Query]]:
     return runs(
         queries,
         MAX_LOOKUP_QUERIES,
-        lambda q: len(q.soft_bindings) + len(q.pdq_dihedral) // PDQ_HASH_SIZE,
+        lambda q: (
+            len(q.soft_bindings) + (len(q.pdq_dihedral) + len(q.video_turned)) // PDQ_HASH_SIZE
+        ),
         MAX_LOOKUP_HASHES,
     )
 

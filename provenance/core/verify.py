@@ -55,7 +55,13 @@ from typing import Any
 
 from provenance.core.binding import PDQ_MATCH_THRESHOLD, PDQ_MIN_QUALITY, PerceptualHash, hamming
 from provenance.core.claims import Claim, Device, Receipt, SignedClaim, TimeFlag, Verdict
-from provenance.core.dihedral import best_dihedral_distance, turn_notes
+from provenance.core.dihedral import (
+    DIHEDRAL_TURNS,
+    TRANSFORMS,
+    best_dihedral_distance,
+    describe,
+    turn_notes,
+)
 from provenance.core.envelope import PAYLOAD_TYPE_CLAIM, verify_payload
 from provenance.core.errors import BindingError, ClaimError, KeyMaterialError, SignatureError
 from provenance.core.keys import check_public_key, key_id
@@ -591,28 +597,37 @@ def _decide_video_near(
     facts: FileFacts, now: datetime, near: Sequence[LoggedClaim]
 ) -> VerificationReport:
     """DERIVED when the sampled frames align in time with a signed video's (vPDQ-style,
-    `provenance.core.video_match.match_video`), with the matched stretch of the original."""
+    `provenance.core.video_match.match_video`), with the matched stretch of the original.
+    A signed video whose frames do not match as they are is tried through each of the 7
+    rotations and mirror images of the frames (``facts.dihedral_soft_bindings``,
+    `video_runs`): a copy whose display matrix was dropped or whose pixels were turned."""
     # the best match per kind: [not covered by its key's revocation, covered]
-    best: list[tuple[VideoMatch, LoggedClaim] | None] = [None, None]
+    best: list[tuple[VideoMatch, str, LoggedClaim] | None] = [None, None]
+    runs = video_runs(facts.dihedral_soft_bindings)
     for lc in near:
         if not lc.claim.media_type.startswith("video/"):
             continue
         if not signature_ok(lc.signed_claim, lc.device):
             continue
-        m = match_video(facts.soft_bindings, lc.claim.soft_bindings)
+        m, turn = match_video(facts.soft_bindings, lc.claim.soft_bindings), TRANSFORMS[0]
+        for k, run in enumerate(runs if not m.matched else ()):
+            turned = match_video(run, lc.claim.soft_bindings)
+            if turned.matched and (not m.matched or turned.coverage > m.coverage):
+                m, turn = turned, TRANSFORMS[1 + k]
         kind = int(_revocation(lc.device, lc.integrated_at) is not None)
         held = best[kind]
         if m.matched and (held is None or m.coverage > held[0].coverage):
-            best[kind] = (m, lc)
+            best[kind] = (m, turn, lc)
     chosen = best[0] or best[1]
     if chosen is None:
         return _unsigned(facts, now)
-    m, lc = chosen
+    m, turn, lc = chosen
     ev = Evidence(
         file=facts,
         claim=lc.evidence(signature_valid=True),
         pdq_distance=None if m.median_distance is None else int(round(m.median_distance)),
         video_match=m,
+        pdq_transform=turn if turn != TRANSFORMS[0] else "",
     )
     rate = lc.claim.frame_sample_rate
     # a long video's claim samples more sparsely than 1 Hz (clients.device): say so
@@ -622,13 +637,29 @@ def _decide_video_near(
         f" of the signed video at log index {lc.receipt.leaf_index} ({m.coverage:.0%} of its"
         f" {sampled} in that stretch, {m.matched_share_query:.0%} of this file's)"
     )
+    turns = (
+        [f"as displayed, this file is the signed video {describe(turn)}"]
+        if turn != TRANSFORMS[0]
+        else []
+    )
     # covered by its key's revocation only when no other video matched (best[0] is None)
     if (revoked := _revocation(lc.device, lc.integrated_at)) is not None:
-        return _revoked_source(near_by, (), revoked, ev, now)
-    reasons = [f"{near_by}: a transcoded, resized or trimmed copy of it"]
+        return _revoked_source(near_by, turns, revoked, ev, now)
+    reasons = [f"{near_by}: a transcoded, resized or trimmed copy of it", *turns]
     if (revoked := _revocation(lc.device)) is not None:
         reasons.append(f"note: for that capture, {revoked}")
     return VerificationReport(Verdict.DERIVED, tuple(reasons), ev, now)
+
+
+def video_runs(turned: Sequence[PerceptualHash]) -> list[Sequence[PerceptualHash]]:
+    """A video's ``FileFacts.dihedral_soft_bindings`` cut into its 7 runs, one per turn
+    after the identity in `provenance.core.dihedral.TRANSFORMS` order, each the sampled
+    frames turned so (`provenance.media.video.decode.video_turns`); [] when there are none or
+    they do not divide into 7 runs."""
+    n, rest = divmod(len(turned), DIHEDRAL_TURNS)
+    if not n or rest:
+        return []
+    return [turned[k * n : (k + 1) * n] for k in range(DIHEDRAL_TURNS)]
 
 
 def _damage(

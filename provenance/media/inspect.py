@@ -55,6 +55,7 @@ from provenance.media.video.decode import (
     Redecode,
     VideoInfo,
     sample_frames,
+    video_turns,
 )
 
 #: Uploads up to this size stay in memory, in bytes.
@@ -429,7 +430,8 @@ def inspect_upload(
                 f"the file looks like {media_type} but is not a decodable video: {why}"
             ) from e
         soft = tuple(f.pdq for f in info.frames)
-        return Inspection(replace(base, soft_bindings=soft), None, c2pa, info, pixels_error, clock)
+        found = replace(base, soft_bindings=soft, dihedral_soft_bindings=video_turns(info))
+        return Inspection(found, None, c2pa, info, pixels_error, clock)
     if not media_type.startswith("image/"):
         note = f"no perceptual hash for {media_type}: only exact matches were searched"
         return Inspection(replace(base, notes=(note,)), None, c2pa)
@@ -489,6 +491,7 @@ def _sample_soft(
         max_frames=MAX_SOFT_BINDINGS,
         max_memory_bytes=cfg.video_max_memory_bytes,
         clock=clock,
+        dihedral=True,
     )
     if video_pixels <= 0:
         return sample(), ""

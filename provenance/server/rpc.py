@@ -29,10 +29,10 @@ from grpc_reflection.v1alpha import reflection
 
 from provenance import metrics
 from provenance.core import merkle
-from provenance.core.binding import PDQ_HASH_SIZE, PerceptualHash
+from provenance.core.binding import PDQ_ALGORITHM, PDQ_HASH_SIZE, PerceptualHash
 from provenance.core.callstop import CallStop
 from provenance.core.claims import MAX_SOFT_BINDINGS, SignedClaim
-from provenance.core.dihedral import DIHEDRAL_HASHES
+from provenance.core.dihedral import DIHEDRAL_HASHES, DIHEDRAL_TURNS
 from provenance.core.errors import (
     AuthError,
     AuthPenaltyError,
@@ -794,6 +794,8 @@ def _lookup_facts(q: Any) -> FileFacts:
         else:
             hashes = wire.pdq_dihedral_from_pb(packed, q.pdq_quality)
             plain, turned = hashes[:1], hashes[1:]
+        if q.video_turned:
+            turned = _video_turned(bytes(q.video_turned), plain, q.media_type)
         return FileFacts(
             sha256=sha256,
             size=0,
@@ -804,6 +806,33 @@ def _lookup_facts(q: Any) -> FileFacts:
         )
     except ClaimError as e:
         raise ClaimError(f"query {q.ref!r}: {e}") from e
+
+
+def _video_turned(
+    packed: bytes, frames: tuple[PerceptualHash, ...], media_type: str
+) -> tuple[PerceptualHash, ...]:
+    """A video query's ``video_turned``: 7 runs of its ``frames``' turned hashes, each of
+    its frame's quality and time (`provenance.core.verify.video_runs`). Raises ClaimError
+    when the query is not a video's or the length is not 7 hashes a frame."""
+    if not media_type.startswith("video/"):
+        raise ClaimError(f"video_turned is for a video's frames, not for {media_type or 'a file'}")
+    size = DIHEDRAL_TURNS * PDQ_HASH_SIZE * len(frames)
+    if len(packed) != size:
+        raise ClaimError(
+            f"video_turned must hold {DIHEDRAL_TURNS} PDQ hashes of {PDQ_HASH_SIZE} bytes per"
+            f" frame of soft_bindings ({len(frames)} frames: {size} bytes), got {len(packed)} bytes"
+        )
+    return tuple(
+        PerceptualHash(
+            PDQ_ALGORITHM,
+            packed[at : at + PDQ_HASH_SIZE],
+            frame.quality,
+            frame.timestamp_seconds,
+        )
+        for at, frame in zip(
+            range(0, len(packed), PDQ_HASH_SIZE), frames * DIHEDRAL_TURNS, strict=True
+        )
+    )
 
 
 def _caught_up(done: asyncio.Future[None]) -> None:
@@ -1069,7 +1098,9 @@ class VerificationServicer(rpc.VerificationServicer):
         # each searched hash counts, a photo's rotations and mirror images included (a
         # packed field of more than 8 is refused with its query)
         hashes = sum(
-            len(q.soft_bindings) + min(len(q.pdq_dihedral) // PDQ_HASH_SIZE, DIHEDRAL_HASHES)
+            len(q.soft_bindings)
+            + min(len(q.pdq_dihedral) // PDQ_HASH_SIZE, DIHEDRAL_HASHES)
+            + min(len(q.video_turned) // PDQ_HASH_SIZE, DIHEDRAL_TURNS * len(q.soft_bindings))
             for q in queries
         )
         if hashes > lim.max_lookup_hashes:

@@ -519,7 +519,7 @@ class VerificationReport(_message.Message):
     def __init__(self, status: _Optional[_Union[Verdict, str]] = ..., reasons: _Optional[_Iterable[str]] = ..., evidence: _Optional[_Union[Evidence, _Mapping]] = ..., detector: _Optional[_Union[DetectorResult, _Mapping]] = ..., verified_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., c2pa: _Optional[_Union[C2paResult, _Mapping]] = ...) -> None: ...
 
 class LookupQuery(_message.Message):
-    __slots__ = ("ref", "sha256", "soft_bindings", "media_type", "content_sha256", "dihedral_soft_bindings", "pdq_dihedral", "pdq_quality")
+    __slots__ = ("ref", "sha256", "soft_bindings", "media_type", "content_sha256", "dihedral_soft_bindings", "pdq_dihedral", "pdq_quality", "video_turned")
     REF_FIELD_NUMBER: _ClassVar[int]
     SHA256_FIELD_NUMBER: _ClassVar[int]
     SOFT_BINDINGS_FIELD_NUMBER: _ClassVar[int]
@@ -528,6 +528,7 @@ class LookupQuery(_message.Message):
     DIHEDRAL_SOFT_BINDINGS_FIELD_NUMBER: _ClassVar[int]
     PDQ_DIHEDRAL_FIELD_NUMBER: _ClassVar[int]
     PDQ_QUALITY_FIELD_NUMBER: _ClassVar[int]
+    VIDEO_TURNED_FIELD_NUMBER: _ClassVar[int]
     ref: str
     sha256: bytes
     soft_bindings: _containers.RepeatedCompositeFieldContainer[SoftBinding]
@@ -536,7 +537,8 @@ class LookupQuery(_message.Message):
     dihedral_soft_bindings: _containers.RepeatedCompositeFieldContainer[SoftBinding]
     pdq_dihedral: bytes
     pdq_quality: int
-    def __init__(self, ref: _Optional[str] = ..., sha256: _Optional[bytes] = ..., soft_bindings: _Optional[_Iterable[_Union[SoftBinding, _Mapping]]] = ..., media_type: _Optional[str] = ..., content_sha256: _Optional[bytes] = ..., dihedral_soft_bindings: _Optional[_Iterable[_Union[SoftBinding, _Mapping]]] = ..., pdq_dihedral: _Optional[bytes] = ..., pdq_quality: _Optional[int] = ...) -> None: ...
+    video_turned: bytes
+    def __init__(self, ref: _Optional[str] = ..., sha256: _Optional[bytes] = ..., soft_bindings: _Optional[_Iterable[_Union[SoftBinding, _Mapping]]] = ..., media_type: _Optional[str] = ..., content_sha256: _Optional[bytes] = ..., dihedral_soft_bindings: _Optional[_Iterable[_Union[SoftBinding, _Mapping]]] = ..., pdq_dihedral: _Optional[bytes] = ..., pdq_quality: _Optional[int] = ..., video_turned: _Optional[bytes] = ...) -> None: ...
 
 class LookupRequest(_message.Message):
     __slots__ = ("queries", "per_query_errors")

@@ -31,9 +31,10 @@ from typing import Any
 import numpy as np
 
 from provenance import metrics
-from provenance.core.binding import PDQ_ALGORITHM, PerceptualHash
+from provenance.core.binding import PDQ_ALGORITHM, PDQ_HASH_SIZE, PerceptualHash
 from provenance.core.callstop import CALL_POLL_S, CallStop, call_ended
 from provenance.core.claims import MAX_SOFT_BINDINGS
+from provenance.core.dihedral import DIHEDRAL_TURNS
 from provenance.core.errors import (
     BindingError,
     DeadlineError,
@@ -68,12 +69,15 @@ class SampledFrame:
 
     timestamp_seconds: presentation time after the first frame; pdq: its PDQ hash (the
     same timestamp); rgb: (H, W, 3) uint8 display-oriented pixels when the caller asked to
-    keep this frame, else None.
+    keep this frame, else None; turned: the PDQ hashes of the frame's 7 other rotations and
+    mirror images (`provenance.core.dihedral.TRANSFORMS` order, same timestamp) when the
+    caller asked for them (`sample_frames` ``dihedral``), else ().
     """
 
     timestamp_seconds: float
     pdq: PerceptualHash
     rgb: np.ndarray | None = field(default=None, compare=False, repr=False)
+    turned: tuple[PerceptualHash, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -251,6 +255,7 @@ def sample_frames(
     keep_rgb_spread: int = 0,
     clock: DecodeClock | None = None,
     again: Redecode | None = None,
+    dihedral: bool = False,
 ) -> VideoInfo:
     """Decode a video file in a sandboxed child and return PDQ hashes of frames sampled at
     rate_hz (by presentation time, so variable frame rate is handled; see
@@ -273,7 +278,9 @@ def sample_frames(
     budget (`provenance.media.video.frames.iter_sampled_frames`), checked against the
     stream header before any frame is decoded and again while decoding; `prov sign`,
     `prov scan` and the server all sample with the defaults, so a video one of them
-    hashes the others hash too.
+    hashes the others hash too. dihedral: also hash each sample's 7 other rotations and
+    mirror images (`SampledFrame.turned`), for a verifier to match a turned copy; the
+    plain hashes are the same either way, so a signer leaves it off.
 
     Raises MediaError if the file is not MP4/MOV/WebM/Matroska, has no video stream or no
     frames, cannot be decoded, or the child times out or crashes; DecoderMemoryError (a
@@ -304,6 +311,7 @@ def sample_frames(
         "max_decoded_pixels": max_decoded_pixels,
         "keep_rgb_spread": keep_rgb_spread,
         "max_memory_bytes": max_memory_bytes,
+        "dihedral": dihedral,
     }
     if clock is None:  # a clock of this one decode: its limit is timeout_s
         clock, timeout_s = DecodeClock(timeout_s or DEFAULT_TIMEOUT_S), None
@@ -544,8 +552,9 @@ def _parse(header: bytes, reader: _Reader, media_type: str, rate_hz: float) -> V
                 raise DecoderMemoryError(error)
             raise MediaTooLargeError(error) if doc["too_large"] else MediaError(error)
         samples = []
-        for t, hex_hash, quality, rgb_h, rgb_w in doc["frames"]:
+        for t, hex_hash, quality, rgb_h, rgb_w, *turns in doc["frames"]:
             pdq = PerceptualHash(PDQ_ALGORITHM, bytes.fromhex(hex_hash), int(quality), float(t))
+            turned = _turned(turns[0], pdq) if turns else ()
             rgb = None
             if rgb_h:
                 size = int(rgb_h) * int(rgb_w) * 3
@@ -553,7 +562,7 @@ def _parse(header: bytes, reader: _Reader, media_type: str, rate_hz: float) -> V
                 if len(raw) != size:
                     raise MediaError(f"the decoder sent {len(raw)} bytes of pixels, not {size}")
                 rgb = np.frombuffer(raw, dtype=np.uint8).reshape(int(rgb_h), int(rgb_w), 3)
-            samples.append(SampledFrame(pdq.timestamp_seconds, pdq, rgb))
+            samples.append(SampledFrame(pdq.timestamp_seconds, pdq, rgb, turned))
         return VideoInfo(
             width=int(doc["width"]),
             height=int(doc["height"]),
@@ -567,3 +576,27 @@ def _parse(header: bytes, reader: _Reader, media_type: str, rate_hz: float) -> V
         )
     except (ValueError, KeyError, TypeError, BindingError) as e:
         raise MediaError(f"the decoder sent a malformed reply: {e}") from e
+
+
+def _turned(packed_hex: str, plain: PerceptualHash) -> tuple[PerceptualHash, ...]:
+    """A reply row's 7 turned hashes (one hex string, `provenance.media.video.worker`),
+    of ``plain``'s quality and timestamp. Raises ValueError when it is not 7 hashes."""
+    packed = bytes.fromhex(packed_hex)
+    if len(packed) != DIHEDRAL_TURNS * PDQ_HASH_SIZE:
+        raise ValueError(f"{len(packed)} bytes of turned hashes, not {DIHEDRAL_TURNS} hashes")
+    return tuple(
+        PerceptualHash(
+            PDQ_ALGORITHM, packed[k : k + PDQ_HASH_SIZE], plain.quality, plain.timestamp_seconds
+        )
+        for k in range(0, len(packed), PDQ_HASH_SIZE)
+    )
+
+
+def video_turns(info: VideoInfo) -> tuple[PerceptualHash, ...]:
+    """A video's ``FileFacts.dihedral_soft_bindings``: for each of the 7 turns after the
+    identity (`provenance.core.dihedral.TRANSFORMS` order), the hashes of every sample
+    turned so, in time order (7 runs of ``len(info.frames)``; () when the samples carry no
+    turned hashes). `provenance.core.verify` matches each run as a turned copy's frames."""
+    if not info.frames or not all(f.turned for f in info.frames):
+        return ()
+    return tuple(f.turned[k] for k in range(DIHEDRAL_TURNS) for f in info.frames)

@@ -21,8 +21,9 @@ import numpy as np
 from av.sidedata.sidedata import Type as SideDataType
 from av.video.reformatter import VideoReformatter
 
-from provenance.core.binding import PerceptualHash, pdq_hash
+from provenance.core.binding import PDQ_ALGORITHM, PerceptualHash, pdq_hash
 from provenance.core.claim_bounds import MAX_VIDEO_FRAME_PIXELS
+from provenance.core.dihedral import pdq_dihedral_bytes
 from provenance.core.errors import (
     DecodeBudgetError,
     DecoderMemoryError,
@@ -90,11 +91,14 @@ def sniff_container(head: bytes) -> tuple[str, str]:
 class DecodedFrame:
     """One sampled frame: its PDQ hash (timestamp set) and, if asked for, its pixels.
 
-    rgb: (H, W, 3) uint8 display-oriented pixels, or None when not kept.
+    rgb: (H, W, 3) uint8 display-oriented pixels, or None when not kept; turned: the PDQ
+    hashes of the frame's 7 other rotations and mirror images in
+    `provenance.core.dihedral.TRANSFORMS` order (same timestamp), when asked for, else ().
     """
 
     pdq: PerceptualHash
     rgb: np.ndarray | None
+    turned: tuple[PerceptualHash, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -232,6 +236,7 @@ def iter_sampled_frames(
     max_decoded_pixels: int = MAX_DECODED_PIXELS,
     keep_rgb_spread: int = 0,
     decoder_threads: int = DECODER_THREADS,
+    dihedral: bool = False,
 ) -> Iterator[DecodedFrame | StreamFacts]:
     """Decode the first video stream and yield a DecodedFrame per sample, then StreamFacts.
 
@@ -263,6 +268,11 @@ def iter_sampled_frames(
     decode an intact stream bit-exactly as one thread does, but conceal the damage of a
     damaged one differently from run to run; StreamFacts.damaged_frames says when that may
     have happened, and one thread conceals it the same way every time.
+
+    dihedral: also hash each sample's 7 other rotations and mirror images
+    (`DecodedFrame.turned`, one DCT for all 8), for a verifier to match a copy whose
+    display matrix was dropped or whose pixels were turned; the plain hash is bit for bit
+    the one computed without it (`provenance.core.pdq_core`), so a signer leaves it off.
 
     Raises MediaError for an unreadable or unsupported container, no video stream
     (audio-only), an unsupported codec or display matrix, a frame without a timestamp, a
@@ -316,6 +326,7 @@ def iter_sampled_frames(
                 rgb_max_side,
                 strip_bars,
                 budget,
+                dihedral,
             )
     except MediaError as e:
         # a refusal before any frame of an MP4/MOV cut short says so (a subclass: a limit)
@@ -489,6 +500,7 @@ def _sample(
     rgb_max_side: int | None,
     strip_bars: bool,
     budget: _Budget,
+    dihedral: bool = False,
 ) -> Iterator[DecodedFrame | StreamFacts]:
     origin: float | None = None
     next_slot = 0.0
@@ -536,7 +548,7 @@ def _sample(
                 kept += 1
             hashed = trim_bars(rgb) if strip_bars else rgb
             # hashed on a helper thread while FFmpeg decodes the next frame; yielded in order
-            job = start_beside(partial(_decoded, hashed, t, small))
+            job = start_beside(partial(_decoded, hashed, t, small, dihedral))
             if pending is not None:
                 yield pending()
             pending = job
@@ -561,9 +573,17 @@ def _sample(
     )
 
 
-def _decoded(hashed: np.ndarray, t: float, small: np.ndarray | None) -> DecodedFrame:
-    """The sample of a frame: PDQ of ``hashed`` at time ``t`` and the kept pixels."""
-    return DecodedFrame(pdq=pdq_hash(np.ascontiguousarray(hashed), t), rgb=small)
+def _decoded(
+    hashed: np.ndarray, t: float, small: np.ndarray | None, dihedral: bool = False
+) -> DecodedFrame:
+    """The sample of a frame: PDQ of ``hashed`` at time ``t`` and the kept pixels, with
+    the hashes of its 7 other dihedral transforms when ``dihedral``."""
+    pixels = np.ascontiguousarray(hashed)
+    if not dihedral:
+        return DecodedFrame(pdq=pdq_hash(pixels, t), rgb=small)
+    hashes, quality = pdq_dihedral_bytes(pixels)
+    plain, *turned = (PerceptualHash(PDQ_ALGORITHM, h, quality, t) for h in hashes)
+    return DecodedFrame(pdq=plain, rgb=small, turned=tuple(turned))
 
 
 def _out_of_memory(e: av.error.FFmpegError) -> bool:

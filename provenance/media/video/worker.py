@@ -137,6 +137,7 @@ def _decode(request: dict[str, Any]) -> tuple[dict[str, Any], list[Any]]:
             request["max_decoded_pixels"],
             request["keep_rgb_spread"],
             threads,
+            bool(request.get("dihedral", False)),
         )
 
     # the caller's deadline (CLOCK_MONOTONIC, one clock for every process): both decodes
@@ -178,7 +179,10 @@ def _decode(request: dict[str, Any]) -> tuple[dict[str, Any], list[Any]]:
         height, width = item.rgb.shape[:2] if item.rgb is not None else (0, 0)
         if item.rgb is not None:
             kept.append(item.rgb)
-        rows.append([item.pdq.timestamp_seconds, item.pdq.hex, item.pdq.quality, height, width])
+        row = [item.pdq.timestamp_seconds, item.pdq.hex, item.pdq.quality, height, width]
+        if item.turned:  # the 7 turns' hashes, one hex string (asked for with "dihedral")
+            row.append("".join(h.hex for h in item.turned))
+        rows.append(row)
     reply = {
         "ok": True,
         "frames": rows,
