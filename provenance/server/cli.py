@@ -466,8 +466,8 @@ def serve(
         float,
         typer.Option(
             help="Seconds a capture's call that carries no deadline waits for the log to"
-            " confirm it before it is answered UNAVAILABLE, \"not confirmed ... submit it"
-            " again\"; a call with a deadline is answered so a second before it (a tenth"
+            ' confirm it before it is answered UNAVAILABLE, "not confirmed ... submit it'
+            ' again"; a call with a deadline is answered so a second before it (a tenth'
             " of it under 10 s). The log's writer keeps the capture, and its device's"
             " quota room, until it is logged or refused. Lower it when the devices or a"
             " proxy in front give up on calls sent without a deadline sooner.",
