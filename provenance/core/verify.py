@@ -59,8 +59,8 @@ from provenance.core.dihedral import (
     DIHEDRAL_TURNS,
     TRANSFORMS,
     best_dihedral_distance,
-    describe,
     turn_notes,
+    turned_note,
 )
 from provenance.core.envelope import PAYLOAD_TYPE_CLAIM, verify_payload
 from provenance.core.errors import BindingError, ClaimError, KeyMaterialError, SignatureError
@@ -646,11 +646,7 @@ def _decide_video_near(
         f" of the signed video at log index {lc.receipt.leaf_index} ({m.coverage:.0%} of its"
         f" {sampled} in that stretch, {m.matched_share_query:.0%} of this file's)"
     )
-    turns = (
-        [f"as displayed, this file is the signed video {describe(turn)}"]
-        if turn != TRANSFORMS[0]
-        else []
-    )
+    turns = [turned_note(turn)] if turn != TRANSFORMS[0] else []
     # covered by its key's revocation only when no other video matched (best[0] is None)
     if (revoked := _revocation(lc.device, lc.integrated_at)) is not None:
         return _revoked_source(near_by, turns, revoked, ev, now)
