@@ -193,7 +193,7 @@ _STATUS_LINE = {
 def _c2pa_line(c: dict[str, Any]) -> str:
     """One line on the Content Credentials, a separate line of evidence."""
     if c.get("error"):
-        return f"could not be read ({c.get('error_kind')}): {c['error']}"
+        return f"could not be read: {c['error']}"  # its kind is in the JSON (error_kind)
     if not c.get("present"):
         return "no Content Credentials in the file"
     codes = ", ".join(c.get("validation_codes") or []) or "no failure codes"

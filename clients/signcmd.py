@@ -21,8 +21,10 @@ from clients.devicecommon import (
 )
 from clients.interrupt import EXIT_INTERRUPTED, StopBetweenFiles
 from clients.options import DeviceServerOpt, HomeOpt, existing
+from provenance.core.claims import Claim
 from provenance.core.errors import MediaTooLargeError, ProvenanceError, TimestampError
 from provenance.core.keys import DeviceKey
+from provenance.core.verify import too_flat, usable_for_near_copies
 from provenance.terminal import SafeConsole, shown_line
 
 if TYPE_CHECKING:  # imported when used: only `prov sign --tsa-url` needs it
@@ -140,6 +142,8 @@ def sign(
                     err.print(
                         Text.assemble(("note:", "yellow"), f" {name}: {shown_line(signed.note)}")
                     )
+                if not signed.already and (flat := _flat_note(signed.sidecar.claim)):
+                    err.print(Text.assemble(("note:", "yellow"), f" {name}: {flat}"))
                 if signed.backup:
                     err.print(
                         f"{name}: the old sidecar is kept as {shown_line(str(signed.backup))}",
@@ -237,6 +241,19 @@ def sign(
         raise typer.Exit(1)
     if refused:
         raise typer.Exit(2)
+
+
+def _flat_note(claim: Claim) -> str:
+    """What a claim whose perceptual hashes are all too flat to match (a blank image, an
+    all-black video: the verifier's `too_flat`) means for its copies; "" for a claim
+    with a usable one, or none (not an image or video)."""
+    hashes = claim.soft_bindings
+    if not hashes or usable_for_near_copies(hashes):
+        return ""
+    return (
+        f"{too_flat(claim.media_type)}: only exact copies of this file will verify as"
+        " signed; re-encoded copies cannot be recognised"
+    )
 
 
 def _sign_interrupted(h: DeviceHome, files: list[Path], tally: Counter[str]) -> str:

@@ -81,8 +81,10 @@ def check(result: C2paResult, expected: str) -> None:
             assert (result.error_kind, result.error) == (None, None)
         else:
             message = error.group(2)
-            assert result.error_kind == message.split(":")[0]
-            assert result.error is not None and result.error.startswith(message)
+            kind, _, words = message.partition(": ")
+            assert result.error_kind == kind
+            # the reader's text without its kind before it (kept in error_kind)
+            assert result.error is not None and result.error.startswith(words)
         return
     match = re.fullmatch(r"(Trusted|Valid|Invalid) \[(.*)\]", expected)
     assert match, expected
@@ -320,7 +322,7 @@ def test_remote_manifest_is_never_fetched(pool: ReaderPool) -> None:
         for trust in (None, TEST_ROOTS):
             result = read_c2pa(asset, "image/png", trust, pool=pool)
             assert result.error_kind == "Remote"
-            assert result.error == f"Remote: must fetch remote manifests from url {url}"
+            assert result.error == f"must fetch remote manifests from url {url}"
         for row in MEDIA_ROWS:
             read_c2pa(FIXTURES / row["file"], media_type(row["file"]), None, pool=pool)
         time.sleep(0.3)
@@ -364,3 +366,19 @@ def test_ctrl_c_leaves_the_worker_to_its_parent() -> None:
     _, err = worker.communicate(timeout=30)  # closes stdin: the parent's way to stop it
     assert worker.returncode == 0
     assert err == b""
+
+
+def test_an_unreadable_manifest_is_said_in_words_without_its_kind_twice(
+    pool: ReaderPool,
+) -> None:
+    """A file the reader cannot parse (a cut MP4, here a malformed WAV) read "could not be
+    read (Other): Other: asset could not be parsed: ..."; now the kind stays in
+    ``error_kind`` (and the JSON) and the line is words."""
+    from clients.report import _c2pa_line
+
+    wav = FIXTURES / "third_party/c2pa-rs/malformed/sample3.invalid.wav"
+    result = read_c2pa(wav, "audio/wav", pool=pool)
+    assert result.error_kind == "Other", result
+    assert result.error == "asset could not be parsed: Invalid RIFF format", result
+    line = _c2pa_line(result.to_dict())
+    assert line == "could not be read: asset could not be parsed: Invalid RIFF format", line

@@ -108,7 +108,7 @@ def _derived_naming(report: dict[str, object], name: str, words: str) -> None:
     reasons = report["reasons"]
     assert report["status"] == "DERIVED", (name, reasons)
     assert isinstance(reasons, list)
-    said = [r for r in reasons if r.startswith("as displayed, this file is the signed video")]
+    said = [r for r in reasons if r.startswith("as displayed, this file is the signed capture")]
     assert len(said) == 1 and words in said[0], (name, reasons)
 
 

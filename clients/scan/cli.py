@@ -114,6 +114,7 @@ def scan(
                 resume=resume,
                 batch_size=batch_size,
                 on_rows=progress.update,
+                on_warning=lambda text: err.print(text, highlight=False, soft_wrap=True),
             )
     except KeyboardInterrupt:
         word, code = how_stopped(terminated)

@@ -20,7 +20,7 @@ from typing import Any
 
 from clients.scan.engines import Engine
 from clients.scan.report import ReportWriter, Summary, report_files
-from clients.scan.resume import Journal, RefSet
+from clients.scan.resume import GivenPaths, Journal, RefSet
 from clients.scan.runs import runs
 from clients.scan.sources import (
     EntryItem,
@@ -110,11 +110,14 @@ def run_scan(
     batch_size: int = DEFAULT_BATCH,
     on_rows: Callable[[list[dict[str, Any]]], None] | None = None,
     clock: Callable[[], float] = time.monotonic,
+    on_warning: Callable[[str], None] | None = None,
 ) -> ScanResult:
     """Scan ``paths`` into the JSON Lines ``report`` (CSV and HTML beside it).
 
     resume: continue the scan recorded in an existing report (else an existing report is
     refused with ConfigError). on_rows: called with each batch's rows once recorded.
+    on_warning: called, before any file is scanned, with a warning when the report holds
+    rows but none of them could be of a file under ``paths`` as spelled (`GivenPaths`).
     Raises ConfigError for an unusable report, TransportError if the server fails; rows
     recorded before an error or an interruption stay, for ``resume``.
     """
@@ -131,11 +134,14 @@ def run_scan(
     thresholds = gc.get_threshold()  # and young collections made rarer (GC_YOUNG_THRESHOLD)
     gc.set_threshold(max(GC_YOUNG_THRESHOLD, thresholds[0]), *thresholds[1:])
 
+    given = GivenPaths(paths)
+
     def add_row(row: dict[str, Any]) -> None:
         nonlocal writer
         if writer is None:  # once the journal accepted the report: a refused one keeps its CSV
             writer = ReportWriter(report, detect=config.detect)
         writer.add(row)
+        given.add(row["path"])
 
     try:
         with Journal(report, resume, on_row=add_row) as journal:
@@ -143,6 +149,8 @@ def run_scan(
                 writer = ReportWriter(report, detect=config.detect)
             seen = journal.done
             skipped = len(seen)
+            if on_warning is not None and (warning := given.mismatch(report)):
+                on_warning(warning)
             # the report's own files, when a folder scanned holds them: no rows of their own
             own = file_ids(report_files(report))
             walked = iter_items(paths, config.limits, skip=seen.__contains__, leave_out=own)

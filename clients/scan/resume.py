@@ -24,8 +24,10 @@ from pathlib import Path
 from typing import IO, Any
 
 from clients.scan.rowcheck import row_problem
+from clients.scan.sources import LIST_SUFFIXES, escape_name
 from provenance.core.errors import ConfigError
 from provenance.core.files import naming
+from provenance.terminal import shown_line
 from provenance.wire.jsontext import loads_text
 
 #: One row as compact JSON: `json.dumps` with these separators builds a new encoder
@@ -101,6 +103,44 @@ class RefSet:
             return False
         self._digests.add(d)
         return True
+
+
+class GivenPaths:
+    """Whether report rows could come from the PATH arguments of this run, as given: a row
+    of ``PATH`` itself, of a file in folder ``PATH`` (``PATH/...``) or of an archive
+    member (``PATH!...``). A list file names files by its own lines, so with one among
+    the arguments any row could: `could_match` is then always True."""
+
+    def __init__(self, paths: list[str]) -> None:
+        self.paths = paths
+        self._lists = any(p.lower().endswith(LIST_SUFFIXES) and os.path.isfile(p) for p in paths)
+        refs = [escape_name(p) for p in paths]
+        self._exact = frozenset(refs)
+        self._prefixes = tuple(prefix for r in refs for prefix in (os.path.join(r, ""), r + "!"))
+        self.rows = 0
+        self.matched = False
+        self.example = ""
+
+    def add(self, row_path: str) -> None:
+        """Count one row of the report, its path as it holds it."""
+        self.rows += 1
+        if not self.example:
+            self.example = row_path
+        if not self.matched:
+            self.matched = row_path in self._exact or row_path.startswith(self._prefixes)
+
+    def mismatch(self, report: Path) -> str:
+        """A warning when the report holds rows and none of them could come from these
+        paths (so every file will be scanned again), else ""."""
+        if not self.rows or self.matched or self._lists:
+            return ""
+        shown = ", ".join(map(shown_line, self.paths[:3])) + (", ..." if self.paths[3:] else "")
+        return (
+            f"warning: none of the {self.rows:,} rows in {shown_line(str(report))} is of a file under the"
+            f" paths given ({shown}): rows are matched by their path as given, spelled the"
+            f" same (the report holds e.g. {shown_line(self.example)}), so every file will be"
+            " scanned again; to skip them, stop (Ctrl-C) and give the paths as the first scan did"
+        )
 
 
 def holds_rows(path: Path) -> bool:

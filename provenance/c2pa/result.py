@@ -63,8 +63,8 @@ class C2paResult:
     signing_time_error: why it could not be assessed; timestamp_trusted: the reader
     reported ``timeStamp.trusted`` for the active manifest (not in `to_dict`). error_kind and
     error: why nothing could be read ("Remote", "Other", "NotSupported", "Verify",
-    "Timeout", "Crashed", "TooLarge", ...) with the message; both None when the file
-    was read or simply carries no manifest.
+    "Timeout", "Crashed", "TooLarge", ...) and the message in words, without the kind
+    before it; both None when the file was read or simply carries no manifest.
     """
 
     present: bool

@@ -57,6 +57,15 @@ def _error_kind(exc: Exception) -> str:
     return match.group(1) if match else type(exc).__name__.lstrip("_")
 
 
+def _error_words(exc: Exception) -> str:
+    """The native error's text without its kind before it ("Other: asset could not be
+    parsed: ..." -> "asset could not be parsed: ..."): the kind is sent on its own, and
+    a report that shows both said it twice."""
+    text = str(exc)
+    match = _KIND.match(text)
+    return text[match.end() :].lstrip() if match else text
+
+
 def _read(
     c2pa: Any,
     contexts: dict[str, Any],
@@ -77,7 +86,7 @@ def _read(
         except c2pa.C2paError as e:
             if _OUT_OF_MEMORY.match(str(e)):
                 raise MemoryError(str(e)) from e
-            return {"ok": False, "kind": _error_kind(e), "message": str(e)}
+            return {"ok": False, "kind": _error_kind(e), "message": _error_words(e)}
 
 
 def main() -> None:

@@ -108,13 +108,19 @@ def best_dihedral_distance(
     return best
 
 
+def turned_note(transform: str) -> str:
+    """The reason naming how a copy, as displayed, is turned from the signed capture
+    (image or video alike) by ``transform`` (a `TRANSFORMS` name other than the first)."""
+    return f"as displayed, this file is the signed capture {describe(transform)}"
+
+
 def turn_notes(transform: str, file_orientation: int, claimed_orientation: int) -> list[str]:
     """Reasons for a DERIVED verdict found through ``transform`` (a `TRANSFORMS` name):
     how the file is turned, and whether its EXIF orientation tag (1..8, 0 for none)
     differs from the one the claim recorded."""
     notes = []
     if transform != TRANSFORMS[0]:
-        notes.append(f"as displayed, this file is the signed capture {describe(transform)}")
+        notes.append(turned_note(transform))
     if claimed_orientation and file_orientation != claimed_orientation:
         now = str(file_orientation) if file_orientation else "absent"
         notes.append(

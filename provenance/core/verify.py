@@ -59,8 +59,8 @@ from provenance.core.dihedral import (
     DIHEDRAL_TURNS,
     TRANSFORMS,
     best_dihedral_distance,
-    describe,
     turn_notes,
+    turned_note,
 )
 from provenance.core.envelope import PAYLOAD_TYPE_CLAIM, verify_payload
 from provenance.core.errors import BindingError, ClaimError, KeyMaterialError, SignatureError
@@ -563,19 +563,28 @@ NO_BYTES_MATCH_REASON = "no signed claim in the log matches these bytes"
 NO_PERCEPTUAL_HASH = "no perceptual hash could be computed, so near copies were not searched"
 
 
-def flat_pixels_reason(media_type: str) -> str:
-    """UNSIGNED's second reason when the file has perceptual hashes but none of them is of
-    usable quality (all below ``PDQ_MIN_QUALITY``: a blank, black or tiny picture), so its
-    pixels could not be compared with any claim's."""
+def too_flat(media_type: str) -> str:
+    """Why a file's pixels cannot tell copies apart, every perceptual hash of it being
+    below ``PDQ_MIN_QUALITY`` (a blank, black or tiny picture): "the image is too flat
+    ..." or, for a video, "every sampled frame is too flat ..."; said by the verifier
+    (`flat_pixels_reason`) and by `prov sign`."""
     what = "every sampled frame is" if media_type.startswith("video/") else "the image is"
     return (
         f"{what} too flat to tell copies apart (PDQ quality below {PDQ_MIN_QUALITY} of 100: "
-        "blank, black or too small), so near copies were not searched; only an exact copy "
+        "blank, black or too small)"
+    )
+
+
+def flat_pixels_reason(media_type: str) -> str:
+    """UNSIGNED's second reason when the file has perceptual hashes but none of them is of
+    usable quality (`too_flat`), so its pixels could not be compared with any claim's."""
+    return (
+        f"{too_flat(media_type)}, so near copies were not searched; only an exact copy "
         "of a signed file can be recognised"
     )
 
 
-def _usable(hashes: Sequence[PerceptualHash]) -> bool:
+def usable_for_near_copies(hashes: Sequence[PerceptualHash]) -> bool:
     """Whether any of ``hashes`` is a PDQ hash a near copy could be matched with."""
     return any(h.algorithm == "pdq" and h.quality >= PDQ_MIN_QUALITY for h in hashes)
 
@@ -586,7 +595,7 @@ def _unsigned(facts: FileFacts, now: datetime) -> VerificationReport:
     hashes all too flat to match say so (`flat_pixels_reason`)."""
     if not facts.soft_bindings:
         reasons: tuple[str, ...] = (NO_BYTES_MATCH_REASON, NO_PERCEPTUAL_HASH)
-    elif not _usable(facts.soft_bindings):
+    elif not usable_for_near_copies(facts.soft_bindings):
         reasons = (NO_BYTES_MATCH_REASON, flat_pixels_reason(facts.media_type))
     else:
         reasons = (NO_MATCH_REASON,)
@@ -637,11 +646,7 @@ def _decide_video_near(
         f" of the signed video at log index {lc.receipt.leaf_index} ({m.coverage:.0%} of its"
         f" {sampled} in that stretch, {m.matched_share_query:.0%} of this file's)"
     )
-    turns = (
-        [f"as displayed, this file is the signed video {describe(turn)}"]
-        if turn != TRANSFORMS[0]
-        else []
-    )
+    turns = [turned_note(turn)] if turn != TRANSFORMS[0] else []
     # covered by its key's revocation only when no other video matched (best[0] is None)
     if (revoked := _revocation(lc.device, lc.integrated_at)) is not None:
         return _revoked_source(near_by, turns, revoked, ev, now)

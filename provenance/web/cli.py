@@ -120,7 +120,7 @@ def web(
     listen_address(listen, "--listen")  # a usage error (exit 2) before the probe below
     if metrics_listen is not None:
         check_can_listen(metrics_listen, "--metrics-listen")
-    _warn_if_unreachable(server)
+    _warn_if_unreachable(server, service_timeout)
     start_metrics(metrics_listen)
     raise_open_files_limit()  # a descriptor per connection, up to --max-connections
     run_web(
@@ -163,10 +163,11 @@ def _not_ours(e: TransportError) -> str | None:
     return None
 
 
-def _warn_if_unreachable(server: str) -> None:
+def _warn_if_unreachable(server: str, service_timeout_s: float) -> None:
     """Print a warning on stderr when the gRPC service at ``server`` does not answer a
     LogKey call within PROBE_SECONDS: the page still starts (the service may come up
-    later), but every request would get 503 until it does."""
+    later), but every request that needs it gets 503 until it can be reached, or, when
+    it takes connections but keeps them waiting, 504 after ``service_timeout_s``."""
     from clients.api import ProvenanceClient
 
     try:
@@ -179,6 +180,16 @@ def _warn_if_unreachable(server: str) -> None:
                 f"warning: something at {server} answered, but not as a provenance service"
                 f" ({why}); the page starts anyway, but cannot verify or show the log until"
                 " --server or $PROV_SERVER names a `prov serve`",
+                err=True,
+            )
+            return
+        if e.code == "DEADLINE_EXCEEDED":
+            typer.echo(
+                f"warning: the gRPC service at {server} takes connections but did not answer"
+                f" within {PROBE_SECONDS:g} s; the page starts anyway, and each request that"
+                f" needs the service waits --service-timeout ({service_timeout_s:g} s), then"
+                " is answered 504, until it answers (is `prov serve` running there, or"
+                " stopped? --server or $PROV_SERVER names it)",
                 err=True,
             )
             return

@@ -155,11 +155,16 @@ def error_body(error: ProvenanceError) -> dict[str, Any]:
 def error_headers(error: ProvenanceError) -> dict[str, str]:
     """``Retry-After`` for rate-limited, busy and unavailable answers: every 503 from
     the service's status carries one (`BUSY_RETRY_AFTER` seconds), the service
-    unreachable as well as busy, as README and the OpenAPI description say.
+    unreachable as well as busy, as README and the OpenAPI description say, and every
+    504 (the service kept a call waiting past ``--service-timeout``) as well.
     ``Accept-Encoding: identity`` for a body refused for its content coding (415: RFC
     9110 section 15.5.16 names the codings that would have been read)."""
     retry = getattr(error, "retry_after", 0)
-    if not retry and isinstance(error, TransportError) and status_name(error) == "UNAVAILABLE":
+    if (
+        not retry
+        and isinstance(error, TransportError)
+        and status_name(error) in ("UNAVAILABLE", "DEADLINE_EXCEEDED")
+    ):
         retry = BUSY_RETRY_AFTER
     if status_name(error) == "UNSUPPORTED_ENCODING":
         return {"Accept-Encoding": "identity"}

@@ -54,6 +54,7 @@ from __future__ import annotations
 
 import asyncio
 import fcntl
+import json
 import os
 import re
 import socket
@@ -232,6 +233,17 @@ class _ServerConnection(h11.Connection):
     client kept the connection, and its next request met the close ("Server
     disconnected without sending a response")."""
 
+    #: h11's words for the last request it could not read (`_GuardedH11.send_400_response`)
+    refused: str = ""
+
+    def next_event(self) -> Any:
+        """h11's, keeping the text of a request it cannot read in ``refused``."""
+        try:
+            return super().next_event()
+        except h11.RemoteProtocolError as e:
+            self.refused = str(e)
+            raise
+
     def send_with_data_passthrough(self, event: h11.Event) -> list[bytes] | None:
         """h11's (``send`` calls it), with the close option added to such an answer's
         head."""
@@ -351,6 +363,30 @@ class _GuardedH11(H11Protocol):
             _Linger(self.loop, duplicate, self.lingering, self.lingering_per_client, key)
         except OSError:
             duplicate.close()  # the client is already gone (ENOTCONN)
+
+    # -- a request h11 cannot read
+
+    def send_400_response(self, msg: str) -> None:
+        """Answer a request h11 cannot read (a bad or repeated Content-Length, a head
+        that is not HTTP/1.1) in the JSON error shape of our APIs, saying what h11 found
+        (`_ServerConnection.refused`); before, uvicorn's plain "Invalid HTTP request
+        received." (``msg``)."""
+        why = getattr(self.conn, "refused", "") or "it is not HTTP/1.1"
+        error = {
+            "code": 400,
+            "status": "INVALID_ARGUMENT",
+            "message": f"the request could not be read: {why}",
+        }
+        body = json.dumps({"error": error}).encode()
+        headers = [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode()),
+            (b"connection", b"close"),
+        ]
+        response = h11.Response(status_code=400, headers=headers, reason=b"Bad Request")
+        for event in (response, h11.Data(data=body), h11.EndOfMessage()):
+            self.transport.write(self.conn.send(event) or b"")
+        self.transport.close()  # a lingering close (`connection_lost`)
 
     # -- a request head too long
 

@@ -20,7 +20,8 @@ def _errors(*codes: int) -> dict[str, Any]:
         415: "the body was sent with a Content-Encoding (UNSUPPORTED_ENCODING): send it as is",
         429: "too many uploads from this client; see Retry-After",
         503: "the service is unreachable or busy (UNAVAILABLE); see Retry-After",
-        504: "the service did not answer within prov web --service-timeout (DEADLINE_EXCEEDED)",
+        504: "the service did not answer within prov web --service-timeout (DEADLINE_EXCEEDED);"
+        " see Retry-After",
     }
     return {str(c): _json(ERROR, text[c]) for c in codes}
 

@@ -54,10 +54,19 @@ PREFIX = "/tlog"
 CHECKPOINT_CACHE = "public, max-age=5"
 PARTIAL_CACHE = "public, max-age=60"
 FULL_CACHE = "public, max-age=31536000, immutable"
+#: A 404 is not kept by caches: a tile or checkpoint not there now is written as the log
+#: grows (a client that read a newer checkpoint asks for it at once), and a cached 404,
+#: even for the checkpoint's 5 s, would hide it; a 404 costs the server one failed open.
+NOT_FOUND_CACHE = "no-store"
 
 
 def _not_found(what: str) -> Response:
-    return Response(f"{what} not found\n", 404, media_type="text/plain; charset=utf-8")
+    return Response(
+        f"{what} not found\n",
+        404,
+        media_type="text/plain; charset=utf-8",
+        headers={"Cache-Control": NOT_FOUND_CACHE},
+    )
 
 
 #: Tile files read (and bundles compressed) at once, on worker threads; more wait.

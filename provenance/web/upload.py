@@ -787,7 +787,7 @@ class Relayer:
             else:
                 _write(parser, preamble.finish())
                 parser.finalize()
-                self._check_complete(form, relay is not None)
+                self._check_complete(form, relay is not None, hold.received)
             hold.arriving = False  # whole: never cut from here on
             if relay is None:
                 relay = await self._start(
@@ -803,7 +803,12 @@ class Relayer:
                 raise hold.cut_error() from e  # e.g. its idle timeout, or its aborted relay
             raise
 
-    def _check_complete(self, form: _Form, streaming: bool) -> None:
+    def _check_complete(self, form: _Form, streaming: bool, received: int) -> None:
+        if received == 0:
+            raise WebError(
+                "the request carried no file: send a multipart form with the file in the"
+                " field named `file` (e.g. curl -F file=@photo.jpg)"
+            )
         if not form.ended:
             raise WebError(
                 "truncated upload: the request ended before the end of the multipart form"
