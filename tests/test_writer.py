@@ -394,3 +394,48 @@ def test_a_sqlite_write_lock_held_elsewhere_answers_each_batch_once(
             holder.kill()
         writer.close()
         store.close()
+
+
+def test_a_forgery_in_a_batch_the_database_did_not_answer_is_still_refused_as_forged(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The writer checks a batch's signatures before its transaction; when the database
+    then does not answer (a write lock held elsewhere, past SQLite's busy timeout or
+    PostgreSQL's ``--db-answer-wait``), a claim whose signature failed is refused as the
+    forgery it is, SignatureError, and only its honest batch-mates are told to send
+    again. Before, the forgery too was answered "the log database did not answer ...
+    send it again": its forgery-penalty token was given back though its signature had
+    been checked, so while the database stalled a forger's checks cost it nothing."""
+    monkeypatch.setattr(sqlite_store, "BUSY_TIMEOUT_S", 1.0)
+    db = tmp_path / "log.db"
+    store = open_store(db)
+    signer = generate_log_key(tmp_path / "log.key", "test.example/log")
+    writer = GroupCommitWriter(store, signer, lambda: T0, lambda *_: None)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD_SQLITE_WRITE_LOCK, str(db)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        key, thief = DeviceKey.generate(), DeviceKey.generate()
+        store.enroll(None, Device(key.key_id, key.public_key, T0), T0)
+        assert holder.stdout is not None and holder.stdout.readline() == "held\n"
+        good = sign(key, make_claim(key, 1))
+        forged = dataclasses.replace(sign(thief, make_claim(key, 2)), key_id=key.key_id)
+        futs = [
+            writer.enqueue(
+                PendingClaim(s, wire.decode_claim(s.claim_bytes), verify_under=key.public_key)
+            )
+            for s in (good, forged)
+        ]
+        with pytest.raises(StoreNotAnsweringError):
+            futs[0].result(timeout=30)
+        with pytest.raises(SignatureError, match="signature does not verify under device"):
+            futs[1].result(timeout=30)  # before: StoreNotAnsweringError, "send it again"
+        assert store.tree_size() == 0
+    finally:
+        if holder.poll() is None:
+            holder.kill()
+        writer.close()
+        store.close()

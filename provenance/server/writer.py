@@ -199,6 +199,15 @@ def check_entry_size(entry: bytes, device_id: bytes) -> None:
         )
 
 
+def _whole(batch: Sequence[_Item], err: Exception) -> list[tuple[_Item, object]]:
+    """The outcomes of ``batch`` failed whole with ``err`` (the store did not answer,
+    refused the login, or the writer stopped waiting for it): each claim's own refusal
+    where its signature was checked and failed (`_check_signatures`), ``err`` for the
+    others. Before, a forgery checked before such a failure was answered "send it again",
+    and its forgery-penalty token was given back (`provenance.server.rpc`)."""
+    return [(item, item.refused or err) for item in batch]
+
+
 def _unconfirmed(timeout: float) -> StorageError:
     return StorageError(
         f"the log did not confirm the submission within {timeout:.3g} s; it may still"
@@ -772,7 +781,7 @@ class GroupCommitWriter:
                 return
         # closing, the store unreachable: not tried again
         self._not_logged += len(batch)
-        self._resolve([(item, self._gone_answer or self._gone) for item in batch])
+        self._resolve(_whole(batch, self._gone_answer or self._gone))
 
     def _not_answered(self, batch: list[_Item], e: StoreNotAnsweringError) -> None:
         """Answer ``batch``, whose transaction the database took but did not answer in its
@@ -804,13 +813,13 @@ class GroupCommitWriter:
                 " send it again",
                 e.waited_s,
             )
-        self._resolve([(item, err) for item in batch])
+        self._resolve(_whole(batch, err))
 
     def _failed(self, batch: list[_Item], e: Exception) -> None:
         """Answer ``batch``, whose append raised ``e`` (not an outage): a refused login
         fails it whole, another error claim by claim."""
         if isinstance(e, StoreRefusedError):  # no claim's fault: all fail, none retried
-            self._resolve([(item, e) for item in batch])
+            self._resolve(_whole(batch, e))
             return
         if len(batch) > 1:
             # One bad claim must not fail the others: nothing was committed, so
