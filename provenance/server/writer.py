@@ -40,7 +40,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar, cast
 
@@ -93,11 +93,15 @@ class PendingClaim:
     ``verify_under`` holds the device's public key (raw 32 bytes), under which the writer
     checks it before the claim's transaction, giving the GIL away meanwhile (off the
     event loop, which serves the other calls in the mean time); a claim whose signature
-    does not verify is refused with SignatureError and never reaches the store."""
+    does not verify is refused with SignatureError and never reaches the store.
+    ``on_checked``: called once, from the writer's thread, when the signature verified
+    under ``verify_under`` (before the claim is written: the store may be down for long).
+    """
 
     signed_claim: SignedClaim
     claim: Claim
     verify_under: bytes | None = None
+    on_checked: Callable[[], None] | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)
@@ -184,6 +188,12 @@ def _check_signatures(batch: Sequence[_Item]) -> None:
                 check_claim_signature(p.signed_claim, p.verify_under, release_gil=True)
             except ProvenanceError as e:
                 item.refused = e
+                continue
+            if p.on_checked is not None:
+                try:
+                    p.on_checked()
+                except Exception:  # the check stands: a hook's bug must not stop the writer
+                    log.exception("a submission's signature-checked hook failed")
 
 
 def check_entry_size(entry: bytes, device_id: bytes) -> None:
