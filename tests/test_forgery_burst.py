@@ -164,7 +164,9 @@ def test_honest_submissions_whose_callers_gave_up_spend_no_forgery_token(tmp_pat
     (before: every call that ended before its outcome spent a token, and the next honest
     call met RESOURCE_EXHAUSTED, 'sent more than 5 submissions in a minute whose
     signatures did not verify'). The calls waiting behind them for a token are told the
-    deadline passed, not that they forged anything."""
+    deadline passed, not that they forged anything, or are let in once the writer has
+    checked the first ones' signatures (their tokens given back then, not when the
+    database answers)."""
     db = tmp_path / "p.db"
     server, metrics = _start(db)
     try:
@@ -204,18 +206,20 @@ def test_honest_submissions_whose_callers_gave_up_spend_no_forgery_token(tmp_pat
                 blocker.execute("ROLLBACK")
             blocker.close()
         with ProvenanceClient(address) as c:
-            # the BUDGET admitted are logged once the lock goes, the others never got a
-            # token; none is refused as a forgery
+            # the BUDGET admitted first are logged once the lock goes, and those admitted
+            # once the writer had checked their signatures (their tokens given back then);
+            # none is refused as a forgery
             for _ in range(300):
                 if _size(c) >= size + BUDGET:
                     break
                 time.sleep(0.1)
-            assert _size(c) == size + BUDGET
+            assert _size(c) >= size + BUDGET
             # the server's metrics name how the ten calls ended (before: UNKNOWN)
             answered = _answered(metrics)
             assert sum(answered.get(c.name, 0) for c in WAITED_OUT) == 2 * BUDGET, answered
             logged = [c.submit(claim)[1] for claim in claims]
-            assert logged.count(True) == BUDGET, logged
+            assert logged.count(True) >= BUDGET, logged  # each admitted: a replay now
+            assert _size(c) == size + 2 * BUDGET
             assert c.submit(signed_claim(honest[0], 2))[1] is False
     finally:
         server.stop()

@@ -840,3 +840,46 @@ def test_a_capture_logged_as_the_server_stops_is_counted_in_its_device_quota(
     finally:
         store.close()
     assert counted == 2, f"{counted} claims counted in the quota, 2 logged"
+
+
+def test_captures_held_through_an_outage_do_not_keep_their_address_waiting_for_forgery_checks(
+    own_pg: PgServer, tmp_path: Path
+) -> None:
+    """`prov serve --forgeries-per-minute 2`, the database down: two honest captures from
+    one address are held by the writer (answered "the log did not confirm"), and a third
+    from that address is answered the same way, in words, before its deadline. Before,
+    the two held their forgery-penalty tokens until the writer's outcome (the database
+    back), though their signatures had been checked at the writer's first try: the third
+    waited for a token to its deadline and its caller saw "cannot reach the server
+    (DEADLINE_EXCEEDED)"."""
+    url = own_pg.new_database()
+    PG_LOG_KEYS[url] = tmp_path / "pg.logkey.pem"
+    srv = start_server(
+        url, "--db-connect-wait", f"{CONNECT_WAIT_S:g}", "--forgeries-per-minute", "2"
+    )
+    try:
+        with ProvenanceClient(srv.address, admin_token=ADMIN_TOKEN) as client:
+            keys = [enroll_key(client) for _ in range(3)]
+            for key in keys:
+                client.submit(signed_claim(key, 1))  # each key read and kept
+        own_pg.halt("fast")
+        said: dict[int, str] = {}
+
+        def submit(i: int) -> None:
+            try:
+                with ProvenanceClient(srv.address, timeout=6) as c:
+                    said[i] = f"logged at {c.submit(signed_claim(keys[i], 2))[0].leaf_index}"
+            except (StorageError, TransportError) as e:
+                said[i] = str(e)
+
+        threads = [threading.Thread(target=submit, args=(i,), daemon=True) for i in (0, 1)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=60)  # a hang guard only
+        submit(2)
+        for i in (0, 1, 2):
+            assert "the log did not confirm the submission" in said.get(i, ""), said
+    finally:
+        own_pg.resume()
+        srv.stop()

@@ -15,6 +15,7 @@ import sys
 import threading
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -345,16 +346,12 @@ def test_a_receipt_the_writer_cannot_give_is_said_in_words(
     assert rig.store.tree_size() == 1  # recorded: a new submission is a replay
 
 
-def test_a_sqlite_write_lock_held_elsewhere_answers_each_batch_once(
+@contextmanager
+def _sqlite_locked_elsewhere(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Another process holds the database's write lock (a backup tool's or an operator's
-    ``BEGIN EXCLUSIVE``): each batch fails after SQLite's busy timeout, whole, "the log
-    database did not answer in N s; nothing was logged: send it again", as a PostgreSQL
-    lock held past ``--db-answer-wait``. Before, a failed batch was retried one claim at a
-    time, each waiting the busy timeout again (30 s): a batch of n claims held its last
-    caller (n + 1) x 30 s (measured, 3 claims: the third answered after 90.6 s), each
-    answered "database is locked"; nothing was logged either way."""
+) -> Iterator[tuple[Store, GroupCommitWriter, subprocess.Popen[str]]]:
+    """A writer on a new SQLite log whose write lock another process holds until its
+    stdin closes (SQLite's busy timeout 1 s)."""
     monkeypatch.setattr(sqlite_store, "BUSY_TIMEOUT_S", 1.0)
     db = tmp_path / "log.db"
     store = open_store(db)
@@ -367,6 +364,25 @@ def test_a_sqlite_write_lock_held_elsewhere_answers_each_batch_once(
         text=True,
     )
     try:
+        yield store, writer, holder
+    finally:
+        if holder.poll() is None:
+            holder.kill()
+        writer.close()
+        store.close()
+
+
+def test_a_sqlite_write_lock_held_elsewhere_answers_each_batch_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another process holds the database's write lock (a backup tool's or an operator's
+    ``BEGIN EXCLUSIVE``): each batch fails after SQLite's busy timeout, whole, "the log
+    database did not answer in N s; nothing was logged: send it again", as a PostgreSQL
+    lock held past ``--db-answer-wait``. Before, a failed batch was retried one claim at a
+    time, each waiting the busy timeout again (30 s): a batch of n claims held its last
+    caller (n + 1) x 30 s (measured, 3 claims: the third answered after 90.6 s), each
+    answered "database is locked"; nothing was logged either way."""
+    with _sqlite_locked_elsewhere(tmp_path, monkeypatch) as (store, writer, holder):
         keys = [DeviceKey.generate() for _ in range(4)]
         for key in keys:
             store.enroll(None, Device(key.key_id, key.public_key, T0), T0)
@@ -389,8 +405,32 @@ def test_a_sqlite_write_lock_held_elsewhere_answers_each_batch_once(
         holder.stdin.close()  # the lock is released: the next capture is logged
         assert holder.wait(10) == 0
         assert writer.submit(pending[3], timeout=10).receipt.leaf_index == 0
-    finally:
-        if holder.poll() is None:
-            holder.kill()
-        writer.close()
-        store.close()
+
+
+def test_a_forgery_in_a_batch_the_database_did_not_answer_is_still_refused_as_forged(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The writer checks a batch's signatures before its transaction; when the database
+    then does not answer (a write lock held elsewhere, past SQLite's busy timeout or
+    PostgreSQL's ``--db-answer-wait``), a claim whose signature failed is refused as the
+    forgery it is, SignatureError, and only its honest batch-mates are told to send
+    again. Before, the forgery too was answered "the log database did not answer ...
+    send it again": its forgery-penalty token was given back though its signature had
+    been checked, so while the database stalled a forger's checks cost it nothing."""
+    with _sqlite_locked_elsewhere(tmp_path, monkeypatch) as (store, writer, holder):
+        key, thief = DeviceKey.generate(), DeviceKey.generate()
+        store.enroll(None, Device(key.key_id, key.public_key, T0), T0)
+        assert holder.stdout is not None and holder.stdout.readline() == "held\n"
+        good = sign(key, make_claim(key, 1))
+        forged = dataclasses.replace(sign(thief, make_claim(key, 2)), key_id=key.key_id)
+        futs = [
+            writer.enqueue(
+                PendingClaim(s, wire.decode_claim(s.claim_bytes), verify_under=key.public_key)
+            )
+            for s in (good, forged)
+        ]
+        with pytest.raises(StoreNotAnsweringError):
+            futs[0].result(timeout=30)
+        with pytest.raises(SignatureError, match="signature does not verify under device"):
+            futs[1].result(timeout=30)  # before: StoreNotAnsweringError, "send it again"
+        assert store.tree_size() == 0

@@ -471,8 +471,9 @@ def submit_wait(least: float, left: float | None) -> float:
 @dataclass
 class _PenaltyToken:
     """A submission's forgery-penalty token (`ForgeryPenalty.admit`'s client), settled
-    once: by the writer's outcome when the claim reached the writer (``with_writer``,
-    `CapturesServicer._settle_outcome`), else when the submission's task ends
+    once: when the claim reached the writer (``with_writer``), as soon as the writer
+    verified its signature (`CapturesServicer._checked`) or else by its outcome
+    (`CapturesServicer._settle_outcome`); otherwise when the submission's task ends
     (`CapturesServicer._settle_task`). Used on the event loop's thread only."""
 
     client: str
@@ -676,6 +677,7 @@ class CapturesServicer(rpc.CapturesServicer):
                 reads=self.pool,
                 peer=peer,
                 on_outcome=functools.partial(self._settled, signed.key_id, size, token, loop),
+                on_checked=None if token is None else functools.partial(self._checked, token, loop),
             )
         return pb.SubmitCaptureResponse(
             receipt=wire.receipt_to_pb(res.receipt), duplicate=res.duplicate
@@ -697,6 +699,14 @@ class CapturesServicer(rpc.CapturesServicer):
         if token is not None:
             with suppress(RuntimeError):  # the loop closed: the server stopped
                 loop.call_soon_threadsafe(self._settle_outcome, token, outcome)
+
+    def _checked(self, token: _PenaltyToken, loop: asyncio.AbstractEventLoop) -> None:
+        """The writer verified the claim's signature (from its thread): its penalty
+        ``token`` is given back on ``loop`` then, not at the writer's outcome, which waits
+        for the database (before: captures held through an outage kept their address's
+        tokens, and its next captures waited for one until their deadline passed)."""
+        with suppress(RuntimeError):  # the loop closed: the server stopped
+            loop.call_soon_threadsafe(self._settle_token, token, False)
 
     async def _first_sight_until(self, signed: SignedClaim, size: int, left: float | None) -> None:
         """`_first_sight` in ``pool``, tried again while the database cannot be reached

@@ -855,6 +855,7 @@ class ProvenanceService:
         reads: Executor | None = None,
         peer: str = "",
         on_outcome: Outcome | None = None,
+        on_checked: Callable[[], None] | None = None,
     ) -> Appended:
         """`submit` for an asyncio caller: nothing on the calling (event loop) thread waits
         for the store. The claim's shape is checked there (pure CPU, tens of µs); the
@@ -873,7 +874,9 @@ class ProvenanceService:
         ``on_outcome`` is called once with the outcome (an `Appended`, or the exception):
         by the writer when the claim reaches it, whether or not the caller still waits
         (`GroupCommitWriter.submit_async`), else here (a replay's receipt read, a refusal
-        or cancellation before the writer)."""
+        or cancellation before the writer). ``on_checked`` is called (from the writer's
+        thread) once the writer verified the claim's signature (`PendingClaim`), which can
+        be long before its outcome while the database is away."""
         try:
             ready = await self._for_writer(signed, timeout, reads, peer)
         except BaseException as e:
@@ -884,6 +887,8 @@ class ProvenanceService:
             if on_outcome is not None:
                 on_outcome(ready)
             return ready
+        if on_checked is not None:
+            ready = replace(ready, on_checked=on_checked)
         # a cancelled wait (timeout, client gone) leaves the submission queued; the
         # writer wakes this loop once per batch
         return await self.writer.submit_async(ready, timeout, on_outcome)

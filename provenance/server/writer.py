@@ -40,7 +40,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar, cast
 
@@ -93,11 +93,15 @@ class PendingClaim:
     ``verify_under`` holds the device's public key (raw 32 bytes), under which the writer
     checks it before the claim's transaction, giving the GIL away meanwhile (off the
     event loop, which serves the other calls in the mean time); a claim whose signature
-    does not verify is refused with SignatureError and never reaches the store."""
+    does not verify is refused with SignatureError and never reaches the store.
+    ``on_checked``: called once, from the writer's thread, when the signature verified
+    under ``verify_under`` (before the claim is written: the store may be down for long).
+    """
 
     signed_claim: SignedClaim
     claim: Claim
     verify_under: bytes | None = None
+    on_checked: Callable[[], None] | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)
@@ -184,6 +188,12 @@ def _check_signatures(batch: Sequence[_Item]) -> None:
                 check_claim_signature(p.signed_claim, p.verify_under, release_gil=True)
             except ProvenanceError as e:
                 item.refused = e
+                continue
+            if p.on_checked is not None:
+                try:
+                    p.on_checked()
+                except Exception:  # the check stands: a hook's bug must not stop the writer
+                    log.exception("a submission's signature-checked hook failed")
 
 
 def check_entry_size(entry: bytes, device_id: bytes) -> None:
@@ -197,6 +207,15 @@ def check_entry_size(entry: bytes, device_id: bytes) -> None:
             " entry bundles), so it is not logged (a revocation reason is at most 1,024"
             " bytes: shorten it)"
         )
+
+
+def _whole(batch: Sequence[_Item], err: Exception) -> list[tuple[_Item, object]]:
+    """The outcomes of ``batch`` failed whole with ``err`` (the store did not answer,
+    refused the login, or the writer stopped waiting for it): each claim's own refusal
+    where its signature was checked and failed (`_check_signatures`), ``err`` for the
+    others. Before, a forgery checked before such a failure was answered "send it again",
+    and its forgery-penalty token was given back (`provenance.server.rpc`)."""
+    return [(item, item.refused or err) for item in batch]
 
 
 def _unconfirmed(timeout: float) -> StorageError:
@@ -772,7 +791,7 @@ class GroupCommitWriter:
                 return
         # closing, the store unreachable: not tried again
         self._not_logged += len(batch)
-        self._resolve([(item, self._gone_answer or self._gone) for item in batch])
+        self._resolve(_whole(batch, self._gone_answer or self._gone))
 
     def _not_answered(self, batch: list[_Item], e: StoreNotAnsweringError) -> None:
         """Answer ``batch``, whose transaction the database took but did not answer in its
@@ -804,13 +823,13 @@ class GroupCommitWriter:
                 " send it again",
                 e.waited_s,
             )
-        self._resolve([(item, err) for item in batch])
+        self._resolve(_whole(batch, err))
 
     def _failed(self, batch: list[_Item], e: Exception) -> None:
         """Answer ``batch``, whose append raised ``e`` (not an outage): a refused login
         fails it whole, another error claim by claim."""
         if isinstance(e, StoreRefusedError):  # no claim's fault: all fail, none retried
-            self._resolve([(item, e) for item in batch])
+            self._resolve(_whole(batch, e))
             return
         if len(batch) > 1:
             # One bad claim must not fail the others: nothing was committed, so

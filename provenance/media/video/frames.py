@@ -337,18 +337,25 @@ def iter_sampled_frames(
 
 
 def _hashed_stream(container: av.container.InputContainer) -> av.video.stream.VideoStream:
-    """The video stream sampled: the first in a codec of ALLOWED_CODECS (the first video
-    stream whenever it is one, so the choice of files signed before is unchanged; a
-    track in another codec before it, e.g. MJPEG, is passed over). Raises MediaError
-    naming the codecs when there is none."""
-    for stream in container.streams.video:
-        if stream.codec_context.name in ALLOWED_CODECS:
-            return stream
-    have = ", ".join(dict.fromkeys(s.codec_context.name for s in container.streams.video))
+    """The video stream sampled: the first (the track a player shows), in a codec of
+    ALLOWED_CODECS. Raises MediaError naming its codec otherwise, and the supported
+    track behind it, not compared in its place: a signed video's frames hidden behind an
+    MJPEG track of other pictures were verified as a copy of that video (DERIVED)
+    although the file plays something else, while the first supported track was sampled."""
     allowed = ", ".join(sorted(ALLOWED_CODECS))
+    first, *rest = container.streams.video
+    codec = first.codec_context.name
+    if codec in ALLOWED_CODECS:
+        return first
+    behind = [s.codec_context.name for s in rest if s.codec_context.name in ALLOWED_CODECS]
+    also = (
+        f"; its {behind[0]} track behind it is not compared in its place, as a player"
+        " shows the first"
+        if behind
+        else ""
+    )
     raise MediaError(
-        f"unsupported video codec: no video track in a supported codec (it has: {have};"
-        f" supported: {allowed})"
+        f"unsupported video codec: its first video track is {codec} (supported: {allowed}){also}"
     )
 
 
