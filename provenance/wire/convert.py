@@ -182,7 +182,7 @@ def decode_claim(data: bytes) -> Claim:
         if not m.HasField(name):  # the message named neither (before: "capture time or ...")
             raise ClaimError(
                 f"malformed claim: the claim's {name} is missing; every claim states {words}"
-                " (DESIGN.md, \"The signed claim\")"
+                ' (DESIGN.md, "The signed claim")'
             )
     hb = m.hard_binding
     return Claim(
