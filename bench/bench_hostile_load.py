@@ -46,6 +46,7 @@ import psutil
 from prov_server import prov_command, start, stopping  # bench/prov_server.py, next to this script
 
 from clients.api import ProvenanceClient
+from provenance.core.binding import PerceptualHash
 from provenance.core.claims import Claim, HardBinding, SignedClaim
 from provenance.core.envelope import PAYLOAD_TYPE_CLAIM, PAYLOAD_TYPE_ENROLL, sign_payload
 from provenance.core.errors import TransportError
@@ -55,6 +56,9 @@ from provenance.v1 import provenance_pb2_grpc as rpc
 from provenance.wire import convert as wire
 from provenance.wire.contract import MAX_MESSAGE_BYTES
 
+#: The soft binding of the made-up image claims: the PDQ hash of a flat picture (quality 0,
+#: kept out of the near-duplicate index); a claim of an image states one (and its size).
+FLAT_PDQ = PerceptualHash("pdq", bytes(32), 0)
 ADMIN = "bench-hostile-admin-token"
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -106,6 +110,9 @@ def _claim(key: DeviceKey, seq: int) -> SignedClaim:
             media_type="image/jpeg",
             size_bytes=1000,
             hard_binding=HardBinding(sha256=os.urandom(32)),
+            soft_bindings=(FLAT_PDQ,),
+            width=4,
+            height=3,
         )
     )
     return SignedClaim(
@@ -129,6 +136,9 @@ def _forgeries(victims: list[bytes], count: int) -> list[bytes]:
                 media_type="image/jpeg",
                 size_bytes=1000,
                 hard_binding=HardBinding(sha256=os.urandom(32)),
+                soft_bindings=(FLAT_PDQ,),
+                width=4,
+                height=3,
             )
         )
         signed = SignedClaim(

@@ -54,6 +54,7 @@ from prov_server import start  # bench/prov_server.py, next to this script
 from results import Ratio, write_results  # bench/results.py, next to this script
 
 from clients.api import ProvenanceClient
+from provenance.core.binding import PerceptualHash
 from provenance.core.claims import Claim, HardBinding, SignedClaim
 from provenance.core.envelope import PAYLOAD_TYPE_CLAIM, PAYLOAD_TYPE_ENROLL, sign_payload
 from provenance.core.keys import DeviceKey
@@ -62,6 +63,9 @@ from provenance.v1 import provenance_pb2 as pb
 from provenance.wire import convert as wire
 from provenance.wire.contract import UPLOAD_CHUNK_BYTES
 
+#: The soft binding of the made-up image claims: the PDQ hash of a flat picture (quality 0,
+#: kept out of the near-duplicate index); a claim of an image states one (and its size).
+FLAT_PDQ = PerceptualHash("pdq", bytes(32), 0)
 ADMIN = "bench-admin-token-0123456789"
 ROOT = Path(__file__).resolve().parents[1]
 SUBMIT = "/provenance.v1.Captures/SubmitCapture"
@@ -143,6 +147,9 @@ def _claim(key: DeviceKey, seq: int, sha256: bytes, size: int = 1) -> SignedClai
             media_type="image/jpeg",
             size_bytes=size,
             hard_binding=HardBinding(sha256=sha256),
+            soft_bindings=(FLAT_PDQ,),
+            width=4,
+            height=3,
         )
     )
     return SignedClaim(

@@ -33,6 +33,7 @@ from clients.cli import main as prov_main
 from clients.demo import DemoFiles, prepare
 from clients.device import DeviceHome, DeviceState
 from provenance.c2pa.authority import issue_device_certificate, load_authority
+from provenance.core.binding import PerceptualHash
 from provenance.core.claims import Claim, HardBinding, SignedClaim
 from provenance.core.envelope import PAYLOAD_TYPE_CLAIM, PAYLOAD_TYPE_ENROLL, sign_payload
 from provenance.core.keys import DeviceKey
@@ -88,6 +89,9 @@ def signed_claim(
         media_type="image/jpeg",
         size_bytes=10,
         hard_binding=HardBinding(sha256=sha if sha is not None else os.urandom(32)),
+        soft_bindings=(PerceptualHash("pdq", bytes(32), 0),),  # a flat picture's
+        width=4,
+        height=3,
         prev_claim_hash=prev,
     )
     return sign_claim(key, claim)

@@ -48,9 +48,16 @@ def sign(key: DeviceKey, claim: Claim, payload_type: str = PAYLOAD_TYPE_CLAIM) -
     return SignedClaim(payload_type, data, key.key_id, sign_payload(key, payload_type, data))
 
 
+#: The PDQ hash of a picture of one colour (quality 0: the near-duplicate index skips it),
+#: what a made-up image claim carries as its soft binding (DESIGN.md: a claim of an image
+#: states one; `provenance.core.claim_bounds.missing_fields`).
+FLAT_PDQ = PerceptualHash("pdq", bytes(32), 0)
+
+
 def make_claim(key: DeviceKey, seq: int, **fields: Any) -> Claim:
-    """A claim by ``key`` with sequence ``seq`` for a made-up 10-byte JPEG (random SHA-256
-    unless ``hard_binding`` is given); any field can be overridden."""
+    """A claim by ``key`` with sequence ``seq`` for a made-up 10-byte 4x3 JPEG (random
+    SHA-256 unless ``hard_binding`` is given; the PDQ hash of a flat picture, `FLAT_PDQ`);
+    any field can be overridden."""
     base = Claim(
         device_id=key.key_id,
         sequence=seq,
@@ -58,6 +65,9 @@ def make_claim(key: DeviceKey, seq: int, **fields: Any) -> Claim:
         media_type="image/jpeg",
         size_bytes=10,
         hard_binding=HardBinding(os.urandom(32)),
+        soft_bindings=(FLAT_PDQ,),
+        width=4,
+        height=3,
     )
     return replace(base, **fields)
 

@@ -609,6 +609,8 @@ def test_chunk_size_1_sidecar_upload_is_not_hashed_byte_by_byte(server: ServerPr
             chunk_count=len(data),
             chunk_merkle_root=os.urandom(32),
         ),
+        soft_bindings=(PerceptualHash("pdq", bytes(32), 0),),
+        duration_seconds=1.0,
     )
     assert isinstance(server.db, Path)  # conftest's server_db: a SQLite file
     path = server.db.with_name("clip.bin")
@@ -875,6 +877,9 @@ def _claim(key: DeviceKey, seq: int, note: str) -> Claim:
         media_type="image/jpeg",
         size_bytes=10,
         hard_binding=HardBinding(sha256=os.urandom(32)),
+        soft_bindings=(PerceptualHash("pdq", bytes(32), 0),),
+        width=4,
+        height=3,
         metadata={"note": note},
     )
 

@@ -103,6 +103,10 @@ def raw_soft(timestamp: float) -> Any:
 
 # (changes to the video claim, what the refusal must say)
 REFUSED: list[tuple[dict[str, Any], tuple[str, ...]]] = [
+    (
+        {"size_bytes": 0, "hard_binding": hb(chunk_count=0, chunk_merkle_root=ROOT)},
+        ("size_bytes", "missing", "video/mp4"),
+    ),
     ({"hard_binding": hb(chunk_merkle_root=bytes(7))}, ("chunk_merkle_root", "7 bytes", "32")),
     ({"hard_binding": hb(chunk_merkle_root=b"")}, ("chunk_merkle_root", "0 bytes", "32")),
     ({"hard_binding": hb(chunk_size=0, chunk_count=5)}, ("chunk_size", " 0", "chunk_count")),
@@ -196,9 +200,8 @@ def test_claims_the_verifier_could_never_match_are_refused_on_the_wire(server: S
         # what is within the rules is logged: the device was never blocked by the refusals
         accepted = [
             video_claim(key, 1),
-            video_claim(
-                key, 2, size_bytes=0, hard_binding=hb(chunk_count=0, chunk_merkle_root=ROOT)
-            ),
+            # (an empty file's claim, size_bytes 0 and no chunks, was accepted here: a claim
+            # states its file's size now, `missing_fields`, and prov sign signs no empty file)
             video_claim(key, 3, size_bytes=MIB, hard_binding=hb(chunk_count=1)),
             video_claim(key, 4, hard_binding=hb(chunk_size=MAX_VIDEO_CHUNK, chunk_count=1)),
             video_claim(

@@ -114,6 +114,9 @@ def _claim(**changes: Any) -> Claim:
         media_type="image/jpeg",
         size_bytes=10,
         hard_binding=HardBinding(hashlib.sha256(b"capture").digest()),
+        soft_bindings=(PerceptualHash("pdq", bytes(32), 0),),  # a flat picture's
+        width=4,
+        height=3,
     )
     return replace(base, **changes)
 
@@ -434,7 +437,7 @@ def test_the_largest_claim_accepted_makes_a_log_entry_that_fits_a_tile_bundle() 
         # grow the media type until the fields take `room + extra` bytes
         pad = room - _fields_bytes(_sign(_claim()))
         for _ in range(8):
-            claim = _claim(media_type="video/" + "x" * pad)
+            claim = _claim(media_type="video/" + "x" * pad, duration_seconds=1.0)
             signed = _sign(claim)
             missing = room + extra - _fields_bytes(signed)
             if missing == 0:

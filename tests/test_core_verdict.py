@@ -60,7 +60,7 @@ def _signed(claim: Claim, key: DeviceKey = KEY) -> SignedClaim:
 
 
 def _claim(sha: bytes = SHA, soft: tuple[PerceptualHash, ...] = (PDQ,), **changes: Any) -> Claim:
-    claim = Claim(KEY.key_id, 1, LOGGED_AT, "image/jpeg", 11, HardBinding(sha), soft)
+    claim = Claim(KEY.key_id, 1, LOGGED_AT, "image/jpeg", 11, HardBinding(sha), soft, 4, 3)
     return replace(claim, **changes)
 
 

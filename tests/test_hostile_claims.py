@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from provenance.core.binding import PerceptualHash
 from provenance.core.claims import MAX_METADATA_BYTES, Claim, HardBinding, Receipt, SignedClaim
 from provenance.core.envelope import PAYLOAD_TYPE_CLAIM, PAYLOAD_TYPE_ENROLL, sign_payload
 from provenance.core.errors import ClaimError
@@ -48,6 +49,9 @@ def make_claim(key: DeviceKey, seq: int, **changes: Any) -> Claim:
         media_type="image/jpeg",
         size_bytes=10,
         hard_binding=HardBinding(sha256=bytes(32) if seq == 0 else seq.to_bytes(32, "big")),
+        soft_bindings=(PerceptualHash("pdq", bytes(32), 0),),
+        width=4,
+        height=3,
     )
     return dataclasses.replace(claim, **changes)
 

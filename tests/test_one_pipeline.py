@@ -141,7 +141,9 @@ def _frames(n: int) -> tuple[PerceptualHash, ...]:
 
 def test_a_lookup_says_which_evidence_needs_the_bytes(served: Served) -> None:
     dev = served.inproc.enroll()
-    served.inproc.submit(sign(dev.key, make_claim(dev.key, 1, media_type="video/mp4")))
+    served.inproc.submit(
+        sign(dev.key, make_claim(dev.key, 1, media_type="video/mp4", duration_seconds=1.0))
+    )
     video = Query("clip.mp4", os.urandom(32), _frames(5), "video/mp4")
     photo = Query("c2pa.jpg", os.urandom(32), (), "image/jpeg", os.urandom(32))
     got = dict(served.client.lookup([video, photo]))
@@ -285,7 +287,9 @@ def test_the_scanner_uploads_only_what_a_lookup_cannot_decide(
     while video claims are logged goes through VerifyFile (here: a random clip, UNSIGNED
     either way, whose row then carries no 'needs the bytes' reason)."""
     dev = served.inproc.enroll()
-    served.inproc.submit(sign(dev.key, make_claim(dev.key, 1, media_type="video/mp4")))
+    served.inproc.submit(
+        sign(dev.key, make_claim(dev.key, 1, media_type="video/mp4", duration_seconds=1.0))
+    )
     folder = tmp_path / "f"
     folder.mkdir()
     shutil.copy(OTHER_PHOTO, folder / "photo.jpg")

@@ -57,7 +57,7 @@ def _enroll(s: ProvenanceService) -> DeviceKey:
 
 
 def _claim(key: DeviceKey, seq: int, pdq: bytes | None = None) -> SignedClaim:
-    soft = (PerceptualHash("pdq", pdq, 100),) if pdq is not None else ()
+    soft = (PerceptualHash("pdq", pdq if pdq is not None else bytes(32), 100 if pdq else 0),)
     claim = Claim(
         device_id=key.key_id,
         sequence=seq,
@@ -66,6 +66,8 @@ def _claim(key: DeviceKey, seq: int, pdq: bytes | None = None) -> SignedClaim:
         size_bytes=10,
         hard_binding=HardBinding(sha256=os.urandom(32)),
         soft_bindings=soft,
+        width=4,
+        height=3,
     )
     data = wire.encode_claim(claim)
     return SignedClaim(

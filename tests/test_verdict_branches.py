@@ -31,7 +31,7 @@ def key() -> DeviceKey:
 
 
 def _claim(key: DeviceKey, sha: bytes = SHA, **kw: Any) -> Claim:
-    base = Claim(key.key_id, 1, NOW, "image/jpeg", 11, HardBinding(sha), (PDQ,))
+    base = Claim(key.key_id, 1, NOW, "image/jpeg", 11, HardBinding(sha), (PDQ,), 4, 3)
     return replace(base, **kw)
 
 

@@ -45,6 +45,8 @@ def _claim(key: DeviceKey, data: bytes, **kw: Any) -> Claim:
         len(data),
         HardBinding(hashlib.sha256(data).digest()),
         (PDQ,),
+        4,
+        3,
     )
     return replace(base, **kw)
 

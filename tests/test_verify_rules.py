@@ -36,7 +36,7 @@ def key() -> DeviceKey:
 
 
 def _signed(key: DeviceKey, sha: bytes = SHA) -> tuple[SignedClaim, Claim]:
-    claim = Claim(key.key_id, 1, NOW, "image/jpeg", 11, HardBinding(sha), (PDQ,))
+    claim = Claim(key.key_id, 1, NOW, "image/jpeg", 11, HardBinding(sha), (PDQ,), 4, 3)
     data = wire.encode_claim(claim)
     return SignedClaim(
         PAYLOAD_TYPE_CLAIM, data, key.key_id, sign_payload(key, PAYLOAD_TYPE_CLAIM, data)
@@ -119,7 +119,7 @@ def test_a_copy_of_a_revoked_capture_is_not_derived(key: DeviceKey) -> None:
     assert later.status is Verdict.DERIVED
     assert any(x.startswith("note: for that capture, the key was revoked") for x in later.reasons)
     other = DeviceKey.generate()
-    claim = Claim(other.key_id, 1, NOW, "image/jpeg", 11, HardBinding(SHA), (_flip(PDQ, 13),))
+    claim = Claim(other.key_id, 1, NOW, "image/jpeg", 11, HardBinding(SHA), (_flip(PDQ, 13),), 4, 3)
     data = wire.encode_claim(claim)
     signed = SignedClaim(
         PAYLOAD_TYPE_CLAIM, data, other.key_id, sign_payload(other, PAYLOAD_TYPE_CLAIM, data)

@@ -29,7 +29,7 @@ from PIL import Image
 from clients.api import ProvenanceClient
 from clients.cli import main as prov_main
 from provenance.core import merkle
-from provenance.core.binding import pdq_hash
+from provenance.core.binding import PerceptualHash, pdq_hash
 from provenance.core.envelope import PAYLOAD_TYPE_ENROLL, sign_payload
 from provenance.core.errors import ConfigError
 from provenance.core.keys import DeviceKey
@@ -838,6 +838,9 @@ def test_text_a_device_or_an_admin_wrote_is_shown_with_its_controls_escaped(
                 media_type="image/jpeg",
                 size_bytes=10,
                 hard_binding=HardBinding(sha256=bytes(32)),
+                soft_bindings=(PerceptualHash("pdq", bytes(32), 0),),
+                width=4,
+                height=3,
                 metadata={"place\u2066": "Paris\u202eLondon\x00", "app": "cam\nline"},
             )
             receipt, _ = client.submit(sign_claim(key, claim))

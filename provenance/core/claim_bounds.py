@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import math
 
+from provenance.core.binding import PDQ_ALGORITHM
 from provenance.core.claims import MAX_VIDEO_SECONDS, Claim
 from provenance.core.errors import ClaimError
 from provenance.core.merkle import HASH_SIZE
@@ -145,3 +146,57 @@ def _check_seconds(name: str, value: float) -> None:
             f" seconds from 0 to {MAX_VIDEO_SECONDS:,} (one day, the longest video a claim"
             " describes)"
         )
+
+
+def missing_fields(claim: Claim) -> list[str]:
+    """The fields DESIGN.md ("The signed claim") says a claim of its media type carries and
+    ``claim`` leaves out (zero or empty), in the order of the design's list: ``size_bytes``
+    of any claim; ``width``, ``height`` and ``soft_bindings (a PDQ hash)`` of an image
+    (image/...); ``duration_seconds`` and ``soft_bindings (PDQ hashes of sampled frames)``
+    of a video (video/...). Empty when it states them all. What `prov sign` measures
+    (`clients.device.measuring.measure`) always states them."""
+    missing = [] if claim.size_bytes > 0 else ["size_bytes"]
+    pdq = any(h.algorithm == PDQ_ALGORITHM for h in claim.soft_bindings)
+    if claim.media_type.startswith("image/"):
+        missing += [
+            name for name, v in (("width", claim.width), ("height", claim.height)) if v <= 0
+        ]
+        if not pdq:
+            missing.append("soft_bindings (a PDQ hash)")
+    elif claim.media_type.startswith("video/"):
+        if not claim.duration_seconds > 0:
+            missing.append("duration_seconds")
+        if not pdq:
+            missing.append("soft_bindings (PDQ hashes of sampled frames)")
+    return missing
+
+
+def missing_fields_text(missing: list[str]) -> str:
+    """``missing`` (from `missing_fields`, not empty) as words: "width, height and
+    soft_bindings (a PDQ hash)"."""
+    return missing[0] if len(missing) == 1 else ", ".join(missing[:-1]) + " and " + missing[-1]
+
+
+def check_required_fields(claim: Claim) -> None:
+    """Raises ClaimError, naming the fields, unless the claim states every field DESIGN.md
+    gives a claim of its media type (`missing_fields`). Only a new submission is held to
+    it: an entry an older server logged without them still verifies, with a note
+    (`provenance.core.verify`)."""
+    missing = missing_fields(claim)
+    if not missing:
+        return
+    what = (
+        "an image's claim states its size_bytes, its width and height in pixels and a PDQ"
+        " hash of its pixels (soft_bindings)"
+        if claim.media_type.startswith("image/")
+        else "a video's claim states its size_bytes, its duration_seconds and PDQ hashes of"
+        " sampled frames (soft_bindings)"
+        if claim.media_type.startswith("video/")
+        else "a claim states the size_bytes of its file"
+    )
+    verb = "is" if len(missing) == 1 else "are"
+    raise ClaimError(
+        f"the claim's {missing_fields_text(missing)} {verb} missing (0 or empty) in a claim of"
+        f' {claim.media_type}: {what} (DESIGN.md, "The signed claim"); `prov sign` measures'
+        " them from the file"
+    )

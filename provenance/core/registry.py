@@ -11,7 +11,12 @@ import secrets
 import unicodedata
 from datetime import datetime, timedelta
 
-from provenance.core.claim_bounds import check_hard_binding, check_pixels, check_video_numbers
+from provenance.core.claim_bounds import (
+    check_hard_binding,
+    check_pixels,
+    check_required_fields,
+    check_video_numbers,
+)
 from provenance.core.claims import (
     CLAIM_VERSION,
     LOG_ENTRY_FRAMING_BYTES,
@@ -259,7 +264,10 @@ def check_claim_shape(signed: SignedClaim, claim: Claim) -> None:
 
     The fields DESIGN.md's data model gives a shape: prev_claim_hash a 32-byte SHA-256
     (or empty), orientation an EXIF orientation (1..8, 0 for none), media_type an RFC 6838
-    type/subtype.
+    type/subtype; and the fields it lists for the media type must be there: a size, an
+    image's width, height and PDQ hash, a video's duration and frame hashes
+    (`claim_bounds.check_required_fields`; before, an image/jpeg claim stating none of
+    them was logged and verified SIGNED_ORIGINAL). Only new submissions are held to it.
 
     Its log entry must fit a C2SP tlog-tiles entry bundle (`MAX_LOG_ENTRY_BYTES`), or the
     log could never be exported as tiles past it.
@@ -337,6 +345,8 @@ def check_claim_shape(signed: SignedClaim, claim: Claim) -> None:
             f" of at most {MAX_LOG_ENTRY_BYTES:,} (C2SP tlog-tiles entry bundles): fewer soft"
             f" bindings ({len(claim.soft_bindings)} here) or less metadata"
         )
+    # last: a claim out of every bound above is refused for that first
+    check_required_fields(claim)
 
 
 def check_signature(signed: SignedClaim, device: Device) -> None:

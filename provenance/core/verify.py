@@ -54,6 +54,7 @@ from datetime import datetime
 from typing import Any
 
 from provenance.core.binding import PDQ_MATCH_THRESHOLD, PDQ_MIN_QUALITY, PerceptualHash, hamming
+from provenance.core.claim_bounds import missing_fields, missing_fields_text
 from provenance.core.claims import Claim, Device, Receipt, SignedClaim, TimeFlag, Verdict
 from provenance.core.dihedral import (
     DIHEDRAL_TURNS,
@@ -294,7 +295,20 @@ def _logged_verdict(
         )
     if (revoked := _revocation(lc.device)) is not None:
         reasons.append(f"note: {revoked}, after this claim was logged")
+    if missing := missing_fields(lc.claim):
+        reasons.append(missing_fields_note(lc.claim.media_type, missing))
     return VerificationReport(Verdict.SIGNED_ORIGINAL, tuple(reasons), ev, now)
+
+
+def missing_fields_note(media_type: str, missing: list[str]) -> str:
+    """The note of a verdict on a logged claim that lacks fields DESIGN.md gives a claim of
+    its media type (``missing``, `claim_bounds.missing_fields`): the log refuses such a
+    claim now, but this one was logged before it did, and its hard binding still decides."""
+    return (
+        f"note: this {media_type} claim states no {missing_fields_text(missing)}: it was"
+        " logged before the log required them of new claims; its signature and its SHA-256"
+        " of the bytes decide the verdict all the same"
+    )
 
 
 def decide(

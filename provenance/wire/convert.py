@@ -175,8 +175,15 @@ def encode_claim(claim: Claim) -> bytes:
 def decode_claim(data: bytes) -> Claim:
     """Parse claim bytes; raises ClaimError when they are not a claim."""
     m = _parse(pb.Claim, data, "claim")
-    if not m.HasField("captured_at") or not m.HasField("hard_binding"):
-        raise ClaimError("malformed claim: capture time or hard binding missing")
+    for name, words in (
+        ("captured_at", "the device's UTC time of the capture"),
+        ("hard_binding", "the SHA-256 of the file's bytes"),
+    ):
+        if not m.HasField(name):  # the message named neither (before: "capture time or ...")
+            raise ClaimError(
+                f"malformed claim: the claim's {name} is missing; every claim states {words}"
+                ' (DESIGN.md, "The signed claim")'
+            )
     hb = m.hard_binding
     return Claim(
         version=m.version,

@@ -1,0 +1,162 @@
+"""The fields DESIGN.md ("The signed claim") says a claim carries, by media type: a size;
+for an image its width, height and a PDQ hash; for a video its duration and the PDQ
+hashes of sampled frames. A NEW claim that leaves one out is refused (INVALID_ARGUMENT
+over gRPC, naming the field); an entry an older server logged without one still
+verifies, audits and reopens, and its report says what it lacks."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+
+from clients.api import ProvenanceClient
+from clients.cli import main as prov_main
+from clients.device.measuring import measure
+from provenance.core.binding import PerceptualHash
+from provenance.core.claim_bounds import missing_fields
+from provenance.core.claims import HardBinding, SignedClaim, Verdict
+from provenance.core.envelope import PAYLOAD_TYPE_CLAIM, sign_payload
+from provenance.core.errors import ClaimError
+from provenance.core.verify import FileFacts
+from provenance.server.writer import PendingClaim
+from provenance.v1 import provenance_pb2 as pb
+from provenance.v1 import provenance_pb2_grpc as rpc
+from provenance.wire import convert as wire
+from tests.conftest import ADMIN_TOKEN, SAMPLES, ServerProc, enroll_key
+from tests.inproc import InProc, make_claim, sign
+
+PHOTO = SAMPLES / "grace_hopper.jpg"
+PDQ = PerceptualHash("pdq", bytes(range(32)), 100)
+FRAMES = (PerceptualHash("pdq", bytes(range(32)), 100, 0.0),)
+
+#: An image claim as the user built it by hand: no width, no height, no PDQ hash.
+NONE_STATED: dict[str, Any] = {"width": 0, "height": 0, "soft_bindings": ()}
+#: (fields of a new claim that leaves one out, the field the refusal names)
+LACKING: list[tuple[dict[str, Any], str]] = [
+    ({"width": 0}, "width"),
+    ({"height": 0}, "height"),
+    ({"soft_bindings": ()}, "soft_bindings"),
+    ({"size_bytes": 0}, "size_bytes"),
+    ({"media_type": "video/mp4", "duration_seconds": 0.0, "soft_bindings": FRAMES}, "duration"),
+    ({"media_type": "video/mp4", "duration_seconds": 3.0, "soft_bindings": ()}, "soft_bindings"),
+]
+
+
+def _photo_claim_fields() -> dict[str, Any]:
+    fields, _ = measure(PHOTO)
+    return dict(fields)
+
+
+@pytest.mark.parametrize(("fields", "named"), LACKING)
+def test_a_new_claim_lacking_a_design_field_is_refused_naming_it(
+    inproc: InProc, fields: dict[str, Any], named: str
+) -> None:
+    dev = inproc.enroll()
+    size = inproc.service.store.tree_size()
+    base = {"width": 640, "height": 480, "soft_bindings": (PDQ,)}
+    with pytest.raises(ClaimError, match=f"the claim's {named}"):
+        inproc.submit(dev.next_claim(**{**base, **fields}))
+    assert inproc.service.store.tree_size() == size
+
+
+def test_a_hand_built_image_claim_is_invalid_argument_over_grpc(server: ServerProc) -> None:
+    """The user's report: an image/jpeg claim with no width, height or PDQ hash was
+    logged and verified SIGNED_ORIGINAL."""
+    with ProvenanceClient(server.address, admin_token=ADMIN_TOKEN, timeout=20) as client:
+        key = enroll_key(client)
+    claim = make_claim(
+        key, 1, hard_binding=HardBinding(hashlib.sha256(b"x").digest()), **NONE_STATED
+    )
+    req = pb.SubmitCaptureRequest(signed_claim=wire.signed_to_pb(sign(key, claim)))
+    with grpc.insecure_channel(server.address) as chan, pytest.raises(grpc.RpcError) as exc:
+        rpc.CapturesStub(chan).SubmitCapture(req, timeout=20)
+    assert exc.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    details = str(exc.value.details())
+    assert "width" in details and "image/jpeg" in details, details
+
+
+def test_our_device_client_measures_every_design_field() -> None:
+    photo = _photo_claim_fields()
+    assert photo["width"] > 0 and photo["height"] > 0 and photo["soft_bindings"]
+    assert photo["size_bytes"] == PHOTO.stat().st_size
+    video, _ = measure(SAMPLES / "fabric_pattern.mp4")
+    assert video["duration_seconds"] > 0 and video["soft_bindings"]
+    assert video["width"] > 0 and video["height"] > 0 and video["size_bytes"] > 0
+
+
+def test_a_photo_signed_by_our_client_is_accepted(inproc: InProc) -> None:
+    dev = inproc.enroll()
+    signed, appended = inproc.log_file(dev, PHOTO)
+    assert not missing_fields(wire.decode_claim(signed.claim_bytes))
+    assert appended.receipt.leaf_index >= 0
+
+
+def test_an_old_entry_without_the_fields_still_verifies_audits_and_reopens(
+    inproc: InProc, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An entry logged before the rule (handed to the writer as an older server's
+    submission path did, without the new check) keeps its SIGNED_ORIGINAL, and the report
+    names what the claim lacks; the start-up checks and `prov log audit` accept the log."""
+    dev = inproc.enroll()
+    data = b"an old capture"
+    signed = dev.next_claim(hard_binding=HardBinding(hashlib.sha256(data).digest()), **NONE_STATED)
+    claim = wire.decode_claim(signed.claim_bytes)
+    assert missing_fields(claim) == ["width", "height", "soft_bindings (a PDQ hash)"]
+    inproc.service.writer.submit(PendingClaim(signed, claim, dev.key.public_key))
+    inproc.reopen()  # the start-up checks read the log as it is
+    facts = FileFacts(hashlib.sha256(data).digest(), len(data), "image/jpeg")
+    report = inproc.service.verify(facts, sidecar=None)
+    assert report.status is Verdict.SIGNED_ORIGINAL, report.reasons
+    note = [r for r in report.reasons if "width, height" in r]
+    assert note and "logged before" in note[0], report.reasons
+    vkey = inproc.service.signer.verifier_key()
+    inproc.service.close()
+    capsys.readouterr()
+    rc = prov_main(
+        ["log", "audit", "--db", str(inproc.db), "--state", str(tmp_path / "a.json"),
+         "--log-key", vkey]
+    )  # fmt: skip
+    out = capsys.readouterr()
+    assert rc == 0, out.out + out.err
+    inproc.reopen()
+
+
+@pytest.mark.parametrize("field", ["captured_at", "hard_binding"])
+def test_a_claim_without_its_capture_time_or_hard_binding_is_refused_naming_it(
+    inproc: InProc, field: str
+) -> None:
+    dev = inproc.enroll()
+    msg = wire.pb.Claim.FromString(wire.encode_claim(make_claim(dev.key, 1)))
+    msg.ClearField(field)
+    data = msg.SerializeToString()
+    signed = SignedClaim(
+        PAYLOAD_TYPE_CLAIM, data, dev.key.key_id, sign_payload(dev.key, PAYLOAD_TYPE_CLAIM, data)
+    )
+    with pytest.raises(ClaimError, match=f"the claim's {field} is missing"):
+        inproc.submit(signed)
+
+
+def test_the_signed_bytes_are_kept_never_re_serialized(inproc: InProc) -> None:
+    """DESIGN.md: the exact claim bytes are signed and carried. A claim whose bytes are
+    not what this code would serialize (a field it does not know, appended by a newer
+    device) is logged as it is and verifies SIGNED_ORIGINAL: were it re-serialized, the
+    unknown field would be dropped and the signature would no longer verify."""
+    dev = inproc.enroll()
+    data = b"a capture from a newer device"
+    claim = make_claim(dev.key, 1, hard_binding=HardBinding(hashlib.sha256(data).digest()))
+    body = wire.encode_claim(claim) + bytes([0xF8, 0x06, 0x01])  # field 111, varint 1
+    assert wire.encode_claim(wire.decode_claim(body)) != body
+    signed = SignedClaim(
+        PAYLOAD_TYPE_CLAIM, body, dev.key.key_id, sign_payload(dev.key, PAYLOAD_TYPE_CLAIM, body)
+    )
+    appended = inproc.submit(signed)
+    assert wire.decode_log_entry(appended.receipt.log_entry)[0].claim_bytes == body
+    facts = FileFacts(hashlib.sha256(data).digest(), len(data), "image/jpeg")
+    report = inproc.service.verify(facts, sidecar=None)
+    assert report.status is Verdict.SIGNED_ORIGINAL, report.reasons
+    assert report.evidence.claim is not None
+    assert report.evidence.claim.signed_claim.claim_bytes == body
