@@ -43,7 +43,7 @@ def test_a_deadline_no_longer_than_the_submit_wait_is_answered_before_it(
         holder = subprocess.Popen(
             [sys.executable, "-c", HOLD_SQLITE_WRITE_LOCK, str(db)],
             stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
+            stdout=subprocess.PIPE,  # pipes: the holder writes one line, 'held', read here
             text=True,
         )
         assert read_line(holder, "held", 30) == "held"

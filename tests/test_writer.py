@@ -360,7 +360,7 @@ def _sqlite_locked_elsewhere(
     holder = subprocess.Popen(
         [sys.executable, "-c", HOLD_SQLITE_WRITE_LOCK, str(db)],
         stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
+        stdout=subprocess.PIPE,  # pipes: the holder writes one line, 'held', read by the tests
         text=True,
     )
     try:

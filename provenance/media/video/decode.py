@@ -58,6 +58,9 @@ DEFAULT_MAX_MEMORY_BYTES = 2 << 30
 _PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])
 _HEADER_BASE_BYTES = 4096
 _HEADER_BYTES_PER_FRAME = 160
+#: More per frame when the request asks for the 7 turned hashes (``dihedral``): one hex
+#: string of them in the frame's row (`provenance.media.video.worker`), and its quotes.
+_TURNED_BYTES_PER_FRAME = DIHEDRAL_TURNS * 2 * PDQ_HASH_SIZE + 8
 #: How long the decoder process may take to start (imports), and to answer a request, s.
 START_TIMEOUT_S = 60.0
 _ANSWER_TIMEOUT_S = 10.0
@@ -347,7 +350,10 @@ def _run(
         os.close(status_w)
     reader = _Reader(read_fd, status_r, turn)
     try:
-        header = reader.message(_HEADER_BASE_BYTES + _HEADER_BYTES_PER_FRAME * max_frames)
+        per_frame = _HEADER_BYTES_PER_FRAME + (
+            _TURNED_BYTES_PER_FRAME if request.get("dihedral") else 0
+        )
+        header = reader.message(_HEADER_BASE_BYTES + per_frame * max_frames)
         return _parse(header, reader, media_type, rate_hz)
     finally:
         reader.stop(pid)
