@@ -22,6 +22,7 @@ from contextlib import contextmanager
 from typing import Any
 
 import grpc
+import httpx
 import psycopg
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -36,6 +37,7 @@ from tests.conftest import (
     read_line,
     signed_claim,
     start_server,
+    start_web,
 )
 from tests.pgserver import PgServer
 
@@ -315,10 +317,13 @@ def test_reads_of_a_stopped_database_server_are_answered_and_the_server_goes_on(
     open), several at once (more than the pool holds connections: the others wait for
     new ones, which the stopped server never answers): each is answered UNAVAILABLE
     within about ``--db-answer-wait``, a call that needs no database meanwhile at once,
-    and once the processes go on the same reads are answered. Before, each read waited
-    until its caller's deadline: DEADLINE_EXCEEDED, "cannot reach the server", 40 s
-    into its 40 s deadline."""
+    the web page's read through the service 503, and once the processes go on the same
+    reads are answered. Before, each read waited until its caller's deadline:
+    DEADLINE_EXCEEDED, "cannot reach the server", 40 s into its 40 s deadline (the web
+    page's checkpoint: 503 after 30.4 s, "couldn't get a connection after 30.00 sec",
+    the pool's connection held by a read waiting on the stopped server; now 4.4 s)."""
     srv, device = _serve(pg_url)
+    web = start_web(srv.address, "--service-timeout", "40")
     try:
         sha = os.urandom(32)
         with ProvenanceClient(srv.address) as c:
@@ -334,6 +339,9 @@ def test_reads_of_a_stopped_database_server_are_answered_and_the_server_goes_on(
                 assert "cannot reach the server" not in str(err), (name, err)
             with ProvenanceClient(srv.address, timeout=10) as c:
                 assert c.log_key()[1]  # needs no database: answered meanwhile
+            page = httpx.get(f"{web.address}/api/v1/checkpoint", timeout=60)
+            assert page.status_code == 503, page.text
+            assert "the log database did not answer in" in page.text, page.text
         answered: dict[str, TransportError | None] = {}
         until = time.monotonic() + 60  # the pool's new connections: a hang guard
         while time.monotonic() < until:
@@ -343,7 +351,9 @@ def test_reads_of_a_stopped_database_server_are_answered_and_the_server_goes_on(
             for name, err in answered.items():
                 assert err is None or err.code == "UNAVAILABLE", (name, err)
         assert answered == dict.fromkeys(reads), answered
+        assert httpx.get(f"{web.address}/api/v1/checkpoint", timeout=60).status_code == 200
     finally:
+        web.stop()
         assert srv.stop() == 0
 
 
