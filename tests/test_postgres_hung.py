@@ -16,16 +16,18 @@ import signal
 import threading
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from typing import Any
 
 import grpc
+import httpx
 import psycopg
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from clients.api import ProvenanceClient
+from clients.api import ProvenanceClient, Query
 from provenance.core.errors import TransportError
 from provenance.store.postgres import APPEND_LOCK
 from tests.conftest import (
@@ -35,6 +37,7 @@ from tests.conftest import (
     read_line,
     signed_claim,
     start_server,
+    start_web,
 )
 from tests.pgserver import PgServer
 
@@ -44,12 +47,12 @@ WAIT_S = 2  # --db-answer-wait
 ANSWERED_WITHIN_S = 20.0
 
 
-def _serve(url: str, *extra: str) -> tuple[ServerProc, Any]:
-    """A server with the short answer wait, and a device enrolled through it."""
+def _serve(url: str, *extra: str, wait_s: float = WAIT_S) -> tuple[ServerProc, Any]:
+    """A server with the short answer wait (``wait_s``), and a device enrolled through it."""
     srv = start_server(
         url,
         "--db-answer-wait",
-        str(WAIT_S),
+        f"{wait_s:g}",
         # no device quota: its counts' sync takes the append lock too (not the writer)
         "--quota-claims-per-minute",
         "0",
@@ -176,20 +179,21 @@ def test_a_held_append_lock_is_answered_and_the_server_goes_on(pg_url: str) -> N
 
 def test_a_table_lock_fails_reads_and_writes_in_time(pg_url: str) -> None:
     """A ``LOCK TABLE`` (as ``VACUUM FULL`` or ``ALTER TABLE`` take) of the log's tables:
-    the capture and a read of what the lock holds are answered in time."""
+    the capture and the reads of what the lock holds are answered in time."""
     srv, device = _serve(pg_url)
     try:
         holder = psycopg.connect(pg_url)
-        holder.execute("LOCK TABLE leaves, checkpoints IN ACCESS EXCLUSIVE MODE")
+        holder.execute("LOCK TABLE leaves, checkpoints, nodes, devices IN ACCESS EXCLUSIVE MODE")
         err, took = _refused(srv, signed_claim(device, 1))
         assert err.code == "UNAVAILABLE", err
         assert "nothing was logged" in str(err), err
         assert took < ANSWERED_WITHIN_S, took
         t0 = time.monotonic()
-        with ProvenanceClient(srv.address, timeout=40) as c, pytest.raises(TransportError) as got:
-            c.entries(0, 1)  # reads the leaves
-        assert got.value.code == "UNAVAILABLE", got.value
-        assert "did not answer in 2 s" in str(got.value), got.value
+        for name, got in _read_answers(srv, _reads(device, os.urandom(32))).items():
+            assert got is not None and got.code == "UNAVAILABLE", (name, got)
+            assert "the log database did not answer in 2 s" in str(got), (name, got)
+            assert "a lock it needs is held by another session" in str(got), (name, got)
+            assert "try again" in str(got), (name, got)
         assert time.monotonic() - t0 < ANSWERED_WITHIN_S
         holder.rollback()
         holder.close()
@@ -207,9 +211,10 @@ def test_a_stopped_database_server_is_answered_and_the_server_goes_on(
     writer's transaction is given up (its connection cut), the caller told, and once the
     processes go on the next capture is logged. When the writer finds no open connection
     free (a read holds the one there was, waiting on the stopped server too), it waits
-    as in an outage (its new connections hang until libpq's connect_timeout): the caller
-    is answered before its deadline that the log did not confirm it (its deadline is
-    longer than ``--submit-wait``)."""
+    as in an outage (its new connections hang until libpq's connect_timeout) until a
+    statement of the server's went unanswered, then ``--db-answer-wait`` at most: the
+    caller is answered before its deadline that the log did not answer, or did not
+    confirm it (its deadline is longer than ``--submit-wait``)."""
     srv, device = _serve(pg_url, "--submit-wait", "5")
     try:
         with _frozen(pg_server):
@@ -271,3 +276,132 @@ def test_the_server_stops_while_the_database_does_not_answer(pg_url: str) -> Non
     finally:
         holder.close()
         srv.stop(signal.SIGKILL)
+
+
+def _reads(device: Any, sha: bytes) -> dict[str, Callable[[ProvenanceClient], object]]:
+    """Calls that read the log database: a Lookup (VerifyFile's log lookups are the same
+    reads), the log's checkpoint, entries and proofs, a device."""
+    return {
+        "Lookup": lambda c: c.lookup([Query("a", sha)]),
+        "GetCheckpoint": lambda c: c.checkpoint(),
+        "GetEntries": lambda c: c.entries(0, 2),
+        "GetInclusionProof": lambda c: c.inclusion_proof(2, leaf_index=1),
+        "GetConsistencyProof": lambda c: c.consistency_proof(1, 2),
+        "GetDevice": lambda c: c.get_device(device.key_id),
+    }
+
+
+def _read_answers(
+    srv: ServerProc, reads: dict[str, Callable[[ProvenanceClient], object]]
+) -> dict[str, TransportError | None]:
+    """Each of ``reads`` made at once, each by its own client with a 40 s deadline: its
+    error, None when it was answered."""
+
+    def one(read: Callable[[ProvenanceClient], object]) -> TransportError | None:
+        try:
+            with ProvenanceClient(srv.address, timeout=40) as c:
+                read(c)
+        except TransportError as e:
+            return e
+        return None
+
+    with ThreadPoolExecutor(len(reads)) as pool:
+        futures = {name: pool.submit(one, read) for name, read in reads.items()}
+        return {name: f.result() for name, f in futures.items()}
+
+
+def test_reads_of_a_stopped_database_server_are_answered_and_the_server_goes_on(
+    pg_server: PgServer, pg_url: str
+) -> None:
+    """Reads while the database server's processes are stopped (SIGSTOP, its connections
+    open), several at once (more than the pool holds connections: the others wait for
+    new ones, which the stopped server never answers): each is answered UNAVAILABLE
+    within about ``--db-answer-wait``, a call that needs no database meanwhile at once,
+    the web page's read through the service 503, and once the processes go on the same
+    reads are answered. Before, each read waited until its caller's deadline:
+    DEADLINE_EXCEEDED, "cannot reach the server", 40 s into its 40 s deadline (the web
+    page's checkpoint: 503 after 30.4 s, "couldn't get a connection after 30.00 sec",
+    the pool's connection held by a read waiting on the stopped server; now 4.4 s)."""
+    srv, device = _serve(pg_url)
+    web = start_web(srv.address, "--service-timeout", "40")
+    try:
+        sha = os.urandom(32)
+        with ProvenanceClient(srv.address) as c:
+            assert c.submit(signed_claim(device, 1, sha))[0].leaf_index == 1
+        reads = _reads(device, sha)
+        with _frozen(pg_server):
+            answers = _read_answers(srv, reads)
+            for name, err in answers.items():
+                assert err is not None, name
+                assert err.code == "UNAVAILABLE", (name, err)
+                assert "the log database did not answer in" in str(err), (name, err)
+                assert "try again" in str(err), (name, err)
+                assert "cannot reach the server" not in str(err), (name, err)
+            with ProvenanceClient(srv.address, timeout=10) as c:
+                assert c.log_key()[1]  # needs no database: answered meanwhile
+            page = httpx.get(f"{web.address}/api/v1/checkpoint", timeout=60)
+            assert page.status_code == 503, page.text
+            assert "the log database did not answer in" in page.text, page.text
+        answered: dict[str, TransportError | None] = {}
+        until = time.monotonic() + 60  # the pool's new connections: a hang guard
+        while time.monotonic() < until:
+            answered = _read_answers(srv, reads)
+            if all(err is None for err in answered.values()):
+                break
+            for name, err in answered.items():
+                assert err is None or err.code == "UNAVAILABLE", (name, err)
+        assert answered == dict.fromkeys(reads), answered
+        assert httpx.get(f"{web.address}/api/v1/checkpoint", timeout=60).status_code == 200
+    finally:
+        web.stop()
+        assert srv.stop() == 0
+
+
+def test_a_write_that_queued_for_the_append_lock_is_not_cut(pg_url: str) -> None:
+    """A capture whose batch waited most of ``--db-answer-wait`` (4 s) for the log's
+    append lock (another server's write held it, 3 s), then wrote for longer than the
+    2 s backstop (its insert took 4.5 s: a trigger sleeping, as a slow disk or a large
+    batch would): the database answered each statement within the wait, so the capture
+    is logged. Before, the watchdog's clock ran from the transaction's start, queueing
+    included: 3 + 4.5 s passed its 4 + 2 s, the connection was cut mid-insert, and the
+    capture was answered UNAVAILABLE, "the log database did not answer in 6 s"."""
+    srv, device = _serve(pg_url, wait_s=4)
+    holder = psycopg.connect(pg_url, autocommit=True)
+    try:
+        holder.execute(
+            "CREATE FUNCTION slow_insert() RETURNS trigger LANGUAGE plpgsql AS"
+            " $$ BEGIN PERFORM pg_sleep(4.5); RETURN NULL; END $$"
+        )
+        holder.execute(
+            "CREATE TRIGGER slow_insert BEFORE INSERT ON leaves"
+            " FOR EACH STATEMENT EXECUTE FUNCTION slow_insert()"
+        )
+        holder.execute("SELECT pg_advisory_lock(%s)", (APPEND_LOCK,))
+        answers: list[object] = []
+
+        def submit() -> None:
+            try:
+                with ProvenanceClient(srv.address, timeout=40) as c:
+                    answers.append(c.submit(signed_claim(device, 1))[0].leaf_index)
+            except TransportError as e:
+                answers.append(e)
+
+        caller = threading.Thread(target=submit, daemon=True)
+        caller.start()
+        # the writer's wait for the append lock, in seconds, by the database's clock
+        waited = (
+            "SELECT extract(epoch FROM clock_timestamp() - a.query_start) FROM pg_locks l"
+            " JOIN pg_stat_activity a ON a.pid = l.pid"
+            " WHERE l.locktype = 'advisory' AND NOT l.granted"
+        )
+        give_up = time.monotonic() + 20  # a hang guard
+        while (row := holder.execute(waited).fetchone()) is None or float(row[0]) < 3:
+            assert time.monotonic() < give_up, "the writer never waited 3 s for the append lock"
+            time.sleep(0.05)
+        holder.execute("SELECT pg_advisory_unlock(%s)", (APPEND_LOCK,))
+        caller.join(timeout=40)
+        assert answers == [1], answers
+        assert _logged(pg_url) == (2, 2)
+    finally:
+        holder.close()
+        assert srv.stop() == 0

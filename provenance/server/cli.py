@@ -451,11 +451,13 @@ def serve(
         typer.Option(
             help="With a PostgreSQL --db: seconds a database call waits for a lock another"
             " session holds on the log's tables (a LOCK TABLE, VACUUM FULL or ALTER TABLE;"
-            " PostgreSQL's lock_timeout, unless the URL sets its own), and a write for the"
-            " database's answer (2 s more: a database server stopped but still connected)."
-            ' Past it the captures waiting are answered UNAVAILABLE, "the log database did'
-            ' not answer in N s; nothing was logged: send it again", the server reports'
-            " itself not serving on its health checks, and the next capture tries again.",
+            " PostgreSQL's lock_timeout, unless the URL sets its own), and a statement, a"
+            " read's or a write's, for the database's answer (2 s more: a database server"
+            " stopped but still connected). Past it the captures waiting are answered"
+            ' UNAVAILABLE, "the log database did not answer in N s; nothing was logged: send'
+            ' it again", the server reports itself not serving on its health checks, and'
+            " the next capture tries again; a read (Lookup, VerifyFile, the log's checkpoint,"
+            ' entries and proofs) is answered UNAVAILABLE, "...; try again".',
             min=0.5,  # provenance.store.postgres.ANSWER_WAIT_MIN_S
             max=600.0,  # provenance.store.postgres.ANSWER_WAIT_MAX_S
             callback=finite,

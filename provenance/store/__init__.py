@@ -407,8 +407,8 @@ def open_store(
     ``mode=ro``; PostgreSQL read-only transactions); an older schema is left as it is and
     described in the store's ``outdated``. ``connection_wait_s``: PostgreSQL's wait for a
     pooled connection (None: `provenance.store.postgres.CONNECTION_WAIT_S`); unused by
-    the others. ``answer_wait_s``: PostgreSQL's wait for a lock, and for a write
-    transaction's answer (None: `provenance.store.postgres.ANSWER_WAIT_S`).
+    the others. ``answer_wait_s``: PostgreSQL's wait for a lock, and for a statement's
+    answer, a read's or a write's (None: `provenance.store.postgres.ANSWER_WAIT_S`).
     Raises ConfigError (PostgreSQL driver missing, another server holds the file),
     StorageError (cannot connect) or LogError (not our database, newer schema).
     """

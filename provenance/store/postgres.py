@@ -23,8 +23,9 @@ import socket
 import threading
 import time
 import weakref
-from collections.abc import Iterable, Iterator, Sequence
-from contextlib import ExitStack, contextmanager
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import AbstractContextManager, ExitStack, contextmanager, nullcontext
+from functools import partial
 from typing import Any, Self
 
 import psycopg
@@ -98,16 +99,18 @@ REFUSED_POLL_S = 0.5
 
 #: Seconds a call of the store waits at most for a lock held by another session (libpq
 #: ``lock_timeout``: a ``LOCK TABLE`` or ``VACUUM FULL`` or ``ALTER TABLE`` of a table it
-#: uses, a row it writes, the log's append lock) and, for a write transaction, the time
-#: past which it is given up while its database holds the connection open without a word
-#: (a stopped server, `ANSWER_BACKSTOP_S` later; `_Watchdog`); `prov serve
-#: --db-answer-wait`. Before, such a wait had no end: the group-commit writer held every
-#: submission of its server, and a stopping server, for as long as the lock was held.
+#: uses, a row it writes, the log's append lock) and, for a statement of a read or of a
+#: write transaction, the time past which it is given up while its database holds the
+#: connection open without a word (a stopped server, `ANSWER_BACKSTOP_S` later;
+#: `_Watchdog`); then a wait for a pooled connection too (`_Pool.silent_since`); `prov
+#: serve --db-answer-wait`. Before, such a wait had no end: the group-commit writer held
+#: every submission of its server, and a stopping server, for as long as the lock was
+#: held, and each read on a stopped server waited for its caller's deadline.
 ANSWER_WAIT_S = 10.0
 ANSWER_WAIT_MIN_S = 0.5
 ANSWER_WAIT_MAX_S = 600.0
-#: Seconds past ``answer_wait_s`` that a write transaction's connection is cut when the
-#: database has not answered (`_Watchdog`): a lock wait ends at ``answer_wait_s`` by the
+#: Seconds past ``answer_wait_s`` that a statement's connection is cut when the database
+#: has not answered it (`_Watchdog`): a lock wait ends at ``answer_wait_s`` by the
 #: database's own ``lock_timeout`` (the connection kept); this is for a database that
 #: answers nothing at all (its processes stopped, SIGSTOP; a hung storage), which no
 #: setting of its own can end.
@@ -374,6 +377,11 @@ class _Pool(psycopg_pool.ConnectionPool):
         #: the server's reason when it refused the last try to connect (`_refusal`: a
         #: wrong password, a missing role), None once a try succeeds
         self.refused: str | None = None
+        #: monotonic time since when the database leaves the store's statements
+        #: unanswered (one was cut, `_Watchdog`, and none answered since), None once one
+        #: is answered or a connection is made: a call waiting for a connection meanwhile
+        #: gives up after ``answer_wait_s`` (`PostgresStore._pooled`)
+        self.silent_since: float | None = None
         # the connections this pool opened: `open_connections` counts those not closed
         self._made_here: weakref.WeakSet[psycopg.Connection[Any]] = weakref.WeakSet()
         super().__init__(url, connection_class=_watched(self), **kwargs)
@@ -403,6 +411,7 @@ class _Pool(psycopg_pool.ConnectionPool):
         """A try to connect made ``conn``: after failed tries, one line saying the
         database answers again."""
         self.refused = None
+        self.silent_since = None
         self._made_here.add(conn)
         with self._outage_lock:
             outage, self._outage = self._outage, None
@@ -438,16 +447,19 @@ def _watched(pool: _Pool) -> type[psycopg.Connection[Any]]:
     return Watched
 
 
-class _Armed:
-    """One write transaction `_Watchdog` watches: its connection and deadline (monotonic),
-    and whether it was cut."""
+class _Watch:
+    """One lease of a pooled connection that `_Watchdog` watches: while a statement of it
+    is out (``deadline`` set, monotonic), the seconds since it was sent (``since``); once
+    cut, ``cut`` and ``waited`` (seconds the statement went unanswered)."""
 
-    __slots__ = ("conn", "deadline", "cut")
+    __slots__ = ("conn", "deadline", "since", "cut", "waited")
 
-    def __init__(self, conn: psycopg.Connection[Any], deadline: float) -> None:
+    def __init__(self, conn: psycopg.Connection[Any]) -> None:
         self.conn = conn
-        self.deadline = deadline
+        self.deadline: float | None = None
+        self.since = 0.0
         self.cut = False
+        self.waited = 0.0
 
 
 def _cut(conn: psycopg.Connection[Any]) -> None:
@@ -464,55 +476,71 @@ def _cut(conn: psycopg.Connection[Any]) -> None:
 
 
 class _Watchdog:
-    """Cuts the connection of a write transaction still open at its deadline (`_cut`):
-    one thread for the store, started at the first `arm`, waiting until the nearest
-    deadline. A transaction is disarmed before its connection returns to the pool, and
-    a cut happens under the same lock, so a connection back in the pool is never cut."""
+    """Cuts the connection of a statement the database has not answered by its deadline
+    (`_cut`): one thread for the store, started at the first `start`, waiting until the
+    nearest deadline. Each statement is timed alone (`start` when it is sent, `stop` when
+    it is answered), so what a transaction does between its statements, and what it
+    waited before it began, is not counted: before, the clock ran from a write
+    transaction's start, and a write that had waited most of the bound for the log's
+    append lock (another server's write holding it) was cut while it wrote. A lease is
+    stopped before its connection returns to the pool, and a cut happens under the same
+    lock, so a connection back in the pool is never cut."""
 
     def __init__(self) -> None:
         self._cond = threading.Condition()
-        self._armed: set[_Armed] = set()
+        self._out: set[_Watch] = set()
         self._thread: threading.Thread | None = None
 
-    def arm(self, conn: psycopg.Connection[Any], seconds: float) -> _Armed:
-        """Cut ``conn`` in ``seconds`` unless `disarm` comes first."""
-        armed = _Armed(conn, time.monotonic() + seconds)
+    def start(self, watch: _Watch, seconds: float) -> None:
+        """A statement of ``watch``'s connection is sent: cut it in ``seconds`` unless
+        `stop` comes first."""
         with self._cond:
-            self._armed.add(armed)
+            watch.since = time.monotonic()
+            watch.deadline = watch.since + seconds
+            self._out.add(watch)
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name="pg-watchdog", daemon=True)
                 self._thread.start()
             self._cond.notify()
-        return armed
 
-    def disarm(self, armed: _Armed) -> None:
-        """The transaction ended (or is about to give its connection back)."""
+    def stop(self, watch: _Watch) -> None:
+        """The statement was answered (or failed): no cut."""
         with self._cond:
-            self._armed.discard(armed)
+            self._out.discard(watch)
+            watch.deadline = None
 
     def _run(self) -> None:
         with self._cond:
             while True:
                 now = time.monotonic()
-                for armed in [a for a in self._armed if a.deadline <= now]:
-                    self._armed.discard(armed)
-                    armed.cut = True
-                    _cut(armed.conn)
-                nearest = min((a.deadline for a in self._armed), default=None)
+                for watch in [w for w in self._out if w.deadline is not None and w.deadline <= now]:
+                    self._out.discard(watch)
+                    watch.deadline = None
+                    watch.cut = True
+                    watch.waited = now - watch.since
+                    _cut(watch.conn)
+                nearest = min((w.deadline for w in self._out if w.deadline), default=None)
                 self._cond.wait(None if nearest is None else max(0.0, nearest - now))
 
 
 class _PgConn:
-    """A psycopg connection speaking the shared SQL's ``?`` placeholders."""
+    """A psycopg connection speaking the shared SQL's ``?`` placeholders; with ``watch``
+    (a function timing a statement, `PostgresStore._answered`), each statement is timed."""
 
-    def __init__(self, conn: psycopg.Connection[Any]) -> None:
+    def __init__(
+        self,
+        conn: psycopg.Connection[Any],
+        watch: Callable[[], AbstractContextManager[None]] | None = None,
+    ) -> None:
         self.conn = conn
+        self._watch = watch or nullcontext
 
     def execute(self, sql: str, args: Sequence[Any] = ()) -> Cursor:
-        return self.conn.execute(sql.replace("?", "%s"), args or None)
+        with self._watch():
+            return self.conn.execute(sql.replace("?", "%s"), args or None)
 
     def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
-        with self.conn.cursor() as cur:
+        with self._watch(), self.conn.cursor() as cur:
             cur.executemany(sql.replace("?", "%s"), rows)
 
 
@@ -530,11 +558,13 @@ class PostgresStore(SqlStore):
     `CONNECTION_WAIT_MIN_S` to `CONNECTION_WAIT_MAX_S` (ConfigError otherwise).
     ``answer_wait_s``: how long a call waits for a lock another session holds (PostgreSQL's
     ``lock_timeout``, set for the store's sessions unless the URL sets its own), and, plus
-    `ANSWER_BACKSTOP_S`, how long a write transaction may stay open before its connection
-    is cut (`_Watchdog`, for a database that answers nothing at all); either way the call
-    fails with StoreNotAnsweringError, its transaction rolled back. `ANSWER_WAIT_MIN_S` to
-    `ANSWER_WAIT_MAX_S`. A read-only store (an audit) waits for locks as long as they are
-    held, and its reads are never cut.
+    `ANSWER_BACKSTOP_S`, how long one statement of a read or a write may go unanswered
+    before its connection is cut (`_Watchdog`, for a database that answers nothing at
+    all); either way the call fails with StoreNotAnsweringError, its transaction rolled
+    back; after such a cut, a call waiting for a pooled connection gives up after
+    ``answer_wait_s`` too (`_pooled`). `ANSWER_WAIT_MIN_S` to `ANSWER_WAIT_MAX_S`. A
+    read-only store (an audit) waits for locks as long as they are held, and its reads
+    are never cut.
     Raises StorageError when the database cannot be reached within ``connect_timeout_s``,
     LogError when its schema is newer than this code.
     """
@@ -617,9 +647,10 @@ class PostgresStore(SqlStore):
             )
         if isinstance(e, psycopg.errors.LockNotAvailable):
             return StoreNotAnsweringError(
-                f"the database {self.location} did not answer in {self.answer_wait_s:g} s:"
-                " a lock it needs is held by another session (a LOCK TABLE, VACUUM FULL or"
-                " ALTER TABLE on a table of the log, or the log's append lock)",
+                f"the log database did not answer in {self.answer_wait_s:g} s"
+                f" ({self.location}: a lock it needs is held by another session, a LOCK"
+                " TABLE, VACUUM FULL or ALTER TABLE on a table of the log, or the log's"
+                " append lock); try again",
                 self.answer_wait_s,
             )
         if isinstance(e, psycopg.errors.DiskFull):
@@ -657,8 +688,13 @@ class PostgresStore(SqlStore):
         whether the server stops while the pool cannot connect (`stop_waiting`: then
         PoolTimeout at once, where a wait of 30 s kept a stopping server 28 s).
         Before, a wrong password or a role gone counted as an outage: each call waited
-        its whole wait, and the writer tried its batch again for ever."""
-        until = time.monotonic() + wait
+        its whole wait, and the writer tried its batch again for ever.
+        While the database leaves the store's statements unanswered (`_Pool.silent_since`:
+        its server stopped, so it answers no new connection either), the wait ends after
+        ``answer_wait_s`` with StoreNotAnsweringError: before, a read that found no open
+        connection waited ``wait`` (30 s), longer than most callers' deadlines."""
+        began = time.monotonic()
+        until = began + wait
         while True:
             left = until - time.monotonic()
             try:
@@ -675,21 +711,78 @@ class PostgresStore(SqlStore):
                     raise psycopg_pool.PoolTimeout(
                         "the server is stopping, and no connection could be made"
                     ) from None
+                if (
+                    self._pool.silent_since is not None
+                    and time.monotonic() - began >= self.answer_wait_s
+                ):
+                    raise StoreNotAnsweringError(
+                        f"the log database did not answer in {self.answer_wait_s:g} s"
+                        f" ({self.location} left the store's statements unanswered, and"
+                        " answers no new connection either: its server stopped or stalled);"
+                        " try again",
+                        self.answer_wait_s,
+                    ) from None
                 if time.monotonic() >= until:
                     raise psycopg_pool.PoolTimeout(
                         f"couldn't get a connection after {wait:.2f} sec"
                     ) from None
 
-    @contextmanager
-    def _quick_read(self) -> Iterator[Conn]:
-        """`_read` waiting `QUICK_READ_WAIT_S` at most for a connection."""
-        with self._connection(self._quick_wait_s) as conn:
-            yield _PgConn(conn)
+    def _sent(self, watch: _Watch | None) -> None:
+        """A statement of ``watch``'s lease is sent (`_Watchdog.start`; None: unwatched)."""
+        if watch is not None:
+            self._watchdog.start(watch, self.answer_wait_s + ANSWER_BACKSTOP_S)
+
+    def _done(self, watch: _Watch | None) -> None:
+        """The statement `_sent` ended: answered (the database answers: `_pooled` waits as
+        long as before again), or cut (`_pooled` gives up on a connection sooner)."""
+        if watch is None:
+            return
+        self._watchdog.stop(watch)
+        if watch.cut:
+            self._pool.silent_since = self._pool.silent_since or time.monotonic()
+        else:
+            self._pool.silent_since = None
 
     @contextmanager
-    def _read(self) -> Iterator[Conn]:
-        with self._connection() as conn:
-            yield _PgConn(conn)
+    def _answered(self, watch: _Watch) -> Iterator[None]:
+        """One statement of ``watch``'s lease, timed (`_sent`, `_done`)."""
+        self._sent(watch)
+        try:
+            yield
+        finally:
+            self._done(watch)
+
+    def _watch(self, conn: psycopg.Connection[Any]) -> _Watch | None:
+        """A watch over a lease of ``conn``; None for a read-only store (an audit), which
+        waits for its answers as long as they take."""
+        return None if self.read_only else _Watch(conn)
+
+    @contextmanager
+    def _read(self, wait_s: float | None = None) -> Iterator[Conn]:
+        """A connection for reads (autocommit), waiting ``wait_s`` at most for it (None:
+        ``connection_wait_s``). Each statement the database leaves unanswered
+        ``answer_wait_s`` + `ANSWER_BACKSTOP_S` (its server stopped or stalled, its
+        connection open) has its connection cut (`_Watchdog`), and the read fails with
+        StoreNotAnsweringError; a lock wait ends at ``answer_wait_s`` (``lock_timeout``,
+        `_classify`). Before, such a read waited as long as the database was stopped:
+        each Lookup, proof and checkpoint until its caller's deadline."""
+        with self._connection(wait_s) as conn:
+            watch = self._watch(conn)
+            try:
+                yield _PgConn(conn, None if watch is None else partial(self._answered, watch))
+            except psycopg.Error as e:
+                if watch is None or not watch.cut:
+                    raise
+                raise StoreNotAnsweringError(
+                    f"the log database did not answer in {watch.waited:.0f} s"
+                    f" ({self.location} holds the connection open but answers nothing: its"
+                    " server stopped or stalled); nothing was read: try again",
+                    watch.waited,
+                ) from e
+
+    def _quick_read(self) -> AbstractContextManager[Conn]:
+        """`_read` waiting `QUICK_READ_WAIT_S` at most for a connection."""
+        return self._read(self._quick_wait_s)
 
     @contextmanager
     def _write(self, wait_s: float | None = None, watched: bool = True) -> Iterator[Conn]:
@@ -700,43 +793,48 @@ class PostgresStore(SqlStore):
         statement's, taken before it waited: with another server's commit in between,
         the batch wrote leaves and nodes over that commit's and its claims failed with
         "the log database is damaged: duplicate key value ..." (tests/test_pg_isolation.py).
-        ``watched``: a transaction still open ``answer_wait_s`` + `ANSWER_BACKSTOP_S` after
-        it began has its connection cut (`_Watchdog`) and fails with
+        ``watched``: a statement of the transaction (its BEGIN and COMMIT included) still
+        unanswered ``answer_wait_s`` + `ANSWER_BACKSTOP_S` after it was sent has its
+        connection cut (`_Watchdog`), and the transaction fails with
         StoreNotAnsweringError (``committing`` when it waited for its COMMIT's answer);
-        a migration is not watched (an index built over a large log takes minutes)."""
+        the time between statements, and a wait for the append lock that was granted,
+        do not count. A migration is not watched (an index built over a large log takes
+        minutes)."""
         with self._connection(wait_s) as conn:
             conn.isolation_level = psycopg.IsolationLevel.READ_COMMITTED
-            started = time.monotonic()
-            armed = (
-                self._watchdog.arm(conn, self.answer_wait_s + ANSWER_BACKSTOP_S)
-                if watched
-                else None
-            )
+            watch = self._watch(conn) if watched else None
             committing = False
             try:
+                self._sent(watch)  # BEGIN
                 with conn.transaction():
-                    yield _PgConn(conn)
-                    committing = True
+                    self._done(watch)
+                    try:
+                        yield _PgConn(
+                            conn, None if watch is None else partial(self._answered, watch)
+                        )
+                        committing = True
+                    finally:
+                        self._sent(watch)  # COMMIT, or ROLLBACK
             except psycopg.Error as e:
-                if armed is None or not armed.cut:
+                if watch is None or not watch.cut:
                     raise
-                waited = time.monotonic() - started
                 if committing:
                     raise StoreNotAnsweringError(
                         f"the database {self.location} did not confirm a commit in"
-                        f" {waited:.0f} s: it holds the connection open but answers nothing"
-                        " (its server stopped or stalled); the commit may have been made",
-                        waited,
+                        f" {watch.waited:.0f} s: it holds the connection open but answers"
+                        " nothing (its server stopped or stalled); the commit may have been"
+                        " made",
+                        watch.waited,
                         committing=True,
                     ) from e
                 raise StoreNotAnsweringError(
-                    f"the database {self.location} did not answer in {waited:.0f} s: it holds"
-                    " the connection open but answers nothing (its server stopped or stalled)",
-                    waited,
+                    f"the database {self.location} did not answer in {watch.waited:.0f} s: it"
+                    " holds the connection open but answers nothing (its server stopped or"
+                    " stalled)",
+                    watch.waited,
                 ) from e
             finally:
-                if armed is not None:
-                    self._watchdog.disarm(armed)
+                self._done(watch)
 
     def _first_leaves(self, hashes: Sequence[bytes], limit: int) -> tuple[str, list[Any]]:
         """`SqlStore._first_leaves` for PostgreSQL: per hash, a LATERAL read of the file key
