@@ -455,7 +455,8 @@ def inspect_upload(
         if not (lenient or judge_undecodable):
             raise
         return Inspection(replace(base, notes=(f"could not decode the image: {e}",)), None, c2pa)
-    return Inspection(replace(image.facts, content_sha256=base.content_sha256), image, c2pa)
+    facts = replace(image.facts, content_sha256=base.content_sha256, content_size=base.content_size)
+    return Inspection(facts, image, c2pa)
 
 
 #: The decode again of a video whose decode keeping the detector's pixels stopped early.
