@@ -347,7 +347,8 @@ def test_a_token_enrollment_again_is_answered_only_when_its_token_enrolled_this_
 def test_a_well_formed_claim_passes_every_shape_rule() -> None:
     claim = _claim(metadata={"a": "x" * (MAX_METADATA_BYTES - 1)})
     check_claim_shape(_sign(claim), claim)
-    many = _claim(soft_bindings=(PerceptualHash("pdq", bytes(32), 100),) * MAX_CLAIM_SOFT_BINDINGS)
+    frames = (PerceptualHash("pdq", bytes(32), 100),) * MAX_CLAIM_SOFT_BINDINGS
+    many = _claim(media_type="video/mp4", duration_seconds=1.0, soft_bindings=frames)
     check_claim_shape(_sign(many), many)
 
 
@@ -942,9 +943,11 @@ def test_log_key_file_errors_name_the_file_and_the_cause(tmp_path: Path) -> None
     [
         ("sequence", {"sequence": 1 << 63}),
         ("size_bytes", {"size_bytes": 1 << 63}),
-        (  # a chunk a byte: the file is as many bytes as it has chunks
+        (  # a chunk a byte: the file (a video's: chunked) is as many bytes as it has chunks
             "hard_binding.chunk_count",
             {
+                "media_type": "video/mp4",
+                "duration_seconds": 1.0,
                 "size_bytes": MAX_STORED_INT,
                 "hard_binding": HardBinding(bytes(32), 1, 1 << 63, bytes(32)),
             },
@@ -954,7 +957,13 @@ def test_log_key_file_errors_name_the_file_and_the_cause(tmp_path: Path) -> None
 def test_integers_the_log_stores_must_fit_63_bits(field: str, changes: dict[str, object]) -> None:
     limit = MAX_STORED_INT
     at_limit = {
-        k: (replace(v, chunk_count=limit) if isinstance(v, HardBinding) else limit)
+        k: (
+            replace(v, chunk_count=limit)
+            if isinstance(v, HardBinding)
+            else limit
+            if isinstance(v, int)
+            else v
+        )
         for k, v in changes.items()
     }
     fits = _claim(**at_limit)

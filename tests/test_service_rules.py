@@ -127,9 +127,10 @@ def test_claim_shape_metadata_size_limit(inproc: InProc) -> None:
 def test_claim_shape_soft_binding_count(inproc: InProc) -> None:
     dev = inproc.enroll()
     h = PerceptualHash("pdq", b"\x00" * 32, 100)
-    ok = make_claim(dev.key, 1, soft_bindings=(h,) * MAX_CLAIM_SOFT_BINDINGS)
+    video = {"media_type": "video/mp4", "duration_seconds": 1.0}  # an image has one hash
+    ok = make_claim(dev.key, 1, soft_bindings=(h,) * MAX_CLAIM_SOFT_BINDINGS, **video)
     inproc.submit(sign(dev.key, ok))
-    over = make_claim(dev.key, 2, soft_bindings=(h,) * (MAX_CLAIM_SOFT_BINDINGS + 1))
+    over = make_claim(dev.key, 2, soft_bindings=(h,) * (MAX_CLAIM_SOFT_BINDINGS + 1), **video)
     with pytest.raises(ClaimError, match=f"limit is {MAX_CLAIM_SOFT_BINDINGS}"):
         inproc.submit(sign(dev.key, over))
 

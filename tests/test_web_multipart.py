@@ -354,3 +354,44 @@ def test_a_boundary_given_twice_gets_a_400_naming_it(site: DemoSite, http: httpx
         headers={"content-type": "multipart/form-data; boundary=XyZ; boundary=abc"},
     )
     _error(r, r"the Content-Type names the multipart boundary twice")
+
+
+# ---------------------------------------------------------------- backslashes in quoted values
+
+
+@pytest.mark.parametrize(
+    ("disposition", "name"),
+    [
+        # RFC 6266 / RFC 9110 quoted-pair: "a\\" is the name a\ (a Windows client escaping
+        # its trailing backslash); before, the part was told it names no field, or the
+        # file was named '"; size=3'
+        ('form-data; filename="a\\\\"; name="file"', "upload"),
+        ('form-data; name="file"; filename="a\\\\"; size=3', "upload"),
+        ('form-data; name="file"; filename="b\\\\a.jpg"; size=3', "a.jpg"),
+        ('form-data; filename="say \\"hi\\".jpg"; name="file"', 'say "hi".jpg'),
+        # as browsers write a name ending in a backslash (the HTML standard escapes only
+        # LF, CR and ", never \): not a quoted-pair, the string ends at the quote
+        ('form-data; filename="a\\"; name="file"', "upload"),
+        ('form-data; name="file"; filename="x\\"; size=3', "upload"),
+        # a Windows path as older browsers sent it: its folders dropped, as before
+        ('form-data; name="file"; filename="C:\\Users\\me\\photo.jpg"; size=3', "photo.jpg"),
+    ],
+)
+def test_a_backslash_before_a_quote_in_a_file_name_is_read_as_its_sender_meant(
+    site: DemoSite, http: httpx.Client, disposition: str, name: str
+) -> None:
+    jpeg = site.files.hopper.read_bytes()
+    report = _report(_post(http, _part(disposition, jpeg) + b"--XyZ--\r\n"))
+    assert report["path"] == name, (disposition, report["path"])
+    assert report["status"] == "SIGNED_ORIGINAL", report
+
+
+def test_a_content_disposition_whose_quoted_value_never_ends_gets_a_400_naming_it(
+    site: DemoSite, http: httpx.Client
+) -> None:
+    body = _part('form-data; name="file"; filename="a.jpg', site.files.hopper.read_bytes())
+    words = (
+        r"the Content-Disposition of a part of the form does not parse: a quoted value"
+        r" .*is not closed"
+    )
+    _error_on_both(http, body + b"--XyZ--\r\n", words, "does not parse")

@@ -200,3 +200,49 @@ def check_required_fields(claim: Claim) -> None:
         f' {claim.media_type}: {what} (DESIGN.md, "The signed claim"); `prov sign` measures'
         " them from the file"
     )
+
+
+def video_fields(claim: Claim) -> list[str]:
+    """The fields of a video's claim (DESIGN.md, "The signed claim": a video's duration,
+    the PDQ hashes of sampled frames, a Merkle root over fixed-size chunks) that an
+    image's claim (image/...) ``claim`` states, each with its value in words: a
+    ``duration_seconds`` or ``frame_sample_rate`` other than 0, more than one PDQ hash in
+    ``soft_bindings`` (an image has one, of its pixels), a chunked ``hard_binding``.
+    Empty for a claim of another media type, and for what `prov sign` measures of an
+    image (`clients.device.measuring.measure`)."""
+    if not claim.media_type.startswith("image/"):
+        return []
+    stated = []
+    if claim.duration_seconds:
+        stated.append(f"duration_seconds ({claim.duration_seconds:g} s)")
+    if claim.frame_sample_rate:
+        stated.append(f"frame_sample_rate ({claim.frame_sample_rate:g} frames a second)")
+    pdq = sum(h.algorithm == PDQ_ALGORITHM for h in claim.soft_bindings)
+    if pdq > 1:
+        stated.append(f"soft_bindings ({pdq} PDQ hashes, as of a video's sampled frames)")
+    hb = claim.hard_binding
+    if hb.chunk_size or hb.chunk_count or hb.chunk_merkle_root:
+        stated.append(
+            f"hard_binding.chunk_size ({hb.chunk_size:,} bytes, with a chunk_count and a"
+            " chunk_merkle_root: a chunked hard binding)"
+        )
+    return stated
+
+
+def check_no_video_fields(claim: Claim) -> None:
+    """Raises ClaimError, naming the fields and their values, when an image's claim
+    states a video's fields (`video_fields`): it describes no image, and before, its
+    frames' PDQ hashes all went to the near-duplicate index as one photo's. Only a new
+    submission is held to it: an entry an older server logged with them still verifies
+    (`provenance.core.verify` reads them as before)."""
+    stated = video_fields(claim)
+    if not stated:
+        return
+    verb = "is a video's field" if len(stated) == 1 else "are a video's fields"
+    raise ClaimError(
+        f"the claim's {missing_fields_text(stated)} {verb}, stated in a claim of"
+        f" {claim.media_type}: an image's claim states no duration and no frame sample rate,"
+        " one PDQ hash of its pixels and the SHA-256 of its bytes without chunks (DESIGN.md,"
+        ' "The signed claim"); `prov sign` measures an image so; a video is signed as'
+        " video/..."
+    )

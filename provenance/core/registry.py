@@ -13,6 +13,7 @@ from datetime import datetime, timedelta
 
 from provenance.core.claim_bounds import (
     check_hard_binding,
+    check_no_video_fields,
     check_pixels,
     check_required_fields,
     check_video_numbers,
@@ -267,7 +268,9 @@ def check_claim_shape(signed: SignedClaim, claim: Claim) -> None:
     type/subtype; and the fields it lists for the media type must be there: a size, an
     image's width, height and PDQ hash, a video's duration and frame hashes
     (`claim_bounds.check_required_fields`; before, an image/jpeg claim stating none of
-    them was logged and verified SIGNED_ORIGINAL). Only new submissions are held to it.
+    them was logged and verified SIGNED_ORIGINAL); an image's claim states none of a
+    video's (a duration, a frame sample rate, frame hashes, a chunked hard binding:
+    `claim_bounds.check_no_video_fields`). Only new submissions are held to them.
 
     Its log entry must fit a C2SP tlog-tiles entry bundle (`MAX_LOG_ENTRY_BYTES`), or the
     log could never be exported as tiles past it.
@@ -347,6 +350,7 @@ def check_claim_shape(signed: SignedClaim, claim: Claim) -> None:
         )
     # last: a claim out of every bound above is refused for that first
     check_required_fields(claim)
+    check_no_video_fields(claim)
 
 
 def check_signature(signed: SignedClaim, device: Device) -> None:

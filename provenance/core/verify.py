@@ -105,7 +105,8 @@ class FileFacts:
     bytes) in file order (both empty when not computed). For an image,
     ``dihedral_soft_bindings`` are the PDQ hashes of its 7 other rotations and mirror
     images (`provenance.core.dihedral`, empty when not computed) and ``orientation`` its EXIF
-    orientation tag (1..8, 0 when none)."""
+    orientation tag (1..8, 0 when none). ``content_size`` is the size in bytes of what
+    ``content_sha256`` hashes (0 when not computed)."""
 
     sha256: bytes
     size: int
@@ -118,6 +119,7 @@ class FileFacts:
     content_removed: tuple[tuple[int, int], ...] = ()
     dihedral_soft_bindings: tuple[PerceptualHash, ...] = ()
     orientation: int = 0
+    content_size: int = 0
 
     def binds(self, claimed_sha256: bytes) -> bool:
         """Whether a claim's hard binding covers these bytes (raw, or manifest-stripped)."""
@@ -297,7 +299,31 @@ def _logged_verdict(
         reasons.append(f"note: {revoked}, after this claim was logged")
     if missing := missing_fields(lc.claim):
         reasons.append(missing_fields_note(lc.claim.media_type, missing))
+    if (size := size_mismatch_note(facts, lc.claim)) is not None:
+        reasons.append(size)
     return VerificationReport(Verdict.SIGNED_ORIGINAL, tuple(reasons), ev, now)
+
+
+def size_mismatch_note(facts: FileFacts, claim: Claim) -> str | None:
+    """The note of a verdict on a file whose bytes a claim binds (its SHA-256 matches) but
+    whose size is not the claim's ``size_bytes``; None when they agree or either is not
+    known (0: a Lookup sends no size; an entry logged before a size was required states
+    none, `missing_fields_note`). The size compared is the file's, or for a claim that
+    binds the file without its C2PA manifest store (`FileFacts.binds`), the size of those
+    bytes (``content_size``). Such a claim misstates its file: `prov sign` measures the
+    size, and the log cannot check it (a submission carries the claim, not the file), so
+    the verifier is the first to see both. The hash decides the verdict all the same."""
+    exact = claim.hard_binding.sha256 == facts.sha256
+    actual = facts.size if exact else facts.content_size
+    if not actual or not claim.size_bytes or claim.size_bytes == actual:
+        return None
+    what = "this file is" if exact else "this file without its C2PA manifest is"
+    return (
+        f"note: the claim states size_bytes {claim.size_bytes:,}, but {what} {actual:,}"
+        " bytes: the signed claim misstates the size of the bytes it binds (`prov sign`"
+        " measures it); its signature and its SHA-256 of the bytes decide the verdict all"
+        " the same"
+    )
 
 
 def missing_fields_note(media_type: str, missing: list[str]) -> str:

@@ -326,7 +326,7 @@ def _c2pa(
     upload: Upload, base: FileFacts, cfg: InspectConfig
 ) -> tuple[dict[str, Any] | None, FileFacts]:
     """(C2PA block, ``base`` with what its manifest store removed gives: the content
-    SHA-256 and, when the upload hashed chunks, the chunk hashes and the runs removed)."""
+    SHA-256 and size and, when the upload hashed chunks, the chunk hashes and the runs removed)."""
     media_type = base.media_type
     if cfg.c2pa_pool is None or media_type not in C2PA_TYPES:
         return None, base
@@ -354,12 +354,18 @@ def _c2pa(
     except ProvenanceError as e:
         block["content_hash_error"] = str(e)
         return block, base
+    content_size = len(stripped.data)
     if not (stripped.removed and upload.chunk_size):
-        return block, replace(base, content_sha256=hashlib.sha256(stripped.data).digest())
+        return block, replace(
+            base,
+            content_sha256=hashlib.sha256(stripped.data).digest(),
+            content_size=content_size,
+        )
     digest = hash_chunked(stripped.data, upload.chunk_size)  # the chunks the claim signed
     return block, replace(
         base,
         content_sha256=digest.sha256,
+        content_size=content_size,
         content_chunk_hashes=digest.chunk_hashes,
         content_removed=stripped.removed,
     )
@@ -449,7 +455,8 @@ def inspect_upload(
         if not (lenient or judge_undecodable):
             raise
         return Inspection(replace(base, notes=(f"could not decode the image: {e}",)), None, c2pa)
-    return Inspection(replace(image.facts, content_sha256=base.content_sha256), image, c2pa)
+    facts = replace(image.facts, content_sha256=base.content_sha256, content_size=base.content_size)
+    return Inspection(facts, image, c2pa)
 
 
 #: The decode again of a video whose decode keeping the detector's pixels stopped early.

@@ -15,7 +15,7 @@ import inspect
 import logging
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Mapping, Sequence
 from concurrent import futures
 from contextlib import ExitStack, aclosing, contextmanager, suppress
 from dataclasses import dataclass, replace
@@ -770,6 +770,40 @@ def _lookup_refusal(max_lookups: int, why: Refusal) -> BusyError:
     return BusyError(f"{text}; try again in {LOOKUP_RETRY_AFTER_S:g} s", LOOKUP_RETRY_AFTER_S)
 
 
+def _turns_left_out(queries: Any, bound: int) -> tuple[dict[int, str], int]:
+    """Clears the ``video_turned`` of each of ``queries`` (LookupQuery messages, changed in
+    place) whose frames fit ``bound`` (--max-lookup-hashes) but not with their 7 turns
+    each: no call could ever search them, and a Lookup of a long video under a bound set
+    below the default was refused whole (a split of the call cannot help one file). Its
+    frames are still searched; a copy displayed turned is not found. Returns (a note for
+    its report by the query's index, how many turned hashes were left out in all). A
+    query's turned hashes that fit alone are kept: a call they make too large is refused
+    as before, and the caller (`prov scan`) sends fewer per call."""
+    notes: dict[int, str] = {}
+    dropped = 0
+    for i, q in enumerate(queries):
+        if not q.video_turned:
+            continue
+        frames = len(q.soft_bindings)
+        turned = min(len(q.video_turned) // PDQ_HASH_SIZE, DIHEDRAL_TURNS * frames)
+        if frames > bound or frames + turned <= bound:
+            continue
+        if len(q.video_turned) != DIHEDRAL_TURNS * PDQ_HASH_SIZE * frames or not (
+            q.media_type.startswith("video/")
+        ):
+            continue  # refused with its query (`_video_turned`), in the same words as ever
+        q.ClearField("video_turned")
+        dropped += turned
+        notes[i] = (
+            f"note: the {turned:,} rotated and mirrored hashes of its {frames:,} frames"
+            f" (video_turned) were not searched: with them it is {frames + turned:,}"
+            f" perceptual hashes, over this server's --max-lookup-hashes of {bound:,}, so a"
+            " copy displayed turned is not found by this lookup (the server's operator can"
+            f" set --max-lookup-hashes {frames + turned:,} or more)"
+        )
+    return notes, dropped
+
+
 def _lookup_facts(q: Any) -> FileFacts:
     """The facts of one LookupQuery: a photo's 8 hashes from its packed ``pdq_dihedral``
     (one field read, not 32), other hashes from ``soft_bindings``. Raises ClaimError on a
@@ -1106,7 +1140,9 @@ class VerificationServicer(rpc.VerificationServicer):
                 f" {lim.max_lookup_queries} (--max-lookup-queries): send fewer per call"
             )
         # each searched hash counts, a photo's rotations and mirror images included (a
-        # packed field of more than 8 is refused with its query)
+        # packed field of more than 8 is refused with its query); a video's turned hashes
+        # that no call could ever fit are left out, with a note (`_turns_left_out`)
+        notes, dropped = _turns_left_out(queries, lim.max_lookup_hashes)
         hashes = sum(
             len(q.soft_bindings)
             + min(len(q.pdq_dihedral) // PDQ_HASH_SIZE, DIHEDRAL_HASHES)
@@ -1114,8 +1150,14 @@ class VerificationServicer(rpc.VerificationServicer):
             for q in queries
         )
         if hashes > lim.max_lookup_hashes:
+            left_out = (
+                f" (not counting the {dropped} rotated and mirrored hashes of video frames,"
+                " video_turned, which are left out when they do not fit)"
+                if dropped
+                else ""
+            )
             raise LimitError(
-                f"{hashes} perceptual hashes in one Lookup; the limit is"
+                f"{hashes} perceptual hashes in one Lookup{left_out}; the limit is"
                 f" {lim.max_lookup_hashes} (--max-lookup-hashes): send fewer per call"
             )
         self._check_index_load(hashes, budget)
@@ -1130,7 +1172,10 @@ class VerificationServicer(rpc.VerificationServicer):
                     " more time"
                 )
             part = queries[start : start + LOOKUP_PART_FILES]
-            for result in self._lookup_part(part, request.per_query_errors, out.results):
+            part_notes = {i - start: n for i, n in notes.items() if start <= i < start + len(part)}
+            for result in self._lookup_part(
+                part, request.per_query_errors, out.results, part_notes
+            ):
                 room -= result.ByteSize() + 8  # the field's tag and length
                 if room < 0:
                     raise LimitError(
@@ -1141,17 +1186,23 @@ class VerificationServicer(rpc.VerificationServicer):
         return out
 
     def _lookup_part(
-        self, part: Sequence[Any], per_query_errors: bool, results: Any
+        self,
+        part: Sequence[Any],
+        per_query_errors: bool,
+        results: Any,
+        notes: Mapping[int, str],
     ) -> Iterator[Any]:
         """The LookupResults of ``part`` (LookupQuery messages), found together, each
         added to ``results`` (the reply's repeated field: built in place, not copied in)
-        and yielded. A query's error is raised, or with ``per_query_errors`` put in its
+        and yielded; ``notes`` by a query's index in ``part``, added to its report's
+        reasons. A query's error is raised, or with ``per_query_errors`` put in its
         result."""
         facts: list[FileFacts] = []
         failed: dict[int, ProvenanceError] = {}
         for i, q in enumerate(part):
             try:
-                facts.append(_lookup_facts(q))
+                one = _lookup_facts(q)
+                facts.append(replace(one, notes=(notes[i],)) if i in notes else one)
             except ClaimError as e:
                 if not per_query_errors:
                     raise

@@ -10,8 +10,6 @@ from __future__ import annotations
 import re
 from urllib.parse import unquote_to_bytes
 
-from python_multipart.multipart import parse_options_header
-
 from provenance.terminal import shown_line
 from provenance.web.errors import WebError
 
@@ -33,6 +31,19 @@ IDENTITY_ENCODINGS = frozenset({b"binary", b"8bit", b"7bit"})
 FILENAME_CHARSETS = {"utf-8": "utf-8", "iso-8859-1": "latin-1"}
 #: One ``; key=value`` parameter of a header, the value a quoted string or a token.
 _PARAM = re.compile(r';\s*([^\s;=]+)\s*=\s*("(?:[^"\\]|\\.)*"|[^;]*)')
+#: One ``; key=value`` parameter read from where the last one ended, its value a quoted
+#: string with RFC 9110 quoted-pairs (``"a\\"`` is ``a\``, ``"a\"b"`` is ``a"b``: how RFC
+#: 6266 and RFC 7578 write a name holding ``\`` or ``"``), or written as the HTML standard's
+#: multipart/form-data encoding writes it (browsers, curl -F): ``\`` is never an escape
+#: there (``"`` is sent as %22), so ``filename="a\"`` is the name ``a\``; or a token. A
+#: key without ``=`` and an empty ``;`` are passed over, as before.
+_PARAM_AT = {
+    escapes: re.compile(r'\s*;\s*(?:([^\s;="]+)\s*(?:=\s*(' + quoted + r'|[^;"]*))?)?\s*')
+    for escapes, quoted in ((True, r'"(?:[^"\\]|\\.)*"'), (False, r'"[^"]*"'))
+}
+#: A quoted-pair the RFC reading undoes: ``\\`` and ``\"`` only (a backslash before any
+#: other character is kept, as python-multipart kept it: ``C:\Users\photo.jpg``).
+_QUOTED_PAIR = re.compile(r'\\([\\"])')
 #: An RFC 8187 ext-value: charset ' language ' percent-encoded value.
 _EXT_VALUE = re.compile(r"([A-Za-z0-9!#$%&+\-^_`{}~]+)'([A-Za-z0-9\-]*)'(.*)", re.S)
 _BAD_PERCENT = re.compile(rb"%(?![0-9A-Fa-f]{2})")
@@ -184,16 +195,95 @@ class Preamble:
         )
 
 
+def _pairs_read(value: str, escapes: bool) -> tuple[list[tuple[str, str]], int]:
+    """The ``(key, value)`` parameters of a header ``value`` read one after another
+    (`_PARAM_AT`), keys lowercased, values unquoted, and where the reading stopped (the
+    length of ``value`` when it read to the end)."""
+    pos = len(value.split(";", 1)[0])  # past the type (form-data)
+    found: list[tuple[str, str]] = []
+    while pos < len(value):
+        m = _PARAM_AT[escapes].match(value, pos)
+        if m is None or m.end() == pos:
+            break
+        pos = m.end()
+        if m.group(1) is None or m.group(2) is None:  # `;;`, or a key alone
+            continue
+        raw = m.group(2).strip()
+        if len(raw) >= 2 and raw[0] == raw[-1] == '"':
+            raw = _QUOTED_PAIR.sub(r"\1", raw[1:-1]) if escapes else raw[1:-1]
+        found.append((m.group(1).lower(), raw))
+    return found, pos
+
+
+def header_pairs(value: str) -> list[tuple[str, str]] | None:
+    r"""The parameters of a header ``value`` (``type; key=value; ...``) as ``(key, value)``
+    in order, keys lowercased, quoted values unquoted: read with RFC 9110 quoted-pairs, or
+    else, when that reading does not reach the end (in ``filename="a\"; name="file"`` it
+    takes ``\"`` for an escaped quote, and the string runs on), with ``\`` as plain text, as the HTML standard's form encoding
+    writes it (`_PARAM_AT`). None when neither reading reaches the end (a quoted value
+    not closed, or text after one)."""
+    for escapes in (True, False):
+        found, pos = _pairs_read(value, escapes)
+        if pos >= len(value):
+            return found
+    return None
+
+
+def disposition_params(disposition: bytes) -> dict[str, str]:
+    r"""The parameters of a part's Content-Disposition header ``disposition``
+    (`header_pairs`; values as latin-1 text, the bytes as sent). Raises WebError when it
+    does not parse, naming where (before, python-multipart's reading, which takes
+    ``"a\\"`` for a string that runs on, found no field name in
+    ``filename="a\\"; name="file"`` and named the file '"; size=3' in
+    ``filename="a\\"; size=3``), or when it gives a parameter twice (`repeated_param`)."""
+    text = disposition.decode("latin-1")
+    pairs = header_pairs(text)
+    if pairs is None:
+        _, pos = _pairs_read(text, escapes=False)
+        rest = text[pos:].strip()
+        what = (
+            "a quoted value (from " + shown_line(rest[:60]) + ") is not closed"
+            if rest.count('"') % 2
+            else "text follows a value, at " + shown_line(rest[:60])
+        )
+        raise WebError(
+            f"the Content-Disposition of a part of the form does not parse: {what}; its"
+            ' parameters are ; key=value or ; key="value" (RFC 7578 section 4.2), as in'
+            ' form-data; name="file"; filename="photo.jpg"'
+        )
+    if (twice := _repeated(pairs)) is not None:
+        raise WebError(
+            f"a part of the form gives the parameter {shown_line(twice[:64])} twice in its"
+            " Content-Disposition, which readers may take differently: give it once"
+        )
+    return dict(pairs)
+
+
 def _params(value: str) -> dict[str, str]:
     """The parameters of a header ``value`` (``type; key=value; ...``), keys lowercased,
-    values as written (quoted strings unquoted); the first of a key repeated."""
+    values as written (quoted strings unquoted: `header_pairs`, or for a header that does
+    not parse, each ``; key=value`` found); the first of a key repeated."""
+    pairs = header_pairs(value)
+    if pairs is None:
+        pairs = []
+        for m in _PARAM.finditer(value):
+            key, raw = m.group(1).lower(), m.group(2).strip()
+            if len(raw) >= 2 and raw[0] == raw[-1] == '"':
+                raw = re.sub(r"\\(.)", r"\1", raw[1:-1])
+            pairs.append((key, raw))
     found: dict[str, str] = {}
-    for m in _PARAM.finditer(value):
-        key, raw = m.group(1).lower(), m.group(2).strip()
-        if len(raw) >= 2 and raw[0] == raw[-1] == '"':
-            raw = re.sub(r"\\(.)", r"\1", raw[1:-1])
+    for key, raw in pairs:
         found.setdefault(key, raw)
     return found
+
+
+def _repeated(pairs: list[tuple[str, str]]) -> str | None:
+    seen: set[str] = set()
+    for key, _ in pairs:
+        if key in seen:
+            return key
+        seen.add(key)
+    return None
 
 
 def repeated_param(value: str) -> str | None:
@@ -201,13 +291,10 @@ def repeated_param(value: str) -> str | None:
     than once, lowercased (keys are case-insensitive), or None. Such a header is
     ambiguous: python-multipart takes the last of a key, `_params` and other readers the
     first (``name="sidecar"; name="file"`` was verified as the file)."""
-    seen: set[str] = set()
-    for m in _PARAM.finditer(value):
-        key = m.group(1).lower()
-        if key in seen:
-            return key
-        seen.add(key)
-    return None
+    pairs = header_pairs(value)
+    if pairs is None:
+        pairs = [(m.group(1).lower(), "") for m in _PARAM.finditer(value)]
+    return _repeated(pairs)
 
 
 def _extended_name(value: str, field: str) -> str:
@@ -269,9 +356,8 @@ def part_filename(disposition: bytes, field: str, default: str) -> str:
     if "filename*" in params:
         name = _extended_name(params["filename*"], shown_line(field[:MAX_NAME]))
     else:
-        # the plain name as python-multipart reads it (its unquoting, a Windows path's
-        # folders dropped)
-        plain = parse_options_header(disposition)[1].get(b"filename", b"")
+        # the plain name, unquoted (`header_pairs`): the bytes as sent, read as UTF-8
+        plain = params.get("filename", "").encode("latin-1")
         name = plain.decode("utf-8", "replace")
         name = _FORM_ESCAPED.sub(lambda m: FORM_ESCAPES[m.group()], name)
     return name.replace("\\", "/").rsplit("/", 1)[-1][:MAX_NAME] or default

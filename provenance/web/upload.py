@@ -40,6 +40,7 @@ from provenance.web.formparts import (
     MAX_NAME,
     Preamble,
     check_transfer_encoding,
+    disposition_params,
     has_filename,
     part_filename,
     repeated_param,
@@ -357,13 +358,10 @@ class _Form:
 
     def _headers_finished(self) -> None:
         disposition = self.headers.get(b"content-disposition", b"")
-        if (twice := repeated_param(disposition.decode("latin-1"))) is not None:
-            raise WebError(
-                f"a part of the form gives the parameter {shown_line(twice[:64])} twice in its"
-                " Content-Disposition, which readers may take differently: give it once"
-            )
-        _, params = parse_options_header(disposition)
-        name = params.get(b"name", b"").decode("utf-8", "replace")
+        # read once, as the file name is (a parameter given twice, or a quoted value not
+        # closed, refused)
+        params = disposition_params(disposition)
+        name = params.get("name", "").encode("latin-1").decode("utf-8", "replace")
         if not name:  # RFC 7578 section 4.2: every part names its field
             raise WebError(
                 "a part of the form names no field: each part needs a header such as"
