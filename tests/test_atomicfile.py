@@ -8,6 +8,7 @@ full disk does; the stdlib's `os.fsync` and `os.replace` run, only recorded."""
 from __future__ import annotations
 
 import errno
+import fcntl
 import os
 import resource
 import signal
@@ -18,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from provenance.cli.atomicfile import write_atomically
+from provenance.cli.atomicfile import create_atomically, write_atomically
 
 
 @contextmanager
@@ -187,3 +188,58 @@ def test_the_file_is_fsynced_then_renamed_then_its_folder_fsynced(
     write_atomically(target, b"12345", sync=sync, sync_folder=sync_folder)
     assert events == expected
     assert target.read_bytes() == b"12345"
+
+
+def test_create_makes_a_private_file_and_never_replaces_one(tmp_path: Path) -> None:
+    """`create_atomically` (a log key, the detector's secret): 0600 with no umask to
+    narrow it; a file already there is kept, FileExistsError naming it, no copy left."""
+    key = tmp_path / "log.pem"
+    with _umask(0):
+        create_atomically(key, b"first")
+    assert _mode(key) == 0o600 and key.read_bytes() == b"first"
+    with pytest.raises(FileExistsError) as failed:
+        create_atomically(key, b"second")
+    assert failed.value.filename == str(key)
+    assert key.read_bytes() == b"first"
+    assert _others(tmp_path, key) == []
+
+
+def test_create_that_fails_midway_leaves_nothing(tmp_path: Path) -> None:
+    key = tmp_path / "log.pem"
+    with _file_size_limit(4096), pytest.raises(OSError) as failed:
+        create_atomically(key, b"x" * 10_000)
+    assert failed.value.errno == errno.EFBIG and failed.value.filename == str(key)
+    assert _others(tmp_path) == []
+
+
+def test_create_links_a_synced_locked_copy_then_fsyncs_the_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The copy is on disk before it is linked to its name, locked while it exists (so a
+    start cleaning up leftovers leaves a live writer's copy alone), and the folder is
+    fsynced after: fsync(copy), link, fsync(folder). The real calls run; only recorded."""
+    key = tmp_path / "log.pem"
+    events: list[str] = []
+    real_fsync, real_link = os.fsync, os.link
+
+    def fsync(fd: int) -> None:
+        st = os.fstat(fd)
+        events.append("fsync folder" if stat.S_ISDIR(st.st_mode) else f"fsync {st.st_size} B")
+        real_fsync(fd)
+
+    def link(src: str | os.PathLike[str], dst: str | os.PathLike[str]) -> None:
+        fd = os.open(src, os.O_RDONLY)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            events.append("copy not locked")
+        except BlockingIOError:
+            events.append(f"link {Path(src).name} to {Path(dst).name}")
+        finally:
+            os.close(fd)
+        real_link(src, dst)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "link", link)
+    create_atomically(key, b"12345", temp_name=lambda: ".log.pem.tmp")
+    assert events == ["fsync 5 B", "link .log.pem.tmp to log.pem", "fsync folder"]
+    assert _others(tmp_path, key) == []

@@ -6,13 +6,16 @@ files, a witness's state, the remembered checkpoint).
 over the target (``rename(2)`` is atomic within a folder) and fsyncs the folder (the
 rename is durable only once the folder is). A crash leaves the old file or the new one
 whole, never a truncated one; at worst a temporary file, whose name the caller chooses
-so that its own start-up can find and remove it. Here, below the log layer and beside
+so that its own start-up can find and remove it. `create_atomically` makes a new file
+that way (a secret, a key) but never replaces one: a hard link instead of the rename. Here, below the log layer and beside
 nothing of clients/, because the pure core opens no file (as `files.open_regular`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
+import fcntl
 import os
 import secrets
 import stat
@@ -105,3 +108,53 @@ def fsync_folder(folder: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+#: errno values of a ``link(2)`` refused because the file system has no hard links
+#: (vfat and CIFS answer EPERM; others ENOTSUP or ENOSYS).
+NO_HARD_LINKS = frozenset({errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.ENOSYS})
+
+
+def create_atomically(
+    path: Path, data: bytes, *, temp_name: Callable[[], str] = short_temp_name
+) -> None:
+    """Create ``path`` (mode 0600 less the umask) holding ``data``, never replacing a file
+    already there, so that a process that finds ``path`` reads it whole: ``data`` is
+    written to a new file named ``temp_name()`` beside it (created exclusively, locked
+    with ``flock`` until it is removed, so a clean-up of leftovers can tell a live writer),
+    fsynced and hard-linked to ``path`` (``link(2)`` fails when ``path`` exists); the
+    temporary name is then removed and the folder fsynced. On a file system without hard
+    links (FAT, some network shares: `NO_HARD_LINKS`) ``path`` is created exclusively and
+    written in place instead (a reader meanwhile may see it short). Raises
+    FileExistsError when ``path`` exists, OSError otherwise, both with ``path`` as their
+    file name; no temporary file is left either way."""
+    with naming(path):
+        tmp = path.with_name(temp_name())
+        hold = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        try:
+            fcntl.flock(hold, fcntl.LOCK_EX)
+            _write_all(hold, data)
+            os.fsync(hold)
+            try:
+                os.link(tmp, path)
+            except OSError as e:
+                if e.errno not in NO_HARD_LINKS:
+                    raise
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+                try:
+                    _write_all(fd, data)
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+        finally:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            os.close(hold)
+        fsync_folder(path.parent)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    """Write all of ``data`` to the descriptor ``fd`` (``write(2)`` may write less)."""
+    left = memoryview(data)
+    while left:
+        left = left[os.write(fd, left) :]
