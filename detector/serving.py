@@ -15,8 +15,6 @@ scores a file alike.
 
 from __future__ import annotations
 
-import contextlib
-import errno
 import math
 import os
 import stat
@@ -28,6 +26,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from detector.infer import Detector, logistic, spread
+from provenance.cli.atomicfile import create_atomically
 from provenance.core.errors import DetectorError
 
 #: Bytes of the server's crop secret.
@@ -124,46 +123,21 @@ def load_or_create_secret(path: Path) -> bytes:
     return secret
 
 
-#: link(2) errors of a file system without hard links (FAT, some network shares).
-_NO_HARD_LINKS = frozenset({errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.ENOSYS})
-
-
 def _create_secret(path: Path) -> None:
     """Write a fresh secret to a temporary 0600 file beside path, fsync it, and hard-link
     it to path unless path exists by then (os.link never replaces); on a file system
-    without hard links, create path exclusively and write it in place (as before). Raises
-    DetectorError if the files cannot be written or linked."""
-    secret = os.urandom(SECRET_BYTES)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{os.urandom(4).hex()}.tmp")
+    without hard links, create path exclusively and write it in place (as before):
+    `create_atomically`. Raises DetectorError if the files cannot be written or linked."""
     try:
-        _write_new(tmp, secret)
-        try:
-            os.link(tmp, path)
-        except OSError as e:
-            if e.errno not in _NO_HARD_LINKS:
-                raise
-            _write_new(path, secret)
-        dirfd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dirfd)
-        finally:
-            os.close(dirfd)
+        create_atomically(
+            path,
+            os.urandom(SECRET_BYTES),
+            temp_name=lambda: f".{path.name}.{os.getpid()}.{os.urandom(4).hex()}.tmp",
+        )
     except FileExistsError:
         return  # another start made it first: every start reads that one
     except OSError as e:
         raise DetectorError(f"cannot create the detector secret {path}: {e.strerror}") from e
-    finally:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-
-
-def _write_new(path: Path, data: bytes) -> None:
-    """Create path exclusively (mode 0600), write data, fsync. Raises OSError."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
 
 
 #: The meta key of the crop secret shared by the servers of one database (hex).

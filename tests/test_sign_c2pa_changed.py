@@ -8,7 +8,7 @@ the other writer left it, the sidecar and the log entry kept.
 
 The change is made at a filesystem boundary of the real flow, nothing of ours replaced:
 the first ``Path.read_bytes`` of the capture once it is signed (the embed step's first
-read of it), or the ``tempfile.mkstemp`` that makes the export's temporary file."""
+read of it), or the ``os.open`` that creates the export's temporary file."""
 
 from __future__ import annotations
 
@@ -16,7 +16,6 @@ import hashlib
 import os
 import pathlib
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -131,19 +130,19 @@ def test_a_write_while_the_manifest_is_made_is_not_undone(
     ``stat`` and ``fstat`` go on reporting the file as it was."""
     path = Path(shutil.copy(SAMPLES / name, tmp_path / name))
     original = path.read_bytes()
-    real_mkstemp = tempfile.mkstemp
+    real_open = os.open
     changed: list[bytes] = []
 
-    def mkstemp_after_a_change(*args: Any, **kwargs: Any) -> tuple[int, str]:
-        if kwargs.get("prefix") == f".{name}." and not changed:
+    def open_after_a_change(file: Any, flags: int, *args: Any, **kwargs: Any) -> int:
+        if Path(file).name.startswith(f".{name}.") and flags & os.O_CREAT and not changed:
             _change(how.removesuffix(" unseen"), path, OTHERS[name])
             changed.append(path.read_bytes())
-        return real_mkstemp(*args, **kwargs)
+        return real_open(file, flags, *args, **kwargs)
 
     with pytest.MonkeyPatch.context() as patch:
         if how == "overwrite unseen":
             hide_writes(patch, path)
-        patch.setattr(tempfile, "mkstemp", mkstemp_after_a_change)
+        patch.setattr(os, "open", open_after_a_change)
         rc, out, err = cli("sign", "--c2pa", str(path))
     assert changed and changed[0] != original
     assert f"{path}: signed (#1) and logged at leaf 1" in out, (out, err)

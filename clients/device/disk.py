@@ -9,8 +9,8 @@ import secrets
 from pathlib import Path
 
 from clients.files import NotRegularFileError, read_bounded
+from provenance.cli.atomicfile import write_atomically
 from provenance.core.errors import ConfigError, MediaTooLargeError
-from provenance.core.files import naming
 
 SIDECAR_SUFFIX = ".prov"
 
@@ -42,46 +42,21 @@ def sidecar_path(path: Path) -> Path:
 
 
 def atomic_write(path: Path, data: bytes, mode: int = 0o644) -> None:
-    """Write ``data`` to ``path`` via a temporary file, fsync, rename, fsync the folder.
+    """Write ``data`` to ``path`` as `provenance.cli.atomicfile.write_atomically` does
+    (a temporary file, fsync, rename, fsync the folder), created with ``mode`` less the
+    umask (0o600 for a key).
 
-    The temporary name is short (``.prov-tmp-PID-RANDOM``) whatever the length of
-    ``path``'s name, so any name the file system accepts can be written. Raises OSError
-    naming ``path`` (`provenance.core.files.naming`).
+    The temporary name is short (``.prov-tmp-PID-RANDOM``, `_TEMP_NAME`, which
+    `clients.device.leftovers` removes) whatever the length of ``path``'s name, so any
+    name the file system accepts can be written. Raises OSError naming ``path``
+    (`provenance.core.files.naming`).
     """
-    with naming(path):  # a full disk's write() names no file; the temporary name is no help
-        _write_then_rename(path, data, mode)
+    write_atomically(path, data, mode=mode, temp_name=_temp_name)
 
 
-def _write_then_rename(path: Path, data: bytes, mode: int) -> None:
-    tmp = path.with_name(f".prov-tmp-{os.getpid()}-{secrets.token_hex(4)}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
-    try:
-        try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    dfd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dfd)
-    finally:
-        os.close(dfd)
+def _temp_name() -> str:
+    return f".prov-tmp-{os.getpid()}-{secrets.token_hex(4)}"
 
 
 #: The name `atomic_write` gives its temporary file, and nothing else does.
 _TEMP_NAME = re.compile(r"\.prov-tmp-[0-9]+-[0-9a-f]{8}")
-
-
-def _fsync_dir(path: Path) -> None:
-    """fsync the folder ``path`` (its entries' renames made durable). Raises OSError."""
-    dfd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(dfd)
-    finally:
-        os.close(dfd)

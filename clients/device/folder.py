@@ -20,9 +20,10 @@ from pathlib import Path
 from typing import BinaryIO
 
 from clients import devicelock
-from clients.device.disk import _fsync_dir, atomic_write, read_device_file
+from clients.device.disk import atomic_write, read_device_file
 from clients.device.leftovers import clean_leftovers
 from clients.device.state import REPAIR_ADVICE, DeviceState, _parse_state, state_bytes
+from provenance.cli.atomicfile import fsync_folder
 from provenance.core.errors import ConfigError
 from provenance.core.files import file_kind
 from provenance.core.keyfile import PBKDF2_ITERATIONS, weaker_than_written_here
@@ -86,7 +87,7 @@ class DeviceFolder:
         target = self._replaced_folder()
         atomic_write(staging / "replaced", (target.name if target else "").encode())
         os.replace(staging, self._init_journal)  # the commit point
-        _fsync_dir(self.root)
+        fsync_folder(self.root)
         return state, self.finish_init()
 
     @property
@@ -117,7 +118,7 @@ class DeviceFolder:
             for p in self._device_files():
                 if os.path.lexists(p) and not os.path.lexists(target / p.name):
                     os.replace(p, target / p.name)
-            _fsync_dir(target)
+            fsync_folder(target)
         for staged, final in (
             (new_queue, self.queue_dir),
             (journal / self.key_path.name, self.key_path),
@@ -127,10 +128,10 @@ class DeviceFolder:
                 if final == self.queue_dir and os.path.lexists(final):
                     os.rmdir(final)  # an empty queue made meanwhile (no old device moved)
                 os.replace(staged, final)
-        _fsync_dir(self.root)
+        fsync_folder(self.root)
         (journal / "replaced").unlink()
         journal.rmdir()
-        _fsync_dir(self.root)
+        fsync_folder(self.root)
         return target
 
     def _replaced_folder(self) -> Path | None:

@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from clients.device.disk import _TEMP_NAME, _fsync_dir, read_device_file
+from clients.device.disk import _TEMP_NAME, read_device_file
 from clients.device.entries import (
     _COPY_NAME,
     QueueEntry,
@@ -20,6 +20,7 @@ from clients.device.entries import (
     _read_entry,
     read_entries,
 )
+from provenance.cli.atomicfile import fsync_folder
 from provenance.core.errors import ConfigError, KeyMaterialError
 
 if TYPE_CHECKING:
@@ -98,7 +99,7 @@ def _recover_entry(home: DeviceFolder, path: Path) -> int:
         return 0
     seq = entry.sidecar.claim.sequence
     os.replace(path, _free_name(home.queue_dir / f"{seq:012d}.json"))
-    _fsync_dir(home.queue_dir)
+    fsync_folder(home.queue_dir)
     return seq
 
 
@@ -130,7 +131,7 @@ def _recover_certificate(home: DeviceFolder, path: Path) -> bool:
         except KeyMaterialError:
             return False
     os.replace(path, home.cert_path)
-    _fsync_dir(home.root)
+    fsync_folder(home.root)
     return True
 
 

@@ -20,8 +20,8 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import secrets
 import stat
-import tempfile
 from collections.abc import Callable, Mapping
 from functools import partial
 from importlib import metadata
@@ -43,6 +43,7 @@ from provenance.c2pa.container import (
 from provenance.c2pa.reader import reader_settings
 from provenance.c2pa.result import PROVENANCE_ASSERTION_LABEL
 from provenance.c2pa.timestamp import TimestampAuthority, timestamp_file
+from provenance.cli.atomicfile import write_atomically
 from provenance.core.errors import (
     BindingError,
     FileChangedError,
@@ -254,45 +255,29 @@ def check_leaf_key(cert_chain_pem: bytes, public_key: bytes) -> None:
 
 
 def _write_atomically(path: Path, data: bytes, check: Callable[[], None]) -> None:
-    """Replace ``path`` with ``data``: a temporary file beside it, given the mode of the
-    file it replaces (`mkstemp` makes it 0600, which a capture others could read must
-    not become), written and fsynced, ``check()`` called (what it raises is raised, the
-    temporary file removed and ``path`` untouched), renamed over it, and the folder
+    """Replace ``path`` with ``data`` (`write_atomically`): a temporary file
+    ``.NAME.<8 hex digits>`` beside it, given the mode of the file it replaces (made
+    0600, then given that mode: a capture others could read must not become readable by
+    its owner alone), written and fsynced, ``check()`` called (what it raises is raised,
+    the temporary file removed and ``path`` untouched), renamed over it, and the folder
     fsynced, so a crash leaves the old file or the new one whole, never a truncated
     capture. A new ``path`` gets 0666 less the umask. Raises MediaError, also when
     ``path`` is by then a symbolic link or has other hard links (`refuse_links`)."""
+
+    def before_replace() -> None:
+        check()
+        refuse_links(path)  # made a link while the manifest was made
+
     try:
-        try:
-            mode = stat.S_IMODE(os.stat(path).st_mode)
-        except FileNotFoundError:
-            mode = 0o666 & ~_umask()
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                os.fchmod(f.fileno(), mode)
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-            check()
-            refuse_links(path)  # made a link while the manifest was made
-            os.replace(tmp, path)
-        except BaseException:
-            os.unlink(tmp)
-            raise
-        dfd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
+        write_atomically(
+            path,
+            data,
+            mode=None,
+            temp_name=lambda: f".{path.name}.{secrets.token_hex(4)}",
+            before_replace=before_replace,
+        )
     except OSError as e:
         raise MediaError(f"cannot write {str(path)!r}: {e.strerror or e}") from e
-
-
-def _umask() -> int:
-    """The process's umask (read by setting it, then setting it back)."""
-    mask = os.umask(0o077)
-    os.umask(mask)
-    return mask
 
 
 def _version() -> str:

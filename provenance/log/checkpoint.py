@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import errno
 import fcntl
 import hashlib
 import os
@@ -39,6 +38,7 @@ from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from provenance.cli.atomicfile import create_atomically
 from provenance.core.errors import ConfigError, KeyMaterialError, LogError, SignatureError
 from provenance.core.files import file_kind
 from provenance.core.keys import check_public_key
@@ -384,8 +384,8 @@ def open_checkpoint(
 def generate_log_key(path: Path, origin: str) -> LogSigner:
     """Create a new Ed25519 log key at ``path`` (unencrypted PKCS#8 PEM, mode 0600).
 
-    The file is created exclusively and never overwritten, and appears whole: the key is
-    written and synced to a new file of a temporary name beside it, which is then linked
+    The file is created exclusively and never overwritten, and appears whole
+    (`create_atomically`): the key is written and synced to a new file of a temporary name beside it, which is then linked
     to ``path`` (a hard link fails when ``path`` exists), so a process that finds ``path``
     reads a complete key (servers starting together on one new shared log: the first
     one's key wins, the others load it). On a file system without hard links (FAT, some
@@ -402,32 +402,12 @@ def generate_log_key(path: Path, origin: str) -> LogSigner:
     )
     if path.exists():
         raise ConfigError(f"log key file {path} already exists; not overwriting it")
-    temp = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
     try:
-        # locked (flock) until it is unlinked: `remove_key_leftovers` leaves it alone
-        hold = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        try:
-            fcntl.flock(hold, fcntl.LOCK_EX)
-            left = memoryview(pem)
-            while left:
-                left = left[os.write(hold, left) :]
-            os.fsync(hold)
-            os.link(temp, path)
-        except OSError as e:
-            if e.errno not in _NO_HARD_LINKS:
-                raise
-            # a file system without hard links (FAT, some network shares): the key is
-            # written in place, created exclusively; a server loading it meanwhile waits
-            # for a young key file that holds no key yet (provenance.server.service)
-            _write_new(path, pem)
-        finally:
-            temp.unlink(missing_ok=True)
-            os.close(hold)
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+        # the copy is locked (flock) until it is unlinked: `remove_key_leftovers` leaves it
+        # alone; where link(2) is refused (FAT, some network shares) the key is written in
+        # place, created exclusively, and a server loading it meanwhile waits for a young
+        # key file that holds no key yet (provenance.server.service)
+        create_atomically(path, pem, temp_name=lambda: f".{path.name}.{secrets.token_hex(8)}.tmp")
     except FileExistsError as e:
         raise ConfigError(f"log key file {path} already exists; not overwriting it") from e
     except OSError as e:
@@ -492,21 +472,6 @@ def remove_key_leftovers(
         finally:
             os.close(fd)
     return removed
-
-
-#: errno values of a ``link(2)`` refused because the file system has no hard links
-#: (vfat and CIFS answer EPERM; others ENOTSUP or ENOSYS).
-_NO_HARD_LINKS = frozenset({errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.ENOSYS})
-
-
-def _write_new(path: Path, data: bytes) -> None:
-    """Create ``path`` exclusively (mode 0600), write ``data`` and fsync it. Raises
-    OSError (FileExistsError when ``path`` exists)."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
 
 
 def load_log_signer(path: Path, origin: str, what: str = "log key") -> LogSigner:

@@ -21,7 +21,6 @@ import gzip
 import http.client
 import io
 import os
-import secrets
 import time
 import urllib.error
 import urllib.parse
@@ -32,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
+from provenance.cli.atomicfile import write_atomically
 from provenance.cli.cutoff import Cutoff
 from provenance.cli.files import open_regular
 from provenance.core import merkle
@@ -74,25 +74,12 @@ class ExportResult:
 
 
 def _write(path: Path, data: bytes, sync: bool = False) -> None:
-    """Write ``data`` to ``path`` through a temporary file and an atomic rename (with
-    ``sync``, the file is fsynced before the rename). Raises OSError naming ``path``."""
+    """Write ``data`` to ``path`` through a temporary file and an atomic rename
+    (`write_atomically`; with ``sync``, the file is fsynced before the rename and the
+    folder after it), making its folder first. Raises OSError naming ``path``."""
     with naming(path):
-        _write_then_rename(path, data, sync)
-
-
-def _write_then_rename(path: Path, data: bytes, sync: bool) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".tmp-{os.getpid()}-{secrets.token_hex(4)}"
-    try:
-        with open(tmp, "wb") as handle:
-            handle.write(data)
-            if sync:
-                handle.flush()
-                os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+        path.parent.mkdir(parents=True, exist_ok=True)
+    write_atomically(path, data, sync=sync)
 
 
 def _drop_partials(full: Path) -> None:

@@ -17,10 +17,8 @@ the advice to run ``prov device sync``, which cannot help.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
-import os
 import re
 import secrets
 import threading
@@ -28,6 +26,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+from provenance.cli.atomicfile import write_atomically
 from provenance.core import merkle
 from provenance.core.claims import Receipt, SignedClaim
 from provenance.core.errors import ConfigError, LogIntegrityError, ProvenanceError
@@ -47,26 +46,22 @@ def memo_path(log_key: Path) -> Path:
 
 
 def remember_checkpoint(path: Path, note: str) -> None:
-    """Replace ``path`` atomically with the signed checkpoint ``note`` (write a new
-    temporary file ``.NAME.<16 hex digits>.tmp``, created exclusively, never through a
-    link, fsync, rename). A crash leaves the previous (older) copy, which is safe: only a
-    database behind the remembered checkpoint is refused; and its temporary file, which
+    """Replace ``path`` (mode 0644 less the umask) atomically with the signed checkpoint
+    ``note`` (`write_atomically`: a new temporary file ``.NAME.<16 hex digits>.tmp``,
+    created exclusively, never through a link, fsync, rename; the folder not fsynced).
+    A crash leaves the previous (older) copy, which is safe: only a database behind the
+    remembered checkpoint is refused; and its temporary file, which
     `remove_memo_leftovers` removes at the next start. Raises ConfigError when the file
     cannot be written."""
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
     try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
-        try:
-            left = memoryview(note.encode())
-            while left:
-                left = left[os.write(fd, left) :]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
+        write_atomically(
+            path,
+            note.encode(),
+            mode=0o644,
+            sync_folder=False,  # an older copy is safe; no fsync competing with the log's
+            temp_name=lambda: f".{path.name}.{secrets.token_hex(8)}.tmp",
+        )
     except OSError as e:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
         raise ConfigError(f"cannot write the remembered checkpoint {path}: {e.strerror}") from e
 
 

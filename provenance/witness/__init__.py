@@ -58,7 +58,6 @@ import json
 import logging
 import os
 import re
-import secrets
 import stat
 import threading
 import time
@@ -70,6 +69,7 @@ from pathlib import Path
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from provenance.cli.atomicfile import write_atomically
 from provenance.cli.files import open_regular
 from provenance.core import merkle
 from provenance.core.buckets import Every
@@ -424,9 +424,9 @@ class _SaveFailed(LogError):
     a read-only or vanished folder): the state before stays as it was."""
 
     def __init__(self, path: Path, error: OSError) -> None:
-        super().__init__(f"witness state {path} could not be saved: {error}")
         self.path = path
         self.reason = error.strerror or str(error)
+        super().__init__(f"witness state {path} could not be saved: {self.reason}")
 
 
 def _log_lines(note: str, verifier: NoteVerifier) -> str:
@@ -572,22 +572,14 @@ class Witness:
 
     def _save(self, checkpoint: Checkpoint, note: str, line: str) -> None:
         """Replace the log's state file with ``checkpoint``, its signed ``note`` and the
-        cosignature ``line``, atomically and durably (a temporary file fsynced, renamed
-        over it, the folder fsynced). Raises _SaveFailed on any OSError, the temporary
-        file removed: the state before is untouched, unless only the folder's fsync
-        failed (then the new state is in place but may not survive a power cut)."""
+        cosignature ``line``, atomically and durably (`write_atomically`: a temporary
+        file fsynced, renamed over it, the folder fsynced). Raises _SaveFailed on any
+        OSError, the temporary file removed: the state before is untouched, unless only
+        the folder's fsync failed (then the new state is in place but may not survive a
+        power cut). The folder's fsync matters: without it a power cut after the answer
+        could bring back the older state, and a fork of what was cosigned would then be
+        cosigned too."""
         path = self._state_path(checkpoint.origin)
-        tmp = path.with_name(f".tmp-{os.getpid()}-{secrets.token_hex(4)}")
-        try:
-            self._write_state(checkpoint, note, line, path, tmp)
-        except OSError as e:
-            with contextlib.suppress(OSError):
-                tmp.unlink(missing_ok=True)
-            raise _SaveFailed(path, e) from e
-
-    def _write_state(
-        self, checkpoint: Checkpoint, note: str, line: str, path: Path, tmp: Path
-    ) -> None:
         doc = {
             "origin": checkpoint.origin,
             "size": checkpoint.size,
@@ -595,19 +587,10 @@ class Witness:
             "note": note,
             "cosignature": line,
         }
-        with open(tmp, "w") as handle:
-            handle.write(json.dumps(doc, indent=2) + "\n")
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-        # the rename is durable only once the folder is: without this a power cut after
-        # the answer could bring back the older state, and a fork of what was cosigned
-        # would then be cosigned too
-        folder = os.open(self.state_dir, os.O_RDONLY)
         try:
-            os.fsync(folder)
-        finally:
-            os.close(folder)
+            write_atomically(path, (json.dumps(doc, indent=2) + "\n").encode())
+        except OSError as e:
+            raise _SaveFailed(path, e) from e
 
     def add_checkpoint(self, body: bytes) -> Answer:
         """Handle one add-checkpoint request body (see module docstring for the answers)."""
