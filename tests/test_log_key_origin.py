@@ -100,3 +100,15 @@ def test_the_key_file_of_an_empty_named_log_prints_that_logs_verifier_key(
     assert capsys.readouterr().out.strip() == want
     assert prov_main(["log", "key", "--key-file", str(copied), "--origin", ORIGIN]) == 0
     assert capsys.readouterr().out.strip() == want
+
+
+def test_origin_and_db_without_a_key_file_are_a_usage_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Asking the server, --origin was silently ignored (the server names its own log):
+    it is now a usage error before any call, as --db is."""
+    db = tmp_path / "p.db"
+    db.write_bytes(b"")
+    for extra in (["--origin", ORIGIN], ["--db", str(db)]):
+        assert prov_main(["log", "key", "--server", "127.0.0.1:1", *extra]) == 2
+        assert "go with --key-file" in " ".join(capsys.readouterr().err.split())
