@@ -82,3 +82,25 @@ def test_retry_errors_needs_resume(tmp_path: Path, capsys: pytest.CaptureFixture
     rc = prov_main(["scan", str(SAMPLES), "--report", str(tmp_path / "r.jsonl"), "--retry-errors"])
     assert rc == 2
     assert "--retry-errors goes with --resume" in " ".join(capsys.readouterr().err.split())
+
+
+def test_a_copy_left_by_a_killed_retry_is_removed(tmp_path: Path) -> None:
+    """--retry-errors copies the rows it keeps to ``.REPORT.PID.retry.tmp`` beside the
+    report; a scan killed before the rename left that copy, which a later scan of the
+    folder would have read as a file. The next --resume removes it."""
+    from clients.scan.resume import Journal
+
+    report = tmp_path / "night.jsonl"
+    row = {"path": "a.jpg", "status": None, "error": "cannot read: I/O error", "size": 3}
+    report.write_text(json.dumps(row) + "\n")
+    left = tmp_path / ".night.jsonl.12345.retry.tmp"
+    left.write_text("")
+    other = tmp_path / ".other.jsonl.12345.retry.tmp"  # another report's: kept
+    other.write_text("")
+    with Journal(report, resume=True) as journal:
+        assert "a.jpg" in journal.done
+    assert not left.exists() and other.exists()
+    with Journal(report, resume=True, retry_errors=True) as journal:
+        assert journal.retried == 1 and "a.jpg" not in journal.done
+    assert report.read_text() == ""
+    assert sorted(p.name for p in tmp_path.iterdir()) == [other.name, report.name]

@@ -15,6 +15,7 @@ refs share a digest is below 10^-24.
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import json
 import os
@@ -235,6 +236,8 @@ class Journal:
         try:
             if exists:
                 _cut_partial_line(path)
+                for leftover in path.parent.glob(f".{glob.escape(path.name)}.*.retry.tmp"):
+                    leftover.unlink(missing_ok=True)  # of a --retry-errors killed mid-copy
                 kept = _Rewrite(path) if retry_errors else None
                 with path.open("rb") as f:
                     for n, line in enumerate(f, 1):
