@@ -63,6 +63,7 @@ EXAMPLES: dict[str, tuple[str, ...]] = {
     "scan": (
         "prov scan /archive/photos desk.zip --report scan.jsonl",
         "prov scan /archive/photos --report scan.jsonl --resume  # go on",
+        "prov scan /archive/photos --report scan.jsonl --resume --retry-errors",
         "prov scan list.txt --report scan.jsonl --detect --workers 2",
     ),
     "admin": (

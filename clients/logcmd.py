@@ -77,7 +77,7 @@ from provenance.log.tlogproof import (
 )
 from provenance.media.image import SNIFF_BYTES, sniff_media_type
 from provenance.server.rollback import MEMO_SUFFIX, memo_path
-from provenance.server.service import DEFAULT_ORIGIN
+from provenance.server.service import DEFAULT_KEY_SUFFIX, DEFAULT_ORIGIN
 from provenance.store import Store, is_postgres_url, open_store
 from provenance.store.sql import SqlStore
 from provenance.terminal import SafeConsole, shown, shown_line, transient_bar
@@ -122,15 +122,29 @@ def log_key(
         typer.Option(
             help="The log's name (`prov serve --origin`), with --key-file. Default: the name"
             " in the checkpoint the server last signed with that key, kept beside it"
-            f" (KEY{MEMO_SUFFIX}), else {DEFAULT_ORIGIN}."
+            f" (KEY{MEMO_SUFFIX}), else the name kept in the log's database (--db, or DB"
+            f" when KEY is `prov serve`'s default DB{DEFAULT_KEY_SUFFIX}); with none of"
+            " them (a log with no entry yet, its key copied away) the command refuses.",
+        ),
+    ] = None,
+    db: Annotated[
+        str | None,
+        typer.Option(
+            callback=existing_db,
+            help="With --key-file: read the log's name from its database (the SQLite file of"
+            " `prov serve --db`, or its postgresql:// URL; read only), for a log with no"
+            " entry yet whose key file has no checkpoint beside it.",
         ),
     ] = None,
 ) -> None:
     """Print the log's public verifier key (note format NAME+ID+KEY)."""
     if key_file is not None:
-        name = origin if origin is not None else _signed_origin(key_file)
+        load_log_signer(key_file, origin or DEFAULT_ORIGIN)  # a bad key file first (exit 1)
+        name = origin if origin is not None else _log_origin(key_file, db)
         print(load_log_signer(key_file, name).verifier_key())
         return
+    if origin is not None or db is not None:
+        raise UsageError("--origin and --db go with --key-file (the server names its own log)")
     with ProvenanceClient(server) as c:
         vkey, _ = c.log_key()
     print(shown(vkey))  # the server's answer
@@ -141,18 +155,54 @@ def log_key(
 _MEMO_MAX_BYTES = 64 * 1024
 
 
-def _signed_origin(key_file: Path) -> str:
+def _log_origin(key_file: Path, db: str | None) -> str:
+    """The name of the log ``key_file`` signs: from its database ``db`` when given; else
+    from the newest checkpoint a server signed with it (`_signed_origin`); else from the
+    SQLite database beside a default key file (``DB.logkey.pem``). Raises UsageError
+    (exit 2) saying what to pass when none of them tells (a log with no entry yet whose
+    key was copied away from its database)."""
+    if db is not None:
+        return _stored_origin(db)
+    signed = _signed_origin(key_file)
+    if signed is not None:
+        return signed
+    beside = key_file.name.removesuffix(DEFAULT_KEY_SUFFIX)
+    if beside != key_file.name and key_file.with_name(beside).is_file():
+        return _stored_origin(str(key_file.with_name(beside)))
+    raise UsageError(
+        f"cannot tell the name of the log {key_file} signs: there is no checkpoint signed"
+        f" with it beside it ({memo_path(key_file)}; a log with no entry yet has none) and"
+        " no database beside it. Pass --origin NAME, the `prov serve --origin` the log was"
+        f" started with (the default is {DEFAULT_ORIGIN}; the server prints it at start,"
+        ' "log key: NAME+..."), or --db DB, the log\'s database (`prov serve --db`)'
+    )
+
+
+def _stored_origin(db: str) -> str:
+    """The log's name kept in its database ``db`` (read only). Raises ConfigError when the
+    database has none (no server has started on it), else as `_open_read_only`."""
+    store = _open_read_only(db)
+    try:
+        name = store.get_meta("origin")
+    finally:
+        store.close()
+    if name is None:
+        raise ConfigError(f"the database {db} names no log yet: no server has started on it")
+    return name
+
+
+def _signed_origin(key_file: Path) -> str | None:
     """The log's name in the newest checkpoint a server signed with ``key_file``, from the
     copy it keeps beside the key (`memo_path`), when that copy's signature verifies with
-    the key under that name; else the default origin (a log with no entry yet, a key
-    copied without it)."""
+    the key under that name; else None (a log with no entry yet, a key copied without
+    it)."""
     try:
         note = read_bounded(memo_path(key_file), _MEMO_MAX_BYTES).decode("utf-8")
         name = note.split("\n", 1)[0]
         signer = load_log_signer(key_file, name)
         open_checkpoint(note, NoteVerifier.from_vkey(signer.verifier_key()), origin=name)
     except (OSError, UnicodeDecodeError, ProvenanceError):  # no copy, or none to trust
-        return DEFAULT_ORIGIN
+        return None
     return name
 
 

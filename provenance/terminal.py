@@ -37,17 +37,31 @@ from rich.text import Span, Text
 
 #: What is never written as it is: C0 controls but tab and newline, DEL, C1 controls,
 #: the bidirectional embeddings, overrides and isolates, the invisible direction marks
-#: (LRM, RLM, ALM), which reorder neutral characters around them, and lone surrogates
-#: (a file name that is not UTF-8 holds one for each byte that did not decode: no UTF-8
-#: stream can carry it, and a stdout that encodes strictly raised UnicodeEncodeError).
-UNSAFE = re.compile(
-    "[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069\ud800-\udfff]"
+#: (LRM, RLM, ALM), which reorder neutral characters around them, the characters that
+#: draw nothing (ZERO WIDTH SPACE, WORD JOINER and the invisible operators U+2060-U+2064,
+#: the BYTE ORDER MARK U+FEFF: "pay\u200bpal.jpg" looked like "paypal.jpg"), and lone
+#: surrogates (a file name that is not UTF-8 holds one for each byte that did not decode:
+#: no UTF-8 stream can carry it, and a stdout that encodes strictly raised
+#: UnicodeEncodeError).
+_ALWAYS = (
+    "\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200b\u200e\u200f\u202a-\u202e\u2060-\u2069"
+    "\ufeff\ud800-\udfff"
 )
+#: ZERO WIDTH NON-JOINER and JOINER (U+200C, U+200D) are kept between two characters that
+#: are neither ASCII nor `_ALWAYS` (Persian and Indic words, emoji sequences: there they
+#: change what is drawn, Unicode 15 section 23.2) and escaped elsewhere: between ASCII
+#: letters, beside another joiner or at an end they draw nothing ("pay\u200dpal").
+_JOINS = "[^\x00-\x7f\u200c\u200d" + _ALWAYS + "]"
+_LONE_JOINER = (
+    "(?<!" + _JOINS + ")[\u200c\u200d]"  # nothing, or no joining character, before it
+    "|[\u200c\u200d](?!" + _JOINS + ")"  # nor after it
+)
+UNSAFE = re.compile("[" + _ALWAYS + "]|" + _LONE_JOINER)
 
 
 #: `UNSAFE`, and tab and newline too: for text shown on one line (a file name on the web
 #: page, in the tab's title, where a newline would read as a space).
-UNSAFE_IN_LINE = re.compile(UNSAFE.pattern[:-1] + "\t\n]")
+UNSAFE_IN_LINE = re.compile("[" + _ALWAYS + "\t\n]|" + _LONE_JOINER)
 
 
 def _escape(m: re.Match[str]) -> str:
@@ -69,8 +83,8 @@ def shown_line(text: str) -> str:
 
 
 def js_class(pattern: re.Pattern[str]) -> str:
-    """``pattern`` (a character class of single characters and ranges, as `UNSAFE`)
-    as JavaScript RegExp source, every character outside printable ASCII written as a
+    """``pattern`` (character classes of single characters and ranges, alternatives and
+    lookarounds, as `UNSAFE`) as JavaScript RegExp source, every character outside printable ASCII written as a
     four-hex-digit ``\\u`` escape (``\\u202e``), so the page's script applies the same
     rule (`shown_line`) to a name it shows before sending it. The source is for a RegExp
     with the ``u`` flag: without it a range of surrogates (``\\ud800-\\udfff``) matches

@@ -26,9 +26,15 @@ from tests.conftest import ROOT, SAMPLES, Cli, ServerProc, start_server
 
 #: Names with a CSI (clear screen), an OSC (window title), a C1 CSI and a right-to-left
 #: override ("photo\u202egpj.exe" reads "photoexe.jpg").
-NAMES = ("x\x1b[2Jy.jpg", "t\x1b]0;pwned\x07.jpg", "c\x9b31m.jpg", "photo\u202egpj.jpg")
+NAMES = (
+    "x\x1b[2Jy.jpg",
+    "t\x1b]0;pwned\x07.jpg",
+    "c\x9b31m.jpg",
+    "photo\u202egpj.jpg",
+    "\ufeffpay\u200bpal.jpg",  # looked like "paypal.jpg"
+)
 #: What must never be printed as it is.
-RAW = ("\x1b", "\x9b", "\u202e")
+RAW = ("\x1b", "\x9b", "\u202e", "\u200b", "\ufeff")
 
 
 def _clean(*texts: str) -> None:
@@ -50,7 +56,7 @@ def test_sign_verify_detect_escape_control_characters_of_a_name(
 ) -> None:
     photo = Path(shutil.copy(SAMPLES / "rocket.jpg", tmp_path / name))
     shown = str(photo).replace("\x07", "")  # BEL: dropped by Rich itself
-    for c, esc in zip(RAW, ("\\x1b", "\\x9b", "\\u202e"), strict=True):
+    for c, esc in zip(RAW, ("\\x1b", "\\x9b", "\\u202e", "\\u200b", "\\ufeff"), strict=True):
         shown = shown.replace(c, esc)
     # sign, the report and detect write BEL as its escape too (one line per file or field,
     # `shown_line`)

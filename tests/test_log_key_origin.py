@@ -65,3 +65,50 @@ def test_the_key_file_of_a_named_log_prints_that_logs_verifier_key(
     assert want.startswith(f"{ORIGIN}+")
     assert prov_main(["log", "key", "--key-file", key, "--origin", "other.example/log"]) == 0
     assert capsys.readouterr().out.startswith("other.example/log+")
+
+
+def test_the_key_file_of_an_empty_named_log_prints_that_logs_verifier_key(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A log with no entry yet has no signed checkpoint beside its key: `prov log key
+    --key-file KEY` printed the key under the default name, silently wrong for a log
+    started with --origin (a reviewer's finding). The name is read from the database
+    (`--db`, or the SQLite file beside a default KEY = DB.logkey.pem); with neither, the
+    command refuses and says what to pass."""
+    db = tmp_path / "p.db"
+    srv = start_server(db, "--origin", ORIGIN)
+    try:
+        with ProvenanceClient(srv.address) as c:
+            want, _ = c.log_key()
+    finally:
+        srv.stop()
+    key = Path(f"{db}.logkey.pem")
+    assert not Path(f"{key}.checkpoint").exists()
+    assert want.startswith(f"{ORIGIN}+")
+    capsys.readouterr()
+    assert prov_main(["log", "key", "--key-file", str(key)]) == 0
+    assert capsys.readouterr().out.strip() == want
+    # a key copied elsewhere: no database beside it, no checkpoint
+    copied = tmp_path / "elsewhere" / "log.pem"
+    copied.parent.mkdir()
+    copied.write_bytes(key.read_bytes())
+    copied.chmod(0o600)
+    assert prov_main(["log", "key", "--key-file", str(copied)]) == 2
+    said = capsys.readouterr().err
+    assert "--origin" in said and "--db" in said and str(copied) in said
+    assert prov_main(["log", "key", "--key-file", str(copied), "--db", str(db)]) == 0
+    assert capsys.readouterr().out.strip() == want
+    assert prov_main(["log", "key", "--key-file", str(copied), "--origin", ORIGIN]) == 0
+    assert capsys.readouterr().out.strip() == want
+
+
+def test_origin_and_db_without_a_key_file_are_a_usage_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Asking the server, --origin was silently ignored (the server names its own log):
+    it is now a usage error before any call, as --db is."""
+    db = tmp_path / "p.db"
+    db.write_bytes(b"")
+    for extra in (["--origin", ORIGIN], ["--db", str(db)]):
+        assert prov_main(["log", "key", "--server", "127.0.0.1:1", *extra]) == 2
+        assert "go with --key-file" in " ".join(capsys.readouterr().err.split())

@@ -841,7 +841,7 @@ def test_text_a_device_or_an_admin_wrote_is_shown_with_its_controls_escaped(
                 soft_bindings=(PerceptualHash("pdq", bytes(32), 0),),
                 width=4,
                 height=3,
-                metadata={"place\u2066": "Paris\u202eLondon\x00", "app": "cam\nline"},
+                metadata={"place\u2066": "Paris\u202eLondon\x00", "app": "cam\nline\u200b\ufeff"},
             )
             receipt, _ = client.submit(sign_claim(key, claim))
         with httpx.Client(base_url=web, timeout=60) as http:
@@ -854,9 +854,10 @@ def test_text_a_device_or_an_admin_wrote_is_shown_with_its_controls_escaped(
     finally:
         srv.stop()
     for name, page in pages.items():
-        for raw in ("\u202e", "\u2066", "\x1b", "\x00"):
+        for raw in ("\u202e", "\u2066", "\x1b", "\x00", "\u200b", "\ufeff"):
             assert raw not in page, (name, ascii(raw))
     assert "place\\u2066" in pages["entry"] and "Paris\\u202eLondon\\x00" in pages["entry"]
+    assert "line\\u200b\\ufeff" in pages["entry"]
     assert "desk cam" in pages["device"]
 
 

@@ -438,9 +438,9 @@ def test_bidi_controls_in_a_file_name_are_shown_as_code_points(
     (`provenance.terminal.shown`): in the report, the tab's title and the line naming
     the chosen file before it is sent."""
     file, chosen = _choose(
-        browser, site, tmp_path / "photo\u202egpj.exe\u2066x\u2069\u200e\u200f.jpg"
+        browser, site, tmp_path / "photo\u202egpj.exe\u2066x\u2069\u200e\u200f\u200b\ufeff.jpg"
     )
-    escaped = "photo\\u202egpj.exe\\u2066x\\u2069\\u200e\\u200f.jpg"
+    escaped = "photo\\u202egpj.exe\\u2066x\\u2069\\u200e\\u200f\\u200b\\ufeff.jpg"
     assert chosen.startswith(escaped + " (")
     browser.find_element(By.ID, "file").clear()
     _verify_here(browser, file)
@@ -448,7 +448,7 @@ def test_bidi_controls_in_a_file_name_are_shown_as_code_points(
     assert browser.execute_script(_EXACT, "#report .file-name") == escaped
     assert browser.title.startswith(f"SIGNED_ORIGINAL: {escaped} ")
     for text in (browser.title, browser.execute_script(_EXACT, "#result")):
-        assert not re.search("[\u200e\u200f\u202a-\u202e\u2066-\u2069]", text), text
+        assert not re.search("[\u200b\u200e\u200f\u202a-\u202e\u2066-\u2069\ufeff]", text), text
 
 
 def test_an_emoji_in_a_file_name_is_shown_as_it_is(

@@ -144,8 +144,9 @@ def test_witness_cosigns_a_growing_log_and_refuses_rollback_and_forks(
         with pytest.raises(TransportError, match="requests no witness cosignatures") as e:
             c.cosigned_checkpoint()
         assert e.value.code == "FAILED_PRECONDITION"
-    # state survives a restart of the witness (a new instance on the same folder)
-    again = Witness(signer, [log_vkey], tmp_path / "wstate")
+    # state survives a restart of the witness (a new instance, of its key, on the same folder)
+    own = load_log_signer(tmp_path / "witness.pem", "witness.test/w1", "witness key")
+    again = Witness(own, [log_vkey], tmp_path / "wstate")
     latest = again.latest(cp.origin)
     assert latest is not None and latest.size == 10
 

@@ -175,3 +175,28 @@ def test_two_witness_servers_of_one_state_folder_share_one_state(tmp_path: Path)
         assert post_checkpoint(first, body(3, note)) == (409, "5\n")
         note = grow(1)
         assert post_checkpoint(first, body(5, note))[0] == 200
+
+
+def test_a_second_witness_of_another_key_is_refused_the_state_folder(tmp_path: Path) -> None:
+    """Two `prov witness serve` of one --state folder act as one witness (above); a
+    witness of another key or name given that folder started silently and took the other
+    witness's state for its own (a reviewer's finding): it answered 409 with sizes it never
+    checked, then cosigned on from there, so a quorum of the two was one view, not two. It
+    is now refused at start, exit 1, naming the witness the folder belongs to, whether that
+    one is running or not; the same witness still starts on it."""
+    log = generate_log_key(tmp_path / "log.pem", "log.test/own").verifier_key()
+    with witness_serve(tmp_path, log) as (_, first_key):
+        other = subprocess.Popen(
+            [sys.executable, "-m", "clients.cli", "witness", "serve", "--key",
+             str(tmp_path / "other.pem"), "--log-key", log, "--state", str(tmp_path / "wstate"),
+             "--name", "witness.test/w2", "--listen", "127.0.0.1:0"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+        )  # fmt: skip
+        out, err = finish(drain(other), timeout=90)
+        said = " ".join(err.split())
+        assert other.returncode == 1, (out, err)
+        assert "witness on" not in out and "Traceback" not in err, err
+        assert f"{tmp_path / 'wstate'} holds the state of the witness {first_key}" in said, err
+        assert "its own --state" in said, err
+    with witness_serve(tmp_path, log) as (url, key):  # the folder's own witness, again
+        assert url.startswith("http://127.0.0.1:") and key == first_key

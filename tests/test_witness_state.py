@@ -17,6 +17,7 @@ import pytest
 
 from provenance.core import merkle
 from provenance.log.checkpoint import Checkpoint, generate_log_key
+from provenance.witness import OWNER_FILE
 from tests.conftest import post_checkpoint, witness_serve
 
 
@@ -183,7 +184,11 @@ def test_a_state_that_cannot_be_saved_is_a_503_and_nothing_is_cosigned(tmp_path:
         except urllib.error.HTTPError as e:
             status, body, headers = e.code, e.read().decode(), e.headers
         assert state.read_text() == before  # the state before, kept
-        assert sorted(p.name for p in (tmp_path / "wstate").iterdir()) == [".lock", state.name]
+        assert sorted(p.name for p in (tmp_path / "wstate").iterdir()) == [
+            ".lock",
+            state.name,
+            OWNER_FILE,
+        ]
         assert _get(f"{url}/{origin_hash}/checkpoint")[1].startswith(f"{origin}\n0\n")
         # the state is still size 0: the next checkpoint from it is cosigned
         code, line = post_checkpoint(url, f"old 0\n\n{small}")

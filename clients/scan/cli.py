@@ -12,7 +12,13 @@ import typer
 from clients.api import default_server
 from clients.device import default_home
 from clients.interrupt import how_stopped, terminate_as_interrupt
-from clients.options import ServerOpt, existing, in_existing_folder, nonempty_path
+from clients.options import (
+    ServerOpt,
+    UsageError,
+    existing,
+    in_existing_folder,
+    nonempty_path,
+)
 from clients.scan.engines import Engine, LocalEngine, RayEngine
 from clients.scan.pipeline import DEFAULT_BATCH, run_scan
 from clients.scan.progress import ScanProgress, summary_table, summary_title
@@ -64,6 +70,15 @@ def scan(
             " PATHs, spelled as before: a path spelled otherwise is scanned again.",
         ),
     ] = False,
+    retry_errors: Annotated[
+        bool,
+        typer.Option(
+            help="With --resume: scan again every file whose row in --report is an error"
+            " (the server answered no result for it, a read failed on a share, it changed"
+            " while read); its old row is taken out first. A file that cannot be read or"
+            " decoded for good gets its error row again.",
+        ),
+    ] = False,
     engine: Annotated[
         EngineName,
         typer.Option(help="local: a process pool; ray: Ray tasks (RAY_ADDRESS or a local Ray)."),
@@ -99,6 +114,8 @@ def scan(
     more than a few seconds (rows so far are kept: run the same command with --resume).
     OUT.csv and OUT.html are written when a run completes. Details: docs/scan.md.
     """
+    if retry_errors and not resume:
+        raise UsageError("--retry-errors goes with --resume (a new report has no error rows)")
     _check_report(report, resume)  # the arguments first, then the progress bar
     chosen = make_engine(engine, workers)
     config = ScanConfig(server=server, detect=detect, detector_secret=_detector_secret(detect))
@@ -112,6 +129,7 @@ def scan(
                 config,
                 chosen,
                 resume=resume,
+                retry_errors=retry_errors,
                 batch_size=batch_size,
                 on_rows=progress.update,
                 on_warning=lambda text: err.print(text, highlight=False, soft_wrap=True),

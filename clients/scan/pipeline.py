@@ -108,6 +108,7 @@ def run_scan(
     engine: Engine,
     resume: bool = False,
     batch_size: int = DEFAULT_BATCH,
+    retry_errors: bool = False,
     on_rows: Callable[[list[dict[str, Any]]], None] | None = None,
     clock: Callable[[], float] = time.monotonic,
     on_warning: Callable[[str], None] | None = None,
@@ -115,7 +116,8 @@ def run_scan(
     """Scan ``paths`` into the JSON Lines ``report`` (CSV and HTML beside it).
 
     resume: continue the scan recorded in an existing report (else an existing report is
-    refused with ConfigError). on_rows: called with each batch's rows once recorded.
+    refused with ConfigError). retry_errors: with ``resume``, scan again the files whose
+    rows in the report are errors (their rows are taken out first). on_rows: called with each batch's rows once recorded.
     on_warning: called, before any file is scanned, with a warning when the report holds
     rows but none of them could be of a file under ``paths`` as spelled (`GivenPaths`).
     Raises ConfigError for an unusable report, TransportError if the server fails; rows
@@ -144,13 +146,19 @@ def run_scan(
         given.add(row["path"])
 
     try:
-        with Journal(report, resume, on_row=add_row) as journal:
+        with Journal(report, resume, on_row=add_row, retry_errors=retry_errors) as journal:
             if writer is None:
                 writer = ReportWriter(report, detect=config.detect)
             seen = journal.done
             skipped = len(seen)
             if on_warning is not None and (warning := given.mismatch(report)):
                 on_warning(warning)
+            if on_warning is not None and journal.retried:
+                rows_word = "row" if journal.retried == 1 else "rows"
+                on_warning(
+                    f"--retry-errors: {journal.retried:,} error {rows_word} taken out of the"
+                    " report; their files are scanned again"
+                )
             # the report's own files, when a folder scanned holds them: no rows of their own
             own = file_ids(report_files(report))
             walked = iter_items(paths, config.limits, skip=seen.__contains__, leave_out=own)

@@ -15,6 +15,7 @@ refs share a digest is below 10^-24.
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import json
 import os
@@ -173,13 +174,49 @@ def _cut_partial_line(path: Path) -> None:
             os.fsync(f.fileno())
 
 
+class _Rewrite:
+    """The report without its error rows (`Journal` with ``retry_errors``): the rows kept
+    are copied to a temporary file beside it, which `finish` fsyncs and renames over the
+    report (a crash leaves the report as it was, or without its error rows: their files
+    are scanned again either way). Raises OSError."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.tmp = path.with_name(f".{path.name}.{os.getpid()}.retry.tmp")
+        self._file: IO[bytes] = self.tmp.open("wb")
+
+    def write(self, line: bytes) -> None:
+        self._file.write(line)
+
+    def discard(self) -> None:
+        self._file.close()
+        self.tmp.unlink(missing_ok=True)
+
+    def finish(self, replace: bool) -> None:
+        """Put the copy in the report's place when ``replace``, else drop it."""
+        if not replace:
+            self.discard()
+            return
+        self._file.flush()
+        os.fsync(self._file.fileno())
+        self._file.close()
+        os.replace(self.tmp, self.path)
+        folder = os.open(self.path.parent, os.O_RDONLY)
+        try:
+            os.fsync(folder)
+        finally:
+            os.close(folder)
+
+
 class Journal:
     """The report file, opened for appending.
 
     ``resume=False`` refuses an existing report that holds anything (ConfigError: a
     finished scan is not overwritten by accident; an empty one is taken over, `holds_rows`); ``resume=True`` reads the refs of its rows into ``done``
     after cutting a partial last line, handing each row to ``on_row`` (if given) as it
-    is read. Raises ConfigError if the file cannot be used.
+    is read; with ``retry_errors`` too, the rows holding an ``error`` are taken out of
+    the report (counted in ``retried``), so their files are scanned again. Raises
+    ConfigError if the file cannot be used.
     """
 
     def __init__(
@@ -187,15 +224,21 @@ class Journal:
         path: Path,
         resume: bool,
         on_row: Callable[[dict[str, Any]], None] | None = None,
+        retry_errors: bool = False,
     ) -> None:
         self.path = path
         self.done = RefSet()
+        #: error rows taken out of the report for their files to be scanned again
+        self.retried = 0
         exists = holds_rows(path)
         if exists and not resume:
             raise ConfigError(f"{path} exists: add --resume to continue that scan, or remove it")
         try:
             if exists:
                 _cut_partial_line(path)
+                for leftover in path.parent.glob(f".{glob.escape(path.name)}.*.retry.tmp"):
+                    leftover.unlink(missing_ok=True)  # of a --retry-errors killed mid-copy
+                kept = _Rewrite(path) if retry_errors else None
                 with path.open("rb") as f:
                     for n, line in enumerate(f, 1):
                         # a row of another shape (an edit, a damaged disk) is named by its
@@ -211,6 +254,11 @@ class Journal:
                             problem = row_problem(row)
                             if problem is not None:
                                 raise ValueError(problem)
+                            if kept is not None:
+                                if row.get("error") is not None:
+                                    self.retried += 1
+                                    continue
+                                kept.write(line)
                             self.done.add(row["path"])
                             if on_row is not None:
                                 on_row(row)
@@ -221,9 +269,13 @@ class Journal:
                             AttributeError,
                             RecursionError,
                         ) as e:
+                            if kept is not None:
+                                kept.discard()
                             raise ConfigError(
                                 f"{path} line {n} is not a scan report row: {e}"
                             ) from e
+                if kept is not None:
+                    kept.finish(replace=self.retried > 0)
             self._file: IO[str] = path.open("a", encoding="utf-8")
         except OSError as e:
             raise ConfigError(f"cannot open the report {path}: {e.strerror or e}") from e

@@ -605,7 +605,7 @@ def serve(
     from provenance.server.allocator import collect_cycles_rarely, keep_freed_memory
     from provenance.server.limits import ServerLimits
     from provenance.server.rpc import ServerConfig, create_server
-    from provenance.server.service import ProvenanceService, ServiceConfig
+    from provenance.server.service import DEFAULT_KEY_SUFFIX, ProvenanceService, ServiceConfig
     from provenance.store import is_postgres_url
     from provenance.witness.client import parse_witness_option
 
@@ -701,7 +701,7 @@ def serve(
         # names a file) and the detector's crop secret are drawn at start, in memory
         key_file, secret_file = log_key, None
     else:
-        key_file = log_key or Path(db).with_name(Path(db).name + ".logkey.pem")
+        key_file = log_key or Path(db).with_name(Path(db).name + DEFAULT_KEY_SUFFIX)
         # The crop secret lives beside the database (SQLite) or the shared log key
         # (PostgreSQL).
         beside = Path(db) if isinstance(target, Path) else Path(log_key or "")

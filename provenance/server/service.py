@@ -119,6 +119,9 @@ from provenance.witness.client import DEFAULT_TIMEOUT_S, Cosigner, WitnessSpec
 log = logging.getLogger(__name__)
 
 DEFAULT_ORIGIN = "media-provenance.local/log"
+#: The log key file beside a SQLite database DB when `prov serve --log-key` is left out:
+#: DB + this suffix.
+DEFAULT_KEY_SUFFIX = ".logkey.pem"
 DEFAULT_TOKEN_TTL = timedelta(hours=24)
 #: The store's meta key saying the registry's history is in the log (its value: the
 #: tree size when it was first logged).

@@ -27,7 +27,7 @@ from provenance.media.assets import DEFAULT_MAX_BYTES
 from provenance.media.image import SUPPORTED_FORMATS
 from provenance.web import api, pages, present, softbinding, tlogtiles
 from provenance.web.ratelimit import RateLimiter
-from provenance.web.security import SecurityHeaders
+from provenance.web.security import CrossSiteGuard, SecurityHeaders
 from provenance.web.upload import SERVICE_TIMEOUT_S, Relayer, UploadLimits
 
 log = logging.getLogger(__name__)
@@ -171,7 +171,8 @@ def create_app(config: WebConfig) -> Starlette:
             *(tlogtiles.routes(config.tiles_dir) if config.tiles_dir else []),
             Mount("/static", StaticFiles(directory=PACKAGE / "static"), name="static"),
         ],
-        middleware=[Middleware(SecurityHeaders)],
+        # outermost first: the guard's 403 carries the security headers too
+        middleware=[Middleware(SecurityHeaders), Middleware(CrossSiteGuard)],
         exception_handlers=pages.exception_handlers(),
         lifespan=lifespan,
     )

@@ -1,12 +1,16 @@
 """Response headers every answer carries: a Content-Security-Policy that allows no
 inline or third-party script (and no inline style), ``X-Content-Type-Options: nosniff``,
-no framing, no referrer leaks.
+no framing, no referrer leaks; and `CrossSiteGuard`, which refuses a POST another site's
+page made a browser send.
 
-A plain ASGI middleware, so it also covers static files, streamed bodies and the
+Plain ASGI middlewares, so they also cover static files, streamed bodies and the
 error pages Starlette writes itself.
 """
 
 from __future__ import annotations
+
+import json
+from urllib.parse import urlsplit
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -46,3 +50,88 @@ class SecurityHeaders:
             await send(message)
 
         await self.app(scope, receive, send_with_headers)
+
+
+#: Methods that are answered whoever sends them: they read, never decode an upload.
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+#: ``Sec-Fetch-Site`` values of a request this site's own page (or the user, typing an
+#: address) made; ``cross-site`` and ``same-site`` (another host of the same registrable
+#: domain) are another site's.
+OWN_FETCH_SITES = frozenset({"same-origin", "none"})
+#: The message of the 403 answer.
+CROSS_SITE_MESSAGE = (
+    "refused: this POST was sent by a page of another site (its browser said so in"
+    " Sec-Fetch-Site or Origin); use this site's own page, or send the request without a"
+    " browser (curl, a script)"
+)
+_DEFAULT_PORTS = {"http": "80", "https": "443"}
+
+
+def _headers(scope: Scope) -> dict[str, str]:
+    return {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+
+
+def _same_host(origin: str, host: str) -> bool:
+    """Whether the ``Origin`` header ``origin`` (scheme://host[:port]) names ``host`` (the
+    request's Host header), a default port written or left out on either side."""
+    try:
+        parts = urlsplit(origin)
+        netloc = parts.netloc.lower()
+    except ValueError:
+        return False
+    default = _DEFAULT_PORTS.get(parts.scheme.lower())
+    names = {netloc, host.lower()}
+    if default is not None:
+        names = {n.removesuffix(":" + default) for n in names}
+    return bool(netloc) and len(names) == 1
+
+
+def is_cross_site(method: str, headers: dict[str, str]) -> bool:
+    """Whether a request is one another site's page made a browser send, and costs or
+    changes something (any method but `SAFE_METHODS`): a browser's ``Sec-Fetch-Site``
+    other than `OWN_FETCH_SITES` (Fetch Metadata, sent by every current browser), or,
+    from a browser that sends no such header, an ``Origin`` that is not the request's
+    Host (``null`` included). A request with neither header (curl, scripts, other
+    servers) is not: the defence is against a visitor's browser being used, not against
+    clients that can reach the site themselves. ``headers``: lower-case names."""
+    if method in SAFE_METHODS:
+        return False
+    fetch_site = headers.get("sec-fetch-site")
+    if fetch_site is not None:
+        return fetch_site.strip().lower() not in OWN_FETCH_SITES
+    origin = headers.get("origin")
+    if origin is None:
+        return False
+    return not _same_host(origin.strip(), headers.get("host", ""))
+
+
+class CrossSiteGuard:
+    """ASGI middleware answering 403 (the API's JSON error, PERMISSION_DENIED) to a
+    request `is_cross_site` calls so, before its body is read: a hostile page could
+    otherwise make a visitor's browser POST uploads or lookups (a CORS "simple request",
+    ``Content-Type: text/plain`` or a form) to a `prov web` on the visitor's network,
+    which the page itself cannot reach. The answer is unreadable to that page either
+    way; what is refused is the work."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not is_cross_site(scope["method"], _headers(scope)):
+            await self.app(scope, receive, send)
+            return
+        body = json.dumps(
+            {"error": {"code": 403, "status": "PERMISSION_DENIED", "message": CROSS_SITE_MESSAGE}}
+        ).encode()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 403,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()),
+                    (b"vary", b"Origin, Sec-Fetch-Site"),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})

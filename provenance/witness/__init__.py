@@ -343,6 +343,22 @@ def _parse_request(text: str) -> _Request:
 LOCK_FILE = ".lock"
 
 
+#: The file in a witness's state folder naming the witness it belongs to (its verifier
+#: key, one line): another witness is refused the folder at start.
+OWNER_FILE = "witness.vkey"
+
+
+def _write_new(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` durably: a temporary file beside it, fsynced, then
+    renamed into place. Raises OSError."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "w", encoding="utf-8") as handle:
+        handle.write(text)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+
+
 #: Longest wait, in seconds, for the state folder's lock before a request is answered 503.
 LOCK_WAIT_S = 10.0
 # Interval, in seconds, between tries of a lock another process holds.
@@ -491,7 +507,44 @@ class Witness:
         # folder): an flock on this file, taken after the thread lock; held for the
         # witness's life
         self._folder_lock = _open_lock_file(state_dir / LOCK_FILE)
+        try:
+            self._claim_folder()
+        except BaseException:
+            self.close()
+            raise
         self._damaged_log = Every(DAMAGED_LOG_EVERY_S)  # one line per state file
+
+    def _claim_folder(self) -> None:
+        """Make the state folder this witness's: write its verifier key to `OWNER_FILE`
+        when the folder has none, else check that it is this witness's key. Processes of
+        one witness share a folder (one view); a witness of another key or name would take
+        that witness's state for its own (answer 409 with sizes it never checked, cosign
+        on from there). Raises ConfigError naming the folder's witness then, or when the
+        folder's lock stays held for ``lock_wait_s`` or the file cannot be read or
+        written."""
+        owner = self.state_dir / OWNER_FILE
+        mine = self.vkey()
+        try:
+            with _locked(self._lock, self._folder_lock, self.lock_wait_s):
+                try:
+                    theirs = owner.read_text(encoding="utf-8").strip()
+                except FileNotFoundError:
+                    _write_new(owner, mine + "\n")
+                    return
+        except _Busy:
+            raise ConfigError(
+                f"the witness state folder {self.state_dir} stayed locked by another process"
+                f" for {self.lock_wait_s:g} s"
+            ) from None
+        except (OSError, UnicodeDecodeError) as e:
+            raise ConfigError(f"cannot read or write {owner}: {e}") from e
+        if theirs != mine:
+            raise ConfigError(
+                f"the state folder {self.state_dir} holds the state of the witness {theirs}"
+                f" (named in {owner}), not of this one, {mine}: two witnesses of one folder"
+                " would cosign one view, not two. Give this witness its own --state (or"
+                " start that witness, with its --key and --name)"
+            )
 
     def close(self) -> None:
         """Release the state folder's lock file (another process of the folder may then

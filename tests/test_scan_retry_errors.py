@@ -1,0 +1,106 @@
+"""`prov scan --resume --retry-errors`: the files whose rows are errors are scanned again
+(a server that answered no result for a file, a read that failed on a share), each file
+still one row. A real `prov serve`, stopped and started again between the runs."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from clients.cli import main as prov_main
+from clients.scan import worker
+from tests.conftest import SAMPLES, ServerProc, start_server
+
+
+def _rows(report: Path) -> dict[str, dict[str, object]]:
+    rows = [json.loads(line) for line in report.read_text().splitlines()]
+    by_path = {str(r["path"]): r for r in rows}
+    assert len(by_path) == len(rows), "a file with two rows"
+    return by_path
+
+
+def test_resume_with_retry_errors_scans_the_error_rows_again(
+    server: ServerProc,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A row that ended in an error from a passing cause was never scanned again by
+    --resume (a reviewer's finding: an archivist resuming an overnight scan expects the
+    file the server did not answer for to be tried again). With --retry-errors the error
+    rows are taken out of the report and their files scanned again; without it they are
+    kept, as before. A server stopped meanwhile loses none of them."""
+    monkeypatch.setattr(worker, "RETRY_DELAYS_S", (0.01,))
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    shutil.copy(SAMPLES / "rocket.jpg", photos / "rocket.jpg")
+    shutil.copy(SAMPLES / "chelsea.png", photos / "chelsea.png")
+    report = tmp_path / "night.jsonl"
+    args = ["scan", str(photos), "--report", str(report), "--workers", "0", "--resume"]
+    assert prov_main([*args, "--server", server.address]) == 0
+    rows = _rows(report)
+    rocket = str(photos / "rocket.jpg")
+    good = dict(rows[rocket])
+    assert good["status"] is not None and good.get("error") is None
+    # the row a batch gets for a file the server left out of its answer
+    failed = {
+        **good,
+        "status": None,
+        "error": f"the server at {server.address} answered no result for this file; scan it again",
+    }
+    report.write_text(
+        "".join(json.dumps(failed if p == rocket else r) + "\n" for p, r in rows.items())
+    )
+    assert prov_main([*args, "--server", server.address]) == 0  # kept without the flag
+    assert _rows(report)[rocket]["error"] == failed["error"]
+    server.stop()  # the server down while retrying: the scan stops, nothing is lost
+    capsys.readouterr()
+    assert prov_main([*args, "--retry-errors", "--server", server.address]) == 1
+    said = " ".join(capsys.readouterr().err.split())
+    assert "--retry-errors: 1 error row taken out of the report" in said, said
+    assert "cannot reach the server" in said, said
+    # its row is out of the report, so the next --resume scans the file, with or without
+    # the flag: nothing is lost
+    assert rocket not in _rows(report) and len(_rows(report)) == 1
+    again = start_server(server.db)
+    try:
+        assert prov_main([*args, "--retry-errors", "--server", again.address]) == 0
+    finally:
+        again.stop()
+    after = _rows(report)
+    assert set(after) == set(rows)
+    assert after[rocket].get("error") is None and after[rocket]["status"] == good["status"]
+    assert after[str(photos / "chelsea.png")] == rows[str(photos / "chelsea.png")]
+
+
+def test_retry_errors_needs_resume(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """--retry-errors without --resume is a usage error (exit 2): there are no rows to
+    retry in a new report."""
+    rc = prov_main(["scan", str(SAMPLES), "--report", str(tmp_path / "r.jsonl"), "--retry-errors"])
+    assert rc == 2
+    assert "--retry-errors goes with --resume" in " ".join(capsys.readouterr().err.split())
+
+
+def test_a_copy_left_by_a_killed_retry_is_removed(tmp_path: Path) -> None:
+    """--retry-errors copies the rows it keeps to ``.REPORT.PID.retry.tmp`` beside the
+    report; a scan killed before the rename left that copy, which a later scan of the
+    folder would have read as a file. The next --resume removes it."""
+    from clients.scan.resume import Journal
+
+    report = tmp_path / "night.jsonl"
+    row = {"path": "a.jpg", "status": None, "error": "cannot read: I/O error", "size": 3}
+    report.write_text(json.dumps(row) + "\n")
+    left = tmp_path / ".night.jsonl.12345.retry.tmp"
+    left.write_text("")
+    other = tmp_path / ".other.jsonl.12345.retry.tmp"  # another report's: kept
+    other.write_text("")
+    with Journal(report, resume=True) as journal:
+        assert "a.jpg" in journal.done
+    assert not left.exists() and other.exists()
+    with Journal(report, resume=True, retry_errors=True) as journal:
+        assert journal.retried == 1 and "a.jpg" not in journal.done
+    assert report.read_text() == ""
+    assert sorted(p.name for p in tmp_path.iterdir()) == [other.name, report.name]
