@@ -29,6 +29,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from clients.api import ProvenanceClient, Query
 from provenance.core.errors import TransportError
+from provenance.store import open_store
 from provenance.store.postgres import APPEND_LOCK
 from tests.conftest import (
     ADMIN_TOKEN,
@@ -405,3 +406,37 @@ def test_a_write_that_queued_for_the_append_lock_is_not_cut(pg_url: str) -> None
     finally:
         holder.close()
         assert srv.stop() == 0
+
+
+def test_a_long_read_of_a_database_that_answers_is_not_cut(pg_url: str) -> None:
+    """The near-duplicate index's read of the leaves not yet packed (a server's first
+    start on a large log, or one whose packs are damaged) was one statement over them all:
+    on a database that answers it took longer than --db-answer-wait + 2 s (3 million
+    soft-hash rows, 2.5 s with --db-answer-wait 0.5; at the default 10 s about 15
+    million), and the watchdog cut it as if the database had stopped, at every start.
+    Here each row of one leaf in every 65,536 costs the database 0.8 s (a view calling
+    pg_sleep): four such leaves are 3.2 s in one statement, past 0.5 + 2 s; read a range
+    of leaves at a time, no statement waits past it."""
+    store = open_store(pg_url, answer_wait_s=0.5)
+    spread = 1 << 16
+    try:
+        with psycopg.connect(pg_url, autocommit=True) as c:
+            c.execute("ALTER TABLE soft_hashes RENAME TO soft_hashes_rows")
+            c.execute(
+                "CREATE VIEW soft_hashes AS SELECT leaf_idx, algorithm, hash, quality,"
+                " CASE WHEN pg_sleep(0.8) IS NULL THEN timestamp_seconds"
+                " ELSE timestamp_seconds END AS timestamp_seconds FROM soft_hashes_rows"
+            )
+            for i in range(4):
+                c.execute(
+                    "INSERT INTO soft_hashes_rows VALUES (%s, 'pdq', %s, 100, 0)",
+                    (i * spread, bytes([i + 1]) * 32),
+                )
+        pack = store.hash_pack(0, 4 * spread)
+        assert pack.ids.tolist() == [i * spread for i in range(4)]
+        assert [bytes(w.astype(">u8").tobytes()) for w in pack.words] == [
+            bytes([i + 1]) * 32 for i in range(4)
+        ]
+        assert not pack.video
+    finally:
+        store.close()

@@ -48,6 +48,11 @@ from provenance.store import (
 PAGE = 10_000
 #: Stored index packs read per query.
 PACK_PAGE = 8
+#: Leaves whose soft hashes `SqlStore.hash_pack` reads per query (as many as an index
+#: pack holds, `provenance.index.packs.PACK_LEAVES`): each statement stays short on a
+#: database that answers, which PostgreSQL's watchdog would otherwise cut (a read of 3
+#: million rows took 2.5 s, past --db-answer-wait 0.5 + 2 s).
+HASH_PACK_PAGE_LEAVES = 1 << 16
 #: Checkpoint rows read at once by `SqlStore.checkpoint_rows` (a note is about 250 bytes).
 CHECKPOINT_PAGE = 1000
 #: The key of the leaf and file hash indexes, SQL over a column's name: the hash's first
@@ -806,20 +811,31 @@ class SqlStore(ABC):
 
     @_reads_log
     def hash_pack(self, start: int, stop: int) -> HashPack:
+        """`Store.hash_pack`, read `HASH_PACK_PAGE_LEAVES` leaves a statement: before, one
+        statement over [start, stop), which a server's first start on a large log (or
+        one whose packs are damaged) sent over every leaf, and which PostgreSQL's
+        watchdog cut as a database that answers nothing
+        (`provenance.store.postgres._Watchdog`) at every start."""
+        rows: list[Any] = []
+        video = False
         with self._reading() as c:
-            rows = c.execute(
-                "SELECT leaf_idx, hash FROM soft_hashes WHERE leaf_idx>=? AND leaf_idx<?"
-                " AND algorithm='pdq' AND quality>=? AND length(hash)=? ORDER BY leaf_idx",
-                (start, stop, PDQ_MIN_QUALITY, PDQ_HASH_SIZE),
-            ).fetchall()
-            video = c.execute(
-                "SELECT 1 FROM soft_hashes WHERE leaf_idx>=? AND leaf_idx<?"
-                " AND timestamp_seconds > 0 LIMIT 1",
-                (start, stop),
-            ).fetchone()
+            for first in range(start, stop, HASH_PACK_PAGE_LEAVES):
+                end = min(first + HASH_PACK_PAGE_LEAVES, stop)
+                rows += c.execute(
+                    "SELECT leaf_idx, hash FROM soft_hashes WHERE leaf_idx>=? AND leaf_idx<?"
+                    " AND algorithm='pdq' AND quality>=? AND length(hash)=? ORDER BY leaf_idx",
+                    (first, end, PDQ_MIN_QUALITY, PDQ_HASH_SIZE),
+                ).fetchall()
+                if not video:  # a video frame's hash in these leaves
+                    found = c.execute(
+                        "SELECT 1 FROM soft_hashes WHERE leaf_idx>=? AND leaf_idx<?"
+                        " AND timestamp_seconds > 0 LIMIT 1",
+                        (first, end),
+                    ).fetchone()
+                    video = found is not None
         ids = np.fromiter((int(r[0]) for r in rows), dtype=np.int64, count=len(rows))
         words = np.frombuffer(b"".join(bytes(r[1]) for r in rows), dtype=">u8")
-        return HashPack(start, stop, ids, words.astype(np.uint64).reshape(-1, 4), video is not None)
+        return HashPack(start, stop, ids, words.astype(np.uint64).reshape(-1, 4), video)
 
     @_reads_log
     def soft_hash_rows(self, start: int, stop: int) -> list[SoftRow]:
