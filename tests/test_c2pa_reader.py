@@ -240,8 +240,12 @@ def test_size_limit_refuses_before_parsing(pool: ReaderPool) -> None:
 
 
 def test_missing_file_raises_media_error(pool: ReaderPool, tmp_path: Path) -> None:
-    with pytest.raises(MediaError):
+    """Its message names the file (a command's user's own); what a server's caller is
+    told (``public``: the server's upload file gone) does not."""
+    with pytest.raises(MediaError) as missing:
         read_c2pa(tmp_path / "absent.jpg", "image/jpeg", pool=pool)
+    assert str(tmp_path / "absent.jpg") in str(missing.value)
+    assert missing.value.public == "cannot read the asset: No such file or directory"
 
 
 def test_a_file_the_worker_cannot_open_is_reported_without_its_path(
