@@ -21,6 +21,7 @@ import pytest
 from clients.api import ProvenanceClient
 from provenance.core.errors import TransportError
 from tests.conftest import ADMIN_TOKEN, ServerProc, enroll_key, start_server, start_web
+from tests.pgserver import PgServer
 
 
 def _told_without(
@@ -102,3 +103,35 @@ def test_a_sqlite_store_error_names_no_file_to_callers(tmp_path: Path) -> None:
         assert srv.stop() == 0
     log = srv.stderr()
     assert str(db) in log and "no such table" in log, log[-3000:]
+
+
+def test_a_postgresql_outage_names_no_database_to_callers(tmp_path: Path) -> None:
+    """PostgreSQL shut down under the running server: a read is answered UNAVAILABLE "the
+    log database cannot be used now" without the database's address or psycopg's words
+    ("connection ... failed", "couldn't get a connection"); the server's log has them."""
+    pg = PgServer.start()
+    try:
+        url = pg.new_database()
+        srv = start_server(url, "--log-key", str(tmp_path / "log.key"), "--db-connect-wait", "1")
+        web = start_web(srv.address, "--service-timeout", "40")
+        try:
+            with ProvenanceClient(srv.address, admin_token=ADMIN_TOKEN) as c:
+                device = enroll_key(c)
+            pg.halt()
+            secrets = [
+                "postgresql://",
+                "postgres@",
+                "127.0.0.1",
+                str(pg.port),
+                url.rsplit("/", 1)[-1],
+                "connection",
+            ]
+            _told_without(srv, web, device, "the log database cannot be used now", secrets)
+            pg.resume()  # `stop` stops a running cluster
+        finally:
+            web.stop()
+            assert srv.stop() == 0
+    finally:
+        pg.stop()
+    log = srv.stderr()
+    assert f"127.0.0.1:{pg.port}/{url.rsplit('/', 1)[-1]} cannot be used now" in log, log[-3000:]
